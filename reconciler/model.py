@@ -1,0 +1,148 @@
+"""Words shared by every module: order keys, provider statuses, observations, event types."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Source = Literal["ccv", "ccnow"]
+SOURCES: tuple[Source, ...] = ("ccv", "ccnow")
+
+Severity = Literal["info", "warning", "error"]
+Via = Literal["poll", "catch-up", "notification"]
+
+
+class EventType(str, enum.Enum):
+    """The event types of the interface contract."""
+
+    DISCOVERED = "order.discovered"
+    STATUS_CHANGED = "order.status_changed"
+    NOT_FOUND = "order.not_found"
+    STUCK = "order.stuck"
+    SOURCE_FAILED = "source.failed"
+    SOURCE_RECOVERED = "source.recovered"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    """What a provider status word means to us."""
+
+    severity: Severity
+    end_state: bool = False
+    # CCNow `completed` / `refunded`: done for now, but a refund or chargeback may still follow.
+    settled: bool = False
+    known: bool = True
+
+
+# One table for both providers: (source, status word) -> meaning.
+STATUSES: dict[tuple[Source, str], StatusInfo] = {
+    # CCV boarding API, orderStatus
+    ("ccv", "Processing"): StatusInfo("info"),
+    ("ccv", "Incomplete"): StatusInfo("info"),
+    ("ccv", "AwaitingPayment"): StatusInfo("info"),
+    ("ccv", "Screening"): StatusInfo("info"),
+    ("ccv", "New"): StatusInfo("info"),
+    ("ccv", "ErpInProgress"): StatusInfo("info"),
+    ("ccv", "FulfillmentInProgress"): StatusInfo("info"),
+    ("ccv", "FulfillmentDone"): StatusInfo("info"),
+    ("ccv", "Completed"): StatusInfo("info", end_state=True),
+    ("ccv", "Closed"): StatusInfo("warning", end_state=True),
+    ("ccv", "Canceled"): StatusInfo("warning", end_state=True),
+    ("ccv", "Failed"): StatusInfo("error", end_state=True),
+    # CCNow Order Update API status codes
+    ("ccnow", "received"): StatusInfo("info"),
+    ("ccnow", "paypal_hold"): StatusInfo("info"),
+    ("ccnow", "processing"): StatusInfo("info"),
+    ("ccnow", "vacation_hold"): StatusInfo("info"),
+    ("ccnow", "preorder_hold"): StatusInfo("info"),
+    ("ccnow", "getman_hold"): StatusInfo("info"),
+    ("ccnow", "pending"): StatusInfo("info"),
+    ("ccnow", "mark_canceled"): StatusInfo("warning"),
+    ("ccnow", "canceled"): StatusInfo("warning", end_state=True),
+    ("ccnow", "declined"): StatusInfo("error", end_state=True),
+    ("ccnow", "rejected"): StatusInfo("error", end_state=True),
+    ("ccnow", "mark_shipped"): StatusInfo("info"),
+    ("ccnow", "completed"): StatusInfo("info", settled=True),
+    ("ccnow", "test"): StatusInfo("info", end_state=True),
+    ("ccnow", "refunded"): StatusInfo("warning", settled=True),
+    ("ccnow", "chargeback"): StatusInfo("error", end_state=True),
+}
+
+UNKNOWN_STATUS = StatusInfo("warning", known=False)
+
+
+def status_info(source: Source, status: str) -> StatusInfo:
+    """Return the meaning of a status word; unknown words are warnings, never end states."""
+    return STATUSES.get((source, status), UNKNOWN_STATUS)
+
+
+def known_statuses(source: Source) -> list[str]:
+    """Return the documented status words of a provider, in lifecycle order."""
+    return [status for (src, status) in STATUSES if src == source]
+
+
+# --- order ids ------------------------------------------------------------------------------
+
+_CCNOW_ID = re.compile(r"^(\d{3})-?(\d{2})-?(\d{4})$")
+CCV_ID_MAX_LENGTH = 128
+_CCV_ID_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f/\\?#%]")
+
+
+class InvalidOrderId(ValueError):
+    """An order id that we refuse to follow or to put into a URL."""
+
+
+def normalize_ccnow_id(raw: str) -> str:
+    """Return a CCNow order id in its hyphenated form `NNN-NN-NNNN`."""
+    match = _CCNOW_ID.match(raw.strip())
+    if match is None:
+        raise InvalidOrderId(f"not a CCNow order id (nine digits, hyphens optional): {raw!r}")
+    return "-".join(match.groups())
+
+
+def validate_ccv_id(raw: str) -> str:
+    """Return a CCV order id that is safe as one URL path segment."""
+    if not raw or len(raw) > CCV_ID_MAX_LENGTH:
+        raise InvalidOrderId(f"CCV order id must be 1 to {CCV_ID_MAX_LENGTH} characters: {raw!r}")
+    if raw in (".", "..") or ".." in raw or _CCV_ID_FORBIDDEN.search(raw):
+        raise InvalidOrderId(f"CCV order id has a forbidden character or sequence: {raw!r}")
+    return raw
+
+
+def normalize_order_id(source: Source, raw: str) -> str:
+    """Validate and normalize an order id of either provider."""
+    return normalize_ccnow_id(raw) if source == "ccnow" else validate_ccv_id(raw)
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderKey:
+    """One followed order: provider, account name within our config, provider's order id."""
+
+    source: Source
+    account: str
+    order_id: str
+
+
+class Outcome(str, enum.Enum):
+    """How one check of one order ended."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one check of one order saw. `status` is set only when outcome is OK."""
+
+    key: OrderKey
+    outcome: Outcome
+    status: str | None = None
+    external_reference: str | None = None
+    # For FAILED: a short machine word ("timeout", "http_500", "protocol", "order_error", ...).
+    reason: str | None = None

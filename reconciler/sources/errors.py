@@ -1,0 +1,25 @@
+"""Typed failures of a provider source: any of them means the answer changed nothing."""
+
+from __future__ import annotations
+
+
+class SourceError(Exception):
+    """A source could not be asked; the pass for that account stops and nothing changes."""
+
+    reason = "unavailable"
+
+
+class SourceUnavailable(SourceError):
+    """Maintenance, server errors or timeouts after retries, connection failures."""
+
+
+class AuthenticationFailed(SourceError):
+    """The provider refused our credentials (401/403); retrying only makes it worse."""
+
+    reason = "authentication"
+
+
+class ProtocolError(SourceError):
+    """The answer is not the provider's protocol (an HTML page, garbage, a wrong shape)."""
+
+    reason = "protocol"
