@@ -146,3 +146,38 @@ class Observation:
     external_reference: str | None = None
     # For FAILED: a short machine word ("timeout", "http_500", "protocol", "order_error", ...).
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """One row of the snapshot: what we last saw of a followed order. Times are epoch seconds."""
+
+    key: OrderKey
+    status: str | None = None  # None until the order was first seen
+    external_reference: str | None = None
+    first_seen: float | None = None
+    last_changed: float | None = None
+    last_checked: float | None = None
+    end_state: bool = False
+    not_found: bool = False
+    failure_streak: int = 0
+    # Number of events this order has produced so far; part of each event's stable id.
+    version: int = 0
+    next_check_at: float = 0.0
+    interval_s: float | None = None  # current adaptive check interval
+    stuck_version: int | None = None  # `version` at which order.stuck was raised
+    tracked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """Health of one provider account, for source.failed / source.recovered."""
+
+    source: Source
+    account: str
+    failing: bool = False
+    failure_streak: int = 0
+    episode: int = 0  # number of failure episodes so far; part of the event ids
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_error: str | None = None

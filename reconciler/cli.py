@@ -1,0 +1,470 @@
+"""Command line: argument parsing and exit codes only; the work is done by the other modules."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .config import Config, ConfigError, load_config, parse_duration
+from .events import iso_time
+from .logs import LEVELS, fields, setup_logging
+from .model import SOURCES, InvalidOrderId, Source, normalize_order_id
+from .store import Store, StoreError, StoreLocked
+
+log = logging.getLogger("reconciler.cli")
+
+# sysexits.h
+EX_OK = 0
+EX_USAGE = 2  # argparse's own
+EX_DATAERR = 65
+EX_SOFTWARE = 70
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as given (exit 2)."""
+
+
+class DataError(Exception):
+    """Input data (order ids, files) that is malformed (exit 65)."""
+
+
+class TempFailure(Exception):
+    """Something worth trying again later (exit 75)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Keep the state of CCV and CCNow orders true: poll, diff, emit events.",
+    )
+    p.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $RECONCILER_CONFIG, else ./reconciler.toml)",
+    )
+    p.add_argument("--log-level", choices=LEVELS, default="info", help="default: info")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="the daemon: scheduler, receiver, sinks")
+
+    c = sub.add_parser("catch-up", help="check every open order once, deliver, exit")
+    c.add_argument("--source", choices=SOURCES)
+    c.add_argument("--deliver-timeout", type=_duration, default=30.0, metavar="DURATION",
+                   help="how long to wait for sinks at the end (default 30s)")
+
+    t = sub.add_parser("track", help="start following orders")
+    t.add_argument("source", choices=SOURCES)
+    t.add_argument("ids", nargs="*", metavar="ID")
+    t.add_argument("--ref", help="external reference of the (single) CCV order")
+    t.add_argument("--from-file", type=Path, metavar="PATH",
+                   help="one ID or ID,REF per line ('-' for stdin)")
+    t.add_argument("--account", help="account name when a source has several")
+
+    u = sub.add_parser("untrack", help="stop following orders")
+    u.add_argument("source", choices=SOURCES)
+    u.add_argument("ids", nargs="+", metavar="ID")
+    u.add_argument("--account")
+
+    o = sub.add_parser("orders", help="show the snapshot")
+    o.add_argument("--source", choices=SOURCES)
+    o.add_argument("--status")
+    o.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("events", help="show the event history")
+    e.add_argument("--since", type=_iso, metavar="ISO")
+    e.add_argument("--type")
+    e.add_argument("--undelivered", action="store_true",
+                   help="only events some sink does not have (pending or dead-lettered)")
+    e.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("replay", help="deliver stored events to a sink again, same ids")
+    r.add_argument("--sink", required=True)
+    r.add_argument("--since", type=_iso, metavar="ISO")
+    r.add_argument("--deliver-timeout", type=_duration, default=30.0, metavar="DURATION")
+
+    k = sub.add_parser("check", help="validate the config (and credentials with --online)")
+    k.add_argument("--online", action="store_true")
+
+    n = sub.add_parser("notification-url", help="print the URL for a CCV order's notificationUrl")
+    n.add_argument("source", choices=["ccv"])
+    g = n.add_mutually_exclusive_group(required=True)
+    g.add_argument("--order", metavar="ID")
+    g.add_argument("--ref", metavar="REF")
+    n.add_argument("--account")
+
+    s = sub.add_parser("sandbox", help="the built-in simulator of both providers")
+    s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
+    s.add_argument("--orders", type=int, default=20)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--speed", type=float, default=1.0)
+    s.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
+    s.add_argument("--faults", default="", metavar="SPEC")
+
+    d = sub.add_parser("demo", help="the sandbox and the daemon together, with a live feed")
+    d.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")
+    d.add_argument("--store", type=Path, metavar="PATH",
+                   help="SQLite file (default: a temporary one)")
+    d.add_argument("--orders", type=int, default=12)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--speed", type=float, default=4.0)
+    d.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
+    return p
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _iso(text: str) -> float:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def config_path(arg: str | None) -> Path:
+    """Return the config file to use: --config, $RECONCILER_CONFIG, ./reconciler.toml."""
+    return Path(arg or os.environ.get("RECONCILER_CONFIG") or "reconciler.toml")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the `reconciler` console script."""
+    args = _parser().parse_args(argv)
+    setup_logging(args.log_level)
+    sys.exit(run_command(args))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one parsed command and map failures to exit codes."""
+    try:
+        if args.command == "sandbox":
+            from .sandbox_cli import sandbox_command
+
+            return sandbox_command(args)
+        if args.command == "demo":
+            from .demo import demo_command
+
+            return demo_command(args)
+        config = load_config(config_path(args.config))
+        handler = _COMMANDS[args.command]
+        return asyncio.run(handler(config, args))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
+    except UsageError as exc:
+        print(f"reconciler: error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except DataError as exc:
+        print(f"reconciler: error: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    except (StoreLocked, TempFailure) as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except StoreError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return EX_IOERR
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        log.critical("unexpected error", exc_info=True)
+        return EX_SOFTWARE
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _account(config: Config, source: Source, name: str | None) -> str:
+    accounts = [a.name for a in (config.ccv if source == "ccv" else config.ccnow)]
+    if not accounts:
+        raise UsageError(f"no [{source}] account is configured")
+    if name is None:
+        if len(accounts) > 1:
+            raise UsageError(f"several {source} accounts ({', '.join(accounts)}): give --account")
+        return accounts[0]
+    if name not in accounts:
+        raise UsageError(f"no {source} account named {name!r} ({', '.join(accounts)})")
+    return name
+
+
+async def _open_store(config: Config, *, readonly: bool = False) -> Store | None:
+    try:
+        return await Store.open(config.store_path, readonly=readonly)
+    except FileNotFoundError:
+        return None
+
+
+async def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    """The daemon."""
+    from .daemon import run_daemon
+
+    return await run_daemon(config)
+
+
+async def cmd_catch_up(config: Config, args: argparse.Namespace) -> int:
+    """One full pass, then deliver."""
+    from .runtime import Runtime
+
+    async with Runtime(config) as rt:
+        started = time.monotonic()
+        outbox_task = asyncio.ensure_future(rt.outbox.run())
+        try:
+            report = await rt.reconciler.catch_up(args.source)
+        finally:
+            rt.outbox.stop()
+            await outbox_task
+        delivered = await rt.outbox.drain(args.deliver_timeout)
+        undelivered = await rt.store.undelivered_count()
+        level = logging.INFO if report.ok and delivered else logging.WARNING
+        log.log(
+            level,
+            "catch-up.done",
+            extra=fields(
+                checked=report.checked,
+                failed=report.failed,
+                events=report.events,
+                failing_sources=sorted(report.failed_sources),
+                undelivered={k: v for k, v in undelivered.items() if v},
+                seconds=round(time.monotonic() - started, 3),
+            ),
+        )
+    return EX_OK if report.ok and delivered else EX_TEMPFAIL
+
+
+def _read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    out: list[tuple[str, str | None]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        raw, _, ref = line.partition(",")
+        try:
+            oid = normalize_order_id(source, raw.strip())
+        except InvalidOrderId as exc:
+            raise DataError(f"{path}:{number}: {exc}") from None
+        ref = ref.strip()
+        if ref and source != "ccv":
+            raise DataError(f"{path}:{number}: external references are for CCV orders")
+        out.append((oid, ref or None))
+    return out
+
+
+async def cmd_track(config: Config, args: argparse.Namespace) -> int:
+    """Start following orders."""
+    source: Source = args.source
+    account = _account(config, source, args.account)
+    if args.ref is not None and (source != "ccv" or len(args.ids) != 1 or args.from_file):
+        raise UsageError("--ref takes exactly one CCV order id")
+    if not args.ids and args.from_file is None:
+        raise UsageError("give order ids or --from-file")
+    orders: list[tuple[str, str | None]] = []
+    for raw in args.ids:
+        try:
+            orders.append((normalize_order_id(source, raw), args.ref))
+        except InvalidOrderId as exc:
+            raise DataError(str(exc)) from None
+    if args.from_file is not None:
+        orders.extend(_read_track_file(args.from_file, source))
+    store = await Store.open(config.store_path)
+    try:
+        added = await store.track(source, account, orders, time.time())
+    finally:
+        await store.close()
+    log.info("orders.tracked", extra=fields(source=source, account=account, given=len(orders),
+                                            new_or_updated=added))
+    return EX_OK
+
+
+async def cmd_untrack(config: Config, args: argparse.Namespace) -> int:
+    """Stop following orders."""
+    source: Source = args.source
+    account = _account(config, source, args.account) if args.account else None
+    try:
+        ids = [normalize_order_id(source, raw) for raw in args.ids]
+    except InvalidOrderId as exc:
+        raise DataError(str(exc)) from None
+    store = await _open_store(config)
+    if store is None:
+        return EX_OK
+    try:
+        removed = await store.untrack(source, account, ids)
+    finally:
+        await store.close()
+    log.info("orders.untracked", extra=fields(source=source, removed=removed))
+    return EX_OK
+
+
+def _ts(value: float | None) -> str | None:
+    return None if value is None or value == float("inf") else iso_time(value)
+
+
+async def cmd_orders(config: Config, args: argparse.Namespace) -> int:
+    """Print the snapshot."""
+    store = await _open_store(config, readonly=True)
+    states = []
+    if store is not None:
+        try:
+            states = await store.list_orders(args.source, args.status)
+        finally:
+            await store.close()
+    rows: list[dict[str, Any]] = [
+        {
+            "source": s.key.source,
+            "account": s.key.account,
+            "order_id": s.key.order_id,
+            "status": s.status,
+            "external_reference": s.external_reference,
+            "end_state": s.end_state,
+            "not_found": s.not_found,
+            "first_seen": _ts(s.first_seen),
+            "last_changed": _ts(s.last_changed),
+            "last_checked": _ts(s.last_checked),
+            "next_check_at": _ts(s.next_check_at) if not s.end_state else None,
+            "failure_streak": s.failure_streak,
+        }
+        for s in states
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return EX_OK
+    cols = ("source", "account", "order_id", "status", "external_reference", "last_changed")
+    _print_table(rows, cols)
+    return EX_OK
+
+
+def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
+    table = [[str(c).upper() for c in cols]] + [
+        ["-" if r[c] is None else str(r[c]) for c in cols] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+async def cmd_events(config: Config, args: argparse.Namespace) -> int:
+    """Print the event history."""
+    store = await _open_store(config, readonly=True)
+    events = []
+    if store is not None:
+        try:
+            events = await store.list_events(
+                since=args.since, type=args.type, undelivered=args.undelivered
+            )
+        finally:
+            await store.close()
+    if args.json:
+        out = []
+        for e in events:
+            obj = json.loads(e.body)
+            if args.undelivered:
+                obj["undelivered"] = list(e.undelivered)
+            out.append(obj)
+        print(json.dumps(out, indent=1, ensure_ascii=False))
+        return EX_OK
+    rows = []
+    for e in events:
+        data = json.loads(e.body).get("data", {})
+        change = data.get("status") or "-"
+        if data.get("previous_status"):
+            change = f"{data['previous_status']} -> {change}"
+        rows.append({
+            "time": iso_time(e.time),
+            "type": e.type,
+            "order": f"{data.get('source')}/{e.order_id}" if e.order_id else data.get("source"),
+            "change": change if e.order_id else (data.get("reason") or "-"),
+            "severity": e.severity,
+            "undelivered": ",".join(e.undelivered) or None,
+        })
+    _print_table(rows, ("time", "type", "order", "change", "severity", "undelivered"))
+    return EX_OK
+
+
+async def cmd_replay(config: Config, args: argparse.Namespace) -> int:
+    """Queue stored events for a sink again and deliver them (unless a daemon will)."""
+    from .runtime import Runtime
+
+    names = ["log", *(s.name for s in config.sinks)]
+    if args.sink not in names:
+        raise UsageError(f"no sink named {args.sink!r} ({', '.join(dict.fromkeys(names))})")
+    try:
+        async with Runtime(config) as rt:
+            count = await rt.store.requeue(args.sink, args.since)
+            log.info("replay.queued", extra=fields(sink=args.sink, events=count))
+            delivered = await rt.outbox.drain(args.deliver_timeout)
+    except StoreLocked:
+        # A running daemon owns delivery: queue the events and let it send them.
+        store = await Store.open(config.store_path)
+        try:
+            count = await store.requeue(args.sink, args.since)
+        finally:
+            await store.close()
+        log.info("replay.queued", extra=fields(sink=args.sink, events=count,
+                                               delivered_by="running daemon"))
+        return EX_OK
+    return EX_OK if delivered else EX_TEMPFAIL
+
+
+async def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    """Config is valid when we get here; with --online, ask each provider once."""
+    accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
+    print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; "
+          f"store: {config.store_path})")
+    if not args.online:
+        return EX_OK
+    from .online import check_online
+
+    return await check_online(config)
+
+
+async def cmd_notification_url(config: Config, args: argparse.Namespace) -> int:
+    """Print the signed notification URL for a CCV order or external reference."""
+    from .notify import notification_url
+
+    if config.receiver is None:
+        raise UsageError("notification URLs need a [receiver] section with public_url and secret")
+    account = _account(config, "ccv", args.account)
+    if args.order is not None:
+        try:
+            value = normalize_order_id("ccv", args.order)
+        except InvalidOrderId as exc:
+            raise DataError(str(exc)) from None
+        print(notification_url(config.receiver, account, order_id=value))
+    else:
+        print(notification_url(config.receiver, account, reference=args.ref))
+    return EX_OK
+
+
+_COMMANDS = {
+    "run": cmd_run,
+    "catch-up": cmd_catch_up,
+    "track": cmd_track,
+    "untrack": cmd_untrack,
+    "orders": cmd_orders,
+    "events": cmd_events,
+    "replay": cmd_replay,
+    "check": cmd_check,
+    "notification-url": cmd_notification_url,
+}

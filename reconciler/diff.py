@@ -1,0 +1,224 @@
+"""The reconciliation rules, pure: (snapshot, observations) -> new snapshot rows, transitions, events.
+
+No I/O and no clock: callers pass `now`. Every rule of what counts as a change lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from .events import Event, event_id, order_data
+from .model import (
+    EventType,
+    Observation,
+    OrderKey,
+    OrderState,
+    Outcome,
+    Severity,
+    SourceState,
+    Via,
+    status_info,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One entry of an order's history: a status change (or first sight) and its event."""
+
+    key: OrderKey
+    previous_status: str | None
+    status: str
+    at: float
+    via: Via
+    event_id: str
+
+
+@dataclass
+class DiffResult:
+    """What a batch of observations changes."""
+
+    states: dict[OrderKey, OrderState] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    # orders whose status changed (or were discovered) in this batch: checked again soon
+    changed: set[OrderKey] = field(default_factory=set)
+
+
+def diff(
+    snapshot: Mapping[OrderKey, OrderState],
+    observations: Iterable[Observation],
+    *,
+    now: float,
+    via: Via,
+    store_id: str,
+) -> DiffResult:
+    """Apply observations in order to the snapshot; return the touched rows and their events.
+
+    Observations of orders that are not in the snapshot are first sightings (the CCNow pending
+    list reveals orders nobody tracked). A failed check changes nothing but the failure streak.
+    """
+    result = DiffResult()
+    for obs in observations:
+        prev = result.states.get(obs.key) or snapshot.get(obs.key)
+        if obs.outcome is Outcome.OK:
+            _observed(result, prev, obs, now=now, via=via, store_id=store_id)
+        elif obs.outcome is Outcome.NOT_FOUND:
+            if prev is not None:
+                _not_found(result, prev, now=now, via=via, store_id=store_id)
+        elif prev is not None:
+            result.states[obs.key] = replace(prev, failure_streak=prev.failure_streak + 1)
+    return result
+
+
+def _observed(
+    result: DiffResult,
+    prev: OrderState | None,
+    obs: Observation,
+    *,
+    now: float,
+    via: Via,
+    store_id: str,
+) -> None:
+    key, status = obs.key, obs.status
+    if status is None:  # an OK observation always carries a status; refuse to invent one
+        return
+    info = status_info(key.source, status)
+    base = prev or OrderState(key=key, tracked_at=now)
+    reference = obs.external_reference or base.external_reference
+    state = replace(
+        base,
+        status=status,
+        external_reference=reference,
+        last_checked=now,
+        end_state=info.end_state,
+        not_found=False,
+        failure_streak=0,
+    )
+    previous = base.status
+    if previous == status:
+        result.states[key] = state
+        return
+    version = base.version + 1
+    event_type = EventType.DISCOVERED if previous is None else EventType.STATUS_CHANGED
+    ev = Event(
+        id=_order_event_id(store_id, base, version),
+        type=event_type,
+        time=now,
+        source=key.source,
+        account=key.account,
+        order_id=key.order_id,
+        severity=info.severity,
+        data=order_data(
+            key,
+            external_reference=reference,
+            previous_status=previous,
+            status=status,
+            end_state=info.end_state,
+            severity=info.severity,
+            via=via,
+            unknown_status=not info.known,
+        ),
+    )
+    result.states[key] = replace(
+        state,
+        version=version,
+        first_seen=base.first_seen if base.first_seen is not None else now,
+        last_changed=now,
+        stuck_version=None,
+    )
+    result.events.append(ev)
+    result.transitions.append(Transition(key, previous, status, now, via, ev.id))
+    result.changed.add(key)
+
+
+def _order_event_id(store_id: str, state: OrderState, version: int) -> str:
+    # tracked_at tells apart an order that was untracked and tracked again: its history
+    # restarts, and its new events must not reuse the ids of the old ones.
+    key = state.key
+    return event_id(store_id, key.source, key.account, key.order_id, state.tracked_at, version)
+
+
+def _not_found(
+    result: DiffResult, prev: OrderState, *, now: float, via: Via, store_id: str
+) -> None:
+    key = prev.key
+    if prev.not_found:  # reported once; the order stays followed and is checked rarely
+        result.states[key] = replace(prev, last_checked=now, failure_streak=0)
+        return
+    version = prev.version + 1
+    ev = Event(
+        id=_order_event_id(store_id, prev, version),
+        type=EventType.NOT_FOUND,
+        time=now,
+        source=key.source,
+        account=key.account,
+        order_id=key.order_id,
+        severity="warning",
+        data=order_data(
+            key,
+            external_reference=prev.external_reference,
+            previous_status=prev.status,
+            status=None,
+            end_state=False,
+            severity="warning",
+            via=via,
+        ),
+    )
+    result.states[key] = replace(
+        prev, not_found=True, last_checked=now, failure_streak=0, version=version
+    )
+    result.events.append(ev)
+
+
+def source_outcome(
+    state: SourceState,
+    *,
+    ok: bool,
+    now: float,
+    via: Via,
+    store_id: str,
+    reason: str | None = None,
+) -> tuple[SourceState, Event | None]:
+    """Record one pass of a source; return its new health and an event when it flips.
+
+    `source.failed` is raised once when a source starts failing and `source.recovered` once when
+    it answers again: state changes, never attempts.
+    """
+    severity: Severity
+    if ok:
+        new = replace(state, failing=False, failure_streak=0, last_success=now, last_error=None)
+        if not state.failing:
+            return new, None
+        event_type, severity, episode = EventType.SOURCE_RECOVERED, "info", state.episode
+        data_reason = state.last_error
+    else:
+        new = replace(
+            state,
+            failing=True,
+            failure_streak=state.failure_streak + 1,
+            last_failure=now,
+            last_error=reason,
+            episode=state.episode + (0 if state.failing else 1),
+        )
+        if state.failing:
+            return new, None
+        event_type, severity, episode = EventType.SOURCE_FAILED, "error", new.episode
+        data_reason = reason
+    ev = Event(
+        id=event_id(store_id, "source", state.source, state.account, episode, event_type.value),
+        type=event_type,
+        time=now,
+        source=state.source,
+        account=state.account,
+        order_id=None,
+        severity=severity,
+        data={
+            "source": state.source,
+            "account": state.account,
+            "reason": data_reason,
+            "severity": severity,
+            "via": via,
+        },
+    )
+    return new, ev

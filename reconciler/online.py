@@ -1,0 +1,42 @@
+"""`check --online`: one harmless request per provider account to prove the credentials."""
+
+from __future__ import annotations
+
+import sys
+
+from .config import Config
+from .model import Observation, Outcome
+from .runtime import http_session
+from .sources.ccnow import CCNowClient
+from .sources.ccv import CCVClient
+from .sources.errors import AuthenticationFailed, SourceError
+
+EX_OK, EX_TEMPFAIL, EX_CONFIG = 0, 75, 78
+
+# An id no order has: a 404 proves that the key was accepted.
+PROBE_ID = "reconciler-credential-check"
+
+
+async def check_online(config: Config) -> int:
+    """Return 0 when every account answered, 78 when credentials were refused, else 75."""
+    worst = EX_OK
+    async with http_session(config) as session:
+        checks = [(f"ccv/{c.name}", CCVClient(c, session).fetch(PROBE_ID)) for c in config.ccv]
+        checks += [(f"ccnow/{c.name}", CCNowClient(c, session).pending_list())
+                   for c in config.ccnow]
+        for name, probe in checks:
+            try:
+                answer = await probe
+            except AuthenticationFailed as exc:
+                print(f"{name}: credentials refused ({exc})", file=sys.stderr)
+                worst = EX_CONFIG
+            except SourceError as exc:
+                print(f"{name}: unavailable ({exc})", file=sys.stderr)
+                worst = max(worst, EX_TEMPFAIL) if worst != EX_CONFIG else worst
+            else:
+                if isinstance(answer, Observation) and answer.outcome is Outcome.FAILED:
+                    print(f"{name}: unavailable ({answer.reason})", file=sys.stderr)
+                    worst = max(worst, EX_TEMPFAIL) if worst != EX_CONFIG else worst
+                else:
+                    print(f"{name}: ok")
+    return worst

@@ -1,0 +1,285 @@
+"""One reconciliation pass: fetch from the providers -> diff -> one transaction per batch."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from .config import CCNowConfig, CCVConfig, Config, ScheduleConfig
+from .diff import diff, source_outcome
+from .events import Event
+from .logs import fields
+from .model import Observation, OrderKey, Outcome, Source, Via, known_statuses, status_info
+from .schedule import next_check, stuck_event
+from .sources.ccnow import CCNowClient
+from .sources.ccv import CCVClient
+from .sources.errors import SourceError
+from .store import Store
+
+log = logging.getLogger("reconciler.reconcile")
+
+BATCH_ROWS = 500  # observations per transaction
+PAGE_ORDERS = 5000  # order ids read from the store at a time during a catch-up
+SETTLED = tuple(s for s in known_statuses("ccnow") if status_info("ccnow", s).settled)
+
+
+@dataclass
+class PassReport:
+    """What a pass did, per account; `ok` means every order answered."""
+
+    checked: int = 0
+    failed: int = 0
+    events: int = 0
+    failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
+
+    @property
+    def ok(self) -> bool:
+        """True when no source failed and no check failed."""
+        return not self.failed_sources and self.failed == 0
+
+    def add(self, other: PassReport) -> None:
+        """Fold another report into this one."""
+        self.checked += other.checked
+        self.failed += other.failed
+        self.events += other.events
+        self.failed_sources.update(other.failed_sources)
+
+    def summary(self) -> str:
+        """One line for logs and systemd STATUS=."""
+        text = f"checked={self.checked} failed={self.failed} events={self.events}"
+        if self.failed_sources:
+            text += " failing=" + ",".join(sorted(self.failed_sources))
+        return text
+
+
+class _Batcher:
+    """Collects observations from concurrent workers and writes them a batch at a time."""
+
+    def __init__(self, reconciler: Reconciler, via: Via, report: PassReport) -> None:
+        self.reconciler = reconciler
+        self.via = via
+        self.report = report
+        self.buffer: list[Observation] = []
+
+    async def add(self, obs: Observation) -> None:
+        self.buffer.append(obs)
+        if len(self.buffer) >= BATCH_ROWS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        # Swap before awaiting: workers keep filling the next batch while this one is written.
+        batch, self.buffer = self.buffer, []
+        if batch:
+            self.report.checked += len(batch)
+            self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
+            self.report.events += await self.reconciler.apply(batch, via=self.via)
+
+
+class Reconciler:
+    """Checks orders against the providers and records what changed."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_commit: Callable[[], None] = lambda: None,
+        on_events: Callable[[Sequence[Event]], None] = lambda events: None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.on_commit = on_commit
+        self.on_events = on_events
+        self.rng = random.Random()
+        self.ccv = {c.name: CCVClient(c, session) for c in config.ccv}
+        self.ccnow = {c.name: CCNowClient(c, session) for c in config.ccnow}
+        self.schedules: dict[tuple[str, str], ScheduleConfig] = {
+            **{("ccv", c.name): c.schedule for c in config.ccv},
+            **{("ccnow", c.name): c.schedule for c in config.ccnow},
+        }
+
+    # --- writing -----------------------------------------------------------------------------
+
+    async def apply(self, observations: Sequence[Observation], *, via: Via) -> int:
+        """Diff observations against the snapshot and commit rows, history and events together.
+
+        Returns the number of events queued.
+        """
+        now = self.clock()
+        store = self.store
+        async with store.transaction():
+            snapshot = await store.load_orders(o.key for o in observations)
+            result = diff(snapshot, observations, now=now, via=via, store_id=store.store_id)
+            states = []
+            events = list(result.events)
+            for state in result.states.values():
+                stuck = stuck_event(
+                    state, alerts=self.config.alerts, now=now, store_id=store.store_id, via=via
+                )
+                if stuck is not None:
+                    state = stuck[0]
+                    events.append(stuck[1])
+                schedule = self.schedules.get((state.key.source, state.key.account))
+                if schedule is not None:
+                    state = next_check(
+                        state,
+                        changed=state.key in result.changed,
+                        schedule=schedule,
+                        now=now,
+                        jitter=self.rng.random(),
+                    )
+                states.append(state)
+            await store.save_orders(states)
+            await store.save_transitions(result.transitions)
+            await store.add_events(events)
+        self._committed(events)
+        return len(events)
+
+    async def record_source(
+        self, source: Source, account: str, *, ok: bool, via: Via, reason: str | None = None
+    ) -> int:
+        """Record a pass's outcome for a provider account; return events queued (0 or 1)."""
+        now = self.clock()
+        store = self.store
+        async with store.transaction():
+            state = await store.source_state(source, account)
+            new, event = source_outcome(
+                state, ok=ok, now=now, via=via, store_id=store.store_id, reason=reason
+            )
+            await store.save_source_state(new)
+            if event is not None:
+                await store.add_events([event])
+        if event is not None:
+            # The event's own log line (log sink) is the one line an operator sees.
+            self._committed([event])
+        return 1 if event is not None else 0
+
+    def _committed(self, events: Sequence[Event]) -> None:
+        if events:
+            self.on_events(events)
+            self.on_commit()
+
+    # --- passes ------------------------------------------------------------------------------
+
+    async def catch_up(self, source: Source | None = None) -> PassReport:
+        """Check every followed order not in an end state once, plus the CCNow pending list."""
+        report = PassReport()
+        if source in (None, "ccnow"):
+            for ccnow in self.config.ccnow:
+                report.add(await self.ccnow_pass(ccnow, via="catch-up", everything=True))
+        if source in (None, "ccv"):
+            for ccv in self.config.ccv:
+                report.add(await self.ccv_pass(ccv, via="catch-up"))
+        return report
+
+    async def ccv_pass(self, cfg: CCVConfig, *, via: Via) -> PassReport:
+        """Check every open order of one CCV account, a page of ids at a time."""
+        report = PassReport()
+        batcher = _Batcher(self, via, report)
+        client = self.ccv[cfg.name]
+        after = ""
+        try:
+            while True:
+                ids = await self.store.open_order_ids("ccv", cfg.name, after=after,
+                                                      limit=PAGE_ORDERS)
+                if not ids:
+                    break
+                await client.check_orders(ids, batcher.add)
+                after = ids[-1]
+            await batcher.flush()
+        except SourceError as exc:
+            await batcher.flush()
+            return await self._source_failed(report, "ccv", cfg.name, exc, via)
+        answered = report.checked - report.failed
+        if report.checked and not answered:
+            reason = "every check failed"
+            report.failed_sources[f"ccv/{cfg.name}"] = reason
+            report.events += await self.record_source("ccv", cfg.name, ok=False, via=via,
+                                                      reason=reason)
+        else:
+            report.events += await self.record_source("ccv", cfg.name, ok=True, via=via)
+        return report
+
+    async def ccnow_pass(
+        self, cfg: CCNowConfig, *, via: Via, everything: bool = False
+    ) -> PassReport:
+        """Fetch the pending list, then query the orders whose state it cannot tell.
+
+        With `everything`, every open order is queried (catch-up); otherwise only the orders
+        that left the pending list since the last poll.
+        """
+        report = PassReport()
+        batcher = _Batcher(self, via, report)
+        client = self.ccnow[cfg.name]
+        try:
+            listed = await client.pending_list()
+            listed_ids = {o.key.order_id for o in listed}
+            if everything:
+                to_query = await self._all_open_ids("ccnow", cfg.name, cfg.schedule)
+            else:
+                before = await self.store.orders_with_status("ccnow", cfg.name, ["pending"])
+                to_query = [s.key.order_id for s in before]
+            for obs in listed:
+                await batcher.add(obs)
+            await batcher.flush()
+            left = [oid for oid in to_query if oid not in listed_ids]
+            if left:
+                await client.query(left, batcher.add)
+            await batcher.flush()
+        except SourceError as exc:
+            await batcher.flush()
+            return await self._source_failed(report, "ccnow", cfg.name, exc, via)
+        report.events += await self.record_source("ccnow", cfg.name, ok=True, via=via)
+        return report
+
+    async def check_orders(
+        self, source: Source, account: str, order_ids: Iterable[str], *, via: Via
+    ) -> PassReport:
+        """Check given orders of one account now (due ticks, notifications)."""
+        report = PassReport()
+        batcher = _Batcher(self, via, report)
+        ids = list(order_ids)
+        if not ids:
+            return report
+        try:
+            if source == "ccv":
+                await self.ccv[account].check_orders(ids, batcher.add)
+            else:
+                await self.ccnow[account].query(ids, batcher.add)
+            await batcher.flush()
+        except SourceError as exc:
+            await batcher.flush()
+            return await self._source_failed(report, source, account, exc, via)
+        if report.checked > report.failed:
+            report.events += await self.record_source(source, account, ok=True, via=via)
+        return report
+
+    async def _all_open_ids(self, source: Source, account: str, sched: ScheduleConfig) -> list[str]:
+        ids: list[str] = []
+        after = ""
+        while True:
+            page = await self.store.open_order_ids(
+                source, account, after=after, limit=PAGE_ORDERS,
+                settled_since=self.clock() - sched.watch_settled_s, settled=SETTLED,
+            )
+            if not page:
+                return ids
+            ids.extend(page)
+            after = page[-1]
+
+    async def _source_failed(
+        self, report: PassReport, source: Source, account: str, exc: SourceError, via: Via
+    ) -> PassReport:
+        reason = str(exc) or exc.reason
+        report.failed_sources[f"{source}/{account}"] = reason
+        report.events += await self.record_source(source, account, ok=False, via=via,
+                                                  reason=reason)
+        return report

@@ -1,0 +1,64 @@
+"""What a writing command holds, opened in order and closed in reverse: lock, store, HTTP
+session, sinks with their outbox, and the reconciler."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import aiohttp
+
+from . import __version__
+from .config import Config
+from .reconcile import Reconciler
+from .sinks.outbox import Outbox, build_sinks
+from .store import Store, WriterLock
+
+
+def http_session(config: Config) -> aiohttp.ClientSession:
+    """Return the one HTTP session for providers and webhooks, sized by configuration."""
+    limit = sum(c.concurrency for c in config.ccv) + sum(c.concurrency for c in config.ccnow)
+    connector = aiohttp.TCPConnector(limit=limit + 16, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector, headers={"User-Agent": f"reconciler/{__version__}"}
+    )
+
+
+class Runtime:
+    """The writer's resources; `async with Runtime(config) as rt` raises StoreLocked when
+    another process holds the store."""
+
+    store: Store
+    session: aiohttp.ClientSession
+    outbox: Outbox
+    reconciler: Reconciler
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.lock = WriterLock(config.store_path)
+
+    async def __aenter__(self) -> Runtime:
+        self.lock.acquire()
+        try:
+            self.store = await Store.open(self.config.store_path)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.session = http_session(self.config)
+        self.outbox = Outbox(self.store, build_sinks(self.config, self.session))
+        self.reconciler = Reconciler(
+            self.config, self.store, self.session, on_commit=self.outbox.wake
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.outbox.close()
+            await self.session.close()
+            await self.store.close()
+        finally:
+            self.lock.release()

@@ -1,0 +1,100 @@
+"""Pure rules for when an order is checked next, and when it counts as stuck.
+
+An order that just changed is checked again soon; every unchanged check doubles its interval up
+to a ceiling, so the request budget of idle orders falls as they age. No clock is read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .config import AlertsConfig, ScheduleConfig
+from .events import Event, event_id, order_data
+from .model import EventType, OrderState, Via, status_info
+
+# Used for orders we will not poll again (end states, settled orders past their watch period).
+NEVER = float("inf")
+
+
+def next_check(
+    state: OrderState,
+    *,
+    changed: bool,
+    schedule: ScheduleConfig,
+    now: float,
+    jitter: float = 0.0,
+) -> OrderState:
+    """Return the order with `interval_s` and `next_check_at` set for its next check.
+
+    `jitter` in [0, 1) stretches the interval by up to 10 % so that orders tracked together do
+    not stay in lockstep.
+    """
+    if state.end_state:
+        return replace(state, interval_s=None, next_check_at=NEVER)
+    if state.not_found:
+        interval = schedule.not_found_interval_s
+    elif state.failure_streak > 0:
+        # A failed check keeps the order's interval but retries sooner, backing off per failure.
+        base = schedule.min_interval_s * 2 ** min(state.failure_streak - 1, 16)
+        interval = min(base, state.interval_s or schedule.min_interval_s, schedule.max_interval_s)
+        interval = max(interval, min(schedule.min_interval_s, schedule.max_interval_s))
+        return replace(state, next_check_at=now + interval * (1 + 0.1 * jitter))
+    elif state.status is not None and state.key.source == "ccnow" and _settled(state.status):
+        last = state.last_changed if state.last_changed is not None else now
+        if now - last >= schedule.watch_settled_s:
+            return replace(state, interval_s=None, next_check_at=NEVER)
+        interval = schedule.settled_interval_s
+    elif state.status in schedule.status_intervals_s:
+        interval = schedule.status_intervals_s[state.status]
+    elif changed or state.interval_s is None:
+        interval = schedule.min_interval_s
+    else:
+        interval = min(state.interval_s * 2, schedule.max_interval_s)
+        interval = max(interval, schedule.min_interval_s)
+    return replace(state, interval_s=interval, next_check_at=now + interval * (1 + 0.1 * jitter))
+
+
+def _settled(status: str) -> bool:
+    return status_info("ccnow", status).settled
+
+
+def stuck_event(
+    state: OrderState, *, alerts: AlertsConfig, now: float, store_id: str, via: Via = "poll"
+) -> tuple[OrderState, Event] | None:
+    """Return the order marked as reported stuck and its `order.stuck` event, once per period.
+
+    A stuck period is the time an order spends in one status; a new status starts a new one.
+    """
+    if state.status is None or state.end_state or state.last_changed is None:
+        return None
+    limit = alerts.stuck_after_s.get((state.key.source, state.status))
+    if limit is None or now - state.last_changed < limit:
+        return None
+    if state.stuck_version == state.version:
+        return None
+    key = state.key
+    ev = Event(
+        id=event_id(
+            store_id, key.source, key.account, key.order_id, state.tracked_at, state.version,
+            "stuck",
+        ),
+        type=EventType.STUCK,
+        time=now,
+        source=key.source,
+        account=key.account,
+        order_id=key.order_id,
+        severity="warning",
+        data=order_data(
+            key,
+            external_reference=state.external_reference,
+            previous_status=state.status,
+            status=state.status,
+            end_state=False,
+            severity="warning",
+            via=via,
+            unknown_status=not status_info(key.source, state.status).known,
+            stuck_for_s=round(now - state.last_changed),
+            stuck_after_s=limit,
+        ),
+    )
+    return replace(state, stuck_version=state.version), ev

@@ -1,0 +1,62 @@
+"""What a sink is: something that takes outbox events and says whether it has them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One stored event as a sink receives it; `body` is the CloudEvent JSON, byte-identical
+    on every (re)delivery."""
+
+    seq: int
+    id: str
+    type: str
+    order_id: str | None
+    body: bytes
+    attempts: int = 0  # earlier failed attempts for this sink
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The sink confirmed the event."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """The attempt failed; try again later (no sooner than `retry_after_s` when given)."""
+
+    reason: str
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SinkGone:
+    """The receiver said it wants no more events (webhook 410): disable the sink."""
+
+    reason: str
+
+
+DeliveryResult = Delivered | RetryLater | SinkGone
+
+
+class Sink(Protocol):
+    """A destination of events. `deliver` never raises for a failed delivery; it says so."""
+
+    name: str
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+        """Deliver events in order; return one result per event, in the same order."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the sink holds (files, HTTP sessions)."""
+        ...
+
+
+# Reason prefix of a RetryLater for an event a sink did not try because an earlier one failed;
+# the dispatcher leaves such rows untouched.
+NOT_ATTEMPTED = "not attempted"

@@ -1,0 +1,154 @@
+"""Command sink: run a program per event with the event on stdin, and judge it by its exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+
+from reconciler.config import SinkConfig
+from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent, RetryLater
+
+log = logging.getLogger("reconciler.sinks.command")
+
+NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
+# A chatty program must not fill our memory: keep only the end of its stderr.
+_MAX_STDERR_BYTES = 64 * 1024
+_MAX_REASON_LINE = 200
+# After the program exited, how long its stderr may stay open (a background child holding it).
+_STDERR_GRACE_S = 1.0
+_SECRET_SUFFIXES = ("_API_KEY", "_PASSWORD", "_SECRET", "_TOKEN")
+
+
+def child_environment(environ: Mapping[str, str], event: OutboxEvent) -> dict[str, str]:
+    """Return the program's environment: ours without our secrets, plus the event's words."""
+    env = {
+        name: value
+        for name, value in environ.items()
+        if name != "CREDENTIALS_DIRECTORY"
+        and not (name.upper().startswith("RECONCILER_") and name.upper().endswith(_SECRET_SUFFIXES))
+    }
+    env["RECONCILER_EVENT_TYPE"] = event.type
+    env["RECONCILER_EVENT_ID"] = event.id
+    env["RECONCILER_ORDER_ID"] = event.order_id or ""
+    return env
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", errors="replace").strip().splitlines()
+    return lines[-1].strip()[:_MAX_REASON_LINE] if lines else ""
+
+
+def _exit_reason(returncode: int, stderr: bytes) -> str:
+    if returncode < 0:
+        try:
+            reason = f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            reason = f"killed by signal {-returncode}"
+    else:
+        reason = f"exit {returncode}"
+    line = _last_line(stderr)
+    return f"{reason}: {line}" if line else reason
+
+
+async def _read_tail(stream: asyncio.StreamReader | None) -> bytes:
+    tail = b""
+    if stream is None:
+        return tail
+    while chunk := await stream.read(_MAX_STDERR_BYTES):
+        tail = (tail + chunk)[-_MAX_STDERR_BYTES:]
+    return tail
+
+
+async def _feed_and_wait(proc: asyncio.subprocess.Process, body: bytes) -> int:
+    stdin = proc.stdin
+    if stdin is not None:
+        try:
+            stdin.write(body)
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the program need not read its input; its exit code decides
+        finally:
+            stdin.close()
+    return await proc.wait()
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    # The program runs in its own session, so this also ends whatever it started.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def _collect(task: asyncio.Task[bytes]) -> bytes:
+    done, _ = await asyncio.wait({task}, timeout=_STDERR_GRACE_S)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return b""
+    return task.result()
+
+
+class CommandSink:
+    """Runs `config.command` (never through a shell) once per event, event body on stdin."""
+
+    def __init__(self, config: SinkConfig) -> None:
+        if not config.command:
+            raise ValueError(f"command sink {config.name!r} needs a command")
+        self.name = config.name
+        self._argv = config.command
+        self._timeout_s = config.timeout_s
+
+    def __repr__(self) -> str:
+        return f"CommandSink(name={self.name!r})"
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+        """Run the command per event, in order; after a failure the rest are not attempted."""
+        results: list[DeliveryResult] = []
+        for event in events:
+            if results and not isinstance(results[-1], Delivered):
+                results.append(NOT_ATTEMPTED)
+                continue
+            result = await self._run(event)
+            fields: dict[str, object] = {"sink": self.name, "event_id": event.id}
+            if isinstance(result, Delivered):
+                log.debug("command.delivered", extra={"fields": fields})
+            else:
+                fields["reason"] = result.reason
+                log.debug("command.delivery_failed", extra={"fields": fields})
+            results.append(result)
+        return results
+
+    async def close(self) -> None:
+        """Nothing is held between deliveries."""
+
+    async def _run(self, event: OutboxEvent) -> DeliveryResult:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_environment(os.environ, event),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return RetryLater(f"cannot run: {self._argv[0]}: {exc.strerror or type(exc).__name__}")
+        stderr_task = asyncio.ensure_future(_read_tail(proc.stderr))
+        try:
+            returncode = await asyncio.wait_for(_feed_and_wait(proc, event.body), self._timeout_s)
+        except asyncio.TimeoutError:
+            return RetryLater("timeout")
+        finally:
+            # Also on cancellation: no program outlives its delivery, none is left a zombie.
+            await _kill(proc)
+            stderr = await _collect(stderr_task)
+        if returncode == 0:
+            return Delivered()
+        return RetryLater(_exit_reason(returncode, stderr))

@@ -1,0 +1,46 @@
+"""The jsonl sink: one CloudEvent per line, appended and fsynced per delivered batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .base import Delivered, DeliveryResult, OutboxEvent, RetryLater
+
+
+class JsonlSink:
+    """Appends events to a file; a batch counts as delivered only once it is on disk."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+        """Append the batch and fsync; on an OS error nothing is confirmed."""
+        data = b"".join(e.body + b"\n" for e in events)
+        try:
+            await asyncio.to_thread(self._append, data)
+        except OSError as exc:
+            reason = f"cannot write {self.path}: {exc.strerror or exc}"
+            return [RetryLater(reason)] * len(events)
+        return [Delivered()] * len(events)
+
+    def _append(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # A crash mid-write left a torn last line; never glue the next event onto it.
+                data = b"\n" + data
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def close(self) -> None:
+        """Nothing held open between batches."""

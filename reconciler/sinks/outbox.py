@@ -1,0 +1,212 @@
+"""The outbox dispatcher: hands committed events to each sink and records what each confirmed.
+
+At least once: a row is marked delivered only after its sink said so. Failed deliveries are
+retried after `retry_min`, doubling with jitter, honouring Retry-After, until `max_age`, then
+dead-lettered (kept, logged at error). A sink whose receiver is gone (410) is disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from ..config import Config, SinkConfig
+from ..logs import fields
+from ..store import Store
+from .base import NOT_ATTEMPTED, Delivered, DeliveryResult, OutboxEvent, RetryLater, Sink, SinkGone
+from .jsonl import JsonlSink
+from .log import LogSink
+
+log = logging.getLogger("reconciler.outbox")
+
+BATCH = 500
+
+
+@dataclass
+class _Lane:
+    """One sink and its delivery state."""
+
+    sink: Sink
+    config: SinkConfig
+    disabled: bool = False
+    paused_until: float = 0.0
+
+
+def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
+    """Create the configured sinks; the log sink is always there."""
+    from .command import CommandSink
+    from .webhook import WebhookSink
+
+    out: list[tuple[Sink, SinkConfig]] = []
+    if not any(s.type == "log" for s in config.sinks):
+        out.append((LogSink(), SinkConfig(type="log", name="log")))
+    for sc in config.sinks:
+        sink: Sink
+        if sc.type == "log":
+            sink = LogSink(sc.name)
+        elif sc.type == "jsonl":
+            assert sc.path is not None  # guaranteed by config validation
+            sink = JsonlSink(sc.name, sc.path)
+        elif sc.type == "webhook":
+            sink = WebhookSink(sc, session)
+        else:
+            sink = CommandSink(sc)
+        out.append((sink, sc))
+    return out
+
+
+class Outbox:
+    """Delivers the outbox to every sink; `wake()` after each commit."""
+
+    def __init__(
+        self,
+        store: Store,
+        sinks: Sequence[tuple[Sink, SinkConfig]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.lanes = [_Lane(sink, cfg) for sink, cfg in sinks]
+        store.sink_names = tuple(cfg.name for _, cfg in sinks)
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._rng = random.Random()
+        self.delivered: dict[str, int] = {cfg.name: 0 for _, cfg in sinks}
+
+    def wake(self) -> None:
+        """Tell the dispatcher that new events were committed."""
+        self._wakeup.set()
+
+    async def load_disabled(self) -> None:
+        """Skip sinks whose receiver said it is gone in an earlier run."""
+        disabled = await self.store.disabled_sinks()
+        for lane in self.lanes:
+            if lane.config.name in disabled:
+                lane.disabled = True
+                log.error(
+                    "sink.disabled",
+                    extra=fields(sink=lane.config.name, reason=disabled[lane.config.name],
+                                 hint="reconciler replay --sink NAME enables it again"),
+                )
+
+    def stop(self) -> None:
+        """Make `run` return after the batch in hand: cancelling it mid-batch would deliver
+        that batch a second time."""
+        self._stopping = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Deliver until `stop()`."""
+        await self.load_disabled()
+        while not self._stopping:
+            self._wakeup.clear()
+            waits = [await self._lane_once(lane) for lane in self.lanes]
+            pending = [w for w in waits if w is not None]
+            if any(w <= 0 for w in pending) or self._stopping:
+                continue
+            timeout = min(pending) if pending else None
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Deliver what can be delivered within `timeout_s`; True when no sink holds anything."""
+        await self.load_disabled()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            waits = [await self._lane_once(lane) for lane in self.lanes]
+            pending = [w for w in waits if w is not None]
+            if not pending:
+                break
+            if any(w <= 0 for w in pending):
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or min(pending) > left:
+                break
+            await asyncio.sleep(min(pending))
+        counts = await self.store.undelivered_count()
+        return not any(counts.values())
+
+    async def _lane_once(self, lane: _Lane) -> float | None:
+        """Deliver one batch of due events; return seconds until the lane wants to run again
+        (0: at once), or None when it has nothing pending."""
+        if lane.disabled:
+            return None
+        now = self.clock()
+        if lane.paused_until > now:
+            return lane.paused_until - now
+        name = lane.config.name
+        rows = await self.store.due_deliveries(name, now, BATCH)
+        if not rows:
+            nxt = await self.store.next_delivery_at(name)
+            return None if nxt is None else max(nxt - now, 0.001)
+        try:
+            results = await lane.sink.deliver(rows)
+        except Exception as exc:  # a sink bug must not stop the others
+            log.error("sink.crashed", exc_info=True, extra=fields(sink=name))
+            results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
+        await self._record(lane, rows, results)
+        now = self.clock()
+        return lane.paused_until - now if lane.paused_until > now else 0
+
+    async def _record(
+        self, lane: _Lane, rows: Sequence[OutboxEvent], results: Sequence[DeliveryResult]
+    ) -> None:
+        cfg = lane.config
+        now = self.clock()
+        delivered = [r.seq for r, res in zip(rows, results) if isinstance(res, Delivered)]
+        if delivered:
+            await self.store.mark_delivered(cfg.name, delivered, now)
+            self.delivered[cfg.name] += len(delivered)
+        failed: list[tuple[OutboxEvent, RetryLater]] = [
+            (row, res)
+            for row, res in zip(rows, results)
+            if isinstance(res, RetryLater) and not res.reason.startswith(NOT_ATTEMPTED)
+        ]
+        if failed:
+            times = await self.store.event_times([row.seq for row, _ in failed])
+            updates: list[tuple[int, str, float | None]] = []
+            for row, res in failed:
+                delay = cfg.retry_min_s * 2 ** min(row.attempts, 30)
+                delay = min(delay, cfg.retry_max_s) * (1 + 0.25 * self._rng.random())
+                if res.retry_after_s is not None:
+                    delay = max(delay, res.retry_after_s)
+                delay = max(delay, cfg.retry_min_s)
+                due = now + delay
+                dead = due - times.get(row.seq, now) > cfg.max_age_s
+                if dead:
+                    log.error(
+                        "sink.dead_letter",
+                        extra=fields(sink=cfg.name, event_id=row.id, event_type=row.type,
+                                     attempts=row.attempts + 1, reason=res.reason),
+                    )
+                else:
+                    log.warning(
+                        "sink.retry",
+                        extra=fields(sink=cfg.name, event_id=row.id, attempts=row.attempts + 1,
+                                     reason=res.reason, retry_in_s=round(delay, 3)),
+                    )
+                    lane.paused_until = max(lane.paused_until, due)
+                updates.append((row.seq, res.reason, None if dead else due))
+            await self.store.mark_failed(cfg.name, updates)
+        gone = next((res for res in results if isinstance(res, SinkGone)), None)
+        if gone is not None:
+            lane.disabled = True
+            await self.store.disable_sink(cfg.name, gone.reason, now)
+            log.error("sink.disabled", extra=fields(sink=cfg.name, reason=gone.reason))
+
+    async def close(self) -> None:
+        """Close every sink."""
+        for lane in self.lanes:
+            try:
+                await lane.sink.close()
+            except Exception:
+                log.warning("sink.close_failed", extra=fields(sink=lane.config.name))

@@ -1,0 +1,191 @@
+"""Webhook sink: POST each event, signed as Standard Webhooks describes, and classify the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import errno
+import hashlib
+import hmac
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from importlib import metadata
+
+import aiohttp
+
+from reconciler.config import SinkConfig
+from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent, RetryLater, SinkGone
+
+log = logging.getLogger("reconciler.sinks.webhook")
+
+NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
+_SECRET_PREFIX = "whsec_"
+# Enough of a response body to keep the connection reusable; the rest is not ours to read.
+_MAX_RESPONSE_BYTES = 64 * 1024
+
+# Transport failures, checked in order (the first match wins); anything else is a
+# "connection error". Reasons are fixed words so that no URL or payload ends up in them.
+_ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (asyncio.TimeoutError, "timeout"),
+    (aiohttp.InvalidURL, "invalid url"),
+    (aiohttp.ClientSSLError, "tls error"),
+    (socket.gaierror, "name resolution failed"),
+    (aiohttp.ServerDisconnectedError, "server disconnected"),
+    (aiohttp.ClientResponseError, "bad response"),
+    (aiohttp.ClientPayloadError, "bad response"),
+)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("reconciler")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+USER_AGENT = f"reconciler/{_version()}"
+
+
+def decode_secret(secret: str) -> bytes:
+    """Return the HMAC key of a Standard Webhooks secret (`whsec_` + base64, prefix optional)."""
+    raw = secret.removeprefix(_SECRET_PREFIX)
+    try:
+        # Receivers' libraries accept unpadded base64, so do we.
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        # Never echo the value: it is the secret.
+        raise ValueError("webhook secret is not base64 after the whsec_ prefix") from None
+    if not key:
+        raise ValueError("webhook secret is empty")
+    return key
+
+
+def _sign_with_key(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode("ascii")
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the `webhook-signature` value (`v1,<base64>`) for one message."""
+    return _sign_with_key(decode_secret(secret), msg_id, timestamp, body)
+
+
+def parse_retry_after(value: str, now: float) -> float | None:
+    """Return the seconds a `Retry-After` value (delay or HTTP-date) asks for, or None."""
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC with unknown origin, not local time
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    # A fully read body lets the connection be reused; more than the bound is not worth it.
+    remaining = _MAX_RESPONSE_BYTES
+    while remaining > 0 and (chunk := await response.content.read(remaining)):
+        remaining -= len(chunk)
+
+
+def _error_reason(exc: BaseException) -> str:
+    for cls, reason in _ERROR_REASONS:
+        if isinstance(exc, cls):
+            return reason
+    # aiohttp wraps socket errors; the errno is what tells a refusal from the rest.
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return "connection refused"
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, socket.gaierror):
+        return "name resolution failed"
+    return "connection error"
+
+
+class WebhookSink:
+    """POSTs events one by one to `config.url` with Standard Webhooks headers."""
+
+    def __init__(self, config: SinkConfig, session: aiohttp.ClientSession | None = None) -> None:
+        if config.url is None or config.secret is None:
+            raise ValueError(f"webhook sink {config.name!r} needs url and secret")
+        self.name = config.name
+        self._url = config.url
+        self._key = decode_secret(config.secret.reveal())
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"WebhookSink(name={self.name!r})"
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+        """Deliver events in order, one POST each; after a failure the rest are not attempted."""
+        results: list[DeliveryResult] = []
+        for event in events:
+            if results and not isinstance(results[-1], Delivered):
+                results.append(NOT_ATTEMPTED)
+                continue
+            result = await self._post(event)
+            if isinstance(result, Delivered):
+                log.debug("webhook.delivered", extra={"fields": self._fields(event)})
+            else:
+                fields = {**self._fields(event), "reason": result.reason}
+                log.debug("webhook.delivery_failed", extra={"fields": fields})
+            results.append(result)
+        return results
+
+    async def close(self) -> None:
+        """Close the HTTP session if this sink created it."""
+        self._closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+
+    def _fields(self, event: OutboxEvent) -> dict[str, object]:
+        return {"sink": self.name, "event_id": event.id, "attempts": event.attempts}
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use so that the sink can be built outside a running loop.
+        if self._closed:
+            raise RuntimeError(f"webhook sink {self.name!r} is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _post(self, event: OutboxEvent) -> DeliveryResult:
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": event.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": _sign_with_key(self._key, event.id, timestamp, event.body),
+        }
+        try:
+            async with self._client().post(
+                self._url,
+                data=event.body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get("retry-after")
+                # The status has decided; a body that breaks off afterwards changes nothing.
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    await _drain(response)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return RetryLater(_error_reason(exc))
+        if 200 <= status < 300:
+            return Delivered()
+        if status == 410:
+            return SinkGone("http 410")
+        delay = None if retry_after is None else parse_retry_after(retry_after, time.time())
+        return RetryLater(f"http {status}", delay)

@@ -1,0 +1,175 @@
+"""What both provider clients share: a request with retries and backoff, a bounded worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import aiohttp
+from yarl import URL
+
+from reconciler.config import RetryConfig
+from reconciler.sources.errors import ProtocolError, SourceUnavailable
+
+T = TypeVar("T")
+
+
+class RequestFailed(SourceUnavailable):
+    """A request still failed after every retry (429, 5xx, timeout or connection error)."""
+
+    def __init__(self, word: str) -> None:
+        # str() is "http 503" / "timeout" / "connection"; `word` is the Observation reason.
+        super().__init__(word.replace("_", " "))
+        self.word = word
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A provider's final answer to one request (never 429/5xx: those raise RequestFailed)."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+def is_retryable(status: int) -> bool:
+    """Return whether an HTTP status is worth asking again: rate limited or a server error."""
+    return status == 429 or 500 <= status <= 599
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Return the seconds a Retry-After header asks us to wait (delta seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def retry_delay(
+    retry: RetryConfig,
+    n: int,
+    retry_after: float | None,
+    *,
+    jitter: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Return the wait before retry `n` (0-based): the server's wish, else jittered doubling."""
+    if retry_after is not None:
+        return min(retry_after, retry.max_backoff_s)
+    return min(retry.backoff_s * 2.0**n * jitter(0.8, 1.2), retry.max_backoff_s)
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read a response body of at most `limit` bytes; a larger one is not the protocol."""
+    length = resp.content_length
+    if length is not None:
+        if length > limit:
+            raise ProtocolError(f"answer larger than {limit} bytes")
+        return await resp.read()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"answer larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    *,
+    headers: Mapping[str, str],
+    timeout: aiohttp.ClientTimeout,
+    retry: RetryConfig,
+    max_body: int,
+    log: logging.Logger,
+    data: bytes | None = None,
+) -> Reply:
+    """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after."""
+    n = 0
+    while True:
+        retry_after: str | None = None
+        try:
+            # No redirects: a redirect would carry the credential to wherever it points, and a
+            # provider that redirects an API call is answering something else than the protocol.
+            async with session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                timeout=timeout,
+                allow_redirects=False,
+                raise_for_status=False,
+            ) as resp:
+                status = resp.status
+                if not is_retryable(status):
+                    return Reply(status, await read_body(resp, max_body), resp.content_type)
+                retry_after = resp.headers.get("Retry-After")
+                word = f"http_{status}"
+        except asyncio.TimeoutError:
+            word = "timeout"
+        except aiohttp.ClientError:
+            # aiohttp's text may quote the URL; ours never says more than the word.
+            word = "connection"
+        if n >= retry.attempts:
+            raise RequestFailed(word)
+        delay = retry_delay(retry, n, parse_retry_after(retry_after, datetime.now(timezone.utc)))
+        log.debug(
+            "request.retry",
+            extra={"fields": {"url": str(url), "reason": word, "attempt": n + 1, "delay_s": delay}},
+        )
+        await asyncio.sleep(delay)
+        n += 1
+
+
+async def drain(
+    items: Iterable[T],
+    handle: Callable[[T], Awaitable[bool]],
+    concurrency: int,
+) -> None:
+    """Run `handle` over `items`, at most `concurrency` at once, pulling items lazily.
+
+    Items go one by one until `handle` returns True (it reached the provider and was not
+    refused), so bad credentials cost one request. Then `concurrency` workers share the rest.
+    The first exception of any worker cancels the others and is raised.
+    """
+    iterator = iter(items)
+    for item in iterator:
+        if await handle(item):
+            break
+    else:
+        return
+
+    async def worker() -> None:
+        # Every worker pulls from the same iterator: memory stays bounded by `concurrency`.
+        for item in iterator:
+            await handle(item)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, concurrency))]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task in done and not task.cancelled() and task.exception() is not None:
+                task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Wait for the cancelled workers so that none outlives the pass, and collect their
+        # exceptions so that none is reported as "never retrieved".
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,666 @@
+"""The SQLite store: snapshot of followed orders, history of transitions, events and the outbox.
+
+One writer (the daemon or a catch-up, guarded by `WriterLock`); readers may come and go.
+Every write that matters happens in one transaction per batch: a transition and its outbox rows
+are on disk together (WAL, synchronous=FULL) before any sink sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .diff import Transition
+from .events import Event
+from .model import OrderKey, OrderState, Source, SourceState
+from .sinks.base import OutboxEvent
+
+# Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE orders (
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        status TEXT,
+        external_reference TEXT,
+        first_seen REAL,
+        last_changed REAL,
+        last_checked REAL,
+        end_state INTEGER NOT NULL DEFAULT 0,
+        not_found INTEGER NOT NULL DEFAULT 0,
+        failure_streak INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 0,
+        next_check_at REAL NOT NULL DEFAULT 0,
+        interval_s REAL,
+        stuck_version INTEGER,
+        tracked_at REAL,
+        PRIMARY KEY (source, account, order_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX orders_due ON orders (next_check_at) WHERE end_state = 0;
+    CREATE INDEX orders_reference ON orders (external_reference)
+        WHERE external_reference IS NOT NULL;
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        previous_status TEXT,
+        status TEXT NOT NULL,
+        at REAL NOT NULL,
+        via TEXT NOT NULL,
+        event_id TEXT NOT NULL UNIQUE
+    );
+    CREATE INDEX transitions_order ON transitions (source, account, order_id);
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        time REAL NOT NULL,
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT,
+        severity TEXT NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE TABLE deliveries (
+        sink TEXT NOT NULL,
+        event_seq INTEGER NOT NULL REFERENCES events (seq),
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        delivered_at REAL,
+        PRIMARY KEY (sink, event_seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at, event_seq)
+        WHERE state = 'pending';
+    CREATE TABLE sources (
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        failing INTEGER NOT NULL DEFAULT 0,
+        failure_streak INTEGER NOT NULL DEFAULT 0,
+        episode INTEGER NOT NULL DEFAULT 0,
+        last_success REAL,
+        last_failure REAL,
+        last_error TEXT,
+        PRIMARY KEY (source, account)
+    ) WITHOUT ROWID;
+    CREATE TABLE sinks (
+        name TEXT PRIMARY KEY,
+        disabled_at REAL,
+        reason TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE pending_references (
+        account TEXT NOT NULL,
+        external_reference TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (account, external_reference)
+    ) WITHOUT ROWID;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_ORDER_COLUMNS = (
+    "source, account, order_id, status, external_reference, first_seen, last_changed, "
+    "last_checked, end_state, not_found, failure_streak, version, next_check_at, interval_s, "
+    "stuck_version, tracked_at"
+)
+_ORDER_UPSERT = (
+    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join('?' * 16)}) "
+    "ON CONFLICT (source, account, order_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:]
+    )
+)
+_CHUNK = 500  # bound on bound parameters per IN (...) query
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreadable, newer schema, not a reconciler store)."""
+
+
+class StoreLocked(StoreError):
+    """Another process (a running daemon or catch-up) holds the store's writer lock."""
+
+
+class WriterLock:
+    """An exclusive advisory lock beside the database: one writer per store."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise StoreLocked at once; never waits."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StoreLocked(
+                f"store {self.path.with_suffix('')} is in use by another reconciler process"
+                + (f" (pid {holder})" if holder else "")
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (also released by the kernel when the process dies)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _row_to_state(row: Sequence[Any]) -> OrderState:
+    return OrderState(
+        key=OrderKey(row[0], row[1], row[2]),
+        status=row[3],
+        external_reference=row[4],
+        first_seen=row[5],
+        last_changed=row[6],
+        last_checked=row[7],
+        end_state=bool(row[8]),
+        not_found=bool(row[9]),
+        failure_streak=row[10],
+        version=row[11],
+        next_check_at=row[12],
+        interval_s=row[13],
+        stuck_version=row[14],
+        tracked_at=row[15],
+    )
+
+
+def _state_to_row(s: OrderState) -> tuple[Any, ...]:
+    return (
+        s.key.source,
+        s.key.account,
+        s.key.order_id,
+        s.status,
+        s.external_reference,
+        s.first_seen,
+        s.last_changed,
+        s.last_checked,
+        int(s.end_state),
+        int(s.not_found),
+        s.failure_streak,
+        s.version,
+        s.next_check_at,
+        s.interval_s,
+        s.stuck_version,
+        s.tracked_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event row as the `events` command shows it."""
+
+    seq: int
+    id: str
+    type: str
+    time: float
+    order_id: str | None
+    severity: str
+    body: bytes
+    undelivered: tuple[str, ...]  # sinks that do not have it (pending or dead)
+
+
+class Store:
+    """The database of one reconciler instance."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, store_id: str) -> None:
+        self.conn = conn
+        self.path = path
+        self.store_id = store_id
+        self.sink_names: tuple[str, ...] = ("log",)
+        self._write_lock = asyncio.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path, *, readonly: bool = False) -> Store:
+        """Open (and create or migrate, unless read-only) the store at `path`."""
+        if readonly:
+            if not path.exists():
+                raise FileNotFoundError(path)
+            conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file ourselves so it is never world-readable, not even for a moment.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(path, 0o600)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout = 5000")
+            if not readonly:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA synchronous = FULL")
+                await conn.execute("PRAGMA foreign_keys = ON")
+                await _migrate(conn)
+            store_id = await _store_id(conn, create=not readonly)
+        except aiosqlite.DatabaseError as exc:
+            await conn.close()
+            raise StoreError(f"cannot use database {path}: {exc}") from None
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, path, store_id)
+
+    async def close(self) -> None:
+        """Close the connection; an open transaction is rolled back by SQLite."""
+        await self.conn.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Store]:
+        """Run a block as one write transaction: all of it is committed, or none of it."""
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                # Shielded: a cancelled pass must still leave no half batch behind.
+                await asyncio.shield(self.conn.execute("ROLLBACK"))
+                raise
+            await asyncio.shield(self.conn.execute("COMMIT"))
+
+    # --- snapshot ----------------------------------------------------------------------------
+
+    async def load_orders(self, keys: Iterable[OrderKey]) -> dict[OrderKey, OrderState]:
+        """Return the snapshot rows of the given orders (missing ones are absent)."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            groups.setdefault((key.source, key.account), []).append(key.order_id)
+        found: dict[OrderKey, OrderState] = {}
+        for (source, account), ids in groups.items():
+            unique = list(dict.fromkeys(ids))
+            for i in range(0, len(unique), _CHUNK):
+                chunk = unique[i : i + _CHUNK]
+                sql = (
+                    f"SELECT {_ORDER_COLUMNS} FROM orders WHERE source = ? AND account = ? "
+                    f"AND order_id IN ({', '.join('?' * len(chunk))})"
+                )
+                async with self.conn.execute(sql, (source, account, *chunk)) as cur:
+                    for row in await cur.fetchall():
+                        state = _row_to_state(row)
+                        found[state.key] = state
+        return found
+
+    async def save_orders(self, states: Iterable[OrderState]) -> None:
+        """Upsert snapshot rows (inside a transaction)."""
+        await self.conn.executemany(_ORDER_UPSERT, [_state_to_row(s) for s in states])
+
+    async def save_transitions(self, transitions: Sequence[Transition]) -> None:
+        """Append to the history (inside a transaction)."""
+        if transitions:
+            await self.conn.executemany(
+                "INSERT INTO transitions (source, account, order_id, previous_status, status, "
+                "at, via, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (t.key.source, t.key.account, t.key.order_id, t.previous_status, t.status,
+                     t.at, t.via, t.event_id)
+                    for t in transitions
+                ],
+            )
+
+    async def add_events(self, events: Sequence[Event]) -> int:
+        """Store events and queue them for every sink (inside a transaction); return how many
+        were new (an event id already stored is not queued twice)."""
+        if not events:
+            return 0
+        before = self.conn.total_changes
+        await self.conn.executemany(
+            "INSERT OR IGNORE INTO events (id, type, time, source, account, order_id, severity, "
+            "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (e.id, e.type.value, e.time, e.source, e.account, e.order_id, e.severity, e.body())
+                for e in events
+            ],
+        )
+        added = self.conn.total_changes - before
+        ids = [e.id for e in events]
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for sink in self.sink_names:
+                await self.conn.execute(
+                    "INSERT OR IGNORE INTO deliveries (sink, event_seq) "
+                    f"SELECT ?, seq FROM events WHERE id IN ({marks})",
+                    (sink, *chunk),
+                )
+        return added
+
+    async def track(
+        self, source: Source, account: str, orders: Sequence[tuple[str, str | None]], now: float
+    ) -> int:
+        """Start following orders (id, external reference); return how many were new."""
+        before = self.conn.total_changes
+        async with self.transaction():
+            await self.conn.executemany(
+                "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
+                "next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
+                "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
+                "coalesce(excluded.external_reference, orders.external_reference)",
+                [(source, account, oid, ref, now) for oid, ref in orders],
+            )
+        return self.conn.total_changes - before
+
+    async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
+        """Stop following orders (their history stays); return how many were followed."""
+        before = self.conn.total_changes
+        async with self.transaction():
+            await self.conn.executemany(
+                "DELETE FROM orders WHERE source = ? AND order_id = ? "
+                "AND (? IS NULL OR account = ?)",
+                [(source, oid, account, account) for oid in order_ids],
+            )
+        return self.conn.total_changes - before
+
+    async def open_order_ids(
+        self, source: Source, account: str, *, after: str = "", limit: int = 5000,
+        settled_since: float | None = None, settled: Sequence[str] = (),
+    ) -> list[str]:
+        """Return ids of orders not in an end state, in id order after `after` (keyset pages).
+
+        Settled orders (`settled` statuses) are left out once unchanged since `settled_since`.
+        """
+        marks = ", ".join("?" * len(settled)) or "NULL"
+        sql = (
+            "SELECT order_id FROM orders WHERE source = ? AND account = ? AND end_state = 0 "
+            "AND order_id > ? "
+            f"AND NOT (coalesce(status IN ({marks}), 0) AND coalesce(last_changed, 0) < ?) "
+            "ORDER BY order_id LIMIT ?"
+        )
+        params = (source, account, after, *settled, settled_since or 0.0, limit)
+        async with self.conn.execute(sql, params) as cur:
+            return [row[0] for row in await cur.fetchall()]
+
+    async def due_orders(
+        self, source: Source, account: str, now: float, limit: int
+    ) -> list[OrderState]:
+        """Return orders whose next check is due, oldest first (uses the partial index)."""
+        sql = (
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE end_state = 0 AND next_check_at <= ? "
+            "AND source = ? AND account = ? ORDER BY next_check_at LIMIT ?"
+        )
+        async with self.conn.execute(sql, (now, source, account, limit)) as cur:
+            return [_row_to_state(r) for r in await cur.fetchall()]
+
+    async def orders_with_status(
+        self, source: Source, account: str, statuses: Sequence[str]
+    ) -> list[OrderState]:
+        """Return followed orders whose last seen status is one of `statuses`."""
+        marks = ", ".join("?" * len(statuses))
+        sql = (
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE source = ? AND account = ? "
+            f"AND status IN ({marks})"
+        )
+        async with self.conn.execute(sql, (source, account, *statuses)) as cur:
+            return [_row_to_state(r) for r in await cur.fetchall()]
+
+    async def find_by_reference(self, reference: str) -> list[OrderState]:
+        """Return followed CCV orders carrying an external reference."""
+        sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE external_reference = ?"
+        async with self.conn.execute(sql, (reference,)) as cur:
+            return [_row_to_state(r) for r in await cur.fetchall()]
+
+    async def list_orders(
+        self, source: str | None = None, status: str | None = None
+    ) -> list[OrderState]:
+        """Return the snapshot, optionally filtered."""
+        sql = (
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE (? IS NULL OR source = ?) "
+            "AND (? IS NULL OR status = ?) ORDER BY source, account, order_id"
+        )
+        async with self.conn.execute(sql, (source, source, status, status)) as cur:
+            return [_row_to_state(r) for r in await cur.fetchall()]
+
+    async def count_orders(self) -> dict[tuple[str, str, str | None], int]:
+        """Return followed orders counted by (source, account, status)."""
+        sql = "SELECT source, account, status, count(*) FROM orders GROUP BY 1, 2, 3"
+        async with self.conn.execute(sql) as cur:
+            return {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
+
+    # --- sources -----------------------------------------------------------------------------
+
+    async def source_state(self, source: Source, account: str) -> SourceState:
+        """Return the health record of a provider account."""
+        sql = (
+            "SELECT failing, failure_streak, episode, last_success, last_failure, last_error "
+            "FROM sources WHERE source = ? AND account = ?"
+        )
+        async with self.conn.execute(sql, (source, account)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return SourceState(source, account)
+        return SourceState(source, account, bool(row[0]), row[1], row[2], row[3], row[4], row[5])
+
+    async def save_source_state(self, s: SourceState) -> None:
+        """Upsert the health record (inside a transaction)."""
+        await self.conn.execute(
+            "INSERT OR REPLACE INTO sources (source, account, failing, failure_streak, episode, "
+            "last_success, last_failure, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (s.source, s.account, int(s.failing), s.failure_streak, s.episode, s.last_success,
+             s.last_failure, s.last_error),
+        )
+
+    async def source_states(self) -> list[SourceState]:
+        """Return every recorded source health."""
+        sql = (
+            "SELECT source, account, failing, failure_streak, episode, last_success, "
+            "last_failure, last_error FROM sources"
+        )
+        async with self.conn.execute(sql) as cur:
+            return [
+                SourceState(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7])
+                for r in await cur.fetchall()
+            ]
+
+    # --- outbox ------------------------------------------------------------------------------
+
+    async def due_deliveries(self, sink: str, now: float, limit: int) -> list[OutboxEvent]:
+        """Return the sink's pending events that are due, earliest retry first, then in order."""
+        sql = (
+            "SELECT e.seq, e.id, e.type, e.order_id, e.body, d.attempts FROM deliveries d "
+            "JOIN events e ON e.seq = d.event_seq WHERE d.sink = ? AND d.state = 'pending' "
+            "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?"
+        )
+        async with self.conn.execute(sql, (sink, now, limit)) as cur:
+            return [
+                OutboxEvent(seq=r[0], id=r[1], type=r[2], order_id=r[3], body=bytes(r[4]),
+                            attempts=r[5])
+                for r in await cur.fetchall()
+            ]
+
+    async def next_delivery_at(self, sink: str) -> float | None:
+        """Return when the sink's next pending event is due, or None when nothing is pending."""
+        sql = "SELECT min(next_attempt_at) FROM deliveries WHERE sink = ? AND state = 'pending'"
+        async with self.conn.execute(sql, (sink,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def event_times(self, seqs: Sequence[int]) -> dict[int, float]:
+        """Return the creation time of events by seq."""
+        out: dict[int, float] = {}
+        for i in range(0, len(seqs), _CHUNK):
+            chunk = seqs[i : i + _CHUNK]
+            sql = f"SELECT seq, time FROM events WHERE seq IN ({', '.join('?' * len(chunk))})"
+            async with self.conn.execute(sql, chunk) as cur:
+                out.update({r[0]: r[1] for r in await cur.fetchall()})
+        return out
+
+    async def mark_delivered(self, sink: str, seqs: Sequence[int], now: float) -> None:
+        """Record that a sink confirmed events (its own transaction)."""
+        async with self.transaction():
+            await self.conn.executemany(
+                "UPDATE deliveries SET state = 'delivered', delivered_at = ?, last_error = NULL "
+                "WHERE sink = ? AND event_seq = ?",
+                [(now, sink, seq) for seq in seqs],
+            )
+
+    async def mark_failed(
+        self, sink: str, failures: Sequence[tuple[int, str, float | None]]
+    ) -> None:
+        """Record failed attempts: (seq, error, next attempt time or None for dead-letter)."""
+        async with self.transaction():
+            await self.conn.executemany(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, "
+                "state = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END, "
+                "next_attempt_at = coalesce(?, next_attempt_at) WHERE sink = ? AND event_seq = ?",
+                [(err, at, at, sink, seq) for seq, err, at in failures],
+            )
+
+    async def undelivered_count(self, sink: str | None = None) -> dict[str, int]:
+        """Return pending (not dead) deliveries per sink."""
+        sql = (
+            "SELECT sink, count(*) FROM deliveries WHERE state = 'pending' "
+            "AND (? IS NULL OR sink = ?) GROUP BY sink"
+        )
+        async with self.conn.execute(sql, (sink, sink)) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def disable_sink(self, sink: str, reason: str, now: float) -> None:
+        """Remember that a sink's receiver is gone (webhook 410)."""
+        async with self.transaction():
+            await self.conn.execute(
+                "INSERT OR REPLACE INTO sinks (name, disabled_at, reason) VALUES (?, ?, ?)",
+                (sink, now, reason),
+            )
+
+    async def disabled_sinks(self) -> dict[str, str]:
+        """Return disabled sinks and why."""
+        async with self.conn.execute(
+            "SELECT name, reason FROM sinks WHERE disabled_at IS NOT NULL"
+        ) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def requeue(self, sink: str, since: float | None) -> int:
+        """Queue stored events for a sink again (same ids); return how many."""
+        before = self.conn.total_changes
+        async with self.transaction():
+            await self.conn.execute(
+                "INSERT INTO deliveries (sink, event_seq) SELECT ?, seq FROM events "
+                "WHERE time >= ? ON CONFLICT (sink, event_seq) DO UPDATE SET state = 'pending', "
+                "next_attempt_at = 0, attempts = 0",
+                (sink, since or 0.0),
+            )
+            await self.conn.execute("DELETE FROM sinks WHERE name = ?", (sink,))
+        return self.conn.total_changes - before
+
+    async def list_events(
+        self,
+        *,
+        since: float | None = None,
+        type: str | None = None,
+        undelivered: bool = False,
+    ) -> list[StoredEvent]:
+        """Return the event history in order, optionally only what some sink does not have."""
+        sql = (
+            "SELECT e.seq, e.id, e.type, e.time, e.order_id, e.severity, e.body, "
+            "(SELECT group_concat(d.sink) FROM deliveries d WHERE d.event_seq = e.seq "
+            " AND d.state != 'delivered') FROM events e "
+            "WHERE e.time >= ? AND (? IS NULL OR e.type = ?) ORDER BY e.seq"
+        )
+        async with self.conn.execute(sql, (since or 0.0, type, type)) as cur:
+            rows = await cur.fetchall()
+        out = [
+            StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]),
+                        tuple(sorted(r[7].split(","))) if r[7] else ())
+            for r in rows
+        ]
+        return [e for e in out if e.undelivered] if undelivered else out
+
+    # --- notifications -------------------------------------------------------------------------
+
+    async def remember_reference(self, account: str, reference: str, now: float) -> None:
+        """Keep an external reference that a notification named before it was tracked."""
+        async with self.transaction():
+            await self.conn.execute(
+                "INSERT OR REPLACE INTO pending_references (account, external_reference, "
+                "received_at) VALUES (?, ?, ?)",
+                (account, reference, now),
+            )
+
+    async def take_references(
+        self, account: str, references: Sequence[str], not_before: float
+    ) -> set[str]:
+        """Return and forget remembered references (not older than `not_before`)."""
+        if not references:
+            return set()
+        found: set[str] = set()
+        async with self.transaction():
+            for i in range(0, len(references), _CHUNK):
+                chunk = list(references[i : i + _CHUNK])
+                marks = ", ".join("?" * len(chunk))
+                async with self.conn.execute(
+                    "SELECT external_reference FROM pending_references WHERE account = ? "
+                    f"AND received_at >= ? AND external_reference IN ({marks})",
+                    (account, not_before, *chunk),
+                ) as cur:
+                    found.update(r[0] for r in await cur.fetchall())
+                await self.conn.execute(
+                    "DELETE FROM pending_references WHERE account = ? "
+                    f"AND external_reference IN ({marks})",
+                    (account, *chunk),
+                )
+        return found
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this program's {SCHEMA_VERSION}; "
+            "upgrade reconciler"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        script = MIGRATIONS[number - 1]
+        # executescript would COMMIT first; run statements one by one inside our transaction.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number:d}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+
+async def _store_id(conn: aiosqlite.Connection, *, create: bool) -> str:
+    async with conn.execute("SELECT value FROM meta WHERE key = 'store_id'") as cur:
+        row = await cur.fetchone()
+    if row is not None:
+        return str(row[0])
+    if not create:
+        raise StoreError("not a reconciler store (no store id)")
+    store_id = str(uuid.uuid4())
+    await conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('store_id', ?)", (store_id,)
+    )
+    return store_id
+
+
+def dumps(obj: Any) -> str:
+    """JSON for CLI output."""
+    return json.dumps(obj, ensure_ascii=False)

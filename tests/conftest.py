@@ -1,0 +1,132 @@
+"""Shared fixtures: loopback fakes of both providers, config files, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def fake_ccv() -> AsyncIterator[FakeCCV]:
+    """A CCV status endpoint on 127.0.0.1."""
+    fake = await FakeCCV().start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+@pytest.fixture
+async def fake_ccnow() -> AsyncIterator[FakeCCNow]:
+    """A CCNow order receiver on 127.0.0.1."""
+    fake = await FakeCCNow().start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+def write_config(
+    tmp_path: Path,
+    *,
+    ccv: FakeCCV | None = None,
+    ccnow: FakeCCNow | None = None,
+    extra: str = "",
+    ccv_extra: str = "",
+    ccnow_extra: str = "",
+) -> Path:
+    """Write a config for the fakes with a jsonl sink at tmp_path/events.jsonl; secrets come
+    from the environment (see `cli_env`), as they would under systemd."""
+    parts = [f'[store]\npath = "{tmp_path / "reconciler.db"}"\n']
+    if ccv is not None:
+        parts.append(
+            f'[ccv]\nbase_url = "{ccv.base_url}"\nconcurrency = 8\ntimeout = "2s"\n'
+            f'retries = 1\nretry_backoff = "10ms"\n{ccv_extra}\n'
+        )
+    if ccnow is not None:
+        parts.append(
+            f'[ccnow]\nurl = "{ccnow.url}"\nclient_id = "{CCNOW_CLIENT_ID}"\nbatch_size = 25\n'
+            f'timeout = "2s"\nretries = 1\nretry_backoff = "10ms"\n{ccnow_extra}\n'
+        )
+    parts.append(f'[[sinks]]\ntype = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n')
+    parts.append(extra)
+    path = tmp_path / "reconciler.toml"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: credentials of the fakes, nothing inherited that
+    could change the outcome."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILER_", "JOURNAL_",
+                                                                     "NOTIFY_", "WATCHDOG_"))}
+    env.update(
+        RECONCILER_CCV_API_KEY=CCV_KEY,
+        RECONCILER_CCNOW_PASSWORD=CCNOW_PASSWORD,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Result:
+    """A finished CLI run."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Return stderr's JSON log lines."""
+        out = []
+        for line in self.stderr.splitlines():
+            line = line.lstrip("<0123456789>")
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+
+async def run_cli(
+    *args: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 60.0,
+    stdin: bytes | None = None,
+) -> Result:
+    """Run `python -m reconciler ARGS` without blocking the loop the fakes serve on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "reconciler", *map(str, args),
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env if env is not None else cli_env()),
+        cwd=REPO,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+def read_events(tmp_path: Path) -> list[dict[str, Any]]:
+    """Return the events the jsonl sink wrote."""
+    path = tmp_path / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,338 @@
+"""Loopback fakes of the CCV status endpoint and the CCNow order receiver, for any test.
+
+Each fake answers from plain attributes a test sets before or during a run: the orders it knows,
+scripted replies (HTTP status, body, Retry-After, delay), a switch to hold every request, and it
+records what it received: requests, form fields, batch sizes, the most requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from reconciler.config import CCNowConfig, CCVConfig, RetryConfig, ScheduleConfig, Secret
+from reconciler.model import normalize_ccnow_id
+
+CCV_KEY = "t_fake-ccv-key-3f9a1c"
+CCNOW_CLIENT_ID = "amylove"
+CCNOW_PASSWORD = "fake-ccnow-password-77e1"
+CCV_STATUS_PATH = "/api/ordercompletion/reseller/order/{order_id}/status"
+CCNOW_PATH = "/cgi-local/oapi_receive.cgi"
+
+_Fake = TypeVar("_Fake", bound="_FakeServer")
+
+# Retries that cost milliseconds, so that tests of retry paths stay fast.
+FAST_RETRY = RetryConfig(attempts=2, backoff_s=0.001, max_backoff_s=0.01)
+SCHEDULE = ScheduleConfig(min_interval_s=60, max_interval_s=3600)
+
+
+def ccv_config(base_url: str, **changes: Any) -> CCVConfig:
+    """Return a CCV account config for a fake; keyword arguments replace fields."""
+    config = CCVConfig(
+        name="default",
+        base_url=base_url,
+        api_key=Secret(CCV_KEY),
+        poll_interval_s=300,
+        concurrency=4,
+        timeout_s=2.0,
+        retry=FAST_RETRY,
+        schedule=SCHEDULE,
+    )
+    return replace(config, **changes)
+
+
+def ccnow_config(url: str, **changes: Any) -> CCNowConfig:
+    """Return a CCNow account config for a fake; keyword arguments replace fields."""
+    config = CCNowConfig(
+        name="default",
+        url=url,
+        client_id=CCNOW_CLIENT_ID,
+        password=Secret(CCNOW_PASSWORD),
+        store_id="",
+        poll_interval_s=120,
+        batch_size=25,
+        concurrency=2,
+        timeout_s=2.0,
+        retry=FAST_RETRY,
+        schedule=SCHEDULE,
+    )
+    return replace(config, **changes)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted answer: HTTP status, body, extra headers, and how long to wait before it."""
+
+    status: int = 200
+    body: str | bytes = ""
+    content_type: str = "text/plain"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+def html_page(status: int = 200) -> Reply:
+    """Return the kind of page a proxy or a login wall answers with."""
+    body = "<!DOCTYPE html>\n<html><body><h1>Service Unavailable</h1></body></html>\n"
+    return Reply(status, body, content_type="text/html")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as a fake received it."""
+
+    at: float  # loop time
+    raw_path: str
+    headers: Mapping[str, str]
+    order_id: str | None = None  # CCV: the decoded path segment
+    form: Mapping[str, str] = field(default_factory=dict)  # CCNow: the posted fields
+
+
+class _FakeServer:
+    """What both fakes share: the server, scripted replies, holds and request bookkeeping."""
+
+    def __init__(self) -> None:
+        # Replies used one per request, before anything else; then `always`, if set.
+        self.script: list[Reply] = []
+        self.always: Reply | None = None
+        # Every request waits this long, or until `hold` is set.
+        self.delay_s = 0.0
+        self.hold: asyncio.Event | None = None
+        self.requests: list[Seen] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._closing = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._server: TestServer | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        """Return the routes of the fake."""
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        """Return `http://127.0.0.1:<port>` of the running fake."""
+        assert self._server is not None, "fake not started"
+        return str(self._server.make_url("")).rstrip("/")
+
+    async def start(self: _Fake) -> _Fake:
+        """Start listening on a free loopback port."""
+        app = web.Application()
+        app.add_routes(self.routes())
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        return self
+
+    async def close(self) -> None:
+        """Release held requests and stop the server."""
+        self._closing.set()
+        if self.hold is not None:
+            self.hold.set()
+        if self._server is not None:
+            await self._server.close()
+
+    async def __aenter__(self: _Fake) -> _Fake:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        """Wait until `predicate()` holds after some request arrived or finished."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout_s)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _pause(self, seconds: float) -> None:
+        # Ends early when the fake closes, so that a test never waits for a slow answer.
+        if seconds > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), seconds)
+
+    async def _answer(self, seen: Seen, build: Callable[[], Reply]) -> web.Response:
+        self.requests.append(seen)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        await self._notify()
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+            await self._pause(self.delay_s)
+            if self.script:
+                reply = self.script.pop(0)
+            elif self.always is not None:
+                reply = self.always
+            else:
+                reply = build()
+            await self._pause(reply.delay_s)
+            body = reply.body.encode() if isinstance(reply.body, str) else reply.body
+            return web.Response(
+                status=reply.status,
+                body=body,
+                content_type=reply.content_type,
+                headers=dict(reply.headers),
+            )
+        finally:
+            self.in_flight -= 1
+            await self._notify()
+
+
+class FakeCCV(_FakeServer):
+    """The CCV order status endpoint: `orders` (id -> orderStatus), `refs` (id -> reference).
+
+    Per request: a wrong credential gets 401; then `script_for[id]` (used up one per request),
+    `script`, `replies[id]`, `always`; else 200 JSON for a known order, 404 for others.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = CCV_KEY,
+        auth: str = "basic",
+        auth_header: str = "Authorization",
+    ) -> None:
+        super().__init__()
+        self.orders: dict[str, str] = {}
+        self.refs: dict[str, str] = {}
+        self.script_for: dict[str, list[Reply]] = {}
+        self.replies: dict[str, Reply] = {}
+        if auth == "basic":
+            token = base64.b64encode(f"{api_key}:".encode()).decode()
+            self._credential = (auth_header, f"Basic {token}")
+        elif auth == "bearer":
+            self._credential = (auth_header, f"Bearer {api_key}")
+        else:
+            self._credential = (auth_header, api_key)
+
+    def routes(self) -> list[web.RouteDef]:
+        """Return the status route."""
+        return [web.get(CCV_STATUS_PATH, self._status)]
+
+    def requests_for(self, order_id: str) -> list[Seen]:
+        """Return the requests that asked about one order."""
+        return [seen for seen in self.requests if seen.order_id == order_id]
+
+    async def _status(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["order_id"]
+        seen = Seen(
+            asyncio.get_running_loop().time(),
+            request.raw_path,
+            dict(request.headers),
+            order_id=order_id,
+        )
+        header, value = self._credential
+        if request.headers.get(header) != value:
+            return await self._answer(seen, lambda: Reply(401, "Unauthorized"))
+        queued = self.script_for.get(order_id)
+        if queued:
+            reply = queued.pop(0)
+            return await self._answer(seen, lambda: reply)
+        return await self._answer(seen, lambda: self._order_reply(order_id))
+
+    def _order_reply(self, order_id: str) -> Reply:
+        if order_id in self.replies:
+            return self.replies[order_id]
+        if order_id not in self.orders:
+            return Reply(404, json.dumps({"message": "Not found"}), "application/json")
+        document = {"orderStatus": self.orders[order_id]}
+        if order_id in self.refs:
+            document["externalReference"] = self.refs[order_id]
+        return Reply(200, json.dumps(document), "application/json")
+
+
+class FakeCCNow(_FakeServer):
+    """The CCNow order receiver: `orders` (hyphenated id -> status word).
+
+    A wrong login gets `error_message invalid login` (with HTTP 200, as CCNow documents no
+    status). Then `script`, `always`; else the pending list (orders whose status is in
+    `pending_statuses`) or one line per queried order. Answer shaping: `order_errors` ids get a
+    per-order error line, `omit` ids no line, `extra_lines` are appended, `shuffle` reorders,
+    `hyphenless` drops hyphens, `line_end` and `blank_lines` vary the layout.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str = CCNOW_CLIENT_ID,
+        password: str = CCNOW_PASSWORD,
+    ) -> None:
+        super().__init__()
+        self.client_id = client_id
+        self.password = password
+        self.orders: dict[str, str] = {}
+        self.pending_statuses = {"pending"}
+        self.order_errors: set[str] = set()
+        self.omit: set[str] = set()
+        self.extra_lines: list[str] = []
+        self.shuffle = False
+        self.hyphenless = False
+        self.line_end = "\n"
+        self.blank_lines = False
+        self.batch_sizes: list[int] = []
+
+    @property
+    def url(self) -> str:
+        """Return the order receiver URL of the running fake."""
+        return self.base_url + CCNOW_PATH
+
+    @property
+    def max_batch(self) -> int:
+        """Return the most orders seen in one post."""
+        return max(self.batch_sizes, default=0)
+
+    def routes(self) -> list[web.RouteDef]:
+        """Return the receiver route."""
+        return [web.post(CCNOW_PATH, self._receive)]
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        seen = Seen(
+            asyncio.get_running_loop().time(),
+            request.raw_path,
+            dict(request.headers),
+            form=form,
+        )
+        ids: list[str] = []
+        while f"x_orderid_{len(ids) + 1}" in form:
+            ids.append(form[f"x_orderid_{len(ids) + 1}"])
+        self.batch_sizes.append(len(ids))
+        if form.get("x_clientid") != self.client_id or form.get("x_password") != self.password:
+            return await self._answer(seen, lambda: Reply(200, "error_message invalid login\n"))
+        return await self._answer(seen, lambda: self._text(self._lines(ids)))
+
+    def _lines(self, ids: list[str]) -> list[str]:
+        if not ids:
+            pending = [f"{i} {s}" for i, s in self.orders.items() if s in self.pending_statuses]
+            return pending or ["message no_pending_orders"]
+        lines = []
+        for raw in ids:
+            order_id = normalize_ccnow_id(raw)
+            if order_id in self.omit:
+                continue
+            if order_id in self.order_errors:
+                lines.append(f"{order_id} error unknown order")
+            elif order_id in self.orders:
+                lines.append(f"{order_id} {self.orders[order_id]}")
+            else:
+                lines.append(f"{order_id} not_found")
+        return lines
+
+    def _text(self, lines: list[str]) -> Reply:
+        lines = lines + self.extra_lines
+        if self.shuffle:
+            random.Random(7).shuffle(lines)
+        if self.hyphenless:
+            lines = [line.replace("-", "", 2) for line in lines]
+        if self.blank_lines:
+            lines = ["", *(f"  {line} \t" for line in lines), "", ""]
+        return Reply(200, self.line_end.join(lines) + self.line_end)

@@ -1,0 +1,198 @@
+"""`reconciler catch-up` end to end: the CLI as a subprocess against loopback fakes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+from tests.conftest import cli_env, read_events, run_cli, write_config
+from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply, html_page
+
+CCV_IDS = [f"0b7c1f3e-0000-4000-8000-{n:012d}" for n in range(1, 6)]
+
+
+def kinds(events: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return sorted((e["type"], e.get("subject")) for e in events)
+
+
+async def test_discovery_then_transitions_then_silence(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    fake_ccv.refs = {CCV_IDS[0]: "ref-1"}
+    fake_ccnow.orders = {"396-10-1142": "pending", "397-10-1159": "pending"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS[1:])).code == 0
+    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0], "--ref", "ref-1")).code == 0
+
+    first = await run_cli("--config", cfg, "catch-up")
+    assert first.code == 0, first.stderr
+    events = read_events(tmp_path)
+    assert kinds(events) == sorted(
+        [("order.discovered", i) for i in CCV_IDS]
+        + [("order.discovered", "396-10-1142"), ("order.discovered", "397-10-1159")]
+    )
+    assert all(e["data"]["via"] == "catch-up" for e in events)
+    by_subject = {e["subject"]: e for e in events}
+    assert by_subject[CCV_IDS[0]]["data"]["external_reference"] == "ref-1"
+
+    # Changes on both sides: one CCV order completes, one CCNow order leaves the pending list.
+    fake_ccv.orders[CCV_IDS[2]] = "Completed"
+    fake_ccnow.orders["396-10-1142"] = "mark_shipped"
+    second = await run_cli("--config", cfg, "catch-up")
+    assert second.code == 0, second.stderr
+    new = read_events(tmp_path)[len(events):]
+    assert kinds(new) == sorted([("order.status_changed", "396-10-1142"),
+                                 ("order.status_changed", CCV_IDS[2])])
+    changed = {e["subject"]: e["data"] for e in new}
+    assert changed[CCV_IDS[2]]["previous_status"] == "AwaitingPayment"
+    assert changed[CCV_IDS[2]]["end_state"] is True
+    assert changed["396-10-1142"]["status"] == "mark_shipped"
+
+    # Nothing changed: nothing emitted; the completed order is not polled again.
+    before = len(fake_ccv.requests_for(CCV_IDS[2]))
+    third = await run_cli("--config", cfg, "catch-up")
+    assert third.code == 0
+    assert len(read_events(tmp_path)) == len(events) + 2
+    assert len(fake_ccv.requests_for(CCV_IDS[2])) == before
+
+    listing = await run_cli("--config", cfg, "orders", "--json")
+    rows = {r["order_id"]: r for r in json.loads(listing.stdout)}
+    assert rows[CCV_IDS[2]]["status"] == "Completed" and rows[CCV_IDS[2]]["end_state"] is True
+    assert rows["396-10-1142"]["status"] == "mark_shipped"
+
+
+async def test_ccnow_failures_change_nothing_and_exit_75(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    baseline = len(read_events(tmp_path))
+    fake_ccnow.orders = {}  # would read as "no pending orders" if a failure were misread
+    for reply in (
+        Reply(200, "error_message system down for maintenance\n"),
+        html_page(),
+        Reply(500, "Internal Server Error"),
+        Reply(200, ""),
+    ):
+        fake_ccnow.always = reply
+        result = await run_cli("--config", cfg, "catch-up")
+        assert result.code == 75, (reply, result.stderr)
+    events = read_events(tmp_path)[baseline:]
+    assert [e["type"] for e in events] == ["source.failed"]  # once, not once per pass
+    listing = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert [(r["order_id"], r["status"]) for r in listing] == [("396-10-1142", "pending")]
+
+    fake_ccnow.always = None
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert [e["type"] for e in read_events(tmp_path)[baseline:]] == [
+        "source.failed", "source.recovered"]
+
+
+async def test_bad_ccnow_login_is_a_source_failure(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await run_cli("--config", cfg, "catch-up",
+                           env=cli_env(RECONCILER_CCNOW_PASSWORD="wrong-password-123"))
+    assert result.code == 75
+    assert [e["type"] for e in read_events(tmp_path)] == ["source.failed"]
+
+
+async def test_ccv_401_costs_one_request_and_one_source_failed(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    ids = [f"c0ffee00-0000-4000-8000-{n:012d}" for n in range(200)]
+    fake_ccv.orders = dict.fromkeys(ids, "New")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    id_file = tmp_path / "ids.txt"
+    id_file.write_text("\n".join(ids) + "\n")
+    assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", id_file)).code == 0
+    result = await run_cli("--config", cfg, "catch-up",
+                           env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-00000"))
+    assert result.code == 75
+    assert len(fake_ccv.requests) <= 10
+    assert [e["type"] for e in read_events(tmp_path)] == ["source.failed"]
+    failures = [line for line in result.log_lines() if line["message"] == "source.failed"]
+    assert len(failures) == 1
+
+
+async def test_ccv_server_errors_are_failed_checks_without_events(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "Completed")
+    for reply in (Reply(500, "oops"), html_page(), Reply(503, "", headers={"Retry-After": "0"})):
+        fake_ccv.always = reply
+        assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    assert {e["type"] for e in read_events(tmp_path)} == {"order.discovered", "source.failed"}
+
+
+async def test_not_found_is_reported_once(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    await run_cli("--config", cfg, "track", "ccv", "missing-order-1")
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert [e["type"] for e in read_events(tmp_path)] == ["order.not_found"]
+
+
+async def test_ccnow_batches_never_exceed_batch_size(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    ids = [f"{400 + n // 100:03d}-{n % 100:02d}-1000" for n in range(60)]
+    fake_ccnow.orders = dict.fromkeys(ids, "processing")
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra="")
+    assert (await run_cli("--config", cfg, "track", "ccnow", *ids)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert 0 < fake_ccnow.max_batch <= 25
+    assert len(read_events(tmp_path)) == 60
+
+
+async def test_malformed_ids_exit_65_naming_the_id(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    for bad in ("../etc/passwd", "a b", "x\x01y", "z" * 300):
+        result = await run_cli("--config", cfg, "track", "ccv", bad)
+        assert result.code == 65
+        assert repr(bad)[1:20] in result.stderr
+    result = await run_cli("--config", cfg, "track", "ccnow", "12-34")
+    assert result.code == 65 and "12-34" in result.stderr
+    assert json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout) == []
+
+
+async def test_no_secret_in_any_output_event_or_database(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)
+    outputs = [await run_cli("--log-level", "debug", "--config", cfg, "catch-up")]
+    fake_ccnow.always = Reply(200, "error_message invalid login\n")
+    fake_ccv.always = Reply(401, "")
+    outputs.append(await run_cli("--log-level", "debug", "--config", cfg, "catch-up"))
+    outputs.append(await run_cli("--config", cfg, "events", "--json"))
+    outputs.append(await run_cli("--config", cfg, "check"))
+    blobs = [o.stdout + o.stderr for o in outputs]
+    for path in tmp_path.iterdir():
+        if path.is_file() and not path.name.endswith(".toml"):
+            blobs.append(path.read_bytes().decode("latin-1"))
+    for secret in (CCV_KEY, CCNOW_PASSWORD):
+        assert not any(secret in blob for blob in blobs), secret
+
+
+async def test_database_is_private_and_versioned(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    db = tmp_path / "reconciler.db"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

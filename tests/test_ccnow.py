@@ -1,0 +1,424 @@
+"""CCNow answer parser, and the client against a loopback fake of the order receiver."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from reconciler.config import RetryConfig, Secret
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.sources.ccnow import Answer, CCNowClient, OrderLine, parse_answer
+from reconciler.sources.errors import (
+    AuthenticationFailed,
+    ProtocolError,
+    SourceError,
+    SourceUnavailable,
+)
+from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config, html_page
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCCNow]:
+    async with FakeCCNow() as fake:
+        yield fake
+
+
+def ok(order_id: str, status: str) -> Observation:
+    return Observation(OrderKey("ccnow", "default", order_id), Outcome.OK, status=status)
+
+
+def failed(order_id: str, reason: str) -> Observation:
+    return Observation(OrderKey("ccnow", "default", order_id), Outcome.FAILED, reason=reason)
+
+
+class Collector:
+    """An emit callback that keeps what it got."""
+
+    def __init__(self) -> None:
+        self.seen: list[Observation] = []
+
+    async def __call__(self, observation: Observation) -> None:
+        self.seen.append(observation)
+
+    def by_id(self) -> dict[str, Observation]:
+        return {o.key.order_id: o for o in self.seen}
+
+
+def order_ids(count: int) -> list[str]:
+    return [f"{400 + i // 100:03d}-{i % 100:02d}-{1000 + i:04d}" for i in range(count)]
+
+
+# --- parse_answer -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "answer"),
+    [
+        (
+            "396-10-1142 pending\n397-10-1159 pending\n",
+            Answer((OrderLine("396-10-1142", "pending"), OrderLine("397-10-1159", "pending")), ()),
+        ),
+        ("message no_pending_orders\n", Answer((), ("no_pending_orders",))),
+        (
+            "\r\n  396101142 mark_shipped \r\n\r\n\t397-10-1159   completed  extra words\r\n\n",
+            Answer(
+                (OrderLine("396-10-1142", "mark_shipped"), OrderLine("397-10-1159", "completed")),
+                (),
+            ),
+        ),
+        (
+            b"\xef\xbb\xbf396-10-1142 brand_new-status",
+            Answer((OrderLine("396-10-1142", "brand_new-status"),), ()),
+        ),
+        (
+            "396-10-1142 error unknown order\n397-10-1159 NOT_FOUND\n398-10-1000 invalid",
+            Answer(
+                (
+                    OrderLine("396-10-1142", None, "error unknown order"),
+                    OrderLine("397-10-1159", None, "NOT_FOUND"),
+                    OrderLine("398-10-1000", None, "invalid"),
+                ),
+                (),
+            ),
+        ),
+        ("396-10-1142 error_message no such order", None),
+        ("396-10-1142 unknown", None),
+    ],
+)
+def test_parse_answer_accepts_the_protocol(body: str | bytes, answer: Answer | None) -> None:
+    parsed = parse_answer(body)
+    if answer is not None:
+        assert parsed == answer
+    else:
+        (line,) = parsed.orders
+        assert line.status is None
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "text"),
+    [
+        ("error_message system down for maintenance\n", SourceUnavailable, None),
+        ("396-10-1142 pending\nerror_message system down for maintenance", SourceUnavailable, None),
+        ("error_message invalid login", AuthenticationFailed, "error_message: invalid login"),
+        ("error_message Bad Password", AuthenticationFailed, None),
+        ("error_message unknown client id", AuthenticationFailed, None),
+        ("ERROR_MESSAGE not authorized", AuthenticationFailed, None),
+        ("", ProtocolError, "empty answer"),
+        ("\r\n   \n\t\n", ProtocolError, "empty answer"),
+        ("<!DOCTYPE html><html><body>Login</body></html>", ProtocolError, "html page"),
+        ("  \n<html>", ProtocolError, "html page"),
+        ('{"orders": []}', ProtocolError, None),
+        ("pending", ProtocolError, None),
+        ("396-10-1142", ProtocolError, None),
+        ("3961011420 pending", ProtocolError, None),
+        ("396-10-1142 pend!ng", ProtocolError, None),
+        ("396-10-1142 " + "p" * 65, ProtocolError, None),
+        ("396-10-1142 pending\nOK", ProtocolError, None),
+        (b"396-10-1142 p\xe9nding", ProtocolError, "answer is not UTF-8"),
+    ],
+)
+def test_parse_answer_refuses_everything_else(
+    body: str | bytes, error: type[SourceError], text: str | None
+) -> None:
+    with pytest.raises(SourceError) as caught:
+        parse_answer(body)
+    assert type(caught.value) is error
+    if text is not None:
+        assert str(caught.value) == text
+
+
+def test_maintenance_text_is_the_reason() -> None:
+    with pytest.raises(SourceUnavailable) as caught:
+        parse_answer("error_message system down for maintenance")
+    assert str(caught.value) == "error_message: system down for maintenance"
+
+
+# --- pending list -------------------------------------------------------------------------
+
+
+async def test_pending_list(fake: FakeCCNow, session: aiohttp.ClientSession) -> None:
+    fake.orders.update(
+        {"396-10-1142": "pending", "397-10-1159": "pending", "398-10-1000": "completed"}
+    )
+    client = CCNowClient(ccnow_config(fake.url), session)
+    assert await client.pending_list() == [ok("396-10-1142", "pending"), ok("397-10-1159", "pending")]
+    (seen,) = fake.requests
+    assert not any(name.startswith(("x_orderid", "x_action")) for name in seen.form)
+
+
+async def test_no_pending_orders_is_an_empty_list(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    client = CCNowClient(ccnow_config(fake.url), session)
+    assert await client.pending_list() == []
+
+
+async def test_pending_list_ids_without_hyphens_and_crlf(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    fake.orders.update({"396-10-1142": "pending", "397-10-1159": "pending"})
+    fake.hyphenless = True
+    fake.line_end = "\r\n"
+    fake.blank_lines = True
+    client = CCNowClient(ccnow_config(fake.url), session)
+    assert await client.pending_list() == [ok("396-10-1142", "pending"), ok("397-10-1159", "pending")]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "text"),
+    [
+        (Reply(200, "error_message system down for maintenance\n"), SourceUnavailable, None),
+        (html_page(), ProtocolError, "html page"),
+        (Reply(200, "Service Unavailable", "text/html"), ProtocolError, "html page"),
+        (Reply(200, ""), ProtocolError, "empty answer"),
+        (Reply(200, "OK\n"), ProtocolError, None),
+        (Reply(401), AuthenticationFailed, "http 401"),
+        (Reply(403), AuthenticationFailed, "http 403"),
+        (Reply(404), ProtocolError, "http 404"),
+    ],
+)
+async def test_pending_list_failures(
+    fake: FakeCCNow,
+    session: aiohttp.ClientSession,
+    reply: Reply,
+    error: type[SourceError],
+    text: str | None,
+) -> None:
+    fake.orders["396-10-1142"] = "pending"
+    fake.always = reply
+    client = CCNowClient(ccnow_config(fake.url), session)
+    with pytest.raises(SourceError) as caught:
+        await client.pending_list()
+    assert type(caught.value) is error
+    if text is not None:
+        assert str(caught.value) == text
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+async def test_server_errors_are_retried_then_unavailable(
+    fake: FakeCCNow, session: aiohttp.ClientSession, status: int
+) -> None:
+    fake.always = Reply(status)
+    retry = RetryConfig(attempts=3, backoff_s=0.001, max_backoff_s=0.01)
+    client = CCNowClient(ccnow_config(fake.url, retry=retry), session)
+    with pytest.raises(SourceUnavailable) as caught:
+        await client.pending_list()
+    assert str(caught.value) == f"http {status}"
+    assert len(fake.requests) == 1 + 3
+
+
+async def test_server_error_then_answer(fake: FakeCCNow, session: aiohttp.ClientSession) -> None:
+    fake.orders["396-10-1142"] = "pending"
+    fake.script = [Reply(502, headers={"Retry-After": "0"})]
+    client = CCNowClient(ccnow_config(fake.url), session)
+    assert await client.pending_list() == [ok("396-10-1142", "pending")]
+    assert len(fake.requests) == 2
+
+
+async def test_timeout_is_unavailable(fake: FakeCCNow, session: aiohttp.ClientSession) -> None:
+    fake.delay_s = 5.0
+    retry = RetryConfig(attempts=1, backoff_s=0.001, max_backoff_s=0.01)
+    client = CCNowClient(ccnow_config(fake.url, timeout_s=0.2, retry=retry), session)
+    with pytest.raises(SourceUnavailable, match="^timeout$"):
+        await client.pending_list()
+    assert len(fake.requests) == 2
+
+
+async def test_store_id_is_sent_only_when_set(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    await CCNowClient(ccnow_config(fake.url), session).pending_list()
+    await CCNowClient(ccnow_config(fake.url, store_id="linked7"), session).pending_list()
+    without, with_store = fake.requests
+    assert "x_storeid" not in without.form
+    assert with_store.form["x_storeid"] == "linked7"
+    assert with_store.form["x_clientid"] == "amylove"
+    assert with_store.form["x_password"] == CCNOW_PASSWORD
+
+
+# --- queries ------------------------------------------------------------------------------
+
+
+async def test_query_in_batches(fake: FakeCCNow, session: aiohttp.ClientSession) -> None:
+    ids = order_ids(60)
+    fake.orders.update(dict.fromkeys(ids, "processing"))
+    emit = Collector()
+    client = CCNowClient(ccnow_config(fake.url, batch_size=25), session)
+
+    await client.query(ids, emit)
+
+    assert sorted(fake.batch_sizes) == [10, 25, 25]
+    assert fake.max_batch == 25
+    assert sorted(emit.seen, key=lambda o: o.key.order_id) == [ok(i, "processing") for i in ids]
+    first = fake.requests[0].form
+    assert first["x_orderid_1"] == ids[0] and first["x_action_1"] == "query"
+    assert first["x_action_25"] == "query" and "x_orderid_26" not in first
+
+
+async def test_query_ids_without_hyphens_are_normalized(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    fake.orders.update({"396-10-1142": "pending", "397-10-1159": "canceled"})
+    fake.hyphenless = True
+    emit = Collector()
+    await CCNowClient(ccnow_config(fake.url), session).query(["396101142", "397-10-1159"], emit)
+    assert emit.seen == [ok("396-10-1142", "pending"), ok("397-10-1159", "canceled")]
+    assert fake.requests[0].form["x_orderid_1"] == "396-10-1142"
+
+
+async def test_query_lines_are_matched_by_id(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    ids = order_ids(20)
+    statuses = ["received", "pending", "completed", "refunded"]
+    fake.orders.update({order_id: statuses[n % 4] for n, order_id in enumerate(ids)})
+    fake.shuffle = True
+    fake.line_end = "\r\n"
+    fake.blank_lines = True
+    emit = Collector()
+    await CCNowClient(ccnow_config(fake.url), session).query(ids, emit)
+    assert emit.seen == [ok(order_id, fake.orders[order_id]) for order_id in ids]
+
+
+async def test_missing_and_erroneous_orders_fail_alone(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    ids = order_ids(5)
+    fake.orders.update(dict.fromkeys(ids, "pending"))
+    fake.orders[ids[4]] = "escalated_review"  # not a documented word: kept as it is
+    fake.omit.add(ids[1])
+    fake.order_errors.add(ids[2])
+    emit = Collector()
+    await CCNowClient(ccnow_config(fake.url), session).query(ids, emit)
+    assert emit.seen == [
+        ok(ids[0], "pending"),
+        failed(ids[1], "missing"),
+        failed(ids[2], "order_error"),
+        ok(ids[3], "pending"),
+        ok(ids[4], "escalated_review"),
+    ]
+
+
+async def test_unasked_and_duplicate_lines(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    ids = order_ids(3)
+    fake.orders.update(dict.fromkeys(ids, "pending"))
+    fake.extra_lines = [
+        "999-99-9999 completed",  # not asked: ignored
+        f"{ids[0]} pending",  # the same again: fine
+        f"{ids[1]} completed",  # disagrees with the first line for this id
+    ]
+    emit = Collector()
+    await CCNowClient(ccnow_config(fake.url), session).query(ids, emit)
+    assert emit.seen == [ok(ids[0], "pending"), failed(ids[1], "protocol"), ok(ids[2], "pending")]
+
+
+async def test_invalid_ids_are_not_sent(fake: FakeCCNow, session: aiohttp.ClientSession) -> None:
+    fake.orders["396-10-1142"] = "pending"
+    emit = Collector()
+    await CCNowClient(ccnow_config(fake.url), session).query(
+        ["396-10-1142", "12345", "396-10-1142&x_action_1=ship"], emit
+    )
+    assert emit.by_id() == {
+        "396-10-1142": ok("396-10-1142", "pending"),
+        "12345": failed("12345", "invalid_id"),
+        "396-10-1142&x_action_1=ship": failed("396-10-1142&x_action_1=ship", "invalid_id"),
+    }
+    (seen,) = fake.requests
+    assert seen.form["x_action_1"] == "query" and "x_orderid_2" not in seen.form
+
+
+async def test_query_concurrency_is_bounded(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    ids = order_ids(50)
+    fake.orders.update(dict.fromkeys(ids, "pending"))
+    fake.delay_s = 0.01
+    emit = Collector()
+    client = CCNowClient(ccnow_config(fake.url, batch_size=5, concurrency=3), session)
+    await client.query(ids, emit)
+    assert len(fake.batch_sizes) == 10
+    assert fake.max_in_flight == 3
+    assert len(emit.seen) == 50
+
+
+async def test_wrong_password_costs_one_post(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    ids = order_ids(100)
+    config = ccnow_config(fake.url, password=Secret("wrong"), batch_size=10, concurrency=4)
+    emit = Collector()
+    with pytest.raises(AuthenticationFailed, match="invalid login"):
+        await CCNowClient(config, session).query(ids, emit)
+    assert len(fake.requests) == 1
+    assert emit.seen == []
+
+
+async def test_failing_batch_raises_and_earlier_batches_stand(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    ids = order_ids(60)
+    fake.orders.update(dict.fromkeys(ids, "pending"))
+    seen: list[Observation] = []
+
+    async def emit(observation: Observation) -> None:
+        seen.append(observation)
+        fake.always = Reply(200, "error_message system down for maintenance")
+
+    client = CCNowClient(ccnow_config(fake.url, batch_size=25, concurrency=1), session)
+    with pytest.raises(SourceUnavailable, match="maintenance"):
+        await client.query(ids, emit)
+    assert seen == [ok(order_id, "pending") for order_id in ids[:25]]
+    assert len(fake.requests) == 2
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+async def test_password_never_reaches_logs_or_exceptions(
+    fake: FakeCCNow, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ids = order_ids(3)
+    fake.orders.update(dict.fromkeys(ids, "pending"))
+    fake.extra_lines = ["999-99-9999 completed"]
+    client = CCNowClient(ccnow_config(fake.url, timeout_s=0.2), session)
+    texts: list[str] = []
+
+    await client.query(ids, Collector())
+    replies = [
+        Reply(200, f"error_message wrong password {CCNOW_PASSWORD} for amylove"),
+        Reply(200, f"error_message cannot parse x_password={CCNOW_PASSWORD}"),
+        Reply(200, f"{CCNOW_PASSWORD}\n"),
+        Reply(500),
+        Reply(404),
+        Reply(200, delay_s=5.0),
+    ]
+    for reply in replies:
+        fake.always = reply
+        with pytest.raises(SourceError) as caught:
+            await client.query(ids, Collector())
+        texts += [str(caught.value), repr(caught.value)]
+    wrong = CCNowClient(ccnow_config(fake.url, password=Secret("x" + CCNOW_PASSWORD)), session)
+    fake.always = None
+    with pytest.raises(AuthenticationFailed) as refused:
+        await wrong.pending_list()
+    texts += [str(refused.value), repr(refused.value), caplog.text]
+    texts += [repr(vars(record)) for record in caplog.records]
+
+    assert any("ccnow.unasked_ids" in text for text in texts)  # the logs were really captured
+    assert any("error_message: wrong password *** for amylove" in text for text in texts)
+    assert fake.requests[0].form["x_password"] == CCNOW_PASSWORD
+    for text in texts:
+        assert CCNOW_PASSWORD not in text

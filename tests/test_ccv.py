@@ -1,0 +1,495 @@
+"""CCV client against a loopback fake: statuses, failures, retries, bounds, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import aiohttp
+import pytest
+
+from reconciler.config import RetryConfig, Secret
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.sources.ccv import MAX_BODY_BYTES, CCVClient
+from reconciler.sources.errors import AuthenticationFailed, SourceUnavailable
+from reconciler.sources.http import parse_retry_after, retry_delay
+from tests.fake_providers import CCV_KEY, FakeCCV, Reply, ccv_config, html_page
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCCV]:
+    async with FakeCCV() as fake:
+        yield fake
+
+
+def key(order_id: str) -> OrderKey:
+    return OrderKey("ccv", "default", order_id)
+
+
+def failed(order_id: str, reason: str) -> Observation:
+    return Observation(key(order_id), Outcome.FAILED, reason=reason)
+
+
+class Collector:
+    """An emit callback that keeps what it got."""
+
+    def __init__(self) -> None:
+        self.seen: list[Observation] = []
+
+    async def __call__(self, observation: Observation) -> None:
+        self.seen.append(observation)
+
+
+def worker_tasks() -> set[asyncio.Task[object]]:
+    """Return the pass's worker tasks still alive."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if "drain" in getattr(task.get_coro(), "__qualname__", "")
+    }
+
+
+# --- one order ----------------------------------------------------------------------------
+
+
+async def test_statuses_and_external_reference(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    fake.orders.update({"A1": "Completed", "A2": "AwaitingPayment", "A3": "TotallyNewStatus"})
+    fake.refs["A1"] = "shop-123"
+    client = CCVClient(ccv_config(fake.base_url), session)
+
+    assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "Completed", "shop-123")
+    assert await client.fetch("A2") == Observation(key("A2"), Outcome.OK, "AwaitingPayment")
+    # A word CCV never documented is kept verbatim, not refused.
+    assert await client.fetch("A3") == Observation(key("A3"), Outcome.OK, "TotallyNewStatus")
+
+
+async def test_non_string_external_reference_is_dropped(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    fake.replies["A1"] = Reply(200, '{"orderStatus": "New", "externalReference": 42}')
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", None)
+
+
+async def test_404_is_not_found(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("nope") == Observation(key("nope"), Outcome.NOT_FOUND)
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_auth_failure_costs_exactly_one_request(
+    fake: FakeCCV, session: aiohttp.ClientSession, status: int
+) -> None:
+    fake.always = Reply(status, "Forbidden")
+    fake.orders.update({f"O{i}": "New" for i in range(50)})
+    client = CCVClient(ccv_config(fake.base_url, concurrency=8), session)
+    emit = Collector()
+
+    with pytest.raises(AuthenticationFailed) as caught:
+        await client.check_orders([f"O{i}" for i in range(50)], emit)
+
+    assert str(caught.value) == f"http {status}"
+    assert len(fake.requests) == 1
+    assert emit.seen == []
+
+
+async def test_wrong_key_is_refused_by_the_provider(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    config = ccv_config(fake.base_url, api_key=Secret("t_wrong"), concurrency=8)
+    with pytest.raises(AuthenticationFailed):
+        await CCVClient(config, session).check_orders([f"O{i}" for i in range(50)], Collector())
+    assert len(fake.requests) == 1
+
+
+async def test_auth_failure_mid_pass_stops_every_worker(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    ids = [f"O{i}" for i in range(200)]
+    fake.orders.update(dict.fromkeys(ids, "New"))
+
+    async def emit(observation: Observation) -> None:
+        # The key is revoked right after the first answer.
+        fake.always = Reply(401)
+
+    client = CCVClient(ccv_config(fake.base_url, concurrency=8), session)
+    with pytest.raises(AuthenticationFailed):
+        await client.check_orders(ids, emit)
+
+    # The first request, then at most one per worker: no worker asks again after a 401.
+    assert 2 <= len(fake.requests) <= 1 + 8
+    assert worker_tasks() == set()
+
+
+async def test_500_then_200_is_retried(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
+    fake.orders["A1"] = "Screening"
+    fake.script_for["A1"] = [Reply(500, "oops")]
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "Screening")
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize(("status", "reason"), [(503, "http_503"), (429, "http_429")])
+async def test_retryable_forever_fails_after_all_attempts(
+    fake: FakeCCV, session: aiohttp.ClientSession, status: int, reason: str
+) -> None:
+    fake.always = Reply(status)
+    retry = RetryConfig(attempts=3, backoff_s=0.001, max_backoff_s=0.01)
+    client = CCVClient(ccv_config(fake.base_url, retry=retry), session)
+    assert await client.fetch("A1") == failed("A1", reason)
+    assert len(fake.requests) == 1 + 3
+
+
+async def test_retry_after_is_honoured(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
+    fake.orders["A1"] = "New"
+    fake.script_for["A1"] = [Reply(503, headers={"Retry-After": "1"})]
+    retry = RetryConfig(attempts=2, backoff_s=0.001, max_backoff_s=5.0)
+    client = CCVClient(ccv_config(fake.base_url, retry=retry), session)
+
+    assert (await client.fetch("A1")).status == "New"
+    first, second = fake.requests
+    assert 0.9 <= second.at - first.at < 3.0
+
+
+async def test_retry_after_is_capped(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
+    fake.orders["A1"] = "New"
+    fake.script_for["A1"] = [Reply(429, headers={"Retry-After": "3600"})]
+    retry = RetryConfig(attempts=2, backoff_s=0.001, max_backoff_s=0.05)
+    client = CCVClient(ccv_config(fake.base_url, retry=retry), session)
+
+    assert (await client.fetch("A1")).status == "New"
+    first, second = fake.requests
+    assert second.at - first.at < 1.0
+
+
+async def test_timeout_fails_the_check(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
+    fake.orders["A1"] = "New"
+    fake.delay_s = 5.0
+    retry = RetryConfig(attempts=1, backoff_s=0.001, max_backoff_s=0.01)
+    client = CCVClient(ccv_config(fake.base_url, timeout_s=0.2, retry=retry), session)
+
+    started = asyncio.get_running_loop().time()
+    assert await client.fetch("A1") == failed("A1", "timeout")
+    assert asyncio.get_running_loop().time() - started < 2.0
+    assert len(fake.requests) == 2
+
+
+async def test_connection_refused_fails_the_check(session: aiohttp.ClientSession) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = CCVClient(ccv_config(f"http://127.0.0.1:{port}"), session)
+    assert await client.fetch("A1") == failed("A1", "connection")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        html_page(),
+        Reply(200, "<html>login</html>", "application/json"),
+        Reply(200, "{", "application/json"),
+        Reply(200, b"\xff\xfe{}", "application/json"),
+        Reply(200, "[]", "application/json"),
+        Reply(200, '{"status": "New"}', "application/json"),
+        Reply(200, '{"orderStatus": 5}', "application/json"),
+        Reply(200, '{"orderStatus": ""}', "application/json"),
+        Reply(200, '{"orderStatus": " New"}', "application/json"),
+        Reply(200, '{"orderStatus": "New\\nline"}', "application/json"),
+        Reply(200, '{"orderStatus": "%s"}' % ("x" * 65), "application/json"),
+        Reply(200, "[" * 100_000, "application/json"),
+        Reply(200, "x" * (MAX_BODY_BYTES + 1), "application/json"),
+    ],
+    ids=lambda reply: repr(reply.body[:24]),
+)
+async def test_not_the_protocol_fails_the_check(
+    fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
+) -> None:
+    fake.replies["A1"] = reply
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == failed("A1", "protocol")
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("status", [302, 400, 410])
+async def test_other_answers_fail_with_their_code(
+    fake: FakeCCV, session: aiohttp.ClientSession, status: int
+) -> None:
+    # A redirect is not followed: it would take the credential elsewhere.
+    fake.replies["A1"] = Reply(status, headers={"Location": "http://127.0.0.1:9/elsewhere"})
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == failed("A1", f"http_{status}")
+    assert len(fake.requests) == 1
+
+
+# --- ids and URLs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "order_id",
+    ["", "a/b", "..", "a..b", "a b", "a\tb", "a\x00b", "a\x7fb", "a\\b", "a?b", "a#b", "a%2Fb"]
+    + ["x" * 129],
+)
+async def test_unsafe_ids_make_no_request(
+    fake: FakeCCV, session: aiohttp.ClientSession, order_id: str
+) -> None:
+    client = CCVClient(ccv_config(fake.base_url), session)
+    emit = Collector()
+    assert await client.fetch(order_id) == failed(order_id, "invalid_id")
+    await client.check_orders([order_id], emit)
+    assert emit.seen == [failed(order_id, "invalid_id")]
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("order_id", "segment"),
+    [("ord:1+2", "ord%3A1%2B2"), ("café-7", "caf%C3%A9-7"), ("a=b&c", "a%3Db%26c")],
+)
+async def test_ids_are_quoted_as_one_path_segment(
+    fake: FakeCCV, session: aiohttp.ClientSession, order_id: str, segment: str
+) -> None:
+    fake.orders[order_id] = "New"
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert (await client.fetch(order_id)).status == "New"
+    (seen,) = fake.requests
+    assert seen.raw_path == f"/api/ordercompletion/reseller/order/{segment}/status"
+    assert seen.order_id == order_id
+
+
+# --- authentication -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auth", "header", "value"),
+    [
+        ("basic", "Authorization", "Basic " + base64.b64encode(f"{CCV_KEY}:".encode()).decode()),
+        ("bearer", "Authorization", f"Bearer {CCV_KEY}"),
+        ("header", "X-Api-Key", CCV_KEY),
+    ],
+)
+async def test_key_is_sent_as_configured(
+    session: aiohttp.ClientSession, auth: str, header: str, value: str
+) -> None:
+    async with FakeCCV(auth=auth, auth_header=header) as fake:
+        fake.orders["A1"] = "New"
+        config = ccv_config(fake.base_url, auth=auth, auth_header=header)
+        assert (await CCVClient(config, session).fetch("A1")).status == "New"
+        (seen,) = fake.requests
+        assert seen.headers[header] == value
+        assert seen.headers["Accept"] == "application/json"
+
+
+async def test_key_never_reaches_logs_or_exceptions(
+    fake: FakeCCV, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = base64.b64encode(f"{CCV_KEY}:".encode()).decode()
+    texts: list[str] = []
+    retry = RetryConfig(attempts=1, backoff_s=0.001, max_backoff_s=0.01)
+    client = CCVClient(ccv_config(fake.base_url, timeout_s=0.2, retry=retry), session)
+
+    fake.replies.update({"A1": Reply(503), "A2": html_page(), "A3": Reply(400)})
+    fake.script_for["A4"] = [Reply(200, delay_s=5.0), Reply(200, delay_s=5.0)]
+    for order_id in ("A1", "A2", "A3", "A4"):
+        texts.append(repr(await client.fetch(order_id)))
+    fake.always = Reply(503)
+    with pytest.raises(SourceUnavailable) as outage:
+        await client.check_orders([f"O{i}" for i in range(100)], Collector())
+    fake.always = Reply(401)
+    with pytest.raises(AuthenticationFailed) as refused:
+        await client.check_orders(["A1"], Collector())
+    texts += [str(outage.value), repr(outage.value), str(refused.value), repr(refused.value)]
+
+    texts.append(caplog.text)
+    texts += [repr(vars(record)) for record in caplog.records]
+    assert any("request.retry" in text for text in texts)  # the logs were really captured
+    for text in texts:
+        assert CCV_KEY not in text
+        assert token not in text
+
+
+# --- a pass over many orders --------------------------------------------------------------
+
+
+async def test_pass_reports_every_order(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
+    ids = [f"O{i}" for i in range(60)]
+    fake.orders.update({order_id: "New" for order_id in ids[:50]})
+    emit = Collector()
+    await CCVClient(ccv_config(fake.base_url), session).check_orders(ids, emit)
+    assert sorted(o.key.order_id for o in emit.seen) == sorted(ids)
+    assert sum(o.outcome is Outcome.OK for o in emit.seen) == 50
+    assert sum(o.outcome is Outcome.NOT_FOUND for o in emit.seen) == 10
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_concurrency_never_above_config(
+    fake: FakeCCV, session: aiohttp.ClientSession, concurrency: int
+) -> None:
+    ids = [f"O{i}" for i in range(40)]
+    fake.orders.update(dict.fromkeys(ids, "New"))
+    fake.delay_s = 0.01
+    emit = Collector()
+    client = CCVClient(ccv_config(fake.base_url, concurrency=concurrency), session)
+    await client.check_orders(ids, emit)
+    assert len(emit.seen) == 40
+    assert fake.max_in_flight == concurrency
+
+
+async def test_circuit_breaker_stops_an_outage(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    fake.always = Reply(503)
+    retry = RetryConfig(attempts=1, backoff_s=0.001, max_backoff_s=0.01)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=4, retry=retry), session)
+    emit = Collector()
+
+    with pytest.raises(SourceUnavailable, match="consecutive failures"):
+        await client.check_orders((f"O{i}" for i in range(20_000)), emit)
+
+    # max(5, 2*4) failed checks, plus those in flight, each 1 + 1 attempts.
+    assert len(fake.requests) <= (8 + 4) * 2
+    assert len(emit.seen) < 8
+    assert worker_tasks() == set()
+
+
+async def test_scattered_failures_do_not_open_the_breaker(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    ids = [f"O{i}" for i in range(30)]
+    fake.orders.update(dict.fromkeys(ids, "New"))
+    fake.replies.update({order_id: Reply(503) for order_id in ids[::3]})
+    emit = Collector()
+    client = CCVClient(ccv_config(fake.base_url, concurrency=1), session)
+    await client.check_orders(ids, emit)
+    assert [o.reason for o in emit.seen].count("http_503") == 10
+    assert len(emit.seen) == 30
+
+
+async def test_ids_are_pulled_lazily_and_emit_is_backpressure(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    concurrency = 4
+    pulled = 0
+
+    def ids() -> Iterator[str]:
+        nonlocal pulled
+        for i in range(500):
+            pulled += 1
+            yield f"O{i}"
+
+    fake.orders.update({f"O{i}": "New" for i in range(500)})
+    release = asyncio.Event()
+    all_blocked = asyncio.Event()
+    blocked = 0
+    seen: list[Observation] = []
+
+    async def emit(observation: Observation) -> None:
+        nonlocal blocked
+        if len(seen) >= 20 and not release.is_set():
+            blocked += 1
+            if blocked == concurrency:
+                all_blocked.set()
+            await release.wait()
+        seen.append(observation)
+
+    client = CCVClient(ccv_config(fake.base_url, concurrency=concurrency), session)
+    task = asyncio.ensure_future(client.check_orders(ids(), emit))
+    await asyncio.wait_for(all_blocked.wait(), 5)
+    # Every worker waits in emit, holding one order each: nothing more was read or asked.
+    assert pulled == 20 + concurrency
+    assert len(fake.requests) == 20 + concurrency
+    release.set()
+    await asyncio.wait_for(task, 10)
+    assert len(seen) == 500
+
+
+async def test_emit_exception_stops_the_pass(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    ids = [f"O{i}" for i in range(100)]
+    fake.orders.update(dict.fromkeys(ids, "New"))
+    emitted = 0
+
+    async def emit(observation: Observation) -> None:
+        nonlocal emitted
+        emitted += 1
+        if emitted == 5:
+            raise RuntimeError("store is full")
+
+    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session)
+    with pytest.raises(RuntimeError, match="store is full"):
+        await client.check_orders(ids, emit)
+    assert len(fake.requests) < 20
+    assert worker_tasks() == set()
+
+
+async def test_cancelling_the_pass_cancels_workers(
+    fake: FakeCCV, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.orders.update({f"O{i}": "New" for i in range(100)})
+
+    async def emit(observation: Observation) -> None:
+        # After the first answer every request hangs at the provider.
+        if fake.hold is None:
+            fake.hold = asyncio.Event()
+
+    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session)
+    task = asyncio.ensure_future(client.check_orders([f"O{i}" for i in range(100)], emit))
+    await fake.wait_until(lambda: fake.in_flight == 4)
+    assert worker_tasks() != set()
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert worker_tasks() == set()
+    assert len(fake.requests) == 1 + 4
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+
+
+# --- shared request policy ----------------------------------------------------------------
+
+
+NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("7", 7.0),
+        (" 120 ", 120.0),
+        (format_datetime(NOW + timedelta(seconds=30), usegmt=True), 30.0),
+        (format_datetime(NOW - timedelta(seconds=30), usegmt=True), 0.0),
+        ("soon", None),
+        ("-5", None),
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, NOW) == seconds
+
+
+def test_retry_delay_doubles_with_jitter_and_caps() -> None:
+    retry = RetryConfig(attempts=5, backoff_s=0.5, max_backoff_s=3.0)
+    assert retry_delay(retry, 0, None, jitter=lambda low, high: 1.0) == 0.5
+    assert retry_delay(retry, 2, None, jitter=lambda low, high: 1.0) == 2.0
+    assert retry_delay(retry, 2, None, jitter=lambda low, high: high) == pytest.approx(2.4)
+    assert retry_delay(retry, 2, None, jitter=lambda low, high: low) == pytest.approx(1.6)
+    assert retry_delay(retry, 9, None, jitter=lambda low, high: 1.0) == 3.0
+    assert retry_delay(retry, 0, 2.0) == 2.0
+    assert retry_delay(retry, 0, 60.0) == 3.0
+    delays = {retry_delay(retry, 1, None) for _ in range(50)}
+    assert all(0.8 <= delay <= 1.2 for delay in delays) and len(delays) > 1

@@ -1,0 +1,814 @@
+"""Configuration loading: every problem names file and key; secrets resolve in order, never leak."""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler import config as config_module
+from reconciler.config import (
+    Config,
+    ConfigError,
+    RetryConfig,
+    Secret,
+    load_config,
+    parse_duration,
+)
+
+EXAMPLE = Path(__file__).parents[1] / "config" / "reconciler.example.toml"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+CCV = """
+[ccv]
+base_url = "https://ccv.example/api/"
+api_key = "t_0123"
+"""
+CCNOW = """
+[ccnow]
+url = "https://ccnow.example/oapi"
+client_id = "amylove"
+password = "pw-0123"
+"""
+RECEIVER = """
+[receiver]
+public_url = "https://integrator.example/reconciler/"
+secret = "0123456789abcdef"
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own environment out of secret resolution."""
+    for name in list(os.environ):
+        if name.startswith("RECONCILER_") or name in ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str, name: str = "reconciler.toml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, text: str) -> Config:
+    return load_config(write(tmp_path, text))
+
+
+def load_error(tmp_path: Path, text: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"config error: {path}: {info.value.key}: {info.value.problem}"
+    return info.value
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def test_minimal_ccv_account_gets_the_documented_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path, CCV)
+    (ccv,) = config.ccv
+    assert ccv.name == "default"
+    assert ccv.base_url == "https://ccv.example/api"
+    assert ccv.api_key.reveal() == "t_0123"
+    assert (ccv.poll_interval_s, ccv.concurrency, ccv.timeout_s) == (300.0, 8, 10.0)
+    assert ccv.retry == RetryConfig(attempts=3, backoff_s=0.5)
+    assert (ccv.auth, ccv.auth_header) == ("basic", "Authorization")
+    assert (ccv.schedule.min_interval_s, ccv.schedule.max_interval_s) == (60.0, 6 * 3600.0)
+    assert ccv.schedule.status_intervals_s == {"AwaitingPayment": 120.0, "Incomplete": 21600.0}
+    assert ccv.schedule.not_found_interval_s == 86400.0
+    assert config.ccnow == ()
+    assert config.receiver is None
+    assert config.sinks == ()
+    assert config.alerts.stuck_after_s[("ccv", "AwaitingPayment")] == 2 * 86400.0
+    assert config.alerts.stuck_after_s[("ccnow", "mark_canceled")] == 3 * 86400.0
+
+
+def test_minimal_ccnow_account_gets_the_documented_defaults(tmp_path: Path) -> None:
+    (ccnow,) = load(tmp_path, CCNOW).ccnow
+    assert (ccnow.name, ccnow.url, ccnow.client_id) == (
+        "default",
+        "https://ccnow.example/oapi",
+        "amylove",
+    )
+    assert ccnow.password.reveal() == "pw-0123"
+    assert ccnow.store_id == ""
+    assert (ccnow.poll_interval_s, ccnow.batch_size, ccnow.concurrency) == (120.0, 25, 2)
+    assert ccnow.timeout_s == 15.0
+    assert ccnow.schedule.min_interval_s == 120.0
+    assert ccnow.schedule.status_intervals_s == {}
+    assert ccnow.schedule.watch_settled_s == 180 * 86400.0
+    assert ccnow.schedule.settled_interval_s == 86400.0
+    assert ccnow.notification_token is None
+
+
+def test_every_key_can_be_set(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        [[ccv]]
+        name = "shop-nl"
+        base_url = "http://127.0.0.1:9000"
+        api_key = "k"
+        poll_interval = 30
+        concurrency = 256
+        timeout = 2.5
+        retries = 0
+        retry_backoff = "100ms"
+        auth = "header"
+        auth_header = "X-Api-Key"
+        min_interval = "10s"
+        max_interval = "1h"
+        status_intervals = { Screening = "1m" }
+        not_found_interval = "2d"
+
+        [[ccnow]]
+        name = "us"
+        url = "https://ccnow.example"
+        client_id = "c"
+        password = "p"
+        store_id = "s1"
+        poll_interval = "1m"
+        batch_size = 100
+        concurrency = 16
+        timeout = "3s"
+        retries = 10
+        retry_backoff = "2s"
+        min_interval = "3m"
+        max_interval = "3h"
+        status_intervals = { paypal_hold = "30m" }
+        watch_settled = 0
+        settled_interval = "12h"
+        not_found_interval = "3d"
+        notification_token = "abcdefghij_-0123"
+
+        [receiver]
+        listen = "[::1]:8443"
+        public_url = "https://integrator.example/r/"
+        secret = "0123456789abcdef"
+        debounce = "500ms"
+        remember_ref = "1d"
+        max_body = 2048
+
+        [[sinks]]
+        type = "command"
+        name = "hook"
+        command = ["/usr/bin/env", "true"]
+        timeout = "1s"
+        retry_min = "1s"
+        retry_max = "2m"
+        max_age = "1h"
+        """,
+    )
+    (ccv,) = config.ccv
+    assert (ccv.name, ccv.base_url, ccv.poll_interval_s, ccv.concurrency) == (
+        "shop-nl",
+        "http://127.0.0.1:9000",
+        30.0,
+        256,
+    )
+    assert (ccv.timeout_s, ccv.retry.attempts, ccv.retry.backoff_s) == (2.5, 0, 0.1)
+    assert (ccv.auth, ccv.auth_header) == ("header", "X-Api-Key")
+    assert ccv.schedule.status_intervals_s == {"Screening": 60.0}  # replaces the default
+    assert ccv.schedule.not_found_interval_s == 2 * 86400.0
+    (ccnow,) = config.ccnow
+    assert (ccnow.store_id, ccnow.batch_size, ccnow.concurrency) == ("s1", 100, 16)
+    assert ccnow.schedule.watch_settled_s == 0.0
+    assert ccnow.schedule.status_intervals_s == {"paypal_hold": 1800.0}
+    assert ccnow.notification_token == Secret("abcdefghij_-0123")
+    receiver = config.receiver
+    assert receiver is not None
+    assert (receiver.listen_host, receiver.listen_port) == ("::1", 8443)
+    assert receiver.public_url == "https://integrator.example/r"
+    assert (receiver.debounce_s, receiver.remember_ref_s, receiver.max_body_bytes) == (
+        0.5,
+        86400.0,
+        2048,
+    )
+    (sink,) = config.sinks
+    assert (sink.type, sink.name, sink.command) == ("command", "hook", ("/usr/bin/env", "true"))
+    assert (sink.timeout_s, sink.retry_min_s, sink.retry_max_s, sink.max_age_s) == (
+        1.0,
+        1.0,
+        120.0,
+        3600.0,
+    )
+
+
+# --- bad configs ------------------------------------------------------------------------------
+
+
+def ccv_accounts(*names: str | None, key: bool = True) -> str:
+    """[[ccv]] tables with these names (None: no name key)."""
+    tables = []
+    for name in names:
+        table = "[[ccv]]\nbase_url = 'https://ccv.example'\n"
+        table += "" if name is None else f"name = '{name}'\n"
+        tables.append(table + ("api_key = 'k'\n" if key else ""))
+    return "".join(tables)
+
+
+# fmt: off
+BAD_CONFIGS: list[tuple[str, str, str, str]] = [
+    # (id, toml, key, problem fragment)
+    ("no-account", "[store]\n", "ccv", "no [ccv] or [ccnow] account configured"),
+    ("unknown-section", CCV + "[stor]\npath = 'x'\n", "stor", "unknown key"),
+    ("typo", CCV + "poll_intervall = '5m'\n", "ccv.poll_intervall", "unknown key"),
+    ("ccv-not-table", "ccv = 5\n", "ccv", "expected a table or array of tables, got integer"),
+    ("ccv-array-item", "ccv = [1]\n", "ccv[0]", "expected a table, got integer"),
+    ("base-url-missing", "[ccv]\napi_key = 'k'\n", "ccv.base_url", "required"),
+    ("base-url-type", "[ccv]\nbase_url = 1\n", "ccv.base_url", "expected a string, got integer"),
+    ("base-url-scheme", "[ccv]\nbase_url = 'ftp://x.example'\n", "ccv.base_url", "http(s) URL"),
+    ("base-url-http", "[ccv]\nbase_url = 'http://x.example'\n", "ccv.base_url", "https required"),
+    ("concurrency-str", CCV + "concurrency = '8'\n", "ccv.concurrency",
+     "expected an integer, got string"),
+    ("concurrency-bool", CCV + "concurrency = true\n", "ccv.concurrency",
+     "expected an integer, got boolean"),
+    ("concurrency-0", CCV + "concurrency = 0\n", "ccv.concurrency", "must be between 1 and 256"),
+    ("retries-11", CCV + "retries = 11\n", "ccv.retries", "must be between 0 and 10"),
+    ("duration-5x", CCV + "poll_interval = '5x'\n", "ccv.poll_interval",
+     "invalid duration '5x' (use seconds or a number with ms, s, m, h, d)"),
+    ("duration-negative", CCV + "timeout = -1\n", "ccv.timeout", "invalid duration '-1'"),
+    ("duration-bool", CCV + "timeout = true\n", "ccv.timeout", "expected a duration"),
+    ("duration-zero", CCV + "poll_interval = 0\n", "ccv.poll_interval", "must be greater than 0"),
+    ("max-below-min", CCV + "min_interval = '2h'\nmax_interval = '1h'\n", "ccv.max_interval",
+     "must not be less than min_interval"),
+    ("status-interval", CCV + "status_intervals = { AwaitingPayment = 'soon' }\n",
+     "ccv.status_intervals.AwaitingPayment", "invalid duration 'soon'"),
+    ("auth", CCV + "auth = 'digest'\n", "ccv.auth", "must be one of basic, bearer, header"),
+    ("auth-header", CCV + "auth_header = 'X Key'\n", "ccv.auth_header", "not a valid HTTP header"),
+    ("key-and-file", CCV + "api_key_file = 'k.txt'\n", "ccv.api_key", "not both"),
+    ("key-missing", "[ccv]\nbase_url = 'https://x.example'\n", "ccv.api_key",
+     "required (or api_key_file, env RECONCILER_CCV_API_KEY, credential ccv-api-key)"),
+    ("key-empty", "[ccv]\nbase_url = 'https://x.example'\napi_key = ''\n", "ccv.api_key",
+     "must not be empty"),
+    ("key-file-missing", "[ccv]\nbase_url = 'https://x.example'\napi_key_file = 'nope'\n",
+     "ccv.api_key_file", "cannot read: No such file or directory"),
+    ("name-missing", ccv_accounts("a", None), "ccv[1].name",
+     "required when there are several [[ccv]] tables"),
+    ("name-duplicate", ccv_accounts("a", "a"), "ccv[1].name", "duplicate name 'a'"),
+    ("name-env-clash", ccv_accounts("shop-nl", "shop_nl"), "ccv[1].name",
+     "'shop_nl' and 'shop-nl' share env variable names"),
+    ("name-upper", CCV + "name = 'Shop'\n", "ccv.name",
+     "must be 1 to 32 characters of a-z 0-9 _ -"),
+    ("name-long", CCV + f"name = '{'a' * 33}'\n", "ccv.name", "must be 1 to 32 characters"),
+    ("ccnow-client-id", "[ccnow]\nurl = 'https://c.example'\npassword = 'p'\n", "ccnow.client_id",
+     "required"),
+    ("ccnow-password", "[ccnow]\nurl = 'https://c.example'\nclient_id = 'c'\n", "ccnow.password",
+     "required (or password_file, env RECONCILER_CCNOW_PASSWORD, credential ccnow-password)"),
+    ("ccnow-batch", CCNOW + "batch_size = 101\n", "ccnow.batch_size", "must be between 1 and 100"),
+    ("ccnow-concurrency", CCNOW + "concurrency = 17\n", "ccnow.concurrency", "between 1 and 16"),
+    ("ccnow-ccv-key", CCNOW + "auth = 'basic'\n", "ccnow.auth", "unknown key"),
+    ("ccnow-token", CCNOW + "notification_token = 'short'\n", "ccnow.notification_token",
+     "must be at least 16 characters of A-Z a-z 0-9 _ -"),
+    ("ccnow-token-chars", CCNOW + "notification_token = 'abcdefghijklmnop/'\n",
+     "ccnow.notification_token", "at least 16 characters of"),
+    ("second-account-key", ccv_accounts("a") + ccv_accounts("b", key=False), "ccv[1].api_key",
+     "required (or api_key_file, env RECONCILER_CCV_B_API_KEY, credential ccv-b-api-key)"),
+    ("receiver-url", CCV + "[receiver]\nsecret = '0123456789abcdef'\n", "receiver.public_url",
+     "required"),
+    ("receiver-secret", CCV + "[receiver]\npublic_url = 'https://i.example'\n", "receiver.secret",
+     "required (or secret_file, env RECONCILER_RECEIVER_SECRET, credential receiver-secret)"),
+    ("receiver-short", CCV + RECEIVER.replace("0123456789abcdef", "short"), "receiver.secret",
+     "must be at least 16 characters"),
+    ("listen-no-port", CCV + RECEIVER + "listen = 'localhost'\n", "receiver.listen", "host:port"),
+    ("listen-bare-v6", CCV + RECEIVER + "listen = '::1:8080'\n", "receiver.listen", "host:port"),
+    ("listen-port-0", CCV + RECEIVER + "listen = '[::1]:0'\n", "receiver.listen", "host:port"),
+    ("listen-port-big", CCV + RECEIVER + "listen = '127.0.0.1:65536'\n", "receiver.listen",
+     "host:port"),
+    ("max-body", CCV + RECEIVER + "max_body = 10\n", "receiver.max_body", "must be between"),
+    ("sinks-table", CCV + "[sinks]\ntype = 'log'\n", "sinks", "expected an array of tables"),
+    ("sink-type-missing", CCV + "[[sinks]]\nname = 'x'\n", "sinks[0].type", "required"),
+    ("sink-type-bad", CCV + "[[sinks]]\ntype = 'email'\n", "sinks[0].type",
+     "must be one of log, jsonl, webhook, command"),
+    ("sink-foreign-key", CCV + "[[sinks]]\ntype = 'jsonl'\npath = 'e'\nurl = 'https://x.example'\n",
+     "sinks[0].url", "not a key of a jsonl sink"),
+    ("sink-unknown-key", CCV + "[[sinks]]\ntype = 'log'\ncolour = 'red'\n", "sinks[0].colour",
+     "unknown key"),
+    ("jsonl-path", CCV + "[[sinks]]\ntype = 'log'\n[[sinks]]\ntype = 'jsonl'\n", "sinks[1].path",
+     "required"),
+    ("webhook-url", CCV + f"[[sinks]]\ntype = 'webhook'\nsecret = '{WEBHOOK_SECRET}'\n",
+     "sinks[0].url", "required"),
+    ("webhook-http", CCV + f"[[sinks]]\ntype = 'webhook'\nurl = 'http://h.example'\n"
+     f"secret = '{WEBHOOK_SECRET}'\n", "sinks[0].url", "https required"),
+    ("webhook-secret-missing", CCV + "[[sinks]]\ntype = 'webhook'\nname = 'hq'\n"
+     "url = 'https://h.example'\n", "sinks[0].secret",
+     "required (or secret_file, env RECONCILER_SINK_HQ_SECRET, credential sink-hq-secret)"),
+    ("webhook-secret-prefix", CCV + "[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\n"
+     "secret = 'MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'\n", "sinks[0].secret",
+     "must be 'whsec_' followed by base64"),
+    ("webhook-secret-base64", CCV + "[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\n"
+     "secret = 'whsec_not base64!'\n", "sinks[0].secret", "must be 'whsec_' followed by base64"),
+    ("command-string", CCV + "[[sinks]]\ntype = 'command'\ncommand = 'notify --all'\n",
+     "sinks[0].command", "expected a list of strings (argv)"),
+    ("command-empty", CCV + "[[sinks]]\ntype = 'command'\ncommand = []\n", "sinks[0].command",
+     "must not be empty"),
+    ("command-item", CCV + "[[sinks]]\ntype = 'command'\ncommand = ['notify', 1]\n",
+     "sinks[0].command[1]", "expected a string, got integer"),
+    ("sink-name-duplicate", CCV + "[[sinks]]\ntype = 'log'\nname = 'x'\n"
+     "[[sinks]]\ntype = 'log'\nname = 'x'\n", "sinks[1].name", "duplicate name 'x'"),
+    ("sink-retry", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '2h'\n", "sinks[0].retry_max",
+     "must not be less than retry_min"),
+    ("alerts-unknown", CCV + "[alerts]\nstuck_afte = {}\n", "alerts.stuck_afte", "unknown key"),
+    ("alerts-source", CCV + "[alerts.stuck_after.paypal]\npending = '1d'\n",
+     "alerts.stuck_after.paypal", "unknown source (use ccv or ccnow)"),
+    ("alerts-duration", CCV + "[alerts.stuck_after.ccv]\nAwaitingPayment = '2x'\n",
+     "alerts.stuck_after.ccv.AwaitingPayment", "invalid duration '2x'"),
+    ("alerts-type", CCV + "[alerts]\nstuck_after = 5\n", "alerts.stuck_after",
+     "expected a table, got integer"),
+    ("store-type", CCV + "[store]\npath = 5\n", "store.path", "expected a string, got integer"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [pytest.param(text, key, problem, id=name) for name, text, key, problem in BAD_CONFIGS],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    error = load_error(tmp_path, text)
+    assert error.key == key
+    assert problem in error.problem
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (
+        str(info.value) == f"config error: {path}: -: cannot read file: No such file or directory"
+    )
+
+
+def test_invalid_toml_carries_the_parser_message(tmp_path: Path) -> None:
+    error = load_error(tmp_path, '[ccv]\nbase_url = "https://x.example"\napi_key = \n')
+    assert error.key == "-"
+    assert error.problem.startswith("invalid TOML: ")
+    assert "line 3" in error.problem
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "reconciler.toml"
+    path.write_bytes(b"[ccv]\nbase_url = '\xff'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.key, info.value.problem) == ("-", "not UTF-8 text")
+
+
+def test_config_error_str_is_one_line() -> None:
+    error = ConfigError("/etc/r.toml", "ccv[1].api_key", "required")
+    assert str(error) == "config error: /etc/r.toml: ccv[1].api_key: required"
+    assert (error.file, error.key, error.problem) == ("/etc/r.toml", "ccv[1].api_key", "required")
+
+
+# --- durations --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("90s", 90.0),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("3d", 259200.0),
+        ("90", 90.0),
+        ("1.5h", 5400.0),
+        (" 10s ", 10.0),
+        (90, 90.0),
+        (0, 0.0),
+        (0.25, 0.25),
+    ],
+)
+def test_parse_duration(value: str | float, seconds: float) -> None:
+    result = parse_duration(value)
+    assert result == seconds
+    assert isinstance(result, float)
+
+
+@pytest.mark.parametrize(
+    "value", ["5x", "", "m", "5 m", "-5s", "5M", "1e3", "inf", True, False, -1, float("inf")]
+)
+def test_parse_duration_rejects(value: str | float) -> None:
+    with pytest.raises(ValueError, match=r"^invalid duration '"):
+        parse_duration(value)
+
+
+def test_parse_duration_error_text() -> None:
+    with pytest.raises(ValueError) as info:
+        parse_duration("5x")
+    assert str(info.value) == "invalid duration '5x' (use seconds or a number with ms, s, m, h, d)"
+
+
+def test_durations_in_the_file_become_float_seconds(tmp_path: Path) -> None:
+    (ccv,) = load(tmp_path, CCV + "poll_interval = 90\ntimeout = '1500ms'\n").ccv
+    assert (ccv.poll_interval_s, ccv.timeout_s) == (90.0, 1.5)
+    assert isinstance(ccv.poll_interval_s, float)
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+CCV_NO_KEY = '[ccv]\nbase_url = "https://ccv.example"\n'
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"key", "env", "credential"}, "from-key"),  # key and file together are an error
+        ({"file", "env", "credential"}, "from-file"),
+        ({"env", "credential"}, "from-env"),
+        ({"credential"}, "from-credential"),
+    ],
+)
+def test_secret_resolution_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: set[str], expected: str
+) -> None:
+    text = CCV_NO_KEY
+    if "key" in given:
+        text += 'api_key = "from-key"\n'
+    if "file" in given:
+        write(tmp_path, "from-file\n", "ccv.key")
+        text += 'api_key_file = "ccv.key"\n'
+    if "env" in given:
+        monkeypatch.setenv("RECONCILER_CCV_API_KEY", "from-env")
+    if "credential" in given:
+        write(tmp_path, "from-credential\n", "credentials/ccv-api-key")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    (ccv,) = load(tmp_path, text).ccv
+    assert ccv.api_key.reveal() == expected
+
+
+def test_secret_file_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "pw-from-file\r\n", "etc/secrets/ccnow")
+    path = write(
+        tmp_path,
+        "[ccnow]\nurl = 'https://c.example'\nclient_id = 'c'\npassword_file = 'secrets/ccnow'\n",
+        "etc/reconciler.toml",
+    )
+    monkeypatch.chdir(tmp_path)
+    (ccnow,) = load_config(path.relative_to(tmp_path)).ccnow
+    assert ccnow.password.reveal() == "pw-from-file"
+
+
+def test_named_accounts_take_their_own_env_and_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", "plain-env")
+    monkeypatch.setenv("RECONCILER_CCNOW_SHOP_US_PASSWORD", "shop-us-env")
+    write(tmp_path, "eu-credential", "credentials/ccnow-eu-password")
+    write(tmp_path, "plain-credential", "credentials/ccnow-password")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    account = "[[ccnow]]\nname = '{}'\nurl = 'https://c.example'\nclient_id = 'c'\n"
+    config = load(
+        tmp_path, account.format("shop-us") + account.format("eu") + account.format("default")
+    )
+    passwords = {a.name: a.password.reveal() for a in config.ccnow}
+    # With several accounts, only "default" owns the plain names.
+    assert passwords == {"shop-us": "shop-us-env", "eu": "eu-credential", "default": "plain-env"}
+
+
+def test_several_accounts_do_not_share_the_plain_env_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", "plain-env")
+    monkeypatch.setenv("RECONCILER_CCV_A_API_KEY", "a-env")
+    account = "[[ccv]]\nname = '{}'\nbase_url = 'https://ccv.example'\n"
+    error = load_error(tmp_path, account.format("a") + account.format("b"))
+    assert error.key == "ccv[1].api_key"
+    assert "RECONCILER_CCV_B_API_KEY" in error.problem
+    assert "RECONCILER_CCV_API_KEY" not in error.problem
+
+
+def test_single_named_account_falls_back_to_the_plain_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "plain-credential\n", "credentials/ccv-api-key")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    (ccv,) = load(tmp_path, CCV_NO_KEY + "name = 'shop'\n").ccv
+    assert ccv.api_key.reveal() == "plain-credential"
+    monkeypatch.setenv("RECONCILER_CCV_SHOP_API_KEY", "named-env")
+    (ccv,) = load(tmp_path, CCV_NO_KEY + "name = 'shop'\n").ccv
+    assert ccv.api_key.reveal() == "named-env"
+
+
+def test_other_secrets_come_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_NOTIFICATION_TOKEN", "tok_0123456789abcdef")
+    monkeypatch.setenv("RECONCILER_RECEIVER_SECRET", "receiver-secret-0123")
+    monkeypatch.setenv("RECONCILER_SINK_WEBHOOK_2_SECRET", WEBHOOK_SECRET)
+    config = load(
+        tmp_path,
+        CCNOW
+        + "[receiver]\npublic_url = 'https://i.example'\n"
+        + "[[sinks]]\ntype = 'webhook'\nname = 'webhook'\nurl = 'https://h.example'\n"
+        + f"secret = '{WEBHOOK_SECRET.replace('M', 'N')}'\n"
+        + "[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\n",
+    )
+    assert config.ccnow[0].notification_token == Secret("tok_0123456789abcdef")
+    assert config.receiver is not None
+    assert config.receiver.secret.reveal() == "receiver-secret-0123"
+    assert [(s.name, s.secret) for s in config.sinks] == [
+        ("webhook", Secret(WEBHOOK_SECRET.replace("M", "N"))),
+        ("webhook-2", Secret(WEBHOOK_SECRET)),
+    ]
+
+
+def test_sink_secret_from_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, WEBHOOK_SECRET + "\n", "credentials/sink-hq-secret")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    config = load(tmp_path, CCV + "[[sinks]]\ntype='webhook'\nname='hq'\nurl='https://h.example'\n")
+    assert config.sinks[0].secret == Secret(WEBHOOK_SECRET)
+
+
+def test_empty_env_secret_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", "")
+    error = load_error(tmp_path, CCV_NO_KEY)
+    assert (error.key, error.problem) == (
+        "ccv.api_key",
+        "must not be empty (from env RECONCILER_CCV_API_KEY)",
+    )
+
+
+def test_empty_secret_file_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "\n", "empty.key")
+    error = load_error(tmp_path, CCV_NO_KEY + "api_key_file = 'empty.key'\n")
+    assert (error.key, error.problem) == ("ccv.api_key_file", "must not be empty")
+
+
+SECRET_TEXT = "s3cr3t-VALUE-that-must-not-leak"
+
+
+@pytest.mark.parametrize(
+    ("file_content", "text", "key"),
+    [
+        (
+            SECRET_TEXT.encode() + b"\xff\xfe",
+            CCV_NO_KEY + "api_key_file = 'bad.key'\n",
+            "ccv.api_key_file",
+        ),
+        (
+            f"not a token {SECRET_TEXT}\n".encode(),
+            CCNOW + "notification_token_file = 'bad.key'\n",
+            "ccnow.notification_token_file",
+        ),
+        (
+            f"whsec {SECRET_TEXT}".encode(),
+            CCV
+            + "[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\nsecret_file = 'bad.key'\n",
+            "sinks[0].secret_file",
+        ),
+        (
+            SECRET_TEXT[:10].encode(),
+            CCV + RECEIVER.replace("secret =", "secret_file = 'bad.key'\n#"),
+            "receiver.secret_file",
+        ),
+    ],
+)
+def test_bad_secret_file_content_stays_out_of_the_error(
+    tmp_path: Path, file_content: bytes, text: str, key: str
+) -> None:
+    (tmp_path / "bad.key").write_bytes(file_content)
+    error = load_error(tmp_path, text)
+    assert error.key == key
+    shown = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    assert SECRET_TEXT[:10] not in shown
+
+
+def test_unreadable_secret_file_names_the_file_key(tmp_path: Path) -> None:
+    (tmp_path / "dir.key").mkdir()
+    error = load_error(tmp_path, CCV_NO_KEY + "api_key_file = 'dir.key'\n")
+    assert error.key == "ccv.api_key_file"
+    assert error.problem.startswith("cannot read: ")
+
+
+def test_bad_secret_from_env_stays_out_of_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_RECEIVER_SECRET", "short-" + SECRET_TEXT[:5])
+    error = load_error(tmp_path, CCV + "[receiver]\npublic_url = 'https://i.example'\n")
+    assert (error.key, error.problem) == (
+        "receiver.secret",
+        "must be at least 16 characters (from env RECONCILER_RECEIVER_SECRET)",
+    )
+    assert SECRET_TEXT[:5] not in str(error)
+
+
+def test_secrets_never_show_in_repr_str_or_format(tmp_path: Path) -> None:
+    secret = Secret(SECRET_TEXT)
+    assert SECRET_TEXT not in repr(secret)
+    assert SECRET_TEXT not in str(secret)
+    assert SECRET_TEXT not in f"{secret} {secret!r}"
+    assert secret.reveal() == SECRET_TEXT
+    config = load(
+        tmp_path,
+        CCV.replace("t_0123", SECRET_TEXT + "1")
+        + CCNOW.replace("pw-0123", SECRET_TEXT + "2")
+        + f"notification_token = '{SECRET_TEXT}4'\n"
+        + RECEIVER.replace("0123456789abcdef", SECRET_TEXT + "3")
+        + f"[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\nsecret = '{WEBHOOK_SECRET}'\n",
+    )
+    dumped = repr(config)
+    assert SECRET_TEXT not in dumped
+    assert WEBHOOK_SECRET not in dumped
+
+
+def test_url_with_credentials_is_refused_without_echoing_them(tmp_path: Path) -> None:
+    error = load_error(
+        tmp_path, CCV.replace("https://ccv.example/api/", f"https://user:{SECRET_TEXT}@ccv.example")
+    )
+    assert error.key == "ccv.base_url"
+    assert SECRET_TEXT not in str(error)
+
+
+# --- URLs -------------------------------------------------------------------------------------
+
+# fmt: off
+URL_PLACES: list[tuple[str, Callable[[str], str]]] = [
+    ("ccv.base_url", lambda url: f"[ccv]\nbase_url = '{url}'\napi_key = 'k'\n"),
+    ("ccnow.url", lambda url: CCNOW.replace("https://ccnow.example/oapi", url)),
+    ("receiver.public_url",
+     lambda url: CCV + RECEIVER.replace("https://integrator.example/reconciler/", url)),
+    ("sinks[0].url",
+     lambda url: CCV + f"[[sinks]]\ntype='webhook'\nurl='{url}'\nsecret='{WEBHOOK_SECRET}'\n"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("key", "make"), URL_PLACES, ids=[key for key, _ in URL_PLACES])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com",
+        "https://example.com:8443/x/",
+        "http://127.0.0.1:8080",
+        "http://127.9.9.9/x",
+        "http://[::1]:9000/",
+        "http://localhost:1",
+    ],
+)
+def test_https_or_loopback_urls_are_accepted(
+    tmp_path: Path, key: str, make: Callable[[str], str], url: str
+) -> None:
+    config = load(tmp_path, make(url))
+    assert url.rstrip("/") in repr(config)
+
+
+@pytest.mark.parametrize(("key", "make"), URL_PLACES, ids=[key for key, _ in URL_PLACES])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com",
+        "http://10.0.0.1",
+        "http://127.0.0.1.example.com",
+        "http://[::2]",
+        "http://0.0.0.0:8080",
+    ],
+)
+def test_plain_http_needs_a_loopback_host(
+    tmp_path: Path, key: str, make: Callable[[str], str], url: str
+) -> None:
+    error = load_error(tmp_path, make(url))
+    assert (error.key, error.problem) == (
+        key,
+        "https required (plain http only for loopback hosts)",
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["example.com", "https://", "mailto:x@example.com", "https://x.example:99999", "https://a b"],
+)
+def test_malformed_urls(tmp_path: Path, url: str) -> None:
+    error = load_error(tmp_path, f"[ccv]\nbase_url = '{url}'\napi_key = 'k'\n")
+    assert error.key == "ccv.base_url"
+    assert "URL" in error.problem
+
+
+# --- paths, names, alerts -------------------------------------------------------------------
+
+
+def test_store_path_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load(tmp_path, CCV).store_path == tmp_path / "reconciler.db"
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/reconciler:/var/lib/other")
+    assert load(tmp_path, CCV).store_path == Path("/var/lib/reconciler/reconciler.db")
+
+
+def test_relative_paths_are_resolved_against_the_config_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = write(
+        tmp_path,
+        "[store]\npath = 'state/r.db'\n"
+        + CCV
+        + "[[sinks]]\ntype = 'jsonl'\npath = 'out/events.jsonl'\n"
+        + "[[sinks]]\ntype = 'jsonl'\npath = '/abs/events.jsonl'\n",
+        "etc/reconciler.toml",
+    )
+    config = load_config(path)
+    assert config.store_path == tmp_path / "etc" / "state" / "r.db"
+    assert [s.path for s in config.sinks] == [
+        tmp_path / "etc" / "out" / "events.jsonl",
+        Path("/abs/events.jsonl"),
+    ]
+    # Loading only validates: nothing is created.
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["cwd", "etc", "reconciler.toml"]
+
+
+def test_sink_names_default_to_the_type_and_step_aside(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        CCV
+        + "[[sinks]]\ntype = 'jsonl'\npath = 'a'\n"
+        + "[[sinks]]\ntype = 'log'\n"
+        + "[[sinks]]\ntype = 'jsonl'\npath = 'b'\n"
+        + "[[sinks]]\ntype = 'jsonl'\nname = 'jsonl'\npath = 'c'\n",
+    )
+    assert [s.name for s in config.sinks] == ["jsonl-2", "log", "jsonl-3", "jsonl"]
+
+
+def test_alerts_merge_over_defaults(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        CCV
+        + "[alerts.stuck_after.ccv]\nAwaitingPayment = 0\nNewWord = '1h'\n"
+        + "[alerts.stuck_after.ccnow]\npending = '1d'\n",
+    )
+    stuck = config.alerts.stuck_after_s
+    assert ("ccv", "AwaitingPayment") not in stuck
+    assert stuck[("ccv", "NewWord")] == 3600.0
+    assert stuck[("ccv", "Incomplete")] == 7 * 86400.0
+    assert stuck[("ccnow", "pending")] == 86400.0
+    assert stuck[("ccnow", "paypal_hold")] == 7 * 86400.0
+
+
+def test_ccv_and_ccnow_sections_may_be_arrays_of_one(tmp_path: Path) -> None:
+    config = load(tmp_path, CCV.replace("[ccv]", "[[ccv]]") + CCNOW.replace("[ccnow]", "[[ccnow]]"))
+    assert [a.name for a in config.ccv] == ["default"]
+    assert [a.name for a in config.ccnow] == ["default"]
+
+
+# --- the example config -----------------------------------------------------------------------
+
+
+def example_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", "l_example")
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", "example-password")
+    monkeypatch.setenv("RECONCILER_RECEIVER_SECRET", "example-receiver-secret")
+    monkeypatch.setenv("RECONCILER_SINK_ORDERS_SECRET", WEBHOOK_SECRET)
+
+
+def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    example_env(monkeypatch)
+    config = load_config(EXAMPLE)
+    assert [a.name for a in config.ccv] == ["default"]
+    assert [a.name for a in config.ccnow] == ["default"]
+    assert config.ccv[0].api_key.reveal() == "l_example"
+    assert config.receiver is not None
+    assert [(s.type, s.name) for s in config.sinks] == [("jsonl", "archive"), ("webhook", "orders")]
+    assert config.sinks[1].secret == Secret(WEBHOOK_SECRET)
+    assert "http://" not in EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_example_config_loads_from_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in [
+        ("ccv-api-key", "l_example"),
+        ("ccnow-password", "example-password"),
+        ("receiver-secret", "example-receiver-secret"),
+        ("sink-orders-secret", WEBHOOK_SECRET),
+    ]:
+        write(tmp_path, value + "\n", f"credentials/{name}")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    assert load_config(EXAMPLE).ccnow[0].password.reveal() == "example-password"
+
+
+KNOWN_KEYS = sorted(
+    {
+        *config_module._TOP_KEYS,
+        *config_module._CCV_KEYS,
+        *config_module._CCNOW_KEYS,
+        *config_module._RECEIVER_KEYS,
+        *config_module._SINK_COMMON_KEYS,
+        *(key for keys in config_module._SINK_KEYS.values() for key in keys),
+        "stuck_after",
+    }
+)
+
+
+@pytest.mark.parametrize("key", KNOWN_KEYS)
+def test_example_config_documents_every_key(key: str) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    # A key counts when it is set or shown commented out, or appears as a [table] header.
+    assert re.search(rf"^[#\s]*(\[+)?[\w.]*\b{key}\b[\w.]*(\]+|\s*=)", text, re.MULTILINE), key

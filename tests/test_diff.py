@@ -1,0 +1,172 @@
+"""The reconciliation rules, as pure functions over plain data."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.diff import diff, source_outcome
+from reconciler.model import (
+    EventType,
+    Observation,
+    OrderKey,
+    OrderState,
+    Outcome,
+    SourceState,
+)
+
+NOW = 1_800_000_000.0
+STORE = "store-1"
+CCV = OrderKey("ccv", "default", "8f1b6a9e-0000-4000-8000-000000000001")
+CCNOW = OrderKey("ccnow", "default", "396-10-1142")
+
+
+def ok(key: OrderKey, status: str, ref: str | None = None) -> Observation:
+    return Observation(key, Outcome.OK, status=status, external_reference=ref)
+
+
+def tracked(key: OrderKey, **kw: object) -> OrderState:
+    kw.setdefault("tracked_at", NOW - 100)
+    return OrderState(key=key, **kw)  # type: ignore[arg-type]
+
+
+def test_first_sight_of_a_tracked_order_is_discovered() -> None:
+    result = diff({CCV: tracked(CCV)}, [ok(CCV, "AwaitingPayment", "ref-1")], now=NOW,
+                  via="catch-up", store_id=STORE)
+    [event] = result.events
+    assert event.type is EventType.DISCOVERED
+    assert event.data["previous_status"] is None
+    assert event.data["status"] == "AwaitingPayment"
+    assert event.data["external_reference"] == "ref-1"
+    assert event.data["via"] == "catch-up"
+    assert event.severity == "info"
+    state = result.states[CCV]
+    assert (state.status, state.first_seen, state.last_changed, state.version) == (
+        "AwaitingPayment", NOW, NOW, 1)
+    assert [t.status for t in result.transitions] == ["AwaitingPayment"]
+
+
+def test_order_from_the_pending_list_that_nobody_tracked_is_discovered() -> None:
+    result = diff({}, [ok(CCNOW, "pending")], now=NOW, via="poll", store_id=STORE)
+    assert [e.type for e in result.events] == [EventType.DISCOVERED]
+    assert result.states[CCNOW].tracked_at == NOW
+
+
+def test_unchanged_status_emits_nothing_and_updates_last_checked() -> None:
+    prev = tracked(CCV, status="New", version=1, last_changed=NOW - 50, last_checked=NOW - 50)
+    result = diff({CCV: prev}, [ok(CCV, "New")], now=NOW, via="poll", store_id=STORE)
+    assert result.events == [] and result.transitions == []
+    assert result.states[CCV].last_checked == NOW
+    assert result.states[CCV].last_changed == NOW - 50
+
+
+@pytest.mark.parametrize(
+    ("key", "before", "after", "severity", "end"),
+    [
+        (CCV, "New", "Completed", "info", True),
+        (CCV, "Screening", "Closed", "warning", True),
+        (CCV, "AwaitingPayment", "Canceled", "warning", True),
+        (CCV, "New", "Failed", "error", True),
+        (CCV, "Processing", "Incomplete", "info", False),
+        (CCNOW, "pending", "mark_shipped", "info", False),
+        (CCNOW, "processing", "declined", "error", True),
+        (CCNOW, "processing", "rejected", "error", True),
+        (CCNOW, "completed", "chargeback", "error", True),
+        (CCNOW, "completed", "refunded", "warning", False),
+        (CCNOW, "pending", "canceled", "warning", True),
+        (CCNOW, "mark_shipped", "completed", "info", False),
+        (CCNOW, "received", "test", "info", True),
+    ],
+)
+def test_status_change_carries_severity_and_end_state(
+    key: OrderKey, before: str, after: str, severity: str, end: bool
+) -> None:
+    prev = tracked(key, status=before, version=3)
+    result = diff({key: prev}, [ok(key, after)], now=NOW, via="poll", store_id=STORE)
+    [event] = result.events
+    assert event.type is EventType.STATUS_CHANGED
+    assert (event.data["previous_status"], event.data["status"]) == (before, after)
+    assert (event.severity, event.data["severity"], event.data["end_state"]) == (
+        severity, severity, end)
+    assert result.states[key].end_state is end
+
+
+def test_unknown_status_word_is_kept_verbatim_and_flagged() -> None:
+    prev = tracked(CCNOW, status="pending", version=1)
+    result = diff({CCNOW: prev}, [ok(CCNOW, "Held_For_Review")], now=NOW, via="poll",
+                  store_id=STORE)
+    [event] = result.events
+    assert event.data["status"] == "Held_For_Review"
+    assert event.data["unknown_status"] is True
+    assert event.severity == "warning"
+    assert result.states[CCNOW].end_state is False
+
+
+def test_failed_check_changes_nothing_but_the_failure_streak() -> None:
+    prev = tracked(CCV, status="New", version=1, last_checked=NOW - 10)
+    result = diff({CCV: prev}, [Observation(CCV, Outcome.FAILED, reason="timeout")], now=NOW,
+                  via="poll", store_id=STORE)
+    assert result.events == []
+    assert result.states[CCV].status == "New"
+    assert result.states[CCV].failure_streak == 1
+    assert result.states[CCV].last_checked == NOW - 10
+
+
+def test_not_found_is_reported_once() -> None:
+    prev = tracked(CCV, status="New", version=1)
+    first = diff({CCV: prev}, [Observation(CCV, Outcome.NOT_FOUND)], now=NOW, via="poll",
+                 store_id=STORE)
+    assert [e.type for e in first.events] == [EventType.NOT_FOUND]
+    again = diff(first.states, [Observation(CCV, Outcome.NOT_FOUND)], now=NOW + 60, via="poll",
+                 store_id=STORE)
+    assert again.events == []
+    assert again.states[CCV].not_found is True
+
+
+def test_event_ids_are_stable_for_the_same_transition_and_differ_otherwise() -> None:
+    prev = tracked(CCV, status="New", version=1)
+    a = diff({CCV: prev}, [ok(CCV, "Completed")], now=NOW, via="poll", store_id=STORE)
+    b = diff({CCV: prev}, [ok(CCV, "Completed")], now=NOW + 5, via="catch-up", store_id=STORE)
+    assert a.events[0].id == b.events[0].id  # found again after a crash: same id
+    other_store = diff({CCV: prev}, [ok(CCV, "Completed")], now=NOW, via="poll", store_id="x")
+    assert other_store.events[0].id != a.events[0].id
+    retracked = diff({CCV: tracked(CCV, status="New", version=1, tracked_at=NOW)},
+                     [ok(CCV, "Completed")], now=NOW, via="poll", store_id=STORE)
+    assert retracked.events[0].id != a.events[0].id
+
+
+def test_two_observations_of_one_order_in_a_batch_chain() -> None:
+    result = diff({}, [ok(CCNOW, "pending"), ok(CCNOW, "mark_shipped")], now=NOW, via="poll",
+                  store_id=STORE)
+    assert [e.type for e in result.events] == [EventType.DISCOVERED, EventType.STATUS_CHANGED]
+    assert len({e.id for e in result.events}) == 2
+
+
+def test_cloudevent_shape_matches_the_contract() -> None:
+    result = diff({CCNOW: tracked(CCNOW, status="pending", version=1)},
+                  [ok(CCNOW, "mark_shipped")], now=NOW, via="poll", store_id=STORE)
+    ce = result.events[0].cloudevent()
+    assert ce["specversion"] == "1.0"
+    assert ce["source"] == "reconciler/ccnow/default"
+    assert ce["subject"] == "396-10-1142"
+    assert ce["time"].endswith("Z")
+    assert ce["datacontenttype"] == "application/json"
+    assert set(ce["data"]) >= {"source", "account", "order_id", "external_reference",
+                               "previous_status", "status", "end_state", "severity", "via"}
+
+
+def test_source_failed_once_and_recovered_once() -> None:
+    state = SourceState("ccnow", "default")
+    state, first = source_outcome(state, ok=False, now=NOW, via="poll", store_id=STORE,
+                                  reason="error_message: system down for maintenance")
+    assert first is not None and first.type is EventType.SOURCE_FAILED
+    assert first.severity == "error"
+    state, second = source_outcome(state, ok=False, now=NOW + 60, via="poll", store_id=STORE,
+                                   reason="same")
+    assert second is None and state.failure_streak == 2
+    state, rec = source_outcome(state, ok=True, now=NOW + 120, via="poll", store_id=STORE)
+    assert rec is not None and rec.type is EventType.SOURCE_RECOVERED
+    state, quiet = source_outcome(state, ok=True, now=NOW + 180, via="poll", store_id=STORE)
+    assert quiet is None
+    _, again = source_outcome(state, ok=False, now=NOW + 240, via="poll", store_id=STORE,
+                              reason="x")
+    assert again is not None and again.id != first.id  # a new failure episode, a new event

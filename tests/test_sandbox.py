@@ -1,0 +1,692 @@
+"""The provider simulator, driven over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from reconciler.sandbox import (
+    CCNOW_PATH,
+    CCV_SUBMIT_PATH,
+    Fault,
+    Sandbox,
+    SandboxOptions,
+    parse_faults,
+    run_sandbox,
+)
+
+
+def basic(user: str, password: str = "") -> dict[str, str]:
+    """Authorization header of HTTP Basic (built by hand: aiohttp's helper is deprecated)."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+KEY = basic("t_sandbox")
+LOGIN = {"x_clientid": "sandbox", "x_password": "sandbox"}
+
+# Written from the provider documents, independently of the simulator's own tables.
+CCV_ALLOWED = {
+    ("Processing", "Incomplete"),
+    ("Processing", "AwaitingPayment"),
+    ("Incomplete", "AwaitingPayment"),
+    ("Incomplete", "Screening"),
+    ("Incomplete", "Canceled"),
+    ("AwaitingPayment", "Screening"),
+    ("AwaitingPayment", "Canceled"),
+    ("AwaitingPayment", "Failed"),
+    ("Screening", "New"),
+    ("Screening", "Closed"),
+    ("New", "FulfillmentInProgress"),
+    ("New", "FulfillmentDone"),
+    ("FulfillmentInProgress", "FulfillmentDone"),
+    ("FulfillmentDone", "Completed"),
+}
+CCV_END = {"Completed", "Closed", "Canceled", "Failed"}
+CCNOW_HOLDS = {"paypal_hold", "getman_hold", "vacation_hold", "preorder_hold"}
+CCNOW_ALLOWED = (
+    {("received", "processing"), ("received", "paypal_hold"), ("paypal_hold", "processing")}
+    | {("processing", hold) for hold in CCNOW_HOLDS - {"paypal_hold"}}
+    | {(hold, "pending") for hold in CCNOW_HOLDS - {"paypal_hold"}}
+    | {("processing", "pending"), ("processing", "declined"), ("processing", "rejected")}
+    | {("paypal_hold", "declined"), ("getman_hold", "rejected")}
+    | {("pending", "mark_shipped"), ("mark_shipped", "completed")}
+    | {("pending", "mark_canceled"), ("mark_canceled", "canceled")}
+    | {("completed", "refunded"), ("completed", "chargeback")}
+)
+CCNOW_END = {"canceled", "declined", "rejected", "chargeback", "test"}
+CCNOW_SETTLED = {"completed", "refunded"}
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+Serve = Callable[..., Awaitable[tuple[Sandbox, str]]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    started: list[Sandbox] = []
+
+    async def _serve(**options: Any) -> tuple[Sandbox, str]:
+        sandbox = Sandbox(SandboxOptions(**{"advance": False, "orders": 5, **options}))
+        started.append(sandbox)
+        return sandbox, await sandbox.start("127.0.0.1", 0)
+
+    yield _serve
+    for sandbox in started:
+        await sandbox.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@dataclass
+class Receiver:
+    """A local notification endpoint that records every call."""
+
+    url: str = ""
+    calls: list[tuple[str, bytes]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self, count: int) -> None:
+        async def _wait() -> None:
+            while len(self.calls) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(_wait(), timeout=5)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+
+    async def hook(request: web.Request) -> web.Response:
+        rec.calls.append((request.method, await request.read()))
+        rec.arrived.set()
+        # CCV ignores the answer; an error here must not cause a retry.
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_route("*", "/hook", hook)
+    async with TestServer(app, host="127.0.0.1", port=0) as server:
+        rec.url = str(server.make_url("/hook"))
+        yield rec
+
+
+async def poll_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def status_url(base: str, order_id: str) -> str:
+    return f"{base}/api/ordercompletion/reseller/order/{order_id}/status"
+
+
+async def ccnow(http: aiohttp.ClientSession, base: str, fields: dict[str, str]) -> str:
+    async with http.post(base + CCNOW_PATH, data=fields) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
+        return await resp.text()
+
+
+# --- CCV ----------------------------------------------------------------------------------------
+
+
+async def test_ccv_status_needs_the_key_as_basic_user(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve()
+    order_id = sandbox.ccv_order_ids()[0]
+    url = status_url(base, order_id)
+    for auth in ({}, basic("t_wrong"), basic("t_sandbox", "x"), {"Authorization": "t_sandbox"}):
+        async with http.get(url, headers=auth) as resp:
+            assert resp.status == 401
+    async with http.get(url, headers=KEY) as resp:
+        assert resp.status == 200
+        answer = await resp.json()
+    assert answer["orderStatus"] == sandbox.status("ccv", order_id)
+    async with http.get(status_url(base, "no-such-order"), headers=KEY) as resp:
+        assert resp.status == 404
+        assert "error" in await resp.json()
+    assert sandbox.stats.ccv_requests == 6
+
+
+async def test_ccv_external_reference_only_when_set(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve()
+    with_ref = sandbox.create_ccv_order("ref-000123", None, None)
+    without = sandbox.create_ccv_order(None, None, None)
+    async with http.get(status_url(base, with_ref), headers=KEY) as resp:
+        assert await resp.json() == {"orderStatus": "Processing", "externalReference": "ref-000123"}
+    async with http.get(status_url(base, without), headers=KEY) as resp:
+        assert await resp.json() == {"orderStatus": "Processing"}
+
+
+async def test_ccv_submit_creates_an_order(serve: Serve, http: aiohttp.ClientSession) -> None:
+    sandbox, base = await serve()
+    body = {
+        "notifyCustomerByEmail": True,
+        "externalReference": "123456",
+        "statusNotificationInformation": {
+            "notificationUrl": "https://api.integrator.nl/orderstatusCCV/",
+            "notifyOnStatus": ["Completed", "Closed", "Canceled", "Failed"],
+        },
+        "order": {},
+    }
+    async with http.post(base + CCV_SUBMIT_PATH, json=body) as resp:
+        assert resp.status == 401
+    async with http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY) as resp:
+        assert resp.status == 201
+        order_id = (await resp.json())["orderId"]
+    assert order_id in sandbox.ccv_order_ids()
+    async with http.get(status_url(base, order_id), headers=KEY) as resp:
+        assert await resp.json() == {"orderStatus": "Processing", "externalReference": "123456"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[]",
+        b"{}",
+        b'{"order": {}, "externalReference": 5}',
+        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "ftp://x/y"}}',
+        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "http://example.com/"}}',
+        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "https://x:99999/"}}',
+        b'{"order": {}, "statusNotificationInformation": {"notifyOnStatus": ["Shipped"]}}',
+        b'{"order": {}, "statusNotificationInformation": {"notifyOnStatus": "Completed"}}',
+    ],
+)
+async def test_ccv_submit_rejects_bad_input_with_400(
+    serve: Serve, http: aiohttp.ClientSession, body: bytes
+) -> None:
+    sandbox, base = await serve()
+    headers = {"Content-Type": "application/json", **KEY}
+    async with http.post(base + CCV_SUBMIT_PATH, data=body, headers=headers) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]
+    assert len(sandbox.ccv_order_ids()) == 5
+
+
+async def test_ccv_submit_accepts_http_only_for_loopback(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    _, base = await serve()
+    for url in ("http://127.0.0.1:9/hook", "http://localhost/hook", "http://[::1]/hook"):
+        body = {"order": {}, "statusNotificationInformation": {"notificationUrl": url}}
+        async with http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY) as resp:
+            assert resp.status == 201, url
+
+
+# --- CCNow --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"x_clientid": "sandbox", "x_password": "guess-me-not"},
+        {"x_clientid": "someone", "x_password": "sandbox"},
+        {},
+    ],
+)
+async def test_ccnow_wrong_login_is_an_error_line(
+    serve: Serve, http: aiohttp.ClientSession, fields: dict[str, str]
+) -> None:
+    _, base = await serve()
+    answer = await ccnow(http, base, {**fields, "x_orderid_1": "396101142", "x_action_1": "query"})
+    assert answer == "error_message invalid login\n"
+    assert "guess-me-not" not in answer
+
+
+async def test_ccnow_undecodable_form_is_a_400(serve: Serve, http: aiohttp.ClientSession) -> None:
+    _, base = await serve()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with http.post(base + CCNOW_PATH, data=b"x_clientid=\xff", headers=headers) as resp:
+        assert resp.status == 400
+        assert await resp.text() == "error_message bad request\n"
+
+
+async def test_ccnow_pending_list_and_no_pending_orders(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(orders=8)
+    ids = sandbox.ccnow_order_ids()
+    for index, order_id in enumerate(ids):
+        sandbox.set_status("ccnow", order_id, "pending" if index % 3 == 0 else "processing")
+    answer = await ccnow(http, base, LOGIN)
+    assert answer == "".join(f"{order_id} pending\n" for order_id in ids[::3])
+    for order_id in ids[::3]:
+        sandbox.set_status("ccnow", order_id, "mark_shipped")
+    assert await ccnow(http, base, LOGIN) == "message no_pending_orders\n"
+    assert sandbox.stats.ccnow_requests == 2
+
+
+async def test_ccnow_batch_query_accepts_unhyphenated_ids(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(orders=3)
+    a, b, c = sandbox.ccnow_order_ids()
+    fields = {
+        **LOGIN,
+        # posted out of order: the answer follows N
+        "x_orderid_3": c.replace("-", ""),
+        "x_action_3": "query",
+        "x_orderid_1": a.replace("-", ""),
+        "x_action_1": "query",
+        "x_orderid_2": b,
+        "x_action_2": "query",
+        "x_orderid_10": "123456789" if "123-45-6789" not in (a, b, c) else "987654321",
+        "x_action_10": "query",
+        "x_orderid_11": "12-34",
+        "x_action_11": "query",
+    }
+    answer = await ccnow(http, base, fields)
+    unknown = "123-45-6789" if "123-45-6789" not in (a, b, c) else "987-65-4321"
+    assert answer.split("\n") == [
+        f"{a} {sandbox.status('ccnow', a)}",
+        f"{b} {sandbox.status('ccnow', b)}",
+        f"{c} {sandbox.status('ccnow', c)}",
+        f"{unknown} error_message unknown order",
+        "12-34 error_message invalid order id",
+        "",
+    ]
+    assert sandbox.stats.ccnow_max_batch == 5
+    await ccnow(http, base, {**LOGIN, "x_orderid_1": a, "x_action_1": "query"})
+    assert sandbox.stats.ccnow_max_batch == 5
+
+
+async def test_ccnow_actions(serve: Serve, http: aiohttp.ClientSession) -> None:
+    sandbox, base = await serve(orders=2)
+    a, b = sandbox.ccnow_order_ids()
+    sandbox.set_status("ccnow", a, "pending")
+    sandbox.set_status("ccnow", b, "processing")
+
+    async def act(order_id: str, action: str) -> str:
+        fields = {**LOGIN, "x_orderid_1": order_id, "x_action_1": action}
+        return (await ccnow(http, base, fields)).rstrip("\n")
+
+    assert await act(a, "track") == f"{a} pending"
+    assert await act(a, "adjust") == f"{a} pending"
+    assert await act(a, "ship") == f"{a} mark_shipped"
+    assert sandbox.status("ccnow", a) == "mark_shipped"
+    assert await act(a, "ship") == f"{a} error_message order not pending"
+    assert await act(a, "cancel") == f"{a} error_message order cannot be canceled"
+    assert await act(b, "ship") == f"{b} error_message order not pending"
+    assert await act(b, "cancel") == f"{b} mark_canceled"
+    assert await act(b, "explode") == f"{b} error_message invalid action"
+    assert [status for _, status in sandbox.stats.history["ccnow"][b]][-2:] == [
+        "processing",
+        "mark_canceled",
+    ]
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+async def fetch_both(http: aiohttp.ClientSession, base: str, order_id: str) -> list[Any]:
+    """Return (status, content type, body) of one CCV and one CCNow request."""
+    answers: list[Any] = []
+    async with http.get(status_url(base, order_id), headers=KEY) as resp:
+        answers.append((resp.status, resp.content_type, await resp.text()))
+    async with http.post(base + CCNOW_PATH, data=LOGIN) as resp:
+        answers.append((resp.status, resp.content_type, await resp.text()))
+    return answers
+
+
+@pytest.mark.parametrize(
+    ("spec", "ccv_status", "ccnow_answer"),
+    [
+        ("maintenance", 503, "error_message system down for maintenance\n"),
+        ("http500=1", 500, None),
+        ("html=1.0", 200, None),
+        ("maintenance:ccnow", 200, "error_message system down for maintenance\n"),
+        ("http500:ccv=1", 500, "message no_pending_orders\n"),
+    ],
+)
+async def test_faults(
+    serve: Serve,
+    http: aiohttp.ClientSession,
+    spec: str,
+    ccv_status: int,
+    ccnow_answer: str | None,
+) -> None:
+    sandbox, base = await serve(faults=spec, orders=1)
+    sandbox.set_status("ccnow", sandbox.ccnow_order_ids()[0], "processing")
+    (ccv_code, ccv_type, ccv_text), (ccnow_code, ccnow_type, ccnow_text) = await fetch_both(
+        http, base, sandbox.ccv_order_ids()[0]
+    )
+    assert ccv_code == ccv_status
+    if spec.startswith("html"):
+        assert ccv_type == ccnow_type == "text/html"
+        assert ccv_text.startswith("<!DOCTYPE html>")
+        assert ccnow_code == 200
+    elif spec.startswith("http500="):
+        assert ccnow_code == 500
+    else:
+        assert (ccnow_code, ccnow_type, ccnow_text) == (200, "text/plain", ccnow_answer)
+
+
+async def test_fault_share_is_roughly_kept(serve: Serve, http: aiohttp.ClientSession) -> None:
+    sandbox, base = await serve(faults="http500:ccv=0.3", orders=1)
+    url = status_url(base, sandbox.ccv_order_ids()[0])
+    codes = []
+    for _ in range(300):
+        async with http.get(url, headers=KEY) as resp:
+            codes.append(resp.status)
+    assert set(codes) == {200, 500}
+    assert 50 < codes.count(500) < 130
+
+
+async def test_slow_fault_delays_answers(serve: Serve, http: aiohttp.ClientSession) -> None:
+    sandbox, base = await serve(faults="slow=0.3", orders=1)
+    started = time.monotonic()
+    answers = await fetch_both(http, base, sandbox.ccv_order_ids()[0])
+    assert time.monotonic() - started >= 0.6
+    assert answers[0][0] == 200
+
+
+async def test_faults_change_at_runtime(serve: Serve, http: aiohttp.ClientSession) -> None:
+    sandbox, base = await serve(orders=1)
+    order_id = sandbox.ccv_order_ids()[0]
+    async with http.post(base + "/_sandbox/faults", data="maintenance:ccv") as resp:
+        assert resp.status == 200
+    assert (await fetch_both(http, base, order_id))[0][0] == 503
+    async with http.post(base + "/_sandbox/faults", data="bogus=1") as resp:
+        assert resp.status == 400
+        assert "bogus" in (await resp.json())["error"]
+    assert (await fetch_both(http, base, order_id))[0][0] == 503
+    async with http.post(base + "/_sandbox/faults", data="") as resp:
+        assert resp.status == 200
+    assert (await fetch_both(http, base, order_id))[0][0] == 200
+
+
+def test_parse_faults() -> None:
+    assert parse_faults("") == ()
+    assert parse_faults(" http500:ccv=0.5, maintenance:ccnow ,slow=1.5,html=0.1") == (
+        Fault("http500", "ccv", 0.5),
+        Fault("maintenance", "ccnow", 1.0),
+        Fault("slow", None, 1.5),
+        Fault("html", None, 0.1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("bogus", "unknown kind"),
+        ("http500", "needs a value"),
+        ("http500=1.5", "share from 0 to 1"),
+        ("html=-0.1", "share from 0 to 1"),
+        ("slow=-1", "seconds"),
+        ("slow=nan", "seconds"),
+        ("http500=abc", "not a number"),
+        ("maintenance=1", "no value"),
+        ("http500:paypal=0.1", "unknown provider"),
+        ("maintenance:", "unknown provider"),
+        ("http500=0.1,http500=0.2", "twice"),
+    ],
+)
+def test_parse_faults_rejects_bad_specs(spec: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_faults(spec)
+    with pytest.raises(ValueError, match=words):
+        SandboxOptions(faults=spec)
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+
+def check_walks(sandbox: Sandbox) -> None:
+    for source, allowed in (("ccv", CCV_ALLOWED), ("ccnow", CCNOW_ALLOWED)):
+        for order_id, history in sandbox.stats.history[source].items():
+            statuses = [status for _, status in history]
+            times = [t for t, _ in history]
+            assert times == sorted(times), order_id
+            for step in itertools.pairwise(statuses):
+                assert step in allowed, (source, order_id, statuses)
+
+
+async def test_lifecycle_reaches_end_states_only_through_allowed_steps() -> None:
+    clock = FakeClock()
+    sandbox = Sandbox(SandboxOptions(orders=60, seed=7), now=clock)
+    initial_ccv = {sandbox.status("ccv", i) for i in sandbox.ccv_order_ids()}
+    initial_ccnow = [sandbox.status("ccnow", i) for i in sandbox.ccnow_order_ids()]
+    assert len(initial_ccv) >= 6 and initial_ccv & CCV_END
+    assert initial_ccnow.count("pending") >= 10
+    moved = 0
+    for _ in range(600):
+        clock.t += 1.0
+        moved += sandbox.advance()
+    assert moved == sandbox.stats.transitions > 100
+    check_walks(sandbox)
+    final_ccv = {sandbox.status("ccv", i) for i in sandbox.ccv_order_ids()}
+    final_ccnow = {sandbox.status("ccnow", i) for i in sandbox.ccnow_order_ids()}
+    assert final_ccv <= CCV_END and len(final_ccv) >= 3
+    assert final_ccnow <= CCNOW_END | CCNOW_SETTLED
+    # nothing moves any more
+    clock.t += 10_000
+    assert sandbox.advance() == 0
+    await sandbox.stop()
+
+
+async def test_orders_stay_put_without_advance() -> None:
+    clock = FakeClock()
+    sandbox = Sandbox(SandboxOptions(orders=10, advance=False), now=clock)
+    before = {i: sandbox.status("ccv", i) for i in sandbox.ccv_order_ids()}
+    clock.t += 10_000
+    assert sandbox.advance() == 0
+    assert {i: sandbox.status("ccv", i) for i in sandbox.ccv_order_ids()} == before
+
+
+async def test_served_lifecycle_advances_in_real_time(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(advance=True, speed=40.0, orders=5)
+    created = sandbox.create_ccv_order(None, None, None)
+    await poll_until(lambda: sandbox.status("ccv", created) != "Processing")
+    async with http.get(status_url(base, created), headers=KEY) as resp:
+        assert (await resp.json())["orderStatus"] == sandbox.status("ccv", created)
+    async with http.get(base + "/_sandbox/stats") as resp:
+        assert (await resp.json())["transitions"] >= 1
+    check_walks(sandbox)
+
+
+# --- notifications ------------------------------------------------------------------------------
+
+
+async def test_notification_arrives_once_with_an_empty_body(
+    serve: Serve, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    sandbox, base = await serve(drop_notifications=0.0)
+    body = {"order": {}, "statusNotificationInformation": {"notificationUrl": receiver.url}}
+    async with http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY) as resp:
+        order_id = (await resp.json())["orderId"]
+    async with http.post(
+        f"{base}/_sandbox/orders/ccv/{order_id}", json={"status": "Incomplete"}
+    ) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["status"] == "Incomplete"
+    await receiver.wait(1)
+    await sandbox.stop()  # lets notifications in flight finish: a retry would show now
+    assert receiver.calls == [("POST", b"")]
+    assert sandbox.stats.notifications_sent == 1
+    assert sandbox.stats.notifications_dropped == 0
+
+
+async def test_notification_only_for_subscribed_statuses(serve: Serve, receiver: Receiver) -> None:
+    sandbox, _ = await serve(drop_notifications=0.0)
+    order_id = sandbox.create_ccv_order(None, receiver.url, ["Completed", "Failed"])
+    sandbox.set_status("ccv", order_id, "Screening")
+    sandbox.set_status("ccv", order_id, "Completed")
+    await receiver.wait(1)
+    await sandbox.stop()
+    assert receiver.calls == [("POST", b"")]
+    assert sandbox.stats.notifications_sent == 1
+    assert sandbox.stats.transitions == 2
+
+
+async def test_dropped_notifications_are_counted_not_made(serve: Serve, receiver: Receiver) -> None:
+    sandbox, _ = await serve(drop_notifications=1.0)
+    order_id = sandbox.create_ccv_order(None, receiver.url, None)
+    for status in ("Incomplete", "AwaitingPayment", "Failed"):
+        sandbox.set_status("ccv", order_id, status)
+    await sandbox.stop()
+    assert receiver.calls == []
+    assert sandbox.stats.notifications_dropped == 3
+    assert sandbox.stats.notifications_sent == 0
+    assert [(oid, s) for _, oid, s in sandbox.stats.dropped] == [
+        (order_id, "Incomplete"),
+        (order_id, "AwaitingPayment"),
+        (order_id, "Failed"),
+    ]
+
+
+async def test_unreachable_notification_url_is_ignored(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="reconciler.sandbox")
+    sandbox, _ = await serve(drop_notifications=0.0)
+    # a port that was just free: the call fails, and nothing else happens
+    probe = Sandbox(SandboxOptions(orders=0, advance=False))
+    free = await probe.start("127.0.0.1", 0)
+    await probe.stop()
+    order_id = sandbox.create_ccv_order(None, f"{free}/hook", None)
+    sandbox.set_status("ccv", order_id, "Incomplete")
+    await sandbox.stop()
+    assert sandbox.stats.notifications_sent == 1
+    assert sandbox.status("ccv", order_id) == "Incomplete"
+    failed = [r for r in caplog.records if r.getMessage() == "sandbox.notification_failed"]
+    assert len(failed) == 1
+    assert failed[0].exc_info is None  # an expected failure: one line, no traceback
+
+
+# --- determinism --------------------------------------------------------------------------------
+
+
+def snapshot(sandbox: Sandbox) -> dict[str, Any]:
+    return sandbox.stats.to_json()["history"]  # type: ignore[no-any-return]
+
+
+async def test_same_seed_same_world() -> None:
+    clock_a, clock_b = FakeClock(), FakeClock()
+    a = Sandbox(SandboxOptions(orders=30, seed=42), now=clock_a)
+    b = Sandbox(SandboxOptions(orders=30, seed=42), now=clock_b)
+    other = Sandbox(SandboxOptions(orders=30, seed=43))
+    assert a.ccv_order_ids() == b.ccv_order_ids()
+    assert a.ccnow_order_ids() == b.ccnow_order_ids()
+    assert set(a.ccv_order_ids()).isdisjoint(other.ccv_order_ids())
+    assert snapshot(a) == snapshot(b)
+    # fine ticks and one big jump give the same walks
+    for _ in range(200):
+        clock_a.t += 0.5
+        a.advance()
+    clock_b.t += 100
+    b.advance()
+    assert a.stats.transitions > 50
+    assert snapshot(a) == snapshot(b)
+
+
+def test_ids_have_the_provider_shapes() -> None:
+    sandbox = Sandbox(SandboxOptions(orders=50))
+    for order_id in sandbox.ccv_order_ids():
+        assert len(order_id) == 36 and order_id[14] == "4"
+    for order_id in sandbox.ccnow_order_ids():
+        digits = order_id.split("-")
+        assert [len(part) for part in digits] == [3, 2, 4] and "".join(digits).isdigit()
+    assert len(set(sandbox.ccnow_order_ids())) == 50
+
+
+# --- admin endpoints and runner -----------------------------------------------------------------
+
+
+async def test_admin_orders_and_set_status(serve: Serve, http: aiohttp.ClientSession) -> None:
+    sandbox, base = await serve(orders=3)
+    async with http.get(base + "/_sandbox/orders") as resp:
+        orders = await resp.json()
+    assert [o["id"] for o in orders["ccv"]] == sandbox.ccv_order_ids()
+    assert [o["id"] for o in orders["ccnow"]] == sandbox.ccnow_order_ids()
+    assert set(orders["ccv"][0]) == {"id", "status", "externalReference"}
+    ccnow_id = sandbox.ccnow_order_ids()[0]
+    admin = f"{base}/_sandbox/orders/ccnow/{ccnow_id.replace('-', '')}"
+    async with http.post(admin, json={"status": "pending"}) as resp:
+        assert await resp.json() == {"id": ccnow_id, "status": "pending", "externalReference": None}
+    assert sandbox.status("ccnow", ccnow_id) == "pending"
+    for url, body, code in [
+        (admin, {"status": "has space"}, 400),
+        (admin, {"state": "pending"}, 400),
+        (admin, ["pending"], 400),
+        (f"{base}/_sandbox/orders/ccnow/123-45-678", {"status": "pending"}, 404),
+        (f"{base}/_sandbox/orders/paypal/x", {"status": "pending"}, 404),
+        (f"{base}/_sandbox/orders/ccv/nope", {"status": "New"}, 404),
+    ]:
+        async with http.post(url, json=body) as resp:
+            assert resp.status == code, (url, body)
+    async with http.get(base + "/_sandbox/stats") as resp:
+        stats = await resp.json()
+    assert stats["transitions"] == 1
+    assert stats["history"]["ccnow"][ccnow_id][-1][1] == "pending"
+
+
+async def test_run_sandbox_prints_url_and_stops(
+    http: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = asyncio.Event()
+    options = SandboxOptions(orders=2, advance=False)
+    task = asyncio.create_task(run_sandbox(options, "127.0.0.1", 0, stop=stop))
+    output = ""
+
+    def printed() -> bool:
+        nonlocal output
+        output += capsys.readouterr().out
+        return output.count("\n") >= 2
+
+    await poll_until(printed)
+    first, second = output.splitlines()[:2]
+    assert first.startswith("sandbox listening on http://127.0.0.1:")
+    assert "t_sandbox" in second and "x_clientid=sandbox" in second
+    base = first.removeprefix("sandbox listening on ")
+    async with http.get(base + "/_sandbox/stats") as resp:
+        assert resp.status == 200
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await http.get(base + "/_sandbox/stats")
+
+
+async def test_run_sandbox_stops_on_cancel(capsys: pytest.CaptureFixture[str]) -> None:
+    task = asyncio.create_task(run_sandbox(SandboxOptions(orders=1), "127.0.0.1", 0))
+    await poll_until(lambda: "listening" in capsys.readouterr().out)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_bad_options_are_refused() -> None:
+    for bad in ({"speed": 0}, {"drop_notifications": 1.5}, {"orders": -1}, {"ccv_api_key": ""}):
+        with pytest.raises(ValueError):
+            SandboxOptions(**bad)

@@ -1,0 +1,219 @@
+"""Command sink running small real Python programs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import SinkConfig
+from reconciler.sinks.base import Delivered, OutboxEvent, RetryLater
+from reconciler.sinks.command import CommandSink
+
+NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
+
+# Writes its stdin and environment to the file named by argv[1].
+RECORD = """
+import json, os, sys
+body = sys.stdin.buffer.read()
+with open(sys.argv[1], "w") as f:
+    json.dump({"body": body.decode(), "env": dict(os.environ)}, f)
+"""
+
+# Appends the event id to argv[1]; fails for the event id in argv[2].
+APPEND_FAIL_ON = """
+import os, sys
+with open(sys.argv[1], "a") as f:
+    f.write(os.environ["RECONCILER_EVENT_ID"] + "\\n")
+if os.environ["RECONCILER_EVENT_ID"] == sys.argv[2]:
+    sys.stderr.write("first line\\nrefused: " + sys.argv[2] + "\\n")
+    sys.exit(3)
+"""
+
+# Writes its pid (and the pid of a child it starts) to argv[1], then hangs.
+HANG = """
+import os, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {child.pid}")
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+sys.stdin.read()
+import time; time.sleep(600)
+"""
+
+
+def py(script: str, *args: str | Path) -> tuple[str, ...]:
+    return (sys.executable, "-c", script, *map(str, args))
+
+
+def make_sink(command: tuple[str, ...], timeout_s: float = 10.0) -> CommandSink:
+    return CommandSink(
+        SinkConfig(type="command", name="hook", command=command, timeout_s=timeout_s)
+    )
+
+
+def event(n: int, order_id: str | None = "396-10-1142") -> OutboxEvent:
+    body = b'{"id": "ev-%d", "data": {"note": "\xc3\xa9"}}\n' % n
+    return OutboxEvent(
+        seq=n, id=f"ev-{n}", type="order.status_changed", order_id=order_id, body=body
+    )
+
+
+def alive(pid: int) -> bool:
+    """Whether a process is still running (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def reaped(pid: int) -> bool:
+    """Whether a pid is gone from the process table (a zombie is still in it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_event_on_stdin_and_in_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", "t_supersecret")
+    monkeypatch.setenv("RECONCILER_CCNOW_SHOP_PASSWORD", "hunter2")
+    monkeypatch.setenv("RECONCILER_RECEIVER_SECRET", "s3")
+    monkeypatch.setenv("RECONCILER_SOME_TOKEN", "tok")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("RECONCILER_CONFIG", "/etc/reconciler.toml")
+    out = tmp_path / "out.json"
+    sink = make_sink(py(RECORD, out))
+
+    assert await sink.deliver([event(1)]) == [Delivered()]
+
+    seen = json.loads(out.read_text())
+    assert seen["body"].encode() == event(1).body
+    env = seen["env"]
+    assert env["RECONCILER_EVENT_TYPE"] == "order.status_changed"
+    assert env["RECONCILER_EVENT_ID"] == "ev-1"
+    assert env["RECONCILER_ORDER_ID"] == "396-10-1142"
+    assert env["RECONCILER_CONFIG"] == "/etc/reconciler.toml"
+    assert env["PATH"] == os.environ["PATH"]
+    for name in (
+        "RECONCILER_CCV_API_KEY",
+        "RECONCILER_CCNOW_SHOP_PASSWORD",
+        "RECONCILER_RECEIVER_SECRET",
+        "RECONCILER_SOME_TOKEN",
+        "CREDENTIALS_DIRECTORY",
+    ):
+        assert name not in env
+    assert "t_supersecret" not in out.read_text()
+
+
+async def test_order_id_none_is_empty(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+
+    assert await make_sink(py(RECORD, out)).deliver([event(1, order_id=None)]) == [Delivered()]
+
+    assert json.loads(out.read_text())["env"]["RECONCILER_ORDER_ID"] == ""
+
+
+async def test_failure_reports_exit_code_and_last_stderr_line(tmp_path: Path) -> None:
+    log = tmp_path / "ids"
+    sink = make_sink(py(APPEND_FAIL_ON, log, "ev-2"))
+
+    results = await sink.deliver([event(1), event(2), event(3)])
+
+    assert results == [Delivered(), RetryLater("exit 3: refused: ev-2"), NOT_ATTEMPTED]
+    assert log.read_text().split() == ["ev-1", "ev-2"]
+
+
+async def test_long_stderr_line_is_truncated() -> None:
+    sink = make_sink(py("import sys; sys.stderr.write('x' * 1000); sys.exit(1)"))
+
+    [result] = await sink.deliver([event(1)])
+
+    assert result == RetryLater("exit 1: " + "x" * 200)
+
+
+async def test_chatty_program_is_bounded() -> None:
+    chatty = (
+        "import sys\n"
+        "for _ in range(200): sys.stdout.write('o' * 65536); sys.stderr.write('e' * 65536)\n"
+        "sys.stderr.write('\\nthe end\\n'); sys.exit(2)"
+    )
+
+    assert await make_sink(py(chatty)).deliver([event(1)]) == [RetryLater("exit 2: the end")]
+
+
+async def test_program_need_not_read_stdin() -> None:
+    big = OutboxEvent(seq=1, id="ev-1", type="t", order_id=None, body=b"x" * (4 * 1024 * 1024))
+
+    assert await make_sink(py("pass")).deliver([big]) == [Delivered()]
+
+
+async def test_missing_program(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such-program")
+
+    results = await make_sink((missing, "arg")).deliver([event(1), event(2)])
+
+    assert results == [
+        RetryLater(f"cannot run: {missing}: No such file or directory"),
+        NOT_ATTEMPTED,
+    ]
+
+
+async def test_never_through_a_shell(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    marker = tmp_path / "marker"
+
+    sink = make_sink(py(RECORD, out, f"; touch {marker}"))
+
+    assert await sink.deliver([event(1)]) == [Delivered()]
+
+    assert out.exists()
+    assert not marker.exists()
+
+
+async def test_timeout_kills_and_reaps(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    sink = make_sink(py(HANG, pids), timeout_s=1.0)
+
+    assert await sink.deliver([event(1), event(2)]) == [RetryLater("timeout"), NOT_ATTEMPTED]
+
+    pid, child = map(int, pids.read_text().split())
+    assert reaped(pid)
+    # What the program started dies with it.
+    await wait_until(lambda: not alive(child))
+
+
+async def test_cancelled_delivery_kills_the_program(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    task = asyncio.ensure_future(make_sink(py(HANG, pids)).deliver([event(1)]))
+    await wait_until(pids.exists)
+    pid, child = map(int, pids.read_text().split())
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert reaped(pid)
+    await wait_until(lambda: not alive(child))
+
+
+def test_repr_and_empty_command() -> None:
+    assert "CommandSink" in repr(make_sink(("true",)))
+    with pytest.raises(ValueError):
+        make_sink(())

@@ -1,0 +1,341 @@
+"""sd_notify client against real datagram sockets; the unit files against systemd-analyze."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.systemd import Notifier
+from tests.notify_socket import NotifySocket
+
+UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
+SERVICES = sorted(UNIT_DIR.glob("*.service"))
+
+
+@pytest.fixture(params=["path", "abstract"])
+def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifySocket]:
+    """A bound notify socket, once on a filesystem path and once in the abstract namespace."""
+    if request.param == "path":
+        sock = NotifySocket.at_path(tmp_path / "notify")
+    else:
+        sock = NotifySocket.abstract()
+    with sock:
+        yield sock
+
+
+def test_ready_and_status_go_in_one_datagram(notify_socket: NotifySocket) -> None:
+    notifier = Notifier.from_environ(notify_socket.env())
+    notifier.ready("polling 2 accounts")
+    assert notify_socket.receive(timeout_s=2).lines == ["READY=1", "STATUS=polling 2 accounts"]
+    notifier.close()
+
+
+def test_ready_without_status(notify_socket: NotifySocket) -> None:
+    notifier = Notifier.from_environ(notify_socket.env())
+    notifier.ready()
+    assert notify_socket.receive(timeout_s=2).lines == ["READY=1"]
+    notifier.close()
+
+
+def test_notify_sends_states_together_and_reports_it(notify_socket: NotifySocket) -> None:
+    notifier = Notifier.from_environ(notify_socket.env())
+    assert notifier.notify("EXTEND_TIMEOUT_USEC=5000000", "STATUS=migrating ünïcode") is True
+    datagram = notify_socket.receive(timeout_s=2)
+    assert datagram.raw == "EXTEND_TIMEOUT_USEC=5000000\nSTATUS=migrating ünïcode".encode()
+    notifier.close()
+
+
+def test_status_is_kept_to_one_line(notify_socket: NotifySocket) -> None:
+    notifier = Notifier.from_environ(notify_socket.env())
+    notifier.status("ccv: failing\nREADY=1\r\nccnow: ok")
+    assert notify_socket.receive(timeout_s=2).lines == ["STATUS=ccv: failing READY=1 ccnow: ok"]
+    notifier.ready("a\nb")
+    assert notify_socket.receive(timeout_s=2).lines == ["READY=1", "STATUS=a b"]
+    notifier.close()
+
+
+def test_notify_refuses_a_state_with_a_newline(notify_socket: NotifySocket) -> None:
+    notifier = Notifier.from_environ(notify_socket.env())
+    with pytest.raises(ValueError, match="one line"):
+        notifier.notify("STATUS=x\nREADY=1")
+    notifier.close()
+
+
+@pytest.mark.parametrize(
+    ("send", "expected"),
+    [(Notifier.stopping, "STOPPING=1"), (Notifier.watchdog, "WATCHDOG=1")],
+)
+def test_single_state_messages(
+    notify_socket: NotifySocket, send: Callable[[Notifier], None], expected: str
+) -> None:
+    notifier = Notifier.from_environ(notify_socket.env())
+    send(notifier)
+    assert notify_socket.receive(timeout_s=2).lines == [expected]
+    notifier.close()
+
+
+async def test_without_notify_socket_everything_is_a_no_op() -> None:
+    notifier = Notifier.from_environ({"WATCHDOG_USEC": "2000000"})
+    assert not notifier.enabled
+    assert notifier.notify("READY=1") is False
+    notifier.ready("x")
+    notifier.status("x")
+    notifier.stopping()
+    notifier.watchdog()
+    # Nothing to ping: returns at once instead of looping.
+    await asyncio.wait_for(notifier.run_watchdog(), timeout=1)
+    notifier.close()
+
+
+def test_empty_notify_socket_counts_as_unset() -> None:
+    assert not Notifier.from_environ({"NOTIFY_SOCKET": ""}).enabled
+
+
+def test_send_errors_are_logged_once_and_never_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "notify"
+    notifier = Notifier.from_environ({"NOTIFY_SOCKET": str(path)})
+    with caplog.at_level(logging.INFO, logger="reconciler.systemd"):
+        assert notifier.notify("READY=1") is False  # nobody listening yet
+        notifier.status("still nobody")
+        notifier.watchdog()
+        failed = [r for r in caplog.records if r.getMessage() == "systemd.notify_failed"]
+        assert len(failed) == 1
+        assert failed[0].levelno == logging.WARNING
+        assert failed[0].exc_info is None
+        assert failed[0].fields["socket"] == str(path)  # type: ignore[attr-defined]
+
+        with NotifySocket.at_path(path) as sock:
+            assert notifier.notify("WATCHDOG=1") is True
+            assert sock.receive(timeout_s=2).lines == ["WATCHDOG=1"]
+        assert [r.getMessage() for r in caplog.records] == [
+            "systemd.notify_failed",
+            "systemd.notify_recovered",
+        ]
+    notifier.close()
+
+
+def test_close_drops_later_notifications(notify_socket: NotifySocket) -> None:
+    notifier = Notifier.from_environ(notify_socket.env())
+    assert notifier.notify("STATUS=before") is True
+    notifier.close()
+    assert notifier.notify("STATUS=after") is False
+    assert notify_socket.receive(timeout_s=2).lines == ["STATUS=before"]
+    with pytest.raises(TimeoutError):
+        notify_socket.receive(timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}, 15.0),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid() + 1)}, None),
+        ({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "not-a-pid"}, None),
+        ({"WATCHDOG_USEC": "500"}, 0.00025),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "-1"}, None),
+        ({"WATCHDOG_USEC": "30s"}, None),
+        ({"WATCHDOG_PID": str(os.getpid())}, None),
+        ({}, None),
+    ],
+)
+def test_watchdog_interval_is_half_of_watchdog_usec(
+    environ: dict[str, str], expected: float | None
+) -> None:
+    assert Notifier.from_environ(environ).watchdog_interval_s() == expected
+
+
+async def test_run_watchdog_pings_on_cadence_until_cancelled(notify_socket: NotifySocket) -> None:
+    notifier = Notifier.from_environ(
+        {**notify_socket.env(), "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
+    )
+    task = asyncio.create_task(notifier.run_watchdog())
+    first = await notify_socket.receive_async(timeout_s=3)
+    second = await notify_socket.receive_async(timeout_s=3 - 0.1)
+    assert first.lines == second.lines == ["WATCHDOG=1"]
+    # Every WATCHDOG_USEC/2 = 1s, not faster.
+    assert 0.8 <= second.received_at - first.received_at <= 2.0
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(TimeoutError):
+        await notify_socket.receive_async(timeout_s=1.3)
+    notifier.close()
+
+
+async def test_a_blocked_event_loop_stops_the_pings(notify_socket: NotifySocket) -> None:
+    notifier = Notifier.from_environ({**notify_socket.env(), "WATCHDOG_USEC": "100000"})
+    task = asyncio.create_task(notifier.run_watchdog())
+    await notify_socket.receive_async(timeout_s=2)
+    # Stand-in for a stuck handler: block the loop for ten ping intervals.
+    threading.Event().wait(0.5)
+    queued = 0
+    while True:
+        try:
+            notify_socket.receive(timeout_s=0)
+        except TimeoutError:
+            break
+        queued += 1
+    # A pinger on a thread would have queued about ten; the loop could send at most one.
+    assert queued <= 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    notifier.close()
+
+
+# --- unit files -------------------------------------------------------------------------------
+
+
+def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """Read a unit file into section -> key -> values (repeated keys keep every value)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        assert not line.endswith("\\"), f"{path.name}: keep settings on one line: {line}"
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"{path.name}: setting outside a section: {line}"
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def _systemd_version() -> int | None:
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.match(r"systemd (\d+)", out)
+    return int(match.group(1)) if match else None
+
+
+needs_systemd_analyze = pytest.mark.skipif(
+    (_systemd_version() or 0) < 252, reason="needs systemd-analyze from systemd >= 252"
+)
+
+DAEMON_ONLY = {
+    "Type",
+    "NotifyAccess",
+    "ExecStart",
+    "RuntimeDirectory",
+    "WatchdogSec",
+    "Restart",
+    "RestartSec",
+    "RestartPreventExitStatus",
+    "TimeoutStopSec",
+}
+CATCHUP_ONLY = {"Type", "ExecStart", "TimeoutStartSec"}
+
+
+def test_there_are_two_services_and_a_timer() -> None:
+    assert sorted(p.name for p in UNIT_DIR.iterdir()) == [
+        "reconciler-catchup.service",
+        "reconciler-catchup.timer",
+        "reconciler.service",
+    ]
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("unit", SERVICES, ids=lambda p: p.name)
+def test_security_exposure_is_at_most_2(unit: Path) -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0, result.stdout
+
+
+@needs_systemd_analyze
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify insists that ExecStart= exists here, so point it at a binary that does.
+    true = shutil.which("true")
+    assert true is not None
+    for unit in UNIT_DIR.iterdir():
+        text = unit.read_text().replace("/opt/reconciler/bin/reconciler", true)
+        (tmp_path / unit.name).write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *sorted(p.name for p in tmp_path.iterdir())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_main_unit_is_a_watched_notify_service() -> None:
+    service = parse_unit(UNIT_DIR / "reconciler.service")["Service"]
+    assert service["Type"] == ["notify"]
+    assert service["NotifyAccess"] == ["main"]
+    assert service["WatchdogSec"] == ["30s"]
+    assert service["Restart"] == ["on-failure"]
+    assert "78" in service["RestartPreventExitStatus"][0].split()
+    # The program bounds its shutdown to 10s; systemd must wait longer than that.
+    assert service["TimeoutStopSec"] == ["20s"]
+    exec_start = service["ExecStart"][0].split()
+    assert exec_start[0].startswith("/")
+    assert exec_start[-1] == "run"
+
+
+@pytest.mark.parametrize("name", ["reconciler.service", "reconciler-catchup.service"])
+def test_services_get_secrets_as_credentials_only(name: str) -> None:
+    service = parse_unit(UNIT_DIR / name)["Service"]
+    credentials = {value.split(":", 1)[0] for value in service["LoadCredential"]}
+    assert {"ccv-api-key", "ccnow-password"} <= credentials
+    assert "MemoryDenyWriteExecute" not in service
+    # Secrets in Environment= or argv would show up in `systemctl show` and ps.
+    for assignment in service.get("Environment", []):
+        for name_value in assignment.split():
+            env_name = name_value.split("=", 1)[0]
+            assert not re.search(r"KEY|PASSWORD|SECRET|TOKEN", env_name), assignment
+    assert not re.search(r"key|password|secret|token", service["ExecStart"][0], re.IGNORECASE)
+
+
+def test_catchup_service_shares_state_user_and_sandbox_with_the_daemon() -> None:
+    main = parse_unit(UNIT_DIR / "reconciler.service")
+    catchup = parse_unit(UNIT_DIR / "reconciler-catchup.service")
+    assert catchup["Service"]["Type"] == ["oneshot"]
+    catchup_argv = catchup["Service"]["ExecStart"][0].split()
+    assert catchup_argv[-1] == "catch-up"
+    assert catchup_argv[0] == main["Service"]["ExecStart"][0].split()[0]
+    # Same User= gives both the same dynamic UID, so neither chowns the state away from the other.
+    assert main["Service"]["User"] == catchup["Service"]["User"]
+    shared_main = {k: v for k, v in main["Service"].items() if k not in DAEMON_ONLY}
+    shared_catchup = {k: v for k, v in catchup["Service"].items() if k not in CATCHUP_ONLY}
+    assert shared_catchup == shared_main
+    # Skipped, not failed, while the daemon (which holds the store) runs.
+    runtime_dir = main["Service"]["RuntimeDirectory"][0]
+    assert catchup["Unit"]["ConditionPathExists"] == [f"!/run/{runtime_dir}"]
+
+
+def test_catchup_timer_runs_hourly_and_catches_up_after_downtime() -> None:
+    timer = parse_unit(UNIT_DIR / "reconciler-catchup.timer")
+    assert timer["Timer"]["OnCalendar"] == ["hourly"]
+    assert timer["Timer"]["Persistent"] == ["true"]
+    assert timer["Timer"]["Unit"] == ["reconciler-catchup.service"]
+    assert timer["Timer"]["RandomizedDelaySec"]
+    assert timer["Install"]["WantedBy"] == ["timers.target"]
