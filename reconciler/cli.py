@@ -110,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
     s.add_argument("--orders", type=int, default=20)
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--speed", type=float, default=1.0)
+    s.add_argument("--speed", type=float, default=1.0,
+                   help="lifecycle speed; 0 keeps every order where it is")
     s.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     s.add_argument("--faults", default="", metavar="SPEC")
 

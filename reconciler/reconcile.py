@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -20,6 +21,9 @@ from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import SourceError
 from .store import Store
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("reconciler.reconcile")
 
@@ -75,6 +79,10 @@ class _Batcher:
         # Swap before awaiting: workers keep filling the next batch while this one is written.
         batch, self.buffer = self.buffer, []
         if batch:
+            metrics = self.reconciler.metrics
+            if metrics is not None:
+                key = batch[0].key
+                metrics.observe_checks(key.source, key.account, batch)
             self.report.checked += len(batch)
             self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
             self.report.events += await self.reconciler.apply(batch, via=self.via)
@@ -99,6 +107,7 @@ class Reconciler:
         self.on_commit = on_commit
         self.on_events = on_events
         self.rng = random.Random()
+        self.metrics: Metrics | None = None
         self.ccv = {c.name: CCVClient(c, session) for c in config.ccv}
         self.ccnow = {c.name: CCNowClient(c, session) for c in config.ccnow}
         self.schedules: dict[tuple[str, str], ScheduleConfig] = {
@@ -164,6 +173,8 @@ class Reconciler:
 
     def _committed(self, events: Sequence[Event]) -> None:
         if events:
+            if self.metrics is not None:
+                self.metrics.observe_events(events)
             self.on_events(events)
             self.on_commit()
 

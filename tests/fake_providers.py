@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
 from reconciler.config import CCNowConfig, CCVConfig, RetryConfig, ScheduleConfig, Secret
 from reconciler.model import normalize_ccnow_id
 

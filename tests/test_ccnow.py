@@ -150,7 +150,10 @@ async def test_pending_list(fake: FakeCCNow, session: aiohttp.ClientSession) -> 
         {"396-10-1142": "pending", "397-10-1159": "pending", "398-10-1000": "completed"}
     )
     client = CCNowClient(ccnow_config(fake.url), session)
-    assert await client.pending_list() == [ok("396-10-1142", "pending"), ok("397-10-1159", "pending")]
+    assert await client.pending_list() == [
+        ok("396-10-1142", "pending"),
+        ok("397-10-1159", "pending"),
+    ]
     (seen,) = fake.requests
     assert not any(name.startswith(("x_orderid", "x_action")) for name in seen.form)
 
@@ -170,7 +173,10 @@ async def test_pending_list_ids_without_hyphens_and_crlf(
     fake.line_end = "\r\n"
     fake.blank_lines = True
     client = CCNowClient(ccnow_config(fake.url), session)
-    assert await client.pending_list() == [ok("396-10-1142", "pending"), ok("397-10-1159", "pending")]
+    assert await client.pending_list() == [
+        ok("396-10-1142", "pending"),
+        ok("397-10-1159", "pending"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -229,7 +235,7 @@ async def test_timeout_is_unavailable(fake: FakeCCNow, session: aiohttp.ClientSe
     fake.delay_s = 5.0
     retry = RetryConfig(attempts=1, backoff_s=0.001, max_backoff_s=0.01)
     client = CCNowClient(ccnow_config(fake.url, timeout_s=0.2, retry=retry), session)
-    with pytest.raises(SourceUnavailable, match="^timeout$"):
+    with pytest.raises(SourceUnavailable, match=r"^timeout$"):
         await client.pending_list()
     assert len(fake.requests) == 2
 
@@ -309,9 +315,7 @@ async def test_missing_and_erroneous_orders_fail_alone(
     ]
 
 
-async def test_unasked_and_duplicate_lines(
-    fake: FakeCCNow, session: aiohttp.ClientSession
-) -> None:
+async def test_unasked_and_duplicate_lines(fake: FakeCCNow, session: aiohttp.ClientSession) -> None:
     ids = order_ids(3)
     fake.orders.update(dict.fromkeys(ids, "pending"))
     fake.extra_lines = [

@@ -240,8 +240,21 @@ async def test_other_answers_fail_with_their_code(
 
 @pytest.mark.parametrize(
     "order_id",
-    ["", "a/b", "..", "a..b", "a b", "a\tb", "a\x00b", "a\x7fb", "a\\b", "a?b", "a#b", "a%2Fb"]
-    + ["x" * 129],
+    [
+        "",
+        "a/b",
+        "..",
+        "a..b",
+        "a b",
+        "a\tb",
+        "a\x00b",
+        "a\x7fb",
+        "a\\b",
+        "a?b",
+        "a#b",
+        "a%2Fb",
+        "x" * 129,
+    ],
 )
 async def test_unsafe_ids_make_no_request(
     fake: FakeCCV, session: aiohttp.ClientSession, order_id: str
@@ -416,9 +429,7 @@ async def test_ids_are_pulled_lazily_and_emit_is_backpressure(
     assert len(seen) == 500
 
 
-async def test_emit_exception_stops_the_pass(
-    fake: FakeCCV, session: aiohttp.ClientSession
-) -> None:
+async def test_emit_exception_stops_the_pass(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
     ids = [f"O{i}" for i in range(100)]
     fake.orders.update(dict.fromkeys(ids, "New"))
     emitted = 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +47,19 @@ with open(sys.argv[1] + ".tmp", "w") as f:
 os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 sys.stdin.read()
 import time; time.sleep(600)
+"""
+
+# Leaves a child behind that holds stderr (in its own session when argv[2] == "escape"),
+# writes that child's pid to argv[1] and exits with code 0.
+LEAVE_BEHIND = """
+import os, subprocess, sys
+escape = sys.argv[2] == "escape"
+child = subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=escape
+)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(child.pid))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 """
 
 
@@ -211,6 +226,45 @@ async def test_cancelled_delivery_kills_the_program(tmp_path: Path) -> None:
 
     assert reaped(pid)
     await wait_until(lambda: not alive(child))
+
+
+def fds_on(pipe: str) -> int:
+    """How many of this process's descriptors refer to a pipe like "pipe:[1234]"."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd) == pipe
+    return count
+
+
+async def test_leftover_in_the_group_ends_with_the_delivery(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    sink = make_sink(py(LEAVE_BEHIND, pid_file, "stay"), timeout_s=0.5)
+
+    # The program exited 0; its leftover kept stderr open until the timeout and is killed.
+    assert await sink.deliver([event(1)]) == [Delivered()]
+
+    leftover = int(pid_file.read_text())
+    await wait_until(lambda: not alive(leftover))
+
+
+async def test_escaped_leftover_does_not_hold_the_delivery(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    sink = make_sink(py(LEAVE_BEHIND, pid_file, "escape"), timeout_s=0.5)
+    started = time.monotonic()
+    try:
+        assert await sink.deliver([event(1)]) == [Delivered()]
+        assert time.monotonic() - started < 4
+        leftover = int(pid_file.read_text())
+        stderr_pipe = os.readlink(f"/proc/{leftover}/fd/2")
+        assert alive(leftover)  # not ours to kill: it left the program's session
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    # Once the holder is gone, our end of its stderr is closed too (no descriptor leak).
+    await wait_until(lambda: fds_on(stderr_pipe) == 0)
 
 
 def test_repr_and_empty_command() -> None:

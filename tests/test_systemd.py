@@ -9,7 +9,8 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from tests.notify_socket import NotifySocket
 
 UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
 SERVICES = sorted(UNIT_DIR.glob("*.service"))
+
+MakeNotifier = Callable[[Mapping[str, str]], Notifier]
 
 
 @pytest.fixture(params=["path", "abstract"])
@@ -32,42 +35,69 @@ def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[No
         yield sock
 
 
-def test_ready_and_status_go_in_one_datagram(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_environ(notify_socket.env())
+@pytest.fixture
+def path_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    """A notify socket on a filesystem path, for tests where the address kind does not matter."""
+    with NotifySocket.at_path(tmp_path / "notify") as sock:
+        yield sock
+
+
+@pytest.fixture
+def make_notifier() -> Iterator[MakeNotifier]:
+    """Notifier.from_environ, with every notifier closed at the end even when the test fails."""
+    made: list[Notifier] = []
+
+    def make(environ: Mapping[str, str]) -> Notifier:
+        made.append(Notifier.from_environ(environ))
+        return made[-1]
+
+    yield make
+    for notifier in made:
+        notifier.close()
+
+
+# --- Notifier ----------------------------------------------------------------------------------
+
+
+def test_ready_and_status_go_in_one_datagram(
+    make_notifier: MakeNotifier, notify_socket: NotifySocket
+) -> None:
+    notifier = make_notifier(notify_socket.env())
     notifier.ready("polling 2 accounts")
     assert notify_socket.receive(timeout_s=2).lines == ["READY=1", "STATUS=polling 2 accounts"]
-    notifier.close()
 
 
-def test_ready_without_status(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_environ(notify_socket.env())
+def test_ready_without_status(make_notifier: MakeNotifier, notify_socket: NotifySocket) -> None:
+    notifier = make_notifier(notify_socket.env())
     notifier.ready()
     assert notify_socket.receive(timeout_s=2).lines == ["READY=1"]
-    notifier.close()
 
 
-def test_notify_sends_states_together_and_reports_it(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_environ(notify_socket.env())
+def test_notify_sends_states_together_and_reports_it(
+    make_notifier: MakeNotifier, notify_socket: NotifySocket
+) -> None:
+    notifier = make_notifier(notify_socket.env())
     assert notifier.notify("EXTEND_TIMEOUT_USEC=5000000", "STATUS=migrating ünïcode") is True
     datagram = notify_socket.receive(timeout_s=2)
     assert datagram.raw == "EXTEND_TIMEOUT_USEC=5000000\nSTATUS=migrating ünïcode".encode()
-    notifier.close()
 
 
-def test_status_is_kept_to_one_line(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_environ(notify_socket.env())
+def test_status_is_kept_to_one_line(
+    make_notifier: MakeNotifier, notify_socket: NotifySocket
+) -> None:
+    notifier = make_notifier(notify_socket.env())
     notifier.status("ccv: failing\nREADY=1\r\nccnow: ok")
     assert notify_socket.receive(timeout_s=2).lines == ["STATUS=ccv: failing READY=1 ccnow: ok"]
     notifier.ready("a\nb")
     assert notify_socket.receive(timeout_s=2).lines == ["READY=1", "STATUS=a b"]
-    notifier.close()
 
 
-def test_notify_refuses_a_state_with_a_newline(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_environ(notify_socket.env())
+def test_notify_refuses_a_state_with_a_newline(
+    make_notifier: MakeNotifier, notify_socket: NotifySocket
+) -> None:
+    notifier = make_notifier(notify_socket.env())
     with pytest.raises(ValueError, match="one line"):
         notifier.notify("STATUS=x\nREADY=1")
-    notifier.close()
 
 
 @pytest.mark.parametrize(
@@ -75,16 +105,20 @@ def test_notify_refuses_a_state_with_a_newline(notify_socket: NotifySocket) -> N
     [(Notifier.stopping, "STOPPING=1"), (Notifier.watchdog, "WATCHDOG=1")],
 )
 def test_single_state_messages(
-    notify_socket: NotifySocket, send: Callable[[Notifier], None], expected: str
+    make_notifier: MakeNotifier,
+    notify_socket: NotifySocket,
+    send: Callable[[Notifier], None],
+    expected: str,
 ) -> None:
-    notifier = Notifier.from_environ(notify_socket.env())
+    notifier = make_notifier(notify_socket.env())
     send(notifier)
     assert notify_socket.receive(timeout_s=2).lines == [expected]
-    notifier.close()
 
 
-async def test_without_notify_socket_everything_is_a_no_op() -> None:
-    notifier = Notifier.from_environ({"WATCHDOG_USEC": "2000000"})
+async def test_without_notify_socket_everything_is_a_no_op(
+    make_notifier: MakeNotifier,
+) -> None:
+    notifier = make_notifier({"WATCHDOG_USEC": "2000000"})
     assert not notifier.enabled
     assert notifier.notify("READY=1") is False
     notifier.ready("x")
@@ -93,18 +127,21 @@ async def test_without_notify_socket_everything_is_a_no_op() -> None:
     notifier.watchdog()
     # Nothing to ping: returns at once instead of looping.
     await asyncio.wait_for(notifier.run_watchdog(), timeout=1)
-    notifier.close()
 
 
-def test_empty_notify_socket_counts_as_unset() -> None:
-    assert not Notifier.from_environ({"NOTIFY_SOCKET": ""}).enabled
+def test_empty_notify_socket_counts_as_unset(
+    make_notifier: MakeNotifier,
+) -> None:
+    assert not make_notifier({"NOTIFY_SOCKET": ""}).enabled
 
 
 def test_send_errors_are_logged_once_and_never_raised(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_notifier: MakeNotifier,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     path = tmp_path / "notify"
-    notifier = Notifier.from_environ({"NOTIFY_SOCKET": str(path)})
+    notifier = make_notifier({"NOTIFY_SOCKET": str(path)})
     with caplog.at_level(logging.INFO, logger="reconciler.systemd"):
         assert notifier.notify("READY=1") is False  # nobody listening yet
         notifier.status("still nobody")
@@ -122,11 +159,12 @@ def test_send_errors_are_logged_once_and_never_raised(
             "systemd.notify_failed",
             "systemd.notify_recovered",
         ]
-    notifier.close()
 
 
-def test_close_drops_later_notifications(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_environ(notify_socket.env())
+def test_close_drops_later_notifications(
+    make_notifier: MakeNotifier, notify_socket: NotifySocket
+) -> None:
+    notifier = make_notifier(notify_socket.env())
     assert notifier.notify("STATUS=before") is True
     notifier.close()
     assert notifier.notify("STATUS=after") is False
@@ -151,18 +189,23 @@ def test_close_drops_later_notifications(notify_socket: NotifySocket) -> None:
     ],
 )
 def test_watchdog_interval_is_half_of_watchdog_usec(
-    environ: dict[str, str], expected: float | None
+    make_notifier: MakeNotifier,
+    environ: dict[str, str],
+    expected: float | None,
 ) -> None:
-    assert Notifier.from_environ(environ).watchdog_interval_s() == expected
+    assert make_notifier(environ).watchdog_interval_s() == expected
 
 
-async def test_run_watchdog_pings_on_cadence_until_cancelled(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_environ(
-        {**notify_socket.env(), "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
+async def test_run_watchdog_pings_on_cadence_until_cancelled(
+    make_notifier: MakeNotifier, path_socket: NotifySocket
+) -> None:
+    notifier = make_notifier(
+        {**path_socket.env(), "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
     )
     task = asyncio.create_task(notifier.run_watchdog())
-    first = await notify_socket.receive_async(timeout_s=3)
-    second = await notify_socket.receive_async(timeout_s=3 - 0.1)
+    deadline = time.monotonic() + 3
+    first = await path_socket.receive_async(timeout_s=deadline - time.monotonic())
+    second = await path_socket.receive_async(timeout_s=deadline - time.monotonic())
     assert first.lines == second.lines == ["WATCHDOG=1"]
     # Every WATCHDOG_USEC/2 = 1s, not faster.
     assert 0.8 <= second.received_at - first.received_at <= 2.0
@@ -171,20 +214,21 @@ async def test_run_watchdog_pings_on_cadence_until_cancelled(notify_socket: Noti
     with pytest.raises(asyncio.CancelledError):
         await task
     with pytest.raises(TimeoutError):
-        await notify_socket.receive_async(timeout_s=1.3)
-    notifier.close()
+        await path_socket.receive_async(timeout_s=1.3)
 
 
-async def test_a_blocked_event_loop_stops_the_pings(notify_socket: NotifySocket) -> None:
-    notifier = Notifier.from_environ({**notify_socket.env(), "WATCHDOG_USEC": "100000"})
+async def test_a_blocked_event_loop_stops_the_pings(
+    make_notifier: MakeNotifier, path_socket: NotifySocket
+) -> None:
+    notifier = make_notifier({**path_socket.env(), "WATCHDOG_USEC": "100000"})
     task = asyncio.create_task(notifier.run_watchdog())
-    await notify_socket.receive_async(timeout_s=2)
+    await path_socket.receive_async(timeout_s=2)
     # Stand-in for a stuck handler: block the loop for ten ping intervals.
     threading.Event().wait(0.5)
     queued = 0
     while True:
         try:
-            notify_socket.receive(timeout_s=0)
+            path_socket.receive(timeout_s=0)
         except TimeoutError:
             break
         queued += 1
@@ -193,7 +237,6 @@ async def test_a_blocked_event_loop_stops_the_pings(notify_socket: NotifySocket)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    notifier.close()
 
 
 # --- unit files -------------------------------------------------------------------------------
@@ -244,12 +287,9 @@ DAEMON_ONLY = {
 CATCHUP_ONLY = {"Type", "ExecStart", "TimeoutStartSec"}
 
 
-def test_there_are_two_services_and_a_timer() -> None:
-    assert sorted(p.name for p in UNIT_DIR.iterdir()) == [
-        "reconciler-catchup.service",
-        "reconciler-catchup.timer",
-        "reconciler.service",
-    ]
+def test_every_service_is_scored() -> None:
+    # Guards the parametrized exposure test below against an empty glob.
+    assert [p.name for p in SERVICES] == ["reconciler-catchup.service", "reconciler.service"]
 
 
 @needs_systemd_analyze

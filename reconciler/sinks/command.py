@@ -18,8 +18,9 @@ NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
 # A chatty program must not fill our memory: keep only the end of its stderr.
 _MAX_STDERR_BYTES = 64 * 1024
 _MAX_REASON_LINE = 200
-# After the program exited, how long its stderr may stay open (a background child holding it).
-_STDERR_GRACE_S = 1.0
+# How long to wait for a killed program's pipes to close: a process that left its group
+# can hold them open for as long as it likes.
+_GRACE_S = 1.0
 _SECRET_SUFFIXES = ("_API_KEY", "_PASSWORD", "_SECRET", "_TOKEN")
 
 
@@ -63,36 +64,33 @@ async def _read_tail(stream: asyncio.StreamReader | None) -> bytes:
     return tail
 
 
-async def _feed_and_wait(proc: asyncio.subprocess.Process, body: bytes) -> int:
-    stdin = proc.stdin
-    if stdin is not None:
-        try:
-            stdin.write(body)
-            await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the program need not read its input; its exit code decides
-        finally:
-            stdin.close()
-    return await proc.wait()
+async def _converse(proc: asyncio.subprocess.Process, body: bytes) -> tuple[int, bytes]:
+    # Done when the program exited and stderr closed: what it started and left holding
+    # stderr is still part of the delivery.
+    reader = asyncio.ensure_future(_read_tail(proc.stderr))
+    try:
+        if proc.stdin is not None:
+            try:
+                proc.stdin.write(body)
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the program need not read its input; its exit code decides
+            finally:
+                proc.stdin.close()
+        returncode = await proc.wait()
+        return returncode, await reader
+    finally:
+        reader.cancel()
 
 
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is not None:
-        return
-    # The program runs in its own session, so this also ends whatever it started.
-    with contextlib.suppress(ProcessLookupError):
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    # The program runs in its own session, so killing its group also ends what it started,
+    # even when the program itself already exited: the group lives while any member does.
+    # A process that left the session keeps our end of its stderr open until it exits.
+    with contextlib.suppress(OSError):
         os.killpg(proc.pid, signal.SIGKILL)
-    await proc.wait()
-
-
-async def _collect(task: asyncio.Task[bytes]) -> bytes:
-    done, _ = await asyncio.wait({task}, timeout=_STDERR_GRACE_S)
-    if not done:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return b""
-    return task.result()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(proc.wait(), _GRACE_S)
 
 
 class CommandSink:
@@ -140,15 +138,22 @@ class CommandSink:
             )
         except OSError as exc:
             return RetryLater(f"cannot run: {self._argv[0]}: {exc.strerror or type(exc).__name__}")
-        stderr_task = asyncio.ensure_future(_read_tail(proc.stderr))
+        finished = False
+        returncode: int | None
         try:
-            returncode = await asyncio.wait_for(_feed_and_wait(proc, event.body), self._timeout_s)
+            returncode, stderr = await asyncio.wait_for(
+                _converse(proc, event.body), self._timeout_s
+            )
+            finished = True
         except asyncio.TimeoutError:
-            return RetryLater("timeout")
+            # The program may have exited and left something holding stderr: its exit code,
+            # when it has one, is still its verdict.
+            returncode, stderr = proc.returncode, b""
         finally:
-            # Also on cancellation: no program outlives its delivery, none is left a zombie.
-            await _kill(proc)
-            stderr = await _collect(stderr_task)
+            if not finished:  # timeout or cancellation: nothing outlives its delivery
+                await _stop(proc)
+        if returncode is None:
+            return RetryLater("timeout")
         if returncode == 0:
             return Delivered()
         return RetryLater(_exit_reason(returncode, stderr))

@@ -62,8 +62,7 @@ def _error_answer(text: str) -> SourceError:
 
 
 def parse_answer(body: bytes | str) -> Answer:
-    """Parse an answer strictly; raise SourceUnavailable/AuthenticationFailed on `error_message`
-    and ProtocolError on anything that is not the line protocol."""
+    """Parse an answer strictly: an `error_message` or anything off the protocol raises."""
     if isinstance(body, bytes):
         try:
             # utf-8-sig: a byte order mark is not worth failing the source for.

@@ -73,11 +73,9 @@ class CCVClient:
         order_ids: Iterable[str],
         emit: Callable[[Observation], Awaitable[None]],
     ) -> None:
-        """Check every order and await `emit` for each; bounded by `config.concurrency`.
-
-        Raises AuthenticationFailed at the first 401/403 and SourceUnavailable when so many
-        checks in a row failed that the provider is down; both stop the pass at once.
-        """
+        """Check every order, awaiting `emit` for each; stop at a 401/403 or an outage."""
+        # Circuit breaker: that many checks failing in a row means the provider is down, and
+        # asking the remaining orders (each with its retries) would only prolong the outage.
         consecutive = 0
 
         async def handle(order_id: str) -> bool:

@@ -143,13 +143,10 @@ async def drain(
     handle: Callable[[T], Awaitable[bool]],
     concurrency: int,
 ) -> None:
-    """Run `handle` over `items`, at most `concurrency` at once, pulling items lazily.
-
-    Items go one by one until `handle` returns True (it reached the provider and was not
-    refused), so bad credentials cost one request. Then `concurrency` workers share the rest.
-    The first exception of any worker cancels the others and is raised.
-    """
+    """Run `handle` over `items` lazily, at most `concurrency` at once; raise its first error."""
     iterator = iter(items)
+    # Slow start: one by one until `handle` returns True (it reached the provider and was not
+    # refused), so that bad credentials cost one request, not `concurrency` of them.
     for item in iterator:
         if await handle(item):
             break
@@ -157,12 +154,14 @@ async def drain(
         return
 
     async def worker() -> None:
-        # Every worker pulls from the same iterator: memory stays bounded by `concurrency`.
+        # Every worker pulls from the same iterator: memory stays bounded by `concurrency`,
+        # whatever the number of items.
         for item in iterator:
             await handle(item)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, concurrency))]
     try:
+        # The first failure (401, open breaker, an error of `emit`) stops every other worker.
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in tasks:
             if task in done and not task.cancelled() and task.exception() is not None:

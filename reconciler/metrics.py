@@ -1,0 +1,124 @@
+"""Prometheus metrics of the daemon, in a registry of their own (no process-global state)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Mapping, Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from .events import Event
+from .model import Observation, Outcome
+
+# From "within the poll" to "long after": a notification should become an event in seconds.
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    """Every metric the daemon exports; the daemon feeds it, /metrics renders it."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.checks = Counter(
+            "reconciler_checks",
+            "Order checks by outcome (ok, not_found, failed).",
+            ["source", "account", "outcome"],
+            registry=self.registry,
+        )
+        self.check_failures = Counter(
+            "reconciler_check_failures",
+            "Failed order checks by reason.",
+            ["source", "account", "reason"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "reconciler_events",
+            "Events written to the outbox, by type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "reconciler_notifications",
+            "Requests to the notification receiver by outcome.",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.notification_latency = Histogram(
+            "reconciler_notification_latency_seconds",
+            "Time from a notification's arrival to the end of the check it caused.",
+            ["source"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.followed = Gauge(
+            "reconciler_followed_orders",
+            "Followed orders by last seen status (unknown before the first answer).",
+            ["source", "account", "status"],
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "reconciler_last_success_timestamp_seconds",
+            "When the source last answered, as epoch seconds; 0 before its first answer.",
+            ["source", "account"],
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            "reconciler_outbox_backlog",
+            "Events not yet delivered, per sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+
+    def observe_checks(
+        self, source: str, account: str, observations: Sequence[Observation]
+    ) -> None:
+        """Count the outcome of each check, and each failure by its reason."""
+        outcomes = Tally(obs.outcome.value for obs in observations)
+        for outcome, count in outcomes.items():
+            self.checks.labels(source, account, outcome).inc(count)
+        reasons = Tally(
+            obs.reason or "unknown" for obs in observations if obs.outcome is Outcome.FAILED
+        )
+        for reason, count in reasons.items():
+            self.check_failures.labels(source, account, reason).inc(count)
+
+    def observe_events(self, events: Sequence[Event]) -> None:
+        """Count events by type."""
+        for kind, count in Tally(event.type.value for event in events).items():
+            self.events.labels(kind).inc(count)
+
+    def observe_notification(self, source: str, outcome: str) -> None:
+        """Count one receiver request (`accepted`, `rejected`, `too_large`, `bad_request`)."""
+        self.notifications.labels(source, outcome).inc()
+
+    def observe_notification_latency(self, source: str, seconds: float) -> None:
+        """Record how long a notification took to become a finished check."""
+        self.notification_latency.labels(source).observe(seconds)
+
+    def set_followed(self, counts: Mapping[tuple[str, str, str | None], int]) -> None:
+        """Replace the followed-order counts, keyed by (source, account, status)."""
+        # clear() first so that a status nobody is in any more disappears instead of lingering.
+        self.followed.clear()
+        for (source, account, status), count in counts.items():
+            self.followed.labels(source, account, status or "unknown").set(count)
+
+    def set_last_success(self, source: str, account: str, ts: float | None) -> None:
+        """Set when a source last answered; None (never) exports 0 so that age alerts fire."""
+        self.last_success.labels(source, account).set(ts or 0.0)
+
+    def set_outbox_backlog(self, counts: Mapping[str, int]) -> None:
+        """Replace the undelivered-event counts per sink."""
+        self.outbox_backlog.clear()
+        for sink, count in counts.items():
+            self.outbox_backlog.labels(sink).set(count)
+
+    def render(self) -> tuple[bytes, str]:
+        """Return the Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

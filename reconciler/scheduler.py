@@ -1,0 +1,150 @@
+"""APScheduler wiring for the daemon: the CCNow pending list per account, a short tick per account
+that checks the orders that are due, and logging of every job failure or skip."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .config import Config
+from .logs import fields
+from .model import Source
+from .reconcile import PassReport, Reconciler
+
+log = logging.getLogger("reconciler.scheduler")
+
+MAX_TICK_S = 5.0  # how often due orders are looked for, at most
+JOB_TIMEOUT_S = 300.0  # no job may run longer than this
+DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
+
+
+def source_backoff_s(failure_streak: int, interval_s: float) -> float:
+    """Return how long a failing source is left alone before it is probed again."""
+    if failure_streak <= 0:
+        return 0.0
+    return float(min(interval_s * 2 ** min(failure_streak - 1, 10), 3600.0))
+
+
+class Scheduler:
+    """Owns the AsyncIOScheduler and the tasks of running jobs (so shutdown can bound them)."""
+
+    def __init__(
+        self,
+        config: Config,
+        reconciler: Reconciler,
+        *,
+        on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.reconciler = reconciler
+        self.on_pass = on_pass
+        self.clock = clock
+        # Created here, inside the running loop, so APScheduler binds to it.
+        self.scheduler = AsyncIOScheduler(
+            event_loop=asyncio.get_running_loop(),
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 30},
+        )
+        self.scheduler.add_listener(
+            self._job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+        )
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    def start(self) -> None:
+        """Add one pending-list job per CCNow account and one due tick per account; start."""
+        for ccnow in self.config.ccnow:
+            self._add(f"ccnow-pending-list:{ccnow.name}", ccnow.poll_interval_s,
+                      self._pending_list_job, ccnow.name)
+        for source, accounts in (("ccv", self.config.ccv), ("ccnow", self.config.ccnow)):
+            for acc in accounts:
+                tick = min(MAX_TICK_S, max(acc.schedule.min_interval_s / 2, 0.5))
+                self._add(f"due:{source}:{acc.name}", tick, self._due_job, source, acc.name)
+        self.scheduler.start()
+
+    def _add(self, job_id: str, seconds: float, func: Callable[..., Awaitable[None]],
+             *args: Any) -> None:
+        self.scheduler.add_job(
+            self._guarded, "interval", seconds=seconds, id=job_id, name=job_id,
+            args=[job_id, func, *args], jitter=min(seconds / 10, 5.0),
+        )
+
+    async def _guarded(self, job_id: str, func: Callable[..., Awaitable[None]],
+                       *args: Any) -> None:
+        """Run a job under a timeout, tracked so shutdown can cancel it; never raise."""
+        if self._stopping:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            await asyncio.wait_for(func(*args), JOB_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.error("job.timeout", extra=fields(job=job_id, timeout_s=JOB_TIMEOUT_S))
+        except Exception:
+            log.error("job.failed", exc_info=True, extra=fields(job=job_id))
+        finally:
+            self._running.discard(task)
+
+    async def _pending_list_job(self, account: str) -> None:
+        cfg = next(c for c in self.config.ccnow if c.name == account)
+        if await self._resting("ccnow", account, cfg.poll_interval_s) is None:
+            return
+        report = await self.reconciler.ccnow_pass(cfg, via="poll")
+        self.on_pass(f"ccnow/{account} pending list", report)
+
+    async def _due_job(self, source: Source, account: str) -> None:
+        accounts = self.config.ccv if source == "ccv" else self.config.ccnow
+        cfg = next(c for c in accounts if c.name == account)
+        failing = await self._resting(source, account, cfg.poll_interval_s)
+        if failing is None:
+            return
+        # A failing source gets one probe per backoff period, not a storm of checks.
+        limit = 1 if failing else cfg.concurrency * DUE_LIMIT_PER_CONCURRENCY
+        due = await self.reconciler.store.due_orders(source, account, self.clock(), limit)
+        if not due:
+            return
+        report = await self.reconciler.check_orders(
+            source, account, [s.key.order_id for s in due], via="poll"
+        )
+        self.on_pass(f"{source}/{account} due", report)
+
+    async def _resting(self, source: Source, account: str, interval_s: float) -> bool | None:
+        """Return None while a failing source is left alone, else whether it is failing."""
+        state = await self.reconciler.store.source_state(source, account)
+        if not state.failing:
+            return False
+        rest = source_backoff_s(state.failure_streak, interval_s)
+        return None if self.clock() < (state.last_failure or 0) + rest else True
+
+    def _job_event(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("job.skipped", extra=fields(job=event.job_id,
+                                                    reason="previous run still going"))
+        elif event.code == EVENT_JOB_MISSED:
+            log.warning("job.missed", extra=fields(job=event.job_id))
+        elif event.exception is not None:
+            log.error("job.error", extra=fields(job=event.job_id, error=repr(event.exception)))
+
+    async def shutdown(self, timeout_s: float) -> int:
+        """Stop starting jobs, cancel the running ones and wait for them at most `timeout_s`;
+        return how many had to be cancelled."""
+        self._stopping = True
+        self.scheduler.shutdown(wait=False)
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=timeout_s)
+        return len(running)

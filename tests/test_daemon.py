@@ -1,0 +1,132 @@
+"""`reconciler run` as a real subprocess: sd_notify protocol, lock contention, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_env, read_events, run_cli, write_config
+from tests.fake_providers import FakeCCNow, FakeCCV
+from tests.notify_socket import NotifySocket
+
+CCV_IDS = ["d4e5f6a7-0000-4000-8000-000000000001", "d4e5f6a7-0000-4000-8000-000000000002"]
+
+
+async def start_daemon(
+    cfg: Path, env: dict[str, str]
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "reconciler", "--config", str(cfg), "run",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
+
+
+async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def daemon_setup(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> AsyncIterator[tuple[Path, FakeCCV, FakeCCNow]]:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow,
+                       ccv_extra='min_interval = "1s"\nmax_interval = "1h"',
+                       ccnow_extra='poll_interval = "1h"')
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    yield cfg, fake_ccv, fake_ccnow
+
+
+async def test_ready_watchdog_lock_and_clean_stop(
+    tmp_path: Path, daemon_setup: tuple[Path, FakeCCV, FakeCCNow]
+) -> None:
+    cfg, fake_ccv, _ = daemon_setup
+    with NotifySocket.at_path(tmp_path / "notify.sock") as sock:
+        env = cli_env(**sock.env(), WATCHDOG_USEC="2000000")
+        proc = await start_daemon(cfg, env)
+        try:
+            started = time.monotonic()
+            await sock.wait_for_async("READY", "1", timeout_s=20)
+            assert time.monotonic() - started < 20
+            # The start-up pass discovered both sources.
+            await poll_until(lambda: len(read_events(tmp_path)) >= 3, 10)
+            subjects = {e["subject"] for e in read_events(tmp_path)}
+            assert subjects >= {*CCV_IDS, "396-10-1142"}
+
+            # Watchdog: WATCHDOG_USEC/2 = 1 s cadence -> at least 2 pings in 3 s.
+            window_end = time.monotonic() + 3.0
+            pings = 0
+            while (left := window_end - time.monotonic()) > 0:
+                try:
+                    got = await sock.receive_async(left)
+                except TimeoutError:
+                    break
+                pings += got.fields.get("WATCHDOG") == "1"
+            assert pings >= 2
+
+            # One writer: a catch-up beside the running daemon exits 75; reads keep working.
+            contender = await run_cli("--config", cfg, "catch-up")
+            assert contender.code == 75
+            assert "in use" in contender.stderr
+            listing = await run_cli("--config", cfg, "orders", "--json")
+            assert listing.code == 0
+            assert {r["order_id"] for r in json.loads(listing.stdout)} >= set(CCV_IDS)
+            assert (await run_cli("--config", cfg, "events", "--json")).code == 0
+
+            # A change is picked up by the due tick (min_interval 1 s).
+            fake_ccv.orders[CCV_IDS[0]] = "Screening"
+            await poll_until(
+                lambda: any(e["type"] == "order.status_changed" for e in read_events(tmp_path)),
+                15,
+            )
+            changed = [e for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
+            assert changed[0]["data"]["via"] == "poll"
+
+            proc.send_signal(signal.SIGTERM)
+            stopping_at = time.monotonic()
+            await sock.wait_for_async("STOPPING", "1", timeout_s=10)
+            code = await asyncio.wait_for(proc.wait(), 10)
+            assert code == 0
+            assert time.monotonic() - stopping_at < 10
+            assert proc.stderr is not None
+            err = (await proc.stderr.read()).decode()
+            assert "Traceback" not in err
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_second_run_exits_75(
+    tmp_path: Path, daemon_setup: tuple[Path, FakeCCV, FakeCCNow]
+) -> None:
+    cfg, _, _ = daemon_setup
+    with NotifySocket.abstract() as sock:
+        proc = await start_daemon(cfg, cli_env(**sock.env()))
+        try:
+            await sock.wait_for_async("READY", "1", timeout_s=20)
+            second = await run_cli("--config", cfg, "run", timeout_s=20)
+            assert second.code == 75
+            assert "in use" in second.stderr
+            proc.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
