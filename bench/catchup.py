@@ -49,12 +49,26 @@ def child_env(**extra: str) -> dict[str, str]:
 def sandbox_process(orders: int, log_path: Path) -> Iterator[str]:
     """Run `reconciler sandbox` (lifecycle off) in its own process; yield its base URL."""
     argv = [
-        sys.executable, "-m", "reconciler", "sandbox", "--listen", "127.0.0.1:0",
-        "--orders", str(orders), "--speed", "0", "--drop-notifications", "0",
+        sys.executable,
+        "-m",
+        "reconciler",
+        "sandbox",
+        "--listen",
+        "127.0.0.1:0",
+        "--orders",
+        str(orders),
+        "--speed",
+        "0",
+        "--drop-notifications",
+        "0",
     ]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            argv, cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            argv,
+            cwd=REPO,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=log,
         )
         try:
@@ -96,8 +110,13 @@ def reconciler(config: Path, *args: str, stderr: Path | None = None) -> float:
     with open(stderr or os.devnull, "wb") as err:
         started = time.perf_counter()
         code = subprocess.call(
-            argv, cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=err, timeout=RUN_TIMEOUT_S,
+            argv,
+            cwd=REPO,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            timeout=RUN_TIMEOUT_S,
         )
         elapsed = time.perf_counter() - started
     if code != 0:
@@ -135,13 +154,24 @@ def run_reconciler(workdir: Path, config: Path, ids_file: Path, orders: int) -> 
 def run_baseline(base_url: str, ids_file: Path, concurrency: int, orders: int) -> float:
     """Time this script's --baseline mode as a process of its own."""
     argv = [
-        sys.executable, str(Path(__file__).resolve()), "--baseline", base_url,
-        "--ids", str(ids_file), "--concurrency", str(concurrency),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--baseline",
+        base_url,
+        "--ids",
+        str(ids_file),
+        "--concurrency",
+        str(concurrency),
     ]
     started = time.perf_counter()
     out = subprocess.run(
-        argv, cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True,
-        timeout=RUN_TIMEOUT_S, check=True,
+        argv,
+        cwd=REPO,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=RUN_TIMEOUT_S,
+        check=True,
     )
     elapsed = time.perf_counter() - started
     if int(out.stdout) != orders:
@@ -201,8 +231,7 @@ def main() -> int:
             for n in range(1, args.repeat + 1):
                 ours.append(run_reconciler(workdir, config, ids_file, len(ids)))
                 theirs.append(run_baseline(base_url, ids_file, args.concurrency, len(ids)))
-                print(f"run {n}: reconciler={ours[-1]:.2f}s baseline={theirs[-1]:.2f}s",
-                      flush=True)
+                print(f"run {n}: reconciler={ours[-1]:.2f}s baseline={theirs[-1]:.2f}s", flush=True)
     finally:
         if args.keep:
             print(f"work directory: {workdir}")

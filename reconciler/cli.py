@@ -63,15 +63,21 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("catch-up", help="check every open order once, deliver, exit")
     c.add_argument("--source", choices=SOURCES)
-    c.add_argument("--deliver-timeout", type=_duration, default=30.0, metavar="DURATION",
-                   help="how long to wait for sinks at the end (default 30s)")
+    c.add_argument(
+        "--deliver-timeout",
+        type=_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="how long to wait for sinks at the end (default 30s)",
+    )
 
     t = sub.add_parser("track", help="start following orders")
     t.add_argument("source", choices=SOURCES)
     t.add_argument("ids", nargs="*", metavar="ID")
     t.add_argument("--ref", help="external reference of the (single) CCV order")
-    t.add_argument("--from-file", type=Path, metavar="PATH",
-                   help="one ID or ID,REF per line ('-' for stdin)")
+    t.add_argument(
+        "--from-file", type=Path, metavar="PATH", help="one ID or ID,REF per line ('-' for stdin)"
+    )
     t.add_argument("--account", help="account name when a source has several")
 
     u = sub.add_parser("untrack", help="stop following orders")
@@ -87,8 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("events", help="show the event history")
     e.add_argument("--since", type=_iso, metavar="ISO")
     e.add_argument("--type")
-    e.add_argument("--undelivered", action="store_true",
-                   help="only events some sink does not have (pending or dead-lettered)")
+    e.add_argument(
+        "--undelivered",
+        action="store_true",
+        help="only events some sink does not have (pending or dead-lettered)",
+    )
     e.add_argument("--json", action="store_true")
 
     r = sub.add_parser("replay", help="deliver stored events to a sink again, same ids")
@@ -110,15 +119,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
     s.add_argument("--orders", type=int, default=20)
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--speed", type=float, default=1.0,
-                   help="lifecycle speed; 0 keeps every order where it is")
+    s.add_argument(
+        "--speed", type=float, default=1.0, help="lifecycle speed; 0 keeps every order where it is"
+    )
     s.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     s.add_argument("--faults", default="", metavar="SPEC")
 
     d = sub.add_parser("demo", help="the sandbox and the daemon together, with a live feed")
     d.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")
-    d.add_argument("--store", type=Path, metavar="PATH",
-                   help="SQLite file (default: a temporary one)")
+    d.add_argument(
+        "--store", type=Path, metavar="PATH", help="SQLite file (default: a temporary one)"
+    )
     d.add_argument("--orders", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--speed", type=float, default=4.0)
@@ -294,8 +305,10 @@ async def cmd_track(config: Config, args: argparse.Namespace) -> int:
         added = await store.track(source, account, orders, time.time())
     finally:
         await store.close()
-    log.info("orders.tracked", extra=fields(source=source, account=account, given=len(orders),
-                                            new_or_updated=added))
+    log.info(
+        "orders.tracked",
+        extra=fields(source=source, account=account, given=len(orders), new_or_updated=added),
+    )
     return EX_OK
 
 
@@ -362,7 +375,7 @@ def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
 
 
 async def cmd_events(config: Config, args: argparse.Namespace) -> int:
@@ -391,14 +404,16 @@ async def cmd_events(config: Config, args: argparse.Namespace) -> int:
         change = data.get("status") or "-"
         if data.get("previous_status"):
             change = f"{data['previous_status']} -> {change}"
-        rows.append({
-            "time": iso_time(e.time),
-            "type": e.type,
-            "order": f"{data.get('source')}/{e.order_id}" if e.order_id else data.get("source"),
-            "change": change if e.order_id else (data.get("reason") or "-"),
-            "severity": e.severity,
-            "undelivered": ",".join(e.undelivered) or None,
-        })
+        rows.append(
+            {
+                "time": iso_time(e.time),
+                "type": e.type,
+                "order": f"{data.get('source')}/{e.order_id}" if e.order_id else data.get("source"),
+                "change": change if e.order_id else (data.get("reason") or "-"),
+                "severity": e.severity,
+                "undelivered": ",".join(e.undelivered) or None,
+            }
+        )
     _print_table(rows, ("time", "type", "order", "change", "severity", "undelivered"))
     return EX_OK
 
@@ -422,8 +437,10 @@ async def cmd_replay(config: Config, args: argparse.Namespace) -> int:
             count = await store.requeue(args.sink, args.since)
         finally:
             await store.close()
-        log.info("replay.queued", extra=fields(sink=args.sink, events=count,
-                                               delivered_by="running daemon"))
+        log.info(
+            "replay.queued",
+            extra=fields(sink=args.sink, events=count, delivered_by="running daemon"),
+        )
         return EX_OK
     return EX_OK if delivered else EX_TEMPFAIL
 
@@ -431,8 +448,7 @@ async def cmd_replay(config: Config, args: argparse.Namespace) -> int:
 async def cmd_check(config: Config, args: argparse.Namespace) -> int:
     """Config is valid when we get here; with --online, ask each provider once."""
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
-    print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; "
-          f"store: {config.store_path})")
+    print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
     if not args.online:
         return EX_OK
     from .online import check_online

@@ -16,12 +16,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .config import Config
+from .config import CCNowConfig, CCVConfig, Config
 from .logs import fields
-from .model import Source
+from .metrics import Metrics
+from .model import OrderKey, Source
 from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
+from .server import Health, Receiver, SourceHealth, build_app
 from .systemd import Notifier
 
 log = logging.getLogger("reconciler.daemon")
@@ -39,8 +41,9 @@ class Daemon:
         self.rt = runtime
         self.notifier = notifier
         self.scheduler: Scheduler | None = None
-        self.receiver: Any = None
-        self.metrics: Any = None
+        self.receiver: Receiver | None = None
+        self.metrics = Metrics()
+        runtime.reconciler.metrics = self.metrics
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_pass = "starting"
 
@@ -49,7 +52,6 @@ class Daemon:
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set."""
         rt = self.rt
-        self._setup_metrics()
         watchdog = asyncio.ensure_future(self.notifier.run_watchdog())
         outbox = asyncio.ensure_future(rt.outbox.run())
         try:
@@ -63,8 +65,10 @@ class Daemon:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             self.notifier.ready(status=self._status_line())
-            log.info("daemon.ready", extra=fields(store=str(self.config.store_path),
-                                                  receiver=self._listen_text()))
+            log.info(
+                "daemon.ready",
+                extra=fields(store=str(self.config.store_path), receiver=self._listen_text()),
+            )
             await stop.wait()
         finally:
             self.notifier.stopping()
@@ -91,9 +95,12 @@ class Daemon:
             outbox.cancel()
             await asyncio.gather(outbox, return_exceptions=True)
         backlog = await self.rt.store.undelivered_count()
-        log.info("daemon.stopped", extra=fields(cancelled_jobs=cancelled,
-                                                undelivered={k: v for k, v in backlog.items()
-                                                             if v}))
+        log.info(
+            "daemon.stopped",
+            extra=fields(
+                cancelled_jobs=cancelled, undelivered={k: v for k, v in backlog.items() if v}
+            ),
+        )
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -122,24 +129,19 @@ class Daemon:
 
     # --- receiver, health, metrics ------------------------------------------------------------
 
-    def _setup_metrics(self) -> None:
-        from .metrics import Metrics
-
-        self.metrics = Metrics()
-        self.rt.reconciler.metrics = self.metrics
-
     async def _start_receiver(self) -> None:
         receiver = self.config.receiver
         if receiver is None:
             return
-        from .server import Receiver, build_app
-
         app = build_app(
             receiver,
             self,
             ccv_accounts=[c.name for c in self.config.ccv],
-            ccnow_tokens={c.name: c.notification_token for c in self.config.ccnow
-                          if c.notification_token is not None},
+            ccnow_tokens={
+                c.name: c.notification_token
+                for c in self.config.ccnow
+                if c.notification_token is not None
+            },
             metrics=self.metrics,
         )
         self.receiver = Receiver(app)
@@ -151,12 +153,17 @@ class Daemon:
 
     async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
         """A CCV notification by external reference: check its orders, or remember it."""
-        orders = [s for s in await self.rt.store.find_by_reference(reference)
-                  if s.key.source == "ccv" and s.key.account == account]
+        orders = [
+            s
+            for s in await self.rt.store.find_by_reference(reference)
+            if s.key.source == "ccv" and s.key.account == account
+        ]
         if not orders:
             await self.rt.store.remember_reference(account, reference, time.time())
-            log.info("notification.remembered", extra=fields(account=account,
-                                                             external_reference=reference))
+            log.info(
+                "notification.remembered",
+                extra=fields(account=account, external_reference=reference),
+            )
             return
         await self._notified("ccv", account, [s.key.order_id for s in orders], received_at)
 
@@ -166,65 +173,69 @@ class Daemon:
         if cfg is None:
             return
         report = await self.rt.reconciler.ccnow_pass(cfg, via="notification")
-        known = await self.rt.store.load_orders(
-            [k for k in (self._key("ccnow", account, oid) for oid in order_ids)]
-        )
+        known = await self.rt.store.load_orders(OrderKey("ccnow", account, o) for o in order_ids)
         if known:
-            report.add(await self.rt.reconciler.check_orders(
-                "ccnow", account, [k.order_id for k in known], via="notification"))
+            report.add(
+                await self.rt.reconciler.check_orders(
+                    "ccnow", account, [k.order_id for k in known], via="notification"
+                )
+            )
         self._latency("ccnow", report, received_at)
         self._on_pass(f"ccnow/{account} notification", report)
 
     async def _notified(
         self, source: Source, account: str, order_ids: list[str], received_at: float
     ) -> None:
-        report = await self.rt.reconciler.check_orders(source, account, order_ids,
-                                                       via="notification")
+        report = await self.rt.reconciler.check_orders(
+            source, account, order_ids, via="notification"
+        )
         self._latency(source, report, received_at)
         self._on_pass(f"{source}/{account} notification", report)
 
     def _latency(self, source: str, report: PassReport, received_at: float) -> None:
-        if report.events and self.metrics is not None:
+        if report.events:
             self.metrics.observe_notification_latency(source, time.monotonic() - received_at)
 
-    @staticmethod
-    def _key(source: Source, account: str, order_id: str) -> Any:
-        from .model import OrderKey
-
-        return OrderKey(source, account, order_id)
-
-    async def health(self) -> Any:
+    async def health(self) -> Health:
         """Return per-source health and the outbox backlog for /healthz."""
-        from .server import Health, SourceHealth
-
         states = {(s.source, s.account): s for s in await self.rt.store.source_states()}
-        entries = []
-        for source, accounts in (("ccv", self.config.ccv), ("ccnow", self.config.ccnow)):
-            for acc in accounts:
-                st = states.get((source, acc.name))
-                entries.append(SourceHealth(
+        entries: list[SourceHealth] = []
+        accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
+            *(("ccv", c) for c in self.config.ccv),
+            *(("ccnow", c) for c in self.config.ccnow),
+        ]
+        for source, acc in accounts:
+            st = states.get((source, acc.name))
+            entries.append(
+                SourceHealth(
                     source=source,
                     account=acc.name,
                     last_success=st.last_success if st else None,
                     failure_streak=st.failure_streak if st else 0,
                     failing=st.failing if st else False,
-                    interval_s=max(acc.poll_interval_s, acc.schedule.max_interval_s
-                                   if source == "ccv" else acc.poll_interval_s),
-                ))
+                    # CCV has no list to poll: idle orders may rest up to max_interval.
+                    interval_s=acc.schedule.max_interval_s
+                    if source == "ccv"
+                    else acc.poll_interval_s,
+                )
+            )
         backlog = await self.rt.store.undelivered_count()
-        return Health(sources=entries, outbox={lane.config.name: backlog.get(lane.config.name, 0)
-                                               for lane in self.rt.outbox.lanes})
+        return Health(
+            sources=tuple(entries),
+            outbox={
+                lane.config.name: backlog.get(lane.config.name, 0) for lane in self.rt.outbox.lanes
+            },
+        )
 
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store."""
-        if self.metrics is None:
-            return
         self.metrics.set_followed(await self.rt.store.count_orders())
         for st in await self.rt.store.source_states():
             self.metrics.set_last_success(st.source, st.account, st.last_success)
         backlog = await self.rt.store.undelivered_count()
-        self.metrics.set_outbox_backlog({lane.config.name: backlog.get(lane.config.name, 0)
-                                         for lane in self.rt.outbox.lanes})
+        self.metrics.set_outbox_backlog(
+            {lane.config.name: backlog.get(lane.config.name, 0) for lane in self.rt.outbox.lanes}
+        )
 
 
 async def run_daemon(config: Config) -> int:

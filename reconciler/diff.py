@@ -1,4 +1,4 @@
-"""The reconciliation rules, pure: (snapshot, observations) -> new snapshot rows, transitions, events.
+"""The reconciliation rules, pure: (snapshot, observations) -> rows, transitions, events.
 
 No I/O and no clock: callers pass `now`. Every rule of what counts as a change lives here.
 """

@@ -39,4 +39,5 @@ def notification_url(
     if value is None:
         raise ValueError("an order id or an external reference is required")
     sig = signature(receiver.secret.reveal(), account, kind, value)
-    return f"{receiver.public_url}/notify/ccv/{quote(account, safe='')}/{kind}/{quote(value, safe='')}/{sig}"
+    path = "/".join(("notify", "ccv", quote(account, safe=""), kind, quote(value, safe=""), sig))
+    return f"{receiver.public_url}/{path}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable
 
 from .config import Config
 from .model import Observation, Outcome
@@ -21,9 +22,12 @@ async def check_online(config: Config) -> int:
     """Return 0 when every account answered, 78 when credentials were refused, else 75."""
     worst = EX_OK
     async with http_session(config) as session:
-        checks = [(f"ccv/{c.name}", CCVClient(c, session).fetch(PROBE_ID)) for c in config.ccv]
-        checks += [(f"ccnow/{c.name}", CCNowClient(c, session).pending_list())
-                   for c in config.ccnow]
+        checks: list[tuple[str, Awaitable[object]]] = [
+            (f"ccv/{c.name}", CCVClient(c, session).fetch(PROBE_ID)) for c in config.ccv
+        ]
+        checks += [
+            (f"ccnow/{c.name}", CCNowClient(c, session).pending_list()) for c in config.ccnow
+        ]
         for name, probe in checks:
             try:
                 answer = await probe

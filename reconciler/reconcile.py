@@ -14,8 +14,7 @@ import aiohttp
 from .config import CCNowConfig, CCVConfig, Config, ScheduleConfig
 from .diff import diff, source_outcome
 from .events import Event
-from .logs import fields
-from .model import Observation, OrderKey, Outcome, Source, Via, known_statuses, status_info
+from .model import Observation, Outcome, Source, Via, known_statuses, status_info
 from .schedule import next_check, stuck_event
 from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
@@ -199,8 +198,9 @@ class Reconciler:
         after = ""
         try:
             while True:
-                ids = await self.store.open_order_ids("ccv", cfg.name, after=after,
-                                                      limit=PAGE_ORDERS)
+                ids = await self.store.open_order_ids(
+                    "ccv", cfg.name, after=after, limit=PAGE_ORDERS
+                )
                 if not ids:
                     break
                 await client.check_orders(ids, batcher.add)
@@ -213,8 +213,9 @@ class Reconciler:
         if report.checked and not answered:
             reason = "every check failed"
             report.failed_sources[f"ccv/{cfg.name}"] = reason
-            report.events += await self.record_source("ccv", cfg.name, ok=False, via=via,
-                                                      reason=reason)
+            report.events += await self.record_source(
+                "ccv", cfg.name, ok=False, via=via, reason=reason
+            )
         else:
             report.events += await self.record_source("ccv", cfg.name, ok=True, via=via)
         return report
@@ -278,8 +279,12 @@ class Reconciler:
         after = ""
         while True:
             page = await self.store.open_order_ids(
-                source, account, after=after, limit=PAGE_ORDERS,
-                settled_since=self.clock() - sched.watch_settled_s, settled=SETTLED,
+                source,
+                account,
+                after=after,
+                limit=PAGE_ORDERS,
+                settled_since=self.clock() - sched.watch_settled_s,
+                settled=SETTLED,
             )
             if not page:
                 return ids
@@ -291,6 +296,5 @@ class Reconciler:
     ) -> PassReport:
         reason = str(exc) or exc.reason
         report.failed_sources[f"{source}/{account}"] = reason
-        report.events += await self.record_source(source, account, ok=False, via=via,
-                                                  reason=reason)
+        report.events += await self.record_source(source, account, ok=False, via=via, reason=reason)
         return report

@@ -44,7 +44,8 @@ def sandbox_command(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve())
     except OSError as exc:
-        print(f"reconciler sandbox: cannot listen on {args.listen}: {exc.strerror}",
-              file=sys.stderr)
+        print(
+            f"reconciler sandbox: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr
+        )
         return 75
     return 0

@@ -75,7 +75,12 @@ def stuck_event(
     key = state.key
     ev = Event(
         id=event_id(
-            store_id, key.source, key.account, key.order_id, state.tracked_at, state.version,
+            store_id,
+            key.source,
+            key.account,
+            key.order_id,
+            state.tracked_at,
+            state.version,
             "stuck",
         ),
         type=EventType.STUCK,

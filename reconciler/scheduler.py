@@ -65,23 +65,32 @@ class Scheduler:
     def start(self) -> None:
         """Add one pending-list job per CCNow account and one due tick per account; start."""
         for ccnow in self.config.ccnow:
-            self._add(f"ccnow-pending-list:{ccnow.name}", ccnow.poll_interval_s,
-                      self._pending_list_job, ccnow.name)
+            self._add(
+                f"ccnow-pending-list:{ccnow.name}",
+                ccnow.poll_interval_s,
+                self._pending_list_job,
+                ccnow.name,
+            )
         for source, accounts in (("ccv", self.config.ccv), ("ccnow", self.config.ccnow)):
             for acc in accounts:
                 tick = min(MAX_TICK_S, max(acc.schedule.min_interval_s / 2, 0.5))
                 self._add(f"due:{source}:{acc.name}", tick, self._due_job, source, acc.name)
         self.scheduler.start()
 
-    def _add(self, job_id: str, seconds: float, func: Callable[..., Awaitable[None]],
-             *args: Any) -> None:
+    def _add(
+        self, job_id: str, seconds: float, func: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
         self.scheduler.add_job(
-            self._guarded, "interval", seconds=seconds, id=job_id, name=job_id,
-            args=[job_id, func, *args], jitter=min(seconds / 10, 5.0),
+            self._guarded,
+            "interval",
+            seconds=seconds,
+            id=job_id,
+            name=job_id,
+            args=[job_id, func, *args],
+            jitter=min(seconds / 10, 5.0),
         )
 
-    async def _guarded(self, job_id: str, func: Callable[..., Awaitable[None]],
-                       *args: Any) -> None:
+    async def _guarded(self, job_id: str, func: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run a job under a timeout, tracked so shutdown can cancel it; never raise."""
         if self._stopping:
             return
@@ -130,8 +139,9 @@ class Scheduler:
 
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("job.skipped", extra=fields(job=event.job_id,
-                                                    reason="previous run still going"))
+            log.warning(
+                "job.skipped", extra=fields(job=event.job_id, reason="previous run still going")
+            )
         elif event.code == EVENT_JOB_MISSED:
             log.warning("job.missed", extra=fields(job=event.job_id))
         elif event.exception is not None:

@@ -122,10 +122,7 @@ _ORDER_COLUMNS = (
 _ORDER_UPSERT = (
     f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join('?' * 16)}) "
     "ON CONFLICT (source, account, order_id) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}"
-        for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:]
-    )
+    + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:])
 )
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 
@@ -314,8 +311,16 @@ class Store:
                 "INSERT INTO transitions (source, account, order_id, previous_status, status, "
                 "at, via, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (t.key.source, t.key.account, t.key.order_id, t.previous_status, t.status,
-                     t.at, t.via, t.event_id)
+                    (
+                        t.key.source,
+                        t.key.account,
+                        t.key.order_id,
+                        t.previous_status,
+                        t.status,
+                        t.at,
+                        t.via,
+                        t.event_id,
+                    )
                     for t in transitions
                 ],
             )
@@ -374,8 +379,14 @@ class Store:
         return self.conn.total_changes - before
 
     async def open_order_ids(
-        self, source: Source, account: str, *, after: str = "", limit: int = 5000,
-        settled_since: float | None = None, settled: Sequence[str] = (),
+        self,
+        source: Source,
+        account: str,
+        *,
+        after: str = "",
+        limit: int = 5000,
+        settled_since: float | None = None,
+        settled: Sequence[str] = (),
     ) -> list[str]:
         """Return ids of orders not in an end state, in id order after `after` (keyset pages).
 
@@ -457,8 +468,16 @@ class Store:
         await self.conn.execute(
             "INSERT OR REPLACE INTO sources (source, account, failing, failure_streak, episode, "
             "last_success, last_failure, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (s.source, s.account, int(s.failing), s.failure_streak, s.episode, s.last_success,
-             s.last_failure, s.last_error),
+            (
+                s.source,
+                s.account,
+                int(s.failing),
+                s.failure_streak,
+                s.episode,
+                s.last_success,
+                s.last_failure,
+                s.last_error,
+            ),
         )
 
     async def source_states(self) -> list[SourceState]:
@@ -484,8 +503,9 @@ class Store:
         )
         async with self.conn.execute(sql, (sink, now, limit)) as cur:
             return [
-                OutboxEvent(seq=r[0], id=r[1], type=r[2], order_id=r[3], body=bytes(r[4]),
-                            attempts=r[5])
+                OutboxEvent(
+                    seq=r[0], id=r[1], type=r[2], order_id=r[3], body=bytes(r[4]), attempts=r[5]
+                )
                 for r in await cur.fetchall()
             ]
 
@@ -581,8 +601,16 @@ class Store:
         async with self.conn.execute(sql, (since or 0.0, type, type)) as cur:
             rows = await cur.fetchall()
         out = [
-            StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]),
-                        tuple(sorted(r[7].split(","))) if r[7] else ())
+            StoredEvent(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                bytes(r[6]),
+                tuple(sorted(r[7].split(","))) if r[7] else (),
+            )
             for r in rows
         ]
         return [e for e in out if e.undelivered] if undelivered else out
@@ -655,9 +683,7 @@ async def _store_id(conn: aiosqlite.Connection, *, create: bool) -> str:
     if not create:
         raise StoreError("not a reconciler store (no store id)")
     store_id = str(uuid.uuid4())
-    await conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('store_id', ?)", (store_id,)
-    )
+    await conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?)", (store_id,))
     return store_id
 
 

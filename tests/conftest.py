@@ -70,8 +70,11 @@ def write_config(
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment of a CLI subprocess: credentials of the fakes, nothing inherited that
     could change the outcome."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILER_", "JOURNAL_",
-                                                                     "NOTIFY_", "WATCHDOG_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RECONCILER_", "JOURNAL_", "NOTIFY_", "WATCHDOG_"))
+    }
     env.update(
         RECONCILER_CCV_API_KEY=CCV_KEY,
         RECONCILER_CCNOW_PASSWORD=CCNOW_PASSWORD,
@@ -107,7 +110,10 @@ async def run_cli(
 ) -> Result:
     """Run `python -m reconciler ARGS` without blocking the loop the fakes serve on."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "reconciler", *map(str, args),
+        sys.executable,
+        "-m",
+        "reconciler",
+        *map(str, args),
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -43,9 +43,10 @@ async def test_discovery_then_transitions_then_silence(
     fake_ccnow.orders["396-10-1142"] = "mark_shipped"
     second = await run_cli("--config", cfg, "catch-up")
     assert second.code == 0, second.stderr
-    new = read_events(tmp_path)[len(events):]
-    assert kinds(new) == sorted([("order.status_changed", "396-10-1142"),
-                                 ("order.status_changed", CCV_IDS[2])])
+    new = read_events(tmp_path)[len(events) :]
+    assert kinds(new) == sorted(
+        [("order.status_changed", "396-10-1142"), ("order.status_changed", CCV_IDS[2])]
+    )
     changed = {e["subject"]: e["data"] for e in new}
     assert changed[CCV_IDS[2]]["previous_status"] == "AwaitingPayment"
     assert changed[CCV_IDS[2]]["end_state"] is True
@@ -90,14 +91,17 @@ async def test_ccnow_failures_change_nothing_and_exit_75(
     fake_ccnow.orders = {"396-10-1142": "pending"}
     assert (await run_cli("--config", cfg, "catch-up")).code == 0
     assert [e["type"] for e in read_events(tmp_path)[baseline:]] == [
-        "source.failed", "source.recovered"]
+        "source.failed",
+        "source.recovered",
+    ]
 
 
 async def test_bad_ccnow_login_is_a_source_failure(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
     fake_ccnow.orders = {"396-10-1142": "pending"}
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
-    result = await run_cli("--config", cfg, "catch-up",
-                           env=cli_env(RECONCILER_CCNOW_PASSWORD="wrong-password-123"))
+    result = await run_cli(
+        "--config", cfg, "catch-up", env=cli_env(RECONCILER_CCNOW_PASSWORD="wrong-password-123")
+    )
     assert result.code == 75
     assert [e["type"] for e in read_events(tmp_path)] == ["source.failed"]
 
@@ -111,8 +115,9 @@ async def test_ccv_401_costs_one_request_and_one_source_failed(
     id_file = tmp_path / "ids.txt"
     id_file.write_text("\n".join(ids) + "\n")
     assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", id_file)).code == 0
-    result = await run_cli("--config", cfg, "catch-up",
-                           env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-00000"))
+    result = await run_cli(
+        "--config", cfg, "catch-up", env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-00000")
+    )
     assert result.code == 75
     assert len(fake_ccv.requests) <= 10
     assert [e["type"] for e in read_events(tmp_path)] == ["source.failed"]
@@ -142,9 +147,7 @@ async def test_not_found_is_reported_once(tmp_path: Path, fake_ccv: FakeCCV) -> 
     assert [e["type"] for e in read_events(tmp_path)] == ["order.not_found"]
 
 
-async def test_ccnow_batches_never_exceed_batch_size(
-    tmp_path: Path, fake_ccnow: FakeCCNow
-) -> None:
+async def test_ccnow_batches_never_exceed_batch_size(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
     ids = [f"{400 + n // 100:03d}-{n % 100:02d}-1000" for n in range(60)]
     fake_ccnow.orders = dict.fromkeys(ids, "processing")
     cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra="")

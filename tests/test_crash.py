@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import sqlite3
@@ -13,17 +14,33 @@ from pathlib import Path
 from tests.conftest import REPO, cli_env, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCV
 
-LIFECYCLE = ["Processing", "Incomplete", "AwaitingPayment", "Screening", "New",
-             "FulfillmentInProgress", "FulfillmentDone", "Completed"]
+LIFECYCLE = [
+    "Processing",
+    "Incomplete",
+    "AwaitingPayment",
+    "Screening",
+    "New",
+    "FulfillmentInProgress",
+    "FulfillmentDone",
+    "Completed",
+]
 
 
 async def kill_mid_pass(cfg: Path, fake: FakeCCV, after_requests: int) -> int:
     """Run a catch-up and SIGKILL it once the provider has answered `after_requests` more."""
     target = len(fake.requests) + after_requests
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "reconciler", "--config", str(cfg), "catch-up",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL, env=cli_env(), cwd=REPO,
+        sys.executable,
+        "-m",
+        "reconciler",
+        "--config",
+        str(cfg),
+        "catch-up",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=cli_env(),
+        cwd=REPO,
     )
     exited = asyncio.ensure_future(proc.wait())
     reached = asyncio.ensure_future(fake.wait_until(lambda: len(fake.requests) >= target, 30))
@@ -34,16 +51,15 @@ async def kill_mid_pass(cfg: Path, fake: FakeCCV, after_requests: int) -> int:
     return await exited
 
 
-async def test_sigkill_at_random_moments_loses_nothing(
-    tmp_path: Path, fake_ccv: FakeCCV
-) -> None:
+async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     rng = random.Random(20261125)
     ids = [f"5eed0000-0000-4000-8000-{n:012d}" for n in range(400)]
     fake_ccv.orders = dict.fromkeys(ids, LIFECYCLE[0])
     cfg = write_config(tmp_path, ccv=fake_ccv)
     (tmp_path / "ids.txt").write_text("\n".join(ids))
-    assert (await run_cli("--config", cfg, "track", "ccv", "--from-file",
-                          tmp_path / "ids.txt")).code == 0
+    assert (
+        await run_cli("--config", cfg, "track", "ccv", "--from-file", tmp_path / "ids.txt")
+    ).code == 0
 
     kills = 0
     for _ in range(6):
@@ -62,7 +78,8 @@ async def test_sigkill_at_random_moments_loses_nothing(
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
         snapshot = dict(conn.execute("SELECT order_id, status FROM orders"))
         transitions = conn.execute(
-            "SELECT order_id, previous_status, status, event_id FROM transitions").fetchall()
+            "SELECT order_id, previous_status, status, event_id FROM transitions"
+        ).fetchall()
     assert snapshot == fake_ccv.orders
 
     events = read_events(tmp_path)
@@ -76,7 +93,7 @@ async def test_sigkill_at_random_moments_loses_nothing(
     for oid in ids:
         chain = chains[oid]
         assert chain[0][0] is None
-        assert all(a[1] == b[0] for a, b in zip(chain, chain[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(chain))
         assert chain[-1][1] == fake_ccv.orders[oid]
 
     # No transition with two different event ids (redelivery repeats the same id).

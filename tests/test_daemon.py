@@ -19,11 +19,14 @@ from tests.notify_socket import NotifySocket
 CCV_IDS = ["d4e5f6a7-0000-4000-8000-000000000001", "d4e5f6a7-0000-4000-8000-000000000002"]
 
 
-async def start_daemon(
-    cfg: Path, env: dict[str, str]
-) -> asyncio.subprocess.Process:
+async def start_daemon(cfg: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "reconciler", "--config", str(cfg), "run",
+        sys.executable,
+        "-m",
+        "reconciler",
+        "--config",
+        str(cfg),
+        "run",
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -44,11 +47,15 @@ async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> None:
 async def daemon_setup(
     tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
 ) -> AsyncIterator[tuple[Path, FakeCCV, FakeCCNow]]:
-    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     fake_ccnow.orders = {"396-10-1142": "pending"}
-    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow,
-                       ccv_extra='min_interval = "1s"\nmax_interval = "1h"',
-                       ccnow_extra='poll_interval = "1h"')
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccnow=fake_ccnow,
+        ccv_extra='min_interval = "1s"\nmax_interval = "1h"',
+        ccnow_extra='poll_interval = "1h"',
+    )
     assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     yield cfg, fake_ccv, fake_ccnow
 
@@ -90,7 +97,7 @@ async def test_ready_watchdog_lock_and_clean_stop(
             assert (await run_cli("--config", cfg, "events", "--json")).code == 0
 
             # A change is picked up by the due tick (min_interval 1 s).
-            fake_ccv.orders[CCV_IDS[0]] = "Screening"
+            fake_ccv.orders[CCV_IDS[0]] = "FulfillmentDone"
             await poll_until(
                 lambda: any(e["type"] == "order.status_changed" for e in read_events(tmp_path)),
                 15,
@@ -111,6 +118,9 @@ async def test_ready_watchdog_lock_and_clean_stop(
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+                assert proc.stderr is not None
+                print((await proc.stderr.read()).decode()[-5000:])
+
 
 
 async def test_second_run_exits_75(

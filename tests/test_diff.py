@@ -30,8 +30,13 @@ def tracked(key: OrderKey, **kw: object) -> OrderState:
 
 
 def test_first_sight_of_a_tracked_order_is_discovered() -> None:
-    result = diff({CCV: tracked(CCV)}, [ok(CCV, "AwaitingPayment", "ref-1")], now=NOW,
-                  via="catch-up", store_id=STORE)
+    result = diff(
+        {CCV: tracked(CCV)},
+        [ok(CCV, "AwaitingPayment", "ref-1")],
+        now=NOW,
+        via="catch-up",
+        store_id=STORE,
+    )
     [event] = result.events
     assert event.type is EventType.DISCOVERED
     assert event.data["previous_status"] is None
@@ -41,7 +46,11 @@ def test_first_sight_of_a_tracked_order_is_discovered() -> None:
     assert event.severity == "info"
     state = result.states[CCV]
     assert (state.status, state.first_seen, state.last_changed, state.version) == (
-        "AwaitingPayment", NOW, NOW, 1)
+        "AwaitingPayment",
+        NOW,
+        NOW,
+        1,
+    )
     assert [t.status for t in result.transitions] == ["AwaitingPayment"]
 
 
@@ -86,14 +95,18 @@ def test_status_change_carries_severity_and_end_state(
     assert event.type is EventType.STATUS_CHANGED
     assert (event.data["previous_status"], event.data["status"]) == (before, after)
     assert (event.severity, event.data["severity"], event.data["end_state"]) == (
-        severity, severity, end)
+        severity,
+        severity,
+        end,
+    )
     assert result.states[key].end_state is end
 
 
 def test_unknown_status_word_is_kept_verbatim_and_flagged() -> None:
     prev = tracked(CCNOW, status="pending", version=1)
-    result = diff({CCNOW: prev}, [ok(CCNOW, "Held_For_Review")], now=NOW, via="poll",
-                  store_id=STORE)
+    result = diff(
+        {CCNOW: prev}, [ok(CCNOW, "Held_For_Review")], now=NOW, via="poll", store_id=STORE
+    )
     [event] = result.events
     assert event.data["status"] == "Held_For_Review"
     assert event.data["unknown_status"] is True
@@ -103,8 +116,13 @@ def test_unknown_status_word_is_kept_verbatim_and_flagged() -> None:
 
 def test_failed_check_changes_nothing_but_the_failure_streak() -> None:
     prev = tracked(CCV, status="New", version=1, last_checked=NOW - 10)
-    result = diff({CCV: prev}, [Observation(CCV, Outcome.FAILED, reason="timeout")], now=NOW,
-                  via="poll", store_id=STORE)
+    result = diff(
+        {CCV: prev},
+        [Observation(CCV, Outcome.FAILED, reason="timeout")],
+        now=NOW,
+        via="poll",
+        store_id=STORE,
+    )
     assert result.events == []
     assert result.states[CCV].status == "New"
     assert result.states[CCV].failure_streak == 1
@@ -113,11 +131,17 @@ def test_failed_check_changes_nothing_but_the_failure_streak() -> None:
 
 def test_not_found_is_reported_once() -> None:
     prev = tracked(CCV, status="New", version=1)
-    first = diff({CCV: prev}, [Observation(CCV, Outcome.NOT_FOUND)], now=NOW, via="poll",
-                 store_id=STORE)
+    first = diff(
+        {CCV: prev}, [Observation(CCV, Outcome.NOT_FOUND)], now=NOW, via="poll", store_id=STORE
+    )
     assert [e.type for e in first.events] == [EventType.NOT_FOUND]
-    again = diff(first.states, [Observation(CCV, Outcome.NOT_FOUND)], now=NOW + 60, via="poll",
-                 store_id=STORE)
+    again = diff(
+        first.states,
+        [Observation(CCV, Outcome.NOT_FOUND)],
+        now=NOW + 60,
+        via="poll",
+        store_id=STORE,
+    )
     assert again.events == []
     assert again.states[CCV].not_found is True
 
@@ -129,44 +153,72 @@ def test_event_ids_are_stable_for_the_same_transition_and_differ_otherwise() -> 
     assert a.events[0].id == b.events[0].id  # found again after a crash: same id
     other_store = diff({CCV: prev}, [ok(CCV, "Completed")], now=NOW, via="poll", store_id="x")
     assert other_store.events[0].id != a.events[0].id
-    retracked = diff({CCV: tracked(CCV, status="New", version=1, tracked_at=NOW)},
-                     [ok(CCV, "Completed")], now=NOW, via="poll", store_id=STORE)
+    retracked = diff(
+        {CCV: tracked(CCV, status="New", version=1, tracked_at=NOW)},
+        [ok(CCV, "Completed")],
+        now=NOW,
+        via="poll",
+        store_id=STORE,
+    )
     assert retracked.events[0].id != a.events[0].id
 
 
 def test_two_observations_of_one_order_in_a_batch_chain() -> None:
-    result = diff({}, [ok(CCNOW, "pending"), ok(CCNOW, "mark_shipped")], now=NOW, via="poll",
-                  store_id=STORE)
+    result = diff(
+        {}, [ok(CCNOW, "pending"), ok(CCNOW, "mark_shipped")], now=NOW, via="poll", store_id=STORE
+    )
     assert [e.type for e in result.events] == [EventType.DISCOVERED, EventType.STATUS_CHANGED]
     assert len({e.id for e in result.events}) == 2
 
 
 def test_cloudevent_shape_matches_the_contract() -> None:
-    result = diff({CCNOW: tracked(CCNOW, status="pending", version=1)},
-                  [ok(CCNOW, "mark_shipped")], now=NOW, via="poll", store_id=STORE)
+    result = diff(
+        {CCNOW: tracked(CCNOW, status="pending", version=1)},
+        [ok(CCNOW, "mark_shipped")],
+        now=NOW,
+        via="poll",
+        store_id=STORE,
+    )
     ce = result.events[0].cloudevent()
     assert ce["specversion"] == "1.0"
     assert ce["source"] == "reconciler/ccnow/default"
     assert ce["subject"] == "396-10-1142"
     assert ce["time"].endswith("Z")
     assert ce["datacontenttype"] == "application/json"
-    assert set(ce["data"]) >= {"source", "account", "order_id", "external_reference",
-                               "previous_status", "status", "end_state", "severity", "via"}
+    assert set(ce["data"]) >= {
+        "source",
+        "account",
+        "order_id",
+        "external_reference",
+        "previous_status",
+        "status",
+        "end_state",
+        "severity",
+        "via",
+    }
 
 
 def test_source_failed_once_and_recovered_once() -> None:
     state = SourceState("ccnow", "default")
-    state, first = source_outcome(state, ok=False, now=NOW, via="poll", store_id=STORE,
-                                  reason="error_message: system down for maintenance")
+    state, first = source_outcome(
+        state,
+        ok=False,
+        now=NOW,
+        via="poll",
+        store_id=STORE,
+        reason="error_message: system down for maintenance",
+    )
     assert first is not None and first.type is EventType.SOURCE_FAILED
     assert first.severity == "error"
-    state, second = source_outcome(state, ok=False, now=NOW + 60, via="poll", store_id=STORE,
-                                   reason="same")
+    state, second = source_outcome(
+        state, ok=False, now=NOW + 60, via="poll", store_id=STORE, reason="same"
+    )
     assert second is None and state.failure_streak == 2
     state, rec = source_outcome(state, ok=True, now=NOW + 120, via="poll", store_id=STORE)
     assert rec is not None and rec.type is EventType.SOURCE_RECOVERED
     state, quiet = source_outcome(state, ok=True, now=NOW + 180, via="poll", store_id=STORE)
     assert quiet is None
-    _, again = source_outcome(state, ok=False, now=NOW + 240, via="poll", store_id=STORE,
-                              reason="x")
+    _, again = source_outcome(
+        state, ok=False, now=NOW + 240, via="poll", store_id=STORE, reason="x"
+    )
     assert again is not None and again.id != first.id  # a new failure episode, a new event

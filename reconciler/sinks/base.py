@@ -57,6 +57,6 @@ class Sink(Protocol):
         ...
 
 
-# Reason prefix of a RetryLater for an event a sink did not try because an earlier one failed;
-# the dispatcher leaves such rows untouched.
-NOT_ATTEMPTED = "not attempted"
+# The result for an event a sink did not try because an earlier one failed; the dispatcher
+# leaves such rows untouched (no attempt counted, no backoff).
+NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")

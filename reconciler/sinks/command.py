@@ -10,11 +10,10 @@ import signal
 from collections.abc import Mapping, Sequence
 
 from reconciler.config import SinkConfig
-from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent, RetryLater
+from reconciler.sinks.base import NOT_ATTEMPTED, Delivered, DeliveryResult, OutboxEvent, RetryLater
 
 log = logging.getLogger("reconciler.sinks.command")
 
-NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
 # A chatty program must not fill our memory: keep only the end of its stderr.
 _MAX_STDERR_BYTES = 64 * 1024
 _MAX_REASON_LINE = 200

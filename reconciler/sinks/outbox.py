@@ -8,6 +8,7 @@ dead-lettered (kept, logged at error). A sink whose receiver is gone (410) is di
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -92,8 +93,11 @@ class Outbox:
                 lane.disabled = True
                 log.error(
                     "sink.disabled",
-                    extra=fields(sink=lane.config.name, reason=disabled[lane.config.name],
-                                 hint="reconciler replay --sink NAME enables it again"),
+                    extra=fields(
+                        sink=lane.config.name,
+                        reason=disabled[lane.config.name],
+                        hint="reconciler replay --sink NAME enables it again",
+                    ),
                 )
 
     def stop(self) -> None:
@@ -112,10 +116,8 @@ class Outbox:
             if any(w <= 0 for w in pending) or self._stopping:
                 continue
             timeout = min(pending) if pending else None
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
 
     async def drain(self, timeout_s: float) -> bool:
         """Deliver what can be delivered within `timeout_s`; True when no sink holds anything."""
@@ -162,14 +164,16 @@ class Outbox:
     ) -> None:
         cfg = lane.config
         now = self.clock()
-        delivered = [r.seq for r, res in zip(rows, results) if isinstance(res, Delivered)]
+        delivered = [
+            r.seq for r, res in zip(rows, results, strict=False) if isinstance(res, Delivered)
+        ]
         if delivered:
             await self.store.mark_delivered(cfg.name, delivered, now)
             self.delivered[cfg.name] += len(delivered)
         failed: list[tuple[OutboxEvent, RetryLater]] = [
             (row, res)
-            for row, res in zip(rows, results)
-            if isinstance(res, RetryLater) and not res.reason.startswith(NOT_ATTEMPTED)
+            for row, res in zip(rows, results, strict=False)
+            if isinstance(res, RetryLater) and res != NOT_ATTEMPTED
         ]
         if failed:
             times = await self.store.event_times([row.seq for row, _ in failed])
@@ -185,14 +189,24 @@ class Outbox:
                 if dead:
                     log.error(
                         "sink.dead_letter",
-                        extra=fields(sink=cfg.name, event_id=row.id, event_type=row.type,
-                                     attempts=row.attempts + 1, reason=res.reason),
+                        extra=fields(
+                            sink=cfg.name,
+                            event_id=row.id,
+                            event_type=row.type,
+                            attempts=row.attempts + 1,
+                            reason=res.reason,
+                        ),
                     )
                 else:
                     log.warning(
                         "sink.retry",
-                        extra=fields(sink=cfg.name, event_id=row.id, attempts=row.attempts + 1,
-                                     reason=res.reason, retry_in_s=round(delay, 3)),
+                        extra=fields(
+                            sink=cfg.name,
+                            event_id=row.id,
+                            attempts=row.attempts + 1,
+                            reason=res.reason,
+                            retry_in_s=round(delay, 3),
+                        ),
                     )
                     lane.paused_until = max(lane.paused_until, due)
                 updates.append((row.seq, res.reason, None if dead else due))

@@ -20,11 +20,17 @@ from importlib import metadata
 import aiohttp
 
 from reconciler.config import SinkConfig
-from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent, RetryLater, SinkGone
+from reconciler.sinks.base import (
+    NOT_ATTEMPTED,
+    Delivered,
+    DeliveryResult,
+    OutboxEvent,
+    RetryLater,
+    SinkGone,
+)
 
 log = logging.getLogger("reconciler.sinks.webhook")
 
-NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
 _SECRET_PREFIX = "whsec_"
 # Enough of a response body to keep the connection reusable; the rest is not ours to read.
 _MAX_RESPONSE_BYTES = 64 * 1024

@@ -1,0 +1,553 @@
+"""The daemon's HTTP side: signed notification receivers for CCV and CCNow, /healthz, /metrics.
+
+A notification is only a hint that makes a check happen sooner; the check decides what is true.
+Bad input gets a small 4xx and costs no provider call; valid input gets 202 at once and the
+check runs in a background task, debounced per order so that a burst costs one or two requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal, Protocol
+from urllib.parse import unquote, unquote_plus
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from .config import ReceiverConfig, Secret
+from .events import iso_time
+from .logs import fields
+from .metrics import Metrics
+from .model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
+from .notify import Kind, verify
+
+log = logging.getLogger("reconciler.server")
+
+MAX_KEYS = 10_000  # debounce slots (orders, references, accounts) remembered at once
+MAX_HINTS = 100  # CCNow order ids taken from one notification
+MAX_PENDING_HINTS = 1_000  # CCNow order ids per account waiting for the next poll
+CALL_TIMEOUT_S = 300.0  # a hub call that hangs must not block its key for ever
+
+# Hints are ASCII digits; re.ASCII keeps \d from matching other scripts' digits.
+_CCNOW_ID_HINT = re.compile(r"\b\d{3}-?\d{2}-?\d{4}\b", re.ASCII)
+# notify.signature: 16 bytes, URL-safe base64 without padding.
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{22}")
+_KINDS: dict[str, Kind] = {"order": "order", "ref": "ref"}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """Health of one provider account as the daemon sees it; times are epoch seconds."""
+
+    source: str
+    account: str
+    last_success: float | None
+    failure_streak: int
+    failing: bool
+    interval_s: float
+
+    def healthy(self, now: float) -> bool:
+        """Return whether the source is not failing and answered within 3 poll intervals."""
+        return (
+            not self.failing
+            and self.last_success is not None
+            and now - self.last_success <= 3 * self.interval_s
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What /healthz reports: every source, and the undelivered events per sink."""
+
+    sources: tuple[SourceHealth, ...]
+    outbox: dict[str, int] = field(default_factory=dict)
+
+
+class NotificationHub(Protocol):
+    """What the receiver asks of the daemon. `received_at` is time.monotonic() at arrival."""
+
+    async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
+        """Check one CCV order now; its events carry `via: notification`."""
+        ...
+
+    async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
+        """Check the orders with this external reference, or remember it until one is tracked."""
+        ...
+
+    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
+        """Poll the CCNow pending list and query the hinted order ids."""
+        ...
+
+    async def health(self) -> Health:
+        """Return the health of every source and the outbox backlog."""
+        ...
+
+    async def refresh_metrics(self) -> None:
+        """Update the gauges that are read from the store (followed orders, backlog)."""
+        ...
+
+
+# --- debounce -------------------------------------------------------------------------------
+
+Trigger = Literal["scheduled", "coalesced", "refused"]
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Debounce state of one key."""
+
+    pending: Callable[[float], Awaitable[None]] | None = None
+    since: float = 0.0  # earliest arrival among the triggers merged into `pending`
+    task: asyncio.Task[None] | None = None
+    finished_at: float | None = None  # loop time when the last call ended
+
+
+class Debouncer:
+    """Coalesce triggers per key: the first calls at once, later ones (while a call runs or
+    within `cooldown_s` after it) become one trailing call, so a second change is not lost."""
+
+    def __init__(
+        self,
+        cooldown_s: float,
+        *,
+        max_keys: int = MAX_KEYS,
+        call_timeout_s: float = CALL_TIMEOUT_S,
+    ) -> None:
+        self.cooldown_s = cooldown_s
+        self.max_keys = max_keys
+        self.call_timeout_s = call_timeout_s
+        self._slots: OrderedDict[Hashable, _Slot] = OrderedDict()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def trigger(
+        self, key: Hashable, call: Callable[[float], Awaitable[None]], received_at: float
+    ) -> Trigger:
+        """Ask for `call(received_at)`; say whether it was scheduled, merged or refused."""
+        if self._closed:
+            return "refused"
+        slot = self._slots.get(key)
+        if slot is None:
+            if not self._make_room():
+                return "refused"
+            slot = self._slots[key] = _Slot()
+        else:
+            self._slots.move_to_end(key)
+        outcome: Trigger = "scheduled"
+        if slot.pending is None:
+            slot.since = received_at
+        else:
+            outcome = "coalesced"
+            slot.since = min(slot.since, received_at)
+        slot.pending = call
+        if slot.task is None:
+            slot.task = asyncio.get_running_loop().create_task(self._run(key, slot))
+        return outcome
+
+    def _make_room(self) -> bool:
+        """Drop least recently triggered idle keys until one more fits."""
+        if len(self._slots) < self.max_keys:
+            return True
+        idle = [key for key, slot in self._slots.items() if slot.task is None]
+        for key in idle[: len(self._slots) - self.max_keys + 1]:
+            del self._slots[key]
+        return len(self._slots) < self.max_keys
+
+    async def _run(self, key: Hashable, slot: _Slot) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while slot.pending is not None:
+                if slot.finished_at is not None:
+                    wait = slot.finished_at + self.cooldown_s - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                call, since = slot.pending, slot.since
+                slot.pending = None
+                if call is None:  # pragma: no cover - only this task clears `pending`
+                    break
+                try:
+                    await asyncio.wait_for(call(since), self.call_timeout_s)
+                except asyncio.TimeoutError:
+                    log.error("notification.check_timeout", extra=fields(key=repr(key)))
+                except Exception:
+                    # The hub turns provider failures into state itself; this is a bug.
+                    log.error("notification.check_failed", exc_info=True)
+                slot.finished_at = loop.time()
+        finally:
+            slot.task = None
+
+    async def join(self) -> None:
+        """Wait until no call is running or waiting."""
+        while tasks := [slot.task for slot in self._slots.values() if slot.task is not None]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Refuse new triggers, cancel running and waiting calls, and wait for them to end."""
+        self._closed = True
+        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            log.info("notification.checks_cancelled", extra=fields(count=len(tasks)))
+
+
+# --- request parsing --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _CCVPath:
+    """`.../notify/ccv/{account}/{kind}/{value}/{sig}`, segments still percent-encoded."""
+
+    account: str
+    kind: str
+    value: str
+    sig: str
+
+
+@dataclass(frozen=True, slots=True)
+class _CCNowPath:
+    """`.../notify/ccnow/{account}/{token}`, segments still percent-encoded."""
+
+    account: str
+    token: str
+
+
+def parse_notify_path(raw_path: str) -> _CCVPath | _CCNowPath | None:
+    """Match a raw request path by its last segments, whatever prefix a proxy left in front."""
+    segments = raw_path.partition("?")[0].split("/")
+    if len(segments) >= 7 and segments[-6] == "notify" and segments[-5] == "ccv":
+        return _CCVPath(*segments[-4:])
+    if len(segments) >= 5 and segments[-4] == "notify" and segments[-3] == "ccnow":
+        return _CCNowPath(*segments[-2:])
+    return None
+
+
+def _decode(segment: str) -> str | None:
+    """Percent-decode one path segment once; None when empty or not valid UTF-8."""
+    try:
+        text = unquote(segment, errors="strict")
+        # Raw non-UTF-8 bytes in the request line arrive as lone surrogates.
+        text.encode("utf-8")
+    except UnicodeError:
+        return None
+    return text or None
+
+
+def extract_ccnow_ids(body: bytes) -> list[str]:
+    """Return the CCNow order ids that appear in a notification body (form, JSON or text)."""
+    text = body.decode("utf-8", errors="replace")
+    texts = [text]
+    if "%" in text or "+" in text:
+        texts.append(unquote_plus(text, errors="replace"))
+    found: dict[str, None] = {}
+    for chunk in texts:
+        for match in _CCNOW_ID_HINT.finditer(chunk):
+            found[normalize_ccnow_id(match[0])] = None
+            if len(found) >= MAX_HINTS:
+                return list(found)
+    return list(found)
+
+
+class _Rejected(Exception):
+    """A request we answer with a 4xx (or 503); `reason` is a short word for the debug log."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        *,
+        source: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.source = source
+        self.headers = dict(headers or {})
+
+
+_MESSAGES = {
+    400: "bad request",
+    404: "not found",
+    405: "method not allowed",
+    413: "body too large",
+    503: "busy",
+}
+
+
+# --- the application ------------------------------------------------------------------------
+
+
+class _Handler:
+    """All routes of the receiver, behind one catch-all route."""
+
+    def __init__(
+        self,
+        receiver: ReceiverConfig,
+        hub: NotificationHub,
+        ccv_accounts: Sequence[str],
+        ccnow_tokens: Mapping[str, Secret],
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.receiver = receiver
+        self.hub = hub
+        self.ccv_accounts = frozenset(ccv_accounts)
+        self.ccnow_tokens = dict(ccnow_tokens)
+        self.metrics = metrics
+        self.clock = clock
+        self.debouncer = Debouncer(receiver.debounce_s)
+        self.hints: dict[str, dict[str, None]] = {}  # CCNow account -> ids for the next poll
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer one request; bad input becomes a small JSON 4xx."""
+        received_at = time.monotonic()
+        try:
+            return await self.route(request, received_at)
+        except _Rejected as rejected:
+            log.debug(
+                "request.rejected",
+                extra=fields(status=rejected.status, reason=rejected.reason, method=request.method),
+            )
+            if rejected.source is not None:
+                self.metrics.observe_notification(rejected.source, rejected.reason)
+            return web.json_response(
+                {"error": _MESSAGES.get(rejected.status, "rejected")},
+                status=rejected.status,
+                headers=rejected.headers,
+            )
+        except Exception:
+            # A bug, not bad input; the hypothesis test makes sure no input gets here.
+            log.error("request.failed", exc_info=True, extra=fields(method=request.method))
+            return web.json_response({"error": "internal error"}, status=500)
+
+    async def route(self, request: web.Request, received_at: float) -> web.StreamResponse:
+        path = request.raw_path.partition("?")[0]
+        # Exact paths only: probes and Prometheus ask locally; a public proxy forwarding a
+        # prefix does not expose them.
+        if path in ("/healthz", "/metrics"):
+            if request.method not in ("GET", "HEAD"):
+                raise _Rejected(405, "method", headers={"Allow": "GET, HEAD"})
+            return await (self.healthz() if path == "/healthz" else self.render_metrics())
+        target = parse_notify_path(path)
+        if target is None:
+            raise _Rejected(404, "no_route")
+        source = "ccv" if isinstance(target, _CCVPath) else "ccnow"
+        if request.method != "POST":
+            raise _Rejected(405, "method", source=source, headers={"Allow": "POST"})
+        if isinstance(target, _CCVPath):
+            return await self.ccv(request, target, received_at)
+        return await self.ccnow(request, target, received_at)
+
+    async def ccv(self, request: web.Request, target: _CCVPath, received_at: float) -> web.Response:
+        account, raw_kind, value = _decode(target.account), target.kind, _decode(target.value)
+        kind = _KINDS.get(raw_kind)
+        if account is None or account not in self.ccv_accounts:
+            raise _Rejected(404, "unknown_account", source="ccv")
+        if kind is None or value is None:
+            raise _Rejected(404, "malformed", source="ccv")
+        # compare_digest refuses non-ASCII text, so the shape is checked first.
+        if not _SIGNATURE.fullmatch(target.sig) or not verify(
+            self.receiver.secret.reveal(), account, kind, value, target.sig
+        ):
+            raise _Rejected(404, "bad_signature", source="ccv")
+        if kind == "order":
+            try:
+                validate_ccv_id(value)
+            except InvalidOrderId:
+                raise _Rejected(404, "bad_order_id", source="ccv") from None
+        await self.read_body(request, "ccv")  # CCV sends none; read only to enforce the limit
+        if kind == "order":
+            key: tuple[str, ...] = ("ccv", account, value)
+            call = partial(self.hub.check_ccv_order, account, value)
+        else:
+            key = ("ccv-ref", account, value)
+            call = partial(self.hub.check_ccv_reference, account, value)
+        what = {"order_id": value} if kind == "order" else {"reference": value}
+        return self.accept(key, call, received_at, source="ccv", account=account, kind=kind, **what)
+
+    async def ccnow(
+        self, request: web.Request, target: _CCNowPath, received_at: float
+    ) -> web.Response:
+        account, token = _decode(target.account), _decode(target.token)
+        expected = self.ccnow_tokens.get(account) if account is not None else None
+        if account is None or expected is None:
+            raise _Rejected(404, "unknown_account", source="ccnow")
+        if token is None or not hmac.compare_digest(
+            token.encode("utf-8"), expected.reveal().encode("utf-8")
+        ):
+            raise _Rejected(404, "bad_token", source="ccnow")
+        body = await self.read_body(request, "ccnow")
+        ids = extract_ccnow_ids(body)
+        pending = self.hints.setdefault(account, {})
+        for order_id in ids:
+            # Past the bound the hint is dropped; the pending-list poll still runs.
+            if len(pending) < MAX_PENDING_HINTS:
+                pending[order_id] = None
+        call = partial(self.poll_ccnow, account)
+        return self.accept(
+            ("ccnow", account), call, received_at, source="ccnow", account=account, hints=len(ids)
+        )
+
+    async def poll_ccnow(self, account: str, received_at: float) -> None:
+        """Poll one CCNow account with every hint collected since its last poll."""
+        order_ids = list(self.hints.pop(account, {}))
+        await self.hub.poll_ccnow(account, order_ids, received_at)
+
+    def accept(
+        self,
+        key: tuple[str, ...],
+        call: Callable[[float], Awaitable[None]],
+        received_at: float,
+        *,
+        source: str,
+        **log_fields: Any,
+    ) -> web.Response:
+        outcome = self.debouncer.trigger(key, call, received_at)
+        if outcome == "refused":
+            log.warning("notification.refused", extra=fields(source=source, **log_fields))
+            raise _Rejected(503, "busy", source=source, headers={"Retry-After": "60"})
+        # A burst of repeats logs one line per check, not one per request.
+        level = logging.INFO if outcome == "scheduled" else logging.DEBUG
+        log.log(level, "notification.accepted", extra=fields(source=source, **log_fields))
+        self.metrics.observe_notification(source, "accepted")
+        return web.json_response({"accepted": True}, status=202)
+
+    async def read_body(self, request: web.Request, source: str) -> bytes:
+        """Read at most `max_body_bytes`; 413 above, 400 when the body is broken."""
+        limit = self.receiver.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _Rejected(413, "too_large", source=source)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while chunk := await request.content.read(limit + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise _Rejected(413, "too_large", source=source)
+        except (HttpProcessingError, web.RequestPayloadError, OSError):
+            # Broken chunking, bad compression, a client that went away mid-body.
+            raise _Rejected(400, "bad_body", source=source) from None
+        return b"".join(chunks)
+
+    async def healthz(self) -> web.Response:
+        try:
+            health = await self.hub.health()
+        except Exception:
+            log.error("health.failed", exc_info=True)
+            return web.json_response(
+                {"status": "unhealthy", "sources": [], "outbox": {}}, status=503
+            )
+        now = self.clock()
+        sources = [
+            {
+                "source": s.source,
+                "account": s.account,
+                "last_success": iso_time(s.last_success) if s.last_success is not None else None,
+                "failure_streak": s.failure_streak,
+                "failing": s.failing,
+                "healthy": s.healthy(now),
+            }
+            for s in health.sources
+        ]
+        ok = all(entry["healthy"] for entry in sources)
+        return web.json_response(
+            {"status": "ok" if ok else "unhealthy", "sources": sources, "outbox": health.outbox},
+            status=200 if ok else 503,
+        )
+
+    async def render_metrics(self) -> web.Response:
+        try:
+            await self.hub.refresh_metrics()
+        except Exception:
+            # Counters are still right; only the store-backed gauges are stale.
+            log.warning("metrics.refresh_failed", exc_info=True)
+        body, content_type = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+DEBOUNCER = web.AppKey("debouncer", Debouncer)
+
+
+def build_app(
+    receiver: ReceiverConfig,
+    hub: NotificationHub,
+    *,
+    ccv_accounts: Sequence[str],
+    ccnow_tokens: Mapping[str, Secret],
+    metrics: Metrics,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """Return the receiver app; `app[DEBOUNCER]` holds the background checks until cleanup."""
+    handler = _Handler(receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock)
+    app = web.Application(client_max_size=receiver.max_body_bytes)
+    app[DEBOUNCER] = handler.debouncer
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
+
+    async def close_debouncer(_: web.Application) -> None:
+        await handler.debouncer.close()
+
+    app.on_cleanup.append(close_debouncer)
+    return app
+
+
+class _ProtocolLog:
+    """aiohttp's server log without the noise: aiohttp logs every malformed request at error
+    with a traceback, but junk from the network is expected and must not flood the journal."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        # debug(), warning() and the rest pass through unchanged.
+        return getattr(self._logger, name)
+
+    def exception(self, msg: str, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, (HttpProcessingError, ConnectionError)):
+            self._logger.debug("http.bad_request", extra=fields(error=type(exc).__name__))
+        else:
+            self._logger.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
+class Receiver:
+    """Serve the receiver app on one address until close()."""
+
+    def __init__(self, app: web.Application, *, shutdown_timeout_s: float = 5.0) -> None:
+        # No access log: one line per junk request would flood the journal.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            logger=_ProtocolLog(logging.getLogger("reconciler.server.http")),
+            shutdown_timeout=shutdown_timeout_s,
+        )
+        self._started = False
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0 picks a free port) and return the bound port."""
+        await self._runner.setup()
+        self._started = True
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        port = int(self._runner.addresses[0][1])
+        log.info("receiver.listening", extra=fields(host=host, port=port))
+        return port
+
+    async def close(self) -> None:
+        """Stop listening, then cancel and await the background checks."""
+        if self._started:
+            self._started = False
+            await self._runner.cleanup()
