@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--orders", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--speed", type=float, default=4.0)
+    d.add_argument("--speed", type=float, default=1.5)
     d.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     return p
 

@@ -172,10 +172,9 @@ class Debouncer:
                     wait = slot.finished_at + self.cooldown_s - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
+                # Read after the cooldown: triggers during it replaced `pending` and `since`.
                 call, since = slot.pending, slot.since
                 slot.pending = None
-                if call is None:  # pragma: no cover - only this task clears `pending`
-                    break
                 try:
                     await asyncio.wait_for(call(since), self.call_timeout_s)
                 except asyncio.TimeoutError:

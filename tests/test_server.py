@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -57,9 +58,19 @@ class FakeHub:
         self.fail_with: Exception | None = None
         self.health_value = Health(sources=())
         self.refreshed = 0
+        self._changed = asyncio.Condition()
+
+    async def wait_calls(self, count: int, timeout_s: float = 3.0) -> None:
+        """Wait, bounded, until the hub has been asked `count` times."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(self.calls) >= count), timeout_s
+            )
 
     async def _record(self, *call: Any) -> None:
         self.calls.append(call)
+        async with self._changed:
+            self._changed.notify_all()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_with is not None:
@@ -89,16 +100,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 3.0) -> None:
-    """Wait, bounded, until `predicate()` holds."""
-
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.002)
-
-    await asyncio.wait_for(poll(), timeout_s)
 
 
 @pytest.fixture
@@ -166,7 +167,7 @@ async def test_valid_ccv_order_url_is_accepted_and_checked_once(
     before = time.monotonic()
     status, data, _ = await send(client, "POST", path)
     assert (status, data) == (202, {"accepted": True})
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     await settled(client)
     kind, account, order_id, received_at = hub.calls[0]
     assert (kind, account, order_id) == ("order", "default", "O-1001")
@@ -178,7 +179,7 @@ async def test_reference_is_percent_decoded_exactly_once(client: Client, hub: Fa
     reference = "inv/2026 ä%41?#"
     status, _, _ = await send(client, "POST", ccv_path(reference=reference))
     assert status == 202
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     assert hub.calls[0][:3] == ("ref", "default", reference)
 
 
@@ -187,7 +188,7 @@ async def test_query_string_and_body_are_ignored_for_ccv(client: Client, hub: Fa
         client, "POST", ccv_path(order_id="O-7") + "?x=1", data=b'{"orderId": "O-8"}'
     )
     assert status == 202
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     assert hub.calls[0][:3] == ("order", "default", "O-7")
 
 
@@ -203,7 +204,7 @@ def _tampered() -> list[tuple[str, str]]:
         ("non-ASCII signature", f"{head}/{quote('ä' * 22)}"),
         ("empty signature", f"{head}/"),
         ("other order id", good.replace("O-1001", "O-1002")),
-        ("order id encoded twice", good.replace("O-1001", quote(quote("O-1001 x", safe=""), safe=""))),
+        ("order id encoded twice", good.replace("O-1001", quote(quote("O-1 x", safe=""), safe=""))),
         ("other known account", good.replace("/default/", "/second/")),
         ("unknown account", good.replace("/default/", "/nobody/")),
         ("kind swapped", good.replace("/order/", "/ref/")),
@@ -225,9 +226,7 @@ async def test_tampered_url_gets_404_and_no_provider_call(
     assert hub.calls == []
 
 
-async def test_forbidden_order_id_is_refused_even_when_signed(
-    client: Client, hub: FakeHub
-) -> None:
+async def test_forbidden_order_id_is_refused_even_when_signed(client: Client, hub: FakeHub) -> None:
     # notify.notification_url does not validate; the receiver must not pass `..` on.
     status, _, _ = await send(client, "POST", ccv_path(order_id=".."))
     assert status == 404
@@ -275,8 +274,23 @@ async def test_body_of_exactly_the_limit_is_accepted(client: Client, hub: FakeHu
     body = b"396-10-1142 " + b"z" * (64 * 1024 - 12)
     status, _, _ = await send(client, "POST", token_path, data=body)
     assert status == 202
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     assert hub.calls[0][:3] == ("ccnow", "default", ["396-10-1142"])
+
+
+async def test_compressed_body_is_limited_after_inflating(client: Client, hub: FakeHub) -> None:
+    bomb = gzip.compress(b"0" * (1024 * 1024))
+    assert len(bomb) < 64 * 1024
+    status, _, _ = await send(
+        client,
+        "POST",
+        f"/notify/ccnow/default/{CCNOW_TOKEN}",
+        data=bomb,
+        headers={"Content-Encoding": "gzip"},
+    )
+    assert status == 413
+    await settled(client)
+    assert hub.calls == []
 
 
 async def test_broken_compressed_body_gets_400(client: Client, hub: FakeHub) -> None:
@@ -301,7 +315,7 @@ async def test_ccnow_right_token_polls_the_account(
 ) -> None:
     status, data, _ = await send(client, "POST", f"{prefix}/notify/ccnow/default/{CCNOW_TOKEN}")
     assert (status, data) == (202, {"accepted": True})
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     assert hub.calls[0][:3] == ("ccnow", "default", [])
 
 
@@ -358,7 +372,7 @@ async def test_ccnow_hints_come_from_any_body(
     path = f"/notify/ccnow/default/{CCNOW_TOKEN}"
     status, _, _ = await send(client, "POST", path, data=body, headers=headers)
     assert status == 202
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     assert hub.calls[0][:3] == ("ccnow", "default", expected)
 
 
@@ -368,11 +382,11 @@ async def test_ccnow_hints_of_a_burst_are_merged_into_the_trailing_poll(
     hub.gate = asyncio.Event()
     path = f"/notify/ccnow/default/{CCNOW_TOKEN}"
     assert (await send(client, "POST", path, data=b"396-10-0001"))[0] == 202
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     for body in (b"396-10-0002", b"396-10-0003"):
         assert (await send(client, "POST", path, data=body))[0] == 202
     hub.gate.set()
-    await until(lambda: len(hub.calls) == 2)
+    await hub.wait_calls(2)
     await settled(client)
     assert [call[2] for call in hub.calls] == [["396-10-0001"], ["396-10-0002", "396-10-0003"]]
 
@@ -404,11 +418,11 @@ async def test_burst_during_a_running_check_becomes_one_trailing_check(
     hub.gate = asyncio.Event()  # the first check is still running while the burst arrives
     path = ccv_path(order_id="O-1")
     assert (await send(client, "POST", path))[0] == 202
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     results = await asyncio.gather(*(send(client, "POST", path) for _ in range(49)))
     assert [status for status, _, _ in results] == [202] * 49
     hub.gate.set()
-    await until(lambda: len(hub.calls) == 2)
+    await hub.wait_calls(2)
     await settled(client)
     assert len(hub.calls) == 2
     # The trailing check answers the earliest notification it merged, not the first one.
@@ -417,7 +431,7 @@ async def test_burst_during_a_running_check_becomes_one_trailing_check(
 
 async def test_different_orders_are_not_coalesced(client: Client, hub: FakeHub) -> None:
     await asyncio.gather(*(send(client, "POST", ccv_path(order_id=f"O-{n}")) for n in range(5)))
-    await until(lambda: len(hub.calls) == 5)
+    await hub.wait_calls(5)
     assert sorted(call[2] for call in hub.calls) == [f"O-{n}" for n in range(5)]
 
 
@@ -508,25 +522,27 @@ async def test_hub_failure_is_logged_and_next_notification_still_works(
     hub.fail_with = RuntimeError("boom")
     caplog.set_level(logging.ERROR, logger="reconciler.server")
     assert (await send(client, "POST", ccv_path(order_id="O-1")))[0] == 202
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
     await settled(client)
     assert [r.getMessage() for r in caplog.records] == ["notification.check_failed"]
     hub.fail_with = None
     assert (await send(client, "POST", ccv_path(order_id="O-2")))[0] == 202
-    await until(lambda: len(hub.calls) == 2)
+    await hub.wait_calls(2)
 
 
 async def test_hung_hub_call_times_out_and_frees_the_key() -> None:
     calls: list[float] = []
+    started = asyncio.Event()
 
     async def hang(received_at: float) -> None:
         calls.append(received_at)
+        started.set()
         if len(calls) == 1:
             await asyncio.Event().wait()
 
     debouncer = Debouncer(0.0, call_timeout_s=0.05)
     debouncer.trigger("k", hang, 1.0)
-    await until(lambda: len(calls) == 1)
+    await asyncio.wait_for(started.wait(), 2)
     debouncer.trigger("k", hang, 2.0)
     await asyncio.wait_for(debouncer.join(), 2)
     assert calls == [1.0, 2.0]
@@ -623,7 +639,8 @@ async def test_metrics_are_refreshed_and_rendered(
         "reconciler_notification_latency_seconds",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
-    assert 'reconciler_followed_orders{account="default",source="ccv",status="Processing"} 2.0' in text
+    followed = 'reconciler_followed_orders{account="default",source="ccv",status="Processing"}'
+    assert f"{followed} 2.0" in text
     assert 'reconciler_notifications_total{outcome="accepted",source="ccv"} 1.0' in text
     assert 'reconciler_notifications_total{outcome="bad_signature",source="ccv"} 1.0' in text
 
@@ -645,7 +662,7 @@ async def test_secrets_never_reach_logs_or_answers(
     ]:
         status, data, _ = await send(client, method, path)
         answers.append(f"{status} {data}")
-    await until(lambda: len(hub.calls) == 2)
+    await hub.wait_calls(2)
     await settled(client)
     sig = ccv_path(order_id="O-1").rsplit("/", 1)[1]
     logged = [r.getMessage() + json.dumps(getattr(r, "fields", {})) for r in caplog.records]
@@ -669,7 +686,10 @@ async def test_accepted_is_info_once_per_check_and_rejected_is_debug(
     info = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert [r.getMessage() for r in info] == ["notification.accepted"] * 2
     assert info[0].fields == {  # type: ignore[attr-defined]
-        "source": "ccv", "account": "default", "kind": "order", "order_id": "O-1"
+        "source": "ccv",
+        "account": "default",
+        "kind": "order",
+        "order_id": "O-1",
     }
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG].count(
         "request.rejected"
@@ -683,9 +703,7 @@ async def test_receiver_serves_on_a_free_port_and_close_cancels_checks(
     hub: FakeHub, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
     hub.gate = asyncio.Event()  # never opened: close() must cancel the running check
-    app = build_app(
-        RECEIVER, hub, ccv_accounts=["default"], ccnow_tokens={}, metrics=metrics
-    )
+    app = build_app(RECEIVER, hub, ccv_accounts=["default"], ccnow_tokens={}, metrics=metrics)
     receiver = Receiver(app)
     port = await receiver.start("127.0.0.1", 0)
     try:
@@ -693,7 +711,7 @@ async def test_receiver_serves_on_a_free_port_and_close_cancels_checks(
             url = URL(f"http://127.0.0.1:{port}{ccv_path(order_id='O-9')}", encoded=True)
             async with session.post(url) as response:
                 assert response.status == 202
-        await until(lambda: len(hub.calls) == 1)
+        await hub.wait_calls(1)
         caplog.set_level(logging.DEBUG, logger="reconciler")
         # Junk from the network is a debug line, not an error with a traceback.
         for junk in (b"GARBAGE \xff\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"):
@@ -726,26 +744,48 @@ _ASCII = st.characters(min_codepoint=33, max_codepoint=126)
 _SEGMENTS = st.one_of(
     st.sampled_from(
         [
-            "notify", "ccv", "ccnow", "default", "second", "order", "ref", "O-1", "..", ".",
-            "%", "%2", "%2F", "%ff", "%C3%A4", "%ED%A0%80", "%00", "healthz", "metrics", "",
-            CCNOW_TOKEN, ccv_path(order_id="O-1").rsplit("/", 1)[1],
+            "notify",
+            "ccv",
+            "ccnow",
+            "default",
+            "second",
+            "order",
+            "ref",
+            "O-1",
+            "..",
+            ".",
+            "%",
+            "%2",
+            "%2F",
+            "%ff",
+            "%C3%A4",
+            "%ED%A0%80",
+            "%00",
+            "healthz",
+            "metrics",
+            "",
+            CCNOW_TOKEN,
+            ccv_path(order_id="O-1").rsplit("/", 1)[1],
         ]
     ),
     st.text(max_size=20).map(lambda text: quote(text, safe="")),
     st.text(_ASCII, max_size=20),
 )
-_PATHS = st.one_of(
+# Paths that the HTTP parser lets through to the receiver.
+_TARGETS = st.one_of(
     st.lists(_SEGMENTS, max_size=9).map(lambda parts: "/" + "/".join(parts)),
-    st.lists(_SEGMENTS, min_size=6, max_size=6).map(
-        lambda parts: "/notify/ccv/" + "/".join(parts[:4])
-    ),
+    st.lists(_SEGMENTS, min_size=4, max_size=4).map(lambda p: "/notify/ccv/" + "/".join(p)),
     st.lists(_SEGMENTS, min_size=2, max_size=2).map(lambda p: "/notify/ccnow/" + "/".join(p)),
     st.sampled_from(_VALID_PATHS),
+    st.sampled_from(_VALID_PATHS[:3]).map(lambda path: "/any/prefix" + path + "?q=%ff"),
     # a valid URL with one character changed
     st.tuples(st.sampled_from(_VALID_PATHS[:3]), st.integers(0, 200), _ASCII).map(
         lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
     ),
     st.text(_ASCII, max_size=200).map(lambda text: "/" + text),
+)
+_PATHS = st.one_of(
+    _TARGETS,
     st.text(max_size=100),  # raw unicode, spaces, control characters
     st.text(_ASCII, min_size=1, max_size=3).map(lambda text: "/" + text * 4000),
 )
@@ -756,8 +796,14 @@ _METHODS = st.sampled_from(
 _HEADER_NAMES = st.one_of(
     st.sampled_from(
         [
-            "Content-Length", "Transfer-Encoding", "Content-Type", "Content-Encoding", "Expect",
-            "Connection", "Upgrade", "X-Forwarded-For",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Content-Type",
+            "Content-Encoding",
+            "Expect",
+            "Connection",
+            "Upgrade",
+            "X-Forwarded-For",
         ]
     ),
     st.text(st.characters(whitelist_categories=["L", "N"], max_codepoint=127), max_size=12),
@@ -765,10 +811,26 @@ _HEADER_NAMES = st.one_of(
 _HEADER_VALUES = st.one_of(
     st.sampled_from(
         [
-            "-1", "abc", "99999999999999999999999", "1e3", "0x10", " 5", "chunked", "gzip",
-            "chunked, gzip", "identity", "deflate", "br", "100-continue", "websocket",
-            "application/json", "application/x-www-form-urlencoded", "text/plain; charset=latin1",
-            "multipart/form-data; boundary=x", "keep-alive", "",
+            "-1",
+            "abc",
+            "99999999999999999999999",
+            "1e3",
+            "0x10",
+            " 5",
+            "chunked",
+            "gzip",
+            "chunked, gzip",
+            "identity",
+            "deflate",
+            "br",
+            "100-continue",
+            "websocket",
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "text/plain; charset=latin1",
+            "multipart/form-data; boundary=x",
+            "keep-alive",
+            "",
         ]
     ),
     st.integers(0, 400).map(str),
@@ -814,10 +876,8 @@ async def raw_status(port: int, request: bytes) -> int | None:
         return None
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 @pytest.fixture
@@ -870,18 +930,17 @@ async def test_no_input_gets_a_500(
 
 @_FUZZ
 @given(
-    method=_METHODS,
-    path=_PATHS,
-    content_type=_HEADER_VALUES,
-    encoding=st.sampled_from(["identity", "gzip", "deflate", "br", "zstd", "x-junk"]),
+    path=_TARGETS,
+    content_type=st.one_of(_HEADER_VALUES.filter(str.isprintable), st.just("")),
+    encoding=st.sampled_from(["identity", "gzip", "deflate"]),
     body=_BODIES,
 )
 async def test_no_path_or_body_that_gets_past_http_parsing_gets_a_500(
-    port: int, method: str, path: str, content_type: str, encoding: str, body: bytes
+    port: int, path: str, content_type: str, encoding: str, body: bytes
 ) -> None:
     # Well-formed HTTP, so that the hostile part reaches the receiver's own code.
     headers = [("Content-Type", content_type), ("Content-Encoding", encoding)]
-    request = _raw_request(method, path, headers, body)
+    request = _raw_request("POST", path, headers, body)
     status = await raw_status(port, request)
     assert status is None or status < 500, (status, request[:300])
 
@@ -891,7 +950,7 @@ async def test_receiver_still_answers_after_hostile_input(port: int, hub: FakeHu
         await raw_status(port, junk)
     request = f"POST {ccv_path(order_id='O-1')} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     assert await raw_status(port, request) == 202
-    await until(lambda: len(hub.calls) == 1)
+    await hub.wait_calls(1)
 
 
 def test_parse_notify_path_matches_by_last_segments() -> None:

@@ -1,0 +1,223 @@
+"""`reconciler demo`: the sandbox and the daemon together, with a live feed and a summary.
+
+Everything runs in this process on loopback: the sandbox plays CCV and CCNow (and drops a share
+of CCV's notifications, as a real one-shot notification may be lost), the daemon follows the
+sandbox's orders, and every event it emits is printed as it happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from .config import (
+    AlertsConfig,
+    CCNowConfig,
+    CCVConfig,
+    Config,
+    ReceiverConfig,
+    RetryConfig,
+    ScheduleConfig,
+    Secret,
+)
+from .daemon import Daemon
+from .events import Event
+from .notify import notification_url
+from .runtime import Runtime
+from .sandbox import Sandbox, SandboxOptions
+from .systemd import Notifier
+
+_COLOURS = {"info": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
+_DIM, _RESET = "\033[2m", "\033[0m"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_config(sandbox_url: str, store: Path, receiver_port: int) -> Config:
+    """Return the daemon's config for the sandbox: short intervals so that a minute shows a lot."""
+    retry = RetryConfig(attempts=2, backoff_s=0.2, max_backoff_s=2.0)
+    return Config(
+        file="<demo>",
+        store_path=store,
+        ccv=(
+            CCVConfig(
+                name="default",
+                base_url=sandbox_url,
+                api_key=Secret(SandboxOptions.ccv_api_key),
+                poll_interval_s=10,
+                concurrency=4,
+                timeout_s=5,
+                retry=retry,
+                # Polling is the safety net: slow enough that notifications visibly win, fast
+                # enough that a dropped one is caught within the demo.
+                schedule=ScheduleConfig(min_interval_s=4, max_interval_s=8),
+            ),
+        ),
+        ccnow=(
+            CCNowConfig(
+                name="default",
+                url=f"{sandbox_url}/cgi-local/oapi_receive.cgi",
+                client_id=SandboxOptions.ccnow_client_id,
+                password=Secret(SandboxOptions.ccnow_password),
+                store_id="",
+                poll_interval_s=3,
+                batch_size=25,
+                concurrency=2,
+                timeout_s=5,
+                retry=retry,
+                schedule=ScheduleConfig(min_interval_s=3, max_interval_s=10,
+                                        settled_interval_s=10),
+            ),
+        ),
+        receiver=ReceiverConfig(
+            listen_host="127.0.0.1",
+            listen_port=receiver_port,
+            public_url=f"http://127.0.0.1:{receiver_port}",
+            secret=Secret(os.urandom(16).hex()),
+        ),
+        sinks=(),
+        alerts=AlertsConfig(),
+    )
+
+
+class Feed:
+    """Prints one readable line per event (coloured on a terminal) and counts them."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.colour = out.isatty() and not os.environ.get("NO_COLOR")
+        self.events: list[Event] = []
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.events.append(event)
+            self.out.write(self.line(event) + "\n")
+        self.out.flush()
+
+    def line(self, event: Event) -> str:
+        """Render one event."""
+        d = event.data
+        when = event.cloudevent()["time"][11:19]
+        if event.order_id is None:
+            what = f"{d['source']}/{d['account']}: {d.get('reason') or ''}"
+        else:
+            change = d["status"] or "gone"
+            if d["previous_status"] and d["status"]:
+                change = f"{d['previous_status']} -> {d['status']}"
+            what = f"{event.source:<5} {event.order_id[:13]:<13} {change}"
+        text = f"{when}  {event.type.value:<21} {what}  (via {d.get('via')})"
+        if self.colour:
+            return f"{_COLOURS.get(event.severity, '')}{text}{_RESET}"
+        return text
+
+
+async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """Run sandbox + daemon until --seconds passed or Ctrl-C; print the summary."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with contextlib.ExitStack() as stack:
+        if args.store is None:
+            store = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "demo.db"
+        else:
+            store = args.store
+        sandbox = Sandbox(SandboxOptions(orders=args.orders, seed=args.seed, speed=args.speed,
+                                         drop_notifications=args.drop_notifications))
+        url = await sandbox.start("127.0.0.1", 0)
+        try:
+            config = demo_config(url, store, _free_port())
+            assert config.receiver is not None
+            out.write(
+                f"sandbox on {url}: {args.orders} CCV and {args.orders} CCNow orders; "
+                f"{args.drop_notifications:.0%} of CCV notifications are dropped.\n"
+                f"store: {store}{'  (temporary)' if args.store is None else ''}\n\n"
+            )
+            feed = Feed(out)
+            async with Runtime(config) as rt:
+                ids = sandbox.ccv_order_ids()
+                for oid in ids:
+                    sandbox.set_notification(
+                        oid, notification_url(config.receiver, "default", order_id=oid)
+                    )
+                now = time.time()
+                await rt.store.track("ccv", "default", [(oid, None) for oid in ids], now)
+                await rt.store.track(
+                    "ccnow", "default", [(oid, None) for oid in sandbox.ccnow_order_ids()], now
+                )
+                rt.reconciler.on_events = feed
+                daemon = Daemon(config, rt, Notifier(None))
+                serving = asyncio.ensure_future(daemon.serve(stop))
+                waiter = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([serving, waiter], timeout=args.seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stop.set()
+                await serving
+                waiter.cancel()
+                counts = await rt.store.count_orders()
+        finally:
+            await sandbox.stop()
+        _summary(out, feed.events, counts, sandbox.stats.dropped)
+    return 0
+
+
+def _summary(
+    out: TextIO,
+    events: list[Event],
+    counts: dict[tuple[str, str, str | None], int],
+    dropped: list[tuple[float, str, str]],
+) -> None:
+    by_status = Counter[str]()
+    for (source, _, status), n in counts.items():
+        by_status[f"{source} {status or '(not seen yet)'}"] += n
+    by_type = Counter(e.type.value for e in events)
+    changes = [e for e in events if e.type.value == "order.status_changed"]
+    by_notification = sum(1 for e in changes if e.data["via"] == "notification")
+    seen = {(e.order_id, e.data["status"]) for e in changes}
+    later = {e.order_id for e in changes}
+    caught = sum(1 for _, oid, status in dropped if (oid, status) in seen)
+    superseded = sum(1 for _, oid, status in dropped
+                     if (oid, status) not in seen and oid in later)
+    out.write("\nsummary\n")
+    out.write("  orders by status:  " + ", ".join(
+        f"{k}: {v}" for k, v in sorted(by_status.items())) + "\n")
+    out.write("  events by type:    " + ", ".join(
+        f"{k}: {v}" for k, v in sorted(by_type.items())) + "\n")
+    out.write(
+        f"  status changes:    {len(changes)} ({by_notification} by notification, "
+        f"{len(changes) - by_notification} by polling)\n"
+        f"  dropped CCV notifications: {len(dropped)}: {caught} caught by polling, "
+        f"{superseded} overtaken by a later change, {len(dropped) - caught - superseded} "
+        "not yet due for a poll\n"
+    )
+    out.flush()
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """Entry point of `reconciler demo`."""
+    # The feed is the output; event log lines on stderr would only repeat it.
+    logging.getLogger("reconciler.events").setLevel(logging.CRITICAL + 1)
+    logging.getLogger("reconciler").setLevel(
+        max(logging.WARNING, logging.getLogger("reconciler").level))
+    try:
+        return asyncio.run(run_demo(args, sys.stdout))
+    except KeyboardInterrupt:
+        return 0
+
+

@@ -1,0 +1,34 @@
+"""`reconciler demo`: the README's first command shows the product working, and ends cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from tests.conftest import REPO, cli_env, run_cli
+
+
+async def test_demo_shows_discovery_and_changes_and_exits_0() -> None:
+    result = await run_cli("demo", "--seconds", "8", "--speed", "3", timeout_s=60)
+    assert result.code == 0, result.stderr
+    assert "order.discovered" in result.stdout
+    assert "order.status_changed" in result.stdout
+    assert "via notification" in result.stdout
+    assert "summary" in result.stdout and "events by type" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+async def test_demo_ends_cleanly_on_ctrl_c() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "reconciler", "demo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=cli_env(), cwd=REPO,
+    )
+    assert proc.stdout is not None
+    while b"order.discovered" not in await asyncio.wait_for(proc.stdout.readline(), 30):
+        pass
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()
+    assert b"summary" in out
