@@ -213,10 +213,7 @@ class Daemon:
                     last_success=st.last_success if st else None,
                     failure_streak=st.failure_streak if st else 0,
                     failing=st.failing if st else False,
-                    # CCV has no list to poll: idle orders may rest up to max_interval.
-                    interval_s=acc.schedule.max_interval_s
-                    if source == "ccv"
-                    else acc.poll_interval_s,
+                    interval_s=acc.poll_interval_s,
                 )
             )
         backlog = await self.rt.store.undelivered_count()

@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 
 from .config import Config
 from .model import Observation, Outcome
+from .reconcile import PROBE_ORDER_ID
 from .runtime import http_session
 from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
@@ -14,8 +15,6 @@ from .sources.errors import AuthenticationFailed, SourceError
 
 EX_OK, EX_TEMPFAIL, EX_CONFIG = 0, 75, 78
 
-# An id no order has: a 404 proves that the key was accepted.
-PROBE_ID = "reconciler-credential-check"
 
 
 async def check_online(config: Config) -> int:
@@ -23,7 +22,7 @@ async def check_online(config: Config) -> int:
     worst = EX_OK
     async with http_session(config) as session:
         checks: list[tuple[str, Awaitable[object]]] = [
-            (f"ccv/{c.name}", CCVClient(c, session).fetch(PROBE_ID)) for c in config.ccv
+            (f"ccv/{c.name}", CCVClient(c, session).fetch(PROBE_ORDER_ID)) for c in config.ccv
         ]
         checks += [
             (f"ccnow/{c.name}", CCNowClient(c, session).pending_list()) for c in config.ccnow

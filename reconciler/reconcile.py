@@ -28,6 +28,8 @@ log = logging.getLogger("reconciler.reconcile")
 
 BATCH_ROWS = 500  # observations per transaction
 PAGE_ORDERS = 5000  # order ids read from the store at a time during a catch-up
+# An order id no order has; `check --online` and the CCV heartbeat expect a 404 for it.
+PROBE_ORDER_ID = "reconciler-probe"
 SETTLED = tuple(s for s in known_statuses("ccnow") if status_info("ccnow", s).settled)
 
 
@@ -273,6 +275,16 @@ class Reconciler:
         if report.checked > report.failed:
             report.events += await self.record_source(source, account, ok=True, via=via)
         return report
+
+    async def probe_ccv(self, cfg: CCVConfig, *, via: Via) -> None:
+        """Ask CCV for an order id that does not exist: a 404 proves key and service work."""
+        try:
+            obs = await self.ccv[cfg.name].fetch(PROBE_ORDER_ID)
+        except SourceError as exc:
+            await self._source_failed(PassReport(), "ccv", cfg.name, exc, via)
+            return
+        if obs.outcome is not Outcome.FAILED:
+            await self.record_source("ccv", cfg.name, ok=True, via=via)
 
     async def _all_open_ids(self, source: Source, account: str, sched: ScheduleConfig) -> list[str]:
         ids: list[str] = []

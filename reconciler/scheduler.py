@@ -71,6 +71,10 @@ class Scheduler:
                 self._pending_list_job,
                 ccnow.name,
             )
+        for ccv in self.config.ccv:
+            self._add(
+                f"ccv-heartbeat:{ccv.name}", ccv.poll_interval_s, self._heartbeat_job, ccv.name
+            )
         for source, accounts in (("ccv", self.config.ccv), ("ccnow", self.config.ccnow)):
             for acc in accounts:
                 tick = min(MAX_TICK_S, max(acc.schedule.min_interval_s / 2, 0.5))
@@ -112,6 +116,20 @@ class Scheduler:
             return
         report = await self.reconciler.ccnow_pass(cfg, via="poll")
         self.on_pass(f"ccnow/{account} pending list", report)
+
+    async def _heartbeat_job(self, account: str) -> None:
+        """CCV has no list to poll: when no status request succeeded for a poll interval, one
+        probe proves the account still answers (so /healthz and source.failed stay true)."""
+        cfg = next(c for c in self.config.ccv if c.name == account)
+        state = await self.reconciler.store.source_state("ccv", account)
+        if (
+            state.last_success is not None
+            and self.clock() - state.last_success < cfg.poll_interval_s
+        ):
+            return
+        if await self._resting("ccv", account, cfg.poll_interval_s) is None:
+            return
+        await self.reconciler.probe_ccv(cfg, via="poll")
 
     async def _due_job(self, source: Source, account: str) -> None:
         accounts = self.config.ccv if source == "ccv" else self.config.ccnow

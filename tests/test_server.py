@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -46,7 +46,10 @@ RECEIVER = ReceiverConfig(
     debounce_s=0.05,
 )
 
-Client = TestClient[web.Request, web.Application]
+if TYPE_CHECKING:
+    Client = TestClient[web.Request, web.Application]
+else:  # TestClient is generic only in newer aiohttp
+    Client = TestClient
 
 
 class FakeHub:
