@@ -46,7 +46,7 @@ class Metrics:
         )
         self.notifications = Counter(
             "reconciler_notifications",
-            "Requests to the notification receiver by outcome.",
+            "Notification requests: accepted, or the reason they were refused.",
             ["source", "outcome"],
             registry=self.registry,
         )
@@ -95,7 +95,8 @@ class Metrics:
             self.events.labels(kind).inc(count)
 
     def observe_notification(self, source: str, outcome: str) -> None:
-        """Count one receiver request (`accepted`, `rejected`, `too_large`, `bad_request`)."""
+        """Count one notification request: `accepted`, or why it was refused (`bad_signature`,
+        `bad_token`, `too_large`, `method`, ...)."""
         self.notifications.labels(source, outcome).inc()
 
     def observe_notification_latency(self, source: str, seconds: float) -> None:

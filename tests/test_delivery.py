@@ -1,0 +1,137 @@
+"""Sinks through the outbox, end to end: Standard Webhooks signatures, retries, dead letters,
+`events --undelivered`, `replay`, and catch-up's wait for delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import cli_env, run_cli, write_config
+from tests.fake_providers import FakeCCV
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+ORDER = "9a8b7c6d-0000-4000-8000-000000000001"
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint that verifies every delivery with the standardwebhooks library."""
+
+    answers: list[int] = field(default_factory=list)  # used one per request, then 200
+    attempts: list[tuple[float, str, dict[str, object]]] = field(default_factory=list)
+    server: TestServer | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        payload = Webhook(SECRET).verify(body, dict(request.headers))  # raises when forged
+        self.attempts.append((asyncio.get_running_loop().time(), request.headers["webhook-id"], payload))
+        return web.Response(status=self.answers.pop(0) if self.answers else 200)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/hooks"))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks", rec.handle)
+    rec.server = TestServer(app, host="127.0.0.1")
+    await rec.server.start_server()
+    yield rec
+    await rec.server.close()
+
+
+def webhook_config(tmp_path: Path, fake: FakeCCV, receiver: Receiver, retry_min: str) -> Path:
+    sink = (f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
+            f'retry_min = "{retry_min}"\ntimeout = "2s"\n')
+    return write_config(tmp_path, ccv=fake, extra=sink)
+
+
+def env() -> dict[str, str]:
+    return cli_env(RECONCILER_SINK_WEBHOOK_SECRET=SECRET)
+
+
+async def test_webhook_retries_with_one_id_and_stops_after_2xx(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    fake_ccv.orders = {ORDER: "New"}
+    receiver.answers = [500, 503]
+    cfg = webhook_config(tmp_path, fake_ccv, receiver, "0.3s")
+    assert (await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())).code == 0
+    result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "20s", env=env())
+    assert result.code == 0, result.stderr
+    assert len(receiver.attempts) == 3  # two failures, one success, then nothing more
+    times, ids, payloads = zip(*receiver.attempts)
+    assert len(set(ids)) == 1
+    assert all(b - a >= 0.3 for a, b in zip(times, times[1:]))
+    assert payloads[-1]["type"] == "order.discovered"
+    assert payloads[-1]["id"] == ids[0]
+    undelivered = await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())
+    assert json.loads(undelivered.stdout) == []
+
+
+async def test_undelivered_events_make_catch_up_exit_75_and_replay_sends_them(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    fake_ccv.orders = {ORDER: "New"}
+    receiver.answers = [500] * 100
+    cfg = webhook_config(tmp_path, fake_ccv, receiver, "5s")
+    await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", env=env())
+    assert result.code == 75
+    listed = json.loads((await run_cli("--config", cfg, "events", "--undelivered", "--json",
+                                       env=env())).stdout)
+    assert [(e["subject"], e["undelivered"]) for e in listed] == [(ORDER, ["webhook"])]
+    first_id = receiver.attempts[0][1]
+
+    receiver.answers = []
+    replay = await run_cli("--config", cfg, "replay", "--sink", "webhook", env=env())
+    assert replay.code == 0, replay.stderr
+    assert receiver.attempts[-1][1] == first_id  # the same id, again
+    listed = json.loads((await run_cli("--config", cfg, "events", "--undelivered", "--json",
+                                       env=env())).stdout)
+    assert listed == []
+
+
+async def test_gone_receiver_disables_the_sink(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    fake_ccv.orders = {ORDER: "New"}
+    receiver.answers = [410]
+    cfg = webhook_config(tmp_path, fake_ccv, receiver, "0.1s")
+    await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
+    assert result.code == 75
+    assert len(receiver.attempts) == 1, result.stderr
+    disabled = [line for line in result.log_lines() if line["message"] == "sink.disabled"]
+    assert disabled and disabled[0]["level"] == "error"
+    assert SECRET not in result.stderr
+
+
+async def test_dead_letter_after_max_age(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    fake_ccv.orders = {ORDER: "New"}
+    receiver.answers = [500] * 100
+    sink = (f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\nretry_min = "0.2s"\n'
+            'max_age = "0.5s"\n')
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
+    await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
+    dead = [line for line in result.log_lines() if line["message"] == "sink.dead_letter"]
+    assert len(dead) == 1 and dead[0]["level"] == "error"
+    listed = json.loads((await run_cli("--config", cfg, "events", "--undelivered", "--json",
+                                       env=env())).stdout)
+    assert [e["undelivered"] for e in listed] == [["webhook"]]  # kept in the database

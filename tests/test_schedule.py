@@ -1,0 +1,90 @@
+"""The adaptive schedule and the stuck rule, as pure functions with an injected clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from reconciler.config import AlertsConfig, ScheduleConfig
+from reconciler.model import EventType, OrderKey, OrderState
+from reconciler.schedule import NEVER, next_check, stuck_event
+from reconciler.scheduler import source_backoff_s
+
+T0 = 1_800_000_000.0
+HOUR = 3600.0
+SCHED = ScheduleConfig(min_interval_s=60, max_interval_s=6 * HOUR,
+                       status_intervals_s={"AwaitingPayment": 120})
+CCV = OrderKey("ccv", "default", "a1")
+CCNOW = OrderKey("ccnow", "default", "396-10-1142")
+
+
+def simulate_requests_per_hour(days: int) -> list[float]:
+    """Check one idle order on its schedule for `days`; return requests per hour, per day."""
+    state = OrderState(key=CCV, status="New", version=1, last_changed=T0, tracked_at=T0)
+    state = next_check(state, changed=True, schedule=SCHED, now=T0)
+    per_day = [0] * days
+    while state.next_check_at < T0 + days * 86400:
+        now = state.next_check_at
+        per_day[int((now - T0) // 86400)] += 1
+        state = next_check(state, changed=False, schedule=SCHED, now=now)
+    return [n / 24 for n in per_day]
+
+
+def test_request_budget_of_unchanged_orders_falls_as_they_age() -> None:
+    rates = simulate_requests_per_hour(4)
+    assert rates[0] > rates[1] >= rates[2] >= rates[3]
+    assert rates[3] == pytest.approx(4 / 24, abs=0.05)  # at max_interval: 4 checks a day
+    assert rates[0] < 1.0  # even the first day stays well below fixed one-minute polling (60/h)
+
+
+def test_change_resets_to_min_interval_and_unchanged_doubles() -> None:
+    s = OrderState(key=CCV, status="New", interval_s=1600.0, tracked_at=T0)
+    assert next_check(s, changed=True, schedule=SCHED, now=T0).interval_s == 60
+    assert next_check(s, changed=False, schedule=SCHED, now=T0).interval_s == 3200
+    big = replace(s, interval_s=5 * HOUR)
+    assert next_check(big, changed=False, schedule=SCHED, now=T0).interval_s == 6 * HOUR
+
+
+def test_end_states_are_never_polled_and_status_overrides_apply() -> None:
+    done = OrderState(key=CCV, status="Completed", end_state=True, tracked_at=T0)
+    assert next_check(done, changed=True, schedule=SCHED, now=T0).next_check_at == NEVER
+    waiting = OrderState(key=CCV, status="AwaitingPayment", interval_s=3000, tracked_at=T0)
+    assert next_check(waiting, changed=False, schedule=SCHED, now=T0).next_check_at == T0 + 120
+
+
+def test_settled_ccnow_orders_are_watched_daily_then_dropped() -> None:
+    sched = replace(SCHED, watch_settled_s=180 * 86400, settled_interval_s=86400)
+    fresh = OrderState(key=CCNOW, status="completed", last_changed=T0, tracked_at=T0)
+    assert next_check(fresh, changed=True, schedule=sched, now=T0).next_check_at == T0 + 86400
+    old = next_check(fresh, changed=False, schedule=sched, now=T0 + 181 * 86400)
+    assert old.next_check_at == NEVER
+
+
+def test_failed_checks_back_off_but_stay_bounded() -> None:
+    s = OrderState(key=CCV, status="New", interval_s=600, failure_streak=1, tracked_at=T0)
+    first = next_check(s, changed=False, schedule=SCHED, now=T0).next_check_at - T0
+    later = next_check(replace(s, failure_streak=4), changed=False, schedule=SCHED,
+                       now=T0).next_check_at - T0
+    assert 60 <= first <= later <= 600
+
+
+ALERTS = AlertsConfig(stuck_after_s={("ccv", "AwaitingPayment"): 2 * 86400})
+
+
+def test_stuck_is_raised_once_per_stuck_period() -> None:
+    s = OrderState(key=CCV, status="AwaitingPayment", version=2, last_changed=T0, tracked_at=T0)
+    assert stuck_event(s, alerts=ALERTS, now=T0 + 86400, store_id="x") is None
+    raised = stuck_event(s, alerts=ALERTS, now=T0 + 2 * 86400 + 1, store_id="x")
+    assert raised is not None
+    marked, event = raised
+    assert event.type is EventType.STUCK and event.severity == "warning"
+    assert stuck_event(marked, alerts=ALERTS, now=T0 + 3 * 86400, store_id="x") is None
+    # A new status starts a new period (the version moves on with every transition).
+    moved = replace(marked, version=4, last_changed=T0 + 4 * 86400)
+    assert stuck_event(moved, alerts=ALERTS, now=T0 + 7 * 86400, store_id="x") is not None
+
+
+@pytest.mark.parametrize(("streak", "expected"), [(0, 0), (1, 60), (2, 120), (5, 960), (30, 3600)])
+def test_failing_source_backoff(streak: int, expected: float) -> None:
+    assert source_backoff_s(streak, 60) == expected
