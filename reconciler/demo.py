@@ -81,8 +81,7 @@ def demo_config(sandbox_url: str, store: Path, receiver_port: int) -> Config:
                 concurrency=2,
                 timeout_s=5,
                 retry=retry,
-                schedule=ScheduleConfig(min_interval_s=3, max_interval_s=10,
-                                        settled_interval_s=10),
+                schedule=ScheduleConfig(min_interval_s=3, max_interval_s=10, settled_interval_s=10),
             ),
         ),
         receiver=ReceiverConfig(
@@ -138,8 +137,14 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
             store = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "demo.db"
         else:
             store = args.store
-        sandbox = Sandbox(SandboxOptions(orders=args.orders, seed=args.seed, speed=args.speed,
-                                         drop_notifications=args.drop_notifications))
+        sandbox = Sandbox(
+            SandboxOptions(
+                orders=args.orders,
+                seed=args.seed,
+                speed=args.speed,
+                drop_notifications=args.drop_notifications,
+            )
+        )
         url = await sandbox.start("127.0.0.1", 0)
         try:
             config = demo_config(url, store, _free_port())
@@ -165,8 +170,9 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
                 daemon = Daemon(config, rt, Notifier(None))
                 serving = asyncio.ensure_future(daemon.serve(stop))
                 waiter = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([serving, waiter], timeout=args.seconds,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [serving, waiter], timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED
+                )
                 stop.set()
                 await serving
                 waiter.cancel()
@@ -192,13 +198,16 @@ def _summary(
     seen = {(e.order_id, e.data["status"]) for e in changes}
     later = {e.order_id for e in changes}
     caught = sum(1 for _, oid, status in dropped if (oid, status) in seen)
-    superseded = sum(1 for _, oid, status in dropped
-                     if (oid, status) not in seen and oid in later)
+    superseded = sum(1 for _, oid, status in dropped if (oid, status) not in seen and oid in later)
     out.write("\nsummary\n")
-    out.write("  orders by status:  " + ", ".join(
-        f"{k}: {v}" for k, v in sorted(by_status.items())) + "\n")
-    out.write("  events by type:    " + ", ".join(
-        f"{k}: {v}" for k, v in sorted(by_type.items())) + "\n")
+    out.write(
+        "  orders by status:  "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(by_status.items()))
+        + "\n"
+    )
+    out.write(
+        "  events by type:    " + ", ".join(f"{k}: {v}" for k, v in sorted(by_type.items())) + "\n"
+    )
     out.write(
         f"  status changes:    {len(changes)} ({by_notification} by notification, "
         f"{len(changes) - by_notification} by polling)\n"
@@ -214,10 +223,9 @@ def demo_command(args: argparse.Namespace) -> int:
     # The feed is the output; event log lines on stderr would only repeat it.
     logging.getLogger("reconciler.events").setLevel(logging.CRITICAL + 1)
     logging.getLogger("reconciler").setLevel(
-        max(logging.WARNING, logging.getLogger("reconciler").level))
+        max(logging.WARNING, logging.getLogger("reconciler").level)
+    )
     try:
         return asyncio.run(run_demo(args, sys.stdout))
     except KeyboardInterrupt:
         return 0
-
-

@@ -16,7 +16,6 @@ from .sources.errors import AuthenticationFailed, SourceError
 EX_OK, EX_TEMPFAIL, EX_CONFIG = 0, 75, 78
 
 
-
 async def check_online(config: Config) -> int:
     """Return 0 when every account answered, 78 when credentials were refused, else 75."""
     worst = EX_OK

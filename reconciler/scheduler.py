@@ -139,12 +139,23 @@ class Scheduler:
             return
         # A failing source gets one probe per backoff period, not a storm of checks.
         limit = 1 if failing else cfg.concurrency * DUE_LIMIT_PER_CONCURRENCY
-        due = await self.reconciler.store.due_orders(source, account, self.clock(), limit)
+        store = self.reconciler.store
+        due = await store.due_orders(source, account, self.clock(), limit)
         if not due:
             return
-        report = await self.reconciler.check_orders(
-            source, account, [s.key.order_id for s in due], via="poll"
-        )
+        # A notification that named an external reference before its order was tracked is
+        # applied now: the order's first check counts as notified.
+        refs = [s.external_reference for s in due if s.status is None and s.external_reference]
+        notified: set[str] = set()
+        if refs and source == "ccv" and self.config.receiver is not None:
+            not_before = self.clock() - self.config.receiver.remember_ref_s
+            notified = await store.take_references(account, refs, not_before)
+        if notified:
+            hinted = [s.key.order_id for s in due if s.external_reference in notified]
+            report = await self.reconciler.check_orders(source, account, hinted, via="notification")
+            self.on_pass(f"{source}/{account} notification", report)
+        rest = [s.key.order_id for s in due if s.external_reference not in notified]
+        report = await self.reconciler.check_orders(source, account, rest, via="poll")
         self.on_pass(f"{source}/{account} due", report)
 
     async def _resting(self, source: Source, account: str, interval_s: float) -> bool | None:

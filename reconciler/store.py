@@ -634,6 +634,9 @@ class Store:
             return set()
         found: set[str] = set()
         async with self.transaction():
+            await self.conn.execute(
+                "DELETE FROM pending_references WHERE received_at < ?", (not_before,)
+            )
             for i in range(0, len(references), _CHUNK):
                 chunk = list(references[i : i + _CHUNK])
                 marks = ", ".join("?" * len(chunk))

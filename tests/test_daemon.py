@@ -122,7 +122,6 @@ async def test_ready_watchdog_lock_and_clean_stop(
                 print((await proc.stderr.read()).decode()[-5000:])
 
 
-
 async def test_second_run_exits_75(
     tmp_path: Path, daemon_setup: tuple[Path, FakeCCV, FakeCCNow]
 ) -> None:

@@ -33,7 +33,9 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         payload = Webhook(SECRET).verify(body, dict(request.headers))  # raises when forged
-        self.attempts.append((asyncio.get_running_loop().time(), request.headers["webhook-id"], payload))
+        self.attempts.append(
+            (asyncio.get_running_loop().time(), request.headers["webhook-id"], payload)
+        )
         return web.Response(status=self.answers.pop(0) if self.answers else 200)
 
     @property
@@ -54,8 +56,10 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def webhook_config(tmp_path: Path, fake: FakeCCV, receiver: Receiver, retry_min: str) -> Path:
-    sink = (f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
-            f'retry_min = "{retry_min}"\ntimeout = "2s"\n')
+    sink = (
+        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
+        f'retry_min = "{retry_min}"\ntimeout = "2s"\n'
+    )
     return write_config(tmp_path, ccv=fake, extra=sink)
 
 
@@ -91,8 +95,9 @@ async def test_undelivered_events_make_catch_up_exit_75_and_replay_sends_them(
     await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
     result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", env=env())
     assert result.code == 75
-    listed = json.loads((await run_cli("--config", cfg, "events", "--undelivered", "--json",
-                                       env=env())).stdout)
+    listed = json.loads(
+        (await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
+    )
     assert [(e["subject"], e["undelivered"]) for e in listed] == [(ORDER, ["webhook"])]
     first_id = receiver.attempts[0][1]
 
@@ -100,8 +105,9 @@ async def test_undelivered_events_make_catch_up_exit_75_and_replay_sends_them(
     replay = await run_cli("--config", cfg, "replay", "--sink", "webhook", env=env())
     assert replay.code == 0, replay.stderr
     assert receiver.attempts[-1][1] == first_id  # the same id, again
-    listed = json.loads((await run_cli("--config", cfg, "events", "--undelivered", "--json",
-                                       env=env())).stdout)
+    listed = json.loads(
+        (await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
+    )
     assert listed == []
 
 
@@ -125,13 +131,16 @@ async def test_dead_letter_after_max_age(
 ) -> None:
     fake_ccv.orders = {ORDER: "New"}
     receiver.answers = [500] * 100
-    sink = (f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\nretry_min = "0.2s"\n'
-            'max_age = "0.5s"\n')
+    sink = (
+        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\nretry_min = "0.2s"\n'
+        'max_age = "0.5s"\n'
+    )
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
     await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
     result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
     dead = [line for line in result.log_lines() if line["message"] == "sink.dead_letter"]
     assert len(dead) == 1 and dead[0]["level"] == "error"
-    listed = json.loads((await run_cli("--config", cfg, "events", "--undelivered", "--json",
-                                       env=env())).stdout)
+    listed = json.loads(
+        (await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
+    )
     assert [e["undelivered"] for e in listed] == [["webhook"]]  # kept in the database

@@ -21,9 +21,14 @@ async def test_demo_shows_discovery_and_changes_and_exits_0() -> None:
 
 async def test_demo_ends_cleanly_on_ctrl_c() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "reconciler", "demo",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=cli_env(), cwd=REPO,
+        sys.executable,
+        "-m",
+        "reconciler",
+        "demo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+        cwd=REPO,
     )
     assert proc.stdout is not None
     while b"order.discovered" not in await asyncio.wait_for(proc.stdout.readline(), 30):

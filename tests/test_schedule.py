@@ -13,8 +13,9 @@ from reconciler.scheduler import source_backoff_s
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
-SCHED = ScheduleConfig(min_interval_s=60, max_interval_s=6 * HOUR,
-                       status_intervals_s={"AwaitingPayment": 120})
+SCHED = ScheduleConfig(
+    min_interval_s=60, max_interval_s=6 * HOUR, status_intervals_s={"AwaitingPayment": 120}
+)
 CCV = OrderKey("ccv", "default", "a1")
 CCNOW = OrderKey("ccnow", "default", "396-10-1142")
 
@@ -64,8 +65,12 @@ def test_settled_ccnow_orders_are_watched_daily_then_dropped() -> None:
 def test_failed_checks_back_off_but_stay_bounded() -> None:
     s = OrderState(key=CCV, status="New", interval_s=600, failure_streak=1, tracked_at=T0)
     first = next_check(s, changed=False, schedule=SCHED, now=T0).next_check_at - T0
-    later = next_check(replace(s, failure_streak=4), changed=False, schedule=SCHED,
-                       now=T0).next_check_at - T0
+    later = (
+        next_check(
+            replace(s, failure_streak=4), changed=False, schedule=SCHED, now=T0
+        ).next_check_at
+        - T0
+    )
     assert 60 <= first <= later <= 600
 
 

@@ -1,0 +1,167 @@
+"""The receiver inside `reconciler run`: a CCV notification becomes an event within seconds
+although the poll interval is an hour; forged URLs cost no provider request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import REPO, cli_env, read_events, run_cli, write_config
+from tests.fake_providers import FakeCCV
+from tests.notify_socket import NotifySocket
+
+ORDER = "7e57a11c-0000-4000-8000-000000000001"
+RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    port = free_port()
+    fake_ccv.orders = {ORDER: "AwaitingPayment"}
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"\n'
+        "status_intervals = {}",
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    env = cli_env(RECONCILER_RECEIVER_SECRET=RECEIVER_SECRET)
+    assert (await run_cli("--config", cfg, "track", "ccv", ORDER, env=env)).code == 0
+    url_result = await run_cli(
+        "--config", cfg, "notification-url", "ccv", "--order", ORDER, env=env
+    )
+    assert url_result.code == 0, url_result.stderr
+    url = url_result.stdout.strip()
+    assert url.startswith(f"http://127.0.0.1:{port}/") and ORDER in url
+
+    with NotifySocket.abstract() as sock:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "reconciler",
+            "--config",
+            str(cfg),
+            "run",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**env, **sock.env()},
+            cwd=REPO,
+        )
+        try:
+            await sock.wait_for_async("READY", "1", timeout_s=20)
+            deadline = time.monotonic() + 10
+            while not read_events(tmp_path) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert [e["type"] for e in read_events(tmp_path)] == ["order.discovered"]
+            requests_before = len(fake_ccv.requests)
+
+            async with aiohttp.ClientSession() as http:
+                forged = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
+                async with http.post(forged, data=b"") as resp:
+                    assert resp.status == 404
+                other = url.replace(ORDER, ORDER[:-1] + "2")
+                async with http.post(other, data=b"") as resp:
+                    assert resp.status == 404
+                assert len(fake_ccv.requests) == requests_before
+
+                fake_ccv.orders[ORDER] = "Screening"
+                sent = time.monotonic()
+                async with http.post(url, data=b"") as resp:  # empty body, as CCV sends it
+                    assert resp.status == 202
+                while time.monotonic() - sent < 5:
+                    changed = [
+                        e for e in read_events(tmp_path) if e["type"] == "order.status_changed"
+                    ]
+                    if changed:
+                        break
+                    await asyncio.sleep(0.05)
+                assert changed, "no event within 5 s of the notification"
+                assert changed[0]["data"]["via"] == "notification"
+                assert changed[0]["data"]["status"] == "Screening"
+
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                    health = json.loads(await resp.read())
+                    assert resp.status == 200, health
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    text = await resp.text()
+                    assert "reconciler_events_total" in text
+                    assert "reconciler_followed_orders" in text
+                # Junk never gets a 500.
+                for body in (b"\xff" * 70000, b"{not json", b""):
+                    async with http.post(url + "x", data=body) as resp:
+                        assert resp.status < 500
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_reference_notified_before_tracking_is_applied_when_tracked(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    port = free_port()
+    fake_ccv.orders = {ORDER: "Processing"}
+    fake_ccv.refs = {ORDER: "INV-2041"}
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"',
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    env = cli_env(RECONCILER_RECEIVER_SECRET=RECEIVER_SECRET)
+    url = (
+        await run_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-2041", env=env)
+    ).stdout.strip()
+    with NotifySocket.abstract() as sock:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "reconciler",
+            "--config",
+            str(cfg),
+            "run",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**env, **sock.env()},
+            cwd=REPO,
+        )
+        try:
+            await sock.wait_for_async("READY", "1", timeout_s=20)
+            async with aiohttp.ClientSession() as http, http.post(url, data=b"") as resp:
+                assert resp.status == 202
+            assert fake_ccv.requests == []  # nothing followed carries that reference yet
+            track = await run_cli(
+                "--config", cfg, "track", "ccv", ORDER, "--ref", "INV-2041", env=env
+            )
+            assert track.code == 0
+            deadline = time.monotonic() + 15
+            while not read_events(tmp_path) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            [event] = read_events(tmp_path)
+            assert event["type"] == "order.discovered"
+            assert event["data"]["via"] == "notification"
+            assert event["data"]["external_reference"] == "INV-2041"
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
