@@ -6,7 +6,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,16 @@ async def run_cli(
         raise
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
+
+
+async def poll_until(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Wait until `predicate()` is true; for state owned by another process (a file, a
+    subprocess's database), where there is no event to await."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.05)
 
 
 def read_events(tmp_path: Path) -> list[dict[str, Any]]:

@@ -7,12 +7,12 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_env, read_events, run_cli, write_config
+from tests.conftest import REPO, cli_env, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.notify_socket import NotifySocket
 
@@ -33,14 +33,6 @@ async def start_daemon(cfg: Path, env: dict[str, str]) -> asyncio.subprocess.Pro
         env=env,
         cwd=REPO,
     )
-
-
-async def poll_until(predicate: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -72,7 +64,7 @@ async def test_ready_watchdog_lock_and_clean_stop(
             await sock.wait_for_async("READY", "1", timeout_s=20)
             assert time.monotonic() - started < 20
             # The start-up pass discovered both sources.
-            await poll_until(lambda: len(read_events(tmp_path)) >= 3, 10)
+            await poll_until(lambda: len(read_events(tmp_path)) >= 3, 10, "start-up discovery")
             subjects = {e["subject"] for e in read_events(tmp_path)}
             assert subjects >= {*CCV_IDS, "396-10-1142"}
 
@@ -101,6 +93,7 @@ async def test_ready_watchdog_lock_and_clean_stop(
             await poll_until(
                 lambda: any(e["type"] == "order.status_changed" for e in read_events(tmp_path)),
                 15,
+                "the change found by a due check",
             )
             changed = [e for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
             assert changed[0]["data"]["via"] == "poll"

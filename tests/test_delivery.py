@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -77,9 +78,9 @@ async def test_webhook_retries_with_one_id_and_stops_after_2xx(
     result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "20s", env=env())
     assert result.code == 0, result.stderr
     assert len(receiver.attempts) == 3  # two failures, one success, then nothing more
-    times, ids, payloads = zip(*receiver.attempts)
+    times, ids, payloads = zip(*receiver.attempts, strict=True)
     assert len(set(ids)) == 1
-    assert all(b - a >= 0.3 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 0.3 for a, b in itertools.pairwise(times))
     assert payloads[-1]["type"] == "order.discovered"
     assert payloads[-1]["id"] == ids[0]
     undelivered = await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())

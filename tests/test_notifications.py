@@ -10,10 +10,11 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from tests.conftest import REPO, cli_env, read_events, run_cli, write_config
+from tests.conftest import REPO, cli_env, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCV
 from tests.notify_socket import NotifySocket
 
@@ -64,9 +65,7 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
         )
         try:
             await sock.wait_for_async("READY", "1", timeout_s=20)
-            deadline = time.monotonic() + 10
-            while not read_events(tmp_path) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await poll_until(lambda: read_events(tmp_path), 10, "start-up discovery")
             assert [e["type"] for e in read_events(tmp_path)] == ["order.discovered"]
             requests_before = len(fake_ccv.requests)
 
@@ -83,16 +82,19 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
                 sent = time.monotonic()
                 async with http.post(url, data=b"") as resp:  # empty body, as CCV sends it
                     assert resp.status == 202
-                while time.monotonic() - sent < 5:
-                    changed = [
-                        e for e in read_events(tmp_path) if e["type"] == "order.status_changed"
-                    ]
-                    if changed:
-                        break
-                    await asyncio.sleep(0.05)
-                assert changed, "no event within 5 s of the notification"
-                assert changed[0]["data"]["via"] == "notification"
-                assert changed[0]["data"]["status"] == "Screening"
+
+                def changed() -> list[dict[str, Any]]:
+                    return [e for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
+
+                await poll_until(
+                    changed, 5 - (time.monotonic() - sent), "the event within 5 s of the notice"
+                )
+                [event] = changed()
+                assert event["data"] == {
+                    **event["data"],
+                    "via": "notification",
+                    "status": "Screening",
+                }
 
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                     health = json.loads(await resp.read())
@@ -152,9 +154,7 @@ async def test_reference_notified_before_tracking_is_applied_when_tracked(
                 "--config", cfg, "track", "ccv", ORDER, "--ref", "INV-2041", env=env
             )
             assert track.code == 0
-            deadline = time.monotonic() + 15
-            while not read_events(tmp_path) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await poll_until(lambda: read_events(tmp_path), 15, "the first check of the order")
             [event] = read_events(tmp_path)
             assert event["type"] == "order.discovered"
             assert event["data"]["via"] == "notification"
