@@ -29,8 +29,10 @@ from .systemd import Notifier
 log = logging.getLogger("reconciler.daemon")
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
+# Shutdown bounds; together well under the 10 s the service promises (TimeoutStopSec=20s).
+RECEIVER_STOP_TIMEOUT_S = 1.0
 JOBS_STOP_TIMEOUT_S = 3.0
-OUTBOX_FLUSH_TIMEOUT_S = 3.0
+OUTBOX_FLUSH_TIMEOUT_S = 2.0
 
 
 class Daemon:
@@ -94,6 +96,8 @@ class Daemon:
         except asyncio.TimeoutError:
             outbox.cancel()
             await asyncio.gather(outbox, return_exceptions=True)
+        else:
+            await self.rt.outbox.drain(OUTBOX_FLUSH_TIMEOUT_S)
         backlog = await self.rt.store.undelivered_count()
         log.info(
             "daemon.stopped",
@@ -144,7 +148,7 @@ class Daemon:
             },
             metrics=self.metrics,
         )
-        self.receiver = Receiver(app)
+        self.receiver = Receiver(app, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
         await self.receiver.start(receiver.listen_host, receiver.listen_port)
 
     async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -37,6 +37,7 @@ class _Lane:
     config: SinkConfig
     disabled: bool = False
     paused_until: float = 0.0
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
@@ -76,14 +77,14 @@ class Outbox:
         self.clock = clock
         self.lanes = [_Lane(sink, cfg) for sink, cfg in sinks]
         store.sink_names = tuple(cfg.name for _, cfg in sinks)
-        self._wakeup = asyncio.Event()
         self._stopping = False
         self._rng = random.Random()
         self.delivered: dict[str, int] = {cfg.name: 0 for _, cfg in sinks}
 
     def wake(self) -> None:
         """Tell the dispatcher that new events were committed."""
-        self._wakeup.set()
+        for lane in self.lanes:
+            lane.wakeup.set()
 
     async def load_disabled(self) -> None:
         """Skip sinks whose receiver said it is gone in an earlier run."""
@@ -101,41 +102,42 @@ class Outbox:
                 )
 
     def stop(self) -> None:
-        """Make `run` return after the batch in hand: cancelling it mid-batch would deliver
-        that batch a second time."""
+        """Make `run` return after the batches in hand: cancelling a sink mid-batch would
+        deliver that batch a second time."""
         self._stopping = True
-        self._wakeup.set()
+        self.wake()
 
     async def run(self) -> None:
-        """Deliver until `stop()`."""
+        """Deliver until `stop()`; each sink in its own task, so a slow webhook never holds up
+        the log or the file."""
         await self.load_disabled()
+        await asyncio.gather(*(self._run_lane(lane) for lane in self.lanes))
+
+    async def _run_lane(self, lane: _Lane) -> None:
         while not self._stopping:
-            self._wakeup.clear()
-            waits = [await self._lane_once(lane) for lane in self.lanes]
-            pending = [w for w in waits if w is not None]
-            if any(w <= 0 for w in pending) or self._stopping:
+            lane.wakeup.clear()
+            wait = await self._lane_once(lane)
+            if wait == 0:
                 continue
-            timeout = min(pending) if pending else None
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                await asyncio.wait_for(lane.wakeup.wait(), wait)
 
     async def drain(self, timeout_s: float) -> bool:
         """Deliver what can be delivered within `timeout_s`; True when no sink holds anything."""
         await self.load_disabled()
         deadline = time.monotonic() + timeout_s
-        while True:
-            waits = [await self._lane_once(lane) for lane in self.lanes]
-            pending = [w for w in waits if w is not None]
-            if not pending:
-                break
-            if any(w <= 0 for w in pending):
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0 or min(pending) > left:
-                break
-            await asyncio.sleep(min(pending))
+        await asyncio.gather(*(self._drain_lane(lane, deadline) for lane in self.lanes))
         counts = await self.store.undelivered_count()
         return not any(counts.values())
+
+    async def _drain_lane(self, lane: _Lane, deadline: float) -> None:
+        while True:
+            wait = await self._lane_once(lane)
+            left = deadline - time.monotonic()
+            if wait is None or left <= 0 or wait > left:
+                return
+            if wait > 0:
+                await asyncio.sleep(wait)
 
     async def _lane_once(self, lane: _Lane) -> float | None:
         """Deliver one batch of due events; return seconds until the lane wants to run again
