@@ -1,0 +1,137 @@
+"""The command line's contract: exit codes, one-line errors, read-only commands, filters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env, read_events, run_cli, write_config
+from tests.fake_providers import FakeCCNow, FakeCCV
+
+ORDER = "3c2b1a00-0000-4000-8000-000000000001"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[ccv]\nbase_url = "https://x.example"\npoll_intervall = "5m"\n', "ccv.poll_intervall"),
+        ('[ccv]\nbase_url = "https://x.example"\npoll_interval = "5x"\n', "ccv.poll_interval"),
+        ('[ccv]\nbase_url = "http://ccv.example"\n', "ccv.base_url"),
+        ('[ccv]\nbase_url = "https://x.example"\nconcurrency = "8"\n', "ccv.concurrency"),
+        ('[ccnow]\nurl = "https://x.example"\n', "ccnow.client_id"),
+        ("[store]\n", "ccv"),
+        ("not toml at all [", "-"),
+    ],
+)
+async def test_bad_config_exits_78_with_one_line_and_creates_nothing(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(f'[store]\npath = "{tmp_path / "db.sqlite"}"\n' + text.replace("[store]\n", ""))
+    for command in (["catch-up"], ["run"], ["orders"], ["check"]):
+        result = await run_cli("--config", cfg, *command)
+        assert result.code == 78, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"config error: {cfg}: {key}:"), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconciler.toml"]
+
+
+async def test_missing_config_file_exits_78(tmp_path: Path) -> None:
+    result = await run_cli("--config", tmp_path / "nope.toml", "orders")
+    assert result.code == 78 and "nope.toml" in result.stderr
+
+
+async def test_usage_errors_exit_2(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "frobnicate")).code == 2
+    assert (await run_cli("--config", cfg, "track", "ccv")).code == 2  # no ids, no file
+    assert (await run_cli("--config", cfg, "track", "ccv", "a", "b", "--ref", "R")).code == 2
+    assert (await run_cli("--config", cfg, "events", "--since", "yesterday")).code == 2
+
+
+async def test_read_commands_on_a_fresh_store_show_nothing(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    orders = await run_cli("--config", cfg, "orders", "--json")
+    events = await run_cli("--config", cfg, "events", "--json")
+    assert (orders.code, json.loads(orders.stdout)) == (0, [])
+    assert (events.code, json.loads(events.stdout)) == (0, [])
+    assert not (tmp_path / "reconciler.db").exists()  # reading creates nothing
+
+
+async def test_track_from_file_untrack_and_filters(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccv.orders = {ORDER: "New", "other-1": "Completed"}
+    fake_ccnow.orders = {"396-10-1142": "processing"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    ids = tmp_path / "ids.csv"
+    ids.write_text(f"# orders of today\n{ORDER},INV-1\n\nother-1\n")
+    assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", ids)).code == 0
+    piped = await run_cli("--config", cfg, "track", "ccnow", "--from-file", "-",
+                          stdin=b"396101142\n")
+    assert piped.code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert {(r["source"], r["order_id"], r["status"], r["external_reference"]) for r in rows} == {
+        ("ccv", ORDER, "New", "INV-1"),
+        ("ccv", "other-1", "Completed", None),
+        ("ccnow", "396-10-1142", "processing", None),
+    }
+    done = json.loads((await run_cli("--config", cfg, "orders", "--status", "Completed",
+                                     "--json")).stdout)
+    assert [r["order_id"] for r in done] == ["other-1"]
+    table = await run_cli("--config", cfg, "orders", "--source", "ccnow")
+    assert "396-10-1142" in table.stdout and ORDER not in table.stdout
+
+    events = json.loads((await run_cli("--config", cfg, "events", "--json", "--type",
+                                       "order.discovered")).stdout)
+    assert len(events) == 3
+    later = json.loads((await run_cli("--config", cfg, "events", "--json", "--since",
+                                      "2999-01-01T00:00:00Z")).stdout)
+    assert later == []
+
+    assert (await run_cli("--config", cfg, "untrack", "ccv", ORDER)).code == 0
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert ORDER not in {r["order_id"] for r in rows}
+    assert len(read_events(tmp_path)) == 3  # history stays
+
+
+async def test_check_online(tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    good = await run_cli("--config", cfg, "check", "--online")
+    assert good.code == 0, good.stderr
+    bad = await run_cli("--config", cfg, "check", "--online",
+                        env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-0000"))
+    assert bad.code == 78 and "ccv/default" in bad.stderr
+    await fake_ccnow.close()
+    down = await run_cli("--config", cfg, "check", "--online")
+    assert down.code == 75 and "ccnow/default" in down.stderr
+
+
+async def test_unknown_status_word_is_kept_and_flagged(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {ORDER: "OnHoldForReview"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    await run_cli("--config", cfg, "track", "ccv", ORDER)
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    [event] = read_events(tmp_path)
+    assert event["data"]["status"] == "OnHoldForReview"
+    assert event["data"]["unknown_status"] is True
+    assert event["data"]["severity"] == "warning"
+
+
+async def test_journald_priority_prefixes(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    fake_ccv.orders = {ORDER: "Failed"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    await run_cli("--config", cfg, "track", "ccv", ORDER)
+    result = await run_cli("--config", cfg, "catch-up", env=cli_env(JOURNAL_STREAM="8:1234"))
+    event_lines = [line for line in result.stderr.splitlines() if "order.discovered" in line]
+    assert event_lines and event_lines[0].startswith('<3>{"time"')  # Failed is an error
+    plain = await run_cli("--config", cfg, "events")
+    assert ORDER[:8] in plain.stdout
