@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .events import Event, event_id, order_data
+from .events import Event, event_id, order_event
 from .model import (
     EventType,
     Observation,
@@ -101,24 +101,18 @@ def _observed(
         return
     version = base.version + 1
     event_type = EventType.DISCOVERED if previous is None else EventType.STATUS_CHANGED
-    ev = Event(
+    ev = order_event(
+        event_type,
+        key,
         id=_order_event_id(store_id, base, version),
-        type=event_type,
         time=now,
-        source=key.source,
-        account=key.account,
-        order_id=key.order_id,
         severity=info.severity,
-        data=order_data(
-            key,
-            external_reference=reference,
-            previous_status=previous,
-            status=status,
-            end_state=info.end_state,
-            severity=info.severity,
-            via=via,
-            unknown_status=not info.known,
-        ),
+        external_reference=reference,
+        previous_status=previous,
+        status=status,
+        end_state=info.end_state,
+        via=via,
+        unknown_status=not info.known,
     )
     result.states[key] = replace(
         state,
@@ -147,23 +141,17 @@ def _not_found(
         result.states[key] = replace(prev, last_checked=now, failure_streak=0)
         return
     version = prev.version + 1
-    ev = Event(
+    ev = order_event(
+        EventType.NOT_FOUND,
+        key,
         id=_order_event_id(store_id, prev, version),
-        type=EventType.NOT_FOUND,
         time=now,
-        source=key.source,
-        account=key.account,
-        order_id=key.order_id,
         severity="warning",
-        data=order_data(
-            key,
-            external_reference=prev.external_reference,
-            previous_status=prev.status,
-            status=None,
-            end_state=False,
-            severity="warning",
-            via=via,
-        ),
+        external_reference=prev.external_reference,
+        previous_status=prev.status,
+        status=None,
+        end_state=False,
+        via=via,
     )
     result.states[key] = replace(
         prev, not_found=True, last_checked=now, failure_streak=0, version=version

@@ -58,19 +58,22 @@ class Event:
         return json.dumps(self.cloudevent(), ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def order_data(
+def order_event(
+    type: EventType,
     key: OrderKey,
     *,
+    id: str,
+    time: float,
+    severity: Severity,
     external_reference: str | None,
     previous_status: str | None,
     status: str | None,
     end_state: bool,
-    severity: Severity,
     via: str,
     unknown_status: bool = False,
     **extra: Any,
-) -> dict[str, Any]:
-    """Return the `data` of an order event, in the field order of the contract."""
+) -> Event:
+    """Return an order event; its `data` has the fields of the contract, in its order."""
     data: dict[str, Any] = {
         "source": key.source,
         "account": key.account,
@@ -82,6 +85,6 @@ def order_data(
         "severity": severity,
         "via": via,
         "unknown_status": unknown_status,
+        **extra,
     }
-    data.update(extra)
-    return data
+    return Event(id, type, time, key.source, key.account, key.order_id, severity, data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .config import AlertsConfig, ScheduleConfig
-from .events import Event, event_id, order_data
+from .events import Event, event_id, order_event
 from .model import EventType, OrderState, Via, status_info
 
 # Used for orders we will not poll again (end states, settled orders past their watch period).
@@ -73,7 +73,9 @@ def stuck_event(
     if state.stuck_version == state.version:
         return None
     key = state.key
-    ev = Event(
+    ev = order_event(
+        EventType.STUCK,
+        key,
         id=event_id(
             store_id,
             key.source,
@@ -83,23 +85,15 @@ def stuck_event(
             state.version,
             "stuck",
         ),
-        type=EventType.STUCK,
         time=now,
-        source=key.source,
-        account=key.account,
-        order_id=key.order_id,
         severity="warning",
-        data=order_data(
-            key,
-            external_reference=state.external_reference,
-            previous_status=state.status,
-            status=state.status,
-            end_state=False,
-            severity="warning",
-            via=via,
-            unknown_status=not status_info(key.source, state.status).known,
-            stuck_for_s=round(now - state.last_changed),
-            stuck_after_s=limit,
-        ),
+        external_reference=state.external_reference,
+        previous_status=state.status,
+        status=state.status,
+        end_state=False,
+        via=via,
+        unknown_status=not status_info(key.source, state.status).known,
+        stuck_for_s=round(now - state.last_changed),
+        stuck_after_s=limit,
     )
     return replace(state, stuck_version=state.version), ev

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -688,8 +687,3 @@ async def _store_id(conn: aiosqlite.Connection, *, create: bool) -> str:
     store_id = str(uuid.uuid4())
     await conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?)", (store_id,))
     return store_id
-
-
-def dumps(obj: Any) -> str:
-    """JSON for CLI output."""
-    return json.dumps(obj, ensure_ascii=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -129,6 +130,32 @@ async def run_cli(
         raise
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
+
+
+@contextlib.asynccontextmanager
+async def daemon(cfg: Path, env: Mapping[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run `reconciler run` for the block, its stderr in `daemon.log` beside the config; a
+    daemon still running at the end is killed."""
+    with (cfg.parent / "daemon.log").open("ab") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "reconciler",
+            "--config",
+            str(cfg),
+            "run",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+            env=dict(env),
+            cwd=REPO,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def poll_until(predicate: Callable[[], object], timeout_s: float, what: str) -> None:

@@ -71,8 +71,9 @@ async def test_track_from_file_untrack_and_filters(
     ids = tmp_path / "ids.csv"
     ids.write_text(f"# orders of today\n{ORDER},INV-1\n\nother-1\n")
     assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", ids)).code == 0
-    piped = await run_cli("--config", cfg, "track", "ccnow", "--from-file", "-",
-                          stdin=b"396101142\n")
+    piped = await run_cli(
+        "--config", cfg, "track", "ccnow", "--from-file", "-", stdin=b"396101142\n"
+    )
     assert piped.code == 0
     assert (await run_cli("--config", cfg, "catch-up")).code == 0
 
@@ -82,17 +83,22 @@ async def test_track_from_file_untrack_and_filters(
         ("ccv", "other-1", "Completed", None),
         ("ccnow", "396-10-1142", "processing", None),
     }
-    done = json.loads((await run_cli("--config", cfg, "orders", "--status", "Completed",
-                                     "--json")).stdout)
+    done = json.loads(
+        (await run_cli("--config", cfg, "orders", "--status", "Completed", "--json")).stdout
+    )
     assert [r["order_id"] for r in done] == ["other-1"]
     table = await run_cli("--config", cfg, "orders", "--source", "ccnow")
     assert "396-10-1142" in table.stdout and ORDER not in table.stdout
 
-    events = json.loads((await run_cli("--config", cfg, "events", "--json", "--type",
-                                       "order.discovered")).stdout)
+    events = json.loads(
+        (await run_cli("--config", cfg, "events", "--json", "--type", "order.discovered")).stdout
+    )
     assert len(events) == 3
-    later = json.loads((await run_cli("--config", cfg, "events", "--json", "--since",
-                                      "2999-01-01T00:00:00Z")).stdout)
+    later = json.loads(
+        (
+            await run_cli("--config", cfg, "events", "--json", "--since", "2999-01-01T00:00:00Z")
+        ).stdout
+    )
     assert later == []
 
     assert (await run_cli("--config", cfg, "untrack", "ccv", ORDER)).code == 0
@@ -105,17 +111,16 @@ async def test_check_online(tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeC
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
     good = await run_cli("--config", cfg, "check", "--online")
     assert good.code == 0, good.stderr
-    bad = await run_cli("--config", cfg, "check", "--online",
-                        env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-0000"))
+    bad = await run_cli(
+        "--config", cfg, "check", "--online", env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-0000")
+    )
     assert bad.code == 78 and "ccv/default" in bad.stderr
     await fake_ccnow.close()
     down = await run_cli("--config", cfg, "check", "--online")
     assert down.code == 75 and "ccnow/default" in down.stderr
 
 
-async def test_unknown_status_word_is_kept_and_flagged(
-    tmp_path: Path, fake_ccv: FakeCCV
-) -> None:
+async def test_unknown_status_word_is_kept_and_flagged(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     fake_ccv.orders = {ORDER: "OnHoldForReview"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     await run_cli("--config", cfg, "track", "ccv", ORDER)

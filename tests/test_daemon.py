@@ -5,34 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_env, poll_until, read_events, run_cli, write_config
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.notify_socket import NotifySocket
 
 CCV_IDS = ["d4e5f6a7-0000-4000-8000-000000000001", "d4e5f6a7-0000-4000-8000-000000000002"]
-
-
-async def start_daemon(cfg: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "reconciler",
-        "--config",
-        str(cfg),
-        "run",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-    )
 
 
 @pytest.fixture
@@ -58,8 +41,7 @@ async def test_ready_watchdog_lock_and_clean_stop(
     cfg, fake_ccv, _ = daemon_setup
     with NotifySocket.at_path(tmp_path / "notify.sock") as sock:
         env = cli_env(**sock.env(), WATCHDOG_USEC="2000000")
-        proc = await start_daemon(cfg, env)
-        try:
+        async with daemon(cfg, env) as proc:
             started = time.monotonic()
             await sock.wait_for_async("READY", "1", timeout_s=20)
             assert time.monotonic() - started < 20
@@ -104,15 +86,7 @@ async def test_ready_watchdog_lock_and_clean_stop(
             code = await asyncio.wait_for(proc.wait(), 10)
             assert code == 0
             assert time.monotonic() - stopping_at < 10
-            assert proc.stderr is not None
-            err = (await proc.stderr.read()).decode()
-            assert "Traceback" not in err
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-                assert proc.stderr is not None
-                print((await proc.stderr.read()).decode()[-5000:])
+            assert "Traceback" not in (tmp_path / "daemon.log").read_text()
 
 
 async def test_second_run_exits_75(
@@ -120,15 +94,10 @@ async def test_second_run_exits_75(
 ) -> None:
     cfg, _, _ = daemon_setup
     with NotifySocket.abstract() as sock:
-        proc = await start_daemon(cfg, cli_env(**sock.env()))
-        try:
+        async with daemon(cfg, cli_env(**sock.env())) as proc:
             await sock.wait_for_async("READY", "1", timeout_s=20)
             second = await run_cli("--config", cfg, "run", timeout_s=20)
             assert second.code == 75
             assert "in use" in second.stderr
             proc.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(proc.wait(), 10) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()

@@ -7,14 +7,13 @@ import asyncio
 import json
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.conftest import REPO, cli_env, poll_until, read_events, run_cli, write_config
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCV
 from tests.notify_socket import NotifySocket
 
@@ -50,20 +49,7 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
     assert url.startswith(f"http://127.0.0.1:{port}/") and ORDER in url
 
     with NotifySocket.abstract() as sock:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "reconciler",
-            "--config",
-            str(cfg),
-            "run",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={**env, **sock.env()},
-            cwd=REPO,
-        )
-        try:
+        async with daemon(cfg, {**env, **sock.env()}) as proc:
             await sock.wait_for_async("READY", "1", timeout_s=20)
             await poll_until(lambda: read_events(tmp_path), 10, "start-up discovery")
             assert [e["type"] for e in read_events(tmp_path)] == ["order.discovered"]
@@ -109,10 +95,6 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
                         assert resp.status < 500
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 10) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
 
 
 async def test_reference_notified_before_tracking_is_applied_when_tracked(
@@ -132,20 +114,7 @@ async def test_reference_notified_before_tracking_is_applied_when_tracked(
         await run_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-2041", env=env)
     ).stdout.strip()
     with NotifySocket.abstract() as sock:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "reconciler",
-            "--config",
-            str(cfg),
-            "run",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={**env, **sock.env()},
-            cwd=REPO,
-        )
-        try:
+        async with daemon(cfg, {**env, **sock.env()}) as proc:
             await sock.wait_for_async("READY", "1", timeout_s=20)
             async with aiohttp.ClientSession() as http, http.post(url, data=b"") as resp:
                 assert resp.status == 202
@@ -161,7 +130,3 @@ async def test_reference_notified_before_tracking_is_applied_when_tracked(
             assert event["data"]["external_reference"] == "INV-2041"
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 10) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()

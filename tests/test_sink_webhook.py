@@ -238,7 +238,6 @@ async def test_secret_appears_nowhere(receiver: Receiver, caplog: pytest.LogCapt
     key_b64 = SECRET.removeprefix("whsec_")
     texts = [repr(sink), *map(repr, results), caplog.text]
     texts += [repr(record.__dict__) for record in caplog.records]
-    assert any("webhook.delivery_failed" in text for text in texts)
     for text in texts:
         assert key_b64 not in text
     for attempt in receiver.attempts:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,3 +60,18 @@ class Sink(Protocol):
 # The result for an event a sink did not try because an earlier one failed; the dispatcher
 # leaves such rows untouched (no attempt counted, no backoff).
 NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
+
+
+async def deliver_in_order(
+    events: Sequence[OutboxEvent],
+    attempt: Callable[[OutboxEvent], Awaitable[DeliveryResult]],
+) -> list[DeliveryResult]:
+    """Attempt events one by one; after the first failure the rest are not attempted, so a
+    receiver that is down costs one attempt per batch, not one per event."""
+    results: list[DeliveryResult] = []
+    for event in events:
+        if results and not isinstance(results[-1], Delivered):
+            results.append(NOT_ATTEMPTED)
+        else:
+            results.append(await attempt(event))
+    return results

@@ -10,7 +10,13 @@ import signal
 from collections.abc import Mapping, Sequence
 
 from reconciler.config import SinkConfig
-from reconciler.sinks.base import NOT_ATTEMPTED, Delivered, DeliveryResult, OutboxEvent, RetryLater
+from reconciler.sinks.base import (
+    Delivered,
+    DeliveryResult,
+    OutboxEvent,
+    RetryLater,
+    deliver_in_order,
+)
 
 log = logging.getLogger("reconciler.sinks.command")
 
@@ -106,21 +112,8 @@ class CommandSink:
         return f"CommandSink(name={self.name!r})"
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
-        """Run the command per event, in order; after a failure the rest are not attempted."""
-        results: list[DeliveryResult] = []
-        for event in events:
-            if results and not isinstance(results[-1], Delivered):
-                results.append(NOT_ATTEMPTED)
-                continue
-            result = await self._run(event)
-            fields: dict[str, object] = {"sink": self.name, "event_id": event.id}
-            if isinstance(result, Delivered):
-                log.debug("command.delivered", extra={"fields": fields})
-            else:
-                fields["reason"] = result.reason
-                log.debug("command.delivery_failed", extra={"fields": fields})
-            results.append(result)
-        return results
+        """Run the command once per event, in order (the dispatcher logs failures)."""
+        return await deliver_in_order(events, self._run)
 
     async def close(self) -> None:
         """Nothing is held between deliveries."""

@@ -21,12 +21,12 @@ import aiohttp
 
 from reconciler.config import SinkConfig
 from reconciler.sinks.base import (
-    NOT_ATTEMPTED,
     Delivered,
     DeliveryResult,
     OutboxEvent,
     RetryLater,
     SinkGone,
+    deliver_in_order,
 )
 
 log = logging.getLogger("reconciler.sinks.webhook")
@@ -133,20 +133,8 @@ class WebhookSink:
         return f"WebhookSink(name={self.name!r})"
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
-        """Deliver events in order, one POST each; after a failure the rest are not attempted."""
-        results: list[DeliveryResult] = []
-        for event in events:
-            if results and not isinstance(results[-1], Delivered):
-                results.append(NOT_ATTEMPTED)
-                continue
-            result = await self._post(event)
-            if isinstance(result, Delivered):
-                log.debug("webhook.delivered", extra={"fields": self._fields(event)})
-            else:
-                fields = {**self._fields(event), "reason": result.reason}
-                log.debug("webhook.delivery_failed", extra={"fields": fields})
-            results.append(result)
-        return results
+        """POST each event, in order (the dispatcher logs failures)."""
+        return await deliver_in_order(events, self._post)
 
     async def close(self) -> None:
         """Close the HTTP session if this sink created it."""
