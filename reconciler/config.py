@@ -442,12 +442,13 @@ def _url_problem(url: str) -> str | None:
     if parts.username is not None or parts.password is not None:
         # Credentials in a URL end up in logs; every secret has its own key.
         return "must not contain user:password"
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         return "https required (plain http only for loopback hosts)"
     return None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Return whether a URL host is this machine (where plain http is acceptable)."""
     if host == "localhost":
         return True
     try:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import heapq
-import ipaddress
 import json
 import logging
 import math
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from reconciler.config import is_loopback
 from reconciler.model import InvalidOrderId, Source, known_statuses, normalize_ccnow_id
 
 log = logging.getLogger("reconciler.sandbox")
@@ -298,18 +298,9 @@ def check_notification_url(url: str) -> str:
         raise ValueError("notificationUrl is not a valid URL") from None
     if not host or parts.scheme not in ("http", "https"):
         raise ValueError("notificationUrl must be an http(s) URL with a host")
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         raise ValueError("notificationUrl must be https (http only for loopback hosts)")
     return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_notify_on(values: object) -> frozenset[str]:
