@@ -61,11 +61,19 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    # Library chatter (aiohttp access logs, apscheduler) only when it is a warning or worse.
-    for name in ("aiohttp", "apscheduler", "asyncio"):
-        logging.getLogger(name).handlers[:] = [handler]
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-        logging.getLogger(name).propagate = False
+    # Library chatter only when it is a warning or worse; APScheduler's skips and misses are
+    # logged by our scheduler listener (once, structured), so only its errors pass.
+    for name, floor in (
+        ("aiohttp", logging.WARNING),
+        ("asyncio", logging.WARNING),
+        ("apscheduler", logging.ERROR),
+    ):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = [handler]
+        lib.setLevel(max(floor, root.level))
+        lib.propagate = False
+    # Events always reach the log, whatever --log-level says.
+    logging.getLogger("reconciler.events").setLevel(logging.INFO)
 
 
 def fields(**values: Any) -> dict[str, Any]:

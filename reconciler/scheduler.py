@@ -60,6 +60,8 @@ class Scheduler:
             self._job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
         self._running: set[asyncio.Task[Any]] = set()
+        # Jobs skipped since their last run ended: a busy job is reported once, not every tick.
+        self._skipped: set[str] = set()
         self._stopping = False
 
     def start(self) -> None:
@@ -109,6 +111,7 @@ class Scheduler:
             log.error("job.failed", exc_info=True, extra=fields(job=job_id))
         finally:
             self._running.discard(task)
+            self._skipped.discard(job_id)
 
     async def _pending_list_job(self, account: str) -> None:
         cfg = next(c for c in self.config.ccnow if c.name == account)
@@ -168,12 +171,16 @@ class Scheduler:
 
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning(
-                "job.skipped", extra=fields(job=event.job_id, reason="previous run still going")
-            )
+            if event.job_id not in self._skipped:
+                self._skipped.add(event.job_id)
+                log.warning(
+                    "job.skipped", extra=fields(job=event.job_id, reason="previous run still going")
+                )
         elif event.code == EVENT_JOB_MISSED:
             log.warning("job.missed", extra=fields(job=event.job_id))
-        elif event.exception is not None:
+        elif event.exception is not None and not isinstance(
+            event.exception, asyncio.CancelledError
+        ):  # cancelled: our own shutdown
             log.error("job.error", extra=fields(job=event.job_id, error=repr(event.exception)))
 
     async def shutdown(self, timeout_s: float) -> int:

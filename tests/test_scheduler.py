@@ -1,0 +1,99 @@
+"""Scheduler hygiene with the real APScheduler: busy jobs are reported once, failing jobs are
+logged and keep their schedule, shutdown cancels running jobs within its bound."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from reconciler.config import AlertsConfig, Config
+from reconciler.reconcile import Reconciler
+from reconciler.scheduler import Scheduler
+
+
+def empty_config() -> Config:
+    return Config(
+        file="t",
+        store_path=Path("unused.db"),
+        ccv=(),
+        ccnow=(),
+        receiver=None,
+        sinks=(),
+        alerts=AlertsConfig(),
+    )
+
+
+async def test_busy_job_is_reported_once_per_busy_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler")
+    scheduler = Scheduler(empty_config(), cast(Reconciler, None))
+    release = asyncio.Event()
+    first, second = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        (second if first.is_set() else first).set()
+        await release.wait()
+
+    scheduler._add("slow", 0.05, slow)
+    scheduler.scheduler.start()
+    try:
+        await asyncio.wait_for(first.wait(), 5)
+        await asyncio.sleep(0.3)  # a span of time in which six ticks find the job running
+        skipped = [r for r in caplog.records if r.getMessage() == "job.skipped"]
+        assert len(skipped) == 1
+        release.set()
+        await asyncio.wait_for(second.wait(), 5)  # the schedule goes on after the busy run
+    finally:
+        await scheduler.shutdown(1.0)
+
+
+async def test_failing_job_is_logged_and_keeps_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler")
+    scheduler = Scheduler(empty_config(), cast(Reconciler, None))
+    calls = 0
+    third = asyncio.Event()
+
+    async def broken() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            third.set()
+        raise RuntimeError("boom")
+
+    scheduler._add("broken", 0.05, broken)
+    scheduler.scheduler.start()
+    try:
+        await asyncio.wait_for(third.wait(), 5)
+    finally:
+        await scheduler.shutdown(1.0)
+    failed = [r for r in caplog.records if r.getMessage() == "job.failed"]
+    assert len(failed) >= 3
+
+
+async def test_shutdown_cancels_running_jobs_within_its_bound() -> None:
+    scheduler = Scheduler(empty_config(), cast(Reconciler, None))
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    scheduler._add("forever", 0.05, forever)
+    scheduler.scheduler.start()
+    await asyncio.wait_for(started.wait(), 5)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    assert await scheduler.shutdown(1.0) == 1
+    assert cancelled.is_set() and loop.time() - t0 < 1.0
