@@ -57,7 +57,22 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: $RECONCILER_CONFIG, else ./reconciler.toml)",
     )
     p.add_argument("--log-level", choices=LEVELS, default="info", help="default: info")
+    # The same options after the command too (`reconciler catch-up --config x.toml`); there they
+    # default to "not given", so they never override a value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    common.add_argument(
+        "--log-level", choices=LEVELS, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = sub.add_parser
+
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return add(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_command  # type: ignore[method-assign]
 
     sub.add_parser("run", help="the daemon: scheduler, receiver, sinks")
 
@@ -197,6 +212,10 @@ def run_command(args: argparse.Namespace) -> int:
         return EX_IOERR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `reconciler events | head`: the reader left; say nothing more, not even at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_OK
     except Exception:
         log.critical("unexpected error", exc_info=True)
         return EX_SOFTWARE
