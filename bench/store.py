@@ -2,10 +2,10 @@
 
 The reconciler side is the real write path, `Reconciler.apply` in batches of `BATCH_ROWS`: load
 snapshot, diff, schedule, upsert orders, history, events and outbox rows, one transaction per
-batch. The baseline is plain sqlite3 in the same process with the same PRAGMAs, upserting the
-same order rows (same values, same table and indexes) and inserting the changes into a simple history
-table, one transaction per batch of the same size. Both start from copies of one seeded store.
-Ratio = baseline time / store time.
+batch. The baseline is plain sqlite3 in the same process with the same PRAGMAs (read from the
+store's connection), upserting exactly the order rows the store wrote (same table and indexes)
+and inserting the changes into a simple history table, one transaction per batch of the same
+size. Both start from copies of one seeded store. Ratio = baseline time / store time.
 
     python bench/store.py [--orders 100000] [--changes 0.1] [--repeat 3] [--check]
 """
@@ -30,12 +30,22 @@ import aiohttp
 from reconciler.config import Config, load_config
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import BATCH_ROWS, Reconciler
-from reconciler.store import _ORDER_UPSERT, Store
+from reconciler.store import _ORDER_UPSERT, Store  # the baseline runs the store's own UPSERT
 
 TARGET = 0.5
 ACCOUNT = "default"
 SEED_STATUS = "Processing"
 CHANGED_STATUS = "Incomplete"
+# Settings the baseline copies from the store's connection, so that it is never tuned differently.
+PRAGMAS = (
+    "journal_mode",
+    "synchronous",
+    "cache_size",
+    "wal_autocheckpoint",
+    "mmap_size",
+    "temp_store",
+    "foreign_keys",
+)
 
 
 def write_config(workdir: Path) -> Config:
@@ -76,18 +86,34 @@ async def seed(config: Config, ids: Sequence[str]) -> None:
         await store.close()
 
 
-async def time_store(config: Config, db: Path, batch: Sequence[Observation]) -> float:
-    """Return the seconds `Reconciler.apply` takes over `batch`, BATCH_ROWS at a time."""
+async def time_store(
+    config: Config, db: Path, batch: Sequence[Observation], changes: int
+) -> tuple[float, dict[str, Any]]:
+    """Return the seconds `Reconciler.apply` takes over `batch`, BATCH_ROWS at a time, and the
+    store connection's PRAGMA settings."""
     store = await Store.open(db)
     try:
+        pragmas = {name: await _scalar(store, f"PRAGMA {name}") for name in PRAGMAS}
+        events_before = await _scalar(store, "SELECT count(*) FROM events")
         async with aiohttp.ClientSession() as session:  # the clients are never used
             reconciler = Reconciler(config, store, session)
             started = time.perf_counter()
             for i in range(0, len(batch), BATCH_ROWS):
                 await reconciler.apply(batch[i : i + BATCH_ROWS], via="poll")
-            return time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+        events = await _scalar(store, "SELECT count(*) FROM events") - events_before
     finally:
         await store.close()
+    if events != changes:
+        raise SystemExit(f"expected {changes} status_changed events, the store has {events}")
+    return elapsed, pragmas
+
+
+async def _scalar(store: Store, sql: str) -> Any:
+    async with store.conn.execute(sql) as cur:
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def written_rows(db: Path) -> list[tuple[Any, ...]]:
@@ -103,12 +129,14 @@ def written_rows(db: Path) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def time_baseline(db: Path, rows: Sequence[tuple[Any, ...]], changed: set[str]) -> float:
+def time_baseline(
+    db: Path, rows: Sequence[tuple[Any, ...]], changed: set[str], pragmas: dict[str, Any]
+) -> float:
     """Return the seconds raw executemany takes to write the same rows and the changes."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        for name, value in pragmas.items():  # names from PRAGMAS, values from SQLite itself
+            conn.execute(f"PRAGMA {name} = {value}")
         conn.execute(
             "CREATE TABLE history (id INTEGER PRIMARY KEY, source TEXT, account TEXT, "
             "order_id TEXT, status TEXT, at REAL)"
@@ -137,6 +165,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs of each side; medians are shown")
     p.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     args = p.parse_args()
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
 
     ids = order_ids(args.orders)
     changed = set(random.Random(1).sample(ids, round(args.orders * args.changes)))
@@ -154,12 +184,14 @@ def main() -> int:
             ours_db, theirs_db = workdir / f"store-{n}.db", workdir / f"baseline-{n}.db"
             shutil.copyfile(config.store_path, ours_db)
             shutil.copyfile(config.store_path, theirs_db)
-            ours.append(asyncio.run(time_store(config, ours_db, batch)))
+            seconds, pragmas = asyncio.run(time_store(config, ours_db, batch, len(changed)))
+            ours.append(seconds)
             # The baseline writes exactly the rows the store wrote (same schedule jitter).
-            theirs.append(time_baseline(theirs_db, written_rows(ours_db), changed))
+            theirs.append(time_baseline(theirs_db, written_rows(ours_db), changed, pragmas))
             ours_db.unlink()
             theirs_db.unlink()
             print(f"run {n}: store={ours[-1]:.2f}s baseline={theirs[-1]:.2f}s", flush=True)
+        print("pragmas: " + " ".join(f"{k}={v}" for k, v in pragmas.items()))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)

@@ -86,7 +86,10 @@ class _Batcher:
                 metrics.observe_checks(key.source, key.account, batch)
             self.report.checked += len(batch)
             self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
-            self.report.events += await self.reconciler.apply(batch, via=self.via)
+            # Await first: `report.events += await ...` would read the count before the await
+            # and lose the events of a flush that finished meanwhile.
+            events = await self.reconciler.apply(batch, via=self.via)
+            self.report.events += events
 
 
 class Reconciler:
