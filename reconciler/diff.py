@@ -86,25 +86,32 @@ def _observed(
     info = status_info(key.source, status)
     base = prev or OrderState(key=key, tracked_at=now)
     reference = obs.external_reference or base.external_reference
-    state = replace(
-        base,
+    previous = base.status
+    changed = previous != status
+    # One constructor call per order: this runs for every check of every order.
+    state = OrderState(
+        key=key,
         status=status,
         external_reference=reference,
+        first_seen=now if base.first_seen is None else base.first_seen,
+        last_changed=now if changed else base.last_changed,
         last_checked=now,
         end_state=info.end_state,
         not_found=False,
         failure_streak=0,
+        version=base.version + 1 if changed else base.version,
+        next_check_at=base.next_check_at,
+        interval_s=base.interval_s,
+        stuck_version=None if changed else base.stuck_version,
+        tracked_at=base.tracked_at,
     )
-    previous = base.status
-    if previous == status:
-        result.states[key] = state
+    result.states[key] = state
+    if not changed:
         return
-    version = base.version + 1
-    event_type = EventType.DISCOVERED if previous is None else EventType.STATUS_CHANGED
     ev = order_event(
-        event_type,
+        EventType.DISCOVERED if previous is None else EventType.STATUS_CHANGED,
         key,
-        id=_order_event_id(store_id, base, version),
+        id=_order_event_id(store_id, base, state.version),
         time=now,
         severity=info.severity,
         external_reference=reference,
@@ -113,13 +120,6 @@ def _observed(
         end_state=info.end_state,
         via=via,
         unknown_status=not info.known,
-    )
-    result.states[key] = replace(
-        state,
-        version=version,
-        first_seen=base.first_seen if base.first_seen is not None else now,
-        last_changed=now,
-        stuck_version=None,
     )
     result.events.append(ev)
     result.transitions.append(Transition(key, previous, status, now, via, ev.id))

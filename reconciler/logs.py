@@ -26,6 +26,22 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
+def render(
+    created: float, level: int, logger: str, message: str, fields: dict[str, Any], *, journal: bool
+) -> str:
+    """Return one log line: a JSON object, with the sd-daemon priority prefix under journald."""
+    line: dict[str, Any] = {
+        "time": _iso(created),
+        "level": logging.getLevelName(level).lower(),
+        "logger": logger,
+        "message": message,
+    }
+    for name, value in fields.items():
+        line.setdefault(name, value)
+    text = json.dumps(line, ensure_ascii=False, default=str)
+    return _PRIORITY.get(level, "<6>") + text if journal else text
+
+
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON line; structured fields come from `extra={"fields": {...}}`."""
 
@@ -34,29 +50,44 @@ class JsonFormatter(logging.Formatter):
         self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": _iso(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            for name, value in fields.items():
-                line.setdefault(name, value)
+        extra = dict(fields) if isinstance(fields, dict) else {}
         if record.exc_info and record.levelno >= logging.ERROR:
             # Unexpected failures only: expected ones are logged without exc_info.
-            line["traceback"] = self.formatException(record.exc_info)
-        text = json.dumps(line, ensure_ascii=False, default=str)
-        if self.journal:
-            return _PRIORITY.get(record.levelno, "<6>") + text
-        return text
+            extra["traceback"] = self.formatException(record.exc_info)
+        return render(
+            record.created,
+            record.levelno,
+            record.name,
+            record.getMessage(),
+            extra,
+            journal=self.journal,
+        )
+
+
+class LineWriter:
+    """Writes pre-rendered lines to the log stream in one call; the log sink's fast path."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO = sys.stderr
+        self.journal = False
+
+    def write(self, lines: list[str]) -> None:
+        """Write lines at once and flush."""
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+
+
+# Where event lines go: the stream and journal mode that setup_logging chose.
+line_writer = LineWriter()
 
 
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Send every `reconciler` log record to stderr as JSON lines at `level`."""
+    journal = bool(os.environ.get("JOURNAL_STREAM"))
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
+    handler.setFormatter(JsonFormatter(journal=journal))
+    line_writer.stream, line_writer.journal = handler.stream, journal
     root = logging.getLogger("reconciler")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -15,11 +15,11 @@ from .config import CCNowConfig, CCVConfig, Config, ScheduleConfig
 from .diff import diff, source_outcome
 from .events import Event
 from .model import Observation, Outcome, Source, Via, known_statuses, status_info
-from .schedule import next_check, stuck_event
+from .schedule import plan, stuck_event
 from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import SourceError
-from .store import Store
+from .store import Store, state_row
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -131,26 +131,26 @@ class Reconciler:
         async with store.transaction():
             snapshot = await store.load_orders(o.key for o in observations)
             result = diff(snapshot, observations, now=now, via=via, store_id=store.store_id)
-            states = []
+            rows = []
             events = list(result.events)
+            alerts = self.config.alerts
             for state in result.states.values():
-                stuck = stuck_event(
-                    state, alerts=self.config.alerts, now=now, store_id=store.store_id, via=via
-                )
+                stuck = stuck_event(state, alerts=alerts, now=now, store_id=store.store_id, via=via)
                 if stuck is not None:
                     state = stuck[0]
                     events.append(stuck[1])
                 schedule = self.schedules.get((state.key.source, state.key.account))
+                when = None
                 if schedule is not None:
-                    state = next_check(
+                    when = plan(
                         state,
                         changed=state.key in result.changed,
                         schedule=schedule,
                         now=now,
                         jitter=self.rng.random(),
                     )
-                states.append(state)
-            await store.save_orders(states)
+                rows.append(state_row(state, when))
+            await store.save_order_rows(rows)
             await store.save_transitions(result.transitions)
             await store.add_events(events)
         self._committed(events)

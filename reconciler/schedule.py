@@ -24,13 +24,26 @@ def next_check(
     now: float,
     jitter: float = 0.0,
 ) -> OrderState:
-    """Return the order with `interval_s` and `next_check_at` set for its next check.
+    """Return the order with `interval_s` and `next_check_at` set for its next check."""
+    interval, at = plan(state, changed=changed, schedule=schedule, now=now, jitter=jitter)
+    return replace(state, interval_s=interval, next_check_at=at)
+
+
+def plan(
+    state: OrderState,
+    *,
+    changed: bool,
+    schedule: ScheduleConfig,
+    now: float,
+    jitter: float = 0.0,
+) -> tuple[float | None, float]:
+    """Return the order's check interval and the time of its next check.
 
     `jitter` in [0, 1) stretches the interval by up to 10 % so that orders tracked together do
     not stay in lockstep.
     """
     if state.end_state:
-        return replace(state, interval_s=None, next_check_at=NEVER)
+        return None, NEVER
     if state.not_found:
         interval = schedule.not_found_interval_s
     elif state.failure_streak > 0:
@@ -38,11 +51,11 @@ def next_check(
         base = schedule.min_interval_s * 2 ** min(state.failure_streak - 1, 16)
         interval = min(base, state.interval_s or schedule.min_interval_s, schedule.max_interval_s)
         interval = max(interval, min(schedule.min_interval_s, schedule.max_interval_s))
-        return replace(state, next_check_at=now + interval * (1 + 0.1 * jitter))
+        return state.interval_s, now + interval * (1 + 0.1 * jitter)
     elif state.status is not None and state.key.source == "ccnow" and _settled(state.status):
         last = state.last_changed if state.last_changed is not None else now
         if now - last >= schedule.watch_settled_s:
-            return replace(state, interval_s=None, next_check_at=NEVER)
+            return None, NEVER
         interval = schedule.settled_interval_s
     elif state.status in schedule.status_intervals_s:
         interval = schedule.status_intervals_s[state.status]
@@ -51,7 +64,7 @@ def next_check(
     else:
         interval = min(state.interval_s * 2, schedule.max_interval_s)
         interval = max(interval, schedule.min_interval_s)
-    return replace(state, interval_s=interval, next_check_at=now + interval * (1 + 0.1 * jitter))
+    return interval, now + interval * (1 + 0.1 * jitter)
 
 
 def _settled(status: str) -> bool:

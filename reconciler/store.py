@@ -25,11 +25,14 @@ from .model import OrderKey, OrderState, Source, SourceState
 from .sinks.base import OutboxEvent
 
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
+# Statements are split on ";", so comments inside them must not contain one.
 MIGRATIONS: list[str] = [
     # 1: initial schema
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     CREATE TABLE orders (
+        -- a rowid table: its indexes then carry an integer, not the whole text key
+        id INTEGER PRIMARY KEY,
         source TEXT NOT NULL,
         account TEXT NOT NULL,
         order_id TEXT NOT NULL,
@@ -46,8 +49,8 @@ MIGRATIONS: list[str] = [
         interval_s REAL,
         stuck_version INTEGER,
         tracked_at REAL,
-        PRIMARY KEY (source, account, order_id)
-    ) WITHOUT ROWID;
+        UNIQUE (source, account, order_id)
+    );
     CREATE INDEX orders_due ON orders (next_check_at) WHERE end_state = 0;
     CREATE INDEX orders_reference ON orders (external_reference)
         WHERE external_reference IS NOT NULL;
@@ -60,9 +63,9 @@ MIGRATIONS: list[str] = [
         status TEXT NOT NULL,
         at REAL NOT NULL,
         via TEXT NOT NULL,
-        event_id TEXT NOT NULL UNIQUE
+        -- events.id is unique already: no second index on random text on the hot path
+        event_id TEXT NOT NULL
     );
-    CREATE INDEX transitions_order ON transitions (source, account, order_id);
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
@@ -184,7 +187,10 @@ def _row_to_state(row: Sequence[Any]) -> OrderState:
     )
 
 
-def _state_to_row(s: OrderState) -> tuple[Any, ...]:
+def state_row(s: OrderState, plan: tuple[float | None, float] | None = None) -> tuple[Any, ...]:
+    """Return the `orders` row of a snapshot state, in column order; `plan` (interval, next
+    check time) replaces the state's own schedule."""
+    interval_s, next_check_at = plan if plan is not None else (s.interval_s, s.next_check_at)
     return (
         s.key.source,
         s.key.account,
@@ -198,8 +204,8 @@ def _state_to_row(s: OrderState) -> tuple[Any, ...]:
         int(s.not_found),
         s.failure_streak,
         s.version,
-        s.next_check_at,
-        s.interval_s,
+        next_check_at,
+        interval_s,
         s.stuck_version,
         s.tracked_at,
     )
@@ -301,7 +307,11 @@ class Store:
 
     async def save_orders(self, states: Iterable[OrderState]) -> None:
         """Upsert snapshot rows (inside a transaction)."""
-        await self.conn.executemany(_ORDER_UPSERT, [_state_to_row(s) for s in states])
+        await self.save_order_rows([state_row(s) for s in states])
+
+    async def save_order_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Upsert snapshot rows given as `state_row` tuples (inside a transaction)."""
+        await self.conn.executemany(_ORDER_UPSERT, rows)
 
     async def save_transitions(self, transitions: Sequence[Transition]) -> None:
         """Append to the history (inside a transaction)."""

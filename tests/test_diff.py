@@ -222,3 +222,12 @@ def test_source_failed_once_and_recovered_once() -> None:
         state, ok=False, now=NOW + 240, via="poll", store_id=STORE, reason="x"
     )
     assert again is not None and again.id != first.id  # a new failure episode, a new event
+
+
+def test_event_ids_are_uuid5_of_the_store_and_the_transition() -> None:
+    import uuid
+
+    from reconciler.events import _NAMESPACE, event_id
+
+    name = "/".join(["store-1", "ccv", "default", "o-1", "1.5", "2"])
+    assert event_id("store-1", "ccv", "default", "o-1", 1.5, 2) == str(uuid.uuid5(_NAMESPACE, name))

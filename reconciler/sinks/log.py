@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..logs import line_writer, render
 from .base import Delivered, DeliveryResult, OutboxEvent
 
 log = logging.getLogger("reconciler.events")
@@ -26,17 +28,24 @@ def event_fields(body: bytes) -> dict[str, Any]:
 
 
 class LogSink:
-    """Writes events to the `reconciler.events` logger; it cannot fail, so it delivers all."""
+    """Writes each event as one line of the `reconciler.events` logger, a batch per write: the
+    same lines a LogRecord would give, without building one per event."""
 
     def __init__(self, name: str = "log") -> None:
         self.name = name
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
-        """Log each event as one line at the level of its severity."""
+        """Log each event at the level of its severity (the logger's level still applies)."""
+        now = time.time()
+        journal = line_writer.journal
+        lines = []
         for event in events:
             flat = event_fields(event.body)
             level = _LEVELS.get(str(flat.get("severity")), logging.INFO)
-            log.log(level, event.type, extra={"fields": flat})
+            if log.isEnabledFor(level):
+                lines.append(render(now, level, log.name, event.type, flat, journal=journal))
+        if lines:
+            line_writer.write(lines)
         return [Delivered()] * len(events)
 
     async def close(self) -> None:
