@@ -84,7 +84,14 @@ def adaptive(
             for change in order.changes[seen:now_seen]:
                 delays[0 if order.active else 1].append(t - change)
             seen = now_seen
-            state = replace(state, status=f"s{seen}", last_checked=t)
+            # As the diff records it: first sight, and the time of the last change seen.
+            state = replace(
+                state,
+                status=f"s{seen}",
+                last_checked=t,
+                first_seen=t if state.first_seen is None else state.first_seen,
+                last_changed=t if changed else state.last_changed,
+            )
             state = next_check(
                 state, changed=changed, schedule=schedule, now=t, jitter=rng.random()
             )

@@ -78,6 +78,10 @@ class ScheduleConfig:
     settled_interval_s: float = 86400
     # orders that answer 404 are checked this rarely
     not_found_interval_s: float = 86400
+    # An order whose status changed within `active_window_s` (not counting its first sight)
+    # is checked at least every `active_max_interval_s`: orders that move tend to move again.
+    active_window_s: float = 12 * 3600
+    active_max_interval_s: float = 30 * 60
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,14 @@ _A = TypeVar("_A")
 
 _TOP_KEYS = ("store", "ccv", "ccnow", "receiver", "sinks", "alerts")
 _RETRY_KEYS = ("retries", "retry_backoff")
-_SCHEDULE_KEYS = ("min_interval", "max_interval", "status_intervals", "not_found_interval")
+_SCHEDULE_KEYS = (
+    "min_interval",
+    "max_interval",
+    "status_intervals",
+    "not_found_interval",
+    "active_window",
+    "active_max_interval",
+)
 _CCV_KEYS = (
     "name",
     "base_url",
@@ -696,6 +707,8 @@ class _Loader:
                     "status_intervals", _CCV_STATUS_INTERVALS
                 ),
                 not_found_interval_s=table.duration("not_found_interval", "1d", positive=True),
+                active_window_s=table.duration("active_window", "12h"),
+                active_max_interval_s=table.duration("active_max_interval", "30m", positive=True),
             ),
             auth=table.choice("auth", _AUTH_SCHEMES, "basic"),
             auth_header=auth_header,
@@ -728,6 +741,8 @@ class _Loader:
                 watch_settled_s=table.duration("watch_settled", "180d"),
                 settled_interval_s=table.duration("settled_interval", "1d", positive=True),
                 not_found_interval_s=table.duration("not_found_interval", "1d", positive=True),
+                active_window_s=table.duration("active_window", "12h"),
+                active_max_interval_s=table.duration("active_max_interval", "30m", positive=True),
             ),
             notification_token=self.optional_secret(
                 table, "notification_token", token_env, token_credentials, _token_problem

@@ -63,8 +63,20 @@ def plan(
         interval = schedule.min_interval_s
     else:
         interval = min(state.interval_s * 2, schedule.max_interval_s)
+        if _active(state, schedule, now):
+            interval = min(interval, schedule.active_max_interval_s)
         interval = max(interval, schedule.min_interval_s)
     return interval, now + interval * (1 + 0.1 * jitter)
+
+
+def _active(state: OrderState, schedule: ScheduleConfig, now: float) -> bool:
+    """An order that changed status lately (its first sight aside) is likely to change again."""
+    changed_at = state.last_changed
+    return (
+        changed_at is not None
+        and changed_at != state.first_seen
+        and now - changed_at < schedule.active_window_s
+    )
 
 
 def _settled(status: str) -> bool:

@@ -22,7 +22,9 @@ CCNOW = OrderKey("ccnow", "default", "396-10-1142")
 
 def simulate_requests_per_hour(days: int) -> list[float]:
     """Check one idle order on its schedule for `days`; return requests per hour, per day."""
-    state = OrderState(key=CCV, status="New", version=1, last_changed=T0, tracked_at=T0)
+    state = OrderState(
+        key=CCV, status="New", version=1, first_seen=T0, last_changed=T0, tracked_at=T0
+    )
     state = next_check(state, changed=True, schedule=SCHED, now=T0)
     per_day = [0] * days
     while state.next_check_at < T0 + days * 86400:
@@ -45,6 +47,26 @@ def test_change_resets_to_min_interval_and_unchanged_doubles() -> None:
     assert next_check(s, changed=False, schedule=SCHED, now=T0).interval_s == 3200
     big = replace(s, interval_s=5 * HOUR)
     assert next_check(big, changed=False, schedule=SCHED, now=T0).interval_s == 6 * HOUR
+
+
+def test_recently_changed_orders_stay_close_for_the_active_window() -> None:
+    moved = OrderState(
+        key=CCV,
+        status="Screening",
+        version=2,
+        first_seen=T0 - 86400,
+        last_changed=T0,
+        interval_s=3 * HOUR,
+        tracked_at=T0 - 86400,
+    )
+    within = next_check(moved, changed=False, schedule=SCHED, now=T0 + HOUR)
+    assert within.interval_s == SCHED.active_max_interval_s
+    after = next_check(moved, changed=False, schedule=SCHED, now=T0 + 13 * HOUR)
+    assert after.interval_s == 6 * HOUR
+    discovered = replace(moved, first_seen=T0)  # first sight is not a change
+    assert (
+        next_check(discovered, changed=False, schedule=SCHED, now=T0 + HOUR).interval_s == 6 * HOUR
+    )
 
 
 def test_end_states_are_never_polled_and_status_overrides_apply() -> None:
