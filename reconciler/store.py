@@ -126,6 +126,12 @@ _ORDER_UPSERT = (
     "ON CONFLICT (source, account, order_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:])
 )
+# Rows loaded in the same transaction are written back by rowid, the cheapest path SQLite has.
+_ORDER_UPDATE = (
+    "UPDATE orders SET "
+    + ", ".join(f"{c} = ?" for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:])
+    + " WHERE id = ?"
+)
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 
 
@@ -234,6 +240,8 @@ class Store:
         self.store_id = store_id
         self.sink_names: tuple[str, ...] = ("log",)
         self._write_lock = asyncio.Lock()
+        # rowids of the orders loaded by the open transaction: (source, account, order_id) -> id
+        self._rowids: dict[tuple[str, str, str], int] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -275,6 +283,7 @@ class Store:
         """Run a block as one write transaction: all of it is committed, or none of it."""
         async with self._write_lock:
             await self.conn.execute("BEGIN IMMEDIATE")
+            self._rowids.clear()
             try:
                 yield self
             except BaseException:
@@ -296,13 +305,14 @@ class Store:
             for i in range(0, len(unique), _CHUNK):
                 chunk = unique[i : i + _CHUNK]
                 sql = (
-                    f"SELECT {_ORDER_COLUMNS} FROM orders WHERE source = ? AND account = ? "
+                    f"SELECT {_ORDER_COLUMNS}, id FROM orders WHERE source = ? AND account = ? "
                     f"AND order_id IN ({', '.join('?' * len(chunk))})"
                 )
                 async with self.conn.execute(sql, (source, account, *chunk)) as cur:
                     for row in await cur.fetchall():
                         state = _row_to_state(row)
                         found[state.key] = state
+                        self._rowids[(row[0], row[1], row[2])] = row[16]
         return found
 
     async def save_orders(self, states: Iterable[OrderState]) -> None:
@@ -310,8 +320,19 @@ class Store:
         await self.save_order_rows([state_row(s) for s in states])
 
     async def save_order_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Upsert snapshot rows given as `state_row` tuples (inside a transaction)."""
-        await self.conn.executemany(_ORDER_UPSERT, rows)
+        """Write snapshot rows given as `state_row` tuples (inside a transaction): rows loaded
+        in this transaction by rowid, the others by upsert."""
+        known, new = [], []
+        for row in rows:
+            rowid = self._rowids.get((row[0], row[1], row[2]))
+            if rowid is None:
+                new.append(row)
+            else:
+                known.append((*row[3:], rowid))
+        if known:
+            await self.conn.executemany(_ORDER_UPDATE, known)
+        if new:
+            await self.conn.executemany(_ORDER_UPSERT, new)
 
     async def save_transitions(self, transitions: Sequence[Transition]) -> None:
         """Append to the history (inside a transaction)."""
