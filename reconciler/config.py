@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -689,9 +689,6 @@ class _Loader:
         auth_header = table.string("auth_header", "Authorization")
         if not _HEADER_NAME.fullmatch(auth_header):
             raise table.error("auth_header", "not a valid HTTP header name")
-        min_interval, max_interval = table.duration_range(
-            "min_interval", "1m", "max_interval", "6h"
-        )
         return CCVConfig(
             name=name,
             base_url=base_url,
@@ -700,18 +697,25 @@ class _Loader:
             concurrency=table.integer("concurrency", 8, 1, 256),
             timeout_s=table.duration("timeout", "10s", positive=True),
             retry=self.retry(table),
-            schedule=ScheduleConfig(
-                min_interval_s=min_interval,
-                max_interval_s=max_interval,
-                status_intervals_s=table.status_durations(
-                    "status_intervals", _CCV_STATUS_INTERVALS
-                ),
-                not_found_interval_s=table.duration("not_found_interval", "1d", positive=True),
-                active_window_s=table.duration("active_window", "12h"),
-                active_max_interval_s=table.duration("active_max_interval", "30m", positive=True),
-            ),
+            schedule=self.schedule(table, "1m", _CCV_STATUS_INTERVALS),
             auth=table.choice("auth", _AUTH_SCHEMES, "basic"),
             auth_header=auth_header,
+        )
+
+    def schedule(
+        self, table: _Table, min_default: str, status_defaults: Mapping[str, str]
+    ) -> ScheduleConfig:
+        """Read the adaptive schedule keys that both providers' accounts have."""
+        min_interval, max_interval = table.duration_range(
+            "min_interval", min_default, "max_interval", "6h"
+        )
+        return ScheduleConfig(
+            min_interval_s=min_interval,
+            max_interval_s=max_interval,
+            status_intervals_s=table.status_durations("status_intervals", status_defaults),
+            not_found_interval_s=table.duration("not_found_interval", "1d", positive=True),
+            active_window_s=table.duration("active_window", "12h"),
+            active_max_interval_s=table.duration("active_max_interval", "30m", positive=True),
         )
 
     def ccnow(self, table: _Table, name: str, single: bool) -> CCNowConfig:
@@ -720,9 +724,6 @@ class _Loader:
         url = table.url("url")
         client_id = table.string("client_id")
         password = self.secret(table, "password", env, credentials)
-        min_interval, max_interval = table.duration_range(
-            "min_interval", "2m", "max_interval", "6h"
-        )
         return CCNowConfig(
             name=name,
             url=url,
@@ -734,15 +735,10 @@ class _Loader:
             concurrency=table.integer("concurrency", 2, 1, 16),
             timeout_s=table.duration("timeout", "15s", positive=True),
             retry=self.retry(table),
-            schedule=ScheduleConfig(
-                min_interval_s=min_interval,
-                max_interval_s=max_interval,
-                status_intervals_s=table.status_durations("status_intervals", {}),
+            schedule=replace(
+                self.schedule(table, "2m", {}),
                 watch_settled_s=table.duration("watch_settled", "180d"),
                 settled_interval_s=table.duration("settled_interval", "1d", positive=True),
-                not_found_interval_s=table.duration("not_found_interval", "1d", positive=True),
-                active_window_s=table.duration("active_window", "12h"),
-                active_max_interval_s=table.duration("active_max_interval", "30m", positive=True),
             ),
             notification_token=self.optional_secret(
                 table, "notification_token", token_env, token_credentials, _token_problem

@@ -647,7 +647,8 @@ class Sandbox:
                 return web.Response(text=_HTML_ERROR_PAGE, content_type="text/html")
         return None
 
-    async def _ccv_status(self, request: web.Request) -> web.StreamResponse:
+    async def _ccv_gate(self, request: web.Request) -> web.StreamResponse | None:
+        """Count a CCV request; answer it here when a fault or a wrong key says so."""
         self.stats.ccv_requests += 1
         if self._faults["ccv"]:
             faulted = await self._fault_response("ccv")
@@ -655,19 +656,21 @@ class Sandbox:
                 return faulted
         if request.headers.get("Authorization") != self._ccv_auth:
             return _json_error(401, "unauthorized")
+        return None
+
+    async def _ccv_status(self, request: web.Request) -> web.StreamResponse:
+        refused = await self._ccv_gate(request)
+        if refused is not None:
+            return refused
         order = self._ccv.get(request.match_info["orderId"])
         if order is None:
             return _json_error(404, "order not found")
         return web.Response(body=order.body, content_type="application/json")
 
     async def _ccv_submit(self, request: web.Request) -> web.StreamResponse:
-        self.stats.ccv_requests += 1
-        if self._faults["ccv"]:
-            faulted = await self._fault_response("ccv")
-            if faulted is not None:
-                return faulted
-        if request.headers.get("Authorization") != self._ccv_auth:
-            return _json_error(401, "unauthorized")
+        refused = await self._ccv_gate(request)
+        if refused is not None:
+            return refused
         try:
             body = json.loads(await request.read())
         except ValueError:
