@@ -67,16 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", choices=LEVELS, default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add = sub.add_parser
 
-    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return add(name, parents=[common], **kwargs)
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
 
-    sub.add_parser = add_command  # type: ignore[method-assign]
+    command("run", help="the daemon: scheduler, receiver, sinks")
 
-    sub.add_parser("run", help="the daemon: scheduler, receiver, sinks")
-
-    c = sub.add_parser("catch-up", help="check every open order once, deliver, exit")
+    c = command("catch-up", help="check every open order once, deliver, exit")
     c.add_argument("--source", choices=SOURCES)
     c.add_argument(
         "--deliver-timeout",
@@ -86,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         help="how long to wait for sinks at the end (default 30s)",
     )
 
-    t = sub.add_parser("track", help="start following orders")
+    t = command("track", help="start following orders")
     t.add_argument("source", choices=SOURCES)
     t.add_argument("ids", nargs="*", metavar="ID")
     t.add_argument("--ref", help="external reference of the (single) CCV order")
@@ -95,17 +92,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--account", help="account name when a source has several")
 
-    u = sub.add_parser("untrack", help="stop following orders")
+    u = command("untrack", help="stop following orders")
     u.add_argument("source", choices=SOURCES)
     u.add_argument("ids", nargs="+", metavar="ID")
     u.add_argument("--account")
 
-    o = sub.add_parser("orders", help="show the snapshot")
+    o = command("orders", help="show the snapshot")
     o.add_argument("--source", choices=SOURCES)
     o.add_argument("--status")
     o.add_argument("--json", action="store_true")
 
-    e = sub.add_parser("events", help="show the event history")
+    e = command("events", help="show the event history")
     e.add_argument("--since", type=_iso, metavar="ISO")
     e.add_argument("--type")
     e.add_argument(
@@ -115,22 +112,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--json", action="store_true")
 
-    r = sub.add_parser("replay", help="deliver stored events to a sink again, same ids")
+    r = command("replay", help="deliver stored events to a sink again, same ids")
     r.add_argument("--sink", required=True)
     r.add_argument("--since", type=_iso, metavar="ISO")
     r.add_argument("--deliver-timeout", type=_duration, default=30.0, metavar="DURATION")
 
-    k = sub.add_parser("check", help="validate the config (and credentials with --online)")
+    k = command("check", help="validate the config (and credentials with --online)")
     k.add_argument("--online", action="store_true")
 
-    n = sub.add_parser("notification-url", help="print the URL for a CCV order's notificationUrl")
+    n = command("notification-url", help="print the URL for a CCV order's notificationUrl")
     n.add_argument("source", choices=["ccv"])
     g = n.add_mutually_exclusive_group(required=True)
     g.add_argument("--order", metavar="ID")
     g.add_argument("--ref", metavar="REF")
     n.add_argument("--account")
 
-    s = sub.add_parser("sandbox", help="the built-in simulator of both providers")
+    s = command("sandbox", help="the built-in simulator of both providers")
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
     s.add_argument("--orders", type=int, default=20)
     s.add_argument("--seed", type=int, default=1)
@@ -140,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     s.add_argument("--faults", default="", metavar="SPEC")
 
-    d = sub.add_parser("demo", help="the sandbox and the daemon together, with a live feed")
+    d = command("demo", help="the sandbox and the daemon together, with a live feed")
     d.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")
     d.add_argument(
         "--store", type=Path, metavar="PATH", help="SQLite file (default: a temporary one)"

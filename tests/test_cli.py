@@ -60,6 +60,8 @@ async def test_read_commands_on_a_fresh_store_show_nothing(
     assert (orders.code, json.loads(orders.stdout)) == (0, [])
     assert (events.code, json.loads(events.stdout)) == (0, [])
     assert not (tmp_path / "reconciler.db").exists()  # reading creates nothing
+    after = await run_cli("orders", "--config", cfg, "--json")  # options after the command too
+    assert (after.code, json.loads(after.stdout)) == (0, [])
 
 
 async def test_track_from_file_untrack_and_filters(
