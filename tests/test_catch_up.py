@@ -199,3 +199,17 @@ async def test_database_is_private_and_versioned(tmp_path: Path, fake_ccv: FakeC
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_summary_counts_every_event_of_concurrent_batches(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    ids = [f"b1b2b3b4-0000-4000-8000-{n:012d}" for n in range(1300)]  # several batches
+    fake_ccv.orders = dict.fromkeys(ids, "New")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    (tmp_path / "ids.txt").write_text("\n".join(ids))
+    await run_cli("--config", cfg, "track", "ccv", "--from-file", tmp_path / "ids.txt")
+    result = await run_cli("--config", cfg, "catch-up")
+    [done] = [line for line in result.log_lines() if line["message"] == "catch-up.done"]
+    assert (done["checked"], done["events"], done["failed"]) == (1300, 1300, 0)
+    assert len(read_events(tmp_path)) == 1300
