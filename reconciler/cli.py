@@ -243,9 +243,12 @@ async def _open_store(config: Config, *, readonly: bool = False) -> Store | None
 
 async def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """The daemon."""
-    from .daemon import run_daemon
+    from .daemon import StartupError, run_daemon
 
-    return await run_daemon(config)
+    try:
+        return await run_daemon(config)
+    except StartupError as exc:
+        raise TempFailure(str(exc)) from None
 
 
 async def cmd_catch_up(config: Config, args: argparse.Namespace) -> int:

@@ -28,6 +28,11 @@ from .systemd import Notifier
 
 log = logging.getLogger("reconciler.daemon")
 
+
+class StartupError(Exception):
+    """The daemon cannot start for a reason worth trying again later (exit 75)."""
+
+
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
 # Shutdown bounds; together well under the 10 s the service promises (TimeoutStopSec=20s).
 RECEIVER_STOP_TIMEOUT_S = 1.0
@@ -149,7 +154,11 @@ class Daemon:
             metrics=self.metrics,
         )
         self.receiver = Receiver(app, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
-        await self.receiver.start(receiver.listen_host, receiver.listen_port)
+        try:
+            await self.receiver.start(receiver.listen_host, receiver.listen_port)
+        except OSError as exc:
+            where = f"{receiver.listen_host}:{receiver.listen_port}"
+            raise StartupError(f"receiver cannot listen on {where}: {exc.strerror}") from None
 
     async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
         """A CCV notification for a followed order: check it now."""

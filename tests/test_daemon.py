@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -101,3 +102,24 @@ async def test_second_run_exits_75(
             assert "in use" in second.stderr
             proc.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_receiver_port_in_use_is_one_line_and_exit_75(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = write_config(
+            tmp_path,
+            ccv=fake_ccv,
+            extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\n'
+            f'public_url = "http://127.0.0.1:{port}"\n',
+        )
+        result = await run_cli(
+            "--config", cfg, "run", env=cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)
+        )
+    assert result.code == 75
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
