@@ -152,8 +152,11 @@ class WriterLock:
 
     def acquire(self) -> None:
         """Take the lock or raise StoreLocked at once; never waits."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -253,10 +256,13 @@ class Store:
                 raise FileNotFoundError(path)
             conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Create the file ourselves so it is never world-readable, not even for a moment.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            os.chmod(path, 0o600)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Create the file ourselves so it is never world-readable, not even for a moment.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                os.chmod(path, 0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
             conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")

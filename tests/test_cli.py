@@ -142,3 +142,21 @@ async def test_journald_priority_prefixes(tmp_path: Path, fake_ccv: FakeCCV) -> 
     assert event_lines and event_lines[0].startswith('<3>{"time"')  # Failed is an error
     plain = await run_cli("--config", cfg, "events")
     assert ORDER[:8] in plain.stdout
+
+
+async def test_unusable_store_is_one_line_and_exit_74(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the store's directory should be")
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra="")
+    cfg.write_text(
+        cfg.read_text().replace(str(tmp_path / "reconciler.db"), str(blocker / "reconciler.db"))
+    )
+    for command in (["catch-up"], ["track", "ccv", ORDER]):
+        result = await run_cli("--config", cfg, *command)
+        assert result.code == 74, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    cfg.write_text(cfg.read_text().replace(str(blocker / "reconciler.db"), str(garbage)))
+    result = await run_cli("--config", cfg, "catch-up")
+    assert result.code == 74 and "Traceback" not in result.stderr
