@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,8 +22,6 @@ from .store import Store, state_row
 
 if TYPE_CHECKING:
     from .metrics import Metrics
-
-log = logging.getLogger("reconciler.reconcile")
 
 BATCH_ROWS = 500  # observations per transaction
 PAGE_ORDERS = 5000  # order ids read from the store at a time during a catch-up

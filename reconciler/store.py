@@ -321,10 +321,6 @@ class Store:
                         self._rowids[(row[0], row[1], row[2])] = row[16]
         return found
 
-    async def save_orders(self, states: Iterable[OrderState]) -> None:
-        """Upsert snapshot rows (inside a transaction)."""
-        await self.save_order_rows([state_row(s) for s in states])
-
     async def save_order_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Write snapshot rows given as `state_row` tuples (inside a transaction): rows loaded
         in this transaction by rowid, the others by upsert."""

@@ -132,24 +132,29 @@ async def run_cli(
     return Result(proc.returncode, out.decode(), err.decode())
 
 
+async def spawn(
+    *args: str | os.PathLike[str], env: Mapping[str, str], stderr: Any
+) -> asyncio.subprocess.Process:
+    """Start `python -m reconciler ARGS` with no stdin and stdout; stderr where given."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "reconciler",
+        *map(str, args),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
+        env=dict(env),
+        cwd=REPO,
+    )
+
+
 @contextlib.asynccontextmanager
 async def daemon(cfg: Path, env: Mapping[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
     """Run `reconciler run` for the block, its stderr in `daemon.log` beside the config; a
     daemon still running at the end is killed."""
     with (cfg.parent / "daemon.log").open("ab") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "reconciler",
-            "--config",
-            str(cfg),
-            "run",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=log,
-            env=dict(env),
-            cwd=REPO,
-        )
+        proc = await spawn("--config", cfg, "run", env=env, stderr=log)
     try:
         yield proc
     finally:

@@ -7,11 +7,10 @@ import itertools
 import random
 import signal
 import sqlite3
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tests.conftest import REPO, cli_env, read_events, run_cli, write_config
+from tests.conftest import cli_env, read_events, run_cli, spawn, write_config
 from tests.fake_providers import FakeCCV
 
 LIFECYCLE = [
@@ -29,18 +28,8 @@ LIFECYCLE = [
 async def kill_mid_pass(cfg: Path, fake: FakeCCV, after_requests: int) -> int:
     """Run a catch-up and SIGKILL it once the provider has answered `after_requests` more."""
     target = len(fake.requests) + after_requests
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "reconciler",
-        "--config",
-        str(cfg),
-        "catch-up",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=cli_env(),
-        cwd=REPO,
+    proc = await spawn(
+        "--config", cfg, "catch-up", env=cli_env(), stderr=asyncio.subprocess.DEVNULL
     )
     exited = asyncio.ensure_future(proc.wait())
     reached = asyncio.ensure_future(fake.wait_until(lambda: len(fake.requests) >= target, 30))

@@ -79,7 +79,6 @@ class Outbox:
         store.sink_names = tuple(cfg.name for _, cfg in sinks)
         self._stopping = False
         self._rng = random.Random()
-        self.delivered: dict[str, int] = {cfg.name: 0 for _, cfg in sinks}
 
     def wake(self) -> None:
         """Tell the dispatcher that new events were committed."""
@@ -171,7 +170,6 @@ class Outbox:
         ]
         if delivered:
             await self.store.mark_delivered(cfg.name, delivered, now)
-            self.delivered[cfg.name] += len(delivered)
         failed: list[tuple[OutboxEvent, RetryLater]] = [
             (row, res)
             for row, res in zip(rows, results, strict=False)
