@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .model import EventType, OrderKey, Severity, Source
@@ -31,14 +32,28 @@ def event_id(store_id: str, *parts: object) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def iso_time(ts: float) -> str:
     """Render epoch seconds as RFC 3339 UTC with milliseconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    # The events of a batch share one time: the formatted second is remembered.
+    return f"{_iso_second(int(ts // 1))}.{int(ts % 1 * 1000):03d}Z"
+
+
+# One encoder for every event: json.dumps with options would build a new one per call.
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event as stored in the outbox."""
+    """One event as stored in the outbox.
+
+    Its JSON is made once, when the event is made: the store keeps the body, and the log sink
+    splices `data_json` into the event's log line instead of serializing the data again.
+    """
 
     id: str
     type: EventType
@@ -48,9 +63,25 @@ class Event:
     order_id: str | None
     severity: Severity
     data: dict[str, Any]
+    data_json: str = field(init=False, repr=False, compare=False)
+    body_text: str = field(init=False, repr=False, compare=False)
 
-    def cloudevent(self) -> dict[str, Any]:
-        """Return the CloudEvents 1.0 structured-mode object."""
+    def __post_init__(self) -> None:
+        # The text of json.dumps(self.cloudevent()) with compact separators, put together from
+        # its parts (the test suite holds the two equal).
+        data_json = compact_json(self.data)
+        subject = "" if self.order_id is None else f',"subject":{compact_json(self.order_id)}'
+        body = (
+            f'{{"specversion":"1.0","id":{compact_json(self.id)},"type":'
+            f"{compact_json(self.type.value)},"
+            f'"source":{compact_json(f"reconciler/{self.source}/{self.account}")}{subject},'
+            f'"time":"{iso_time(self.time)}","datacontenttype":"application/json",'
+            f'"data":{data_json}}}'
+        )
+        object.__setattr__(self, "data_json", data_json)
+        object.__setattr__(self, "body_text", body)
+
+    def _envelope(self) -> dict[str, Any]:
         event: dict[str, Any] = {
             "specversion": "1.0",
             "id": self.id,
@@ -61,12 +92,17 @@ class Event:
             event["subject"] = self.order_id
         event["time"] = iso_time(self.time)
         event["datacontenttype"] = "application/json"
+        return event
+
+    def cloudevent(self) -> dict[str, Any]:
+        """Return the CloudEvents 1.0 structured-mode object."""
+        event = self._envelope()
         event["data"] = self.data
         return event
 
     def body(self) -> bytes:
         """Return the serialized CloudEvent, the exact bytes every sink receives."""
-        return json.dumps(self.cloudevent(), ensure_ascii=False, separators=(",", ":")).encode()
+        return self.body_text.encode()
 
 
 def order_event(

@@ -6,8 +6,9 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any, TextIO
+
+from .events import iso_time as _iso
 
 # sd-daemon(3) priority prefixes; journald strips them and sets PRIORITY, so
 # `journalctl -p warning` filters our lines.
@@ -22,8 +23,7 @@ _PRIORITY = {
 LEVELS = ("debug", "info", "warning", "error")
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def render(
@@ -38,7 +38,33 @@ def render(
     }
     for name, value in fields.items():
         line.setdefault(name, value)
-    text = json.dumps(line, ensure_ascii=False, default=str)
+    text = json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _PRIORITY.get(level, "<6>") + text if journal else text
+
+
+def render_spliced(
+    created: float,
+    level: int,
+    logger: str,
+    message: str,
+    head: dict[str, str],
+    fields_json: str,
+    tail: dict[str, str],
+    *,
+    journal: bool,
+) -> str:
+    """Return the line `render` gives for `{**head, **fields, **tail}` when `fields_json` is
+    the fields already serialized compactly (a JSON object whose keys are not in head, tail
+    or the line's own keys): the event log line, without serializing the event's data again."""
+    parts = [
+        f'"time":"{_iso(created)}","level":"{logging.getLevelName(level).lower()}"',
+        f'"logger":{_encode(logger)},"message":{_encode(message)}',
+        *(f"{_encode(k)}:{_encode(v)}" for k, v in head.items()),
+    ]
+    if len(fields_json) > 2:
+        parts.append(fields_json[1:-1])
+    parts.extend(f"{_encode(k)}:{_encode(v)}" for k, v in tail.items())
+    text = "{" + ",".join(parts) + "}"
     return _PRIORITY.get(level, "<6>") + text if journal else text
 
 

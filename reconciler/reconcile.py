@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -15,6 +16,7 @@ from .diff import diff, source_outcome
 from .events import Event
 from .model import Observation, Outcome, Source, Via, known_statuses, status_info
 from .schedule import plan, stuck_event
+from .sinks.base import OutboxEvent
 from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import SourceError
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 BATCH_ROWS = 500  # observations per transaction
+PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
 PAGE_ORDERS = 5000  # order ids read from the store at a time during a catch-up
 # An order id no order has; `check --online` and the CCV heartbeat expect a 404 for it.
 PROBE_ORDER_ID = "reconciler-probe"
@@ -60,33 +63,68 @@ class PassReport:
 
 
 class _Batcher:
-    """Collects observations from concurrent workers and writes them a batch at a time."""
+    """Collects observations from concurrent workers; a writer task commits them a batch at a
+    time while the workers go on asking. Workers wait only when PENDING_BATCHES are queued."""
 
     def __init__(self, reconciler: Reconciler, via: Via, report: PassReport) -> None:
         self.reconciler = reconciler
         self.via = via
         self.report = report
         self.buffer: list[Observation] = []
+        self.queue: asyncio.Queue[list[Observation] | None] = asyncio.Queue(PENDING_BATCHES)
+        self.writer: asyncio.Task[None] | None = None
+        self.error: Exception | None = None
 
     async def add(self, obs: Observation) -> None:
         self.buffer.append(obs)
         if len(self.buffer) >= BATCH_ROWS:
-            await self.flush()
+            if self.error is not None:
+                raise self.error  # a failed write stops the workers with its error
+            batch, self.buffer = self.buffer, []
+            if self.writer is None:
+                self.writer = asyncio.ensure_future(self._write())
+            await self.queue.put(batch)
 
     async def flush(self) -> None:
-        # Swap before awaiting: workers keep filling the next batch while this one is written.
+        """Write what is buffered and wait until every batch is committed."""
         batch, self.buffer = self.buffer, []
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            await self.queue.put(None)
+            await writer
+        if self.error is not None:
+            raise self.error
         if batch:
-            metrics = self.reconciler.metrics
-            if metrics is not None:
-                key = batch[0].key
-                metrics.observe_checks(key.source, key.account, batch)
-            self.report.checked += len(batch)
-            self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
-            # Await first: `report.events += await ...` would read the count before the await
-            # and lose the events of a flush that finished meanwhile.
-            events = await self.reconciler.apply(batch, via=self.via)
-            self.report.events += events
+            await self._apply(batch)
+
+    async def close(self) -> None:
+        """Stop the writer without writing more (the pass is over or failed)."""
+        writer, self.writer = self.writer, None
+        self.buffer = []
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _write(self) -> None:
+        # After a failure the writer goes on taking batches (and drops them), so that no worker
+        # waits forever on a full queue; the next `add` or `flush` raises the failure.
+        while (batch := await self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    await self._apply(batch)
+                except Exception as exc:
+                    self.error = exc
+
+    async def _apply(self, batch: list[Observation]) -> None:
+        metrics = self.reconciler.metrics
+        if metrics is not None:
+            key = batch[0].key
+            metrics.observe_checks(key.source, key.account, batch)
+        self.report.checked += len(batch)
+        self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
+        # Await first: `report.events += await ...` would read the count before the await.
+        events = await self.reconciler.apply(batch, via=self.via)
+        self.report.events += events
 
 
 class Reconciler:
@@ -99,7 +137,7 @@ class Reconciler:
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], float] = time.time,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[Sequence[OutboxEvent] | None], None] = lambda rows: None,
         on_events: Callable[[Sequence[Event]], None] = lambda events: None,
     ) -> None:
         self.config = config
@@ -148,9 +186,8 @@ class Reconciler:
                     )
                 rows.append(state_row(state, when))
             await store.save_order_rows(rows)
-            await store.save_transitions(result.transitions)
-            await store.add_events(events)
-        self._committed(events)
+            stored = await store.add_events(events)
+        self._committed(events, stored)
         return len(events)
 
     async def record_source(
@@ -165,19 +202,18 @@ class Reconciler:
                 state, ok=ok, now=now, via=via, store_id=store.store_id, reason=reason
             )
             await store.save_source_state(new)
-            if event is not None:
-                await store.add_events([event])
+            stored = await store.add_events([event]) if event is not None else []
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
-            self._committed([event])
+            self._committed([event], stored)
         return 1 if event is not None else 0
 
-    def _committed(self, events: Sequence[Event]) -> None:
+    def _committed(self, events: Sequence[Event], stored: Sequence[OutboxEvent] | None) -> None:
         if events:
             if self.metrics is not None:
                 self.metrics.observe_events(events)
             self.on_events(events)
-            self.on_commit()
+            self.on_commit(stored)
 
     # --- passes ------------------------------------------------------------------------------
 
@@ -200,7 +236,7 @@ class Reconciler:
         after = ""
         try:
             while True:
-                ids = await self.store.open_order_ids(
+                ids = await self.store.open_orders_page(
                     "ccv", cfg.name, after=after, limit=PAGE_ORDERS
                 )
                 if not ids:
@@ -211,6 +247,9 @@ class Reconciler:
         except SourceError as exc:
             await batcher.flush()
             return await self._source_failed(report, "ccv", cfg.name, exc, via)
+        finally:
+            await batcher.close()
+            self.store.forget_page()
         answered = report.checked - report.failed
         if report.checked and not answered:
             reason = "every check failed"
@@ -251,6 +290,8 @@ class Reconciler:
         except SourceError as exc:
             await batcher.flush()
             return await self._source_failed(report, "ccnow", cfg.name, exc, via)
+        finally:
+            await batcher.close()
         report.events += await self.record_source("ccnow", cfg.name, ok=True, via=via)
         return report
 
@@ -272,6 +313,8 @@ class Reconciler:
         except SourceError as exc:
             await batcher.flush()
             return await self._source_failed(report, source, account, exc, via)
+        finally:
+            await batcher.close()
         if report.checked > report.failed:
             report.events += await self.record_source(source, account, ok=True, via=via)
         return report

@@ -7,7 +7,6 @@ from types import TracebackType
 
 import aiohttp
 
-from . import __version__
 from .config import Config
 from .reconcile import Reconciler
 from .sinks.outbox import Outbox, build_sinks
@@ -32,7 +31,6 @@ def http_session(config: Config) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit + 16, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
-        headers={"User-Agent": f"reconciler/{__version__}"},
         # The providers' APIs use no cookies; a real jar would parse and filter every answer.
         cookie_jar=aiohttp.DummyCookieJar(),
     )
@@ -62,7 +60,7 @@ class Runtime:
         self.session = http_session(self.config)
         self.outbox = Outbox(self.store, build_sinks(self.config, self.session))
         self.reconciler = Reconciler(
-            self.config, self.store, self.session, on_commit=self.outbox.wake
+            self.config, self.store, self.session, on_commit=self.outbox.committed
         )
         return self
 

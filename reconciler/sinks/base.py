@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..events import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,8 @@ class OutboxEvent:
     order_id: str | None
     body: bytes
     attempts: int = 0  # earlier failed attempts for this sink
+    # The event itself when it is handed over straight after its commit (not read back).
+    event: Event | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..logs import line_writer, render
+from ..events import iso_time
+from ..logs import line_writer, render, render_spliced
 from .base import Delivered, DeliveryResult, OutboxEvent
 
 log = logging.getLogger("reconciler.events")
@@ -39,11 +40,28 @@ class LogSink:
         now = time.time()
         journal = line_writer.journal
         lines = []
-        for event in events:
-            flat = event_fields(event.body)
-            level = _LEVELS.get(str(flat.get("severity")), logging.INFO)
+        for row in events:
+            event = row.event
+            if event is None:  # read back from the store
+                flat = event_fields(row.body)
+                level = _LEVELS.get(str(flat.get("severity")), logging.INFO)
+                if log.isEnabledFor(level):
+                    lines.append(render(now, level, log.name, row.type, flat, journal=journal))
+                continue
+            level = _LEVELS.get(event.severity, logging.INFO)
             if log.isEnabledFor(level):
-                lines.append(render(now, level, log.name, event.type, flat, journal=journal))
+                lines.append(
+                    render_spliced(
+                        now,
+                        level,
+                        log.name,
+                        row.type,
+                        {"event_id": event.id, "event_type": row.type},
+                        event.data_json,
+                        {"event_time": iso_time(event.time)},
+                        journal=journal,
+                    )
+                )
         if lines:
             line_writer.write(lines)
         return [Delivered()] * len(events)

@@ -27,6 +27,8 @@ from .log import LogSink
 log = logging.getLogger("reconciler.outbox")
 
 BATCH = 500
+# Events handed over in memory that a lane may hold; beyond that it reads them from the store.
+HANDED_MAX = 10 * BATCH
 
 
 @dataclass
@@ -38,6 +40,25 @@ class _Lane:
     disabled: bool = False
     paused_until: float = 0.0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Live: the sink has taken every event up to `expect` - 1, so the events committed next
+    # are handed to it in memory instead of being read back. A failure, a gap in the seqs or a
+    # backlog ends it; the lane then reads from the store until it has caught up again.
+    live: bool = False
+    expect: int = 0
+    handed: list[OutboxEvent] = field(default_factory=list)
+
+    def stop_live(self) -> None:
+        self.live = False
+        self.handed.clear()
+
+    def hand(self, rows: Sequence[OutboxEvent] | None) -> None:
+        if not self.live or rows == []:
+            return
+        if rows is None or rows[0].seq != self.expect or len(self.handed) + len(rows) > HANDED_MAX:
+            self.stop_live()
+        else:
+            self.handed.extend(rows)
+            self.expect = rows[-1].seq + 1
 
 
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
@@ -64,7 +85,7 @@ def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Si
 
 
 class Outbox:
-    """Delivers the outbox to every sink; `wake()` after each commit."""
+    """Delivers the outbox to every sink; `committed(rows)` after each commit."""
 
     def __init__(
         self,
@@ -81,8 +102,15 @@ class Outbox:
         self._rng = random.Random()
 
     def wake(self) -> None:
-        """Tell the dispatcher that new events were committed."""
+        """Make every lane look for work."""
         for lane in self.lanes:
+            lane.wakeup.set()
+
+    def committed(self, rows: Sequence[OutboxEvent] | None) -> None:
+        """Take events just committed (None: some, not known which): live lanes get them in
+        memory; the others find them in the store."""
+        for lane in self.lanes:
+            lane.hand(rows)
             lane.wakeup.set()
 
     async def load_disabled(self) -> None:
@@ -142,20 +170,30 @@ class Outbox:
         """Deliver one batch of due events; return seconds until the lane wants to run again
         (0: at once), or None when it has nothing pending."""
         if lane.disabled:
+            lane.stop_live()
             return None
         now = self.clock()
         if lane.paused_until > now:
             return lane.paused_until - now
         name = lane.config.name
-        rows = await self.store.due_deliveries(name, now, BATCH)
-        if not rows:
-            nxt = await self.store.next_delivery_at(name)
-            return None if nxt is None else max(nxt - now, 0.001)
+        if lane.handed:
+            rows, lane.handed = lane.handed, []
+        else:
+            due = await self.store.due_deliveries(name, now, BATCH)
+            rows = due.rows
+            # Caught up when this is all that is pending: from here on, the events committed
+            # next (seq stored_upto + 1 on) are handed over, in order, after these.
+            if len(rows) < BATCH and (due.next_at is None or due.next_at <= now):
+                lane.live, lane.expect = True, due.stored_upto + 1
+            if not rows:
+                return None if due.next_at is None else max(due.next_at - now, 0.001)
         try:
             results = await lane.sink.deliver(rows)
         except Exception as exc:  # a sink bug must not stop the others
             log.error("sink.crashed", exc_info=True, extra=fields(sink=name))
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
+        if not all(isinstance(res, Delivered) for res in results):
+            lane.stop_live()  # what failed is retried from the store, in order
         await self._record(lane, rows, results)
         now = self.clock()
         return lane.paused_until - now if lane.paused_until > now else 0

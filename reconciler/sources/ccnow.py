@@ -19,7 +19,7 @@ from reconciler.sources.errors import (
     SourceError,
     SourceUnavailable,
 )
-from reconciler.sources.http import drain, request
+from reconciler.sources.http import USER_AGENT, drain, request
 
 log = logging.getLogger("reconciler.sources.ccnow")
 
@@ -128,6 +128,7 @@ class CCNowClient:
         self._headers = {
             "Content-Type": "application/x-www-form-urlencoded",
             "Accept": "text/plain",
+            "User-Agent": USER_AGENT,
         }
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
 

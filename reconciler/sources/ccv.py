@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import quote
 
@@ -14,10 +15,12 @@ from yarl import URL
 from reconciler.config import CCVConfig
 from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, validate_ccv_id
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
-from reconciler.sources.http import RequestFailed, drain, request
+from reconciler.sources.http import USER_AGENT, RequestFailed, drain, request
 
 log = logging.getLogger("reconciler.sources.ccv")
 
+# Characters a URL path segment carries as they are (RFC 3986 "unreserved").
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # A status answer is a few dozen bytes; anything near this is not one.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_STATUS_LENGTH = 64
@@ -31,7 +34,7 @@ _OUTAGE_REASONS = frozenset(
 def auth_headers(config: CCVConfig) -> dict[str, str]:
     """Return the request headers that carry the API key as `config.auth` says."""
     key = config.api_key.reveal()
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if config.auth == "basic":
         # CCV's scheme: the key is the user name, the password is empty.
         headers["Authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode("ascii")
@@ -110,7 +113,8 @@ class CCVClient:
             validate_ccv_id(order_id)
         except InvalidOrderId:
             return Observation(key, Outcome.FAILED, reason="invalid_id"), False
-        url = URL(self._prefix + quote(order_id, safe="") + "/status", encoded=True)
+        segment = order_id if _UNRESERVED.fullmatch(order_id) else quote(order_id, safe="")
+        url = URL(f"{self._prefix}{segment}/status", encoded=True)
         try:
             reply = await request(
                 self._session,

@@ -14,10 +14,15 @@ from typing import TypeVar
 import aiohttp
 from yarl import URL
 
+from reconciler import __version__
 from reconciler.config import RetryConfig
 from reconciler.sources.errors import ProtocolError, SourceUnavailable
 
 T = TypeVar("T")
+
+# Sent by each client with its own headers: a session-wide default would be merged into the
+# headers of every request.
+USER_AGENT = f"reconciler/{__version__}"
 
 
 class RequestFailed(SourceUnavailable):
@@ -35,7 +40,12 @@ class Reply:
 
     status: int
     body: bytes
-    content_type: str
+    content_type_header: str  # as received; parsed only when asked
+
+    @property
+    def content_type(self) -> str:
+        """The media type, lower case, without parameters ("" when there is none)."""
+        return self.content_type_header.partition(";")[0].strip().lower()
 
 
 def is_retryable(status: int) -> bool:
@@ -119,7 +129,8 @@ async def request(
             ) as resp:
                 status = resp.status
                 if not is_retryable(status):
-                    return Reply(status, await read_body(resp, max_body), resp.content_type)
+                    body = await read_body(resp, max_body)
+                    return Reply(status, body, resp.headers.get("Content-Type", ""))
                 retry_after = resp.headers.get("Retry-After")
                 word = f"http_{status}"
         except asyncio.TimeoutError:
