@@ -25,9 +25,9 @@ from .store import Store, state_row
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-BATCH_ROWS = 500  # observations per transaction
+BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
-PAGE_ORDERS = 5000  # order ids read from the store at a time during a catch-up
+PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
 # An order id no order has; `check --online` and the CCV heartbeat expect a 404 for it.
 PROBE_ORDER_ID = "reconciler-probe"
 SETTLED = tuple(s for s in known_statuses("ccnow") if status_info("ccnow", s).settled)
@@ -233,16 +233,15 @@ class Reconciler:
         report = PassReport()
         batcher = _Batcher(self, via, report)
         client = self.ccv[cfg.name]
-        after = ""
+        after = 0
         try:
             while True:
-                ids = await self.store.open_orders_page(
+                ids, after = await self.store.open_orders_page(
                     "ccv", cfg.name, after=after, limit=PAGE_ORDERS
                 )
                 if not ids:
                     break
                 await client.check_orders(ids, batcher.add)
-                after = ids[-1]
             await batcher.flush()
         except SourceError as exc:
             await batcher.flush()

@@ -509,19 +509,24 @@ class Store:
         return [row[0] for row in await self.conn.execute_fetchall(sql, params)]
 
     async def open_orders_page(
-        self, source: Source, account: str, *, after: str = "", limit: int = 5000
-    ) -> list[str]:
-        """Return ids of orders not in an end state after `after`, in id order, and keep their
-        rows as the page that the next batches read instead of the database."""
+        self, source: Source, account: str, *, after: int = 0, limit: int = 5000
+    ) -> tuple[list[str], int]:
+        """Return the ids of orders not in an end state, in storage order after the position
+        `after`, and the position to continue from; keep their rows as the page that the next
+        batches read instead of the database.
+
+        Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
+        a few database pages instead of one page per order.
+        """
         version = await self._data_version()  # before the rows: a later write drops the page
         sql = (
-            f"SELECT {_ORDER_COLUMNS}, id FROM orders WHERE source = ? AND account = ? "
-            "AND end_state = 0 AND order_id > ? ORDER BY order_id LIMIT ?"
+            f"SELECT {_ORDER_COLUMNS}, id FROM orders WHERE id > ? AND source = ? "
+            "AND account = ? AND end_state = 0 ORDER BY id LIMIT ?"
         )
-        rows = await self.conn.execute_fetchall(sql, (source, account, after, limit))
+        rows = list(await self.conn.execute_fetchall(sql, (after, source, account, limit)))
         self._page = {(r[0], r[1], r[2]): (r[16], tuple(r[:16])) for r in rows}
         self._page_version = version
-        return [r[2] for r in rows]
+        return [r[2] for r in rows], (rows[-1][16] if rows else after)
 
     def forget_page(self) -> None:
         """Drop the page of orders kept by `open_orders_page`."""

@@ -28,7 +28,7 @@ log = logging.getLogger("reconciler.outbox")
 
 BATCH = 500
 # Events handed over in memory that a lane may hold; beyond that it reads them from the store.
-HANDED_MAX = 10 * BATCH
+HANDED_MAX = 10_000
 
 
 @dataclass
