@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
-import math
+import functools
 import os
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,45 +134,57 @@ _ORDER_UPSERT = (
 )
 
 
-def _item(i: int) -> str:
-    """SQL for item i of a json_each row (json_extract: the ->> operator needs SQLite 3.38)."""
-    return f"json_extract(value, '$[{i}]')"
-
-
-# The hot writes take a whole batch in one statement that reads its rows from a JSON array: one
-# call into SQLite per batch, not one per row. That matters because the database thread needs
-# the GIL for every row of an executemany, and while the event loop is busy with HTTP it waits
-# for it each time (a batch of 500 rows took 100 times longer than the same statement on JSON).
-# Known orders are written back by rowid; columns an update never changes (the key, tracked_at)
-# are left out, and the external reference, which seldom changes, is written by a statement of
-# its own that skips the rows where it did not: the index on it stays untouched. "Never" (an
-# infinite next check) travels as null: JSON has no infinity.
+# The hot writes take many rows in one statement (a multi-row VALUES list): one call into SQLite,
+# and one step with the GIL released, per chunk of rows. An executemany steps once per row, and
+# the database thread needs the GIL back after each step; while the event loop is busy with HTTP
+# it waits for it every time (a batch of 500 rows took a hundred times longer that way).
+# Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)
+# are left out, and the external reference, which seldom changes, has a statement of its own
+# that skips the rows where it did not: the index on it stays untouched.
+_ROWS_PER_STATEMENT = 1000  # under SQLite's default bound of 32766 parameters per statement
 _UPDATED_COLUMNS = [
     c for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:-1] if c != "external_reference"
 ]
-_NEXT_CHECK = _UPDATED_COLUMNS.index("next_check_at")
-_ORDER_UPDATE = (
-    "UPDATE orders SET "
-    + ", ".join(
-        f"{c} = ifnull({_item(i)}, 9e999)" if i == _NEXT_CHECK else f"{c} = {_item(i)}"
-        for i, c in enumerate(_UPDATED_COLUMNS)
+
+
+@functools.lru_cache(maxsize=32)
+def _values(rows: int, columns: int) -> str:
+    """Return a VALUES list of `rows` rows of `columns` parameters."""
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * rows)
+
+
+def _order_update(rows: int) -> str:
+    n = len(_UPDATED_COLUMNS)
+    return (
+        "UPDATE orders SET "
+        + ", ".join(f"{c} = v.column{i}" for i, c in enumerate(_UPDATED_COLUMNS, 1))
+        + f" FROM (VALUES {_values(rows, n + 1)}) AS v WHERE orders.id = v.column{n + 1}"
     )
-    + f" FROM json_each(?) WHERE orders.id = {_item(len(_UPDATED_COLUMNS))}"
-)
-_REFERENCE_UPDATE = (
-    f"UPDATE orders SET external_reference = {_item(1)} FROM json_each(?) "
-    f"WHERE orders.id = {_item(0)} AND orders.external_reference IS NOT {_item(1)}"
-)
-_EVENT_INSERT = (
-    "INSERT INTO events (seq, id, type, time, source, account, order_id, severity, body) "
-    f"SELECT {', '.join(_item(i) for i in range(8))}, CAST({_item(8)} AS BLOB) "
-    "FROM json_each(?) WHERE true ON CONFLICT (id) DO NOTHING"
-)
+
+
+def _reference_update(rows: int) -> str:
+    return (
+        f"UPDATE orders SET external_reference = v.column2 FROM (VALUES {_values(rows, 2)}) AS v "
+        "WHERE orders.id = v.column1 AND orders.external_reference IS NOT v.column2"
+    )
+
+
+def _event_insert(rows: int) -> str:
+    return (
+        "INSERT INTO events (seq, id, type, time, source, account, order_id, severity, body) "
+        f"VALUES {_values(rows, 9)} ON CONFLICT (id) DO NOTHING"
+    )
+
+
+def _chunks(items: Sequence[Sequence[Any]]) -> Iterator[tuple[int, list[Any]]]:
+    """Yield (rows, flat parameters) for each chunk of at most _ROWS_PER_STATEMENT rows."""
+    for i in range(0, len(items), _ROWS_PER_STATEMENT):
+        chunk = items[i : i + _ROWS_PER_STATEMENT]
+        yield len(chunk), [value for item in chunk for value in item]
+
+
 _CHUNK = 500  # bound on bound parameters per IN (...) query
-
-
-# allow_nan=False: SQLite's JSON has no NaN or infinity; better an error than a bad row.
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class StoreError(Exception):
@@ -268,6 +279,7 @@ class Due:
     rows: list[OutboxEvent]  # due now, in delivery order
     next_at: float | None  # when the first pending event is due (None: nothing is pending)
     stored_upto: int  # the highest event seq stored when this was read
+    data_version: int  # PRAGMA data_version before it was read
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +337,7 @@ class Store:
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
             if not readonly:
-                await _check_sqlite(conn)
+                _check_sqlite()
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
@@ -367,7 +379,7 @@ class Store:
 
     async def load_orders(self, keys: Iterable[OrderKey]) -> dict[OrderKey, OrderState]:
         """Return the snapshot rows of the given orders (missing ones are absent)."""
-        if self._page and await self._data_version() != self._page_version:
+        if self._page and await self.data_version() != self._page_version:
             self.forget_page()
         page = self._page
         found: dict[OrderKey, OrderState] = {}
@@ -397,7 +409,7 @@ class Store:
     async def save_order_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Write snapshot rows given as `state_row` tuples (inside a transaction): rows loaded
         in this transaction by rowid, the others by upsert."""
-        known: list[list[Any]] = []
+        known: list[tuple[Any, ...]] = []
         references: list[tuple[int, str]] = []
         new = []
         page, staged = self._page, self._staged
@@ -407,18 +419,15 @@ class Store:
             if rowid is None:
                 new.append(row)
                 continue
-            item = [row[3], *row[5:15], rowid]
-            if item[_NEXT_CHECK] == math.inf:
-                item[_NEXT_CHECK] = None
-            known.append(item)
+            known.append((row[3], *row[5:15], rowid))
             if row[4] is not None:
                 references.append((rowid, row[4]))
             if key in page:
                 staged[key] = (rowid, row)
-        if known:
-            await self.conn.execute(_ORDER_UPDATE, (_json(known),))
-        if references:
-            await self.conn.execute(_REFERENCE_UPDATE, (_json(references),))
+        for n, params in _chunks(known):
+            await self.conn.execute(_order_update(n), params)
+        for n, params in _chunks(references):
+            await self.conn.execute(_reference_update(n), params)
         if new:
             await self.conn.executemany(_ORDER_UPSERT, new)
 
@@ -432,29 +441,29 @@ class Store:
         if not events:
             return []
         last = await self._stored_upto()
-        rows = [
-            (last + n, e.id, e.type.value, e.time, e.source, e.account, e.order_id, e.severity)
+        stored = [
+            OutboxEvent(last + n, e.id, e.type.value, e.order_id, e.body(), event=e)
             for n, e in enumerate(events, 1)
         ]
+        rows = [
+            (o.seq, o.id, o.type, e.time, e.source, e.account, o.order_id, e.severity, o.body)
+            for o, e in zip(stored, events, strict=True)
+        ]
         before = self.conn.total_changes
-        await self.conn.execute(
-            _EVENT_INSERT,
-            (_json([(*row, e.body_text) for row, e in zip(rows, events, strict=True)]),),
-        )
+        for n, params in _chunks(rows):
+            await self.conn.execute(_event_insert(n), params)
         added = self.conn.total_changes - before
+        sinks = self.sink_names
         await self.conn.execute(
-            "INSERT INTO deliveries (sink, event_seq) SELECT sinks.value, events.seq "
-            "FROM json_each(?) AS sinks, events WHERE events.seq > ?",
-            (_json(self.sink_names), last),
+            "INSERT INTO deliveries (sink, event_seq) SELECT sinks.column1, events.seq "
+            f"FROM (VALUES {_values(len(sinks), 1)}) AS sinks, events WHERE events.seq > ?",
+            (*sinks, last),
         )
         if added != len(events):
             self._last_seq = None
             return None
         self._last_seq = last + added
-        return [
-            OutboxEvent(last + n, e.id, e.type.value, e.order_id, e.body(), event=e)
-            for n, e in enumerate(events, 1)
-        ]
+        return stored
 
     async def track(
         self, source: Source, account: str, orders: Sequence[tuple[str, str | None]], now: float
@@ -518,7 +527,7 @@ class Store:
         Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
         a few database pages instead of one page per order.
         """
-        version = await self._data_version()  # before the rows: a later write drops the page
+        version = await self.data_version()  # before the rows: a later write drops the page
         sql = (
             f"SELECT {_ORDER_COLUMNS}, id FROM orders WHERE id > ? AND source = ? "
             "AND account = ? AND end_state = 0 ORDER BY id LIMIT ?"
@@ -533,7 +542,8 @@ class Store:
         self._page = {}
         self._page_version = None
 
-    async def _data_version(self) -> int:
+    async def data_version(self) -> int:
+        """Return SQLite's data_version: it changes when another connection commits."""
         rows = await self.conn.execute_fetchall("PRAGMA data_version")
         return int(next(iter(rows))[0])
 
@@ -639,6 +649,7 @@ class Store:
         # open, and a sink must never get an event that may yet be rolled back. It also makes
         # `stored_upto` exact: no event is being stored meanwhile.
         async with self._write_lock:
+            version = await self.data_version()  # first: a write after it is seen next time
             rows = await self.conn.execute_fetchall(sql, (sink, now, limit))
             nxt = await self._next_delivery_at(sink)
             stored_upto = await self._stored_upto()
@@ -651,6 +662,7 @@ class Store:
             ],
             next_at=nxt,
             stored_upto=stored_upto,
+            data_version=version,
         )
 
     async def next_delivery_at(self, sink: str) -> float | None:
@@ -680,13 +692,14 @@ class Store:
         return out
 
     async def mark_delivered(self, sink: str, seqs: Sequence[int], now: float) -> None:
-        """Record that a sink confirmed events (one statement: its own transaction)."""
-        async with self._write_lock:
-            await self.conn.execute(
-                "UPDATE deliveries SET state = 'delivered', delivered_at = ?, last_error = NULL "
-                "WHERE sink = ? AND event_seq IN (SELECT value FROM json_each(?))",
-                (now, sink, _json(list(seqs))),
-            )
+        """Record that a sink confirmed events (its own transaction)."""
+        async with self.transaction():
+            for n, params in _chunks([(seq,) for seq in seqs]):
+                await self.conn.execute(
+                    "UPDATE deliveries SET state = 'delivered', delivered_at = ?, "
+                    f"last_error = NULL WHERE sink = ? AND event_seq IN ({_values(n, 1)})",
+                    (now, sink, *params),
+                )
 
     async def mark_failed(
         self, sink: str, failures: Sequence[tuple[int, str, float | None]]
@@ -807,16 +820,10 @@ class Store:
         return found
 
 
-async def _check_sqlite(conn: aiosqlite.Connection) -> None:
-    # Batches are written with UPDATE ... FROM (3.33) over json_each (JSON1, built in since 3.38).
+def _check_sqlite() -> None:
+    # Batches are written with UPDATE ... FROM, new in SQLite 3.33.
     if sqlite3.sqlite_version_info < (3, 33, 0):
         raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: 3.33 or newer is needed")
-    try:
-        await conn.execute_fetchall("SELECT json_extract('[1]', '$[0]')")
-    except aiosqlite.OperationalError:
-        raise StoreError(
-            f"SQLite {sqlite3.sqlite_version} lacks the JSON functions (JSON1) this program needs"
-        ) from None
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:

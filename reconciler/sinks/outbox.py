@@ -29,6 +29,8 @@ log = logging.getLogger("reconciler.outbox")
 BATCH = 500
 # Events handed over in memory that a lane may hold; beyond that it reads them from the store.
 HANDED_MAX = 10_000
+# How often an idle lane looks whether another process queued events (`replay` beside a daemon).
+EXTERNAL_CHECK_S = 5.0
 
 
 @dataclass
@@ -46,6 +48,7 @@ class _Lane:
     live: bool = False
     expect: int = 0
     handed: list[OutboxEvent] = field(default_factory=list)
+    data_version: int | None = None  # the store's, when the lane last looked
 
     def stop_live(self) -> None:
         self.live = False
@@ -146,6 +149,7 @@ class Outbox:
             wait = await self._lane_once(lane)
             if wait == 0:
                 continue
+            wait = EXTERNAL_CHECK_S if wait is None else min(wait, EXTERNAL_CHECK_S)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(lane.wakeup.wait(), wait)
 
@@ -178,9 +182,12 @@ class Outbox:
         name = lane.config.name
         if lane.handed:
             rows, lane.handed = lane.handed, []
+        elif lane.live and not await self._written_elsewhere(lane):
+            return None  # caught up: what is committed next is handed over
         else:
+            lane.stop_live()
             due = await self.store.due_deliveries(name, now, BATCH)
-            rows = due.rows
+            rows, lane.data_version = due.rows, due.data_version
             # Caught up when this is all that is pending: from here on, the events committed
             # next (seq stored_upto + 1 on) are handed over, in order, after these.
             if len(rows) < BATCH and (due.next_at is None or due.next_at <= now):
@@ -254,6 +261,14 @@ class Outbox:
             lane.disabled = True
             await self.store.disable_sink(cfg.name, gone.reason, now)
             log.error("sink.disabled", extra=fields(sink=cfg.name, reason=gone.reason))
+
+    async def _written_elsewhere(self, lane: _Lane) -> bool:
+        """Whether another process wrote the store since the lane last looked: it may have
+        queued events (`replay` beside a running daemon) that only the store knows of."""
+        version = await self.store.data_version()
+        changed = lane.data_version is not None and version != lane.data_version
+        lane.data_version = version
+        return changed
 
     async def close(self) -> None:
         """Close every sink."""
