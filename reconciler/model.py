@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Source = Literal["ccv", "ccnow"]
 SOURCES: tuple[Source, ...] = ("ccv", "ccnow")
@@ -119,9 +119,11 @@ def normalize_order_id(source: Source, raw: str) -> str:
 # --- records ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class OrderKey:
-    """One followed order: provider, account name within our config, provider's order id."""
+class OrderKey(NamedTuple):
+    """One followed order: provider, account name within our config, provider's order id.
+
+    A tuple: it is hashed several times per check, and a tuple hashes in C.
+    """
 
     source: Source
     account: str

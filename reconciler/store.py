@@ -385,11 +385,10 @@ class Store:
         found: dict[OrderKey, OrderState] = {}
         groups: dict[tuple[str, str], list[str]] = {}
         for key in keys:
-            t = (key.source, key.account, key.order_id)
-            hit = page.get(t)
+            hit = page.get(key)  # an OrderKey is the tuple (source, account, order_id)
             if hit is not None:
                 found[key] = _row_to_state(hit[1])
-                self._rowids[t] = hit[0]
+                self._rowids[key] = hit[0]
             else:
                 groups.setdefault((key.source, key.account), []).append(key.order_id)
         for (source, account), ids in groups.items():
