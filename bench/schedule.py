@@ -22,7 +22,7 @@ import random
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from reconciler.config import ScheduleConfig
 from reconciler.model import OrderKey, OrderState
@@ -85,8 +85,7 @@ def adaptive(
                 delays[0 if order.active else 1].append(t - change)
             seen = now_seen
             # As the diff records it: first sight, and the time of the last change seen.
-            state = replace(
-                state,
+            state = state._replace(
                 status=f"s{seen}",
                 last_checked=t,
                 first_seen=t if state.first_seen is None else state.first_seen,

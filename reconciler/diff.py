@@ -67,7 +67,7 @@ def diff(
             if prev is not None:
                 _not_found(result, prev, now=now, via=via, store_id=store_id)
         elif prev is not None:
-            result.states[obs.key] = replace(prev, failure_streak=prev.failure_streak + 1)
+            result.states[obs.key] = prev._replace(failure_streak=prev.failure_streak + 1)
     return result
 
 
@@ -138,7 +138,7 @@ def _not_found(
 ) -> None:
     key = prev.key
     if prev.not_found:  # reported once; the order stays followed and is checked rarely
-        result.states[key] = replace(prev, last_checked=now, failure_streak=0)
+        result.states[key] = prev._replace(last_checked=now, failure_streak=0)
         return
     version = prev.version + 1
     ev = order_event(
@@ -153,8 +153,8 @@ def _not_found(
         end_state=False,
         via=via,
     )
-    result.states[key] = replace(
-        prev, not_found=True, last_checked=now, failure_streak=0, version=version
+    result.states[key] = prev._replace(
+        not_found=True, last_checked=now, failure_streak=0, version=version
     )
     result.events.append(ev)
 

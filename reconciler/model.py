@@ -138,8 +138,7 @@ class Outcome(str, enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
     """What one check of one order saw. `status` is set only when outcome is OK."""
 
     key: OrderKey
@@ -150,9 +149,12 @@ class Observation:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OrderState:
-    """One row of the snapshot: what we last saw of a followed order. Times are epoch seconds."""
+class OrderState(NamedTuple):
+    """One row of the snapshot: what we last saw of a followed order. Times are epoch seconds.
+
+    Records made once or twice per check of every order are named tuples: they are built in C,
+    several times faster than frozen dataclasses. `state._replace(...)` makes a changed copy.
+    """
 
     key: OrderKey
     status: str | None = None  # None until the order was first seen

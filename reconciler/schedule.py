@@ -6,8 +6,6 @@ to a ceiling, so the request budget of idle orders falls as they age. No clock i
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .config import AlertsConfig, ScheduleConfig
 from .events import Event, event_id, order_event
 from .model import EventType, OrderState, Via, status_info
@@ -26,7 +24,7 @@ def next_check(
 ) -> OrderState:
     """Return the order with `interval_s` and `next_check_at` set for its next check."""
     interval, at = plan(state, changed=changed, schedule=schedule, now=now, jitter=jitter)
-    return replace(state, interval_s=interval, next_check_at=at)
+    return state._replace(interval_s=interval, next_check_at=at)
 
 
 def plan(
@@ -121,4 +119,4 @@ def stuck_event(
         stuck_for_s=round(now - state.last_changed),
         stuck_after_s=limit,
     )
-    return replace(state, stuck_version=state.version), ev
+    return state._replace(stuck_version=state.version), ev

@@ -45,7 +45,7 @@ def test_change_resets_to_min_interval_and_unchanged_doubles() -> None:
     s = OrderState(key=CCV, status="New", interval_s=1600.0, tracked_at=T0)
     assert next_check(s, changed=True, schedule=SCHED, now=T0).interval_s == 60
     assert next_check(s, changed=False, schedule=SCHED, now=T0).interval_s == 3200
-    big = replace(s, interval_s=5 * HOUR)
+    big = s._replace(interval_s=5 * HOUR)
     assert next_check(big, changed=False, schedule=SCHED, now=T0).interval_s == 6 * HOUR
 
 
@@ -63,7 +63,7 @@ def test_recently_changed_orders_stay_close_for_the_active_window() -> None:
     assert within.interval_s == SCHED.active_max_interval_s
     after = next_check(moved, changed=False, schedule=SCHED, now=T0 + 13 * HOUR)
     assert after.interval_s == 6 * HOUR
-    discovered = replace(moved, first_seen=T0)  # first sight is not a change
+    discovered = moved._replace(first_seen=T0)  # first sight is not a change
     assert (
         next_check(discovered, changed=False, schedule=SCHED, now=T0 + HOUR).interval_s == 6 * HOUR
     )
@@ -89,7 +89,7 @@ def test_failed_checks_back_off_but_stay_bounded() -> None:
     first = next_check(s, changed=False, schedule=SCHED, now=T0).next_check_at - T0
     later = (
         next_check(
-            replace(s, failure_streak=4), changed=False, schedule=SCHED, now=T0
+            s._replace(failure_streak=4), changed=False, schedule=SCHED, now=T0
         ).next_check_at
         - T0
     )
@@ -108,7 +108,7 @@ def test_stuck_is_raised_once_per_stuck_period() -> None:
     assert event.type is EventType.STUCK and event.severity == "warning"
     assert stuck_event(marked, alerts=ALERTS, now=T0 + 3 * 86400, store_id="x") is None
     # A new status starts a new period (the version moves on with every transition).
-    moved = replace(marked, version=4, last_changed=T0 + 4 * 86400)
+    moved = marked._replace(version=4, last_changed=T0 + 4 * 86400)
     assert stuck_event(moved, alerts=ALERTS, now=T0 + 7 * 86400, store_id="x") is not None
 
 
