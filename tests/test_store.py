@@ -1,0 +1,253 @@
+"""The write path on a real SQLite file: batches written exactly, the page of orders a pass keeps
+in memory, events handed to caught-up sinks, and what happens when a write fails."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import math
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler import reconcile
+from reconciler.config import Config, SinkConfig, load_config
+from reconciler.events import Event
+from reconciler.logs import line_writer
+from reconciler.model import EventType, Observation, OrderKey, Outcome
+from reconciler.reconcile import Reconciler
+from reconciler.sinks import outbox as outbox_module
+from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
+from reconciler.sinks.log import LogSink
+from reconciler.sinks.outbox import Outbox
+from reconciler.store import MIGRATIONS, SCHEMA_VERSION, Store
+from tests.conftest import poll_until
+from tests.fake_providers import CCV_KEY, FakeCCV
+
+REFERENCE = 'Straße ✓ 😀 "q" \\ end'
+
+
+def config_for(tmp_path: Path, base_url: str = "http://127.0.0.1:9") -> Config:
+    path = tmp_path / "reconciler.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path / "reconciler.db"}"\n\n'
+        f'[ccv]\nbase_url = "{base_url}"\napi_key = "{CCV_KEY}"\nretries = 0\n'
+    )
+    return load_config(path)
+
+
+def ok(order_id: str, status: str, reference: str | None = None) -> Observation:
+    return Observation(OrderKey("ccv", "default", order_id), Outcome.OK, status, reference)
+
+
+class RecordingSink:
+    """A sink that keeps what it got, and whether each event came in memory or from the store."""
+
+    def __init__(self, name: str = "recorder") -> None:
+        self.name = name
+        self.got: list[tuple[int, bool]] = []  # (seq, handed in memory)
+        self.arrived = asyncio.Event()
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+        self.got.extend((e.seq, e.event is not None) for e in events)
+        self.arrived.set()
+        return [Delivered()] * len(events)
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "reconciler.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_a_batch_is_stored_exactly(tmp_path: Path, store: Store) -> None:
+    config = config_for(tmp_path)
+    ids = ["A-1", "A-2", "A-3"]
+    await store.track("ccv", "default", [(i, None) for i in ids], 1795632726.2160404)
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(config, store, session, clock=lambda: 1795632800.123456789)
+        events = await reconciler.apply(
+            [ok("A-1", "New", REFERENCE), ok("A-2", "Completed"), ok("A-3", "Teleported")],
+            via="poll",
+        )
+    assert events == 3
+
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        rows = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "SELECT order_id, status, external_reference, tracked_at, last_checked, "
+                "next_check_at, end_state FROM orders"
+            )
+        }
+        bodies = [bytes(r[0]) for r in conn.execute("SELECT body FROM events ORDER BY seq")]
+    # Floats come back to the last bit, "never" is infinity, the reference byte for byte.
+    assert rows["A-1"][:4] == ("New", REFERENCE, 1795632726.2160404, 1795632800.123456789)
+    assert rows["A-2"][4:] == (math.inf, 1)
+    assert rows["A-3"][0] == "Teleported"  # unknown words are kept verbatim
+    # Each stored body is the serialized CloudEvent, the bytes every sink receives.
+    for body in bodies:
+        event = json.loads(body)
+        assert body == json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    assert json.loads(bodies[0])["data"]["external_reference"] == REFERENCE
+    assert json.loads(bodies[2])["data"]["unknown_status"] is True
+
+
+async def test_the_page_is_dropped_when_another_process_writes(
+    tmp_path: Path, store: Store
+) -> None:
+    config = config_for(tmp_path)
+    await store.track("ccv", "default", [("A-1", "old-ref"), ("A-2", None)], 1.0)
+    ids, _ = await store.open_orders_page("ccv", "default")
+    assert ids == ["A-1", "A-2"]
+
+    # `reconciler track` in another process gives A-1 a new reference meanwhile.
+    other = await Store.open(tmp_path / "reconciler.db")
+    try:
+        await other.track("ccv", "default", [("A-1", "new-ref")], 2.0)
+    finally:
+        await other.close()
+
+    async with aiohttp.ClientSession() as session:
+        await Reconciler(config, store, session).apply([ok("A-1", "New")], via="poll")
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        row = conn.execute("SELECT status, external_reference FROM orders WHERE order_id = 'A-1'")
+        assert row.fetchone() == ("New", "new-ref")
+
+
+async def test_events_reach_a_caught_up_sink_once_in_order_without_reading_back(
+    tmp_path: Path, store: Store
+) -> None:
+    config = config_for(tmp_path)
+    ids = [f"A-{n:03d}" for n in range(300)]
+    await store.track("ccv", "default", [(i, None) for i in ids], 1.0)
+    sink = RecordingSink()
+    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))])
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(config, store, session, on_commit=outbox.committed)
+        running = asyncio.ensure_future(outbox.run())
+        # The lane has looked at the (empty) outbox and waits for what comes next.
+        await poll_until(lambda: outbox.lanes[0].live, 5, "the lane to catch up")
+        for n in range(0, len(ids), 50):
+            await reconciler.apply([ok(i, "New") for i in ids[n : n + 50]], via="poll")
+        await poll_until(lambda: len(sink.got) >= len(ids), 5, "every event delivered")
+        outbox.stop()
+        await running
+    assert [seq for seq, _ in sink.got] == list(range(1, len(ids) + 1))
+    assert all(handed for _, handed in sink.got)
+    assert await store.undelivered_count() == {}
+
+
+async def test_replay_beside_a_running_outbox_is_delivered(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_module, "EXTERNAL_CHECK_S", 0.05)
+    config = config_for(tmp_path)
+    await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
+    sink = RecordingSink()
+    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))])
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(config, store, session, on_commit=outbox.committed)
+        running = asyncio.ensure_future(outbox.run())
+        await poll_until(lambda: outbox.lanes[0].live, 5, "the lane to catch up")
+        await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")
+        await poll_until(lambda: len(sink.got) == 2, 5, "the first delivery")
+
+        # `reconciler replay --sink recorder` while this process runs: only the store knows.
+        other = await Store.open(tmp_path / "reconciler.db")
+        try:
+            assert await other.requeue(sink.name, None) == 2
+        finally:
+            await other.close()
+        await poll_until(lambda: len(sink.got) == 4, 5, "the replayed events")
+        outbox.stop()
+        await running
+    assert [seq for seq, _ in sink.got] == [1, 2, 1, 2]
+    assert [handed for _, handed in sink.got] == [True, True, False, False]
+
+
+async def test_a_failed_write_ends_the_pass_with_its_error(
+    tmp_path: Path, fake_ccv: FakeCCV, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small batches and queue, so that workers wait on the writer when its write fails.
+    monkeypatch.setattr(reconcile, "BATCH_ROWS", 2)
+    monkeypatch.setattr(reconcile, "PENDING_BATCHES", 1)
+    ids = [f"0b7c1f3e-0000-4000-8000-{n:012d}" for n in range(40)]
+    fake_ccv.orders = dict.fromkeys(ids, "New")
+    config = config_for(tmp_path, fake_ccv.base_url)
+    await store.track("ccv", "default", [(i, None) for i in ids], 1.0)
+    calls = 0
+    apply = Reconciler.apply
+
+    async def failing_apply(self: Reconciler, batch: Sequence[Observation], *, via: str) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return await apply(self, batch, via=via)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Reconciler, "apply", failing_apply)
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(config, store, session)
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            await asyncio.wait_for(reconciler.ccv_pass(config.ccv[0], via="poll"), 10)
+    # What was written before the failure stays written; nothing after it.
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+
+
+async def test_log_line_is_the_same_handed_or_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(line_writer, "stream", stream)
+    monkeypatch.setattr(line_writer, "journal", True)
+    event = Event(
+        "3f2b-id",
+        EventType.STUCK,
+        1795632726.2160404,
+        "ccv",
+        "default",
+        "A-1",
+        "warning",
+        {"order_id": "A-1", "external_reference": REFERENCE, "severity": "warning", "n": 3},
+    )
+    row = OutboxEvent(7, event.id, event.type.value, "A-1", event.body())
+    sink = LogSink()
+    for handed in (row, OutboxEvent(7, event.id, event.type.value, "A-1", row.body, event=event)):
+        await sink.deliver([handed])
+    lines = stream.getvalue().splitlines()
+    read_back, from_memory = (line.split('"level"', 1)[1] for line in lines)
+    assert from_memory == read_back  # equal after the time the line was written
+    assert stream.getvalue().startswith("<4>")
+    assert logging.getLevelName(logging.WARNING).lower() in read_back
+
+
+async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "reconciler.db"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+        conn.execute(
+            "INSERT INTO events (id, type, time, source, account, order_id, severity, body) "
+            "VALUES ('e1', 'order.discovered', 1.0, 'ccv', 'default', 'A-1', 'info', x'7b7d')"
+        )
+    store = await Store.open(path)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert conn.execute("SELECT id FROM events").fetchall() == [("e1",)]
+    assert "transitions" not in tables
