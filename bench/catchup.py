@@ -5,7 +5,7 @@ against the same sandbox, which runs in a process of its own so that serving doe
 inside the measured process. Ratio = baseline time / reconciler time (a throughput ratio).
 
 `--pass first` (the default) times the first catch-up of freshly tracked orders: every order is
-discovered, so every check also writes an event, its history row and its outbox row, and the log
+discovered, so every check also writes an event (the history) and its outbox row, and the log
 sink writes one line per event. `--pass second` times a later catch-up in which nothing changed
 (orders in an end state are no longer asked; the baseline asks the same open orders).
 

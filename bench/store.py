@@ -1,8 +1,8 @@
 """Benchmark: diff and persist N observations (10 % changes), against raw sqlite3.executemany.
 
 The reconciler side is the real write path, `Reconciler.apply` in batches of `BATCH_ROWS`: load
-snapshot, diff, schedule, upsert orders, history, events and outbox rows, one transaction per
-batch. The baseline is plain sqlite3 in the same process with the same PRAGMAs (read from the
+snapshot, diff, schedule, write orders, events (the history) and outbox rows, one transaction
+per batch. The baseline is plain sqlite3 in the same process with the same PRAGMAs (read from the
 store's connection), upserting exactly the order rows the store wrote (same table and indexes)
 and inserting the changes into a simple history table, one transaction per batch of the same
 size. Both start from copies of one seeded store. Ratio = baseline time / store time.

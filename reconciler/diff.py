@@ -1,4 +1,7 @@
-"""The reconciliation rules, pure: (snapshot, observations) -> rows, transitions, events.
+"""The reconciliation rules, pure: (snapshot, observations) -> rows and events.
+
+Every transition (a status change, or first sight) is an event; the stored events are the
+orders' history.
 
 No I/O and no clock: callers pass `now`. Every rule of what counts as a change lives here.
 """
@@ -22,24 +25,11 @@ from .model import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One entry of an order's history: a status change (or first sight) and its event."""
-
-    key: OrderKey
-    previous_status: str | None
-    status: str
-    at: float
-    via: Via
-    event_id: str
-
-
 @dataclass
 class DiffResult:
     """What a batch of observations changes."""
 
     states: dict[OrderKey, OrderState] = field(default_factory=dict)
-    transitions: list[Transition] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     # orders whose status changed (or were discovered) in this batch: checked again soon
     changed: set[OrderKey] = field(default_factory=set)
@@ -122,7 +112,6 @@ def _observed(
         unknown_status=not info.known,
     )
     result.events.append(ev)
-    result.transitions.append(Transition(key, previous, status, now, via, ev.id))
     result.changed.add(key)
 
 

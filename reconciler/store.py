@@ -1,4 +1,4 @@
-"""The SQLite store: snapshot of followed orders, history of transitions, events and the outbox.
+"""The SQLite store: snapshot of followed orders, events (the history) and the outbox.
 
 One writer (the daemon or a catch-up, guarded by `WriterLock`); readers may come and go.
 Every write that matters happens in one transaction per batch: a transition and its outbox rows

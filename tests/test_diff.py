@@ -51,7 +51,7 @@ def test_first_sight_of_a_tracked_order_is_discovered() -> None:
         NOW,
         1,
     )
-    assert [t.status for t in result.transitions] == ["AwaitingPayment"]
+    assert [e.data["status"] for e in result.events] == ["AwaitingPayment"]
 
 
 def test_order_from_the_pending_list_that_nobody_tracked_is_discovered() -> None:
@@ -63,7 +63,7 @@ def test_order_from_the_pending_list_that_nobody_tracked_is_discovered() -> None
 def test_unchanged_status_emits_nothing_and_updates_last_checked() -> None:
     prev = tracked(CCV, status="New", version=1, last_changed=NOW - 50, last_checked=NOW - 50)
     result = diff({CCV: prev}, [ok(CCV, "New")], now=NOW, via="poll", store_id=STORE)
-    assert result.events == [] and result.transitions == []
+    assert result.events == []
     assert result.states[CCV].last_checked == NOW
     assert result.states[CCV].last_changed == NOW - 50
 
