@@ -239,9 +239,10 @@ class Reconciler:
                 ids, after = await self.store.open_orders_page(
                     "ccv", cfg.name, after=after, limit=PAGE_ORDERS
                 )
-                if not ids:
-                    break
-                await client.check_orders(ids, batcher.add)
+                if ids:
+                    await client.check_orders(ids, batcher.add)
+                if len(ids) < PAGE_ORDERS:
+                    break  # the last page: no need to ask for the next one
             await batcher.flush()
         except SourceError as exc:
             await batcher.flush()
