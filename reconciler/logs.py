@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+from .events import compact_json as _encode
 from .events import iso_time as _iso
 
 # sd-daemon(3) priority prefixes; journald strips them and sets PRIORITY, so
@@ -21,9 +22,6 @@ _PRIORITY = {
 }
 
 LEVELS = ("debug", "info", "warning", "error")
-
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def render(

@@ -15,10 +15,10 @@ import time
 from collections.abc import Sequence
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from importlib import metadata
 
 import aiohttp
 
+from reconciler import USER_AGENT
 from reconciler.config import SinkConfig
 from reconciler.sinks.base import (
     Delivered,
@@ -46,16 +46,6 @@ _ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (aiohttp.ClientResponseError, "bad response"),
     (aiohttp.ClientPayloadError, "bad response"),
 )
-
-
-def _version() -> str:
-    try:
-        return metadata.version("reconciler")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-USER_AGENT = f"reconciler/{_version()}"
 
 
 def decode_secret(secret: str) -> bytes:

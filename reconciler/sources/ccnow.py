@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
+from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
 from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, normalize_ccnow_id
 from reconciler.sources.errors import (
@@ -19,7 +20,7 @@ from reconciler.sources.errors import (
     SourceError,
     SourceUnavailable,
 )
-from reconciler.sources.http import USER_AGENT, drain, request
+from reconciler.sources.http import drain, request
 
 log = logging.getLogger("reconciler.sources.ccnow")
 

@@ -12,10 +12,11 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from reconciler import USER_AGENT
 from reconciler.config import CCVConfig
 from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, validate_ccv_id
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
-from reconciler.sources.http import USER_AGENT, RequestFailed, drain, request
+from reconciler.sources.http import RequestFailed, drain, request
 
 log = logging.getLogger("reconciler.sources.ccv")
 

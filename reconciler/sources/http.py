@@ -14,15 +14,10 @@ from typing import TypeVar
 import aiohttp
 from yarl import URL
 
-from reconciler import __version__
 from reconciler.config import RetryConfig
 from reconciler.sources.errors import ProtocolError, SourceUnavailable
 
 T = TypeVar("T")
-
-# Sent by each client with its own headers: a session-wide default would be merged into the
-# headers of every request.
-USER_AGENT = f"reconciler/{__version__}"
 
 
 class RequestFailed(SourceUnavailable):
