@@ -554,8 +554,7 @@ class Store:
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE end_state = 0 AND next_check_at <= ? "
             "AND source = ? AND account = ? ORDER BY next_check_at LIMIT ?"
         )
-        async with self.conn.execute(sql, (now, source, account, limit)) as cur:
-            return [_row_to_state(r) for r in await cur.fetchall()]
+        return await self._states(sql, (now, source, account, limit))
 
     async def orders_with_status(
         self, source: Source, account: str, statuses: Sequence[str]
@@ -566,14 +565,12 @@ class Store:
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE source = ? AND account = ? "
             f"AND status IN ({marks})"
         )
-        async with self.conn.execute(sql, (source, account, *statuses)) as cur:
-            return [_row_to_state(r) for r in await cur.fetchall()]
+        return await self._states(sql, (source, account, *statuses))
 
     async def find_by_reference(self, reference: str) -> list[OrderState]:
         """Return followed CCV orders carrying an external reference."""
         sql = f"SELECT {_ORDER_COLUMNS} FROM orders WHERE external_reference = ?"
-        async with self.conn.execute(sql, (reference,)) as cur:
-            return [_row_to_state(r) for r in await cur.fetchall()]
+        return await self._states(sql, (reference,))
 
     async def list_orders(
         self, source: str | None = None, status: str | None = None
@@ -583,8 +580,11 @@ class Store:
             f"SELECT {_ORDER_COLUMNS} FROM orders WHERE (? IS NULL OR source = ?) "
             "AND (? IS NULL OR status = ?) ORDER BY source, account, order_id"
         )
-        async with self.conn.execute(sql, (source, source, status, status)) as cur:
-            return [_row_to_state(r) for r in await cur.fetchall()]
+        return await self._states(sql, (source, source, status, status))
+
+    async def _states(self, sql: str, params: Sequence[Any]) -> list[OrderState]:
+        # One call into the database thread (execute, fetch and close would be three).
+        return [_row_to_state(r) for r in await self.conn.execute_fetchall(sql, params)]
 
     async def count_orders(self) -> dict[tuple[str, str, str | None], int]:
         """Return followed orders counted by (source, account, status)."""
@@ -663,11 +663,6 @@ class Store:
             stored_upto=stored_upto,
             data_version=version,
         )
-
-    async def next_delivery_at(self, sink: str) -> float | None:
-        """Return when the sink's next pending event is due, or None when nothing is pending."""
-        async with self._write_lock:  # see due_deliveries
-            return await self._next_delivery_at(sink)
 
     async def _next_delivery_at(self, sink: str) -> float | None:
         sql = "SELECT min(next_attempt_at) FROM deliveries WHERE sink = ? AND state = 'pending'"

@@ -4,6 +4,7 @@ in memory, events handed to caught-up sinks, and what happens when a write fails
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -60,6 +61,25 @@ class RecordingSink:
 
     async def close(self) -> None:
         pass
+
+
+@contextlib.asynccontextmanager
+async def live_outbox(
+    tmp_path: Path, store: Store
+) -> AsyncIterator[tuple[Reconciler, RecordingSink]]:
+    """A reconciler whose commits go to a running outbox with one recording sink, whose lane
+    has looked at the (empty) outbox and waits for what comes next."""
+    sink = RecordingSink()
+    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))])
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(config_for(tmp_path), store, session, on_commit=outbox.committed)
+        running = asyncio.ensure_future(outbox.run())
+        try:
+            await poll_until(lambda: outbox.lanes[0].live, 5, "the lane to catch up")
+            yield reconciler, sink
+        finally:
+            outbox.stop()
+            await running
 
 
 @pytest.fixture
@@ -129,21 +149,12 @@ async def test_the_page_is_dropped_when_another_process_writes(
 async def test_events_reach_a_caught_up_sink_once_in_order_without_reading_back(
     tmp_path: Path, store: Store
 ) -> None:
-    config = config_for(tmp_path)
     ids = [f"A-{n:03d}" for n in range(300)]
     await store.track("ccv", "default", [(i, None) for i in ids], 1.0)
-    sink = RecordingSink()
-    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))])
-    async with aiohttp.ClientSession() as session:
-        reconciler = Reconciler(config, store, session, on_commit=outbox.committed)
-        running = asyncio.ensure_future(outbox.run())
-        # The lane has looked at the (empty) outbox and waits for what comes next.
-        await poll_until(lambda: outbox.lanes[0].live, 5, "the lane to catch up")
+    async with live_outbox(tmp_path, store) as (reconciler, sink):
         for n in range(0, len(ids), 50):
             await reconciler.apply([ok(i, "New") for i in ids[n : n + 50]], via="poll")
         await poll_until(lambda: len(sink.got) >= len(ids), 5, "every event delivered")
-        outbox.stop()
-        await running
     assert [seq for seq, _ in sink.got] == list(range(1, len(ids) + 1))
     assert all(handed for _, handed in sink.got)
     assert await store.undelivered_count() == {}
@@ -153,14 +164,8 @@ async def test_replay_beside_a_running_outbox_is_delivered(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(outbox_module, "EXTERNAL_CHECK_S", 0.05)
-    config = config_for(tmp_path)
     await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
-    sink = RecordingSink()
-    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))])
-    async with aiohttp.ClientSession() as session:
-        reconciler = Reconciler(config, store, session, on_commit=outbox.committed)
-        running = asyncio.ensure_future(outbox.run())
-        await poll_until(lambda: outbox.lanes[0].live, 5, "the lane to catch up")
+    async with live_outbox(tmp_path, store) as (reconciler, sink):
         await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")
         await poll_until(lambda: len(sink.got) == 2, 5, "the first delivery")
 
@@ -171,8 +176,6 @@ async def test_replay_beside_a_running_outbox_is_delivered(
         finally:
             await other.close()
         await poll_until(lambda: len(sink.got) == 4, 5, "the replayed events")
-        outbox.stop()
-        await running
     assert [seq for seq, _ in sink.got] == [1, 2, 1, 2]
     assert [handed for _, handed in sink.got] == [True, True, False, False]
 
@@ -230,6 +233,13 @@ async def test_log_line_is_the_same_handed_or_read_back(monkeypatch: pytest.Monk
     assert from_memory == read_back  # equal after the time the line was written
     assert stream.getvalue().startswith("<4>")
     assert logging.getLevelName(logging.WARNING).lower() in read_back
+    fields = json.loads(lines[1].removeprefix("<4>"))
+    assert (fields["level"], fields["event_type"], fields["external_reference"], fields["n"]) == (
+        "warning",
+        "order.stuck",
+        REFERENCE,
+        3,
+    )
 
 
 async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
