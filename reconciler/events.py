@@ -32,19 +32,22 @@ def event_id(store_id: str, *parts: object) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@functools.lru_cache(maxsize=4)
-def _iso_second(second: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
+# The events of a batch share one time, and a batch of log lines another: the text is kept.
+@functools.lru_cache(maxsize=64)
 def iso_time(ts: float) -> str:
     """Render epoch seconds as RFC 3339 UTC with milliseconds."""
-    # The events of a batch share one time: the formatted second is remembered.
-    return f"{_iso_second(int(ts // 1))}.{int(ts % 1 * 1000):03d}Z"
+    second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1))
+    return f"{second}.{int(ts % 1 * 1000):03d}Z"
 
 
 # One encoder for every event: json.dumps with options would build a new one per call.
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@functools.lru_cache(maxsize=256)
+def constant_json(value: str) -> str:
+    """compact_json of a string that recurs (an event type, a source): made once."""
+    return compact_json(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +75,9 @@ class Event:
         data_json = compact_json(self.data)
         subject = "" if self.order_id is None else f',"subject":{compact_json(self.order_id)}'
         body = (
-            f'{{"specversion":"1.0","id":{compact_json(self.id)},"type":'
-            f"{compact_json(self.type.value)},"
-            f'"source":{compact_json(f"reconciler/{self.source}/{self.account}")}{subject},'
+            f'{{"specversion":"1.0","id":{compact_json(self.id)},'
+            f'"type":{constant_json(self.type.value)},'
+            f'"source":{constant_json(f"reconciler/{self.source}/{self.account}")}{subject},'
             f'"time":"{iso_time(self.time)}","datacontenttype":"application/json",'
             f'"data":{data_json}}}'
         )

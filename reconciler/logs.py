@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -41,29 +42,21 @@ def render(
 
 
 def render_spliced(
-    created: float,
-    level: int,
-    logger: str,
-    message: str,
-    head: dict[str, str],
-    fields_json: str,
-    tail: dict[str, str],
-    *,
-    journal: bool,
+    created: float, level: int, logger: str, message: str, members: str, *, journal: bool
 ) -> str:
-    """Return the line `render` gives for `{**head, **fields, **tail}` when `fields_json` is
-    the fields already serialized compactly (a JSON object whose keys are not in head, tail
-    or the line's own keys): the event log line, without serializing the event's data again."""
-    parts = [
-        f'"time":"{_iso(created)}","level":"{logging.getLevelName(level).lower()}"',
-        f'"logger":{_encode(logger)},"message":{_encode(message)}',
-        *(f"{_encode(k)}:{_encode(v)}" for k, v in head.items()),
-    ]
-    if len(fields_json) > 2:
-        parts.append(fields_json[1:-1])
-    parts.extend(f"{_encode(k)}:{_encode(v)}" for k, v in tail.items())
-    text = "{" + ",".join(parts) + "}"
+    """Return the line `render` gives for fields already serialized: `members` is the inside
+    of their compact JSON object (no braces; none of the line's own keys). The event log line,
+    without serializing the event's data again."""
+    text = f'{{"time":"{_iso(created)}",{_line_head(level, logger, message)}'
+    text = f"{text},{members}}}" if members else f"{text}}}"
     return _PRIORITY.get(level, "<6>") + text if journal else text
+
+
+@functools.lru_cache(maxsize=256)
+def _line_head(level: int, logger: str, message: str) -> str:
+    # What follows "time" in a line; the same for every event of a type.
+    level_name = logging.getLevelName(level).lower()
+    return f'"level":{_encode(level_name)},"logger":{_encode(logger)},"message":{_encode(message)}'
 
 
 class JsonFormatter(logging.Formatter):

@@ -527,8 +527,10 @@ class Store:
         a few database pages instead of one page per order.
         """
         version = await self.data_version()  # before the rows: a later write drops the page
+        # `+source` keeps SQLite off the (source, account, order_id) index: through it, every
+        # open order of the account would be read and sorted by id before the LIMIT applies.
         sql = (
-            f"SELECT {_ORDER_COLUMNS}, id FROM orders WHERE id > ? AND source = ? "
+            f"SELECT {_ORDER_COLUMNS}, id FROM orders WHERE id > ? AND +source = ? "
             "AND account = ? AND end_state = 0 ORDER BY id LIMIT ?"
         )
         rows = list(await self.conn.execute_fetchall(sql, (after, source, account, limit)))

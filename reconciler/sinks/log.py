@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import iso_time
+from ..events import compact_json, constant_json, iso_time
 from ..logs import line_writer, render, render_spliced
 from .base import Delivered, DeliveryResult, OutboxEvent
 
@@ -50,17 +50,13 @@ class LogSink:
                 continue
             level = _LEVELS.get(event.severity, logging.INFO)
             if log.isEnabledFor(level):
+                data = event.data_json[1:-1]
+                members = (
+                    f'"event_id":{compact_json(event.id)},"event_type":{constant_json(row.type)}'
+                    f'{"," if data else ""}{data},"event_time":"{iso_time(event.time)}"'
+                )
                 lines.append(
-                    render_spliced(
-                        now,
-                        level,
-                        log.name,
-                        row.type,
-                        {"event_id": event.id, "event_type": row.type},
-                        event.data_json,
-                        {"event_time": iso_time(event.time)},
-                        journal=journal,
-                    )
+                    render_spliced(now, level, log.name, row.type, members, journal=journal)
                 )
         if lines:
             line_writer.write(lines)

@@ -62,7 +62,9 @@ class CCVClient:
     def __init__(self, config: CCVConfig, session: aiohttp.ClientSession) -> None:
         self._config = config
         self._session = session
-        self._prefix = config.base_url.rstrip("/") + "/api/ordercompletion/reseller/order/"
+        # Each check replaces the path of the base URL: cheaper than parsing a whole URL.
+        self._base = URL(config.base_url)
+        self._prefix = self._base.raw_path.rstrip("/") + "/api/ordercompletion/reseller/order/"
         self._headers = auth_headers(config)
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._breaker_limit = max(5, 2 * config.concurrency)
@@ -115,7 +117,7 @@ class CCVClient:
         except InvalidOrderId:
             return Observation(key, Outcome.FAILED, reason="invalid_id"), False
         segment = order_id if _UNRESERVED.fullmatch(order_id) else quote(order_id, safe="")
-        url = URL(f"{self._prefix}{segment}/status", encoded=True)
+        url = self._base.with_path(f"{self._prefix}{segment}/status", encoded=True)
         try:
             reply = await request(
                 self._session,
