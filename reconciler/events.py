@@ -66,13 +66,14 @@ class Event:
     order_id: str | None
     severity: Severity
     data: dict[str, Any]
-    data_json: str = field(init=False, repr=False, compare=False)
+    # compact_json(data), when the maker has it already; made here otherwise
+    data_json: str = field(default="", repr=False, compare=False)
     body_text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The text of json.dumps(self.cloudevent()) with compact separators, put together from
         # its parts (the test suite holds the two equal).
-        data_json = compact_json(self.data)
+        data_json = self.data_json or compact_json(self.data)
         subject = "" if self.order_id is None else f',"subject":{compact_json(self.order_id)}'
         body = (
             f'{{"specversion":"1.0","id":{compact_json(self.id)},'
@@ -124,6 +125,18 @@ def order_event(
     **extra: Any,
 ) -> Event:
     """Return an order event; its `data` has the fields of the contract, in its order."""
+    data_json = ""
+    if not extra:
+        # The JSON of the fields below, written out: an order event is made for every change,
+        # and this is several times faster than encoding the dict (the tests hold them equal).
+        data_json = (
+            f'{{"source":{constant_json(key.source)},"account":{constant_json(key.account)},'
+            f'"order_id":{_string(key.order_id)},'
+            f'"external_reference":{_optional(external_reference)},'
+            f'"previous_status":{_optional(previous_status)},"status":{_optional(status)},'
+            f'"end_state":{_BOOL[end_state]},"severity":{constant_json(severity)},'
+            f'"via":{constant_json(via)},"unknown_status":{_BOOL[unknown_status]}}}'
+        )
     data: dict[str, Any] = {
         "source": key.source,
         "account": key.account,
@@ -137,4 +150,13 @@ def order_event(
         "unknown_status": unknown_status,
         **extra,
     }
-    return Event(id, type, time, key.source, key.account, key.order_id, severity, data)
+    return Event(id, type, time, key.source, key.account, key.order_id, severity, data, data_json)
+
+
+# json's own string encoder, the one compact_json applies to every str (ensure_ascii=False).
+_string = json.encoder.encode_basestring
+_BOOL = {True: "true", False: "false"}
+
+
+def _optional(value: str | None) -> str:
+    return "null" if value is None else _string(value)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import itertools
 import os
 import sqlite3
 import uuid
@@ -181,7 +182,7 @@ def _chunks(items: Sequence[Sequence[Any]]) -> Iterator[tuple[int, list[Any]]]:
     """Yield (rows, flat parameters) for each chunk of at most _ROWS_PER_STATEMENT rows."""
     for i in range(0, len(items), _ROWS_PER_STATEMENT):
         chunk = items[i : i + _ROWS_PER_STATEMENT]
-        yield len(chunk), [value for item in chunk for value in item]
+        yield len(chunk), list(itertools.chain.from_iterable(chunk))
 
 
 _CHUNK = 500  # bound on bound parameters per IN (...) query
@@ -230,21 +231,23 @@ class WriterLock:
 
 
 def _row_to_state(row: Sequence[Any]) -> OrderState:
+    # Positional, in field order (the columns follow it after the key): this runs for every
+    # order a pass checks, and keywords cost twice as much.
     return OrderState(
-        key=OrderKey(row[0], row[1], row[2]),
-        status=row[3],
-        external_reference=row[4],
-        first_seen=row[5],
-        last_changed=row[6],
-        last_checked=row[7],
-        end_state=bool(row[8]),
-        not_found=bool(row[9]),
-        failure_streak=row[10],
-        version=row[11],
-        next_check_at=row[12],
-        interval_s=row[13],
-        stuck_version=row[14],
-        tracked_at=row[15],
+        OrderKey(row[0], row[1], row[2]),
+        row[3],  # status
+        row[4],  # external_reference
+        row[5],  # first_seen
+        row[6],  # last_changed
+        row[7],  # last_checked
+        bool(row[8]),  # end_state
+        bool(row[9]),  # not_found
+        row[10],  # failure_streak
+        row[11],  # version
+        row[12],  # next_check_at
+        row[13],  # interval_s
+        row[14],  # stuck_version
+        row[15],  # tracked_at
     )
 
 

@@ -10,11 +10,19 @@ from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import quote
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from reconciler import USER_AGENT
 from reconciler.config import CCVConfig
-from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, validate_ccv_id
+from reconciler.model import (
+    CCV_ID_MAX_LENGTH,
+    InvalidOrderId,
+    Observation,
+    OrderKey,
+    Outcome,
+    validate_ccv_id,
+)
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
 from reconciler.sources.http import RequestFailed, drain, request
 
@@ -46,6 +54,16 @@ def auth_headers(config: CCVConfig) -> dict[str, str]:
     return headers
 
 
+def _plain_id(order_id: str) -> bool:
+    """Whether an id is valid and goes into a URL as it is (the common case, checked first)."""
+    return (
+        len(order_id) <= CCV_ID_MAX_LENGTH
+        and _UNRESERVED.fullmatch(order_id) is not None
+        and ".." not in order_id
+        and order_id != "."
+    )
+
+
 def _is_status(value: object) -> bool:
     # The word is kept verbatim, so it must be something a log line and a database can hold.
     return (
@@ -65,7 +83,8 @@ class CCVClient:
         # Each check replaces the path of the base URL: cheaper than parsing a whole URL.
         self._base = URL(config.base_url)
         self._prefix = self._base.raw_path.rstrip("/") + "/api/ordercompletion/reseller/order/"
-        self._headers = auth_headers(config)
+        # Already a multidict: aiohttp would otherwise convert the headers on every request.
+        self._headers = CIMultiDictProxy(CIMultiDict(auth_headers(config)))
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._breaker_limit = max(5, 2 * config.concurrency)
 
@@ -112,11 +131,14 @@ class CCVClient:
     async def _check(self, order_id: str) -> tuple[Observation, bool]:
         """Return the observation of one order and whether a request was made for it."""
         key = OrderKey("ccv", self._config.name, order_id)
-        try:
-            validate_ccv_id(order_id)
-        except InvalidOrderId:
-            return Observation(key, Outcome.FAILED, reason="invalid_id"), False
-        segment = order_id if _UNRESERVED.fullmatch(order_id) else quote(order_id, safe="")
+        if _plain_id(order_id):
+            segment = order_id
+        else:
+            try:
+                validate_ccv_id(order_id)
+            except InvalidOrderId:
+                return Observation(key, Outcome.FAILED, reason="invalid_id"), False
+            segment = quote(order_id, safe="")
         url = self._base.with_path(f"{self._prefix}{segment}/status", encoded=True)
         try:
             reply = await request(
