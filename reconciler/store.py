@@ -443,14 +443,14 @@ class Store:
         if not events:
             return []
         last = await self._stored_upto()
-        stored = [
-            OutboxEvent(last + n, e.id, e.type.value, e.order_id, e.body(), event=e)
-            for n, e in enumerate(events, 1)
-        ]
-        rows = [
-            (o.seq, o.id, o.type, e.time, e.source, e.account, o.order_id, e.severity, o.body)
-            for o, e in zip(stored, events, strict=True)
-        ]
+        stored = []
+        rows = []
+        for seq, e in enumerate(events, last + 1):
+            kind, body = e.type.value, e.body()
+            stored.append(OutboxEvent(seq, e.id, kind, e.order_id, body, 0, e))
+            rows.append(
+                (seq, e.id, kind, e.time, e.source, e.account, e.order_id, e.severity, body)
+            )
         before = self.conn.total_changes
         for n, params in _chunks(rows):
             await self.conn.execute(_event_insert(n), params)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from ..events import Event
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
+class OutboxEvent(NamedTuple):
     """One stored event as a sink receives it; `body` is the CloudEvent JSON, byte-identical
-    on every (re)delivery."""
+    on every (re)delivery. A named tuple: one is made per event stored."""
 
     seq: int
     id: str

@@ -167,8 +167,8 @@ class CCVClient:
                 return Observation(
                     key,
                     Outcome.OK,
-                    status=document["orderStatus"],
-                    external_reference=reference if isinstance(reference, str) else None,
+                    document["orderStatus"],  # status
+                    reference if isinstance(reference, str) else None,  # external_reference
                 ), True
             log.debug(
                 "ccv.protocol",
