@@ -9,7 +9,11 @@ discovered, so every check also writes an event (the history) and its outbox row
 sink writes one line per event. `--pass second` times a later catch-up in which nothing changed
 (orders in an end state are no longer asked; the baseline asks the same open orders).
 
+`--loop asyncio` or `--loop uvloop` puts both processes on the same event loop (by default
+reconciler runs on uvloop where it is installed and the bare client on asyncio's own loop).
+
     python bench/catchup.py [--orders 20000] [--concurrency 16] [--repeat 3] [--pass first]
+                            [--loop default|asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -53,10 +57,17 @@ class Timing:
     cpu: float
 
 
+# The event loop of both measured processes (--loop): "default" is what each uses unasked,
+# uvloop for reconciler where it is installed and asyncio's own for the bare client.
+LOOP = "default"
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """Return the environment of a child process: nothing inherited that changes the outcome."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILER_", "JOURNAL_"))}
     env["RECONCILER_CCV_API_KEY"] = SANDBOX_KEY
+    if LOOP != "default":
+        env["RECONCILER_EVENT_LOOP"] = LOOP
     env.update(extra)
     return env
 
@@ -166,7 +177,7 @@ def catch_up(workdir: Path, config: Path, expected: int, events: int) -> Timing:
 def baseline_process(base_url: str, ids_file: Path, concurrency: int, expected: int) -> Timing:
     """Time this script's --baseline mode as a process of its own."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--baseline", base_url]
-    argv += ["--ids", str(ids_file), "--concurrency", str(concurrency)]
+    argv += ["--ids", str(ids_file), "--concurrency", str(concurrency), "--loop", LOOP]
     out = ids_file.with_suffix(".out")
     with out.open("wb") as stdout:
         timing, code = timed(argv, stdout=stdout, stderr=subprocess.DEVNULL)
@@ -216,6 +227,13 @@ def main() -> int:
         default="first",
         help="time the first catch-up (discovers every order) or a later one",
     )
+    p.add_argument(
+        "--loop",
+        choices=("default", "asyncio", "uvloop"),
+        default="default",
+        help="event loop of both processes (default: uvloop for reconciler where installed, "
+        "asyncio for the bare client)",
+    )
     p.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, store)")
     p.add_argument("--baseline", metavar="URL", help=argparse.SUPPRESS)
@@ -223,9 +241,17 @@ def main() -> int:
     args = p.parse_args()
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    global LOOP
+    LOOP = args.loop
     if args.baseline:
         ids = args.ids.read_text().split()
-        print(asyncio.run(baseline(args.baseline, ids, args.concurrency)))
+        main = baseline(args.baseline, ids, args.concurrency)
+        if args.loop == "uvloop":
+            import uvloop
+
+            print(uvloop.run(main))
+        else:
+            print(asyncio.run(main))
         return 0
 
     workdir = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
@@ -272,7 +298,8 @@ def main() -> int:
         f"catchup: orders={len(asked)} concurrency={args.concurrency} reconciler={ours_s:.2f}s "
         f"baseline={theirs_s:.2f}s ratio={ratio:.2f} (target >= {TARGET})"
         + (" MISSED" if missed else "")
-        + f" pass={args.which} cpu: reconciler={statistics.median(t.cpu for t in ours):.2f}s"
+        + f" pass={args.which} loop={args.loop}"
+        f" cpu: reconciler={statistics.median(t.cpu for t in ours):.2f}s"
         f" baseline={statistics.median(t.cpu for t in theirs):.2f}s"
     )
     return 1 if missed and args.check else 0

@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, eventloop
 from .config import Config, ConfigError, load_config, parse_duration
+from .eventloop import EventLoopError
 from .events import iso_time
 from .logs import LEVELS, fields, setup_logging
 from .model import SOURCES, InvalidOrderId, Source, normalize_order_id
@@ -191,8 +192,8 @@ def run_command(args: argparse.Namespace) -> int:
             return demo_command(args)
         config = load_config(config_path(args.config))
         handler = _COMMANDS[args.command]
-        return asyncio.run(handler(config, args))
-    except ConfigError as exc:
+        return eventloop.run(handler(config, args))
+    except (ConfigError, EventLoopError) as exc:
         print(str(exc), file=sys.stderr)
         return EX_CONFIG
     except UsageError as exc:

@@ -74,7 +74,11 @@ class Daemon:
             self.notifier.ready(status=self._status_line())
             log.info(
                 "daemon.ready",
-                extra=fields(store=str(self.config.store_path), receiver=self._listen_text()),
+                extra=fields(
+                    store=str(self.config.store_path),
+                    receiver=self._listen_text(),
+                    event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+                ),
             )
             await stop.wait()
         finally:

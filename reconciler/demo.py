@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from . import eventloop
 from .config import (
     AlertsConfig,
     CCNowConfig,
@@ -226,6 +227,6 @@ def demo_command(args: argparse.Namespace) -> int:
         max(logging.WARNING, logging.getLogger("reconciler").level)
     )
     try:
-        return asyncio.run(run_demo(args, sys.stdout))
+        return eventloop.run(run_demo(args, sys.stdout))
     except KeyboardInterrupt:
         return 0

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 
+from . import eventloop
 from .sandbox import SandboxOptions, run_sandbox
 
 
@@ -42,7 +43,7 @@ def sandbox_command(args: argparse.Namespace) -> int:
         await run_sandbox(options, host, port, stop=stop)
 
     try:
-        asyncio.run(serve())
+        eventloop.run(serve())
     except OSError as exc:
         print(
             f"reconciler sandbox: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr

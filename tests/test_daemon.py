@@ -123,3 +123,37 @@ async def test_receiver_port_in_use_is_one_line_and_exit_75(
     assert result.code == 75
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _ready_line(log: Path) -> dict[str, object] | None:
+    for line in log.read_text().splitlines():
+        record: dict[str, object] = json.loads(line.lstrip("<0123456789>"))
+        if record.get("message") == "daemon.ready":
+            return record
+    return None
+
+
+@pytest.mark.parametrize("choice", ["", "asyncio"])
+async def test_the_event_loop_is_uvloop_unless_asked_otherwise(
+    tmp_path: Path, daemon_setup: tuple[Path, FakeCCV, FakeCCNow], choice: str
+) -> None:
+    cfg, _, _ = daemon_setup
+    if not choice:
+        pytest.importorskip("uvloop")
+    log = tmp_path / "daemon.log"
+    async with daemon(cfg, cli_env(RECONCILER_EVENT_LOOP=choice)) as proc:
+        await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    ready = _ready_line(log)
+    assert ready is not None and ready["event_loop"] == (choice or "uvloop")
+
+
+async def test_an_unknown_event_loop_is_a_configuration_error(
+    daemon_setup: tuple[Path, FakeCCV, FakeCCNow],
+) -> None:
+    cfg, _, _ = daemon_setup
+    result = await run_cli("--config", cfg, "catch-up", env=cli_env(RECONCILER_EVENT_LOOP="tokio"))
+    assert result.code == 78
+    assert "RECONCILER_EVENT_LOOP" in result.stderr and "tokio" in result.stderr
+    assert "Traceback" not in result.stderr
