@@ -6,12 +6,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import aiohttp
+from aiohttp import hdrs
 from yarl import URL
 
 from reconciler.config import RetryConfig
@@ -29,9 +29,9 @@ class RequestFailed(SourceUnavailable):
         self.word = word
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A provider's final answer to one request (never 429/5xx: those raise RequestFailed)."""
+class Reply(NamedTuple):
+    """A provider's final answer to one request (never 429/5xx: those raise RequestFailed).
+    A named tuple: one is made per request."""
 
     status: int
     body: bytes
@@ -125,7 +125,7 @@ async def request(
                 status = resp.status
                 if not is_retryable(status):
                     body = await read_body(resp, max_body)
-                    return Reply(status, body, resp.headers.get("Content-Type", ""))
+                    return Reply(status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
                 retry_after = resp.headers.get("Retry-After")
                 word = f"http_{status}"
         except asyncio.TimeoutError:
