@@ -26,16 +26,23 @@ def loop_name() -> str:
     """Return the loop commands run on: "uvloop" or "asyncio"."""
     wanted = os.environ.get(ENV, "").strip().lower() or "auto"
     if wanted not in CHOICES:
-        raise EventLoopError(f"{ENV} must be one of {', '.join(CHOICES)}, not {wanted!r}")
+        raise EventLoopError(
+            f"config error: {ENV}: must be one of {', '.join(CHOICES)}, not {wanted!r}"
+        )
     installed = importlib.util.find_spec("uvloop") is not None
     if wanted == "uvloop" and not installed:
-        raise EventLoopError(f"{ENV}=uvloop, but uvloop is not installed")
+        raise EventLoopError(f"config error: {ENV}: uvloop is not installed")
     return "uvloop" if wanted != "asyncio" and installed else "asyncio"
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """asyncio.run on the chosen loop (see loop_name)."""
-    if loop_name() == "uvloop":
+    try:
+        name = loop_name()
+    except EventLoopError:
+        main.close()  # never started; closed, it is not reported as "never awaited"
+        raise
+    if name == "uvloop":
         import uvloop
 
         return uvloop.run(main)
