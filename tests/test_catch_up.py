@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import platform
 import sqlite3
 import stat
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import cli_env, read_events, run_cli, write_config
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply, html_page
@@ -213,3 +218,28 @@ async def test_summary_counts_every_event_of_concurrent_batches(
     [done] = [line for line in result.log_lines() if line["message"] == "catch-up.done"]
     assert (done["checked"], done["events"], done["failed"]) == (1300, 1300, 0)
     assert len(read_events(tmp_path)) == 1300
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() != "x86_64", reason="seccomp filter for x86-64"
+)
+async def test_catch_up_works_where_io_uring_is_refused(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    # The units' SystemCallFilter refuses io_uring with EPERM; uvloop's libuv, which tries it
+    # at start, must fall back to epoll alone.
+    pytest.importorskip("uvloop")
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("no_io_uring.py")),
+        "--config",
+        str(cfg),
+        "catch-up",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert kinds(read_events(tmp_path)) == sorted(("order.discovered", i) for i in CCV_IDS)
