@@ -1,7 +1,8 @@
 """The event loop every command runs on: uvloop where it is installed, asyncio's own otherwise.
 
 A catch-up keeps one core busy in the event loop and aiohttp; uvloop's loop (libuv, as uvicorn
-uses it) takes about a tenth off that. RECONCILER_EVENT_LOOP=asyncio keeps the standard loop.
+uses it) takes 3-8 % off it in the benchmarks. RECONCILER_EVENT_LOOP=asyncio keeps the standard
+loop.
 """
 
 from __future__ import annotations

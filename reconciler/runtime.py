@@ -14,7 +14,8 @@ from .store import Store, WriterLock
 
 
 def tune_allocator() -> None:
-    """Let the heap serve the 256 KiB read buffers of asyncio's sockets.
+    """Let the heap serve the 256 KiB read buffers of asyncio's own loop (with
+    RECONCILER_EVENT_LOOP=asyncio; uvloop reads into one buffer of its own).
 
     glibc serves allocations above its mmap threshold (128 KiB at start) with a fresh mmap and
     munmap each: three system calls for every HTTP answer read. Freeing one larger mmapped
