@@ -21,6 +21,7 @@ from .events import iso_time
 from .logs import LEVELS, fields, setup_logging
 from .model import SOURCES, InvalidOrderId, Source, normalize_order_id
 from .store import Store, StoreError, StoreLocked
+from .writes.pricing import blocking, check_pricing
 
 log = logging.getLogger("reconciler.cli")
 
@@ -128,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--ref", metavar="REF")
     n.add_argument("--account")
 
+    v = command("ccv", help="CCV write calls: check-pricing")
+    vs = v.add_subparsers(dest="ccv_command", required=True, metavar="COMMAND")
+    cp = vs.add_parser(
+        "check-pricing",
+        parents=[common],
+        help="check a SetShoppingCardPricingDetails body before it is sent (no config needed)",
+    )
+    cp.add_argument("file", metavar="FILE", help="the JSON body ('-' for stdin)")
+    cp.add_argument("--json", action="store_true", help="one JSON object with every problem")
+
     s = command("sandbox", help="the built-in simulator of both providers")
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
     s.add_argument("--orders", type=int, default=20)
@@ -190,6 +201,8 @@ def run_command(args: argparse.Namespace) -> int:
             from .demo import demo_command
 
             return demo_command(args)
+        if args.command == "ccv" and args.ccv_command == "check-pricing":
+            return cmd_check_pricing(args)
         config = load_config(config_path(args.config))
         handler = _COMMANDS[args.command]
         return eventloop.run(handler(config, args))
@@ -220,6 +233,38 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 # --- commands ---------------------------------------------------------------------------------
+
+MAX_JSON_INPUT_BYTES = 16 * 1024 * 1024
+
+
+def _read_json(name: str) -> object:
+    """Read one JSON document from a file or stdin ('-'); malformed input is a DataError."""
+    try:
+        if name == "-":
+            raw = sys.stdin.buffer.read(MAX_JSON_INPUT_BYTES + 1)
+        else:
+            with open(name, "rb") as f:
+                raw = f.read(MAX_JSON_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_JSON_INPUT_BYTES:
+        raise DataError(f"{name}: larger than {MAX_JSON_INPUT_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{name}: not JSON: {exc}") from None
+
+
+def cmd_check_pricing(args: argparse.Namespace) -> int:
+    """Check CCV prices: every problem on its own line (stdout), exit 65 if any blocks."""
+    problems = check_pricing(_read_json(args.file))
+    if args.json:
+        report = {"ok": not blocking(problems), "problems": [p.to_json() for p in problems]}
+        print(json.dumps(report))
+    else:
+        for problem in problems:
+            print(problem.line())
+    return EX_DATAERR if blocking(problems) else EX_OK
 
 
 def _account(config: Config, source: Source, name: str | None) -> str:

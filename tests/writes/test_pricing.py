@@ -1,0 +1,271 @@
+"""The CCV pricing check: the document's example, every rule failing alone, and random carts."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.writes.pricing import Problem, blocking, check_pricing
+
+EXAMPLE = json.loads((Path(__file__).parent / "pricing_example.json").read_text())
+
+
+def cart(**top: Any) -> dict[str, Any]:
+    """A consistent cart: EUR 100 + 21 % tax one-off, 5 shipping, 10 off with a coupon."""
+    body: dict[str, Any] = {
+        "currency": "EUR",
+        "shippingCost": 5,
+        "oneOffPriceCouponCode": "WELCOME",
+        "oneOffPriceDiscount": 10,
+        "totalAmountToBePaidImmediately": 116,
+        "totalRevenueForFullYear": 100 + 12 * 20,
+        "periodPricingDetails": [
+            {
+                "period": "OneOff",
+                "excludingTax": 100,
+                "singleExcludingTax": 100,
+                "includingTax": 121,
+                "taxAmountsPerTaxRate": [{"taxRate": 21, "taxAmount": 21}],
+            },
+            {
+                "period": "Monthly",
+                "excludingTax": 20,
+                "singleExcludingTax": 20,
+                "includingTax": 24.2,
+                "taxAmountsPerTaxRate": [{"taxRate": 21, "taxAmount": 4.2}],
+            },
+        ],
+        "order": {},
+    }
+    body.update(top)
+    return body
+
+
+def paths(problems: list[Problem]) -> list[str]:
+    return [p.path for p in problems if p.blocking]
+
+
+def test_the_documents_example_is_consistent() -> None:
+    assert check_pricing(EXAMPLE) == []
+
+
+def test_a_consistent_cart_passes() -> None:
+    assert check_pricing(cart()) == []
+
+
+def test_the_tables_spelling_is_accepted() -> None:
+    body = cart()
+    for period in body["periodPricingDetails"]:
+        period["exludingTax"] = period.pop("excludingTax")
+        period["singleExludingTax"] = period.pop("singleExcludingTax")
+    assert check_pricing(body) == []
+
+
+def test_both_spellings_must_agree() -> None:
+    body = cart()
+    body["periodPricingDetails"][0]["exludingTax"] = 99
+    assert paths(check_pricing(body)) == ["$.periodPricingDetails[0].exludingTax"]
+
+
+def test_amounts_are_compared_to_the_cent_not_as_floats() -> None:
+    # 0.1 + 0.2 != 0.3 in binary floating point; in cents it is equal.
+    body = cart(
+        totalAmountToBePaidImmediately=0.3,
+        shippingCost=0,
+        oneOffPriceDiscount=0,
+        oneOffPriceCouponCode="",
+        totalRevenueForFullYear=0.1,
+        periodPricingDetails=[
+            {
+                "period": "OneOff",
+                "excludingTax": 0.1,
+                "singleExcludingTax": 0.1,
+                "includingTax": 0.3,
+                "taxAmountsPerTaxRate": [{"taxRate": 21, "taxAmount": 0.2}],
+            }
+        ],
+    )
+    assert check_pricing(body) == []
+    body["periodPricingDetails"][0]["includingTax"] = 0.31
+    [problem] = check_pricing(body)
+    assert problem.path == "$.periodPricingDetails[0].includingTax"
+    assert (problem.expected, problem.found) == ("0.30", "0.31")
+
+
+DROP = object()
+P = "periodPricingDetails"
+TAX = "taxAmountsPerTaxRate"
+
+# Each rule failing alone: a field changed (or dropped), and the one blocking problem it causes,
+# reported at that field's JSON path.
+ALONE: list[tuple[str, tuple[str | int, ...], object]] = [
+    ("currency USD", ("currency",), "USD"),
+    ("currency missing", ("currency",), DROP),
+    ("unknown period", (P, 1, "period"), "Weekly"),
+    ("including != excluding + tax", (P, 1, "includingTax"), 24.3),
+    ("total to pay", ("totalAmountToBePaidImmediately",), 117),
+    ("discount without coupon", ("oneOffPriceCouponCode",), ""),
+    ("coupon not a string", ("oneOffPriceCouponCode",), None),
+    ("negative shipping", ("shippingCost",), -5),
+    ("NaN", ("totalRevenueForFullYear",), float("nan")),
+    ("Infinity", (P, 0, "singleExcludingTax"), float("inf")),
+    ("a tenth of a cent", (P, 0, "singleExcludingTax"), 100.001),
+    ("amount as text", ("shippingCost",), "5"),
+    ("amount as boolean", ("shippingCost",), True),
+    ("amount missing", ("totalRevenueForFullYear",), DROP),
+    ("excluding missing", (P, 1, "excludingTax"), DROP),
+    ("tax rate out of range", (P, 0, TAX, 0, "taxRate"), 121),
+    ("tax line not an object", (P, 1, TAX, 0), 4.2),
+    ("periods not a list", (P,), {}),
+    ("order missing", ("order",), DROP),
+]
+
+
+def json_path(path: tuple[str | int, ...]) -> str:
+    return "$" + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path)
+
+
+@pytest.mark.parametrize(("path", "value"), [c[1:] for c in ALONE], ids=[c[0] for c in ALONE])
+def test_every_rule_fails_alone(path: tuple[str | int, ...], value: object) -> None:
+    body = cart()
+    target: Any = body
+    for step in path[:-1]:
+        target = target[step]
+    if value is DROP:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    problems = check_pricing(body)
+    assert paths(problems) == [json_path(path)], [p.line() for p in problems]
+    assert blocking(problems)
+
+
+def test_a_period_given_twice_is_refused() -> None:
+    body = cart()
+    body[P].append(copy.deepcopy(body[P][1]))
+    assert paths(check_pricing(body)) == ["$.periodPricingDetails[2].period"]
+
+
+def test_a_coupon_without_discount_is_refused() -> None:
+    body = cart(oneOffPriceDiscount=0, totalAmountToBePaidImmediately=126)
+    assert paths(check_pricing(body)) == ["$.oneOffPriceCouponCode"]
+
+
+def test_a_body_that_is_not_an_object() -> None:
+    assert paths(check_pricing([1, 2])) == ["$"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    body = cart(currency="USD", shippingCost=-1, oneOffPriceCouponCode="")
+    assert paths(check_pricing(body)) == [
+        "$.currency",
+        "$.shippingCost",
+        "$.oneOffPriceCouponCode",
+    ]
+
+
+def test_an_unusual_yearly_revenue_is_a_warning_only() -> None:
+    problems = check_pricing(cart(totalRevenueForFullYear=1))
+    assert [p.path for p in problems] == ["$.totalRevenueForFullYear"]
+    assert not blocking(problems)
+    assert problems[0].line().startswith("warning: $.totalRevenueForFullYear")
+
+
+def test_a_package_that_is_not_the_sum_of_its_products_is_a_warning_only() -> None:
+    body = copy.deepcopy(EXAMPLE)
+    package = body["order"]["shoppingCart"]["salesPackages"][0]
+    package["products"][0]["periodPricingDetails"][0]["excludingTax"] = 10
+    package["products"][0]["periodPricingDetails"][0]["includingTax"] = 10
+    problems = check_pricing(body)
+    assert [p.path for p in problems] == [
+        "$.order.shoppingCart.salesPackages[0].periodPricingDetails"
+    ]
+    assert not blocking(problems)
+
+
+# --- random consistent carts ------------------------------------------------------------------
+
+cents = st.integers(min_value=0, max_value=10**8)
+tax_line = st.tuples(st.sampled_from([0, 6, 9, 21, 5.5]), cents)
+period_line = st.tuples(cents, st.lists(tax_line, max_size=3))
+product = st.dictionaries(st.sampled_from(["OneOff", "Monthly", "Yearly"]), period_line, min_size=1)
+
+
+def _details(lines: dict[str, tuple[int, list[tuple[float, int]]]]) -> list[dict[str, Any]]:
+    out = []
+    for period, (excluding, taxes) in lines.items():
+        out.append(
+            {
+                "period": period,
+                "excludingTax": excluding / 100,
+                "singleExcludingTax": excluding / 100,
+                "includingTax": (excluding + sum(t for _, t in taxes)) / 100,
+                "taxAmountsPerTaxRate": [{"taxRate": r, "taxAmount": t / 100} for r, t in taxes],
+            }
+        )
+    return out
+
+
+def _summed(
+    parts: list[dict[str, tuple[int, list[tuple[float, int]]]]],
+) -> dict[str, tuple[int, list[tuple[float, int]]]]:
+    total: dict[str, tuple[int, list[tuple[float, int]]]] = {}
+    for part in parts:
+        for period, (excluding, taxes) in part.items():
+            had, had_taxes = total.get(period, (0, []))
+            total[period] = (had + excluding, had_taxes + taxes)
+    return total
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    packages=st.lists(st.lists(product, min_size=1, max_size=3), min_size=1, max_size=3),
+    shipping=cents,
+    discount_share=st.floats(min_value=0, max_value=1),
+    with_tax=st.booleans(),
+)
+def test_a_consistent_cart_from_random_lines_always_passes(
+    packages: list[list[dict[str, tuple[int, list[tuple[float, int]]]]]],
+    shipping: int,
+    discount_share: float,
+    with_tax: bool,
+) -> None:
+    package_sums = [_summed(products) for products in packages]
+    top = _summed(package_sums)
+
+    def including(period: str) -> int:
+        excluding, taxes = top.get(period, (0, []))
+        return excluding + sum(t for _, t in taxes)
+
+    def side(period: str) -> int:
+        return including(period) if with_tax else top.get(period, (0, []))[0]
+
+    one_off = including("OneOff")
+    discount = int((one_off + shipping) * discount_share)
+    body = {
+        "currency": "EUR",
+        "shippingCost": shipping / 100,
+        "oneOffPriceCouponCode": "CODE" if discount else "",
+        "oneOffPriceDiscount": discount / 100,
+        "totalAmountToBePaidImmediately": (one_off + shipping - discount) / 100,
+        "totalRevenueForFullYear": (side("OneOff") + 12 * side("Monthly") + side("Yearly")) / 100,
+        "periodPricingDetails": _details(top),
+        "order": {
+            "shoppingCart": {
+                "salesPackages": [
+                    {
+                        "periodPricingDetails": _details(package_sum),
+                        "products": [{"periodPricingDetails": _details(p)} for p in products],
+                    }
+                    for products, package_sum in zip(packages, package_sums, strict=True)
+                ]
+            }
+        },
+    }
+    assert check_pricing(body) == []

@@ -1,0 +1,46 @@
+"""`reconciler ccv check-pricing`: exit 0 when consistent, 65 with one line per problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import cli_env, run_cli
+
+EXAMPLE = Path(__file__).parent / "pricing_example.json"
+
+
+async def test_a_consistent_body_exits_0_without_any_config(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-config.toml"
+    result = await run_cli("--config", missing, "ccv", "check-pricing", EXAMPLE)
+    assert (result.code, result.stdout) == (0, "")
+
+
+async def test_each_problem_is_one_line_with_its_json_path() -> None:
+    body = json.loads(EXAMPLE.read_text())
+    body["currency"] = "USD"
+    body["periodPricingDetails"][0]["includingTax"] = 1.5
+    result = await run_cli(
+        "ccv", "check-pricing", "-", stdin=json.dumps(body).encode(), env=cli_env()
+    )
+    assert result.code == 65
+    assert result.stdout.splitlines() == [
+        '$.currency: currency must be EUR (expected "EUR", found "USD")',
+        "$.periodPricingDetails[0].includingTax: must be excludingTax + the sum of taxAmount"
+        " (expected 0.00, found 1.50)",
+    ]
+
+
+async def test_json_output_lists_problems_for_scripts() -> None:
+    result = await run_cli("ccv", "check-pricing", "--json", "-", stdin=b'{"currency": "EUR"}')
+    assert result.code == 65
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert {"path": "$.order", "blocking": True}.items() <= report["problems"][-2].items()
+
+
+async def test_input_that_is_not_json_is_one_line_and_exit_65() -> None:
+    result = await run_cli("ccv", "check-pricing", "-", stdin=b"{not json")
+    assert result.code == 65
+    assert "not JSON" in result.stderr
+    assert "Traceback" not in result.stderr
