@@ -12,8 +12,9 @@ from aiohttp import web
 
 from .ccnow import CCNOW_PATH, ccnow_answer
 from .faults import Faults
-from .model import SandboxOptions, SandboxStats, World, check_notification_url, check_notify_on
+from .model import World, check_notify_on
 from .notifications import STOP_GRACE_S, Notifier
+from .options import SandboxOptions, SandboxStats, check_notification_url
 
 CCV_STATUS_PATH = "/api/ordercompletion/reseller/order/{orderId}/status"
 CCV_SUBMIT_PATH = "/api/ordercompletion/reseller/order"

@@ -8,7 +8,8 @@ import random
 
 import aiohttp
 
-from .model import Order, SandboxOptions, SandboxStats
+from .model import Order
+from .options import SandboxOptions, SandboxStats
 
 log = logging.getLogger("reconciler.sandbox")
 
