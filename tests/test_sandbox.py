@@ -49,6 +49,8 @@ CCV_ALLOWED = {
     ("Screening", "Closed"),
     ("New", "FulfillmentInProgress"),
     ("New", "FulfillmentDone"),
+    ("New", "ErpInProgress"),
+    ("ErpInProgress", "FulfillmentInProgress"),
     ("FulfillmentInProgress", "FulfillmentDone"),
     ("FulfillmentDone", "Completed"),
 }
@@ -214,12 +216,22 @@ async def test_ccv_submit_creates_an_order(serve: Serve, http: aiohttp.ClientSes
         b"{not json",
         b"[]",
         b"{}",
-        b'{"order": {}, "externalReference": 5}',
-        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "ftp://x/y"}}',
-        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "http://example.com/"}}',
-        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "https://x:99999/"}}',
-        b'{"order": {}, "statusNotificationInformation": {"notifyOnStatus": ["Shipped"]}}',
-        b'{"order": {}, "statusNotificationInformation": {"notifyOnStatus": "Completed"}}',
+        b'{"notifyCustomerByEmail": true}',
+        b'{"notifyCustomerByEmail": true, "order": []}',
+        b'{"order": {}}',
+        b'{"order": {}, "notifyCustomerByEmail": "yes"}',
+        b'{"order": {}, "notifyCustomerByEmail": null}',
+        b'{"order": {}, "notifyCustomerByEmail": false, "externalReference": 5}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notificationUrl": "ftp://x/y"}}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notificationUrl": "http://example.com/"}}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notificationUrl": "https://x:99999/"}}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notifyOnStatus": ["Shipped"]}}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notifyOnStatus": "Completed"}}',
     ],
 )
 async def test_ccv_submit_rejects_bad_input_with_400(
@@ -238,7 +250,11 @@ async def test_ccv_submit_accepts_http_only_for_loopback(
 ) -> None:
     _, base = await serve()
     for url in ("http://127.0.0.1:9/hook", "http://localhost/hook", "http://[::1]/hook"):
-        body = {"order": {}, "statusNotificationInformation": {"notificationUrl": url}}
+        body = {
+            "notifyCustomerByEmail": False,
+            "order": {},
+            "statusNotificationInformation": {"notificationUrl": url},
+        }
         async with http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY) as resp:
             assert resp.status == 201, url
 
@@ -335,14 +351,54 @@ async def test_ccnow_actions(serve: Serve, http: aiohttp.ClientSession) -> None:
     assert await act(a, "ship") == f"{a} mark_shipped"
     assert sandbox.status("ccnow", a) == "mark_shipped"
     assert await act(a, "ship") == f"{a} error_message order not pending"
-    assert await act(a, "cancel") == f"{a} error_message order cannot be canceled"
+    assert await act(a, "cancel") == f"{a} error_message order not pending"
     assert await act(b, "ship") == f"{b} error_message order not pending"
-    assert await act(b, "cancel") == f"{b} mark_canceled"
     assert await act(b, "explode") == f"{b} error_message invalid action"
-    assert [status for _, status in sandbox.stats.history["ccnow"][b]][-2:] == [
-        "processing",
-        "mark_canceled",
-    ]
+    assert sandbox.status("ccnow", b) == "processing"
+
+
+@pytest.mark.parametrize(
+    "status", ["processing", "received", "getman_hold", "mark_shipped", "test"]
+)
+async def test_ccnow_cancel_only_from_pending(
+    serve: Serve, http: aiohttp.ClientSession, status: str
+) -> None:
+    sandbox, base = await serve(orders=1)
+    (order_id,) = sandbox.ccnow_order_ids()
+    sandbox.set_status("ccnow", order_id, status)
+    fields = {**LOGIN, "x_orderid_1": order_id, "x_action_1": "cancel"}
+    assert await ccnow(http, base, fields) == f"{order_id} error_message order not pending\n"
+    assert sandbox.status("ccnow", order_id) == status
+
+
+async def test_ccnow_queued_actions_end_in_canceled_and_completed(
+    http: aiohttp.ClientSession,
+) -> None:
+    clock = FakeClock()
+    sandbox = Sandbox(SandboxOptions(orders=2, seed=3), now=clock)
+    base = await sandbox.start("127.0.0.1", 0)
+    try:
+        to_cancel, to_ship = sandbox.ccnow_order_ids()
+        sandbox.set_status("ccnow", to_cancel, "pending")
+        sandbox.set_status("ccnow", to_ship, "pending")
+        fields = {
+            **LOGIN,
+            "x_orderid_1": to_cancel,
+            "x_action_1": "cancel",
+            "x_orderid_2": to_ship,
+            "x_action_2": "ship",
+        }
+        answer = await ccnow(http, base, fields)
+        assert answer == f"{to_cancel} mark_canceled\n{to_ship} mark_shipped\n"
+        clock.t += 10_000
+        sandbox.advance()
+    finally:
+        await sandbox.stop()
+    history = sandbox.stats.history["ccnow"]
+    assert [status for _, status in history[to_cancel]][-2:] == ["mark_canceled", "canceled"]
+    shipped = [status for _, status in history[to_ship]]
+    # completed may move on to refunded or chargeback within the same jump
+    assert shipped[shipped.index("mark_shipped") + 1] == "completed"
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -478,12 +534,19 @@ async def test_lifecycle_reaches_end_states_only_through_allowed_steps() -> None
     initial_ccnow = [sandbox.status("ccnow", i) for i in sandbox.ccnow_order_ids()]
     assert len(initial_ccv) >= 6 and initial_ccv & CCV_END
     assert initial_ccnow.count("pending") >= 10
+    assert "test" in initial_ccnow
     moved = 0
     for _ in range(600):
         clock.t += 1.0
         moved += sandbox.advance()
     assert moved == sandbox.stats.transitions > 100
     check_walks(sandbox)
+    through_erp = [
+        oid
+        for oid, history in sandbox.stats.history["ccv"].items()
+        if "ErpInProgress" in [status for _, status in history[1:]]
+    ]
+    assert len(through_erp) >= 2
     final_ccv = {sandbox.status("ccv", i) for i in sandbox.ccv_order_ids()}
     final_ccnow = {sandbox.status("ccnow", i) for i in sandbox.ccnow_order_ids()}
     assert final_ccv <= CCV_END and len(final_ccv) >= 3
@@ -492,6 +555,23 @@ async def test_lifecycle_reaches_end_states_only_through_allowed_steps() -> None
     clock.t += 10_000
     assert sandbox.advance() == 0
     await sandbox.stop()
+
+
+async def test_erp_in_progress_and_test_orders_are_served(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(orders=60, seed=7)
+    erp = [i for i in sandbox.ccv_order_ids() if sandbox.status("ccv", i) == "ErpInProgress"]
+    tests = [i for i in sandbox.ccnow_order_ids() if sandbox.status("ccnow", i) == "test"]
+    assert erp and tests
+    async with http.get(status_url(base, erp[0]), headers=KEY) as resp:
+        assert (await resp.json())["orderStatus"] == "ErpInProgress"
+    query = {**LOGIN, "x_orderid_1": tests[0], "x_action_1": "query"}
+    assert await ccnow(http, base, query) == f"{tests[0]} test\n"
+    # a test order is not pending: it is neither listed nor shipped
+    assert tests[0] not in await ccnow(http, base, LOGIN)
+    ship = {**LOGIN, "x_orderid_1": tests[0], "x_action_1": "ship"}
+    assert await ccnow(http, base, ship) == f"{tests[0]} error_message order not pending\n"
 
 
 async def test_orders_stay_put_without_advance() -> None:
@@ -523,7 +603,11 @@ async def test_notification_arrives_once_with_an_empty_body(
     serve: Serve, http: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     sandbox, base = await serve(drop_notifications=0.0)
-    body = {"order": {}, "statusNotificationInformation": {"notificationUrl": receiver.url}}
+    body = {
+        "notifyCustomerByEmail": True,
+        "order": {},
+        "statusNotificationInformation": {"notificationUrl": receiver.url},
+    }
     async with http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY) as resp:
         order_id = (await resp.json())["orderId"]
     async with http.post(
@@ -687,6 +771,11 @@ async def test_run_sandbox_stops_on_cancel(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_bad_options_are_refused() -> None:
-    for bad in ({"speed": 0}, {"drop_notifications": 1.5}, {"orders": -1}, {"ccv_api_key": ""}):
+    for bad in (
+        {"speed": 0},
+        {"drop_notifications": 1.5},
+        {"orders": -1},
+        {"ccv_api_key": ""},
+    ):
         with pytest.raises(ValueError):
             SandboxOptions(**bad)

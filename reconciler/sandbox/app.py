@@ -236,8 +236,8 @@ def _parse_submit(body: object) -> tuple[str | None, str | None, list[str] | Non
         raise ValueError("body must be a JSON object")
     if not isinstance(body.get("order"), dict):
         raise ValueError("order must be an object")
-    if "notifyCustomerByEmail" in body and not isinstance(body["notifyCustomerByEmail"], bool):
-        raise ValueError("notifyCustomerByEmail must be a boolean")
+    if not isinstance(body.get("notifyCustomerByEmail"), bool):
+        raise ValueError("notifyCustomerByEmail is required and must be a boolean")
     ref = body.get("externalReference")
     if ref is not None and not isinstance(ref, str):
         raise ValueError("externalReference must be a string")

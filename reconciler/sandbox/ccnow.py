@@ -11,19 +11,12 @@ from .model import World
 
 CCNOW_PATH = "/cgi-local/oapi_receive.cgi"
 
-# CCNow: which states `cancel` may move to mark_canceled.
-_CCNOW_CANCELABLE = frozenset(
-    (
-        "received",
-        "paypal_hold",
-        "processing",
-        "vacation_hold",
-        "preorder_hold",
-        "getman_hold",
-        "pending",
-    )
-)
+# The per-order answer to `ship` or `cancel` of an order that is not `pending`: both actions
+# only take an order the merchant still has to process. The wording is ours; CCNow's is unknown.
+NOT_PENDING = "error_message order not pending"
 _CCNOW_ORDER_FIELD = re.compile(r"^x_orderid_(\d{1,9})$")
+# The queue state an action puts a pending order in; the lifecycle takes it on from there.
+_QUEUED_BY = {"ship": "mark_shipped", "cancel": "mark_canceled"}
 
 
 def ccnow_answer(world: World, form: Mapping[str, object]) -> str:
@@ -55,14 +48,10 @@ def _ccnow_line(world: World, raw_id: str, action: str) -> str:
     if order is None:
         return f"{oid} error_message unknown order"
     action = action.strip()
-    if action == "ship":
+    if action in _QUEUED_BY:
         if order.status != "pending":
-            return f"{oid} error_message order not pending"
-        world.change(order, "mark_shipped", world.now(), world.rng_for(order, "ship"))
-    elif action == "cancel":
-        if order.status not in _CCNOW_CANCELABLE:
-            return f"{oid} error_message order cannot be canceled"
-        world.change(order, "mark_canceled", world.now(), world.rng_for(order, "cancel"))
+            return f"{oid} {NOT_PENDING}"
+        world.change(order, _QUEUED_BY[action], world.now(), world.rng_for(order, action))
     elif action not in ("query", "adjust", "track"):
         return f"{oid} error_message invalid action"
     return f"{oid} {order.status}"

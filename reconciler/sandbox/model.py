@@ -35,7 +35,8 @@ CCV_LIFECYCLE: Lifecycle = {
     "Incomplete": (("AwaitingPayment", 6.0), ("Screening", 3.0), ("Canceled", 1.0)),
     "AwaitingPayment": (("Screening", 8.5), ("Canceled", 1.0), ("Failed", 0.5)),
     "Screening": (("New", 9.0), ("Closed", 1.0)),
-    "New": (("FulfillmentInProgress", 6.0), ("FulfillmentDone", 4.0)),
+    # ErpInProgress is "reserved for further use": a few orders pass through it all the same.
+    "New": (("FulfillmentInProgress", 6.0), ("FulfillmentDone", 4.0), ("ErpInProgress", 1.5)),
     "ErpInProgress": (("FulfillmentInProgress", 1.0),),
     "FulfillmentInProgress": (("FulfillmentDone", 1.0),),
     "FulfillmentDone": (("Completed", 1.0),),
@@ -71,6 +72,7 @@ _START_WEIGHTS: dict[Source, dict[str, float]] = {
         "AwaitingPayment": 3,
         "Screening": 3,
         "New": 2,
+        "ErpInProgress": 1,
         "FulfillmentInProgress": 2,
         "FulfillmentDone": 2,
         "Completed": 1,
@@ -94,6 +96,8 @@ _START_WEIGHTS: dict[Source, dict[str, float]] = {
         "rejected": 0.3,
         "refunded": 0.5,
         "chargeback": 0.2,
+        # Completed test orders: placed as tests, never moving on.
+        "test": 0.5,
     },
 }
 
