@@ -25,6 +25,7 @@ from reconciler.sandbox import (
     parse_faults,
     run_sandbox,
 )
+from tests.conftest import run_cli
 
 
 def basic(user: str, password: str = "") -> dict[str, str]:
@@ -481,6 +482,101 @@ async def test_faults_change_at_runtime(serve: Serve, http: aiohttp.ClientSessio
     assert (await fetch_both(http, base, order_id))[0][0] == 200
 
 
+@pytest.mark.parametrize(
+    ("spec", "status", "content_type", "words"),
+    [
+        ("http400=1", 400, "application/json", "missing/invalid"),
+        ("http403:ccv=1", 403, "application/json", "forbidden"),
+        ("http429=1", 429, "application/json", "too many requests"),
+        ("html404:ccv=1", 404, "text/html", "<h1>404 Not Found</h1>"),
+    ],
+)
+async def test_ccv_error_faults(
+    serve: Serve,
+    http: aiohttp.ClientSession,
+    spec: str,
+    status: int,
+    content_type: str,
+    words: str,
+) -> None:
+    sandbox, base = await serve(faults=spec, orders=1)
+    (ccnow_id,) = sandbox.ccnow_order_ids()
+    sandbox.set_status("ccnow", ccnow_id, "pending")
+    body = {"notifyCustomerByEmail": False, "order": {}}
+    for request in (
+        http.get(status_url(base, sandbox.ccv_order_ids()[0]), headers=KEY),
+        http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY),
+    ):
+        async with request as resp:
+            assert (resp.status, resp.content_type) == (status, content_type)
+            assert words in await resp.text()
+            assert resp.headers.get("Retry-After") == ("1" if status == 429 else None)
+    assert len(sandbox.ccv_order_ids()) == 1
+    # CCV's faults leave CCNow alone
+    assert await ccnow(http, base, LOGIN) == f"{ccnow_id} pending\n"
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape"),
+    [
+        ("crlf=1", "{a} pending\r\n{b} pending\r\n"),
+        ("cr:ccnow=1", "{a} pending\r{b} pending\r"),
+        ("duplicate=1", "{a} pending\n{a} pending\n{b} pending\n{b} pending\n"),
+        ("unknown_message:ccnow=1", "message account_locked\n"),
+        ("crlf=1,duplicate=1", "{a} pending\r\n{a} pending\r\n{b} pending\r\n{b} pending\r\n"),
+    ],
+)
+async def test_ccnow_answer_shapes(
+    serve: Serve, http: aiohttp.ClientSession, spec: str, shape: str
+) -> None:
+    sandbox, base = await serve(faults=spec, orders=2)
+    a, b = sandbox.ccnow_order_ids()
+    for order_id in (a, b):
+        sandbox.set_status("ccnow", order_id, "pending")
+    async with http.post(base + CCNOW_PATH, data=LOGIN) as resp:
+        assert (resp.status, resp.content_type) == (200, "text/plain")
+        assert await resp.read() == shape.format(a=a, b=b).encode()
+    # the shapes are CCNow's: CCV answers as ever
+    async with http.get(status_url(base, sandbox.ccv_order_ids()[0]), headers=KEY) as resp:
+        assert resp.status == 200
+        assert "orderStatus" in await resp.json()
+
+
+async def test_ccnow_partial_answer_is_cut_mid_line_and_the_connection_closed(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(faults="partial=1", orders=2)
+    a, b = sandbox.ccnow_order_ids()
+    for order_id in (a, b):
+        sandbox.set_status("ccnow", order_id, "pending")
+    async with http.post(base + CCNOW_PATH, data=LOGIN) as resp:
+        assert resp.status == 200
+        # No length and no chunking: only the closed connection ends the answer, so nothing
+        # at the HTTP level tells the client that it is incomplete.
+        assert "Content-Length" not in resp.headers
+        assert "Transfer-Encoding" not in resp.headers
+        assert resp.headers["Connection"] == "close"
+        body = await resp.read()
+    assert body == f"{a} pending\n{b} pe".encode()
+    # a one-line answer too; the closed connection is no trouble for the next request
+    query = {**LOGIN, "x_orderid_1": a, "x_action_1": "query"}
+    async with http.post(base + CCNOW_PATH, data=query) as resp:
+        assert await resp.read() == f"{a} pe".encode()
+
+
+async def test_sandbox_command_documents_and_checks_the_fault_grammar() -> None:
+    shown = await run_cli("sandbox", "--help")
+    assert shown.code == 0
+    help_text = " ".join(shown.stdout.split())
+    for kind in ("http400", "http403", "http429", "html404", "crlf", "cr ", "partial", "duplicate"):
+        assert kind in help_text
+    assert "unknown_message (message account_locked)" in help_text
+    refused = await run_cli("sandbox", "--listen", "127.0.0.1:0", "--faults", "http403:ccnow=1")
+    assert refused.code == 2
+    assert "http403 is a ccv fault only" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_parse_faults() -> None:
     assert parse_faults("") == ()
     assert parse_faults(" http500:ccv=0.5, maintenance:ccnow ,slow=1.5,html=0.1") == (
@@ -488,6 +584,13 @@ def test_parse_faults() -> None:
         Fault("maintenance", "ccnow", 1.0),
         Fault("slow", None, 1.5),
         Fault("html", None, 0.1),
+    )
+    # a kind of one provider only is that provider's, named or not
+    assert parse_faults("http403=0.1,html404:ccv=1,crlf=1,unknown_message:ccnow=0.5") == (
+        Fault("http403", "ccv", 0.1),
+        Fault("html404", "ccv", 1.0),
+        Fault("crlf", "ccnow", 1.0),
+        Fault("unknown_message", "ccnow", 0.5),
     )
 
 
@@ -505,6 +608,11 @@ def test_parse_faults() -> None:
         ("http500:paypal=0.1", "unknown provider"),
         ("maintenance:", "unknown provider"),
         ("http500=0.1,http500=0.2", "twice"),
+        ("http403:ccnow=1", "ccv fault only"),
+        ("partial:ccv=1", "ccnow fault only"),
+        ("crlf", "needs a value"),
+        ("http429=2", "share from 0 to 1"),
+        ("http403=0.1,http403:ccv=0.2", "twice"),
     ],
 )
 def test_parse_faults_rejects_bad_specs(spec: str, words: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from .ccnow import CCNOW_PATH, ccnow_answer
-from .faults import Faults
+from .faults import Faults, send_cut_off
 from .model import World, check_notify_on
 from .notifications import STOP_GRACE_S, Notifier
 from .options import SandboxOptions, SandboxStats, check_notification_url
@@ -191,7 +191,12 @@ class Sandbox:
             or form.get("x_password") != self.options.ccnow_password
         ):
             return _text("error_message invalid login\n")
-        return _text(ccnow_answer(self._world, form))
+        answer = ccnow_answer(self._world, form)
+        if self._faults.any("ccnow"):
+            answer, cut_off = self._faults.ccnow_shape(answer)
+            if cut_off:
+                return await send_cut_off(request, answer)
+        return _text(answer)
 
     async def _admin_orders(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
