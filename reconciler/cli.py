@@ -147,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
         " closed), duplicate (every line twice), unknown_message (message account_locked)."
         " E.g. http500:ccv=0.3,http429=0.1,crlf=1,slow=2",
     )
+    s.add_argument(
+        "--ccnow-notification-url",
+        metavar="URL",
+        help="POST a CCNow order alert (x_orderid_1, x_status_1) here on every CCNow status change",
+    )
 
     d = command("demo", help="the sandbox and the daemon together, with a live feed")
     d.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")

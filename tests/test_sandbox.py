@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
 import pytest
@@ -25,6 +26,7 @@ from reconciler.sandbox import (
     parse_faults,
     run_sandbox,
 )
+from reconciler.server import extract_ccnow_ids
 from tests.conftest import run_cli
 
 
@@ -777,6 +779,52 @@ async def test_unreachable_notification_url_is_ignored(
     assert failed[0].exc_info is None  # an expected failure: one line, no traceback
 
 
+async def test_ccnow_status_changes_post_an_order_alert(
+    serve: Serve, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    sandbox, base = await serve(orders=2, ccnow_notification_url=receiver.url)
+    a, b = sandbox.ccnow_order_ids()
+    sandbox.set_status("ccnow", a, "pending")
+    sandbox.set_status("ccnow", b, "pending")
+    sent = sandbox.stats.ccnow_notifications_sent
+    assert sent == sandbox.stats.transitions  # one alert per change so far
+    fields = {**LOGIN, "x_orderid_1": b, "x_action_1": "cancel"}
+    assert await ccnow(http, base, fields) == f"{b} mark_canceled\n"
+    sandbox.set_status("ccv", sandbox.ccv_order_ids()[0], "Failed")  # no CCNow alert
+    await receiver.wait(sent + 1)
+    await sandbox.stop()
+    assert sandbox.stats.ccnow_notifications_sent == sent + 1 == len(receiver.calls)
+    method, body = receiver.calls[-1]
+    assert method == "POST"
+    # what reconciler's receiver takes from a CCNow notification
+    assert extract_ccnow_ids(body) == [b]
+    assert parse_qs(body.decode()) == {"x_orderid_1": [b], "x_status_1": ["mark_canceled"]}
+    assert all(extract_ccnow_ids(call[1]) for call in receiver.calls)
+
+
+async def test_ccnow_order_alerts_can_be_switched_on_and_off(receiver: Receiver) -> None:
+    sandbox = Sandbox(SandboxOptions(orders=1, advance=False))
+    (order_id,) = sandbox.ccnow_order_ids()
+    sandbox.set_ccnow_notification(receiver.url)
+    sandbox.set_status("ccnow", order_id, "test")
+    await receiver.wait(1)
+    sandbox.set_ccnow_notification(None)
+    sandbox.set_status("ccnow", order_id, "refunded")
+    await sandbox.stop()
+    assert [extract_ccnow_ids(body) for _, body in receiver.calls] == [[order_id]]
+    with pytest.raises(ValueError, match="https"):
+        sandbox.set_ccnow_notification("http://example.com/notify/ccnow/default/token")
+
+
+async def test_sandbox_command_refuses_an_alert_url_ccnow_would_not_call() -> None:
+    refused = await run_cli(
+        "sandbox", "--listen", "127.0.0.1:0", "--ccnow-notification-url", "http://example.com/x"
+    )
+    assert refused.code == 2
+    assert "must be https" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 # --- determinism --------------------------------------------------------------------------------
 
 
@@ -884,6 +932,8 @@ def test_bad_options_are_refused() -> None:
         {"drop_notifications": 1.5},
         {"orders": -1},
         {"ccv_api_key": ""},
+        {"ccnow_notification_url": "ftp://127.0.0.1/x"},
+        {"ccnow_notification_url": "http://example.com/x"},
     ):
         with pytest.raises(ValueError):
             SandboxOptions(**bad)

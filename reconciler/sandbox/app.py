@@ -106,6 +106,10 @@ class Sandbox:
         )
         order.notify_on = frozenset() if notify_on is None else check_notify_on(notify_on)
 
+    def set_ccnow_notification(self, url: str | None) -> None:
+        """Post a CCNow order alert to `url` on every CCNow status change (None: stop)."""
+        self._notifier.set_ccnow_url(url)
+
     def set_faults(self, spec: str) -> None:
         """Replace the active faults with SPEC ('' clears them); ValueError on a bad SPEC."""
         self._faults.set(spec)

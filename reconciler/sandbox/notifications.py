@@ -1,21 +1,33 @@
-"""The simulator's outgoing calls: CCV's one-shot, body-less status notifications."""
+"""The simulator's outgoing calls: CCV's one-shot, body-less status notifications and CCNow's
+server notifications (order alerts)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+from urllib.parse import urlencode
 
 import aiohttp
 
 from .model import Order
-from .options import SandboxOptions, SandboxStats
+from .options import SandboxOptions, SandboxStats, check_notification_url
 
 log = logging.getLogger("reconciler.sandbox")
 
 NOTIFICATION_TIMEOUT_S = 5.0
 # stop() lets notifications in flight finish for this long, then cancels them.
 STOP_GRACE_S = 1.0
+_FORM = "application/x-www-form-urlencoded"
+
+
+def ccnow_alert(order: Order) -> bytes:
+    """Return the form body of a CCNow order alert about `order`'s new status.
+
+    The layout of CCNow's Server Notification API is not documented; this one borrows the
+    numbered fields of its Order Update API, so that one alert could name several orders.
+    """
+    return urlencode({"x_orderid_1": order.id, "x_status_1": order.status}).encode()
 
 
 class Notifier:
@@ -24,12 +36,21 @@ class Notifier:
     def __init__(self, options: SandboxOptions, stats: SandboxStats) -> None:
         self.options = options
         self.stats = stats
+        self.ccnow_url = options.ccnow_notification_url
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
+    def set_ccnow_url(self, url: str | None) -> None:
+        """Send CCNow's order alerts to `url` from now on (None: send none)."""
+        self.ccnow_url = None if url is None else check_notification_url(url, "CCNow alert URL")
+
     def order_changed(self, order: Order, at: float, rng: random.Random) -> None:
-        """Notify as CCV would about `order`'s new status (a share of calls is dropped)."""
-        if order.source != "ccv":
+        """Notify as the provider would about `order`'s new status."""
+        if order.source == "ccnow":
+            if self.ccnow_url is not None:
+                # Only a hint to the receiver, like CCV's: posted once, never dropped on purpose.
+                self.stats.ccnow_notifications_sent += 1
+                self._send(order.id, self.ccnow_url, ccnow_alert(order), _FORM)
             return
         url = order.notification_url
         if url is None or (order.notify_on and order.status not in order.notify_on):
@@ -43,17 +64,24 @@ class Notifier:
             )
             return
         self.stats.notifications_sent += 1
-        task = asyncio.get_running_loop().create_task(self._post(order.id, url))
+        # Like CCV: one POST, no body, no retry; the answer does not matter.
+        self._send(order.id, url, b"", None)
+
+    def _send(self, order_id: str, url: str, body: bytes, content_type: str | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._post(order_id, url, body, content_type))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, order_id: str, url: str) -> None:
+    async def _post(self, order_id: str, url: str, body: bytes, content_type: str | None) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        # Like CCV: one POST, no body, no retry; the answer does not matter.
+        headers = {} if content_type is None else {"Content-Type": content_type}
         try:
             async with self._session.post(
-                url, data=b"", timeout=aiohttp.ClientTimeout(total=NOTIFICATION_TIMEOUT_S)
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=NOTIFICATION_TIMEOUT_S),
             ) as response:
                 status = response.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

@@ -25,6 +25,8 @@ class SandboxOptions:
     ccnow_client_id: str = "sandbox"
     ccnow_password: str = "sandbox"
     advance: bool = True  # False: orders move only when told
+    # where CCNow's server notifications go (None: none are sent), see Notifier
+    ccnow_notification_url: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.orders <= 1_000_000:
@@ -38,6 +40,8 @@ class SandboxOptions:
         if not self.ccv_api_key or ":" in self.ccv_api_key:
             raise ValueError("ccv_api_key must be non-empty and without ':'")
         parse_faults(self.faults)
+        if self.ccnow_notification_url is not None:
+            check_notification_url(self.ccnow_notification_url, "ccnow_notification_url")
 
 
 # (time, status) of every status an order had, the first the one it started in
@@ -53,6 +57,7 @@ class SandboxStats:
     ccnow_max_batch: int = 0
     notifications_sent: int = 0
     notifications_dropped: int = 0
+    ccnow_notifications_sent: int = 0
     transitions: int = 0
     # source -> order id -> [(time, status), ...], first entry the status the order started in
     history: dict[str, dict[str, History]] = field(default_factory=lambda: {"ccv": {}, "ccnow": {}})
@@ -67,6 +72,7 @@ class SandboxStats:
             "ccnow_max_batch": self.ccnow_max_batch,
             "notifications_sent": self.notifications_sent,
             "notifications_dropped": self.notifications_dropped,
+            "ccnow_notifications_sent": self.ccnow_notifications_sent,
             "transitions": self.transitions,
             "history": {
                 source: {oid: [[t, s] for t, s in hist] for oid, hist in orders.items()}
@@ -76,16 +82,16 @@ class SandboxStats:
         }
 
 
-def check_notification_url(url: str) -> str:
+def check_notification_url(url: str, name: str = "notificationUrl") -> str:
     """Return `url` if CCV would call it: https, or http to a loopback host (sandbox only)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018  # raises ValueError on a bad port
     except ValueError:
-        raise ValueError("notificationUrl is not a valid URL") from None
+        raise ValueError(f"{name} is not a valid URL") from None
     if not host or parts.scheme not in ("http", "https"):
-        raise ValueError("notificationUrl must be an http(s) URL with a host")
+        raise ValueError(f"{name} must be an http(s) URL with a host")
     if parts.scheme == "http" and not is_loopback(host):
-        raise ValueError("notificationUrl must be https (http only for loopback hosts)")
+        raise ValueError(f"{name} must be https (http only for loopback hosts)")
     return url
