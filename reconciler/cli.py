@@ -147,7 +147,22 @@ def _parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="lifecycle speed; 0 keeps every order where it is"
     )
     s.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
-    s.add_argument("--faults", default="", metavar="SPEC")
+    s.add_argument(
+        "--faults",
+        default="",
+        metavar="SPEC",
+        help="comma-separated KIND[:ccv|:ccnow][=VALUE], VALUE a share of requests from 0 to 1:"
+        " maintenance (no value), slow=SECONDS, http500, html (a 200 HTML page);"
+        " CCV only: http400, http403, http429 (with Retry-After), html404 (a gateway's HTML 404);"
+        " CCNow answer shapes: crlf, cr (bare CR line ends), partial (cut mid-line, connection"
+        " closed), duplicate (every line twice), unknown_message (message account_locked)."
+        " E.g. http500:ccv=0.3,http429=0.1,crlf=1,slow=2",
+    )
+    s.add_argument(
+        "--ccnow-notification-url",
+        metavar="URL",
+        help="POST a CCNow order alert (x_orderid_1, x_status_1) here on every CCNow status change",
+    )
 
     d = command("demo", help="the sandbox and the daemon together, with a live feed")
     d.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")

@@ -44,6 +44,13 @@ _COLOURS = {"info": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
 _DIM, _RESET = "\033[2m", "\033[0m"
 
 
+def ccnow_alert_url(config: Config) -> str:
+    """Return the receiver's URL for the demo CCNow account's server notifications."""
+    assert config.receiver is not None and config.ccnow[0].notification_token is not None
+    token = config.ccnow[0].notification_token.reveal()
+    return f"{config.receiver.public_url}/notify/ccnow/{config.ccnow[0].name}/{token}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,6 +90,7 @@ def demo_config(sandbox_url: str, store: Path, receiver_port: int) -> Config:
                 timeout_s=5,
                 retry=retry,
                 schedule=ScheduleConfig(min_interval_s=3, max_interval_s=10, settled_interval_s=10),
+                notification_token=Secret(os.urandom(16).hex()),
             ),
         ),
         receiver=ReceiverConfig(
@@ -150,9 +158,12 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
         try:
             config = demo_config(url, store, _free_port())
             assert config.receiver is not None
+            # Like CCV's, CCNow's alerts make the daemon poll at once; polling still catches all.
+            sandbox.set_ccnow_notification(ccnow_alert_url(config))
             out.write(
                 f"sandbox on {url}: {args.orders} CCV and {args.orders} CCNow orders; "
-                f"{args.drop_notifications:.0%} of CCV notifications are dropped.\n"
+                f"{args.drop_notifications:.0%} of CCV notifications are dropped, "
+                "CCNow posts an order alert on every change.\n"
                 f"store: {store}{'  (temporary)' if args.store is None else ''}\n\n"
             )
             feed = Feed(out)

@@ -30,6 +30,7 @@ def sandbox_command(args: argparse.Namespace) -> int:
             advance=args.speed > 0,
             drop_notifications=args.drop_notifications,
             faults=args.faults,
+            ccnow_notification_url=args.ccnow_notification_url,
         )
     except ValueError as exc:
         print(f"reconciler sandbox: error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
 import pytest
@@ -25,6 +26,8 @@ from reconciler.sandbox import (
     parse_faults,
     run_sandbox,
 )
+from reconciler.server import extract_ccnow_ids
+from tests.conftest import run_cli
 
 
 def basic(user: str, password: str = "") -> dict[str, str]:
@@ -49,6 +52,8 @@ CCV_ALLOWED = {
     ("Screening", "Closed"),
     ("New", "FulfillmentInProgress"),
     ("New", "FulfillmentDone"),
+    ("New", "ErpInProgress"),
+    ("ErpInProgress", "FulfillmentInProgress"),
     ("FulfillmentInProgress", "FulfillmentDone"),
     ("FulfillmentDone", "Completed"),
 }
@@ -214,12 +219,22 @@ async def test_ccv_submit_creates_an_order(serve: Serve, http: aiohttp.ClientSes
         b"{not json",
         b"[]",
         b"{}",
-        b'{"order": {}, "externalReference": 5}',
-        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "ftp://x/y"}}',
-        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "http://example.com/"}}',
-        b'{"order": {}, "statusNotificationInformation": {"notificationUrl": "https://x:99999/"}}',
-        b'{"order": {}, "statusNotificationInformation": {"notifyOnStatus": ["Shipped"]}}',
-        b'{"order": {}, "statusNotificationInformation": {"notifyOnStatus": "Completed"}}',
+        b'{"notifyCustomerByEmail": true}',
+        b'{"notifyCustomerByEmail": true, "order": []}',
+        b'{"order": {}}',
+        b'{"order": {}, "notifyCustomerByEmail": "yes"}',
+        b'{"order": {}, "notifyCustomerByEmail": null}',
+        b'{"order": {}, "notifyCustomerByEmail": false, "externalReference": 5}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notificationUrl": "ftp://x/y"}}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notificationUrl": "http://example.com/"}}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notificationUrl": "https://x:99999/"}}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notifyOnStatus": ["Shipped"]}}',
+        b'{"order": {}, "notifyCustomerByEmail": false,'
+        b' "statusNotificationInformation": {"notifyOnStatus": "Completed"}}',
     ],
 )
 async def test_ccv_submit_rejects_bad_input_with_400(
@@ -238,7 +253,11 @@ async def test_ccv_submit_accepts_http_only_for_loopback(
 ) -> None:
     _, base = await serve()
     for url in ("http://127.0.0.1:9/hook", "http://localhost/hook", "http://[::1]/hook"):
-        body = {"order": {}, "statusNotificationInformation": {"notificationUrl": url}}
+        body = {
+            "notifyCustomerByEmail": False,
+            "order": {},
+            "statusNotificationInformation": {"notificationUrl": url},
+        }
         async with http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY) as resp:
             assert resp.status == 201, url
 
@@ -335,14 +354,54 @@ async def test_ccnow_actions(serve: Serve, http: aiohttp.ClientSession) -> None:
     assert await act(a, "ship") == f"{a} mark_shipped"
     assert sandbox.status("ccnow", a) == "mark_shipped"
     assert await act(a, "ship") == f"{a} error_message order not pending"
-    assert await act(a, "cancel") == f"{a} error_message order cannot be canceled"
+    assert await act(a, "cancel") == f"{a} error_message order not pending"
     assert await act(b, "ship") == f"{b} error_message order not pending"
-    assert await act(b, "cancel") == f"{b} mark_canceled"
     assert await act(b, "explode") == f"{b} error_message invalid action"
-    assert [status for _, status in sandbox.stats.history["ccnow"][b]][-2:] == [
-        "processing",
-        "mark_canceled",
-    ]
+    assert sandbox.status("ccnow", b) == "processing"
+
+
+@pytest.mark.parametrize(
+    "status", ["processing", "received", "getman_hold", "mark_shipped", "test"]
+)
+async def test_ccnow_cancel_only_from_pending(
+    serve: Serve, http: aiohttp.ClientSession, status: str
+) -> None:
+    sandbox, base = await serve(orders=1)
+    (order_id,) = sandbox.ccnow_order_ids()
+    sandbox.set_status("ccnow", order_id, status)
+    fields = {**LOGIN, "x_orderid_1": order_id, "x_action_1": "cancel"}
+    assert await ccnow(http, base, fields) == f"{order_id} error_message order not pending\n"
+    assert sandbox.status("ccnow", order_id) == status
+
+
+async def test_ccnow_queued_actions_end_in_canceled_and_completed(
+    http: aiohttp.ClientSession,
+) -> None:
+    clock = FakeClock()
+    sandbox = Sandbox(SandboxOptions(orders=2, seed=3), now=clock)
+    base = await sandbox.start("127.0.0.1", 0)
+    try:
+        to_cancel, to_ship = sandbox.ccnow_order_ids()
+        sandbox.set_status("ccnow", to_cancel, "pending")
+        sandbox.set_status("ccnow", to_ship, "pending")
+        fields = {
+            **LOGIN,
+            "x_orderid_1": to_cancel,
+            "x_action_1": "cancel",
+            "x_orderid_2": to_ship,
+            "x_action_2": "ship",
+        }
+        answer = await ccnow(http, base, fields)
+        assert answer == f"{to_cancel} mark_canceled\n{to_ship} mark_shipped\n"
+        clock.t += 10_000
+        sandbox.advance()
+    finally:
+        await sandbox.stop()
+    history = sandbox.stats.history["ccnow"]
+    assert [status for _, status in history[to_cancel]][-2:] == ["mark_canceled", "canceled"]
+    shipped = [status for _, status in history[to_ship]]
+    # completed may move on to refunded or chargeback within the same jump
+    assert shipped[shipped.index("mark_shipped") + 1] == "completed"
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -425,6 +484,101 @@ async def test_faults_change_at_runtime(serve: Serve, http: aiohttp.ClientSessio
     assert (await fetch_both(http, base, order_id))[0][0] == 200
 
 
+@pytest.mark.parametrize(
+    ("spec", "status", "content_type", "words"),
+    [
+        ("http400=1", 400, "application/json", "missing/invalid"),
+        ("http403:ccv=1", 403, "application/json", "forbidden"),
+        ("http429=1", 429, "application/json", "too many requests"),
+        ("html404:ccv=1", 404, "text/html", "<h1>404 Not Found</h1>"),
+    ],
+)
+async def test_ccv_error_faults(
+    serve: Serve,
+    http: aiohttp.ClientSession,
+    spec: str,
+    status: int,
+    content_type: str,
+    words: str,
+) -> None:
+    sandbox, base = await serve(faults=spec, orders=1)
+    (ccnow_id,) = sandbox.ccnow_order_ids()
+    sandbox.set_status("ccnow", ccnow_id, "pending")
+    body = {"notifyCustomerByEmail": False, "order": {}}
+    for request in (
+        http.get(status_url(base, sandbox.ccv_order_ids()[0]), headers=KEY),
+        http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY),
+    ):
+        async with request as resp:
+            assert (resp.status, resp.content_type) == (status, content_type)
+            assert words in await resp.text()
+            assert resp.headers.get("Retry-After") == ("1" if status == 429 else None)
+    assert len(sandbox.ccv_order_ids()) == 1
+    # CCV's faults leave CCNow alone
+    assert await ccnow(http, base, LOGIN) == f"{ccnow_id} pending\n"
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape"),
+    [
+        ("crlf=1", "{a} pending\r\n{b} pending\r\n"),
+        ("cr:ccnow=1", "{a} pending\r{b} pending\r"),
+        ("duplicate=1", "{a} pending\n{a} pending\n{b} pending\n{b} pending\n"),
+        ("unknown_message:ccnow=1", "message account_locked\n"),
+        ("crlf=1,duplicate=1", "{a} pending\r\n{a} pending\r\n{b} pending\r\n{b} pending\r\n"),
+    ],
+)
+async def test_ccnow_answer_shapes(
+    serve: Serve, http: aiohttp.ClientSession, spec: str, shape: str
+) -> None:
+    sandbox, base = await serve(faults=spec, orders=2)
+    a, b = sandbox.ccnow_order_ids()
+    for order_id in (a, b):
+        sandbox.set_status("ccnow", order_id, "pending")
+    async with http.post(base + CCNOW_PATH, data=LOGIN) as resp:
+        assert (resp.status, resp.content_type) == (200, "text/plain")
+        assert await resp.read() == shape.format(a=a, b=b).encode()
+    # the shapes are CCNow's: CCV answers as ever
+    async with http.get(status_url(base, sandbox.ccv_order_ids()[0]), headers=KEY) as resp:
+        assert resp.status == 200
+        assert "orderStatus" in await resp.json()
+
+
+async def test_ccnow_partial_answer_is_cut_mid_line_and_the_connection_closed(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(faults="partial=1", orders=2)
+    a, b = sandbox.ccnow_order_ids()
+    for order_id in (a, b):
+        sandbox.set_status("ccnow", order_id, "pending")
+    async with http.post(base + CCNOW_PATH, data=LOGIN) as resp:
+        assert resp.status == 200
+        # No length and no chunking: only the closed connection ends the answer, so nothing
+        # at the HTTP level tells the client that it is incomplete.
+        assert "Content-Length" not in resp.headers
+        assert "Transfer-Encoding" not in resp.headers
+        assert resp.headers["Connection"] == "close"
+        body = await resp.read()
+    assert body == f"{a} pending\n{b} pe".encode()
+    # a one-line answer too; the closed connection is no trouble for the next request
+    query = {**LOGIN, "x_orderid_1": a, "x_action_1": "query"}
+    async with http.post(base + CCNOW_PATH, data=query) as resp:
+        assert await resp.read() == f"{a} pe".encode()
+
+
+async def test_sandbox_command_documents_and_checks_the_fault_grammar() -> None:
+    shown = await run_cli("sandbox", "--help")
+    assert shown.code == 0
+    help_text = " ".join(shown.stdout.split())
+    for kind in ("http400", "http403", "http429", "html404", "crlf", "cr ", "partial", "duplicate"):
+        assert kind in help_text
+    assert "unknown_message (message account_locked)" in help_text
+    refused = await run_cli("sandbox", "--listen", "127.0.0.1:0", "--faults", "http403:ccnow=1")
+    assert refused.code == 2
+    assert "http403 is a ccv fault only" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_parse_faults() -> None:
     assert parse_faults("") == ()
     assert parse_faults(" http500:ccv=0.5, maintenance:ccnow ,slow=1.5,html=0.1") == (
@@ -432,6 +586,13 @@ def test_parse_faults() -> None:
         Fault("maintenance", "ccnow", 1.0),
         Fault("slow", None, 1.5),
         Fault("html", None, 0.1),
+    )
+    # a kind of one provider only is that provider's, named or not
+    assert parse_faults("http403=0.1,html404:ccv=1,crlf=1,unknown_message:ccnow=0.5") == (
+        Fault("http403", "ccv", 0.1),
+        Fault("html404", "ccv", 1.0),
+        Fault("crlf", "ccnow", 1.0),
+        Fault("unknown_message", "ccnow", 0.5),
     )
 
 
@@ -449,6 +610,11 @@ def test_parse_faults() -> None:
         ("http500:paypal=0.1", "unknown provider"),
         ("maintenance:", "unknown provider"),
         ("http500=0.1,http500=0.2", "twice"),
+        ("http403:ccnow=1", "ccv fault only"),
+        ("partial:ccv=1", "ccnow fault only"),
+        ("crlf", "needs a value"),
+        ("http429=2", "share from 0 to 1"),
+        ("http403=0.1,http403:ccv=0.2", "twice"),
     ],
 )
 def test_parse_faults_rejects_bad_specs(spec: str, words: str) -> None:
@@ -478,12 +644,19 @@ async def test_lifecycle_reaches_end_states_only_through_allowed_steps() -> None
     initial_ccnow = [sandbox.status("ccnow", i) for i in sandbox.ccnow_order_ids()]
     assert len(initial_ccv) >= 6 and initial_ccv & CCV_END
     assert initial_ccnow.count("pending") >= 10
+    assert "test" in initial_ccnow
     moved = 0
     for _ in range(600):
         clock.t += 1.0
         moved += sandbox.advance()
     assert moved == sandbox.stats.transitions > 100
     check_walks(sandbox)
+    through_erp = [
+        oid
+        for oid, history in sandbox.stats.history["ccv"].items()
+        if "ErpInProgress" in [status for _, status in history[1:]]
+    ]
+    assert len(through_erp) >= 2
     final_ccv = {sandbox.status("ccv", i) for i in sandbox.ccv_order_ids()}
     final_ccnow = {sandbox.status("ccnow", i) for i in sandbox.ccnow_order_ids()}
     assert final_ccv <= CCV_END and len(final_ccv) >= 3
@@ -492,6 +665,23 @@ async def test_lifecycle_reaches_end_states_only_through_allowed_steps() -> None
     clock.t += 10_000
     assert sandbox.advance() == 0
     await sandbox.stop()
+
+
+async def test_erp_in_progress_and_test_orders_are_served(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(orders=60, seed=7)
+    erp = [i for i in sandbox.ccv_order_ids() if sandbox.status("ccv", i) == "ErpInProgress"]
+    tests = [i for i in sandbox.ccnow_order_ids() if sandbox.status("ccnow", i) == "test"]
+    assert erp and tests
+    async with http.get(status_url(base, erp[0]), headers=KEY) as resp:
+        assert (await resp.json())["orderStatus"] == "ErpInProgress"
+    query = {**LOGIN, "x_orderid_1": tests[0], "x_action_1": "query"}
+    assert await ccnow(http, base, query) == f"{tests[0]} test\n"
+    # a test order is not pending: it is neither listed nor shipped
+    assert tests[0] not in await ccnow(http, base, LOGIN)
+    ship = {**LOGIN, "x_orderid_1": tests[0], "x_action_1": "ship"}
+    assert await ccnow(http, base, ship) == f"{tests[0]} error_message order not pending\n"
 
 
 async def test_orders_stay_put_without_advance() -> None:
@@ -523,7 +713,11 @@ async def test_notification_arrives_once_with_an_empty_body(
     serve: Serve, http: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     sandbox, base = await serve(drop_notifications=0.0)
-    body = {"order": {}, "statusNotificationInformation": {"notificationUrl": receiver.url}}
+    body = {
+        "notifyCustomerByEmail": True,
+        "order": {},
+        "statusNotificationInformation": {"notificationUrl": receiver.url},
+    }
     async with http.post(base + CCV_SUBMIT_PATH, json=body, headers=KEY) as resp:
         order_id = (await resp.json())["orderId"]
     async with http.post(
@@ -583,6 +777,52 @@ async def test_unreachable_notification_url_is_ignored(
     failed = [r for r in caplog.records if r.getMessage() == "sandbox.notification_failed"]
     assert len(failed) == 1
     assert failed[0].exc_info is None  # an expected failure: one line, no traceback
+
+
+async def test_ccnow_status_changes_post_an_order_alert(
+    serve: Serve, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    sandbox, base = await serve(orders=2, ccnow_notification_url=receiver.url)
+    a, b = sandbox.ccnow_order_ids()
+    sandbox.set_status("ccnow", a, "pending")
+    sandbox.set_status("ccnow", b, "pending")
+    sent = sandbox.stats.ccnow_notifications_sent
+    assert sent == sandbox.stats.transitions  # one alert per change so far
+    fields = {**LOGIN, "x_orderid_1": b, "x_action_1": "cancel"}
+    assert await ccnow(http, base, fields) == f"{b} mark_canceled\n"
+    sandbox.set_status("ccv", sandbox.ccv_order_ids()[0], "Failed")  # no CCNow alert
+    await receiver.wait(sent + 1)
+    await sandbox.stop()
+    assert sandbox.stats.ccnow_notifications_sent == sent + 1 == len(receiver.calls)
+    method, body = receiver.calls[-1]
+    assert method == "POST"
+    # what reconciler's receiver takes from a CCNow notification
+    assert extract_ccnow_ids(body) == [b]
+    assert parse_qs(body.decode()) == {"x_orderid_1": [b], "x_status_1": ["mark_canceled"]}
+    assert all(extract_ccnow_ids(call[1]) for call in receiver.calls)
+
+
+async def test_ccnow_order_alerts_can_be_switched_on_and_off(receiver: Receiver) -> None:
+    sandbox = Sandbox(SandboxOptions(orders=1, advance=False))
+    (order_id,) = sandbox.ccnow_order_ids()
+    sandbox.set_ccnow_notification(receiver.url)
+    sandbox.set_status("ccnow", order_id, "test")
+    await receiver.wait(1)
+    sandbox.set_ccnow_notification(None)
+    sandbox.set_status("ccnow", order_id, "refunded")
+    await sandbox.stop()
+    assert [extract_ccnow_ids(body) for _, body in receiver.calls] == [[order_id]]
+    with pytest.raises(ValueError, match="https"):
+        sandbox.set_ccnow_notification("http://example.com/notify/ccnow/default/token")
+
+
+async def test_sandbox_command_refuses_an_alert_url_ccnow_would_not_call() -> None:
+    refused = await run_cli(
+        "sandbox", "--listen", "127.0.0.1:0", "--ccnow-notification-url", "http://example.com/x"
+    )
+    assert refused.code == 2
+    assert "must be https" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 # --- determinism --------------------------------------------------------------------------------
@@ -687,6 +927,13 @@ async def test_run_sandbox_stops_on_cancel(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_bad_options_are_refused() -> None:
-    for bad in ({"speed": 0}, {"drop_notifications": 1.5}, {"orders": -1}, {"ccv_api_key": ""}):
+    for bad in (
+        {"speed": 0},
+        {"drop_notifications": 1.5},
+        {"orders": -1},
+        {"ccv_api_key": ""},
+        {"ccnow_notification_url": "ftp://127.0.0.1/x"},
+        {"ccnow_notification_url": "http://example.com/x"},
+    ):
         with pytest.raises(ValueError):
             SandboxOptions(**bad)

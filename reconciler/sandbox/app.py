@@ -1,0 +1,283 @@
+"""The simulator's HTTP app: both provider APIs and the admin endpoints, on one aiohttp server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from .ccnow import CCNOW_PATH, ccnow_answer
+from .faults import Faults, send_cut_off
+from .model import World, check_notify_on
+from .notifications import STOP_GRACE_S, Notifier
+from .options import SandboxOptions, SandboxStats, check_notification_url
+
+CCV_STATUS_PATH = "/api/ordercompletion/reseller/order/{orderId}/status"
+CCV_SUBMIT_PATH = "/api/ordercompletion/reseller/order"
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _text(body: str) -> web.Response:
+    return web.Response(text=body, content_type="text/plain")
+
+
+class Sandbox:
+    """Both provider APIs on one aiohttp app, with a seeded population walking its lifecycles."""
+
+    def __init__(
+        self, options: SandboxOptions, *, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.options = options
+        self.stats = SandboxStats()
+        self._faults = Faults(options.faults, options.seed)
+        self._notifier = Notifier(options, self.stats)
+        self._world = World(options, self.stats, now=now, on_change=self._notifier.order_changed)
+        self._ccv_auth = "Basic " + base64.b64encode(f"{options.ccv_api_key}:".encode()).decode()
+        self._advance_task: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self.app = self._make_app()
+
+    # --- public API ---------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> str:
+        """Serve the app on host:port (0 picks a free port); return the base URL."""
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=STOP_GRACE_S)
+        await runner.setup()
+        self._runner = runner
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+        except BaseException:
+            await self.stop()
+            raise
+        bound_port = runner.addresses[0][1]
+        shown_host = f"[{host}]" if ":" in host else host
+        return f"http://{shown_host}:{bound_port}"
+
+    async def stop(self) -> None:
+        """Stop serving, the lifecycle and notifications in flight; safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        await self._shutdown()
+
+    def ccv_order_ids(self) -> list[str]:
+        """Return the CCV order ids, in creation order."""
+        return list(self._world.ccv)
+
+    def ccnow_order_ids(self) -> list[str]:
+        """Return the CCNow order ids (hyphenated), in creation order."""
+        return list(self._world.ccnow)
+
+    def status(self, source: str, order_id: str) -> str:
+        """Return an order's current status; KeyError when unknown."""
+        return self._world.order(source, order_id).status
+
+    def set_status(self, source: str, order_id: str, status: str) -> None:
+        """Move one order to `status` now and notify as CCV would (needs a running event loop).
+
+        Any status word is accepted, so that handling of undocumented statuses can be tested.
+        """
+        self._world.set_status(source, order_id, status)
+
+    def create_ccv_order(
+        self,
+        external_reference: str | None = None,
+        notification_url: str | None = None,
+        notify_on: list[str] | None = None,
+    ) -> str:
+        """Create a CCV order in status Processing; return its id. ValueError on bad input."""
+        return self._world.create_ccv_order(external_reference, notification_url, notify_on)
+
+    def set_notification(
+        self, order_id: str, notification_url: str | None, notify_on: list[str] | None = None
+    ) -> None:
+        """Give an existing CCV order a notification URL (None: no notifications)."""
+        order = self._world.order("ccv", order_id)
+        order.notification_url = (
+            None if notification_url is None else check_notification_url(notification_url)
+        )
+        order.notify_on = frozenset() if notify_on is None else check_notify_on(notify_on)
+
+    def set_ccnow_notification(self, url: str | None) -> None:
+        """Post a CCNow order alert to `url` on every CCNow status change (None: stop)."""
+        self._notifier.set_ccnow_url(url)
+
+    def set_faults(self, spec: str) -> None:
+        """Replace the active faults with SPEC ('' clears them); ValueError on a bad SPEC."""
+        self._faults.set(spec)
+
+    def advance(self) -> int:
+        """Take every lifecycle step due by now(); return how many status changes it made."""
+        return self._world.advance()
+
+    async def _shutdown(self) -> None:
+        task, self._advance_task = self._advance_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._notifier.close()
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(CCV_STATUS_PATH, self._ccv_status)
+        app.router.add_post(CCV_SUBMIT_PATH, self._ccv_submit)
+        app.router.add_post(CCNOW_PATH, self._ccnow_receive)
+        app.router.add_get("/_sandbox/orders", self._admin_orders)
+        app.router.add_post("/_sandbox/orders/{source}/{orderId}", self._admin_set_status)
+        app.router.add_post("/_sandbox/faults", self._admin_faults)
+        app.router.add_get("/_sandbox/stats", self._admin_stats)
+        app.cleanup_ctx.append(self._lifecycle_ctx)
+        return app
+
+    async def _lifecycle_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        if self.options.advance:
+            self._advance_task = asyncio.get_running_loop().create_task(self._world.run())
+        yield
+        await self._shutdown()
+
+    async def _ccv_gate(self, request: web.Request) -> web.StreamResponse | None:
+        """Count a CCV request; answer it here when a fault or a wrong key says so."""
+        self.stats.ccv_requests += 1
+        if self._faults.any("ccv"):
+            faulted = await self._faults.response("ccv")
+            if faulted is not None:
+                return faulted
+        if request.headers.get("Authorization") != self._ccv_auth:
+            return _json_error(401, "unauthorized")
+        return None
+
+    async def _ccv_status(self, request: web.Request) -> web.StreamResponse:
+        refused = await self._ccv_gate(request)
+        if refused is not None:
+            return refused
+        order = self._world.ccv.get(request.match_info["orderId"])
+        if order is None:
+            return _json_error(404, "order not found")
+        return web.Response(body=order.body, content_type="application/json")
+
+    async def _ccv_submit(self, request: web.Request) -> web.StreamResponse:
+        refused = await self._ccv_gate(request)
+        if refused is not None:
+            return refused
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return _json_error(400, "body is not JSON")
+        try:
+            ref, url, notify_on = _parse_submit(body)
+            oid = self.create_ccv_order(ref, url, notify_on)
+        except ValueError as exc:
+            return _json_error(400, str(exc))
+        return web.json_response({"orderId": oid}, status=201)
+
+    async def _ccnow_receive(self, request: web.Request) -> web.StreamResponse:
+        self.stats.ccnow_requests += 1
+        if self._faults.any("ccnow"):
+            faulted = await self._faults.response("ccnow")
+            if faulted is not None:
+                return faulted
+        try:
+            form = await request.post()
+        except ValueError:  # undecodable form data
+            return web.Response(status=400, text="error_message bad request\n")
+        if (
+            form.get("x_clientid") != self.options.ccnow_client_id
+            or form.get("x_password") != self.options.ccnow_password
+        ):
+            return _text("error_message invalid login\n")
+        answer = ccnow_answer(self._world, form)
+        if self._faults.any("ccnow"):
+            answer, cut_off = self._faults.ccnow_shape(answer)
+            if cut_off:
+                return await send_cut_off(request, answer)
+        return _text(answer)
+
+    async def _admin_orders(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {
+                "ccv": [order.view() for order in self._world.ccv.values()],
+                "ccnow": [order.view() for order in self._world.ccnow.values()],
+            }
+        )
+
+    async def _admin_set_status(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return _json_error(400, "body is not JSON")
+        status = body.get("status") if isinstance(body, dict) else None
+        if not isinstance(status, str):
+            return _json_error(400, 'body must be {"status": "..."}')
+        source, oid = request.match_info["source"], request.match_info["orderId"]
+        try:
+            self.set_status(source, oid, status)
+        except KeyError:
+            return _json_error(404, "unknown source or order")
+        except ValueError as exc:
+            return _json_error(400, str(exc))
+        return web.json_response(self._world.order(source, oid).view())
+
+    async def _admin_faults(self, request: web.Request) -> web.StreamResponse:
+        try:
+            spec = await request.text()
+            self.set_faults(spec)
+        except ValueError as exc:  # also a body that is not text
+            return _json_error(400, str(exc))
+        return web.json_response({"faults": spec.strip()})
+
+    async def _admin_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.stats.to_json())
+
+
+def _parse_submit(body: object) -> tuple[str | None, str | None, list[str] | None]:
+    """Return (externalReference, notificationUrl, notifyOnStatus) of a submit-order body."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    if not isinstance(body.get("order"), dict):
+        raise ValueError("order must be an object")
+    if not isinstance(body.get("notifyCustomerByEmail"), bool):
+        raise ValueError("notifyCustomerByEmail is required and must be a boolean")
+    ref = body.get("externalReference")
+    if ref is not None and not isinstance(ref, str):
+        raise ValueError("externalReference must be a string")
+    info = body.get("statusNotificationInformation")
+    if info is None:
+        return ref, None, None
+    if not isinstance(info, dict):
+        raise ValueError("statusNotificationInformation must be an object")
+    url = info.get("notificationUrl")
+    if url is not None and not isinstance(url, str):
+        raise ValueError("notificationUrl must be a string")
+    notify_on = info.get("notifyOnStatus")
+    if notify_on is not None:
+        check_notify_on(notify_on)
+    return ref, url, notify_on
+
+
+async def run_sandbox(
+    options: SandboxOptions, host: str, port: int, *, stop: asyncio.Event | None = None
+) -> None:
+    """Serve the simulator until `stop` is set or the task is cancelled."""
+    sandbox = Sandbox(options)
+    url = await sandbox.start(host, port)
+    try:
+        print(f"sandbox listening on {url}", flush=True)
+        print(
+            f"test credentials: ccv api key {options.ccv_api_key} (HTTP Basic user, empty"
+            f" password); ccnow x_clientid={options.ccnow_client_id}"
+            f" x_password={options.ccnow_password}",
+            flush=True,
+        )
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await sandbox.stop()
