@@ -533,6 +533,11 @@ NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
         (format_datetime(NOW - timedelta(seconds=30), usegmt=True), 0.0),
         ("soon", None),
         ("-5", None),
+        # Digits to str.isdigit(), not to HTTP (nor to float()): ignored, never a crash.
+        ("²", None),
+        ("³", None),
+        ("１０", None),
+        ("٣", None),
     ],
 )
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
