@@ -150,7 +150,7 @@ class Reconciler:
         self.on_events = on_events
         self.rng = random.Random()
         self.metrics: Metrics | None = None
-        self.secrets = tuple(config_secrets(config))
+        self._secrets = tuple(config_secrets(config))
         self.ccv = {c.name: CCVClient(c, session) for c in config.ccv}
         self.ccnow = {c.name: CCNowClient(c, session) for c in config.ccnow}
         self.schedules: dict[tuple[str, str], ScheduleConfig] = {
@@ -354,7 +354,7 @@ class Reconciler:
         self, report: PassReport, source: Source, account: str, exc: SourceError, via: Via
     ) -> PassReport:
         # Whatever a client let through, no secret reaches the event, the database or the log.
-        reason = redact(str(exc) or exc.reason, self.secrets, limit=MAX_REASON_LENGTH)
+        reason = redact(str(exc) or exc.reason, self._secrets, limit=MAX_REASON_LENGTH)
         report.failed_sources[f"{source}/{account}"] = reason
         report.events += await self.record_source(source, account, ok=False, via=via, reason=reason)
         return report
