@@ -19,7 +19,7 @@ from typing import Any
 from .config import CCNowConfig, CCVConfig, Config
 from .logs import fields
 from .metrics import Metrics
-from .model import OrderKey, Source
+from .model import Source
 from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
@@ -190,11 +190,13 @@ class Daemon:
         if cfg is None:
             return
         report = await self.rt.reconciler.ccnow_pass(cfg, via="notification")
-        known = await self.rt.store.load_orders(OrderKey("ccnow", account, o) for o in order_ids)
-        if known:
+        if order_ids:
+            # The notification came with the account's token, so its ids are the account's own
+            # orders: each is queried, followed or not, and one CCNow knows is followed from now
+            # on. The receiver bounds the ids per notification and per account.
             report.add(
                 await self.rt.reconciler.check_orders(
-                    "ccnow", account, [k.order_id for k in known], via="notification"
+                    "ccnow", account, order_ids, via="notification"
                 )
             )
         self._latency("ccnow", report, received_at)

@@ -15,6 +15,7 @@ from .config import CCNowConfig, CCVConfig, Config, ScheduleConfig
 from .diff import diff, source_outcome
 from .events import Event
 from .model import Observation, Outcome, Source, Via, known_statuses, status_info
+from .redact import config_secrets, redact
 from .schedule import plan, stuck_event
 from .sinks.base import OutboxEvent
 from .sources.ccnow import CCNowClient
@@ -30,6 +31,8 @@ PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait t
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
 # An order id no order has; `check --online` and the CCV heartbeat expect a 404 for it.
 PROBE_ORDER_ID = "reconciler-probe"
+# A source.failed reason is a short text kept in the database, events and logs.
+MAX_REASON_LENGTH = 200
 SETTLED = tuple(s for s in known_statuses("ccnow") if status_info("ccnow", s).settled)
 
 
@@ -147,6 +150,7 @@ class Reconciler:
         self.on_events = on_events
         self.rng = random.Random()
         self.metrics: Metrics | None = None
+        self._secrets = tuple(config_secrets(config))
         self.ccv = {c.name: CCVClient(c, session) for c in config.ccv}
         self.ccnow = {c.name: CCNowClient(c, session) for c in config.ccnow}
         self.schedules: dict[tuple[str, str], ScheduleConfig] = {
@@ -349,7 +353,8 @@ class Reconciler:
     async def _source_failed(
         self, report: PassReport, source: Source, account: str, exc: SourceError, via: Via
     ) -> PassReport:
-        reason = str(exc) or exc.reason
+        # Whatever a client let through, no secret reaches the event, the database or the log.
+        reason = redact(str(exc) or exc.reason, self._secrets, limit=MAX_REASON_LENGTH)
         report.failed_sources[f"{source}/{account}"] = reason
         report.events += await self.record_source(source, account, ok=False, via=via, reason=reason)
         return report

@@ -325,7 +325,8 @@ class FakeCCNow(_FakeServer):
             elif order_id in self.orders:
                 lines.append(f"{order_id} {self.orders[order_id]}")
             else:
-                lines.append(f"{order_id} not_found")
+                # What CCNow's sandbox answers for an order the account does not have.
+                lines.append(f"{order_id} error_message unknown order")
         return lines
 
     def _text(self, lines: list[str]) -> Reply:

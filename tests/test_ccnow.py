@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -69,9 +70,9 @@ def order_ids(count: int) -> list[str]:
         ),
         ("message no_pending_orders\n", Answer((), ("no_pending_orders",))),
         (
-            "\r\n  396101142 mark_shipped \r\n\r\n\t397-10-1159   completed  extra words\r\n\n",
+            "\r\n  396101142 mark_shipped \r\n\r\n\t397-10-1159   on  hold\r\n\n",
             Answer(
-                (OrderLine("396-10-1142", "mark_shipped"), OrderLine("397-10-1159", "completed")),
+                (OrderLine("396-10-1142", "mark_shipped"), OrderLine("397-10-1159", "on hold")),
                 (),
             ),
         ),
@@ -84,7 +85,7 @@ def order_ids(count: int) -> list[str]:
             Answer(
                 (
                     OrderLine("396-10-1142", None, "error unknown order"),
-                    OrderLine("397-10-1159", None, "NOT_FOUND"),
+                    OrderLine("397-10-1159", None, "NOT_FOUND", not_found=True),
                     OrderLine("398-10-1000", None, "invalid"),
                 ),
                 (),
@@ -184,7 +185,7 @@ async def test_pending_list_ids_without_hyphens_and_crlf(
     [
         (Reply(200, "error_message system down for maintenance\n"), SourceUnavailable, None),
         (html_page(), ProtocolError, "html page"),
-        (Reply(200, "Service Unavailable", "text/html"), ProtocolError, "html page"),
+        (Reply(200, "Service Unavailable\n", "text/html"), ProtocolError, None),
         (Reply(200, ""), ProtocolError, "empty answer"),
         (Reply(200, "OK\n"), ProtocolError, None),
         (Reply(401), AuthenticationFailed, "http 401"),
@@ -378,7 +379,7 @@ async def test_failing_batch_raises_and_earlier_batches_stand(
 
     async def emit(observation: Observation) -> None:
         seen.append(observation)
-        fake.always = Reply(200, "error_message system down for maintenance")
+        fake.always = Reply(200, "error_message system down for maintenance\n")
 
     client = CCNowClient(ccnow_config(fake.url, batch_size=25, concurrency=1), session)
     with pytest.raises(SourceUnavailable, match="maintenance"):
@@ -402,8 +403,8 @@ async def test_password_never_reaches_logs_or_exceptions(
 
     await client.query(ids, Collector())
     replies = [
-        Reply(200, f"error_message wrong password {CCNOW_PASSWORD} for amylove"),
-        Reply(200, f"error_message cannot parse x_password={CCNOW_PASSWORD}"),
+        Reply(200, f"error_message wrong password {CCNOW_PASSWORD} for amylove\n"),
+        Reply(200, f"error_message cannot parse x_password={CCNOW_PASSWORD}\n"),
         Reply(200, f"{CCNOW_PASSWORD}\n"),
         Reply(500),
         Reply(404),
@@ -426,3 +427,185 @@ async def test_password_never_reaches_logs_or_exceptions(
     assert fake.requests[0].form["x_password"] == CCNOW_PASSWORD
     for text in texts:
         assert CCNOW_PASSWORD not in text
+
+
+# --- answers the documents leave open (issue 10) --------------------------------------------
+
+
+def not_found(order_id: str) -> Observation:
+    return Observation(OrderKey("ccnow", "default", order_id), Outcome.NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ("message account_locked\n", "message: account_locked"),
+        ("message temporarily unavailable\n", "message: temporarily unavailable"),
+        ("396-10-1142 pending\nmessage list truncated\n", "message: list truncated"),
+    ],
+)
+def test_an_unknown_message_is_a_failure_naming_its_words(body: str, text: str) -> None:
+    with pytest.raises(SourceUnavailable) as caught:
+        parse_answer(body)
+    assert str(caught.value) == text
+
+
+async def test_pending_list_with_an_unknown_message_is_not_empty(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    fake.always = Reply(200, "message account_locked\n")
+    with pytest.raises(SourceError, match=r"^message: account_locked$"):
+        await CCNowClient(ccnow_config(fake.url), session).pending_list()
+
+
+def test_an_order_ccnow_does_not_know_is_not_found() -> None:
+    answer = parse_answer("396-10-1142 error_message unknown order\n397-10-1159 not_found\n")
+    assert answer.orders == (
+        OrderLine("396-10-1142", None, "error_message unknown order", not_found=True),
+        OrderLine("397-10-1159", None, "not_found", not_found=True),
+    )
+
+
+async def test_query_of_an_unknown_order_is_not_found_not_failed(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    fake.orders["396-10-1142"] = "pending"
+    emit = Collector()
+    await CCNowClient(ccnow_config(fake.url), session).query(["396-10-1142", "999-00-0001"], emit)
+    assert emit.seen == [ok("396-10-1142", "pending"), not_found("999-00-0001")]
+
+
+async def test_order_lines_labelled_html_are_read_by_their_body(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    fake.always = Reply(200, "396-10-1142 pending\n397-10-1159 pending\n", "text/html")
+    client = CCNowClient(ccnow_config(fake.url), session)
+    assert await client.pending_list() == [
+        ok("396-10-1142", "pending"),
+        ok("397-10-1159", "pending"),
+    ]
+
+
+async def test_bare_cr_line_ends_keep_every_order(
+    fake: FakeCCNow, session: aiohttp.ClientSession
+) -> None:
+    ids = order_ids(3)
+    fake.orders.update(dict.fromkeys(ids, "pending"))
+    fake.line_end = "\r"
+    client = CCNowClient(ccnow_config(fake.url), session)
+    assert await client.pending_list() == [ok(order_id, "pending") for order_id in ids]
+
+
+@pytest.mark.parametrize("status", ["on hold", "awaiting  stock review", "pending extra words"])
+async def test_a_status_of_several_words_is_kept_whole(
+    fake: FakeCCNow, session: aiohttp.ClientSession, status: str
+) -> None:
+    fake.orders["396-10-1142"] = status
+    emit = Collector()
+    await CCNowClient(ccnow_config(fake.url), session).query(["396-10-1142"], emit)
+    assert emit.seen == [ok("396-10-1142", " ".join(status.split()))]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "１２３-４５-６７８９ pending\n",  # fullwidth digits
+        "٣٩٦-١٠-١١٤٢ pending\n",  # Arabic-Indic digits
+        "396-10-1142\u00a0pending\n",  # a no-break space is not a separator
+        "396-10-1142 pending\u2003review\n",
+    ],
+)
+def test_only_ascii_digits_and_blanks_make_an_order_line(body: str) -> None:
+    with pytest.raises(ProtocolError):
+        parse_answer(body)
+
+
+class RawServer:
+    """A loopback HTTP server that writes scripted raw responses, one per connection, and
+    closes: close-delimited bodies, wrong Content-Length, whatever a broken network leaves."""
+
+    def __init__(self, responses: list[bytes]) -> None:
+        self.responses = responses
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/cgi-local/oapi_receive.cgi"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        response = self.responses[min(self.requests, len(self.responses) - 1)]
+        self.requests += 1
+        writer.write(response)
+        await writer.drain()
+        writer.close()
+
+
+def close_delimited(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n" + body
+
+
+def with_length(body: bytes, length: int) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {length}\r\n\r\n"
+    return head.encode() + body
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        close_delimited(b"222-22-2222 pend"),  # cut mid-word
+        close_delimited(b"111-11-1111 pending\n222-22-2222 pending"),  # the last line end lost
+        with_length(b"222-22-2222 pending\n", 64),  # shorter than its header says
+    ],
+)
+async def test_a_cut_answer_is_retried_like_a_dropped_connection(
+    session: aiohttp.ClientSession, broken: bytes
+) -> None:
+    whole = close_delimited(b"111-11-1111 pending\n222-22-2222 pending\n")
+    async with RawServer([broken, whole]) as server:
+        emit = Collector()
+        client = CCNowClient(ccnow_config(server.url), session)
+        await client.query(["111-11-1111", "222-22-2222"], emit)
+        assert emit.seen == [ok("111-11-1111", "pending"), ok("222-22-2222", "pending")]
+        assert server.requests == 2
+
+
+async def test_an_answer_cut_on_every_try_is_a_transport_failure(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with RawServer([close_delimited(b"222-22-2222 pend")]) as server:
+        emit = Collector()
+        client = CCNowClient(ccnow_config(server.url), session)
+        with pytest.raises(SourceUnavailable, match=r"^truncated answer$"):
+            await client.query(["222-22-2222"], emit)
+        assert emit.seen == []
+        assert server.requests == 1 + ccnow_config(server.url).retry.attempts
+
+
+@pytest.mark.parametrize("value", ["²", "³", "١", "１０"])
+async def test_a_retry_after_of_other_digits_is_ignored_not_a_crash(
+    fake: FakeCCNow, session: aiohttp.ClientSession, value: str
+) -> None:
+    fake.orders["396-10-1142"] = "pending"
+    fake.script = [Reply(503, headers={"Retry-After": value})]
+    client = CCNowClient(ccnow_config(fake.url), session)
+    assert await client.pending_list() == [ok("396-10-1142", "pending")]
+    assert len(fake.requests) == 2

@@ -87,6 +87,49 @@ async def test_non_string_external_reference_is_dropped(
     assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", None)
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        '"\\udcff"',  # a lone surrogate: no database, log or JSON encoder takes it
+        '"\\ud800 tail"',
+        '"line\\nbreak"',
+        '"bell\\u0007"',
+        '"' + "r" * 257 + '"',
+    ],
+)
+async def test_an_unstorable_reference_fails_that_order_alone(
+    fake: FakeCCV, session: aiohttp.ClientSession, reference: str
+) -> None:
+    fake.orders.update({"A1": "New", "A3": "Screening"})
+    fake.replies["A2"] = Reply(
+        200, '{"orderStatus": "New", "externalReference": ' + reference + "}", "application/json"
+    )
+    client = CCVClient(ccv_config(fake.base_url), session)
+    seen: list[Observation] = []
+
+    async def emit(observation: Observation) -> None:
+        seen.append(observation)
+
+    await client.check_orders(["A1", "A2", "A3"], emit)
+    assert sorted(seen) == [
+        Observation(key("A1"), Outcome.OK, "New"),
+        Observation(key("A2"), Outcome.FAILED, reason="protocol"),
+        Observation(key("A3"), Outcome.OK, "Screening"),
+    ]
+
+
+async def test_a_reference_with_any_printable_text_is_kept(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    fake.replies["A1"] = Reply(
+        200,
+        '{"orderStatus": "New", "externalReference": "Bestellung Nr. 7 \\u00e9 \\ud83d\\ude00"}',
+    )
+    client = CCVClient(ccv_config(fake.base_url), session)
+    observation = await client.fetch("A1")
+    assert observation == Observation(key("A1"), Outcome.OK, "New", "Bestellung Nr. 7 é 😀")
+
+
 async def test_404_is_not_found(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
     client = CCVClient(ccv_config(fake.base_url), session)
     assert await client.fetch("nope") == Observation(key("nope"), Outcome.NOT_FOUND)
@@ -490,6 +533,11 @@ NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=timezone.utc)
         (format_datetime(NOW - timedelta(seconds=30), usegmt=True), 0.0),
         ("soon", None),
         ("-5", None),
+        # Digits to str.isdigit(), not to HTTP (nor to float()): ignored, never a crash.
+        ("²", None),
+        ("³", None),
+        ("１０", None),
+        ("٣", None),
     ],
 )
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:

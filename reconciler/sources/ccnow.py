@@ -14,13 +14,14 @@ from yarl import URL
 from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
 from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, normalize_ccnow_id
+from reconciler.redact import redact
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
     SourceError,
     SourceUnavailable,
 )
-from reconciler.sources.http import drain, request
+from reconciler.sources.http import Reply, drain, request
 
 log = logging.getLogger("reconciler.sources.ccnow")
 
@@ -28,23 +29,33 @@ log = logging.getLogger("reconciler.sources.ccnow")
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # The provider's own words go into exception texts, but only this many of them.
 MAX_TEXT_LENGTH = 200
+MAX_STATUS_LENGTH = 64
 
-_ORDER_ID = re.compile(r"\d{3}-?\d{2}-?\d{4}")
-_STATUS_WORD = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_LINE_END = re.compile(r"\r?\n")
+# ASCII only: other scripts' digits are not order ids, other blanks do not separate words.
+_ORDER_ID = re.compile(r"[0-9]{3}-?[0-9]{2}-?[0-9]{4}", re.ASCII)
+_STATUS = re.compile(r"[A-Za-z0-9_-]+(?:[ \t]+[A-Za-z0-9_-]+)*", re.ASCII)
+_BLANKS = re.compile(r"[ \t]+")
+_SPACE = " \t\f\v"
+# Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
+_LINE_END = re.compile(r"\r\n|\r|\n")
 _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
+# Per-order words that say CCNow does not know the order (its test server and sandbox answer
+# `ID error_message unknown order`): the order is not found, not failing.
+_NOT_FOUND_WORDS = frozenset({"error_message", "not_found"})
 # An error_message about our credentials must stop retries, not look like an outage.
 _AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
 _ERROR_MESSAGE = "error_message"
+NO_PENDING_ORDERS = "no_pending_orders"
 
 
 @dataclass(frozen=True, slots=True)
 class OrderLine:
-    """One `<id> <word> [rest]` line: a status, or a per-order error (status None)."""
+    """One `<id> <status...>` line: a status, or a per-order error (status None)."""
 
     order_id: str  # hyphenated
     status: str | None
     error: str | None = None
+    not_found: bool = False  # the error says CCNow does not know the order
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +66,40 @@ class Answer:
     messages: tuple[str, ...]
 
 
-def _error_answer(text: str) -> SourceError:
-    text = text[:MAX_TEXT_LENGTH]
-    if _AUTH_WORDS.search(text):
-        return AuthenticationFailed(f"error_message: {text}")
-    return SourceUnavailable(f"error_message: {text}")
+def _quote(raw_line: str, secrets: Sequence[str], *, drop: str = "", limit: int) -> str:
+    """Return provider text to quote in an error: masked first (as it came, so that no blank
+    a secret begins with is lost), then trimmed, without its first word `drop`, and cut."""
+    text = redact(raw_line.rstrip(_SPACE), secrets).lstrip(_SPACE)
+    if drop and text[: len(drop)].lower() == drop:
+        text = text[len(drop) :]
+    return text.strip(" \t:")[:limit]
 
 
-def parse_answer(body: bytes | str) -> Answer:
-    """Parse an answer strictly: an `error_message` or anything off the protocol raises."""
+def _error_answer(what: str, raw_line: str, secrets: Sequence[str]) -> SourceError:
+    shown = f"{what}: {_quote(raw_line, secrets, drop=what, limit=MAX_TEXT_LENGTH)}"
+    if _AUTH_WORDS.search(raw_line):
+        return AuthenticationFailed(shown)
+    return SourceUnavailable(shown)
+
+
+def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine | None:
+    """Read what follows an order id: a status (kept verbatim), or a per-order error."""
+    word = _BLANKS.split(rest, maxsplit=1)[0].lower()
+    if word in _ERROR_WORDS:
+        error = redact(rest, secrets, limit=MAX_TEXT_LENGTH)
+        return OrderLine(order_id, None, error, not_found=word in _NOT_FOUND_WORDS)
+    # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
+    status = " ".join(_BLANKS.split(rest))
+    if len(status) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest):
+        return None
+    return OrderLine(order_id, status)
+
+
+def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
+    """Parse an answer strictly: an `error_message` or anything off the protocol raises.
+
+    Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
+    """
     if isinstance(body, bytes):
         try:
             # utf-8-sig: a byte order mark is not worth failing the source for.
@@ -72,36 +108,50 @@ def parse_answer(body: bytes | str) -> Answer:
             raise ProtocolError("answer is not UTF-8") from None
     else:
         text = body
+    # Decided by the body, whatever the Content-Type says: a page is never an answer.
     if text.lstrip().startswith("<"):
         raise ProtocolError("html page")
-    lines = [stripped for line in _LINE_END.split(text) if (stripped := line.strip())]
+    # (as received, trimmed) per line that is not blank
+    lines = [(raw, line) for raw in _LINE_END.split(text) if (line := raw.strip(_SPACE))]
     if not lines:
         raise ProtocolError("empty answer")
     # An error anywhere makes the whole answer an error, whatever else it contains.
-    for line in lines:
+    for raw, line in lines:
         if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
-            raise _error_answer(line[len(_ERROR_MESSAGE) :].strip(" \t:"))
+            raise _error_answer(_ERROR_MESSAGE, raw, secrets)
 
     orders: list[OrderLine] = []
     messages: list[str] = []
-    for number, line in enumerate(lines, 1):
-        parts = line.split(None, 2)
-        first = parts[0]
+    unknown: str | None = None
+    for number, (raw, line) in enumerate(lines, 1):
+        first, *more = _BLANKS.split(line, maxsplit=1)
+        rest = more[0] if more else ""
         if first.lower() == "message":
-            messages.append(line[len(first) :].strip())
-        elif _ORDER_ID.fullmatch(first) and len(parts) >= 2:
-            order_id = normalize_ccnow_id(first)
-            word = parts[1]
-            if word.lower() in _ERROR_WORDS:
-                error = " ".join(parts[1:])[:MAX_TEXT_LENGTH]
-                orders.append(OrderLine(order_id, None, error))
-            elif _STATUS_WORD.fullmatch(word):
-                orders.append(OrderLine(order_id, word))
-            else:
-                raise ProtocolError(f"line {number}: not a status word")
+            messages.append(rest)
+            # `no_pending_orders` is the one documented message; any other may say the account
+            # is locked or the list unavailable, never that nothing is pending.
+            if rest.lower() != NO_PENDING_ORDERS and unknown is None:
+                unknown = raw
+        elif _ORDER_ID.fullmatch(first) and rest:
+            order = _order_line(normalize_ccnow_id(first), rest, secrets)
+            if order is None:
+                raise ProtocolError(f"line {number}: not a status")
+            orders.append(order)
         else:
-            raise ProtocolError(f"line {number}: not an answer line: {line[:40]!r}")
+            shown = _quote(raw, secrets, limit=40)
+            raise ProtocolError(f"line {number}: not an answer line: {shown!r}")
+    if unknown is not None:
+        raise _error_answer("message", unknown, secrets)
     return Answer(tuple(orders), tuple(messages))
+
+
+def is_complete(reply: Reply) -> bool:
+    """Whether an answer arrived whole: a 200 body ends with a line end, as every line does.
+
+    A connection closed mid-answer (no Content-Length) leaves the last line cut, and a cut
+    word (`pend`) would read as a status; such an answer is a transport failure, and retried.
+    """
+    return reply.status != 200 or not reply.body or reply.body.endswith((b"\n", b"\r"))
 
 
 def _by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:
@@ -132,6 +182,7 @@ class CCNowClient:
             "User-Agent": USER_AGENT,
         }
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        self._secrets = (config.password.reveal(),)
 
     async def pending_list(self) -> list[Observation]:
         """Return the orders CCNow lists as pending, as OK observations with their status."""
@@ -187,6 +238,8 @@ class CCNowClient:
                 observations.append(Observation(key, Outcome.FAILED, reason="protocol"))
             elif line is None:
                 observations.append(Observation(key, Outcome.FAILED, reason="missing"))
+            elif line.not_found:
+                observations.append(Observation(key, Outcome.NOT_FOUND))
             elif line.status is None:
                 observations.append(Observation(key, Outcome.FAILED, reason="order_error"))
             else:
@@ -208,27 +261,21 @@ class CCNowClient:
             retry=self._config.retry,
             max_body=MAX_BODY_BYTES,
             log=log,
+            complete=is_complete,
         )
         if reply.status in (401, 403):
             raise AuthenticationFailed(f"http {reply.status}")
         if reply.status != 200:
             raise ProtocolError(f"http {reply.status}")
-        if reply.content_type == "text/html":
-            raise ProtocolError("html page")
         try:
-            answer = parse_answer(reply.body)
+            answer = parse_answer(reply.body, secrets=self._secrets)
         except SourceError as exc:
-            raise self._redacted(exc) from None
+            # parse_answer masked what it quoted; this catches anything it did not foresee.
+            text = str(exc)
+            masked = redact(text, self._secrets)
+            raise (exc if masked == text else type(exc)(masked)) from None
         log.debug(
             "ccnow.answer",
             extra={"fields": {"asked": len(order_ids), "lines": len(answer.orders)}},
         )
         return answer
-
-    def _redacted(self, exc: SourceError) -> SourceError:
-        """Return `exc`, or a copy without our password should the provider have echoed it."""
-        password = self._config.password.reveal()
-        text = str(exc)
-        if not password or password not in text:
-            return exc
-        return type(exc)(text.replace(password, "***"))

@@ -33,6 +33,7 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # A status answer is a few dozen bytes; anything near this is not one.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_STATUS_LENGTH = 64
+MAX_REFERENCE_LENGTH = 256
 
 # Failures that say the provider is down rather than that one order is odd.
 _OUTAGE_REASONS = frozenset(
@@ -72,6 +73,12 @@ def _is_status(value: object) -> bool:
         and value.isprintable()
         and value.strip() == value
     )
+
+
+def _is_reference(value: str) -> bool:
+    # Kept and sent on in events: text a database, a log line and JSON can hold. A lone
+    # surrogate (JSON "\udcff") is not, and would fail the commit of all its batch.
+    return len(value) <= MAX_REFERENCE_LENGTH and value.isprintable()
 
 
 class CCVClient:
@@ -164,12 +171,11 @@ class CCVClient:
                 document = None
             if isinstance(document, dict) and _is_status(document.get("orderStatus")):
                 reference = document.get("externalReference")
-                return Observation(
-                    key,
-                    Outcome.OK,
-                    document["orderStatus"],  # status
-                    reference if isinstance(reference, str) else None,  # external_reference
-                ), True
+                if not isinstance(reference, str):
+                    reference = None  # not the documented shape; the status still holds
+                if reference is None or _is_reference(reference):
+                    return Observation(key, Outcome.OK, document["orderStatus"], reference), True
+            # A field that cannot be stored fails this order alone, not its whole batch.
             log.debug(
                 "ccv.protocol",
                 extra={"fields": {"order_id": order_id, "content_type": reply.content_type}},

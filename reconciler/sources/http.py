@@ -53,6 +53,9 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
+    # HTTP headers are ASCII: str.isdigit() alone accepts "²", which float() refuses.
+    if not value.isascii():
+        return None
     if value.isdigit():
         return float(value)
     try:
@@ -105,8 +108,13 @@ async def request(
     max_body: int,
     log: logging.Logger,
     data: bytes | None = None,
+    complete: Callable[[Reply], bool] = lambda reply: True,
 ) -> Reply:
-    """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after."""
+    """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after.
+
+    `complete` tells whether a reply arrived whole; one that did not is retried like a dropped
+    connection (word `truncated_answer`).
+    """
     n = 0
     while True:
         retry_after: str | None = None
@@ -125,9 +133,13 @@ async def request(
                 status = resp.status
                 if not is_retryable(status):
                     body = await read_body(resp, max_body)
-                    return Reply(status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
-                retry_after = resp.headers.get("Retry-After")
-                word = f"http_{status}"
+                    reply = Reply(status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
+                    if complete(reply):
+                        return reply
+                    word = "truncated_answer"
+                else:
+                    retry_after = resp.headers.get("Retry-After")
+                    word = f"http_{status}"
         except asyncio.TimeoutError:
             word = "timeout"
         except aiohttp.ClientError:

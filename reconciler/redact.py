@@ -1,0 +1,93 @@
+"""Secrets out of texts we keep: every encoding of each secret is masked before a text is cut.
+
+A provider may echo what we sent it (the CCNow password travels form-encoded) in an error text,
+and may cut that text itself; we cut texts too. Masking first and cutting after means no cut
+can leave a piece of a secret that a later full-text search would miss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from urllib.parse import quote, quote_plus
+
+from .config import Secret
+
+MASK = "***"
+# A text that ends with this many characters of a secret, or more, was cut inside the secret.
+MIN_FRAGMENT = 3
+
+# A percent escape, or its start where a text was cut: hex digits in either case.
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{1,2}")
+
+
+def encodings(secret: str) -> frozenset[str]:
+    """Return the forms a secret may come back in: as sent, percent/form-encoded, escaped."""
+    forms = {
+        secret,
+        quote(secret),
+        quote(secret, safe=""),
+        quote_plus(secret),
+        quote_plus(secret, safe=""),
+        html.escape(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+    }
+    return frozenset(form for form in forms if form)
+
+
+@lru_cache(maxsize=64)
+def _pattern(secrets: frozenset[str]) -> tuple[re.Pattern[str], tuple[str, ...]] | None:
+    forms = sorted({form for secret in secrets for form in encodings(secret)}, key=len)[::-1]
+    if not forms:
+        return None
+    # Longest first, so that a form is never masked only in part by a shorter one.
+    return re.compile("|".join(map(re.escape, forms))), tuple(forms)
+
+
+def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> str:
+    """Return `text` with every encoding of every secret masked, then cut to `limit` chars."""
+    compiled = _pattern(frozenset(s for s in secrets if s))
+    if compiled is not None:
+        pattern, forms = compiled
+        # Percent escapes are case-insensitive; ours are upper case, some servers write lower.
+        text = _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), text)
+        text = _mask_cut_end(pattern.sub(MASK, text), forms)
+    if limit is not None and len(text) > limit:
+        text = text[:limit]
+    return text
+
+
+def _mask_cut_end(text: str, forms: tuple[str, ...]) -> str:
+    """Mask the start of a secret that the text ends with (the provider cut it there)."""
+    longest = 0
+    for form in forms:
+        for size in range(min(len(form) - 1, len(text)), MIN_FRAGMENT - 1, -1):
+            if size <= longest:
+                break
+            if text.endswith(form[:size]):
+                longest = size
+                break
+    return text[: len(text) - longest] + MASK if longest else text
+
+
+def config_secrets(value: object) -> list[str]:
+    """Return the value of every Secret in a config tree (dataclasses, sequences, mappings)."""
+    found: list[str] = []
+    if isinstance(value, Secret):
+        found.append(value.reveal())
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            found += config_secrets(getattr(value, item.name))
+    elif isinstance(value, (list, tuple, frozenset, set)):
+        for item in value:
+            found += config_secrets(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            found += config_secrets(item)
+    return found

@@ -1,0 +1,178 @@
+"""Plausible provider answers the documents leave open, end to end through the CLI: none of
+them is a false event, a lost status, a traceback, or a secret in a kept text (issue 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus, urlencode
+
+import aiohttp
+
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.fake_providers import CCNOW_CLIENT_ID, FakeCCNow, FakeCCV, Reply
+from tests.notify_socket import NotifySocket
+
+
+async def orders(cfg: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = await run_cli("--config", cfg, "orders", "--json", env=env)
+    assert result.code == 0, result.stderr
+    return {row["order_id"]: row for row in json.loads(result.stdout)}
+
+
+async def test_a_reference_that_cannot_be_stored_fails_its_order_alone(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    ids = ["order-a", "order-b", "order-c"]
+    fake_ccv.orders = dict.fromkeys(ids, "New")
+    fake_ccv.replies["order-b"] = Reply(
+        200, '{"orderStatus": "New", "externalReference": "\\udcff"}', "application/json"
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", *ids)).code == 0
+
+    result = await run_cli("--config", cfg, "catch-up")
+    assert result.code == 75, result.stderr  # a check failed: worth trying again, not a crash
+    assert "Traceback" not in result.stderr
+    discovered = {e["subject"] for e in read_events(tmp_path) if e["type"] == "order.discovered"}
+    assert discovered == {"order-a", "order-c"}
+    rows = await orders(cfg)
+    assert (rows["order-a"]["status"], rows["order-b"]["status"]) == ("New", None)
+
+    del fake_ccv.replies["order-b"]
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await orders(cfg))["order-b"]["status"] == "New"
+
+
+async def test_a_retry_after_of_superscript_digits_is_retried_not_a_crash(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    fake_ccnow.script = [Reply(503, headers={"Retry-After": "²"})]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await run_cli("--config", cfg, "catch-up")
+    assert result.code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert [e["type"] for e in read_events(tmp_path)] == ["order.discovered"]
+
+
+async def test_an_unknown_ccnow_message_is_a_source_failure_not_an_empty_list(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    fake_ccnow.always = Reply(200, "message account_locked\n")
+
+    assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    failed = [e for e in read_events(tmp_path) if e["type"] == "source.failed"]
+    assert len(failed) == 1
+    assert "message: account_locked" in json.dumps(failed[0]["data"])
+    assert (await orders(cfg))["396-10-1142"]["status"] == "pending"
+
+
+async def test_an_order_ccnow_does_not_know_is_reported_once_and_not_a_failure(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {"396-10-1142": "processing"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (
+        await run_cli("--config", cfg, "track", "ccnow", "396-10-1142", "999-00-0001")
+    ).code == 0
+    for _ in range(2):
+        result = await run_cli("--config", cfg, "catch-up")
+        assert result.code == 0, result.stderr
+    events = [(e["type"], e["subject"]) for e in read_events(tmp_path)]
+    assert sorted(events) == [
+        ("order.discovered", "396-10-1142"),
+        ("order.not_found", "999-00-0001"),
+    ]
+    rows = await orders(cfg)
+    assert rows["999-00-0001"]["not_found"] is True
+
+
+# A password with characters that form-encoding changes, and a tail to tell pieces apart.
+PASSWORD = "Q@7 z/+%&=ÄX9!kV-tail"
+
+
+def pieces(secret: str, size: int) -> set[str]:
+    """Every `size`-character piece of the forms a provider may echo the secret in."""
+    forms = {secret, quote_plus(secret), quote(secret, safe="")}
+    return {form[i : i + size] for form in forms for i in range(len(form) - size + 1)}
+
+
+async def test_a_password_echoed_encoded_and_cut_reaches_no_kept_text(tmp_path: Path) -> None:
+    # The provider quotes our request back; our 200-character cut falls inside the password.
+    echoed = urlencode([("x_clientid", CCNOW_CLIENT_ID), ("x_password", PASSWORD)])
+    text = "error_message cannot parse request: " + "x" * 140 + " " + echoed + "\n"
+    async with FakeCCNow(password=PASSWORD) as fake:
+        fake.orders = {"396-10-1142": "pending"}
+        cfg = write_config(tmp_path, ccnow=fake)
+        env = cli_env(RECONCILER_CCNOW_PASSWORD=PASSWORD)
+        assert (await run_cli("--config", cfg, "catch-up", env=env)).code == 0
+        fake.always = Reply(200, text)
+        result = await run_cli("--config", cfg, "catch-up", env=env)
+        status = await run_cli("--config", cfg, "status", "--json", env=env)
+
+    assert result.code == 75
+    failed = [e for e in read_events(tmp_path) if e["type"] == "source.failed"]
+    assert len(failed) == 1 and "cannot parse request" in json.dumps(failed[0])
+    texts = {
+        "log": result.stderr,
+        "jsonl": (tmp_path / "events.jsonl").read_text(),
+        "status": status.stdout + status.stderr,
+    }
+    for name, kept in texts.items():
+        leaked = [piece for piece in pieces(PASSWORD, 4) if piece in kept]
+        assert leaked == [], name
+    for path in tmp_path.glob("reconciler.db*"):
+        data = path.read_bytes()
+        leaked = [p for p in pieces(PASSWORD, 6) if p.encode() in data]
+        assert leaked == [], path.name
+
+
+CCNOW_TOKEN = "ccnow-token-ABCDEFGH12345678"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_ids_in_a_ccnow_notification_are_queried_and_followed(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    port = free_port()
+    fake_ccnow.orders = {"501-00-0001": "processing"}  # not pending: the list does not show it
+    cfg = write_config(
+        tmp_path,
+        ccnow=fake_ccnow,
+        ccnow_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"',
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    env = cli_env(
+        RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef",
+        RECONCILER_CCNOW_NOTIFICATION_TOKEN=CCNOW_TOKEN,
+    )
+    with NotifySocket.abstract() as sock:
+        async with daemon(cfg, {**env, **sock.env()}) as proc:
+            await sock.wait_for_async("READY", "1", timeout_s=20)
+            url = f"http://127.0.0.1:{port}/notify/ccnow/default/{CCNOW_TOKEN}"
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(url, data={"order_id": "501000001", "status": "processing"}) as resp,
+            ):
+                assert resp.status == 202
+            await poll_until(lambda: read_events(tmp_path), 10, "the notified order's event")
+            [event] = read_events(tmp_path)
+            assert (event["type"], event["subject"]) == ("order.discovered", "501-00-0001")
+            assert event["data"]["via"] == "notification"
+            assert event["data"]["status"] == "processing"
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert (await orders(cfg, env))["501-00-0001"]["status"] == "processing"

@@ -1,0 +1,125 @@
+"""Secrets echoed by a provider, in any encoding and cut anywhere, never reach a kept text."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from reconciler.config import Secret
+from reconciler.redact import MASK, config_secrets, redact
+from reconciler.sources.ccnow import MAX_TEXT_LENGTH, parse_answer
+from reconciler.sources.errors import SourceError
+
+# The secret's alphabet and the filler's share no character, so any piece of an encoded
+# secret that is four characters long and shows up in the result is a leak, not a coincidence.
+SECRET_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 @&=+/%?#!$-_.~é€\\"
+FILLER_CHARS = "abcdefghijklmnopqrstuvwxyz:"
+WINDOW = 4
+
+ENCODERS: dict[str, Callable[[str], str]] = {
+    "raw": lambda s: s,
+    "form": quote_plus,
+    "form_all": lambda s: quote_plus(s, safe=""),
+    "percent": quote,
+    "percent_all": lambda s: quote(s, safe=""),
+    "percent_lower": lambda s: re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), quote(s, safe="")),
+    "html": html.escape,
+    "json": lambda s: json.dumps(s)[1:-1],
+}
+
+secrets = st.text(alphabet=SECRET_CHARS, min_size=8, max_size=60)
+filler = st.text(alphabet=FILLER_CHARS, max_size=300)
+
+
+def leaks(text: str, secret: str) -> list[str]:
+    """Return the pieces of any encoding of `secret` that `text` contains."""
+    found = []
+    for encode in ENCODERS.values():
+        form = encode(secret)
+        for start in range(max(1, len(form) - WINDOW + 1)):
+            piece = form[start : start + WINDOW]
+            if len(piece) == WINDOW and piece in text:
+                found.append(piece)
+    return found
+
+
+@given(
+    secret=secrets,
+    before=filler,
+    after=filler,
+    encoder=st.sampled_from(sorted(ENCODERS)),
+    cut=st.one_of(st.none(), st.integers(min_value=0, max_value=700)),
+    limit=st.one_of(st.none(), st.integers(min_value=0, max_value=400)),
+)
+@example(
+    secret="p@ss word/+%&=" * 3,
+    before="x" * 190,
+    after="",
+    encoder="form",
+    cut=None,
+    limit=MAX_TEXT_LENGTH,
+)
+def test_no_piece_of_a_secret_survives(
+    secret: str, before: str, after: str, encoder: str, cut: int | None, limit: int | None
+) -> None:
+    echoed = before + ENCODERS[encoder](secret) + after
+    if cut is not None:  # the provider cut its own text
+        echoed = echoed[:cut]
+    out = redact(echoed, [secret], limit=limit)
+    assert leaks(out, secret) == []
+    if limit is not None:
+        assert len(out) <= limit
+
+
+@given(secret=secrets, before=filler, encoder=st.sampled_from(sorted(ENCODERS)))
+def test_a_ccnow_error_text_quotes_no_piece_of_the_password(
+    secret: str, before: str, encoder: str
+) -> None:
+    body = f"error_message {before}x_password={ENCODERS[encoder](secret)}&x_action_1=query\n"
+    with pytest.raises(SourceError) as caught:
+        parse_answer(body, secrets=[secret])
+    assert leaks(str(caught.value), secret) == []
+    assert len(str(caught.value)) <= len("error_message: ") + MAX_TEXT_LENGTH
+
+
+@given(secret=secrets, before=filler, encoder=st.sampled_from(sorted(ENCODERS)))
+def test_a_line_quoted_in_a_protocol_error_holds_no_piece_of_the_password(
+    secret: str, before: str, encoder: str
+) -> None:
+    with pytest.raises(SourceError) as caught:
+        parse_answer(f"{before}{ENCODERS[encoder](secret)}\n", secrets=[secret])
+    assert leaks(str(caught.value), secret) == []
+
+
+def test_text_without_secrets_is_only_cut() -> None:
+    assert redact("system down for maintenance", ["hunter2-secret"]) == (
+        "system down for maintenance"
+    )
+    assert redact("abcdef", [], limit=3) == "abc"
+    assert redact("wrong password hunter2-secret!", ["hunter2-secret"]) == (
+        f"wrong password {MASK}!"
+    )
+
+
+def test_every_secret_of_a_config_is_found() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Account:
+        password: Secret
+        token: Secret | None
+
+    @dataclass(frozen=True)
+    class Whole:
+        accounts: tuple[Account, ...]
+        by_name: dict[str, Secret]
+
+    config = Whole((Account(Secret("a1"), None), Account(Secret("b2"), Secret("c3"))), {})
+    assert sorted(config_secrets(config)) == ["a1", "b2", "c3"]
