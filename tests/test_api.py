@@ -42,10 +42,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def api_toml(port: int, *, extra: str = "") -> str:
+def api_toml(port: int, *, extra: str = "", receiver_port: int | None = None) -> str:
     """The [receiver] and [api] tables of a test config."""
+    receiver_port = receiver_port or free_port()
     return (
-        f'[receiver]\nlisten = "127.0.0.1:{free_port()}"\npublic_url = "{PUBLIC_URL}"\n'
+        f'[receiver]\nlisten = "127.0.0.1:{receiver_port}"\npublic_url = "{PUBLIC_URL}"\n'
         f'secret = "{RECEIVER_SECRET}"\n\n'
         f'[api]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\nrefresh_timeout = "1s"\n'
         f"max_body = 4096\n{extra}\n"
