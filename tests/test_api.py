@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reconciler.config import load_config
 from reconciler.daemon import Daemon
@@ -307,6 +310,72 @@ async def test_unknown_paths_and_methods_answer_json(api: Api) -> None:
     status, document, headers = await api.call("PUT", "/api/v1/events")
     assert status == 405 and document == {"error": "method not allowed"}
     assert "GET" in headers["Allow"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_KEYS = st.sampled_from(
+    [
+        "source",
+        "order_id",
+        "account",
+        "external_reference",
+        "notifyCustomerByEmail",
+        "order",
+        "externalReference",
+        "statusNotificationInformation",
+        "currency",
+        "periodPricingDetails",
+    ]
+)
+_BODIES = st.one_of(
+    st.binary(max_size=64),
+    _JSON.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(_KEYS, _JSON, max_size=5).map(lambda v: json.dumps(v).encode()),
+)
+_SEGMENT = st.one_of(
+    st.sampled_from(["ccv", "ccnow", "orders", "events", "pricing", ORDER, "396-10-1142", ""]),
+    st.text(max_size=12).map(lambda t: quote(t, safe="")),
+)
+_PATHS = st.one_of(
+    st.sampled_from(
+        ["/api/v1/orders", "/api/v1/events", "/api/v1/ccv/orders", "/api/v1/ccv/pricing"]
+    ),
+    st.lists(_SEGMENT, min_size=1, max_size=3).map(lambda s: "/api/v1/orders/" + "/".join(s)),
+)
+_QUERIES = st.dictionaries(
+    st.sampled_from(["after", "limit", "type", "refresh", "account"]),
+    st.text(max_size=8),
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "PATCH", "PUT"]),
+    path=_PATHS,
+    query=_QUERIES,
+    body=_BODIES,
+)
+async def test_no_input_gets_a_500(
+    api: Api, method: str, path: str, query: dict[str, str], body: bytes
+) -> None:
+    target = path + ("?" + urlencode(query) if query else "")
+    status, document, _ = await api.call(method, target, raw=body)
+    assert status < 500 or (path == "/api/v1/ccv/orders" and status in (502, 504)), (
+        status,
+        document,
+    )
+    assert document is None or "error" in document or status < 300
 
 
 # --- orders -------------------------------------------------------------------------------------
