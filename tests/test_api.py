@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.config import load_config
+from reconciler.config import ConfigError, load_config
 from reconciler.daemon import Daemon
 from reconciler.events import submit_uncertain_event
 from reconciler.model import EventType, known_statuses
@@ -201,6 +201,26 @@ async def test_the_token_comes_from_env_or_a_systemd_credential(
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     config = load_config(base)
     assert config.api is not None and config.api.token.reveal() == "from-credential-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        ('[api]\nlisten = "127.0.0.1:8081"\n', "api.token", "required"),
+        ('[api]\ntoken = "short"\n', "api.token", "at least 16 characters"),
+        (f'[api]\ntoken = "{TOKEN}"\nlisten = "8081"\n', "api.listen", "host:port"),
+        (f'[api]\ntoken = "{TOKEN}"\nccv_order_id_fields = []\n', "api.ccv_order_id_fields", ""),
+        (f'[api]\ntoken = "{TOKEN}"\nlisen = "x"\n', "api.lisen", "unknown key"),
+    ],
+)
+def test_api_config_errors_name_the_key(
+    tmp_path: Path, fake: FakeCCVWrites, table: str, key: str, problem: str
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake, ccv_extra=f'api_key = "{CCV_KEY}"', extra=table)
+    with pytest.raises(ConfigError) as error:
+        load_config(cfg)
+    assert f": {key}: " in str(error.value) and problem in str(error.value)
+    assert "short" not in str(error.value)  # a secret's problem never shows the value
 
 
 # --- bad input ----------------------------------------------------------------------------------
