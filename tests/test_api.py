@@ -332,11 +332,13 @@ async def test_unknown_paths_and_methods_answer_json(api: Api) -> None:
     assert "GET" in headers["Allow"]
 
 
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+
+
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
-    ),
+    _containers,
     max_leaves=12,
 )
 _KEYS = st.sampled_from(
