@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import store_submissions as subs
 from .config import ApiConfig
+from .events import iso_time
 from .logs import fields
 from .model import SOURCES, InvalidOrderId, OrderKey, OrderState, Source, normalize_order_id
 from .order_view import order_json
@@ -295,6 +296,28 @@ class _Api:
         result = await self.deps.submitter.submit(account, doc)
         return _passed_back(result.status, result.body, result.content_type, result.headers)
 
+    async def submission(self, request: web.Request) -> web.Response:
+        """GET /api/v1/ccv/submissions/{reference}?account=A: where a submit stands."""
+        account = self.account("ccv", request.query.get("account"))
+        reference = request.match_info["reference"]
+        if not 0 < len(reference) <= MAX_REFERENCE_LENGTH:
+            raise BadRequest(422, "not an external reference", "reference")
+        found = await subs.find(self.deps.reader, account, reference)
+        if found is None:
+            raise BadRequest(404, "nothing was submitted with this reference", "reference")
+        return web.json_response(
+            {
+                "account": found.account,
+                "external_reference": found.external_reference,
+                "state": found.state,
+                "order_id": found.order_id,
+                "http_status": found.http_status,
+                "reason": found.reason,
+                "created_at": iso_time(found.created_at),
+                "closed_at": None if found.closed_at is None else iso_time(found.closed_at),
+            }
+        )
+
     async def pricing(self, request: web.Request) -> web.Response:
         """PATCH /api/v1/ccv/pricing?account=A: check the prices, then forward them."""
         account = self.account("ccv", request.query.get("account"))
@@ -353,6 +376,7 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     app.router.add_delete("/api/v1/orders/{source}/{order_id:.+}", api.untrack)
     app.router.add_get("/api/v1/events", api.events, allow_head=False)
     app.router.add_post("/api/v1/ccv/orders", api.submit)
+    app.router.add_get("/api/v1/ccv/submissions/{reference:.+}", api.submission, allow_head=False)
     app.router.add_patch("/api/v1/ccv/pricing", api.pricing)
 
     async def close(_: web.Application) -> None:

@@ -156,6 +156,7 @@ ENDPOINTS = [
     ("GET", "/api/v1/events", None),
     ("POST", "/api/v1/ccv/orders", submit_body()),
     ("PATCH", "/api/v1/ccv/pricing", {"currency": "EUR"}),
+    ("GET", "/api/v1/ccv/submissions/shop-1", None),
     ("GET", "/api/v1/nothing-here", None),
 ]
 
@@ -301,6 +302,8 @@ BAD_INPUT = [
         "statusNotificationInformation",
     ),
     ("POST", "/api/v1/ccv/orders?account=other", b"{}", 422, "account"),
+    ("GET", "/api/v1/ccv/submissions/unknown-ref", None, 404, "reference"),
+    ("GET", "/api/v1/ccv/submissions/" + "r" * 200, None, 422, "reference"),
     ("PATCH", "/api/v1/ccv/pricing", b"{", 400, "$"),
     ("PATCH", "/api/v1/ccv/pricing?account=other", b"{}", 422, "account"),
 ]
@@ -536,6 +539,9 @@ async def test_a_submit_sets_the_notification_url_and_tracks_the_order(
         "notifyOnStatus": known_statuses("ccv"),
     }
     assert api.submission("shop-42") == ("succeeded", order_id)
+    status, state, _ = await api.call("GET", "/api/v1/ccv/submissions/shop-42")
+    assert (status, state["state"], state["order_id"]) == (200, "succeeded", order_id)
+    assert state["http_status"] == 201
     _, order, _ = await api.call("GET", f"/api/v1/orders/ccv/{order_id}")
     assert order["external_reference"] == "shop-42" and order["next_check_at"] is not None
 
@@ -610,9 +616,14 @@ async def test_a_lost_answer_makes_the_submit_uncertain_and_it_is_never_resent(
     assert len(fake.submits) == 1
     assert len(api.rows("SELECT id FROM events")) == 1
 
+    status, state, _ = await api.call("GET", "/api/v1/ccv/submissions/shop-9")
+    assert (status, state["state"], state["closed_at"] is not None) == (200, "uncertain", True)
+
     # The first notification for the reference settles it.
     await api.daemon.check_ccv_reference("default", "shop-9", 0.0)
     assert api.submission("shop-9") == ("resolved", None)
+    _, state, _ = await api.call("GET", "/api/v1/ccv/submissions/shop-9")
+    assert state["state"] == "resolved"
 
 
 async def test_tracking_the_order_with_its_reference_settles_an_uncertain_submit(
