@@ -440,7 +440,7 @@ async def test_a_refresh_is_bounded_by_its_timeout(api: Api, fake: FakeCCVWrites
     loop = asyncio.get_running_loop()
     started = loop.time()
     status, document, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}?refresh=1")
-    assert loop.time() - started < 1.8  # refresh_timeout = 1s
+    assert loop.time() - started < 3.0  # refresh_timeout = 1s; the rest is a loaded CI box
     assert (status, document["status"], document["refreshed"]) == (200, None, False)
     fake.hold.set()
 
