@@ -20,6 +20,7 @@ from .eventloop import EventLoopError
 from .events import iso_time
 from .logs import LEVELS, fields, setup_logging
 from .model import SOURCES, InvalidOrderId, Source, normalize_order_id
+from .order_view import order_json
 from .store import Store, StoreError, StoreLocked
 from .writes.pricing import blocking, check_pricing
 
@@ -129,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--ref", metavar="REF")
     n.add_argument("--account")
 
-    v = command("ccv", help="CCV write calls: check-pricing")
+    v = command("ccv", help="CCV write calls: submit, check-pricing")
     vs = v.add_subparsers(dest="ccv_command", required=True, metavar="COMMAND")
     cp = vs.add_parser(
         "check-pricing",
@@ -138,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("file", metavar="FILE", help="the JSON body ('-' for stdin)")
     cp.add_argument("--json", action="store_true", help="one JSON object with every problem")
+    cs = vs.add_parser(
+        "submit",
+        parents=[common],
+        help="submit an order through reconciler (notification URL set, tracked); prints its id",
+    )
+    cs.add_argument("file", metavar="FILE", help="CCV's submit-order JSON body ('-' for stdin)")
+    cs.add_argument("--account", help="CCV account name when there are several")
 
     s = command("sandbox", help="the built-in simulator of both providers")
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
@@ -282,6 +290,14 @@ def cmd_check_pricing(args: argparse.Namespace) -> int:
     return EX_DATAERR if blocking(problems) else EX_OK
 
 
+async def cmd_ccv(config: Config, args: argparse.Namespace) -> int:
+    """`ccv submit`: submit an order through reconciler."""
+    from .writes.submit_cli import submit_command
+
+    document = _read_json(args.file)
+    return await submit_command(config, _account(config, "ccv", args.account), document)
+
+
 def _account(config: Config, source: Source, name: str | None) -> str:
     accounts = [a.name for a in (config.ccv if source == "ccv" else config.ccnow)]
     if not accounts:
@@ -383,6 +399,7 @@ async def cmd_track(config: Config, args: argparse.Namespace) -> int:
     store = await Store.open(config.store_path)
     try:
         added = await store.track(source, account, orders, time.time())
+        await _resolve_submissions(store, account, orders)
     finally:
         await store.close()
     log.info(
@@ -390,6 +407,17 @@ async def cmd_track(config: Config, args: argparse.Namespace) -> int:
         extra=fields(source=source, account=account, given=len(orders), new_or_updated=added),
     )
     return EX_OK
+
+
+async def _resolve_submissions(
+    store: Store, account: str, orders: Sequence[tuple[str, str | None]]
+) -> None:
+    """An order tracked with its reference settles an uncertain CCV submit of that reference."""
+    from . import store_submissions
+
+    pairs = [(order_id, ref) for order_id, ref in orders if ref is not None]
+    if await store_submissions.resolve_many(store, account, pairs, time.time()):
+        log.info("ccv.submit_resolved", extra=fields(account=account, given=len(pairs)))
 
 
 async def cmd_untrack(config: Config, args: argparse.Namespace) -> int:
@@ -411,10 +439,6 @@ async def cmd_untrack(config: Config, args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _ts(value: float | None) -> str | None:
-    return None if value is None or value == float("inf") else iso_time(value)
-
-
 async def cmd_orders(config: Config, args: argparse.Namespace) -> int:
     """Print the snapshot."""
     store = await _open_store(config, readonly=True)
@@ -424,23 +448,7 @@ async def cmd_orders(config: Config, args: argparse.Namespace) -> int:
             states = await store.list_orders(args.source, args.status)
         finally:
             await store.close()
-    rows: list[dict[str, Any]] = [
-        {
-            "source": s.key.source,
-            "account": s.key.account,
-            "order_id": s.key.order_id,
-            "status": s.status,
-            "external_reference": s.external_reference,
-            "end_state": s.end_state,
-            "not_found": s.not_found,
-            "first_seen": _ts(s.first_seen),
-            "last_changed": _ts(s.last_changed),
-            "last_checked": _ts(s.last_checked),
-            "next_check_at": _ts(s.next_check_at) if not s.end_state else None,
-            "failure_streak": s.failure_streak,
-        }
-        for s in states
-    ]
+    rows = [order_json(s) for s in states]
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return EX_OK
@@ -564,4 +572,5 @@ _COMMANDS = {
     "replay": cmd_replay,
     "check": cmd_check,
     "notification-url": cmd_notification_url,
+    "ccv": cmd_ccv,
 }

@@ -135,6 +135,19 @@ class ReceiverConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """`[api]`: the integration API for the integrator's own application (used by `run`)."""
+
+    listen_host: str
+    listen_port: int
+    token: Secret
+    max_body_bytes: int = 1024 * 1024
+    refresh_timeout_s: float = 10.0  # `?refresh=1` waits for the provider at most this long
+    # Where a CCV submit answer carries the new order's id; undocumented, so configurable.
+    ccv_order_id_fields: tuple[str, ...] = ("orderId", "id")
+
+
+@dataclass(frozen=True)
 class SinkConfig:
     """One `[[sinks]]` table. Fields that do not apply to `type` keep their defaults."""
 
@@ -169,6 +182,7 @@ class Config:
     receiver: ReceiverConfig | None
     sinks: tuple[SinkConfig, ...]
     alerts: AlertsConfig
+    api: ApiConfig | None = None
 
 
 def load_config(path: str | Path) -> Config:
@@ -219,7 +233,8 @@ _V = TypeVar("_V")
 _C = TypeVar("_C", bound=str)
 _A = TypeVar("_A")
 
-_TOP_KEYS = ("store", "ccv", "ccnow", "receiver", "sinks", "alerts")
+_TOP_KEYS = ("store", "ccv", "ccnow", "receiver", "sinks", "alerts", "api")
+_API_KEYS = ("listen", "token", "token_file", "max_body", "refresh_timeout", "ccv_order_id_fields")
 _RETRY_KEYS = ("retries", "retry_backoff")
 _SCHEDULE_KEYS = (
     "min_interval",
@@ -547,6 +562,7 @@ class _Loader:
             receiver=None if receiver is None else self.receiver(receiver),
             sinks=self.sinks(top),
             alerts=self.alerts(top.table("alerts", ("stuck_after",))),
+            api=self.api(top.table("api", _API_KEYS)),
         )
 
     def file_path(self, table: _Table, name: str) -> Path:
@@ -771,6 +787,26 @@ class _Loader:
             debounce_s=table.duration("debounce", "2s"),
             remember_ref_s=table.duration("remember_ref", "7d"),
             max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
+        )
+
+    def api(self, table: _Table | None) -> ApiConfig | None:
+        if table is None:
+            return None
+        listen = _parse_listen(table.string("listen", "127.0.0.1:8081"))
+        if listen is None:
+            raise table.error("listen", _LISTEN_RULE)
+        fields = table.get("ccv_order_id_fields", list, "an array of strings")
+        if fields is not None and (not fields or not all(isinstance(f, str) and f for f in fields)):
+            raise table.error("ccv_order_id_fields", "expected a non-empty array of field names")
+        return ApiConfig(
+            listen_host=listen[0],
+            listen_port=listen[1],
+            token=self.secret(
+                table, "token", ["RECONCILER_API_TOKEN"], ["api-token"], _min_length(16)
+            ),
+            max_body_bytes=table.integer("max_body", 1024 * 1024, 1024, 16 * 1024 * 1024),
+            refresh_timeout_s=table.duration("refresh_timeout", "10s", positive=True),
+            ccv_order_id_fields=tuple(fields) if fields else ("orderId", "id"),
         )
 
     def sinks(self, top: _Table) -> tuple[SinkConfig, ...]:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import store_submissions as subs
+from .api import ApiDeps, ApiListener, build_api
 from .config import CCNowConfig, CCVConfig, Config
 from .logs import fields
 from .metrics import Metrics
@@ -24,7 +26,9 @@ from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
 from .server import Health, Receiver, SourceHealth, build_app
+from .store import Store
 from .systemd import Notifier
+from .writes.submit import Submitter
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -49,6 +53,8 @@ class Daemon:
         self.notifier = notifier
         self.scheduler: Scheduler | None = None
         self.receiver: Receiver | None = None
+        self.api: ApiListener | None = None
+        self.api_reader: Store | None = None
         self.metrics = Metrics()
         runtime.reconciler.metrics = self.metrics
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -62,6 +68,7 @@ class Daemon:
         watchdog = asyncio.ensure_future(self.notifier.run_watchdog())
         outbox = asyncio.ensure_future(rt.outbox.run())
         try:
+            await self.start_api()
             await self._start_receiver()
             self.scheduler = Scheduler(self.config, rt.reconciler, on_pass=self._on_pass)
             startup = self._spawn(self._startup_pass())
@@ -90,6 +97,8 @@ class Daemon:
 
     async def _shutdown(self, outbox: asyncio.Future[None]) -> None:
         cancelled = 0
+        if self.api is not None:
+            await self.api.close()
         if self.receiver is not None:
             await self.receiver.close()
         if self.scheduler is not None:
@@ -107,6 +116,8 @@ class Daemon:
             await asyncio.gather(outbox, return_exceptions=True)
         else:
             await self.rt.outbox.drain(OUTBOX_FLUSH_TIMEOUT_S)
+        if self.api_reader is not None:
+            await self.api_reader.close()
         backlog = await self.rt.store.undelivered_count()
         log.info(
             "daemon.stopped",
@@ -164,6 +175,47 @@ class Daemon:
             where = f"{receiver.listen_host}:{receiver.listen_port}"
             raise StartupError(f"receiver cannot listen on {where}: {exc.strerror}") from None
 
+    async def start_api(self) -> None:
+        """Settle submits a stopped process left open, then serve `[api]` when configured."""
+        api = self.config.api
+        submitter = Submitter(
+            self.rt.store,
+            self.rt.session,
+            accounts=self.config.ccv,
+            receiver=self.config.receiver,
+            order_id_fields=api.ccv_order_id_fields if api is not None else ("orderId", "id"),
+            on_commit=self.rt.outbox.committed,
+        )
+        # Before anything listens: a submit a stopped process left unanswered is never re-sent.
+        await submitter.settle_interrupted()
+        if api is None:
+            return
+        self.api_reader = await Store.open(self.config.store_path, readonly=True)
+        deps = ApiDeps(
+            store=self.rt.store,
+            reader=self.api_reader,
+            submitter=submitter,
+            refresh=self.refresh_order,
+            accounts={
+                "ccv": [c.name for c in self.config.ccv],
+                "ccnow": [c.name for c in self.config.ccnow],
+            },
+        )
+        self.api = ApiListener(build_api(api, deps), shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
+        try:
+            await self.api.start(api.listen_host, api.listen_port)
+        except OSError as exc:
+            where = f"{api.listen_host}:{api.listen_port}"
+            raise StartupError(f"api cannot listen on {where}: {exc.strerror}") from None
+
+    async def refresh_order(self, key: OrderKey) -> bool:
+        """Check one followed order now (the API's `?refresh=1`); return whether it answered."""
+        report = await self.rt.reconciler.check_orders(
+            key.source, key.account, [key.order_id], via="poll"
+        )
+        self._on_pass(f"{key.source}/{key.account} refresh", report)
+        return report.checked > report.failed
+
     async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
         """A CCV notification for a followed order: check it now."""
         await self._notified("ccv", account, [order_id], received_at)
@@ -175,6 +227,13 @@ class Daemon:
             for s in await self.rt.store.find_by_reference(reference)
             if s.key.source == "ccv" and s.key.account == account
         ]
+        # CCV knows the reference: an uncertain submit of it did reach CCV.
+        order_id = orders[0].key.order_id if orders else None
+        if await subs.resolve(self.rt.store, account, reference, order_id, time.time()):
+            log.info(
+                "ccv.submit_resolved",
+                extra=fields(account=account, external_reference=reference, order_id=order_id),
+            )
         if not orders:
             await self.rt.store.remember_reference(account, reference, time.time())
             log.info(

@@ -153,6 +153,32 @@ def order_event(
     return Event(id, type, time, key.source, key.account, key.order_id, severity, data, data_json)
 
 
+def submit_uncertain_event(
+    store_id: str, submission_id: int, *, account: str, reference: str, time: float, reason: str
+) -> Event:
+    """Return the `order.submit_uncertain` event of a CCV submission whose answer was lost."""
+    data = {
+        "source": "ccv",
+        "account": account,
+        "order_id": None,
+        "external_reference": reference,
+        "severity": "warning",
+        "via": "submit",
+        "submission_id": submission_id,
+        "reason": reason,
+    }
+    return Event(
+        event_id(store_id, "ccv-submit", submission_id, "uncertain"),
+        EventType.SUBMIT_UNCERTAIN,
+        time,
+        "ccv",
+        account,
+        None,
+        "warning",
+        data,
+    )
+
+
 # json's own string encoder, the one compact_json applies to every str (ensure_ascii=False).
 _string = json.encoder.encode_basestring
 _BOOL = {True: "true", False: "false"}

@@ -23,6 +23,9 @@ class EventType(str, enum.Enum):
     STUCK = "order.stuck"
     SOURCE_FAILED = "source.failed"
     SOURCE_RECOVERED = "source.recovered"
+    # A CCV submit whose answer was lost: it is never re-sent; a notification or a person
+    # settles it (writes/submit.py).
+    SUBMIT_UNCERTAIN = "order.submit_uncertain"
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,24 @@ MIGRATIONS: list[str] = [
     """
     DROP TABLE transitions
     """,
+    # 3: CCV submissions through the integration API, recorded before they are forwarded
+    # (reconciler/store_submissions.py owns this table)
+    """
+    CREATE TABLE submissions (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        external_reference TEXT NOT NULL,
+        state TEXT NOT NULL,
+        order_id TEXT,
+        http_status INTEGER,
+        reason TEXT,
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE UNIQUE INDEX submissions_live ON submissions (account, external_reference)
+        WHERE state != 'failed';
+    CREATE INDEX submissions_open ON submissions (state) WHERE state IN ('sending', 'uncertain')
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -800,6 +800,7 @@ KNOWN_KEYS = sorted(
         *config_module._CCV_KEYS,
         *config_module._CCNOW_KEYS,
         *config_module._RECEIVER_KEYS,
+        *config_module._API_KEYS,
         *config_module._SINK_COMMON_KEYS,
         *(key for keys in config_module._SINK_KEYS.values() for key in keys),
         "stuck_after",

@@ -1,0 +1,181 @@
+"""The `submissions` table: CCV submits, recorded before they are sent and closed after.
+
+A submission is `sending` from its record until CCV's answer is known; then `succeeded` (the
+order is tracked in the same transaction), `failed` (a definite refusal or nothing sent) or
+`uncertain` (the answer was lost: never re-sent). An uncertain one becomes `resolved` when a
+notification for its reference arrives or someone tracks its order with the reference.
+One live submission per (account, reference): a second submit of the same reference is refused
+unless the earlier one definitely failed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .events import Event
+from .sinks.base import OutboxEvent
+from .store import Store
+
+State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
+
+_COLUMNS = (
+    "id, account, external_reference, state, order_id, http_status, reason, created_at, closed_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One row of `submissions`; times are epoch seconds."""
+
+    id: int
+    account: str
+    external_reference: str
+    state: State
+    order_id: str | None
+    http_status: int | None
+    reason: str | None
+    created_at: float
+    closed_at: float | None
+
+
+class SubmissionExists(Exception):
+    """The reference has a live submission already (sending, succeeded, uncertain, resolved)."""
+
+    def __init__(self, existing: Submission) -> None:
+        super().__init__(f"external reference {existing.external_reference!r} was submitted")
+        self.existing = existing
+
+
+def _row(r: Sequence[object]) -> Submission:
+    return Submission(*r)  # type: ignore[arg-type]
+
+
+async def find(store: Store, account: str, reference: str) -> Submission | None:
+    """Return the live submission of a reference, else the latest failed one, else None."""
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
+        "ORDER BY state = 'failed', id DESC LIMIT 1",
+        (account, reference),
+    )
+    return next((_row(r) for r in rows), None)
+
+
+async def record(store: Store, account: str, reference: str, now: float) -> int:
+    """Commit a new `sending` submission and return its id; raise SubmissionExists."""
+    try:
+        async with store.transaction():
+            cur = await store.conn.execute(
+                "INSERT INTO submissions (account, external_reference, state, created_at) "
+                "VALUES (?, ?, 'sending', ?)",
+                (account, reference, now),
+            )
+            sub_id = cur.lastrowid
+    except sqlite3.IntegrityError:
+        existing = await find(store, account, reference)
+        if existing is None:  # pragma: no cover - the index says it exists
+            raise
+        raise SubmissionExists(existing) from None
+    assert sub_id is not None
+    return sub_id
+
+
+async def succeed(
+    store: Store,
+    sub_id: int,
+    *,
+    account: str,
+    reference: str,
+    order_id: str | None,
+    http_status: int,
+    now: float,
+) -> bool:
+    """Close a submission as succeeded and track its order in the same transaction; return
+    whether the order was new to the snapshot."""
+    store.forget_page()
+    async with store.transaction():
+        await _close(store, sub_id, "succeeded", http_status, None, now, order_id)
+        if order_id is None:
+            return False
+        before = store.conn.total_changes
+        # Store.track's statement: it opens a transaction of its own, this one must be shared.
+        await store.conn.execute(
+            "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
+            "next_check_at) VALUES ('ccv', ?, ?, ?, ?, 0) "
+            "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
+            "coalesce(excluded.external_reference, orders.external_reference)",
+            (account, order_id, reference, now),
+        )
+        return store.conn.total_changes > before
+
+
+async def fail(
+    store: Store, sub_id: int, *, http_status: int | None, reason: str, now: float
+) -> None:
+    """Close a submission as definitely not made (a refusal, or nothing reached CCV)."""
+    async with store.transaction():
+        await _close(store, sub_id, "failed", http_status, reason, now, None)
+
+
+async def make_uncertain(
+    store: Store, sub_ids: Sequence[int], events: Sequence[Event], *, reason: str, now: float
+) -> list[OutboxEvent] | None:
+    """Mark submissions uncertain and store their events in one transaction."""
+    async with store.transaction():
+        for sub_id in sub_ids:
+            await _close(store, sub_id, "uncertain", None, reason, now, None)
+        return await store.add_events(events)
+
+
+async def interrupted(store: Store) -> list[Submission]:
+    """Return submissions left `sending` by a process that stopped before CCV answered."""
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM submissions WHERE state = 'sending' ORDER BY id"
+    )
+    return [_row(r) for r in rows]
+
+
+async def resolve(
+    store: Store, account: str, reference: str, order_id: str | None, now: float
+) -> int:
+    """Settle the uncertain submission of a reference (CCV has the order); return how many."""
+    return await resolve_many(store, account, [(order_id, reference)], now)
+
+
+async def resolve_many(
+    store: Store, account: str, orders: Sequence[tuple[str | None, str]], now: float
+) -> int:
+    """Settle the uncertain submissions of (order id or None, reference) pairs in one
+    transaction; return how many were uncertain."""
+    rows = await store.conn.execute_fetchall(
+        "SELECT count(*) FROM submissions WHERE state = 'uncertain'"
+    )
+    if not orders or not next(iter(rows))[0]:
+        return 0  # the common case, a `track --from-file` of many orders, costs one read
+    before = store.conn.total_changes
+    async with store.transaction():
+        await store.conn.executemany(
+            "UPDATE submissions SET state = 'resolved', order_id = coalesce(?, order_id), "
+            "closed_at = ? WHERE account = ? AND external_reference = ? AND state = 'uncertain'",
+            [(order_id, now, account, ref) for order_id, ref in orders],
+        )
+    return store.conn.total_changes - before
+
+
+async def _close(
+    store: Store,
+    sub_id: int,
+    state: State,
+    http_status: int | None,
+    reason: str | None,
+    now: float,
+    order_id: str | None,
+) -> None:
+    # Only a `sending` row closes: a crash recovery and a late answer cannot both close it.
+    await store.conn.execute(
+        "UPDATE submissions SET state = ?, http_status = ?, reason = ?, closed_at = ?, "
+        "order_id = ? WHERE id = ? AND state = 'sending'",
+        (state, http_status, reason, now, order_id, sub_id),
+    )

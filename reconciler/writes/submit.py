@@ -1,0 +1,315 @@
+"""CCV submit through reconciler: the order is followed from its first second.
+
+The body gets reconciler's signed notification URL for its external reference (generated when
+absent) and `notifyOnStatus`; the submission is committed before anything is sent, sent once,
+and closed with CCV's answer, the order tracked in the same transaction. An answer that is lost
+makes it `uncertain`: never re-sent, an `order.submit_uncertain` event, settled later by the
+first notification for the reference or by `track ccv ID --ref REF`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from reconciler import store_submissions as subs
+from reconciler.config import CCVConfig, ReceiverConfig
+from reconciler.events import submit_uncertain_event
+from reconciler.logs import fields
+from reconciler.model import InvalidOrderId, known_statuses, validate_ccv_id
+from reconciler.notify import notification_url
+from reconciler.sinks.base import OutboxEvent
+from reconciler.store import Store
+from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
+
+log = logging.getLogger("reconciler.writes.submit")
+
+SUBMIT_PATH = "/api/ordercompletion/reseller/order"
+MAX_REFERENCE_LENGTH = 128
+REFERENCE_HEADER = "Reconciler-External-Reference"
+ORDER_ID_HEADER = "Reconciler-Order-Id"
+
+
+class BadSubmission(Exception):
+    """A submit body reconciler refuses to forward; names the JSON field."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A submit body ready to forward, and the external reference it carries."""
+
+    body: dict[str, Any]
+    reference: str
+
+
+def new_reference() -> str:
+    """Return a fresh external reference for a submission that has none."""
+    return f"rc-{uuid.uuid4().hex}"
+
+
+def prepare(
+    body: object,
+    *,
+    receiver: ReceiverConfig,
+    account: str,
+    make_reference: Callable[[], str] = new_reference,
+) -> Prepared:
+    """Return the body to send to CCV, with reconciler's notification URL; raise BadSubmission."""
+    if not isinstance(body, dict):
+        raise BadSubmission("$", "the body must be a JSON object", 400)
+    if not isinstance(body.get("notifyCustomerByEmail"), bool):
+        raise BadSubmission("notifyCustomerByEmail", "required, a boolean")
+    if not isinstance(body.get("order"), dict):
+        raise BadSubmission("order", "required, an object (made with the order configurator)")
+    reference = body.get("externalReference")
+    if reference is None:
+        reference = make_reference()
+    elif not isinstance(reference, str) or not _reference_ok(reference):
+        raise BadSubmission(
+            "externalReference",
+            f"must be a string of 1 to {MAX_REFERENCE_LENGTH} printable characters",
+        )
+    info = body.get("statusNotificationInformation")
+    if info is None:
+        info = {}
+    elif not isinstance(info, dict):
+        raise BadSubmission("statusNotificationInformation", "must be an object")
+    if info.get("notificationUrl") is not None:
+        raise BadSubmission(
+            "statusNotificationInformation.notificationUrl",
+            "reconciler sets the notification URL itself; CCV would notify someone else",
+        )
+    statuses = info.get("notifyOnStatus")
+    if statuses is None:
+        statuses = known_statuses("ccv")
+    else:
+        _check_statuses(statuses)
+    url = notification_url(receiver, account, reference=reference)
+    info = {**info, "notificationUrl": url, "notifyOnStatus": list(statuses)}
+    return Prepared(
+        {**body, "externalReference": reference, "statusNotificationInformation": info}, reference
+    )
+
+
+def _reference_ok(reference: str) -> bool:
+    return 0 < len(reference) <= MAX_REFERENCE_LENGTH and reference.isprintable()
+
+
+def _check_statuses(statuses: object) -> None:
+    where = "statusNotificationInformation.notifyOnStatus"
+    if not isinstance(statuses, list) or not statuses:
+        raise BadSubmission(where, "must be a non-empty array of CCV statuses")
+    known = known_statuses("ccv")
+    for i, status in enumerate(statuses):
+        if status not in known:
+            raise BadSubmission(f"{where}[{i}]", f"not a CCV status (one of {', '.join(known)})")
+
+
+def order_id_from(answer: bytes, names: Sequence[str]) -> str | None:
+    """Return the new order's id from CCV's success answer (the field is not documented)."""
+    try:
+        document = json.loads(answer)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    for name in names:
+        value = document.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            try:
+                return validate_ccv_id(value)
+            except InvalidOrderId:
+                return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What the caller of a submit gets back: an HTTP status, a body and headers."""
+
+    status: int
+    body: bytes
+    content_type: str
+    reference: str
+    state: subs.State | None  # None: refused before anything was recorded
+    order_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json_result(
+    status: int, document: Mapping[str, object], reference: str, state: subs.State | None
+) -> Result:
+    return Result(status, json.dumps(document).encode(), "application/json", reference, state)
+
+
+def failpoint(name: str) -> None:
+    """Test-only: SIGKILL this process at the named point when RECONCILER_FAILPOINT names it,
+    so that the crash tests can stop it exactly between two steps. Unset in production."""
+    if os.environ.get("RECONCILER_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Submitter:
+    """Submits CCV orders durably; one per process, sharing the writer's store."""
+
+    def __init__(
+        self,
+        store: Store,
+        session: aiohttp.ClientSession,
+        *,
+        accounts: Sequence[CCVConfig],
+        receiver: ReceiverConfig | None,
+        order_id_fields: Sequence[str] = ("orderId", "id"),
+        on_commit: Callable[[Sequence[OutboxEvent] | None], None] = lambda rows: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.session = session
+        self.accounts = {c.name: c for c in accounts}
+        self.receiver = receiver
+        self.order_id_fields = tuple(order_id_fields)
+        self.on_commit = on_commit
+        self.clock = clock
+
+    async def submit(self, account: str, body: object) -> Result:
+        """Submit one order body; bad input raises BadSubmission before anything is recorded."""
+        cfg = self.accounts.get(account)
+        if cfg is None:
+            raise BadSubmission("account", f"no CCV account named {account!r}", 404)
+        if self.receiver is None:
+            raise BadSubmission(
+                "receiver", "submitting needs a [receiver] (it signs the notification URL)", 409
+            )
+        prepared = prepare(body, receiver=self.receiver, account=account)
+        ref = prepared.reference
+        try:
+            sub_id = await subs.record(self.store, account, ref, self.clock())
+        except subs.SubmissionExists as exc:
+            old = exc.existing
+            return _json_result(
+                409,
+                {
+                    "error": "this externalReference was submitted already; not sent again",
+                    "field": "externalReference",
+                    "state": old.state,
+                    "order_id": old.order_id,
+                    "external_reference": ref,
+                },
+                ref,
+                old.state,
+            )
+        failpoint("submit.recorded")
+        payload = json.dumps(prepared.body, ensure_ascii=False).encode()
+        try:
+            answer = await send_once(self.session, cfg, "POST", SUBMIT_PATH, payload)
+        except NotSent as exc:
+            await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=self.clock())
+            log.warning(
+                "ccv.submit_not_sent", extra=fields(account=account, external_reference=ref)
+            )
+            return _json_result(
+                502,
+                {"error": "CCV could not be reached; nothing was sent", "external_reference": ref},
+                ref,
+                "failed",
+            )
+        except Uncertain as exc:
+            await self.make_uncertain(account, [(sub_id, ref)], str(exc))
+            return _json_result(
+                504 if str(exc) == "timeout" else 502,
+                {
+                    "error": "CCV's answer was lost; the order may exist. It will not be sent "
+                    "again: the first notification for its reference, or `reconciler track "
+                    "ccv ID --ref REF`, settles it",
+                    "state": "uncertain",
+                    "external_reference": ref,
+                },
+                ref,
+                "uncertain",
+            )
+        return await self._close(
+            sub_id, account, ref, answer.status, answer.body, answer.content_type
+        )
+
+    async def _close(
+        self, sub_id: int, account: str, ref: str, status: int, body: bytes, content_type: str
+    ) -> Result:
+        now = self.clock()
+        headers = {REFERENCE_HEADER: ref}
+        if 200 <= status < 300:
+            order_id = order_id_from(body, self.order_id_fields)
+            await subs.succeed(
+                self.store,
+                sub_id,
+                account=account,
+                reference=ref,
+                order_id=order_id,
+                http_status=status,
+                now=now,
+            )
+            if order_id is None:
+                log.warning(
+                    "ccv.submit_no_order_id",
+                    extra=fields(
+                        account=account, external_reference=ref, fields=list(self.order_id_fields)
+                    ),
+                )
+            else:
+                headers[ORDER_ID_HEADER] = order_id
+            log.info(
+                "ccv.submitted",
+                extra=fields(
+                    account=account, external_reference=ref, order_id=order_id, status=status
+                ),
+            )
+            return Result(status, body, content_type, ref, "succeeded", order_id, headers)
+        await subs.fail(self.store, sub_id, http_status=status, reason=f"http_{status}", now=now)
+        log.warning(
+            "ccv.submit_refused",
+            extra=fields(account=account, external_reference=ref, status=status),
+        )
+        return Result(status, body, content_type, ref, "failed", None, headers)
+
+    async def make_uncertain(
+        self, account: str, submissions: Sequence[tuple[int, str]], reason: str
+    ) -> None:
+        """Mark submissions uncertain with one `order.submit_uncertain` event each."""
+        now = self.clock()
+        events = [
+            submit_uncertain_event(
+                self.store.store_id, sub_id, account=account, reference=ref, time=now, reason=reason
+            )
+            for sub_id, ref in submissions
+        ]
+        stored = await subs.make_uncertain(
+            self.store, [s for s, _ in submissions], events, reason=reason, now=now
+        )
+        self.on_commit(stored)
+
+    async def settle_interrupted(self) -> int:
+        """Make submissions that a stopped process left `sending` uncertain; return how many.
+        Whether CCV got them is unknown, so they are never sent again."""
+        left = await subs.interrupted(self.store)
+        by_account: dict[str, list[tuple[int, str]]] = {}
+        for s in left:
+            by_account.setdefault(s.account, []).append((s.id, s.external_reference))
+        for account, items in by_account.items():
+            await self.make_uncertain(account, items, "interrupted")
+        return len(left)

@@ -1,0 +1,126 @@
+"""`reconciler ccv submit FILE|-`: the submit flow for scripts; prints the new order's id.
+
+With no daemon running the command holds the store itself. A running daemon owns the store
+(one writer), so the command then goes through the daemon's integration API, which must be
+configured. Exit 0 submitted, 65 refused (bad body, CCV's 4xx, reference submitted already),
+75 try later or settle by hand (CCV's 5xx, not reached, answer lost).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import aiohttp
+
+from reconciler.config import Config
+from reconciler.logs import fields
+from reconciler.store import StoreLocked
+from reconciler.writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
+
+log = logging.getLogger("reconciler.writes.submit")
+
+EX_OK = 0
+EX_DATAERR = 65
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+DELIVER_TIMEOUT_S = 10.0
+API_TIMEOUT_S = 120.0
+
+
+def exit_code(status: int) -> int:
+    """Map the HTTP status of a submit's answer to the command's exit code."""
+    if 200 <= status < 300:
+        return EX_OK
+    if status in (401, 403):
+        return EX_CONFIG
+    return EX_DATAERR if 400 <= status < 500 and status != 408 else EX_TEMPFAIL
+
+
+def _report(status: int, body: bytes, order_id: str | None, reference: str | None) -> int:
+    code = exit_code(status)
+    if code == EX_OK:
+        if order_id:
+            print(order_id)
+        else:
+            print(
+                f"reconciler: submitted (HTTP {status}) but CCV's answer names no order id; "
+                f"external reference {reference}",
+                file=sys.stderr,
+            )
+        return code
+    text = body.decode("utf-8", errors="replace").strip()
+    print(f"reconciler: submit answered HTTP {status}: {text}", file=sys.stderr)
+    return code
+
+
+async def submit_command(config: Config, account: str, document: object) -> int:
+    """Submit one order body, locally or through the running daemon's API."""
+    from reconciler.runtime import Runtime
+
+    try:
+        async with Runtime(config) as rt:
+            submitter = Submitter(
+                rt.store,
+                rt.session,
+                accounts=config.ccv,
+                receiver=config.receiver,
+                order_id_fields=(
+                    config.api.ccv_order_id_fields if config.api is not None else ("orderId", "id")
+                ),
+                on_commit=rt.outbox.committed,
+            )
+            await submitter.settle_interrupted()
+            try:
+                result = await submitter.submit(account, document)
+            except BadSubmission as exc:
+                print(f"reconciler: error: {exc}", file=sys.stderr)
+                return EX_CONFIG if exc.status == 409 else EX_DATAERR
+            await rt.outbox.drain(DELIVER_TIMEOUT_S)
+            return _report(result.status, result.body, result.order_id, result.reference)
+    except StoreLocked:
+        if config.api is None:
+            raise StoreLocked(
+                "a running daemon holds the store; give it an [api] section so that "
+                "`ccv submit` goes through it"
+            ) from None
+    return await _through_api(config, account, document)
+
+
+async def _through_api(config: Config, account: str, document: object) -> int:
+    api = config.api
+    assert api is not None
+    host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
+    url = f"http://{host}:{api.listen_port}/api/v1/ccv/orders"
+    headers = {"Authorization": f"Bearer {api.token.reveal()}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=API_TIMEOUT_S)) as s:
+        try:
+            async with s.post(
+                url, params={"account": account}, json=document, headers=headers
+            ) as resp:
+                body = await resp.read()
+                order_id = resp.headers.get(ORDER_ID_HEADER)
+                reference = resp.headers.get(REFERENCE_HEADER)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Whether the daemon sent it is unknown: it records the outcome, never re-sends.
+            print(
+                f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "
+                "see `reconciler events --type order.submit_uncertain` before submitting again",
+                file=sys.stderr,
+            )
+            return EX_TEMPFAIL
+    log.info(
+        "ccv.submit_via_api",
+        extra=fields(account=account, status=status, external_reference=reference),
+    )
+    if status == 400 or status == 422:
+        try:
+            error = json.loads(body)
+            where = f"{error['field']}: " if error.get("field") else ""
+            print(f"reconciler: error: {where}{error['error']}", file=sys.stderr)
+            return EX_DATAERR
+        except (ValueError, KeyError, TypeError):
+            pass
+    return _report(status, body, order_id, reference)

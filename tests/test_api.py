@@ -1,0 +1,694 @@
+"""The integration API served for real on 127.0.0.1, against a fake CCV: auth, bad input,
+orders, the events feed, CCV submit and the pricing pass-through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.config import ConfigError, load_config
+from reconciler.daemon import Daemon
+from reconciler.events import submit_uncertain_event
+from reconciler.model import EventType, known_statuses
+from reconciler.notify import notification_url
+from reconciler.runtime import Runtime
+from reconciler.systemd import Notifier
+from tests.conftest import write_config
+from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body
+from tests.fake_providers import CCV_KEY, Reply
+
+TOKEN = "api-token-0123456789abcdef"
+RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
+PUBLIC_URL = "https://integrator.example/reconciler"
+ORDER = "0b7c2a4e-8f0b-4d57-9a8e-2c1d3b5e7a90"
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def api_toml(port: int, *, extra: str = "", receiver_port: int | None = None) -> str:
+    """The [receiver] and [api] tables of a test config."""
+    receiver_port = receiver_port or free_port()
+    return (
+        f'[receiver]\nlisten = "127.0.0.1:{receiver_port}"\npublic_url = "{PUBLIC_URL}"\n'
+        f'secret = "{RECEIVER_SECRET}"\n\n'
+        f'[api]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\nrefresh_timeout = "1s"\n'
+        f"max_body = 4096\n{extra}\n"
+    )
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCCVWrites]:
+    """CCV's status, submit and pricing calls on 127.0.0.1."""
+    async with FakeCCVWrites() as fake:
+        yield fake
+
+
+@dataclass
+class Api:
+    """A daemon's API listening on loopback, and a client for it."""
+
+    url: str
+    daemon: Daemon
+    rt: Runtime
+    http: aiohttp.ClientSession
+    db: Path
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = TOKEN,
+        body: object = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, Any]:
+        """Send one request; return status, decoded JSON body (or None) and headers."""
+        send = dict(headers or {})
+        if token is not None:
+            send.setdefault("Authorization", f"Bearer {token}")
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        if data is not None:
+            send.setdefault("Content-Type", "application/json")
+        async with self.http.request(method, self.url + path, data=data, headers=send) as resp:
+            text = await resp.read()
+            document = json.loads(text) if text else None
+            return resp.status, document, resp.headers
+
+    def submission(self, reference: str) -> tuple[Any, ...] | None:
+        """Return (state, order_id) of the latest submission of a reference."""
+        with contextlib.closing(sqlite3.connect(self.db)) as conn:
+            return conn.execute(  # type: ignore[no-any-return]
+                "SELECT state, order_id FROM submissions WHERE external_reference = ? "
+                "ORDER BY id DESC",
+                (reference,),
+            ).fetchone()
+
+    def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        """Run a query on the database file."""
+        with contextlib.closing(sqlite3.connect(self.db)) as conn, conn:
+            return conn.execute(sql, params).fetchall()
+
+
+@contextlib.asynccontextmanager
+async def serve_api(
+    tmp_path: Path, fake: FakeCCVWrites, *, ccv_timeout: str = "2s", api_extra: str = ""
+) -> AsyncIterator[Api]:
+    """Run the daemon's API (no scheduler) on a free port for the block."""
+    port = free_port()
+    cfg = write_config(
+        tmp_path,
+        ccv=fake,
+        ccv_extra=f'api_key = "{CCV_KEY}"',
+        extra=api_toml(port, extra=api_extra),
+    )
+    # The fakes' config has one timeout for every provider; the CCV one is changed here.
+    cfg.write_text(cfg.read_text().replace('timeout = "2s"', f'timeout = "{ccv_timeout}"', 1))
+    config = load_config(cfg)
+    async with Runtime(config) as rt:
+        outbox = asyncio.ensure_future(rt.outbox.run())
+        daemon = Daemon(config, rt, Notifier(None))
+        await daemon.start_api()
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield Api(f"http://127.0.0.1:{port}", daemon, rt, http, config.store_path)
+        finally:
+            assert daemon.api is not None and daemon.api_reader is not None
+            await daemon.api.close()
+            await daemon.api_reader.close()
+            rt.outbox.stop()
+            await outbox
+
+
+@pytest.fixture
+async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
+    """The API of a daemon whose CCV account times out after 0.5 s."""
+    async with serve_api(tmp_path, fake, ccv_timeout="500ms") as api:
+        yield api
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+ENDPOINTS = [
+    ("POST", "/api/v1/orders", {"source": "ccv", "order_id": ORDER}),
+    ("GET", f"/api/v1/orders/ccv/{ORDER}?refresh=1", None),
+    ("DELETE", f"/api/v1/orders/ccv/{ORDER}", None),
+    ("GET", "/api/v1/events", None),
+    ("POST", "/api/v1/ccv/orders", submit_body()),
+    ("PATCH", "/api/v1/ccv/pricing", {"currency": "EUR"}),
+    ("GET", "/api/v1/ccv/submissions/shop-1", None),
+    ("GET", "/api/v1/nothing-here", None),
+]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token-0123456789", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer é"],
+)
+async def test_without_the_token_nothing_is_read_written_or_sent(
+    api: Api, fake: FakeCCVWrites, authorization: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    api.rows("INSERT INTO orders (source, account, order_id) VALUES ('ccv', 'default', ?)", ORDER)
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for method, path, body in ENDPOINTS:
+        status, document, response_headers = await api.call(
+            method, path, token=None, body=body, headers=headers
+        )
+        assert status == 401, (method, path)
+        assert document == {"error": "a bearer token is required"}
+        assert response_headers["WWW-Authenticate"].startswith("Bearer")
+    assert fake.requests == [] and fake.submits == [] and fake.pricing_calls == []
+    assert api.rows("SELECT order_id, status FROM orders") == [(ORDER, None)]
+    assert api.rows("SELECT count(*) FROM submissions") == [(0,)]
+    assert TOKEN not in caplog.text
+
+
+async def test_the_token_comes_from_env_or_a_systemd_credential(
+    tmp_path: Path, fake: FakeCCVWrites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    base = write_config(tmp_path, ccv=fake)
+    table = f'\n[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+    base.write_text(base.read_text() + table)
+    monkeypatch.setenv("RECONCILER_API_TOKEN", TOKEN)
+    config = load_config(base)
+    assert config.api is not None and config.api.token.reveal() == TOKEN
+    assert (config.api.listen_host, config.api.max_body_bytes) == ("127.0.0.1", 1024 * 1024)
+    monkeypatch.delenv("RECONCILER_API_TOKEN")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api-token").write_text("from-credential-0123456789\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    config = load_config(base)
+    assert config.api is not None and config.api.token.reveal() == "from-credential-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        ('[api]\nlisten = "127.0.0.1:8081"\n', "api.token", "required"),
+        ('[api]\ntoken = "short"\n', "api.token", "at least 16 characters"),
+        (f'[api]\ntoken = "{TOKEN}"\nlisten = "8081"\n', "api.listen", "host:port"),
+        (f'[api]\ntoken = "{TOKEN}"\nccv_order_id_fields = []\n', "api.ccv_order_id_fields", ""),
+        (f'[api]\ntoken = "{TOKEN}"\nlisen = "x"\n', "api.lisen", "unknown key"),
+    ],
+)
+def test_api_config_errors_name_the_key(
+    tmp_path: Path, fake: FakeCCVWrites, table: str, key: str, problem: str
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake, ccv_extra=f'api_key = "{CCV_KEY}"', extra=table)
+    with pytest.raises(ConfigError) as error:
+        load_config(cfg)
+    assert f": {key}: " in str(error.value) and problem in str(error.value)
+    assert "short" not in str(error.value)  # a secret's problem never shows the value
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+BAD_INPUT = [
+    # (method, path, raw body, status, field)
+    ("POST", "/api/v1/orders", b"{not json", 400, "$"),
+    ("POST", "/api/v1/orders", b"[1, 2]", 422, "$"),
+    ("POST", "/api/v1/orders", b'{"source": "paypal", "order_id": "x"}', 422, "source"),
+    ("POST", "/api/v1/orders", b'{"source": 7, "order_id": "x"}', 422, "source"),
+    ("POST", "/api/v1/orders", b'{"source": "ccv", "order_id": 12}', 422, "order_id"),
+    ("POST", "/api/v1/orders", b'{"source": "ccv", "order_id": "a/../b"}', 422, "order_id"),
+    ("POST", "/api/v1/orders", b'{"source": "ccv", "order_id": ""}', 422, "order_id"),
+    ("POST", "/api/v1/orders", b'{"source": "ccnow", "order_id": "12-34"}', 422, "order_id"),
+    ("POST", "/api/v1/orders", b'{"source": "ccv", "order_id": "a", "x": 1}', 422, "x"),
+    (
+        "POST",
+        "/api/v1/orders",
+        b'{"source": "ccv", "order_id": "a", "account": "b"}',
+        422,
+        "account",
+    ),
+    (
+        "POST",
+        "/api/v1/orders",
+        b'{"source": "ccv", "order_id": "a", "external_reference": 5}',
+        422,
+        "external_reference",
+    ),
+    ("POST", "/api/v1/orders", b'{"a": "' + b"x" * 5000 + b'"}', 413, "$"),
+    ("POST", "/api/v1/orders", b'{"a": "\xff\xfe"}', 400, "$"),
+    ("POST", "/api/v1/orders", b"[" * 100_000, 413, "$"),
+    ("GET", "/api/v1/orders/paypal/abc", None, 422, "source"),
+    ("GET", "/api/v1/orders/ccv/a%2F..%2Fb", None, 422, "order_id"),
+    ("GET", "/api/v1/orders/ccnow/12345", None, 422, "order_id"),
+    ("GET", f"/api/v1/orders/ccv/{ORDER}", None, 404, "order_id"),
+    ("GET", f"/api/v1/orders/ccv/{ORDER}?refresh=yes", None, 400, "refresh"),
+    ("GET", f"/api/v1/orders/ccv/{ORDER}?account=nope", None, 422, "account"),
+    ("DELETE", "/api/v1/orders/ccv/%00", None, 422, "order_id"),
+    ("GET", "/api/v1/events?after=abc", None, 400, "after"),
+    ("GET", "/api/v1/events?after=-1", None, 400, "after"),
+    ("GET", "/api/v1/events?after=99999999999999999999", None, 400, "after"),
+    ("GET", "/api/v1/events?limit=0", None, 400, "limit"),
+    ("GET", "/api/v1/events?limit=5000", None, 400, "limit"),
+    ("GET", "/api/v1/events?limit=%D9%A3", None, 400, "limit"),
+    ("POST", "/api/v1/ccv/orders", b"nope", 400, "$"),
+    ("POST", "/api/v1/ccv/orders", b'"a string"', 400, "$"),
+    ("POST", "/api/v1/ccv/orders", b'{"order": {}}', 422, "notifyCustomerByEmail"),
+    ("POST", "/api/v1/ccv/orders", b'{"notifyCustomerByEmail": true}', 422, "order"),
+    (
+        "POST",
+        "/api/v1/ccv/orders",
+        b'{"notifyCustomerByEmail": true, "order": {}, "externalReference": 42}',
+        422,
+        "externalReference",
+    ),
+    (
+        "POST",
+        "/api/v1/ccv/orders",
+        b'{"notifyCustomerByEmail": true, "order": {}, "statusNotificationInformation": '
+        b'{"notificationUrl": "https://elsewhere.example/hook"}}',
+        422,
+        "statusNotificationInformation.notificationUrl",
+    ),
+    (
+        "POST",
+        "/api/v1/ccv/orders",
+        b'{"notifyCustomerByEmail": true, "order": {}, "statusNotificationInformation": '
+        b'{"notifyOnStatus": ["Completed", "Done"]}}',
+        422,
+        "statusNotificationInformation.notifyOnStatus[1]",
+    ),
+    (
+        "POST",
+        "/api/v1/ccv/orders",
+        b'{"notifyCustomerByEmail": true, "order": {}, "statusNotificationInformation": []}',
+        422,
+        "statusNotificationInformation",
+    ),
+    ("POST", "/api/v1/ccv/orders?account=other", b"{}", 422, "account"),
+    ("GET", "/api/v1/ccv/submissions/unknown-ref", None, 404, "reference"),
+    ("GET", "/api/v1/ccv/submissions/" + "r" * 200, None, 422, "reference"),
+    ("PATCH", "/api/v1/ccv/pricing", b"{", 400, "$"),
+    ("PATCH", "/api/v1/ccv/pricing?account=other", b"{}", 422, "account"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "raw", "status", "field"), BAD_INPUT)
+async def test_bad_input_gets_a_4xx_naming_the_field_and_costs_nothing(
+    api: Api,
+    fake: FakeCCVWrites,
+    method: str,
+    path: str,
+    raw: bytes | None,
+    status: int,
+    field: str,
+) -> None:
+    got, document, _ = await api.call(method, path, raw=raw)
+    assert (got, document.get("field")) == (status, field), document
+    assert isinstance(document["error"], str) and document["error"]
+    assert fake.requests == [] and fake.submits == [] and fake.pricing_calls == []
+    assert api.rows("SELECT count(*) FROM orders") == [(0,)]
+    assert api.rows("SELECT count(*) FROM submissions") == [(0,)]
+
+
+async def test_unknown_paths_and_methods_answer_json(api: Api) -> None:
+    status, document, _ = await api.call("GET", "/api/v1/nothing")
+    assert (status, document) == (404, {"error": "not found"})
+    status, document, headers = await api.call("PUT", "/api/v1/events")
+    assert status == 405 and document == {"error": "method not allowed"}
+    assert "GET" in headers["Allow"]
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    _containers,
+    max_leaves=12,
+)
+_KEYS = st.sampled_from(
+    [
+        "source",
+        "order_id",
+        "account",
+        "external_reference",
+        "notifyCustomerByEmail",
+        "order",
+        "externalReference",
+        "statusNotificationInformation",
+        "currency",
+        "periodPricingDetails",
+    ]
+)
+_BODIES = st.one_of(
+    st.binary(max_size=64),
+    _JSON.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(_KEYS, _JSON, max_size=5).map(lambda v: json.dumps(v).encode()),
+)
+_SEGMENT = st.one_of(
+    st.sampled_from(["ccv", "ccnow", "orders", "events", "pricing", ORDER, "396-10-1142", ""]),
+    st.text(max_size=12).map(lambda t: quote(t, safe="")),
+)
+_PATHS = st.one_of(
+    st.sampled_from(
+        ["/api/v1/orders", "/api/v1/events", "/api/v1/ccv/orders", "/api/v1/ccv/pricing"]
+    ),
+    st.lists(_SEGMENT, min_size=1, max_size=3).map(lambda s: "/api/v1/orders/" + "/".join(s)),
+)
+_QUERIES = st.dictionaries(
+    st.sampled_from(["after", "limit", "type", "refresh", "account"]),
+    st.text(max_size=8),
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE", "PATCH", "PUT"]),
+    path=_PATHS,
+    query=_QUERIES,
+    body=_BODIES,
+)
+async def test_no_input_gets_a_500(
+    api: Api, method: str, path: str, query: dict[str, str], body: bytes
+) -> None:
+    target = path + ("?" + urlencode(query) if query else "")
+    status, document, _ = await api.call(method, target, raw=body)
+    assert status < 500 or (path == "/api/v1/ccv/orders" and status in (502, 504)), (
+        status,
+        document,
+    )
+    assert document is None or "error" in document or status < 300
+
+
+# --- orders -------------------------------------------------------------------------------------
+
+
+async def test_track_read_and_untrack(api: Api, fake: FakeCCVWrites) -> None:
+    track = {"source": "ccv", "order_id": ORDER, "external_reference": "shop-1"}
+    status, document, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert status == 201
+    assert document["order_id"] == ORDER and document["external_reference"] == "shop-1"
+    assert document["status"] is None
+    status, again, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert (status, again) == (200, document)
+
+    status, read, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}")
+    assert (status, read) == (200, document)
+    assert fake.requests == []  # a plain read does not ask CCV
+
+    fake.orders[ORDER] = "AwaitingPayment"
+    status, fresh, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}?refresh=1")
+    assert status == 200
+    assert (fresh["status"], fresh["refreshed"]) == ("AwaitingPayment", True)
+    assert len(fake.requests_for(ORDER)) == 1
+
+    status, _, _ = await api.call("DELETE", f"/api/v1/orders/ccv/{ORDER}")
+    assert status == 204
+    status, _, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}")
+    assert status == 404
+    status, _, _ = await api.call("DELETE", f"/api/v1/orders/ccv/{ORDER}")
+    assert status == 204
+
+
+async def test_a_refresh_is_bounded_by_its_timeout(api: Api, fake: FakeCCVWrites) -> None:
+    await api.call("POST", "/api/v1/orders", body={"source": "ccv", "order_id": ORDER})
+    fake.orders[ORDER] = "New"
+    fake.hold = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status, document, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}?refresh=1")
+    assert loop.time() - started < 3.0  # refresh_timeout = 1s; the rest is a loaded CI box
+    assert (status, document["status"], document["refreshed"]) == (200, None, False)
+    fake.hold.set()
+
+
+# --- the events feed ----------------------------------------------------------------------------
+
+
+async def add_events(api: Api, first: int, count: int) -> list[str]:
+    """Commit `count` events in one transaction; return their ids."""
+    store = api.rt.store
+    events = [
+        submit_uncertain_event(
+            store.store_id, n, account="default", reference=f"r{n}", time=1.0, reason="test"
+        )
+        for n in range(first, first + count)
+    ]
+    async with store.transaction():
+        await store.add_events(events)
+    return [e.id for e in events]
+
+
+async def test_the_feed_gives_every_event_once_in_commit_order_under_writes(api: Api) -> None:
+    rng = random.Random(13)
+    written: list[str] = []
+    done = asyncio.Event()
+
+    async def writer() -> None:
+        n = 0
+        for _ in range(60):
+            count = rng.randint(1, 40)
+            written.extend(await add_events(api, n, count))
+            n += count
+            await asyncio.sleep(0)
+        done.set()
+
+    read: list[str] = []
+    cursor = "0"
+    task = asyncio.ensure_future(writer())
+    while True:
+        finished = done.is_set()
+        status, page, _ = await api.call("GET", f"/api/v1/events?after={cursor}&limit=7")
+        assert status == 200 and isinstance(page["next"], str)
+        read.extend(e["id"] for e in page["events"])
+        cursor = page["next"]
+        if finished and not page["events"]:
+            break
+    await task
+    assert read == written
+
+    # The cursor is stable: asking again from an old one gives the same events.
+    _, again, _ = await api.call("GET", "/api/v1/events?after=0&limit=5")
+    assert [e["id"] for e in again["events"]] == written[:5]
+    assert again["events"][0]["type"] == "order.submit_uncertain"
+
+
+async def test_a_type_filter_moves_the_cursor_past_other_events(api: Api) -> None:
+    await add_events(api, 0, 3)
+    _, page, _ = await api.call("GET", "/api/v1/events?type=order.discovered")
+    assert page["events"] == [] and page["next"] == "3"
+    _, page, _ = await api.call("GET", "/api/v1/events?after=3")
+    assert page == {"events": [], "next": "3"}
+
+
+async def test_the_cursor_holds_across_a_restart(tmp_path: Path, fake: FakeCCVWrites) -> None:
+    async with serve_api(tmp_path, fake) as api:
+        first = await add_events(api, 0, 5)
+        _, page, _ = await api.call("GET", "/api/v1/events?limit=3")
+        assert [e["id"] for e in page["events"]] == first[:3]
+        cursor = page["next"]
+    async with serve_api(tmp_path, fake) as api:
+        later = await add_events(api, 5, 2)
+        _, page, _ = await api.call("GET", f"/api/v1/events?after={cursor}")
+        assert [e["id"] for e in page["events"]] == first[3:] + later
+
+
+# --- CCV submit ---------------------------------------------------------------------------------
+
+
+async def test_a_submit_sets_the_notification_url_and_tracks_the_order(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    status, document, headers = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="shop-42")
+    )
+    assert status == 201
+    order_id = document["orderId"]
+    assert headers["Reconciler-External-Reference"] == "shop-42"
+    assert headers["Reconciler-Order-Id"] == order_id
+    (sent,) = fake.submits
+    assert sent["externalReference"] == "shop-42"
+    assert sent["order"] == {"orderNotes": None} and sent["notifyCustomerByEmail"] is True
+    receiver = api.daemon.config.receiver
+    assert receiver is not None
+    assert sent["statusNotificationInformation"] == {
+        "notificationUrl": notification_url(receiver, "default", reference="shop-42"),
+        "notifyOnStatus": known_statuses("ccv"),
+    }
+    assert api.submission("shop-42") == ("succeeded", order_id)
+    status, state, _ = await api.call("GET", "/api/v1/ccv/submissions/shop-42")
+    assert (status, state["state"], state["order_id"]) == (200, "succeeded", order_id)
+    assert state["http_status"] == 201
+    _, order, _ = await api.call("GET", f"/api/v1/orders/ccv/{order_id}")
+    assert order["external_reference"] == "shop-42" and order["next_check_at"] is not None
+
+
+async def test_a_submit_without_reference_gets_one_and_keeps_given_statuses(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    info = {"notifyOnStatus": ["Completed", "Failed"]}
+    status, _, headers = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(statusNotificationInformation=info)
+    )
+    assert status == 201
+    reference = headers["Reconciler-External-Reference"]
+    assert reference.startswith("rc-")
+    assert fake.submits[0]["externalReference"] == reference
+    assert fake.submits[0]["statusNotificationInformation"]["notifyOnStatus"] == [
+        "Completed",
+        "Failed",
+    ]
+
+
+async def test_the_order_id_field_is_configurable(tmp_path: Path, fake: FakeCCVWrites) -> None:
+    fake.submit_replies = [json_reply(200, {"data": {"x": 1}, "orderReference": "abc-123"})]
+    extra = 'ccv_order_id_fields = ["orderReference"]'
+    async with serve_api(tmp_path, fake, api_extra=extra) as api:
+        status, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=submit_body())
+        assert status == 200 and headers["Reconciler-Order-Id"] == "abc-123"
+        assert api.rows("SELECT order_id FROM orders") == [("abc-123",)]
+
+
+@pytest.mark.parametrize("status", [400, 403, 500, 503])
+async def test_a_refused_submit_is_passed_back_and_nothing_is_tracked(
+    api: Api, fake: FakeCCVWrites, status: int
+) -> None:
+    fake.submit_replies = [json_reply(status, {"message": "Order data has missing values"})]
+    got, document, headers = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="shop-7")
+    )
+    assert (got, document) == (status, {"message": "Order data has missing values"})
+    assert headers["Reconciler-External-Reference"] == "shop-7"
+    assert len(fake.submits) == 1  # never retried, not even after a 5xx
+    assert api.rows("SELECT count(*) FROM orders") == [(0,)]
+    assert api.submission("shop-7") == ("failed", None)
+    # A definite refusal may be corrected and sent again with the same reference.
+    got, _, _ = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="shop-7")
+    )
+    assert got == 201 and len(fake.submits) == 2
+    assert api.rows("SELECT count(*) FROM orders") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [(json_reply(201, {"orderId": "late"}, delay_s=3.0), 504), (Reply(DROP), 502)],
+)
+async def test_a_lost_answer_makes_the_submit_uncertain_and_it_is_never_resent(
+    api: Api, fake: FakeCCVWrites, reply: Reply, status: int
+) -> None:
+    fake.submit_replies = [reply]
+    body = submit_body(externalReference="shop-9")
+    got, document, _ = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert got == status
+    assert (document["state"], document["external_reference"]) == ("uncertain", "shop-9")
+    assert api.submission("shop-9") == ("uncertain", None)
+    assert api.rows("SELECT count(*) FROM orders") == [(0,)]
+    events = api.rows("SELECT type, json_extract(body, '$.data.external_reference') FROM events")
+    assert events == [(EventType.SUBMIT_UNCERTAIN.value, "shop-9")]
+
+    # The caller retries: refused, nothing sent again.
+    got, document, _ = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert (got, document["state"], document["field"]) == (409, "uncertain", "externalReference")
+    assert len(fake.submits) == 1
+    assert len(api.rows("SELECT id FROM events")) == 1
+
+    status, state, _ = await api.call("GET", "/api/v1/ccv/submissions/shop-9")
+    assert (status, state["state"], state["closed_at"] is not None) == (200, "uncertain", True)
+
+    # The first notification for the reference settles it.
+    await api.daemon.check_ccv_reference("default", "shop-9", 0.0)
+    assert api.submission("shop-9") == ("resolved", None)
+    _, state, _ = await api.call("GET", "/api/v1/ccv/submissions/shop-9")
+    assert state["state"] == "resolved"
+
+
+async def test_tracking_the_order_with_its_reference_settles_an_uncertain_submit(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [Reply(DROP)]
+    await api.call("POST", "/api/v1/ccv/orders", body=submit_body(externalReference="shop-3"))
+    track = {"source": "ccv", "order_id": ORDER, "external_reference": "shop-3"}
+    status, _, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert status == 201
+    assert api.submission("shop-3") == ("resolved", ORDER)
+
+
+async def test_a_submit_that_never_reached_ccv_is_not_uncertain(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    async with serve_api(tmp_path, fake) as api:
+        await fake.close()  # nothing listens on its port any more
+        status, document, _ = await api.call(
+            "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="shop-5")
+        )
+        assert status == 502 and "nothing was sent" in document["error"]
+        assert api.submission("shop-5") == ("failed", None)
+        assert api.rows("SELECT count(*) FROM events") == [(0,)]
+
+
+# --- pricing ------------------------------------------------------------------------------------
+
+GOOD_PRICES = {
+    "currency": "EUR",
+    "shippingCost": 5,
+    "oneOffPriceCouponCode": "",
+    "oneOffPriceDiscount": 0,
+    "totalAmountToBePaidImmediately": 126,
+    "totalRevenueForFullYear": 121,
+    "periodPricingDetails": [
+        {
+            "period": "OneOff",
+            "excludingTax": 100,
+            "singleExcludingTax": 100,
+            "includingTax": 121,
+            "taxAmountsPerTaxRate": [{"taxRate": 21, "taxAmount": 21}],
+        }
+    ],
+    "order": {},
+}
+
+
+async def test_inconsistent_prices_get_422_with_every_problem_and_are_not_sent(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    body = {**GOOD_PRICES, "currency": "USD", "totalAmountToBePaidImmediately": 100}
+    status, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", body=body)
+    assert status == 422
+    paths = {p["path"] for p in document["problems"] if p["blocking"]}
+    assert {"$.currency", "$.totalAmountToBePaidImmediately"} <= paths
+    assert fake.pricing_calls == []
+
+
+async def test_consistent_prices_are_forwarded_and_the_answer_passed_back(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    status, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert (status, document) == (200, {"message": "Shopping cart pricing details set"})
+    assert fake.pricing_calls == [GOOD_PRICES]
+    fake.pricing_replies = [json_reply(400, {"message": "Shopping cart data has invalid values"})]
+    status, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert (status, document) == (400, {"message": "Shopping cart data has invalid values"})

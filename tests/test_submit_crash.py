@@ -1,0 +1,181 @@
+"""CCV submit through a real daemon process: SIGKILL between recording and sending, and between
+sending and closing, leaves a submission the next start makes uncertain, never sends again;
+`reconciler ccv submit` for scripts, with and without a running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from reconciler.config import ReceiverConfig, Secret
+from reconciler.notify import notification_url
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.fake_ccv_writes import FakeCCVWrites, submit_body
+from tests.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml, free_port
+
+ORDER = "7d0e9f52-3c1b-4a8e-9d2f-6b5a4c3d2e1f"
+UNCERTAIN = "order.submit_uncertain"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCCVWrites]:
+    """CCV's status, submit and pricing calls on 127.0.0.1."""
+    async with FakeCCVWrites() as fake:
+        yield fake
+
+
+def query(tmp_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Read the daemon's database (committed rows only)."""
+    path = tmp_path / "reconciler.db"
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:  # not migrated yet
+            return []
+
+
+def submission_state(tmp_path: Path, reference: str) -> str | None:
+    rows = query(tmp_path, "SELECT state FROM submissions WHERE external_reference = ?", reference)
+    return rows[0][0] if rows else None
+
+
+async def submit(port: int, body: object) -> tuple[int, Any]:
+    """POST a submit to the daemon's API; return status and JSON body."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"http://127.0.0.1:{port}/api/v1/ccv/orders", json=body, headers=headers) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def listening(port: int) -> None:
+    """Wait until the daemon's API accepts connections."""
+    for _ in range(400):
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+async def stop(proc: asyncio.subprocess.Process) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(proc.wait(), 20)
+
+
+async def test_a_crash_after_recording_leaves_an_uncertain_submit_never_sent(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+    body = submit_body(externalReference="shop-1")
+    async with daemon(cfg, cli_env(RECONCILER_FAILPOINT="submit.recorded")) as proc:
+        await listening(port)
+        with pytest.raises(aiohttp.ClientError):
+            await submit(port, body)
+        assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
+    assert submission_state(tmp_path, "shop-1") == "sending"
+
+    async with daemon(cfg, cli_env()) as proc:
+        await listening(port)  # the interrupted submit is settled before the API listens
+        assert submission_state(tmp_path, "shop-1") == "uncertain"
+        status, answer = await submit(port, body)
+        assert (status, answer["state"]) == (409, "uncertain")
+        # A person finds the order at CCV and tracks it with its reference.
+        result = await run_cli("--config", cfg, "track", "ccv", ORDER, "--ref", "shop-1")
+        assert result.code == 0, result.stderr
+        assert submission_state(tmp_path, "shop-1") == "resolved"
+        await poll_until(
+            lambda: any(e["type"] == UNCERTAIN for e in read_events(tmp_path)), 10, "event"
+        )
+        assert await stop(proc) == 0
+    assert fake.submits == []
+    assert [
+        e["data"]["external_reference"] for e in read_events(tmp_path) if e["type"] == UNCERTAIN
+    ] == ["shop-1"]
+
+
+async def test_a_crash_while_ccv_holds_the_submit_is_settled_by_its_notification(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    port, receiver_port = free_port(), free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port, receiver_port=receiver_port))
+    fake.submit_hold = asyncio.Event()
+    async with daemon(cfg, cli_env()) as proc:
+        await listening(port)
+        pending = asyncio.ensure_future(submit(port, submit_body(externalReference="shop-2")))
+        await fake.wait_until(lambda: len(fake.submits) == 1, 10)
+        proc.kill()
+        await proc.wait()
+        with pytest.raises(aiohttp.ClientError):
+            await pending
+    assert submission_state(tmp_path, "shop-2") == "sending"
+
+    async with daemon(cfg, cli_env()) as proc:
+        await listening(port)
+        assert submission_state(tmp_path, "shop-2") == "uncertain"
+        fake.submit_hold.set()  # CCV made the order after all, and notifies its reference
+        receiver = ReceiverConfig("127.0.0.1", receiver_port, PUBLIC_URL, Secret(RECEIVER_SECRET))
+        url = notification_url(receiver, "default", reference="shop-2")
+        local = url.replace(PUBLIC_URL, f"http://127.0.0.1:{receiver_port}/reconciler")
+        await listening(receiver_port)
+        async with aiohttp.ClientSession() as http, http.post(local) as resp:
+            assert resp.status == 202
+        await poll_until(lambda: submission_state(tmp_path, "shop-2") == "resolved", 10, "resolved")
+        assert await stop(proc) == 0
+    assert len(fake.submits) == 1
+    assert query(tmp_path, "SELECT count(*) FROM events WHERE type = ?", UNCERTAIN) == [(1,)]
+    assert query(tmp_path, "SELECT count(*) FROM orders") == [(0,)]
+
+
+async def test_ccv_submit_command_prints_the_order_id_and_tracks_it(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    (tmp_path / "order.json").write_text(json.dumps(submit_body(externalReference="cli-1")))
+    result = await run_cli("--config", cfg, "ccv", "submit", tmp_path / "order.json")
+    assert result.code == 0, result.stderr
+    order_id = result.stdout.strip()
+    assert fake.orders[order_id] == "Processing"
+    assert query(tmp_path, "SELECT order_id, external_reference FROM orders") == [
+        (order_id, "cli-1")
+    ]
+    # The same reference again: refused, nothing sent.
+    result = await run_cli("--config", cfg, "ccv", "submit", tmp_path / "order.json")
+    assert result.code == 65 and "submitted already" in result.stderr
+    # A body reconciler refuses: 65, naming the field.
+    bad = json.dumps({"notifyCustomerByEmail": "yes", "order": {}}).encode()
+    result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=bad)
+    assert result.code == 65 and "notifyCustomerByEmail" in result.stderr
+    assert len(fake.submits) == 1
+
+
+async def test_ccv_submit_command_goes_through_a_running_daemon(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+    stdin = json.dumps(submit_body(externalReference="cli-2")).encode()
+    async with daemon(cfg, cli_env()) as proc:
+        await listening(port)
+        result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        assert result.code == 0, result.stderr
+        order_id = result.stdout.strip()
+        assert fake.orders[order_id] == "Processing"
+        # Tracked at once: the daemon's first check follows within seconds.
+        await fake.wait_until(lambda: bool(fake.requests_for(order_id)), 15)
+        assert await stop(proc) == 0
