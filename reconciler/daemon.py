@@ -21,7 +21,7 @@ from .api import ApiDeps, ApiListener, build_api
 from .config import CCNowConfig, CCVConfig, Config
 from .logs import fields
 from .metrics import Metrics
-from .model import Source
+from .model import OrderKey, Source
 from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
