@@ -172,8 +172,25 @@ def config_path(arg: str | None) -> Path:
     return Path(arg or os.environ.get("RECONCILER_CONFIG") or "reconciler.toml")
 
 
+def undecodable_argument(argv: Sequence[str]) -> str | None:
+    """Return the first argument that is not valid UTF-8, shown with escapes, or None."""
+    for arg in argv:
+        # Python hands over undecodable bytes of argv as lone surrogates (surrogateescape).
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(arg)
+            return raw.decode("utf-8", errors="backslashreplace")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `reconciler` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    bad = undecodable_argument(argv)
+    if bad is not None:
+        print(f"reconciler: error: argument is not valid UTF-8: {bad}", file=sys.stderr)
+        sys.exit(EX_DATAERR)
     args = _parser().parse_args(argv)
     setup_logging(args.log_level)
     sys.exit(run_command(args))
@@ -284,7 +301,9 @@ async def cmd_catch_up(config: Config, args: argparse.Namespace) -> int:
 
 def _read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM, which is not part of the first id.
+        text = data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     out: list[tuple[str, str | None]] = []
@@ -300,8 +319,20 @@ def _read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]
         ref = ref.strip()
         if ref and source != "ccv":
             raise DataError(f"{path}:{number}: external references are for CCV orders")
+        if ref and (problem := reference_problem(ref)):
+            raise DataError(f"{path}:{number}: {problem}")
         out.append((oid, ref or None))
     return out
+
+
+def reference_problem(ref: str) -> str | None:
+    """Why an external reference cannot be followed or put into a notification URL, or None."""
+    if not ref:
+        # The receiver refuses an empty path segment: the URL would never be accepted.
+        return "an external reference must not be empty"
+    if not ref.isprintable():
+        return f"an external reference must not hold control or invisible characters: {ref!r}"
+    return None
 
 
 async def cmd_track(config: Config, args: argparse.Namespace) -> int:
@@ -312,6 +343,8 @@ async def cmd_track(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--ref takes exactly one CCV order id")
     if not args.ids and args.from_file is None:
         raise UsageError("give order ids or --from-file")
+    if args.ref is not None and (problem := reference_problem(args.ref)):
+        raise DataError(f"--ref: {problem}")
     orders: list[tuple[str, str | None]] = []
     for raw in args.ids:
         try:
@@ -490,6 +523,8 @@ async def cmd_notification_url(config: Config, args: argparse.Namespace) -> int:
             raise DataError(str(exc)) from None
         print(notification_url(config.receiver, account, order_id=value))
     else:
+        if problem := reference_problem(args.ref):
+            raise DataError(f"--ref: {problem}")
         print(notification_url(config.receiver, account, reference=args.ref))
     return EX_OK
 

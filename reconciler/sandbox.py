@@ -121,7 +121,7 @@ _CCNOW_CANCELABLE = frozenset(
     )
 )
 _STATUS_WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_CCNOW_ORDER_FIELD = re.compile(r"^x_orderid_(\d{1,9})$")
+_CCNOW_ORDER_FIELD = re.compile(r"^x_orderid_(\d{1,9})$", re.ASCII)
 _MAX_REFERENCE_LENGTH = 256
 
 _HTML_ERROR_PAGE = (

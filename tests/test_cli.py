@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,87 @@ async def test_unusable_store_is_one_line_and_exit_74(tmp_path: Path, fake_ccv: 
     cfg.write_text(cfg.read_text().replace(str(blocker / "reconciler.db"), str(garbage)))
     result = await run_cli("--config", cfg, "catch-up")
     assert result.code == 74 and "Traceback" not in result.stderr
+
+
+async def test_track_file_drops_a_bom_and_refuses_invisible_characters_by_line(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    # Excel's "CSV UTF-8": a BOM in front of the first id, CRLF line ends.
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + f"{ORDER},INV-1\r\nother-1\r\n".encode())
+    assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", excel)).code == 0
+    piped = await run_cli(
+        "--config", cfg, "track", "ccnow", "--from-file", "-", stdin=b"\xef\xbb\xbf396101142\n"
+    )
+    assert piped.code == 0, piped.stderr
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert {(r["order_id"], r["external_reference"]) for r in rows} == {
+        (ORDER, "INV-1"),
+        ("other-1", None),
+        ("396-10-1142", None),
+    }
+
+    for name, line in [
+        ("zero-width.csv", "other-2\u200b"),
+        ("bidi.csv", "\u202eother-2"),
+        ("bom-inside.csv", "\ufeffother-2"),
+        ("ref.csv", "other-2,INV\u200b-2"),
+    ]:
+        bad = tmp_path / name
+        bad.write_text(f"other-3\n# comment\n{line}\n", encoding="utf-8")
+        result = await run_cli("--config", cfg, "track", "ccv", "--from-file", bad)
+        assert result.code == 65, (name, result.stderr)
+        assert f"{bad}:3:" in result.stderr and "Traceback" not in result.stderr
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert len(rows) == 3  # nothing of a refused file was tracked
+
+
+@pytest.mark.parametrize(
+    ("source", "order_id"),
+    [
+        ("ccnow", "１２３-４５-６７８９"),  # fullwidth digits
+        ("ccnow", "٣٩٦١٠١١٤٢"),  # Arabic-Indic digits
+        ("ccnow", "३९६१०११४२"),  # Devanagari digits
+        ("ccv", "O-\u200b1"),
+        ("ccv", "\ufeffO-1"),
+        ("ccv", "O-1\u202e"),
+        ("ccv", "Ö-1"),
+    ],
+)
+async def test_ids_are_ascii(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow, source: str, order_id: str
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    result = await run_cli("--config", cfg, "track", source, order_id)
+    assert result.code == 65, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "reconciler.db").exists()
+
+
+async def test_argument_that_is_not_utf8_exits_65_naming_it(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    # Python hands undecodable argv bytes over as surrogates; fsdecode makes the same str.
+    result = await run_cli("--config", cfg, "track", "ccv", os.fsdecode(b"O-\xff1"))
+    assert result.code == 65, result.stderr
+    assert result.stderr.strip() == r"reconciler: error: argument is not valid UTF-8: O-\xff1"
+    assert not (tmp_path / "reconciler.db").exists()
+
+
+async def test_notification_url_refuses_a_reference_the_receiver_would_refuse(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    receiver = (
+        '[receiver]\npublic_url = "https://integrator.example/r"\nsecret = "s3cret-0123456789abc"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=receiver)
+    good = await run_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-1")
+    assert good.code == 0 and good.stdout.startswith("https://integrator.example/r/notify/ccv/")
+    for ref in ("", "INV\u200b-1"):
+        result = await run_cli("--config", cfg, "notification-url", "ccv", "--ref", ref)
+        assert (result.code, result.stdout) == (65, ""), result.stderr
+        assert "--ref" in result.stderr and "Traceback" not in result.stderr
+    empty = await run_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "")
+    assert empty.code == 65 and not (tmp_path / "reconciler.db").exists()
