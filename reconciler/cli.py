@@ -20,6 +20,7 @@ from .eventloop import EventLoopError
 from .events import iso_time
 from .logs import LEVELS, fields, setup_logging
 from .model import SOURCES, InvalidOrderId, Source, normalize_order_id
+from .permissions import warn_readable_secrets
 from .store import Store, StoreError, StoreLocked
 
 log = logging.getLogger("reconciler.cli")
@@ -263,6 +264,7 @@ async def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """The daemon."""
     from .daemon import StartupError, run_daemon
 
+    warn_readable_secrets(config.secret_files)
     try:
         return await run_daemon(config)
     except StartupError as exc:
@@ -502,6 +504,7 @@ async def cmd_check(config: Config, args: argparse.Namespace) -> int:
     """Config is valid when we get here; with --online, ask each provider once."""
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
     print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
+    warn_readable_secrets(config.secret_files)
     if not args.online:
         return EX_OK
     from .online import check_online

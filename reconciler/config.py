@@ -169,6 +169,8 @@ class Config:
     receiver: ReceiverConfig | None
     sinks: tuple[SinkConfig, ...]
     alerts: AlertsConfig
+    # The config file itself when it holds a secret, and every `*_file` it names.
+    secret_files: tuple[Path, ...] = ()
 
 
 def load_config(path: str | Path) -> Config:
@@ -492,6 +494,14 @@ def _min_length(length: int) -> Callable[[str], str | None]:
     return check
 
 
+def _control_problem(value: str) -> str | None:
+    # A newline in a key passes the config check and breaks the first request (or splits a
+    # header): refuse it here, naming the key, never the value.
+    if value.isprintable():
+        return None
+    return "must not contain a line break, control or invisible character"
+
+
 def _token_problem(value: str) -> str | None:
     # The token is a URL path segment: keep it to characters that need no quoting.
     return None if _TOKEN.fullmatch(value) else "must be at least 16 characters of A-Z a-z 0-9 _ -"
@@ -530,6 +540,7 @@ class _Loader:
         self.file = file
         self.base_dir = base_dir
         self.env = env
+        self.secret_files: dict[Path, None] = {}
 
     def config(self, data: Mapping[str, object]) -> Config:
         top = _Table(self, data, "", _TOP_KEYS)
@@ -547,6 +558,7 @@ class _Loader:
             receiver=None if receiver is None else self.receiver(receiver),
             sinks=self.sinks(top),
             alerts=self.alerts(top.table("alerts", ("stuck_after",))),
+            secret_files=tuple(self.secret_files),
         )
 
     def file_path(self, table: _Table, name: str) -> Path:
@@ -595,7 +607,11 @@ class _Loader:
             return None
         # Problems name where the value came from, never the value.
         value, error_key, origin = found
-        problem = "must not be empty" if not value else check(value) if check else None
+        problem = (
+            "must not be empty"
+            if not value
+            else _control_problem(value) or (check(value) if check else None)
+        )
         if problem is not None:
             raise table.error(error_key, problem + origin)
         return Secret(value)
@@ -606,10 +622,13 @@ class _Loader:
         """(value, key to blame, where from) of the first source that has the secret."""
         value = table.get(key, str, "a string")
         if value is not None:
+            self.secret_files[Path(self.file)] = None
             return value, key, ""
         file_key = f"{key}_file"
         if file_key in table.data:
-            return self.read_secret(self.file_path(table, file_key), table, file_key), file_key, ""
+            path = self.file_path(table, file_key)
+            self.secret_files[path] = None
+            return self.read_secret(path, table, file_key), file_key, ""
         for name in env:
             if name in self.env:
                 return self.env[name], key, f" (from env {name})"
@@ -624,13 +643,15 @@ class _Loader:
 
     def read_secret(self, path: Path, table: _Table, key: str, origin: str = "") -> str:
         try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             problem = f"cannot read: {exc.strerror or type(exc).__name__}{origin}"
             raise table.error(key, problem) from None
         except UnicodeDecodeError:
             # The codec's message quotes bytes of the file: never show it.
             raise table.error(key, f"not UTF-8 text{origin}") from None
+        # One line end, as `echo` writes it; anything more is refused as part of the secret.
+        return text.removesuffix("\n").removesuffix("\r")
 
     # --- accounts
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import cli_env, read_events, run_cli, write_config
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 
 ORDER = "3c2b1a00-0000-4000-8000-000000000001"
@@ -245,3 +247,58 @@ async def test_notification_url_refuses_a_reference_the_receiver_would_refuse(
         assert "--ref" in result.stderr and "Traceback" not in result.stderr
     empty = await run_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "")
     assert empty.code == 65 and not (tmp_path / "reconciler.db").exists()
+
+
+async def test_check_refuses_a_key_with_a_line_break(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    result = await run_cli(
+        "--config", cfg, "check", env=cli_env(RECONCILER_CCV_API_KEY="t_key-0123\n")
+    )
+    assert result.code == 78
+    assert result.stderr.strip() == (
+        f"config error: {cfg}: ccv.api_key: must not contain a line break, control or "
+        "invisible character (from env RECONCILER_CCV_API_KEY)"
+    )
+
+
+def _readable_warnings(result_or_text: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line.lstrip("<0123456789>")) for line in result_or_text.splitlines()]
+    return [line for line in lines if line["message"] == "config.secret_readable"]
+
+
+async def test_check_and_run_warn_once_about_a_secret_others_can_read(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    key_file = tmp_path / "ccv.key"
+    key_file.write_text("t_key-0123\n")
+    # A secret in the config file itself: a webhook sink's.
+    webhook = (
+        '[[sinks]]\ntype = "webhook"\nurl = "http://127.0.0.1:9/hook"\n'
+        'secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra=f'api_key_file = "{key_file}"')
+    cfg.write_text(cfg.read_text() + webhook)
+    env = {k: v for k, v in cli_env().items() if k != "RECONCILER_CCV_API_KEY"}
+    cfg.chmod(0o600)
+    key_file.chmod(0o600)
+    quiet = await run_cli("--config", cfg, "check", env=env)
+    assert quiet.code == 0 and _readable_warnings(quiet.stderr) == []
+
+    cfg.chmod(0o644)
+    key_file.chmod(0o640)
+    loud = await run_cli("--config", cfg, "check", env=env)
+    assert loud.code == 0, loud.stderr
+    warnings = _readable_warnings(loud.stderr)
+    assert sorted((w["level"], w["file"], w["mode"]) for w in warnings) == [
+        ("warning", str(key_file), "0640"),
+        ("warning", str(cfg), "0644"),
+    ]
+    assert "t_key-0123" not in loud.stderr and "MfKQ9r8" not in loud.stderr
+
+    log = tmp_path / "daemon.log"
+    async with daemon(cfg, env) as proc:
+        await poll_until(lambda: "daemon.ready" in log.read_text(), 20, "daemon.ready")
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+    warnings = _readable_warnings(log.read_text())
+    assert sorted(w["file"] for w in warnings) == [str(key_file), str(cfg)]
