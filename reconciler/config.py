@@ -132,6 +132,9 @@ class ReceiverConfig:
     debounce_s: float = 2.0
     remember_ref_s: float = 7 * 86400  # how long an unknown external reference is remembered
     max_body_bytes: int = 64 * 1024
+    # None: half the open-file limit, at most 1000 (see connections.connection_cap)
+    max_connections: int | None = None
+    header_timeout_s: float = 10.0  # for a request head, an idle connection, and a body
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,8 @@ _RECEIVER_KEYS = (
     "debounce",
     "remember_ref",
     "max_body",
+    "max_connections",
+    "header_timeout",
 )
 _SINK_COMMON_KEYS = ("type", "name", "timeout", "retry_min", "retry_max", "max_age")
 _SINK_KEYS: dict[str, tuple[str, ...]] = {
@@ -792,6 +797,12 @@ class _Loader:
             debounce_s=table.duration("debounce", "2s"),
             remember_ref_s=table.duration("remember_ref", "7d"),
             max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
+            max_connections=(
+                table.integer("max_connections", 0, 1, 100_000)
+                if "max_connections" in table.data
+                else None
+            ),
+            header_timeout_s=table.duration("header_timeout", "10s", positive=True),
         )
 
     def sinks(self, top: _Table) -> tuple[SinkConfig, ...]:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import CCNowConfig, CCVConfig, Config
+from .connections import ConnectionLimits
 from .logs import fields
 from .metrics import Metrics
 from .model import OrderKey, Source
@@ -157,7 +158,11 @@ class Daemon:
             },
             metrics=self.metrics,
         )
-        self.receiver = Receiver(app, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
+        self.receiver = Receiver(
+            app,
+            shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S,
+            limits=ConnectionLimits.from_config(receiver),
+        )
         try:
             await self.receiver.start(receiver.listen_host, receiver.listen_port)
         except OSError as exc:

@@ -155,6 +155,8 @@ def test_every_key_can_be_set(tmp_path: Path) -> None:
         debounce = "500ms"
         remember_ref = "1d"
         max_body = 2048
+        max_connections = 200
+        header_timeout = "5s"
 
         [[sinks]]
         type = "command"
@@ -191,6 +193,10 @@ def test_every_key_can_be_set(tmp_path: Path) -> None:
         86400.0,
         2048,
     )
+    assert (receiver.max_connections, receiver.header_timeout_s) == (200, 5.0)
+    default = load(tmp_path, CCV + RECEIVER).receiver
+    assert default is not None
+    assert (default.max_connections, default.header_timeout_s) == (None, 10.0)
     (sink,) = config.sinks
     assert (sink.type, sink.name, sink.command) == ("command", "hook", ("/usr/bin/env", "true"))
     assert (sink.timeout_s, sink.retry_min_s, sink.retry_max_s, sink.max_age_s) == (
@@ -283,6 +289,10 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("listen-port-big", CCV + RECEIVER + "listen = '127.0.0.1:65536'\n", "receiver.listen",
      "host:port"),
     ("max-body", CCV + RECEIVER + "max_body = 10\n", "receiver.max_body", "must be between"),
+    ("max-connections", CCV + RECEIVER + "max_connections = 0\n", "receiver.max_connections",
+     "must be between"),
+    ("header-timeout", CCV + RECEIVER + "header_timeout = 0\n", "receiver.header_timeout",
+     "must be greater than 0"),
     ("sinks-table", CCV + "[sinks]\ntype = 'log'\n", "sinks", "expected an array of tables"),
     ("sink-type-missing", CCV + "[[sinks]]\nname = 'x'\n", "sinks[0].type", "required"),
     ("sink-type-bad", CCV + "[[sinks]]\ntype = 'email'\n", "sinks[0].type",
