@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -149,7 +149,7 @@ class _Protocol(RequestHandler):
 
     def handle_error(
         self,
-        request: Any,
+        request: web.BaseRequest,
         status: int = 500,
         exc: BaseException | None = None,
         message: str | None = None,
@@ -168,9 +168,8 @@ class _Shed(asyncio.Protocol):
     """A connection over the cap while every other one is busy: 503 and close."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_BUSY)
-        transport.close()
+        cast(asyncio.Transport, transport).write(_BUSY)
+        transport.close()  # after the write is flushed
 
 
 class _BoundedServer(web.Server):
@@ -260,7 +259,9 @@ class BoundedRunner(web.AppRunner):
         self.max_connections = connection_cap(limits.max_connections, open_file_limit())
 
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()  # starts the app; its handler and factory
+        # aiohttp has no public hook for the protocol factory: take the server the app makes
+        # (which also runs the app's startup) and serve its handler through a bounded one.
+        server = await super()._make_server()
         return _BoundedServer(
             server.request_handler,
             request_factory=server.request_factory,
