@@ -21,6 +21,7 @@ from .events import iso_time
 from .logs import LEVELS, fields, setup_logging
 from .model import SOURCES, InvalidOrderId, Source, normalize_order_id
 from .order_view import order_json
+from .permissions import warn_readable_secrets
 from .store import Store, StoreError, StoreLocked
 from .writes.pricing import blocking, check_pricing
 
@@ -206,8 +207,25 @@ def config_path(arg: str | None) -> Path:
     return Path(arg or os.environ.get("RECONCILER_CONFIG") or "reconciler.toml")
 
 
+def undecodable_argument(argv: Sequence[str]) -> str | None:
+    """Return the first argument that is not valid UTF-8, shown with escapes, or None."""
+    for arg in argv:
+        # Python hands over undecodable bytes of argv as lone surrogates (surrogateescape).
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(arg)
+            return raw.decode("utf-8", errors="backslashreplace")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `reconciler` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    bad = undecodable_argument(argv)
+    if bad is not None:
+        print(f"reconciler: error: argument is not valid UTF-8: {bad}", file=sys.stderr)
+        sys.exit(EX_DATAERR)
     args = _parser().parse_args(argv)
     setup_logging(args.log_level)
     sys.exit(run_command(args))
@@ -322,6 +340,7 @@ async def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """The daemon."""
     from .daemon import StartupError, run_daemon
 
+    warn_readable_secrets(config.secret_files)
     try:
         return await run_daemon(config)
     except StartupError as exc:
@@ -360,7 +379,9 @@ async def cmd_catch_up(config: Config, args: argparse.Namespace) -> int:
 
 def _read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM, which is not part of the first id.
+        text = data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     out: list[tuple[str, str | None]] = []
@@ -376,8 +397,20 @@ def _read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]
         ref = ref.strip()
         if ref and source != "ccv":
             raise DataError(f"{path}:{number}: external references are for CCV orders")
+        if ref and (problem := reference_problem(ref)):
+            raise DataError(f"{path}:{number}: {problem}")
         out.append((oid, ref or None))
     return out
+
+
+def reference_problem(ref: str) -> str | None:
+    """Why an external reference cannot be followed or put into a notification URL, or None."""
+    if not ref:
+        # The receiver refuses an empty path segment: the URL would never be accepted.
+        return "an external reference must not be empty"
+    if not ref.isprintable():
+        return f"an external reference must not hold control or invisible characters: {ref!r}"
+    return None
 
 
 async def cmd_track(config: Config, args: argparse.Namespace) -> int:
@@ -388,6 +421,8 @@ async def cmd_track(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--ref takes exactly one CCV order id")
     if not args.ids and args.from_file is None:
         raise UsageError("give order ids or --from-file")
+    if args.ref is not None and (problem := reference_problem(args.ref)):
+        raise DataError(f"--ref: {problem}")
     orders: list[tuple[str, str | None]] = []
     for raw in args.ids:
         try:
@@ -537,6 +572,7 @@ async def cmd_check(config: Config, args: argparse.Namespace) -> int:
     """Config is valid when we get here; with --online, ask each provider once."""
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
     print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
+    warn_readable_secrets(config.secret_files)
     if not args.online:
         return EX_OK
     from .online import check_online
@@ -558,6 +594,8 @@ async def cmd_notification_url(config: Config, args: argparse.Namespace) -> int:
             raise DataError(str(exc)) from None
         print(notification_url(config.receiver, account, order_id=value))
     else:
+        if problem := reference_problem(args.ref):
+            raise DataError(f"--ref: {problem}")
         print(notification_url(config.receiver, account, reference=args.ref))
     return EX_OK
 

@@ -132,6 +132,9 @@ class ReceiverConfig:
     debounce_s: float = 2.0
     remember_ref_s: float = 7 * 86400  # how long an unknown external reference is remembered
     max_body_bytes: int = 64 * 1024
+    # None: half the open-file limit, at most 1000 (see connections.connection_cap)
+    max_connections: int | None = None
+    header_timeout_s: float = 10.0  # for a request head, an idle connection, and a body
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,8 @@ class Config:
     sinks: tuple[SinkConfig, ...]
     alerts: AlertsConfig
     api: ApiConfig | None = None
+    # The config file itself when it holds a secret, and every `*_file` it names.
+    secret_files: tuple[Path, ...] = ()
 
 
 def load_config(path: str | Path) -> Config:
@@ -283,6 +288,8 @@ _RECEIVER_KEYS = (
     "debounce",
     "remember_ref",
     "max_body",
+    "max_connections",
+    "header_timeout",
 )
 _SINK_COMMON_KEYS = ("type", "name", "timeout", "retry_min", "retry_max", "max_age")
 _SINK_KEYS: dict[str, tuple[str, ...]] = {
@@ -507,6 +514,14 @@ def _min_length(length: int) -> Callable[[str], str | None]:
     return check
 
 
+def _control_problem(value: str) -> str | None:
+    # A newline in a key passes the config check and breaks the first request (or splits a
+    # header): refuse it here, naming the key, never the value.
+    if value.isprintable():
+        return None
+    return "must not contain a line break, control or invisible character"
+
+
 def _token_problem(value: str) -> str | None:
     # The token is a URL path segment: keep it to characters that need no quoting.
     return None if _TOKEN.fullmatch(value) else "must be at least 16 characters of A-Z a-z 0-9 _ -"
@@ -545,6 +560,7 @@ class _Loader:
         self.file = file
         self.base_dir = base_dir
         self.env = env
+        self.secret_files: dict[Path, None] = {}
 
     def config(self, data: Mapping[str, object]) -> Config:
         top = _Table(self, data, "", _TOP_KEYS)
@@ -563,6 +579,7 @@ class _Loader:
             sinks=self.sinks(top),
             alerts=self.alerts(top.table("alerts", ("stuck_after",))),
             api=self.api(top.table("api", _API_KEYS)),
+            secret_files=tuple(self.secret_files),
         )
 
     def file_path(self, table: _Table, name: str) -> Path:
@@ -611,7 +628,11 @@ class _Loader:
             return None
         # Problems name where the value came from, never the value.
         value, error_key, origin = found
-        problem = "must not be empty" if not value else check(value) if check else None
+        problem = (
+            "must not be empty"
+            if not value
+            else _control_problem(value) or (check(value) if check else None)
+        )
         if problem is not None:
             raise table.error(error_key, problem + origin)
         return Secret(value)
@@ -622,10 +643,13 @@ class _Loader:
         """(value, key to blame, where from) of the first source that has the secret."""
         value = table.get(key, str, "a string")
         if value is not None:
+            self.secret_files[Path(self.file)] = None
             return value, key, ""
         file_key = f"{key}_file"
         if file_key in table.data:
-            return self.read_secret(self.file_path(table, file_key), table, file_key), file_key, ""
+            path = self.file_path(table, file_key)
+            self.secret_files[path] = None
+            return self.read_secret(path, table, file_key), file_key, ""
         for name in env:
             if name in self.env:
                 return self.env[name], key, f" (from env {name})"
@@ -640,13 +664,15 @@ class _Loader:
 
     def read_secret(self, path: Path, table: _Table, key: str, origin: str = "") -> str:
         try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             problem = f"cannot read: {exc.strerror or type(exc).__name__}{origin}"
             raise table.error(key, problem) from None
         except UnicodeDecodeError:
             # The codec's message quotes bytes of the file: never show it.
             raise table.error(key, f"not UTF-8 text{origin}") from None
+        # One line end, as `echo` writes it; anything more is refused as part of the secret.
+        return text.removesuffix("\n").removesuffix("\r")
 
     # --- accounts
 
@@ -787,6 +813,12 @@ class _Loader:
             debounce_s=table.duration("debounce", "2s"),
             remember_ref_s=table.duration("remember_ref", "7d"),
             max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
+            max_connections=(
+                table.integer("max_connections", 0, 1, 100_000)
+                if "max_connections" in table.data
+                else None
+            ),
+            header_timeout_s=table.duration("header_timeout", "10s", positive=True),
         )
 
     def api(self, table: _Table | None) -> ApiConfig | None:

@@ -19,6 +19,7 @@ from typing import Any
 from . import store_submissions as subs
 from .api import ApiDeps, ApiListener, build_api
 from .config import CCNowConfig, CCVConfig, Config
+from .connections import ConnectionLimits
 from .logs import fields
 from .metrics import Metrics
 from .model import OrderKey, Source
@@ -168,7 +169,11 @@ class Daemon:
             },
             metrics=self.metrics,
         )
-        self.receiver = Receiver(app, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
+        self.receiver = Receiver(
+            app,
+            shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S,
+            limits=ConnectionLimits.from_config(receiver),
+        )
         try:
             await self.receiver.start(receiver.listen_host, receiver.listen_port)
         except OSError as exc:

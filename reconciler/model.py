@@ -88,9 +88,13 @@ def known_statuses(source: Source) -> list[str]:
 
 # --- order ids ------------------------------------------------------------------------------
 
-_CCNOW_ID = re.compile(r"^(\d{3})-?(\d{2})-?(\d{4})$")
+# Ids are ASCII: re.ASCII keeps \d from matching other scripts' digits (`１２３`, `٣٩٦`).
+_CCNOW_ID = re.compile(r"(\d{3})-?(\d{2})-?(\d{4})", re.ASCII)
 CCV_ID_MAX_LENGTH = 128
-_CCV_ID_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f/\\?#%]")
+# Printable ASCII without space: a BOM, zero-width or bidirectional character pasted from a
+# spreadsheet would otherwise become part of the id.
+_CCV_ID_ALPHABET = re.compile(r"[!-~]+", re.ASCII)
+_CCV_ID_FORBIDDEN = re.compile(r"[/\\?#%]", re.ASCII)
 
 
 class InvalidOrderId(ValueError):
@@ -99,7 +103,7 @@ class InvalidOrderId(ValueError):
 
 def normalize_ccnow_id(raw: str) -> str:
     """Return a CCNow order id in its hyphenated form `NNN-NN-NNNN`."""
-    match = _CCNOW_ID.match(raw.strip())
+    match = _CCNOW_ID.fullmatch(raw.strip())
     if match is None:
         raise InvalidOrderId(f"not a CCNow order id (nine digits, hyphens optional): {raw!r}")
     return "-".join(match.groups())
@@ -109,6 +113,11 @@ def validate_ccv_id(raw: str) -> str:
     """Return a CCV order id that is safe as one URL path segment."""
     if not raw or len(raw) > CCV_ID_MAX_LENGTH:
         raise InvalidOrderId(f"CCV order id must be 1 to {CCV_ID_MAX_LENGTH} characters: {raw!r}")
+    if not _CCV_ID_ALPHABET.fullmatch(raw):
+        raise InvalidOrderId(
+            f"CCV order id must be printable ASCII without spaces (a BOM, zero-width or "
+            f"bidirectional character?): {raw!r}"
+        )
     if raw in (".", "..") or ".." in raw or _CCV_ID_FORBIDDEN.search(raw):
         raise InvalidOrderId(f"CCV order id has a forbidden character or sequence: {raw!r}")
     return raw

@@ -11,7 +11,6 @@ import asyncio
 import hmac
 import logging
 import re
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
@@ -24,6 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import ReceiverConfig, Secret
+from .connections import BoundedRunner, ConnectionLimits
 from .events import iso_time
 from .logs import fields
 from .metrics import Metrics
@@ -281,6 +281,7 @@ _MESSAGES = {
     400: "bad request",
     404: "not found",
     405: "method not allowed",
+    408: "request timeout",
     413: "body too large",
     503: "busy",
 }
@@ -316,6 +317,9 @@ class _Handler:
         try:
             return await self.route(request, received_at)
         except _Rejected as rejected:
+            if rejected.status not in (400, 408, 413) and await self.body_is_broken(request):
+                # A body that does not decode is the first thing wrong with the request.
+                rejected = _Rejected(400, "bad_body", source=rejected.source)
             log.debug(
                 "request.rejected",
                 extra=fields(status=rejected.status, reason=rejected.reason, method=request.method),
@@ -425,22 +429,39 @@ class _Handler:
         return web.json_response({"accepted": True}, status=202)
 
     async def read_body(self, request: web.Request, source: str) -> bytes:
-        """Read at most `max_body_bytes`; 413 above, 400 when the body is broken."""
+        """Read at most `max_body_bytes`; 413 above, 400 when the body is broken, 408 slow."""
         limit = self.receiver.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _Rejected(413, "too_large", source=source)
-        chunks: list[bytes] = []
-        size = 0
         try:
-            while chunk := await request.content.read(limit + 1 - size):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    raise _Rejected(413, "too_large", source=source)
+            body = await asyncio.wait_for(
+                _read_at_most(request, limit + 1), self.receiver.header_timeout_s
+            )
+        except asyncio.TimeoutError:
+            # Before OSError, its base class from 3.11 on. A trickled body would hold a
+            # connection that the cap cannot take back.
+            raise _Rejected(408, "slow_body", source=source) from None
         except (HttpProcessingError, web.RequestPayloadError, OSError):
             # Broken chunking, bad compression, a client that went away mid-body.
             raise _Rejected(400, "bad_body", source=source) from None
-        return b"".join(chunks)
+        if len(body) > limit:
+            raise _Rejected(413, "too_large", source=source)
+        return body
+
+    async def body_is_broken(self, request: web.Request) -> bool:
+        """Read what is left of a refused request's body (bounded) and say if it is broken."""
+        if not request.body_exists:
+            return False
+        try:
+            await asyncio.wait_for(
+                _read_at_most(request, self.receiver.max_body_bytes),
+                self.receiver.header_timeout_s,
+            )
+        except (HttpProcessingError, web.RequestPayloadError):
+            return True
+        except (asyncio.TimeoutError, OSError):
+            pass  # aiohttp closes the connection; the refusal stands
+        return False
 
     async def healthz(self) -> web.Response:
         try:
@@ -478,6 +499,16 @@ class _Handler:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """Return the body, or its first `limit` bytes when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await request.content.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 DEBOUNCER = web.AppKey("debouncer", Debouncer)
 
 
@@ -503,34 +534,21 @@ def build_app(
     return app
 
 
-class _ProtocolLog:
-    """aiohttp's server log without the noise: aiohttp logs every malformed request at error
-    with a traceback, but junk from the network is expected and must not flood the journal."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._logger = logger
-
-    def __getattr__(self, name: str) -> Any:
-        # debug(), warning() and the rest pass through unchanged.
-        return getattr(self._logger, name)
-
-    def exception(self, msg: str, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
-        if isinstance(exc, (HttpProcessingError, ConnectionError)):
-            self._logger.debug("http.bad_request", extra=fields(error=type(exc).__name__))
-        else:
-            self._logger.error(msg, *args, exc_info=exc_info, **kwargs)
-
-
 class Receiver:
-    """Serve the receiver app on one address until close()."""
+    """Serve the receiver app on one address until close(), within `limits`."""
 
-    def __init__(self, app: web.Application, *, shutdown_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        shutdown_timeout_s: float = 5.0,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         # No access log: one line per junk request would flood the journal.
-        self._runner = web.AppRunner(
+        self._runner = BoundedRunner(
             app,
+            limits or ConnectionLimits(),
             access_log=None,
-            logger=_ProtocolLog(logging.getLogger("reconciler.server.http")),
             shutdown_timeout=shutdown_timeout_s,
         )
         self._started = False
@@ -542,7 +560,10 @@ class Receiver:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         port = int(self._runner.addresses[0][1])
-        log.info("receiver.listening", extra=fields(host=host, port=port))
+        log.info(
+            "receiver.listening",
+            extra=fields(host=host, port=port, max_connections=self._runner.max_connections),
+        )
         return port
 
     async def close(self) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import cli_env, read_events, run_cli, write_config
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 
 ORDER = "3c2b1a00-0000-4000-8000-000000000001"
@@ -160,3 +163,142 @@ async def test_unusable_store_is_one_line_and_exit_74(tmp_path: Path, fake_ccv: 
     cfg.write_text(cfg.read_text().replace(str(blocker / "reconciler.db"), str(garbage)))
     result = await run_cli("--config", cfg, "catch-up")
     assert result.code == 74 and "Traceback" not in result.stderr
+
+
+async def test_track_file_drops_a_bom_and_refuses_invisible_characters_by_line(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    # Excel's "CSV UTF-8": a BOM in front of the first id, CRLF line ends.
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + f"{ORDER},INV-1\r\nother-1\r\n".encode())
+    assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", excel)).code == 0
+    piped = await run_cli(
+        "--config", cfg, "track", "ccnow", "--from-file", "-", stdin=b"\xef\xbb\xbf396101142\n"
+    )
+    assert piped.code == 0, piped.stderr
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert {(r["order_id"], r["external_reference"]) for r in rows} == {
+        (ORDER, "INV-1"),
+        ("other-1", None),
+        ("396-10-1142", None),
+    }
+
+    for name, line in [
+        ("zero-width.csv", "other-2\u200b"),
+        ("bidi.csv", "\u202eother-2"),
+        ("bom-inside.csv", "\ufeffother-2"),
+        ("ref.csv", "other-2,INV\u200b-2"),
+    ]:
+        bad = tmp_path / name
+        bad.write_text(f"other-3\n# comment\n{line}\n", encoding="utf-8")
+        result = await run_cli("--config", cfg, "track", "ccv", "--from-file", bad)
+        assert result.code == 65, (name, result.stderr)
+        assert f"{bad}:3:" in result.stderr and "Traceback" not in result.stderr
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert len(rows) == 3  # nothing of a refused file was tracked
+
+
+@pytest.mark.parametrize(
+    ("source", "order_id"),
+    [
+        ("ccnow", "１２３-４５-６７８９"),  # fullwidth digits
+        ("ccnow", "٣٩٦١٠١١٤٢"),  # Arabic-Indic digits
+        ("ccnow", "३९६१०११४२"),  # Devanagari digits
+        ("ccv", "O-\u200b1"),
+        ("ccv", "\ufeffO-1"),
+        ("ccv", "O-1\u202e"),
+        ("ccv", "Ö-1"),
+    ],
+)
+async def test_ids_are_ascii(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow, source: str, order_id: str
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    result = await run_cli("--config", cfg, "track", source, order_id)
+    assert result.code == 65, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "reconciler.db").exists()
+
+
+async def test_argument_that_is_not_utf8_exits_65_naming_it(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    # Python hands undecodable argv bytes over as surrogates; fsdecode makes the same str.
+    result = await run_cli("--config", cfg, "track", "ccv", os.fsdecode(b"O-\xff1"))
+    assert result.code == 65, result.stderr
+    assert result.stderr.strip() == r"reconciler: error: argument is not valid UTF-8: O-\xff1"
+    assert not (tmp_path / "reconciler.db").exists()
+
+
+async def test_notification_url_refuses_a_reference_the_receiver_would_refuse(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    receiver = (
+        '[receiver]\npublic_url = "https://integrator.example/r"\nsecret = "s3cret-0123456789abc"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=receiver)
+    good = await run_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-1")
+    assert good.code == 0 and good.stdout.startswith("https://integrator.example/r/notify/ccv/")
+    for ref in ("", "INV\u200b-1"):
+        result = await run_cli("--config", cfg, "notification-url", "ccv", "--ref", ref)
+        assert (result.code, result.stdout) == (65, ""), result.stderr
+        assert "--ref" in result.stderr and "Traceback" not in result.stderr
+    empty = await run_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "")
+    assert empty.code == 65 and not (tmp_path / "reconciler.db").exists()
+
+
+async def test_check_refuses_a_key_with_a_line_break(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    result = await run_cli(
+        "--config", cfg, "check", env=cli_env(RECONCILER_CCV_API_KEY="t_key-0123\n")
+    )
+    assert result.code == 78
+    assert result.stderr.strip() == (
+        f"config error: {cfg}: ccv.api_key: must not contain a line break, control or "
+        "invisible character (from env RECONCILER_CCV_API_KEY)"
+    )
+
+
+def _readable_warnings(result_or_text: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line.lstrip("<0123456789>")) for line in result_or_text.splitlines()]
+    return [line for line in lines if line["message"] == "config.secret_readable"]
+
+
+async def test_check_and_run_warn_once_about_a_secret_others_can_read(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    key_file = tmp_path / "ccv.key"
+    key_file.write_text("t_key-0123\n")
+    # A secret in the config file itself: a webhook sink's.
+    webhook = (
+        '[[sinks]]\ntype = "webhook"\nurl = "http://127.0.0.1:9/hook"\n'
+        'secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra=f'api_key_file = "{key_file}"')
+    cfg.write_text(cfg.read_text() + webhook)
+    env = {k: v for k, v in cli_env().items() if k != "RECONCILER_CCV_API_KEY"}
+    cfg.chmod(0o600)
+    key_file.chmod(0o600)
+    quiet = await run_cli("--config", cfg, "check", env=env)
+    assert quiet.code == 0 and _readable_warnings(quiet.stderr) == []
+
+    cfg.chmod(0o644)
+    key_file.chmod(0o640)
+    loud = await run_cli("--config", cfg, "check", env=env)
+    assert loud.code == 0, loud.stderr
+    warnings = _readable_warnings(loud.stderr)
+    assert sorted((w["level"], w["file"], w["mode"]) for w in warnings) == [
+        ("warning", str(key_file), "0640"),
+        ("warning", str(cfg), "0644"),
+    ]
+    assert "t_key-0123" not in loud.stderr and "MfKQ9r8" not in loud.stderr
+
+    log = tmp_path / "daemon.log"
+    async with daemon(cfg, env) as proc:
+        await poll_until(lambda: "daemon.ready" in log.read_text(), 20, "daemon.ready")
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+    warnings = _readable_warnings(log.read_text())
+    assert sorted(w["file"] for w in warnings) == [str(key_file), str(cfg)]

@@ -155,6 +155,8 @@ def test_every_key_can_be_set(tmp_path: Path) -> None:
         debounce = "500ms"
         remember_ref = "1d"
         max_body = 2048
+        max_connections = 200
+        header_timeout = "5s"
 
         [[sinks]]
         type = "command"
@@ -191,6 +193,10 @@ def test_every_key_can_be_set(tmp_path: Path) -> None:
         86400.0,
         2048,
     )
+    assert (receiver.max_connections, receiver.header_timeout_s) == (200, 5.0)
+    default = load(tmp_path, CCV + RECEIVER).receiver
+    assert default is not None
+    assert (default.max_connections, default.header_timeout_s) == (None, 10.0)
     (sink,) = config.sinks
     assert (sink.type, sink.name, sink.command) == ("command", "hook", ("/usr/bin/env", "true"))
     assert (sink.timeout_s, sink.retry_min_s, sink.retry_max_s, sink.max_age_s) == (
@@ -283,6 +289,10 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("listen-port-big", CCV + RECEIVER + "listen = '127.0.0.1:65536'\n", "receiver.listen",
      "host:port"),
     ("max-body", CCV + RECEIVER + "max_body = 10\n", "receiver.max_body", "must be between"),
+    ("max-connections", CCV + RECEIVER + "max_connections = 0\n", "receiver.max_connections",
+     "must be between"),
+    ("header-timeout", CCV + RECEIVER + "header_timeout = 0\n", "receiver.header_timeout",
+     "must be greater than 0"),
     ("sinks-table", CCV + "[sinks]\ntype = 'log'\n", "sinks", "expected an array of tables"),
     ("sink-type-missing", CCV + "[[sinks]]\nname = 'x'\n", "sinks[0].type", "required"),
     ("sink-type-bad", CCV + "[[sinks]]\ntype = 'email'\n", "sinks[0].type",
@@ -813,3 +823,83 @@ def test_example_config_documents_every_key(key: str) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     # A key counts when it is set or shown commented out, or appears as a [table] header.
     assert re.search(rf"^[#\s]*(\[+)?[\w.]*\b{key}\b[\w.]*(\]+|\s*=)", text, re.MULTILINE), key
+
+
+# --- secrets with line breaks ----------------------------------------------------------------
+
+LINE_BREAK = "must not contain a line break, control or invisible character"
+
+
+@pytest.mark.parametrize(
+    ("setup", "text", "key", "origin"),
+    [
+        ({}, CCV_NO_KEY + 'api_key = "t_0123\\n"\n', "ccv.api_key", ""),
+        (
+            {"ccv.key": "t_0123\n\n"},
+            CCV_NO_KEY + "api_key_file = 'ccv.key'\n",
+            "ccv.api_key_file",
+            "",
+        ),
+        (
+            {"ccv.key": "t_01\n23\n"},
+            CCV_NO_KEY + "api_key_file = 'ccv.key'\n",
+            "ccv.api_key_file",
+            "",
+        ),
+        (
+            {"env": "pw-0123\r\n"},
+            "[ccnow]\nurl = 'https://c.example'\nclient_id = 'c'\n",
+            "ccnow.password",
+            " (from env RECONCILER_CCNOW_PASSWORD)",
+        ),
+        (
+            {"credentials/receiver-secret": "0123456789abcdef\x00\n"},
+            CCV + "[receiver]\npublic_url = 'https://i.example'\n",
+            "receiver.secret",
+            " (from credential receiver-secret)",
+        ),
+        (
+            {},
+            CCV + f"[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\n"
+            f'secret = "{WEBHOOK_SECRET}\\u200b"\n',
+            "sinks[0].secret",
+            "",
+        ),
+    ],
+)
+def test_secret_with_a_line_break_is_refused_naming_the_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setup: dict[str, str],
+    text: str,
+    key: str,
+    origin: str,
+) -> None:
+    for name, value in setup.items():
+        if name == "env":
+            monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", value)
+        else:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(value.encode())
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    error = load_error(tmp_path, text)
+    assert (error.key, error.problem) == (key, LINE_BREAK + origin)
+
+
+def test_secret_file_loses_exactly_one_line_end(tmp_path: Path) -> None:
+    for content in (b"t_0123", b"t_0123\n", b"t_0123\r\n"):
+        (tmp_path / "ccv.key").write_bytes(content)
+        (ccv,) = load(tmp_path, CCV_NO_KEY + "api_key_file = 'ccv.key'\n").ccv
+        assert ccv.api_key.reveal() == "t_0123"
+
+
+def test_config_lists_the_files_that_hold_secrets(tmp_path: Path) -> None:
+    write(tmp_path, "pw-0123\n", "ccnow.pw")
+    config = load(
+        tmp_path,
+        CCV + "[ccnow]\nurl = 'https://c.example'\nclient_id = 'c'\npassword_file = 'ccnow.pw'\n",
+    )
+    assert config.secret_files == (tmp_path / "reconciler.toml", tmp_path / "ccnow.pw")
+    assert load(tmp_path, CCV_NO_KEY + "api_key_file = 'ccnow.pw'\n").secret_files == (
+        tmp_path / "ccnow.pw",
+    )

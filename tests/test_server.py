@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import json
 import logging
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from reconciler.config import ReceiverConfig, Secret
+from reconciler.connections import ConnectionLimits, connection_cap
 from reconciler.events import iso_time
 from reconciler.metrics import Metrics
 from reconciler.notify import notification_url, signature
@@ -962,3 +964,159 @@ def test_parse_notify_path_matches_by_last_segments() -> None:
     assert parse_notify_path("/notify/ccv/a/order/v") is None
     assert parse_notify_path("/notify/ccnow/a") is None
     assert parse_notify_path("") is None
+
+
+# --- bad encodings, error pages, connection bounds ---------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decode_is_a_400_anywhere_without_a_traceback(
+    port: int, hub: FakeHub, caplog: pytest.LogCaptureFixture, encoding: str
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="reconciler")
+    paths = [
+        "/",
+        "/healthz",
+        "/metrics",
+        ccv_path(order_id="O-1"),
+        f"/notify/ccnow/default/{CCNOW_TOKEN}",
+        "/notify/ccnow/default/wrong-token-0000000000",
+    ]
+    for _ in range(5):
+        for path in paths:
+            request = _raw_request("POST", path, [("Content-Encoding", encoding)], b"garbage" * 9)
+            assert await raw_status(port, request) == 400, path
+    assert hub.calls == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not any(r.exc_info for r in caplog.records)
+    # aiohttp's own line about it is rate-limited: one for 30 bad requests.
+    assert len([r for r in caplog.records if r.name == "reconciler.server.http"]) <= 1
+
+
+async def _raw_answer(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(), 3)
+    finally:
+        await close_all([writer])
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Secret\x01: sk_live_leak\r\n\r\n",
+        b"GET /sk_live_leak\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"sk_live_leak" * 2000 + b"\r\n\r\n",
+        b"POST /healthz HTTP/1.1\r\nContent-Length: sk_live_leak\r\n\r\n",
+    ],
+)
+async def test_a_malformed_request_gets_a_fixed_400_page(port: int, request_bytes: bytes) -> None:
+    answer = await _raw_answer(port, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split()[1] == b"400", answer[:200]
+    assert body == b'{"error": "bad request"}'
+    assert b"sk_live_leak" not in answer
+
+
+@contextlib.asynccontextmanager
+async def bounded_receiver(
+    hub: FakeHub, metrics: Metrics, *, max_connections: int, header_timeout_s: float
+) -> AsyncIterator[int]:
+    config = dataclasses.replace(
+        RECEIVER, max_connections=max_connections, header_timeout_s=header_timeout_s
+    )
+    app = build_app(config, hub, ccv_accounts=["default"], ccnow_tokens={}, metrics=metrics)
+    receiver = Receiver(app, limits=ConnectionLimits.from_config(config))
+    try:
+        yield await receiver.start("127.0.0.1", 0)
+    finally:
+        await receiver.close()
+
+
+async def close_all(writers: Sequence[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_idle_and_slow_request_heads_are_closed_after_the_header_timeout(
+    hub: FakeHub, metrics: Metrics
+) -> None:
+    async with bounded_receiver(hub, metrics, max_connections=20, header_timeout_s=0.3) as port:
+        started = time.monotonic()
+        silent = await asyncio.open_connection("127.0.0.1", port)
+        trickle = await asyncio.open_connection("127.0.0.1", port)
+        trickle[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finishes its head
+        kept = await asyncio.open_connection("127.0.0.1", port)
+        kept[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # answered, then idle
+        assert (await asyncio.wait_for(kept[0].readline(), 3)).startswith(b"HTTP/1.1 200")
+        for reader, _ in (silent, trickle, kept):
+            await asyncio.wait_for(reader.read(), 10)  # EOF: the receiver closed it
+        await close_all([silent[1], trickle[1], kept[1]])
+        assert time.monotonic() - started >= 0.3
+
+
+async def test_at_the_cap_idle_connections_make_room_and_healthz_answers(
+    hub: FakeHub, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with bounded_receiver(hub, metrics, max_connections=20, header_timeout_s=30) as port:
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            assert response.status == 200
+        # The 11 that were idle longest were closed to stay within 20 (the probe took one).
+        for reader, _ in idle[:11]:
+            assert await asyncio.wait_for(reader.read(), 3) == b""
+        reader, writer = idle[-1]
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 3)).startswith(b"HTTP/1.1 200")
+        await close_all([writer for _, writer in idle])
+    warnings = [r for r in caplog.records if r.getMessage() == "receiver.at_capacity"]
+    assert len(warnings) == 1  # rate-limited
+
+
+async def test_when_every_connection_is_busy_a_new_one_is_shed_with_503(
+    hub: FakeHub, metrics: Metrics
+) -> None:
+    async with bounded_receiver(hub, metrics, max_connections=3, header_timeout_s=30) as port:
+        busy = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # The body never comes: the request stays in progress.
+            writer.write(
+                f"POST {ccv_path(order_id='O-1')} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Length: 10\r\nExpect: 100-continue\r\n\r\n".encode()
+            )
+            assert (await asyncio.wait_for(reader.readline(), 3)).startswith(b"HTTP/1.1 100")
+            busy.append((reader, writer))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await asyncio.wait_for(reader.read(), 3)
+        assert answer.startswith(b"HTTP/1.1 503") and answer.endswith(b'{"error": "busy"}')
+        await close_all([writer, *(w for _, w in busy)])
+    assert hub.calls == []
+
+
+async def test_a_trickled_body_gets_408_and_frees_its_connection(
+    hub: FakeHub, metrics: Metrics
+) -> None:
+    async with bounded_receiver(hub, metrics, max_connections=3, header_timeout_s=0.3) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = f"POST {ccv_path(order_id='O-1')} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+        writer.write(head.encode() + b"\r\nab")  # 2 of 10 bytes, then nothing
+        assert (await asyncio.wait_for(reader.readline(), 3)).startswith(b"HTTP/1.1 408")
+        await close_all([writer])
+    assert hub.calls == []
+
+
+@pytest.mark.parametrize(
+    ("configured", "nofile", "cap"),
+    [(None, 1024, 512), (None, 1 << 20, 1000), (20, 1024, 20), (5000, 1024, 512), (None, 1, 1)],
+)
+def test_connection_cap_stays_below_the_open_file_limit(
+    configured: int | None, nofile: int, cap: int
+) -> None:
+    assert connection_cap(configured, nofile) == cap

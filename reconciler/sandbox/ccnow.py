@@ -14,7 +14,7 @@ CCNOW_PATH = "/cgi-local/oapi_receive.cgi"
 # The per-order answer to `ship` or `cancel` of an order that is not `pending`: both actions
 # only take an order the merchant still has to process. The wording is ours; CCNow's is unknown.
 NOT_PENDING = "error_message order not pending"
-_CCNOW_ORDER_FIELD = re.compile(r"^x_orderid_(\d{1,9})$")
+_CCNOW_ORDER_FIELD = re.compile(r"^x_orderid_(\d{1,9})$", re.ASCII)
 # The queue state an action puts a pending order in; the lifecycle takes it on from there.
 _QUEUED_BY = {"ship": "mark_shipped", "cancel": "mark_canceled"}
 
