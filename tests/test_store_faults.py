@@ -5,12 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+import pytest
+
+from reconciler.config import load_config
+from reconciler.daemon import Daemon
+from reconciler.runtime import Runtime
 from reconciler.store import Store
-from tests.conftest import Result, cli_env, daemon, run_cli, write_config
-from tests.fake_providers import FakeCCV
+from reconciler.systemd import Notifier
+from tests.conftest import (
+    Result,
+    cli_env,
+    daemon,
+    poll_until,
+    read_events,
+    run_cli,
+    write_config,
+)
+from tests.fake_providers import CCV_KEY, FakeCCV
 from tests.notify_socket import NotifySocket
 
 ORDERS = 3000
@@ -106,3 +125,95 @@ async def test_another_applications_database_is_refused_and_left_as_it_was(
     assert db.read_bytes() == before
     assert db.stat().st_mode & 0o777 == 0o644
     assert not db.with_name(db.name + "-wal").exists()
+
+
+class Records(logging.Handler):
+    """Keeps the records of the `reconciler` loggers (however logging was set up before)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, message: str) -> list[logging.LogRecord]:
+        return [r for r in self.records if r.getMessage() == message]
+
+
+@contextlib.contextmanager
+def recorded() -> Iterator[Records]:
+    logger = logging.getLogger("reconciler")
+    handler, level = Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}/healthz"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.json()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_full_disk_is_one_line_when_it_starts_one_when_it_ends_and_in_healthz(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orders = 200
+    fake_ccv.orders = {order_id(n): "New" for n in range(orders)}
+    port = free_port()
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='min_interval = "1s"\nmax_interval = "1h"',
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    monkeypatch.setenv("RECONCILER_RECEIVER_SECRET", "s" * 32)
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    config = load_config(cfg)
+    await make_store(config.store_path, orders)
+    stop = asyncio.Event()
+    with recorded() as log:
+        async with Runtime(config) as rt:
+            # SQLITE_FULL without filling a disk: the database may not grow by a page.
+            pages = list(await rt.store.conn.execute_fetchall("PRAGMA page_count"))[0][0]
+            await rt.store.conn.execute(f"PRAGMA max_page_count = {pages}")
+            rt.store.health.watch(on_corrupt=stop.set)
+            serving = asyncio.ensure_future(Daemon(config, rt, Notifier(None)).serve(stop))
+            try:
+                # The start-up pass and at least two due ticks met the full disk.
+                await poll_until(lambda: len(fake_ccv.requests) >= 3 * orders, 30, "three passes")
+                status, body = await healthz(port)
+                assert status == 503
+                assert body["store"]["healthy"] is False
+                assert "full" in body["store"]["error"]
+                assert not read_events(tmp_path)  # nothing half-written reached a sink
+
+                # Space is freed: the next tick's write goes through.
+                await rt.store.conn.execute("PRAGMA max_page_count = 1000000")
+                await poll_until(lambda: len(read_events(tmp_path)) >= orders, 30, "events")
+                status, body = await healthz(port)
+                assert body["store"] == {"healthy": True, "failing_since": None, "error": None}
+                assert status == 200, body
+            finally:
+                stop.set()
+                await serving
+            recorded_failure = await rt.store.recorded_failure()
+    assert [r.levelno for r in log.messages("store.failing")] == [logging.ERROR]
+    assert [r.levelno for r in log.messages("store.recovered")] == [logging.INFO]
+    errors = [r for r in log.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["store.failing"]  # no traceback per tick
+    assert recorded_failure is not None and "full" in recorded_failure.error
+    # Every order was discovered exactly once: the failed batches left nothing behind.
+    assert sorted(e["subject"] for e in read_events(tmp_path)) == sorted(fake_ccv.orders)
