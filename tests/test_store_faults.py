@@ -82,7 +82,7 @@ async def test_a_corrupt_page_is_exit_74_with_one_line_naming_the_file(
     db = tmp_path / "reconciler.db"
     await make_store(db)
     on_page = corrupt_middle_page(db)
-    for command in (["orders"], ["track", "ccv", on_page], ["catch-up"]):
+    for command in (["orders"], ["track", "ccv", on_page], ["catch-up"], ["status"]):
         result = await run_cli("--config", cfg, *command)
         assert_one_line(result, 74, str(db), "malformed")
 
@@ -119,7 +119,7 @@ async def test_another_applications_database_is_refused_and_left_as_it_was(
         conn.commit()
     db.chmod(0o644)
     before = db.read_bytes()
-    for command in (["track", "ccv", order_id(1)], ["catch-up"], ["orders"]):
+    for command in (["track", "ccv", order_id(1)], ["catch-up"], ["orders"], ["status"]):
         result = await run_cli("--config", cfg, *command)
         assert_one_line(result, 74, str(db), "another application", "invoices")
     assert db.read_bytes() == before
@@ -187,7 +187,7 @@ async def test_a_full_disk_is_one_line_when_it_starts_one_when_it_ends_and_in_he
     with recorded() as log:
         async with Runtime(config) as rt:
             # SQLITE_FULL without filling a disk: the database may not grow by a page.
-            pages = list(await rt.store.conn.execute_fetchall("PRAGMA page_count"))[0][0]
+            pages = next(iter(await rt.store.conn.execute_fetchall("PRAGMA page_count")))[0]
             await rt.store.conn.execute(f"PRAGMA max_page_count = {pages}")
             rt.store.health.watch(on_corrupt=stop.set)
             serving = asyncio.ensure_future(Daemon(config, rt, Notifier(None)).serve(stop))
