@@ -15,10 +15,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from reconciler import daemon as daemon_module
 from reconciler.config import load_config
 from reconciler.daemon import Daemon
 from reconciler.runtime import Runtime
-from reconciler.store import Store
+from reconciler.store import Store, StoreError
 from reconciler.systemd import Notifier
 from tests.conftest import (
     Result,
@@ -217,3 +218,27 @@ async def test_a_full_disk_is_one_line_when_it_starts_one_when_it_ends_and_in_he
     assert recorded_failure is not None and "full" in recorded_failure.error
     # Every order was discovered exactly once: the failed batches left nothing behind.
     assert sorted(e["subject"] for e in read_events(tmp_path)) == sorted(fake_ccv.orders)
+
+
+async def test_a_corrupt_page_found_while_running_stops_the_daemon_with_74(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As for a store too big for the start-up check: the damage is found by the first pass.
+    monkeypatch.setattr(daemon_module, "INTEGRITY_CHECK_MAX_BYTES", 0)
+    fake_ccv.orders = {order_id(n): "New" for n in range(ORDERS)}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    config = load_config(cfg)
+    await make_store(config.store_path)
+    corrupt_middle_page(config.store_path)
+    with NotifySocket.at_path(tmp_path / "notify.sock") as sock, recorded() as log:
+        monkeypatch.setenv("NOTIFY_SOCKET", sock.address)
+        with pytest.raises(StoreError, match="malformed") as raised:
+            await asyncio.wait_for(daemon_module.run_daemon(config), 30)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                sock.receive(0)
+    assert str(config.store_path) in str(raised.value)  # cli.py prints it, exit 74
+    assert not any(d.fields.get("READY") == "1" for d in sock.received)
+    errors = [r for r in log.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["store.failing"]
