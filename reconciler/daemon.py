@@ -7,9 +7,11 @@ catch-up pass in the background, READY=1.
 A store that fails while running (a full disk, an I/O error) is logged once when it starts and
 once when a write succeeds again; jobs keep trying, /healthz says 503. A store found corrupt
 while running stops the daemon with exit 74: a damaged file does not heal, and a failed unit is
-what an operator is shown (the unit does not restart on 74). Stop (SIGTERM/SIGINT): STOPPING=1, stop
-new work, cancel running jobs (a batch is committed or rolled back, never half), flush the
-outbox within a bound, close everything in reverse order, exit 0.
+what an operator is shown (the unit does not restart on 74).
+
+Stop (SIGTERM/SIGINT): STOPPING=1, stop new work, cancel running jobs (a batch is committed or
+rolled back, never half), flush the outbox within a bound, close everything in reverse order,
+exit 0.
 """
 
 from __future__ import annotations

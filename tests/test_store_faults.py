@@ -20,6 +20,7 @@ from reconciler.config import load_config
 from reconciler.daemon import Daemon
 from reconciler.runtime import Runtime
 from reconciler.store import Store, StoreError
+from reconciler.store_health import kind_of
 from reconciler.systemd import Notifier
 from tests.conftest import (
     Result,
@@ -242,3 +243,18 @@ async def test_a_corrupt_page_found_while_running_stops_the_daemon_with_74(
     assert not any(d.fields.get("READY") == "1" for d in sock.received)
     errors = [r for r in log.records if r.exc_info or r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["store.failing"]
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("database disk image is malformed", "corrupt"),
+        ("file is not a database", "corrupt"),
+        ("database or disk is full", "full"),
+        ("database is locked", "busy"),
+        ("disk I/O error", "io"),
+    ],
+)
+def test_an_error_without_a_result_code_is_known_by_its_words(message: str, kind: str) -> None:
+    # Python 3.10's sqlite3 errors carry no result code name; SQLite's words say the same.
+    assert kind_of(sqlite3.OperationalError(message)) == kind
