@@ -950,10 +950,12 @@ def _unusable(path: Path, exc: sqlite3.Error) -> StoreError:
 
 
 async def _refuse_foreign(conn: aiosqlite.Connection) -> None:
-    """Raise StoreError when the database has tables but is not a reconciler store."""
+    """Raise StoreError when the database has tables but is not a reconciler store: ours has
+    `meta` and `orders`, made by migration 1 in the transaction that set user_version to 1."""
     rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
     tables = {str(r[0]) for r in rows}
-    if tables and not {"meta", "orders"} <= tables:
+    version = next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0]
+    if tables and (version < 1 or not {"meta", "orders"} <= tables):
         names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(
             f"it belongs to another application (tables: {names}) and is left as it is; "

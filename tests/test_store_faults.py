@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import sqlite3
@@ -110,13 +111,22 @@ async def test_the_daemon_refuses_a_corrupt_store_before_ready(
     assert str(db) in log and ("damaged" in log or "malformed" in log)
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)",
+        # Tables named like ours, but no reconciler migration made them.
+        "CREATE TABLE meta (key TEXT, value TEXT); CREATE TABLE orders (id INTEGER);"
+        "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)",
+    ],
+)
 async def test_another_applications_database_is_refused_and_left_as_it_was(
-    tmp_path: Path, fake_ccv: FakeCCV
+    tmp_path: Path, fake_ccv: FakeCCV, schema: str
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
     db = tmp_path / "reconciler.db"
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.executescript(schema)
         conn.execute("INSERT INTO invoices (total) VALUES (12.5)")
         conn.commit()
     db.chmod(0o644)
@@ -217,6 +227,12 @@ async def test_a_full_disk_is_one_line_when_it_starts_one_when_it_ends_and_in_he
     errors = [r for r in log.records if r.exc_info or r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["store.failing"]  # no traceback per tick
     assert recorded_failure is not None and "full" in recorded_failure.error
+    shown = await run_cli(
+        "--config", cfg, "status", "--json", env=cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)
+    )
+    assert shown.code == 0, shown.stderr
+    last_failure = json.loads(shown.stdout)["store"]["last_failure"]
+    assert last_failure["kind"] == "full" and last_failure["until"] >= last_failure["since"]
     # Every order was discovered exactly once: the failed batches left nothing behind.
     assert sorted(e["subject"] for e in read_events(tmp_path)) == sorted(fake_ccv.orders)
 
