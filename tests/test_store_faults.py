@@ -9,7 +9,8 @@ import json
 import logging
 import socket
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,18 @@ async def healthz(port: int) -> tuple[int, dict[str, Any]]:
         return response.status, await response.json()
 
 
+async def healthz_until(
+    port: int, done: Callable[[int, dict[str, Any]], bool], timeout_s: float = 30.0
+) -> tuple[int, dict[str, Any]]:
+    """Ask /healthz until `done(status, body)`; return that answer."""
+    deadline = time.monotonic() + timeout_s
+    while not done(*(answer := await healthz(port))):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/healthz not as expected within {timeout_s} s: {answer}")
+        await asyncio.sleep(0.05)
+    return answer
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -206,18 +219,17 @@ async def test_a_full_disk_is_one_line_when_it_starts_one_when_it_ends_and_in_he
             try:
                 # The start-up pass and at least two due ticks met the full disk.
                 await poll_until(lambda: len(fake_ccv.requests) >= 3 * orders, 30, "three passes")
-                status, body = await healthz(port)
+                status, body = await healthz_until(port, lambda s, b: not b["store"]["healthy"])
                 assert status == 503
-                assert body["store"]["healthy"] is False
-                assert "full" in body["store"]["error"]
+                assert "full" in body["store"]["error"] and body["store"]["failing_since"]
                 assert not read_events(tmp_path)  # nothing half-written reached a sink
 
                 # Space is freed: the next tick's write goes through.
                 await rt.store.conn.execute("PRAGMA max_page_count = 1000000")
                 await poll_until(lambda: len(read_events(tmp_path)) >= orders, 30, "events")
-                status, body = await healthz(port)
+                # 200 once the pass that wrote them has also recorded the source's success.
+                status, body = await healthz_until(port, lambda s, b: s == 200)
                 assert body["store"] == {"healthy": True, "failing_since": None, "error": None}
-                assert status == 200, body
             finally:
                 stop.set()
                 await serving
