@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--since", type=_iso, metavar="ISO")
     r.add_argument("--deliver-timeout", type=_duration, default=30.0, metavar="DURATION")
 
+    st = command("status", help="health of accounts, sinks and the store; orders by status")
+    st.add_argument("--json", action="store_true")
+
     k = command("check", help="validate the config (and credentials with --online)")
     k.add_argument("--online", action="store_true")
 
@@ -600,6 +603,13 @@ async def cmd_notification_url(config: Config, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+async def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    """Health of accounts, sinks and the store (see status.py)."""
+    from .status import status_command
+
+    return await status_command(config, args)
+
+
 _COMMANDS = {
     "run": cmd_run,
     "catch-up": cmd_catch_up,
@@ -608,6 +618,7 @@ _COMMANDS = {
     "orders": cmd_orders,
     "events": cmd_events,
     "replay": cmd_replay,
+    "status": cmd_status,
     "check": cmd_check,
     "notification-url": cmd_notification_url,
     "ccv": cmd_ccv,

@@ -1,9 +1,17 @@
 """`reconciler run`: the long-running service and its lifecycle under systemd.
 
-Start: config is valid, take the writer lock, open the store, start the receiver and the
-scheduler, a catch-up pass in the background, READY=1. Stop (SIGTERM/SIGINT): STOPPING=1, stop
-new work, cancel running jobs (a batch is committed or rolled back, never half), flush the
-outbox within a bound, close everything in reverse order, exit 0.
+Start: config is valid, take the writer lock, open the store (and check every page of it when
+it is small: a damaged store exits 74 before READY=1), start the receiver and the scheduler, a
+catch-up pass in the background, READY=1.
+
+A store that fails while running (a full disk, an I/O error) is logged once when it starts and
+once when a write succeeds again; jobs keep trying, /healthz says 503. A store found corrupt
+while running stops the daemon with exit 74: a damaged file does not heal, and a failed unit is
+what an operator is shown (the unit does not restart on 74).
+
+Stop (SIGTERM/SIGINT): STOPPING=1, stop new work, cancel running jobs (a batch is committed or
+rolled back, never half), flush the outbox within a bound, close everything in reverse order,
+exit 0.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
 from .server import Health, Receiver, SourceHealth, build_app
-from .store import Store
+from .store import Store, StoreError
+from .store_health import file_size
 from .systemd import Notifier
 from .writes.submit import Submitter
 
@@ -43,6 +52,22 @@ STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this lo
 RECEIVER_STOP_TIMEOUT_S = 1.0
 JOBS_STOP_TIMEOUT_S = 3.0
 OUTBOX_FLUSH_TIMEOUT_S = 2.0
+# quick_check reads every page: about a second per 100 MiB on a modest disk. Up to this size it
+# runs before READY=1; a larger store starts unchecked (its commands must stay fast at 10^6
+# orders, so only the pages a statement reads are checked, by SQLite itself).
+INTEGRITY_CHECK_MAX_BYTES = 64 << 20
+
+
+async def check_store(store: Store) -> None:
+    """Refuse a damaged store at start (StoreError), when the check is cheap."""
+    if file_size(store.path) > INTEGRITY_CHECK_MAX_BYTES:
+        return
+    problems = await store.quick_check()
+    if problems:
+        raise StoreError(
+            f"database {store.path} is damaged ({problems[0]}): restore it from a backup, or "
+            f"recover what is readable with `sqlite3 {store.path} .recover`"
+        )
 
 
 class Daemon:
@@ -79,6 +104,8 @@ class Daemon:
                 timeout=STARTUP_READY_WAIT_S,
                 return_when=asyncio.FIRST_COMPLETED,
             )
+            if stop.is_set():
+                return  # stopped (or the store found corrupt) before it was ready
             self.notifier.ready(status=self._status_line())
             log.info(
                 "daemon.ready",
@@ -116,10 +143,14 @@ class Daemon:
             outbox.cancel()
             await asyncio.gather(outbox, return_exceptions=True)
         else:
-            await self.rt.outbox.drain(OUTBOX_FLUSH_TIMEOUT_S)
+            with contextlib.suppress(StoreError):  # logged once by the store's health
+                await self.rt.outbox.drain(OUTBOX_FLUSH_TIMEOUT_S)
         if self.api_reader is not None:
             await self.api_reader.close()
-        backlog = await self.rt.store.undelivered_count()
+        try:
+            backlog = await self.rt.store.undelivered_count()
+        except StoreError:
+            backlog = {}
         log.info(
             "daemon.stopped",
             extra=fields(
@@ -136,6 +167,8 @@ class Daemon:
     async def _startup_pass(self) -> None:
         try:
             report = await self.rt.reconciler.catch_up()
+        except StoreError:
+            return  # logged once by the store's health; the scheduled jobs keep trying
         except Exception:
             log.error("startup_pass.failed", exc_info=True)
             return
@@ -221,12 +254,19 @@ class Daemon:
         self._on_pass(f"{key.source}/{key.account} refresh", report)
         return report.checked > report.failed
 
+    # The hub turns failures into state: a failing store is in /healthz and was logged once by
+    # the store's health, so a notification that meets it adds nothing more.
     async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
         """A CCV notification for a followed order: check it now."""
-        await self._notified("ccv", account, [order_id], received_at)
+        with contextlib.suppress(StoreError):
+            await self._notified("ccv", account, [order_id], received_at)
 
     async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
         """A CCV notification by external reference: check its orders, or remember it."""
+        with contextlib.suppress(StoreError):
+            await self._check_reference(account, reference, received_at)
+
+    async def _check_reference(self, account: str, reference: str, received_at: float) -> None:
         orders = [
             s
             for s in await self.rt.store.find_by_reference(reference)
@@ -253,6 +293,13 @@ class Daemon:
         cfg = next((c for c in self.config.ccnow if c.name == account), None)
         if cfg is None:
             return
+        with contextlib.suppress(StoreError):
+            await self._poll_ccnow(cfg, order_ids, received_at)
+
+    async def _poll_ccnow(
+        self, cfg: CCNowConfig, order_ids: Sequence[str], received_at: float
+    ) -> None:
+        account = cfg.name
         report = await self.rt.reconciler.ccnow_pass(cfg, via="notification")
         if order_ids:
             # The notification came with the account's token, so its ids are the account's own
@@ -280,8 +327,14 @@ class Daemon:
             self.metrics.observe_notification_latency(source, time.monotonic() - received_at)
 
     async def health(self) -> Health:
-        """Return per-source health and the outbox backlog for /healthz."""
-        states = {(s.source, s.account): s for s in await self.rt.store.source_states()}
+        """Return per-source health, the store's and the outbox backlog for /healthz."""
+        store = self.rt.store
+        try:
+            states = {(s.source, s.account): s for s in await store.source_states()}
+            backlog = await store.undelivered_count()
+        except StoreError:
+            states, backlog = {}, {}
+        episode = store.health.current
         entries: list[SourceHealth] = []
         accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
             *(("ccv", c) for c in self.config.ccv),
@@ -299,12 +352,13 @@ class Daemon:
                     interval_s=acc.poll_interval_s,
                 )
             )
-        backlog = await self.rt.store.undelivered_count()
         return Health(
             sources=tuple(entries),
             outbox={
                 lane.config.name: backlog.get(lane.config.name, 0) for lane in self.rt.outbox.lanes
             },
+            store_failing_since=None if episode is None else episode.since,
+            store_error=None if episode is None else episode.error,
         )
 
     async def refresh_metrics(self) -> None:
@@ -336,7 +390,12 @@ async def run_daemon(config: Config) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         async with Runtime(config) as rt:
+            await check_store(rt.store)
+            rt.store.health.watch(on_corrupt=stop.set)
             await Daemon(config, rt, notifier).serve(stop)
+            episode = rt.store.health.current
+            if episode is not None and episode.kind == "corrupt":
+                raise StoreError(f"cannot use database {rt.store.path}: {episode.error}")
     finally:
         for sig in signals:
             with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ from .config import Config
 from .logs import fields
 from .model import Source
 from .reconcile import PassReport, Reconciler
+from .store import StoreError
 
 log = logging.getLogger("reconciler.scheduler")
 
@@ -107,6 +108,8 @@ class Scheduler:
             await asyncio.wait_for(func(*args), JOB_TIMEOUT_S)
         except asyncio.TimeoutError:
             log.error("job.timeout", extra=fields(job=job_id, timeout_s=JOB_TIMEOUT_S))
+        except StoreError:
+            pass  # logged once when the store started failing; the next run tries again
         except Exception:
             log.error("job.failed", exc_info=True, extra=fields(job=job_id))
         finally:

@@ -66,10 +66,13 @@ class SourceHealth:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """What /healthz reports: every source, and the undelivered events per sink."""
+    """What /healthz reports: every source, the undelivered events per sink, and the store
+    (failing from a failed statement, such as a full disk, until the next committed write)."""
 
     sources: tuple[SourceHealth, ...]
     outbox: dict[str, int] = field(default_factory=dict)
+    store_failing_since: float | None = None
+    store_error: str | None = None
 
 
 class NotificationHub(Protocol):
@@ -483,9 +486,20 @@ class _Handler:
             }
             for s in health.sources
         ]
-        ok = all(entry["healthy"] for entry in sources)
+        since = health.store_failing_since
+        store = {
+            "healthy": since is None,
+            "failing_since": None if since is None else iso_time(since),
+            "error": health.store_error,
+        }
+        ok = all(entry["healthy"] for entry in sources) and since is None
         return web.json_response(
-            {"status": "ok" if ok else "unhealthy", "sources": sources, "outbox": health.outbox},
+            {
+                "status": "ok" if ok else "unhealthy",
+                "sources": sources,
+                "store": store,
+                "outbox": health.outbox,
+            },
             status=200 if ok else 503,
         )
 

@@ -11,20 +11,24 @@ import asyncio
 import contextlib
 import fcntl
 import functools
+import inspect
 import itertools
+import json
 import os
 import sqlite3
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from .events import Event
 from .model import OrderKey, OrderState, Source, SourceState
 from .sinks.base import OutboxEvent
+from .store_health import Episode, StoreHealth, is_unusable
 
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
 # Statements are split on ";", so comments inside them must not contain one.
@@ -214,6 +218,33 @@ class StoreLocked(StoreError):
     """Another process (a running daemon or catch-up) holds the store's writer lock."""
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guard(method: _F) -> _F:
+    """Turn SQLite's "cannot use the file" errors of a Store method into StoreError."""
+
+    @functools.wraps(method)
+    async def guarded(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not is_unusable(exc):
+                raise  # a bug in a statement, not a property of the file
+            raise self.unusable(exc) from None
+
+    return guarded  # type: ignore[return-value]
+
+
+def _guarded(cls: type[Store]) -> type[Store]:
+    """Guard every public coroutine method of the store: a corrupt file, a full disk or an I/O
+    error is a StoreError naming the file wherever it is found, never a traceback."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _guard(member))
+    return cls
+
+
 class WriterLock:
     """An exclusive advisory lock beside the database: one writer per store."""
 
@@ -317,6 +348,7 @@ class StoredEvent:
     undelivered: tuple[str, ...]  # sinks that do not have it (pending or dead)
 
 
+@_guarded
 class Store:
     """The database of one reconciler instance."""
 
@@ -324,6 +356,7 @@ class Store:
         self.conn = conn
         self.path = path
         self.store_id = store_id
+        self.health = StoreHealth(path)
         self.sink_names: tuple[str, ...] = ("log",)
         self._write_lock = asyncio.Lock()
         # rowids of the orders loaded by the open transaction: (source, account, order_id) -> id
@@ -341,7 +374,8 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, *, readonly: bool = False) -> Store:
-        """Open (and create or migrate, unless read-only) the store at `path`."""
+        """Open (and create or migrate, unless read-only) the store at `path`; a database
+        that belongs to another application is refused and left as it is."""
         if readonly:
             if not path.exists():
                 raise FileNotFoundError(path)
@@ -351,26 +385,47 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 # Create the file ourselves so it is never world-readable, not even for a moment.
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-                os.chmod(path, 0o600)
             except OSError as exc:
                 raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
             conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
+            # Before anything that writes (journal mode, migrations): another application's
+            # file must stay exactly as it was.
+            await _refuse_foreign(conn)
             if not readonly:
+                os.chmod(path, 0o600)
                 _check_sqlite()
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
                 await _migrate(conn)
             store_id = await _store_id(conn, create=not readonly)
-        except aiosqlite.DatabaseError as exc:
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise _unusable(path, exc) from None
+        except StoreError as exc:
             await conn.close()
             raise StoreError(f"cannot use database {path}: {exc}") from None
+        except OSError as exc:
+            await conn.close()
+            raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
         except BaseException:
             await conn.close()
             raise
         return cls(conn, path, store_id)
+
+    def unusable(self, exc: sqlite3.Error) -> StoreError:
+        """Record a failed statement in the store's health; return the error to raise."""
+        self.health.failed(exc)
+        return _unusable(self.path, exc)
+
+    async def quick_check(self) -> list[str]:
+        """Return what SQLite's quick_check finds wrong (nothing: the file is sound). It reads
+        every page: keep it for where that is cheap."""
+        rows = await self.conn.execute_fetchall("PRAGMA quick_check(5)")
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
 
     async def close(self) -> None:
         """Close the connection; an open transaction is rolled back by SQLite."""
@@ -380,21 +435,59 @@ class Store:
     async def transaction(self) -> AsyncIterator[Store]:
         """Run a block as one write transaction: all of it is committed, or none of it."""
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if not is_unusable(exc):
+                    raise
+                raise self.unusable(exc) from None
             self._rowids.clear()
             self._staged.clear()
             try:
                 yield self
+                if self.health.failing:
+                    await self._record_recovery()
                 # Shielded: a cancelled pass must still leave no half batch behind.
                 await asyncio.shield(self.conn.execute("COMMIT"))
-            except BaseException:
+            except BaseException as exc:
                 self._staged.clear()
                 self._last_seq = None
-                if self.conn.in_transaction:
-                    await asyncio.shield(self.conn.execute("ROLLBACK"))
+                with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
+                    if self.conn.in_transaction:
+                        await asyncio.shield(self.conn.execute("ROLLBACK"))
+                if isinstance(exc, sqlite3.Error) and is_unusable(exc):
+                    raise self.unusable(exc) from None
                 raise
+            self.health.committed()
             self._page.update(self._staged)
             self._staged.clear()
+
+    async def _record_recovery(self) -> None:
+        # In the write that ends the episode: while it lasted, nothing could be written.
+        episode = self.health.current
+        if episode is not None:
+            value = {
+                "since": episode.since,
+                "until": time.time(),
+                "error": episode.error,
+                "kind": episode.kind,
+            }
+            await self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_store_failure', ?)",
+                (json.dumps(value),),
+            )
+
+    async def recorded_failure(self) -> Episode | None:
+        """Return the last store failure a writer recorded when it ended, if any."""
+        rows = list(
+            await self.conn.execute_fetchall(
+                "SELECT value FROM meta WHERE key = 'last_store_failure'"
+            )
+        )
+        if not rows:
+            return None
+        value = json.loads(rows[0][0])
+        return Episode(value["since"], value["error"], value["kind"], value["until"])
 
     # --- snapshot ----------------------------------------------------------------------------
 
@@ -658,6 +751,30 @@ class Store:
                 for r in await cur.fetchall()
             ]
 
+    # --- status ------------------------------------------------------------------------------
+
+    async def count_due(self, now: float) -> dict[tuple[str, str], int]:
+        """Return orders whose check is due, by (source, account) (uses the partial index)."""
+        sql = (
+            "SELECT source, account, count(*) FROM orders WHERE end_state = 0 "
+            "AND next_check_at <= ? GROUP BY 1, 2"
+        )
+        return {(r[0], r[1]): r[2] for r in await self.conn.execute_fetchall(sql, (now,))}
+
+    async def delivery_counts(self) -> dict[str, tuple[int, int]]:
+        """Return (pending, dead-lettered) deliveries per sink."""
+        sql = (
+            "SELECT sink, sum(state = 'pending'), sum(state = 'dead') FROM deliveries "
+            "WHERE state != 'delivered' GROUP BY sink"
+        )
+        return {r[0]: (r[1], r[2]) for r in await self.conn.execute_fetchall(sql)}
+
+    async def event_time(self, event_id: str) -> float | None:
+        """Return when the event with this id happened, if it is stored."""
+        sql = "SELECT time FROM events WHERE id = ?"
+        rows = list(await self.conn.execute_fetchall(sql, (event_id,)))
+        return float(rows[0][0]) if rows else None
+
     # --- outbox ------------------------------------------------------------------------------
 
     async def due_deliveries(self, sink: str, now: float, limit: int) -> Due:
@@ -841,6 +958,27 @@ def _check_sqlite() -> None:
     # Batches are written with UPDATE ... FROM, new in SQLite 3.33.
     if sqlite3.sqlite_version_info < (3, 33, 0):
         raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: 3.33 or newer is needed")
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    """Return the one-line error for an SQLite failure on the database at `path`."""
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return StoreLocked(f"database {path} is busy: another process is writing it")
+    return StoreError(f"cannot use database {path}: {exc}")
+
+
+async def _refuse_foreign(conn: aiosqlite.Connection) -> None:
+    """Raise StoreError when the database has tables but is not a reconciler store: ours has
+    `meta` and `orders`, made by migration 1 in the transaction that set user_version to 1."""
+    rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    tables = {str(r[0]) for r in rows}
+    version = next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0]
+    if tables and (version < 1 or not {"meta", "orders"} <= tables):
+        names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"it belongs to another application (tables: {names}) and is left as it is; "
+            "give reconciler a file of its own in [store] path"
+        )
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:

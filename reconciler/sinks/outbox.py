@@ -19,7 +19,7 @@ import aiohttp
 
 from ..config import Config, SinkConfig
 from ..logs import fields
-from ..store import Store
+from ..store import Store, StoreError
 from .base import NOT_ATTEMPTED, Delivered, DeliveryResult, OutboxEvent, RetryLater, Sink, SinkGone
 from .jsonl import JsonlSink
 from .log import LogSink
@@ -146,7 +146,13 @@ class Outbox:
     async def _run_lane(self, lane: _Lane) -> None:
         while not self._stopping:
             lane.wakeup.clear()
-            wait = await self._lane_once(lane)
+            try:
+                wait = await self._lane_once(lane)
+            except StoreError:
+                # Logged once by the store's health. What was handed over is read back from
+                # the store once it can be used again; a delivery not recorded is sent again.
+                lane.stop_live()
+                wait = EXTERNAL_CHECK_S
             if wait == 0:
                 continue
             wait = EXTERNAL_CHECK_S if wait is None else min(wait, EXTERNAL_CHECK_S)

@@ -1,0 +1,271 @@
+"""`reconciler status [--json]`: one screen of health, read from the store without writing, so it
+works beside a running daemon.
+
+What the store cannot tell: a store that is failing right now (a full disk) cannot record that
+it is; the daemon's /healthz is the live truth. `status` shows the last failure a writer
+recorded when it ended, and the free space beside the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import Config
+from .events import event_id, iso_time
+from .model import Source
+from .store import Store
+from .store_health import Episode, file_size
+
+AccountHealth = Literal["ok", "failing", "unknown"]  # unknown: never polled yet
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    """One provider account: its health and its orders."""
+
+    source: Source
+    account: str
+    health: AccountHealth
+    failing_since: float | None
+    last_success: float | None
+    last_error: str | None
+    orders: tuple[tuple[str | None, int], ...]  # (status, count); None: not checked yet
+    due: int
+
+    @property
+    def followed(self) -> int:
+        """Orders followed in this account."""
+        return sum(n for _, n in self.orders)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStatus:
+    """One sink's undelivered events."""
+
+    name: str
+    backlog: int  # pending: will be delivered
+    dead: int  # dead-lettered: wait for `replay`
+    disabled: str | None  # why its receiver is gone, if it is
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """The database file."""
+
+    path: Path
+    exists: bool
+    size_bytes: int
+    free_bytes: int | None  # on its file system; None when that cannot be read
+    last_failure: Episode | None  # the last failure a writer recorded when it ended
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Everything `status` shows, as read at `time`."""
+
+    time: float
+    accounts: tuple[AccountStatus, ...]
+    sinks: tuple[SinkStatus, ...]
+    store: StoreStatus
+
+
+def sink_names(config: Config) -> list[str]:
+    """Return the sinks in delivery order (the log sink is always there)."""
+    log = [] if any(s.type == "log" for s in config.sinks) else ["log"]
+    return list(dict.fromkeys([*log, *(s.name for s in config.sinks)]))
+
+
+async def gather_status(config: Config, store: Store | None, now: float) -> Status:
+    """Read the status from the store (None: it does not exist yet)."""
+    path = config.store_path
+    accounts: list[tuple[Source, str]] = [
+        *(("ccv", c.name) for c in config.ccv),
+        *(("ccnow", c.name) for c in config.ccnow),
+    ]
+    if store is None:
+        return Status(
+            now,
+            tuple(AccountStatus(s, a, "unknown", None, None, None, (), 0) for s, a in accounts),
+            tuple(SinkStatus(name, 0, 0, None) for name in sink_names(config)),
+            StoreStatus(path, False, 0, _free_bytes(path), None),
+        )
+    states = {(s.source, s.account): s for s in await store.source_states()}
+    counts = await store.count_orders()
+    due = await store.count_due(now)
+    out: list[AccountStatus] = []
+    for source, account in accounts:
+        st = states.get((source, account))
+        health: AccountHealth = "unknown" if st is None else "failing" if st.failing else "ok"
+        since = None
+        if st is not None and st.failing:
+            # The source.failed event of this episode marks when it began (its id is known).
+            since = await store.event_time(
+                event_id(store.store_id, "source", source, account, st.episode, "source.failed")
+            )
+            since = since if since is not None else st.last_failure
+        orders = sorted(
+            ((status, n) for (s, a, status), n in counts.items() if (s, a) == (source, account)),
+            key=lambda item: (item[0] is not None, item[0] or ""),
+        )
+        out.append(
+            AccountStatus(
+                source,
+                account,
+                health,
+                since,
+                st.last_success if st else None,
+                st.last_error if st else None,
+                tuple(orders),
+                due.get((source, account), 0),
+            )
+        )
+    deliveries = await store.delivery_counts()
+    disabled = await store.disabled_sinks()
+    sinks = tuple(
+        SinkStatus(name, *deliveries.get(name, (0, 0)), disabled.get(name))
+        for name in sink_names(config)
+    )
+    recorded = await store.recorded_failure()
+    found = StoreStatus(path, True, file_size(path), _free_bytes(path), recorded)
+    return Status(now, tuple(out), sinks, found)
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _ts(value: float | None) -> str | None:
+    return None if value is None else iso_time(value)
+
+
+def _episode(e: Episode | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {"since": _ts(e.since), "until": _ts(e.until), "kind": e.kind, "error": e.error}
+
+
+def to_json(status: Status) -> dict[str, Any]:
+    """Return the stable JSON form of a status."""
+    return {
+        "time": iso_time(status.time),
+        "accounts": [
+            {
+                "source": a.source,
+                "account": a.account,
+                "health": a.health,
+                "failing_since": _ts(a.failing_since),
+                "last_success": _ts(a.last_success),
+                "last_error": a.last_error,
+                "followed": a.followed,
+                "due": a.due,
+                "orders": [{"status": s, "count": n} for s, n in a.orders],
+            }
+            for a in status.accounts
+        ],
+        "sinks": [
+            {"name": s.name, "backlog": s.backlog, "dead": s.dead, "disabled": s.disabled}
+            for s in status.sinks
+        ],
+        "store": {
+            "path": str(status.store.path),
+            "exists": status.store.exists,
+            "size_bytes": status.store.size_bytes,
+            "free_bytes": status.store.free_bytes,
+            "last_failure": _episode(status.store.last_failure),
+        },
+    }
+
+
+def render_text(status: Status) -> str:
+    """Return the status as aligned plain text."""
+    accounts = [
+        [
+            f"{a.source}/{a.account}",
+            a.health,
+            _ts(a.failing_since) or "-",
+            _ts(a.last_success) or "-",
+            str(a.followed),
+            str(a.due),
+            a.last_error or "-",
+        ]
+        for a in status.accounts
+    ]
+    orders = [
+        [f"{a.source}/{a.account}", "(not checked yet)" if s is None else s, str(n)]
+        for a in status.accounts
+        for s, n in a.orders
+    ]
+    sinks = [[s.name, str(s.backlog), str(s.dead), s.disabled or "-"] for s in status.sinks]
+    store = status.store
+    failure = store.last_failure
+    lines = [
+        *_table(
+            ["ACCOUNT", "HEALTH", "FAILING SINCE", "LAST SUCCESS", "FOLLOWED", "DUE", "ERROR"],
+            accounts,
+        ),
+        "",
+        *_table(["ACCOUNT", "STATUS", "ORDERS"], orders),
+        "",
+        *_table(["SINK", "BACKLOG", "DEAD", "DISABLED"], sinks),
+        "",
+        *_table(
+            ["STORE", ""],
+            [
+                ["path", str(store.path) + ("" if store.exists else " (not created yet)")],
+                ["size", _bytes(store.size_bytes)],
+                ["free", "-" if store.free_bytes is None else _bytes(store.free_bytes)],
+                [
+                    "last failure",
+                    "none recorded"
+                    if failure is None
+                    else f"{_ts(failure.since)} to {_ts(failure.until)}: {failure.error}",
+                ],
+            ],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    table = [head, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    return ["  ".join(map(str.ljust, row, widths)).rstrip() for row in table]
+
+
+def _bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
+
+
+async def status_command(config: Config, args: argparse.Namespace) -> int:
+    """Print the status; the store is opened read-only (a running daemon keeps writing)."""
+    try:
+        store: Store | None = await Store.open(config.store_path, readonly=True)
+    except FileNotFoundError:
+        store = None
+    try:
+        status = await gather_status(config, store, time.time())
+    finally:
+        if store is not None:
+            await store.close()
+    if args.json:
+        print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
+    else:
+        print(render_text(status))
+    return 0

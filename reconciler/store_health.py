@@ -1,0 +1,133 @@
+"""Whether the database can be used: what kind of SQLite failure an error is, and the store's
+health as the daemon reports it (one line when it starts failing, one when it recovers).
+
+A full disk or an I/O error may pass (space is freed, the device comes back): the store is
+"failing" until the next write succeeds, and the daemon keeps trying. A corrupt file does not
+heal: the daemon stops with exit 74 (see `Daemon`), so that systemd shows the unit failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .logs import fields
+
+log = logging.getLogger("reconciler.store")
+
+Kind = Literal["corrupt", "full", "busy", "io"]
+
+# Result code names (sqlite3 errors carry them from Python 3.11 on) and, for older Pythons,
+# the words of SQLite's messages for the same codes.
+_KINDS: dict[str, Kind] = {
+    "SQLITE_CORRUPT": "corrupt",
+    "SQLITE_NOTADB": "corrupt",
+    "SQLITE_FULL": "full",
+    "SQLITE_BUSY": "busy",
+    "SQLITE_LOCKED": "busy",
+}
+_MESSAGES: tuple[tuple[str, Kind], ...] = (
+    ("malformed", "corrupt"),
+    ("not a database", "corrupt"),
+    ("is full", "full"),
+    ("is locked", "busy"),
+)
+
+
+def kind_of(exc: sqlite3.Error) -> Kind:
+    """Return what an SQLite error says about the database file."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str):
+        for prefix, kind in _KINDS.items():
+            if name == prefix or name.startswith(prefix + "_"):
+                return kind
+    text = str(exc)
+    return next((kind for words, kind in _MESSAGES if words in text), "io")
+
+
+def is_unusable(exc: BaseException) -> bool:
+    """Whether an exception says the database cannot be used, rather than that a statement is
+    wrong (SQLITE_ERROR: no such table, a syntax error; a constraint; a misuse)."""
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(
+        exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.InterfaceError)
+    ):
+        return False
+    return getattr(exc, "sqlite_errorname", None) != "SQLITE_ERROR"
+
+
+def file_size(path: Path) -> int:
+    """Return the bytes of a database file and its write-ahead log."""
+    wal = path.with_name(path.name + "-wal")
+    return sum(p.stat().st_size for p in (path, wal) if p.exists())
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One time the store could not be used; `until` is None while it lasts."""
+
+    since: float
+    error: str
+    kind: Kind
+    until: float | None = None
+
+
+class StoreHealth:
+    """The health of one store as its users saw it: failing from the first failed statement
+    until the next committed write. Silent until `watch`ed (a command reports its failure as
+    its exit status instead)."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self.current: Episode | None = None
+        self.last: Episode | None = None  # the latest episode that ended
+        self._watching = False
+        self._on_corrupt: Callable[[], None] = lambda: None
+
+    @property
+    def failing(self) -> bool:
+        """True from a failed statement until the next committed write."""
+        return self.current is not None
+
+    def watch(self, *, on_corrupt: Callable[[], None]) -> None:
+        """Log each change of health, and call `on_corrupt` when the file turns out damaged."""
+        self._watching = True
+        self._on_corrupt = on_corrupt
+
+    def failed(self, exc: sqlite3.Error) -> Kind:
+        """Record a failed statement; return its kind."""
+        kind = kind_of(exc)
+        if kind == "busy":
+            return kind  # another process writes: a wait, not a failure of the store
+        if self.current is None or (kind == "corrupt" and self.current.kind != "corrupt"):
+            self.current = Episode(self.clock(), str(exc), kind)
+            if self._watching:
+                log.error(
+                    "store.failing",
+                    extra=fields(store=str(self.path), kind=kind, error=str(exc)),
+                )
+        if kind == "corrupt":
+            self._on_corrupt()
+        return kind
+
+    def committed(self) -> None:
+        """Record a committed write: a failure episode ends."""
+        episode = self.current
+        if episode is None:
+            return
+        now = self.clock()
+        self.current, self.last = None, Episode(episode.since, episode.error, episode.kind, now)
+        if self._watching:
+            log.info(
+                "store.recovered",
+                extra=fields(
+                    store=str(self.path),
+                    kind=episode.kind,
+                    failing_for_s=round(now - episode.since, 3),
+                ),
+            )
