@@ -9,7 +9,7 @@ No I/O and no clock: callers pass `now`. Every rule of what counts as a change l
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .events import Event, event_id, order_event
 from .model import (
@@ -18,8 +18,6 @@ from .model import (
     OrderKey,
     OrderState,
     Outcome,
-    Severity,
-    SourceState,
     Via,
     status_info,
 )
@@ -146,56 +144,3 @@ def _not_found(
         not_found=True, last_checked=now, failure_streak=0, version=version
     )
     result.events.append(ev)
-
-
-def source_outcome(
-    state: SourceState,
-    *,
-    ok: bool,
-    now: float,
-    via: Via,
-    store_id: str,
-    reason: str | None = None,
-) -> tuple[SourceState, Event | None]:
-    """Record one pass of a source; return its new health and an event when it flips.
-
-    `source.failed` is raised once when a source starts failing and `source.recovered` once when
-    it answers again: state changes, never attempts.
-    """
-    severity: Severity
-    if ok:
-        new = replace(state, failing=False, failure_streak=0, last_success=now, last_error=None)
-        if not state.failing:
-            return new, None
-        event_type, severity, episode = EventType.SOURCE_RECOVERED, "info", state.episode
-        data_reason = state.last_error
-    else:
-        new = replace(
-            state,
-            failing=True,
-            failure_streak=state.failure_streak + 1,
-            last_failure=now,
-            last_error=reason,
-            episode=state.episode + (0 if state.failing else 1),
-        )
-        if state.failing:
-            return new, None
-        event_type, severity, episode = EventType.SOURCE_FAILED, "error", new.episode
-        data_reason = reason
-    ev = Event(
-        id=event_id(store_id, "source", state.source, state.account, episode, event_type.value),
-        type=event_type,
-        time=now,
-        source=state.source,
-        account=state.account,
-        order_id=None,
-        severity=severity,
-        data={
-            "source": state.source,
-            "account": state.account,
-            "reason": data_reason,
-            "severity": severity,
-            "via": via,
-        },
-    )
-    return new, ev

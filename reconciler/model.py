@@ -173,15 +173,26 @@ class OrderState(NamedTuple):
     tracked_at: float | None = None
 
 
+# What a pass asked: the status checks (CCV status requests, CCNow queries), the CCNow pending
+# list, or the CCV probe (a made-up order id that proves the key is accepted).
+HealthPart = Literal["checks", "pending_list", "probe"]
+HEALTH_PARTS: tuple[HealthPart, ...] = ("checks", "pending_list", "probe")
+
+
 @dataclass(frozen=True, slots=True)
 class SourceState:
     """Health of one provider account, for source.failed / source.recovered."""
 
     source: Source
     account: str
-    failing: bool = False
+    failing_parts: frozenset[HealthPart] = frozenset()
     failure_streak: int = 0
     episode: int = 0  # number of failure episodes so far; part of the event ids
     last_success: float | None = None
     last_failure: float | None = None
     last_error: str | None = None
+
+    @property
+    def failing(self) -> bool:
+        """Whether some part of the account is failing (see `reconciler.poller`)."""
+        return bool(self.failing_parts)

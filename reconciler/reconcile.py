@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from .config import CCNowConfig, CCVConfig, Config, ScheduleConfig
-from .diff import diff, source_outcome
+from .diff import diff
 from .events import Event
 from .model import Observation, Outcome, Source, Via, known_statuses, status_info
+from .poller import Part, PassAnswers, Verdict, health_event, next_health, verdict
 from .schedule import plan, stuck_event
 from .sinks.base import OutboxEvent
 from .sources.ccnow import CCNowClient
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
-# An order id no order has; `check --online` and the CCV heartbeat expect a 404 for it.
-PROBE_ORDER_ID = "reconciler-probe"
 SETTLED = tuple(s for s in known_statuses("ccnow") if status_info("ccnow", s).settled)
 
 
@@ -39,6 +38,7 @@ class PassReport:
 
     checked: int = 0
     failed: int = 0
+    lost: int = 0  # of `failed`: orders found before that CCV now says it does not know
     events: int = 0
     failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
 
@@ -51,6 +51,7 @@ class PassReport:
         """Fold another report into this one."""
         self.checked += other.checked
         self.failed += other.failed
+        self.lost += other.lost
         self.events += other.events
         self.failed_sources.update(other.failed_sources)
 
@@ -60,6 +61,16 @@ class PassReport:
         if self.failed_sources:
             text += " failing=" + ",".join(sorted(self.failed_sources))
         return text
+
+    def answers(self, *, error: str | None = None, complete: bool = False) -> PassAnswers:
+        """Return this report's checks as the answers a health verdict is made of."""
+        return PassAnswers(
+            answered=self.checked - self.failed,
+            failed=self.failed,
+            lost=self.lost,
+            error=error,
+            complete=complete,
+        )
 
 
 class _Batcher:
@@ -123,7 +134,7 @@ class _Batcher:
         self.report.checked += len(batch)
         self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
         # Await first: `report.events += await ...` would read the count before the await.
-        events = await self.reconciler.apply(batch, via=self.via)
+        events = await self.reconciler.apply(batch, via=self.via, report=self.report)
         self.report.events += events
 
 
@@ -156,10 +167,12 @@ class Reconciler:
 
     # --- writing -----------------------------------------------------------------------------
 
-    async def apply(self, observations: Sequence[Observation], *, via: Via) -> int:
+    async def apply(
+        self, observations: Sequence[Observation], *, via: Via, report: PassReport | None = None
+    ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
-        Returns the number of events queued.
+        Returns the number of events queued; `report` counts the orders that went missing.
         """
         now = self.clock()
         store = self.store
@@ -190,23 +203,37 @@ class Reconciler:
         self._committed(events, stored)
         return len(events)
 
-    async def record_source(
-        self, source: Source, account: str, *, ok: bool, via: Via, reason: str | None = None
-    ) -> int:
-        """Record a pass's outcome for a provider account; return events queued (0 or 1)."""
+    async def settle(
+        self,
+        source: Source,
+        account: str,
+        verdicts: Sequence[tuple[Part, Verdict | None]],
+        *,
+        via: Via,
+        report: PassReport,
+    ) -> None:
+        """Apply what a pass's answers say about its account to the account's health: one
+        `source.failed` when it starts failing, one `source.recovered` when it answers again."""
+        said = [(part, v) for part, v in verdicts if v is not None]
+        for _, v in said:
+            if not v.ok:
+                report.failed_sources[f"{source}/{account}"] = v.reason or "failed"
+        if not said:
+            return
         now = self.clock()
         store = self.store
         async with store.transaction():
             state = await store.source_state(source, account)
-            new, event = source_outcome(
-                state, ok=ok, now=now, via=via, store_id=store.store_id, reason=reason
-            )
+            new, flip = next_health(state, said, now=now)
             await store.save_source_state(new)
+            event = None
+            if flip is not None:
+                event = health_event(state, new, flip, now=now, via=via, store_id=store.store_id)
             stored = await store.add_events([event]) if event is not None else []
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
             self._committed([event], stored)
-        return 1 if event is not None else 0
+            report.events += 1
 
     def _committed(self, events: Sequence[Event], stored: Sequence[OutboxEvent] | None) -> None:
         if events:
@@ -234,6 +261,7 @@ class Reconciler:
         batcher = _Batcher(self, via, report)
         client = self.ccv[cfg.name]
         after = 0
+        error = None
         try:
             while True:
                 ids, after = await self.store.open_orders_page(
@@ -246,19 +274,12 @@ class Reconciler:
             await batcher.flush()
         except SourceError as exc:
             await batcher.flush()
-            return await self._source_failed(report, "ccv", cfg.name, exc, via)
+            error = _reason(exc)
         finally:
             await batcher.close()
             self.store.forget_page()
-        answered = report.checked - report.failed
-        if report.checked and not answered:
-            reason = "every check failed"
-            report.failed_sources[f"ccv/{cfg.name}"] = reason
-            report.events += await self.record_source(
-                "ccv", cfg.name, ok=False, via=via, reason=reason
-            )
-        else:
-            report.events += await self.record_source("ccv", cfg.name, ok=True, via=via)
+        answers = report.answers(error=error, complete=True)
+        await self.settle("ccv", cfg.name, [("checks", verdict(answers))], via=via, report=report)
         return report
 
     async def ccnow_pass(
@@ -272,6 +293,8 @@ class Reconciler:
         report = PassReport()
         batcher = _Batcher(self, via, report)
         client = self.ccnow[cfg.name]
+        listed_at: int | None = None  # checks made when the pending list was in
+        error = None
         try:
             listed = await client.pending_list()
             listed_ids = {o.key.order_id for o in listed}
@@ -283,16 +306,26 @@ class Reconciler:
             for obs in listed:
                 await batcher.add(obs)
             await batcher.flush()
+            listed_at = report.checked
             left = [oid for oid in to_query if oid not in listed_ids]
             if left:
                 await client.query(left, batcher.add)
             await batcher.flush()
         except SourceError as exc:
             await batcher.flush()
-            return await self._source_failed(report, "ccnow", cfg.name, exc, via)
+            error = _reason(exc)
         finally:
             await batcher.close()
-        report.events += await self.record_source("ccnow", cfg.name, ok=True, via=via)
+        verdicts: list[tuple[Part, Verdict | None]]
+        if listed_at is None:
+            verdicts = [("pending_list", Verdict(False, error))]
+        else:
+            # The pending list answered; the queries of the orders it could not tell about are
+            # judged on their own answers.
+            queried = PassReport(report.checked - listed_at, report.failed, report.lost)
+            answers = queried.answers(error=error, complete=everything)
+            verdicts = [("pending_list", Verdict(True)), ("checks", verdict(answers))]
+        await self.settle("ccnow", cfg.name, verdicts, via=via, report=report)
         return report
 
     async def check_orders(
@@ -304,6 +337,7 @@ class Reconciler:
         ids = list(order_ids)
         if not ids:
             return report
+        error = None
         try:
             if source == "ccv":
                 await self.ccv[account].check_orders(ids, batcher.add)
@@ -312,22 +346,25 @@ class Reconciler:
             await batcher.flush()
         except SourceError as exc:
             await batcher.flush()
-            return await self._source_failed(report, source, account, exc, via)
+            error = _reason(exc)
         finally:
             await batcher.close()
-        if report.checked > report.failed:
-            report.events += await self.record_source(source, account, ok=True, via=via)
+        answers = report.answers(error=error)
+        await self.settle(source, account, [("checks", verdict(answers))], via=via, report=report)
         return report
 
-    async def probe_ccv(self, cfg: CCVConfig, *, via: Via) -> None:
-        """Ask CCV for an order id that does not exist: a 404 proves key and service work."""
+    async def probe_ccv(self, cfg: CCVConfig, *, via: Via) -> PassReport:
+        """Ask CCV about an order id that does not exist: any answer that shows the key was
+        accepted proves the account answers."""
+        report = PassReport()
         try:
-            obs = await self.ccv[cfg.name].fetch(PROBE_ORDER_ID)
+            await self.ccv[cfg.name].probe()
         except SourceError as exc:
-            await self._source_failed(PassReport(), "ccv", cfg.name, exc, via)
-            return
-        if obs.outcome is not Outcome.FAILED:
-            await self.record_source("ccv", cfg.name, ok=True, via=via)
+            result = Verdict(False, _reason(exc))
+        else:
+            result = Verdict(True)
+        await self.settle("ccv", cfg.name, [("probe", result)], via=via, report=report)
+        return report
 
     async def _all_open_ids(self, source: Source, account: str, sched: ScheduleConfig) -> list[str]:
         ids: list[str] = []
@@ -346,10 +383,6 @@ class Reconciler:
             ids.extend(page)
             after = page[-1]
 
-    async def _source_failed(
-        self, report: PassReport, source: Source, account: str, exc: SourceError, via: Via
-    ) -> PassReport:
-        reason = str(exc) or exc.reason
-        report.failed_sources[f"{source}/{account}"] = reason
-        report.events += await self.record_source(source, account, ok=False, via=via, reason=reason)
-        return report
+
+def _reason(exc: SourceError) -> str:
+    return str(exc) or exc.reason

@@ -24,6 +24,7 @@ import aiosqlite
 
 from .events import Event
 from .model import OrderKey, OrderState, Source, SourceState
+from .poller import mask_parts, parts_mask
 from .sinks.base import OutboxEvent
 
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
@@ -609,7 +610,7 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             return SourceState(source, account)
-        return SourceState(source, account, bool(row[0]), row[1], row[2], row[3], row[4], row[5])
+        return SourceState(source, account, mask_parts(row[0]), *row[1:6])
 
     async def save_source_state(self, s: SourceState) -> None:
         """Upsert the health record (inside a transaction)."""
@@ -619,7 +620,7 @@ class Store:
             (
                 s.source,
                 s.account,
-                int(s.failing),
+                parts_mask(s.failing_parts),  # 0: answering; else the failing parts, as bits
                 s.failure_streak,
                 s.episode,
                 s.last_success,
@@ -636,8 +637,7 @@ class Store:
         )
         async with self.conn.execute(sql) as cur:
             return [
-                SourceState(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7])
-                for r in await cur.fetchall()
+                SourceState(r[0], r[1], mask_parts(r[2]), *r[3:8]) for r in await cur.fetchall()
             ]
 
     # --- outbox ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.diff import diff, source_outcome
+from reconciler.diff import diff
 from reconciler.events import compact_json, order_event
 from reconciler.model import (
     EventType,
@@ -14,7 +14,6 @@ from reconciler.model import (
     OrderKey,
     OrderState,
     Outcome,
-    SourceState,
 )
 
 NOW = 1_800_000_000.0
@@ -234,32 +233,6 @@ def test_an_order_events_json_is_its_data_encoded(
     )
     assert event.data_json == compact_json(event.data)
     assert event.body_text == compact_json(event.cloudevent())
-
-
-def test_source_failed_once_and_recovered_once() -> None:
-    state = SourceState("ccnow", "default")
-    state, first = source_outcome(
-        state,
-        ok=False,
-        now=NOW,
-        via="poll",
-        store_id=STORE,
-        reason="error_message: system down for maintenance",
-    )
-    assert first is not None and first.type is EventType.SOURCE_FAILED
-    assert first.severity == "error"
-    state, second = source_outcome(
-        state, ok=False, now=NOW + 60, via="poll", store_id=STORE, reason="same"
-    )
-    assert second is None and state.failure_streak == 2
-    state, rec = source_outcome(state, ok=True, now=NOW + 120, via="poll", store_id=STORE)
-    assert rec is not None and rec.type is EventType.SOURCE_RECOVERED
-    state, quiet = source_outcome(state, ok=True, now=NOW + 180, via="poll", store_id=STORE)
-    assert quiet is None
-    _, again = source_outcome(
-        state, ok=False, now=NOW + 240, via="poll", store_id=STORE, reason="x"
-    )
-    assert again is not None and again.id != first.id  # a new failure episode, a new event
 
 
 def test_event_ids_are_uuid5_of_the_store_and_the_transition() -> None:
