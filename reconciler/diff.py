@@ -8,7 +8,7 @@ No I/O and no clock: callers pass `now`. Every rule of what counts as a change l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .events import Event, event_id, order_event
@@ -21,6 +21,7 @@ from .model import (
     Via,
     status_info,
 )
+from .schedule import NOT_FOUND_CONFIRM_S
 
 
 @dataclass
@@ -31,6 +32,8 @@ class DiffResult:
     events: list[Event] = field(default_factory=list)
     # orders whose status changed (or were discovered) in this batch: checked again soon
     changed: set[OrderKey] = field(default_factory=set)
+    # orders found before that answered "not found" and wait for a later check to confirm it
+    lost: set[OrderKey] = field(default_factory=set)
 
 
 def diff(
@@ -40,11 +43,15 @@ def diff(
     now: float,
     via: Via,
     store_id: str,
+    failing_accounts: Collection[tuple[str, str]] = (),
 ) -> DiffResult:
     """Apply observations in order to the snapshot; return the touched rows and their events.
 
     Observations of orders that are not in the snapshot are first sightings (the CCNow pending
     list reveals orders nobody tracked). A failed check changes nothing but the failure streak.
+    An order found before that answers "not found" is reported only when a check at least
+    NOT_FOUND_CONFIRM_S later says so again, and not while its account (source, account) is in
+    `failing_accounts`: a wave of such answers is the account's failure, not the orders'.
     """
     result = DiffResult()
     for obs in observations:
@@ -52,8 +59,14 @@ def diff(
         if obs.outcome is Outcome.OK:
             _observed(result, prev, obs, now=now, via=via, store_id=store_id)
         elif obs.outcome is Outcome.NOT_FOUND:
-            if prev is not None:
+            if prev is None:
+                continue
+            if _confirmed_missing(prev, now=now, failing_accounts=failing_accounts):
                 _not_found(result, prev, now=now, via=via, store_id=store_id)
+            else:
+                since = now if prev.missing_since is None else prev.missing_since
+                result.states[obs.key] = prev._replace(missing_since=since)
+                result.lost.add(obs.key)
         elif prev is not None:
             result.states[obs.key] = prev._replace(failure_streak=prev.failure_streak + 1)
     return result
@@ -92,6 +105,7 @@ def _observed(
         interval_s=base.interval_s,
         stuck_version=None if changed else base.stuck_version,
         tracked_at=base.tracked_at,
+        missing_since=None,
     )
     result.states[key] = state
     if not changed:
@@ -120,6 +134,21 @@ def _order_event_id(store_id: str, state: OrderState, version: int) -> str:
     return event_id(store_id, key.source, key.account, key.order_id, state.tracked_at, version)
 
 
+def _confirmed_missing(
+    prev: OrderState, *, now: float, failing_accounts: Collection[tuple[str, str]]
+) -> bool:
+    """Whether a "not found" answer is reported now: at once for an order never found (a
+    mistyped id shows at once), else only once a check minutes later confirms it while its
+    account answers."""
+    if prev.status is None or prev.not_found:
+        return True
+    return (
+        prev.missing_since is not None
+        and now - prev.missing_since >= NOT_FOUND_CONFIRM_S
+        and (prev.key.source, prev.key.account) not in failing_accounts
+    )
+
+
 def _not_found(
     result: DiffResult, prev: OrderState, *, now: float, via: Via, store_id: str
 ) -> None:
@@ -141,6 +170,6 @@ def _not_found(
         via=via,
     )
     result.states[key] = prev._replace(
-        not_found=True, last_checked=now, failure_streak=0, version=version
+        not_found=True, last_checked=now, failure_streak=0, version=version, missing_since=None
     )
     result.events.append(ev)

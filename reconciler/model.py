@@ -171,6 +171,9 @@ class OrderState(NamedTuple):
     interval_s: float | None = None  # current adaptive check interval
     stuck_version: int | None = None  # `version` at which order.stuck was raised
     tracked_at: float | None = None
+    # When an order found before first answered "not found": it is reported once a later
+    # check confirms it (a provider's passing hiccup must not look like a deleted order).
+    missing_since: float | None = None
 
 
 # What a pass asked: the status checks (CCV status requests, CCNow queries), the CCNow pending

@@ -178,7 +178,17 @@ class Reconciler:
         store = self.store
         async with store.transaction():
             snapshot = await store.load_orders(o.key for o in observations)
-            result = diff(snapshot, observations, now=now, via=via, store_id=store.store_id)
+            result = diff(
+                snapshot,
+                observations,
+                now=now,
+                via=via,
+                store_id=store.store_id,
+                failing_accounts=await self._failing_accounts(observations),
+            )
+            if report is not None:
+                report.lost += len(result.lost)
+                report.failed += len(result.lost)
             rows = []
             events = list(result.events)
             alerts = self.config.alerts
@@ -202,6 +212,15 @@ class Reconciler:
             stored = await store.add_events(events)
         self._committed(events, stored)
         return len(events)
+
+    async def _failing_accounts(self, observations: Sequence[Observation]) -> set[tuple[str, str]]:
+        """Return the failing accounts among those whose orders answered "not found"."""
+        accounts = {o.key[:2] for o in observations if o.outcome is Outcome.NOT_FOUND}
+        failing: set[tuple[str, str]] = set()
+        for source, account in accounts:
+            if (await self.store.source_state(source, account)).failing:
+                failing.add((source, account))
+        return failing
 
     async def settle(
         self,

@@ -12,6 +12,9 @@ from .model import EventType, OrderState, Via, status_info
 
 # Used for orders we will not poll again (end states, settled orders past their watch period).
 NEVER = float("inf")
+# An order found before that answers "not found" is reported when a check at least this much
+# later confirms it; until then it keeps its rhythm (never slower than this).
+NOT_FOUND_CONFIRM_S = 300.0
 
 
 def next_check(
@@ -42,6 +45,9 @@ def plan(
     """
     if state.end_state:
         return None, NEVER
+    if state.missing_since is not None:
+        interval = min(state.interval_s or schedule.min_interval_s, NOT_FOUND_CONFIRM_S)
+        return state.interval_s, now + interval * (1 + 0.1 * jitter)
     if state.not_found:
         interval = schedule.not_found_interval_s
     elif state.failure_streak > 0:

@@ -121,16 +121,21 @@ MIGRATIONS: list[str] = [
     """
     DROP TABLE transitions
     """,
+    # 3: when an order found before first answered "not found"; it is reported only when a
+    # later check confirms it
+    """
+    ALTER TABLE orders ADD COLUMN missing_since REAL
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ORDER_COLUMNS = (
     "source, account, order_id, status, external_reference, first_seen, last_changed, "
     "last_checked, end_state, not_found, failure_streak, version, next_check_at, interval_s, "
-    "stuck_version, tracked_at"
+    "stuck_version, tracked_at, missing_since"
 )
 _ORDER_UPSERT = (
-    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join('?' * 16)}) "
+    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join('?' * 17)}) "
     "ON CONFLICT (source, account, order_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:])
 )
@@ -145,7 +150,9 @@ _ORDER_UPSERT = (
 # that skips the rows where it did not: the index on it stays untouched.
 _ROWS_PER_STATEMENT = 1000  # under SQLite's default bound of 32766 parameters per statement
 _UPDATED_COLUMNS = [
-    c for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:-1] if c != "external_reference"
+    c
+    for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:]
+    if c not in ("external_reference", "tracked_at")
 ]
 
 
@@ -249,6 +256,7 @@ def _row_to_state(row: Sequence[Any]) -> OrderState:
         row[13],  # interval_s
         row[14],  # stuck_version
         row[15],  # tracked_at
+        row[16],  # missing_since
     )
 
 
@@ -273,6 +281,7 @@ def state_row(s: OrderState, plan: tuple[float | None, float] | None = None) -> 
         interval_s,
         s.stuck_version,
         s.tracked_at,
+        s.missing_since,
     )
 
 
@@ -406,7 +415,7 @@ class Store:
                 for row in await self.conn.execute_fetchall(sql, (source, account, *chunk)):
                     state = _row_to_state(row)
                     found[state.key] = state
-                    self._rowids[(row[0], row[1], row[2])] = row[16]
+                    self._rowids[(row[0], row[1], row[2])] = row[17]
         return found
 
     async def save_order_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -422,7 +431,7 @@ class Store:
             if rowid is None:
                 new.append(row)
                 continue
-            known.append((row[3], *row[5:15], rowid))
+            known.append((row[3], *row[5:15], row[16], rowid))
             if row[4] is not None:
                 references.append((rowid, row[4]))
             if key in page:
@@ -538,9 +547,9 @@ class Store:
             "AND account = ? AND end_state = 0 ORDER BY id LIMIT ?"
         )
         rows = list(await self.conn.execute_fetchall(sql, (after, source, account, limit)))
-        self._page = {(r[0], r[1], r[2]): (r[16], tuple(r[:16])) for r in rows}
+        self._page = {(r[0], r[1], r[2]): (r[17], tuple(r[:17])) for r in rows}
         self._page_version = version
-        return [r[2] for r in rows], (rows[-1][16] if rows else after)
+        return [r[2] for r in rows], (rows[-1][17] if rows else after)
 
     def forget_page(self) -> None:
         """Drop the page of orders kept by `open_orders_page`."""

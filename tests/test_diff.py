@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.diff import diff
+from reconciler.diff import DiffResult, diff
 from reconciler.events import compact_json, order_event
 from reconciler.model import (
     EventType,
@@ -15,6 +15,7 @@ from reconciler.model import (
     OrderState,
     Outcome,
 )
+from reconciler.schedule import NOT_FOUND_CONFIRM_S
 
 NOW = 1_800_000_000.0
 STORE = "store-1"
@@ -131,21 +132,54 @@ def test_failed_check_changes_nothing_but_the_failure_streak() -> None:
     assert result.states[CCV].last_checked == NOW - 10
 
 
-def test_not_found_is_reported_once() -> None:
-    prev = tracked(CCV, status="New", version=1)
-    first = diff(
-        {CCV: prev}, [Observation(CCV, Outcome.NOT_FOUND)], now=NOW, via="poll", store_id=STORE
-    )
-    assert [e.type for e in first.events] == [EventType.NOT_FOUND]
-    again = diff(
-        first.states,
-        [Observation(CCV, Outcome.NOT_FOUND)],
-        now=NOW + 60,
+def not_found(state: OrderState, now: float, **kw: object) -> DiffResult:
+    return diff(
+        {state.key: state},
+        [Observation(state.key, Outcome.NOT_FOUND)],
+        now=now,
         via="poll",
         store_id=STORE,
+        **kw,  # type: ignore[arg-type]
     )
+
+
+def test_an_order_never_found_is_reported_at_its_first_not_found_and_once() -> None:
+    first = not_found(tracked(CCV), NOW)
+    assert [e.type for e in first.events] == [EventType.NOT_FOUND]
+    assert first.lost == set()
+    again = not_found(first.states[CCV], NOW + 60)
     assert again.events == []
     assert again.states[CCV].not_found is True
+
+
+def test_an_order_found_before_is_reported_missing_only_when_a_later_check_confirms() -> None:
+    first = not_found(tracked(CCV, status="AwaitingPayment", version=1), NOW)
+    assert first.events == [] and first.lost == {CCV}
+    assert first.states[CCV].missing_since == NOW and not first.states[CCV].not_found
+    soon = not_found(first.states[CCV], NOW + NOT_FOUND_CONFIRM_S - 1)
+    assert soon.events == [] and soon.states[CCV].missing_since == NOW
+    later = not_found(soon.states[CCV], NOW + NOT_FOUND_CONFIRM_S)
+    assert [e.type for e in later.events] == [EventType.NOT_FOUND]
+    assert later.events[0].data["previous_status"] == "AwaitingPayment"
+    assert later.states[CCV].not_found and later.states[CCV].missing_since is None
+    assert not_found(later.states[CCV], NOW + 2 * NOT_FOUND_CONFIRM_S).events == []
+
+
+def test_a_missing_order_is_not_confirmed_while_its_account_fails() -> None:
+    first = not_found(tracked(CCV, status="New", version=1), NOW)
+    held = not_found(first.states[CCV], NOW + 3600, failing_accounts={("ccv", "default")})
+    assert held.events == [] and held.lost == {CCV}
+    other = not_found(first.states[CCV], NOW + 3600, failing_accounts={("ccnow", "default")})
+    assert [e.type for e in other.events] == [EventType.NOT_FOUND]
+
+
+def test_an_answer_clears_a_missing_order() -> None:
+    first = not_found(tracked(CCV, status="New", version=1), NOW)
+    back = diff(first.states, [ok(CCV, "New")], now=NOW + 60, via="poll", store_id=STORE)
+    assert back.events == [] and back.states[CCV].missing_since is None
+    # A later "not found" starts a new confirmation period.
+    again = not_found(back.states[CCV], NOW + NOT_FOUND_CONFIRM_S + 1)
+    assert again.events == [] and again.states[CCV].missing_since == NOW + NOT_FOUND_CONFIRM_S + 1
 
 
 def test_event_ids_are_stable_for_the_same_transition_and_differ_otherwise() -> None:

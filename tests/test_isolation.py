@@ -15,7 +15,9 @@ import aiohttp
 import pytest
 
 from reconciler.config import Config, load_config
+from reconciler.model import OrderKey
 from reconciler.reconcile import Reconciler
+from reconciler.schedule import NOT_FOUND_CONFIRM_S
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.store import Store
 from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
@@ -133,6 +135,85 @@ async def test_a_fresh_order_never_found_is_reported_at_its_first_json_404(
     assert sorted((e["type"], e["subject"]) for e in read_events(tmp_path)) == [
         ("order.discovered", CCV_IDS[0]),
         ("order.not_found", CCV_IDS[1]),
+    ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def ccv_reconciler(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Reconciler, Config, Clock]]:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    config = load_config(write_config(tmp_path, ccv=fake_ccv))
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    try:
+        await store.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
+        async with aiohttp.ClientSession() as session:
+            yield Reconciler(config, store, session, clock=clock), config, clock
+    finally:
+        await store.close()
+
+
+async def kinds_of(reconciler: Reconciler) -> list[tuple[str, str | None]]:
+    return [(e.type, e.order_id) for e in await reconciler.store.list_events()]
+
+
+async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_later(
+    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    reconciler, config, clock = ccv_reconciler
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    found = await kinds_of(reconciler)
+
+    del fake_ccv.orders[CCV_IDS[0]]  # CCV's own JSON 404 from now on
+    clock.now += 60
+    report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    assert report.lost == 1 and not report.failed_sources
+    assert await kinds_of(reconciler) == found
+    rows = await reconciler.store.load_orders([OrderKey("ccv", "default", CCV_IDS[0])])
+    [row] = rows.values()
+    # Still at the AwaitingPayment pin (2 minutes), not the daily not-found rhythm.
+    assert row.status == "AwaitingPayment" and not row.not_found
+    assert row.next_check_at - clock.now <= 120 * 1.1
+
+    clock.now += 120  # asked again too soon to confirm
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    assert await kinds_of(reconciler) == found
+    clock.now += NOT_FOUND_CONFIRM_S
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    assert (await kinds_of(reconciler))[len(found) :] == [("order.not_found", CCV_IDS[0])]
+
+
+async def test_a_wave_of_not_found_is_an_account_failure(
+    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    reconciler, config, clock = ccv_reconciler
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    found = await kinds_of(reconciler)
+
+    fake_ccv.orders = {}  # every order answers CCV's JSON 404: another environment's key?
+    for _ in range(3):
+        clock.now += NOT_FOUND_CONFIRM_S + 1
+        report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+        assert report.failed_sources == {"ccv/default": "4 orders not found at once"}
+    assert (await kinds_of(reconciler))[len(found) :] == [("source.failed", None)]
+
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    clock.now += 60
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    assert (await kinds_of(reconciler))[len(found) :] == [
+        ("source.failed", None),
+        ("source.recovered", None),
     ]
 
 

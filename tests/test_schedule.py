@@ -96,6 +96,21 @@ def test_failed_checks_back_off_but_stay_bounded() -> None:
     assert 60 <= first <= later <= 600
 
 
+@pytest.mark.parametrize(
+    ("interval_s", "expected"), [(3600.0, 300.0), (120.0, 120.0), (None, 60.0)]
+)
+def test_a_missing_order_keeps_its_rhythm_until_confirmed(
+    interval_s: float | None, expected: float
+) -> None:
+    # Issue 10 item 4: never the daily not-found rhythm, nor slower than the confirmation.
+    s = OrderState(
+        key=CCV, status="AwaitingPayment", interval_s=interval_s, missing_since=T0, tracked_at=T0
+    )
+    planned = next_check(s, changed=False, schedule=SCHED, now=T0)
+    assert planned.next_check_at - T0 == expected
+    assert planned.interval_s == interval_s
+
+
 ALERTS = AlertsConfig(stuck_after_s={("ccv", "AwaitingPayment"): 2 * 86400})
 
 
