@@ -34,6 +34,8 @@ class DiffResult:
     changed: set[OrderKey] = field(default_factory=set)
     # orders found before that answered "not found" and wait for a later check to confirm it
     lost: set[OrderKey] = field(default_factory=set)
+    # (order, reference tracked, reference the provider answered) where the two differ
+    references: list[tuple[OrderKey, str, str]] = field(default_factory=list)
 
 
 def diff(
@@ -87,6 +89,10 @@ def _observed(
     info = status_info(key.source, status)
     base = prev or OrderState(key=key, tracked_at=now)
     reference = obs.external_reference or base.external_reference
+    tracked, answered = base.external_reference, obs.external_reference
+    if tracked is not None and answered is not None and answered != tracked:
+        # The provider's word wins (it is what the order carries), but never silently.
+        result.references.append((key, tracked, answered))
     previous = base.status
     changed = previous != status
     # One constructor call per order: this runs for every check of every order.

@@ -31,7 +31,9 @@ class StatusInfo:
 
     severity: Severity
     end_state: bool = False
-    # CCNow `completed` / `refunded`: done for now, but a refund or chargeback may still follow.
+    # Done for now, but not final in practice, so watched daily for `watch_settled`: CCNow
+    # `completed` / `refunded` (a refund or chargeback may follow), CCV `Failed` ("action is
+    # required by a CCV employee": a `Completed` or `Canceled` may follow).
     settled: bool = False
     known: bool = True
 
@@ -50,7 +52,7 @@ STATUSES: dict[tuple[Source, str], StatusInfo] = {
     ("ccv", "Completed"): StatusInfo("info", end_state=True),
     ("ccv", "Closed"): StatusInfo("warning", end_state=True),
     ("ccv", "Canceled"): StatusInfo("warning", end_state=True),
-    ("ccv", "Failed"): StatusInfo("error", end_state=True),
+    ("ccv", "Failed"): StatusInfo("error", settled=True),
     # CCNow Order Update API status codes
     ("ccnow", "received"): StatusInfo("info"),
     ("ccnow", "paypal_hold"): StatusInfo("info"),

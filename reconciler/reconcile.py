@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -14,7 +15,8 @@ import aiohttp
 from .config import CCNowConfig, CCVConfig, Config, ScheduleConfig
 from .diff import diff
 from .events import Event
-from .model import Observation, Outcome, Source, Via, known_statuses, status_info
+from .logs import fields
+from .model import SOURCES, Observation, Outcome, Source, Via, known_statuses, status_info
 from .poller import Part, PassAnswers, Verdict, health_event, next_health, verdict
 from .schedule import plan, stuck_event
 from .sinks.base import OutboxEvent
@@ -26,10 +28,15 @@ from .store import Store, state_row
 if TYPE_CHECKING:
     from .metrics import Metrics
 
+log = logging.getLogger("reconciler.reconcile")
+
 BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
-SETTLED = tuple(s for s in known_statuses("ccnow") if status_info("ccnow", s).settled)
+SETTLED: dict[Source, tuple[str, ...]] = {
+    source: tuple(s for s in known_statuses(source) if status_info(source, s).settled)
+    for source in SOURCES
+}
 
 
 @dataclass
@@ -210,6 +217,17 @@ class Reconciler:
                 rows.append(state_row(state, when))
             await store.save_order_rows(rows)
             stored = await store.add_events(events)
+        for key, tracked, answered in result.references:
+            log.warning(
+                "order.external_reference_differs",
+                extra=fields(
+                    source=key.source,
+                    account=key.account,
+                    order_id=key.order_id,
+                    tracked=tracked,
+                    answered=answered,
+                ),
+            )
         self._committed(events, stored)
         return len(events)
 
@@ -284,7 +302,12 @@ class Reconciler:
         try:
             while True:
                 ids, after = await self.store.open_orders_page(
-                    "ccv", cfg.name, after=after, limit=PAGE_ORDERS
+                    "ccv",
+                    cfg.name,
+                    after=after,
+                    limit=PAGE_ORDERS,
+                    settled_since=self.clock() - cfg.schedule.watch_settled_s,
+                    settled=SETTLED["ccv"],
                 )
                 if ids:
                     await client.check_orders(ids, batcher.add)
@@ -395,7 +418,7 @@ class Reconciler:
                 after=after,
                 limit=PAGE_ORDERS,
                 settled_since=self.clock() - sched.watch_settled_s,
-                settled=SETTLED,
+                settled=SETTLED[source],
             )
             if not page:
                 return ids

@@ -56,7 +56,7 @@ def plan(
         interval = min(base, state.interval_s or schedule.min_interval_s, schedule.max_interval_s)
         interval = max(interval, min(schedule.min_interval_s, schedule.max_interval_s))
         return state.interval_s, now + interval * (1 + 0.1 * jitter)
-    elif state.status is not None and state.key.source == "ccnow" and _settled(state.status):
+    elif state.status is not None and status_info(state.key.source, state.status).settled:
         last = state.last_changed if state.last_changed is not None else now
         if now - last >= schedule.watch_settled_s:
             return None, NEVER
@@ -81,10 +81,6 @@ def _active(state: OrderState, schedule: ScheduleConfig, now: float) -> bool:
         and changed_at != state.first_seen
         and now - changed_at < schedule.active_window_s
     )
-
-
-def _settled(status: str) -> bool:
-    return status_info("ccnow", status).settled
 
 
 def stuck_event(

@@ -122,9 +122,11 @@ MIGRATIONS: list[str] = [
     DROP TABLE transitions
     """,
     # 3: when an order found before first answered "not found"; it is reported only when a
-    # later check confirms it
+    # later check confirms it. CCV `Failed` is no end state any more (a CCV employee may still
+    # complete or cancel the order): such orders are watched like settled ones
     """
-    ALTER TABLE orders ADD COLUMN missing_since REAL
+    ALTER TABLE orders ADD COLUMN missing_since REAL;
+    UPDATE orders SET end_state = 0, next_check_at = 0 WHERE source = 'ccv' AND status = 'Failed'
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -530,11 +532,19 @@ class Store:
         return [row[0] for row in await self.conn.execute_fetchall(sql, params)]
 
     async def open_orders_page(
-        self, source: Source, account: str, *, after: int = 0, limit: int = 5000
+        self,
+        source: Source,
+        account: str,
+        *,
+        after: int = 0,
+        limit: int = 5000,
+        settled_since: float | None = None,
+        settled: Sequence[str] = (),
     ) -> tuple[list[str], int]:
         """Return the ids of orders not in an end state, in storage order after the position
         `after`, and the position to continue from; keep their rows as the page that the next
-        batches read instead of the database.
+        batches read instead of the database. Settled orders (`settled` statuses) are left out
+        once unchanged since `settled_since`.
 
         Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
         a few database pages instead of one page per order.
@@ -542,11 +552,15 @@ class Store:
         version = await self.data_version()  # before the rows: a later write drops the page
         # `+source` keeps SQLite off the (source, account, order_id) index: through it, every
         # open order of the account would be read and sorted by id before the LIMIT applies.
+        marks = ", ".join("?" * len(settled)) or "NULL"
         sql = (
             f"SELECT {_ORDER_COLUMNS}, id FROM orders WHERE id > ? AND +source = ? "
-            "AND account = ? AND end_state = 0 ORDER BY id LIMIT ?"
+            "AND account = ? AND end_state = 0 "
+            f"AND NOT (coalesce(status IN ({marks}), 0) AND coalesce(last_changed, 0) < ?) "
+            "ORDER BY id LIMIT ?"
         )
-        rows = list(await self.conn.execute_fetchall(sql, (after, source, account, limit)))
+        params = (after, source, account, *settled, settled_since or 0.0, limit)
+        rows = list(await self.conn.execute_fetchall(sql, params))
         self._page = {(r[0], r[1], r[2]): (r[17], tuple(r[:17])) for r in rows}
         self._page_version = version
         return [r[2] for r in rows], (rows[-1][17] if rows else after)

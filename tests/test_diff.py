@@ -77,7 +77,10 @@ def test_unchanged_status_emits_nothing_and_updates_last_checked() -> None:
         (CCV, "New", "Completed", "info", True),
         (CCV, "Screening", "Closed", "warning", True),
         (CCV, "AwaitingPayment", "Canceled", "warning", True),
-        (CCV, "New", "Failed", "error", True),
+        # CCV `Failed` waits for a CCV employee: not final, a Completed or Canceled may follow
+        (CCV, "New", "Failed", "error", False),
+        (CCV, "Failed", "Completed", "info", True),
+        (CCV, "Failed", "Canceled", "warning", True),
         (CCV, "Processing", "Incomplete", "info", False),
         (CCNOW, "pending", "mark_shipped", "info", False),
         (CCNOW, "processing", "declined", "error", True),
@@ -130,6 +133,17 @@ def test_failed_check_changes_nothing_but_the_failure_streak() -> None:
     assert result.states[CCV].status == "New"
     assert result.states[CCV].failure_streak == 1
     assert result.states[CCV].last_checked == NOW - 10
+
+
+def test_a_different_external_reference_is_taken_and_reported() -> None:
+    prev = tracked(CCV, status="New", version=1, external_reference="ref-tracked")
+    result = diff({CCV: prev}, [ok(CCV, "New", "ref-ccv")], now=NOW, via="poll", store_id=STORE)
+    assert result.references == [(CCV, "ref-tracked", "ref-ccv")]
+    assert result.states[CCV].external_reference == "ref-ccv"
+    same = diff({CCV: prev}, [ok(CCV, "New", "ref-tracked")], now=NOW, via="poll", store_id=STORE)
+    absent = diff({CCV: prev}, [ok(CCV, "New")], now=NOW, via="poll", store_id=STORE)
+    assert same.references == absent.references == []
+    assert absent.states[CCV].external_reference == "ref-tracked"
 
 
 def not_found(state: OrderState, now: float, **kw: object) -> DiffResult:

@@ -342,3 +342,49 @@ async def healthz(http: aiohttp.ClientSession, port: int) -> int | None:
             return resp.status
     except aiohttp.ClientError:
         return None
+
+
+# --- item 15: CCV Failed is not final; a differing externalReference is reported ---------------
+
+
+async def test_a_ccv_order_completed_after_failed_is_seen(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {CCV_IDS[0]: "Failed"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    [failed] = read_events(tmp_path)
+    assert failed["data"]["status"] == "Failed" and failed["data"]["severity"] == "error"
+    assert failed["data"]["end_state"] is False
+
+    fake_ccv.orders[CCV_IDS[0]] = "Completed"  # a CCV employee took the action
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    completed = read_events(tmp_path)[1]
+    assert completed["type"] == "order.status_changed"
+    assert (completed["data"]["previous_status"], completed["data"]["status"]) == (
+        "Failed",
+        "Completed",
+    )
+    assert completed["data"]["end_state"] is True
+
+
+async def test_a_differing_external_reference_is_reported_with_both_values(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {CCV_IDS[0]: "New"}
+    fake_ccv.refs = {CCV_IDS[0]: "ref-at-ccv"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    track = await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0], "--ref", "ref-tracked")
+    assert track.code == 0
+    result = await run_cli("--config", cfg, "catch-up")
+    assert result.code == 0
+    [warning] = [
+        line for line in result.log_lines() if line["message"] == "order.external_reference_differs"
+    ]
+    assert warning["level"] == "warning"
+    assert (warning["order_id"], warning["tracked"], warning["answered"]) == (
+        CCV_IDS[0],
+        "ref-tracked",
+        "ref-at-ccv",
+    )

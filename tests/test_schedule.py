@@ -84,6 +84,14 @@ def test_settled_ccnow_orders_are_watched_daily_then_dropped() -> None:
     assert old.next_check_at == NEVER
 
 
+def test_ccv_failed_is_watched_daily_like_a_settled_order() -> None:
+    sched = replace(SCHED, watch_settled_s=180 * 86400, settled_interval_s=86400)
+    failed = OrderState(key=CCV, status="Failed", interval_s=120, last_changed=T0, tracked_at=T0)
+    assert next_check(failed, changed=True, schedule=sched, now=T0).next_check_at == T0 + 86400
+    old = next_check(failed, changed=False, schedule=sched, now=T0 + 181 * 86400)
+    assert old.next_check_at == NEVER
+
+
 def test_failed_checks_back_off_but_stay_bounded() -> None:
     s = OrderState(key=CCV, status="New", interval_s=600, failure_streak=1, tracked_at=T0)
     first = next_check(s, changed=False, schedule=SCHED, now=T0).next_check_at - T0
