@@ -335,7 +335,7 @@ class Reconciler:
         report = PassReport()
         batcher = _Batcher(self, via, report)
         client = self.ccnow[cfg.name]
-        listed_at: int | None = None  # checks made when the pending list was in
+        answered_list = False
         error = None
         try:
             listed = await client.pending_list()
@@ -348,7 +348,7 @@ class Reconciler:
             for obs in listed:
                 await batcher.add(obs)
             await batcher.flush()
-            listed_at = report.checked
+            answered_list = True
             left = [oid for oid in to_query if oid not in listed_ids]
             if left:
                 await client.query(left, batcher.add)
@@ -359,13 +359,11 @@ class Reconciler:
         finally:
             await batcher.close()
         verdicts: list[tuple[Part, Verdict | None]]
-        if listed_at is None:
+        if not answered_list:
             verdicts = [("pending_list", Verdict(False, error))]
         else:
-            # The pending list answered; the queries of the orders it could not tell about are
-            # judged on their own answers.
-            queried = PassReport(report.checked - listed_at, report.failed, report.lost)
-            answers = queried.answers(error=error, complete=everything)
+            # The orders on the list answered too: with the queries, they are the pass's checks.
+            answers = report.answers(error=error, complete=everything)
             verdicts = [("pending_list", Verdict(True)), ("checks", verdict(answers))]
         await self.settle("ccnow", cfg.name, verdicts, via=via, report=report)
         return report

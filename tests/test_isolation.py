@@ -241,6 +241,17 @@ async def test_every_ccnow_query_failing_is_an_account_failure(
     assert source_events(read_events(tmp_path)) == ["source.failed", "source.recovered"]
 
 
+async def test_one_ccnow_error_line_fails_that_order_alone(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {CCNOW_IDS[0]: "pending", CCNOW_IDS[1]: "processing"}
+    fake_ccnow.order_errors = {CCNOW_IDS[1]}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await run_cli("--config", cfg, "track", "ccnow", *CCNOW_IDS[:2])).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    assert types(read_events(tmp_path)) == ["order.discovered"]
+
+
 async def test_every_ccv_check_failing_is_an_account_failure(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:

@@ -217,7 +217,7 @@ class CCVClient:
 
 
 def _failure_reason(reply: Reply) -> str:
-    """Return the Observation reason of an answer that tells nothing about the order."""
+    """Return the Observation reason of an answer that is neither a status nor CCV's own 404."""
     if reply.status == 404:
         return "gateway_404"  # not CCV's JSON: a gateway or a wrong base URL answered
     return f"http_{reply.status}"
