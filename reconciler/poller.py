@@ -27,10 +27,11 @@ _CLEARS: dict[Part, frozenset[Part]] = {
     "probe": frozenset({"probe"}),
 }
 
-# A wave: this many orders found before answering CCV's own 404 in one pass, and at least half
-# of the pass's checks, says more about the account (a base URL of another environment, a
-# provider incident) than about the orders.
-LOST_WAVE_MIN = 2
+# A wave: this many orders found before answering the provider's own 404 in one pass, and more
+# than half of the pass's checks, says more about the account (a base URL of another
+# environment, a provider incident) than about the orders. A small account losing two orders
+# at once is not a wave: those wait for their own confirmation.
+LOST_WAVE_MIN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ def verdict(answers: PassAnswers) -> Verdict | None:
 def is_lost_wave(lost: int, checked: int) -> bool:
     """Return whether so many orders found before went missing in one pass that the account,
     not the orders, is the likely cause."""
-    return lost >= LOST_WAVE_MIN and 2 * lost >= checked
+    return lost >= LOST_WAVE_MIN and 2 * lost > checked
 
 
 def next_health(

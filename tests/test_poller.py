@@ -45,7 +45,8 @@ FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
             PassAnswers(failed=4, lost=4, complete=True),
             Verdict(False, "4 orders not found at once"),
         ),
-        (PassAnswers(answered=2, failed=2, lost=2), Verdict(False, "2 orders not found at once")),
+        (PassAnswers(answered=1, failed=3, lost=3), Verdict(False, "3 orders not found at once")),
+        (PassAnswers(answered=2, failed=2, lost=2), Verdict(True)),
         # one order going missing waits for its own confirmation
         (PassAnswers(answered=9, failed=1, lost=1), Verdict(True)),
         (PassAnswers(failed=1, lost=1, complete=True), None),
@@ -57,7 +58,16 @@ def test_verdict_of_a_pass(answers: PassAnswers, expected: Verdict | None) -> No
 
 @pytest.mark.parametrize(
     ("lost", "checked", "wave"),
-    [(0, 0, False), (1, 1, False), (2, 2, True), (2, 4, True), (2, 5, False), (50, 100, True)],
+    [
+        (0, 0, False),
+        (1, 1, False),
+        (2, 2, False),
+        (3, 3, True),
+        (3, 4, True),
+        (3, 6, False),
+        (50, 100, False),
+        (51, 100, True),
+    ],
 )
 def test_lost_wave(lost: int, checked: int, wave: bool) -> None:
     assert is_lost_wave(lost, checked) is wave
