@@ -69,6 +69,13 @@ def verdict(answers: PassAnswers) -> Verdict | None:
     return None
 
 
+def needs_probe(answers: PassAnswers) -> bool:
+    """Whether a partial pass in which no order answered should ask the probe whether the
+    account answers at all: its failures alone cannot tell a gateway's outage from a few
+    troubled orders."""
+    return answers.error is None and not answers.answered and answers.failed > answers.lost
+
+
 def is_lost_wave(lost: int, checked: int) -> bool:
     """Return whether so many orders found before went missing in one pass that the account,
     not the orders, is the likely cause."""

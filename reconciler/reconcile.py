@@ -17,7 +17,15 @@ from .diff import diff
 from .events import Event
 from .logs import fields
 from .model import SOURCES, Observation, Outcome, Source, Via, known_statuses, status_info
-from .poller import Part, PassAnswers, Verdict, health_event, next_health, verdict
+from .poller import (
+    Part,
+    PassAnswers,
+    Verdict,
+    health_event,
+    needs_probe,
+    next_health,
+    verdict,
+)
 from .schedule import plan, stuck_event
 from .sinks.base import OutboxEvent
 from .sources.ccnow import CCNowClient
@@ -390,21 +398,26 @@ class Reconciler:
         finally:
             await batcher.close()
         answers = report.answers(error=error)
-        await self.settle(source, account, [("checks", verdict(answers))], via=via, report=report)
+        verdicts: list[tuple[Part, Verdict | None]] = [("checks", verdict(answers))]
+        if source == "ccv" and needs_probe(answers):
+            verdicts.append(("probe", await self._probe(account)))
+        await self.settle(source, account, verdicts, via=via, report=report)
         return report
 
     async def probe_ccv(self, cfg: CCVConfig, *, via: Via) -> PassReport:
         """Ask CCV about an order id that does not exist: any answer that shows the key was
         accepted proves the account answers."""
         report = PassReport()
-        try:
-            await self.ccv[cfg.name].probe()
-        except SourceError as exc:
-            result = Verdict(False, _reason(exc))
-        else:
-            result = Verdict(True)
+        result = await self._probe(cfg.name)
         await self.settle("ccv", cfg.name, [("probe", result)], via=via, report=report)
         return report
+
+    async def _probe(self, account: str) -> Verdict:
+        try:
+            await self.ccv[account].probe()
+        except SourceError as exc:
+            return Verdict(False, _reason(exc))
+        return Verdict(True)
 
     async def _all_open_ids(self, source: Source, account: str, sched: ScheduleConfig) -> list[str]:
         ids: list[str] = []

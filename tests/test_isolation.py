@@ -125,6 +125,43 @@ async def test_a_gateway_404_is_an_account_failure_and_no_order_is_lost(
     assert {e["data"]["status"] for e in later if e["type"] == "order.status_changed"} == {"Failed"}
 
 
+async def test_a_gateway_404_in_the_daemon_fails_the_account_and_the_failed_is_seen(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Issue 10 item 4, as reported: a gateway answers 404 pages for a while, meanwhile every
+    # order moves to Failed.
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    port = free_port()
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='min_interval = "1s"\nmax_interval = "2s"\n'
+        'status_intervals = { AwaitingPayment = "1s" }',
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    env = cli_env(RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef")
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS, env=env)).code == 0
+
+    def seen(kind: str) -> list[dict[str, Any]]:
+        return [e for e in read_events(tmp_path) if e["type"] == kind]
+
+    async with daemon(cfg, env), aiohttp.ClientSession() as http:
+        await poll_until(lambda: len(seen("order.discovered")) == 4, 20, "start-up discovery")
+        fake_ccv.always = GATEWAY_404
+        fake_ccv.orders = dict.fromkeys(CCV_IDS, "Failed")
+        await poll_until(lambda: seen("source.failed"), 20, "source.failed")
+        assert await healthz(http, port) == 503
+        fake_ccv.always = None
+        await poll_until(
+            lambda: len(seen("order.status_changed")) == 4 and seen("source.recovered"),
+            20,
+            "every Failed seen, and the account back",
+        )
+    assert seen("order.not_found") == []
+    assert len(seen("source.failed")) == len(seen("source.recovered")) == 1
+    assert {e["data"]["status"] for e in seen("order.status_changed")} == {"Failed"}
+
+
 async def test_a_fresh_order_never_found_is_reported_at_its_first_json_404(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:

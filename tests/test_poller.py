@@ -11,6 +11,7 @@ from reconciler.poller import (
     health_event,
     is_lost_wave,
     mask_parts,
+    needs_probe,
     next_health,
     parts_mask,
     verdict,
@@ -54,6 +55,20 @@ FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
 )
 def test_verdict_of_a_pass(answers: PassAnswers, expected: Verdict | None) -> None:
     assert verdict(answers) == expected
+
+
+@pytest.mark.parametrize(
+    ("answers", "probe"),
+    [
+        (PassAnswers(failed=2), True),  # a gateway's outage, or two troubled orders?
+        (PassAnswers(answered=1, failed=2), False),
+        (PassAnswers(failed=2, error="http 401"), False),  # the pass said it already
+        (PassAnswers(failed=1, lost=1), False),  # CCV answered: it is up
+        (PassAnswers(), False),
+    ],
+)
+def test_a_partial_pass_without_answers_asks_the_probe(answers: PassAnswers, probe: bool) -> None:
+    assert needs_probe(answers) is probe
 
 
 @pytest.mark.parametrize(
