@@ -259,6 +259,8 @@ _CCV_KEYS = (
     "timeout",
     "auth",
     "auth_header",
+    "watch_settled",
+    "settled_interval",
     *_RETRY_KEYS,
     *_SCHEDULE_KEYS,
 )
@@ -739,7 +741,11 @@ class _Loader:
             concurrency=table.integer("concurrency", 8, 1, 256),
             timeout_s=table.duration("timeout", "10s", positive=True),
             retry=self.retry(table),
-            schedule=self.schedule(table, "1m", _CCV_STATUS_INTERVALS),
+            schedule=replace(
+                self.schedule(table, "1m", _CCV_STATUS_INTERVALS),
+                watch_settled_s=table.duration("watch_settled", "180d"),
+                settled_interval_s=table.duration("settled_interval", "1d", positive=True),
+            ),
             auth=table.choice("auth", _AUTH_SCHEMES, "basic"),
             auth_header=auth_header,
         )

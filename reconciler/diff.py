@@ -8,8 +8,8 @@ No I/O and no clock: callers pass `now`. Every rule of what counts as a change l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from .events import Event, event_id, order_event
 from .model import (
@@ -18,11 +18,10 @@ from .model import (
     OrderKey,
     OrderState,
     Outcome,
-    Severity,
-    SourceState,
     Via,
     status_info,
 )
+from .schedule import NOT_FOUND_CONFIRM_S
 
 
 @dataclass
@@ -33,6 +32,10 @@ class DiffResult:
     events: list[Event] = field(default_factory=list)
     # orders whose status changed (or were discovered) in this batch: checked again soon
     changed: set[OrderKey] = field(default_factory=set)
+    # orders found before that answered "not found" and wait for a later check to confirm it
+    lost: set[OrderKey] = field(default_factory=set)
+    # (order, reference tracked, reference the provider answered) where the two differ
+    references: list[tuple[OrderKey, str, str]] = field(default_factory=list)
 
 
 def diff(
@@ -42,11 +45,15 @@ def diff(
     now: float,
     via: Via,
     store_id: str,
+    failing_accounts: Collection[tuple[str, str]] = (),
 ) -> DiffResult:
     """Apply observations in order to the snapshot; return the touched rows and their events.
 
     Observations of orders that are not in the snapshot are first sightings (the CCNow pending
     list reveals orders nobody tracked). A failed check changes nothing but the failure streak.
+    An order found before that answers "not found" is reported only when a check at least
+    NOT_FOUND_CONFIRM_S later says so again, and not while its account (source, account) is in
+    `failing_accounts`: a wave of such answers is the account's failure, not the orders'.
     """
     result = DiffResult()
     for obs in observations:
@@ -54,8 +61,14 @@ def diff(
         if obs.outcome is Outcome.OK:
             _observed(result, prev, obs, now=now, via=via, store_id=store_id)
         elif obs.outcome is Outcome.NOT_FOUND:
-            if prev is not None:
+            if prev is None:
+                continue
+            if _confirmed_missing(prev, now=now, failing_accounts=failing_accounts):
                 _not_found(result, prev, now=now, via=via, store_id=store_id)
+            else:
+                since = now if prev.missing_since is None else prev.missing_since
+                result.states[obs.key] = prev._replace(missing_since=since)
+                result.lost.add(obs.key)
         elif prev is not None:
             result.states[obs.key] = prev._replace(failure_streak=prev.failure_streak + 1)
     return result
@@ -76,6 +89,10 @@ def _observed(
     info = status_info(key.source, status)
     base = prev or OrderState(key=key, tracked_at=now)
     reference = obs.external_reference or base.external_reference
+    tracked, answered = base.external_reference, obs.external_reference
+    if tracked is not None and answered is not None and answered != tracked:
+        # The provider's word wins (it is what the order carries), but never silently.
+        result.references.append((key, tracked, answered))
     previous = base.status
     changed = previous != status
     # One constructor call per order: this runs for every check of every order.
@@ -94,6 +111,7 @@ def _observed(
         interval_s=base.interval_s,
         stuck_version=None if changed else base.stuck_version,
         tracked_at=base.tracked_at,
+        missing_since=None,
     )
     result.states[key] = state
     if not changed:
@@ -122,6 +140,21 @@ def _order_event_id(store_id: str, state: OrderState, version: int) -> str:
     return event_id(store_id, key.source, key.account, key.order_id, state.tracked_at, version)
 
 
+def _confirmed_missing(
+    prev: OrderState, *, now: float, failing_accounts: Collection[tuple[str, str]]
+) -> bool:
+    """Whether a "not found" answer is reported now: at once for an order never found (a
+    mistyped id shows at once), else only once a check minutes later confirms it while its
+    account answers."""
+    if prev.status is None or prev.not_found:
+        return True
+    return (
+        prev.missing_since is not None
+        and now - prev.missing_since >= NOT_FOUND_CONFIRM_S
+        and (prev.key.source, prev.key.account) not in failing_accounts
+    )
+
+
 def _not_found(
     result: DiffResult, prev: OrderState, *, now: float, via: Via, store_id: str
 ) -> None:
@@ -143,59 +176,6 @@ def _not_found(
         via=via,
     )
     result.states[key] = prev._replace(
-        not_found=True, last_checked=now, failure_streak=0, version=version
+        not_found=True, last_checked=now, failure_streak=0, version=version, missing_since=None
     )
     result.events.append(ev)
-
-
-def source_outcome(
-    state: SourceState,
-    *,
-    ok: bool,
-    now: float,
-    via: Via,
-    store_id: str,
-    reason: str | None = None,
-) -> tuple[SourceState, Event | None]:
-    """Record one pass of a source; return its new health and an event when it flips.
-
-    `source.failed` is raised once when a source starts failing and `source.recovered` once when
-    it answers again: state changes, never attempts.
-    """
-    severity: Severity
-    if ok:
-        new = replace(state, failing=False, failure_streak=0, last_success=now, last_error=None)
-        if not state.failing:
-            return new, None
-        event_type, severity, episode = EventType.SOURCE_RECOVERED, "info", state.episode
-        data_reason = state.last_error
-    else:
-        new = replace(
-            state,
-            failing=True,
-            failure_streak=state.failure_streak + 1,
-            last_failure=now,
-            last_error=reason,
-            episode=state.episode + (0 if state.failing else 1),
-        )
-        if state.failing:
-            return new, None
-        event_type, severity, episode = EventType.SOURCE_FAILED, "error", new.episode
-        data_reason = reason
-    ev = Event(
-        id=event_id(store_id, "source", state.source, state.account, episode, event_type.value),
-        type=event_type,
-        time=now,
-        source=state.source,
-        account=state.account,
-        order_id=None,
-        severity=severity,
-        data={
-            "source": state.source,
-            "account": state.account,
-            "reason": data_reason,
-            "severity": severity,
-            "via": via,
-        },
-    )
-    return new, ev

@@ -34,7 +34,9 @@ class StatusInfo:
 
     severity: Severity
     end_state: bool = False
-    # CCNow `completed` / `refunded`: done for now, but a refund or chargeback may still follow.
+    # Done for now, but not final in practice, so watched daily for `watch_settled`: CCNow
+    # `completed` / `refunded` (a refund or chargeback may follow), CCV `Failed` ("action is
+    # required by a CCV employee": a `Completed` or `Canceled` may follow).
     settled: bool = False
     known: bool = True
 
@@ -53,7 +55,7 @@ STATUSES: dict[tuple[Source, str], StatusInfo] = {
     ("ccv", "Completed"): StatusInfo("info", end_state=True),
     ("ccv", "Closed"): StatusInfo("warning", end_state=True),
     ("ccv", "Canceled"): StatusInfo("warning", end_state=True),
-    ("ccv", "Failed"): StatusInfo("error", end_state=True),
+    ("ccv", "Failed"): StatusInfo("error", settled=True),
     # CCNow Order Update API status codes
     ("ccnow", "received"): StatusInfo("info"),
     ("ccnow", "paypal_hold"): StatusInfo("info"),
@@ -183,6 +185,15 @@ class OrderState(NamedTuple):
     interval_s: float | None = None  # current adaptive check interval
     stuck_version: int | None = None  # `version` at which order.stuck was raised
     tracked_at: float | None = None
+    # When an order found before first answered "not found": it is reported once a later
+    # check confirms it (a provider's passing hiccup must not look like a deleted order).
+    missing_since: float | None = None
+
+
+# What a pass asked: the status checks (CCV status requests, CCNow queries), the CCNow pending
+# list, or the CCV probe (a made-up order id that proves the key is accepted).
+HealthPart = Literal["checks", "pending_list", "probe"]
+HEALTH_PARTS: tuple[HealthPart, ...] = ("checks", "pending_list", "probe")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +202,14 @@ class SourceState:
 
     source: Source
     account: str
-    failing: bool = False
+    failing_parts: frozenset[HealthPart] = frozenset()
     failure_streak: int = 0
     episode: int = 0  # number of failure episodes so far; part of the event ids
     last_success: float | None = None
     last_failure: float | None = None
     last_error: str | None = None
+
+    @property
+    def failing(self) -> bool:
+        """Whether some part of the account is failing (see `reconciler.poller`)."""
+        return bool(self.failing_parts)

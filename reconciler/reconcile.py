@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -12,9 +13,19 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from .config import CCNowConfig, CCVConfig, Config, ScheduleConfig
-from .diff import diff, source_outcome
+from .diff import diff
 from .events import Event
-from .model import Observation, Outcome, Source, Via, known_statuses, status_info
+from .logs import fields
+from .model import SOURCES, Observation, Outcome, Source, Via, known_statuses, status_info
+from .poller import (
+    Part,
+    PassAnswers,
+    Verdict,
+    health_event,
+    needs_probe,
+    next_health,
+    verdict,
+)
 from .redact import config_secrets, redact
 from .schedule import plan, stuck_event
 from .sinks.base import OutboxEvent
@@ -26,14 +37,17 @@ from .store import Store, state_row
 if TYPE_CHECKING:
     from .metrics import Metrics
 
+log = logging.getLogger("reconciler.reconcile")
+
 BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
-# An order id no order has; `check --online` and the CCV heartbeat expect a 404 for it.
-PROBE_ORDER_ID = "reconciler-probe"
 # A source.failed reason is a short text kept in the database, events and logs.
 MAX_REASON_LENGTH = 200
-SETTLED = tuple(s for s in known_statuses("ccnow") if status_info("ccnow", s).settled)
+SETTLED: dict[Source, tuple[str, ...]] = {
+    source: tuple(s for s in known_statuses(source) if status_info(source, s).settled)
+    for source in SOURCES
+}
 
 
 @dataclass
@@ -42,6 +56,7 @@ class PassReport:
 
     checked: int = 0
     failed: int = 0
+    lost: int = 0  # of `failed`: orders found before that CCV now says it does not know
     events: int = 0
     failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
 
@@ -54,6 +69,7 @@ class PassReport:
         """Fold another report into this one."""
         self.checked += other.checked
         self.failed += other.failed
+        self.lost += other.lost
         self.events += other.events
         self.failed_sources.update(other.failed_sources)
 
@@ -63,6 +79,16 @@ class PassReport:
         if self.failed_sources:
             text += " failing=" + ",".join(sorted(self.failed_sources))
         return text
+
+    def answers(self, *, error: str | None = None, complete: bool = False) -> PassAnswers:
+        """Return this report's checks as the answers a health verdict is made of."""
+        return PassAnswers(
+            answered=self.checked - self.failed,
+            failed=self.failed,
+            lost=self.lost,
+            error=error,
+            complete=complete,
+        )
 
 
 class _Batcher:
@@ -126,7 +152,7 @@ class _Batcher:
         self.report.checked += len(batch)
         self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
         # Await first: `report.events += await ...` would read the count before the await.
-        events = await self.reconciler.apply(batch, via=self.via)
+        events = await self.reconciler.apply(batch, via=self.via, report=self.report)
         self.report.events += events
 
 
@@ -160,16 +186,28 @@ class Reconciler:
 
     # --- writing -----------------------------------------------------------------------------
 
-    async def apply(self, observations: Sequence[Observation], *, via: Via) -> int:
+    async def apply(
+        self, observations: Sequence[Observation], *, via: Via, report: PassReport | None = None
+    ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
-        Returns the number of events queued.
+        Returns the number of events queued; `report` counts the orders that went missing.
         """
         now = self.clock()
         store = self.store
         async with store.transaction():
             snapshot = await store.load_orders(o.key for o in observations)
-            result = diff(snapshot, observations, now=now, via=via, store_id=store.store_id)
+            result = diff(
+                snapshot,
+                observations,
+                now=now,
+                via=via,
+                store_id=store.store_id,
+                failing_accounts=await self._failing_accounts(observations),
+            )
+            if report is not None:
+                report.lost += len(result.lost)
+                report.failed += len(result.lost)
             rows = []
             events = list(result.events)
             alerts = self.config.alerts
@@ -191,26 +229,60 @@ class Reconciler:
                 rows.append(state_row(state, when))
             await store.save_order_rows(rows)
             stored = await store.add_events(events)
+        for key, tracked, answered in result.references:
+            log.warning(
+                "order.external_reference_differs",
+                extra=fields(
+                    source=key.source,
+                    account=key.account,
+                    order_id=key.order_id,
+                    tracked=tracked,
+                    answered=answered,
+                ),
+            )
         self._committed(events, stored)
         return len(events)
 
-    async def record_source(
-        self, source: Source, account: str, *, ok: bool, via: Via, reason: str | None = None
-    ) -> int:
-        """Record a pass's outcome for a provider account; return events queued (0 or 1)."""
+    async def _failing_accounts(self, observations: Sequence[Observation]) -> set[tuple[str, str]]:
+        """Return the failing accounts among those whose orders answered "not found"."""
+        accounts = {o.key[:2] for o in observations if o.outcome is Outcome.NOT_FOUND}
+        failing: set[tuple[str, str]] = set()
+        for source, account in accounts:
+            if (await self.store.source_state(source, account)).failing:
+                failing.add((source, account))
+        return failing
+
+    async def settle(
+        self,
+        source: Source,
+        account: str,
+        verdicts: Sequence[tuple[Part, Verdict | None]],
+        *,
+        via: Via,
+        report: PassReport,
+    ) -> None:
+        """Apply what a pass's answers say about its account to the account's health: one
+        `source.failed` when it starts failing, one `source.recovered` when it answers again."""
+        said = [(part, v) for part, v in verdicts if v is not None]
+        for _, v in said:
+            if not v.ok:
+                report.failed_sources[f"{source}/{account}"] = v.reason or "failed"
+        if not said:
+            return
         now = self.clock()
         store = self.store
         async with store.transaction():
             state = await store.source_state(source, account)
-            new, event = source_outcome(
-                state, ok=ok, now=now, via=via, store_id=store.store_id, reason=reason
-            )
+            new, flip = next_health(state, said, now=now)
             await store.save_source_state(new)
+            event = None
+            if flip is not None:
+                event = health_event(state, new, flip, now=now, via=via, store_id=store.store_id)
             stored = await store.add_events([event]) if event is not None else []
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
             self._committed([event], stored)
-        return 1 if event is not None else 0
+            report.events += 1
 
     def _committed(self, events: Sequence[Event], stored: Sequence[OutboxEvent] | None) -> None:
         if events:
@@ -238,10 +310,16 @@ class Reconciler:
         batcher = _Batcher(self, via, report)
         client = self.ccv[cfg.name]
         after = 0
+        error = None
         try:
             while True:
                 ids, after = await self.store.open_orders_page(
-                    "ccv", cfg.name, after=after, limit=PAGE_ORDERS
+                    "ccv",
+                    cfg.name,
+                    after=after,
+                    limit=PAGE_ORDERS,
+                    settled_since=self.clock() - cfg.schedule.watch_settled_s,
+                    settled=SETTLED["ccv"],
                 )
                 if ids:
                     await client.check_orders(ids, batcher.add)
@@ -250,19 +328,12 @@ class Reconciler:
             await batcher.flush()
         except SourceError as exc:
             await batcher.flush()
-            return await self._source_failed(report, "ccv", cfg.name, exc, via)
+            error = self._reason(exc)
         finally:
             await batcher.close()
             self.store.forget_page()
-        answered = report.checked - report.failed
-        if report.checked and not answered:
-            reason = "every check failed"
-            report.failed_sources[f"ccv/{cfg.name}"] = reason
-            report.events += await self.record_source(
-                "ccv", cfg.name, ok=False, via=via, reason=reason
-            )
-        else:
-            report.events += await self.record_source("ccv", cfg.name, ok=True, via=via)
+        answers = report.answers(error=error, complete=True)
+        await self.settle("ccv", cfg.name, [("checks", verdict(answers))], via=via, report=report)
         return report
 
     async def ccnow_pass(
@@ -276,6 +347,8 @@ class Reconciler:
         report = PassReport()
         batcher = _Batcher(self, via, report)
         client = self.ccnow[cfg.name]
+        answered_list = False
+        error = None
         try:
             listed = await client.pending_list()
             listed_ids = {o.key.order_id for o in listed}
@@ -287,16 +360,24 @@ class Reconciler:
             for obs in listed:
                 await batcher.add(obs)
             await batcher.flush()
+            answered_list = True
             left = [oid for oid in to_query if oid not in listed_ids]
             if left:
                 await client.query(left, batcher.add)
             await batcher.flush()
         except SourceError as exc:
             await batcher.flush()
-            return await self._source_failed(report, "ccnow", cfg.name, exc, via)
+            error = self._reason(exc)
         finally:
             await batcher.close()
-        report.events += await self.record_source("ccnow", cfg.name, ok=True, via=via)
+        verdicts: list[tuple[Part, Verdict | None]]
+        if not answered_list:
+            verdicts = [("pending_list", Verdict(False, error))]
+        else:
+            # The orders on the list answered too: with the queries, they are the pass's checks.
+            answers = report.answers(error=error, complete=everything)
+            verdicts = [("pending_list", Verdict(True)), ("checks", verdict(answers))]
+        await self.settle("ccnow", cfg.name, verdicts, via=via, report=report)
         return report
 
     async def check_orders(
@@ -308,6 +389,7 @@ class Reconciler:
         ids = list(order_ids)
         if not ids:
             return report
+        error = None
         try:
             if source == "ccv":
                 await self.ccv[account].check_orders(ids, batcher.add)
@@ -316,22 +398,30 @@ class Reconciler:
             await batcher.flush()
         except SourceError as exc:
             await batcher.flush()
-            return await self._source_failed(report, source, account, exc, via)
+            error = self._reason(exc)
         finally:
             await batcher.close()
-        if report.checked > report.failed:
-            report.events += await self.record_source(source, account, ok=True, via=via)
+        answers = report.answers(error=error)
+        verdicts: list[tuple[Part, Verdict | None]] = [("checks", verdict(answers))]
+        if source == "ccv" and needs_probe(answers):
+            verdicts.append(("probe", await self._probe(account)))
+        await self.settle(source, account, verdicts, via=via, report=report)
         return report
 
-    async def probe_ccv(self, cfg: CCVConfig, *, via: Via) -> None:
-        """Ask CCV for an order id that does not exist: a 404 proves key and service work."""
+    async def probe_ccv(self, cfg: CCVConfig, *, via: Via) -> PassReport:
+        """Ask CCV about an order id that does not exist: any answer that shows the key was
+        accepted proves the account answers."""
+        report = PassReport()
+        result = await self._probe(cfg.name)
+        await self.settle("ccv", cfg.name, [("probe", result)], via=via, report=report)
+        return report
+
+    async def _probe(self, account: str) -> Verdict:
         try:
-            obs = await self.ccv[cfg.name].fetch(PROBE_ORDER_ID)
+            await self.ccv[account].probe()
         except SourceError as exc:
-            await self._source_failed(PassReport(), "ccv", cfg.name, exc, via)
-            return
-        if obs.outcome is not Outcome.FAILED:
-            await self.record_source("ccv", cfg.name, ok=True, via=via)
+            return Verdict(False, self._reason(exc))
+        return Verdict(True)
 
     async def _all_open_ids(self, source: Source, account: str, sched: ScheduleConfig) -> list[str]:
         ids: list[str] = []
@@ -343,18 +433,13 @@ class Reconciler:
                 after=after,
                 limit=PAGE_ORDERS,
                 settled_since=self.clock() - sched.watch_settled_s,
-                settled=SETTLED,
+                settled=SETTLED[source],
             )
             if not page:
                 return ids
             ids.extend(page)
             after = page[-1]
 
-    async def _source_failed(
-        self, report: PassReport, source: Source, account: str, exc: SourceError, via: Via
-    ) -> PassReport:
+    def _reason(self, exc: SourceError) -> str:
         # Whatever a client let through, no secret reaches the event, the database or the log.
-        reason = redact(str(exc) or exc.reason, self._secrets, limit=MAX_REASON_LENGTH)
-        report.failed_sources[f"{source}/{account}"] = reason
-        report.events += await self.record_source(source, account, ok=False, via=via, reason=reason)
-        return report
+        return redact(str(exc) or exc.reason, self._secrets, limit=MAX_REASON_LENGTH)

@@ -12,6 +12,9 @@ from .model import EventType, OrderState, Via, status_info
 
 # Used for orders we will not poll again (end states, settled orders past their watch period).
 NEVER = float("inf")
+# An order found before that answers "not found" is reported when a check at least this much
+# later confirms it; until then it keeps its rhythm (never slower than this).
+NOT_FOUND_CONFIRM_S = 300.0
 
 
 def next_check(
@@ -42,6 +45,9 @@ def plan(
     """
     if state.end_state:
         return None, NEVER
+    if state.missing_since is not None:
+        interval = min(state.interval_s or schedule.min_interval_s, NOT_FOUND_CONFIRM_S)
+        return state.interval_s, now + interval * (1 + 0.1 * jitter)
     if state.not_found:
         interval = schedule.not_found_interval_s
     elif state.failure_streak > 0:
@@ -50,7 +56,7 @@ def plan(
         interval = min(base, state.interval_s or schedule.min_interval_s, schedule.max_interval_s)
         interval = max(interval, min(schedule.min_interval_s, schedule.max_interval_s))
         return state.interval_s, now + interval * (1 + 0.1 * jitter)
-    elif state.status is not None and state.key.source == "ccnow" and _settled(state.status):
+    elif state.status is not None and status_info(state.key.source, state.status).settled:
         last = state.last_changed if state.last_changed is not None else now
         if now - last >= schedule.watch_settled_s:
             return None, NEVER
@@ -75,10 +81,6 @@ def _active(state: OrderState, schedule: ScheduleConfig, now: float) -> bool:
         and changed_at != state.first_seen
         and now - changed_at < schedule.active_window_s
     )
-
-
-def _settled(status: str) -> bool:
-    return status_info("ccnow", status).settled
 
 
 def stuck_event(

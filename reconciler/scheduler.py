@@ -19,7 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .config import Config
 from .logs import fields
-from .model import Source
+from .model import HealthPart, Source
 from .reconcile import PassReport, Reconciler
 from .store import StoreError
 
@@ -118,7 +118,7 @@ class Scheduler:
 
     async def _pending_list_job(self, account: str) -> None:
         cfg = next(c for c in self.config.ccnow if c.name == account)
-        if await self._resting("ccnow", account, cfg.poll_interval_s) is None:
+        if await self._resting("ccnow", account, "pending_list", cfg.poll_interval_s) is None:
             return
         report = await self.reconciler.ccnow_pass(cfg, via="poll")
         self.on_pass(f"ccnow/{account} pending list", report)
@@ -133,14 +133,14 @@ class Scheduler:
             and self.clock() - state.last_success < cfg.poll_interval_s
         ):
             return
-        if await self._resting("ccv", account, cfg.poll_interval_s) is None:
+        if await self._resting("ccv", account, "probe", cfg.poll_interval_s) is None:
             return
         await self.reconciler.probe_ccv(cfg, via="poll")
 
     async def _due_job(self, source: Source, account: str) -> None:
         accounts = self.config.ccv if source == "ccv" else self.config.ccnow
         cfg = next(c for c in accounts if c.name == account)
-        failing = await self._resting(source, account, cfg.poll_interval_s)
+        failing = await self._resting(source, account, "checks", cfg.poll_interval_s)
         if failing is None:
             return
         # A failing source gets one probe per backoff period, not a storm of checks.
@@ -164,10 +164,13 @@ class Scheduler:
         report = await self.reconciler.check_orders(source, account, rest, via="poll")
         self.on_pass(f"{source}/{account} due", report)
 
-    async def _resting(self, source: Source, account: str, interval_s: float) -> bool | None:
-        """Return None while a failing source is left alone, else whether it is failing."""
+    async def _resting(
+        self, source: Source, account: str, part: HealthPart, interval_s: float
+    ) -> bool | None:
+        """Return None while the failing part of an account that a job asks is left alone,
+        else whether that part is failing (the other parts are asked as usual)."""
         state = await self.reconciler.store.source_state(source, account)
-        if not state.failing:
+        if part not in state.failing_parts:
             return False
         rest = source_backoff_s(state.failure_streak, interval_s)
         return None if self.clock() < (state.last_failure or 0) + rest else True

@@ -27,6 +27,7 @@ import aiosqlite
 
 from .events import Event
 from .model import OrderKey, OrderState, Source, SourceState
+from .poller import mask_parts, parts_mask
 from .sinks.base import OutboxEvent
 from .store_health import Episode, StoreHealth, is_unusable
 
@@ -142,16 +143,23 @@ MIGRATIONS: list[str] = [
         WHERE state != 'failed';
     CREATE INDEX submissions_open ON submissions (state) WHERE state IN ('sending', 'uncertain')
     """,
+    # 4: when an order found before first answered "not found"; it is reported only when a
+    # later check confirms it. CCV `Failed` is no end state any more (a CCV employee may still
+    # complete or cancel the order): such orders are watched like settled ones
+    """
+    ALTER TABLE orders ADD COLUMN missing_since REAL;
+    UPDATE orders SET end_state = 0, next_check_at = 0 WHERE source = 'ccv' AND status = 'Failed'
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _ORDER_COLUMNS = (
     "source, account, order_id, status, external_reference, first_seen, last_changed, "
     "last_checked, end_state, not_found, failure_streak, version, next_check_at, interval_s, "
-    "stuck_version, tracked_at"
+    "stuck_version, tracked_at, missing_since"
 )
 _ORDER_UPSERT = (
-    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join('?' * 16)}) "
+    f"INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({', '.join('?' * 17)}) "
     "ON CONFLICT (source, account, order_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:])
 )
@@ -166,7 +174,9 @@ _ORDER_UPSERT = (
 # that skips the rows where it did not: the index on it stays untouched.
 _ROWS_PER_STATEMENT = 1000  # under SQLite's default bound of 32766 parameters per statement
 _UPDATED_COLUMNS = [
-    c for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:-1] if c != "external_reference"
+    c
+    for c in _ORDER_COLUMNS.replace(" ", "").split(",")[3:]
+    if c not in ("external_reference", "tracked_at")
 ]
 
 
@@ -297,6 +307,7 @@ def _row_to_state(row: Sequence[Any]) -> OrderState:
         row[13],  # interval_s
         row[14],  # stuck_version
         row[15],  # tracked_at
+        row[16],  # missing_since
     )
 
 
@@ -321,6 +332,7 @@ def state_row(s: OrderState, plan: tuple[float | None, float] | None = None) -> 
         interval_s,
         s.stuck_version,
         s.tracked_at,
+        s.missing_since,
     )
 
 
@@ -516,7 +528,7 @@ class Store:
                 for row in await self.conn.execute_fetchall(sql, (source, account, *chunk)):
                     state = _row_to_state(row)
                     found[state.key] = state
-                    self._rowids[(row[0], row[1], row[2])] = row[16]
+                    self._rowids[(row[0], row[1], row[2])] = row[17]
         return found
 
     async def save_order_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -532,7 +544,7 @@ class Store:
             if rowid is None:
                 new.append(row)
                 continue
-            known.append((row[3], *row[5:15], rowid))
+            known.append((row[3], *row[5:15], row[16], rowid))
             if row[4] is not None:
                 references.append((rowid, row[4]))
             if key in page:
@@ -631,11 +643,19 @@ class Store:
         return [row[0] for row in await self.conn.execute_fetchall(sql, params)]
 
     async def open_orders_page(
-        self, source: Source, account: str, *, after: int = 0, limit: int = 5000
+        self,
+        source: Source,
+        account: str,
+        *,
+        after: int = 0,
+        limit: int = 5000,
+        settled_since: float | None = None,
+        settled: Sequence[str] = (),
     ) -> tuple[list[str], int]:
         """Return the ids of orders not in an end state, in storage order after the position
         `after`, and the position to continue from; keep their rows as the page that the next
-        batches read instead of the database.
+        batches read instead of the database. Settled orders (`settled` statuses) are left out
+        once unchanged since `settled_since`.
 
         Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
         a few database pages instead of one page per order.
@@ -643,14 +663,18 @@ class Store:
         version = await self.data_version()  # before the rows: a later write drops the page
         # `+source` keeps SQLite off the (source, account, order_id) index: through it, every
         # open order of the account would be read and sorted by id before the LIMIT applies.
+        marks = ", ".join("?" * len(settled)) or "NULL"
         sql = (
             f"SELECT {_ORDER_COLUMNS}, id FROM orders WHERE id > ? AND +source = ? "
-            "AND account = ? AND end_state = 0 ORDER BY id LIMIT ?"
+            "AND account = ? AND end_state = 0 "
+            f"AND NOT (coalesce(status IN ({marks}), 0) AND coalesce(last_changed, 0) < ?) "
+            "ORDER BY id LIMIT ?"
         )
-        rows = list(await self.conn.execute_fetchall(sql, (after, source, account, limit)))
-        self._page = {(r[0], r[1], r[2]): (r[16], tuple(r[:16])) for r in rows}
+        params = (after, source, account, *settled, settled_since or 0.0, limit)
+        rows = list(await self.conn.execute_fetchall(sql, params))
+        self._page = {(r[0], r[1], r[2]): (r[17], tuple(r[:17])) for r in rows}
         self._page_version = version
-        return [r[2] for r in rows], (rows[-1][16] if rows else after)
+        return [r[2] for r in rows], (rows[-1][17] if rows else after)
 
     def forget_page(self) -> None:
         """Drop the page of orders kept by `open_orders_page`."""
@@ -720,7 +744,7 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             return SourceState(source, account)
-        return SourceState(source, account, bool(row[0]), row[1], row[2], row[3], row[4], row[5])
+        return SourceState(source, account, mask_parts(row[0]), *row[1:6])
 
     async def save_source_state(self, s: SourceState) -> None:
         """Upsert the health record (inside a transaction)."""
@@ -730,7 +754,7 @@ class Store:
             (
                 s.source,
                 s.account,
-                int(s.failing),
+                parts_mask(s.failing_parts),  # 0: answering; else the failing parts, as bits
                 s.failure_streak,
                 s.episode,
                 s.last_success,
@@ -747,8 +771,7 @@ class Store:
         )
         async with self.conn.execute(sql) as cur:
             return [
-                SourceState(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7])
-                for r in await cur.fetchall()
+                SourceState(r[0], r[1], mask_parts(r[2]), *r[3:8]) for r in await cur.fetchall()
             ]
 
     # --- status ------------------------------------------------------------------------------

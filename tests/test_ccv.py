@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from reconciler.config import RetryConfig, Secret
 from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, validate_ccv_id
-from reconciler.sources.ccv import MAX_BODY_BYTES, CCVClient, _plain_id
+from reconciler.sources.ccv import MAX_BODY_BYTES, PROBE_ORDER_ID, CCVClient, _plain_id
 from reconciler.sources.errors import AuthenticationFailed, SourceUnavailable
 from reconciler.sources.http import parse_retry_after, retry_delay
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply, ccv_config, html_page
@@ -136,11 +136,37 @@ async def test_404_is_not_found(fake: FakeCCV, session: aiohttp.ClientSession) -
     assert len(fake.requests) == 1
 
 
-@pytest.mark.parametrize("status", [401, 403])
-async def test_auth_failure_costs_exactly_one_request(
-    fake: FakeCCV, session: aiohttp.ClientSession, status: int
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(404, "<html><body><h1>404 Not Found</h1></body></html>", "text/html"),
+        Reply(404, "Not Found", "text/plain"),
+        Reply(404, "", "application/octet-stream"),
+    ],
+    ids=["html", "text", "empty"],
+)
+async def test_a_404_that_is_not_ccvs_json_is_no_not_found(
+    fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
 ) -> None:
-    fake.always = Reply(status, "Forbidden")
+    # A gateway's or a wrong base URL's 404 says nothing about the order.
+    fake.orders["A1"] = "New"
+    fake.replies["A1"] = reply
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == failed("A1", "gateway_404")
+
+
+async def test_a_wave_of_gateway_404s_opens_the_breaker(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    fake.always = Reply(404, "<html>Not Found</html>", "text/html")
+    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session)
+    with pytest.raises(SourceUnavailable, match="consecutive failures"):
+        await client.check_orders([f"O{i}" for i in range(200)], Collector())
+    assert len(fake.requests) < 20
+
+
+async def test_401_costs_exactly_one_request(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
+    fake.always = Reply(401, "Unauthorized")
     fake.orders.update({f"O{i}": "New" for i in range(50)})
     client = CCVClient(ccv_config(fake.base_url, concurrency=8), session)
     emit = Collector()
@@ -148,9 +174,75 @@ async def test_auth_failure_costs_exactly_one_request(
     with pytest.raises(AuthenticationFailed) as caught:
         await client.check_orders([f"O{i}" for i in range(50)], emit)
 
-    assert str(caught.value) == f"http {status}"
+    assert str(caught.value) == "http 401"
     assert len(fake.requests) == 1
     assert emit.seen == []
+
+
+async def test_a_403_fails_that_order_alone(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
+    ids = [f"O{i}" for i in range(4)]
+    fake.orders.update(dict.fromkeys(ids, "New"))
+    fake.replies["O1"] = Reply(403, '{"message": "Forbidden"}', "application/json")
+    emit = Collector()
+    await CCVClient(ccv_config(fake.base_url, concurrency=1), session).check_orders(ids, emit)
+    assert sorted(emit.seen) == sorted(
+        [Observation(key(i), Outcome.OK, "New") for i in ("O0", "O2", "O3")]
+        + [failed("O1", "http_403")]
+    )
+
+
+async def test_403_for_every_order_is_no_outage(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    # Each order is asked once (no retries, no breaker); the pass judges the account.
+    fake.always = Reply(403, "Forbidden")
+    emit = Collector()
+    client = CCVClient(ccv_config(fake.base_url, concurrency=2), session)
+    await client.check_orders([f"O{i}" for i in range(30)], emit)
+    assert [o.reason for o in emit.seen] == ["http_403"] * 30
+    assert len(fake.requests) == 30
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(404, '{"message": "Not found"}', "application/json"),
+        Reply(400, '{"message": "invalid order id"}', "application/json"),
+        Reply(400, "Bad Request", "text/plain"),
+        Reply(200, '{"orderStatus": "New"}', "application/json"),
+    ],
+    ids=["404", "400-json", "400-text", "200"],
+)
+async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
+    fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
+) -> None:
+    fake.always = reply
+    await CCVClient(ccv_config(fake.base_url), session).probe()
+    (seen,) = fake.requests
+    assert seen.order_id == PROBE_ORDER_ID
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "text"),
+    [
+        (Reply(401, "Unauthorized"), AuthenticationFailed, "http 401"),
+        (Reply(404, "<html>Not Found</html>", "text/html"), SourceUnavailable, "gateway 404"),
+        (Reply(403, "Forbidden"), SourceUnavailable, "http 403"),
+        (Reply(503), SourceUnavailable, "http 503"),
+    ],
+    ids=["401", "gateway-404", "403", "503"],
+)
+async def test_probe_fails_on_answers_that_prove_nothing(
+    fake: FakeCCV,
+    session: aiohttp.ClientSession,
+    reply: Reply,
+    error: type[Exception],
+    text: str,
+) -> None:
+    fake.always = reply
+    with pytest.raises(error) as caught:
+        await CCVClient(ccv_config(fake.base_url), session).probe()
+    assert str(caught.value) == text
 
 
 async def test_wrong_key_is_refused_by_the_provider(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.diff import diff, source_outcome
+from reconciler.diff import DiffResult, diff
 from reconciler.events import compact_json, order_event
 from reconciler.model import (
     EventType,
@@ -14,8 +14,8 @@ from reconciler.model import (
     OrderKey,
     OrderState,
     Outcome,
-    SourceState,
 )
+from reconciler.schedule import NOT_FOUND_CONFIRM_S
 
 NOW = 1_800_000_000.0
 STORE = "store-1"
@@ -77,7 +77,10 @@ def test_unchanged_status_emits_nothing_and_updates_last_checked() -> None:
         (CCV, "New", "Completed", "info", True),
         (CCV, "Screening", "Closed", "warning", True),
         (CCV, "AwaitingPayment", "Canceled", "warning", True),
-        (CCV, "New", "Failed", "error", True),
+        # CCV `Failed` waits for a CCV employee: not final, a Completed or Canceled may follow
+        (CCV, "New", "Failed", "error", False),
+        (CCV, "Failed", "Completed", "info", True),
+        (CCV, "Failed", "Canceled", "warning", True),
         (CCV, "Processing", "Incomplete", "info", False),
         (CCNOW, "pending", "mark_shipped", "info", False),
         (CCNOW, "processing", "declined", "error", True),
@@ -132,21 +135,65 @@ def test_failed_check_changes_nothing_but_the_failure_streak() -> None:
     assert result.states[CCV].last_checked == NOW - 10
 
 
-def test_not_found_is_reported_once() -> None:
-    prev = tracked(CCV, status="New", version=1)
-    first = diff(
-        {CCV: prev}, [Observation(CCV, Outcome.NOT_FOUND)], now=NOW, via="poll", store_id=STORE
-    )
-    assert [e.type for e in first.events] == [EventType.NOT_FOUND]
-    again = diff(
-        first.states,
-        [Observation(CCV, Outcome.NOT_FOUND)],
-        now=NOW + 60,
+def test_a_different_external_reference_is_taken_and_reported() -> None:
+    prev = tracked(CCV, status="New", version=1, external_reference="ref-tracked")
+    result = diff({CCV: prev}, [ok(CCV, "New", "ref-ccv")], now=NOW, via="poll", store_id=STORE)
+    assert result.references == [(CCV, "ref-tracked", "ref-ccv")]
+    assert result.states[CCV].external_reference == "ref-ccv"
+    same = diff({CCV: prev}, [ok(CCV, "New", "ref-tracked")], now=NOW, via="poll", store_id=STORE)
+    absent = diff({CCV: prev}, [ok(CCV, "New")], now=NOW, via="poll", store_id=STORE)
+    assert same.references == absent.references == []
+    assert absent.states[CCV].external_reference == "ref-tracked"
+
+
+def not_found(state: OrderState, now: float, **kw: object) -> DiffResult:
+    return diff(
+        {state.key: state},
+        [Observation(state.key, Outcome.NOT_FOUND)],
+        now=now,
         via="poll",
         store_id=STORE,
+        **kw,  # type: ignore[arg-type]
     )
+
+
+def test_an_order_never_found_is_reported_at_its_first_not_found_and_once() -> None:
+    first = not_found(tracked(CCV), NOW)
+    assert [e.type for e in first.events] == [EventType.NOT_FOUND]
+    assert first.lost == set()
+    again = not_found(first.states[CCV], NOW + 60)
     assert again.events == []
     assert again.states[CCV].not_found is True
+
+
+def test_an_order_found_before_is_reported_missing_only_when_a_later_check_confirms() -> None:
+    first = not_found(tracked(CCV, status="AwaitingPayment", version=1), NOW)
+    assert first.events == [] and first.lost == {CCV}
+    assert first.states[CCV].missing_since == NOW and not first.states[CCV].not_found
+    soon = not_found(first.states[CCV], NOW + NOT_FOUND_CONFIRM_S - 1)
+    assert soon.events == [] and soon.states[CCV].missing_since == NOW
+    later = not_found(soon.states[CCV], NOW + NOT_FOUND_CONFIRM_S)
+    assert [e.type for e in later.events] == [EventType.NOT_FOUND]
+    assert later.events[0].data["previous_status"] == "AwaitingPayment"
+    assert later.states[CCV].not_found and later.states[CCV].missing_since is None
+    assert not_found(later.states[CCV], NOW + 2 * NOT_FOUND_CONFIRM_S).events == []
+
+
+def test_a_missing_order_is_not_confirmed_while_its_account_fails() -> None:
+    first = not_found(tracked(CCV, status="New", version=1), NOW)
+    held = not_found(first.states[CCV], NOW + 3600, failing_accounts={("ccv", "default")})
+    assert held.events == [] and held.lost == {CCV}
+    other = not_found(first.states[CCV], NOW + 3600, failing_accounts={("ccnow", "default")})
+    assert [e.type for e in other.events] == [EventType.NOT_FOUND]
+
+
+def test_an_answer_clears_a_missing_order() -> None:
+    first = not_found(tracked(CCV, status="New", version=1), NOW)
+    back = diff(first.states, [ok(CCV, "New")], now=NOW + 60, via="poll", store_id=STORE)
+    assert back.events == [] and back.states[CCV].missing_since is None
+    # A later "not found" starts a new confirmation period.
+    again = not_found(back.states[CCV], NOW + NOT_FOUND_CONFIRM_S + 1)
+    assert again.events == [] and again.states[CCV].missing_since == NOW + NOT_FOUND_CONFIRM_S + 1
 
 
 def test_event_ids_are_stable_for_the_same_transition_and_differ_otherwise() -> None:
@@ -234,32 +281,6 @@ def test_an_order_events_json_is_its_data_encoded(
     )
     assert event.data_json == compact_json(event.data)
     assert event.body_text == compact_json(event.cloudevent())
-
-
-def test_source_failed_once_and_recovered_once() -> None:
-    state = SourceState("ccnow", "default")
-    state, first = source_outcome(
-        state,
-        ok=False,
-        now=NOW,
-        via="poll",
-        store_id=STORE,
-        reason="error_message: system down for maintenance",
-    )
-    assert first is not None and first.type is EventType.SOURCE_FAILED
-    assert first.severity == "error"
-    state, second = source_outcome(
-        state, ok=False, now=NOW + 60, via="poll", store_id=STORE, reason="same"
-    )
-    assert second is None and state.failure_streak == 2
-    state, rec = source_outcome(state, ok=True, now=NOW + 120, via="poll", store_id=STORE)
-    assert rec is not None and rec.type is EventType.SOURCE_RECOVERED
-    state, quiet = source_outcome(state, ok=True, now=NOW + 180, via="poll", store_id=STORE)
-    assert quiet is None
-    _, again = source_outcome(
-        state, ok=False, now=NOW + 240, via="poll", store_id=STORE, reason="x"
-    )
-    assert again is not None and again.id != first.id  # a new failure episode, a new event
 
 
 def test_event_ids_are_uuid5_of_the_store_and_the_transition() -> None:

@@ -84,6 +84,14 @@ def test_settled_ccnow_orders_are_watched_daily_then_dropped() -> None:
     assert old.next_check_at == NEVER
 
 
+def test_ccv_failed_is_watched_daily_like_a_settled_order() -> None:
+    sched = replace(SCHED, watch_settled_s=180 * 86400, settled_interval_s=86400)
+    failed = OrderState(key=CCV, status="Failed", interval_s=120, last_changed=T0, tracked_at=T0)
+    assert next_check(failed, changed=True, schedule=sched, now=T0).next_check_at == T0 + 86400
+    old = next_check(failed, changed=False, schedule=sched, now=T0 + 181 * 86400)
+    assert old.next_check_at == NEVER
+
+
 def test_failed_checks_back_off_but_stay_bounded() -> None:
     s = OrderState(key=CCV, status="New", interval_s=600, failure_streak=1, tracked_at=T0)
     first = next_check(s, changed=False, schedule=SCHED, now=T0).next_check_at - T0
@@ -94,6 +102,21 @@ def test_failed_checks_back_off_but_stay_bounded() -> None:
         - T0
     )
     assert 60 <= first <= later <= 600
+
+
+@pytest.mark.parametrize(
+    ("interval_s", "expected"), [(3600.0, 300.0), (120.0, 120.0), (None, 60.0)]
+)
+def test_a_missing_order_keeps_its_rhythm_until_confirmed(
+    interval_s: float | None, expected: float
+) -> None:
+    # Issue 10 item 4: never the daily not-found rhythm, nor slower than the confirmation.
+    s = OrderState(
+        key=CCV, status="AwaitingPayment", interval_s=interval_s, missing_since=T0, tracked_at=T0
+    )
+    planned = next_check(s, changed=False, schedule=SCHED, now=T0)
+    assert planned.next_check_at - T0 == expected
+    assert planned.interval_s == interval_s
 
 
 ALERTS = AlertsConfig(stuck_after_s={("ccv", "AwaitingPayment"): 2 * 86400})

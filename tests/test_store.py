@@ -12,6 +12,7 @@ import math
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -193,12 +194,14 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
     calls = 0
     apply = Reconciler.apply
 
-    async def failing_apply(self: Reconciler, batch: Sequence[Observation], *, via: str) -> int:
+    async def failing_apply(
+        self: Reconciler, batch: Sequence[Observation], *, via: str, **kw: Any
+    ) -> int:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise sqlite3.OperationalError("disk I/O error")
-        return await apply(self, batch, via=via)  # type: ignore[arg-type]
+        return await apply(self, batch, via=via, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Reconciler, "apply", failing_apply)
     async with aiohttp.ClientSession() as session:

@@ -24,7 +24,7 @@ from reconciler.model import (
     validate_ccv_id,
 )
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
-from reconciler.sources.http import RequestFailed, drain, request
+from reconciler.sources.http import Reply, RequestFailed, drain, request
 
 log = logging.getLogger("reconciler.sources.ccv")
 
@@ -35,10 +35,14 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_STATUS_LENGTH = 64
 MAX_REFERENCE_LENGTH = 256
 
-# Failures that say the provider is down rather than that one order is odd.
+# Failures that say the provider is down rather than that one order is odd. A 404 that is not
+# CCV's own JSON answer comes from something in between (a gateway, a wrong base URL).
 _OUTAGE_REASONS = frozenset(
-    {"timeout", "connection", "http_429"} | {f"http_{code}" for code in range(500, 600)}
+    {"timeout", "connection", "http_429", "gateway_404"}
+    | {f"http_{code}" for code in range(500, 600)}
 )
+# An order id no order has: the probe (`check --online`, the heartbeat) asks CCV about it.
+PROBE_ORDER_ID = "reconciler-probe"
 
 
 def auth_headers(config: CCVConfig) -> dict[str, str]:
@@ -63,6 +67,12 @@ def _plain_id(order_id: str) -> bool:
         and ".." not in order_id
         and order_id != "."
     )
+
+
+def is_ccv_answer(content_type: str) -> bool:
+    """Whether an answer's media type says CCV itself answered: its error answers are JSON, the
+    pages of gateways and proxies are not."""
+    return content_type == "application/json" or content_type.endswith("+json")
 
 
 def _is_status(value: object) -> bool:
@@ -96,16 +106,34 @@ class CCVClient:
         self._breaker_limit = max(5, 2 * config.concurrency)
 
     async def fetch(self, order_id: str) -> Observation:
-        """Return what CCV says about one order; raise AuthenticationFailed on 401/403."""
+        """Return what CCV says about one order; raise AuthenticationFailed on 401."""
         observation, _ = await self._check(order_id)
         return observation
+
+    async def probe(self) -> None:
+        """Prove that CCV answers and accepts the key; raise SourceError when it does not.
+
+        CCV answers a made-up order id with 404, or perhaps with 400: any answer that shows
+        the key was accepted (2xx, 400, CCV's own 404) will do; a 401 or a gateway's page won't.
+        """
+        reply = await self._get(PROBE_ORDER_ID)
+        status = reply.status
+        if status == 401:
+            raise AuthenticationFailed("http 401")
+        if (
+            200 <= status < 300
+            or status == 400
+            or (status == 404 and is_ccv_answer(reply.content_type))
+        ):
+            return
+        raise SourceUnavailable(_failure_reason(reply).replace("_", " "))
 
     async def check_orders(
         self,
         order_ids: Iterable[str],
         emit: Callable[[Observation], Awaitable[None]],
     ) -> None:
-        """Check every order, awaiting `emit` for each; stop at a 401/403 or an outage."""
+        """Check every order, awaiting `emit` for each; stop at a 401 or an outage."""
         # Circuit breaker: that many checks failing in a row means the provider is down, and
         # asking the remaining orders (each with its retries) would only prolong the outage.
         consecutive = 0
@@ -146,18 +174,8 @@ class CCVClient:
             except InvalidOrderId:
                 return Observation(key, Outcome.FAILED, reason="invalid_id"), False
             segment = quote(order_id, safe="")
-        url = self._base.with_path(f"{self._prefix}{segment}/status", encoded=True)
         try:
-            reply = await request(
-                self._session,
-                "GET",
-                url,
-                headers=self._headers,
-                timeout=self._timeout,
-                retry=self._config.retry,
-                max_body=MAX_BODY_BYTES,
-                log=log,
-            )
+            reply = await self._get(segment)
         except RequestFailed as exc:
             return Observation(key, Outcome.FAILED, reason=exc.word), True
         except ProtocolError:
@@ -181,8 +199,31 @@ class CCVClient:
                 extra={"fields": {"order_id": order_id, "content_type": reply.content_type}},
             )
             return Observation(key, Outcome.FAILED, reason="protocol"), True
-        if status == 404:
+        if status == 404 and is_ccv_answer(reply.content_type):
             return Observation(key, Outcome.NOT_FOUND), True
-        if status in (401, 403):
+        if status == 401:
             raise AuthenticationFailed(f"http {status}")
-        return Observation(key, Outcome.FAILED, reason=f"http_{status}"), True
+        # A 403 is that order's failure: whether it means "not your order" or "this key may not
+        # do this" is not documented, and one order must not stop the account.
+        return Observation(key, Outcome.FAILED, reason=_failure_reason(reply)), True
+
+    async def _get(self, segment: str) -> Reply:
+        """Ask for the status of the order whose id is the (quoted) path segment `segment`."""
+        url = self._base.with_path(f"{self._prefix}{segment}/status", encoded=True)
+        return await request(
+            self._session,
+            "GET",
+            url,
+            headers=self._headers,
+            timeout=self._timeout,
+            retry=self._config.retry,
+            max_body=MAX_BODY_BYTES,
+            log=log,
+        )
+
+
+def _failure_reason(reply: Reply) -> str:
+    """Return the Observation reason of an answer that is neither a status nor CCV's own 404."""
+    if reply.status == 404:
+        return "gateway_404"  # not CCV's JSON: a gateway or a wrong base URL answered
+    return f"http_{reply.status}"

@@ -1,0 +1,151 @@
+"""Account health, in one place: what a pass's answers as a whole say about a provider account,
+and the health state machine that turns those verdicts into one `source.failed` and one
+`source.recovered` per episode.
+
+Pure: no I/O and no clock; callers pass `now`. Every pass (CCV checks and probe, the CCNow pending
+list and queries, a catch-up) ends by handing its answers to `verdict` and the result to
+`next_health`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from .events import Event, event_id
+from .model import HEALTH_PARTS, EventType, HealthPart, Severity, SourceState, Via
+
+Part = HealthPart
+PARTS = HEALTH_PARTS
+
+# A success clears the failures of the parts it proves: answered checks prove what the probe
+# proves, but not the pending list (nor the reverse): else one part failing while another answers
+# makes the account flap between failed and recovered on every poll.
+_CLEARS: dict[Part, frozenset[Part]] = {
+    "checks": frozenset({"checks", "probe"}),
+    "pending_list": frozenset({"pending_list"}),
+    "probe": frozenset({"probe"}),
+}
+
+# A wave: this many orders found before answering the provider's own 404 in one pass, and more
+# than half of the pass's checks, says more about the account (a base URL of another
+# environment, a provider incident) than about the orders. A small account losing two orders
+# at once is not a wave: those wait for their own confirmation.
+LOST_WAVE_MIN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PassAnswers:
+    """How the checks of one pass of one account ended."""
+
+    answered: int = 0  # the provider answered (a status, or its own "not found")
+    failed: int = 0  # no usable answer for that order
+    lost: int = 0  # of `failed`: orders found before that the provider now says it does not know
+    error: str | None = None  # the pass stopped for the whole account (401, breaker, error line)
+    complete: bool = False  # the pass asked every open order of the account (a catch-up)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a pass says about its account: answering, or failing for `reason`."""
+
+    ok: bool
+    reason: str | None = None
+
+
+def verdict(answers: PassAnswers) -> Verdict | None:
+    """Return what a pass's answers as a whole say about the account, or None when they say
+    nothing (no check made, or a few orders of a partial pass failed on their own)."""
+    if answers.error is not None:
+        return Verdict(False, answers.error)
+    checked = answers.answered + answers.failed
+    if is_lost_wave(answers.lost, checked):
+        return Verdict(False, f"{answers.lost} orders not found at once")
+    if answers.answered:
+        return Verdict(True)
+    # Orders going missing one by one wait for their own confirmation; they fail no account.
+    if answers.failed > answers.lost and answers.complete:
+        return Verdict(False, "every check failed")
+    return None
+
+
+def needs_probe(answers: PassAnswers) -> bool:
+    """Whether a partial pass in which no order answered should ask the probe whether the
+    account answers at all: its failures alone cannot tell a gateway's outage from a few
+    troubled orders."""
+    return answers.error is None and not answers.answered and answers.failed > answers.lost
+
+
+def is_lost_wave(lost: int, checked: int) -> bool:
+    """Return whether so many orders found before went missing in one pass that the account,
+    not the orders, is the likely cause."""
+    return lost >= LOST_WAVE_MIN and 2 * lost > checked
+
+
+def next_health(
+    state: SourceState, verdicts: Sequence[tuple[Part, Verdict]], *, now: float
+) -> tuple[SourceState, EventType | None]:
+    """Apply a pass's verdicts to an account's health; return the new health and the flip.
+
+    The account fails when a first part fails and recovers when its last failing part answers
+    again: `source.failed` once, `source.recovered` once, whatever the parts do in between.
+    """
+    parts = set(state.failing_parts)
+    new = state
+    for part, result in verdicts:
+        if result.ok:
+            parts -= _CLEARS[part]
+            new = replace(new, last_success=now)
+        else:
+            parts.add(part)
+            new = replace(
+                new,
+                failure_streak=new.failure_streak + 1,
+                last_failure=now,
+                last_error=result.reason,
+            )
+    new = replace(new, failing_parts=frozenset(parts))
+    if not parts:
+        new = replace(new, failure_streak=0, last_error=None)
+    if new.failing and not state.failing:
+        return replace(new, episode=state.episode + 1), EventType.SOURCE_FAILED
+    if state.failing and not new.failing:
+        return new, EventType.SOURCE_RECOVERED
+    return new, None
+
+
+def health_event(
+    before: SourceState, after: SourceState, kind: EventType, *, now: float, via: Via, store_id: str
+) -> Event:
+    """Return the `source.failed` / `source.recovered` event of a flip from `before` to `after`."""
+    severity: Severity
+    if kind is EventType.SOURCE_RECOVERED:
+        severity, reason = "info", before.last_error
+    else:
+        severity, reason = "error", after.last_error
+    return Event(
+        id=event_id(store_id, "source", after.source, after.account, after.episode, kind.value),
+        type=kind,
+        time=now,
+        source=after.source,
+        account=after.account,
+        order_id=None,
+        severity=severity,
+        data={
+            "source": after.source,
+            "account": after.account,
+            "reason": reason,
+            "severity": severity,
+            "via": via,
+        },
+    )
+
+
+def parts_mask(parts: frozenset[Part]) -> int:
+    """Return failing parts as the bits the store keeps in `sources.failing`."""
+    return sum(1 << i for i, part in enumerate(PARTS) if part in parts)
+
+
+def mask_parts(mask: int) -> frozenset[Part]:
+    """Return the failing parts of a stored mask (a store of older versions wrote 1: checks)."""
+    return frozenset(part for i, part in enumerate(PARTS) if mask & (1 << i))

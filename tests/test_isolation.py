@@ -1,0 +1,438 @@
+"""Invariant 7, isolation: one order's bad answer fails that order alone; an account fails when
+its answers as a whole say so, with one source.failed and one source.recovered (issue 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from reconciler.config import Config, load_config
+from reconciler.model import OrderKey
+from reconciler.reconcile import Reconciler
+from reconciler.schedule import NOT_FOUND_CONFIRM_S
+from reconciler.sources.ccv import PROBE_ORDER_ID
+from reconciler.store import Store
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply, html_page
+
+CCV_IDS = [f"5a1e0000-0000-4000-8000-{n:012d}" for n in range(1, 5)]
+CCNOW_IDS = ["396-10-1142", "397-10-1159", "398-10-1160"]
+FORBIDDEN = Reply(403, '{"message": "Forbidden"}', "application/json")
+GATEWAY_404 = Reply(404, "<html><body><h1>404 Not Found</h1></body></html>", "text/html")
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def source_events(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events if e["type"].startswith("source.")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- item 1: a 403 for one CCV order ------------------------------------------------------------
+
+
+async def test_a_403_for_one_ccv_order_fails_that_order_alone(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    fake_ccv.replies[CCV_IDS[1]] = FORBIDDEN
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+
+    first = await run_cli("--config", cfg, "catch-up")
+    assert first.code == 75  # a check failed, and the exit code says so
+    others = [i for i in CCV_IDS if i != CCV_IDS[1]]
+    assert sorted((e["type"], e["subject"]) for e in read_events(tmp_path)) == sorted(
+        ("order.discovered", i) for i in others
+    )
+
+    # Pass after pass, the other orders are still checked and the account is not failed.
+    for status in ("New", "Completed"):
+        fake_ccv.orders.update(dict.fromkeys(others, status))
+        assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    events = read_events(tmp_path)
+    assert source_events(events) == []
+    changes = [(e["subject"], e["data"]["status"]) for e in events[3:]]
+    assert sorted(changes) == sorted((i, s) for i in others for s in ("New", "Completed"))
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert {r["order_id"]: r["status"] for r in rows}[CCV_IDS[1]] is None
+
+
+async def test_a_403_for_one_ccv_order_in_the_daemon(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    fake_ccv.replies[CCV_IDS[0]] = FORBIDDEN
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='min_interval = "1s"\nmax_interval = "2s"')
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    others = CCV_IDS[1:]
+    async with daemon(cfg, cli_env()):
+        await poll_until(lambda: len(read_events(tmp_path)) >= 3, 20, "start-up discovery")
+        fake_ccv.orders.update(dict.fromkeys(others, "FulfillmentDone"))
+
+        def changed() -> set[str]:
+            return {
+                e["subject"] for e in read_events(tmp_path) if e["type"] == "order.status_changed"
+            }
+
+        await poll_until(lambda: changed() == set(others), 20, "every other order's change")
+        # The forbidden order was asked again meanwhile, and failed alone.
+        await poll_until(
+            lambda: len(fake_ccv.requests_for(CCV_IDS[0])) >= 3, 20, "the 403 order re-asked"
+        )
+    assert source_events(read_events(tmp_path)) == []
+
+
+# --- item 4: a gateway's 404 is no "order not found" ------------------------------------------
+
+
+async def test_a_gateway_404_is_an_account_failure_and_no_order_is_lost(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+
+    fake_ccv.always = GATEWAY_404
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "Failed")
+    for _ in range(2):
+        assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    assert types(read_events(tmp_path)[4:]) == ["source.failed"]
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert {r["status"] for r in rows} == {"AwaitingPayment"}
+    assert not any(r["not_found"] for r in rows)
+
+    fake_ccv.always = None
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    later = read_events(tmp_path)[5:]
+    assert sorted((e["type"], e.get("subject")) for e in later) == sorted(
+        [("source.recovered", None)] + [("order.status_changed", i) for i in CCV_IDS]
+    )
+    assert {e["data"]["status"] for e in later if e["type"] == "order.status_changed"} == {"Failed"}
+
+
+async def test_a_gateway_404_in_the_daemon_fails_the_account_and_the_failed_is_seen(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Issue 10 item 4, as reported: a gateway answers 404 pages for a while, meanwhile every
+    # order moves to Failed.
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    port = free_port()
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='min_interval = "1s"\nmax_interval = "2s"\n'
+        'status_intervals = { AwaitingPayment = "1s" }',
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    env = cli_env(RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef")
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS, env=env)).code == 0
+
+    def seen(kind: str) -> list[dict[str, Any]]:
+        return [e for e in read_events(tmp_path) if e["type"] == kind]
+
+    async with daemon(cfg, env), aiohttp.ClientSession() as http:
+        await poll_until(lambda: len(seen("order.discovered")) == 4, 20, "start-up discovery")
+        fake_ccv.always = GATEWAY_404
+        fake_ccv.orders = dict.fromkeys(CCV_IDS, "Failed")
+        await poll_until(lambda: seen("source.failed"), 20, "source.failed")
+        assert await healthz(http, port) == 503
+        fake_ccv.always = None
+        await poll_until(
+            lambda: len(seen("order.status_changed")) == 4 and seen("source.recovered"),
+            20,
+            "every Failed seen, and the account back",
+        )
+    assert seen("order.not_found") == []
+    assert len(seen("source.failed")) == len(seen("source.recovered")) == 1
+    assert {e["data"]["status"] for e in seen("order.status_changed")} == {"Failed"}
+
+
+async def test_a_fresh_order_never_found_is_reported_at_its_first_json_404(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {CCV_IDS[0]: "New"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS[:2])).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert sorted((e["type"], e["subject"]) for e in read_events(tmp_path)) == [
+        ("order.discovered", CCV_IDS[0]),
+        ("order.not_found", CCV_IDS[1]),
+    ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def ccv_reconciler(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Reconciler, Config, Clock]]:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    config = load_config(write_config(tmp_path, ccv=fake_ccv))
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    try:
+        await store.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
+        async with aiohttp.ClientSession() as session:
+            yield Reconciler(config, store, session, clock=clock), config, clock
+    finally:
+        await store.close()
+
+
+async def kinds_of(reconciler: Reconciler) -> list[tuple[str, str | None]]:
+    return [(e.type, e.order_id) for e in await reconciler.store.list_events()]
+
+
+async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_later(
+    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    reconciler, config, clock = ccv_reconciler
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    found = await kinds_of(reconciler)
+
+    del fake_ccv.orders[CCV_IDS[0]]  # CCV's own JSON 404 from now on
+    clock.now += 60
+    report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    assert report.lost == 1 and not report.failed_sources
+    assert await kinds_of(reconciler) == found
+    rows = await reconciler.store.load_orders([OrderKey("ccv", "default", CCV_IDS[0])])
+    [row] = rows.values()
+    # Still at the AwaitingPayment pin (2 minutes), not the daily not-found rhythm.
+    assert row.status == "AwaitingPayment" and not row.not_found
+    assert row.next_check_at - clock.now <= 120 * 1.1
+
+    clock.now += 120  # asked again too soon to confirm
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    assert await kinds_of(reconciler) == found
+    clock.now += NOT_FOUND_CONFIRM_S
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    assert (await kinds_of(reconciler))[len(found) :] == [("order.not_found", CCV_IDS[0])]
+
+
+async def test_a_wave_of_not_found_is_an_account_failure(
+    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    reconciler, config, clock = ccv_reconciler
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    found = await kinds_of(reconciler)
+
+    fake_ccv.orders = {}  # every order answers CCV's JSON 404: another environment's key?
+    for _ in range(3):
+        clock.now += NOT_FOUND_CONFIRM_S + 1
+        report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+        assert report.failed_sources == {"ccv/default": "4 orders not found at once"}
+    assert (await kinds_of(reconciler))[len(found) :] == [("source.failed", None)]
+
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    clock.now += 60
+    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    assert (await kinds_of(reconciler))[len(found) :] == [
+        ("source.failed", None),
+        ("source.recovered", None),
+    ]
+
+
+# --- item 5b: a pass in which every check failed ---------------------------------------------
+
+
+async def test_every_ccnow_query_failing_is_an_account_failure(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = dict.fromkeys(CCNOW_IDS, "processing")
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await run_cli("--config", cfg, "track", "ccnow", *CCNOW_IDS)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    fake_ccnow.order_errors = set(CCNOW_IDS)
+    for _ in range(2):
+        result = await run_cli("--config", cfg, "catch-up")
+        assert result.code == 75
+    assert source_events(read_events(tmp_path)) == ["source.failed"]
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        assert conn.execute("SELECT failing FROM sources").fetchall() != [(0,)]
+
+    # One order answering again is the account answering again.
+    fake_ccnow.order_errors = set(CCNOW_IDS[1:])
+    assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    assert source_events(read_events(tmp_path)) == ["source.failed", "source.recovered"]
+
+
+async def test_one_ccnow_error_line_fails_that_order_alone(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {CCNOW_IDS[0]: "pending", CCNOW_IDS[1]: "processing"}
+    fake_ccnow.order_errors = {CCNOW_IDS[1]}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await run_cli("--config", cfg, "track", "ccnow", *CCNOW_IDS[:2])).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    assert types(read_events(tmp_path)) == ["order.discovered"]
+
+
+async def test_every_ccv_check_failing_is_an_account_failure(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    fake_ccv.always = FORBIDDEN
+    assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    assert types(read_events(tmp_path)) == ["source.failed"]
+    assert len(fake_ccv.requests) == 2 * len(CCV_IDS)  # every order asked, once per pass
+
+
+# --- item 6: one health state per CCNow account ------------------------------------------------
+
+
+@pytest.fixture
+async def ccnow_reconciler(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Reconciler, Config]]:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        await store.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
+        async with aiohttp.ClientSession() as session:
+            yield Reconciler(config, store, session), config
+    finally:
+        await store.close()
+
+
+async def test_ccnow_pending_list_failing_while_queries_answer_does_not_flap(
+    ccnow_reconciler: tuple[Reconciler, Config], fake_ccnow: FakeCCNow
+) -> None:
+    reconciler, config = ccnow_reconciler
+    fake_ccnow.orders = dict.fromkeys(CCNOW_IDS, "processing")
+    cfg = config.ccnow[0]
+    for _ in range(3):  # poll after poll: the list fails, the due queries answer
+        fake_ccnow.script = [html_page()]
+        assert (await reconciler.ccnow_pass(cfg, via="poll")).failed_sources
+        report = await reconciler.check_orders("ccnow", "default", CCNOW_IDS, via="poll")
+        assert report.checked == 3 and report.failed == 0
+    kinds = [e.type for e in await reconciler.store.list_events()]
+    assert [k for k in kinds if k.startswith("source.")] == ["source.failed"]
+    assert (await reconciler.store.source_state("ccnow", "default")).failing
+
+    await reconciler.ccnow_pass(cfg, via="poll")
+    kinds = [e.type for e in await reconciler.store.list_events()]
+    assert [k for k in kinds if k.startswith("source.")] == ["source.failed", "source.recovered"]
+
+
+# --- item 8: the CCV probe ---------------------------------------------------------------------
+
+
+async def test_check_online_accepts_a_400_for_the_probe(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    fake_ccv.replies[PROBE_ORDER_ID] = Reply(400, '{"message": "invalid id"}', "application/json")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    result = await run_cli("--config", cfg, "check", "--online")
+    assert result.code == 0, result.stderr
+    assert "ccv/default: ok" in result.stdout
+
+    fake_ccv.replies[PROBE_ORDER_ID] = GATEWAY_404
+    result = await run_cli("--config", cfg, "check", "--online")
+    assert result.code == 75 and "gateway 404" in result.stderr
+    result = await run_cli(
+        "--config", cfg, "check", "--online", env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-0")
+    )
+    assert result.code == 78
+
+
+async def test_healthz_goes_green_on_a_probe_answered_400(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.replies[PROBE_ORDER_ID] = Reply(400, "Bad Request", "text/plain")
+    port = free_port()
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='poll_interval = "1s"',
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    env = cli_env(RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef")
+    async with daemon(cfg, env), aiohttp.ClientSession() as http:
+        # Past three poll intervals, only the probes' answers can keep the account green.
+        await fake_ccv.wait_until(lambda: len(fake_ccv.requests_for(PROBE_ORDER_ID)) >= 4, 30)
+        # /healthz belongs to another process: ask until it answers 200, within a bound.
+        for _ in range(100):
+            if (status := await healthz(http, port)) == 200:
+                break
+            await asyncio.sleep(0.1)
+    assert status == 200
+    assert fake_ccv.requests_for(PROBE_ORDER_ID)
+    assert CCV_KEY not in (tmp_path / "daemon.log").read_text()
+
+
+async def healthz(http: aiohttp.ClientSession, port: int) -> int | None:
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            return resp.status
+    except aiohttp.ClientError:
+        return None
+
+
+# --- item 15: CCV Failed is not final; a differing externalReference is reported ---------------
+
+
+async def test_a_ccv_order_completed_after_failed_is_seen(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {CCV_IDS[0]: "Failed"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    [failed] = read_events(tmp_path)
+    assert failed["data"]["status"] == "Failed" and failed["data"]["severity"] == "error"
+    assert failed["data"]["end_state"] is False
+
+    fake_ccv.orders[CCV_IDS[0]] = "Completed"  # a CCV employee took the action
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    completed = read_events(tmp_path)[1]
+    assert completed["type"] == "order.status_changed"
+    assert (completed["data"]["previous_status"], completed["data"]["status"]) == (
+        "Failed",
+        "Completed",
+    )
+    assert completed["data"]["end_state"] is True
+
+
+async def test_a_differing_external_reference_is_reported_with_both_values(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {CCV_IDS[0]: "New"}
+    fake_ccv.refs = {CCV_IDS[0]: "ref-at-ccv"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    track = await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0], "--ref", "ref-tracked")
+    assert track.code == 0
+    result = await run_cli("--config", cfg, "catch-up")
+    assert result.code == 0
+    [warning] = [
+        line for line in result.log_lines() if line["message"] == "order.external_reference_differs"
+    ]
+    assert warning["level"] == "warning"
+    assert (warning["order_id"], warning["tracked"], warning["answered"]) == (
+        CCV_IDS[0],
+        "ref-tracked",
+        "ref-at-ccv",
+    )

@@ -1,0 +1,186 @@
+"""Account health rules, pure: what a pass's answers say, and failed once / recovered once."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.model import EventType, SourceState
+from reconciler.poller import (
+    PassAnswers,
+    Verdict,
+    health_event,
+    is_lost_wave,
+    mask_parts,
+    needs_probe,
+    next_health,
+    parts_mask,
+    verdict,
+)
+
+NOW = 1_800_000_000.0
+STORE = "store-1"
+FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
+
+
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        # one order's bad answer (a 403, an error line) fails that order alone
+        (PassAnswers(answered=3, failed=1), Verdict(True)),
+        (PassAnswers(answered=1, failed=99, complete=True), Verdict(True)),
+        # every check of a catch-up failed: the account is failing
+        (PassAnswers(failed=4, complete=True), Verdict(False, "every check failed")),
+        # a due tick that asked one troubled order says nothing about the account
+        (PassAnswers(failed=1), None),
+        (PassAnswers(failed=4), None),
+        (PassAnswers(), None),
+        (PassAnswers(complete=True), None),
+        # the account itself refused, or the breaker opened
+        (PassAnswers(answered=5, error="http 401"), Verdict(False, "http 401")),
+        (
+            PassAnswers(failed=8, error="8 consecutive failures"),
+            Verdict(False, "8 consecutive failures"),
+        ),
+        # orders found before answer CCV's 404 all at once: the account, not the orders
+        (
+            PassAnswers(failed=4, lost=4, complete=True),
+            Verdict(False, "4 orders not found at once"),
+        ),
+        (PassAnswers(answered=1, failed=3, lost=3), Verdict(False, "3 orders not found at once")),
+        (PassAnswers(answered=2, failed=2, lost=2), Verdict(True)),
+        # one order going missing waits for its own confirmation
+        (PassAnswers(answered=9, failed=1, lost=1), Verdict(True)),
+        (PassAnswers(failed=1, lost=1, complete=True), None),
+    ],
+)
+def test_verdict_of_a_pass(answers: PassAnswers, expected: Verdict | None) -> None:
+    assert verdict(answers) == expected
+
+
+@pytest.mark.parametrize(
+    ("answers", "probe"),
+    [
+        (PassAnswers(failed=2), True),  # a gateway's outage, or two troubled orders?
+        (PassAnswers(answered=1, failed=2), False),
+        (PassAnswers(failed=2, error="http 401"), False),  # the pass said it already
+        (PassAnswers(failed=1, lost=1), False),  # CCV answered: it is up
+        (PassAnswers(), False),
+    ],
+)
+def test_a_partial_pass_without_answers_asks_the_probe(answers: PassAnswers, probe: bool) -> None:
+    assert needs_probe(answers) is probe
+
+
+@pytest.mark.parametrize(
+    ("lost", "checked", "wave"),
+    [
+        (0, 0, False),
+        (1, 1, False),
+        (2, 2, False),
+        (3, 3, True),
+        (3, 4, True),
+        (3, 6, False),
+        (50, 100, False),
+        (51, 100, True),
+    ],
+)
+def test_lost_wave(lost: int, checked: int, wave: bool) -> None:
+    assert is_lost_wave(lost, checked) is wave
+
+
+def test_failed_once_and_recovered_once() -> None:
+    state = SourceState("ccnow", "default")
+    down = Verdict(False, "error_message: system down for maintenance")
+    state, first = next_health(state, [("pending_list", down)], now=NOW)
+    assert first is FAILED and state.failing and state.episode == 1
+    state, second = next_health(state, [("pending_list", Verdict(False, "same"))], now=NOW + 60)
+    assert second is None and state.failure_streak == 2
+    state, rec = next_health(state, [("pending_list", Verdict(True))], now=NOW + 120)
+    assert rec is RECOVERED and not state.failing and state.last_success == NOW + 120
+    state, quiet = next_health(state, [("pending_list", Verdict(True))], now=NOW + 180)
+    assert quiet is None
+    state, again = next_health(state, [("checks", Verdict(False, "x"))], now=NOW + 240)
+    assert again is FAILED and state.episode == 2  # a new failure episode
+
+
+def test_pending_list_failing_while_queries_answer_does_not_flap() -> None:
+    # Issue 10 item 6: the pending list fails, the due queries answer, poll after poll.
+    state = SourceState("ccnow", "default")
+    flips = []
+    for n in range(5):
+        now = NOW + 120 * n
+        state, flip = next_health(state, [("pending_list", Verdict(False, "html page"))], now=now)
+        flips.append(flip)
+        state, flip = next_health(state, [("checks", Verdict(True))], now=now + 10)
+        flips.append(flip)
+    assert [f for f in flips if f is not None] == [FAILED]
+    assert state.failing and state.last_success == NOW + 490
+    state, flip = next_health(state, [("pending_list", Verdict(True))], now=NOW + 600)
+    assert flip is RECOVERED
+
+
+def test_queries_failing_while_the_pending_list_answers_does_not_flap() -> None:
+    state = SourceState("ccnow", "default")
+    state, flip = next_health(
+        state,
+        [("pending_list", Verdict(True)), ("checks", Verdict(False, "every check failed"))],
+        now=NOW,
+    )
+    assert flip is FAILED
+    state, flip = next_health(state, [("pending_list", Verdict(True))], now=NOW + 120)
+    assert flip is None and state.failing
+    state, flip = next_health(state, [("checks", Verdict(True))], now=NOW + 130)
+    assert flip is RECOVERED
+
+
+def test_a_probe_does_not_clear_failing_checks_but_checks_clear_a_failed_probe() -> None:
+    state = SourceState("ccv", "default")
+    state, _ = next_health(state, [("checks", Verdict(False, "every check failed"))], now=NOW)
+    state, flip = next_health(state, [("probe", Verdict(True))], now=NOW + 300)
+    assert flip is None and state.failing
+    state, flip = next_health(state, [("checks", Verdict(True))], now=NOW + 310)
+    assert flip is RECOVERED
+    state, flip = next_health(state, [("probe", Verdict(False, "timeout"))], now=NOW + 900)
+    assert flip is FAILED
+    state, flip = next_health(state, [("checks", Verdict(True))], now=NOW + 910)
+    assert flip is RECOVERED
+
+
+def test_a_pass_flips_at_most_once() -> None:
+    state, _ = next_health(
+        SourceState("ccnow", "default"), [("pending_list", Verdict(False, "x"))], now=NOW
+    )
+    # The list answers again, but this pass's queries all failed: still failing, no event pair.
+    state, flip = next_health(
+        state,
+        [("pending_list", Verdict(True)), ("checks", Verdict(False, "every check failed"))],
+        now=NOW + 60,
+    )
+    assert flip is None and state.failing_parts == {"checks"}
+
+
+def test_health_events_name_the_reason_and_keep_their_ids() -> None:
+    before = SourceState("ccv", "default")
+    failed, flip = next_health(before, [("checks", Verdict(False, "http 401"))], now=NOW)
+    assert flip is FAILED
+    event = health_event(before, failed, flip, now=NOW, via="poll", store_id=STORE)
+    assert event.type is FAILED and event.severity == "error"
+    assert event.data["reason"] == "http 401"
+    again = health_event(before, failed, flip, now=NOW + 5, via="poll", store_id=STORE)
+    assert again.id == event.id
+    back, flip = next_health(failed, [("checks", Verdict(True))], now=NOW + 60)
+    assert flip is RECOVERED
+    recovered = health_event(failed, back, flip, now=NOW + 60, via="poll", store_id=STORE)
+    assert recovered.severity == "info" and recovered.data["reason"] == "http 401"
+    assert recovered.id != event.id
+
+
+@pytest.mark.parametrize(
+    "parts", [frozenset(), frozenset({"checks"}), frozenset({"pending_list", "probe"})]
+)
+def test_failing_parts_survive_the_store(parts: frozenset[str]) -> None:
+    assert mask_parts(parts_mask(parts)) == parts  # type: ignore[arg-type]
+
+
+def test_a_store_of_an_older_version_reads_as_failing_checks() -> None:
+    assert mask_parts(1) == {"checks"}
