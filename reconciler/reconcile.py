@@ -16,7 +16,6 @@ from .diff import diff, source_outcome
 from .events import Event
 from .model import Observation, Outcome, Source, Via, known_statuses, status_info
 from .schedule import plan, stuck_event
-from .sinks.base import OutboxEvent
 from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import SourceError
@@ -137,7 +136,7 @@ class Reconciler:
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], float] = time.time,
-        on_commit: Callable[[Sequence[OutboxEvent] | None], None] = lambda rows: None,
+        on_commit: Callable[[], None] = lambda: None,
         on_events: Callable[[Sequence[Event]], None] = lambda events: None,
     ) -> None:
         self.config = config
@@ -186,8 +185,8 @@ class Reconciler:
                     )
                 rows.append(state_row(state, when))
             await store.save_order_rows(rows)
-            stored = await store.add_events(events)
-        self._committed(events, stored)
+            await store.add_events(events)
+        self._committed(events)
         return len(events)
 
     async def record_source(
@@ -202,18 +201,19 @@ class Reconciler:
                 state, ok=ok, now=now, via=via, store_id=store.store_id, reason=reason
             )
             await store.save_source_state(new)
-            stored = await store.add_events([event]) if event is not None else []
+            if event is not None:
+                await store.add_events([event])
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
-            self._committed([event], stored)
+            self._committed([event])
         return 1 if event is not None else 0
 
-    def _committed(self, events: Sequence[Event], stored: Sequence[OutboxEvent] | None) -> None:
+    def _committed(self, events: Sequence[Event]) -> None:
         if events:
             if self.metrics is not None:
                 self.metrics.observe_events(events)
             self.on_events(events)
-            self.on_commit(stored)
+            self.on_commit()
 
     # --- passes ------------------------------------------------------------------------------
 
