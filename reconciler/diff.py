@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .events import Event, event_id, order_event
+from .events import Event, event_id, order_event, transition_id
 from .model import (
     EventType,
     Observation,
@@ -101,7 +101,7 @@ def _observed(
     ev = order_event(
         EventType.DISCOVERED if previous is None else EventType.STATUS_CHANGED,
         key,
-        id=_order_event_id(store_id, base, state.version),
+        id=transition_id(store_id, key, base.tracked_at, state.version, previous, status),
         time=now,
         severity=info.severity,
         external_reference=reference,
@@ -115,13 +115,6 @@ def _observed(
     result.changed.add(key)
 
 
-def _order_event_id(store_id: str, state: OrderState, version: int) -> str:
-    # tracked_at tells apart an order that was untracked and tracked again: its history
-    # restarts, and its new events must not reuse the ids of the old ones.
-    key = state.key
-    return event_id(store_id, key.source, key.account, key.order_id, state.tracked_at, version)
-
-
 def _not_found(
     result: DiffResult, prev: OrderState, *, now: float, via: Via, store_id: str
 ) -> None:
@@ -133,7 +126,7 @@ def _not_found(
     ev = order_event(
         EventType.NOT_FOUND,
         key,
-        id=_order_event_id(store_id, prev, version),
+        id=transition_id(store_id, key, prev.tracked_at, version, prev.status, None, "not_found"),
         time=now,
         severity="warning",
         external_reference=prev.external_reference,
