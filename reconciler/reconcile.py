@@ -65,10 +65,13 @@ class _Batcher:
     """Collects observations from concurrent workers; a writer task commits them a batch at a
     time while the workers go on asking. Workers wait only when PENDING_BATCHES are queued."""
 
-    def __init__(self, reconciler: Reconciler, via: Via, report: PassReport) -> None:
+    def __init__(
+        self, reconciler: Reconciler, via: Via, report: PassReport, *, discover: bool = False
+    ) -> None:
         self.reconciler = reconciler
         self.via = via
         self.report = report
+        self.discover = discover
         self.buffer: list[Observation] = []
         self.queue: asyncio.Queue[list[Observation] | None] = asyncio.Queue(PENDING_BATCHES)
         self.writer: asyncio.Task[None] | None = None
@@ -122,7 +125,7 @@ class _Batcher:
         self.report.checked += len(batch)
         self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
         # Await first: `report.events += await ...` would read the count before the await.
-        events = await self.reconciler.apply(batch, via=self.via)
+        events = await self.reconciler.apply(batch, via=self.via, discover=self.discover)
         self.report.events += events
 
 
@@ -155,15 +158,21 @@ class Reconciler:
 
     # --- writing -----------------------------------------------------------------------------
 
-    async def apply(self, observations: Sequence[Observation], *, via: Via) -> int:
+    async def apply(
+        self, observations: Sequence[Observation], *, via: Via, discover: bool = False
+    ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
-        Returns the number of events queued.
+        Only with `discover` (the CCNow pending list) does an order that is not followed become
+        followed. Otherwise its row was deleted by `untrack` after its check began: the untrack
+        wins, and what the check saw is dropped. Returns the number of events queued.
         """
         now = self.clock()
         store = self.store
         async with store.transaction():
             snapshot = await store.load_orders(o.key for o in observations)
+            if not discover and len(snapshot) < len(observations):
+                observations = [o for o in observations if o.key in snapshot]
             result = diff(snapshot, observations, now=now, via=via, store_id=store.store_id)
             rows = []
             events = list(result.events)
@@ -271,6 +280,7 @@ class Reconciler:
         """
         report = PassReport()
         batcher = _Batcher(self, via, report)
+        listing = _Batcher(self, via, report, discover=True)  # reveals orders nobody tracked
         client = self.ccnow[cfg.name]
         try:
             listed = await client.pending_list()
@@ -281,8 +291,8 @@ class Reconciler:
                 before = await self.store.orders_with_status("ccnow", cfg.name, ["pending"])
                 to_query = [s.key.order_id for s in before]
             for obs in listed:
-                await batcher.add(obs)
-            await batcher.flush()
+                await listing.add(obs)
+            await listing.flush()
             left = [oid for oid in to_query if oid not in listed_ids]
             if left:
                 await client.query(left, batcher.add)
@@ -291,6 +301,7 @@ class Reconciler:
             await batcher.flush()
             return await self._source_failed(report, "ccnow", cfg.name, exc, via)
         finally:
+            await listing.close()
             await batcher.close()
         report.events += await self.record_source("ccnow", cfg.name, ok=True, via=via)
         return report

@@ -188,12 +188,14 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
     calls = 0
     apply = Reconciler.apply
 
-    async def failing_apply(self: Reconciler, batch: Sequence[Observation], *, via: str) -> int:
+    async def failing_apply(
+        self: Reconciler, batch: Sequence[Observation], *, via: str, discover: bool = False
+    ) -> int:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise sqlite3.OperationalError("disk I/O error")
-        return await apply(self, batch, via=via)  # type: ignore[arg-type]
+        return await apply(self, batch, via=via, discover=discover)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Reconciler, "apply", failing_apply)
     async with aiohttp.ClientSession() as session:
