@@ -187,18 +187,18 @@ def _chunks(items: Sequence[Sequence[Any]]) -> Iterator[tuple[int, list[Any]]]:
 
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 
-# A sink's pending events: those waiting for a retry, and those due, in seq order. The partial
-# index of pending rows, not the primary key: in seq order SQLite would walk every delivered row.
-_WAITING = (
-    "SELECT d.event_seq, d.next_attempt_at, e.source, e.account, e.order_id FROM deliveries d "
-    "INDEXED BY deliveries_due JOIN events e ON e.seq = d.event_seq "
-    "WHERE d.sink = ? AND d.state = 'pending' AND d.next_attempt_at > ?"
+# A sink's pending events, read through the partial index of pending rows in its own order:
+# an ORDER BY seq would sort every pending row, and the primary key would walk every delivered
+# one. Rows never attempted have next_attempt_at 0, so the index has them in seq order; the
+# few that failed before (> 0) are read apart.
+_OUTBOX_COLUMNS = (
+    "SELECT e.seq, e.id, e.type, e.order_id, e.body, d.attempts, e.severity, d.next_attempt_at, "
+    "e.source, e.account FROM deliveries d INDEXED BY deliveries_due "
+    "JOIN events e ON e.seq = d.event_seq WHERE d.sink = ? AND d.state = 'pending' "
 )
-_DUE = (
-    "SELECT e.seq, e.id, e.type, e.order_id, e.body, d.attempts, e.severity, e.source, e.account "
-    "FROM deliveries d INDEXED BY deliveries_due JOIN events e ON e.seq = d.event_seq "
-    "WHERE d.sink = ? AND d.state = 'pending' AND d.next_attempt_at <= ? AND d.event_seq > ? "
-    "ORDER BY d.event_seq LIMIT ?"
+_RETRIED = _OUTBOX_COLUMNS + "AND d.next_attempt_at > 0"
+_FRESH = (
+    _OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 AND d.event_seq > ? ORDER BY d.event_seq LIMIT ?"
 )
 
 
@@ -655,26 +655,33 @@ class Store:
         # Under the write lock: this connection would see the rows of a transaction still
         # open, and a sink must never get an event that may yet be rolled back.
         async with self._write_lock:
-            waiting = await self.conn.execute_fetchall(_WAITING, (sink, now))
+            retried = await self.conn.execute_fetchall(_RETRIED, (sink,))
+            waiting = [r for r in retried if r[7] > now]
             blocked: dict[tuple[str, str, str], int] = {}
-            for seq, _, source, account, order_id in waiting:
-                if order_id is not None:
-                    key = (source, account, order_id)
-                    blocked[key] = min(seq, blocked.get(key, seq))
-            rows: list[OutboxEvent] = []
+            for r in waiting:
+                if r[3] is not None:
+                    key = (r[8], r[9], r[3])
+                    blocked[key] = min(r[0], blocked.get(key, r[0]))
+
+            def free(r: Any) -> bool:
+                first = blocked.get((r[8], r[9], r[3]))
+                return first is None or first > r[0]
+
+            rows = [r for r in retried if r[7] <= now and free(r)]
+            fresh = 0
             after = 0
-            while len(rows) < limit:
-                found = list(await self.conn.execute_fetchall(_DUE, (sink, now, after, limit)))
-                for r in found:
-                    first = blocked.get((r[7], r[8], r[3]))
-                    if first is None or first > r[0]:
-                        rows.append(OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]))
-                if len(found) < limit:
+            while fresh < limit:
+                page = list(await self.conn.execute_fetchall(_FRESH, (sink, after, limit)))
+                taken = [r for r in page if free(r)]
+                rows += taken
+                fresh += len(taken)
+                if len(page) < limit:
                     break
-                after = found[-1][0]
+                after = page[-1][0]
+        rows.sort(key=lambda r: r[0])
         return Due(
-            rows[:limit],
-            next_at=min((float(w[1]) for w in waiting), default=None),
+            [OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows[:limit]],
+            next_at=min((float(r[7]) for r in waiting), default=None),
             full=len(rows) >= limit,
         )
 

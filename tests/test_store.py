@@ -264,3 +264,25 @@ async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert conn.execute("SELECT id FROM events").fetchall() == [("e1",)]
     assert "transitions" not in tables
+
+
+async def test_an_event_waits_for_an_earlier_event_of_its_order_until_that_one_is_settled(
+    tmp_path: Path, store: Store
+) -> None:
+    await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(config_for(tmp_path), store, session)
+        await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")  # seq 1, 2
+        await reconciler.apply([ok("A-1", "Closed"), ok("A-2", "Closed")], via="poll")  # 3, 4
+
+    async def due(now: float = 1000.0) -> tuple[list[int], float | None]:
+        found = await store.due_deliveries("log", now, 10)
+        return [row.seq for row in found.rows], found.next_at
+
+    assert await due() == ([1, 2, 3, 4], None)
+    await store.mark_failed("log", [(1, "http 500", 2000.0), (2, "http 500", 500.0)])
+    # A-1's first event waits for its retry, and A-1's next one with it; A-2's retry is due.
+    assert await due() == ([2, 4], 2000.0)
+    assert await due(now=2000.0) == ([1, 2, 3, 4], None)
+    await store.mark_failed("log", [(1, "http 500", None)])  # dead-lettered: holds nothing
+    assert await due() == ([2, 3, 4], None)
