@@ -4,6 +4,7 @@ after a restore from backup no id is given to a different transition."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from tests.conftest import cli_env, read_events, run_cli, spawn, write_config
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, spawn, write_config
 from tests.fake_providers import FakeCCV
 
 LIFECYCLE = [
@@ -133,3 +134,31 @@ async def test_after_a_restore_a_different_transition_never_gets_an_emitted_id(
     ids = {status: {i for s, i in seen if s == status} for status, _ in seen}
     assert len(ids["AwaitingPayment"]) == 1  # the same transition found again: the same id
     assert ids["AwaitingPayment"].isdisjoint(ids["Failed"])
+
+
+async def test_after_a_lost_wal_a_different_transition_never_gets_an_emitted_id(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The daemon emits a transition and is killed; its WAL file is lost with the commit in it.
+    order = "5eed0000-0000-4000-8000-00000000000b"
+    db = tmp_path / "reconciler.db"
+    fake_ccv.orders = {order: "Processing"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='poll_interval = "1h"')
+    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+
+    def emitted(status: str) -> bool:
+        return any(e["data"]["status"] == status for e in read_events(tmp_path))
+
+    for status in ("AwaitingPayment", "Failed"):
+        fake_ccv.orders[order] = status
+        async with daemon(cfg, cli_env()) as proc:
+            await poll_until(functools.partial(emitted, status), 20, f"the {status} event")
+            proc.kill()
+            await proc.wait()
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+    changes = [e for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
+    assert [e["data"]["status"] for e in changes] == ["AwaitingPayment", "Failed"]
+    assert changes[0]["id"] != changes[1]["id"]
