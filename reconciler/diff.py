@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .events import Event, event_id, order_event
+from .events import Event, order_event, transition_id
 from .model import (
     EventType,
     Observation,
@@ -119,7 +119,7 @@ def _observed(
     ev = order_event(
         EventType.DISCOVERED if previous is None else EventType.STATUS_CHANGED,
         key,
-        id=_order_event_id(store_id, base, state.version),
+        id=transition_id(store_id, key, base.tracked_at, state.version, previous, status),
         time=now,
         severity=info.severity,
         external_reference=reference,
@@ -131,13 +131,6 @@ def _observed(
     )
     result.events.append(ev)
     result.changed.add(key)
-
-
-def _order_event_id(store_id: str, state: OrderState, version: int) -> str:
-    # tracked_at tells apart an order that was untracked and tracked again: its history
-    # restarts, and its new events must not reuse the ids of the old ones.
-    key = state.key
-    return event_id(store_id, key.source, key.account, key.order_id, state.tracked_at, version)
 
 
 def _confirmed_missing(
@@ -166,7 +159,7 @@ def _not_found(
     ev = order_event(
         EventType.NOT_FOUND,
         key,
-        id=_order_event_id(store_id, prev, version),
+        id=transition_id(store_id, key, prev.tracked_at, version, prev.status, None, "not_found"),
         time=now,
         severity="warning",
         external_reference=prev.external_reference,

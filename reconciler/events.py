@@ -12,8 +12,8 @@ from typing import Any
 
 from .model import EventType, OrderKey, Severity, Source
 
-# Ids are uuid5 over the store's own id and the transition's place in the order's history, so a
-# transition that is found again after a crash gets the id it would have had the first time.
+# Ids are uuid5 over the store's own id and what happened, so a transition that is found again
+# after a crash gets the id it would have had the first time.
 _NAMESPACE = uuid.UUID("6f1c2a4e-8f0b-4d57-9a8e-2c1d3b5e7a90")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
 
@@ -30,6 +30,29 @@ def event_id(store_id: str, *parts: object) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def transition_id(
+    store_id: str,
+    key: OrderKey,
+    tracked_at: float | None,
+    version: int,
+    previous_status: str | None,
+    status: str | None,
+    kind: str = "",
+) -> str:
+    """Return the id of an order event from what happened: the order, its place in the order's
+    history (since it was tracked: an order tracked again starts a new history) and the
+    statuses before and after. The same transition found again keeps its id; a different one
+    never gets it, not even after a restore from backup or a lost WAL, where a place comes
+    again. `kind` tells apart events of one place ("stuck").
+
+    Events stored by earlier versions (whose ids left the statuses out) keep the ids they
+    were stored with: a redelivery sends the stored body.
+    """
+    statuses = f"{_optional(previous_status)},{_optional(status)}"  # JSON: None is not "None"
+    parts = (key.source, key.account, key.order_id, tracked_at, version, statuses)
+    return event_id(store_id, "transition", *parts, *((kind,) if kind else ()))
 
 
 # The events of a batch share one time, and a batch of log lines another: the text is kept.

@@ -28,7 +28,6 @@ from .poller import (
 )
 from .redact import config_secrets, redact
 from .schedule import plan, stuck_event
-from .sinks.base import OutboxEvent
 from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import SourceError
@@ -95,10 +94,13 @@ class _Batcher:
     """Collects observations from concurrent workers; a writer task commits them a batch at a
     time while the workers go on asking. Workers wait only when PENDING_BATCHES are queued."""
 
-    def __init__(self, reconciler: Reconciler, via: Via, report: PassReport) -> None:
+    def __init__(
+        self, reconciler: Reconciler, via: Via, report: PassReport, *, discover: bool = False
+    ) -> None:
         self.reconciler = reconciler
         self.via = via
         self.report = report
+        self.discover = discover
         self.buffer: list[Observation] = []
         self.queue: asyncio.Queue[list[Observation] | None] = asyncio.Queue(PENDING_BATCHES)
         self.writer: asyncio.Task[None] | None = None
@@ -152,7 +154,9 @@ class _Batcher:
         self.report.checked += len(batch)
         self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
         # Await first: `report.events += await ...` would read the count before the await.
-        events = await self.reconciler.apply(batch, via=self.via, report=self.report)
+        events = await self.reconciler.apply(
+            batch, via=self.via, report=self.report, discover=self.discover
+        )
         self.report.events += events
 
 
@@ -166,7 +170,7 @@ class Reconciler:
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], float] = time.time,
-        on_commit: Callable[[Sequence[OutboxEvent] | None], None] = lambda rows: None,
+        on_commit: Callable[[], None] = lambda: None,
         on_events: Callable[[Sequence[Event]], None] = lambda events: None,
     ) -> None:
         self.config = config
@@ -187,16 +191,26 @@ class Reconciler:
     # --- writing -----------------------------------------------------------------------------
 
     async def apply(
-        self, observations: Sequence[Observation], *, via: Via, report: PassReport | None = None
+        self,
+        observations: Sequence[Observation],
+        *,
+        via: Via,
+        report: PassReport | None = None,
+        discover: bool = False,
     ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
-        Returns the number of events queued; `report` counts the orders that went missing.
+        Only with `discover` (the CCNow pending list) does an order that is not followed become
+        followed. Otherwise its row was deleted by `untrack` after its check began: the untrack
+        wins, and what the check saw is dropped. Returns the number of events queued; `report`
+        counts the orders that went missing.
         """
         now = self.clock()
         store = self.store
         async with store.transaction():
             snapshot = await store.load_orders(o.key for o in observations)
+            if not discover and len(snapshot) < len(observations):
+                observations = [o for o in observations if o.key in snapshot]
             result = diff(
                 snapshot,
                 observations,
@@ -228,7 +242,7 @@ class Reconciler:
                     )
                 rows.append(state_row(state, when))
             await store.save_order_rows(rows)
-            stored = await store.add_events(events)
+            await store.add_events(events)
         for key, tracked, answered in result.references:
             log.warning(
                 "order.external_reference_differs",
@@ -240,7 +254,7 @@ class Reconciler:
                     answered=answered,
                 ),
             )
-        self._committed(events, stored)
+        self._committed(events)
         return len(events)
 
     async def _failing_accounts(self, observations: Sequence[Observation]) -> set[tuple[str, str]]:
@@ -278,18 +292,18 @@ class Reconciler:
             event = None
             if flip is not None:
                 event = health_event(state, new, flip, now=now, via=via, store_id=store.store_id)
-            stored = await store.add_events([event]) if event is not None else []
+                await store.add_events([event])
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
-            self._committed([event], stored)
+            self._committed([event])
             report.events += 1
 
-    def _committed(self, events: Sequence[Event], stored: Sequence[OutboxEvent] | None) -> None:
+    def _committed(self, events: Sequence[Event]) -> None:
         if events:
             if self.metrics is not None:
                 self.metrics.observe_events(events)
             self.on_events(events)
-            self.on_commit(stored)
+            self.on_commit()
 
     # --- passes ------------------------------------------------------------------------------
 
@@ -346,6 +360,7 @@ class Reconciler:
         """
         report = PassReport()
         batcher = _Batcher(self, via, report)
+        listing = _Batcher(self, via, report, discover=True)  # reveals orders nobody tracked
         client = self.ccnow[cfg.name]
         answered_list = False
         error = None
@@ -358,8 +373,8 @@ class Reconciler:
                 before = await self.store.orders_with_status("ccnow", cfg.name, ["pending"])
                 to_query = [s.key.order_id for s in before]
             for obs in listed:
-                await batcher.add(obs)
-            await batcher.flush()
+                await listing.add(obs)
+            await listing.flush()
             answered_list = True
             left = [oid for oid in to_query if oid not in listed_ids]
             if left:
@@ -369,6 +384,7 @@ class Reconciler:
             await batcher.flush()
             error = self._reason(exc)
         finally:
+            await listing.close()
             await batcher.close()
         verdicts: list[tuple[Part, Verdict | None]]
         if not answered_list:

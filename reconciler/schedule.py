@@ -7,7 +7,7 @@ to a ceiling, so the request budget of idle orders falls as they age. No clock i
 from __future__ import annotations
 
 from .config import AlertsConfig, ScheduleConfig
-from .events import Event, event_id, order_event
+from .events import Event, order_event, transition_id
 from .model import EventType, OrderState, Via, status_info
 
 # Used for orders we will not poll again (end states, settled orders past their watch period).
@@ -101,14 +101,8 @@ def stuck_event(
     ev = order_event(
         EventType.STUCK,
         key,
-        id=event_id(
-            store_id,
-            key.source,
-            key.account,
-            key.order_id,
-            state.tracked_at,
-            state.version,
-            "stuck",
+        id=transition_id(
+            store_id, key, state.tracked_at, state.version, state.status, state.status, "stuck"
         ),
         time=now,
         severity="warning",

@@ -219,6 +219,20 @@ def _chunks(items: Sequence[Sequence[Any]]) -> Iterator[tuple[int, list[Any]]]:
 
 _CHUNK = 500  # bound on bound parameters per IN (...) query
 
+# A sink's pending events, read through the partial index of pending rows in its own order:
+# an ORDER BY seq would sort every pending row, and the primary key would walk every delivered
+# one. Rows never attempted have next_attempt_at 0, so the index has them in seq order; the
+# few that failed before (> 0) are read apart.
+_OUTBOX_COLUMNS = (
+    "SELECT e.seq, e.id, e.type, e.order_id, e.body, d.attempts, e.severity, d.next_attempt_at, "
+    "e.source, e.account FROM deliveries d INDEXED BY deliveries_due "
+    "JOIN events e ON e.seq = d.event_seq WHERE d.sink = ? AND d.state = 'pending' "
+)
+_RETRIED = _OUTBOX_COLUMNS + "AND d.next_attempt_at > 0"
+_FRESH = (
+    _OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 AND d.event_seq > ? ORDER BY d.event_seq LIMIT ?"
+)
+
 
 class StoreError(Exception):
     """The database cannot be used (unreadable, newer schema, not a reconciler store)."""
@@ -338,12 +352,11 @@ def state_row(s: OrderState, plan: tuple[float | None, float] | None = None) -> 
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """What a sink has to deliver now, and what it will have to later."""
+    """What a sink may deliver now, and when it will have more."""
 
-    rows: list[OutboxEvent]  # due now, in delivery order
-    next_at: float | None  # when the first pending event is due (None: nothing is pending)
-    stored_upto: int  # the highest event seq stored when this was read
-    data_version: int  # PRAGMA data_version before it was read
+    rows: list[OutboxEvent]  # deliverable now, in seq (commit) order
+    next_at: float | None  # when the first event waiting for its retry is due (None: none)
+    full: bool  # `rows` reached the limit: more may be deliverable at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,24 +569,16 @@ class Store:
         if new:
             await self.conn.executemany(_ORDER_UPSERT, new)
 
-    async def add_events(self, events: Sequence[Event]) -> list[OutboxEvent] | None:
-        """Store events and queue them for every sink (inside a transaction).
-
-        Returns the stored events as the sinks will see them, or None when some of them were
-        stored already (a transition found again after a crash keeps its id): the sinks then
-        read what is queued from the store.
-        """
+    async def add_events(self, events: Sequence[Event]) -> int:
+        """Store events and queue them for every sink (inside a transaction); return how many
+        were new (a transition found again after a crash keeps its id, and is stored once)."""
         if not events:
-            return []
+            return 0
         last = await self._stored_upto()
-        stored = []
-        rows = []
-        for seq, e in enumerate(events, last + 1):
-            kind, body = e.type.value, e.body()
-            stored.append(OutboxEvent(seq, e.id, kind, e.order_id, body, 0, e))
-            rows.append(
-                (seq, e.id, kind, e.time, e.source, e.account, e.order_id, e.severity, body)
-            )
+        rows = [
+            (seq, e.id, e.type.value, e.time, e.source, e.account, e.order_id, e.severity, e.body())
+            for seq, e in enumerate(events, last + 1)
+        ]
         before = self.conn.total_changes
         for n, params in _chunks(rows):
             await self.conn.execute(_event_insert(n), params)
@@ -584,11 +589,9 @@ class Store:
             f"FROM (VALUES {_values(len(sinks), 1)}) AS sinks, events WHERE events.seq > ?",
             (*sinks, last),
         )
-        if added != len(events):
-            self._last_seq = None
-            return None
-        self._last_seq = last + added
-        return stored
+        # A skipped row leaves a gap in the seqs: ask the database for the highest next time.
+        self._last_seq = last + added if added == len(events) else None
+        return added
 
     async def track(
         self, source: Source, account: str, orders: Sequence[tuple[str, str | None]], now: float
@@ -801,36 +804,44 @@ class Store:
     # --- outbox ------------------------------------------------------------------------------
 
     async def due_deliveries(self, sink: str, now: float, limit: int) -> Due:
-        """Return the sink's pending events that are due, earliest retry first, then in order."""
-        sql = (
-            "SELECT e.seq, e.id, e.type, e.order_id, e.body, d.attempts FROM deliveries d "
-            "JOIN events e ON e.seq = d.event_seq WHERE d.sink = ? AND d.state = 'pending' "
-            "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?"
-        )
-        # Under the write lock: this connection would see the rows of a transaction still
-        # open, and a sink must never get an event that may yet be rolled back. It also makes
-        # `stored_upto` exact: no event is being stored meanwhile.
-        async with self._write_lock:
-            version = await self.data_version()  # first: a write after it is seen next time
-            rows = await self.conn.execute_fetchall(sql, (sink, now, limit))
-            nxt = await self._next_delivery_at(sink)
-            stored_upto = await self._stored_upto()
-        return Due(
-            [
-                OutboxEvent(
-                    seq=r[0], id=r[1], type=r[2], order_id=r[3], body=bytes(r[4]), attempts=r[5]
-                )
-                for r in rows
-            ],
-            next_at=nxt,
-            stored_upto=stored_upto,
-            data_version=version,
-        )
+        """Return the sink's pending events that may be delivered now, in seq order.
 
-    async def _next_delivery_at(self, sink: str) -> float | None:
-        sql = "SELECT min(next_attempt_at) FROM deliveries WHERE sink = ? AND state = 'pending'"
-        rows = list(await self.conn.execute_fetchall(sql, (sink,)))
-        return None if not rows or rows[0][0] is None else float(rows[0][0])
+        An event waits while an earlier event of its order waits for its retry, so that a sink
+        never gets an order's later event before an earlier one; a dead-lettered event no
+        longer holds anything back.
+        """
+        # Under the write lock: this connection would see the rows of a transaction still
+        # open, and a sink must never get an event that may yet be rolled back.
+        async with self._write_lock:
+            retried = await self.conn.execute_fetchall(_RETRIED, (sink,))
+            waiting = [r for r in retried if r[7] > now]
+            blocked: dict[tuple[str, str, str], int] = {}
+            for r in waiting:
+                if r[3] is not None:
+                    key = (r[8], r[9], r[3])
+                    blocked[key] = min(r[0], blocked.get(key, r[0]))
+
+            def free(r: Any) -> bool:
+                first = blocked.get((r[8], r[9], r[3]))
+                return first is None or first > r[0]
+
+            rows = [r for r in retried if r[7] <= now and free(r)]
+            fresh = 0
+            after = 0
+            while fresh < limit:
+                page = list(await self.conn.execute_fetchall(_FRESH, (sink, after, limit)))
+                taken = [r for r in page if free(r)]
+                rows += taken
+                fresh += len(taken)
+                if len(page) < limit:
+                    break
+                after = page[-1][0]
+        rows.sort(key=lambda r: r[0])
+        return Due(
+            [OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows[:limit]],
+            next_at=min((float(r[7]) for r in waiting), default=None),
+            full=len(rows) >= limit,
+        )
 
     async def _stored_upto(self) -> int:
         if self._last_seq is None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .events import Event
-from .sinks.base import OutboxEvent
 from .store import Store
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
@@ -121,12 +120,12 @@ async def fail(
 
 async def make_uncertain(
     store: Store, sub_ids: Sequence[int], events: Sequence[Event], *, reason: str, now: float
-) -> list[OutboxEvent] | None:
+) -> None:
     """Mark submissions uncertain and store their events in one transaction."""
     async with store.transaction():
         for sub_id in sub_ids:
             await _close(store, sub_id, "uncertain", None, reason, now, None)
-        return await store.add_events(events)
+        await store.add_events(events)
 
 
 async def interrupted(store: Store) -> list[Submission]:

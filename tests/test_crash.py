@@ -1,16 +1,20 @@
-"""SIGKILL a catch-up in mid-pass, again and again: no transition is lost, none gets two ids."""
+"""SIGKILL a catch-up in mid-pass, again and again: no transition is lost, none gets two ids;
+after a restore from backup no id is given to a different transition."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import random
+import shutil
 import signal
 import sqlite3
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from tests.conftest import cli_env, read_events, run_cli, spawn, write_config
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, spawn, write_config
 from tests.fake_providers import FakeCCV
 
 LIFECYCLE = [
@@ -94,3 +98,67 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, fake_ccv:
         data = e["data"]
         ids_per_transition[(e["subject"], data["previous_status"], data["status"])].add(e["id"])
     assert all(len(v) == 1 for v in ids_per_transition.values())
+
+
+async def test_after_a_restore_a_different_transition_never_gets_an_emitted_id(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The README's procedure: back up, go on, restore the backup. The transitions seen after
+    # the backup are seen again or not; a different one must not reuse their ids, or a
+    # consumer deduplicating on the id (webhook-id) drops it.
+    order = "5eed0000-0000-4000-8000-00000000000a"
+    db, backup = tmp_path / "reconciler.db", tmp_path / "backup.db"
+    fake_ccv.orders = {order: "Processing"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+
+    def backup_now() -> None:
+        subprocess.run(["sqlite3", str(db), f".backup '{backup}'"], check=True)
+
+    def restore() -> None:
+        shutil.copyfile(backup, db)
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+    backup_now()
+    for after_restore in ("AwaitingPayment", "Failed", "AwaitingPayment"):
+        fake_ccv.orders[order] = after_restore
+        result = await run_cli("--config", cfg, "catch-up")
+        assert result.code == 0, result.stderr
+        restore()
+
+    changes = [e for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
+    seen = [(e["data"]["status"], e["id"]) for e in changes]
+    assert [status for status, _ in seen] == ["AwaitingPayment", "Failed", "AwaitingPayment"]
+    ids = {status: {i for s, i in seen if s == status} for status, _ in seen}
+    assert len(ids["AwaitingPayment"]) == 1  # the same transition found again: the same id
+    assert ids["AwaitingPayment"].isdisjoint(ids["Failed"])
+
+
+async def test_after_a_lost_wal_a_different_transition_never_gets_an_emitted_id(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The daemon emits a transition and is killed; its WAL file is lost with the commit in it.
+    order = "5eed0000-0000-4000-8000-00000000000b"
+    db = tmp_path / "reconciler.db"
+    fake_ccv.orders = {order: "Processing"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='poll_interval = "1h"')
+    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+
+    def emitted(status: str) -> bool:
+        return any(e["data"]["status"] == status for e in read_events(tmp_path))
+
+    for status in ("AwaitingPayment", "Failed"):
+        fake_ccv.orders[order] = status
+        async with daemon(cfg, cli_env()) as proc:
+            await poll_until(functools.partial(emitted, status), 20, f"the {status} event")
+            proc.kill()
+            await proc.wait()
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+    changes = [e for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
+    assert [e["data"]["status"] for e in changes] == ["AwaitingPayment", "Failed"]
+    assert changes[0]["id"] != changes[1]["id"]

@@ -7,6 +7,8 @@ import asyncio
 import base64
 import itertools
 import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +18,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import cli_env, run_cli, write_config
+from reconciler.sinks import outbox
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCV
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 ORDER = "9a8b7c6d-0000-4000-8000-000000000001"
+ORDER_2 = "9a8b7c6d-0000-4000-8000-000000000002"
 
 
 @dataclass
@@ -145,3 +149,69 @@ async def test_dead_letter_after_max_age(
         (await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
     )
     assert [e["undelivered"] for e in listed] == [["webhook"]]  # kept in the database
+
+
+def pending(tmp_path: Path) -> list[tuple[str, int, float]]:
+    """Return the webhook's pending deliveries: (event id, attempts, next attempt time)."""
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        return conn.execute(
+            "SELECT e.id, d.attempts, d.next_attempt_at FROM deliveries d "
+            "JOIN events e ON e.seq = d.event_seq WHERE d.sink = 'webhook' "
+            "AND d.state = 'pending' ORDER BY e.seq"
+        ).fetchall()
+
+
+async def test_an_event_waiting_for_its_retry_is_delivered_after_a_restart(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    # Deliveries fail, the daemon is killed, the endpoint recovers, the daemon restarts: the
+    # event that failed goes at its retry time, not stranded while the newer one is delivered.
+    fake_ccv.orders = {ORDER: "New", ORDER_2: "New"}
+    receiver.answers = [500]
+    cfg = webhook_config(tmp_path, fake_ccv, receiver, "2s")
+    assert (await run_cli("--config", cfg, "track", "ccv", ORDER, ORDER_2, env=env())).code == 0
+    async with daemon(cfg, env()) as proc:
+        await poll_until(
+            lambda: any(attempts == 1 for _, attempts, _ in pending(tmp_path)),
+            20,
+            "the failed attempt recorded",
+        )
+        proc.kill()
+        await proc.wait()
+    failed_id = receiver.attempts[0][1]
+    [retry_at] = [at for _, attempts, at in pending(tmp_path) if attempts == 1]
+    async with daemon(cfg, env()):
+        # Delivered by its retry time plus a tick (and the daemon's start), whatever path it took.
+        within = retry_at - time.time() + outbox.TICK_S + 5
+        await poll_until(lambda: not pending(tmp_path), within, "every event delivered")
+    delivered = [id for _, id, _ in receiver.attempts[1:]]
+    assert sorted(delivered) == sorted(e["id"] for e in read_events(tmp_path))
+    assert failed_id in delivered
+
+
+def status_of(payload: dict[str, object]) -> object:
+    data = payload["data"]
+    assert isinstance(data, dict)
+    return data["status"]
+
+
+async def test_an_order_s_events_reach_a_sink_in_the_order_they_happened(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    # The first event fails and waits for its retry; the order's next event, newer, waits for
+    # it (another order's event need not).
+    fake_ccv.orders = {ORDER: "Processing"}
+    receiver.answers = [500]
+    cfg = webhook_config(tmp_path, fake_ccv, receiver, "2s")
+    await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    first = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "0.5s", env=env())
+    assert first.code == 75
+    [(_, waiting_id, _)] = receiver.attempts
+
+    fake_ccv.orders = {ORDER: "AwaitingPayment", ORDER_2: "Processing"}
+    await run_cli("--config", cfg, "track", "ccv", ORDER_2, env=env())
+    second = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "20s", env=env())
+    assert second.code == 0, second.stderr
+    got = [(p["subject"], status_of(p)) for _, _, p in receiver.attempts[1:]]
+    assert got.index((ORDER, "Processing")) < got.index((ORDER, "AwaitingPayment"))
+    assert receiver.attempts[1 + got.index((ORDER, "Processing"))][1] == waiting_id

@@ -201,6 +201,9 @@ def test_event_ids_are_stable_for_the_same_transition_and_differ_otherwise() -> 
     a = diff({CCV: prev}, [ok(CCV, "Completed")], now=NOW, via="poll", store_id=STORE)
     b = diff({CCV: prev}, [ok(CCV, "Completed")], now=NOW + 5, via="catch-up", store_id=STORE)
     assert a.events[0].id == b.events[0].id  # found again after a crash: same id
+    # The same place in the history with another status (after a restore from backup).
+    other = diff({CCV: prev}, [ok(CCV, "Failed")], now=NOW, via="poll", store_id=STORE)
+    assert other.events[0].id != a.events[0].id
     other_store = diff({CCV: prev}, [ok(CCV, "Completed")], now=NOW, via="poll", store_id="x")
     assert other_store.events[0].id != a.events[0].id
     retracked = diff(

@@ -1,5 +1,5 @@
 """The write path on a real SQLite file: batches written exactly, the page of orders a pass keeps
-in memory, events handed to caught-up sinks, and what happens when a write fails."""
+in memory, the outbox delivering what is committed, and what happens when a write fails."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import io
 import json
-import logging
 import math
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -25,7 +24,7 @@ from reconciler.model import EventType, Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sinks import outbox as outbox_module
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
-from reconciler.sinks.log import LogSink
+from reconciler.sinks.log import LogSink, spliced_members
 from reconciler.sinks.outbox import Outbox
 from reconciler.store import MIGRATIONS, SCHEMA_VERSION, Store
 from tests.conftest import poll_until
@@ -48,15 +47,15 @@ def ok(order_id: str, status: str, reference: str | None = None) -> Observation:
 
 
 class RecordingSink:
-    """A sink that keeps what it got, and whether each event came in memory or from the store."""
+    """A sink that keeps the seqs it got."""
 
     def __init__(self, name: str = "recorder") -> None:
         self.name = name
-        self.got: list[tuple[int, bool]] = []  # (seq, handed in memory)
+        self.got: list[int] = []
         self.arrived = asyncio.Event()
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
-        self.got.extend((e.seq, e.event is not None) for e in events)
+        self.got.extend(e.seq for e in events)
         self.arrived.set()
         return [Delivered()] * len(events)
 
@@ -68,15 +67,13 @@ class RecordingSink:
 async def live_outbox(
     tmp_path: Path, store: Store
 ) -> AsyncIterator[tuple[Reconciler, RecordingSink]]:
-    """A reconciler whose commits go to a running outbox with one recording sink, whose lane
-    has looked at the (empty) outbox and waits for what comes next."""
+    """A reconciler whose commits wake a running outbox with one recording sink."""
     sink = RecordingSink()
     outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))])
     async with aiohttp.ClientSession() as session:
         reconciler = Reconciler(config_for(tmp_path), store, session, on_commit=outbox.committed)
         running = asyncio.ensure_future(outbox.run())
         try:
-            await poll_until(lambda: outbox.lanes[0].live, 5, "the lane to catch up")
             yield reconciler, sink
         finally:
             outbox.stop()
@@ -147,7 +144,7 @@ async def test_the_page_is_dropped_when_another_process_writes(
         assert row.fetchone() == ("New", "new-ref")
 
 
-async def test_events_reach_a_caught_up_sink_once_in_order_without_reading_back(
+async def test_committed_events_reach_a_running_sink_once_in_order(
     tmp_path: Path, store: Store
 ) -> None:
     ids = [f"A-{n:03d}" for n in range(300)]
@@ -156,15 +153,14 @@ async def test_events_reach_a_caught_up_sink_once_in_order_without_reading_back(
         for n in range(0, len(ids), 50):
             await reconciler.apply([ok(i, "New") for i in ids[n : n + 50]], via="poll")
         await poll_until(lambda: len(sink.got) >= len(ids), 5, "every event delivered")
-    assert [seq for seq, _ in sink.got] == list(range(1, len(ids) + 1))
-    assert all(handed for _, handed in sink.got)
+    assert sink.got == list(range(1, len(ids) + 1))
     assert await store.undelivered_count() == {}
 
 
 async def test_replay_beside_a_running_outbox_is_delivered(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(outbox_module, "EXTERNAL_CHECK_S", 0.05)
+    monkeypatch.setattr(outbox_module, "TICK_S", 0.05)
     await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
     async with live_outbox(tmp_path, store) as (reconciler, sink):
         await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")
@@ -177,8 +173,7 @@ async def test_replay_beside_a_running_outbox_is_delivered(
         finally:
             await other.close()
         await poll_until(lambda: len(sink.got) == 4, 5, "the replayed events")
-    assert [seq for seq, _ in sink.got] == [1, 2, 1, 2]
-    assert [handed for _, handed in sink.got] == [True, True, False, False]
+    assert sink.got == [1, 2, 1, 2]
 
 
 async def test_a_failed_write_ends_the_pass_with_its_error(
@@ -213,36 +208,42 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
 
 
-async def test_log_line_is_the_same_handed_or_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_log_line_cut_from_the_body_is_the_decoded_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     stream = io.StringIO()
     monkeypatch.setattr(line_writer, "stream", stream)
     monkeypatch.setattr(line_writer, "journal", True)
+    tricky = 'A-1,"data":{"time":"1999'  # the keys the cut looks for, inside strings
     event = Event(
         "3f2b-id",
         EventType.STUCK,
         1795632726.2160404,
         "ccv",
         "default",
-        "A-1",
+        tricky,
         "warning",
-        {"order_id": "A-1", "external_reference": REFERENCE, "severity": "warning", "n": 3},
+        {"order_id": tricky, "external_reference": REFERENCE, "severity": "warning", "n": 3},
     )
-    row = OutboxEvent(7, event.id, event.type.value, "A-1", event.body())
+    decoded = OutboxEvent(7, event.id, event.type.value, tricky, event.body())
+    assert spliced_members(decoded) is None  # no stored severity: the body is decoded
+    cut = decoded._replace(severity="warning")
+    assert spliced_members(cut) is not None
     sink = LogSink()
-    for handed in (row, OutboxEvent(7, event.id, event.type.value, "A-1", row.body, event=event)):
-        await sink.deliver([handed])
+    for row in (decoded, cut):
+        await sink.deliver([row])
     lines = stream.getvalue().splitlines()
-    read_back, from_memory = (line.split('"level"', 1)[1] for line in lines)
-    assert from_memory == read_back  # equal after the time the line was written
+    from_decoded, from_cut = (line.split('"level"', 1)[1] for line in lines)
+    assert from_cut == from_decoded  # equal after the time the line was written
     assert stream.getvalue().startswith("<4>")
-    assert logging.getLevelName(logging.WARNING).lower() in read_back
     fields = json.loads(lines[1].removeprefix("<4>"))
-    assert (fields["level"], fields["event_type"], fields["external_reference"], fields["n"]) == (
+    assert (fields["level"], fields["event_type"], fields["order_id"], fields["n"]) == (
         "warning",
         "order.stuck",
-        REFERENCE,
+        tricky,
         3,
     )
+    assert fields["event_time"] == event.cloudevent()["time"]
 
 
 async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
@@ -264,3 +265,25 @@ async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert conn.execute("SELECT id FROM events").fetchall() == [("e1",)]
     assert "transitions" not in tables
+
+
+async def test_an_event_waits_for_an_earlier_event_of_its_order_until_that_one_is_settled(
+    tmp_path: Path, store: Store
+) -> None:
+    await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
+    async with aiohttp.ClientSession() as session:
+        reconciler = Reconciler(config_for(tmp_path), store, session)
+        await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")  # seq 1, 2
+        await reconciler.apply([ok("A-1", "Closed"), ok("A-2", "Closed")], via="poll")  # 3, 4
+
+    async def due(now: float = 1000.0) -> tuple[list[int], float | None]:
+        found = await store.due_deliveries("log", now, 10)
+        return [row.seq for row in found.rows], found.next_at
+
+    assert await due() == ([1, 2, 3, 4], None)
+    await store.mark_failed("log", [(1, "http 500", 2000.0), (2, "http 500", 500.0)])
+    # A-1's first event waits for its retry, and A-1's next one with it; A-2's retry is due.
+    assert await due() == ([2, 4], 2000.0)
+    assert await due(now=2000.0) == ([1, 2, 3, 4], None)
+    await store.mark_failed("log", [(1, "http 500", None)])  # dead-lettered: holds nothing
+    assert await due() == ([2, 3, 4], None)

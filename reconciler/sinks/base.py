@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
-
-if TYPE_CHECKING:
-    from ..events import Event
+from typing import NamedTuple, Protocol
 
 
 class OutboxEvent(NamedTuple):
@@ -20,8 +17,7 @@ class OutboxEvent(NamedTuple):
     order_id: str | None
     body: bytes
     attempts: int = 0  # earlier failed attempts for this sink
-    # The event itself when it is handed over straight after its commit (not read back).
-    event: Event | None = None
+    severity: str | None = None  # the stored event's; None: read it from the body
 
 
 @dataclass(frozen=True, slots=True)

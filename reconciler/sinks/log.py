@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import compact_json, constant_json, iso_time
+from ..events import compact_json, constant_json
 from ..logs import line_writer, render, render_spliced
 from .base import Delivered, DeliveryResult, OutboxEvent
 
@@ -28,6 +28,32 @@ def event_fields(body: bytes) -> dict[str, Any]:
     return flat
 
 
+def spliced_members(row: OutboxEvent) -> str | None:
+    """Return the fields of an event's log line as the inside of a JSON object, cut from the
+    body's own text (what `event_fields` gives, without decoding and encoding it again), or
+    None when the body is not of the shape `Event` writes.
+
+    `Event` writes "time" before "data", and "data" last. No JSON string holds an unescaped
+    quote, so the first `"time":"` and `,"data":{` in the text are the envelope's own keys.
+    """
+    text = row.body.decode()
+    at = text.find(_DATA)
+    start = text.find(_TIME)
+    if row.severity is None or at < 0 or not 0 < start < at or not text.endswith("}}"):
+        return None
+    start += len(_TIME)
+    stamp = text[start : text.index('"', start)]
+    data = text[at + len(_DATA) : -2]
+    return (
+        f'"event_id":{compact_json(row.id)},"event_type":{constant_json(row.type)}'
+        f'{"," if data else ""}{data},"event_time":"{stamp}"'
+    )
+
+
+_DATA = ',"data":{'
+_TIME = ',"time":"'
+
+
 class LogSink:
     """Writes each event as one line of the `reconciler.events` logger, a batch per write: the
     same lines a LogRecord would give, without building one per event."""
@@ -41,20 +67,15 @@ class LogSink:
         journal = line_writer.journal
         lines = []
         for row in events:
-            event = row.event
-            if event is None:  # read back from the store
+            members = spliced_members(row)
+            if members is None:  # a body of another shape: decode it
                 flat = event_fields(row.body)
                 level = _LEVELS.get(str(flat.get("severity")), logging.INFO)
                 if log.isEnabledFor(level):
                     lines.append(render(now, level, log.name, row.type, flat, journal=journal))
                 continue
-            level = _LEVELS.get(event.severity, logging.INFO)
+            level = _LEVELS.get(str(row.severity), logging.INFO)
             if log.isEnabledFor(level):
-                data = event.data_json[1:-1]
-                members = (
-                    f'"event_id":{compact_json(event.id)},"event_type":{constant_json(row.type)}'
-                    f'{"," if data else ""}{data},"event_time":"{iso_time(event.time)}"'
-                )
                 lines.append(
                     render_spliced(now, level, log.name, row.type, members, journal=journal)
                 )

@@ -3,6 +3,11 @@
 At least once: a row is marked delivered only after its sink said so. Failed deliveries are
 retried after `retry_min`, doubling with jitter, honouring Retry-After, until `max_age`, then
 dead-lettered (kept, logged at error). A sink whose receiver is gone (410) is disabled.
+
+One path: each lane reads what its sink may have from the store, in seq (commit) order, woken
+when this process commits and every TICK_S for other processes' writes. Per order, a sink
+never gets a later event before an earlier one: an event waits while an earlier event of its
+order waits for a retry (a dead-lettered one no longer holds it back).
 """
 
 from __future__ import annotations
@@ -27,10 +32,9 @@ from .log import LogSink
 log = logging.getLogger("reconciler.outbox")
 
 BATCH = 500
-# Events handed over in memory that a lane may hold; beyond that it reads them from the store.
-HANDED_MAX = 10_000
-# How often an idle lane looks whether another process queued events (`replay` beside a daemon).
-EXTERNAL_CHECK_S = 5.0
+# How often an idle lane reads the store anyway: another process may have queued events
+# (`replay` beside a daemon). Commits of this process wake the lanes at once.
+TICK_S = 5.0
 
 
 @dataclass
@@ -42,26 +46,6 @@ class _Lane:
     disabled: bool = False
     paused_until: float = 0.0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    # Live: the sink has taken every event up to `expect` - 1, so the events committed next
-    # are handed to it in memory instead of being read back. A failure, a gap in the seqs or a
-    # backlog ends it; the lane then reads from the store until it has caught up again.
-    live: bool = False
-    expect: int = 0
-    handed: list[OutboxEvent] = field(default_factory=list)
-    data_version: int | None = None  # the store's, when the lane last looked
-
-    def stop_live(self) -> None:
-        self.live = False
-        self.handed.clear()
-
-    def hand(self, rows: Sequence[OutboxEvent] | None) -> None:
-        if not self.live or rows == []:
-            return
-        if rows is None or rows[0].seq != self.expect or len(self.handed) + len(rows) > HANDED_MAX:
-            self.stop_live()
-        else:
-            self.handed.extend(rows)
-            self.expect = rows[-1].seq + 1
 
 
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
@@ -88,7 +72,7 @@ def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Si
 
 
 class Outbox:
-    """Delivers the outbox to every sink; `committed(rows)` after each commit."""
+    """Delivers the outbox to every sink; `committed()` after each commit."""
 
     def __init__(
         self,
@@ -109,12 +93,9 @@ class Outbox:
         for lane in self.lanes:
             lane.wakeup.set()
 
-    def committed(self, rows: Sequence[OutboxEvent] | None) -> None:
-        """Take events just committed (None: some, not known which): live lanes get them in
-        memory; the others find them in the store."""
-        for lane in self.lanes:
-            lane.hand(rows)
-            lane.wakeup.set()
+    def committed(self) -> None:
+        """Events were just committed: every lane reads them from the store."""
+        self.wake()
 
     async def load_disabled(self) -> None:
         """Skip sinks whose receiver said it is gone in an earlier run."""
@@ -149,13 +130,12 @@ class Outbox:
             try:
                 wait = await self._lane_once(lane)
             except StoreError:
-                # Logged once by the store's health. What was handed over is read back from
-                # the store once it can be used again; a delivery not recorded is sent again.
-                lane.stop_live()
-                wait = EXTERNAL_CHECK_S
+                # Logged once by the store's health. The lane reads the store again after a
+                # tick; a delivery not recorded is sent again.
+                wait = TICK_S
             if wait == 0:
                 continue
-            wait = EXTERNAL_CHECK_S if wait is None else min(wait, EXTERNAL_CHECK_S)
+            wait = TICK_S if wait is None else min(wait, TICK_S)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(lane.wakeup.wait(), wait)
 
@@ -177,39 +157,30 @@ class Outbox:
                 await asyncio.sleep(wait)
 
     async def _lane_once(self, lane: _Lane) -> float | None:
-        """Deliver one batch of due events; return seconds until the lane wants to run again
-        (0: at once), or None when it has nothing pending."""
+        """Deliver one batch of the events the store says are deliverable; return seconds until
+        the lane wants to run again (0: at once), or None when it has nothing pending."""
         if lane.disabled:
-            lane.stop_live()
             return None
         now = self.clock()
         if lane.paused_until > now:
             return lane.paused_until - now
         name = lane.config.name
-        if lane.handed:
-            rows, lane.handed = lane.handed, []
-        elif lane.live and not await self._written_elsewhere(lane):
-            return None  # caught up: what is committed next is handed over
-        else:
-            lane.stop_live()
-            due = await self.store.due_deliveries(name, now, BATCH)
-            rows, lane.data_version = due.rows, due.data_version
-            # Caught up when this is all that is pending: from here on, the events committed
-            # next (seq stored_upto + 1 on) are handed over, in order, after these.
-            if len(rows) < BATCH and (due.next_at is None or due.next_at <= now):
-                lane.live, lane.expect = True, due.stored_upto + 1
-            if not rows:
-                return None if due.next_at is None else max(due.next_at - now, 0.001)
+        due = await self.store.due_deliveries(name, now, BATCH)
+        rows = due.rows
+        if not rows:
+            return None if due.next_at is None else max(due.next_at - now, 0.001)
         try:
             results = await lane.sink.deliver(rows)
         except Exception as exc:  # a sink bug must not stop the others
             log.error("sink.crashed", exc_info=True, extra=fields(sink=name))
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
-        if not all(isinstance(res, Delivered) for res in results):
-            lane.stop_live()  # what failed is retried from the store, in order
         await self._record(lane, rows, results)
         now = self.clock()
-        return lane.paused_until - now if lane.paused_until > now else 0
+        if lane.paused_until > now:
+            return lane.paused_until - now
+        if due.full:
+            return 0
+        return None if due.next_at is None else max(due.next_at - now, 0.001)
 
     async def _record(
         self, lane: _Lane, rows: Sequence[OutboxEvent], results: Sequence[DeliveryResult]
@@ -267,14 +238,6 @@ class Outbox:
             lane.disabled = True
             await self.store.disable_sink(cfg.name, gone.reason, now)
             log.error("sink.disabled", extra=fields(sink=cfg.name, reason=gone.reason))
-
-    async def _written_elsewhere(self, lane: _Lane) -> bool:
-        """Whether another process wrote the store since the lane last looked: it may have
-        queued events (`replay` beside a running daemon) that only the store knows of."""
-        version = await self.store.data_version()
-        changed = lane.data_version is not None and version != lane.data_version
-        lane.data_version = version
-        return changed
 
     async def close(self) -> None:
         """Close every sink."""

@@ -27,7 +27,6 @@ from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, known_statuses, validate_ccv_id
 from reconciler.notify import notification_url
-from reconciler.sinks.base import OutboxEvent
 from reconciler.store import Store
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 
@@ -177,7 +176,7 @@ class Submitter:
         accounts: Sequence[CCVConfig],
         receiver: ReceiverConfig | None,
         order_id_fields: Sequence[str] = ("orderId", "id"),
-        on_commit: Callable[[Sequence[OutboxEvent] | None], None] = lambda rows: None,
+        on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -298,10 +297,10 @@ class Submitter:
             )
             for sub_id, ref in submissions
         ]
-        stored = await subs.make_uncertain(
+        await subs.make_uncertain(
             self.store, [s for s, _ in submissions], events, reason=reason, now=now
         )
-        self.on_commit(stored)
+        self.on_commit()
 
     async def settle_interrupted(self) -> int:
         """Make submissions that a stopped process left `sending` uncertain; return how many.
