@@ -307,7 +307,7 @@ class Daemon:
             # on. The receiver bounds the ids per notification and per account.
             report.add(
                 await self.rt.reconciler.check_orders(
-                    "ccnow", account, order_ids, via="notification"
+                    "ccnow", account, order_ids, via="notification", discover=True
                 )
             )
         self._latency("ccnow", report, received_at)

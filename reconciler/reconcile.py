@@ -397,11 +397,18 @@ class Reconciler:
         return report
 
     async def check_orders(
-        self, source: Source, account: str, order_ids: Iterable[str], *, via: Via
+        self,
+        source: Source,
+        account: str,
+        order_ids: Iterable[str],
+        *,
+        via: Via,
+        discover: bool = False,
     ) -> PassReport:
-        """Check given orders of one account now (due ticks, notifications)."""
+        """Check given orders of one account now (due ticks, notifications). With `discover`
+        (ids an authenticated CCNow notification named), an order not followed yet is followed."""
         report = PassReport()
-        batcher = _Batcher(self, via, report)
+        batcher = _Batcher(self, via, report, discover=discover)
         ids = list(order_ids)
         if not ids:
             return report
