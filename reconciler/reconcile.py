@@ -64,12 +64,17 @@ class PassReport:
 
 class _Batcher:
     """Collects observations from concurrent workers; a writer task commits them a batch at a
-    time while the workers go on asking. Workers wait only when PENDING_BATCHES are queued."""
+    time while the workers go on asking. Workers wait only when PENDING_BATCHES are queued.
+    It lives as long as the pass over one account, and so times it for the metrics."""
 
-    def __init__(self, reconciler: Reconciler, via: Via, report: PassReport) -> None:
+    def __init__(
+        self, reconciler: Reconciler, via: Via, report: PassReport, source: Source, account: str
+    ) -> None:
         self.reconciler = reconciler
         self.via = via
         self.report = report
+        self.where = (source, account)
+        self.started = time.monotonic()
         self.buffer: list[Observation] = []
         self.queue: asyncio.Queue[list[Observation] | None] = asyncio.Queue(PENDING_BATCHES)
         self.writer: asyncio.Task[None] | None = None
@@ -99,6 +104,9 @@ class _Batcher:
 
     async def close(self) -> None:
         """Stop the writer without writing more (the pass is over or failed)."""
+        metrics = self.reconciler.metrics
+        if metrics is not None:
+            metrics.observe_pass(*self.where, self.via, time.monotonic() - self.started)
         writer, self.writer = self.writer, None
         self.buffer = []
         if writer is not None:
@@ -231,7 +239,7 @@ class Reconciler:
     async def ccv_pass(self, cfg: CCVConfig, *, via: Via) -> PassReport:
         """Check every open order of one CCV account, a page of ids at a time."""
         report = PassReport()
-        batcher = _Batcher(self, via, report)
+        batcher = _Batcher(self, via, report, "ccv", cfg.name)
         client = self.ccv[cfg.name]
         after = 0
         try:
@@ -270,7 +278,7 @@ class Reconciler:
         that left the pending list since the last poll.
         """
         report = PassReport()
-        batcher = _Batcher(self, via, report)
+        batcher = _Batcher(self, via, report, "ccnow", cfg.name)
         client = self.ccnow[cfg.name]
         try:
             listed = await client.pending_list()
@@ -300,7 +308,7 @@ class Reconciler:
     ) -> PassReport:
         """Check given orders of one account now (due ticks, notifications)."""
         report = PassReport()
-        batcher = _Batcher(self, via, report)
+        batcher = _Batcher(self, via, report, source, account)
         ids = list(order_ids)
         if not ids:
             return report
