@@ -79,7 +79,7 @@ class Metrics:
         )
         self.dead_letters = Gauge(
             "reconciler_dead_letters",
-            "Events a sink gave up on (kept; `reconciler requeue` sends them again), per sink.",
+            "Events a sink gave up on (kept; `reconciler replay` sends them again), per sink.",
             ["sink"],
             registry=self.registry,
         )
