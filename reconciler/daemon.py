@@ -363,13 +363,31 @@ class Daemon:
 
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store."""
-        self.metrics.set_followed(await self.rt.store.count_orders())
-        for st in await self.rt.store.source_states():
-            self.metrics.set_last_success(st.source, st.account, st.last_success)
-        backlog = await self.rt.store.undelivered_count()
-        self.metrics.set_outbox_backlog(
-            {lane.config.name: backlog.get(lane.config.name, 0) for lane in self.rt.outbox.lanes}
-        )
+        store = self.rt.store
+        self.metrics.set_followed(await store.count_orders())
+        # Every configured account, recorded or not: an account that never answered exports
+        # last success 0, and one no longer configured does not linger.
+        states = {(s.source, s.account): s for s in await store.source_states()}
+        stuck = await store.stuck_count()
+        accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
+            *(("ccv", c) for c in self.config.ccv),
+            *(("ccnow", c) for c in self.config.ccnow),
+        ]
+        for source, acc in accounts:
+            st = states.get((source, acc.name))
+            self.metrics.set_last_success(source, acc.name, st.last_success if st else None)
+            self.metrics.set_source(
+                source,
+                acc.name,
+                failing=st.failing if st else False,
+                poll_interval_s=acc.poll_interval_s,
+            )
+        self.metrics.set_stuck({(s, a.name): stuck.get((s, a.name), 0) for s, a in accounts})
+        sinks = [lane.config.name for lane in self.rt.outbox.lanes]
+        backlog = await store.undelivered_count()
+        self.metrics.set_outbox_backlog({sink: backlog.get(sink, 0) for sink in sinks})
+        dead = await store.dead_letter_count()
+        self.metrics.set_dead_letters({sink: dead.get(sink, 0) for sink in sinks})
 
 
 async def run_daemon(config: Config) -> int:

@@ -19,6 +19,8 @@ from .model import Observation, Outcome
 
 # From "within the poll" to "long after": a notification should become an event in seconds.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# From a due tick of a few orders to a catch-up of a million.
+PASS_BUCKETS_S = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
 class Metrics:
@@ -75,6 +77,37 @@ class Metrics:
             ["sink"],
             registry=self.registry,
         )
+        self.dead_letters = Gauge(
+            "reconciler_dead_letters",
+            "Events a sink gave up on (kept; `reconciler replay` sends them again), per sink.",
+            ["sink"],
+            registry=self.registry,
+        )
+        self.pass_duration = Histogram(
+            "reconciler_pass_duration_seconds",
+            "How long a pass over one account took, by how it was started (via).",
+            ["source", "account", "via"],
+            buckets=PASS_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.source_ok = Gauge(
+            "reconciler_source_ok",
+            "1 while the provider account answers, 0 while it is failing.",
+            ["source", "account"],
+            registry=self.registry,
+        )
+        self.stuck = Gauge(
+            "reconciler_stuck_orders",
+            "Orders reported stuck (order.stuck) that have not changed status since.",
+            ["source", "account"],
+            registry=self.registry,
+        )
+        self.poll_interval = Gauge(
+            "reconciler_poll_interval_seconds",
+            "The account's configured poll_interval.",
+            ["source", "account"],
+            registry=self.registry,
+        )
 
     def observe_checks(
         self, source: str, account: str, observations: Sequence[Observation]
@@ -119,6 +152,29 @@ class Metrics:
         self.outbox_backlog.clear()
         for sink, count in counts.items():
             self.outbox_backlog.labels(sink).set(count)
+
+    def set_dead_letters(self, counts: Mapping[str, int]) -> None:
+        """Replace the dead-lettered event counts per sink."""
+        self.dead_letters.clear()
+        for sink, count in counts.items():
+            self.dead_letters.labels(sink).set(count)
+
+    def observe_pass(self, source: str, account: str, via: str, seconds: float) -> None:
+        """Record how long one pass over an account took."""
+        self.pass_duration.labels(source, account, via).observe(seconds)
+
+    def set_source(
+        self, source: str, account: str, *, failing: bool, poll_interval_s: float
+    ) -> None:
+        """Set an account's health and its poll interval (for "no success for N intervals")."""
+        self.source_ok.labels(source, account).set(0 if failing else 1)
+        self.poll_interval.labels(source, account).set(poll_interval_s)
+
+    def set_stuck(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Replace the stuck-order counts, keyed by (source, account)."""
+        self.stuck.clear()
+        for (source, account), count in counts.items():
+            self.stuck.labels(source, account).set(count)
 
     def render(self) -> tuple[bytes, str]:
         """Return the Prometheus text exposition and its content type."""

@@ -92,15 +92,27 @@ class PassReport:
 
 class _Batcher:
     """Collects observations from concurrent workers; a writer task commits them a batch at a
-    time while the workers go on asking. Workers wait only when PENDING_BATCHES are queued."""
+    time while the workers go on asking. Workers wait only when PENDING_BATCHES are queued.
+    It lives as long as the pass over one account, and so times it for the metrics."""
 
     def __init__(
-        self, reconciler: Reconciler, via: Via, report: PassReport, *, discover: bool = False
+        self,
+        reconciler: Reconciler,
+        via: Via,
+        report: PassReport,
+        source: Source,
+        account: str,
+        *,
+        discover: bool = False,
+        timed: bool = True,
     ) -> None:
         self.reconciler = reconciler
         self.via = via
         self.report = report
         self.discover = discover
+        self.where = (source, account)
+        self.started = time.monotonic()
+        self.timed = timed
         self.buffer: list[Observation] = []
         self.queue: asyncio.Queue[list[Observation] | None] = asyncio.Queue(PENDING_BATCHES)
         self.writer: asyncio.Task[None] | None = None
@@ -130,6 +142,9 @@ class _Batcher:
 
     async def close(self) -> None:
         """Stop the writer without writing more (the pass is over or failed)."""
+        metrics = self.reconciler.metrics
+        if metrics is not None and self.timed:
+            metrics.observe_pass(*self.where, self.via, time.monotonic() - self.started)
         writer, self.writer = self.writer, None
         self.buffer = []
         if writer is not None:
@@ -321,7 +336,7 @@ class Reconciler:
     async def ccv_pass(self, cfg: CCVConfig, *, via: Via) -> PassReport:
         """Check every open order of one CCV account, a page of ids at a time."""
         report = PassReport()
-        batcher = _Batcher(self, via, report)
+        batcher = _Batcher(self, via, report, "ccv", cfg.name)
         client = self.ccv[cfg.name]
         after = 0
         error = None
@@ -359,8 +374,9 @@ class Reconciler:
         that left the pending list since the last poll.
         """
         report = PassReport()
-        batcher = _Batcher(self, via, report)
-        listing = _Batcher(self, via, report, discover=True)  # reveals orders nobody tracked
+        batcher = _Batcher(self, via, report, "ccnow", cfg.name)
+        # Reveals orders nobody tracked; the pass is timed once, by `batcher`.
+        listing = _Batcher(self, via, report, "ccnow", cfg.name, discover=True, timed=False)
         client = self.ccnow[cfg.name]
         answered_list = False
         error = None
@@ -408,7 +424,7 @@ class Reconciler:
         """Check given orders of one account now (due ticks, notifications). With `discover`
         (ids an authenticated CCNow notification named), an order not followed yet is followed."""
         report = PassReport()
-        batcher = _Batcher(self, via, report, discover=discover)
+        batcher = _Batcher(self, via, report, source, account, discover=discover)
         ids = list(order_ids)
         if not ids:
             return report

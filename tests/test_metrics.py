@@ -1,10 +1,24 @@
-"""Prometheus metrics: names, labels, and gauges that forget what vanished."""
+"""Prometheus metrics: names, labels, gauges that forget what vanished, and what the daemon
+feeds them from a real store."""
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import load_config
+from reconciler.daemon import Daemon
 from reconciler.events import Event
 from reconciler.metrics import Metrics
 from reconciler.model import EventType, Observation, OrderKey, Outcome
+from reconciler.runtime import Runtime
+from reconciler.store import DEAD_LETTERS_SQL, STUCK_SQL, Store
+from reconciler.systemd import Notifier
+from tests.conftest import write_config
+from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 
 
 def _obs(order_id: str, outcome: Outcome, reason: str | None = None) -> Observation:
@@ -116,3 +130,107 @@ def test_each_instance_has_its_own_registry_and_renders_text() -> None:
     assert b'reconciler_events_total{type="order.discovered"}' not in body
     body, _ = first.render()
     assert b'reconciler_events_total{type="order.discovered"} 1.0' in body
+
+
+def test_dead_letters_pass_duration_source_health_stuck_and_poll_interval() -> None:
+    metrics = Metrics()
+    metrics.set_dead_letters({"hook": 3, "log": 0})
+    metrics.set_dead_letters({"hook": 1})
+    metrics.observe_pass("ccv", "default", "poll", 0.2)
+    metrics.observe_pass("ccv", "default", "poll", 40.0)
+    metrics.set_source("ccv", "default", failing=True, poll_interval_s=300)
+    metrics.set_source("ccnow", "shop", failing=False, poll_interval_s=120)
+    metrics.set_stuck({("ccv", "default"): 4})
+    metrics.set_stuck({("ccv", "default"): 2})
+    value = metrics.registry.get_sample_value
+    ccv, shop = {"source": "ccv", "account": "default"}, {"source": "ccnow", "account": "shop"}
+    assert value("reconciler_dead_letters", {"sink": "hook"}) == 1
+    assert value("reconciler_dead_letters", {"sink": "log"}) is None
+    passes = "reconciler_pass_duration_seconds"
+    assert value(f"{passes}_count", {**ccv, "via": "poll"}) == 2
+    assert value(f"{passes}_bucket", {**ccv, "via": "poll", "le": "0.5"}) == 1
+    assert value(f"{passes}_bucket", {**ccv, "via": "poll", "le": "60.0"}) == 2
+    assert value("reconciler_source_ok", ccv) == 0
+    assert value("reconciler_source_ok", shop) == 1
+    assert value("reconciler_poll_interval_seconds", ccv) == 300
+    assert value("reconciler_poll_interval_seconds", shop) == 120
+    assert value("reconciler_stuck_orders", ccv) == 2
+
+
+STUCK_ORDER = "7e57a11c-0000-4000-8000-0000000000aa"
+MOVING_ORDER = "7e57a11c-0000-4000-8000-0000000000bb"
+
+
+async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    config = load_config(
+        write_config(
+            tmp_path,
+            ccv=fake_ccv,
+            ccv_extra='poll_interval = "7m"',
+            extra='[alerts.stuck_after.ccv]\nAwaitingPayment = "1h"\n',
+        )
+    )
+    fake_ccv.orders = {STUCK_ORDER: "AwaitingPayment", MOVING_ORDER: "AwaitingPayment"}
+    async with Runtime(config) as rt:
+        daemon = Daemon(config, rt, Notifier(None))
+        value = daemon.metrics.registry.get_sample_value
+        ccv = {"source": "ccv", "account": "default"}
+        await daemon.refresh_metrics()
+        # Before the first pass: the account is exported, never answered, nothing stuck.
+        assert value("reconciler_last_success_timestamp_seconds", ccv) == 0
+        assert value("reconciler_source_ok", ccv) == 1
+        assert value("reconciler_poll_interval_seconds", ccv) == 420
+        assert value("reconciler_stuck_orders", ccv) == 0
+
+        orders = [STUCK_ORDER, MOVING_ORDER]
+        await rt.store.track("ccv", "default", [(o, None) for o in orders], time.time())
+        await rt.reconciler.check_orders("ccv", "default", orders, via="poll")
+        # Two hours later one order is still awaiting payment, the other moved on.
+        rt.reconciler.clock = lambda: time.time() + 7200
+        fake_ccv.orders[MOVING_ORDER] = "Processing"
+        await rt.reconciler.check_orders("ccv", "default", orders, via="poll")
+        await rt.reconciler.check_orders("ccv", "default", orders, via="notification")
+        sink = rt.outbox.lanes[0].config.name
+        due = await rt.store.due_deliveries(sink, time.time() + 7200, 10)
+        await rt.store.mark_failed(sink, [(due.rows[0].seq, "refused", None)])
+        await daemon.refresh_metrics()
+        assert value("reconciler_stuck_orders", ccv) == 1
+        assert value("reconciler_dead_letters", {"sink": sink}) == 1
+        assert value("reconciler_source_ok", ccv) == 1
+        assert (value("reconciler_last_success_timestamp_seconds", ccv) or 0) > 0
+        passes = "reconciler_pass_duration_seconds_count"
+        assert value(passes, {**ccv, "via": "poll"}) == 2
+        assert value(passes, {**ccv, "via": "notification"}) == 1
+
+        fake_ccv.always = Reply(500)
+        await rt.reconciler.ccv_pass(config.ccv[0], via="poll")
+        await daemon.refresh_metrics()
+        assert value("reconciler_source_ok", ccv) == 0
+        assert value(passes, {**ccv, "via": "poll"}) == 3
+        # Once the stuck order changes status it no longer counts.
+        fake_ccv.always = None
+        fake_ccv.orders[STUCK_ORDER] = "Completed"
+        await rt.reconciler.check_orders("ccv", "default", [STUCK_ORDER], via="poll")
+        await daemon.refresh_metrics()
+        assert value("reconciler_stuck_orders", ccv) == 0
+        assert value("reconciler_source_ok", ccv) == 1
+
+
+@pytest.mark.parametrize(
+    ("sql", "index"), [(DEAD_LETTERS_SQL, "deliveries_dead"), (STUCK_SQL, "orders_stuck")]
+)
+async def test_scrape_counts_read_only_their_partial_index(
+    tmp_path: Path, sql: str, index: str
+) -> None:
+    # Every scrape runs these; a full scan would read millions of rows after a year.
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        plan = " ".join(
+            str(r[-1]) for r in await store.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
+        )
+    finally:
+        await store.close()
+    assert re.search(rf"USING (COVERING )?INDEX {index}\b", plan), plan

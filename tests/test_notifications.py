@@ -89,6 +89,12 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
                     text = await resp.text()
                     assert "reconciler_events_total" in text
                     assert "reconciler_followed_orders" in text
+                    ccv = 'account="default",source="ccv"'
+                    assert f"reconciler_source_ok{{{ccv}}} 1.0" in text
+                    assert f"reconciler_poll_interval_seconds{{{ccv}}} 3600.0" in text
+                    assert f"reconciler_stuck_orders{{{ccv}}} 0.0" in text
+                    passes = "reconciler_pass_duration_seconds_count"
+                    assert f'{passes}{{{ccv},via="notification"}} 1.0' in text
                 # Junk never gets a 500.
                 for body in (b"\xff" * 70000, b"{not json", b""):
                     async with http.post(url + "x", data=body) as resp:
