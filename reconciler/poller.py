@@ -117,14 +117,21 @@ def next_health(
 def health_event(
     before: SourceState, after: SourceState, kind: EventType, *, now: float, via: Via, store_id: str
 ) -> Event:
-    """Return the `source.failed` / `source.recovered` event of a flip from `before` to `after`."""
+    """Return the `source.failed` / `source.recovered` event of a flip from `before` to `after`.
+
+    Its id names the flip by when it happened, not only by the episode's number: a store
+    restored from a backup counts its episodes again, and a new failure must not take the id
+    of an old, different one. A redelivery sends the stored body, id and all.
+    """
     severity: Severity
     if kind is EventType.SOURCE_RECOVERED:
         severity, reason = "info", before.last_error
     else:
         severity, reason = "error", after.last_error
     return Event(
-        id=event_id(store_id, "source", after.source, after.account, after.episode, kind.value),
+        id=event_id(
+            store_id, "source", after.source, after.account, after.episode, kind.value, now
+        ),
         type=kind,
         time=now,
         source=after.source,

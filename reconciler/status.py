@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import Config
-from .events import event_id, iso_time
+from .events import iso_time
 from .model import Source
 from .store import Store
 from .store_health import Episode, file_size
@@ -104,10 +104,8 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
         health: AccountHealth = "unknown" if st is None else "failing" if st.failing else "ok"
         since = None
         if st is not None and st.failing:
-            # The source.failed event of this episode marks when it began (its id is known).
-            since = await store.event_time(
-                event_id(store.store_id, "source", source, account, st.episode, "source.failed")
-            )
+            # The account's latest source.failed event marks when this episode began.
+            since = await store.last_event_time("source.failed", source, account)
             since = since if since is not None else st.last_failure
         orders = sorted(
             ((status, n) for (s, a, status), n in counts.items() if (s, a) == (source, account)),

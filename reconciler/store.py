@@ -815,10 +815,13 @@ class Store:
         )
         return {r[0]: (r[1], r[2]) for r in await self.conn.execute_fetchall(sql)}
 
-    async def event_time(self, event_id: str) -> float | None:
-        """Return when the event with this id happened, if it is stored."""
-        sql = "SELECT time FROM events WHERE id = ?"
-        rows = list(await self.conn.execute_fetchall(sql, (event_id,)))
+    async def last_event_time(self, type: str, source: Source, account: str) -> float | None:
+        """Return when the account's latest event of this type happened, if one is stored."""
+        sql = (
+            "SELECT time FROM events WHERE type = ? AND source = ? AND account = ? "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        rows = list(await self.conn.execute_fetchall(sql, (type, source, account)))
         return float(rows[0][0]) if rows else None
 
     # --- outbox ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, spawn, write_config
-from tests.fake_providers import FakeCCV
+from tests.fake_providers import FakeCCV, Reply, html_page
 
 LIFECYCLE = [
     "Processing",
@@ -134,6 +134,35 @@ async def test_after_a_restore_a_different_transition_never_gets_an_emitted_id(
     ids = {status: {i for s, i in seen if s == status} for status, _ in seen}
     assert len(ids["AwaitingPayment"]) == 1  # the same transition found again: the same id
     assert ids["AwaitingPayment"].isdisjoint(ids["Failed"])
+
+
+async def test_after_a_restore_a_new_source_failure_never_gets_an_emitted_id(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The backup holds an account that never failed. After it, the account fails (401) and
+    # recovers; the backup is restored and the account fails again (maintenance): that is a
+    # different failure, and a consumer deduplicating on the id would drop it.
+    order = "5eed0000-0000-4000-8000-00000000000c"
+    db, backup = tmp_path / "reconciler.db", tmp_path / "backup.db"
+    fake_ccv.orders = {order: "Processing"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    await asyncio.to_thread(subprocess.run, ["sqlite3", str(db), f".backup '{backup}'"], check=True)
+
+    for failure in (Reply(401), html_page(503)):
+        fake_ccv.always = failure
+        assert (await run_cli("--config", cfg, "catch-up")).code == 75
+        fake_ccv.always = None
+        assert (await run_cli("--config", cfg, "catch-up")).code == 0
+        shutil.copyfile(backup, db)
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+    health = [e for e in read_events(tmp_path) if e["type"].startswith("source.")]
+    kinds = [e["type"] for e in health]
+    assert kinds == ["source.failed", "source.recovered"] * 2
+    assert len({e["id"] for e in health}) == 4, health
 
 
 async def test_after_a_lost_wal_a_different_transition_never_gets_an_emitted_id(
