@@ -106,6 +106,11 @@ class Scheduler:
         self._running.add(task)
         try:
             await asyncio.wait_for(func(*args), JOB_TIMEOUT_S)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Our own shutdown cancelled it, an expected stop that `daemon.stopped` counts:
+            # raising on would have APScheduler log it as a crash, traceback and all.
         except asyncio.TimeoutError:
             log.error("job.timeout", extra=fields(job=job_id, timeout_s=JOB_TIMEOUT_S))
         except StoreError:
@@ -193,10 +198,15 @@ class Scheduler:
         """Stop starting jobs, cancel the running ones and wait for them at most `timeout_s`;
         return how many had to be cancelled."""
         self._stopping = True
-        self.scheduler.shutdown(wait=False)
+        # Paused, APScheduler starts no job; one it started but that has not run yet returns
+        # at once (see `_guarded`) when the loop next turns. Its shutdown would cancel such a
+        # job instead, and log that as an error with a traceback.
+        self.scheduler.pause()
         running = list(self._running)
         for task in running:
             task.cancel()
         if running:
             await asyncio.wait(running, timeout=timeout_s)
+        await asyncio.sleep(0)
+        self.scheduler.shutdown(wait=False)
         return len(running)
