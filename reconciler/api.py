@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import store_submissions as subs
 from .config import ApiConfig
+from .connections import BoundedRunner, ConnectionLimits
 from .events import iso_time
 from .logs import fields
 from .model import SOURCES, InvalidOrderId, OrderKey, OrderState, Source, normalize_order_id
@@ -37,6 +38,9 @@ log = logging.getLogger("reconciler.api")
 PRICING_PATH = "/api/ordercompletion/reseller/orderconfigurator/SetShoppingCardPricingDetails"
 MAX_FEED_LIMIT = 1000
 DEFAULT_FEED_LIMIT = 100
+# The receiver's bounds, with a smaller cap: the API is internal, and the receiver's cap plus
+# this one still leave descriptors for the database, the sinks and the providers.
+API_LIMITS = ConnectionLimits(max_connections=128, header_timeout_s=10.0)
 _CURSOR = re.compile(r"[0-9]{1,18}", re.ASCII)
 _TRACK_FIELDS = frozenset({"source", "order_id", "external_reference", "account"})
 
@@ -391,7 +395,10 @@ class ApiListener:
 
     def __init__(self, app: web.Application, *, shutdown_timeout_s: float = 5.0) -> None:
         # No access log: the application calls often, and each call logs what it changed.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+        # Bounded like the receiver: fixed error pages, quiet junk, a header timeout, a cap.
+        self._runner = BoundedRunner(
+            app, API_LIMITS, access_log=None, shutdown_timeout=shutdown_timeout_s
+        )
         self._started = False
 
     async def start(self, host: str, port: int) -> int:

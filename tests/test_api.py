@@ -21,7 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler import api as api_module
 from reconciler.config import ConfigError, load_config
+from reconciler.connections import ConnectionLimits
 from reconciler.daemon import Daemon
 from reconciler.events import submit_uncertain_event
 from reconciler.model import EventType, known_statuses
@@ -401,6 +403,81 @@ async def test_no_input_gets_a_500(
         document,
     )
     assert document is None or "error" in document or status < 300
+
+
+# --- connections: the receiver's bounds -------------------------------------------------------
+
+
+def api_port(api: Api) -> int:
+    return int(api.url.rsplit(":", 1)[1])
+
+
+async def raw_answer(port: int, request: bytes) -> bytes:
+    """Send raw bytes on a new connection; return everything until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("token", [TOKEN, None])
+async def test_a_body_that_does_not_decode_gets_a_4xx_and_no_traceback(
+    api: Api, caplog: pytest.LogCaptureFixture, encoding: str, token: str | None
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    body = b"garbage" * 9
+    for _ in range(5):
+        for path in ("/api/v1/orders", "/api/v1/ccv/orders", "/api/v1/nothing"):
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+                f"Content-Encoding: {encoding}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            answer = await raw_answer(api_port(api), head.encode() + body)
+            status = int(answer.split(b" ", 2)[1])
+            assert 400 <= status < 500, answer[:200]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert not any(r.exc_info for r in caplog.records)
+    assert api.rows("SELECT count(*) FROM orders") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nX-Secret\x01: sk_live_leak\r\n\r\n",
+        b"GET /sk_live_leak\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /api/v1/orders HTTP/1.1\r\nContent-Length: sk_live_leak\r\n\r\n",
+    ],
+)
+async def test_a_malformed_request_gets_a_fixed_400_page(api: Api, request_bytes: bytes) -> None:
+    answer = await raw_answer(api_port(api), request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split()[1] == b"400", answer[:200]
+    assert body == b'{"error": "bad request"}'
+    assert b"sk_live_leak" not in answer
+
+
+async def test_idle_connections_are_capped_and_closed_after_the_header_timeout(
+    tmp_path: Path, fake: FakeCCVWrites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_module, "API_LIMITS", ConnectionLimits(4, header_timeout_s=0.5))
+    async with serve_api(tmp_path, fake) as api:
+        port = api_port(api)
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
+        # At the cap, the connections idle longest make room: the application still gets in.
+        status, document, _ = await api.call("GET", "/api/v1/events")
+        assert status == 200 and document["events"] == []
+        for reader, _ in idle[:4]:
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        # The others, silent, are closed once the header timeout has passed.
+        for reader, _ in idle[4:]:
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        for _, writer in idle:
+            writer.close()
 
 
 # --- orders -------------------------------------------------------------------------------------
