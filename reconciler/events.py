@@ -179,7 +179,11 @@ def order_event(
 def submit_uncertain_event(
     store_id: str, submission_id: int, *, account: str, reference: str, time: float, reason: str
 ) -> Event:
-    """Return the `order.submit_uncertain` event of a CCV submission whose answer was lost."""
+    """Return the `order.submit_uncertain` event of a CCV submission whose answer was lost.
+
+    Its id names the submission by its reference and the time too: a store restored from a
+    backup numbers its submissions again, and a different submission must not get the id.
+    """
     data = {
         "source": "ccv",
         "account": account,
@@ -191,7 +195,7 @@ def submit_uncertain_event(
         "reason": reason,
     }
     return Event(
-        event_id(store_id, "ccv-submit", submission_id, "uncertain"),
+        event_id(store_id, "ccv-submit", submission_id, account, reference, time, "uncertain"),
         EventType.SUBMIT_UNCERTAIN,
         time,
         "ccv",

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ import pytest
 from reconciler.config import ReceiverConfig, Secret
 from reconciler.notify import notification_url
 from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
-from tests.fake_ccv_writes import FakeCCVWrites, submit_body
+from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
+from tests.fake_providers import Reply
 from tests.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml, free_port
 
 ORDER = "7d0e9f52-3c1b-4a8e-9d2f-6b5a4c3d2e1f"
@@ -179,3 +182,25 @@ async def test_ccv_submit_command_goes_through_a_running_daemon(
         # Tracked at once: the daemon's first check follows within seconds.
         await fake.wait_until(lambda: bool(fake.requests_for(order_id)), 15)
         assert await stop(proc) == 0
+
+
+async def test_after_a_restore_a_new_uncertain_submit_never_gets_an_emitted_id(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # The README's backup -> restore: the restored store numbers its submissions again, and a
+    # different lost submit must not take the id of the one emitted before the restore.
+    db, backup = tmp_path / "reconciler.db", tmp_path / "backup.db"
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    assert (await run_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+    await asyncio.to_thread(subprocess.run, ["sqlite3", str(db), f".backup '{backup}'"], check=True)
+    for reference in ("lost-1", "lost-2"):
+        fake.submit_replies = [Reply(DROP)]
+        body = json.dumps(submit_body(externalReference=reference)).encode()
+        result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=body)
+        assert result.code == 75, result.stderr
+        shutil.copyfile(backup, db)
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+    uncertain = [e for e in read_events(tmp_path) if e["type"] == UNCERTAIN]
+    assert [e["data"]["external_reference"] for e in uncertain] == ["lost-1", "lost-2"]
+    assert uncertain[0]["id"] != uncertain[1]["id"]
