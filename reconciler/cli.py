@@ -385,8 +385,11 @@ def _read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]
         data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
         # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM, which is not part of the first id.
         text = data.decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        number = exc.object.count(b"\n", 0, exc.start) + 1
+        raise DataError(f'{path}:{number}: not UTF-8 (save it as "CSV UTF-8")') from None
     out: list[tuple[str, str | None]] = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()

@@ -195,6 +195,14 @@ async def test_track_file_drops_a_bom_and_refuses_invisible_characters_by_line(
         result = await run_cli("--config", cfg, "track", "ccv", "--from-file", bad)
         assert result.code == 65, (name, result.stderr)
         assert f"{bad}:3:" in result.stderr and "Traceback" not in result.stderr
+    # Excel's plain "CSV" on Windows: cp1252, not UTF-8.
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"other-4\r\nother-5,Caf\xe9\r\n")
+    result = await run_cli("--config", cfg, "track", "ccv", "--from-file", latin)
+    assert result.code == 65, result.stderr
+    assert (
+        result.stderr.strip() == f'reconciler: error: {latin}:2: not UTF-8 (save it as "CSV UTF-8")'
+    )
     rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
     assert len(rows) == 3  # nothing of a refused file was tracked
 
