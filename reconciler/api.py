@@ -28,7 +28,7 @@ from .events import iso_time
 from .logs import fields
 from .model import SOURCES, InvalidOrderId, OrderKey, OrderState, Source, normalize_order_id
 from .order_view import order_json
-from .store import Store
+from .store import Store, StoreError
 from .writes.ccv_http import NotSent, Uncertain, send_once
 from .writes.pricing import blocking, check_pricing
 from .writes.submit import MAX_REFERENCE_LENGTH, BadSubmission, Submitter
@@ -131,6 +131,13 @@ class _Api:
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             return web.json_response(
                 {"error": exc.reason.lower()}, status=exc.status, headers=headers
+            )
+        except StoreError:
+            # Logged once by the store's health when it started failing (a full disk).
+            return web.json_response(
+                {"error": "the database cannot be used; try again later"},
+                status=503,
+                headers={"Retry-After": "5"},
             )
         except Exception:
             log.error("api.failed", exc_info=True, extra=fields(method=request.method))

@@ -480,6 +480,29 @@ async def test_idle_connections_are_capped_and_closed_after_the_header_timeout(
             writer.close()
 
 
+async def test_a_full_disk_is_a_503_without_a_traceback(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    api.rt.store.health.watch(on_corrupt=lambda: None)  # as the daemon does
+    # SQLITE_FULL without filling a disk: the database may not grow by a page.
+    pages = next(iter(await api.rt.store.conn.execute_fetchall("PRAGMA page_count")))[0]
+    await api.rt.store.conn.execute(f"PRAGMA max_page_count = {pages}")
+    answers = []
+    for n in range(500):
+        order = {"source": "ccv", "order_id": f"O-{n:04d}", "external_reference": "r" * 120}
+        status, document, headers = await api.call("POST", "/api/v1/orders", body=order)
+        answers.append(status)
+        if status != 201:
+            break
+    assert answers[-1] == 503, answers
+    assert document == {"error": "the database cannot be used; try again later"}
+    assert headers["Retry-After"] == "5"
+    assert not any(r.exc_info for r in caplog.records)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["store.failing"]  # once, by the store's health
+
+
 # --- orders -------------------------------------------------------------------------------------
 
 
