@@ -362,8 +362,10 @@ async def cmd_catch_up(config: Config, args: argparse.Namespace) -> int:
         finally:
             rt.outbox.stop()
             await outbox_task
-        delivered = await rt.outbox.drain(args.deliver_timeout)
+        await rt.outbox.drain(args.deliver_timeout)
+        await rt.prune()  # also lets go of the rows of sinks no longer configured
         undelivered = await rt.store.undelivered_count()
+        delivered = not any(undelivered.values())
         level = logging.INFO if report.ok and delivered else logging.WARNING
         log.log(
             level,

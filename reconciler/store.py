@@ -436,6 +436,10 @@ class Store:
             if not readonly:
                 os.chmod(path, 0o600)
                 _check_sqlite()
+                # Takes effect only before the first table: a new store then gives the space
+                # that pruning frees back to the file system (store_retention.py converts
+                # older stores once).
+                await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
@@ -501,6 +505,13 @@ class Store:
             self.health.committed()
             self._page.update(self._staged)
             self._staged.clear()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the connection for statements that make their own transaction (VACUUM, an
+        incremental vacuum): no transaction of this store is open meanwhile."""
+        async with self._write_lock:
+            yield self.conn
 
     async def _record_recovery(self) -> None:
         # In the write that ends the episode: while it lasted, nothing could be written.
