@@ -4,6 +4,7 @@ orders that reached an end state before it; nothing a sink has not confirmed is 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import tempfile
 import time
@@ -19,7 +20,7 @@ from reconciler.model import EventType
 from reconciler.runtime import Runtime
 from reconciler.store import Store
 from reconciler.store_retention import prune
-from tests.conftest import cli_env, read_events, run_cli, write_config
+from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import CCV_KEY, FakeCCV
 
 DAY = 86400.0
@@ -259,3 +260,18 @@ async def test_keep_events_is_a_positive_duration(tmp_path: Path, value: str, pr
     assert load_config(cfg).keep_events_s == 30 * DAY
     result = await run_cli("--config", cfg, "check", env=cli_env())
     assert result.code == 0, result.stderr
+
+
+async def test_the_daemon_prunes_after_its_start_up_pass(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    fake_ccv.orders = {IDS[0]: "Completed", IDS[1]: "New"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    assert (await run_cli("--config", cfg, "track", "ccv", *IDS[:2])).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    _age(db, 401)
+    log = tmp_path / "daemon.log"
+    async with daemon(cfg, cli_env()):
+        await poll_until(lambda: log.exists() and "store.pruned" in log.read_text(), 20, "prune")
+    (line,) = [json.loads(x) for x in log.read_text().splitlines() if "store.pruned" in x]
+    assert (line["events"], line["orders"]) == (1, 1)  # the newest event stays
+    assert _count(db, "SELECT count(*) FROM orders") == 1
