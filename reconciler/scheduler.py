@@ -125,8 +125,10 @@ class Scheduler:
         cfg = next(c for c in self.config.ccnow if c.name == account)
         if await self._resting("ccnow", account, "pending_list", cfg.poll_interval_s) is None:
             return
+        started = self.clock()
         report = await self.reconciler.ccnow_pass(cfg, via="poll")
         self.on_pass(f"ccnow/{account} pending list", report)
+        await self.reconciler.remember_pass(f"ccnow/{account} pending list", report, started)
 
     async def _heartbeat_job(self, account: str) -> None:
         """CCV has no list to poll: when no status request succeeded for a poll interval, one
@@ -166,8 +168,10 @@ class Scheduler:
             report = await self.reconciler.check_orders(source, account, hinted, via="notification")
             self.on_pass(f"{source}/{account} notification", report)
         rest = [s.key.order_id for s in due if s.external_reference not in notified]
+        started = self.clock()
         report = await self.reconciler.check_orders(source, account, rest, via="poll")
         self.on_pass(f"{source}/{account} due", report)
+        await self.reconciler.remember_pass(f"{source}/{account} due", report, started)
 
     async def _resting(
         self, source: Source, account: str, part: HealthPart, interval_s: float
