@@ -168,6 +168,7 @@ class _Batcher:
             key = batch[0].key
             metrics.observe_checks(key.source, key.account, batch)
         self.report.checked += len(batch)
+        self.reconciler.on_checked(len(batch))
         self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
         # Await first: `report.events += await ...` would read the count before the await.
         events = await self.reconciler.apply(
@@ -196,6 +197,8 @@ class Reconciler:
         self.on_events = on_events
         self.rng = random.Random()
         self.metrics: Metrics | None = None
+        # Hears how many more orders a pass has checked (progress.py for `catch-up`).
+        self.on_checked: Callable[[int], None] = lambda n: None
         self._secrets = tuple(config_secrets(config))
         self.ccv = {c.name: CCVClient(c, session) for c in config.ccv}
         self.ccnow = {c.name: CCNowClient(c, session) for c in config.ccnow}
