@@ -8,16 +8,20 @@ import json
 import sqlite3
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.config import ConfigError, load_config
+from reconciler.config import AlertsConfig, Config, ConfigError, load_config
 from reconciler.events import Event
 from reconciler.model import EventType
+from reconciler.reconcile import Reconciler
 from reconciler.runtime import Runtime
+from reconciler.scheduler import Scheduler
 from reconciler.store import Store
 from reconciler.store_retention import prune
 from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
@@ -275,3 +279,32 @@ async def test_the_daemon_prunes_after_its_start_up_pass(tmp_path: Path, fake_cc
     (line,) = [json.loads(x) for x in log.read_text().splitlines() if "store.pruned" in x]
     assert (line["events"], line["orders"]) == (1, 1)  # the newest event stays
     assert _count(db, "SELECT count(*) FROM orders") == 1
+
+
+async def test_the_daemon_schedules_the_prune_daily() -> None:
+    ran = asyncio.Event()
+
+    async def prune_now() -> None:
+        ran.set()
+
+    config = Config(
+        file="t",
+        store_path=Path("unused.db"),
+        ccv=(),
+        ccnow=(),
+        receiver=None,
+        sinks=(),
+        alerts=AlertsConfig(),
+    )
+    scheduler = Scheduler(config, cast(Reconciler, None), prune=prune_now)
+    scheduler.start()
+    try:
+        job = scheduler.scheduler.get_job("prune")
+        first = job.next_run_time
+        assert first.timestamp() == pytest.approx(time.time() + DAY, abs=60)
+        job.modify(next_run_time=datetime.now(timezone.utc))  # as if a day had passed
+        await asyncio.wait_for(ran.wait(), 10)
+        after = scheduler.scheduler.get_job("prune").next_run_time
+        assert after.timestamp() == pytest.approx(time.time() + DAY, abs=60)
+    finally:
+        await scheduler.shutdown(1.0)
