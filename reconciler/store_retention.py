@@ -134,7 +134,6 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
             newest = next(iter(await conn.execute_fetchall("SELECT max(seq) FROM events")))[0]
             seqs = [int(r[1]) for r in rows if r[1] != newest]
             held: set[int] = set()
-            gone: list[int] = []
             sinks = await _delivery_sinks(store)
             marks = ", ".join("?" * len(seqs))
             for sink in sinks:
