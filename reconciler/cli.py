@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from .logs import LEVELS, fields, setup_logging
 from .model import SOURCES, InvalidOrderId, Source, normalize_order_id
 from .order_view import order_json
 from .permissions import warn_readable_secrets
+from .progress import progress
 from .store import Store, StoreError, StoreLocked
 from .writes.pricing import blocking, check_pricing
 
@@ -356,14 +358,20 @@ async def cmd_catch_up(config: Config, args: argparse.Namespace) -> int:
 
     async with Runtime(config) as rt:
         started = time.monotonic()
-        outbox_task = asyncio.ensure_future(rt.outbox.run())
-        try:
-            report = await rt.reconciler.catch_up(args.source)
-        finally:
-            rt.outbox.stop()
-            await outbox_task
-        delivered = await rt.outbox.drain(args.deliver_timeout)
+        due = await rt.store.count_due(math.inf)  # every open order: what a catch-up asks
+        total = sum(n for (source, _), n in due.items() if args.source in (None, source))
+        with progress("catch-up", total) as advance:
+            rt.reconciler.on_checked = advance
+            outbox_task = asyncio.ensure_future(rt.outbox.run())
+            try:
+                report = await rt.reconciler.catch_up(args.source)
+            finally:
+                rt.outbox.stop()
+                await outbox_task
+        await rt.outbox.drain(args.deliver_timeout)
+        await rt.prune()  # also lets go of the rows of sinks no longer configured
         undelivered = await rt.store.undelivered_count()
+        delivered = not any(undelivered.values())
         level = logging.INFO if report.ok and delivered else logging.WARNING
         log.log(
             level,
@@ -439,7 +447,8 @@ async def cmd_track(config: Config, args: argparse.Namespace) -> int:
         orders.extend(_read_track_file(args.from_file, source))
     store = await Store.open(config.store_path)
     try:
-        added = await store.track(source, account, orders, time.time())
+        with progress("track", len(orders)) as advance:
+            added = await store.track(source, account, orders, time.time(), progress=advance)
         await _resolve_submissions(store, account, orders)
     finally:
         await store.close()
@@ -558,7 +567,14 @@ async def cmd_replay(config: Config, args: argparse.Namespace) -> int:
         async with Runtime(config) as rt:
             count = await rt.store.requeue(args.sink, args.since)
             log.info("replay.queued", extra=fields(sink=args.sink, events=count))
-            delivered = await rt.outbox.drain(args.deliver_timeout)
+            with progress(f"replay {args.sink}", count, unit="events") as advance:
+
+                def replayed(sink: str, n: int) -> None:
+                    if sink == args.sink:
+                        advance(n)
+
+                rt.outbox.on_delivered = replayed
+                delivered = await rt.outbox.drain(args.deliver_timeout)
     except StoreLocked:
         # A running daemon owns delivery: queue the events and let it send them.
         store = await Store.open(config.store_path)

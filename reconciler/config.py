@@ -188,6 +188,8 @@ class Config:
     api: ApiConfig | None = None
     # The config file itself when it holds a secret, and every `*_file` it names.
     secret_files: tuple[Path, ...] = ()
+    # [store] keep_events: delivered history older than this is pruned (store_retention.py)
+    keep_events_s: float = 400 * 86400.0
 
 
 def load_config(path: str | Path) -> Config:
@@ -566,7 +568,8 @@ class _Loader:
 
     def config(self, data: Mapping[str, object]) -> Config:
         top = _Table(self, data, "", _TOP_KEYS)
-        store_path = self.store_path(top.table("store", ("path",)))
+        store = top.table("store", ("path", "keep_events"))
+        store_path = self.store_path(store)
         ccv = self.accounts(top, "ccv", _CCV_KEYS, self.ccv)
         ccnow = self.accounts(top, "ccnow", _CCNOW_KEYS, self.ccnow)
         if not ccv and not ccnow:
@@ -582,6 +585,9 @@ class _Loader:
             alerts=self.alerts(top.table("alerts", ("stuck_after",))),
             api=self.api(top.table("api", _API_KEYS)),
             secret_files=tuple(self.secret_files),
+            keep_events_s=Config.keep_events_s
+            if store is None
+            else store.duration("keep_events", "400d", positive=True),
         )
 
     def file_path(self, table: _Table, name: str) -> Path:

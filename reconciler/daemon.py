@@ -96,7 +96,9 @@ class Daemon:
         try:
             await self.start_api()
             await self._start_receiver()
-            self.scheduler = Scheduler(self.config, rt.reconciler, on_pass=self._on_pass)
+            self.scheduler = Scheduler(
+                self.config, rt.reconciler, on_pass=self._on_pass, prune=rt.prune
+            )
             startup = self._spawn(self._startup_pass())
             self.scheduler.start()
             await asyncio.wait(
@@ -173,6 +175,12 @@ class Daemon:
             log.error("startup_pass.failed", exc_info=True)
             return
         self._on_pass("start-up catch-up", report)
+        try:
+            await self.rt.prune()  # then daily (scheduler.py)
+        except StoreError:
+            return
+        except Exception:
+            log.error("prune.failed", exc_info=True)
 
     def _on_pass(self, name: str, report: PassReport) -> None:
         self.last_pass = f"{name}: {report.summary()}"

@@ -32,6 +32,7 @@ from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import SourceError
 from .store import Store, state_row
+from .store_passes import LastPass, record_pass
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -167,6 +168,7 @@ class _Batcher:
             key = batch[0].key
             metrics.observe_checks(key.source, key.account, batch)
         self.report.checked += len(batch)
+        self.reconciler.on_checked(len(batch))
         self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
         # Await first: `report.events += await ...` would read the count before the await.
         events = await self.reconciler.apply(
@@ -195,6 +197,8 @@ class Reconciler:
         self.on_events = on_events
         self.rng = random.Random()
         self.metrics: Metrics | None = None
+        # Hears how many more orders a pass has checked (progress.py for `catch-up`).
+        self.on_checked: Callable[[int], None] = lambda n: None
         self._secrets = tuple(config_secrets(config))
         self.ccv = {c.name: CCVClient(c, session) for c in config.ccv}
         self.ccnow = {c.name: CCNowClient(c, session) for c in config.ccnow}
@@ -322,8 +326,29 @@ class Reconciler:
 
     # --- passes ------------------------------------------------------------------------------
 
+    async def remember_pass(self, name: str, report: PassReport, started: float) -> None:
+        """Record a finished pass (begun at `started`, this clock) for `reconciler status`."""
+        last = LastPass(
+            name,
+            started,
+            round(max(self.clock() - started, 0.0), 3),
+            report.checked,
+            report.failed,
+            report.events,
+            tuple(sorted(report.failed_sources)),
+        )
+        await record_pass(self.store, last)
+
     async def catch_up(self, source: Source | None = None) -> PassReport:
         """Check every followed order not in an end state once, plus the CCNow pending list."""
+        started = self.clock()
+        report = await self._catch_up(source)
+        await self.remember_pass(
+            "catch-up" if source is None else f"catch-up {source}", report, started
+        )
+        return report
+
+    async def _catch_up(self, source: Source | None) -> PassReport:
         report = PassReport()
         if source in (None, "ccnow"):
             for ccnow in self.config.ccnow:

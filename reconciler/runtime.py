@@ -3,6 +3,7 @@ session, sinks with their outbox, and the reconciler."""
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 import aiohttp
@@ -11,6 +12,7 @@ from .config import Config
 from .reconcile import Reconciler
 from .sinks.outbox import Outbox, build_sinks
 from .store import Store, WriterLock
+from .store_retention import make_space_returnable, prune
 
 
 def tune_allocator() -> None:
@@ -58,12 +60,27 @@ class Runtime:
         except BaseException:
             self.lock.release()
             raise
+        try:
+            await make_space_returnable(self.store)
+        except BaseException:
+            await self.store.close()
+            self.lock.release()
+            raise
         self.session = http_session(self.config)
         self.outbox = Outbox(self.store, build_sinks(self.config, self.session))
         self.reconciler = Reconciler(
             self.config, self.store, self.session, on_commit=self.outbox.committed
         )
         return self
+
+    async def prune(self) -> None:
+        """Delete what the retention window lets go (store_retention.py)."""
+        await prune(
+            self.store,
+            sinks=self.store.sink_names,
+            keep_s=self.config.keep_events_s,
+            now=time.time(),
+        )
 
     async def __aexit__(
         self,

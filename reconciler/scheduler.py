@@ -28,6 +28,7 @@ log = logging.getLogger("reconciler.scheduler")
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
 JOB_TIMEOUT_S = 300.0  # no job may run longer than this
 DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
+PRUNE_INTERVAL_S = 86400.0  # retention runs daily (and once after the start-up catch-up)
 
 
 def source_backoff_s(failure_streak: int, interval_s: float) -> float:
@@ -46,11 +47,13 @@ class Scheduler:
         reconciler: Reconciler,
         *,
         on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
+        prune: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.reconciler = reconciler
         self.on_pass = on_pass
+        self.prune = prune
         self.clock = clock
         # Created here, inside the running loop, so APScheduler binds to it.
         self.scheduler = AsyncIOScheduler(
@@ -82,6 +85,8 @@ class Scheduler:
             for acc in accounts:
                 tick = min(MAX_TICK_S, max(acc.schedule.min_interval_s / 2, 0.5))
                 self._add(f"due:{source}:{acc.name}", tick, self._due_job, source, acc.name)
+        if self.prune is not None:
+            self._add("prune", PRUNE_INTERVAL_S, self.prune)
         self.scheduler.start()
 
     def _add(
@@ -125,8 +130,10 @@ class Scheduler:
         cfg = next(c for c in self.config.ccnow if c.name == account)
         if await self._resting("ccnow", account, "pending_list", cfg.poll_interval_s) is None:
             return
+        started = self.clock()
         report = await self.reconciler.ccnow_pass(cfg, via="poll")
         self.on_pass(f"ccnow/{account} pending list", report)
+        await self.reconciler.remember_pass(f"ccnow/{account} pending list", report, started)
 
     async def _heartbeat_job(self, account: str) -> None:
         """CCV has no list to poll: when no status request succeeded for a poll interval, one
@@ -166,8 +173,10 @@ class Scheduler:
             report = await self.reconciler.check_orders(source, account, hinted, via="notification")
             self.on_pass(f"{source}/{account} notification", report)
         rest = [s.key.order_id for s in due if s.external_reference not in notified]
+        started = self.clock()
         report = await self.reconciler.check_orders(source, account, rest, via="poll")
         self.on_pass(f"{source}/{account} due", report)
+        await self.reconciler.remember_pass(f"{source}/{account} due", report, started)
 
     async def _resting(
         self, source: Source, account: str, part: HealthPart, interval_s: float

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .events import iso_time
 from .model import Source
 from .store import Store
 from .store_health import Episode, file_size
+from .store_passes import LastPass, last_pass
 
 AccountHealth = Literal["ok", "failing", "unknown"]  # unknown: never polled yet
 
@@ -36,7 +38,8 @@ class AccountStatus:
     last_success: float | None
     last_error: str | None
     orders: tuple[tuple[str | None, int], ...]  # (status, count); None: not checked yet
-    due: int
+    due: int  # open orders whose next check time has come
+    stuck: int  # orders reported stuck and unchanged since
 
     @property
     def followed(self) -> int:
@@ -73,6 +76,7 @@ class Status:
     accounts: tuple[AccountStatus, ...]
     sinks: tuple[SinkStatus, ...]
     store: StoreStatus
+    last_pass: LastPass | None  # None: no pass has finished yet
 
 
 def sink_names(config: Config) -> list[str]:
@@ -91,13 +95,15 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     if store is None:
         return Status(
             now,
-            tuple(AccountStatus(s, a, "unknown", None, None, None, (), 0) for s, a in accounts),
+            tuple(AccountStatus(s, a, "unknown", None, None, None, (), 0, 0) for s, a in accounts),
             tuple(SinkStatus(name, 0, 0, None) for name in sink_names(config)),
             StoreStatus(path, False, 0, _free_bytes(path), None),
+            None,
         )
     states = {(s.source, s.account): s for s in await store.source_states()}
     counts = await store.count_orders()
     due = await store.count_due(now)
+    stuck = await store.stuck_count()
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -121,6 +127,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
                 st.last_error if st else None,
                 tuple(orders),
                 due.get((source, account), 0),
+                stuck.get((source, account), 0),
             )
         )
     deliveries = await store.delivery_counts()
@@ -131,7 +138,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     )
     recorded = await store.recorded_failure()
     found = StoreStatus(path, True, file_size(path), _free_bytes(path), recorded)
-    return Status(now, tuple(out), sinks, found)
+    return Status(now, tuple(out), sinks, found, await last_pass(store))
 
 
 def _free_bytes(path: Path) -> int | None:
@@ -142,14 +149,15 @@ def _free_bytes(path: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _ts(value: float | None) -> str | None:
+def ts(value: float | None) -> str | None:
+    """Return an epoch time as ISO 8601 UTC, None as None."""
     return None if value is None else iso_time(value)
 
 
 def _episode(e: Episode | None) -> dict[str, Any] | None:
     if e is None:
         return None
-    return {"since": _ts(e.since), "until": _ts(e.until), "kind": e.kind, "error": e.error}
+    return {"since": ts(e.since), "until": ts(e.until), "kind": e.kind, "error": e.error}
 
 
 def to_json(status: Status) -> dict[str, Any]:
@@ -161,11 +169,12 @@ def to_json(status: Status) -> dict[str, Any]:
                 "source": a.source,
                 "account": a.account,
                 "health": a.health,
-                "failing_since": _ts(a.failing_since),
-                "last_success": _ts(a.last_success),
+                "failing_since": ts(a.failing_since),
+                "last_success": ts(a.last_success),
                 "last_error": a.last_error,
                 "followed": a.followed,
                 "due": a.due,
+                "stuck": a.stuck,
                 "orders": [{"status": s, "count": n} for s, n in a.orders],
             }
             for a in status.accounts
@@ -181,74 +190,24 @@ def to_json(status: Status) -> dict[str, Any]:
             "free_bytes": status.store.free_bytes,
             "last_failure": _episode(status.store.last_failure),
         },
+        "last_pass": _last_pass(status.last_pass),
     }
 
 
-def render_text(status: Status) -> str:
-    """Return the status as aligned plain text."""
-    accounts = [
-        [
-            f"{a.source}/{a.account}",
-            a.health,
-            _ts(a.failing_since) or "-",
-            _ts(a.last_success) or "-",
-            str(a.followed),
-            str(a.due),
-            a.last_error or "-",
-        ]
-        for a in status.accounts
-    ]
-    orders = [
-        [f"{a.source}/{a.account}", "(not checked yet)" if s is None else s, str(n)]
-        for a in status.accounts
-        for s, n in a.orders
-    ]
-    sinks = [[s.name, str(s.backlog), str(s.dead), s.disabled or "-"] for s in status.sinks]
-    store = status.store
-    failure = store.last_failure
-    lines = [
-        *_table(
-            ["ACCOUNT", "HEALTH", "FAILING SINCE", "LAST SUCCESS", "FOLLOWED", "DUE", "ERROR"],
-            accounts,
-        ),
-        "",
-        *_table(["ACCOUNT", "STATUS", "ORDERS"], orders),
-        "",
-        *_table(["SINK", "BACKLOG", "DEAD", "DISABLED"], sinks),
-        "",
-        *_table(
-            ["STORE", ""],
-            [
-                ["path", str(store.path) + ("" if store.exists else " (not created yet)")],
-                ["size", _bytes(store.size_bytes)],
-                ["free", "-" if store.free_bytes is None else _bytes(store.free_bytes)],
-                [
-                    "last failure",
-                    "none recorded"
-                    if failure is None
-                    else f"{_ts(failure.since)} to {_ts(failure.until)}: {failure.error}",
-                ],
-            ],
-        ),
-    ]
-    return "\n".join(lines)
-
-
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    table = [head, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    return ["  ".join(map(str.ljust, row, widths)).rstrip() for row in table]
-
-
-def _bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    size, unit = n / 1024, "KiB"
-    for bigger in ("MiB", "GiB", "TiB"):
-        if size < 1024:
-            break
-        size, unit = size / 1024, bigger
-    return f"{size:.1f} {unit}"
+def _last_pass(p: LastPass | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {
+        "name": p.name,
+        "started": iso_time(p.started),
+        "finished": iso_time(p.started + p.seconds),
+        "seconds": p.seconds,
+        "outcome": p.outcome,
+        "checked": p.checked,
+        "failed": p.failed,
+        "events": p.events,
+        "failing": list(p.failing),
+    }
 
 
 async def status_command(config: Config, args: argparse.Namespace) -> int:
@@ -265,5 +224,7 @@ async def status_command(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
     else:
-        print(render_text(status))
+        from .status_text import render_text, use_colour
+
+        print(render_text(status, colour=use_colour(sys.stdout, os.environ)))
     return 0

@@ -233,6 +233,7 @@ STUCK_SQL = (
 )
 
 _CHUNK = 500  # bound on bound parameters per IN (...) query
+_TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
 
 # A sink's pending events, read through the partial index of pending rows in its own order:
 # an ORDER BY seq would sort every pending row, and the primary key would walk every delivered
@@ -436,6 +437,10 @@ class Store:
             if not readonly:
                 os.chmod(path, 0o600)
                 _check_sqlite()
+                # Takes effect only before the first table: a new store then gives the space
+                # that pruning frees back to the file system (store_retention.py converts
+                # older stores once).
+                await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
@@ -501,6 +506,13 @@ class Store:
             self.health.committed()
             self._page.update(self._staged)
             self._staged.clear()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the connection for statements that make their own transaction (VACUUM, an
+        incremental vacuum): no transaction of this store is open meanwhile."""
+        async with self._write_lock:
+            yield self.conn
 
     async def _record_recovery(self) -> None:
         # In the write that ends the episode: while it lasted, nothing could be written.
@@ -609,19 +621,29 @@ class Store:
         return added
 
     async def track(
-        self, source: Source, account: str, orders: Sequence[tuple[str, str | None]], now: float
+        self,
+        source: Source,
+        account: str,
+        orders: Sequence[tuple[str, str | None]],
+        now: float,
+        *,
+        progress: Callable[[int], None] = lambda n: None,
     ) -> int:
-        """Start following orders (id, external reference); return how many were new."""
+        """Start following orders (id, external reference), all in one transaction; return how
+        many were new. `progress` hears of each chunk written."""
         before = self.conn.total_changes
         self.forget_page()
         async with self.transaction():
-            await self.conn.executemany(
-                "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
-                "next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
-                "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
-                "coalesce(excluded.external_reference, orders.external_reference)",
-                [(source, account, oid, ref, now) for oid, ref in orders],
-            )
+            for i in range(0, len(orders), _TRACK_CHUNK):
+                chunk = orders[i : i + _TRACK_CHUNK]
+                await self.conn.executemany(
+                    "INSERT INTO orders (source, account, order_id, external_reference, "
+                    "tracked_at, next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
+                    "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
+                    "coalesce(excluded.external_reference, orders.external_reference)",
+                    [(source, account, oid, ref, now) for oid, ref in chunk],
+                )
+                progress(len(chunk))
         return self.conn.total_changes - before
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.notify_socket import NotifySocket
+from tests.tty import ANSI, run_cli_on_tty
 
 CCV_IDS = [f"5a6b7c8d-0000-4000-8000-00000000000{n}" for n in range(1, 4)]
 
@@ -82,5 +84,120 @@ async def test_status_works_while_the_daemon_runs(tmp_path: Path, fake_ccv: Fake
             await sock.wait_for_async("READY", "1", timeout_s=20)
             result = await run_cli("--config", cfg, "status", "--json")
     assert result.code == 0, result.stderr
-    (ccv,) = json.loads(result.stdout)["accounts"]
+    status = json.loads(result.stdout)
+    (ccv,) = status["accounts"]
     assert ccv["followed"] == 3
+    assert status["last_pass"]["outcome"] == "ok"  # the start-up catch-up, or a pass since
+
+
+def _db(tmp_path: Path, *statements: str) -> None:
+    """Give the store a shape that takes days to reach in real life."""
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        for sql in statements:
+            conn.execute(sql)
+    conn.close()
+
+
+async def _status(cfg: Path) -> dict[str, Any]:
+    result = await run_cli("--config", cfg, "status", "--json")
+    assert result.code == 0, result.stderr
+    status: dict[str, Any] = json.loads(result.stdout)
+    return status
+
+
+async def test_status_of_a_store_with_no_orders_and_no_pass(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    missing = await _status(cfg)
+    assert missing["last_pass"] is None
+    assert missing["accounts"][0]["stuck"] == 0 and missing["accounts"][0]["due"] == 0
+    # `untrack` of nothing makes an empty store.
+    assert (await run_cli("--config", cfg, "untrack", "ccv", CCV_IDS[0])).code == 0
+    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await run_cli("--config", cfg, "untrack", "ccv", CCV_IDS[0])).code == 0
+    empty = await _status(cfg)
+    assert empty["store"]["exists"] is True and empty["last_pass"] is None
+    (ccv,) = empty["accounts"]
+    assert (ccv["health"], ccv["followed"], ccv["due"], ccv["stuck"]) == ("unknown", 0, 0, 0)
+    assert ccv["orders"] == []
+    text = await run_cli("--config", cfg, "status")
+    assert text.code == 0
+    assert "\x1b[" not in text.stdout  # no terminal: no colour
+    assert any(
+        line.split() == ["name", "none", "finished", "yet"] for line in text.stdout.splitlines()
+    )
+
+
+async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    # Only CCV is configured now; the store remembers a CCNow account of an earlier config.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    before = await _status(cfg)
+    assert before["accounts"][0]["due"] == 3  # tracked, not checked yet
+    caught = await run_cli("--config", cfg, "catch-up")
+    assert caught.code == 0, caught.stderr
+    _db(
+        tmp_path,
+        "INSERT INTO sources (source, account, failing) VALUES ('ccnow', 'old', 1)",
+        f"UPDATE orders SET stuck_version = version WHERE order_id = '{CCV_IDS[0]}'",
+        "INSERT INTO sinks (name, disabled_at, reason) VALUES ('jsonl', 1, 'HTTP 410 Gone')",
+    )
+    status = await _status(cfg)
+    (ccv,) = status["accounts"]  # configured accounts only
+    assert (ccv["health"], ccv["due"], ccv["stuck"], ccv["followed"]) == ("ok", 0, 1, 3)
+    assert status["sinks"][1] == {
+        "name": "jsonl",
+        "backlog": 0,
+        "dead": 0,
+        "disabled": "HTTP 410 Gone",
+    }
+    last = status["last_pass"]
+    assert (last["name"], last["outcome"], last["checked"], last["failed"]) == (
+        "catch-up",
+        "ok",
+        3,
+        0,
+    )
+    assert last["events"] == 3 and last["failing"] == [] and last["seconds"] >= 0
+    assert last["started"] <= last["finished"] <= status["time"]
+
+    # A failing pass is recorded as one.
+    failed = await run_cli("--config", cfg, "catch-up", env=cli_env(RECONCILER_CCV_API_KEY="wrong"))
+    assert failed.code == 75
+    last = (await _status(cfg))["last_pass"]
+    assert (last["outcome"], last["failing"]) == ("failed", ["ccv/default"])
+
+    text = await run_cli("--config", cfg, "status")
+    lines = text.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("ACCOUNT") and "STUCK" in line)
+    row = next(line for line in lines if line.startswith("ccv/default"))
+    assert row[head.index("STUCK") :].split()[0] == "1"
+    assert any(line.split() == ["outcome", "failed"] for line in lines)
+    # The source.failed event waits for the disabled sink.
+    assert any(line.split() == ["jsonl", "1", "0", "HTTP", "410", "Gone"] for line in lines)
+
+
+async def test_status_is_coloured_on_a_terminal_unless_no_color(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    plain = (await run_cli("--config", cfg, "status")).stdout
+
+    tty = await run_cli_on_tty("--config", cfg, "status", env=cli_env(), tty="stdout")
+    assert tty.code == 0, tty.stderr
+    assert "\x1b[32mok\x1b[0m" in tty.stdout  # a healthy account in green
+    # Without the colour codes it is the same text, columns where they were.
+    assert ANSI.sub("", tty.stdout).strip() == plain.strip()
+
+    no_color = await run_cli_on_tty(
+        "--config", cfg, "status", env=cli_env(NO_COLOR="1"), tty="stdout"
+    )
+    assert "\x1b[" not in no_color.stdout
+    assert no_color.stdout.strip() == plain.strip()

@@ -87,6 +87,8 @@ class Outbox:
         store.sink_names = tuple(cfg.name for _, cfg in sinks)
         self._stopping = False
         self._rng = random.Random()
+        # Hears of each batch a sink confirmed: (sink, events); progress of `replay`.
+        self.on_delivered: Callable[[str, int], None] = lambda sink, n: None
 
     def wake(self) -> None:
         """Make every lane look for work."""
@@ -192,6 +194,7 @@ class Outbox:
         ]
         if delivered:
             await self.store.mark_delivered(cfg.name, delivered, now)
+            self.on_delivered(cfg.name, len(delivered))
         failed: list[tuple[OutboxEvent, RetryLater]] = [
             (row, res)
             for row, res in zip(rows, results, strict=False)

@@ -1,0 +1,145 @@
+"""`reconciler status` for people: aligned tables, coloured only on a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from .status import AccountHealth, Status, ts
+
+Colour = Literal["", "bold", "green", "yellow", "red"]
+_SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}
+_HEALTH: dict[AccountHealth, Colour] = {"ok": "green", "failing": "red", "unknown": "yellow"}
+
+
+class _Stream(Protocol):
+    def isatty(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """A table cell and the colour it has on a terminal."""
+
+    text: str
+    colour: Colour = ""
+
+
+def use_colour(stream: _Stream, env: Mapping[str, str]) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    return stream.isatty() and not env.get("NO_COLOR")
+
+
+def _when(n: int, colour: Colour) -> Cell:
+    """A count, coloured when it is not 0 (something waits)."""
+    return Cell(str(n), colour if n else "")
+
+
+def render_text(status: Status, *, colour: bool = False) -> str:
+    """Return the status as aligned text; with `colour`, ANSI colours mark what needs a look."""
+    accounts = [
+        [
+            f"{a.source}/{a.account}",
+            Cell(a.health, _HEALTH[a.health]),
+            ts(a.failing_since) or "-",
+            ts(a.last_success) or "-",
+            str(a.followed),
+            str(a.due),
+            _when(a.stuck, "yellow"),
+            Cell(a.last_error, "red") if a.last_error else "-",
+        ]
+        for a in status.accounts
+    ]
+    orders = [
+        [f"{a.source}/{a.account}", "(not checked yet)" if s is None else s, str(n)]
+        for a in status.accounts
+        for s, n in a.orders
+    ]
+    sinks = [
+        [
+            s.name,
+            _when(s.backlog, "yellow"),
+            _when(s.dead, "red"),
+            Cell(s.disabled, "red") if s.disabled else "-",
+        ]
+        for s in status.sinks
+    ]
+    store = status.store
+    failure = store.last_failure
+    p = status.last_pass
+    last: list[list[str | Cell]] = [["name", "none finished yet"]]
+    if p is not None:
+        last = [
+            ["name", p.name],
+            ["started", ts(p.started) or "-"],
+            ["seconds", f"{p.seconds:.3f}"],
+            ["outcome", Cell(p.outcome, "green" if p.outcome == "ok" else "red")],
+            ["checked", f"{p.checked} ({p.failed} failed), {p.events} events"],
+            ["failing", ", ".join(p.failing) or "-"],
+        ]
+    tables = [
+        _table(
+            [
+                "ACCOUNT",
+                "HEALTH",
+                "FAILING SINCE",
+                "LAST SUCCESS",
+                "FOLLOWED",
+                "DUE",
+                "STUCK",
+                "ERROR",
+            ],
+            accounts,
+            colour,
+        ),
+        _table(["ACCOUNT", "STATUS", "ORDERS"], orders, colour),
+        _table(["SINK", "BACKLOG", "DEAD", "DISABLED"], sinks, colour),
+        _table(["LAST PASS", ""], last, colour),
+        _table(
+            ["STORE", ""],
+            [
+                ["path", str(store.path) + ("" if store.exists else " (not created yet)")],
+                ["size", _bytes(store.size_bytes)],
+                ["free", "-" if store.free_bytes is None else _bytes(store.free_bytes)],
+                [
+                    "last failure",
+                    "none recorded"
+                    if failure is None
+                    else f"{ts(failure.since)} to {ts(failure.until)}: {failure.error}",
+                ],
+            ],
+            colour,
+        ),
+    ]
+    return "\n\n".join("\n".join(t) for t in tables)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str | Cell]], colour: bool) -> list[str]:
+    table = [
+        [Cell(h, "bold") for h in head],
+        *([c if isinstance(c, Cell) else Cell(c) for c in row] for row in rows),
+    ]
+    widths = [max(len(row[i].text) for row in table) for i in range(len(head))]
+    return [
+        "  ".join(_cell(c, w, colour) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
+
+
+def _cell(cell: Cell, width: int, colour: bool) -> str:
+    # Padding stays outside the colour codes, so columns line up as without colour.
+    pad = " " * (width - len(cell.text))
+    if colour and cell.colour and cell.text:
+        return f"\x1b[{_SGR[cell.colour]}m{cell.text}\x1b[0m{pad}"
+    return cell.text + pad
+
+
+def _bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"

@@ -1,0 +1,227 @@
+"""Retention: delivered history older than `[store] keep_events` is deleted, with the orders that
+reached an end state before that window, and the space goes back to the file system.
+
+Every step is a small transaction (CHUNK rows) and yields between them, so a pass or a
+notification that needs the writer waits for one chunk at most. An event that some sink has not
+confirmed (pending or dead-lettered) is never deleted, whatever its age; the delivery rows of a
+sink that is no longer configured are deleted first, so that such a sink holds nothing back.
+
+A pruned order that is found again starts a new history: its row is new, with a new
+`tracked_at`, and event ids include it (events.transition_id), so no id comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .logs import fields
+from .store import Store
+
+log = logging.getLogger("reconciler.retention")
+
+CHUNK = 1000  # rows per transaction
+ORDER_SCAN = 20 * CHUNK  # order rowids looked at per transaction (most are not deleted)
+VACUUM_PAGES = 2000  # pages given back per step of the incremental vacuum
+
+_INCREMENTAL = 2  # PRAGMA auto_vacuum value
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What one prune run deleted."""
+
+    events: int
+    orders: int
+    released: int  # delivery rows of sinks no longer configured
+    kept: int  # events older than the window kept because a sink has not confirmed them
+    freed_bytes: int
+
+
+async def prune(
+    store: Store,
+    *,
+    sinks: Sequence[str],
+    keep_s: float,
+    now: float,
+    chunk: int = CHUNK,
+) -> PruneReport:
+    """Delete what the retention window lets go, in small transactions; log one line."""
+    if not sinks:
+        raise ValueError("prune needs the configured sinks")  # else every sink would be "gone"
+    started = time.monotonic()
+    cutoff = now - keep_s
+    released = await _release_removed_sinks(store, set(sinks), chunk)
+    events, kept = await _prune_events(store, cutoff, chunk)
+    orders = await _prune_orders(store, cutoff, chunk)
+    freed = await give_back_space(store)
+    report = PruneReport(events, orders, released, kept, freed)
+    log.info(
+        "store.pruned",
+        extra=fields(
+            events=events,
+            orders=orders,
+            released_deliveries=released,
+            kept_undelivered=kept,
+            freed_bytes=freed,
+            keep_days=round(keep_s / 86400, 3),
+            seconds=round(time.monotonic() - started, 3),
+        ),
+    )
+    return report
+
+
+async def _delivery_sinks(store: Store) -> list[str]:
+    """Return the sinks that have delivery rows: one index seek per sink, not a scan."""
+    found: list[str] = []
+    while True:
+        rows = list(
+            await store.conn.execute_fetchall(
+                "SELECT sink FROM deliveries WHERE sink > ? ORDER BY sink LIMIT 1",
+                (found[-1] if found else "",),
+            )
+        )
+        if not rows:
+            return found
+        found.append(str(rows[0][0]))
+
+
+async def _release_removed_sinks(store: Store, sinks: set[str], chunk: int) -> int:
+    removed = [s for s in await _delivery_sinks(store) if s not in sinks]
+    total = 0
+    for sink in removed:
+        while True:
+            async with store.transaction():
+                before = store.conn.total_changes
+                await store.conn.execute(
+                    "DELETE FROM deliveries WHERE sink = ? AND event_seq IN "
+                    "(SELECT event_seq FROM deliveries WHERE sink = ? LIMIT ?)",
+                    (sink, sink, chunk),
+                )
+                deleted = store.conn.total_changes - before
+                if deleted < chunk:
+                    await store.conn.execute("DELETE FROM sinks WHERE name = ?", (sink,))
+            total += deleted
+            await asyncio.sleep(0)
+            if deleted < chunk:
+                break
+    return total
+
+
+async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, int]:
+    """Delete events older than `cutoff` that every sink has confirmed; return (deleted, kept).
+
+    Read in (time, seq) order through the time index, from where the last chunk ended.
+    """
+    deleted = kept = 0
+    after: tuple[float, int] = (-1.0, 0)
+    while True:
+        async with store.transaction():
+            conn = store.conn
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT time, seq FROM events WHERE time < ? AND (time, seq) > (?, ?) "
+                    "ORDER BY time, seq LIMIT ?",
+                    (cutoff, *after, chunk),
+                )
+            )
+            if not rows:
+                break
+            # The newest event stays: the next seq is counted from it (store._stored_upto).
+            newest = next(iter(await conn.execute_fetchall("SELECT max(seq) FROM events")))[0]
+            seqs = [int(r[1]) for r in rows if r[1] != newest]
+            held: set[int] = set()
+            sinks = await _delivery_sinks(store)
+            marks = ", ".join("?" * len(seqs))
+            for sink in sinks:
+                found = await conn.execute_fetchall(
+                    "SELECT event_seq FROM deliveries WHERE sink = ? AND state != 'delivered' "
+                    f"AND event_seq IN ({marks})",
+                    (sink, *seqs),
+                )
+                held.update(int(r[0]) for r in found)
+            gone = [seq for seq in seqs if seq not in held]
+            if gone:
+                marks = ", ".join("?" * len(gone))
+                for sink in sinks:
+                    await conn.execute(
+                        f"DELETE FROM deliveries WHERE sink = ? AND event_seq IN ({marks})",
+                        (sink, *gone),
+                    )
+                await conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", gone)
+        deleted += len(gone)
+        kept += len(held)
+        after = (float(rows[-1][0]), int(rows[-1][1]))
+        await asyncio.sleep(0)
+    return deleted, kept
+
+
+async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:
+    """Delete orders in an end state whose last change is older than `cutoff`."""
+    rows = await store.conn.execute_fetchall("SELECT ifnull(max(id), 0) FROM orders")
+    last = int(next(iter(rows))[0])
+    deleted = 0
+    after = 0
+    # In rowid ranges: each transaction looks at ORDER_SCAN rows at most, however few match.
+    while after < last:
+        upto = after + max(ORDER_SCAN, chunk)
+        async with store.transaction():
+            before = store.conn.total_changes
+            await store.conn.execute(
+                "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE id > ? AND id <= ? "
+                "AND end_state = 1 AND coalesce(last_changed, tracked_at, 0) < ? "
+                "ORDER BY id LIMIT ?)",
+                (after, upto, cutoff, chunk),
+            )
+            count = store.conn.total_changes - before
+        deleted += count
+        if count < chunk:  # else the range may hold more: look at it again
+            after = upto
+        await asyncio.sleep(0)
+    return deleted
+
+
+async def give_back_space(store: Store) -> int:
+    """Return free pages to the file system, a step at a time; return the bytes freed."""
+    conn = store.conn
+    mode = int(next(iter(await conn.execute_fetchall("PRAGMA auto_vacuum")))[0])
+    if mode != _INCREMENTAL:
+        return 0
+    page_size = int(next(iter(await conn.execute_fetchall("PRAGMA page_size")))[0])
+    freed = 0
+    while True:
+        free = int(next(iter(await conn.execute_fetchall("PRAGMA freelist_count")))[0])
+        if free == 0:
+            return freed * page_size
+        async with store.exclusive() as own:
+            # executescript steps the pragma to its end; execute() frees one page per call.
+            await own.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES:d})")
+        freed += min(free, VACUUM_PAGES)
+        await asyncio.sleep(0)
+
+
+async def make_space_returnable(store: Store) -> None:
+    """Convert a store made before retention existed, once, so that pruning can give space
+    back: auto_vacuum only changes through a VACUUM, which rewrites the file (it holds the
+    writer meanwhile: this runs when a writer opens the store, before its work starts)."""
+    conn = store.conn
+    mode = int(next(iter(await conn.execute_fetchall("PRAGMA auto_vacuum")))[0])
+    if mode == _INCREMENTAL:
+        return
+    started = time.monotonic()
+    size = store.path.stat().st_size
+    async with store.exclusive() as own:
+        await own.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        await own.execute("VACUUM")
+    log.info(
+        "store.vacuumed",
+        extra=fields(
+            reason="auto_vacuum = INCREMENTAL, once",
+            bytes_before=size,
+            bytes_after=store.path.stat().st_size,
+            seconds=round(time.monotonic() - started, 3),
+        ),
+    )
