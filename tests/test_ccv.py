@@ -139,11 +139,30 @@ async def test_404_is_not_found(fake: FakeCCV, session: aiohttp.ClientSession) -
 @pytest.mark.parametrize(
     "reply",
     [
+        Reply(404, '{"message": "Not found"}', "application/json; charset=utf-8"),
+        Reply(404, '{"title": "Not Found", "status": 404}', "application/problem+json"),
+        Reply(404, '{"message": "Not found"}', "Application/JSON"),
+    ],
+    ids=["charset", "problem-json", "upper-case"],
+)
+async def test_ccvs_json_404_in_any_json_label_is_not_found(
+    fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
+) -> None:
+    fake.replies["A1"] = reply
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == Observation(key("A1"), Outcome.NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
         Reply(404, "<html><body><h1>404 Not Found</h1></body></html>", "text/html"),
         Reply(404, "Not Found", "text/plain"),
         Reply(404, "", "application/octet-stream"),
+        Reply(404, "<html><body><h1>404 Not Found</h1></body></html>", "application/json"),
+        Reply(404, "", "application/json"),
     ],
-    ids=["html", "text", "empty"],
+    ids=["html", "text", "empty", "html-labelled-json", "empty-labelled-json"],
 )
 async def test_a_404_that_is_not_ccvs_json_is_no_not_found(
     fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
@@ -227,10 +246,15 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
     [
         (Reply(401, "Unauthorized"), AuthenticationFailed, "http 401"),
         (Reply(404, "<html>Not Found</html>", "text/html"), SourceUnavailable, "gateway 404"),
+        (
+            Reply(404, "<html>Not Found</html>", "application/json"),
+            SourceUnavailable,
+            "gateway 404",
+        ),
         (Reply(403, "Forbidden"), SourceUnavailable, "http 403"),
         (Reply(503), SourceUnavailable, "http 503"),
     ],
-    ids=["401", "gateway-404", "403", "503"],
+    ids=["401", "gateway-404", "html-404-labelled-json", "403", "503"],
 )
 async def test_probe_fails_on_answers_that_prove_nothing(
     fake: FakeCCV,

@@ -69,10 +69,17 @@ def _plain_id(order_id: str) -> bool:
     )
 
 
-def is_ccv_answer(content_type: str) -> bool:
-    """Whether an answer's media type says CCV itself answered: its error answers are JSON, the
-    pages of gateways and proxies are not."""
-    return content_type == "application/json" or content_type.endswith("+json")
+def is_ccv_answer(reply: Reply) -> bool:
+    """Whether CCV itself answered: its error answers are JSON, the pages of gateways and
+    proxies are not. Label and body must both say so: a gateway may label its page JSON."""
+    content_type = reply.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        return False
+    try:
+        json.loads(reply.body)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _is_status(value: object) -> bool:
@@ -120,11 +127,7 @@ class CCVClient:
         status = reply.status
         if status == 401:
             raise AuthenticationFailed("http 401")
-        if (
-            200 <= status < 300
-            or status == 400
-            or (status == 404 and is_ccv_answer(reply.content_type))
-        ):
+        if 200 <= status < 300 or status == 400 or (status == 404 and is_ccv_answer(reply)):
             return
         raise SourceUnavailable(_failure_reason(reply).replace("_", " "))
 
@@ -199,7 +202,7 @@ class CCVClient:
                 extra={"fields": {"order_id": order_id, "content_type": reply.content_type}},
             )
             return Observation(key, Outcome.FAILED, reason="protocol"), True
-        if status == 404 and is_ccv_answer(reply.content_type):
+        if status == 404 and is_ccv_answer(reply):
             return Observation(key, Outcome.NOT_FOUND), True
         if status == 401:
             raise AuthenticationFailed(f"http {status}")
