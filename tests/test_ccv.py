@@ -253,8 +253,14 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
         ),
         (Reply(403, "Forbidden"), SourceUnavailable, "http 403"),
         (Reply(503), SourceUnavailable, "http 503"),
+        (html_page(200), SourceUnavailable, "html page (http 200)"),
+        (
+            Reply(400, "\r\n<html><h1>400 Bad Request</h1></html>", "text/html"),
+            SourceUnavailable,
+            "html page (http 400)",
+        ),
     ],
-    ids=["401", "gateway-404", "html-404-labelled-json", "403", "503"],
+    ids=["401", "gateway-404", "html-404-labelled-json", "403", "503", "200-page", "400-page"],
 )
 async def test_probe_fails_on_answers_that_prove_nothing(
     fake: FakeCCV,

@@ -254,6 +254,20 @@ async def test_a_wave_of_not_found_is_an_account_failure(
     ]
 
 
+async def test_a_page_served_with_200_for_every_check_fails_the_account_in_the_daemon(
+    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    # A maintenance page or login wall in front of CCV answers 200 to everything, the probe
+    # too: a due check (not a whole pass) must still find the account failing.
+    reconciler, _, _ = ccv_reconciler
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    await reconciler.check_orders("ccv", "default", CCV_IDS, via="poll")
+    fake_ccv.always = html_page(200)
+    report = await reconciler.check_orders("ccv", "default", CCV_IDS[:1], via="poll")
+    assert report.failed_sources == {"ccv/default": "html page (http 200)"}
+    assert (await kinds_of(reconciler))[-1] == ("source.failed", None)
+
+
 # --- item 5b: a pass in which every check failed ---------------------------------------------
 
 

@@ -121,14 +121,19 @@ class CCVClient:
         """Prove that CCV answers and accepts the key; raise SourceError when it does not.
 
         CCV answers a made-up order id with 404, or perhaps with 400: any answer that shows
-        the key was accepted (2xx, 400, CCV's own 404) will do; a 401 or a gateway's page won't.
+        the key was accepted (2xx, 400, CCV's own 404) will do; a 401 or a page (a gateway's,
+        a login wall's, a maintenance page served with 200) won't.
         """
         reply = await self._get(PROBE_ORDER_ID)
         status = reply.status
         if status == 401:
             raise AuthenticationFailed("http 401")
-        if 200 <= status < 300 or status == 400 or (status == 404 and is_ccv_answer(reply)):
+        if status == 404 and is_ccv_answer(reply):
             return
+        if 200 <= status < 300 or status == 400:
+            if not _is_page(reply.body):
+                return
+            raise SourceUnavailable(f"html page (http {status})")
         raise SourceUnavailable(_failure_reason(reply).replace("_", " "))
 
     async def check_orders(
@@ -223,6 +228,11 @@ class CCVClient:
             max_body=MAX_BODY_BYTES,
             log=log,
         )
+
+
+def _is_page(body: bytes) -> bool:
+    """Whether a body is an HTML page: what something in front of CCV answers, never CCV."""
+    return body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
 
 
 def _failure_reason(reply: Reply) -> str:
