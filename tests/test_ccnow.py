@@ -113,6 +113,8 @@ def test_parse_answer_accepts_the_protocol(body: str | bytes, answer: Answer | N
         ("error_message Bad Password", AuthenticationFailed, None),
         ("error_message unknown client id", AuthenticationFailed, None),
         ("ERROR_MESSAGE not authorized", AuthenticationFailed, None),
+        ("error_message\r\n", SourceUnavailable, "error_message"),
+        ("message \t\r\n", SourceUnavailable, "message"),
         ("", ProtocolError, "empty answer"),
         ("\r\n   \n\t\n", ProtocolError, "empty answer"),
         ("<!DOCTYPE html><html><body>Login</body></html>", ProtocolError, "html page"),

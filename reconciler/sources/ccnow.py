@@ -76,7 +76,8 @@ def _quote(raw_line: str, secrets: Sequence[str], *, drop: str = "", limit: int)
 
 
 def _error_answer(what: str, raw_line: str, secrets: Sequence[str]) -> SourceError:
-    shown = f"{what}: {_quote(raw_line, secrets, drop=what, limit=MAX_TEXT_LENGTH)}"
+    text = _quote(raw_line, secrets, drop=what, limit=MAX_TEXT_LENGTH)
+    shown = f"{what}: {text}" if text else what
     if _AUTH_WORDS.search(raw_line):
         return AuthenticationFailed(shown)
     return SourceUnavailable(shown)
