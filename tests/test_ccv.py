@@ -79,10 +79,12 @@ async def test_statuses_and_external_reference(
     assert await client.fetch("A3") == Observation(key("A3"), Outcome.OK, "TotallyNewStatus")
 
 
-async def test_non_string_external_reference_is_dropped(
-    fake: FakeCCV, session: aiohttp.ClientSession
+@pytest.mark.parametrize("reference", ["42", '""', "null", '["r"]'])
+async def test_a_reference_that_is_no_text_or_empty_is_dropped(
+    fake: FakeCCV, session: aiohttp.ClientSession, reference: str
 ) -> None:
-    fake.replies["A1"] = Reply(200, '{"orderStatus": "New", "externalReference": 42}')
+    body = '{"orderStatus": "New", "externalReference": ' + reference + "}"
+    fake.replies["A1"] = Reply(200, body, "application/json")
     client = CCVClient(ccv_config(fake.base_url), session)
     assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", None)
 

@@ -197,8 +197,10 @@ class CCVClient:
                 document = None
             if isinstance(document, dict) and _is_status(document.get("orderStatus")):
                 reference = document.get("externalReference")
-                if not isinstance(reference, str):
-                    reference = None  # not the documented shape; the status still holds
+                if not isinstance(reference, str) or not reference:
+                    # Not the documented shape, or empty: no reference (else it would differ
+                    # from the tracked one on every check); the status still holds.
+                    reference = None
                 if reference is None or _is_reference(reference):
                     return Observation(key, Outcome.OK, document["orderStatus"], reference), True
             # A field that cannot be stored fails this order alone, not its whole batch.
