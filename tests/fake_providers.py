@@ -177,12 +177,9 @@ class _FakeServer:
                 reply = build()
             await self._pause(reply.delay_s)
             body = reply.body.encode() if isinstance(reply.body, str) else reply.body
-            return web.Response(
-                status=reply.status,
-                body=body,
-                content_type=reply.content_type,
-                headers=dict(reply.headers),
-            )
+            # Sent as the header itself: aiohttp's `content_type` takes no parameters (charset).
+            headers = {"Content-Type": reply.content_type, **reply.headers}
+            return web.Response(status=reply.status, body=body, headers=headers)
         finally:
             self.in_flight -= 1
             await self._notify()

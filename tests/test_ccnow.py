@@ -113,6 +113,8 @@ def test_parse_answer_accepts_the_protocol(body: str | bytes, answer: Answer | N
         ("error_message Bad Password", AuthenticationFailed, None),
         ("error_message unknown client id", AuthenticationFailed, None),
         ("ERROR_MESSAGE not authorized", AuthenticationFailed, None),
+        ("error_message\r\n", SourceUnavailable, "error_message"),
+        ("message \t\r\n", SourceUnavailable, "message"),
         ("", ProtocolError, "empty answer"),
         ("\r\n   \n\t\n", ProtocolError, "empty answer"),
         ("<!DOCTYPE html><html><body>Login</body></html>", ProtocolError, "html page"),
@@ -121,8 +123,6 @@ def test_parse_answer_accepts_the_protocol(body: str | bytes, answer: Answer | N
         ("pending", ProtocolError, None),
         ("396-10-1142", ProtocolError, None),
         ("3961011420 pending", ProtocolError, None),
-        ("396-10-1142 pend!ng", ProtocolError, None),
-        ("396-10-1142 " + "p" * 65, ProtocolError, None),
         ("396-10-1142 pending\nOK", ProtocolError, None),
         (b"396-10-1142 p\xe9nding", ProtocolError, "answer is not UTF-8"),
     ],
@@ -512,12 +512,37 @@ async def test_a_status_of_several_words_is_kept_whole(
         "１２３-４５-６７８９ pending\n",  # fullwidth digits
         "٣٩٦-١٠-١١٤٢ pending\n",  # Arabic-Indic digits
         "396-10-1142\u00a0pending\n",  # a no-break space is not a separator
-        "396-10-1142 pending\u2003review\n",
     ],
 )
 def test_only_ascii_digits_and_blanks_make_an_order_line(body: str) -> None:
     with pytest.raises(ProtocolError):
         parse_answer(body)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        "pend!ng",
+        "p" * 65,
+        "pending\u2003review",
+        "on\u00a0hold",
+        "pending\x00",
+        "en_attente_\u00e9",
+    ],
+)
+async def test_an_unreadable_status_fails_that_order_alone(
+    fake: FakeCCNow, session: aiohttp.ClientSession, status: str
+) -> None:
+    ids = order_ids(3)
+    fake.orders.update(dict.fromkeys(ids, "processing"))
+    fake.orders[ids[1]] = status
+    emit = Collector()
+    await CCNowClient(ccnow_config(fake.url), session).query(ids, emit)
+    assert emit.seen == [
+        ok(ids[0], "processing"),
+        failed(ids[1], "order_error"),
+        ok(ids[2], "processing"),
+    ]
 
 
 class RawServer:

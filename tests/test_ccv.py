@@ -79,10 +79,12 @@ async def test_statuses_and_external_reference(
     assert await client.fetch("A3") == Observation(key("A3"), Outcome.OK, "TotallyNewStatus")
 
 
-async def test_non_string_external_reference_is_dropped(
-    fake: FakeCCV, session: aiohttp.ClientSession
+@pytest.mark.parametrize("reference", ["42", '""', "null", '["r"]'])
+async def test_a_reference_that_is_no_text_or_empty_is_dropped(
+    fake: FakeCCV, session: aiohttp.ClientSession, reference: str
 ) -> None:
-    fake.replies["A1"] = Reply(200, '{"orderStatus": "New", "externalReference": 42}')
+    body = '{"orderStatus": "New", "externalReference": ' + reference + "}"
+    fake.replies["A1"] = Reply(200, body, "application/json")
     client = CCVClient(ccv_config(fake.base_url), session)
     assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", None)
 
@@ -139,11 +141,30 @@ async def test_404_is_not_found(fake: FakeCCV, session: aiohttp.ClientSession) -
 @pytest.mark.parametrize(
     "reply",
     [
+        Reply(404, '{"message": "Not found"}', "application/json; charset=utf-8"),
+        Reply(404, '{"title": "Not Found", "status": 404}', "application/problem+json"),
+        Reply(404, '{"message": "Not found"}', "Application/JSON"),
+    ],
+    ids=["charset", "problem-json", "upper-case"],
+)
+async def test_ccvs_json_404_in_any_json_label_is_not_found(
+    fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
+) -> None:
+    fake.replies["A1"] = reply
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == Observation(key("A1"), Outcome.NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
         Reply(404, "<html><body><h1>404 Not Found</h1></body></html>", "text/html"),
         Reply(404, "Not Found", "text/plain"),
         Reply(404, "", "application/octet-stream"),
+        Reply(404, "<html><body><h1>404 Not Found</h1></body></html>", "application/json"),
+        Reply(404, "", "application/json"),
     ],
-    ids=["html", "text", "empty"],
+    ids=["html", "text", "empty", "html-labelled-json", "empty-labelled-json"],
 )
 async def test_a_404_that_is_not_ccvs_json_is_no_not_found(
     fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
@@ -227,10 +248,21 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
     [
         (Reply(401, "Unauthorized"), AuthenticationFailed, "http 401"),
         (Reply(404, "<html>Not Found</html>", "text/html"), SourceUnavailable, "gateway 404"),
+        (
+            Reply(404, "<html>Not Found</html>", "application/json"),
+            SourceUnavailable,
+            "gateway 404",
+        ),
         (Reply(403, "Forbidden"), SourceUnavailable, "http 403"),
         (Reply(503), SourceUnavailable, "http 503"),
+        (html_page(200), SourceUnavailable, "html page (http 200)"),
+        (
+            Reply(400, "\r\n<html><h1>400 Bad Request</h1></html>", "text/html"),
+            SourceUnavailable,
+            "html page (http 400)",
+        ),
     ],
-    ids=["401", "gateway-404", "403", "503"],
+    ids=["401", "gateway-404", "html-404-labelled-json", "403", "503", "200-page", "400-page"],
 )
 async def test_probe_fails_on_answers_that_prove_nothing(
     fake: FakeCCV,

@@ -175,6 +175,20 @@ async def test_a_fresh_order_never_found_is_reported_at_its_first_json_404(
     ]
 
 
+async def test_a_gateway_page_labelled_json_is_no_not_found_even_for_a_fresh_order(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # A mistyped id shows at once only on CCV's own 404; a page merely labelled JSON is a
+    # gateway's, and says nothing about the order.
+    fake_ccv.replies[CCV_IDS[0]] = Reply(404, GATEWAY_404.body, "application/json")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await run_cli("--config", cfg, "catch-up")).code == 75
+    assert types(read_events(tmp_path)) == ["source.failed"]
+    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert [(r["status"], r["not_found"]) for r in rows] == [(None, False)]
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_800_000_000.0
@@ -252,6 +266,20 @@ async def test_a_wave_of_not_found_is_an_account_failure(
         ("source.failed", None),
         ("source.recovered", None),
     ]
+
+
+async def test_a_page_served_with_200_for_every_check_fails_the_account_in_the_daemon(
+    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    # A maintenance page or login wall in front of CCV answers 200 to everything, the probe
+    # too: a due check (not a whole pass) must still find the account failing.
+    reconciler, _, _ = ccv_reconciler
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    await reconciler.check_orders("ccv", "default", CCV_IDS, via="poll")
+    fake_ccv.always = html_page(200)
+    report = await reconciler.check_orders("ccv", "default", CCV_IDS[:1], via="poll")
+    assert report.failed_sources == {"ccv/default": "html page (http 200)"}
+    assert (await kinds_of(reconciler))[-1] == ("source.failed", None)
 
 
 # --- item 5b: a pass in which every check failed ---------------------------------------------

@@ -76,13 +76,14 @@ def _quote(raw_line: str, secrets: Sequence[str], *, drop: str = "", limit: int)
 
 
 def _error_answer(what: str, raw_line: str, secrets: Sequence[str]) -> SourceError:
-    shown = f"{what}: {_quote(raw_line, secrets, drop=what, limit=MAX_TEXT_LENGTH)}"
+    text = _quote(raw_line, secrets, drop=what, limit=MAX_TEXT_LENGTH)
+    shown = f"{what}: {text}" if text else what
     if _AUTH_WORDS.search(raw_line):
         return AuthenticationFailed(shown)
     return SourceUnavailable(shown)
 
 
-def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine | None:
+def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine:
     """Read what follows an order id: a status (kept verbatim), or a per-order error."""
     word = _BLANKS.split(rest, maxsplit=1)[0].lower()
     if word in _ERROR_WORDS:
@@ -91,7 +92,9 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine |
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(_BLANKS.split(rest))
     if len(status) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest):
-        return None
+        # Not a word a log line and a database can keep as it is: this order's failure alone,
+        # never its batch's (its id is one the account knows).
+        return OrderLine(order_id, None, "unreadable status")
     return OrderLine(order_id, status)
 
 
@@ -133,10 +136,7 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
             if rest.lower() != NO_PENDING_ORDERS and unknown is None:
                 unknown = raw
         elif _ORDER_ID.fullmatch(first) and rest:
-            order = _order_line(normalize_ccnow_id(first), rest, secrets)
-            if order is None:
-                raise ProtocolError(f"line {number}: not a status")
-            orders.append(order)
+            orders.append(_order_line(normalize_ccnow_id(first), rest, secrets))
         else:
             shown = _quote(raw, secrets, limit=40)
             raise ProtocolError(f"line {number}: not an answer line: {shown!r}")

@@ -69,10 +69,17 @@ def _plain_id(order_id: str) -> bool:
     )
 
 
-def is_ccv_answer(content_type: str) -> bool:
-    """Whether an answer's media type says CCV itself answered: its error answers are JSON, the
-    pages of gateways and proxies are not."""
-    return content_type == "application/json" or content_type.endswith("+json")
+def is_ccv_answer(reply: Reply) -> bool:
+    """Whether CCV itself answered: its error answers are JSON, the pages of gateways and
+    proxies are not. Label and body must both say so: a gateway may label its page JSON."""
+    content_type = reply.content_type
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        return False
+    try:
+        json.loads(reply.body)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _is_status(value: object) -> bool:
@@ -114,18 +121,19 @@ class CCVClient:
         """Prove that CCV answers and accepts the key; raise SourceError when it does not.
 
         CCV answers a made-up order id with 404, or perhaps with 400: any answer that shows
-        the key was accepted (2xx, 400, CCV's own 404) will do; a 401 or a gateway's page won't.
+        the key was accepted (2xx, 400, CCV's own 404) will do; a 401 or a page (a gateway's,
+        a login wall's, a maintenance page served with 200) won't.
         """
         reply = await self._get(PROBE_ORDER_ID)
         status = reply.status
         if status == 401:
             raise AuthenticationFailed("http 401")
-        if (
-            200 <= status < 300
-            or status == 400
-            or (status == 404 and is_ccv_answer(reply.content_type))
-        ):
+        if status == 404 and is_ccv_answer(reply):
             return
+        if 200 <= status < 300 or status == 400:
+            if not _is_page(reply.body):
+                return
+            raise SourceUnavailable(f"html page (http {status})")
         raise SourceUnavailable(_failure_reason(reply).replace("_", " "))
 
     async def check_orders(
@@ -189,8 +197,10 @@ class CCVClient:
                 document = None
             if isinstance(document, dict) and _is_status(document.get("orderStatus")):
                 reference = document.get("externalReference")
-                if not isinstance(reference, str):
-                    reference = None  # not the documented shape; the status still holds
+                if not isinstance(reference, str) or not reference:
+                    # Not the documented shape, or empty: no reference (else it would differ
+                    # from the tracked one on every check); the status still holds.
+                    reference = None
                 if reference is None or _is_reference(reference):
                     return Observation(key, Outcome.OK, document["orderStatus"], reference), True
             # A field that cannot be stored fails this order alone, not its whole batch.
@@ -199,7 +209,7 @@ class CCVClient:
                 extra={"fields": {"order_id": order_id, "content_type": reply.content_type}},
             )
             return Observation(key, Outcome.FAILED, reason="protocol"), True
-        if status == 404 and is_ccv_answer(reply.content_type):
+        if status == 404 and is_ccv_answer(reply):
             return Observation(key, Outcome.NOT_FOUND), True
         if status == 401:
             raise AuthenticationFailed(f"http {status}")
@@ -220,6 +230,11 @@ class CCVClient:
             max_body=MAX_BODY_BYTES,
             log=log,
         )
+
+
+def _is_page(body: bytes) -> bool:
+    """Whether a body is an HTML page: what something in front of CCV answers, never CCV."""
+    return body.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
 
 
 def _failure_reason(reply: Reply) -> str:
