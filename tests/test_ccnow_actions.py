@@ -9,10 +9,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from tests.conftest import cli_env, read_events, run_cli, write_config
+from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, html_page
+from tests.test_api import TOKEN, api_toml, free_port
+from tests.test_submit_crash import listening, stop
 
 A, B, C = "396-10-1142", "397-10-1159", "398-10-1160"
 ARGS = {
@@ -301,3 +304,44 @@ async def test_a_crash_in_any_window_never_doubles_an_adjust_nor_loses_a_command
         assert taken.count(WORD[action]) == (
             2 if (action == "add-tracking" and point == "ccnow.answered") else 1
         )
+
+
+async def test_through_a_running_daemon_and_its_queue(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    # A command recorded by a process that died before sending it...
+    crashed = await ccnow(cfg, "cancel", B, RECONCILER_FAILPOINT="ccnow.recorded")
+    assert crashed.code == -9
+    async with daemon(cfg, cli_env()) as proc:
+        await listening(port)
+        # ...is sent by the daemon's queue,
+        await fake_ccnow.wait_until(lambda: fake_ccnow.orders[B] == "mark_canceled", 15)
+        # and the command line hands its commands to the daemon, which holds the store.
+        result = await ccnow(cfg, "ship", A, "--notes", "Thanks")
+        assert result.code == 0, result.stderr
+        assert f"{A} ship succeeded: mark_shipped (command 2)" in result.stdout
+        again = await ccnow(cfg, "ship", A, "--notes", "Thanks")
+        assert again.code == 0 and "(made before with this key)" in again.stdout
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions"
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.get(f"{base}/1") as r:
+                assert r.status == 200
+                assert (await r.json())["state"] == "succeeded"
+            async with http.get(f"{base}/99") as r:
+                assert r.status == 404
+            bad = {"action": "adjust", "order_ids": [A], "amount": "1000"}
+            async with http.post(base, json=bad) as r:
+                assert r.status == 422
+                assert (await r.json())["field"] == "amount"
+            async with http.post(base, json={"action": "ship", "order_ids": [A]}) as r:
+                body = await r.json()
+                assert r.status == 200
+                # Shipped a moment ago: refused here, not sent.
+                assert body["commands"][0]["state"] == "refused"
+                assert body["commands"][0]["id"] is None
+        assert await stop(proc) == 0
+    assert [a for _, a, _ in fake_ccnow.actions] == ["cancel", "ship"]

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TypeVar
 from urllib.parse import quote_plus, urlencode
@@ -179,6 +179,35 @@ def build(
     return out
 
 
+def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewCommand]:
+    """Return the commands of an API request body; raise BadAction."""
+    ids = doc.get("order_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise BadAction("order_ids: must be an array of CCNow order ids")
+    action = doc.get("action")
+    if not isinstance(action, str):
+        raise BadAction(f"action: required, one of {', '.join(ACTIONS)}")
+    given: dict[str, str | None] = {}
+    for name in ("notes", "carrier", "number", "amount", "key"):
+        value = doc.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and name == "amount":
+            value = str(value)
+        if value is not None and not isinstance(value, str):
+            raise BadAction(f"{name}: must be a string")
+        given[name] = value
+    new = build(cfg, "add-tracking" if action == "track" else action, ids, **given)
+    keys = doc.get("keys")
+    if keys is None:
+        return new
+    if (
+        not isinstance(keys, list)
+        or len(keys) != len(new)
+        or not all(isinstance(k, str) and k and k.isprintable() and len(k) <= 300 for k in keys)
+    ):
+        raise BadAction("keys: one printable key per order id")
+    return [replace(c, key=k) for c, k in zip(new, keys, strict=True)]
+
+
 def local_refusal(state: OrderState | None) -> str | None:
     """Why an action on an order is refused without asking CCNow, or None."""
     if state is not None and state.status in PAST_PENDING:
@@ -272,6 +301,59 @@ class Tally:
             self.queued += 1
 
 
+@dataclass(frozen=True)
+class Taken:
+    """What became of the commands of one request."""
+
+    rows: list[cmds.Command]
+    earlier: set[int]  # ids of commands their key had made before
+    refused: list[tuple[cmds.NewCommand, str]]  # refused here, never recorded nor sent
+    sent: int
+
+    def tally(self) -> Tally:
+        """Count the request's commands by where they ended."""
+        tally = Tally(sent=self.sent, refused=len(self.refused))
+        for c in self.rows:
+            tally.count(c.state)
+        return tally
+
+    def to_json(self) -> list[dict[str, object]]:
+        """One object per order, refused-here ones with `id` null."""
+        out = [command_json(c, earlier=c.id in self.earlier) for c in self.rows]
+        out += [
+            {
+                "id": None,
+                "account": c.account,
+                "order_id": c.order_id,
+                "action": c.action,
+                "state": "refused",
+                "answer": why,
+                "sent": False,
+            }
+            for c, why in self.refused
+        ]
+        return out
+
+
+def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]:
+    """Return a command as the API shows it."""
+    return {
+        "id": c.id,
+        "account": c.account,
+        "order_id": c.order_id,
+        "action": c.action,
+        "key": c.key,
+        "state": c.state,
+        "answer": c.answer,
+        "attempts": c.attempts,
+        "notes": c.notes,
+        "amount": c.amount,
+        "trackname": c.trackname,
+        "tracknumber": c.tracknumber,
+        "made_before": earlier,
+    }
+
+
 def _lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
     """Return the answer line per order id; None for an id whose lines disagree."""
     lines: dict[str, OrderLine | None] = {}
@@ -324,6 +406,36 @@ class ActionSender:
         if adjusts:
             await self._make_uncertain(adjusts, "interrupted")
         return len(left)
+
+    async def take(self, new: Sequence[cmds.NewCommand]) -> Taken:
+        """Record new commands (those past pending refused here, keys given before returning
+        their command) and send them at once, with whatever else is due."""
+        account = new[0].account if new else ""
+        made = await cmds.by_keys(self.store, account, [c.key for c in new])
+        fresh = [c for c in new if c.key not in made]
+        states = await self.store.load_orders(
+            OrderKey("ccnow", c.account, c.order_id) for c in fresh
+        )
+        wanted: list[cmds.NewCommand] = []
+        refused: list[tuple[cmds.NewCommand, str]] = []
+        for c in fresh:
+            why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
+            if why is None:
+                wanted.append(c)
+            else:
+                refused.append((c, why))
+        recorded = await cmds.record(self.store, wanted, self.clock())
+        failpoint("ccnow.recorded")
+        ids = [c.id for c in made.values()] + [c.id for c, _new in recorded]
+        tally = Tally()
+        await self.send(await cmds.get(self.store, ids), tally)
+        await self.send_due()
+        rows = await cmds.get(self.store, ids)
+        return Taken(rows, {c.id for c in made.values()}, refused, tally.sent)
+
+    async def command(self, command_id: int) -> cmds.Command | None:
+        """Return one command by id."""
+        return next(iter(await cmds.get(self.store, [command_id])), None)
 
     async def send_due(self, tally: Tally | None = None) -> Tally:
         """Send every queued command whose attempt is due."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
 
 from reconciler import store_commands as cmds
 from reconciler.config import CCNowConfig, Config
 from reconciler.logs import fields
-from reconciler.model import InvalidOrderId, OrderKey, normalize_ccnow_id
+from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.store import StoreLocked
 from reconciler.writes.ccnow_actions import (
     ActionSender,
@@ -25,9 +27,7 @@ from reconciler.writes.ccnow_actions import (
     Tally,
     build,
     dry_run_text,
-    local_refusal,
 )
-from reconciler.writes.submit import failpoint
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
@@ -35,6 +35,7 @@ EX_OK = 0
 EX_DATAERR = 65
 EX_TEMPFAIL = 75
 DELIVER_TIMEOUT_S = 10.0
+API_TIMEOUT_S = 300.0
 
 
 def exit_code(tally: Tally) -> int:
@@ -79,43 +80,34 @@ async def action_command(
     if dry_run:
         sys.stdout.write(dry_run_text(cfg, new))
         return EX_OK
-    tally = Tally()
     try:
         async with Runtime(config) as rt:
             sender = ActionSender(
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.outbox.committed
             )
             await sender.settle_interrupted()
-            made = await cmds.by_keys(rt.store, cfg.name, [c.key for c in new])
-            fresh = [c for c in new if c.key not in made]
-            states = await rt.store.load_orders(
-                OrderKey("ccnow", cfg.name, c.order_id) for c in fresh
-            )
-            wanted = []
-            refused_here = 0
-            for c in fresh:
-                why = local_refusal(states.get(OrderKey("ccnow", cfg.name, c.order_id)))
-                if why is None:
-                    wanted.append(c)
-                else:
-                    print(f"{c.order_id} {c.action} refused: {why} (not sent)")
-                    refused_here += 1
-            recorded = await cmds.record(rt.store, wanted, time.time())
-            failpoint("ccnow.recorded")
-            mine = [c.id for c in made.values()] + [c.id for c, _new in recorded]
-            await sender.send(await cmds.get(rt.store, mine), tally)
-            # What earlier runs left queued goes along, reported in the log, not here.
-            await sender.send_due()
-            earlier = {m.id for m in made.values()}
-            tally = _report(await cmds.get(rt.store, mine), earlier, tally, refused_here)
+            taken = await sender.take(new)
             await rt.outbox.drain(DELIVER_TIMEOUT_S)
     except StoreLocked:
-        raise _locked() from None
+        if config.api is None:
+            raise _locked() from None
+        return await _through_api(config, cfg, action, new)
+    return _finish(cfg.name, action, taken.to_json(), taken.sent)
+
+
+def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: int) -> int:
+    """Print one line per order and the summary line; return the exit code."""
+    tally = Tally(sent=sent)
+    for r in results:
+        again = " (made before with this key)" if r.get("made_before") else ""
+        where = "not sent" if r["id"] is None else f"command {r['id']}"
+        print(f"{r['order_id']} {r['action']} {r['state']}: {r['answer'] or '-'} ({where}){again}")
+        tally.count(str(r["state"]))
     print(f"reconciler: ccnow {action}: {tally.line()}", file=sys.stderr)
     log.info(
         "ccnow.actions_run",
         extra=fields(
-            account=cfg.name,
+            account=account,
             action=action,
             sent=tally.sent,
             done=tally.done,
@@ -127,16 +119,46 @@ async def action_command(
     return exit_code(tally)
 
 
-def _report(
-    rows: Sequence[cmds.Command], earlier: set[int], run: Tally, refused_here: int
-) -> Tally:
-    """Print one line per command; return the run's tally by where each command ended."""
-    tally = Tally(sent=run.sent, refused=refused_here)
-    for c in rows:
-        again = " (made before with this key)" if c.id in earlier else ""
-        print(f"{c.order_id} {c.action} {c.state}: {c.answer or '-'} (command {c.id}){again}")
-        tally.count(c.state)
-    return tally
+async def _through_api(
+    config: Config, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
+) -> int:
+    """Hand the commands to the running daemon, which holds the store."""
+    api = config.api
+    assert api is not None
+    host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
+    url = f"http://{host}:{api.listen_port}/api/v1/ccnow/actions"
+    first = new[0]
+    document = {
+        "account": cfg.name,
+        "action": action,
+        "order_ids": [c.order_id for c in new],
+        "notes": first.notes,
+        "carrier": first.trackname,
+        "number": first.tracknumber,
+        "amount": first.amount,
+        # the keys are made here, so that a repeated run means the same commands
+        "keys": [c.key for c in new],
+    }
+    headers = {"Authorization": f"Bearer {api.token.reveal()}"}
+    timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+        try:
+            async with s.post(url, json=document, headers=headers) as resp:
+                status = resp.status
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # Recorded or not, the same run later finds the same commands by their keys.
+            print(
+                f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "
+                "run the same command again to see what became of it",
+                file=sys.stderr,
+            )
+            return EX_TEMPFAIL
+    if status != 200 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        print(f"reconciler: error: the daemon answered HTTP {status}: {error}", file=sys.stderr)
+        return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+    return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
 
 
 async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent: bool) -> int:
