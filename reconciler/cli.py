@@ -195,7 +195,8 @@ def _parser() -> argparse.ArgumentParser:
         " maintenance (no value), slow=SECONDS, http500, html (a 200 HTML page);"
         " CCV only: http400, http403, http429 (with Retry-After), html404 (a gateway's HTML 404);"
         " CCNow answer shapes: crlf, cr (bare CR line ends), partial (cut mid-line, connection"
-        " closed), duplicate (every line twice), unknown_message (message account_locked)."
+        " closed), duplicate (every line twice), unknown_message (message account_locked),"
+        " drop (close the connection unanswered after applying a post's actions)."
         " E.g. http500:ccv=0.3,http429=0.1,crlf=1,slow=2",
     )
     s.add_argument(

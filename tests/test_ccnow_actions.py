@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions
 from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, html_page
 from tests.test_api import TOKEN, api_toml, free_port
@@ -345,3 +346,39 @@ async def test_through_a_running_daemon_and_its_queue(
                 assert body["commands"][0]["id"] is None
         assert await stop(proc) == 0
     assert [a for _, a, _ in fake_ccnow.actions] == ["cancel", "ship"]
+
+
+async def test_against_the_sandbox_a_dropped_answer_makes_an_adjust_uncertain(
+    tmp_path: Path,
+) -> None:
+    sandbox = Sandbox(SandboxOptions(orders=2, advance=False, faults="drop=1"))
+    base = await sandbox.start("127.0.0.1", 0)
+    try:
+        a, b = sandbox.ccnow_order_ids()
+        for order_id in (a, b):
+            sandbox.set_status("ccnow", order_id, "pending")
+        cfg = tmp_path / "reconciler.toml"
+        cfg.write_text(
+            f'[store]\npath = "{tmp_path / "reconciler.db"}"\n'
+            f'[ccnow]\nurl = "{base}{CCNOW_PATH}"\nclient_id = "sandbox"\n'
+            'timeout = "2s"\nretries = 1\nretry_backoff = "10ms"\n'
+            f'[[sinks]]\ntype = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n'
+        )
+        env = {"RECONCILER_CCNOW_PASSWORD": "sandbox"}
+        adjusted = await ccnow(cfg, "adjust", a, "--amount", "9.99", **env)
+        assert adjusted.code == 75
+        assert commands(tmp_path) == [(a, "uncertain", "connection")]
+        # The sandbox did apply it; only the answer was lost.
+        shipped = await ccnow(cfg, "ship", b, **env)
+        # Re-sent after the lost answer; the order's status shows the first post took.
+        assert shipped.code == 75  # every post of it is dropped: still queued for later
+        sandbox.set_faults("")
+        again = await ccnow(cfg, "ship", b, **env)
+        assert again.code == 0, again.stdout
+        assert "taken by an earlier attempt" in again.stdout
+        assert sandbox.status("ccnow", b) == "mark_shipped"
+        assert (await ccnow(cfg, "adjust", a, "--amount", "9.99", **env)).code == 75
+        types = [e["type"] for e in read_events(tmp_path)]
+        assert types.count("order.action_uncertain") == 1
+    finally:
+        await sandbox.stop()
