@@ -382,3 +382,13 @@ async def test_against_the_sandbox_a_dropped_answer_makes_an_adjust_uncertain(
         assert types.count("order.action_uncertain") == 1
     finally:
         await sandbox.stop()
+
+
+@pytest.mark.parametrize("value", ['"abc"', "0", '"1.234"', "true"])
+async def test_a_bad_max_adjust_is_a_config_error(
+    tmp_path: Path, fake_ccnow: FakeCCNow, value: str
+) -> None:
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra=f"max_adjust = {value}")
+    result = await run_cli("--config", cfg, "check", env=cli_env())
+    assert result.code == 78
+    assert "ccnow.max_adjust" in result.stderr
