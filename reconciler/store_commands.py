@@ -138,14 +138,22 @@ async def of_order(store: Store, account: str, order_id: str, state: State) -> l
     return [_row(r) for r in rows]
 
 
-async def mark_sending(store: Store, ids: Sequence[int]) -> None:
-    """Commit that a post with these commands is about to leave (counted as an attempt)."""
+async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
+    """Commit that a post with these commands is about to leave (counted as an attempt);
+    return the ids claimed. One still queued is claimed once: two senders in one process (the
+    daemon's tick and an API request) never both post it."""
+    claimed = []
     async with store.transaction():
-        await store.conn.executemany(
-            "UPDATE commands SET state = 'sending', attempts = attempts + 1 "
-            "WHERE id = ? AND state = 'queued'",
-            [(i,) for i in ids],
-        )
+        for i in ids:
+            before = store.conn.total_changes
+            await store.conn.execute(
+                "UPDATE commands SET state = 'sending', attempts = attempts + 1 "
+                "WHERE id = ? AND state = 'queued'",
+                (i,),
+            )
+            if store.conn.total_changes > before:
+                claimed.append(i)
+    return claimed
 
 
 async def requeue(store: Store, ids: Sequence[int], *, next_attempt_at: float, why: str) -> None:

@@ -4,6 +4,7 @@ idempotency keys, injection through notes, and SIGKILL in each window of the sen
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
@@ -12,7 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from reconciler import store_commands as cmds
+from reconciler.config import load_config
+from reconciler.reconcile import Reconciler
 from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions
+from reconciler.store import Store
+from reconciler.writes.ccnow_actions import ActionSender, Tally, build
 from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, html_page
 from tests.test_api import TOKEN, api_toml, free_port
@@ -392,3 +398,24 @@ async def test_a_bad_max_adjust_is_a_config_error(
     result = await run_cli("--config", cfg, "check", env=cli_env())
     assert result.code == 78
     assert "ccnow.max_adjust" in result.stderr
+
+
+async def test_two_senders_in_one_process_post_a_queued_adjust_once(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon's tick and an API request may both find the same queued command.
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.delay_s = 0.2
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        async with aiohttp.ClientSession() as session:
+            sender = ActionSender(store, session, Reconciler(config, store, session), config.ccnow)
+            new = build(config.ccnow[0], "adjust", [A], amount="4")
+            [(row, _)] = await cmds.record(store, new, 0.0)
+            await asyncio.gather(sender.send([row], Tally()), sender.send([row], Tally()))
+        assert len(fake_ccnow.requests) == 1
+        assert [c.state for c in await cmds.get(store, [row.id])] == ["succeeded"]
+    finally:
+        await store.close()

@@ -455,8 +455,10 @@ class ActionSender:
                 await self._send_batch(cfg, batch, tally)
 
     async def _send_batch(self, cfg: CCNowConfig, batch: list[cmds.Command], tally: Tally) -> None:
-        ids = [c.id for c in batch]
-        await cmds.mark_sending(self.store, ids)
+        claimed = set(await cmds.mark_sending(self.store, [c.id for c in batch]))
+        batch = [c for c in batch if c.id in claimed]
+        if not batch:
+            return
         failpoint("ccnow.sending")
         tally.sent += len(batch)
         once = batch[0].action == "adjust"
