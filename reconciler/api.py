@@ -29,6 +29,7 @@ from .logs import fields
 from .model import SOURCES, InvalidOrderId, OrderKey, OrderState, Source, normalize_order_id
 from .order_view import order_json
 from .store import Store, StoreError
+from .writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from .writes.ccv_http import NotSent, Uncertain, send_once
 from .writes.pricing import blocking, check_pricing
 from .writes.submit import MAX_REFERENCE_LENGTH, BadSubmission, Submitter
@@ -77,6 +78,7 @@ class ApiDeps:
     submitter: Submitter
     refresh: Refresh
     accounts: Mapping[Source, Sequence[str]]
+    actions: ActionSender | None = None
 
 
 def _token_ok(header: str | None, token: str) -> bool:
@@ -329,6 +331,38 @@ class _Api:
             }
         )
 
+    # --- CCNow actions -------------------------------------------------------------------------
+
+    def sender(self) -> ActionSender:
+        if self.deps.actions is None:
+            raise BadRequest(404, "no CCNow account is configured")
+        return self.deps.actions
+
+    async def ccnow_actions(self, request: web.Request) -> web.Response:
+        """POST /api/v1/ccnow/actions: record CCNow order actions and send them at once."""
+        sender = self.sender()
+        doc = await self.body(request)
+        if not isinstance(doc, dict):
+            raise BadRequest(400, "the body must be a JSON object", "$")
+        account = self.account("ccnow", doc.get("account"))
+        try:
+            new = from_document(sender.accounts[account], doc)
+        except BadAction as exc:
+            name = str(exc).partition(":")[0].removeprefix("--")
+            raise BadRequest(422, str(exc), name if name in doc else None) from None
+        taken = await sender.take(new)
+        return web.json_response({"commands": taken.to_json(), "sent": taken.sent})
+
+    async def ccnow_action(self, request: web.Request) -> web.Response:
+        """GET /api/v1/ccnow/actions/{id}: where one command stands."""
+        raw = request.match_info["id"]
+        if not _CURSOR.fullmatch(raw):
+            raise BadRequest(422, "not a command id", "id")
+        found = await self.sender().command(int(raw))
+        if found is None:
+            raise BadRequest(404, "no command with this id", "id")
+        return web.json_response(command_json(found))
+
     async def pricing(self, request: web.Request) -> web.Response:
         """PATCH /api/v1/ccv/pricing?account=A: check the prices, then forward them."""
         account = self.account("ccv", request.query.get("account"))
@@ -389,6 +423,8 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     app.router.add_post("/api/v1/ccv/orders", api.submit)
     app.router.add_get("/api/v1/ccv/submissions/{reference:.+}", api.submission, allow_head=False)
     app.router.add_patch("/api/v1/ccv/pricing", api.pricing)
+    app.router.add_post("/api/v1/ccnow/actions", api.ccnow_actions)
+    app.router.add_get("/api/v1/ccnow/actions/{id}", api.ccnow_action, allow_head=False)
 
     async def close(_: web.Application) -> None:
         await api.close()

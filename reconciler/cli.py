@@ -153,6 +153,34 @@ def _parser() -> argparse.ArgumentParser:
     cs.add_argument("file", metavar="FILE", help="CCV's submit-order JSON body ('-' for stdin)")
     cs.add_argument("--account", help="CCV account name when there are several")
 
+    w = command("ccnow", help="CCNow order actions: ship, cancel, add-tracking, adjust, resolve")
+    ws = w.add_subparsers(dest="ccnow_command", required=True, metavar="COMMAND")
+    for name, what in (
+        ("ship", "mark pending orders shipped"),
+        ("cancel", "cancel pending orders"),
+        ("add-tracking", "upload shipment tracking (--carrier, --number) for pending orders"),
+        ("adjust", "give pending orders a discount (--amount USD; refunded once completed)"),
+    ):
+        a = ws.add_parser(name, parents=[common], help=what)
+        a.add_argument("ids", nargs="+", metavar="ID")
+        a.add_argument("--notes", metavar="T", help="shown to the consumer (x_notes_N)")
+        a.add_argument("--carrier", metavar="C", help="tracking service (x_trackname_N)")
+        a.add_argument("--number", metavar="N", help="tracking number (x_tracknumber_N)")
+        a.add_argument("--amount", metavar="USD", help="discount in USD (x_amount_N)")
+        a.add_argument(
+            "--key", metavar="K", help="idempotency key (default: derived from the action)"
+        )
+        a.add_argument(
+            "--dry-run", action="store_true", help="print the form (password masked), send nothing"
+        )
+        a.add_argument("--account", help="CCNow account name when there are several")
+    rs = ws.add_parser("resolve", parents=[common], help="settle an uncertain action by hand")
+    rs.add_argument("id", metavar="ID")
+    said = rs.add_mutually_exclusive_group(required=True)
+    said.add_argument("--sent", action="store_true", help="CCNow has it (seen in the backroom)")
+    said.add_argument("--not-sent", action="store_true", help="CCNow does not have it")
+    rs.add_argument("--account", help="CCNow account name when there are several")
+
     s = command("sandbox", help="the built-in simulator of both providers")
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
     s.add_argument("--orders", type=int, default=20)
@@ -169,7 +197,8 @@ def _parser() -> argparse.ArgumentParser:
         " maintenance (no value), slow=SECONDS, http500, html (a 200 HTML page);"
         " CCV only: http400, http403, http429 (with Retry-After), html404 (a gateway's HTML 404);"
         " CCNow answer shapes: crlf, cr (bare CR line ends), partial (cut mid-line, connection"
-        " closed), duplicate (every line twice), unknown_message (message account_locked)."
+        " closed), duplicate (every line twice), unknown_message (message account_locked),"
+        " drop (close the connection unanswered after applying a post's actions)."
         " E.g. http500:ccv=0.3,http429=0.1,crlf=1,slow=2",
     )
     s.add_argument(
@@ -319,6 +348,28 @@ async def cmd_ccv(config: Config, args: argparse.Namespace) -> int:
 
     document = _read_json(args.file)
     return await submit_command(config, _account(config, "ccv", args.account), document)
+
+
+async def cmd_ccnow(config: Config, args: argparse.Namespace) -> int:
+    """`ccnow ship|cancel|add-tracking|adjust|resolve`: CCNow order actions."""
+    from .writes.ccnow_cli import action_command, resolve_command
+
+    name = _account(config, "ccnow", args.account)
+    cfg = next(c for c in config.ccnow if c.name == name)
+    if args.ccnow_command == "resolve":
+        return await resolve_command(config, cfg, args.id, sent=args.sent)
+    return await action_command(
+        config,
+        cfg,
+        args.ccnow_command,
+        args.ids,
+        notes=args.notes,
+        carrier=args.carrier,
+        number=args.number,
+        amount=args.amount,
+        key=args.key,
+        dry_run=args.dry_run,
+    )
 
 
 def _account(config: Config, source: Source, name: str | None) -> str:
@@ -641,4 +692,5 @@ _COMMANDS = {
     "check": cmd_check,
     "notification-url": cmd_notification_url,
     "ccv": cmd_ccv,
+    "ccnow": cmd_ccnow,
 }

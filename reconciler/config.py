@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
@@ -119,6 +120,8 @@ class CCNowConfig:
     schedule: ScheduleConfig
     # secret path segment for CCNow's server notifications (receiver), None when not set
     notification_token: Secret | None = None
+    # the largest discount one `adjust` may give, in USD (a typo must not refund a whole order)
+    max_adjust: Decimal = Decimal("100.00")
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,7 @@ _CCNOW_KEYS = (
     "settled_interval",
     "notification_token",
     "notification_token_file",
+    "max_adjust",
     *_RETRY_KEYS,
     *_SCHEDULE_KEYS,
 )
@@ -326,6 +330,8 @@ _STUCK_AFTER: dict[tuple[str, str], str] = {
 }
 
 _NAME = re.compile(r"[a-z0-9_-]{1,32}")
+# USD as CCNow takes it: digits, at most two decimals (a float 100.0 reads "100.0")
+_USD = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,2})?", re.ASCII)
 _NAME_RULE = "must be 1 to 32 characters of a-z 0-9 _ -"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -440,6 +446,16 @@ class _Table:
         if high < low:
             raise self.error(high_name, f"must not be less than {low_name}")
         return low, high
+
+    def usd(self, name: str, default: str) -> Decimal:
+        """A positive amount in USD with at most two decimals (a string or a number)."""
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise self.error(name, f"expected an amount in USD, got {_type_name(value)}")
+        text = str(value)
+        if not _USD.fullmatch(text) or Decimal(text) <= 0:
+            raise self.error(name, "must be an amount in USD above 0, at most 2 decimals")
+        return Decimal(text)
 
     def url(self, name: str) -> str:
         value = self.string(name)
@@ -797,6 +813,7 @@ class _Loader:
             notification_token=self.optional_secret(
                 table, "notification_token", token_env, token_credentials, _token_problem
             ),
+            max_adjust=table.usd("max_adjust", "100.00"),
         )
 
     def retry(self, table: _Table) -> RetryConfig:

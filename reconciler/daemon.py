@@ -38,6 +38,7 @@ from .server import Health, Receiver, SourceHealth, build_app
 from .store import Store, StoreError
 from .store_health import file_size
 from .systemd import Notifier
+from .writes.ccnow_actions import ActionSender
 from .writes.submit import Submitter
 
 log = logging.getLogger("reconciler.daemon")
@@ -78,6 +79,7 @@ class Daemon:
         self.rt = runtime
         self.notifier = notifier
         self.scheduler: Scheduler | None = None
+        self.actions: ActionSender | None = None
         self.receiver: Receiver | None = None
         self.api: ApiListener | None = None
         self.api_reader: Store | None = None
@@ -97,7 +99,11 @@ class Daemon:
             await self.start_api()
             await self._start_receiver()
             self.scheduler = Scheduler(
-                self.config, rt.reconciler, on_pass=self._on_pass, prune=rt.prune
+                self.config,
+                rt.reconciler,
+                on_pass=self._on_pass,
+                prune=rt.prune,
+                send_actions=None if self.actions is None else self.actions.send_due,
             )
             startup = self._spawn(self._startup_pass())
             self.scheduler.start()
@@ -234,6 +240,15 @@ class Daemon:
         )
         # Before anything listens: a submit a stopped process left unanswered is never re-sent.
         await submitter.settle_interrupted()
+        if self.config.ccnow:
+            self.actions = ActionSender(
+                self.rt.store,
+                self.rt.session,
+                self.rt.reconciler,
+                self.config.ccnow,
+                on_commit=self.rt.outbox.committed,
+            )
+            await self.actions.settle_interrupted()
         if api is None:
             return
         self.api_reader = await Store.open(self.config.store_path, readonly=True)
@@ -241,6 +256,7 @@ class Daemon:
             store=self.rt.store,
             reader=self.api_reader,
             submitter=submitter,
+            actions=self.actions,
             refresh=self.refresh_order,
             accounts={
                 "ccv": [c.name for c in self.config.ccv],

@@ -39,7 +39,10 @@ from .notify import notification_url
 from .runtime import Runtime
 from .sandbox import Sandbox, SandboxOptions
 from .systemd import Notifier
+from .writes.ccnow_actions import ActionSender, build
 
+DEMO_SHIP_EVERY_S = 1.0
+DEMO_SHIPMENTS = 3
 _COLOURS = {"info": "\033[32m", "warning": "\033[33m", "error": "\033[31m"}
 _DIM, _RESET = "\033[2m", "\033[0m"
 
@@ -124,6 +127,8 @@ class Feed:
         when = event.cloudevent()["time"][11:19]
         if event.order_id is None:
             what = f"{d['source']}/{d['account']}: {d.get('reason') or ''}"
+        elif "action" in d:
+            what = f"{event.source:<5} {event.order_id[:13]:<13} {d['action']}: {d['answer']}"
         else:
             change = d["status"] or "gone"
             if d["previous_status"] and d["status"]:
@@ -181,11 +186,14 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
                 rt.reconciler.on_events = feed
                 daemon = Daemon(config, rt, Notifier(None))
                 serving = asyncio.ensure_future(daemon.serve(stop))
+                shipping = asyncio.ensure_future(ship_some(sandbox, rt, config))
                 waiter = asyncio.ensure_future(stop.wait())
                 await asyncio.wait(
                     [serving, waiter], timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED
                 )
                 stop.set()
+                shipping.cancel()
+                await asyncio.gather(shipping, return_exceptions=True)
                 await serving
                 waiter.cancel()
                 counts = await rt.store.count_orders()
@@ -193,6 +201,24 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
             await sandbox.stop()
         _summary(out, feed.events, counts, sandbox.stats.dropped)
     return 0
+
+
+async def ship_some(sandbox: Sandbox, rt: Runtime, config: Config) -> None:
+    """Ship a few pending CCNow orders as `reconciler ccnow ship` does, once a pass has seen
+    them pending: their `pending -> mark_shipped` comes `via action`."""
+    sender = ActionSender(
+        rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.outbox.committed
+    )
+    shipped = 0
+    while shipped < DEMO_SHIPMENTS:
+        await asyncio.sleep(DEMO_SHIP_EVERY_S)
+        known = await rt.store.orders_with_status("ccnow", "default", ["pending"])
+        pending = [
+            s.key.order_id for s in known if sandbox.status("ccnow", s.key.order_id) == "pending"
+        ][: DEMO_SHIPMENTS - shipped]
+        if pending:
+            await sender.take(build(config.ccnow[0], "ship", pending, notes="Shipped in the demo"))
+            shipped += len(pending)
 
 
 def _summary(

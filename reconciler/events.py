@@ -206,6 +206,49 @@ def submit_uncertain_event(
     )
 
 
+_ACTION_EVENTS: dict[str, tuple[EventType, Severity]] = {
+    "succeeded": (EventType.ACTION_SUCCEEDED, "info"),
+    "refused": (EventType.ACTION_REFUSED, "warning"),
+    "uncertain": (EventType.ACTION_UNCERTAIN, "error"),
+}
+
+
+def action_event(
+    store_id: str,
+    command_id: int,
+    outcome: str,
+    *,
+    account: str,
+    order_id: str,
+    action: str,
+    answer: str | None,
+    time: float,
+) -> Event:
+    """Return the event that closes a CCNow order action: `outcome` is succeeded, refused or
+    uncertain; `answer` is CCNow's own words (or why there are none)."""
+    type, severity = _ACTION_EVENTS[outcome]
+    data = {
+        "source": "ccnow",
+        "account": account,
+        "order_id": order_id,
+        "severity": severity,
+        "via": "action",
+        "action": action,
+        "command_id": command_id,
+        "answer": answer,
+    }
+    return Event(
+        event_id(store_id, "ccnow-action", command_id, outcome),
+        type,
+        time,
+        "ccnow",
+        account,
+        order_id,
+        severity,
+        data,
+    )
+
+
 # json's own string encoder, the one compact_json applies to every str (ensure_ascii=False).
 _string = json.encoder.encode_basestring
 _BOOL = {True: "true", False: "false"}

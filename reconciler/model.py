@@ -11,7 +11,7 @@ Source = Literal["ccv", "ccnow"]
 SOURCES: tuple[Source, ...] = ("ccv", "ccnow")
 
 Severity = Literal["info", "warning", "error"]
-Via = Literal["poll", "catch-up", "notification"]
+Via = Literal["poll", "catch-up", "notification", "action"]
 
 
 class EventType(str, enum.Enum):
@@ -26,6 +26,11 @@ class EventType(str, enum.Enum):
     # A CCV submit whose answer was lost: it is never re-sent; a notification or a person
     # settles it (writes/submit.py).
     SUBMIT_UNCERTAIN = "order.submit_uncertain"
+    # CCNow order actions (writes/ccnow_actions.py): CCNow's answer, or its loss for an
+    # `adjust`, which is never re-sent.
+    ACTION_SUCCEEDED = "order.action_succeeded"
+    ACTION_REFUSED = "order.action_refused"
+    ACTION_UNCERTAIN = "order.action_uncertain"
 
 
 @dataclass(frozen=True, slots=True)

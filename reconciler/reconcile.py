@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -216,13 +216,15 @@ class Reconciler:
         via: Via,
         report: PassReport | None = None,
         discover: bool = False,
+        within: Callable[[], Awaitable[Sequence[Event]]] | None = None,
     ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
         Only with `discover` (the CCNow pending list) does an order that is not followed become
         followed. Otherwise its row was deleted by `untrack` after its check began: the untrack
         wins, and what the check saw is dropped. Returns the number of events queued; `report`
-        counts the orders that went missing.
+        counts the orders that went missing. `within` runs in the same transaction, after the
+        rows are written, and returns events of its own (a CCNow action closes its command).
         """
         now = self.clock()
         store = self.store
@@ -261,6 +263,8 @@ class Reconciler:
                     )
                 rows.append(state_row(state, when))
             await store.save_order_rows(rows)
+            if within is not None:
+                events += await within()
             await store.add_events(events)
         for key, tracked, answered in result.references:
             log.warning(

@@ -49,8 +49,10 @@ class Scheduler:
         on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
         prune: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        send_actions: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.config = config
+        self.send_actions = send_actions
         self.reconciler = reconciler
         self.on_pass = on_pass
         self.prune = prune
@@ -87,6 +89,9 @@ class Scheduler:
                 self._add(f"due:{source}:{acc.name}", tick, self._due_job, source, acc.name)
         if self.prune is not None:
             self._add("prune", PRUNE_INTERVAL_S, self.prune)
+        if self.send_actions is not None:
+            # CCNow actions left queued (a failed post, or one a crashed command recorded)
+            self._add("ccnow-actions", MAX_TICK_S, self._actions_job)
         self.scheduler.start()
 
     def _add(
@@ -125,6 +130,10 @@ class Scheduler:
         finally:
             self._running.discard(task)
             self._skipped.discard(job_id)
+
+    async def _actions_job(self) -> None:
+        assert self.send_actions is not None
+        await self.send_actions()
 
     async def _pending_list_job(self, account: str) -> None:
         cfg = next(c for c in self.config.ccnow if c.name == account)

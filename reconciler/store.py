@@ -157,6 +157,30 @@ MIGRATIONS: list[str] = [
     CREATE INDEX orders_stuck ON orders (source, account)
         WHERE stuck_version = version AND end_state = 0
     """,
+    # 6: CCNow order actions (ship, cancel, track, adjust), recorded before they are sent and
+    # closed with CCNow's answer (store_commands.py)
+    """
+    CREATE TABLE commands (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        notes TEXT,
+        amount TEXT,
+        trackname TEXT,
+        tracknumber TEXT,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        answer TEXT,
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE UNIQUE INDEX commands_key ON commands (account, idempotency_key);
+    CREATE INDEX commands_open ON commands (state, next_attempt_at)
+        WHERE state IN ('queued', 'sending', 'uncertain')
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

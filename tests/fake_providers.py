@@ -277,6 +277,8 @@ class FakeCCNow(_FakeServer):
         self.line_end = "\n"
         self.blank_lines = False
         self.batch_sizes: list[int] = []
+        # (order id, action, {field name without _N: value}) of every action applied
+        self.actions: list[tuple[str, str, dict[str, str]]] = []
 
     @property
     def url(self) -> str:
@@ -306,18 +308,43 @@ class FakeCCNow(_FakeServer):
         self.batch_sizes.append(len(ids))
         if form.get("x_clientid") != self.client_id or form.get("x_password") != self.password:
             return await self._answer(seen, lambda: Reply(200, "error_message invalid login\n"))
-        return await self._answer(seen, lambda: self._text(self._lines(ids)))
+        return await self._answer(seen, lambda: self._text(self._lines(ids, form)))
 
-    def _lines(self, ids: list[str]) -> list[str]:
+    def _act(self, n: int, order_id: str, form: Mapping[str, str]) -> str | None:
+        """Apply `x_action_N` as the Order Update API describes it; return an error line."""
+        action = form.get(f"x_action_{n}", "query")
+        if action == "query":
+            return None
+        if self.orders.get(order_id) != "pending":
+            return f"{order_id} error_message order not pending"
+        needs = {"adjust": ("x_amount",), "track": ("x_trackname", "x_tracknumber")}
+        if any(not form.get(f"{name}_{n}") for name in needs.get(action, ())):
+            return f"{order_id} error_message missing field"
+        self.actions.append(
+            (
+                order_id,
+                action,
+                {k.rsplit("_", 1)[0]: v for k, v in form.items() if k.endswith(f"_{n}")},
+            )
+        )
+        self.orders[order_id] = {"ship": "mark_shipped", "cancel": "mark_canceled"}.get(
+            action, "pending"
+        )
+        return None
+
+    def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
         if not ids:
             pending = [f"{i} {s}" for i, s in self.orders.items() if s in self.pending_statuses]
             return pending or ["message no_pending_orders"]
         lines = []
-        for raw in ids:
+        for n, raw in enumerate(ids, 1):
             order_id = normalize_ccnow_id(raw)
+            error = self._act(n, order_id, form or {})
             if order_id in self.omit:
                 continue
-            if order_id in self.order_errors:
+            if error is not None:
+                lines.append(error)
+            elif order_id in self.order_errors:
                 lines.append(f"{order_id} error unknown order")
             elif order_id in self.orders:
                 lines.append(f"{order_id} {self.orders[order_id]}")

@@ -21,6 +21,9 @@ async def test_demo_shows_discovery_and_changes_and_exits_0() -> None:
         for line in result.stdout.splitlines()
     ), result.stdout
     assert "summary" in result.stdout and "events by type" in result.stdout
+    # a few CCNow orders are shipped as `reconciler ccnow ship` does
+    assert "pending -> mark_shipped  (via action)" in result.stdout, result.stdout
+    assert "order.action_succeeded" in result.stdout
     assert "Traceback" not in result.stderr
 
 

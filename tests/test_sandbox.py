@@ -345,12 +345,28 @@ async def test_ccnow_actions(serve: Serve, http: aiohttp.ClientSession) -> None:
     sandbox.set_status("ccnow", a, "pending")
     sandbox.set_status("ccnow", b, "processing")
 
-    async def act(order_id: str, action: str) -> str:
+    async def act(order_id: str, action: str, **more: str) -> str:
         fields = {**LOGIN, "x_orderid_1": order_id, "x_action_1": action}
+        fields.update({f"{name}_1": value for name, value in more.items()})
         return (await ccnow(http, base, fields)).rstrip("\n")
 
-    assert await act(a, "track") == f"{a} pending"
-    assert await act(a, "adjust") == f"{a} pending"
+    # track and adjust need their fields, and change no status
+    assert await act(a, "track") == (
+        f"{a} error_message track needs x_trackname_1 and x_tracknumber_1"
+    )
+    assert await act(a, "track", x_trackname="DHL") == (
+        f"{a} error_message track needs x_trackname_1 and x_tracknumber_1"
+    )
+    assert await act(a, "track", x_trackname="DHL", x_tracknumber="JD01") == f"{a} pending"
+    assert await act(a, "adjust") == f"{a} error_message adjust needs x_amount_1 (USD above 0)"
+    assert await act(a, "adjust", x_amount="0") == (
+        f"{a} error_message adjust needs x_amount_1 (USD above 0)"
+    )
+    assert await act(a, "adjust", x_amount="2.5") == f"{a} pending"
+    assert await act(b, "adjust", x_amount="2.5") == f"{b} error_message order not pending"
+    assert await act(b, "track", x_trackname="DHL", x_tracknumber="1") == (
+        f"{b} error_message order not pending"
+    )
     assert await act(a, "ship") == f"{a} mark_shipped"
     assert sandbox.status("ccnow", a) == "mark_shipped"
     assert await act(a, "ship") == f"{a} error_message order not pending"
@@ -402,6 +418,48 @@ async def test_ccnow_queued_actions_end_in_canceled_and_completed(
     shipped = [status for _, status in history[to_ship]]
     # completed may move on to refunded or chargeback within the same jump
     assert shipped[shipped.index("mark_shipped") + 1] == "completed"
+
+
+async def test_ccnow_a_discounted_order_is_refunded_once_completed(
+    http: aiohttp.ClientSession,
+) -> None:
+    clock = FakeClock()
+    sandbox = Sandbox(SandboxOptions(orders=12, seed=5), now=clock)
+    base = await sandbox.start("127.0.0.1", 0)
+    try:
+        ids = sandbox.ccnow_order_ids()
+        fields = dict(LOGIN)
+        for n, order_id in enumerate(ids, 1):
+            sandbox.set_status("ccnow", order_id, "pending")
+            fields |= {f"x_orderid_{n}": order_id, f"x_action_{n}": "adjust", f"x_amount_{n}": "5"}
+        assert (await ccnow(http, base, fields)).count(" pending\n") == len(ids)
+        fields = dict(LOGIN)
+        for n, order_id in enumerate(ids, 1):
+            fields |= {f"x_orderid_{n}": order_id, f"x_action_{n}": "ship"}
+        await ccnow(http, base, fields)
+        for _ in range(20):
+            clock.t += 10_000
+            sandbox.advance()
+    finally:
+        await sandbox.stop()
+    ends = [sandbox.status("ccnow", order_id) for order_id in ids]
+    # Without a discount, a completed order stays completed 85 % of the time.
+    assert ends.count("refunded") >= len(ids) * 2 // 3, ends
+
+
+async def test_ccnow_drop_fault_applies_the_action_and_answers_nothing(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(orders=1, faults="drop=1")
+    (order_id,) = sandbox.ccnow_order_ids()
+    sandbox.set_status("ccnow", order_id, "pending")
+    fields = {**LOGIN, "x_orderid_1": order_id, "x_action_1": "ship"}
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await ccnow(http, base, fields)
+    assert sandbox.status("ccnow", order_id) == "mark_shipped"
+    # Queries are answered: the fault is about actions whose answer is lost.
+    fields["x_action_1"] = "query"
+    assert await ccnow(http, base, fields) == f"{order_id} mark_shipped\n"
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -573,6 +631,7 @@ async def test_sandbox_command_documents_and_checks_the_fault_grammar() -> None:
     for kind in ("http400", "http403", "http429", "html404", "crlf", "cr ", "partial", "duplicate"):
         assert kind in help_text
     assert "unknown_message (message account_locked)" in help_text
+    assert "drop (close the connection unanswered after applying a post's actions)" in help_text
     refused = await run_cli("sandbox", "--listen", "127.0.0.1:0", "--faults", "http403:ccnow=1")
     assert refused.code == 2
     assert "http403 is a ccv fault only" in refused.stderr

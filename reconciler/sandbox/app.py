@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from .ccnow import CCNOW_PATH, ccnow_answer
-from .faults import Faults, send_cut_off
+from .ccnow import CCNOW_PATH, ccnow_answer, has_action
+from .faults import Faults, drop_connection, send_cut_off
 from .model import World, check_notify_on
 from .notifications import STOP_GRACE_S, Notifier
 from .options import SandboxOptions, SandboxStats, check_notification_url
@@ -196,6 +196,8 @@ class Sandbox:
         ):
             return _text("error_message invalid login\n")
         answer = ccnow_answer(self._world, form)
+        if self._faults.any("ccnow") and has_action(form) and self._faults.drops():
+            return drop_connection(request)
         if self._faults.any("ccnow"):
             answer, cut_off = self._faults.ccnow_shape(answer)
             if cut_off:

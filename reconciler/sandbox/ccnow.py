@@ -11,10 +11,11 @@ from .model import World
 
 CCNOW_PATH = "/cgi-local/oapi_receive.cgi"
 
-# The per-order answer to `ship` or `cancel` of an order that is not `pending`: both actions
+# The per-order answer to an action on an order that is not `pending`: the document's actions
 # only take an order the merchant still has to process. The wording is ours; CCNow's is unknown.
 NOT_PENDING = "error_message order not pending"
 _CCNOW_ORDER_FIELD = re.compile(r"^x_orderid_(\d{1,9})$", re.ASCII)
+_USD = re.compile(r"([0-9]{1,7})(?:\.([0-9]{1,2}))?", re.ASCII)
 # The queue state an action puts a pending order in; the lifecycle takes it on from there.
 _QUEUED_BY = {"ship": "mark_shipped", "cancel": "mark_canceled"}
 
@@ -35,11 +36,32 @@ def ccnow_answer(world: World, form: Mapping[str, object]) -> str:
     lines = []
     for n in sorted(numbered):
         action = form.get(f"x_action_{n}")
-        lines.append(_ccnow_line(world, numbered[n], action if isinstance(action, str) else ""))
+        lines.append(
+            _ccnow_line(world, numbered[n], action if isinstance(action, str) else "", form, n)
+        )
     return "".join(f"{line}\n" for line in lines)
 
 
-def _ccnow_line(world: World, raw_id: str, action: str) -> str:
+def has_action(form: Mapping[str, object]) -> bool:
+    """Whether a post asks for an action that changes an order (not only queries)."""
+    return any(key.startswith("x_action_") and value != "query" for key, value in form.items())
+
+
+def _field(form: Mapping[str, object], name: str, n: int) -> str:
+    value = form.get(f"{name}_{n}")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _cents(text: str) -> int | None:
+    """USD with at most two decimals, above 0, in cents; None otherwise."""
+    match = _USD.fullmatch(text)
+    if match is None:
+        return None
+    cents = int(match.group(1)) * 100 + int((match.group(2) or "").ljust(2, "0"))
+    return cents or None
+
+
+def _ccnow_line(world: World, raw_id: str, action: str, form: Mapping[str, object], n: int) -> str:
     try:
         oid = normalize_ccnow_id(raw_id)
     except InvalidOrderId:
@@ -48,10 +70,22 @@ def _ccnow_line(world: World, raw_id: str, action: str) -> str:
     if order is None:
         return f"{oid} error_message unknown order"
     action = action.strip()
-    if action in _QUEUED_BY:
-        if order.status != "pending":
-            return f"{oid} {NOT_PENDING}"
-        world.change(order, _QUEUED_BY[action], world.now(), world.rng_for(order, action))
-    elif action not in ("query", "adjust", "track"):
+    if action not in ("query", *_QUEUED_BY, "adjust", "track"):
         return f"{oid} error_message invalid action"
+    if action == "query":
+        return f"{oid} {order.status}"
+    if order.status != "pending":
+        return f"{oid} {NOT_PENDING}"
+    if action in _QUEUED_BY:
+        world.change(order, _QUEUED_BY[action], world.now(), world.rng_for(order, action))
+    elif action == "adjust":
+        cents = _cents(_field(form, "x_amount", n))
+        if cents is None:
+            return f"{oid} error_message adjust needs x_amount_{n} (USD above 0)"
+        order.discount_cents += cents
+    else:
+        name, number = _field(form, "x_trackname", n), _field(form, "x_tracknumber", n)
+        if not name or not number:
+            return f"{oid} error_message track needs x_trackname_{n} and x_tracknumber_{n}"
+        order.tracking.append((name, number))
     return f"{oid} {order.status}"

@@ -27,6 +27,7 @@ FaultKind = Literal[
     "partial",
     "duplicate",
     "unknown_message",
+    "drop",
 ]
 _FAULT_KINDS: tuple[FaultKind, ...] = (
     "maintenance",
@@ -42,6 +43,7 @@ _FAULT_KINDS: tuple[FaultKind, ...] = (
     "partial",
     "duplicate",
     "unknown_message",
+    "drop",
 )
 # Kinds that exist for one provider only: CCV's documented error codes and a gateway's 404 page;
 # the shapes of CCNow's line answers.
@@ -55,6 +57,7 @@ _ONLY: dict[FaultKind, Source] = {
     "partial": "ccnow",
     "duplicate": "ccnow",
     "unknown_message": "ccnow",
+    "drop": "ccnow",
 }
 _CCV_ERRORS: dict[FaultKind, tuple[int, str]] = {
     "http400": (400, "order data has missing/invalid values"),
@@ -193,7 +196,9 @@ class Faults:
         struck = {
             fault.kind
             for fault in self._active["ccnow"]
-            if _ONLY.get(fault.kind) == "ccnow" and self._rng.random() < fault.value
+            if _ONLY.get(fault.kind) == "ccnow"
+            and fault.kind != "drop"
+            and self._rng.random() < fault.value
         }
         # A fixed order, whatever the order in SPEC: the answer, its lines, their ends, the cut.
         if "unknown_message" in struck:
@@ -205,6 +210,20 @@ class Faults:
         elif "cr" in struck:
             text = text.replace("\n", "\r")
         return text, "partial" in struck
+
+    def drops(self) -> bool:
+        """Whether to drop the connection of a CCNow post whose actions were just applied,
+        so that the client cannot tell whether they were (the `drop` fault)."""
+        share = max((f.value for f in self._active["ccnow"] if f.kind == "drop"), default=0.0)
+        return share > 0 and self._rng.random() < share
+
+
+def drop_connection(request: web.Request) -> web.StreamResponse:
+    """Close the connection without a byte of answer, as a link lost after the request."""
+    if request.transport is not None:
+        request.transport.abort()
+    # Never sent: the connection is gone.
+    return web.Response(status=500)
 
 
 class _CloseDelimited(web.StreamResponse):

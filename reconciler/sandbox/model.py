@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.model import InvalidOrderId, Source, known_statuses, normalize_ccnow_id
@@ -63,6 +63,9 @@ CCNOW_LIFECYCLE: Lifecycle = {
 }
 
 LIFECYCLES: dict[Source, Lifecycle] = {"ccv": CCV_LIFECYCLE, "ccnow": CCNOW_LIFECYCLE}
+# A discount (`adjust`) is refunded once the order completes: CCNow "will automatically do a
+# partial refund on the order after the order reaches completion".
+_DISCOUNTED_COMPLETED = (("refunded", 9.0), ("chargeback", 0.5), (None, 0.5))
 
 # Where the initial population starts: spread over the lifecycle, a few already finished.
 _START_WEIGHTS: dict[Source, dict[str, float]] = {
@@ -101,6 +104,14 @@ _START_WEIGHTS: dict[Source, dict[str, float]] = {
     },
 }
 
+
+def next_steps(order: Order) -> tuple[tuple[str | None, float], ...]:
+    """Return the weighted next statuses of an order."""
+    if order.source == "ccnow" and order.status == "completed" and order.discount_cents:
+        return _DISCOUNTED_COMPLETED
+    return LIFECYCLES[order.source].get(order.status, ())
+
+
 _STATUS_WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _MAX_REFERENCE_LENGTH = 256
 
@@ -118,6 +129,9 @@ class Order:
     notify_on: frozenset[str] = frozenset()  # empty: every status
     next_at: float | None = None
     body: bytes = b""  # CCV status answer, rebuilt on every change
+    # CCNow `adjust` and `track` actions taken: the discount in cents, the shipments
+    discount_cents: int = 0
+    tracking: list[tuple[str, str]] = field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "externalReference": self.external_reference}
@@ -220,7 +234,7 @@ class World:
             if order.next_at != at:
                 continue
             order.next_at = None
-            choices = LIFECYCLES[order.source].get(order.status, ())
+            choices = next_steps(order)
             if not choices:
                 continue
             rng = self.rng_for(order, "step")

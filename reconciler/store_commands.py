@@ -1,0 +1,206 @@
+"""The `commands` table: CCNow order actions, recorded before they are sent, closed after.
+
+A command is `queued` from its record until it is sent; `sending` while a post is in flight;
+then `succeeded` or `refused` by CCNow's answer line for its order, or `queued` again (with a
+later `next_attempt_at`) when the answer as a whole failed. An `adjust` whose answer was lost
+(or that a stopped process left `sending`) becomes `uncertain`, never re-sent, until a person
+says `sent` or `not_sent`. One command per (account, idempotency key), whatever its state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .events import Event
+from .store import Store
+
+State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
+# CCNow's own words for the actions (`x_action_N`)
+Action = Literal["ship", "cancel", "track", "adjust"]
+OPEN_STATES = ("queued", "sending", "uncertain")
+
+_COLUMNS = (
+    "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "
+    "state, attempts, next_attempt_at, answer, created_at, closed_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewCommand:
+    """A command as asked for, before it has a row."""
+
+    account: str
+    order_id: str  # hyphenated
+    action: Action
+    key: str
+    notes: str | None = None
+    amount: str | None = None  # USD, two decimals
+    trackname: str | None = None
+    tracknumber: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One row of `commands`; times are epoch seconds."""
+
+    id: int
+    account: str
+    order_id: str
+    action: Action
+    key: str
+    notes: str | None
+    amount: str | None
+    trackname: str | None
+    tracknumber: str | None
+    state: State
+    attempts: int
+    next_attempt_at: float
+    answer: str | None
+    created_at: float
+    closed_at: float | None
+
+
+def _row(r: Sequence[object]) -> Command:
+    return Command(*r)  # type: ignore[arg-type]
+
+
+async def record(store: Store, new: Sequence[NewCommand], now: float) -> list[tuple[Command, bool]]:
+    """Commit the commands in one transaction; return each one's row and whether it is new
+    (a key given before returns the command it made then, which is not made again)."""
+    out: list[tuple[Command, bool]] = []
+    async with store.transaction():
+        for c in new:
+            before = store.conn.total_changes
+            await store.conn.execute(
+                "INSERT INTO commands (account, order_id, action, idempotency_key, notes, amount, "
+                "trackname, tracknumber, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) "
+                "ON CONFLICT (account, idempotency_key) DO NOTHING",
+                (
+                    c.account,
+                    c.order_id,
+                    c.action,
+                    c.key,
+                    c.notes,
+                    c.amount,
+                    c.trackname,
+                    c.tracknumber,
+                    now,
+                ),
+            )
+            created = store.conn.total_changes > before
+            rows = await store.conn.execute_fetchall(
+                f"SELECT {_COLUMNS} FROM commands WHERE account = ? AND idempotency_key = ?",
+                (c.account, c.key),
+            )
+            out.append((_row(next(iter(rows))), created))
+    return out
+
+
+async def get(store: Store, ids: Sequence[int]) -> list[Command]:
+    """Return the commands with these ids, in id order."""
+    if not ids:
+        return []
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM commands WHERE id IN ({', '.join('?' * len(ids))}) ORDER BY id",
+        tuple(ids),
+    )
+    return [_row(r) for r in rows]
+
+
+async def due(store: Store, now: float, limit: int = 1000) -> list[Command]:
+    """Return queued commands whose next attempt is due, oldest first."""
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM commands WHERE state = 'queued' AND next_attempt_at <= ? "
+        "ORDER BY id LIMIT ?",
+        (now, limit),
+    )
+    return [_row(r) for r in rows]
+
+
+async def in_state(store: Store, state: State) -> list[Command]:
+    """Return the commands in one state, oldest first."""
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM commands WHERE state = ? ORDER BY id", (state,)
+    )
+    return [_row(r) for r in rows]
+
+
+async def of_order(store: Store, account: str, order_id: str, state: State) -> list[Command]:
+    """Return one order's commands in a state."""
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM commands WHERE account = ? AND order_id = ? AND state = ? "
+        "ORDER BY id",
+        (account, order_id, state),
+    )
+    return [_row(r) for r in rows]
+
+
+async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
+    """Commit that a post with these commands is about to leave (counted as an attempt);
+    return the ids claimed. One still queued is claimed once: two senders in one process (the
+    daemon's tick and an API request) never both post it."""
+    claimed = []
+    async with store.transaction():
+        for i in ids:
+            before = store.conn.total_changes
+            await store.conn.execute(
+                "UPDATE commands SET state = 'sending', attempts = attempts + 1 "
+                "WHERE id = ? AND state = 'queued'",
+                (i,),
+            )
+            if store.conn.total_changes > before:
+                claimed.append(i)
+    return claimed
+
+
+async def requeue(store: Store, ids: Sequence[int], *, next_attempt_at: float, why: str) -> None:
+    """Put commands whose post failed as a whole back in the queue for a later attempt."""
+    async with store.transaction():
+        await store.conn.executemany(
+            "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ? "
+            "WHERE id = ? AND state IN ('queued', 'sending')",
+            [(next_attempt_at, why, i) for i in ids],
+        )
+
+
+async def close_within(
+    store: Store, closes: Sequence[tuple[int, State, str | None]], now: float
+) -> None:
+    """Close commands (id, state, answer) inside the caller's transaction; only an open
+    command closes, so a crash recovery and a late answer cannot both close one."""
+    await store.conn.executemany(
+        "UPDATE commands SET state = ?, answer = ?, closed_at = ? "
+        "WHERE id = ? AND state IN ('queued', 'sending', 'uncertain')",
+        [(state, answer, now, i) for i, state, answer in closes],
+    )
+
+
+async def close(
+    store: Store,
+    closes: Sequence[tuple[int, State, str | None]],
+    events: Sequence[Event],
+    now: float,
+) -> None:
+    """Close commands and store their events in one transaction."""
+    async with store.transaction():
+        await close_within(store, closes, now)
+        await store.add_events(events)
+
+
+async def by_keys(store: Store, account: str, keys: Sequence[str]) -> dict[str, Command]:
+    """Return the commands already made with any of these keys, by key."""
+    found: dict[str, Command] = {}
+    for i in range(0, len(keys), 500):
+        chunk = keys[i : i + 500]
+        rows = await store.conn.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM commands WHERE account = ? "
+            f"AND idempotency_key IN ({', '.join('?' * len(chunk))})",
+            (account, *chunk),
+        )
+        for r in rows:
+            c = _row(r)
+            found[c.key] = c
+    return found

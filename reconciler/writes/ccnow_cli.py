@@ -1,0 +1,193 @@
+"""`reconciler ccnow ship|cancel|add-tracking|adjust ID...` and `reconciler ccnow resolve`.
+
+The command holds the store itself (a running daemon owns it: then try again later, or let
+the daemon's queue send them). Each order's command is recorded, then sent with any queued
+command that is due; one line per order on stdout, one summary line on stderr. Exit 0 when
+every command is done, 65 when one is refused (bad input, or CCNow said no), 75 when one is
+still queued or uncertain.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from reconciler import store_commands as cmds
+from reconciler.config import CCNowConfig, Config
+from reconciler.logs import fields
+from reconciler.model import InvalidOrderId, normalize_ccnow_id
+from reconciler.store import StoreLocked
+from reconciler.writes.ccnow_actions import (
+    ActionSender,
+    BadAction,
+    Tally,
+    build,
+    dry_run_text,
+)
+
+log = logging.getLogger("reconciler.writes.ccnow_actions")
+
+EX_OK = 0
+EX_DATAERR = 65
+EX_TEMPFAIL = 75
+DELIVER_TIMEOUT_S = 10.0
+API_TIMEOUT_S = 300.0
+
+
+def exit_code(tally: Tally) -> int:
+    """Refused wins (trying again will not help), then anything left to do later."""
+    if tally.refused:
+        return EX_DATAERR
+    if tally.queued or tally.uncertain:
+        return EX_TEMPFAIL
+    return EX_OK
+
+
+def _locked() -> StoreLocked:
+    return StoreLocked(
+        "a running daemon holds the store; CCNow actions are taken by the process that holds "
+        "it: try again when it is stopped"
+    )
+
+
+async def action_command(
+    config: Config,
+    cfg: CCNowConfig,
+    action: str,
+    ids: Sequence[str],
+    *,
+    notes: str | None,
+    carrier: str | None,
+    number: str | None,
+    amount: str | None,
+    key: str | None,
+    dry_run: bool,
+) -> int:
+    """Record, send and report one action on orders."""
+    from reconciler.runtime import Runtime
+
+    try:
+        new = build(
+            cfg, action, ids, notes=notes, carrier=carrier, number=number, amount=amount, key=key
+        )
+    except BadAction as exc:
+        print(f"reconciler: error: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    if dry_run:
+        sys.stdout.write(dry_run_text(cfg, new))
+        return EX_OK
+    try:
+        async with Runtime(config) as rt:
+            sender = ActionSender(
+                rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.outbox.committed
+            )
+            await sender.settle_interrupted()
+            taken = await sender.take(new)
+            await rt.outbox.drain(DELIVER_TIMEOUT_S)
+    except StoreLocked:
+        if config.api is None:
+            raise _locked() from None
+        return await _through_api(config, cfg, action, new)
+    return _finish(cfg.name, action, taken.to_json(), taken.sent)
+
+
+def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: int) -> int:
+    """Print one line per order and the summary line; return the exit code."""
+    tally = Tally(sent=sent)
+    for r in results:
+        again = " (made before with this key)" if r.get("made_before") else ""
+        where = "not sent" if r["id"] is None else f"command {r['id']}"
+        print(f"{r['order_id']} {r['action']} {r['state']}: {r['answer'] or '-'} ({where}){again}")
+        tally.count(str(r["state"]))
+    print(f"reconciler: ccnow {action}: {tally.line()}", file=sys.stderr)
+    log.info(
+        "ccnow.actions_run",
+        extra=fields(
+            account=account,
+            action=action,
+            sent=tally.sent,
+            done=tally.done,
+            refused=tally.refused,
+            uncertain=tally.uncertain,
+            queued=tally.queued,
+        ),
+    )
+    return exit_code(tally)
+
+
+async def _through_api(
+    config: Config, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
+) -> int:
+    """Hand the commands to the running daemon, which holds the store."""
+    api = config.api
+    assert api is not None
+    host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
+    url = f"http://{host}:{api.listen_port}/api/v1/ccnow/actions"
+    first = new[0]
+    document = {
+        "account": cfg.name,
+        "action": action,
+        "order_ids": [c.order_id for c in new],
+        "notes": first.notes,
+        "carrier": first.trackname,
+        "number": first.tracknumber,
+        "amount": first.amount,
+        # the keys are made here, so that a repeated run means the same commands
+        "keys": [c.key for c in new],
+    }
+    headers = {"Authorization": f"Bearer {api.token.reveal()}"}
+    timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+        try:
+            async with s.post(url, json=document, headers=headers) as resp:
+                status = resp.status
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # Recorded or not, the same run later finds the same commands by their keys.
+            print(
+                f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "
+                "run the same command again to see what became of it",
+                file=sys.stderr,
+            )
+            return EX_TEMPFAIL
+    if status != 200 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        print(f"reconciler: error: the daemon answered HTTP {status}: {error}", file=sys.stderr)
+        return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+    return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
+
+
+async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent: bool) -> int:
+    """Settle an order's uncertain action by a person's word."""
+    from reconciler.runtime import Runtime
+
+    try:
+        order_id = normalize_ccnow_id(raw_id)
+    except InvalidOrderId as exc:
+        print(f"reconciler: error: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    try:
+        async with Runtime(config) as rt:
+            sender = ActionSender(
+                rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.outbox.committed
+            )
+            await sender.settle_interrupted()
+            found = await sender.resolve(cfg.name, order_id, sent=sent)
+    except StoreLocked:
+        raise _locked() from None
+    if not found:
+        print(f"reconciler: error: {order_id} has no uncertain action", file=sys.stderr)
+        return EX_DATAERR
+    for c in found:
+        if sent:
+            print(f"{c.order_id} {c.action} sent (command {c.id})")
+        else:
+            print(
+                f"{c.order_id} {c.action} not sent (command {c.id}); if CCNow should still get "
+                "it, run the action again with a new --key"
+            )
+    return EX_OK

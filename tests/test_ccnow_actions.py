@@ -1,0 +1,421 @@
+"""`reconciler ccnow ship|cancel|add-tracking|adjust|resolve` as real subprocesses against a
+fake CCNow on 127.0.0.1: every action, batches, refusals and failure answers, lost answers,
+idempotency keys, injection through notes, and SIGKILL in each window of the send."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from reconciler import store_commands as cmds
+from reconciler.config import load_config
+from reconciler.reconcile import Reconciler
+from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions
+from reconciler.store import Store
+from reconciler.writes.ccnow_actions import ActionSender, Tally, build
+from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
+from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, html_page
+from tests.test_api import TOKEN, api_toml, free_port
+from tests.test_submit_crash import listening, stop
+
+A, B, C = "396-10-1142", "397-10-1159", "398-10-1160"
+ARGS = {
+    "ship": ["--notes", "On its way"],
+    "cancel": ["--notes", "Out of stock"],
+    "add-tracking": ["--carrier", "DHL", "--number", "JD0146 0000 1"],
+    "adjust": ["--amount", "12.50", "--notes", "Late delivery"],
+}
+WORD = {"ship": "ship", "cancel": "cancel", "add-tracking": "track", "adjust": "adjust"}
+
+
+def query(tmp_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def commands(tmp_path: Path) -> list[tuple[str, str, str | None]]:
+    return query(tmp_path, "SELECT order_id, state, answer FROM commands ORDER BY id")
+
+
+def no_password(tmp_path: Path, *outputs: str) -> None:
+    for text in outputs:
+        assert CCNOW_PASSWORD not in text
+    assert CCNOW_PASSWORD.encode() not in (tmp_path / "reconciler.db").read_bytes()
+
+
+async def ccnow(cfg: Path, *args: str, **env: str) -> Any:
+    return await run_cli("--config", cfg, "ccnow", *args, env=cli_env(**env))
+
+
+async def tracked(tmp_path: Path, fake: FakeCCNow, *ids: str) -> Path:
+    """A config whose snapshot knows the orders as CCNow has them now."""
+    cfg = write_config(tmp_path, ccnow=fake)
+    assert (await run_cli("--config", cfg, "track", "ccnow", *ids)).code == 0
+    assert (await run_cli("--config", cfg, "catch-up", "--source", "ccnow")).code == 0
+    return cfg
+
+
+@pytest.mark.parametrize("action", list(ARGS))
+async def test_each_action_is_sent_with_its_fields_and_closed_by_the_answer(
+    tmp_path: Path, fake_ccnow: FakeCCNow, action: str
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    result = await ccnow(cfg, action, A, *ARGS[action])
+    assert result.code == 0, result.stderr
+    assert len(fake_ccnow.actions) == 1
+    order_id, word, fields = fake_ccnow.actions[0]
+    assert (order_id, word) == (A, WORD[action])
+    expected = {
+        "ship": {"x_notes": "On its way"},
+        "cancel": {"x_notes": "Out of stock"},
+        "add-tracking": {"x_trackname": "DHL", "x_tracknumber": "JD0146 0000 1"},
+        "adjust": {"x_amount": "12.50", "x_notes": "Late delivery"},
+    }[action]
+    assert {k: v for k, v in fields.items() if k in expected} == expected
+    assert "sent 1, done 1, refused 0, uncertain 0, queued 0" in result.stderr
+    events = read_events(tmp_path)
+    done = [e for e in events if e["type"] == "order.action_succeeded"]
+    assert len(done) == 1
+    assert done[0]["data"]["action"] == WORD[action]
+    assert done[0]["data"]["command_id"] == 1
+    after = {"ship": "mark_shipped", "cancel": "mark_canceled"}.get(action, "pending")
+    assert done[0]["data"]["answer"] == after
+    changes = [e["data"] for e in events if e["type"] == "order.status_changed"]
+    if action in ("ship", "cancel"):
+        assert [(c["previous_status"], c["status"], c["via"]) for c in changes] == [
+            ("pending", after, "action")
+        ]
+    else:
+        assert changes == []
+    # A later poll finds what the action's answer already put in the snapshot: no new event.
+    assert (await run_cli("--config", cfg, "catch-up", "--source", "ccnow")).code == 0
+    assert len(read_events(tmp_path)) == len(events)
+    no_password(tmp_path, result.stdout, result.stderr)
+
+
+async def test_a_batch_is_one_post_and_each_order_ends_by_its_own_line(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending", B: "completed"}
+    fake_ccnow.omit = {C}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(cfg, "ship", A, B, C)
+    assert result.code == 65
+    assert fake_ccnow.batch_sizes == [3]
+    assert commands(tmp_path) == [
+        (A, "succeeded", "mark_shipped"),
+        (B, "refused", "error_message order not pending"),
+        (C, "refused", "no single answer line for this order"),
+    ]
+    refused = [e["data"] for e in read_events(tmp_path) if e["type"] == "order.action_refused"]
+    assert [(r["order_id"], r["answer"]) for r in refused] == [
+        (B, "error_message order not pending"),
+        (C, "no single answer line for this order"),
+    ]
+    assert "sent 3, done 1, refused 2" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(200, "error_message system down for maintenance\n"),
+        html_page(),
+        Reply(500, "oops"),
+        Reply(200, "error_message invalid login\n"),
+        Reply(200, "message account_locked\n"),
+    ],
+    ids=["maintenance", "html", "http500", "bad-login", "unknown-message"],
+)
+async def test_a_failed_answer_leaves_the_command_queued_and_a_later_run_sends_it(
+    tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.always = reply
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    first = await ccnow(cfg, "adjust", A, "--amount", "5")
+    assert first.code == 75, first.stderr
+    assert [s for _, s, _ in commands(tmp_path)] == ["queued"]
+    assert not [e for e in read_events(tmp_path) if e["type"].startswith("order.action")]
+    fake_ccnow.always = None
+    again = await ccnow(cfg, "adjust", A, "--amount", "5")
+    assert again.code == 0, again.stderr
+    assert "(made before with this key)" in again.stdout
+    assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust")]
+    no_password(tmp_path, first.stderr, again.stderr)
+
+
+async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    # Cut mid-line: CCNow may have applied the discount.
+    fake_ccnow.script = [Reply(200, f"{A} pend")]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    first = await ccnow(cfg, "adjust", A, "--amount", "7.25")
+    assert first.code == 75
+    assert len(fake_ccnow.requests) == 1  # no retry
+    assert commands(tmp_path) == [(A, "uncertain", "truncated_answer")]
+    again = await ccnow(cfg, "adjust", A, "--amount", "7.25")
+    assert again.code == 75
+    assert len(fake_ccnow.requests) == 1
+    uncertain = [e for e in read_events(tmp_path) if e["type"] == "order.action_uncertain"]
+    assert len(uncertain) == 1
+    assert uncertain[0]["data"]["action"] == "adjust"
+    resolved = await ccnow(cfg, "resolve", A, "--sent")
+    assert resolved.code == 0
+    assert commands(tmp_path) == [(A, "sent", "resolved by hand: CCNow has it")]
+    assert (await ccnow(cfg, "resolve", A, "--sent")).code == 65
+
+
+async def test_a_ship_whose_answer_is_lost_is_sent_again(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.script = [Reply(200, f"{A} mark_sh")]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(cfg, "ship", A)
+    assert result.code == 0, result.stderr
+    assert len(fake_ccnow.requests) == 2
+    assert commands(tmp_path) == [(A, "succeeded", "mark_shipped")]
+
+
+async def test_the_same_key_twice_makes_one_command(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await ccnow(cfg, "adjust", A, "--amount", "3", "--key", "refund-77")).code == 0
+    again = await ccnow(cfg, "adjust", A, "--amount", "3", "--key", "refund-77")
+    assert again.code == 0
+    assert "(made before with this key)" in again.stdout
+    assert len(fake_ccnow.actions) == 1
+    # Without a key the same discount is the same command too; a new key makes a second one.
+    assert (await ccnow(cfg, "adjust", A, "--amount", "3")).code == 0
+    assert (await ccnow(cfg, "adjust", A, "--amount", "3")).code == 0
+    assert len(fake_ccnow.actions) == 2
+
+
+async def test_notes_cannot_add_form_fields(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    notes = "Sorry&x_action_2=cancel&x_orderid_2=397-10-1159 = 100%"
+    result = await ccnow(cfg, "ship", A, "--notes", notes)
+    assert result.code == 0, result.stderr
+    form = fake_ccnow.requests[-1].form
+    assert form["x_notes_1"] == notes
+    assert "x_action_2" not in form and "x_orderid_2" not in form
+    assert fake_ccnow.orders[B] == "pending"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ship", A, "--notes", "line one\nx_action_1=cancel"],
+        ["ship", A, "--notes", "tab\there"],
+        ["ship", A, "--notes", "x" * 501],
+        ["adjust", A, "--amount", "0"],
+        ["adjust", A, "--amount", "-1"],
+        ["adjust", A, "--amount", "1.005"],
+        ["adjust", A, "--amount", "100.01"],
+        ["adjust", A, "--amount", "1e2"],
+        ["adjust", A],
+        ["add-tracking", A, "--carrier", "DHL"],
+        ["ship", A, "--amount", "5"],
+        ["ship", "12345"],
+    ],
+)
+async def test_bad_input_is_refused_before_anything_is_recorded(
+    tmp_path: Path, fake_ccnow: FakeCCNow, args: list[str]
+) -> None:
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(cfg, *args)
+    assert result.code == 65
+    assert result.stderr.startswith("reconciler: error: ")
+    assert "Traceback" not in result.stderr
+    assert fake_ccnow.requests == []
+
+
+async def test_max_adjust_is_per_account(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra='max_adjust = "250.00"')
+    assert (await ccnow(cfg, "adjust", A, "--amount", "250")).code == 0
+    assert fake_ccnow.actions[0][2]["x_amount"] == "250.00"
+
+
+async def test_an_order_past_pending_is_refused_without_asking(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "completed"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    asked = len(fake_ccnow.requests)
+    result = await ccnow(cfg, "cancel", A)
+    assert result.code == 65
+    assert "last known status is completed, past pending" in result.stdout
+    assert len(fake_ccnow.requests) == asked
+
+
+async def test_dry_run_prints_the_form_and_sends_nothing(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(
+        cfg, "add-tracking", A, B, "--carrier", "DHL", "--number", "7 & 8", "--dry-run"
+    )
+    assert result.code == 0
+    assert result.stdout.splitlines()[1:] == [
+        "x_clientid=amylove",
+        "x_password=%2A%2A%2A%2A%2A%2A%2A%2A",
+        f"x_orderid_1={A}",
+        "x_action_1=track",
+        "x_trackname_1=DHL",
+        "x_tracknumber_1=7+%26+8",
+        f"x_orderid_2={B}",
+        "x_action_2=track",
+        "x_trackname_2=DHL",
+        "x_tracknumber_2=7+%26+8",
+    ]
+    assert CCNOW_PASSWORD not in result.stdout + result.stderr
+    assert fake_ccnow.requests == []
+    assert not (tmp_path / "reconciler.db").exists()
+
+
+@pytest.mark.parametrize("action", list(ARGS))
+@pytest.mark.parametrize("point", ["ccnow.recorded", "ccnow.sending", "ccnow.answered"])
+async def test_a_crash_in_any_window_never_doubles_an_adjust_nor_loses_a_command(
+    tmp_path: Path, fake_ccnow: FakeCCNow, action: str, point: str
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    crashed = await ccnow(cfg, action, A, *ARGS[action], RECONCILER_FAILPOINT=point)
+    assert crashed.code == -9
+    sent_before = len(fake_ccnow.actions)
+    assert sent_before == (1 if point == "ccnow.answered" else 0)
+    again = await ccnow(cfg, action, A, *ARGS[action])
+    [(_, state, _)] = commands(tmp_path)
+    if action == "adjust" and point != "ccnow.recorded":
+        # Whether CCNow got it is unknown: it waits for a person, never sent again.
+        assert (again.code, state) == (75, "uncertain")
+        assert len(fake_ccnow.actions) == sent_before
+        types = [e["type"] for e in read_events(tmp_path)]
+        assert types.count("order.action_uncertain") == 1
+    else:
+        assert (again.code, state) == (0, "succeeded"), again.stdout + again.stderr
+        taken = [a for _, a, _ in fake_ccnow.actions]
+        # A ship or cancel that took before the crash is not applied twice by CCNow: the
+        # order is no longer pending; a tracking upload is sent again.
+        assert taken.count(WORD[action]) == (
+            2 if (action == "add-tracking" and point == "ccnow.answered") else 1
+        )
+
+
+async def test_through_a_running_daemon_and_its_queue(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    # A command recorded by a process that died before sending it...
+    crashed = await ccnow(cfg, "cancel", B, RECONCILER_FAILPOINT="ccnow.recorded")
+    assert crashed.code == -9
+    async with daemon(cfg, cli_env()) as proc:
+        await listening(port)
+        # ...is sent by the daemon's queue,
+        await fake_ccnow.wait_until(lambda: fake_ccnow.orders[B] == "mark_canceled", 15)
+        # and the command line hands its commands to the daemon, which holds the store.
+        result = await ccnow(cfg, "ship", A, "--notes", "Thanks")
+        assert result.code == 0, result.stderr
+        assert f"{A} ship succeeded: mark_shipped (command 2)" in result.stdout
+        again = await ccnow(cfg, "ship", A, "--notes", "Thanks")
+        assert again.code == 0 and "(made before with this key)" in again.stdout
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions"
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.get(f"{base}/1") as r:
+                assert r.status == 200
+                assert (await r.json())["state"] == "succeeded"
+            async with http.get(f"{base}/99") as r:
+                assert r.status == 404
+            bad = {"action": "adjust", "order_ids": [A], "amount": "1000"}
+            async with http.post(base, json=bad) as r:
+                assert r.status == 422
+                assert (await r.json())["field"] == "amount"
+            async with http.post(base, json={"action": "ship", "order_ids": [A]}) as r:
+                body = await r.json()
+                assert r.status == 200
+                # Shipped a moment ago: refused here, not sent.
+                assert body["commands"][0]["state"] == "refused"
+                assert body["commands"][0]["id"] is None
+        assert await stop(proc) == 0
+    assert [a for _, a, _ in fake_ccnow.actions] == ["cancel", "ship"]
+
+
+async def test_against_the_sandbox_a_dropped_answer_makes_an_adjust_uncertain(
+    tmp_path: Path,
+) -> None:
+    sandbox = Sandbox(SandboxOptions(orders=2, advance=False, faults="drop=1"))
+    base = await sandbox.start("127.0.0.1", 0)
+    try:
+        a, b = sandbox.ccnow_order_ids()
+        for order_id in (a, b):
+            sandbox.set_status("ccnow", order_id, "pending")
+        cfg = tmp_path / "reconciler.toml"
+        cfg.write_text(
+            f'[store]\npath = "{tmp_path / "reconciler.db"}"\n'
+            f'[ccnow]\nurl = "{base}{CCNOW_PATH}"\nclient_id = "sandbox"\n'
+            'timeout = "2s"\nretries = 1\nretry_backoff = "10ms"\n'
+            f'[[sinks]]\ntype = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n'
+        )
+        env = {"RECONCILER_CCNOW_PASSWORD": "sandbox"}
+        adjusted = await ccnow(cfg, "adjust", a, "--amount", "9.99", **env)
+        assert adjusted.code == 75
+        assert commands(tmp_path) == [(a, "uncertain", "connection")]
+        # The sandbox did apply it; only the answer was lost.
+        shipped = await ccnow(cfg, "ship", b, **env)
+        # Re-sent after the lost answer; the order's status shows the first post took.
+        assert shipped.code == 75  # every post of it is dropped: still queued for later
+        sandbox.set_faults("")
+        again = await ccnow(cfg, "ship", b, **env)
+        assert again.code == 0, again.stdout
+        assert "taken by an earlier attempt" in again.stdout
+        assert sandbox.status("ccnow", b) == "mark_shipped"
+        assert (await ccnow(cfg, "adjust", a, "--amount", "9.99", **env)).code == 75
+        types = [e["type"] for e in read_events(tmp_path)]
+        assert types.count("order.action_uncertain") == 1
+    finally:
+        await sandbox.stop()
+
+
+@pytest.mark.parametrize("value", ['"abc"', "0", '"1.234"', "true"])
+async def test_a_bad_max_adjust_is_a_config_error(
+    tmp_path: Path, fake_ccnow: FakeCCNow, value: str
+) -> None:
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra=f"max_adjust = {value}")
+    result = await run_cli("--config", cfg, "check", env=cli_env())
+    assert result.code == 78
+    assert "ccnow.max_adjust" in result.stderr
+
+
+async def test_two_senders_in_one_process_post_a_queued_adjust_once(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon's tick and an API request may both find the same queued command.
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.delay_s = 0.2
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        async with aiohttp.ClientSession() as session:
+            sender = ActionSender(store, session, Reconciler(config, store, session), config.ccnow)
+            new = build(config.ccnow[0], "adjust", [A], amount="4")
+            [(row, _)] = await cmds.record(store, new, 0.0)
+            await asyncio.gather(sender.send([row], Tally()), sender.send([row], Tally()))
+        assert len(fake_ccnow.requests) == 1
+        assert [c.state for c in await cmds.get(store, [row.id])] == ["succeeded"]
+    finally:
+        await store.close()
