@@ -238,7 +238,9 @@ def action_event(
         "answer": answer,
     }
     return Event(
-        event_id(store_id, "ccnow-action", command_id, outcome),
+        # The command's number alone would come again after a restore from backup: what
+        # happened (order, action, when) makes the id name this outcome only.
+        event_id(store_id, "ccnow-action", command_id, account, order_id, action, time, outcome),
         type,
         time,
         "ccnow",

@@ -419,3 +419,20 @@ async def test_two_senders_in_one_process_post_a_queued_adjust_once(
         assert [c.state for c in await cmds.get(store, [row.id])] == ["succeeded"]
     finally:
         await store.close()
+
+
+def test_an_action_event_id_names_its_outcome_not_only_the_command_number() -> None:
+    # A restored store numbers its commands again: command 5 may then ship another order.
+    from reconciler.events import action_event
+
+    def event_id(order_id: str, action: str, at: float) -> str:
+        return action_event(
+            "store", 5, "succeeded", account="a", order_id=order_id, action=action,
+            answer="mark_shipped", time=at,
+        ).id  # fmt: skip
+
+    first = event_id("396-10-1142", "ship", 1000.0)
+    assert first == event_id("396-10-1142", "ship", 1000.0)  # a redelivery keeps it
+    assert first != event_id("397-10-1159", "ship", 1000.0)
+    assert first != event_id("396-10-1142", "cancel", 1000.0)
+    assert first != event_id("396-10-1142", "ship", 2000.0)
