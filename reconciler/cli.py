@@ -165,7 +165,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="comma-separated KIND[:ccv|:ccnow][=VALUE], VALUE a share of requests from 0 to 1:"
         " maintenance (no value), slow=SECONDS, http500, html (a 200 HTML page);"
-        " CCV only: http400, http403, http429 (with Retry-After), html404 (a gateway's HTML 404);"
+        " CCV only: http400, http403, http429 (with Retry-After), html404 (a gateway's HTML 404),"
+        " submit_timeout (a submit makes its order, then never answers);"
         " CCNow answer shapes: crlf, cr (bare CR line ends), partial (cut mid-line, connection"
         " closed), duplicate (every line twice), unknown_message (message account_locked)."
         " E.g. http500:ccv=0.3,http429=0.1,crlf=1,slow=2",
