@@ -8,6 +8,7 @@ import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from reconciler.daemon import Daemon
+from reconciler.demo import demo_config
+from reconciler.runtime import Runtime
 from reconciler.sandbox import CCV_SUBMIT_PATH, Sandbox, SandboxOptions
 from reconciler.sandbox.ccv_writes import PRICING_PATH
+from reconciler.systemd import Notifier
 from tests.conftest import run_cli
+from tests.test_api import free_port
 from tests.test_sandbox import KEY, basic, poll_until, status_url
 
 EXAMPLE = json.loads((Path(__file__).parent / "writes" / "pricing_example.json").read_text())
@@ -240,3 +246,96 @@ async def test_sandbox_help_documents_submit_timeout() -> None:
     )
     assert refused.code == 2
     assert "submit_timeout is a ccv fault only" in refused.stderr
+
+
+# --- through reconciler -------------------------------------------------------------------------
+
+
+async def test_a_lost_submit_answer_through_reconciler_is_uncertain_once_then_settled(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """The whole uncertain path against the simulator: reconciler's API forwards a submit,
+    the sandbox makes the order and never answers; the submit is uncertain (one event, never
+    sent again) until CCV's first notification for its reference; tracking it with the
+    reference then follows the order."""
+    sandbox = Sandbox(
+        SandboxOptions(orders=0, advance=False, drop_notifications=0.0, faults="submit_timeout=1")
+    )
+    base = await sandbox.start("127.0.0.1", 0)
+    config = demo_config(base, tmp_path / "r.db", free_port(), free_port())
+    config = replace(config, ccv=(replace(config.ccv[0], timeout_s=0.5),))
+    assert config.api is not None
+    api = f"http://127.0.0.1:{config.api.listen_port}/api/v1"
+    auth = {"Authorization": f"Bearer {config.api.token.reveal()}"}
+    stop = asyncio.Event()
+    try:
+        async with Runtime(config) as rt:
+            serving = asyncio.ensure_future(Daemon(config, rt, Notifier(None)).serve(stop))
+            try:
+                await until_listening(http, f"{api}/events", auth)
+                body = {"notifyCustomerByEmail": True, "externalReference": "e2e-1", "order": {}}
+                async with http.post(f"{api}/ccv/orders", json=body, headers=auth) as resp:
+                    assert resp.status == 504
+                    assert (await resp.json())["state"] == "uncertain"
+                (order_id,) = sandbox.ccv_order_ids()
+                # asked again, reconciler refuses: CCV never sees the order twice
+                async with http.post(f"{api}/ccv/orders", json=body, headers=auth) as resp:
+                    assert resp.status == 409
+                assert sandbox.ccv_order_ids() == [order_id]
+                assert sandbox.stats.submits_unanswered == 1
+
+                sandbox.set_faults("")
+                sandbox.set_status("ccv", order_id, "Incomplete")  # CCV notifies the reference
+                await poll_until(lambda: sandbox.stats.notifications_sent == 1)
+                submission = f"{api}/ccv/submissions/e2e-1"
+                await until_json(http, submission, auth, lambda d: d["state"] == "resolved")
+
+                track = {"source": "ccv", "order_id": order_id, "external_reference": "e2e-1"}
+                async with http.post(f"{api}/orders", json=track, headers=auth) as resp:
+                    assert resp.status == 201
+                await until_json(
+                    http,
+                    f"{api}/orders/ccv/{order_id}?refresh=1",
+                    auth,
+                    lambda d: d["status"] == "Incomplete",
+                )
+                async with http.get(f"{api}/events", headers=auth) as resp:
+                    events = (await resp.json())["events"]
+            finally:
+                stop.set()
+                await serving
+    finally:
+        await sandbox.stop()
+    uncertain = [e for e in events if e["type"] == "order.submit_uncertain"]
+    assert len(uncertain) == 1
+    assert "e2e-1" in json.dumps(uncertain[0])
+
+
+async def until_listening(http: aiohttp.ClientSession, url: str, auth: dict[str, str]) -> None:
+    """Wait until the API answers (the daemon starts it in the background)."""
+    for _ in range(200):
+        try:
+            async with http.get(url, headers=auth) as resp:
+                assert resp.status == 200
+                return
+        except aiohttp.ClientConnectorError:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing listens on {url}")
+
+
+async def until_json(
+    http: aiohttp.ClientSession,
+    url: str,
+    auth: dict[str, str],
+    done: Callable[[dict[str, Any]], bool],
+    timeout_s: float = 10.0,
+) -> None:
+    """GET `url` until its JSON answer is `done`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        async with http.get(url, headers=auth) as resp:
+            document = await resp.json()
+        if resp.status == 200 and done(document):
+            return
+        assert asyncio.get_running_loop().time() < deadline, document
+        await asyncio.sleep(0.05)
