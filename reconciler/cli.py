@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, eventloop
+from . import __version__, eventloop, strict_json
 from .config import Config, ConfigError, load_config, parse_duration
 from .eventloop import EventLoopError
 from .events import iso_time
@@ -295,7 +295,7 @@ def _read_json(name: str) -> object:
     if len(raw) > MAX_JSON_INPUT_BYTES:
         raise DataError(f"{name}: larger than {MAX_JSON_INPUT_BYTES} bytes")
     try:
-        return json.loads(raw)
+        return strict_json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise DataError(f"{name}: not JSON: {exc}") from None
 

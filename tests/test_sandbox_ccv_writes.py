@@ -54,7 +54,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def pricing(**changes: Any) -> dict[str, Any]:
     """The pricing document's example body with top-level fields changed (None: removed)."""
-    body = copy.deepcopy(EXAMPLE)
+    body: dict[str, Any] = copy.deepcopy(EXAMPLE)
     for name, value in changes.items():
         if value is None:
             body.pop(name, None)

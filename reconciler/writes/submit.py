@@ -198,6 +198,8 @@ class Submitter:
             )
         prepared = prepare(body, receiver=self.receiver, account=account)
         ref = prepared.reference
+        # Encoded before it is recorded: a body that cannot be sent must leave no submission.
+        payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()
         try:
             sub_id = await subs.record(self.store, account, ref, self.clock())
         except subs.SubmissionExists as exc:
@@ -215,7 +217,6 @@ class Submitter:
                 old.state,
             )
         failpoint("submit.recorded")
-        payload = json.dumps(prepared.body, ensure_ascii=False).encode()
         try:
             answer = await send_once(self.session, cfg, "POST", SUBMIT_PATH, payload)
         except NotSent as exc:
