@@ -603,6 +603,31 @@ async def test_the_order_id_field_is_configurable(tmp_path: Path, fake: FakeCCVW
         assert api.rows("SELECT order_id FROM orders") == [("abc-123",)]
 
 
+@pytest.mark.parametrize(
+    "answer", [{"data": {"x": 1}}, {"orderId": "a b"}, ["not", "an", "object"]]
+)
+async def test_a_success_without_a_readable_order_id_is_uncertain_not_unfollowed(
+    api: Api, fake: FakeCCVWrites, answer: object
+) -> None:
+    fake.submit_replies = [json_reply(201, answer)]
+    body = submit_body(externalReference="no-id-1")
+    status, document, headers = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert (status, document) == (201, answer)  # CCV's answer, passed back
+    assert "Reconciler-Order-Id" not in headers
+    assert api.submission("no-id-1") == ("uncertain", None)
+    assert api.rows("SELECT count(*) FROM orders") == [(0,)]
+    events = api.rows("SELECT type, json_extract(body, '$.data.reason') FROM events ORDER BY seq")
+    assert events == [(EventType.SUBMIT_UNCERTAIN.value, "no_order_id")]
+    _, state, _ = await api.call("GET", "/api/v1/ccv/submissions/no-id-1")
+    assert (state["state"], state["http_status"]) == ("uncertain", 201)
+    # Once someone found the id at CCV, tracking it with the reference settles it.
+    track = {"source": "ccv", "order_id": ORDER, "external_reference": "no-id-1"}
+    status, _, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert status == 201
+    assert api.submission("no-id-1") == ("resolved", ORDER)
+    assert len(fake.submits) == 1
+
+
 @pytest.mark.parametrize("status", [400, 403, 500, 503])
 async def test_a_refused_submit_is_passed_back_and_nothing_is_tracked(
     api: Api, fake: FakeCCVWrites, status: int
