@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import store_submissions as subs
+from . import strict_json
 from .config import ApiConfig
 from .connections import BoundedRunner, ConnectionLimits
 from .events import iso_time
@@ -161,9 +162,11 @@ class _Api:
         except (HttpProcessingError, web.RequestPayloadError, OSError):
             raise BadRequest(400, "the body could not be read", "$") from None
         try:
-            return json.loads(b"".join(chunks))
+            return strict_json.loads(b"".join(chunks))
         except (ValueError, RecursionError) as exc:
-            problem = exc.msg if isinstance(exc, json.JSONDecodeError) else "not JSON"
+            problem = "not JSON"
+            if isinstance(exc, (json.JSONDecodeError, strict_json.NotJSON)):
+                problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise BadRequest(400, f"malformed JSON: {problem}", "$") from None
 
     def source(self, raw: object) -> Source:
@@ -211,11 +214,16 @@ class _Api:
                 raise BadRequest(
                     422, "external references are for CCV orders", "external_reference"
                 )
-            if not isinstance(ref, str) or not 0 < len(ref) <= MAX_REFERENCE_LENGTH:
+            if not (isinstance(ref, str) and 0 < len(ref) <= MAX_REFERENCE_LENGTH):
                 raise BadRequest(
                     422,
                     f"must be a string of 1 to {MAX_REFERENCE_LENGTH} characters",
                     "external_reference",
+                )
+            # As `track --ref`: it goes into the notification URL, and into the database.
+            if not ref.isprintable():
+                raise BadRequest(
+                    422, "must not hold control or invisible characters", "external_reference"
                 )
         key = OrderKey(source, account, order_id)
         known = await self.find(key)

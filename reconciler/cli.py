@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, eventloop
+from . import __version__, eventloop, strict_json
 from .config import Config, ConfigError, load_config, parse_duration
 from .eventloop import EventLoopError
 from .events import iso_time
@@ -195,7 +195,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="comma-separated KIND[:ccv|:ccnow][=VALUE], VALUE a share of requests from 0 to 1:"
         " maintenance (no value), slow=SECONDS, http500, html (a 200 HTML page);"
-        " CCV only: http400, http403, http429 (with Retry-After), html404 (a gateway's HTML 404);"
+        " CCV only: http400, http403, http429 (with Retry-After), html404 (a gateway's HTML 404),"
+        " submit_timeout (a submit makes its order, then never answers);"
         " CCNow answer shapes: crlf, cr (bare CR line ends), partial (cut mid-line, connection"
         " closed), duplicate (every line twice), unknown_message (message account_locked),"
         " drop (close the connection unanswered after applying a post's actions)."
@@ -325,7 +326,7 @@ def _read_json(name: str) -> object:
     if len(raw) > MAX_JSON_INPUT_BYTES:
         raise DataError(f"{name}: larger than {MAX_JSON_INPUT_BYTES} bytes")
     try:
-        return json.loads(raw)
+        return strict_json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise DataError(f"{name}: not JSON: {exc}") from None
 

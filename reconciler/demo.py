@@ -25,6 +25,7 @@ from typing import TextIO
 from . import eventloop
 from .config import (
     AlertsConfig,
+    ApiConfig,
     CCNowConfig,
     CCVConfig,
     Config,
@@ -34,6 +35,7 @@ from .config import (
     Secret,
 )
 from .daemon import Daemon
+from .demo_submit import SUBMITS, DemoIntegrator, submit_delays
 from .events import Event
 from .notify import notification_url
 from .runtime import Runtime
@@ -60,8 +62,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def demo_config(sandbox_url: str, store: Path, receiver_port: int) -> Config:
-    """Return the daemon's config for the sandbox: short intervals so that a minute shows a lot."""
+def demo_config(sandbox_url: str, store: Path, receiver_port: int, api_port: int) -> Config:
+    """Return the daemon's config for the sandbox: short intervals so that a minute shows a lot;
+    the integration API on loopback, with a token made up for this run."""
     retry = RetryConfig(attempts=2, backoff_s=0.2, max_backoff_s=2.0)
     return Config(
         file="<demo>",
@@ -104,6 +107,9 @@ def demo_config(sandbox_url: str, store: Path, receiver_port: int) -> Config:
         ),
         sinks=(),
         alerts=AlertsConfig(),
+        api=ApiConfig(
+            listen_host="127.0.0.1", listen_port=api_port, token=Secret(os.urandom(16).hex())
+        ),
     )
 
 
@@ -161,14 +167,17 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
         )
         url = await sandbox.start("127.0.0.1", 0)
         try:
-            config = demo_config(url, store, _free_port())
-            assert config.receiver is not None
+            config = demo_config(url, store, _free_port(), _free_port())
+            assert config.receiver is not None and config.api is not None
             # Like CCV's, CCNow's alerts make the daemon poll at once; polling still catches all.
             sandbox.set_ccnow_notification(ccnow_alert_url(config))
             out.write(
                 f"sandbox on {url}: {args.orders} CCV and {args.orders} CCNow orders; "
                 f"{args.drop_notifications:.0%} of CCV notifications are dropped, "
                 "CCNow posts an order alert on every change.\n"
+                f"{SUBMITS} more CCV orders are submitted through the integration API on "
+                f"127.0.0.1:{config.api.listen_port}, as an application would: each is tracked "
+                "at once, and CCV notifies reconciler of its changes.\n"
                 f"store: {store}{'  (temporary)' if args.store is None else ''}\n\n"
             )
             feed = Feed(out)
@@ -187,6 +196,10 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
                 daemon = Daemon(config, rt, Notifier(None))
                 serving = asyncio.ensure_future(daemon.serve(stop))
                 shipping = asyncio.ensure_future(ship_some(sandbox, rt, config))
+                integrator = DemoIntegrator(
+                    f"http://127.0.0.1:{config.api.listen_port}", config.api.token.reveal(), out
+                )
+                submitting = asyncio.ensure_future(integrator.run(submit_delays(args.seconds)))
                 waiter = asyncio.ensure_future(stop.wait())
                 await asyncio.wait(
                     [serving, waiter], timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED
@@ -194,12 +207,15 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
                 stop.set()
                 shipping.cancel()
                 await asyncio.gather(shipping, return_exceptions=True)
+                submitting.cancel()
+                await asyncio.gather(submitting, return_exceptions=True)
                 await serving
                 waiter.cancel()
                 counts = await rt.store.count_orders()
         finally:
             await sandbox.stop()
         _summary(out, feed.events, counts, sandbox.stats.dropped)
+        out.write(integrator.summary(feed.events))
     return 0
 
 

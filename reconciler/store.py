@@ -510,6 +510,12 @@ class Store:
                 if not is_unusable(exc):
                     raise
                 raise self.unusable(exc) from None
+            except asyncio.CancelledError:
+                # The BEGIN was queued to the connection's thread and runs all the same; a
+                # ROLLBACK queued after it undoes it, or every later BEGIN would fail.
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(self.conn.execute("ROLLBACK"))
+                raise
             self._rowids.clear()
             self._staged.clear()
             try:

@@ -119,12 +119,18 @@ async def fail(
 
 
 async def make_uncertain(
-    store: Store, sub_ids: Sequence[int], events: Sequence[Event], *, reason: str, now: float
+    store: Store,
+    sub_ids: Sequence[int],
+    events: Sequence[Event],
+    *,
+    reason: str,
+    now: float,
+    http_status: int | None = None,
 ) -> None:
     """Mark submissions uncertain and store their events in one transaction."""
     async with store.transaction():
         for sub_id in sub_ids:
-            await _close(store, sub_id, "uncertain", None, reason, now, None)
+            await _close(store, sub_id, "uncertain", http_status, reason, now, None)
         await store.add_events(events)
 
 

@@ -253,6 +253,20 @@ BAD_INPUT = [
         422,
         "external_reference",
     ),
+    (
+        "POST",
+        "/api/v1/orders",
+        rb'{"source": "ccv", "order_id": "a", "external_reference": "\ud800"}',
+        400,
+        "$",
+    ),
+    (
+        "POST",
+        "/api/v1/orders",
+        b'{"source": "ccv", "order_id": "a", "external_reference": "INV\\n1"}',
+        422,
+        "external_reference",
+    ),
     ("POST", "/api/v1/orders", b'{"a": "' + b"x" * 5000 + b'"}', 413, "$"),
     ("POST", "/api/v1/orders", b'{"a": "\xff\xfe"}', 400, "$"),
     ("POST", "/api/v1/orders", b"[" * 100_000, 413, "$"),
@@ -272,6 +286,23 @@ BAD_INPUT = [
     ("POST", "/api/v1/ccv/orders", b"nope", 400, "$"),
     ("POST", "/api/v1/ccv/orders", b'"a string"', 400, "$"),
     ("POST", "/api/v1/ccv/orders", b'{"order": {}}', 422, "notifyCustomerByEmail"),
+    # json.loads takes these, JSON does not; nothing may be recorded or sent for them
+    ("POST", "/api/v1/ccv/orders", b'{"notifyCustomerByEmail": true, "order": NaN}', 400, "$"),
+    (
+        "POST",
+        "/api/v1/ccv/orders",
+        b'{"notifyCustomerByEmail": true, "order": {"notes": [Infinity]}}',
+        400,
+        "$",
+    ),
+    (
+        "POST",
+        "/api/v1/ccv/orders",
+        rb'{"notifyCustomerByEmail": true, "order": {"orderNotes": "\udc80 half"}}',
+        400,
+        "$",
+    ),
+    ("PATCH", "/api/v1/ccv/pricing", rb'{"currency": "EUR", "order": {"x": "\ud83d"}}', 400, "$"),
     ("POST", "/api/v1/ccv/orders", b'{"notifyCustomerByEmail": true}', 422, "order"),
     (
         "POST",
@@ -341,8 +372,11 @@ def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
 
 
+# Also what Python's json takes and JSON does not (a lone surrogate escape, NaN), and numbers
+# beyond any exact decimal arithmetic.
+_ODD = st.sampled_from(["\ud800", "x\udc80", float("nan"), 10**30, -1e300])
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | _ODD,
     _containers,
     max_leaves=12,
 )
@@ -670,6 +704,31 @@ async def test_the_order_id_field_is_configurable(tmp_path: Path, fake: FakeCCVW
         status, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=submit_body())
         assert status == 200 and headers["Reconciler-Order-Id"] == "abc-123"
         assert api.rows("SELECT order_id FROM orders") == [("abc-123",)]
+
+
+@pytest.mark.parametrize(
+    "answer", [{"data": {"x": 1}}, {"orderId": "a b"}, ["not", "an", "object"]]
+)
+async def test_a_success_without_a_readable_order_id_is_uncertain_not_unfollowed(
+    api: Api, fake: FakeCCVWrites, answer: object
+) -> None:
+    fake.submit_replies = [json_reply(201, answer)]
+    body = submit_body(externalReference="no-id-1")
+    status, document, headers = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert (status, document) == (201, answer)  # CCV's answer, passed back
+    assert "Reconciler-Order-Id" not in headers
+    assert api.submission("no-id-1") == ("uncertain", None)
+    assert api.rows("SELECT count(*) FROM orders") == [(0,)]
+    events = api.rows("SELECT type, json_extract(body, '$.data.reason') FROM events ORDER BY seq")
+    assert events == [(EventType.SUBMIT_UNCERTAIN.value, "no_order_id")]
+    _, state, _ = await api.call("GET", "/api/v1/ccv/submissions/no-id-1")
+    assert (state["state"], state["http_status"]) == ("uncertain", 201)
+    # Once someone found the id at CCV, tracking it with the reference settles it.
+    track = {"source": "ccv", "order_id": ORDER, "external_reference": "no-id-1"}
+    status, _, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert status == 201
+    assert api.submission("no-id-1") == ("resolved", ORDER)
+    assert len(fake.submits) == 1
 
 
 @pytest.mark.parametrize("status", [400, 403, 500, 503])

@@ -15,6 +15,7 @@ async def test_demo_shows_discovery_and_changes_and_exits_0() -> None:
     assert "order.discovered" in result.stdout
     assert "order.status_changed" in result.stdout
     assert "via notification" in result.stdout
+    assert_orders_were_submitted_through_the_api(result.stdout)
     # CCNow's order alerts reach the receiver too
     assert any(
         line.split()[2:3] == ["ccnow"] and line.endswith("(via notification)")
@@ -25,6 +26,23 @@ async def test_demo_shows_discovery_and_changes_and_exits_0() -> None:
     assert "pending -> mark_shipped  (via action)" in result.stdout, result.stdout
     assert "order.action_succeeded" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def assert_orders_were_submitted_through_the_api(stdout: str) -> None:
+    """Some CCV orders came through the integration API: tracked at once, then checked."""
+    lines = stdout.splitlines()
+    submits = [i for i, line in enumerate(lines) if line.split()[1:2] == ["ccv.submit"]]
+    assert submits, stdout
+    assert "failed" not in " ".join(lines[i] for i in submits)
+    for i in submits:
+        assert "submitted through the API: HTTP 201" in lines[i]
+        order_prefix = lines[i].split()[3]
+        # its first check follows within the demo
+        assert any(
+            "order.discovered" in line and order_prefix in line for line in lines[i + 1 :]
+        ), (order_prefix, stdout)
+    assert f"submitted through the API: {len(submits)};" in stdout
+    assert f"{len(submits)} checked by reconciler" in stdout
 
 
 async def test_demo_ends_cleanly_on_ctrl_c() -> None:

@@ -164,7 +164,16 @@ async def test_ccv_submit_command_prints_the_order_id_and_tracks_it(
     bad = json.dumps({"notifyCustomerByEmail": "yes", "order": {}}).encode()
     result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=bad)
     assert result.code == 65 and "notifyCustomerByEmail" in result.stderr
+    # Text Python's json takes but JSON does not: refused before anything is recorded.
+    for raw in (
+        b'{"notifyCustomerByEmail": true, "order": {"x": NaN}}',
+        rb'{"order": {"x": "\ud800"}}',
+    ):
+        result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=raw)
+        assert result.code == 65 and "not JSON" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
     assert len(fake.submits) == 1
+    assert query(tmp_path, "SELECT count(*) FROM submissions") == [(1,)]
 
 
 async def test_ccv_submit_command_goes_through_a_running_daemon(

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from .ccnow import CCNOW_PATH, ccnow_answer, has_action
+from .ccv_writes import PRICING_PATH, PRICING_SET, check_pricing_fields, parse_submit
 from .faults import Faults, drop_connection, send_cut_off
 from .model import World, check_notify_on
 from .notifications import STOP_GRACE_S, Notifier
 from .options import SandboxOptions, SandboxStats, check_notification_url
+
+log = logging.getLogger("reconciler.sandbox")
 
 CCV_STATUS_PATH = "/api/ordercompletion/reseller/order/{orderId}/status"
 CCV_SUBMIT_PATH = "/api/ordercompletion/reseller/order"
@@ -42,6 +46,8 @@ class Sandbox:
         self._ccv_auth = "Basic " + base64.b64encode(f"{options.ccv_api_key}:".encode()).decode()
         self._advance_task: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
+        # Set when stopping: submits held by the submit_timeout fault give up then.
+        self._stopping = asyncio.Event()
         self.app = self._make_app()
 
     # --- public API ---------------------------------------------------------------------------
@@ -63,6 +69,7 @@ class Sandbox:
 
     async def stop(self) -> None:
         """Stop serving, the lifecycle and notifications in flight; safe to call twice."""
+        self._stopping.set()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -131,6 +138,7 @@ class Sandbox:
         app = web.Application()
         app.router.add_get(CCV_STATUS_PATH, self._ccv_status)
         app.router.add_post(CCV_SUBMIT_PATH, self._ccv_submit)
+        app.router.add_patch(PRICING_PATH, self._ccv_pricing)
         app.router.add_post(CCNOW_PATH, self._ccnow_receive)
         app.router.add_get("/_sandbox/orders", self._admin_orders)
         app.router.add_post("/_sandbox/orders/{source}/{orderId}", self._admin_set_status)
@@ -174,11 +182,34 @@ class Sandbox:
         except ValueError:
             return _json_error(400, "body is not JSON")
         try:
-            ref, url, notify_on = _parse_submit(body)
+            ref, url, notify_on = parse_submit(body)
             oid = self.create_ccv_order(ref, url, notify_on)
         except ValueError as exc:
             return _json_error(400, str(exc))
+        if self._faults.submit_answer_lost():
+            return await self._never_answer(request, oid)
         return web.json_response({"orderId": oid}, status=201)
+
+    async def _never_answer(self, request: web.Request, order_id: str) -> web.StreamResponse:
+        """Hold a submit whose order exists until the sandbox stops, then drop the connection:
+        the client times out not knowing whether its order was made."""
+        self.stats.submits_unanswered += 1
+        log.debug("sandbox.submit_unanswered", extra={"fields": {"order_id": order_id}})
+        await self._stopping.wait()
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=504)  # never sent: the connection is gone
+
+    async def _ccv_pricing(self, request: web.Request) -> web.StreamResponse:
+        refused = await self._ccv_gate(request)
+        if refused is not None:
+            return refused
+        try:
+            check_pricing_fields(json.loads(await request.read()))
+        except ValueError as exc:  # also a body that is not JSON
+            return _json_error(400, str(exc))
+        self.stats.pricing_set += 1
+        return web.json_response({"message": PRICING_SET})
 
     async def _ccnow_receive(self, request: web.Request) -> web.StreamResponse:
         self.stats.ccnow_requests += 1
@@ -239,31 +270,6 @@ class Sandbox:
 
     async def _admin_stats(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.stats.to_json())
-
-
-def _parse_submit(body: object) -> tuple[str | None, str | None, list[str] | None]:
-    """Return (externalReference, notificationUrl, notifyOnStatus) of a submit-order body."""
-    if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
-    if not isinstance(body.get("order"), dict):
-        raise ValueError("order must be an object")
-    if not isinstance(body.get("notifyCustomerByEmail"), bool):
-        raise ValueError("notifyCustomerByEmail is required and must be a boolean")
-    ref = body.get("externalReference")
-    if ref is not None and not isinstance(ref, str):
-        raise ValueError("externalReference must be a string")
-    info = body.get("statusNotificationInformation")
-    if info is None:
-        return ref, None, None
-    if not isinstance(info, dict):
-        raise ValueError("statusNotificationInformation must be an object")
-    url = info.get("notificationUrl")
-    if url is not None and not isinstance(url, str):
-        raise ValueError("notificationUrl must be a string")
-    notify_on = info.get("notifyOnStatus")
-    if notify_on is not None:
-        check_notify_on(notify_on)
-    return ref, url, notify_on
 
 
 async def run_sandbox(

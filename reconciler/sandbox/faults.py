@@ -22,6 +22,7 @@ FaultKind = Literal[
     "http403",
     "http429",
     "html404",
+    "submit_timeout",
     "crlf",
     "cr",
     "partial",
@@ -38,6 +39,7 @@ _FAULT_KINDS: tuple[FaultKind, ...] = (
     "http403",
     "http429",
     "html404",
+    "submit_timeout",
     "crlf",
     "cr",
     "partial",
@@ -45,13 +47,14 @@ _FAULT_KINDS: tuple[FaultKind, ...] = (
     "unknown_message",
     "drop",
 )
-# Kinds that exist for one provider only: CCV's documented error codes and a gateway's 404 page;
-# the shapes of CCNow's line answers.
+# Kinds that exist for one provider only: CCV's documented error codes, a gateway's 404 page and
+# a submit whose answer never comes; the shapes of CCNow's line answers.
 _ONLY: dict[FaultKind, Source] = {
     "http400": "ccv",
     "http403": "ccv",
     "http429": "ccv",
     "html404": "ccv",
+    "submit_timeout": "ccv",
     "crlf": "ccnow",
     "cr": "ccnow",
     "partial": "ccnow",
@@ -64,6 +67,9 @@ _CCV_ERRORS: dict[FaultKind, tuple[int, str]] = {
     "http403": (403, "forbidden"),
     "http429": (429, "too many requests"),
 }
+# Kinds that do not replace an answer: they delay it, or (submit_timeout) act after the order
+# was created, in the submit handler itself.
+_NOT_INSTEAD: frozenset[FaultKind] = frozenset({"slow", "submit_timeout"})
 # What a 429 asks the client to wait, in seconds: short, so that a demo keeps moving.
 RETRY_AFTER_S = 1
 # A `message` line outside the documented two (`no_pending_orders`, `error_message ...`).
@@ -174,7 +180,7 @@ class Faults:
                 return web.Response(
                     text="error_message system down for maintenance\n", content_type="text/plain"
                 )
-            if fault.kind == "slow" or _ONLY.get(fault.kind) == "ccnow":
+            if fault.kind in _NOT_INSTEAD or _ONLY.get(fault.kind) == "ccnow":
                 continue
             if self._rng.random() >= fault.value:
                 continue
@@ -190,6 +196,12 @@ class Faults:
                 answer.headers["Retry-After"] = str(RETRY_AFTER_S)
             return answer
         return None
+
+    def submit_answer_lost(self) -> bool:
+        """Draw whether this CCV submit, its order created, is never answered."""
+        return any(
+            f.kind == "submit_timeout" and self._rng.random() < f.value for f in self._active["ccv"]
+        )
 
     def ccnow_shape(self, text: str) -> tuple[str, bool]:
         """Bend a CCNow answer as the shape faults say; return it and whether to cut it off."""

@@ -59,6 +59,8 @@ class SandboxStats:
     notifications_dropped: int = 0
     ccnow_notifications_sent: int = 0
     transitions: int = 0
+    pricing_set: int = 0  # pricing bodies accepted
+    submits_unanswered: int = 0  # orders created by a submit the submit_timeout fault held
     # source -> order id -> [(time, status), ...], first entry the status the order started in
     history: dict[str, dict[str, History]] = field(default_factory=lambda: {"ccv": {}, "ccnow": {}})
     # (time, CCV order id, status) of every notification deliberately not made
@@ -74,6 +76,8 @@ class SandboxStats:
             "notifications_dropped": self.notifications_dropped,
             "ccnow_notifications_sent": self.ccnow_notifications_sent,
             "transitions": self.transitions,
+            "pricing_set": self.pricing_set,
+            "submits_unanswered": self.submits_unanswered,
             "history": {
                 source: {oid: [[t, s] for t, s in hist] for oid, hist in orders.items()}
                 for source, orders in self.history.items()

@@ -28,6 +28,8 @@ TOP_AMOUNTS = (
     "totalRevenueForFullYear",
 )
 _CENT = Decimal("0.01")
+# No cart costs this much; below it every amount and sum stays exact in Decimal's 28 digits.
+MAX_AMOUNT = Decimal(10) ** 15
 _ZERO = Decimal(0)
 
 
@@ -355,6 +357,8 @@ def _amount(
         if isinstance(raw, float):
             return Problem(path, "the amount must be finite", "a finite number", _show(raw)), None
         return Problem(path, "the amount must be a number", "a number", _kind(raw)), None
+    if abs(value) >= MAX_AMOUNT:
+        return Problem(path, "the amount is too large", f"< {MAX_AMOUNT:f}", str(value)), None
     if value < 0:
         return Problem(path, "the amount must not be negative", ">= 0", _money(value)), None
     if value != value.quantize(_CENT):

@@ -198,6 +198,8 @@ class Submitter:
             )
         prepared = prepare(body, receiver=self.receiver, account=account)
         ref = prepared.reference
+        # Encoded before it is recorded: a body that cannot be sent must leave no submission.
+        payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()
         try:
             sub_id = await subs.record(self.store, account, ref, self.clock())
         except subs.SubmissionExists as exc:
@@ -215,7 +217,6 @@ class Submitter:
                 old.state,
             )
         failpoint("submit.recorded")
-        payload = json.dumps(prepared.body, ensure_ascii=False).encode()
         try:
             answer = await send_once(self.session, cfg, "POST", SUBMIT_PATH, payload)
         except NotSent as exc:
@@ -254,6 +255,18 @@ class Submitter:
         headers = {REFERENCE_HEADER: ref}
         if 200 <= status < 300:
             order_id = order_id_from(body, self.order_id_fields)
+            if order_id is None:
+                # CCV made the order, but where its answer keeps the id is not documented: the
+                # order would go unfollowed. Like a lost answer, a person is told (one event),
+                # and the first notification for the reference or `track --ref` settles it.
+                log.warning(
+                    "ccv.submit_no_order_id",
+                    extra=fields(
+                        account=account, external_reference=ref, fields=list(self.order_id_fields)
+                    ),
+                )
+                await self.make_uncertain(account, [(sub_id, ref)], "no_order_id", status)
+                return Result(status, body, content_type, ref, "uncertain", None, headers)
             await subs.succeed(
                 self.store,
                 sub_id,
@@ -263,15 +276,7 @@ class Submitter:
                 http_status=status,
                 now=now,
             )
-            if order_id is None:
-                log.warning(
-                    "ccv.submit_no_order_id",
-                    extra=fields(
-                        account=account, external_reference=ref, fields=list(self.order_id_fields)
-                    ),
-                )
-            else:
-                headers[ORDER_ID_HEADER] = order_id
+            headers[ORDER_ID_HEADER] = order_id
             log.info(
                 "ccv.submitted",
                 extra=fields(
@@ -287,7 +292,11 @@ class Submitter:
         return Result(status, body, content_type, ref, "failed", None, headers)
 
     async def make_uncertain(
-        self, account: str, submissions: Sequence[tuple[int, str]], reason: str
+        self,
+        account: str,
+        submissions: Sequence[tuple[int, str]],
+        reason: str,
+        http_status: int | None = None,
     ) -> None:
         """Mark submissions uncertain with one `order.submit_uncertain` event each."""
         now = self.clock()
@@ -298,7 +307,12 @@ class Submitter:
             for sub_id, ref in submissions
         ]
         await subs.make_uncertain(
-            self.store, [s for s, _ in submissions], events, reason=reason, now=now
+            self.store,
+            [s for s, _ in submissions],
+            events,
+            reason=reason,
+            now=now,
+            http_status=http_status,
         )
         self.on_commit()
 

@@ -46,7 +46,8 @@ def _report(status: int, body: bytes, order_id: str | None, reference: str | Non
         else:
             print(
                 f"reconciler: submitted (HTTP {status}) but CCV's answer names no order id; "
-                f"external reference {reference}",
+                f"external reference {reference} is uncertain until CCV's first notification "
+                "for it, or `reconciler track ccv ID --ref REF`",
                 file=sys.stderr,
             )
         return code

@@ -116,6 +116,8 @@ ALONE: list[tuple[str, tuple[str | int, ...], object]] = [
     ("NaN", ("totalRevenueForFullYear",), float("nan")),
     ("Infinity", (P, 0, "singleExcludingTax"), float("inf")),
     ("a tenth of a cent", (P, 0, "singleExcludingTax"), 100.001),
+    ("too large to be exact", ("shippingCost",), 12345678901234567890123456789),
+    ("too large, negative", (P, 0, TAX, 0, "taxAmount"), -1e300),
     ("amount as text", ("shippingCost",), "5"),
     ("amount as boolean", ("shippingCost",), True),
     ("amount missing", ("totalRevenueForFullYear",), DROP),

@@ -44,3 +44,15 @@ async def test_input_that_is_not_json_is_one_line_and_exit_65() -> None:
     assert result.code == 65
     assert "not JSON" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_amounts_too_large_or_not_json_are_problems_not_tracebacks() -> None:
+    body = json.loads(EXAMPLE.read_text())
+    body["shippingCost"] = 10**30
+    result = await run_cli("ccv", "check-pricing", "-", stdin=json.dumps(body).encode())
+    assert result.code == 65
+    assert result.stdout.startswith("$.shippingCost: the amount is too large")
+    assert "Traceback" not in result.stderr
+    result = await run_cli("ccv", "check-pricing", "-", stdin=b'{"shippingCost": NaN}')
+    assert result.code == 65
+    assert "NaN is not a JSON number" in result.stderr
