@@ -123,7 +123,8 @@ def written_rows(db: Path) -> list[tuple[Any, ...]]:
         return conn.execute(
             "SELECT source, account, order_id, status, external_reference, first_seen, "
             "last_changed, last_checked, end_state, not_found, failure_streak, version, "
-            "next_check_at, interval_s, stuck_version, tracked_at FROM orders ORDER BY order_id"
+            "next_check_at, interval_s, stuck_version, tracked_at, missing_since FROM orders "
+            "ORDER BY order_id"
         ).fetchall()
     finally:
         conn.close()

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from . import store_counts
 from .events import Event
 from .model import OrderKey, OrderState, Source, SourceState
 from .poller import mask_parts, parts_mask
@@ -181,6 +182,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX commands_open ON commands (state, next_attempt_at)
         WHERE state IN ('queued', 'sending', 'uncertain')
     """,
+    # 7: followed orders counted per status, kept by triggers (reconciler/store_counts.py)
+    store_counts.MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -661,32 +664,33 @@ class Store:
     ) -> int:
         """Start following orders (id, external reference), all in one transaction; return how
         many were new. `progress` hears of each chunk written."""
-        before = self.conn.total_changes
+        added = 0
         self.forget_page()
         async with self.transaction():
             for i in range(0, len(orders), _TRACK_CHUNK):
                 chunk = orders[i : i + _TRACK_CHUNK]
-                await self.conn.executemany(
+                cur = await self.conn.executemany(
                     "INSERT INTO orders (source, account, order_id, external_reference, "
                     "tracked_at, next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
                     "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
                     "coalesce(excluded.external_reference, orders.external_reference)",
                     [(source, account, oid, ref, now) for oid, ref in chunk],
                 )
+                # The statement's own rows: total_changes would count the counts' triggers too.
+                added += cur.rowcount
                 progress(len(chunk))
-        return self.conn.total_changes - before
+        return added
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
         """Stop following orders (their history stays); return how many were followed."""
-        before = self.conn.total_changes
         self.forget_page()
         async with self.transaction():
-            await self.conn.executemany(
+            cur = await self.conn.executemany(
                 "DELETE FROM orders WHERE source = ? AND order_id = ? "
                 "AND (? IS NULL OR account = ?)",
                 [(source, oid, account, account) for oid in order_ids],
             )
-        return self.conn.total_changes - before
+        return cur.rowcount
 
     async def open_order_ids(
         self,
@@ -760,8 +764,11 @@ class Store:
         self, source: Source, account: str, now: float, limit: int
     ) -> list[OrderState]:
         """Return orders whose next check is due, oldest first (uses the partial index)."""
+        # Every tick runs this. Without INDEXED BY, SQLite reads every order of the account
+        # through the (source, account, order_id) key and sorts them: a million rows a tick.
         sql = (
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE end_state = 0 AND next_check_at <= ? "
+            f"SELECT {_ORDER_COLUMNS} FROM orders INDEXED BY orders_due "
+            "WHERE end_state = 0 AND next_check_at <= ? "
             "AND source = ? AND account = ? ORDER BY next_check_at LIMIT ?"
         )
         return await self._states(sql, (now, source, account, limit))
@@ -769,11 +776,13 @@ class Store:
     async def orders_with_status(
         self, source: Source, account: str, statuses: Sequence[str]
     ) -> list[OrderState]:
-        """Return followed orders whose last seen status is one of `statuses`."""
+        """Return followed orders not in an end state whose last seen status is one of
+        `statuses`."""
         marks = ", ".join("?" * len(statuses))
+        # Through the index of open orders: the account's key would read its closed ones too.
         sql = (
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE source = ? AND account = ? "
-            f"AND status IN ({marks})"
+            f"SELECT {_ORDER_COLUMNS} FROM orders INDEXED BY orders_due WHERE end_state = 0 "
+            f"AND source = ? AND account = ? AND status IN ({marks})"
         )
         return await self._states(sql, (source, account, *statuses))
 
@@ -798,8 +807,7 @@ class Store:
 
     async def count_orders(self) -> dict[tuple[str, str, str | None], int]:
         """Return followed orders counted by (source, account, status)."""
-        sql = "SELECT source, account, status, count(*) FROM orders GROUP BY 1, 2, 3"
-        async with self.conn.execute(sql) as cur:
+        async with self.conn.execute(store_counts.COUNT_SQL) as cur:
             return {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
 
     async def stuck_count(self) -> dict[tuple[str, str], int]:
@@ -854,18 +862,16 @@ class Store:
     async def count_due(self, now: float) -> dict[tuple[str, str], int]:
         """Return orders whose check is due, by (source, account) (uses the partial index)."""
         sql = (
-            "SELECT source, account, count(*) FROM orders WHERE end_state = 0 "
-            "AND next_check_at <= ? GROUP BY 1, 2"
+            "SELECT source, account, count(*) FROM orders INDEXED BY orders_due "
+            "WHERE end_state = 0 AND next_check_at <= ? GROUP BY 1, 2"
         )
         return {(r[0], r[1]): r[2] for r in await self.conn.execute_fetchall(sql, (now,))}
 
     async def delivery_counts(self) -> dict[str, tuple[int, int]]:
         """Return (pending, dead-lettered) deliveries per sink."""
-        sql = (
-            "SELECT sink, sum(state = 'pending'), sum(state = 'dead') FROM deliveries "
-            "WHERE state != 'delivered' GROUP BY sink"
-        )
-        return {r[0]: (r[1], r[2]) for r in await self.conn.execute_fetchall(sql)}
+        pending = await self.undelivered_count()
+        dead = await self.dead_letter_count()
+        return {sink: (pending.get(sink, 0), dead.get(sink, 0)) for sink in {*pending, *dead}}
 
     async def last_event_time(self, type: str, source: Source, account: str) -> float | None:
         """Return when the account's latest event of this type happened, if one is stored."""
@@ -1109,14 +1115,26 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         # executescript would COMMIT first; run statements one by one inside our transaction.
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+            for statement in _statements(script):
+                await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version = {number:d}")
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
         await conn.execute("COMMIT")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration on ";", keeping a trigger body's statements inside its CREATE TRIGGER."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip("; \n"):
+                yield pending
+            pending = ""
+    if pending.strip("; \n"):
+        yield pending  # not a complete statement: SQLite says what is wrong with it
 
 
 async def _store_id(conn: aiosqlite.Connection, *, create: bool) -> str:

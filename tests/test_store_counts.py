@@ -1,0 +1,170 @@
+"""Cost that follows work, not size: what runs every tick, every scrape of /metrics, every
+/healthz and every `reconciler status` reads indexes of the few rows concerned or counts kept
+by the store, never a whole table; and the kept counts always equal a full count."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.config import Config, load_config
+from reconciler.daemon import Daemon
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.reconcile import Reconciler
+from reconciler.runtime import Runtime
+from reconciler.status import gather_status
+from reconciler.store import Store
+from reconciler.store_counts import FULL_COUNT_SQL
+from reconciler.systemd import Notifier
+from tests.conftest import write_config
+from tests.fake_providers import CCV_KEY, FakeCCV, Reply
+
+# Partial indexes hold only the rows a query is about (due, stuck, pending, dead): reading one
+# whole costs what the work costs. Any other SCAN of these tables reads every row.
+_PARTIAL = r"(orders_due|orders_stuck|deliveries_due|deliveries_dead)"
+_WHOLE_TABLE = re.compile(
+    rf"SCAN (orders|events|deliveries)\b(?! USING (COVERING )?INDEX {_PARTIAL}\b)"
+    # every order of an account, through the key (source, account, order_id)
+    r"|SEARCH orders USING (COVERING )?INDEX sqlite_autoindex_orders_1 "
+    r"\(source=\? AND account=\?\)"
+)
+ORDERS = [f"0b7c1f3e-0000-4000-8000-{i:012d}" for i in range(6)]
+
+
+def whole_table_reads(db: Path, statements: list[str]) -> dict[str, str]:
+    """Return the plan of every statement that reads a whole table (or an account's orders)."""
+    conn = sqlite3.connect(db)
+    try:
+        found = {}
+        for sql in statements:
+            if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+                continue
+            plan = " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            if _WHOLE_TABLE.search(plan):
+                found[sql] = plan
+        return found
+    finally:
+        conn.close()
+
+
+async def test_ticks_scrapes_health_and_status_read_no_whole_table(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    config = load_config(
+        write_config(tmp_path, ccv=fake_ccv, extra='[alerts.stuck_after.ccv]\nNew = "1m"\n')
+    )
+    fake_ccv.orders = dict.fromkeys(ORDERS, "New")
+    async with Runtime(config) as rt:
+        daemon = Daemon(config, rt, Notifier(None))
+        store = rt.store
+        await store.track("ccv", "default", [(o, None) for o in ORDERS], time.time())
+        await rt.reconciler.check_orders("ccv", "default", ORDERS, via="poll")
+        fake_ccv.always = Reply(500)  # a failing account: status looks up when it began
+        await rt.reconciler.check_orders("ccv", "default", ORDERS[:1], via="poll")
+        statements: list[str] = []
+        await store.conn.set_trace_callback(statements.append)
+        # A tick: the account's health, its due orders, the outbox's due deliveries; a poll.
+        await store.source_state("ccv", "default")
+        await store.due_orders("ccv", "default", time.time() + 86400, 64)
+        await store.orders_with_status("ccv", "default", ["New"])  # as CCNow's pending list
+        await rt.outbox.drain(0.5)
+        await daemon.refresh_metrics()
+        await daemon.health()
+        await gather_status(config, store, time.time())
+
+    assert len(statements) > 10
+    assert whole_table_reads(tmp_path / "reconciler.db", statements) == {}
+
+
+def _config(workdir: Path) -> Config:
+    path = workdir / "reconciler.toml"
+    path.write_text(
+        f'[store]\npath = "{workdir / "reconciler.db"}"\n\n'
+        '[[ccv]]\nname = "default"\nbase_url = "http://127.0.0.1:9"\napi_key = "unused"\n\n'
+        '[[ccv]]\nname = "shop"\nbase_url = "http://127.0.0.1:9"\napi_key = "unused"\n'
+    )
+    return load_config(path)
+
+
+# One write: ("track" | "untrack" | "check", account, order indexes, status index).
+_STATUSES = ["New", "Processing", "Completed", "Cancelled", "Failed"]
+_WRITE = st.tuples(
+    st.sampled_from(["track", "untrack", "check"]),
+    st.sampled_from(["default", "shop"]),
+    st.lists(st.integers(0, 7), max_size=5),
+    st.integers(0, len(_STATUSES) - 1),
+)
+
+
+async def _kept_and_full(workdir: Path, writes: list[tuple[str, str, list[int], int]]) -> None:
+    config = _config(workdir)
+    store = await Store.open(config.store_path)
+    try:
+        async with aiohttp.ClientSession() as session:  # never used: nothing is asked
+            reconciler = Reconciler(config, store, session)
+            for n, (kind, account, picks, status) in enumerate(writes):
+                ids = [f"A-{i}" for i in dict.fromkeys(picks)]
+                if kind == "track":
+                    await store.track("ccv", account, [(i, None) for i in ids], float(n))
+                elif kind == "untrack":
+                    await store.untrack("ccv", account, ids)
+                else:  # a check: found orders take the status, untracked ones are dropped
+                    observations = [
+                        Observation(OrderKey("ccv", account, i), Outcome.OK, _STATUSES[status])
+                        for i in ids
+                    ]
+                    await reconciler.apply(observations, via="poll")
+                kept = await store.count_orders()
+                full = {
+                    (r[0], r[1], r[2]): r[3]
+                    for r in await store.conn.execute_fetchall(FULL_COUNT_SQL)
+                }
+                assert kept == full, (n, writes[: n + 1])
+    finally:
+        await store.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(writes=st.lists(_WRITE, max_size=12))
+def test_kept_counts_equal_a_full_count_after_any_writes(
+    writes: list[tuple[str, str, list[int], int]],
+) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        asyncio.run(_kept_and_full(Path(workdir), writes))
+
+
+def test_a_store_from_before_the_counts_gets_them_counted(tmp_path: Path) -> None:
+    # Built by the migrations before the counts (5 and earlier), with orders in it.
+    from reconciler.store import MIGRATIONS, _statements
+
+    db = tmp_path / "reconciler.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for script in MIGRATIONS[:-1]:
+        for sql in _statements(script):
+            conn.execute(sql)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+    conn.executemany(
+        "INSERT INTO orders (source, account, order_id, status) VALUES ('ccv', 'default', ?, ?)",
+        [("A-1", None), ("A-2", "New"), ("A-3", "New")],
+    )
+    conn.close()
+
+    async def counts() -> dict[tuple[str, str, str | None], int]:
+        store = await Store.open(db)
+        try:
+            return await store.count_orders()
+        finally:
+            await store.close()
+
+    assert asyncio.run(counts()) == {("ccv", "default", None): 1, ("ccv", "default", "New"): 2}
