@@ -111,7 +111,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
         since = None
         if st is not None and st.failing:
             # The account's latest source.failed event marks when this episode began.
-            since = await store.last_event_time("source.failed", source, account)
+            since = await store.failing_since(source, account)
             since = since if since is not None else st.last_failure
         orders = sorted(
             ((status, n) for (s, a, status), n in counts.items() if (s, a) == (source, account)),

@@ -184,6 +184,11 @@ MIGRATIONS: list[str] = [
     """,
     # 7: followed orders counted per status, kept by triggers (reconciler/store_counts.py)
     store_counts.MIGRATION,
+    # 8: when an account started failing, for `status`, without reading every event
+    """
+    CREATE INDEX events_source_failed ON events (source, account, seq)
+        WHERE type = 'source.failed'
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -873,13 +878,15 @@ class Store:
         dead = await self.dead_letter_count()
         return {sink: (pending.get(sink, 0), dead.get(sink, 0)) for sink in {*pending, *dead}}
 
-    async def last_event_time(self, type: str, source: Source, account: str) -> float | None:
-        """Return when the account's latest event of this type happened, if one is stored."""
+    async def failing_since(self, source: Source, account: str) -> float | None:
+        """Return when the account's latest `source.failed` happened, if one is stored."""
+        # The type is written out, not bound: only then can SQLite use the partial index
+        # (migration 8), which holds these few events; the events table may hold millions.
         sql = (
-            "SELECT time FROM events WHERE type = ? AND source = ? AND account = ? "
+            "SELECT time FROM events WHERE type = 'source.failed' AND source = ? AND account = ? "
             "ORDER BY seq DESC LIMIT 1"
         )
-        rows = list(await self.conn.execute_fetchall(sql, (type, source, account)))
+        rows = list(await self.conn.execute_fetchall(sql, (source, account)))
         return float(rows[0][0]) if rows else None
 
     # --- outbox ------------------------------------------------------------------------------

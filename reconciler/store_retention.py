@@ -169,14 +169,14 @@ async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:
     while after < last:
         upto = after + max(ORDER_SCAN, chunk)
         async with store.transaction():
-            before = store.conn.total_changes
-            await store.conn.execute(
+            cur = await store.conn.execute(
                 "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE id > ? AND id <= ? "
                 "AND end_state = 1 AND coalesce(last_changed, tracked_at, 0) < ? "
                 "ORDER BY id LIMIT ?)",
                 (after, upto, cutoff, chunk),
             )
-            count = store.conn.total_changes - before
+            # The statement's own rows: total_changes would count the counts' triggers too.
+            count = cur.rowcount
         deleted += count
         if count < chunk:  # else the range may hold more: look at it again
             after = upto
