@@ -676,7 +676,7 @@ async def cmd_notification_url(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_status(config: Config, args: argparse.Namespace) -> int:
     """Health of accounts, sinks and the store (see status.py)."""
-    from .status import status_command
+    from .commands.status import status_command
 
     return await status_command(config, args)
 

@@ -8,11 +8,7 @@ recorded when it ended, and the free space beside the database.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -208,23 +204,3 @@ def _last_pass(p: LastPass | None) -> dict[str, Any] | None:
         "events": p.events,
         "failing": list(p.failing),
     }
-
-
-async def status_command(config: Config, args: argparse.Namespace) -> int:
-    """Print the status; the store is opened read-only (a running daemon keeps writing)."""
-    try:
-        store: Store | None = await Store.open(config.store_path, readonly=True)
-    except FileNotFoundError:
-        store = None
-    try:
-        status = await gather_status(config, store, time.time())
-    finally:
-        if store is not None:
-            await store.close()
-    if args.json:
-        print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
-    else:
-        from .status_text import render_text, use_colour
-
-        print(render_text(status, colour=use_colour(sys.stdout, os.environ)))
-    return 0

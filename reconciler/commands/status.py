@@ -1,0 +1,32 @@
+"""`reconciler status [--json]`: gather the status, then print it as JSON or as text."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from ..config import Config
+from ..status import gather_status, to_json
+from ..status_text import render_text, use_colour
+from ..store import Store
+
+
+async def status_command(config: Config, args: argparse.Namespace) -> int:
+    """Print the status; the store is opened read-only (a running daemon keeps writing)."""
+    try:
+        store: Store | None = await Store.open(config.store_path, readonly=True)
+    except FileNotFoundError:
+        store = None
+    try:
+        status = await gather_status(config, store, time.time())
+    finally:
+        if store is not None:
+            await store.close()
+    if args.json:
+        print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
+    else:
+        print(render_text(status, colour=use_colour(sys.stdout, os.environ)))
+    return 0
