@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aiosqlite
 
@@ -29,8 +29,22 @@ from . import store_counts
 from .events import Event
 from .model import OrderKey, OrderState, Source, SourceState
 from .poller import mask_parts, parts_mask
-from .sinks.base import OutboxEvent
 from .store_health import Episode, StoreHealth, is_unusable
+
+
+class OutboxEvent(NamedTuple):
+    """One stored event as a sink receives it; `body` is the CloudEvent JSON, byte-identical
+    on every (re)delivery. A named tuple: one is made per event stored. The store owns it:
+    it is what the outbox reads."""
+
+    seq: int
+    id: str
+    type: str
+    order_id: str | None
+    body: bytes
+    attempts: int = 0  # earlier failed attempts for this sink
+    severity: str | None = None  # the stored event's; None: read it from the body
+
 
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
 # Statements are split on ";", so comments inside them must not contain one.

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
+from ..store import OutboxEvent
 
-class OutboxEvent(NamedTuple):
-    """One stored event as a sink receives it; `body` is the CloudEvent JSON, byte-identical
-    on every (re)delivery. A named tuple: one is made per event stored."""
-
-    seq: int
-    id: str
-    type: str
-    order_id: str | None
-    body: bytes
-    attempts: int = 0  # earlier failed attempts for this sink
-    severity: str | None = None  # the stored event's; None: read it from the body
+__all__ = ["OutboxEvent"]  # the store owns the record; sinks receive it
 
 
 @dataclass(frozen=True, slots=True)
