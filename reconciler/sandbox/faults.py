@@ -6,7 +6,7 @@ import asyncio
 import math
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from aiohttp import web
 
@@ -30,23 +30,7 @@ FaultKind = Literal[
     "unknown_message",
     "drop",
 ]
-_FAULT_KINDS: tuple[FaultKind, ...] = (
-    "maintenance",
-    "http500",
-    "slow",
-    "html",
-    "http400",
-    "http403",
-    "http429",
-    "html404",
-    "submit_timeout",
-    "crlf",
-    "cr",
-    "partial",
-    "duplicate",
-    "unknown_message",
-    "drop",
-)
+_FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 # Kinds that exist for one provider only: CCV's documented error codes, a gateway's 404 page and
 # a submit whose answer never comes; the shapes of CCNow's line answers.
 _ONLY: dict[FaultKind, Source] = {
