@@ -29,6 +29,7 @@ from .logs import fields
 from .metrics import Metrics
 from .model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
 from .notify import Kind, verify
+from .store import StoreError
 
 log = logging.getLogger("reconciler.server")
 
@@ -506,6 +507,8 @@ class _Handler:
     async def render_metrics(self) -> web.Response:
         try:
             await self.hub.refresh_metrics()
+        except StoreError:
+            pass  # logged once by the store's health; a scrape every 15 s must not add a traceback
         except Exception:
             # Counters are still right; only the store-backed gauges are stale.
             log.warning("metrics.refresh_failed", exc_info=True)
