@@ -152,6 +152,11 @@ class ApiConfig:
     # Where a CCV submit answer carries the new order's id; undocumented, so configurable.
     ccv_order_id_fields: tuple[str, ...] = ("orderId", "id")
 
+    def url(self, path: str) -> str:
+        """Return the URL of `path` on this API, as a command on the same host calls it."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"http://{host}:{self.listen_port}{path}"
+
 
 @dataclass(frozen=True)
 class SinkConfig:

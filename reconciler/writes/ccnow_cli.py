@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from reconciler import store_commands as cmds
-from reconciler.config import CCNowConfig, Config
+from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.store import StoreLocked
@@ -91,7 +91,7 @@ async def action_command(
     except StoreLocked:
         if config.api is None:
             raise _locked() from None
-        return await _through_api(config, cfg, action, new)
+        return await _through_api(config.api, cfg, action, new)
     return _finish(cfg.name, action, taken.to_json(), taken.sent)
 
 
@@ -120,13 +120,10 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
 
 
 async def _through_api(
-    config: Config, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
+    api: ApiConfig, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
 ) -> int:
     """Hand the commands to the running daemon, which holds the store."""
-    api = config.api
-    assert api is not None
-    host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
-    url = f"http://{host}:{api.listen_port}/api/v1/ccnow/actions"
+    url = api.url("/api/v1/ccnow/actions")
     first = new[0]
     document = {
         "account": cfg.name,
