@@ -127,7 +127,8 @@ def _parse_fault(item: str) -> Fault:
     return Fault(kind, scope, value)
 
 
-def _json_error(status: int, message: str) -> web.Response:
+def json_error(status: int, message: str) -> web.Response:
+    """CCV's error answer: `{"error": message}` with that status."""
     return web.json_response({"error": message}, status=status)
 
 
@@ -160,7 +161,7 @@ class Faults:
         for fault in faults:
             if fault.kind == "maintenance":
                 if source == "ccv":
-                    return _json_error(503, "service unavailable")
+                    return json_error(503, "service unavailable")
                 return web.Response(
                     text="error_message system down for maintenance\n", content_type="text/plain"
                 )
@@ -175,7 +176,7 @@ class Faults:
             if fault.kind == "html404":
                 return web.Response(status=404, text=_HTML_NOT_FOUND_PAGE, content_type="text/html")
             status, message = _CCV_ERRORS[fault.kind]
-            answer = _json_error(status, message)
+            answer = json_error(status, message)
             if status == 429:
                 answer.headers["Retry-After"] = str(RETRY_AFTER_S)
             return answer
