@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal, NamedTuple
 
 Source = Literal["ccv", "ccnow"]
@@ -91,6 +92,17 @@ def status_info(source: Source, status: str) -> StatusInfo:
 def known_statuses(source: Source) -> list[str]:
     """Return the documented status words of a provider, in lifecycle order."""
     return [status for (src, status) in STATUSES if src == source]
+
+
+# --- amounts -----------------------------------------------------------------------------------
+
+# USD as CCNow takes it: digits, at most two decimals (a float 100.0 reads "100.0")
+_USD = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,2})?", re.ASCII)
+
+
+def usd_amount(text: str) -> Decimal | None:
+    """Return `text` as an amount in USD as CCNow takes it, or None when it is not one."""
+    return Decimal(text) if _USD.fullmatch(text) else None
 
 
 # --- order ids ------------------------------------------------------------------------------
