@@ -201,11 +201,6 @@ class _BoundedServer(web.Server):
 
         return handle
 
-    @property
-    def open_connections(self) -> int:
-        """Connections accepted and not yet closed."""
-        return len(self._open)
-
     def forget(self, protocol: _Protocol) -> None:
         """Stop counting a connection that closed."""
         self._open.discard(protocol)
