@@ -120,12 +120,18 @@ class InvalidOrderId(ValueError):
     """An order id that we refuse to follow or to put into a URL."""
 
 
+def ccnow_id(text: str) -> str | None:
+    """Return `text` as a CCNow order id in its hyphenated form `NNN-NN-NNNN`, or None."""
+    match = _CCNOW_ID.fullmatch(text)
+    return None if match is None else "-".join(match.groups())
+
+
 def normalize_ccnow_id(raw: str) -> str:
     """Return a CCNow order id in its hyphenated form `NNN-NN-NNNN`."""
-    match = _CCNOW_ID.fullmatch(raw.strip())
-    if match is None:
+    order_id = ccnow_id(raw.strip())
+    if order_id is None:
         raise InvalidOrderId(f"not a CCNow order id (nine digits, hyphens optional): {raw!r}")
-    return "-".join(match.groups())
+    return order_id
 
 
 def validate_ccv_id(raw: str) -> str:
