@@ -24,7 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from . import store_submissions as subs
 from . import strict_json
 from .config import ApiConfig
-from .connections import BoundedRunner, ConnectionLimits
+from .connections import BoundedRunner, ConnectionLimits, read_at_most
 from .events import iso_time
 from .logs import fields
 from .model import SOURCES, InvalidOrderId, OrderKey, OrderState, Source, normalize_order_id
@@ -151,18 +151,14 @@ class _Api:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(413, f"body larger than {limit} bytes", "$")
-        chunks: list[bytes] = []
-        size = 0
         try:
-            while chunk := await request.content.read(limit + 1 - size):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    raise BadRequest(413, f"body larger than {limit} bytes", "$")
+            raw = await read_at_most(request, limit + 1)
         except (HttpProcessingError, web.RequestPayloadError, OSError):
             raise BadRequest(400, "the body could not be read", "$") from None
+        if len(raw) > limit:
+            raise BadRequest(413, f"body larger than {limit} bytes", "$")
         try:
-            return strict_json.loads(b"".join(chunks))
+            return strict_json.loads(raw)
         except (ValueError, RecursionError) as exc:
             problem = "not JSON"
             if isinstance(exc, (json.JSONDecodeError, strict_json.NotJSON)):

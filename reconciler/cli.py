@@ -19,6 +19,15 @@ from . import __version__, eventloop, strict_json
 from .config import Config, ConfigError, load_config, parse_duration
 from .eventloop import EventLoopError
 from .events import iso_time
+from .exit_codes import (
+    EX_CONFIG,
+    EX_DATAERR,
+    EX_IOERR,
+    EX_OK,
+    EX_SOFTWARE,
+    EX_TEMPFAIL,
+    EX_USAGE,
+)
 from .logs import LEVELS, fields, setup_logging
 from .model import SOURCES, InvalidOrderId, Source, normalize_order_id
 from .order_view import order_json
@@ -28,15 +37,6 @@ from .store import Store, StoreError, StoreLocked
 from .writes.pricing import blocking, check_pricing
 
 log = logging.getLogger("reconciler.cli")
-
-# sysexits.h
-EX_OK = 0
-EX_USAGE = 2  # argparse's own
-EX_DATAERR = 65
-EX_SOFTWARE = 70
-EX_IOERR = 74
-EX_TEMPFAIL = 75
-EX_CONFIG = 78
 
 
 class UsageError(Exception):

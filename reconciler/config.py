@@ -22,6 +22,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
+from .model import usd_amount
+
 
 class ConfigError(Exception):
     """A configuration problem; str() is the one line `config error: <file>: <key>: <problem>`."""
@@ -151,6 +153,11 @@ class ApiConfig:
     refresh_timeout_s: float = 10.0  # `?refresh=1` waits for the provider at most this long
     # Where a CCV submit answer carries the new order's id; undocumented, so configurable.
     ccv_order_id_fields: tuple[str, ...] = ("orderId", "id")
+
+    def url(self, path: str) -> str:
+        """Return the URL of `path` on this API, as a command on the same host calls it."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"http://{host}:{self.listen_port}{path}"
 
 
 @dataclass(frozen=True)
@@ -330,8 +337,6 @@ _STUCK_AFTER: dict[tuple[str, str], str] = {
 }
 
 _NAME = re.compile(r"[a-z0-9_-]{1,32}")
-# USD as CCNow takes it: digits, at most two decimals (a float 100.0 reads "100.0")
-_USD = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,2})?", re.ASCII)
 _NAME_RULE = "must be 1 to 32 characters of a-z 0-9 _ -"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -452,10 +457,10 @@ class _Table:
         value = self.data.get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise self.error(name, f"expected an amount in USD, got {_type_name(value)}")
-        text = str(value)
-        if not _USD.fullmatch(text) or Decimal(text) <= 0:
+        amount = usd_amount(str(value))
+        if amount is None or amount <= 0:
             raise self.error(name, "must be an amount in USD above 0, at most 2 decimals")
-        return Decimal(text)
+        return amount
 
     def url(self, name: str) -> str:
         value = self.string(name)

@@ -74,6 +74,16 @@ def connection_cap(configured: int | None, nofile: int) -> int:
     return min(configured, ceiling)
 
 
+async def read_at_most(request: web.Request, limit: int) -> bytes:
+    """Return the body, or its first `limit` bytes when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await request.content.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 class _RateLimit:
     """Lets one call through per interval and counts the ones it held back."""
 
@@ -200,11 +210,6 @@ class _BoundedServer(web.Server):
                 protocol.last_used = next(_USE_ORDER)
 
         return handle
-
-    @property
-    def open_connections(self) -> int:
-        """Connections accepted and not yet closed."""
-        return len(self._open)
 
     def forget(self, protocol: _Protocol) -> None:
         """Stop counting a connection that closed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal, NamedTuple
 
 Source = Literal["ccv", "ccnow"]
@@ -93,6 +94,17 @@ def known_statuses(source: Source) -> list[str]:
     return [status for (src, status) in STATUSES if src == source]
 
 
+# --- amounts -----------------------------------------------------------------------------------
+
+# USD as CCNow takes it: digits, at most two decimals (a float 100.0 reads "100.0")
+_USD = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,2})?", re.ASCII)
+
+
+def usd_amount(text: str) -> Decimal | None:
+    """Return `text` as an amount in USD as CCNow takes it, or None when it is not one."""
+    return Decimal(text) if _USD.fullmatch(text) else None
+
+
 # --- order ids ------------------------------------------------------------------------------
 
 # Ids are ASCII: re.ASCII keeps \d from matching other scripts' digits (`１２３`, `٣٩٦`).
@@ -108,12 +120,18 @@ class InvalidOrderId(ValueError):
     """An order id that we refuse to follow or to put into a URL."""
 
 
+def ccnow_id(text: str) -> str | None:
+    """Return `text` as a CCNow order id in its hyphenated form `NNN-NN-NNNN`, or None."""
+    match = _CCNOW_ID.fullmatch(text)
+    return None if match is None else "-".join(match.groups())
+
+
 def normalize_ccnow_id(raw: str) -> str:
     """Return a CCNow order id in its hyphenated form `NNN-NN-NNNN`."""
-    match = _CCNOW_ID.fullmatch(raw.strip())
-    if match is None:
+    order_id = ccnow_id(raw.strip())
+    if order_id is None:
         raise InvalidOrderId(f"not a CCNow order id (nine digits, hyphens optional): {raw!r}")
-    return "-".join(match.groups())
+    return order_id
 
 
 def validate_ccv_id(raw: str) -> str:

@@ -6,12 +6,11 @@ import sys
 from collections.abc import Awaitable
 
 from .config import Config
+from .exit_codes import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from .runtime import http_session
 from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import AuthenticationFailed, SourceError
-
-EX_OK, EX_TEMPFAIL, EX_CONFIG = 0, 75, 78
 
 
 async def check_online(config: Config) -> int:

@@ -23,12 +23,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import ReceiverConfig, Secret
-from .connections import BoundedRunner, ConnectionLimits
+from .connections import BoundedRunner, ConnectionLimits, read_at_most
 from .events import iso_time
 from .logs import fields
 from .metrics import Metrics
 from .model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
 from .notify import Kind, verify
+from .store import StoreError
 
 log = logging.getLogger("reconciler.server")
 
@@ -438,7 +439,7 @@ class _Handler:
             raise _Rejected(413, "too_large", source=source)
         try:
             body = await asyncio.wait_for(
-                _read_at_most(request, limit + 1), self.receiver.header_timeout_s
+                read_at_most(request, limit + 1), self.receiver.header_timeout_s
             )
         except asyncio.TimeoutError:
             # Before OSError, its base class from 3.11 on. A trickled body would hold a
@@ -457,7 +458,7 @@ class _Handler:
             return False
         try:
             await asyncio.wait_for(
-                _read_at_most(request, self.receiver.max_body_bytes),
+                read_at_most(request, self.receiver.max_body_bytes),
                 self.receiver.header_timeout_s,
             )
         except (HttpProcessingError, web.RequestPayloadError):
@@ -506,21 +507,13 @@ class _Handler:
     async def render_metrics(self) -> web.Response:
         try:
             await self.hub.refresh_metrics()
+        except StoreError:
+            pass  # logged once by the store's health; a scrape every 15 s must not add a traceback
         except Exception:
             # Counters are still right; only the store-backed gauges are stale.
             log.warning("metrics.refresh_failed", exc_info=True)
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-async def _read_at_most(request: web.Request, limit: int) -> bytes:
-    """Return the body, or its first `limit` bytes when it is longer."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit and (chunk := await request.content.read(limit - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 DEBOUNCER = web.AppKey("debouncer", Debouncer)

@@ -12,6 +12,7 @@ import pytest
 
 from reconciler import config as config_module
 from reconciler.config import (
+    ApiConfig,
     Config,
     ConfigError,
     RetryConfig,
@@ -903,3 +904,15 @@ def test_config_lists_the_files_that_hold_secrets(tmp_path: Path) -> None:
     assert load(tmp_path, CCV_NO_KEY + "api_key_file = 'ccnow.pw'\n").secret_files == (
         tmp_path / "ccnow.pw",
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8081/api/v1/ccv/orders"),
+        ("::1", "http://[::1]:8081/api/v1/ccv/orders"),
+    ],
+)
+def test_commands_reach_the_api_where_it_listens(host: str, url: str) -> None:
+    api = ApiConfig(listen_host=host, listen_port=8081, token=Secret("t" * 32))
+    assert api.url("/api/v1/ccv/orders") == url

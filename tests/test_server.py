@@ -37,6 +37,7 @@ from reconciler.server import (
     extract_ccnow_ids,
     parse_notify_path,
 )
+from reconciler.store import StoreError
 
 RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
 CCNOW_TOKEN = "ccnow-token-ABCDEFGH12345678"
@@ -63,6 +64,7 @@ class FakeHub:
         self.fail_with: Exception | None = None
         self.health_value = Health(sources=())
         self.refreshed = 0
+        self.refresh_fails_with: Exception | None = None
         self._changed = asyncio.Condition()
 
     async def wait_calls(self, count: int, timeout_s: float = 3.0) -> None:
@@ -95,6 +97,8 @@ class FakeHub:
 
     async def refresh_metrics(self) -> None:
         self.refreshed += 1
+        if self.refresh_fails_with is not None:
+            raise self.refresh_fails_with
 
 
 class Clock:
@@ -648,6 +652,20 @@ async def test_metrics_are_refreshed_and_rendered(
     assert f"{followed} 2.0" in text
     assert 'reconciler_notifications_total{outcome="accepted",source="ccv"} 1.0' in text
     assert 'reconciler_notifications_total{outcome="bad_signature",source="ccv"} 1.0' in text
+
+
+async def test_metrics_while_the_store_fails_are_served_without_a_traceback_per_scrape(
+    client: Client, hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="reconciler")
+    hub.refresh_fails_with = StoreError("database or disk is full: /var/lib/reconciler/db")
+    for _ in range(2):
+        status, body, _ = await send(client, "GET", "/metrics")
+        assert status == 200
+        assert b"reconciler_checks_total" in body
+    assert hub.refreshed == 2
+    # The store's health logs the failure once when it starts; scrapes add nothing.
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 
 
 # --- secrets and logs -------------------------------------------------------------------------

@@ -176,6 +176,26 @@ async def test_ccv_submit_command_prints_the_order_id_and_tracks_it(
     assert query(tmp_path, "SELECT count(*) FROM submissions") == [(1,)]
 
 
+async def test_ccv_submit_command_exits_78_when_the_config_cannot_submit(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    stdin = json.dumps(submit_body(externalReference="cli-3")).encode()
+    # No [receiver]: nothing could sign the order's notification URL.
+    result = await run_cli(
+        "--config", write_config(tmp_path, ccv=fake), "ccv", "submit", "-", stdin=stdin
+    )
+    assert result.code == 78 and "[receiver]" in result.stderr, result.stderr
+    # CCV refuses the API key: trying again will not help, the key must change.
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    wrong_key = "t_wrong-ccv-key-000000"
+    env = cli_env(RECONCILER_CCV_API_KEY=wrong_key)
+    result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin, env=env)
+    assert result.code == 78, result.stderr
+    assert wrong_key not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert query(tmp_path, "SELECT count(*) FROM orders") == [(0,)]
+
+
 async def test_ccv_submit_command_goes_through_a_running_daemon(
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .ccnow import CCNOW_PATH, ccnow_answer, has_action
 from .ccv_writes import PRICING_PATH, PRICING_SET, check_pricing_fields, parse_submit
-from .faults import Faults, drop_connection, send_cut_off
+from .faults import Faults, drop_connection, json_error, send_cut_off
 from .model import World, check_notify_on
 from .notifications import STOP_GRACE_S, Notifier
 from .options import SandboxOptions, SandboxStats, check_notification_url
@@ -22,10 +22,6 @@ log = logging.getLogger("reconciler.sandbox")
 
 CCV_STATUS_PATH = "/api/ordercompletion/reseller/order/{orderId}/status"
 CCV_SUBMIT_PATH = "/api/ordercompletion/reseller/order"
-
-
-def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 def _text(body: str) -> web.Response:
@@ -161,7 +157,7 @@ class Sandbox:
             if faulted is not None:
                 return faulted
         if request.headers.get("Authorization") != self._ccv_auth:
-            return _json_error(401, "unauthorized")
+            return json_error(401, "unauthorized")
         return None
 
     async def _ccv_status(self, request: web.Request) -> web.StreamResponse:
@@ -170,7 +166,7 @@ class Sandbox:
             return refused
         order = self._world.ccv.get(request.match_info["orderId"])
         if order is None:
-            return _json_error(404, "order not found")
+            return json_error(404, "order not found")
         return web.Response(body=order.body, content_type="application/json")
 
     async def _ccv_submit(self, request: web.Request) -> web.StreamResponse:
@@ -180,12 +176,12 @@ class Sandbox:
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return _json_error(400, "body is not JSON")
+            return json_error(400, "body is not JSON")
         try:
             ref, url, notify_on = parse_submit(body)
             oid = self.create_ccv_order(ref, url, notify_on)
         except ValueError as exc:
-            return _json_error(400, str(exc))
+            return json_error(400, str(exc))
         if self._faults.submit_answer_lost():
             return await self._never_answer(request, oid)
         return web.json_response({"orderId": oid}, status=201)
@@ -207,7 +203,7 @@ class Sandbox:
         try:
             check_pricing_fields(json.loads(await request.read()))
         except ValueError as exc:  # also a body that is not JSON
-            return _json_error(400, str(exc))
+            return json_error(400, str(exc))
         self.stats.pricing_set += 1
         return web.json_response({"message": PRICING_SET})
 
@@ -247,17 +243,17 @@ class Sandbox:
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return _json_error(400, "body is not JSON")
+            return json_error(400, "body is not JSON")
         status = body.get("status") if isinstance(body, dict) else None
         if not isinstance(status, str):
-            return _json_error(400, 'body must be {"status": "..."}')
+            return json_error(400, 'body must be {"status": "..."}')
         source, oid = request.match_info["source"], request.match_info["orderId"]
         try:
             self.set_status(source, oid, status)
         except KeyError:
-            return _json_error(404, "unknown source or order")
+            return json_error(404, "unknown source or order")
         except ValueError as exc:
-            return _json_error(400, str(exc))
+            return json_error(400, str(exc))
         return web.json_response(self._world.order(source, oid).view())
 
     async def _admin_faults(self, request: web.Request) -> web.StreamResponse:
@@ -265,7 +261,7 @@ class Sandbox:
             spec = await request.text()
             self.set_faults(spec)
         except ValueError as exc:  # also a body that is not text
-            return _json_error(400, str(exc))
+            return json_error(400, str(exc))
         return web.json_response({"faults": spec.strip()})
 
     async def _admin_stats(self, request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,7 @@ import asyncio
 import math
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from aiohttp import web
 
@@ -30,23 +30,7 @@ FaultKind = Literal[
     "unknown_message",
     "drop",
 ]
-_FAULT_KINDS: tuple[FaultKind, ...] = (
-    "maintenance",
-    "http500",
-    "slow",
-    "html",
-    "http400",
-    "http403",
-    "http429",
-    "html404",
-    "submit_timeout",
-    "crlf",
-    "cr",
-    "partial",
-    "duplicate",
-    "unknown_message",
-    "drop",
-)
+_FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 # Kinds that exist for one provider only: CCV's documented error codes, a gateway's 404 page and
 # a submit whose answer never comes; the shapes of CCNow's line answers.
 _ONLY: dict[FaultKind, Source] = {
@@ -143,7 +127,8 @@ def _parse_fault(item: str) -> Fault:
     return Fault(kind, scope, value)
 
 
-def _json_error(status: int, message: str) -> web.Response:
+def json_error(status: int, message: str) -> web.Response:
+    """CCV's error answer: `{"error": message}` with that status."""
     return web.json_response({"error": message}, status=status)
 
 
@@ -176,7 +161,7 @@ class Faults:
         for fault in faults:
             if fault.kind == "maintenance":
                 if source == "ccv":
-                    return _json_error(503, "service unavailable")
+                    return json_error(503, "service unavailable")
                 return web.Response(
                     text="error_message system down for maintenance\n", content_type="text/plain"
                 )
@@ -191,7 +176,7 @@ class Faults:
             if fault.kind == "html404":
                 return web.Response(status=404, text=_HTML_NOT_FOUND_PAGE, content_type="text/html")
             status, message = _CCV_ERRORS[fault.kind]
-            answer = _json_error(status, message)
+            answer = json_error(status, message)
             if status == 429:
                 answer.headers["Retry-After"] = str(RETRY_AFTER_S)
             return answer

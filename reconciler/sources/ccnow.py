@@ -13,7 +13,14 @@ from yarl import URL
 
 from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
-from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, normalize_ccnow_id
+from reconciler.model import (
+    InvalidOrderId,
+    Observation,
+    OrderKey,
+    Outcome,
+    ccnow_id,
+    normalize_ccnow_id,
+)
 from reconciler.redact import redact
 from reconciler.sources.errors import (
     AuthenticationFailed,
@@ -31,8 +38,7 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_TEXT_LENGTH = 200
 MAX_STATUS_LENGTH = 64
 
-# ASCII only: other scripts' digits are not order ids, other blanks do not separate words.
-_ORDER_ID = re.compile(r"[0-9]{3}-?[0-9]{2}-?[0-9]{4}", re.ASCII)
+# ASCII only: other scripts' letters are not status words, other blanks do not separate words.
 _STATUS = re.compile(r"[A-Za-z0-9_-]+(?:[ \t]+[A-Za-z0-9_-]+)*", re.ASCII)
 _BLANKS = re.compile(r"[ \t]+")
 _SPACE = " \t\f\v"
@@ -135,8 +141,8 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
             # is locked or the list unavailable, never that nothing is pending.
             if rest.lower() != NO_PENDING_ORDERS and unknown is None:
                 unknown = raw
-        elif _ORDER_ID.fullmatch(first) and rest:
-            orders.append(_order_line(normalize_ccnow_id(first), rest, secrets))
+        elif rest and (order_id := ccnow_id(first)) is not None:
+            orders.append(_order_line(order_id, rest, secrets))
         else:
             shown = _quote(raw, secrets, limit=40)
             raise ProtocolError(f"line {number}: not an answer line: {shown!r}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ from reconciler.model import (
     OrderState,
     Outcome,
     normalize_ccnow_id,
+    usd_amount,
 )
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow import MAX_BODY_BYTES, Answer, OrderLine, is_complete, parse_answer
@@ -73,7 +73,6 @@ PAST_PENDING = frozenset(
 )
 MAX_NOTES = 500
 MAX_TRACK_FIELD = 100
-_AMOUNT = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,2})?", re.ASCII)
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
@@ -109,9 +108,9 @@ def _text(name: str, value: str | None, limit: int) -> str | None:
 def parse_amount(text: str, max_adjust: Decimal) -> str:
     """Return a discount as CCNow takes it (USD, two decimals); raise BadAction."""
     text = text.strip().removeprefix("$")
-    if not _AMOUNT.fullmatch(text):
+    amount = usd_amount(text)
+    if amount is None:
         raise BadAction(f"--amount: {text!r} is not an amount in USD with at most 2 decimals")
-    amount = Decimal(text)
     if amount <= 0:
         raise BadAction("--amount: must be greater than 0")
     if amount > max_adjust:

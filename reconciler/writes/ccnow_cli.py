@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 
 from reconciler import store_commands as cmds
-from reconciler.config import CCNowConfig, Config
+from reconciler.config import ApiConfig, CCNowConfig, Config
+from reconciler.exit_codes import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.store import StoreLocked
@@ -31,9 +32,6 @@ from reconciler.writes.ccnow_actions import (
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
-EX_OK = 0
-EX_DATAERR = 65
-EX_TEMPFAIL = 75
 DELIVER_TIMEOUT_S = 10.0
 API_TIMEOUT_S = 300.0
 
@@ -91,7 +89,7 @@ async def action_command(
     except StoreLocked:
         if config.api is None:
             raise _locked() from None
-        return await _through_api(config, cfg, action, new)
+        return await _through_api(config.api, cfg, action, new)
     return _finish(cfg.name, action, taken.to_json(), taken.sent)
 
 
@@ -120,13 +118,10 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
 
 
 async def _through_api(
-    config: Config, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
+    api: ApiConfig, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
 ) -> int:
     """Hand the commands to the running daemon, which holds the store."""
-    api = config.api
-    assert api is not None
-    host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
-    url = f"http://{host}:{api.listen_port}/api/v1/ccnow/actions"
+    url = api.url("/api/v1/ccnow/actions")
     first = new[0]
     document = {
         "account": cfg.name,

@@ -14,17 +14,14 @@ import sys
 
 import aiohttp
 
-from reconciler.config import Config
+from reconciler.config import ApiConfig, Config
+from reconciler.exit_codes import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields
 from reconciler.store import StoreLocked
 from reconciler.writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
 
 log = logging.getLogger("reconciler.writes.submit")
 
-EX_OK = 0
-EX_DATAERR = 65
-EX_TEMPFAIL = 75
-EX_CONFIG = 78
 DELIVER_TIMEOUT_S = 10.0
 API_TIMEOUT_S = 120.0
 
@@ -86,14 +83,11 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 "a running daemon holds the store; give it an [api] section so that "
                 "`ccv submit` goes through it"
             ) from None
-    return await _through_api(config, account, document)
+    return await _through_api(config.api, account, document)
 
 
-async def _through_api(config: Config, account: str, document: object) -> int:
-    api = config.api
-    assert api is not None
-    host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
-    url = f"http://{host}:{api.listen_port}/api/v1/ccv/orders"
+async def _through_api(api: ApiConfig, account: str, document: object) -> int:
+    url = api.url("/api/v1/ccv/orders")
     headers = {"Authorization": f"Bearer {api.token.reveal()}"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=API_TIMEOUT_S)) as s:
         try:
