@@ -29,11 +29,15 @@ from .schema import (
     ApiConfig,
     CCNowConfig,
     CCVConfig,
+    CommandSinkConfig,
     Config,
+    JsonlSinkConfig,
+    LogSinkConfig,
     ReceiverConfig,
     RetryConfig,
     ScheduleConfig,
     SinkConfig,
+    WebhookSinkConfig,
 )
 from .secret import (
     SecretReader,
@@ -337,24 +341,26 @@ class Loader:
         kind: Literal["log", "jsonl", "webhook", "command"],
         name: str,
     ) -> SinkConfig:
-        path = self.file_path(table, "path") if kind == "jsonl" else None
-        url = secret = None
-        if kind == "webhook":
-            url = table.url("url")
+        specific: SinkConfig
+        if kind == "jsonl":
+            specific = JsonlSinkConfig(name=name, path=self.file_path(table, "path"))
+        elif kind == "webhook":
             env = [f"RECONCILER_SINK_{env_word(name)}_SECRET"]
-            secret = self.secrets.required(
-                table, "secret", env, [f"sink-{name}-secret"], webhook_secret_problem
+            specific = WebhookSinkConfig(
+                name=name,
+                url=table.url("url"),
+                secret=self.secrets.required(
+                    table, "secret", env, [f"sink-{name}-secret"], webhook_secret_problem
+                ),
             )
-        command = self.command(table) if kind == "command" else ()
+        elif kind == "command":
+            specific = CommandSinkConfig(name=name, command=self.command(table))
+        else:
+            specific = LogSinkConfig(name=name)
         timeout = table.duration("timeout", "15s", positive=True)
         retry_min, retry_max = table.duration_range("retry_min", "5s", "retry_max", "1h")
-        return SinkConfig(
-            type=kind,
-            name=name,
-            path=path,
-            url=url,
-            secret=secret,
-            command=command,
+        return replace(
+            specific,
             timeout_s=timeout,
             retry_min_s=retry_min,
             retry_max_s=retry_max,

@@ -106,20 +106,56 @@ class ApiConfig:
     ccv_order_id_fields: tuple[str, ...] = ("orderId", "id")
 
 
-@dataclass(frozen=True)
-class SinkConfig:
-    """One `[[sinks]]` table. Fields that do not apply to `type` keep their defaults."""
+@dataclass(frozen=True, kw_only=True)
+class _SinkDelivery:
+    """What every `[[sinks]]` table has: its name and how deliveries are retried."""
 
-    type: Literal["log", "jsonl", "webhook", "command"]
     name: str  # unique; defaults to the type, then type-2, type-3 ...
-    path: Path | None = None  # jsonl
-    url: str | None = None  # webhook
-    secret: Secret | None = None  # webhook, `whsec_...`
-    command: tuple[str, ...] = ()  # command: argv
     timeout_s: float = 15.0
     retry_min_s: float = 5.0
     retry_max_s: float = 3600.0
     max_age_s: float = 3 * 86400
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSinkConfig(_SinkDelivery):
+    """A `log` sink: events as log lines."""
+
+    type: Literal["log"] = "log"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JsonlSinkConfig(_SinkDelivery):
+    """A `jsonl` sink: events appended to a file."""
+
+    path: Path
+    type: Literal["jsonl"] = "jsonl"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSinkConfig(_SinkDelivery):
+    """A `webhook` sink: events POSTed to `url`, signed with `secret` (`whsec_...`)."""
+
+    url: str
+    secret: Secret
+    type: Literal["webhook"] = "webhook"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandSinkConfig(_SinkDelivery):
+    """A `command` sink: `command` (argv) run once per event."""
+
+    command: tuple[str, ...]
+    type: Literal["command"] = "command"
+
+    def __post_init__(self) -> None:
+        # The loader refuses an empty command too; this holds for configs built in code.
+        if not self.command:
+            raise ValueError(f"command sink {self.name!r} needs a command")
+
+
+# One `[[sinks]]` table; `type` tells the kinds apart.
+SinkConfig = LogSinkConfig | JsonlSinkConfig | WebhookSinkConfig | CommandSinkConfig
 
 
 @dataclass(frozen=True)
