@@ -5,19 +5,25 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from .defaults import (
+from .errors import ConfigError
+from .keys import (
+    API_KEYS,
     AUTH_SCHEMES,
+    CCNOW_KEYS,
+    CCV_KEYS,
     CCV_STATUS_INTERVALS,
-    SINK_KIND_KEYS,
+    RECEIVER_KEYS,
+    SINK_COMMON_KEYS,
+    SINK_KEYS,
     SINK_TYPES,
     STUCK_AFTER,
+    TOP_KEYS,
 )
-from .errors import ConfigError
 from .schema import (
     AlertsConfig,
     ApiConfig,
@@ -85,45 +91,36 @@ class Loader:
         self.base_dir = base_dir
         self.env = env
         self.secrets = SecretReader(file, base_dir, env)
-        self.asked: set[str] = set()  # every key name asked for: the keys this loader knows
 
     def config(self, data: Mapping[str, object]) -> Config:
-        top = Table(self.file, data, "", asked=self.asked)
-        # Every section is taken first, so a misspelt one is named before what it lacks.
-        store = top.table("store")
-        raw_ccv, raw_ccnow, raw_sinks = top.raw("ccv"), top.raw("ccnow"), top.raw("sinks")
-        receiver, alerts, api = top.table("receiver"), top.table("alerts"), top.table("api")
-        top.done()
+        top = Table(self.file, data, "", TOP_KEYS)
+        store = top.table("store", ("path", "keep_events"))
         store_path = self.store_path(store)
-        ccv = self.accounts(top, "ccv", raw_ccv, self.ccv)
-        ccnow = self.accounts(top, "ccnow", raw_ccnow, self.ccnow)
+        ccv = self.accounts(top, "ccv", CCV_KEYS, self.ccv)
+        ccnow = self.accounts(top, "ccnow", CCNOW_KEYS, self.ccnow)
         if not ccv and not ccnow:
             raise ConfigError(self.file, "ccv", "no [ccv] or [ccnow] account configured")
+        receiver = top.table("receiver", RECEIVER_KEYS)
         return Config(
             file=self.file,
             store_path=store_path,
             ccv=ccv,
             ccnow=ccnow,
-            receiver=None if receiver is None else self.done(receiver, self.receiver(receiver)),
-            sinks=self.sinks(top, raw_sinks),
-            alerts=self.alerts(alerts),
-            api=None if api is None else self.done(api, self.api(api)),
+            receiver=None if receiver is None else self.receiver(receiver),
+            sinks=self.sinks(top),
+            alerts=self.alerts(top.table("alerts", ("stuck_after",))),
+            api=self.api(top.table("api", API_KEYS)),
             secret_files=tuple(self.secrets.secret_files),
-            keep_events_s=self.keep_events(store),
+            keep_events_s=Config.keep_events_s
+            if store is None
+            else store.duration("keep_events", "400d", positive=True),
         )
-
-    def keep_events(self, store: Table | None) -> float:
-        if store is None:
-            return Config.keep_events_s
-        keep_events = store.duration("keep_events", "400d", positive=True)
-        store.done()
-        return keep_events
 
     def file_path(self, table: Table, name: str) -> Path:
         return self.base_dir / table.string(name)
 
     def store_path(self, store: Table | None) -> Path:
-        if store is not None and store.has("path"):
+        if store is not None and "path" in store.data:
             return self.file_path(store, "path")
         # systemd's StateDirectory= may list several directories; the first is ours.
         state = self.env.get("STATE_DIRECTORY", "").split(":")[0]
@@ -135,27 +132,28 @@ class Loader:
         self,
         top: Table,
         source: str,
-        raw: object | None,
+        allowed: Collection[str],
         parse: Callable[[Table, str, bool], _A],
     ) -> tuple[_A, ...]:
         """Read `[source]` or `[[source]]`: one table, or several with unique names."""
+        raw = top.data.get(source)
         if raw is None:
             return ()
         if isinstance(raw, dict):
-            tables = [Table(self.file, raw, source, asked=self.asked)]
+            tables = [Table(self.file, raw, source, allowed)]
         elif isinstance(raw, list):
             tables = []
             for index, item in enumerate(raw):
                 key = f"{source}[{index}]"
                 if not isinstance(item, dict):
                     raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
-                tables.append(Table(self.file, item, key, asked=self.asked))
+                tables.append(Table(self.file, item, key, allowed))
         else:
             raise top.error(source, f"expected a table or array of tables, got {type_name(raw)}")
         names: list[str] = []
         seen: dict[str, str] = {}
         for table in tables:
-            if table.has("name"):
+            if "name" in table.data:
                 name = self.name(table, seen)
             elif len(tables) > 1:
                 raise table.error("name", f"required when there are several [[{source}]] tables")
@@ -163,16 +161,7 @@ class Loader:
                 name = "default"
             names.append(name)
         single = len(tables) == 1
-        return tuple(
-            self.done(table, parse(table, name, single))
-            for table, name in zip(tables, names, strict=True)
-        )
-
-    @staticmethod
-    def done(table: Table, value: _A) -> _A:
-        """Return what was read from `table` once it holds no key left unread."""
-        table.done()
-        return value
+        return tuple(parse(table, name, single) for table, name in zip(tables, names, strict=True))
 
     def name(self, table: Table, seen: dict[str, str]) -> str:
         """An explicit account or sink name, unique also in its env-variable spelling."""
@@ -283,7 +272,7 @@ class Loader:
             max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
             max_connections=(
                 table.integer("max_connections", 0, 1, 100_000)
-                if table.has("max_connections")
+                if "max_connections" in table.data
                 else None
             ),
             header_timeout_s=table.duration("header_timeout", "10s", positive=True),
@@ -309,7 +298,8 @@ class Loader:
             ccv_order_id_fields=tuple(fields) if fields else ("orderId", "id"),
         )
 
-    def sinks(self, top: Table, raw: object | None) -> tuple[SinkConfig, ...]:
+    def sinks(self, top: Table) -> tuple[SinkConfig, ...]:
+        raw = top.data.get("sinks")
         if raw is None:
             return ()
         if not isinstance(raw, list):
@@ -321,11 +311,19 @@ class Loader:
             key = f"sinks[{index}]"
             if not isinstance(item, dict):
                 raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
-            table = Table(self.file, item, key, asked=self.asked)
-            typed.append((table, table.choice("type", SINK_TYPES)))
+            table = Table(self.file, item, key, None)
+            kind = table.choice("type", SINK_TYPES)
+            own = SINK_COMMON_KEYS + SINK_KEYS[kind]
+            for name in item:
+                if name in own:
+                    continue
+                if any(name in keys for keys in SINK_KEYS.values()):
+                    raise table.error(name, f"not a key of a {kind} sink")
+                raise table.error(name, "unknown key")
+            typed.append((table, kind))
         # Explicit names first, so that a default name steps aside instead of clashing.
         seen: dict[str, str] = {}
-        explicit = {id(table): self.name(table, seen) for table, _ in typed if table.has("name")}
+        explicit = {id(table): self.name(table, seen) for table, _ in typed if "name" in table.data}
         sinks = []
         for table, kind in typed:
             name = explicit.get(id(table))
@@ -335,9 +333,6 @@ class Loader:
                     name, number = f"{kind}-{number}", number + 1
                 seen[env_word(name)] = name
             sinks.append(self.sink(table, kind, name))
-            for key in table.unread():
-                problem = f"not a key of a {kind} sink" if key in SINK_KIND_KEYS else "unknown key"
-                raise table.error(key, problem)
         return tuple(sinks)
 
     def sink(
@@ -373,7 +368,7 @@ class Loader:
         )
 
     def command(self, table: Table) -> tuple[str, ...]:
-        value = table.raw("command")
+        value = table.data.get("command")
         if value is None:
             raise table.error("command", "required")
         if not isinstance(value, list):
@@ -391,15 +386,16 @@ class Loader:
 
     def alerts(self, table: Table | None) -> AlertsConfig:
         stuck = {key: parse_duration(value) for key, value in STUCK_AFTER.items()}
-        stuck_after = None if table is None else table.table("stuck_after")
+        stuck_after = (
+            None
+            if table is None
+            else table.table("stuck_after", ("ccv", "ccnow"), "unknown source (use ccv or ccnow)")
+        )
         if stuck_after is not None:
             for source in ("ccv", "ccnow"):
-                statuses = stuck_after.table(source)
+                statuses = stuck_after.table(source, None)
                 if statuses is not None:
-                    for status in statuses.names():
+                    for status in statuses.data:
                         stuck[(source, status)] = statuses.duration(status, None)
-            stuck_after.done("unknown source (use ccv or ccnow)")
-        if table is not None:
-            table.done()
         # 0 switches the alert off for that status.
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})

@@ -125,7 +125,7 @@ class SecretReader:
     ) -> Secret | None:
         """Resolve a secret: the key, then `<key>_file`, then env, then $CREDENTIALS_DIRECTORY."""
         file_key = f"{key}_file"
-        if [table.has(key), table.has(file_key)] == [True, True]:
+        if key in table.data and file_key in table.data:
             raise table.error(key, f"give {key} or {file_key}, not both")
         found = self.find(table, key, env, credentials)
         if found is None:
@@ -150,7 +150,7 @@ class SecretReader:
             self.secret_files[Path(self.file)] = None
             return value, key, ""
         file_key = f"{key}_file"
-        if table.has(file_key):
+        if file_key in table.data:
             path = self.base_dir / table.string(file_key)
             self.secret_files[path] = None
             return self.read(path, table, file_key), file_key, ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import TypeVar
 
@@ -18,45 +18,23 @@ _USD = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,2})?", re.ASCII)
 
 
 class Table:
-    """One TOML table being read; knows its dotted key so every error can name the key.
-
-    It records every key the loader asks for, so a key nobody asked for is unknown (`done`):
-    the loader's reading is the one list of keys a table may hold.
-    """
+    """One TOML table being read; knows its dotted key so every error can name the key."""
 
     def __init__(
-        self, file: str, data: Mapping[str, object], key: str, *, asked: set[str] | None = None
+        self,
+        file: str,
+        data: Mapping[str, object],
+        key: str,
+        allowed: Collection[str] | None,
+        unknown: str = "unknown key",
     ) -> None:
         self.file = file
         self.data = data
         self.key = key
-        self.read: set[str] = set()
-        # Shared by every table of one load: all the key names the loader knows.
-        self.asked: set[str] = set() if asked is None else asked
-
-    def raw(self, name: str) -> object | None:
-        """The value of `name` as TOML gave it, or None; `name` counts as a known key."""
-        self.read.add(name)
-        self.asked.add(name)
-        return self.data.get(name)
-
-    def has(self, name: str) -> bool:
-        """Whether `name` is set; `name` counts as a known key."""
-        return self.raw(name) is not None
-
-    def names(self) -> list[str]:
-        """The keys of a table whose keys are the user's own words (such as orderStatus)."""
-        self.read.update(self.data)
-        return list(self.data)
-
-    def unread(self) -> list[str]:
-        """The keys set in the file that the loader never asked for, in file order."""
-        return [name for name in self.data if name not in self.read]
-
-    def done(self, unknown: str = "unknown key") -> None:
-        """Refuse the first key the loader never asked for."""
-        for name in self.unread():
-            raise self.error(name, unknown)
+        if allowed is not None:
+            for name in data:
+                if name not in allowed:
+                    raise self.error(name, unknown)
 
     def path(self, name: str) -> str:
         return f"{self.key}.{name}" if self.key else name
@@ -65,7 +43,7 @@ class Table:
         return ConfigError(self.file, self.path(name), problem)
 
     def get(self, name: str, kind: type[_V], what: str) -> _V | None:
-        value = self.raw(name)
+        value = self.data.get(name)
         if value is None:
             return None
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
@@ -100,8 +78,7 @@ class Table:
 
     def duration(self, name: str, default: str | None, *, positive: bool = False) -> float:
         """Seconds from a duration key; required when `default` is None."""
-        value = self.raw(name)
-        value = default if value is None else value
+        value = self.data.get(name, default)
         if value is None:
             raise self.error(name, "required")
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -129,8 +106,7 @@ class Table:
 
     def usd(self, name: str, default: str) -> Decimal:
         """A positive amount in USD with at most two decimals (a string or a number)."""
-        value = self.raw(name)
-        value = default if value is None else value
+        value = self.data.get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise self.error(name, f"expected an amount in USD, got {type_name(value)}")
         text = str(value)
@@ -145,14 +121,15 @@ class Table:
             raise self.error(name, problem)
         return value
 
-    def table(self, name: str) -> Table | None:
-        """A sub-table; the caller reads it and calls its `done`."""
+    def table(
+        self, name: str, allowed: Collection[str] | None, unknown: str = "unknown key"
+    ) -> Table | None:
         value = self.get(name, dict, "a table")
-        return None if value is None else Table(self.file, value, self.path(name), asked=self.asked)
+        return None if value is None else Table(self.file, value, self.path(name), allowed, unknown)
 
     def status_durations(self, name: str, default: Mapping[str, str]) -> dict[str, float]:
         """A table of orderStatus -> positive duration; a given table replaces `default`."""
-        table = self.table(name)
+        table = self.table(name, None)
         if table is None:
             return {status: parse_duration(value) for status, value in default.items()}
-        return {status: table.duration(status, None, positive=True) for status in table.names()}
+        return {status: table.duration(status, None, positive=True) for status in table.data}
