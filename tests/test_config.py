@@ -13,10 +13,14 @@ import pytest
 from reconciler import config as config_module
 from reconciler.config import (
     ApiConfig,
+    CommandSinkConfig,
     Config,
     ConfigError,
+    JsonlSinkConfig,
+    LogSinkConfig,
     RetryConfig,
     Secret,
+    WebhookSinkConfig,
     load_config,
     parse_duration,
 )
@@ -199,6 +203,7 @@ def test_every_key_can_be_set(tmp_path: Path) -> None:
     assert default is not None
     assert (default.max_connections, default.header_timeout_s) == (None, 10.0)
     (sink,) = config.sinks
+    assert isinstance(sink, CommandSinkConfig)
     assert (sink.type, sink.name, sink.command) == ("command", "hook", ("/usr/bin/env", "true"))
     assert (sink.timeout_s, sink.retry_min_s, sink.retry_max_s, sink.max_age_s) == (
         1.0,
@@ -525,7 +530,7 @@ def test_other_secrets_come_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert config.ccnow[0].notification_token == Secret("tok_0123456789abcdef")
     assert config.receiver is not None
     assert config.receiver.secret.reveal() == "receiver-secret-0123"
-    assert [(s.name, s.secret) for s in config.sinks] == [
+    assert [(s.name, s.secret) for s in config.sinks if isinstance(s, WebhookSinkConfig)] == [
         ("webhook", Secret(WEBHOOK_SECRET.replace("M", "N"))),
         ("webhook-2", Secret(WEBHOOK_SECRET)),
     ]
@@ -535,7 +540,9 @@ def test_sink_secret_from_credentials(tmp_path: Path, monkeypatch: pytest.Monkey
     write(tmp_path, WEBHOOK_SECRET + "\n", "credentials/sink-hq-secret")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
     config = load(tmp_path, CCV + "[[sinks]]\ntype='webhook'\nname='hq'\nurl='https://h.example'\n")
-    assert config.sinks[0].secret == Secret(WEBHOOK_SECRET)
+    sink = config.sinks[0]
+    assert isinstance(sink, WebhookSinkConfig)
+    assert sink.secret == Secret(WEBHOOK_SECRET)
 
 
 def test_empty_env_secret_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -728,7 +735,7 @@ def test_relative_paths_are_resolved_against_the_config_dir(
     )
     config = load_config(path)
     assert config.store_path == tmp_path / "etc" / "state" / "r.db"
-    assert [s.path for s in config.sinks] == [
+    assert [s.path for s in config.sinks if isinstance(s, JsonlSinkConfig)] == [
         tmp_path / "etc" / "out" / "events.jsonl",
         Path("/abs/events.jsonl"),
     ]
@@ -769,6 +776,32 @@ def test_ccv_and_ccnow_sections_may_be_arrays_of_one(tmp_path: Path) -> None:
     assert [a.name for a in config.ccnow] == ["default"]
 
 
+def test_each_sink_kind_has_its_own_config_type(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        CCV
+        + "[[sinks]]\ntype = 'log'\n"
+        + "[[sinks]]\ntype = 'jsonl'\npath = 'events.jsonl'\n"
+        + f"[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\nsecret = '{WEBHOOK_SECRET}'\n"
+        + "[[sinks]]\ntype = 'command'\ncommand = ['true']\ntimeout = '2s'\n",
+    )
+    assert [type(s) for s in config.sinks] == [
+        LogSinkConfig,
+        JsonlSinkConfig,
+        WebhookSinkConfig,
+        CommandSinkConfig,
+    ]
+    # A sink carries only its own kind's keys, so nothing is left unset for the sink to re-check.
+    assert not hasattr(config.sinks[0], "url")
+    assert not hasattr(config.sinks[1], "command")
+    assert config.sinks[3].timeout_s == 2.0
+
+
+def test_a_command_sink_config_needs_a_command() -> None:
+    with pytest.raises(ValueError, match="command sink 'hook' needs a command"):
+        CommandSinkConfig(name="hook", command=())
+
+
 # --- the example config -----------------------------------------------------------------------
 
 
@@ -787,7 +820,9 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.ccv[0].api_key.reveal() == "l_example"
     assert config.receiver is not None
     assert [(s.type, s.name) for s in config.sinks] == [("jsonl", "archive"), ("webhook", "orders")]
-    assert config.sinks[1].secret == Secret(WEBHOOK_SECRET)
+    sink = config.sinks[1]
+    assert isinstance(sink, WebhookSinkConfig)
+    assert sink.secret == Secret(WEBHOOK_SECRET)
     assert "http://" not in EXAMPLE.read_text(encoding="utf-8")
 
 

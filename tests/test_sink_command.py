@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.config import SinkConfig
+from reconciler.config import CommandSinkConfig as SinkConfig
 from reconciler.sinks.base import Delivered, OutboxEvent, RetryLater
 from reconciler.sinks.command import CommandSink
 

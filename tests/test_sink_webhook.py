@@ -19,7 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from reconciler.config import Secret, SinkConfig
+from reconciler.config import Secret
+from reconciler.config import WebhookSinkConfig as SinkConfig
 from reconciler.sinks.base import Delivered, OutboxEvent, RetryLater, SinkGone
 from reconciler.sinks.webhook import WebhookSink, parse_retry_after, sign
 

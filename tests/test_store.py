@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 
 from reconciler import reconcile
-from reconciler.config import Config, SinkConfig, load_config
+from reconciler.config import Config, load_config
+from reconciler.config import LogSinkConfig as SinkConfig
 from reconciler.events import Event
 from reconciler.logs import line_writer
 from reconciler.model import EventType, Observation, OrderKey, Outcome

@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 
-from reconciler.config import SinkConfig
+from reconciler.config import CommandSinkConfig
 from reconciler.sinks.base import (
     Delivered,
     DeliveryResult,
@@ -101,9 +101,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 class CommandSink:
     """Runs `config.command` (never through a shell) once per event, event body on stdin."""
 
-    def __init__(self, config: SinkConfig) -> None:
-        if not config.command:
-            raise ValueError(f"command sink {config.name!r} needs a command")
+    def __init__(self, config: CommandSinkConfig) -> None:
         self.name = config.name
         self._argv = config.command
         self._timeout_s = config.timeout_s

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from ..config import Config, SinkConfig
+from ..config import (
+    CommandSinkConfig,
+    Config,
+    JsonlSinkConfig,
+    LogSinkConfig,
+    SinkConfig,
+    WebhookSinkConfig,
+)
 from ..logs import fields
 from ..store import Store, StoreError
 from .base import NOT_ATTEMPTED, Delivered, DeliveryResult, OutboxEvent, RetryLater, Sink, SinkGone
@@ -55,18 +62,17 @@ def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Si
 
     out: list[tuple[Sink, SinkConfig]] = []
     if not any(s.type == "log" for s in config.sinks):
-        out.append((LogSink(), SinkConfig(type="log", name="log")))
+        out.append((LogSink(), LogSinkConfig(name="log")))
     for sc in config.sinks:
         sink: Sink
-        if sc.type == "log":
-            sink = LogSink(sc.name)
-        elif sc.type == "jsonl":
-            assert sc.path is not None  # guaranteed by config validation
+        if isinstance(sc, JsonlSinkConfig):
             sink = JsonlSink(sc.name, sc.path)
-        elif sc.type == "webhook":
+        elif isinstance(sc, WebhookSinkConfig):
             sink = WebhookSink(sc, session)
-        else:
+        elif isinstance(sc, CommandSinkConfig):
             sink = CommandSink(sc)
+        else:
+            sink = LogSink(sc.name)
         out.append((sink, sc))
     return out
 

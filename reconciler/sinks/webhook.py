@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from reconciler import USER_AGENT
-from reconciler.config import SinkConfig
+from reconciler.config import WebhookSinkConfig
 from reconciler.sinks.base import (
     Delivered,
     DeliveryResult,
@@ -108,9 +108,9 @@ def _error_reason(exc: BaseException) -> str:
 class WebhookSink:
     """POSTs events one by one to `config.url` with Standard Webhooks headers."""
 
-    def __init__(self, config: SinkConfig, session: aiohttp.ClientSession | None = None) -> None:
-        if config.url is None or config.secret is None:
-            raise ValueError(f"webhook sink {config.name!r} needs url and secret")
+    def __init__(
+        self, config: WebhookSinkConfig, session: aiohttp.ClientSession | None = None
+    ) -> None:
         self.name = config.name
         self._url = config.url
         self._key = decode_secret(config.secret.reveal())

@@ -1,0 +1,400 @@
+"""Turns one TOML file into a validated Config, or the first ConfigError naming the key."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from .errors import ConfigError
+from .keys import (
+    API_KEYS,
+    AUTH_SCHEMES,
+    CCNOW_KEYS,
+    CCV_KEYS,
+    CCV_STATUS_INTERVALS,
+    RECEIVER_KEYS,
+    SINK_COMMON_KEYS,
+    SINK_KEYS,
+    SINK_TYPES,
+    STUCK_AFTER,
+    TOP_KEYS,
+)
+from .schema import (
+    AlertsConfig,
+    ApiConfig,
+    CCNowConfig,
+    CCVConfig,
+    CommandSinkConfig,
+    Config,
+    JsonlSinkConfig,
+    LogSinkConfig,
+    ReceiverConfig,
+    RetryConfig,
+    ScheduleConfig,
+    SinkConfig,
+    WebhookSinkConfig,
+)
+from .secret import (
+    SecretReader,
+    env_word,
+    min_length,
+    secret_names,
+    token_problem,
+    webhook_secret_problem,
+)
+from .table import Table
+from .values import parse_duration, parse_listen, type_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+_A = TypeVar("_A")
+
+_NAME = re.compile(r"[a-z0-9_-]{1,32}")
+# USD as CCNow takes it: digits, at most two decimals (a float 100.0 reads "100.0")
+_NAME_RULE = "must be 1 to 32 characters of a-z 0-9 _ -"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_LISTEN_RULE = "expected host:port like 127.0.0.1:8080 or [::1]:8080 (port 1 to 65535)"
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raise ConfigError naming the key on any problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, "-", f"cannot read file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, "-", "not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "-", f"invalid TOML: {exc}") from None
+    # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later.
+    return Loader(file, Path(path).absolute().parent, os.environ).config(data)
+
+
+class Loader:
+    """Turns the parsed TOML of one file into a Config, or raises the first ConfigError."""
+
+    def __init__(self, file: str, base_dir: Path, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.env = env
+        self.secrets = SecretReader(file, base_dir, env)
+
+    def config(self, data: Mapping[str, object]) -> Config:
+        top = Table(self.file, data, "", TOP_KEYS)
+        store = top.table("store", ("path", "keep_events"))
+        store_path = self.store_path(store)
+        ccv = self.accounts(top, "ccv", CCV_KEYS, self.ccv)
+        ccnow = self.accounts(top, "ccnow", CCNOW_KEYS, self.ccnow)
+        if not ccv and not ccnow:
+            raise ConfigError(self.file, "ccv", "no [ccv] or [ccnow] account configured")
+        receiver = top.table("receiver", RECEIVER_KEYS)
+        return Config(
+            file=self.file,
+            store_path=store_path,
+            ccv=ccv,
+            ccnow=ccnow,
+            receiver=None if receiver is None else self.receiver(receiver),
+            sinks=self.sinks(top),
+            alerts=self.alerts(top.table("alerts", ("stuck_after",))),
+            api=self.api(top.table("api", API_KEYS)),
+            secret_files=tuple(self.secrets.secret_files),
+            keep_events_s=Config.keep_events_s
+            if store is None
+            else store.duration("keep_events", "400d", positive=True),
+        )
+
+    def file_path(self, table: Table, name: str) -> Path:
+        return self.base_dir / table.string(name)
+
+    def store_path(self, store: Table | None) -> Path:
+        if store is not None and "path" in store.data:
+            return self.file_path(store, "path")
+        # systemd's StateDirectory= may list several directories; the first is ours.
+        state = self.env.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(state or Path.cwd()) / "reconciler.db"
+
+    # --- accounts
+
+    def accounts(
+        self,
+        top: Table,
+        source: str,
+        allowed: Collection[str],
+        parse: Callable[[Table, str, bool], _A],
+    ) -> tuple[_A, ...]:
+        """Read `[source]` or `[[source]]`: one table, or several with unique names."""
+        raw = top.data.get(source)
+        if raw is None:
+            return ()
+        if isinstance(raw, dict):
+            tables = [Table(self.file, raw, source, allowed)]
+        elif isinstance(raw, list):
+            tables = []
+            for index, item in enumerate(raw):
+                key = f"{source}[{index}]"
+                if not isinstance(item, dict):
+                    raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
+                tables.append(Table(self.file, item, key, allowed))
+        else:
+            raise top.error(source, f"expected a table or array of tables, got {type_name(raw)}")
+        names: list[str] = []
+        seen: dict[str, str] = {}
+        for table in tables:
+            if "name" in table.data:
+                name = self.name(table, seen)
+            elif len(tables) > 1:
+                raise table.error("name", f"required when there are several [[{source}]] tables")
+            else:
+                name = "default"
+            names.append(name)
+        single = len(tables) == 1
+        return tuple(parse(table, name, single) for table, name in zip(tables, names, strict=True))
+
+    def name(self, table: Table, seen: dict[str, str]) -> str:
+        """An explicit account or sink name, unique also in its env-variable spelling."""
+        name = table.string("name")
+        if not _NAME.fullmatch(name):
+            raise table.error("name", _NAME_RULE)
+        other = seen.get(env_word(name))
+        if other == name:
+            raise table.error("name", f"duplicate name '{name}'")
+        if other is not None:
+            raise table.error("name", f"'{name}' and '{other}' share env variable names")
+        seen[env_word(name)] = name
+        return name
+
+    def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
+        env, credentials = secret_names("ccv", name, single, "api_key")
+        base_url = table.url("base_url").rstrip("/")
+        api_key = self.secrets.required(table, "api_key", env, credentials)
+        auth_header = table.string("auth_header", "Authorization")
+        if not _HEADER_NAME.fullmatch(auth_header):
+            raise table.error("auth_header", "not a valid HTTP header name")
+        return CCVConfig(
+            name=name,
+            base_url=base_url,
+            api_key=api_key,
+            poll_interval_s=table.duration("poll_interval", "5m", positive=True),
+            concurrency=table.integer("concurrency", 8, 1, 256),
+            timeout_s=table.duration("timeout", "10s", positive=True),
+            retry=self.retry(table),
+            schedule=replace(
+                self.schedule(table, "1m", CCV_STATUS_INTERVALS),
+                watch_settled_s=table.duration("watch_settled", "180d"),
+                settled_interval_s=table.duration("settled_interval", "1d", positive=True),
+            ),
+            auth=table.choice("auth", AUTH_SCHEMES, "basic"),
+            auth_header=auth_header,
+        )
+
+    def schedule(
+        self, table: Table, min_default: str, status_defaults: Mapping[str, str]
+    ) -> ScheduleConfig:
+        """Read the adaptive schedule keys that both providers' accounts have."""
+        min_interval, max_interval = table.duration_range(
+            "min_interval", min_default, "max_interval", "6h"
+        )
+        return ScheduleConfig(
+            min_interval_s=min_interval,
+            max_interval_s=max_interval,
+            status_intervals_s=table.status_durations("status_intervals", status_defaults),
+            not_found_interval_s=table.duration("not_found_interval", "1d", positive=True),
+            active_window_s=table.duration("active_window", "12h"),
+            active_max_interval_s=table.duration("active_max_interval", "30m", positive=True),
+        )
+
+    def ccnow(self, table: Table, name: str, single: bool) -> CCNowConfig:
+        env, credentials = secret_names("ccnow", name, single, "password")
+        token_env, token_credentials = secret_names("ccnow", name, single, "notification_token")
+        url = table.url("url")
+        client_id = table.string("client_id")
+        password = self.secrets.required(table, "password", env, credentials)
+        return CCNowConfig(
+            name=name,
+            url=url,
+            client_id=client_id,
+            password=password,
+            store_id=table.string("store_id", "", allow_empty=True),
+            poll_interval_s=table.duration("poll_interval", "2m", positive=True),
+            batch_size=table.integer("batch_size", 25, 1, 100),
+            concurrency=table.integer("concurrency", 2, 1, 16),
+            timeout_s=table.duration("timeout", "15s", positive=True),
+            retry=self.retry(table),
+            schedule=replace(
+                self.schedule(table, "2m", {}),
+                watch_settled_s=table.duration("watch_settled", "180d"),
+                settled_interval_s=table.duration("settled_interval", "1d", positive=True),
+            ),
+            notification_token=self.secrets.optional(
+                table, "notification_token", token_env, token_credentials, token_problem
+            ),
+            max_adjust=table.usd("max_adjust", "100.00"),
+        )
+
+    def retry(self, table: Table) -> RetryConfig:
+        return RetryConfig(
+            attempts=table.integer("retries", 3, 0, 10),
+            backoff_s=table.duration("retry_backoff", "0.5s"),
+        )
+
+    # --- receiver, sinks, alerts
+
+    def receiver(self, table: Table) -> ReceiverConfig:
+        listen = parse_listen(table.string("listen", "127.0.0.1:8080"))
+        if listen is None:
+            raise table.error("listen", _LISTEN_RULE)
+        return ReceiverConfig(
+            listen_host=listen[0],
+            listen_port=listen[1],
+            public_url=table.url("public_url").rstrip("/"),
+            secret=self.secrets.required(
+                table,
+                "secret",
+                ["RECONCILER_RECEIVER_SECRET"],
+                ["receiver-secret"],
+                min_length(16),
+            ),
+            debounce_s=table.duration("debounce", "2s"),
+            remember_ref_s=table.duration("remember_ref", "7d"),
+            max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
+            max_connections=(
+                table.integer("max_connections", 0, 1, 100_000)
+                if "max_connections" in table.data
+                else None
+            ),
+            header_timeout_s=table.duration("header_timeout", "10s", positive=True),
+        )
+
+    def api(self, table: Table | None) -> ApiConfig | None:
+        if table is None:
+            return None
+        listen = parse_listen(table.string("listen", "127.0.0.1:8081"))
+        if listen is None:
+            raise table.error("listen", _LISTEN_RULE)
+        fields = table.get("ccv_order_id_fields", list, "an array of strings")
+        if fields is not None and (not fields or not all(isinstance(f, str) and f for f in fields)):
+            raise table.error("ccv_order_id_fields", "expected a non-empty array of field names")
+        return ApiConfig(
+            listen_host=listen[0],
+            listen_port=listen[1],
+            token=self.secrets.required(
+                table, "token", ["RECONCILER_API_TOKEN"], ["api-token"], min_length(16)
+            ),
+            max_body_bytes=table.integer("max_body", 1024 * 1024, 1024, 16 * 1024 * 1024),
+            refresh_timeout_s=table.duration("refresh_timeout", "10s", positive=True),
+            ccv_order_id_fields=tuple(fields) if fields else ("orderId", "id"),
+        )
+
+    def sinks(self, top: Table) -> tuple[SinkConfig, ...]:
+        raw = top.data.get("sinks")
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise top.error(
+                "sinks", f"expected an array of tables ([[sinks]]), got {type_name(raw)}"
+            )
+        typed: list[tuple[Table, Literal["log", "jsonl", "webhook", "command"]]] = []
+        for index, item in enumerate(raw):
+            key = f"sinks[{index}]"
+            if not isinstance(item, dict):
+                raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
+            table = Table(self.file, item, key, None)
+            kind = table.choice("type", SINK_TYPES)
+            own = SINK_COMMON_KEYS + SINK_KEYS[kind]
+            for name in item:
+                if name in own:
+                    continue
+                if any(name in keys for keys in SINK_KEYS.values()):
+                    raise table.error(name, f"not a key of a {kind} sink")
+                raise table.error(name, "unknown key")
+            typed.append((table, kind))
+        # Explicit names first, so that a default name steps aside instead of clashing.
+        seen: dict[str, str] = {}
+        explicit = {id(table): self.name(table, seen) for table, _ in typed if "name" in table.data}
+        sinks = []
+        for table, kind in typed:
+            name = explicit.get(id(table))
+            if name is None:
+                name, number = kind, 2
+                while env_word(name) in seen:
+                    name, number = f"{kind}-{number}", number + 1
+                seen[env_word(name)] = name
+            sinks.append(self.sink(table, kind, name))
+        return tuple(sinks)
+
+    def sink(
+        self,
+        table: Table,
+        kind: Literal["log", "jsonl", "webhook", "command"],
+        name: str,
+    ) -> SinkConfig:
+        specific: SinkConfig
+        if kind == "jsonl":
+            specific = JsonlSinkConfig(name=name, path=self.file_path(table, "path"))
+        elif kind == "webhook":
+            env = [f"RECONCILER_SINK_{env_word(name)}_SECRET"]
+            specific = WebhookSinkConfig(
+                name=name,
+                url=table.url("url"),
+                secret=self.secrets.required(
+                    table, "secret", env, [f"sink-{name}-secret"], webhook_secret_problem
+                ),
+            )
+        elif kind == "command":
+            specific = CommandSinkConfig(name=name, command=self.command(table))
+        else:
+            specific = LogSinkConfig(name=name)
+        timeout = table.duration("timeout", "15s", positive=True)
+        retry_min, retry_max = table.duration_range("retry_min", "5s", "retry_max", "1h")
+        return replace(
+            specific,
+            timeout_s=timeout,
+            retry_min_s=retry_min,
+            retry_max_s=retry_max,
+            max_age_s=table.duration("max_age", "3d", positive=True),
+        )
+
+    def command(self, table: Table) -> tuple[str, ...]:
+        value = table.data.get("command")
+        if value is None:
+            raise table.error("command", "required")
+        if not isinstance(value, list):
+            raise table.error(
+                "command", f"expected a list of strings (argv), got {type_name(value)}"
+            )
+        if not value:
+            raise table.error("command", "must not be empty")
+        for index, arg in enumerate(value):
+            if not isinstance(arg, str):
+                raise table.error(f"command[{index}]", f"expected a string, got {type_name(arg)}")
+        if not value[0]:
+            raise table.error("command[0]", "must not be empty")
+        return tuple(value)
+
+    def alerts(self, table: Table | None) -> AlertsConfig:
+        stuck = {key: parse_duration(value) for key, value in STUCK_AFTER.items()}
+        stuck_after = (
+            None
+            if table is None
+            else table.table("stuck_after", ("ccv", "ccnow"), "unknown source (use ccv or ccnow)")
+        )
+        if stuck_after is not None:
+            for source in ("ccv", "ccnow"):
+                statuses = stuck_after.table(source, None)
+                if statuses is not None:
+                    for status in statuses.data:
+                        stuck[(source, status)] = statuses.duration(status, None)
+        # 0 switches the alert off for that status.
+        return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})

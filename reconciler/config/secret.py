@@ -1,0 +1,179 @@
+"""Secrets: a value that never shows itself, read from the key, `<key>_file`, env or systemd
+credentials."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .table import Table
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
+
+
+class Secret:
+    """A credential that never shows itself in repr(), str() or f-strings."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret itself; call only where it goes on the wire."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def env_word(name: str) -> str:
+    """Spell an account or sink name as it appears inside an environment variable name."""
+    return name.upper().replace("-", "_")
+
+
+def secret_names(source: str, name: str, single: bool, word: str) -> tuple[list[str], list[str]]:
+    """Env variables and systemd credential names tried, in order, for an account's secret."""
+    env: list[str] = []
+    credentials: list[str] = []
+    credential_word = word.replace("_", "-")
+    if name != "default":
+        env.append(f"RECONCILER_{source.upper()}_{env_word(name)}_{word.upper()}")
+        credentials.append(f"{source}-{name}-{credential_word}")
+    # The plain names belong to the "default" account, or to the only one there is.
+    if name == "default" or single:
+        env.append(f"RECONCILER_{source.upper()}_{word.upper()}")
+        credentials.append(f"{source}-{credential_word}")
+    return env, credentials
+
+
+def min_length(length: int) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if len(value) >= length else f"must be at least {length} characters"
+
+    return check
+
+
+def control_problem(value: str) -> str | None:
+    # A newline in a key passes the config check and breaks the first request (or splits a
+    # header): refuse it here, naming the key, never the value.
+    if value.isprintable():
+        return None
+    return "must not contain a line break, control or invisible character"
+
+
+def token_problem(value: str) -> str | None:
+    # The token is a URL path segment: keep it to characters that need no quoting.
+    return None if _TOKEN.fullmatch(value) else "must be at least 16 characters of A-Z a-z 0-9 _ -"
+
+
+def webhook_secret_problem(value: str) -> str | None:
+    body = value.removeprefix("whsec_")
+    if body and body != value:
+        try:
+            base64.b64decode(body, validate=True)
+            return None
+        except (binascii.Error, ValueError):
+            pass
+    return "must be 'whsec_' followed by base64"
+
+
+class SecretReader:
+    """Resolves the secrets of one config file and remembers the files that held them."""
+
+    def __init__(self, file: str, base_dir: Path, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.env = env
+        self.secret_files: dict[Path, None] = {}
+
+    def required(
+        self,
+        table: Table,
+        key: str,
+        env: list[str],
+        credentials: list[str],
+        check: Callable[[str], str | None] | None = None,
+    ) -> Secret:
+        found = self.optional(table, key, env, credentials, check)
+        if found is None:
+            raise table.error(
+                key,
+                f"required (or {key}_file, env {' or '.join(env)}, "
+                f"credential {' or '.join(credentials)})",
+            )
+        return found
+
+    def optional(
+        self,
+        table: Table,
+        key: str,
+        env: list[str],
+        credentials: list[str],
+        check: Callable[[str], str | None] | None = None,
+    ) -> Secret | None:
+        """Resolve a secret: the key, then `<key>_file`, then env, then $CREDENTIALS_DIRECTORY."""
+        file_key = f"{key}_file"
+        if key in table.data and file_key in table.data:
+            raise table.error(key, f"give {key} or {file_key}, not both")
+        found = self.find(table, key, env, credentials)
+        if found is None:
+            return None
+        # Problems name where the value came from, never the value.
+        value, error_key, origin = found
+        problem = (
+            "must not be empty"
+            if not value
+            else control_problem(value) or (check(value) if check else None)
+        )
+        if problem is not None:
+            raise table.error(error_key, problem + origin)
+        return Secret(value)
+
+    def find(
+        self, table: Table, key: str, env: list[str], credentials: list[str]
+    ) -> tuple[str, str, str] | None:
+        """(value, key to blame, where from) of the first source that has the secret."""
+        value = table.get(key, str, "a string")
+        if value is not None:
+            self.secret_files[Path(self.file)] = None
+            return value, key, ""
+        file_key = f"{key}_file"
+        if file_key in table.data:
+            path = self.base_dir / table.string(file_key)
+            self.secret_files[path] = None
+            return self.read(path, table, file_key), file_key, ""
+        for name in env:
+            if name in self.env:
+                return self.env[name], key, f" (from env {name})"
+        directory = self.env.get("CREDENTIALS_DIRECTORY")
+        if directory:
+            for name in credentials:
+                path = Path(directory) / name
+                if path.exists():
+                    origin = f" (from credential {name})"
+                    return self.read(path, table, key, origin), key, origin
+        return None
+
+    def read(self, path: Path, table: Table, key: str, origin: str = "") -> str:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            problem = f"cannot read: {exc.strerror or type(exc).__name__}{origin}"
+            raise table.error(key, problem) from None
+        except UnicodeDecodeError:
+            # The codec's message quotes bytes of the file: never show it.
+            raise table.error(key, f"not UTF-8 text{origin}") from None
+        # One line end, as `echo` writes it; anything more is refused as part of the secret.
+        return text.removesuffix("\n").removesuffix("\r")

@@ -1,0 +1,134 @@
+"""One TOML table being read; every error names the file and the dotted key."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from decimal import Decimal
+from typing import TypeVar
+
+from ..model import usd_amount
+from .errors import ConfigError
+from .values import parse_duration, type_name, url_problem
+
+_V = TypeVar("_V")
+_C = TypeVar("_C", bound=str)
+
+# USD as CCNow takes it: digits, at most two decimals (a float 100.0 reads "100.0")
+
+
+class Table:
+    """One TOML table being read; knows its dotted key so every error can name the key."""
+
+    def __init__(
+        self,
+        file: str,
+        data: Mapping[str, object],
+        key: str,
+        allowed: Collection[str] | None,
+        unknown: str = "unknown key",
+    ) -> None:
+        self.file = file
+        self.data = data
+        self.key = key
+        if allowed is not None:
+            for name in data:
+                if name not in allowed:
+                    raise self.error(name, unknown)
+
+    def path(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.path(name), problem)
+
+    def get(self, name: str, kind: type[_V], what: str) -> _V | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            return value
+        raise self.error(name, f"expected {what}, got {type_name(value)}")
+
+    def string(self, name: str, default: str | None = None, *, allow_empty: bool = False) -> str:
+        """A string; required when `default` is None."""
+        value = self.get(name, str, "a string")
+        if value is None:
+            if default is None:
+                raise self.error(name, "required")
+            return default
+        if not value and not allow_empty:
+            raise self.error(name, "must not be empty")
+        return value
+
+    def choice(self, name: str, choices: tuple[_C, ...], default: _C | None = None) -> _C:
+        value = self.string(name, default)
+        for choice in choices:
+            if value == choice:
+                return choice
+        raise self.error(name, f"must be one of {', '.join(choices)}")
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.get(name, int, "an integer")
+        if value is None:
+            return default
+        if not low <= value <= high:
+            raise self.error(name, f"must be between {low} and {high}")
+        return value
+
+    def duration(self, name: str, default: str | None, *, positive: bool = False) -> float:
+        """Seconds from a duration key; required when `default` is None."""
+        value = self.data.get(name, default)
+        if value is None:
+            raise self.error(name, "required")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise self.error(
+                name,
+                f'expected a duration (seconds or a string like "5m"), got {type_name(value)}',
+            )
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(name, str(exc)) from None
+        if positive and seconds == 0:
+            raise self.error(name, "must be greater than 0")
+        return seconds
+
+    def duration_range(
+        self, low_name: str, low_default: str, high_name: str, high_default: str
+    ) -> tuple[float, float]:
+        """A (minimum, maximum) pair of positive durations."""
+        low = self.duration(low_name, low_default, positive=True)
+        high = self.duration(high_name, high_default, positive=True)
+        if high < low:
+            raise self.error(high_name, f"must not be less than {low_name}")
+        return low, high
+
+    def usd(self, name: str, default: str) -> Decimal:
+        """A positive amount in USD with at most two decimals (a string or a number)."""
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise self.error(name, f"expected an amount in USD, got {type_name(value)}")
+        amount = usd_amount(str(value))
+        if amount is None or amount <= 0:
+            raise self.error(name, "must be an amount in USD above 0, at most 2 decimals")
+        return amount
+
+    def url(self, name: str) -> str:
+        value = self.string(name)
+        problem = url_problem(value)
+        if problem is not None:
+            raise self.error(name, problem)
+        return value
+
+    def table(
+        self, name: str, allowed: Collection[str] | None, unknown: str = "unknown key"
+    ) -> Table | None:
+        value = self.get(name, dict, "a table")
+        return None if value is None else Table(self.file, value, self.path(name), allowed, unknown)
+
+    def status_durations(self, name: str, default: Mapping[str, str]) -> dict[str, float]:
+        """A table of orderStatus -> positive duration; a given table replaces `default`."""
+        table = self.table(name, None)
+        if table is None:
+            return {status: parse_duration(value) for status, value in default.items()}
+        return {status: table.duration(status, None, positive=True) for status in table.data}

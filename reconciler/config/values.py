@@ -1,0 +1,98 @@
+"""Pure rules for single config values: durations, TOML type names, URLs, listen addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from datetime import date, datetime, time
+from urllib.parse import urlsplit
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)?")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: str | float) -> float:
+    """Return seconds from a number of seconds or a string like "500ms", "90s", "5m", "2h", "3d"."""
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        number, unit = float(match[1]), match[2] or "s"
+        # Divide for ms so that "100ms" is exactly 0.1, not 100 * 0.001.
+        seconds = number / 1000 if unit == "ms" else number * _UNIT_S[unit]
+    if seconds is None:
+        raise ValueError(
+            f"invalid duration '{value}' (use seconds or a number with ms, s, m, h, d)"
+        )
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"invalid duration '{value}' (must be finite and not negative)")
+    return seconds
+
+
+_TOML_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),  # before int: bool is an int subclass
+    (int, "integer"),
+    (float, "float"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "table"),
+    (datetime, "datetime"),  # before date: datetime is a date subclass
+    (date, "date"),
+    (time, "time"),
+)
+
+
+def type_name(value: object) -> str:
+    """Name a parsed TOML value's type the way TOML does."""
+    return next((name for kind, name in _TOML_TYPES if isinstance(value, kind)), "value")
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be used to talk to a provider or be handed out, or None."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "invalid URL (whitespace or control character)"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        return "invalid URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "expected an http(s) URL with a host"
+    if parts.username is not None or parts.password is not None:
+        # Credentials in a URL end up in logs; every secret has its own key.
+        return "must not contain user:password"
+    if parts.scheme == "http" and not is_loopback(host):
+        return "https required (plain http only for loopback hosts)"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether a URL host is this machine (where plain http is acceptable)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """Split "host:port" / "[v6]:port"; None when it is neither."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port):
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    elif ":" in host or "[" in host or "]" in host:
+        return None
+    number = int(port)
+    return (host, number) if 1 <= number <= 65535 else None
