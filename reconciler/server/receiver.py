@@ -22,13 +22,13 @@ from urllib.parse import unquote, unquote_plus
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import ReceiverConfig, Secret
+from ..config import ReceiverConfig, Secret
+from ..events import iso_time
+from ..logs import fields
+from ..metrics import Metrics
+from ..model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
+from ..notify import Kind, verify
 from .connections import BoundedRunner, ConnectionLimits
-from .events import iso_time
-from .logs import fields
-from .metrics import Metrics
-from .model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
-from .notify import Kind, verify
 
 log = logging.getLogger("reconciler.server")
 

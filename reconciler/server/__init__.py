@@ -1,0 +1,42 @@
+"""The daemon's HTTP side: the provider-facing receiver (notifications, /healthz, /metrics) and
+the integration API, with what both listeners share (connection bounds, error pages).
+
+`from reconciler.server import build_app, Receiver, ...` keeps working: the receiver's public
+names are re-exported here.
+"""
+
+from __future__ import annotations
+
+from .receiver import (
+    CALL_TIMEOUT_S,
+    DEBOUNCER,
+    MAX_HINTS,
+    MAX_KEYS,
+    MAX_PENDING_HINTS,
+    Debouncer,
+    Health,
+    NotificationHub,
+    Receiver,
+    SourceHealth,
+    Trigger,
+    build_app,
+    extract_ccnow_ids,
+    parse_notify_path,
+)
+
+__all__ = [
+    "CALL_TIMEOUT_S",
+    "DEBOUNCER",
+    "MAX_HINTS",
+    "MAX_KEYS",
+    "MAX_PENDING_HINTS",
+    "Debouncer",
+    "Health",
+    "NotificationHub",
+    "Receiver",
+    "SourceHealth",
+    "Trigger",
+    "build_app",
+    "extract_ccnow_ids",
+    "parse_notify_path",
+]
