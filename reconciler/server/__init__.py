@@ -7,18 +7,14 @@ names are re-exported here.
 
 from __future__ import annotations
 
+from .debounce import CALL_TIMEOUT_S, MAX_KEYS, Debouncer, Trigger
+from .health import Health, SourceHealth, health_document
 from .receiver import (
-    CALL_TIMEOUT_S,
     DEBOUNCER,
     MAX_HINTS,
-    MAX_KEYS,
     MAX_PENDING_HINTS,
-    Debouncer,
-    Health,
     NotificationHub,
     Receiver,
-    SourceHealth,
-    Trigger,
     build_app,
     extract_ccnow_ids,
     parse_notify_path,
@@ -38,5 +34,6 @@ __all__ = [
     "Trigger",
     "build_app",
     "extract_ccnow_ids",
+    "health_document",
     "parse_notify_path",
 ]

@@ -12,67 +12,34 @@ import hmac
 import logging
 import re
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, unquote_plus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config import ReceiverConfig, Secret
-from ..events import iso_time
 from ..logs import fields
 from ..metrics import Metrics
 from ..model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
 from ..notify import Kind, verify
 from .connections import BoundedRunner, ConnectionLimits
+from .debounce import Debouncer
+from .health import Health, health_document
 
 log = logging.getLogger("reconciler.server")
 
-MAX_KEYS = 10_000  # debounce slots (orders, references, accounts) remembered at once
 MAX_HINTS = 100  # CCNow order ids taken from one notification
 MAX_PENDING_HINTS = 1_000  # CCNow order ids per account waiting for the next poll
-CALL_TIMEOUT_S = 300.0  # a hub call that hangs must not block its key for ever
 
 # Hints are ASCII digits; re.ASCII keeps \d from matching other scripts' digits.
 _CCNOW_ID_HINT = re.compile(r"\b\d{3}-?\d{2}-?\d{4}\b", re.ASCII)
 # notify.signature: 16 bytes, URL-safe base64 without padding.
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{22}")
 _KINDS: dict[str, Kind] = {"order": "order", "ref": "ref"}
-
-
-@dataclass(frozen=True, slots=True)
-class SourceHealth:
-    """Health of one provider account as the daemon sees it; times are epoch seconds."""
-
-    source: str
-    account: str
-    last_success: float | None
-    failure_streak: int
-    failing: bool
-    interval_s: float
-
-    def healthy(self, now: float) -> bool:
-        """Return whether the source is not failing and answered within 3 poll intervals."""
-        return (
-            not self.failing
-            and self.last_success is not None
-            and now - self.last_success <= 3 * self.interval_s
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """What /healthz reports: every source, the undelivered events per sink, and the store
-    (failing from a failed statement, such as a full disk, until the next committed write)."""
-
-    sources: tuple[SourceHealth, ...]
-    outbox: dict[str, int] = field(default_factory=dict)
-    store_failing_since: float | None = None
-    store_error: str | None = None
 
 
 class NotificationHub(Protocol):
@@ -97,112 +64,6 @@ class NotificationHub(Protocol):
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store (followed orders, backlog)."""
         ...
-
-
-# --- debounce -------------------------------------------------------------------------------
-
-Trigger = Literal["scheduled", "coalesced", "refused"]
-
-
-@dataclass(slots=True)
-class _Slot:
-    """Debounce state of one key."""
-
-    pending: Callable[[float], Awaitable[None]] | None = None
-    since: float = 0.0  # earliest arrival among the triggers merged into `pending`
-    task: asyncio.Task[None] | None = None
-    finished_at: float | None = None  # loop time when the last call ended
-
-
-class Debouncer:
-    """Coalesce triggers per key: the first calls at once, later ones (while a call runs or
-    within `cooldown_s` after it) become one trailing call, so a second change is not lost."""
-
-    def __init__(
-        self,
-        cooldown_s: float,
-        *,
-        max_keys: int = MAX_KEYS,
-        call_timeout_s: float = CALL_TIMEOUT_S,
-    ) -> None:
-        self.cooldown_s = cooldown_s
-        self.max_keys = max_keys
-        self.call_timeout_s = call_timeout_s
-        self._slots: OrderedDict[Hashable, _Slot] = OrderedDict()
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def trigger(
-        self, key: Hashable, call: Callable[[float], Awaitable[None]], received_at: float
-    ) -> Trigger:
-        """Ask for `call(received_at)`; say whether it was scheduled, merged or refused."""
-        if self._closed:
-            return "refused"
-        slot = self._slots.get(key)
-        if slot is None:
-            if not self._make_room():
-                return "refused"
-            slot = self._slots[key] = _Slot()
-        else:
-            self._slots.move_to_end(key)
-        outcome: Trigger = "scheduled"
-        if slot.pending is None:
-            slot.since = received_at
-        else:
-            outcome = "coalesced"
-            slot.since = min(slot.since, received_at)
-        slot.pending = call
-        if slot.task is None:
-            slot.task = asyncio.get_running_loop().create_task(self._run(key, slot))
-        return outcome
-
-    def _make_room(self) -> bool:
-        """Drop least recently triggered idle keys until one more fits."""
-        if len(self._slots) < self.max_keys:
-            return True
-        idle = [key for key, slot in self._slots.items() if slot.task is None]
-        for key in idle[: len(self._slots) - self.max_keys + 1]:
-            del self._slots[key]
-        return len(self._slots) < self.max_keys
-
-    async def _run(self, key: Hashable, slot: _Slot) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while slot.pending is not None:
-                if slot.finished_at is not None:
-                    wait = slot.finished_at + self.cooldown_s - loop.time()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                # Read after the cooldown: triggers during it replaced `pending` and `since`.
-                call, since = slot.pending, slot.since
-                slot.pending = None
-                try:
-                    await asyncio.wait_for(call(since), self.call_timeout_s)
-                except asyncio.TimeoutError:
-                    log.error("notification.check_timeout", extra=fields(key=repr(key)))
-                except Exception:
-                    # The hub turns provider failures into state itself; this is a bug.
-                    log.error("notification.check_failed", exc_info=True)
-                slot.finished_at = loop.time()
-        finally:
-            slot.task = None
-
-    async def join(self) -> None:
-        """Wait until no call is running or waiting."""
-        while tasks := [slot.task for slot in self._slots.values() if slot.task is not None]:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def close(self) -> None:
-        """Refuse new triggers, cancel running and waiting calls, and wait for them to end."""
-        self._closed = True
-        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if tasks:
-            log.info("notification.checks_cancelled", extra=fields(count=len(tasks)))
 
 
 # --- request parsing --------------------------------------------------------------------------
@@ -474,34 +335,8 @@ class _Handler:
             return web.json_response(
                 {"status": "unhealthy", "sources": [], "outbox": {}}, status=503
             )
-        now = self.clock()
-        sources = [
-            {
-                "source": s.source,
-                "account": s.account,
-                "last_success": iso_time(s.last_success) if s.last_success is not None else None,
-                "failure_streak": s.failure_streak,
-                "failing": s.failing,
-                "healthy": s.healthy(now),
-            }
-            for s in health.sources
-        ]
-        since = health.store_failing_since
-        store = {
-            "healthy": since is None,
-            "failing_since": None if since is None else iso_time(since),
-            "error": health.store_error,
-        }
-        ok = all(entry["healthy"] for entry in sources) and since is None
-        return web.json_response(
-            {
-                "status": "ok" if ok else "unhealthy",
-                "sources": sources,
-                "store": store,
-                "outbox": health.outbox,
-            },
-            status=200 if ok else 503,
-        )
+        document, ok = health_document(health, self.clock())
+        return web.json_response(document, status=200 if ok else 503)
 
     async def render_metrics(self) -> web.Response:
         try:
