@@ -26,9 +26,18 @@ from ..logs import fields
 from ..metrics import Metrics
 from ..model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
 from ..notify import Kind, verify
-from .connections import BoundedRunner, ConnectionLimits
+from .connections import ConnectionLimits
 from .debounce import Debouncer
 from .health import Health, health_document
+from .http import (
+    BodyTooLarge,
+    BodyTooSlow,
+    BodyUnreadable,
+    Listener,
+    json_error,
+    read_at_most,
+    read_body,
+)
 
 log = logging.getLogger("reconciler.server")
 
@@ -190,15 +199,15 @@ class _Handler:
             )
             if rejected.source is not None:
                 self.metrics.observe_notification(rejected.source, rejected.reason)
-            return web.json_response(
-                {"error": _MESSAGES.get(rejected.status, "rejected")},
-                status=rejected.status,
+            return json_error(
+                rejected.status,
+                _MESSAGES.get(rejected.status, "rejected"),
                 headers=rejected.headers,
             )
         except Exception:
             # A bug, not bad input; the hypothesis test makes sure no input gets here.
             log.error("request.failed", exc_info=True, extra=fields(method=request.method))
-            return web.json_response({"error": "internal error"}, status=500)
+            return json_error(500, "internal error")
 
     async def route(self, request: web.Request, received_at: float) -> web.StreamResponse:
         path = request.raw_path.partition("?")[0]
@@ -294,23 +303,16 @@ class _Handler:
 
     async def read_body(self, request: web.Request, source: str) -> bytes:
         """Read at most `max_body_bytes`; 413 above, 400 when the body is broken, 408 slow."""
-        limit = self.receiver.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise _Rejected(413, "too_large", source=source)
         try:
-            body = await asyncio.wait_for(
-                _read_at_most(request, limit + 1), self.receiver.header_timeout_s
+            return await read_body(
+                request, self.receiver.max_body_bytes, timeout_s=self.receiver.header_timeout_s
             )
-        except asyncio.TimeoutError:
-            # Before OSError, its base class from 3.11 on. A trickled body would hold a
-            # connection that the cap cannot take back.
+        except BodyTooLarge:
+            raise _Rejected(413, "too_large", source=source) from None
+        except BodyTooSlow:
             raise _Rejected(408, "slow_body", source=source) from None
-        except (HttpProcessingError, web.RequestPayloadError, OSError):
-            # Broken chunking, bad compression, a client that went away mid-body.
+        except BodyUnreadable:
             raise _Rejected(400, "bad_body", source=source) from None
-        if len(body) > limit:
-            raise _Rejected(413, "too_large", source=source)
-        return body
 
     async def body_is_broken(self, request: web.Request) -> bool:
         """Read what is left of a refused request's body (bounded) and say if it is broken."""
@@ -318,7 +320,7 @@ class _Handler:
             return False
         try:
             await asyncio.wait_for(
-                _read_at_most(request, self.receiver.max_body_bytes),
+                read_at_most(request, self.receiver.max_body_bytes),
                 self.receiver.header_timeout_s,
             )
         except (HttpProcessingError, web.RequestPayloadError):
@@ -348,16 +350,6 @@ class _Handler:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-async def _read_at_most(request: web.Request, limit: int) -> bytes:
-    """Return the body, or its first `limit` bytes when it is longer."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit and (chunk := await request.content.read(limit - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
 DEBOUNCER = web.AppKey("debouncer", Debouncer)
 
 
@@ -383,8 +375,9 @@ def build_app(
     return app
 
 
-class Receiver:
-    """Serve the receiver app on one address until close(), within `limits`."""
+class Receiver(Listener):
+    """Serve the receiver app on one address until close(), within `limits`; closing cancels
+    and awaits the background checks (the app's cleanup)."""
 
     def __init__(
         self,
@@ -393,30 +386,14 @@ class Receiver:
         shutdown_timeout_s: float = 5.0,
         limits: ConnectionLimits | None = None,
     ) -> None:
-        # No access log: one line per junk request would flood the journal.
-        self._runner = BoundedRunner(
+        super().__init__(
             app,
             limits or ConnectionLimits(),
-            access_log=None,
-            shutdown_timeout=shutdown_timeout_s,
+            logger=log,
+            event="receiver.listening",
+            shutdown_timeout_s=shutdown_timeout_s,
         )
-        self._started = False
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (0 picks a free port) and return the bound port."""
-        await self._runner.setup()
-        self._started = True
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        port = int(self._runner.addresses[0][1])
-        log.info(
-            "receiver.listening",
-            extra=fields(host=host, port=port, max_connections=self._runner.max_connections),
-        )
-        return port
-
-    async def close(self) -> None:
-        """Stop listening, then cancel and await the background checks."""
-        if self._started:
-            self._started = False
-            await self._runner.cleanup()
+    def listening_fields(self) -> dict[str, Any]:
+        """Name the connection cap in the `receiver.listening` line."""
+        return {"max_connections": self.max_connections}
