@@ -131,9 +131,6 @@ class ProtocolLog:
             )
 
 
-_USE_ORDER = itertools.count()
-
-
 class _Protocol(RequestHandler):
     """aiohttp's connection handler with a fixed error page; knows whether it is busy."""
 
@@ -141,7 +138,7 @@ class _Protocol(RequestHandler):
         super().__init__(manager, **kwargs)
         self.owner = manager
         self.busy = 0  # requests in progress
-        self.last_used = next(_USE_ORDER)  # the lowest was idle the longest
+        self.last_used = manager.next_use()  # the lowest was idle the longest
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.owner.forget(self)
@@ -184,6 +181,7 @@ class _BoundedServer(web.Server):
         self._full = _RateLimit(CAPACITY_LOG_INTERVAL_S)
         self._evicted = 0
         self._shed = 0
+        self._uses = itertools.count()
 
     def _tracked(
         self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -197,9 +195,13 @@ class _BoundedServer(web.Server):
                 return await handler(request)
             finally:
                 protocol.busy -= 1
-                protocol.last_used = next(_USE_ORDER)
+                protocol.last_used = self.next_use()
 
         return handle
+
+    def next_use(self) -> int:
+        """Return a number higher than every one given before: when a connection was last used."""
+        return next(self._uses)
 
     @property
     def open_connections(self) -> int:
