@@ -18,7 +18,7 @@ from ..model import SOURCES, InvalidOrderId, OrderKey, Source, normalize_order_i
 from ..store import Store, StoreError
 from ..writes.ccnow_actions import ActionSender
 from ..writes.submit import BadSubmission, Submitter
-from .http import BodyTooLarge, BodyUnreadable, json_error, read_body
+from .http import BodyTooLarge, BodyTooSlow, BodyUnreadable, json_error, read_body
 
 log = logging.getLogger("reconciler.api")
 
@@ -117,7 +117,8 @@ async def json_body(request: web.Request, limit: int) -> object:
         raw = await read_body(request, limit)
     except BodyTooLarge:
         raise BadRequest(413, f"body larger than {limit} bytes", "$") from None
-    except BodyUnreadable:
+    except (BodyUnreadable, BodyTooSlow):
+        # No deadline is given here; a timeout from below is an unreadable body, as before.
         raise BadRequest(400, "the body could not be read", "$") from None
     try:
         return strict_json.loads(raw)
