@@ -12,68 +12,44 @@ import hmac
 import logging
 import re
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, unquote_plus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import ReceiverConfig, Secret
-from .connections import BoundedRunner, ConnectionLimits, read_at_most
-from .events import iso_time
-from .logs import fields
-from .metrics import Metrics
-from .model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
-from .notify import Kind, verify
-from .store import StoreError
+from ..config import ReceiverConfig, Secret
+from ..logs import fields
+from ..metrics import Metrics
+from ..model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
+from ..notify import Kind, verify
+from ..store import StoreError
+from .connections import ConnectionLimits
+from .debounce import Debouncer
+from .health import Health, health_document
+from .http import (
+    BodyTooLarge,
+    BodyTooSlow,
+    BodyUnreadable,
+    Listener,
+    json_error,
+    read_at_most,
+    read_body,
+)
 
 log = logging.getLogger("reconciler.server")
 
-MAX_KEYS = 10_000  # debounce slots (orders, references, accounts) remembered at once
 MAX_HINTS = 100  # CCNow order ids taken from one notification
 MAX_PENDING_HINTS = 1_000  # CCNow order ids per account waiting for the next poll
-CALL_TIMEOUT_S = 300.0  # a hub call that hangs must not block its key for ever
 
 # Hints are ASCII digits; re.ASCII keeps \d from matching other scripts' digits.
 _CCNOW_ID_HINT = re.compile(r"\b\d{3}-?\d{2}-?\d{4}\b", re.ASCII)
 # notify.signature: 16 bytes, URL-safe base64 without padding.
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{22}")
 _KINDS: dict[str, Kind] = {"order": "order", "ref": "ref"}
-
-
-@dataclass(frozen=True, slots=True)
-class SourceHealth:
-    """Health of one provider account as the daemon sees it; times are epoch seconds."""
-
-    source: str
-    account: str
-    last_success: float | None
-    failure_streak: int
-    failing: bool
-    interval_s: float
-
-    def healthy(self, now: float) -> bool:
-        """Return whether the source is not failing and answered within 3 poll intervals."""
-        return (
-            not self.failing
-            and self.last_success is not None
-            and now - self.last_success <= 3 * self.interval_s
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """What /healthz reports: every source, the undelivered events per sink, and the store
-    (failing from a failed statement, such as a full disk, until the next committed write)."""
-
-    sources: tuple[SourceHealth, ...]
-    outbox: dict[str, int] = field(default_factory=dict)
-    store_failing_since: float | None = None
-    store_error: str | None = None
 
 
 class NotificationHub(Protocol):
@@ -98,112 +74,6 @@ class NotificationHub(Protocol):
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store (followed orders, backlog)."""
         ...
-
-
-# --- debounce -------------------------------------------------------------------------------
-
-Trigger = Literal["scheduled", "coalesced", "refused"]
-
-
-@dataclass(slots=True)
-class _Slot:
-    """Debounce state of one key."""
-
-    pending: Callable[[float], Awaitable[None]] | None = None
-    since: float = 0.0  # earliest arrival among the triggers merged into `pending`
-    task: asyncio.Task[None] | None = None
-    finished_at: float | None = None  # loop time when the last call ended
-
-
-class Debouncer:
-    """Coalesce triggers per key: the first calls at once, later ones (while a call runs or
-    within `cooldown_s` after it) become one trailing call, so a second change is not lost."""
-
-    def __init__(
-        self,
-        cooldown_s: float,
-        *,
-        max_keys: int = MAX_KEYS,
-        call_timeout_s: float = CALL_TIMEOUT_S,
-    ) -> None:
-        self.cooldown_s = cooldown_s
-        self.max_keys = max_keys
-        self.call_timeout_s = call_timeout_s
-        self._slots: OrderedDict[Hashable, _Slot] = OrderedDict()
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def trigger(
-        self, key: Hashable, call: Callable[[float], Awaitable[None]], received_at: float
-    ) -> Trigger:
-        """Ask for `call(received_at)`; say whether it was scheduled, merged or refused."""
-        if self._closed:
-            return "refused"
-        slot = self._slots.get(key)
-        if slot is None:
-            if not self._make_room():
-                return "refused"
-            slot = self._slots[key] = _Slot()
-        else:
-            self._slots.move_to_end(key)
-        outcome: Trigger = "scheduled"
-        if slot.pending is None:
-            slot.since = received_at
-        else:
-            outcome = "coalesced"
-            slot.since = min(slot.since, received_at)
-        slot.pending = call
-        if slot.task is None:
-            slot.task = asyncio.get_running_loop().create_task(self._run(key, slot))
-        return outcome
-
-    def _make_room(self) -> bool:
-        """Drop least recently triggered idle keys until one more fits."""
-        if len(self._slots) < self.max_keys:
-            return True
-        idle = [key for key, slot in self._slots.items() if slot.task is None]
-        for key in idle[: len(self._slots) - self.max_keys + 1]:
-            del self._slots[key]
-        return len(self._slots) < self.max_keys
-
-    async def _run(self, key: Hashable, slot: _Slot) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while slot.pending is not None:
-                if slot.finished_at is not None:
-                    wait = slot.finished_at + self.cooldown_s - loop.time()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                # Read after the cooldown: triggers during it replaced `pending` and `since`.
-                call, since = slot.pending, slot.since
-                slot.pending = None
-                try:
-                    await asyncio.wait_for(call(since), self.call_timeout_s)
-                except asyncio.TimeoutError:
-                    log.error("notification.check_timeout", extra=fields(key=repr(key)))
-                except Exception:
-                    # The hub turns provider failures into state itself; this is a bug.
-                    log.error("notification.check_failed", exc_info=True)
-                slot.finished_at = loop.time()
-        finally:
-            slot.task = None
-
-    async def join(self) -> None:
-        """Wait until no call is running or waiting."""
-        while tasks := [slot.task for slot in self._slots.values() if slot.task is not None]:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def close(self) -> None:
-        """Refuse new triggers, cancel running and waiting calls, and wait for them to end."""
-        self._closed = True
-        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if tasks:
-            log.info("notification.checks_cancelled", extra=fields(count=len(tasks)))
 
 
 # --- request parsing --------------------------------------------------------------------------
@@ -330,15 +200,15 @@ class _Handler:
             )
             if rejected.source is not None:
                 self.metrics.observe_notification(rejected.source, rejected.reason)
-            return web.json_response(
-                {"error": _MESSAGES.get(rejected.status, "rejected")},
-                status=rejected.status,
+            return json_error(
+                rejected.status,
+                _MESSAGES.get(rejected.status, "rejected"),
                 headers=rejected.headers,
             )
         except Exception:
             # A bug, not bad input; the hypothesis test makes sure no input gets here.
             log.error("request.failed", exc_info=True, extra=fields(method=request.method))
-            return web.json_response({"error": "internal error"}, status=500)
+            return json_error(500, "internal error")
 
     async def route(self, request: web.Request, received_at: float) -> web.StreamResponse:
         path = request.raw_path.partition("?")[0]
@@ -434,23 +304,16 @@ class _Handler:
 
     async def read_body(self, request: web.Request, source: str) -> bytes:
         """Read at most `max_body_bytes`; 413 above, 400 when the body is broken, 408 slow."""
-        limit = self.receiver.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise _Rejected(413, "too_large", source=source)
         try:
-            body = await asyncio.wait_for(
-                read_at_most(request, limit + 1), self.receiver.header_timeout_s
+            return await read_body(
+                request, self.receiver.max_body_bytes, timeout_s=self.receiver.header_timeout_s
             )
-        except asyncio.TimeoutError:
-            # Before OSError, its base class from 3.11 on. A trickled body would hold a
-            # connection that the cap cannot take back.
+        except BodyTooLarge:
+            raise _Rejected(413, "too_large", source=source) from None
+        except BodyTooSlow:
             raise _Rejected(408, "slow_body", source=source) from None
-        except (HttpProcessingError, web.RequestPayloadError, OSError):
-            # Broken chunking, bad compression, a client that went away mid-body.
+        except BodyUnreadable:
             raise _Rejected(400, "bad_body", source=source) from None
-        if len(body) > limit:
-            raise _Rejected(413, "too_large", source=source)
-        return body
 
     async def body_is_broken(self, request: web.Request) -> bool:
         """Read what is left of a refused request's body (bounded) and say if it is broken."""
@@ -475,34 +338,8 @@ class _Handler:
             return web.json_response(
                 {"status": "unhealthy", "sources": [], "outbox": {}}, status=503
             )
-        now = self.clock()
-        sources = [
-            {
-                "source": s.source,
-                "account": s.account,
-                "last_success": iso_time(s.last_success) if s.last_success is not None else None,
-                "failure_streak": s.failure_streak,
-                "failing": s.failing,
-                "healthy": s.healthy(now),
-            }
-            for s in health.sources
-        ]
-        since = health.store_failing_since
-        store = {
-            "healthy": since is None,
-            "failing_since": None if since is None else iso_time(since),
-            "error": health.store_error,
-        }
-        ok = all(entry["healthy"] for entry in sources) and since is None
-        return web.json_response(
-            {
-                "status": "ok" if ok else "unhealthy",
-                "sources": sources,
-                "store": store,
-                "outbox": health.outbox,
-            },
-            status=200 if ok else 503,
-        )
+        document, ok = health_document(health, self.clock())
+        return web.json_response(document, status=200 if ok else 503)
 
     async def render_metrics(self) -> web.Response:
         try:
@@ -541,8 +378,9 @@ def build_app(
     return app
 
 
-class Receiver:
-    """Serve the receiver app on one address until close(), within `limits`."""
+class Receiver(Listener):
+    """Serve the receiver app on one address until close(), within `limits`; closing cancels
+    and awaits the background checks (the app's cleanup)."""
 
     def __init__(
         self,
@@ -551,30 +389,14 @@ class Receiver:
         shutdown_timeout_s: float = 5.0,
         limits: ConnectionLimits | None = None,
     ) -> None:
-        # No access log: one line per junk request would flood the journal.
-        self._runner = BoundedRunner(
+        super().__init__(
             app,
             limits or ConnectionLimits(),
-            access_log=None,
-            shutdown_timeout=shutdown_timeout_s,
+            logger=log,
+            event="receiver.listening",
+            shutdown_timeout_s=shutdown_timeout_s,
         )
-        self._started = False
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (0 picks a free port) and return the bound port."""
-        await self._runner.setup()
-        self._started = True
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        port = int(self._runner.addresses[0][1])
-        log.info(
-            "receiver.listening",
-            extra=fields(host=host, port=port, max_connections=self._runner.max_connections),
-        )
-        return port
-
-    async def close(self) -> None:
-        """Stop listening, then cancel and await the background checks."""
-        if self._started:
-            self._started = False
-            await self._runner.cleanup()
+    def listening_fields(self) -> dict[str, Any]:
+        """Name the connection cap in the `receiver.listening` line."""
+        return {"max_connections": self.max_connections}

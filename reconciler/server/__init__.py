@@ -1,0 +1,39 @@
+"""The daemon's HTTP side: the provider-facing receiver (notifications, /healthz, /metrics) and
+the integration API, with what both listeners share (connection bounds, error pages).
+
+`from reconciler.server import build_app, Receiver, ...` keeps working: the receiver's public
+names are re-exported here.
+"""
+
+from __future__ import annotations
+
+from .debounce import CALL_TIMEOUT_S, MAX_KEYS, Debouncer, Trigger
+from .health import Health, SourceHealth, health_document
+from .receiver import (
+    DEBOUNCER,
+    MAX_HINTS,
+    MAX_PENDING_HINTS,
+    NotificationHub,
+    Receiver,
+    build_app,
+    extract_ccnow_ids,
+    parse_notify_path,
+)
+
+__all__ = [
+    "CALL_TIMEOUT_S",
+    "DEBOUNCER",
+    "MAX_HINTS",
+    "MAX_KEYS",
+    "MAX_PENDING_HINTS",
+    "Debouncer",
+    "Health",
+    "NotificationHub",
+    "Receiver",
+    "SourceHealth",
+    "Trigger",
+    "build_app",
+    "extract_ccnow_ids",
+    "health_document",
+    "parse_notify_path",
+]

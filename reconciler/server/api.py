@@ -1,0 +1,85 @@
+"""The integration API: the integrator's own application tracks orders, reads them and the
+event feed, and submits CCV orders through reconciler, over HTTP on an internal address.
+
+Every request is authenticated first (bearer token, constant-time compare): without it the
+answer is 401 and nothing is read, written or sent. Bad input gets a JSON 4xx naming the field;
+a 500 means a bug. Reads go through a read-only connection of their own, so they only ever see
+committed rows: a consumer of the feed never gets an event that may yet be rolled back.
+
+The edges (guard, input checks) are in `api_requests`, the orders and the feed in
+`api_orders`, the writes in `api_writes`; this module wires the routes and serves them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..config import ApiConfig
+from .api_orders import DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT, Orders
+from .api_requests import ApiDeps, BadRequest, Refresh, guard
+from .api_writes import PRICING_PATH, Writes
+from .connections import ConnectionLimits
+from .http import Listener
+
+__all__ = [
+    "API_LIMITS",
+    "DEFAULT_FEED_LIMIT",
+    "MAX_FEED_LIMIT",
+    "PRICING_PATH",
+    "ApiDeps",
+    "ApiListener",
+    "BadRequest",
+    "Refresh",
+    "build_api",
+]
+
+log = logging.getLogger("reconciler.api")
+
+# The receiver's bounds, with a smaller cap: the API is internal, and the receiver's cap plus
+# this one still leave descriptors for the database, the sinks and the providers.
+API_LIMITS = ConnectionLimits(max_connections=128, header_timeout_s=10.0)
+
+
+def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
+    """Return the integration API app."""
+    orders = Orders(config, deps)
+    writes = Writes(config, deps)
+    # The body limit is enforced by `json_body` itself (413 in JSON); aiohttp's own limit is
+    # only a backstop.
+    app = web.Application(
+        middlewares=[guard(config.token.reveal)], client_max_size=config.max_body_bytes + 1
+    )
+    app.router.add_post("/api/v1/orders", orders.track)
+    app.router.add_get("/api/v1/orders/{source}/{order_id:.+}", orders.read, allow_head=False)
+    app.router.add_delete("/api/v1/orders/{source}/{order_id:.+}", orders.untrack)
+    app.router.add_get("/api/v1/events", orders.events, allow_head=False)
+    app.router.add_post("/api/v1/ccv/orders", writes.submit)
+    app.router.add_get(
+        "/api/v1/ccv/submissions/{reference:.+}", writes.submission, allow_head=False
+    )
+    app.router.add_patch("/api/v1/ccv/pricing", writes.pricing)
+    app.router.add_post("/api/v1/ccnow/actions", writes.ccnow_actions)
+    app.router.add_get("/api/v1/ccnow/actions/{id}", writes.ccnow_action, allow_head=False)
+
+    async def close(_: web.Application) -> None:
+        await orders.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+class ApiListener(Listener):
+    """Serve the API app on one address until close(); requests in flight get the shutdown
+    timeout to finish. Bounded like the receiver: fixed error pages, quiet junk, a header
+    timeout, a cap."""
+
+    def __init__(self, app: web.Application, *, shutdown_timeout_s: float = 5.0) -> None:
+        super().__init__(
+            app,
+            API_LIMITS,
+            logger=log,
+            event="api.listening",
+            shutdown_timeout_s=shutdown_timeout_s,
+        )

@@ -1,0 +1,162 @@
+"""The integration API's orders and event feed: track, read (optionally fresh), untrack, and
+the events in commit order. Reads go through the read-only store, so they see committed rows."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from aiohttp import web
+
+from .. import store_submissions as subs
+from ..config import ApiConfig
+from ..logs import fields
+from ..model import OrderKey, OrderState, Source
+from ..order_view import order_json
+from ..writes.submit import MAX_REFERENCE_LENGTH
+from .api_requests import (
+    ApiDeps,
+    BadRequest,
+    account_named,
+    json_body,
+    order_id_named,
+    source_named,
+)
+
+log = logging.getLogger("reconciler.api")
+
+MAX_FEED_LIMIT = 1000
+DEFAULT_FEED_LIMIT = 100
+CURSOR = re.compile(r"[0-9]{1,18}", re.ASCII)
+_TRACK_FIELDS = frozenset({"source", "order_id", "external_reference", "account"})
+
+
+class Orders:
+    """The handlers of /api/v1/orders and /api/v1/events; one instance per app."""
+
+    def __init__(self, config: ApiConfig, deps: ApiDeps) -> None:
+        self.config = config
+        self.deps = deps
+        self._refreshes: set[asyncio.Task[bool]] = set()
+
+    def account(self, source: Source, raw: object) -> str:
+        """Return the account of `source` that `raw` names."""
+        return account_named(self.deps.accounts.get(source, ()), source, raw)
+
+    async def track(self, request: web.Request) -> web.Response:
+        """POST /api/v1/orders: start following an order; 201 new, 200 already followed."""
+        doc = await json_body(request, self.config.max_body_bytes)
+        if not isinstance(doc, dict):
+            raise BadRequest(422, "the body must be a JSON object", "$")
+        for name in doc:
+            if name not in _TRACK_FIELDS:
+                raise BadRequest(422, "unknown field", str(name))
+        source = source_named(doc.get("source"))
+        order_id = order_id_named(source, doc.get("order_id"))
+        account = self.account(source, doc.get("account"))
+        ref = doc.get("external_reference")
+        if ref is not None:
+            if source != "ccv":
+                raise BadRequest(
+                    422, "external references are for CCV orders", "external_reference"
+                )
+            if not (isinstance(ref, str) and 0 < len(ref) <= MAX_REFERENCE_LENGTH):
+                raise BadRequest(
+                    422,
+                    f"must be a string of 1 to {MAX_REFERENCE_LENGTH} characters",
+                    "external_reference",
+                )
+            # As `track --ref`: it goes into the notification URL, and into the database.
+            if not ref.isprintable():
+                raise BadRequest(
+                    422, "must not hold control or invisible characters", "external_reference"
+                )
+        key = OrderKey(source, account, order_id)
+        known = await self.find(key)
+        now = time.time()
+        await self.deps.store.track(source, account, [(order_id, ref)], now)
+        if ref is not None:
+            await subs.resolve(self.deps.store, account, ref, order_id, now)
+        state = await self.find(key)
+        log.info("api.tracked", extra=fields(source=source, account=account, order_id=order_id))
+        assert state is not None
+        return web.json_response(order_json(state), status=200 if known else 201)
+
+    async def find(self, key: OrderKey) -> OrderState | None:
+        """Return the committed snapshot row of one order."""
+        return (await self.deps.reader.load_orders([key])).get(key)
+
+    def key(self, request: web.Request) -> OrderKey:
+        """Return the order a path names."""
+        source = source_named(request.match_info["source"])
+        order_id = order_id_named(source, request.match_info["order_id"])
+        return OrderKey(source, self.account(source, request.query.get("account")), order_id)
+
+    async def read(self, request: web.Request) -> web.Response:
+        """GET /api/v1/orders/{source}/{order_id}[?refresh=1]: the order, optionally fresh."""
+        key = self.key(request)
+        refresh = request.query.get("refresh", "0")
+        if refresh not in ("0", "1", "true", "false"):
+            raise BadRequest(400, "must be 1 or 0", "refresh")
+        state = await self.find(key)
+        if state is None:
+            raise BadRequest(404, "not tracked", "order_id")
+        if refresh not in ("1", "true"):
+            return web.json_response(order_json(state))
+        task = asyncio.ensure_future(self.deps.refresh(key))
+        # The check goes on past the timeout (its result is committed for the next read).
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+        try:
+            fresh = await asyncio.wait_for(asyncio.shield(task), self.config.refresh_timeout_s)
+        except asyncio.TimeoutError:
+            fresh = False
+        state = await self.find(key) or state
+        return web.json_response({**order_json(state), "refreshed": fresh})
+
+    async def untrack(self, request: web.Request) -> web.Response:
+        """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204."""
+        key = self.key(request)
+        await self.deps.store.untrack(key.source, key.account, [key.order_id])
+        log.info("api.untracked", extra=fields(source=key.source, order_id=key.order_id))
+        return web.Response(status=204)
+
+    async def events(self, request: web.Request) -> web.Response:
+        """GET /api/v1/events?after=CURSOR&limit=N&type=T: the feed in commit order."""
+        after_text = request.query.get("after", "0")
+        if not CURSOR.fullmatch(after_text):
+            raise BadRequest(400, "not a cursor of this feed (use `next` as given)", "after")
+        limit_text = request.query.get("limit", str(DEFAULT_FEED_LIMIT))
+        if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 6:
+            raise BadRequest(400, f"must be an integer 1 to {MAX_FEED_LIMIT}", "limit")
+        limit = int(limit_text)
+        if not 1 <= limit <= MAX_FEED_LIMIT:
+            raise BadRequest(400, f"must be an integer 1 to {MAX_FEED_LIMIT}", "limit")
+        kind = request.query.get("type")
+        if kind is not None and not (0 < len(kind) <= 64 and kind.isprintable()):
+            raise BadRequest(400, "not an event type", "type")
+        after = int(after_text)
+        # One statement, one snapshot: the page and the highest seq agree, so `next` may skip
+        # events of other types but never one of this type committed meanwhile.
+        rows = list(
+            await self.deps.reader.conn.execute_fetchall(
+                "SELECT seq, body FROM (SELECT seq, body FROM events WHERE seq > ? "
+                "AND (? IS NULL OR type = ?) ORDER BY seq LIMIT ?) "
+                "UNION ALL SELECT ifnull(max(seq), 0), NULL FROM events",
+                (after, kind, kind, limit),
+            )
+        )
+        top = int(rows.pop()[0])
+        bodies = [bytes(r[1]) for r in rows]
+        last = int(rows[-1][0]) if len(rows) == limit else max(top, after)
+        # The bodies are stored CloudEvents JSON: spliced in, not parsed and encoded again.
+        payload = b'{"events":[' + b",".join(bodies) + b'],"next":"' + str(last).encode() + b'"}'
+        return web.Response(body=payload, content_type="application/json")
+
+    async def close(self) -> None:
+        """Wait for refreshes still running past their request's timeout (cancelled)."""
+        for task in list(self._refreshes):
+            task.cancel()
+        await asyncio.gather(*self._refreshes, return_exceptions=True)

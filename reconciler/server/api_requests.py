@@ -1,0 +1,162 @@
+"""The integration API's edges: the bearer-token guard, errors as JSON, and the checks of what
+a request names (its JSON body, a source, an account, an order id)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from .. import strict_json
+from ..logs import fields
+from ..model import SOURCES, InvalidOrderId, OrderKey, Source, normalize_order_id
+from ..store import Store, StoreError
+from ..writes.ccnow_actions import ActionSender
+from ..writes.submit import BadSubmission, Submitter
+from .http import BodyTooLarge, BodyTooSlow, BodyUnreadable, json_error, read_body
+
+log = logging.getLogger("reconciler.api")
+
+Refresh = Callable[[OrderKey], Awaitable[bool]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(Exception):
+    """Input we answer with a JSON 4xx that names the field."""
+
+    def __init__(
+        self, status: int, message: str, field: str | None = None, **extra: object
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        """Return the JSON error answer."""
+        named: dict[str, object] = {} if self.field is None else {"field": self.field}
+        return json_error(self.status, self.message, extra={**named, **self.extra})
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    """What the API works with: the writer's store, a read-only one, and the daemon's calls."""
+
+    store: Store
+    reader: Store
+    submitter: Submitter
+    refresh: Refresh
+    accounts: Mapping[Source, Sequence[str]]
+    actions: ActionSender | None = None
+
+
+def token_ok(header: str | None, token: str) -> bool:
+    """Return whether an Authorization header carries the bearer token (constant time)."""
+    if header is None:
+        return False
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    try:
+        raw = given.strip().encode("utf-8", "surrogateescape")
+    except UnicodeError:
+        return False
+    return hmac.compare_digest(raw, token.encode("utf-8"))
+
+
+def guard(token: Callable[[], str]) -> Middleware:
+    """Return the middleware that refuses a request without the token before anything else
+    and turns errors into JSON."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not token_ok(request.headers.get("Authorization"), token()):
+            log.debug("api.unauthorized", extra=fields(method=request.method))
+            return json_error(
+                401,
+                "a bearer token is required",
+                headers={"WWW-Authenticate": 'Bearer realm="reconciler"'},
+            )
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            log.debug(
+                "api.rejected",
+                extra=fields(method=request.method, status=exc.status, field=exc.field),
+            )
+            return exc.response()
+        except BadSubmission as exc:
+            return BadRequest(exc.status, exc.message, exc.field).response()
+        except web.HTTPException as exc:
+            # The router's own 404 / 405, in JSON like every other answer.
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return json_error(exc.status, exc.reason.lower(), headers=headers)
+        except StoreError:
+            # Logged once by the store's health when it started failing (a full disk).
+            return json_error(
+                503,
+                "the database cannot be used; try again later",
+                headers={"Retry-After": "5"},
+            )
+        except Exception:
+            log.error("api.failed", exc_info=True, extra=fields(method=request.method))
+            return json_error(500, "internal error")
+
+    return middleware
+
+
+async def json_body(request: web.Request, limit: int) -> object:
+    """Return the request's JSON body; 413 above the limit, 400 when it is not JSON."""
+    try:
+        raw = await read_body(request, limit)
+    except BodyTooLarge:
+        raise BadRequest(413, f"body larger than {limit} bytes", "$") from None
+    except (BodyUnreadable, BodyTooSlow):
+        # No deadline is given here; a timeout from below is an unreadable body, as before.
+        raise BadRequest(400, "the body could not be read", "$") from None
+    try:
+        return strict_json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        problem = "not JSON"
+        if isinstance(exc, (json.JSONDecodeError, strict_json.NotJSON)):
+            problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise BadRequest(400, f"malformed JSON: {problem}", "$") from None
+
+
+def source_named(raw: object) -> Source:
+    """Return the source `raw` names; 422 otherwise."""
+    for source in SOURCES:
+        if raw == source:
+            return source
+    raise BadRequest(422, f"unknown source (one of {', '.join(SOURCES)})", "source")
+
+
+def account_named(
+    accounts: Sequence[str], source: Source, raw: object, field: str = "account"
+) -> str:
+    """Return the account `raw` names, or the only one when it names none; 422 otherwise."""
+    if raw is None:
+        if len(accounts) == 1:
+            return accounts[0]
+        if not accounts:
+            raise BadRequest(422, f"no {source} account is configured", "source")
+        raise BadRequest(422, f"several {source} accounts: name one", field)
+    if not isinstance(raw, str) or raw not in accounts:
+        raise BadRequest(422, f"no {source} account of that name", field)
+    return raw
+
+
+def order_id_named(source: Source, raw: object) -> str:
+    """Return the normalised order id; 422 when it is not one of this source."""
+    if not isinstance(raw, str):
+        raise BadRequest(422, "must be a string", "order_id")
+    try:
+        return normalize_order_id(source, raw)
+    except InvalidOrderId as exc:
+        raise BadRequest(422, str(exc), "order_id") from None

@@ -1,0 +1,138 @@
+"""The integration API's writes: CCV submit and pricing (forwarded once), where a submission
+stands, and CCNow order actions as durable commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from .. import store_submissions as subs
+from ..config import ApiConfig
+from ..events import iso_time
+from ..logs import fields
+from ..model import Source
+from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
+from ..writes.ccv_http import NotSent, Uncertain, send_once
+from ..writes.pricing import blocking, check_pricing
+from ..writes.submit import MAX_REFERENCE_LENGTH
+from .api_orders import CURSOR
+from .api_requests import ApiDeps, BadRequest, account_named, json_body
+
+log = logging.getLogger("reconciler.api")
+
+PRICING_PATH = "/api/ordercompletion/reseller/orderconfigurator/SetShoppingCardPricingDetails"
+
+
+class Writes:
+    """The handlers of /api/v1/ccv/... and /api/v1/ccnow/...; one instance per app."""
+
+    def __init__(self, config: ApiConfig, deps: ApiDeps) -> None:
+        self.config = config
+        self.deps = deps
+
+    def account(self, source: Source, raw: object) -> str:
+        """Return the account of `source` that `raw` names."""
+        return account_named(self.deps.accounts.get(source, ()), source, raw)
+
+    async def submit(self, request: web.Request) -> web.Response:
+        """POST /api/v1/ccv/orders?account=A: submit through reconciler."""
+        account = self.account("ccv", request.query.get("account"))
+        doc = await json_body(request, self.config.max_body_bytes)
+        result = await self.deps.submitter.submit(account, doc)
+        return _passed_back(result.status, result.body, result.content_type, result.headers)
+
+    async def submission(self, request: web.Request) -> web.Response:
+        """GET /api/v1/ccv/submissions/{reference}?account=A: where a submit stands."""
+        account = self.account("ccv", request.query.get("account"))
+        reference = request.match_info["reference"]
+        if not 0 < len(reference) <= MAX_REFERENCE_LENGTH:
+            raise BadRequest(422, "not an external reference", "reference")
+        found = await subs.find(self.deps.reader, account, reference)
+        if found is None:
+            raise BadRequest(404, "nothing was submitted with this reference", "reference")
+        return web.json_response(
+            {
+                "account": found.account,
+                "external_reference": found.external_reference,
+                "state": found.state,
+                "order_id": found.order_id,
+                "http_status": found.http_status,
+                "reason": found.reason,
+                "created_at": iso_time(found.created_at),
+                "closed_at": None if found.closed_at is None else iso_time(found.closed_at),
+            }
+        )
+
+    def sender(self) -> ActionSender:
+        """Return the CCNow action sender; 404 when no CCNow account is configured."""
+        if self.deps.actions is None:
+            raise BadRequest(404, "no CCNow account is configured")
+        return self.deps.actions
+
+    async def ccnow_actions(self, request: web.Request) -> web.Response:
+        """POST /api/v1/ccnow/actions: record CCNow order actions and send them at once."""
+        sender = self.sender()
+        doc = await json_body(request, self.config.max_body_bytes)
+        if not isinstance(doc, dict):
+            raise BadRequest(400, "the body must be a JSON object", "$")
+        account = self.account("ccnow", doc.get("account"))
+        try:
+            new = from_document(sender.accounts[account], doc)
+        except BadAction as exc:
+            name = str(exc).partition(":")[0].removeprefix("--")
+            raise BadRequest(422, str(exc), name if name in doc else None) from None
+        taken = await sender.take(new)
+        return web.json_response({"commands": taken.to_json(), "sent": taken.sent})
+
+    async def ccnow_action(self, request: web.Request) -> web.Response:
+        """GET /api/v1/ccnow/actions/{id}: where one command stands."""
+        raw = request.match_info["id"]
+        if not CURSOR.fullmatch(raw):
+            raise BadRequest(422, "not a command id", "id")
+        found = await self.sender().command(int(raw))
+        if found is None:
+            raise BadRequest(404, "no command with this id", "id")
+        return web.json_response(command_json(found))
+
+    async def pricing(self, request: web.Request) -> web.Response:
+        """PATCH /api/v1/ccv/pricing?account=A: check the prices, then forward them."""
+        account = self.account("ccv", request.query.get("account"))
+        doc = await json_body(request, self.config.max_body_bytes)
+        problems = check_pricing(doc)
+        if blocking(problems):
+            log.info(
+                "api.pricing_refused",
+                extra=fields(account=account, problems=sum(p.blocking for p in problems)),
+            )
+            return web.json_response(
+                {
+                    "error": "the prices are inconsistent; nothing was sent to CCV",
+                    "problems": [p.to_json() for p in problems],
+                },
+                status=422,
+            )
+        cfg = self.deps.submitter.accounts[account]
+        payload = json.dumps(doc, ensure_ascii=False).encode()
+        try:
+            answer = await send_once(
+                self.deps.submitter.session, cfg, "PATCH", PRICING_PATH, payload
+            )
+        except NotSent:
+            raise BadRequest(502, "CCV could not be reached; nothing was sent") from None
+        except Uncertain as exc:
+            # Setting prices again is harmless, so the caller may simply repeat it.
+            status = 504 if str(exc) == "timeout" else 502
+            raise BadRequest(status, "CCV's answer was lost; the call is safe to repeat") from None
+        headers = {"Reconciler-Pricing-Warnings": str(len(problems))}
+        return _passed_back(answer.status, answer.body, answer.content_type, headers)
+
+
+def _passed_back(
+    status: int, body: bytes, content_type: str, headers: Mapping[str, str]
+) -> web.Response:
+    response = web.Response(status=status, body=body, headers=dict(headers))
+    response.headers["Content-Type"] = content_type or "application/octet-stream"
+    return response

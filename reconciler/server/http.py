@@ -1,0 +1,111 @@
+"""What both listeners (the receiver and the integration API) do alike: serve an app on one
+address within the connection bounds, read a request body within a limit, answer in JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ..logs import fields
+from .connections import BoundedRunner, ConnectionLimits
+
+
+class BodyTooLarge(Exception):
+    """The body is longer than the limit (413)."""
+
+
+class BodyUnreadable(Exception):
+    """Broken chunking, bad compression, or a client that went away mid-body (400)."""
+
+
+class BodyTooSlow(Exception):
+    """The body did not arrive within the deadline (408)."""
+
+
+def json_error(
+    status: int,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> web.Response:
+    """Return `{"error": message, ...extra}` with `status`."""
+    return web.json_response({"error": message, **(extra or {})}, status=status, headers=headers)
+
+
+async def read_at_most(request: web.Request, limit: int) -> bytes:
+    """Return the body, or its first `limit` bytes when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await request.content.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+async def read_body(request: web.Request, limit: int, *, timeout_s: float | None = None) -> bytes:
+    """Return the whole body of at most `limit` bytes, reading no more than one byte past it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge
+    try:
+        body = await asyncio.wait_for(read_at_most(request, limit + 1), timeout_s)
+    except asyncio.TimeoutError:
+        # Before OSError, its base class from 3.11 on. A trickled body would hold a
+        # connection that the cap cannot take back.
+        raise BodyTooSlow from None
+    except (HttpProcessingError, web.RequestPayloadError, OSError):
+        raise BodyUnreadable from None
+    if len(body) > limit:
+        raise BodyTooLarge
+    return body
+
+
+class Listener:
+    """Serve one app on one address within `limits` until close(); no access log, since one
+    line per junk request (receiver) or per call (API) would flood the journal."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        limits: ConnectionLimits,
+        *,
+        logger: logging.Logger,
+        event: str,
+        shutdown_timeout_s: float = 5.0,
+    ) -> None:
+        self._runner = BoundedRunner(
+            app, limits, access_log=None, shutdown_timeout=shutdown_timeout_s
+        )
+        self._log = logger
+        self._event = event
+        self._started = False
+
+    @property
+    def max_connections(self) -> int:
+        """The connection cap in force."""
+        return self._runner.max_connections
+
+    def listening_fields(self) -> dict[str, Any]:
+        """Return the fields the `listening` line adds to host and port."""
+        return {}
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0 picks a free port) and return the bound port."""
+        await self._runner.setup()
+        self._started = True
+        await web.TCPSite(self._runner, host, port).start()
+        port = int(self._runner.addresses[0][1])
+        self._log.info(self._event, extra=fields(host=host, port=port, **self.listening_fields()))
+        return port
+
+    async def close(self) -> None:
+        """Stop listening; requests in flight get the shutdown timeout to finish, then the
+        app's cleanup runs."""
+        if self._started:
+            self._started = False
+            await self._runner.cleanup()
