@@ -1,4 +1,5 @@
-"""Pure rules for when an order is checked next, and when it counts as stuck.
+"""Pure rules for when an order is checked next, when it counts as stuck, and how long a failing
+account is left alone.
 
 An order that just changed is checked again soon; every unchanged check doubles its interval up
 to a ceiling, so the request budget of idle orders falls as they age. No clock is read here.
@@ -116,3 +117,10 @@ def stuck_event(
         stuck_after_s=limit,
     )
     return state._replace(stuck_version=state.version), ev
+
+
+def source_backoff_s(failure_streak: int, interval_s: float) -> float:
+    """Return how long a failing source is left alone before it is probed again."""
+    if failure_streak <= 0:
+        return 0.0
+    return float(min(interval_s * 2 ** min(failure_streak - 1, 10), 3600.0))

@@ -8,8 +8,7 @@ import pytest
 
 from reconciler.config import AlertsConfig, ScheduleConfig
 from reconciler.model import EventType, OrderKey, OrderState
-from reconciler.schedule import NEVER, next_check, stuck_event
-from reconciler.scheduler import source_backoff_s
+from reconciler.schedule import NEVER, next_check, source_backoff_s, stuck_event
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
