@@ -18,19 +18,6 @@ NEVER = float("inf")
 NOT_FOUND_CONFIRM_S = 300.0
 
 
-def next_check(
-    state: OrderState,
-    *,
-    changed: bool,
-    schedule: ScheduleConfig,
-    now: float,
-    jitter: float = 0.0,
-) -> OrderState:
-    """Return the order with `interval_s` and `next_check_at` set for its next check."""
-    interval, at = plan(state, changed=changed, schedule=schedule, now=now, jitter=jitter)
-    return state._replace(interval_s=interval, next_check_at=at)
-
-
 def plan(
     state: OrderState,
     *,

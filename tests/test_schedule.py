@@ -8,10 +8,20 @@ import pytest
 
 from reconciler.config import AlertsConfig, ScheduleConfig
 from reconciler.model import EventType, OrderKey, OrderState
-from reconciler.schedule import NEVER, next_check, source_backoff_s, stuck_event
+from reconciler.schedule import NEVER, plan, source_backoff_s, stuck_event
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
+
+
+def next_check(
+    state: OrderState, *, changed: bool, schedule: ScheduleConfig, now: float, jitter: float = 0.0
+) -> OrderState:
+    """The order as the store saves it after a check: with the interval and time `plan` gives."""
+    interval, at = plan(state, changed=changed, schedule=schedule, now=now, jitter=jitter)
+    return state._replace(interval_s=interval, next_check_at=at)
+
+
 SCHED = ScheduleConfig(
     min_interval_s=60, max_interval_s=6 * HOUR, status_intervals_s={"AwaitingPayment": 120}
 )
