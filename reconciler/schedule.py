@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .config import AlertsConfig, ScheduleConfig
 from .events import Event, order_event, transition_id
-from .model import EventType, OrderState, Via, status_info
+from .model import EventType, HealthPart, OrderState, SourceState, Via, status_info
 
 # Used for orders we will not poll again (end states, settled orders past their watch period).
 NEVER = float("inf")
@@ -111,3 +111,12 @@ def source_backoff_s(failure_streak: int, interval_s: float) -> float:
     if failure_streak <= 0:
         return 0.0
     return float(min(interval_s * 2 ** min(failure_streak - 1, 10), 3600.0))
+
+
+def resting(state: SourceState, part: HealthPart, *, interval_s: float, now: float) -> bool | None:
+    """Return None while the failing `part` of an account is left alone (its backoff has not
+    run out), else whether that part is failing; the account's other parts are asked as usual."""
+    if part not in state.failing_parts:
+        return False
+    rest = source_backoff_s(state.failure_streak, interval_s)
+    return None if now < (state.last_failure or 0) + rest else True

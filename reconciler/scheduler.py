@@ -21,7 +21,7 @@ from .config import Config
 from .logs import fields
 from .model import HealthPart, Source
 from .reconcile import PassReport, Reconciler
-from .schedule import source_backoff_s
+from .schedule import resting, source_backoff_s
 from .store import StoreError
 
 __all__ = ["Scheduler", "source_backoff_s"]
@@ -189,10 +189,7 @@ class Scheduler:
         """Return None while the failing part of an account that a job asks is left alone,
         else whether that part is failing (the other parts are asked as usual)."""
         state = await self.reconciler.store.source_state(source, account)
-        if part not in state.failing_parts:
-            return False
-        rest = source_backoff_s(state.failure_streak, interval_s)
-        return None if self.clock() < (state.last_failure or 0) + rest else True
+        return resting(state, part, interval_s=interval_s, now=self.clock())
 
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
