@@ -6,6 +6,9 @@ applied to the snapshot in the transaction that closes it (`pending -> mark_ship
 login) leaves the commands queued for a later attempt. `ship`, `cancel` and `track` are sent
 again after a lost answer; an `adjust` never is (CCNow would discount twice): it becomes
 `uncertain`, raises one `order.action_uncertain`, and waits for `reconciler ccnow resolve`.
+
+This module sends; `ccnow_form.py` checks a request and builds the post (pure), and
+`ccnow_outcome.py` says how an answer line closes a command. Their names are re-exported here.
 """
 
 from __future__ import annotations
