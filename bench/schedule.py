@@ -1,6 +1,6 @@
 """Benchmark: requests and detection delay of the adaptive schedule against fixed-interval polling.
 
-A pure simulation (no I/O) through `reconciler.schedule.next_check`. A population is followed
+A pure simulation (no I/O) through `reconciler.schedule.plan`. A population is followed
 for a simulated week from its first check: most orders are idle (one change at a random moment
 of the week), a few are active (a change every 1-3 h on average, exponential gaps, for one or
 two days, then they settle). The detection delay of a change is the time from the change to the
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from reconciler.config import ScheduleConfig
 from reconciler.model import OrderKey, OrderState
-from reconciler.schedule import next_check
+from reconciler.schedule import plan
 
 TARGET = 0.25
 HOUR = 3600.0
@@ -67,7 +67,7 @@ def population(
 def adaptive(
     orders: Sequence[Order], schedule: ScheduleConfig, *, horizon: float, seed: int
 ) -> tuple[int, list[float], list[float]]:
-    """Poll every order by `next_check`; return requests made and delays (active, idle)."""
+    """Poll every order by `plan`; return requests made and delays (active, idle)."""
     rng = random.Random(seed)
     requests = 0
     delays: tuple[list[float], list[float]] = ([], [])
@@ -91,10 +91,10 @@ def adaptive(
                 first_seen=t if state.first_seen is None else state.first_seen,
                 last_changed=t if changed else state.last_changed,
             )
-            state = next_check(
+            interval, t = plan(
                 state, changed=changed, schedule=schedule, now=t, jitter=rng.random()
             )
-            t = state.next_check_at
+            state = state._replace(interval_s=interval, next_check_at=t)
     return requests, delays[0], delays[1]
 
 

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
 
+from .batcher import BATCH_ROWS, PENDING_BATCHES, Batcher
 from .config import CCNowConfig, CCVConfig, Config, ScheduleConfig
 from .diff import diff
 from .events import Event
 from .logs import fields
 from .model import SOURCES, Observation, Outcome, Source, Via, known_statuses, status_info
+from .pass_report import PassReport
 from .poller import (
     Part,
-    PassAnswers,
     Verdict,
     health_event,
     needs_probe,
@@ -37,10 +36,10 @@ from .store_passes import LastPass, record_pass
 if TYPE_CHECKING:
     from .metrics import Metrics
 
+__all__ = ["BATCH_ROWS", "PENDING_BATCHES", "PassReport", "Reconciler"]
+
 log = logging.getLogger("reconciler.reconcile")
 
-BATCH_ROWS = 2000  # observations per transaction
-PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
 # A source.failed reason is a short text kept in the database, events and logs.
 MAX_REASON_LENGTH = 200
@@ -48,133 +47,6 @@ SETTLED: dict[Source, tuple[str, ...]] = {
     source: tuple(s for s in known_statuses(source) if status_info(source, s).settled)
     for source in SOURCES
 }
-
-
-@dataclass
-class PassReport:
-    """What a pass did, per account; `ok` means every order answered."""
-
-    checked: int = 0
-    failed: int = 0
-    lost: int = 0  # of `failed`: orders found before that CCV now says it does not know
-    events: int = 0
-    failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
-
-    @property
-    def ok(self) -> bool:
-        """True when no source failed and no check failed."""
-        return not self.failed_sources and self.failed == 0
-
-    def add(self, other: PassReport) -> None:
-        """Fold another report into this one."""
-        self.checked += other.checked
-        self.failed += other.failed
-        self.lost += other.lost
-        self.events += other.events
-        self.failed_sources.update(other.failed_sources)
-
-    def summary(self) -> str:
-        """One line for logs and systemd STATUS=."""
-        text = f"checked={self.checked} failed={self.failed} events={self.events}"
-        if self.failed_sources:
-            text += " failing=" + ",".join(sorted(self.failed_sources))
-        return text
-
-    def answers(self, *, error: str | None = None, complete: bool = False) -> PassAnswers:
-        """Return this report's checks as the answers a health verdict is made of."""
-        return PassAnswers(
-            answered=self.checked - self.failed,
-            failed=self.failed,
-            lost=self.lost,
-            error=error,
-            complete=complete,
-        )
-
-
-class _Batcher:
-    """Collects observations from concurrent workers; a writer task commits them a batch at a
-    time while the workers go on asking. Workers wait only when PENDING_BATCHES are queued.
-    It lives as long as the pass over one account, and so times it for the metrics."""
-
-    def __init__(
-        self,
-        reconciler: Reconciler,
-        via: Via,
-        report: PassReport,
-        source: Source,
-        account: str,
-        *,
-        discover: bool = False,
-        timed: bool = True,
-    ) -> None:
-        self.reconciler = reconciler
-        self.via = via
-        self.report = report
-        self.discover = discover
-        self.where = (source, account)
-        self.started = time.monotonic()
-        self.timed = timed
-        self.buffer: list[Observation] = []
-        self.queue: asyncio.Queue[list[Observation] | None] = asyncio.Queue(PENDING_BATCHES)
-        self.writer: asyncio.Task[None] | None = None
-        self.error: Exception | None = None
-
-    async def add(self, obs: Observation) -> None:
-        self.buffer.append(obs)
-        if len(self.buffer) >= BATCH_ROWS:
-            if self.error is not None:
-                raise self.error  # a failed write stops the workers with its error
-            batch, self.buffer = self.buffer, []
-            if self.writer is None:
-                self.writer = asyncio.ensure_future(self._write())
-            await self.queue.put(batch)
-
-    async def flush(self) -> None:
-        """Write what is buffered and wait until every batch is committed."""
-        batch, self.buffer = self.buffer, []
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            await self.queue.put(None)
-            await writer
-        if self.error is not None:
-            raise self.error
-        if batch:
-            await self._apply(batch)
-
-    async def close(self) -> None:
-        """Stop the writer without writing more (the pass is over or failed)."""
-        metrics = self.reconciler.metrics
-        if metrics is not None and self.timed:
-            metrics.observe_pass(*self.where, self.via, time.monotonic() - self.started)
-        writer, self.writer = self.writer, None
-        self.buffer = []
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-
-    async def _write(self) -> None:
-        # After a failure the writer goes on taking batches (and drops them), so that no worker
-        # waits forever on a full queue; the next `add` or `flush` raises the failure.
-        while (batch := await self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    await self._apply(batch)
-                except Exception as exc:
-                    self.error = exc
-
-    async def _apply(self, batch: list[Observation]) -> None:
-        metrics = self.reconciler.metrics
-        if metrics is not None:
-            key = batch[0].key
-            metrics.observe_checks(key.source, key.account, batch)
-        self.report.checked += len(batch)
-        self.reconciler.on_checked(len(batch))
-        self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
-        # Await first: `report.events += await ...` would read the count before the await.
-        events = await self.reconciler.apply(
-            batch, via=self.via, report=self.report, discover=self.discover
-        )
-        self.report.events += events
 
 
 class Reconciler:
@@ -189,8 +61,12 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[], None] = lambda: None,
         on_events: Callable[[Sequence[Event]], None] = lambda events: None,
+        batch_rows: int = BATCH_ROWS,
+        pending_batches: int = PENDING_BATCHES,
     ) -> None:
         self.config = config
+        self.batch_rows = batch_rows  # observations per transaction
+        self.pending_batches = pending_batches  # full batches queued before workers wait
         self.store = store
         self.clock = clock
         self.on_commit = on_commit
@@ -365,7 +241,7 @@ class Reconciler:
     async def ccv_pass(self, cfg: CCVConfig, *, via: Via) -> PassReport:
         """Check every open order of one CCV account, a page of ids at a time."""
         report = PassReport()
-        batcher = _Batcher(self, via, report, "ccv", cfg.name)
+        batcher = Batcher(self, via, report, "ccv", cfg.name)
         client = self.ccv[cfg.name]
         after = 0
         error = None
@@ -403,9 +279,9 @@ class Reconciler:
         that left the pending list since the last poll.
         """
         report = PassReport()
-        batcher = _Batcher(self, via, report, "ccnow", cfg.name)
+        batcher = Batcher(self, via, report, "ccnow", cfg.name)
         # Reveals orders nobody tracked; the pass is timed once, by `batcher`.
-        listing = _Batcher(self, via, report, "ccnow", cfg.name, discover=True, timed=False)
+        listing = Batcher(self, via, report, "ccnow", cfg.name, discover=True, timed=False)
         client = self.ccnow[cfg.name]
         answered_list = False
         error = None
@@ -453,7 +329,7 @@ class Reconciler:
         """Check given orders of one account now (due ticks, notifications). With `discover`
         (ids an authenticated CCNow notification named), an order not followed yet is followed."""
         report = PassReport()
-        batcher = _Batcher(self, via, report, source, account, discover=discover)
+        batcher = Batcher(self, via, report, source, account, discover=discover)
         ids = list(order_ids)
         if not ids:
             return report

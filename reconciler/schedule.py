@@ -1,4 +1,5 @@
-"""Pure rules for when an order is checked next, and when it counts as stuck.
+"""Pure rules for when an order is checked next, when it counts as stuck, and how long a failing
+account is left alone.
 
 An order that just changed is checked again soon; every unchanged check doubles its interval up
 to a ceiling, so the request budget of idle orders falls as they age. No clock is read here.
@@ -8,26 +9,13 @@ from __future__ import annotations
 
 from .config import AlertsConfig, ScheduleConfig
 from .events import Event, order_event, transition_id
-from .model import EventType, OrderState, Via, status_info
+from .model import EventType, HealthPart, OrderState, SourceState, Via, status_info
 
 # Used for orders we will not poll again (end states, settled orders past their watch period).
 NEVER = float("inf")
 # An order found before that answers "not found" is reported when a check at least this much
 # later confirms it; until then it keeps its rhythm (never slower than this).
 NOT_FOUND_CONFIRM_S = 300.0
-
-
-def next_check(
-    state: OrderState,
-    *,
-    changed: bool,
-    schedule: ScheduleConfig,
-    now: float,
-    jitter: float = 0.0,
-) -> OrderState:
-    """Return the order with `interval_s` and `next_check_at` set for its next check."""
-    interval, at = plan(state, changed=changed, schedule=schedule, now=now, jitter=jitter)
-    return state._replace(interval_s=interval, next_check_at=at)
 
 
 def plan(
@@ -116,3 +104,19 @@ def stuck_event(
         stuck_after_s=limit,
     )
     return state._replace(stuck_version=state.version), ev
+
+
+def source_backoff_s(failure_streak: int, interval_s: float) -> float:
+    """Return how long a failing source is left alone before it is probed again."""
+    if failure_streak <= 0:
+        return 0.0
+    return float(min(interval_s * 2 ** min(failure_streak - 1, 10), 3600.0))
+
+
+def resting(state: SourceState, part: HealthPart, *, interval_s: float, now: float) -> bool | None:
+    """Return None while the failing `part` of an account is left alone (its backoff has not
+    run out), else whether that part is failing; the account's other parts are asked as usual."""
+    if part not in state.failing_parts:
+        return False
+    rest = source_backoff_s(state.failure_streak, interval_s)
+    return None if now < (state.last_failure or 0) + rest else True

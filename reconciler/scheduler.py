@@ -21,7 +21,10 @@ from .config import Config
 from .logs import fields
 from .model import HealthPart, Source
 from .reconcile import PassReport, Reconciler
+from .schedule import resting, source_backoff_s
 from .store import StoreError
+
+__all__ = ["Scheduler", "source_backoff_s"]
 
 log = logging.getLogger("reconciler.scheduler")
 
@@ -29,13 +32,6 @@ MAX_TICK_S = 5.0  # how often due orders are looked for, at most
 JOB_TIMEOUT_S = 300.0  # no job may run longer than this
 DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
 PRUNE_INTERVAL_S = 86400.0  # retention runs daily (and once after the start-up catch-up)
-
-
-def source_backoff_s(failure_streak: int, interval_s: float) -> float:
-    """Return how long a failing source is left alone before it is probed again."""
-    if failure_streak <= 0:
-        return 0.0
-    return float(min(interval_s * 2 ** min(failure_streak - 1, 10), 3600.0))
 
 
 class Scheduler:
@@ -193,10 +189,7 @@ class Scheduler:
         """Return None while the failing part of an account that a job asks is left alone,
         else whether that part is failing (the other parts are asked as usual)."""
         state = await self.reconciler.store.source_state(source, account)
-        if part not in state.failing_parts:
-            return False
-        rest = source_backoff_s(state.failure_streak, interval_s)
-        return None if self.clock() < (state.last_failure or 0) + rest else True
+        return resting(state, part, interval_s=interval_s, now=self.clock())
 
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:

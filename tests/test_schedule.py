@@ -7,12 +7,21 @@ from dataclasses import replace
 import pytest
 
 from reconciler.config import AlertsConfig, ScheduleConfig
-from reconciler.model import EventType, OrderKey, OrderState
-from reconciler.schedule import NEVER, next_check, stuck_event
-from reconciler.scheduler import source_backoff_s
+from reconciler.model import EventType, OrderKey, OrderState, SourceState
+from reconciler.schedule import NEVER, plan, resting, source_backoff_s, stuck_event
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
+
+
+def next_check(
+    state: OrderState, *, changed: bool, schedule: ScheduleConfig, now: float, jitter: float = 0.0
+) -> OrderState:
+    """The order as the store saves it after a check: with the interval and time `plan` gives."""
+    interval, at = plan(state, changed=changed, schedule=schedule, now=now, jitter=jitter)
+    return state._replace(interval_s=interval, next_check_at=at)
+
+
 SCHED = ScheduleConfig(
     min_interval_s=60, max_interval_s=6 * HOUR, status_intervals_s={"AwaitingPayment": 120}
 )
@@ -138,3 +147,14 @@ def test_stuck_is_raised_once_per_stuck_period() -> None:
 @pytest.mark.parametrize(("streak", "expected"), [(0, 0), (1, 60), (2, 120), (5, 960), (30, 3600)])
 def test_failing_source_backoff(streak: int, expected: float) -> None:
     assert source_backoff_s(streak, 60) == expected
+
+
+def test_a_failing_part_rests_for_its_backoff_and_the_other_parts_are_asked() -> None:
+    # Third failure in a row at T0, polled every minute: left alone for 4 minutes.
+    state = SourceState(
+        "ccv", "default", failing_parts=frozenset({"checks"}), failure_streak=3, last_failure=T0
+    )
+    assert resting(state, "checks", interval_s=60, now=T0 + 239) is None
+    assert resting(state, "checks", interval_s=60, now=T0 + 240) is True
+    assert resting(state, "probe", interval_s=60, now=T0 + 1) is False
+    assert resting(SourceState("ccv", "default"), "checks", interval_s=60, now=T0) is False

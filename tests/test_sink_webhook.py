@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from reconciler.config import Secret
 from reconciler.config import WebhookSinkConfig as SinkConfig
 from reconciler.sinks.base import Delivered, OutboxEvent, RetryLater, SinkGone
-from reconciler.sinks.webhook import WebhookSink, parse_retry_after, sign
+from reconciler.sinks.webhook import WebhookSink, decode_secret, parse_retry_after, sign
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
@@ -257,9 +257,10 @@ def test_sign_matches_the_reference_library() -> None:
     when = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
     expected = Webhook(SECRET).sign("msg_1", when, body.decode())
 
-    assert sign(SECRET, "msg_1", int(when.timestamp()), body) == expected
+    assert sign(decode_secret(SECRET), "msg_1", int(when.timestamp()), body) == expected
     # the prefix is optional, as in the reference library
-    assert sign(SECRET.removeprefix("whsec_"), "msg_1", int(when.timestamp()), body) == expected
+    key = decode_secret(SECRET.removeprefix("whsec_"))
+    assert sign(key, "msg_1", int(when.timestamp()), body) == expected
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from reconciler import reconcile
 from reconciler.config import Config, load_config
 from reconciler.config import LogSinkConfig as SinkConfig
 from reconciler.events import Event
@@ -178,30 +177,25 @@ async def test_replay_beside_a_running_outbox_is_delivered(
 
 
 async def test_a_failed_write_ends_the_pass_with_its_error(
-    tmp_path: Path, fake_ccv: FakeCCV, store: Store, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake_ccv: FakeCCV, store: Store
 ) -> None:
-    # Small batches and queue, so that workers wait on the writer when its write fails.
-    monkeypatch.setattr(reconcile, "BATCH_ROWS", 2)
-    monkeypatch.setattr(reconcile, "PENDING_BATCHES", 1)
     ids = [f"0b7c1f3e-0000-4000-8000-{n:012d}" for n in range(40)]
     fake_ccv.orders = dict.fromkeys(ids, "New")
     config = config_for(tmp_path, fake_ccv.base_url)
     await store.track("ccv", "default", [(i, None) for i in ids], 1.0)
-    calls = 0
-    apply = Reconciler.apply
 
-    async def failing_apply(
-        self: Reconciler, batch: Sequence[Observation], *, via: str, **kw: Any
-    ) -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise sqlite3.OperationalError("disk I/O error")
-        return await apply(self, batch, via=via, **kw)  # type: ignore[arg-type]
+    class FailingSecondWrite(Reconciler):
+        calls = 0
 
-    monkeypatch.setattr(Reconciler, "apply", failing_apply)
+        async def apply(self, *args: Any, **kw: Any) -> int:
+            self.calls += 1
+            if self.calls == 2:
+                raise sqlite3.OperationalError("disk I/O error")
+            return await super().apply(*args, **kw)
+
     async with aiohttp.ClientSession() as session:
-        reconciler = Reconciler(config, store, session)
+        # Small batches and queue, so that workers wait on the writer when its write fails.
+        reconciler = FailingSecondWrite(config, store, session, batch_rows=2, pending_batches=1)
         with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
             await asyncio.wait_for(reconciler.ccv_pass(config.ccv[0], via="poll"), 10)
     # What was written before the failure stays written; nothing after it.

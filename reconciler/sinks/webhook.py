@@ -62,14 +62,11 @@ def decode_secret(secret: str) -> bytes:
     return key
 
 
-def _sign_with_key(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the `webhook-signature` value (`v1,<base64>`) for one message, signed with the
+    key `decode_secret` gives (decoded once per sink, not per message)."""
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
     return "v1," + base64.b64encode(mac.digest()).decode("ascii")
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """Return the `webhook-signature` value (`v1,<base64>`) for one message."""
-    return _sign_with_key(decode_secret(secret), msg_id, timestamp, body)
 
 
 def parse_retry_after(value: str, now: float) -> float | None:
@@ -150,7 +147,7 @@ class WebhookSink:
             "user-agent": USER_AGENT,
             "webhook-id": event.id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": _sign_with_key(self._key, event.id, timestamp, event.body),
+            "webhook-signature": sign(self._key, event.id, timestamp, event.body),
         }
         try:
             async with self._client().post(

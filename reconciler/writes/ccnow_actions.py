@@ -6,19 +6,18 @@ applied to the snapshot in the transaction that closes it (`pending -> mark_ship
 login) leaves the commands queued for a later attempt. `ship`, `cancel` and `track` are sent
 again after a lost answer; an `adjust` never is (CCNow would discount twice): it becomes
 `uncertain`, raises one `order.action_uncertain`, and waits for `reconciler ccnow resolve`.
+
+This module sends; `ccnow_form.py` checks a request and builds the post (pure), and
+`ccnow_outcome.py` says how an answer line closes a command. Their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from decimal import Decimal
-from typing import TypeVar
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import hdrs
@@ -29,235 +28,59 @@ from reconciler import store_commands as cmds
 from reconciler.config import CCNowConfig
 from reconciler.events import Event, action_event
 from reconciler.logs import fields
-from reconciler.model import (
-    InvalidOrderId,
-    Observation,
-    OrderKey,
-    OrderState,
-    Outcome,
-    normalize_ccnow_id,
-    usd_amount,
-)
+from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
-from reconciler.sources.ccnow import MAX_BODY_BYTES, Answer, OrderLine, is_complete, parse_answer
+from reconciler.sources.ccnow import MAX_BODY_BYTES, Answer, is_complete, parse_answer
 from reconciler.sources.errors import SourceError
 from reconciler.sources.http import Reply, RequestFailed, read_body, request
 from reconciler.store import Store
+from reconciler.writes.ccnow_form import (
+    ACTIONS,
+    MAX_NOTES,
+    MAX_TRACK_FIELD,
+    PASSWORD_MASK,
+    PAST_PENDING,
+    BadAction,
+    batches,
+    build,
+    derived_key,
+    dry_run_text,
+    form,
+    from_document,
+    local_refusal,
+    parse_amount,
+)
+from reconciler.writes.ccnow_outcome import TAKEN, Taken, Tally, command_json, lines_by_id, outcome
 from reconciler.writes.submit import failpoint
 
-log = logging.getLogger("reconciler.writes.ccnow_actions")
+__all__ = [
+    "ACTIONS",
+    "MAX_NOTES",
+    "MAX_TRACK_FIELD",
+    "PASSWORD_MASK",
+    "PAST_PENDING",
+    "ActionSender",
+    "BadAction",
+    "Lost",
+    "NotSent",
+    "Taken",
+    "Tally",
+    "batches",
+    "build",
+    "command_json",
+    "derived_key",
+    "dry_run_text",
+    "form",
+    "from_document",
+    "local_refusal",
+    "outcome",
+    "parse_amount",
+]
 
-# The actions as the command line names them -> CCNow's `x_action_N` word.
-ACTIONS: dict[str, cmds.Action] = {
-    "ship": "ship",
-    "cancel": "cancel",
-    "add-tracking": "track",
-    "adjust": "adjust",
-}
-# What CCNow answers when the action took: the queue state it put the order in, or (for an
-# order the lifecycle moved on quickly) where that queue leads.
-_TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
-# Statuses past `pending`: CCNow takes no action on such an order, so none is sent.
-PAST_PENDING = frozenset(
-    {
-        "mark_canceled",
-        "canceled",
-        "declined",
-        "rejected",
-        "mark_shipped",
-        "completed",
-        "test",
-        "refunded",
-        "chargeback",
-    }
-)
-MAX_NOTES = 500
-MAX_TRACK_FIELD = 100
+log = logging.getLogger("reconciler.writes.ccnow_actions")
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
-PASSWORD_MASK = "********"
-_C = TypeVar("_C", cmds.NewCommand, cmds.Command)
-
-
-class BadAction(ValueError):
-    """An action reconciler refuses to record: bad input, named (exit 65)."""
-
-
-# --- validation and the form ----------------------------------------------------------------
-
-
-def _text(name: str, value: str | None, limit: int) -> str | None:
-    """Return a form value that is safe to send: printable, trimmed, within `limit`.
-
-    The form encoding already keeps `&` and `=` inside the value; control characters are
-    refused too, since CCNow shows notes to the consumer and its answers are lines.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        raise BadAction(f"{name}: must not be empty")
-    if not value.isprintable():
-        raise BadAction(f"{name}: control characters (newline, tab, ...) are not allowed")
-    if len(value) > limit:
-        raise BadAction(f"{name}: at most {limit} characters")
-    return value
-
-
-def parse_amount(text: str, max_adjust: Decimal) -> str:
-    """Return a discount as CCNow takes it (USD, two decimals); raise BadAction."""
-    text = text.strip().removeprefix("$")
-    amount = usd_amount(text)
-    if amount is None:
-        raise BadAction(f"--amount: {text!r} is not an amount in USD with at most 2 decimals")
-    if amount <= 0:
-        raise BadAction("--amount: must be greater than 0")
-    if amount > max_adjust:
-        raise BadAction(f"--amount: {amount:.2f} is above this account's max_adjust {max_adjust}")
-    return f"{amount:.2f}"
-
-
-def derived_key(c: cmds.NewCommand) -> str:
-    """Return the key of a command given without one: the same action with the same fields on
-    the same order is the same command, so running it twice sends it once."""
-    parts = (c.account, c.order_id, c.action, c.notes, c.amount, c.trackname, c.tracknumber)
-    text = "\x1f".join("" if p is None else p for p in parts)
-    return "d-" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def build(
-    cfg: CCNowConfig,
-    action: str,
-    ids: Sequence[str],
-    *,
-    notes: str | None = None,
-    carrier: str | None = None,
-    number: str | None = None,
-    amount: str | None = None,
-    key: str | None = None,
-) -> list[cmds.NewCommand]:
-    """Return the commands of one request, one per order; raise BadAction."""
-    word = ACTIONS.get(action)
-    if word is None:
-        raise BadAction(f"unknown action {action!r} ({', '.join(ACTIONS)})")
-    if not ids:
-        raise BadAction("give at least one order id")
-    order_ids: list[str] = []
-    for raw in ids:
-        try:
-            order_ids.append(normalize_ccnow_id(raw))
-        except InvalidOrderId as exc:
-            raise BadAction(str(exc)) from None
-    order_ids = list(dict.fromkeys(order_ids))
-    notes = _text("--notes", notes, MAX_NOTES)
-    trackname = _text("--carrier", carrier, MAX_TRACK_FIELD)
-    tracknumber = _text("--number", number, MAX_TRACK_FIELD)
-    if word == "track":
-        if trackname is None or tracknumber is None:
-            raise BadAction("add-tracking needs --carrier and --number")
-    elif trackname is not None or tracknumber is not None:
-        raise BadAction("--carrier and --number go with add-tracking only")
-    usd = None
-    if word == "adjust":
-        if amount is None:
-            raise BadAction("adjust needs --amount (USD)")
-        usd = parse_amount(amount, cfg.max_adjust)
-    elif amount is not None:
-        raise BadAction("--amount goes with adjust only")
-    if key is not None:
-        key = _text("--key", key, 200)
-    out = []
-    for order_id in order_ids:
-        c = cmds.NewCommand(cfg.name, order_id, word, "", notes, usd, trackname, tracknumber)
-        # One key for a batch of orders: each order's command has its own part of it.
-        own = derived_key(c) if key is None else key if len(order_ids) == 1 else f"{key}/{order_id}"
-        out.append(
-            cmds.NewCommand(cfg.name, order_id, word, own, notes, usd, trackname, tracknumber)
-        )
-    return out
-
-
-def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewCommand]:
-    """Return the commands of an API request body; raise BadAction."""
-    ids = doc.get("order_ids")
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise BadAction("order_ids: must be an array of CCNow order ids")
-    action = doc.get("action")
-    if not isinstance(action, str):
-        raise BadAction(f"action: required, one of {', '.join(ACTIONS)}")
-    given: dict[str, str | None] = {}
-    for name in ("notes", "carrier", "number", "amount", "key"):
-        value = doc.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and name == "amount":
-            value = str(value)
-        if value is not None and not isinstance(value, str):
-            raise BadAction(f"{name}: must be a string")
-        given[name] = value
-    new = build(cfg, "add-tracking" if action == "track" else action, ids, **given)
-    keys = doc.get("keys")
-    if keys is None:
-        return new
-    if (
-        not isinstance(keys, list)
-        or len(keys) != len(new)
-        or not all(isinstance(k, str) and k and k.isprintable() and len(k) <= 300 for k in keys)
-    ):
-        raise BadAction("keys: one printable key per order id")
-    return [replace(c, key=k) for c, k in zip(new, keys, strict=True)]
-
-
-def local_refusal(state: OrderState | None) -> str | None:
-    """Why an action on an order is refused without asking CCNow, or None."""
-    if state is not None and state.status in PAST_PENDING:
-        return (
-            f"its last known status is {state.status}, past pending; "
-            "CCNow takes actions on pending orders only"
-        )
-    return None
-
-
-def form(
-    cfg: CCNowConfig, commands: Sequence[cmds.NewCommand | cmds.Command]
-) -> list[tuple[str, str]]:
-    """Return the fields of one post, numbered from 1 in the order of `commands`."""
-    out = [("x_clientid", cfg.client_id), ("x_password", cfg.password.reveal())]
-    if cfg.store_id:
-        out.append(("x_storeid", cfg.store_id))
-    for n, c in enumerate(commands, 1):
-        out += [(f"x_orderid_{n}", c.order_id), (f"x_action_{n}", c.action)]
-        for name, value in (
-            ("x_notes", c.notes),
-            ("x_amount", c.amount),
-            ("x_trackname", c.trackname),
-            ("x_tracknumber", c.tracknumber),
-        ):
-            if value is not None:
-                out.append((f"{name}_{n}", value))
-    return out
-
-
-def dry_run_text(cfg: CCNowConfig, commands: Sequence[cmds.NewCommand]) -> str:
-    """Return the posts as they would be sent, one encoded field a line, password masked."""
-    posts = []
-    for batch in batches(commands, cfg.batch_size):
-        lines = [f"POST {cfg.url}"]
-        for name, value in form(cfg, batch):
-            shown = PASSWORD_MASK if name == "x_password" else value
-            lines.append(f"{name}={quote_plus(shown)}")
-        posts.append("\n".join(lines))
-    return "\n\n".join(posts) + "\n"
-
-
-def batches(items: Sequence[_C], size: int) -> list[list[_C]]:
-    """Split commands into posts of at most `size`; an `adjust` never shares a post with
-    another action, since its post is sent once and the others' may be sent again."""
-    out: list[list[_C]] = []
-    for kind in (False, True):
-        group = [c for c in items if (c.action == "adjust") is kind]
-        out += [group[i : i + max(1, size)] for i in range(0, len(group), max(1, size))]
-    return out
-
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -269,109 +92,6 @@ class NotSent(Exception):
 class Lost(Exception):
     """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
     an answer cut off). `str()` is a short word."""
-
-
-@dataclass
-class Tally:
-    """What one run did: commands posted, and how those it touched ended."""
-
-    sent: int = 0
-    done: int = 0
-    refused: int = 0
-    uncertain: int = 0
-    queued: int = 0
-
-    def line(self) -> str:
-        """Return the summary line of a run."""
-        return (
-            f"sent {self.sent}, done {self.done}, refused {self.refused}, "
-            f"uncertain {self.uncertain}, queued {self.queued}"
-        )
-
-    def count(self, state: str) -> None:
-        """Count one command by the state it is in after the run."""
-        if state in ("succeeded", "sent"):
-            self.done += 1
-        elif state in ("refused", "not_sent"):
-            self.refused += 1
-        elif state == "uncertain":
-            self.uncertain += 1
-        else:
-            self.queued += 1
-
-
-@dataclass(frozen=True)
-class Taken:
-    """What became of the commands of one request."""
-
-    rows: list[cmds.Command]
-    earlier: set[int]  # ids of commands their key had made before
-    refused: list[tuple[cmds.NewCommand, str]]  # refused here, never recorded nor sent
-    sent: int
-
-    def tally(self) -> Tally:
-        """Count the request's commands by where they ended."""
-        tally = Tally(sent=self.sent, refused=len(self.refused))
-        for c in self.rows:
-            tally.count(c.state)
-        return tally
-
-    def to_json(self) -> list[dict[str, object]]:
-        """One object per order, refused-here ones with `id` null."""
-        out = [command_json(c, earlier=c.id in self.earlier) for c in self.rows]
-        out += [
-            {
-                "id": None,
-                "account": c.account,
-                "order_id": c.order_id,
-                "action": c.action,
-                "state": "refused",
-                "answer": why,
-                "sent": False,
-            }
-            for c, why in self.refused
-        ]
-        return out
-
-
-def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]:
-    """Return a command as the API shows it."""
-    return {
-        "id": c.id,
-        "account": c.account,
-        "order_id": c.order_id,
-        "action": c.action,
-        "key": c.key,
-        "state": c.state,
-        "answer": c.answer,
-        "attempts": c.attempts,
-        "notes": c.notes,
-        "amount": c.amount,
-        "trackname": c.trackname,
-        "tracknumber": c.tracknumber,
-        "made_before": earlier,
-    }
-
-
-def _lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
-    """Return the answer line per order id; None for an id whose lines disagree."""
-    lines: dict[str, OrderLine | None] = {}
-    for line in answer.orders:
-        previous = lines.get(line.order_id, line)
-        lines[line.order_id] = line if previous == line else None
-    return lines
-
-
-def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
-    """Return how CCNow's answer line for a command's order closes it, and the words kept."""
-    if line is None:
-        return "refused", "no single answer line for this order"
-    if line.status is None:
-        return "refused", line.error or "error"
-    taken = _TAKEN.get(c.action)
-    if taken is not None and line.status not in taken:
-        return "refused", f"answered {line.status}, not {taken[0]}"
-    return "succeeded", line.status
 
 
 class ActionSender:
@@ -524,16 +244,16 @@ class ActionSender:
     async def _close(
         self, cfg: CCNowConfig, batch: list[cmds.Command], answer: Answer, tally: Tally
     ) -> None:
-        lines = _lines_by_id(answer)
+        lines = lines_by_id(answer)
         closes: list[tuple[int, cmds.State, str | None]] = []
         observations: list[Observation] = []
         for c in batch:
             state, words = outcome(c, lines.get(c.order_id))
-            if state == "refused" and c.attempts > 0 and c.action in _TAKEN:
+            if state == "refused" and c.attempts > 0 and c.action in TAKEN:
                 # An earlier post of this command may have reached CCNow with its answer lost:
                 # if the order is where the action puts it, the action took then.
                 status = await self._status(cfg, c.order_id)
-                if status is not None and status in _TAKEN[c.action]:
+                if status is not None and status in TAKEN[c.action]:
                     state, words = "succeeded", f"{status} (taken by an earlier attempt)"
             closes.append((c.id, state, words))
             line = lines.get(c.order_id)

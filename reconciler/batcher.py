@@ -1,0 +1,126 @@
+"""Observations of one pass over one account, committed a batch at a time by a writer task."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from .model import Observation, Outcome, Source, Via
+from .pass_report import PassReport
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+BATCH_ROWS = 2000  # observations per transaction
+PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
+
+
+class Writer(Protocol):
+    """What a batcher writes through: the reconciler (reconcile.py)."""
+
+    metrics: Metrics | None
+    on_checked: Callable[[int], None]
+    batch_rows: int  # observations per transaction
+    pending_batches: int  # full batches queued before workers wait
+
+    async def apply(
+        self,
+        observations: Sequence[Observation],
+        *,
+        via: Via,
+        report: PassReport | None = None,
+        discover: bool = False,
+    ) -> int:
+        """Commit observations in one transaction; return the number of events queued."""
+        ...
+
+
+class Batcher:
+    """Collects observations from concurrent workers; a writer task commits them a batch at a
+    time while the workers go on asking. Workers wait only when the reconciler's
+    `pending_batches` are queued. It lives as long as the pass over one account, and so times
+    it for the metrics."""
+
+    def __init__(
+        self,
+        reconciler: Writer,
+        via: Via,
+        report: PassReport,
+        source: Source,
+        account: str,
+        *,
+        discover: bool = False,
+        timed: bool = True,
+    ) -> None:
+        self.reconciler = reconciler
+        self.via = via
+        self.report = report
+        self.discover = discover
+        self.where = (source, account)
+        self.started = time.monotonic()
+        self.timed = timed
+        self.buffer: list[Observation] = []
+        self.queue: asyncio.Queue[list[Observation] | None] = asyncio.Queue(
+            reconciler.pending_batches
+        )
+        self.writer: asyncio.Task[None] | None = None
+        self.error: Exception | None = None
+
+    async def add(self, obs: Observation) -> None:
+        self.buffer.append(obs)
+        if len(self.buffer) >= self.reconciler.batch_rows:
+            if self.error is not None:
+                raise self.error  # a failed write stops the workers with its error
+            batch, self.buffer = self.buffer, []
+            if self.writer is None:
+                self.writer = asyncio.ensure_future(self._write())
+            await self.queue.put(batch)
+
+    async def flush(self) -> None:
+        """Write what is buffered and wait until every batch is committed."""
+        batch, self.buffer = self.buffer, []
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            await self.queue.put(None)
+            await writer
+        if self.error is not None:
+            raise self.error
+        if batch:
+            await self._apply(batch)
+
+    async def close(self) -> None:
+        """Stop the writer without writing more (the pass is over or failed)."""
+        metrics = self.reconciler.metrics
+        if metrics is not None and self.timed:
+            metrics.observe_pass(*self.where, self.via, time.monotonic() - self.started)
+        writer, self.writer = self.writer, None
+        self.buffer = []
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _write(self) -> None:
+        # After a failure the writer goes on taking batches (and drops them), so that no worker
+        # waits forever on a full queue; the next `add` or `flush` raises the failure.
+        while (batch := await self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    await self._apply(batch)
+                except Exception as exc:
+                    self.error = exc
+
+    async def _apply(self, batch: list[Observation]) -> None:
+        metrics = self.reconciler.metrics
+        if metrics is not None:
+            key = batch[0].key
+            metrics.observe_checks(key.source, key.account, batch)
+        self.report.checked += len(batch)
+        self.reconciler.on_checked(len(batch))
+        self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
+        # Await first: `report.events += await ...` would read the count before the await.
+        events = await self.reconciler.apply(
+            batch, via=self.via, report=self.report, discover=self.discover
+        )
+        self.report.events += events

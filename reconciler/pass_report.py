@@ -1,0 +1,48 @@
+"""What a pass did, per account: counts for logs, `reconciler status` and health verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .poller import PassAnswers
+
+
+@dataclass
+class PassReport:
+    """What a pass did, per account; `ok` means every order answered."""
+
+    checked: int = 0
+    failed: int = 0
+    lost: int = 0  # of `failed`: orders found before that CCV now says it does not know
+    events: int = 0
+    failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
+
+    @property
+    def ok(self) -> bool:
+        """True when no source failed and no check failed."""
+        return not self.failed_sources and self.failed == 0
+
+    def add(self, other: PassReport) -> None:
+        """Fold another report into this one."""
+        self.checked += other.checked
+        self.failed += other.failed
+        self.lost += other.lost
+        self.events += other.events
+        self.failed_sources.update(other.failed_sources)
+
+    def summary(self) -> str:
+        """One line for logs and systemd STATUS=."""
+        text = f"checked={self.checked} failed={self.failed} events={self.events}"
+        if self.failed_sources:
+            text += " failing=" + ",".join(sorted(self.failed_sources))
+        return text
+
+    def answers(self, *, error: str | None = None, complete: bool = False) -> PassAnswers:
+        """Return this report's checks as the answers a health verdict is made of."""
+        return PassAnswers(
+            answered=self.checked - self.failed,
+            failed=self.failed,
+            lost=self.lost,
+            error=error,
+            complete=complete,
+        )

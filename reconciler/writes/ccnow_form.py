@@ -1,0 +1,220 @@
+"""CCNow order actions: the checks of a request and the form CCNow takes (pure, no I/O).
+
+A request becomes one command per order (`build`, `from_document`); commands become the
+numbered fields of a post (`form`), batched so an `adjust` never shares a post (`batches`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import replace
+from decimal import Decimal
+from typing import TypeVar
+from urllib.parse import quote_plus
+
+from reconciler import store_commands as cmds
+from reconciler.config import CCNowConfig
+from reconciler.model import InvalidOrderId, OrderState, normalize_ccnow_id, usd_amount
+
+# The actions as the command line names them -> CCNow's `x_action_N` word.
+ACTIONS: dict[str, cmds.Action] = {
+    "ship": "ship",
+    "cancel": "cancel",
+    "add-tracking": "track",
+    "adjust": "adjust",
+}
+# Statuses past `pending`: CCNow takes no action on such an order, so none is sent.
+PAST_PENDING = frozenset(
+    {
+        "mark_canceled",
+        "canceled",
+        "declined",
+        "rejected",
+        "mark_shipped",
+        "completed",
+        "test",
+        "refunded",
+        "chargeback",
+    }
+)
+MAX_NOTES = 500
+MAX_TRACK_FIELD = 100
+PASSWORD_MASK = "********"
+_C = TypeVar("_C", cmds.NewCommand, cmds.Command)
+
+
+class BadAction(ValueError):
+    """An action reconciler refuses to record: bad input, named (exit 65)."""
+
+
+def _text(name: str, value: str | None, limit: int) -> str | None:
+    """Return a form value that is safe to send: printable, trimmed, within `limit`.
+
+    The form encoding already keeps `&` and `=` inside the value; control characters are
+    refused too, since CCNow shows notes to the consumer and its answers are lines.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise BadAction(f"{name}: must not be empty")
+    if not value.isprintable():
+        raise BadAction(f"{name}: control characters (newline, tab, ...) are not allowed")
+    if len(value) > limit:
+        raise BadAction(f"{name}: at most {limit} characters")
+    return value
+
+
+def parse_amount(text: str, max_adjust: Decimal) -> str:
+    """Return a discount as CCNow takes it (USD, two decimals); raise BadAction."""
+    text = text.strip().removeprefix("$")
+    amount = usd_amount(text)
+    if amount is None:
+        raise BadAction(f"--amount: {text!r} is not an amount in USD with at most 2 decimals")
+    if amount <= 0:
+        raise BadAction("--amount: must be greater than 0")
+    if amount > max_adjust:
+        raise BadAction(f"--amount: {amount:.2f} is above this account's max_adjust {max_adjust}")
+    return f"{amount:.2f}"
+
+
+def derived_key(c: cmds.NewCommand) -> str:
+    """Return the key of a command given without one: the same action with the same fields on
+    the same order is the same command, so running it twice sends it once."""
+    parts = (c.account, c.order_id, c.action, c.notes, c.amount, c.trackname, c.tracknumber)
+    text = "\x1f".join("" if p is None else p for p in parts)
+    return "d-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def build(
+    cfg: CCNowConfig,
+    action: str,
+    ids: Sequence[str],
+    *,
+    notes: str | None = None,
+    carrier: str | None = None,
+    number: str | None = None,
+    amount: str | None = None,
+    key: str | None = None,
+) -> list[cmds.NewCommand]:
+    """Return the commands of one request, one per order; raise BadAction."""
+    word = ACTIONS.get(action)
+    if word is None:
+        raise BadAction(f"unknown action {action!r} ({', '.join(ACTIONS)})")
+    if not ids:
+        raise BadAction("give at least one order id")
+    order_ids: list[str] = []
+    for raw in ids:
+        try:
+            order_ids.append(normalize_ccnow_id(raw))
+        except InvalidOrderId as exc:
+            raise BadAction(str(exc)) from None
+    order_ids = list(dict.fromkeys(order_ids))
+    notes = _text("--notes", notes, MAX_NOTES)
+    trackname = _text("--carrier", carrier, MAX_TRACK_FIELD)
+    tracknumber = _text("--number", number, MAX_TRACK_FIELD)
+    if word == "track":
+        if trackname is None or tracknumber is None:
+            raise BadAction("add-tracking needs --carrier and --number")
+    elif trackname is not None or tracknumber is not None:
+        raise BadAction("--carrier and --number go with add-tracking only")
+    usd = None
+    if word == "adjust":
+        if amount is None:
+            raise BadAction("adjust needs --amount (USD)")
+        usd = parse_amount(amount, cfg.max_adjust)
+    elif amount is not None:
+        raise BadAction("--amount goes with adjust only")
+    if key is not None:
+        key = _text("--key", key, 200)
+    out = []
+    for order_id in order_ids:
+        c = cmds.NewCommand(cfg.name, order_id, word, "", notes, usd, trackname, tracknumber)
+        # One key for a batch of orders: each order's command has its own part of it.
+        own = derived_key(c) if key is None else key if len(order_ids) == 1 else f"{key}/{order_id}"
+        out.append(
+            cmds.NewCommand(cfg.name, order_id, word, own, notes, usd, trackname, tracknumber)
+        )
+    return out
+
+
+def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewCommand]:
+    """Return the commands of an API request body; raise BadAction."""
+    ids = doc.get("order_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise BadAction("order_ids: must be an array of CCNow order ids")
+    action = doc.get("action")
+    if not isinstance(action, str):
+        raise BadAction(f"action: required, one of {', '.join(ACTIONS)}")
+    given: dict[str, str | None] = {}
+    for name in ("notes", "carrier", "number", "amount", "key"):
+        value = doc.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and name == "amount":
+            value = str(value)
+        if value is not None and not isinstance(value, str):
+            raise BadAction(f"{name}: must be a string")
+        given[name] = value
+    new = build(cfg, "add-tracking" if action == "track" else action, ids, **given)
+    keys = doc.get("keys")
+    if keys is None:
+        return new
+    if (
+        not isinstance(keys, list)
+        or len(keys) != len(new)
+        or not all(isinstance(k, str) and k and k.isprintable() and len(k) <= 300 for k in keys)
+    ):
+        raise BadAction("keys: one printable key per order id")
+    return [replace(c, key=k) for c, k in zip(new, keys, strict=True)]
+
+
+def local_refusal(state: OrderState | None) -> str | None:
+    """Why an action on an order is refused without asking CCNow, or None."""
+    if state is not None and state.status in PAST_PENDING:
+        return (
+            f"its last known status is {state.status}, past pending; "
+            "CCNow takes actions on pending orders only"
+        )
+    return None
+
+
+def form(
+    cfg: CCNowConfig, commands: Sequence[cmds.NewCommand | cmds.Command]
+) -> list[tuple[str, str]]:
+    """Return the fields of one post, numbered from 1 in the order of `commands`."""
+    out = [("x_clientid", cfg.client_id), ("x_password", cfg.password.reveal())]
+    if cfg.store_id:
+        out.append(("x_storeid", cfg.store_id))
+    for n, c in enumerate(commands, 1):
+        out += [(f"x_orderid_{n}", c.order_id), (f"x_action_{n}", c.action)]
+        for name, value in (
+            ("x_notes", c.notes),
+            ("x_amount", c.amount),
+            ("x_trackname", c.trackname),
+            ("x_tracknumber", c.tracknumber),
+        ):
+            if value is not None:
+                out.append((f"{name}_{n}", value))
+    return out
+
+
+def dry_run_text(cfg: CCNowConfig, commands: Sequence[cmds.NewCommand]) -> str:
+    """Return the posts as they would be sent, one encoded field a line, password masked."""
+    posts = []
+    for batch in batches(commands, cfg.batch_size):
+        lines = [f"POST {cfg.url}"]
+        for name, value in form(cfg, batch):
+            shown = PASSWORD_MASK if name == "x_password" else value
+            lines.append(f"{name}={quote_plus(shown)}")
+        posts.append("\n".join(lines))
+    return "\n\n".join(posts) + "\n"
+
+
+def batches(items: Sequence[_C], size: int) -> list[list[_C]]:
+    """Split commands into posts of at most `size`; an `adjust` never shares a post with
+    another action, since its post is sent once and the others' may be sent again."""
+    out: list[list[_C]] = []
+    for kind in (False, True):
+        group = [c for c in items if (c.action == "adjust") is kind]
+        out += [group[i : i + max(1, size)] for i in range(0, len(group), max(1, size))]
+    return out

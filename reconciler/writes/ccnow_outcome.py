@@ -1,0 +1,115 @@
+"""CCNow order actions: how CCNow's answer closes each command, and what a run did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler import store_commands as cmds
+from reconciler.sources.ccnow import Answer, OrderLine
+
+# What CCNow answers when the action took: the queue state it put the order in, or (for an
+# order the lifecycle moved on quickly) where that queue leads.
+TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
+
+
+@dataclass
+class Tally:
+    """What one run did: commands posted, and how those it touched ended."""
+
+    sent: int = 0
+    done: int = 0
+    refused: int = 0
+    uncertain: int = 0
+    queued: int = 0
+
+    def line(self) -> str:
+        """Return the summary line of a run."""
+        return (
+            f"sent {self.sent}, done {self.done}, refused {self.refused}, "
+            f"uncertain {self.uncertain}, queued {self.queued}"
+        )
+
+    def count(self, state: str) -> None:
+        """Count one command by the state it is in after the run."""
+        if state in ("succeeded", "sent"):
+            self.done += 1
+        elif state in ("refused", "not_sent"):
+            self.refused += 1
+        elif state == "uncertain":
+            self.uncertain += 1
+        else:
+            self.queued += 1
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What became of the commands of one request."""
+
+    rows: list[cmds.Command]
+    earlier: set[int]  # ids of commands their key had made before
+    refused: list[tuple[cmds.NewCommand, str]]  # refused here, never recorded nor sent
+    sent: int
+
+    def tally(self) -> Tally:
+        """Count the request's commands by where they ended."""
+        tally = Tally(sent=self.sent, refused=len(self.refused))
+        for c in self.rows:
+            tally.count(c.state)
+        return tally
+
+    def to_json(self) -> list[dict[str, object]]:
+        """One object per order, refused-here ones with `id` null."""
+        out = [command_json(c, earlier=c.id in self.earlier) for c in self.rows]
+        out += [
+            {
+                "id": None,
+                "account": c.account,
+                "order_id": c.order_id,
+                "action": c.action,
+                "state": "refused",
+                "answer": why,
+                "sent": False,
+            }
+            for c, why in self.refused
+        ]
+        return out
+
+
+def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]:
+    """Return a command as the API shows it."""
+    return {
+        "id": c.id,
+        "account": c.account,
+        "order_id": c.order_id,
+        "action": c.action,
+        "key": c.key,
+        "state": c.state,
+        "answer": c.answer,
+        "attempts": c.attempts,
+        "notes": c.notes,
+        "amount": c.amount,
+        "trackname": c.trackname,
+        "tracknumber": c.tracknumber,
+        "made_before": earlier,
+    }
+
+
+def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
+    """Return the answer line per order id; None for an id whose lines disagree."""
+    lines: dict[str, OrderLine | None] = {}
+    for line in answer.orders:
+        previous = lines.get(line.order_id, line)
+        lines[line.order_id] = line if previous == line else None
+    return lines
+
+
+def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
+    """Return how CCNow's answer line for a command's order closes it, and the words kept."""
+    if line is None:
+        return "refused", "no single answer line for this order"
+    if line.status is None:
+        return "refused", line.error or "error"
+    taken = TAKEN.get(c.action)
+    if taken is not None and line.status not in taken:
+        return "refused", f"answered {line.status}, not {taken[0]}"
+    return "succeeded", line.status
