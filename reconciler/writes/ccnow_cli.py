@@ -18,6 +18,7 @@ import aiohttp
 
 from reconciler import store_commands as cmds
 from reconciler.config import CCNowConfig, Config
+from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.store import StoreLocked
@@ -31,9 +32,6 @@ from reconciler.writes.ccnow_actions import (
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
-EX_OK = 0
-EX_DATAERR = 65
-EX_TEMPFAIL = 75
 DELIVER_TIMEOUT_S = 10.0
 API_TIMEOUT_S = 300.0
 

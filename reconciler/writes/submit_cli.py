@@ -15,16 +15,13 @@ import sys
 import aiohttp
 
 from reconciler.config import Config
+from reconciler.exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields
 from reconciler.store import StoreLocked
 from reconciler.writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
 
 log = logging.getLogger("reconciler.writes.submit")
 
-EX_OK = 0
-EX_DATAERR = 65
-EX_TEMPFAIL = 75
-EX_CONFIG = 78
 DELIVER_TIMEOUT_S = 10.0
 API_TIMEOUT_S = 120.0
 
