@@ -26,7 +26,7 @@ def check_pricing_command(args: argparse.Namespace) -> int:
 
 async def submit_command(config: Config, args: argparse.Namespace) -> int:
     """`ccv submit`: submit an order through reconciler."""
-    from ..writes.submit_cli import submit_command as submit
+    from .ccv_submit import submit_command as submit
 
     document = read_json(args.file)
     return await submit(config, choose_account(config, "ccv", args.account), document)
