@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import store_submissions as subs
+from .accounts import find_account
 from .api import ApiDeps, ApiListener, build_api
 from .config import CCNowConfig, CCVConfig, Config
 from .connections import ConnectionLimits
@@ -314,7 +315,7 @@ class Daemon:
 
     async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
         """A CCNow server notification: poll the pending list and query the hinted ids."""
-        cfg = next((c for c in self.config.ccnow if c.name == account), None)
+        cfg = find_account(self.config.ccnow, account)
         if cfg is None:
             return
         with contextlib.suppress(StoreError):

@@ -17,6 +17,7 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from .accounts import configured_account, source_account
 from .config import Config
 from .logs import fields
 from .model import HealthPart, Source
@@ -132,7 +133,7 @@ class Scheduler:
         await self.send_actions()
 
     async def _pending_list_job(self, account: str) -> None:
-        cfg = next(c for c in self.config.ccnow if c.name == account)
+        cfg = configured_account(self.config.ccnow, account)
         if await self._resting("ccnow", account, "pending_list", cfg.poll_interval_s) is None:
             return
         started = self.clock()
@@ -143,7 +144,7 @@ class Scheduler:
     async def _heartbeat_job(self, account: str) -> None:
         """CCV has no list to poll: when no status request succeeded for a poll interval, one
         probe proves the account still answers (so /healthz and source.failed stay true)."""
-        cfg = next(c for c in self.config.ccv if c.name == account)
+        cfg = configured_account(self.config.ccv, account)
         state = await self.reconciler.store.source_state("ccv", account)
         if (
             state.last_success is not None
@@ -155,8 +156,7 @@ class Scheduler:
         await self.reconciler.probe_ccv(cfg, via="poll")
 
     async def _due_job(self, source: Source, account: str) -> None:
-        accounts = self.config.ccv if source == "ccv" else self.config.ccnow
-        cfg = next(c for c in accounts if c.name == account)
+        cfg = source_account(self.config, source, account)
         failing = await self._resting(source, account, "checks", cfg.poll_interval_s)
         if failing is None:
             return

@@ -9,6 +9,7 @@ import sys
 import time
 
 from ..config import Config
+from ..exits import EX_OK
 from ..status import gather_status, to_json
 from ..status_text import render_text, use_colour
 from ..store import Store
@@ -29,4 +30,4 @@ async def status_command(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
     else:
         print(render_text(status, colour=use_colour(sys.stdout, os.environ)))
-    return 0
+    return EX_OK

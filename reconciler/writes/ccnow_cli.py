@@ -18,7 +18,7 @@ import aiohttp
 
 from reconciler import store_commands as cmds
 from reconciler.config import ApiConfig, CCNowConfig, Config
-from reconciler.exit_codes import EX_DATAERR, EX_OK, EX_TEMPFAIL
+from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.store import StoreLocked

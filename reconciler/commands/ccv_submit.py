@@ -14,11 +14,11 @@ import sys
 
 import aiohttp
 
-from reconciler.config import ApiConfig, Config
-from reconciler.exit_codes import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
-from reconciler.logs import fields
-from reconciler.store import StoreLocked
-from reconciler.writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
+from ..config import ApiConfig, Config
+from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
+from ..logs import fields
+from ..store import StoreLocked
+from ..writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -55,7 +55,7 @@ def _report(status: int, body: bytes, order_id: str | None, reference: str | Non
 
 async def submit_command(config: Config, account: str, document: object) -> int:
     """Submit one order body, locally or through the running daemon's API."""
-    from reconciler.runtime import Runtime
+    from ..runtime import Runtime
 
     try:
         async with Runtime(config) as rt:

@@ -7,8 +7,9 @@ import asyncio
 import signal
 import sys
 
-from . import eventloop
-from .sandbox import SandboxOptions, run_sandbox
+from .. import eventloop
+from ..exits import EX_OK, EX_TEMPFAIL, EX_USAGE
+from ..sandbox import SandboxOptions, run_sandbox
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -34,7 +35,7 @@ def sandbox_command(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"reconciler sandbox: error: {exc}", file=sys.stderr)
-        return 2
+        return EX_USAGE
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -49,5 +50,5 @@ def sandbox_command(args: argparse.Namespace) -> int:
         print(
             f"reconciler sandbox: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr
         )
-        return 75
-    return 0
+        return EX_TEMPFAIL
+    return EX_OK

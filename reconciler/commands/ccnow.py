@@ -1,0 +1,29 @@
+"""`reconciler ccnow ship|cancel|add-tracking|adjust|resolve`: CCNow order actions."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..accounts import choose_account, configured_account
+from ..config import Config
+
+
+async def ccnow_command(config: Config, args: argparse.Namespace) -> int:
+    """Send (or settle by hand) CCNow order actions for one account."""
+    from ..writes.ccnow_cli import action_command, resolve_command
+
+    cfg = configured_account(config.ccnow, choose_account(config, "ccnow", args.account))
+    if args.ccnow_command == "resolve":
+        return await resolve_command(config, cfg, args.id, sent=args.sent)
+    return await action_command(
+        config,
+        cfg,
+        args.ccnow_command,
+        args.ids,
+        notes=args.notes,
+        carrier=args.carrier,
+        number=args.number,
+        amount=args.amount,
+        key=args.key,
+        dry_run=args.dry_run,
+    )

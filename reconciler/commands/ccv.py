@@ -1,0 +1,49 @@
+"""`reconciler ccv check-pricing|submit` and `reconciler notification-url ccv`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..accounts import choose_account
+from ..config import Config
+from ..exits import EX_DATAERR, EX_OK, DataError, UsageError
+from ..writes.pricing import blocking, check_pricing
+from .input import order_ids, read_json, reference_problem
+
+
+def check_pricing_command(args: argparse.Namespace) -> int:
+    """Check CCV prices: every problem on its own line (stdout), exit 65 if any blocks."""
+    problems = check_pricing(read_json(args.file))
+    if args.json:
+        report = {"ok": not blocking(problems), "problems": [p.to_json() for p in problems]}
+        print(json.dumps(report))
+    else:
+        for problem in problems:
+            print(problem.line())
+    return EX_DATAERR if blocking(problems) else EX_OK
+
+
+async def submit_command(config: Config, args: argparse.Namespace) -> int:
+    """`ccv submit`: submit an order through reconciler."""
+    from .ccv_submit import submit_command as submit
+
+    document = read_json(args.file)
+    return await submit(config, choose_account(config, "ccv", args.account), document)
+
+
+async def notification_url_command(config: Config, args: argparse.Namespace) -> int:
+    """Print the signed notification URL for a CCV order or external reference."""
+    from ..notify import notification_url
+
+    if config.receiver is None:
+        raise UsageError("notification URLs need a [receiver] section with public_url and secret")
+    account = choose_account(config, "ccv", args.account)
+    if args.order is not None:
+        (value,) = order_ids("ccv", [args.order])
+        print(notification_url(config.receiver, account, order_id=value))
+    else:
+        if problem := reference_problem(args.ref):
+            raise DataError(f"--ref: {problem}")
+        print(notification_url(config.receiver, account, reference=args.ref))
+    return EX_OK

@@ -1,0 +1,151 @@
+"""`track`, `untrack`, `orders`, `events`: following orders and reading the snapshot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .. import store_submissions
+from ..accounts import choose_account
+from ..config import Config
+from ..events import iso_time
+from ..exits import EX_OK, DataError, UsageError
+from ..logs import fields
+from ..model import Source
+from ..order_view import order_json
+from ..progress import progress
+from ..store import Store
+from .input import order_ids, read_track_file, reference_problem
+
+log = logging.getLogger("reconciler.cli")
+
+
+async def open_store(config: Config, *, readonly: bool = False) -> Store | None:
+    """Open the store, or None when it does not exist yet (nothing tracked)."""
+    try:
+        return await Store.open(config.store_path, readonly=readonly)
+    except FileNotFoundError:
+        return None
+
+
+async def track_command(config: Config, args: argparse.Namespace) -> int:
+    """Start following orders."""
+    source: Source = args.source
+    account = choose_account(config, source, args.account)
+    if args.ref is not None and (source != "ccv" or len(args.ids) != 1 or args.from_file):
+        raise UsageError("--ref takes exactly one CCV order id")
+    if not args.ids and args.from_file is None:
+        raise UsageError("give order ids or --from-file")
+    if args.ref is not None and (problem := reference_problem(args.ref)):
+        raise DataError(f"--ref: {problem}")
+    orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in order_ids(source, args.ids)]
+    if args.from_file is not None:
+        orders.extend(read_track_file(args.from_file, source))
+    store = await Store.open(config.store_path)
+    try:
+        with progress("track", len(orders)) as advance:
+            added = await store.track(source, account, orders, time.time(), progress=advance)
+        await _resolve_submissions(store, account, orders)
+    finally:
+        await store.close()
+    log.info(
+        "orders.tracked",
+        extra=fields(source=source, account=account, given=len(orders), new_or_updated=added),
+    )
+    return EX_OK
+
+
+async def _resolve_submissions(
+    store: Store, account: str, orders: Sequence[tuple[str, str | None]]
+) -> None:
+    """An order tracked with its reference settles an uncertain CCV submit of that reference."""
+    pairs = [(order_id, ref) for order_id, ref in orders if ref is not None]
+    if await store_submissions.resolve_many(store, account, pairs, time.time()):
+        log.info("ccv.submit_resolved", extra=fields(account=account, given=len(pairs)))
+
+
+async def untrack_command(config: Config, args: argparse.Namespace) -> int:
+    """Stop following orders."""
+    source: Source = args.source
+    account = choose_account(config, source, args.account) if args.account else None
+    ids = order_ids(source, args.ids)
+    store = await open_store(config)
+    if store is None:
+        return EX_OK
+    try:
+        removed = await store.untrack(source, account, ids)
+    finally:
+        await store.close()
+    log.info("orders.untracked", extra=fields(source=source, removed=removed))
+    return EX_OK
+
+
+async def orders_command(config: Config, args: argparse.Namespace) -> int:
+    """Print the snapshot."""
+    store = await open_store(config, readonly=True)
+    states = []
+    if store is not None:
+        try:
+            states = await store.list_orders(args.source, args.status)
+        finally:
+            await store.close()
+    rows = [order_json(s) for s in states]
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return EX_OK
+    cols = ("source", "account", "order_id", "status", "external_reference", "last_changed")
+    _print_table(rows, cols)
+    return EX_OK
+
+
+def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
+    table = [[str(c).upper() for c in cols]] + [
+        ["-" if r[c] is None else str(r[c]) for c in cols] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
+
+
+async def events_command(config: Config, args: argparse.Namespace) -> int:
+    """Print the event history."""
+    store = await open_store(config, readonly=True)
+    events = []
+    if store is not None:
+        try:
+            events = await store.list_events(
+                since=args.since, type=args.type, undelivered=args.undelivered
+            )
+        finally:
+            await store.close()
+    if args.json:
+        out = []
+        for e in events:
+            obj = json.loads(e.body)
+            if args.undelivered:
+                obj["undelivered"] = list(e.undelivered)
+            out.append(obj)
+        print(json.dumps(out, indent=1, ensure_ascii=False))
+        return EX_OK
+    rows = []
+    for e in events:
+        data = json.loads(e.body).get("data", {})
+        change = data.get("status") or "-"
+        if data.get("previous_status"):
+            change = f"{data['previous_status']} -> {change}"
+        rows.append(
+            {
+                "time": iso_time(e.time),
+                "type": e.type,
+                "order": f"{data.get('source')}/{e.order_id}" if e.order_id else data.get("source"),
+                "change": change if e.order_id else (data.get("reason") or "-"),
+                "severity": e.severity,
+                "undelivered": ",".join(e.undelivered) or None,
+            }
+        )
+    _print_table(rows, ("time", "type", "order", "change", "severity", "undelivered"))
+    return EX_OK

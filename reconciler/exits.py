@@ -1,0 +1,27 @@
+"""Exit codes of every command (sysexits.h) and the errors that commands raise to choose one.
+
+Defined once here: cli.py maps the errors to codes; commands return a code or raise, never exit.
+"""
+
+from __future__ import annotations
+
+EX_OK = 0
+EX_USAGE = 2  # argparse's own
+EX_DATAERR = 65
+EX_SOFTWARE = 70
+EX_IOERR = 74
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+EX_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as given (exit 2)."""
+
+
+class DataError(Exception):
+    """Input data (order ids, files) that is malformed (exit 65)."""
+
+
+class TempFailure(Exception):
+    """Something worth trying again later (exit 75)."""

@@ -1,0 +1,102 @@
+"""The one account lookup: find a configured account by name, choose the one a command acts on."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from reconciler import exits
+from reconciler.accounts import (
+    choose_account,
+    configured_account,
+    find_account,
+    source_account,
+)
+from reconciler.config import Config, load_config
+from reconciler.exits import UsageError
+
+REPO = Path(__file__).resolve().parent.parent
+
+TWO_CCV_ONE_CCNOW = """
+[[ccv]]
+name = "shop-nl"
+base_url = "https://ccv.example"
+api_key = "k1"
+
+[[ccv]]
+name = "shop-be"
+base_url = "https://ccv.example"
+api_key = "k2"
+
+[ccnow]
+url = "https://ccnow.example"
+client_id = "c"
+password = "p"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    monkeypatch.delenv("RECONCILER_CONFIG", raising=False)
+    path = tmp_path / "reconciler.toml"
+    path.write_text(f'[store]\npath = "{tmp_path / "r.db"}"\n{TWO_CCV_ONE_CCNOW}')
+    return load_config(path)
+
+
+def test_an_account_is_found_by_its_name(config: Config) -> None:
+    assert find_account(config.ccv, "shop-be") is config.ccv[1]
+    assert find_account(config.ccv, "shop-de") is None
+    assert configured_account(config.ccnow, "default") is config.ccnow[0]
+    assert source_account(config, "ccv", "shop-nl") is config.ccv[0]
+    assert source_account(config, "ccnow", "default") is config.ccnow[0]
+    with pytest.raises(LookupError):
+        configured_account(config.ccv, "shop-de")
+
+
+def test_the_only_account_of_a_source_needs_no_name(config: Config) -> None:
+    assert choose_account(config, "ccnow", None) == "default"
+    assert choose_account(config, "ccv", "shop-be") == "shop-be"
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "message"),
+    [
+        ("ccv", None, "several ccv accounts (shop-nl, shop-be): give --account"),
+        ("ccv", "shop-de", "no ccv account named 'shop-de' (shop-nl, shop-be)"),
+        ("ccnow", "us", "no ccnow account named 'us' (default)"),
+    ],
+)
+def test_an_account_that_cannot_be_chosen_is_a_usage_error(
+    config: Config, source: str, name: str | None, message: str
+) -> None:
+    with pytest.raises(UsageError) as info:
+        choose_account(config, source, name)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_exit_codes_are_defined_only_in_exits() -> None:
+    """One table of exit codes: no other module assigns an EX_ name or calls sys.exit()
+    except cli.main, which ends the process."""
+    names = {n for n in vars(exits) if n.startswith("EX_")}
+    offenders = []
+    for path in sorted((REPO / "reconciler").rglob("*.py")):
+        if path.name == "exits.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name) and name.id in names:
+                        offenders.append(f"{path.name}:{name.lineno} {name.id}")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "exit"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "sys"
+                and path.name != "cli.py"
+            ):
+                offenders.append(f"{path.name}:{node.lineno} sys.exit")
+    assert offenders == []
