@@ -17,6 +17,7 @@ from reconciler import store_commands as cmds
 from reconciler.config import load_config
 from reconciler.reconcile import Reconciler
 from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions
+from reconciler.sources.ccnow import MAX_BODY_BYTES
 from reconciler.store import Store
 from reconciler.writes.ccnow_actions import ActionSender, Tally, build
 from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
@@ -151,17 +152,25 @@ async def test_a_failed_answer_leaves_the_command_queued_and_a_later_run_sends_i
     no_password(tmp_path, first.stderr, again.stderr)
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # Cut mid-line, or too large to be read: CCNow may have applied the discount.
+        (f"{A} pend", "truncated_answer"),
+        ("x" * (MAX_BODY_BYTES + 1) + "\n", "answer_too_large"),
+    ],
+    ids=["cut", "too-large"],
+)
 async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
-    tmp_path: Path, fake_ccnow: FakeCCNow
+    tmp_path: Path, fake_ccnow: FakeCCNow, body: str, reason: str
 ) -> None:
     fake_ccnow.orders = {A: "pending"}
-    # Cut mid-line: CCNow may have applied the discount.
-    fake_ccnow.script = [Reply(200, f"{A} pend")]
+    fake_ccnow.script = [Reply(200, body)]
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     first = await ccnow(cfg, "adjust", A, "--amount", "7.25")
     assert first.code == 75
     assert len(fake_ccnow.requests) == 1  # no retry
-    assert commands(tmp_path) == [(A, "uncertain", "truncated_answer")]
+    assert commands(tmp_path) == [(A, "uncertain", reason)]
     again = await ccnow(cfg, "adjust", A, "--amount", "7.25")
     assert again.code == 75
     assert len(fake_ccnow.requests) == 1

@@ -31,7 +31,7 @@ from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow import MAX_BODY_BYTES, Answer, is_complete, parse_answer
-from reconciler.sources.errors import SourceError
+from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import Reply, RequestFailed, read_body, request
 from reconciler.store import Store
 from reconciler.writes.ccnow_form import (
@@ -374,6 +374,9 @@ async def _post_once(
         ) as resp:
             body = await read_body(resp, MAX_BODY_BYTES)
             reply = Reply(resp.status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
+    except ProtocolError:
+        # CCNow got the post and answered something we cannot read: it may have applied it.
+        raise Lost("answer_too_large") from None
     except aiohttp.ClientConnectorError:
         raise NotSent("connection refused") from None
     except asyncio.TimeoutError:
