@@ -26,9 +26,7 @@ from typing import Any
 
 from . import store_submissions as subs
 from .accounts import find_account
-from .api import ApiDeps, ApiListener, build_api
 from .config import CCNowConfig, CCVConfig, Config
-from .connections import ConnectionLimits
 from .logs import fields
 from .metrics import Metrics
 from .model import OrderKey, Source
@@ -36,6 +34,8 @@ from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
 from .server import Health, Receiver, SourceHealth, build_app
+from .server.api import ApiDeps, ApiListener, build_api
+from .server.connections import ConnectionLimits
 from .store import Store, StoreError
 from .store_health import file_size
 from .systemd import Notifier

@@ -22,13 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.config import ConfigError, load_config
-from reconciler.connections import ConnectionLimits
 from reconciler.daemon import Daemon
 from reconciler.events import submit_uncertain_event
 from reconciler.model import EventType, known_statuses
 from reconciler.notify import notification_url
 from reconciler.runtime import Runtime
 from reconciler.server import api as api_module
+from reconciler.server.connections import ConnectionLimits
 from reconciler.systemd import Notifier
 from tests.conftest import write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body

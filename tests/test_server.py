@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from reconciler.config import ReceiverConfig, Secret
-from reconciler.connections import ConnectionLimits, connection_cap
 from reconciler.events import iso_time
 from reconciler.metrics import Metrics
 from reconciler.notify import notification_url, signature
@@ -37,6 +36,7 @@ from reconciler.server import (
     extract_ccnow_ids,
     parse_notify_path,
 )
+from reconciler.server.connections import ConnectionLimits, connection_cap
 from reconciler.store import StoreError
 
 RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
