@@ -17,7 +17,7 @@ from reconciler.accounts import (
 from reconciler.config import Config, load_config
 from reconciler.exits import UsageError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 TWO_CCV_ONE_CCNOW = """
 [[ccv]]

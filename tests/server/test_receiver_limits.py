@@ -13,7 +13,7 @@ import aiohttp
 
 from tests.conftest import REPO, cli_env, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import FakeCCV
-from tests.test_notifications import RECEIVER_SECRET, free_port
+from tests.server.test_notifications import RECEIVER_SECRET, free_port
 
 ORDER = "7e57a11c-0000-4000-8000-00000000f11e"
 NOFILE = 128  # the receiver's default cap is then 64

@@ -22,8 +22,8 @@ from reconciler.store import Store
 from reconciler.writes.ccnow_actions import ActionSender, Tally, build
 from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, html_page
-from tests.test_api import TOKEN, api_toml, free_port
-from tests.test_submit_crash import listening, stop
+from tests.server.test_api import TOKEN, api_toml, free_port
+from tests.writes.test_submit_crash import listening, stop
 
 A, B, C = "396-10-1142", "397-10-1159", "398-10-1160"
 ARGS = {

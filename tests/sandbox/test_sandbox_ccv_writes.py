@@ -24,10 +24,10 @@ from reconciler.sandbox import CCV_SUBMIT_PATH, Sandbox, SandboxOptions
 from reconciler.sandbox.ccv_writes import PRICING_PATH
 from reconciler.systemd import Notifier
 from tests.conftest import run_cli
-from tests.test_api import free_port
-from tests.test_sandbox import KEY, basic, poll_until, status_url
+from tests.sandbox.test_sandbox import KEY, basic, poll_until, status_url
+from tests.server.test_api import free_port
 
-EXAMPLE = json.loads((Path(__file__).parent / "writes" / "pricing_example.json").read_text())
+EXAMPLE = json.loads((Path(__file__).parents[1] / "writes" / "pricing_example.json").read_text())
 
 Serve = Callable[..., Awaitable[tuple[Sandbox, str]]]
 

@@ -25,7 +25,7 @@ from reconciler.config import (
     parse_duration,
 )
 
-EXAMPLE = Path(__file__).parents[1] / "config" / "reconciler.example.toml"
+EXAMPLE = Path(__file__).parents[2] / "config" / "reconciler.example.toml"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 CCV = """

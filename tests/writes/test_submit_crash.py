@@ -23,7 +23,7 @@ from reconciler.notify import notification_url
 from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
 from tests.fake_providers import Reply
-from tests.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml, free_port
+from tests.server.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml, free_port
 
 ORDER = "7d0e9f52-3c1b-4a8e-9d2f-6b5a4c3d2e1f"
 UNCERTAIN = "order.submit_uncertain"
