@@ -17,6 +17,7 @@ import aiohttp
 from ..config import ApiConfig, Config
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields
+from ..redact import config_secrets, redact
 from ..store import StoreLocked
 from ..writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
 
@@ -24,6 +25,7 @@ log = logging.getLogger("reconciler.writes.submit")
 
 DELIVER_TIMEOUT_S = 10.0
 API_TIMEOUT_S = 120.0
+ERROR_BODY_CHARS = 500
 
 
 def exit_code(status: int) -> int:
@@ -35,7 +37,9 @@ def exit_code(status: int) -> int:
     return EX_DATAERR if 400 <= status < 500 and status != 408 else EX_TEMPFAIL
 
 
-def _report(status: int, body: bytes, order_id: str | None, reference: str | None) -> int:
+def _report(
+    status: int, body: bytes, order_id: str | None, reference: str | None, secrets: list[str]
+) -> int:
     code = exit_code(status)
     if code == EX_OK:
         if order_id:
@@ -48,7 +52,10 @@ def _report(status: int, body: bytes, order_id: str | None, reference: str | Non
                 file=sys.stderr,
             )
         return code
-    text = body.decode("utf-8", errors="replace").strip()
+    # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a page of
+    # any size: one masked, printable, bounded line.
+    text = "".join(c if c.isprintable() else " " for c in body.decode("utf-8", errors="replace"))
+    text = redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
     print(f"reconciler: submit answered HTTP {status}: {text}", file=sys.stderr)
     return code
 
@@ -57,6 +64,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
     """Submit one order body, locally or through the running daemon's API."""
     from ..runtime import Runtime
 
+    secrets = config_secrets(config)
     try:
         async with Runtime(config) as rt:
             submitter = Submitter(
@@ -76,17 +84,17 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 print(f"reconciler: error: {exc}", file=sys.stderr)
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
             await rt.outbox.drain(DELIVER_TIMEOUT_S)
-            return _report(result.status, result.body, result.order_id, result.reference)
+            return _report(result.status, result.body, result.order_id, result.reference, secrets)
     except StoreLocked:
         if config.api is None:
             raise StoreLocked(
                 "a running daemon holds the store; give it an [api] section so that "
                 "`ccv submit` goes through it"
             ) from None
-    return await _through_api(config.api, account, document)
+    return await _through_api(config.api, account, document, secrets)
 
 
-async def _through_api(api: ApiConfig, account: str, document: object) -> int:
+async def _through_api(api: ApiConfig, account: str, document: object, secrets: list[str]) -> int:
     url = api.url("/api/v1/ccv/orders")
     headers = {"Authorization": f"Bearer {api.token.reveal()}"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=API_TIMEOUT_S)) as s:
@@ -118,4 +126,4 @@ async def _through_api(api: ApiConfig, account: str, document: object) -> int:
             return EX_DATAERR
         except (ValueError, KeyError, TypeError):
             pass
-    return _report(status, body, order_id, reference)
+    return _report(status, body, order_id, reference, secrets)

@@ -22,7 +22,7 @@ from reconciler.config import ReceiverConfig, Secret
 from reconciler.notify import notification_url
 from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
-from tests.fake_providers import Reply
+from tests.fake_providers import CCV_KEY, Reply
 from tests.server.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml, free_port
 
 ORDER = "7d0e9f52-3c1b-4a8e-9d2f-6b5a4c3d2e1f"
@@ -194,6 +194,22 @@ async def test_ccv_submit_command_exits_78_when_the_config_cannot_submit(
     assert wrong_key not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert query(tmp_path, "SELECT count(*) FROM orders") == [(0,)]
+
+
+async def test_ccv_submit_command_prints_ccvs_refusal_masked_and_bounded(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # A refusal that echoes the request, key included, with a page of detail after it.
+    echo = f"invalid order; key={CCV_KEY}\n" + "x" * 20_000
+    fake.submit_replies = [Reply(400, json.dumps({"message": echo}), "application/json")]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="cli-4")).encode()
+    result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert result.code == 65, result.stderr
+    assert "HTTP 400" in result.stderr and "invalid order" in result.stderr
+    assert CCV_KEY not in result.stdout + result.stderr
+    (line,) = [t for t in result.stderr.splitlines() if t.startswith("reconciler: submit")]
+    assert len(line) < 1000
 
 
 async def test_ccv_submit_command_goes_through_a_running_daemon(
