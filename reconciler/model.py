@@ -105,6 +105,26 @@ def usd_amount(text: str) -> Decimal | None:
     return Decimal(text) if _USD.fullmatch(text) else None
 
 
+# --- external references ----------------------------------------------------------------------
+
+# One rule wherever a reference comes in (CCV's answers, `track --ref`, the API, a submit): what
+# CCV may report can always be tracked, and what is tracked fits a URL path, a log line and JSON.
+EXTERNAL_REFERENCE_MAX_LENGTH = 256
+
+
+def reference_problem(ref: str) -> str | None:
+    """Why an external reference cannot be followed or put into a notification URL, or None."""
+    if not ref:
+        # The receiver refuses an empty path segment: the URL would never be accepted.
+        return "an external reference must not be empty"
+    if len(ref) > EXTERNAL_REFERENCE_MAX_LENGTH:
+        return f"an external reference must be at most {EXTERNAL_REFERENCE_MAX_LENGTH} characters"
+    if not ref.isprintable():
+        # A lone surrogate (JSON "\udcff") is not printable either: no database or log holds it.
+        return f"an external reference must not hold control or invisible characters: {ref!r}"
+    return None
+
+
 # --- order ids ------------------------------------------------------------------------------
 
 # Ids are ASCII: re.ASCII keeps \d from matching other scripts' digits (`１２３`, `٣٩٦`).

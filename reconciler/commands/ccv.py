@@ -8,8 +8,9 @@ import json
 from ..accounts import choose_account
 from ..config import Config
 from ..exits import EX_DATAERR, EX_OK, DataError, UsageError
+from ..model import reference_problem
 from ..writes.pricing import blocking, check_pricing
-from .input import order_ids, read_json, reference_problem
+from .input import order_ids, read_json
 
 
 def check_pricing_command(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import strict_json
 from ..exits import DataError
-from ..model import InvalidOrderId, Source, normalize_order_id
+from ..model import InvalidOrderId, Source, normalize_order_id, reference_problem
 
 MAX_JSON_INPUT_BYTES = 16 * 1024 * 1024
 
@@ -66,13 +66,3 @@ def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
             raise DataError(f"{path}:{number}: {problem}")
         out.append((oid, ref or None))
     return out
-
-
-def reference_problem(ref: str) -> str | None:
-    """Why an external reference cannot be followed or put into a notification URL, or None."""
-    if not ref:
-        # The receiver refuses an empty path segment: the URL would never be accepted.
-        return "an external reference must not be empty"
-    if not ref.isprintable():
-        return f"an external reference must not hold control or invisible characters: {ref!r}"
-    return None

@@ -15,11 +15,11 @@ from ..config import Config
 from ..events import iso_time
 from ..exits import EX_OK, DataError, UsageError
 from ..logs import fields
-from ..model import Source
+from ..model import Source, reference_problem
 from ..order_view import order_json
 from ..progress import progress
 from ..store import Store
-from .input import order_ids, read_track_file, reference_problem
+from .input import order_ids, read_track_file
 
 log = logging.getLogger("reconciler.cli")
 

@@ -15,7 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.model import InvalidOrderId, Source, known_statuses, normalize_ccnow_id
+from reconciler.model import (
+    EXTERNAL_REFERENCE_MAX_LENGTH,
+    InvalidOrderId,
+    Source,
+    known_statuses,
+    normalize_ccnow_id,
+)
 
 from .options import History, SandboxOptions, SandboxStats, check_notification_url
 
@@ -113,7 +119,6 @@ def next_steps(order: Order) -> tuple[tuple[str | None, float], ...]:
 
 
 _STATUS_WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-_MAX_REFERENCE_LENGTH = 256
 
 
 @dataclass(eq=False)
@@ -214,9 +219,11 @@ class World:
         """Create a CCV order in status Processing; return its id. ValueError on bad input."""
         if external_reference is not None and not (
             isinstance(external_reference, str)
-            and 0 < len(external_reference) <= _MAX_REFERENCE_LENGTH
+            and 0 < len(external_reference) <= EXTERNAL_REFERENCE_MAX_LENGTH
         ):
-            raise ValueError(f"externalReference must be 1 to {_MAX_REFERENCE_LENGTH} characters")
+            raise ValueError(
+                f"externalReference must be 1 to {EXTERNAL_REFERENCE_MAX_LENGTH} characters"
+            )
         url = None if notification_url is None else check_notification_url(notification_url)
         statuses = frozenset() if notify_on is None else check_notify_on(notify_on)
         order = self._add("ccv", self._new_ccv_id(), "Processing", external_reference)

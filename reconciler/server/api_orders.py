@@ -13,9 +13,8 @@ from aiohttp import web
 from .. import store_submissions as subs
 from ..config import ApiConfig
 from ..logs import fields
-from ..model import OrderKey, OrderState, Source
+from ..model import OrderKey, OrderState, Source, reference_problem
 from ..order_view import order_json
-from ..writes.submit import MAX_REFERENCE_LENGTH
 from .api_requests import (
     ApiDeps,
     BadRequest,
@@ -62,17 +61,11 @@ class Orders:
                 raise BadRequest(
                     422, "external references are for CCV orders", "external_reference"
                 )
-            if not (isinstance(ref, str) and 0 < len(ref) <= MAX_REFERENCE_LENGTH):
-                raise BadRequest(
-                    422,
-                    f"must be a string of 1 to {MAX_REFERENCE_LENGTH} characters",
-                    "external_reference",
-                )
+            if not isinstance(ref, str):
+                raise BadRequest(422, "must be a string", "external_reference")
             # As `track --ref`: it goes into the notification URL, and into the database.
-            if not ref.isprintable():
-                raise BadRequest(
-                    422, "must not hold control or invisible characters", "external_reference"
-                )
+            if problem := reference_problem(ref):
+                raise BadRequest(422, problem, "external_reference")
         key = OrderKey(source, account, order_id)
         known = await self.find(key)
         now = time.time()

@@ -13,11 +13,10 @@ from .. import store_submissions as subs
 from ..config import ApiConfig
 from ..events import iso_time
 from ..logs import fields
-from ..model import Source
+from ..model import Source, reference_problem
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccv_http import NotSent, Uncertain, send_once
 from ..writes.pricing import blocking, check_pricing
-from ..writes.submit import MAX_REFERENCE_LENGTH
 from .api_orders import CURSOR
 from .api_requests import ApiDeps, BadRequest, account_named, json_body
 
@@ -48,7 +47,7 @@ class Writes:
         """GET /api/v1/ccv/submissions/{reference}?account=A: where a submit stands."""
         account = self.account("ccv", request.query.get("account"))
         reference = request.match_info["reference"]
-        if not 0 < len(reference) <= MAX_REFERENCE_LENGTH:
+        if reference_problem(reference):
             raise BadRequest(422, "not an external reference", "reference")
         found = await subs.find(self.deps.reader, account, reference)
         if found is None:

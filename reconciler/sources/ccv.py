@@ -21,6 +21,7 @@ from reconciler.model import (
     Observation,
     OrderKey,
     Outcome,
+    reference_problem,
     validate_ccv_id,
 )
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
@@ -33,7 +34,6 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # A status answer is a few dozen bytes; anything near this is not one.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_STATUS_LENGTH = 64
-MAX_REFERENCE_LENGTH = 256
 
 # Failures that say the provider is down rather than that one order is odd. A 404 that is not
 # CCV's own JSON answer comes from something in between (a gateway, a wrong base URL).
@@ -95,7 +95,7 @@ def _is_status(value: object) -> bool:
 def _is_reference(value: str) -> bool:
     # Kept and sent on in events: text a database, a log line and JSON can hold. A lone
     # surrogate (JSON "\udcff") is not, and would fail the commit of all its batch.
-    return len(value) <= MAX_REFERENCE_LENGTH and value.isprintable()
+    return reference_problem(value) is None
 
 
 class CCVClient:

@@ -25,7 +25,7 @@ from reconciler import store_submissions as subs
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
-from reconciler.model import InvalidOrderId, known_statuses, validate_ccv_id
+from reconciler.model import InvalidOrderId, known_statuses, reference_problem, validate_ccv_id
 from reconciler.notify import notification_url
 from reconciler.store import Store
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
@@ -33,7 +33,6 @@ from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 log = logging.getLogger("reconciler.writes.submit")
 
 SUBMIT_PATH = "/api/ordercompletion/reseller/order"
-MAX_REFERENCE_LENGTH = 128
 REFERENCE_HEADER = "Reconciler-External-Reference"
 ORDER_ID_HEADER = "Reconciler-Order-Id"
 
@@ -78,11 +77,10 @@ def prepare(
     reference = body.get("externalReference")
     if reference is None:
         reference = make_reference()
-    elif not isinstance(reference, str) or not _reference_ok(reference):
-        raise BadSubmission(
-            "externalReference",
-            f"must be a string of 1 to {MAX_REFERENCE_LENGTH} printable characters",
-        )
+    elif not isinstance(reference, str):
+        raise BadSubmission("externalReference", "must be a string")
+    elif problem := reference_problem(reference):
+        raise BadSubmission("externalReference", problem)
     info = body.get("statusNotificationInformation")
     if info is None:
         info = {}
@@ -103,10 +101,6 @@ def prepare(
     return Prepared(
         {**body, "externalReference": reference, "statusNotificationInformation": info}, reference
     )
-
-
-def _reference_ok(reference: str) -> bool:
-    return 0 < len(reference) <= MAX_REFERENCE_LENGTH and reference.isprintable()
 
 
 def _check_statuses(statuses: object) -> None:

@@ -249,12 +249,15 @@ async def test_notification_url_refuses_a_reference_the_receiver_would_refuse(
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=receiver)
     good = await run_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-1")
     assert good.code == 0 and good.stdout.startswith("https://integrator.example/r/notify/ccv/")
-    for ref in ("", "INV\u200b-1"):
+    for ref in ("", "INV\u200b-1", "R" * 257):
         result = await run_cli("--config", cfg, "notification-url", "ccv", "--ref", ref)
         assert (result.code, result.stdout) == (65, ""), result.stderr
         assert "--ref" in result.stderr and "Traceback" not in result.stderr
     empty = await run_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "")
     assert empty.code == 65 and not (tmp_path / "reconciler.db").exists()
+    # The same bound as the API's and CCV's answers': 256 characters.
+    long = await run_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "R" * 257)
+    assert long.code == 65 and "256" in long.stderr and not (tmp_path / "reconciler.db").exists()
 
 
 async def test_check_refuses_a_key_with_a_line_break(tmp_path: Path, fake_ccv: FakeCCV) -> None:

@@ -336,7 +336,7 @@ BAD_INPUT = [
     ),
     ("POST", "/api/v1/ccv/orders?account=other", b"{}", 422, "account"),
     ("GET", "/api/v1/ccv/submissions/unknown-ref", None, 404, "reference"),
-    ("GET", "/api/v1/ccv/submissions/" + "r" * 200, None, 422, "reference"),
+    ("GET", "/api/v1/ccv/submissions/" + "r" * 257, None, 422, "reference"),
     ("PATCH", "/api/v1/ccv/pricing", b"{", 400, "$"),
     ("PATCH", "/api/v1/ccv/pricing?account=other", b"{}", 422, "account"),
 ]
@@ -565,6 +565,17 @@ async def test_track_read_and_untrack(api: Api, fake: FakeCCVWrites) -> None:
     assert status == 404
     status, _, _ = await api.call("DELETE", f"/api/v1/orders/ccv/{ORDER}")
     assert status == 204
+
+
+async def test_a_reference_ccv_may_report_can_be_tracked_and_no_longer(api: Api) -> None:
+    # One bound wherever a reference comes in: CCV's answers carry up to 256 characters.
+    track = {"source": "ccv", "order_id": ORDER, "external_reference": "R" * 256}
+    status, document, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert status == 201 and document["external_reference"] == "R" * 256
+    track = {"source": "ccv", "order_id": "O-2", "external_reference": "R" * 257}
+    status, document, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert status == 422 and document["field"] == "external_reference"
+    assert "256" in document["error"]
 
 
 async def test_a_refresh_is_bounded_by_its_timeout(api: Api, fake: FakeCCVWrites) -> None:
