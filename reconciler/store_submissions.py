@@ -17,6 +17,7 @@ from typing import Literal
 
 from .events import Event
 from .store import Store
+from .store_oneshot import Statement, commit_at_once
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 
@@ -65,20 +66,23 @@ async def find(store: Store, account: str, reference: str) -> Submission | None:
 async def record(store: Store, account: str, reference: str, now: float) -> int:
     """Commit a new `sending` submission and return its id; raise SubmissionExists."""
     try:
-        async with store.transaction():
-            cur = await store.conn.execute(
-                "INSERT INTO submissions (account, external_reference, state, created_at) "
-                "VALUES (?, ?, 'sending', ?)",
-                (account, reference, now),
-            )
-            sub_id = cur.lastrowid
+        written = await commit_at_once(
+            store,
+            [
+                (
+                    "INSERT INTO submissions (account, external_reference, state, created_at) "
+                    "VALUES (?, ?, 'sending', ?)",
+                    (account, reference, now),
+                )
+            ],
+        )
     except sqlite3.IntegrityError:
         existing = await find(store, account, reference)
         if existing is None:  # pragma: no cover - the index says it exists
             raise
         raise SubmissionExists(existing) from None
-    assert sub_id is not None
-    return sub_id
+    assert written.first_rowid is not None
+    return written.first_rowid
 
 
 async def succeed(
@@ -90,32 +94,29 @@ async def succeed(
     order_id: str | None,
     http_status: int,
     now: float,
-) -> bool:
-    """Close a submission as succeeded and track its order in the same transaction; return
-    whether the order was new to the snapshot."""
+) -> None:
+    """Close a submission as succeeded and track its order in the same transaction."""
     store.forget_page()
-    async with store.transaction():
-        await _close(store, sub_id, "succeeded", http_status, None, now, order_id)
-        if order_id is None:
-            return False
-        before = store.conn.total_changes
+    statements = [_close(sub_id, "succeeded", http_status, None, now, order_id)]
+    if order_id is not None:
         # Store.track's statement: it opens a transaction of its own, this one must be shared.
-        await store.conn.execute(
-            "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
-            "next_check_at) VALUES ('ccv', ?, ?, ?, ?, 0) "
-            "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
-            "coalesce(excluded.external_reference, orders.external_reference)",
-            (account, order_id, reference, now),
+        statements.append(
+            (
+                "INSERT INTO orders (source, account, order_id, external_reference, "
+                "tracked_at, next_check_at) VALUES ('ccv', ?, ?, ?, ?, 0) "
+                "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
+                "coalesce(excluded.external_reference, orders.external_reference)",
+                (account, order_id, reference, now),
+            )
         )
-        return store.conn.total_changes > before
+    await commit_at_once(store, statements)
 
 
 async def fail(
     store: Store, sub_id: int, *, http_status: int | None, reason: str, now: float
 ) -> None:
     """Close a submission as definitely not made (a refusal, or nothing reached CCV)."""
-    async with store.transaction():
-        await _close(store, sub_id, "failed", http_status, reason, now, None)
+    await commit_at_once(store, [_close(sub_id, "failed", http_status, reason, now, None)])
 
 
 async def make_uncertain(
@@ -130,7 +131,7 @@ async def make_uncertain(
     """Mark submissions uncertain and store their events in one transaction."""
     async with store.transaction():
         for sub_id in sub_ids:
-            await _close(store, sub_id, "uncertain", http_status, reason, now, None)
+            await store.conn.execute(*_close(sub_id, "uncertain", http_status, reason, now, None))
         await store.add_events(events)
 
 
@@ -169,17 +170,16 @@ async def resolve_many(
     return store.conn.total_changes - before
 
 
-async def _close(
-    store: Store,
+def _close(
     sub_id: int,
     state: State,
     http_status: int | None,
     reason: str | None,
     now: float,
     order_id: str | None,
-) -> None:
+) -> Statement:
     # Only a `sending` row closes: a crash recovery and a late answer cannot both close it.
-    await store.conn.execute(
+    return (
         "UPDATE submissions SET state = ?, http_status = ?, reason = ?, closed_at = ?, "
         "order_id = ? WHERE id = ? AND state = 'sending'",
         (state, http_status, reason, now, order_id, sub_id),

@@ -1,0 +1,101 @@
+"""A short write transaction in one hand-off, on a real SQLite file: all of it or none of it,
+durable before it returns, and the store usable after an error, a cancel or a full disk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.store import Store, StoreError
+from reconciler.store_oneshot import Statement, commit_at_once
+
+INSERT = (
+    "INSERT INTO submissions (account, external_reference, state, created_at) VALUES (?, ?, ?, ?)"
+)
+
+
+def insert(reference: str) -> Statement:
+    return (INSERT, ("default", reference, "sending", 1.0))
+
+
+def references(db: Path) -> list[str]:
+    """The submissions' references, read by a connection of its own (committed rows only)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT external_reference FROM submissions ORDER BY id").fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await Store.open(tmp_path / "r.db")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_every_statement_is_committed_together(store: Store) -> None:
+    written = await commit_at_once(store, [insert("a"), insert("b")])
+
+    assert references(store.path) == ["a", "b"]
+    assert written.changes == 2
+    rows = await store.conn.execute_fetchall(
+        "SELECT id FROM submissions WHERE external_reference = 'a'"
+    )
+    assert written.first_rowid == next(iter(rows))[0]
+    assert not store.conn.in_transaction
+
+
+async def test_a_failing_statement_rolls_back_the_others(store: Store) -> None:
+    await commit_at_once(store, [insert("a")])
+
+    # The second live submission of a reference breaks the unique index.
+    with pytest.raises(sqlite3.IntegrityError):
+        await commit_at_once(store, [insert("b"), insert("a")])
+
+    assert references(store.path) == ["a"]
+    assert not store.conn.in_transaction
+    async with store.transaction():  # the next transaction starts as usual
+        await store.conn.execute(*insert("c"))
+    assert references(store.path) == ["a", "c"]
+
+
+async def test_a_cancelled_caller_leaves_the_write_whole_and_the_store_usable(
+    store: Store,
+) -> None:
+    task = asyncio.ensure_future(commit_at_once(store, [insert("a"), insert("b")]))
+    await asyncio.sleep(0)  # the task has taken the write lock and handed its write over
+    assert store._write_lock.locked()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async with store.transaction():
+        await store.conn.execute(*insert("c"))
+    assert references(store.path) == ["a", "b", "c"]
+
+
+async def test_a_full_disk_is_a_store_error_and_the_next_write_ends_the_episode(
+    store: Store,
+) -> None:
+    # SQLITE_FULL without filling a disk: the database may not grow by a page.
+    pages = next(iter(await store.conn.execute_fetchall("PRAGMA page_count")))[0]
+    await store.conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = [insert(f"{n:0100d}") for n in range(100)]
+
+    with pytest.raises(StoreError, match=str(store.path)):
+        await commit_at_once(store, big)
+
+    assert store.health.failing
+    assert references(store.path) == []
+    await store.conn.execute("PRAGMA max_page_count = 1000000")
+    await commit_at_once(store, big)
+    assert not store.health.failing
+    assert len(references(store.path)) == 100
+    recorded = await store.recorded_failure()
+    assert recorded is not None and "full" in recorded.error
