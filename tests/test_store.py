@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import math
 import sqlite3
@@ -18,13 +17,10 @@ import pytest
 
 from reconciler.config import Config, load_config
 from reconciler.config import LogSinkConfig as SinkConfig
-from reconciler.events import Event
-from reconciler.logs import line_writer
-from reconciler.model import EventType, Observation, OrderKey, Outcome
+from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sinks import outbox as outbox_module
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
-from reconciler.sinks.log import LogSink, spliced_members
 from reconciler.sinks.outbox import Outbox
 from reconciler.store import MIGRATIONS, SCHEMA_VERSION, Store
 from tests.conftest import poll_until
@@ -201,44 +197,6 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
     # What was written before the failure stays written; nothing after it.
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
-
-
-async def test_log_line_cut_from_the_body_is_the_decoded_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    stream = io.StringIO()
-    monkeypatch.setattr(line_writer, "stream", stream)
-    monkeypatch.setattr(line_writer, "journal", True)
-    tricky = 'A-1,"data":{"time":"1999'  # the keys the cut looks for, inside strings
-    event = Event(
-        "3f2b-id",
-        EventType.STUCK,
-        1795632726.2160404,
-        "ccv",
-        "default",
-        tricky,
-        "warning",
-        {"order_id": tricky, "external_reference": REFERENCE, "severity": "warning", "n": 3},
-    )
-    decoded = OutboxEvent(7, event.id, event.type.value, tricky, event.body())
-    assert spliced_members(decoded) is None  # no stored severity: the body is decoded
-    cut = decoded._replace(severity="warning")
-    assert spliced_members(cut) is not None
-    sink = LogSink()
-    for row in (decoded, cut):
-        await sink.deliver([row])
-    lines = stream.getvalue().splitlines()
-    from_decoded, from_cut = (line.split('"level"', 1)[1] for line in lines)
-    assert from_cut == from_decoded  # equal after the time the line was written
-    assert stream.getvalue().startswith("<4>")
-    fields = json.loads(lines[1].removeprefix("<4>"))
-    assert (fields["level"], fields["event_type"], fields["order_id"], fields["n"]) == (
-        "warning",
-        "order.stuck",
-        tricky,
-        3,
-    )
-    assert fields["event_time"] == event.cloudevent()["time"]
 
 
 async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:
