@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .json_text import compact_json, iso_time, optional_string_json
+from .json_text import compact_json, iso_time, optional_string_json, string_json
 from .model import EventType, OrderKey, Severity, Source
 
 # Ids are uuid5 over the store's own id and what happened, so a transition that is found again
@@ -83,9 +83,21 @@ class Event:
         return event
 
     def body(self) -> bytes:
-        """Return the serialized CloudEvent: the bytes the store keeps and every sink receives
-        (the log sink decodes them); the one place an event is encoded."""
-        return compact_json(self.cloudevent()).encode()
+        """Return the serialized CloudEvent: the bytes the store keeps and every sink receives;
+        the one place an event is encoded.
+
+        This is the text of compact json.dumps(self.cloudevent()), put together from its parts:
+        several times faster than building and encoding the envelope, once per event stored
+        (bench/README.md has the figures; tests/test_events.py holds the two equal).
+        """
+        subject = "" if self.order_id is None else f',"subject":{string_json(self.order_id)}'
+        return (
+            f'{{"specversion":"1.0","id":{string_json(self.id)},'
+            f'"type":{string_json(self.type.value)},'
+            f'"source":{string_json(f"reconciler/{self.source}/{self.account}")}{subject},'
+            f'"time":"{iso_time(self.time)}","datacontenttype":"application/json",'
+            f'"data":{compact_json(self.data)}}}'
+        ).encode()
 
 
 def order_event(

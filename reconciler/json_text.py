@@ -15,12 +15,12 @@ compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encod
 lenient_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 # json's own string encoder, the one compact_json applies to every str (ensure_ascii=False).
-_string = json.encoder.encode_basestring
+string_json = json.encoder.encode_basestring
 
 
 def optional_string_json(value: str | None) -> str:
     """Return the JSON of a string or None, as compact_json writes it."""
-    return "null" if value is None else _string(value)
+    return "null" if value is None else string_json(value)
 
 
 # The events of a batch share one time, and a batch of log lines another: the text is kept.
