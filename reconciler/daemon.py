@@ -34,7 +34,7 @@ from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
 from .server import Health, Receiver, SourceHealth, build_app
-from .server.api import ApiDeps, ApiListener, build_api
+from .server.api import API_LIMITS, ApiDeps, ApiListener, build_api
 from .server.connections import ConnectionLimits
 from .store import Store, StoreError
 from .store_health import file_size
@@ -60,9 +60,10 @@ OUTBOX_FLUSH_TIMEOUT_S = 2.0
 INTEGRITY_CHECK_MAX_BYTES = 64 << 20
 
 
-async def check_store(store: Store) -> None:
-    """Refuse a damaged store at start (StoreError), when the check is cheap."""
-    if file_size(store.path) > INTEGRITY_CHECK_MAX_BYTES:
+async def check_store(store: Store, *, max_bytes: int = INTEGRITY_CHECK_MAX_BYTES) -> None:
+    """Refuse a damaged store at start (StoreError), when the check is cheap: a store of up
+    to `max_bytes`."""
+    if file_size(store.path) > max_bytes:
         return
     problems = await store.quick_check()
     if problems:
@@ -75,8 +76,16 @@ async def check_store(store: Store) -> None:
 class Daemon:
     """The running service; also the hub the notification receiver calls."""
 
-    def __init__(self, config: Config, runtime: Runtime, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        config: Config,
+        runtime: Runtime,
+        notifier: Notifier,
+        *,
+        api_limits: ConnectionLimits = API_LIMITS,
+    ) -> None:
         self.config = config
+        self.api_limits = api_limits
         self.rt = runtime
         self.notifier = notifier
         self.scheduler: Scheduler | None = None
@@ -264,7 +273,9 @@ class Daemon:
                 "ccnow": [c.name for c in self.config.ccnow],
             },
         )
-        self.api = ApiListener(build_api(api, deps), shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
+        self.api = ApiListener(
+            build_api(api, deps), self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S
+        )
         try:
             await self.api.start(api.listen_host, api.listen_port)
         except OSError as exc:
@@ -415,8 +426,11 @@ class Daemon:
         self.metrics.set_dead_letters({sink: dead.get(sink, 0) for sink in sinks})
 
 
-async def run_daemon(config: Config) -> int:
-    """Run the service until SIGTERM or SIGINT; return the exit code."""
+async def run_daemon(
+    config: Config, *, integrity_check_max_bytes: int = INTEGRITY_CHECK_MAX_BYTES
+) -> int:
+    """Run the service until SIGTERM or SIGINT; return the exit code. A store of up to
+    `integrity_check_max_bytes` is checked before anything runs."""
     notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -433,7 +447,7 @@ async def run_daemon(config: Config) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         async with Runtime(config) as rt:
-            await check_store(rt.store)
+            await check_store(rt.store, max_bytes=integrity_check_max_bytes)
             rt.store.health.watch(on_corrupt=stop.set)
             await Daemon(config, rt, notifier).serve(stop)
             episode = rt.store.health.current

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from .json_text import compact_json, iso_time, optional_string_json, string_json
 from .model import EventType, OrderKey, Severity, Source
 
 # Ids are uuid5 over the store's own id and what happened, so a transition that is found again
@@ -50,36 +48,15 @@ def transition_id(
     Events stored by earlier versions (whose ids left the statuses out) keep the ids they
     were stored with: a redelivery sends the stored body.
     """
-    statuses = f"{_optional(previous_status)},{_optional(status)}"  # JSON: None is not "None"
+    # JSON: None is not "None"
+    statuses = f"{optional_string_json(previous_status)},{optional_string_json(status)}"
     parts = (key.source, key.account, key.order_id, tracked_at, version, statuses)
     return event_id(store_id, "transition", *parts, *((kind,) if kind else ()))
 
 
-# The events of a batch share one time, and a batch of log lines another: the text is kept.
-@functools.lru_cache(maxsize=64)
-def iso_time(ts: float) -> str:
-    """Render epoch seconds as RFC 3339 UTC with milliseconds."""
-    second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1))
-    return f"{second}.{int(ts % 1 * 1000):03d}Z"
-
-
-# One encoder for every event: json.dumps with options would build a new one per call.
-compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-@functools.lru_cache(maxsize=256)
-def constant_json(value: str) -> str:
-    """compact_json of a string that recurs (an event type, a source): made once."""
-    return compact_json(value)
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event as stored in the outbox.
-
-    Its JSON is made once, when the event is made: the store keeps the body, and the log sink
-    splices `data_json` into the event's log line instead of serializing the data again.
-    """
+    """One event as stored in the outbox: what happened, and the CloudEvent it is sent as."""
 
     id: str
     type: EventType
@@ -89,26 +66,9 @@ class Event:
     order_id: str | None
     severity: Severity
     data: dict[str, Any]
-    # compact_json(data), when the maker has it already; made here otherwise
-    data_json: str = field(default="", repr=False, compare=False)
-    body_text: str = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        # The text of json.dumps(self.cloudevent()) with compact separators, put together from
-        # its parts (the test suite holds the two equal).
-        data_json = self.data_json or compact_json(self.data)
-        subject = "" if self.order_id is None else f',"subject":{compact_json(self.order_id)}'
-        body = (
-            f'{{"specversion":"1.0","id":{compact_json(self.id)},'
-            f'"type":{constant_json(self.type.value)},'
-            f'"source":{constant_json(f"reconciler/{self.source}/{self.account}")}{subject},'
-            f'"time":"{iso_time(self.time)}","datacontenttype":"application/json",'
-            f'"data":{data_json}}}'
-        )
-        object.__setattr__(self, "data_json", data_json)
-        object.__setattr__(self, "body_text", body)
-
-    def _envelope(self) -> dict[str, Any]:
+    def cloudevent(self) -> dict[str, Any]:
+        """Return the CloudEvents 1.0 structured-mode object."""
         event: dict[str, Any] = {
             "specversion": "1.0",
             "id": self.id,
@@ -119,17 +79,25 @@ class Event:
             event["subject"] = self.order_id
         event["time"] = iso_time(self.time)
         event["datacontenttype"] = "application/json"
-        return event
-
-    def cloudevent(self) -> dict[str, Any]:
-        """Return the CloudEvents 1.0 structured-mode object."""
-        event = self._envelope()
         event["data"] = self.data
         return event
 
     def body(self) -> bytes:
-        """Return the serialized CloudEvent, the exact bytes every sink receives."""
-        return self.body_text.encode()
+        """Return the serialized CloudEvent: the bytes the store keeps and every sink receives;
+        the one place an event is encoded.
+
+        This is the text of compact json.dumps(self.cloudevent()), the envelope written out
+        around the data's JSON rather than built as a dict and encoded: a few microseconds less
+        per event stored (bench/README.md; tests/test_events.py holds the two equal).
+        """
+        subject = "" if self.order_id is None else f',"subject":{string_json(self.order_id)}'
+        return (
+            f'{{"specversion":"1.0","id":{string_json(self.id)},'
+            f'"type":{string_json(self.type.value)},'
+            f'"source":{string_json(f"reconciler/{self.source}/{self.account}")}{subject},'
+            f'"time":"{iso_time(self.time)}","datacontenttype":"application/json",'
+            f'"data":{compact_json(self.data)}}}'
+        ).encode()
 
 
 def order_event(
@@ -148,18 +116,6 @@ def order_event(
     **extra: Any,
 ) -> Event:
     """Return an order event; its `data` has the fields of the contract, in its order."""
-    data_json = ""
-    if not extra:
-        # The JSON of the fields below, written out: an order event is made for every change,
-        # and this is several times faster than encoding the dict (the tests hold them equal).
-        data_json = (
-            f'{{"source":{constant_json(key.source)},"account":{constant_json(key.account)},'
-            f'"order_id":{_string(key.order_id)},'
-            f'"external_reference":{_optional(external_reference)},'
-            f'"previous_status":{_optional(previous_status)},"status":{_optional(status)},'
-            f'"end_state":{_BOOL[end_state]},"severity":{constant_json(severity)},'
-            f'"via":{constant_json(via)},"unknown_status":{_BOOL[unknown_status]}}}'
-        )
     data: dict[str, Any] = {
         "source": key.source,
         "account": key.account,
@@ -173,7 +129,7 @@ def order_event(
         "unknown_status": unknown_status,
         **extra,
     }
-    return Event(id, type, time, key.source, key.account, key.order_id, severity, data, data_json)
+    return Event(id, type, time, key.source, key.account, key.order_id, severity, data)
 
 
 def submit_uncertain_event(
@@ -249,12 +205,3 @@ def action_event(
         severity,
         data,
     )
-
-
-# json's own string encoder, the one compact_json applies to every str (ensure_ascii=False).
-_string = json.encoder.encode_basestring
-_BOOL = {True: "true", False: "false"}
-
-
-def _optional(value: str | None) -> str:
-    return "null" if value is None else _string(value)

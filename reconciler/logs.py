@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .events import compact_json as _encode
-from .events import iso_time as _iso
+from .json_text import iso_time, lenient_json
 
 # sd-daemon(3) priority prefixes; journald strips them and sets PRIORITY, so
 # `journalctl -p warning` filters our lines.
@@ -30,33 +28,15 @@ def render(
 ) -> str:
     """Return one log line: a JSON object, with the sd-daemon priority prefix under journald."""
     line: dict[str, Any] = {
-        "time": _iso(created),
+        "time": iso_time(created),
         "level": logging.getLevelName(level).lower(),
         "logger": logger,
         "message": message,
     }
     for name, value in fields.items():
         line.setdefault(name, value)
-    text = json.dumps(line, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = lenient_json(line)
     return _PRIORITY.get(level, "<6>") + text if journal else text
-
-
-def render_spliced(
-    created: float, level: int, logger: str, message: str, members: str, *, journal: bool
-) -> str:
-    """Return the line `render` gives for fields already serialized: `members` is the inside
-    of their compact JSON object (no braces; none of the line's own keys). The event log line,
-    without serializing the event's data again."""
-    text = f'{{"time":"{_iso(created)}",{_line_head(level, logger, message)}'
-    text = f"{text},{members}}}" if members else f"{text}}}"
-    return _PRIORITY.get(level, "<6>") + text if journal else text
-
-
-@functools.lru_cache(maxsize=256)
-def _line_head(level: int, logger: str, message: str) -> str:
-    # What follows "time" in a line; the same for every event of a type.
-    level_name = logging.getLevelName(level).lower()
-    return f'"level":{_encode(level_name)},"logger":{_encode(logger)},"message":{_encode(message)}'
 
 
 class JsonFormatter(logging.Formatter):
@@ -82,21 +62,29 @@ class JsonFormatter(logging.Formatter):
         )
 
 
-class LineWriter:
-    """Writes pre-rendered lines to the log stream in one call; the log sink's fast path."""
-
-    def __init__(self) -> None:
-        self.stream: TextIO = sys.stderr
-        self.journal = False
-
-    def write(self, lines: list[str]) -> None:
-        """Write lines at once and flush."""
-        self.stream.write("\n".join(lines) + "\n")
-        self.stream.flush()
+def log_handler() -> logging.StreamHandler[TextIO]:
+    """Return the handler `setup_logging` gave the `reconciler` logger (a plain stderr one
+    before it ran): the log sink writes its event lines through it, so they go where every
+    log record goes, and a stream swapped on it (progress bars) takes them too."""
+    for handler in logging.getLogger("reconciler").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            return handler
+    return logging.StreamHandler(sys.stderr)
 
 
-# Where event lines go: the stream and journal mode that setup_logging chose.
-line_writer = LineWriter()
+def write_lines(handler: logging.StreamHandler[TextIO], lines: Sequence[str]) -> None:
+    """Write rendered lines to the handler's stream in one call and flush."""
+    handler.acquire()  # the handler's own lock: a log record is never written into a batch
+    try:
+        handler.stream.write("\n".join(lines) + "\n")
+        handler.stream.flush()
+    finally:
+        handler.release()
+
+
+def is_journal(handler: logging.Handler) -> bool:
+    """Whether the handler's lines carry journald's priority prefix."""
+    return isinstance(handler.formatter, JsonFormatter) and handler.formatter.journal
 
 
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
@@ -104,7 +92,6 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     journal = bool(os.environ.get("JOURNAL_STREAM"))
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(journal=journal))
-    line_writer.stream, line_writer.journal = handler.stream, journal
     root = logging.getLogger("reconciler")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

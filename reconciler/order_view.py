@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import iso_time
+from .json_text import iso_time
 from .model import OrderState
 
 

@@ -10,8 +10,6 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO, cast
 
-from .logs import line_writer
-
 Advance = Callable[[int], None]
 
 
@@ -68,20 +66,18 @@ def progress(what: str, total: int | None, *, unit: str = "orders") -> Iterator[
 
 @contextlib.contextmanager
 def _log_lines_around(stream: TextIO, bars: Any) -> Iterator[None]:
-    """Route the log (records and the log sink's event lines) around the bars meanwhile."""
+    """Route the log around the bars meanwhile: its handlers' stream, which the log sink's
+    event lines share (see LogSink)."""
     around = cast(TextIO, _AroundBars(stream, bars))
     handlers = [
         h
         for h in logging.getLogger("reconciler").handlers
         if isinstance(h, logging.StreamHandler) and h.stream is stream
     ]
-    previous = line_writer.stream
     for h in handlers:
         h.setStream(around)
-    line_writer.stream = around if previous is stream else previous
     try:
         yield
     finally:
         for h in handlers:
             h.setStream(stream)
-        line_writer.stream = previous

@@ -15,19 +15,6 @@ from .store import Store, WriterLock
 from .store_retention import make_space_returnable, prune
 
 
-def tune_allocator() -> None:
-    """Let the heap serve the 256 KiB read buffers of asyncio's own loop (with
-    RECONCILER_EVENT_LOOP=asyncio; uvloop reads into one buffer of its own).
-
-    glibc serves allocations above its mmap threshold (128 KiB at start) with a fresh mmap and
-    munmap each: three system calls for every HTTP answer read. Freeing one larger mmapped
-    block raises that threshold for the rest of the process (glibc's dynamic threshold), so the
-    buffers come from the heap instead. Elsewhere this is a harmless allocation.
-    """
-    block = bytearray(4 << 20)
-    del block
-
-
 def http_session(config: Config) -> aiohttp.ClientSession:
     """Return the one HTTP session for providers and webhooks, sized by configuration."""
     limit = sum(c.concurrency for c in config.ccv) + sum(c.concurrency for c in config.ccnow)
@@ -53,7 +40,6 @@ class Runtime:
         self.lock = WriterLock(config.store_path)
 
     async def __aenter__(self) -> Runtime:
-        tune_allocator()
         self.lock.acquire()
         try:
             self.store = await Store.open(self.config.store_path)

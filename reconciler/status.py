@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import Config
-from .events import iso_time
+from .json_text import iso_time
 from .model import Source
 from .store import Store
 from .store_health import Episode, file_size

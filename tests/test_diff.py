@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from reconciler.diff import DiffResult, diff
-from reconciler.events import compact_json, order_event
 from reconciler.model import (
     EventType,
     Observation,
@@ -249,41 +246,6 @@ def test_cloudevent_shape_matches_the_contract() -> None:
         "severity",
         "via",
     }
-
-
-@given(
-    order_id=st.text(min_size=1),
-    account=st.text(min_size=1),
-    reference=st.none() | st.text(),
-    previous=st.none() | st.text(),
-    status=st.text(),
-    flags=st.tuples(st.booleans(), st.booleans()),
-)
-def test_an_order_events_json_is_its_data_encoded(
-    order_id: str,
-    account: str,
-    reference: str | None,
-    previous: str | None,
-    status: str,
-    flags: tuple[bool, bool],
-) -> None:
-    # order_event writes the JSON of its data out by hand; it must be what encoding gives,
-    # quotes, backslashes, control characters and non-ASCII text included.
-    event = order_event(
-        EventType.STATUS_CHANGED,
-        OrderKey("ccv", account, order_id),
-        id="id-1",
-        time=NOW,
-        severity="info",
-        external_reference=reference,
-        previous_status=previous,
-        status=status,
-        end_state=flags[0],
-        via="poll",
-        unknown_status=flags[1],
-    )
-    assert event.data_json == compact_json(event.data)
-    assert event.body_text == compact_json(event.cloudevent())
 
 
 def test_event_ids_are_uuid5_of_the_store_and_the_transition() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 from .. import store_submissions
 from ..accounts import choose_account
 from ..config import Config
-from ..events import iso_time
 from ..exits import EX_OK, DataError, UsageError
+from ..json_text import iso_time
 from ..logs import fields
 from ..model import Source, reference_problem
 from ..order_view import order_json

@@ -75,10 +75,16 @@ class ApiListener(Listener):
     timeout to finish. Bounded like the receiver: fixed error pages, quiet junk, a header
     timeout, a cap."""
 
-    def __init__(self, app: web.Application, *, shutdown_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        limits: ConnectionLimits = API_LIMITS,
+        *,
+        shutdown_timeout_s: float = 5.0,
+    ) -> None:
         super().__init__(
             app,
-            API_LIMITS,
+            limits,
             logger=log,
             event="api.listening",
             shutdown_timeout_s=shutdown_timeout_s,

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .. import store_submissions as subs
 from ..config import ApiConfig
-from ..events import iso_time
+from ..json_text import iso_time
 from ..logs import fields
 from ..model import Source, reference_problem
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import iso_time
+from ..json_text import iso_time
 
 
 @dataclass(frozen=True, slots=True)

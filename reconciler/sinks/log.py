@@ -6,10 +6,9 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
-from ..events import compact_json, constant_json
-from ..logs import line_writer, render, render_spliced
+from ..logs import is_journal, log_handler, render, write_lines
 from .base import Delivered, DeliveryResult, OutboxEvent
 
 log = logging.getLogger("reconciler.events")
@@ -28,59 +27,32 @@ def event_fields(body: bytes) -> dict[str, Any]:
     return flat
 
 
-def spliced_members(row: OutboxEvent) -> str | None:
-    """Return the fields of an event's log line as the inside of a JSON object, cut from the
-    body's own text (what `event_fields` gives, without decoding and encoding it again), or
-    None when the body is not of the shape `Event` writes.
-
-    `Event` writes "time" before "data", and "data" last. No JSON string holds an unescaped
-    quote, so the first `"time":"` and `,"data":{` in the text are the envelope's own keys.
-    """
-    text = row.body.decode()
-    at = text.find(_DATA)
-    start = text.find(_TIME)
-    if row.severity is None or at < 0 or not 0 < start < at or not text.endswith("}}"):
-        return None
-    start += len(_TIME)
-    stamp = text[start : text.index('"', start)]
-    data = text[at + len(_DATA) : -2]
-    return (
-        f'"event_id":{compact_json(row.id)},"event_type":{constant_json(row.type)}'
-        f'{"," if data else ""}{data},"event_time":"{stamp}"'
-    )
-
-
-_DATA = ',"data":{'
-_TIME = ',"time":"'
-
-
 class LogSink:
     """Writes each event as one line of the `reconciler.events` logger, a batch per write: the
-    same lines a LogRecord would give, without building one per event."""
+    same lines a LogRecord would give, without building one per event.
 
-    def __init__(self, name: str = "log") -> None:
+    The lines go through `handler` (by default the one `setup_logging` installed), so they
+    share its stream, its journald mode and its lock with every other log line.
+    """
+
+    def __init__(
+        self, name: str = "log", *, handler: logging.StreamHandler[TextIO] | None = None
+    ) -> None:
         self.name = name
+        self.handler = log_handler() if handler is None else handler
 
     async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
         """Log each event at the level of its severity (the logger's level still applies)."""
         now = time.time()
-        journal = line_writer.journal
+        journal = is_journal(self.handler)
         lines = []
         for row in events:
-            members = spliced_members(row)
-            if members is None:  # a body of another shape: decode it
-                flat = event_fields(row.body)
-                level = _LEVELS.get(str(flat.get("severity")), logging.INFO)
-                if log.isEnabledFor(level):
-                    lines.append(render(now, level, log.name, row.type, flat, journal=journal))
-                continue
-            level = _LEVELS.get(str(row.severity), logging.INFO)
+            flat = event_fields(row.body)
+            level = _LEVELS.get(str(flat.get("severity")), logging.INFO)
             if log.isEnabledFor(level):
-                lines.append(
-                    render_spliced(now, level, log.name, row.type, members, journal=journal)
-                )
+                lines.append(render(now, level, log.name, row.type, flat, journal=journal))
         if lines:
-            line_writer.write(lines)
+            write_lines(self.handler, lines)
         return [Delivered()] * len(events)
 
     async def close(self) -> None:

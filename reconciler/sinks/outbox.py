@@ -5,7 +5,7 @@ retried after `retry_min`, doubling with jitter, honouring Retry-After, until `m
 dead-lettered (kept, logged at error). A sink whose receiver is gone (410) is disabled.
 
 One path: each lane reads what its sink may have from the store, in seq (commit) order, woken
-when this process commits and every TICK_S for other processes' writes. Per order, a sink
+when this process commits and every `tick_s` for other processes' writes. Per order, a sink
 never gets a later event before an earlier one: an event waits while an earlier event of its
 order waits for a retry (a dead-lettered one no longer holds it back).
 """
@@ -86,9 +86,11 @@ class Outbox:
         sinks: Sequence[tuple[Sink, SinkConfig]],
         *,
         clock: Callable[[], float] = time.time,
+        tick_s: float = TICK_S,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.tick_s = tick_s
         self.lanes = [_Lane(sink, cfg) for sink, cfg in sinks]
         store.sink_names = tuple(cfg.name for _, cfg in sinks)
         self._stopping = False
@@ -140,10 +142,10 @@ class Outbox:
             except StoreError:
                 # Logged once by the store's health. The lane reads the store again after a
                 # tick; a delivery not recorded is sent again.
-                wait = TICK_S
+                wait = self.tick_s
             if wait == 0:
                 continue
-            wait = TICK_S if wait is None else min(wait, TICK_S)
+            wait = self.tick_s if wait is None else min(wait, self.tick_s)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(lane.wakeup.wait(), wait)
 

@@ -202,7 +202,9 @@ class CCVClient:
                     # from the tracked one on every check); the status still holds.
                     reference = None
                 if reference is None or _is_reference(reference):
-                    return Observation(key, Outcome.OK, document["orderStatus"], reference), True
+                    status = document["orderStatus"]
+                    seen = Observation(key, Outcome.OK, status=status, external_reference=reference)
+                    return seen, True
             # A field that cannot be stored fails this order alone, not its whole batch.
             log.debug(
                 "ccv.protocol",

@@ -27,7 +27,7 @@ from reconciler.events import submit_uncertain_event
 from reconciler.model import EventType, known_statuses
 from reconciler.notify import notification_url
 from reconciler.runtime import Runtime
-from reconciler.server import api as api_module
+from reconciler.server.api import API_LIMITS
 from reconciler.server.connections import ConnectionLimits
 from reconciler.systemd import Notifier
 from tests.conftest import write_config
@@ -114,9 +114,15 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def serve_api(
-    tmp_path: Path, fake: FakeCCVWrites, *, ccv_timeout: str = "2s", api_extra: str = ""
+    tmp_path: Path,
+    fake: FakeCCVWrites,
+    *,
+    ccv_timeout: str = "2s",
+    api_extra: str = "",
+    limits: ConnectionLimits = API_LIMITS,
 ) -> AsyncIterator[Api]:
-    """Run the daemon's API (no scheduler) on a free port for the block."""
+    """Run the daemon's API (no scheduler) on a free port for the block, with the connection
+    bounds `limits`."""
     port = free_port()
     cfg = write_config(
         tmp_path,
@@ -129,7 +135,7 @@ async def serve_api(
     config = load_config(cfg)
     async with Runtime(config) as rt:
         outbox = asyncio.ensure_future(rt.outbox.run())
-        daemon = Daemon(config, rt, Notifier(None))
+        daemon = Daemon(config, rt, Notifier(None), api_limits=limits)
         await daemon.start_api()
         try:
             async with aiohttp.ClientSession() as http:
@@ -496,10 +502,10 @@ async def test_a_malformed_request_gets_a_fixed_400_page(api: Api, request_bytes
 
 
 async def test_idle_connections_are_capped_and_closed_after_the_header_timeout(
-    tmp_path: Path, fake: FakeCCVWrites, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake: FakeCCVWrites
 ) -> None:
-    monkeypatch.setattr(api_module, "API_LIMITS", ConnectionLimits(4, header_timeout_s=0.5))
-    async with serve_api(tmp_path, fake) as api:
+    limits = ConnectionLimits(4, header_timeout_s=0.5)
+    async with serve_api(tmp_path, fake, limits=limits) as api:
         port = api_port(api)
         idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
         # At the cap, the connections idle longest make room: the application still gets in.

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from reconciler.config import ReceiverConfig, Secret
-from reconciler.events import iso_time
+from reconciler.json_text import iso_time
 from reconciler.metrics import Metrics
 from reconciler.notify import notification_url, signature
 from reconciler.server import (

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import math
 import sqlite3
@@ -18,13 +17,10 @@ import pytest
 
 from reconciler.config import Config, load_config
 from reconciler.config import LogSinkConfig as SinkConfig
-from reconciler.events import Event
-from reconciler.logs import line_writer
-from reconciler.model import EventType, Observation, OrderKey, Outcome
+from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sinks import outbox as outbox_module
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
-from reconciler.sinks.log import LogSink, spliced_members
 from reconciler.sinks.outbox import Outbox
 from reconciler.store import MIGRATIONS, SCHEMA_VERSION, Store
 from tests.conftest import poll_until
@@ -65,11 +61,12 @@ class RecordingSink:
 
 @contextlib.asynccontextmanager
 async def live_outbox(
-    tmp_path: Path, store: Store
+    tmp_path: Path, store: Store, *, tick_s: float = outbox_module.TICK_S
 ) -> AsyncIterator[tuple[Reconciler, RecordingSink]]:
-    """A reconciler whose commits wake a running outbox with one recording sink."""
+    """A reconciler whose commits wake a running outbox with one recording sink; the outbox
+    reads the store every `tick_s` for other processes' events."""
     sink = RecordingSink()
-    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))])
+    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))], tick_s=tick_s)
     async with aiohttp.ClientSession() as session:
         reconciler = Reconciler(config_for(tmp_path), store, session, on_commit=outbox.committed)
         running = asyncio.ensure_future(outbox.run())
@@ -157,12 +154,9 @@ async def test_committed_events_reach_a_running_sink_once_in_order(
     assert await store.undelivered_count() == {}
 
 
-async def test_replay_beside_a_running_outbox_is_delivered(
-    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(outbox_module, "TICK_S", 0.05)
+async def test_replay_beside_a_running_outbox_is_delivered(tmp_path: Path, store: Store) -> None:
     await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
-    async with live_outbox(tmp_path, store) as (reconciler, sink):
+    async with live_outbox(tmp_path, store, tick_s=0.05) as (reconciler, sink):
         await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")
         await poll_until(lambda: len(sink.got) == 2, 5, "the first delivery")
 
@@ -201,44 +195,6 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
     # What was written before the failure stays written; nothing after it.
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
-
-
-async def test_log_line_cut_from_the_body_is_the_decoded_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    stream = io.StringIO()
-    monkeypatch.setattr(line_writer, "stream", stream)
-    monkeypatch.setattr(line_writer, "journal", True)
-    tricky = 'A-1,"data":{"time":"1999'  # the keys the cut looks for, inside strings
-    event = Event(
-        "3f2b-id",
-        EventType.STUCK,
-        1795632726.2160404,
-        "ccv",
-        "default",
-        tricky,
-        "warning",
-        {"order_id": tricky, "external_reference": REFERENCE, "severity": "warning", "n": 3},
-    )
-    decoded = OutboxEvent(7, event.id, event.type.value, tricky, event.body())
-    assert spliced_members(decoded) is None  # no stored severity: the body is decoded
-    cut = decoded._replace(severity="warning")
-    assert spliced_members(cut) is not None
-    sink = LogSink()
-    for row in (decoded, cut):
-        await sink.deliver([row])
-    lines = stream.getvalue().splitlines()
-    from_decoded, from_cut = (line.split('"level"', 1)[1] for line in lines)
-    assert from_cut == from_decoded  # equal after the time the line was written
-    assert stream.getvalue().startswith("<4>")
-    fields = json.loads(lines[1].removeprefix("<4>"))
-    assert (fields["level"], fields["event_type"], fields["order_id"], fields["n"]) == (
-        "warning",
-        "order.stuck",
-        tricky,
-        3,
-    )
-    assert fields["event_time"] == event.cloudevent()["time"]
 
 
 async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path) -> None:

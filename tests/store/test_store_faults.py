@@ -253,7 +253,6 @@ async def test_a_corrupt_page_found_while_running_stops_the_daemon_with_74(
     tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As for a store too big for the start-up check: the damage is found by the first pass.
-    monkeypatch.setattr(daemon_module, "INTEGRITY_CHECK_MAX_BYTES", 0)
     fake_ccv.orders = {order_id(n): "New" for n in range(ORDERS)}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
@@ -263,7 +262,9 @@ async def test_a_corrupt_page_found_while_running_stops_the_daemon_with_74(
     with NotifySocket.at_path(tmp_path / "notify.sock") as sock, recorded() as log:
         monkeypatch.setenv("NOTIFY_SOCKET", sock.address)
         with pytest.raises(StoreError, match="malformed") as raised:
-            await asyncio.wait_for(daemon_module.run_daemon(config), 30)
+            await asyncio.wait_for(
+                daemon_module.run_daemon(config, integrity_check_max_bytes=0), 30
+            )
         with contextlib.suppress(TimeoutError):
             while True:
                 sock.receive(0)

@@ -1,0 +1,95 @@
+"""The log sink: each event as one JSON log line, written through the log handler it is given."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import TextIO
+
+import pytest
+
+from reconciler.events import Event, order_event
+from reconciler.logs import JsonFormatter
+from reconciler.model import EventType, OrderKey
+from reconciler.sinks.base import Delivered, OutboxEvent
+from reconciler.sinks.log import LogSink
+
+# The keys a careless cut of the text would take for the envelope's own, inside strings.
+TRICKY = 'A-1,"data":{"time":"1999 Straße ✓ 😀 \\ end'
+
+
+def handler_on(stream: TextIO, *, journal: bool) -> logging.StreamHandler[TextIO]:
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(journal=journal))
+    return handler
+
+
+def stored(seq: int, event: Event) -> OutboxEvent:
+    return OutboxEvent(seq, event.id, event.type.value, event.order_id, event.body())
+
+
+def stuck(order_id: str) -> Event:
+    return order_event(
+        EventType.STUCK,
+        OrderKey("ccv", "default", order_id),
+        id="3f2b-id",
+        time=1795632726.2160404,
+        severity="warning",
+        external_reference=TRICKY,
+        previous_status="New",
+        status="New",
+        end_state=False,
+        via="poll",
+    )
+
+
+async def test_each_event_is_one_line_of_its_fields_through_the_given_handler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stream = io.StringIO()
+    sink = LogSink(handler=handler_on(stream, journal=True))
+    event = stuck(TRICKY)
+    assert await sink.deliver([stored(7, event)]) == [Delivered()]
+
+    (line,) = stream.getvalue().splitlines()
+    assert line.startswith("<4>")  # journald's priority for a warning
+    fields = json.loads(line.removeprefix("<4>"))
+    assert list(fields)[:6] == ["time", "level", "logger", "message", "event_id", "event_type"]
+    assert fields == {
+        "time": fields["time"],  # when the line was written
+        "level": "warning",
+        "logger": "reconciler.events",
+        "message": "order.stuck",
+        "event_id": "3f2b-id",
+        "event_type": "order.stuck",
+        **event.data,
+        "event_time": "2026-11-25T18:52:06.216Z",
+    }
+    assert capsys.readouterr().err == ""  # nowhere else
+
+
+async def test_the_lines_follow_a_stream_swapped_on_the_handler() -> None:
+    # What a progress bar does for the time it is drawn: the event lines move with the records.
+    first, second = io.StringIO(), io.StringIO()
+    handler = handler_on(first, journal=False)
+    sink = LogSink("log", handler=handler)
+    handler.setStream(second)
+    await sink.deliver([stored(1, stuck("A-1")), stored(2, stuck("A-2"))])
+    assert first.getvalue() == ""
+    lines = [json.loads(line) for line in second.getvalue().splitlines()]
+    assert [x["order_id"] for x in lines] == ["A-1", "A-2"]
+
+
+async def test_a_severity_below_the_loggers_level_writes_nothing() -> None:
+    stream = io.StringIO()
+    events = logging.getLogger("reconciler.events")
+    previous = events.level
+    events.setLevel(logging.ERROR)
+    try:
+        results = await LogSink(handler=handler_on(stream, journal=False)).deliver(
+            [stored(1, stuck("A-1"))]
+        )
+    finally:
+        events.setLevel(previous)
+    assert results == [Delivered()] and stream.getvalue() == ""

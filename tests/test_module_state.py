@@ -1,0 +1,112 @@
+"""State lives in objects that are handed around, not in modules: no module of the package
+changes a module-level value after import (loggers aside), and no test patches one."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_MUTATORS = frozenset(
+    {"append", "extend", "insert", "update", "setdefault", "pop", "popitem", "clear", "add"}
+    | {"remove", "discard", "sort", "reverse"}
+)
+
+
+def _sources(folder: str) -> Iterator[tuple[Path, ast.Module]]:
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        yield path, ast.parse(path.read_text(), str(path))
+
+
+def _is_logger(value: ast.expr | None) -> bool:
+    return isinstance(value, ast.Call) and ast.unparse(value.func) == "logging.getLogger"
+
+
+def _module_names(tree: ast.Module) -> set[str]:
+    """Names bound at the top of a module (loggers aside) or imported from the package."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and not _is_logger(node.value):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name) and t.id != "__all__")
+        elif isinstance(node, ast.ImportFrom) and (
+            node.level or "reconciler" in (node.module or "")
+        ):
+            names.update(alias.asname or alias.name for alias in node.names)
+    return names
+
+
+def _local_names(function: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    local = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            local.add(node.id)
+    return local
+
+
+def _changes(tree: ast.Module, names: set[str]) -> Iterator[tuple[int, str]]:
+    """Where a module-level name is rebound or mutated from inside a function."""
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        watched = names - _local_names(function)
+        for node in ast.walk(function):
+            if isinstance(node, ast.Global):
+                yield node.lineno, f"global {', '.join(node.names)}"
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign | ast.Delete):
+                targets = node.targets if isinstance(node, ast.Delete) else [node.target]
+            for target in targets:
+                for part in ast.walk(target):
+                    if (
+                        isinstance(part, ast.Attribute | ast.Subscript)
+                        and isinstance(part.value, ast.Name)
+                        and part.value.id in watched
+                    ):
+                        yield target.lineno, ast.unparse(part)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _MUTATORS
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id in watched
+            ):
+                yield node.lineno, ast.unparse(node.func)
+
+
+def test_no_module_of_the_package_changes_module_level_state() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {what}"
+        for path, tree in _sources("reconciler")
+        for line, what in _changes(tree, _module_names(tree))
+    ]
+    assert found == []
+
+
+def test_no_test_patches_a_module_or_what_it_holds() -> None:
+    # Such a patch reaches past the interface: make the value a parameter and pass it in.
+    found = []
+    for path, tree in _sources("tests"):
+        names = _module_names(tree) | {
+            (alias.asname or alias.name).partition(".")[0]
+            for node in tree.body
+            if isinstance(node, ast.Import)
+            for alias in node.names
+            if alias.name.startswith("reconciler")
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and ast.unparse(node.func) == "monkeypatch.setattr"
+                and node.args
+                and isinstance(node.args[0], ast.Name | ast.Attribute | ast.Constant)
+                and (
+                    isinstance(node.args[0], ast.Constant)  # "package.module.NAME"
+                    or ast.unparse(node.args[0]).partition(".")[0] in names
+                )
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
