@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .events import Event, event_id
-from .model import HEALTH_PARTS, EventType, HealthPart, Severity, SourceState, Via
+from ..events import Event, event_id
+from ..model import HEALTH_PARTS, EventType, HealthPart, Severity, SourceState, Via
 
 Part = HealthPart
 PARTS = HEALTH_PARTS
