@@ -16,6 +16,10 @@ import pytest
 
 from reconciler.config import Config, load_config
 from reconciler.model import OrderKey
+from reconciler.poller.ccnow import CCNowCoordinator
+from reconciler.poller.ccv import CCVCoordinator
+from reconciler.poller.coordinator import Coordinator
+from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.schedule import NOT_FOUND_CONFIRM_S
 from reconciler.sources.ccv import PROBE_ORDER_ID
@@ -200,7 +204,7 @@ class Clock:
 @pytest.fixture
 async def ccv_reconciler(
     tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Reconciler, Config, Clock]]:
+) -> AsyncIterator[tuple[CCVCoordinator, Config, Clock]]:
     monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
     config = load_config(write_config(tmp_path, ccv=fake_ccv))
     store = await Store.open(tmp_path / "reconciler.db")
@@ -208,26 +212,27 @@ async def ccv_reconciler(
     try:
         await store.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
         async with aiohttp.ClientSession() as session:
-            yield Reconciler(config, store, session, clock=clock), config, clock
+            writer = Reconciler(config, store, clock=clock)
+            yield Coordinators.build(config, writer, session).ccv["default"], config, clock
     finally:
         await store.close()
 
 
-async def kinds_of(reconciler: Reconciler) -> list[tuple[str, str | None]]:
+async def kinds_of(reconciler: Coordinator) -> list[tuple[str, str | None]]:
     return [(e.type, e.order_id) for e in await reconciler.store.list_events()]
 
 
 async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_later(
-    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
-    reconciler, config, clock = ccv_reconciler
+    reconciler, _, clock = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     found = await kinds_of(reconciler)
 
     del fake_ccv.orders[CCV_IDS[0]]  # CCV's own JSON 404 from now on
     clock.now += 60
-    report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    report = await reconciler.full_pass(via="catch-up")
     assert report.lost == 1 and not report.failed_sources
     assert await kinds_of(reconciler) == found
     rows = await reconciler.store.load_orders([OrderKey("ccv", "default", CCV_IDS[0])])
@@ -237,31 +242,31 @@ async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_lat
     assert row.next_check_at - clock.now <= 120 * 1.1
 
     clock.now += 120  # asked again too soon to confirm
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     assert await kinds_of(reconciler) == found
     clock.now += NOT_FOUND_CONFIRM_S
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     assert (await kinds_of(reconciler))[len(found) :] == [("order.not_found", CCV_IDS[0])]
 
 
 async def test_a_wave_of_not_found_is_an_account_failure(
-    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
-    reconciler, config, clock = ccv_reconciler
+    reconciler, _, clock = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     found = await kinds_of(reconciler)
 
     fake_ccv.orders = {}  # every order answers CCV's JSON 404: another environment's key?
     for _ in range(3):
         clock.now += NOT_FOUND_CONFIRM_S + 1
-        report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+        report = await reconciler.full_pass(via="catch-up")
         assert report.failed_sources == {"ccv/default": "4 orders not found at once"}
     assert (await kinds_of(reconciler))[len(found) :] == [("source.failed", None)]
 
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     clock.now += 60
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     assert (await kinds_of(reconciler))[len(found) :] == [
         ("source.failed", None),
         ("source.recovered", None),
@@ -269,15 +274,15 @@ async def test_a_wave_of_not_found_is_an_account_failure(
 
 
 async def test_a_page_served_with_200_for_every_check_fails_the_account_in_the_daemon(
-    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
     # A maintenance page or login wall in front of CCV answers 200 to everything, the probe
     # too: a due check (not a whole pass) must still find the account failing.
     reconciler, _, _ = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
-    await reconciler.check_orders("ccv", "default", CCV_IDS, via="poll")
+    await reconciler.check(CCV_IDS, via="poll")
     fake_ccv.always = html_page(200)
-    report = await reconciler.check_orders("ccv", "default", CCV_IDS[:1], via="poll")
+    report = await reconciler.check(CCV_IDS[:1], via="poll")
     assert report.failed_sources == {"ccv/default": "html page (http 200)"}
     assert (await kinds_of(reconciler))[-1] == ("source.failed", None)
 
@@ -336,34 +341,36 @@ async def test_every_ccv_check_failing_is_an_account_failure(
 @pytest.fixture
 async def ccnow_reconciler(
     tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Reconciler, Config]]:
+) -> AsyncIterator[tuple[CCNowCoordinator, Config]]:
     monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
     config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
     store = await Store.open(tmp_path / "reconciler.db")
     try:
         await store.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
         async with aiohttp.ClientSession() as session:
-            yield Reconciler(config, store, session), config
+            yield (
+                Coordinators.build(config, Reconciler(config, store), session).ccnow["default"],
+                config,
+            )
     finally:
         await store.close()
 
 
 async def test_ccnow_pending_list_failing_while_queries_answer_does_not_flap(
-    ccnow_reconciler: tuple[Reconciler, Config], fake_ccnow: FakeCCNow
+    ccnow_reconciler: tuple[CCNowCoordinator, Config], fake_ccnow: FakeCCNow
 ) -> None:
-    reconciler, config = ccnow_reconciler
+    reconciler, _ = ccnow_reconciler
     fake_ccnow.orders = dict.fromkeys(CCNOW_IDS, "processing")
-    cfg = config.ccnow[0]
     for _ in range(3):  # poll after poll: the list fails, the due queries answer
         fake_ccnow.script = [html_page()]
-        assert (await reconciler.ccnow_pass(cfg, via="poll")).failed_sources
-        report = await reconciler.check_orders("ccnow", "default", CCNOW_IDS, via="poll")
+        assert (await reconciler.pending_list_pass(via="poll")).failed_sources
+        report = await reconciler.check(CCNOW_IDS, via="poll")
         assert report.checked == 3 and report.failed == 0
     kinds = [e.type for e in await reconciler.store.list_events()]
     assert [k for k in kinds if k.startswith("source.")] == ["source.failed"]
     assert (await reconciler.store.source_state("ccnow", "default")).failing
 
-    await reconciler.ccnow_pass(cfg, via="poll")
+    await reconciler.pending_list_pass(via="poll")
     kinds = [e.type for e in await reconciler.store.list_events()]
     assert [k for k in kinds if k.startswith("source.")] == ["source.failed", "source.recovered"]
 
