@@ -5,7 +5,6 @@ order id or by external reference) makes a check happen now."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -132,13 +131,13 @@ class CCVCoordinator(Coordinator):
         ]
         # CCV knows the reference: an uncertain submit of it did reach CCV.
         order_id = orders[0].key.order_id if orders else None
-        if await subs.resolve(store, self.account, reference, order_id, time.time()):
+        if await subs.resolve(store, self.account, reference, order_id, self.now()):
             log.info(
                 "ccv.submit_resolved",
                 extra=fields(account=self.account, external_reference=reference, order_id=order_id),
             )
         if not orders:
-            await store.remember_reference(self.account, reference, time.time())
+            await store.remember_reference(self.account, reference, self.now())
             log.info(
                 "notification.remembered",
                 extra=fields(account=self.account, external_reference=reference),
