@@ -7,6 +7,7 @@ The provider's own rhythm (CCV's probe, CCNow's pending list) lives in ccv.py an
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,7 @@ async def remember_pass(
     await record_pass(store, last)
 
 
-class Coordinator:
+class Coordinator(abc.ABC):
     """One provider account: its checks, its health and its due orders."""
 
     source: Source
@@ -92,9 +93,9 @@ class Coordinator:
 
     # --- what a provider's coordinator supplies ----------------------------------------------
 
+    @abc.abstractmethod
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         """Ask the provider about these orders, awaiting `emit` for each answer."""
-        raise NotImplementedError
 
     async def _after_checks(self, answers: PassAnswers) -> list[tuple[Part, Verdict | None]]:
         """Return what else the account's health needs after checks that answered so."""
@@ -104,9 +105,9 @@ class Coordinator:
         """Return the due orders a notification named before they were tracked."""
         return set()
 
+    @abc.abstractmethod
     async def full_pass(self, *, via: Via) -> PassReport:
         """Check every open order of the account (a catch-up)."""
-        raise NotImplementedError
 
     # --- checks ------------------------------------------------------------------------------
 
