@@ -6,106 +6,20 @@ alone for its backoff; notifications make checks happen now."""
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from reconciler.config import Config, load_config
-from reconciler.model import OrderKey, OrderState, Source
-from reconciler.poller.ccnow import CCNowCoordinator
-from reconciler.poller.ccv import CCVCoordinator
-from reconciler.reconcile import Reconciler
-from reconciler.redact import config_secrets
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
     SourceError,
     SourceUnavailable,
 )
-from reconciler.store import Store
-from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY
-from tests.poller.fakes import FakeCCNowClient, FakeCCVClient
+from tests.fake_providers import CCV_KEY
+from tests.poller.conftest import CCV_IDS, POLL_INTERVAL_S, World, track
 
-CCV_IDS = [f"5a1e0000-0000-4000-8000-{n:012d}" for n in range(1, 4)]
 A, B, C = "396-10-1142", "397-10-1159", "398-10-1160"
-POLL_INTERVAL_S = 300.0
 FAILED, RECOVERED = ("source.failed", None), ("source.recovered", None)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_790_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class World:
-    """One CCV and one CCNow account over fake clients, with the store they write to."""
-
-    store: Store
-    clock: Clock
-    ccv_client: FakeCCVClient
-    ccnow_client: FakeCCNowClient
-    ccv: CCVCoordinator
-    ccnow: CCNowCoordinator
-
-    async def events(self) -> list[tuple[str, str | None]]:
-        return [(e.type, e.order_id) for e in await self.store.list_events()]
-
-    async def data(self) -> list[dict[str, Any]]:
-        """Return each event's `data`, as a sink receives it."""
-        return [json.loads(e.body)["data"] for e in await self.store.list_events()]
-
-    async def order(self, source: Source, order_id: str) -> OrderState:
-        key = OrderKey(source, "default", order_id)
-        return (await self.store.load_orders([key]))[key]
-
-    async def failing(self, source: Source) -> bool:
-        return (await self.store.source_state(source, "default")).failing
-
-
-def config_for(tmp_path: Path) -> Config:
-    path = tmp_path / "reconciler.toml"
-    path.write_text(
-        f'[store]\npath = "{tmp_path / "reconciler.db"}"\n'
-        f'[ccv]\nbase_url = "http://127.0.0.1:9"\npoll_interval = {POLL_INTERVAL_S:.0f}\n'
-        f'[ccnow]\nurl = "http://127.0.0.1:9/cgi-local/oapi_receive.cgi"\n'
-        f'client_id = "{CCNOW_CLIENT_ID}"\npoll_interval = {POLL_INTERVAL_S:.0f}\n'
-    )
-    return load_config(path)
-
-
-@pytest.fixture
-async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
-    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
-    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
-    config = config_for(tmp_path)
-    store = await Store.open(config.store_path)
-    clock = Clock()
-    writer = Reconciler(config, store, clock=clock)
-    secrets = tuple(config_secrets(config))
-    ccv_client, ccnow_client = FakeCCVClient(), FakeCCNowClient()
-    try:
-        yield World(
-            store,
-            clock,
-            ccv_client,
-            ccnow_client,
-            CCVCoordinator(config.ccv[0], ccv_client, writer, remember_ref_s=3600, secrets=secrets),
-            CCNowCoordinator(config.ccnow[0], ccnow_client, writer, secrets=secrets),
-        )
-    finally:
-        await store.close()
-
-
-async def track(world: World, source: Source, *ids: str, ref: str | None = None) -> None:
-    await world.store.track(source, "default", [(i, ref) for i in ids], world.clock.now)
 
 
 # --- CCV ---------------------------------------------------------------------------------------
