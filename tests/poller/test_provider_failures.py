@@ -3,6 +3,8 @@ changes nothing in the snapshot and fails the account once, not once per pass.""
 
 from __future__ import annotations
 
+import json
+
 from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.ccv import CCVCoordinator
@@ -70,3 +72,33 @@ async def test_ccnow_queries_never_exceed_batch_size(
     assert (await ccnow.full_pass(via="catch-up")).ok
     assert 0 < fake_ccnow.max_batch <= 25
     assert len(await kinds(ccnow)) == 60
+
+
+async def test_an_unknown_ccnow_message_is_a_source_failure_not_an_empty_list(
+    ccnow: CCNowCoordinator, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    assert (await ccnow.full_pass(via="catch-up")).ok
+    fake_ccnow.always = Reply(200, "message account_locked\n")
+    assert not (await ccnow.full_pass(via="catch-up")).ok  # `catch-up` exits 75
+    failed = [e for e in await ccnow.store.list_events() if e.type == "source.failed"]
+    assert len(failed) == 1
+    assert "message: account_locked" in json.dumps(json.loads(failed[0].body)["data"])
+    key = OrderKey("ccnow", "default", "396-10-1142")
+    assert (await ccnow.store.load_orders([key]))[key].status == "pending"
+
+
+async def test_an_order_ccnow_does_not_know_is_reported_once_and_not_a_failure(
+    ccnow: CCNowCoordinator, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {"396-10-1142": "processing"}
+    await ccnow.store.track("ccnow", "default", [("396-10-1142", None), ("999-00-0001", None)], 1.0)
+    for _ in range(2):
+        assert (await ccnow.full_pass(via="catch-up")).ok
+    events = [(e.type, e.order_id) for e in await ccnow.store.list_events()]
+    assert sorted(events) == [
+        ("order.discovered", "396-10-1142"),
+        ("order.not_found", "999-00-0001"),
+    ]
+    key = OrderKey("ccnow", "default", "999-00-0001")
+    assert (await ccnow.store.load_orders([key]))[key].not_found
