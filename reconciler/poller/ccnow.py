@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import CCNowConfig
 from ..model import Observation, Via
 from ..pass_report import PassReport
-from .coordinator import Coordinator, Emit, NamedReport, remember_pass
+from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport, remember_pass
 from .health import Part, Verdict, verdict
 
 if TYPE_CHECKING:
@@ -42,8 +42,9 @@ class CCNowCoordinator(Coordinator):
         writer: Reconciler,
         *,
         secrets: Sequence[str] = (),
+        page_orders: int = PAGE_ORDERS,
     ) -> None:
-        super().__init__(config, writer, secrets=secrets)
+        super().__init__(config, writer, secrets=secrets, page_orders=page_orders)
         self.client = client
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:

@@ -14,7 +14,7 @@ from ..logs import fields
 from ..model import OrderState, Via
 from ..pass_report import PassReport
 from ..sources.errors import SourceError
-from .coordinator import SETTLED, Coordinator, Emit
+from .coordinator import PAGE_ORDERS, SETTLED, Coordinator, Emit
 from .health import Part, PassAnswers, Verdict, needs_probe, verdict
 
 if TYPE_CHECKING:
@@ -49,8 +49,9 @@ class CCVCoordinator(Coordinator):
         *,
         remember_ref_s: float | None = None,
         secrets: Sequence[str] = (),
+        page_orders: int = PAGE_ORDERS,
     ) -> None:
-        super().__init__(config, writer, secrets=secrets)
+        super().__init__(config, writer, secrets=secrets, page_orders=page_orders)
         self.client = client
         # How long a notification's reference waits for its order to be tracked (None: no
         # receiver, so no notification comes).

@@ -9,6 +9,8 @@ import asyncio
 
 import pytest
 
+from reconciler.poller.ccnow import CCNowCoordinator
+from reconciler.poller.ccv import CCVCoordinator
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -191,6 +193,26 @@ async def test_a_cancelled_pass_is_not_swallowed_and_changes_no_health(world: Wo
         await task
     assert await world.events() == []
     assert (await world.store.source_state("ccv", "default")).failure_streak == 0
+
+
+async def test_a_catch_up_asks_every_open_order_once_a_page_at_a_time(world: World) -> None:
+    ids = [f"5a1e0000-0000-4000-8000-{n:012d}" for n in range(5)]
+    await track(world, "ccv", *ids)
+    world.ccv_client.statuses = dict.fromkeys(ids, "New")
+    world.ccv_client.statuses[ids[2]] = "Completed"  # an end state: asked no more
+    ccv = CCVCoordinator(world.ccv.config, world.ccv_client, world.ccv.writer, page_orders=2)
+    for _ in range(2):
+        await ccv.full_pass(via="catch-up")
+    assert sorted(world.ccv_client.asked) == sorted(ids + [i for i in ids if i != ids[2]])
+
+    ccnow_ids = [f"{400 + n}-10-1000" for n in range(5)]
+    await track(world, "ccnow", *ccnow_ids)
+    world.ccnow_client.statuses = dict.fromkeys(ccnow_ids, "processing")
+    ccnow = CCNowCoordinator(
+        world.ccnow.config, world.ccnow_client, world.ccnow.writer, page_orders=2
+    )
+    report = await ccnow.full_pass(via="catch-up")
+    assert report.checked == 5 and sorted(world.ccnow_client.queried) == sorted(ccnow_ids)
 
 
 # --- CCNow -------------------------------------------------------------------------------------
