@@ -146,8 +146,8 @@ async def measure_costs(config: Config, concurrency: int) -> Costs:
 
         return Costs(
             tick=await _median(tick),
-            scrape=await _median(daemon.refresh_metrics),
-            health=await _median(daemon.health),
+            scrape=await _median(daemon.hub.refresh_metrics),
+            health=await _median(daemon.hub.health),
             status=await _median(lambda: gather_status(config, store, time.time())),
         )
 

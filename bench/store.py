@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from reconciler.config import Config, load_config
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import BATCH_ROWS, Reconciler
@@ -80,8 +78,7 @@ async def seed(config: Config, ids: Sequence[str]) -> None:
     store = await Store.open(config.store_path)
     try:
         await store.track("ccv", ACCOUNT, [(oid, None) for oid in ids], time.time())
-        async with aiohttp.ClientSession() as session:
-            await Reconciler(config, store, session).apply(observations(ids, set()), via="poll")
+        await Reconciler(config, store).apply(observations(ids, set()), via="poll")
     finally:
         await store.close()
 
@@ -95,12 +92,11 @@ async def time_store(
     try:
         pragmas = {name: await _scalar(store, f"PRAGMA {name}") for name in PRAGMAS}
         events_before = await _scalar(store, "SELECT count(*) FROM events")
-        async with aiohttp.ClientSession() as session:  # the clients are never used
-            reconciler = Reconciler(config, store, session)
-            started = time.perf_counter()
-            for i in range(0, len(batch), BATCH_ROWS):
-                await reconciler.apply(batch[i : i + BATCH_ROWS], via="poll")
-            elapsed = time.perf_counter() - started
+        reconciler = Reconciler(config, store)
+        started = time.perf_counter()
+        for i in range(0, len(batch), BATCH_ROWS):
+            await reconciler.apply(batch[i : i + BATCH_ROWS], via="poll")
+        elapsed = time.perf_counter() - started
         events = await _scalar(store, "SELECT count(*) FROM events") - events_before
     finally:
         await store.close()

@@ -20,22 +20,18 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
-from collections.abc import Sequence
 from typing import Any
 
-from . import store_submissions as subs
-from .accounts import find_account
-from .config import CCNowConfig, CCVConfig, Config
+from .config import Config
 from .logs import fields
 from .metrics import Metrics
-from .model import OrderKey, Source
 from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
-from .server import Health, Receiver, SourceHealth, build_app
+from .server import Receiver, build_app
 from .server.api import API_LIMITS, ApiDeps, ApiListener, build_api
 from .server.connections import ConnectionLimits
+from .server.hub import Hub
 from .store import Store, StoreError
 from .store_health import file_size
 from .systemd import Notifier
@@ -74,7 +70,7 @@ async def check_store(store: Store, *, max_bytes: int = INTEGRITY_CHECK_MAX_BYTE
 
 
 class Daemon:
-    """The running service; also the hub the notification receiver calls."""
+    """The running service: builds its parts, starts them and stops them in order."""
 
     def __init__(
         self,
@@ -95,6 +91,14 @@ class Daemon:
         self.api_reader: Store | None = None
         self.metrics = Metrics()
         runtime.reconciler.metrics = self.metrics
+        self.hub = Hub(
+            config,
+            runtime.coordinators,
+            runtime.store,
+            runtime.outbox,
+            self.metrics,
+            on_pass=self._on_pass,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_pass = "starting"
 
@@ -109,8 +113,7 @@ class Daemon:
             await self.start_api()
             await self._start_receiver()
             self.scheduler = Scheduler(
-                self.config,
-                rt.reconciler,
+                rt.coordinators,
                 on_pass=self._on_pass,
                 prune=rt.prune,
                 send_actions=None if self.actions is None else self.actions.send_due,
@@ -184,7 +187,7 @@ class Daemon:
 
     async def _startup_pass(self) -> None:
         try:
-            report = await self.rt.reconciler.catch_up()
+            report = await self.rt.coordinators.catch_up()
         except StoreError:
             return  # logged once by the store's health; the scheduled jobs keep trying
         except Exception:
@@ -209,7 +212,7 @@ class Daemon:
         r = self.config.receiver
         return None if r is None else f"{r.listen_host}:{r.listen_port}"
 
-    # --- receiver, health, metrics ------------------------------------------------------------
+    # --- receiver and API ------------------------------------------------------------
 
     async def _start_receiver(self) -> None:
         receiver = self.config.receiver
@@ -217,7 +220,7 @@ class Daemon:
             return
         app = build_app(
             receiver,
-            self,
+            self.hub,
             ccv_accounts=[c.name for c in self.config.ccv],
             ccnow_tokens={
                 c.name: c.notification_token
@@ -267,7 +270,7 @@ class Daemon:
             reader=self.api_reader,
             submitter=submitter,
             actions=self.actions,
-            refresh=self.refresh_order,
+            refresh=self.hub.refresh_order,
             accounts={
                 "ccv": [c.name for c in self.config.ccv],
                 "ccnow": [c.name for c in self.config.ccnow],
@@ -281,149 +284,6 @@ class Daemon:
         except OSError as exc:
             where = f"{api.listen_host}:{api.listen_port}"
             raise StartupError(f"api cannot listen on {where}: {exc.strerror}") from None
-
-    async def refresh_order(self, key: OrderKey) -> bool:
-        """Check one followed order now (the API's `?refresh=1`); return whether it answered."""
-        report = await self.rt.reconciler.check_orders(
-            key.source, key.account, [key.order_id], via="poll"
-        )
-        self._on_pass(f"{key.source}/{key.account} refresh", report)
-        return report.checked > report.failed
-
-    # The hub turns failures into state: a failing store is in /healthz and was logged once by
-    # the store's health, so a notification that meets it adds nothing more.
-    async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
-        """A CCV notification for a followed order: check it now."""
-        with contextlib.suppress(StoreError):
-            await self._notified("ccv", account, [order_id], received_at)
-
-    async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
-        """A CCV notification by external reference: check its orders, or remember it."""
-        with contextlib.suppress(StoreError):
-            await self._check_reference(account, reference, received_at)
-
-    async def _check_reference(self, account: str, reference: str, received_at: float) -> None:
-        orders = [
-            s
-            for s in await self.rt.store.find_by_reference(reference)
-            if s.key.source == "ccv" and s.key.account == account
-        ]
-        # CCV knows the reference: an uncertain submit of it did reach CCV.
-        order_id = orders[0].key.order_id if orders else None
-        if await subs.resolve(self.rt.store, account, reference, order_id, time.time()):
-            log.info(
-                "ccv.submit_resolved",
-                extra=fields(account=account, external_reference=reference, order_id=order_id),
-            )
-        if not orders:
-            await self.rt.store.remember_reference(account, reference, time.time())
-            log.info(
-                "notification.remembered",
-                extra=fields(account=account, external_reference=reference),
-            )
-            return
-        await self._notified("ccv", account, [s.key.order_id for s in orders], received_at)
-
-    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
-        """A CCNow server notification: poll the pending list and query the hinted ids."""
-        cfg = find_account(self.config.ccnow, account)
-        if cfg is None:
-            return
-        with contextlib.suppress(StoreError):
-            await self._poll_ccnow(cfg, order_ids, received_at)
-
-    async def _poll_ccnow(
-        self, cfg: CCNowConfig, order_ids: Sequence[str], received_at: float
-    ) -> None:
-        account = cfg.name
-        report = await self.rt.reconciler.ccnow_pass(cfg, via="notification")
-        if order_ids:
-            # The notification came with the account's token, so its ids are the account's own
-            # orders: each is queried, followed or not, and one CCNow knows is followed from now
-            # on. The receiver bounds the ids per notification and per account.
-            report.add(
-                await self.rt.reconciler.check_orders(
-                    "ccnow", account, order_ids, via="notification", discover=True
-                )
-            )
-        self._latency("ccnow", report, received_at)
-        self._on_pass(f"ccnow/{account} notification", report)
-
-    async def _notified(
-        self, source: Source, account: str, order_ids: list[str], received_at: float
-    ) -> None:
-        report = await self.rt.reconciler.check_orders(
-            source, account, order_ids, via="notification"
-        )
-        self._latency(source, report, received_at)
-        self._on_pass(f"{source}/{account} notification", report)
-
-    def _latency(self, source: str, report: PassReport, received_at: float) -> None:
-        if report.events:
-            self.metrics.observe_notification_latency(source, time.monotonic() - received_at)
-
-    async def health(self) -> Health:
-        """Return per-source health, the store's and the outbox backlog for /healthz."""
-        store = self.rt.store
-        try:
-            states = {(s.source, s.account): s for s in await store.source_states()}
-            backlog = await store.undelivered_count()
-        except StoreError:
-            states, backlog = {}, {}
-        episode = store.health.current
-        entries: list[SourceHealth] = []
-        accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
-            *(("ccv", c) for c in self.config.ccv),
-            *(("ccnow", c) for c in self.config.ccnow),
-        ]
-        for source, acc in accounts:
-            st = states.get((source, acc.name))
-            entries.append(
-                SourceHealth(
-                    source=source,
-                    account=acc.name,
-                    last_success=st.last_success if st else None,
-                    failure_streak=st.failure_streak if st else 0,
-                    failing=st.failing if st else False,
-                    interval_s=acc.poll_interval_s,
-                )
-            )
-        return Health(
-            sources=tuple(entries),
-            outbox={
-                lane.config.name: backlog.get(lane.config.name, 0) for lane in self.rt.outbox.lanes
-            },
-            store_failing_since=None if episode is None else episode.since,
-            store_error=None if episode is None else episode.error,
-        )
-
-    async def refresh_metrics(self) -> None:
-        """Update the gauges that are read from the store."""
-        store = self.rt.store
-        self.metrics.set_followed(await store.count_orders())
-        # Every configured account, recorded or not: an account that never answered exports
-        # last success 0, and one no longer configured does not linger.
-        states = {(s.source, s.account): s for s in await store.source_states()}
-        stuck = await store.stuck_count()
-        accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
-            *(("ccv", c) for c in self.config.ccv),
-            *(("ccnow", c) for c in self.config.ccnow),
-        ]
-        for source, acc in accounts:
-            st = states.get((source, acc.name))
-            self.metrics.set_last_success(source, acc.name, st.last_success if st else None)
-            self.metrics.set_source(
-                source,
-                acc.name,
-                failing=st.failing if st else False,
-                poll_interval_s=acc.poll_interval_s,
-            )
-        self.metrics.set_stuck({(s, a.name): stuck.get((s, a.name), 0) for s, a in accounts})
-        sinks = [lane.config.name for lane in self.rt.outbox.lanes]
-        backlog = await store.undelivered_count()
-        self.metrics.set_outbox_backlog({sink: backlog.get(sink, 0) for sink in sinks})
-        dead = await store.dead_letter_count()
-        self.metrics.set_dead_letters({sink: dead.get(sink, 0) for sink in sinks})
 
 
 async def run_daemon(

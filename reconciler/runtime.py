@@ -1,5 +1,5 @@
 """What a writing command holds, opened in order and closed in reverse: lock, store, HTTP
-session, sinks with their outbox, and the reconciler."""
+session, sinks with their outbox, the reconciler and the accounts' coordinators."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from types import TracebackType
 import aiohttp
 
 from .config import Config
+from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .sinks.outbox import Outbox, build_sinks
 from .store import Store, WriterLock
@@ -34,6 +35,7 @@ class Runtime:
     session: aiohttp.ClientSession
     outbox: Outbox
     reconciler: Reconciler
+    coordinators: Coordinators
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -54,9 +56,8 @@ class Runtime:
             raise
         self.session = http_session(self.config)
         self.outbox = Outbox(self.store, build_sinks(self.config, self.session))
-        self.reconciler = Reconciler(
-            self.config, self.store, self.session, on_commit=self.outbox.committed
-        )
+        self.reconciler = Reconciler(self.config, self.store, on_commit=self.outbox.committed)
+        self.coordinators = Coordinators.build(self.config, self.reconciler, self.session)
         return self
 
     async def prune(self) -> None:

@@ -1,11 +1,11 @@
-"""APScheduler wiring for the daemon: the CCNow pending list per account, a short tick per account
-that checks the orders that are due, and logging of every job failure or skip."""
+"""APScheduler wiring for the daemon: it only ticks the accounts' coordinators (the CCNow pending
+list, CCV's heartbeat, a short tick per account for the orders that are due) and logs every job
+failure or skip. What a tick does is the coordinator's (poller/)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,21 +17,17 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from .accounts import configured_account, source_account
-from .config import Config
 from .logs import fields
-from .model import HealthPart, Source
-from .reconcile import PassReport, Reconciler
-from .schedule import resting, source_backoff_s
+from .pass_report import PassReport
+from .poller.coordinator import MAX_TICK_S, NamedReport
+from .poller.coordinators import Coordinators
 from .store import StoreError
 
-__all__ = ["Scheduler", "source_backoff_s"]
+__all__ = ["Scheduler"]
 
 log = logging.getLogger("reconciler.scheduler")
 
-MAX_TICK_S = 5.0  # how often due orders are looked for, at most
 JOB_TIMEOUT_S = 300.0  # no job may run longer than this
-DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
 PRUNE_INTERVAL_S = 86400.0  # retention runs daily (and once after the start-up catch-up)
 
 
@@ -40,20 +36,16 @@ class Scheduler:
 
     def __init__(
         self,
-        config: Config,
-        reconciler: Reconciler,
+        coordinators: Coordinators,
         *,
         on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
         prune: Callable[[], Awaitable[None]] | None = None,
-        clock: Callable[[], float] = time.time,
         send_actions: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
-        self.config = config
+        self.coordinators = coordinators
         self.send_actions = send_actions
-        self.reconciler = reconciler
         self.on_pass = on_pass
         self.prune = prune
-        self.clock = clock
         # Created here, inside the running loop, so APScheduler binds to it.
         self.scheduler = AsyncIOScheduler(
             event_loop=asyncio.get_running_loop(),
@@ -69,21 +61,18 @@ class Scheduler:
 
     def start(self) -> None:
         """Add one pending-list job per CCNow account and one due tick per account; start."""
-        for ccnow in self.config.ccnow:
+        for ccnow in self.coordinators.ccnow.values():
             self._add(
-                f"ccnow-pending-list:{ccnow.name}",
-                ccnow.poll_interval_s,
-                self._pending_list_job,
-                ccnow.name,
+                f"ccnow-pending-list:{ccnow.account}",
+                ccnow.config.poll_interval_s,
+                self._passes,
+                ccnow.tick_pending_list,
             )
-        for ccv in self.config.ccv:
-            self._add(
-                f"ccv-heartbeat:{ccv.name}", ccv.poll_interval_s, self._heartbeat_job, ccv.name
-            )
-        for source, accounts in (("ccv", self.config.ccv), ("ccnow", self.config.ccnow)):
-            for acc in accounts:
-                tick = min(MAX_TICK_S, max(acc.schedule.min_interval_s / 2, 0.5))
-                self._add(f"due:{source}:{acc.name}", tick, self._due_job, source, acc.name)
+        for ccv in self.coordinators.ccv.values():
+            self._add(f"ccv-heartbeat:{ccv.account}", ccv.config.poll_interval_s, ccv.heartbeat)
+        for coordinator in self.coordinators:
+            job_id = f"due:{coordinator.source}:{coordinator.account}"
+            self._add(job_id, coordinator.tick_s, self._passes, coordinator.tick_due)
         if self.prune is not None:
             self._add("prune", PRUNE_INTERVAL_S, self.prune)
         if self.send_actions is not None:
@@ -132,64 +121,9 @@ class Scheduler:
         assert self.send_actions is not None
         await self.send_actions()
 
-    async def _pending_list_job(self, account: str) -> None:
-        cfg = configured_account(self.config.ccnow, account)
-        if await self._resting("ccnow", account, "pending_list", cfg.poll_interval_s) is None:
-            return
-        started = self.clock()
-        report = await self.reconciler.ccnow_pass(cfg, via="poll")
-        self.on_pass(f"ccnow/{account} pending list", report)
-        await self.reconciler.remember_pass(f"ccnow/{account} pending list", report, started)
-
-    async def _heartbeat_job(self, account: str) -> None:
-        """CCV has no list to poll: when no status request succeeded for a poll interval, one
-        probe proves the account still answers (so /healthz and source.failed stay true)."""
-        cfg = configured_account(self.config.ccv, account)
-        state = await self.reconciler.store.source_state("ccv", account)
-        if (
-            state.last_success is not None
-            and self.clock() - state.last_success < cfg.poll_interval_s
-        ):
-            return
-        if await self._resting("ccv", account, "probe", cfg.poll_interval_s) is None:
-            return
-        await self.reconciler.probe_ccv(cfg, via="poll")
-
-    async def _due_job(self, source: Source, account: str) -> None:
-        cfg = source_account(self.config, source, account)
-        failing = await self._resting(source, account, "checks", cfg.poll_interval_s)
-        if failing is None:
-            return
-        # A failing source gets one probe per backoff period, not a storm of checks.
-        limit = 1 if failing else cfg.concurrency * DUE_LIMIT_PER_CONCURRENCY
-        store = self.reconciler.store
-        due = await store.due_orders(source, account, self.clock(), limit)
-        if not due:
-            return
-        # A notification that named an external reference before its order was tracked is
-        # applied now: the order's first check counts as notified.
-        refs = [s.external_reference for s in due if s.status is None and s.external_reference]
-        notified: set[str] = set()
-        if refs and source == "ccv" and self.config.receiver is not None:
-            not_before = self.clock() - self.config.receiver.remember_ref_s
-            notified = await store.take_references(account, refs, not_before)
-        if notified:
-            hinted = [s.key.order_id for s in due if s.external_reference in notified]
-            report = await self.reconciler.check_orders(source, account, hinted, via="notification")
-            self.on_pass(f"{source}/{account} notification", report)
-        rest = [s.key.order_id for s in due if s.external_reference not in notified]
-        started = self.clock()
-        report = await self.reconciler.check_orders(source, account, rest, via="poll")
-        self.on_pass(f"{source}/{account} due", report)
-        await self.reconciler.remember_pass(f"{source}/{account} due", report, started)
-
-    async def _resting(
-        self, source: Source, account: str, part: HealthPart, interval_s: float
-    ) -> bool | None:
-        """Return None while the failing part of an account that a job asks is left alone,
-        else whether that part is failing (the other parts are asked as usual)."""
-        state = await self.reconciler.store.source_state(source, account)
-        return resting(state, part, interval_s=interval_s, now=self.clock())
+    async def _passes(self, tick: Callable[[], Awaitable[list[NamedReport]]]) -> None:
+        for name, report in await tick():
+            self.on_pass(name, report)
 
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,11 @@ import aiohttp
 import pytest
 
 from reconciler.config import Config, load_config
-from reconciler.model import OrderKey
+from reconciler.model import OrderKey, OrderState
+from reconciler.poller.ccnow import CCNowCoordinator
+from reconciler.poller.ccv import CCVCoordinator
+from reconciler.poller.coordinator import Coordinator
+from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.schedule import NOT_FOUND_CONFIRM_S
 from reconciler.sources.ccv import PROBE_ORDER_ID
@@ -43,34 +47,92 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def ccv_reconciler(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[CCVCoordinator, Config, Clock]]:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    config = load_config(write_config(tmp_path, ccv=fake_ccv))
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    try:
+        await store.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
+        async with aiohttp.ClientSession() as session:
+            writer = Reconciler(config, store, clock=clock)
+            yield Coordinators.build(config, writer, session).ccv["default"], config, clock
+    finally:
+        await store.close()
+
+
+async def kinds_of(reconciler: Coordinator) -> list[tuple[str, str | None]]:
+    return [(e.type, e.order_id) for e in await reconciler.store.list_events()]
+
+
+async def source_kinds(coordinator: Coordinator) -> list[str]:
+    return [kind for kind, order_id in await kinds_of(coordinator) if order_id is None]
+
+
+async def event_data(coordinator: Coordinator) -> list[dict[str, Any]]:
+    """Return each event's `data`, as a sink receives it."""
+    return [json.loads(e.body)["data"] for e in await coordinator.store.list_events()]
+
+
+async def state_of(coordinator: Coordinator, order_id: str) -> OrderState:
+    key = OrderKey(coordinator.source, "default", order_id)
+    return (await coordinator.store.load_orders([key]))[key]
+
+
+@pytest.fixture
+async def ccnow_reconciler(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[CCNowCoordinator, Config]]:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        await store.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
+        async with aiohttp.ClientSession() as session:
+            yield (
+                Coordinators.build(config, Reconciler(config, store), session).ccnow["default"],
+                config,
+            )
+    finally:
+        await store.close()
+
+
 # --- item 1: a 403 for one CCV order ------------------------------------------------------------
 
 
 async def test_a_403_for_one_ccv_order_fails_that_order_alone(
-    tmp_path: Path, fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
+    ccv, _, clock = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
     fake_ccv.replies[CCV_IDS[1]] = FORBIDDEN
-    cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
-
-    first = await run_cli("--config", cfg, "catch-up")
-    assert first.code == 75  # a check failed, and the exit code says so
+    first = await ccv.full_pass(via="catch-up")
+    assert not first.ok  # a check failed: `catch-up` exits 75
     others = [i for i in CCV_IDS if i != CCV_IDS[1]]
-    assert sorted((e["type"], e["subject"]) for e in read_events(tmp_path)) == sorted(
-        ("order.discovered", i) for i in others
-    )
+    assert sorted(await kinds_of(ccv)) == sorted(("order.discovered", i) for i in others)
 
     # Pass after pass, the other orders are still checked and the account is not failed.
     for status in ("New", "Completed"):
+        clock.now += 60
         fake_ccv.orders.update(dict.fromkeys(others, status))
-        assert (await run_cli("--config", cfg, "catch-up")).code == 75
-    events = read_events(tmp_path)
-    assert source_events(events) == []
-    changes = [(e["subject"], e["data"]["status"]) for e in events[3:]]
+        report = await ccv.full_pass(via="catch-up")
+        assert report.failed == 1 and not report.failed_sources
+    events = await ccv.store.list_events()
+    assert [e for e in events if e.type.startswith("source.")] == []
+    changes = [(e.order_id, json.loads(e.body)["data"]["status"]) for e in events[3:]]
     assert sorted(changes) == sorted((i, s) for i in others for s in ("New", "Completed"))
-    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
-    assert {r["order_id"]: r["status"] for r in rows}[CCV_IDS[1]] is None
+    assert (await state_of(ccv, CCV_IDS[1])).status is None
 
 
 async def test_a_403_for_one_ccv_order_in_the_daemon(tmp_path: Path, fake_ccv: FakeCCV) -> None:
@@ -100,29 +162,32 @@ async def test_a_403_for_one_ccv_order_in_the_daemon(tmp_path: Path, fake_ccv: F
 
 
 async def test_a_gateway_404_is_an_account_failure_and_no_order_is_lost(
-    tmp_path: Path, fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
+    ccv, _, clock = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
-    cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await ccv.full_pass(via="catch-up")).ok
 
     fake_ccv.always = GATEWAY_404
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "Failed")
     for _ in range(2):
-        assert (await run_cli("--config", cfg, "catch-up")).code == 75
-    assert types(read_events(tmp_path)[4:]) == ["source.failed"]
-    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
-    assert {r["status"] for r in rows} == {"AwaitingPayment"}
-    assert not any(r["not_found"] for r in rows)
+        clock.now += NOT_FOUND_CONFIRM_S + 1
+        assert not (await ccv.full_pass(via="catch-up")).ok
+    assert (await kinds_of(ccv))[4:] == [("source.failed", None)]
+    for order_id in CCV_IDS:
+        state = await state_of(ccv, order_id)
+        assert state.status == "AwaitingPayment" and not state.not_found
 
     fake_ccv.always = None
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
-    later = read_events(tmp_path)[5:]
-    assert sorted((e["type"], e.get("subject")) for e in later) == sorted(
-        [("source.recovered", None)] + [("order.status_changed", i) for i in CCV_IDS]
+    clock.now += 60
+    assert (await ccv.full_pass(via="catch-up")).ok
+    later = (await ccv.store.list_events())[5:]
+    assert sorted((e.type, e.order_id) for e in later) == sorted(
+        [("source.recovered", None)] + [("order.status_changed", i) for i in CCV_IDS],
+        key=str,
     )
-    assert {e["data"]["status"] for e in later if e["type"] == "order.status_changed"} == {"Failed"}
+    statuses = {json.loads(e.body)["data"]["status"] for e in later if e.order_id is not None}
+    assert statuses == {"Failed"}
 
 
 async def test_a_gateway_404_in_the_daemon_fails_the_account_and_the_failed_is_seen(
@@ -163,71 +228,43 @@ async def test_a_gateway_404_in_the_daemon_fails_the_account_and_the_failed_is_s
 
 
 async def test_a_fresh_order_never_found_is_reported_at_its_first_json_404(
-    tmp_path: Path, fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
+    ccv, _, _ = ccv_reconciler
+    await ccv.store.untrack("ccv", "default", CCV_IDS[2:])
     fake_ccv.orders = {CCV_IDS[0]: "New"}
-    cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS[:2])).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
-    assert sorted((e["type"], e["subject"]) for e in read_events(tmp_path)) == [
+    assert (await ccv.full_pass(via="catch-up")).ok
+    assert sorted(await kinds_of(ccv)) == [
         ("order.discovered", CCV_IDS[0]),
         ("order.not_found", CCV_IDS[1]),
     ]
 
 
 async def test_a_gateway_page_labelled_json_is_no_not_found_even_for_a_fresh_order(
-    tmp_path: Path, fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
     # A mistyped id shows at once only on CCV's own 404; a page merely labelled JSON is a
     # gateway's, and says nothing about the order.
+    ccv, _, _ = ccv_reconciler
+    await ccv.store.untrack("ccv", "default", CCV_IDS[1:])
     fake_ccv.replies[CCV_IDS[0]] = Reply(404, GATEWAY_404.body, "application/json")
-    cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 75
-    assert types(read_events(tmp_path)) == ["source.failed"]
-    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
-    assert [(r["status"], r["not_found"]) for r in rows] == [(None, False)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def ccv_reconciler(
-    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Reconciler, Config, Clock]]:
-    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
-    config = load_config(write_config(tmp_path, ccv=fake_ccv))
-    store = await Store.open(tmp_path / "reconciler.db")
-    clock = Clock()
-    try:
-        await store.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
-        async with aiohttp.ClientSession() as session:
-            yield Reconciler(config, store, session, clock=clock), config, clock
-    finally:
-        await store.close()
-
-
-async def kinds_of(reconciler: Reconciler) -> list[tuple[str, str | None]]:
-    return [(e.type, e.order_id) for e in await reconciler.store.list_events()]
+    assert not (await ccv.full_pass(via="catch-up")).ok
+    assert await kinds_of(ccv) == [("source.failed", None)]
+    state = await state_of(ccv, CCV_IDS[0])
+    assert (state.status, state.not_found) == (None, False)
 
 
 async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_later(
-    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
-    reconciler, config, clock = ccv_reconciler
+    reconciler, _, clock = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     found = await kinds_of(reconciler)
 
     del fake_ccv.orders[CCV_IDS[0]]  # CCV's own JSON 404 from now on
     clock.now += 60
-    report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    report = await reconciler.full_pass(via="catch-up")
     assert report.lost == 1 and not report.failed_sources
     assert await kinds_of(reconciler) == found
     rows = await reconciler.store.load_orders([OrderKey("ccv", "default", CCV_IDS[0])])
@@ -237,31 +274,31 @@ async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_lat
     assert row.next_check_at - clock.now <= 120 * 1.1
 
     clock.now += 120  # asked again too soon to confirm
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     assert await kinds_of(reconciler) == found
     clock.now += NOT_FOUND_CONFIRM_S
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     assert (await kinds_of(reconciler))[len(found) :] == [("order.not_found", CCV_IDS[0])]
 
 
 async def test_a_wave_of_not_found_is_an_account_failure(
-    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
-    reconciler, config, clock = ccv_reconciler
+    reconciler, _, clock = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     found = await kinds_of(reconciler)
 
     fake_ccv.orders = {}  # every order answers CCV's JSON 404: another environment's key?
     for _ in range(3):
         clock.now += NOT_FOUND_CONFIRM_S + 1
-        report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+        report = await reconciler.full_pass(via="catch-up")
         assert report.failed_sources == {"ccv/default": "4 orders not found at once"}
     assert (await kinds_of(reconciler))[len(found) :] == [("source.failed", None)]
 
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     clock.now += 60
-    await reconciler.ccv_pass(config.ccv[0], via="catch-up")
+    await reconciler.full_pass(via="catch-up")
     assert (await kinds_of(reconciler))[len(found) :] == [
         ("source.failed", None),
         ("source.recovered", None),
@@ -269,15 +306,15 @@ async def test_a_wave_of_not_found_is_an_account_failure(
 
 
 async def test_a_page_served_with_200_for_every_check_fails_the_account_in_the_daemon(
-    ccv_reconciler: tuple[Reconciler, Config, Clock], fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
     # A maintenance page or login wall in front of CCV answers 200 to everything, the probe
     # too: a due check (not a whole pass) must still find the account failing.
     reconciler, _, _ = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
-    await reconciler.check_orders("ccv", "default", CCV_IDS, via="poll")
+    await reconciler.check(CCV_IDS, via="poll")
     fake_ccv.always = html_page(200)
-    report = await reconciler.check_orders("ccv", "default", CCV_IDS[:1], via="poll")
+    report = await reconciler.check(CCV_IDS[:1], via="poll")
     assert report.failed_sources == {"ccv/default": "html page (http 200)"}
     assert (await kinds_of(reconciler))[-1] == ("source.failed", None)
 
@@ -286,84 +323,65 @@ async def test_a_page_served_with_200_for_every_check_fails_the_account_in_the_d
 
 
 async def test_every_ccnow_query_failing_is_an_account_failure(
-    tmp_path: Path, fake_ccnow: FakeCCNow
+    ccnow_reconciler: tuple[CCNowCoordinator, Config], fake_ccnow: FakeCCNow
 ) -> None:
+    ccnow, _ = ccnow_reconciler
     fake_ccnow.orders = dict.fromkeys(CCNOW_IDS, "processing")
-    cfg = write_config(tmp_path, ccnow=fake_ccnow)
-    assert (await run_cli("--config", cfg, "track", "ccnow", *CCNOW_IDS)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await ccnow.full_pass(via="catch-up")).ok
     fake_ccnow.order_errors = set(CCNOW_IDS)
     for _ in range(2):
-        result = await run_cli("--config", cfg, "catch-up")
-        assert result.code == 75
-    assert source_events(read_events(tmp_path)) == ["source.failed"]
-    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
-        assert conn.execute("SELECT failing FROM sources").fetchall() != [(0,)]
+        assert not (await ccnow.full_pass(via="catch-up")).ok
+    assert await source_kinds(ccnow) == ["source.failed"]
+    assert (await ccnow.store.source_state("ccnow", "default")).failing
 
     # One order answering again is the account answering again.
     fake_ccnow.order_errors = set(CCNOW_IDS[1:])
-    assert (await run_cli("--config", cfg, "catch-up")).code == 75
-    assert source_events(read_events(tmp_path)) == ["source.failed", "source.recovered"]
+    assert not (await ccnow.full_pass(via="catch-up")).ok
+    assert await source_kinds(ccnow) == ["source.failed", "source.recovered"]
 
 
 async def test_one_ccnow_error_line_fails_that_order_alone(
-    tmp_path: Path, fake_ccnow: FakeCCNow
+    ccnow_reconciler: tuple[CCNowCoordinator, Config], fake_ccnow: FakeCCNow
 ) -> None:
+    ccnow, _ = ccnow_reconciler
+    await ccnow.store.untrack("ccnow", "default", CCNOW_IDS[2:])
     fake_ccnow.orders = {CCNOW_IDS[0]: "pending", CCNOW_IDS[1]: "processing"}
     fake_ccnow.order_errors = {CCNOW_IDS[1]}
-    cfg = write_config(tmp_path, ccnow=fake_ccnow)
-    assert (await run_cli("--config", cfg, "track", "ccnow", *CCNOW_IDS[:2])).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 75
-    assert types(read_events(tmp_path)) == ["order.discovered"]
+    report = await ccnow.full_pass(via="catch-up")
+    assert report.failed == 1 and not report.failed_sources
+    assert [kind for kind, _ in await kinds_of(ccnow)] == ["order.discovered"]
 
 
 async def test_every_ccv_check_failing_is_an_account_failure(
-    tmp_path: Path, fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
+    ccv, _, _ = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
-    cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     fake_ccv.always = FORBIDDEN
-    assert (await run_cli("--config", cfg, "catch-up")).code == 75
-    assert (await run_cli("--config", cfg, "catch-up")).code == 75
-    assert types(read_events(tmp_path)) == ["source.failed"]
+    assert not (await ccv.full_pass(via="catch-up")).ok
+    assert not (await ccv.full_pass(via="catch-up")).ok
+    assert await kinds_of(ccv) == [("source.failed", None)]
     assert len(fake_ccv.requests) == 2 * len(CCV_IDS)  # every order asked, once per pass
 
 
 # --- item 6: one health state per CCNow account ------------------------------------------------
 
 
-@pytest.fixture
-async def ccnow_reconciler(
-    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[Reconciler, Config]]:
-    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
-    config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
-    store = await Store.open(tmp_path / "reconciler.db")
-    try:
-        await store.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
-        async with aiohttp.ClientSession() as session:
-            yield Reconciler(config, store, session), config
-    finally:
-        await store.close()
-
-
 async def test_ccnow_pending_list_failing_while_queries_answer_does_not_flap(
-    ccnow_reconciler: tuple[Reconciler, Config], fake_ccnow: FakeCCNow
+    ccnow_reconciler: tuple[CCNowCoordinator, Config], fake_ccnow: FakeCCNow
 ) -> None:
-    reconciler, config = ccnow_reconciler
+    reconciler, _ = ccnow_reconciler
     fake_ccnow.orders = dict.fromkeys(CCNOW_IDS, "processing")
-    cfg = config.ccnow[0]
     for _ in range(3):  # poll after poll: the list fails, the due queries answer
         fake_ccnow.script = [html_page()]
-        assert (await reconciler.ccnow_pass(cfg, via="poll")).failed_sources
-        report = await reconciler.check_orders("ccnow", "default", CCNOW_IDS, via="poll")
+        assert (await reconciler.pending_list_pass(via="poll")).failed_sources
+        report = await reconciler.check(CCNOW_IDS, via="poll")
         assert report.checked == 3 and report.failed == 0
     kinds = [e.type for e in await reconciler.store.list_events()]
     assert [k for k in kinds if k.startswith("source.")] == ["source.failed"]
     assert (await reconciler.store.source_state("ccnow", "default")).failing
 
-    await reconciler.ccnow_pass(cfg, via="poll")
+    await reconciler.pending_list_pass(via="poll")
     kinds = [e.type for e in await reconciler.store.list_events()]
     assert [k for k in kinds if k.startswith("source.")] == ["source.failed", "source.recovered"]
 
@@ -424,42 +442,41 @@ async def healthz(http: aiohttp.ClientSession, port: int) -> int | None:
 
 
 async def test_a_ccv_order_completed_after_failed_is_seen(
-    tmp_path: Path, fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
+    ccv, _, clock = ccv_reconciler
+    await ccv.store.untrack("ccv", "default", CCV_IDS[1:])
     fake_ccv.orders = {CCV_IDS[0]: "Failed"}
-    cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
-    [failed] = read_events(tmp_path)
-    assert failed["data"]["status"] == "Failed" and failed["data"]["severity"] == "error"
-    assert failed["data"]["end_state"] is False
+    assert (await ccv.full_pass(via="catch-up")).ok
+    [failed] = await event_data(ccv)
+    assert failed["status"] == "Failed" and failed["severity"] == "error"
+    assert failed["end_state"] is False
 
     fake_ccv.orders[CCV_IDS[0]] = "Completed"  # a CCV employee took the action
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
-    completed = read_events(tmp_path)[1]
-    assert completed["type"] == "order.status_changed"
-    assert (completed["data"]["previous_status"], completed["data"]["status"]) == (
-        "Failed",
-        "Completed",
-    )
-    assert completed["data"]["end_state"] is True
+    clock.now += 60
+    assert (await ccv.full_pass(via="catch-up")).ok
+    assert (await kinds_of(ccv))[1] == ("order.status_changed", CCV_IDS[0])
+    completed = (await event_data(ccv))[1]
+    assert (completed["previous_status"], completed["status"]) == ("Failed", "Completed")
+    assert completed["end_state"] is True
 
 
 async def test_a_differing_external_reference_is_reported_with_both_values(
-    tmp_path: Path, fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock],
+    fake_ccv: FakeCCV,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    ccv, _, _ = ccv_reconciler
+    await ccv.store.untrack("ccv", "default", CCV_IDS[1:])
+    await ccv.store.track("ccv", "default", [(CCV_IDS[0], "ref-tracked")], 1.0)
     fake_ccv.orders = {CCV_IDS[0]: "New"}
     fake_ccv.refs = {CCV_IDS[0]: "ref-at-ccv"}
-    cfg = write_config(tmp_path, ccv=fake_ccv)
-    track = await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0], "--ref", "ref-tracked")
-    assert track.code == 0
-    result = await run_cli("--config", cfg, "catch-up")
-    assert result.code == 0
-    [warning] = [
-        line for line in result.log_lines() if line["message"] == "order.external_reference_differs"
-    ]
-    assert warning["level"] == "warning"
-    assert (warning["order_id"], warning["tracked"], warning["answered"]) == (
+    caplog.set_level(logging.INFO, logger="reconciler")
+    assert (await ccv.full_pass(via="catch-up")).ok
+    [warning] = [r for r in caplog.records if r.getMessage() == "order.external_reference_differs"]
+    assert warning.levelno == logging.WARNING
+    found = warning.__dict__["fields"]
+    assert (found["order_id"], found["tracked"], found["answered"]) == (
         CCV_IDS[0],
         "ref-tracked",
         "ref-at-ccv",

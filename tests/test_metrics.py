@@ -178,7 +178,7 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
         daemon = Daemon(config, rt, Notifier(None))
         value = daemon.metrics.registry.get_sample_value
         ccv = {"source": "ccv", "account": "default"}
-        await daemon.refresh_metrics()
+        await daemon.hub.refresh_metrics()
         # Before the first pass: the account is exported, never answered, nothing stuck.
         assert value("reconciler_last_success_timestamp_seconds", ccv) == 0
         assert value("reconciler_source_ok", ccv) == 1
@@ -187,16 +187,16 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
 
         orders = [STUCK_ORDER, MOVING_ORDER]
         await rt.store.track("ccv", "default", [(o, None) for o in orders], time.time())
-        await rt.reconciler.check_orders("ccv", "default", orders, via="poll")
+        await rt.coordinators.ccv["default"].check(orders, via="poll")
         # Two hours later one order is still awaiting payment, the other moved on.
         rt.reconciler.clock = lambda: time.time() + 7200
         fake_ccv.orders[MOVING_ORDER] = "Processing"
-        await rt.reconciler.check_orders("ccv", "default", orders, via="poll")
-        await rt.reconciler.check_orders("ccv", "default", orders, via="notification")
+        await rt.coordinators.ccv["default"].check(orders, via="poll")
+        await rt.coordinators.ccv["default"].check(orders, via="notification")
         sink = rt.outbox.lanes[0].config.name
         due = await rt.store.due_deliveries(sink, time.time() + 7200, 10)
         await rt.store.mark_failed(sink, [(due.rows[0].seq, "refused", None)])
-        await daemon.refresh_metrics()
+        await daemon.hub.refresh_metrics()
         assert value("reconciler_stuck_orders", ccv) == 1
         assert value("reconciler_dead_letters", {"sink": sink}) == 1
         assert value("reconciler_source_ok", ccv) == 1
@@ -206,15 +206,15 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
         assert value(passes, {**ccv, "via": "notification"}) == 1
 
         fake_ccv.always = Reply(500)
-        await rt.reconciler.ccv_pass(config.ccv[0], via="poll")
-        await daemon.refresh_metrics()
+        await rt.coordinators.ccv["default"].full_pass(via="poll")
+        await daemon.hub.refresh_metrics()
         assert value("reconciler_source_ok", ccv) == 0
         assert value(passes, {**ccv, "via": "poll"}) == 3
         # Once the stuck order changes status it no longer counts.
         fake_ccv.always = None
         fake_ccv.orders[STUCK_ORDER] = "Completed"
-        await rt.reconciler.check_orders("ccv", "default", [STUCK_ORDER], via="poll")
-        await daemon.refresh_metrics()
+        await rt.coordinators.ccv["default"].check([STUCK_ORDER], via="poll")
+        await daemon.hub.refresh_metrics()
         assert value("reconciler_stuck_orders", ccv) == 0
         assert value("reconciler_source_ok", ccv) == 1
 

@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import cast
 
 import pytest
 
-from reconciler.config import AlertsConfig, Config
+from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.scheduler import Scheduler
-
-
-def empty_config() -> Config:
-    return Config(
-        file="t",
-        store_path=Path("unused.db"),
-        ccv=(),
-        ccnow=(),
-        receiver=None,
-        sinks=(),
-        alerts=AlertsConfig(),
-    )
 
 
 async def test_busy_job_is_reported_once_per_busy_period(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="reconciler")
-    scheduler = Scheduler(empty_config(), cast(Reconciler, None))
+    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}))
     release = asyncio.Event()
     first, second = asyncio.Event(), asyncio.Event()
 
@@ -56,7 +43,7 @@ async def test_failing_job_is_logged_and_keeps_running(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="reconciler")
-    scheduler = Scheduler(empty_config(), cast(Reconciler, None))
+    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}))
     calls = 0
     third = asyncio.Event()
 
@@ -78,7 +65,7 @@ async def test_failing_job_is_logged_and_keeps_running(
 
 
 async def test_shutdown_cancels_running_jobs_within_its_bound() -> None:
-    scheduler = Scheduler(empty_config(), cast(Reconciler, None))
+    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}))
     started = asyncio.Event()
     cancelled = asyncio.Event()
 

@@ -28,7 +28,7 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
             rt.reconciler.on_checked = advance
             outbox_task = asyncio.ensure_future(rt.outbox.run())
             try:
-                report = await rt.reconciler.catch_up(args.source)
+                report = await rt.coordinators.catch_up(args.source)
             finally:
                 rt.outbox.stop()
                 await outbox_task

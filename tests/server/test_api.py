@@ -796,7 +796,7 @@ async def test_a_lost_answer_makes_the_submit_uncertain_and_it_is_never_resent(
     assert (status, state["state"], state["closed_at"] is not None) == (200, "uncertain", True)
 
     # The first notification for the reference settles it.
-    await api.daemon.check_ccv_reference("default", "shop-9", 0.0)
+    await api.daemon.hub.check_ccv_reference("default", "shop-9", 0.0)
     assert api.submission("shop-9") == ("resolved", None)
     _, state, _ = await api.call("GET", "/api/v1/ccv/submissions/shop-9")
     assert state["state"] == "resolved"

@@ -60,41 +60,6 @@ async def test_a_retry_after_of_superscript_digits_is_retried_not_a_crash(
     assert [e["type"] for e in read_events(tmp_path)] == ["order.discovered"]
 
 
-async def test_an_unknown_ccnow_message_is_a_source_failure_not_an_empty_list(
-    tmp_path: Path, fake_ccnow: FakeCCNow
-) -> None:
-    fake_ccnow.orders = {"396-10-1142": "pending"}
-    cfg = write_config(tmp_path, ccnow=fake_ccnow)
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
-    fake_ccnow.always = Reply(200, "message account_locked\n")
-
-    assert (await run_cli("--config", cfg, "catch-up")).code == 75
-    failed = [e for e in read_events(tmp_path) if e["type"] == "source.failed"]
-    assert len(failed) == 1
-    assert "message: account_locked" in json.dumps(failed[0]["data"])
-    assert (await orders(cfg))["396-10-1142"]["status"] == "pending"
-
-
-async def test_an_order_ccnow_does_not_know_is_reported_once_and_not_a_failure(
-    tmp_path: Path, fake_ccnow: FakeCCNow
-) -> None:
-    fake_ccnow.orders = {"396-10-1142": "processing"}
-    cfg = write_config(tmp_path, ccnow=fake_ccnow)
-    assert (
-        await run_cli("--config", cfg, "track", "ccnow", "396-10-1142", "999-00-0001")
-    ).code == 0
-    for _ in range(2):
-        result = await run_cli("--config", cfg, "catch-up")
-        assert result.code == 0, result.stderr
-    events = [(e["type"], e["subject"]) for e in read_events(tmp_path)]
-    assert sorted(events) == [
-        ("order.discovered", "396-10-1142"),
-        ("order.not_found", "999-00-0001"),
-    ]
-    rows = await orders(cfg)
-    assert rows["999-00-0001"]["not_found"] is True
-
-
 # A password with characters that form-encoding changes, and a tail to tell pieces apart.
 PASSWORD = "Q@7 z/+%&=ÄX9!kV-tail"
 

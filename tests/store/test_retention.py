@@ -16,9 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.config import AlertsConfig, Config, ConfigError, load_config
+from reconciler.config import ConfigError, load_config
 from reconciler.events import Event
 from reconciler.model import EventType
+from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.runtime import Runtime
 from reconciler.scheduler import Scheduler
@@ -206,7 +207,7 @@ async def test_pruning_while_a_catch_up_runs_loses_and_doubles_nothing(
         outbox = asyncio.ensure_future(rt.outbox.run())
         try:
             report, pruned = await asyncio.gather(
-                rt.reconciler.catch_up(),
+                rt.coordinators.catch_up(),
                 prune(
                     rt.store,
                     sinks=rt.store.sink_names,
@@ -287,16 +288,7 @@ async def test_the_daemon_schedules_the_prune_daily() -> None:
     async def prune_now() -> None:
         ran.set()
 
-    config = Config(
-        file="t",
-        store_path=Path("unused.db"),
-        ccv=(),
-        ccnow=(),
-        receiver=None,
-        sinks=(),
-        alerts=AlertsConfig(),
-    )
-    scheduler = Scheduler(config, cast(Reconciler, None), prune=prune_now)
+    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}), prune=prune_now)
     scheduler.start()
     try:
         job = scheduler.scheduler.get_job("prune")

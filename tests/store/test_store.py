@@ -18,6 +18,7 @@ import pytest
 from reconciler.config import Config, load_config
 from reconciler.config import LogSinkConfig as SinkConfig
 from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks import outbox as outbox_module
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
@@ -67,14 +68,13 @@ async def live_outbox(
     reads the store every `tick_s` for other processes' events."""
     sink = RecordingSink()
     outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))], tick_s=tick_s)
-    async with aiohttp.ClientSession() as session:
-        reconciler = Reconciler(config_for(tmp_path), store, session, on_commit=outbox.committed)
-        running = asyncio.ensure_future(outbox.run())
-        try:
-            yield reconciler, sink
-        finally:
-            outbox.stop()
-            await running
+    reconciler = Reconciler(config_for(tmp_path), store, on_commit=outbox.committed)
+    running = asyncio.ensure_future(outbox.run())
+    try:
+        yield reconciler, sink
+    finally:
+        outbox.stop()
+        await running
 
 
 @pytest.fixture
@@ -90,12 +90,11 @@ async def test_a_batch_is_stored_exactly(tmp_path: Path, store: Store) -> None:
     config = config_for(tmp_path)
     ids = ["A-1", "A-2", "A-3"]
     await store.track("ccv", "default", [(i, None) for i in ids], 1795632726.2160404)
-    async with aiohttp.ClientSession() as session:
-        reconciler = Reconciler(config, store, session, clock=lambda: 1795632800.123456789)
-        events = await reconciler.apply(
-            [ok("A-1", "New", REFERENCE), ok("A-2", "Completed"), ok("A-3", "Teleported")],
-            via="poll",
-        )
+    reconciler = Reconciler(config, store, clock=lambda: 1795632800.123456789)
+    events = await reconciler.apply(
+        [ok("A-1", "New", REFERENCE), ok("A-2", "Completed"), ok("A-3", "Teleported")],
+        via="poll",
+    )
     assert events == 3
 
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
@@ -134,8 +133,7 @@ async def test_the_page_is_dropped_when_another_process_writes(
     finally:
         await other.close()
 
-    async with aiohttp.ClientSession() as session:
-        await Reconciler(config, store, session).apply([ok("A-1", "New")], via="poll")
+    await Reconciler(config, store).apply([ok("A-1", "New")], via="poll")
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
         row = conn.execute("SELECT status, external_reference FROM orders WHERE order_id = 'A-1'")
         assert row.fetchone() == ("New", "new-ref")
@@ -189,9 +187,10 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
 
     async with aiohttp.ClientSession() as session:
         # Small batches and queue, so that workers wait on the writer when its write fails.
-        reconciler = FailingSecondWrite(config, store, session, batch_rows=2, pending_batches=1)
+        reconciler = FailingSecondWrite(config, store, batch_rows=2, pending_batches=1)
+        coordinator = Coordinators.build(config, reconciler, session).ccv["default"]
         with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
-            await asyncio.wait_for(reconciler.ccv_pass(config.ccv[0], via="poll"), 10)
+            await asyncio.wait_for(coordinator.full_pass(via="poll"), 10)
     # What was written before the failure stays written; nothing after it.
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
@@ -222,10 +221,9 @@ async def test_an_event_waits_for_an_earlier_event_of_its_order_until_that_one_i
     tmp_path: Path, store: Store
 ) -> None:
     await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
-    async with aiohttp.ClientSession() as session:
-        reconciler = Reconciler(config_for(tmp_path), store, session)
-        await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")  # seq 1, 2
-        await reconciler.apply([ok("A-1", "Closed"), ok("A-2", "Closed")], via="poll")  # 3, 4
+    reconciler = Reconciler(config_for(tmp_path), store)
+    await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")  # seq 1, 2
+    await reconciler.apply([ok("A-1", "Closed"), ok("A-2", "Closed")], via="poll")  # 3, 4
 
     async def due(now: float = 1000.0) -> tuple[list[int], float | None]:
         found = await store.due_deliveries("log", now, 10)

@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -68,9 +67,9 @@ async def test_ticks_scrapes_health_and_status_read_no_whole_table(
         daemon = Daemon(config, rt, Notifier(None))
         store = rt.store
         await store.track("ccv", "default", [(o, None) for o in ORDERS], time.time())
-        await rt.reconciler.check_orders("ccv", "default", ORDERS, via="poll")
+        await rt.coordinators.ccv["default"].check(ORDERS, via="poll")
         fake_ccv.always = Reply(500)  # a failing account: status looks up when it began
-        await rt.reconciler.check_orders("ccv", "default", ORDERS[:1], via="poll")
+        await rt.coordinators.ccv["default"].check(ORDERS[:1], via="poll")
         statements: list[str] = []
         await store.conn.set_trace_callback(statements.append)
         # A tick: the account's health, its due orders, the outbox's due deliveries; a poll.
@@ -78,8 +77,8 @@ async def test_ticks_scrapes_health_and_status_read_no_whole_table(
         await store.due_orders("ccv", "default", time.time() + 86400, 64)
         await store.orders_with_status("ccv", "default", ["New"])  # as CCNow's pending list
         await rt.outbox.drain(0.5)
-        await daemon.refresh_metrics()
-        await daemon.health()
+        await daemon.hub.refresh_metrics()
+        await daemon.hub.health()
         await gather_status(config, store, time.time())
 
     assert len(statements) > 10
@@ -110,26 +109,24 @@ async def _kept_and_full(workdir: Path, writes: list[tuple[str, str, list[int], 
     config = _config(workdir)
     store = await Store.open(config.store_path)
     try:
-        async with aiohttp.ClientSession() as session:  # never used: nothing is asked
-            reconciler = Reconciler(config, store, session)
-            for n, (kind, account, picks, status) in enumerate(writes):
-                ids = [f"A-{i}" for i in dict.fromkeys(picks)]
-                if kind == "track":
-                    await store.track("ccv", account, [(i, None) for i in ids], float(n))
-                elif kind == "untrack":
-                    await store.untrack("ccv", account, ids)
-                else:  # a check: found orders take the status, untracked ones are dropped
-                    observations = [
-                        Observation(OrderKey("ccv", account, i), Outcome.OK, _STATUSES[status])
-                        for i in ids
-                    ]
-                    await reconciler.apply(observations, via="poll")
-                kept = await store.count_orders()
-                full = {
-                    (r[0], r[1], r[2]): r[3]
-                    for r in await store.conn.execute_fetchall(FULL_COUNT_SQL)
-                }
-                assert kept == full, (n, writes[: n + 1])
+        reconciler = Reconciler(config, store)
+        for n, (kind, account, picks, status) in enumerate(writes):
+            ids = [f"A-{i}" for i in dict.fromkeys(picks)]
+            if kind == "track":
+                await store.track("ccv", account, [(i, None) for i in ids], float(n))
+            elif kind == "untrack":
+                await store.untrack("ccv", account, ids)
+            else:  # a check: found orders take the status, untracked ones are dropped
+                observations = [
+                    Observation(OrderKey("ccv", account, i), Outcome.OK, _STATUSES[status])
+                    for i in ids
+                ]
+                await reconciler.apply(observations, via="poll")
+            kept = await store.count_orders()
+            full = {
+                (r[0], r[1], r[2]): r[3] for r in await store.conn.execute_fetchall(FULL_COUNT_SQL)
+            }
+            assert kept == full, (n, writes[: n + 1])
     finally:
         await store.close()
 

@@ -420,7 +420,7 @@ async def test_two_senders_in_one_process_post_a_queued_adjust_once(
     store = await Store.open(tmp_path / "reconciler.db")
     try:
         async with aiohttp.ClientSession() as session:
-            sender = ActionSender(store, session, Reconciler(config, store, session), config.ccnow)
+            sender = ActionSender(store, session, Reconciler(config, store), config.ccnow)
             new = build(config.ccnow[0], "adjust", [A], amount="4")
             [(row, _)] = await cmds.record(store, new, 0.0)
             await asyncio.gather(sender.send([row], Tally()), sender.send([row], Tally()))

@@ -2,9 +2,9 @@
 and the health state machine that turns those verdicts into one `source.failed` and one
 `source.recovered` per episode.
 
-Pure: no I/O and no clock; callers pass `now`. Every pass (CCV checks and probe, the CCNow pending
-list and queries, a catch-up) ends by handing its answers to `verdict` and the result to
-`next_health`.
+Pure: no I/O and no clock; callers pass `now`. Every pass of an account's coordinator (CCV checks
+and probe, the CCNow pending list and queries, a catch-up) ends by handing its answers to
+`verdict` and the result to `next_health` (`Coordinator.settle`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .events import Event, event_id
-from .model import HEALTH_PARTS, EventType, HealthPart, Severity, SourceState, Via
+from ..events import Event, event_id
+from ..model import HEALTH_PARTS, EventType, HealthPart, Severity, SourceState, Via
 
 Part = HealthPart
 PARTS = HEALTH_PARTS

@@ -1,0 +1,115 @@
+"""A CCNow account's coordinator: CCNow has to be asked, so its pending list is polled on an
+interval, the orders that left the list are queried, and a server notification makes a poll
+happen now."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from ..config import CCNowConfig
+from ..model import Observation, Via
+from ..pass_report import PassReport
+from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport, remember_pass
+from .health import Part, Verdict, verdict
+
+if TYPE_CHECKING:
+    from ..reconcile import Reconciler
+
+
+class CCNowSource(Protocol):
+    """What the coordinator needs of a CCNow client (sources/ccnow.py)."""
+
+    async def pending_list(self) -> list[Observation]:
+        """Return the orders CCNow lists as pending; raise SourceError for the account."""
+        ...
+
+    async def query(self, order_ids: Sequence[str], emit: Emit) -> None:
+        """Query orders, awaiting `emit` for each; raise SourceError for the account."""
+        ...
+
+
+class CCNowCoordinator(Coordinator):
+    """One CCNow account."""
+
+    source = "ccnow"
+    config: CCNowConfig
+
+    def __init__(
+        self,
+        config: CCNowConfig,
+        client: CCNowSource,
+        writer: Reconciler,
+        *,
+        secrets: Sequence[str] = (),
+        page_orders: int = PAGE_ORDERS,
+    ) -> None:
+        super().__init__(config, writer, secrets=secrets, page_orders=page_orders)
+        self.client = client
+
+    async def _ask(self, order_ids: list[str], emit: Emit) -> None:
+        await self.client.query(order_ids, emit)
+
+    async def full_pass(self, *, via: Via) -> PassReport:
+        """Fetch the pending list, then query every other open order."""
+        return await self.pending_list_pass(via=via, everything=True)
+
+    async def pending_list_pass(self, *, via: Via, everything: bool = False) -> PassReport:
+        """Fetch the pending list, then query the orders whose state it cannot tell.
+
+        With `everything`, every open order is queried (catch-up); otherwise only the orders
+        that left the pending list since the last poll.
+        """
+        report = PassReport()
+        batcher = self._batcher(via, report)
+        # Reveals orders nobody tracked; the pass is timed once, by `batcher`.
+        listing = self._batcher(via, report, discover=True, timed=False)
+        answered_list = False
+
+        async def ask() -> None:
+            nonlocal answered_list
+            listed = await self.client.pending_list()
+            listed_ids = {o.key.order_id for o in listed}
+            if everything:
+                to_query = await self._open_ids()
+            else:
+                before = await self.store.orders_with_status("ccnow", self.account, ["pending"])
+                to_query = [s.key.order_id for s in before]
+            for obs in listed:
+                await listing.add(obs)
+            await listing.flush()
+            answered_list = True
+            left = [oid for oid in to_query if oid not in listed_ids]
+            if left:
+                await self.client.query(left, batcher.add)
+
+        error = await self._asking(ask, listing, batcher)
+        verdicts: list[tuple[Part, Verdict | None]]
+        if not answered_list:
+            verdicts = [("pending_list", Verdict(False, error))]
+        else:
+            # The orders on the list answered too: with the queries, they are the pass's checks.
+            answers = report.answers(error=error, complete=everything)
+            verdicts = [("pending_list", Verdict(True)), ("checks", verdict(answers))]
+        await self.settle(verdicts, via=via, report=report)
+        return report
+
+    async def tick_pending_list(self) -> list[NamedReport]:
+        """Poll the pending list, unless its failure is being left alone for a while."""
+        if await self.resting("pending_list") is None:
+            return []
+        started = self.now()
+        report = await self.pending_list_pass(via="poll")
+        name = f"{self.name} pending list"
+        await remember_pass(self.store, name, report, started, self.now())
+        return [(name, report)]
+
+    async def notified(self, order_ids: Sequence[str]) -> PassReport:
+        """A server notification: poll the pending list and query the ids it named."""
+        report = await self.pending_list_pass(via="notification")
+        if order_ids:
+            # The notification came with the account's token, so its ids are the account's own
+            # orders: each is queried, followed or not, and one CCNow knows is followed from now
+            # on. The receiver bounds the ids per notification and per account.
+            report.add(await self.check(order_ids, via="notification", discover=True))
+        return report

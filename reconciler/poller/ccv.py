@@ -1,0 +1,157 @@
+"""A CCV account's coordinator: CCV has no list to poll, so its orders are checked one by one
+when due, a probe proves the account answers when nothing else did, and a notification (by
+order id or by external reference) makes a check happen now."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from .. import store_submissions as subs
+from ..config import CCVConfig
+from ..logs import fields
+from ..model import OrderState, Via
+from ..pass_report import PassReport
+from ..sources.errors import SourceError
+from .coordinator import PAGE_ORDERS, SETTLED, Coordinator, Emit
+from .health import Part, PassAnswers, Verdict, needs_probe, verdict
+
+if TYPE_CHECKING:
+    from ..reconcile import Reconciler
+
+log = logging.getLogger("reconciler.poller")
+
+
+class CCVSource(Protocol):
+    """What the coordinator needs of a CCV client (sources/ccv.py)."""
+
+    async def check_orders(self, order_ids: Iterable[str], emit: Emit) -> None:
+        """Check every order, awaiting `emit` for each; raise SourceError for the account."""
+        ...
+
+    async def probe(self) -> None:
+        """Return when CCV answers and accepts the key; raise SourceError when not."""
+        ...
+
+
+class CCVCoordinator(Coordinator):
+    """One CCV account."""
+
+    source = "ccv"
+    config: CCVConfig
+
+    def __init__(
+        self,
+        config: CCVConfig,
+        client: CCVSource,
+        writer: Reconciler,
+        *,
+        remember_ref_s: float | None = None,
+        secrets: Sequence[str] = (),
+        page_orders: int = PAGE_ORDERS,
+    ) -> None:
+        super().__init__(config, writer, secrets=secrets, page_orders=page_orders)
+        self.client = client
+        # How long a notification's reference waits for its order to be tracked (None: no
+        # receiver, so no notification comes).
+        self.remember_ref_s = remember_ref_s
+
+    async def _ask(self, order_ids: list[str], emit: Emit) -> None:
+        await self.client.check_orders(order_ids, emit)
+
+    async def _after_checks(self, answers: PassAnswers) -> list[tuple[Part, Verdict | None]]:
+        if needs_probe(answers):
+            return [("probe", await self._probe())]
+        return []
+
+    async def full_pass(self, *, via: Via) -> PassReport:
+        """Check every open order of the account, a page of ids at a time."""
+        report = PassReport()
+        batcher = self._batcher(via, report)
+        store = self.store
+
+        async def ask() -> None:
+            after = 0
+            while True:
+                ids, after = await store.open_orders_page(
+                    "ccv",
+                    self.account,
+                    after=after,
+                    limit=self.page_orders,
+                    settled_since=self.now() - self.config.schedule.watch_settled_s,
+                    settled=SETTLED["ccv"],
+                )
+                if ids:
+                    await self.client.check_orders(ids, batcher.add)
+                if len(ids) < self.page_orders:
+                    break  # the last page: no need to ask for the next one
+
+        try:
+            error = await self._asking(ask, batcher)
+        finally:
+            store.forget_page()
+        answers = report.answers(error=error, complete=True)
+        await self.settle([("checks", verdict(answers))], via=via, report=report)
+        return report
+
+    async def probe(self, *, via: Via) -> PassReport:
+        """Ask CCV about an order id that does not exist: any answer that shows the key was
+        accepted proves the account answers."""
+        report = PassReport()
+        await self.settle([("probe", await self._probe())], via=via, report=report)
+        return report
+
+    async def _probe(self) -> Verdict:
+        try:
+            await self.client.probe()
+        except SourceError as exc:
+            return Verdict(False, self.reason(exc))
+        return Verdict(True)
+
+    async def heartbeat(self) -> None:
+        """When no status request succeeded for a poll interval, probe once, so that /healthz
+        and source.failed stay true though CCV has no list to poll."""
+        state = await self.store.source_state("ccv", self.account)
+        if state.last_success is not None and self.now() - state.last_success < (
+            self.config.poll_interval_s
+        ):
+            return
+        if await self.resting("probe") is None:
+            return
+        await self.probe(via="poll")
+
+    async def check_reference(self, reference: str) -> PassReport | None:
+        """A notification by external reference: check its orders now, or remember the
+        reference until one is tracked (None)."""
+        store = self.store
+        orders = [
+            s
+            for s in await store.find_by_reference(reference)
+            if s.key.source == "ccv" and s.key.account == self.account
+        ]
+        # CCV knows the reference: an uncertain submit of it did reach CCV.
+        order_id = orders[0].key.order_id if orders else None
+        if await subs.resolve(store, self.account, reference, order_id, self.now()):
+            log.info(
+                "ccv.submit_resolved",
+                extra=fields(account=self.account, external_reference=reference, order_id=order_id),
+            )
+        if not orders:
+            await store.remember_reference(self.account, reference, self.now())
+            log.info(
+                "notification.remembered",
+                extra=fields(account=self.account, external_reference=reference),
+            )
+            return None
+        return await self.check([s.key.order_id for s in orders], via="notification")
+
+    async def _notified_early(self, due: Sequence[OrderState]) -> set[str]:
+        # A notification that named an external reference before its order was tracked is
+        # applied now: the order's first check counts as notified.
+        refs = [s.external_reference for s in due if s.status is None and s.external_reference]
+        if not refs or self.remember_ref_s is None:
+            return set()
+        not_before = self.now() - self.remember_ref_s
+        notified = await self.store.take_references(self.account, refs, not_before)
+        return {s.key.order_id for s in due if s.external_reference in notified}

@@ -1,0 +1,235 @@
+"""What every account's coordinator does, whatever its provider: ask the client, hand what it
+answers to the reconciler a batch at a time, and turn the answers as a whole into the account's
+health (one `source.failed` when it starts failing, one `source.recovered` when it answers again).
+
+The provider's own rhythm (CCV's probe, CCNow's pending list) lives in ccv.py and ccnow.py.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from ..batcher import Batcher
+from ..config import CCNowConfig, CCVConfig
+from ..model import SOURCES, Observation, OrderState, Source, Via, known_statuses, status_info
+from ..pass_report import PassReport
+from ..redact import redact
+from ..schedule import resting
+from ..sources.errors import SourceError
+from ..store_passes import LastPass, record_pass
+from .health import Part, PassAnswers, Verdict, health_event, next_health, verdict
+
+if TYPE_CHECKING:
+    from ..reconcile import Reconciler
+    from ..store import Store
+
+Emit = Callable[[Observation], Awaitable[None]]
+NamedReport = tuple[str, PassReport]  # a pass a tick made, named for logs and systemd STATUS=
+
+MAX_TICK_S = 5.0  # how often due orders are looked for, at most
+DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
+PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
+# A source.failed reason is a short text kept in the database, events and logs.
+MAX_REASON_LENGTH = 200
+SETTLED: dict[Source, tuple[str, ...]] = {
+    source: tuple(s for s in known_statuses(source) if status_info(source, s).settled)
+    for source in SOURCES
+}
+
+
+async def remember_pass(
+    store: Store, name: str, report: PassReport, started: float, now: float
+) -> None:
+    """Record a finished pass (begun at `started`) for `reconciler status`."""
+    last = LastPass(
+        name,
+        started,
+        round(max(now - started, 0.0), 3),
+        report.checked,
+        report.failed,
+        report.events,
+        tuple(sorted(report.failed_sources)),
+    )
+    await record_pass(store, last)
+
+
+class Coordinator(abc.ABC):
+    """One provider account: its checks, its health and its due orders."""
+
+    source: Source
+
+    def __init__(
+        self,
+        config: CCVConfig | CCNowConfig,
+        writer: Reconciler,
+        *,
+        secrets: Sequence[str] = (),
+        due_per_concurrency: int = DUE_LIMIT_PER_CONCURRENCY,
+        page_orders: int = PAGE_ORDERS,
+    ) -> None:
+        self.config = config
+        self.account = config.name
+        self.writer = writer
+        self.store: Store = writer.store
+        self.due_limit = config.concurrency * due_per_concurrency
+        self.page_orders = page_orders
+        self._secrets = tuple(secrets)
+
+    @property
+    def name(self) -> str:
+        """Return the account as logs and reports name it: `ccv/default`."""
+        return f"{self.source}/{self.account}"
+
+    @property
+    def tick_s(self) -> float:
+        """Return how often the scheduler looks for this account's due orders."""
+        return min(MAX_TICK_S, max(self.config.schedule.min_interval_s / 2, 0.5))
+
+    def now(self) -> float:
+        """Return the time on the reconciler's clock, the one its transactions are dated by."""
+        return self.writer.clock()
+
+    # --- what a provider's coordinator supplies ----------------------------------------------
+
+    @abc.abstractmethod
+    async def _ask(self, order_ids: list[str], emit: Emit) -> None:
+        """Ask the provider about these orders, awaiting `emit` for each answer."""
+
+    async def _after_checks(self, answers: PassAnswers) -> list[tuple[Part, Verdict | None]]:
+        """Return what else the account's health needs after checks that answered so."""
+        return []
+
+    async def _notified_early(self, due: Sequence[OrderState]) -> set[str]:
+        """Return the due orders a notification named before they were tracked."""
+        return set()
+
+    @abc.abstractmethod
+    async def full_pass(self, *, via: Via) -> PassReport:
+        """Check every open order of the account (a catch-up)."""
+
+    # --- checks ------------------------------------------------------------------------------
+
+    async def check(
+        self, order_ids: Iterable[str], *, via: Via, discover: bool = False
+    ) -> PassReport:
+        """Check given orders now (due ticks, notifications, the API's refresh). With `discover`
+        (ids an authenticated CCNow notification named), an order not followed yet is followed."""
+        report = PassReport()
+        ids = list(order_ids)
+        if not ids:
+            return report
+        batcher = self._batcher(via, report, discover=discover)
+        error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
+        answers = report.answers(error=error)
+        verdicts: list[tuple[Part, Verdict | None]] = [("checks", verdict(answers))]
+        verdicts += await self._after_checks(answers)
+        await self.settle(verdicts, via=via, report=report)
+        return report
+
+    async def tick_due(self) -> list[NamedReport]:
+        """Check the orders that are due (one only, as a probe, while the account fails)."""
+        failing = await self.resting("checks")
+        if failing is None:
+            return []
+        # A failing source gets one probe per backoff period, not a storm of checks.
+        due = await self.store.due_orders(
+            self.source, self.account, self.now(), 1 if failing else self.due_limit
+        )
+        if not due:
+            return []
+        passes: list[NamedReport] = []
+        notified = await self._notified_early(due)
+        if notified:
+            hinted = [s.key.order_id for s in due if s.key.order_id in notified]
+            report = await self.check(hinted, via="notification")
+            passes.append((f"{self.name} notification", report))
+        rest = [s.key.order_id for s in due if s.key.order_id not in notified]
+        started = self.now()
+        report = await self.check(rest, via="poll")
+        passes.append((f"{self.name} due", report))
+        await remember_pass(self.store, f"{self.name} due", report, started, self.now())
+        return passes
+
+    def _batcher(
+        self, via: Via, report: PassReport, *, discover: bool = False, timed: bool = True
+    ) -> Batcher:
+        return Batcher(
+            self.writer, via, report, self.source, self.account, discover=discover, timed=timed
+        )
+
+    async def _asking(self, ask: Callable[[], Awaitable[None]], *batchers: Batcher) -> str | None:
+        """Run `ask`, which feeds `batchers`, and commit what they hold; return why the provider
+        stopped answering for the whole account (401, breaker, error line), or None."""
+        error = None
+        try:
+            await ask()
+            for batcher in batchers:
+                await batcher.flush()
+        except SourceError as exc:
+            # What was answered before the account failed is true, and kept.
+            for batcher in batchers:
+                await batcher.flush()
+            error = self.reason(exc)
+        finally:
+            for batcher in batchers:
+                await batcher.close()
+        return error
+
+    async def _open_ids(self) -> list[str]:
+        """Return every open order id of the account, read a page at a time."""
+        ids: list[str] = []
+        after = ""
+        while True:
+            page = await self.store.open_order_ids(
+                self.source,
+                self.account,
+                after=after,
+                limit=self.page_orders,
+                settled_since=self.now() - self.config.schedule.watch_settled_s,
+                settled=SETTLED[self.source],
+            )
+            if not page:
+                return ids
+            ids.extend(page)
+            after = page[-1]
+
+    def reason(self, exc: SourceError) -> str:
+        """Return a failure's reason as events, the database and logs may show it."""
+        # Whatever a client let through, no secret reaches the event, the database or the log.
+        return redact(str(exc) or exc.reason, self._secrets, limit=MAX_REASON_LENGTH)
+
+    # --- health ------------------------------------------------------------------------------
+
+    async def resting(self, part: Part) -> bool | None:
+        """Return None while the failing `part` is left alone (its backoff has not run out),
+        else whether that part is failing (the account's other parts are asked as usual)."""
+        state = await self.store.source_state(self.source, self.account)
+        return resting(state, part, interval_s=self.config.poll_interval_s, now=self.now())
+
+    async def settle(
+        self, verdicts: Sequence[tuple[Part, Verdict | None]], *, via: Via, report: PassReport
+    ) -> None:
+        """Apply what a pass's answers say about the account to its health: one
+        `source.failed` when it starts failing, one `source.recovered` when it answers again."""
+        said = [(part, v) for part, v in verdicts if v is not None]
+        for _, v in said:
+            if not v.ok:
+                report.failed_sources[self.name] = v.reason or "failed"
+        if not said:
+            return
+        now = self.now()
+        store = self.store
+        async with store.transaction():
+            state = await store.source_state(self.source, self.account)
+            new, flip = next_health(state, said, now=now)
+            await store.save_source_state(new)
+            event = None
+            if flip is not None:
+                event = health_event(state, new, flip, now=now, via=via, store_id=store.store_id)
+                await store.add_events([event])
+        if event is not None:
+            # The event's own log line (log sink) is the one line an operator sees.
+            self.writer.committed([event])
+            report.events += 1

@@ -1,0 +1,74 @@
+"""The coordinators of every configured account, built with their clients, and the catch-up that
+asks each of them once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from ..config import Config
+from ..model import Source
+from ..pass_report import PassReport
+from ..redact import config_secrets
+from ..sources.ccnow import CCNowClient
+from ..sources.ccv import CCVClient
+from .ccnow import CCNowCoordinator
+from .ccv import CCVCoordinator
+from .coordinator import Coordinator, remember_pass
+
+if TYPE_CHECKING:
+    from ..reconcile import Reconciler
+
+
+@dataclass(frozen=True)
+class Coordinators:
+    """One coordinator per account, by account name, in configuration order."""
+
+    writer: Reconciler
+    ccv: dict[str, CCVCoordinator]
+    ccnow: dict[str, CCNowCoordinator]
+
+    @classmethod
+    def build(
+        cls, config: Config, writer: Reconciler, session: aiohttp.ClientSession
+    ) -> Coordinators:
+        """Return a coordinator for every configured account, each with its HTTP client."""
+        secrets = tuple(config_secrets(config))
+        remember = None if config.receiver is None else config.receiver.remember_ref_s
+        return cls(
+            writer,
+            ccv={
+                c.name: CCVCoordinator(
+                    c, CCVClient(c, session), writer, remember_ref_s=remember, secrets=secrets
+                )
+                for c in config.ccv
+            },
+            ccnow={
+                c.name: CCNowCoordinator(c, CCNowClient(c, session), writer, secrets=secrets)
+                for c in config.ccnow
+            },
+        )
+
+    def __iter__(self) -> Iterator[Coordinator]:
+        """Iterate over the CCV accounts, then the CCNow accounts."""
+        yield from self.ccv.values()
+        yield from self.ccnow.values()
+
+    def get(self, source: Source, account: str) -> Coordinator | None:
+        """Return the coordinator of one account, or None when it is not configured."""
+        return (self.ccv if source == "ccv" else self.ccnow).get(account)
+
+    async def catch_up(self, source: Source | None = None) -> PassReport:
+        """Check every followed order not in an end state once, plus the CCNow pending list."""
+        report = PassReport()
+        writer = self.writer
+        started = writer.clock()
+        for coordinator in [*self.ccnow.values(), *self.ccv.values()]:  # CCNow first, as ever
+            if source in (None, coordinator.source):
+                report.add(await coordinator.full_pass(via="catch-up"))
+        name = "catch-up" if source is None else f"catch-up {source}"
+        await remember_pass(writer.store, name, report, started, writer.clock())
+        return report

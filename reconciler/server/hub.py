@@ -1,0 +1,149 @@
+"""What the receiver and the API ask of the running daemon: notifications and refreshes go to
+the account's coordinator (poller/) as hints; /healthz and /metrics read the store.
+
+Failures become state, not log lines: a failing store is in /healthz and was logged once by the
+store's health, so a notification that meets it adds nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+
+from ..config import CCNowConfig, CCVConfig, Config
+from ..metrics import Metrics
+from ..model import OrderKey, Source
+from ..pass_report import PassReport
+from ..poller.coordinator import Coordinator
+from ..poller.coordinators import Coordinators
+from ..sinks.outbox import Outbox
+from ..store import Store, StoreError
+from .health import Health, SourceHealth
+
+
+class Hub:
+    """The daemon's side of the receiver's NotificationHub and of the API's refresh."""
+
+    def __init__(
+        self,
+        config: Config,
+        coordinators: Coordinators,
+        store: Store,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
+    ) -> None:
+        self.config = config
+        self.coordinators = coordinators
+        self.store = store
+        self.outbox = outbox
+        self.metrics = metrics
+        self.on_pass = on_pass
+
+    async def refresh_order(self, key: OrderKey) -> bool:
+        """Check one followed order now (the API's `?refresh=1`); return whether it answered."""
+        coordinator = self.coordinators.get(key.source, key.account)
+        if coordinator is None:
+            return False
+        report = await coordinator.check([key.order_id], via="poll")
+        self.on_pass(f"{key.source}/{key.account} refresh", report)
+        return report.checked > report.failed
+
+    async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
+        """A CCV notification for a followed order: check it now."""
+        coordinator = self.coordinators.ccv.get(account)
+        if coordinator is None:
+            return
+        with contextlib.suppress(StoreError):
+            report = await coordinator.check([order_id], via="notification")
+            self._notified(coordinator, report, received_at)
+
+    async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
+        """A CCV notification by external reference: check its orders, or remember it."""
+        coordinator = self.coordinators.ccv.get(account)
+        if coordinator is None:
+            return
+        with contextlib.suppress(StoreError):
+            report = await coordinator.check_reference(reference)
+            if report is not None:
+                self._notified(coordinator, report, received_at)
+
+    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
+        """A CCNow server notification: poll the pending list and query the hinted ids."""
+        coordinator = self.coordinators.ccnow.get(account)
+        if coordinator is None:
+            return
+        with contextlib.suppress(StoreError):
+            report = await coordinator.notified(order_ids)
+            self._notified(coordinator, report, received_at)
+
+    def _notified(self, coordinator: Coordinator, report: PassReport, received_at: float) -> None:
+        if report.events:
+            latency_s = time.monotonic() - received_at
+            self.metrics.observe_notification_latency(coordinator.source, latency_s)
+        self.on_pass(f"{coordinator.name} notification", report)
+
+    async def health(self) -> Health:
+        """Return per-source health, the store's and the outbox backlog for /healthz."""
+        store = self.store
+        try:
+            states = {(s.source, s.account): s for s in await store.source_states()}
+            backlog = await store.undelivered_count()
+        except StoreError:
+            states, backlog = {}, {}
+        episode = store.health.current
+        entries: list[SourceHealth] = []
+        accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
+            *(("ccv", c) for c in self.config.ccv),
+            *(("ccnow", c) for c in self.config.ccnow),
+        ]
+        for source, acc in accounts:
+            st = states.get((source, acc.name))
+            entries.append(
+                SourceHealth(
+                    source=source,
+                    account=acc.name,
+                    last_success=st.last_success if st else None,
+                    failure_streak=st.failure_streak if st else 0,
+                    failing=st.failing if st else False,
+                    interval_s=acc.poll_interval_s,
+                )
+            )
+        return Health(
+            sources=tuple(entries),
+            outbox={
+                lane.config.name: backlog.get(lane.config.name, 0) for lane in self.outbox.lanes
+            },
+            store_failing_since=None if episode is None else episode.since,
+            store_error=None if episode is None else episode.error,
+        )
+
+    async def refresh_metrics(self) -> None:
+        """Update the gauges that are read from the store."""
+        store = self.store
+        self.metrics.set_followed(await store.count_orders())
+        # Every configured account, recorded or not: an account that never answered exports
+        # last success 0, and one no longer configured does not linger.
+        states = {(s.source, s.account): s for s in await store.source_states()}
+        stuck = await store.stuck_count()
+        accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
+            *(("ccv", c) for c in self.config.ccv),
+            *(("ccnow", c) for c in self.config.ccnow),
+        ]
+        for source, acc in accounts:
+            st = states.get((source, acc.name))
+            self.metrics.set_last_success(source, acc.name, st.last_success if st else None)
+            self.metrics.set_source(
+                source,
+                acc.name,
+                failing=st.failing if st else False,
+                poll_interval_s=acc.poll_interval_s,
+            )
+        self.metrics.set_stuck({(s, a.name): stuck.get((s, a.name), 0) for s, a in accounts})
+        sinks = [lane.config.name for lane in self.outbox.lanes]
+        backlog = await store.undelivered_count()
+        self.metrics.set_outbox_backlog({sink: backlog.get(sink, 0) for sink in sinks})
+        dead = await store.dead_letter_count()
+        self.metrics.set_dead_letters({sink: dead.get(sink, 0) for sink in sinks})
