@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .events import Event
-from .store import Store
+from ..events import Event
+from .db import Store
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
 # CCNow's own words for the actions (`x_action_N`)

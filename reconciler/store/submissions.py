@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .events import Event
-from .store import Store
+from ..events import Event
+from .db import Store
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 
@@ -93,21 +93,11 @@ async def succeed(
 ) -> bool:
     """Close a submission as succeeded and track its order in the same transaction; return
     whether the order was new to the snapshot."""
-    store.forget_page()
     async with store.transaction():
         await _close(store, sub_id, "succeeded", http_status, None, now, order_id)
         if order_id is None:
             return False
-        before = store.conn.total_changes
-        # Store.track's statement: it opens a transaction of its own, this one must be shared.
-        await store.conn.execute(
-            "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
-            "next_check_at) VALUES ('ccv', ?, ?, ?, ?, 0) "
-            "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
-            "coalesce(excluded.external_reference, orders.external_reference)",
-            (account, order_id, reference, now),
-        )
-        return store.conn.total_changes > before
+        return await store.orders.track_within("ccv", account, [(order_id, reference)], now) > 0
 
 
 async def fail(
