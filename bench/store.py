@@ -30,7 +30,8 @@ import aiohttp
 from reconciler.config import Config, load_config
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import BATCH_ROWS, Reconciler
-from reconciler.store import _ORDER_UPSERT, Store  # the baseline runs the store's own UPSERT
+from reconciler.store import Store
+from reconciler.store.orders import UPSERT as _ORDER_UPSERT  # the baseline runs the store's own UPSERT
 
 TARGET = 0.5
 ACCOUNT = "default"
@@ -79,7 +80,7 @@ async def seed(config: Config, ids: Sequence[str]) -> None:
     """Track every order and record its first status (one apply), untimed."""
     store = await Store.open(config.store_path)
     try:
-        await store.track("ccv", ACCOUNT, [(oid, None) for oid in ids], time.time())
+        await store.orders.track("ccv", ACCOUNT, [(oid, None) for oid in ids], time.time())
         async with aiohttp.ClientSession() as session:
             await Reconciler(config, store, session).apply(observations(ids, set()), via="poll")
     finally:

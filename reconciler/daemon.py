@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import store_submissions as subs
+from .store import submissions as subs
 from .accounts import find_account
 from .config import CCNowConfig, CCVConfig, Config
 from .logs import fields
@@ -37,7 +37,7 @@ from .server import Health, Receiver, SourceHealth, build_app
 from .server.api import ApiDeps, ApiListener, build_api
 from .server.connections import ConnectionLimits
 from .store import Store, StoreError
-from .store_health import file_size
+from .store.health import file_size
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender
 from .writes.submit import Submitter
@@ -157,7 +157,7 @@ class Daemon:
         if self.api_reader is not None:
             await self.api_reader.close()
         try:
-            backlog = await self.rt.store.undelivered_count()
+            backlog = await self.rt.store.outbox.pending_counts()
         except StoreError:
             backlog = {}
         log.info(
@@ -294,7 +294,7 @@ class Daemon:
     async def _check_reference(self, account: str, reference: str, received_at: float) -> None:
         orders = [
             s
-            for s in await self.rt.store.find_by_reference(reference)
+            for s in await self.rt.store.orders.by_reference(reference)
             if s.key.source == "ccv" and s.key.account == account
         ]
         # CCV knows the reference: an uncertain submit of it did reach CCV.
@@ -305,7 +305,7 @@ class Daemon:
                 extra=fields(account=account, external_reference=reference, order_id=order_id),
             )
         if not orders:
-            await self.rt.store.remember_reference(account, reference, time.time())
+            await self.rt.store.sources.remember_reference(account, reference, time.time())
             log.info(
                 "notification.remembered",
                 extra=fields(account=account, external_reference=reference),
@@ -355,8 +355,8 @@ class Daemon:
         """Return per-source health, the store's and the outbox backlog for /healthz."""
         store = self.rt.store
         try:
-            states = {(s.source, s.account): s for s in await store.source_states()}
-            backlog = await store.undelivered_count()
+            states = {(s.source, s.account): s for s in await store.sources.states()}
+            backlog = await store.outbox.pending_counts()
         except StoreError:
             states, backlog = {}, {}
         episode = store.health.current
@@ -389,11 +389,11 @@ class Daemon:
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store."""
         store = self.rt.store
-        self.metrics.set_followed(await store.count_orders())
+        self.metrics.set_followed(await store.orders.counts())
         # Every configured account, recorded or not: an account that never answered exports
         # last success 0, and one no longer configured does not linger.
-        states = {(s.source, s.account): s for s in await store.source_states()}
-        stuck = await store.stuck_count()
+        states = {(s.source, s.account): s for s in await store.sources.states()}
+        stuck = await store.orders.stuck_counts()
         accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
             *(("ccv", c) for c in self.config.ccv),
             *(("ccnow", c) for c in self.config.ccnow),
@@ -409,9 +409,9 @@ class Daemon:
             )
         self.metrics.set_stuck({(s, a.name): stuck.get((s, a.name), 0) for s, a in accounts})
         sinks = [lane.config.name for lane in self.rt.outbox.lanes]
-        backlog = await store.undelivered_count()
+        backlog = await store.outbox.pending_counts()
         self.metrics.set_outbox_backlog({sink: backlog.get(sink, 0) for sink in sinks})
-        dead = await store.dead_letter_count()
+        dead = await store.outbox.dead_counts()
         self.metrics.set_dead_letters({sink: dead.get(sink, 0) for sink in sinks})
 
 

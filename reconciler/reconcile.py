@@ -31,7 +31,7 @@ from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import SourceError
 from .store import Store, state_row
-from .store_passes import LastPass, record_pass
+from .store.passes import LastPass, record_pass
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -105,7 +105,7 @@ class Reconciler:
         now = self.clock()
         store = self.store
         async with store.transaction():
-            snapshot = await store.load_orders(o.key for o in observations)
+            snapshot = await store.orders.load(o.key for o in observations)
             if not discover and len(snapshot) < len(observations):
                 observations = [o for o in observations if o.key in snapshot]
             result = diff(
@@ -138,10 +138,10 @@ class Reconciler:
                         jitter=self.rng.random(),
                     )
                 rows.append(state_row(state, when))
-            await store.save_order_rows(rows)
+            await store.orders.save(rows)
             if within is not None:
                 events += await within()
-            await store.add_events(events)
+            await store.events.add(events)
         for key, tracked, answered in result.references:
             log.warning(
                 "order.external_reference_differs",
@@ -161,7 +161,7 @@ class Reconciler:
         accounts = {o.key[:2] for o in observations if o.outcome is Outcome.NOT_FOUND}
         failing: set[tuple[str, str]] = set()
         for source, account in accounts:
-            if (await self.store.source_state(source, account)).failing:
+            if (await self.store.sources.state(source, account)).failing:
                 failing.add((source, account))
         return failing
 
@@ -185,13 +185,13 @@ class Reconciler:
         now = self.clock()
         store = self.store
         async with store.transaction():
-            state = await store.source_state(source, account)
+            state = await store.sources.state(source, account)
             new, flip = next_health(state, said, now=now)
-            await store.save_source_state(new)
+            await store.sources.save(new)
             event = None
             if flip is not None:
                 event = health_event(state, new, flip, now=now, via=via, store_id=store.store_id)
-                await store.add_events([event])
+                await store.events.add([event])
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
             self._committed([event])
@@ -247,7 +247,7 @@ class Reconciler:
         error = None
         try:
             while True:
-                ids, after = await self.store.open_orders_page(
+                ids, after = await self.store.orders.page(
                     "ccv",
                     cfg.name,
                     after=after,
@@ -291,7 +291,7 @@ class Reconciler:
             if everything:
                 to_query = await self._all_open_ids("ccnow", cfg.name, cfg.schedule)
             else:
-                before = await self.store.orders_with_status("ccnow", cfg.name, ["pending"])
+                before = await self.store.orders.with_status("ccnow", cfg.name, ["pending"])
                 to_query = [s.key.order_id for s in before]
             for obs in listed:
                 await listing.add(obs)
@@ -371,7 +371,7 @@ class Reconciler:
         ids: list[str] = []
         after = ""
         while True:
-            page = await self.store.open_order_ids(
+            page = await self.store.orders.open_ids(
                 source,
                 account,
                 after=after,

@@ -12,7 +12,7 @@ from .config import Config
 from .reconcile import Reconciler
 from .sinks.outbox import Outbox, build_sinks
 from .store import Store, WriterLock
-from .store_retention import make_space_returnable, prune
+from .store.retention import make_space_returnable, prune
 
 
 def tune_allocator() -> None:
@@ -74,10 +74,10 @@ class Runtime:
         return self
 
     async def prune(self) -> None:
-        """Delete what the retention window lets go (store_retention.py)."""
+        """Delete what the retention window lets go (store/retention.py)."""
         await prune(
             self.store,
-            sinks=self.store.sink_names,
+            sinks=self.store.events.sinks,
             keep_s=self.config.keep_events_s,
             now=time.time(),
         )

@@ -145,7 +145,7 @@ class Scheduler:
         """CCV has no list to poll: when no status request succeeded for a poll interval, one
         probe proves the account still answers (so /healthz and source.failed stay true)."""
         cfg = configured_account(self.config.ccv, account)
-        state = await self.reconciler.store.source_state("ccv", account)
+        state = await self.reconciler.store.sources.state("ccv", account)
         if (
             state.last_success is not None
             and self.clock() - state.last_success < cfg.poll_interval_s
@@ -163,7 +163,7 @@ class Scheduler:
         # A failing source gets one probe per backoff period, not a storm of checks.
         limit = 1 if failing else cfg.concurrency * DUE_LIMIT_PER_CONCURRENCY
         store = self.reconciler.store
-        due = await store.due_orders(source, account, self.clock(), limit)
+        due = await store.orders.due(source, account, self.clock(), limit)
         if not due:
             return
         # A notification that named an external reference before its order was tracked is
@@ -172,7 +172,7 @@ class Scheduler:
         notified: set[str] = set()
         if refs and source == "ccv" and self.config.receiver is not None:
             not_before = self.clock() - self.config.receiver.remember_ref_s
-            notified = await store.take_references(account, refs, not_before)
+            notified = await store.sources.take_references(account, refs, not_before)
         if notified:
             hinted = [s.key.order_id for s in due if s.external_reference in notified]
             report = await self.reconciler.check_orders(source, account, hinted, via="notification")
@@ -188,7 +188,7 @@ class Scheduler:
     ) -> bool | None:
         """Return None while the failing part of an account that a job asks is left alone,
         else whether that part is failing (the other parts are asked as usual)."""
-        state = await self.reconciler.store.source_state(source, account)
+        state = await self.reconciler.store.sources.state(source, account)
         return resting(state, part, interval_s=interval_s, now=self.clock())
 
     def _job_event(self, event: JobExecutionEvent) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from reconciler import store_commands as cmds
+from reconciler.store import commands as cmds
 from reconciler.config import load_config
 from reconciler.reconcile import Reconciler
 from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions

@@ -206,7 +206,7 @@ async def ccv_reconciler(
     store = await Store.open(tmp_path / "reconciler.db")
     clock = Clock()
     try:
-        await store.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
+        await store.orders.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
         async with aiohttp.ClientSession() as session:
             yield Reconciler(config, store, session, clock=clock), config, clock
     finally:
@@ -214,7 +214,7 @@ async def ccv_reconciler(
 
 
 async def kinds_of(reconciler: Reconciler) -> list[tuple[str, str | None]]:
-    return [(e.type, e.order_id) for e in await reconciler.store.list_events()]
+    return [(e.type, e.order_id) for e in await reconciler.store.events.history()]
 
 
 async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_later(
@@ -230,7 +230,7 @@ async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_lat
     report = await reconciler.ccv_pass(config.ccv[0], via="catch-up")
     assert report.lost == 1 and not report.failed_sources
     assert await kinds_of(reconciler) == found
-    rows = await reconciler.store.load_orders([OrderKey("ccv", "default", CCV_IDS[0])])
+    rows = await reconciler.store.orders.load([OrderKey("ccv", "default", CCV_IDS[0])])
     [row] = rows.values()
     # Still at the AwaitingPayment pin (2 minutes), not the daily not-found rhythm.
     assert row.status == "AwaitingPayment" and not row.not_found
@@ -341,7 +341,7 @@ async def ccnow_reconciler(
     config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
     store = await Store.open(tmp_path / "reconciler.db")
     try:
-        await store.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
+        await store.orders.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
         async with aiohttp.ClientSession() as session:
             yield Reconciler(config, store, session), config
     finally:
@@ -359,12 +359,12 @@ async def test_ccnow_pending_list_failing_while_queries_answer_does_not_flap(
         assert (await reconciler.ccnow_pass(cfg, via="poll")).failed_sources
         report = await reconciler.check_orders("ccnow", "default", CCNOW_IDS, via="poll")
         assert report.checked == 3 and report.failed == 0
-    kinds = [e.type for e in await reconciler.store.list_events()]
+    kinds = [e.type for e in await reconciler.store.events.history()]
     assert [k for k in kinds if k.startswith("source.")] == ["source.failed"]
-    assert (await reconciler.store.source_state("ccnow", "default")).failing
+    assert (await reconciler.store.sources.state("ccnow", "default")).failing
 
     await reconciler.ccnow_pass(cfg, via="poll")
-    kinds = [e.type for e in await reconciler.store.list_events()]
+    kinds = [e.type for e in await reconciler.store.events.history()]
     assert [k for k in kinds if k.startswith("source.")] == ["source.failed", "source.recovered"]
 
 

@@ -26,7 +26,8 @@ from reconciler.sinks import outbox as outbox_module
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
 from reconciler.sinks.log import LogSink, spliced_members
 from reconciler.sinks.outbox import Outbox
-from reconciler.store import MIGRATIONS, SCHEMA_VERSION, Store
+from reconciler.store import Store
+from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import poll_until
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -92,7 +93,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def test_a_batch_is_stored_exactly(tmp_path: Path, store: Store) -> None:
     config = config_for(tmp_path)
     ids = ["A-1", "A-2", "A-3"]
-    await store.track("ccv", "default", [(i, None) for i in ids], 1795632726.2160404)
+    await store.orders.track("ccv", "default", [(i, None) for i in ids], 1795632726.2160404)
     async with aiohttp.ClientSession() as session:
         reconciler = Reconciler(config, store, session, clock=lambda: 1795632800.123456789)
         events = await reconciler.apply(
@@ -126,14 +127,14 @@ async def test_the_page_is_dropped_when_another_process_writes(
     tmp_path: Path, store: Store
 ) -> None:
     config = config_for(tmp_path)
-    await store.track("ccv", "default", [("A-1", "old-ref"), ("A-2", None)], 1.0)
-    ids, _ = await store.open_orders_page("ccv", "default")
+    await store.orders.track("ccv", "default", [("A-1", "old-ref"), ("A-2", None)], 1.0)
+    ids, _ = await store.orders.page("ccv", "default")
     assert ids == ["A-1", "A-2"]
 
     # `reconciler track` in another process gives A-1 a new reference meanwhile.
     other = await Store.open(tmp_path / "reconciler.db")
     try:
-        await other.track("ccv", "default", [("A-1", "new-ref")], 2.0)
+        await other.orders.track("ccv", "default", [("A-1", "new-ref")], 2.0)
     finally:
         await other.close()
 
@@ -148,20 +149,20 @@ async def test_committed_events_reach_a_running_sink_once_in_order(
     tmp_path: Path, store: Store
 ) -> None:
     ids = [f"A-{n:03d}" for n in range(300)]
-    await store.track("ccv", "default", [(i, None) for i in ids], 1.0)
+    await store.orders.track("ccv", "default", [(i, None) for i in ids], 1.0)
     async with live_outbox(tmp_path, store) as (reconciler, sink):
         for n in range(0, len(ids), 50):
             await reconciler.apply([ok(i, "New") for i in ids[n : n + 50]], via="poll")
         await poll_until(lambda: len(sink.got) >= len(ids), 5, "every event delivered")
     assert sink.got == list(range(1, len(ids) + 1))
-    assert await store.undelivered_count() == {}
+    assert await store.outbox.pending_counts() == {}
 
 
 async def test_replay_beside_a_running_outbox_is_delivered(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(outbox_module, "TICK_S", 0.05)
-    await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
+    await store.orders.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
     async with live_outbox(tmp_path, store) as (reconciler, sink):
         await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")
         await poll_until(lambda: len(sink.got) == 2, 5, "the first delivery")
@@ -169,7 +170,7 @@ async def test_replay_beside_a_running_outbox_is_delivered(
         # `reconciler replay --sink recorder` while this process runs: only the store knows.
         other = await Store.open(tmp_path / "reconciler.db")
         try:
-            assert await other.requeue(sink.name, None) == 2
+            assert await other.outbox.requeue(sink.name, None) == 2
         finally:
             await other.close()
         await poll_until(lambda: len(sink.got) == 4, 5, "the replayed events")
@@ -182,7 +183,7 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
     ids = [f"0b7c1f3e-0000-4000-8000-{n:012d}" for n in range(40)]
     fake_ccv.orders = dict.fromkeys(ids, "New")
     config = config_for(tmp_path, fake_ccv.base_url)
-    await store.track("ccv", "default", [(i, None) for i in ids], 1.0)
+    await store.orders.track("ccv", "default", [(i, None) for i in ids], 1.0)
 
     class FailingSecondWrite(Reconciler):
         calls = 0
@@ -265,20 +266,20 @@ async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path
 async def test_an_event_waits_for_an_earlier_event_of_its_order_until_that_one_is_settled(
     tmp_path: Path, store: Store
 ) -> None:
-    await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
+    await store.orders.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
     async with aiohttp.ClientSession() as session:
         reconciler = Reconciler(config_for(tmp_path), store, session)
         await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")  # seq 1, 2
         await reconciler.apply([ok("A-1", "Closed"), ok("A-2", "Closed")], via="poll")  # 3, 4
 
     async def due(now: float = 1000.0) -> tuple[list[int], float | None]:
-        found = await store.due_deliveries("log", now, 10)
+        found = await store.outbox.due("log", now, 10)
         return [row.seq for row in found.rows], found.next_at
 
     assert await due() == ([1, 2, 3, 4], None)
-    await store.mark_failed("log", [(1, "http 500", 2000.0), (2, "http 500", 500.0)])
+    await store.outbox.failed("log", [(1, "http 500", 2000.0), (2, "http 500", 500.0)])
     # A-1's first event waits for its retry, and A-1's next one with it; A-2's retry is due.
     assert await due() == ([2, 4], 2000.0)
     assert await due(now=2000.0) == ([1, 2, 3, 4], None)
-    await store.mark_failed("log", [(1, "http 500", None)])  # dead-lettered: holds nothing
+    await store.outbox.failed("log", [(1, "http 500", None)])  # dead-lettered: holds nothing
     assert await due() == ([2, 3, 4], None)

@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from .. import store_submissions as subs
+from ..store import submissions as subs
 from ..config import ApiConfig
 from ..logs import fields
 from ..model import OrderKey, OrderState, Source
@@ -76,7 +76,7 @@ class Orders:
         key = OrderKey(source, account, order_id)
         known = await self.find(key)
         now = time.time()
-        await self.deps.store.track(source, account, [(order_id, ref)], now)
+        await self.deps.store.orders.track(source, account, [(order_id, ref)], now)
         if ref is not None:
             await subs.resolve(self.deps.store, account, ref, order_id, now)
         state = await self.find(key)
@@ -86,7 +86,7 @@ class Orders:
 
     async def find(self, key: OrderKey) -> OrderState | None:
         """Return the committed snapshot row of one order."""
-        return (await self.deps.reader.load_orders([key])).get(key)
+        return (await self.deps.reader.orders.load([key])).get(key)
 
     def key(self, request: web.Request) -> OrderKey:
         """Return the order a path names."""
@@ -119,7 +119,7 @@ class Orders:
     async def untrack(self, request: web.Request) -> web.Response:
         """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204."""
         key = self.key(request)
-        await self.deps.store.untrack(key.source, key.account, [key.order_id])
+        await self.deps.store.orders.untrack(key.source, key.account, [key.order_id])
         log.info("api.untracked", extra=fields(source=key.source, order_id=key.order_id))
         return web.Response(status=204)
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from .. import store_submissions as subs
+from ..store import submissions as subs
 from ..config import ApiConfig
 from ..events import iso_time
 from ..logs import fields

@@ -187,7 +187,7 @@ async def close(
     """Close commands and store their events in one transaction."""
     async with store.transaction():
         await close_within(store, closes, now)
-        await store.add_events(events)
+        await store.events.add(events)
 
 
 async def by_keys(store: Store, account: str, keys: Sequence[str]) -> dict[str, Command]:

@@ -121,7 +121,7 @@ async def make_uncertain(
     async with store.transaction():
         for sub_id in sub_ids:
             await _close(store, sub_id, "uncertain", http_status, reason, now, None)
-        await store.add_events(events)
+        await store.events.add(events)
 
 
 async def interrupted(store: Store) -> list[Submission]:

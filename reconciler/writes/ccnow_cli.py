@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from reconciler import store_commands as cmds
+from reconciler.store import commands as cmds
 from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields

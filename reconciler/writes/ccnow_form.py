@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TypeVar
 from urllib.parse import quote_plus
 
-from reconciler import store_commands as cmds
+from reconciler.store import commands as cmds
 from reconciler.config import CCNowConfig
 from reconciler.model import InvalidOrderId, OrderState, normalize_ccnow_id, usd_amount
 

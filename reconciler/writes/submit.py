@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from reconciler import store_submissions as subs
+from reconciler.store import submissions as subs
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
