@@ -31,7 +31,9 @@ from reconciler.config import Config, load_config
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import BATCH_ROWS, Reconciler
 from reconciler.store import Store
-from reconciler.store.orders import UPSERT as _ORDER_UPSERT  # the baseline runs the store's own UPSERT
+from reconciler.store.orders import (
+    UPSERT as _ORDER_UPSERT,
+)  # the baseline runs the store's own UPSERT
 
 TARGET = 0.5
 ACCOUNT = "default"

@@ -24,7 +24,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .store import submissions as subs
 from .accounts import find_account
 from .config import CCNowConfig, CCVConfig, Config
 from .logs import fields
@@ -37,6 +36,7 @@ from .server import Health, Receiver, SourceHealth, build_app
 from .server.api import ApiDeps, ApiListener, build_api
 from .server.connections import ConnectionLimits
 from .store import Store, StoreError
+from .store import submissions as subs
 from .store.health import file_size
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender

@@ -30,7 +30,8 @@ from .schedule import plan, stuck_event
 from .sources.ccnow import CCNowClient
 from .sources.ccv import CCVClient
 from .sources.errors import SourceError
-from .store import Store, state_row
+from .store import Store
+from .store.orders import Page
 from .store.passes import LastPass, record_pass
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class Reconciler:
         report: PassReport | None = None,
         discover: bool = False,
         within: Callable[[], Awaitable[Sequence[Event]]] | None = None,
+        page: Page | None = None,
     ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
@@ -101,11 +103,12 @@ class Reconciler:
         wins, and what the check saw is dropped. Returns the number of events queued; `report`
         counts the orders that went missing. `within` runs in the same transaction, after the
         rows are written, and returns events of its own (a CCNow action closes its command).
+        `page`: the pass's page of orders, read instead of the database where it holds them.
         """
         now = self.clock()
         store = self.store
         async with store.transaction():
-            snapshot = await store.orders.load(o.key for o in observations)
+            snapshot = await store.orders.load((o.key for o in observations), page)
             if not discover and len(snapshot) < len(observations):
                 observations = [o for o in observations if o.key in snapshot]
             result = diff(
@@ -137,8 +140,8 @@ class Reconciler:
                         now=now,
                         jitter=self.rng.random(),
                     )
-                rows.append(state_row(state, when))
-            await store.orders.save(rows)
+                rows.append((state, when))
+            await store.orders.save(snapshot, rows)
             if within is not None:
                 events += await within()
             await store.events.add(events)
@@ -243,21 +246,21 @@ class Reconciler:
         report = PassReport()
         batcher = Batcher(self, via, report, "ccv", cfg.name)
         client = self.ccv[cfg.name]
-        after = 0
+        page = None
         error = None
         try:
             while True:
-                ids, after = await self.store.orders.page(
+                page = batcher.page = await self.store.orders.page(
                     "ccv",
                     cfg.name,
-                    after=after,
+                    after=page.after if page else 0,
                     limit=PAGE_ORDERS,
                     settled_since=self.clock() - cfg.schedule.watch_settled_s,
                     settled=SETTLED["ccv"],
                 )
-                if ids:
-                    await client.check_orders(ids, batcher.add)
-                if len(ids) < PAGE_ORDERS:
+                if page.ids:
+                    await client.check_orders(page.ids, batcher.add)
+                if len(page.ids) < PAGE_ORDERS:
                     break  # the last page: no need to ask for the next one
             await batcher.flush()
         except SourceError as exc:
@@ -265,7 +268,6 @@ class Reconciler:
             error = self._reason(exc)
         finally:
             await batcher.close()
-            self.store.forget_page()
         answers = report.answers(error=error, complete=True)
         await self.settle("ccv", cfg.name, [("checks", verdict(answers))], via=via, report=report)
         return report

@@ -11,6 +11,7 @@ import aiohttp
 from .config import Config
 from .reconcile import Reconciler
 from .sinks.outbox import Outbox, build_sinks
+from .status import sink_names
 from .store import Store, WriterLock
 from .store.retention import make_space_returnable, prune
 
@@ -56,7 +57,7 @@ class Runtime:
         tune_allocator()
         self.lock.acquire()
         try:
-            self.store = await Store.open(self.config.store_path)
+            self.store = await Store.open(self.config.store_path, sinks=sink_names(self.config))
         except BaseException:
             self.lock.release()
             raise

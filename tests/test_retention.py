@@ -64,9 +64,8 @@ def test_prune_never_deletes_an_event_a_configured_sink_has_not_confirmed(
 async def _prune_example(
     path: Path, rows: list[tuple[bool, str | None, str | None, str | None]], chunk: int
 ) -> tuple[dict[int, dict[str, str]], set[int]]:
-    store = await Store.open(path)
+    store = await Store.open(path, sinks=("log", "jsonl", "gone"))
     try:
-        store.events.sinks = ("log", "jsonl", "gone")
         events = [
             _event(n, NOW - (KEEP_S + DAY if old else DAY)) for n, (old, *_) in enumerate(rows)
         ]

@@ -70,15 +70,18 @@ async def live_outbox(
 ) -> AsyncIterator[tuple[Reconciler, RecordingSink]]:
     """A reconciler whose commits wake a running outbox with one recording sink."""
     sink = RecordingSink()
-    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))])
+    # As the daemon does: the store queues each event for the sinks its outbox delivers to.
+    writer = await Store.open(store.path, sinks=(sink.name,))
+    outbox = Outbox(writer, [(sink, SinkConfig(type="log", name=sink.name))])
     async with aiohttp.ClientSession() as session:
-        reconciler = Reconciler(config_for(tmp_path), store, session, on_commit=outbox.committed)
+        reconciler = Reconciler(config_for(tmp_path), writer, session, on_commit=outbox.committed)
         running = asyncio.ensure_future(outbox.run())
         try:
             yield reconciler, sink
         finally:
             outbox.stop()
             await running
+            await writer.close()
 
 
 @pytest.fixture
@@ -128,8 +131,8 @@ async def test_the_page_is_dropped_when_another_process_writes(
 ) -> None:
     config = config_for(tmp_path)
     await store.orders.track("ccv", "default", [("A-1", "old-ref"), ("A-2", None)], 1.0)
-    ids, _ = await store.orders.page("ccv", "default")
-    assert ids == ["A-1", "A-2"]
+    page = await store.orders.page("ccv", "default")
+    assert page.ids == ["A-1", "A-2"]
 
     # `reconciler track` in another process gives A-1 a new reference meanwhile.
     other = await Store.open(tmp_path / "reconciler.db")
@@ -139,7 +142,7 @@ async def test_the_page_is_dropped_when_another_process_writes(
         await other.close()
 
     async with aiohttp.ClientSession() as session:
-        await Reconciler(config, store, session).apply([ok("A-1", "New")], via="poll")
+        await Reconciler(config, store, session).apply([ok("A-1", "New")], via="poll", page=page)
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
         row = conn.execute("SELECT status, external_reference FROM orders WHERE order_id = 'A-1'")
         assert row.fetchone() == ("New", "new-ref")

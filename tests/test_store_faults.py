@@ -47,7 +47,9 @@ async def make_store(path: Path, orders: int = ORDERS) -> None:
     """A real store following `orders` CCV orders."""
     store = await Store.open(path)
     try:
-        await store.orders.track("ccv", "default", [(order_id(n), None) for n in range(orders)], 1.0)
+        await store.orders.track(
+            "ccv", "default", [(order_id(n), None) for n in range(orders)], 1.0
+        )
     finally:
         await store.close()
 

@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..store import submissions as store_submissions
 from ..accounts import choose_account
 from ..config import Config
 from ..events import iso_time
@@ -19,6 +18,7 @@ from ..model import Source
 from ..order_view import order_json
 from ..progress import progress
 from ..store import Store
+from ..store import submissions as store_submissions
 from .input import order_ids, read_track_file, reference_problem
 
 log = logging.getLogger("reconciler.cli")

@@ -10,11 +10,11 @@ import time
 
 from aiohttp import web
 
-from ..store import submissions as subs
 from ..config import ApiConfig
 from ..logs import fields
 from ..model import OrderKey, OrderState, Source
 from ..order_view import order_json
+from ..store import submissions as subs
 from ..writes.submit import MAX_REFERENCE_LENGTH
 from .api_requests import (
     ApiDeps,
@@ -137,20 +137,7 @@ class Orders:
         kind = request.query.get("type")
         if kind is not None and not (0 < len(kind) <= 64 and kind.isprintable()):
             raise BadRequest(400, "not an event type", "type")
-        after = int(after_text)
-        # One statement, one snapshot: the page and the highest seq agree, so `next` may skip
-        # events of other types but never one of this type committed meanwhile.
-        rows = list(
-            await self.deps.reader.conn.execute_fetchall(
-                "SELECT seq, body FROM (SELECT seq, body FROM events WHERE seq > ? "
-                "AND (? IS NULL OR type = ?) ORDER BY seq LIMIT ?) "
-                "UNION ALL SELECT ifnull(max(seq), 0), NULL FROM events",
-                (after, kind, kind, limit),
-            )
-        )
-        top = int(rows.pop()[0])
-        bodies = [bytes(r[1]) for r in rows]
-        last = int(rows[-1][0]) if len(rows) == limit else max(top, after)
+        bodies, last = await self.deps.reader.events.feed(int(after_text), kind, limit)
         # The bodies are stored CloudEvents JSON: spliced in, not parsed and encoded again.
         payload = b'{"events":[' + b",".join(bodies) + b'],"next":"' + str(last).encode() + b'"}'
         return web.Response(body=payload, content_type="application/json")

@@ -90,7 +90,9 @@ class Outbox:
         self.store = store
         self.clock = clock
         self.lanes = [_Lane(sink, cfg) for sink, cfg in sinks]
-        store.events.sinks = tuple(cfg.name for _, cfg in sinks)
+        if tuple(cfg.name for _, cfg in sinks) != store.events.sinks:
+            # Events would wait for a sink without a lane, or a lane for events never queued.
+            raise ValueError("the store must be opened with the outbox's sinks")
         self._stopping = False
         self._rng = random.Random()
         # Hears of each batch a sink confirmed: (sink, events); progress of `replay`.
