@@ -31,9 +31,7 @@ from reconciler.config import Config, load_config
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import BATCH_ROWS, Reconciler
 from reconciler.store import Store
-from reconciler.store.orders import (
-    UPSERT as _ORDER_UPSERT,
-)  # the baseline runs the store's own UPSERT
+from reconciler.store.order_rows import UPSERT  # the baseline runs the store's own UPSERT
 
 TARGET = 0.5
 ACCOUNT = "default"
@@ -149,7 +147,7 @@ def time_baseline(
         for i in range(0, len(rows), BATCH_ROWS):
             chunk = rows[i : i + BATCH_ROWS]
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_ORDER_UPSERT, chunk)
+            conn.executemany(UPSERT, chunk)
             conn.executemany(
                 "INSERT INTO history (source, account, order_id, status, at) "
                 "VALUES (?, ?, ?, ?, ?)",

@@ -16,24 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..model import OrderKey, OrderState, Source
-from . import counts
+from . import counts, order_rows
 from .errors import StoreError, guarded
-from .sql import CHUNK, chunks, marks, values
+from .order_rows import COLUMNS, Plan, Row
+from .sql import CHUNK, chunks, marks
 
 if TYPE_CHECKING:
     from .db import Store
 
-_COLUMNS = (
-    "source, account, order_id, status, external_reference, first_seen, last_changed, "
-    "last_checked, end_state, not_found, failure_streak, version, next_check_at, interval_s, "
-    "stuck_version, tracked_at, missing_since"
-)
-_NAMES = _COLUMNS.replace(" ", "").split(",")
-UPSERT = (
-    f"INSERT INTO orders ({_COLUMNS}) VALUES ({values(1, len(_NAMES))}) "
-    "ON CONFLICT (source, account, order_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _NAMES[3:])
-)
 _TRACK = (
     "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
     "next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
@@ -42,11 +32,6 @@ _TRACK = (
 )
 _TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
 
-# Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)
-# are left out, and the external reference, which seldom changes, has a statement of its own
-# that skips the rows where it did not: the index on it stays untouched.
-_UPDATED = [c for c in _NAMES[3:] if c not in ("external_reference", "tracked_at")]
-
 # Counted for /metrics; matches the WHERE of its partial index (migration 5) word for word,
 # which is what lets SQLite use it.
 STUCK_SQL = (
@@ -54,71 +39,7 @@ STUCK_SQL = (
     "WHERE stuck_version = version AND end_state = 0 GROUP BY source, account"
 )
 
-Plan = tuple[float | None, float]  # (interval, next check time) replacing a state's own
 _Key = tuple[str, str, str]  # an OrderKey is this tuple
-_Row = tuple[Any, ...]  # an `orders` row in _COLUMNS order; never leaves this module
-
-
-def _order_update(rows: int) -> str:
-    n = len(_UPDATED)
-    return (
-        "UPDATE orders SET "
-        + ", ".join(f"{c} = v.column{i}" for i, c in enumerate(_UPDATED, 1))
-        + f" FROM (VALUES {values(rows, n + 1)}) AS v WHERE orders.id = v.column{n + 1}"
-    )
-
-
-def _reference_update(rows: int) -> str:
-    return (
-        f"UPDATE orders SET external_reference = v.column2 FROM (VALUES {values(rows, 2)}) AS v "
-        "WHERE orders.id = v.column1 AND orders.external_reference IS NOT v.column2"
-    )
-
-
-def _state(row: Sequence[Any]) -> OrderState:
-    # Positional, in field order (the columns follow it after the key): this runs for every
-    # order a pass checks, and keywords cost twice as much.
-    return OrderState(
-        OrderKey(row[0], row[1], row[2]),
-        row[3],  # status
-        row[4],  # external_reference
-        row[5],  # first_seen
-        row[6],  # last_changed
-        row[7],  # last_checked
-        bool(row[8]),  # end_state
-        bool(row[9]),  # not_found
-        row[10],  # failure_streak
-        row[11],  # version
-        row[12],  # next_check_at
-        row[13],  # interval_s
-        row[14],  # stuck_version
-        row[15],  # tracked_at
-        row[16],  # missing_since
-    )
-
-
-def _row(s: OrderState, plan: Plan | None) -> _Row:
-    """Return the `orders` row of a snapshot state; `plan` replaces the state's own schedule."""
-    interval_s, next_check_at = plan if plan is not None else (s.interval_s, s.next_check_at)
-    return (
-        s.key.source,
-        s.key.account,
-        s.key.order_id,
-        s.status,
-        s.external_reference,
-        s.first_seen,
-        s.last_changed,
-        s.last_checked,
-        int(s.end_state),
-        int(s.not_found),
-        s.failure_streak,
-        s.version,
-        next_check_at,
-        interval_s,
-        s.stuck_version,
-        s.tracked_at,
-        s.missing_since,
-    )
 
 
 @dataclass(eq=False)  # no slots: the store keeps weak references to live pages
@@ -130,7 +51,7 @@ class Page:
     ids: list[str]
     after: int  # the position to continue from
     version: int  # SQLite's data_version when the rows were read
-    rows: dict[_Key, tuple[int, _Row]] = field(repr=False)  # key -> (rowid, row)
+    rows: dict[_Key, tuple[int, Row]] = field(repr=False)  # key -> (rowid, row)
 
 
 class Loaded(dict[OrderKey, OrderState]):
@@ -182,15 +103,16 @@ class Orders:
         # `+source` keeps SQLite off the (source, account, order_id) index: through it, every
         # open order of the account would be read and sorted by id before the LIMIT applies.
         sql = (
-            f"SELECT {_COLUMNS}, id FROM orders WHERE id > ? AND +source = ? "
+            f"SELECT {COLUMNS}, id FROM orders WHERE id > ? AND +source = ? "
             "AND account = ? AND end_state = 0 "
             f"AND NOT (coalesce(status IN ({marks(len(settled)) or 'NULL'}), 0) "
             "AND coalesce(last_changed, 0) < ?) ORDER BY id LIMIT ?"
         )
         params = (after, source, account, *settled, settled_since or 0.0, limit)
         rows = list(await self._conn.execute_fetchall(sql, params))
-        kept = {(r[0], r[1], r[2]): (r[17], tuple(r[:17])) for r in rows}
-        page = Page([r[2] for r in rows], rows[-1][17] if rows else after, version, kept)
+        kept = order_rows.kept(rows)
+        last = order_rows.rowid(rows[-1]) if rows else after
+        page = Page([key[2] for key in kept], last, version, kept)
         if drops != self._drops:
             page.rows.clear()  # orders were tracked or untracked while the rows were read
         self._pages.add(page)
@@ -200,7 +122,7 @@ class Orders:
         """Return the snapshot states of the given orders (missing ones are absent), from the
         page where it holds them and is current."""
         found = Loaded()
-        rows: dict[_Key, tuple[int, _Row]] = {}
+        rows: dict[_Key, tuple[int, Row]] = {}
         if page is not None and page.rows:
             if await self._store.data_version() == page.version:
                 rows = page.rows
@@ -211,7 +133,7 @@ class Orders:
         for key in keys:
             hit = rows.get(key)
             if hit is not None:
-                found[key] = _state(hit[1])
+                found[key] = order_rows.state(hit[1])
                 rowids[key] = hit[0]
             else:
                 groups.setdefault((key.source, key.account), []).append(key.order_id)
@@ -220,32 +142,32 @@ class Orders:
             for i in range(0, len(unique), CHUNK):
                 chunk = unique[i : i + CHUNK]
                 sql = (
-                    f"SELECT {_COLUMNS}, id FROM orders WHERE source = ? AND account = ? "
+                    f"SELECT {COLUMNS}, id FROM orders WHERE source = ? AND account = ? "
                     f"AND order_id IN ({marks(len(chunk))})"
                 )
                 for row in await self._conn.execute_fetchall(sql, (source, account, *chunk)):
-                    state = _state(row)
+                    state = order_rows.state(row)
                     found[state.key] = state
-                    rowids[state.key] = row[17]
+                    rowids[state.key] = order_rows.rowid(row)
         return found
 
     async def save(self, loaded: Loaded, states: Sequence[tuple[OrderState, Plan | None]]) -> None:
         """Write snapshot states (inside a transaction), each with its plan or None: the ones
         `loaded` found by rowid, the others by upsert. The pages holding them follow."""
-        known: list[_Row] = []
+        known: list[Row] = []
         references: list[tuple[int, str]] = []
         new = []
         rowids = loaded.rowids
         pages = [p for p in self._pages if p.rows]
         for state, plan in states:
-            row = _row(state, plan)
+            row = order_rows.row(state, plan)
             rowid = rowids.get(state.key)
             if rowid is None:
                 new.append(row)
                 continue
-            known.append((row[3], *row[5:15], row[16], rowid))
-            if row[4] is not None:
-                references.append((rowid, row[4]))
+            known.append(order_rows.update_params(row, rowid))
+            if state.external_reference is not None:
+                references.append((rowid, state.external_reference))
             for page in pages:
                 if state.key in page.rows:
                     page.rows[state.key] = (rowid, row)
@@ -253,11 +175,11 @@ class Orders:
             # Rolled back, the pages would hold rows the database does not.
             self._store.on_rollback(lambda: _drop(pages))
         for n, params in chunks(known):
-            await self._conn.execute(_order_update(n), params)
+            await self._conn.execute(order_rows.order_update(n), params)
         for n, params in chunks(references):
-            await self._conn.execute(_reference_update(n), params)
+            await self._conn.execute(order_rows.reference_update(n), params)
         if new:
-            await self._conn.executemany(UPSERT, new)
+            await self._conn.executemany(order_rows.UPSERT, new)
 
     async def track(
         self,
@@ -333,7 +255,7 @@ class Orders:
         # Every tick runs this. Without INDEXED BY, SQLite reads every order of the account
         # through the (source, account, order_id) key and sorts them: a million rows a tick.
         sql = (
-            f"SELECT {_COLUMNS} FROM orders INDEXED BY orders_due "
+            f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due "
             "WHERE end_state = 0 AND next_check_at <= ? "
             "AND source = ? AND account = ? ORDER BY next_check_at LIMIT ?"
         )
@@ -346,14 +268,14 @@ class Orders:
         `statuses`."""
         # Through the index of open orders: the account's key would read its closed ones too.
         sql = (
-            f"SELECT {_COLUMNS} FROM orders INDEXED BY orders_due WHERE end_state = 0 "
+            f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due WHERE end_state = 0 "
             f"AND source = ? AND account = ? AND status IN ({marks(len(statuses))})"
         )
         return await self._states(sql, (source, account, *statuses))
 
     async def by_reference(self, reference: str) -> list[OrderState]:
         """Return followed CCV orders carrying an external reference."""
-        sql = f"SELECT {_COLUMNS} FROM orders WHERE external_reference = ?"
+        sql = f"SELECT {COLUMNS} FROM orders WHERE external_reference = ?"
         return await self._states(sql, (reference,))
 
     async def snapshot(
@@ -361,14 +283,14 @@ class Orders:
     ) -> list[OrderState]:
         """Return the snapshot, optionally filtered."""
         sql = (
-            f"SELECT {_COLUMNS} FROM orders WHERE (? IS NULL OR source = ?) "
+            f"SELECT {COLUMNS} FROM orders WHERE (? IS NULL OR source = ?) "
             "AND (? IS NULL OR status = ?) ORDER BY source, account, order_id"
         )
         return await self._states(sql, (source, source, status, status))
 
     async def _states(self, sql: str, params: Sequence[Any]) -> list[OrderState]:
         # One call into the database thread (execute, fetch and close would be three).
-        return [_state(r) for r in await self._conn.execute_fetchall(sql, params)]
+        return [order_rows.state(r) for r in await self._conn.execute_fetchall(sql, params)]
 
     async def counts(self) -> dict[tuple[str, str, str | None], int]:
         """Return followed orders counted by (source, account, status)."""
