@@ -16,7 +16,7 @@ COLUMNS = (
 )
 _NAMES = COLUMNS.replace(" ", "").split(",")
 UPSERT = (
-    f"INSERT INTO orders ({COLUMNS}) VALUES ({values(1, len(_NAMES))}) "
+    f"INSERT INTO orders ({COLUMNS}) VALUES {values(1, len(_NAMES))} "
     "ON CONFLICT (source, account, order_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _NAMES[3:])
 )

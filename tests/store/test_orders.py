@@ -140,3 +140,13 @@ async def test_a_rolled_back_batch_leaves_no_trace_in_the_page(
     # Found again by the next check, it is one change with one event, as if the first never was.
     assert await reconciler.apply([ok("a", "A-1", "New")], via="poll", page=page) == 1
     assert row(Path(store.path).parent, "A-1") == ("New", None, 1)
+
+
+async def test_an_order_not_followed_yet_is_written_when_discovered(
+    store: Store, reconciler: Reconciler
+) -> None:
+    page = await store.orders.page("ccv", "a")
+    assert await reconciler.apply([ok("a", "A-9", "New")], via="poll", page=page) == 0
+    assert row(Path(store.path).parent, "A-9") is None  # not followed: dropped
+    assert await reconciler.apply([ok("a", "A-9", "New")], via="poll", discover=True) == 1
+    assert row(Path(store.path).parent, "A-9") == ("New", None, 1)
