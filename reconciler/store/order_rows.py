@@ -3,7 +3,7 @@ and the conversions between a row and an OrderState. Only this module knows the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..model import OrderKey, OrderState
@@ -99,11 +99,19 @@ def kept(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, str, str], tuple[int,
     return {(r[0], r[1], r[2]): (r[n], tuple(r[:n])) for r in rows}
 
 
-def rowid(row: Sequence[Any]) -> int:
-    """Return the rowid of a row read as `SELECT {COLUMNS}, id`."""
-    return int(row[len(_NAMES)])
+def collect(
+    rows: Iterable[Sequence[Any]], found: dict[OrderKey, OrderState], rowids: dict[Any, int]
+) -> None:
+    """Put rows read as `SELECT {COLUMNS}, id` into `found` as states and their rowids into
+    `rowids` (one call per chunk read: this runs for every order a batch loads)."""
+    n = len(_NAMES)
+    for r in rows:
+        s = state(r)
+        found[s.key] = s
+        rowids[s.key] = r[n]
 
 
-def update_params(row: Row, rowid: int) -> tuple[Any, ...]:
-    """Return the parameters of `order_update` for one row written back by rowid."""
-    return (row[3], *row[5:15], row[16], rowid)
+def known_row(s: OrderState, plan: Plan | None, rowid: int) -> tuple[Row, tuple[Any, ...]]:
+    """Return the row of a state written back by rowid, and its parameters of `order_update`."""
+    r = row(s, plan)
+    return r, (r[3], *r[5:15], r[16], rowid)

@@ -111,7 +111,7 @@ class Orders:
         params = (after, source, account, *settled, settled_since or 0.0, limit)
         rows = list(await self._conn.execute_fetchall(sql, params))
         kept = order_rows.kept(rows)
-        last = order_rows.rowid(rows[-1]) if rows else after
+        last = max((rowid for rowid, _ in kept.values()), default=after)
         page = Page([key[2] for key in kept], last, version, kept)
         if drops != self._drops:
             page.rows.clear()  # orders were tracked or untracked while the rows were read
@@ -145,27 +145,25 @@ class Orders:
                     f"SELECT {COLUMNS}, id FROM orders WHERE source = ? AND account = ? "
                     f"AND order_id IN ({marks(len(chunk))})"
                 )
-                for row in await self._conn.execute_fetchall(sql, (source, account, *chunk)):
-                    state = order_rows.state(row)
-                    found[state.key] = state
-                    rowids[state.key] = order_rows.rowid(row)
+                fetched = await self._conn.execute_fetchall(sql, (source, account, *chunk))
+                order_rows.collect(fetched, found, rowids)
         return found
 
     async def save(self, loaded: Loaded, states: Sequence[tuple[OrderState, Plan | None]]) -> None:
         """Write snapshot states (inside a transaction), each with its plan or None: the ones
         `loaded` found by rowid, the others by upsert. The pages holding them follow."""
-        known: list[Row] = []
+        known: list[tuple[Any, ...]] = []
         references: list[tuple[int, str]] = []
         new = []
         rowids = loaded.rowids
         pages = [p for p in self._pages if p.rows]
         for state, plan in states:
-            row = order_rows.row(state, plan)
             rowid = rowids.get(state.key)
             if rowid is None:
-                new.append(row)
+                new.append(order_rows.row(state, plan))
                 continue
-            known.append(order_rows.update_params(row, rowid))
+            row, update = order_rows.known_row(state, plan, rowid)
+            known.append(update)
             if state.external_reference is not None:
                 references.append((rowid, state.external_reference))
             for page in pages:
