@@ -98,7 +98,7 @@ async def fill_events(db: Path, count: int) -> None:
                 for n in range(first, min(count, first + 1000))
             ]
             async with store.transaction():
-                await store.add_events(events)
+                await store.events.add(events)
     finally:
         await store.close()
 

@@ -141,8 +141,8 @@ async def measure_costs(config: Config, concurrency: int) -> Costs:
         store = rt.store
 
         async def tick() -> None:
-            await store.source_state("ccv", "default")
-            await store.due_orders("ccv", "default", time.time(), concurrency * 4)
+            await store.sources.state("ccv", "default")
+            await store.orders.due("ccv", "default", time.time(), concurrency * 4)
 
         return Costs(
             tick=await _median(tick),

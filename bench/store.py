@@ -28,7 +28,8 @@ from typing import Any
 from reconciler.config import Config, load_config
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import BATCH_ROWS, Reconciler
-from reconciler.store import _ORDER_UPSERT, Store  # the baseline runs the store's own UPSERT
+from reconciler.store import Store
+from reconciler.store.order_rows import UPSERT  # the baseline runs the store's own UPSERT
 
 TARGET = 0.5
 ACCOUNT = "default"
@@ -77,7 +78,7 @@ async def seed(config: Config, ids: Sequence[str]) -> None:
     """Track every order and record its first status (one apply), untimed."""
     store = await Store.open(config.store_path)
     try:
-        await store.track("ccv", ACCOUNT, [(oid, None) for oid in ids], time.time())
+        await store.orders.track("ccv", ACCOUNT, [(oid, None) for oid in ids], time.time())
         await Reconciler(config, store).apply(observations(ids, set()), via="poll")
     finally:
         await store.close()
@@ -142,7 +143,7 @@ def time_baseline(
         for i in range(0, len(rows), BATCH_ROWS):
             chunk = rows[i : i + BATCH_ROWS]
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_ORDER_UPSERT, chunk)
+            conn.executemany(UPSERT, chunk)
             conn.executemany(
                 "INSERT INTO history (source, account, order_id, status, at) "
                 "VALUES (?, ?, ?, ?, ?)",

@@ -12,6 +12,7 @@ from .pass_report import PassReport
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .store.orders import Page
 
 BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
@@ -32,6 +33,7 @@ class Writer(Protocol):
         via: Via,
         report: PassReport | None = None,
         discover: bool = False,
+        page: Page | None = None,
     ) -> int:
         """Commit observations in one transaction; return the number of events queued."""
         ...
@@ -67,6 +69,8 @@ class Batcher:
         )
         self.writer: asyncio.Task[None] | None = None
         self.error: Exception | None = None
+        # The page of orders the pass is checking (a CCV pass sets each page it reads).
+        self.page: Page | None = None
 
     async def add(self, obs: Observation) -> None:
         self.buffer.append(obs)
@@ -121,6 +125,6 @@ class Batcher:
         self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
         # Await first: `report.events += await ...` would read the count before the await.
         events = await self.reconciler.apply(
-            batch, via=self.via, report=self.report, discover=self.discover
+            batch, via=self.via, report=self.report, discover=self.discover, page=self.page
         )
         self.report.events += events

@@ -33,7 +33,7 @@ from .server.api import API_LIMITS, ApiDeps, ApiListener, build_api
 from .server.connections import ConnectionLimits
 from .server.hub import Hub
 from .store import Store, StoreError
-from .store_health import file_size
+from .store.health import file_size
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender
 from .writes.submit import Submitter
@@ -169,7 +169,7 @@ class Daemon:
         if self.api_reader is not None:
             await self.api_reader.close()
         try:
-            backlog = await self.rt.store.undelivered_count()
+            backlog = await self.rt.store.outbox.pending_counts()
         except StoreError:
             backlog = {}
         log.info(

@@ -188,8 +188,8 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
                         oid, notification_url(config.receiver, "default", order_id=oid)
                     )
                 now = time.time()
-                await rt.store.track("ccv", "default", [(oid, None) for oid in ids], now)
-                await rt.store.track(
+                await rt.store.orders.track("ccv", "default", [(oid, None) for oid in ids], now)
+                await rt.store.orders.track(
                     "ccnow", "default", [(oid, None) for oid in sandbox.ccnow_order_ids()], now
                 )
                 rt.reconciler.on_events = feed
@@ -211,7 +211,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
                 await asyncio.gather(submitting, return_exceptions=True)
                 await serving
                 waiter.cancel()
-                counts = await rt.store.count_orders()
+                counts = await rt.store.orders.counts()
         finally:
             await sandbox.stop()
         _summary(out, feed.events, counts, sandbox.stats.dropped)
@@ -228,7 +228,7 @@ async def ship_some(sandbox: Sandbox, rt: Runtime, config: Config) -> None:
     shipped = 0
     while shipped < DEMO_SHIPMENTS:
         await asyncio.sleep(DEMO_SHIP_EVERY_S)
-        known = await rt.store.orders_with_status("ccnow", "default", ["pending"])
+        known = await rt.store.orders.with_status("ccnow", "default", ["pending"])
         pending = [
             s.key.order_id for s in known if sandbox.status("ccnow", s.key.order_id) == "pending"
         ][: DEMO_SHIPMENTS - shipped]

@@ -17,7 +17,8 @@ from .logs import fields
 from .model import Observation, Outcome, Via
 from .pass_report import PassReport
 from .schedule import plan, stuck_event
-from .store import Store, state_row
+from .store import Store
+from .store.orders import Page
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -67,6 +68,7 @@ class Reconciler:
         report: PassReport | None = None,
         discover: bool = False,
         within: Callable[[], Awaitable[Sequence[Event]]] | None = None,
+        page: Page | None = None,
     ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
@@ -75,11 +77,12 @@ class Reconciler:
         wins, and what the check saw is dropped. Returns the number of events queued; `report`
         counts the orders that went missing. `within` runs in the same transaction, after the
         rows are written, and returns events of its own (a CCNow action closes its command).
+        `page`: the pass's page of orders, read instead of the database where it holds them.
         """
         now = self.clock()
         store = self.store
         async with store.transaction():
-            snapshot = await store.load_orders(o.key for o in observations)
+            snapshot = await store.orders.load((o.key for o in observations), page)
             if not discover and len(snapshot) < len(observations):
                 observations = [o for o in observations if o.key in snapshot]
             result = diff(
@@ -111,11 +114,11 @@ class Reconciler:
                         now=now,
                         jitter=self.rng.random(),
                     )
-                rows.append(state_row(state, when))
-            await store.save_order_rows(rows)
+                rows.append((state, when))
+            await store.orders.save(snapshot, rows)
             if within is not None:
                 events += await within()
-            await store.add_events(events)
+            await store.events.add(events)
         for key, tracked, answered in result.references:
             log.warning(
                 "order.external_reference_differs",
@@ -135,7 +138,7 @@ class Reconciler:
         accounts = {o.key[:2] for o in observations if o.outcome is Outcome.NOT_FOUND}
         failing: set[tuple[str, str]] = set()
         for source, account in accounts:
-            if (await self.store.source_state(source, account)).failing:
+            if (await self.store.sources.state(source, account)).failing:
                 failing.add((source, account))
         return failing
 

@@ -12,8 +12,9 @@ from .config import Config
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .sinks.outbox import Outbox, build_sinks
+from .status import sink_names
 from .store import Store, WriterLock
-from .store_retention import make_space_returnable, prune
+from .store.retention import make_space_returnable, prune
 
 
 def http_session(config: Config) -> aiohttp.ClientSession:
@@ -44,7 +45,7 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         self.lock.acquire()
         try:
-            self.store = await Store.open(self.config.store_path)
+            self.store = await Store.open(self.config.store_path, sinks=sink_names(self.config))
         except BaseException:
             self.lock.release()
             raise
@@ -61,10 +62,10 @@ class Runtime:
         return self
 
     async def prune(self) -> None:
-        """Delete what the retention window lets go (store_retention.py)."""
+        """Delete what the retention window lets go (store/retention.py)."""
         await prune(
             self.store,
-            sinks=self.store.sink_names,
+            sinks=self.store.events.sinks,
             keep_s=self.config.keep_events_s,
             now=time.time(),
         )

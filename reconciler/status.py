@@ -17,8 +17,8 @@ from .config import Config
 from .json_text import iso_time
 from .model import Source
 from .store import Store
-from .store_health import Episode, file_size
-from .store_passes import LastPass, last_pass
+from .store.health import Episode, file_size
+from .store.passes import LastPass, last_pass
 
 AccountHealth = Literal["ok", "failing", "unknown"]  # unknown: never polled yet
 
@@ -96,10 +96,10 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
             StoreStatus(path, False, 0, _free_bytes(path), None),
             None,
         )
-    states = {(s.source, s.account): s for s in await store.source_states()}
-    counts = await store.count_orders()
-    due = await store.count_due(now)
-    stuck = await store.stuck_count()
+    states = {(s.source, s.account): s for s in await store.sources.states()}
+    counts = await store.orders.counts()
+    due = await store.orders.due_counts(now)
+    stuck = await store.orders.stuck_counts()
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -107,7 +107,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
         since = None
         if st is not None and st.failing:
             # The account's latest source.failed event marks when this episode began.
-            since = await store.failing_since(source, account)
+            since = await store.events.failing_since(source, account)
             since = since if since is not None else st.last_failure
         orders = sorted(
             ((status, n) for (s, a, status), n in counts.items() if (s, a) == (source, account)),
@@ -126,8 +126,8 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
                 stuck.get((source, account), 0),
             )
         )
-    deliveries = await store.delivery_counts()
-    disabled = await store.disabled_sinks()
+    deliveries = await store.outbox.counts()
+    disabled = await store.outbox.disabled_sinks()
     sinks = tuple(
         SinkStatus(name, *deliveries.get(name, (0, 0)), disabled.get(name))
         for name in sink_names(config)

@@ -64,7 +64,7 @@ async def ccv_reconciler(
     store = await Store.open(tmp_path / "reconciler.db")
     clock = Clock()
     try:
-        await store.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
+        await store.orders.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
         async with aiohttp.ClientSession() as session:
             writer = Reconciler(config, store, clock=clock)
             yield Coordinators.build(config, writer, session).ccv["default"], config, clock
@@ -73,7 +73,7 @@ async def ccv_reconciler(
 
 
 async def kinds_of(reconciler: Coordinator) -> list[tuple[str, str | None]]:
-    return [(e.type, e.order_id) for e in await reconciler.store.list_events()]
+    return [(e.type, e.order_id) for e in await reconciler.store.events.history()]
 
 
 async def source_kinds(coordinator: Coordinator) -> list[str]:
@@ -82,12 +82,12 @@ async def source_kinds(coordinator: Coordinator) -> list[str]:
 
 async def event_data(coordinator: Coordinator) -> list[dict[str, Any]]:
     """Return each event's `data`, as a sink receives it."""
-    return [json.loads(e.body)["data"] for e in await coordinator.store.list_events()]
+    return [json.loads(e.body)["data"] for e in await coordinator.store.events.history()]
 
 
 async def state_of(coordinator: Coordinator, order_id: str) -> OrderState:
     key = OrderKey(coordinator.source, "default", order_id)
-    return (await coordinator.store.load_orders([key]))[key]
+    return (await coordinator.store.orders.load([key]))[key]
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ async def ccnow_reconciler(
     config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
     store = await Store.open(tmp_path / "reconciler.db")
     try:
-        await store.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
+        await store.orders.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
         async with aiohttp.ClientSession() as session:
             yield (
                 Coordinators.build(config, Reconciler(config, store), session).ccnow["default"],
@@ -128,7 +128,7 @@ async def test_a_403_for_one_ccv_order_fails_that_order_alone(
         fake_ccv.orders.update(dict.fromkeys(others, status))
         report = await ccv.full_pass(via="catch-up")
         assert report.failed == 1 and not report.failed_sources
-    events = await ccv.store.list_events()
+    events = await ccv.store.events.history()
     assert [e for e in events if e.type.startswith("source.")] == []
     changes = [(e.order_id, json.loads(e.body)["data"]["status"]) for e in events[3:]]
     assert sorted(changes) == sorted((i, s) for i in others for s in ("New", "Completed"))
@@ -181,7 +181,7 @@ async def test_a_gateway_404_is_an_account_failure_and_no_order_is_lost(
     fake_ccv.always = None
     clock.now += 60
     assert (await ccv.full_pass(via="catch-up")).ok
-    later = (await ccv.store.list_events())[5:]
+    later = (await ccv.store.events.history())[5:]
     assert sorted((e.type, e.order_id) for e in later) == sorted(
         [("source.recovered", None)] + [("order.status_changed", i) for i in CCV_IDS],
         key=str,
@@ -231,7 +231,7 @@ async def test_a_fresh_order_never_found_is_reported_at_its_first_json_404(
     ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
     ccv, _, _ = ccv_reconciler
-    await ccv.store.untrack("ccv", "default", CCV_IDS[2:])
+    await ccv.store.orders.untrack("ccv", "default", CCV_IDS[2:])
     fake_ccv.orders = {CCV_IDS[0]: "New"}
     assert (await ccv.full_pass(via="catch-up")).ok
     assert sorted(await kinds_of(ccv)) == [
@@ -246,7 +246,7 @@ async def test_a_gateway_page_labelled_json_is_no_not_found_even_for_a_fresh_ord
     # A mistyped id shows at once only on CCV's own 404; a page merely labelled JSON is a
     # gateway's, and says nothing about the order.
     ccv, _, _ = ccv_reconciler
-    await ccv.store.untrack("ccv", "default", CCV_IDS[1:])
+    await ccv.store.orders.untrack("ccv", "default", CCV_IDS[1:])
     fake_ccv.replies[CCV_IDS[0]] = Reply(404, GATEWAY_404.body, "application/json")
     assert not (await ccv.full_pass(via="catch-up")).ok
     assert await kinds_of(ccv) == [("source.failed", None)]
@@ -267,7 +267,7 @@ async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_lat
     report = await reconciler.full_pass(via="catch-up")
     assert report.lost == 1 and not report.failed_sources
     assert await kinds_of(reconciler) == found
-    rows = await reconciler.store.load_orders([OrderKey("ccv", "default", CCV_IDS[0])])
+    rows = await reconciler.store.orders.load([OrderKey("ccv", "default", CCV_IDS[0])])
     [row] = rows.values()
     # Still at the AwaitingPayment pin (2 minutes), not the daily not-found rhythm.
     assert row.status == "AwaitingPayment" and not row.not_found
@@ -332,7 +332,7 @@ async def test_every_ccnow_query_failing_is_an_account_failure(
     for _ in range(2):
         assert not (await ccnow.full_pass(via="catch-up")).ok
     assert await source_kinds(ccnow) == ["source.failed"]
-    assert (await ccnow.store.source_state("ccnow", "default")).failing
+    assert (await ccnow.store.sources.state("ccnow", "default")).failing
 
     # One order answering again is the account answering again.
     fake_ccnow.order_errors = set(CCNOW_IDS[1:])
@@ -344,7 +344,7 @@ async def test_one_ccnow_error_line_fails_that_order_alone(
     ccnow_reconciler: tuple[CCNowCoordinator, Config], fake_ccnow: FakeCCNow
 ) -> None:
     ccnow, _ = ccnow_reconciler
-    await ccnow.store.untrack("ccnow", "default", CCNOW_IDS[2:])
+    await ccnow.store.orders.untrack("ccnow", "default", CCNOW_IDS[2:])
     fake_ccnow.orders = {CCNOW_IDS[0]: "pending", CCNOW_IDS[1]: "processing"}
     fake_ccnow.order_errors = {CCNOW_IDS[1]}
     report = await ccnow.full_pass(via="catch-up")
@@ -377,12 +377,12 @@ async def test_ccnow_pending_list_failing_while_queries_answer_does_not_flap(
         assert (await reconciler.pending_list_pass(via="poll")).failed_sources
         report = await reconciler.check(CCNOW_IDS, via="poll")
         assert report.checked == 3 and report.failed == 0
-    kinds = [e.type for e in await reconciler.store.list_events()]
+    kinds = [e.type for e in await reconciler.store.events.history()]
     assert [k for k in kinds if k.startswith("source.")] == ["source.failed"]
-    assert (await reconciler.store.source_state("ccnow", "default")).failing
+    assert (await reconciler.store.sources.state("ccnow", "default")).failing
 
     await reconciler.pending_list_pass(via="poll")
-    kinds = [e.type for e in await reconciler.store.list_events()]
+    kinds = [e.type for e in await reconciler.store.events.history()]
     assert [k for k in kinds if k.startswith("source.")] == ["source.failed", "source.recovered"]
 
 
@@ -445,7 +445,7 @@ async def test_a_ccv_order_completed_after_failed_is_seen(
     ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:
     ccv, _, clock = ccv_reconciler
-    await ccv.store.untrack("ccv", "default", CCV_IDS[1:])
+    await ccv.store.orders.untrack("ccv", "default", CCV_IDS[1:])
     fake_ccv.orders = {CCV_IDS[0]: "Failed"}
     assert (await ccv.full_pass(via="catch-up")).ok
     [failed] = await event_data(ccv)
@@ -467,8 +467,8 @@ async def test_a_differing_external_reference_is_reported_with_both_values(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ccv, _, _ = ccv_reconciler
-    await ccv.store.untrack("ccv", "default", CCV_IDS[1:])
-    await ccv.store.track("ccv", "default", [(CCV_IDS[0], "ref-tracked")], 1.0)
+    await ccv.store.orders.untrack("ccv", "default", CCV_IDS[1:])
+    await ccv.store.orders.track("ccv", "default", [(CCV_IDS[0], "ref-tracked")], 1.0)
     fake_ccv.orders = {CCV_IDS[0]: "New"}
     fake_ccv.refs = {CCV_IDS[0]: "ref-at-ccv"}
     caplog.set_level(logging.INFO, logger="reconciler")

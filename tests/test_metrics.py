@@ -15,7 +15,9 @@ from reconciler.events import Event
 from reconciler.metrics import Metrics
 from reconciler.model import EventType, Observation, OrderKey, Outcome
 from reconciler.runtime import Runtime
-from reconciler.store import DEAD_LETTERS_SQL, STUCK_SQL, Store
+from reconciler.store import Store
+from reconciler.store.events import DEAD_LETTERS_SQL
+from reconciler.store.orders import STUCK_SQL
 from reconciler.systemd import Notifier
 from tests.conftest import write_config
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply
@@ -186,7 +188,7 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
         assert value("reconciler_stuck_orders", ccv) == 0
 
         orders = [STUCK_ORDER, MOVING_ORDER]
-        await rt.store.track("ccv", "default", [(o, None) for o in orders], time.time())
+        await rt.store.orders.track("ccv", "default", [(o, None) for o in orders], time.time())
         await rt.coordinators.ccv["default"].check(orders, via="poll")
         # Two hours later one order is still awaiting payment, the other moved on.
         rt.reconciler.clock = lambda: time.time() + 7200
@@ -194,8 +196,8 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
         await rt.coordinators.ccv["default"].check(orders, via="poll")
         await rt.coordinators.ccv["default"].check(orders, via="notification")
         sink = rt.outbox.lanes[0].config.name
-        due = await rt.store.due_deliveries(sink, time.time() + 7200, 10)
-        await rt.store.mark_failed(sink, [(due.rows[0].seq, "refused", None)])
+        due = await rt.store.outbox.due(sink, time.time() + 7200, 10)
+        await rt.store.outbox.failed(sink, [(due.rows[0].seq, "refused", None)])
         await daemon.hub.refresh_metrics()
         assert value("reconciler_stuck_orders", ccv) == 1
         assert value("reconciler_dead_letters", {"sink": sink}) == 1

@@ -29,7 +29,7 @@ async def test_untrack_during_a_pass_is_not_undone(tmp_path: Path, fake_ccv: Fak
     # wait (they time out after 2 s).
     other = await Store.open(tmp_path / "reconciler.db")
     try:
-        assert await other.untrack("ccv", None, IDS) == len(IDS)
+        assert await other.orders.untrack("ccv", None, IDS) == len(IDS)
     finally:
         await other.close()
     fake_ccv.hold.set()

@@ -22,7 +22,7 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
 
     async with Runtime(config) as rt:
         started = time.monotonic()
-        due = await rt.store.count_due(math.inf)  # every open order: what a catch-up asks
+        due = await rt.store.orders.due_counts(math.inf)  # every open order: what a catch-up asks
         total = sum(n for (source, _), n in due.items() if args.source in (None, source))
         with progress("catch-up", total) as advance:
             rt.reconciler.on_checked = advance
@@ -34,7 +34,7 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
                 await outbox_task
         await rt.outbox.drain(args.deliver_timeout)
         await rt.prune()  # also lets go of the rows of sinks no longer configured
-        undelivered = await rt.store.undelivered_count()
+        undelivered = await rt.store.outbox.pending_counts()
         delivered = not any(undelivered.values())
         level = logging.INFO if report.ok and delivered else logging.WARNING
         log.log(

@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import store_submissions
 from ..accounts import choose_account
 from ..config import Config
 from ..exits import EX_OK, DataError, UsageError
@@ -19,6 +18,7 @@ from ..model import Source, reference_problem
 from ..order_view import order_json
 from ..progress import progress
 from ..store import Store
+from ..store import submissions as store_submissions
 from .input import order_ids, read_track_file
 
 log = logging.getLogger("reconciler.cli")
@@ -48,7 +48,7 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     store = await Store.open(config.store_path)
     try:
         with progress("track", len(orders)) as advance:
-            added = await store.track(source, account, orders, time.time(), progress=advance)
+            added = await store.orders.track(source, account, orders, time.time(), progress=advance)
         await _resolve_submissions(store, account, orders)
     finally:
         await store.close()
@@ -77,7 +77,7 @@ async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     if store is None:
         return EX_OK
     try:
-        removed = await store.untrack(source, account, ids)
+        removed = await store.orders.untrack(source, account, ids)
     finally:
         await store.close()
     log.info("orders.untracked", extra=fields(source=source, removed=removed))
@@ -90,7 +90,7 @@ async def orders_command(config: Config, args: argparse.Namespace) -> int:
     states = []
     if store is not None:
         try:
-            states = await store.list_orders(args.source, args.status)
+            states = await store.orders.snapshot(args.source, args.status)
         finally:
             await store.close()
     rows = [order_json(s) for s in states]
@@ -117,7 +117,7 @@ async def events_command(config: Config, args: argparse.Namespace) -> int:
     events = []
     if store is not None:
         try:
-            events = await store.list_events(
+            events = await store.events.history(
                 since=args.since, type=args.type, undelivered=args.undelivered
             )
         finally:

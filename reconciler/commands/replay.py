@@ -23,7 +23,7 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(f"no sink named {args.sink!r} ({', '.join(dict.fromkeys(names))})")
     try:
         async with Runtime(config) as rt:
-            count = await rt.store.requeue(args.sink, args.since)
+            count = await rt.store.outbox.requeue(args.sink, args.since)
             log.info("replay.queued", extra=fields(sink=args.sink, events=count))
             with progress(f"replay {args.sink}", count, unit="events") as advance:
 
@@ -37,7 +37,7 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
         # A running daemon owns delivery: queue the events and let it send them.
         store = await Store.open(config.store_path)
         try:
-            count = await store.requeue(args.sink, args.since)
+            count = await store.outbox.requeue(args.sink, args.since)
         finally:
             await store.close()
         log.info(

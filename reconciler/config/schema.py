@@ -185,5 +185,5 @@ class Config:
     api: ApiConfig | None = None
     # The config file itself when it holds a secret, and every `*_file` it names.
     secret_files: tuple[Path, ...] = ()
-    # [store] keep_events: delivered history older than this is pruned (store_retention.py)
+    # [store] keep_events: delivered history older than this is pruned (store/retention.py)
     keep_events_s: float = 400 * 86400.0

@@ -73,7 +73,7 @@ class CCNowCoordinator(Coordinator):
             if everything:
                 to_query = await self._open_ids()
             else:
-                before = await self.store.orders_with_status("ccnow", self.account, ["pending"])
+                before = await self.store.orders.with_status("ccnow", self.account, ["pending"])
                 to_query = [s.key.order_id for s in before]
             for obs in listed:
                 await listing.add(obs)

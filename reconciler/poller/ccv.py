@@ -8,12 +8,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from .. import store_submissions as subs
 from ..config import CCVConfig
 from ..logs import fields
 from ..model import OrderState, Via
 from ..pass_report import PassReport
 from ..sources.errors import SourceError
+from ..store import submissions as subs
 from .coordinator import PAGE_ORDERS, SETTLED, Coordinator, Emit
 from .health import Part, PassAnswers, Verdict, needs_probe, verdict
 
@@ -72,9 +72,11 @@ class CCVCoordinator(Coordinator):
         store = self.store
 
         async def ask() -> None:
+            # The pass holds each page it reads and hands it back with its batches (`load`
+            # reads the page's rows instead of the database while the page is current).
             after = 0
             while True:
-                ids, after = await store.open_orders_page(
+                page = batcher.page = await store.orders.page(
                     "ccv",
                     self.account,
                     after=after,
@@ -82,15 +84,13 @@ class CCVCoordinator(Coordinator):
                     settled_since=self.now() - self.config.schedule.watch_settled_s,
                     settled=SETTLED["ccv"],
                 )
-                if ids:
-                    await self.client.check_orders(ids, batcher.add)
-                if len(ids) < self.page_orders:
+                if page.ids:
+                    await self.client.check_orders(page.ids, batcher.add)
+                if len(page.ids) < self.page_orders:
                     break  # the last page: no need to ask for the next one
+                after = page.after
 
-        try:
-            error = await self._asking(ask, batcher)
-        finally:
-            store.forget_page()
+        error = await self._asking(ask, batcher)
         answers = report.answers(error=error, complete=True)
         await self.settle([("checks", verdict(answers))], via=via, report=report)
         return report
@@ -112,7 +112,7 @@ class CCVCoordinator(Coordinator):
     async def heartbeat(self) -> None:
         """When no status request succeeded for a poll interval, probe once, so that /healthz
         and source.failed stay true though CCV has no list to poll."""
-        state = await self.store.source_state("ccv", self.account)
+        state = await self.store.sources.state("ccv", self.account)
         if state.last_success is not None and self.now() - state.last_success < (
             self.config.poll_interval_s
         ):
@@ -127,7 +127,7 @@ class CCVCoordinator(Coordinator):
         store = self.store
         orders = [
             s
-            for s in await store.find_by_reference(reference)
+            for s in await store.orders.by_reference(reference)
             if s.key.source == "ccv" and s.key.account == self.account
         ]
         # CCV knows the reference: an uncertain submit of it did reach CCV.
@@ -138,7 +138,7 @@ class CCVCoordinator(Coordinator):
                 extra=fields(account=self.account, external_reference=reference, order_id=order_id),
             )
         if not orders:
-            await store.remember_reference(self.account, reference, self.now())
+            await store.sources.remember_reference(self.account, reference, self.now())
             log.info(
                 "notification.remembered",
                 extra=fields(account=self.account, external_reference=reference),
@@ -153,5 +153,5 @@ class CCVCoordinator(Coordinator):
         if not refs or self.remember_ref_s is None:
             return set()
         not_before = self.now() - self.remember_ref_s
-        notified = await self.store.take_references(self.account, refs, not_before)
+        notified = await self.store.sources.take_references(self.account, refs, not_before)
         return {s.key.order_id for s in due if s.external_reference in notified}

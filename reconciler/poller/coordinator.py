@@ -18,7 +18,7 @@ from ..pass_report import PassReport
 from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError
-from ..store_passes import LastPass, record_pass
+from ..store.passes import LastPass, record_pass
 from .health import Part, PassAnswers, Verdict, health_event, next_health, verdict
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class Coordinator(abc.ABC):
         if failing is None:
             return []
         # A failing source gets one probe per backoff period, not a storm of checks.
-        due = await self.store.due_orders(
+        due = await self.store.orders.due(
             self.source, self.account, self.now(), 1 if failing else self.due_limit
         )
         if not due:
@@ -182,7 +182,7 @@ class Coordinator(abc.ABC):
         ids: list[str] = []
         after = ""
         while True:
-            page = await self.store.open_order_ids(
+            page = await self.store.orders.open_ids(
                 self.source,
                 self.account,
                 after=after,
@@ -205,7 +205,7 @@ class Coordinator(abc.ABC):
     async def resting(self, part: Part) -> bool | None:
         """Return None while the failing `part` is left alone (its backoff has not run out),
         else whether that part is failing (the account's other parts are asked as usual)."""
-        state = await self.store.source_state(self.source, self.account)
+        state = await self.store.sources.state(self.source, self.account)
         return resting(state, part, interval_s=self.config.poll_interval_s, now=self.now())
 
     async def settle(
@@ -222,13 +222,13 @@ class Coordinator(abc.ABC):
         now = self.now()
         store = self.store
         async with store.transaction():
-            state = await store.source_state(self.source, self.account)
+            state = await store.sources.state(self.source, self.account)
             new, flip = next_health(state, said, now=now)
-            await store.save_source_state(new)
+            await store.sources.save(new)
             event = None
             if flip is not None:
                 event = health_event(state, new, flip, now=now, via=via, store_id=store.store_id)
-                await store.add_events([event])
+                await store.events.add([event])
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
             self.writer.committed([event])

@@ -10,11 +10,11 @@ import time
 
 from aiohttp import web
 
-from .. import store_submissions as subs
 from ..config import ApiConfig
 from ..logs import fields
 from ..model import OrderKey, OrderState, Source, reference_problem
 from ..order_view import order_json
+from ..store import submissions as subs
 from .api_requests import (
     ApiDeps,
     BadRequest,
@@ -69,7 +69,7 @@ class Orders:
         key = OrderKey(source, account, order_id)
         known = await self.find(key)
         now = time.time()
-        await self.deps.store.track(source, account, [(order_id, ref)], now)
+        await self.deps.store.orders.track(source, account, [(order_id, ref)], now)
         if ref is not None:
             await subs.resolve(self.deps.store, account, ref, order_id, now)
         state = await self.find(key)
@@ -79,7 +79,7 @@ class Orders:
 
     async def find(self, key: OrderKey) -> OrderState | None:
         """Return the committed snapshot row of one order."""
-        return (await self.deps.reader.load_orders([key])).get(key)
+        return (await self.deps.reader.orders.load([key])).get(key)
 
     def key(self, request: web.Request) -> OrderKey:
         """Return the order a path names."""
@@ -112,7 +112,7 @@ class Orders:
     async def untrack(self, request: web.Request) -> web.Response:
         """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204."""
         key = self.key(request)
-        await self.deps.store.untrack(key.source, key.account, [key.order_id])
+        await self.deps.store.orders.untrack(key.source, key.account, [key.order_id])
         log.info("api.untracked", extra=fields(source=key.source, order_id=key.order_id))
         return web.Response(status=204)
 
@@ -130,20 +130,7 @@ class Orders:
         kind = request.query.get("type")
         if kind is not None and not (0 < len(kind) <= 64 and kind.isprintable()):
             raise BadRequest(400, "not an event type", "type")
-        after = int(after_text)
-        # One statement, one snapshot: the page and the highest seq agree, so `next` may skip
-        # events of other types but never one of this type committed meanwhile.
-        rows = list(
-            await self.deps.reader.conn.execute_fetchall(
-                "SELECT seq, body FROM (SELECT seq, body FROM events WHERE seq > ? "
-                "AND (? IS NULL OR type = ?) ORDER BY seq LIMIT ?) "
-                "UNION ALL SELECT ifnull(max(seq), 0), NULL FROM events",
-                (after, kind, kind, limit),
-            )
-        )
-        top = int(rows.pop()[0])
-        bodies = [bytes(r[1]) for r in rows]
-        last = int(rows[-1][0]) if len(rows) == limit else max(top, after)
+        bodies, last = await self.deps.reader.events.feed(int(after_text), kind, limit)
         # The bodies are stored CloudEvents JSON: spliced in, not parsed and encoded again.
         payload = b'{"events":[' + b",".join(bodies) + b'],"next":"' + str(last).encode() + b'"}'
         return web.Response(body=payload, content_type="application/json")

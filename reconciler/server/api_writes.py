@@ -9,11 +9,11 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from .. import store_submissions as subs
 from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import Source, reference_problem
+from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccv_http import NotSent, Uncertain, send_once
 from ..writes.pricing import blocking, check_pricing

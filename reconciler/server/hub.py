@@ -89,8 +89,8 @@ class Hub:
         """Return per-source health, the store's and the outbox backlog for /healthz."""
         store = self.store
         try:
-            states = {(s.source, s.account): s for s in await store.source_states()}
-            backlog = await store.undelivered_count()
+            states = {(s.source, s.account): s for s in await store.sources.states()}
+            backlog = await store.outbox.pending_counts()
         except StoreError:
             states, backlog = {}, {}
         episode = store.health.current
@@ -123,11 +123,11 @@ class Hub:
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store."""
         store = self.store
-        self.metrics.set_followed(await store.count_orders())
+        self.metrics.set_followed(await store.orders.counts())
         # Every configured account, recorded or not: an account that never answered exports
         # last success 0, and one no longer configured does not linger.
-        states = {(s.source, s.account): s for s in await store.source_states()}
-        stuck = await store.stuck_count()
+        states = {(s.source, s.account): s for s in await store.sources.states()}
+        stuck = await store.orders.stuck_counts()
         accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
             *(("ccv", c) for c in self.config.ccv),
             *(("ccnow", c) for c in self.config.ccnow),
@@ -143,7 +143,7 @@ class Hub:
             )
         self.metrics.set_stuck({(s, a.name): stuck.get((s, a.name), 0) for s, a in accounts})
         sinks = [lane.config.name for lane in self.outbox.lanes]
-        backlog = await store.undelivered_count()
+        backlog = await store.outbox.pending_counts()
         self.metrics.set_outbox_backlog({sink: backlog.get(sink, 0) for sink in sinks})
-        dead = await store.dead_letter_count()
+        dead = await store.outbox.dead_counts()
         self.metrics.set_dead_letters({sink: dead.get(sink, 0) for sink in sinks})

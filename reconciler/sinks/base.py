@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..store import OutboxEvent
+from ..store.events import OutboxEvent
 
 __all__ = ["OutboxEvent"]  # the store owns the record; sinks receive it
 

@@ -92,7 +92,9 @@ class Outbox:
         self.clock = clock
         self.tick_s = tick_s
         self.lanes = [_Lane(sink, cfg) for sink, cfg in sinks]
-        store.sink_names = tuple(cfg.name for _, cfg in sinks)
+        if tuple(cfg.name for _, cfg in sinks) != store.events.sinks:
+            # Events would wait for a sink without a lane, or a lane for events never queued.
+            raise ValueError("the store must be opened with the outbox's sinks")
         self._stopping = False
         self._rng = random.Random()
         # Hears of each batch a sink confirmed: (sink, events); progress of `replay`.
@@ -109,7 +111,7 @@ class Outbox:
 
     async def load_disabled(self) -> None:
         """Skip sinks whose receiver said it is gone in an earlier run."""
-        disabled = await self.store.disabled_sinks()
+        disabled = await self.store.outbox.disabled_sinks()
         for lane in self.lanes:
             if lane.config.name in disabled:
                 lane.disabled = True
@@ -154,7 +156,7 @@ class Outbox:
         await self.load_disabled()
         deadline = time.monotonic() + timeout_s
         await asyncio.gather(*(self._drain_lane(lane, deadline) for lane in self.lanes))
-        counts = await self.store.undelivered_count()
+        counts = await self.store.outbox.pending_counts()
         return not any(counts.values())
 
     async def _drain_lane(self, lane: _Lane, deadline: float) -> None:
@@ -175,7 +177,7 @@ class Outbox:
         if lane.paused_until > now:
             return lane.paused_until - now
         name = lane.config.name
-        due = await self.store.due_deliveries(name, now, BATCH)
+        due = await self.store.outbox.due(name, now, BATCH)
         rows = due.rows
         if not rows:
             return None if due.next_at is None else max(due.next_at - now, 0.001)
@@ -201,7 +203,7 @@ class Outbox:
             r.seq for r, res in zip(rows, results, strict=False) if isinstance(res, Delivered)
         ]
         if delivered:
-            await self.store.mark_delivered(cfg.name, delivered, now)
+            await self.store.outbox.delivered(cfg.name, delivered, now)
             self.on_delivered(cfg.name, len(delivered))
         failed: list[tuple[OutboxEvent, RetryLater]] = [
             (row, res)
@@ -209,7 +211,7 @@ class Outbox:
             if isinstance(res, RetryLater) and res != NOT_ATTEMPTED
         ]
         if failed:
-            times = await self.store.event_times([row.seq for row, _ in failed])
+            times = await self.store.events.times([row.seq for row, _ in failed])
             updates: list[tuple[int, str, float | None]] = []
             for row, res in failed:
                 delay = cfg.retry_min_s * 2 ** min(row.attempts, 30)
@@ -243,11 +245,11 @@ class Outbox:
                     )
                     lane.paused_until = max(lane.paused_until, due)
                 updates.append((row.seq, res.reason, None if dead else due))
-            await self.store.mark_failed(cfg.name, updates)
+            await self.store.outbox.failed(cfg.name, updates)
         gone = next((res for res in results if isinstance(res, SinkGone)), None)
         if gone is not None:
             lane.disabled = True
-            await self.store.disable_sink(cfg.name, gone.reason, now)
+            await self.store.outbox.disable_sink(cfg.name, gone.reason, now)
             log.error("sink.disabled", extra=fields(sink=cfg.name, reason=gone.reason))
 
     async def close(self) -> None:

@@ -24,7 +24,6 @@ from aiohttp import hdrs
 from yarl import URL
 
 from reconciler import USER_AGENT
-from reconciler import store_commands as cmds
 from reconciler.config import CCNowConfig
 from reconciler.events import Event, action_event
 from reconciler.logs import fields
@@ -34,6 +33,7 @@ from reconciler.sources.ccnow import MAX_BODY_BYTES, Answer, is_complete, parse_
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import Reply, RequestFailed, read_body, request
 from reconciler.store import Store
+from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import (
     ACTIONS,
     MAX_NOTES,
@@ -132,7 +132,7 @@ class ActionSender:
         account = new[0].account if new else ""
         made = await cmds.by_keys(self.store, account, [c.key for c in new])
         fresh = [c for c in new if c.key not in made]
-        states = await self.store.load_orders(
+        states = await self.store.orders.load(
             OrderKey("ccnow", c.account, c.order_id) for c in fresh
         )
         wanted: list[cmds.NewCommand] = []

@@ -16,12 +16,12 @@ from typing import Any
 
 import aiohttp
 
-from reconciler import store_commands as cmds
 from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.store import StoreLocked
+from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import (
     ActionSender,
     BadAction,

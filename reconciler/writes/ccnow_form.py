@@ -13,9 +13,9 @@ from decimal import Decimal
 from typing import TypeVar
 from urllib.parse import quote_plus
 
-from reconciler import store_commands as cmds
 from reconciler.config import CCNowConfig
 from reconciler.model import InvalidOrderId, OrderState, normalize_ccnow_id, usd_amount
+from reconciler.store import commands as cmds
 
 # The actions as the command line names them -> CCNow's `x_action_N` word.
 ACTIONS: dict[str, cmds.Action] = {

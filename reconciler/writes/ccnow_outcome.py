@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler import store_commands as cmds
 from reconciler.sources.ccnow import Answer, OrderLine
+from reconciler.store import commands as cmds
 
 # What CCNow answers when the action took: the queue state it put the order in, or (for an
 # order the lifecycle moved on quickly) where that queue leads.

@@ -21,13 +21,13 @@ from typing import Any
 
 import aiohttp
 
-from reconciler import store_submissions as subs
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, known_statuses, reference_problem, validate_ccv_id
 from reconciler.notify import notification_url
 from reconciler.store import Store
+from reconciler.store import submissions as subs
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 
 log = logging.getLogger("reconciler.writes.submit")

@@ -77,18 +77,18 @@ class World:
     ccnow: CCNowCoordinator
 
     async def events(self) -> list[tuple[str, str | None]]:
-        return [(e.type, e.order_id) for e in await self.store.list_events()]
+        return [(e.type, e.order_id) for e in await self.store.events.history()]
 
     async def data(self) -> list[dict[str, Any]]:
         """Return each event's `data`, as a sink receives it."""
-        return [json.loads(e.body)["data"] for e in await self.store.list_events()]
+        return [json.loads(e.body)["data"] for e in await self.store.events.history()]
 
     async def order(self, source: Source, order_id: str) -> OrderState:
         key = OrderKey(source, "default", order_id)
-        return (await self.store.load_orders([key]))[key]
+        return (await self.store.orders.load([key]))[key]
 
     async def failing(self, source: Source) -> bool:
-        return (await self.store.source_state(source, "default")).failing
+        return (await self.store.sources.state(source, "default")).failing
 
 
 def config_for(tmp_path: Path) -> Config:
@@ -126,4 +126,4 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 
 
 async def track(world: World, source: Source, *ids: str, ref: str | None = None) -> None:
-    await world.store.track(source, "default", [(i, ref) for i in ids], world.clock.now)
+    await world.store.orders.track(source, "default", [(i, ref) for i in ids], world.clock.now)

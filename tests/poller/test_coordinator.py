@@ -160,8 +160,8 @@ async def test_no_reason_carries_the_api_key(world: World) -> None:
     world.ccv_client.refusal = SourceUnavailable(f"refused key {CCV_KEY}")
     report = await world.ccv.full_pass(via="catch-up")
     [reason] = report.failed_sources.values()
-    [event] = await world.store.list_events()
-    state = await world.store.source_state("ccv", "default")
+    [event] = await world.store.events.history()
+    state = await world.store.sources.state("ccv", "default")
     for text in (reason, event.body.decode(), str(state.last_error)):
         assert "refused key" in text and CCV_KEY not in text
 
@@ -192,7 +192,7 @@ async def test_a_cancelled_pass_is_not_swallowed_and_changes_no_health(world: Wo
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await world.events() == []
-    assert (await world.store.source_state("ccv", "default")).failure_streak == 0
+    assert (await world.store.sources.state("ccv", "default")).failure_streak == 0
 
 
 async def test_a_catch_up_asks_every_open_order_once_a_page_at_a_time(world: World) -> None:

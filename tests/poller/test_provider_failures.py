@@ -15,7 +15,7 @@ CCV_IDS = [f"0b7c1f3e-0000-4000-8000-{n:012d}" for n in range(1, 6)]
 
 
 async def kinds(coordinator: Coordinator) -> list[str]:
-    return [e.type for e in await coordinator.store.list_events()]
+    return [e.type for e in await coordinator.store.events.history()]
 
 
 async def test_ccnow_failures_change_nothing_and_fail_the_account_once(
@@ -35,7 +35,7 @@ async def test_ccnow_failures_change_nothing_and_fail_the_account_once(
         assert report.failed_sources, reply  # `catch-up` exits 75
     assert await kinds(ccnow) == ["order.discovered", "source.failed"]  # once, not per pass
     key = OrderKey("ccnow", "default", "396-10-1142")
-    assert (await ccnow.store.load_orders([key]))[key].status == "pending"
+    assert (await ccnow.store.orders.load([key]))[key].status == "pending"
 
     fake_ccnow.always = None
     fake_ccnow.orders = {"396-10-1142": "pending"}
@@ -46,7 +46,7 @@ async def test_ccnow_failures_change_nothing_and_fail_the_account_once(
 async def test_ccv_server_errors_are_failed_checks_without_events(
     ccv: CCVCoordinator, fake_ccv: FakeCCV
 ) -> None:
-    await ccv.store.track("ccv", "default", [(i, None) for i in CCV_IDS], 1.0)
+    await ccv.store.orders.track("ccv", "default", [(i, None) for i in CCV_IDS], 1.0)
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     assert (await ccv.full_pass(via="catch-up")).ok
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "Completed")
@@ -57,7 +57,7 @@ async def test_ccv_server_errors_are_failed_checks_without_events(
 
 
 async def test_not_found_is_reported_once(ccv: CCVCoordinator) -> None:
-    await ccv.store.track("ccv", "default", [("missing-order-1", None)], 1.0)
+    await ccv.store.orders.track("ccv", "default", [("missing-order-1", None)], 1.0)
     assert (await ccv.full_pass(via="catch-up")).ok
     assert (await ccv.full_pass(via="catch-up")).ok
     assert await kinds(ccv) == ["order.not_found"]
@@ -68,7 +68,7 @@ async def test_ccnow_queries_never_exceed_batch_size(
 ) -> None:
     ids = [f"{400 + n // 100:03d}-{n % 100:02d}-1000" for n in range(60)]
     fake_ccnow.orders = dict.fromkeys(ids, "processing")
-    await ccnow.store.track("ccnow", "default", [(i, None) for i in ids], 1.0)
+    await ccnow.store.orders.track("ccnow", "default", [(i, None) for i in ids], 1.0)
     assert (await ccnow.full_pass(via="catch-up")).ok
     assert 0 < fake_ccnow.max_batch <= 25
     assert len(await kinds(ccnow)) == 60
@@ -81,24 +81,26 @@ async def test_an_unknown_ccnow_message_is_a_source_failure_not_an_empty_list(
     assert (await ccnow.full_pass(via="catch-up")).ok
     fake_ccnow.always = Reply(200, "message account_locked\n")
     assert not (await ccnow.full_pass(via="catch-up")).ok  # `catch-up` exits 75
-    failed = [e for e in await ccnow.store.list_events() if e.type == "source.failed"]
+    failed = [e for e in await ccnow.store.events.history() if e.type == "source.failed"]
     assert len(failed) == 1
     assert "message: account_locked" in json.dumps(json.loads(failed[0].body)["data"])
     key = OrderKey("ccnow", "default", "396-10-1142")
-    assert (await ccnow.store.load_orders([key]))[key].status == "pending"
+    assert (await ccnow.store.orders.load([key]))[key].status == "pending"
 
 
 async def test_an_order_ccnow_does_not_know_is_reported_once_and_not_a_failure(
     ccnow: CCNowCoordinator, fake_ccnow: FakeCCNow
 ) -> None:
     fake_ccnow.orders = {"396-10-1142": "processing"}
-    await ccnow.store.track("ccnow", "default", [("396-10-1142", None), ("999-00-0001", None)], 1.0)
+    await ccnow.store.orders.track(
+        "ccnow", "default", [("396-10-1142", None), ("999-00-0001", None)], 1.0
+    )
     for _ in range(2):
         assert (await ccnow.full_pass(via="catch-up")).ok
-    events = [(e.type, e.order_id) for e in await ccnow.store.list_events()]
+    events = [(e.type, e.order_id) for e in await ccnow.store.events.history()]
     assert sorted(events) == [
         ("order.discovered", "396-10-1142"),
         ("order.not_found", "999-00-0001"),
     ]
     key = OrderKey("ccnow", "default", "999-00-0001")
-    assert (await ccnow.store.load_orders([key]))[key].not_found
+    assert (await ccnow.store.orders.load([key]))[key].not_found

@@ -609,7 +609,7 @@ async def add_events(api: Api, first: int, count: int) -> list[str]:
         for n in range(first, first + count)
     ]
     async with store.transaction():
-        await store.add_events(events)
+        await store.events.add(events)
     return [e.id for e in events]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.store import Store, StoreError
-from reconciler.store_oneshot import Statement, commit_at_once
+from reconciler.store.oneshot import Statement, commit_at_once
 
 INSERT = (
     "INSERT INTO submissions (account, external_reference, state, created_at) VALUES (?, ?, ?, ?)"

@@ -24,7 +24,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.runtime import Runtime
 from reconciler.scheduler import Scheduler
 from reconciler.store import Store
-from reconciler.store_retention import prune
+from reconciler.store.retention import prune
 from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -65,14 +65,13 @@ def test_prune_never_deletes_an_event_a_configured_sink_has_not_confirmed(
 async def _prune_example(
     path: Path, rows: list[tuple[bool, str | None, str | None, str | None]], chunk: int
 ) -> tuple[dict[int, dict[str, str]], set[int]]:
-    store = await Store.open(path)
+    store = await Store.open(path, sinks=("log", "jsonl", "gone"))
     try:
-        store.sink_names = ("log", "jsonl", "gone")
         events = [
             _event(n, NOW - (KEEP_S + DAY if old else DAY)) for n, (old, *_) in enumerate(rows)
         ]
         async with store.transaction():
-            await store.add_events(events)
+            await store.events.add(events)
         async with store.transaction():
             for seq, (_, *states) in enumerate(rows, 1):
                 for sink, state in zip(("log", "jsonl", "gone"), states, strict=True):
@@ -201,16 +200,16 @@ async def test_pruning_while_a_catch_up_runs_loses_and_doubles_nothing(
         old = [_event(n, time.time() - 500 * DAY) for n in range(4000)]
         old.append(_event(4000, time.time()))  # the newest, which always stays
         async with rt.store.transaction():
-            await rt.store.add_events(old)
+            await rt.store.events.add(old)
             await rt.store.conn.execute("UPDATE deliveries SET state = 'delivered'")
-        await rt.store.track("ccv", "default", [(i, None) for i in ids], time.time())
+        await rt.store.orders.track("ccv", "default", [(i, None) for i in ids], time.time())
         outbox = asyncio.ensure_future(rt.outbox.run())
         try:
             report, pruned = await asyncio.gather(
                 rt.coordinators.catch_up(),
                 prune(
                     rt.store,
-                    sinks=rt.store.sink_names,
+                    sinks=rt.store.events.sinks,
                     keep_s=config.keep_events_s,
                     now=time.time(),
                     chunk=50,

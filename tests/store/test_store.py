@@ -23,7 +23,8 @@ from reconciler.reconcile import Reconciler
 from reconciler.sinks import outbox as outbox_module
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
 from reconciler.sinks.outbox import Outbox
-from reconciler.store import MIGRATIONS, SCHEMA_VERSION, Store
+from reconciler.store import Store
+from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import poll_until
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -67,14 +68,17 @@ async def live_outbox(
     """A reconciler whose commits wake a running outbox with one recording sink; the outbox
     reads the store every `tick_s` for other processes' events."""
     sink = RecordingSink()
-    outbox = Outbox(store, [(sink, SinkConfig(type="log", name=sink.name))], tick_s=tick_s)
-    reconciler = Reconciler(config_for(tmp_path), store, on_commit=outbox.committed)
+    # As the daemon does: the store queues each event for the sinks its outbox delivers to.
+    writer = await Store.open(store.path, sinks=(sink.name,))
+    outbox = Outbox(writer, [(sink, SinkConfig(type="log", name=sink.name))], tick_s=tick_s)
+    reconciler = Reconciler(config_for(tmp_path), writer, on_commit=outbox.committed)
     running = asyncio.ensure_future(outbox.run())
     try:
         yield reconciler, sink
     finally:
         outbox.stop()
         await running
+        await writer.close()
 
 
 @pytest.fixture
@@ -89,7 +93,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def test_a_batch_is_stored_exactly(tmp_path: Path, store: Store) -> None:
     config = config_for(tmp_path)
     ids = ["A-1", "A-2", "A-3"]
-    await store.track("ccv", "default", [(i, None) for i in ids], 1795632726.2160404)
+    await store.orders.track("ccv", "default", [(i, None) for i in ids], 1795632726.2160404)
     reconciler = Reconciler(config, store, clock=lambda: 1795632800.123456789)
     events = await reconciler.apply(
         [ok("A-1", "New", REFERENCE), ok("A-2", "Completed"), ok("A-3", "Teleported")],
@@ -122,18 +126,18 @@ async def test_the_page_is_dropped_when_another_process_writes(
     tmp_path: Path, store: Store
 ) -> None:
     config = config_for(tmp_path)
-    await store.track("ccv", "default", [("A-1", "old-ref"), ("A-2", None)], 1.0)
-    ids, _ = await store.open_orders_page("ccv", "default")
-    assert ids == ["A-1", "A-2"]
+    await store.orders.track("ccv", "default", [("A-1", "old-ref"), ("A-2", None)], 1.0)
+    page = await store.orders.page("ccv", "default")
+    assert page.ids == ["A-1", "A-2"]
 
     # `reconciler track` in another process gives A-1 a new reference meanwhile.
     other = await Store.open(tmp_path / "reconciler.db")
     try:
-        await other.track("ccv", "default", [("A-1", "new-ref")], 2.0)
+        await other.orders.track("ccv", "default", [("A-1", "new-ref")], 2.0)
     finally:
         await other.close()
 
-    await Reconciler(config, store).apply([ok("A-1", "New")], via="poll")
+    await Reconciler(config, store).apply([ok("A-1", "New")], via="poll", page=page)
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
         row = conn.execute("SELECT status, external_reference FROM orders WHERE order_id = 'A-1'")
         assert row.fetchone() == ("New", "new-ref")
@@ -143,17 +147,17 @@ async def test_committed_events_reach_a_running_sink_once_in_order(
     tmp_path: Path, store: Store
 ) -> None:
     ids = [f"A-{n:03d}" for n in range(300)]
-    await store.track("ccv", "default", [(i, None) for i in ids], 1.0)
+    await store.orders.track("ccv", "default", [(i, None) for i in ids], 1.0)
     async with live_outbox(tmp_path, store) as (reconciler, sink):
         for n in range(0, len(ids), 50):
             await reconciler.apply([ok(i, "New") for i in ids[n : n + 50]], via="poll")
         await poll_until(lambda: len(sink.got) >= len(ids), 5, "every event delivered")
     assert sink.got == list(range(1, len(ids) + 1))
-    assert await store.undelivered_count() == {}
+    assert await store.outbox.pending_counts() == {}
 
 
 async def test_replay_beside_a_running_outbox_is_delivered(tmp_path: Path, store: Store) -> None:
-    await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
+    await store.orders.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
     async with live_outbox(tmp_path, store, tick_s=0.05) as (reconciler, sink):
         await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")
         await poll_until(lambda: len(sink.got) == 2, 5, "the first delivery")
@@ -161,7 +165,7 @@ async def test_replay_beside_a_running_outbox_is_delivered(tmp_path: Path, store
         # `reconciler replay --sink recorder` while this process runs: only the store knows.
         other = await Store.open(tmp_path / "reconciler.db")
         try:
-            assert await other.requeue(sink.name, None) == 2
+            assert await other.outbox.requeue(sink.name, None) == 2
         finally:
             await other.close()
         await poll_until(lambda: len(sink.got) == 4, 5, "the replayed events")
@@ -174,7 +178,7 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
     ids = [f"0b7c1f3e-0000-4000-8000-{n:012d}" for n in range(40)]
     fake_ccv.orders = dict.fromkeys(ids, "New")
     config = config_for(tmp_path, fake_ccv.base_url)
-    await store.track("ccv", "default", [(i, None) for i in ids], 1.0)
+    await store.orders.track("ccv", "default", [(i, None) for i in ids], 1.0)
 
     class FailingSecondWrite(Reconciler):
         calls = 0
@@ -220,19 +224,19 @@ async def test_a_version_1_store_is_migrated_and_keeps_its_events(tmp_path: Path
 async def test_an_event_waits_for_an_earlier_event_of_its_order_until_that_one_is_settled(
     tmp_path: Path, store: Store
 ) -> None:
-    await store.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
+    await store.orders.track("ccv", "default", [("A-1", None), ("A-2", None)], 1.0)
     reconciler = Reconciler(config_for(tmp_path), store)
     await reconciler.apply([ok("A-1", "New"), ok("A-2", "New")], via="poll")  # seq 1, 2
     await reconciler.apply([ok("A-1", "Closed"), ok("A-2", "Closed")], via="poll")  # 3, 4
 
     async def due(now: float = 1000.0) -> tuple[list[int], float | None]:
-        found = await store.due_deliveries("log", now, 10)
+        found = await store.outbox.due("log", now, 10)
         return [row.seq for row in found.rows], found.next_at
 
     assert await due() == ([1, 2, 3, 4], None)
-    await store.mark_failed("log", [(1, "http 500", 2000.0), (2, "http 500", 500.0)])
+    await store.outbox.failed("log", [(1, "http 500", 2000.0), (2, "http 500", 500.0)])
     # A-1's first event waits for its retry, and A-1's next one with it; A-2's retry is due.
     assert await due() == ([2, 4], 2000.0)
     assert await due(now=2000.0) == ([1, 2, 3, 4], None)
-    await store.mark_failed("log", [(1, "http 500", None)])  # dead-lettered: holds nothing
+    await store.outbox.failed("log", [(1, "http 500", None)])  # dead-lettered: holds nothing
     assert await due() == ([2, 3, 4], None)

@@ -22,7 +22,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.runtime import Runtime
 from reconciler.status import gather_status
 from reconciler.store import Store
-from reconciler.store_counts import FULL_COUNT_SQL
+from reconciler.store.counts import FULL_COUNT_SQL
 from reconciler.systemd import Notifier
 from tests.conftest import write_config
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply
@@ -66,16 +66,16 @@ async def test_ticks_scrapes_health_and_status_read_no_whole_table(
     async with Runtime(config) as rt:
         daemon = Daemon(config, rt, Notifier(None))
         store = rt.store
-        await store.track("ccv", "default", [(o, None) for o in ORDERS], time.time())
+        await store.orders.track("ccv", "default", [(o, None) for o in ORDERS], time.time())
         await rt.coordinators.ccv["default"].check(ORDERS, via="poll")
         fake_ccv.always = Reply(500)  # a failing account: status looks up when it began
         await rt.coordinators.ccv["default"].check(ORDERS[:1], via="poll")
         statements: list[str] = []
         await store.conn.set_trace_callback(statements.append)
         # A tick: the account's health, its due orders, the outbox's due deliveries; a poll.
-        await store.source_state("ccv", "default")
-        await store.due_orders("ccv", "default", time.time() + 86400, 64)
-        await store.orders_with_status("ccv", "default", ["New"])  # as CCNow's pending list
+        await store.sources.state("ccv", "default")
+        await store.orders.due("ccv", "default", time.time() + 86400, 64)
+        await store.orders.with_status("ccv", "default", ["New"])  # as CCNow's pending list
         await rt.outbox.drain(0.5)
         await daemon.hub.refresh_metrics()
         await daemon.hub.health()
@@ -113,16 +113,16 @@ async def _kept_and_full(workdir: Path, writes: list[tuple[str, str, list[int], 
         for n, (kind, account, picks, status) in enumerate(writes):
             ids = [f"A-{i}" for i in dict.fromkeys(picks)]
             if kind == "track":
-                await store.track("ccv", account, [(i, None) for i in ids], float(n))
+                await store.orders.track("ccv", account, [(i, None) for i in ids], float(n))
             elif kind == "untrack":
-                await store.untrack("ccv", account, ids)
+                await store.orders.untrack("ccv", account, ids)
             else:  # a check: found orders take the status, untracked ones are dropped
                 observations = [
                     Observation(OrderKey("ccv", account, i), Outcome.OK, _STATUSES[status])
                     for i in ids
                 ]
                 await reconciler.apply(observations, via="poll")
-            kept = await store.count_orders()
+            kept = await store.orders.counts()
             full = {
                 (r[0], r[1], r[2]): r[3] for r in await store.conn.execute_fetchall(FULL_COUNT_SQL)
             }
@@ -142,7 +142,8 @@ def test_kept_counts_equal_a_full_count_after_any_writes(
 
 def test_a_store_from_before_the_counts_gets_them_counted(tmp_path: Path) -> None:
     # Built by the migrations before the counts (5 and earlier), with orders in it.
-    from reconciler.store import MIGRATIONS, _statements
+    from reconciler.store.db import _statements
+    from reconciler.store.migrations import MIGRATIONS
 
     db = tmp_path / "reconciler.db"
     conn = sqlite3.connect(db, isolation_level=None)
@@ -160,7 +161,7 @@ def test_a_store_from_before_the_counts_gets_them_counted(tmp_path: Path) -> Non
     async def counts() -> dict[tuple[str, str, str | None], int]:
         store = await Store.open(db)
         try:
-            return await store.count_orders()
+            return await store.orders.counts()
         finally:
             await store.close()
 

@@ -22,7 +22,7 @@ from reconciler.config import load_config
 from reconciler.daemon import Daemon
 from reconciler.runtime import Runtime
 from reconciler.store import Store, StoreError
-from reconciler.store_health import kind_of
+from reconciler.store.health import kind_of
 from reconciler.systemd import Notifier
 from tests.conftest import (
     Result,
@@ -47,7 +47,9 @@ async def make_store(path: Path, orders: int = ORDERS) -> None:
     """A real store following `orders` CCV orders."""
     store = await Store.open(path)
     try:
-        await store.track("ccv", "default", [(order_id(n), None) for n in range(orders)], 1.0)
+        await store.orders.track(
+            "ccv", "default", [(order_id(n), None) for n in range(orders)], 1.0
+        )
     finally:
         await store.close()
 

@@ -13,12 +13,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from reconciler import store_commands as cmds
 from reconciler.config import load_config
 from reconciler.reconcile import Reconciler
 from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions
 from reconciler.sources.ccnow import MAX_BODY_BYTES
 from reconciler.store import Store
+from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import ActionSender, Tally, build
 from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, html_page

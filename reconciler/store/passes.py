@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from .store import Store
+from .db import Store
 
 _KEY = "last_pass"
 

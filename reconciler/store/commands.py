@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .events import Event
-from .store import Store
+from ..events import Event
+from .db import Store
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
 # CCNow's own words for the actions (`x_action_N`)
@@ -187,7 +187,7 @@ async def close(
     """Close commands and store their events in one transaction."""
     async with store.transaction():
         await close_within(store, closes, now)
-        await store.add_events(events)
+        await store.events.add(events)
 
 
 async def by_keys(store: Store, account: str, keys: Sequence[str]) -> dict[str, Command]:

@@ -15,8 +15,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .store import Store
-from .store_health import is_unusable
+from .db import Store
+from .health import is_unusable
 
 Statement = tuple[str, Sequence[object]]
 

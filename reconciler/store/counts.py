@@ -19,7 +19,7 @@ _INCREMENT = (
 )
 _DECREMENT = f"UPDATE order_counts SET n = n - 1 WHERE {_OLD_MATCH}"
 
-# A migration script: `store._statements` keeps each trigger body's ";" inside its statement.
+# A migration script: `db._statements` keeps each trigger body's ";" inside its statement.
 MIGRATION = f"""
 CREATE TABLE order_counts (
     source TEXT NOT NULL,

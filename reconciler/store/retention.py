@@ -18,8 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .logs import fields
-from .store import Store
+from ..logs import fields
+from .db import Store
 
 log = logging.getLogger("reconciler.retention")
 
@@ -130,7 +130,7 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
             )
             if not rows:
                 break
-            # The newest event stays: the next seq is counted from it (store._stored_upto).
+            # The newest event stays: the next seq is counted from it (`Events.last_seq`).
             newest = next(iter(await conn.execute_fetchall("SELECT max(seq) FROM events")))[0]
             seqs = [int(r[1]) for r in rows if r[1] != newest]
             held: set[int] = set()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .logs import fields
+from ..logs import fields
 
 log = logging.getLogger("reconciler.store")
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .events import Event
-from .store import Store
-from .store_oneshot import Statement, commit_at_once
+from ..events import Event
+from .db import Store
+from .oneshot import Statement, commit_at_once
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 
@@ -96,19 +96,9 @@ async def succeed(
     now: float,
 ) -> None:
     """Close a submission as succeeded and track its order in the same transaction."""
-    store.forget_page()
     statements = [_close(sub_id, "succeeded", http_status, None, now, order_id)]
     if order_id is not None:
-        # Store.track's statement: it opens a transaction of its own, this one must be shared.
-        statements.append(
-            (
-                "INSERT INTO orders (source, account, order_id, external_reference, "
-                "tracked_at, next_check_at) VALUES ('ccv', ?, ?, ?, ?, 0) "
-                "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
-                "coalesce(excluded.external_reference, orders.external_reference)",
-                (account, order_id, reference, now),
-            )
-        )
+        statements.append(store.orders.track_statement("ccv", account, order_id, reference, now))
     await commit_at_once(store, statements)
 
 
@@ -132,7 +122,7 @@ async def make_uncertain(
     async with store.transaction():
         for sub_id in sub_ids:
             await store.conn.execute(*_close(sub_id, "uncertain", http_status, reason, now, None))
-        await store.add_events(events)
+        await store.events.add(events)
 
 
 async def interrupted(store: Store) -> list[Submission]:

@@ -1,0 +1,13 @@
+"""The SQLite store: the only SQL of reconciler.
+
+`db` opens, migrates and locks the database and runs transactions; `orders`, `events` (with the
+outbox), `sources`, `commands`, `submissions`, `passes`, `counts` and `retention` each own a
+group of tables.
+"""
+
+from __future__ import annotations
+
+from .db import Store, WriterLock
+from .errors import StoreError, StoreLocked
+
+__all__ = ["Store", "StoreError", "StoreLocked", "WriterLock"]

@@ -1,0 +1,297 @@
+"""The SQLite store: open, migrate, the writer lock, transactions; the tables' repositories.
+
+One writer (the daemon or a catch-up, guarded by `WriterLock`); readers may come and go.
+Every write that matters happens in one transaction per batch: a transition and its outbox rows
+are on disk together (WAL, synchronous=FULL) before any sink sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from .errors import StoreError, StoreLocked, guarded, unusable_error
+from .events import Events, Outbox
+from .health import Episode, StoreHealth, is_unusable
+from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .orders import Orders
+from .sources import Sources
+
+
+class WriterLock:
+    """An exclusive advisory lock beside the database: one writer per store."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise StoreLocked at once; never waits."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StoreLocked(
+                f"store {self.path.with_suffix('')} is in use by another reconciler process"
+                + (f" (pid {holder})" if holder else "")
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (also released by the kernel when the process dies)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@guarded
+class Store:
+    """The database of one reconciler instance: the connection and its transactions, and one
+    repository per group of tables (`orders`, `events`, `outbox`, `sources`)."""
+
+    def __init__(
+        self, conn: aiosqlite.Connection, path: Path, store_id: str, sinks: Sequence[str]
+    ) -> None:
+        self.conn = conn
+        self.path = path
+        self.store_id = store_id
+        self.health = StoreHealth(path)
+        self._write_lock = asyncio.Lock()
+        # What the open transaction's writes changed besides the database (see on_rollback).
+        self._undo: list[Callable[[], None]] = []
+        self.orders = Orders(self)
+        self.events = Events(self, sinks)
+        self.outbox = Outbox(self)
+        self.sources = Sources(self)
+
+    @classmethod
+    async def open(
+        cls, path: Path, *, readonly: bool = False, sinks: Sequence[str] = ("log",)
+    ) -> Store:
+        """Open (and create or migrate, unless read-only) the store at `path`; a database
+        that belongs to another application is refused and left as it is. Each event stored
+        is queued for every one of `sinks`."""
+        if readonly:
+            if not path.exists():
+                raise FileNotFoundError(path)
+            conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Create the file ourselves so it is never world-readable, not even for a moment.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA busy_timeout = 5000")
+            # Before anything that writes (journal mode, migrations): another application's
+            # file must stay exactly as it was.
+            await _refuse_foreign(conn)
+            if not readonly:
+                os.chmod(path, 0o600)
+                _check_sqlite()
+                # Takes effect only before the first table: a new store then gives the space
+                # that pruning frees back to the file system (retention.py converts
+                # older stores once).
+                await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA synchronous = FULL")
+                await conn.execute("PRAGMA foreign_keys = ON")
+                await _migrate(conn)
+            store_id = await _store_id(conn, create=not readonly)
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise unusable_error(path, exc) from None
+        except StoreError as exc:
+            await conn.close()
+            raise StoreError(f"cannot use database {path}: {exc}") from None
+        except OSError as exc:
+            await conn.close()
+            raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn, path, store_id, sinks)
+
+    def unusable(self, exc: sqlite3.Error) -> StoreError:
+        """Record a failed statement in the store's health; return the error to raise."""
+        self.health.failed(exc)
+        return unusable_error(self.path, exc)
+
+    async def quick_check(self) -> list[str]:
+        """Return what SQLite's quick_check finds wrong (nothing: the file is sound). It reads
+        every page: keep it for where that is cheap."""
+        rows = await self.conn.execute_fetchall("PRAGMA quick_check(5)")
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
+
+    async def close(self) -> None:
+        """Close the connection; an open transaction is rolled back by SQLite."""
+        await self.conn.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Store]:
+        """Run a block as one write transaction: all of it is committed, or none of it."""
+        async with self._write_lock:
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if not is_unusable(exc):
+                    raise
+                raise self.unusable(exc) from None
+            except asyncio.CancelledError:
+                # The BEGIN was queued to the connection's thread and runs all the same; a
+                # ROLLBACK queued after it undoes it, or every later BEGIN would fail.
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(self.conn.execute("ROLLBACK"))
+                raise
+            self._undo = []
+            try:
+                yield self
+                if self.health.failing:
+                    await self._record_recovery()
+                # Shielded: a cancelled pass must still leave no half batch behind.
+                await asyncio.shield(self.conn.execute("COMMIT"))
+            except BaseException as exc:
+                for undo in self._undo:
+                    undo()
+                self._undo = []
+                with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
+                    if self.conn.in_transaction:
+                        await asyncio.shield(self.conn.execute("ROLLBACK"))
+                if isinstance(exc, sqlite3.Error) and is_unusable(exc):
+                    raise self.unusable(exc) from None
+                raise
+            self._undo = []
+            self.health.committed()
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Have `undo` called if the open transaction rolls back: for what its writes changed
+        outside the database (a page of orders, the highest event seq)."""
+        self._undo.append(undo)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the connection for statements that make their own transaction (VACUUM, an
+        incremental vacuum): no transaction of this store is open meanwhile."""
+        async with self._write_lock:
+            yield self.conn
+
+    async def _record_recovery(self) -> None:
+        # In the write that ends the episode: while it lasted, nothing could be written.
+        episode = self.health.current
+        if episode is not None:
+            value = {
+                "since": episode.since,
+                "until": time.time(),
+                "error": episode.error,
+                "kind": episode.kind,
+            }
+            await self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_store_failure', ?)",
+                (json.dumps(value),),
+            )
+
+    async def recorded_failure(self) -> Episode | None:
+        """Return the last store failure a writer recorded when it ended, if any."""
+        rows = list(
+            await self.conn.execute_fetchall(
+                "SELECT value FROM meta WHERE key = 'last_store_failure'"
+            )
+        )
+        if not rows:
+            return None
+        value = json.loads(rows[0][0])
+        return Episode(value["since"], value["error"], value["kind"], value["until"])
+
+    async def data_version(self) -> int:
+        """Return SQLite's data_version: it changes when another connection commits."""
+        rows = await self.conn.execute_fetchall("PRAGMA data_version")
+        return int(next(iter(rows))[0])
+
+
+def _check_sqlite() -> None:
+    # Batches are written with UPDATE ... FROM, new in SQLite 3.33.
+    if sqlite3.sqlite_version_info < (3, 33, 0):
+        raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: 3.33 or newer is needed")
+
+
+async def _refuse_foreign(conn: aiosqlite.Connection) -> None:
+    """Raise StoreError when the database has tables but is not a reconciler store: ours has
+    `meta` and `orders`, made by migration 1 in the transaction that set user_version to 1."""
+    rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    tables = {str(r[0]) for r in rows}
+    version = next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0]
+    if tables and (version < 1 or not {"meta", "orders"} <= tables):
+        names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"it belongs to another application (tables: {names}) and is left as it is; "
+            "give reconciler a file of its own in [store] path"
+        )
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this program's {SCHEMA_VERSION}; "
+            "upgrade reconciler"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        script = MIGRATIONS[number - 1]
+        # executescript would COMMIT first; run statements one by one inside our transaction.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number:d}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration on ";", keeping a trigger body's statements inside its CREATE TRIGGER."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip("; \n"):
+                yield pending
+            pending = ""
+    if pending.strip("; \n"):
+        yield pending  # not a complete statement: SQLite says what is wrong with it
+
+
+async def _store_id(conn: aiosqlite.Connection, *, create: bool) -> str:
+    async with conn.execute("SELECT value FROM meta WHERE key = 'store_id'") as cur:
+        row = await cur.fetchone()
+    if row is not None:
+        return str(row[0])
+    if not create:
+        raise StoreError("not a reconciler store (no store id)")
+    store_id = str(uuid.uuid4())
+    await conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?)", (store_id,))
+    return store_id

@@ -1,0 +1,59 @@
+"""The store's errors, and the guard that turns "cannot use the file" SQLite errors into them."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from .health import is_unusable
+
+
+class StoreError(Exception):
+    """The database cannot be used (unreadable, newer schema, not a reconciler store)."""
+
+
+class StoreLocked(StoreError):
+    """Another process (a running daemon or catch-up) holds the store's writer lock."""
+
+
+def unusable_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """Return the one-line error for an SQLite failure on the database at `path`."""
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return StoreLocked(f"database {path} is busy: another process is writing it")
+    return StoreError(f"cannot use database {path}: {exc}")
+
+
+class Guarded(Protocol):
+    """What a guarded class has: a way to record a failure and name the file."""
+
+    def unusable(self, exc: sqlite3.Error) -> StoreError: ...
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_C = TypeVar("_C", bound=type)
+
+
+def _guard(method: _F) -> _F:
+    @functools.wraps(method)
+    async def guarded(self: Guarded, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not is_unusable(exc):
+                raise  # a bug in a statement, not a property of the file
+            raise self.unusable(exc) from None
+
+    return guarded  # type: ignore[return-value]
+
+
+def guarded(cls: _C) -> _C:
+    """Guard every public coroutine method of a store class: a corrupt file, a full disk or an
+    I/O error is a StoreError naming the file wherever it is found, never a traceback."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, _guard(member))
+    return cls

@@ -1,0 +1,323 @@
+"""The `events` table (the history) and the outbox (`deliveries`: one row per event and sink).
+
+An event and its delivery rows are written in the transaction of the transition that made it;
+a sink reads its pending rows in commit order, and a row is marked delivered only after the
+sink confirmed it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..events import Event
+from ..model import Source
+from .errors import StoreError, guarded
+from .sql import CHUNK, chunks, marks, values
+
+if TYPE_CHECKING:
+    from .db import Store
+
+
+class OutboxEvent(NamedTuple):
+    """One stored event as a sink receives it; `body` is the CloudEvent JSON, byte-identical
+    on every (re)delivery. A named tuple: one is made per event stored."""
+
+    seq: int
+    id: str
+    type: str
+    order_id: str | None
+    body: bytes
+    attempts: int = 0  # earlier failed attempts for this sink
+    severity: str | None = None  # the stored event's; None: read it from the body
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """What a sink may deliver now, and when it will have more."""
+
+    rows: list[OutboxEvent]  # deliverable now, in seq (commit) order
+    next_at: float | None  # when the first event waiting for its retry is due (None: none)
+    full: bool  # `rows` reached the limit: more may be deliverable at once
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event row as the `events` command shows it."""
+
+    seq: int
+    id: str
+    type: str
+    time: float
+    order_id: str | None
+    severity: str
+    body: bytes
+    undelivered: tuple[str, ...]  # sinks that do not have it (pending or dead)
+
+
+# Counted for /metrics; matches the WHERE of its partial index (migration 5) word for word,
+# which is what lets SQLite use it.
+DEAD_LETTERS_SQL = "SELECT sink, count(*) FROM deliveries WHERE state = 'dead' GROUP BY sink"
+
+# A sink's pending events, read through the partial index of pending rows in its own order:
+# an ORDER BY seq would sort every pending row, and the primary key would walk every delivered
+# one. Rows never attempted have next_attempt_at 0, so the index has them in seq order; the
+# few that failed before (> 0) are read apart.
+_OUTBOX_COLUMNS = (
+    "SELECT e.seq, e.id, e.type, e.order_id, e.body, d.attempts, e.severity, d.next_attempt_at, "
+    "e.source, e.account FROM deliveries d INDEXED BY deliveries_due "
+    "JOIN events e ON e.seq = d.event_seq WHERE d.sink = ? AND d.state = 'pending' "
+)
+_RETRIED = _OUTBOX_COLUMNS + "AND d.next_attempt_at > 0"
+_FRESH = (
+    _OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 AND d.event_seq > ? ORDER BY d.event_seq LIMIT ?"
+)
+
+
+def _event_insert(rows: int) -> str:
+    return (
+        "INSERT INTO events (seq, id, type, time, source, account, order_id, severity, body) "
+        f"VALUES {values(rows, 9)} ON CONFLICT (id) DO NOTHING"
+    )
+
+
+@guarded
+class Events:
+    """The history: store events (queued for every sink), read them back."""
+
+    def __init__(self, store: Store, sinks: Sequence[str]) -> None:
+        self._store = store
+        self._conn = store.conn
+        self.sinks = tuple(sinks)  # every event is queued for each of these
+        self._last_seq: int | None = None  # highest seq stored; None: ask the database
+
+    def unusable(self, exc: sqlite3.Error) -> StoreError:
+        """Record a failed statement in the store's health; return the error to raise."""
+        return self._store.unusable(exc)
+
+    async def add(self, events: Sequence[Event]) -> int:
+        """Store events and queue them for every sink (inside a transaction); return how many
+        were new (a transition found again after a crash keeps its id, and is stored once)."""
+        if not events:
+            return 0
+        last = await self.last_seq()
+        rows = [
+            (seq, e.id, e.type.value, e.time, e.source, e.account, e.order_id, e.severity, e.body())
+            for seq, e in enumerate(events, last + 1)
+        ]
+        self._store.on_rollback(self._forget_last_seq)
+        before = self._conn.total_changes
+        for n, params in chunks(rows):
+            await self._conn.execute(_event_insert(n), params)
+        added = self._conn.total_changes - before
+        sinks = self.sinks
+        await self._conn.execute(
+            "INSERT INTO deliveries (sink, event_seq) SELECT sinks.column1, events.seq "
+            f"FROM (VALUES {values(len(sinks), 1)}) AS sinks, events WHERE events.seq > ?",
+            (*sinks, last),
+        )
+        # A skipped row leaves a gap in the seqs: ask the database for the highest next time.
+        self._last_seq = last + added if added == len(events) else None
+        return added
+
+    def _forget_last_seq(self) -> None:
+        self._last_seq = None
+
+    async def last_seq(self) -> int:
+        """Return the highest seq stored (0: none)."""
+        if self._last_seq is None:
+            found = await self._conn.execute_fetchall("SELECT ifnull(max(seq), 0) FROM events")
+            self._last_seq = int(next(iter(found))[0])
+        return self._last_seq
+
+    async def times(self, seqs: Sequence[int]) -> dict[int, float]:
+        """Return the creation time of events by seq."""
+        out: dict[int, float] = {}
+        for i in range(0, len(seqs), CHUNK):
+            chunk = seqs[i : i + CHUNK]
+            sql = f"SELECT seq, time FROM events WHERE seq IN ({marks(len(chunk))})"
+            async with self._conn.execute(sql, chunk) as cur:
+                out.update({r[0]: r[1] for r in await cur.fetchall()})
+        return out
+
+    async def failing_since(self, source: Source, account: str) -> float | None:
+        """Return when the account's latest `source.failed` happened, if one is stored."""
+        # The type is written out, not bound: only then can SQLite use the partial index
+        # (migration 8), which holds these few events; the events table may hold millions.
+        sql = (
+            "SELECT time FROM events WHERE type = 'source.failed' AND source = ? AND account = ? "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        rows = list(await self._conn.execute_fetchall(sql, (source, account)))
+        return float(rows[0][0]) if rows else None
+
+    async def history(
+        self,
+        *,
+        since: float | None = None,
+        type: str | None = None,
+        undelivered: bool = False,
+    ) -> list[StoredEvent]:
+        """Return the event history in order, optionally only what some sink does not have."""
+        sql = (
+            "SELECT e.seq, e.id, e.type, e.time, e.order_id, e.severity, e.body, "
+            "(SELECT group_concat(d.sink) FROM deliveries d WHERE d.event_seq = e.seq "
+            " AND d.state != 'delivered') FROM events e "
+            "WHERE e.time >= ? AND (? IS NULL OR e.type = ?) ORDER BY e.seq"
+        )
+        async with self._conn.execute(sql, (since or 0.0, type, type)) as cur:
+            rows = await cur.fetchall()
+        out = [
+            StoredEvent(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                bytes(r[6]),
+                tuple(sorted(r[7].split(","))) if r[7] else (),
+            )
+            for r in rows
+        ]
+        return [e for e in out if e.undelivered] if undelivered else out
+
+    async def feed(self, after: int, type: str | None, limit: int) -> tuple[list[bytes], int]:
+        """Return the bodies of up to `limit` events after seq `after` (of one type, or all),
+        in commit order, and the cursor to continue from."""
+        # One statement, one snapshot: the page and the highest seq agree, so the cursor may
+        # skip events of other types but never one of this type committed meanwhile.
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT seq, body FROM (SELECT seq, body FROM events WHERE seq > ? "
+                "AND (? IS NULL OR type = ?) ORDER BY seq LIMIT ?) "
+                "UNION ALL SELECT ifnull(max(seq), 0), NULL FROM events",
+                (after, type, type, limit),
+            )
+        )
+        top = int(rows.pop()[0])
+        last = int(rows[-1][0]) if len(rows) == limit else max(top, after)
+        return [bytes(r[1]) for r in rows], last
+
+
+@guarded
+class Outbox:
+    """The delivery rows: what each sink has yet to get, and what it confirmed."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conn = store.conn
+
+    def unusable(self, exc: sqlite3.Error) -> StoreError:
+        """Record a failed statement in the store's health; return the error to raise."""
+        return self._store.unusable(exc)
+
+    async def due(self, sink: str, now: float, limit: int) -> Due:
+        """Return the sink's pending events that may be delivered now, in seq order.
+
+        An event waits while an earlier event of its order waits for its retry, so that a sink
+        never gets an order's later event before an earlier one; a dead-lettered event no
+        longer holds anything back.
+        """
+        # Out of any transaction: this connection would see the rows of one still open, and a
+        # sink must never get an event that may yet be rolled back.
+        async with self._store.exclusive() as conn:
+            retried = await conn.execute_fetchall(_RETRIED, (sink,))
+            waiting = [r for r in retried if r[7] > now]
+            blocked: dict[tuple[str, str, str], int] = {}
+            for r in waiting:
+                if r[3] is not None:
+                    key = (r[8], r[9], r[3])
+                    blocked[key] = min(r[0], blocked.get(key, r[0]))
+
+            def free(r: Any) -> bool:
+                first = blocked.get((r[8], r[9], r[3]))
+                return first is None or first > r[0]
+
+            rows = [r for r in retried if r[7] <= now and free(r)]
+            fresh = 0
+            after = 0
+            while fresh < limit:
+                page = list(await conn.execute_fetchall(_FRESH, (sink, after, limit)))
+                taken = [r for r in page if free(r)]
+                rows += taken
+                fresh += len(taken)
+                if len(page) < limit:
+                    break
+                after = page[-1][0]
+        rows.sort(key=lambda r: r[0])
+        return Due(
+            [OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows[:limit]],
+            next_at=min((float(r[7]) for r in waiting), default=None),
+            full=len(rows) >= limit,
+        )
+
+    async def delivered(self, sink: str, seqs: Sequence[int], now: float) -> None:
+        """Record that a sink confirmed events (its own transaction)."""
+        async with self._store.transaction():
+            for n, params in chunks([(seq,) for seq in seqs]):
+                await self._conn.execute(
+                    "UPDATE deliveries SET state = 'delivered', delivered_at = ?, "
+                    f"last_error = NULL WHERE sink = ? AND event_seq IN ({values(n, 1)})",
+                    (now, sink, *params),
+                )
+
+    async def failed(self, sink: str, failures: Sequence[tuple[int, str, float | None]]) -> None:
+        """Record failed attempts: (seq, error, next attempt time or None for dead-letter)."""
+        async with self._store.transaction():
+            await self._conn.executemany(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, "
+                "state = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END, "
+                "next_attempt_at = coalesce(?, next_attempt_at) WHERE sink = ? AND event_seq = ?",
+                [(err, at, at, sink, seq) for seq, err, at in failures],
+            )
+
+    async def pending_counts(self, sink: str | None = None) -> dict[str, int]:
+        """Return pending (not dead) deliveries per sink."""
+        sql = (
+            "SELECT sink, count(*) FROM deliveries WHERE state = 'pending' "
+            "AND (? IS NULL OR sink = ?) GROUP BY sink"
+        )
+        async with self._conn.execute(sql, (sink, sink)) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def dead_counts(self) -> dict[str, int]:
+        """Return dead-lettered deliveries per sink."""
+        async with self._conn.execute(DEAD_LETTERS_SQL) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def counts(self) -> dict[str, tuple[int, int]]:
+        """Return (pending, dead-lettered) deliveries per sink."""
+        pending = await self.pending_counts()
+        dead = await self.dead_counts()
+        return {sink: (pending.get(sink, 0), dead.get(sink, 0)) for sink in {*pending, *dead}}
+
+    async def disable_sink(self, sink: str, reason: str, now: float) -> None:
+        """Remember that a sink's receiver is gone (webhook 410)."""
+        async with self._store.transaction():
+            await self._conn.execute(
+                "INSERT OR REPLACE INTO sinks (name, disabled_at, reason) VALUES (?, ?, ?)",
+                (sink, now, reason),
+            )
+
+    async def disabled_sinks(self) -> dict[str, str]:
+        """Return disabled sinks and why."""
+        async with self._conn.execute(
+            "SELECT name, reason FROM sinks WHERE disabled_at IS NOT NULL"
+        ) as cur:
+            return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def requeue(self, sink: str, since: float | None) -> int:
+        """Queue stored events for a sink again (same ids); return how many."""
+        before = self._conn.total_changes
+        async with self._store.transaction():
+            await self._conn.execute(
+                "INSERT INTO deliveries (sink, event_seq) SELECT ?, seq FROM events "
+                "WHERE time >= ? ON CONFLICT (sink, event_seq) DO UPDATE SET state = 'pending', "
+                "next_attempt_at = 0, attempts = 0",
+                (sink, since or 0.0),
+            )
+            await self._conn.execute("DELETE FROM sinks WHERE name = ?", (sink,))
+        return self._conn.total_changes - before

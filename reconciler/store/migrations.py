@@ -1,0 +1,165 @@
+"""The schema: forward-only migrations, run in order by `db.migrate`."""
+
+from __future__ import annotations
+
+from . import counts
+
+# Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
+# Statements are split on ";", so comments inside them must not contain one.
+MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE orders (
+        -- a rowid table: its indexes then carry an integer, not the whole text key
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        status TEXT,
+        external_reference TEXT,
+        first_seen REAL,
+        last_changed REAL,
+        last_checked REAL,
+        end_state INTEGER NOT NULL DEFAULT 0,
+        not_found INTEGER NOT NULL DEFAULT 0,
+        failure_streak INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 0,
+        next_check_at REAL NOT NULL DEFAULT 0,
+        interval_s REAL,
+        stuck_version INTEGER,
+        tracked_at REAL,
+        UNIQUE (source, account, order_id)
+    );
+    CREATE INDEX orders_due ON orders (next_check_at) WHERE end_state = 0;
+    CREATE INDEX orders_reference ON orders (external_reference)
+        WHERE external_reference IS NOT NULL;
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        previous_status TEXT,
+        status TEXT NOT NULL,
+        at REAL NOT NULL,
+        via TEXT NOT NULL,
+        -- events.id is unique already: no second index on random text on the hot path
+        event_id TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        time REAL NOT NULL,
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT,
+        severity TEXT NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX events_time ON events (time);
+    CREATE TABLE deliveries (
+        sink TEXT NOT NULL,
+        event_seq INTEGER NOT NULL REFERENCES events (seq),
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        delivered_at REAL,
+        PRIMARY KEY (sink, event_seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at, event_seq)
+        WHERE state = 'pending';
+    CREATE TABLE sources (
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        failing INTEGER NOT NULL DEFAULT 0,
+        failure_streak INTEGER NOT NULL DEFAULT 0,
+        episode INTEGER NOT NULL DEFAULT 0,
+        last_success REAL,
+        last_failure REAL,
+        last_error TEXT,
+        PRIMARY KEY (source, account)
+    ) WITHOUT ROWID;
+    CREATE TABLE sinks (
+        name TEXT PRIMARY KEY,
+        disabled_at REAL,
+        reason TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE pending_references (
+        account TEXT NOT NULL,
+        external_reference TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (account, external_reference)
+    ) WITHOUT ROWID;
+    """,
+    # 2: the history is the events table (every transition has its event, in order); the
+    # transitions table repeated it row for row
+    """
+    DROP TABLE transitions
+    """,
+    # 3: CCV submissions through the integration API, recorded before they are forwarded
+    # (store/submissions.py owns this table)
+    """
+    CREATE TABLE submissions (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        external_reference TEXT NOT NULL,
+        state TEXT NOT NULL,
+        order_id TEXT,
+        http_status INTEGER,
+        reason TEXT,
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE UNIQUE INDEX submissions_live ON submissions (account, external_reference)
+        WHERE state != 'failed';
+    CREATE INDEX submissions_open ON submissions (state) WHERE state IN ('sending', 'uncertain')
+    """,
+    # 4: when an order found before first answered "not found"; it is reported only when a
+    # later check confirms it. CCV `Failed` is no end state any more (a CCV employee may still
+    # complete or cancel the order): such orders are watched like settled ones
+    """
+    ALTER TABLE orders ADD COLUMN missing_since REAL;
+    UPDATE orders SET end_state = 0, next_check_at = 0 WHERE source = 'ccv' AND status = 'Failed'
+    """,
+    # 5: /metrics counts these on every scrape; partial indexes hold only the few rows counted,
+    # so neither count reads the whole table (millions of rows after a year)
+    """
+    CREATE INDEX deliveries_dead ON deliveries (sink) WHERE state = 'dead';
+    CREATE INDEX orders_stuck ON orders (source, account)
+        WHERE stuck_version = version AND end_state = 0
+    """,
+    # 6: CCNow order actions (ship, cancel, track, adjust), recorded before they are sent and
+    # closed with CCNow's answer (store/commands.py)
+    """
+    CREATE TABLE commands (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        notes TEXT,
+        amount TEXT,
+        trackname TEXT,
+        tracknumber TEXT,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        answer TEXT,
+        created_at REAL NOT NULL,
+        closed_at REAL
+    );
+    CREATE UNIQUE INDEX commands_key ON commands (account, idempotency_key);
+    CREATE INDEX commands_open ON commands (state, next_attempt_at)
+        WHERE state IN ('queued', 'sending', 'uncertain')
+    """,
+    # 7: followed orders counted per status, kept by triggers (store/counts.py)
+    counts.MIGRATION,
+    # 8: when an account started failing, for `status`, without reading every event
+    """
+    CREATE INDEX events_source_failed ON events (source, account, seq)
+        WHERE type = 'source.failed'
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,117 @@
+"""The `orders` table's columns, in one order: the statements that read and write whole rows,
+and the conversions between a row and an OrderState. Only this module knows the positions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..model import OrderKey, OrderState
+from .sql import values
+
+COLUMNS = (
+    "source, account, order_id, status, external_reference, first_seen, last_changed, "
+    "last_checked, end_state, not_found, failure_streak, version, next_check_at, interval_s, "
+    "stuck_version, tracked_at, missing_since"
+)
+_NAMES = COLUMNS.replace(" ", "").split(",")
+UPSERT = (
+    f"INSERT INTO orders ({COLUMNS}) VALUES {values(1, len(_NAMES))} "
+    "ON CONFLICT (source, account, order_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _NAMES[3:])
+)
+
+# Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)
+# are left out, and the external reference, which seldom changes, has a statement of its own
+# that skips the rows where it did not: the index on it stays untouched.
+UPDATED = [c for c in _NAMES[3:] if c not in ("external_reference", "tracked_at")]
+
+
+Plan = tuple[float | None, float]  # (interval, next check time) replacing a state's own
+Row = tuple[Any, ...]  # an `orders` row in COLUMNS order; never leaves this module
+
+
+def order_update(rows: int) -> str:
+    n = len(UPDATED)
+    return (
+        "UPDATE orders SET "
+        + ", ".join(f"{c} = v.column{i}" for i, c in enumerate(UPDATED, 1))
+        + f" FROM (VALUES {values(rows, n + 1)}) AS v WHERE orders.id = v.column{n + 1}"
+    )
+
+
+def reference_update(rows: int) -> str:
+    return (
+        f"UPDATE orders SET external_reference = v.column2 FROM (VALUES {values(rows, 2)}) AS v "
+        "WHERE orders.id = v.column1 AND orders.external_reference IS NOT v.column2"
+    )
+
+
+def state(row: Sequence[Any]) -> OrderState:
+    # Positional, in field order (the columns follow it after the key): this runs for every
+    # order a pass checks, and keywords cost twice as much.
+    return OrderState(
+        OrderKey(row[0], row[1], row[2]),
+        row[3],  # status
+        row[4],  # external_reference
+        row[5],  # first_seen
+        row[6],  # last_changed
+        row[7],  # last_checked
+        bool(row[8]),  # end_state
+        bool(row[9]),  # not_found
+        row[10],  # failure_streak
+        row[11],  # version
+        row[12],  # next_check_at
+        row[13],  # interval_s
+        row[14],  # stuck_version
+        row[15],  # tracked_at
+        row[16],  # missing_since
+    )
+
+
+def row(s: OrderState, plan: Plan | None) -> Row:
+    """Return the `orders` row of a snapshot state; `plan` replaces the state's own schedule."""
+    interval_s, next_check_at = plan if plan is not None else (s.interval_s, s.next_check_at)
+    return (
+        s.key.source,
+        s.key.account,
+        s.key.order_id,
+        s.status,
+        s.external_reference,
+        s.first_seen,
+        s.last_changed,
+        s.last_checked,
+        int(s.end_state),
+        int(s.not_found),
+        s.failure_streak,
+        s.version,
+        next_check_at,
+        interval_s,
+        s.stuck_version,
+        s.tracked_at,
+        s.missing_since,
+    )
+
+
+def kept(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, str, str], tuple[int, Row]]:
+    """Return rows read as `SELECT {COLUMNS}, id` by key, as (rowid, row)."""
+    n = len(_NAMES)
+    return {(r[0], r[1], r[2]): (r[n], tuple(r[:n])) for r in rows}
+
+
+def collect(
+    rows: Iterable[Sequence[Any]], found: dict[OrderKey, OrderState], rowids: dict[Any, int]
+) -> None:
+    """Put rows read as `SELECT {COLUMNS}, id` into `found` as states and their rowids into
+    `rowids` (one call per chunk read: this runs for every order a batch loads)."""
+    n = len(_NAMES)
+    for r in rows:
+        s = state(r)
+        found[s.key] = s
+        rowids[s.key] = r[n]
+
+
+def known_row(s: OrderState, plan: Plan | None, rowid: int) -> tuple[Row, tuple[Any, ...]]:
+    """Return the row of a state written back by rowid, and its parameters of `order_update`."""
+    r = row(s, plan)
+    return r, (r[3], *r[5:15], r[16], rowid)

@@ -1,0 +1,323 @@
+"""The `orders` table: the snapshot of followed orders, and the page of them a pass works on.
+
+A pass over an account reads its open orders a page at a time (`Orders.page`) and hands the
+page back to `load` and `save`, so that each batch need not read its orders again: the page is
+a value the pass holds. The store keeps every live page current with its own writes, and a page
+goes stale (its rows are dropped, the next loads read the database) when another process writes
+the store, when orders are tracked or untracked, or when a write that touched it rolls back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..model import OrderKey, OrderState, Source
+from . import counts, order_rows
+from .errors import StoreError, guarded
+from .order_rows import COLUMNS, Plan, Row
+from .sql import CHUNK, chunks, marks
+
+if TYPE_CHECKING:
+    from .db import Store
+
+_TRACK = (
+    "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
+    "next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
+    "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
+    "coalesce(excluded.external_reference, orders.external_reference)"
+)
+_TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
+
+# Counted for /metrics; matches the WHERE of its partial index (migration 5) word for word,
+# which is what lets SQLite use it.
+STUCK_SQL = (
+    "SELECT source, account, count(*) FROM orders "
+    "WHERE stuck_version = version AND end_state = 0 GROUP BY source, account"
+)
+
+_Key = tuple[str, str, str]  # an OrderKey is this tuple
+
+
+@dataclass(eq=False)  # no slots: the store keeps weak references to live pages
+class Page:
+    """A page of an account's open orders, as `Orders.page` read them: their ids, where the
+    next page starts, and their rows, which `load` reads instead of the database while the
+    page is current."""
+
+    ids: list[str]
+    after: int  # the position to continue from
+    version: int  # SQLite's data_version when the rows were read
+    rows: dict[_Key, tuple[int, Row]] = field(repr=False)  # key -> (rowid, row)
+
+
+class Loaded(dict[OrderKey, OrderState]):
+    """The snapshot states that `load` found, remembering their rowids: `save` writes them back
+    by rowid."""
+
+    __slots__ = ("rowids",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rowids: dict[_Key, int] = {}
+
+
+@guarded
+class Orders:
+    """The snapshot: load, save, track, untrack, and the reads of status and scheduling."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conn = store.conn
+        # Pages that passes hold, kept current by `save` and dropped by track/untrack; a page
+        # the pass lets go of leaves this set by itself.
+        self._pages: weakref.WeakSet[Page] = weakref.WeakSet()
+        self._drops = 0  # how often the pages were dropped: a page read meanwhile is stale
+
+    def unusable(self, exc: sqlite3.Error) -> StoreError:
+        """Record a failed statement in the store's health; return the error to raise."""
+        return self._store.unusable(exc)
+
+    async def page(
+        self,
+        source: Source,
+        account: str,
+        *,
+        after: int = 0,
+        limit: int = 5000,
+        settled_since: float | None = None,
+        settled: Sequence[str] = (),
+    ) -> Page:
+        """Return the next page of orders not in an end state, in storage order after the
+        position `after`. Settled orders (`settled` statuses) are left out once unchanged
+        since `settled_since`.
+
+        Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
+        a few database pages instead of one page per order.
+        """
+        version = await self._store.data_version()  # before the rows: a later write is seen
+        drops = self._drops
+        # `+source` keeps SQLite off the (source, account, order_id) index: through it, every
+        # open order of the account would be read and sorted by id before the LIMIT applies.
+        sql = (
+            f"SELECT {COLUMNS}, id FROM orders WHERE id > ? AND +source = ? "
+            "AND account = ? AND end_state = 0 "
+            f"AND NOT (coalesce(status IN ({marks(len(settled)) or 'NULL'}), 0) "
+            "AND coalesce(last_changed, 0) < ?) ORDER BY id LIMIT ?"
+        )
+        params = (after, source, account, *settled, settled_since or 0.0, limit)
+        rows = list(await self._conn.execute_fetchall(sql, params))
+        kept = order_rows.kept(rows)
+        last = max((rowid for rowid, _ in kept.values()), default=after)
+        page = Page([key[2] for key in kept], last, version, kept)
+        if drops != self._drops:
+            page.rows.clear()  # orders were tracked or untracked while the rows were read
+        self._pages.add(page)
+        return page
+
+    async def load(self, keys: Iterable[OrderKey], page: Page | None = None) -> Loaded:
+        """Return the snapshot states of the given orders (missing ones are absent), from the
+        page where it holds them and is current."""
+        found = Loaded()
+        rows: dict[_Key, tuple[int, Row]] = {}
+        if page is not None and page.rows:
+            if await self._store.data_version() == page.version:
+                rows = page.rows
+            else:
+                page.rows.clear()  # another process wrote the store
+        rowids = found.rowids
+        groups: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            hit = rows.get(key)
+            if hit is not None:
+                found[key] = order_rows.state(hit[1])
+                rowids[key] = hit[0]
+            else:
+                groups.setdefault((key.source, key.account), []).append(key.order_id)
+        for (source, account), ids in groups.items():
+            unique = list(dict.fromkeys(ids))
+            for i in range(0, len(unique), CHUNK):
+                chunk = unique[i : i + CHUNK]
+                sql = (
+                    f"SELECT {COLUMNS}, id FROM orders WHERE source = ? AND account = ? "
+                    f"AND order_id IN ({marks(len(chunk))})"
+                )
+                fetched = await self._conn.execute_fetchall(sql, (source, account, *chunk))
+                order_rows.collect(fetched, found, rowids)
+        return found
+
+    async def save(self, loaded: Loaded, states: Sequence[tuple[OrderState, Plan | None]]) -> None:
+        """Write snapshot states (inside a transaction), each with its plan or None: the ones
+        `loaded` found by rowid, the others by upsert. The pages holding them follow."""
+        known: list[tuple[Any, ...]] = []
+        references: list[tuple[int, str]] = []
+        new = []
+        rowids = loaded.rowids
+        pages = [p for p in self._pages if p.rows]
+        for state, plan in states:
+            rowid = rowids.get(state.key)
+            if rowid is None:
+                new.append(order_rows.row(state, plan))
+                continue
+            row, update = order_rows.known_row(state, plan, rowid)
+            known.append(update)
+            if state.external_reference is not None:
+                references.append((rowid, state.external_reference))
+            for page in pages:
+                if state.key in page.rows:
+                    page.rows[state.key] = (rowid, row)
+        if pages:
+            # Rolled back, the pages would hold rows the database does not.
+            self._store.on_rollback(lambda: _drop(pages))
+        for n, params in chunks(known):
+            await self._conn.execute(order_rows.order_update(n), params)
+        for n, params in chunks(references):
+            await self._conn.execute(order_rows.reference_update(n), params)
+        if new:
+            await self._conn.executemany(order_rows.UPSERT, new)
+
+    async def track(
+        self,
+        source: Source,
+        account: str,
+        orders: Sequence[tuple[str, str | None]],
+        now: float,
+        *,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> int:
+        """Start following orders (id, external reference), all in one transaction; return how
+        many were new. `progress` hears of each chunk written."""
+        added = 0
+        async with self._store.transaction():
+            for i in range(0, len(orders), _TRACK_CHUNK):
+                chunk = orders[i : i + _TRACK_CHUNK]
+                added += await self.track_within(source, account, chunk, now)
+                progress(len(chunk))
+        return added
+
+    async def track_within(
+        self, source: Source, account: str, orders: Sequence[tuple[str, str | None]], now: float
+    ) -> int:
+        """`track` inside a transaction the caller holds; return how many were new."""
+        cur = await self._conn.executemany(
+            _TRACK, [(source, account, oid, ref, now) for oid, ref in orders]
+        )
+        self._drop_pages()
+        # The statement's own rows: total_changes would count the counts' triggers too.
+        return cur.rowcount
+
+    def track_statement(
+        self, source: Source, account: str, order_id: str, reference: str | None, now: float
+    ) -> tuple[str, tuple[object, ...]]:
+        """`track`'s statement for one order, for a caller that commits it with statements of its
+        own in one hand-off (`oneshot.commit_at_once`); the pages are dropped, as by `track`."""
+        self._drop_pages()
+        return _TRACK, (source, account, order_id, reference, now)
+
+    async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
+        """Stop following orders (their history stays); return how many were followed."""
+        async with self._store.transaction():
+            cur = await self._conn.executemany(
+                "DELETE FROM orders WHERE source = ? AND order_id = ? "
+                "AND (? IS NULL OR account = ?)",
+                [(source, oid, account, account) for oid in order_ids],
+            )
+            self._drop_pages()
+        return cur.rowcount
+
+    def _drop_pages(self) -> None:
+        # Tracking writes rows no page knows of; simpler to read them all again than to follow.
+        self._drops += 1
+        _drop(self._pages)
+
+    async def open_ids(
+        self,
+        source: Source,
+        account: str,
+        *,
+        after: str = "",
+        limit: int = 5000,
+        settled_since: float | None = None,
+        settled: Sequence[str] = (),
+    ) -> list[str]:
+        """Return ids of orders not in an end state, in id order after `after` (keyset pages).
+
+        Settled orders (`settled` statuses) are left out once unchanged since `settled_since`.
+        """
+        sql = (
+            "SELECT order_id FROM orders WHERE source = ? AND account = ? AND end_state = 0 "
+            "AND order_id > ? "
+            f"AND NOT (coalesce(status IN ({marks(len(settled)) or 'NULL'}), 0) "
+            "AND coalesce(last_changed, 0) < ?) ORDER BY order_id LIMIT ?"
+        )
+        params = (source, account, after, *settled, settled_since or 0.0, limit)
+        return [row[0] for row in await self._conn.execute_fetchall(sql, params)]
+
+    async def due(self, source: Source, account: str, now: float, limit: int) -> list[OrderState]:
+        """Return orders whose next check is due, oldest first (uses the partial index)."""
+        # Every tick runs this. Without INDEXED BY, SQLite reads every order of the account
+        # through the (source, account, order_id) key and sorts them: a million rows a tick.
+        sql = (
+            f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due "
+            "WHERE end_state = 0 AND next_check_at <= ? "
+            "AND source = ? AND account = ? ORDER BY next_check_at LIMIT ?"
+        )
+        return await self._states(sql, (now, source, account, limit))
+
+    async def with_status(
+        self, source: Source, account: str, statuses: Sequence[str]
+    ) -> list[OrderState]:
+        """Return followed orders not in an end state whose last seen status is one of
+        `statuses`."""
+        # Through the index of open orders: the account's key would read its closed ones too.
+        sql = (
+            f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due WHERE end_state = 0 "
+            f"AND source = ? AND account = ? AND status IN ({marks(len(statuses))})"
+        )
+        return await self._states(sql, (source, account, *statuses))
+
+    async def by_reference(self, reference: str) -> list[OrderState]:
+        """Return followed CCV orders carrying an external reference."""
+        sql = f"SELECT {COLUMNS} FROM orders WHERE external_reference = ?"
+        return await self._states(sql, (reference,))
+
+    async def snapshot(
+        self, source: str | None = None, status: str | None = None
+    ) -> list[OrderState]:
+        """Return the snapshot, optionally filtered."""
+        sql = (
+            f"SELECT {COLUMNS} FROM orders WHERE (? IS NULL OR source = ?) "
+            "AND (? IS NULL OR status = ?) ORDER BY source, account, order_id"
+        )
+        return await self._states(sql, (source, source, status, status))
+
+    async def _states(self, sql: str, params: Sequence[Any]) -> list[OrderState]:
+        # One call into the database thread (execute, fetch and close would be three).
+        return [order_rows.state(r) for r in await self._conn.execute_fetchall(sql, params)]
+
+    async def counts(self) -> dict[tuple[str, str, str | None], int]:
+        """Return followed orders counted by (source, account, status)."""
+        async with self._conn.execute(counts.COUNT_SQL) as cur:
+            return {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
+
+    async def stuck_counts(self) -> dict[tuple[str, str], int]:
+        """Return orders reported stuck and unchanged since, per (source, account)."""
+        async with self._conn.execute(STUCK_SQL) as cur:
+            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+
+    async def due_counts(self, now: float) -> dict[tuple[str, str], int]:
+        """Return orders whose check is due, by (source, account) (uses the partial index)."""
+        sql = (
+            "SELECT source, account, count(*) FROM orders INDEXED BY orders_due "
+            "WHERE end_state = 0 AND next_check_at <= ? GROUP BY 1, 2"
+        )
+        return {(r[0], r[1]): r[2] for r in await self._conn.execute_fetchall(sql, (now,))}
+
+
+def _drop(pages: Iterable[Page]) -> None:
+    """Make pages stale: their next loads read the database."""
+    for page in list(pages):
+        page.rows.clear()

@@ -1,0 +1,100 @@
+"""The `sources` table (each provider account's health) and the external references that a
+notification named before their order was tracked (`pending_references`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..model import Source, SourceState
+from ..poller import mask_parts, parts_mask
+from .errors import StoreError, guarded
+from .sql import CHUNK, marks
+
+if TYPE_CHECKING:
+    from .db import Store
+
+_STATE_COLUMNS = "failing, failure_streak, episode, last_success, last_failure, last_error"
+
+
+@guarded
+class Sources:
+    """Account health records and remembered references."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conn = store.conn
+
+    def unusable(self, exc: sqlite3.Error) -> StoreError:
+        """Record a failed statement in the store's health; return the error to raise."""
+        return self._store.unusable(exc)
+
+    async def state(self, source: Source, account: str) -> SourceState:
+        """Return the health record of a provider account."""
+        sql = f"SELECT {_STATE_COLUMNS} FROM sources WHERE source = ? AND account = ?"
+        async with self._conn.execute(sql, (source, account)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return SourceState(source, account)
+        return SourceState(source, account, mask_parts(row[0]), *row[1:6])
+
+    async def save(self, s: SourceState) -> None:
+        """Upsert the health record (inside a transaction)."""
+        await self._conn.execute(
+            f"INSERT OR REPLACE INTO sources (source, account, {_STATE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                s.source,
+                s.account,
+                parts_mask(s.failing_parts),  # 0: answering; else the failing parts, as bits
+                s.failure_streak,
+                s.episode,
+                s.last_success,
+                s.last_failure,
+                s.last_error,
+            ),
+        )
+
+    async def states(self) -> list[SourceState]:
+        """Return every recorded source health."""
+        sql = f"SELECT source, account, {_STATE_COLUMNS} FROM sources"
+        async with self._conn.execute(sql) as cur:
+            return [
+                SourceState(r[0], r[1], mask_parts(r[2]), *r[3:8]) for r in await cur.fetchall()
+            ]
+
+    async def remember_reference(self, account: str, reference: str, now: float) -> None:
+        """Keep an external reference that a notification named before it was tracked."""
+        async with self._store.transaction():
+            await self._conn.execute(
+                "INSERT OR REPLACE INTO pending_references (account, external_reference, "
+                "received_at) VALUES (?, ?, ?)",
+                (account, reference, now),
+            )
+
+    async def take_references(
+        self, account: str, references: Sequence[str], not_before: float
+    ) -> set[str]:
+        """Return and forget remembered references (not older than `not_before`)."""
+        if not references:
+            return set()
+        found: set[str] = set()
+        async with self._store.transaction():
+            await self._conn.execute(
+                "DELETE FROM pending_references WHERE received_at < ?", (not_before,)
+            )
+            for i in range(0, len(references), CHUNK):
+                chunk = list(references[i : i + CHUNK])
+                async with self._conn.execute(
+                    "SELECT external_reference FROM pending_references WHERE account = ? "
+                    f"AND received_at >= ? AND external_reference IN ({marks(len(chunk))})",
+                    (account, not_before, *chunk),
+                ) as cur:
+                    found.update(r[0] for r in await cur.fetchall())
+                await self._conn.execute(
+                    "DELETE FROM pending_references WHERE account = ? "
+                    f"AND external_reference IN ({marks(len(chunk))})",
+                    (account, *chunk),
+                )
+        return found

@@ -1,0 +1,58 @@
+"""Events and the outbox (store/events.py) on a real SQLite file: the store queues each event for
+the sinks it was opened with, and the outbox refuses a store opened for other sinks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import LogSinkConfig
+from reconciler.events import Event
+from reconciler.model import EventType
+from reconciler.sinks.log import LogSink
+from reconciler.sinks.outbox import Outbox
+from reconciler.store import Store
+
+
+def event(n: int) -> Event:
+    data = {"source": "ccv", "account": "default", "order_id": f"o{n}", "status": "New"}
+    return Event(f"e-{n}", EventType.STATUS_CHANGED, 1.0, "ccv", "default", f"o{n}", "info", data)
+
+
+async def test_each_event_is_queued_for_the_sinks_the_store_was_opened_with(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("log", "hooks"))
+    try:
+        async with store.transaction():
+            assert await store.events.add([event(1), event(2)]) == 2
+        assert await store.outbox.pending_counts() == {"log": 2, "hooks": 2}
+        [first, _] = await store.events.history()
+        assert first.undelivered == ("hooks", "log")
+    finally:
+        await store.close()
+
+
+async def test_an_outbox_for_other_sinks_than_the_stores_is_refused(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("log", "hooks"))
+    try:
+        with pytest.raises(ValueError, match="sinks"):
+            Outbox(store, [(LogSink(), LogSinkConfig(name="log"))])
+    finally:
+        await store.close()
+
+
+async def test_the_feed_pages_in_commit_order_with_a_cursor(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        async with store.transaction():
+            await store.events.add([event(n) for n in range(5)])
+        bodies, cursor = await store.events.feed(0, None, 3)
+        assert [b'"id":"e-%d"' % n in body for n, body in enumerate(bodies)] == [True] * 3
+        assert cursor == 3
+        bodies, cursor = await store.events.feed(cursor, None, 3)
+        assert len(bodies) == 2 and cursor == 5
+        assert await store.events.feed(5, "order.stuck", 3) == ([], 5)
+    finally:
+        await store.close()

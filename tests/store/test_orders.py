@@ -1,0 +1,150 @@
+"""The page of orders a pass holds (store/orders.py), on a real SQLite file: a pass reads its
+own page, every write of this process keeps the pages current, and a page that might be wrong
+(after untrack, track, a rolled-back batch) is never read."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import Config, load_config
+from reconciler.model import Observation, OrderKey, OrderState, Outcome
+from reconciler.reconcile import Reconciler
+from reconciler.store import Store
+from reconciler.store.orders import Page
+from tests.fake_providers import CCV_KEY
+
+
+def config_for(tmp_path: Path) -> Config:
+    path = tmp_path / "reconciler.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path / "reconciler.db"}"\n\n'
+        '[[ccv]]\nname = "a"\nbase_url = "http://127.0.0.1:9"\n'
+        f'api_key = "{CCV_KEY}"\n\n'
+        '[[ccv]]\nname = "b"\nbase_url = "http://127.0.0.1:9"\n'
+        f'api_key = "{CCV_KEY}"\n'
+    )
+    return load_config(path)
+
+
+def ok(account: str, order_id: str, status: str, ref: str | None = None) -> Observation:
+    return Observation(OrderKey("ccv", account, order_id), Outcome.OK, status, ref)
+
+
+def row(tmp_path: Path, order_id: str) -> tuple[object, ...] | None:
+    """The order's row as another process reads it."""
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        found = conn.execute(
+            "SELECT status, external_reference, version FROM orders WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
+        return tuple(found) if found is not None else None
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "reconciler.db")
+    try:
+        await opened.orders.track("ccv", "a", [("A-1", None), ("A-2", None)], 1.0)
+        await opened.orders.track("ccv", "b", [("B-1", None)], 1.0)
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def reconciler(tmp_path: Path, store: Store) -> Reconciler:
+    return Reconciler(config_for(tmp_path), store)
+
+
+async def load(store: Store, order_id: str, page: Page | None) -> OrderState | None:
+    key = OrderKey("ccv", "a", order_id)
+    return (await store.orders.load([key], page)).get(key)
+
+
+async def test_each_pass_holds_its_own_page(store: Store, reconciler: Reconciler) -> None:
+    page_a = await store.orders.page("ccv", "a")
+    page_b = await store.orders.page("ccv", "b")
+    assert (page_a.ids, page_b.ids) == (["A-1", "A-2"], ["B-1"])
+
+    # Pass b's page holds nothing of account a; pass a's page was not replaced by it.
+    assert await store.orders.load([OrderKey("ccv", "a", "A-1")], page_b) != {}
+    await reconciler.apply([ok("b", "B-1", "New")], via="poll", page=page_b)
+    await reconciler.apply([ok("a", "A-1", "New")], via="poll", page=page_a)
+    await reconciler.apply([ok("a", "A-1", "Processing")], via="poll", page=page_a)
+    assert row(Path(store.path).parent, "A-1") == ("Processing", None, 2)
+    assert row(Path(store.path).parent, "B-1") == ("New", None, 1)
+
+
+async def test_a_write_outside_the_pass_keeps_its_page_current(
+    store: Store, reconciler: Reconciler
+) -> None:
+    page = await store.orders.page("ccv", "a")
+    # A notification's check of A-1 while the pass runs: no page of its own.
+    await reconciler.apply([ok("a", "A-1", "New", "ref-1")], via="notification")
+    state = await load(store, "A-1", page)
+    assert state is not None and (state.status, state.version) == ("New", 1)
+
+    # The pass's own answer for A-1 then changes nothing: no second event for the same change.
+    assert await reconciler.apply([ok("a", "A-1", "New", "ref-1")], via="poll", page=page) == 0
+    assert row(Path(store.path).parent, "A-1") == ("New", "ref-1", 1)
+
+
+async def test_a_page_read_before_untrack_does_not_bring_the_order_back(
+    store: Store, reconciler: Reconciler
+) -> None:
+    page = await store.orders.page("ccv", "a")
+    assert await store.orders.untrack("ccv", "a", ["A-1"]) == 1
+    assert await load(store, "A-1", page) is None
+
+    # The pass's answer for A-1 arrives after the untrack: the untrack wins.
+    assert await reconciler.apply([ok("a", "A-1", "New")], via="poll", page=page) == 0
+    assert row(Path(store.path).parent, "A-1") is None
+
+
+async def test_a_page_read_before_track_sees_the_new_reference(
+    store: Store, reconciler: Reconciler
+) -> None:
+    page = await store.orders.page("ccv", "a")
+    await store.orders.track("ccv", "a", [("A-2", "ref-2")], 2.0)
+    await reconciler.apply([ok("a", "A-2", "New")], via="poll", page=page)
+    assert row(Path(store.path).parent, "A-2") == ("New", "ref-2", 1)
+    [event] = await store.events.history()
+    assert json.loads(event.body)["data"]["external_reference"] == "ref-2"
+
+
+async def test_a_rolled_back_batch_leaves_no_trace_in_the_page(
+    store: Store, reconciler: Reconciler
+) -> None:
+    page = await store.orders.page("ccv", "a")
+
+    async def fail() -> list[object]:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(Exception, match="disk I/O error"):
+        await reconciler.apply(
+            [ok("a", "A-1", "New")],
+            via="poll",
+            page=page,
+            within=fail,  # type: ignore[arg-type]
+        )
+    state = await load(store, "A-1", page)
+    assert state is not None and (state.status, state.version) == (None, 0)
+
+    # Found again by the next check, it is one change with one event, as if the first never was.
+    assert await reconciler.apply([ok("a", "A-1", "New")], via="poll", page=page) == 1
+    assert row(Path(store.path).parent, "A-1") == ("New", None, 1)
+
+
+async def test_an_order_not_followed_yet_is_written_when_discovered(
+    store: Store, reconciler: Reconciler
+) -> None:
+    page = await store.orders.page("ccv", "a")
+    assert await reconciler.apply([ok("a", "A-9", "New")], via="poll", page=page) == 0
+    assert row(Path(store.path).parent, "A-9") is None  # not followed: dropped
+    assert await reconciler.apply([ok("a", "A-9", "New")], via="poll", discover=True) == 1
+    assert row(Path(store.path).parent, "A-9") == ("New", None, 1)
