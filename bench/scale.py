@@ -12,7 +12,9 @@ them in an end state (a year of business), the open ones being real orders of th
   VmRSS and CPU time are sampled over `--idle-seconds`;
 - catch-up: `reconciler catch-up` of the open orders while the sandbox answers every status
   request after `--latency` seconds, against the latency bound open x latency / concurrency
-  (ratio = bound / the catch-up's own `seconds`; target >= 0.9).
+  (ratio = bound / the catch-up's own `seconds`; target >= 0.9). Right after it, a bare client
+  (bench/catchup.py's, on the same event loop) asks the same orders the same way: what this
+  machine reaches at that moment, whatever the code.
 
 With `--only store` the daemon parts are skipped (no sandbox; the open orders get made-up ids):
 that part runs on any checkout, to compare the query costs of two versions.
@@ -41,9 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catchup import REPO, child_env, open_ids, sandbox_orders, sandbox_process
+from catchup import REPO, baseline, child_env, open_ids, sandbox_orders, sandbox_process
 from idle import RECEIVER_SECRET, STOP_TIMEOUT_S, Idle, watch, write_config
 
+from reconciler import eventloop
 from reconciler.config import Config, load_config
 from reconciler.daemon import Daemon
 from reconciler.runtime import Runtime
@@ -229,6 +232,16 @@ def catch_up_seconds(config_path: Path, workdir: Path, expected: int) -> float:
     raise SystemExit(f"no catch-up.done line in {log}")
 
 
+def bare_seconds(base_url: str, ids: Sequence[str], concurrency: int) -> float:
+    """Return the seconds a bare client takes to ask the same orders, on reconciler's loop."""
+    started = time.perf_counter()
+    answered = eventloop.run(baseline(base_url, ids, concurrency))
+    seconds = time.perf_counter() - started
+    if answered != len(ids):
+        raise SystemExit(f"the bare client got {answered} answers of {len(ids)}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Result:
     """One size's figures (idle and catch-up are None with --only store)."""
@@ -239,6 +252,7 @@ class Result:
     costs: Costs
     idle: Idle | None
     catch_up_s: float | None
+    bare_s: float | None  # the bare client over the same orders, just after
     bound_s: float
 
 
@@ -268,17 +282,22 @@ def measure(workdir: Path, size: int, args: argparse.Namespace, base_url: str | 
     print(f"size {size}: {per_order:.0f} bytes/order {_costs_text(costs)}", flush=True)
     bound = len(ids) * args.latency / args.concurrency
     if base_url is None:
-        return Result(size, len(ids), per_order, costs, None, None, bound)
+        return Result(size, len(ids), per_order, costs, None, None, None, bound)
     idle = idle_daemon(config_path, db, base_url, len(ids), args.idle_seconds)
     print(f"size {size}: idle rss={idle.rss_mb:.1f}MB cpu={idle.cpu_percent:.2f}%", flush=True)
     set_faults(base_url, f"slow:ccv={args.latency}")
     try:
         seconds = catch_up_seconds(config_path, sub, len(ids))
+        bare = bare_seconds(base_url, ids, args.concurrency)
     finally:
         set_faults(base_url, "")
-    print(f"size {size}: catch-up {len(ids)} orders {seconds:.2f}s bound {bound:.2f}s", flush=True)
+    print(
+        f"size {size}: catch-up {len(ids)} orders {seconds:.2f}s bare client {bare:.2f}s "
+        f"bound {bound:.2f}s load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     shutil.rmtree(sub, ignore_errors=True)
-    return Result(size, len(ids), per_order, costs, idle, seconds, bound)
+    return Result(size, len(ids), per_order, costs, idle, seconds, bare, bound)
 
 
 def _costs_text(c: Costs) -> str:
@@ -295,12 +314,13 @@ def summary(results: Sequence[Result], args: argparse.Namespace) -> tuple[str, b
     for r in results:
         line = f"scale: orders={r.size} bytes/order={r.bytes_per_order:.0f} {_costs_text(r.costs)}"
         missed |= r.bytes_per_order >= BYTES_TARGET
-        if r.idle is not None and r.catch_up_s is not None:
+        if r.idle is not None and r.catch_up_s is not None and r.bare_s is not None:
             ratio = r.bound_s / r.catch_up_s
             line += (
                 f" idle rss={r.idle.rss_mb:.1f}MB cpu={r.idle.cpu_percent:.2f}% "
                 f"requests={r.idle.requests} catch-up={r.open_orders}x{args.latency * 1000:.0f}ms/"
                 f"{args.concurrency} {r.catch_up_s:.2f}s bound={r.bound_s:.2f}s ratio={ratio:.2f}"
+                f" bare={r.bare_s:.2f}s ratio={r.bound_s / r.bare_s:.2f}"
             )
             missed |= r.idle.rss_mb >= RSS_TARGET_MB or r.idle.cpu_percent >= CPU_TARGET_PERCENT
             missed |= ratio < LATENCY_TARGET
