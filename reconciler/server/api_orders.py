@@ -15,6 +15,7 @@ from ..logs import fields
 from ..model import OrderKey, OrderState, Source, reference_problem
 from ..order_view import order_json
 from ..store import submissions as subs
+from ..store.events import CursorAhead
 from .api_requests import (
     ApiDeps,
     BadRequest,
@@ -130,7 +131,15 @@ class Orders:
         kind = request.query.get("type")
         if kind is not None and not (0 < len(kind) <= 64 and kind.isprintable()):
             raise BadRequest(400, "not an event type", "type")
-        bodies, last = await self.deps.reader.events.feed(int(after_text), kind, limit)
+        try:
+            bodies, last = await self.deps.reader.events.feed(int(after_text), kind, limit)
+        except CursorAhead as exc:
+            raise BadRequest(
+                409,
+                f"the cursor is beyond this feed's newest event ({exc.newest}): the database "
+                "was restored or replaced; read on from a cursor you trust, or from 0",
+                "after",
+            ) from None
         # The bodies are stored CloudEvents JSON: spliced in, not parsed and encoded again.
         payload = b'{"events":[' + b",".join(bodies) + b'],"next":"' + str(last).encode() + b'"}'
         return web.Response(body=payload, content_type="application/json")

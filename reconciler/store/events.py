@@ -198,8 +198,21 @@ class Events:
             )
         )
         top = int(rows.pop()[0])
-        last = int(rows[-1][0]) if len(rows) == limit else max(top, after)
+        if after > top:
+            # Retention keeps the newest event, so no cursor of this feed is beyond it: the
+            # database was restored from a backup or replaced. Handing the cursor back would
+            # skip every event until the seqs caught up with it.
+            raise CursorAhead(top)
+        last = int(rows[-1][0]) if len(rows) == limit else top
         return [bytes(r[1]) for r in rows], last
+
+
+class CursorAhead(Exception):
+    """A feed cursor beyond the newest event: it was not given by this database."""
+
+    def __init__(self, newest: int) -> None:
+        super().__init__(f"the cursor is beyond the newest event ({newest})")
+        self.newest = newest
 
 
 @guarded

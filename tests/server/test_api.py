@@ -286,6 +286,7 @@ BAD_INPUT = [
     ("GET", "/api/v1/events?after=abc", None, 400, "after"),
     ("GET", "/api/v1/events?after=-1", None, 400, "after"),
     ("GET", "/api/v1/events?after=99999999999999999999", None, 400, "after"),
+    ("GET", "/api/v1/events?after=999999", None, 409, "after"),
     ("GET", "/api/v1/events?limit=0", None, 400, "limit"),
     ("GET", "/api/v1/events?limit=5000", None, 400, "limit"),
     ("GET", "/api/v1/events?limit=%D9%A3", None, 400, "limit"),

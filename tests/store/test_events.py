@@ -13,6 +13,7 @@ from reconciler.model import EventType
 from reconciler.sinks.log import LogSink
 from reconciler.sinks.outbox import Outbox
 from reconciler.store import Store
+from reconciler.store.events import CursorAhead
 
 
 def event(n: int) -> Event:
@@ -54,5 +55,9 @@ async def test_the_feed_pages_in_commit_order_with_a_cursor(tmp_path: Path) -> N
         bodies, cursor = await store.events.feed(cursor, None, 3)
         assert len(bodies) == 2 and cursor == 5
         assert await store.events.feed(5, "order.stuck", 3) == ([], 5)
+        # A cursor this database never gave (a restored backup): an error, not the cursor back.
+        with pytest.raises(CursorAhead) as ahead:
+            await store.events.feed(6, None, 3)
+        assert ahead.value.newest == 5
     finally:
         await store.close()
