@@ -30,8 +30,8 @@ class RequestFailed(SourceUnavailable):
 
 
 class Reply(NamedTuple):
-    """A provider's final answer to one request (never 429/5xx: those raise RequestFailed).
-    A named tuple: one is made per request."""
+    """A provider's final answer to one request (from `request`, never 429/5xx: those raise
+    RequestFailed). A named tuple: one is made per request."""
 
     status: int
     body: bytes

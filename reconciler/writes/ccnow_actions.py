@@ -13,14 +13,12 @@ This module sends; `ccnow_form.py` checks a request and builds the post (pure), 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
 import aiohttp
-from aiohttp import hdrs
 from yarl import URL
 
 from reconciler import USER_AGENT
@@ -30,8 +28,8 @@ from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow import MAX_BODY_BYTES, Answer, is_complete, parse_answer
-from reconciler.sources.errors import ProtocolError, SourceError
-from reconciler.sources.http import Reply, RequestFailed, read_body, request
+from reconciler.sources.errors import SourceError
+from reconciler.sources.http import Reply, RequestFailed, request
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import (
@@ -51,6 +49,7 @@ from reconciler.writes.ccnow_form import (
     parse_amount,
 )
 from reconciler.writes.ccnow_outcome import TAKEN, Taken, Tally, command_json, lines_by_id, outcome
+from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
 from reconciler.writes.submit import failpoint
 
 __all__ = [
@@ -83,10 +82,6 @@ RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
 
 # --- sending ----------------------------------------------------------------------------------
-
-
-class NotSent(Exception):
-    """The post surely did not reach CCNow (no connection was made)."""
 
 
 class Lost(Exception):
@@ -369,20 +364,20 @@ async def _post_once(
     """Post once, never again: raise NotSent when no connection was made, Lost when the
     answer may have been lost after CCNow got the post."""
     try:
-        async with session.post(
-            url, headers=headers, data=data, timeout=timeout, allow_redirects=False
-        ) as resp:
-            body = await read_body(resp, MAX_BODY_BYTES)
-            reply = Reply(resp.status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
-    except ProtocolError:
+        reply = await send_once(
+            session,
+            "POST",
+            url,
+            headers=headers,
+            data=data,
+            timeout=timeout,
+            max_body=MAX_BODY_BYTES,
+        )
+    except AnswerTooLarge:
         # CCNow got the post and answered something we cannot read: it may have applied it.
         raise Lost("answer_too_large") from None
-    except aiohttp.ClientConnectorError:
-        raise NotSent("connection refused") from None
-    except asyncio.TimeoutError:
-        raise Lost("timeout") from None
-    except aiohttp.ClientError:
-        raise Lost("connection") from None
+    except Uncertain as exc:
+        raise Lost(str(exc)) from None
     if not is_complete(reply):
         raise Lost("truncated_answer")
     return reply

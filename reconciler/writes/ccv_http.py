@@ -3,7 +3,6 @@ idempotent. The caller learns whether CCV answered, surely got nothing, or may h
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import NamedTuple
 
@@ -13,8 +12,10 @@ from yarl import URL
 
 from reconciler.config import CCVConfig
 from reconciler.sources.ccv import auth_headers
-from reconciler.sources.errors import ProtocolError
-from reconciler.sources.http import read_body
+from reconciler.writes import once
+from reconciler.writes.once import NotSent, Uncertain
+
+__all__ = ["MAX_ANSWER_BYTES", "Answer", "NotSent", "Uncertain", "send_once"]
 
 MAX_ANSWER_BYTES = 1024 * 1024
 
@@ -27,15 +28,6 @@ class Answer(NamedTuple):
     content_type: str
 
 
-class NotSent(Exception):
-    """The request surely did not reach CCV (the connection was never made)."""
-
-
-class Uncertain(Exception):
-    """The request may have reached CCV, but its answer was lost (timeout, dropped connection).
-    `str()` is a short word: `timeout` or `connection`."""
-
-
 async def send_once(
     session: aiohttp.ClientSession, config: CCVConfig, method: str, path: str, payload: bytes
 ) -> Answer:
@@ -43,24 +35,18 @@ async def send_once(
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}
+    timeout = aiohttp.ClientTimeout(total=config.timeout_s)
     try:
-        async with session.request(
+        reply = await once.send_once(
+            session,
             method,
             url,
-            data=payload,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=config.timeout_s),
-            allow_redirects=False,  # a redirect would carry the credential elsewhere
-        ) as resp:
-            try:
-                body = await read_body(resp, MAX_ANSWER_BYTES)
-            except ProtocolError:
-                note = {"error": "CCV's answer was too large to pass on"}
-                return Answer(resp.status, json.dumps(note).encode(), "application/json")
-            return Answer(resp.status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
-    except aiohttp.ClientConnectorError:
-        raise NotSent("connection") from None
-    except asyncio.TimeoutError:
-        raise Uncertain("timeout") from None
-    except aiohttp.ClientError:
-        raise Uncertain("connection") from None
+            data=payload,
+            timeout=timeout,
+            max_body=MAX_ANSWER_BYTES,
+        )
+    except once.AnswerTooLarge as exc:
+        note = {"error": "CCV's answer was too large to pass on"}
+        return Answer(exc.status, json.dumps(note).encode(), "application/json")
+    return Answer(reply.status, reply.body, reply.content_type_header)

@@ -1,0 +1,60 @@
+"""A provider write call sent once, never retried: neither provider documents its write calls as
+idempotent, so a request whose answer was lost must not go out again. The caller learns whether
+the provider answered, surely got nothing, or may have got it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import hdrs
+from yarl import URL
+
+from reconciler.sources.errors import ProtocolError
+from reconciler.sources.http import Reply, read_body
+
+
+class NotSent(Exception):
+    """The request surely did not reach the provider (the connection was never made)."""
+
+
+class Uncertain(Exception):
+    """The request may have reached the provider, but its answer was lost (timeout, dropped
+    connection). `str()` is a short word: `timeout` or `connection`."""
+
+
+class AnswerTooLarge(Exception):
+    """The provider answered with more than the caller reads: it got the request."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"http {status}: answer too large")
+        self.status = status
+
+
+async def send_once(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    *,
+    headers: dict[str, str],
+    data: bytes,
+    timeout: aiohttp.ClientTimeout,
+    max_body: int,
+) -> Reply:
+    """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain or
+    AnswerTooLarge; never retry, never follow a redirect (it would carry the credential)."""
+    try:
+        async with session.request(
+            method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+        ) as resp:
+            try:
+                body = await read_body(resp, max_body)
+            except ProtocolError:
+                raise AnswerTooLarge(resp.status) from None
+            return Reply(resp.status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
+    except aiohttp.ClientConnectorError:
+        raise NotSent("connection") from None
+    except asyncio.TimeoutError:
+        raise Uncertain("timeout") from None
+    except aiohttp.ClientError:
+        raise Uncertain("connection") from None

@@ -1,0 +1,77 @@
+"""A write call sent once, for both providers: what the caller learns of each way it can end."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
+
+TIMEOUT = aiohttp.ClientTimeout(total=0.5)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[TestServer, list[str]]]:
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        if request.path == "/big":
+            return web.Response(status=201, body=b"x" * 2048)
+        if request.path == "/slow":
+            await asyncio.sleep(5)
+        if request.path == "/drop":
+            assert request.transport is not None
+            request.transport.abort()
+        if request.path == "/redirect":
+            raise web.HTTPFound("/elsewhere")
+        return web.Response(status=500, text="busy")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    try:
+        yield srv, seen
+    finally:
+        await srv.close()
+
+
+async def send(url: URL) -> object:
+    async with aiohttp.ClientSession() as session:
+        return await send_once(
+            session, "POST", url, headers={}, data=b"{}", timeout=TIMEOUT, max_body=1024
+        )
+
+
+async def test_each_ending_is_told_apart_and_nothing_is_sent_twice(
+    server: tuple[TestServer, list[str]],
+) -> None:
+    srv, seen = server
+    reply = await send(srv.make_url("/busy"))
+    assert getattr(reply, "status", None) == 500  # an answer, even a 5xx: not retried
+    with pytest.raises(AnswerTooLarge) as big:
+        await send(srv.make_url("/big"))
+    assert big.value.status == 201
+    with pytest.raises(Uncertain, match="timeout"):
+        await send(srv.make_url("/slow"))
+    with pytest.raises(Uncertain, match="connection"):
+        await send(srv.make_url("/drop"))
+    redirect = await send(srv.make_url("/redirect"))
+    assert getattr(redirect, "status", None) == 302  # not followed: the credential stays
+    assert seen == ["/busy", "/big", "/slow", "/drop", "/redirect"]
+
+
+async def test_a_refused_connection_is_not_sent() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(NotSent):
+        await send(URL(f"http://127.0.0.1:{port}/x"))
