@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .poller import PassAnswers
+
+@dataclass(frozen=True, slots=True)
+class PassAnswers:
+    """How the checks of one pass of one account ended."""
+
+    answered: int = 0  # the provider answered (a status, or its own "not found")
+    failed: int = 0  # no usable answer for that order
+    lost: int = 0  # of `failed`: orders found before that the provider now says it does not know
+    error: str | None = None  # the pass stopped for the whole account (401, breaker, error line)
+    complete: bool = False  # the pass asked every open order of the account (a catch-up)
 
 
 @dataclass

@@ -10,12 +10,11 @@ from reconciler.poller import (
     Verdict,
     health_event,
     is_lost_wave,
-    mask_parts,
     needs_probe,
     next_health,
-    parts_mask,
     verdict,
 )
+from reconciler.store.sources import mask_parts, parts_mask
 
 NOW = 1_800_000_000.0
 STORE = "store-1"

@@ -1,24 +1,23 @@
 """The poller: one coordinator per provider account (coordinator.py, ccv.py, ccnow.py), and the
-account health rules they apply (health.py), re-exported here for the store and the reports.
+account health rules they apply (health.py), re-exported here.
 
-This package's top imports only the pure health rules, so that the store and the pass report can
-use them without importing the coordinators (which import both).
+This package's top imports only the pure health rules: importing them does not import the
+coordinators. The store keeps health in its own encoding (store/sources.py) and imports nothing
+from here.
 """
 
 from __future__ import annotations
 
+from ..pass_report import PassAnswers
 from .health import (
     LOST_WAVE_MIN,
     PARTS,
     Part,
-    PassAnswers,
     Verdict,
     health_event,
     is_lost_wave,
-    mask_parts,
     needs_probe,
     next_health,
-    parts_mask,
     verdict,
 )
 
@@ -30,9 +29,7 @@ __all__ = [
     "Verdict",
     "health_event",
     "is_lost_wave",
-    "mask_parts",
     "needs_probe",
     "next_health",
-    "parts_mask",
     "verdict",
 ]

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import CCVConfig
 from ..logs import fields
 from ..model import OrderState, Via
-from ..pass_report import PassReport
+from ..pass_report import PassAnswers, PassReport
 from ..sources.errors import SourceError
 from ..store import submissions as subs
 from .coordinator import PAGE_ORDERS, SETTLED, Coordinator, Emit
-from .health import Part, PassAnswers, Verdict, needs_probe, verdict
+from .health import Part, Verdict, needs_probe, verdict
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from ..batcher import Batcher
 from ..config import CCNowConfig, CCVConfig
 from ..model import SOURCES, Observation, OrderState, Source, Via, known_statuses, status_info
-from ..pass_report import PassReport
+from ..pass_report import PassAnswers, PassReport
 from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError
 from ..store.passes import LastPass, record_pass
-from .health import Part, PassAnswers, Verdict, health_event, next_health, verdict
+from .health import Part, Verdict, health_event, next_health, verdict
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler

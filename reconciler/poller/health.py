@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from ..events import Event, event_id
 from ..model import HEALTH_PARTS, EventType, HealthPart, Severity, SourceState, Via
+from ..pass_report import PassAnswers
 
 Part = HealthPart
 PARTS = HEALTH_PARTS
@@ -32,17 +33,6 @@ _CLEARS: dict[Part, frozenset[Part]] = {
 # environment, a provider incident) than about the orders. A small account losing two orders
 # at once is not a wave: those wait for their own confirmation.
 LOST_WAVE_MIN = 3
-
-
-@dataclass(frozen=True, slots=True)
-class PassAnswers:
-    """How the checks of one pass of one account ended."""
-
-    answered: int = 0  # the provider answered (a status, or its own "not found")
-    failed: int = 0  # no usable answer for that order
-    lost: int = 0  # of `failed`: orders found before that the provider now says it does not know
-    error: str | None = None  # the pass stopped for the whole account (401, breaker, error line)
-    complete: bool = False  # the pass asked every open order of the account (a catch-up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +136,3 @@ def health_event(
             "via": via,
         },
     )
-
-
-def parts_mask(parts: frozenset[Part]) -> int:
-    """Return failing parts as the bits the store keeps in `sources.failing`."""
-    return sum(1 << i for i, part in enumerate(PARTS) if part in parts)
-
-
-def mask_parts(mask: int) -> frozenset[Part]:
-    """Return the failing parts of a stored mask (a store of older versions wrote 1: checks)."""
-    return frozenset(part for i, part in enumerate(PARTS) if mask & (1 << i))

@@ -7,8 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..model import Source, SourceState
-from ..poller import mask_parts, parts_mask
+from ..model import HEALTH_PARTS, HealthPart, Source, SourceState
 from .errors import StoreError, guarded
 from .sql import CHUNK, marks
 
@@ -98,3 +97,13 @@ class Sources:
                     (account, *chunk),
                 )
         return found
+
+
+def parts_mask(parts: frozenset[HealthPart]) -> int:
+    """Return failing parts as the bits the store keeps in `sources.failing`."""
+    return sum(1 << i for i, part in enumerate(HEALTH_PARTS) if part in parts)
+
+
+def mask_parts(mask: int) -> frozenset[HealthPart]:
+    """Return the failing parts of a stored mask (a store of older versions wrote 1: checks)."""
+    return frozenset(part for i, part in enumerate(HEALTH_PARTS) if mask & (1 << i))
