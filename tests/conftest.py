@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
+from reconciler import cli
+from reconciler.config import load_config
+from reconciler.daemon import Daemon, check_store
+from reconciler.logs import JsonFormatter
+from reconciler.runtime import Runtime
+from reconciler.systemd import Notifier
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,6 +138,76 @@ async def run_cli(
         raise
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
+
+
+@contextlib.contextmanager
+def environ(env: Mapping[str, str]) -> Iterator[None]:
+    """Give this process exactly `env` as its environment for the block."""
+    kept = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(kept)
+
+
+@contextlib.contextmanager
+def json_log(stream: TextIO, level: str = "info") -> Iterator[None]:
+    """Send the `reconciler` log lines to `stream` as JSON lines for the block, as the CLI's
+    logging does on stderr."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(journal=False))
+    logger = logging.getLogger("reconciler")
+    handlers, kept_level, propagate = logger.handlers[:], logger.level, logger.propagate
+    logger.handlers[:], logger.propagate = [handler], False
+    logger.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(kept_level)
+
+
+async def call_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Result:
+    """Run a command that needs a config as `run_cli` does, but in this process and loop: the
+    parsed command's function with the CLI's exit codes, stdout and stderr (log lines as JSON)
+    captured. Saves starting an interpreter where the process itself is not what is tested."""
+    parsed = cli.parse_args([str(a) for a in args])
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        environ(env if env is not None else cli_env()),
+        json_log(err, parsed.log_level),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            code = await cli.config_command(parsed)
+        except Exception as exc:
+            code = cli.exit_code(exc)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.asynccontextmanager
+async def daemon_here(cfg: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Daemon]:
+    """Run the daemon of `reconciler run` in this loop for the block, its log lines in
+    `daemon.log` beside the config (as `daemon` does), without its signal handlers; stopped
+    cleanly at the end."""
+    with environ(env if env is not None else cli_env()):
+        config = load_config(cfg)
+    stop = asyncio.Event()
+    with (cfg.parent / "daemon.log").open("a") as log, json_log(log):
+        async with Runtime(config) as rt:
+            await check_store(rt.store)
+            rt.store.health.watch(on_corrupt=stop.set)
+            service = Daemon(config, rt, Notifier(None))
+            serving = asyncio.ensure_future(service.serve(stop))
+            try:
+                yield service
+            finally:
+                stop.set()
+                await serving
 
 
 async def spawn(
