@@ -170,7 +170,19 @@ def json_log(stream: TextIO, level: str = "info") -> Iterator[None]:
         logger.setLevel(kept_level)
 
 
-async def call_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Result:
+@contextlib.contextmanager
+def _stdin(data: bytes) -> Iterator[None]:
+    kept = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data))
+    try:
+        yield
+    finally:
+        sys.stdin = kept
+
+
+async def call_cli(
+    *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, stdin: bytes = b""
+) -> Result:
     """Run a command that needs a config as `run_cli` does, but in this process and loop: the
     parsed command's function with the CLI's exit codes, stdout and stderr (log lines as JSON)
     captured. Saves starting an interpreter where the process itself is not what is tested."""
@@ -181,6 +193,7 @@ async def call_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None 
         json_log(err, parsed.log_level),
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
+        _stdin(stdin),
     ):
         try:
             code = await cli.config_command(parsed)
