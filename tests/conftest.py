@@ -205,22 +205,27 @@ async def call_cli(
 @contextlib.asynccontextmanager
 async def daemon_here(cfg: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Daemon]:
     """Run the daemon of `reconciler run` in this loop for the block, its log lines in
-    `daemon.log` beside the config (as `daemon` does), without its signal handlers; stopped
-    cleanly at the end."""
-    with environ(env if env is not None else cli_env()):
+    `daemon.log` beside the config and sd_notify to $NOTIFY_SOCKET of `env` (as `daemon`
+    does), without its signal handlers; stopped cleanly at the end."""
+    env = env if env is not None else cli_env()
+    with environ(env):
         config = load_config(cfg)
     stop = asyncio.Event()
+    notifier = Notifier.from_environ(env)
     with (cfg.parent / "daemon.log").open("a") as log, json_log(log):
-        async with Runtime(config) as rt:
-            await check_store(rt.store)
-            rt.store.health.watch(on_corrupt=stop.set)
-            service = Daemon(config, rt, Notifier(None))
-            serving = asyncio.ensure_future(service.serve(stop))
-            try:
-                yield service
-            finally:
-                stop.set()
-                await serving
+        try:
+            async with Runtime(config) as rt:
+                await check_store(rt.store)
+                rt.store.health.watch(on_corrupt=stop.set)
+                service = Daemon(config, rt, notifier)
+                serving = asyncio.ensure_future(service.serve(stop))
+                try:
+                    yield service
+                finally:
+                    stop.set()
+                    await serving
+        finally:
+            notifier.close()
 
 
 async def spawn(
