@@ -72,18 +72,20 @@ async def _prune_example(
         ]
         async with store.transaction():
             await store.add_events(events)
+        deliveries = [
+            (sink, seq, state)
+            for seq, (_, *states) in enumerate(rows, 1)
+            for sink, state in zip(("log", "jsonl", "gone"), states, strict=True)
+        ]
         async with store.transaction():
-            for seq, (_, *states) in enumerate(rows, 1):
-                for sink, state in zip(("log", "jsonl", "gone"), states, strict=True):
-                    if state is None:
-                        await store.conn.execute(
-                            "DELETE FROM deliveries WHERE sink = ? AND event_seq = ?", (sink, seq)
-                        )
-                    else:
-                        await store.conn.execute(
-                            "UPDATE deliveries SET state = ? WHERE sink = ? AND event_seq = ?",
-                            (state, sink, seq),
-                        )
+            await store.conn.executemany(
+                "DELETE FROM deliveries WHERE sink = ? AND event_seq = ?",
+                [(sink, seq) for sink, seq, state in deliveries if state is None],
+            )
+            await store.conn.executemany(
+                "UPDATE deliveries SET state = ? WHERE sink = ? AND event_seq = ?",
+                [(state, sink, seq) for sink, seq, state in deliveries if state is not None],
+            )
         await prune(store, sinks=("log", "jsonl"), keep_s=KEEP_S, now=NOW, chunk=chunk)
         seqs = {r[0] for r in await store.conn.execute_fetchall("SELECT seq FROM events")}
         kept: dict[int, dict[str, str]] = {seq: {} for seq in seqs}
