@@ -265,16 +265,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def run_command(args: argparse.Namespace) -> int:
     """Run one parsed command and map failures to exit codes."""
     try:
-        if args.command == "sandbox":
-            from .commands.sandbox import sandbox_command
-
-            return sandbox_command(args)
-        if args.command == "demo":
-            from .demo import demo_command
-
-            return demo_command(args)
-        if args.command == "ccv" and args.ccv_command == "check-pricing":
-            return check_pricing_command(args)
+        command = without_config(args)
+        if command is not None:
+            return command(args)
         return eventloop.run(config_command(args))
     except KeyboardInterrupt:
         return EX_INTERRUPTED
@@ -284,6 +277,22 @@ def run_command(args: argparse.Namespace) -> int:
         return EX_OK
     except Exception as exc:
         return exit_code(exc)
+
+
+def without_config(args: argparse.Namespace) -> Callable[[argparse.Namespace], int] | None:
+    """Return the function of a command that needs no config (it runs its own loop, if it
+    needs one), or None."""
+    if args.command == "sandbox":
+        from .commands.sandbox import sandbox_command
+
+        return sandbox_command
+    if args.command == "demo":
+        from .demo import demo_command
+
+        return demo_command
+    if args.command == "ccv" and args.ccv_command == "check-pricing":
+        return check_pricing_command
+    return None
 
 
 async def config_command(args: argparse.Namespace) -> int:

@@ -183,22 +183,30 @@ def _stdin(data: bytes) -> Iterator[None]:
 async def call_cli(
     *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, stdin: bytes = b""
 ) -> Result:
-    """Run a command that needs a config as `run_cli` does, but in this process and loop: the
-    parsed command's function with the CLI's exit codes, stdout and stderr (log lines as JSON)
-    captured. Saves starting an interpreter where the process itself is not what is tested."""
-    parsed = cli.parse_args([str(a) for a in args])
+    """Run a command as `run_cli` does, but in this process and loop: the parsed command's
+    function with the CLI's exit codes, stdout and stderr (log lines as JSON) captured. Saves
+    starting an interpreter where the process itself is not what is tested. A command that
+    needs no config must end before it starts a loop of its own (check-pricing, a refusal)."""
     out, err = io.StringIO(), io.StringIO()
     with (
         environ(env if env is not None else cli_env()),
-        json_log(err, parsed.log_level),
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
         _stdin(stdin),
     ):
         try:
-            code = await cli.config_command(parsed)
-        except Exception as exc:
-            code = cli.exit_code(exc)
+            parsed = cli.parse_args([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, or a usage error
+            return Result(int(exc.code or 0), out.getvalue(), err.getvalue())
+        with json_log(err, parsed.log_level):
+            try:
+                command = cli.without_config(parsed)
+                if command is not None:
+                    code = command(parsed)
+                else:
+                    code = await cli.config_command(parsed)
+            except Exception as exc:
+                code = cli.exit_code(exc)
     return Result(code, out.getvalue(), err.getvalue())
 
 
