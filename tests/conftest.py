@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import io
 import json
 import logging
@@ -153,19 +154,41 @@ def environ(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(kept)
 
 
+# Where the log lines of the running command or daemon go (see json_log): a context variable,
+# so that a command run beside an in-process daemon, and the tasks it starts, write to its own
+# stderr while the daemon's tasks keep writing to daemon.log.
+_log_stream: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar(
+    "log_stream", default=None
+)
+
+
+class _ContextLog(logging.Handler):
+    """Writes each record as the CLI's JSON line to the stream of the block it was logged in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter(journal=False))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = _log_stream.get()
+        if stream is not None:
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+
+
 @contextlib.contextmanager
 def json_log(stream: TextIO, level: str = "info") -> Iterator[None]:
-    """Send the `reconciler` log lines to `stream` as JSON lines for the block, as the CLI's
-    logging does on stderr."""
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter(journal=False))
+    """Send the `reconciler` log lines logged in this block (and in the tasks it starts) to
+    `stream` as JSON lines, as the CLI's logging does on stderr."""
     logger = logging.getLogger("reconciler")
     handlers, kept_level, propagate = logger.handlers[:], logger.level, logger.propagate
-    logger.handlers[:], logger.propagate = [handler], False
+    logger.handlers[:], logger.propagate = [_ContextLog()], False
     logger.setLevel(level.upper())
+    token = _log_stream.set(stream)
     try:
         yield
     finally:
+        _log_stream.reset(token)
         logger.handlers[:], logger.propagate = handlers, propagate
         logger.setLevel(kept_level)
 
