@@ -57,9 +57,9 @@ async def test_missing_config_file_exits_78(tmp_path: Path) -> None:
 async def test_usage_errors_exit_2(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
     assert (await run_cli("--config", cfg, "frobnicate")).code == 2
-    assert (await run_cli("--config", cfg, "track", "ccv")).code == 2  # no ids, no file
-    assert (await run_cli("--config", cfg, "track", "ccv", "a", "b", "--ref", "R")).code == 2
-    assert (await run_cli("--config", cfg, "events", "--since", "yesterday")).code == 2
+    assert (await call_cli("--config", cfg, "track", "ccv")).code == 2  # no ids, no file
+    assert (await call_cli("--config", cfg, "track", "ccv", "a", "b", "--ref", "R")).code == 2
+    assert (await call_cli("--config", cfg, "events", "--since", "yesterday")).code == 2
 
 
 async def test_read_commands_on_a_fresh_store_show_nothing(
