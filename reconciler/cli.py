@@ -252,51 +252,74 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if bad is not None:
         print(f"reconciler: error: argument is not valid UTF-8: {bad}", file=sys.stderr)
         sys.exit(EX_DATAERR)
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     setup_logging(args.log_level)
     sys.exit(run_command(args))
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line; argparse exits 2 on a usage error."""
+    return _parser().parse_args(argv)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Run one parsed command and map failures to exit codes."""
     try:
-        if args.command == "sandbox":
-            from .commands.sandbox import sandbox_command
-
-            return sandbox_command(args)
-        if args.command == "demo":
-            from .demo import demo_command
-
-            return demo_command(args)
-        if args.command == "ccv" and args.ccv_command == "check-pricing":
-            return check_pricing_command(args)
-        config = load_config(config_path(args.config))
-        handler = _COMMANDS[args.command]
-        return eventloop.run(handler(config, args))
-    except (ConfigError, EventLoopError) as exc:
-        print(str(exc), file=sys.stderr)
-        return EX_CONFIG
-    except UsageError as exc:
-        print(f"reconciler: error: {exc}", file=sys.stderr)
-        return EX_USAGE
-    except DataError as exc:
-        print(f"reconciler: error: {exc}", file=sys.stderr)
-        return EX_DATAERR
-    except (StoreLocked, TempFailure) as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
-    except StoreError as exc:
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return EX_IOERR
+        command = without_config(args)
+        if command is not None:
+            return command(args)
+        return eventloop.run(config_command(args))
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     except BrokenPipeError:
         # `reconciler events | head`: the reader left; say nothing more, not even at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EX_OK
-    except Exception:
-        log.critical("unexpected error", exc_info=True)
-        return EX_SOFTWARE
+    except Exception as exc:
+        return exit_code(exc)
+
+
+def without_config(args: argparse.Namespace) -> Callable[[argparse.Namespace], int] | None:
+    """Return the function of a command that needs no config (it runs its own loop, if it
+    needs one), or None."""
+    if args.command == "sandbox":
+        from .commands.sandbox import sandbox_command
+
+        return sandbox_command
+    if args.command == "demo":
+        from .demo import demo_command
+
+        return demo_command
+    if args.command == "ccv" and args.ccv_command == "check-pricing":
+        return check_pricing_command
+    return None
+
+
+async def config_command(args: argparse.Namespace) -> int:
+    """Load the config and run a command that needs it, in the running loop."""
+    config = load_config(config_path(args.config))
+    return await _COMMANDS[args.command](config, args)
+
+
+# Expected failures: one line on stderr (the prefix, then the error) and their exit code.
+_FAILURES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, int], ...] = (
+    ((ConfigError, EventLoopError), "", EX_CONFIG),
+    (UsageError, "reconciler: error: ", EX_USAGE),
+    (DataError, "reconciler: error: ", EX_DATAERR),
+    ((StoreLocked, TempFailure), "reconciler: ", EX_TEMPFAIL),
+    (StoreError, "reconciler: ", EX_IOERR),
+)
+
+
+def exit_code(exc: Exception) -> int:
+    """Say why a command failed (an unexpected error with its traceback) and return its exit
+    code."""
+    for kinds, prefix, code in _FAILURES:
+        if isinstance(exc, kinds):
+            print(f"{prefix}{exc}", file=sys.stderr)
+            return code
+    log.critical("unexpected error", exc_info=exc)
+    return EX_SOFTWARE
 
 
 _COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import io
 import json
+import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
+from reconciler import cli
+from reconciler.config import load_config
+from reconciler.daemon import Daemon, check_store
+from reconciler.logs import JsonFormatter
+from reconciler.runtime import Runtime
+from reconciler.systemd import Notifier
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,6 +139,124 @@ async def run_cli(
         raise
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
+
+
+@contextlib.contextmanager
+def environ(env: Mapping[str, str]) -> Iterator[None]:
+    """Give this process exactly `env` as its environment for the block."""
+    kept = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(kept)
+
+
+# Where the log lines of the running command or daemon go (see json_log): a context variable,
+# so that a command run beside an in-process daemon, and the tasks it starts, write to its own
+# stderr while the daemon's tasks keep writing to daemon.log.
+_log_stream: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar(
+    "log_stream", default=None
+)
+
+
+class _ContextLog(logging.Handler):
+    """Writes each record as the CLI's JSON line to the stream of the block it was logged in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter(journal=False))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = _log_stream.get()
+        if stream is not None:
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+
+
+@contextlib.contextmanager
+def json_log(stream: TextIO, level: str = "info") -> Iterator[None]:
+    """Send the `reconciler` log lines logged in this block (and in the tasks it starts) to
+    `stream` as JSON lines, as the CLI's logging does on stderr."""
+    logger = logging.getLogger("reconciler")
+    handlers, kept_level, propagate = logger.handlers[:], logger.level, logger.propagate
+    logger.handlers[:], logger.propagate = [_ContextLog()], False
+    logger.setLevel(level.upper())
+    token = _log_stream.set(stream)
+    try:
+        yield
+    finally:
+        _log_stream.reset(token)
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(kept_level)
+
+
+@contextlib.contextmanager
+def _stdin(data: bytes) -> Iterator[None]:
+    kept = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data))
+    try:
+        yield
+    finally:
+        sys.stdin = kept
+
+
+async def call_cli(
+    *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, stdin: bytes = b""
+) -> Result:
+    """Run a command as `run_cli` does, but in this process and loop: the parsed command's
+    function with the CLI's exit codes, stdout and stderr (log lines as JSON) captured. Saves
+    starting an interpreter where the process itself is not what is tested. A command that
+    needs no config must end before it starts a loop of its own (check-pricing, a refusal)."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        environ(env if env is not None else cli_env()),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        _stdin(stdin),
+    ):
+        try:
+            parsed = cli.parse_args([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, or a usage error
+            return Result(int(exc.code or 0), out.getvalue(), err.getvalue())
+        with json_log(err, parsed.log_level):
+            try:
+                command = cli.without_config(parsed)
+                if command is not None:
+                    code = command(parsed)
+                else:
+                    code = await cli.config_command(parsed)
+            except Exception as exc:
+                code = cli.exit_code(exc)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.asynccontextmanager
+async def daemon_here(cfg: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Daemon]:
+    """Run the daemon of `reconciler run` in this loop for the block, its log lines in
+    `daemon.log` beside the config and sd_notify to $NOTIFY_SOCKET of `env` (as `daemon`
+    does), without its signal handlers; stopped cleanly at the end."""
+    env = env if env is not None else cli_env()
+    with environ(env):
+        config = load_config(cfg)
+    stop = asyncio.Event()
+    notifier = Notifier.from_environ(env)
+    with (cfg.parent / "daemon.log").open("a") as log, json_log(log):
+        try:
+            async with Runtime(config) as rt:
+                await check_store(rt.store)
+                rt.store.health.watch(on_corrupt=stop.set)
+                service = Daemon(config, rt, notifier)
+                serving = asyncio.ensure_future(service.serve(stop))
+                try:
+                    yield service
+                finally:
+                    stop.set()
+                    await serving
+        finally:
+            notifier.close()
 
 
 async def spawn(

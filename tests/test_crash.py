@@ -14,7 +14,15 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, spawn, write_config
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon,
+    poll_until,
+    read_events,
+    spawn,
+    write_config,
+)
 from tests.fake_providers import FakeCCV, Reply, html_page
 
 LIFECYCLE = [
@@ -46,12 +54,12 @@ async def kill_mid_pass(cfg: Path, fake: FakeCCV, after_requests: int) -> int:
 
 async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     rng = random.Random(20261125)
-    ids = [f"5eed0000-0000-4000-8000-{n:012d}" for n in range(400)]
+    ids = [f"5eed0000-0000-4000-8000-{n:012d}" for n in range(200)]
     fake_ccv.orders = dict.fromkeys(ids, LIFECYCLE[0])
     cfg = write_config(tmp_path, ccv=fake_ccv)
     (tmp_path / "ids.txt").write_text("\n".join(ids))
     assert (
-        await run_cli("--config", cfg, "track", "ccv", "--from-file", tmp_path / "ids.txt")
+        await call_cli("--config", cfg, "track", "ccv", "--from-file", tmp_path / "ids.txt")
     ).code == 0
 
     kills = 0
@@ -64,7 +72,7 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, fake_ccv:
         kills += code == -signal.SIGKILL
     assert kills >= 3, "the passes were too fast to be killed in mid-pass"
 
-    final = await run_cli("--config", cfg, "catch-up")
+    final = await call_cli("--config", cfg, "catch-up")
     assert final.code == 0, final.stderr
 
     # The snapshot is exactly what the provider says.
@@ -110,8 +118,8 @@ async def test_after_a_restore_a_different_transition_never_gets_an_emitted_id(
     db, backup = tmp_path / "reconciler.db", tmp_path / "backup.db"
     fake_ccv.orders = {order: "Processing"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
 
     def backup_now() -> None:
         subprocess.run(["sqlite3", str(db), f".backup '{backup}'"], check=True)
@@ -124,7 +132,7 @@ async def test_after_a_restore_a_different_transition_never_gets_an_emitted_id(
     backup_now()
     for after_restore in ("AwaitingPayment", "Failed", "AwaitingPayment"):
         fake_ccv.orders[order] = after_restore
-        result = await run_cli("--config", cfg, "catch-up")
+        result = await call_cli("--config", cfg, "catch-up")
         assert result.code == 0, result.stderr
         restore()
 
@@ -146,15 +154,15 @@ async def test_after_a_restore_a_new_source_failure_never_gets_an_emitted_id(
     db, backup = tmp_path / "reconciler.db", tmp_path / "backup.db"
     fake_ccv.orders = {order: "Processing"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
     await asyncio.to_thread(subprocess.run, ["sqlite3", str(db), f".backup '{backup}'"], check=True)
 
     for failure in (Reply(401), html_page(503)):
         fake_ccv.always = failure
-        assert (await run_cli("--config", cfg, "catch-up")).code == 75
+        assert (await call_cli("--config", cfg, "catch-up")).code == 75
         fake_ccv.always = None
-        assert (await run_cli("--config", cfg, "catch-up")).code == 0
+        assert (await call_cli("--config", cfg, "catch-up")).code == 0
         shutil.copyfile(backup, db)
         for suffix in ("-wal", "-shm"):
             db.with_name(db.name + suffix).unlink(missing_ok=True)
@@ -173,8 +181,8 @@ async def test_after_a_lost_wal_a_different_transition_never_gets_an_emitted_id(
     db = tmp_path / "reconciler.db"
     fake_ccv.orders = {order: "Processing"}
     cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='poll_interval = "1h"')
-    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
 
     def emitted(status: str) -> bool:
         return any(e["data"]["status"] == status for e in read_events(tmp_path))

@@ -200,21 +200,21 @@ async def test_run_watchdog_pings_on_cadence_until_cancelled(
     make_notifier: MakeNotifier, path_socket: NotifySocket
 ) -> None:
     notifier = make_notifier(
-        {**path_socket.env(), "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
+        {**path_socket.env(), "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": str(os.getpid())}
     )
     task = asyncio.create_task(notifier.run_watchdog())
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 1.5
     first = await path_socket.receive_async(timeout_s=deadline - time.monotonic())
     second = await path_socket.receive_async(timeout_s=deadline - time.monotonic())
     assert first.lines == second.lines == ["WATCHDOG=1"]
-    # Every WATCHDOG_USEC/2 = 1s, not faster.
-    assert 0.8 <= second.received_at - first.received_at <= 2.0
+    # Every WATCHDOG_USEC/2 = 0.5 s, not faster.
+    assert 0.4 <= second.received_at - first.received_at <= 1.0
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     with pytest.raises(TimeoutError):
-        await path_socket.receive_async(timeout_s=1.3)
+        await path_socket.receive_async(timeout_s=0.65)
 
 
 async def test_a_blocked_event_loop_stops_the_pings(

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from reconciler.store import Store
-from tests.conftest import cli_env, read_events, run_cli, spawn, write_config
+from tests.conftest import call_cli, read_events, write_config
 from tests.fake_providers import FakeCCV
 
 IDS = [f"0b5e0000-0000-4000-8000-{n:012d}" for n in range(10)]
@@ -17,28 +17,28 @@ IDS = [f"0b5e0000-0000-4000-8000-{n:012d}" for n in range(10)]
 async def test_untrack_during_a_pass_is_not_undone(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     fake_ccv.orders = dict.fromkeys(IDS, "Processing")
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *IDS)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *IDS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
 
     # A second pass asks about every order; the answers wait until the untrack is done.
     fake_ccv.hold = asyncio.Event()
     asked = len(fake_ccv.requests)
-    proc = await spawn("--config", cfg, "catch-up", env=cli_env(), stderr=asyncio.subprocess.PIPE)
+    catch_up = asyncio.ensure_future(call_cli("--config", cfg, "catch-up"))
     await fake_ccv.wait_until(lambda: len(fake_ccv.requests) > asked, 20)
-    # What `reconciler untrack` does, from this process: quick enough to end while the answers
-    # wait (they time out after 2 s).
+    # What `reconciler untrack` does, on a connection of its own: quick enough to end while the
+    # answers wait (they time out after 2 s).
     other = await Store.open(tmp_path / "reconciler.db")
     try:
         assert await other.orders.untrack("ccv", None, IDS) == len(IDS)
     finally:
         await other.close()
     fake_ccv.hold.set()
-    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, stderr.decode()
+    result = await asyncio.wait_for(catch_up, 30)
+    assert result.code == 0, result.stderr
 
     with sqlite3.connect(tmp_path / "reconciler.db") as conn:
         assert conn.execute("SELECT count(*) FROM orders").fetchone() == (0,)
     discovered = Counter(e["subject"] for e in read_events(tmp_path) if "discovered" in e["type"])
     assert discovered == dict.fromkeys(IDS, 1)  # no second `order.discovered`
-    orders = await run_cli("--config", cfg, "orders", "--json")
+    orders = await call_cli("--config", cfg, "orders", "--json")
     assert orders.code == 0 and orders.stdout.strip() == "[]"

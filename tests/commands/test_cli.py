@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon,
+    poll_until,
+    read_events,
+    run_cli,
+    write_config,
+)
 from tests.fake_providers import FakeCCNow, FakeCCV
 
 ORDER = "3c2b1a00-0000-4000-8000-000000000001"
@@ -34,7 +42,7 @@ async def test_bad_config_exits_78_with_one_line_and_creates_nothing(
     cfg = tmp_path / "reconciler.toml"
     cfg.write_text(f'[store]\npath = "{tmp_path / "db.sqlite"}"\n' + text.replace("[store]\n", ""))
     for command in (["catch-up"], ["run"], ["orders"], ["check"]):
-        result = await run_cli("--config", cfg, *command)
+        result = await call_cli("--config", cfg, *command)
         assert result.code == 78, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"config error: {cfg}: {key}:"), lines
@@ -49,21 +57,21 @@ async def test_missing_config_file_exits_78(tmp_path: Path) -> None:
 async def test_usage_errors_exit_2(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
     assert (await run_cli("--config", cfg, "frobnicate")).code == 2
-    assert (await run_cli("--config", cfg, "track", "ccv")).code == 2  # no ids, no file
-    assert (await run_cli("--config", cfg, "track", "ccv", "a", "b", "--ref", "R")).code == 2
-    assert (await run_cli("--config", cfg, "events", "--since", "yesterday")).code == 2
+    assert (await call_cli("--config", cfg, "track", "ccv")).code == 2  # no ids, no file
+    assert (await call_cli("--config", cfg, "track", "ccv", "a", "b", "--ref", "R")).code == 2
+    assert (await call_cli("--config", cfg, "events", "--since", "yesterday")).code == 2
 
 
 async def test_read_commands_on_a_fresh_store_show_nothing(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    orders = await run_cli("--config", cfg, "orders", "--json")
-    events = await run_cli("--config", cfg, "events", "--json")
+    orders = await call_cli("--config", cfg, "orders", "--json")
+    events = await call_cli("--config", cfg, "events", "--json")
     assert (orders.code, json.loads(orders.stdout)) == (0, [])
     assert (events.code, json.loads(events.stdout)) == (0, [])
     assert not (tmp_path / "reconciler.db").exists()  # reading creates nothing
-    after = await run_cli("orders", "--config", cfg, "--json")  # options after the command too
+    after = await call_cli("orders", "--config", cfg, "--json")  # options after the command too
     assert (after.code, json.loads(after.stdout)) == (0, [])
 
 
@@ -75,61 +83,61 @@ async def test_track_from_file_untrack_and_filters(
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
     ids = tmp_path / "ids.csv"
     ids.write_text(f"# orders of today\n{ORDER},INV-1\n\nother-1\n")
-    assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", ids)).code == 0
-    piped = await run_cli(
+    assert (await call_cli("--config", cfg, "track", "ccv", "--from-file", ids)).code == 0
+    piped = await call_cli(
         "--config", cfg, "track", "ccnow", "--from-file", "-", stdin=b"396101142\n"
     )
     assert piped.code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
 
-    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
     assert {(r["source"], r["order_id"], r["status"], r["external_reference"]) for r in rows} == {
         ("ccv", ORDER, "New", "INV-1"),
         ("ccv", "other-1", "Completed", None),
         ("ccnow", "396-10-1142", "processing", None),
     }
     done = json.loads(
-        (await run_cli("--config", cfg, "orders", "--status", "Completed", "--json")).stdout
+        (await call_cli("--config", cfg, "orders", "--status", "Completed", "--json")).stdout
     )
     assert [r["order_id"] for r in done] == ["other-1"]
-    table = await run_cli("--config", cfg, "orders", "--source", "ccnow")
+    table = await call_cli("--config", cfg, "orders", "--source", "ccnow")
     assert "396-10-1142" in table.stdout and ORDER not in table.stdout
 
     events = json.loads(
-        (await run_cli("--config", cfg, "events", "--json", "--type", "order.discovered")).stdout
+        (await call_cli("--config", cfg, "events", "--json", "--type", "order.discovered")).stdout
     )
     assert len(events) == 3
     later = json.loads(
         (
-            await run_cli("--config", cfg, "events", "--json", "--since", "2999-01-01T00:00:00Z")
+            await call_cli("--config", cfg, "events", "--json", "--since", "2999-01-01T00:00:00Z")
         ).stdout
     )
     assert later == []
 
-    assert (await run_cli("--config", cfg, "untrack", "ccv", ORDER)).code == 0
-    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    assert (await call_cli("--config", cfg, "untrack", "ccv", ORDER)).code == 0
+    rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
     assert ORDER not in {r["order_id"] for r in rows}
     assert len(read_events(tmp_path)) == 3  # history stays
 
 
 async def test_check_online(tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
-    good = await run_cli("--config", cfg, "check", "--online")
+    good = await call_cli("--config", cfg, "check", "--online")
     assert good.code == 0, good.stderr
-    bad = await run_cli(
+    bad = await call_cli(
         "--config", cfg, "check", "--online", env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-0000")
     )
     assert bad.code == 78 and "ccv/default" in bad.stderr
     await fake_ccnow.close()
-    down = await run_cli("--config", cfg, "check", "--online")
+    down = await call_cli("--config", cfg, "check", "--online")
     assert down.code == 75 and "ccnow/default" in down.stderr
 
 
 async def test_unknown_status_word_is_kept_and_flagged(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     fake_ccv.orders = {ORDER: "OnHoldForReview"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    await run_cli("--config", cfg, "track", "ccv", ORDER)
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    await call_cli("--config", cfg, "track", "ccv", ORDER)
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
     [event] = read_events(tmp_path)
     assert event["data"]["status"] == "OnHoldForReview"
     assert event["data"]["unknown_status"] is True
@@ -139,11 +147,11 @@ async def test_unknown_status_word_is_kept_and_flagged(tmp_path: Path, fake_ccv:
 async def test_journald_priority_prefixes(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     fake_ccv.orders = {ORDER: "Failed"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    await run_cli("--config", cfg, "track", "ccv", ORDER)
+    await call_cli("--config", cfg, "track", "ccv", ORDER)
     result = await run_cli("--config", cfg, "catch-up", env=cli_env(JOURNAL_STREAM="8:1234"))
     event_lines = [line for line in result.stderr.splitlines() if "order.discovered" in line]
     assert event_lines and event_lines[0].startswith('<3>{"time"')  # Failed is an error
-    plain = await run_cli("--config", cfg, "events")
+    plain = await call_cli("--config", cfg, "events")
     assert ORDER[:8] in plain.stdout
 
 
@@ -155,13 +163,13 @@ async def test_unusable_store_is_one_line_and_exit_74(tmp_path: Path, fake_ccv: 
         cfg.read_text().replace(str(tmp_path / "reconciler.db"), str(blocker / "reconciler.db"))
     )
     for command in (["catch-up"], ["track", "ccv", ORDER]):
-        result = await run_cli("--config", cfg, *command)
+        result = await call_cli("--config", cfg, *command)
         assert result.code == 74, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
     cfg.write_text(cfg.read_text().replace(str(blocker / "reconciler.db"), str(garbage)))
-    result = await run_cli("--config", cfg, "catch-up")
+    result = await call_cli("--config", cfg, "catch-up")
     assert result.code == 74 and "Traceback" not in result.stderr
 
 
@@ -172,12 +180,12 @@ async def test_track_file_drops_a_bom_and_refuses_invisible_characters_by_line(
     # Excel's "CSV UTF-8": a BOM in front of the first id, CRLF line ends.
     excel = tmp_path / "excel.csv"
     excel.write_bytes(b"\xef\xbb\xbf" + f"{ORDER},INV-1\r\nother-1\r\n".encode())
-    assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", excel)).code == 0
-    piped = await run_cli(
+    assert (await call_cli("--config", cfg, "track", "ccv", "--from-file", excel)).code == 0
+    piped = await call_cli(
         "--config", cfg, "track", "ccnow", "--from-file", "-", stdin=b"\xef\xbb\xbf396101142\n"
     )
     assert piped.code == 0, piped.stderr
-    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
     assert {(r["order_id"], r["external_reference"]) for r in rows} == {
         (ORDER, "INV-1"),
         ("other-1", None),
@@ -192,18 +200,18 @@ async def test_track_file_drops_a_bom_and_refuses_invisible_characters_by_line(
     ]:
         bad = tmp_path / name
         bad.write_text(f"other-3\n# comment\n{line}\n", encoding="utf-8")
-        result = await run_cli("--config", cfg, "track", "ccv", "--from-file", bad)
+        result = await call_cli("--config", cfg, "track", "ccv", "--from-file", bad)
         assert result.code == 65, (name, result.stderr)
         assert f"{bad}:3:" in result.stderr and "Traceback" not in result.stderr
     # Excel's plain "CSV" on Windows: cp1252, not UTF-8.
     latin = tmp_path / "latin.csv"
     latin.write_bytes(b"other-4\r\nother-5,Caf\xe9\r\n")
-    result = await run_cli("--config", cfg, "track", "ccv", "--from-file", latin)
+    result = await call_cli("--config", cfg, "track", "ccv", "--from-file", latin)
     assert result.code == 65, result.stderr
     assert (
         result.stderr.strip() == f'reconciler: error: {latin}:2: not UTF-8 (save it as "CSV UTF-8")'
     )
-    rows = json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout)
+    rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
     assert len(rows) == 3  # nothing of a refused file was tracked
 
 
@@ -223,7 +231,7 @@ async def test_ids_are_ascii(
     tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow, source: str, order_id: str
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
-    result = await run_cli("--config", cfg, "track", source, order_id)
+    result = await call_cli("--config", cfg, "track", source, order_id)
     assert result.code == 65, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "reconciler.db").exists()
@@ -247,22 +255,22 @@ async def test_notification_url_refuses_a_reference_the_receiver_would_refuse(
         '[receiver]\npublic_url = "https://integrator.example/r"\nsecret = "s3cret-0123456789abc"\n'
     )
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=receiver)
-    good = await run_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-1")
+    good = await call_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-1")
     assert good.code == 0 and good.stdout.startswith("https://integrator.example/r/notify/ccv/")
     for ref in ("", "INV\u200b-1", "R" * 257):
-        result = await run_cli("--config", cfg, "notification-url", "ccv", "--ref", ref)
+        result = await call_cli("--config", cfg, "notification-url", "ccv", "--ref", ref)
         assert (result.code, result.stdout) == (65, ""), result.stderr
         assert "--ref" in result.stderr and "Traceback" not in result.stderr
-    empty = await run_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "")
+    empty = await call_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "")
     assert empty.code == 65 and not (tmp_path / "reconciler.db").exists()
     # The same bound as the API's and CCV's answers': 256 characters.
-    long = await run_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "R" * 257)
+    long = await call_cli("--config", cfg, "track", "ccv", "O-1", "--ref", "R" * 257)
     assert long.code == 65 and "256" in long.stderr and not (tmp_path / "reconciler.db").exists()
 
 
 async def test_check_refuses_a_key_with_a_line_break(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    result = await run_cli(
+    result = await call_cli(
         "--config", cfg, "check", env=cli_env(RECONCILER_CCV_API_KEY="t_key-0123\n")
     )
     assert result.code == 78
@@ -292,12 +300,12 @@ async def test_check_and_run_warn_once_about_a_secret_others_can_read(
     env = {k: v for k, v in cli_env().items() if k != "RECONCILER_CCV_API_KEY"}
     cfg.chmod(0o600)
     key_file.chmod(0o600)
-    quiet = await run_cli("--config", cfg, "check", env=env)
+    quiet = await call_cli("--config", cfg, "check", env=env)
     assert quiet.code == 0 and _readable_warnings(quiet.stderr) == []
 
     cfg.chmod(0o644)
     key_file.chmod(0o640)
-    loud = await run_cli("--config", cfg, "check", env=env)
+    loud = await call_cli("--config", cfg, "check", env=env)
     assert loud.code == 0, loud.stderr
     warnings = _readable_warnings(loud.stderr)
     assert sorted((w["level"], w["file"], w["mode"]) for w in warnings) == [

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import cli_env, daemon, read_events, run_cli, write_config
+from tests.conftest import call_cli, cli_env, daemon_here, read_events, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.notify_socket import NotifySocket
 from tests.tty import ANSI, run_cli_on_tty
@@ -21,14 +21,14 @@ async def test_status_shows_accounts_orders_sinks_and_the_store(
 ) -> None:
     fake_ccv.orders = {CCV_IDS[0]: "New", CCV_IDS[1]: "New", CCV_IDS[2]: "FulfillmentDone"}
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
-    fresh = await run_cli("--config", cfg, "status", "--json")
+    fresh = await call_cli("--config", cfg, "status", "--json")
     assert fresh.code == 0, fresh.stderr
     assert json.loads(fresh.stdout)["store"]["exists"] is False
     assert not (tmp_path / "reconciler.db").exists()  # status never creates the store
 
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     # CCNow refuses the password: that account fails, CCV answers.
-    caught = await run_cli(
+    caught = await call_cli(
         "--config", cfg, "catch-up", env=cli_env(RECONCILER_CCNOW_PASSWORD="wrong")
     )
     assert caught.code == 75
@@ -41,7 +41,7 @@ async def test_status_shows_accounts_orders_sinks_and_the_store(
         conn.execute("UPDATE deliveries SET state = 'dead' WHERE sink = 'jsonl' AND event_seq = 2")
     conn.close()
 
-    result = await run_cli("--config", cfg, "status", "--json")
+    result = await call_cli("--config", cfg, "status", "--json")
     assert result.code == 0, result.stderr
     status = json.loads(result.stdout)
     ccv, ccnow = status["accounts"]
@@ -64,7 +64,7 @@ async def test_status_shows_accounts_orders_sinks_and_the_store(
     assert store["size_bytes"] > 0 and store["free_bytes"] > 0
     assert store["last_failure"] is None
 
-    text = await run_cli("--config", cfg, "status")
+    text = await call_cli("--config", cfg, "status")
     assert text.code == 0
     lines = text.stdout.splitlines()
     head = next(line for line in lines if line.startswith("ACCOUNT") and "HEALTH" in line)
@@ -78,11 +78,11 @@ async def test_status_shows_accounts_orders_sinks_and_the_store(
 async def test_status_works_while_the_daemon_runs(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     with NotifySocket.at_path(tmp_path / "notify.sock") as sock:
-        async with daemon(cfg, cli_env(**sock.env())):
+        async with daemon_here(cfg, cli_env(**sock.env())):
             await sock.wait_for_async("READY", "1", timeout_s=20)
-            result = await run_cli("--config", cfg, "status", "--json")
+            result = await call_cli("--config", cfg, "status", "--json")
     assert result.code == 0, result.stderr
     status = json.loads(result.stdout)
     (ccv,) = status["accounts"]
@@ -99,7 +99,7 @@ def _db(tmp_path: Path, *statements: str) -> None:
 
 
 async def _status(cfg: Path) -> dict[str, Any]:
-    result = await run_cli("--config", cfg, "status", "--json")
+    result = await call_cli("--config", cfg, "status", "--json")
     assert result.code == 0, result.stderr
     status: dict[str, Any] = json.loads(result.stdout)
     return status
@@ -113,15 +113,15 @@ async def test_status_of_a_store_with_no_orders_and_no_pass(
     assert missing["last_pass"] is None
     assert missing["accounts"][0]["stuck"] == 0 and missing["accounts"][0]["due"] == 0
     # `untrack` of nothing makes an empty store.
-    assert (await run_cli("--config", cfg, "untrack", "ccv", CCV_IDS[0])).code == 0
-    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
-    assert (await run_cli("--config", cfg, "untrack", "ccv", CCV_IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "untrack", "ccv", CCV_IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "untrack", "ccv", CCV_IDS[0])).code == 0
     empty = await _status(cfg)
     assert empty["store"]["exists"] is True and empty["last_pass"] is None
     (ccv,) = empty["accounts"]
     assert (ccv["health"], ccv["followed"], ccv["due"], ccv["stuck"]) == ("unknown", 0, 0, 0)
     assert ccv["orders"] == []
-    text = await run_cli("--config", cfg, "status")
+    text = await call_cli("--config", cfg, "status")
     assert text.code == 0
     assert "\x1b[" not in text.stdout  # no terminal: no colour
     assert any(
@@ -135,10 +135,10 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     # Only CCV is configured now; the store remembers a CCNow account of an earlier config.
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     before = await _status(cfg)
     assert before["accounts"][0]["due"] == 3  # tracked, not checked yet
-    caught = await run_cli("--config", cfg, "catch-up")
+    caught = await call_cli("--config", cfg, "catch-up")
     assert caught.code == 0, caught.stderr
     _db(
         tmp_path,
@@ -166,12 +166,14 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
     assert last["started"] <= last["finished"] <= status["time"]
 
     # A failing pass is recorded as one.
-    failed = await run_cli("--config", cfg, "catch-up", env=cli_env(RECONCILER_CCV_API_KEY="wrong"))
+    failed = await call_cli(
+        "--config", cfg, "catch-up", env=cli_env(RECONCILER_CCV_API_KEY="wrong")
+    )
     assert failed.code == 75
     last = (await _status(cfg))["last_pass"]
     assert (last["outcome"], last["failing"]) == ("failed", ["ccv/default"])
 
-    text = await run_cli("--config", cfg, "status")
+    text = await call_cli("--config", cfg, "status")
     lines = text.stdout.splitlines()
     head = next(line for line in lines if line.startswith("ACCOUNT") and "STUCK" in line)
     row = next(line for line in lines if line.startswith("ccv/default"))
@@ -181,23 +183,28 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
     assert any(line.split() == ["jsonl", "1", "0", "HTTP", "410", "Gone"] for line in lines)
 
 
+def _steady(text: str) -> str:
+    """The text without the disk's free space, which other writers change from run to run."""
+    return "\n".join(line for line in text.strip().splitlines() if line.split()[:1] != ["free"])
+
+
 async def test_status_is_coloured_on_a_terminal_unless_no_color(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
-    plain = (await run_cli("--config", cfg, "status")).stdout
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    plain = _steady((await call_cli("--config", cfg, "status")).stdout)
 
     tty = await run_cli_on_tty("--config", cfg, "status", env=cli_env(), tty="stdout")
     assert tty.code == 0, tty.stderr
     assert "\x1b[32mok\x1b[0m" in tty.stdout  # a healthy account in green
     # Without the colour codes it is the same text, columns where they were.
-    assert ANSI.sub("", tty.stdout).strip() == plain.strip()
+    assert _steady(ANSI.sub("", tty.stdout)) == plain
 
     no_color = await run_cli_on_tty(
         "--config", cfg, "status", env=cli_env(NO_COLOR="1"), tty="stdout"
     )
     assert "\x1b[" not in no_color.stdout
-    assert no_color.stdout.strip() == plain.strip()
+    assert _steady(no_color.stdout) == plain

@@ -27,7 +27,7 @@ from reconciler.sandbox import (
     run_sandbox,
 )
 from reconciler.server import extract_ccnow_ids
-from tests.conftest import run_cli
+from tests.conftest import call_cli
 
 
 def basic(user: str, password: str = "") -> dict[str, str]:
@@ -625,14 +625,14 @@ async def test_ccnow_partial_answer_is_cut_mid_line_and_the_connection_closed(
 
 
 async def test_sandbox_command_documents_and_checks_the_fault_grammar() -> None:
-    shown = await run_cli("sandbox", "--help")
+    shown = await call_cli("sandbox", "--help")
     assert shown.code == 0
     help_text = " ".join(shown.stdout.split())
     for kind in ("http400", "http403", "http429", "html404", "crlf", "cr ", "partial", "duplicate"):
         assert kind in help_text
     assert "unknown_message (message account_locked)" in help_text
     assert "drop (close the connection unanswered after applying a post's actions)" in help_text
-    refused = await run_cli("sandbox", "--listen", "127.0.0.1:0", "--faults", "http403:ccnow=1")
+    refused = await call_cli("sandbox", "--listen", "127.0.0.1:0", "--faults", "http403:ccnow=1")
     assert refused.code == 2
     assert "http403 is a ccv fault only" in refused.stderr
     assert "Traceback" not in refused.stderr
@@ -876,7 +876,7 @@ async def test_ccnow_order_alerts_can_be_switched_on_and_off(receiver: Receiver)
 
 
 async def test_sandbox_command_refuses_an_alert_url_ccnow_would_not_call() -> None:
-    refused = await run_cli(
+    refused = await call_cli(
         "sandbox", "--listen", "127.0.0.1:0", "--ccnow-notification-url", "http://example.com/x"
     )
     assert refused.code == 2

@@ -23,7 +23,7 @@ from reconciler.runtime import Runtime
 from reconciler.sandbox import CCV_SUBMIT_PATH, Sandbox, SandboxOptions
 from reconciler.sandbox.ccv_writes import PRICING_PATH
 from reconciler.systemd import Notifier
-from tests.conftest import run_cli
+from tests.conftest import call_cli
 from tests.sandbox.test_sandbox import KEY, basic, poll_until, status_url
 from tests.server.test_api import free_port
 
@@ -238,10 +238,10 @@ async def test_a_submit_timeout_creates_the_order_and_never_answers(
 
 
 async def test_sandbox_help_documents_submit_timeout() -> None:
-    shown = await run_cli("sandbox", "--help")
+    shown = await call_cli("sandbox", "--help")
     assert shown.code == 0
     assert "submit_timeout" in " ".join(shown.stdout.split())
-    refused = await run_cli(
+    refused = await call_cli(
         "sandbox", "--listen", "127.0.0.1:0", "--faults", "submit_timeout:ccnow=1"
     )
     assert refused.code == 2

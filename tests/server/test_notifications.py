@@ -3,9 +3,7 @@ although the poll interval is an hour; forged URLs cost no provider request."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import socket
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.conftest import call_cli, cli_env, daemon_here, poll_until, read_events, write_config
 from tests.fake_providers import FakeCCV
 from tests.notify_socket import NotifySocket
 
@@ -40,8 +38,8 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
         extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET=RECEIVER_SECRET)
-    assert (await run_cli("--config", cfg, "track", "ccv", ORDER, env=env)).code == 0
-    url_result = await run_cli(
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER, env=env)).code == 0
+    url_result = await call_cli(
         "--config", cfg, "notification-url", "ccv", "--order", ORDER, env=env
     )
     assert url_result.code == 0, url_result.stderr
@@ -49,7 +47,7 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
     assert url.startswith(f"http://127.0.0.1:{port}/") and ORDER in url
 
     with NotifySocket.abstract() as sock:
-        async with daemon(cfg, {**env, **sock.env()}) as proc:
+        async with daemon_here(cfg, {**env, **sock.env()}):
             await sock.wait_for_async("READY", "1", timeout_s=20)
             await poll_until(lambda: read_events(tmp_path), 10, "start-up discovery")
             assert [e["type"] for e in read_events(tmp_path)] == ["order.discovered"]
@@ -99,8 +97,6 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
                 for body in (b"\xff" * 70000, b"{not json", b""):
                     async with http.post(url + "x", data=body) as resp:
                         assert resp.status < 500
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 10) == 0
 
 
 async def test_reference_notified_before_tracking_is_applied_when_tracked(
@@ -112,20 +108,20 @@ async def test_reference_notified_before_tracking_is_applied_when_tracked(
     cfg = write_config(
         tmp_path,
         ccv=fake_ccv,
-        ccv_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"',
+        ccv_extra='poll_interval = "1h"\nmin_interval = "1s"\nmax_interval = "1h"',
         extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET=RECEIVER_SECRET)
     url = (
-        await run_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-2041", env=env)
+        await call_cli("--config", cfg, "notification-url", "ccv", "--ref", "INV-2041", env=env)
     ).stdout.strip()
     with NotifySocket.abstract() as sock:
-        async with daemon(cfg, {**env, **sock.env()}) as proc:
+        async with daemon_here(cfg, {**env, **sock.env()}):
             await sock.wait_for_async("READY", "1", timeout_s=20)
             async with aiohttp.ClientSession() as http, http.post(url, data=b"") as resp:
                 assert resp.status == 202
             assert fake_ccv.requests == []  # nothing followed carries that reference yet
-            track = await run_cli(
+            track = await call_cli(
                 "--config", cfg, "track", "ccv", ORDER, "--ref", "INV-2041", env=env
             )
             assert track.code == 0
@@ -134,5 +130,3 @@ async def test_reference_notified_before_tracking_is_applied_when_tracked(
             assert event["type"] == "order.discovered"
             assert event["data"]["via"] == "notification"
             assert event["data"]["external_reference"] == "INV-2041"
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 10) == 0

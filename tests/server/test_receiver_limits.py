@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import REPO, cli_env, poll_until, read_events, run_cli, write_config
+from tests.conftest import REPO, call_cli, cli_env, poll_until, read_events, write_config
 from tests.fake_providers import FakeCCV
 from tests.server.test_notifications import RECEIVER_SECRET, free_port
 
@@ -37,8 +37,8 @@ async def test_idle_connection_flood_leaves_descriptors_for_sinks_and_healthz(
         extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET=RECEIVER_SECRET)
-    assert (await run_cli("--config", cfg, "track", "ccv", ORDER, env=env)).code == 0
-    url = await run_cli("--config", cfg, "notification-url", "ccv", "--order", ORDER, env=env)
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER, env=env)).code == 0
+    url = await call_cli("--config", cfg, "notification-url", "ccv", "--order", ORDER, env=env)
     log = tmp_path / "daemon.log"
     with log.open("ab") as stderr:
         proc = await asyncio.create_subprocess_exec(

@@ -19,7 +19,15 @@ from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
 from reconciler.sinks import outbox
-from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon,
+    daemon_here,
+    poll_until,
+    read_events,
+    write_config,
+)
 from tests.fake_providers import FakeCCV
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -78,8 +86,8 @@ async def test_webhook_retries_with_one_id_and_stops_after_2xx(
     fake_ccv.orders = {ORDER: "New"}
     receiver.answers = [500, 503]
     cfg = webhook_config(tmp_path, fake_ccv, receiver, "0.3s")
-    assert (await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())).code == 0
-    result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "20s", env=env())
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())).code == 0
+    result = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "20s", env=env())
     assert result.code == 0, result.stderr
     assert len(receiver.attempts) == 3  # two failures, one success, then nothing more
     times, ids, payloads = zip(*receiver.attempts, strict=True)
@@ -87,7 +95,7 @@ async def test_webhook_retries_with_one_id_and_stops_after_2xx(
     assert all(b - a >= 0.3 for a, b in itertools.pairwise(times))
     assert payloads[-1]["type"] == "order.discovered"
     assert payloads[-1]["id"] == ids[0]
-    undelivered = await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())
+    undelivered = await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())
     assert json.loads(undelivered.stdout) == []
 
 
@@ -97,21 +105,21 @@ async def test_undelivered_events_make_catch_up_exit_75_and_replay_sends_them(
     fake_ccv.orders = {ORDER: "New"}
     receiver.answers = [500] * 100
     cfg = webhook_config(tmp_path, fake_ccv, receiver, "5s")
-    await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
-    result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", env=env())
+    await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    result = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", env=env())
     assert result.code == 75
     listed = json.loads(
-        (await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
+        (await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
     )
     assert [(e["subject"], e["undelivered"]) for e in listed] == [(ORDER, ["webhook"])]
     first_id = receiver.attempts[0][1]
 
     receiver.answers = []
-    replay = await run_cli("--config", cfg, "replay", "--sink", "webhook", env=env())
+    replay = await call_cli("--config", cfg, "replay", "--sink", "webhook", env=env())
     assert replay.code == 0, replay.stderr
     assert receiver.attempts[-1][1] == first_id  # the same id, again
     listed = json.loads(
-        (await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
+        (await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
     )
     assert listed == []
 
@@ -122,8 +130,8 @@ async def test_gone_receiver_disables_the_sink(
     fake_ccv.orders = {ORDER: "New"}
     receiver.answers = [410]
     cfg = webhook_config(tmp_path, fake_ccv, receiver, "0.1s")
-    await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
-    result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
+    await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    result = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
     assert result.code == 75
     assert len(receiver.attempts) == 1, result.stderr
     disabled = [line for line in result.log_lines() if line["message"] == "sink.disabled"]
@@ -141,12 +149,12 @@ async def test_dead_letter_after_max_age(
         'max_age = "0.5s"\n'
     )
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
-    await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
-    result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
+    await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    result = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
     dead = [line for line in result.log_lines() if line["message"] == "sink.dead_letter"]
     assert len(dead) == 1 and dead[0]["level"] == "error"
     listed = json.loads(
-        (await run_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
+        (await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
     )
     assert [e["undelivered"] for e in listed] == [["webhook"]]  # kept in the database
 
@@ -169,7 +177,7 @@ async def test_an_event_waiting_for_its_retry_is_delivered_after_a_restart(
     fake_ccv.orders = {ORDER: "New", ORDER_2: "New"}
     receiver.answers = [500]
     cfg = webhook_config(tmp_path, fake_ccv, receiver, "2s")
-    assert (await run_cli("--config", cfg, "track", "ccv", ORDER, ORDER_2, env=env())).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER, ORDER_2, env=env())).code == 0
     async with daemon(cfg, env()) as proc:
         await poll_until(
             lambda: any(attempts == 1 for _, attempts, _ in pending(tmp_path)),
@@ -180,7 +188,7 @@ async def test_an_event_waiting_for_its_retry_is_delivered_after_a_restart(
         await proc.wait()
     failed_id = receiver.attempts[0][1]
     [retry_at] = [at for _, attempts, at in pending(tmp_path) if attempts == 1]
-    async with daemon(cfg, env()):
+    async with daemon_here(cfg, env()):
         # Delivered by its retry time plus a tick (and the daemon's start), whatever path it took.
         within = retry_at - time.time() + outbox.TICK_S + 5
         await poll_until(lambda: not pending(tmp_path), within, "every event delivered")
@@ -202,15 +210,15 @@ async def test_an_order_s_events_reach_a_sink_in_the_order_they_happened(
     # it (another order's event need not).
     fake_ccv.orders = {ORDER: "Processing"}
     receiver.answers = [500]
-    cfg = webhook_config(tmp_path, fake_ccv, receiver, "2s")
-    await run_cli("--config", cfg, "track", "ccv", ORDER, env=env())
-    first = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "0.5s", env=env())
+    cfg = webhook_config(tmp_path, fake_ccv, receiver, "1s")
+    await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    first = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "0.5s", env=env())
     assert first.code == 75
     [(_, waiting_id, _)] = receiver.attempts
 
     fake_ccv.orders = {ORDER: "AwaitingPayment", ORDER_2: "Processing"}
-    await run_cli("--config", cfg, "track", "ccv", ORDER_2, env=env())
-    second = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "20s", env=env())
+    await call_cli("--config", cfg, "track", "ccv", ORDER_2, env=env())
+    second = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "20s", env=env())
     assert second.code == 0, second.stderr
     got = [(p["subject"], status_of(p)) for _, _, p in receiver.attempts[1:]]
     assert got.index((ORDER, "Processing")) < got.index((ORDER, "AwaitingPayment"))

@@ -25,7 +25,7 @@ from reconciler.runtime import Runtime
 from reconciler.scheduler import Scheduler
 from reconciler.store import Store
 from reconciler.store.retention import prune
-from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.conftest import call_cli, cli_env, daemon_here, poll_until, read_events, write_config
 from tests.fake_providers import CCV_KEY, FakeCCV
 
 DAY = 86400.0
@@ -72,18 +72,20 @@ async def _prune_example(
         ]
         async with store.transaction():
             await store.events.add(events)
+        deliveries = [
+            (sink, seq, state)
+            for seq, (_, *states) in enumerate(rows, 1)
+            for sink, state in zip(("log", "jsonl", "gone"), states, strict=True)
+        ]
         async with store.transaction():
-            for seq, (_, *states) in enumerate(rows, 1):
-                for sink, state in zip(("log", "jsonl", "gone"), states, strict=True):
-                    if state is None:
-                        await store.conn.execute(
-                            "DELETE FROM deliveries WHERE sink = ? AND event_seq = ?", (sink, seq)
-                        )
-                    else:
-                        await store.conn.execute(
-                            "UPDATE deliveries SET state = ? WHERE sink = ? AND event_seq = ?",
-                            (state, sink, seq),
-                        )
+            await store.conn.executemany(
+                "DELETE FROM deliveries WHERE sink = ? AND event_seq = ?",
+                [(sink, seq) for sink, seq, state in deliveries if state is None],
+            )
+            await store.conn.executemany(
+                "UPDATE deliveries SET state = ? WHERE sink = ? AND event_seq = ?",
+                [(state, sink, seq) for sink, seq, state in deliveries if state is not None],
+            )
         await prune(store, sinks=("log", "jsonl"), keep_s=KEEP_S, now=NOW, chunk=chunk)
         seqs = {r[0] for r in await store.conn.execute_fetchall("SELECT seq FROM events")}
         kept: dict[int, dict[str, str]] = {seq: {} for seq in seqs}
@@ -124,8 +126,8 @@ async def test_catch_up_prunes_old_delivered_history_and_ended_orders(
     fake_ccv.orders = {i: ("Completed" if n < 3 else "New") for n, i in enumerate(IDS)}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     db = tmp_path / "reconciler.db"
-    assert (await run_cli("--config", cfg, "track", "ccv", *IDS)).code == 0
-    first = await run_cli("--config", cfg, "catch-up")
+    assert (await call_cli("--config", cfg, "track", "ccv", *IDS)).code == 0
+    first = await call_cli("--config", cfg, "catch-up")
     assert first.code == 0, first.stderr
     assert _count(db, "SELECT count(*) FROM events") == 6
     _age(db, 401)
@@ -140,7 +142,7 @@ async def test_catch_up_prunes_old_delivered_history_and_ended_orders(
     conn.close()
     size = db.stat().st_size
 
-    result = await run_cli("--config", cfg, "catch-up")
+    result = await call_cli("--config", cfg, "catch-up")
     assert result.code == 0, result.stderr
     (line,) = [x for x in result.log_lines() if x.get("message") == "store.pruned"]
     # Seq 1 is delivered by this catch-up before it prunes: only the dead letter is still
@@ -167,19 +169,19 @@ async def test_a_pruned_order_found_again_gets_new_event_ids(
     fake_ccv.orders = {order: "Completed"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     db = tmp_path / "reconciler.db"
-    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
     # A second event keeps the first from being the newest (which always stays).
-    assert (await run_cli("--config", cfg, "track", "ccv", IDS[1])).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", IDS[1])).code == 0
     fake_ccv.orders[IDS[1]] = "New"
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
     _age(db, 401, where=f"order_id = '{order}'")
-    pruned = await run_cli("--config", cfg, "catch-up")
+    pruned = await call_cli("--config", cfg, "catch-up")
     assert pruned.code == 0
     assert _count(db, f"SELECT count(*) FROM orders WHERE order_id = '{order}'") == 0
 
-    assert (await run_cli("--config", cfg, "track", "ccv", order)).code == 0
-    again = await run_cli("--config", cfg, "catch-up")
+    assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
+    again = await call_cli("--config", cfg, "catch-up")
     assert again.code == 0, again.stderr
     found = [e for e in read_events(tmp_path) if e["subject"] == order]
     assert [e["data"]["status"] for e in found] == ["Completed", "Completed"]
@@ -190,15 +192,17 @@ async def test_pruning_while_a_catch_up_runs_loses_and_doubles_nothing(
     tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
-    ids = [f"5a6b7c8d-0000-4000-8000-{n:012d}" for n in range(1, 3001)]
+    ids = [f"5a6b7c8d-0000-4000-8000-{n:012d}" for n in range(1, 601)]
     fake_ccv.orders = dict.fromkeys(ids, "New")
     cfg = write_config(tmp_path, ccv=fake_ccv)
     config = load_config(cfg)
     db = tmp_path / "reconciler.db"
     async with Runtime(config) as rt:
+        # Several pass transactions and many prune chunks, so that the two interleave.
+        rt.reconciler.batch_rows = 200
         # A year of old, delivered history to prune.
-        old = [_event(n, time.time() - 500 * DAY) for n in range(4000)]
-        old.append(_event(4000, time.time()))  # the newest, which always stays
+        old = [_event(n, time.time() - 500 * DAY) for n in range(800)]
+        old.append(_event(800, time.time()))  # the newest, which always stays
         async with rt.store.transaction():
             await rt.store.events.add(old)
             await rt.store.conn.execute("UPDATE deliveries SET state = 'delivered'")
@@ -212,18 +216,18 @@ async def test_pruning_while_a_catch_up_runs_loses_and_doubles_nothing(
                     sinks=rt.store.events.sinks,
                     keep_s=config.keep_events_s,
                     now=time.time(),
-                    chunk=50,
+                    chunk=10,
                 ),
             )
         finally:
             rt.outbox.stop()
             await outbox
         assert await rt.outbox.drain(10)
-    assert report.ok and report.checked == 3000
-    assert pruned.events == 4000
+    assert report.ok and report.checked == 600
+    assert pruned.events == 800
     written = [e["subject"] for e in read_events(tmp_path)]
     assert sorted(written) == sorted(ids)  # each discovery once, none lost
-    assert _count(db, "SELECT count(*) FROM events") == 3001
+    assert _count(db, "SELECT count(*) FROM events") == 601
     assert _count(db, "SELECT count(*) FROM deliveries WHERE state != 'delivered'") == 0
 
 
@@ -233,17 +237,17 @@ async def test_a_store_from_before_retention_is_converted_once(
     fake_ccv.orders = {IDS[0]: "New"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     db = tmp_path / "reconciler.db"
-    assert (await run_cli("--config", cfg, "track", "ccv", IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", IDS[0])).code == 0
     with sqlite3.connect(db, isolation_level=None) as conn:  # as earlier versions made it
         conn.execute("PRAGMA auto_vacuum = NONE")
         conn.execute("VACUUM")
         assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
     conn.close()
-    first = await run_cli("--config", cfg, "catch-up")
+    first = await call_cli("--config", cfg, "catch-up")
     assert first.code == 0, first.stderr
     assert [x["message"] for x in first.log_lines()].count("store.vacuumed") == 1
     assert _count(db, "PRAGMA auto_vacuum") == 2
-    second = await run_cli("--config", cfg, "catch-up")
+    second = await call_cli("--config", cfg, "catch-up")
     assert "store.vacuumed" not in [x["message"] for x in second.log_lines()]
 
 
@@ -262,7 +266,7 @@ async def test_keep_events_is_a_positive_duration(tmp_path: Path, value: str, pr
         '[store]\nkeep_events = "30d"\n[ccv]\nbase_url = "http://127.0.0.1:1"\napi_key = "t_x"\n'
     )
     assert load_config(cfg).keep_events_s == 30 * DAY
-    result = await run_cli("--config", cfg, "check", env=cli_env())
+    result = await call_cli("--config", cfg, "check", env=cli_env())
     assert result.code == 0, result.stderr
 
 
@@ -270,11 +274,11 @@ async def test_the_daemon_prunes_after_its_start_up_pass(tmp_path: Path, fake_cc
     fake_ccv.orders = {IDS[0]: "Completed", IDS[1]: "New"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     db = tmp_path / "reconciler.db"
-    assert (await run_cli("--config", cfg, "track", "ccv", *IDS[:2])).code == 0
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *IDS[:2])).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
     _age(db, 401)
     log = tmp_path / "daemon.log"
-    async with daemon(cfg, cli_env()):
+    async with daemon_here(cfg):
         await poll_until(lambda: log.exists() and "store.pruned" in log.read_text(), 20, "prune")
     (line,) = [json.loads(x) for x in log.read_text().splitlines() if "store.pruned" in x]
     assert (line["events"], line["orders"]) == (1, 1)  # the newest event stays

@@ -26,11 +26,11 @@ from reconciler.store.health import kind_of
 from reconciler.systemd import Notifier
 from tests.conftest import (
     Result,
+    call_cli,
     cli_env,
     daemon,
     poll_until,
     read_events,
-    run_cli,
     write_config,
 )
 from tests.fake_providers import CCV_KEY, FakeCCV
@@ -89,7 +89,7 @@ async def test_a_corrupt_page_is_exit_74_with_one_line_naming_the_file(
     await make_store(db)
     on_page = corrupt_middle_page(db)
     for command in (["orders"], ["track", "ccv", on_page], ["catch-up"], ["status"]):
-        result = await run_cli("--config", cfg, *command)
+        result = await call_cli("--config", cfg, *command)
         assert_one_line(result, 74, str(db), "malformed")
 
 
@@ -135,7 +135,7 @@ async def test_another_applications_database_is_refused_and_left_as_it_was(
     db.chmod(0o644)
     before = db.read_bytes()
     for command in (["track", "ccv", order_id(1)], ["catch-up"], ["orders"], ["status"]):
-        result = await run_cli("--config", cfg, *command)
+        result = await call_cli("--config", cfg, *command)
         assert_one_line(result, 74, str(db), "another application", "invoices")
     assert db.read_bytes() == before
     assert db.stat().st_mode & 0o777 == 0o644
@@ -241,7 +241,7 @@ async def test_a_full_disk_is_one_line_when_it_starts_one_when_it_ends_and_in_he
     errors = [r for r in log.records if r.exc_info or r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["store.failing"]  # no traceback per tick
     assert recorded_failure is not None and "full" in recorded_failure.error
-    shown = await run_cli(
+    shown = await call_cli(
         "--config", cfg, "status", "--json", env=cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)
     )
     assert shown.code == 0, shown.stderr

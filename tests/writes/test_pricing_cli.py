@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import cli_env, run_cli
+from tests.conftest import call_cli, cli_env, run_cli
 
 EXAMPLE = Path(__file__).parent / "pricing_example.json"
 
@@ -20,7 +20,7 @@ async def test_each_problem_is_one_line_with_its_json_path() -> None:
     body = json.loads(EXAMPLE.read_text())
     body["currency"] = "USD"
     body["periodPricingDetails"][0]["includingTax"] = 1.5
-    result = await run_cli(
+    result = await call_cli(
         "ccv", "check-pricing", "-", stdin=json.dumps(body).encode(), env=cli_env()
     )
     assert result.code == 65
@@ -32,7 +32,7 @@ async def test_each_problem_is_one_line_with_its_json_path() -> None:
 
 
 async def test_json_output_lists_problems_for_scripts() -> None:
-    result = await run_cli("ccv", "check-pricing", "--json", "-", stdin=b'{"currency": "EUR"}')
+    result = await call_cli("ccv", "check-pricing", "--json", "-", stdin=b'{"currency": "EUR"}')
     assert result.code == 65
     report = json.loads(result.stdout)
     assert report["ok"] is False
@@ -40,7 +40,7 @@ async def test_json_output_lists_problems_for_scripts() -> None:
 
 
 async def test_input_that_is_not_json_is_one_line_and_exit_65() -> None:
-    result = await run_cli("ccv", "check-pricing", "-", stdin=b"{not json")
+    result = await call_cli("ccv", "check-pricing", "-", stdin=b"{not json")
     assert result.code == 65
     assert "not JSON" in result.stderr
     assert "Traceback" not in result.stderr
@@ -49,10 +49,10 @@ async def test_input_that_is_not_json_is_one_line_and_exit_65() -> None:
 async def test_amounts_too_large_or_not_json_are_problems_not_tracebacks() -> None:
     body = json.loads(EXAMPLE.read_text())
     body["shippingCost"] = 10**30
-    result = await run_cli("ccv", "check-pricing", "-", stdin=json.dumps(body).encode())
+    result = await call_cli("ccv", "check-pricing", "-", stdin=json.dumps(body).encode())
     assert result.code == 65
     assert result.stdout.startswith("$.shippingCost: the amount is too large")
     assert "Traceback" not in result.stderr
-    result = await run_cli("ccv", "check-pricing", "-", stdin=b'{"shippingCost": NaN}')
+    result = await call_cli("ccv", "check-pricing", "-", stdin=b'{"shippingCost": NaN}')
     assert result.code == 65
     assert "NaN is not a JSON number" in result.stderr

@@ -1,6 +1,6 @@
-"""CCV submit through a real daemon process: SIGKILL between recording and sending, and between
-sending and closing, leaves a submission the next start makes uncertain, never sends again;
-`reconciler ccv submit` for scripts, with and without a running daemon."""
+"""CCV submit through the daemon: SIGKILL of a real daemon process between recording and
+sending, and between sending and closing, leaves a submission the next start makes uncertain,
+never sends again; `reconciler ccv submit` for scripts, with and without a running daemon."""
 
 from __future__ import annotations
 
@@ -20,7 +20,15 @@ import pytest
 
 from reconciler.config import ReceiverConfig, Secret
 from reconciler.notify import notification_url
-from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon,
+    daemon_here,
+    poll_until,
+    read_events,
+    write_config,
+)
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
 from tests.fake_providers import CCV_KEY, Reply
 from tests.server.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml, free_port
@@ -75,11 +83,6 @@ async def listening(port: int) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
-async def stop(proc: asyncio.subprocess.Process) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(proc.wait(), 20)
-
-
 async def test_a_crash_after_recording_leaves_an_uncertain_submit_never_sent(
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:
@@ -93,19 +96,18 @@ async def test_a_crash_after_recording_leaves_an_uncertain_submit_never_sent(
         assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
     assert submission_state(tmp_path, "shop-1") == "sending"
 
-    async with daemon(cfg, cli_env()) as proc:
+    async with daemon_here(cfg):
         await listening(port)  # the interrupted submit is settled before the API listens
         assert submission_state(tmp_path, "shop-1") == "uncertain"
         status, answer = await submit(port, body)
         assert (status, answer["state"]) == (409, "uncertain")
         # A person finds the order at CCV and tracks it with its reference.
-        result = await run_cli("--config", cfg, "track", "ccv", ORDER, "--ref", "shop-1")
+        result = await call_cli("--config", cfg, "track", "ccv", ORDER, "--ref", "shop-1")
         assert result.code == 0, result.stderr
         assert submission_state(tmp_path, "shop-1") == "resolved"
         await poll_until(
             lambda: any(e["type"] == UNCERTAIN for e in read_events(tmp_path)), 10, "event"
         )
-        assert await stop(proc) == 0
     assert fake.submits == []
     assert [
         e["data"]["external_reference"] for e in read_events(tmp_path) if e["type"] == UNCERTAIN
@@ -128,7 +130,7 @@ async def test_a_crash_while_ccv_holds_the_submit_is_settled_by_its_notification
             await pending
     assert submission_state(tmp_path, "shop-2") == "sending"
 
-    async with daemon(cfg, cli_env()) as proc:
+    async with daemon_here(cfg):
         await listening(port)
         assert submission_state(tmp_path, "shop-2") == "uncertain"
         fake.submit_hold.set()  # CCV made the order after all, and notifies its reference
@@ -139,7 +141,6 @@ async def test_a_crash_while_ccv_holds_the_submit_is_settled_by_its_notification
         async with aiohttp.ClientSession() as http, http.post(local) as resp:
             assert resp.status == 202
         await poll_until(lambda: submission_state(tmp_path, "shop-2") == "resolved", 10, "resolved")
-        assert await stop(proc) == 0
     assert len(fake.submits) == 1
     assert query(tmp_path, "SELECT count(*) FROM events WHERE type = ?", UNCERTAIN) == [(1,)]
     assert query(tmp_path, "SELECT count(*) FROM orders") == [(0,)]
@@ -150,7 +151,7 @@ async def test_ccv_submit_command_prints_the_order_id_and_tracks_it(
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
     (tmp_path / "order.json").write_text(json.dumps(submit_body(externalReference="cli-1")))
-    result = await run_cli("--config", cfg, "ccv", "submit", tmp_path / "order.json")
+    result = await call_cli("--config", cfg, "ccv", "submit", tmp_path / "order.json")
     assert result.code == 0, result.stderr
     order_id = result.stdout.strip()
     assert fake.orders[order_id] == "Processing"
@@ -158,18 +159,18 @@ async def test_ccv_submit_command_prints_the_order_id_and_tracks_it(
         (order_id, "cli-1")
     ]
     # The same reference again: refused, nothing sent.
-    result = await run_cli("--config", cfg, "ccv", "submit", tmp_path / "order.json")
+    result = await call_cli("--config", cfg, "ccv", "submit", tmp_path / "order.json")
     assert result.code == 65 and "submitted already" in result.stderr
     # A body reconciler refuses: 65, naming the field.
     bad = json.dumps({"notifyCustomerByEmail": "yes", "order": {}}).encode()
-    result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=bad)
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=bad)
     assert result.code == 65 and "notifyCustomerByEmail" in result.stderr
     # Text Python's json takes but JSON does not: refused before anything is recorded.
     for raw in (
         b'{"notifyCustomerByEmail": true, "order": {"x": NaN}}',
         rb'{"order": {"x": "\ud800"}}',
     ):
-        result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=raw)
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=raw)
         assert result.code == 65 and "not JSON" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert len(fake.submits) == 1
@@ -181,7 +182,7 @@ async def test_ccv_submit_command_exits_78_when_the_config_cannot_submit(
 ) -> None:
     stdin = json.dumps(submit_body(externalReference="cli-3")).encode()
     # No [receiver]: nothing could sign the order's notification URL.
-    result = await run_cli(
+    result = await call_cli(
         "--config", write_config(tmp_path, ccv=fake), "ccv", "submit", "-", stdin=stdin
     )
     assert result.code == 78 and "[receiver]" in result.stderr, result.stderr
@@ -189,7 +190,7 @@ async def test_ccv_submit_command_exits_78_when_the_config_cannot_submit(
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
     wrong_key = "t_wrong-ccv-key-000000"
     env = cli_env(RECONCILER_CCV_API_KEY=wrong_key)
-    result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin, env=env)
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin, env=env)
     assert result.code == 78, result.stderr
     assert wrong_key not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -204,7 +205,7 @@ async def test_ccv_submit_command_prints_ccvs_refusal_masked_and_bounded(
     fake.submit_replies = [Reply(400, json.dumps({"message": echo}), "application/json")]
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
     stdin = json.dumps(submit_body(externalReference="cli-4")).encode()
-    result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert result.code == 65, result.stderr
     assert "HTTP 400" in result.stderr and "invalid order" in result.stderr
     assert CCV_KEY not in result.stdout + result.stderr
@@ -216,17 +217,17 @@ async def test_ccv_submit_command_goes_through_a_running_daemon(
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:
     port = free_port()
-    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+    # Due orders are looked for every 0.5 s (half the shortest interval).
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port), ccv_extra='min_interval = "1s"')
     stdin = json.dumps(submit_body(externalReference="cli-2")).encode()
-    async with daemon(cfg, cli_env()) as proc:
+    async with daemon_here(cfg):
         await listening(port)
-        result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
         assert result.code == 0, result.stderr
         order_id = result.stdout.strip()
         assert fake.orders[order_id] == "Processing"
         # Tracked at once: the daemon's first check follows within seconds.
         await fake.wait_until(lambda: bool(fake.requests_for(order_id)), 15)
-        assert await stop(proc) == 0
 
 
 async def test_after_a_restore_a_new_uncertain_submit_never_gets_an_emitted_id(
@@ -236,12 +237,12 @@ async def test_after_a_restore_a_new_uncertain_submit_never_gets_an_emitted_id(
     # different lost submit must not take the id of the one emitted before the restore.
     db, backup = tmp_path / "reconciler.db", tmp_path / "backup.db"
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
-    assert (await run_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
     await asyncio.to_thread(subprocess.run, ["sqlite3", str(db), f".backup '{backup}'"], check=True)
     for reference in ("lost-1", "lost-2"):
         fake.submit_replies = [Reply(DROP)]
         body = json.dumps(submit_body(externalReference=reference)).encode()
-        result = await run_cli("--config", cfg, "ccv", "submit", "-", stdin=body)
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=body)
         assert result.code == 75, result.stderr
         shutil.copyfile(backup, db)
         for suffix in ("-wal", "-shm"):
