@@ -81,7 +81,8 @@ class Reconciler:
         """
         now = self.clock()
         store = self.store
-        async with store.transaction():
+        urgent = via == "notification"  # a hint goes before a pass's batches and the backlog
+        async with store.transaction(urgent=urgent):
             snapshot = await store.orders.load((o.key for o in observations), page)
             if not discover and len(snapshot) < len(observations):
                 observations = [o for o in observations if o.key in snapshot]
@@ -118,7 +119,8 @@ class Reconciler:
             await store.orders.save(snapshot, rows)
             if within is not None:
                 events += await within()
-            await store.events.add(events)
+            # A notification's event passes the backlog of other orders' (a catch-up's).
+            await store.events.add(events, urgent=urgent)
         for key, tracked, answered in result.references:
             log.warning(
                 "order.external_reference_differs",
