@@ -13,6 +13,7 @@ from .batcher import BATCH_ROWS, PENDING_BATCHES
 from .config import Config, ScheduleConfig
 from .diff import diff
 from .events import Event
+from .hint_gate import HintGate
 from .logs import fields
 from .model import Observation, Outcome, Via
 from .pass_report import PassReport
@@ -50,6 +51,7 @@ class Reconciler:
         self.on_commit = on_commit
         self.on_events = on_events
         self.rng = random.Random()
+        self.hints = HintGate()  # notification checks in flight: passes give way to them
         self.metrics: Metrics | None = None
         # Hears how many more orders a pass has checked (progress.py for `catch-up`).
         self.on_checked: Callable[[int], None] = lambda n: None
