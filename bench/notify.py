@@ -157,8 +157,9 @@ class Run:
 
     sent: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> (t0, new status)
     latency_s: dict[str, float] = field(default_factory=dict)
-    # From the notification to the event's own time (when the check wrote it): the rest of
-    # the latency is the outbox delivering it to the jsonl file.
+    # From the notification to the event's own time (when the check diffed its answer, before
+    # its transaction waited for the database): the rest of the latency is that wait, the
+    # commit and the outbox delivering it to the jsonl file.
     written_s: dict[str, float] = field(default_factory=dict)
     wall: dict[str, float] = field(default_factory=dict)  # id -> time.time() at t0
     refused: int = 0

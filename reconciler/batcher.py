@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from .hint_gate import HintGate
 from .model import Observation, Outcome, Source, Via
 from .pass_report import PassReport
 
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
 
 BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
+# Observations per transaction while a notification is checked: its own transaction waits for
+# the one in progress, and a short one keeps that wait short.
+HINT_ROWS = 200
 
 
 class Writer(Protocol):
@@ -25,6 +29,7 @@ class Writer(Protocol):
     on_checked: Callable[[int], None]
     batch_rows: int  # observations per transaction
     pending_batches: int  # full batches queued before workers wait
+    hints: HintGate  # notification checks in flight, which a pass gives way to
 
     async def apply(
         self,
@@ -73,6 +78,9 @@ class Batcher:
         self.page: Page | None = None
 
     async def add(self, obs: Observation) -> None:
+        if self.via != "notification":
+            # Before the worker's next request: a hint's check goes first (hint_gate.py).
+            await self.reconciler.hints.give_way()
         self.buffer.append(obs)
         if len(self.buffer) >= self.reconciler.batch_rows:
             if self.error is not None:
@@ -116,6 +124,12 @@ class Batcher:
                     self.error = exc
 
     async def _apply(self, batch: list[Observation]) -> None:
+        while batch:
+            rows = HINT_ROWS if self.reconciler.hints.in_flight else len(batch)
+            await self._apply_part(batch[:rows])
+            batch = batch[rows:]
+
+    async def _apply_part(self, batch: list[Observation]) -> None:
         metrics = self.reconciler.metrics
         if metrics is not None:
             key = batch[0].key

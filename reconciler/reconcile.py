@@ -13,6 +13,7 @@ from .batcher import BATCH_ROWS, PENDING_BATCHES
 from .config import Config, ScheduleConfig
 from .diff import diff
 from .events import Event
+from .hint_gate import HintGate
 from .logs import fields
 from .model import Observation, Outcome, Via
 from .pass_report import PassReport
@@ -50,6 +51,7 @@ class Reconciler:
         self.on_commit = on_commit
         self.on_events = on_events
         self.rng = random.Random()
+        self.hints = HintGate()  # notification checks in flight: passes give way to them
         self.metrics: Metrics | None = None
         # Hears how many more orders a pass has checked (progress.py for `catch-up`).
         self.on_checked: Callable[[int], None] = lambda n: None
@@ -81,7 +83,8 @@ class Reconciler:
         """
         now = self.clock()
         store = self.store
-        async with store.transaction():
+        urgent = via == "notification"  # a hint goes before a pass's batches and the backlog
+        async with store.transaction(urgent=urgent):
             snapshot = await store.orders.load((o.key for o in observations), page)
             if not discover and len(snapshot) < len(observations):
                 observations = [o for o in observations if o.key in snapshot]
@@ -118,7 +121,8 @@ class Reconciler:
             await store.orders.save(snapshot, rows)
             if within is not None:
                 events += await within()
-            await store.events.add(events)
+            # A notification's event passes the backlog of other orders' (a catch-up's).
+            await store.events.add(events, urgent=urgent)
         for key, tracked, answered in result.references:
             log.warning(
                 "order.external_reference_differs",

@@ -58,6 +58,7 @@ class Runtime:
         self.session = http_session(self.config)
         self.outbox = Outbox(self.store, build_sinks(self.config, self.session))
         self.reconciler = Reconciler(self.config, self.store, on_commit=self.outbox.committed)
+        self.outbox.hints = self.reconciler.hints
         self.coordinators = Coordinators.build(self.config, self.reconciler, self.session)
         return self
 

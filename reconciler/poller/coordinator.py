@@ -33,6 +33,9 @@ DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
 # A source.failed reason is a short text kept in the database, events and logs.
 MAX_REASON_LENGTH = 200
+# A healthy account's last success is written at most this often (a hint's check would write it
+# in a transaction of its own, each one queueing behind the others and a pass's batches).
+HEALTHY_RECORDED_S = 1.0
 SETTLED: dict[Source, tuple[str, ...]] = {
     source: tuple(s for s in known_statuses(source) if status_info(source, s).settled)
     for source in SOURCES
@@ -76,6 +79,8 @@ class Coordinator(abc.ABC):
         self.due_limit = config.concurrency * due_per_concurrency
         self.page_orders = page_orders
         self._secrets = tuple(secrets)
+        # When the account's good health was last written or claimed (see `settle`).
+        self._healthy_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -220,16 +225,37 @@ class Coordinator(abc.ABC):
         if not said:
             return
         now = self.now()
+        if self._written_healthy(said, now):
+            return  # a burst of hints writes the account's good health once, not each time
         store = self.store
-        async with store.transaction():
-            state = await store.sources.state(self.source, self.account)
-            new, flip = next_health(state, said, now=now)
-            await store.sources.save(new)
-            event = None
-            if flip is not None:
-                event = health_event(state, new, flip, now=now, via=via, store_id=store.store_id)
-                await store.events.add([event])
+        try:
+            # A hint's record goes before a pass's batches waiting for the database.
+            async with store.transaction(urgent=via == "notification"):
+                state = await store.sources.state(self.source, self.account)
+                new, flip = next_health(state, said, now=now)
+                await store.sources.save(new)
+                event = None
+                if flip is not None:
+                    event = health_event(
+                        state, new, flip, now=now, via=via, store_id=store.store_id
+                    )
+                    await store.events.add([event])
+        except BaseException:
+            self._healthy_at = None
+            raise
+        self._healthy_at = None if new.failing else now
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
             self.writer.committed([event])
             report.events += 1
+
+    def _written_healthy(self, said: Sequence[tuple[Part, Verdict]], now: float) -> bool:
+        """Whether good news is all a pass says of an account whose good health was written (or
+        is being written) under HEALTHY_RECORDED_S ago; otherwise good news claims the write,
+        so that the hints checked meanwhile do not queue a write each."""
+        if not all(v.ok for _, v in said):
+            return False
+        if self._healthy_at is not None and now - self._healthy_at < HEALTHY_RECORDED_S:
+            return True
+        self._healthy_at = now
+        return False

@@ -56,7 +56,7 @@ class Hub:
         coordinator = self.coordinators.ccv.get(account)
         if coordinator is None:
             return
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StoreError), self._hint():
             report = await coordinator.check([order_id], via="notification")
             self._notified(coordinator, report, received_at)
 
@@ -65,7 +65,7 @@ class Hub:
         coordinator = self.coordinators.ccv.get(account)
         if coordinator is None:
             return
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StoreError), self._hint():
             report = await coordinator.check_reference(reference)
             if report is not None:
                 self._notified(coordinator, report, received_at)
@@ -75,9 +75,13 @@ class Hub:
         coordinator = self.coordinators.ccnow.get(account)
         if coordinator is None:
             return
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StoreError), self._hint():
             report = await coordinator.notified(order_ids)
             self._notified(coordinator, report, received_at)
+
+    def _hint(self) -> contextlib.AbstractContextManager[None]:
+        """Mark a notification's check as running: passes give way meanwhile (hint_gate.py)."""
+        return self.coordinators.writer.hints.running()
 
     def _notified(self, coordinator: Coordinator, report: PassReport, received_at: float) -> None:
         if report.events:

@@ -30,6 +30,7 @@ from ..config import (
     SinkConfig,
     WebhookSinkConfig,
 )
+from ..hint_gate import HintGate
 from ..logs import fields
 from ..store import Store, StoreError
 from .base import NOT_ATTEMPTED, Delivered, DeliveryResult, OutboxEvent, RetryLater, Sink, SinkGone
@@ -39,6 +40,9 @@ from .log import LogSink
 log = logging.getLogger("reconciler.outbox")
 
 BATCH = 500
+# A lane's batch while a notification is checked: the hint's event, committed meanwhile, goes
+# first in the lane's next read, and a short batch in hand makes that read come soon.
+HINT_BATCH = 50
 # How often an idle lane reads the store anyway: another process may have queued events
 # (`replay` beside a daemon). Commits of this process wake the lanes at once.
 TICK_S = 5.0
@@ -97,6 +101,7 @@ class Outbox:
             raise ValueError("the store must be opened with the outbox's sinks")
         self._stopping = False
         self._rng = random.Random()
+        self.hints: HintGate | None = None  # the reconciler's: lanes keep batches short for them
         # Hears of each batch a sink confirmed: (sink, events); progress of `replay`.
         self.on_delivered: Callable[[str, int], None] = lambda sink, n: None
 
@@ -177,7 +182,8 @@ class Outbox:
         if lane.paused_until > now:
             return lane.paused_until - now
         name = lane.config.name
-        due = await self.store.outbox.due(name, now, BATCH)
+        hinted = self.hints is not None and self.hints.in_flight > 0
+        due = await self.store.outbox.due(name, now, HINT_BATCH if hinted else BATCH)
         rows = due.rows
         if not rows:
             return None if due.next_at is None else max(due.next_at - now, 0.001)

@@ -25,6 +25,7 @@ from .events import Events, Outbox
 from .health import Episode, StoreHealth, is_unusable
 from .migrations import MIGRATIONS, SCHEMA_VERSION
 from .orders import Orders
+from .priority import Urgent, WriteLock
 from .sources import Sources
 
 
@@ -74,7 +75,9 @@ class Store:
         self.path = path
         self.store_id = store_id
         self.health = StoreHealth(path)
-        self._write_lock = asyncio.Lock()
+        self._write_lock = WriteLock()
+        # Events of notifications, delivered before the backlog (priority.py).
+        self.priority = Urgent()
         # What the open transaction's writes changed besides the database (see on_rollback).
         self._undo: list[Callable[[], None]] = []
         self.orders = Orders(self)
@@ -149,9 +152,11 @@ class Store:
         await self.conn.close()
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Store]:
-        """Run a block as one write transaction: all of it is committed, or none of it."""
-        async with self._write_lock:
+    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[Store]:
+        """Run a block as one write transaction: all of it is committed, or none of it. An
+        `urgent` one (a notification's, a sink's record) goes before the others waiting for
+        the writer (priority.py)."""
+        async with self._write_lock.hold(urgent=urgent):
             try:
                 await self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -165,6 +170,7 @@ class Store:
                     await asyncio.shield(self.conn.execute("ROLLBACK"))
                 raise
             self._undo = []
+            self.priority.rolled_back()
             try:
                 yield self
                 if self.health.failing:
@@ -175,6 +181,7 @@ class Store:
                 for undo in self._undo:
                     undo()
                 self._undo = []
+                self.priority.rolled_back()
                 with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
                     if self.conn.in_transaction:
                         await asyncio.shield(self.conn.execute("ROLLBACK"))
@@ -183,6 +190,7 @@ class Store:
                 raise
             self._undo = []
             self.health.committed()
+            self.priority.committed(self.events.sinks)
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Have `undo` called if the open transaction rolls back: for what its writes changed
@@ -190,10 +198,11 @@ class Store:
         self._undo.append(undo)
 
     @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def exclusive(self, *, urgent: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """Hold the connection for statements that make their own transaction (VACUUM, an
-        incremental vacuum): no transaction of this store is open meanwhile."""
-        async with self._write_lock:
+        incremental vacuum): no transaction of this store is open meanwhile. `urgent`: before
+        the transactions waiting for the writer (a sink's short read)."""
+        async with self._write_lock.hold(urgent=urgent):
             yield self.conn
 
     async def _record_recovery(self) -> None:

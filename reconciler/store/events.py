@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..events import Event
 from ..model import Source
 from .errors import StoreError, guarded
+from .priority import urgent_first
 from .sql import CHUNK, chunks, marks, values
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ _RETRIED = _OUTBOX_COLUMNS + "AND d.next_attempt_at > 0"
 _FRESH = (
     _OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 AND d.event_seq > ? ORDER BY d.event_seq LIMIT ?"
 )
+_URGENT = _OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 "
 
 
 def _event_insert(rows: int) -> str:
@@ -97,9 +99,10 @@ class Events:
         """Record a failed statement in the store's health; return the error to raise."""
         return self._store.unusable(exc)
 
-    async def add(self, events: Sequence[Event]) -> int:
+    async def add(self, events: Sequence[Event], *, urgent: bool = False) -> int:
         """Store events and queue them for every sink (inside a transaction); return how many
-        were new (a transition found again after a crash keeps its id, and is stored once)."""
+        were new (a transition found again after a crash keeps its id, and is stored once).
+        `urgent` events (a notification's) go to each sink before its backlog of other orders'."""
         if not events:
             return 0
         last = await self.last_seq()
@@ -120,6 +123,13 @@ class Events:
         )
         # A skipped row leaves a gap in the seqs: ask the database for the highest next time.
         self._last_seq = last + added if added == len(events) else None
+        priority = self._store.priority
+        if added == len(events):
+            priority.stage(
+                ((r[0], (r[4], r[5], r[6])) for r in rows if r[6] is not None), urgent=urgent
+            )
+        else:  # a seq may not be its event's
+            priority.forget_window()
         return added
 
     def _forget_last_seq(self) -> None:
@@ -235,8 +245,9 @@ class Outbox:
         longer holds anything back.
         """
         # Out of any transaction: this connection would see the rows of one still open, and a
-        # sink must never get an event that may yet be rolled back.
-        async with self._store.exclusive() as conn:
+        # sink must never get an event that may yet be rolled back. Before the batches waiting
+        # for the writer: a sink's read is short, and a pass's backlog waits for it.
+        async with self._store.exclusive(urgent=True) as conn:
             retried = await conn.execute_fetchall(_RETRIED, (sink,))
             waiting = [r for r in retried if r[7] > now]
             blocked: dict[tuple[str, str, str], int] = {}
@@ -252,24 +263,56 @@ class Outbox:
             rows = [r for r in retried if r[7] <= now and free(r)]
             fresh = 0
             after = 0
+            first_fresh: int | None = None
             while fresh < limit:
                 page = list(await conn.execute_fetchall(_FRESH, (sink, after, limit)))
+                if first_fresh is None and page:
+                    first_fresh = page[0][0]
                 taken = [r for r in page if free(r)]
                 rows += taken
                 fresh += len(taken)
                 if len(page) < limit:
                     break
                 after = page[-1][0]
-        rows.sort(key=lambda r: r[0])
+            oldest = min((r[0] for r in retried), default=None)
+            if first_fresh is not None:
+                oldest = first_fresh if oldest is None else min(oldest, first_fresh)
+            head = [r for r in await self._urgent_chains(sink, oldest) if free(r)]
+        rows = urgent_first(head, rows)[:limit]
+        self._store.priority.served(sink, (r[0] for r in rows))
         return Due(
-            [OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows[:limit]],
+            [OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows],
             next_at=min((float(r[7]) for r in waiting), default=None),
             full=len(rows) >= limit,
         )
 
+    async def _urgent_chains(self, sink: str, oldest: int | None) -> list[Any]:
+        """Return the sink's pending urgent events with every earlier pending event of their
+        orders (under the write lock): together they may pass the rest of the backlog. Only
+        while the sink's oldest pending event (`oldest`) is in the window of recent events."""
+        priority = self._store.priority
+        urgent = priority.pending(sink)
+        horizon = priority.horizon
+        if not urgent or horizon is None or (oldest is not None and oldest <= horizon):
+            return []
+        seqs = set(urgent)
+        for seq in urgent:
+            seqs.update(priority.earlier(seq))
+        found: list[Any] = []
+        wanted = sorted(seqs)
+        for i in range(0, len(wanted), CHUNK):
+            chunk = wanted[i : i + CHUNK]
+            sql = _URGENT + f"AND d.event_seq IN ({marks(len(chunk))})"
+            found += await self._conn.execute_fetchall(sql, (sink, *chunk))
+        pending = {r[0] for r in found}
+        # Delivered, dead-lettered or waiting for a retry (read with the retried): not urgent.
+        priority.served(sink, set(urgent) - pending)
+        return found
+
     async def delivered(self, sink: str, seqs: Sequence[int], now: float) -> None:
-        """Record that a sink confirmed events (its own transaction)."""
-        async with self._store.transaction():
+        """Record that a sink confirmed events (its own transaction, a short one: before the
+        batches waiting for the writer)."""
+        async with self._store.transaction(urgent=True):
             for n, params in chunks([(seq,) for seq in seqs]):
                 await self._conn.execute(
                     "UPDATE deliveries SET state = 'delivered', delivered_at = ?, "
@@ -279,7 +322,7 @@ class Outbox:
 
     async def failed(self, sink: str, failures: Sequence[tuple[int, str, float | None]]) -> None:
         """Record failed attempts: (seq, error, next attempt time or None for dead-letter)."""
-        async with self._store.transaction():
+        async with self._store.transaction(urgent=True):
             await self._conn.executemany(
                 "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, "
                 "state = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END, "

@@ -1,0 +1,60 @@
+"""A pass gives way to notification checks: while one runs, the pass's workers send no new
+request, so the event loop is free for the hint's few round trips (its answer, its transaction,
+its delivery) instead of queueing each of them behind a catch-up's answers and batches.
+
+Bounded both ways: a worker waits at most `max_wait_s` (MAX_WAIT_S), and after waiting, the
+pass runs for as long as it waited before it gives way again, so a stream of hints takes at
+most about half of a pass's time and can never stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+MAX_WAIT_S = 0.5  # a worker waits for the hints in flight at most this long at a time
+
+
+class HintGate:
+    """Counts notification checks in flight; passes give way to them."""
+
+    def __init__(
+        self, *, max_wait_s: float = MAX_WAIT_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_wait_s = max_wait_s
+        self.clock = clock
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._run_until = 0.0  # after giving way, the pass runs at least until then
+
+    @property
+    def in_flight(self) -> int:
+        """Return how many notification checks are running."""
+        return self._in_flight
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Mark a notification check as running for the block."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def give_way(self) -> None:
+        """Wait while notification checks run (a pass's worker, before its next request)."""
+        if self._idle.is_set():
+            return
+        start = self.clock()
+        if start < self._run_until:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.max_wait_s)
+        now = self.clock()
+        self._run_until = max(self._run_until, now + (now - start))

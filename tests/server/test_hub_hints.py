@@ -1,0 +1,56 @@
+"""A notification the receiver hands to the daemon is checked as a hint: while its check runs,
+every pass gives way to it (hint_gate.py), and once it is over they no longer do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.config import load_config
+from reconciler.metrics import Metrics
+from reconciler.poller.coordinators import Coordinators
+from reconciler.reconcile import Reconciler
+from reconciler.server.hub import Hub
+from reconciler.sinks.outbox import Outbox, build_sinks
+from reconciler.status import sink_names
+from reconciler.store import Store
+from tests.conftest import write_config
+from tests.fake_providers import CCV_KEY, FakeCCV
+
+
+@pytest.fixture
+async def hub(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Hub]:
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    config = load_config(write_config(tmp_path, ccv=fake_ccv))
+    store = await Store.open(config.store_path, sinks=sink_names(config))
+    try:
+        async with aiohttp.ClientSession() as session:
+            outbox = Outbox(store, build_sinks(config, session))
+            coordinators = Coordinators.build(config, Reconciler(config, store), session)
+            yield Hub(config, coordinators, store, outbox, Metrics())
+            await outbox.close()
+    finally:
+        await store.close()
+
+
+async def test_passes_give_way_while_a_ccv_notification_is_checked(
+    hub: Hub, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {"N-1": "Processing"}
+    await hub.store.orders.track("ccv", "default", [("N-1", None)], 1.0)
+    hints = hub.coordinators.writer.hints
+    fake_ccv.hold = asyncio.Event()
+    check = asyncio.ensure_future(hub.check_ccv_order("default", "N-1", time.monotonic()))
+    await fake_ccv.wait_until(lambda: fake_ccv.in_flight == 1)
+    assert hints.in_flight == 1  # the check is under way: passes give way to it
+    fake_ccv.hold.set()
+    await asyncio.wait_for(check, 10)
+    assert hints.in_flight == 0
+    assert [s.status for s in await hub.store.orders.snapshot("ccv")] == ["Processing"]

@@ -1,0 +1,168 @@
+"""A pass gives way to notification checks (hint_gate.py): while a hint is checked, a catch-up
+sends no new request; a hint that never ends cannot stop it; after waiting, the pass runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.batcher import HINT_ROWS
+from reconciler.config import Config, LogSinkConfig, load_config
+from reconciler.hint_gate import HintGate
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.poller.coordinators import Coordinators
+from reconciler.reconcile import Reconciler
+from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
+from reconciler.sinks.outbox import HINT_BATCH, Outbox
+from reconciler.store import Store
+from tests.fake_providers import CCV_KEY, FakeCCV
+
+ORDERS = [f"C-{n:04d}" for n in range(300)]
+
+
+def ok(order_id: str) -> Observation:
+    return Observation(OrderKey("ccv", "default", order_id), Outcome.OK, "New", None)
+
+
+def config_for(tmp_path: Path, base_url: str) -> Config:
+    path = tmp_path / "reconciler.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path / "reconciler.db"}"\n\n'
+        f'[ccv]\nbase_url = "{base_url}"\napi_key = "{CCV_KEY}"\nretries = 0\nconcurrency = 8\n'
+    )
+    return load_config(path)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "reconciler.db", sinks=("counting",))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def test_a_catch_up_sends_no_new_request_while_a_notification_is_checked(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {oid: "New" for oid in ORDERS} | {"N-1": "Processing"}
+    await store.orders.track("ccv", "default", [(oid, None) for oid in [*ORDERS, "N-1"]], 1.0)
+    async with aiohttp.ClientSession() as session:
+        config = config_for(tmp_path, fake_ccv.base_url)
+        reconciler = Reconciler(config, store)
+        reconciler.hints = HintGate(max_wait_s=60.0)
+        coordinators = Coordinators.build(config, reconciler, session)
+        with reconciler.hints.running():
+            catch_up = asyncio.ensure_future(coordinators.catch_up())
+            await fake_ccv.wait_until(lambda: len(fake_ccv.requests) >= 1)
+            report = await coordinators.ccv["default"].check(["N-1"], via="notification")
+            # The hint made its round trip and its transaction; the pass sent nothing meanwhile
+            # but the one request its first worker had already made.
+            assert report.checked == 1
+            assert [s.order_id for s in fake_ccv.requests[1:]] == ["N-1"]
+            assert not catch_up.done()
+        done = await asyncio.wait_for(catch_up, 30)
+    assert done.checked == len(ORDERS) + 1
+
+
+async def test_a_notification_that_never_ends_does_not_stop_a_catch_up(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {oid: "New" for oid in ORDERS}
+    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
+    async with aiohttp.ClientSession() as session:
+        config = config_for(tmp_path, fake_ccv.base_url)
+        reconciler = Reconciler(config, store)
+        reconciler.hints = HintGate(max_wait_s=0.01)
+        coordinators = Coordinators.build(config, reconciler, session)
+        with reconciler.hints.running():
+            report = await asyncio.wait_for(coordinators.catch_up(), 30)
+    assert report.checked == len(ORDERS)
+
+
+async def test_without_a_notification_a_pass_does_not_wait() -> None:
+    gate = HintGate(max_wait_s=60.0)
+    await asyncio.wait_for(gate.give_way(), 1)
+    with gate.running():
+        pass
+    await asyncio.wait_for(gate.give_way(), 1)
+
+
+async def test_a_pass_waits_until_the_notification_ends_then_runs_as_long_as_it_waited() -> None:
+    now = [100.0]
+    gate = HintGate(max_wait_s=60.0, clock=lambda: now[0])
+    ended = asyncio.Event()
+
+    async def hint() -> None:
+        with gate.running():
+            await ended.wait()
+            now[0] += 2.0  # the hint took two seconds
+
+    task = asyncio.ensure_future(hint())
+    await asyncio.sleep(0)
+    assert gate.in_flight == 1
+    waiter = asyncio.ensure_future(gate.give_way())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    ended.set()
+    await asyncio.wait_for(waiter, 1)
+    await task
+    # Another hint within the two seconds after: the pass does not give way again yet.
+    with gate.running():
+        await asyncio.wait_for(gate.give_way(), 1)
+        now[0] += 2.5
+        second = asyncio.ensure_future(gate.give_way())
+        await asyncio.sleep(0)
+        assert not second.done()  # past them, it gives way again
+    await asyncio.wait_for(second, 1)
+
+
+async def test_while_a_notification_is_checked_a_pass_commits_in_short_transactions(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {oid: "New" for oid in ORDERS}
+    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
+    async with aiohttp.ClientSession() as session:
+        config = config_for(tmp_path, fake_ccv.base_url)
+        reconciler = Reconciler(config, store, batch_rows=1000)
+        reconciler.hints = HintGate(max_wait_s=0.0)  # the workers go on; only the writes count
+        committed: list[int] = []
+        reconciler.on_checked = committed.append
+        with reconciler.hints.running():
+            await Coordinators.build(config, reconciler, session).catch_up()
+    assert committed == [HINT_ROWS, len(ORDERS) - HINT_ROWS]
+
+
+class CountingSink:
+    """A sink that keeps the size of every batch it gets."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+        self.batches.append(len(events))
+        return [Delivered()] * len(events)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_while_a_notification_is_checked_a_sink_takes_short_batches(
+    tmp_path: Path, store: Store
+) -> None:
+    sink = CountingSink()
+    outbox = Outbox(store, [(sink, LogSinkConfig(name=sink.name))])
+    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
+    reconciler = Reconciler(config_for(tmp_path, "http://127.0.0.1:9"), store)
+    await reconciler.apply([ok(oid) for oid in ORDERS], via="catch-up")
+    outbox.hints = HintGate()
+    with outbox.hints.running():
+        assert await outbox.drain(30.0)
+    assert sum(sink.batches) == len(ORDERS)
+    assert max(sink.batches) == HINT_BATCH
