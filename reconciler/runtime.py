@@ -3,6 +3,7 @@ session, sinks with their outbox, the reconciler and the accounts' coordinators.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from types import TracebackType
 
@@ -43,23 +44,25 @@ class Runtime:
         self.lock = WriterLock(config.store_path)
 
     async def __aenter__(self) -> Runtime:
+        # Whatever fails on the way in, what was opened so far is closed again, in reverse.
+        opened = contextlib.AsyncExitStack()
         self.lock.acquire()
+        opened.callback(self.lock.release)
         try:
             self.store = await Store.open(self.config.store_path, sinks=sink_names(self.config))
-        except BaseException:
-            self.lock.release()
-            raise
-        try:
+            opened.push_async_callback(self.store.close)
             await make_space_returnable(self.store)
+            self.session = http_session(self.config)
+            opened.push_async_callback(self.session.close)
+            self.outbox = Outbox(self.store, build_sinks(self.config, self.session))
+            opened.push_async_callback(self.outbox.close)
+            self.reconciler = Reconciler(self.config, self.store, on_commit=self.outbox.committed)
+            self.outbox.hints = self.reconciler.hints
+            self.coordinators = Coordinators.build(self.config, self.reconciler, self.session)
         except BaseException:
-            await self.store.close()
-            self.lock.release()
+            await opened.aclose()
             raise
-        self.session = http_session(self.config)
-        self.outbox = Outbox(self.store, build_sinks(self.config, self.session))
-        self.reconciler = Reconciler(self.config, self.store, on_commit=self.outbox.committed)
-        self.outbox.hints = self.reconciler.hints
-        self.coordinators = Coordinators.build(self.config, self.reconciler, self.session)
+        self._opened = opened
         return self
 
     async def prune(self) -> None:
@@ -77,9 +80,4 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            await self.outbox.close()
-            await self.session.close()
-            await self.store.close()
-        finally:
-            self.lock.release()
+        await self._opened.aclose()

@@ -332,6 +332,14 @@ class Loader:
                     name, number = f"{kind}-{number}", number + 1
                 seen[env_word(name)] = name
             sinks.append(self.sink(table, kind, name))
+        if not any(kind == "log" for _, kind in typed):
+            # The log sink is always there; without one configured it is the built-in `log`.
+            for table, _ in typed:
+                if env_word(explicit.get(id(table)) or "") == env_word("log"):
+                    raise table.error(
+                        "name",
+                        "'log' is the name of the built-in log sink; choose another name",
+                    )
         return tuple(sinks)
 
     def sink(

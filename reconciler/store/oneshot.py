@@ -53,8 +53,9 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
         return await _in_transaction(store, statements)
     async with store.exclusive() as conn:
         # aiosqlite runs functions on its thread in order; `_execute` is how its own methods
-        # queue theirs. Shielded: a cancelled caller must not leave the lock to the next
-        # transaction while this one may still be committing (the thread finishes it anyway).
+        # queue theirs (a private method: tests/store/test_oneshot.py fails if it changes).
+        # Shielded: a cancelled caller leaves the lock at once, but its transaction is already
+        # queued on the thread, which finishes it before any later one starts.
         job = conn._execute(_run, conn._conn, statements)  # type: ignore[no-untyped-call]
         try:
             written: Written = await asyncio.shield(job)

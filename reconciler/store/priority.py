@@ -164,7 +164,8 @@ class WriteLock:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release()  # handed the lock as the cancellation came: pass it on
-            else:
+            elif waiter in self._waiters[urgent]:
+                # Else a release already took it off the queue (and passed it over).
                 self._waiters[urgent].remove(waiter)
             raise
 

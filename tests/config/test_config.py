@@ -329,6 +329,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "sinks[0].command[1]", "expected a string, got integer"),
     ("sink-name-duplicate", CCV + "[[sinks]]\ntype = 'log'\nname = 'x'\n"
      "[[sinks]]\ntype = 'log'\nname = 'x'\n", "sinks[1].name", "duplicate name 'x'"),
+    ("sink-name-builtin-log", CCV + "[[sinks]]\ntype = 'jsonl'\nname = 'log'\npath = 'e.jsonl'\n",
+     "sinks[0].name", "'log' is the name of the built-in log sink"),
     ("sink-retry", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '2h'\n", "sinks[0].retry_max",
      "must not be less than retry_min"),
     ("alerts-unknown", CCV + "[alerts]\nstuck_afte = {}\n", "alerts.stuck_afte", "unknown key"),

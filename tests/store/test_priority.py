@@ -20,7 +20,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.sinks.jsonl import JsonlSink
 from reconciler.sinks.outbox import BATCH, Outbox
 from reconciler.store import Store
-from reconciler.store.priority import URGENT_IN_A_ROW, Urgent
+from reconciler.store.priority import URGENT_IN_A_ROW, Urgent, WriteLock
 from tests.conftest import poll_until
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -229,6 +229,25 @@ async def test_a_cancelled_waiter_does_not_keep_the_writer(store: Store) -> None
     assert done == ["holder", "later"]
     assert store._write_lock.waiting == 0
     await asyncio.wait_for(store.outbox.delivered("log", [], 1.0), 5)  # the writer is free
+
+
+async def test_a_waiter_cancelled_as_the_writer_is_released_raises_only_its_cancel() -> None:
+    # The release passes over the cancelled waiter before its task runs again: the task must
+    # end cancelled (not with an error of the lock), and the lock must be free.
+    lock = WriteLock()
+
+    async def wait_for_the_writer() -> None:
+        async with lock.hold():
+            pass
+
+    async with lock.hold():
+        waiter = asyncio.ensure_future(wait_for_the_writer())
+        await asyncio.sleep(0)  # it queues
+        waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not lock.locked()
+    await asyncio.wait_for(wait_for_the_writer(), 1)  # and the next writer gets it at once
 
 
 async def test_a_stream_of_notifications_does_not_stop_a_pass_s_batch(store: Store) -> None:
