@@ -12,7 +12,7 @@ from .json_text import iso_time, lenient_json
 
 # sd-daemon(3) priority prefixes; journald strips them and sets PRIORITY, so
 # `journalctl -p warning` filters our lines.
-_PRIORITY = {
+PRIORITY = {
     logging.CRITICAL: "<2>",
     logging.ERROR: "<3>",
     logging.WARNING: "<4>",
@@ -36,7 +36,7 @@ def render(
     for name, value in fields.items():
         line.setdefault(name, value)
     text = lenient_json(line)
-    return _PRIORITY.get(level, "<6>") + text if journal else text
+    return PRIORITY.get(level, "<6>") + text if journal else text
 
 
 class JsonFormatter(logging.Formatter):

@@ -8,12 +8,14 @@ import logging
 from typing import TextIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.events import Event, order_event
-from reconciler.logs import JsonFormatter
-from reconciler.model import EventType, OrderKey
+from reconciler.logs import JsonFormatter, render
+from reconciler.model import EventType, OrderKey, Severity
 from reconciler.sinks.base import Delivered, OutboxEvent
-from reconciler.sinks.log import LogSink
+from reconciler.sinks.log import LogSink, event_fields, event_line
 
 # The keys a careless cut of the text would take for the envelope's own, inside strings.
 TRICKY = 'A-1,"data":{"time":"1999 Straße ✓ 😀 \\ end'
@@ -93,3 +95,34 @@ async def test_a_severity_below_the_loggers_level_writes_nothing() -> None:
     finally:
         events.setLevel(previous)
     assert results == [Delivered()] and stream.getvalue() == ""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    order_id=st.text(min_size=1, max_size=20),
+    reference=st.one_of(st.none(), st.text(max_size=30), st.just(TRICKY)),
+    severity=st.sampled_from(["info", "warning", "error"]),
+    kind=st.sampled_from([EventType.STUCK, EventType.STATUS_CHANGED, EventType.DISCOVERED]),
+    journal=st.booleans(),
+)
+def test_the_line_cut_from_the_stored_text_is_the_decoded_line(
+    order_id: str, reference: str | None, severity: Severity, kind: EventType, journal: bool
+) -> None:
+    event = order_event(
+        kind,
+        OrderKey("ccv", "default", order_id),
+        id="id-1",
+        time=1795632726.2160404,
+        severity=severity,
+        external_reference=reference,
+        previous_status="New",
+        status="Closed",
+        end_state=True,
+        via="poll",
+    )
+    row = OutboxEvent(1, event.id, event.type.value, event.order_id, event.body(), 0, severity)
+    level, line = event_line(1795632800.5, row, journal=journal)
+    flat = event_fields(row.body)
+    expected = render(1795632800.5, level, "reconciler.events", row.type, flat, journal=journal)
+    assert line == expected
+    assert level == logging.getLevelName(severity.upper())
