@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -306,3 +307,10 @@ def read_events(tmp_path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    """Return a loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,15 @@ from reconciler.reconcile import Reconciler
 from reconciler.schedule import NOT_FOUND_CONFIRM_S
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.store import Store
-from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.conftest import (
+    cli_env,
+    daemon,
+    free_port,
+    poll_until,
+    read_events,
+    run_cli,
+    write_config,
+)
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply, html_page
 
 CCV_IDS = [f"5a1e0000-0000-4000-8000-{n:012d}" for n in range(1, 5)]
@@ -39,12 +46,6 @@ def types(events: list[dict[str, Any]]) -> list[str]:
 
 def source_events(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events if e["type"].startswith("source.")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Clock:

@@ -7,7 +7,7 @@ import base64
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,6 +28,7 @@ from reconciler.sandbox import (
 )
 from reconciler.server import extract_ccnow_ids
 from tests.conftest import call_cli
+from tests.sandbox.conftest import Serve
 
 
 def basic(user: str, password: str = "") -> dict[str, str]:
@@ -81,29 +82,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.t
-
-
-Serve = Callable[..., Awaitable[tuple[Sandbox, str]]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    started: list[Sandbox] = []
-
-    async def _serve(**options: Any) -> tuple[Sandbox, str]:
-        sandbox = Sandbox(SandboxOptions(**{"advance": False, "orders": 5, **options}))
-        started.append(sandbox)
-        return sandbox, await sandbox.start("127.0.0.1", 0)
-
-    yield _serve
-    for sandbox in started:
-        await sandbox.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,33 +23,11 @@ from reconciler.runtime import Runtime
 from reconciler.sandbox import CCV_SUBMIT_PATH, Sandbox, SandboxOptions
 from reconciler.sandbox.ccv_writes import PRICING_PATH
 from reconciler.systemd import Notifier
-from tests.conftest import call_cli
+from tests.conftest import call_cli, free_port
+from tests.sandbox.conftest import Serve
 from tests.sandbox.test_sandbox import KEY, basic, poll_until, status_url
-from tests.server.test_api import free_port
 
 EXAMPLE = json.loads((Path(__file__).parents[1] / "writes" / "pricing_example.json").read_text())
-
-Serve = Callable[..., Awaitable[tuple[Sandbox, str]]]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    started: list[Sandbox] = []
-
-    async def _serve(**options: Any) -> tuple[Sandbox, str]:
-        sandbox = Sandbox(SandboxOptions(**{"advance": False, "orders": 2, **options}))
-        started.append(sandbox)
-        return sandbox, await sandbox.start("127.0.0.1", 0)
-
-    yield _serve
-    for sandbox in started:
-        await sandbox.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def pricing(**changes: Any) -> dict[str, Any]:
@@ -81,7 +59,7 @@ def period(**changes: Any) -> dict[str, Any]:
 async def test_pricing_is_set_with_the_key_and_refused_without(
     serve: Serve, http: aiohttp.ClientSession
 ) -> None:
-    sandbox, base = await serve()
+    sandbox, base = await serve(orders=2)
     for auth in ({}, basic("t_wrong")):
         async with http.patch(base + PRICING_PATH, json=pricing(), headers=auth) as resp:
             assert resp.status == 401
@@ -95,7 +73,7 @@ async def test_pricing_takes_both_spellings_and_sums_that_do_not_add_up(
     serve: Serve, http: aiohttp.ClientSession
 ) -> None:
     """Like CCV, which checks fields, not sums (and invoices the partner for wrong prices)."""
-    sandbox, base = await serve()
+    sandbox, base = await serve(orders=2)
     table_spelling = period(
         excludingTax=None, singleExcludingTax=None, exludingTax=10, singleExludingTax=10
     )
@@ -138,7 +116,7 @@ async def test_pricing_takes_both_spellings_and_sums_that_do_not_add_up(
 async def test_pricing_with_a_missing_or_invalid_field_gets_400_naming_it(
     serve: Serve, http: aiohttp.ClientSession, body: object, field: str
 ) -> None:
-    sandbox, base = await serve()
+    sandbox, base = await serve(orders=2)
     async with http.patch(base + PRICING_PATH, json=body, headers=KEY) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"].startswith(field + " ")
@@ -149,7 +127,7 @@ async def test_pricing_with_a_missing_or_invalid_field_gets_400_naming_it(
 async def test_pricing_that_is_not_json_gets_400(
     serve: Serve, http: aiohttp.ClientSession, raw: bytes
 ) -> None:
-    _, base = await serve()
+    _, base = await serve(orders=2)
     headers = {"Content-Type": "application/json", **KEY}
     async with http.patch(base + PRICING_PATH, data=raw, headers=headers) as resp:
         assert resp.status == 400
@@ -159,7 +137,7 @@ async def test_pricing_that_is_not_json_gets_400(
 async def test_pricing_and_submit_get_403_from_the_fault(
     serve: Serve, http: aiohttp.ClientSession
 ) -> None:
-    sandbox, base = await serve(faults="http403=1")
+    sandbox, base = await serve(orders=2, faults="http403=1")
     async with http.patch(base + PRICING_PATH, json=pricing(), headers=KEY) as resp:
         assert resp.status == 403
     submit = {"notifyCustomerByEmail": False, "order": {}}
@@ -186,7 +164,7 @@ async def test_a_submitted_order_notifies_only_for_its_notify_on_statuses(
     app = web.Application()
     app.router.add_post("/hook/{ref}", hook)
     async with TestServer(app, host="127.0.0.1", port=0) as receiver:
-        sandbox, base = await serve(drop_notifications=0.0)
+        sandbox, base = await serve(orders=2, drop_notifications=0.0)
         body = {
             "notifyCustomerByEmail": True,
             "externalReference": "r-1",
@@ -210,7 +188,7 @@ async def test_a_submitted_order_notifies_only_for_its_notify_on_statuses(
 async def test_a_submit_timeout_creates_the_order_and_never_answers(
     serve: Serve, http: aiohttp.ClientSession
 ) -> None:
-    sandbox, base = await serve(faults="submit_timeout=1")
+    sandbox, base = await serve(orders=2, faults="submit_timeout=1")
     body = {"notifyCustomerByEmail": True, "externalReference": "lost-1", "order": {}}
     with pytest.raises(asyncio.TimeoutError):
         async with http.post(

@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import random
-import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from reconciler.runtime import Runtime
 from reconciler.server.api import API_LIMITS
 from reconciler.server.connections import ConnectionLimits
 from reconciler.systemd import Notifier
-from tests.conftest import write_config
+from tests.conftest import free_port, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCV_KEY, Reply
 
@@ -38,13 +37,6 @@ TOKEN = "api-token-0123456789abcdef"
 RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
 PUBLIC_URL = "https://integrator.example/reconciler"
 ORDER = "0b7c2a4e-8f0b-4d57-9a8e-2c1d3b5e7a90"
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def api_toml(port: int, *, extra: str = "", receiver_port: int | None = None) -> str:

@@ -4,25 +4,26 @@ although the poll interval is an hour; forged URLs cost no provider request."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.conftest import call_cli, cli_env, daemon_here, poll_until, read_events, write_config
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon_here,
+    free_port,
+    poll_until,
+    read_events,
+    write_config,
+)
 from tests.fake_providers import FakeCCV
 from tests.notify_socket import NotifySocket
 
 ORDER = "7e57a11c-0000-4000-8000-000000000001"
 RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(

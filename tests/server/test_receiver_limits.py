@@ -11,9 +11,9 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import REPO, call_cli, cli_env, poll_until, read_events, write_config
+from tests.conftest import REPO, call_cli, cli_env, free_port, poll_until, read_events, write_config
 from tests.fake_providers import FakeCCV
-from tests.server.test_notifications import RECEIVER_SECRET, free_port
+from tests.server.test_notifications import RECEIVER_SECRET
 
 ORDER = "7e57a11c-0000-4000-8000-00000000f11e"
 NOFILE = 128  # the receiver's default cap is then 64

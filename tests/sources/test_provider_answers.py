@@ -6,14 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, urlencode
 
 import aiohttp
 
-from tests.conftest import cli_env, daemon, poll_until, read_events, run_cli, write_config
+from tests.conftest import (
+    cli_env,
+    daemon,
+    free_port,
+    poll_until,
+    read_events,
+    run_cli,
+    write_config,
+)
 from tests.fake_providers import CCNOW_CLIENT_ID, FakeCCNow, FakeCCV, Reply
 from tests.notify_socket import NotifySocket
 
@@ -101,12 +108,6 @@ async def test_a_password_echoed_encoded_and_cut_reaches_no_kept_text(tmp_path: 
 
 
 CCNOW_TOKEN = "ccnow-token-ABCDEFGH12345678"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_ids_in_a_ccnow_notification_are_queried_and_followed(

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from tests.conftest import (
     call_cli,
     cli_env,
     daemon,
+    free_port,
     poll_until,
     read_events,
     write_config,
@@ -185,12 +185,6 @@ async def healthz_until(
             raise AssertionError(f"/healthz not as expected within {timeout_s} s: {answer}")
         await asyncio.sleep(0.05)
     return answer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_a_full_disk_is_one_line_when_it_starts_one_when_it_ends_and_in_healthz(

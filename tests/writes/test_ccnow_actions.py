@@ -20,9 +20,17 @@ from reconciler.sources.ccnow import MAX_BODY_BYTES
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import ActionSender, Tally, build
-from tests.conftest import call_cli, cli_env, daemon_here, read_events, run_cli, write_config
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon_here,
+    free_port,
+    read_events,
+    run_cli,
+    write_config,
+)
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, html_page
-from tests.server.test_api import TOKEN, api_toml, free_port
+from tests.server.test_api import TOKEN, api_toml
 from tests.writes.test_submit_crash import listening
 
 A, B, C = "396-10-1142", "397-10-1159", "398-10-1160"

@@ -25,13 +25,14 @@ from tests.conftest import (
     cli_env,
     daemon,
     daemon_here,
+    free_port,
     poll_until,
     read_events,
     write_config,
 )
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
 from tests.fake_providers import CCV_KEY, Reply
-from tests.server.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml, free_port
+from tests.server.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml
 
 ORDER = "7d0e9f52-3c1b-4a8e-9d2f-6b5a4c3d2e1f"
 UNCERTAIN = "order.submit_uncertain"
