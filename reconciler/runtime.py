@@ -10,9 +10,9 @@ from types import TracebackType
 import aiohttp
 
 from .config import Config
+from .delivery import Outbox, build_sinks
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
-from .sinks.outbox import Outbox, build_sinks
 from .status import sink_names
 from .store import Store, WriterLock
 from .store.retention import make_space_returnable, prune

@@ -12,12 +12,12 @@ import pytest
 
 from reconciler.batcher import HINT_ROWS
 from reconciler.config import Config, LogSinkConfig, load_config
+from reconciler.delivery import HINT_BATCH, Outbox
 from reconciler.hint_gate import HintGate
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
-from reconciler.sinks.outbox import HINT_BATCH, Outbox
 from reconciler.store import Store
 from tests.fake_providers import CCV_KEY, FakeCCV
 

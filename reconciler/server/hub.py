@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..config import CCNowConfig, CCVConfig, Config
+from ..delivery import Outbox
 from ..metrics import Metrics
 from ..model import OrderKey, Source
 from ..pass_report import PassReport
 from ..poller.coordinator import Coordinator
 from ..poller.coordinators import Coordinators
-from ..sinks.outbox import Outbox
 from ..store import Store, StoreError
 from .health import Health, SourceHealth
 

@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 
 from reconciler.config import load_config
+from reconciler.delivery import Outbox, build_sinks
 from reconciler.metrics import Metrics
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.server.hub import Hub
-from reconciler.sinks.outbox import Outbox, build_sinks
 from reconciler.status import sink_names
 from reconciler.store import Store
 from tests.conftest import write_config

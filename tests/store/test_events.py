@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import LogSinkConfig
+from reconciler.delivery import Outbox
 from reconciler.events import Event
 from reconciler.model import EventType
 from reconciler.sinks.log import LogSink
-from reconciler.sinks.outbox import Outbox
 from reconciler.store import Store
 from reconciler.store.events import CursorAhead
 

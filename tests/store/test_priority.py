@@ -13,12 +13,12 @@ import pytest
 
 from reconciler.config import JsonlSinkConfig, load_config
 from reconciler.config.schema import Config
+from reconciler.delivery import BATCH, Outbox
 from reconciler.events import order_event
 from reconciler.model import EventType, Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks.jsonl import JsonlSink
-from reconciler.sinks.outbox import BATCH, Outbox
 from reconciler.store import Store
 from reconciler.store.priority import URGENT_IN_A_ROW, Urgent, WriteLock
 from tests.conftest import poll_until

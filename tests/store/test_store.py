@@ -17,12 +17,12 @@ import pytest
 
 from reconciler.config import Config, load_config
 from reconciler.config import LogSinkConfig as SinkConfig
+from reconciler.delivery import Outbox
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks import outbox as outbox_module
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
-from reconciler.sinks.outbox import Outbox
 from reconciler.store import Store
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import poll_until

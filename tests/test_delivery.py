@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
-from reconciler.sinks import outbox
+from reconciler import delivery
 from tests.conftest import (
     call_cli,
     cli_env,
@@ -190,7 +190,7 @@ async def test_an_event_waiting_for_its_retry_is_delivered_after_a_restart(
     [retry_at] = [at for _, attempts, at in pending(tmp_path) if attempts == 1]
     async with daemon_here(cfg, env()):
         # Delivered by its retry time plus a tick (and the daemon's start), whatever path it took.
-        within = retry_at - time.time() + outbox.TICK_S + 5
+        within = retry_at - time.time() + delivery.TICK_S + 5
         await poll_until(lambda: not pending(tmp_path), within, "every event delivered")
     delivered = [id for _, id, _ in receiver.attempts[1:]]
     assert sorted(delivered) == sorted(e["id"] for e in read_events(tmp_path))

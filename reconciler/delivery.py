@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from ..config import (
+from .config import (
     CommandSinkConfig,
     Config,
     JsonlSinkConfig,
@@ -30,12 +30,20 @@ from ..config import (
     SinkConfig,
     WebhookSinkConfig,
 )
-from ..hint_gate import HintGate
-from ..logs import fields
-from ..store import Store, StoreError
-from .base import NOT_ATTEMPTED, Delivered, DeliveryResult, OutboxEvent, RetryLater, Sink, SinkGone
-from .jsonl import JsonlSink
-from .log import LogSink
+from .hint_gate import HintGate
+from .logs import fields
+from .sinks.base import (
+    NOT_ATTEMPTED,
+    Delivered,
+    DeliveryResult,
+    OutboxEvent,
+    RetryLater,
+    Sink,
+    SinkGone,
+)
+from .sinks.jsonl import JsonlSink
+from .sinks.log import LogSink
+from .store import Store, StoreError
 
 log = logging.getLogger("reconciler.outbox")
 
@@ -61,8 +69,8 @@ class _Lane:
 
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
     """Create the configured sinks; the log sink is always there."""
-    from .command import CommandSink
-    from .webhook import WebhookSink
+    from .sinks.command import CommandSink
+    from .sinks.webhook import WebhookSink
 
     out: list[tuple[Sink, SinkConfig]] = []
     if not any(s.type == "log" for s in config.sinks):
