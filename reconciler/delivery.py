@@ -89,7 +89,7 @@ def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Si
     return out
 
 
-class Outbox:
+class Delivery:
     """Delivers the outbox to every sink; `committed()` after each commit."""
 
     def __init__(

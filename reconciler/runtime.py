@@ -10,7 +10,7 @@ from types import TracebackType
 import aiohttp
 
 from .config import Config
-from .delivery import Outbox, build_sinks
+from .delivery import Delivery, build_sinks
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .status import sink_names
@@ -35,7 +35,7 @@ class Runtime:
 
     store: Store
     session: aiohttp.ClientSession
-    outbox: Outbox
+    outbox: Delivery
     reconciler: Reconciler
     coordinators: Coordinators
 
@@ -54,7 +54,7 @@ class Runtime:
             await make_space_returnable(self.store)
             self.session = http_session(self.config)
             opened.push_async_callback(self.session.close)
-            self.outbox = Outbox(self.store, build_sinks(self.config, self.session))
+            self.outbox = Delivery(self.store, build_sinks(self.config, self.session))
             opened.push_async_callback(self.outbox.close)
             self.reconciler = Reconciler(self.config, self.store, on_commit=self.outbox.committed)
             self.outbox.hints = self.reconciler.hints

@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.batcher import HINT_ROWS
 from reconciler.config import Config, LogSinkConfig, load_config
-from reconciler.delivery import HINT_BATCH, Outbox
+from reconciler.delivery import HINT_BATCH, Delivery
 from reconciler.hint_gate import HintGate
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
@@ -157,7 +157,7 @@ async def test_while_a_notification_is_checked_a_sink_takes_short_batches(
     tmp_path: Path, store: Store
 ) -> None:
     sink = CountingSink()
-    outbox = Outbox(store, [(sink, LogSinkConfig(name=sink.name))])
+    outbox = Delivery(store, [(sink, LogSinkConfig(name=sink.name))])
     await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
     reconciler = Reconciler(config_for(tmp_path, "http://127.0.0.1:9"), store)
     await reconciler.apply([ok(oid) for oid in ORDERS], via="catch-up")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..config import CCNowConfig, CCVConfig, Config
-from ..delivery import Outbox
+from ..delivery import Delivery
 from ..metrics import Metrics
 from ..model import OrderKey, Source
 from ..pass_report import PassReport
@@ -30,7 +30,7 @@ class Hub:
         config: Config,
         coordinators: Coordinators,
         store: Store,
-        outbox: Outbox,
+        outbox: Delivery,
         metrics: Metrics,
         *,
         on_pass: Callable[[str, PassReport], None] = lambda name, report: None,

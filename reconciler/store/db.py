@@ -21,7 +21,7 @@ from pathlib import Path
 import aiosqlite
 
 from .errors import StoreError, StoreLocked, guarded, unusable_error
-from .events import Events, Outbox
+from .events import Events, OutboxRows
 from .health import Episode, StoreHealth, is_unusable
 from .migrations import MIGRATIONS, SCHEMA_VERSION
 from .orders import Orders
@@ -82,7 +82,7 @@ class Store:
         self._undo: list[Callable[[], None]] = []
         self.orders = Orders(self)
         self.events = Events(self, sinks)
-        self.outbox = Outbox(self)
+        self.outbox = OutboxRows(self)
         self.sources = Sources(self)
 
     @classmethod

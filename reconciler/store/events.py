@@ -226,7 +226,7 @@ class CursorAhead(Exception):
 
 
 @guarded
-class Outbox:
+class OutboxRows:
     """The delivery rows: what each sink has yet to get, and what it confirmed."""
 
     def __init__(self, store: Store) -> None:

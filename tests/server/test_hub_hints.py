@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from reconciler.config import load_config
-from reconciler.delivery import Outbox, build_sinks
+from reconciler.delivery import Delivery, build_sinks
 from reconciler.metrics import Metrics
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
@@ -32,7 +32,7 @@ async def hub(
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
         async with aiohttp.ClientSession() as session:
-            outbox = Outbox(store, build_sinks(config, session))
+            outbox = Delivery(store, build_sinks(config, session))
             coordinators = Coordinators.build(config, Reconciler(config, store), session)
             yield Hub(config, coordinators, store, outbox, Metrics())
             await outbox.close()

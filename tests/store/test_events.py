@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import LogSinkConfig
-from reconciler.delivery import Outbox
+from reconciler.delivery import Delivery
 from reconciler.events import Event
 from reconciler.model import EventType
 from reconciler.sinks.log import LogSink
@@ -39,7 +39,7 @@ async def test_an_outbox_for_other_sinks_than_the_stores_is_refused(tmp_path: Pa
     store = await Store.open(tmp_path / "reconciler.db", sinks=("log", "hooks"))
     try:
         with pytest.raises(ValueError, match="sinks"):
-            Outbox(store, [(LogSink(), LogSinkConfig(name="log"))])
+            Delivery(store, [(LogSink(), LogSinkConfig(name="log"))])
     finally:
         await store.close()
 

@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.config import JsonlSinkConfig, load_config
 from reconciler.config.schema import Config
-from reconciler.delivery import BATCH, Outbox
+from reconciler.delivery import BATCH, Delivery
 from reconciler.events import order_event
 from reconciler.model import EventType, Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
@@ -69,7 +69,7 @@ async def filed(tmp_path: Path) -> AsyncIterator[Store]:
 async def delivered_lines(store: Store, path: Path, count: int) -> list[tuple[str, str, str]]:
     """Run an outbox with a jsonl sink at `path` until `count` lines are in it; return each
     line's (subject, status, via) in the file's order."""
-    out = Outbox(store, [(JsonlSink("file", path), JsonlSinkConfig(name="file", path=path))])
+    out = Delivery(store, [(JsonlSink("file", path), JsonlSinkConfig(name="file", path=path))])
     assert await out.drain(30.0)
     got = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(got) == count

@@ -17,7 +17,7 @@ import pytest
 
 from reconciler.config import Config, load_config
 from reconciler.config import LogSinkConfig as SinkConfig
-from reconciler.delivery import Outbox
+from reconciler.delivery import Delivery
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
@@ -70,7 +70,7 @@ async def live_outbox(
     sink = RecordingSink()
     # As the daemon does: the store queues each event for the sinks its outbox delivers to.
     writer = await Store.open(store.path, sinks=(sink.name,))
-    outbox = Outbox(writer, [(sink, SinkConfig(type="log", name=sink.name))], tick_s=tick_s)
+    outbox = Delivery(writer, [(sink, SinkConfig(type="log", name=sink.name))], tick_s=tick_s)
     reconciler = Reconciler(config_for(tmp_path), writer, on_commit=outbox.committed)
     running = asyncio.ensure_future(outbox.run())
     try:

@@ -1,0 +1,33 @@
+"""The house reads top-down (DESIGN.md "Shape"): each concern in its room, one meaning per
+class name, no module too long to read in one sitting."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
+
+
+def _classes() -> dict[str, list[str]]:
+    """Where each class name of the package is defined."""
+    where: defaultdict[str, list[str]] = defaultdict(list)
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ClassDef):
+                where[node.name].append(str(path.relative_to(PACKAGE)))
+    return where
+
+
+def test_the_dispatcher_is_delivery_and_sinks_only_deliver() -> None:
+    assert (PACKAGE / "delivery.py").is_file()
+    sinks = {p.name for p in (PACKAGE / "sinks").glob("*.py")}
+    assert sinks == {"__init__.py", "base.py", "log.py", "jsonl.py", "webhook.py", "command.py"}
+
+
+def test_the_dispatcher_and_the_stores_outbox_rows_have_a_name_each() -> None:
+    classes = _classes()
+    assert "Outbox" not in classes
+    assert classes["Delivery"] == ["delivery.py"]
+    assert classes["OutboxRows"] == ["store/events.py"]
