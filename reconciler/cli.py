@@ -287,7 +287,7 @@ def without_config(args: argparse.Namespace) -> Callable[[argparse.Namespace], i
 
         return sandbox_command
     if args.command == "demo":
-        from .demo import demo_command
+        from .commands.demo import demo_command
 
         return demo_command
     if args.command == "ccv" and args.ccv_command == "check-pricing":

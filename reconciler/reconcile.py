@@ -53,7 +53,7 @@ class Reconciler:
         self.rng = random.Random()
         self.hints = HintGate()  # notification checks in flight: passes give way to them
         self.metrics: Metrics | None = None
-        # Hears how many more orders a pass has checked (progress.py for `catch-up`).
+        # Hears how many more orders a pass has checked (commands/progress.py for `catch-up`).
         self.on_checked: Callable[[int], None] = lambda n: None
         self.schedules: dict[tuple[str, str], ScheduleConfig] = {
             **{("ccv", c.name): c.schedule for c in config.ccv},

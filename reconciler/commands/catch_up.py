@@ -11,7 +11,7 @@ import time
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL
 from ..logs import fields
-from ..progress import progress
+from .progress import progress
 
 log = logging.getLogger("reconciler.cli")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..accounts import choose_account, configured_account
 from ..config import Config
+from .accounts import choose_account, configured_account
 
 
 async def ccnow_command(config: Config, args: argparse.Namespace) -> int:

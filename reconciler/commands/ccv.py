@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..accounts import choose_account
 from ..config import Config
 from ..exits import EX_DATAERR, EX_OK, DataError, UsageError
 from ..model import reference_problem
 from ..writes.pricing import blocking, check_pricing
+from .accounts import choose_account
 from .input import order_ids, read_json
 
 

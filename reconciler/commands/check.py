@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 
 from ..config import Config
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
-from ..permissions import warn_readable_secrets
+from .permissions import warn_readable_secrets
 
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:

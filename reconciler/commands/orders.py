@@ -9,17 +9,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..accounts import choose_account
 from ..config import Config
 from ..exits import EX_OK, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import Source, reference_problem
 from ..order_view import order_json
-from ..progress import progress
 from ..store import Store
 from ..store import submissions as store_submissions
+from .accounts import choose_account
 from .input import order_ids, read_track_file
+from .progress import progress
 
 log = logging.getLogger("reconciler.cli")
 

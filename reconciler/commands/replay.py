@@ -8,8 +8,8 @@ import logging
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, UsageError
 from ..logs import fields
-from ..progress import progress
 from ..store import Store, StoreLocked
+from .progress import progress
 
 log = logging.getLogger("reconciler.cli")
 

@@ -6,7 +6,7 @@ import argparse
 
 from ..config import Config
 from ..exits import TempFailure
-from ..permissions import warn_readable_secrets
+from .permissions import warn_readable_secrets
 
 
 async def daemon_command(config: Config, args: argparse.Namespace) -> int:

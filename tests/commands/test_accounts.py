@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import exits
-from reconciler.accounts import (
+from reconciler.commands.accounts import (
     choose_account,
     configured_account,
     find_account,

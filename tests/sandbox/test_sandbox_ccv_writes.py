@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from reconciler.commands.demo import demo_config
 from reconciler.daemon import Daemon
-from reconciler.demo import demo_config
 from reconciler.runtime import Runtime
 from reconciler.sandbox import CCV_SUBMIT_PATH, Sandbox, SandboxOptions
 from reconciler.sandbox.ccv_writes import PRICING_PATH

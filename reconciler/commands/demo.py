@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import eventloop
-from .config import (
+from .. import eventloop
+from ..config import (
     AlertsConfig,
     ApiConfig,
     CCNowConfig,
@@ -34,14 +34,14 @@ from .config import (
     ScheduleConfig,
     Secret,
 )
-from .daemon import Daemon
+from ..daemon import Daemon
+from ..events import Event
+from ..notify import notification_url
+from ..runtime import Runtime
+from ..sandbox import Sandbox, SandboxOptions
+from ..systemd import Notifier
+from ..writes.ccnow_actions import ActionSender, build
 from .demo_submit import SUBMITS, DemoIntegrator, submit_delays
-from .events import Event
-from .notify import notification_url
-from .runtime import Runtime
-from .sandbox import Sandbox, SandboxOptions
-from .systemd import Notifier
-from .writes.ccnow_actions import ActionSender, build
 
 DEMO_SHIP_EVERY_S = 1.0
 DEMO_SHIPMENTS = 3

@@ -13,8 +13,8 @@ from typing import TextIO
 
 import aiohttp
 
-from .events import Event
-from .json_text import iso_time
+from ..events import Event
+from ..json_text import iso_time
 
 SUBMITS = 3
 FIRST_SUBMIT_S = 1.0

@@ -7,7 +7,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from .logs import fields
+from ..logs import fields
 
 log = logging.getLogger("reconciler.config")
 

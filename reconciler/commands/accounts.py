@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
-from .config import CCNowConfig, CCVConfig, Config
-from .exits import UsageError
-from .model import Source
+from ..config import CCNowConfig, CCVConfig, Config
+from ..exits import UsageError
+from ..model import Source
 
 
 class _Named(Protocol):
