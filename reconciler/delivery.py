@@ -67,6 +67,12 @@ class _Lane:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def sink_names(config: Config) -> list[str]:
+    """Return the sinks in delivery order (the log sink is always there)."""
+    log = [] if any(s.type == "log" for s in config.sinks) else ["log"]
+    return list(dict.fromkeys([*log, *(s.name for s in config.sinks)]))
+
+
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
     """Create the configured sinks; the log sink is always there."""
     from .sinks.command import CommandSink

@@ -10,10 +10,9 @@ from types import TracebackType
 import aiohttp
 
 from .config import Config
-from .delivery import Delivery, build_sinks
+from .delivery import Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
-from .status import sink_names
 from .store import Store, WriterLock
 from .store.retention import make_space_returnable, prune
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import Config
+from .delivery import sink_names
 from .json_text import iso_time
 from .model import Source
 from .store import Store
@@ -73,12 +74,6 @@ class Status:
     sinks: tuple[SinkStatus, ...]
     store: StoreStatus
     last_pass: LastPass | None  # None: no pass has finished yet
-
-
-def sink_names(config: Config) -> list[str]:
-    """Return the sinks in delivery order (the log sink is always there)."""
-    log = [] if any(s.type == "log" for s in config.sinks) else ["log"]
-    return list(dict.fromkeys([*log, *(s.name for s in config.sinks)]))
 
 
 async def gather_status(config: Config, store: Store | None, now: float) -> Status:

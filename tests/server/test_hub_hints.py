@@ -12,12 +12,11 @@ import aiohttp
 import pytest
 
 from reconciler.config import load_config
-from reconciler.delivery import Delivery, build_sinks
+from reconciler.delivery import Delivery, build_sinks, sink_names
 from reconciler.metrics import Metrics
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.server.hub import Hub
-from reconciler.status import sink_names
 from reconciler.store import Store
 from tests.conftest import write_config
 from tests.fake_providers import CCV_KEY, FakeCCV
