@@ -47,10 +47,10 @@ from catchup import REPO, baseline, child_env, open_ids, sandbox_orders, sandbox
 from idle import RECEIVER_SECRET, STOP_TIMEOUT_S, Idle, watch, write_config
 
 from reconciler import eventloop
+from reconciler.commands.status_report import gather_status
 from reconciler.config import Config, load_config
 from reconciler.daemon import Daemon
 from reconciler.runtime import Runtime
-from reconciler.status import gather_status
 from reconciler.store import Store
 from reconciler.systemd import Notifier
 

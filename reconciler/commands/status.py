@@ -10,9 +10,9 @@ import time
 
 from ..config import Config
 from ..exits import EX_OK
-from ..status import gather_status, to_json
-from ..status_text import render_text, use_colour
 from ..store import Store
+from .status_report import gather_status, to_json
+from .status_text import render_text, use_colour
 
 
 async def status_command(config: Config, args: argparse.Namespace) -> int:

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.commands.status_report import gather_status
 from reconciler.config import Config, load_config
 from reconciler.daemon import Daemon
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.runtime import Runtime
-from reconciler.status import gather_status
 from reconciler.store import Store
 from reconciler.store.counts import FULL_COUNT_SQL
 from reconciler.systemd import Notifier

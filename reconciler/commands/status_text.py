@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from .status import AccountHealth, Status, ts
+from .status_report import AccountHealth, Status, ts
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
 _SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}

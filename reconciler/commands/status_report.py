@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import Config
-from .delivery import sink_names
-from .json_text import iso_time
-from .model import Source
-from .store import Store
-from .store.health import Episode, file_size
-from .store.passes import LastPass, last_pass
+from ..config import Config
+from ..delivery import sink_names
+from ..json_text import iso_time
+from ..model import Source
+from ..store import Store
+from ..store.health import Episode, file_size
+from ..store.passes import LastPass, last_pass
 
 AccountHealth = Literal["ok", "failing", "unknown"]  # unknown: never polled yet
 
