@@ -30,8 +30,8 @@ from .config import (
     SinkConfig,
     WebhookSinkConfig,
 )
-from .hint_gate import HintGate
 from .logs import fields
+from .passes.hint_gate import HintGate
 from .sinks.base import (
     NOT_ATTEMPTED,
     Delivered,

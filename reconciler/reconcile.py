@@ -9,14 +9,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .batcher import BATCH_ROWS, PENDING_BATCHES
 from .config import Config, ScheduleConfig
 from .diff import diff
 from .events import Event
-from .hint_gate import HintGate
 from .logs import fields
 from .model import Observation, Outcome, Via
-from .pass_report import PassReport
+from .passes.batcher import BATCH_ROWS, PENDING_BATCHES
+from .passes.hint_gate import HintGate
+from .passes.report import PassReport
 from .schedule import plan, stuck_event
 from .store import Store
 from .store.orders import Page

@@ -18,7 +18,7 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .logs import fields
-from .pass_report import PassReport
+from .passes.report import PassReport
 from .poller.coordinator import MAX_TICK_S, NamedReport
 from .poller.coordinators import Coordinators
 from .store import StoreError

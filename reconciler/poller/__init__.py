@@ -8,7 +8,7 @@ from here.
 
 from __future__ import annotations
 
-from ..pass_report import PassAnswers
+from ..passes.report import PassAnswers
 from .health import (
     LOST_WAVE_MIN,
     PARTS,

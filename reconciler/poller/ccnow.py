@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCNowConfig
 from ..model import Observation, Via
-from ..pass_report import PassReport
+from ..passes.report import PassReport
 from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport, remember_pass
 from .health import Part, Verdict, verdict
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import CCVConfig
 from ..logs import fields
 from ..model import OrderState, Via
-from ..pass_report import PassAnswers, PassReport
+from ..passes.report import PassAnswers, PassReport
 from ..sources.errors import SourceError
 from ..store import submissions as subs
 from .coordinator import PAGE_ORDERS, SETTLED, Coordinator, Emit

@@ -11,10 +11,10 @@ import abc
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from ..batcher import Batcher
 from ..config import CCNowConfig, CCVConfig
 from ..model import SOURCES, Observation, OrderState, Source, Via, known_statuses, status_info
-from ..pass_report import PassAnswers, PassReport
+from ..passes.batcher import Batcher
+from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError

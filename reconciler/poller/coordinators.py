@@ -11,7 +11,7 @@ import aiohttp
 
 from ..config import Config
 from ..model import Source
-from ..pass_report import PassReport
+from ..passes.report import PassReport
 from ..redact import config_secrets
 from ..sources.ccnow import CCNowClient
 from ..sources.ccv import CCVClient

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from ..events import Event, event_id
 from ..model import HEALTH_PARTS, EventType, HealthPart, Severity, SourceState, Via
-from ..pass_report import PassAnswers
+from ..passes.report import PassAnswers
 
 Part = HealthPart
 PARTS = HEALTH_PARTS

@@ -15,7 +15,7 @@ from ..config import CCNowConfig, CCVConfig, Config
 from ..delivery import Delivery
 from ..metrics import Metrics
 from ..model import OrderKey, Source
-from ..pass_report import PassReport
+from ..passes.report import PassReport
 from ..poller.coordinator import Coordinator
 from ..poller.coordinators import Coordinators
 from ..store import Store, StoreError

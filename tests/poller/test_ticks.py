@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-from reconciler.pass_report import PassReport
+from reconciler.passes.report import PassReport
 from reconciler.poller.coordinators import Coordinators
 from reconciler.scheduler import Scheduler
 from tests.poller.conftest import CCV_IDS, World, track

@@ -10,11 +10,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from reconciler.batcher import HINT_ROWS
 from reconciler.config import Config, LogSinkConfig, load_config
 from reconciler.delivery import HINT_BATCH, Delivery
-from reconciler.hint_gate import HintGate
 from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.passes.batcher import HINT_ROWS
+from reconciler.passes.hint_gate import HintGate
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent

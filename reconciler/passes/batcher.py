@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from ..model import Observation, Outcome, Source, Via
 from .hint_gate import HintGate
-from .model import Observation, Outcome, Source, Via
-from .pass_report import PassReport
+from .report import PassReport
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
-    from .store.orders import Page
+    from ..metrics import Metrics
+    from ..store.orders import Page
 
 BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
