@@ -11,10 +11,19 @@ sum of its products' (and the cart's the sum of its packages').
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
+
+from .pricing_values import (
+    Problem,
+    exact_number,
+    found_kind,
+    kind,
+    money,
+    read_amount,
+    shown,
+    tax_rate_problem,
+)
 
 CURRENCIES = ("EUR",)
 PERIODS = ("OneOff", "Monthly", "Yearly")
@@ -27,38 +36,7 @@ TOP_AMOUNTS = (
     "totalAmountToBePaidImmediately",
     "totalRevenueForFullYear",
 )
-_CENT = Decimal("0.01")
-# No cart costs this much; below it every amount and sum stays exact in Decimal's 28 digits.
-MAX_AMOUNT = Decimal(10) ** 15
 _ZERO = Decimal(0)
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One rule a pricing body breaks, at a JSON path; warnings do not block the call."""
-
-    path: str
-    message: str
-    expected: str | None = None
-    found: str | None = None
-    blocking: bool = True
-
-    def line(self) -> str:
-        """Return the problem as one line: `PATH: MESSAGE (expected E, found F)`."""
-        text = f"{self.path}: {self.message}"
-        if self.expected is not None or self.found is not None:
-            text += f" (expected {self.expected}, found {self.found})"
-        return text if self.blocking else f"warning: {text}"
-
-    def to_json(self) -> dict[str, object]:
-        """Return the problem as a JSON object (the API's 422 body lists these)."""
-        return {
-            "path": self.path,
-            "message": self.message,
-            "expected": self.expected,
-            "found": self.found,
-            "blocking": self.blocking,
-        }
 
 
 def blocking(problems: Sequence[Problem]) -> bool:
@@ -74,21 +52,23 @@ def check_pricing(body: object) -> list[Problem]:
 
 def _check(body: object) -> Iterator[Problem]:
     if not isinstance(body, Mapping):
-        yield Problem("$", "the body must be a JSON object", found=_kind(body))
+        yield Problem("$", "the body must be a JSON object", found=kind(body))
         return
     currency = body.get("currency")
     if currency not in CURRENCIES:
-        yield Problem("$.currency", "currency must be EUR", '"EUR"', _show(currency))
+        yield Problem("$.currency", "currency must be EUR", '"EUR"', shown(currency))
     amounts: dict[str, Decimal] = {}
     for name in TOP_AMOUNTS:
-        problem, value = _amount(body, name, f"$.{name}")
+        problem, value = read_amount(body, name, f"$.{name}")
         if problem is not None:
             yield problem
         elif value is not None:
             amounts[name] = value
     yield from _coupon(body, amounts.get("oneOffPriceDiscount"))
     if not isinstance(body.get("order"), Mapping):
-        yield Problem("$.order", "the order object is required", "an object", _found(body, "order"))
+        yield Problem(
+            "$.order", "the order object is required", "an object", found_kind(body, "order")
+        )
 
     periods: dict[str, tuple[Decimal, Decimal]] = {}
     details = body.get("periodPricingDetails")
@@ -98,7 +78,7 @@ def _check(body: object) -> Iterator[Problem]:
             "$.periodPricingDetails",
             "a list of periods is required",
             "a list",
-            _found(body, "periodPricingDetails"),
+            found_kind(body, "periodPricingDetails"),
         )
     else:
         for problem in _periods(details, "$.periodPricingDetails", periods):
@@ -116,8 +96,8 @@ def _check(body: object) -> Iterator[Problem]:
             yield Problem(
                 "$.totalAmountToBePaidImmediately",
                 "must be OneOff includingTax + shippingCost - oneOffPriceDiscount",
-                _money(expected),
-                _money(total),
+                money(expected),
+                money(total),
             )
     revenue = amounts.get("totalRevenueForFullYear")
     if periods_ok and revenue is not None:
@@ -134,7 +114,7 @@ def _coupon(body: Mapping[str, object], discount: Decimal | None) -> Iterator[Pr
             path,
             'a string is required ("" when there is no coupon)',
             "a string",
-            _found(body, "oneOffPriceCouponCode"),
+            found_kind(body, "oneOffPriceCouponCode"),
         )
         return
     if discount is None:
@@ -142,7 +122,7 @@ def _coupon(body: Mapping[str, object], discount: Decimal | None) -> Iterator[Pr
     if discount > 0 and not code.strip():
         yield Problem(path, "a discount needs its coupon code", "a code", '""')
     elif discount == 0 and code.strip():
-        yield Problem(path, 'without a discount the coupon code must be ""', '""', _show(code))
+        yield Problem(path, 'without a discount the coupon code must be ""', '""', shown(code))
 
 
 def _periods(
@@ -153,11 +133,11 @@ def _periods(
     for i, item in enumerate(details):
         at = f"{path}[{i}]"
         if not isinstance(item, Mapping):
-            yield Problem(at, "a period must be an object", "an object", _kind(item))
+            yield Problem(at, "a period must be an object", "an object", kind(item))
             continue
         period = item.get("period")
         if not isinstance(period, str) or period not in PERIODS:
-            yield Problem(f"{at}.period", "unknown period", " | ".join(PERIODS), _show(period))
+            yield Problem(f"{at}.period", "unknown period", " | ".join(PERIODS), shown(period))
             continue
         if period in seen:
             yield Problem(f"{at}.period", f"period {period} is given twice", "once", "twice")
@@ -172,12 +152,12 @@ def _periods(
 def _spelled(item: Mapping[str, object], names: tuple[str, ...], at: str) -> Iterator[Problem]:
     """Problems with a field that has two accepted spellings (both given and different)."""
     present = [n for n in names if n in item]
-    if len(present) == 2 and _number(item[names[0]]) != _number(item[names[1]]):
+    if len(present) == 2 and exact_number(item[names[0]]) != exact_number(item[names[1]]):
         yield Problem(
             f"{at}.{names[1]}",
             f"{names[0]} and {names[1]} are both given and differ",
-            _show(item[names[0]]),
-            _show(item[names[1]]),
+            shown(item[names[0]]),
+            shown(item[names[1]]),
         )
 
 
@@ -188,14 +168,14 @@ def _one_period(
     problems.extend(_spelled(item, EXCLUDING, at))
     problems.extend(_spelled(item, SINGLE_EXCLUDING, at))
     excluding_name = next((n for n in EXCLUDING if n in item), EXCLUDING[0])
-    problem, excluding = _amount(item, excluding_name, f"{at}.{excluding_name}")
+    problem, excluding = read_amount(item, excluding_name, f"{at}.{excluding_name}")
     if problem is not None:
         problems.append(problem)
     single_name = next((n for n in SINGLE_EXCLUDING if n in item), SINGLE_EXCLUDING[0])
-    problem, _ = _amount(item, single_name, f"{at}.{single_name}")
+    problem, _ = read_amount(item, single_name, f"{at}.{single_name}")
     if problem is not None:
         problems.append(problem)
-    problem, including = _amount(item, "includingTax", f"{at}.includingTax")
+    problem, including = read_amount(item, "includingTax", f"{at}.includingTax")
     if problem is not None:
         problems.append(problem)
     taxes = item.get("taxAmountsPerTaxRate")
@@ -204,7 +184,7 @@ def _one_period(
         pass
     elif not isinstance(taxes, list):
         problems.append(
-            Problem(f"{at}.taxAmountsPerTaxRate", "must be a list", "a list", _kind(taxes))
+            Problem(f"{at}.taxAmountsPerTaxRate", "must be a list", "a list", kind(taxes))
         )
         tax_sum = None
     else:
@@ -212,14 +192,14 @@ def _one_period(
             tat = f"{at}.taxAmountsPerTaxRate[{j}]"
             if not isinstance(tax, Mapping):
                 problems.append(
-                    Problem(tat, "a tax line must be an object", "an object", _kind(tax))
+                    Problem(tat, "a tax line must be an object", "an object", kind(tax))
                 )
                 tax_sum = None
                 continue
-            rate_problem = _rate(tax.get("taxRate"), f"{tat}.taxRate")
+            rate_problem = tax_rate_problem(tax.get("taxRate"), f"{tat}.taxRate")
             if rate_problem is not None:
                 problems.append(rate_problem)
-            problem, amount = _amount(tax, "taxAmount", f"{tat}.taxAmount")
+            problem, amount = read_amount(tax, "taxAmount", f"{tat}.taxAmount")
             if problem is not None:
                 problems.append(problem)
                 tax_sum = None
@@ -232,8 +212,8 @@ def _one_period(
             Problem(
                 f"{at}.includingTax",
                 f"must be {excluding_name} + the sum of taxAmount",
-                _money(excluding + tax_sum),
-                _money(including),
+                money(excluding + tax_sum),
+                money(including),
             )
         )
     return problems, (excluding, including)
@@ -254,8 +234,8 @@ def _revenue(revenue: Decimal, periods: Mapping[str, tuple[Decimal, Decimal]]) -
             "$.totalRevenueForFullYear",
             "matches no usual recipe (OneOff + 12 x Monthly + Yearly, with or without tax);"
             " the document does not say how it is made",
-            _money(likely),
-            _money(revenue),
+            money(likely),
+            money(revenue),
             blocking=False,
         )
 
@@ -326,7 +306,7 @@ def _including_by_period(details: object) -> dict[str, Decimal] | None:
     for item in details:
         if not isinstance(item, Mapping) or item.get("period") not in PERIODS:
             return None
-        value = _number(item.get("includingTax"))
+        value = exact_number(item.get("includingTax"))
         if value is None:
             return None
         period = str(item["period"])
@@ -342,79 +322,4 @@ def _periods_text(values: Mapping[str, Decimal]) -> str:
     shown = _nonzero(values)
     if not shown:
         return "0 in every period"
-    return ", ".join(f"{p} {_money(shown[p])}" for p in PERIODS if p in shown)
-
-
-def _amount(
-    item: Mapping[str, object], name: str, path: str
-) -> tuple[Problem | None, Decimal | None]:
-    """Check that `item[name]` is a finite amount >= 0 in whole cents; return it as a Decimal."""
-    if name not in item:
-        return Problem(path, "an amount is required", "a number", "nothing"), None
-    raw = item[name]
-    value = _number(raw)
-    if value is None:
-        if isinstance(raw, float):
-            return Problem(path, "the amount must be finite", "a finite number", _show(raw)), None
-        return Problem(path, "the amount must be a number", "a number", _kind(raw)), None
-    if abs(value) >= MAX_AMOUNT:
-        return Problem(path, "the amount is too large", f"< {MAX_AMOUNT:f}", str(value)), None
-    if value < 0:
-        return Problem(path, "the amount must not be negative", ">= 0", _money(value)), None
-    if value != value.quantize(_CENT):
-        return Problem(
-            path, "the amount must be in whole cents", _money(value.quantize(_CENT)), str(value)
-        ), None
-    return None, value
-
-
-def _rate(raw: object, path: str) -> Problem | None:
-    value = _number(raw)
-    if value is None:
-        return Problem(path, "the tax rate must be a finite number", "a number", _show(raw))
-    if value < 0 or value > 100:
-        return Problem(path, "the tax rate must be a percentage", "0 to 100", str(value))
-    return None
-
-
-def _number(raw: object) -> Decimal | None:
-    """Return a JSON number as the exact decimal it was written as; None if not a finite one."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return None
-    if isinstance(raw, float) and not math.isfinite(raw):
-        return None
-    # str() of a float is its shortest round-tripping text: the number as JSON wrote it.
-    return Decimal(str(raw))
-
-
-def _money(value: Decimal) -> str:
-    return f"{value:.2f}" if value == value.quantize(_CENT) else str(value)
-
-
-def _found(item: Mapping[str, object], name: str) -> str:
-    return _kind(item[name]) if name in item else "nothing"
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
-
-
-def _show(value: object) -> str:
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return '"' + shown.encode("unicode_escape").decode("ascii") + '"'
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return _kind(value)
+    return ", ".join(f"{p} {money(shown[p])}" for p in PERIODS if p in shown)

@@ -1,0 +1,116 @@
+"""A pricing body's values read exactly, and a wrong one shown in a problem: a JSON number as the
+decimal it was written as, amounts in whole cents, tax rates as percentages."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+_CENT = Decimal("0.01")
+# No cart costs this much; below it every amount and sum stays exact in Decimal's 28 digits.
+MAX_AMOUNT = Decimal(10) ** 15
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One rule a pricing body breaks, at a JSON path; warnings do not block the call."""
+
+    path: str
+    message: str
+    expected: str | None = None
+    found: str | None = None
+    blocking: bool = True
+
+    def line(self) -> str:
+        """Return the problem as one line: `PATH: MESSAGE (expected E, found F)`."""
+        text = f"{self.path}: {self.message}"
+        if self.expected is not None or self.found is not None:
+            text += f" (expected {self.expected}, found {self.found})"
+        return text if self.blocking else f"warning: {text}"
+
+    def to_json(self) -> dict[str, object]:
+        """Return the problem as a JSON object (the API's 422 body lists these)."""
+        return {
+            "path": self.path,
+            "message": self.message,
+            "expected": self.expected,
+            "found": self.found,
+            "blocking": self.blocking,
+        }
+
+
+def read_amount(
+    item: Mapping[str, object], name: str, path: str
+) -> tuple[Problem | None, Decimal | None]:
+    """Check that `item[name]` is a finite amount >= 0 in whole cents; return it as a Decimal."""
+    if name not in item:
+        return Problem(path, "an amount is required", "a number", "nothing"), None
+    raw = item[name]
+    value = exact_number(raw)
+    if value is None:
+        if isinstance(raw, float):
+            return Problem(path, "the amount must be finite", "a finite number", shown(raw)), None
+        return Problem(path, "the amount must be a number", "a number", kind(raw)), None
+    if abs(value) >= MAX_AMOUNT:
+        return Problem(path, "the amount is too large", f"< {MAX_AMOUNT:f}", str(value)), None
+    if value < 0:
+        return Problem(path, "the amount must not be negative", ">= 0", money(value)), None
+    if value != value.quantize(_CENT):
+        return Problem(
+            path, "the amount must be in whole cents", money(value.quantize(_CENT)), str(value)
+        ), None
+    return None, value
+
+
+def tax_rate_problem(raw: object, path: str) -> Problem | None:
+    value = exact_number(raw)
+    if value is None:
+        return Problem(path, "the tax rate must be a finite number", "a number", shown(raw))
+    if value < 0 or value > 100:
+        return Problem(path, "the tax rate must be a percentage", "0 to 100", str(value))
+    return None
+
+
+def exact_number(raw: object) -> Decimal | None:
+    """Return a JSON number as the exact decimal it was written as; None if not a finite one."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        return None
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return None
+    # str() of a float is its shortest round-tripping text: the number as JSON wrote it.
+    return Decimal(str(raw))
+
+
+def money(value: Decimal) -> str:
+    return f"{value:.2f}" if value == value.quantize(_CENT) else str(value)
+
+
+def found_kind(item: Mapping[str, object], name: str) -> str:
+    return kind(item[name]) if name in item else "nothing"
+
+
+def kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def shown(value: object) -> str:
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return '"' + shown.encode("unicode_escape").decode("ascii") + '"'
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return kind(value)
