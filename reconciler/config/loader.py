@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from .errors import ConfigError
 from .keys import (
@@ -18,35 +18,27 @@ from .keys import (
     CCV_KEYS,
     CCV_STATUS_INTERVALS,
     RECEIVER_KEYS,
-    SINK_COMMON_KEYS,
-    SINK_KEYS,
-    SINK_TYPES,
     STUCK_AFTER,
     TOP_KEYS,
 )
+from .names import unique_name
 from .schema import (
     AlertsConfig,
     ApiConfig,
     CCNowConfig,
     CCVConfig,
-    CommandSinkConfig,
     Config,
-    JsonlSinkConfig,
-    LogSinkConfig,
     ReceiverConfig,
     RetryConfig,
     ScheduleConfig,
-    SinkConfig,
-    WebhookSinkConfig,
 )
 from .secret import (
     SecretReader,
-    env_word,
     min_length,
     secret_names,
     token_problem,
-    webhook_secret_problem,
 )
+from .sinks import SinkReader
 from .table import Table
 from .values import parse_duration, parse_listen, type_name
 
@@ -57,9 +49,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 _A = TypeVar("_A")
 
-_NAME = re.compile(r"[a-z0-9_-]{1,32}")
-# USD as CCNow takes it: digits, at most two decimals (a float 100.0 reads "100.0")
-_NAME_RULE = "must be 1 to 32 characters of a-z 0-9 _ -"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _LISTEN_RULE = "expected host:port like 127.0.0.1:8080 or [::1]:8080 (port 1 to 65535)"
@@ -106,7 +95,7 @@ class Loader:
             ccv=ccv,
             ccnow=ccnow,
             receiver=None if receiver is None else self.receiver(receiver),
-            sinks=self.sinks(top),
+            sinks=SinkReader(self.file, self.base_dir, self.secrets).sinks(top),
             alerts=self.alerts(top.table("alerts", ("stuck_after",))),
             api=self.api(top.table("api", API_KEYS)),
             secret_files=tuple(self.secrets.secret_files),
@@ -153,7 +142,7 @@ class Loader:
         seen: dict[str, str] = {}
         for table in tables:
             if "name" in table.data:
-                name = self.name(table, seen)
+                name = unique_name(table, seen)
             elif len(tables) > 1:
                 raise table.error("name", f"required when there are several [[{source}]] tables")
             else:
@@ -161,19 +150,6 @@ class Loader:
             names.append(name)
         single = len(tables) == 1
         return tuple(parse(table, name, single) for table, name in zip(tables, names, strict=True))
-
-    def name(self, table: Table, seen: dict[str, str]) -> str:
-        """An explicit account or sink name, unique also in its env-variable spelling."""
-        name = table.string("name")
-        if not _NAME.fullmatch(name):
-            raise table.error("name", _NAME_RULE)
-        other = seen.get(env_word(name))
-        if other == name:
-            raise table.error("name", f"duplicate name '{name}'")
-        if other is not None:
-            raise table.error("name", f"'{name}' and '{other}' share env variable names")
-        seen[env_word(name)] = name
-        return name
 
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
         env, credentials = secret_names("ccv", name, single, "api_key")
@@ -249,7 +225,7 @@ class Loader:
             backoff_s=table.duration("retry_backoff", "0.5s"),
         )
 
-    # --- receiver, sinks, alerts
+    # --- receiver, api, alerts
 
     def receiver(self, table: Table) -> ReceiverConfig:
         listen = parse_listen(table.string("listen", "127.0.0.1:8080"))
@@ -296,100 +272,6 @@ class Loader:
             refresh_timeout_s=table.duration("refresh_timeout", "10s", positive=True),
             ccv_order_id_fields=tuple(fields) if fields else ("orderId", "id"),
         )
-
-    def sinks(self, top: Table) -> tuple[SinkConfig, ...]:
-        raw = top.data.get("sinks")
-        if raw is None:
-            return ()
-        if not isinstance(raw, list):
-            raise top.error(
-                "sinks", f"expected an array of tables ([[sinks]]), got {type_name(raw)}"
-            )
-        typed: list[tuple[Table, Literal["log", "jsonl", "webhook", "command"]]] = []
-        for index, item in enumerate(raw):
-            key = f"sinks[{index}]"
-            if not isinstance(item, dict):
-                raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
-            table = Table(self.file, item, key, None)
-            kind = table.choice("type", SINK_TYPES)
-            own = SINK_COMMON_KEYS + SINK_KEYS[kind]
-            for name in item:
-                if name in own:
-                    continue
-                if any(name in keys for keys in SINK_KEYS.values()):
-                    raise table.error(name, f"not a key of a {kind} sink")
-                raise table.error(name, "unknown key")
-            typed.append((table, kind))
-        # Explicit names first, so that a default name steps aside instead of clashing.
-        seen: dict[str, str] = {}
-        explicit = {id(table): self.name(table, seen) for table, _ in typed if "name" in table.data}
-        sinks = []
-        for table, kind in typed:
-            name = explicit.get(id(table))
-            if name is None:
-                name, number = kind, 2
-                while env_word(name) in seen:
-                    name, number = f"{kind}-{number}", number + 1
-                seen[env_word(name)] = name
-            sinks.append(self.sink(table, kind, name))
-        if not any(kind == "log" for _, kind in typed):
-            # The log sink is always there; without one configured it is the built-in `log`.
-            for table, _ in typed:
-                if env_word(explicit.get(id(table)) or "") == env_word("log"):
-                    raise table.error(
-                        "name",
-                        "'log' is the name of the built-in log sink; choose another name",
-                    )
-        return tuple(sinks)
-
-    def sink(
-        self,
-        table: Table,
-        kind: Literal["log", "jsonl", "webhook", "command"],
-        name: str,
-    ) -> SinkConfig:
-        specific: SinkConfig
-        if kind == "jsonl":
-            specific = JsonlSinkConfig(name=name, path=self.file_path(table, "path"))
-        elif kind == "webhook":
-            env = [f"RECONCILER_SINK_{env_word(name)}_SECRET"]
-            specific = WebhookSinkConfig(
-                name=name,
-                url=table.url("url"),
-                secret=self.secrets.required(
-                    table, "secret", env, [f"sink-{name}-secret"], webhook_secret_problem
-                ),
-            )
-        elif kind == "command":
-            specific = CommandSinkConfig(name=name, command=self.command(table))
-        else:
-            specific = LogSinkConfig(name=name)
-        timeout = table.duration("timeout", "15s", positive=True)
-        retry_min, retry_max = table.duration_range("retry_min", "5s", "retry_max", "1h")
-        return replace(
-            specific,
-            timeout_s=timeout,
-            retry_min_s=retry_min,
-            retry_max_s=retry_max,
-            max_age_s=table.duration("max_age", "3d", positive=True),
-        )
-
-    def command(self, table: Table) -> tuple[str, ...]:
-        value = table.data.get("command")
-        if value is None:
-            raise table.error("command", "required")
-        if not isinstance(value, list):
-            raise table.error(
-                "command", f"expected a list of strings (argv), got {type_name(value)}"
-            )
-        if not value:
-            raise table.error("command", "must not be empty")
-        for index, arg in enumerate(value):
-            if not isinstance(arg, str):
-                raise table.error(f"command[{index}]", f"expected a string, got {type_name(arg)}")
-        if not value[0]:
-            raise table.error("command[0]", "must not be empty")
-        return tuple(value)
 
     def alerts(self, table: Table | None) -> AlertsConfig:
         stuck = {key: parse_duration(value) for key, value in STUCK_AFTER.items()}

@@ -1,0 +1,130 @@
+"""Reading `[[sinks]]`: one config type per sink kind, each table's keys checked against its kind,
+and default names (the kind) that step aside for explicit ones."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+from .errors import ConfigError
+from .keys import SINK_COMMON_KEYS, SINK_KEYS, SINK_TYPES
+from .names import unique_name
+from .schema import (
+    CommandSinkConfig,
+    JsonlSinkConfig,
+    LogSinkConfig,
+    SinkConfig,
+    WebhookSinkConfig,
+)
+from .secret import SecretReader, env_word, webhook_secret_problem
+from .table import Table
+from .values import type_name
+
+
+class SinkReader:
+    """Reads the `[[sinks]]` tables of one file; relative paths are beside the file."""
+
+    def __init__(self, file: str, base_dir: Path, secrets: SecretReader) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.secrets = secrets
+
+    def sinks(self, top: Table) -> tuple[SinkConfig, ...]:
+        """Read every `[[sinks]]` table, in the file's order."""
+        raw = top.data.get("sinks")
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise top.error(
+                "sinks", f"expected an array of tables ([[sinks]]), got {type_name(raw)}"
+            )
+        typed: list[tuple[Table, Literal["log", "jsonl", "webhook", "command"]]] = []
+        for index, item in enumerate(raw):
+            key = f"sinks[{index}]"
+            if not isinstance(item, dict):
+                raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
+            table = Table(self.file, item, key, None)
+            kind = table.choice("type", SINK_TYPES)
+            own = SINK_COMMON_KEYS + SINK_KEYS[kind]
+            for name in item:
+                if name in own:
+                    continue
+                if any(name in keys for keys in SINK_KEYS.values()):
+                    raise table.error(name, f"not a key of a {kind} sink")
+                raise table.error(name, "unknown key")
+            typed.append((table, kind))
+        # Explicit names first, so that a default name steps aside instead of clashing.
+        seen: dict[str, str] = {}
+        explicit = {
+            id(table): unique_name(table, seen) for table, _ in typed if "name" in table.data
+        }
+        sinks = []
+        for table, kind in typed:
+            name = explicit.get(id(table))
+            if name is None:
+                name, number = kind, 2
+                while env_word(name) in seen:
+                    name, number = f"{kind}-{number}", number + 1
+                seen[env_word(name)] = name
+            sinks.append(self.sink(table, kind, name))
+        if not any(kind == "log" for _, kind in typed):
+            # The log sink is always there; without one configured it is the built-in `log`.
+            for table, _ in typed:
+                if env_word(explicit.get(id(table)) or "") == env_word("log"):
+                    raise table.error(
+                        "name",
+                        "'log' is the name of the built-in log sink; choose another name",
+                    )
+        return tuple(sinks)
+
+    def sink(
+        self,
+        table: Table,
+        kind: Literal["log", "jsonl", "webhook", "command"],
+        name: str,
+    ) -> SinkConfig:
+        """Read one sink's table as the config type of its kind."""
+        specific: SinkConfig
+        if kind == "jsonl":
+            specific = JsonlSinkConfig(name=name, path=self.base_dir / table.string("path"))
+        elif kind == "webhook":
+            env = [f"RECONCILER_SINK_{env_word(name)}_SECRET"]
+            specific = WebhookSinkConfig(
+                name=name,
+                url=table.url("url"),
+                secret=self.secrets.required(
+                    table, "secret", env, [f"sink-{name}-secret"], webhook_secret_problem
+                ),
+            )
+        elif kind == "command":
+            specific = CommandSinkConfig(name=name, command=self.command(table))
+        else:
+            specific = LogSinkConfig(name=name)
+        timeout = table.duration("timeout", "15s", positive=True)
+        retry_min, retry_max = table.duration_range("retry_min", "5s", "retry_max", "1h")
+        return replace(
+            specific,
+            timeout_s=timeout,
+            retry_min_s=retry_min,
+            retry_max_s=retry_max,
+            max_age_s=table.duration("max_age", "3d", positive=True),
+        )
+
+    def command(self, table: Table) -> tuple[str, ...]:
+        """Read a command sink's argv: a non-empty list of strings, the program not empty."""
+        value = table.data.get("command")
+        if value is None:
+            raise table.error("command", "required")
+        if not isinstance(value, list):
+            raise table.error(
+                "command", f"expected a list of strings (argv), got {type_name(value)}"
+            )
+        if not value:
+            raise table.error("command", "must not be empty")
+        for index, arg in enumerate(value):
+            if not isinstance(arg, str):
+                raise table.error(f"command[{index}]", f"expected a string, got {type_name(arg)}")
+        if not value[0]:
+            raise table.error("command[0]", "must not be empty")
+        return tuple(value)
