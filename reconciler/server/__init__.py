@@ -9,16 +9,8 @@ from __future__ import annotations
 
 from .debounce import CALL_TIMEOUT_S, MAX_KEYS, Debouncer, Trigger
 from .health import Health, SourceHealth, health_document
-from .receiver import (
-    DEBOUNCER,
-    MAX_HINTS,
-    MAX_PENDING_HINTS,
-    NotificationHub,
-    Receiver,
-    build_app,
-    extract_ccnow_ids,
-    parse_notify_path,
-)
+from .notification_request import MAX_HINTS, extract_ccnow_ids, parse_notify_path
+from .receiver import DEBOUNCER, MAX_PENDING_HINTS, NotificationHub, Receiver, build_app
 
 __all__ = [
     "CALL_TIMEOUT_S",

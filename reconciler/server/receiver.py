@@ -13,10 +13,8 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
-from urllib.parse import unquote, unquote_plus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,7 +22,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..config import ReceiverConfig, Secret
 from ..logs import fields
 from ..metrics import Metrics
-from ..model import InvalidOrderId, normalize_ccnow_id, validate_ccv_id
+from ..model import InvalidOrderId, validate_ccv_id
 from ..notify import Kind, verify
 from ..store import StoreError
 from .connections import ConnectionLimits
@@ -39,14 +37,18 @@ from .http import (
     read_at_most,
     read_body,
 )
+from .notification_request import (
+    CCNowPath,
+    CCVPath,
+    decode_segment,
+    extract_ccnow_ids,
+    parse_notify_path,
+)
 
 log = logging.getLogger("reconciler.server")
 
-MAX_HINTS = 100  # CCNow order ids taken from one notification
 MAX_PENDING_HINTS = 1_000  # CCNow order ids per account waiting for the next poll
 
-# Hints are ASCII digits; re.ASCII keeps \d from matching other scripts' digits.
-_CCNOW_ID_HINT = re.compile(r"\b\d{3}-?\d{2}-?\d{4}\b", re.ASCII)
 # notify.signature: 16 bytes, URL-safe base64 without padding.
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{22}")
 _KINDS: dict[str, Kind] = {"order": "order", "ref": "ref"}
@@ -74,63 +76,6 @@ class NotificationHub(Protocol):
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store (followed orders, backlog)."""
         ...
-
-
-# --- request parsing --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _CCVPath:
-    """`.../notify/ccv/{account}/{kind}/{value}/{sig}`, segments still percent-encoded."""
-
-    account: str
-    kind: str
-    value: str
-    sig: str
-
-
-@dataclass(frozen=True, slots=True)
-class _CCNowPath:
-    """`.../notify/ccnow/{account}/{token}`, segments still percent-encoded."""
-
-    account: str
-    token: str
-
-
-def parse_notify_path(raw_path: str) -> _CCVPath | _CCNowPath | None:
-    """Match a raw request path by its last segments, whatever prefix a proxy left in front."""
-    segments = raw_path.partition("?")[0].split("/")
-    if len(segments) >= 7 and segments[-6] == "notify" and segments[-5] == "ccv":
-        return _CCVPath(*segments[-4:])
-    if len(segments) >= 5 and segments[-4] == "notify" and segments[-3] == "ccnow":
-        return _CCNowPath(*segments[-2:])
-    return None
-
-
-def _decode(segment: str) -> str | None:
-    """Percent-decode one path segment once; None when empty or not valid UTF-8."""
-    try:
-        text = unquote(segment, errors="strict")
-        # Raw non-UTF-8 bytes in the request line arrive as lone surrogates.
-        text.encode("utf-8")
-    except UnicodeError:
-        return None
-    return text or None
-
-
-def extract_ccnow_ids(body: bytes) -> list[str]:
-    """Return the CCNow order ids that appear in a notification body (form, JSON or text)."""
-    text = body.decode("utf-8", errors="replace")
-    texts = [text]
-    if "%" in text or "+" in text:
-        texts.append(unquote_plus(text, errors="replace"))
-    found: dict[str, None] = {}
-    for chunk in texts:
-        for match in _CCNOW_ID_HINT.finditer(chunk):
-            found[normalize_ccnow_id(match[0])] = None
-            if len(found) >= MAX_HINTS:
-                return list(found)
-    return list(found)
 
 
 class _Rejected(Exception):
@@ -221,15 +166,19 @@ class _Handler:
         target = parse_notify_path(path)
         if target is None:
             raise _Rejected(404, "no_route")
-        source = "ccv" if isinstance(target, _CCVPath) else "ccnow"
+        source = "ccv" if isinstance(target, CCVPath) else "ccnow"
         if request.method != "POST":
             raise _Rejected(405, "method", source=source, headers={"Allow": "POST"})
-        if isinstance(target, _CCVPath):
+        if isinstance(target, CCVPath):
             return await self.ccv(request, target, received_at)
         return await self.ccnow(request, target, received_at)
 
-    async def ccv(self, request: web.Request, target: _CCVPath, received_at: float) -> web.Response:
-        account, raw_kind, value = _decode(target.account), target.kind, _decode(target.value)
+    async def ccv(self, request: web.Request, target: CCVPath, received_at: float) -> web.Response:
+        account, raw_kind, value = (
+            decode_segment(target.account),
+            target.kind,
+            decode_segment(target.value),
+        )
         kind = _KINDS.get(raw_kind)
         if account is None or account not in self.ccv_accounts:
             raise _Rejected(404, "unknown_account", source="ccv")
@@ -256,9 +205,9 @@ class _Handler:
         return self.accept(key, call, received_at, source="ccv", account=account, kind=kind, **what)
 
     async def ccnow(
-        self, request: web.Request, target: _CCNowPath, received_at: float
+        self, request: web.Request, target: CCNowPath, received_at: float
     ) -> web.Response:
-        account, token = _decode(target.account), _decode(target.token)
+        account, token = decode_segment(target.account), decode_segment(target.token)
         expected = self.ccnow_tokens.get(account) if account is not None else None
         if account is None or expected is None:
             raise _Rejected(404, "unknown_account", source="ccnow")
