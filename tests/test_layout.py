@@ -35,6 +35,13 @@ def test_the_top_holds_the_rooms_of_the_design_and_shared_utilities_only() -> No
     assert {p.stem for p in PACKAGE.glob("*.py")} == ROOT_MODULES
 
 
+def test_no_module_is_longer_than_400_lines() -> None:
+    lengths = {
+        str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")
+    }
+    assert {path: n for path, n in lengths.items() if n > 400} == {}
+
+
 def test_the_dispatcher_is_delivery_and_sinks_only_deliver() -> None:
     assert (PACKAGE / "delivery.py").is_file()
     sinks = {p.name for p in (PACKAGE / "sinks").glob("*.py")}
