@@ -15,13 +15,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from reconciler import delivery
 from reconciler.config import Config, load_config
 from reconciler.config import LogSinkConfig as SinkConfig
 from reconciler.delivery import Delivery
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
-from reconciler.sinks import outbox as outbox_module
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
 from reconciler.store import Store
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
@@ -63,7 +63,7 @@ class RecordingSink:
 
 @contextlib.asynccontextmanager
 async def live_outbox(
-    tmp_path: Path, store: Store, *, tick_s: float = outbox_module.TICK_S
+    tmp_path: Path, store: Store, *, tick_s: float = delivery.TICK_S
 ) -> AsyncIterator[tuple[Reconciler, RecordingSink]]:
     """A reconciler whose commits wake a running outbox with one recording sink; the outbox
     reads the store every `tick_s` for other processes' events."""
