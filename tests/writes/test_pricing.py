@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.writes.pricing import Problem, blocking, check_pricing
+from reconciler.writes.pricing import blocking, check_pricing
+from reconciler.writes.pricing_values import Problem
 
 EXAMPLE = json.loads((Path(__file__).parent / "pricing_example.json").read_text())
 
