@@ -5,7 +5,9 @@ time, and each hand-off wakes that thread and then the event loop again. For the
 of an API write (a CCV submit is recorded in one transaction and closed in another) those
 wake-ups, not SQLite, are most of the time on a busy machine. Here the whole transaction runs as
 one function on the thread: the same BEGIN IMMEDIATE ... COMMIT with the same durability
-(synchronous=FULL), all of it committed or none of it.
+(synchronous=FULL), all of it committed or none of it. Someone waits for each such write (the
+caller of a submit, for its answer), so it takes the writer before the batches of a pass that
+wait for it (priority.py), behind at most the one transaction in progress.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
     if store.health.failing:
         # The write that ends a failure episode also records it: the ordinary path does that.
         return await _in_transaction(store, statements)
-    async with store.exclusive() as conn:
+    async with store.exclusive(urgent=True) as conn:
         # aiosqlite runs functions on its thread in order; `_execute` is how its own methods
         # queue theirs (a private method: tests/store/test_oneshot.py fails if it changes).
         # Shielded: a cancelled caller leaves the lock at once, but its transaction is already
@@ -68,7 +70,7 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
 
 
 async def _in_transaction(store: Store, statements: Sequence[Statement]) -> Written:
-    async with store.transaction():
+    async with store.transaction(urgent=True):
         before = store.conn.total_changes
         first_rowid = None
         for i, (sql, parameters) in enumerate(statements):

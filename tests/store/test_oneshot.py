@@ -99,3 +99,30 @@ async def test_a_full_disk_is_a_store_error_and_the_next_write_ends_the_episode(
     assert len(references(store.path)) == 100
     recorded = await store.recorded_failure()
     assert recorded is not None and "full" in recorded.error
+
+
+async def test_it_goes_before_the_batches_waiting_for_the_writer(store: Store) -> None:
+    # A submit's caller waits for its answer; a pass's batch can wait one transaction longer.
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def long_batch() -> None:
+        async with store.transaction():
+            await store.conn.execute(*insert("held"))
+            holding.set()
+            await release.wait()
+
+    async def batch() -> None:
+        async with store.transaction():
+            await store.conn.execute(*insert("batch"))
+
+    first = asyncio.ensure_future(long_batch())
+    await holding.wait()
+    queued = asyncio.ensure_future(batch())
+    await asyncio.sleep(0)  # the batch waits for the writer
+    submit = asyncio.ensure_future(commit_at_once(store, [insert("submit")]))
+    await asyncio.sleep(0)  # and the submit's write after it
+    assert store._write_lock.waiting == 2
+    release.set()
+    await asyncio.gather(first, queued, submit)
+
+    assert references(store.path) == ["held", "submit", "batch"]
