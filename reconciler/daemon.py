@@ -250,6 +250,7 @@ class Daemon:
             receiver=self.config.receiver,
             order_id_fields=api.ccv_order_id_fields if api is not None else ("orderId", "id"),
             on_commit=self.rt.outbox.committed,
+            gate=self.rt.reconciler.hints,
         )
         # Before anything listens: a submit a stopped process left unanswered is never re-sent.
         await submitter.settle_interrupted()

@@ -5,7 +5,9 @@ time, and each hand-off wakes that thread and then the event loop again. For the
 of an API write (a CCV submit is recorded in one transaction and closed in another) those
 wake-ups, not SQLite, are most of the time on a busy machine. Here the whole transaction runs as
 one function on the thread: the same BEGIN IMMEDIATE ... COMMIT with the same durability
-(synchronous=FULL), all of it committed or none of it.
+(synchronous=FULL), all of it committed or none of it. Someone waits for each such write (the
+caller of a submit, for its answer), so it takes the writer before the batches of a pass that
+wait for it (priority.py), behind at most the one transaction in progress.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from .health import is_unusable
 
 Statement = tuple[str, Sequence[object]]
 
+# How much longer than usual (`wal_autocheckpoint`) these writes let the WAL grow before they
+# checkpoint it themselves.
+DEFER_CHECKPOINT = 4
+
 
 class Written(NamedTuple):
     """What a committed transaction did."""
@@ -29,6 +35,21 @@ class Written(NamedTuple):
 
 
 def _run(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written:
+    # SQLite checkpoints the WAL inside the commit that takes it past `wal_autocheckpoint` pages:
+    # for a submit (about 11 pages) every 90th or so, 1-5 ms more on a disk while its caller
+    # waits. That is left to the other writers (a pass's batch, a sink's record: every
+    # submitted order is checked within seconds); only a WAL DEFER_CHECKPOINT times as long,
+    # when nothing else committed meanwhile, is checkpointed here. The setting is the
+    # connection's: the next transaction has the usual one again.
+    limit = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    conn.execute(f"PRAGMA wal_autocheckpoint = {limit * DEFER_CHECKPOINT:d}")
+    try:
+        return _transaction(conn, statements)
+    finally:
+        conn.execute(f"PRAGMA wal_autocheckpoint = {limit:d}")
+
+
+def _transaction(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written:
     before = conn.total_changes
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -51,7 +72,7 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
     if store.health.failing:
         # The write that ends a failure episode also records it: the ordinary path does that.
         return await _in_transaction(store, statements)
-    async with store.exclusive() as conn:
+    async with store.exclusive(urgent=True) as conn:
         # aiosqlite runs functions on its thread in order; `_execute` is how its own methods
         # queue theirs (a private method: tests/store/test_oneshot.py fails if it changes).
         # Shielded: a cancelled caller leaves the lock at once, but its transaction is already
@@ -68,7 +89,7 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
 
 
 async def _in_transaction(store: Store, statements: Sequence[Statement]) -> Written:
-    async with store.transaction():
+    async with store.transaction(urgent=True):
         before = store.conn.total_changes
         first_rowid = None
         for i, (sql, parameters) in enumerate(statements):

@@ -96,6 +96,10 @@ async def succeed(
     now: float,
 ) -> None:
     """Close a submission as succeeded and track its order in the same transaction."""
+    # Durable (synchronous=FULL) before the caller's answer, though that costs an fsync on the
+    # submit's path: lost to a power cut, the submission would come back `sending`, hence
+    # `uncertain`, and nothing could track the order by itself (CCV's notifications carry no
+    # order id), while the caller holds a 201 that says it is followed.
     statements = [_close(sub_id, "succeeded", http_status, None, now, order_id)]
     if order_id is not None:
         statements.append(store.orders.track_statement("ccv", account, order_id, reference, now))

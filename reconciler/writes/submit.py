@@ -9,6 +9,7 @@ first notification for the reference or by `track ccv ID --ref REF`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import aiohttp
 
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.events import submit_uncertain_event
+from reconciler.hint_gate import HintGate
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, known_statuses, reference_problem, validate_ccv_id
 from reconciler.notify import notification_url
@@ -172,6 +174,7 @@ class Submitter:
         order_id_fields: Sequence[str] = ("orderId", "id"),
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        gate: HintGate | None = None,
     ) -> None:
         self.store = store
         self.session = session
@@ -180,9 +183,17 @@ class Submitter:
         self.order_id_fields = tuple(order_id_fields)
         self.on_commit = on_commit
         self.clock = clock
+        # The daemon's passes give way while a submit runs, as for a notification's check: the
+        # caller waits on its answer, and a pass over many orders (the just-submitted ones' first
+        # checks among them) would otherwise share the event loop and the writer with it.
+        self.gate = gate
 
     async def submit(self, account: str, body: object) -> Result:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
+        with self.gate.running() if self.gate is not None else contextlib.nullcontext():
+            return await self._submit(account, body)
+
+    async def _submit(self, account: str, body: object) -> Result:
         cfg = self.accounts.get(account)
         if cfg is None:
             raise BadSubmission("account", f"no CCV account named {account!r}", 404)

@@ -99,3 +99,59 @@ async def test_a_full_disk_is_a_store_error_and_the_next_write_ends_the_episode(
     assert len(references(store.path)) == 100
     recorded = await store.recorded_failure()
     assert recorded is not None and "full" in recorded.error
+
+
+async def test_it_goes_before_the_batches_waiting_for_the_writer(store: Store) -> None:
+    # A submit's caller waits for its answer; a pass's batch can wait one transaction longer.
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def long_batch() -> None:
+        async with store.transaction():
+            await store.conn.execute(*insert("held"))
+            holding.set()
+            await release.wait()
+
+    async def batch() -> None:
+        async with store.transaction():
+            await store.conn.execute(*insert("batch"))
+
+    first = asyncio.ensure_future(long_batch())
+    await holding.wait()
+    queued = asyncio.ensure_future(batch())
+    await asyncio.sleep(0)  # the batch waits for the writer
+    submit = asyncio.ensure_future(commit_at_once(store, [insert("submit")]))
+    await asyncio.sleep(0)  # and the submit's write after it
+    assert store._write_lock.waiting == 2
+    release.set()
+    await asyncio.gather(first, queued, submit)
+
+    assert references(store.path) == ["held", "submit", "batch"]
+
+
+async def test_it_leaves_the_wal_checkpoint_to_the_other_writers(store: Store) -> None:
+    # A WAL past the auto-checkpoint size (20 pages here), not yet copied into the database.
+    await store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    await store.conn.execute("PRAGMA wal_autocheckpoint = 0")
+    async with store.transaction():
+        for n in range(12):  # about two pages each, the row and its index entry
+            await store.conn.execute(*insert(f"{n:03000d}"))
+    await store.conn.execute("PRAGMA wal_autocheckpoint = 20")
+    copied = store.path.read_bytes()
+
+    await commit_at_once(store, [insert("submit")])
+    assert store.path.read_bytes() == copied  # the submit's caller did not wait for a checkpoint
+    async with store.transaction():  # the next ordinary write checkpoints, as before
+        await store.conn.execute(*insert("batch"))
+    assert store.path.read_bytes() != copied
+    assert references(store.path)[-2:] == ["submit", "batch"]
+
+
+async def test_it_checkpoints_a_wal_that_nothing_else_checkpointed(store: Store) -> None:
+    await store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    await store.conn.execute("PRAGMA wal_autocheckpoint = 5")  # deferred up to 20 pages
+    copied = store.path.read_bytes()
+    for n in range(30):
+        await commit_at_once(store, [insert(f"{n:03000d}")])
+    assert store.path.read_bytes() != copied
+    rows = await store.conn.execute_fetchall("PRAGMA wal_autocheckpoint")
+    assert next(iter(rows))[0] == 5  # the connection's own setting is back
