@@ -24,10 +24,10 @@ import aiohttp
 
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.events import submit_uncertain_event
-from reconciler.hint_gate import HintGate
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, known_statuses, reference_problem, validate_ccv_id
 from reconciler.notify import notification_url
+from reconciler.passes.hint_gate import HintGate
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
