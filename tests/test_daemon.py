@@ -16,6 +16,7 @@ from tests.conftest import (
     call_cli,
     cli_env,
     daemon,
+    daemon_here,
     poll_until,
     read_events,
     run_cli,
@@ -105,9 +106,9 @@ async def test_second_run_exits_75(
     with NotifySocket.abstract() as sock:
         async with daemon(cfg, cli_env(**sock.env())) as proc:
             await sock.wait_for_async("READY", "1", timeout_s=20)
-            second = await call_cli("--config", cfg, "run")
-            assert second.code == 75
-            assert "in use" in second.stderr
+            async with daemon_here(cfg) as second:
+                assert await second.wait() == 75
+            assert "in use" in (tmp_path / "daemon.log").read_text().splitlines()[-1]
             proc.send_signal(signal.SIGINT)
             assert await asyncio.wait_for(proc.wait(), 10) == 0
 
@@ -125,12 +126,11 @@ async def test_receiver_port_in_use_is_one_line_and_exit_75(
             extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\n'
             f'public_url = "http://127.0.0.1:{port}"\n',
         )
-        result = await call_cli(
-            "--config", cfg, "run", env=cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)
-        )
-    assert result.code == 75
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+        async with daemon_here(cfg, cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)) as run:
+            assert await run.wait() == 75
+    stderr = (tmp_path / "daemon.log").read_text()
+    assert f"cannot listen on 127.0.0.1:{port}" in stderr
+    assert "Traceback" not in stderr and "Warning" not in stderr
 
 
 def _ready_line(log: Path) -> dict[str, object] | None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
+    Result,
     call_cli,
     cli_env,
     daemon,
@@ -22,6 +23,7 @@ from tests.conftest import (
 from tests.fake_providers import FakeCCNow, FakeCCV
 
 ORDER = "3c2b1a00-0000-4000-8000-000000000001"
+ORDER_2 = "3c2b1a00-0000-4000-8000-000000000002"
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,41 @@ async def test_bad_config_exits_78_with_one_line_and_creates_nothing(
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"config error: {cfg}: {key}:"), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reconciler.toml"]
+
+
+def _comparable(result: Result) -> tuple[int, str, list[dict[str, Any]]]:
+    """A run's exit code, stdout and log lines without what differs run by run (times, ids)."""
+    lines = []
+    for line in result.stderr.splitlines():
+        record = json.loads(line.lstrip("<0123456789>"))
+        lines.append(
+            {**record, "time": "-", "event_id": "-", "event_time": "-", "prefix": line[:3]}
+        )
+    return result.code, result.stdout, lines
+
+
+async def test_the_in_process_cli_says_what_the_process_says(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # call_cli stands in for the process in most tests: it must not drift from it. Warning
+    # level, under journald: event lines still come, at info, with their priority prefixes.
+    fake_ccv.orders = {ORDER: "Failed", ORDER_2: "New"}
+    env = cli_env(JOURNAL_STREAM="8:1234")
+    runs = []
+    for run, where in ((run_cli, tmp_path / "process"), (call_cli, tmp_path / "here")):
+        where.mkdir()
+        cfg = write_config(where, ccv=fake_ccv)
+        assert (await call_cli("--config", cfg, "track", "ccv", ORDER, ORDER_2)).code == 0
+        runs.append(await run("--log-level", "warning", "--config", cfg, "catch-up", env=env))
+    process, here = map(_comparable, runs)
+    assert process == here
+    assert process[0] == 0
+    # At --log-level warning, only the event lines: the Failed order's at error, the other's
+    # at info (events always reach the log).
+    assert sorted((line["message"], line["prefix"]) for line in process[2]) == [
+        ("order.discovered", "<3>"),
+        ("order.discovered", "<6>"),
+    ]
 
 
 async def test_missing_config_file_exits_78(tmp_path: Path) -> None:
