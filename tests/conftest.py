@@ -219,12 +219,18 @@ class DaemonHere:
     """A daemon running in this loop (see daemon_here)."""
 
     task: asyncio.Task[int]
+    stopping: asyncio.Event
     waited: bool = False
 
     async def wait(self) -> int:
         """Return the daemon's exit code once it has stopped."""
         self.waited = True
         return await asyncio.shield(self.task)
+
+    async def stop(self) -> int:
+        """Stop the daemon as SIGTERM would and return its exit code."""
+        self.stopping.set()
+        return await self.wait()
 
 
 @contextlib.asynccontextmanager
@@ -249,7 +255,7 @@ async def daemon_here(cfg: Path, env: Mapping[str, str] | None = None) -> AsyncI
             except Exception as exc:
                 return cli.exit_code(exc, log)
 
-        handle = DaemonHere(asyncio.ensure_future(run()))
+        handle = DaemonHere(asyncio.ensure_future(run()), stop)
         try:
             yield handle
         finally:

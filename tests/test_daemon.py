@@ -19,7 +19,6 @@ from tests.conftest import (
     daemon_here,
     poll_until,
     read_events,
-    run_cli,
     write_config,
 )
 from tests.fake_providers import FakeCCNow, FakeCCV
@@ -161,7 +160,7 @@ async def test_an_unknown_event_loop_is_a_configuration_error(
     daemon_setup: tuple[Path, FakeCCV, FakeCCNow],
 ) -> None:
     cfg, _, _ = daemon_setup
-    result = await run_cli("--config", cfg, "catch-up", env=cli_env(RECONCILER_EVENT_LOOP="tokio"))
+    result = await call_cli("--config", cfg, "catch-up", env=cli_env(RECONCILER_EVENT_LOOP="tokio"))
     assert result.code == 78
     assert "RECONCILER_EVENT_LOOP" in result.stderr and "tokio" in result.stderr
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr

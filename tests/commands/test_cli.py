@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from tests.conftest import (
     Result,
     call_cli,
     cli_env,
-    daemon,
+    daemon_here,
     poll_until,
     read_events,
     run_cli,
@@ -87,7 +86,7 @@ async def test_the_in_process_cli_says_what_the_process_says(
 
 
 async def test_missing_config_file_exits_78(tmp_path: Path) -> None:
-    result = await run_cli("--config", tmp_path / "nope.toml", "orders")
+    result = await call_cli("--config", tmp_path / "nope.toml", "orders")
     assert result.code == 78 and "nope.toml" in result.stderr
 
 
@@ -185,7 +184,7 @@ async def test_journald_priority_prefixes(tmp_path: Path, fake_ccv: FakeCCV) -> 
     fake_ccv.orders = {ORDER: "Failed"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     await call_cli("--config", cfg, "track", "ccv", ORDER)
-    result = await run_cli("--config", cfg, "catch-up", env=cli_env(JOURNAL_STREAM="8:1234"))
+    result = await call_cli("--config", cfg, "catch-up", env=cli_env(JOURNAL_STREAM="8:1234"))
     event_lines = [line for line in result.stderr.splitlines() if "order.discovered" in line]
     assert event_lines and event_lines[0].startswith('<3>{"time"')  # Failed is an error
     plain = await call_cli("--config", cfg, "events")
@@ -279,7 +278,7 @@ async def test_argument_that_is_not_utf8_exits_65_naming_it(
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
     # Python hands undecodable argv bytes over as surrogates; fsdecode makes the same str.
-    result = await run_cli("--config", cfg, "track", "ccv", os.fsdecode(b"O-\xff1"))
+    result = await call_cli("--config", cfg, "track", "ccv", os.fsdecode(b"O-\xff1"))
     assert result.code == 65, result.stderr
     assert result.stderr.strip() == r"reconciler: error: argument is not valid UTF-8: O-\xff1"
     assert not (tmp_path / "reconciler.db").exists()
@@ -352,9 +351,8 @@ async def test_check_and_run_warn_once_about_a_secret_others_can_read(
     assert "t_key-0123" not in loud.stderr and "MfKQ9r8" not in loud.stderr
 
     log = tmp_path / "daemon.log"
-    async with daemon(cfg, env) as proc:
+    async with daemon_here(cfg, env) as run:
         await poll_until(lambda: "daemon.ready" in log.read_text(), 20, "daemon.ready")
-        proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
+        assert await run.stop() == 0
     warnings = _readable_warnings(log.read_text())
     assert sorted(w["file"] for w in warnings) == [str(key_file), str(cfg)]
