@@ -76,6 +76,9 @@ async def test_the_in_process_cli_says_what_the_process_says(
         runs.append(await run("--log-level", "warning", "--config", cfg, "catch-up", env=env))
     process, here = map(_comparable, runs)
     assert process == here
+    # And a usage error: argparse's exit code and text, as the process gives them.
+    usage = [await run("--config", "x.toml", "frobnicate") for run in (run_cli, call_cli)]
+    assert usage[0] == usage[1] and usage[0].code == 2 and "frobnicate" in usage[0].stderr
     assert process[0] == 0
     # At --log-level warning, only the event lines: the Failed order's at error, the other's
     # at info (events always reach the log).
@@ -92,7 +95,7 @@ async def test_missing_config_file_exits_78(tmp_path: Path) -> None:
 
 async def test_usage_errors_exit_2(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "frobnicate")).code == 2
+    assert (await call_cli("--config", cfg, "frobnicate")).code == 2
     assert (await call_cli("--config", cfg, "track", "ccv")).code == 2  # no ids, no file
     assert (await call_cli("--config", cfg, "track", "ccv", "a", "b", "--ref", "R")).code == 2
     assert (await call_cli("--config", cfg, "events", "--since", "yesterday")).code == 2
