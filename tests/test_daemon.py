@@ -1,4 +1,5 @@
-"""`reconciler run` as a real subprocess: sd_notify protocol, lock contention, clean stop."""
+"""`reconciler run`: sd_notify, signals and the event loop in a real subprocess; lock contention
+and start failures in-process (daemon_here runs the same start)."""
 
 from __future__ import annotations
 
@@ -109,13 +110,14 @@ async def test_second_run_exits_75(
 ) -> None:
     cfg, _, _ = daemon_setup
     with NotifySocket.abstract() as sock:
-        async with daemon(cfg, cli_env(**sock.env())) as proc:
+        async with daemon_here(cfg, cli_env(**sock.env())) as first:
             await sock.wait_for_async("READY", "1", timeout_s=20)
             async with daemon_here(cfg) as second:
                 assert await second.wait() == 75
-            assert "in use" in (tmp_path / "daemon.log").read_text().splitlines()[-1]
-            proc.send_signal(signal.SIGINT)
-            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            log = (tmp_path / "daemon.log").read_text().splitlines()
+            [refused] = [line for line in log if "in use" in line]
+            assert refused.startswith("reconciler: store ")  # the one line of exit 75
+            assert await asyncio.wait_for(first.stop(), 10) == 0
 
 
 async def test_receiver_port_in_use_is_one_line_and_exit_75(
@@ -156,7 +158,7 @@ async def test_the_event_loop_is_uvloop_unless_asked_otherwise(
     log = tmp_path / "daemon.log"
     async with daemon(cfg, cli_env(RECONCILER_EVENT_LOOP=choice)) as proc:
         await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     ready = _ready_line(log)
     assert ready is not None and ready["event_loop"] == (choice or "uvloop")
