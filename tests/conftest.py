@@ -197,7 +197,9 @@ async def call_cli(
     """Run a command as `run_cli` does, but in this process: the console script's own entry
     function (`cli.run`: parsing, logging set up and put back, exit codes, its own event loop)
     on a worker thread, while this loop keeps serving the fakes. Saves starting an interpreter
-    where the process itself is not what is tested."""
+    where the process itself is not what is tested. Signal handlers cannot be installed off the
+    main thread: `run` goes through daemon_here, and `sandbox` and `demo` only as far as a
+    refusal before their loop starts."""
     out, err = io.StringIO(), io.StringIO()
     argv = [str(a) for a in args]
     # Commands print to sys.stdout / sys.stderr and read sys.stdin, so those are swapped for
