@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reconciler import cli
 from tests.conftest import (
     Result,
     call_cli,
@@ -86,6 +89,18 @@ async def test_the_in_process_cli_says_what_the_process_says(
         ("order.discovered", "<3>"),
         ("order.discovered", "<6>"),
     ]
+
+
+def test_a_command_line_run_in_a_longer_lived_process_leaves_its_logging_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # cli.run is the console script's body; a program (or test) calling it keeps its logging.
+    loggers = [logging.getLogger(n) for n in ("reconciler", "reconciler.events", "aiohttp")]
+    before = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    stream = io.StringIO()
+    argv = ["--log-level", "debug", "--config", str(tmp_path / "reconciler.toml"), "orders"]
+    assert cli.run(argv, log_stream=stream) == 78
+    assert [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers] == before
 
 
 async def test_missing_config_file_exits_78(tmp_path: Path) -> None:
