@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from . import __version__, eventloop
 from .commands.catch_up import catch_up_command
@@ -35,7 +36,7 @@ from .exits import (
     TempFailure,
     UsageError,
 )
-from .logs import LEVELS, setup_logging
+from .logs import LEVELS, logging_set_up
 from .model import SOURCES
 from .store import StoreError, StoreLocked
 
@@ -247,14 +248,22 @@ def undecodable_argument(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `reconciler` console script."""
-    argv = sys.argv[1:] if argv is None else argv
+    sys.exit(run(sys.argv[1:] if argv is None else argv))
+
+
+def run(argv: Sequence[str], *, log_stream: TextIO | None = None) -> int:
+    """Run one command line and return its exit code: all the console script does but exit.
+    Log lines go to `log_stream` (default stderr); logging is put back as it was at the end."""
     bad = undecodable_argument(argv)
     if bad is not None:
         print(f"reconciler: error: argument is not valid UTF-8: {bad}", file=sys.stderr)
-        sys.exit(EX_DATAERR)
-    args = parse_args(argv)
-    setup_logging(args.log_level)
-    sys.exit(run_command(args))
+        return EX_DATAERR
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse has printed
+        return exc.code if isinstance(exc.code, int) else EX_USAGE
+    with logging_set_up(args.log_level, log_stream):
+        return run_command(args)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -295,9 +304,12 @@ def without_config(args: argparse.Namespace) -> Callable[[argparse.Namespace], i
     return None
 
 
-async def config_command(args: argparse.Namespace) -> int:
-    """Load the config and run a command that needs it, in the running loop."""
+async def config_command(args: argparse.Namespace, *, stop: asyncio.Event | None = None) -> int:
+    """Load the config and run a command that needs it, in the running loop. `stop` ends
+    `run` in place of its signal handlers (a daemon embedded in another program's loop)."""
     config = load_config(config_path(args.config))
+    if args.command == "run":
+        return await daemon_command(config, args, stop=stop)
     return await _COMMANDS[args.command](config, args)
 
 
@@ -311,12 +323,12 @@ _FAILURES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, int],
 )
 
 
-def exit_code(exc: Exception) -> int:
-    """Say why a command failed (an unexpected error with its traceback) and return its exit
-    code."""
+def exit_code(exc: Exception, stderr: TextIO | None = None) -> int:
+    """Say why a command failed on `stderr` (default sys.stderr; an unexpected error is logged
+    with its traceback) and return its exit code."""
     for kinds, prefix, code in _FAILURES:
         if isinstance(exc, kinds):
-            print(f"{prefix}{exc}", file=sys.stderr)
+            print(f"{prefix}{exc}", file=stderr or sys.stderr)
             return code
     log.critical("unexpected error", exc_info=exc)
     return EX_SOFTWARE

@@ -288,29 +288,33 @@ class Daemon:
 
 
 async def run_daemon(
-    config: Config, *, integrity_check_max_bytes: int = INTEGRITY_CHECK_MAX_BYTES
+    config: Config,
+    *,
+    integrity_check_max_bytes: int = INTEGRITY_CHECK_MAX_BYTES,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the service until SIGTERM or SIGINT; return the exit code. A store of up to
+    """Run the service until SIGTERM or SIGINT, or until `stop` is set when given (then no
+    signal handler is installed); return the exit code. A store of up to
     `integrity_check_max_bytes` is checked before anything runs."""
     notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
+    signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
+    stopping = asyncio.Event() if stop is None else stop
 
     def on_signal(signum: int) -> None:
-        if stop.is_set():
+        if stopping.is_set():
             log.warning("daemon.force_exit", extra=fields(signal=signal.Signals(signum).name))
             raise SystemExit(1)
         log.info("daemon.signal", extra=fields(signal=signal.Signals(signum).name))
-        stop.set()
+        stopping.set()
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         async with Runtime(config) as rt:
             await check_store(rt.store, max_bytes=integrity_check_max_bytes)
-            rt.store.health.watch(on_corrupt=stop.set)
-            await Daemon(config, rt, notifier).serve(stop)
+            rt.store.health.watch(on_corrupt=stopping.set)
+            await Daemon(config, rt, notifier).serve(stopping)
             episode = rt.store.health.current
             if episode is not None and episode.kind == "corrupt":
                 raise StoreError(f"cannot use database {rt.store.path}: {episode.error}")

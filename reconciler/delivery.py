@@ -105,10 +105,12 @@ class Delivery:
         *,
         clock: Callable[[], float] = time.time,
         tick_s: float = TICK_S,
+        hint_batch: int = HINT_BATCH,
     ) -> None:
         self.store = store
         self.clock = clock
         self.tick_s = tick_s
+        self.hint_batch = hint_batch  # events per batch while a notification is checked
         self.lanes = [_Lane(sink, cfg) for sink, cfg in sinks]
         if tuple(cfg.name for _, cfg in sinks) != store.events.sinks:
             # Events would wait for a sink without a lane, or a lane for events never queued.
@@ -197,7 +199,7 @@ class Delivery:
             return lane.paused_until - now
         name = lane.config.name
         hinted = self.hints is not None and self.hints.in_flight > 0
-        due = await self.store.outbox.due(name, now, HINT_BATCH if hinted else BATCH)
+        due = await self.store.outbox.due(name, now, self.hint_batch if hinted else BATCH)
         rows = due.rows
         if not rows:
             return None if due.next_at is None else max(due.next_at - now, 0.001)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from .json_text import iso_time, lenient_json
@@ -87,8 +88,30 @@ def is_journal(handler: logging.Handler) -> bool:
     return isinstance(handler.formatter, JsonFormatter) and handler.formatter.journal
 
 
+# The loggers setup_logging configures (the events logger only by its level).
+_CONFIGURED = ("reconciler", "reconciler.events", "aiohttp", "asyncio", "apscheduler")
+
+
+@contextlib.contextmanager
+def logging_set_up(level: str = "info", stream: TextIO | None = None) -> Iterator[None]:
+    """Set logging up as `setup_logging` does for the block, then put it back as it was: a
+    command run inside a longer-lived process (a test) leaves no handler behind."""
+    kept = [
+        (logger, logger.handlers[:], logger.level, logger.propagate)
+        for logger in map(logging.getLogger, _CONFIGURED)
+    ]
+    setup_logging(level, stream)
+    try:
+        yield
+    finally:
+        for logger, handlers, kept_level, propagate in kept:
+            logger.handlers[:], logger.propagate = handlers, propagate
+            logger.setLevel(kept_level)
+
+
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """Send every `reconciler` log record to stderr as JSON lines at `level`."""
+    """Send every `reconciler` log record to `stream` (default stderr) as JSON lines at
+    `level`."""
     journal = bool(os.environ.get("JOURNAL_STREAM"))
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(journal=journal))

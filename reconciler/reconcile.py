@@ -14,7 +14,7 @@ from .diff import diff
 from .events import Event
 from .logs import fields
 from .model import Observation, Outcome, Via
-from .passes.batcher import BATCH_ROWS, PENDING_BATCHES
+from .passes.batcher import BATCH_ROWS, HINT_ROWS, PENDING_BATCHES
 from .passes.hint_gate import HintGate
 from .passes.report import PassReport
 from .schedule import plan, stuck_event
@@ -42,10 +42,12 @@ class Reconciler:
         on_events: Callable[[Sequence[Event]], None] = lambda events: None,
         batch_rows: int = BATCH_ROWS,
         pending_batches: int = PENDING_BATCHES,
+        hint_rows: int = HINT_ROWS,
     ) -> None:
         self.config = config
         self.batch_rows = batch_rows  # observations per transaction
         self.pending_batches = pending_batches  # full batches queued before workers wait
+        self.hint_rows = hint_rows  # observations per transaction while a hint is checked
         self.store = store
         self.clock = clock
         self.on_commit = on_commit

@@ -7,7 +7,6 @@ import contextlib
 import contextvars
 import io
 import json
-import logging
 import os
 import socket
 import sys
@@ -20,11 +19,7 @@ from typing import Any, TextIO
 import pytest
 
 from reconciler import cli
-from reconciler.config import load_config
-from reconciler.daemon import Daemon, check_store
-from reconciler.logs import JsonFormatter
-from reconciler.runtime import Runtime
-from reconciler.systemd import Notifier
+from reconciler.logs import logging_set_up
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,43 +150,35 @@ def environ(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(kept)
 
 
-# Where the log lines of the running command or daemon go (see json_log): a context variable,
-# so that a command run beside an in-process daemon, and the tasks it starts, write to its own
-# stderr while the daemon's tasks keep writing to daemon.log.
+# Where the log lines of the running command or daemon go: a context variable, so that a
+# command run beside an in-process daemon, and the tasks and thread it starts, write to its own
+# stderr while the daemon's tasks keep writing to daemon.log (one process, one set of loggers).
 _log_stream: contextvars.ContextVar[TextIO | None] = contextvars.ContextVar(
     "log_stream", default=None
 )
 
 
-class _ContextLog(logging.Handler):
-    """Writes each record as the CLI's JSON line to the stream of the block it was logged in."""
+class _ContextStream(io.StringIO):
+    """The stream the in-process CLI's log handler writes to: the one of the block the record
+    was logged in (see _log_to), else stderr."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter(journal=False))
+    def write(self, text: str) -> int:
+        return (_log_stream.get() or sys.stderr).write(text)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        stream = _log_stream.get()
-        if stream is not None:
-            stream.write(self.format(record) + "\n")
-            stream.flush()
+    def flush(self) -> None:
+        (_log_stream.get() or sys.stderr).flush()
+
+
+_CONTEXT_STREAM = _ContextStream()
 
 
 @contextlib.contextmanager
-def json_log(stream: TextIO, level: str = "info") -> Iterator[None]:
-    """Send the `reconciler` log lines logged in this block (and in the tasks it starts) to
-    `stream` as JSON lines, as the CLI's logging does on stderr."""
-    logger = logging.getLogger("reconciler")
-    handlers, kept_level, propagate = logger.handlers[:], logger.level, logger.propagate
-    logger.handlers[:], logger.propagate = [_ContextLog()], False
-    logger.setLevel(level.upper())
+def _log_to(stream: TextIO) -> Iterator[None]:
     token = _log_stream.set(stream)
     try:
         yield
     finally:
         _log_stream.reset(token)
-        logger.handlers[:], logger.propagate = handlers, propagate
-        logger.setLevel(kept_level)
 
 
 @contextlib.contextmanager
@@ -207,57 +194,77 @@ def _stdin(data: bytes) -> Iterator[None]:
 async def call_cli(
     *args: str | os.PathLike[str], env: Mapping[str, str] | None = None, stdin: bytes = b""
 ) -> Result:
-    """Run a command as `run_cli` does, but in this process and loop: the parsed command's
-    function with the CLI's exit codes, stdout and stderr (log lines as JSON) captured. Saves
-    starting an interpreter where the process itself is not what is tested. A command that
-    needs no config must end before it starts a loop of its own (check-pricing, a refusal)."""
+    """Run a command as `run_cli` does, but in this process: the console script's own entry
+    function (`cli.run`: parsing, logging set up and put back, exit codes, its own event loop)
+    on a worker thread, while this loop keeps serving the fakes. Saves starting an interpreter
+    where the process itself is not what is tested. Signal handlers cannot be installed off the
+    main thread: `run` goes through daemon_here, and `sandbox` and `demo` only as far as a
+    refusal before their loop starts."""
     out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
+    # Commands print to sys.stdout / sys.stderr and read sys.stdin, so those are swapped for
+    # the call (process-wide; restored on leaving the block); log lines take the stream
+    # injected through `cli.run` instead.
     with (
         environ(env if env is not None else cli_env()),
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
         _stdin(stdin),
+        _log_to(err),
     ):
-        try:
-            parsed = cli.parse_args([str(a) for a in args])
-        except SystemExit as exc:  # argparse: --help, or a usage error
-            return Result(int(exc.code or 0), out.getvalue(), err.getvalue())
-        with json_log(err, parsed.log_level):
-            try:
-                command = cli.without_config(parsed)
-                if command is not None:
-                    code = command(parsed)
-                else:
-                    code = await cli.config_command(parsed)
-            except Exception as exc:
-                code = cli.exit_code(exc)
+        code = await asyncio.to_thread(cli.run, argv, log_stream=_CONTEXT_STREAM)
     return Result(code, out.getvalue(), err.getvalue())
 
 
+@dataclass
+class DaemonHere:
+    """A daemon running in this loop (see daemon_here)."""
+
+    task: asyncio.Task[int]
+    stopping: asyncio.Event
+    waited: bool = False
+
+    async def wait(self) -> int:
+        """Return the daemon's exit code once it has stopped."""
+        self.waited = True
+        return await asyncio.shield(self.task)
+
+    async def stop(self) -> int:
+        """Stop the daemon as SIGTERM would and return its exit code."""
+        self.stopping.set()
+        return await self.wait()
+
+
 @contextlib.asynccontextmanager
-async def daemon_here(cfg: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Daemon]:
-    """Run the daemon of `reconciler run` in this loop for the block, its log lines in
-    `daemon.log` beside the config and sd_notify to $NOTIFY_SOCKET of `env` (as `daemon`
-    does), without its signal handlers; stopped cleanly at the end."""
-    env = env if env is not None else cli_env()
-    with environ(env):
-        config = load_config(cfg)
+async def daemon_here(cfg: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[DaemonHere]:
+    """Run `reconciler run` in this loop for the block as the console script runs it (config,
+    start checks, exit code and its line), its log lines and that line in `daemon.log` beside
+    the config, sd_notify to $NOTIFY_SOCKET of `env`, `env` as the environment for the block;
+    stopped by an event at the end instead of a signal. A daemon that stops with a code other
+    than 0 fails the test, unless the block awaited the code (`wait`)."""
+    args = cli.parse_args(["--config", str(cfg), "run"])
     stop = asyncio.Event()
-    notifier = Notifier.from_environ(env)
-    with (cfg.parent / "daemon.log").open("a") as log, json_log(log):
+    with (
+        environ(env if env is not None else cli_env()),
+        (cfg.parent / "daemon.log").open("a") as log,
+        logging_set_up(args.log_level, _CONTEXT_STREAM),
+        _log_to(log),
+    ):
+
+        async def run() -> int:
+            try:
+                return await cli.config_command(args, stop=stop)
+            except Exception as exc:
+                return cli.exit_code(exc, log)
+
+        handle = DaemonHere(asyncio.ensure_future(run()), stop)
         try:
-            async with Runtime(config) as rt:
-                await check_store(rt.store)
-                rt.store.health.watch(on_corrupt=stop.set)
-                service = Daemon(config, rt, notifier)
-                serving = asyncio.ensure_future(service.serve(stop))
-                try:
-                    yield service
-                finally:
-                    stop.set()
-                    await serving
+            yield handle
         finally:
-            notifier.close()
+            stop.set()
+            code = await handle.task
+    if code != 0 and not handle.waited:
+        raise AssertionError(f"the daemon exited {code}: {(cfg.parent / 'daemon.log')}")
 
 
 async def spawn(

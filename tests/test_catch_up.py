@@ -1,5 +1,5 @@
-"""`reconciler catch-up` end to end: the CLI as a subprocess against loopback fakes. The pass
-rules behind it are tested in-process in tests/poller/."""
+"""`reconciler catch-up` end to end: the CLI (in-process, see call_cli) against loopback fakes.
+The pass rules behind it are tested with fake clients in tests/poller/."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env, read_events, run_cli, write_config
+from tests.conftest import call_cli, cli_env, read_events, write_config
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply
 
 CCV_IDS = [f"0b7c1f3e-0000-4000-8000-{n:012d}" for n in range(1, 6)]
@@ -30,10 +30,10 @@ async def test_discovery_then_transitions_then_silence(
     fake_ccv.refs = {CCV_IDS[0]: "ref-1"}
     fake_ccnow.orders = {"396-10-1142": "pending", "397-10-1159": "pending"}
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS[1:])).code == 0
-    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0], "--ref", "ref-1")).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS[1:])).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", CCV_IDS[0], "--ref", "ref-1")).code == 0
 
-    first = await run_cli("--config", cfg, "catch-up")
+    first = await call_cli("--config", cfg, "catch-up")
     assert first.code == 0, first.stderr
     events = read_events(tmp_path)
     assert kinds(events) == sorted(
@@ -47,7 +47,7 @@ async def test_discovery_then_transitions_then_silence(
     # Changes on both sides: one CCV order completes, one CCNow order leaves the pending list.
     fake_ccv.orders[CCV_IDS[2]] = "Completed"
     fake_ccnow.orders["396-10-1142"] = "mark_shipped"
-    second = await run_cli("--config", cfg, "catch-up")
+    second = await call_cli("--config", cfg, "catch-up")
     assert second.code == 0, second.stderr
     new = read_events(tmp_path)[len(events) :]
     assert kinds(new) == sorted(
@@ -60,12 +60,12 @@ async def test_discovery_then_transitions_then_silence(
 
     # Nothing changed: nothing emitted; the completed order is not polled again.
     before = len(fake_ccv.requests_for(CCV_IDS[2]))
-    third = await run_cli("--config", cfg, "catch-up")
+    third = await call_cli("--config", cfg, "catch-up")
     assert third.code == 0
     assert len(read_events(tmp_path)) == len(events) + 2
     assert len(fake_ccv.requests_for(CCV_IDS[2])) == before
 
-    listing = await run_cli("--config", cfg, "orders", "--json")
+    listing = await call_cli("--config", cfg, "orders", "--json")
     rows = {r["order_id"]: r for r in json.loads(listing.stdout)}
     assert rows[CCV_IDS[2]]["status"] == "Completed" and rows[CCV_IDS[2]]["end_state"] is True
     assert rows["396-10-1142"]["status"] == "mark_shipped"
@@ -74,7 +74,7 @@ async def test_discovery_then_transitions_then_silence(
 async def test_bad_ccnow_login_is_a_source_failure(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
     fake_ccnow.orders = {"396-10-1142": "pending"}
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
-    result = await run_cli(
+    result = await call_cli(
         "--config", cfg, "catch-up", env=cli_env(RECONCILER_CCNOW_PASSWORD="wrong-password-123")
     )
     assert result.code == 75
@@ -89,8 +89,8 @@ async def test_ccv_401_costs_one_request_and_one_source_failed(
     cfg = write_config(tmp_path, ccv=fake_ccv)
     id_file = tmp_path / "ids.txt"
     id_file.write_text("\n".join(ids) + "\n")
-    assert (await run_cli("--config", cfg, "track", "ccv", "--from-file", id_file)).code == 0
-    result = await run_cli(
+    assert (await call_cli("--config", cfg, "track", "ccv", "--from-file", id_file)).code == 0
+    result = await call_cli(
         "--config", cfg, "catch-up", env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-00000")
     )
     assert result.code == 75
@@ -105,12 +105,12 @@ async def test_malformed_ids_exit_65_naming_the_id(
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
     for bad in ("../etc/passwd", "a b", "x\x01y", "z" * 300):
-        result = await run_cli("--config", cfg, "track", "ccv", bad)
+        result = await call_cli("--config", cfg, "track", "ccv", bad)
         assert result.code == 65
         assert repr(bad)[1:20] in result.stderr
-    result = await run_cli("--config", cfg, "track", "ccnow", "12-34")
+    result = await call_cli("--config", cfg, "track", "ccnow", "12-34")
     assert result.code == 65 and "12-34" in result.stderr
-    assert json.loads((await run_cli("--config", cfg, "orders", "--json")).stdout) == []
+    assert json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout) == []
 
 
 async def test_no_secret_in_any_output_event_or_database(
@@ -119,13 +119,13 @@ async def test_no_secret_in_any_output_event_or_database(
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     fake_ccnow.orders = {"396-10-1142": "pending"}
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
-    await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)
-    outputs = [await run_cli("--log-level", "debug", "--config", cfg, "catch-up")]
+    await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)
+    outputs = [await call_cli("--log-level", "debug", "--config", cfg, "catch-up")]
     fake_ccnow.always = Reply(200, "error_message invalid login\n")
     fake_ccv.always = Reply(401, "")
-    outputs.append(await run_cli("--log-level", "debug", "--config", cfg, "catch-up"))
-    outputs.append(await run_cli("--config", cfg, "events", "--json"))
-    outputs.append(await run_cli("--config", cfg, "check"))
+    outputs.append(await call_cli("--log-level", "debug", "--config", cfg, "catch-up"))
+    outputs.append(await call_cli("--config", cfg, "events", "--json"))
+    outputs.append(await call_cli("--config", cfg, "check"))
     blobs = [o.stdout + o.stderr for o in outputs]
     for path in tmp_path.iterdir():
         if path.is_file() and not path.name.endswith(".toml"):
@@ -136,7 +136,7 @@ async def test_no_secret_in_any_output_event_or_database(
 
 async def test_database_is_private_and_versioned(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
     db = tmp_path / "reconciler.db"
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     with sqlite3.connect(db) as conn:
@@ -151,8 +151,8 @@ async def test_summary_counts_every_event_of_concurrent_batches(
     fake_ccv.orders = dict.fromkeys(ids, "New")
     cfg = write_config(tmp_path, ccv=fake_ccv)
     (tmp_path / "ids.txt").write_text("\n".join(ids))
-    await run_cli("--config", cfg, "track", "ccv", "--from-file", tmp_path / "ids.txt")
-    result = await run_cli("--config", cfg, "catch-up")
+    await call_cli("--config", cfg, "track", "ccv", "--from-file", tmp_path / "ids.txt")
+    result = await call_cli("--config", cfg, "catch-up")
     [done] = [line for line in result.log_lines() if line["message"] == "catch-up.done"]
     assert (done["checked"], done["events"], done["failed"]) == (1300, 1300, 0)
     assert len(read_events(tmp_path)) == 1300
@@ -167,7 +167,7 @@ async def test_catch_up_works_where_io_uring_is_refused(tmp_path: Path, fake_ccv
     pytest.importorskip("uvloop")
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(Path(__file__).with_name("no_io_uring.py")),

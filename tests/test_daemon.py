@@ -1,4 +1,5 @@
-"""`reconciler run` as a real subprocess: sd_notify protocol, lock contention, clean stop."""
+"""`reconciler run`: sd_notify, signals and the event loop in a real subprocess; lock contention
+and start failures in-process (daemon_here runs the same start)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from tests.conftest import (
     call_cli,
     cli_env,
     daemon,
+    daemon_here,
     poll_until,
     read_events,
-    run_cli,
     write_config,
 )
 from tests.fake_providers import FakeCCNow, FakeCCV
@@ -44,7 +45,7 @@ async def daemon_setup(
     yield cfg, fake_ccv, fake_ccnow
 
 
-async def test_ready_watchdog_lock_and_clean_stop(
+async def test_ready_watchdog_lock_and_clean_stop_while_a_check_waits(
     tmp_path: Path, daemon_setup: tuple[Path, FakeCCV, FakeCCNow]
 ) -> None:
     cfg, fake_ccv, _ = daemon_setup
@@ -89,13 +90,19 @@ async def test_ready_watchdog_lock_and_clean_stop(
             changed = [e for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
             assert changed[0]["data"]["via"] == "poll"
 
+            # SIGTERM while the next due check waits for an answer that does not come.
+            fake_ccv.hold = asyncio.Event()
+            asked = len(fake_ccv.requests)
+            await fake_ccv.wait_until(lambda: len(fake_ccv.requests) > asked, 20)
             proc.send_signal(signal.SIGTERM)
             stopping_at = time.monotonic()
             await sock.wait_for_async("STOPPING", "1", timeout_s=10)
             code = await asyncio.wait_for(proc.wait(), 10)
             assert code == 0
             assert time.monotonic() - stopping_at < 10
-            assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+    log = (tmp_path / "daemon.log").read_text()
+    assert '"daemon.stopped"' in log
+    assert "Traceback" not in log, log
 
 
 async def test_second_run_exits_75(
@@ -103,13 +110,14 @@ async def test_second_run_exits_75(
 ) -> None:
     cfg, _, _ = daemon_setup
     with NotifySocket.abstract() as sock:
-        async with daemon(cfg, cli_env(**sock.env())) as proc:
+        async with daemon_here(cfg, cli_env(**sock.env())) as first:
             await sock.wait_for_async("READY", "1", timeout_s=20)
-            second = await call_cli("--config", cfg, "run")
-            assert second.code == 75
-            assert "in use" in second.stderr
-            proc.send_signal(signal.SIGINT)
-            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            async with daemon_here(cfg) as second:
+                assert await second.wait() == 75
+            log = (tmp_path / "daemon.log").read_text().splitlines()
+            [refused] = [line for line in log if "in use" in line]
+            assert refused.startswith("reconciler: store ")  # the one line of exit 75
+            assert await asyncio.wait_for(first.stop(), 10) == 0
 
 
 async def test_receiver_port_in_use_is_one_line_and_exit_75(
@@ -125,12 +133,11 @@ async def test_receiver_port_in_use_is_one_line_and_exit_75(
             extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\n'
             f'public_url = "http://127.0.0.1:{port}"\n',
         )
-        result = await call_cli(
-            "--config", cfg, "run", env=cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)
-        )
-    assert result.code == 75
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+        async with daemon_here(cfg, cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)) as run:
+            assert await run.wait() == 75
+    stderr = (tmp_path / "daemon.log").read_text()
+    assert f"cannot listen on 127.0.0.1:{port}" in stderr
+    assert "Traceback" not in stderr and "Warning" not in stderr
 
 
 def _ready_line(log: Path) -> dict[str, object] | None:
@@ -151,7 +158,7 @@ async def test_the_event_loop_is_uvloop_unless_asked_otherwise(
     log = tmp_path / "daemon.log"
     async with daemon(cfg, cli_env(RECONCILER_EVENT_LOOP=choice)) as proc:
         await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops it as cleanly as SIGTERM
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     ready = _ready_line(log)
     assert ready is not None and ready["event_loop"] == (choice or "uvloop")
@@ -161,26 +168,7 @@ async def test_an_unknown_event_loop_is_a_configuration_error(
     daemon_setup: tuple[Path, FakeCCV, FakeCCNow],
 ) -> None:
     cfg, _, _ = daemon_setup
-    result = await run_cli("--config", cfg, "catch-up", env=cli_env(RECONCILER_EVENT_LOOP="tokio"))
+    result = await call_cli("--config", cfg, "catch-up", env=cli_env(RECONCILER_EVENT_LOOP="tokio"))
     assert result.code == 78
     assert "RECONCILER_EVENT_LOOP" in result.stderr and "tokio" in result.stderr
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr
-
-
-async def test_sigterm_while_a_due_check_waits_for_its_answer_logs_no_traceback(
-    tmp_path: Path, daemon_setup: tuple[Path, FakeCCV, FakeCCNow]
-) -> None:
-    cfg, fake_ccv, _ = daemon_setup
-    with NotifySocket.abstract() as sock:
-        async with daemon(cfg, cli_env(**sock.env())) as proc:
-            await sock.wait_for_async("READY", "1", timeout_s=20)
-            await poll_until(lambda: len(read_events(tmp_path)) >= 3, 10, "start-up discovery")
-            # The next due check (min_interval 1 s) waits for an answer that does not come.
-            fake_ccv.hold = asyncio.Event()
-            asked = len(fake_ccv.requests)
-            await fake_ccv.wait_until(lambda: len(fake_ccv.requests) > asked, 20)
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 20) == 0
-    log = (tmp_path / "daemon.log").read_text()
-    assert '"daemon.stopped"' in log
-    assert "Traceback" not in log, log

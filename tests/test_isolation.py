@@ -24,12 +24,12 @@ from reconciler.schedule import NOT_FOUND_CONFIRM_S
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.store import Store
 from tests.conftest import (
+    call_cli,
     cli_env,
-    daemon,
+    daemon_here,
     free_port,
     poll_until,
     read_events,
-    run_cli,
     write_config,
 )
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply, html_page
@@ -140,9 +140,9 @@ async def test_a_403_for_one_ccv_order_in_the_daemon(tmp_path: Path, fake_ccv: F
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     fake_ccv.replies[CCV_IDS[0]] = FORBIDDEN
     cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='min_interval = "1s"\nmax_interval = "2s"')
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     others = CCV_IDS[1:]
-    async with daemon(cfg, cli_env()):
+    async with daemon_here(cfg, cli_env()):
         await poll_until(lambda: len(read_events(tmp_path)) >= 3, 20, "start-up discovery")
         fake_ccv.orders.update(dict.fromkeys(others, "FulfillmentDone"))
 
@@ -206,12 +206,12 @@ async def test_a_gateway_404_in_the_daemon_fails_the_account_and_the_failed_is_s
         extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef")
-    assert (await run_cli("--config", cfg, "track", "ccv", *CCV_IDS, env=env)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS, env=env)).code == 0
 
     def seen(kind: str) -> list[dict[str, Any]]:
         return [e for e in read_events(tmp_path) if e["type"] == kind]
 
-    async with daemon(cfg, env), aiohttp.ClientSession() as http:
+    async with daemon_here(cfg, env), aiohttp.ClientSession() as http:
         await poll_until(lambda: len(seen("order.discovered")) == 4, 20, "start-up discovery")
         fake_ccv.always = GATEWAY_404
         fake_ccv.orders = dict.fromkeys(CCV_IDS, "Failed")
@@ -393,14 +393,14 @@ async def test_ccnow_pending_list_failing_while_queries_answer_does_not_flap(
 async def test_check_online_accepts_a_400_for_the_probe(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     fake_ccv.replies[PROBE_ORDER_ID] = Reply(400, '{"message": "invalid id"}', "application/json")
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    result = await run_cli("--config", cfg, "check", "--online")
+    result = await call_cli("--config", cfg, "check", "--online")
     assert result.code == 0, result.stderr
     assert "ccv/default: ok" in result.stdout
 
     fake_ccv.replies[PROBE_ORDER_ID] = GATEWAY_404
-    result = await run_cli("--config", cfg, "check", "--online")
+    result = await call_cli("--config", cfg, "check", "--online")
     assert result.code == 75 and "gateway 404" in result.stderr
-    result = await run_cli(
+    result = await call_cli(
         "--config", cfg, "check", "--online", env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-0")
     )
     assert result.code == 78
@@ -418,10 +418,10 @@ async def test_healthz_goes_green_on_a_probe_answered_400(
         extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef")
-    async with daemon(cfg, env), aiohttp.ClientSession() as http:
+    async with daemon_here(cfg, env), aiohttp.ClientSession() as http:
         # Past three poll intervals, only the probes' answers can keep the account green.
         await fake_ccv.wait_until(lambda: len(fake_ccv.requests_for(PROBE_ORDER_ID)) >= 4, 30)
-        # /healthz belongs to another process: ask until it answers 200, within a bound.
+        # Nothing to await for the account's health: ask /healthz until 200, within a bound.
         for _ in range(100):
             if (status := await healthz(http, port)) == 200:
                 break

@@ -29,6 +29,7 @@ class Writer(Protocol):
     on_checked: Callable[[int], None]
     batch_rows: int  # observations per transaction
     pending_batches: int  # full batches queued before workers wait
+    hint_rows: int  # observations per transaction while a notification is checked
     hints: HintGate  # notification checks in flight, which a pass gives way to
 
     async def apply(
@@ -125,7 +126,7 @@ class Batcher:
 
     async def _apply(self, batch: list[Observation]) -> None:
         while batch:
-            rows = HINT_ROWS if self.reconciler.hints.in_flight else len(batch)
+            rows = self.reconciler.hint_rows if self.reconciler.hints.in_flight else len(batch)
             await self._apply_part(batch[:rows])
             batch = batch[rows:]
 

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import CCNowConfig
 from ..model import Observation, Via
 from ..passes.report import PassReport
-from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport, remember_pass
+from .coordinator import (
+    HEALTHY_RECORDED_S,
+    PAGE_ORDERS,
+    Coordinator,
+    Emit,
+    NamedReport,
+    remember_pass,
+)
 from .health import Part, Verdict, verdict
 
 if TYPE_CHECKING:
@@ -43,8 +50,15 @@ class CCNowCoordinator(Coordinator):
         *,
         secrets: Sequence[str] = (),
         page_orders: int = PAGE_ORDERS,
+        healthy_recorded_s: float = HEALTHY_RECORDED_S,
     ) -> None:
-        super().__init__(config, writer, secrets=secrets, page_orders=page_orders)
+        super().__init__(
+            config,
+            writer,
+            secrets=secrets,
+            page_orders=page_orders,
+            healthy_recorded_s=healthy_recorded_s,
+        )
         self.client = client
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:

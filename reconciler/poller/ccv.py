@@ -14,7 +14,7 @@ from ..model import OrderState, Via
 from ..passes.report import PassAnswers, PassReport
 from ..sources.errors import SourceError
 from ..store import submissions as subs
-from .coordinator import PAGE_ORDERS, SETTLED, Coordinator, Emit
+from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, SETTLED, Coordinator, Emit
 from .health import Part, Verdict, needs_probe, verdict
 
 if TYPE_CHECKING:
@@ -50,8 +50,15 @@ class CCVCoordinator(Coordinator):
         remember_ref_s: float | None = None,
         secrets: Sequence[str] = (),
         page_orders: int = PAGE_ORDERS,
+        healthy_recorded_s: float = HEALTHY_RECORDED_S,
     ) -> None:
-        super().__init__(config, writer, secrets=secrets, page_orders=page_orders)
+        super().__init__(
+            config,
+            writer,
+            secrets=secrets,
+            page_orders=page_orders,
+            healthy_recorded_s=healthy_recorded_s,
+        )
         self.client = client
         # How long a notification's reference waits for its order to be tracked (None: no
         # receiver, so no notification comes).

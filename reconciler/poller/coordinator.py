@@ -71,8 +71,10 @@ class Coordinator(abc.ABC):
         secrets: Sequence[str] = (),
         due_per_concurrency: int = DUE_LIMIT_PER_CONCURRENCY,
         page_orders: int = PAGE_ORDERS,
+        healthy_recorded_s: float = HEALTHY_RECORDED_S,
     ) -> None:
         self.config = config
+        self.healthy_recorded_s = healthy_recorded_s
         self.account = config.name
         self.writer = writer
         self.store: Store = writer.store
@@ -255,7 +257,7 @@ class Coordinator(abc.ABC):
         so that the hints checked meanwhile do not queue a write each."""
         if not all(v.ok for _, v in said):
             return False
-        if self._healthy_at is not None and now - self._healthy_at < HEALTHY_RECORDED_S:
+        if self._healthy_at is not None and now - self._healthy_at < self.healthy_recorded_s:
             return True
         self._healthy_at = now
         return False

@@ -33,8 +33,9 @@ class Urgent:
     """Seqs of committed urgent events not yet handed to each sink, and the window of recent
     events that tells which earlier events of their order must go with them."""
 
-    def __init__(self, *, max_urgent: int = MAX_URGENT) -> None:
+    def __init__(self, *, max_urgent: int = MAX_URGENT, window: int = WINDOW) -> None:
         self.max_urgent = max_urgent  # urgent events remembered per sink
+        self.window = window  # events whose predecessor of their order is remembered
         self._sinks: dict[str, dict[int, OrderOf]] = {}
         self._staged: list[tuple[int, OrderOf, bool]] = []
         # seq -> the seq of the previous event of its order (None: none in the window)
@@ -72,7 +73,7 @@ class Urgent:
             if is_urgent:
                 urgent[seq] = order
         self._staged.clear()
-        while len(self._previous) > WINDOW:
+        while len(self._previous) > self.window:
             oldest = next(iter(self._previous))
             del self._previous[oldest]
             self.horizon = oldest
@@ -124,7 +125,8 @@ class WriteLock:
     a sink's read and record of its deliveries. So neither a hint nor the delivery of its event
     queues behind a catch-up's batches, only behind the one that holds the lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, urgent_in_a_row: int = URGENT_IN_A_ROW) -> None:
+        self.urgent_in_a_row = urgent_in_a_row  # at most, while a batch waits
         self._held = False
         self._waiters: dict[bool, deque[asyncio.Future[None]]] = {True: deque(), False: deque()}
         self._urgent_in_a_row = 0
@@ -171,8 +173,8 @@ class WriteLock:
 
     def _release(self) -> None:
         # The lock passes straight to the next waiter: nobody can slip in between. A steady
-        # stream of hints must not stop a pass: after URGENT_IN_A_ROW of them, a batch goes.
-        order = (True, False) if self._urgent_in_a_row < URGENT_IN_A_ROW else (False, True)
+        # stream of hints must not stop a pass: after `urgent_in_a_row` of them, a batch goes.
+        order = (True, False) if self._urgent_in_a_row < self.urgent_in_a_row else (False, True)
         for urgent in order:
             queue = self._waiters[urgent]
             while queue:

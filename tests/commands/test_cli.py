@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from reconciler import cli
 from tests.conftest import (
+    Result,
     call_cli,
     cli_env,
-    daemon,
+    daemon_here,
     poll_until,
     read_events,
     run_cli,
@@ -22,6 +25,7 @@ from tests.conftest import (
 from tests.fake_providers import FakeCCNow, FakeCCV
 
 ORDER = "3c2b1a00-0000-4000-8000-000000000001"
+ORDER_2 = "3c2b1a00-0000-4000-8000-000000000002"
 
 
 @pytest.mark.parametrize(
@@ -49,14 +53,64 @@ async def test_bad_config_exits_78_with_one_line_and_creates_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reconciler.toml"]
 
 
+def _comparable(result: Result) -> tuple[int, str, list[dict[str, Any]]]:
+    """A run's exit code, stdout and log lines without what differs run by run (times, ids)."""
+    lines = []
+    for line in result.stderr.splitlines():
+        record = json.loads(line.lstrip("<0123456789>"))
+        lines.append(
+            {**record, "time": "-", "event_id": "-", "event_time": "-", "prefix": line[:3]}
+        )
+    return result.code, result.stdout, lines
+
+
+async def test_the_in_process_cli_says_what_the_process_says(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # call_cli stands in for the process in most tests: it must not drift from it. Warning
+    # level, under journald: event lines still come, at info, with their priority prefixes.
+    fake_ccv.orders = {ORDER: "Failed", ORDER_2: "New"}
+    env = cli_env(JOURNAL_STREAM="8:1234")
+    runs = []
+    for run, where in ((run_cli, tmp_path / "process"), (call_cli, tmp_path / "here")):
+        where.mkdir()
+        cfg = write_config(where, ccv=fake_ccv)
+        assert (await call_cli("--config", cfg, "track", "ccv", ORDER, ORDER_2)).code == 0
+        runs.append(await run("--log-level", "warning", "--config", cfg, "catch-up", env=env))
+    process, here = map(_comparable, runs)
+    assert process == here
+    # And a usage error: argparse's exit code and text, as the process gives them.
+    usage = [await run("--config", "x.toml", "frobnicate") for run in (run_cli, call_cli)]
+    assert usage[0] == usage[1] and usage[0].code == 2 and "frobnicate" in usage[0].stderr
+    assert process[0] == 0
+    # At --log-level warning, only the event lines: the Failed order's at error, the other's
+    # at info (events always reach the log).
+    assert sorted((line["message"], line["prefix"]) for line in process[2]) == [
+        ("order.discovered", "<3>"),
+        ("order.discovered", "<6>"),
+    ]
+
+
+def test_a_command_line_run_in_a_longer_lived_process_leaves_its_logging_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # cli.run is the console script's body; a program (or test) calling it keeps its logging.
+    loggers = [logging.getLogger(n) for n in ("reconciler", "reconciler.events", "aiohttp")]
+    before = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    stream = io.StringIO()
+    argv = ["--log-level", "debug", "--config", str(tmp_path / "reconciler.toml"), "orders"]
+    assert cli.run(argv, log_stream=stream) == 78
+    assert [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers] == before
+
+
 async def test_missing_config_file_exits_78(tmp_path: Path) -> None:
-    result = await run_cli("--config", tmp_path / "nope.toml", "orders")
+    result = await call_cli("--config", tmp_path / "nope.toml", "orders")
     assert result.code == 78 and "nope.toml" in result.stderr
 
 
 async def test_usage_errors_exit_2(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "frobnicate")).code == 2
+    assert (await call_cli("--config", cfg, "frobnicate")).code == 2
     assert (await call_cli("--config", cfg, "track", "ccv")).code == 2  # no ids, no file
     assert (await call_cli("--config", cfg, "track", "ccv", "a", "b", "--ref", "R")).code == 2
     assert (await call_cli("--config", cfg, "events", "--since", "yesterday")).code == 2
@@ -148,7 +202,7 @@ async def test_journald_priority_prefixes(tmp_path: Path, fake_ccv: FakeCCV) -> 
     fake_ccv.orders = {ORDER: "Failed"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     await call_cli("--config", cfg, "track", "ccv", ORDER)
-    result = await run_cli("--config", cfg, "catch-up", env=cli_env(JOURNAL_STREAM="8:1234"))
+    result = await call_cli("--config", cfg, "catch-up", env=cli_env(JOURNAL_STREAM="8:1234"))
     event_lines = [line for line in result.stderr.splitlines() if "order.discovered" in line]
     assert event_lines and event_lines[0].startswith('<3>{"time"')  # Failed is an error
     plain = await call_cli("--config", cfg, "events")
@@ -242,7 +296,7 @@ async def test_argument_that_is_not_utf8_exits_65_naming_it(
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
     # Python hands undecodable argv bytes over as surrogates; fsdecode makes the same str.
-    result = await run_cli("--config", cfg, "track", "ccv", os.fsdecode(b"O-\xff1"))
+    result = await call_cli("--config", cfg, "track", "ccv", os.fsdecode(b"O-\xff1"))
     assert result.code == 65, result.stderr
     assert result.stderr.strip() == r"reconciler: error: argument is not valid UTF-8: O-\xff1"
     assert not (tmp_path / "reconciler.db").exists()
@@ -315,9 +369,8 @@ async def test_check_and_run_warn_once_about_a_secret_others_can_read(
     assert "t_key-0123" not in loud.stderr and "MfKQ9r8" not in loud.stderr
 
     log = tmp_path / "daemon.log"
-    async with daemon(cfg, env) as proc:
+    async with daemon_here(cfg, env) as run:
         await poll_until(lambda: "daemon.ready" in log.read_text(), 20, "daemon.ready")
-        proc.send_signal(signal.SIGTERM)
-        assert await proc.wait() == 0
+        assert await run.stop() == 0
     warnings = _readable_warnings(log.read_text())
     assert sorted(w["file"] for w in warnings) == [str(key_file), str(cfg)]

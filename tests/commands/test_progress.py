@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import Result, call_cli, cli_env, run_cli, write_config
+from tests.conftest import Result, call_cli, cli_env, write_config
 from tests.fake_providers import FakeCCV
 from tests.tty import ANSI, run_cli_on_tty
 
@@ -65,7 +65,7 @@ async def test_catch_up_shows_progress_and_its_log_lines_stay_whole(
     assert lines[-1]["message"] == "catch-up.done"
 
     fake_ccv.orders = dict.fromkeys(IDS, "FulfillmentDone")
-    piped = await run_cli("--config", cfg, "catch-up")
+    piped = await call_cli("--config", cfg, "catch-up")
     assert piped.code == 0, piped.stderr
     lines = _only_json_lines(piped)
     assert sum(1 for x in lines if x.get("event_type") == "order.status_changed") == 300

@@ -11,9 +11,8 @@ import aiohttp
 import pytest
 
 from reconciler.config import Config, LogSinkConfig, load_config
-from reconciler.delivery import HINT_BATCH, Delivery
+from reconciler.delivery import Delivery
 from reconciler.model import Observation, OrderKey, Outcome
-from reconciler.passes.batcher import HINT_ROWS
 from reconciler.passes.hint_gate import HintGate
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
@@ -128,13 +127,13 @@ async def test_while_a_notification_is_checked_a_pass_commits_in_short_transacti
     await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
     async with aiohttp.ClientSession() as session:
         config = config_for(tmp_path, fake_ccv.base_url)
-        reconciler = Reconciler(config, store, batch_rows=1000)
+        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=120)
         reconciler.hints = HintGate(max_wait_s=0.0)  # the workers go on; only the writes count
         committed: list[int] = []
         reconciler.on_checked = committed.append
         with reconciler.hints.running():
             await Coordinators.build(config, reconciler, session).catch_up()
-    assert committed == [HINT_ROWS, len(ORDERS) - HINT_ROWS]
+    assert committed == [120, 120, len(ORDERS) - 240]  # every transaction a short one
 
 
 class CountingSink:
@@ -157,7 +156,7 @@ async def test_while_a_notification_is_checked_a_sink_takes_short_batches(
     tmp_path: Path, store: Store
 ) -> None:
     sink = CountingSink()
-    outbox = Delivery(store, [(sink, LogSinkConfig(name=sink.name))])
+    outbox = Delivery(store, [(sink, LogSinkConfig(name=sink.name))], hint_batch=30)
     await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
     reconciler = Reconciler(config_for(tmp_path, "http://127.0.0.1:9"), store)
     await reconciler.apply([ok(oid) for oid in ORDERS], via="catch-up")
@@ -165,4 +164,4 @@ async def test_while_a_notification_is_checked_a_sink_takes_short_batches(
     with outbox.hints.running():
         assert await outbox.drain(30.0)
     assert sum(sink.batches) == len(ORDERS)
-    assert max(sink.batches) == HINT_BATCH
+    assert max(sink.batches) == 30

@@ -14,6 +14,7 @@ from reconciler.config import Config, load_config
 from reconciler.poller.ccv import CCVCoordinator
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
+from reconciler.sources.ccv import CCVClient
 from reconciler.store import Store
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 
@@ -60,6 +61,25 @@ async def test_hints_within_a_second_record_a_healthy_account_once(
         now[0] += 1.0
         await ccv.check(["N-1"], via="notification")
         assert (await store.sources.state("ccv", "default")).last_success == 1001.5
+
+
+async def test_how_often_good_health_is_recorded_is_the_coordinator_s_to_choose(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {"N-1": "New"}
+    await store.orders.track("ccv", "default", [("N-1", None)], 1.0)
+    now = [1000.0]
+    async with aiohttp.ClientSession() as session:
+        config = config_for(tmp_path, fake_ccv.base_url)
+        [cfg] = config.ccv
+        reconciler = Reconciler(config, store, clock=lambda: now[0])
+        ccv = CCVCoordinator(cfg, CCVClient(cfg, session), reconciler, healthy_recorded_s=10.0)
+        for _ in range(3):
+            await ccv.check(["N-1"], via="notification")
+            now[0] += 4.0
+        assert (await store.sources.state("ccv", "default")).last_success == 1000.0
+        await ccv.check(["N-1"], via="notification")
+        assert (await store.sources.state("ccv", "default")).last_success == 1012.0
 
 
 async def test_a_failure_and_the_recovery_after_it_are_recorded_at_once(

@@ -1,11 +1,10 @@
-"""Plausible provider answers the documents leave open, end to end through the CLI: none of
-them is a false event, a lost status, a traceback, or a secret in a kept text (issue 10)."""
+"""Plausible provider answers the documents leave open, end to end through the CLI (in-process):
+none of them is a false event, a lost status, a traceback, or a secret in a kept text (issue 10)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, urlencode
@@ -13,12 +12,12 @@ from urllib.parse import quote, quote_plus, urlencode
 import aiohttp
 
 from tests.conftest import (
+    call_cli,
     cli_env,
-    daemon,
+    daemon_here,
     free_port,
     poll_until,
     read_events,
-    run_cli,
     write_config,
 )
 from tests.fake_providers import CCNOW_CLIENT_ID, FakeCCNow, FakeCCV, Reply
@@ -26,7 +25,7 @@ from tests.notify_socket import NotifySocket
 
 
 async def orders(cfg: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    result = await run_cli("--config", cfg, "orders", "--json", env=env)
+    result = await call_cli("--config", cfg, "orders", "--json", env=env)
     assert result.code == 0, result.stderr
     return {row["order_id"]: row for row in json.loads(result.stdout)}
 
@@ -40,9 +39,9 @@ async def test_a_reference_that_cannot_be_stored_fails_its_order_alone(
         200, '{"orderStatus": "New", "externalReference": "\\udcff"}', "application/json"
     )
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    assert (await run_cli("--config", cfg, "track", "ccv", *ids)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", *ids)).code == 0
 
-    result = await run_cli("--config", cfg, "catch-up")
+    result = await call_cli("--config", cfg, "catch-up")
     assert result.code == 75, result.stderr  # a check failed: worth trying again, not a crash
     assert "Traceback" not in result.stderr
     discovered = {e["subject"] for e in read_events(tmp_path) if e["type"] == "order.discovered"}
@@ -51,7 +50,7 @@ async def test_a_reference_that_cannot_be_stored_fails_its_order_alone(
     assert (rows["order-a"]["status"], rows["order-b"]["status"]) == ("New", None)
 
     del fake_ccv.replies["order-b"]
-    assert (await run_cli("--config", cfg, "catch-up")).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
     assert (await orders(cfg))["order-b"]["status"] == "New"
 
 
@@ -61,7 +60,7 @@ async def test_a_retry_after_of_superscript_digits_is_retried_not_a_crash(
     fake_ccnow.orders = {"396-10-1142": "pending"}
     fake_ccnow.script = [Reply(503, headers={"Retry-After": "²"})]
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
-    result = await run_cli("--config", cfg, "catch-up")
+    result = await call_cli("--config", cfg, "catch-up")
     assert result.code == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert [e["type"] for e in read_events(tmp_path)] == ["order.discovered"]
@@ -85,10 +84,10 @@ async def test_a_password_echoed_encoded_and_cut_reaches_no_kept_text(tmp_path: 
         fake.orders = {"396-10-1142": "pending"}
         cfg = write_config(tmp_path, ccnow=fake)
         env = cli_env(RECONCILER_CCNOW_PASSWORD=PASSWORD)
-        assert (await run_cli("--config", cfg, "catch-up", env=env)).code == 0
+        assert (await call_cli("--config", cfg, "catch-up", env=env)).code == 0
         fake.always = Reply(200, text)
-        result = await run_cli("--config", cfg, "catch-up", env=env)
-        status = await run_cli("--config", cfg, "status", "--json", env=env)
+        result = await call_cli("--config", cfg, "catch-up", env=env)
+        status = await call_cli("--config", cfg, "status", "--json", env=env)
 
     assert result.code == 75
     failed = [e for e in read_events(tmp_path) if e["type"] == "source.failed"]
@@ -126,7 +125,7 @@ async def test_ids_in_a_ccnow_notification_are_queried_and_followed(
         RECONCILER_CCNOW_NOTIFICATION_TOKEN=CCNOW_TOKEN,
     )
     with NotifySocket.abstract() as sock:
-        async with daemon(cfg, {**env, **sock.env()}) as proc:
+        async with daemon_here(cfg, {**env, **sock.env()}) as run:
             await sock.wait_for_async("READY", "1", timeout_s=20)
             url = f"http://127.0.0.1:{port}/notify/ccnow/default/{CCNOW_TOKEN}"
             async with (
@@ -139,6 +138,5 @@ async def test_ids_in_a_ccnow_notification_are_queried_and_followed(
             assert (event["type"], event["subject"]) == ("order.discovered", "501-00-0001")
             assert event["data"]["via"] == "notification"
             assert event["data"]["status"] == "processing"
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 10) == 0
+            assert await asyncio.wait_for(run.stop(), 10) == 0
     assert (await orders(cfg, env))["501-00-0001"]["status"] == "processing"

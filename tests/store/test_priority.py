@@ -182,6 +182,27 @@ async def test_the_jsonl_sink_still_gets_everything_when_many_notifications_queu
         assert got.index((oid, "New", "catch-up")) < got.index((oid, "Processing", "notification"))
 
 
+async def test_past_the_window_a_notified_event_goes_in_commit_order_after_its_order_s_events(
+    tmp_path: Path, filed: Store
+) -> None:
+    # More pending events than the window remembers: which earlier events of the notified
+    # order are pending is no longer known, so nothing passes the backlog.
+    store = filed
+    store.priority = Urgent(window=4)
+    others = [f"B-{n:05d}" for n in range(12)]
+    late = others[1]  # its catch-up event fell out of the window
+    reconciler = Reconciler(config_for(tmp_path), store)
+    await backlog(reconciler, store, others)
+    await reconciler.apply([ok(late, "Processing")], via="notification")
+    await reconciler.apply([ok(others[-1], "Processing")], via="notification")
+    path = tmp_path / "events.jsonl"
+    got = await delivered_lines(store, path, len(others) + 2)
+    assert got == [(oid, "New", "catch-up") for oid in others] + [
+        (late, "Processing", "notification"),
+        (others[-1], "Processing", "notification"),
+    ]
+
+
 async def test_a_notification_s_transaction_goes_before_the_batches_waiting_for_the_writer(
     store: Store,
 ) -> None:

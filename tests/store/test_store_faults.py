@@ -27,7 +27,7 @@ from tests.conftest import (
     Result,
     call_cli,
     cli_env,
-    daemon,
+    daemon_here,
     free_port,
     poll_until,
     read_events,
@@ -101,8 +101,8 @@ async def test_the_daemon_refuses_a_corrupt_store_before_ready(
     await make_store(db)
     corrupt_middle_page(db)
     with NotifySocket.at_path(tmp_path / "notify.sock") as sock:
-        async with daemon(cfg, cli_env(**sock.env())) as proc:
-            code = await asyncio.wait_for(proc.wait(), 30)
+        async with daemon_here(cfg, cli_env(**sock.env())) as run:
+            code = await asyncio.wait_for(run.wait(), 30)
         assert code == 74
         with contextlib.suppress(TimeoutError):
             while True:

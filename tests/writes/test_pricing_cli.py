@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import call_cli, cli_env, run_cli
+from tests.conftest import call_cli, cli_env
 
 EXAMPLE = Path(__file__).parent / "pricing_example.json"
 
 
 async def test_a_consistent_body_exits_0_without_any_config(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-config.toml"
-    result = await run_cli("--config", missing, "ccv", "check-pricing", EXAMPLE)
+    result = await call_cli("--config", missing, "ccv", "check-pricing", EXAMPLE)
     assert (result.code, result.stdout) == (0, "")
 
 
