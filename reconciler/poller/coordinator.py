@@ -187,9 +187,9 @@ class Coordinator(abc.ABC):
     async def _open_ids(self) -> list[str]:
         """Return every open order id of the account, read a page at a time."""
         ids: list[str] = []
-        after = ""
+        after = 0
         while True:
-            page = await self.store.orders.open_ids(
+            page, after = await self.store.orders.open_ids(
                 self.source,
                 self.account,
                 after=after,
@@ -200,7 +200,6 @@ class Coordinator(abc.ABC):
             if not page:
                 return ids
             ids.extend(page)
-            after = page[-1]
 
     def reason(self, exc: SourceError) -> str:
         """Return a failure's reason as events, the database and logs may show it."""

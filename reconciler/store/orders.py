@@ -33,9 +33,10 @@ _TRACK = (
 _TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
 
 # Counted for /metrics; matches the WHERE of its partial index (migration 5) word for word,
-# which is what lets SQLite use it.
+# which is what lets SQLite use it. Named: the index of all open orders (migration 9) has the
+# same columns, and SQLite would count every open order through it.
 STUCK_SQL = (
-    "SELECT source, account, count(*) FROM orders "
+    "SELECT source, account, count(*) FROM orders INDEXED BY orders_stuck "
     "WHERE stuck_version = version AND end_state = 0 GROUP BY source, account"
 )
 
@@ -100,15 +101,15 @@ class Orders:
         """
         version = await self._store.data_version()  # before the rows: a later write is seen
         drops = self._drops
-        # `+source` keeps SQLite off the (source, account, order_id) index: through it, every
-        # open order of the account would be read and sorted by id before the LIMIT applies.
+        # Through the index of open orders (migration 9), which lists an account's in rowid
+        # order: the rowid range alone would read every ended order on the way.
         sql = (
-            f"SELECT {COLUMNS}, id FROM orders WHERE id > ? AND +source = ? "
-            "AND account = ? AND end_state = 0 "
+            f"SELECT {COLUMNS}, id FROM orders INDEXED BY orders_open WHERE source = ? "
+            "AND account = ? AND end_state = 0 AND id > ? "
             f"AND NOT (coalesce(status IN ({marks(len(settled)) or 'NULL'}), 0) "
             "AND coalesce(last_changed, 0) < ?) ORDER BY id LIMIT ?"
         )
-        params = (after, source, account, *settled, settled_since or 0.0, limit)
+        params = (source, account, after, *settled, settled_since or 0.0, limit)
         rows = list(await self._conn.execute_fetchall(sql, params))
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)
@@ -238,23 +239,27 @@ class Orders:
         source: Source,
         account: str,
         *,
-        after: str = "",
+        after: int = 0,
         limit: int = 5000,
         settled_since: float | None = None,
         settled: Sequence[str] = (),
-    ) -> list[str]:
-        """Return ids of orders not in an end state, in id order after `after` (keyset pages).
+    ) -> tuple[list[str], int]:
+        """Return ids of orders not in an end state, in storage order after the position
+        `after`, and the position to continue from (keyset pages).
 
         Settled orders (`settled` statuses) are left out once unchanged since `settled_since`.
         """
+        # As `page`, through the index of open orders: the account's key would read its ended
+        # orders too.
         sql = (
-            "SELECT order_id FROM orders WHERE source = ? AND account = ? AND end_state = 0 "
-            "AND order_id > ? "
+            "SELECT order_id, id FROM orders INDEXED BY orders_open WHERE source = ? "
+            "AND account = ? AND end_state = 0 AND id > ? "
             f"AND NOT (coalesce(status IN ({marks(len(settled)) or 'NULL'}), 0) "
-            "AND coalesce(last_changed, 0) < ?) ORDER BY order_id LIMIT ?"
+            "AND coalesce(last_changed, 0) < ?) ORDER BY id LIMIT ?"
         )
         params = (source, account, after, *settled, settled_since or 0.0, limit)
-        return [row[0] for row in await self._conn.execute_fetchall(sql, params)]
+        rows = list(await self._conn.execute_fetchall(sql, params))
+        return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
 
     async def due(self, source: Source, account: str, now: float, limit: int) -> list[OrderState]:
         """Return orders whose next check is due, oldest first (uses the partial index)."""

@@ -24,7 +24,6 @@ from .db import Store
 log = logging.getLogger("reconciler.retention")
 
 CHUNK = 1000  # rows per transaction
-ORDER_SCAN = 20 * CHUNK  # order rowids looked at per transaction (most are not deleted)
 VACUUM_PAGES = 2000  # pages given back per step of the incremental vacuum
 
 _INCREMENTAL = 2  # PRAGMA auto_vacuum value
@@ -161,27 +160,22 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
 
 async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:
     """Delete orders in an end state whose last change is older than `cutoff`."""
-    rows = await store.conn.execute_fetchall("SELECT ifnull(max(id), 0) FROM orders")
-    last = int(next(iter(rows))[0])
     deleted = 0
-    after = 0
-    # In rowid ranges: each transaction looks at ORDER_SCAN rows at most, however few match.
-    while after < last:
-        upto = after + max(ORDER_SCAN, chunk)
+    # Through the index of ended orders by last change (migration 9): each transaction finds
+    # its chunk at the start of the index, never the rows that stay.
+    while True:
         async with store.transaction():
             cur = await store.conn.execute(
-                "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE id > ? AND id <= ? "
-                "AND end_state = 1 AND coalesce(last_changed, tracked_at, 0) < ? "
-                "ORDER BY id LIMIT ?)",
-                (after, upto, cutoff, chunk),
+                "DELETE FROM orders WHERE id IN (SELECT id FROM orders INDEXED BY orders_ended "
+                "WHERE end_state = 1 AND coalesce(last_changed, tracked_at, 0) < ? LIMIT ?)",
+                (cutoff, chunk),
             )
             # The statement's own rows: total_changes would count the counts' triggers too.
             count = cur.rowcount
         deleted += count
-        if count < chunk:  # else the range may hold more: look at it again
-            after = upto
         await asyncio.sleep(0)
-    return deleted
+        if count < chunk:
+            return deleted
 
 
 async def give_back_space(store: Store) -> int:
