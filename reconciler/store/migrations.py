@@ -161,5 +161,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_source_failed ON events (source, account, seq)
         WHERE type = 'source.failed'
     """,
+    # 9: status changes counted once per batch by `orders.save`, not by a trigger per order
+    counts.UPDATE_MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

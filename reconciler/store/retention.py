@@ -177,6 +177,8 @@ async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:
             )
             # The statement's own rows: total_changes would count the counts' triggers too.
             count = cur.rowcount
+            if count:
+                store.orders.drop_pages()
         deleted += count
         if count < chunk:  # else the range may hold more: look at it again
             after = upto
