@@ -1,13 +1,22 @@
-"""Followed orders counted per (source, account, status), kept by triggers.
+"""Followed orders counted per (source, account, status), kept in the transaction of every
+order write.
 
 Every scrape of /metrics and every `reconciler status` wants these counts; a GROUP BY over the
-orders table reads every row (seconds at a million orders). The triggers keep the counts in the
-transaction of the order write itself, whoever writes (apply, track, untrack, retention), so the
-counts cannot drift, and a reader reads a few rows whatever the size of the store. An order's
-update costs nothing more unless its status changes.
+orders table reads every row (seconds at a million orders). The counts change in the transaction
+of the order write itself, so they cannot drift, and a reader reads a few rows whatever the size
+of the store. Rows that come and go (track, a discovered order, untrack, retention) are counted
+by triggers. A status change is counted by `orders.save`, once per batch: one row per (source,
+account, status) whose count moved (`changes`), where a trigger ran two statements per changed
+order (in a first catch-up, every order).
 """
 
 from __future__ import annotations
+
+from collections import Counter
+
+from .sql import values
+
+Key = tuple[str, str, str]  # (source, account, status or '')
 
 # The counts table's key cannot hold NULL (an order not checked yet has no status): such orders
 # are counted under '' (no provider has an empty status).
@@ -20,6 +29,7 @@ _INCREMENT = (
 _DECREMENT = f"UPDATE order_counts SET n = n - 1 WHERE {_OLD_MATCH}"
 
 # A migration script: `db._statements` keeps each trigger body's ";" inside its statement.
+# Migration 9 replaces its update trigger (UPDATE_MIGRATION).
 MIGRATION = f"""
 CREATE TABLE order_counts (
     source TEXT NOT NULL,
@@ -44,6 +54,35 @@ BEGIN
     {_INCREMENT};
 END
 """
+
+# Status changes are counted by `orders.save`. The one other write that may change a status is
+# the upsert of an order `save` did not find (its DO UPDATE), the only statement that sets
+# tracked_at on an existing row: a trigger on that column counts it and never fires on the hot
+# path (a write back by rowid leaves tracked_at alone).
+UPDATE_MIGRATION = f"""
+DROP TRIGGER order_counts_update;
+CREATE TRIGGER order_counts_upsert AFTER UPDATE OF tracked_at ON orders
+    WHEN old.status IS NOT new.status OR old.source IS NOT new.source
+        OR old.account IS NOT new.account
+BEGIN
+    {_DECREMENT};
+    {_INCREMENT};
+END
+"""
+
+
+def changes(moves: Counter[Key]) -> tuple[str, list[object]] | None:
+    """Return the statement and parameters that add `moves` (count changes by key) to the
+    counts, or None when nothing moved."""
+    rows = [(*k, n) for k, n in moves.items() if n]
+    if not rows:
+        return None
+    sql = (
+        f"INSERT INTO order_counts (source, account, status, n) VALUES {values(len(rows), 4)} "
+        "ON CONFLICT (source, account, status) DO UPDATE SET n = n + excluded.n"
+    )
+    return sql, [p for row in rows for p in row]
+
 
 # Keys whose orders are all gone keep a row of 0 until one comes back: skip them.
 COUNT_SQL = "SELECT source, account, nullif(status, ''), n FROM order_counts WHERE n > 0"

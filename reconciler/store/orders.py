@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -156,20 +157,26 @@ class Orders:
         known: list[tuple[Any, ...]] = []
         references: list[tuple[int, str]] = []
         new = []
+        moves: Counter[counts.Key] = Counter()  # status changes, counted once per batch
         rowids = loaded.rowids
         pages = [p for p in self._pages if p.rows]
         for state, plan in states:
-            rowid = rowids.get(state.key)
+            key = state.key
+            rowid = rowids.get(key)
             if rowid is None:
-                new.append(order_rows.row(state, plan))
+                new.append(order_rows.row(state, plan))  # counted by the insert trigger
                 continue
+            before = loaded[key].status
+            if before != state.status:
+                moves[(key.source, key.account, before or "")] -= 1
+                moves[(key.source, key.account, state.status or "")] += 1
             row, update = order_rows.known_row(state, plan, rowid)
             known.append(update)
             if state.external_reference is not None:
                 references.append((rowid, state.external_reference))
             for page in pages:
-                if state.key in page.rows:
-                    page.rows[state.key] = (rowid, row)
+                if key in page.rows:
+                    page.rows[key] = (rowid, row)
         if pages:
             # Rolled back, the pages would hold rows the database does not.
             self._store.on_rollback(lambda: _drop(pages))
@@ -177,6 +184,9 @@ class Orders:
             await self._conn.execute(order_rows.order_update(n), params)
         for n, params in chunks(references):
             await self._conn.execute(order_rows.reference_update(n), params)
+        counted = counts.changes(moves)
+        if counted is not None:
+            await self._conn.execute(*counted)
         if new:
             await self._conn.executemany(order_rows.UPSERT, new)
 
@@ -206,7 +216,7 @@ class Orders:
         cur = await self._conn.executemany(
             _TRACK, [(source, account, oid, ref, now) for oid, ref in orders]
         )
-        self._drop_pages()
+        self.drop_pages()
         # The statement's own rows: total_changes would count the counts' triggers too.
         return cur.rowcount
 
@@ -215,7 +225,7 @@ class Orders:
     ) -> tuple[str, tuple[object, ...]]:
         """`track`'s statement for one order, for a caller that commits it with statements of its
         own in one hand-off (`oneshot.commit_at_once`); the pages are dropped, as by `track`."""
-        self._drop_pages()
+        self.drop_pages()
         return _TRACK, (source, account, order_id, reference, now)
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
@@ -226,11 +236,13 @@ class Orders:
                 "AND (? IS NULL OR account = ?)",
                 [(source, oid, account, account) for oid in order_ids],
             )
-            self._drop_pages()
+            self.drop_pages()
         return cur.rowcount
 
-    def _drop_pages(self) -> None:
-        # Tracking writes rows no page knows of; simpler to read them all again than to follow.
+    def drop_pages(self) -> None:
+        """Make every page stale: orders were added or deleted (track, untrack, retention)."""
+        # A page must hold only rows that exist: `save` counts a status change of a page's row
+        # without reading it again. Simpler to read them all again than to follow.
         self._drops += 1
         _drop(self._pages)
 

@@ -172,6 +172,8 @@ async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:
             )
             # The statement's own rows: total_changes would count the counts' triggers too.
             count = cur.rowcount
+            if count:
+                store.orders.drop_pages()
         deleted += count
         await asyncio.sleep(0)
         if count < chunk:

@@ -95,33 +95,44 @@ def _config(workdir: Path) -> Config:
     return load_config(path)
 
 
-# One write: ("track" | "untrack" | "check", account, order indexes, status index).
+# One write: ("track" | "untrack" | "check" | "discover", account, order indexes, statuses).
+# A check is a batch of `Reconciler.apply` (status changes of known orders counted per batch),
+# read through a page the pass holds when it asks for one; a discovery follows new orders too
+# (the CCNow pending list: rows inserted by the batch).
 _STATUSES = ["New", "Processing", "Completed", "Cancelled", "Failed"]
 _WRITE = st.tuples(
-    st.sampled_from(["track", "untrack", "check"]),
+    st.sampled_from(["track", "untrack", "check", "discover"]),
     st.sampled_from(["default", "shop"]),
-    st.lists(st.integers(0, 7), max_size=5),
-    st.integers(0, len(_STATUSES) - 1),
+    st.lists(st.integers(0, 11), max_size=8),
+    st.lists(st.integers(0, len(_STATUSES) - 1), min_size=8, max_size=8),
+    st.booleans(),
 )
+_Write = tuple[str, str, list[int], list[int], bool]
 
 
-async def _kept_and_full(workdir: Path, writes: list[tuple[str, str, list[int], int]]) -> None:
+async def _kept_and_full(workdir: Path, writes: list[_Write]) -> None:
     config = _config(workdir)
     store = await Store.open(config.store_path)
     try:
         reconciler = Reconciler(config, store)
-        for n, (kind, account, picks, status) in enumerate(writes):
+        # Held across writes, as a pass holds its page: the store keeps it current or stale.
+        pages = {a: await store.orders.page("ccv", a) for a in ("default", "shop")}
+        for n, (kind, account, picks, statuses, paged) in enumerate(writes):
             ids = [f"A-{i}" for i in dict.fromkeys(picks)]
             if kind == "track":
                 await store.orders.track("ccv", account, [(i, None) for i in ids], float(n))
+                pages[account] = await store.orders.page("ccv", account)
             elif kind == "untrack":
                 await store.orders.untrack("ccv", account, ids)
-            else:  # a check: found orders take the status, untracked ones are dropped
+            else:  # found orders take their status; untracked ones are dropped unless discovered
                 observations = [
                     Observation(OrderKey("ccv", account, i), Outcome.OK, _STATUSES[status])
-                    for i in ids
+                    for i, status in zip(ids, statuses, strict=False)
                 ]
-                await reconciler.apply(observations, via="poll")
+                page = pages[account] if paged else None
+                await reconciler.apply(
+                    observations, via="poll", discover=kind == "discover", page=page
+                )
             kept = await store.orders.counts()
             full = {
                 (r[0], r[1], r[2]): r[3] for r in await store.conn.execute_fetchall(FULL_COUNT_SQL)
@@ -131,26 +142,59 @@ async def _kept_and_full(workdir: Path, writes: list[tuple[str, str, list[int], 
         await store.close()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(writes=st.lists(_WRITE, max_size=12))
-def test_kept_counts_equal_a_full_count_after_any_writes(
-    writes: list[tuple[str, str, list[int], int]],
-) -> None:
+def test_kept_counts_equal_a_full_count_after_any_writes(writes: list[_Write]) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         asyncio.run(_kept_and_full(Path(workdir), writes))
 
 
-def test_a_store_from_before_the_counts_gets_them_counted(tmp_path: Path) -> None:
-    # Built by the migrations before the counts (5 and earlier), with orders in it.
+async def test_a_batch_of_status_changes_writes_the_counts_once_per_status(
+    tmp_path: Path,
+) -> None:
+    # A first catch-up changes every order's status: the counts must cost per batch what a
+    # few rows cost, not two statements per order.
+    config = _config(tmp_path)
+    store = await Store.open(config.store_path)
+    try:
+        ids = [f"A-{i}" for i in range(300)]
+        await store.orders.track("ccv", "default", [(i, None) for i in ids], 0.0)
+        observations = [
+            Observation(OrderKey("ccv", "default", oid), Outcome.OK, _STATUSES[i % 3])
+            for i, oid in enumerate(ids)
+        ]
+        before = store.conn.total_changes  # rows written, triggers' included
+        await Reconciler(config, store).apply(observations, via="catch-up")
+        written = store.conn.total_changes - before
+        assert await store.orders.counts() == {
+            ("ccv", "default", "New"): 100,
+            ("ccv", "default", "Processing"): 100,
+            ("ccv", "default", "Completed"): 100,
+        }
+    finally:
+        await store.close()
+    # Each order's row, its event and its outbox row (one sink); then the counts: the 300
+    # orders left '' (not checked yet) for three statuses, four rows written.
+    assert written - 3 * len(ids) == 4
+
+
+def _old_store(db: Path, version: int) -> sqlite3.Connection:
+    """Return a connection to a store built by the migrations up to `version`."""
     from reconciler.store.db import _statements
     from reconciler.store.migrations import MIGRATIONS
 
-    db = tmp_path / "reconciler.db"
     conn = sqlite3.connect(db, isolation_level=None)
-    for script in MIGRATIONS[:-1]:
+    for script in MIGRATIONS[:version]:
         for sql in _statements(script):
             conn.execute(sql)
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
+def test_a_store_from_before_the_counts_gets_them_counted(tmp_path: Path) -> None:
+    # Built by the migrations before the counts (6 and earlier), with orders in it.
+    db = tmp_path / "reconciler.db"
+    conn = _old_store(db, 6)
     conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
     conn.executemany(
         "INSERT INTO orders (source, account, order_id, status) VALUES ('ccv', 'default', ?, ?)",
@@ -166,3 +210,35 @@ def test_a_store_from_before_the_counts_gets_them_counted(tmp_path: Path) -> Non
             await store.close()
 
     assert asyncio.run(counts()) == {("ccv", "default", None): 1, ("ccv", "default", "New"): 2}
+
+
+def test_a_store_with_the_per_order_trigger_loses_it_and_counts_stay_right(
+    tmp_path: Path,
+) -> None:
+    # Built when a trigger counted every status change (migrations 7 and 8): that trigger must
+    # go, or the changes a batch counts itself would be counted twice.
+    db = tmp_path / "reconciler.db"
+    conn = _old_store(db, 8)
+    conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+    conn.execute(
+        "INSERT INTO orders (source, account, order_id, status) VALUES ('ccv', 'default', ?, ?)",
+        ("A-1", "New"),
+    )
+    conn.close()
+
+    async def change_and_count() -> tuple[list[str], dict[tuple[str, str, str | None], int]]:
+        config = _config(tmp_path)
+        store = await Store.open(db)
+        try:
+            observation = Observation(OrderKey("ccv", "default", "A-1"), Outcome.OK, "Completed")
+            await Reconciler(config, store).apply([observation], via="poll")
+            rows = await store.conn.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+            )
+            return [r[0] for r in rows], await store.orders.counts()
+        finally:
+            await store.close()
+
+    triggers, kept = asyncio.run(change_and_count())
+    assert "order_counts_update" not in triggers
+    assert kept == {("ccv", "default", "Completed"): 1}
