@@ -125,6 +125,10 @@ class Batcher:
 
     async def _apply(self, batch: list[Observation]) -> None:
         while batch:
+            if self.via != "notification":
+                # A pass's transaction started now would hold the writer, and the event loop,
+                # that a hint's transaction and delivery wait for.
+                await self.reconciler.hints.give_way()
             rows = HINT_ROWS if self.reconciler.hints.in_flight else len(batch)
             await self._apply_part(batch[:rows])
             batch = batch[rows:]
