@@ -19,7 +19,7 @@ BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
 # Observations per transaction while a notification is checked: its own transaction waits for
 # the one in progress, and a short one keeps that wait short.
-HINT_ROWS = 200
+HINT_ROWS = 100
 
 
 class Writer(Protocol):

@@ -135,7 +135,8 @@ async def test_while_a_notification_is_checked_a_pass_commits_in_short_transacti
         reconciler.on_checked = committed.append
         with reconciler.hints.running():
             await Coordinators.build(config, reconciler, session).catch_up()
-    assert committed == [HINT_ROWS, len(ORDERS) - HINT_ROWS]
+    assert max(committed) == HINT_ROWS
+    assert sum(committed) == len(ORDERS)
 
 
 class CountingSink:

@@ -212,11 +212,11 @@ class Outbox:
         the lane wants to run again (0: at once), or None when it has nothing pending."""
         urgent_commits = lane.urgent_commits
         try:
-            return await self._deliver_once(lane)
+            return await self._deliver_once(lane, urgent_commits)
         finally:
             self._let_go(lane, urgent_commits)
 
-    async def _deliver_once(self, lane: _Lane) -> float | None:
+    async def _deliver_once(self, lane: _Lane, urgent_commits: int) -> float | None:
         if lane.disabled:
             return None
         now = self.clock()
@@ -233,6 +233,8 @@ class Outbox:
         except Exception as exc:  # a sink bug must not stop the others
             log.error("sink.crashed", exc_info=True, extra=fields(sink=name))
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
+        # The notification's event is with the sink: recording that is no reason to hold passes.
+        self._let_go(lane, urgent_commits)
         await self._record(lane, rows, results)
         now = self.clock()
         if lane.paused_until > now:
