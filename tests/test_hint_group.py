@@ -78,7 +78,7 @@ async def test_an_order_named_twice_in_a_burst_keeps_its_events_in_order(
             reconciler.apply([seen("N-1", "Processing")], via="notification")
         )
         await asyncio.sleep(0)
-    assert await asyncio.gather(first, other, second) == [1, 1, 1]
+    assert list(await asyncio.gather(first, other, second)) == [1, 1, 1]
     events = [(o, t) for o, t in await statuses(store) if o == "N-1"]
     assert events == [("N-1", "order.discovered"), ("N-1", "order.status_changed")]
 
