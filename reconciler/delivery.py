@@ -65,6 +65,9 @@ class _Lane:
     disabled: bool = False
     paused_until: float = 0.0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Whether the lane holds the hint gate: a notification's event waits for it (see `committed`).
+    holding: bool = False
+    urgent_commits: int = 0  # commits that left urgent events for this lane
 
 
 def sink_names(config: Config) -> list[str]:
@@ -118,6 +121,8 @@ class Delivery:
         self._stopping = False
         self._rng = random.Random()
         self.hints: HintGate | None = None  # the reconciler's: lanes keep batches short for them
+        self._urgent_commits = 0  # the store's count of urgent commits, as last seen
+        self._running = False  # lanes deliver (`run`): only then may one hold the hint gate
         # Hears of each batch a sink confirmed: (sink, events); progress of `replay`.
         self.on_delivered: Callable[[str, int], None] = lambda sink, n: None
 
@@ -127,8 +132,31 @@ class Delivery:
             lane.wakeup.set()
 
     def committed(self) -> None:
-        """Events were just committed: every lane reads them from the store."""
+        """Events were just committed: every lane reads them from the store. A lane with a
+        notification's event to deliver holds the hint gate until it has delivered it, so that
+        passes keep the event loop free for that delivery as they did for the check."""
+        priority = self.store.priority
+        if (
+            self.hints is not None
+            and self._running
+            and priority.urgent_commits != self._urgent_commits
+        ):
+            self._urgent_commits = priority.urgent_commits
+            for lane in self.lanes:
+                if not lane.disabled and priority.waiting(lane.config.name):
+                    lane.urgent_commits += 1
+                    if not lane.holding:
+                        lane.holding = True
+                        self.hints.enter()
         self.wake()
+
+    def _let_go(self, lane: _Lane, urgent_commits: int) -> None:
+        """Release the lane's hold on the hint gate unless an urgent event was committed since
+        its last read began (`urgent_commits` then): a batch attempted, delivered or not, or a
+        lane with nothing to do or paused, no longer holds passes back."""
+        if lane.holding and lane.urgent_commits == urgent_commits and self.hints is not None:
+            lane.holding = False
+            self.hints.leave()
 
     async def load_disabled(self) -> None:
         """Skip sinks whose receiver said it is gone in an earlier run."""
@@ -155,7 +183,13 @@ class Delivery:
         """Deliver until `stop()`; each sink in its own task, so a slow webhook never holds up
         the log or the file."""
         await self.load_disabled()
-        await asyncio.gather(*(self._run_lane(lane) for lane in self.lanes))
+        self._running = True
+        try:
+            await asyncio.gather(*(self._run_lane(lane) for lane in self.lanes))
+        finally:
+            self._running = False
+            for lane in self.lanes:
+                self._let_go(lane, lane.urgent_commits)
 
     async def _run_lane(self, lane: _Lane) -> None:
         while not self._stopping:
@@ -192,6 +226,13 @@ class Delivery:
     async def _lane_once(self, lane: _Lane) -> float | None:
         """Deliver one batch of the events the store says are deliverable; return seconds until
         the lane wants to run again (0: at once), or None when it has nothing pending."""
+        urgent_commits = lane.urgent_commits
+        try:
+            return await self._deliver_once(lane, urgent_commits)
+        finally:
+            self._let_go(lane, urgent_commits)
+
+    async def _deliver_once(self, lane: _Lane, urgent_commits: int) -> float | None:
         if lane.disabled:
             return None
         now = self.clock()
@@ -208,6 +249,8 @@ class Delivery:
         except Exception as exc:  # a sink bug must not stop the others
             log.error("sink.crashed", exc_info=True, extra=fields(sink=name))
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
+        # The notification's event is with the sink: recording that is no reason to hold passes.
+        self._let_go(lane, urgent_commits)
         await self._record(lane, rows, results)
         now = self.clock()
         if lane.paused_until > now:

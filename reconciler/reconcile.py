@@ -13,9 +13,10 @@ from .config import Config, ScheduleConfig
 from .diff import diff
 from .events import Event
 from .logs import fields
-from .model import Observation, Outcome, Via
+from .model import Observation, OrderKey, Outcome, Via
 from .passes.batcher import BATCH_ROWS, HINT_ROWS, PENDING_BATCHES
 from .passes.hint_gate import HintGate
+from .passes.hint_group import Group, Member
 from .passes.report import PassReport
 from .schedule import plan, stuck_event
 from .store import Store
@@ -54,6 +55,8 @@ class Reconciler:
         self.on_events = on_events
         self.rng = random.Random()
         self.hints = HintGate()  # notification checks in flight: passes give way to them
+        # Notifications' observations waiting for the writer, to be committed together.
+        self._hint_group: Group | None = None
         self.metrics: Metrics | None = None
         # Hears how many more orders a pass has checked (commands/progress.py for `catch-up`).
         self.on_checked: Callable[[int], None] = lambda n: None
@@ -82,50 +85,119 @@ class Reconciler:
         counts the orders that went missing. `within` runs in the same transaction, after the
         rows are written, and returns events of its own (a CCNow action closes its command).
         `page`: the pass's page of orders, read instead of the database where it holds them.
+
+        Notifications' observations that wait for the writer together are committed in one
+        transaction (hint_group.py): a burst of them then costs one write, not one each in turn.
         """
+        if via == "notification" and within is None and page is None:
+            member = Member(list(observations), report, discover)
+            if self._hint_group is not None and self._hint_group.take(member):
+                written = await member.written
+                if written is not None:
+                    return written
+                # The transaction that was to carry it failed: it writes its own.
+            return await self._write_group(Group(member))
         now = self.clock()
-        store = self.store
-        urgent = via == "notification"  # a hint goes before a pass's batches and the backlog
-        async with store.transaction(urgent=urgent):
-            snapshot = await store.orders.load((o.key for o in observations), page)
-            if not discover and len(snapshot) < len(observations):
-                observations = [o for o in observations if o.key in snapshot]
-            result = diff(
-                snapshot,
+        async with self.store.transaction(urgent=via == "notification"):
+            events, references = await self._write(
                 observations,
-                now=now,
                 via=via,
-                store_id=store.store_id,
-                failing_accounts=await self._failing_accounts(observations),
+                now=now,
+                discover=discover,
+                within=within,
+                page=page,
+                reports=None if report is None else [(None, report)],
             )
-            if report is not None:
-                report.lost += len(result.lost)
-                report.failed += len(result.lost)
-            rows = []
-            events = list(result.events)
-            alerts = self.config.alerts
-            for state in result.states.values():
-                stuck = stuck_event(state, alerts=alerts, now=now, store_id=store.store_id, via=via)
-                if stuck is not None:
-                    state = stuck[0]
-                    events.append(stuck[1])
-                schedule = self.schedules.get((state.key.source, state.key.account))
-                when = None
-                if schedule is not None:
-                    when = plan(
-                        state,
-                        changed=state.key in result.changed,
-                        schedule=schedule,
-                        now=now,
-                        jitter=self.rng.random(),
-                    )
-                rows.append((state, when))
-            await store.orders.save(snapshot, rows)
-            if within is not None:
-                events += await within()
-            # A notification's event passes the backlog of other orders' (a catch-up's).
-            await store.events.add(events, urgent=urgent)
-        for key, tracked, answered in result.references:
+        self._written(events, references)
+        return len(events)
+
+    async def _write_group(self, group: Group) -> int:
+        """Commit a group of notifications' observations; return the leader's event count."""
+        self._hint_group = group
+        leader = group.members[0]
+        try:
+            async with self.store.transaction(urgent=True):
+                if self._hint_group is group:
+                    self._hint_group = None  # later ones wait for the next transaction
+                events, references = await self._write(
+                    [o for m in group.members for o in m.observations],
+                    via="notification",
+                    now=self.clock(),
+                    discover=leader.discover,
+                    within=None,
+                    page=None,
+                    reports=[(m.keys, m.report) for m in group.members if m.report is not None],
+                )
+        except BaseException:
+            if self._hint_group is group:
+                self._hint_group = None
+            group.failed()
+            raise
+        group.done(events)
+        self._written(events, references)
+        return group.count(leader, events)
+
+    async def _write(
+        self,
+        observations: Sequence[Observation],
+        *,
+        via: Via,
+        now: float,
+        discover: bool,
+        within: Callable[[], Awaitable[Sequence[Event]]] | None,
+        page: Page | None,
+        reports: Sequence[tuple[frozenset[OrderKey] | None, PassReport]] | None,
+    ) -> tuple[list[Event], list[tuple[OrderKey, str, str]]]:
+        """Write observations in the caller's transaction; return the events queued and the
+        references that differ. Each report counts the lost orders among its keys (None: all)."""
+        store = self.store
+        urgent = via == "notification"
+        snapshot = await store.orders.load((o.key for o in observations), page)
+        if not discover and len(snapshot) < len(observations):
+            observations = [o for o in observations if o.key in snapshot]
+        result = diff(
+            snapshot,
+            observations,
+            now=now,
+            via=via,
+            store_id=store.store_id,
+            failing_accounts=await self._failing_accounts(observations),
+        )
+        for keys, report in reports or ():
+            lost = len(result.lost if keys is None else result.lost & keys)
+            report.lost += lost
+            report.failed += lost
+        rows = []
+        events = list(result.events)
+        alerts = self.config.alerts
+        for state in result.states.values():
+            stuck = stuck_event(state, alerts=alerts, now=now, store_id=store.store_id, via=via)
+            if stuck is not None:
+                state = stuck[0]
+                events.append(stuck[1])
+            schedule = self.schedules.get((state.key.source, state.key.account))
+            when = None
+            if schedule is not None:
+                when = plan(
+                    state,
+                    changed=state.key in result.changed,
+                    schedule=schedule,
+                    now=now,
+                    jitter=self.rng.random(),
+                )
+            rows.append((state, when))
+        await store.orders.save(snapshot, rows)
+        if within is not None:
+            events += await within()
+        # A notification's event passes the backlog of other orders' (a catch-up's).
+        await store.events.add(events, urgent=urgent)
+        return events, result.references
+
+    def _written(
+        self, events: Sequence[Event], references: Sequence[tuple[OrderKey, str, str]]
+    ) -> None:
+        """After a commit: log what a provider answered that differs, tell the listeners."""
+        for key, tracked, answered in references:
             log.warning(
                 "order.external_reference_differs",
                 extra=fields(
@@ -137,7 +209,6 @@ class Reconciler:
                 ),
             )
         self.committed(events)
-        return len(events)
 
     async def _failing_accounts(self, observations: Sequence[Observation]) -> set[tuple[str, str]]:
         """Return the failing accounts among those whose orders answered "not found"."""

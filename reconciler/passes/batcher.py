@@ -19,7 +19,7 @@ BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too
 # Observations per transaction while a notification is checked: its own transaction waits for
 # the one in progress, and a short one keeps that wait short.
-HINT_ROWS = 200
+HINT_ROWS = 100
 
 
 class Writer(Protocol):
@@ -126,6 +126,10 @@ class Batcher:
 
     async def _apply(self, batch: list[Observation]) -> None:
         while batch:
+            if self.via != "notification":
+                # A pass's transaction started now would hold the writer, and the event loop,
+                # that a hint's transaction and delivery wait for.
+                await self.reconciler.hints.give_way()
             rows = self.reconciler.hint_rows if self.reconciler.hints.in_flight else len(batch)
             await self._apply_part(batch[:rows])
             batch = batch[rows:]

@@ -1,6 +1,8 @@
-"""A pass gives way to notification checks: while one runs, the pass's workers send no new
-request, so the event loop is free for the hint's few round trips (its answer, its transaction,
-its delivery) instead of queueing each of them behind a catch-up's answers and batches.
+"""A pass gives way to notification checks: while one runs, and until its event is in every
+sink (the outbox holds the gate for that), the pass's workers send no new request and its writer
+starts no new transaction, so the event loop is free for the hint's few round trips (its answer,
+its transaction, its delivery) instead of queueing each of them behind a catch-up's answers and
+batches.
 
 Bounded both ways: a worker waits at most `max_wait_s` (MAX_WAIT_S), and after waiting, the
 pass runs for as long as it waited before it gives way again, so a stream of hints takes at
@@ -14,7 +16,10 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 
-MAX_WAIT_S = 0.5  # a worker waits for the hints in flight at most this long at a time
+# A worker waits for the hints in flight at most this long at a time. Under a steady stream of
+# hints the gate is always held, and the pass alternates waiting and running in steps of this
+# length: a hint arriving while it runs waits about that long for a free event loop.
+MAX_WAIT_S = 0.1
 
 
 class HintGate:
@@ -38,14 +43,22 @@ class HintGate:
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
         """Mark a notification check as running for the block."""
-        self._in_flight += 1
-        self._idle.clear()
+        self.enter()
         try:
             yield
         finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+            self.leave()
+
+    def enter(self) -> None:
+        """Begin a hint's work that passes give way to (pair with `leave`)."""
+        self._in_flight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        """End what `enter` began."""
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
 
     async def give_way(self) -> None:
         """Wait while notification checks run (a pass's worker, before its next request)."""

@@ -43,6 +43,7 @@ class Urgent:
         self._last: OrderedDict[OrderOf, int] = OrderedDict()
         # Events up to this seq are outside the window (None: nothing committed yet).
         self.horizon: int | None = None
+        self.urgent_commits = 0  # transactions that committed urgent events
 
     def stage(self, events: Iterable[tuple[int, OrderOf]], *, urgent: bool) -> None:
         """Remember events written by the open transaction (kept only if it commits)."""
@@ -73,6 +74,8 @@ class Urgent:
             if is_urgent:
                 urgent[seq] = order
         self._staged.clear()
+        if urgent:
+            self.urgent_commits += 1
         while len(self._previous) > self.window:
             oldest = next(iter(self._previous))
             del self._previous[oldest]
@@ -88,6 +91,10 @@ class Urgent:
     def pending(self, sink: str) -> dict[int, OrderOf]:
         """Return the sink's urgent seqs and their orders."""
         return dict(self._sinks.get(sink, {}))
+
+    def waiting(self, sink: str) -> bool:
+        """Return whether the sink has urgent events not yet handed to it."""
+        return bool(self._sinks.get(sink))
 
     def earlier(self, seq: int) -> list[int]:
         """Return the seqs of the earlier events of `seq`'s order in the window, newest first."""

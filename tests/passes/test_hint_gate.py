@@ -13,10 +13,12 @@ import pytest
 from reconciler.config import Config, LogSinkConfig, load_config
 from reconciler.delivery import Delivery
 from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.passes.batcher import Batcher
 from reconciler.passes.hint_gate import HintGate
+from reconciler.passes.report import PassReport
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
-from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
+from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent, RetryLater
 from reconciler.store import Store
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -165,3 +167,114 @@ async def test_while_a_notification_is_checked_a_sink_takes_short_batches(
         assert await outbox.drain(30.0)
     assert sum(sink.batches) == len(ORDERS)
     assert max(sink.batches) == 30
+
+
+class HeldSink:
+    """A sink that keeps the batch holding the notified order's event until `release` is set,
+    then answers `result` for it."""
+
+    name = "counting"
+
+    def __init__(self, result: DeliveryResult) -> None:
+        self.result = result
+        self.handed = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+        if any(e.order_id == "N-1" for e in events):
+            self.handed.set()
+            await self.release.wait()
+            return [self.result] * len(events)
+        return [Delivered()] * len(events)
+
+    async def close(self) -> None:
+        pass
+
+
+async def gives_way(gate: HintGate) -> bool:
+    """Return whether a pass's worker asking `gate` now waits (looked at after a few turns)."""
+    waiter = asyncio.ensure_future(gate.give_way())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    waiting = not waiter.done()
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    return waiting
+
+
+async def notify_with_outbox(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV, sink: HeldSink
+) -> tuple[HintGate, asyncio.Future[None]]:
+    """With an outbox delivering to `sink`, check N-1 as the hub checks a notification; return
+    the gate and the outbox's task once the sink holds N-1's event."""
+    fake_ccv.orders = {"N-1": "Processing"}
+    await store.orders.track("ccv", "default", [("N-1", None)], 1.0)
+    config = config_for(tmp_path, fake_ccv.base_url)
+    outbox = Delivery(store, [(sink, LogSinkConfig(name=sink.name))])
+    reconciler = Reconciler(config, store, on_commit=outbox.committed)
+    gate = reconciler.hints = outbox.hints = HintGate(max_wait_s=60.0)
+    delivering = asyncio.ensure_future(outbox.run())
+    async with aiohttp.ClientSession() as session:
+        ccv = Coordinators.build(config, reconciler, session).ccv["default"]
+        with gate.running():
+            report = await ccv.check(["N-1"], via="notification")
+    assert report.events == 1
+    await asyncio.wait_for(sink.handed.wait(), 10)
+    return gate, delivering
+
+
+async def stop(outbox_task: asyncio.Future[None], sink: HeldSink) -> None:
+    sink.release.set()
+    outbox_task.cancel()
+    await asyncio.gather(outbox_task, return_exceptions=True)
+
+
+async def test_a_pass_gives_way_until_the_notified_event_is_in_the_sink(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    sink = HeldSink(Delivered())
+    gate, delivering = await notify_with_outbox(tmp_path, store, fake_ccv, sink)
+    try:
+        # The check is over, its event is in the sink's hands but not yet delivered: passes
+        # still leave the event loop and the writer to that delivery.
+        assert await gives_way(gate)
+        sink.release.set()
+        await asyncio.wait_for(gate.give_way(), 10)
+        assert not await gives_way(gate)
+    finally:
+        await stop(delivering, sink)
+
+
+async def test_a_sink_that_fails_the_notified_event_does_not_hold_passes_back(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    sink = HeldSink(RetryLater("http 503"))
+    gate, delivering = await notify_with_outbox(tmp_path, store, fake_ccv, sink)
+    try:
+        sink.release.set()
+        # The lane waits for its retry; passes no longer wait for it.
+        await asyncio.wait_for(gate.give_way(), 10)
+        assert not await gives_way(gate)
+    finally:
+        await stop(delivering, sink)
+
+
+async def test_a_pass_s_queued_batch_waits_while_a_notification_is_checked(
+    tmp_path: Path, store: Store
+) -> None:
+    await store.orders.track("ccv", "default", [(oid, None) for oid in [*ORDERS, "N-1"]], 1.0)
+    reconciler = Reconciler(config_for(tmp_path, "http://127.0.0.1:9"), store)
+    reconciler.hints = HintGate(max_wait_s=60.0)
+    batcher = Batcher(reconciler, "catch-up", PassReport(), "ccv", "default")
+    for oid in ORDERS[:10]:
+        await batcher.add(ok(oid))
+    with reconciler.hints.running():
+        flushing = asyncio.ensure_future(batcher.flush())  # the pass's batch, ready first
+        await asyncio.sleep(0)
+        await reconciler.apply([ok("N-1")], via="notification")
+    await asyncio.wait_for(flushing, 10)
+    rows = (await store.outbox.due("counting", 2.0e9, 100)).rows
+    seqs = {r.order_id: r.seq for r in rows}
+    assert len(seqs) == 11
+    # The notification's transaction did not queue behind the batch that was ready before it.
+    assert seqs["N-1"] == min(seqs.values())
