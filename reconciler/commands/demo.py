@@ -146,12 +146,8 @@ class Feed:
         return text
 
 
-async def run_demo(args: argparse.Namespace, out: TextIO) -> int:
-    """Run sandbox + daemon until --seconds passed or Ctrl-C; print the summary."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -> int:
+    """Run sandbox + daemon until --seconds passed or `stop` is set; print the summary."""
     with contextlib.ExitStack() as stack:
         if args.store is None:
             store = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "demo.db"
@@ -272,14 +268,26 @@ def _summary(
     out.flush()
 
 
-def demo_command(args: argparse.Namespace) -> int:
-    """Entry point of `reconciler demo`."""
-    # The feed is the output; event log lines on stderr would only repeat it.
+def feed_only_logging() -> None:
+    """Quiet the log to warnings: the feed is the output, event log lines would only repeat it."""
     logging.getLogger("reconciler.events").setLevel(logging.CRITICAL + 1)
     logging.getLogger("reconciler").setLevel(
         max(logging.WARNING, logging.getLogger("reconciler").level)
     )
+
+
+async def _run_until_signalled(args: argparse.Namespace, out: TextIO) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await run_demo(args, out, stop)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """Entry point of `reconciler demo`: Ctrl-C or SIGTERM ends it with its summary."""
+    feed_only_logging()
     try:
-        return eventloop.run(run_demo(args, sys.stdout))
+        return eventloop.run(_run_until_signalled(args, sys.stdout))
     except KeyboardInterrupt:
         return 0

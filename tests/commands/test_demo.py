@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 import sys
 
-from tests.conftest import REPO, cli_env, run_cli
+from reconciler import cli
+from reconciler.commands.demo import feed_only_logging, run_demo
+from reconciler.logs import logging_set_up
+from tests.conftest import REPO, Result, cli_env
+
+
+async def demo_here(*argv: str) -> Result:
+    """Run `reconciler demo ARGV` in this loop as its command line does, but with no signal
+    handlers: only --seconds ends it."""
+    args = cli.parse_args(["demo", *argv])
+    out, err = io.StringIO(), io.StringIO()
+    with logging_set_up(args.log_level, err):
+        feed_only_logging()
+        code = await run_demo(args, out, asyncio.Event())
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 async def test_demo_shows_discovery_and_changes_and_exits_0() -> None:
-    result = await run_cli("demo", "--seconds", "8", "--speed", "3", timeout_s=60)
+    result = await demo_here("--seconds", "8", "--speed", "3")
     assert result.code == 0, result.stderr
     assert "order.discovered" in result.stdout
     assert "order.status_changed" in result.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import Result, call_cli, cli_env, write_config
 from tests.fake_providers import FakeCCV
-from tests.tty import ANSI, run_cli_on_tty
+from tests.tty import ANSI, call_cli_on_tty
 
 IDS = [f"5a6b7c8d-0000-4000-8000-{n:012d}" for n in range(300)]
 
@@ -42,7 +42,7 @@ async def test_track_from_a_long_file_shows_progress_only_on_a_terminal(
     assert piped.code == 0, piped.stderr
     assert [x["message"] for x in _only_json_lines(piped)] == ["orders.tracked"]
 
-    tty = await run_cli_on_tty(
+    tty = await call_cli_on_tty(
         "--config", cfg, "track", "ccv", "--from-file", ids, env=cli_env(), tty="stderr"
     )
     assert tty.code == 0, tty.stderr
@@ -57,7 +57,7 @@ async def test_catch_up_shows_progress_and_its_log_lines_stay_whole(
     fake_ccv.orders = dict.fromkeys(IDS, "New")
     cfg = write_config(tmp_path, ccv=fake_ccv)
     assert (await call_cli("--config", cfg, "track", "ccv", *IDS)).code == 0
-    tty = await run_cli_on_tty("--config", cfg, "catch-up", env=cli_env(), tty="stderr")
+    tty = await call_cli_on_tty("--config", cfg, "catch-up", env=cli_env(), tty="stderr")
     assert tty.code == 0, tty.stderr
     assert "catch-up: 100%" in tty.stderr and "300/300" in tty.stderr
     lines = _log_lines_on_tty(tty.stderr)
@@ -84,7 +84,7 @@ async def test_replay_shows_progress_only_on_a_terminal(tmp_path: Path, fake_ccv
     assert piped.code == 0, piped.stderr
     assert [x["message"] for x in _only_json_lines(piped)] == ["replay.queued"]
 
-    tty = await run_cli_on_tty(
+    tty = await call_cli_on_tty(
         "--config", cfg, "replay", "--sink", "jsonl", env=cli_env(), tty="stderr"
     )
     assert tty.code == 0, tty.stderr

@@ -11,7 +11,7 @@ from typing import Any
 from tests.conftest import call_cli, cli_env, daemon_here, read_events, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.notify_socket import NotifySocket
-from tests.tty import ANSI, run_cli_on_tty
+from tests.tty import ANSI, call_cli_on_tty
 
 CCV_IDS = [f"5a6b7c8d-0000-4000-8000-00000000000{n}" for n in range(1, 4)]
 
@@ -197,13 +197,13 @@ async def test_status_is_coloured_on_a_terminal_unless_no_color(
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
     plain = _steady((await call_cli("--config", cfg, "status")).stdout)
 
-    tty = await run_cli_on_tty("--config", cfg, "status", env=cli_env(), tty="stdout")
+    tty = await call_cli_on_tty("--config", cfg, "status", env=cli_env(), tty="stdout")
     assert tty.code == 0, tty.stderr
     assert "\x1b[32mok\x1b[0m" in tty.stdout  # a healthy account in green
     # Without the colour codes it is the same text, columns where they were.
     assert _steady(ANSI.sub("", tty.stdout)) == plain
 
-    no_color = await run_cli_on_tty(
+    no_color = await call_cli_on_tty(
         "--config", cfg, "status", env=cli_env(NO_COLOR="1"), tty="stdout"
     )
     assert "\x1b[" not in no_color.stdout
