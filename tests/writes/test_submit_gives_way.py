@@ -20,10 +20,10 @@ from tests.conftest import daemon_here, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
 from tests.server.test_api import TOKEN, api_toml
 
-ORDERS = 400  # with each answer taking 50 ms and 8 at once: a pass of about 2.5 s
-# How long the submit is watched while CCV holds it: a pass would send about 40 requests
-# meanwhile. Shorter than the longest a pass gives way (hint_gate.MAX_WAIT_S, 0.5 s).
-WINDOW_S = 0.25
+ORDERS = 1000  # with each answer taking 20 ms and 8 at once: a pass of about 2.5 s
+# How long the submit is watched while CCV holds it: a pass would send about 36 requests
+# meanwhile. Shorter than the longest a pass gives way (hint_gate.MAX_WAIT_S, 0.1 s).
+WINDOW_S = 0.09
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ async def test_a_pass_sends_nothing_new_while_a_submit_waits_for_its_answer(
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:
     await track_many(tmp_path / "reconciler.db", fake)
-    fake.delay_s = 0.05
+    fake.delay_s = 0.02
     port = free_port()
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
     async with daemon_here(cfg), aiohttp.ClientSession() as http:
