@@ -268,7 +268,7 @@ class OutboxRows:
                 page = list(await conn.execute_fetchall(_FRESH, (sink, after, limit)))
                 if first_fresh is None and page:
                     first_fresh = page[0][0]
-                taken = [r for r in page if free(r)]
+                taken = [r for r in page if free(r)] if blocked else page
                 rows += taken
                 fresh += len(taken)
                 if len(page) < limit:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 OrderOf = tuple[str, str, str]  # (source, account, order_id)
@@ -114,6 +115,8 @@ def order_of(row: Sequence[Any]) -> OrderOf:
 def urgent_first(head: Sequence[Sequence[Any]], rows: Sequence[Sequence[Any]]) -> list[Any]:
     """Return `head` and `rows` (deduplicated by seq) with every event of an order in `head`
     before the others, each group in seq order: an order's events stay in order."""
+    if not head:  # nothing urgent (a catch-up's every batch): commit order, no per-row work
+        return sorted(rows, key=itemgetter(0))
     first = {order_of(r) for r in head}
     merged = {r[0]: r for r in (*head, *rows)}
     return sorted(merged.values(), key=lambda r: (order_of(r) not in first, r[0]))

@@ -61,3 +61,19 @@ async def test_the_feed_pages_in_commit_order_with_a_cursor(tmp_path: Path) -> N
         assert ahead.value.newest == 5
     finally:
         await store.close()
+
+
+async def test_with_nothing_urgent_a_sink_gets_retried_and_fresh_events_in_commit_order(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        async with store.transaction():
+            await store.events.add([event(n) for n in range(1, 6)])
+        await store.outbox.failed("log", [(2, "http 503", 5.0), (4, "http 503", 50.0)])
+        due = await store.outbox.due("log", 10.0, 100)
+        # 2 is due again, 4 waits for its retry; every other order's events go, in seq order.
+        assert [r.seq for r in due.rows] == [1, 2, 3, 5]
+        assert due.next_at == 50.0
+    finally:
+        await store.close()
