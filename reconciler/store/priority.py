@@ -39,8 +39,10 @@ class Urgent:
         self.window = window  # events whose predecessor of their order is remembered
         self._sinks: dict[str, dict[int, OrderOf]] = {}
         self._staged: list[tuple[int, OrderOf, bool]] = []
-        # seq -> the seq of the previous event of its order (None: none in the window)
-        self._previous: dict[int, int | None] = {}
+        # seq -> the seq of the previous event of its order (None: none in the window). Ordered:
+        # the oldest goes first in O(1); a dict's first key, after deletions at its front, is
+        # found by skipping every deleted slot (30 us an event once the window was full).
+        self._previous: OrderedDict[int, int | None] = OrderedDict()
         self._last: OrderedDict[OrderOf, int] = OrderedDict()
         # Events up to this seq are outside the window (None: nothing committed yet).
         self.horizon: int | None = None
@@ -75,9 +77,7 @@ class Urgent:
                 urgent[seq] = order
         self._staged.clear()
         while len(self._previous) > self.window:
-            oldest = next(iter(self._previous))
-            del self._previous[oldest]
-            self.horizon = oldest
+            self.horizon, _ = self._previous.popitem(last=False)
         while self._last and next(iter(self._last.values())) <= self.horizon:
             self._last.popitem(last=False)
         for sink in sinks:
