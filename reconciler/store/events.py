@@ -16,7 +16,7 @@ from ..events import Event
 from ..model import Source
 from .errors import StoreError, guarded
 from .priority import urgent_first
-from .sql import CHUNK, chunks, marks, values
+from .sql import CHUNK, chunks, marks, runs, values
 
 if TYPE_CHECKING:
     from .db import Store
@@ -268,7 +268,7 @@ class OutboxRows:
                 page = list(await conn.execute_fetchall(_FRESH, (sink, after, limit)))
                 if first_fresh is None and page:
                     first_fresh = page[0][0]
-                taken = [r for r in page if free(r)]
+                taken = [r for r in page if free(r)] if blocked else page
                 rows += taken
                 fresh += len(taken)
                 if len(page) < limit:
@@ -312,12 +312,14 @@ class OutboxRows:
     async def delivered(self, sink: str, seqs: Sequence[int], now: float) -> None:
         """Record that a sink confirmed events (its own transaction, a short one: before the
         batches waiting for the writer)."""
+        # By runs of consecutive seqs (a batch of a catch-up is one run): one statement and
+        # two bounds each, instead of a parameter and a row of an IN list per event.
         async with self._store.transaction(urgent=True):
-            for n, params in chunks([(seq,) for seq in seqs]):
+            for first, last in runs(seqs):
                 await self._conn.execute(
                     "UPDATE deliveries SET state = 'delivered', delivered_at = ?, "
-                    f"last_error = NULL WHERE sink = ? AND event_seq IN ({values(n, 1)})",
-                    (now, sink, *params),
+                    "last_error = NULL WHERE sink = ? AND event_seq BETWEEN ? AND ?",
+                    (now, sink, first, last),
                 )
 
     async def failed(self, sink: str, failures: Sequence[tuple[int, str, float | None]]) -> None:

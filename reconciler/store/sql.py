@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 # The hot writes take many rows in one statement (a multi-row VALUES list): one call into SQLite,
@@ -32,3 +32,15 @@ def chunks(items: Sequence[Sequence[Any]]) -> Iterator[tuple[int, list[Any]]]:
     for i in range(0, len(items), ROWS_PER_STATEMENT):
         chunk = items[i : i + ROWS_PER_STATEMENT]
         yield len(chunk), list(itertools.chain.from_iterable(chunk))
+
+
+def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Return the runs of consecutive numbers of `seqs` (in any order) as (first, last)."""
+    out: list[tuple[int, int]] = []
+    ordered = sorted(set(seqs))
+    first = 0
+    for i in range(1, len(ordered) + 1):
+        if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
+            out.append((ordered[first], ordered[i - 1]))
+            first = i
+    return out

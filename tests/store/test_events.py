@@ -3,9 +3,13 @@ the sinks it was opened with, and the outbox refuses a store opened for other si
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.config import LogSinkConfig
 from reconciler.delivery import Delivery
@@ -59,5 +63,45 @@ async def test_the_feed_pages_in_commit_order_with_a_cursor(tmp_path: Path) -> N
         with pytest.raises(CursorAhead) as ahead:
             await store.events.feed(6, None, 3)
         assert ahead.value.newest == 5
+    finally:
+        await store.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(confirmed=st.sets(st.integers(min_value=1, max_value=12)))
+def test_a_sink_s_confirmed_events_are_marked_delivered_and_no_other(confirmed: set[int]) -> None:
+    # Marked by runs of consecutive seqs: a gap between two runs stays pending.
+    async def check(path: Path) -> None:
+        store = await Store.open(path / "reconciler.db", sinks=("log", "hooks"))
+        try:
+            async with store.transaction():
+                await store.events.add([event(n) for n in range(1, 13)])
+            await store.outbox.delivered("log", sorted(confirmed, reverse=True), 2.0)
+            due = await store.outbox.due("log", 3.0, 100)
+            assert [r.seq for r in due.rows] == [n for n in range(1, 13) if n not in confirmed]
+            assert await store.outbox.pending_counts("hooks") == {"hooks": 12}  # not its sink
+            undelivered = {e.seq: e.undelivered for e in await store.events.history()}
+            assert {seq for seq, sinks in undelivered.items() if "log" in sinks} == (
+                set(range(1, 13)) - confirmed
+            )
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(check(Path(tmp)))
+
+
+async def test_with_nothing_urgent_a_sink_gets_retried_and_fresh_events_in_commit_order(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        async with store.transaction():
+            await store.events.add([event(n) for n in range(1, 6)])
+        await store.outbox.failed("log", [(2, "http 503", 5.0), (4, "http 503", 50.0)])
+        due = await store.outbox.due("log", 10.0, 100)
+        # 2 is due again, 4 waits for its retry; every other order's events go, in seq order.
+        assert [r.seq for r in due.rows] == [1, 2, 3, 5]
+        assert due.next_at == 50.0
     finally:
         await store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks.jsonl import JsonlSink
 from reconciler.store import Store
-from reconciler.store.priority import URGENT_IN_A_ROW, Urgent, WriteLock
+from reconciler.store.priority import URGENT_IN_A_ROW, WINDOW, Urgent, WriteLock
 from tests.conftest import poll_until
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -307,3 +308,23 @@ async def test_after_a_restart_the_backlog_of_the_last_run_goes_first_in_commit_
         assert [r.seq for r in rows] == list(range(1, BATCH + 1))
     finally:
         await again.close()
+
+
+def test_past_the_window_each_committed_event_costs_what_it_cost_before() -> None:
+    # A long catch-up or a daemon's days commit far more events than the window holds: the
+    # oldest then leaves the window with every event committed, and that must stay cheap (it
+    # once cost 30 times as much per event as filling the window did, 30 us an event).
+    urgent = Urgent(window=WINDOW)
+
+    def commit(first: int, last: int) -> float:
+        started = time.process_time()
+        for batch in range(first, last, 500):
+            seqs = range(batch + 1, batch + 501)
+            urgent.stage(((s, ("ccv", "default", f"o-{s}")) for s in seqs), urgent=False)
+            urgent.committed(("log",))
+        return time.process_time() - started
+
+    filling = commit(0, WINDOW)
+    commit(WINDOW, 2 * WINDOW)
+    assert commit(2 * WINDOW, 3 * WINDOW) < 4 * filling
+    assert urgent.horizon == 2 * WINDOW  # the window holds the last WINDOW events
