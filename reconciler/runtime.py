@@ -1,5 +1,5 @@
 """What a writing command holds, opened in order and closed in reverse: lock, store, HTTP
-session, sinks with their outbox, the reconciler and the accounts' coordinators."""
+session, the sinks and their delivery, the reconciler and the accounts' coordinators."""
 
 from __future__ import annotations
 
