@@ -27,7 +27,8 @@ from typing import Any
 
 from reconciler.config import Config, load_config
 from reconciler.model import Observation, OrderKey, Outcome
-from reconciler.reconcile import BATCH_ROWS, Reconciler
+from reconciler.passes.batcher import BATCH_ROWS
+from reconciler.reconcile import Reconciler
 from reconciler.store import Store
 from reconciler.store.order_rows import UPSERT  # the baseline runs the store's own UPSERT
 

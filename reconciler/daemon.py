@@ -95,7 +95,7 @@ class Daemon:
             config,
             runtime.coordinators,
             runtime.store,
-            runtime.outbox,
+            runtime.delivery,
             self.metrics,
             on_pass=self._on_pass,
         )
@@ -108,7 +108,7 @@ class Daemon:
         """Run until `stop` is set."""
         rt = self.rt
         watchdog = asyncio.ensure_future(self.notifier.run_watchdog())
-        outbox = asyncio.ensure_future(rt.outbox.run())
+        delivering = asyncio.ensure_future(rt.delivery.run())
         try:
             await self.start_api()
             await self._start_receiver()
@@ -140,11 +140,11 @@ class Daemon:
         finally:
             self.notifier.stopping()
             log.info("daemon.stopping")
-            await self._shutdown(outbox)
+            await self._shutdown(delivering)
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
 
-    async def _shutdown(self, outbox: asyncio.Future[None]) -> None:
+    async def _shutdown(self, delivering: asyncio.Future[None]) -> None:
         cancelled = 0
         if self.api is not None:
             await self.api.close()
@@ -157,15 +157,15 @@ class Daemon:
             cancelled += 1
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=JOBS_STOP_TIMEOUT_S)
-        self.rt.outbox.stop()
+        self.rt.delivery.stop()
         try:
-            await asyncio.wait_for(asyncio.shield(outbox), OUTBOX_FLUSH_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(delivering), OUTBOX_FLUSH_TIMEOUT_S)
         except asyncio.TimeoutError:
-            outbox.cancel()
-            await asyncio.gather(outbox, return_exceptions=True)
+            delivering.cancel()
+            await asyncio.gather(delivering, return_exceptions=True)
         else:
             with contextlib.suppress(StoreError):  # logged once by the store's health
-                await self.rt.outbox.drain(OUTBOX_FLUSH_TIMEOUT_S)
+                await self.rt.delivery.drain(OUTBOX_FLUSH_TIMEOUT_S)
         if self.api_reader is not None:
             await self.api_reader.close()
         try:
@@ -249,7 +249,7 @@ class Daemon:
             accounts=self.config.ccv,
             receiver=self.config.receiver,
             order_id_fields=api.ccv_order_id_fields if api is not None else ("orderId", "id"),
-            on_commit=self.rt.outbox.committed,
+            on_commit=self.rt.delivery.committed,
             gate=self.rt.reconciler.hints,
         )
         # Before anything listens: a submit a stopped process left unanswered is never re-sent.
@@ -260,7 +260,7 @@ class Daemon:
                 self.rt.session,
                 self.rt.reconciler,
                 self.config.ccnow,
-                on_commit=self.rt.outbox.committed,
+                on_commit=self.rt.delivery.committed,
             )
             await self.actions.settle_interrupted()
         if api is None:

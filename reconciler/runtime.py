@@ -1,5 +1,5 @@
 """What a writing command holds, opened in order and closed in reverse: lock, store, HTTP
-session, sinks with their outbox, the reconciler and the accounts' coordinators."""
+session, the sinks and their delivery, the reconciler and the accounts' coordinators."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Runtime:
 
     store: Store
     session: aiohttp.ClientSession
-    outbox: Delivery
+    delivery: Delivery
     reconciler: Reconciler
     coordinators: Coordinators
 
@@ -53,10 +53,10 @@ class Runtime:
             await make_space_returnable(self.store)
             self.session = http_session(self.config)
             opened.push_async_callback(self.session.close)
-            self.outbox = Delivery(self.store, build_sinks(self.config, self.session))
-            opened.push_async_callback(self.outbox.close)
-            self.reconciler = Reconciler(self.config, self.store, on_commit=self.outbox.committed)
-            self.outbox.hints = self.reconciler.hints
+            self.delivery = Delivery(self.store, build_sinks(self.config, self.session))
+            opened.push_async_callback(self.delivery.close)
+            self.reconciler = Reconciler(self.config, self.store, on_commit=self.delivery.committed)
+            self.delivery.hints = self.reconciler.hints
             self.coordinators = Coordinators.build(self.config, self.reconciler, self.session)
         except BaseException:
             await opened.aclose()

@@ -195,7 +195,7 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
         fake_ccv.orders[MOVING_ORDER] = "Processing"
         await rt.coordinators.ccv["default"].check(orders, via="poll")
         await rt.coordinators.ccv["default"].check(orders, via="notification")
-        sink = rt.outbox.lanes[0].config.name
+        sink = rt.delivery.lanes[0].config.name
         due = await rt.store.outbox.due(sink, time.time() + 7200, 10)
         await rt.store.outbox.failed(sink, [(due.rows[0].seq, "refused", None)])
         await daemon.hub.refresh_metrics()

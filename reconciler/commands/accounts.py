@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
-from ..config import CCNowConfig, CCVConfig, Config
+from ..config import Config
 from ..exits import UsageError
 from ..model import Source
 
@@ -29,13 +29,6 @@ def configured_account(accounts: Iterable[A], name: str) -> A:
     if found is None:
         raise LookupError(f"no account named {name!r}")
     return found
-
-
-def source_account(config: Config, source: Source, name: str) -> CCVConfig | CCNowConfig:
-    """Return the configured account `name` of `source` (names come from the config)."""
-    if source == "ccv":
-        return configured_account(config.ccv, name)
-    return configured_account(config.ccnow, name)
 
 
 def account_names(config: Config, source: Source) -> list[str]:

@@ -26,13 +26,13 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
         total = sum(n for (source, _), n in due.items() if args.source in (None, source))
         with progress("catch-up", total) as advance:
             rt.reconciler.on_checked = advance
-            outbox_task = asyncio.ensure_future(rt.outbox.run())
+            delivering = asyncio.ensure_future(rt.delivery.run())
             try:
                 report = await rt.coordinators.catch_up(args.source)
             finally:
-                rt.outbox.stop()
-                await outbox_task
-        await rt.outbox.drain(args.deliver_timeout)
+                rt.delivery.stop()
+                await delivering
+        await rt.delivery.drain(args.deliver_timeout)
         await rt.prune()  # also lets go of the rows of sinks no longer configured
         undelivered = await rt.store.outbox.pending_counts()
         delivered = not any(undelivered.values())

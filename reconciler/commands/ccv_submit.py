@@ -75,7 +75,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 order_id_fields=(
                     config.api.ccv_order_id_fields if config.api is not None else ("orderId", "id")
                 ),
-                on_commit=rt.outbox.committed,
+                on_commit=rt.delivery.committed,
             )
             await submitter.settle_interrupted()
             try:
@@ -83,7 +83,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
             except BadSubmission as exc:
                 print(f"reconciler: error: {exc}", file=sys.stderr)
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
-            await rt.outbox.drain(DELIVER_TIMEOUT_S)
+            await rt.delivery.drain(DELIVER_TIMEOUT_S)
             return _report(result.status, result.body, result.order_id, result.reference, secrets)
     except StoreLocked:
         if config.api is None:

@@ -31,8 +31,8 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
                     if sink == args.sink:
                         advance(n)
 
-                rt.outbox.on_delivered = replayed
-                delivered = await rt.outbox.drain(args.deliver_timeout)
+                rt.delivery.on_delivered = replayed
+                delivered = await rt.delivery.drain(args.deliver_timeout)
     except StoreLocked:
         # A running daemon owns delivery: queue the events and let it send them.
         store = await Store.open(config.store_path)

@@ -1,5 +1,5 @@
 """A pass gives way to notification checks: while one runs, and until its event is in every
-sink (the outbox holds the gate for that), the pass's workers send no new request and its writer
+sink (delivery.py holds the gate for that), the pass's workers send no new request and its writer
 starts no new transaction, so the event loop is free for the hint's few round trips (its answer,
 its transaction, its delivery) instead of queueing each of them behind a catch-up's answers and
 batches.

@@ -30,7 +30,7 @@ class Hub:
         config: Config,
         coordinators: Coordinators,
         store: Store,
-        outbox: Delivery,
+        delivery: Delivery,
         metrics: Metrics,
         *,
         on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
@@ -38,7 +38,7 @@ class Hub:
         self.config = config
         self.coordinators = coordinators
         self.store = store
-        self.outbox = outbox
+        self.delivery = delivery
         self.metrics = metrics
         self.on_pass = on_pass
 
@@ -118,7 +118,7 @@ class Hub:
         return Health(
             sources=tuple(entries),
             outbox={
-                lane.config.name: backlog.get(lane.config.name, 0) for lane in self.outbox.lanes
+                lane.config.name: backlog.get(lane.config.name, 0) for lane in self.delivery.lanes
             },
             store_failing_since=None if episode is None else episode.since,
             store_error=None if episode is None else episode.error,
@@ -146,7 +146,7 @@ class Hub:
                 poll_interval_s=acc.poll_interval_s,
             )
         self.metrics.set_stuck({(s, a.name): stuck.get((s, a.name), 0) for s, a in accounts})
-        sinks = [lane.config.name for lane in self.outbox.lanes]
+        sinks = [lane.config.name for lane in self.delivery.lanes]
         backlog = await store.outbox.pending_counts()
         self.metrics.set_outbox_backlog({sink: backlog.get(sink, 0) for sink in sinks})
         dead = await store.outbox.dead_counts()

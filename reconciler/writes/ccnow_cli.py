@@ -81,11 +81,11 @@ async def action_command(
     try:
         async with Runtime(config) as rt:
             sender = ActionSender(
-                rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.outbox.committed
+                rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
             await sender.settle_interrupted()
             taken = await sender.take(new)
-            await rt.outbox.drain(DELIVER_TIMEOUT_S)
+            await rt.delivery.drain(DELIVER_TIMEOUT_S)
     except StoreLocked:
         if config.api is None:
             raise _locked() from None
@@ -168,7 +168,7 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
     try:
         async with Runtime(config) as rt:
             sender = ActionSender(
-                rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.outbox.committed
+                rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
             await sender.settle_interrupted()
             found = await sender.resolve(cfg.name, order_id, sent=sent)

@@ -12,7 +12,6 @@ from reconciler.commands.accounts import (
     choose_account,
     configured_account,
     find_account,
-    source_account,
 )
 from reconciler.config import Config, load_config
 from reconciler.exits import UsageError
@@ -49,8 +48,6 @@ def test_an_account_is_found_by_its_name(config: Config) -> None:
     assert find_account(config.ccv, "shop-be") is config.ccv[1]
     assert find_account(config.ccv, "shop-de") is None
     assert configured_account(config.ccnow, "default") is config.ccnow[0]
-    assert source_account(config, "ccv", "shop-nl") is config.ccv[0]
-    assert source_account(config, "ccnow", "default") is config.ccnow[0]
     with pytest.raises(LookupError):
         configured_account(config.ccv, "shop-de")
 

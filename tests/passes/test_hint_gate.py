@@ -158,13 +158,13 @@ async def test_while_a_notification_is_checked_a_sink_takes_short_batches(
     tmp_path: Path, store: Store
 ) -> None:
     sink = CountingSink()
-    outbox = Delivery(store, [(sink, LogSinkConfig(name=sink.name))], hint_batch=30)
+    delivery = Delivery(store, [(sink, LogSinkConfig(name=sink.name))], hint_batch=30)
     await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
     reconciler = Reconciler(config_for(tmp_path, "http://127.0.0.1:9"), store)
     await reconciler.apply([ok(oid) for oid in ORDERS], via="catch-up")
-    outbox.hints = HintGate()
-    with outbox.hints.running():
-        assert await outbox.drain(30.0)
+    delivery.hints = HintGate()
+    with delivery.hints.running():
+        assert await delivery.drain(30.0)
     assert sum(sink.batches) == len(ORDERS)
     assert max(sink.batches) == 30
 
@@ -206,14 +206,14 @@ async def notify_with_outbox(
     tmp_path: Path, store: Store, fake_ccv: FakeCCV, sink: HeldSink
 ) -> tuple[HintGate, asyncio.Future[None]]:
     """With an outbox delivering to `sink`, check N-1 as the hub checks a notification; return
-    the gate and the outbox's task once the sink holds N-1's event."""
+    the gate and the delivery task once the sink holds N-1's event."""
     fake_ccv.orders = {"N-1": "Processing"}
     await store.orders.track("ccv", "default", [("N-1", None)], 1.0)
     config = config_for(tmp_path, fake_ccv.base_url)
-    outbox = Delivery(store, [(sink, LogSinkConfig(name=sink.name))])
-    reconciler = Reconciler(config, store, on_commit=outbox.committed)
-    gate = reconciler.hints = outbox.hints = HintGate(max_wait_s=60.0)
-    delivering = asyncio.ensure_future(outbox.run())
+    delivery = Delivery(store, [(sink, LogSinkConfig(name=sink.name))])
+    reconciler = Reconciler(config, store, on_commit=delivery.committed)
+    gate = reconciler.hints = delivery.hints = HintGate(max_wait_s=60.0)
+    delivering = asyncio.ensure_future(delivery.run())
     async with aiohttp.ClientSession() as session:
         ccv = Coordinators.build(config, reconciler, session).ccv["default"]
         with gate.running():

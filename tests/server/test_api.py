@@ -126,7 +126,7 @@ async def serve_api(
     cfg.write_text(cfg.read_text().replace('timeout = "2s"', f'timeout = "{ccv_timeout}"', 1))
     config = load_config(cfg)
     async with Runtime(config) as rt:
-        outbox = asyncio.ensure_future(rt.outbox.run())
+        delivering = asyncio.ensure_future(rt.delivery.run())
         daemon = Daemon(config, rt, Notifier(None), api_limits=limits)
         await daemon.start_api()
         try:
@@ -136,8 +136,8 @@ async def serve_api(
             assert daemon.api is not None and daemon.api_reader is not None
             await daemon.api.close()
             await daemon.api_reader.close()
-            rt.outbox.stop()
-            await outbox
+            rt.delivery.stop()
+            await delivering
 
 
 @pytest.fixture

@@ -31,10 +31,10 @@ async def hub(
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
         async with aiohttp.ClientSession() as session:
-            outbox = Delivery(store, build_sinks(config, session))
+            delivery = Delivery(store, build_sinks(config, session))
             coordinators = Coordinators.build(config, Reconciler(config, store), session)
-            yield Hub(config, coordinators, store, outbox, Metrics())
-            await outbox.close()
+            yield Hub(config, coordinators, store, delivery, Metrics())
+            await delivery.close()
     finally:
         await store.close()
 

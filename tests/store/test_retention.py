@@ -207,7 +207,7 @@ async def test_pruning_while_a_catch_up_runs_loses_and_doubles_nothing(
             await rt.store.events.add(old)
             await rt.store.conn.execute("UPDATE deliveries SET state = 'delivered'")
         await rt.store.orders.track("ccv", "default", [(i, None) for i in ids], time.time())
-        outbox = asyncio.ensure_future(rt.outbox.run())
+        delivering = asyncio.ensure_future(rt.delivery.run())
         try:
             report, pruned = await asyncio.gather(
                 rt.coordinators.catch_up(),
@@ -220,9 +220,9 @@ async def test_pruning_while_a_catch_up_runs_loses_and_doubles_nothing(
                 ),
             )
         finally:
-            rt.outbox.stop()
-            await outbox
-        assert await rt.outbox.drain(10)
+            rt.delivery.stop()
+            await delivering
+        assert await rt.delivery.drain(10)
     assert report.ok and report.checked == 600
     assert pruned.events == 800
     written = [e["subject"] for e in read_events(tmp_path)]

@@ -76,7 +76,7 @@ async def test_ticks_scrapes_health_and_status_read_no_whole_table(
         await store.sources.state("ccv", "default")
         await store.orders.due("ccv", "default", time.time() + 86400, 64)
         await store.orders.with_status("ccv", "default", ["New"])  # as CCNow's pending list
-        await rt.outbox.drain(0.5)
+        await rt.delivery.drain(0.5)
         await daemon.hub.refresh_metrics()
         await daemon.hub.health()
         await gather_status(config, store, time.time())

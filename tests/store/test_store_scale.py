@@ -79,7 +79,7 @@ async def _catch_up_steps(
         await rt.store.conn.set_trace_callback(statements.append)
         await rt.store.conn.set_progress_handler(step, 1000)
         report = await rt.coordinators.catch_up()
-        await rt.outbox.drain(5.0)
+        await rt.delivery.drain(5.0)
         await rt.prune()
         taken, run = steps, list(statements)  # what follows is the test's own
         left = next(iter(await rt.store.conn.execute_fetchall("SELECT count(*) FROM orders")))
