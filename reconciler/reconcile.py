@@ -14,7 +14,7 @@ from .diff import diff
 from .events import Event
 from .logs import fields
 from .model import Observation, OrderKey, Outcome, Via
-from .passes.batcher import BATCH_ROWS, HINT_ROWS, PENDING_BATCHES
+from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
 from .passes.hint_gate import HintGate
 from .passes.hint_group import Group, Member
 from .passes.report import PassReport
@@ -44,11 +44,14 @@ class Reconciler:
         batch_rows: int = BATCH_ROWS,
         pending_batches: int = PENDING_BATCHES,
         hint_rows: int = HINT_ROWS,
+        part_s: float = PART_S,
     ) -> None:
         self.config = config
         self.batch_rows = batch_rows  # observations per transaction
         self.pending_batches = pending_batches  # full batches queued before workers wait
         self.hint_rows = hint_rows  # observations per transaction while a hint is checked
+        self.part_s = part_s  # a pass's transaction's duration, at most, while hints arrive
+        self.last_write_s = 0.0  # how long the latest `apply` held the writer (batcher.py)
         self.store = store
         self.clock = clock
         self.on_commit = on_commit
@@ -99,6 +102,7 @@ class Reconciler:
             return await self._write_group(Group(member))
         now = self.clock()
         async with self.store.transaction(urgent=via == "notification"):
+            began = time.monotonic()
             events, references = await self._write(
                 observations,
                 via=via,
@@ -108,6 +112,7 @@ class Reconciler:
                 page=page,
                 reports=None if report is None else [(None, report)],
             )
+        self.last_write_s = time.monotonic() - began
         self._written(events, references)
         return len(events)
 

@@ -20,6 +20,11 @@ PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait t
 # Observations per transaction while a notification is checked: its own transaction waits for
 # the one in progress, and a short one keeps that wait short.
 HINT_ROWS = 100
+# While notifications arrive (hint_gate.RECENT_S), a pass's transaction holds the writer about
+# this long at most, whatever the machine's speed: a hint that arrives while one is in progress
+# waits for the rest of it. A full batch took 0.3-1.3 s on a loaded machine, the tail of a
+# notification's latency.
+PART_S = 0.05
 
 
 class Writer(Protocol):
@@ -31,6 +36,8 @@ class Writer(Protocol):
     pending_batches: int  # full batches queued before workers wait
     hint_rows: int  # observations per transaction while a notification is checked
     hints: HintGate  # notification checks in flight, which a pass gives way to
+    part_s: float  # a transaction's duration, at most, while notifications arrive
+    last_write_s: float  # how long the latest `apply` held the writer
 
     async def apply(
         self,
@@ -77,6 +84,7 @@ class Batcher:
         self.error: Exception | None = None
         # The page of orders the pass is checking (a CCV pass sets each page it reads).
         self.page: Page | None = None
+        self.row_s: float | None = None  # the writer's time per observation, as last measured
 
     async def add(self, obs: Observation) -> None:
         if self.via != "notification":
@@ -130,9 +138,22 @@ class Batcher:
                 # A pass's transaction started now would hold the writer, and the event loop,
                 # that a hint's transaction and delivery wait for.
                 await self.reconciler.hints.give_way()
-            rows = self.reconciler.hint_rows if self.reconciler.hints.in_flight else len(batch)
+            rows = self._part_rows(len(batch))
             await self._apply_part(batch[:rows])
+            self.row_s = self.reconciler.last_write_s / rows
             batch = batch[rows:]
+
+    def _part_rows(self, rows: int) -> int:
+        """Return how many of `rows` observations the next transaction writes: all of them
+        unless notifications arrive; then as many as fit in `part_s` at the pace measured
+        (`hint_rows` while one is checked, or before the pace is known)."""
+        writer = self.reconciler
+        if self.via == "notification" or not writer.hints.recent():
+            return rows
+        if writer.hints.in_flight or self.row_s is None:
+            return min(rows, writer.hint_rows)
+        fit = int(writer.part_s / self.row_s) if self.row_s > 0 else rows
+        return min(rows, max(writer.hint_rows, fit))
 
     async def _apply_part(self, batch: list[Observation]) -> None:
         metrics = self.reconciler.metrics

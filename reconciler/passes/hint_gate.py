@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator
 # hints the gate is always held, and the pass alternates waiting and running in steps of this
 # length: a hint arriving while it runs waits about that long for a free event loop.
 MAX_WAIT_S = 0.1
+# Notifications arrive in streams: for this long after one began, passes expect the next and
+# keep each of their transactions short (batcher.py).
+RECENT_S = 5.0
 
 
 class HintGate:
@@ -34,11 +37,18 @@ class HintGate:
         self._idle = asyncio.Event()
         self._idle.set()
         self._run_until = 0.0  # after giving way, the pass runs at least until then
+        self._last_entered: float | None = None  # when the latest hint's work began
 
     @property
     def in_flight(self) -> int:
         """Return how many notification checks are running."""
         return self._in_flight
+
+    def recent(self, within_s: float = RECENT_S) -> bool:
+        """Return whether a notification's check is running or began within `within_s`."""
+        return self._in_flight > 0 or (
+            self._last_entered is not None and self.clock() - self._last_entered < within_s
+        )
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -53,6 +63,7 @@ class HintGate:
         """Begin a hint's work that passes give way to (pair with `leave`)."""
         self._in_flight += 1
         self._idle.clear()
+        self._last_entered = self.clock()
 
     def leave(self) -> None:
         """End what `enter` began."""

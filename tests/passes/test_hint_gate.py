@@ -138,6 +138,56 @@ async def test_while_a_notification_is_checked_a_pass_commits_in_short_transacti
     assert committed == [120, 120, len(ORDERS) - 240]  # every transaction a short one
 
 
+async def test_while_notifications_arrive_a_pass_s_transactions_are_bounded_in_duration(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    # No notification is checked while the pass writes, but one was a moment ago: the next may
+    # come at any time, and must not wait for a whole batch's transaction (0.3-1.3 s loaded).
+    fake_ccv.orders = {oid: "New" for oid in ORDERS}
+    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
+    async with aiohttp.ClientSession() as session:
+        config = config_for(tmp_path, fake_ccv.base_url)
+        # No transaction fits in the duration: each writes the fewest observations.
+        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=120, part_s=0.0)
+        committed: list[int] = []
+        reconciler.on_checked = committed.append
+        with reconciler.hints.running():
+            pass
+        await Coordinators.build(config, reconciler, session).catch_up()
+    assert committed == [120, 120, len(ORDERS) - 240]
+
+
+async def test_a_pass_s_transactions_grow_to_the_batch_as_the_duration_allows(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {oid: "New" for oid in ORDERS}
+    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
+    async with aiohttp.ClientSession() as session:
+        config = config_for(tmp_path, fake_ccv.base_url)
+        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=20, part_s=60.0)
+        committed: list[int] = []
+        reconciler.on_checked = committed.append
+        with reconciler.hints.running():
+            pass
+        await Coordinators.build(config, reconciler, session).catch_up()
+    # The first, at an unknown pace, is short; the rest of the batch fits in the duration.
+    assert committed == [20, len(ORDERS) - 20]
+
+
+async def test_without_notifications_a_pass_commits_whole_batches(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {oid: "New" for oid in ORDERS}
+    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
+    async with aiohttp.ClientSession() as session:
+        config = config_for(tmp_path, fake_ccv.base_url)
+        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=120, part_s=0.0)
+        committed: list[int] = []
+        reconciler.on_checked = committed.append
+        await Coordinators.build(config, reconciler, session).catch_up()
+    assert committed == [len(ORDERS)]
+
+
 class CountingSink:
     """A sink that keeps the size of every batch it gets."""
 
