@@ -124,14 +124,17 @@ def sandbox_ccv_ids(base_url: str) -> list[str]:
     return [o["id"] for o in sandbox_orders(base_url)]
 
 
-def timed(argv: Sequence[str], *, stdout: Any, stderr: Any) -> tuple[Timing, int]:
-    """Run a child process to its end; return its timing and exit code."""
+def timed(
+    argv: Sequence[str], *, stdout: Any, stderr: Any, tree: Path = REPO
+) -> tuple[Timing, int]:
+    """Run a child process of the source tree `tree` to its end; return its timing and exit
+    code."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     code = subprocess.call(
         argv,
-        cwd=REPO,
-        env=child_env(),
+        cwd=tree,
+        env=child_env(PYTHONPATH=str(tree)),
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
@@ -143,11 +146,12 @@ def timed(argv: Sequence[str], *, stdout: Any, stderr: Any) -> tuple[Timing, int
     return Timing(wall, cpu), code
 
 
-def reconciler(config: Path, *args: str, stderr: Path | None = None) -> Timing:
-    """Run `python -m reconciler --config CONFIG ARGS`; return its timing."""
+def reconciler(config: Path, *args: str, stderr: Path | None = None, tree: Path = REPO) -> Timing:
+    """Run `python -m reconciler --config CONFIG ARGS` of the source tree `tree`; return its
+    timing."""
     argv = [sys.executable, "-m", "reconciler", "--config", str(config), *args]
     with open(stderr or os.devnull, "wb") as err:
-        timing, code = timed(argv, stdout=subprocess.DEVNULL, stderr=err)
+        timing, code = timed(argv, stdout=subprocess.DEVNULL, stderr=err, tree=tree)
     if code != 0:
         raise SystemExit(f"reconciler {' '.join(args)} exited with {code} (see {stderr})")
     return timing
@@ -159,10 +163,10 @@ def remove_store(db: Path) -> None:
         db.with_name(db.name + suffix).unlink(missing_ok=True)
 
 
-def catch_up(workdir: Path, config: Path, expected: int, events: int) -> Timing:
+def catch_up(workdir: Path, config: Path, expected: int, events: int, tree: Path = REPO) -> Timing:
     """Time one `reconciler catch-up`; check from its last log line that it did the work."""
     log = workdir / "catch-up.log"
-    timing = reconciler(config, "catch-up", stderr=log)
+    timing = reconciler(config, "catch-up", stderr=log, tree=tree)
     done: dict[str, Any] = {}
     for line in reversed(log.read_text().splitlines()):
         record = json.loads(line.lstrip("<0123456789>"))
@@ -234,6 +238,14 @@ def main() -> int:
         help="event loop of both processes (default: uvloop for reconciler where installed, "
         "asyncio for the bare client)",
     )
+    p.add_argument(
+        "--other",
+        type=Path,
+        metavar="TREE",
+        help="also time the reconciler of another source tree (e.g. an older commit's `git "
+        "archive`), alternating with this one against the same sandbox and baseline (first "
+        "pass only)",
+    )
     p.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, store)")
     p.add_argument("--baseline", metavar="URL", help=argparse.SUPPRESS)
@@ -241,6 +253,8 @@ def main() -> int:
     args = p.parse_args()
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    if args.other is not None and args.which != "first":
+        p.error("--other times first catch-ups only")
     global LOOP
     LOOP = args.loop
     if args.baseline:
@@ -273,6 +287,7 @@ def main() -> int:
                 catch_up(workdir, config, len(orders), len(orders))
             ours: list[Timing] = []
             theirs: list[Timing] = []
+            others: list[Timing] = []
             for n in range(1, args.repeat + 1):
                 if args.which == "first":
                     remove_store(workdir / "reconciler.db")
@@ -280,9 +295,18 @@ def main() -> int:
                 discovered = len(asked) if args.which == "first" else 0
                 ours.append(catch_up(workdir, config, len(asked), discovered))
                 theirs.append(baseline_process(base_url, ids_file, args.concurrency, len(asked)))
+                if args.other is not None:
+                    remove_store(workdir / "reconciler.db")
+                    reconciler(config, *track, tree=args.other)
+                    others.append(catch_up(workdir, config, len(asked), discovered, args.other))
                 print(
                     f"run {n}: reconciler={ours[-1].wall:.2f}s (cpu {ours[-1].cpu:.2f}s) "
-                    f"baseline={theirs[-1].wall:.2f}s (cpu {theirs[-1].cpu:.2f}s)",
+                    f"baseline={theirs[-1].wall:.2f}s (cpu {theirs[-1].cpu:.2f}s)"
+                    + (
+                        f" other={others[-1].wall:.2f}s (cpu {others[-1].cpu:.2f}s)"
+                        if others
+                        else ""
+                    ),
                     flush=True,
                 )
     finally:
@@ -302,6 +326,13 @@ def main() -> int:
         f" cpu: reconciler={statistics.median(t.cpu for t in ours):.2f}s"
         f" baseline={statistics.median(t.cpu for t in theirs):.2f}s"
     )
+    if others:
+        other_s = statistics.median(t.wall for t in others)
+        print(
+            f"catchup: other={args.other} reconciler={other_s:.2f}s baseline={theirs_s:.2f}s "
+            f"ratio={theirs_s / other_s:.2f} cpu={statistics.median(t.cpu for t in others):.2f}s"
+            " (the same sandbox and baseline, runs alternating)"
+        )
     return 1 if missed and args.check else 0
 
 
