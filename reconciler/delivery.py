@@ -113,7 +113,7 @@ class Delivery:
         self.store = store
         self.clock = clock
         self.tick_s = tick_s
-        self.hint_batch = hint_batch  # events per batch while a notification is checked
+        self.hint_batch = hint_batch  # events per batch while notifications are recent
         self.lanes = [_Lane(sink, cfg) for sink, cfg in sinks]
         if tuple(cfg.name for _, cfg in sinks) != store.events.sinks:
             # Events would wait for a sink without a lane, or a lane for events never queued.
@@ -239,7 +239,9 @@ class Delivery:
         if lane.paused_until > now:
             return lane.paused_until - now
         name = lane.config.name
-        hinted = self.hints is not None and self.hints.in_flight > 0
+        # Short batches while notifications are recent, not only while one is checked: the next
+        # of a stream must not find a long batch of the backlog just begun.
+        hinted = self.hints is not None and self.hints.recent()
         due = await self.store.outbox.due(name, now, self.hint_batch if hinted else BATCH)
         rows = due.rows
         if not rows:

@@ -24,7 +24,7 @@ HINT_ROWS = 100
 # this long at most, whatever the machine's speed: a hint that arrives while one is in progress
 # waits for the rest of it. A full batch took 0.3-1.3 s on a loaded machine, the tail of a
 # notification's latency.
-PART_S = 0.05
+PART_S = 0.025
 
 
 class Writer(Protocol):

@@ -219,6 +219,24 @@ async def test_while_a_notification_is_checked_a_sink_takes_short_batches(
     assert max(sink.batches) == 30
 
 
+async def test_just_after_a_notification_is_checked_a_sink_still_takes_short_batches(
+    tmp_path: Path, store: Store
+) -> None:
+    # Notifications come in streams: one that arrives while a sink reads a backlog's long batch
+    # would wait for all of it, so batches stay short while notifications are recent.
+    sink = CountingSink()
+    delivery = Delivery(store, [(sink, LogSinkConfig(name=sink.name))], hint_batch=30)
+    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
+    reconciler = Reconciler(config_for(tmp_path, "http://127.0.0.1:9"), store)
+    await reconciler.apply([ok(oid) for oid in ORDERS], via="catch-up")
+    delivery.hints = HintGate()
+    with delivery.hints.running():
+        pass  # checked and done: recent, no longer in flight
+    assert await delivery.drain(30.0)
+    assert sum(sink.batches) == len(ORDERS)
+    assert max(sink.batches) == 30
+
+
 class HeldSink:
     """A sink that keeps the batch holding the notified order's event until `release` is set,
     then answers `result` for it."""
