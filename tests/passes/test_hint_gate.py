@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import aiohttp
@@ -122,19 +123,37 @@ async def test_a_pass_waits_until_the_notification_ends_then_runs_as_long_as_it_
     await asyncio.wait_for(second, 1)
 
 
-async def test_while_a_notification_is_checked_a_pass_commits_in_short_transactions(
-    tmp_path: Path, store: Store, fake_ccv: FakeCCV
-) -> None:
+async def commits_of_a_catch_up(
+    tmp_path: Path,
+    store: Store,
+    fake_ccv: FakeCCV,
+    *,
+    notification: str | None,
+    hint_rows: int = 120,
+    part_s: float = 0.0,
+) -> list[int]:
+    """Return the observations of each transaction of a catch-up over ORDERS, with a
+    notification `"in flight"` throughout, one checked a moment before (`"recent"`) or none."""
     fake_ccv.orders = {oid: "New" for oid in ORDERS}
     await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
     async with aiohttp.ClientSession() as session:
         config = config_for(tmp_path, fake_ccv.base_url)
-        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=120)
+        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=hint_rows, part_s=part_s)
         reconciler.hints = HintGate(max_wait_s=0.0)  # the workers go on; only the writes count
         committed: list[int] = []
         reconciler.on_checked = committed.append
-        with reconciler.hints.running():
+        if notification == "recent":
+            with reconciler.hints.running():
+                pass
+        with reconciler.hints.running() if notification == "in flight" else nullcontext():
             await Coordinators.build(config, reconciler, session).catch_up()
+    return committed
+
+
+async def test_while_a_notification_is_checked_a_pass_commits_in_short_transactions(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    committed = await commits_of_a_catch_up(tmp_path, store, fake_ccv, notification="in flight")
     assert committed == [120, 120, len(ORDERS) - 240]  # every transaction a short one
 
 
@@ -143,33 +162,17 @@ async def test_while_notifications_arrive_a_pass_s_transactions_are_bounded_in_d
 ) -> None:
     # No notification is checked while the pass writes, but one was a moment ago: the next may
     # come at any time, and must not wait for a whole batch's transaction (0.3-1.3 s loaded).
-    fake_ccv.orders = {oid: "New" for oid in ORDERS}
-    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
-    async with aiohttp.ClientSession() as session:
-        config = config_for(tmp_path, fake_ccv.base_url)
-        # No transaction fits in the duration: each writes the fewest observations.
-        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=120, part_s=0.0)
-        committed: list[int] = []
-        reconciler.on_checked = committed.append
-        with reconciler.hints.running():
-            pass
-        await Coordinators.build(config, reconciler, session).catch_up()
+    # No transaction fits in the duration (part_s=0): each writes the fewest observations.
+    committed = await commits_of_a_catch_up(tmp_path, store, fake_ccv, notification="recent")
     assert committed == [120, 120, len(ORDERS) - 240]
 
 
 async def test_a_pass_s_transactions_grow_to_the_batch_as_the_duration_allows(
     tmp_path: Path, store: Store, fake_ccv: FakeCCV
 ) -> None:
-    fake_ccv.orders = {oid: "New" for oid in ORDERS}
-    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
-    async with aiohttp.ClientSession() as session:
-        config = config_for(tmp_path, fake_ccv.base_url)
-        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=20, part_s=60.0)
-        committed: list[int] = []
-        reconciler.on_checked = committed.append
-        with reconciler.hints.running():
-            pass
-        await Coordinators.build(config, reconciler, session).catch_up()
+    committed = await commits_of_a_catch_up(
+        tmp_path, store, fake_ccv, notification="recent", hint_rows=20, part_s=60.0
+    )
     # The first, at an unknown pace, is short; the rest of the batch fits in the duration.
     assert committed == [20, len(ORDERS) - 20]
 
@@ -177,14 +180,7 @@ async def test_a_pass_s_transactions_grow_to_the_batch_as_the_duration_allows(
 async def test_without_notifications_a_pass_commits_whole_batches(
     tmp_path: Path, store: Store, fake_ccv: FakeCCV
 ) -> None:
-    fake_ccv.orders = {oid: "New" for oid in ORDERS}
-    await store.orders.track("ccv", "default", [(oid, None) for oid in ORDERS], 1.0)
-    async with aiohttp.ClientSession() as session:
-        config = config_for(tmp_path, fake_ccv.base_url)
-        reconciler = Reconciler(config, store, batch_rows=1000, hint_rows=120, part_s=0.0)
-        committed: list[int] = []
-        reconciler.on_checked = committed.append
-        await Coordinators.build(config, reconciler, session).catch_up()
+    committed = await commits_of_a_catch_up(tmp_path, store, fake_ccv, notification=None)
     assert committed == [len(ORDERS)]
 
 
