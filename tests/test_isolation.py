@@ -73,20 +73,20 @@ async def ccv_reconciler(
         await store.close()
 
 
-async def kinds_of(reconciler: Coordinator) -> list[tuple[str, str | None]]:
+async def kinds_of(reconciler: Coordinator[Any]) -> list[tuple[str, str | None]]:
     return [(e.type, e.order_id) for e in await reconciler.store.events.history()]
 
 
-async def source_kinds(coordinator: Coordinator) -> list[str]:
+async def source_kinds(coordinator: Coordinator[Any]) -> list[str]:
     return [kind for kind, order_id in await kinds_of(coordinator) if order_id is None]
 
 
-async def event_data(coordinator: Coordinator) -> list[dict[str, Any]]:
+async def event_data(coordinator: Coordinator[Any]) -> list[dict[str, Any]]:
     """Return each event's `data`, as a sink receives it."""
     return [json.loads(e.body)["data"] for e in await coordinator.store.events.history()]
 
 
-async def state_of(coordinator: Coordinator, order_id: str) -> OrderState:
+async def state_of(coordinator: Coordinator[Any], order_id: str) -> OrderState:
     key = OrderKey(coordinator.source, "default", order_id)
     return (await coordinator.store.orders.load([key]))[key]
 

@@ -11,8 +11,6 @@ from ..config import CCNowConfig
 from ..model import Observation, Via
 from ..passes.report import PassReport
 from .coordinator import (
-    HEALTHY_RECORDED_S,
-    PAGE_ORDERS,
     Coordinator,
     Emit,
     NamedReport,
@@ -21,7 +19,7 @@ from .coordinator import (
 from .health import Part, Verdict, verdict
 
 if TYPE_CHECKING:
-    from ..reconcile import Reconciler
+    pass
 
 
 class CCNowSource(Protocol):
@@ -36,30 +34,11 @@ class CCNowSource(Protocol):
         ...
 
 
-class CCNowCoordinator(Coordinator):
+class CCNowCoordinator(Coordinator[CCNowSource]):
     """One CCNow account."""
 
     source = "ccnow"
     config: CCNowConfig
-
-    def __init__(
-        self,
-        config: CCNowConfig,
-        client: CCNowSource,
-        writer: Reconciler,
-        *,
-        secrets: Sequence[str] = (),
-        page_orders: int = PAGE_ORDERS,
-        healthy_recorded_s: float = HEALTHY_RECORDED_S,
-    ) -> None:
-        super().__init__(
-            config,
-            writer,
-            secrets=secrets,
-            page_orders=page_orders,
-            healthy_recorded_s=healthy_recorded_s,
-        )
-        self.client = client
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         await self.client.query(order_ids, emit)

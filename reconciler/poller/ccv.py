@@ -35,7 +35,7 @@ class CCVSource(Protocol):
         ...
 
 
-class CCVCoordinator(Coordinator):
+class CCVCoordinator(Coordinator[CCVSource]):
     """One CCV account."""
 
     source = "ccv"
@@ -54,12 +54,12 @@ class CCVCoordinator(Coordinator):
     ) -> None:
         super().__init__(
             config,
+            client,
             writer,
             secrets=secrets,
             page_orders=page_orders,
             healthy_recorded_s=healthy_recorded_s,
         )
-        self.client = client
         # How long a notification's reference waits for its order to be tracked (None: no
         # receiver, so no notification comes).
         self.remember_ref_s = remember_ref_s

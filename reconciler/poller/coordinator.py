@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
 from ..model import SOURCES, Observation, OrderState, Source, Via, known_statuses, status_info
@@ -58,14 +58,18 @@ async def remember_pass(
     await record_pass(store, last)
 
 
-class Coordinator(abc.ABC):
-    """One provider account: its checks, its health and its due orders."""
+ClientT = TypeVar("ClientT")
+
+
+class Coordinator(abc.ABC, Generic[ClientT]):
+    """One provider account: its checks (through `client`), its health and its due orders."""
 
     source: Source
 
     def __init__(
         self,
         config: CCVConfig | CCNowConfig,
+        client: ClientT,
         writer: Reconciler,
         *,
         secrets: Sequence[str] = (),
@@ -74,6 +78,7 @@ class Coordinator(abc.ABC):
         healthy_recorded_s: float = HEALTHY_RECORDED_S,
     ) -> None:
         self.config = config
+        self.client = client
         self.healthy_recorded_s = healthy_recorded_s
         self.account = config.name
         self.writer = writer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -52,12 +52,12 @@ class Coordinators:
             },
         )
 
-    def __iter__(self) -> Iterator[Coordinator]:
+    def __iter__(self) -> Iterator[Coordinator[Any]]:
         """Iterate over the CCV accounts, then the CCNow accounts."""
         yield from self.ccv.values()
         yield from self.ccnow.values()
 
-    def get(self, source: Source, account: str) -> Coordinator | None:
+    def get(self, source: Source, account: str) -> Coordinator[Any] | None:
         """Return the coordinator of one account, or None when it is not configured."""
         return (self.ccv if source == "ccv" else self.ccnow).get(account)
 
@@ -66,7 +66,8 @@ class Coordinators:
         report = PassReport()
         writer = self.writer
         started = writer.clock()
-        for coordinator in [*self.ccnow.values(), *self.ccv.values()]:  # CCNow first, as ever
+        coordinators: list[Coordinator[Any]] = [*self.ccnow.values(), *self.ccv.values()]
+        for coordinator in coordinators:  # CCNow first, as ever
             if source in (None, coordinator.source):
                 report.add(await coordinator.full_pass(via="catch-up"))
         name = "catch-up" if source is None else f"catch-up {source}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..config import CCNowConfig, CCVConfig, Config
 from ..delivery import Delivery
@@ -83,7 +84,9 @@ class Hub:
         """Mark a notification's check as running: passes give way meanwhile (hint_gate.py)."""
         return self.coordinators.writer.hints.running()
 
-    def _notified(self, coordinator: Coordinator, report: PassReport, received_at: float) -> None:
+    def _notified(
+        self, coordinator: Coordinator[Any], report: PassReport, received_at: float
+    ) -> None:
         if report.events:
             latency_s = time.monotonic() - received_at
             self.metrics.observe_notification_latency(coordinator.source, latency_s)

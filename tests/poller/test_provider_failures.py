@@ -4,6 +4,7 @@ changes nothing in the snapshot and fails the account once, not once per pass.""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
@@ -14,7 +15,7 @@ from tests.fake_providers import FakeCCNow, FakeCCV, Reply, html_page
 CCV_IDS = [f"0b7c1f3e-0000-4000-8000-{n:012d}" for n in range(1, 6)]
 
 
-async def kinds(coordinator: Coordinator) -> list[str]:
+async def kinds(coordinator: Coordinator[Any]) -> list[str]:
     return [e.type for e in await coordinator.store.events.history()]
 
 
