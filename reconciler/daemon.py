@@ -9,7 +9,8 @@ once when a write succeeds again; jobs keep trying, /healthz says 503. A store f
 while running stops the daemon with exit 74: a damaged file does not heal, and a failed unit is
 what an operator is shown (the unit does not restart on 74).
 
-Stop (SIGTERM/SIGINT): STOPPING=1, stop new work, cancel running jobs (a batch is committed or
+Stop (SIGTERM/SIGINT): STOPPING=1, stop new work (notification checks under way get a second to
+end), cancel running jobs (a batch is committed or
 rolled back, never half), flush the outbox within a bound, close everything in reverse order,
 exit 0.
 """
@@ -48,6 +49,7 @@ class StartupError(Exception):
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
 # Shutdown bounds; together well under the 10 s the service promises (TimeoutStopSec=20s).
 RECEIVER_STOP_TIMEOUT_S = 1.0
+NOTIFICATION_CHECKS_STOP_TIMEOUT_S = 1.0  # checks under way may end; CCV does not call again
 JOBS_STOP_TIMEOUT_S = 3.0
 OUTBOX_FLUSH_TIMEOUT_S = 2.0
 # quick_check reads every page: about a second per 100 MiB on a modest disk. Up to this size it
@@ -228,6 +230,7 @@ class Daemon:
                 if c.notification_token is not None
             },
             metrics=self.metrics,
+            checks_stop_timeout_s=NOTIFICATION_CHECKS_STOP_TIMEOUT_S,
         )
         self.receiver = Receiver(
             app,

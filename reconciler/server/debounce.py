@@ -7,6 +7,7 @@ become one trailing call, so a second change is not lost. Bounded in keys and in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -53,6 +54,9 @@ class Debouncer:
 
     def __len__(self) -> int:
         return len(self._slots)
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [slot.task for slot in self._slots.values() if slot.task is not None]
 
     def trigger(
         self, key: Hashable, call: Callable[[float], Awaitable[None]], received_at: float
@@ -111,13 +115,21 @@ class Debouncer:
 
     async def join(self) -> None:
         """Wait until no call is running or waiting."""
-        while tasks := [slot.task for slot in self._slots.values() if slot.task is not None]:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks := self._tasks():
+            # `wait`, not `gather`: a caller's timeout cancels this wait, never the calls.
+            await asyncio.wait(tasks)
 
-    async def close(self) -> None:
-        """Refuse new triggers, cancel running and waiting calls, and wait for them to end."""
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Refuse new triggers; let running and waiting calls end within `grace_s`, then cancel
+        the rest and wait for them to end.
+
+        A call cut short is a notification checked by the next poll instead: CCV calls once
+        and never again, so one about to finish is worth the short wait."""
         self._closed = True
-        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        if grace_s > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.join(), grace_s)
+        tasks = self._tasks()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -313,15 +313,17 @@ def build_app(
     ccnow_tokens: Mapping[str, Secret],
     metrics: Metrics,
     clock: Callable[[], float] = time.time,
+    checks_stop_timeout_s: float = 0.0,
 ) -> web.Application:
-    """Return the receiver app; `app[DEBOUNCER]` holds the background checks until cleanup."""
+    """Return the receiver app; `app[DEBOUNCER]` holds the background checks until cleanup,
+    which lets them end within `checks_stop_timeout_s` and then cancels the rest."""
     handler = _Handler(receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock)
     app = web.Application(client_max_size=receiver.max_body_bytes)
     app[DEBOUNCER] = handler.debouncer
     app.router.add_route("*", "/{tail:.*}", handler.handle)
 
     async def close_debouncer(_: web.Application) -> None:
-        await handler.debouncer.close()
+        await handler.debouncer.close(checks_stop_timeout_s)
 
     app.on_cleanup.append(close_debouncer)
     return app

@@ -525,6 +525,36 @@ async def test_debouncer_close_cancels_running_calls() -> None:
     assert debouncer.trigger("k", check, 0.0) == "refused"
 
 
+async def test_debouncer_close_lets_a_call_end_within_its_grace_and_cancels_one_beyond_it() -> None:
+    # CCV calls a notification URL once: a check under way at shutdown may finish.
+    release = asyncio.Event()
+    ended: list[str] = []
+    cancelled: list[str] = []
+
+    async def check(key: str) -> None:
+        try:
+            if key == "quick":
+                await release.wait()
+            else:
+                await asyncio.Event().wait()
+            ended.append(key)
+        except asyncio.CancelledError:
+            cancelled.append(key)
+            raise
+
+    debouncer = Debouncer(1.0)
+    debouncer.trigger("quick", lambda _: check("quick"), 0.0)
+    debouncer.trigger("hung", lambda _: check("hung"), 0.0)
+    await asyncio.sleep(0)  # both calls start
+    closing = asyncio.ensure_future(debouncer.close(grace_s=0.5))
+    await asyncio.sleep(0)
+    assert debouncer.trigger("late", lambda _: check("late"), 0.0) == "refused"
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    assert ended == ["quick"]
+    assert cancelled == ["hung"]
+
+
 async def test_hub_failure_is_logged_and_next_notification_still_works(
     client: Client, hub: FakeHub, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -751,6 +781,35 @@ async def test_receiver_serves_on_a_free_port_and_close_cancels_checks(
     with pytest.raises(aiohttp.ClientConnectionError):
         async with aiohttp.ClientSession() as session:
             await session.get(f"http://127.0.0.1:{port}/healthz")
+
+
+async def test_receiver_close_lets_a_check_under_way_end(
+    hub: FakeHub, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler.server")
+    hub.gate = asyncio.Event()
+    app = build_app(
+        RECEIVER,
+        hub,
+        ccv_accounts=["default"],
+        ccnow_tokens={},
+        metrics=metrics,
+        checks_stop_timeout_s=5.0,
+    )
+    receiver = Receiver(app)
+    port = await receiver.start("127.0.0.1", 0)
+    async with aiohttp.ClientSession() as session:
+        url = URL(f"http://127.0.0.1:{port}{ccv_path(order_id='O-9')}", encoded=True)
+        async with session.post(url) as response:
+            assert response.status == 202
+    await hub.wait_calls(1)
+    closing = asyncio.ensure_future(receiver.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # the check under way holds the close, within the bound
+    hub.gate.set()
+    await asyncio.wait_for(closing, 5)
+    # The check ended by itself: nothing was left to cancel.
+    assert "notification.checks_cancelled" not in [r.getMessage() for r in caplog.records]
 
 
 # --- hostile input ----------------------------------------------------------------------------
