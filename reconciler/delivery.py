@@ -70,21 +70,26 @@ class _Lane:
     urgent_commits: int = 0  # commits that left urgent events for this lane
 
 
+def sink_configs(config: Config) -> list[SinkConfig]:
+    """Return the sinks events go to, in delivery order: the configured ones, after the
+    built-in log sink when none of them is a log sink (the log sink is always there; the
+    config refuses its name for a sink of another type)."""
+    builtin = [] if any(s.type == "log" for s in config.sinks) else [LogSinkConfig(name="log")]
+    return [*builtin, *config.sinks]
+
+
 def sink_names(config: Config) -> list[str]:
-    """Return the sinks in delivery order (the log sink is always there)."""
-    log = [] if any(s.type == "log" for s in config.sinks) else ["log"]
-    return list(dict.fromkeys([*log, *(s.name for s in config.sinks)]))
+    """Return the names of the sinks events go to, in delivery order."""
+    return [s.name for s in sink_configs(config)]
 
 
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
-    """Create the configured sinks; the log sink is always there."""
+    """Create the sinks events go to."""
     from .sinks.command import CommandSink
     from .sinks.webhook import WebhookSink
 
     out: list[tuple[Sink, SinkConfig]] = []
-    if not any(s.type == "log" for s in config.sinks):
-        out.append((LogSink(), LogSinkConfig(name="log")))
-    for sc in config.sinks:
+    for sc in sink_configs(config):
         sink: Sink
         if isinstance(sc, JsonlSinkConfig):
             sink = JsonlSink(sc.name, sc.path)

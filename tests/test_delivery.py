@@ -223,3 +223,16 @@ async def test_an_order_s_events_reach_a_sink_in_the_order_they_happened(
     got = [(p["subject"], status_of(p)) for _, _, p in receiver.attempts[1:]]
     assert got.index((ORDER, "Processing")) < got.index((ORDER, "AwaitingPayment"))
     assert receiver.attempts[1 + got.index((ORDER, "Processing"))][1] == waiting_id
+
+
+async def test_replay_names_only_sinks_that_exist(tmp_path: Path, fake_ccv: FakeCCV) -> None:
+    # With a log sink of its own name there is no sink "log": queueing events for it would
+    # leave them undelivered for ever.
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra='[[sinks]]\ntype = "log"\nname = "journal"\n')
+    refused = await call_cli("--config", cfg, "replay", "--sink", "log", env=env())
+    assert refused.code == 2  # a usage error
+    assert "no sink named 'log' (jsonl, journal)" in refused.stderr
+    replay = await call_cli("--config", cfg, "replay", "--sink", "journal", env=env())
+    assert replay.code == 0, replay.stderr
+    undelivered = await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())
+    assert json.loads(undelivered.stdout) == []

@@ -16,11 +16,12 @@ log = logging.getLogger("reconciler.cli")
 
 async def replay_command(config: Config, args: argparse.Namespace) -> int:
     """Queue stored events for a sink again and deliver them (unless a daemon will)."""
+    from ..delivery import sink_names
     from ..runtime import Runtime
 
-    names = ["log", *(s.name for s in config.sinks)]
+    names = sink_names(config)
     if args.sink not in names:
-        raise UsageError(f"no sink named {args.sink!r} ({', '.join(dict.fromkeys(names))})")
+        raise UsageError(f"no sink named {args.sink!r} ({', '.join(names)})")
     try:
         async with Runtime(config) as rt:
             count = await rt.store.outbox.requeue(args.sink, args.since)
