@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.events import Event, action_event, order_event, submit_uncertain_event
-from reconciler.model import EventType, OrderKey
+from reconciler.events import (
+    _NAMESPACE,
+    Event,
+    action_event,
+    order_event,
+    submit_uncertain_event,
+    transition_id,
+)
+from reconciler.model import EventType, OrderKey, Source
 
 # Text with what JSON must escape or keep: quotes, backslashes, control and non-ASCII characters
 # (lone surrogates left out: no JSON text, and no event, can carry them as UTF-8).
@@ -115,3 +123,29 @@ def test_events_without_an_order_have_no_subject_and_the_rest_encode_the_same() 
     for event in (uncertain, action):
         assert event.body() == dumps(event)
     assert json.loads(action.body())["time"] == "1970-01-01T00:00:02.250Z"
+
+
+@given(
+    store_id=TEXT,
+    key=st.tuples(st.sampled_from(["ccv", "ccnow"]), TEXT, TEXT),
+    tracked_at=st.none() | TIMES | st.integers(),
+    version=st.integers(min_value=0),
+    statuses=st.tuples(st.none() | TEXT, st.none() | TEXT),
+    kind=st.sampled_from(["", "stuck", "not_found"]),
+)
+def test_a_transitions_id_is_uuid5_of_its_parts_as_ids_were_always_made(
+    store_id: str,
+    key: tuple[Source, str, str],
+    tracked_at: float | None,
+    version: int,
+    statuses: tuple[str | None, str | None],
+    kind: str,
+) -> None:
+    # Stored events keep their ids, and a transition found again after a crash must get the
+    # one it had: the recipe never changes.
+    previous, status = statuses
+    json_statuses = ",".join(json.dumps(s, ensure_ascii=False) for s in statuses)
+    parts = [store_id, "transition", *key, str(tracked_at), str(version), json_statuses]
+    name = "/".join([*parts, kind] if kind else parts)
+    got = transition_id(store_id, OrderKey(*key), tracked_at, version, previous, status, kind)
+    assert got == str(uuid.uuid5(_NAMESPACE, name))
