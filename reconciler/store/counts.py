@@ -13,6 +13,7 @@ order (in a first catch-up, every order).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 from .sql import values
 
@@ -71,9 +72,19 @@ END
 """
 
 
-def changes(moves: Counter[Key]) -> tuple[str, list[object]] | None:
-    """Return the statement and parameters that add `moves` (count changes by key) to the
-    counts, or None when nothing moved."""
+# A status change of one order: (source, account, status before, status after).
+Move = tuple[str, str, str | None, str | None]
+
+
+def changes(moved: Iterable[Move]) -> tuple[str, list[object]] | None:
+    """Return the statement and parameters that add the status changes `moved` to the counts,
+    or None when nothing moved."""
+    # Counted by kind first, in C: in a first catch-up every order of a batch moves, and most
+    # of them from one status to one of a few others.
+    moves: Counter[Key] = Counter()
+    for (source, account, before, after), n in Counter(moved).items():
+        moves[(source, account, before or "")] -= n
+        moves[(source, account, after or "")] += n
     rows = [(*k, n) for k, n in moves.items() if n]
     if not rows:
         return None

@@ -28,7 +28,8 @@ UPDATED = [c for c in _NAMES[3:] if c not in ("external_reference", "tracked_at"
 
 
 Plan = tuple[float | None, float]  # (interval, next check time) replacing a state's own
-Row = tuple[Any, ...]  # an `orders` row in COLUMNS order; never leaves this module
+# An `orders` row in COLUMNS order (one read keeps its id after them); never leaves this module.
+Row = Sequence[Any]
 
 
 def order_update(rows: int) -> str:
@@ -93,10 +94,12 @@ def row(s: OrderState, plan: Plan | None) -> Row:
     )
 
 
-def kept(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, str, str], tuple[int, Row]]:
-    """Return rows read as `SELECT {COLUMNS}, id` by key, as (rowid, row)."""
+def kept(rows: Sequence[Row]) -> dict[tuple[str, str, str], tuple[int, Row]]:
+    """Return rows read as `SELECT {COLUMNS}, id` by key, as (rowid, row); a row keeps its id
+    at its end (`state` reads the columns before it), a copy without it would cost a tuple per
+    order of a page."""
     n = len(_NAMES)
-    return {(r[0], r[1], r[2]): (r[n], tuple(r[:n])) for r in rows}
+    return {(r[0], r[1], r[2]): (r[n], r) for r in rows}
 
 
 def collect(

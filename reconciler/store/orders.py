@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -157,7 +156,7 @@ class Orders:
         known: list[tuple[Any, ...]] = []
         references: list[tuple[int, str]] = []
         new = []
-        moves: Counter[counts.Key] = Counter()  # status changes, counted once per batch
+        moved: list[counts.Move] = []  # status changes, counted once per batch
         rowids = loaded.rowids
         pages = [p for p in self._pages if p.rows]
         for state, plan in states:
@@ -168,8 +167,7 @@ class Orders:
                 continue
             before = loaded[key].status
             if before != state.status:
-                moves[(key.source, key.account, before or "")] -= 1
-                moves[(key.source, key.account, state.status or "")] += 1
+                moved.append((key.source, key.account, before, state.status))
             row, update = order_rows.known_row(state, plan, rowid)
             known.append(update)
             if state.external_reference is not None:
@@ -184,7 +182,7 @@ class Orders:
             await self._conn.execute(order_rows.order_update(n), params)
         for n, params in chunks(references):
             await self._conn.execute(order_rows.reference_update(n), params)
-        counted = counts.changes(moves)
+        counted = counts.changes(moved)
         if counted is not None:
             await self._conn.execute(*counted)
         if new:
