@@ -16,14 +16,13 @@ _NAMESPACE_BYTES = _NAMESPACE.bytes
 
 
 def event_id(store_id: str, *parts: object) -> str:
-    """Return the deterministic id of an event, from the store id and what makes it unique."""
-    return _uuid5("/".join([store_id, *map(str, parts)]))
+    """Return the deterministic id of an event, from the store id and what makes it unique.
 
-
-def _uuid5(name: str) -> str:
-    # uuid5(_NAMESPACE, name), computed without building UUID objects: it runs once per event
-    # on the hot path of a catch-up.
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    This is uuid5(_NAMESPACE, name), computed without building UUID objects: it runs once
+    per event on the hot path of a catch-up.
+    """
+    name = "/".join([store_id, *map(str, parts)]).encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest.hex()
@@ -48,13 +47,10 @@ def transition_id(
     Events stored by earlier versions (whose ids left the statuses out) keep the ids they
     were stored with: a redelivery sends the stored body.
     """
-    # The name `event_id` would join, written out in one piece (once per event in a catch-up);
-    # the statuses as JSON: None is not "None".
-    name = (
-        f"{store_id}/transition/{key.source}/{key.account}/{key.order_id}/{tracked_at}/"
-        f"{version}/{optional_string_json(previous_status)},{optional_string_json(status)}"
-    )
-    return _uuid5(f"{name}/{kind}" if kind else name)
+    # JSON: None is not "None"
+    statuses = f"{optional_string_json(previous_status)},{optional_string_json(status)}"
+    parts = (key.source, key.account, key.order_id, tracked_at, version, statuses)
+    return event_id(store_id, "transition", *parts, *((kind,) if kind else ()))
 
 
 class Event(NamedTuple):
