@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from reconciler.events import submit_uncertain_event
 from reconciler.store import Store, StoreError
 from reconciler.store.oneshot import Statement, commit_at_once
 
@@ -155,3 +157,36 @@ async def test_it_checkpoints_a_wal_that_nothing_else_checkpointed(store: Store)
     assert store.path.read_bytes() != copied
     rows = await store.conn.execute_fetchall("PRAGMA wal_autocheckpoint")
     assert next(iter(rows))[0] == 5  # the connection's own setting is back
+
+
+async def test_a_sink_s_record_of_its_deliveries_is_one_hand_off(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CCV submit that arrives while a sink records a batch waits for the whole record: one
+    # hand-off to the database thread, not BEGIN, each UPDATE and COMMIT (three or more).
+    events = [
+        submit_uncertain_event(
+            store.store_id, n, account="default", reference=f"r{n}", time=1.0, reason="b"
+        )
+        for n in range(6)
+    ]
+    async with store.transaction():
+        await store.events.add(events)
+    handed: list[object] = []
+    real = store.conn._execute
+
+    async def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        handed.append(fn)
+        return await real(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(store.conn, "_execute", counted)
+    seqs = [e.seq for e in (await store.outbox.due("log", 2.0, 10)).rows]
+    handed.clear()
+    await store.outbox.delivered("log", [seqs[0], seqs[1], seqs[4]], 2.0)  # two runs of seqs
+
+    assert len(handed) == 1
+    assert [e.seq for e in (await store.outbox.due("log", 3.0, 10)).rows] == [
+        seqs[2],
+        seqs[3],
+        seqs[5],
+    ]
