@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,30 @@ async def test_a_sink_s_record_of_its_deliveries_is_one_hand_off(
         seqs[3],
         seqs[5],
     ]
+
+
+async def test_its_result_wakes_the_caller_within_two_turns_of_the_event_loop(
+    store: Store,
+) -> None:
+    # On a busy daemon every turn of the event loop waits behind everything else that is ready
+    # (a pass's answers, a sink's batch): a submit's two commits should take as few as possible
+    # between the thread's COMMIT and the caller going on (a shielded task took five).
+    release, finished = threading.Event(), threading.Event()
+    blocker = asyncio.ensure_future(store.conn._execute(release.wait))  # type: ignore[no-untyped-call]
+    await asyncio.sleep(0)  # the database thread is held
+    task = asyncio.ensure_future(commit_at_once(store, [insert("a")]))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the transaction is queued behind the blocker
+    marker = asyncio.ensure_future(store.conn._execute(finished.set))  # type: ignore[no-untyped-call]
+    await asyncio.sleep(0)  # queued behind the transaction
+    release.set()
+    # Blocking the loop: when the marker has run, the transaction is committed and its result
+    # posted to the event loop.
+    assert finished.wait(10)
+    turns = 0
+    while not task.done():
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns <= 2, turns
+    await asyncio.gather(blocker, marker, task)
+    assert references(store.path) == ["a"]
