@@ -23,9 +23,12 @@ MAX_WAIT_S = 0.1
 # Notifications arrive in streams: for this long after one began, passes expect the next and
 # keep each of their transactions short (batcher.py).
 RECENT_S = 5.0
-# While a CCV submit is recent, a pass's transaction holds the writer about this long at most
-# (instead of batcher.PART_S): the submit's caller waits for the rest of one in progress, twice
-# (the record and the close), and a submit is to add under 5 ms at p99 (issue 13).
+# For this long after a CCV submit began, a pass's transaction holds the writer about
+# WRITE_PART_S at most (instead of batcher.PART_S): the next submit's caller would wait for the
+# rest of one in progress, twice (its record and its close), and a submit is to add under 5 ms
+# at p99 (issue 13). Short, since such transactions cost a pass its pace: only a stream of
+# submits keeps passes to them.
+WRITE_RECENT_S = 1.0
 WRITE_PART_S = 0.002
 
 
@@ -72,7 +75,7 @@ class HintGate:
         with self.running():
             yield
 
-    def part_s(self, usual: float, within_s: float = RECENT_S) -> float:
+    def part_s(self, usual: float, within_s: float = WRITE_RECENT_S) -> float:
         """Return how long a pass's transaction may hold the writer while hints are recent:
         `usual`, or less while an API write is recent."""
         if self._last_write is not None and self.clock() - self._last_write < within_s:
