@@ -40,8 +40,9 @@ class Written(NamedTuple):
 def _run(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written:
     # SQLite checkpoints the WAL inside the commit that takes it past `wal_autocheckpoint` pages:
     # for a submit (about 11 pages) every 90th or so, 1-5 ms more on a disk while its caller
-    # waits. That is left to the other writers (a pass's batch, a sink's record: every
-    # submitted order is checked within seconds); only a WAL DEFER_CHECKPOINT times as long,
+    # waits (in a sink's record, while a submit arriving meanwhile waits). That is left to the
+    # other writers (the checks' transactions: every submitted order is checked within seconds,
+    # and the events a sink records come from them); only a WAL DEFER_CHECKPOINT times as long,
     # when nothing else committed meanwhile, is checkpointed here. The setting is the
     # connection's: the next transaction has the usual one again.
     limit = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
