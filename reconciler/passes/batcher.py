@@ -25,6 +25,9 @@ HINT_ROWS = 100
 # waits for the rest of it. A full batch took 0.3-1.3 s on a loaded machine, the tail of a
 # notification's latency.
 PART_S = 0.025
+# Observations per transaction, at least, while a pass keeps to a shorter duration for a CCV
+# submit (hint_gate.WRITE_PART_S): fewer would make each observation a commit (an fsync).
+WRITE_ROWS = 10
 
 
 class Writer(Protocol):
@@ -146,14 +149,17 @@ class Batcher:
     def _part_rows(self, rows: int) -> int:
         """Return how many of `rows` observations the next transaction writes: all of them
         unless notifications arrive; then as many as fit in `part_s` at the pace measured
-        (`hint_rows` while one is checked, or before the pace is known)."""
+        (`hint_rows` while one is checked, or before the pace is known). While a submit is
+        recent, in its shorter duration (hint_gate.WRITE_PART_S), at least WRITE_ROWS."""
         writer = self.reconciler
         if self.via == "notification" or not writer.hints.recent():
             return rows
-        if writer.hints.in_flight or self.row_s is None:
-            return min(rows, writer.hint_rows)
-        fit = int(writer.part_s / self.row_s) if self.row_s > 0 else rows
-        return min(rows, max(writer.hint_rows, fit))
+        part_s = writer.hints.part_s(writer.part_s)
+        fewest = writer.hint_rows if part_s >= writer.part_s else min(writer.hint_rows, WRITE_ROWS)
+        if self.row_s is None or (writer.hints.in_flight and fewest == writer.hint_rows):
+            return min(rows, fewest)
+        fit = int(part_s / self.row_s) if self.row_s > 0 else rows
+        return min(rows, max(fewest, fit))
 
     async def _apply_part(self, batch: list[Observation]) -> None:
         metrics = self.reconciler.metrics

@@ -23,6 +23,13 @@ MAX_WAIT_S = 0.1
 # Notifications arrive in streams: for this long after one began, passes expect the next and
 # keep each of their transactions short (batcher.py).
 RECENT_S = 5.0
+# For this long after a CCV submit began, a pass's transaction holds the writer about
+# WRITE_PART_S at most (instead of batcher.PART_S): the next submit's caller would wait for the
+# rest of one in progress, twice (its record and its close), and a submit is to add under 5 ms
+# at p99 (issue 13). Short, since such transactions cost a pass its pace: only a stream of
+# submits keeps passes to them.
+WRITE_RECENT_S = 1.0
+WRITE_PART_S = 0.002
 
 
 class HintGate:
@@ -38,6 +45,7 @@ class HintGate:
         self._idle.set()
         self._run_until = 0.0  # after giving way, the pass runs at least until then
         self._last_entered: float | None = None  # when the latest hint's work began
+        self._last_write: float | None = None  # when the latest API write (a submit) began
 
     @property
     def in_flight(self) -> int:
@@ -58,6 +66,21 @@ class HintGate:
             yield
         finally:
             self.leave()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Mark an API write (a CCV submit) as running: passes give way to it as to a
+        notification check, and keep their transactions to WRITE_PART_S while it is recent."""
+        self._last_write = self.clock()
+        with self.running():
+            yield
+
+    def part_s(self, usual: float, within_s: float = WRITE_RECENT_S) -> float:
+        """Return how long a pass's transaction may hold the writer while hints are recent:
+        `usual`, or less while an API write is recent."""
+        if self._last_write is not None and self.clock() - self._last_write < within_s:
+            return min(usual, WRITE_PART_S)
+        return usual
 
     def enter(self) -> None:
         """Begin a hint's work that passes give way to (pair with `leave`)."""

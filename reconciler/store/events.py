@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..events import Event
 from ..model import Source
 from .errors import StoreError, guarded
+from .oneshot import commit_at_once
 from .priority import urgent_first
 from .sql import CHUNK, chunks, marks, runs, values
 
@@ -313,14 +314,19 @@ class OutboxRows:
         """Record that a sink confirmed events (its own transaction, a short one: before the
         batches waiting for the writer)."""
         # By runs of consecutive seqs (a batch of a catch-up is one run): one statement and
-        # two bounds each, instead of a parameter and a row of an IN list per event.
-        async with self._store.transaction(urgent=True):
-            for first, last in runs(seqs):
-                await self._conn.execute(
+        # two bounds each, instead of a parameter and a row of an IN list per event. In one
+        # hand-off to the database thread: a CCV submit arriving meanwhile waits for all of it.
+        await commit_at_once(
+            self._store,
+            [
+                (
                     "UPDATE deliveries SET state = 'delivered', delivered_at = ?, "
                     "last_error = NULL WHERE sink = ? AND event_seq BETWEEN ? AND ?",
                     (now, sink, first, last),
                 )
+                for first, last in runs(seqs)
+            ],
+        )
 
     async def failed(self, sink: str, failures: Sequence[tuple[int, str, float | None]]) -> None:
         """Record failed attempts: (seq, error, next attempt time or None for dead-letter)."""

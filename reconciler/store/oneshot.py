@@ -7,18 +7,21 @@ wake-ups, not SQLite, are most of the time on a busy machine. Here the whole tra
 one function on the thread: the same BEGIN IMMEDIATE ... COMMIT with the same durability
 (synchronous=FULL), all of it committed or none of it. Someone waits for each such write (the
 caller of a submit, for its answer), so it takes the writer before the batches of a pass that
-wait for it (priority.py), behind at most the one transaction in progress.
+wait for it (priority.py), behind at most the one transaction in progress. A sink's record of
+its deliveries commits here too: a submit that arrives while one is in progress waits for one
+hand-off instead of three.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from .db import Store
 from .health import is_unusable
+
+if TYPE_CHECKING:  # db.py imports the repositories, which commit through here
+    from .db import Store
 
 Statement = tuple[str, Sequence[object]]
 
@@ -37,8 +40,9 @@ class Written(NamedTuple):
 def _run(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written:
     # SQLite checkpoints the WAL inside the commit that takes it past `wal_autocheckpoint` pages:
     # for a submit (about 11 pages) every 90th or so, 1-5 ms more on a disk while its caller
-    # waits. That is left to the other writers (a pass's batch, a sink's record: every
-    # submitted order is checked within seconds); only a WAL DEFER_CHECKPOINT times as long,
+    # waits (in a sink's record, while a submit arriving meanwhile waits). That is left to the
+    # other writers (the checks' transactions: every submitted order is checked within seconds,
+    # and the events a sink records come from them); only a WAL DEFER_CHECKPOINT times as long,
     # when nothing else committed meanwhile, is checkpointed here. The setting is the
     # connection's: the next transaction has the usual one again.
     limit = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
@@ -75,11 +79,14 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
     async with store.exclusive(urgent=True) as conn:
         # aiosqlite runs functions on its thread in order; `_execute` is how its own methods
         # queue theirs (a private method: tests/store/test_oneshot.py fails if it changes).
-        # Shielded: a cancelled caller leaves the lock at once, but its transaction is already
-        # queued on the thread, which finishes it before any later one starts.
+        # Awaited in the caller's task: the transaction is queued on the thread at once, and
+        # its result wakes the caller two turns of the event loop later (a shield, a task of its
+        # own, took five: on a busy daemon each waits behind everything else that is ready). A
+        # cancelled caller leaves the lock at once; its queued transaction is finished by the
+        # thread, whole, before any later one starts.
         job = conn._execute(_run, conn._conn, statements)  # type: ignore[no-untyped-call]
         try:
-            written: Written = await asyncio.shield(job)
+            written: Written = await job
         except sqlite3.Error as exc:
             if is_unusable(exc):
                 raise store.unusable(exc) from None

@@ -190,7 +190,7 @@ class Submitter:
 
     async def submit(self, account: str, body: object) -> Result:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
-        with self.gate.running() if self.gate is not None else contextlib.nullcontext():
+        with self.gate.writing() if self.gate is not None else contextlib.nullcontext():
             return await self._submit(account, body)
 
     async def _submit(self, account: str, body: object) -> Result:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from reconciler.events import submit_uncertain_event
 from reconciler.store import Store, StoreError
 from reconciler.store.oneshot import Statement, commit_at_once
 
@@ -155,3 +158,63 @@ async def test_it_checkpoints_a_wal_that_nothing_else_checkpointed(store: Store)
     assert store.path.read_bytes() != copied
     rows = await store.conn.execute_fetchall("PRAGMA wal_autocheckpoint")
     assert next(iter(rows))[0] == 5  # the connection's own setting is back
+
+
+async def test_a_sink_s_record_of_its_deliveries_is_one_hand_off(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CCV submit that arrives while a sink records a batch waits for the whole record: one
+    # hand-off to the database thread, not BEGIN, each UPDATE and COMMIT (three or more).
+    events = [
+        submit_uncertain_event(
+            store.store_id, n, account="default", reference=f"r{n}", time=1.0, reason="b"
+        )
+        for n in range(6)
+    ]
+    async with store.transaction():
+        await store.events.add(events)
+    handed: list[object] = []
+    real = store.conn._execute
+
+    async def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        handed.append(fn)
+        return await real(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(store.conn, "_execute", counted)
+    seqs = [e.seq for e in (await store.outbox.due("log", 2.0, 10)).rows]
+    handed.clear()
+    await store.outbox.delivered("log", [seqs[0], seqs[1], seqs[4]], 2.0)  # two runs of seqs
+
+    assert len(handed) == 1
+    assert [e.seq for e in (await store.outbox.due("log", 3.0, 10)).rows] == [
+        seqs[2],
+        seqs[3],
+        seqs[5],
+    ]
+
+
+async def test_its_result_wakes_the_caller_within_two_turns_of_the_event_loop(
+    store: Store,
+) -> None:
+    # On a busy daemon every turn of the event loop waits behind everything else that is ready
+    # (a pass's answers, a sink's batch): a submit's two commits should take as few as possible
+    # between the thread's COMMIT and the caller going on (a shielded task took five).
+    release, finished = threading.Event(), threading.Event()
+    blocker = asyncio.ensure_future(store.conn._execute(release.wait))  # type: ignore[no-untyped-call]
+    await asyncio.sleep(0)  # the database thread is held
+    task = asyncio.ensure_future(commit_at_once(store, [insert("a")]))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the transaction is queued behind the blocker
+    marker = asyncio.ensure_future(store.conn._execute(finished.set))  # type: ignore[no-untyped-call]
+    await asyncio.sleep(0)  # queued behind the transaction
+    release.set()
+    # Blocking the loop: when the marker has run, the transaction is committed and its result
+    # posted to the event loop.
+    assert finished.wait(10)
+    turns = 0
+    while not task.done():
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns <= 2, turns
+    await asyncio.gather(blocker, marker, task)
+    assert references(store.path) == ["a"]
