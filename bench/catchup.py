@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import compileall
 import json
 import os
 import resource
@@ -110,6 +111,13 @@ def _listening_url(proc: subprocess.Popen[bytes]) -> str:
         if line.startswith("sandbox listening on "):
             return line.split()[-1]
     raise SystemExit("sandbox did not start listening in time")
+
+
+def compile_tree(tree: Path) -> None:
+    """Write the bytecode of a source tree's package, as installing it does. The bare client's
+    aiohttp is installed and compiled; under PYTHONDONTWRITEBYTECODE=1 a tree that is not would
+    be compiled from source by every reconciler process (about 0.35 G instructions, 80 ms)."""
+    compileall.compile_dir(tree / "reconciler", quiet=1)
 
 
 def sandbox_orders(base_url: str) -> list[dict[str, Any]]:
@@ -268,6 +276,8 @@ def main() -> int:
             print(asyncio.run(main))
         return 0
 
+    for tree in (REPO, *([args.other] if args.other is not None else [])):
+        compile_tree(tree)
     workdir = Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
     try:
         with sandbox_process(args.orders, workdir / "sandbox.log") as base_url:

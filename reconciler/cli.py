@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -13,14 +14,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__, eventloop
-from .commands.catch_up import catch_up_command
-from .commands.ccnow import ccnow_command
-from .commands.ccv import check_pricing_command, notification_url_command, submit_command
-from .commands.check import check_command
-from .commands.orders import events_command, orders_command, track_command, untrack_command
-from .commands.replay import replay_command
-from .commands.run import daemon_command
-from .commands.status import status_command
 from .config import Config, ConfigError, load_config, parse_duration
 from .eventloop import EventLoopError
 from .exits import (
@@ -300,6 +293,8 @@ def without_config(args: argparse.Namespace) -> Callable[[argparse.Namespace], i
 
         return demo_command
     if args.command == "ccv" and args.ccv_command == "check-pricing":
+        from .commands.ccv import check_pricing_command
+
         return check_pricing_command
     return None
 
@@ -309,8 +304,10 @@ async def config_command(args: argparse.Namespace, *, stop: asyncio.Event | None
     `run` in place of its signal handlers (a daemon embedded in another program's loop)."""
     config = load_config(config_path(args.config))
     if args.command == "run":
+        from .commands.run import daemon_command
+
         return await daemon_command(config, args, stop=stop)
-    return await _COMMANDS[args.command](config, args)
+    return await _command(args.command)(config, args)
 
 
 # Expected failures: one line on stderr (the prefix, then the error) and their exit code.
@@ -334,17 +331,30 @@ def exit_code(exc: Exception, stderr: TextIO | None = None) -> int:
     return EX_SOFTWARE
 
 
-_COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
-    "run": daemon_command,
-    "catch-up": catch_up_command,
-    "track": track_command,
-    "untrack": untrack_command,
-    "orders": orders_command,
-    "events": events_command,
-    "replay": replay_command,
-    "status": status_command,
-    "check": check_command,
-    "notification-url": notification_url_command,
-    "ccv": submit_command,  # `ccv check-pricing` needs no config: run before loading it
-    "ccnow": ccnow_command,
+_ConfigCommand = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
+
+# Where the body of each command that needs the config lives (module of reconciler.commands,
+# function). It is imported only when its command runs, so a process loads what its command
+# uses and no more (a catch-up starts without the status report, the sandbox, the API server).
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "catch-up": ("catch_up", "catch_up_command"),
+    "track": ("orders", "track_command"),
+    "untrack": ("orders", "untrack_command"),
+    "orders": ("orders", "orders_command"),
+    "events": ("orders", "events_command"),
+    "replay": ("replay", "replay_command"),
+    "status": ("status", "status_command"),
+    "check": ("check", "check_command"),
+    "notification-url": ("ccv", "notification_url_command"),
+    "ccv": ("ccv", "submit_command"),  # `ccv check-pricing` needs no config: run before loading it
+    "ccnow": ("ccnow", "ccnow_command"),
 }
+
+
+def _command(name: str) -> _ConfigCommand:
+    """Import the module of a command that needs the config and return its function."""
+    module, function = _COMMANDS[name]
+    body: _ConfigCommand = getattr(
+        importlib.import_module(f"{__package__}.commands.{module}"), function
+    )
+    return body
