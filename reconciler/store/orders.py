@@ -165,7 +165,7 @@ class Orders:
     async def save(self, loaded: Loaded, states: Sequence[tuple[OrderState, Plan | None]]) -> None:
         """Write snapshot states (inside a transaction), each with its plan or None: the ones
         `loaded` found by rowid, the others by upsert. The pages holding them follow."""
-        known: list[tuple[Any, ...]] = []
+        known: tuple[list[tuple[Any, ...]], ...] = ([], [], [])  # by shape (order_rows)
         references: list[tuple[int, str]] = []
         new = []
         moves: Counter[counts.Key] = Counter()  # status changes, counted once per batch
@@ -177,12 +177,14 @@ class Orders:
             if rowid is None:
                 new.append(order_rows.row(state, plan))  # counted by the insert trigger
                 continue
-            before = loaded[key].status
+            old = loaded[key]
+            before = old.status
             if before != state.status:
                 moves[(key.source, key.account, before or "")] -= 1
                 moves[(key.source, key.account, state.status or "")] += 1
-            row, update = order_rows.known_row(state, plan, rowid)
-            known.append(update)
+            shape = order_rows.shape(old, state)
+            row, update = order_rows.known_row(state, plan, rowid, shape)
+            known[shape].append(update)
             if state.external_reference is not None:
                 references.append((rowid, state.external_reference))
             for page in pages:
@@ -191,8 +193,9 @@ class Orders:
         if pages:
             # Rolled back, the pages would hold rows the database does not.
             self._store.on_rollback(lambda: _drop(pages))
-        for n, params in chunks(known):
-            await self._conn.execute(order_rows.order_update(n), params)
+        for shape, updates in enumerate(known):
+            for n, params in chunks(updates):
+                await self._conn.execute(order_rows.order_update(n, shape), params)
         for n, params in chunks(references):
             await self._conn.execute(order_rows.reference_update(n), params)
         counted = counts.changes(moves)

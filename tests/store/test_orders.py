@@ -181,3 +181,35 @@ async def test_a_page_carries_no_rows_of_the_previous_one_across_another_process
     assert await reconciler.apply([ok("a", "A-1", "New")], via="poll", page=second) == 1
     [event] = await store.events.history()
     assert json.loads(event.body)["data"]["previous_status"] == "Processing"
+
+
+def order_writes(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.startswith("UPDATE orders SET status")]
+
+
+async def test_a_batch_sets_the_indexed_columns_only_of_the_orders_they_change_for(
+    store: Store, reconciler: Reconciler
+) -> None:
+    # SQLite rewrites an index for every row whose UPDATE sets one of its columns, whatever the
+    # value: the open orders' index (end_state), the stuck ones' (version, stuck_version) and the
+    # ended ones' (last_changed) are left alone where those did not change.
+    statements: list[str] = []
+    await store.conn.set_trace_callback(statements.append)
+
+    await reconciler.apply([ok("a", "A-1", "New"), ok("a", "A-2", "New")], via="poll")
+    [changed] = order_writes(statements)
+    assert " version =" in changed and "end_state =" not in changed
+
+    statements.clear()
+    await reconciler.apply([ok("a", "A-1", "New"), ok("a", "A-2", "Completed")], via="poll")
+    ends, checked = order_writes(statements)
+    assert " version =" not in checked and "last_changed =" not in checked
+    assert "end_state =" not in checked and "end_state =" in ends
+
+    with sqlite3.connect(Path(store.path)) as conn:
+        rows = conn.execute(
+            "SELECT order_id, status, version, end_state, last_checked IS NOT NULL FROM orders "
+            "WHERE account = 'a' ORDER BY order_id"
+        ).fetchall()
+    assert rows == [("A-1", "New", 1, 0, 1), ("A-2", "Completed", 2, 1, 1)]
+    assert (await store.orders.page("ccv", "a")).ids == ["A-1"]
