@@ -108,7 +108,7 @@ class Orders:
         """
         version = await self._store.data_version()  # before the rows: a later write is seen
         drops = self._drops
-        previous = _continued(self._pages, (source, account), after, version)
+        carried = _carried(self._pages, (source, account), after, version)
         # Through the index of open orders (migration 9), which lists an account's in rowid
         # order: the rowid range alone would read every ended order on the way.
         sql = (
@@ -122,8 +122,8 @@ class Orders:
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)
         ids = [key[2] for key in kept]
-        if previous is not None:
-            kept = {**previous.rows, **kept}
+        if carried:
+            kept = {**carried, **kept}
         page = Page(ids, last, version, (source, account), kept)
         if drops != self._drops:
             page.rows.clear()  # orders were tracked or untracked while the rows were read
@@ -348,17 +348,19 @@ class Orders:
         return {(r[0], r[1]): r[2] for r in await self._conn.execute_fetchall(sql, (now,))}
 
 
-def _continued(
+def _carried(
     pages: Iterable[Page], where: tuple[str, str], after: int, version: int
-) -> Page | None:
-    """Return the live page of `where` whose position is `after` and whose rows are current
-    (read at data_version `version`), if any: the page that a page read after it continues."""
+) -> dict[_Key, tuple[int, Row]]:
+    """Return the rows that a page of `where` read after position `after` at data_version
+    `version` carries: those of the live page it continues that no batch loaded yet, while they
+    are current. Only that page's own orders: a row never loaded is not carried on and on."""
     if after == 0:
-        return None
+        return {}
     for page in list(pages):
         if page.after == after and page.where == where and page.version == version and page.rows:
-            return page
-    return None
+            rows = page.rows
+            return {key: rows[key] for oid in page.ids if (key := (*where, oid)) in rows}
+    return {}
 
 
 def _drop(pages: Iterable[Page]) -> None:
