@@ -3,6 +3,8 @@ and the conversions between a row and an OrderState. Only this module knows the 
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,19 +28,50 @@ UPSERT = (
 # that skips the rows where it did not: the index on it stays untouched.
 UPDATED = [c for c in _NAMES[3:] if c not in ("external_reference", "tracked_at")]
 
+# SQLite rewrites, or at least re-evaluates for the old and the new row, every index that names
+# a column an UPDATE sets, whatever its value: the partial indexes of open orders (end_state),
+# of ended ones (end_state, last_changed) and of stuck ones (end_state, version,
+# stuck_version). So a row is written back by the statement of its shape, which sets only what
+# can have changed: ENDS (it enters or leaves an end state: every column), CHANGED (anything but
+# end_state), CHECKED (its status is as it was: neither end_state nor those three).
+ENDS, CHANGED, CHECKED = 0, 1, 2
+_MARKS = ("last_changed", "version", "stuck_version")
+_SET = (
+    UPDATED,
+    [c for c in UPDATED if c != "end_state"],
+    [c for c in UPDATED if c != "end_state" and c not in _MARKS],
+)
+_PICK = tuple(operator.itemgetter(*(_NAMES.index(c) for c in cols)) for cols in _SET)
+
 
 Plan = tuple[float | None, float]  # (interval, next check time) replacing a state's own
 # An `orders` row in COLUMNS order (one read keeps its id after them); never leaves this module.
 Row = Sequence[Any]
 
 
-def order_update(rows: int) -> str:
-    n = len(UPDATED)
+@functools.lru_cache(maxsize=64)
+def order_update(rows: int, shape: int) -> str:
+    """Return the statement writing back `rows` rows of a shape (ENDS, CHANGED, CHECKED)."""
+    columns = _SET[shape]
+    n = len(columns)
     return (
         "UPDATE orders SET "
-        + ", ".join(f"{c} = v.column{i}" for i, c in enumerate(UPDATED, 1))
+        + ", ".join(f"{c} = v.column{i}" for i, c in enumerate(columns, 1))
         + f" FROM (VALUES {values(rows, n + 1)}) AS v WHERE orders.id = v.column{n + 1}"
     )
+
+
+def shape(before: OrderState, after: OrderState) -> int:
+    """Return what writing `after` over `before` may change: ENDS, CHANGED or CHECKED."""
+    if before.end_state != after.end_state:
+        return ENDS
+    if (
+        before.version != after.version
+        or before.last_changed != after.last_changed
+        or before.stuck_version != after.stuck_version
+    ):
+        return CHANGED
+    return CHECKED
 
 
 def reference_update(rows: int) -> str:
@@ -114,7 +147,10 @@ def collect(
         rowids[s.key] = r[n]
 
 
-def known_row(s: OrderState, plan: Plan | None, rowid: int) -> tuple[Row, tuple[Any, ...]]:
-    """Return the row of a state written back by rowid, and its parameters of `order_update`."""
+def known_row(
+    s: OrderState, plan: Plan | None, rowid: int, shape: int
+) -> tuple[Row, tuple[Any, ...]]:
+    """Return the row of a state written back by rowid, and its parameters of `order_update`
+    of its shape."""
     r = row(s, plan)
-    return r, (r[3], *r[5:15], r[16], rowid)
+    return r, (*_PICK[shape](r), rowid)

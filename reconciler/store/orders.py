@@ -52,7 +52,9 @@ class Page:
     ids: list[str]
     after: int  # the position to continue from
     version: int  # SQLite's data_version when the rows were read
-    rows: dict[_Key, tuple[int, Row]] = field(repr=False)  # key -> (rowid, row)
+    where: tuple[str, str]  # (source, account)
+    # key -> (rowid, row), of the orders no `load` took yet
+    rows: dict[_Key, tuple[int, Row]] = field(repr=False)
 
 
 class Loaded(dict[OrderKey, OrderState]):
@@ -98,9 +100,14 @@ class Orders:
 
         Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
         a few database pages instead of one page per order.
+
+        The page continuing a live page (read after its position) also holds that page's rows
+        no batch loaded yet: the asking runs ahead of the writer, so the batches queued when the
+        next page is read are of the previous one, and would otherwise read their orders again.
         """
         version = await self._store.data_version()  # before the rows: a later write is seen
         drops = self._drops
+        carried = _carried(self._pages, (source, account), after, version)
         # Through the index of open orders (migration 9), which lists an account's in rowid
         # order: the rowid range alone would read every ended order on the way.
         sql = (
@@ -113,7 +120,10 @@ class Orders:
         rows = list(await self._conn.execute_fetchall(sql, params))
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)
-        page = Page([key[2] for key in kept], last, version, kept)
+        ids = [key[2] for key in kept]
+        if carried:
+            kept = {**carried, **kept}
+        page = Page(ids, last, version, (source, account), kept)
         if drops != self._drops:
             page.rows.clear()  # orders were tracked or untracked while the rows were read
         self._pages.add(page)
@@ -121,7 +131,8 @@ class Orders:
 
     async def load(self, keys: Iterable[OrderKey], page: Page | None = None) -> Loaded:
         """Return the snapshot states of the given orders (missing ones are absent), from the
-        page where it holds them and is current."""
+        page where it holds them and is current. The page hands each row over once: a pass
+        loads each of its orders once, and a row taken is not kept current for nothing."""
         found = Loaded()
         rows: dict[_Key, tuple[int, Row]] = {}
         if page is not None and page.rows:
@@ -132,7 +143,7 @@ class Orders:
         rowids = found.rowids
         groups: dict[tuple[str, str], list[str]] = {}
         for key in keys:
-            hit = rows.get(key)
+            hit = rows.pop(key, None)
             if hit is not None:
                 found[key] = order_rows.state(hit[1])
                 rowids[key] = hit[0]
@@ -153,7 +164,7 @@ class Orders:
     async def save(self, loaded: Loaded, states: Sequence[tuple[OrderState, Plan | None]]) -> None:
         """Write snapshot states (inside a transaction), each with its plan or None: the ones
         `loaded` found by rowid, the others by upsert. The pages holding them follow."""
-        known: list[tuple[Any, ...]] = []
+        known: tuple[list[tuple[Any, ...]], ...] = ([], [], [])  # by shape (order_rows)
         references: list[tuple[int, str]] = []
         new = []
         moved: list[counts.Move] = []  # status changes, counted once per batch
@@ -165,11 +176,13 @@ class Orders:
             if rowid is None:
                 new.append(order_rows.row(state, plan))  # counted by the insert trigger
                 continue
-            before = loaded[key].status
+            old = loaded[key]
+            before = old.status
             if before != state.status:
                 moved.append((key.source, key.account, before, state.status))
-            row, update = order_rows.known_row(state, plan, rowid)
-            known.append(update)
+            shape = order_rows.shape(old, state)
+            row, update = order_rows.known_row(state, plan, rowid, shape)
+            known[shape].append(update)
             if state.external_reference is not None:
                 references.append((rowid, state.external_reference))
             for page in pages:
@@ -178,8 +191,9 @@ class Orders:
         if pages:
             # Rolled back, the pages would hold rows the database does not.
             self._store.on_rollback(lambda: _drop(pages))
-        for n, params in chunks(known):
-            await self._conn.execute(order_rows.order_update(n), params)
+        for shape, updates in enumerate(known):
+            for n, params in chunks(updates):
+                await self._conn.execute(order_rows.order_update(n, shape), params)
         for n, params in chunks(references):
             await self._conn.execute(order_rows.reference_update(n), params)
         counted = counts.changes(moved)
@@ -330,6 +344,21 @@ class Orders:
             "WHERE end_state = 0 AND next_check_at <= ? GROUP BY 1, 2"
         )
         return {(r[0], r[1]): r[2] for r in await self._conn.execute_fetchall(sql, (now,))}
+
+
+def _carried(
+    pages: Iterable[Page], where: tuple[str, str], after: int, version: int
+) -> dict[_Key, tuple[int, Row]]:
+    """Return the rows that a page of `where` read after position `after` at data_version
+    `version` carries: those of the live page it continues that no batch loaded yet, while they
+    are current. Only that page's own orders: a row never loaded is not carried on and on."""
+    if after == 0:
+        return {}
+    for page in list(pages):
+        if page.after == after and page.where == where and page.version == version and page.rows:
+            rows = page.rows
+            return {key: rows[key] for oid in page.ids if (key := (*where, oid)) in rows}
+    return {}
 
 
 def _drop(pages: Iterable[Page]) -> None:

@@ -15,7 +15,7 @@ ROWS_PER_STATEMENT = 1000  # under SQLite's default bound of 32766 parameters pe
 CHUNK = 500  # bound on bound parameters per IN (...) query
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=128)
 def values(rows: int, columns: int) -> str:
     """Return a VALUES list of `rows` rows of `columns` parameters."""
     row = "(" + ", ".join("?" * columns) + ")"
@@ -28,10 +28,17 @@ def marks(n: int) -> str:
 
 
 def chunks(items: Sequence[Sequence[Any]]) -> Iterator[tuple[int, list[Any]]]:
-    """Yield (rows, flat parameters) for each chunk of at most ROWS_PER_STATEMENT rows."""
-    for i in range(0, len(items), ROWS_PER_STATEMENT):
-        chunk = items[i : i + ROWS_PER_STATEMENT]
-        yield len(chunk), list(itertools.chain.from_iterable(chunk))
+    """Yield (rows, flat parameters) for each chunk, in order: chunks of ROWS_PER_STATEMENT
+    rows, then what is left in chunks of powers of two (497 rows: 256, 128, 64, 32, 16, 1)."""
+    # A statement's text depends on its number of rows. SQLite parses a text once (the
+    # connection keeps the statements it prepared), and parsing a long VALUES list costs about
+    # as much as running it: with any number of rows, every batch parsed its statements anew.
+    i = 0
+    while i < len(items):
+        left = len(items) - i
+        size = ROWS_PER_STATEMENT if left >= ROWS_PER_STATEMENT else 1 << (left.bit_length() - 1)
+        yield size, list(itertools.chain.from_iterable(items[i : i + size]))
+        i += size
 
 
 def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:

@@ -148,3 +148,87 @@ async def test_an_order_not_followed_yet_is_written_when_discovered(
     assert row(Path(store.path).parent, "A-9") is None  # not followed: dropped
     assert await reconciler.apply([ok("a", "A-9", "New")], via="poll", discover=True) == 1
     assert row(Path(store.path).parent, "A-9") == ("New", None, 1)
+
+
+async def test_batches_of_a_page_written_after_the_next_page_is_read_read_no_orders_again(
+    store: Store, reconciler: Reconciler
+) -> None:
+    # The asking runs ahead of the writer: when the pass reads its next page, batches of the
+    # previous page's orders are still queued, and are written with the page the pass now holds.
+    first = await store.orders.page("ccv", "a", limit=1)
+    second = await store.orders.page("ccv", "a", after=first.after, limit=1)
+    assert (first.ids, second.ids) == (["A-1"], ["A-2"])
+    statements: list[str] = []
+    await store.conn.set_trace_callback(statements.append)
+
+    written = [ok("a", "A-1", "New"), ok("a", "A-2", "New")]
+    assert await reconciler.apply(written, via="poll", page=second) == 2
+
+    assert [s for s in statements if "FROM orders" in s] == []
+    assert row(Path(store.path).parent, "A-1") == ("New", None, 1)
+    assert row(Path(store.path).parent, "A-2") == ("New", None, 1)
+
+
+async def test_a_page_carries_only_the_previous_page_own_orders(
+    store: Store, reconciler: Reconciler
+) -> None:
+    # An order a pass never wrote (its check stopped) is not carried from page to page: a
+    # page holds at most its own rows and its predecessor's.
+    await store.orders.track("ccv", "a", [("A-3", None)], 1.0)
+    first = await store.orders.page("ccv", "a", limit=1)
+    second = await store.orders.page("ccv", "a", after=first.after, limit=1)
+    third = await store.orders.page("ccv", "a", after=second.after, limit=1)
+    assert third.ids == ["A-3"]
+    statements: list[str] = []
+    await store.conn.set_trace_callback(statements.append)
+
+    assert await load(store, "A-2", third) is not None
+    assert [s for s in statements if "FROM orders" in s] == []
+    assert await load(store, "A-1", third) is not None
+    assert len([s for s in statements if "FROM orders" in s]) == 1
+
+
+async def test_a_page_carries_no_rows_of_the_previous_one_across_another_process_write(
+    store: Store, reconciler: Reconciler, tmp_path: Path
+) -> None:
+    first = await store.orders.page("ccv", "a", limit=1)
+    with sqlite3.connect(tmp_path / "reconciler.db") as other:
+        other.execute("UPDATE orders SET status = 'Processing', version = 1 WHERE order_id = 'A-1'")
+    second = await store.orders.page("ccv", "a", after=first.after, limit=1)
+
+    # Read again, A-1 is the other process's row: New is a change from Processing.
+    assert await reconciler.apply([ok("a", "A-1", "New")], via="poll", page=second) == 1
+    [event] = await store.events.history()
+    assert json.loads(event.body)["data"]["previous_status"] == "Processing"
+
+
+def order_writes(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.startswith("UPDATE orders SET status")]
+
+
+async def test_a_batch_sets_the_indexed_columns_only_of_the_orders_they_change_for(
+    store: Store, reconciler: Reconciler
+) -> None:
+    # SQLite rewrites an index for every row whose UPDATE sets one of its columns, whatever the
+    # value: the open orders' index (end_state), the stuck ones' (version, stuck_version) and the
+    # ended ones' (last_changed) are left alone where those did not change.
+    statements: list[str] = []
+    await store.conn.set_trace_callback(statements.append)
+
+    await reconciler.apply([ok("a", "A-1", "New"), ok("a", "A-2", "New")], via="poll")
+    [changed] = order_writes(statements)
+    assert " version =" in changed and "end_state =" not in changed
+
+    statements.clear()
+    await reconciler.apply([ok("a", "A-1", "New"), ok("a", "A-2", "Completed")], via="poll")
+    ends, checked = order_writes(statements)
+    assert " version =" not in checked and "last_changed =" not in checked
+    assert "end_state =" not in checked and "end_state =" in ends
+
+    with sqlite3.connect(Path(store.path)) as conn:
+        rows = conn.execute(
+            "SELECT order_id, status, version, end_state, last_checked IS NOT NULL FROM orders "
+            "WHERE account = 'a' ORDER BY order_id"
+        ).fetchall()
+    assert rows == [("A-1", "New", 1, 0, 1), ("A-2", "Completed", 2, 1, 1)]
+    assert (await store.orders.page("ccv", "a")).ids == ["A-1"]

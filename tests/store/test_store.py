@@ -25,6 +25,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
 from reconciler.store import Store
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from reconciler.store.sql import ROWS_PER_STATEMENT, chunks
 from tests.conftest import poll_until
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -240,3 +241,16 @@ async def test_an_event_waits_for_an_earlier_event_of_its_order_until_that_one_i
     assert await due(now=2000.0) == ([1, 2, 3, 4], None)
     await store.outbox.failed("log", [(1, "http 500", None)])  # dead-lettered: holds nothing
     assert await due() == ([2, 3, 4], None)
+
+
+def test_a_batch_of_any_size_is_written_by_statements_of_a_few_sizes() -> None:
+    # SQLite parses each statement text once per connection, and a text depends on its number
+    # of rows: batches of varying sizes must not each bring texts of their own.
+    sizes: set[int] = set()
+    for n in [*range(1, 1030), 1999, 2000, 2001, 2497]:
+        rows = [(i, i) for i in range(n)]
+        written = list(chunks(rows))
+        assert [p for _, ps in written for p in ps] == [p for r in rows for p in r]
+        assert len(written) <= n // ROWS_PER_STATEMENT + 10
+        sizes.update(size for size, _ in written)
+    assert sizes == {ROWS_PER_STATEMENT, *(2**k for k in range(10))}
