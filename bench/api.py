@@ -12,10 +12,11 @@ through-reconciler percentile minus the direct one. With `--against TREE`, a sec
 from another source tree (say a `git worktree add` of an older commit) takes part in every
 round too: old and new code compared under the same load. Before the submits, the feed is read
 from cursor 0 to the end, `--page` events per request, over events written into the store
-before the daemon started. The summary line gives the load average at the start and the end.
+before the daemon started, already delivered to its log sink (`--backlog`: not yet). The
+summary line gives the load average at the start and the end.
 
     python bench/api.py [--submits 2000] [--events 100000] [--page 1000] [--dir PATH]
-                        [--against TREE] [--check]
+                        [--against TREE] [--rate N] [--backlog] [--check]
 """
 
 from __future__ import annotations
@@ -84,9 +85,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-async def fill_events(db: Path, count: int) -> None:
+async def fill_events(db: Path, count: int, *, backlog: bool) -> None:
     """Write `count` events into a fresh store, 1000 per transaction. They are dated now: older
-    ones would be pruned by the daemon's start-up retention once its log sink has them."""
+    ones would be pruned by the daemon's start-up retention once its log sink has them.
+
+    Unless `backlog`, the log sink has them already, as a running daemon has its history: the
+    submits are then timed against a daemon in its steady state. With `backlog` the daemon
+    starts by delivering all of them, during the first seconds of the submits (load, which
+    notify.py and catchup.py measure, not a submit's own latency)."""
     now = time.time()
     store = await Store.open(db)
     try:
@@ -99,6 +105,8 @@ async def fill_events(db: Path, count: int) -> None:
             ]
             async with store.transaction():
                 await store.events.add(events)
+        if not backlog:
+            await store.outbox.delivered("log", range(1, count + 1), now)
     finally:
         await store.close()
 
@@ -177,13 +185,19 @@ def durable_commits(db: Path) -> Side:
     return commit_twice
 
 
-async def interleaved(sides: dict[str, Side], count: int, warmup: int) -> dict[str, list[float]]:
+async def interleaved(
+    sides: dict[str, Side], count: int, warmup: int, rate: float | None = None
+) -> dict[str, list[float]]:
     """Run every side once per round, one call at a time; return each side's latencies in ms.
 
-    The side that goes first rotates, so that none always follows another's work."""
+    The side that goes first rotates, so that none always follows another's work. With `rate`,
+    rounds begin at that many per second (else each right after the last)."""
     names = list(sides)
     times: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
     for n in range(warmup + count):
+        if rate is not None:
+            await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
         first = n % len(names)
         for name in names[first:] + names[:first]:
             t0 = time.perf_counter()
@@ -208,7 +222,7 @@ async def measure(
         for side, port in api_ports.items():
             sides[side] = post_to(http, f"http://127.0.0.1:{port}/api/v1/ccv/orders", direct=False)
         sides["commits"] = durable_commits(work / "commits.db")
-        times = await interleaved(sides, args.submits, args.warmup)
+        times = await interleaved(sides, args.submits, args.warmup, args.rate)
     return {
         "feed_events": events,
         "feed_s": seconds,
@@ -287,6 +301,18 @@ def main() -> int:
         "add` of an older commit), interleaved with the others: both under the same load",
     )
     p.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
+    p.add_argument(
+        "--rate",
+        type=float,
+        metavar="N",
+        help="begin a round of submits N times a second (default: each right after the last)",
+    )
+    p.add_argument(
+        "--backlog",
+        action="store_true",
+        help="leave the stored events undelivered: the daemon delivers them to its log sink "
+        "while the first submits are timed",
+    )
     p.add_argument("--serve-fake", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_fake:
@@ -298,7 +324,7 @@ def main() -> int:
     api_ports = {"through": free_port()}
     if args.against:
         api_ports["against"] = free_port()
-    asyncio.run(fill_events(work / "through.db", args.events))
+    asyncio.run(fill_events(work / "through.db", args.events, backlog=args.backlog))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
     fake = subprocess.Popen([sys.executable, __file__, "--serve-fake", str(fake_port)], env=env)
     trees = {"through": REPO, "against": args.against}
