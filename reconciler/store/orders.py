@@ -107,7 +107,7 @@ class Orders:
         """
         version = await self._store.data_version()  # before the rows: a later write is seen
         drops = self._drops
-        carried = _carried(self._pages, (source, account), after, version)
+        previous = _continued(self._pages, (source, account), after, version)
         # Through the index of open orders (migration 9), which lists an account's in rowid
         # order: the rowid range alone would read every ended order on the way.
         sql = (
@@ -121,8 +121,8 @@ class Orders:
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)
         ids = [key[2] for key in kept]
-        if carried:
-            kept = {**carried, **kept}
+        if previous is not None:
+            kept = {**previous.rows, **kept}
         page = Page(ids, last, version, (source, account), kept)
         if drops != self._drops:
             page.rows.clear()  # orders were tracked or untracked while the rows were read
@@ -346,19 +346,17 @@ class Orders:
         return {(r[0], r[1]): r[2] for r in await self._conn.execute_fetchall(sql, (now,))}
 
 
-def _carried(
+def _continued(
     pages: Iterable[Page], where: tuple[str, str], after: int, version: int
-) -> dict[_Key, tuple[int, Row]]:
-    """Return the rows that a page of `where` read after position `after` at data_version
-    `version` carries: those of the live page it continues that no batch loaded yet, while they
-    are current. Only that page's own orders: a row never loaded is not carried on and on."""
+) -> Page | None:
+    """Return the live page of `where` whose position is `after` and whose rows are current
+    (read at data_version `version`), if any: the page that a page read after it continues."""
     if after == 0:
-        return {}
+        return None
     for page in list(pages):
         if page.after == after and page.where == where and page.version == version and page.rows:
-            rows = page.rows
-            return {key: rows[key] for oid in page.ids if (key := (*where, oid)) in rows}
-    return {}
+            return page
+    return None
 
 
 def _drop(pages: Iterable[Page]) -> None:

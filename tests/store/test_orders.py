@@ -169,25 +169,6 @@ async def test_batches_of_a_page_written_after_the_next_page_is_read_read_no_ord
     assert row(Path(store.path).parent, "A-2") == ("New", None, 1)
 
 
-async def test_a_page_carries_only_the_previous_page_own_orders(
-    store: Store, reconciler: Reconciler
-) -> None:
-    # An order a pass never wrote (its check stopped) is not carried from page to page: a
-    # page holds at most its own rows and its predecessor's.
-    await store.orders.track("ccv", "a", [("A-3", None)], 1.0)
-    first = await store.orders.page("ccv", "a", limit=1)
-    second = await store.orders.page("ccv", "a", after=first.after, limit=1)
-    third = await store.orders.page("ccv", "a", after=second.after, limit=1)
-    assert third.ids == ["A-3"]
-    statements: list[str] = []
-    await store.conn.set_trace_callback(statements.append)
-
-    assert await load(store, "A-2", third) is not None
-    assert [s for s in statements if "FROM orders" in s] == []
-    assert await load(store, "A-1", third) is not None
-    assert len([s for s in statements if "FROM orders" in s]) == 1
-
-
 async def test_a_page_carries_no_rows_of_the_previous_one_across_another_process_write(
     store: Store, reconciler: Reconciler, tmp_path: Path
 ) -> None:
