@@ -52,9 +52,7 @@ class Page:
     ids: list[str]
     after: int  # the position to continue from
     version: int  # SQLite's data_version when the rows were read
-    where: tuple[str, str]  # (source, account)
-    # key -> (rowid, row), of the orders no `load` took yet
-    rows: dict[_Key, tuple[int, Row]] = field(repr=False)
+    rows: dict[_Key, tuple[int, Row]] = field(repr=False)  # key -> (rowid, row)
 
 
 class Loaded(dict[OrderKey, OrderState]):
@@ -100,14 +98,9 @@ class Orders:
 
         Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
         a few database pages instead of one page per order.
-
-        The page continuing a live page (read after its position) also holds that page's rows
-        no batch loaded yet: the asking runs ahead of the writer, so the batches queued when the
-        next page is read are of the previous one, and would otherwise read their orders again.
         """
         version = await self._store.data_version()  # before the rows: a later write is seen
         drops = self._drops
-        previous = _continued(self._pages, (source, account), after, version)
         # Through the index of open orders (migration 9), which lists an account's in rowid
         # order: the rowid range alone would read every ended order on the way.
         sql = (
@@ -120,10 +113,7 @@ class Orders:
         rows = list(await self._conn.execute_fetchall(sql, params))
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)
-        ids = [key[2] for key in kept]
-        if previous is not None:
-            kept = {**previous.rows, **kept}
-        page = Page(ids, last, version, (source, account), kept)
+        page = Page([key[2] for key in kept], last, version, kept)
         if drops != self._drops:
             page.rows.clear()  # orders were tracked or untracked while the rows were read
         self._pages.add(page)
@@ -131,8 +121,7 @@ class Orders:
 
     async def load(self, keys: Iterable[OrderKey], page: Page | None = None) -> Loaded:
         """Return the snapshot states of the given orders (missing ones are absent), from the
-        page where it holds them and is current. The page hands each row over once: a pass
-        loads each of its orders once, and a row taken is not kept current for nothing."""
+        page where it holds them and is current."""
         found = Loaded()
         rows: dict[_Key, tuple[int, Row]] = {}
         if page is not None and page.rows:
@@ -143,7 +132,7 @@ class Orders:
         rowids = found.rowids
         groups: dict[tuple[str, str], list[str]] = {}
         for key in keys:
-            hit = rows.pop(key, None)
+            hit = rows.get(key)
             if hit is not None:
                 found[key] = order_rows.state(hit[1])
                 rowids[key] = hit[0]
@@ -344,19 +333,6 @@ class Orders:
             "WHERE end_state = 0 AND next_check_at <= ? GROUP BY 1, 2"
         )
         return {(r[0], r[1]): r[2] for r in await self._conn.execute_fetchall(sql, (now,))}
-
-
-def _continued(
-    pages: Iterable[Page], where: tuple[str, str], after: int, version: int
-) -> Page | None:
-    """Return the live page of `where` whose position is `after` and whose rows are current
-    (read at data_version `version`), if any: the page that a page read after it continues."""
-    if after == 0:
-        return None
-    for page in list(pages):
-        if page.after == after and page.where == where and page.version == version and page.rows:
-            return page
-    return None
 
 
 def _drop(pages: Iterable[Page]) -> None:

@@ -150,25 +150,6 @@ async def test_an_order_not_followed_yet_is_written_when_discovered(
     assert row(Path(store.path).parent, "A-9") == ("New", None, 1)
 
 
-async def test_batches_of_a_page_written_after_the_next_page_is_read_read_no_orders_again(
-    store: Store, reconciler: Reconciler
-) -> None:
-    # The asking runs ahead of the writer: when the pass reads its next page, batches of the
-    # previous page's orders are still queued, and are written with the page the pass now holds.
-    first = await store.orders.page("ccv", "a", limit=1)
-    second = await store.orders.page("ccv", "a", after=first.after, limit=1)
-    assert (first.ids, second.ids) == (["A-1"], ["A-2"])
-    statements: list[str] = []
-    await store.conn.set_trace_callback(statements.append)
-
-    written = [ok("a", "A-1", "New"), ok("a", "A-2", "New")]
-    assert await reconciler.apply(written, via="poll", page=second) == 2
-
-    assert [s for s in statements if "FROM orders" in s] == []
-    assert row(Path(store.path).parent, "A-1") == ("New", None, 1)
-    assert row(Path(store.path).parent, "A-2") == ("New", None, 1)
-
-
 async def test_a_page_carries_no_rows_of_the_previous_one_across_another_process_write(
     store: Store, reconciler: Reconciler, tmp_path: Path
 ) -> None:
