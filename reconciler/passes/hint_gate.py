@@ -46,6 +46,7 @@ class HintGate:
         self._run_until = 0.0  # after giving way, the pass runs at least until then
         self._last_entered: float | None = None  # when the latest hint's work began
         self._last_write: float | None = None  # when the latest API write (a submit) began
+        self._writing = 0  # API writes in flight
 
     @property
     def in_flight(self) -> int:
@@ -70,15 +71,23 @@ class HintGate:
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Mark an API write (a CCV submit) as running: passes give way to it as to a
-        notification check, and keep their transactions to WRITE_PART_S while it is recent."""
+        notification check, and keep their transactions to WRITE_PART_S while it runs and
+        for WRITE_RECENT_S after it began (a slow answer must not leave its close behind a long
+        transaction)."""
         self._last_write = self.clock()
-        with self.running():
-            yield
+        self._writing += 1
+        try:
+            with self.running():
+                yield
+        finally:
+            self._writing -= 1
 
     def part_s(self, usual: float, within_s: float = WRITE_RECENT_S) -> float:
         """Return how long a pass's transaction may hold the writer while hints are recent:
-        `usual`, or less while an API write is recent."""
-        if self._last_write is not None and self.clock() - self._last_write < within_s:
+        `usual`, or less while an API write runs or is recent."""
+        if self._writing or (
+            self._last_write is not None and self.clock() - self._last_write < within_s
+        ):
             return min(usual, WRITE_PART_S)
         return usual
 

@@ -15,7 +15,7 @@ from reconciler.config import Config, LogSinkConfig, load_config
 from reconciler.delivery import Delivery
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.passes.batcher import Batcher
-from reconciler.passes.hint_gate import HintGate
+from reconciler.passes.hint_gate import WRITE_PART_S, WRITE_RECENT_S, HintGate
 from reconciler.passes.report import PassReport
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
@@ -330,3 +330,14 @@ async def test_a_pass_s_queued_batch_waits_while_a_notification_is_checked(
     assert len(seqs) == 11
     # The notification's transaction did not queue behind the batch that was ready before it.
     assert seqs["N-1"] == min(seqs.values())
+
+
+def test_a_submit_keeps_passes_short_while_it_runs_however_long_ago_it_began() -> None:
+    # CCV may take longer to answer than WRITE_RECENT_S: the submit's close still follows.
+    now = [100.0]
+    gate = HintGate(clock=lambda: now[0])
+    assert gate.part_s(0.025) == 0.025
+    with gate.writing():
+        now[0] += WRITE_RECENT_S * 10
+        assert gate.part_s(0.025) == WRITE_PART_S
+    assert gate.part_s(0.025) == 0.025
