@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
@@ -62,23 +61,18 @@ def event_line(now: float, row: OutboxEvent, *, journal: bool) -> tuple[int, str
         return level, render(now, level, log.name, row.type, flat, journal=journal)
     start += len(_TIME)
     level = _LEVELS.get(row.severity, logging.INFO)
-    head, type_json = _line_head(level, row.type)
     line = (
-        f'{{"time":"{iso_time(now)}",{head},"event_id":{string_json(row.id)},'
-        f'"event_type":{type_json}{"," if data else ""}{data},'
-        f'"event_time":"{text[start : text.index(chr(34), start)]}"}}'
+        f'{{"time":"{iso_time(now)}",{_line_head(level, row.type)},'
+        f'"event_id":{string_json(row.id)},"event_type":{string_json(row.type)}'
+        f'{"," if data else ""}{data},"event_time":"{text[start : text.index(chr(34), start)]}"}}'
     )
     return level, (PRIORITY.get(level, "<6>") + line if journal else line)
 
 
-# A batch's lines share a few levels and event types: their text is made once.
-@functools.lru_cache(maxsize=64)
-def _line_head(level: int, type: str) -> tuple[str, str]:
-    """Return what follows "time" in an event's line up to its id, as `render` writes it, and
-    the event type's JSON."""
+def _line_head(level: int, message: str) -> str:
+    # What follows "time" in an event's line, as `render` writes it.
     name = string_json(logging.getLevelName(level).lower())
-    type_json = string_json(type)
-    return f'"level":{name},"logger":{string_json(log.name)},"message":{type_json}', type_json
+    return f'"level":{name},"logger":{string_json(log.name)},"message":{string_json(message)}'
 
 
 class LogSink:
