@@ -10,9 +10,8 @@ while running stops the daemon with exit 74: a damaged file does not heal, and a
 what an operator is shown (the unit does not restart on 74).
 
 Stop (SIGTERM/SIGINT): STOPPING=1, stop new work (notification checks under way get a second to
-end), cancel running jobs (a batch is committed or
-rolled back, never half), flush the outbox within a bound, close everything in reverse order,
-exit 0.
+end), cancel running jobs (a batch is committed or rolled back, never half), flush the outbox
+within a bound, close everything in reverse order, exit 0.
 """
 
 from __future__ import annotations
@@ -47,7 +46,9 @@ class StartupError(Exception):
 
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
-# Shutdown bounds; together well under the 10 s the service promises (TimeoutStopSec=20s).
+# Shutdown bounds. At the worst, all in turn: the API and the receiver 1 s each, the checks 1 s,
+# the scheduler's jobs and the other tasks 3 s each, the outbox 2 s twice: 13 s, under the unit's
+# TimeoutStopSec=20s.
 RECEIVER_STOP_TIMEOUT_S = 1.0
 NOTIFICATION_CHECKS_STOP_TIMEOUT_S = 1.0  # checks under way may end; CCV does not call again
 JOBS_STOP_TIMEOUT_S = 3.0

@@ -33,7 +33,7 @@ UPDATED = [c for c in _NAMES[3:] if c not in ("external_reference", "tracked_at"
 # of ended ones (end_state, last_changed) and of stuck ones (end_state, version,
 # stuck_version). So a row is written back by the statement of its shape, which sets only what
 # can have changed: ENDS (it enters or leaves an end state: every column), CHANGED (anything but
-# end_state), CHECKED (its status is as it was: neither end_state nor those three).
+# end_state), CHECKED (end_state and those three as they were: none of them set).
 ENDS, CHANGED, CHECKED = 0, 1, 2
 _MARKS = ("last_changed", "version", "stuck_version")
 _SET = (
