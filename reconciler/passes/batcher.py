@@ -155,8 +155,9 @@ class Batcher:
         if self.via == "notification" or not writer.hints.recent():
             return rows
         part_s = writer.hints.part_s(writer.part_s)
-        fewest = writer.hint_rows if part_s >= writer.part_s else min(writer.hint_rows, WRITE_ROWS)
-        if self.row_s is None or (writer.hints.in_flight and fewest == writer.hint_rows):
+        for_a_submit = part_s < writer.part_s
+        fewest = min(writer.hint_rows, WRITE_ROWS) if for_a_submit else writer.hint_rows
+        if self.row_s is None or (writer.hints.in_flight and not for_a_submit):
             return min(rows, fewest)
         fit = int(part_s / self.row_s) if self.row_s > 0 else rows
         return min(rows, max(fewest, fit))

@@ -82,11 +82,11 @@ class HintGate:
         finally:
             self._writing -= 1
 
-    def part_s(self, usual: float, within_s: float = WRITE_RECENT_S) -> float:
+    def part_s(self, usual: float) -> float:
         """Return how long a pass's transaction may hold the writer while hints are recent:
         `usual`, or less while an API write runs or is recent."""
         if self._writing or (
-            self._last_write is not None and self.clock() - self._last_write < within_s
+            self._last_write is not None and self.clock() - self._last_write < WRITE_RECENT_S
         ):
             return min(usual, WRITE_PART_S)
         return usual
