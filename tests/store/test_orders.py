@@ -150,7 +150,7 @@ async def test_an_order_not_followed_yet_is_written_when_discovered(
     assert row(Path(store.path).parent, "A-9") == ("New", None, 1)
 
 
-async def test_a_page_carries_no_rows_of_the_previous_one_across_another_process_write(
+async def test_a_batch_of_an_earlier_page_reads_what_another_process_wrote_since(
     store: Store, reconciler: Reconciler, tmp_path: Path
 ) -> None:
     first = await store.orders.page("ccv", "a", limit=1)
