@@ -15,10 +15,12 @@ from reconciler.events import Event, order_event
 from reconciler.logs import JsonFormatter, render
 from reconciler.model import EventType, OrderKey, Severity
 from reconciler.sinks.base import Delivered, OutboxEvent
-from reconciler.sinks.log import LogSink, event_fields, event_line
+from reconciler.sinks.log import LogSink, event_fields, event_lines
 
 # The keys a careless cut of the text would take for the envelope's own, inside strings.
 TRICKY = 'A-1,"data":{"time":"1999 Straße ✓ 😀 \\ end'
+# Keys of the log line itself, as a whole JSON string in the data (the cut must not take them).
+OWN = ["time", "level", "logger", "message", "event_id", "event_type", "event_time"]
 
 
 def handler_on(stream: TextIO, *, journal: bool) -> logging.StreamHandler[TextIO]:
@@ -99,30 +101,43 @@ async def test_a_severity_below_the_loggers_level_writes_nothing() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    order_id=st.text(min_size=1, max_size=20),
-    reference=st.one_of(st.none(), st.text(max_size=30), st.just(TRICKY)),
-    severity=st.sampled_from(["info", "warning", "error"]),
-    kind=st.sampled_from([EventType.STUCK, EventType.STATUS_CHANGED, EventType.DISCOVERED]),
+    events=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=20),
+            st.one_of(st.none(), st.text(max_size=30), st.just(TRICKY), st.sampled_from(OWN)),
+            st.sampled_from(["info", "warning", "error"]),
+            st.sampled_from([EventType.STUCK, EventType.STATUS_CHANGED, EventType.DISCOVERED]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
     journal=st.booleans(),
 )
-def test_the_line_cut_from_the_stored_text_is_the_decoded_line(
-    order_id: str, reference: str | None, severity: Severity, kind: EventType, journal: bool
+def test_the_lines_cut_from_the_stored_text_are_the_decoded_lines(
+    events: list[tuple[str, str | None, Severity, EventType]], journal: bool
 ) -> None:
-    event = order_event(
-        kind,
-        OrderKey("ccv", "default", order_id),
-        id="id-1",
-        time=1795632726.2160404,
-        severity=severity,
-        external_reference=reference,
-        previous_status="New",
-        status="Closed",
-        end_state=True,
-        via="poll",
-    )
-    row = OutboxEvent(1, event.id, event.type.value, event.order_id, event.body(), 0, severity)
-    level, line = event_line(1795632800.5, row, journal=journal)
-    flat = event_fields(row.body)
-    expected = render(1795632800.5, level, "reconciler.events", row.type, flat, journal=journal)
-    assert line == expected
-    assert level == logging.getLevelName(severity.upper())
+    # A batch: lines of one level and type share their head, each keeps its own fields.
+    rows = []
+    for seq, (order_id, reference, severity, kind) in enumerate(events, 1):
+        event = order_event(
+            kind,
+            OrderKey("ccv", "default", order_id),
+            id=f"id-{seq}",
+            time=1795632726.2160404 + seq,
+            severity=severity,
+            external_reference=reference,
+            previous_status="New",
+            status="Closed",
+            end_state=True,
+            via="poll",
+        )
+        rows.append(
+            OutboxEvent(seq, event.id, event.type.value, event.order_id, event.body(), 0, severity)
+        )
+    lines = event_lines(1795632800.5, rows, journal=journal)
+    assert len(lines) == len(rows)
+    for row, (level, line), (_, _, severity, _) in zip(rows, lines, events, strict=True):
+        flat = event_fields(row.body)
+        expected = render(1795632800.5, level, "reconciler.events", row.type, flat, journal=journal)
+        assert line == expected
+        assert level == logging.getLevelName(severity.upper())
