@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..events import Event
 from ..model import Source
+from .due import OUTBOX_COLUMNS, read_pending
 from .errors import StoreError, guarded
 from .oneshot import commit_at_once
 from .priority import urgent_first
-from .sql import CHUNK, chunks, marks, runs, values
+from .sql import CHUNK, chunks, marks, on_thread, runs, values
 
 if TYPE_CHECKING:
     from .db import Store
@@ -63,20 +64,8 @@ class StoredEvent:
 # which is what lets SQLite use it.
 DEAD_LETTERS_SQL = "SELECT sink, count(*) FROM deliveries WHERE state = 'dead' GROUP BY sink"
 
-# A sink's pending events, read through the partial index of pending rows in its own order:
-# an ORDER BY seq would sort every pending row, and the primary key would walk every delivered
-# one. Rows never attempted have next_attempt_at 0, so the index has them in seq order; the
-# few that failed before (> 0) are read apart.
-_OUTBOX_COLUMNS = (
-    "SELECT e.seq, e.id, e.type, e.order_id, e.body, d.attempts, e.severity, d.next_attempt_at, "
-    "e.source, e.account FROM deliveries d INDEXED BY deliveries_due "
-    "JOIN events e ON e.seq = d.event_seq WHERE d.sink = ? AND d.state = 'pending' "
-)
-_RETRIED = _OUTBOX_COLUMNS + "AND d.next_attempt_at > 0"
-_FRESH = (
-    _OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 AND d.event_seq > ? ORDER BY d.event_seq LIMIT ?"
-)
-_URGENT = _OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 "
+# The urgent events of a sink, and every earlier pending one of their orders (a few rows).
+_URGENT = OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 "
 
 
 def _event_insert(rows: int) -> str:
@@ -249,41 +238,14 @@ class OutboxRows:
         # sink must never get an event that may yet be rolled back. Before the batches waiting
         # for the writer: a sink's read is short, and a pass's backlog waits for it.
         async with self._store.exclusive(urgent=True) as conn:
-            retried = await conn.execute_fetchall(_RETRIED, (sink,))
-            waiting = [r for r in retried if r[7] > now]
-            blocked: dict[tuple[str, str, str], int] = {}
-            for r in waiting:
-                if r[3] is not None:
-                    key = (r[8], r[9], r[3])
-                    blocked[key] = min(r[0], blocked.get(key, r[0]))
-
-            def free(r: Any) -> bool:
-                first = blocked.get((r[8], r[9], r[3]))
-                return first is None or first > r[0]
-
-            rows = [r for r in retried if r[7] <= now and free(r)]
-            fresh = 0
-            after = 0
-            first_fresh: int | None = None
-            while fresh < limit:
-                page = list(await conn.execute_fetchall(_FRESH, (sink, after, limit)))
-                if first_fresh is None and page:
-                    first_fresh = page[0][0]
-                taken = [r for r in page if free(r)] if blocked else page
-                rows += taken
-                fresh += len(taken)
-                if len(page) < limit:
-                    break
-                after = page[-1][0]
-            oldest = min((r[0] for r in retried), default=None)
-            if first_fresh is not None:
-                oldest = first_fresh if oldest is None else min(oldest, first_fresh)
-            head = [r for r in await self._urgent_chains(sink, oldest) if free(r)]
-        rows = urgent_first(head, rows)[:limit]
+            pending = await on_thread(conn, read_pending, sink, now, limit)
+            chains = await self._urgent_chains(sink, pending.oldest)
+        head = [r for r in chains if pending.free(r)]
+        rows = urgent_first(head, pending.rows)[:limit]
         self._store.priority.served(sink, (r[0] for r in rows))
         return Due(
             [OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows],
-            next_at=min((float(r[7]) for r in waiting), default=None),
+            next_at=pending.next_at,
             full=len(rows) >= limit,
         )
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import aiosqlite
+
+T = TypeVar("T")
 
 # The hot writes take many rows in one statement (a multi-row VALUES list): one call into SQLite,
 # and one step with the GIL released, per chunk of rows. An executemany steps once per row, and
@@ -51,3 +55,12 @@ def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
             out.append((ordered[first], ordered[i - 1]))
             first = i
     return out
+
+
+async def on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(sqlite3_connection, *args)` on the connection's thread, in one hand-off: several
+    statements, and the Python that works on their rows, at the cost of one wake-up each way."""
+    # aiosqlite's own methods queue their work with `_execute` (a private method: the tests of
+    # store/oneshot.py, which uses it too, fail if it changes).
+    result: T = await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
+    return result
