@@ -271,17 +271,20 @@ class Delivery:
     ) -> None:
         cfg = lane.config
         now = self.clock()
-        delivered = [
-            r.seq for r, res in zip(rows, results, strict=False) if isinstance(res, Delivered)
-        ]
+        delivered: list[int] = []
+        failed: list[tuple[OutboxEvent, RetryLater]] = []
+        gone: SinkGone | None = None
+        for row, res in zip(rows, results, strict=False):
+            if isinstance(res, Delivered):
+                delivered.append(row.seq)
+            elif isinstance(res, RetryLater):
+                if res != NOT_ATTEMPTED:
+                    failed.append((row, res))
+            elif gone is None:
+                gone = res
         if delivered:
             await self.store.outbox.delivered(cfg.name, delivered, now)
             self.on_delivered(cfg.name, len(delivered))
-        failed: list[tuple[OutboxEvent, RetryLater]] = [
-            (row, res)
-            for row, res in zip(rows, results, strict=False)
-            if isinstance(res, RetryLater) and res != NOT_ATTEMPTED
-        ]
         if failed:
             times = await self.store.events.times([row.seq for row, _ in failed])
             updates: list[tuple[int, str, float | None]] = []
@@ -318,7 +321,6 @@ class Delivery:
                     lane.paused_until = max(lane.paused_until, due)
                 updates.append((row.seq, res.reason, None if dead else due))
             await self.store.outbox.failed(cfg.name, updates)
-        gone = next((res for res in results if isinstance(res, SinkGone)), None)
         if gone is not None:
             lane.disabled = True
             await self.store.outbox.disable_sink(cfg.name, gone.reason, now)

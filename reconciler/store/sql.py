@@ -49,6 +49,8 @@ def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """Return the runs of consecutive numbers of `seqs` (in any order) as (first, last)."""
     out: list[tuple[int, int]] = []
     ordered = sorted(set(seqs))
+    if ordered and ordered[-1] - ordered[0] == len(ordered) - 1:
+        return [(ordered[0], ordered[-1])]  # a catch-up's batch: no walk over its seqs
     first = 0
     for i in range(1, len(ordered) + 1):
         if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
