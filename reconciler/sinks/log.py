@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -33,10 +32,19 @@ def event_fields(body: bytes) -> dict[str, Any]:
 # holds an unescaped quote, so the first of these in the text are the envelope's own keys.
 _TIME = ',"time":"'
 _DATA = ',"datacontenttype":"application/json","data":{'
-# Keys of the line itself: data holding one (even inside a string) takes the decoding path,
-# where `render` decides which of two same-named fields the line keeps. Alternatives grouped by
-# their first letter, so that most characters fail one test, not seven (half the time).
-_OWN = re.compile(r'"(?:event_(?:id|type|time)|l(?:evel|ogger)|message|time)"')
+
+
+def _names_a_line_key(data: str) -> bool:
+    # A key of the line itself in the data (even inside a string) takes the decoding path,
+    # where `render` decides which of two same-named fields the line keeps. Five substring
+    # tests (any `"event_...` word counts) cost 60 % of one regular expression's search.
+    return (
+        '"time"' in data
+        or '"level"' in data
+        or '"logger"' in data
+        or '"message"' in data
+        or '"event_' in data
+    )
 
 
 def event_lines(now: float, rows: Sequence[OutboxEvent], *, journal: bool) -> list[tuple[int, str]]:
@@ -62,7 +70,7 @@ def event_lines(now: float, rows: Sequence[OutboxEvent], *, journal: bool) -> li
             or at < 0
             or not 0 < start < at
             or not text.endswith("}}")
-            or _OWN.search(data)
+            or _names_a_line_key(data)
         ):
             out.append(_decoded_line(now, row, journal=journal))
             continue
