@@ -14,8 +14,8 @@ hand-off instead of three.
 `commit_inline` goes one step further for the two commits of a CCV submit (its record and its
 close): no hand-off at all. Each hand-off waits for the other thread to be woken and to get the
 interpreter lock, and for the event loop to come back to the caller; on a daemon busy with the
-checks of the orders just submitted that was 0.5 ms of a submit at the median and 3-7 ms at
-p99, as much as the two fsyncs.
+checks of the orders just submitted that was 0.4-0.6 ms of a submit at the median and 5-11 ms
+at p99, as much as the two fsyncs (bench/README.md).
 """
 
 from __future__ import annotations
