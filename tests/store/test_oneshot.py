@@ -1,4 +1,5 @@
-"""A short write transaction in one hand-off, on a real SQLite file: all of it or none of it,
+"""A short write transaction in one hand-off (or, `commit_inline`, none: on the event loop's
+thread over the store's second connection), on a real SQLite file: all of it or none of it,
 durable before it returns, and the store usable after an error, a cancel or a full disk."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ import pytest
 
 from reconciler.events import submit_uncertain_event
 from reconciler.store import Store, StoreError
-from reconciler.store.oneshot import Statement, commit_at_once
+from reconciler.store.oneshot import (
+    Statement,
+    Written,
+    _without_waiting,
+    commit_at_once,
+    commit_inline,
+)
 
 INSERT = (
     "INSERT INTO submissions (account, external_reference, state, created_at) VALUES (?, ?, ?, ?)"
@@ -33,6 +40,10 @@ def references(db: Path) -> list[str]:
     return [r[0] for r in rows]
 
 
+Commit = Callable[[Store, list[Statement]], Awaitable[Written]]
+BOTH = pytest.mark.parametrize("commit", [commit_at_once, commit_inline])
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     store = await Store.open(tmp_path / "r.db")
@@ -42,8 +53,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-async def test_every_statement_is_committed_together(store: Store) -> None:
-    written = await commit_at_once(store, [insert("a"), insert("b")])
+@BOTH
+async def test_every_statement_is_committed_together(store: Store, commit: Commit) -> None:
+    written = await commit(store, [insert("a"), insert("b")])
 
     assert references(store.path) == ["a", "b"]
     assert written.changes == 2
@@ -54,12 +66,13 @@ async def test_every_statement_is_committed_together(store: Store) -> None:
     assert not store.conn.in_transaction
 
 
-async def test_a_failing_statement_rolls_back_the_others(store: Store) -> None:
-    await commit_at_once(store, [insert("a")])
+@BOTH
+async def test_a_failing_statement_rolls_back_the_others(store: Store, commit: Commit) -> None:
+    await commit(store, [insert("a")])
 
     # The second live submission of a reference breaks the unique index.
     with pytest.raises(sqlite3.IntegrityError):
-        await commit_at_once(store, [insert("b"), insert("a")])
+        await commit(store, [insert("b"), insert("a")])
 
     assert references(store.path) == ["a"]
     assert not store.conn.in_transaction
@@ -104,7 +117,10 @@ async def test_a_full_disk_is_a_store_error_and_the_next_write_ends_the_episode(
     assert recorded is not None and "full" in recorded.error
 
 
-async def test_it_goes_before_the_batches_waiting_for_the_writer(store: Store) -> None:
+@BOTH
+async def test_it_goes_before_the_batches_waiting_for_the_writer(
+    store: Store, commit: Commit
+) -> None:
     # A submit's caller waits for its answer; a pass's batch can wait one transaction longer.
     holding, release = asyncio.Event(), asyncio.Event()
 
@@ -122,7 +138,7 @@ async def test_it_goes_before_the_batches_waiting_for_the_writer(store: Store) -
     await holding.wait()
     queued = asyncio.ensure_future(batch())
     await asyncio.sleep(0)  # the batch waits for the writer
-    submit = asyncio.ensure_future(commit_at_once(store, [insert("submit")]))
+    submit = asyncio.ensure_future(commit(store, [insert("submit")]))
     await asyncio.sleep(0)  # and the submit's write after it
     assert store._write_lock.waiting == 2
     release.set()
@@ -131,7 +147,10 @@ async def test_it_goes_before_the_batches_waiting_for_the_writer(store: Store) -
     assert references(store.path) == ["held", "submit", "batch"]
 
 
-async def test_it_leaves_the_wal_checkpoint_to_the_other_writers(store: Store) -> None:
+@BOTH
+async def test_it_leaves_the_wal_checkpoint_to_the_other_writers(
+    store: Store, commit: Commit
+) -> None:
     # A WAL past the auto-checkpoint size (20 pages here), not yet copied into the database.
     await store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     await store.conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -141,7 +160,7 @@ async def test_it_leaves_the_wal_checkpoint_to_the_other_writers(store: Store) -
     await store.conn.execute("PRAGMA wal_autocheckpoint = 20")
     copied = store.path.read_bytes()
 
-    await commit_at_once(store, [insert("submit")])
+    await commit(store, [insert("submit")])
     assert store.path.read_bytes() == copied  # the submit's caller did not wait for a checkpoint
     async with store.transaction():  # the next ordinary write checkpoints, as before
         await store.conn.execute(*insert("batch"))
@@ -158,6 +177,60 @@ async def test_it_checkpoints_a_wal_that_nothing_else_checkpointed(store: Store)
     assert store.path.read_bytes() != copied
     rows = await store.conn.execute_fetchall("PRAGMA wal_autocheckpoint")
     assert next(iter(rows))[0] == 5  # the connection's own setting is back
+
+
+async def test_inline_a_full_disk_is_a_store_error_and_the_next_write_ends_the_episode(
+    store: Store,
+) -> None:
+    pages = next(iter(await store.conn.execute_fetchall("PRAGMA page_count")))[0]
+    store.inline_conn().execute(f"PRAGMA max_page_count = {pages}")
+    big = [insert(f"{n:0100d}") for n in range(100)]
+
+    with pytest.raises(StoreError, match=str(store.path)):
+        await commit_inline(store, big)
+
+    assert store.health.failing
+    assert references(store.path) == []
+    store.inline_conn().execute("PRAGMA max_page_count = 1000000")
+    await commit_inline(store, big)  # through the first connection, which records the episode
+    assert not store.health.failing
+    assert len(references(store.path)) == 100
+    recorded = await store.recorded_failure()
+    assert recorded is not None and "full" in recorded.error
+    await commit_inline(store, [insert("after")])
+    assert references(store.path)[-1] == "after"
+
+
+async def test_inline_the_second_connection_closes_with_the_store(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "r.db")
+    await commit_inline(store, [insert("a")])
+    second = store.inline_conn()
+    await store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        second.execute("SELECT 1")
+
+
+def test_inline_a_commit_refused_as_busy_is_rolled_back_and_leaves_nothing(tmp_path: Path) -> None:
+    # The store's WAL never refuses a COMMIT as busy; a rollback journal does while another
+    # connection reads, and SQLite then keeps the transaction open. It must not stay open (the
+    # fallback on the database thread would wait for it) nor be half written.
+    db = tmp_path / "journal.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("CREATE TABLE t (x)")
+        sent: list[str] = []
+        conn.set_trace_callback(sent.append)
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM t").fetchall()  # holds its shared lock
+
+            assert _without_waiting(conn, [("INSERT INTO t VALUES (1)", ())]) is None
+            assert sent[sent.index("COMMIT") + 1] == "ROLLBACK"
+            assert not conn.in_transaction
+            reader.execute("COMMIT")
+
+        assert _without_waiting(conn, [("INSERT INTO t VALUES (2)", ())]) == Written(1, 1)
+        assert conn.execute("SELECT x FROM t").fetchall() == [(2,)]
 
 
 async def test_a_sink_s_record_of_its_deliveries_is_one_hand_off(
