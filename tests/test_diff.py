@@ -68,6 +68,47 @@ def test_unchanged_status_emits_nothing_and_updates_last_checked() -> None:
     assert result.states[CCV].last_changed == NOW - 50
 
 
+def test_an_answer_sets_every_field_of_the_orders_state() -> None:
+    # Every field distinct, so that one taken for another shows.
+    prev = OrderState(
+        key=CCV,
+        status="New",
+        external_reference="ref-1",
+        first_seen=NOW - 500,
+        last_changed=NOW - 400,
+        last_checked=NOW - 300,
+        end_state=False,
+        not_found=False,
+        failure_streak=2,
+        version=3,
+        next_check_at=NOW - 1,
+        interval_s=600.0,
+        stuck_version=2,
+        tracked_at=NOW - 900,
+        missing_since=NOW - 200,
+    )
+    same = diff({CCV: prev}, [ok(CCV, "New")], now=NOW, via="poll", store_id=STORE)
+    assert same.states[CCV] == prev._replace(last_checked=NOW, failure_streak=0, missing_since=None)
+    moved = diff({CCV: prev}, [ok(CCV, "Completed", "ref-2")], now=NOW, via="poll", store_id=STORE)
+    assert moved.states[CCV] == OrderState(
+        key=CCV,
+        status="Completed",
+        external_reference="ref-2",
+        first_seen=NOW - 500,
+        last_changed=NOW,
+        last_checked=NOW,
+        end_state=True,
+        not_found=False,
+        failure_streak=0,
+        version=4,
+        next_check_at=NOW - 1,
+        interval_s=600.0,
+        stuck_version=None,
+        tracked_at=NOW - 900,
+        missing_since=None,
+    )
+
+
 @pytest.mark.parametrize(
     ("key", "before", "after", "severity", "end"),
     [

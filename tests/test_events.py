@@ -9,6 +9,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.config import AlertsConfig
+from reconciler.diff import diff
 from reconciler.events import (
     _NAMESPACE,
     Event,
@@ -17,7 +19,8 @@ from reconciler.events import (
     submit_uncertain_event,
     transition_id,
 )
-from reconciler.model import EventType, OrderKey, Source
+from reconciler.model import EventType, Observation, OrderKey, OrderState, Outcome, Source
+from reconciler.schedule import stuck_event
 
 # Text with what JSON must escape or keep: quotes, backslashes, control and non-ASCII characters
 # (lone surrogates left out: no JSON text, and no event, can carry them as UTF-8).
@@ -48,6 +51,21 @@ def test_an_events_bytes_are_its_cloudevent_as_json_dumps_writes_it(**fields: An
     assert json.loads(event.body()) == event.cloudevent()
 
 
+# An order event's data fields, in the contract's order (extra ones follow).
+_CONTRACT = (
+    "source",
+    "account",
+    "order_id",
+    "external_reference",
+    "previous_status",
+    "status",
+    "end_state",
+    "severity",
+    "via",
+    "unknown_status",
+)
+
+
 @given(
     order_id=TEXT,
     account=TEXT,
@@ -56,6 +74,7 @@ def test_an_events_bytes_are_its_cloudevent_as_json_dumps_writes_it(**fields: An
     status=st.none() | TEXT,
     time=TIMES,
     flags=st.tuples(st.booleans(), st.booleans()),
+    extra=st.dictionaries(TEXT.filter(lambda k: k not in _CONTRACT), VALUES | TIMES),
 )
 def test_an_order_events_bytes_carry_the_contracts_fields_in_order(
     order_id: str,
@@ -65,6 +84,7 @@ def test_an_order_events_bytes_carry_the_contracts_fields_in_order(
     status: str | None,
     time: float,
     flags: tuple[bool, bool],
+    extra: dict[str, Any],
 ) -> None:
     event = order_event(
         EventType.STATUS_CHANGED,
@@ -78,6 +98,7 @@ def test_an_order_events_bytes_carry_the_contracts_fields_in_order(
         end_state=flags[0],
         via="poll",
         unknown_status=flags[1],
+        **extra,
     )
     assert event.body() == dumps(event)
     decoded = json.loads(event.body())
@@ -92,17 +113,7 @@ def test_an_order_events_bytes_carry_the_contracts_fields_in_order(
         "data",
     ]
     assert (decoded["source"], decoded["subject"]) == (f"reconciler/ccnow/{account}", order_id)
-    assert list(decoded["data"])[:9] == [
-        "source",
-        "account",
-        "order_id",
-        "external_reference",
-        "previous_status",
-        "status",
-        "end_state",
-        "severity",
-        "via",
-    ]
+    assert list(decoded["data"]) == [*_CONTRACT, *extra]
 
 
 def test_events_without_an_order_have_no_subject_and_the_rest_encode_the_same() -> None:
@@ -149,3 +160,103 @@ def test_a_transitions_id_is_uuid5_of_its_parts_as_ids_were_always_made(
     name = "/".join([*parts, kind] if kind else parts)
     got = transition_id(store_id, OrderKey(*key), tracked_at, version, previous, status, kind)
     assert got == str(uuid.uuid5(_NAMESPACE, name))
+
+
+# What bd964b3 wrote for a few transitions of every kind an order has: the ids and the bytes
+# of events stored by earlier versions, which a transition found again must match.
+_WRITTEN_BEFORE = [
+    (
+        "0349dd74-26fd-5b8d-9cf3-de99219831b8",
+        '{"specversion":"1.0","id":"0349dd74-26fd-5b8d-9cf3-de99219831b8",'
+        '"type":"order.discovered","source":"reconciler/ccv/default",'
+        '"subject":"8f1b6a9e-0000-4000-8000-000000000001","time":"2027-01-15T08:00:00.250Z",'
+        '"datacontenttype":"application/json","data":{"source":"ccv","account":"default",'
+        '"order_id":"8f1b6a9e-0000-4000-8000-000000000001","external_reference":"ref-1",'
+        '"previous_status":null,"status":"AwaitingPayment","end_state":false,'
+        '"severity":"info","via":"catch-up","unknown_status":false}}',
+    ),
+    (
+        "4aa3684e-9584-5c90-9a34-2f8e9e753406",
+        '{"specversion":"1.0","id":"4aa3684e-9584-5c90-9a34-2f8e9e753406",'
+        '"type":"order.status_changed","source":"reconciler/ccnow/shop 2",'
+        '"subject":"396-10-1142","time":"2027-01-15T08:00:00.250Z",'
+        '"datacontenttype":"application/json","data":{"source":"ccnow","account":"shop 2",'
+        '"order_id":"396-10-1142","external_reference":"ref \\"é\\"",'
+        '"previous_status":"pending","status":"mark_shipped","end_state":false,'
+        '"severity":"info","via":"catch-up","unknown_status":false}}',
+    ),
+    (
+        "b5deac95-956b-5169-ae57-d198819c91b9",
+        '{"specversion":"1.0","id":"b5deac95-956b-5169-ae57-d198819c91b9",'
+        '"type":"order.status_changed","source":"reconciler/ccv/default",'
+        '"subject":"8f1b6a9e-0000-4000-8000-000000000001","time":"2027-01-15T08:00:00.250Z",'
+        '"datacontenttype":"application/json","data":{"source":"ccv","account":"default",'
+        '"order_id":"8f1b6a9e-0000-4000-8000-000000000001","external_reference":"ref-1",'
+        '"previous_status":"AwaitingPayment","status":"Bogus","end_state":false,'
+        '"severity":"warning","via":"catch-up","unknown_status":true}}',
+    ),
+    (
+        "f504c10d-6b6d-538d-a063-3db321d91cde",
+        '{"specversion":"1.0","id":"f504c10d-6b6d-538d-a063-3db321d91cde",'
+        '"type":"order.not_found","source":"reconciler/ccnow/shop 2",'
+        '"subject":"396-10-1142","time":"2027-01-15T08:05:01.250Z",'
+        '"datacontenttype":"application/json","data":{"source":"ccnow","account":"shop 2",'
+        '"order_id":"396-10-1142","external_reference":"ref \\"é\\"",'
+        '"previous_status":"mark_shipped","status":null,"end_state":false,'
+        '"severity":"warning","via":"poll","unknown_status":false}}',
+    ),
+    (
+        "bee4ac88-6f68-5466-9e3c-80e3ea792e57",
+        '{"specversion":"1.0","id":"bee4ac88-6f68-5466-9e3c-80e3ea792e57",'
+        '"type":"order.stuck","source":"reconciler/ccv/default",'
+        '"subject":"8f1b6a9e-0000-4000-8000-000000000001","time":"2027-01-15T08:01:30.250Z",'
+        '"datacontenttype":"application/json","data":{"source":"ccv","account":"default",'
+        '"order_id":"8f1b6a9e-0000-4000-8000-000000000001","external_reference":"ref-1",'
+        '"previous_status":"Bogus","status":"Bogus","end_state":false,'
+        '"severity":"warning","via":"poll","unknown_status":true,'
+        '"stuck_for_s":90,"stuck_after_s":60.0}}',
+    ),
+]
+
+
+def test_order_events_keep_the_ids_and_bytes_earlier_versions_wrote() -> None:
+    now = 1_800_000_000.25
+    ccv = OrderKey("ccv", "default", "8f1b6a9e-0000-4000-8000-000000000001")
+    ccnow = OrderKey("ccnow", "shop 2", "396-10-1142")
+    snapshot = {
+        ccv: OrderState(ccv, tracked_at=1_799_999_000.123456),
+        ccnow: OrderState(
+            ccnow,
+            status="pending",
+            external_reference='ref "é"',
+            first_seen=1.5,
+            last_changed=1.5,
+            version=3,
+            tracked_at=1_700_000_000.0,
+        ),
+    }
+    seen = diff(
+        snapshot,
+        [
+            Observation(ccv, Outcome.OK, status="AwaitingPayment", external_reference="ref-1"),
+            Observation(ccnow, Outcome.OK, status="mark_shipped"),
+            Observation(ccv, Outcome.OK, status="Bogus"),
+        ],
+        now=now,
+        via="catch-up",
+        store_id="store-1",
+    )
+    missing = diff(
+        {ccnow: seen.states[ccnow]._replace(missing_since=now)},
+        [Observation(ccnow, Outcome.NOT_FOUND)],
+        now=now + 301,
+        via="poll",
+        store_id="store-1",
+    )
+    alerts = AlertsConfig({("ccv", "Bogus"): 60.0})
+    stuck = stuck_event(seen.states[ccv], alerts=alerts, now=now + 90, store_id="store-1")
+    assert stuck is not None
+    events = [*seen.events, *missing.events, stuck[1]]
+    assert [(e.id, e.body()) for e in events] == [
+        (id, body.encode()) for id, body in _WRITTEN_BEFORE
+    ]
