@@ -49,13 +49,10 @@ def transition_id(
     Events stored by earlier versions (whose ids left the statuses out) keep the ids they
     were stored with: a redelivery sends the stored body.
     """
-    # event_id's name written out in one piece (a number's format is its str()); the statuses
-    # as JSON: None is not "None".
-    name = (
-        f"{store_id}/transition/{key.source}/{key.account}/{key.order_id}/{tracked_at}/"
-        f"{version}/{optional_string_json(previous_status)},{optional_string_json(status)}"
-    )
-    return _uuid5(f"{name}/{kind}" if kind else name)
+    # JSON: None is not "None"
+    statuses = f"{optional_string_json(previous_status)},{optional_string_json(status)}"
+    parts = (key.source, key.account, key.order_id, tracked_at, version, statuses)
+    return event_id(store_id, "transition", *parts, *((kind,) if kind else ()))
 
 
 class Event(NamedTuple):
@@ -72,9 +69,6 @@ class Event(NamedTuple):
     order_id: str | None
     severity: Severity
     data: dict[str, Any]
-    # `data` as JSON, when its maker wrote it out from what it was made of (`order_event`: one
-    # per order a catch-up checks); else `body` encodes `data`.
-    data_json: str | None = None
 
     def cloudevent(self) -> dict[str, Any]:
         """Return the CloudEvents 1.0 structured-mode object."""
@@ -99,13 +93,13 @@ class Event(NamedTuple):
         around the data's JSON rather than built as a dict and encoded: a few microseconds less
         per event stored (bench/README.md; tests/test_events.py holds the two equal).
         """
-        data = compact_json(self.data) if self.data_json is None else self.data_json
         subject = "" if self.order_id is None else f',"subject":{string_json(self.order_id)}'
-        # An EventType is a str: its text is its value.
         return (
-            f'{{"specversion":"1.0","id":{string_json(self.id)},"type":{string_json(self.type)},'
+            f'{{"specversion":"1.0","id":{string_json(self.id)},'
+            f'"type":{string_json(self.type.value)},'
             f'"source":{string_json(f"reconciler/{self.source}/{self.account}")}{subject},'
-            f'"time":"{iso_time(self.time)}","datacontenttype":"application/json","data":{data}}}'
+            f'"time":"{iso_time(self.time)}","datacontenttype":"application/json",'
+            f'"data":{compact_json(self.data)}}}'
         ).encode()
 
 
@@ -124,8 +118,7 @@ def order_event(
     unknown_status: bool = False,
     **extra: Any,
 ) -> Event:
-    """Return an order event; its `data` has the fields of the contract, in its order, then
-    the `extra` ones."""
+    """Return an order event; its `data` has the fields of the contract, in its order."""
     data: dict[str, Any] = {
         "source": key.source,
         "account": key.account,
@@ -139,19 +132,7 @@ def order_event(
         "unknown_status": unknown_status,
         **extra,
     }
-    # The same fields as JSON, written out from their known types: compact_json would find
-    # each type again and cost three times as much (tests/test_events.py holds the two equal).
-    data_json = (
-        f'{{"source":{string_json(key.source)},"account":{string_json(key.account)},'
-        f'"order_id":{string_json(key.order_id)},'
-        f'"external_reference":{optional_string_json(external_reference)},'
-        f'"previous_status":{optional_string_json(previous_status)},'
-        f'"status":{optional_string_json(status)},"end_state":{"true" if end_state else "false"},'
-        f'"severity":{string_json(severity)},"via":{string_json(via)},'
-        f'"unknown_status":{"true" if unknown_status else "false"}'
-        f"{',' + compact_json(extra)[1:-1] if extra else ''}}}"
-    )
-    return Event(id, type, time, key.source, key.account, key.order_id, severity, data, data_json)
+    return Event(id, type, time, key.source, key.account, key.order_id, severity, data)
 
 
 def submit_uncertain_event(
