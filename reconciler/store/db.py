@@ -150,14 +150,10 @@ class Store:
 
     async def close(self) -> None:
         """Close the connections; an open transaction is rolled back by SQLite."""
-        self.close_inline()
-        await self.conn.close()
-
-    def close_inline(self) -> None:
-        """Close the second connection (`inline_conn` opens a new one when next used)."""
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+        await self.conn.close()
 
     def inline_conn(self) -> sqlite3.Connection:
         """Return the store's second connection, opened on first use: for the few short writes
@@ -166,9 +162,7 @@ class Store:
         if self._inline is None:
             conn = sqlite3.connect(self.path, isolation_level=None)
             try:
-                # No busy timeout: waiting here for another process's write lock would stop
-                # the event loop (notifications, the API, the passes) for as long.
-                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute("PRAGMA busy_timeout = 5000")
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
             except BaseException:

@@ -15,9 +15,7 @@ hand-off instead of three.
 close): no hand-off at all. Each hand-off waits for the other thread to be woken and to get the
 interpreter lock, and for the event loop to come back to the caller; on a daemon busy with the
 checks of the orders just submitted that was 0.4-0.6 ms of a submit at the median and 5-11 ms
-at p99, as much as the two fsyncs (bench/README.md). It never waits on the loop's thread: when
-another process holds SQLite's write lock (a `reconciler track` or `ccv submit` beside the
-daemon), it falls back to the hand-off, whose thread waits with the store's busy timeout.
+at p99, as much as the two fsyncs (bench/README.md).
 """
 
 from __future__ import annotations
@@ -26,9 +24,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-import aiosqlite
-
-from .health import is_unusable, kind_of
+from .health import is_unusable
 
 if TYPE_CHECKING:  # db.py imports the repositories, which commit through here
     from .db import Store
@@ -94,19 +90,14 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
         # own, took five: on a busy daemon each waits behind everything else that is ready). A
         # cancelled caller leaves the lock at once; its queued transaction is finished by the
         # thread, whole, before any later one starts.
+        job = conn._execute(_run, conn._conn, statements)  # type: ignore[no-untyped-call]
         try:
-            written = await _on_thread(conn, statements)
+            written: Written = await job
         except sqlite3.Error as exc:
             if is_unusable(exc):
                 raise store.unusable(exc) from None
             raise
     store.health.committed()
-    return written
-
-
-async def _on_thread(conn: aiosqlite.Connection, statements: Sequence[Statement]) -> Written:
-    job = conn._execute(_run, conn._conn, statements)  # type: ignore[no-untyped-call]
-    written: Written = await job
     return written
 
 
@@ -115,37 +106,18 @@ async def commit_inline(store: Store, statements: Sequence[Statement]) -> Writte
     (`Store.inline_conn`), under the same write lock: nothing else of the process writes
     meanwhile. It blocks the event loop for the transaction, its fsync included (0.3-1 ms on a
     disk; about 11 pages, the WAL checkpoint deferred as there): only for a write whose caller
-    waits for it and whose latency is the point, a CCV submit's record and close. While another
-    process holds SQLite's write lock it is `commit_at_once` (see `_without_waiting`)."""
+    waits for it and whose latency is the point, a CCV submit's record and close."""
     if store.health.failing:
         return await _in_transaction(store, statements)
-    async with store.exclusive(urgent=True) as conn:
-        inline = store.inline_conn()
+    async with store.exclusive(urgent=True):
         try:
-            written = _without_waiting(inline, statements)
-            if written is None:
-                written = await _on_thread(conn, statements)
+            written = _run(store.inline_conn(), statements)
         except sqlite3.Error as exc:
-            if inline.in_transaction:  # its ROLLBACK failed too: closing it rolls back
-                store.close_inline()
             if is_unusable(exc):
                 raise store.unusable(exc) from None
             raise
     store.health.committed()
     return written
-
-
-def _without_waiting(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written | None:
-    """Run the transaction over a connection without a busy timeout, or return None when
-    SQLite's write lock is another's: then nothing is written and nothing left open."""
-    try:
-        return _run(conn, statements)
-    except sqlite3.OperationalError as exc:
-        # A busy BEGIN wrote nothing; a busy COMMIT leaves the transaction open, and
-        # `_transaction` has rolled it back.
-        if kind_of(exc) == "busy" and not conn.in_transaction:
-            return None
-        raise
 
 
 async def _in_transaction(store: Store, statements: Sequence[Statement]) -> Written:

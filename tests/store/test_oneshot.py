@@ -16,13 +16,7 @@ import pytest
 
 from reconciler.events import submit_uncertain_event
 from reconciler.store import Store, StoreError
-from reconciler.store.oneshot import (
-    Statement,
-    Written,
-    _without_waiting,
-    commit_at_once,
-    commit_inline,
-)
+from reconciler.store.oneshot import Statement, Written, commit_at_once, commit_inline
 
 INSERT = (
     "INSERT INTO submissions (account, external_reference, state, created_at) VALUES (?, ?, ?, ?)"
@@ -208,29 +202,6 @@ async def test_inline_the_second_connection_closes_with_the_store(tmp_path: Path
     await store.close()
     with pytest.raises(sqlite3.ProgrammingError):
         second.execute("SELECT 1")
-
-
-def test_inline_a_commit_refused_as_busy_is_rolled_back_and_leaves_nothing(tmp_path: Path) -> None:
-    # The store's WAL never refuses a COMMIT as busy; a rollback journal does while another
-    # connection reads, and SQLite then keeps the transaction open. It must not stay open (the
-    # fallback on the database thread would wait for it) nor be half written.
-    db = tmp_path / "journal.db"
-    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
-        conn.execute("PRAGMA busy_timeout = 0")
-        conn.execute("CREATE TABLE t (x)")
-        sent: list[str] = []
-        conn.set_trace_callback(sent.append)
-        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as reader:
-            reader.execute("BEGIN")
-            reader.execute("SELECT count(*) FROM t").fetchall()  # holds its shared lock
-
-            assert _without_waiting(conn, [("INSERT INTO t VALUES (1)", ())]) is None
-            assert sent[sent.index("COMMIT") + 1] == "ROLLBACK"
-            assert not conn.in_transaction
-            reader.execute("COMMIT")
-
-        assert _without_waiting(conn, [("INSERT INTO t VALUES (2)", ())]) == Written(1, 1)
-        assert conn.execute("SELECT x FROM t").fetchall() == [(2,)]
 
 
 async def test_a_sink_s_record_of_its_deliveries_is_one_hand_off(

@@ -3,11 +3,7 @@ hand-off to the database thread: they run on the event loop's thread. On a busy 
 hand-off is a wait for a CPU, twice (the thread, then the event loop): with one per statement a
 submit through reconciler took several milliseconds more at p99 than with one per commit, and
 one per commit still cost 0.5 ms at the median and 3-7 ms at p99 (bench/api.py). Nor does a
-submit queue behind what the thread is doing meanwhile (a pass's read of a page of orders).
-
-But they never wait on the event loop's thread: when another process holds SQLite's write lock
-(a `reconciler track` beside the daemon), the commit waits on the database thread instead, and
-notifications, the API and the passes go on meanwhile."""
+submit queue behind what the thread is doing meanwhile (a pass's read of a page of orders)."""
 
 from __future__ import annotations
 
@@ -15,8 +11,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +22,6 @@ from reconciler.config import ReceiverConfig
 from reconciler.config.secret import Secret
 from reconciler.store import Store
 from reconciler.writes.submit import Submitter
-from tests.conftest import poll_until
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import ccv_config
 
@@ -117,76 +111,3 @@ async def test_a_submit_is_answered_while_the_database_thread_is_busy(
         # The first connection sees what the second committed.
         found = await sub.store.conn.execute_fetchall("SELECT state FROM submissions")
         assert [tuple(r) for r in found] == [("succeeded",)]
-
-
-class Ticker:
-    """A task that asks the event loop to run it every 10 ms: the longest it waited is how long
-    the loop was blocked."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            self.longest = max(self.longest, now - last)
-            last = now
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
-@contextlib.contextmanager
-def another_writer(db: Path) -> Iterator[sqlite3.Connection]:
-    """A connection of its own, as another process's (SQLite locks per connection), holding
-    SQLite's write lock as `reconciler track` does while it commits beside the daemon, until the
-    block ends; then it commits."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        yield conn
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
-@pytest.mark.parametrize("held_at", ["record", "close"])
-async def test_a_submit_waits_for_another_process_s_write_lock_without_blocking_the_loop(
-    tmp_path: Path, fake: FakeCCVWrites, monkeypatch: pytest.MonkeyPatch, held_at: str
-) -> None:
-    db = tmp_path / "r.db"
-    async with submitter(tmp_path, fake, monkeypatch) as (sub, handed):
-        ticker = Ticker()
-        if held_at == "close":  # CCV answers while the other process holds the lock
-            fake.submit_hold = asyncio.Event()
-        task = asyncio.ensure_future(sub.submit("default", submit_body(externalReference="s-1")))
-        try:
-            if fake.submit_hold is not None:
-                await fake.wait_until(lambda: len(fake.submits) == 1)
-            with another_writer(db) as other:
-                other.execute(*sub.store.orders.track_statement("ccv", "default", "o-2", "t-2", 1))
-                if fake.submit_hold is not None:
-                    fake.submit_hold.set()
-                # The commit now waits on the database thread, with the store's busy timeout.
-                await poll_until(
-                    lambda: handed,
-                    5,
-                    f"the {held_at} waiting on the database thread, not the loop's",
-                )
-                assert not task.done()
-            result = await asyncio.wait_for(task, 10)
-        finally:
-            task.cancel()
-            await ticker.stop()
-
-    assert ticker.longest < 1.0  # bd964b3+inline: 5 s (busy_timeout on the loop's thread)
-    assert (result.status, result.state) == (201, "succeeded")
-    assert len(fake.submits) == 1
-    assert rows(db, "SELECT state, order_id FROM submissions") == [("succeeded", result.order_id)]
-    followed = rows(db, "SELECT order_id, external_reference FROM orders")
-    assert sorted(followed) == sorted([("o-2", "t-2"), (result.order_id, "s-1")])
