@@ -80,7 +80,6 @@ class Store:
         self.priority = Urgent()
         # What the open transaction's writes changed besides the database (see on_rollback).
         self._undo: list[Callable[[], None]] = []
-        self._inline: sqlite3.Connection | None = None  # see inline_conn
         self.orders = Orders(self)
         self.events = Events(self, sinks)
         self.outbox = OutboxRows(self)
@@ -149,27 +148,8 @@ class Store:
         return [] if problems == ["ok"] else problems
 
     async def close(self) -> None:
-        """Close the connections; an open transaction is rolled back by SQLite."""
-        if self._inline is not None:
-            self._inline.close()
-            self._inline = None
+        """Close the connection; an open transaction is rolled back by SQLite."""
         await self.conn.close()
-
-    def inline_conn(self) -> sqlite3.Connection:
-        """Return the store's second connection, opened on first use: for the few short writes
-        that run on the event loop's own thread (oneshot.commit_inline), with the same
-        durability. It writes only while the store's write lock is held, as the first one."""
-        if self._inline is None:
-            conn = sqlite3.connect(self.path, isolation_level=None)
-            try:
-                conn.execute("PRAGMA busy_timeout = 5000")
-                conn.execute("PRAGMA synchronous = FULL")
-                conn.execute("PRAGMA foreign_keys = ON")
-            except BaseException:
-                conn.close()
-                raise
-            self._inline = conn
-        return self._inline
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, urgent: bool = False) -> AsyncIterator[Store]:

@@ -10,12 +10,6 @@ caller of a submit, for its answer), so it takes the writer before the batches o
 wait for it (priority.py), behind at most the one transaction in progress. A sink's record of
 its deliveries commits here too: a submit that arrives while one is in progress waits for one
 hand-off instead of three.
-
-`commit_inline` goes one step further for the two commits of a CCV submit (its record and its
-close): no hand-off at all. Each hand-off waits for the other thread to be woken and to get the
-interpreter lock, and for the event loop to come back to the caller; on a daemon busy with the
-checks of the orders just submitted that was 0.4-0.6 ms of a submit at the median and 5-11 ms
-at p99, as much as the two fsyncs (bench/README.md).
 """
 
 from __future__ import annotations
@@ -93,25 +87,6 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
         job = conn._execute(_run, conn._conn, statements)  # type: ignore[no-untyped-call]
         try:
             written: Written = await job
-        except sqlite3.Error as exc:
-            if is_unusable(exc):
-                raise store.unusable(exc) from None
-            raise
-    store.health.committed()
-    return written
-
-
-async def commit_inline(store: Store, statements: Sequence[Statement]) -> Written:
-    """`commit_at_once` on the event loop's own thread, over the store's second connection
-    (`Store.inline_conn`), under the same write lock: nothing else of the process writes
-    meanwhile. It blocks the event loop for the transaction, its fsync included (0.3-1 ms on a
-    disk; about 11 pages, the WAL checkpoint deferred as there): only for a write whose caller
-    waits for it and whose latency is the point, a CCV submit's record and close."""
-    if store.health.failing:
-        return await _in_transaction(store, statements)
-    async with store.exclusive(urgent=True):
-        try:
-            written = _run(store.inline_conn(), statements)
         except sqlite3.Error as exc:
             if is_unusable(exc):
                 raise store.unusable(exc) from None

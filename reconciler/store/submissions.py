@@ -17,7 +17,7 @@ from typing import Literal
 
 from ..events import Event
 from .db import Store
-from .oneshot import Statement, commit_inline
+from .oneshot import Statement, commit_at_once
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 
@@ -66,7 +66,7 @@ async def find(store: Store, account: str, reference: str) -> Submission | None:
 async def record(store: Store, account: str, reference: str, now: float) -> int:
     """Commit a new `sending` submission and return its id; raise SubmissionExists."""
     try:
-        written = await commit_inline(
+        written = await commit_at_once(
             store,
             [
                 (
@@ -103,14 +103,14 @@ async def succeed(
     statements = [_close(sub_id, "succeeded", http_status, None, now, order_id)]
     if order_id is not None:
         statements.append(store.orders.track_statement("ccv", account, order_id, reference, now))
-    await commit_inline(store, statements)
+    await commit_at_once(store, statements)
 
 
 async def fail(
     store: Store, sub_id: int, *, http_status: int | None, reason: str, now: float
 ) -> None:
     """Close a submission as definitely not made (a refusal, or nothing reached CCV)."""
-    await commit_inline(store, [_close(sub_id, "failed", http_status, reason, now, None)])
+    await commit_at_once(store, [_close(sub_id, "failed", http_status, reason, now, None)])
 
 
 async def make_uncertain(

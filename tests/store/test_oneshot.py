@@ -1,5 +1,4 @@
-"""A short write transaction in one hand-off (or, `commit_inline`, none: on the event loop's
-thread over the store's second connection), on a real SQLite file: all of it or none of it,
+"""A short write transaction in one hand-off, on a real SQLite file: all of it or none of it,
 durable before it returns, and the store usable after an error, a cancel or a full disk."""
 
 from __future__ import annotations
@@ -8,7 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 from reconciler.events import submit_uncertain_event
 from reconciler.store import Store, StoreError
-from reconciler.store.oneshot import Statement, Written, commit_at_once, commit_inline
+from reconciler.store.oneshot import Statement, commit_at_once
 
 INSERT = (
     "INSERT INTO submissions (account, external_reference, state, created_at) VALUES (?, ?, ?, ?)"
@@ -34,10 +33,6 @@ def references(db: Path) -> list[str]:
     return [r[0] for r in rows]
 
 
-Commit = Callable[[Store, list[Statement]], Awaitable[Written]]
-BOTH = pytest.mark.parametrize("commit", [commit_at_once, commit_inline])
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     store = await Store.open(tmp_path / "r.db")
@@ -47,9 +42,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-@BOTH
-async def test_every_statement_is_committed_together(store: Store, commit: Commit) -> None:
-    written = await commit(store, [insert("a"), insert("b")])
+async def test_every_statement_is_committed_together(store: Store) -> None:
+    written = await commit_at_once(store, [insert("a"), insert("b")])
 
     assert references(store.path) == ["a", "b"]
     assert written.changes == 2
@@ -60,13 +54,12 @@ async def test_every_statement_is_committed_together(store: Store, commit: Commi
     assert not store.conn.in_transaction
 
 
-@BOTH
-async def test_a_failing_statement_rolls_back_the_others(store: Store, commit: Commit) -> None:
-    await commit(store, [insert("a")])
+async def test_a_failing_statement_rolls_back_the_others(store: Store) -> None:
+    await commit_at_once(store, [insert("a")])
 
     # The second live submission of a reference breaks the unique index.
     with pytest.raises(sqlite3.IntegrityError):
-        await commit(store, [insert("b"), insert("a")])
+        await commit_at_once(store, [insert("b"), insert("a")])
 
     assert references(store.path) == ["a"]
     assert not store.conn.in_transaction
@@ -111,10 +104,7 @@ async def test_a_full_disk_is_a_store_error_and_the_next_write_ends_the_episode(
     assert recorded is not None and "full" in recorded.error
 
 
-@BOTH
-async def test_it_goes_before_the_batches_waiting_for_the_writer(
-    store: Store, commit: Commit
-) -> None:
+async def test_it_goes_before_the_batches_waiting_for_the_writer(store: Store) -> None:
     # A submit's caller waits for its answer; a pass's batch can wait one transaction longer.
     holding, release = asyncio.Event(), asyncio.Event()
 
@@ -132,7 +122,7 @@ async def test_it_goes_before_the_batches_waiting_for_the_writer(
     await holding.wait()
     queued = asyncio.ensure_future(batch())
     await asyncio.sleep(0)  # the batch waits for the writer
-    submit = asyncio.ensure_future(commit(store, [insert("submit")]))
+    submit = asyncio.ensure_future(commit_at_once(store, [insert("submit")]))
     await asyncio.sleep(0)  # and the submit's write after it
     assert store._write_lock.waiting == 2
     release.set()
@@ -141,10 +131,7 @@ async def test_it_goes_before_the_batches_waiting_for_the_writer(
     assert references(store.path) == ["held", "submit", "batch"]
 
 
-@BOTH
-async def test_it_leaves_the_wal_checkpoint_to_the_other_writers(
-    store: Store, commit: Commit
-) -> None:
+async def test_it_leaves_the_wal_checkpoint_to_the_other_writers(store: Store) -> None:
     # A WAL past the auto-checkpoint size (20 pages here), not yet copied into the database.
     await store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     await store.conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -154,7 +141,7 @@ async def test_it_leaves_the_wal_checkpoint_to_the_other_writers(
     await store.conn.execute("PRAGMA wal_autocheckpoint = 20")
     copied = store.path.read_bytes()
 
-    await commit(store, [insert("submit")])
+    await commit_at_once(store, [insert("submit")])
     assert store.path.read_bytes() == copied  # the submit's caller did not wait for a checkpoint
     async with store.transaction():  # the next ordinary write checkpoints, as before
         await store.conn.execute(*insert("batch"))
@@ -171,37 +158,6 @@ async def test_it_checkpoints_a_wal_that_nothing_else_checkpointed(store: Store)
     assert store.path.read_bytes() != copied
     rows = await store.conn.execute_fetchall("PRAGMA wal_autocheckpoint")
     assert next(iter(rows))[0] == 5  # the connection's own setting is back
-
-
-async def test_inline_a_full_disk_is_a_store_error_and_the_next_write_ends_the_episode(
-    store: Store,
-) -> None:
-    pages = next(iter(await store.conn.execute_fetchall("PRAGMA page_count")))[0]
-    store.inline_conn().execute(f"PRAGMA max_page_count = {pages}")
-    big = [insert(f"{n:0100d}") for n in range(100)]
-
-    with pytest.raises(StoreError, match=str(store.path)):
-        await commit_inline(store, big)
-
-    assert store.health.failing
-    assert references(store.path) == []
-    store.inline_conn().execute("PRAGMA max_page_count = 1000000")
-    await commit_inline(store, big)  # through the first connection, which records the episode
-    assert not store.health.failing
-    assert len(references(store.path)) == 100
-    recorded = await store.recorded_failure()
-    assert recorded is not None and "full" in recorded.error
-    await commit_inline(store, [insert("after")])
-    assert references(store.path)[-1] == "after"
-
-
-async def test_inline_the_second_connection_closes_with_the_store(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "r.db")
-    await commit_inline(store, [insert("a")])
-    second = store.inline_conn()
-    await store.close()
-    with pytest.raises(sqlite3.ProgrammingError):
-        second.execute("SELECT 1")
 
 
 async def test_a_sink_s_record_of_its_deliveries_is_one_hand_off(
