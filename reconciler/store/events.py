@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..events import Event
@@ -69,10 +68,6 @@ DEAD_LETTERS_SQL = "SELECT sink, count(*) FROM deliveries WHERE state = 'dead' G
 _URGENT = OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 "
 
 
-# An event row's order as the window of recent events keeps it: (source, account, order_id).
-_ORDER = itemgetter(4, 5, 6)
-
-
 def _event_insert(rows: int) -> str:
     return (
         "INSERT INTO events (seq, id, type, time, source, account, order_id, severity, body) "
@@ -120,7 +115,9 @@ class Events:
         self._last_seq = last + added if added == len(events) else None
         priority = self._store.priority
         if added == len(events):
-            priority.stage(last + 1, list(map(_ORDER, rows)), urgent=urgent)
+            priority.stage(
+                ((r[0], (r[4], r[5], r[6])) for r in rows if r[6] is not None), urgent=urgent
+            )
         else:  # a seq may not be its event's
             priority.forget_window()
         return added
@@ -258,10 +255,8 @@ class OutboxRows:
         while the sink's oldest pending event (`oldest`) is in the window of recent events."""
         priority = self._store.priority
         urgent = priority.pending(sink)
-        if not urgent:  # the window's links are made only when they are needed
-            return []
         horizon = priority.horizon
-        if horizon is None or (oldest is not None and oldest <= horizon):
+        if not urgent or horizon is None or (oldest is not None and oldest <= horizon):
             return []
         seqs = set(urgent)
         for seq in urgent:

@@ -20,7 +20,6 @@ from operator import itemgetter
 from typing import Any
 
 OrderOf = tuple[str, str, str]  # (source, account, order_id)
-Order = tuple[str, str, str | None]  # an event's: without an order id for an account's events
 
 # Bound per sink: a stalled sink must not make this grow; what falls off is delivered in
 # commit order, as if it had never been urgent.
@@ -38,40 +37,25 @@ class Urgent:
     def __init__(self, *, max_urgent: int = MAX_URGENT, window: int = WINDOW) -> None:
         self.max_urgent = max_urgent  # urgent events remembered per sink
         self.window = window  # events whose predecessor of their order is remembered
-        self._sinks: dict[str, dict[int, Order]] = {}
-        # Events written by the open transaction: (first seq, orders of consecutive seqs, urgent).
-        self._staged: list[tuple[int, Sequence[Order], bool]] = []
-        # Committed events not yet in the window's links, oldest first. They are linked when an
-        # urgent event needs them: a catch-up with no notification never pays for the links.
-        self._unlinked: deque[tuple[int, Sequence[Order]]] = deque()
-        self._unlinked_events = 0
+        self._sinks: dict[str, dict[int, OrderOf]] = {}
+        self._staged: list[tuple[int, OrderOf, bool]] = []
         # seq -> the seq of the previous event of its order (None: none in the window). Ordered:
         # the oldest goes first in O(1); a dict's first key, after deletions at its front, is
         # found by skipping every deleted slot (30 us an event once the window was full).
         self._previous: OrderedDict[int, int | None] = OrderedDict()
-        self._last: OrderedDict[Order, int] = OrderedDict()
+        self._last: OrderedDict[OrderOf, int] = OrderedDict()
         # Events up to this seq are outside the window (None: nothing committed yet).
-        self._horizon: int | None = None
+        self.horizon: int | None = None
         self.urgent_commits = 0  # transactions that committed urgent events
 
-    @property
-    def horizon(self) -> int | None:
-        """Return the seq up to which events are outside the window (None: nothing committed)."""
-        self._link()
-        return self._horizon
-
-    def stage(self, first: int, orders: Sequence[Order], *, urgent: bool) -> None:
-        """Remember events written by the open transaction (kept only if it commits): the order
-        (source, account, order id or None) of each of the seqs from `first` on."""
-        if orders:
-            self._staged.append((first, orders, urgent))
+    def stage(self, events: Iterable[tuple[int, OrderOf]], *, urgent: bool) -> None:
+        """Remember events written by the open transaction (kept only if it commits)."""
+        self._staged.extend((seq, order, urgent) for seq, order in events)
 
     def forget_window(self) -> None:
         """The seqs of the open transaction's events are unsure: start the window after them."""
         self._staged.clear()
-        self._horizon = None
-        self._unlinked.clear()
-        self._unlinked_events = 0
+        self.horizon = None
         self._previous.clear()
         self._last.clear()
 
@@ -83,49 +67,29 @@ class Urgent:
         """Add the staged events to the window; make the urgent ones urgent for every sink."""
         if not self._staged:
             return
-        if self._horizon is None:
-            self._horizon = self._staged[0][0] - 1
-        urgent: dict[int, Order] = {}
-        for first, orders, is_urgent in self._staged:
-            self._unlinked.append((first, orders))
-            self._unlinked_events += len(orders)
+        if self.horizon is None:
+            self.horizon = self._staged[0][0] - 1
+        urgent: dict[int, OrderOf] = {}
+        for seq, order, is_urgent in self._staged:
+            self._previous[seq] = self._last.get(order)
+            self._last[order] = seq
+            self._last.move_to_end(order)
             if is_urgent:
-                urgent.update((s, o) for s, o in enumerate(orders, first) if o[2] is not None)
+                urgent[seq] = order
         self._staged.clear()
-        # Whole transactions that fell out of the window go unlinked, and every link before them.
-        while self._unlinked_events - len(self._unlinked[0][1]) >= self.window:
-            first, orders = self._unlinked.popleft()
-            self._unlinked_events -= len(orders)
-            self._horizon = first + len(orders) - 1
-            self._previous.clear()
-            self._last.clear()
         if urgent:
             self.urgent_commits += 1
+        while len(self._previous) > self.window:
+            self.horizon, _ = self._previous.popitem(last=False)
+        while self._last and next(iter(self._last.values())) <= self.horizon:
+            self._last.popitem(last=False)
         for sink in sinks:
             queue = self._sinks.setdefault(sink, {})
             queue.update(urgent)
             while len(queue) > self.max_urgent:
                 del queue[next(iter(queue))]
 
-    def _link(self) -> None:
-        # Link the committed events to their predecessors; the oldest leave the window.
-        if not self._unlinked:
-            return
-        previous, last = self._previous, self._last
-        for first, orders in self._unlinked:
-            for seq, order in enumerate(orders, first):
-                if order[2] is not None:
-                    previous[seq] = last.get(order)
-                    last[order] = seq
-                    last.move_to_end(order)
-        self._unlinked.clear()
-        self._unlinked_events = 0
-        while len(previous) > self.window:
-            self._horizon, _ = previous.popitem(last=False)
-        while last and self._horizon is not None and next(iter(last.values())) <= self._horizon:
-            last.popitem(last=False)
-
-    def pending(self, sink: str) -> dict[int, Order]:
+    def pending(self, sink: str) -> dict[int, OrderOf]:
         """Return the sink's urgent seqs and their orders."""
         return dict(self._sinks.get(sink, {}))
 
@@ -135,7 +99,6 @@ class Urgent:
 
     def earlier(self, seq: int) -> list[int]:
         """Return the seqs of the earlier events of `seq`'s order in the window, newest first."""
-        self._link()
         out: list[int] = []
         previous = self._previous.get(seq)
         while previous is not None and previous in self._previous:
