@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 # A row: (seq, id, type, order_id, body, attempts, severity, next_attempt_at, source, account).
@@ -42,16 +43,24 @@ _FRESH_AS_ONE = (
 def fresh_page(conn: sqlite3.Connection, sink: str, after: int, limit: int) -> list[Row]:
     """Return up to `limit` of the sink's never-attempted pending rows after seq `after`, in seq
     order: the rows of `FRESH`, read in one step."""
-    count, columns, bodies = conn.execute(_FRESH_AS_ONE, (sink, after, limit)).fetchone()
+    try:
+        count, columns, bodies = conn.execute(_FRESH_AS_ONE, (sink, after, limit)).fetchone()
+    except sqlite3.OperationalError:
+        # An SQLite built without its JSON functions (before 3.38 they were optional).
+        return conn.execute(FRESH, (sink, after, limit)).fetchall()
     if not count:
         return []
     split = bytes(bodies).split(b"\n")
     if len(split) != count:  # a body holding a newline (written by hand): row by row
         return conn.execute(FRESH, (sink, after, limit)).fetchall()
-    return [
+    rows = [
         (c[0], c[1], c[2], c[3], body, c[4], c[5], 0.0, c[6], c[7])
         for c, body in zip(json.loads(columns), split, strict=True)
     ]
+    # Both aggregates see the rows in one pass, so the n-th body is the n-th row's; SQLite
+    # documents that pass's order as arbitrary, so the page is put in seq order here.
+    rows.sort(key=itemgetter(0))
+    return rows
 
 
 @dataclass

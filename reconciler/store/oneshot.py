@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from .health import is_unusable
+from .sql import on_thread
 
 if TYPE_CHECKING:  # db.py imports the repositories, which commit through here
     from .db import Store
@@ -77,16 +78,14 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
         # The write that ends a failure episode also records it: the ordinary path does that.
         return await _in_transaction(store, statements)
     async with store.exclusive(urgent=True) as conn:
-        # aiosqlite runs functions on its thread in order; `_execute` is how its own methods
-        # queue theirs (a private method: tests/store/test_oneshot.py fails if it changes).
-        # Awaited in the caller's task: the transaction is queued on the thread at once, and
-        # its result wakes the caller two turns of the event loop later (a shield, a task of its
-        # own, took five: on a busy daemon each waits behind everything else that is ready). A
-        # cancelled caller leaves the lock at once; its queued transaction is finished by the
-        # thread, whole, before any later one starts.
-        job = conn._execute(_run, conn._conn, statements)  # type: ignore[no-untyped-call]
+        # Awaited in the caller's task (sql.on_thread queues it on aiosqlite's thread, in
+        # order): the transaction is queued on the thread at once, and its result wakes the
+        # caller two turns of the event loop later (a shield, a task of its own, took five: on a
+        # busy daemon each waits behind everything else that is ready). A cancelled caller
+        # leaves the lock at once; its queued transaction is finished by the thread, whole,
+        # before any later one starts.
         try:
-            written: Written = await job
+            written: Written = await on_thread(conn, _run, statements)
         except sqlite3.Error as exc:
             if is_unusable(exc):
                 raise store.unusable(exc) from None

@@ -62,7 +62,7 @@ def runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
 async def on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     """Run `fn(sqlite3_connection, *args)` on the connection's thread, in one hand-off: several
     statements, and the Python that works on their rows, at the cost of one wake-up each way."""
-    # aiosqlite's own methods queue their work with `_execute` (a private method: the tests of
-    # store/oneshot.py, which uses it too, fail if it changes).
+    # aiosqlite's own methods queue their work with `_execute`: a private method, used here
+    # only (tests/store/test_oneshot.py and test_due.py fail if it changes).
     result: T = await conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
     return result

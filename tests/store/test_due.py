@@ -94,3 +94,28 @@ async def test_a_sink_s_read_of_a_backlog_is_one_hand_off_to_the_database_thread
         assert due.full
     finally:
         await store.close()
+
+
+def test_an_sqlite_without_its_json_functions_reads_the_page_row_by_row(tmp_path: Path) -> None:
+    # Before 3.38, SQLite's JSON functions were a build option: the page is read the old way.
+    async def fill() -> None:
+        store = await Store.open(tmp_path / "reconciler.db", sinks=("log",))
+        try:
+            async with store.transaction():
+                await store.events.add([event(n, "x") for n in range(1, 4)])
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    conn = sqlite3.connect(tmp_path / "reconciler.db")
+    try:
+
+        def missing(*args: object) -> None:
+            raise sqlite3.OperationalError("no such function: json_group_array")
+
+        conn.create_function("json_group_array", 1, missing)
+        expected = [tuple(r) for r in conn.execute(FRESH, ("log", 0, 10)).fetchall()]
+        assert [r[0] for r in expected] == [1, 2, 3]
+        assert fresh_page(conn, "log", 0, 10) == expected
+    finally:
+        conn.close()
