@@ -321,3 +321,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def count_handoffs(monkeypatch: pytest.MonkeyPatch, store: Any) -> list[Callable[..., Any]]:
+    """Return the list of functions `store` hands to its database thread from now on: every
+    aiosqlite call queues one through the connection's `_execute`."""
+    handed: list[Callable[..., Any]] = []
+    real = store.conn._execute
+
+    async def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        handed.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(store.conn, "_execute", counted)
+    return handed

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +16,7 @@ from reconciler.events import Event
 from reconciler.model import EventType
 from reconciler.store import Store
 from reconciler.store.due import FRESH, fresh_page
+from tests.conftest import count_handoffs
 
 
 def event(n: int, text: str) -> Event:
@@ -80,14 +79,7 @@ async def test_a_sink_s_read_of_a_backlog_is_one_hand_off_to_the_database_thread
         async with store.transaction():
             await store.events.add([event(n, "New") for n in range(1, 1201)])
         await store.outbox.failed("log", [(3, "http 503", 5.0)])  # a retried event too
-        handed: list[object] = []
-        real = store.conn._execute
-
-        async def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            handed.append(fn)
-            return await real(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-
-        monkeypatch.setattr(store.conn, "_execute", counted)
+        handed = count_handoffs(monkeypatch, store)
         due = await store.outbox.due("log", 10.0, 500)
         assert len(handed) == 1
         assert [r.seq for r in due.rows] == [1, 2, 3, *range(4, 501)][:500]

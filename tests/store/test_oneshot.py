@@ -7,15 +7,15 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from reconciler.events import submit_uncertain_event
 from reconciler.store import Store, StoreError
 from reconciler.store.oneshot import Statement, commit_at_once
+from tests.conftest import count_handoffs
 
 INSERT = (
     "INSERT INTO submissions (account, external_reference, state, created_at) VALUES (?, ?, ?, ?)"
@@ -173,14 +173,7 @@ async def test_a_sink_s_record_of_its_deliveries_is_one_hand_off(
     ]
     async with store.transaction():
         await store.events.add(events)
-    handed: list[object] = []
-    real = store.conn._execute
-
-    async def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        handed.append(fn)
-        return await real(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(store.conn, "_execute", counted)
+    handed = count_handoffs(monkeypatch, store)
     seqs = [e.seq for e in (await store.outbox.due("log", 2.0, 10)).rows]
     handed.clear()
     await store.outbox.delivered("log", [seqs[0], seqs[1], seqs[4]], 2.0)  # two runs of seqs

@@ -18,6 +18,7 @@ from reconciler.config import ReceiverConfig
 from reconciler.config.secret import Secret
 from reconciler.store import Store
 from reconciler.writes.submit import Submitter
+from tests.conftest import count_handoffs
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import ccv_config
 
@@ -38,14 +39,7 @@ async def submitter(
 ) -> AsyncIterator[tuple[Submitter, list[Callable[..., Any]]]]:
     """A Submitter on a real store, and the list of functions handed to its database thread."""
     store = await Store.open(tmp_path / "r.db")
-    handed: list[Callable[..., Any]] = []
-    real = store.conn._execute
-
-    async def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        handed.append(fn)
-        return await real(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(store.conn, "_execute", counted)
+    handed = count_handoffs(monkeypatch, store)
     try:
         async with aiohttp.ClientSession() as session:
             accounts = [ccv_config(fake.base_url)]
