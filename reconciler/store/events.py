@@ -18,7 +18,7 @@ from .due import OUTBOX_COLUMNS, read_pending
 from .errors import StoreError, guarded
 from .oneshot import commit_at_once
 from .priority import urgent_first
-from .sql import CHUNK, chunks, marks, on_thread, runs, values
+from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements, runs, values
 
 if TYPE_CHECKING:
     from .db import Store
@@ -101,16 +101,17 @@ class Events:
             for seq, e in enumerate(events, last + 1)
         ]
         self._store.on_rollback(self._forget_last_seq)
-        before = self._conn.total_changes
-        for n, params in chunks(rows):
-            await self._conn.execute(_event_insert(n), params)
-        added = self._conn.total_changes - before
         sinks = self.sinks
-        await self._conn.execute(
-            "INSERT INTO deliveries (sink, event_seq) SELECT sinks.column1, events.seq "
-            f"FROM (VALUES {values(len(sinks), 1)}) AS sinks, events WHERE events.seq > ?",
-            (*sinks, last),
+        statements: list[Statement] = [(_event_insert(n), params) for n, params in chunks(rows)]
+        statements.append(
+            (
+                "INSERT INTO deliveries (sink, event_seq) SELECT sinks.column1, events.seq "
+                f"FROM (VALUES {values(len(sinks), 1)}) AS sinks, events WHERE events.seq > ?",
+                (*sinks, last),
+            )
         )
+        # The events and their deliveries in one hand-off (sql.run_statements).
+        added = sum((await on_thread(self._conn, run_statements, statements))[:-1])
         # A skipped row leaves a gap in the seqs: ask the database for the highest next time.
         self._last_seq = last + added if added == len(events) else None
         priority = self._store.priority

@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from .health import is_unusable
-from .sql import on_thread
+from .sql import Statement, on_thread
 
 if TYPE_CHECKING:  # db.py imports the repositories, which commit through here
     from .db import Store
 
-Statement = tuple[str, Sequence[object]]
 
 # How much longer than usual (`wal_autocheckpoint`) these writes let the WAL grow before they
 # checkpoint it themselves.

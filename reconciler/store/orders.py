@@ -19,7 +19,7 @@ from ..model import OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
 from .order_rows import COLUMNS, Plan, Row
-from .sql import CHUNK, chunks, marks
+from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
 if TYPE_CHECKING:
     from .db import Store
@@ -180,14 +180,17 @@ class Orders:
         if pages:
             # Rolled back, the pages would hold rows the database does not.
             self._store.on_rollback(lambda: _drop(pages))
-        for shape, updates in enumerate(known):
-            for n, params in chunks(updates):
-                await self._conn.execute(order_rows.order_update(n, shape), params)
-        for n, params in chunks(references):
-            await self._conn.execute(order_rows.reference_update(n), params)
+        statements: list[Statement] = [
+            (order_rows.order_update(n, shape), params)
+            for shape, updates in enumerate(known)
+            for n, params in chunks(updates)
+        ]
+        statements += [(order_rows.reference_update(n), p) for n, p in chunks(references)]
         counted = counts.changes(moved)
         if counted is not None:
-            await self._conn.execute(*counted)
+            statements.append(counted)
+        if statements:
+            await on_thread(self._conn, run_statements, statements)
         if new:
             await self._conn.executemany(order_rows.UPSERT, new)
 

@@ -17,7 +17,8 @@ from typing import Literal
 
 from ..events import Event
 from .db import Store
-from .oneshot import Statement, commit_at_once
+from .oneshot import commit_at_once
+from .sql import Statement
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 

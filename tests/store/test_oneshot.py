@@ -14,7 +14,8 @@ import pytest
 
 from reconciler.events import submit_uncertain_event
 from reconciler.store import Store, StoreError
-from reconciler.store.oneshot import Statement, commit_at_once
+from reconciler.store.oneshot import commit_at_once
+from reconciler.store.sql import Statement
 from tests.conftest import count_handoffs
 
 INSERT = (

@@ -1,0 +1,83 @@
+"""A pass's write (store/orders.py `save`, store/events.py `add`) hands its statements to the
+database thread at once, on a real SQLite file: while the event loop is busy with HTTP each
+hand-off waits for the thread and then the loop to run again, and the writer's lock (and with it
+every sink's read) is held meanwhile."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from reconciler.config import load_config
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.reconcile import Reconciler
+from reconciler.store import Store
+from tests.conftest import count_handoffs
+from tests.fake_providers import CCV_KEY
+
+# Statuses in several shapes of write-back (order_rows.shape): a new status, the same one
+# again, one with a reference, so that a batch takes each kind of statement.
+STATUSES = ("New", "Processing", "Completed")
+
+
+def observations(first: int, n: int, status_of: int) -> list[Observation]:
+    return [
+        Observation(
+            OrderKey("ccv", "a", f"O-{i}"),
+            Outcome.OK,
+            STATUSES[(i + status_of) % len(STATUSES)],
+            f"ref-{i}" if i % 2 else None,
+        )
+        for i in range(first, first + n)
+    ]
+
+
+async def handoffs_of_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> tuple[int, int]:
+    """Return the hand-offs of a first and a second write of `n` orders, and check the rows."""
+    path = tmp_path / f"{n}.toml"
+    db = tmp_path / f"{n}.db"
+    path.write_text(
+        f'[store]\npath = "{db}"\n\n[[ccv]]\nname = "a"\nbase_url = "http://127.0.0.1:9"\n'
+        f'api_key = "{CCV_KEY}"\n'
+    )
+    store = await Store.open(db)
+    try:
+        await store.orders.track("ccv", "a", [(f"O-{i}", None) for i in range(n)], 1.0)
+        reconciler = Reconciler(load_config(path), store)
+        # The page of orders a pass holds: the write reads its orders from it, as a pass does.
+        page = await store.orders.page("ccv", "a")
+        counts = []
+        for status_of in (0, 1):
+            with monkeypatch.context() as patch:
+                handed = count_handoffs(patch, store)
+                batch = observations(0, n, status_of)
+                events = await reconciler.apply(batch, via="poll", page=page)
+            assert events == n  # every order discovered, then changed: one event each
+            counts.append(len(handed))
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2 * n
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 2 * n
+        statuses = dict(conn.execute("SELECT order_id, status FROM orders"))
+        references = dict(conn.execute("SELECT order_id, external_reference FROM orders"))
+    assert statuses == {o.key.order_id: o.status for o in observations(0, n, 1)}
+    assert references == {f"O-{i}": f"ref-{i}" if i % 2 else None for i in range(n)}
+    return counts[0], counts[1]
+
+
+async def test_a_batch_costs_the_same_hand_offs_whatever_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 orders take one statement per kind of row; 2,777 take many (chunks of 1000, then
+    # powers of two): the same number of hand-offs.
+    small = await handoffs_of_a_batch(tmp_path, monkeypatch, 3)
+    large = await handoffs_of_a_batch(tmp_path, monkeypatch, 2777)
+    assert large == small
+    # BEGIN, the page's check (PRAGMA data_version), the rows, the events with their
+    # deliveries, COMMIT; the first write also reads the highest event seq.
+    assert small == (6, 5)
