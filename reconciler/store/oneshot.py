@@ -1,7 +1,8 @@
 """A short write transaction in one hand-off to the database thread.
 
-`Store.transaction()` sends BEGIN, every statement and COMMIT to aiosqlite's thread one at a
-time, and each hand-off wakes that thread and then the event loop again. For the few statements
+`Store.transaction()` sends BEGIN, the statements (a pass's write: its rows in one hand-off,
+its events in another, `sql.run_statements`) and COMMIT to aiosqlite's thread one at a time,
+and each hand-off wakes that thread and then the event loop again. For the few statements
 of an API write (a CCV submit is recorded in one transaction and closed in another) those
 wake-ups, not SQLite, are most of the time on a busy machine. Here the whole transaction runs as
 one function on the thread: the same BEGIN IMMEDIATE ... COMMIT with the same durability

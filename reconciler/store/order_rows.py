@@ -17,11 +17,19 @@ COLUMNS = (
     "stuck_version, tracked_at, missing_since"
 )
 _NAMES = COLUMNS.replace(" ", "").split(",")
-UPSERT = (
-    f"INSERT INTO orders ({COLUMNS}) VALUES {values(1, len(_NAMES))} "
-    "ON CONFLICT (source, account, order_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _NAMES[3:])
-)
+
+
+@functools.lru_cache(maxsize=16)
+def upsert(rows: int) -> str:
+    """Return the statement writing `rows` whole rows, inserted or replacing the same order's."""
+    return (
+        f"INSERT INTO orders ({COLUMNS}) VALUES {values(rows, len(_NAMES))} "
+        "ON CONFLICT (source, account, order_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in _NAMES[3:])
+    )
+
+
+UPSERT = upsert(1)
 
 # Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)
 # are left out, and the external reference, which seldom changes, has a statement of its own

@@ -189,10 +189,11 @@ class Orders:
         counted = counts.changes(moved)
         if counted is not None:
             statements.append(counted)
+        # New orders (a pending list's) as rows of one statement, not one step each: each step
+        # of an executemany takes the GIL back from the busy event loop.
+        statements += [(order_rows.upsert(n), params) for n, params in chunks(new)]
         if statements:
             await on_thread(self._conn, run_statements, statements)
-        if new:
-            await self._conn.executemany(order_rows.UPSERT, new)
 
     async def track(
         self,

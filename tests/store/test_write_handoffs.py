@@ -81,3 +81,45 @@ async def test_a_batch_costs_the_same_hand_offs_whatever_its_size(
     # BEGIN, the page's check (PRAGMA data_version), the rows, the events with their
     # deliveries, COMMIT; the first write also reads the highest event seq.
     assert small == (6, 5)
+
+
+async def handoffs_of_a_discovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> list[str]:
+    """Return the names of what writing `n` orders a pass discovered (none of them followed
+    before, as in a first CCNow pending list) handed to the database thread; check the rows."""
+    path = tmp_path / f"d{n}.toml"
+    db = tmp_path / f"d{n}.db"
+    path.write_text(
+        f'[store]\npath = "{db}"\n\n[[ccv]]\nname = "a"\nbase_url = "http://127.0.0.1:9"\n'
+        f'api_key = "{CCV_KEY}"\n'
+    )
+    store = await Store.open(db)
+    try:
+        reconciler = Reconciler(load_config(path), store)
+        with monkeypatch.context() as patch:
+            handed = count_handoffs(patch, store)
+            events = await reconciler.apply(observations(0, n, 0), via="poll", discover=True)
+        assert events == n
+    finally:
+        await store.close()
+    with sqlite3.connect(db) as conn:
+        statuses = dict(conn.execute("SELECT order_id, status FROM orders"))
+        counted = conn.execute("SELECT sum(n) FROM order_counts").fetchone()[0]
+    assert statuses == {o.key.order_id: o.status for o in observations(0, n, 0)}
+    assert counted == n
+    return [getattr(fn, "__name__", "") for fn in handed]
+
+
+async def test_discovered_orders_are_written_by_the_statement_not_by_the_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An executemany steps once per row, and each step takes the GIL back from the event loop
+    # (milliseconds while it is busy with HTTP), all under the writer's lock: new orders are
+    # rows of multi-row statements, handed over with the rest of the batch's rows.
+    small = await handoffs_of_a_discovery(tmp_path, monkeypatch, 4)
+    large = await handoffs_of_a_discovery(tmp_path, monkeypatch, 1500)
+    # (The orders are looked up 500 ids a read: the reads grow with the batch, not the writes.)
+    writes = [[name for name in names if name != "_execute_fetchall"] for names in (small, large)]
+    assert writes[0] == writes[1]
+    assert "executemany" not in large
