@@ -17,8 +17,8 @@ from reconciler.store import Store
 from tests.conftest import count_handoffs
 from tests.fake_providers import CCV_KEY
 
-# Statuses in several shapes of write-back (order_rows.shape): a new status, the same one
-# again, one with a reference, so that a batch takes each kind of statement.
+# Statuses that differ from one write to the next, some ending the order: the batches take the
+# statements of changed and ended rows and of references (the same rows in every size).
 STATUSES = ("New", "Processing", "Completed")
 
 
