@@ -34,16 +34,22 @@ def observations(first: int, n: int, status_of: int) -> list[Observation]:
     ]
 
 
-async def handoffs_of_a_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
-) -> tuple[int, int]:
-    """Return the hand-offs of a first and a second write of `n` orders, and check the rows."""
-    path = tmp_path / f"{n}.toml"
-    db = tmp_path / f"{n}.db"
+def config_with_store(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """Write a config of one CCV account and a store named `name`; return (config, store)."""
+    path = tmp_path / f"{name}.toml"
+    db = tmp_path / f"{name}.db"
     path.write_text(
         f'[store]\npath = "{db}"\n\n[[ccv]]\nname = "a"\nbase_url = "http://127.0.0.1:9"\n'
         f'api_key = "{CCV_KEY}"\n'
     )
+    return path, db
+
+
+async def handoffs_of_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> tuple[int, int]:
+    """Return the hand-offs of a first and a second write of `n` orders, and check the rows."""
+    path, db = config_with_store(tmp_path, f"{n}")
     store = await Store.open(db)
     try:
         await store.orders.track("ccv", "a", [(f"O-{i}", None) for i in range(n)], 1.0)
@@ -88,12 +94,7 @@ async def handoffs_of_a_discovery(
 ) -> list[str]:
     """Return the names of what writing `n` orders a pass discovered (none of them followed
     before, as in a first CCNow pending list) handed to the database thread; check the rows."""
-    path = tmp_path / f"d{n}.toml"
-    db = tmp_path / f"d{n}.db"
-    path.write_text(
-        f'[store]\npath = "{db}"\n\n[[ccv]]\nname = "a"\nbase_url = "http://127.0.0.1:9"\n'
-        f'api_key = "{CCV_KEY}"\n'
-    )
+    path, db = config_with_store(tmp_path, f"d{n}")
     store = await Store.open(db)
     try:
         reconciler = Reconciler(load_config(path), store)
