@@ -30,7 +30,7 @@ from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.passes.batcher import BATCH_ROWS
 from reconciler.reconcile import Reconciler
 from reconciler.store import Store
-from reconciler.store.order_rows import UPSERT  # the baseline runs the store's own UPSERT
+from reconciler.store.order_rows import upsert  # the baseline runs the store's own UPSERT
 
 TARGET = 0.5
 ACCOUNT = "default"
@@ -144,7 +144,7 @@ def time_baseline(
         for i in range(0, len(rows), BATCH_ROWS):
             chunk = rows[i : i + BATCH_ROWS]
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(UPSERT, chunk)
+            conn.executemany(upsert(1), chunk)
             conn.executemany(
                 "INSERT INTO history (source, account, order_id, status, at) "
                 "VALUES (?, ?, ?, ?, ?)",

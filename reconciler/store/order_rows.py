@@ -29,8 +29,6 @@ def upsert(rows: int) -> str:
     )
 
 
-UPSERT = upsert(1)
-
 # Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)
 # are left out, and the external reference, which seldom changes, has a statement of its own
 # that skips the rows where it did not: the index on it stays untouched.
