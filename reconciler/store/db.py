@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from . import order_rows
 from .errors import StoreError, StoreLocked, guarded, unusable_error
 from .events import Events, OutboxRows
 from .health import Episode, StoreHealth, is_unusable
@@ -242,6 +243,23 @@ def _check_sqlite() -> None:
     # Batches are written with UPDATE ... FROM, new in SQLite 3.33.
     if sqlite3.sqlite_version_info < (3, 33, 0):
         raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: 3.33 or newer is needed")
+    # A build may bind fewer parameters than the default (32766 since 3.32): found here, not
+    # half-way through a first catch-up's write.
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        check_parameter_limit(probe)
+
+
+def check_parameter_limit(conn: sqlite3.Connection) -> None:
+    """Raise StoreError unless `conn` binds as many parameters to one statement as the widest
+    statement the store prepares (a chunk of whole `orders` rows) needs."""
+    needed = order_rows.WIDEST_STATEMENT
+    try:
+        conn.execute(f"SELECT ?{needed}", (None,) * needed)
+    except sqlite3.Error:
+        raise StoreError(
+            f"SQLite {sqlite3.sqlite_version} binds fewer than {needed} parameters to a "
+            "statement (its SQLITE_MAX_VARIABLE_NUMBER): use a build with the default, 32766"
+        ) from None
 
 
 async def _refuse_foreign(conn: aiosqlite.Connection) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..model import OrderKey, OrderState
-from .sql import values
+from .sql import ROWS_PER_STATEMENT, values
 
 COLUMNS = (
     "source, account, order_id, status, external_reference, first_seen, last_changed, "
@@ -17,6 +17,8 @@ COLUMNS = (
     "stuck_version, tracked_at, missing_since"
 )
 _NAMES = COLUMNS.replace(" ", "").split(",")
+# The parameters of the widest statement the store prepares: a chunk of whole rows (`upsert`).
+WIDEST_STATEMENT = ROWS_PER_STATEMENT * len(_NAMES)
 
 
 @functools.lru_cache(maxsize=16)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +21,10 @@ from reconciler import daemon as daemon_module
 from reconciler.config import load_config
 from reconciler.daemon import Daemon
 from reconciler.runtime import Runtime
-from reconciler.store import Store, StoreError
+from reconciler.store import Store, StoreError, order_rows
+from reconciler.store.db import check_parameter_limit
 from reconciler.store.health import kind_of
+from reconciler.store.sql import ROWS_PER_STATEMENT
 from reconciler.systemd import Notifier
 from tests.conftest import (
     Result,
@@ -268,6 +271,25 @@ async def test_a_corrupt_page_found_while_running_stops_the_daemon_with_74(
     assert not any(d.fields.get("READY") == "1" for d in sock.received)
     errors = [r for r in log.records if r.exc_info or r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["store.failing"]
+
+
+def test_a_sqlite_build_that_binds_too_few_parameters_is_refused_naming_its_limit() -> None:
+    # A build with a lower SQLITE_MAX_VARIABLE_NUMBER would fail a first catch-up's first write
+    # of new orders; the store refuses it when it opens, in words an operator can act on.
+    if sys.version_info < (3, 11):
+        pytest.skip("Connection.setlimit is new in Python 3.11")
+    else:
+        conn = sqlite3.connect(":memory:")
+        widest = order_rows.WIDEST_STATEMENT
+        assert order_rows.upsert(ROWS_PER_STATEMENT).count("?") == widest
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, widest - 1)
+        with pytest.raises(
+            StoreError, match=f"fewer than {widest} parameters.*MAX_VARIABLE_NUMBER"
+        ):
+            check_parameter_limit(conn)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, widest)
+        check_parameter_limit(conn)
+        conn.close()
 
 
 @pytest.mark.parametrize(
