@@ -74,15 +74,11 @@ async def on_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any
 
 def run_statements(conn: sqlite3.Connection, statements: Sequence[Statement]) -> list[int]:
     """Run statements in order on the database thread (inside the caller's transaction); return
-    the rows each changed (`total_changes`: triggers included). Run through `on_thread`, a
-    pass's write is one hand-off instead of one per statement: while the event loop is busy
-    with HTTP each hand-off waited for the thread and then the loop to run again, milliseconds
-    each, and held the writer's lock, and with it the sinks' reads, that long. A read that goes
-    to the connection without the lock (a scheduler tick, /metrics) now queues behind the
-    whole hand-off instead of one statement: tens of milliseconds at most for a full batch."""
-    changed: list[int] = []
-    for sql, parameters in statements:
-        before = conn.total_changes
-        conn.execute(sql, parameters)
-        changed.append(conn.total_changes - before)
-    return changed
+    the rows each inserted, updated or deleted (its `rowcount`: a trigger's changes are not
+    counted). Run through `on_thread`, a pass's write is one hand-off instead of one per
+    statement: while the event loop is busy with HTTP each hand-off waited for the thread and
+    then the loop to run again, milliseconds each, and held the writer's lock, and with it the
+    sinks' reads, that long. A read that goes to the connection without the lock (a scheduler
+    tick, /metrics) now queues behind the whole hand-off instead of one statement: tens of
+    milliseconds at most for a full batch."""
+    return [conn.execute(sql, parameters).rowcount for sql, parameters in statements]
