@@ -3,17 +3,20 @@ and how fast a consumer reads the events feed.
 
 A minimal fake of CCV's submit and status calls runs in a process of its own; `reconciler run`
 runs in another, with `[api]` on loopback. Submits go one at a time (latency, not load), each
-with a fresh externalReference, in rounds: the direct call to the fake, the call through
+with a fresh externalReference, in rounds: the direct call to the fake; the call through
 reconciler (which records the submission, forwards it, and closes it tracking the order: two
-SQLite commits with synchronous=FULL), and `commits`, the two commits alone in bare sqlite3 with
-the same durability on the same file system (the floor of what reconciler must add). The side
-that goes first rotates from round to round, so that load hits every side alike. `added` is the
-through-reconciler percentile minus the direct one. With `--against TREE`, a second daemon run
-from another source tree (say a `git worktree add` of an older commit) takes part in every
-round too: old and new code compared under the same load. Before the submits, the feed is read
-from cursor 0 to the end, `--page` events per request, over events written into the store
-before the daemon started, already delivered to its log sink (`--backlog`: not yet). The
-summary line gives the load average at the start and the end.
+SQLite commits with synchronous=FULL); `proxy`, the leanest durable proxy, in a process of its
+own (the body parsed, a row committed, forwarded, the row closed in a second commit, CCV's
+answer passed back: what any submit path with DESIGN.md's guarantees costs on this machine,
+printed as `floor`); and `commits`, the two commits alone in bare sqlite3 with the same
+durability on the same file system. The side that goes first rotates from round to round, so
+that load hits every side alike. `added` and `floor` are a side's percentile minus the direct
+call's. With `--against TREE`, a second daemon run from another source tree (say a `git
+worktree add` of an older commit) takes part in every round too: old and new code compared
+under the same load. Before the submits, the feed is read from cursor 0 to the end, `--page`
+events per request, over events written into the store before the daemon started, already
+delivered to its log sink (`--backlog`: not yet). The summary line gives the load average at
+the start and the end.
 
     python bench/api.py [--submits 2000] [--events 100000] [--page 1000] [--dir PATH]
                         [--against TREE] [--rate N] [--backlog] [--check]
