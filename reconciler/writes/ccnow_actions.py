@@ -2,10 +2,12 @@
 
 Every command is committed before anything is sent; CCNow's answer line for its order is
 applied to the snapshot in the transaction that closes it (`pending -> mark_shipped`, with
-`via: "action"`). An answer that fails as a whole (maintenance, an HTML page, a 5xx, a bad
-login) leaves the commands queued for a later attempt. `ship`, `cancel` and `track` are sent
-again after a lost answer; an `adjust` never is (CCNow would discount twice): it becomes
-`uncertain`, raises one `order.action_uncertain`, and waits for `reconciler ccnow resolve`.
+`via: "action"`). A post CCNow refuses as a whole in its own words (maintenance, a bad login)
+leaves the commands queued for a later attempt, as does a post that never left. `ship`,
+`cancel` and `track` are also sent again after an answer that was lost or is not CCNow's (an
+HTML page, a 5xx from a gateway, an unreadable body); an `adjust` never is (CCNow may have
+applied it, and would discount twice): it becomes `uncertain`, raises one
+`order.action_uncertain`, and waits for `reconciler ccnow resolve`.
 
 This module sends; `ccnow_form.py` checks a request and builds the post (pure), and
 `ccnow_outcome.py` says how an answer line closes a command. Their names are re-exported here.
@@ -28,7 +30,7 @@ from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow import MAX_BODY_BYTES, Answer, is_complete, parse_answer
-from reconciler.sources.errors import SourceError
+from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import Reply, RequestFailed, request
 from reconciler.store import Store
 from reconciler.store import commands as cmds
@@ -86,7 +88,8 @@ RETRY_MAX_S = 3600.0
 
 class Lost(Exception):
     """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
-    an answer cut off). `str()` is a short word."""
+    an answer cut off, or what came back is not CCNow's answer: another HTTP status than 200,
+    an HTML page, an unreadable body). `str()` is a short word."""
 
 
 class ActionSender:
@@ -186,6 +189,8 @@ class ActionSender:
             await self._requeue(cfg, batch, str(exc), tally)
             return
         except (NotSent, SourceError) as exc:
+            # Nothing was sent, or CCNow refused the whole post in its own words
+            # (`error_message ...`): no action of it was applied.
             await self._requeue(cfg, batch, str(exc), tally)
             return
         failpoint("ccnow.answered")
@@ -206,7 +211,8 @@ class ActionSender:
         )
 
     async def _post(self, cfg: CCNowConfig, batch: list[cmds.Command], *, once: bool) -> Answer:
-        """Post one batch and parse the answer; raise NotSent, Lost or SourceError."""
+        """Post one batch and parse the answer; raise NotSent, Lost, or SourceError for CCNow's
+        own refusal of the whole post."""
         data = urlencode(form(cfg, batch)).encode("ascii")
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
@@ -233,8 +239,14 @@ class ActionSender:
             except RequestFailed as exc:
                 raise Lost(exc.word) from None
         if reply.status != 200:
-            raise SourceError(f"http {reply.status}")
-        return parse_answer(reply.body, secrets=(cfg.password.reveal(),))
+            # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
+            raise Lost(f"http_{reply.status}")
+        try:
+            return parse_answer(reply.body, secrets=(cfg.password.reveal(),))
+        except ProtocolError:
+            # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
+            # post was applied is unknown.
+            raise Lost("unreadable_answer") from None
 
     async def _close(
         self, cfg: CCNowConfig, batch: list[cmds.Command], answer: Answer, tally: Tally

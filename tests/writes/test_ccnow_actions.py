@@ -140,14 +140,12 @@ async def test_a_batch_is_one_post_and_each_order_ends_by_its_own_line(
     "reply",
     [
         Reply(200, "error_message system down for maintenance\n"),
-        html_page(),
-        Reply(500, "oops"),
         Reply(200, "error_message invalid login\n"),
         Reply(200, "message account_locked\n"),
     ],
-    ids=["maintenance", "html", "http500", "bad-login", "unknown-message"],
+    ids=["maintenance", "bad-login", "unknown-message"],
 )
-async def test_a_failed_answer_leaves_the_command_queued_and_a_later_run_sends_it(
+async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_later_run_sends_it(
     tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply
 ) -> None:
     fake_ccnow.orders = {A: "pending"}
@@ -166,19 +164,25 @@ async def test_a_failed_answer_leaves_the_command_queued_and_a_later_run_sends_i
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("reply", "reason"),
     [
-        # Cut mid-line, or too large to be read: CCNow may have applied the discount.
-        (f"{A} pend", "truncated_answer"),
-        ("x" * (MAX_BODY_BYTES + 1) + "\n", "answer_too_large"),
+        # Cut mid-line, too large to be read, or not CCNow's answer at all (a gateway's page
+        # or status, an empty body): CCNow may have applied the discount.
+        (Reply(200, f"{A} pend"), "truncated_answer"),
+        (Reply(200, "x" * (MAX_BODY_BYTES + 1) + "\n"), "answer_too_large"),
+        (html_page(504), "http_504"),
+        (html_page(502), "http_502"),
+        (Reply(500, "oops"), "http_500"),
+        (html_page(), "unreadable_answer"),
+        (Reply(200, ""), "unreadable_answer"),
     ],
-    ids=["cut", "too-large"],
+    ids=["cut", "too-large", "gateway-504", "gateway-502", "http500", "html", "empty"],
 )
 async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
-    tmp_path: Path, fake_ccnow: FakeCCNow, body: str, reason: str
+    tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply, reason: str
 ) -> None:
     fake_ccnow.orders = {A: "pending"}
-    fake_ccnow.script = [Reply(200, body)]
+    fake_ccnow.script = [reply]
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     first = await ccnow(cfg, "adjust", A, "--amount", "7.25")
     assert first.code == 75
@@ -196,11 +200,14 @@ async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
     assert (await ccnow(cfg, "resolve", A, "--sent")).code == 65
 
 
+@pytest.mark.parametrize(
+    "reply", [Reply(200, f"{A} mark_sh"), html_page(504)], ids=["cut", "gateway-504"]
+)
 async def test_a_ship_whose_answer_is_lost_is_sent_again(
-    tmp_path: Path, fake_ccnow: FakeCCNow
+    tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply
 ) -> None:
     fake_ccnow.orders = {A: "pending"}
-    fake_ccnow.script = [Reply(200, f"{A} mark_sh")]
+    fake_ccnow.script = [reply]
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     result = await ccnow(cfg, "ship", A)
     assert result.code == 0, result.stderr
