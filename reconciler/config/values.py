@@ -10,6 +10,9 @@ from urllib.parse import urlsplit
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)?")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# The longest duration any setting takes: a century. Longer ones put the scheduler's next run
+# past the calendar's end (year 9999) and would stop the daemon at its start.
+MAX_DURATION_S = 36500 * 86400.0
 
 
 def parse_duration(value: str | float) -> float:
@@ -30,6 +33,8 @@ def parse_duration(value: str | float) -> float:
         )
     if seconds < 0 or not math.isfinite(seconds):
         raise ValueError(f"invalid duration '{value}' (must be finite and not negative)")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"invalid duration '{value}' (at most 36500d, a century)")
     return seconds
 
 

@@ -247,6 +247,10 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("duration-5x", CCV + "poll_interval = '5x'\n", "ccv.poll_interval",
      "invalid duration '5x' (use seconds or a number with ms, s, m, h, d)"),
     ("duration-negative", CCV + "timeout = -1\n", "ccv.timeout", "invalid duration '-1'"),
+    # Past year 9999 for the scheduler: `check` passed it and `run` stopped with a traceback.
+    ("duration-huge", CCV + "poll_interval = '3000000d'\n", "ccv.poll_interval",
+     "invalid duration '3000000d' (at most 36500d, a century)"),
+    ("duration-huge-number", CCV + "timeout = 1e300\n", "ccv.timeout", "at most 36500d"),
     ("duration-bool", CCV + "timeout = true\n", "ccv.timeout", "expected a duration"),
     ("duration-zero", CCV + "poll_interval = 0\n", "ccv.poll_interval", "must be greater than 0"),
     ("max-below-min", CCV + "min_interval = '2h'\nmax_interval = '1h'\n", "ccv.max_interval",
