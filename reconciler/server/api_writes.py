@@ -81,10 +81,14 @@ class Writes:
         try:
             new = from_document(sender.accounts[account], doc)
         except BadAction as exc:
-            name = str(exc).partition(":")[0].removeprefix("--")
-            raise BadRequest(422, str(exc), name if name in doc else None) from None
+            raise BadRequest(422, str(exc), exc.field) from None
         taken = await sender.take(new)
-        return web.json_response({"commands": taken.to_json(), "sent": taken.sent})
+        commands = taken.to_json()
+        answer: dict[str, object] = {"commands": commands, "sent": taken.sent}
+        if "order_id" in doc:
+            # DESIGN.md's one-order request: the command's state is the answer itself.
+            answer = {**commands[0], **answer}
+        return web.json_response(answer, status=202)
 
     async def ccnow_action(self, request: web.Request) -> web.Response:
         """GET /api/v1/ccnow/actions/{id}: where one command stands."""

@@ -149,7 +149,7 @@ async def _through_api(
                 file=sys.stderr,
             )
             return EX_TEMPFAIL
-    if status != 200 or not isinstance(body, dict):
+    if status not in (200, 202) or not isinstance(body, dict):
         error = body.get("error") if isinstance(body, dict) else None
         print(f"reconciler: error: the daemon answered HTTP {status}: {error}", file=sys.stderr)
         return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL

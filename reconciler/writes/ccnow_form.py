@@ -45,7 +45,12 @@ _C = TypeVar("_C", cmds.NewCommand, cmds.Command)
 
 
 class BadAction(ValueError):
-    """An action reconciler refuses to record: bad input, named (exit 65)."""
+    """An action reconciler refuses to record: bad input, named (exit 65). `field` is the
+    request body's field at fault, when it came through the API."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _text(name: str, value: str | None, limit: int) -> str | None:
@@ -139,23 +144,82 @@ def build(
     return out
 
 
+# An API body's fields: DESIGN.md's names first; the command line's names (a list of ids,
+# `number`, `key`, `keys`) are accepted too, one of each pair at most.
+_SPELLINGS = {
+    "order_id": "order_ids",
+    "tracking_number": "number",
+    "idempotency_key": "key",
+}
+_FIELDS = frozenset(
+    {*_SPELLINGS, *_SPELLINGS.values(), "action", "notes", "carrier", "amount", "keys", "account"}
+)
+
+
 def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewCommand]:
-    """Return the commands of an API request body; raise BadAction."""
-    ids = doc.get("order_ids")
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise BadAction("order_ids: must be an array of CCNow order ids")
+    """Return the commands of an API request body; raise BadAction naming the field.
+
+    `{"order_id", "action", "notes"?, "amount"?, "carrier"?, "tracking_number"?,
+    "idempotency_key"?, "account"?}` (DESIGN.md), or with `order_ids` (a list), `number`, `key`
+    and `keys` (one key per order id) as the command line hands its commands to the daemon."""
+    for name in doc:
+        if name not in _FIELDS:
+            raise BadAction(f"{name}: unknown field", name)
+    named: dict[str, str] = {}  # DESIGN.md's name -> the one the body used
+    for design, other in _SPELLINGS.items():
+        if design in doc and other in doc:
+            raise BadAction(f"{design}: give {design} or {other}, not both", design)
+        named[design] = other if other in doc else design
     action = doc.get("action")
-    if not isinstance(action, str):
-        raise BadAction(f"action: required, one of {', '.join(ACTIONS)}")
+    if action == "track":  # CCNow's own word for add-tracking
+        action = "add-tracking"
+    if not isinstance(action, str) or action not in ACTIONS:
+        raise BadAction(f"action: required, one of {', '.join(ACTIONS)}", "action")
+    ids_field = named["order_id"]
+    ids = doc.get(ids_field)
+    if ids_field == "order_id":
+        if not isinstance(ids, str):
+            raise BadAction("order_id: required, a CCNow order id", "order_id")
+        ids = [ids]
+    elif not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise BadAction("order_ids: must be a non-empty array of CCNow order ids", "order_ids")
+    for raw in ids:
+        try:
+            normalize_ccnow_id(raw)
+        except InvalidOrderId as exc:
+            raise BadAction(f"{ids_field}: {exc}", ids_field) from None
     given: dict[str, str | None] = {}
-    for name in ("notes", "carrier", "number", "amount", "key"):
-        value = doc.get(name)
+    for name, field in (
+        ("notes", "notes"),
+        ("carrier", "carrier"),
+        ("number", named["tracking_number"]),
+        ("amount", "amount"),
+        ("key", named["idempotency_key"]),
+    ):
+        value = doc.get(field)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and name == "amount":
             value = str(value)
         if value is not None and not isinstance(value, str):
-            raise BadAction(f"{name}: must be a string")
+            raise BadAction(f"{field}: must be a string", field)
         given[name] = value
-    new = build(cfg, "add-tracking" if action == "track" else action, ids, **given)
+    for name, field in (("carrier", "carrier"), ("number", named["tracking_number"])):
+        if action == "add-tracking" and given[name] is None:
+            raise BadAction(f"{field}: required for add-tracking", field)
+        if action != "add-tracking" and given[name] is not None:
+            raise BadAction(f"{field}: goes with add-tracking only", field)
+    if action == "adjust" and given["amount"] is None:
+        raise BadAction("amount: required for adjust (USD)", "amount")
+    if action != "adjust" and given["amount"] is not None:
+        raise BadAction("amount: goes with adjust only", "amount")
+    # What is left for `build` to refuse is a value, named by its command-line flag.
+    fields = {"--notes": "notes", "--carrier": "carrier", "--amount": "amount"}
+    fields |= {"--number": named["tracking_number"], "--key": named["idempotency_key"]}
+    try:
+        new = build(cfg, action, ids, **given)
+    except BadAction as exc:
+        flag, _, problem = str(exc).partition(": ")
+        at = fields.get(flag)
+        raise BadAction(str(exc) if at is None else f"{at}: {problem}", at) from None
     keys = doc.get("keys")
     if keys is None:
         return new
@@ -164,7 +228,7 @@ def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewComm
         or len(keys) != len(new)
         or not all(isinstance(k, str) and k and k.isprintable() and len(k) <= 300 for k in keys)
     ):
-        raise BadAction("keys: one printable key per order id")
+        raise BadAction("keys: one printable key per order id", "keys")
     return [replace(c, key=k) for c, k in zip(new, keys, strict=True)]
 
 

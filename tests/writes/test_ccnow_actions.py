@@ -387,11 +387,57 @@ async def test_through_a_running_daemon_and_its_queue(
                 assert (await r.json())["field"] == "amount"
             async with http.post(base, json={"action": "ship", "order_ids": [A]}) as r:
                 body = await r.json()
-                assert r.status == 200
+                assert r.status == 202
                 # Shipped a moment ago: refused here, not sent.
                 assert body["commands"][0]["state"] == "refused"
                 assert body["commands"][0]["id"] is None
     assert [a for _, a, _ in fake_ccnow.actions] == ["cancel", "ship"]
+
+
+async def test_the_api_takes_the_action_body_design_md_names(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # `{"order_id", "action", "tracking_number"?, "idempotency_key"?, ...}`: 202 with the
+    # command's state; the key makes a repeat the same command, never a second discount.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions"
+    adjust = {"order_id": A, "action": "adjust", "amount": "7.50", "idempotency_key": "K-42"}
+    async with daemon_here(cfg), aiohttp.ClientSession(headers=headers) as http:
+        await listening(port)
+        for made_before in (False, True):
+            async with http.post(base, json=adjust) as r:
+                body = await r.json()
+                assert r.status == 202, body
+                assert (body["order_id"], body["state"], body["key"]) == (A, "succeeded", "K-42")
+                assert body["made_before"] is made_before
+        async with http.get(f"{base}/{body['id']}") as r:
+            assert (await r.json())["state"] == "succeeded"
+        track = {"order_id": B, "action": "add-tracking", "carrier": "DHL"}
+        async with http.post(base, json={**track, "tracking_number": "JD01"}) as r:
+            body = await r.json()
+            assert r.status == 202, body
+            assert (body["trackname"], body["tracknumber"]) == ("DHL", "JD01")
+        refusals = [
+            ({**adjust, "idempotency_key": 42}, "idempotency_key"),
+            ({**adjust, "amount": "-1"}, "amount"),
+            ({**adjust, "coupon": "X"}, "coupon"),
+            ({**adjust, "order_ids": [A]}, "order_id"),
+            ({"order_id": "12", "action": "ship"}, "order_id"),
+            ({"order_id": A, "action": "refund"}, "action"),
+            ({"action": "ship"}, "order_id"),
+            (track, "tracking_number"),
+            ({**track, "tracking_number": "x" * 101}, "tracking_number"),
+            ({"order_id": A, "action": "ship", "amount": "1"}, "amount"),
+        ]
+        for doc, field in refusals:
+            async with http.post(base, json=doc) as r:
+                body = await r.json()
+                assert (r.status, body.get("field")) == (422, field), (doc, body)
+    # One discount posted for the two requests; nothing for the refused ones.
+    assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust"), (B, "track")]
 
 
 async def test_against_the_sandbox_a_dropped_answer_makes_an_adjust_uncertain(
