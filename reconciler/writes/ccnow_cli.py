@@ -99,8 +99,9 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
     for r in results:
         again = " (made before with this key)" if r.get("made_before") else ""
         where = "not sent" if r["id"] is None else f"command {r['id']}"
-        print(f"{r['order_id']} {r['action']} {r['state']}: {r['answer'] or '-'} ({where}){again}")
-        tally.count(str(r["state"]))
+        outcome = str(r["outcome"])  # the command's own word: `succeeded`, `not_sent`, ...
+        print(f"{r['order_id']} {r['action']} {outcome}: {r['answer'] or '-'} ({where}){again}")
+        tally.count(outcome)
     print(f"reconciler: ccnow {action}: {tally.line()}", file=sys.stderr)
     log.info(
         "ccnow.actions_run",

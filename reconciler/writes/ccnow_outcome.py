@@ -67,12 +67,27 @@ class Taken:
                 "order_id": c.order_id,
                 "action": c.action,
                 "state": "refused",
+                "outcome": "refused",
                 "answer": why,
                 "sent": False,
             }
             for c, why in self.refused
         ]
         return out
+
+
+# A command's state in DESIGN.md's words, as the API shows it (`state`), counted as the
+# command line's summary counts it; `outcome` keeps the command's own word (a `sent` or
+# `not_sent` is a person's `ccnow resolve`).
+API_STATE: dict[str, str] = {
+    "queued": "queued",
+    "sending": "sent",
+    "succeeded": "done",
+    "sent": "done",
+    "refused": "refused",
+    "not_sent": "refused",
+    "uncertain": "uncertain",
+}
 
 
 def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]:
@@ -83,7 +98,8 @@ def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]
         "order_id": c.order_id,
         "action": c.action,
         "key": c.key,
-        "state": c.state,
+        "state": API_STATE[c.state],
+        "outcome": c.state,
         "answer": c.answer,
         "attempts": c.attempts,
         "notes": c.notes,

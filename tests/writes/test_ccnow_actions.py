@@ -378,7 +378,7 @@ async def test_through_a_running_daemon_and_its_queue(
         async with aiohttp.ClientSession(headers=headers) as http:
             async with http.get(f"{base}/1") as r:
                 assert r.status == 200
-                assert (await r.json())["state"] == "succeeded"
+                assert (await r.json())["state"] == "done"
             async with http.get(f"{base}/99") as r:
                 assert r.status == 404
             bad = {"action": "adjust", "order_ids": [A], "amount": "1000"}
@@ -411,10 +411,11 @@ async def test_the_api_takes_the_action_body_design_md_names(
             async with http.post(base, json=adjust) as r:
                 body = await r.json()
                 assert r.status == 202, body
-                assert (body["order_id"], body["state"], body["key"]) == (A, "succeeded", "K-42")
+                assert (body["order_id"], body["state"], body["key"]) == (A, "done", "K-42")
+                assert body["outcome"] == "succeeded"
                 assert body["made_before"] is made_before
         async with http.get(f"{base}/{body['id']}") as r:
-            assert (await r.json())["state"] == "succeeded"
+            assert (await r.json())["state"] == "done"
         track = {"order_id": B, "action": "add-tracking", "carrier": "DHL"}
         async with http.post(base, json={**track, "tracking_number": "JD01"}) as r:
             body = await r.json()
