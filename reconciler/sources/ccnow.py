@@ -45,9 +45,11 @@ _SPACE = " \t\f\v"
 # Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
-# Per-order words that say CCNow does not know the order (its test server and sandbox answer
-# `ID error_message unknown order`): the order is not found, not failing.
-_NOT_FOUND_WORDS = frozenset({"error_message", "not_found"})
+# What says CCNow does not know the order (its test server and sandbox answer `ID
+# error_message unknown order`): the order is not found, not failing. Any other per-order
+# error (`ID error_message database busy, try again later`) fails that order's check alone.
+_NOT_FOUND_WORD = "not_found"
+_UNKNOWN_ORDER = re.compile(r"\b(?:unknown|not[ _]found|no such|does not exist)\b", re.I)
 # An error_message about our credentials must stop retries, not look like an outage.
 _AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
 _ERROR_MESSAGE = "error_message"
@@ -94,7 +96,10 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine:
     word = _BLANKS.split(rest, maxsplit=1)[0].lower()
     if word in _ERROR_WORDS:
         error = redact(rest, secrets, limit=MAX_TEXT_LENGTH)
-        return OrderLine(order_id, None, error, not_found=word in _NOT_FOUND_WORDS)
+        not_found = word == _NOT_FOUND_WORD or (
+            word == _ERROR_MESSAGE and _UNKNOWN_ORDER.search(rest) is not None
+        )
+        return OrderLine(order_id, None, error, not_found=not_found)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(_BLANKS.split(rest))
     if len(status) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest):

@@ -466,6 +466,19 @@ def test_an_order_ccnow_does_not_know_is_not_found() -> None:
     )
 
 
+def test_any_other_per_order_error_fails_that_order_and_says_nothing_about_it() -> None:
+    # A busy database is not a fact about the order: reported as not found, it would raise
+    # `order.not_found` at once and put off its next check for a day.
+    answer = parse_answer(
+        "396-10-1142 error_message database busy, try again later\n"
+        "397-10-1159 error_message No such order\n"
+    )
+    assert answer.orders == (
+        OrderLine("396-10-1142", None, "error_message database busy, try again later"),
+        OrderLine("397-10-1159", None, "error_message No such order", not_found=True),
+    )
+
+
 async def test_query_of_an_unknown_order_is_not_found_not_failed(
     fake: FakeCCNow, session: aiohttp.ClientSession
 ) -> None:
