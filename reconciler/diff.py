@@ -93,8 +93,11 @@ def _observed(
     if tracked is not None and answered is not None and answered != tracked:
         # The provider's word wins (it is what the order carries), but never silently.
         result.references.append((key, tracked, answered))
-    previous = base.status
-    changed = previous != status
+    # Found again after `order.not_found` (which said status null): that is a change, whatever
+    # the status, or consumers of the events would go on believing the order gone.
+    found_again = base.not_found
+    previous = None if found_again else base.status
+    changed = found_again or previous != status
     # One constructor call per order, positional in field order (as order_rows.state): this
     # runs for every check of every order, and keywords cost twice as much.
     state = OrderState(
@@ -118,7 +121,7 @@ def _observed(
     if not changed:
         return
     ev = order_event(
-        EventType.DISCOVERED if previous is None else EventType.STATUS_CHANGED,
+        EventType.DISCOVERED if base.status is None else EventType.STATUS_CHANGED,
         key,
         id=transition_id(store_id, key, base.tracked_at, state.version, previous, status),
         time=now,

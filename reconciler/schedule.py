@@ -77,8 +77,9 @@ def stuck_event(
     """Return the order marked as reported stuck and its `order.stuck` event, once per period.
 
     A stuck period is the time an order spends in one status; a new status starts a new one.
+    An order the provider no longer knows is not stuck: `order.not_found` said so already.
     """
-    if state.status is None or state.end_state or state.last_changed is None:
+    if state.status is None or state.not_found or state.end_state or state.last_changed is None:
         return None
     limit = alerts.stuck_after_s.get((state.key.source, state.status))
     if limit is None or now - state.last_changed < limit:

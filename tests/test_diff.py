@@ -225,6 +225,31 @@ def test_a_missing_order_is_not_confirmed_while_its_account_fails() -> None:
     assert [e.type for e in other.events] == [EventType.NOT_FOUND]
 
 
+@pytest.mark.parametrize("status", ["AwaitingPayment", "Completed"])
+def test_an_order_found_again_after_not_found_is_an_event(status: str) -> None:
+    # `order.not_found` said status null; without an event for its return, consumers would go
+    # on believing the order gone while the snapshot says it is back.
+    first = not_found(tracked(CCV, status="AwaitingPayment", version=1), NOW)
+    gone = not_found(first.states[CCV], NOW + NOT_FOUND_CONFIRM_S)
+    assert [e.type for e in gone.events] == [EventType.NOT_FOUND]
+    back = diff(gone.states, [ok(CCV, status)], now=NOW + 7200, via="poll", store_id=STORE)
+    [event] = back.events
+    assert event.type is EventType.STATUS_CHANGED
+    assert (event.data["previous_status"], event.data["status"]) == (None, status)
+    assert event.id not in {e.id for e in gone.events}
+    assert not back.states[CCV].not_found
+    again = diff(back.states, [ok(CCV, status)], now=NOW + 7300, via="poll", store_id=STORE)
+    assert again.events == []
+
+
+def test_an_order_never_found_then_found_is_discovered() -> None:
+    gone = not_found(tracked(CCV), NOW)
+    back = diff(gone.states, [ok(CCV, "New")], now=NOW + 60, via="poll", store_id=STORE)
+    assert [(e.type, e.data["previous_status"]) for e in back.events] == [
+        (EventType.DISCOVERED, None)
+    ]
+
+
 def test_an_answer_clears_a_missing_order() -> None:
     first = not_found(tracked(CCV, status="New", version=1), NOW)
     back = diff(first.states, [ok(CCV, "New")], now=NOW + 60, via="poll", store_id=STORE)

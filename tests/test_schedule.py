@@ -142,6 +142,9 @@ def test_stuck_is_raised_once_per_stuck_period() -> None:
     # A new status starts a new period (the version moves on with every transition).
     moved = marked._replace(version=4, last_changed=T0 + 4 * 86400)
     assert stuck_event(moved, alerts=ALERTS, now=T0 + 7 * 86400, store_id="x") is not None
+    # Not found (a transition too, with the status kept): `order.not_found` said it, not stuck.
+    gone = marked._replace(version=3, not_found=True)
+    assert stuck_event(gone, alerts=ALERTS, now=T0 + 3 * 86400, store_id="x") is None
 
 
 @pytest.mark.parametrize(("streak", "expected"), [(0, 0), (1, 60), (2, 120), (5, 960), (30, 3600)])
