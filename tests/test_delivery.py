@@ -145,14 +145,17 @@ async def test_dead_letter_after_max_age(
     fake_ccv.orders = {ORDER: "New"}
     receiver.answers = [500] * 100
     sink = (
-        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\nretry_min = "0.2s"\n'
-        'max_age = "0.5s"\n'
+        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\nretry_min = "0.2s"\nmax_age = "1s"\n'
     )
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
     await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())
     result = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
     dead = [line for line in result.log_lines() if line["message"] == "sink.dead_letter"]
     assert len(dead) == 1 and dead[0]["level"] == "error"
+    # Given up only once the event reached max_age, not when the next retry would pass it:
+    # the last attempt came a second after the first (retries at 0.2, 0.6 s, then at 1 s).
+    times = [t for t, _, _ in receiver.attempts]
+    assert times[-1] - times[0] >= 0.9, times
     listed = json.loads(
         (await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
     )
