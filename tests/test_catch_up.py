@@ -181,3 +181,14 @@ async def test_catch_up_works_where_io_uring_is_refused(tmp_path: Path, fake_ccv
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert kinds(read_events(tmp_path)) == sorted(("order.discovered", i) for i in CCV_IDS)
+
+
+async def test_a_catch_up_of_a_source_without_an_account_is_a_usage_error(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Checking nothing and exiting 0 would tell a script that CCNow was caught up.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    result = await call_cli("--config", cfg, "catch-up", "--source", "ccnow", env=cli_env())
+    assert result.code == 2
+    assert "no [ccnow] account is configured" in result.stderr
+    assert (await call_cli("--config", cfg, "catch-up", "--source", "ccv", env=cli_env())).code == 0

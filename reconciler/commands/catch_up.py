@@ -9,8 +9,9 @@ import math
 import time
 
 from ..config import Config
-from ..exits import EX_OK, EX_TEMPFAIL
+from ..exits import EX_OK, EX_TEMPFAIL, UsageError
 from ..logs import fields
+from .accounts import account_names
 from .progress import progress
 
 log = logging.getLogger("reconciler.cli")
@@ -20,6 +21,9 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
     """One full pass, then deliver; 75 when a source failed or a sink kept events."""
     from ..runtime import Runtime
 
+    if args.source is not None and not account_names(config, args.source):
+        # Asking nothing and exiting 0 would tell a script that the source was caught up.
+        raise UsageError(f"no [{args.source}] account is configured")
     async with Runtime(config) as rt:
         started = time.monotonic()
         due = await rt.store.orders.due_counts(math.inf)  # every open order: what a catch-up asks
