@@ -61,6 +61,7 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     )
     app.router.add_patch("/api/v1/ccv/pricing", writes.pricing)
     app.router.add_post("/api/v1/ccnow/actions", writes.ccnow_actions)
+    app.router.add_post("/api/v1/ccnow/actions/resolve", writes.ccnow_resolve)
     app.router.add_get("/api/v1/ccnow/actions/{id}", writes.ccnow_action, allow_head=False)
 
     async def close(_: web.Application) -> None:

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
-from ..model import Source, reference_problem
+from ..model import InvalidOrderId, Source, normalize_ccnow_id, reference_problem
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccv_http import NotSent, Uncertain, send_once
@@ -89,6 +89,32 @@ class Writes:
             # DESIGN.md's one-order request: the command's state is the answer itself.
             answer = {**commands[0], **answer}
         return web.json_response(answer, status=202)
+
+    async def ccnow_resolve(self, request: web.Request) -> web.Response:
+        """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?}`: settle an
+        order's uncertain action by a person's word (`ccnow resolve` while the daemon runs)."""
+        sender = self.sender()
+        doc = await json_body(request, self.config.max_body_bytes)
+        if not isinstance(doc, dict):
+            raise BadRequest(400, "the body must be a JSON object", "$")
+        for name in doc:
+            if name not in ("order_id", "sent", "account"):
+                raise BadRequest(422, f"{name}: unknown field", name)
+        account = self.account("ccnow", doc.get("account"))
+        raw, sent = doc.get("order_id"), doc.get("sent")
+        if not isinstance(raw, str):
+            raise BadRequest(422, "order_id: required, a CCNow order id", "order_id")
+        try:
+            order_id = normalize_ccnow_id(raw)
+        except InvalidOrderId as exc:
+            raise BadRequest(422, f"order_id: {exc}", "order_id") from None
+        if not isinstance(sent, bool):
+            raise BadRequest(422, "sent: required, true (CCNow has it) or false", "sent")
+        found = await sender.resolve(account, order_id, sent=sent)
+        if not found:
+            raise BadRequest(404, f"{order_id} has no uncertain action", "order_id")
+        resolved = await sender.commands([c.id for c in found])
+        return web.json_response({"commands": [command_json(c) for c in resolved]})
 
     async def ccnow_action(self, request: web.Request) -> web.Response:
         """GET /api/v1/ccnow/actions/{id}: where one command stands."""

@@ -152,7 +152,11 @@ class ActionSender:
 
     async def command(self, command_id: int) -> cmds.Command | None:
         """Return one command by id."""
-        return next(iter(await cmds.get(self.store, [command_id])), None)
+        return next(iter(await self.commands([command_id])), None)
+
+    async def commands(self, ids: Sequence[int]) -> list[cmds.Command]:
+        """Return commands by id, as they stand now."""
+        return await cmds.get(self.store, ids)
 
     async def send_due(self, tally: Tally | None = None) -> Tally:
         """Send every queued command whose attempt is due."""

@@ -122,7 +122,6 @@ async def _through_api(
     api: ApiConfig, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
 ) -> int:
     """Hand the commands to the running daemon, which holds the store."""
-    url = api.url("/api/v1/ccnow/actions")
     first = new[0]
     document = {
         "account": cfg.name,
@@ -135,11 +134,28 @@ async def _through_api(
         # the keys are made here, so that a repeated run means the same commands
         "keys": [c.key for c in new],
     }
+    answer = await _post_to_api(api, "/api/v1/ccnow/actions", document)
+    if isinstance(answer, int):
+        return answer
+    status, body = answer
+    if status not in (200, 202):
+        print(
+            f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
+            file=sys.stderr,
+        )
+        return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+    return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
+
+
+async def _post_to_api(
+    api: ApiConfig, path: str, document: dict[str, Any]
+) -> tuple[int, dict[str, Any]] | int:
+    """POST to the running daemon's API; return (status, JSON object) or an exit code."""
     headers = {"Authorization": f"Bearer {api.token.reveal()}"}
     timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as s:
         try:
-            async with s.post(url, json=document, headers=headers) as resp:
+            async with s.post(api.url(path), json=document, headers=headers) as resp:
                 status = resp.status
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -150,11 +166,10 @@ async def _through_api(
                 file=sys.stderr,
             )
             return EX_TEMPFAIL
-    if status not in (200, 202) or not isinstance(body, dict):
-        error = body.get("error") if isinstance(body, dict) else None
-        print(f"reconciler: error: the daemon answered HTTP {status}: {error}", file=sys.stderr)
-        return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
-    return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
+    if not isinstance(body, dict):
+        print(f"reconciler: error: the daemon answered HTTP {status}", file=sys.stderr)
+        return EX_TEMPFAIL
+    return status, body
 
 
 async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent: bool) -> int:
@@ -166,6 +181,7 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
     except InvalidOrderId as exc:
         print(f"reconciler: error: {exc}", file=sys.stderr)
         return EX_DATAERR
+    settled: list[tuple[str, str, object]]  # (order id, action, command id)
     try:
         async with Runtime(config) as rt:
             sender = ActionSender(
@@ -173,17 +189,41 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
             )
             await sender.settle_interrupted()
             found = await sender.resolve(cfg.name, order_id, sent=sent)
+            settled = [(c.order_id, c.action, c.id) for c in found]
     except StoreLocked:
-        raise _locked() from None
-    if not found:
+        # Under systemd the daemon always holds the store: it settles the command itself.
+        if config.api is None:
+            raise _locked() from None
+        document = {"account": cfg.name, "order_id": order_id, "sent": sent}
+        answer = await _post_to_api(config.api, "/api/v1/ccnow/actions/resolve", document)
+        if isinstance(answer, int):
+            return answer
+        status, body = answer
+        commands = body.get("commands")
+        if status == 404:
+            settled = []
+        elif status != 200 or not isinstance(commands, list):
+            print(
+                f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
+                file=sys.stderr,
+            )
+            return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+        else:
+            settled = [(str(c["order_id"]), str(c["action"]), c["id"]) for c in commands]
+    if not settled:
         print(f"reconciler: error: {order_id} has no uncertain action", file=sys.stderr)
         return EX_DATAERR
-    for c in found:
+    return _resolved(settled, sent=sent)
+
+
+def _resolved(found: Sequence[tuple[str, str, object]], *, sent: bool) -> int:
+    """Print one line per settled command."""
+    for order_id, action, command_id in found:
         if sent:
-            print(f"{c.order_id} {c.action} sent (command {c.id})")
+            print(f"{order_id} {action} sent (command {command_id})")
         else:
             print(
-                f"{c.order_id} {c.action} not sent (command {c.id}); if CCNow should still get "
-                "it, run the action again with a new --key"
+                f"{order_id} {action} not sent (command {command_id}); if CCNow should still "
+                "get it, run the action again with a new --key"
             )
     return EX_OK

@@ -523,3 +523,36 @@ def test_an_action_event_id_names_its_outcome_not_only_the_command_number() -> N
     assert first != event_id("397-10-1159", "ship", 1000.0)
     assert first != event_id("396-10-1142", "cancel", 1000.0)
     assert first != event_id("396-10-1142", "ship", 2000.0)
+
+
+async def test_an_uncertain_adjust_is_resolved_while_the_daemon_runs(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Under systemd the daemon always holds the store: `ccnow resolve` hands the person's word
+    # to it through the API, as the other ccnow commands do, instead of exit 75.
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.script = [Reply(200, f"{A} pend")]
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    assert (await ccnow(cfg, "adjust", A, "--amount", "7.25")).code == 75
+    assert commands(tmp_path) == [(A, "uncertain", "truncated_answer")]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions/resolve"
+    async with daemon_here(cfg), aiohttp.ClientSession(headers=headers) as http:
+        await listening(port)
+        for doc, status, field in [
+            ({"order_id": A}, 422, "sent"),
+            ({"order_id": A, "sent": "yes"}, 422, "sent"),
+            ({"order_id": "12", "sent": True}, 422, "order_id"),
+            ({"order_id": A, "sent": True, "why": "x"}, 422, "why"),
+            ({"order_id": B, "sent": True}, 404, "order_id"),
+        ]:
+            async with http.post(base, json=doc) as r:
+                assert (r.status, (await r.json()).get("field")) == (status, field), doc
+        resolved = await ccnow(cfg, "resolve", A, "--sent")
+        assert resolved.code == 0, resolved.stderr
+        assert f"{A} adjust sent (command 1)" in resolved.stdout
+        assert (await ccnow(cfg, "resolve", A, "--not-sent")).code == 65
+    assert commands(tmp_path) == [(A, "sent", "resolved by hand: CCNow has it")]
+    posted = [r.form["x_action_1"] for r in fake_ccnow.requests if "x_action_1" in r.form]
+    assert posted == ["adjust"]  # never sent again
