@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..config import ApiConfig
 from ..logs import fields
-from ..model import OrderKey, OrderState, Source, reference_problem
+from ..model import EventType, OrderKey, OrderState, Source, reference_problem
 from ..order_view import order_json
 from ..store import submissions as subs
 from ..store.events import CursorAhead
@@ -30,6 +30,8 @@ log = logging.getLogger("reconciler.api")
 MAX_FEED_LIMIT = 1000
 DEFAULT_FEED_LIMIT = 100
 CURSOR = re.compile(r"[0-9]{1,18}", re.ASCII)
+EVENT_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
+EVENT_TYPES = tuple(t.value for t in EventType)
 _TRACK_FIELDS = frozenset({"source", "order_id", "external_reference", "account"})
 
 
@@ -120,8 +122,18 @@ class Orders:
     async def events(self, request: web.Request) -> web.Response:
         """GET /api/v1/events?after=CURSOR&limit=N&type=T: the feed in commit order."""
         after_text = request.query.get("after", "0")
-        if not CURSOR.fullmatch(after_text):
-            raise BadRequest(400, "not a cursor of this feed (use `next` as given)", "after")
+        if CURSOR.fullmatch(after_text):
+            after = int(after_text)
+        elif EVENT_ID.fullmatch(after_text):
+            # An event's own id works as a cursor too: the events after it.
+            found = await self.deps.reader.events.seq_of(after_text.lower())
+            if found is None:
+                raise BadRequest(404, "no event with this id (never stored, or pruned)", "after")
+            after = found
+        else:
+            raise BadRequest(
+                400, "not a cursor of this feed (use `next` as given, or an event id)", "after"
+            )
         limit_text = request.query.get("limit", str(DEFAULT_FEED_LIMIT))
         if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 6:
             raise BadRequest(400, f"must be an integer 1 to {MAX_FEED_LIMIT}", "limit")
@@ -129,10 +141,10 @@ class Orders:
         if not 1 <= limit <= MAX_FEED_LIMIT:
             raise BadRequest(400, f"must be an integer 1 to {MAX_FEED_LIMIT}", "limit")
         kind = request.query.get("type")
-        if kind is not None and not (0 < len(kind) <= 64 and kind.isprintable()):
-            raise BadRequest(400, "not an event type", "type")
+        if kind is not None and kind not in EVENT_TYPES:
+            raise BadRequest(400, f"not an event type (one of {', '.join(EVENT_TYPES)})", "type")
         try:
-            bodies, last = await self.deps.reader.events.feed(int(after_text), kind, limit)
+            bodies, last = await self.deps.reader.events.feed(after, kind, limit)
         except CursorAhead as exc:
             raise BadRequest(
                 409,

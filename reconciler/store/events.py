@@ -133,6 +133,13 @@ class Events:
             self._last_seq = int(next(iter(found))[0])
         return self._last_seq
 
+    async def seq_of(self, event_id: str) -> int | None:
+        """Return the seq of the event with this id (None: not stored, or pruned)."""
+        found = await self._conn.execute_fetchall(
+            "SELECT seq FROM events WHERE id = ?", (event_id,)
+        )
+        return next((int(r[0]) for r in found), None)
+
     async def times(self, seqs: Sequence[int]) -> dict[int, float]:
         """Return the creation time of events by seq."""
         out: dict[int, float] = {}

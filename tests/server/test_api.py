@@ -279,6 +279,8 @@ BAD_INPUT = [
     ("GET", "/api/v1/events?after=-1", None, 400, "after"),
     ("GET", "/api/v1/events?after=99999999999999999999", None, 400, "after"),
     ("GET", "/api/v1/events?after=999999", None, 409, "after"),
+    ("GET", "/api/v1/events?after=0b7c2a4e-0000-5000-8000-000000000000", None, 404, "after"),
+    ("GET", "/api/v1/events?type=order.bogus", None, 400, "type"),
     ("GET", "/api/v1/events?limit=0", None, 400, "limit"),
     ("GET", "/api/v1/events?limit=5000", None, 400, "limit"),
     ("GET", "/api/v1/events?limit=%D9%A3", None, 400, "limit"),
@@ -646,6 +648,16 @@ async def test_a_type_filter_moves_the_cursor_past_other_events(api: Api) -> Non
     assert page["events"] == [] and page["next"] == "3"
     _, page, _ = await api.call("GET", "/api/v1/events?after=3")
     assert page == {"events": [], "next": "3"}
+
+
+async def test_an_event_id_works_as_a_cursor(api: Api) -> None:
+    # DESIGN.md's `after=ID`: a consumer that kept the id of the last event it handled reads on
+    # from there, as from the `next` cursor of the page that brought it.
+    ids = await add_events(api, 0, 5)
+    _, page, _ = await api.call("GET", f"/api/v1/events?after={ids[1]}")
+    assert [e["id"] for e in page["events"]] == ids[2:]
+    _, by_cursor, _ = await api.call("GET", "/api/v1/events?after=2")
+    assert by_cursor == page
 
 
 async def test_the_cursor_holds_across_a_restart(tmp_path: Path, fake: FakeCCVWrites) -> None:
