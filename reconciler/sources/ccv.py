@@ -82,14 +82,13 @@ def is_ccv_answer(reply: Reply) -> bool:
     return True
 
 
-def _is_status(value: object) -> bool:
-    # The word is kept verbatim, so it must be something a log line and a database can hold.
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= MAX_STATUS_LENGTH
-        and value.isprintable()
-        and value.strip() == value
-    )
+def _status_of(value: object) -> str | None:
+    """Return the orderStatus word as kept (verbatim, but for blanks around it), or None when
+    it is not something a log line and a database can hold."""
+    if not isinstance(value, str):
+        return None
+    word = value.strip()
+    return word if 0 < len(word) <= MAX_STATUS_LENGTH and word.isprintable() else None
 
 
 def _is_reference(value: str) -> bool:
@@ -195,15 +194,15 @@ class CCVClient:
                 document = json.loads(reply.body)
             except (ValueError, RecursionError):
                 document = None
-            if isinstance(document, dict) and _is_status(document.get("orderStatus")):
+            word = _status_of(document.get("orderStatus")) if isinstance(document, dict) else None
+            if isinstance(document, dict) and word is not None:
                 reference = document.get("externalReference")
                 if not isinstance(reference, str) or not reference:
                     # Not the documented shape, or empty: no reference (else it would differ
                     # from the tracked one on every check); the status still holds.
                     reference = None
                 if reference is None or _is_reference(reference):
-                    status = document["orderStatus"]
-                    seen = Observation(key, Outcome.OK, status=status, external_reference=reference)
+                    seen = Observation(key, Outcome.OK, status=word, external_reference=reference)
                     return seen, True
             # A field that cannot be stored fails this order alone, not its whole batch.
             log.debug(

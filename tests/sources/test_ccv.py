@@ -377,7 +377,7 @@ async def test_connection_refused_fails_the_check(session: aiohttp.ClientSession
         Reply(200, '{"status": "New"}', "application/json"),
         Reply(200, '{"orderStatus": 5}', "application/json"),
         Reply(200, '{"orderStatus": ""}', "application/json"),
-        Reply(200, '{"orderStatus": " New"}', "application/json"),
+        Reply(200, '{"orderStatus": "   "}', "application/json"),
         Reply(200, '{"orderStatus": "New\\nline"}', "application/json"),
         Reply(200, '{"orderStatus": "%s"}' % ("x" * 65), "application/json"),
         Reply(200, "[" * 100_000, "application/json"),
@@ -392,6 +392,15 @@ async def test_not_the_protocol_fails_the_check(
     client = CCVClient(ccv_config(fake.base_url), session)
     assert await client.fetch("A1") == failed("A1", "protocol")
     assert len(fake.requests) == 1
+
+
+async def test_blanks_around_the_status_word_are_not_part_of_it(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    # Before, the order failed every check (a debug line only) and never got a status.
+    fake.replies["A1"] = Reply(200, '{"orderStatus": " Completed\\t"}', "application/json")
+    seen = await CCVClient(ccv_config(fake.base_url), session).fetch("A1")
+    assert (seen.outcome, seen.status) == (Outcome.OK, "Completed")
 
 
 @pytest.mark.parametrize("status", [302, 400, 410])
