@@ -148,8 +148,13 @@ def submit_uncertain_event(
         "account": account,
         "order_id": None,
         "external_reference": reference,
+        # The keys every order event carries (DESIGN.md); the order and its status are what
+        # is not known. `via` is DESIGN.md's word for what a write through reconciler found.
+        "previous_status": None,
+        "status": None,
+        "end_state": False,
         "severity": "warning",
-        "via": "submit",
+        "via": "action",
         "submission_id": submission_id,
         "reason": reason,
     }

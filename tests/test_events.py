@@ -260,3 +260,13 @@ def test_order_events_keep_the_ids_and_bytes_earlier_versions_wrote() -> None:
     assert [(e.id, e.body()) for e in events] == [
         (id, body.encode()) for id, body in _WRITTEN_BEFORE
     ]
+
+
+def test_a_lost_submit_s_event_has_the_data_keys_and_via_of_the_contract() -> None:
+    # DESIGN.md: every event's data has these keys, and `via` is one of four words.
+    event = submit_uncertain_event("s", 7, account="default", reference="R-1", time=1.0, reason="t")
+    data = json.loads(event.body())["data"]
+    keys = {"source", "account", "order_id", "external_reference", "previous_status", "status"}
+    assert keys | {"end_state", "severity", "via"} <= set(data)
+    assert data["via"] in ("poll", "catch-up", "notification", "action")
+    assert (data["order_id"], data["status"], data["end_state"]) == (None, None, False)
