@@ -294,11 +294,12 @@ class Delivery:
                 if res.retry_after_s is not None:
                     delay = max(delay, res.retry_after_s)
                 delay = max(delay, cfg.retry_min_s)
-                # The last attempt is made when the event reaches max_age, not one retry
-                # period before it: only a failure at that age dead-letters it.
+                # The last attempt is made when the event reaches max_age (or retry_min after
+                # this one, if later), not one retry period before it: only a failure at that
+                # age dead-letters it.
                 deadline = times.get(row.seq, now) + cfg.max_age_s
                 dead = now >= deadline
-                due = min(now + delay, deadline)
+                due = min(now + delay, max(deadline, now + cfg.retry_min_s))
                 delay = due - now
                 if dead:
                     log.error(

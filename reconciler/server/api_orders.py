@@ -120,7 +120,7 @@ class Orders:
         return web.Response(status=204)
 
     async def events(self, request: web.Request) -> web.Response:
-        """GET /api/v1/events?after=CURSOR&limit=N&type=T: the feed in commit order."""
+        """GET /api/v1/events?after=CURSOR|EVENT_ID&limit=N&type=T: the feed in commit order."""
         after_text = request.query.get("after", "0")
         if CURSOR.fullmatch(after_text):
             after = int(after_text)

@@ -49,7 +49,11 @@ _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unk
 # error_message unknown order`): the order is not found, not failing. Any other per-order
 # error (`ID error_message database busy, try again later`) fails that order's check alone.
 _NOT_FOUND_WORD = "not_found"
-_UNKNOWN_ORDER = re.compile(r"\b(?:unknown|not[ _]found|no such|does not exist)\b", re.I)
+_UNKNOWN_ORDER = re.compile(
+    r"\b(?:unknown|no such|not[ _]found|invalid)\s+order\b|\border\b.*\b(?:not[ _]found|unknown|"
+    r"does not exist)\b",
+    re.I,
+)
 # An error_message about our credentials must stop retries, not look like an outage.
 _AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
 _ERROR_MESSAGE = "error_message"
@@ -107,6 +111,20 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine:
         # never its batch's (its id is one the account knows).
         return OrderLine(order_id, None, "unreadable status")
     return OrderLine(order_id, status)
+
+
+def answered_orders(body: bytes) -> bool:
+    """Return whether an answer has a line for an order, whatever else it holds (an action's
+    post whose answer is an error may still have been applied to those orders)."""
+    text = body.decode("utf-8", "replace")
+    for raw in _LINE_END.split(text):
+        first = raw.strip(_SPACE).split(None, 1)[0] if raw.strip(_SPACE) else ""
+        try:
+            normalize_ccnow_id(first)
+        except InvalidOrderId:
+            continue
+        return True
+    return False
 
 
 def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:

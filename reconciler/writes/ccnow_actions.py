@@ -3,11 +3,12 @@
 Every command is committed before anything is sent; CCNow's answer line for its order is
 applied to the snapshot in the transaction that closes it (`pending -> mark_shipped`, with
 `via: "action"`). A post CCNow refuses as a whole in its own words (maintenance, a bad login)
-leaves the commands queued for a later attempt, as does a post that never left. `ship`,
-`cancel` and `track` are also sent again after an answer that was lost or is not CCNow's (an
-HTML page, a 5xx from a gateway, an unreadable body); an `adjust` never is (CCNow may have
-applied it, and would discount twice): it becomes `uncertain`, raises one
-`order.action_uncertain`, and waits for `reconciler ccnow resolve`.
+or before running it (a rate limit, a login wall, a wrong url) leaves the commands queued for
+a later attempt, as does a post that never left. `ship`, `cancel` and `track` are also sent
+again after an answer that was lost or may have come after CCNow ran the post (a 500, a
+gateway's 502 or 504, an HTML page, an unreadable body, an error line beside the orders'
+lines); an `adjust` never is (CCNow may have applied it, and would discount twice): it becomes
+`uncertain`, raises one `order.action_uncertain`, and waits for `reconciler ccnow resolve`.
 
 This module sends; `ccnow_form.py` checks a request and builds the post (pure), and
 `ccnow_outcome.py` says how an answer line closes a command. Their names are re-exported here.
@@ -29,7 +30,13 @@ from reconciler.events import Event, action_event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
-from reconciler.sources.ccnow import MAX_BODY_BYTES, Answer, is_complete, parse_answer
+from reconciler.sources.ccnow import (
+    MAX_BODY_BYTES,
+    Answer,
+    answered_orders,
+    is_complete,
+    parse_answer,
+)
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import Reply, RequestFailed, request
 from reconciler.store import Store
@@ -79,6 +86,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
+# Statuses that may come after CCNow ran the post (its own failure, a gateway that forwarded
+# it): the actions in it may have been applied. Any other status than 200 means not.
+MAYBE_APPLIED = frozenset({500, 502, 504})
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
@@ -242,15 +252,23 @@ class ActionSender:
                 )
             except RequestFailed as exc:
                 raise Lost(exc.word) from None
-        if reply.status != 200:
+        if reply.status in MAYBE_APPLIED:
             # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
             raise Lost(f"http_{reply.status}")
+        if reply.status != 200:
+            # Refused before anything ran (a rate limit, a login wall, a wrong url).
+            raise SourceError(f"http {reply.status}")
         try:
             return parse_answer(reply.body, secrets=(cfg.password.reveal(),))
         except ProtocolError:
             # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
             # post was applied is unknown.
             raise Lost("unreadable_answer") from None
+        except SourceError:
+            if answered_orders(reply.body):
+                # An error line beside lines for the posted orders: some of it was applied.
+                raise Lost("error_with_order_lines") from None
+            raise
 
     async def _close(
         self, cfg: CCNowConfig, batch: list[cmds.Command], answer: Answer, tally: Tally

@@ -1,7 +1,8 @@
 """`reconciler ccnow ship|cancel|add-tracking|adjust ID...` and `reconciler ccnow resolve`.
 
-The command holds the store itself (a running daemon owns it: then try again later, or let
-the daemon's queue send them). Each order's command is recorded, then sent with any queued
+The command holds the store itself; when a running daemon owns it, the commands (and a
+resolve) go to the daemon through its `[api]`, and without one the command says to try again
+when it is stopped. Each order's command is recorded, then sent with any queued
 command that is due; one line per order on stdout, one summary line on stderr. Exit 0 when
 every command is done, 65 when one is refused (bad input, or CCNow said no), 75 when one is
 still queued or uncertain.

@@ -223,6 +223,9 @@ def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewComm
     keys = doc.get("keys")
     if keys is None:
         return new
+    if named["idempotency_key"] in doc:
+        key_field = named["idempotency_key"]
+        raise BadAction(f"keys: give keys or {key_field}, not both", "keys")
     if (
         not isinstance(keys, list)
         or len(keys) != len(new)

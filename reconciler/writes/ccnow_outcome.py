@@ -76,9 +76,9 @@ class Taken:
         return out
 
 
-# A command's state in DESIGN.md's words, as the API shows it (`state`), counted as the
-# command line's summary counts it; `outcome` keeps the command's own word (a `sent` or
-# `not_sent` is a person's `ccnow resolve`).
+# A command's state in DESIGN.md's words, as the API shows it (`state`): `sent` is a post on
+# its way (the command line's summary counts it with the queued ones). `outcome` keeps the
+# command's own word (a `sent` or `not_sent` there is a person's `ccnow resolve`).
 API_STATE: dict[str, str] = {
     "queued": "queued",
     "sending": "sent",

@@ -472,10 +472,14 @@ def test_any_other_per_order_error_fails_that_order_and_says_nothing_about_it() 
     answer = parse_answer(
         "396-10-1142 error_message database busy, try again later\n"
         "397-10-1159 error_message No such order\n"
+        "398-10-1160 error_message unknown error, try again later\n"
+        "399-10-1161 error_message no such table: orders\n"
     )
     assert answer.orders == (
         OrderLine("396-10-1142", None, "error_message database busy, try again later"),
         OrderLine("397-10-1159", None, "error_message No such order", not_found=True),
+        OrderLine("398-10-1160", None, "error_message unknown error, try again later"),
+        OrderLine("399-10-1161", None, "error_message no such table: orders"),
     )
 
 

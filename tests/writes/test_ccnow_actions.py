@@ -142,8 +142,14 @@ async def test_a_batch_is_one_post_and_each_order_ends_by_its_own_line(
         Reply(200, "error_message system down for maintenance\n"),
         Reply(200, "error_message invalid login\n"),
         Reply(200, "message account_locked\n"),
+        # Refused before anything ran: a rate limit, an overloaded balancer, a login wall, a
+        # wrong url. Made uncertain, every adjust would wait for a person.
+        Reply(429, "slow down"),
+        html_page(503),
+        Reply(401, "no"),
+        html_page(404),
     ],
-    ids=["maintenance", "bad-login", "unknown-message"],
+    ids=["maintenance", "bad-login", "unknown-message", "429", "503", "401", "404"],
 )
 async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_later_run_sends_it(
     tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply
@@ -175,8 +181,10 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
         (Reply(500, "oops"), "http_500"),
         (html_page(), "unreadable_answer"),
         (Reply(200, ""), "unreadable_answer"),
+        # A line for the order beside an error line: the discount may have been applied.
+        (Reply(200, f"{A} pending\nerror_message daily limit reached\n"), "error_with_order_lines"),
     ],
-    ids=["cut", "too-large", "gateway-504", "gateway-502", "http500", "html", "empty"],
+    ids=["cut", "too-large", "gateway-504", "gateway-502", "http500", "html", "empty", "mixed"],
 )
 async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
     tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply, reason: str
@@ -425,6 +433,7 @@ async def test_the_api_takes_the_action_body_design_md_names(
             ({**adjust, "idempotency_key": 42}, "idempotency_key"),
             ({**adjust, "amount": "-1"}, "amount"),
             ({**adjust, "coupon": "X"}, "coupon"),
+            ({**adjust, "keys": ["other"]}, "keys"),
             ({**adjust, "order_ids": [A]}, "order_id"),
             ({"order_id": "12", "action": "ship"}, "order_id"),
             ({"order_id": A, "action": "refund"}, "action"),
