@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,10 +36,17 @@ class JsonlSink:
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 # A crash mid-write left a torn last line; never glue the next event onto it.
                 data = b"\n" + data
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # The batch is retried whole: what of it was written (a full disk stops a
+                # write half-way) must go, or the retry repeats events after a torn line.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
 
