@@ -17,7 +17,7 @@ from ..model import Source, reference_problem
 from ..order_view import order_json
 from ..store import Store
 from ..store import submissions as store_submissions
-from .accounts import choose_account
+from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file
 from .progress import progress
 
@@ -71,7 +71,10 @@ async def _resolve_submissions(
 async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     """Stop following orders."""
     source: Source = args.source
-    account = choose_account(config, source, args.account) if args.account else None
+    # Without --account: every account's rows of these ids (also of an account no longer
+    # configured), unless several are configured, where the id may be another account's order.
+    several = len(account_names(config, source)) > 1
+    account = choose_account(config, source, args.account) if args.account or several else None
     ids = order_ids(source, args.ids)
     store = await open_store(config)
     if store is None:

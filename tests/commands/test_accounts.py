@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from reconciler.commands.accounts import (
 )
 from reconciler.config import Config, load_config
 from reconciler.exits import UsageError
+from tests.conftest import call_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,3 +99,23 @@ def test_exit_codes_are_defined_only_in_exits() -> None:
             ):
                 offenders.append(f"{path.name}:{node.lineno} sys.exit")
     assert offenders == []
+
+
+async def test_untrack_with_several_accounts_needs_the_account(tmp_path: Path) -> None:
+    # Without --account it removed the id from every account, another shop's order too.
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(f'[store]\npath = "{tmp_path / "r.db"}"\n{TWO_CCV_ONE_CCNOW}')
+    order = "0b7c2a4e-0000-4000-8000-000000000001"
+    for account in ("shop-nl", "shop-be"):
+        assert (
+            await call_cli("--config", cfg, "track", "ccv", order, "--account", account)
+        ).code == 0
+    refused = await call_cli("--config", cfg, "untrack", "ccv", order)
+    assert refused.code == 2
+    assert "several ccv accounts (shop-nl, shop-be): give --account" in refused.stderr
+    assert (
+        await call_cli("--config", cfg, "untrack", "ccv", order, "--account", "shop-nl")
+    ).code == 0
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        left = conn.execute("SELECT account FROM orders WHERE order_id = ?", (order,)).fetchall()
+    assert left == [("shop-be",)]
