@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import errno
 import hashlib
@@ -20,6 +19,7 @@ import aiohttp
 
 from reconciler import USER_AGENT
 from reconciler.config import WebhookSinkConfig
+from reconciler.config.secret import webhook_key
 from reconciler.sinks.base import (
     Delivered,
     DeliveryResult,
@@ -31,7 +31,6 @@ from reconciler.sinks.base import (
 
 log = logging.getLogger("reconciler.sinks.webhook")
 
-_SECRET_PREFIX = "whsec_"
 # Enough of a response body to keep the connection reusable; the rest is not ours to read.
 _MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -48,18 +47,7 @@ _ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
-def decode_secret(secret: str) -> bytes:
-    """Return the HMAC key of a Standard Webhooks secret (`whsec_` + base64, prefix optional)."""
-    raw = secret.removeprefix(_SECRET_PREFIX)
-    try:
-        # Receivers' libraries accept unpadded base64, so do we.
-        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        # Never echo the value: it is the secret.
-        raise ValueError("webhook secret is not base64 after the whsec_ prefix") from None
-    if not key:
-        raise ValueError("webhook secret is empty")
-    return key
+decode_secret = webhook_key  # the config checks a secret by the same rule
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import traceback
@@ -24,6 +25,7 @@ from reconciler.config import (
     load_config,
     parse_duration,
 )
+from reconciler.config.secret import webhook_key
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "reconciler.example.toml"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -540,6 +542,19 @@ def test_other_secrets_come_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("webhook", Secret(WEBHOOK_SECRET.replace("M", "N"))),
         ("webhook-2", Secret(WEBHOOK_SECRET)),
     ]
+
+
+def test_an_unpadded_webhook_secret_is_taken_as_the_sink_takes_it(tmp_path: Path) -> None:
+    # Receivers' libraries print secrets without base64 padding; the sink signs with them, so
+    # `check` must not refuse them (exit 78).
+    unpadded = "whsec_" + base64.b64encode(b"0123456789abcdefg").decode().rstrip("=")
+    assert len(unpadded.removeprefix("whsec_")) % 4
+    config = load(
+        tmp_path,
+        CCNOW + f"[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\nsecret = '{unpadded}'\n",
+    )
+    (sink,) = [s for s in config.sinks if isinstance(s, WebhookSinkConfig)]
+    assert webhook_key(sink.secret.reveal()) == b"0123456789abcdefg"
 
 
 def test_sink_secret_from_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
