@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -194,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     d = command("demo", help="the sandbox and the daemon together, with a live feed")
-    d.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds")
+    d.add_argument("--seconds", type=_positive, metavar="N", help="stop after N seconds")
     d.add_argument(
         "--store", type=Path, metavar="PATH", help="SQLite file (default: a temporary one)"
     )
@@ -203,6 +204,16 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--speed", type=float, default=1.5)
     d.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     return p
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def _duration(text: str) -> float:

@@ -7,10 +7,12 @@ import io
 import signal
 import sys
 
+import pytest
+
 from reconciler import cli
 from reconciler.commands.demo import feed_only_logging, run_demo
 from reconciler.logs import logging_set_up
-from tests.conftest import REPO, Result, cli_env
+from tests.conftest import REPO, Result, call_cli, cli_env
 
 
 async def demo_here(*argv: str) -> Result:
@@ -78,3 +80,11 @@ async def test_demo_ends_cleanly_on_ctrl_c() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0, err.decode()
     assert b"summary" in out
+
+
+@pytest.mark.parametrize("seconds", ["-5", "0", "nan", "soon"])
+async def test_demo_refuses_a_run_time_that_is_not_above_0(seconds: str) -> None:
+    # `--seconds -5` started the demo and stopped it at once, exit 0: a typo looked fine.
+    result = await call_cli("demo", "--seconds", seconds)
+    assert result.code == 2
+    assert "is not a number of seconds above 0" in result.stderr
