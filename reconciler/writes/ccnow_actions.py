@@ -10,8 +10,9 @@ gateway's 502 or 504, an HTML page, an unreadable body, an error line beside the
 lines); an `adjust` never is (CCNow may have applied it, and would discount twice): it becomes
 `uncertain`, raises one `order.action_uncertain`, and waits for `reconciler ccnow resolve`.
 
-This module sends; `ccnow_form.py` checks a request and builds the post (pure), and
-`ccnow_outcome.py` says how an answer line closes a command. Their names are re-exported here.
+This module sends and closes; `ccnow_form.py` checks a request and builds the post (pure),
+`ccnow_post.py` posts one batch and tells how it failed, and `ccnow_outcome.py` says how an
+answer line closes a command. Their names are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,26 +20,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import urlencode
 
 import aiohttp
-from yarl import URL
 
-from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
 from reconciler.events import Event, action_event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
-from reconciler.sources.ccnow import (
-    MAX_BODY_BYTES,
-    Answer,
-    answered_orders,
-    is_complete,
-    parse_answer,
-)
-from reconciler.sources.errors import ProtocolError, SourceError
-from reconciler.sources.http import Reply, RequestFailed, request
+from reconciler.sources.ccnow import Answer
+from reconciler.sources.errors import SourceError
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import (
@@ -58,7 +49,8 @@ from reconciler.writes.ccnow_form import (
     parse_amount,
 )
 from reconciler.writes.ccnow_outcome import TAKEN, Taken, Tally, command_json, lines_by_id, outcome
-from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
+from reconciler.writes.ccnow_post import Lost, post_batch
+from reconciler.writes.once import NotSent
 from reconciler.writes.submit import failpoint
 
 __all__ = [
@@ -86,20 +78,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
-# Statuses that may come after CCNow ran the post (its own failure, a gateway that forwarded
-# it): the actions in it may have been applied. Any other status than 200 means not.
-MAYBE_APPLIED = frozenset({500, 502, 504})
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
 
 # --- sending ----------------------------------------------------------------------------------
-
-
-class Lost(Exception):
-    """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
-    an answer cut off, or what came back is not CCNow's answer: another HTTP status than 200,
-    an HTML page, an unreadable body). `str()` is a short word."""
 
 
 class ActionSender:
@@ -194,7 +177,7 @@ class ActionSender:
         tally.sent += len(batch)
         once = batch[0].action == "adjust"
         try:
-            answer = await self._post(cfg, batch, once=once)
+            answer = await post_batch(self.session, cfg, batch, once=once)
         except Lost as exc:
             if once:
                 await self._make_uncertain(batch, str(exc))
@@ -223,52 +206,6 @@ class ActionSender:
             "ccnow.action_retry_later",
             extra=fields(account=cfg.name, commands=len(batch), reason=why, retry_in_s=delay),
         )
-
-    async def _post(self, cfg: CCNowConfig, batch: list[cmds.Command], *, once: bool) -> Answer:
-        """Post one batch and parse the answer; raise NotSent, Lost, or SourceError for CCNow's
-        own refusal of the whole post."""
-        data = urlencode(form(cfg, batch)).encode("ascii")
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "text/plain",
-            "User-Agent": USER_AGENT,
-        }
-        timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        if once:
-            reply = await _post_once(self.session, URL(cfg.url), headers, data, timeout)
-        else:
-            try:
-                reply = await request(
-                    self.session,
-                    "POST",
-                    URL(cfg.url),
-                    headers=headers,
-                    data=data,
-                    timeout=timeout,
-                    retry=cfg.retry,
-                    max_body=MAX_BODY_BYTES,
-                    log=log,
-                    complete=is_complete,
-                )
-            except RequestFailed as exc:
-                raise Lost(exc.word) from None
-        if reply.status in MAYBE_APPLIED:
-            # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
-            raise Lost(f"http_{reply.status}")
-        if reply.status != 200:
-            # Refused before anything ran (a rate limit, a login wall, a wrong url).
-            raise SourceError(f"http {reply.status}")
-        try:
-            return parse_answer(reply.body, secrets=(cfg.password.reveal(),))
-        except ProtocolError:
-            # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
-            # post was applied is unknown.
-            raise Lost("unreadable_answer") from None
-        except SourceError:
-            if answered_orders(reply.body):
-                # An error line beside lines for the posted orders: some of it was applied.
-                raise Lost("error_with_order_lines") from None
-            raise
 
     async def _close(
         self, cfg: CCNowConfig, batch: list[cmds.Command], answer: Answer, tally: Tally
@@ -386,32 +323,3 @@ class ActionSender:
                 ),
             )
         return found
-
-
-async def _post_once(
-    session: aiohttp.ClientSession,
-    url: URL,
-    headers: dict[str, str],
-    data: bytes,
-    timeout: aiohttp.ClientTimeout,
-) -> Reply:
-    """Post once, never again: raise NotSent when no connection was made, Lost when the
-    answer may have been lost after CCNow got the post."""
-    try:
-        reply = await send_once(
-            session,
-            "POST",
-            url,
-            headers=headers,
-            data=data,
-            timeout=timeout,
-            max_body=MAX_BODY_BYTES,
-        )
-    except AnswerTooLarge:
-        # CCNow got the post and answered something we cannot read: it may have applied it.
-        raise Lost("answer_too_large") from None
-    except Uncertain as exc:
-        raise Lost(str(exc)) from None
-    if not is_complete(reply):
-        raise Lost("truncated_answer")
-    return reply

@@ -1,0 +1,119 @@
+"""Posting one batch of CCNow actions and reading its answer, and telling the ways it can fail
+apart: never sent (NotSent), refused by CCNow as a whole (SourceError: nothing was applied), or
+lost (Lost: CCNow may have applied it, so an `adjust` must not be sent again)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from urllib.parse import urlencode
+
+import aiohttp
+from yarl import URL
+
+from reconciler import USER_AGENT
+from reconciler.config import CCNowConfig
+from reconciler.sources.ccnow import (
+    MAX_BODY_BYTES,
+    Answer,
+    answered_orders,
+    is_complete,
+    parse_answer,
+)
+from reconciler.sources.errors import ProtocolError, SourceError
+from reconciler.sources.http import Reply, RequestFailed, request
+from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_form import form
+from reconciler.writes.once import AnswerTooLarge, Uncertain, send_once
+
+# The actions' logger: a post's retries are logged under the name operators filter on.
+log = logging.getLogger("reconciler.writes.ccnow_actions")
+
+# Statuses that may come after CCNow ran the post (its own failure, a gateway that forwarded
+# it): the actions in it may have been applied. Any other status than 200 means not.
+MAYBE_APPLIED = frozenset({500, 502, 504})
+
+
+class Lost(Exception):
+    """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
+    an answer cut off, or what came back may follow CCNow running it: a 500, 502 or 504, an
+    HTML page, an unreadable body, an error line beside the orders' lines). `str()` is a short
+    word."""
+
+
+async def post_batch(
+    session: aiohttp.ClientSession, cfg: CCNowConfig, batch: Sequence[cmds.Command], *, once: bool
+) -> Answer:
+    """Post one batch and parse the answer; raise NotSent, Lost, or SourceError for CCNow's
+    own refusal of the whole post."""
+    data = urlencode(form(cfg, batch)).encode("ascii")
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Accept": "text/plain",
+        "User-Agent": USER_AGENT,
+    }
+    timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+    if once:
+        reply = await _post_once(session, URL(cfg.url), headers, data, timeout)
+    else:
+        try:
+            reply = await request(
+                session,
+                "POST",
+                URL(cfg.url),
+                headers=headers,
+                data=data,
+                timeout=timeout,
+                retry=cfg.retry,
+                max_body=MAX_BODY_BYTES,
+                log=log,
+                complete=is_complete,
+            )
+        except RequestFailed as exc:
+            raise Lost(exc.word) from None
+    if reply.status in MAYBE_APPLIED:
+        # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
+        raise Lost(f"http_{reply.status}")
+    if reply.status != 200:
+        # Refused before anything ran (a rate limit, a login wall, a wrong url).
+        raise SourceError(f"http {reply.status}")
+    try:
+        return parse_answer(reply.body, secrets=(cfg.password.reveal(),))
+    except ProtocolError:
+        # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
+        # post was applied is unknown.
+        raise Lost("unreadable_answer") from None
+    except SourceError:
+        if answered_orders(reply.body):
+            # An error line beside lines for the posted orders: some of it was applied.
+            raise Lost("error_with_order_lines") from None
+        raise
+
+
+async def _post_once(
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: dict[str, str],
+    data: bytes,
+    timeout: aiohttp.ClientTimeout,
+) -> Reply:
+    """Post once, never again: raise NotSent when no connection was made, Lost when the
+    answer may have been lost after CCNow got the post."""
+    try:
+        reply = await send_once(
+            session,
+            "POST",
+            url,
+            headers=headers,
+            data=data,
+            timeout=timeout,
+            max_body=MAX_BODY_BYTES,
+        )
+    except AnswerTooLarge:
+        # CCNow got the post and answered something we cannot read: it may have applied it.
+        raise Lost("answer_too_large") from None
+    except Uncertain as exc:
+        raise Lost(str(exc)) from None
+    if not is_complete(reply):
+        raise Lost("truncated_answer")
+    return reply
