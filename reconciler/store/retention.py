@@ -1,5 +1,6 @@
 """Retention: delivered history older than `[store] keep_events` is deleted, with the orders that
-reached an end state before that window, and the space goes back to the file system.
+reached an end state before that window and the CCV submissions and CCNow commands closed
+before it, and the space goes back to the file system.
 
 Every step is a small transaction (CHUNK rows) and yields between them, so a pass or a
 notification that needs the writer waits for one chunk at most. An event that some sink has not
@@ -38,6 +39,7 @@ class PruneReport:
     released: int  # delivery rows of sinks no longer configured
     kept: int  # events older than the window kept because a sink has not confirmed them
     freed_bytes: int
+    writes: int = 0  # CCV submissions and CCNow commands closed before the window
 
 
 async def prune(
@@ -56,8 +58,9 @@ async def prune(
     released = await _release_removed_sinks(store, set(sinks), chunk)
     events, kept = await _prune_events(store, cutoff, chunk)
     orders = await _prune_orders(store, cutoff, chunk)
+    writes = await _prune_closed_writes(store, cutoff, chunk)
     freed = await give_back_space(store)
-    report = PruneReport(events, orders, released, kept, freed)
+    report = PruneReport(events, orders, released, kept, freed, writes)
     log.info(
         "store.pruned",
         extra=fields(
@@ -65,6 +68,7 @@ async def prune(
             orders=orders,
             released_deliveries=released,
             kept_undelivered=kept,
+            writes=writes,
             freed_bytes=freed,
             keep_days=round(keep_s / 86400, 3),
             seconds=round(time.monotonic() - started, 3),
@@ -178,6 +182,35 @@ async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:
         await asyncio.sleep(0)
         if count < chunk:
             return deleted
+
+
+# The states in which a write is still someone's business: being sent, waiting to be sent, or
+# waiting for a person's word. Such rows are never pruned, whatever their age.
+_OPEN_WRITES = {
+    "submissions": ("sending", "uncertain"),
+    "commands": ("queued", "sending", "uncertain"),
+}
+
+
+async def _prune_closed_writes(store: Store, cutoff: float, chunk: int) -> int:
+    """Delete CCV submissions and CCNow commands closed before `cutoff`. Their references and
+    idempotency keys are refused as repeats only within the window, as their events are kept."""
+    deleted = 0
+    for table, open_states in _OPEN_WRITES.items():
+        marks = ", ".join("?" * len(open_states))
+        while True:
+            async with store.transaction():
+                cur = await store.conn.execute(
+                    f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE closed_at < ? "
+                    f"AND state NOT IN ({marks}) LIMIT ?)",
+                    (cutoff, *open_states, chunk),
+                )
+                count = cur.rowcount
+            deleted += count
+            await asyncio.sleep(0)
+            if count < chunk:
+                break
+    return deleted
 
 
 async def give_back_space(store: Store) -> int:

@@ -303,3 +303,50 @@ async def test_the_daemon_schedules_the_prune_daily() -> None:
         assert after.timestamp() == pytest.approx(time.time() + DAY, abs=60)
     finally:
         await scheduler.shutdown(1.0)
+
+
+async def test_closed_writes_older_than_the_window_go_open_ones_stay(tmp_path: Path) -> None:
+    # Invariant 6: the database is bounded. Submissions and commands closed before the window
+    # go; one still being sent, waiting, or waiting for a person's word stays, however old.
+    store = await Store.open(tmp_path / "r.db", sinks=["log"])
+    now, old = 1_800_000_000.0, 1_800_000_000.0 - 500 * 86400
+    submissions = [
+        ("succeeded", old, old),
+        ("failed", old, old),
+        ("resolved", old, old),
+        ("uncertain", old, None),
+        ("sending", old, None),
+        ("succeeded", now - 60, now - 60),
+    ]
+    commands = [
+        ("succeeded", old),
+        ("refused", old),
+        ("not_sent", old),
+        ("queued", None),
+        ("uncertain", None),
+        ("refused", now - 60),
+    ]
+    async with store.transaction():
+        for n, (state, created, closed) in enumerate(submissions):
+            await store.conn.execute(
+                "INSERT INTO submissions (account, external_reference, state, created_at, "
+                "closed_at) VALUES ('default', ?, ?, ?, ?)",
+                (f"ref-{n}", state, created, closed),
+            )
+        for n, (state, closed) in enumerate(commands):
+            await store.conn.execute(
+                "INSERT INTO commands (account, order_id, action, idempotency_key, state, "
+                "created_at, closed_at) VALUES ('default', '396-10-1142', 'ship', ?, ?, ?, ?)",
+                (f"k-{n}", state, old, closed),
+            )
+    try:
+        report = await prune(store, sinks=["log"], keep_s=400 * 86400, now=now)
+    finally:
+        await store.close()
+    assert report.writes == 6
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        left = [r[0] for r in conn.execute("SELECT state FROM submissions ORDER BY id")]
+        assert left == ["uncertain", "sending", "succeeded"]
+        left = [r[0] for r in conn.execute("SELECT state FROM commands ORDER BY id")]
+        assert left == ["queued", "uncertain", "refused"]
+    conn.close()
