@@ -88,16 +88,22 @@ class Loader:
         ccnow = self.accounts(top, "ccnow", CCNOW_KEYS, self.ccnow)
         if not ccv and not ccnow:
             raise ConfigError(self.file, "ccv", "no [ccv] or [ccnow] account configured")
-        receiver = top.table("receiver", RECEIVER_KEYS)
+        receiver_table = top.table("receiver", RECEIVER_KEYS)
+        receiver = None if receiver_table is None else self.receiver(receiver_table)
+        api = self.api(top.table("api", API_KEYS))
+        if receiver is not None and api is not None and _same_port(receiver, api):
+            # Caught here, not by the receiver failing to bind (exit 75, restarted forever).
+            where = f"{api.listen_host}:{api.listen_port}"
+            raise ConfigError(self.file, "api.listen", f"{where} is [receiver] listen's port too")
         return Config(
             file=self.file,
             store_path=store_path,
             ccv=ccv,
             ccnow=ccnow,
-            receiver=None if receiver is None else self.receiver(receiver),
+            receiver=receiver,
             sinks=SinkReader(self.file, self.base_dir, self.secrets).sinks(top),
             alerts=self.alerts(top.table("alerts", ("stuck_after",))),
-            api=self.api(top.table("api", API_KEYS)),
+            api=api,
             secret_files=tuple(self.secrets.secret_files),
             keep_events_s=Config.keep_events_s
             if store is None
@@ -288,3 +294,12 @@ class Loader:
                         stuck[(source, status)] = statuses.duration(status, None)
         # 0 switches the alert off for that status.
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})
+
+
+def _same_port(receiver: ReceiverConfig, api: ApiConfig) -> bool:
+    """Return whether the two listeners would take the same port (a wildcard host takes it on
+    every address)."""
+    if receiver.listen_port != api.listen_port:
+        return False
+    hosts = {receiver.listen_host, api.listen_host}
+    return len(hosts) == 1 or bool(hosts & {"0.0.0.0", "::", ""})

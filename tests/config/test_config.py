@@ -289,6 +289,11 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "ccnow.notification_token", "at least 16 characters of"),
     ("second-account-key", ccv_accounts("a") + ccv_accounts("b", key=False), "ccv[1].api_key",
      "required (or api_key_file, env RECONCILER_CCV_B_API_KEY, credential ccv-b-api-key)"),
+    # `check` passed it; `run` then failed to bind the receiver (exit 75, restarted forever).
+    ("api-receiver-port", CCV + "[receiver]\npublic_url = 'https://i.example'\n"
+     "secret = '0123456789abcdef'\nlisten = '0.0.0.0:18280'\n[api]\nlisten = '127.0.0.1:18280'\n"
+     "token = '0123456789abcdef'\n", "api.listen",
+     "127.0.0.1:18280 is [receiver] listen's port too"),
     ("receiver-url", CCV + "[receiver]\nsecret = '0123456789abcdef'\n", "receiver.public_url",
      "required"),
     ("receiver-secret", CCV + "[receiver]\npublic_url = 'https://i.example'\n", "receiver.secret",
