@@ -70,15 +70,19 @@ class Orders:
             if problem := reference_problem(ref):
                 raise BadRequest(422, problem, "external_reference")
         key = OrderKey(source, account, order_id)
-        known = await self.find(key)
         now = time.time()
-        await self.deps.store.orders.track(source, account, [(order_id, ref)], now)
+        store = self.deps.store
+        # New or not is read in the writer's transaction that tracks it: read before it, two
+        # requests for one new order would both answer 201.
+        async with store.transaction():
+            added = key not in await store.orders.load([key])
+            await store.orders.track_within(source, account, [(order_id, ref)], now)
         if ref is not None:
             await subs.resolve(self.deps.store, account, ref, order_id, now)
         state = await self.find(key)
         log.info("api.tracked", extra=fields(source=source, account=account, order_id=order_id))
         assert state is not None
-        return web.json_response(order_json(state), status=200 if known else 201)
+        return web.json_response(order_json(state), status=201 if added else 200)
 
     async def find(self, key: OrderKey) -> OrderState | None:
         """Return the committed snapshot row of one order."""

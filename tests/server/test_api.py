@@ -568,6 +568,15 @@ async def test_track_read_and_untrack(api: Api, fake: FakeCCVWrites) -> None:
     assert status == 204
 
 
+async def test_one_new_order_tracked_by_requests_at_once_is_new_to_one_of_them(api: Api) -> None:
+    # "201 new, 200 already tracked": read before the writer's transaction, several got 201.
+    body = {"source": "ccv", "order_id": ORDER}
+    answers = await asyncio.gather(
+        *(api.call("POST", "/api/v1/orders", body=body) for _ in range(8))
+    )
+    assert sorted(status for status, _, _ in answers) == [200] * 7 + [201]
+
+
 async def test_a_reference_ccv_may_report_can_be_tracked_and_no_longer(api: Api) -> None:
     # One bound wherever a reference comes in: CCV's answers carry up to 256 characters.
     track = {"source": "ccv", "order_id": ORDER, "external_reference": "R" * 256}
