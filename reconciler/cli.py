@@ -31,7 +31,7 @@ from .exits import (
     UsageError,
 )
 from .logs import LEVELS, logging_set_up
-from .model import SOURCES
+from .model import SOURCES, EventType
 from .store import StoreError, StoreLocked
 
 log = logging.getLogger("reconciler.cli")
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = command("events", help="show the event history")
     e.add_argument("--since", type=_iso, metavar="ISO")
-    e.add_argument("--type")
+    e.add_argument("--type", choices=[t.value for t in EventType], metavar="TYPE")
     e.add_argument(
         "--undelivered",
         action="store_true",

@@ -122,6 +122,10 @@ def reference_problem(ref: str) -> str | None:
     if not ref.isprintable():
         # A lone surrogate (JSON "\udcff") is not printable either: no database or log holds it.
         return f"an external reference must not hold control or invisible characters: {ref!r}"
+    if ref in (".", ".."):
+        # A URL path segment of its own: HTTP clients resolve it away, and CCV's calls would
+        # reach another path than the one signed.
+        return f"an external reference must not be {ref!r} (a URL path would drop it)"
     return None
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import Config
-from ..exits import EX_DATAERR, EX_OK, DataError, UsageError
+from ..config import Config, ConfigError
+from ..exits import EX_DATAERR, EX_OK, DataError
 from ..model import reference_problem
 from ..writes.pricing import blocking, check_pricing
 from .accounts import choose_account
@@ -38,7 +38,10 @@ async def notification_url_command(config: Config, args: argparse.Namespace) -> 
     from ..notify import notification_url
 
     if config.receiver is None:
-        raise UsageError("notification URLs need a [receiver] section with public_url and secret")
+        # The config's problem, as for `ccv submit`: exit 78, not a usage error.
+        raise ConfigError(
+            config.file, "receiver", "notification URLs need [receiver] public_url and secret"
+        )
     account = choose_account(config, "ccv", args.account)
     if args.order is not None:
         (value,) = order_ids("ccv", [args.order])

@@ -119,3 +119,19 @@ async def test_untrack_with_several_accounts_needs_the_account(tmp_path: Path) -
     with sqlite3.connect(tmp_path / "r.db") as conn:
         left = conn.execute("SELECT account FROM orders WHERE order_id = ?", (order,)).fetchall()
     assert left == [("shop-be",)]
+
+
+async def test_a_command_that_needs_a_missing_table_says_so_as_a_config_error(
+    tmp_path: Path,
+) -> None:
+    # Exit 78, as `ccv submit` without [receiver]: not a usage error (2) of the command line.
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(f'[store]\npath = "{tmp_path / "r.db"}"\n{TWO_CCV_ONE_CCNOW}')
+    order = "0b7c2a4e-0000-4000-8000-000000000001"
+    result = await call_cli(
+        "--config", cfg, "notification-url", "ccv", "--order", order, "--account", "shop-nl"
+    )
+    assert result.code == 78
+    assert "receiver: notification URLs need [receiver] public_url and secret" in result.stderr
+    # And a word that is no event type is refused, as by the API's feed.
+    assert (await call_cli("--config", cfg, "events", "--type", "order.bogus")).code == 2

@@ -275,6 +275,14 @@ BAD_INPUT = [
     ("GET", f"/api/v1/orders/ccv/{ORDER}?refresh=yes", None, 400, "refresh"),
     ("GET", f"/api/v1/orders/ccv/{ORDER}?account=nope", None, 422, "account"),
     ("DELETE", "/api/v1/orders/ccv/%00", None, 422, "order_id"),
+    # A path segment of its own: clients drop it from the notification URL, CCV's calls 404.
+    (
+        "POST",
+        "/api/v1/orders",
+        b'{"source": "ccv", "order_id": "a", "external_reference": ".."}',
+        422,
+        "external_reference",
+    ),
     ("GET", "/api/v1/events?after=abc", None, 400, "after"),
     ("GET", "/api/v1/events?after=-1", None, 400, "after"),
     ("GET", "/api/v1/events?after=99999999999999999999", None, 400, "after"),
