@@ -122,6 +122,12 @@ class Metrics:
         for reason, count in reasons.items():
             self.check_failures.labels(source, account, reason).inc(count)
 
+    def observe_unanswered(self, source: str, account: str, count: int) -> None:
+        """Count orders a failure of the whole account left without an answer as failed checks
+        (reason `source_failed`): a CCNow batch fails as one, with no answer per order."""
+        self.checks.labels(source, account, Outcome.FAILED.value).inc(count)
+        self.check_failures.labels(source, account, "source_failed").inc(count)
+
     def observe_events(self, events: Sequence[Event]) -> None:
         """Count events by type."""
         for kind, count in Tally(event.type.value for event in events).items():

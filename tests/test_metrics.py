@@ -207,11 +207,17 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
         assert value(passes, {**ccv, "via": "poll"}) == 2
         assert value(passes, {**ccv, "via": "notification"}) == 1
 
+        # A failure of the whole account answers no order: each counts as a failed check.
+        fake_ccv.always = Reply(401)
+        failed = value("reconciler_checks_total", {**ccv, "outcome": "failed"}) or 0
+        await rt.coordinators.ccv["default"].check(orders, via="poll")
+        assert value("reconciler_checks_total", {**ccv, "outcome": "failed"}) == failed + 2
+        assert value("reconciler_check_failures_total", {**ccv, "reason": "source_failed"}) == 2
         fake_ccv.always = Reply(500)
         await rt.coordinators.ccv["default"].full_pass(via="poll")
         await daemon.hub.refresh_metrics()
         assert value("reconciler_source_ok", ccv) == 0
-        assert value(passes, {**ccv, "via": "poll"}) == 3
+        assert value(passes, {**ccv, "via": "poll"}) == 4  # two checks, the failed one, the pass
         # Once the stuck order changes status it no longer counts.
         fake_ccv.always = None
         fake_ccv.orders[STUCK_ORDER] = "Completed"

@@ -134,6 +134,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             return report
         batcher = self._batcher(via, report, discover=discover)
         error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
+        metrics = self.writer.metrics
+        if error is not None and metrics is not None and len(ids) > report.checked:
+            metrics.observe_unanswered(self.source, self.account, len(ids) - report.checked)
         answers = report.answers(error=error)
         verdicts: list[tuple[Part, Verdict | None]] = [("checks", verdict(answers))]
         verdicts += await self._after_checks(answers)
