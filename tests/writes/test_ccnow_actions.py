@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +403,15 @@ async def test_through_a_running_daemon_and_its_queue(
     assert [a for _, a, _ in fake_ccnow.actions] == ["cancel", "ship"]
 
 
+@contextlib.asynccontextmanager
+async def daemon_with_api(cfg: Path, port: int) -> AsyncIterator[aiohttp.ClientSession]:
+    """Run the daemon on `cfg` until its API listens on `port`; give a client with the token."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with daemon_here(cfg), aiohttp.ClientSession(headers=headers) as http:
+        await listening(port)
+        yield http
+
+
 async def test_the_api_takes_the_action_body_design_md_names(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:
@@ -410,11 +420,9 @@ async def test_the_api_takes_the_action_body_design_md_names(
     fake_ccnow.orders = {A: "pending", B: "pending"}
     port = free_port()
     cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions"
     adjust = {"order_id": A, "action": "adjust", "amount": "7.50", "idempotency_key": "K-42"}
-    async with daemon_here(cfg), aiohttp.ClientSession(headers=headers) as http:
-        await listening(port)
+    async with daemon_with_api(cfg, port) as http:
         for made_before in (False, True):
             async with http.post(base, json=adjust) as r:
                 body = await r.json()
@@ -545,10 +553,8 @@ async def test_an_uncertain_adjust_is_resolved_while_the_daemon_runs(
     cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
     assert (await ccnow(cfg, "adjust", A, "--amount", "7.25")).code == 75
     assert commands(tmp_path) == [(A, "uncertain", "truncated_answer")]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions/resolve"
-    async with daemon_here(cfg), aiohttp.ClientSession(headers=headers) as http:
-        await listening(port)
+    async with daemon_with_api(cfg, port) as http:
         for doc, status, field in [
             ({"order_id": A}, 422, "sent"),
             ({"order_id": A, "sent": "yes"}, 422, "sent"),
