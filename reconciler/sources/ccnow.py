@@ -116,11 +116,10 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine:
 def answered_orders(body: bytes) -> bool:
     """Return whether an answer has a line for an order, whatever else it holds (an action's
     post whose answer is an error may still have been applied to those orders)."""
-    text = body.decode("utf-8", "replace")
-    for raw in _LINE_END.split(text):
-        first = raw.strip(_SPACE).split(None, 1)[0] if raw.strip(_SPACE) else ""
+    for line in _LINE_END.split(body.decode("utf-8", "replace")):
+        words = line.split(None, 1)
         try:
-            normalize_ccnow_id(first)
+            normalize_ccnow_id(words[0] if words else "")
         except InvalidOrderId:
             continue
         return True

@@ -195,7 +195,7 @@ class CCVClient:
             except (ValueError, RecursionError):
                 document = None
             word = _status_of(document.get("orderStatus")) if isinstance(document, dict) else None
-            if isinstance(document, dict) and word is not None:
+            if word is not None:
                 reference = document.get("externalReference")
                 if not isinstance(reference, str) or not reference:
                     # Not the documented shape, or empty: no reference (else it would differ
