@@ -20,7 +20,7 @@ from reconciler.store.events import DEAD_LETTERS_SQL
 from reconciler.store.orders import STUCK_SQL
 from reconciler.systemd import Notifier
 from tests.conftest import write_config
-from tests.fake_providers import CCV_KEY, FakeCCV, Reply
+from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply
 
 
 def _obs(order_id: str, outcome: Outcome, reason: str | None = None) -> Observation:
@@ -242,3 +242,36 @@ async def test_scrape_counts_read_only_their_partial_index(
     finally:
         await store.close()
     assert re.search(rf"USING (COVERING )?INDEX {index}\b", plan), plan
+
+
+async def test_a_catch_up_counts_the_orders_a_failed_account_left_unanswered(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon's start-up catch-up is a full pass: an account failing in it must show in
+    # reconciler_checks_total as the due ticks' checks do, or alerting on failed checks misses it.
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    config = load_config(write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow))
+    ccv_orders = [f"7e57a11c-0000-4000-8000-00000000000{n}" for n in range(3)]
+    ccnow_orders = ["396-10-1001", "396-10-1002"]
+    async with Runtime(config) as rt:
+        daemon = Daemon(config, rt, Notifier(None))
+        value = daemon.metrics.registry.get_sample_value
+        now = time.time()
+        await rt.store.orders.track("ccv", "default", [(o, None) for o in ccv_orders], now)
+        await rt.store.orders.track("ccnow", "default", [(o, None) for o in ccnow_orders], now)
+
+        fake_ccv.always = Reply(401)
+        await rt.coordinators.ccv["default"].full_pass(via="catch-up")
+        ccv = {"source": "ccv", "account": "default"}
+        assert value("reconciler_checks_total", {**ccv, "outcome": "failed"}) == 3
+        assert value("reconciler_check_failures_total", {**ccv, "reason": "source_failed"}) == 3
+
+        # The pending list answers (one order on it); the query of the other fails as a whole.
+        fake_ccnow.script = [Reply(200, "396-10-1001 pending\n")]
+        fake_ccnow.always = Reply(200, "error_message system down for maintenance\n")
+        await rt.coordinators.ccnow["default"].full_pass(via="catch-up")
+        ccnow = {"source": "ccnow", "account": "default"}
+        assert value("reconciler_checks_total", {**ccnow, "outcome": "ok"}) == 1
+        assert value("reconciler_checks_total", {**ccnow, "outcome": "failed"}) == 1
+        assert value("reconciler_check_failures_total", {**ccnow, "reason": "source_failed"}) == 1

@@ -58,9 +58,10 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         # Reveals orders nobody tracked; the pass is timed once, by `batcher`.
         listing = self._batcher(via, report, discover=True, timed=False)
         answered_list = False
+        asked = 0
 
         async def ask() -> None:
-            nonlocal answered_list
+            nonlocal answered_list, asked
             listed = await self.client.pending_list()
             listed_ids = {o.key.order_id for o in listed}
             if everything:
@@ -73,10 +74,12 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             await listing.flush()
             answered_list = True
             left = [oid for oid in to_query if oid not in listed_ids]
+            asked = len(listed) + len(left)
             if left:
                 await self.client.query(left, batcher.add)
 
         error = await self._asking(ask, listing, batcher)
+        self._count_unanswered(asked, report, error)
         verdicts: list[tuple[Part, Verdict | None]]
         if not answered_list:
             verdicts = [("pending_list", Verdict(False, error))]

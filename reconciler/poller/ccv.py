@@ -77,8 +77,10 @@ class CCVCoordinator(Coordinator[CCVSource]):
         report = PassReport()
         batcher = self._batcher(via, report)
         store = self.store
+        asked = 0
 
         async def ask() -> None:
+            nonlocal asked
             # The pass holds each page it reads and hands it back with its batches (`load`
             # reads the page's rows instead of the database while the page is current).
             after = 0
@@ -92,12 +94,14 @@ class CCVCoordinator(Coordinator[CCVSource]):
                     settled=SETTLED["ccv"],
                 )
                 if page.ids:
+                    asked += len(page.ids)
                     await self.client.check_orders(page.ids, batcher.add)
                 if len(page.ids) < self.page_orders:
                     break  # the last page: no need to ask for the next one
                 after = page.after
 
         error = await self._asking(ask, batcher)
+        self._count_unanswered(asked, report, error)
         answers = report.answers(error=error, complete=True)
         await self.settle([("checks", verdict(answers))], via=via, report=report)
         return report

@@ -134,9 +134,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             return report
         batcher = self._batcher(via, report, discover=discover)
         error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
-        metrics = self.writer.metrics
-        if error is not None and metrics is not None and len(ids) > report.checked:
-            metrics.observe_unanswered(self.source, self.account, len(ids) - report.checked)
+        self._count_unanswered(len(ids), report, error)
         answers = report.answers(error=error)
         verdicts: list[tuple[Part, Verdict | None]] = [("checks", verdict(answers))]
         verdicts += await self._after_checks(answers)
@@ -191,6 +189,13 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             for batcher in batchers:
                 await batcher.close()
         return error
+
+    def _count_unanswered(self, asked: int, report: PassReport, error: str | None) -> None:
+        """Count the orders asked of the provider that a failure of the whole account left
+        without an answer: each is a failed check (an order never asked is no check)."""
+        metrics = self.writer.metrics
+        if error is not None and metrics is not None and asked > report.checked:
+            metrics.observe_unanswered(self.source, self.account, asked - report.checked)
 
     async def _open_ids(self) -> list[str]:
         """Return every open order id of the account, read a page at a time."""
