@@ -382,3 +382,17 @@ def test_catchup_timer_runs_hourly_and_catches_up_after_downtime() -> None:
     assert timer["Timer"]["Unit"] == ["reconciler-catchup.service"]
     assert timer["Timer"]["RandomizedDelaySec"]
     assert timer["Install"]["WantedBy"] == ["timers.target"]
+
+
+@pytest.mark.parametrize("unit", SERVICES, ids=lambda p: p.name)
+def test_services_refuse_io_uring(unit: Path) -> None:
+    # README promises the filter refuses io_uring; @system-service alone allows it (@aio).
+    service = parse_unit(unit)["Service"]
+    refused = {
+        name
+        for line in service["SystemCallFilter"]
+        if line.startswith("~")
+        for name in line[1:].split()
+    }
+    assert {"io_uring_setup", "io_uring_enter", "io_uring_register"} <= refused
+    assert service["SystemCallErrorNumber"] == ["EPERM"]  # what the io_uring test refuses with

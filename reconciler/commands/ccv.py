@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, ReceiverConfig
 from ..exits import EX_DATAERR, EX_OK, DataError
 from ..model import reference_problem
 from ..writes.pricing import blocking, check_pricing
@@ -29,6 +29,7 @@ async def submit_command(config: Config, args: argparse.Namespace) -> int:
     """`ccv submit`: submit an order through reconciler."""
     from .ccv_submit import submit_command as submit
 
+    _need_receiver(config, "submitting signs the order's notification URL with [receiver] secret")
     document = read_json(args.file)
     return await submit(config, choose_account(config, "ccv", args.account), document)
 
@@ -37,17 +38,21 @@ async def notification_url_command(config: Config, args: argparse.Namespace) -> 
     """Print the signed notification URL for a CCV order or external reference."""
     from ..notify import notification_url
 
-    if config.receiver is None:
-        # The config's problem, as for `ccv submit`: exit 78, not a usage error.
-        raise ConfigError(
-            config.file, "receiver", "notification URLs need [receiver] public_url and secret"
-        )
+    receiver = _need_receiver(config, "notification URLs need [receiver] public_url and secret")
     account = choose_account(config, "ccv", args.account)
     if args.order is not None:
         (value,) = order_ids("ccv", [args.order])
-        print(notification_url(config.receiver, account, order_id=value))
+        print(notification_url(receiver, account, order_id=value))
     else:
         if problem := reference_problem(args.ref):
             raise DataError(f"--ref: {problem}")
-        print(notification_url(config.receiver, account, reference=args.ref))
+        print(notification_url(receiver, account, reference=args.ref))
     return EX_OK
+
+
+def _need_receiver(config: Config, problem: str) -> ReceiverConfig:
+    """Refuse a command that signs notification URLs without [receiver]: the config's problem
+    (exit 78, one `config error:` line naming the file), not a usage error."""
+    if config.receiver is None:
+        raise ConfigError(config.file, "receiver", problem)
+    return config.receiver

@@ -835,7 +835,7 @@ def example_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECONCILER_CCV_API_KEY", "l_example")
     monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", "example-password")
     monkeypatch.setenv("RECONCILER_RECEIVER_SECRET", "example-receiver-secret")
-    monkeypatch.setenv("RECONCILER_SINK_ORDERS_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("RECONCILER_SINK_WEBHOOK_SECRET", WEBHOOK_SECRET)
 
 
 def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -845,25 +845,40 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [a.name for a in config.ccnow] == ["default"]
     assert config.ccv[0].api_key.reveal() == "l_example"
     assert config.receiver is not None
-    assert [(s.type, s.name) for s in config.sinks] == [("jsonl", "archive"), ("webhook", "orders")]
+    assert [(s.type, s.name) for s in config.sinks] == [
+        ("jsonl", "archive"),
+        ("webhook", "webhook"),
+    ]
     sink = config.sinks[1]
     assert isinstance(sink, WebhookSinkConfig)
     assert sink.secret == Secret(WEBHOOK_SECRET)
     assert "http://" not in EXAMPLE.read_text(encoding="utf-8")
 
 
-def test_example_config_loads_from_credentials(
+def test_example_config_loads_from_the_credentials_the_units_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in [
-        ("ccv-api-key", "l_example"),
-        ("ccnow-password", "example-password"),
-        ("receiver-secret", "example-receiver-secret"),
-        ("sink-orders-secret", WEBHOOK_SECRET),
-    ]:
-        write(tmp_path, value + "\n", f"credentials/{name}")
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
-    assert load_config(EXAMPLE).ccnow[0].password.reveal() == "example-password"
+    # README's install copies the example and gives secrets as the units' LoadCredential= names:
+    # a secret the example asks for under another name would stop the service (78).
+    values = {
+        "ccv-api-key": "l_example",
+        "ccnow-password": "example-password",
+        "receiver-secret": "example-receiver-secret",
+        "sink-webhook-secret": WEBHOOK_SECRET,
+    }
+    for unit in ("reconciler.service", "reconciler-catchup.service"):
+        text = (EXAMPLE.parents[1] / "systemd" / unit).read_text(encoding="utf-8")
+        names = re.findall(r"^LoadCredential=([\w-]+)$", text, flags=re.MULTILINE)
+        assert set(values) <= set(names), unit
+        credentials = tmp_path / unit
+        for name in names:
+            write(tmp_path, values.get(name, f"{name}-0123456789abcdef") + "\n", f"{unit}/{name}")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+        config = load_config(EXAMPLE)
+        assert config.ccnow[0].password.reveal() == "example-password"
+        assert [s.secret for s in config.sinks if isinstance(s, WebhookSinkConfig)] == [
+            Secret(WEBHOOK_SECRET)
+        ]
 
 
 KNOWN_KEYS = sorted(

@@ -187,6 +187,9 @@ async def test_ccv_submit_command_exits_78_when_the_config_cannot_submit(
         "--config", write_config(tmp_path, ccv=fake), "ccv", "submit", "-", stdin=stdin
     )
     assert result.code == 78 and "[receiver]" in result.stderr, result.stderr
+    # README: exit 78 is one line `config error: <file>: <key>: <problem>`.
+    assert result.stderr.startswith(f"config error: {tmp_path / 'reconciler.toml'}: receiver: ")
+    assert len(result.stderr.strip().splitlines()) == 1
     # CCV refuses the API key: trying again will not help, the key must change.
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
     wrong_key = "t_wrong-ccv-key-000000"
