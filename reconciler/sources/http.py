@@ -81,11 +81,16 @@ def retry_delay(
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """Read a response body of at most `limit` bytes; a larger one is not the protocol."""
+    """Read a response body of at most `limit` bytes; a larger one is not the protocol.
+
+    The limit holds for the body as decoded: a compressed answer's Content-Length says nothing
+    of its size once inflated (a few kB of gzip can hold gigabytes), so it is read piece by piece.
+    """
     length = resp.content_length
-    if length is not None:
-        if length > limit:
-            raise ProtocolError(f"answer larger than {limit} bytes")
+    if length is not None and length > limit:
+        raise ProtocolError(f"answer larger than {limit} bytes")
+    encoding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if length is not None and encoding in ("", "identity"):
         return await resp.read()
     chunks: list[bytes] = []
     size = 0

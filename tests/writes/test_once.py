@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 from collections.abc import AsyncIterator
 
@@ -25,6 +26,15 @@ async def server() -> AsyncIterator[tuple[TestServer, list[str]]]:
         seen.append(request.path)
         if request.path == "/big":
             return web.Response(status=201, body=b"x" * 2048)
+        if request.path == "/gzip-bomb":
+            # 512 kB inflated from under 1 kB: the limit (1 kB here) is on what the body
+            # becomes, not on its Content-Length.
+            bomb = gzip.compress(b" " * (512 << 10))
+            assert len(bomb) < 1024
+            return web.Response(status=201, body=bomb, headers={"Content-Encoding": "gzip"})
+        if request.path == "/gzip":
+            small = gzip.compress(b'{"ok": true}')
+            return web.Response(status=201, body=small, headers={"Content-Encoding": "gzip"})
         if request.path == "/slow":
             await asyncio.sleep(5)
         if request.path == "/drop":
@@ -64,9 +74,12 @@ async def test_each_ending_is_told_apart_and_nothing_is_sent_twice(
         await send(srv.make_url("/slow"))
     with pytest.raises(Uncertain, match="connection"):
         await send(srv.make_url("/drop"))
+    with pytest.raises(AnswerTooLarge):
+        await send(srv.make_url("/gzip-bomb"))
+    assert getattr(await send(srv.make_url("/gzip")), "body", None) == b'{"ok": true}'
     redirect = await send(srv.make_url("/redirect"))
     assert getattr(redirect, "status", None) == 302  # not followed: the credential stays
-    assert seen == ["/busy", "/big", "/slow", "/drop", "/redirect"]
+    assert seen == ["/busy", "/big", "/slow", "/drop", "/gzip-bomb", "/gzip", "/redirect"]
 
 
 async def test_a_refused_connection_is_not_sent() -> None:
