@@ -78,10 +78,16 @@ class Answer:
     messages: tuple[str, ...]
 
 
+def _readable(text: str) -> str:
+    """Return provider text with the bytes that were not UTF-8 shown as U+FFFD: a lone
+    surrogate cannot be encoded into a log line, an event or the database."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _quote(raw_line: str, secrets: Sequence[str], *, drop: str = "", limit: int) -> str:
     """Return provider text to quote in an error: masked first (as it came, so that no blank
     a secret begins with is lost), then trimmed, without its first word `drop`, and cut."""
-    text = redact(raw_line.rstrip(_SPACE), secrets).lstrip(_SPACE)
+    text = redact(_readable(raw_line).rstrip(_SPACE), secrets).lstrip(_SPACE)
     if drop and text[: len(drop)].lower() == drop:
         text = text[len(drop) :]
     return text.strip(" \t:")[:limit]
@@ -99,7 +105,7 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine:
     """Read what follows an order id: a status (kept verbatim), or a per-order error."""
     word = _BLANKS.split(rest, maxsplit=1)[0].lower()
     if word in _ERROR_WORDS:
-        error = redact(rest, secrets, limit=MAX_TEXT_LENGTH)
+        error = redact(_readable(rest), secrets, limit=MAX_TEXT_LENGTH)
         not_found = word == _NOT_FOUND_WORD or (
             word == _ERROR_MESSAGE and _UNKNOWN_ORDER.search(rest) is not None
         )
@@ -131,14 +137,10 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
 
     Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
     """
-    if isinstance(body, bytes):
-        try:
-            # utf-8-sig: a byte order mark is not worth failing the source for.
-            text = body.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ProtocolError("answer is not UTF-8") from None
-    else:
-        text = body
+    # utf-8-sig: a byte order mark is not worth failing the source for. A byte that is not
+    # UTF-8 (an old CGI's latin-1) is kept as a lone surrogate: the line holding it is that
+    # order's failure alone (no status word matches it), never the whole answer's.
+    text = body.decode("utf-8-sig", "surrogateescape") if isinstance(body, bytes) else body
     # Decided by the body, whatever the Content-Type says: a page is never an answer.
     if text.lstrip().startswith("<"):
         raise ProtocolError("html page")
@@ -213,16 +215,33 @@ class CCNowClient:
         self._secrets = (config.password.reveal(),)
 
     async def pending_list(self) -> list[Observation]:
-        """Return the orders CCNow lists as pending, as OK observations with their status."""
+        """Return the orders CCNow lists as pending: OK observations with their status, and a
+        failed check for each line that says no status (one that is not a status word, an
+        error, two lines that disagree): never dropped in silence."""
         answer = await self._post([])
         lines, disagreeing = _by_id(answer)
         observations = []
+        unreadable = []
         for order_id, line in lines.items():
-            if line.status is None or order_id in disagreeing:
-                log.debug("ccnow.pending_line_skipped", extra={"fields": {"order_id": order_id}})
-                continue
             key = OrderKey("ccnow", self._config.name, order_id)
-            observations.append(Observation(key, Outcome.OK, status=line.status))
+            if order_id in disagreeing or line.status is None:
+                reason = "protocol" if order_id in disagreeing else "order_error"
+                observations.append(Observation(key, Outcome.FAILED, reason=reason))
+                unreadable.append(order_id)
+            else:
+                observations.append(Observation(key, Outcome.OK, status=line.status))
+        if unreadable:
+            # One line per answer, however many lines it could not read.
+            log.warning(
+                "ccnow.pending_lines_unreadable",
+                extra={
+                    "fields": {
+                        "account": self._config.name,
+                        "count": len(unreadable),
+                        "order_ids": unreadable[:10],
+                    }
+                },
+            )
         return observations
 
     async def query(

@@ -78,6 +78,10 @@ async def post_batch(
         # Refused before anything ran (a rate limit, a login wall, a wrong url).
         raise SourceError(f"http {reply.status}")
     try:
+        if not _is_utf8(reply.body):
+            # A poll's answer keeps its readable lines; a post that may have been applied
+            # cannot trust what a line with a stray byte says of its order.
+            raise ProtocolError("answer is not UTF-8")
         return parse_answer(reply.body, secrets=(cfg.password.reveal(),))
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
@@ -117,3 +121,11 @@ async def _post_once(
     if not is_complete(reply):
         raise Lost("truncated_answer")
     return reply
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

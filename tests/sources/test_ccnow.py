@@ -124,7 +124,6 @@ def test_parse_answer_accepts_the_protocol(body: str | bytes, answer: Answer | N
         ("396-10-1142", ProtocolError, None),
         ("3961011420 pending", ProtocolError, None),
         ("396-10-1142 pending\nOK", ProtocolError, None),
-        (b"396-10-1142 p\xe9nding", ProtocolError, "answer is not UTF-8"),
     ],
 )
 def test_parse_answer_refuses_everything_else(
@@ -135,6 +134,21 @@ def test_parse_answer_refuses_everything_else(
     assert type(caught.value) is error
     if text is not None:
         assert str(caught.value) == text
+
+
+def test_a_line_that_is_not_utf8_is_that_orders_failure_alone() -> None:
+    # An old CGI's latin-1 byte in one order's line must not fail the account's other orders.
+    answer = parse_answer(b"396-10-1142 p\xe9nding\n397-10-1159 pending\n")
+    assert [(o.order_id, o.status, o.error) for o in answer.orders] == [
+        ("396-10-1142", None, "unreadable status"),
+        ("397-10-1159", "pending", None),
+    ]
+    # In an error, the byte is shown as U+FFFD: the text must be writable to logs and events.
+    with pytest.raises(SourceUnavailable) as caught:
+        parse_answer(b"error_message syst\xe8me en panne\n")
+    assert str(caught.value) == "error_message: syst\ufffdme en panne"
+    line = parse_answer(b"396-10-1142 error_message base occup\xe9e\n").orders[0]
+    assert line.error is not None and line.error.encode("utf-8")
 
 
 def test_maintenance_text_is_the_reason() -> None:
@@ -157,6 +171,29 @@ async def test_pending_list(fake: FakeCCNow, session: aiohttp.ClientSession) -> 
     ]
     (seen,) = fake.requests
     assert not any(name.startswith(("x_orderid", "x_action")) for name in seen.form)
+
+
+async def test_pending_lines_without_a_status_are_failed_checks_not_dropped(
+    fake: FakeCCNow, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.always = Reply(
+        200,
+        b"396-10-1141 pending\n"
+        b"396-10-1142 pend\xe9\n"  # latin-1
+        b"396-10-1143 pending\n396-10-1143 mark_shipped\n"  # two lines that disagree
+        b"396-10-1144 pend!ng\n",
+    )
+    client = CCNowClient(ccnow_config(fake.url), session)
+    with caplog.at_level(logging.WARNING, logger="reconciler.sources.ccnow"):
+        listed = await client.pending_list()
+    assert listed == [
+        ok("396-10-1141", "pending"),
+        failed("396-10-1142", "order_error"),
+        failed("396-10-1143", "protocol"),
+        failed("396-10-1144", "order_error"),
+    ]
+    (record,) = [r for r in caplog.records if r.msg == "ccnow.pending_lines_unreadable"]
+    assert record.fields["count"] == 3  # type: ignore[attr-defined]
 
 
 async def test_no_pending_orders_is_an_empty_list(

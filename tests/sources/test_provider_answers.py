@@ -140,3 +140,18 @@ async def test_ids_in_a_ccnow_notification_are_queried_and_followed(
             assert event["data"]["status"] == "processing"
             assert await asyncio.wait_for(run.stop(), 10) == 0
     assert (await orders(cfg, env))["501-00-0001"]["status"] == "processing"
+
+
+async def test_a_latin1_byte_in_one_pending_line_fails_that_order_alone(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Invariant 7: one order's bad line fails that order, not the account's other orders.
+    fake_ccnow.script = [Reply(200, b"396-10-1141 pending\n396-10-1142 pend\xe9\n")]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await call_cli("--config", cfg, "catch-up")
+    assert result.code == 75, result.stderr  # a check failed: not "all answered"
+    assert "Traceback" not in result.stderr
+    assert "ccnow.pending_lines_unreadable" in result.stderr
+    types = [(e["type"], e["subject"]) for e in read_events(tmp_path)]
+    assert types == [("order.discovered", "396-10-1141")]  # and no source.failed
+    assert (await orders(cfg))["396-10-1141"]["status"] == "pending"

@@ -182,10 +182,22 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
         (Reply(500, "oops"), "http_500"),
         (html_page(), "unreadable_answer"),
         (Reply(200, ""), "unreadable_answer"),
+        # A byte that is not UTF-8 in the order's line: what CCNow said of it is unknown.
+        (Reply(200, f"{A} pend\xe9\n".encode("latin-1")), "unreadable_answer"),
         # A line for the order beside an error line: the discount may have been applied.
         (Reply(200, f"{A} pending\nerror_message daily limit reached\n"), "error_with_order_lines"),
     ],
-    ids=["cut", "too-large", "gateway-504", "gateway-502", "http500", "html", "empty", "mixed"],
+    ids=[
+        "cut",
+        "too-large",
+        "gateway-504",
+        "gateway-502",
+        "http500",
+        "html",
+        "empty",
+        "latin-1",
+        "mixed",
+    ],
 )
 async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
     tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply, reason: str
