@@ -63,6 +63,7 @@ class _Lane:
     sink: Sink
     config: SinkConfig
     disabled: bool = False
+    disabled_checked_at: float = 0.0  # when the store last said the sink is still disabled
     paused_until: float = 0.0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Whether the lane holds the hint gate: a notification's event waits for it (see `committed`).
@@ -178,6 +179,18 @@ class Delivery:
                     ),
                 )
 
+    async def _enabled_again(self, lane: _Lane, now: float) -> bool:
+        """Whether `replay --sink` enabled a disabled sink again meanwhile (from another
+        process, while this daemon runs); asked of the store at most once a tick."""
+        if now - lane.disabled_checked_at < self.tick_s:
+            return False
+        lane.disabled_checked_at = now
+        if lane.config.name in await self.store.outbox.disabled_sinks():
+            return False
+        lane.disabled = False
+        log.info("sink.enabled", extra=fields(sink=lane.config.name))
+        return True
+
     def stop(self) -> None:
         """Make `run` return after the batches in hand: cancelling a sink mid-batch would
         deliver that batch a second time."""
@@ -211,13 +224,14 @@ class Delivery:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(lane.wakeup.wait(), wait)
 
-    async def drain(self, timeout_s: float) -> bool:
-        """Deliver what can be delivered within `timeout_s`; True when no sink holds anything."""
+    async def drain(self, timeout_s: float, *, only: str | None = None) -> bool:
+        """Deliver what can be delivered within `timeout_s`; True when no sink holds anything.
+        With `only`, that sink alone is delivered to and asked about (`replay --sink`)."""
         await self.load_disabled()
         deadline = time.monotonic() + timeout_s
-        await asyncio.gather(*(self._drain_lane(lane, deadline) for lane in self.lanes))
-        counts = await self.store.outbox.pending_counts()
-        return not any(counts.values())
+        lanes = [lane for lane in self.lanes if only in (None, lane.config.name)]
+        await asyncio.gather(*(self._drain_lane(lane, deadline) for lane in lanes))
+        return not any((await self.store.outbox.pending_counts(only)).values())
 
     async def _drain_lane(self, lane: _Lane, deadline: float) -> None:
         while True:
@@ -238,9 +252,9 @@ class Delivery:
             self._let_go(lane, urgent_commits)
 
     async def _deliver_once(self, lane: _Lane, urgent_commits: int) -> float | None:
-        if lane.disabled:
-            return None
         now = self.clock()
+        if lane.disabled and not await self._enabled_again(lane, now):
+            return None
         if lane.paused_until > now:
             return lane.paused_until - now
         name = lane.config.name

@@ -239,3 +239,41 @@ async def test_replay_names_only_sinks_that_exist(tmp_path: Path, fake_ccv: Fake
     assert replay.code == 0, replay.stderr
     undelivered = await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())
     assert json.loads(undelivered.stdout) == []
+
+
+async def test_replay_enables_a_gone_sink_of_the_running_daemon_again(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    # The sink.disabled line's hint: `reconciler replay --sink NAME` enables it again. With the
+    # daemon running, the replay only queues the events: the daemon must notice the sink is back.
+    fake_ccv.orders = {ORDER: "New"}
+    receiver.answers = [410]
+    cfg = webhook_config(tmp_path, fake_ccv, receiver, "0.1s")
+    await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    async with daemon_here(cfg, env()):
+        await poll_until(lambda: len(receiver.attempts) == 1, 10, "the 410")
+        replay = await call_cli("--config", cfg, "replay", "--sink", "webhook", env=env())
+        assert replay.code == 0, replay.stderr
+        queued = [line for line in replay.log_lines() if line["message"] == "replay.queued"]
+        assert queued[0]["events"] == 1  # the event, not the sink's row deleted beside it
+        await poll_until(lambda: len(receiver.attempts) == 2, delivery.TICK_S + 5, "redelivery")
+    assert receiver.attempts[1][1] == receiver.attempts[0][1]
+
+
+async def test_replay_without_a_daemon_delivers_to_its_sink_alone(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    # A webhook that keeps failing must neither get the replay of another sink nor make it 75.
+    fake_ccv.orders = {ORDER: "New"}
+    receiver.answers = [500] * 100
+    cfg = webhook_config(tmp_path, fake_ccv, receiver, "0.1s")
+    await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())
+    result = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "0.5s", env=env())
+    assert result.code == 75
+    tried = len(receiver.attempts)
+    replay = await call_cli(
+        "--config", cfg, "replay", "--sink", "jsonl", "--deliver-timeout", "2s", env=env()
+    )
+    assert replay.code == 0, replay.stderr
+    assert len(receiver.attempts) == tried
+    assert len(read_events(tmp_path)) == 2  # the jsonl sink got the event again

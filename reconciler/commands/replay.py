@@ -33,7 +33,7 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
                         advance(n)
 
                 rt.delivery.on_delivered = replayed
-                delivered = await rt.delivery.drain(args.deliver_timeout)
+                delivered = await rt.delivery.drain(args.deliver_timeout, only=args.sink)
     except StoreLocked:
         # A running daemon owns delivery: queue the events and let it send them.
         store = await Store.open(config.store_path)

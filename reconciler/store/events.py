@@ -353,5 +353,6 @@ class OutboxRows:
                 "next_attempt_at = 0, attempts = 0",
                 (sink, since or 0.0),
             )
+            queued = self._conn.total_changes - before
             await self._conn.execute("DELETE FROM sinks WHERE name = ?", (sink,))
-        return self._conn.total_changes - before
+        return queued
