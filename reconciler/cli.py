@@ -272,7 +272,17 @@ def run(argv: Sequence[str], *, log_stream: TextIO | None = None) -> int:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse a command line; argparse exits 2 on a usage error."""
-    return _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "ids", None), list):
+        # `track ccv --ref REF ID`: argparse gives a `*` positional nothing when an option
+        # comes before its values, and leaves the ids over; they are the command's ids.
+        ids = [a for a in extra if not a.startswith("-")]
+        args.ids += ids
+        extra = [a for a in extra if a.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def run_command(args: argparse.Namespace) -> int:

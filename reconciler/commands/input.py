@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import sys
 from pathlib import Path
 
@@ -39,7 +41,9 @@ def order_ids(source: Source, raw_ids: list[str]) -> list[str]:
 
 
 def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
-    """Read `ID` or `ID,REF` lines (blank lines and # comments skipped); '-' is stdin."""
+    """Read `ID` or `ID,REF` lines as CSV (quoted fields as a spreadsheet writes them; blank
+    lines and # comments skipped); '-' is stdin. A line that is not one order is a DataError
+    naming the file's line."""
     try:
         data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
         # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM, which is not part of the first id.
@@ -50,19 +54,35 @@ def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
         number = exc.object.count(b"\n", 0, exc.start) + 1
         raise DataError(f'{path}:{number}: not UTF-8 (save it as "CSV UTF-8")') from None
     out: list[tuple[str, str | None]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        raw, _, ref = line.partition(",")
-        try:
-            oid = normalize_order_id(source, raw.strip())
-        except InvalidOrderId as exc:
-            raise DataError(f"{path}:{number}: {exc}") from None
-        ref = ref.strip()
-        if ref and source != "ccv":
-            raise DataError(f"{path}:{number}: external references are for CCV orders")
-        if ref and (problem := reference_problem(ref)):
-            raise DataError(f"{path}:{number}: {problem}")
-        out.append((oid, ref or None))
+    # Lines end at \n (and \r\n) only: str.splitlines would also end one at a form feed or a
+    # U+2028 pasted inside it, making two orders of one line.
+    rows = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
+    try:
+        for row in rows:
+            where = f"{path}:{rows.line_num}"
+            fields = [field.strip() for field in row]
+            while fields and not fields[-1]:
+                fields.pop()  # a spreadsheet's empty trailing columns
+            if not fields or fields[0].startswith("#"):
+                continue
+            out.append(_track_line(where, source, fields))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{rows.line_num}: not a CSV line: {exc}") from None
     return out
+
+
+def _track_line(where: str, source: Source, fields: list[str]) -> tuple[str, str | None]:
+    if len(fields) > 2:
+        raise DataError(f"{where}: {len(fields)} columns: a line is ID or ID,REF")
+    raw, ref = fields[0], (fields[1] if len(fields) == 2 else "")
+    if ";" in raw:
+        raise DataError(f"{where}: ';' in the id: columns are separated by ',' (ID,REF)")
+    try:
+        oid = normalize_order_id(source, raw)
+    except InvalidOrderId as exc:
+        raise DataError(f"{where}: {exc}") from None
+    if ref and source != "ccv":
+        raise DataError(f"{where}: external references are for CCV orders")
+    if ref and (problem := reference_problem(ref)):
+        raise DataError(f"{where}: {problem}")
+    return oid, ref or None

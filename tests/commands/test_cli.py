@@ -269,6 +269,52 @@ async def test_track_file_drops_a_bom_and_refuses_invisible_characters_by_line(
     assert len(rows) == 3  # nothing of a refused file was tracked
 
 
+async def test_track_file_is_read_as_csv_and_a_line_is_one_order(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    # As a spreadsheet saves it: quoted fields, a comma inside quotes, empty trailing columns.
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text('"A2","ref2"\r\nA5,"x, y"\r\n  B1 , r1 ,,\r\n', encoding="utf-8")
+    assert (await call_cli("--config", cfg, "track", "ccv", "--from-file", sheet)).code == 0
+    rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
+    assert {(r["order_id"], r["external_reference"]) for r in rows} == {
+        ("A2", "ref2"),
+        ("A5", "x, y"),
+        ("B1", "r1"),
+    }
+    for name, line in [
+        ("semicolon.csv", "S4;ref4"),  # Excel's list separator in many locales
+        ("three.csv", "S6,ref6,extra"),
+        ("form-feed.csv", "E3\fE4"),  # one line, not two orders
+        ("line-separator.csv", "E1\u2028E2"),
+    ]:
+        bad = tmp_path / name
+        bad.write_text(f"S1\n{line}\nS2\n", encoding="utf-8")
+        result = await call_cli("--config", cfg, "track", "ccv", "--from-file", bad)
+        assert result.code == 65, (name, result.stderr)
+        assert f"{bad}:2:" in result.stderr and "Traceback" not in result.stderr
+    rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
+    assert len(rows) == 3  # nothing of a refused file was tracked
+
+
+async def test_track_takes_its_ids_after_its_options_too(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    ref = await call_cli("--config", cfg, "track", "ccv", "--ref", "R9", "X9")
+    assert ref.code == 0, ref.stderr
+    named = await call_cli("--config", cfg, "track", "ccnow", "--account", "default", "396101142")
+    assert named.code == 0, named.stderr
+    rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
+    assert {(r["order_id"], r["external_reference"]) for r in rows} == {
+        ("X9", "R9"),
+        ("396-10-1142", None),
+    }
+    unknown = await call_cli("--config", cfg, "track", "ccv", "--bogus", "X1")
+    assert unknown.code == 2 and "unrecognized arguments: --bogus" in unknown.stderr
+
+
 @pytest.mark.parametrize(
     ("source", "order_id"),
     [
