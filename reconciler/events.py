@@ -44,7 +44,8 @@ def transition_id(
     history (since it was tracked: an order tracked again starts a new history) and the
     statuses before and after. The same transition found again keeps its id; a different one
     never gets it, not even after a restore from backup or a lost WAL, where a place comes
-    again. `kind` tells apart events of one place ("stuck").
+    again: `store_id` then carries the store's new epoch (store/history.py). `kind` tells
+    apart events of one place ("stuck").
 
     Events stored by earlier versions (whose ids left the statuses out) keep the ids they
     were stored with: a redelivery sends the stored body.

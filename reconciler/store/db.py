@@ -24,6 +24,7 @@ from . import order_rows
 from .errors import StoreError, StoreLocked, guarded, unusable_error
 from .events import Events, OutboxRows
 from .health import Episode, StoreHealth, is_unusable
+from .history import HistoryMark, open_history
 from .migrations import MIGRATIONS, SCHEMA_VERSION
 from .orders import Orders
 from .priority import Urgent, WriteLock
@@ -70,11 +71,19 @@ class Store:
     repository per group of tables (`orders`, `events`, `outbox`, `sources`)."""
 
     def __init__(
-        self, conn: aiosqlite.Connection, path: Path, store_id: str, sinks: Sequence[str]
+        self,
+        conn: aiosqlite.Connection,
+        path: Path,
+        store_id: str,
+        sinks: Sequence[str],
+        history: HistoryMark | None = None,
     ) -> None:
         self.conn = conn
         self.path = path
+        # What event ids are derived from: the store's id, and its epoch once its history
+        # went back (history.py).
         self.store_id = store_id
+        self.history = history
         self.health = StoreHealth(path)
         self._write_lock = WriteLock()
         # Events of notifications, delivered before the backlog (priority.py).
@@ -122,6 +131,7 @@ class Store:
                 await conn.execute("PRAGMA foreign_keys = ON")
                 await _migrate(conn)
             store_id = await _store_id(conn, create=not readonly)
+            history, epoch = (None, None) if readonly else await open_history(conn, path, store_id)
         except sqlite3.Error as exc:
             await conn.close()
             raise unusable_error(path, exc) from None
@@ -134,7 +144,8 @@ class Store:
         except BaseException:
             await conn.close()
             raise
-        return cls(conn, path, store_id, sinks)
+        seed = store_id if epoch is None else f"{store_id}/{epoch}"
+        return cls(conn, path, seed, sinks, history)
 
     def unusable(self, exc: sqlite3.Error) -> StoreError:
         """Record a failed statement in the store's health; return the error to raise."""
@@ -151,6 +162,8 @@ class Store:
     async def close(self) -> None:
         """Close the connection; an open transaction is rolled back by SQLite."""
         await self.conn.close()
+        if self.history is not None:
+            self.history.close()
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, urgent: bool = False) -> AsyncIterator[Store]:
@@ -190,6 +203,8 @@ class Store:
                     raise self.unusable(exc) from None
                 raise
             self._undo = []
+            if self.history is not None and (seq := self.events.known_last_seq) is not None:
+                self.history.note(seq)
             self.health.committed()
             self.priority.committed(self.events.sinks)
 

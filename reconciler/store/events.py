@@ -123,6 +123,11 @@ class Events:
             priority.forget_window()
         return added
 
+    @property
+    def known_last_seq(self) -> int | None:
+        """The highest seq stored, when known without asking the database."""
+        return self._last_seq
+
     def _forget_last_seq(self) -> None:
         self._last_seq = None
 
