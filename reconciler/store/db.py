@@ -24,7 +24,7 @@ from . import order_rows
 from .errors import StoreError, StoreLocked, guarded, unusable_error
 from .events import Events, OutboxRows
 from .health import Episode, StoreHealth, is_unusable
-from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .migrations import MIGRATIONS, SCHEMA_VERSION, give_orders_a_rowid
 from .orders import Orders
 from .priority import Urgent, WriteLock
 from .sources import Sources
@@ -88,7 +88,11 @@ class Store:
 
     @classmethod
     async def open(
-        cls, path: Path, *, readonly: bool = False, sinks: Sequence[str] = ("log",)
+        cls,
+        path: Path,
+        *,
+        readonly: bool = False,
+        sinks: Sequence[str] = ("log",),
     ) -> Store:
         """Open (and create or migrate, unless read-only) the store at `path`; a database
         that belongs to another application is refused and left as it is. Each event stored
@@ -107,9 +111,14 @@ class Store:
             conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
-            # Before anything that writes (journal mode, migrations): another application's
-            # file must stay exactly as it was.
-            await _refuse_foreign(conn)
+            # Before anything that writes (file mode, journal mode, migrations): another
+            # application's file must stay exactly as it was.
+            version = await _refuse_foreign(conn)
+            outdated = await _outdated(conn, version)
+            if readonly and outdated:
+                raise StoreError(
+                    f"{outdated}; starting the daemon or `reconciler catch-up` upgrades it"
+                )
             if not readonly:
                 os.chmod(path, 0o600)
                 _check_sqlite()
@@ -120,7 +129,8 @@ class Store:
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
-                await _migrate(conn)
+                if outdated:
+                    await _upgrade(conn, version)
             store_id = await _store_id(conn, create=not readonly)
         except sqlite3.Error as exc:
             await conn.close()
@@ -262,29 +272,45 @@ def check_parameter_limit(conn: sqlite3.Connection) -> None:
         ) from None
 
 
-async def _refuse_foreign(conn: aiosqlite.Connection) -> None:
-    """Raise StoreError when the database has tables but is not a reconciler store: ours has
-    `meta` and `orders`, made by migration 1 in the transaction that set user_version to 1."""
+async def _refuse_foreign(conn: aiosqlite.Connection) -> int:
+    """Raise StoreError when the database has tables but is not a reconciler store; return its
+    schema version. Ours has `meta` and `orders`, made by migration 1 in the transaction that
+    set user_version to 1."""
     rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
     tables = {str(r[0]) for r in rows}
-    version = next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0]
+    version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
     if tables and (version < 1 or not {"meta", "orders"} <= tables):
         names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(
             f"it belongs to another application (tables: {names}) and is left as it is; "
             "give reconciler a file of its own in [store] path"
         )
+    return version
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
-    async with conn.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
-    version = int(row[0]) if row else 0
+async def _outdated(conn: aiosqlite.Connection, version: int) -> str | None:
+    """Say why this release upgrades the schema, if it does: a migration to run, or the
+    `orders` table of the stores made before migration 1 gave it a rowid (see
+    migrations.give_orders_a_rowid). A newer release's schema is refused."""
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"database schema version {version} is newer than this program's {SCHEMA_VERSION}; "
             "upgrade reconciler"
         )
+    if version < SCHEMA_VERSION:
+        return f"database schema version {version} is older than this program's {SCHEMA_VERSION}"
+    rowid = "SELECT 1 FROM pragma_table_info('orders') WHERE name = 'id'"
+    if await conn.execute_fetchall(rowid):
+        return None
+    return f"database schema version {version} has the orders table of an older release"
+
+
+async def _upgrade(conn: aiosqlite.Connection, version: int) -> None:
+    await _migrate(conn, version)
+    await give_orders_a_rowid(conn)
+
+
+async def _migrate(conn: aiosqlite.Connection, version: int) -> None:
     for number in range(version + 1, SCHEMA_VERSION + 1):
         script = MIGRATIONS[number - 1]
         # executescript would COMMIT first; run statements one by one inside our transaction.
