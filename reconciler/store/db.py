@@ -275,17 +275,35 @@ def check_parameter_limit(conn: sqlite3.Connection) -> None:
 async def _refuse_foreign(conn: aiosqlite.Connection) -> int:
     """Raise StoreError when the database has tables but is not a reconciler store; return its
     schema version. Ours has `meta` and `orders`, made by migration 1 in the transaction that
-    set user_version to 1."""
+    set user_version to 1, and the store id in `meta`, written by its first open."""
     rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
     tables = {str(r[0]) for r in rows}
     version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
-    if tables and (version < 1 or not {"meta", "orders"} <= tables):
+    ours = version >= 1 and {"meta", "orders"} <= tables and await _has_store_id(conn)
+    if tables and not ours:
         names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(
             f"it belongs to another application (tables: {names}) and is left as it is; "
             "give reconciler a file of its own in [store] path"
         )
     return version
+
+
+# Migration 1's `meta`, as sqlite_master keeps it: the same in every release.
+_META_SQL = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+
+
+async def _has_store_id(conn: aiosqlite.Connection) -> bool:
+    """Whether `meta` holds the store id, or is migration 1's and a first open stopped before
+    writing the id (after the migrations' commits): then nothing was stored yet."""
+    columns = await conn.execute_fetchall("SELECT name FROM pragma_table_info('meta')")
+    if not {"key", "value"} <= {str(c[0]) for c in columns}:
+        return False
+    if await conn.execute_fetchall("SELECT 1 FROM meta WHERE key = 'store_id'"):
+        return True
+    meta = await conn.execute_fetchall("SELECT sql FROM sqlite_master WHERE name = 'meta'")
+    stored = "SELECT 1 FROM meta UNION ALL SELECT 1 FROM orders LIMIT 1"
+    return [tuple(r) for r in meta] == [(_META_SQL,)] and not await conn.execute_fetchall(stored)
 
 
 async def _outdated(conn: aiosqlite.Connection, version: int) -> str | None:

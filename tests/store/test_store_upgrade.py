@@ -233,3 +233,38 @@ async def test_readers_of_a_store_this_release_cannot_read_yet_say_so_in_one_lin
         result = await call_cli("--config", cfg, *command)
         assert_one_line(result, 74, str(db), *words)
     assert db.read_bytes() == before
+
+
+async def test_another_applications_meta_and_orders_at_version_2_are_left_as_they_were(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    with connected(db) as conn:
+        conn.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL);"
+            "INSERT INTO orders (customer, total) VALUES ('ACME', 12.5);"
+            "PRAGMA user_version = 2"
+        )
+    db.chmod(0o640)
+    before = db.read_bytes()
+    for command in (["track", "ccv", OPEN_STAYS], ["catch-up"], ["status"]):
+        result = await call_cli("--config", cfg, *command)
+        assert_one_line(result, 74, str(db), "another application", "meta, orders")
+    assert db.read_bytes() == before
+    assert db.stat().st_mode & 0o777 == 0o640
+    assert not db.with_name(db.name + "-wal").exists()
+
+
+async def test_a_store_whose_first_open_stopped_before_its_id_opens(tmp_path: Path) -> None:
+    db = tmp_path / "reconciler.db"
+    await (await Store.open(db)).close()
+    with connected(db) as conn:
+        conn.execute("DELETE FROM meta")  # as if the first open stopped after the migrations
+    store = await Store.open(db)
+    try:
+        assert store.store_id
+        await store.orders.track("ccv", "default", [(OPEN_STAYS, None)], 1.0)
+    finally:
+        await store.close()
