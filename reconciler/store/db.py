@@ -93,10 +93,12 @@ class Store:
         *,
         readonly: bool = False,
         sinks: Sequence[str] = ("log",),
+        locked: bool = False,
     ) -> Store:
         """Open (and create or migrate, unless read-only) the store at `path`; a database
         that belongs to another application is refused and left as it is. Each event stored
-        is queued for every one of `sinks`."""
+        is queued for every one of `sinks`. `locked`: the caller holds the `WriterLock`;
+        otherwise it is taken for a migration, which another process holding it refuses."""
         if readonly:
             if not path.exists():
                 raise FileNotFoundError(path)
@@ -130,11 +132,14 @@ class Store:
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
                 if outdated:
-                    await _upgrade(conn, version)
+                    await _upgrade(conn, path, version, outdated, locked=locked)
             store_id = await _store_id(conn, create=not readonly)
         except sqlite3.Error as exc:
             await conn.close()
             raise unusable_error(path, exc) from None
+        except StoreLocked:
+            await conn.close()
+            raise
         except StoreError as exc:
             await conn.close()
             raise StoreError(f"cannot use database {path}: {exc}") from None
@@ -323,9 +328,26 @@ async def _outdated(conn: aiosqlite.Connection, version: int) -> str | None:
     return f"database schema version {version} has the orders table of an older release"
 
 
-async def _upgrade(conn: aiosqlite.Connection, version: int) -> None:
-    await _migrate(conn, version)
-    await give_orders_a_rowid(conn)
+async def _upgrade(
+    conn: aiosqlite.Connection, path: Path, version: int, why: str, *, locked: bool
+) -> None:
+    """Migrate under the writer lock: a process holding it runs an older release (this one
+    would have upgraded the store), whose statements the new schema would break."""
+    lock = None if locked else WriterLock(path)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except StoreLocked as exc:
+            raise StoreLocked(
+                f"{exc}, which runs an older release ({why}): restart that reconciler first, "
+                "which then upgrades the store"
+            ) from None
+    try:
+        await _migrate(conn, version)
+        await give_orders_a_rowid(conn)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 async def _migrate(conn: aiosqlite.Connection, version: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.store import Store
+from reconciler.store import Store, WriterLock
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import Result, call_cli, read_events, write_config
@@ -233,6 +233,35 @@ async def test_readers_of_a_store_this_release_cannot_read_yet_say_so_in_one_lin
         result = await call_cli("--config", cfg, *command)
         assert_one_line(result, 74, str(db), *words)
     assert db.read_bytes() == before
+
+
+async def test_a_writer_does_not_upgrade_a_store_an_older_reconciler_holds(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    make_old_store(db, version=3)
+    before = db.read_bytes()
+    older_daemon = WriterLock(db)  # another open file: the lock conflicts as across processes
+    older_daemon.acquire()
+    try:
+        for command in (["track", "ccv", OPEN_STAYS], ["untrack", "ccv", ENDED]):
+            result = await call_cli("--config", cfg, *command)
+            assert_one_line(result, 75, str(db), "older release", "restart")
+        assert db.read_bytes() == before
+    finally:
+        older_daemon.release()
+    assert (await call_cli("--config", cfg, "untrack", "ccv", ENDED)).code == 0
+    with connected(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+    # Upgraded, the store takes a writer beside a running daemon as before.
+    daemon = WriterLock(db)
+    daemon.acquire()
+    try:
+        assert (await call_cli("--config", cfg, "untrack", "ccv", OPEN_STAYS)).code == 0
+    finally:
+        daemon.release()
 
 
 async def test_another_applications_meta_and_orders_at_version_2_are_left_as_they_were(
