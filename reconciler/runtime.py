@@ -48,7 +48,9 @@ class Runtime:
         self.lock.acquire()
         opened.callback(self.lock.release)
         try:
-            self.store = await Store.open(self.config.store_path, sinks=sink_names(self.config))
+            self.store = await Store.open(
+                self.config.store_path, sinks=sink_names(self.config), locked=True
+            )
             opened.push_async_callback(self.store.close)
             await make_space_returnable(self.store)
             self.session = http_session(self.config)

@@ -29,7 +29,7 @@ _INCREMENT = (
 )
 _DECREMENT = f"UPDATE order_counts SET n = n - 1 WHERE {_OLD_MATCH}"
 
-# A migration script: `db._statements` keeps each trigger body's ";" inside its statement.
+# A migration script: `migrations.statements` keeps each trigger body's ";" inside its statement.
 # Migration 9 replaces its update trigger (UPDATE_MIGRATION).
 MIGRATION = f"""
 CREATE TABLE order_counts (

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -25,7 +25,7 @@ from .errors import StoreError, StoreLocked, guarded, unusable_error
 from .events import Events, OutboxRows
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, open_history
-from .migrations import MIGRATIONS, SCHEMA_VERSION
+from .migrations import give_orders_a_rowid, migrate, outdated
 from .orders import Orders
 from .priority import Urgent, WriteLock
 from .sources import Sources
@@ -97,11 +97,17 @@ class Store:
 
     @classmethod
     async def open(
-        cls, path: Path, *, readonly: bool = False, sinks: Sequence[str] = ("log",)
+        cls,
+        path: Path,
+        *,
+        readonly: bool = False,
+        sinks: Sequence[str] = ("log",),
+        locked: bool = False,
     ) -> Store:
         """Open (and create or migrate, unless read-only) the store at `path`; a database
         that belongs to another application is refused and left as it is. Each event stored
-        is queued for every one of `sinks`."""
+        is queued for every one of `sinks`. `locked`: the caller holds the `WriterLock`;
+        otherwise it is taken for a migration, which another process holding it refuses."""
         if readonly:
             if not path.exists():
                 raise FileNotFoundError(path)
@@ -116,9 +122,14 @@ class Store:
             conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
-            # Before anything that writes (journal mode, migrations): another application's
-            # file must stay exactly as it was.
-            await _refuse_foreign(conn)
+            # Before anything that writes (file mode, journal mode, migrations): another
+            # application's file must stay exactly as it was.
+            version = await _refuse_foreign(conn)
+            why_upgrade = await outdated(conn, version)
+            if readonly and why_upgrade:
+                raise StoreError(
+                    f"{why_upgrade}; starting the daemon or `reconciler catch-up` upgrades it"
+                )
             if not readonly:
                 os.chmod(path, 0o600)
                 _check_sqlite()
@@ -129,12 +140,16 @@ class Store:
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
                 await conn.execute("PRAGMA foreign_keys = ON")
-                await _migrate(conn)
+                if why_upgrade:
+                    await _upgrade(conn, path, version, why_upgrade, locked=locked)
             store_id = await _store_id(conn, create=not readonly)
             history, epoch = (None, None) if readonly else await open_history(conn, path, store_id)
         except sqlite3.Error as exc:
             await conn.close()
             raise unusable_error(path, exc) from None
+        except StoreLocked:
+            await conn.close()
+            raise
         except StoreError as exc:
             await conn.close()
             raise StoreError(f"cannot use database {path}: {exc}") from None
@@ -277,54 +292,60 @@ def check_parameter_limit(conn: sqlite3.Connection) -> None:
         ) from None
 
 
-async def _refuse_foreign(conn: aiosqlite.Connection) -> None:
-    """Raise StoreError when the database has tables but is not a reconciler store: ours has
-    `meta` and `orders`, made by migration 1 in the transaction that set user_version to 1."""
+async def _refuse_foreign(conn: aiosqlite.Connection) -> int:
+    """Raise StoreError when the database has tables but is not a reconciler store; return its
+    schema version. Ours has `meta` and `orders`, made by migration 1 in the transaction that
+    set user_version to 1, and the store id in `meta`, written by its first open."""
     rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
     tables = {str(r[0]) for r in rows}
-    version = next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0]
-    if tables and (version < 1 or not {"meta", "orders"} <= tables):
+    version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
+    ours = version >= 1 and {"meta", "orders"} <= tables and await _has_store_id(conn)
+    if tables and not ours:
         names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(
             f"it belongs to another application (tables: {names}) and is left as it is; "
             "give reconciler a file of its own in [store] path"
         )
+    return version
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
-    async with conn.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
-    version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"database schema version {version} is newer than this program's {SCHEMA_VERSION}; "
-            "upgrade reconciler"
-        )
-    for number in range(version + 1, SCHEMA_VERSION + 1):
-        script = MIGRATIONS[number - 1]
-        # executescript would COMMIT first; run statements one by one inside our transaction.
-        await conn.execute("BEGIN IMMEDIATE")
+# Migration 1's `meta`, as sqlite_master keeps it: the same in every release.
+_META_SQL = "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+
+
+async def _has_store_id(conn: aiosqlite.Connection) -> bool:
+    """Whether `meta` holds the store id, or is migration 1's and a first open stopped before
+    writing the id (after the migrations' commits): then nothing was stored yet."""
+    columns = await conn.execute_fetchall("SELECT name FROM pragma_table_info('meta')")
+    if not {"key", "value"} <= {str(c[0]) for c in columns}:
+        return False
+    if await conn.execute_fetchall("SELECT 1 FROM meta WHERE key = 'store_id'"):
+        return True
+    meta = await conn.execute_fetchall("SELECT sql FROM sqlite_master WHERE name = 'meta'")
+    stored = "SELECT 1 FROM meta UNION ALL SELECT 1 FROM orders LIMIT 1"
+    return [tuple(r) for r in meta] == [(_META_SQL,)] and not await conn.execute_fetchall(stored)
+
+
+async def _upgrade(
+    conn: aiosqlite.Connection, path: Path, version: int, why: str, *, locked: bool
+) -> None:
+    """Migrate under the writer lock: a process holding it runs an older release (this one
+    would have upgraded the store), whose statements the new schema would break."""
+    lock = None if locked else WriterLock(path)
+    if lock is not None:
         try:
-            for statement in _statements(script):
-                await conn.execute(statement)
-            await conn.execute(f"PRAGMA user_version = {number:d}")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
-        await conn.execute("COMMIT")
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split a migration on ";", keeping a trigger body's statements inside its CREATE TRIGGER."""
-    pending = ""
-    for part in script.split(";"):
-        pending += part + ";"
-        if sqlite3.complete_statement(pending):
-            if pending.strip("; \n"):
-                yield pending
-            pending = ""
-    if pending.strip("; \n"):
-        yield pending  # not a complete statement: SQLite says what is wrong with it
+            lock.acquire()
+        except StoreLocked as exc:
+            raise StoreLocked(
+                f"{exc}, which runs an older release ({why}): restart that reconciler first, "
+                "which then upgrades the store"
+            ) from None
+    try:
+        await migrate(conn, version)
+        await give_orders_a_rowid(conn)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 async def _store_id(conn: aiosqlite.Connection, *, create: bool) -> str:

@@ -1,8 +1,15 @@
-"""The schema: forward-only migrations, run in order by `db.migrate`."""
+"""The schema: forward-only migrations, how they run (`migrate`, `outdated`), and the one
+rebuild of a table that a migration rewritten in place left behind in older stores."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+
+import aiosqlite
+
 from . import counts
+from .errors import StoreError
 
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
 # Statements are split on ";", so comments inside them must not contain one.
@@ -174,3 +181,97 @@ MIGRATIONS: list[str] = [
     counts.UPDATE_MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def give_orders_a_rowid(conn: aiosqlite.Connection) -> None:
+    """Rebuild `orders` as the rowid table migration 1 makes, in one transaction, if it is not.
+
+    Migration 1 was rewritten in place at commit a8f2eda: stores made before have `orders`
+    WITHOUT ROWID, keyed by (source, account, order_id), and reached every later version so.
+    SQLite's generalized ALTER TABLE procedure: a new table with `id INTEGER PRIMARY KEY` and
+    every column as it is, the key as UNIQUE, the rows copied, the old table dropped, the new
+    one renamed, its indexes and triggers made again. No trigger fires on the way: the counts
+    of order_counts stay as they are."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = list(await conn.execute_fetchall("PRAGMA table_info(orders)"))
+        if not any(c[1] == "id" for c in columns):
+            await _rebuild_orders(conn, columns)
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+async def _rebuild_orders(conn: aiosqlite.Connection, columns: list[aiosqlite.Row]) -> None:
+    kept = await conn.execute_fetchall(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'orders' "
+        "AND type IN ('index', 'trigger') AND sql IS NOT NULL"
+    )
+    # table_info: (cid, name, type, notnull, dflt_value, pk)
+    names = ", ".join(_quoted(c[1]) for c in columns)
+    definitions = [
+        f"{_quoted(c[1])} {c[2]}"
+        + (" NOT NULL" if c[3] else "")
+        + (f" DEFAULT {c[4]}" if c[4] is not None else "")
+        for c in columns
+    ]
+    await conn.execute(
+        f"CREATE TABLE orders_rowid (id INTEGER PRIMARY KEY, {', '.join(definitions)}, "
+        "UNIQUE (source, account, order_id))"
+    )
+    await conn.execute(f"INSERT INTO orders_rowid ({names}) SELECT {names} FROM orders")
+    await conn.execute("DROP TABLE orders")
+    await conn.execute("ALTER TABLE orders_rowid RENAME TO orders")
+    for (sql,) in kept:
+        await conn.execute(sql)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def outdated(conn: aiosqlite.Connection, version: int) -> str | None:
+    """Say why this release upgrades the schema, if it does: a migration to run, or the
+    `orders` table of the stores made before migration 1 gave it a rowid (see
+    migrations.give_orders_a_rowid). A newer release's schema is refused."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {version} is newer than this program's {SCHEMA_VERSION}; "
+            "upgrade reconciler"
+        )
+    if version < SCHEMA_VERSION:
+        return f"database schema version {version} is older than this program's {SCHEMA_VERSION}"
+    rowid = "SELECT 1 FROM pragma_table_info('orders') WHERE name = 'id'"
+    if await conn.execute_fetchall(rowid):
+        return None
+    return f"database schema version {version} has the orders table of an older release"
+
+
+async def migrate(conn: aiosqlite.Connection, version: int) -> None:
+    """Run the migrations after `version`, each in its own transaction with its version."""
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        script = MIGRATIONS[number - 1]
+        # executescript would COMMIT first; run statements one by one inside our transaction.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements(script):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number:d}")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+
+
+def statements(script: str) -> Iterator[str]:
+    """Split a migration on ";", keeping a trigger body's statements inside its CREATE TRIGGER."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip("; \n"):
+                yield pending
+            pending = ""
+    if pending.strip("; \n"):
+        yield pending  # not a complete statement: SQLite says what is wrong with it

@@ -180,12 +180,11 @@ async def test_a_batch_of_status_changes_writes_the_counts_once_per_status(
 
 def _old_store(db: Path, version: int) -> sqlite3.Connection:
     """Return a connection to a store built by the migrations up to `version`."""
-    from reconciler.store.db import _statements
-    from reconciler.store.migrations import MIGRATIONS
+    from reconciler.store.migrations import MIGRATIONS, statements
 
     conn = sqlite3.connect(db, isolation_level=None)
     for script in MIGRATIONS[:version]:
-        for sql in _statements(script):
+        for sql in statements(script):
             conn.execute(sql)
     conn.execute(f"PRAGMA user_version = {version}")
     return conn

@@ -1,0 +1,299 @@
+"""Stores of older releases on real SQLite files: upgraded by the first writer and working
+after it, refused in one line where they cannot be read yet or another process would break;
+another application's file that looks like ours is left exactly as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.store import Store, WriterLock
+from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
+from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from tests.conftest import Result, call_cli, read_events, write_config
+from tests.fake_providers import FakeCCV
+
+# Migration 1 as releases before commit a8f2eda shipped it (`git show
+# 6801e09:reconciler/store.py`): orders WITHOUT ROWID, keyed by (source, account, order_id).
+# a8f2eda rewrote it in place, so stores made before reached every later version with this
+# table. The historical schema, copied here: it must never change with the code.
+OLD_MIGRATION_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE orders (
+    source TEXT NOT NULL,
+    account TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    status TEXT,
+    external_reference TEXT,
+    first_seen REAL,
+    last_changed REAL,
+    last_checked REAL,
+    end_state INTEGER NOT NULL DEFAULT 0,
+    not_found INTEGER NOT NULL DEFAULT 0,
+    failure_streak INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
+    next_check_at REAL NOT NULL DEFAULT 0,
+    interval_s REAL,
+    stuck_version INTEGER,
+    tracked_at REAL,
+    PRIMARY KEY (source, account, order_id)
+) WITHOUT ROWID;
+CREATE INDEX orders_due ON orders (next_check_at) WHERE end_state = 0;
+CREATE INDEX orders_reference ON orders (external_reference)
+    WHERE external_reference IS NOT NULL;
+CREATE TABLE transitions (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    account TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    previous_status TEXT,
+    status TEXT NOT NULL,
+    at REAL NOT NULL,
+    via TEXT NOT NULL,
+    event_id TEXT NOT NULL UNIQUE
+);
+CREATE INDEX transitions_order ON transitions (source, account, order_id);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    time REAL NOT NULL,
+    source TEXT NOT NULL,
+    account TEXT NOT NULL,
+    order_id TEXT,
+    severity TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX events_time ON events (time);
+CREATE TABLE deliveries (
+    sink TEXT NOT NULL,
+    event_seq INTEGER NOT NULL REFERENCES events (seq),
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_at REAL,
+    PRIMARY KEY (sink, event_seq)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at, event_seq)
+    WHERE state = 'pending';
+CREATE TABLE sources (
+    source TEXT NOT NULL,
+    account TEXT NOT NULL,
+    failing INTEGER NOT NULL DEFAULT 0,
+    failure_streak INTEGER NOT NULL DEFAULT 0,
+    episode INTEGER NOT NULL DEFAULT 0,
+    last_success REAL,
+    last_failure REAL,
+    last_error TEXT,
+    PRIMARY KEY (source, account)
+) WITHOUT ROWID;
+CREATE TABLE sinks (
+    name TEXT PRIMARY KEY,
+    disabled_at REAL,
+    reason TEXT
+) WITHOUT ROWID;
+CREATE TABLE pending_references (
+    account TEXT NOT NULL,
+    external_reference TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (account, external_reference)
+) WITHOUT ROWID;
+"""
+
+OPEN_CHANGES, OPEN_STAYS, ENDED = (f"0b7c1f3e-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
+OLD_EVENTS = ["old-1", "old-2", "old-3"]
+
+
+@contextlib.contextmanager
+def connected(path: Path) -> Iterator[sqlite3.Connection]:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        yield conn
+
+
+def make_old_store(path: Path, *, version: int = 1) -> None:
+    """A store an old release made and used: three CCV orders (two open, one ended), their
+    discovery events, the last not yet delivered to the jsonl sink; then brought to `version`
+    by the migrations as main ran them before it knew to rebuild `orders`."""
+    now = time.time() - 60  # within the retention window
+    with connected(path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")  # as every release sets it
+        conn.executescript(OLD_MIGRATION_1)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+        for n, (order_id, status, ended) in enumerate(
+            [(OPEN_CHANGES, "New", 0), (OPEN_STAYS, "New", 0), (ENDED, "Completed", 1)]
+        ):
+            conn.execute(
+                "INSERT INTO orders (source, account, order_id, status, first_seen, last_changed,"
+                " last_checked, end_state, version, tracked_at) "
+                "VALUES ('ccv', 'default', ?, ?, ?, ?, ?, ?, 1, ?)",
+                (order_id, status, now, now, now, ended, now),
+            )
+            body = {
+                "specversion": "1.0",
+                "id": OLD_EVENTS[n],
+                "type": "order.discovered",
+                "data": {"source": "ccv", "order_id": order_id, "status": status},
+            }
+            conn.execute(
+                "INSERT INTO events (id, type, time, source, account, order_id, severity, body) "
+                "VALUES (?, 'order.discovered', ?, 'ccv', 'default', ?, 'info', ?)",
+                (OLD_EVENTS[n], now, order_id, json.dumps(body).encode()),
+            )
+            state = "pending" if n == 2 else "delivered"
+            conn.execute(
+                "INSERT INTO deliveries (sink, event_seq, state) VALUES ('jsonl', ?, ?)",
+                (n + 1, state),
+            )
+        for number in range(2, version + 1):
+            conn.executescript(f"BEGIN; {MIGRATIONS[number - 1]}; COMMIT")
+            conn.execute(f"PRAGMA user_version = {number}")
+
+
+def assert_one_line(result: Result, code: int, *words: str) -> None:
+    assert result.code == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("version", [1, SCHEMA_VERSION], ids=["version-1", "migrated-no-rowid"])
+async def test_a_store_from_before_the_rowid_orders_table_keeps_working(
+    tmp_path: Path, fake_ccv: FakeCCV, version: int
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    make_old_store(db, version=version)
+    fake_ccv.orders.update({OPEN_CHANGES: "Completed", OPEN_STAYS: "New"})
+
+    result = await call_cli("--config", cfg, "catch-up")
+    assert result.code == 0, result.stderr
+    assert (
+        await call_cli("--config", cfg, "track", "ccv", "0b7c1f3e-0000-4000-8000-000000000004")
+    ).code == 0
+
+    store = await Store.open(db, readonly=True)
+    try:
+        assert store.store_id == "old-store"
+        statuses = {s.key.order_id: s.status for s in await store.orders.snapshot(None, None)}
+        history = [(e.id, e.type, e.order_id) for e in await store.events.history()]
+    finally:
+        await store.close()
+    assert statuses == {
+        OPEN_CHANGES: "Completed",
+        OPEN_STAYS: "New",
+        ENDED: "Completed",
+        "0b7c1f3e-0000-4000-8000-000000000004": None,
+    }
+    # The old events keep their ids; the one change found is the one new event.
+    assert [h[0] for h in history[:3]] == OLD_EVENTS
+    assert [(h[1], h[2]) for h in history[3:]] == [("order.status_changed", OPEN_CHANGES)]
+    # The old release's undelivered event is delivered with its id.
+    assert "old-3" in [e["id"] for e in read_events(tmp_path)]
+    with connected(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert set(conn.execute(COUNT_SQL)) == set(conn.execute(FULL_COUNT_SQL))
+        indexes = {r[0] for r in conn.execute("SELECT name FROM pragma_index_list('orders')")}
+    assert {"orders_due", "orders_reference", "orders_stuck", "orders_open"} <= indexes
+
+
+@pytest.mark.parametrize(
+    ("version", "words"),
+    [
+        (3, ("schema version 3 is older than this program's", "catch-up")),
+        (
+            SCHEMA_VERSION,
+            (f"version {SCHEMA_VERSION} has the orders table of an older", "catch-up"),
+        ),
+        (SCHEMA_VERSION + 1, (f"schema version {SCHEMA_VERSION + 1} is newer", "upgrade")),
+    ],
+    ids=["older", "migrated-no-rowid", "newer"],
+)
+async def test_readers_of_a_store_this_release_cannot_read_yet_say_so_in_one_line(
+    tmp_path: Path, fake_ccv: FakeCCV, version: int, words: tuple[str, ...]
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    make_old_store(db, version=min(version, SCHEMA_VERSION))
+    if version > SCHEMA_VERSION:
+        with connected(db) as conn:
+            conn.execute(f"PRAGMA user_version = {version}")
+    before = db.read_bytes()
+    for command in (["status"], ["orders"], ["events"], ["events", "--undelivered"]):
+        result = await call_cli("--config", cfg, *command)
+        assert_one_line(result, 74, str(db), *words)
+    assert db.read_bytes() == before
+
+
+async def test_a_writer_does_not_upgrade_a_store_an_older_reconciler_holds(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    make_old_store(db, version=3)
+    before = db.read_bytes()
+    older_daemon = WriterLock(db)  # another open file: the lock conflicts as across processes
+    older_daemon.acquire()
+    try:
+        for command in (["track", "ccv", OPEN_STAYS], ["untrack", "ccv", ENDED]):
+            result = await call_cli("--config", cfg, *command)
+            assert_one_line(result, 75, str(db), "older release", "restart")
+        assert db.read_bytes() == before
+    finally:
+        older_daemon.release()
+    assert (await call_cli("--config", cfg, "untrack", "ccv", ENDED)).code == 0
+    with connected(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+    # Upgraded, the store takes a writer beside a running daemon as before.
+    daemon = WriterLock(db)
+    daemon.acquire()
+    try:
+        assert (await call_cli("--config", cfg, "untrack", "ccv", OPEN_STAYS)).code == 0
+    finally:
+        daemon.release()
+
+
+async def test_another_applications_meta_and_orders_at_version_2_are_left_as_they_were(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    with connected(db) as conn:
+        conn.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+            "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, total REAL);"
+            "INSERT INTO orders (customer, total) VALUES ('ACME', 12.5);"
+            "PRAGMA user_version = 2"
+        )
+    db.chmod(0o640)
+    before = db.read_bytes()
+    for command in (["track", "ccv", OPEN_STAYS], ["catch-up"], ["status"]):
+        result = await call_cli("--config", cfg, *command)
+        assert_one_line(result, 74, str(db), "another application", "meta, orders")
+    assert db.read_bytes() == before
+    assert db.stat().st_mode & 0o777 == 0o640
+    assert not db.with_name(db.name + "-wal").exists()
+
+
+async def test_a_store_whose_first_open_stopped_before_its_id_opens(tmp_path: Path) -> None:
+    db = tmp_path / "reconciler.db"
+    await (await Store.open(db)).close()
+    with connected(db) as conn:
+        conn.execute("DELETE FROM meta")  # as if the first open stopped after the migrations
+    store = await Store.open(db)
+    try:
+        assert store.store_id
+        await store.orders.track("ccv", "default", [(OPEN_STAYS, None)], 1.0)
+    finally:
+        await store.close()
