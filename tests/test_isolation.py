@@ -365,6 +365,20 @@ async def test_every_ccv_check_failing_is_an_account_failure(
     assert len(fake_ccv.requests) == 2 * len(CCV_IDS)  # every order asked, once per pass
 
 
+async def test_a_catch_up_in_which_every_check_failed_names_the_cause(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # A gateway that sends every status request to a login page: the account's failure says so.
+    fake_ccv.always = Reply(302, "", headers={"Location": "https://login.example/"})
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 75
+    (failed,) = [e for e in read_events(tmp_path) if e["type"] == "source.failed"]
+    assert failed["data"]["reason"] == "every check failed (http_302)"
+    status = await call_cli("--config", cfg, "status", "--json")
+    assert json.loads(status.stdout)["accounts"][0]["last_error"] == failed["data"]["reason"]
+
+
 # --- item 6: one health state per CCNow account ------------------------------------------------
 
 

@@ -82,7 +82,7 @@ async def test_every_check_of_a_catch_up_failing_fails_the_account_and_one_answe
     world.ccv_client.forbidden = set(CCV_IDS)
     for _ in range(2):
         report = await world.ccv.full_pass(via="catch-up")
-        assert report.failed_sources == {"ccv/default": "every check failed"}
+        assert report.failed_sources == {"ccv/default": "every check failed (http_403)"}
     assert await world.events() == [FAILED]
     assert world.ccv_client.asked == CCV_IDS * 2  # every order asked, once per pass
 
@@ -258,7 +258,7 @@ async def test_every_ccnow_query_of_a_catch_up_failing_fails_the_account(world: 
     await track(world, "ccnow", A, B)
     world.ccnow_client.errors = {A, B}
     report = await world.ccnow.full_pass(via="catch-up")
-    assert report.failed_sources == {"ccnow/default": "every check failed"}
+    assert report.failed_sources == {"ccnow/default": "every check failed (order_error)"}
     assert await world.events() == [FAILED]
 
     world.ccnow_client.errors = {B}  # one order answering is the account answering
