@@ -31,7 +31,8 @@ class PassReport:
     failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
     # The failed checks (not the lost orders) counted by their reason ("timeout", "http_302").
     reasons: Counter[str] = field(default_factory=Counter)
-    # The failed checks of orders whose checks had answered until this pass.
+    # The failed checks of orders whose checks had answered until this pass: the pass's own
+    # `settle` (poller/coordinator.py) logs them and empties the list.
     started_failing: list[Observation] = field(default_factory=list)
 
     @property
@@ -47,7 +48,6 @@ class PassReport:
         self.events += other.events
         self.failed_sources.update(other.failed_sources)
         self.reasons.update(other.reasons)
-        self.started_failing += other.started_failing
 
     def summary(self) -> str:
         """One line for logs and systemd STATUS=."""
