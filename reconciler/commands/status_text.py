@@ -47,12 +47,13 @@ def render_text(status: Status, *, colour: bool = False) -> str:
             str(a.followed),
             str(a.due),
             _when(a.stuck, "yellow"),
+            _when(a.check_failed, "yellow"),
             Cell(a.last_error, "red") if a.last_error else "-",
         ]
         for a in status.accounts
     ]
     orders = [
-        [f"{a.source}/{a.account}", "(not checked yet)" if s is None else s, str(n)]
+        [f"{a.source}/{a.account}", "(no status yet)" if s is None else s, str(n)]
         for a in status.accounts
         for s, n in a.orders
     ]
@@ -88,6 +89,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
                 "FOLLOWED",
                 "DUE",
                 "STUCK",
+                "CHECK FAILED",
                 "ERROR",
             ],
             accounts,
