@@ -52,3 +52,15 @@ async def test_status_events_and_orders_print_provider_text_escaped(
         assert result.code == 0, result.stderr
         assert ESCAPED in result.stdout, command
         assert "\x1b" not in result.stdout and "\u202e" not in result.stdout, command
+
+
+async def test_a_ccnow_actions_answer_is_printed_escaped(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    order = "396-10-1142"
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    fake_ccnow.script = [Reply(200, f"{order} error_message {HOSTILE}\n")]
+    result = await run_cli("--config", cfg, "ccnow", "ship", order, "--notes", "On its way")
+    assert result.code == 65, result.stderr
+    assert ESCAPED in result.stdout
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
