@@ -36,6 +36,8 @@ class DiffResult:
     lost: set[OrderKey] = field(default_factory=set)
     # (order, reference tracked, reference the provider answered) where the two differ
     references: list[tuple[OrderKey, str, str]] = field(default_factory=list)
+    # failed checks of orders whose checks answered until now (failure streak 0 -> 1)
+    started_failing: list[Observation] = field(default_factory=list)
 
 
 def diff(
@@ -70,6 +72,8 @@ def diff(
                 result.states[obs.key] = prev._replace(missing_since=since)
                 result.lost.add(obs.key)
         elif prev is not None:
+            if not prev.failure_streak:
+                result.started_failing.append(obs)
             result.states[obs.key] = prev._replace(failure_streak=prev.failure_streak + 1)
     return result
 

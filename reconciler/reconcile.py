@@ -154,7 +154,8 @@ class Reconciler:
         reports: Sequence[tuple[frozenset[OrderKey] | None, PassReport]] | None,
     ) -> tuple[list[Event], list[tuple[OrderKey, str, str]]]:
         """Write observations in the caller's transaction; return the events queued and the
-        references that differ. Each report counts the lost orders among its keys (None: all)."""
+        references that differ. Each report counts the lost orders among its keys (None: all)
+        and is given the failed checks of those that start failing."""
         store = self.store
         urgent = via == "notification"
         snapshot = await store.orders.load((o.key for o in observations), page)
@@ -172,6 +173,10 @@ class Reconciler:
             lost = len(result.lost if keys is None else result.lost & keys)
             report.lost += lost
             report.failed += lost
+            if result.started_failing:
+                report.started_failing += (
+                    o for o in result.started_failing if keys is None or o.key in keys
+                )
         rows = []
         events = list(result.events)
         alerts = self.config.alerts

@@ -365,6 +365,20 @@ async def test_every_ccv_check_failing_is_an_account_failure(
     assert len(fake_ccv.requests) == 2 * len(CCV_IDS)  # every order asked, once per pass
 
 
+async def test_a_catch_up_in_which_every_check_failed_names_the_cause(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # A gateway that sends every status request to a login page: the account's failure says so.
+    fake_ccv.always = Reply(302, "", headers={"Location": "https://login.example/"})
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 75
+    (failed,) = [e for e in read_events(tmp_path) if e["type"] == "source.failed"]
+    assert failed["data"]["reason"] == "every check failed (http_302)"
+    status = await call_cli("--config", cfg, "status", "--json")
+    assert json.loads(status.stdout)["accounts"][0]["last_error"] == failed["data"]["reason"]
+
+
 # --- item 6: one health state per CCNow account ------------------------------------------------
 
 
@@ -482,3 +496,49 @@ async def test_a_differing_external_reference_is_reported_with_both_values(
         "ref-tracked",
         "ref-at-ccv",
     )
+
+
+def _check_failed_lines(stderr: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [line for line in lines if line["message"] == "order.check_failed"]
+
+
+async def test_an_order_whose_checks_start_failing_is_logged_once(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    fake_ccv.replies[CCV_IDS[0]] = FORBIDDEN
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    first = await call_cli("--config", cfg, "catch-up")
+    assert first.code == 75
+    [line] = _check_failed_lines(first.stderr)
+    assert line["level"] == "warning"
+    assert (line["source"], line["account"], line["order_id"], line["reason"]) == (
+        "ccv",
+        "default",
+        CCV_IDS[0],
+        "http_403",
+    )
+    # The same run of failures: counted, not logged again.
+    again = await call_cli("--config", cfg, "catch-up")
+    assert again.code == 75 and _check_failed_lines(again.stderr) == []
+
+    # Once it answered, a new failure is a new run, logged again.
+    del fake_ccv.replies[CCV_IDS[0]]
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    fake_ccv.replies[CCV_IDS[0]] = FORBIDDEN
+    assert len(_check_failed_lines((await call_cli("--config", cfg, "catch-up")).stderr)) == 1
+
+
+async def test_orders_of_a_failing_account_are_its_source_failed_line_alone(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    fake_ccv.always = FORBIDDEN
+    failed = await call_cli("--config", cfg, "catch-up")
+    assert failed.code == 75
+    assert "source.failed" in failed.stderr and _check_failed_lines(failed.stderr) == []

@@ -17,7 +17,7 @@ from reconciler.model import EventType, Observation, OrderKey, Outcome
 from reconciler.runtime import Runtime
 from reconciler.store import Store
 from reconciler.store.events import DEAD_LETTERS_SQL
-from reconciler.store.orders import STUCK_SQL
+from reconciler.store.orders import FAILING_SQL, STUCK_SQL
 from reconciler.systemd import Notifier
 from tests.conftest import write_config
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply
@@ -228,7 +228,12 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
 
 
 @pytest.mark.parametrize(
-    ("sql", "index"), [(DEAD_LETTERS_SQL, "deliveries_dead"), (STUCK_SQL, "orders_stuck")]
+    ("sql", "index"),
+    [
+        (DEAD_LETTERS_SQL, "deliveries_dead"),
+        (STUCK_SQL, "orders_stuck"),
+        (FAILING_SQL, "orders_failing"),  # `status`
+    ],
 )
 async def test_scrape_counts_read_only_their_partial_index(
     tmp_path: Path, sql: str, index: str

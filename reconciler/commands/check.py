@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 from ..config import Config
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from .permissions import warn_readable_secrets
+from .terminal import shown
 
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:
@@ -41,10 +42,10 @@ async def check_online(config: Config) -> int:
             try:
                 await probe
             except AuthenticationFailed as exc:
-                print(f"{name}: credentials refused ({exc})", file=sys.stderr)
+                print(f"{name}: credentials refused ({shown(str(exc))})", file=sys.stderr)
                 worst = EX_CONFIG
             except SourceError as exc:
-                print(f"{name}: unavailable ({exc})", file=sys.stderr)
+                print(f"{name}: unavailable ({shown(str(exc))})", file=sys.stderr)
                 worst = max(worst, EX_TEMPFAIL) if worst != EX_CONFIG else worst
             else:
                 print(f"{name}: ok")

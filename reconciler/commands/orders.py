@@ -20,6 +20,7 @@ from ..store import submissions as store_submissions
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file
 from .progress import progress
+from .terminal import shown
 
 log = logging.getLogger("reconciler.cli")
 
@@ -106,8 +107,9 @@ async def orders_command(config: Config, args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
+    # Statuses, reasons and answers are the providers' text, kept as it came.
     table = [[str(c).upper() for c in cols]] + [
-        ["-" if r[c] is None else str(r[c]) for c in cols] for r in rows
+        ["-" if r[c] is None else shown(str(r[c])) for c in cols] for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:

@@ -34,9 +34,10 @@ class AccountStatus:
     failing_since: float | None
     last_success: float | None
     last_error: str | None
-    orders: tuple[tuple[str | None, int], ...]  # (status, count); None: not checked yet
+    orders: tuple[tuple[str | None, int], ...]  # (status, count); None: no status seen yet
     due: int  # open orders whose next check time has come
     stuck: int  # orders reported stuck and unchanged since
+    check_failed: int  # orders whose last check failed (no usable answer)
 
     @property
     def followed(self) -> int:
@@ -86,7 +87,9 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     if store is None:
         return Status(
             now,
-            tuple(AccountStatus(s, a, "unknown", None, None, None, (), 0, 0) for s, a in accounts),
+            tuple(
+                AccountStatus(s, a, "unknown", None, None, None, (), 0, 0, 0) for s, a in accounts
+            ),
             tuple(SinkStatus(name, 0, 0, None) for name in sink_names(config)),
             StoreStatus(path, False, 0, _free_bytes(path), None),
             None,
@@ -95,6 +98,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     counts = await store.orders.counts()
     due = await store.orders.due_counts(now)
     stuck = await store.orders.stuck_counts()
+    check_failed = await store.orders.failing_counts()
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -119,6 +123,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
                 tuple(orders),
                 due.get((source, account), 0),
                 stuck.get((source, account), 0),
+                check_failed.get((source, account), 0),
             )
         )
     deliveries = await store.outbox.counts()
@@ -166,6 +171,7 @@ def to_json(status: Status) -> dict[str, Any]:
                 "followed": a.followed,
                 "due": a.due,
                 "stuck": a.stuck,
+                "check_failed": a.check_failed,
                 "orders": [{"status": s, "count": n} for s, n in a.orders],
             }
             for a in status.accounts

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from .status_report import AccountHealth, Status, ts
+from .terminal import shown
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
 _SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}
@@ -46,12 +47,13 @@ def render_text(status: Status, *, colour: bool = False) -> str:
             str(a.followed),
             str(a.due),
             _when(a.stuck, "yellow"),
+            _when(a.check_failed, "yellow"),
             Cell(a.last_error, "red") if a.last_error else "-",
         ]
         for a in status.accounts
     ]
     orders = [
-        [f"{a.source}/{a.account}", "(not checked yet)" if s is None else s, str(n)]
+        [f"{a.source}/{a.account}", "(no status yet)" if s is None else s, str(n)]
         for a in status.accounts
         for s, n in a.orders
     ]
@@ -87,6 +89,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
                 "FOLLOWED",
                 "DUE",
                 "STUCK",
+                "CHECK FAILED",
                 "ERROR",
             ],
             accounts,
@@ -115,9 +118,13 @@ def render_text(status: Status, *, colour: bool = False) -> str:
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str | Cell]], colour: bool) -> list[str]:
+    # Statuses and errors are the providers' text, kept as it came.
     table = [
         [Cell(h, "bold") for h in head],
-        *([c if isinstance(c, Cell) else Cell(c) for c in row] for row in rows),
+        *(
+            [Cell(shown(c.text), c.colour) if isinstance(c, Cell) else Cell(shown(c)) for c in row]
+            for row in rows
+        ),
     ]
     widths = [max(len(row[i].text) for row in table) for i in range(len(head))]
     return [

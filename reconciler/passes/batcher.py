@@ -169,7 +169,10 @@ class Batcher:
             metrics.observe_checks(key.source, key.account, batch)
         self.report.checked += len(batch)
         self.reconciler.on_checked(len(batch))
-        self.report.failed += sum(1 for o in batch if o.outcome is Outcome.FAILED)
+        failed = [o for o in batch if o.outcome is Outcome.FAILED]
+        if failed:
+            self.report.failed += len(failed)
+            self.report.reasons.update(o.reason or "failed" for o in failed)
         # Await first: `report.events += await ...` would read the count before the await.
         events = await self.reconciler.apply(
             batch, via=self.via, report=self.report, discover=self.discover, page=self.page

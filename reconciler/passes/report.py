@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+
+from ..model import Observation
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +17,7 @@ class PassAnswers:
     lost: int = 0  # of `failed`: orders found before that the provider now says it does not know
     error: str | None = None  # the pass stopped for the whole account (401, breaker, error line)
     complete: bool = False  # the pass asked every open order of the account (a catch-up)
+    reason: str | None = None  # the commonest reason of the failed checks ("timeout", ...)
 
 
 @dataclass
@@ -25,6 +29,11 @@ class PassReport:
     lost: int = 0  # of `failed`: orders found before that CCV now says it does not know
     events: int = 0
     failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
+    # The failed checks (not the lost orders) counted by their reason ("timeout", "http_302").
+    reasons: Counter[str] = field(default_factory=Counter)
+    # The failed checks of orders whose checks had answered until this pass: the pass's own
+    # `settle` (poller/coordinator.py) logs them and empties the list.
+    started_failing: list[Observation] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -38,6 +47,7 @@ class PassReport:
         self.lost += other.lost
         self.events += other.events
         self.failed_sources.update(other.failed_sources)
+        self.reasons.update(other.reasons)
 
     def summary(self) -> str:
         """One line for logs and systemd STATUS=."""
@@ -48,10 +58,12 @@ class PassReport:
 
     def answers(self, *, error: str | None = None, complete: bool = False) -> PassAnswers:
         """Return this report's checks as the answers a health verdict is made of."""
+        commonest = self.reasons.most_common(1)
         return PassAnswers(
             answered=self.checked - self.failed,
             failed=self.failed,
             lost=self.lost,
             error=error,
             complete=complete,
+            reason=commonest[0][0] if commonest else None,
         )

@@ -8,10 +8,12 @@ The provider's own rhythm (CCV's probe, CCNow's pending list) lives in ccv.py an
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
+from ..logs import fields
 from ..model import SOURCES, Observation, OrderState, Source, Via, known_statuses, status_info
 from ..passes.batcher import Batcher
 from ..passes.report import PassAnswers, PassReport
@@ -24,6 +26,8 @@ from .health import Part, Verdict, health_event, next_health, verdict
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
     from ..store import Store
+
+log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
 NamedReport = tuple[str, PassReport]  # a pass a tick made, named for logs and systemd STATUS=
@@ -236,11 +240,38 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         for _, v in said:
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
+        started_failing, report.started_failing = report.started_failing, []
+        failing = await self._settle_health(said, via=via, report=report)
+        if started_failing:
+            if failing is None:  # the pass said nothing of the account: as it was
+                failing = (await self.store.sources.state(self.source, self.account)).failing
+            if not failing:  # else the orders' failures are the account's (source.failed)
+                self._log_started_failing(started_failing)
+
+    def _log_started_failing(self, started_failing: Sequence[Observation]) -> None:
+        """Log one line per order whose checks start failing while its account answers; the
+        failures that follow in the same run are counted in the metrics only."""
+        for obs in started_failing:
+            log.warning(
+                "order.check_failed",
+                extra=fields(
+                    source=obs.key.source,
+                    account=obs.key.account,
+                    order_id=obs.key.order_id,
+                    reason=obs.reason,
+                ),
+            )
+
+    async def _settle_health(
+        self, said: Sequence[tuple[Part, Verdict]], *, via: Via, report: PassReport
+    ) -> bool | None:
+        """Write the account's health after a pass's verdicts; return whether it is failing now
+        (None: the pass said nothing about it)."""
         if not said:
-            return
+            return None
         now = self.now()
         if self._written_healthy(said, now):
-            return  # a burst of hints writes the account's good health once, not each time
+            return False  # a burst of hints writes the account's good health once, not each time
         store = self.store
         try:
             # A hint's record goes before a pass's batches waiting for the database.
@@ -262,6 +293,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             # The event's own log line (log sink) is the one line an operator sees.
             self.writer.committed([event])
             report.events += 1
+        return new.failing
 
     def _written_healthy(self, said: Sequence[tuple[Part, Verdict]], now: float) -> bool:
         """Whether good news is all a pass says of an account whose good health was written (or

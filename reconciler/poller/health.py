@@ -55,7 +55,10 @@ def verdict(answers: PassAnswers) -> Verdict | None:
         return Verdict(True)
     # Orders going missing one by one wait for their own confirmation; they fail no account.
     if answers.failed > answers.lost and answers.complete:
-        return Verdict(False, "every check failed")
+        # The cause, not only the count: a redirect, a timeout and a login page need different
+        # hands. The reason is in no event id (`health_event`).
+        cause = f" ({answers.reason})" if answers.reason else ""
+        return Verdict(False, f"every check failed{cause}")
     return None
 
 

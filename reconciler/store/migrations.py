@@ -179,6 +179,11 @@ MIGRATIONS: list[str] = [
     """,
     # 10: status changes counted once per batch by `orders.save`, not by a trigger per order
     counts.UPDATE_MIGRATION,
+    # 11: `status` counts the orders whose last check failed through an index of those few
+    # rows; an order that answers only has its condition evaluated, no index entry written
+    """
+    CREATE INDEX orders_failing ON orders (source, account) WHERE failure_streak > 0
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -40,6 +40,12 @@ STUCK_SQL = (
     "WHERE stuck_version = version AND end_state = 0 GROUP BY source, account"
 )
 
+# Orders whose last check failed, through the partial index of those rows (migration 11).
+FAILING_SQL = (
+    "SELECT source, account, count(*) FROM orders INDEXED BY orders_failing "
+    "WHERE failure_streak > 0 GROUP BY source, account"
+)
+
 _Key = tuple[str, str, str]  # an OrderKey is this tuple
 
 
@@ -328,6 +334,11 @@ class Orders:
     async def stuck_counts(self) -> dict[tuple[str, str], int]:
         """Return orders reported stuck and unchanged since, per (source, account)."""
         async with self._conn.execute(STUCK_SQL) as cur:
+            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+
+    async def failing_counts(self) -> dict[tuple[str, str], int]:
+        """Return orders whose last check failed, per (source, account)."""
+        async with self._conn.execute(FAILING_SQL) as cur:
             return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
 
     async def due_counts(self, now: float) -> dict[tuple[str, str], int]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from reconciler.commands.terminal import shown
 from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields
@@ -101,7 +102,8 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
         again = " (made before with this key)" if r.get("made_before") else ""
         where = "not sent" if r["id"] is None else f"command {r['id']}"
         outcome = str(r["outcome"])  # the command's own word: `succeeded`, `not_sent`, ...
-        print(f"{r['order_id']} {r['action']} {outcome}: {r['answer'] or '-'} ({where}){again}")
+        answer = shown(str(r["answer"])) if r["answer"] else "-"  # CCNow's text, as it came
+        print(f"{r['order_id']} {r['action']} {outcome}: {answer} ({where}){again}")
         tally.count(outcome)
     print(f"reconciler: ccnow {action}: {tally.line()}", file=sys.stderr)
     log.info(

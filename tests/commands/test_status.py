@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import call_cli, cli_env, daemon_here, read_events, write_config
-from tests.fake_providers import FakeCCNow, FakeCCV
+from tests.fake_providers import FakeCCNow, FakeCCV, Reply
 from tests.notify_socket import NotifySocket
 from tests.tty import ANSI, call_cli_on_tty
 
@@ -208,3 +208,30 @@ async def test_status_is_coloured_on_a_terminal_unless_no_color(
     )
     assert "\x1b[" not in no_color.stdout
     assert _steady(no_color.stdout) == plain
+
+
+async def test_status_counts_the_orders_whose_last_check_failed(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = dict.fromkeys(CCV_IDS[1:], "New")
+    # The first order never answers: checked, but no status seen yet.
+    fake_ccv.replies[CCV_IDS[0]] = Reply(403, '{"message": "Forbidden"}', "application/json")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 75
+    (ccv,) = (await _status(cfg))["accounts"]
+    assert ccv["health"] == "ok" and ccv["check_failed"] == 1
+    assert ccv["orders"] == [{"status": None, "count": 1}, {"status": "New", "count": 2}]
+
+    text = await call_cli("--config", cfg, "status")
+    lines = text.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("ACCOUNT") and "HEALTH" in line)
+    row = next(line for line in lines if line.startswith("ccv/default") and " ok " in line)
+    assert row[head.index("CHECK FAILED") :].split()[0] == "1"
+    assert any(line.split() == ["ccv/default", "(no", "status", "yet)", "1"] for line in lines)
+
+    # Once it answers, it no longer counts.
+    del fake_ccv.replies[CCV_IDS[0]]
+    fake_ccv.orders[CCV_IDS[0]] = "New"
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    assert (await _status(cfg))["accounts"][0]["check_failed"] == 0

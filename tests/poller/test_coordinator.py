@@ -6,6 +6,7 @@ alone for its backoff; notifications make checks happen now."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -82,7 +83,7 @@ async def test_every_check_of_a_catch_up_failing_fails_the_account_and_one_answe
     world.ccv_client.forbidden = set(CCV_IDS)
     for _ in range(2):
         report = await world.ccv.full_pass(via="catch-up")
-        assert report.failed_sources == {"ccv/default": "every check failed"}
+        assert report.failed_sources == {"ccv/default": "every check failed (http_403)"}
     assert await world.events() == [FAILED]
     assert world.ccv_client.asked == CCV_IDS * 2  # every order asked, once per pass
 
@@ -137,6 +138,32 @@ async def test_a_due_check_in_which_no_order_answered_asks_the_probe(world: Worl
     report = await world.ccv.check(CCV_IDS[:1], via="poll")
     assert report.failed_sources == {"ccv/default": "html page (http 200)"}
     assert (await world.events())[-1] == FAILED
+
+
+async def test_orders_that_start_failing_are_logged_while_the_account_answers(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    await track(world, "ccv", *CCV_IDS)
+    world.ccv_client.statuses = dict.fromkeys(CCV_IDS, "New")
+    await world.ccv.check(CCV_IDS, via="poll")
+    caplog.set_level(logging.WARNING, logger="reconciler")
+
+    def logged() -> list[str]:
+        lines = [r for r in caplog.records if r.getMessage() == "order.check_failed"]
+        return [r.__dict__["fields"]["order_id"] for r in lines]
+
+    # The account answers the probe: each order fails on its own, one line when it starts.
+    world.ccv_client.forbidden = set(CCV_IDS[:2])
+    for _ in range(2):
+        await world.ccv.check(CCV_IDS[:2], via="poll")
+        assert logged() == CCV_IDS[:2]
+
+    # The probe fails too: the order that starts failing now is the account's source.failed.
+    world.ccv_client.forbidden = set(CCV_IDS)
+    world.ccv_client.probe_error = ProtocolError("html page (http 200)")
+    await world.ccv.check(CCV_IDS[2:], via="poll")
+    assert (await world.events())[-1] == FAILED
+    assert logged() == CCV_IDS[:2]
 
 
 async def test_the_heartbeat_probes_only_when_nothing_answered_for_a_poll_interval(
@@ -258,7 +285,7 @@ async def test_every_ccnow_query_of_a_catch_up_failing_fails_the_account(world: 
     await track(world, "ccnow", A, B)
     world.ccnow_client.errors = {A, B}
     report = await world.ccnow.full_pass(via="catch-up")
-    assert report.failed_sources == {"ccnow/default": "every check failed"}
+    assert report.failed_sources == {"ccnow/default": "every check failed (order_error)"}
     assert await world.events() == [FAILED]
 
     world.ccnow_client.errors = {B}  # one order answering is the account answering

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from reconciler.model import EventType, SourceState
@@ -29,6 +31,11 @@ FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
         (PassAnswers(answered=1, failed=99, complete=True), Verdict(True)),
         # every check of a catch-up failed: the account is failing
         (PassAnswers(failed=4, complete=True), Verdict(False, "every check failed")),
+        # ... and the reason names what most of them failed of
+        (
+            PassAnswers(failed=4, complete=True, reason="timeout"),
+            Verdict(False, "every check failed (timeout)"),
+        ),
         # a due tick that asked one troubled order says nothing about the account
         (PassAnswers(failed=1), None),
         (PassAnswers(failed=4), None),
@@ -176,6 +183,9 @@ def test_health_events_name_the_reason_and_keep_their_ids() -> None:
     recovered = health_event(failed, back, flip, now=NOW + 60, via="poll", store_id=STORE)
     assert recovered.severity == "info" and recovered.data["reason"] == "http 401"
     assert recovered.id != event.id
+    # The reason is what the event says, not what it is: another wording, the same flip.
+    worded = replace(failed, last_error="every check failed (http_302)")
+    assert health_event(before, worded, FAILED, now=NOW, via="poll", store_id=STORE).id == event.id
 
 
 @pytest.mark.parametrize(

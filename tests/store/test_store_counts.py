@@ -27,9 +27,9 @@ from reconciler.systemd import Notifier
 from tests.conftest import write_config
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 
-# Partial indexes hold only the rows a query is about (due, stuck, pending, dead): reading one
-# whole costs what the work costs. Any other SCAN of these tables reads every row.
-_PARTIAL = r"(orders_due|orders_stuck|deliveries_due|deliveries_dead)"
+# Partial indexes hold only the rows a query is about (due, stuck, failing, pending, dead):
+# reading one whole costs what the work costs. Any other SCAN of these tables reads every row.
+_PARTIAL = r"(orders_due|orders_stuck|orders_failing|deliveries_due|deliveries_dead)"
 _WHOLE_TABLE = re.compile(
     rf"SCAN (orders|events|deliveries)\b(?! USING (COVERING )?INDEX {_PARTIAL}\b)"
     # every order of an account, through the key (source, account, order_id)

@@ -1,0 +1,31 @@
+"""Text from a provider made safe to print on a terminal.
+
+A status word, a `source.failed` reason or an action's answer is the provider's text, kept as it
+came. Printed raw, its escape sequences would drive the operator's terminal (clear the screen,
+retitle the window, colour or hide what follows) and a bidi override would show a line in
+another order than it reads. Every human output of such text passes through `shown`; `--json`
+outputs stay JSON.
+"""
+
+from __future__ import annotations
+
+# C0 controls, DEL, C1 controls; the bidi marks, embeddings, overrides and isolates; the line
+# and paragraph separators that some terminals and editors break lines at.
+_UNSAFE = [
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    0x061C,
+    0x200E,
+    0x200F,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+    0x2028,
+    0x2029,
+]
+_ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _UNSAFE}
+
+
+def shown(text: str) -> str:
+    """Return `text` with every character that could drive a terminal written as an escape
+    (ESC as `\\x1b`, RIGHT-TO-LEFT OVERRIDE as `\\u202e`); other text is left as it is."""
+    return text.translate(_ESCAPES)

@@ -1,0 +1,66 @@
+"""Provider text kept in the store (a status, a `source.failed` reason) is printed by the text
+outputs with its control characters escaped: a provider cannot drive the operator's terminal."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from reconciler.commands.terminal import shown
+from tests.conftest import call_cli, run_cli, write_config
+from tests.fake_providers import FakeCCNow, Reply
+
+HOSTILE = "down\x1b[2J\x1b]0;pwned\x07 \u202eevil\u202c end"
+ESCAPED = "down\\x1b[2J\\x1b]0;pwned\\x07 \\u202eevil\\u202c end"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (HOSTILE, ESCAPED),
+        ("CSI \x9b31m, DEL \x7f, NUL \x00, tab\t", "CSI \\x9b31m, DEL \\x7f, NUL \\x00, tab\\x09"),
+        (
+            "line\u2028paragraph\u2029isolate\u2066\u2069",
+            "line\\u2028paragraph\\u2029isolate\\u2066\\u2069",
+        ),
+        ("Versandt – été 日本 🙂", "Versandt – été 日本 🙂"),  # printable text is left alone
+    ],
+)
+def test_shown_escapes_what_could_drive_a_terminal(text: str, expected: str) -> None:
+    assert shown(text) == expected
+
+
+async def test_status_events_and_orders_print_provider_text_escaped(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.always = Reply(200, f"error_message {HOSTILE}\n")
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await call_cli("--config", cfg, "track", "ccnow", "396-10-1142")).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 75
+    # A status kept by an older release, or by a provider rule that lets more through.
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        conn.execute("UPDATE orders SET status = ?", (f"shipped{HOSTILE}",))
+    conn.close()
+
+    stored = json.loads((await run_cli("--config", cfg, "events", "--json")).stdout)
+    assert HOSTILE in stored[-1]["data"]["reason"]  # kept as it came
+    for command in ("events", "status", "orders"):
+        result = await run_cli("--config", cfg, command)
+        assert result.code == 0, result.stderr
+        assert ESCAPED in result.stdout, command
+        assert "\x1b" not in result.stdout and "\u202e" not in result.stdout, command
+
+
+async def test_a_ccnow_actions_answer_is_printed_escaped(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    order = "396-10-1142"
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    fake_ccnow.script = [Reply(200, f"{order} error_message {HOSTILE}\n")]
+    result = await run_cli("--config", cfg, "ccnow", "ship", order, "--notes", "On its way")
+    assert result.code == 65, result.stderr
+    assert ESCAPED in result.stdout
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
