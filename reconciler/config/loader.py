@@ -64,7 +64,8 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(file, "-", "not UTF-8 text") from None
     try:
-        data = tomllib.loads(text)
+        # Windows editors (Notepad) begin a UTF-8 file with a BOM, which TOML does not allow.
+        data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"invalid TOML: {exc}") from None
     # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later.

@@ -796,6 +796,14 @@ def test_alerts_merge_over_defaults(tmp_path: Path) -> None:
     assert stuck[("ccnow", "paypal_hold")] == 7 * 86400.0
 
 
+def test_a_byte_order_mark_before_the_file_is_ignored(tmp_path: Path) -> None:
+    # Notepad writes one; the parser saw "Invalid statement (at line 1, column 1)".
+    path = tmp_path / "reconciler.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + CCV.lstrip().encode())
+    (ccv,) = load_config(path).ccv
+    assert ccv.base_url == "https://ccv.example/api"
+
+
 def test_ccv_and_ccnow_sections_may_be_arrays_of_one(tmp_path: Path) -> None:
     config = load(tmp_path, CCV.replace("[ccv]", "[[ccv]]") + CCNOW.replace("[ccnow]", "[[ccnow]]"))
     assert [a.name for a in config.ccv] == ["default"]
