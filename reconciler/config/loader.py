@@ -159,7 +159,8 @@ class Loader:
         return tuple(parse(table, name, single) for table, name in zip(tables, names, strict=True))
 
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
-        env, credentials = secret_names("ccv", name, single, "api_key")
+        named = "name" in table.data
+        env, credentials = secret_names("ccv", name, single, "api_key", named=named)
         base_url = table.url("base_url").rstrip("/")
         api_key = self.secrets.required(table, "api_key", env, credentials)
         auth_header = table.string("auth_header", "Authorization")
@@ -199,8 +200,11 @@ class Loader:
         )
 
     def ccnow(self, table: Table, name: str, single: bool) -> CCNowConfig:
-        env, credentials = secret_names("ccnow", name, single, "password")
-        token_env, token_credentials = secret_names("ccnow", name, single, "notification_token")
+        named = "name" in table.data
+        env, credentials = secret_names("ccnow", name, single, "password", named=named)
+        token_env, token_credentials = secret_names(
+            "ccnow", name, single, "notification_token", named=named
+        )
         url = table.url("url")
         client_id = table.string("client_id")
         password = self.secrets.required(table, "password", env, credentials)

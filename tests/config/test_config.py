@@ -504,6 +504,33 @@ def test_named_accounts_take_their_own_env_and_credentials(
     assert passwords == {"shop-us": "shop-us-env", "eu": "eu-credential", "default": "plain-env"}
 
 
+def test_the_account_named_default_reads_its_own_names_before_the_plain_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = "[[ccnow]]\nname = '{}'\nurl = 'https://c.example'\nclient_id = 'c'\n"
+    text = account.format("eu") + "password = 'eu-pw'\n" + account.format("default")
+    error = load_error(tmp_path, text)
+    assert (error.key, error.problem) == (
+        "ccnow[1].password",
+        "required (or password_file, env RECONCILER_CCNOW_DEFAULT_PASSWORD or "
+        "RECONCILER_CCNOW_PASSWORD, credential ccnow-default-password or ccnow-password)",
+    )
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", "plain-env")
+    monkeypatch.setenv("RECONCILER_CCNOW_DEFAULT_PASSWORD", "default-env")
+    monkeypatch.setenv("RECONCILER_CCNOW_DEFAULT_NOTIFICATION_TOKEN", "tok_0123456789abcdef")
+    config = load(tmp_path, text)
+    assert {a.name: a.password.reveal() for a in config.ccnow} == {
+        "eu": "eu-pw",
+        "default": "default-env",
+    }
+    assert config.ccnow[1].notification_token == Secret("tok_0123456789abcdef")
+    # The same rule for CCV's key, from a credential.
+    write(tmp_path, "default-credential\n", "credentials/ccv-default-api-key")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    config = load(tmp_path, ccv_accounts("a") + ccv_accounts("default", key=False) + CCNOW)
+    assert config.ccv[1].api_key.reveal() == "default-credential"
+
+
 def test_several_accounts_do_not_share_the_plain_env_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
