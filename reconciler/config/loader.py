@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from ..model import SOURCES, Source
 from .errors import ConfigError
 from .keys import (
     API_KEYS,
@@ -64,7 +65,8 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(file, "-", "not UTF-8 text") from None
     try:
-        data = tomllib.loads(text)
+        # Windows editors (Notepad) begin a UTF-8 file with a BOM, which TOML does not allow.
+        data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"invalid TOML: {exc}") from None
     # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later.
@@ -158,7 +160,8 @@ class Loader:
         return tuple(parse(table, name, single) for table, name in zip(tables, names, strict=True))
 
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
-        env, credentials = secret_names("ccv", name, single, "api_key")
+        named = "name" in table.data
+        env, credentials = secret_names("ccv", name, single, "api_key", named=named)
         base_url = table.url("base_url").rstrip("/")
         api_key = self.secrets.required(table, "api_key", env, credentials)
         auth_header = table.string("auth_header", "Authorization")
@@ -173,7 +176,7 @@ class Loader:
             timeout_s=table.duration("timeout", "10s", positive=True),
             retry=self.retry(table),
             schedule=replace(
-                self.schedule(table, "1m", CCV_STATUS_INTERVALS),
+                self.schedule(table, "ccv", "1m", CCV_STATUS_INTERVALS),
                 watch_settled_s=table.duration("watch_settled", "180d"),
                 settled_interval_s=table.duration("settled_interval", "1d", positive=True),
             ),
@@ -182,7 +185,7 @@ class Loader:
         )
 
     def schedule(
-        self, table: Table, min_default: str, status_defaults: Mapping[str, str]
+        self, table: Table, source: Source, min_default: str, status_defaults: Mapping[str, str]
     ) -> ScheduleConfig:
         """Read the adaptive schedule keys that both providers' accounts have."""
         min_interval, max_interval = table.duration_range(
@@ -191,15 +194,18 @@ class Loader:
         return ScheduleConfig(
             min_interval_s=min_interval,
             max_interval_s=max_interval,
-            status_intervals_s=table.status_durations("status_intervals", status_defaults),
+            status_intervals_s=table.status_durations("status_intervals", source, status_defaults),
             not_found_interval_s=table.duration("not_found_interval", "1d", positive=True),
             active_window_s=table.duration("active_window", "12h"),
             active_max_interval_s=table.duration("active_max_interval", "30m", positive=True),
         )
 
     def ccnow(self, table: Table, name: str, single: bool) -> CCNowConfig:
-        env, credentials = secret_names("ccnow", name, single, "password")
-        token_env, token_credentials = secret_names("ccnow", name, single, "notification_token")
+        named = "name" in table.data
+        env, credentials = secret_names("ccnow", name, single, "password", named=named)
+        token_env, token_credentials = secret_names(
+            "ccnow", name, single, "notification_token", named=named
+        )
         url = table.url("url")
         client_id = table.string("client_id")
         password = self.secrets.required(table, "password", env, credentials)
@@ -215,7 +221,7 @@ class Loader:
             timeout_s=table.duration("timeout", "15s", positive=True),
             retry=self.retry(table),
             schedule=replace(
-                self.schedule(table, "2m", {}),
+                self.schedule(table, "ccnow", "2m", {}),
                 watch_settled_s=table.duration("watch_settled", "180d"),
                 settled_interval_s=table.duration("settled_interval", "1d", positive=True),
             ),
@@ -287,11 +293,9 @@ class Loader:
             else table.table("stuck_after", ("ccv", "ccnow"), "unknown source (use ccv or ccnow)")
         )
         if stuck_after is not None:
-            for source in ("ccv", "ccnow"):
-                statuses = stuck_after.table(source, None)
-                if statuses is not None:
-                    for status in statuses.data:
-                        stuck[(source, status)] = statuses.duration(status, None)
+            for source in SOURCES:
+                given = stuck_after.status_durations(source, source, {}, stuck=True)
+                stuck.update({(source, status): seconds for status, seconds in given.items()})
         # 0 switches the alert off for that status.
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})
 

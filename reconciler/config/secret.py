@@ -44,12 +44,16 @@ def env_word(name: str) -> str:
     return name.upper().replace("-", "_")
 
 
-def secret_names(source: str, name: str, single: bool, word: str) -> tuple[list[str], list[str]]:
-    """Env variables and systemd credential names tried, in order, for an account's secret."""
+def secret_names(
+    source: str, name: str, single: bool, word: str, *, named: bool
+) -> tuple[list[str], list[str]]:
+    """Env variables and systemd credential names tried, in order, for an account's secret;
+    `named`: the config gives the account's name (an unnamed one is "default")."""
     env: list[str] = []
     credentials: list[str] = []
     credential_word = word.replace("_", "-")
-    if name != "default":
+    # A named account has its own names, "default" too (RECONCILER_CCNOW_DEFAULT_PASSWORD).
+    if named:
         env.append(f"RECONCILER_{source.upper()}_{env_word(name)}_{word.upper()}")
         credentials.append(f"{source}-{name}-{credential_word}")
     # The plain names belong to the "default" account, or to the only one there is.

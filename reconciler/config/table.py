@@ -6,8 +6,9 @@ from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import TypeVar
 
-from ..model import usd_amount
+from ..model import Source, usd_amount
 from .errors import ConfigError
+from .statuses import status_key_problem
 from .values import parse_duration, type_name, url_problem
 
 _V = TypeVar("_V")
@@ -126,9 +127,17 @@ class Table:
         value = self.get(name, dict, "a table")
         return None if value is None else Table(self.file, value, self.path(name), allowed, unknown)
 
-    def status_durations(self, name: str, default: Mapping[str, str]) -> dict[str, float]:
-        """A table of orderStatus -> positive duration; a given table replaces `default`."""
+    def status_durations(
+        self, name: str, source: Source, default: Mapping[str, str], *, stuck: bool = False
+    ) -> dict[str, float]:
+        """A table of `source`'s status word -> duration (positive, except under `stuck_after`
+        where 0 is "off"); a given table replaces `default`. A word in the wrong case or
+        misspelt is an error: it would match no order, in silence."""
         table = self.table(name, None)
         if table is None:
             return {status: parse_duration(value) for status, value in default.items()}
-        return {status: table.duration(status, None, positive=True) for status in table.data}
+        for status in table.data:
+            problem = status_key_problem(source, status, stuck=stuck)
+            if problem is not None:
+                raise table.error(status, problem)
+        return {status: table.duration(status, None, positive=not stuck) for status in table.data}

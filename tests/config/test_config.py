@@ -352,6 +352,26 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("alerts-type", CCV + "[alerts]\nstuck_after = 5\n", "alerts.stuck_after",
      "expected a table, got integer"),
     ("store-type", CCV + "[store]\npath = 5\n", "store.path", "expected a string, got integer"),
+    # Status words as keys: a documented word in another case or misspelt matched no order, in
+    # silence, and `check` said "config ok".
+    ("stuck-misspelt", CCNOW + "[alerts.stuck_after.ccnow]\npendng = '1d'\n",
+     "alerts.stuck_after.ccnow.pendng", "did you mean 'pending'? status words are case-sensitive"),
+    ("stuck-case", CCV + "[alerts.stuck_after.ccv]\nprocessing = '1d'\n",
+     "alerts.stuck_after.ccv.processing", "did you mean 'Processing'?"),
+    ("stuck-end-state", CCV + "[alerts.stuck_after.ccv]\nCompleted = '1d'\n",
+     "alerts.stuck_after.ccv.Completed", "an order in an end state is never stuck"),
+    ("stuck-case-end-state", CCV + "[alerts.stuck_after.ccv]\ncompleted = '1d'\n",
+     "alerts.stuck_after.ccv.completed", "did you mean 'Completed'? status words are "
+     "case-sensitive; 'Completed' is an end state: an order in an end state is never stuck"),
+    ("stuck-end-state-ccnow", CCNOW + "[alerts.stuck_after.ccnow]\nchargeback = 0\n",
+     "alerts.stuck_after.ccnow.chargeback", "an order in an end state is never stuck"),
+    # It also dropped the default AwaitingPayment = "2m", as a given table replaces the default.
+    ("interval-case", CCV + "status_intervals = { awaitingpayment = '1m' }\n",
+     "ccv.status_intervals.awaitingpayment", "did you mean 'AwaitingPayment'?"),
+    ("interval-misspelt-ccnow", CCNOW + "status_intervals = { paypal_hld = '30m' }\n",
+     "ccnow.status_intervals.paypal_hld", "did you mean 'paypal_hold'?"),
+    ("interval-other-source", CCNOW + "status_intervals = { Pending = '30m' }\n",
+     "ccnow.status_intervals.Pending", "did you mean 'pending'?"),
 ]
 # fmt: on
 
@@ -502,6 +522,33 @@ def test_named_accounts_take_their_own_env_and_credentials(
     passwords = {a.name: a.password.reveal() for a in config.ccnow}
     # With several accounts, only "default" owns the plain names.
     assert passwords == {"shop-us": "shop-us-env", "eu": "eu-credential", "default": "plain-env"}
+
+
+def test_the_account_named_default_reads_its_own_names_before_the_plain_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = "[[ccnow]]\nname = '{}'\nurl = 'https://c.example'\nclient_id = 'c'\n"
+    text = account.format("eu") + "password = 'eu-pw'\n" + account.format("default")
+    error = load_error(tmp_path, text)
+    assert (error.key, error.problem) == (
+        "ccnow[1].password",
+        "required (or password_file, env RECONCILER_CCNOW_DEFAULT_PASSWORD or "
+        "RECONCILER_CCNOW_PASSWORD, credential ccnow-default-password or ccnow-password)",
+    )
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", "plain-env")
+    monkeypatch.setenv("RECONCILER_CCNOW_DEFAULT_PASSWORD", "default-env")
+    monkeypatch.setenv("RECONCILER_CCNOW_DEFAULT_NOTIFICATION_TOKEN", "tok_0123456789abcdef")
+    config = load(tmp_path, text)
+    assert {a.name: a.password.reveal() for a in config.ccnow} == {
+        "eu": "eu-pw",
+        "default": "default-env",
+    }
+    assert config.ccnow[1].notification_token == Secret("tok_0123456789abcdef")
+    # The same rule for CCV's key, from a credential.
+    write(tmp_path, "default-credential\n", "credentials/ccv-default-api-key")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    config = load(tmp_path, ccv_accounts("a") + ccv_accounts("default", key=False) + CCNOW)
+    assert config.ccv[1].api_key.reveal() == "default-credential"
 
 
 def test_several_accounts_do_not_share_the_plain_env_name(
@@ -794,6 +841,40 @@ def test_alerts_merge_over_defaults(tmp_path: Path) -> None:
     assert stuck[("ccv", "Incomplete")] == 7 * 86400.0
     assert stuck[("ccnow", "pending")] == 86400.0
     assert stuck[("ccnow", "paypal_hold")] == 7 * 86400.0
+
+
+def test_status_words_the_provider_does_not_document_are_kept_verbatim(tmp_path: Path) -> None:
+    # Providers add statuses; only a near miss of a documented word is taken for a typo.
+    config = load(
+        tmp_path,
+        CCV.replace("[ccv]", "[[ccv]]")
+        + "status_intervals = { AwaitingPayment = '3m', PartnerReview = '1h' }\n"
+        + CCNOW
+        + "status_intervals = { fraud_review = '30m', Pending_Review = '1h' }\n"
+        + "[alerts.stuck_after.ccv]\nFailed = '2d'\nPartnerReview = '3d'\n"
+        + "[alerts.stuck_after.ccnow]\nfraud_review = '1d'\nmark_shipped = 0\n",
+    )
+    assert config.ccv[0].schedule.status_intervals_s == {
+        "AwaitingPayment": 180.0,
+        "PartnerReview": 3600.0,
+    }
+    assert config.ccnow[0].schedule.status_intervals_s == {
+        "fraud_review": 1800.0,
+        "Pending_Review": 3600.0,
+    }
+    stuck = config.alerts.stuck_after_s
+    assert stuck[("ccv", "Failed")] == 2 * 86400.0
+    assert stuck[("ccv", "PartnerReview")] == 3 * 86400.0
+    assert stuck[("ccnow", "fraud_review")] == 86400.0
+    assert ("ccnow", "mark_shipped") not in stuck
+
+
+def test_a_byte_order_mark_before_the_file_is_ignored(tmp_path: Path) -> None:
+    # Notepad writes one; the parser saw "Invalid statement (at line 1, column 1)".
+    path = tmp_path / "reconciler.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + CCV.lstrip().encode())
+    (ccv,) = load_config(path).ccv
+    assert ccv.base_url == "https://ccv.example/api"
 
 
 def test_ccv_and_ccnow_sections_may_be_arrays_of_one(tmp_path: Path) -> None:

@@ -1,0 +1,35 @@
+"""`reconciler check` as a process: a file that used to fail, or a typo that used to pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+CCV = '[ccv]\nbase_url = "https://ccv.example"\n'
+
+
+def config_text(tmp_path: Path, text: str) -> str:
+    return f'[store]\npath = "{tmp_path / "reconciler.db"}"\n' + text
+
+
+async def test_check_refuses_a_misspelt_status_word_in_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(
+        config_text(tmp_path, CCV) + '[alerts.stuck_after.ccv]\nprocessing = "1d"\n',
+        encoding="utf-8",
+    )
+    result = await run_cli("--config", cfg, "check")
+    assert result.code == 78, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"config error: {cfg}: alerts.stuck_after.ccv.processing: did you mean 'Processing'? "
+        "status words are case-sensitive"
+    ]
+
+
+async def test_check_accepts_a_file_with_a_byte_order_mark(tmp_path: Path) -> None:
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf" + config_text(tmp_path, CCV).encode())
+    result = await run_cli("--config", cfg, "check")
+    assert (result.code, result.stderr) == (0, ""), result.stderr
+    assert "config ok" in result.stdout
