@@ -146,11 +146,13 @@ async def events_command(config: Config, args: argparse.Namespace) -> int:
             {
                 "time": iso_time(e.time),
                 "type": e.type,
-                "order": f"{data.get('source')}/{e.order_id}" if e.order_id else data.get("source"),
+                # With several accounts of a source, which one failed or recovered matters.
+                "account": f"{data.get('source')}/{data.get('account')}",
+                "order": e.order_id,
                 "change": change if e.order_id else (data.get("reason") or "-"),
                 "severity": e.severity,
                 "undelivered": ",".join(e.undelivered) or None,
             }
         )
-    _print_table(rows, ("time", "type", "order", "change", "severity", "undelivered"))
+    _print_table(rows, ("time", "type", "account", "order", "change", "severity", "undelivered"))
     return EX_OK

@@ -207,6 +207,10 @@ async def test_journald_priority_prefixes(tmp_path: Path, fake_ccv: FakeCCV) -> 
     assert event_lines and event_lines[0].startswith('<3>{"time"')  # Failed is an error
     plain = await call_cli("--config", cfg, "events")
     assert ORDER[:8] in plain.stdout
+    # The account is in every row: with several of a source, source.failed must say which.
+    header, row = plain.stdout.splitlines()[:2]
+    assert header.split()[:4] == ["TIME", "TYPE", "ACCOUNT", "ORDER"]
+    assert row.split()[2:4] == ["ccv/default", ORDER]
 
 
 async def test_unusable_store_is_one_line_and_exit_74(tmp_path: Path, fake_ccv: FakeCCV) -> None:
