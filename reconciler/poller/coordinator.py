@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
+# `order.check_failed` lines a pass logs before it sums up the rest in one line.
+STARTED_FAILING_LINES = 20
 NamedReport = tuple[str, PassReport]  # a pass a tick made, named for logs and systemd STATUS=
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
@@ -249,9 +251,10 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                 self._log_started_failing(started_failing)
 
     def _log_started_failing(self, started_failing: Sequence[Observation]) -> None:
-        """Log one line per order whose checks start failing while its account answers; the
-        failures that follow in the same run are counted in the metrics only."""
-        for obs in started_failing:
+        """Log one line per order whose checks start failing while its account answers, up to
+        STARTED_FAILING_LINES a pass, then one line with how many more; the failures that
+        follow are counted in the metrics only."""
+        for obs in started_failing[:STARTED_FAILING_LINES]:
             log.warning(
                 "order.check_failed",
                 extra=fields(
@@ -259,6 +262,19 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                     account=obs.key.account,
                     order_id=obs.key.order_id,
                     reason=obs.reason,
+                ),
+            )
+        more = started_failing[STARTED_FAILING_LINES:]
+        if more:
+            # Thousands of orders refused at once (a key's rights cut) are one line more, not
+            # thousands: the metrics count each.
+            log.warning(
+                "orders.check_failed",
+                extra=fields(
+                    source=self.source,
+                    account=self.account,
+                    more=len(more),
+                    reasons=sorted({o.reason or "failed" for o in more}),
                 ),
             )
 

@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.ccv import CCVCoordinator
+from reconciler.poller.coordinator import STARTED_FAILING_LINES
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -304,3 +305,21 @@ async def test_a_ccnow_notification_polls_the_list_and_follows_the_ids_it_names(
     assert report.checked == 2 and report.ok
     assert (await world.order("ccnow", C)).status == "processing"
     assert [d["via"] for d in await world.data()] == ["notification", "notification"]
+
+
+async def test_a_pass_in_which_many_orders_start_failing_logs_a_bounded_number_of_lines(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = [f"7e57a11c-0000-4000-8000-{n:012d}" for n in range(STARTED_FAILING_LINES + 30)]
+    await track(world, "ccv", *ids)
+    world.ccv_client.statuses = dict.fromkeys(ids, "New")
+    await world.ccv.check(ids, via="poll")
+    caplog.set_level(logging.WARNING, logger="reconciler")
+    # A key's rights cut for most orders while the account still answers for some.
+    world.ccv_client.forbidden = set(ids[1:])
+    await world.ccv.check(ids, via="poll")
+    lines = [r.__dict__["fields"] for r in caplog.records if r.name == "reconciler.poller"]
+    single = [f for f in lines if "order_id" in f]
+    (summed,) = [f for f in lines if "more" in f]
+    assert len(single) == STARTED_FAILING_LINES
+    assert summed["more"] == len(ids) - 1 - STARTED_FAILING_LINES
