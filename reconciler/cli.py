@@ -30,7 +30,7 @@ from .exits import (
     TempFailure,
     UsageError,
 )
-from .logs import LEVELS, logging_set_up
+from .logs import LEVELS, PRIORITY, is_journal_stream, logging_set_up
 from .model import SOURCES, EventType
 from .store import StoreError, StoreLocked
 
@@ -344,9 +344,12 @@ _FAILURES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, int],
 def exit_code(exc: Exception, stderr: TextIO | None = None) -> int:
     """Say why a command failed on `stderr` (default sys.stderr; an unexpected error is logged
     with its traceback) and return its exit code."""
+    stream = stderr or sys.stderr
     for kinds, prefix, code in _FAILURES:
         if isinstance(exc, kinds):
-            print(f"{prefix}{exc}", file=stderr or sys.stderr)
+            # Under journald the line that says why the service stopped is an error line too.
+            priority = PRIORITY[logging.ERROR] if is_journal_stream(stream) else ""
+            print(f"{priority}{prefix}{exc}", file=stream)
             return code
     log.critical("unexpected error", exc_info=exc)
     return EX_SOFTWARE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -83,6 +84,20 @@ def write_lines(handler: logging.StreamHandler[TextIO], lines: Sequence[str]) ->
         handler.release()
 
 
+def is_journal_stream(stream: TextIO) -> bool:
+    """Whether `stream` is the one systemd connected to the journal: JOURNAL_STREAM names its
+    device and inode (systemd.exec(5)). Only then do lines carry priority prefixes; a shell, a
+    redirect or a child that merely inherited the variable gets plain lines."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        found = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False  # not a file at all (a test's buffer)
+    return (found.st_dev, found.st_ino) == (int(device), int(inode))
+
+
 def is_journal(handler: logging.Handler) -> bool:
     """Whether the handler's lines carry journald's priority prefix."""
     return isinstance(handler.formatter, JsonFormatter) and handler.formatter.journal
@@ -112,7 +127,7 @@ def logging_set_up(level: str = "info", stream: TextIO | None = None) -> Iterato
 def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Send every `reconciler` log record to `stream` (default stderr) as JSON lines at
     `level`."""
-    journal = bool(os.environ.get("JOURNAL_STREAM"))
+    journal = is_journal_stream(stream or sys.stderr)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(journal=journal))
     root = logging.getLogger("reconciler")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 
 from reconciler import cli
 from tests.conftest import (
+    REPO,
     Result,
     call_cli,
     cli_env,
@@ -68,9 +71,9 @@ async def test_the_in_process_cli_says_what_the_process_says(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
     # call_cli stands in for the process in most tests: it must not drift from it. Warning
-    # level, under journald: event lines still come, at info, with their priority prefixes.
+    # level: event lines still come, at info too.
     fake_ccv.orders = {ORDER: "Failed", ORDER_2: "New"}
-    env = cli_env(JOURNAL_STREAM="8:1234")
+    env = cli_env()
     runs = []
     for run, where in ((run_cli, tmp_path / "process"), (call_cli, tmp_path / "here")):
         where.mkdir()
@@ -85,9 +88,9 @@ async def test_the_in_process_cli_says_what_the_process_says(
     assert process[0] == 0
     # At --log-level warning, only the event lines: the Failed order's at error, the other's
     # at info (events always reach the log).
-    assert sorted((line["message"], line["prefix"]) for line in process[2]) == [
-        ("order.discovered", "<3>"),
-        ("order.discovered", "<6>"),
+    assert sorted((line["message"], line["level"]) for line in process[2]) == [
+        ("order.discovered", "error"),
+        ("order.discovered", "info"),
     ]
 
 
@@ -198,13 +201,40 @@ async def test_unknown_status_word_is_kept_and_flagged(tmp_path: Path, fake_ccv:
     assert event["data"]["severity"] == "warning"
 
 
+async def _stderr_to_file(tmp_path: Path, journal: str | None, *args: str) -> list[str]:
+    """Run the CLI as a process whose stderr is a file, as systemd connects the journal's
+    stream; `journal` is JOURNAL_STREAM ("self": the file's own device:inode)."""
+    path = tmp_path / f"stderr-{len(list(tmp_path.glob('stderr-*')))}"
+    with path.open("wb") as err:
+        found = os.fstat(err.fileno())
+        extra = {} if journal is None else {"JOURNAL_STREAM": journal}
+        if journal == "self":
+            extra["JOURNAL_STREAM"] = f"{found.st_dev}:{found.st_ino}"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "reconciler", *args, stderr=err, env=cli_env(**extra), cwd=REPO
+        )
+        await asyncio.wait_for(proc.wait(), 60)
+    return path.read_text().splitlines()
+
+
 async def test_journald_priority_prefixes(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     fake_ccv.orders = {ORDER: "Failed"}
     cfg = write_config(tmp_path, ccv=fake_ccv)
     await call_cli("--config", cfg, "track", "ccv", ORDER)
-    result = await call_cli("--config", cfg, "catch-up", env=cli_env(JOURNAL_STREAM="8:1234"))
-    event_lines = [line for line in result.stderr.splitlines() if "order.discovered" in line]
+    lines = await _stderr_to_file(tmp_path, "self", "--config", str(cfg), "catch-up")
+    event_lines = [line for line in lines if "order.discovered" in line]
     assert event_lines and event_lines[0].startswith('<3>{"time"')  # Failed is an error
+    assert all(line.startswith(("<3>", "<4>", "<6>")) for line in lines), lines
+    # The line that says why a command stopped is an error line too.
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store]\nfrobnicate = 1\n")
+    (line,) = await _stderr_to_file(tmp_path, "self", "--config", str(bad), "catch-up")
+    assert line.startswith(f"<3>config error: {bad}: store.frobnicate")
+    # Inherited by a shell or a redirect, the variable names another stream: plain lines.
+    (line,) = await _stderr_to_file(tmp_path, "8:1234", "--config", str(bad), "catch-up")
+    assert line.startswith("config error:")
+    lines = await _stderr_to_file(tmp_path, "8:1234", "--config", str(cfg), "catch-up")
+    assert lines and all(line.startswith("{") for line in lines), lines
     plain = await call_cli("--config", cfg, "events")
     assert ORDER[:8] in plain.stdout
     # The account is in every row: with several of a source, source.failed must say which.
