@@ -8,12 +8,14 @@ store's health, so a notification that meets it adds nothing more.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import CCNowConfig, CCVConfig, Config
 from ..delivery import Delivery
+from ..logs import fields
 from ..metrics import Metrics
 from ..model import OrderKey, Source
 from ..passes.report import PassReport
@@ -21,6 +23,8 @@ from ..poller.coordinator import Coordinator
 from ..poller.coordinators import Coordinators
 from ..store import Store, StoreError
 from .health import Health, SourceHealth
+
+log = logging.getLogger("reconciler.server")
 
 
 class Hub:
@@ -53,11 +57,23 @@ class Hub:
         return report.checked > report.failed
 
     async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
-        """A CCV notification for a followed order: check it now."""
+        """A CCV notification for a followed order: check it now. One nobody follows (never
+        tracked, or untracked since) is not asked about: its answer would be dropped."""
         coordinator = self.coordinators.ccv.get(account)
         if coordinator is None:
             return
         with contextlib.suppress(StoreError), self._hint():
+            if not await self.store.orders.load([OrderKey("ccv", account, order_id)]):
+                log.info(
+                    "notification.not_followed",
+                    extra=fields(
+                        source="ccv",
+                        account=account,
+                        order_id=order_id,
+                        hint="reconciler track ccv ID follows it",
+                    ),
+                )
+                return
             report = await coordinator.check([order_id], via="notification")
             self._notified(coordinator, report, received_at)
 

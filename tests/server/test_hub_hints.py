@@ -4,6 +4,7 @@ every pass gives way to it (hint_gate.py), and once it is over they no longer do
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,3 +54,16 @@ async def test_passes_give_way_while_a_ccv_notification_is_checked(
     await asyncio.wait_for(check, 10)
     assert hints.in_flight == 0
     assert [s.status for s in await hub.store.orders.snapshot("ccv")] == ["Processing"]
+
+
+async def test_a_notification_for_an_order_nobody_follows_asks_ccv_nothing(
+    hub: Hub, fake_ccv: FakeCCV, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its answer would be dropped (an untracked order stays untracked): a request for nothing.
+    fake_ccv.orders = {"N-2": "Processing"}
+    caplog.set_level(logging.INFO, logger="reconciler.server")
+    await hub.check_ccv_order("default", "N-2", time.monotonic())
+    assert fake_ccv.requests == []
+    assert await hub.store.orders.snapshot("ccv") == []
+    (line,) = [r for r in caplog.records if r.getMessage() == "notification.not_followed"]
+    assert line.__dict__["fields"]["order_id"] == "N-2"
