@@ -73,6 +73,7 @@ class Runtime:
             sinks=self.store.events.sinks,
             keep_s=self.config.keep_events_s,
             now=time.time(),
+            remember_ref_s=receiver.remember_ref_s if (receiver := self.config.receiver) else None,
         )
 
     async def __aexit__(

@@ -40,6 +40,7 @@ class PruneReport:
     kept: int  # events older than the window kept because a sink has not confirmed them
     freed_bytes: int
     writes: int = 0  # CCV submissions and CCNow commands closed before the window
+    references: int = 0  # CCV notifications' references remembered past `remember_ref`
 
 
 async def prune(
@@ -48,9 +49,11 @@ async def prune(
     sinks: Sequence[str],
     keep_s: float,
     now: float,
+    remember_ref_s: float | None = None,
     chunk: int = CHUNK,
 ) -> PruneReport:
-    """Delete what the retention window lets go, in small transactions; log one line."""
+    """Delete what the retention window lets go, in small transactions; log one line.
+    References a CCV notification named go after `remember_ref_s` (all: no receiver)."""
     if not sinks:
         raise ValueError("prune needs the configured sinks")  # else every sink would be "gone"
     started = time.monotonic()
@@ -59,8 +62,11 @@ async def prune(
     events, kept = await _prune_events(store, cutoff, chunk)
     orders = await _prune_orders(store, cutoff, chunk)
     writes = await _prune_closed_writes(store, cutoff, chunk)
+    references = await _prune_references(
+        store, now - remember_ref_s if remember_ref_s is not None else now
+    )
     freed = await give_back_space(store)
-    report = PruneReport(events, orders, released, kept, freed, writes)
+    report = PruneReport(events, orders, released, kept, freed, writes, references)
     log.info(
         "store.pruned",
         extra=fields(
@@ -69,6 +75,7 @@ async def prune(
             released_deliveries=released,
             kept_undelivered=kept,
             writes=writes,
+            references=references,
             freed_bytes=freed,
             keep_days=round(keep_s / 86400, 3),
             seconds=round(time.monotonic() - started, 3),
@@ -211,6 +218,17 @@ async def _prune_closed_writes(store: Store, cutoff: float, chunk: int) -> int:
             if count < chunk:
                 break
     return deleted
+
+
+async def _prune_references(store: Store, cutoff: float) -> int:
+    """Delete the remembered references received before `cutoff`: their orders were never
+    tracked within `remember_ref`, and a notification no longer tells them anything. One
+    statement: a day's notifications are few rows."""
+    async with store.transaction():
+        cur = await store.conn.execute(
+            "DELETE FROM pending_references WHERE received_at < ?", (cutoff,)
+        )
+        return int(cur.rowcount)
 
 
 async def give_back_space(store: Store) -> int:

@@ -350,3 +350,25 @@ async def test_closed_writes_older_than_the_window_go_open_ones_stay(tmp_path: P
         left = [r[0] for r in conn.execute("SELECT state FROM commands ORDER BY id")]
         assert left == ["queued", "uncertain", "refused"]
     conn.close()
+
+
+async def test_references_remembered_past_remember_ref_are_pruned(tmp_path: Path) -> None:
+    # Notifications for references nobody tracked: remembered for `remember_ref`, then gone,
+    # or the table grows with every such notification for the life of the service.
+    now = 1_800_000_000.0
+    store = await Store.open(tmp_path / "r.db")
+    try:
+        for reference, age_s in (("old-1", 8 * 86400), ("old-2", 30 * 86400), ("new", 3600)):
+            await store.sources.remember_reference("default", reference, now - age_s)
+        report = await prune(
+            store, sinks=["log"], keep_s=400 * 86400, now=now, remember_ref_s=7 * 86400
+        )
+        assert report.references == 2
+        rows = await store.conn.execute_fetchall(
+            "SELECT external_reference FROM pending_references"
+        )
+        assert [r[0] for r in rows] == ["new"]
+        # Without a receiver no notification comes: every remembered reference goes.
+        assert (await prune(store, sinks=["log"], keep_s=400 * 86400, now=now)).references == 1
+    finally:
+        await store.close()
