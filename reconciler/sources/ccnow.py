@@ -215,23 +215,23 @@ class CCNowClient:
         self._secrets = (config.password.reveal(),)
 
     async def pending_list(self) -> list[Observation]:
-        """Return the orders CCNow lists as pending: OK observations with their status, and a
-        failed check for each line that says no status (one that is not a status word, an
-        error, two lines that disagree): never dropped in silence."""
+        """Return the orders CCNow lists as pending, as OK observations with their status.
+
+        A line that says no status (one that is not a status word, an error, two lines that
+        disagree) is left out, with one warning per answer naming them: an order on it that is
+        followed is then queried on its own (it is not on the list as read), and its answer
+        there is its check; one nobody follows is not a check of the account's at all."""
         answer = await self._post([])
         lines, disagreeing = _by_id(answer)
         observations = []
         unreadable = []
         for order_id, line in lines.items():
-            key = OrderKey("ccnow", self._config.name, order_id)
             if order_id in disagreeing or line.status is None:
-                reason = "protocol" if order_id in disagreeing else "order_error"
-                observations.append(Observation(key, Outcome.FAILED, reason=reason))
                 unreadable.append(order_id)
-            else:
-                observations.append(Observation(key, Outcome.OK, status=line.status))
+                continue
+            key = OrderKey("ccnow", self._config.name, order_id)
+            observations.append(Observation(key, Outcome.OK, status=line.status))
         if unreadable:
-            # One line per answer, however many lines it could not read.
             log.warning(
                 "ccnow.pending_lines_unreadable",
                 extra={

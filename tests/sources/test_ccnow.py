@@ -173,7 +173,7 @@ async def test_pending_list(fake: FakeCCNow, session: aiohttp.ClientSession) -> 
     assert not any(name.startswith(("x_orderid", "x_action")) for name in seen.form)
 
 
-async def test_pending_lines_without_a_status_are_failed_checks_not_dropped(
+async def test_pending_lines_without_a_status_are_left_out_with_a_warning(
     fake: FakeCCNow, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.always = Reply(
@@ -186,12 +186,7 @@ async def test_pending_lines_without_a_status_are_failed_checks_not_dropped(
     client = CCNowClient(ccnow_config(fake.url), session)
     with caplog.at_level(logging.WARNING, logger="reconciler.sources.ccnow"):
         listed = await client.pending_list()
-    assert listed == [
-        ok("396-10-1141", "pending"),
-        failed("396-10-1142", "order_error"),
-        failed("396-10-1143", "protocol"),
-        failed("396-10-1144", "order_error"),
-    ]
+    assert listed == [ok("396-10-1141", "pending")]
     (record,) = [r for r in caplog.records if r.msg == "ccnow.pending_lines_unreadable"]
     assert record.fields["count"] == 3  # type: ignore[attr-defined]
 

@@ -145,13 +145,27 @@ async def test_ids_in_a_ccnow_notification_are_queried_and_followed(
 async def test_a_latin1_byte_in_one_pending_line_fails_that_order_alone(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:
-    # Invariant 7: one order's bad line fails that order, not the account's other orders.
-    fake_ccnow.script = [Reply(200, b"396-10-1141 pending\n396-10-1142 pend\xe9\n")]
+    # Invariant 7: one order's bad line fails that order, not the account's other orders; a
+    # followed order on such a line is queried on its own, and that is its check.
+    fake_ccnow.orders = {"396-10-1142": "pending"}
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await call_cli("--config", cfg, "track", "ccnow", "396101142")).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    listing = Reply(200, b"396-10-1141 pending\n396-10-1142 pend\xe9\n396-10-1143 pend\xe9\n")
+    fake_ccnow.script = [listing, Reply(200, b"396-10-1142 pend\xe9\n")]
     result = await call_cli("--config", cfg, "catch-up")
-    assert result.code == 75, result.stderr  # a check failed: not "all answered"
+    assert result.code == 75, result.stderr  # the followed order's own check failed
     assert "Traceback" not in result.stderr
     assert "ccnow.pending_lines_unreadable" in result.stderr
     types = [(e["type"], e["subject"]) for e in read_events(tmp_path)]
-    assert types == [("order.discovered", "396-10-1141")]  # and no source.failed
+    # No source.failed: the account answered; the order nobody follows is no check of it.
+    assert types == [
+        ("order.discovered", "396-10-1142"),
+        ("order.discovered", "396-10-1141"),
+    ]
     assert (await orders(cfg))["396-10-1141"]["status"] == "pending"
+    assert "396-10-1143" not in await orders(cfg)
+    # The whole list unreadable, nothing else followed: still no account failure.
+    fake_ccnow.script = [Reply(200, b"396-10-1143 pend\xe9\n")]
+    again = await call_cli("--config", cfg, "catch-up", "--source", "ccnow")
+    assert "source.failed" not in again.stderr, again.stderr
