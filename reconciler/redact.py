@@ -38,6 +38,15 @@ def encodings(secret: str) -> frozenset[str]:
         json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret)[1:-1],
     }
+    # Echoed back in an 8-bit encoding, a secret with a non-ASCII letter is not UTF-8: as a
+    # text decoded with its stray bytes kept (surrogateescape) or replaced (U+FFFD) reads it.
+    for legacy in ("latin-1", "cp1252"):
+        try:
+            raw = secret.encode(legacy)
+        except UnicodeEncodeError:
+            continue
+        forms.add(raw.decode("utf-8", "surrogateescape"))
+        forms.add(raw.decode("utf-8", "replace"))
     return frozenset(form for form in forms if form)
 
 

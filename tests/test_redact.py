@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from reconciler.config import Secret
 from reconciler.redact import MASK, config_secrets, redact
 from reconciler.sources.ccnow import MAX_TEXT_LENGTH, parse_answer
-from reconciler.sources.errors import SourceError
+from reconciler.sources.errors import AuthenticationFailed, SourceError
 
 # The secret's alphabet and the filler's share no character, so any piece of an encoded
 # secret that is four characters long and shows up in the result is a leak, not a coincidence.
@@ -123,3 +123,17 @@ def test_every_secret_of_a_config_is_found() -> None:
 
     config = Whole((Account(Secret("a1"), None), Account(Secret("b2"), Secret("c3"))), {})
     assert sorted(config_secrets(config)) == ["a1", "b2", "c3"]
+
+
+def test_a_password_echoed_in_latin1_is_masked_in_the_error_text() -> None:
+    # CCNow is an old CGI: a password with a non-ASCII letter may come back in latin-1 bytes,
+    # which the parser keeps as stray bytes and shows as U+FFFD.
+    password = "geheim\u00c4123"
+    body = b"error_message login failed for password geheim\xc4123\n"
+    with pytest.raises(AuthenticationFailed) as caught:
+        parse_answer(body, secrets=[password])
+    assert "geheim" not in str(caught.value) and "123" not in str(caught.value)
+    answer = parse_answer(b"396-10-1142 error_message bad geheim\xc4123\n", secrets=[password])
+    error = answer.orders[0].error
+    assert error is not None and "geheim" not in error and error.encode("utf-8")
+    assert redact("pw=geheim\ufffd123", [password]) == "pw=***"

@@ -87,7 +87,7 @@ def _readable(text: str) -> str:
 def _quote(raw_line: str, secrets: Sequence[str], *, drop: str = "", limit: int) -> str:
     """Return provider text to quote in an error: masked first (as it came, so that no blank
     a secret begins with is lost), then trimmed, without its first word `drop`, and cut."""
-    text = redact(_readable(raw_line).rstrip(_SPACE), secrets).lstrip(_SPACE)
+    text = _readable(redact(raw_line.rstrip(_SPACE), secrets)).lstrip(_SPACE)
     if drop and text[: len(drop)].lower() == drop:
         text = text[len(drop) :]
     return text.strip(" \t:")[:limit]
@@ -105,7 +105,7 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine:
     """Read what follows an order id: a status (kept verbatim), or a per-order error."""
     word = _BLANKS.split(rest, maxsplit=1)[0].lower()
     if word in _ERROR_WORDS:
-        error = redact(_readable(rest), secrets, limit=MAX_TEXT_LENGTH)
+        error = _readable(redact(rest, secrets, limit=MAX_TEXT_LENGTH))
         not_found = word == _NOT_FOUND_WORD or (
             word == _ERROR_MESSAGE and _UNKNOWN_ORDER.search(rest) is not None
         )
