@@ -174,7 +174,7 @@ class Reconciler:
             report.lost += lost
             report.failed += lost
             if result.started_failing:
-                report.started_failing += (
+                report.note_started_failing(
                     o for o in result.started_failing if keys is None or o.key in keys
                 )
         rows = []

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..model import Observation
+
+# `order.check_failed` lines a pass logs before it sums up the rest in one line.
+STARTED_FAILING_LINES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +35,22 @@ class PassReport:
     failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
     # The failed checks (not the lost orders) counted by their reason ("timeout", "http_302").
     reasons: Counter[str] = field(default_factory=Counter)
-    # The failed checks of orders whose checks had answered until this pass: the pass's own
-    # `settle` (poller/coordinator.py) logs them and empties the list.
+    # The failed checks of orders whose checks had answered until this pass, the first
+    # STARTED_FAILING_LINES of them, and the rest counted by reason: the pass's own `settle`
+    # (poller/coordinator.py) logs them and empties both. Bounded, whatever the pass's size.
     started_failing: list[Observation] = field(default_factory=list)
+    started_failing_more: Counter[str] = field(default_factory=Counter)
+
+    def note_started_failing(self, observations: Iterable[Observation]) -> None:
+        """Keep orders whose checks start failing, up to STARTED_FAILING_LINES, and count the
+        rest; one noted again (a notification's write tried twice) is not kept twice."""
+        for obs in observations:
+            if obs in self.started_failing:
+                continue
+            if len(self.started_failing) < STARTED_FAILING_LINES:
+                self.started_failing.append(obs)
+            else:
+                self.started_failing_more[obs.reason or "failed"] += 1
 
     @property
     def ok(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
-# `order.check_failed` lines a pass logs before it sums up the rest in one line.
-STARTED_FAILING_LINES = 20
 NamedReport = tuple[str, PassReport]  # a pass a tick made, named for logs and systemd STATUS=
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
@@ -243,18 +242,21 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
         started_failing, report.started_failing = report.started_failing, []
+        more, report.started_failing_more = report.started_failing_more, Counter()
         failing = await self._settle_health(said, via=via, report=report)
         if started_failing:
             if failing is None:  # the pass said nothing of the account: as it was
                 failing = (await self.store.sources.state(self.source, self.account)).failing
             if not failing:  # else the orders' failures are the account's (source.failed)
-                self._log_started_failing(started_failing)
+                self._log_started_failing(started_failing, more)
 
-    def _log_started_failing(self, started_failing: Sequence[Observation]) -> None:
-        """Log one line per order whose checks start failing while its account answers, up to
-        STARTED_FAILING_LINES a pass, then one line with how many more; the failures that
-        follow are counted in the metrics only."""
-        for obs in started_failing[:STARTED_FAILING_LINES]:
+    def _log_started_failing(
+        self, started_failing: Sequence[Observation], more: Counter[str]
+    ) -> None:
+        """Log one line per order whose checks start failing while its account answers (the
+        first STARTED_FAILING_LINES of a pass), then one line with how many more; the failures
+        that follow are counted in the metrics only."""
+        for obs in started_failing:
             log.warning(
                 "order.check_failed",
                 extra=fields(
@@ -264,7 +266,6 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                     reason=obs.reason,
                 ),
             )
-        more = started_failing[STARTED_FAILING_LINES:]
         if more:
             # Thousands of orders refused at once (a key's rights cut) are one line more, not
             # thousands: the metrics count each.
@@ -273,8 +274,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                 extra=fields(
                     source=self.source,
                     account=self.account,
-                    more=len(more),
-                    reasons=sorted({o.reason or "failed" for o in more}),
+                    more=sum(more.values()),
+                    reasons=sorted(more),
                 ),
             )
 

@@ -10,9 +10,9 @@ import logging
 
 import pytest
 
+from reconciler.passes.report import STARTED_FAILING_LINES
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.ccv import CCVCoordinator
-from reconciler.poller.coordinator import STARTED_FAILING_LINES
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
