@@ -276,10 +276,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if extra and isinstance(getattr(args, "ids", None), list):
         # `track ccv --ref REF ID`: argparse gives a `*` positional nothing when an option
-        # comes before its values, and leaves the ids over; they are the command's ids.
-        ids = [a for a in extra if not a.startswith("-")]
+        # comes before its values, and leaves the ids over; they are the command's ids, and so
+        # is everything after `--` (an id may begin with "-").
+        after = list(argv[list(argv).index("--") + 1 :]) if "--" in argv else []
+        ids = [a for a in extra if not a.startswith("-") or a in after]
         args.ids += ids
-        extra = [a for a in extra if a.startswith("-")]
+        extra = [a for a in extra if a not in ids and a != "--"]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args

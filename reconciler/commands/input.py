@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import sys
 from pathlib import Path
 
@@ -55,20 +54,31 @@ def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
         raise DataError(f'{path}:{number}: not UTF-8 (save it as "CSV UTF-8")') from None
     out: list[tuple[str, str | None]] = []
     # Lines end at \n (and \r\n) only: str.splitlines would also end one at a form feed or a
-    # U+2028 pasted inside it, making two orders of one line.
-    rows = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
-    try:
-        for row in rows:
-            where = f"{path}:{rows.line_num}"
-            fields = [field.strip() for field in row]
-            while fields and not fields[-1]:
-                fields.pop()  # a spreadsheet's empty trailing columns
-            if not fields or fields[0].startswith("#"):
-                continue
-            out.append(_track_line(where, source, fields))
-    except csv.Error as exc:
-        raise DataError(f"{path}:{rows.line_num}: not a CSV line: {exc}") from None
+    # U+2028 pasted inside it, making two orders of one line. Each line is one CSV record.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r").strip()
+        if not line or line.startswith("#"):  # a comment: not a quoted "#..." field
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = next(csv.reader([line], skipinitialspace=True, strict=True))
+        except csv.Error as exc:
+            raise DataError(f"{where}: not a CSV line: {exc}") from None
+        fields = [field.strip() for field in row]
+        while fields and not fields[-1]:
+            fields.pop()  # a spreadsheet's empty trailing columns
+        if not fields or (not out and _is_header(fields)):
+            continue
+        out.append(_track_line(where, source, fields))
     return out
+
+
+# What a spreadsheet's first row says above the ids (lower case): never an order id.
+_HEADERS = frozenset({"id", "order", "order id", "order_id", "orderid", "order-id", "ordernumber"})
+
+
+def _is_header(fields: list[str]) -> bool:
+    return fields[0].lower() in _HEADERS
 
 
 def _track_line(where: str, source: Source, fields: list[str]) -> tuple[str, str | None]:

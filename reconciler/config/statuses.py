@@ -25,7 +25,11 @@ def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str
     if not close:
         return None
     meant = by_fold[close[0]]
-    problem = f"did you mean '{meant}'? status words are case-sensitive"
+    problem = (
+        f"did you mean '{meant}'? status words are case-sensitive"
+        if meant.casefold() == word.casefold()
+        else f"did you mean '{meant}'? (a word {source} documents, spelt otherwise)"
+    )
     if stuck and status_info(source, meant).end_state:
         problem += f"; '{meant}' is an end state: {_NEVER_STUCK}"
     return problem

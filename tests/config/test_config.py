@@ -355,7 +355,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     # Status words as keys: a documented word in another case or misspelt matched no order, in
     # silence, and `check` said "config ok".
     ("stuck-misspelt", CCNOW + "[alerts.stuck_after.ccnow]\npendng = '1d'\n",
-     "alerts.stuck_after.ccnow.pendng", "did you mean 'pending'? status words are case-sensitive"),
+     "alerts.stuck_after.ccnow.pendng",
+     "did you mean 'pending'? (a word ccnow documents, spelt otherwise)"),
     ("stuck-case", CCV + "[alerts.stuck_after.ccv]\nprocessing = '1d'\n",
      "alerts.stuck_after.ccv.processing", "did you mean 'Processing'?"),
     ("stuck-end-state", CCV + "[alerts.stuck_after.ccv]\nCompleted = '1d'\n",
