@@ -298,7 +298,7 @@ async def _refuse_foreign(conn: aiosqlite.Connection) -> int:
     set user_version to 1, and the store id in `meta`, written by its first open."""
     rows = await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
     tables = {str(r[0]) for r in rows}
-    version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
+    version = await _user_version(conn)
     ours = version >= 1 and {"meta", "orders"} <= tables and await _has_store_id(conn)
     if tables and not ours:
         names = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
@@ -329,23 +329,33 @@ async def _has_store_id(conn: aiosqlite.Connection) -> bool:
 async def _upgrade(
     conn: aiosqlite.Connection, path: Path, version: int, why: str, *, locked: bool
 ) -> None:
-    """Migrate under the writer lock: a process holding it runs an older release (this one
-    would have upgraded the store), whose statements the new schema would break."""
+    """Migrate under the writer lock: a process of an older release holding it would run
+    statements the new schema breaks. One of this release holding it has upgraded the store
+    (maybe since `version` was read: then there is nothing left to do), or is upgrading or
+    creating it."""
     lock = None if locked else WriterLock(path)
     if lock is not None:
         try:
             lock.acquire()
         except StoreLocked as exc:
+            if await outdated(conn, await _user_version(conn)) is None:
+                return  # the holder upgraded the store meanwhile
             raise StoreLocked(
-                f"{exc}, which runs an older release ({why}): restart that reconciler first, "
-                "which then upgrades the store"
+                f"{exc}; this release must upgrade the store ({why}): if that process runs an "
+                "older release, restart it, which upgrades the store; else try again in a moment"
             ) from None
     try:
-        await migrate(conn, version)
+        # Each migration reads the version again in its own transaction: another writer may
+        # have run some since `version` was read.
+        await migrate(conn)
         await give_orders_a_rowid(conn)
     finally:
         if lock is not None:
             lock.release()
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    return int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
 
 
 async def _store_id(conn: aiosqlite.Connection, *, create: bool) -> str:
@@ -355,6 +365,9 @@ async def _store_id(conn: aiosqlite.Connection, *, create: bool) -> str:
         return str(row[0])
     if not create:
         raise StoreError("not a reconciler store (no store id)")
-    store_id = str(uuid.uuid4())
-    await conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?)", (store_id,))
-    return store_id
+    # Two processes creating the store at once both get here (the lock is released before):
+    # the first id written is the store's.
+    await conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", (str(uuid.uuid4()),)
+    )
+    return await _store_id(conn, create=False)

@@ -5,10 +5,12 @@ A database put back to an earlier state counts those places again, and a transit
 differs from the one first seen at a place (an order that went A -> B -> A -> B meanwhile) would
 get the id a sink already has: a consumer that deduplicates on the id (`webhook-id`) would drop
 a real change. So beside the database a small file, `<database>-history`, keeps the highest
-event seq this store committed. A database that holds less than that has gone back, and from
-then on its ids are made in a new epoch (a random word kept in `meta`): no id comes again. A
-transition seen again after the rewind then gets a new id too; a consumer applying a status
-twice is harmless, one dropping a change is not.
+event seq this store committed and the epoch its ids were made in. A database that holds less
+than that, or is of another epoch, has gone back, and from then on its ids are made in a new
+epoch (a random word kept in `meta`): no id comes again. A transition seen again after the
+rewind then gets a new id too; a consumer applying a status twice is harmless, one dropping a
+change is not. The epoch matters after a second restore: a backup newer than the first one
+restored holds more events than the mark lowered to the first one's count, but not its epoch.
 
 The mark is written after each commit that stored events, without fsync: after a power loss it
 may be behind the database (a rewind then goes unseen for the events after it), never ahead.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -29,14 +32,19 @@ log = logging.getLogger("reconciler.store")
 
 SUFFIX = "-history"
 _MAX_MARK = 200
+_NO_EPOCH = "-"
+# Every mark's width (a store id, an epoch and a seq take 74 characters; a two-field mark 57).
+_WIDTH = 99
 
 
 class HistoryMark:
-    """The mark beside one store: its id and the highest event seq it committed."""
+    """The mark beside one store: its id, the epoch its ids are made in and the highest event
+    seq it committed."""
 
-    def __init__(self, fd: int, store_id: str, seq: int) -> None:
+    def __init__(self, fd: int, store_id: str, epoch: str | None, seq: int) -> None:
         self._fd: int | None = fd
         self._store_id = store_id
+        self._epoch = epoch
         self.seq = seq
 
     def note(self, seq: int) -> None:
@@ -48,10 +56,11 @@ class HistoryMark:
         if self._fd is None:
             return
         self.seq = seq
-        # Fixed width: one write replaces the whole mark, no truncation between.
-        line = f"{self._store_id} {seq:020d}\n".encode()
+        # Fixed width, wider than a two-field mark of this morning's release: one write
+        # replaces the whole mark, no truncation between.
+        line = f"{self._store_id} {self._epoch or _NO_EPOCH} {seq:020d}".ljust(_WIDTH) + "\n"
         try:
-            os.pwrite(self._fd, line, 0)
+            os.pwrite(self._fd, line.encode(), 0)
         except OSError as exc:
             log.warning("store.history_mark_failed", extra=fields(error=exc.strerror))
             self.close()
@@ -63,47 +72,72 @@ class HistoryMark:
             self._fd = None
 
 
-def _marked_seq(raw: bytes, store_id: str) -> int | None:
-    """Return the seq a mark holds for `store_id`, or None (another store's, or unreadable)."""
-    parts = raw.decode("ascii", "replace").split()
-    if len(parts) != 2 or parts[0] != store_id or not parts[1].isdigit():
+@dataclass(frozen=True)
+class _Marked:
+    seq: int
+    epoch: str | None
+    # A mark of the release before epochs were marked: its epoch is not known.
+    epoch_known: bool = True
+
+
+def _read_mark(raw: bytes, store_id: str) -> _Marked | None:
+    """Return what a mark holds for `store_id`, or None (another store's, or unreadable)."""
+    # The first line only: a release before this one writes its shorter mark over a longer one.
+    parts = raw.split(b"\n", 1)[0].decode("ascii", "replace").split()
+    if not parts or parts[0] != store_id or not parts[-1].isdigit():
         return None
-    return int(parts[1])
+    if len(parts) == 2:
+        return _Marked(int(parts[1]), None, epoch_known=False)
+    if len(parts) == 3:
+        return _Marked(int(parts[2]), None if parts[1] == _NO_EPOCH else parts[1])
+    return None
+
+
+def _gone_back(marked: _Marked, last: int, epoch: str | None) -> str | None:
+    """Say how the database went back since the mark was written, if it did."""
+    if marked.seq > last:
+        return "fewer events than committed"
+    if marked.epoch_known and marked.epoch != epoch:
+        return "another epoch than committed"
+    return None
 
 
 async def open_history(
     conn: aiosqlite.Connection, path: Path, store_id: str
 ) -> tuple[HistoryMark | None, str | None]:
     """Open the mark beside the database at `path` and return it with the id epoch in force:
-    a new one when the database holds fewer events than the mark says it committed."""
-    mark: HistoryMark | None = None
+    a new one when the database holds fewer events than the mark says it committed, or its
+    epoch is not the mark's."""
     try:
         fd = os.open(path.with_name(path.name + SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         # Ids are then as they were before marks: a rewind goes unseen, nothing else changes.
         log.warning("store.history_mark_failed", extra=fields(error=exc.strerror))
+        return None, await _epoch(conn)
+    # The mark first, the database after: a mark is written after its commit, so another
+    # process committing meanwhile can never make the mark look ahead of the database.
+    marked = _read_mark(os.pread(fd, _MAX_MARK, 0), store_id)
+    last = await _last_seq(conn)
+    epoch = await _epoch(conn)
+    why = None if marked is None else _gone_back(marked, last, epoch)
+    if marked is not None and why is not None:
+        epoch = await _new_epoch(conn, epoch)
+        log.warning(
+            "store.history_rewound",
+            extra=fields(
+                path=str(path),
+                events=last,
+                committed_before=marked.seq,
+                reason=why,
+                hint="restored from a backup? new events get new ids",
+            ),
+        )
+    if marked is None or why is not None or not marked.epoch_known:
+        # The database's own count and epoch from now on (a rewound one's new epoch).
+        mark = HistoryMark(fd, store_id, epoch, last)
+        mark._write(last)
     else:
-        # The mark first, the database after: a mark is written after its commit, so another
-        # process committing meanwhile can never make the mark look ahead of the database.
-        marked = _marked_seq(os.pread(fd, _MAX_MARK, 0), store_id)
-        last = await _last_seq(conn)
-        mark = HistoryMark(fd, store_id, last if marked is None else min(marked, last))
-        if marked is not None and marked > last:
-            await _new_epoch(conn)
-            log.warning(
-                "store.history_rewound",
-                extra=fields(
-                    path=str(path),
-                    events=last,
-                    committed_before=marked,
-                    hint="restored from a backup? new events get new ids",
-                ),
-            )
-        if marked is None or marked > last:
-            # The database's own count from now on (a rewound one's too, in its new epoch).
-            mark._write(last)
-    rows = await conn.execute_fetchall("SELECT value FROM meta WHERE key = 'id_epoch'")
-    epoch = next((str(r[0]) for r in rows), None)
+        mark = HistoryMark(fd, store_id, epoch, min(marked.seq, last))
     return mark, epoch
 
 
@@ -112,14 +146,24 @@ async def _last_seq(conn: aiosqlite.Connection) -> int:
     return int(next(iter(rows))[0])
 
 
-async def _new_epoch(conn: aiosqlite.Connection) -> None:
+async def _epoch(conn: aiosqlite.Connection) -> str | None:
+    rows = await conn.execute_fetchall("SELECT value FROM meta WHERE key = 'id_epoch'")
+    return next((str(r[0]) for r in rows), None)
+
+
+async def _new_epoch(conn: aiosqlite.Connection, seen: str | None) -> str:
+    """Start a new epoch and return it; or the one another process opening the store started
+    since the epoch `seen` was read (both saw the same rewind: one epoch for both)."""
     await conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('id_epoch', ?)",
-            (secrets.token_hex(8),),
-        )
+        epoch = await _epoch(conn)
+        if epoch is None or epoch == seen:
+            epoch = secrets.token_hex(8)
+            await conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('id_epoch', ?)", (epoch,)
+            )
     except BaseException:
         await conn.execute("ROLLBACK")
         raise
     await conn.execute("COMMIT")
+    return epoch

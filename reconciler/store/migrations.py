@@ -253,20 +253,25 @@ async def outdated(conn: aiosqlite.Connection, version: int) -> str | None:
     return f"database schema version {version} has the orders table of an older release"
 
 
-async def migrate(conn: aiosqlite.Connection, version: int) -> None:
-    """Run the migrations after `version`, each in its own transaction with its version."""
-    for number in range(version + 1, SCHEMA_VERSION + 1):
-        script = MIGRATIONS[number - 1]
+async def migrate(conn: aiosqlite.Connection) -> None:
+    """Run the migrations the database still lacks, each in its own transaction with its
+    version. The version is read inside each transaction: another writer may have run some."""
+    while True:
         # executescript would COMMIT first; run statements one by one inside our transaction.
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in statements(script):
-                await conn.execute(statement)
-            await conn.execute(f"PRAGMA user_version = {number:d}")
+            rows = await conn.execute_fetchall("PRAGMA user_version")
+            number = int(next(iter(rows))[0]) + 1
+            if number <= SCHEMA_VERSION:
+                for statement in statements(MIGRATIONS[number - 1]):
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {number:d}")
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
         await conn.execute("COMMIT")
+        if number >= SCHEMA_VERSION:
+            return
 
 
 def statements(script: str) -> Iterator[str]:

@@ -10,12 +10,15 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
+import aiosqlite
 import pytest
 
 from reconciler.store import Store, WriterLock
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
-from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
+from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated
 from tests.conftest import Result, call_cli, read_events, write_config
 from tests.fake_providers import FakeCCV
 
@@ -247,7 +250,8 @@ async def test_a_writer_does_not_upgrade_a_store_an_older_reconciler_holds(
     try:
         for command in (["track", "ccv", OPEN_STAYS], ["untrack", "ccv", ENDED]):
             result = await call_cli("--config", cfg, *command)
-            assert_one_line(result, 75, str(db), "older release", "restart")
+            # The holder may be of this release, upgrading the store: the words fit both.
+            assert_one_line(result, 75, str(db), "older release", "restart", "try again")
         assert db.read_bytes() == before
     finally:
         older_daemon.release()
@@ -295,5 +299,78 @@ async def test_a_store_whose_first_open_stopped_before_its_id_opens(tmp_path: Pa
     try:
         assert store.store_id
         await store.orders.track("ccv", "default", [(OPEN_STAYS, None)], 1.0)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("holder", [None, "a daemon of this release"])
+async def test_a_writer_whose_store_another_upgraded_meanwhile_opens_it(
+    tmp_path: Path, holder: str | None
+) -> None:
+    # Two writers started by hand at upgrade time: the second reads the old schema version,
+    # then the first upgrades the store and exits (or a daemon of this release starts and
+    # keeps the lock), then the second takes the lock. It must not run the migrations again
+    # (before: "index ... already exists"), nor refuse a store that needs nothing more.
+    db = tmp_path / "reconciler.db"
+    make_old_store(db, version=3)
+    conn = await aiosqlite.connect(db, isolation_level=None)
+    daemon = WriterLock(db)
+    try:
+        version = await _refuse_foreign(conn)
+        why = await outdated(conn, version)
+        assert why is not None
+        await (await Store.open(db)).close()  # the other writer
+        if holder is not None:
+            daemon.acquire()
+        await _upgrade(conn, db, version, why, locked=False)
+    finally:
+        daemon.release()
+        await conn.close()
+    store = await Store.open(db)
+    try:
+        assert store.store_id == "old-store"
+    finally:
+        await store.close()
+    with connected(db) as check:
+        assert check.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert check.execute("SELECT count(*) FROM orders").fetchone() == (3,)
+
+
+class _OtherCreatesTheStoreFirst:
+    """A connection on which another process opens (and so creates) the store just before
+    this one writes its store id: the interleaving of two first opens at once."""
+
+    def __init__(self, conn: aiosqlite.Connection, db: Path) -> None:
+        self._conn, self._db = conn, db
+        self.other: Store | None = None
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if not sql.startswith("INSERT") or self.other is not None:
+            return self._conn.execute(sql, *args)
+        return self._after_other(sql, *args)
+
+    async def _after_other(self, sql: str, *args: Any) -> Any:
+        self.other = await Store.open(self._db)
+        return await self._conn.execute(sql, *args)
+
+
+async def test_two_processes_creating_a_store_at_once_agree_on_its_id(tmp_path: Path) -> None:
+    db = tmp_path / "reconciler.db"
+    conn = await aiosqlite.connect(db, isolation_level=None)
+    interleaved = _OtherCreatesTheStoreFirst(conn, db)
+    try:
+        version = await _refuse_foreign(conn)
+        why = await outdated(conn, version)
+        assert why is not None
+        await _upgrade(conn, db, version, why, locked=False)
+        store_id = await _store_id(cast(aiosqlite.Connection, interleaved), create=True)
+    finally:
+        await conn.close()
+        if interleaved.other is not None:
+            await interleaved.other.close()
+    assert interleaved.other is not None and store_id == interleaved.other.store_id
+    store = await Store.open(db)
+    try:
+        assert store.store_id == store_id
     finally:
         await store.close()

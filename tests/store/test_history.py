@@ -1,0 +1,147 @@
+"""The history mark beside a real SQLite file: a database put back to an earlier state makes its
+ids in a new epoch (history.py); a database that did not go back keeps its ids."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reconciler.events import Event
+from reconciler.model import EventType
+from reconciler.store import Store
+
+REWOUND = "store.history_rewound"
+
+
+async def add_to(store: Store, n: int) -> None:
+    """Commit `n` events to `store`."""
+    async with store.transaction():
+        await store.events.add(
+            [
+                Event(
+                    str(uuid.uuid4()),
+                    EventType.STATUS_CHANGED,
+                    time.time(),
+                    "ccv",
+                    "",
+                    "o",
+                    "info",
+                    {},
+                )
+                for _ in range(n)
+            ]
+        )
+
+
+async def add_events(db: Path, n: int) -> str:
+    """Open the store, commit `n` events, close it; return the seed its ids were made from."""
+    store = await Store.open(db)
+    try:
+        await add_to(store, n)
+        return store.store_id
+    finally:
+        await store.close()
+
+
+def restore(backup: Path, db: Path) -> None:
+    """The README's restore: the database file alone, its WAL and shm removed."""
+    shutil.copyfile(backup, db)
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+
+def rewinds(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(r.getMessage() == REWOUND for r in caplog.records)
+
+
+async def test_restoring_a_newer_backup_after_an_older_one_is_a_rewind_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Backups at 500 and 900 events, run to 1000; restore 500 and run to 800; restore 900.
+    # 900 is more than the 800 the mark was lowered to, yet the database went back: without
+    # a new epoch its events 901.. would get the ids the first timeline's 901.. had.
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    first = await add_events(db, 500)
+    shutil.copyfile(db, tmp_path / "b500.db")
+    await add_events(db, 400)
+    shutil.copyfile(db, tmp_path / "b900.db")
+    assert await add_events(db, 100) == first
+    assert rewinds(caplog) == 0
+
+    restore(tmp_path / "b500.db", db)
+    second = await add_events(db, 300)
+    assert rewinds(caplog) == 1 and second != first
+
+    restore(tmp_path / "b900.db", db)
+    third = await add_events(db, 1)
+    assert rewinds(caplog) == 2
+    assert third not in {first, second}
+    # The new epoch holds: the next open is no rewind and makes the same ids.
+    assert await add_events(db, 1) == third
+    assert rewinds(caplog) == 1 + 1
+
+
+async def test_a_store_that_did_not_go_back_keeps_its_ids(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    mark = db.with_name(db.name + "-history")
+    # An empty events table, opened again.
+    seed = await add_events(db, 0)
+    assert await add_events(db, 0) == seed
+    # A rewound store (an epoch) restarted, then after a crash that lost the mark's last write
+    # (the mark behind the database).
+    shutil.copyfile(db, tmp_path / "empty.db")
+    await add_events(db, 5)
+    restore(tmp_path / "empty.db", db)
+    rewound = await add_events(db, 5)
+    assert rewinds(caplog) == 1 and rewound != seed
+    assert await add_events(db, 5) == rewound
+    store_id, epoch, _ = mark.read_text().split()
+    mark.write_text(f"{store_id} {epoch} {3:020d}\n")
+    assert await add_events(db, 1) == rewound
+    # A writer opened by hand beside the daemon, which goes on committing, then a restart.
+    daemon = await Store.open(db)
+    try:
+        await add_to(daemon, 2)
+        by_hand = await Store.open(db)
+        assert by_hand.store_id == rewound
+        await by_hand.close()
+        await add_to(daemon, 2)
+    finally:
+        await daemon.close()
+    assert await add_events(db, 1) == rewound
+    assert rewinds(caplog) == 1
+
+
+async def test_a_mark_of_the_release_before_epochs_were_marked_is_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Written as `<store id> <seq>`: its epoch is not known, so only the count is compared,
+    # and a store rewound before the upgrade keeps its epoch.
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    mark = db.with_name(db.name + "-history")
+    seed = await add_events(db, 0)
+    shutil.copyfile(db, tmp_path / "empty.db")
+    await add_events(db, 5)
+    restore(tmp_path / "empty.db", db)
+    rewound = await add_events(db, 5)
+    assert rewinds(caplog) == 1
+    mark.write_text(f"{seed} {5:020d}\n")
+    assert await add_events(db, 1) == rewound
+    assert rewinds(caplog) == 1
+    # A lower count than such a mark is a rewind as before.
+    shutil.copyfile(db, tmp_path / "six.db")
+    await add_events(db, 1)
+    restore(tmp_path / "six.db", db)
+    mark.write_text(f"{seed} {7:020d}\n")
+    assert await add_events(db, 1) not in {seed, rewound}
+    assert rewinds(caplog) == 2
