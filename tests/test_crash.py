@@ -108,6 +108,18 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, fake_ccv:
     assert all(len(v) == 1 for v in ids_per_transition.values())
 
 
+async def backup_store(db: Path, backup: Path) -> None:
+    """Back the store up as README says: sqlite3's .backup, safe beside a running writer."""
+    await asyncio.to_thread(subprocess.run, ["sqlite3", str(db), f".backup '{backup}'"], check=True)
+
+
+def restore_store(backup: Path, db: Path) -> None:
+    """Put the backup in place as README's restore procedure does (its WAL files removed)."""
+    shutil.copyfile(backup, db)
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+
 async def test_after_a_restore_a_different_transition_never_gets_an_emitted_id(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
@@ -120,21 +132,12 @@ async def test_after_a_restore_a_different_transition_never_gets_an_emitted_id(
     cfg = write_config(tmp_path, ccv=fake_ccv)
     assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
-
-    def backup_now() -> None:
-        subprocess.run(["sqlite3", str(db), f".backup '{backup}'"], check=True)
-
-    def restore() -> None:
-        shutil.copyfile(backup, db)
-        for suffix in ("-wal", "-shm"):
-            db.with_name(db.name + suffix).unlink(missing_ok=True)
-
-    backup_now()
+    await backup_store(db, backup)
     for after_restore in ("AwaitingPayment", "Failed", "AwaitingPayment"):
         fake_ccv.orders[order] = after_restore
         result = await call_cli("--config", cfg, "catch-up")
         assert result.code == 0, result.stderr
-        restore()
+        restore_store(backup, db)
 
     changes = [e for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
     seen = [(e["data"]["status"], e["id"]) for e in changes]
@@ -156,13 +159,11 @@ async def test_after_a_restore_an_order_that_came_back_is_not_taken_for_a_repeat
     cfg = write_config(tmp_path, ccv=fake_ccv)
     assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
-    await asyncio.to_thread(subprocess.run, ["sqlite3", str(db), f".backup '{backup}'"], check=True)
+    await backup_store(db, backup)
     for status in ("InProgress", "AwaitingPayment"):
         fake_ccv.orders[order] = status
         assert (await call_cli("--config", cfg, "catch-up")).code == 0
-    shutil.copyfile(backup, db)
-    for suffix in ("-wal", "-shm"):
-        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    restore_store(backup, db)
     fake_ccv.orders[order] = "InProgress"
     result = await call_cli("--config", cfg, "catch-up")
     assert result.code == 0, result.stderr
@@ -188,16 +189,14 @@ async def test_after_a_restore_a_new_source_failure_never_gets_an_emitted_id(
     cfg = write_config(tmp_path, ccv=fake_ccv)
     assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
-    await asyncio.to_thread(subprocess.run, ["sqlite3", str(db), f".backup '{backup}'"], check=True)
+    await backup_store(db, backup)
 
     for failure in (Reply(401), html_page(503)):
         fake_ccv.always = failure
         assert (await call_cli("--config", cfg, "catch-up")).code == 75
         fake_ccv.always = None
         assert (await call_cli("--config", cfg, "catch-up")).code == 0
-        shutil.copyfile(backup, db)
-        for suffix in ("-wal", "-shm"):
-            db.with_name(db.name + suffix).unlink(missing_ok=True)
+        restore_store(backup, db)
 
     health = [e for e in read_events(tmp_path) if e["type"].startswith("source.")]
     kinds = [e["type"] for e in health]
