@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
 from ..logs import fields
-from ..model import SOURCES, Observation, OrderState, Source, Via, known_statuses, status_info
+from ..model import (
+    SOURCES,
+    EventType,
+    Observation,
+    OrderState,
+    Source,
+    Via,
+    known_statuses,
+    status_info,
+)
 from ..passes.batcher import Batcher
 from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
@@ -275,7 +284,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                     source=self.source,
                     account=self.account,
                     more=sum(more.values()),
-                    reasons=sorted(more),
+                    reasons=dict(sorted(more.items())),
                 ),
             )
 
@@ -302,6 +311,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                         state, new, flip, now=now, via=via, store_id=store.store_id
                     )
                     await store.events.add([event])
+                if flip is EventType.SOURCE_RECOVERED:
+                    # An order that still fails now starts failing on its own, and is logged.
+                    await store.orders.forget_failures(self.source, self.account)
         except BaseException:
             self._healthy_at = None
             raise

@@ -341,6 +341,15 @@ class Orders:
         async with self._conn.execute(FAILING_SQL) as cur:
             return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
 
+    async def forget_failures(self, source: Source, account: str) -> None:
+        """Start every failure streak of an account from 0 (inside the caller's transaction):
+        the checks an account's outage failed were the account's failures, not its orders'."""
+        await self._conn.execute(
+            "UPDATE orders INDEXED BY orders_failing SET failure_streak = 0 "
+            "WHERE source = ? AND account = ? AND failure_streak > 0",
+            (source, account),
+        )
+
     async def due_counts(self, now: float) -> dict[tuple[str, str], int]:
         """Return orders whose check is due, by (source, account) (uses the partial index)."""
         sql = (

@@ -323,3 +323,29 @@ async def test_a_pass_in_which_many_orders_start_failing_logs_a_bounded_number_o
     (summed,) = [f for f in lines if "more" in f]
     assert len(single) == STARTED_FAILING_LINES
     assert summed["more"] == len(ids) - 1 - STARTED_FAILING_LINES
+
+
+async def test_an_order_failing_alone_after_an_outage_is_logged(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    await track(world, "ccv", *CCV_IDS)
+    world.ccv_client.statuses = dict.fromkeys(CCV_IDS, "New")
+    await world.ccv.check(CCV_IDS, via="poll")
+    caplog.set_level(logging.WARNING, logger="reconciler")
+
+    def logged() -> list[str]:
+        lines = [r for r in caplog.records if r.getMessage() == "order.check_failed"]
+        return [r.__dict__["fields"]["order_id"] for r in lines]
+
+    # An outage: every check fails, the account's source.failed line is theirs.
+    world.ccv_client.forbidden = set(CCV_IDS)
+    world.ccv_client.probe_error = ProtocolError("html page (http 200)")
+    await world.ccv.check(CCV_IDS, via="poll")
+    assert (await world.events())[-1] == FAILED and logged() == []
+    # It ends, but one order is refused on its own from now on: that is its failure, logged
+    # once, though the outage had already counted failures for it.
+    world.ccv_client.forbidden = {CCV_IDS[0]}
+    world.ccv_client.probe_error = None
+    for _ in range(3):
+        await world.ccv.check(CCV_IDS, via="poll")
+    assert logged() == [CCV_IDS[0]]
