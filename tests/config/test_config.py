@@ -1079,3 +1079,13 @@ def test_config_lists_the_files_that_hold_secrets(tmp_path: Path) -> None:
 def test_commands_reach_the_api_where_it_listens(host: str, url: str) -> None:
     api = ApiConfig(listen_host=host, listen_port=8081, token=Secret("t" * 32))
     assert api.url("/api/v1/ccv/orders") == url
+
+
+@pytest.mark.parametrize("word", ["AwaitingShipment", "ErpProcessing", "New2", "refund"])
+def test_a_status_word_near_but_not_one_slip_from_a_documented_one_is_a_new_one(
+    tmp_path: Path, word: str
+) -> None:
+    # A provider adding AwaitingShipment beside AwaitingPayment must be configurable.
+    source, text = ("ccnow", CCNOW) if word == "refund" else ("ccv", CCV)
+    config = load_config(write(tmp_path, text + f"[alerts.stuck_after.{source}]\n{word} = '1d'\n"))
+    assert (source, word) in config.alerts.stuck_after_s
