@@ -168,7 +168,7 @@ class Delivery:
         """Skip sinks whose receiver said it is gone in an earlier run."""
         disabled = await self.store.outbox.disabled_sinks()
         for lane in self.lanes:
-            if lane.config.name in disabled:
+            if lane.config.name in disabled and not lane.disabled:  # said once, when it happened
                 lane.disabled = True
                 log.error(
                     "sink.disabled",
@@ -343,7 +343,14 @@ class Delivery:
         if gone is not None:
             lane.disabled = True
             await self.store.outbox.disable_sink(cfg.name, gone.reason, now)
-            log.error("sink.disabled", extra=fields(sink=cfg.name, reason=gone.reason))
+            log.error(
+                "sink.disabled",
+                extra=fields(
+                    sink=cfg.name,
+                    reason=gone.reason,
+                    hint="reconciler replay --sink NAME enables it again",
+                ),
+            )
 
     async def close(self) -> None:
         """Close every sink."""

@@ -135,7 +135,8 @@ async def test_gone_receiver_disables_the_sink(
     assert result.code == 75
     assert len(receiver.attempts) == 1, result.stderr
     disabled = [line for line in result.log_lines() if line["message"] == "sink.disabled"]
-    assert disabled and disabled[0]["level"] == "error"
+    assert len(disabled) == 1 and disabled[0]["level"] == "error"  # once, not again at the end
+    assert "replay --sink" in disabled[0]["hint"]
     assert SECRET not in result.stderr
 
 

@@ -73,12 +73,13 @@ def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
     return out
 
 
-# What a spreadsheet's first row says above the ids (lower case): never an order id.
-_HEADERS = frozenset({"id", "order", "order id", "order_id", "orderid", "order-id", "ordernumber"})
+# What a spreadsheet's first row says above the ids ("Order ID", "order_number", "Order No."),
+# in letters alone: never an order id.
+_HEADERS = frozenset({"id", "order", "orderid", "ordernumber", "orderno", "ordernr", "number"})
 
 
 def _is_header(fields: list[str]) -> bool:
-    return fields[0].lower() in _HEADERS
+    return "".join(c for c in fields[0].lower() if c.isalpha()) in _HEADERS
 
 
 def _track_line(where: str, source: Source, fields: list[str]) -> tuple[str, str | None]:

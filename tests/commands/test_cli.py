@@ -310,7 +310,7 @@ async def test_track_file_is_read_as_csv_and_a_line_is_one_order(
     # As a spreadsheet saves it: quoted fields, a comma inside quotes, empty trailing columns.
     sheet = tmp_path / "sheet.csv"
     sheet.write_text(
-        'Order ID,Reference\r\n"A2","ref2"\r\nA5,"x, y"\r\n  B1 , r1 ,,\r\n', encoding="utf-8"
+        'Order No.,Reference\r\n"A2","ref2"\r\nA5,"x, y"\r\n  B1 , r1 ,,\r\n', encoding="utf-8"
     )
     assert (await call_cli("--config", cfg, "track", "ccv", "--from-file", sheet)).code == 0
     rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
