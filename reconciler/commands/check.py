@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Awaitable
 
-from ..config import Config
+from ..config import CommandSinkConfig, Config, ConfigError
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from .permissions import warn_readable_secrets
 from .terminal import shown
@@ -15,12 +15,24 @@ from .terminal import shown
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:
     """Config is valid when we get here; with --online, ask each provider once."""
+    _check_programs(config)
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
     print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
     warn_readable_secrets(config.secret_files)
     if not args.online:
         return EX_OK
     return await check_online(config)
+
+
+def _check_programs(config: Config) -> None:
+    """Refuse a command sink whose program is not found here, as a config error: else each
+    event is retried until max_age, then dead-lettered. Only `check` refuses it; the daemon
+    says it once (sink.program_missing) and the other commands do not care."""
+    from ..sinks.command import program_problem
+
+    for index, sink in enumerate(config.sinks):
+        if isinstance(sink, CommandSinkConfig) and (problem := program_problem(sink.command)):
+            raise ConfigError(config.file, f"sinks[{index}].command[0]", problem)
 
 
 async def check_online(config: Config) -> int:

@@ -3,7 +3,6 @@ and default names (the kind) that step aside for explicit ones."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -128,10 +127,4 @@ class SinkReader:
                 raise table.error(f"command[{index}]", f"expected a string, got {type_name(arg)}")
         if not value[0]:
             raise table.error("command[0]", "must not be empty")
-        if shutil.which(value[0]) is None:
-            # Found now, not at the first event: every event would be retried until max_age,
-            # then dead-lettered.
-            raise table.error(
-                "command[0]", f"no executable program {value[0]!r} (a path, or a name on PATH)"
-            )
         return tuple(value)

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Mapping, Sequence
 
 from reconciler.config import CommandSinkConfig
+from reconciler.logs import fields
 from reconciler.sinks.base import (
     Delivered,
     DeliveryResult,
@@ -98,6 +100,13 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(proc.wait(), _GRACE_S)
 
 
+def program_problem(command: Sequence[str]) -> str | None:
+    """Say why `command` cannot be run here (its program is not found), or None."""
+    if shutil.which(command[0]) is None:
+        return f"no executable program {command[0]!r} (a path, or a name on PATH)"
+    return None
+
+
 class CommandSink:
     """Runs `config.command` (never through a shell) once per event, event body on stdin."""
 
@@ -105,6 +114,10 @@ class CommandSink:
         self.name = config.name
         self._argv = config.command
         self._timeout_s = config.timeout_s
+        if (problem := program_problem(config.command)) is not None:
+            # Said once at the start, not first at an event: each would be retried until
+            # max_age, then dead-lettered.
+            log.error("sink.program_missing", extra=fields(sink=self.name, problem=problem))
 
     def __repr__(self) -> str:
         return f"CommandSink(name={self.name!r})"

@@ -33,3 +33,21 @@ async def test_check_accepts_a_file_with_a_byte_order_mark(tmp_path: Path) -> No
     result = await run_cli("--config", cfg, "check")
     assert (result.code, result.stderr) == (0, ""), result.stderr
     assert "config ok" in result.stdout
+
+
+async def test_check_refuses_a_command_sink_whose_program_is_missing(tmp_path: Path) -> None:
+    # Else every event is retried until max_age, then dead-lettered. Only `check` refuses it:
+    # a read-only command on a host without the hook still works.
+    cfg = tmp_path / "reconciler.toml"
+    sink = '[[sinks]]\ntype = "jsonl"\npath = "e.jsonl"\n[[sinks]]\ntype = "command"\n'
+    cfg.write_text(
+        config_text(tmp_path, CCV) + sink + 'command = ["/nonexistent/notify", "-q"]\n',
+        encoding="utf-8",
+    )
+    result = await run_cli("--config", cfg, "check")
+    assert result.code == 78, result.stderr
+    assert result.stderr.strip() == (
+        f"config error: {cfg}: sinks[1].command[0]: no executable program "
+        "'/nonexistent/notify' (a path, or a name on PATH)"
+    )
+    assert (await run_cli("--config", cfg, "orders")).code == 0

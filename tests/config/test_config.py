@@ -338,11 +338,7 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "must not be empty"),
     ("command-item", CCV + "[[sinks]]\ntype = 'command'\ncommand = ['true', 1]\n",
      "sinks[0].command[1]", "expected a string, got integer"),
-    # Else every event is retried until max_age, then dead-lettered.
-    ("command-missing", CCV + "[[sinks]]\ntype = 'command'\ncommand = ['/nonexistent/notify']\n",
-     "sinks[0].command[0]", "no executable program '/nonexistent/notify'"),
-    ("command-not-on-path", CCV + "[[sinks]]\ntype = 'command'\ncommand = ['no-such-notify']\n",
-     "sinks[0].command[0]", "no executable program 'no-such-notify'"),
+
     ("sink-name-duplicate", CCV + "[[sinks]]\ntype = 'log'\nname = 'x'\n"
      "[[sinks]]\ntype = 'log'\nname = 'x'\n", "sinks[1].name", "duplicate name 'x'"),
     ("sink-name-builtin-log", CCV + "[[sinks]]\ntype = 'jsonl'\nname = 'log'\npath = 'e.jsonl'\n",

@@ -179,10 +179,14 @@ async def test_program_need_not_read_stdin() -> None:
     assert await make_sink(py("pass")).deliver([big]) == [Delivered()]
 
 
-async def test_missing_program(tmp_path: Path) -> None:
+async def test_missing_program(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     missing = str(tmp_path / "no-such-program")
 
-    results = await make_sink((missing, "arg")).deliver([event(1), event(2)])
+    sink = make_sink((missing, "arg"))
+    # Said once when the sink is made, before any event waits on it.
+    (line,) = [r for r in caplog.records if r.getMessage() == "sink.program_missing"]
+    assert line.levelname == "ERROR" and missing in line.__dict__["fields"]["problem"]
+    results = await sink.deliver([event(1), event(2)])
 
     assert results == [
         RetryLater(f"cannot run: {missing}: No such file or directory"),
