@@ -349,6 +349,8 @@ class Orders:
             "WHERE source = ? AND account = ? AND failure_streak > 0",
             (source, account),
         )
+        # A pass holding a page of these rows would write their old streaks back.
+        self.drop_pages()
 
     async def due_counts(self, now: float) -> dict[tuple[str, str], int]:
         """Return orders whose check is due, by (source, account) (uses the partial index)."""

@@ -254,3 +254,17 @@ def test_a_batch_of_any_size_is_written_by_statements_of_a_few_sizes() -> None:
         assert len(written) <= n // ROWS_PER_STATEMENT + 10
         sizes.update(size for size, _ in written)
     assert sizes == {ROWS_PER_STATEMENT, *(2**k for k in range(10))}
+
+
+async def test_forgetting_an_accounts_failures_makes_the_pages_held_stale(store: Store) -> None:
+    # The start-up catch-up holds a page while a notification's check finds the account
+    # answering again: its next batch must not write the outage's streaks back.
+    await store.orders.track("ccv", "default", [("A1", None), ("A2", None)], 1.0)
+    async with store.transaction():
+        await store.conn.execute("UPDATE orders SET failure_streak = 3")
+    page = await store.orders.page("ccv", "default")
+    async with store.transaction():
+        await store.orders.forget_failures("ccv", "default")
+    keys = [OrderKey("ccv", "default", i) for i in page.ids]
+    loaded = await store.orders.load(keys, page)
+    assert {k.order_id: s.failure_streak for k, s in loaded.items()} == {"A1": 0, "A2": 0}
