@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from ..model import Source, known_statuses, status_info
 
-# A slip of one letter (wrong, missing, extra, or two swapped: "pendng", "Proccessing") in a
-# word of at least this many letters; a shorter word ("New2") or one further off
-# ("AwaitingShipment") may be a status the provider added, and is kept as it is.
-_SLIP_MIN_LENGTH = 5
+# Slips (a letter wrong, missing, extra, or two swapped: "pendng", "Proccessing") a word of at
+# least so many letters may hold and still be a documented word misspelt: one from 5 letters,
+# two from 10 ("AwaitngPaymnt"). A shorter word ("New2") or one further off ("AwaitingShipment",
+# "ErpProcessing") may be a status the provider added, and is kept as it is.
+_SLIPS_FROM_LENGTH = ((10, 2), (5, 1))
 _NEVER_STUCK = "an order in an end state is never stuck"
 
 
@@ -21,12 +22,8 @@ def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str
         return None
     # Compared without case, so that "awaitingpaymnt" still finds AwaitingPayment.
     folded = word.casefold()
-    close = [
-        status
-        for status in known
-        if status.casefold() == folded
-        or (len(folded) >= _SLIP_MIN_LENGTH and _one_slip(status.casefold(), folded))
-    ]
+    slips = next((n for length, n in _SLIPS_FROM_LENGTH if len(folded) >= length), 0)
+    close = [status for status in known if _slips(status.casefold(), folded) <= slips]
     if not close:
         return None
     meant = min(close)
@@ -40,16 +37,16 @@ def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str
     return problem
 
 
-def _one_slip(a: str, b: str) -> bool:
-    """Whether `b` is `a` with one letter wrong, missing, extra, or two neighbours swapped."""
-    if abs(len(a) - len(b)) > 1 or a == b:
-        return False
-    if len(a) == len(b):
-        wrong = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
-        if len(wrong) == 1:
-            return True
-        i = wrong[0]
-        return len(wrong) == 2 and wrong[1] == i + 1 and a[i] == b[i + 1] and a[i + 1] == b[i]
-    short, long = (a, b) if len(a) < len(b) else (b, a)
-    i = next((n for n, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
-    return short[i:] == long[i + 1 :]
+def _slips(a: str, b: str) -> int:
+    """Return how many slips make `b` of `a`: letters wrong, missing or extra, or two
+    neighbours swapped (the optimal string alignment distance)."""
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]

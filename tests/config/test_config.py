@@ -358,6 +358,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("stuck-misspelt", CCNOW + "[alerts.stuck_after.ccnow]\npendng = '1d'\n",
      "alerts.stuck_after.ccnow.pendng",
      "did you mean 'pending'? (a word ccnow documents, spelt otherwise)"),
+    ("stuck-two-slips", CCV + "[alerts.stuck_after.ccv]\nAwaitngPaymnt = '1d'\n",
+     "alerts.stuck_after.ccv.AwaitngPaymnt", "did you mean 'AwaitingPayment'?"),
     ("stuck-case", CCV + "[alerts.stuck_after.ccv]\nprocessing = '1d'\n",
      "alerts.stuck_after.ccv.processing", "did you mean 'Processing'?"),
     ("stuck-end-state", CCV + "[alerts.stuck_after.ccv]\nCompleted = '1d'\n",
