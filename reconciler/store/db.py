@@ -334,16 +334,22 @@ async def _upgrade(
     (maybe since `version` was read: then there is nothing left to do), or is upgrading or
     creating it."""
     lock = None if locked else WriterLock(path)
-    if lock is not None:
+    # A new store another process is creating is ready in moments: wait for it, not fail.
+    deadline = time.monotonic() + (CREATING_WAIT_S if version == 0 else 0.0)
+    while lock is not None:
         try:
             lock.acquire()
+            break
         except StoreLocked as exc:
             if await outdated(conn, await _user_version(conn)) is None:
-                return  # the holder upgraded the store meanwhile
-            raise StoreLocked(
-                f"{exc}; this release must upgrade the store ({why}): if that process runs an "
-                "older release, restart it, which upgrades the store; else try again in a moment"
-            ) from None
+                return  # the holder upgraded (or created) the store meanwhile
+            if time.monotonic() >= deadline:
+                raise StoreLocked(
+                    f"{exc}; this release must upgrade the store ({why}): if that process runs "
+                    "an older release, restart it, which upgrades the store; else try again in "
+                    "a moment"
+                ) from None
+            await asyncio.sleep(0.05)
     try:
         # Each migration reads the version again in its own transaction: another writer may
         # have run some since `version` was read.
@@ -352,6 +358,10 @@ async def _upgrade(
     finally:
         if lock is not None:
             lock.release()
+
+
+# How long a first open waits for another process creating the same new store.
+CREATING_WAIT_S = 5.0
 
 
 async def _user_version(conn: aiosqlite.Connection) -> int:

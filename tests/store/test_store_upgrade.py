@@ -4,6 +4,7 @@ another application's file that looks like ours is left exactly as it was."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -374,3 +375,22 @@ async def test_two_processes_creating_a_store_at_once_agree_on_its_id(tmp_path: 
         assert store.store_id == store_id
     finally:
         await store.close()
+
+
+async def test_a_first_open_waits_for_another_process_creating_the_store(tmp_path: Path) -> None:
+    # Two processes starting on a new store at once (a daemon and a hand-run track): the one
+    # that finds the writer lock taken waits the moment the creation takes, not exit 75.
+    db = tmp_path / "reconciler.db"
+    creator = WriterLock(db)
+    creator.acquire()  # flock: held against any other open file, also in this process
+    opening = asyncio.ensure_future(Store.open(db))
+    await asyncio.sleep(0.3)
+    assert not opening.done()
+    other = await Store.open(db, locked=True)  # the creator makes the store meanwhile
+    creator.release()
+    store = await asyncio.wait_for(opening, 10)
+    try:
+        assert store.store_id == other.store_id
+    finally:
+        await store.close()
+        await other.close()
