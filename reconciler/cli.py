@@ -273,17 +273,18 @@ def run(argv: Sequence[str], *, log_stream: TextIO | None = None) -> int:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse a command line; argparse exits 2 on a usage error."""
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and isinstance(getattr(args, "ids", None), list):
-        # `track ccv --ref REF ID`: argparse gives a `*` positional nothing when an option
-        # comes before its values, and leaves the ids over; they are the command's ids, and so
-        # is everything after `--` (an id may begin with "-").
-        after = list(argv[list(argv).index("--") + 1 :]) if "--" in argv else []
-        ids = [a for a in extra if not a.startswith("-") or a in after]
-        args.ids += ids
-        extra = [a for a in extra if a not in ids and a != "--"]
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, extra = parser.parse_known_args(argv[:cut])
+    if not isinstance(getattr(args, "ids", None), list):
+        return parser.parse_args(argv)  # no ids to take: argparse's own reading, `--` and all
+    # `track ccv --ref REF ID`: argparse gives a `*` positional nothing when an option comes
+    # before its values, and leaves the ids over; they are the command's ids, and so is
+    # everything after `--` (an id may begin with "-").
+    args.ids += [a for a in extra if not a.startswith("-")] + argv[cut + 1 :]
+    unknown = [a for a in extra if a.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 

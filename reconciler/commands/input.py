@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -53,10 +54,11 @@ def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
         number = exc.object.count(b"\n", 0, exc.start) + 1
         raise DataError(f'{path}:{number}: not UTF-8 (save it as "CSV UTF-8")') from None
     out: list[tuple[str, str | None]] = []
-    # Lines end at \n (and \r\n) only: str.splitlines would also end one at a form feed or a
-    # U+2028 pasted inside it, making two orders of one line. Each line is one CSV record.
-    for number, line in enumerate(text.split("\n"), 1):
-        line = line.removesuffix("\r").strip()
+    # Lines end at \n, \r\n or a lone \r (an old Mac export) only: str.splitlines would also end
+    # one at a form feed or a U+2028 pasted inside it, making two orders of one line. Each line
+    # is one CSV record.
+    for number, line in enumerate(_LINE_END.split(text), 1):
+        line = line.strip()
         if not line or line.startswith("#"):  # a comment: not a quoted "#..." field
             continue
         where = f"{path}:{number}"
@@ -73,6 +75,7 @@ def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
     return out
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
 # What a spreadsheet's first row says above the ids ("Order ID", "order_number", "Order No."),
 # in letters alone: never an order id.
 _HEADERS = frozenset({"id", "order", "orderid", "ordernumber", "orderno", "ordernr", "number"})

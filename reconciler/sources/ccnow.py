@@ -218,9 +218,10 @@ class CCNowClient:
         """Return the orders CCNow lists as pending, as OK observations with their status.
 
         A line that says no status (one that is not a status word, an error, two lines that
-        disagree) is left out, with one warning per answer naming them: an order on it that is
-        followed is then queried on its own (it is not on the list as read), and its answer
-        there is its check; one nobody follows is not a check of the account's at all."""
+        disagree) is left out, with one warning per answer naming them. A followed order on it
+        is not on the list as read: a catch-up queries it on its own, as a poll does one the
+        snapshot holds as pending, and a due tick any other; that answer is its check. One
+        nobody follows is no check of the account's at all."""
         answer = await self._post([])
         lines, disagreeing = _by_id(answer)
         observations = []

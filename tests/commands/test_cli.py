@@ -313,11 +313,16 @@ async def test_track_file_is_read_as_csv_and_a_line_is_one_order(
         'Order No.,Reference\r\n"A2","ref2"\r\nA5,"x, y"\r\n  B1 , r1 ,,\r\n', encoding="utf-8"
     )
     assert (await call_cli("--config", cfg, "track", "ccv", "--from-file", sheet)).code == 0
+    mac = tmp_path / "mac.csv"  # Excel's "CSV (Macintosh)": a lone CR ends each line
+    mac.write_text("C1\rC2,ref-c2\r", encoding="utf-8")
+    assert (await call_cli("--config", cfg, "track", "ccv", "--from-file", mac)).code == 0
     rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
     assert {(r["order_id"], r["external_reference"]) for r in rows} == {
         ("A2", "ref2"),
         ("A5", "x, y"),
         ("B1", "r1"),
+        ("C1", None),
+        ("C2", "ref-c2"),
     }
     for name, line in [
         ("semicolon.csv", "S4;ref4"),  # Excel's list separator in many locales
@@ -331,7 +336,7 @@ async def test_track_file_is_read_as_csv_and_a_line_is_one_order(
         assert result.code == 65, (name, result.stderr)
         assert f"{bad}:2:" in result.stderr and "Traceback" not in result.stderr
     rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
-    assert len(rows) == 3  # nothing of a refused file was tracked
+    assert len(rows) == 5  # nothing of a refused file was tracked
 
 
 async def test_track_takes_its_ids_after_its_options_too(
@@ -349,6 +354,9 @@ async def test_track_takes_its_ids_after_its_options_too(
     }
     dashed = await call_cli("--config", cfg, "track", "ccv", "--ref", "R8", "--", "-X8")
     assert dashed.code == 0, dashed.stderr  # after `--`, an id may begin with "-"
+    # An unknown option stays one, also when the same word comes again after `--`.
+    doubled = await call_cli("--config", cfg, "track", "ccv", "--bogus", "--", "--bogus")
+    assert doubled.code == 2 and "unrecognized arguments: --bogus" in doubled.stderr
     unknown = await call_cli("--config", cfg, "track", "ccv", "--bogus", "X1")
     assert unknown.code == 2 and "unrecognized arguments: --bogus" in unknown.stderr
 
