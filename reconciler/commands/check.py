@@ -9,8 +9,8 @@ from collections.abc import Awaitable
 
 from ..config import CommandSinkConfig, Config, ConfigError
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
+from ..terminal import shown
 from .permissions import warn_readable_secrets
-from .terminal import shown
 
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:

@@ -17,10 +17,10 @@ from ..model import Source, reference_problem
 from ..order_view import order_json
 from ..store import Store
 from ..store import submissions as store_submissions
+from ..terminal import shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file
 from .progress import progress
-from .terminal import shown
 
 log = logging.getLogger("reconciler.cli")
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from ..terminal import shown
 from .status_report import AccountHealth, Status, ts
-from .terminal import shown
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
 _SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}

@@ -17,13 +17,13 @@ from typing import Any
 
 import aiohttp
 
-from reconciler.commands.terminal import shown
 from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.store import StoreLocked
 from reconciler.store import commands as cmds
+from reconciler.terminal import shown
 from reconciler.writes.ccnow_actions import (
     ActionSender,
     BadAction,

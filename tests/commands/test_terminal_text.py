@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.commands.terminal import shown
+from reconciler.terminal import shown
 from tests.conftest import call_cli, run_cli, write_config
 from tests.fake_providers import FakeCCNow, Reply
 
