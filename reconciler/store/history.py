@@ -56,7 +56,7 @@ class HistoryMark:
         if self._fd is None:
             return
         self.seq = seq
-        # Fixed width, wider than a two-field mark of this morning's release: one write
+        # Fixed width, wider than the first marks' two fields: one write
         # replaces the whole mark, no truncation between.
         line = f"{self._store_id} {self._epoch or _NO_EPOCH} {seq:020d}".ljust(_WIDTH) + "\n"
         try:
