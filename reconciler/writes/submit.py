@@ -289,6 +289,11 @@ class Submitter:
                 ),
             )
             return Result(status, body, content_type, ref, "succeeded", order_id, headers)
+        if status >= 500:
+            # CCV's "Server error" may come after the order was made (or from a gateway after
+            # CCV got it): as with a lost answer, never sent again; a person settles it.
+            await self.make_uncertain(account, [(sub_id, ref)], f"http_{status}", status)
+            return Result(status, body, content_type, ref, "uncertain", None, headers)
         await subs.fail(self.store, sub_id, http_status=status, reason=f"http_{status}", now=now)
         log.warning(
             "ccv.submit_refused",

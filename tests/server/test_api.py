@@ -770,7 +770,25 @@ async def test_a_success_without_a_readable_order_id_is_uncertain_not_unfollowed
     assert len(fake.submits) == 1
 
 
-@pytest.mark.parametrize("status", [400, 403, 500, 503])
+@pytest.mark.parametrize("status", [500, 503])
+async def test_a_submit_ccv_answered_with_a_5xx_is_uncertain_and_never_resent(
+    api: Api, fake: FakeCCVWrites, status: int
+) -> None:
+    # "Server error" may come after CCV made the order: an application retrying its 5xx with
+    # the same reference would order twice.
+    fake.submit_replies = [json_reply(status, {"message": "Server error"})]
+    body = submit_body(externalReference="shop-5")
+    got, document, headers = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert (got, document) == (status, {"message": "Server error"})
+    assert headers["Reconciler-External-Reference"] == "shop-5"
+    assert api.submission("shop-5") == ("uncertain", None)
+    events = api.rows("SELECT type, json_extract(body, '$.data.external_reference') FROM events")
+    assert events == [(EventType.SUBMIT_UNCERTAIN.value, "shop-5")]
+    got, _, _ = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert got == 409 and len(fake.submits) == 1
+
+
+@pytest.mark.parametrize("status", [400, 403])
 async def test_a_refused_submit_is_passed_back_and_nothing_is_tracked(
     api: Api, fake: FakeCCVWrites, status: int
 ) -> None:
@@ -780,7 +798,7 @@ async def test_a_refused_submit_is_passed_back_and_nothing_is_tracked(
     )
     assert (got, document) == (status, {"message": "Order data has missing values"})
     assert headers["Reconciler-External-Reference"] == "shop-7"
-    assert len(fake.submits) == 1  # never retried, not even after a 5xx
+    assert len(fake.submits) == 1  # never retried
     assert api.rows("SELECT count(*) FROM orders") == [(0,)]
     assert api.submission("shop-7") == ("failed", None)
     # A definite refusal may be corrected and sent again with the same reference.
