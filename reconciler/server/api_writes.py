@@ -80,9 +80,9 @@ class Writes:
         account = self.account("ccnow", doc.get("account"))
         try:
             new = from_document(sender.accounts[account], doc)
+            taken = await sender.take(new)
         except BadAction as exc:
             raise BadRequest(422, str(exc), exc.field) from None
-        taken = await sender.take(new)
         commands = taken.to_json()
         answer: dict[str, object] = {"commands": commands, "sent": taken.sent}
         if "order_id" in doc:

@@ -122,6 +122,15 @@ class ActionSender:
         their command) and send them at once, with whatever else is due."""
         account = new[0].account if new else ""
         made = await cmds.by_keys(self.store, account, [c.key for c in new])
+        for c in new:
+            if (before := made.get(c.key)) is not None and _asked(before) != _asked(c):
+                # Handing back the earlier command would report an action that was never asked
+                # for as done (and leave the one asked for unsent).
+                raise BadAction(
+                    f"idempotency key {c.key!r} was given to another command (#{before.id}: "
+                    f"{before.action} {before.order_id}): a key names one command",
+                    "idempotency_key",
+                )
         fresh = [c for c in new if c.key not in made]
         states = await self.store.orders.load(
             OrderKey("ccnow", c.account, c.order_id) for c in fresh
@@ -323,3 +332,8 @@ class ActionSender:
                 ),
             )
         return found
+
+
+def _asked(c: cmds.NewCommand | cmds.Command) -> tuple[object, ...]:
+    """What a command asks of CCNow: the same key must ask the same."""
+    return (c.order_id, c.action, c.notes, c.amount, c.trackname, c.tracknumber)

@@ -86,7 +86,11 @@ async def action_command(
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
             await sender.settle_interrupted()
-            taken = await sender.take(new)
+            try:
+                taken = await sender.take(new)
+            except BadAction as exc:
+                print(f"reconciler: error: {exc}", file=sys.stderr)
+                return EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
     except StoreLocked:
         if config.api is None:

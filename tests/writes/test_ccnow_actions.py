@@ -244,6 +244,10 @@ async def test_the_same_key_twice_makes_one_command(tmp_path: Path, fake_ccnow: 
     assert again.code == 0
     assert "(made before with this key)" in again.stdout
     assert len(fake_ccnow.actions) == 1
+    # The key asking something else is refused (65), not answered with the first command.
+    other = await ccnow(cfg, "ship", A, "--key", "refund-77")
+    assert other.code == 65 and "was given to another command" in other.stderr, other.stderr
+    assert len(fake_ccnow.actions) == 1
     # Without a key the same discount is the same command too; a new key makes a second one.
     assert (await ccnow(cfg, "adjust", A, "--amount", "3")).code == 0
     assert (await ccnow(cfg, "adjust", A, "--amount", "3")).code == 0
@@ -461,6 +465,10 @@ async def test_the_api_takes_the_action_body_design_md_names(
             (track, "tracking_number"),
             ({**track, "tracking_number": "x" * 101}, "tracking_number"),
             ({"order_id": A, "action": "ship", "amount": "1"}, "amount"),
+            # The key of the first adjust, asking something else: refused, not the old command
+            # handed back as if this one were done.
+            ({**adjust, "amount": "50.00"}, "idempotency_key"),
+            ({"order_id": B, "action": "ship", "idempotency_key": "K-42"}, "idempotency_key"),
         ]
         for doc, field in refusals:
             async with http.post(base, json=doc) as r:
