@@ -139,6 +139,8 @@ class ActionSender:
         refused: list[tuple[cmds.NewCommand, str]] = []
         for c in fresh:
             why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
+            if why is None and c.action == "adjust":
+                why = await self._uncertain_adjust(c)
             if why is None:
                 wanted.append(c)
             else:
@@ -151,6 +153,18 @@ class ActionSender:
         await self.send_due()
         rows = await cmds.get(self.store, ids)
         return Taken(rows, {c.id for c in made.values()}, refused, tally.sent)
+
+    async def _uncertain_adjust(self, c: cmds.NewCommand) -> str | None:
+        """Why a new discount waits: an earlier one of the order is uncertain, and both taken
+        would discount twice (and `resolve` would settle them as one)."""
+        earlier = await cmds.of_order(self.store, c.account, c.order_id, "uncertain")
+        adjust = next((e for e in earlier if e.action == "adjust"), None)
+        if adjust is None:
+            return None
+        return (
+            f"an earlier discount of this order (#{adjust.id}) is uncertain: settle it with "
+            f"`reconciler ccnow resolve {c.order_id} --sent|--not-sent` first"
+        )
 
     async def command(self, command_id: int) -> cmds.Command | None:
         """Return one command by id."""

@@ -212,6 +212,10 @@ async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
     again = await ccnow(cfg, "adjust", A, "--amount", "7.25")
     assert again.code == 75
     assert len(fake_ccnow.requests) == 1
+    # Another discount of the order, under a new key, waits for the person's word too.
+    other = await ccnow(cfg, "adjust", A, "--amount", "2.00", "--key", "second")
+    assert other.code == 65 and "is uncertain" in other.stdout + other.stderr
+    assert len(fake_ccnow.requests) == 1
     uncertain = [e for e in read_events(tmp_path) if e["type"] == "order.action_uncertain"]
     assert len(uncertain) == 1
     assert uncertain[0]["data"]["action"] == "adjust"
