@@ -4,9 +4,10 @@ CCV invoices the partner for wrong prices, so a SetShoppingCardPricingDetails bo
 before it is sent. Every amount is compared as an exact decimal (the shortest text of the JSON
 number), so "to the cent" means exactly equal once each amount is known to be in cents.
 
-Rules the document states or implies are *blocking*. Two things it leaves open are only
-*warnings*: how `totalRevenueForFullYear` is made, and whether a sales package's prices are the
-sum of its products' (and the cart's the sum of its packages').
+Rules the document states or implies are *blocking*. What it leaves open is only *warnings*:
+how `totalRevenueForFullYear` is made, whether a sales package's prices are the sum of its
+products' (and the cart's the sum of its packages'), and the tax of a period given without its
+optional `taxAmountsPerTaxRate`.
 """
 
 from __future__ import annotations
@@ -207,7 +208,20 @@ def _one_period(
                 tax_sum += amount
     if excluding is None or including is None:
         return problems, None
-    if tax_sum is not None and excluding + tax_sum != including:
+    if taxes is None and excluding != including:
+        # The tax lines are optional in the document: without them the tax is not known.
+        problems.append(
+            Problem(
+                f"{at}.includingTax",
+                "differs from "
+                f"{excluding_name} and no taxAmountsPerTaxRate says by what (the document makes "
+                "the tax lines optional)",
+                money(excluding),
+                money(including),
+                blocking=False,
+            )
+        )
+    elif tax_sum is not None and excluding + tax_sum != including:
         problems.append(
             Problem(
                 f"{at}.includingTax",

@@ -173,6 +173,22 @@ def test_every_problem_is_reported_at_once() -> None:
     ]
 
 
+@pytest.mark.parametrize("taxes", ["absent", None])
+def test_a_period_without_its_optional_tax_lines_is_a_warning_only(taxes: object) -> None:
+    # The document makes taxAmountsPerTaxRate optional: without it the tax is not known.
+    body = cart()
+    one_off = body["periodPricingDetails"][0]
+    if taxes == "absent":
+        del one_off["taxAmountsPerTaxRate"]
+    else:
+        one_off["taxAmountsPerTaxRate"] = taxes
+    problems = check_pricing(body)
+    assert not blocking(problems)
+    assert [(p.path, p.blocking) for p in problems] == [
+        ("$.periodPricingDetails[0].includingTax", False)
+    ]
+
+
 def test_an_unusual_yearly_revenue_is_a_warning_only() -> None:
     problems = check_pricing(cart(totalRevenueForFullYear=1))
     assert [p.path for p in problems] == ["$.totalRevenueForFullYear"]
