@@ -6,6 +6,7 @@ alone for its backoff; notifications make checks happen now."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
@@ -141,17 +142,25 @@ async def test_a_due_check_in_which_no_order_answered_asks_the_probe(world: Worl
     assert (await world.events())[-1] == FAILED
 
 
-async def test_orders_that_start_failing_are_logged_while_the_account_answers(
-    world: World, caplog: pytest.LogCaptureFixture
-) -> None:
+async def answering(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Follow CCV_IDS, each answered once, and capture the warnings from then on."""
     await track(world, "ccv", *CCV_IDS)
     world.ccv_client.statuses = dict.fromkeys(CCV_IDS, "New")
     await world.ccv.check(CCV_IDS, via="poll")
     caplog.set_level(logging.WARNING, logger="reconciler")
 
-    def logged() -> list[str]:
-        lines = [r for r in caplog.records if r.getMessage() == "order.check_failed"]
-        return [r.__dict__["fields"]["order_id"] for r in lines]
+
+def check_failed_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Return the orders of the `order.check_failed` lines logged so far."""
+    lines = [r for r in caplog.records if r.getMessage() == "order.check_failed"]
+    return [r.__dict__["fields"]["order_id"] for r in lines]
+
+
+async def test_orders_that_start_failing_are_logged_while_the_account_answers(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    await answering(world, caplog)
+    logged = functools.partial(check_failed_lines, caplog)
 
     # The account answers the probe: each order fails on its own, one line when it starts.
     world.ccv_client.forbidden = set(CCV_IDS[:2])
@@ -328,14 +337,8 @@ async def test_a_pass_in_which_many_orders_start_failing_logs_a_bounded_number_o
 async def test_an_order_failing_alone_after_an_outage_is_logged(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await track(world, "ccv", *CCV_IDS)
-    world.ccv_client.statuses = dict.fromkeys(CCV_IDS, "New")
-    await world.ccv.check(CCV_IDS, via="poll")
-    caplog.set_level(logging.WARNING, logger="reconciler")
-
-    def logged() -> list[str]:
-        lines = [r for r in caplog.records if r.getMessage() == "order.check_failed"]
-        return [r.__dict__["fields"]["order_id"] for r in lines]
+    await answering(world, caplog)
+    logged = functools.partial(check_failed_lines, caplog)
 
     # An outage: every check fails, the account's source.failed line is theirs.
     world.ccv_client.forbidden = set(CCV_IDS)
