@@ -109,6 +109,17 @@ class Result:
         return out
 
 
+def assert_one_line(result: Result, code: int, *words: str) -> None:
+    """Assert a command exited `code` with one line on stderr, holding each of `words`, and no
+    traceback: how an expected failure speaks."""
+    assert result.code == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
 async def run_cli(
     *args: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,

@@ -27,7 +27,7 @@ from reconciler.store.health import kind_of
 from reconciler.store.sql import ROWS_PER_STATEMENT
 from reconciler.systemd import Notifier
 from tests.conftest import (
-    Result,
+    assert_one_line,
     call_cli,
     cli_env,
     daemon_here,
@@ -73,15 +73,6 @@ def corrupt_middle_page(path: Path) -> str:
         f.seek((pageno - 1) * page_size)
         f.write(bytes((n * 7 + 13) % 256 for n in range(page_size)))
     return order_id(first_row + 1)
-
-
-def assert_one_line(result: Result, code: int, *words: str) -> None:
-    assert result.code == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 async def test_a_corrupt_page_is_exit_74_with_one_line_naming_the_file(

@@ -20,7 +20,7 @@ from reconciler.store import Store, WriterLock
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated
-from tests.conftest import Result, call_cli, read_events, write_config
+from tests.conftest import assert_one_line, call_cli, read_events, write_config
 from tests.fake_providers import FakeCCV
 
 # Migration 1 as releases before commit a8f2eda shipped it (`git show
@@ -159,15 +159,6 @@ def make_old_store(path: Path, *, version: int = 1) -> None:
         for number in range(2, version + 1):
             conn.executescript(f"BEGIN; {MIGRATIONS[number - 1]}; COMMIT")
             conn.execute(f"PRAGMA user_version = {number}")
-
-
-def assert_one_line(result: Result, code: int, *words: str) -> None:
-    assert result.code == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("version", [1, SCHEMA_VERSION], ids=["version-1", "migrated-no-rowid"])
