@@ -55,6 +55,16 @@ def restore(backup: Path, db: Path) -> None:
         db.with_name(db.name + suffix).unlink(missing_ok=True)
 
 
+async def rewound_once(db: Path) -> str:
+    """Back the store up, commit 5 events, restore the backup, commit 5 events; return the seed
+    of the ids made after the restore (a new epoch's)."""
+    backup = db.with_name("before-rewind.db")
+    shutil.copyfile(db, backup)
+    await add_events(db, 5)
+    restore(backup, db)
+    return await add_events(db, 5)
+
+
 def rewinds(caplog: pytest.LogCaptureFixture) -> int:
     return sum(r.getMessage() == REWOUND for r in caplog.records)
 
@@ -98,10 +108,7 @@ async def test_a_store_that_did_not_go_back_keeps_its_ids(
     assert await add_events(db, 0) == seed
     # A rewound store (an epoch) restarted, then after a crash that lost the mark's last write
     # (the mark behind the database).
-    shutil.copyfile(db, tmp_path / "empty.db")
-    await add_events(db, 5)
-    restore(tmp_path / "empty.db", db)
-    rewound = await add_events(db, 5)
+    rewound = await rewound_once(db)
     assert rewinds(caplog) == 1 and rewound != seed
     assert await add_events(db, 5) == rewound
     store_id, epoch, _ = mark.read_text().split()
@@ -130,10 +137,7 @@ async def test_a_mark_of_the_release_before_epochs_were_marked_is_read(
     db = tmp_path / "reconciler.db"
     mark = db.with_name(db.name + "-history")
     seed = await add_events(db, 0)
-    shutil.copyfile(db, tmp_path / "empty.db")
-    await add_events(db, 5)
-    restore(tmp_path / "empty.db", db)
-    rewound = await add_events(db, 5)
+    rewound = await rewound_once(db)
     assert rewinds(caplog) == 1
     mark.write_text(f"{seed} {5:020d}\n")
     assert await add_events(db, 1) == rewound
