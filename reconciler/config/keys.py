@@ -54,6 +54,8 @@ RECEIVER_KEYS = (
     "public_url",
     "secret",
     "secret_file",
+    "previous_secret",
+    "previous_secret_file",
     "debounce",
     "remember_ref",
     "max_body",

@@ -162,7 +162,7 @@ class Loader:
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
         named = "name" in table.data
         env, credentials = secret_names("ccv", name, single, "api_key", named=named)
-        base_url = table.url("base_url").rstrip("/")
+        base_url = table.url("base_url", base=True).rstrip("/")
         api_key = self.secrets.required(table, "api_key", env, credentials)
         auth_header = table.string("auth_header", "Authorization")
         if not _HEADER_NAME.fullmatch(auth_header):
@@ -246,7 +246,7 @@ class Loader:
         return ReceiverConfig(
             listen_host=listen[0],
             listen_port=listen[1],
-            public_url=table.url("public_url").rstrip("/"),
+            public_url=table.url("public_url", base=True).rstrip("/"),
             secret=self.secrets.required(
                 table,
                 "secret",
@@ -254,7 +254,14 @@ class Loader:
                 ["receiver-secret"],
                 min_length(16),
             ),
-            debounce_s=table.duration("debounce", "2s"),
+            previous_secret=self.secrets.optional(
+                table,
+                "previous_secret",
+                ["RECONCILER_RECEIVER_PREVIOUS_SECRET"],
+                ["receiver-previous-secret"],
+                min_length(16),
+            ),
+            debounce_s=table.duration("debounce", "2s", at_most="1h"),
             remember_ref_s=table.duration("remember_ref", "7d"),
             max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
             max_connections=(
@@ -262,7 +269,7 @@ class Loader:
                 if "max_connections" in table.data
                 else None
             ),
-            header_timeout_s=table.duration("header_timeout", "10s", positive=True),
+            header_timeout_s=table.duration("header_timeout", "10s", positive=True, at_most="10m"),
         )
 
     def api(self, table: Table | None) -> ApiConfig | None:

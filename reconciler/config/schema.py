@@ -85,6 +85,8 @@ class ReceiverConfig:
     listen_port: int
     public_url: str  # without trailing slash
     secret: Secret
+    # While a new secret is rolled out: URLs signed with this one are still accepted.
+    previous_secret: Secret | None = None
     debounce_s: float = 2.0
     remember_ref_s: float = 7 * 86400  # how long an unknown external reference is remembered
     max_body_bytes: int = 64 * 1024

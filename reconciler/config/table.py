@@ -76,7 +76,14 @@ class Table:
             raise self.error(name, f"must be between {low} and {high}")
         return value
 
-    def duration(self, name: str, default: str | None, *, positive: bool = False) -> float:
+    def duration(
+        self,
+        name: str,
+        default: str | None,
+        *,
+        positive: bool = False,
+        at_most: str | None = None,
+    ) -> float:
         """Seconds from a duration key; required when `default` is None."""
         value = self.data.get(name, default)
         if value is None:
@@ -92,6 +99,8 @@ class Table:
             raise self.error(name, str(exc)) from None
         if positive and seconds == 0:
             raise self.error(name, "must be greater than 0")
+        if at_most is not None and seconds > parse_duration(at_most):
+            raise self.error(name, f'must be at most "{at_most}"')
         return seconds
 
     def duration_range(
@@ -114,9 +123,9 @@ class Table:
             raise self.error(name, "must be an amount in USD above 0, at most 2 decimals")
         return amount
 
-    def url(self, name: str) -> str:
+    def url(self, name: str, *, base: bool = False) -> str:
         value = self.string(name)
-        problem = url_problem(value)
+        problem = url_problem(value, base=base)
         if problem is not None:
             raise self.error(name, problem)
         return value

@@ -56,8 +56,9 @@ def type_name(value: object) -> str:
     return next((name for kind, name in _TOML_TYPES if isinstance(value, kind)), "value")
 
 
-def url_problem(url: str) -> str | None:
-    """Why `url` cannot be used to talk to a provider or be handed out, or None."""
+def url_problem(url: str, *, base: bool = False) -> str | None:
+    """Why `url` cannot be used to talk to a provider or be handed out, or None. A `base` URL
+    gets paths appended to it, so a query or fragment would end up in front of them."""
     if any(char.isspace() or not char.isprintable() for char in url):
         return "invalid URL (whitespace or control character)"
     try:
@@ -73,6 +74,8 @@ def url_problem(url: str) -> str | None:
         return "must not contain user:password"
     if parts.scheme == "http" and not is_loopback(host):
         return "https required (plain http only for loopback hosts)"
+    if base and ("?" in url or "#" in url):
+        return "must not contain a query or fragment (paths are appended to it)"
     return None
 
 

@@ -30,7 +30,7 @@ from ..logs import fields
 log = logging.getLogger("reconciler.server.http")
 
 MAX_DEFAULT_CONNECTIONS = 1000
-JUNK_LOG_INTERVAL_S = 10.0  # at most one line about malformed requests per interval
+JUNK_LOG_INTERVAL_S = 10.0  # at most one line about malformed or refused requests per interval
 CAPACITY_LOG_INTERVAL_S = 60.0  # at most one warning about a full receiver per interval
 
 # The body is fixed: aiohttp's own 400 page echoes parser messages with bits of the request.
@@ -74,7 +74,7 @@ def connection_cap(configured: int | None, nofile: int) -> int:
     return min(configured, ceiling)
 
 
-class _RateLimit:
+class RateLimit:
     """Lets one call through per interval and counts the ones it held back."""
 
     def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -114,7 +114,7 @@ class ProtocolLog:
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
-        self._junk = _RateLimit(JUNK_LOG_INTERVAL_S)
+        self._junk = RateLimit(JUNK_LOG_INTERVAL_S)
 
     def __getattr__(self, name: str) -> Any:
         # debug(), warning() and the rest pass through unchanged.
@@ -178,7 +178,7 @@ class _BoundedServer(web.Server):
         self.max_connections = int(kwargs.pop("max_connections"))
         super().__init__(self._tracked(handler), **kwargs)
         self._open: weakref.WeakSet[_Protocol] = weakref.WeakSet()
-        self._full = _RateLimit(CAPACITY_LOG_INTERVAL_S)
+        self._full = RateLimit(CAPACITY_LOG_INTERVAL_S)
         self._evicted = 0
         self._shed = 0
         self._uses = itertools.count()

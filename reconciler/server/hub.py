@@ -103,9 +103,10 @@ class Hub:
     def _notified(
         self, coordinator: Coordinator[Any], report: PassReport, received_at: float
     ) -> None:
-        if report.events:
-            latency_s = time.monotonic() - received_at
-            self.metrics.observe_notification_latency(coordinator.source, latency_s)
+        # Every check a notification caused, whatever it found: the slow ones are often those
+        # that found nothing new or failed.
+        latency_s = time.monotonic() - received_at
+        self.metrics.observe_notification_latency(coordinator.source, latency_s)
         self.on_pass(f"{coordinator.name} notification", report)
 
     async def health(self) -> Health:

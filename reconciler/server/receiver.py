@@ -44,6 +44,7 @@ from .notification_request import (
     extract_ccnow_ids,
     parse_notify_path,
 )
+from .refusals import RefusalLog
 
 log = logging.getLogger("reconciler.server")
 
@@ -87,12 +88,14 @@ class _Rejected(Exception):
         reason: str,
         *,
         source: str | None = None,
+        account: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.source = source
+        self.account = account
         self.headers = dict(headers or {})
 
 
@@ -129,6 +132,7 @@ class _Handler:
         self.clock = clock
         self.debouncer = Debouncer(receiver.debounce_s)
         self.hints: dict[str, dict[str, None]] = {}  # CCNow account -> ids for the next poll
+        self.refusals = RefusalLog(log)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one request; bad input becomes a small JSON 4xx."""
@@ -139,9 +143,8 @@ class _Handler:
             if rejected.status not in (400, 408, 413) and await self.body_is_broken(request):
                 # A body that does not decode is the first thing wrong with the request.
                 rejected = _Rejected(400, "bad_body", source=rejected.source)
-            log.debug(
-                "request.rejected",
-                extra=fields(status=rejected.status, reason=rejected.reason, method=request.method),
+            self.refusals.log(
+                rejected.status, rejected.reason, rejected.source, rejected.account, request.method
             )
             if rejected.source is not None:
                 self.metrics.observe_notification(rejected.source, rejected.reason)
@@ -184,11 +187,9 @@ class _Handler:
             raise _Rejected(404, "unknown_account", source="ccv")
         if kind is None or value is None:
             raise _Rejected(404, "malformed", source="ccv")
-        # compare_digest refuses non-ASCII text, so the shape is checked first.
-        if not _SIGNATURE.fullmatch(target.sig) or not verify(
-            self.receiver.secret.reveal(), account, kind, value, target.sig
-        ):
-            raise _Rejected(404, "bad_signature", source="ccv")
+        signed_with = self.signed_with(account, kind, value, target.sig)
+        if signed_with is None:
+            raise _Rejected(404, "bad_signature", source="ccv", account=account)
         if kind == "order":
             try:
                 validate_ccv_id(value)
@@ -201,8 +202,23 @@ class _Handler:
         else:
             key = ("ccv-ref", account, value)
             call = partial(self.hub.check_ccv_reference, account, value)
-        what = {"order_id": value} if kind == "order" else {"reference": value}
+        what: dict[str, str] = {"order_id": value} if kind == "order" else {"reference": value}
+        if signed_with != "secret":
+            what["signed_with"] = signed_with
         return self.accept(key, call, received_at, source="ccv", account=account, kind=kind, **what)
+
+    def signed_with(self, account: str, kind: Kind, value: str, sig: str) -> str | None:
+        """Which configured secret signed this URL ("secret", "previous_secret"), or None."""
+        # compare_digest refuses non-ASCII text, so the shape is checked first.
+        if not _SIGNATURE.fullmatch(sig):
+            return None
+        for key, secret in (
+            ("secret", self.receiver.secret),
+            ("previous_secret", self.receiver.previous_secret),
+        ):
+            if secret is not None and verify(secret.reveal(), account, kind, value, sig):
+                return key
+        return None
 
     async def ccnow(
         self, request: web.Request, target: CCNowPath, received_at: float
@@ -214,7 +230,7 @@ class _Handler:
         if token is None or not hmac.compare_digest(
             token.encode("utf-8"), expected.reveal().encode("utf-8")
         ):
-            raise _Rejected(404, "bad_token", source="ccnow")
+            raise _Rejected(404, "bad_token", source="ccnow", account=account)
         body = await self.read_body(request, "ccnow")
         ids = extract_ccnow_ids(body)
         pending = self.hints.setdefault(account, {})

@@ -310,6 +310,18 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "must be between"),
     ("header-timeout", CCV + RECEIVER + "header_timeout = 0\n", "receiver.header_timeout",
      "must be greater than 0"),
+    # A notification URL is public_url + a path: after a query or fragment, the path is lost.
+    ("public-url-query", CCV + RECEIVER.replace("reconciler/", "r?x=1"), "receiver.public_url",
+     "must not contain a query or fragment"),
+    ("public-url-fragment", CCV + RECEIVER.replace("reconciler/", "r#f"), "receiver.public_url",
+     "must not contain a query or fragment"),
+    ("base-url-query", CCV.replace("api/", "api?v=1"), "ccv.base_url",
+     "must not contain a query or fragment"),
+    # A debounce of days would hold a real change's check back for days.
+    ("debounce-huge", CCV + RECEIVER + "debounce = '1d'\n", "receiver.debounce",
+     'must be at most "1h"'),
+    ("header-timeout-huge", CCV + RECEIVER + "header_timeout = '1d'\n", "receiver.header_timeout",
+     'must be at most "10m"'),
     ("sinks-table", CCV + "[sinks]\ntype = 'log'\n", "sinks", "expected an array of tables"),
     ("sink-type-missing", CCV + "[[sinks]]\nname = 'x'\n", "sinks[0].type", "required"),
     ("sink-type-bad", CCV + "[[sinks]]\ntype = 'email'\n", "sinks[0].type",

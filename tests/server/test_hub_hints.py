@@ -67,3 +67,17 @@ async def test_a_notification_for_an_order_nobody_follows_asks_ccv_nothing(
     assert await hub.store.orders.snapshot("ccv") == []
     (line,) = [r for r in caplog.records if r.getMessage() == "notification.not_followed"]
     assert line.__dict__["fields"]["order_id"] == "N-2"
+
+
+async def test_every_notification_check_is_timed_also_when_nothing_changed(
+    hub: Hub, fake_ccv: FakeCCV
+) -> None:
+    # The latency histogram's p99 must not leave out the checks that found nothing new.
+    fake_ccv.orders = {"N-3": "Processing"}
+    await hub.store.orders.track("ccv", "default", [("N-3", None)], 1.0)
+    for _ in range(3):  # first sight, then the same status twice
+        await hub.check_ccv_order("default", "N-3", time.monotonic())
+    count = hub.metrics.registry.get_sample_value(
+        "reconciler_notification_latency_seconds_count", {"source": "ccv"}
+    )
+    assert count == 3

@@ -10,21 +10,18 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from reconciler.config import ReceiverConfig, Secret
+from reconciler.config import Secret
 from reconciler.json_text import iso_time
 from reconciler.metrics import Metrics
-from reconciler.notify import notification_url, signature
+from reconciler.notify import signature
 from reconciler.server import (
     DEBOUNCER,
     MAX_HINTS,
@@ -38,132 +35,17 @@ from reconciler.server import (
 )
 from reconciler.server.connections import ConnectionLimits, connection_cap
 from reconciler.store import StoreError
-
-RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
-CCNOW_TOKEN = "ccnow-token-ABCDEFGH12345678"
-RECEIVER = ReceiverConfig(
-    listen_host="127.0.0.1",
-    listen_port=0,
-    public_url="https://integrator.example/reconciler",
-    secret=Secret(RECEIVER_SECRET),
-    debounce_s=0.05,
+from tests.server.conftest import (
+    CCNOW_TOKEN,
+    RECEIVER,
+    RECEIVER_SECRET,
+    Client,
+    Clock,
+    FakeHub,
+    ccv_path,
+    send,
+    settled,
 )
-
-if TYPE_CHECKING:
-    Client = TestClient[web.Request, web.Application]
-else:  # TestClient is generic only in newer aiohttp
-    Client = TestClient
-
-
-class FakeHub:
-    """Records what the receiver asks for; `gate`, when set, holds every check until opened."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-        self.gate: asyncio.Event | None = None
-        self.fail_with: Exception | None = None
-        self.health_value = Health(sources=())
-        self.refreshed = 0
-        self.refresh_fails_with: Exception | None = None
-        self._changed = asyncio.Condition()
-
-    async def wait_calls(self, count: int, timeout_s: float = 3.0) -> None:
-        """Wait, bounded, until the hub has been asked `count` times."""
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(self.calls) >= count), timeout_s
-            )
-
-    async def _record(self, *call: Any) -> None:
-        self.calls.append(call)
-        async with self._changed:
-            self._changed.notify_all()
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail_with is not None:
-            raise self.fail_with
-
-    async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
-        await self._record("order", account, order_id, received_at)
-
-    async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
-        await self._record("ref", account, reference, received_at)
-
-    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
-        await self._record("ccnow", account, list(order_ids), received_at)
-
-    async def health(self) -> Health:
-        return self.health_value
-
-    async def refresh_metrics(self) -> None:
-        self.refreshed += 1
-        if self.refresh_fails_with is not None:
-            raise self.refresh_fails_with
-
-
-class Clock:
-    """An injectable wall clock."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def hub() -> FakeHub:
-    return FakeHub()
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(1_800_000_000.0)
-
-
-@pytest.fixture
-async def client(hub: FakeHub, metrics: Metrics, clock: Clock) -> AsyncIterator[Client]:
-    app = build_app(
-        RECEIVER,
-        hub,
-        ccv_accounts=["default", "second"],
-        ccnow_tokens={"default": Secret(CCNOW_TOKEN)},
-        metrics=metrics,
-        clock=clock,
-    )
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
-        yield test_client
-
-
-def ccv_path(*, order_id: str | None = None, reference: str | None = None) -> str:
-    """The path part of a signed CCV URL, as the proxy in front of us passes it on."""
-    url = notification_url(RECEIVER, "default", order_id=order_id, reference=reference)
-    return urlsplit(url).path
-
-
-async def send(
-    client: Client, method: str, path: str, **kwargs: Any
-) -> tuple[int, Any, aiohttp.ClientResponse]:
-    """Send `path` byte for byte (no client-side normalisation) and return status and JSON."""
-    url = URL(f"http://127.0.0.1:{client.port}{path}", encoded=True)
-    async with client.session.request(method, url, **kwargs) as response:
-        body = await response.read()
-        try:
-            data = json.loads(body) if body else None
-        except ValueError:
-            data = body
-        return response.status, data, response
-
-
-async def settled(client: Client) -> None:
-    """Wait until every background check the receiver started has finished."""
-    await client.app[DEBOUNCER].join()
-
 
 # --- CCV ------------------------------------------------------------------------------------
 
@@ -733,7 +615,7 @@ async def test_accepted_is_info_once_per_check_and_rejected_is_debug(
     hub.gate = asyncio.Event()
     for _ in range(5):
         await send(client, "POST", ccv_path(order_id="O-1"))
-    await send(client, "POST", "/notify/ccv/default/order/O-1/forged")
+    await send(client, "POST", "/notify/ccv/nobody/order/O-1/forged")  # no such account
     hub.gate.set()
     await settled(client)
     info = [r for r in caplog.records if r.levelno >= logging.INFO]

@@ -1,0 +1,58 @@
+"""What the receiver logs about the requests it refuses, at most one line per interval: they
+come from the internet, in any number."""
+
+from __future__ import annotations
+
+import logging
+
+from ..logs import fields
+from .connections import JUNK_LOG_INTERVAL_S, RateLimit
+
+# A well-formed notification path of a configured account whose signature or token is wrong:
+# most likely a URL made before the secret, public_url or token changed (or a proxy that
+# rewrote it), so every later notification for it is lost too. Said at warning, once a minute.
+HINTS = {
+    "bad_signature": "signed with another [receiver] secret or public_url, or altered on the way; "
+    "previous_secret keeps older URLs valid while they are replaced",
+    "bad_token": "not this account's notification_token",
+}
+REJECTED_LOG_INTERVAL_S = 60.0
+
+
+class RefusalLog:
+    """`notification.rejected` (warning) for a configured account's URL that fails its
+    signature or token; `request.rejected` (debug) for the rest. `held_back` counts the lines
+    left out since the last one."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.rejected = RateLimit(REJECTED_LOG_INTERVAL_S)
+        self.junk = RateLimit(JUNK_LOG_INTERVAL_S)
+
+    def log(
+        self, status: int, reason: str, source: str | None, account: str | None, method: str
+    ) -> None:
+        """Log one refused request, unless a line was written within the interval."""
+        hint = HINTS.get(reason)
+        if hint is not None:
+            if self.rejected.allow():
+                self.logger.warning(
+                    "notification.rejected",
+                    extra=fields(
+                        source=source,
+                        account=account,
+                        reason=reason,
+                        held_back=self.rejected.take_held_back(),
+                        hint=hint,
+                    ),
+                )
+        elif self.junk.allow():
+            self.logger.debug(
+                "request.rejected",
+                extra=fields(
+                    status=status,
+                    reason=reason,
+                    method=method,
+                    held_back=self.junk.take_held_back(),
+                ),
+            )
