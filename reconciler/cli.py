@@ -32,6 +32,7 @@ from .exits import (
 )
 from .logs import LEVELS, PRIORITY, is_journal_stream, logging_set_up
 from .model import SOURCES, EventType
+from .stdio import open_closed_standard_streams
 from .store import StoreError, StoreLocked
 
 log = logging.getLogger("reconciler.cli")
@@ -252,6 +253,7 @@ def undecodable_argument(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `reconciler` console script."""
+    open_closed_standard_streams()
     sys.exit(run(sys.argv[1:] if argv is None else argv))
 
 

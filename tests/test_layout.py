@@ -25,7 +25,7 @@ def _classes() -> dict[str, list[str]]:
 # it would close an import cycle; notify.py is shared by server/ and writes/ for the same reason,
 # terminal.py by commands/ and writes/.
 ROOT_MODULES = {
-    *("__init__", "__main__", "cli", "daemon", "scheduler", "systemd", "runtime"),
+    *("__init__", "__main__", "cli", "stdio", "daemon", "scheduler", "systemd", "runtime"),
     *("model", "diff", "schedule", "reconcile", "delivery", "metrics"),
     *("events", "logs", "json_text", "strict_json", "redact", "exits", "eventloop"),
     *("notify", "order_view", "terminal"),

@@ -118,12 +118,17 @@ def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
 
 async def events_command(config: Config, args: argparse.Namespace) -> int:
     """Print the event history."""
+    from ..delivery import sink_names
+
     store = await open_store(config, readonly=True)
     events = []
     if store is not None:
         try:
             events = await store.events.history(
-                since=args.since, type=args.type, undelivered=args.undelivered
+                since=args.since,
+                type=args.type,
+                undelivered=args.undelivered,
+                sinks=frozenset(sink_names(config)),
             )
         finally:
             await store.close()

@@ -78,7 +78,8 @@ async def _converse(proc: asyncio.subprocess.Process, body: bytes) -> tuple[int,
     try:
         if proc.stdin is not None:
             try:
-                proc.stdin.write(body)
+                # A line end, so that a shell's `read -r line` gets the event too.
+                proc.stdin.write(body + b"\n")
                 await proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the program need not read its input; its exit code decides

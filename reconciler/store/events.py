@@ -8,7 +8,7 @@ sink confirmed it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -172,8 +172,11 @@ class Events:
         since: float | None = None,
         type: str | None = None,
         undelivered: bool = False,
+        sinks: Collection[str] | None = None,
     ) -> list[StoredEvent]:
-        """Return the event history in order, optionally only what some sink does not have."""
+        """Return the event history in order, optionally only what some sink does not have.
+        With `sinks` (the configured ones), a sink removed from the config is waiting for
+        nothing, as `status` counts it."""
         sql = (
             "SELECT e.seq, e.id, e.type, e.time, e.order_id, e.severity, e.body, "
             "(SELECT group_concat(d.sink) FROM deliveries d WHERE d.event_seq = e.seq "
@@ -191,7 +194,11 @@ class Events:
                 r[4],
                 r[5],
                 bytes(r[6]),
-                tuple(sorted(r[7].split(","))) if r[7] else (),
+                tuple(
+                    sorted(s for s in r[7].split(",") if sinks is None or s in sinks)
+                    if r[7]
+                    else ()
+                ),
             )
             for r in rows
         ]

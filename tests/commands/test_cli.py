@@ -466,3 +466,50 @@ async def test_check_and_run_warn_once_about_a_secret_others_can_read(
         assert await run.stop() == 0
     warnings = _readable_warnings(log.read_text())
     assert sorted(w["file"] for w in warnings) == [str(key_file), str(cfg)]
+
+
+@pytest.mark.parametrize("closed", [0, 1, 2])
+def test_commands_run_with_a_standard_stream_closed(
+    tmp_path: Path, fake_ccv: FakeCCV, closed: int
+) -> None:
+    # Cron jobs and daemonizers close descriptors: the event loop's epoll then took fd 2, the
+    # log lines went into it, and libuv aborted the process (SIGABRT, exit 134).
+    import subprocess
+
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    for args in (("track", "ccv", "O-1"), ("orders", "--json"), ("status",)):
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", "--config", str(cfg), *args],
+            env=cli_env(),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            preexec_fn=lambda: os.close(closed),
+            timeout=60,
+        )
+        assert done.returncode == 0, (args, done.returncode, done.stderr[-500:])
+        if closed != 1 and args[0] == "orders":
+            assert json.loads(done.stdout)[0]["order_id"] == "O-1"
+
+
+async def test_a_sink_removed_from_the_config_is_not_listed_as_waiting(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # `status` counts the configured sinks only; `events --undelivered` must agree with it.
+    fake_ccv.orders = {"O-1": "New"}
+    failing = json.dumps([sys.executable, "-c", "import sys; sys.exit(1)"])
+    sink = f'[[sinks]]\ntype = "command"\nname = "hook"\ncommand = {failing}\nretry_min = "1h"\n'
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
+    assert (await call_cli("--config", cfg, "track", "ccv", "O-1", env=cli_env())).code == 0
+    caught_up = await call_cli(
+        "--config", cfg, "catch-up", "--deliver-timeout", "1s", env=cli_env()
+    )
+    assert caught_up.code == 75
+    listed = await call_cli("--config", cfg, "events", "--undelivered", "--json", env=cli_env())
+    assert [e["undelivered"] for e in json.loads(listed.stdout)] == [["hook"]]
+
+    cfg = write_config(tmp_path, ccv=fake_ccv)  # the sink is gone
+    listed = await call_cli("--config", cfg, "events", "--undelivered", "--json", env=cli_env())
+    assert json.loads(listed.stdout) == []
+    table = await call_cli("--config", cfg, "events", env=cli_env())
+    assert "hook" not in table.stdout

@@ -74,7 +74,7 @@ def make_sink(command: tuple[str, ...], timeout_s: float = 10.0) -> CommandSink:
 
 
 def event(n: int, order_id: str | None = "396-10-1142") -> OutboxEvent:
-    body = b'{"id": "ev-%d", "data": {"note": "\xc3\xa9"}}\n' % n
+    body = b'{"id": "ev-%d", "data": {"note": "\xc3\xa9"}}' % n  # as stored: no line end
     return OutboxEvent(
         seq=n, id=f"ev-{n}", type="order.status_changed", order_id=order_id, body=body
     )
@@ -119,7 +119,8 @@ async def test_event_on_stdin_and_in_env(tmp_path: Path, monkeypatch: pytest.Mon
     assert await sink.deliver([event(1)]) == [Delivered()]
 
     seen = json.loads(out.read_text())
-    assert seen["body"].encode() == event(1).body
+    # One line, ended: a shell's `while read -r line` gets it too.
+    assert seen["body"].encode() == event(1).body + b"\n"
     env = seen["env"]
     assert env["RECONCILER_EVENT_TYPE"] == "order.status_changed"
     assert env["RECONCILER_EVENT_ID"] == "ev-1"
