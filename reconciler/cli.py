@@ -173,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--orders", type=int, default=20)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument(
-        "--speed", type=float, default=1.0, help="lifecycle speed; 0 keeps every order where it is"
+        "--speed", type=_speed, default=1.0, help="lifecycle speed; 0 keeps every order where it is"
     )
     s.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     s.add_argument(
@@ -202,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--orders", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--speed", type=float, default=1.5)
+    d.add_argument("--speed", type=_speed, default=1.5)
     d.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     return p
 
@@ -217,6 +217,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a speed of 0 or more")
+    return value
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -226,7 +236,8 @@ def _duration(text: str) -> float:
 
 def _iso(text: str) -> float:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        # RFC 3339 allows a lowercase "t" and "z".
+        value = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
     if value.tzinfo is None:

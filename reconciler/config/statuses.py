@@ -11,14 +11,17 @@ from ..model import Source, known_statuses, status_info
 # "ErpProcessing") may be a status the provider added, and is kept as it is.
 _SLIPS_FROM_LENGTH = ((10, 2), (5, 1))
 _NEVER_STUCK = "an order in an end state is never stuck"
+_NEVER_CHECKED = "an order in an end state is not checked again"
 
 
 def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str | None:
-    """Why `word` cannot be a status key of `source` (under `stuck_after` when `stuck`), or None."""
+    """Why `word` cannot be a status key of `source` (under `stuck_after` when `stuck`, else
+    under `status_intervals`), or None. An end state is neither stuck nor checked again."""
+    never = _NEVER_STUCK if stuck else _NEVER_CHECKED
     known = known_statuses(source)
     if word in known:
-        if stuck and status_info(source, word).end_state:
-            return f"'{word}' is an end state: {_NEVER_STUCK}"
+        if status_info(source, word).end_state:
+            return f"'{word}' is an end state: {never}"
         return None
     # Compared without case, so that "awaitingpaymnt" still finds AwaitingPayment.
     folded = word.casefold()
@@ -32,8 +35,8 @@ def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str
         if meant.casefold() == word.casefold()
         else f"did you mean '{meant}'? (a word {source} documents, spelt otherwise)"
     )
-    if stuck and status_info(source, meant).end_state:
-        problem += f"; '{meant}' is an end state: {_NEVER_STUCK}"
+    if status_info(source, meant).end_state:
+        problem += f"; '{meant}' is an end state: {never}"
     return problem
 
 

@@ -151,7 +151,11 @@ class Result:
 def _json_result(
     status: int, document: Mapping[str, object], reference: str, state: subs.State | None
 ) -> Result:
-    return Result(status, json.dumps(document).encode(), "application/json", reference, state)
+    # The reference header on reconciler's own answers too (409, 502, 504), as on CCV's.
+    headers = {REFERENCE_HEADER: reference}
+    return Result(
+        status, json.dumps(document).encode(), "application/json", reference, state, None, headers
+    )
 
 
 def failpoint(name: str) -> None:

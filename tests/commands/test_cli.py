@@ -513,3 +513,21 @@ async def test_a_sink_removed_from_the_config_is_not_listed_as_waiting(
     assert json.loads(listed.stdout) == []
     table = await call_cli("--config", cfg, "events", env=cli_env())
     assert "hook" not in table.stdout
+
+
+def test_since_takes_rfc_3339_in_either_case() -> None:
+    upper = cli.parse_args(["events", "--since", "2026-12-01T09:32:27.790Z"]).since
+    assert cli.parse_args(["events", "--since", "2026-12-01t09:32:27.790z"]).since == upper
+    assert (
+        cli.parse_args(
+            ["replay", "--sink", "log", "--since", "2026-12-01t10:32:27.790+01:00"]
+        ).since
+        == upper
+    )
+
+
+@pytest.mark.parametrize("speed", ["-1", "nan", "inf"])
+def test_a_negative_sandbox_speed_is_a_usage_error(speed: str) -> None:
+    # A negative speed froze the simulator without a word.
+    for command in ("sandbox", "demo"):
+        assert cli.run([command, "--speed", speed]) == 2

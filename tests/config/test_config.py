@@ -384,6 +384,10 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     # It also dropped the default AwaitingPayment = "2m", as a given table replaces the default.
     ("interval-case", CCV + "status_intervals = { awaitingpayment = '1m' }\n",
      "ccv.status_intervals.awaitingpayment", "did you mean 'AwaitingPayment'?"),
+    # End states are never polled: the interval would do nothing, in silence.
+    ("interval-end-state", CCNOW + "status_intervals = { canceled = '5m' }\n",
+     "ccnow.status_intervals.canceled", "'canceled' is an end state: an order in an end state "
+     "is not checked again"),
     ("interval-misspelt-ccnow", CCNOW + "status_intervals = { paypal_hld = '30m' }\n",
      "ccnow.status_intervals.paypal_hld", "did you mean 'paypal_hold'?"),
     ("interval-other-source", CCNOW + "status_intervals = { Pending = '30m' }\n",

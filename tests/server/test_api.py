@@ -784,8 +784,10 @@ async def test_a_submit_ccv_answered_with_a_5xx_is_uncertain_and_never_resent(
     assert api.submission("shop-5") == ("uncertain", None)
     events = api.rows("SELECT type, json_extract(body, '$.data.external_reference') FROM events")
     assert events == [(EventType.SUBMIT_UNCERTAIN.value, "shop-5")]
-    got, _, _ = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    got, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=body)
     assert got == 409 and len(fake.submits) == 1
+    # reconciler's own answer names the reference as CCV's do (the CLI logs it from there).
+    assert headers["Reconciler-External-Reference"] == "shop-5"
 
 
 @pytest.mark.parametrize("status", [400, 403])
