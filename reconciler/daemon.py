@@ -25,6 +25,7 @@ from typing import Any
 from .config import Config
 from .logs import fields
 from .metrics import Metrics
+from .poller.unconfigured import unconfigured_accounts, warn_unconfigured
 from .reconcile import PassReport
 from .runtime import Runtime
 from .scheduler import Scheduler
@@ -317,6 +318,7 @@ async def run_daemon(
     try:
         async with Runtime(config) as rt:
             await check_store(rt.store, max_bytes=integrity_check_max_bytes)
+            warn_unconfigured(await unconfigured_accounts(config, rt.store))
             rt.store.health.watch(on_corrupt=stopping.set)
             await Daemon(config, rt, notifier).serve(stopping)
             episode = rt.store.health.current

@@ -11,6 +11,7 @@ import time
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, UsageError
 from ..logs import fields
+from ..poller.unconfigured import unconfigured_accounts, warn_unconfigured
 from .accounts import account_names
 from .progress import progress
 
@@ -26,6 +27,7 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(f"no [{args.source}] account is configured")
     async with Runtime(config) as rt:
         started = time.monotonic()
+        warn_unconfigured(await unconfigured_accounts(config, rt.store), args.source)
         due = await rt.store.orders.due_counts(math.inf)  # every open order: what a catch-up asks
         total = sum(n for (source, _), n in due.items() if args.source in (None, source))
         with progress("catch-up", total) as advance:

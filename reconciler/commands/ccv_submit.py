@@ -19,6 +19,7 @@ from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields
 from ..redact import config_secrets, redact
 from ..store import StoreLocked
+from ..writes.daemon_api import authorization, refused, token_refused
 from ..writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
 
 log = logging.getLogger("reconciler.writes.submit")
@@ -91,17 +92,20 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 "a running daemon holds the store; give it an [api] section so that "
                 "`ccv submit` goes through it"
             ) from None
-    return await _through_api(config.api, account, document, secrets)
+    return await _through_api(config, config.api, account, document, secrets)
 
 
-async def _through_api(api: ApiConfig, account: str, document: object, secrets: list[str]) -> int:
+async def _through_api(
+    config: Config, api: ApiConfig, account: str, document: object, secrets: list[str]
+) -> int:
     url = api.url("/api/v1/ccv/orders")
-    headers = {"Authorization": f"Bearer {api.token.reveal()}"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=API_TIMEOUT_S)) as s:
         try:
             async with s.post(
-                url, params={"account": account}, json=document, headers=headers
+                url, params={"account": account}, json=document, headers=authorization(api)
             ) as resp:
+                if token_refused(resp.status, resp.headers):
+                    return refused(config.file)
                 body = await resp.read()
                 order_id = resp.headers.get(ORDER_ID_HEADER)
                 reference = resp.headers.get(REFERENCE_HEADER)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 
 from ..config import CommandSinkConfig, Config, ConfigError
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
+from ..store import Store, StoreError
 from ..terminal import shown
 from .permissions import warn_readable_secrets
 
@@ -19,6 +20,7 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
     print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
     warn_readable_secrets(config.secret_files)
+    await _warn_unconfigured(config)
     if not args.online:
         return EX_OK
     return await check_online(config)
@@ -33,6 +35,22 @@ def _check_programs(config: Config) -> None:
     for index, sink in enumerate(config.sinks):
         if isinstance(sink, CommandSinkConfig) and (problem := program_problem(sink.command)):
             raise ConfigError(config.file, f"sinks[{index}].command[0]", problem)
+
+
+async def _warn_unconfigured(config: Config) -> None:
+    """Say which accounts of the store the config no longer names (poller/unconfigured.py)."""
+    from ..poller.unconfigured import unconfigured_accounts, warn_unconfigured
+
+    try:
+        store = await Store.open(config.store_path, readonly=True)
+    except (FileNotFoundError, StoreError):
+        return  # nothing tracked yet, or a store the commands that use it will report
+    try:
+        warn_unconfigured(await unconfigured_accounts(config, store))
+    except StoreError:
+        pass  # as above: `check` judges the config, not the database
+    finally:
+        await store.close()
 
 
 async def check_online(config: Config) -> int:

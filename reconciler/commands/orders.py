@@ -15,7 +15,7 @@ from ..json_text import iso_time
 from ..logs import fields
 from ..model import Source, reference_problem
 from ..order_view import order_json
-from ..store import Store
+from ..store import Store, StoreError
 from ..store import submissions as store_submissions
 from ..terminal import shown
 from .accounts import account_names, choose_account
@@ -72,10 +72,7 @@ async def _resolve_submissions(
 async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     """Stop following orders."""
     source: Source = args.source
-    # Without --account: every account's rows of these ids (also of an account no longer
-    # configured), unless several are configured, where the id may be another account's order.
-    several = len(account_names(config, source)) > 1
-    account = choose_account(config, source, args.account) if args.account or several else None
+    account = await _untrack_account(config, source, args.account)
     ids = order_ids(source, args.ids)
     store = await open_store(config)
     if store is None:
@@ -86,6 +83,47 @@ async def untrack_command(config: Config, args: argparse.Namespace) -> int:
         await store.close()
     log.info("orders.untracked", extra=fields(source=source, removed=removed))
     return EX_OK
+
+
+async def _untrack_account(config: Config, source: Source, name: str | None) -> str | None:
+    """The account whose rows `untrack` removes; None: every account's rows of the ids."""
+    configured = account_names(config, source)
+    if name is None and len(configured) <= 1:
+        # Also of an account no longer configured; with several configured, the id may be
+        # another account's order.
+        return None
+    if name is not None and name in configured:
+        return name
+    # An account the config no longer names keeps its orders until they are untracked, and
+    # untracking asks no provider: it needs no credentials, only the name.
+    elsewhere = [a for a in await _followed_accounts(config, source) if a not in configured]
+    if name is not None and name in elsewhere:
+        return name
+    known = ", ".join(configured) + (
+        f"; not configured: {', '.join(elsewhere)}" if elsewhere else ""
+    )
+    if name is None:
+        raise UsageError(f"several {source} accounts ({known}): give --account")
+    if not configured and not elsewhere:
+        raise UsageError(f"no [{source}] account is configured")
+    raise UsageError(f"no {source} account named {name!r} ({known.removeprefix('; ')})")
+
+
+async def _followed_accounts(config: Config, source: Source) -> list[str]:
+    """The accounts of `source` the store follows orders of, by name (none if it cannot say)."""
+    from ..poller.unconfigured import followed_accounts
+
+    try:
+        store = await open_store(config, readonly=True)
+    except StoreError:
+        return []  # a store to upgrade first: the writer that opens it next says so
+    if store is None:
+        return []
+    try:
+        followed = await followed_accounts(store)
+    finally:
+        await store.close()
+    return sorted(a for s, a in followed if s == source)
 
 
 async def orders_command(config: Config, args: argparse.Namespace) -> int:

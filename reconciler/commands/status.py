@@ -10,6 +10,7 @@ import time
 
 from ..config import Config
 from ..exits import EX_OK
+from ..poller.unconfigured import warn_unconfigured
 from ..store import Store
 from .status_report import gather_status, to_json
 from .status_text import render_text, use_colour
@@ -26,6 +27,7 @@ async def status_command(config: Config, args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             await store.close()
+    warn_unconfigured(status.unconfigured)
     if args.json:
         print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
     else:

@@ -17,11 +17,14 @@ from ..config import Config
 from ..delivery import sink_names
 from ..json_text import iso_time
 from ..model import Source
+from ..poller.unconfigured import Unconfigured, configured, unconfigured_accounts
 from ..store import Store
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
 
-AccountHealth = Literal["ok", "failing", "unknown"]  # unknown: never polled yet
+# unknown: never polled yet; not_configured: the store follows orders of an account the config
+# no longer names, and nothing checks them (poller/unconfigured.py)
+AccountHealth = Literal["ok", "failing", "unknown", "not_configured"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class AccountStatus:
     due: int  # open orders whose next check time has come
     stuck: int  # orders reported stuck and unchanged since
     check_failed: int  # orders whose last check failed (no usable answer)
+    configured: bool = True
 
     @property
     def followed(self) -> int:
@@ -75,6 +79,7 @@ class Status:
     sinks: tuple[SinkStatus, ...]
     store: StoreStatus
     last_pass: LastPass | None  # None: no pass has finished yet
+    unconfigured: tuple[Unconfigured, ...] = ()  # accounts of the store the config does not name
 
 
 async def gather_status(config: Config, store: Store | None, now: float) -> Status:
@@ -94,6 +99,9 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
             StoreStatus(path, False, 0, _free_bytes(path), None),
             None,
         )
+    unconfigured = tuple(await unconfigured_accounts(config, store))
+    accounts += [(u.source, u.account) for u in unconfigured]
+    names = configured(config)
     states = {(s.source, s.account): s for s in await store.sources.states()}
     counts = await store.orders.counts()
     due = await store.orders.due_counts(now)
@@ -103,8 +111,10 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     for source, account in accounts:
         st = states.get((source, account))
         health: AccountHealth = "unknown" if st is None else "failing" if st.failing else "ok"
+        if (source, account) not in names:
+            health = "not_configured"
         since = None
-        if st is not None and st.failing:
+        if st is not None and st.failing and health != "not_configured":
             # The account's latest source.failed event marks when this episode began.
             since = await store.events.failing_since(source, account)
             since = since if since is not None else st.last_failure
@@ -124,6 +134,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
                 due.get((source, account), 0),
                 stuck.get((source, account), 0),
                 check_failed.get((source, account), 0),
+                (source, account) in names,
             )
         )
     deliveries = await store.outbox.counts()
@@ -134,7 +145,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     )
     recorded = await store.recorded_failure()
     found = StoreStatus(path, True, file_size(path), _free_bytes(path), recorded)
-    return Status(now, tuple(out), sinks, found, await last_pass(store))
+    return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured)
 
 
 def _free_bytes(path: Path) -> int | None:
@@ -165,6 +176,7 @@ def to_json(status: Status) -> dict[str, Any]:
                 "source": a.source,
                 "account": a.account,
                 "health": a.health,
+                "configured": a.configured,
                 "failing_since": ts(a.failing_since),
                 "last_success": ts(a.last_success),
                 "last_error": a.last_error,

@@ -11,7 +11,12 @@ from .status_report import AccountHealth, Status, ts
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
 _SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}
-_HEALTH: dict[AccountHealth, Colour] = {"ok": "green", "failing": "red", "unknown": "yellow"}
+_HEALTH: dict[AccountHealth, Colour] = {
+    "ok": "green",
+    "failing": "red",
+    "unknown": "yellow",
+    "not_configured": "red",  # its orders are followed and never checked
+}
 
 
 class _Stream(Protocol):
@@ -41,7 +46,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
     accounts = [
         [
             f"{a.source}/{a.account}",
-            Cell(a.health, _HEALTH[a.health]),
+            Cell(a.health.replace("_", " "), _HEALTH[a.health]),
             ts(a.failing_since) or "-",
             ts(a.last_success) or "-",
             str(a.followed),

@@ -17,6 +17,7 @@ from ..logs import fields
 from ..model import SOURCES, InvalidOrderId, OrderKey, Source, normalize_order_id
 from ..store import Store, StoreError
 from ..writes.ccnow_actions import ActionSender
+from ..writes.daemon_api import CHALLENGE
 from ..writes.submit import BadSubmission, Submitter
 from .http import BodyTooLarge, BodyTooSlow, BodyUnreadable, json_error, read_body
 
@@ -81,7 +82,7 @@ def guard(token: Callable[[], str]) -> Middleware:
             return json_error(
                 401,
                 "a bearer token is required",
-                headers={"WWW-Authenticate": 'Bearer realm="reconciler"'},
+                headers={"WWW-Authenticate": CHALLENGE},
             )
         try:
             return await handler(request)

@@ -331,6 +331,15 @@ class Orders:
         async with self._conn.execute(counts.COUNT_SQL) as cur:
             return {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
 
+    async def open_count(self, source: str, account: str) -> int:
+        """Return how many of an account's orders are not in an end state."""
+        sql = (
+            "SELECT count(*) FROM orders INDEXED BY orders_open "
+            "WHERE source = ? AND account = ? AND end_state = 0"
+        )
+        rows = await self._conn.execute_fetchall(sql, (source, account))
+        return int(next(iter(rows))[0])
+
     async def stuck_counts(self) -> dict[tuple[str, str], int]:
         """Return orders reported stuck and unchanged since, per (source, account)."""
         async with self._conn.execute(STUCK_SQL) as cur:

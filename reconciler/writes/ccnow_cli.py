@@ -31,6 +31,7 @@ from reconciler.writes.ccnow_actions import (
     build,
     dry_run_text,
 )
+from reconciler.writes.daemon_api import authorization, refused, token_refused
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
@@ -95,7 +96,7 @@ async def action_command(
     except StoreLocked:
         if config.api is None:
             raise _locked() from None
-        return await _through_api(config.api, cfg, action, new)
+        return await _through_api(config, config.api, cfg, action, new)
     return _finish(cfg.name, action, taken.to_json(), taken.sent)
 
 
@@ -126,7 +127,7 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
 
 
 async def _through_api(
-    api: ApiConfig, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
+    config: Config, api: ApiConfig, cfg: CCNowConfig, action: str, new: Sequence[cmds.NewCommand]
 ) -> int:
     """Hand the commands to the running daemon, which holds the store."""
     first = new[0]
@@ -141,7 +142,7 @@ async def _through_api(
         # the keys are made here, so that a repeated run means the same commands
         "keys": [c.key for c in new],
     }
-    answer = await _post_to_api(api, "/api/v1/ccnow/actions", document)
+    answer = await _post_to_api(config.file, api, "/api/v1/ccnow/actions", document)
     if isinstance(answer, int):
         return answer
     status, body = answer
@@ -155,14 +156,15 @@ async def _through_api(
 
 
 async def _post_to_api(
-    api: ApiConfig, path: str, document: dict[str, Any]
+    config_file: str, api: ApiConfig, path: str, document: dict[str, Any]
 ) -> tuple[int, dict[str, Any]] | int:
     """POST to the running daemon's API; return (status, JSON object) or an exit code."""
-    headers = {"Authorization": f"Bearer {api.token.reveal()}"}
     timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as s:
         try:
-            async with s.post(api.url(path), json=document, headers=headers) as resp:
+            async with s.post(api.url(path), json=document, headers=authorization(api)) as resp:
+                if token_refused(resp.status, resp.headers):
+                    return refused(config_file)
                 status = resp.status
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -202,7 +204,9 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
         if config.api is None:
             raise _locked() from None
         document = {"account": cfg.name, "order_id": order_id, "sent": sent}
-        answer = await _post_to_api(config.api, "/api/v1/ccnow/actions/resolve", document)
+        answer = await _post_to_api(
+            config.file, config.api, "/api/v1/ccnow/actions/resolve", document
+        )
         if isinstance(answer, int):
             return answer
         status, body = answer
