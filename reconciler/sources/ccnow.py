@@ -31,8 +31,9 @@ from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
     SourceError,
+    SourceUnavailable,
 )
-from reconciler.sources.http import drain, request
+from reconciler.sources.http import RequestFailed, drain, request
 
 log = logging.getLogger("reconciler.sources.ccnow")
 
@@ -40,6 +41,67 @@ Emit = Callable[[Observation], Awaitable[None]]
 
 # A pending list of tens of thousands of orders is well below this.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# Query batches failing in a row (at least; twice the concurrency with more workers) that say
+# CCNow is down: asking the remaining batches, each with its retries, would only prolong it.
+BREAKER_BATCHES = 3
+
+
+class _BatchFailures:
+    """The query batches of one pass that got no answer: each fails its own orders once some
+    batch has answered (before that, a failure may be the whole account's, and writes nothing
+    of the orders); none answering, or a run of them, is the account's failure."""
+
+    def __init__(self, emit: Emit, account: str, limit: int) -> None:
+        self._emit = emit
+        self._account = account
+        self._limit = limit
+        self._answered = False
+        self._held: list[tuple[list[str], str]] = []
+        self._in_a_row = 0
+        self._first: SourceError | None = None
+
+    async def failed(self, batch: list[str], exc: SourceError, word: str) -> None:
+        """Count a batch without an answer; raise when the run of them opens the breaker."""
+        self._first = self._first or exc
+        self._in_a_row += 1
+        log.debug(
+            "ccnow.batch_failed",
+            extra={"fields": {"account": self._account, "orders": len(batch), "reason": word}},
+        )
+        if self._in_a_row >= self._limit:
+            log.warning(
+                "ccnow.circuit_open",
+                extra={
+                    "fields": {
+                        "account": self._account,
+                        "consecutive_failures": self._in_a_row,
+                        "reason": word,
+                    }
+                },
+            )
+            raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
+        if self._answered:
+            await self._fail(batch, word)
+        else:
+            self._held.append((batch, word))
+
+    async def answered(self) -> None:
+        """Note a batch that answered: the failed ones are their orders' failures alone."""
+        self._in_a_row = 0
+        self._answered = True
+        held, self._held = self._held, []
+        for batch, word in held:
+            await self._fail(batch, word)
+
+    def finish(self) -> None:
+        """Raise the first batch's failure when no batch answered."""
+        if self._first is not None and not self._answered:
+            raise self._first
+
+    async def _fail(self, batch: list[str], word: str) -> None:
+        for order_id in batch:
+            key = OrderKey("ccnow", self._account, order_id)
+            await self._emit(Observation(key, Outcome.FAILED, reason=word))
 
 
 class CCNowClient:
@@ -59,6 +121,7 @@ class CCNowClient:
         }
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._secrets = (config.password.reveal(),)
+        self._breaker_limit = max(BREAKER_BATCHES, 2 * config.concurrency)
 
     async def pending_list(self) -> list[Observation]:
         """Return the orders CCNow lists as pending, as OK observations with their status.
@@ -96,7 +159,12 @@ class CCNowClient:
         order_ids: Sequence[str],
         emit: Emit,
     ) -> None:
-        """Query orders in batches and await `emit` for each; raise when a batch answer fails."""
+        """Query orders in batches and await `emit` for each.
+
+        A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page,
+        a cut answer) fails its own orders, and the other batches go on; the account fails
+        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row, or
+        at an answer about the whole account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
             try:
@@ -111,12 +179,24 @@ class CCNowClient:
             for start in range(0, len(ids), size):
                 yield ids[start : start + size]
 
+        failures = _BatchFailures(emit, self._config.name, self._breaker_limit)
+
         async def handle(batch: list[str]) -> bool:
-            for observation in self._match(batch, await self._post(batch)):
+            try:
+                answer = await self._post(batch)
+            except RequestFailed as exc:
+                await failures.failed(batch, exc, exc.word)
+                return False  # the next batch goes alone until one answers (drain)
+            except ProtocolError as exc:
+                await failures.failed(batch, exc, "protocol")
+                return False
+            await failures.answered()
+            for observation in self._match(batch, answer):
                 await emit(observation)
             return True
 
         await drain(batches(), handle, self._config.concurrency)
+        failures.finish()
 
     def _match(self, batch: list[str], answer: Answer) -> list[Observation]:
         """Turn an answer into one observation per asked order, matched by id."""
