@@ -252,8 +252,10 @@ class FakeCCNow(_FakeServer):
     """The CCNow order receiver: `orders` (hyphenated id -> status word).
 
     A wrong login gets `error_message invalid login` (with HTTP 200, as CCNow documents no
-    status). Then `script`, `always`; else the pending list (orders whose status is in
-    `pending_statuses`) or one line per queried order. Answer shaping: `order_errors` ids get a
+    status). Then `script`, `always`; then, for a post naming orders, `replies_for[id]` of the
+    first order it names that has one, else `queries`; else the pending list (orders whose
+    status is in `pending_statuses`) or one line per queried order. Answer shaping:
+    `order_errors` ids get a
     per-order error line, `omit` ids no line, `extra_lines` are appended, `shuffle` reorders,
     `hyphenless` drops hyphens, `line_end` and `blank_lines` vary the layout.
     """
@@ -270,6 +272,8 @@ class FakeCCNow(_FakeServer):
         self.orders: dict[str, str] = {}
         self.pending_statuses = {"pending"}
         self.order_errors: set[str] = set()
+        self.replies_for: dict[str, Reply] = {}  # a post naming that (hyphenated) id
+        self.queries: Reply | None = None  # every post naming orders (the list as usual)
         self.omit: set[str] = set()
         self.extra_lines: list[str] = []
         self.shuffle = False
@@ -308,6 +312,13 @@ class FakeCCNow(_FakeServer):
         self.batch_sizes.append(len(ids))
         if form.get("x_clientid") != self.client_id or form.get("x_password") != self.password:
             return await self._answer(seen, lambda: Reply(200, "error_message invalid login\n"))
+        named = [normalize_ccnow_id(i) for i in ids]
+        reply = next((self.replies_for[i] for i in named if i in self.replies_for), None)
+        if reply is None and named:
+            reply = self.queries
+        if reply is not None:
+            chosen = reply
+            return await self._answer(seen, lambda: chosen)
         return await self._answer(seen, lambda: self._text(self._lines(ids, form)))
 
     def _act(self, n: int, order_id: str, form: Mapping[str, str]) -> str | None:

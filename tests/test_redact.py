@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from reconciler.config import Secret
 from reconciler.redact import MASK, config_secrets, redact
-from reconciler.sources.ccnow import MAX_TEXT_LENGTH, parse_answer
+from reconciler.sources.ccnow_answer import MAX_TEXT_LENGTH, parse_answer
 from reconciler.sources.errors import AuthenticationFailed, SourceError
 
 # The secret's alphabet and the filler's share no character, so any piece of an encoded

@@ -39,6 +39,9 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
 
     source = "ccnow"
     config: CCNowConfig
+    # The orders on the pending list are checked by it, poll after poll, and their queries
+    # keep being put off: a failing query part probes one of them all the same.
+    probe_any_open = True
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         await self.client.query(order_ids, emit)
@@ -59,9 +62,10 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         listing = self._batcher(via, report, discover=True, timed=False)
         answered_list = False
         asked = 0
+        from_list = 0  # the checks the list's own lines answered
 
         async def ask() -> None:
-            nonlocal answered_list, asked
+            nonlocal answered_list, asked, from_list
             listed = await self.client.pending_list()
             listed_ids = {o.key.order_id for o in listed}
             if everything:
@@ -73,6 +77,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
                 await listing.add(obs)
             await listing.flush()
             answered_list = True
+            from_list = report.checked - report.failed
             left = [oid for oid in to_query if oid not in listed_ids]
             asked = len(listed) + len(left)
             if left:
@@ -84,9 +89,14 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         if not answered_list:
             verdicts = [("pending_list", Verdict(False, error))]
         else:
-            # The orders on the list answered too: with the queries, they are the pass's checks.
+            # The orders on the list are checks of the pass too (a catch-up in which they alone
+            # answered did not fail every check), but only a query that answered says the
+            # queries answer again: else the list would clear their failure every poll.
             answers = report.answers(error=error, complete=everything)
-            verdicts = [("pending_list", Verdict(True)), ("checks", verdict(answers))]
+            checks = verdict(answers)
+            if checks is not None and checks.ok and answers.answered <= from_list:
+                checks = None
+            verdicts = [("pending_list", Verdict(True)), ("checks", checks)]
         await self.settle(verdicts, via=via, report=report)
         return report
 

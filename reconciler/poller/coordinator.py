@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -79,6 +80,10 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     """One provider account: its checks (through `client`), its health and its due orders."""
 
     source: Source
+    # Whether a failing account's probe may be an order whose check is not due yet (the one due
+    # soonest): else an account whose other answers keep every open order's next check away
+    # (CCNow's pending list) would never ask what failed, nor recover.
+    probe_any_open = False
 
     def __init__(
         self,
@@ -161,8 +166,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if failing is None:
             return []
         # A failing source gets one probe per backoff period, not a storm of checks.
+        until = math.inf if failing and self.probe_any_open else self.now()
         due = await self.store.orders.due(
-            self.source, self.account, self.now(), 1 if failing else self.due_limit
+            self.source, self.account, until, 1 if failing else self.due_limit
         )
         if not due:
             return []
@@ -206,10 +212,16 @@ class Coordinator(abc.ABC, Generic[ClientT]):
 
     def _count_unanswered(self, asked: int, report: PassReport, error: str | None) -> None:
         """Count the orders asked of the provider that a failure of the whole account left
-        without an answer: each is a failed check (an order never asked is no check)."""
+        without an answer: each is a failed check of the pass (`catch-up.done`, the last pass
+        in `status`), though none is written to its order (the account's failure it was)."""
+        if error is None or asked <= report.checked:
+            return
+        unanswered = asked - report.checked
+        report.checked += unanswered
+        report.failed += unanswered
         metrics = self.writer.metrics
-        if error is not None and metrics is not None and asked > report.checked:
-            metrics.observe_unanswered(self.source, self.account, asked - report.checked)
+        if metrics is not None:
+            metrics.observe_unanswered(self.source, self.account, unanswered)
 
     async def _open_ids(self) -> list[str]:
         """Return every open order id of the account, read a page at a time."""

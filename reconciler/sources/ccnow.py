@@ -1,11 +1,10 @@
-"""CCNow Order Update API client: the pending list, batched order queries, the answer parser."""
+"""CCNow Order Update API client: the pending list and batched order queries (the answer
+parser is ccnow_answer.py)."""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import aiohttp
@@ -18,182 +17,91 @@ from reconciler.model import (
     Observation,
     OrderKey,
     Outcome,
-    ccnow_id,
     normalize_ccnow_id,
 )
 from reconciler.redact import redact
+from reconciler.sources.ccnow_answer import (
+    LOGGED_IDS,
+    Answer,
+    by_id,
+    is_complete,
+    parse_answer,
+)
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
     SourceError,
     SourceUnavailable,
 )
-from reconciler.sources.http import Reply, drain, request
+from reconciler.sources.http import RequestFailed, drain, request
 
 log = logging.getLogger("reconciler.sources.ccnow")
 
+Emit = Callable[[Observation], Awaitable[None]]
+
 # A pending list of tens of thousands of orders is well below this.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-# The provider's own words go into exception texts, but only this many of them.
-MAX_TEXT_LENGTH = 200
-MAX_STATUS_LENGTH = 64
-
-# ASCII only: other scripts' letters are not status words, other blanks do not separate words.
-_STATUS = re.compile(r"[A-Za-z0-9_-]+(?:[ \t]+[A-Za-z0-9_-]+)*", re.ASCII)
-_BLANKS = re.compile(r"[ \t]+")
-_SPACE = " \t\f\v"
-# Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
-_LINE_END = re.compile(r"\r\n|\r|\n")
-_ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
-# What says CCNow does not know the order (its test server and sandbox answer `ID
-# error_message unknown order`): the order is not found, not failing. Any other per-order
-# error (`ID error_message database busy, try again later`) fails that order's check alone.
-_NOT_FOUND_WORD = "not_found"
-_UNKNOWN_ORDER = re.compile(
-    r"\b(?:unknown|no such|not[ _]found|invalid)\s+order\b|\border\b.*\b(?:not[ _]found|unknown|"
-    r"does not exist)\b",
-    re.I,
-)
-# An error_message about our credentials must stop retries, not look like an outage.
-_AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
-_ERROR_MESSAGE = "error_message"
-NO_PENDING_ORDERS = "no_pending_orders"
+# Query batches failing in a row (at least; twice the concurrency with more workers) that say
+# CCNow is down: asking the remaining batches, each with its retries, would only prolong it.
+BREAKER_BATCHES = 3
 
 
-@dataclass(frozen=True, slots=True)
-class OrderLine:
-    """One `<id> <status...>` line: a status, or a per-order error (status None)."""
+class _BatchFailures:
+    """The query batches of one pass that got no answer: each fails its own orders once some
+    batch has answered (before that, a failure may be the whole account's, and writes nothing
+    of the orders); none answering, or a run of them, is the account's failure."""
 
-    order_id: str  # hyphenated
-    status: str | None
-    error: str | None = None
-    not_found: bool = False  # the error says CCNow does not know the order
+    def __init__(self, emit: Emit, account: str, limit: int) -> None:
+        self._emit = emit
+        self._account = account
+        self._limit = limit
+        self._answered = False
+        self._held: list[tuple[list[str], str]] = []
+        self._in_a_row = 0
+        self._first: SourceError | None = None
 
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A well-formed CCNow answer: its order lines in answer order, and `message` texts."""
-
-    orders: tuple[OrderLine, ...]
-    messages: tuple[str, ...]
-
-
-def _readable(text: str) -> str:
-    """Return provider text with the bytes that were not UTF-8 shown as U+FFFD: a lone
-    surrogate cannot be encoded into a log line, an event or the database."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _quote(raw_line: str, secrets: Sequence[str], *, drop: str = "", limit: int) -> str:
-    """Return provider text to quote in an error: masked first (as it came, so that no blank
-    a secret begins with is lost), then trimmed, without its first word `drop`, and cut."""
-    text = _readable(redact(raw_line.rstrip(_SPACE), secrets)).lstrip(_SPACE)
-    if drop and text[: len(drop)].lower() == drop:
-        text = text[len(drop) :]
-    return text.strip(" \t:")[:limit]
-
-
-def _error_answer(what: str, raw_line: str, secrets: Sequence[str]) -> SourceError:
-    text = _quote(raw_line, secrets, drop=what, limit=MAX_TEXT_LENGTH)
-    shown = f"{what}: {text}" if text else what
-    if _AUTH_WORDS.search(raw_line):
-        return AuthenticationFailed(shown)
-    return SourceUnavailable(shown)
-
-
-def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> OrderLine:
-    """Read what follows an order id: a status (kept verbatim), or a per-order error."""
-    word = _BLANKS.split(rest, maxsplit=1)[0].lower()
-    if word in _ERROR_WORDS:
-        error = _readable(redact(rest, secrets, limit=MAX_TEXT_LENGTH))
-        not_found = word == _NOT_FOUND_WORD or (
-            word == _ERROR_MESSAGE and _UNKNOWN_ORDER.search(rest) is not None
+    async def failed(self, batch: list[str], exc: SourceError, word: str) -> None:
+        """Count a batch without an answer; raise when the run of them opens the breaker."""
+        self._first = self._first or exc
+        self._in_a_row += 1
+        log.debug(
+            "ccnow.batch_failed",
+            extra={"fields": {"account": self._account, "orders": len(batch), "reason": word}},
         )
-        return OrderLine(order_id, None, error, not_found=not_found)
-    # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
-    status = " ".join(_BLANKS.split(rest))
-    if len(status) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest):
-        # Not a word a log line and a database can keep as it is: this order's failure alone,
-        # never its batch's (its id is one the account knows).
-        return OrderLine(order_id, None, "unreadable status")
-    return OrderLine(order_id, status)
-
-
-def answered_orders(body: bytes) -> bool:
-    """Return whether an answer has a line for an order, whatever else it holds (an action's
-    post whose answer is an error may still have been applied to those orders)."""
-    for line in _LINE_END.split(body.decode("utf-8", "replace")):
-        words = line.split(None, 1)
-        try:
-            normalize_ccnow_id(words[0] if words else "")
-        except InvalidOrderId:
-            continue
-        return True
-    return False
-
-
-def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
-    """Parse an answer strictly: an `error_message` or anything off the protocol raises.
-
-    Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
-    """
-    # utf-8-sig: a byte order mark is not worth failing the source for. A byte that is not
-    # UTF-8 (an old CGI's latin-1) is kept as a lone surrogate: the line holding it is that
-    # order's failure alone (no status word matches it), never the whole answer's.
-    text = body.decode("utf-8-sig", "surrogateescape") if isinstance(body, bytes) else body
-    # Decided by the body, whatever the Content-Type says: a page is never an answer.
-    if text.lstrip().startswith("<"):
-        raise ProtocolError("html page")
-    # (as received, trimmed) per line that is not blank
-    lines = [(raw, line) for raw in _LINE_END.split(text) if (line := raw.strip(_SPACE))]
-    if not lines:
-        raise ProtocolError("empty answer")
-    # An error anywhere makes the whole answer an error, whatever else it contains.
-    for raw, line in lines:
-        if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
-            raise _error_answer(_ERROR_MESSAGE, raw, secrets)
-
-    orders: list[OrderLine] = []
-    messages: list[str] = []
-    unknown: str | None = None
-    for number, (raw, line) in enumerate(lines, 1):
-        first, *more = _BLANKS.split(line, maxsplit=1)
-        rest = more[0] if more else ""
-        if first.lower() == "message":
-            messages.append(rest)
-            # `no_pending_orders` is the one documented message; any other may say the account
-            # is locked or the list unavailable, never that nothing is pending.
-            if rest.lower() != NO_PENDING_ORDERS and unknown is None:
-                unknown = raw
-        elif rest and (order_id := ccnow_id(first)) is not None:
-            orders.append(_order_line(order_id, rest, secrets))
+        if self._in_a_row >= self._limit:
+            log.warning(
+                "ccnow.circuit_open",
+                extra={
+                    "fields": {
+                        "account": self._account,
+                        "consecutive_failures": self._in_a_row,
+                        "reason": word,
+                    }
+                },
+            )
+            raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
+        if self._answered:
+            await self._fail(batch, word)
         else:
-            shown = _quote(raw, secrets, limit=40)
-            raise ProtocolError(f"line {number}: not an answer line: {shown!r}")
-    if unknown is not None:
-        raise _error_answer("message", unknown, secrets)
-    return Answer(tuple(orders), tuple(messages))
+            self._held.append((batch, word))
 
+    async def answered(self) -> None:
+        """Note a batch that answered: the failed ones are their orders' failures alone."""
+        self._in_a_row = 0
+        self._answered = True
+        held, self._held = self._held, []
+        for batch, word in held:
+            await self._fail(batch, word)
 
-def is_complete(reply: Reply) -> bool:
-    """Whether an answer arrived whole: a 200 body ends with a line end, as every line does.
+    def finish(self) -> None:
+        """Raise the first batch's failure when no batch answered."""
+        if self._first is not None and not self._answered:
+            raise self._first
 
-    A connection closed mid-answer (no Content-Length) leaves the last line cut, and a cut
-    word (`pend`) would read as a status; such an answer is a transport failure, and retried.
-    """
-    return reply.status != 200 or not reply.body or reply.body.endswith((b"\n", b"\r"))
-
-
-def _by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:
-    """Return the last line per order id, and the ids whose lines disagree."""
-    lines: dict[str, OrderLine] = {}
-    disagreeing: set[str] = set()
-    for line in answer.orders:
-        previous = lines.get(line.order_id)
-        if previous is not None and previous.status != line.status:
-            disagreeing.add(line.order_id)
-        lines[line.order_id] = line
-    return lines, disagreeing
+    async def _fail(self, batch: list[str], word: str) -> None:
+        for order_id in batch:
+            key = OrderKey("ccnow", self._account, order_id)
+            await self._emit(Observation(key, Outcome.FAILED, reason=word))
 
 
 class CCNowClient:
@@ -213,6 +121,7 @@ class CCNowClient:
         }
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._secrets = (config.password.reveal(),)
+        self._breaker_limit = max(BREAKER_BATCHES, 2 * config.concurrency)
 
     async def pending_list(self) -> list[Observation]:
         """Return the orders CCNow lists as pending, as OK observations with their status.
@@ -223,7 +132,7 @@ class CCNowClient:
         snapshot holds as pending, and a due tick any other; that answer is its check. One
         nobody follows is no check of the account's at all."""
         answer = await self._post([])
-        lines, disagreeing = _by_id(answer)
+        lines, disagreeing = by_id(answer)
         observations = []
         unreadable = []
         for order_id, line in lines.items():
@@ -239,7 +148,7 @@ class CCNowClient:
                     "fields": {
                         "account": self._config.name,
                         "count": len(unreadable),
-                        "order_ids": unreadable[:10],
+                        "order_ids": unreadable[:LOGGED_IDS],
                     }
                 },
             )
@@ -248,9 +157,14 @@ class CCNowClient:
     async def query(
         self,
         order_ids: Sequence[str],
-        emit: Callable[[Observation], Awaitable[None]],
+        emit: Emit,
     ) -> None:
-        """Query orders in batches and await `emit` for each; raise when a batch answer fails."""
+        """Query orders in batches and await `emit` for each.
+
+        A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page,
+        a cut answer) fails its own orders, and the other batches go on; the account fails
+        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row, or
+        at an answer about the whole account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
             try:
@@ -265,16 +179,28 @@ class CCNowClient:
             for start in range(0, len(ids), size):
                 yield ids[start : start + size]
 
+        failures = _BatchFailures(emit, self._config.name, self._breaker_limit)
+
         async def handle(batch: list[str]) -> bool:
-            for observation in self._match(batch, await self._post(batch)):
+            try:
+                answer = await self._post(batch)
+            except RequestFailed as exc:
+                await failures.failed(batch, exc, exc.word)
+                return False  # the next batch goes alone until one answers (drain)
+            except ProtocolError as exc:
+                await failures.failed(batch, exc, "protocol")
+                return False
+            await failures.answered()
+            for observation in self._match(batch, answer):
                 await emit(observation)
             return True
 
         await drain(batches(), handle, self._config.concurrency)
+        failures.finish()
 
     def _match(self, batch: list[str], answer: Answer) -> list[Observation]:
         """Turn an answer into one observation per asked order, matched by id."""
-        lines, disagreeing = _by_id(answer)
+        lines, disagreeing = by_id(answer)
         unasked = lines.keys() - set(batch)
         if unasked:
             log.debug("ccnow.unasked_ids", extra={"fields": {"order_ids": sorted(unasked)}})

@@ -28,7 +28,7 @@ from reconciler.events import Event, action_event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
-from reconciler.sources.ccnow import Answer
+from reconciler.sources.ccnow_answer import Answer
 from reconciler.sources.errors import SourceError
 from reconciler.store import Store
 from reconciler.store import commands as cmds

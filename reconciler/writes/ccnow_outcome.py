@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.sources.ccnow import Answer, OrderLine
+from reconciler.sources.ccnow_answer import Answer, OrderLine
 from reconciler.store import commands as cmds
 
 # What CCNow answers when the action took: the queue state it put the order in, or (for an

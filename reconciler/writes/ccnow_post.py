@@ -13,8 +13,8 @@ from yarl import URL
 
 from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
-from reconciler.sources.ccnow import (
-    MAX_BODY_BYTES,
+from reconciler.sources.ccnow import MAX_BODY_BYTES
+from reconciler.sources.ccnow_answer import (
     Answer,
     answered_orders,
     is_complete,

@@ -11,7 +11,8 @@ import pytest
 
 from reconciler.config import RetryConfig, Secret
 from reconciler.model import Observation, OrderKey, Outcome
-from reconciler.sources.ccnow import Answer, CCNowClient, OrderLine, parse_answer
+from reconciler.sources.ccnow import CCNowClient
+from reconciler.sources.ccnow_answer import Answer, OrderLine, parse_answer
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -545,7 +546,7 @@ async def test_bare_cr_line_ends_keep_every_order(
     assert await client.pending_list() == [ok(order_id, "pending") for order_id in ids]
 
 
-@pytest.mark.parametrize("status", ["on hold", "awaiting  stock review", "pending extra words"])
+@pytest.mark.parametrize("status", ["on hold", "awaiting  stock review", "hold for stock"])
 async def test_a_status_of_several_words_is_kept_whole(
     fake: FakeCCNow, session: aiohttp.ClientSession, status: str
 ) -> None:

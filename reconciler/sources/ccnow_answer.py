@@ -1,0 +1,215 @@
+"""CCNow's answer lines read strictly: order lines, `message` lines, `error_message` lines."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.model import InvalidOrderId, ccnow_id, known_statuses, normalize_ccnow_id
+from reconciler.redact import redact
+from reconciler.sources.errors import (
+    AuthenticationFailed,
+    ProtocolError,
+    SourceError,
+    SourceUnavailable,
+)
+from reconciler.sources.http import Reply
+
+log = logging.getLogger("reconciler.sources.ccnow")
+
+# The provider's own words go into exception texts, but only this many of them.
+MAX_TEXT_LENGTH = 200
+MAX_STATUS_LENGTH = 64
+# Order ids a log line names, at most.
+LOGGED_IDS = 10
+
+# ASCII only: other scripts' letters are not status words, other blanks do not separate words.
+_STATUS = re.compile(r"[A-Za-z0-9_-]+(?:[ \t]+[A-Za-z0-9_-]+)*", re.ASCII)
+_BLANKS = re.compile(r"[ \t]+")
+_SPACE = " \t\f\v"
+# Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
+# A documented status word names the status, whatever columns follow it (`pending USD`,
+# `mark_shipped 2026-11-30`): else each new column would read as another status.
+_DOCUMENTED = frozenset(known_statuses("ccnow"))
+# What says CCNow does not know the order (its test server and sandbox answer `ID
+# error_message unknown order`): the order is not found, not failing. The words must say so of
+# the order itself: `order lookup failed: unknown error, try again later` or `database busy`
+# fail that order's check alone.
+_NOT_FOUND_WORD = "not_found"
+_UNKNOWN_ORDER = re.compile(
+    r"^\s*(?:not[ _]found|does\s+not\s+exist|no\s+such\s+order)\b"
+    r"|\b(?:unknown|no\s+such|nonexistent|non-existent)\s+order\b"
+    r"|\binvalid\s+order(?:[ _]?(?:id|number|no)\b|\s*$)"
+    r"|\border(?:[ _]?(?:id|number|no\.?))?(?:\s+#?[0-9-]+)?\s+"
+    r"(?:not[ _]found|unknown\s*$|does\s+not\s+exist)",
+    re.I,
+)
+# An error_message about our credentials must stop retries, not look like an outage; one that
+# says the service is down is an outage, whatever else it names (`login server upgrade`).
+_AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
+_OUTAGE_WORDS = re.compile(r"maintenance|\bdown\b|offline|unavailable|outage", re.I)
+_ERROR_MESSAGE = "error_message"
+NO_PENDING_ORDERS = "no_pending_orders"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    """One `<id> <status...>` line: a status, or a per-order error (status None)."""
+
+    order_id: str  # hyphenated
+    status: str | None
+    error: str | None = None
+    not_found: bool = False  # the error says CCNow does not know the order
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A well-formed CCNow answer: its order lines in answer order, and `message` texts."""
+
+    orders: tuple[OrderLine, ...]
+    messages: tuple[str, ...]
+
+
+def _readable(text: str) -> str:
+    """Return provider text with the bytes that were not UTF-8 shown as U+FFFD: a lone
+    surrogate cannot be encoded into a log line, an event or the database."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _quote(raw_line: str, secrets: Sequence[str], *, drop: str = "", limit: int) -> str:
+    """Return provider text to quote in an error: masked first (as it came, so that no blank
+    a secret begins with is lost), then trimmed, without its first word `drop`, and cut."""
+    text = _readable(redact(raw_line.rstrip(_SPACE), secrets)).lstrip(_SPACE)
+    if drop and text[: len(drop)].lower() == drop:
+        text = text[len(drop) :]
+    return text.strip(" \t:")[:limit]
+
+
+def _error_answer(what: str, raw_line: str, secrets: Sequence[str]) -> SourceError:
+    text = _quote(raw_line, secrets, drop=what, limit=MAX_TEXT_LENGTH)
+    shown = f"{what}: {text}" if text else what
+    if _AUTH_WORDS.search(raw_line) and not _OUTAGE_WORDS.search(raw_line):
+        return AuthenticationFailed(shown)
+    return SourceUnavailable(shown)
+
+
+def says_not_found(text: str) -> bool:
+    """Return whether a per-order error text says CCNow does not know the order."""
+    return _UNKNOWN_ORDER.search(text) is not None
+
+
+def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[OrderLine, bool]:
+    """Read what follows an order id: a status (kept verbatim), or a per-order error; and
+    whether columns after a documented status word were left out."""
+    first, *more = _BLANKS.split(rest, maxsplit=1)
+    word = first.lower()
+    if word in _ERROR_WORDS:
+        error = _readable(redact(rest, secrets, limit=MAX_TEXT_LENGTH))
+        after = more[0] if more else ""
+        not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
+        return OrderLine(order_id, None, error, not_found=not_found), False
+    if first in _DOCUMENTED:
+        return OrderLine(order_id, first), bool(more)
+    # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
+    status = " ".join(_BLANKS.split(rest))
+    if len(status) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest):
+        # Not a word a log line and a database can keep as it is: this order's failure alone,
+        # never its batch's (its id is one the account knows).
+        return OrderLine(order_id, None, "unreadable status"), False
+    return OrderLine(order_id, status), False
+
+
+def answered_orders(body: bytes) -> bool:
+    """Return whether an answer has a line for an order, whatever else it holds (an action's
+    post whose answer is an error may still have been applied to those orders)."""
+    for line in _LINE_END.split(body.decode("utf-8", "replace")):
+        words = line.split(None, 1)
+        try:
+            normalize_ccnow_id(words[0] if words else "")
+        except InvalidOrderId:
+            continue
+        return True
+    return False
+
+
+def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
+    """Parse an answer strictly: an `error_message` or anything off the protocol raises.
+
+    Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
+    """
+    # utf-8-sig: a byte order mark is not worth failing the source for. A byte that is not
+    # UTF-8 (an old CGI's latin-1) is kept as a lone surrogate: the line holding it is that
+    # order's failure alone (no status word matches it), never the whole answer's.
+    text = body.decode("utf-8-sig", "surrogateescape") if isinstance(body, bytes) else body
+    # Decided by the body, whatever the Content-Type says: a page is never an answer.
+    if text.lstrip().startswith("<"):
+        raise ProtocolError("html page")
+    # (as received, trimmed) per line that is not blank
+    lines = [(raw, line) for raw in _LINE_END.split(text) if (line := raw.strip(_SPACE))]
+    if not lines:
+        raise ProtocolError("empty answer")
+    # An error anywhere makes the whole answer an error, whatever else it contains.
+    for raw, line in lines:
+        if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
+            raise _error_answer(_ERROR_MESSAGE, raw, secrets)
+
+    orders: list[OrderLine] = []
+    messages: list[str] = []
+    unknown: str | None = None
+    extra_columns: list[str] = []
+    for number, (raw, line) in enumerate(lines, 1):
+        first, *more = _BLANKS.split(line, maxsplit=1)
+        rest = more[0] if more else ""
+        if first.lower() == "message":
+            messages.append(rest)
+            # `no_pending_orders` is the one documented message; any other may say the account
+            # is locked or the list unavailable, never that nothing is pending.
+            if rest.lower() != NO_PENDING_ORDERS and unknown is None:
+                unknown = raw
+        elif rest and (order_id := ccnow_id(first)) is not None:
+            order, cut = _order_line(order_id, rest, secrets)
+            orders.append(order)
+            if cut:
+                extra_columns.append(order_id)
+        else:
+            shown = _quote(raw, secrets, limit=40)
+            raise ProtocolError(f"line {number}: not an answer line: {shown!r}")
+    if unknown is not None:
+        raise _error_answer("message", unknown, secrets)
+    if extra_columns:
+        # Once per answer: a layout CCNow changed shows on every line of every poll.
+        log.debug(
+            "ccnow.extra_columns_ignored",
+            extra={
+                "fields": {
+                    "count": len(extra_columns),
+                    "order_ids": extra_columns[:LOGGED_IDS],
+                }
+            },
+        )
+    return Answer(tuple(orders), tuple(messages))
+
+
+def is_complete(reply: Reply) -> bool:
+    """Whether an answer arrived whole: a 200 body ends with a line end, as every line does.
+
+    A connection closed mid-answer (no Content-Length) leaves the last line cut, and a cut
+    word (`pend`) would read as a status; such an answer is a transport failure, and retried.
+    """
+    return reply.status != 200 or not reply.body or reply.body.endswith((b"\n", b"\r"))
+
+
+def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:
+    """Return the last line per order id, and the ids whose lines disagree."""
+    lines: dict[str, OrderLine] = {}
+    disagreeing: set[str] = set()
+    for line in answer.orders:
+        previous = lines.get(line.order_id)
+        if previous is not None and previous.status != line.status:
+            disagreeing.add(line.order_id)
+        lines[line.order_id] = line
+    return lines, disagreeing
