@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from typing import Any
 
 from .config import Config
@@ -48,12 +49,15 @@ class StartupError(Exception):
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
 # Shutdown bounds. At the worst, all in turn: the API and the receiver 1 s each, the checks 1 s,
-# the scheduler's jobs and the other tasks 3 s each, the outbox 2 s twice: 13 s, under the unit's
+# the scheduler's jobs and the other tasks 3 s each, the outbox 4 s: 13 s, under the unit's
 # TimeoutStopSec=20s.
 RECEIVER_STOP_TIMEOUT_S = 1.0
 NOTIFICATION_CHECKS_STOP_TIMEOUT_S = 1.0  # checks under way may end; CCV does not call again
 JOBS_STOP_TIMEOUT_S = 3.0
-OUTBOX_FLUSH_TIMEOUT_S = 2.0
+OUTBOX_FLUSH_TIMEOUT_S = 4.0
+# Of the outbox's time, what is kept for recording what the sinks confirmed (and for a killed
+# command sink's program to go): attempts still under way before it are abandoned.
+OUTBOX_RECORD_S = 0.5
 # quick_check reads every page: about a second per 100 MiB on a modest disk. Up to this size it
 # runs before READY=1; a larger store starts unchecked (its commands must stay fast at 10^6
 # orders, so only the pages a statement reads are checked, by SQLite itself).
@@ -161,15 +165,7 @@ class Daemon:
             cancelled += 1
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=JOBS_STOP_TIMEOUT_S)
-        self.rt.delivery.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(delivering), OUTBOX_FLUSH_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            delivering.cancel()
-            await asyncio.gather(delivering, return_exceptions=True)
-        else:
-            with contextlib.suppress(StoreError):  # logged once by the store's health
-                await self.rt.delivery.drain(OUTBOX_FLUSH_TIMEOUT_S)
+        await self._flush_outbox(delivering)
         if self.api_reader is not None:
             await self.api_reader.close()
         try:
@@ -182,6 +178,28 @@ class Daemon:
                 cancelled_jobs=cancelled, undelivered={k: v for k, v in backlog.items() if v}
             ),
         )
+
+    async def _flush_outbox(self, delivering: asyncio.Future[None]) -> None:
+        """Stop delivery within OUTBOX_FLUSH_TIMEOUT_S whatever the sinks do: a lane waiting to
+        retry stops at once, an answer under way is waited for until the bound, then what is
+        due and not waiting for a retry is flushed in the time left."""
+        delivery = self.rt.delivery
+        end = time.monotonic() + OUTBOX_FLUSH_TIMEOUT_S
+        delivery.stop(within_s=OUTBOX_FLUSH_TIMEOUT_S - OUTBOX_RECORD_S)
+        try:
+            # The cutoff ends it in time; this is for a store that does not answer.
+            await asyncio.wait_for(asyncio.shield(delivering), OUTBOX_FLUSH_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            delivering.cancel()
+            await asyncio.gather(delivering, return_exceptions=True)
+            return
+        left = end - time.monotonic()
+        if left <= OUTBOX_RECORD_S:
+            return
+        with contextlib.suppress(StoreError, asyncio.TimeoutError):  # StoreError: logged once
+            await asyncio.wait_for(
+                delivery.drain(left - OUTBOX_RECORD_S, grace_s=0.0, retries=False), left
+            )
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

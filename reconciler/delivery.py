@@ -33,7 +33,9 @@ from .config import (
 from .logs import fields
 from .passes.hint_gate import HintGate
 from .sinks.base import (
+    ABANDONED,
     NOT_ATTEMPTED,
+    Cutoff,
     Delivered,
     DeliveryResult,
     OutboxEvent,
@@ -54,6 +56,10 @@ HINT_BATCH = 50
 # How often an idle lane reads the store anyway: another process may have queued events
 # (`replay` beside a daemon). Commits of this process wake the lanes at once.
 TICK_S = 5.0
+# How long past its limit `drain` waits for an attempt under way (a webhook's answer, a
+# program's exit) before it abandons it: cut at once, an answer due any moment would be lost
+# and the event sent again.
+DRAIN_GRACE_S = 1.0
 
 
 @dataclass
@@ -125,6 +131,7 @@ class Delivery:
             # Events would wait for a sink without a lane, or a lane for events never queued.
             raise ValueError("the store must be opened with the outbox's sinks")
         self._stopping = False
+        self._cutoff = Cutoff()  # what `stop` does to the batches `run` has in hand
         self._rng = random.Random()
         self.hints: HintGate | None = None  # the reconciler's: lanes keep batches short for them
         self._urgent_commits = 0  # the store's count of urgent commits, as last seen
@@ -191,10 +198,13 @@ class Delivery:
         log.info("sink.enabled", extra=fields(sink=lane.config.name))
         return True
 
-    def stop(self) -> None:
-        """Make `run` return after the batches in hand: cancelling a sink mid-batch would
-        deliver that batch a second time."""
+    def stop(self, within_s: float | None = None) -> None:
+        """Make `run` return: a lane waiting (for work, for a retry) at once, a lane with a
+        batch in hand once the event under way is answered, or abandoned after `within_s`
+        (None: by its sink's own timeout). The rest of the batch stays pending; what the sink
+        confirmed is recorded, so that no confirmed event is sent again."""
         self._stopping = True
+        self._cutoff.close(within_s)
         self.wake()
 
     async def run(self) -> None:
@@ -206,6 +216,7 @@ class Delivery:
             await asyncio.gather(*(self._run_lane(lane) for lane in self.lanes))
         finally:
             self._running = False
+            self._cutoff.release()
             for lane in self.lanes:
                 self._let_go(lane, lane.urgent_commits)
 
@@ -213,7 +224,7 @@ class Delivery:
         while not self._stopping:
             lane.wakeup.clear()
             try:
-                wait = await self._lane_once(lane)
+                wait = await self._lane_once(lane, self._cutoff)
             except StoreError:
                 # Logged once by the store's health. The lane reads the store again after a
                 # tick; a delivery not recorded is sent again.
@@ -224,34 +235,52 @@ class Delivery:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(lane.wakeup.wait(), wait)
 
-    async def drain(self, timeout_s: float, *, only: str | None = None) -> bool:
+    async def drain(
+        self,
+        timeout_s: float,
+        *,
+        only: str | None = None,
+        grace_s: float = DRAIN_GRACE_S,
+        retries: bool = True,
+    ) -> bool:
         """Deliver what can be delivered within `timeout_s`; True when no sink holds anything.
-        With `only`, that sink alone is delivered to and asked about (`replay --sink`)."""
+        No event starts after the limit; one under way then gets `grace_s` more before it is
+        abandoned. With `only`, that sink alone is delivered to and asked about (`replay
+        --sink`); without `retries`, a sink waiting to retry is left waiting (a stop)."""
         await self.load_disabled()
         deadline = time.monotonic() + timeout_s
+        cutoff = Cutoff()
+        cutoff.close_in(timeout_s, grace_s)
         lanes = [lane for lane in self.lanes if only in (None, lane.config.name)]
-        await asyncio.gather(*(self._drain_lane(lane, deadline) for lane in lanes))
+        try:
+            await asyncio.gather(
+                *(self._drain_lane(lane, deadline, cutoff, retries) for lane in lanes)
+            )
+        finally:
+            cutoff.release()
         return not any((await self.store.outbox.pending_counts(only)).values())
 
-    async def _drain_lane(self, lane: _Lane, deadline: float) -> None:
+    async def _drain_lane(
+        self, lane: _Lane, deadline: float, cutoff: Cutoff, retries: bool
+    ) -> None:
         while True:
-            wait = await self._lane_once(lane)
+            wait = await self._lane_once(lane, cutoff)
             left = deadline - time.monotonic()
-            if wait is None or left <= 0 or wait > left:
+            if wait is None or left <= 0 or wait > left or (wait > 0 and not retries):
                 return
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    async def _lane_once(self, lane: _Lane) -> float | None:
+    async def _lane_once(self, lane: _Lane, cutoff: Cutoff) -> float | None:
         """Deliver one batch of the events the store says are deliverable; return seconds until
         the lane wants to run again (0: at once), or None when it has nothing pending."""
         urgent_commits = lane.urgent_commits
         try:
-            return await self._deliver_once(lane, urgent_commits)
+            return await self._deliver_once(lane, urgent_commits, cutoff)
         finally:
             self._let_go(lane, urgent_commits)
 
-    async def _deliver_once(self, lane: _Lane, urgent_commits: int) -> float | None:
+    async def _deliver_once(self, lane: _Lane, urgent_commits: int, cutoff: Cutoff) -> float | None:
         now = self.clock()
         if lane.disabled and not await self._enabled_again(lane, now):
             return None
@@ -266,7 +295,7 @@ class Delivery:
         if not rows:
             return None if due.next_at is None else max(due.next_at - now, 0.001)
         try:
-            results = await lane.sink.deliver(rows)
+            results = await lane.sink.deliver(rows, cutoff)
         except Exception as exc:  # a sink bug must not stop the others
             log.error("sink.crashed", exc_info=True, extra=fields(sink=name))
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
@@ -291,6 +320,9 @@ class Delivery:
         for row, res in zip(rows, results, strict=False):
             if isinstance(res, Delivered):
                 delivered.append(row.seq)
+            elif res == ABANDONED:
+                # Possibly received: said, since the receiver may then see it twice.
+                log.warning("sink.abandoned", extra=fields(sink=cfg.name, event_id=row.id))
             elif isinstance(res, RetryLater):
                 if res != NOT_ATTEMPTED:
                     failed.append((row, res))

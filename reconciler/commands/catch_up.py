@@ -20,6 +20,7 @@ log = logging.getLogger("reconciler.cli")
 
 async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
     """One full pass, then deliver; 75 when a source failed or a sink kept events."""
+    from ..delivery import DRAIN_GRACE_S
     from ..runtime import Runtime
 
     if args.source is not None and not account_names(config, args.source):
@@ -36,9 +37,11 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
             try:
                 report = await rt.coordinators.catch_up(args.source)
             finally:
-                rt.delivery.stop()
+                # One limit for the batches in hand and the rest: it starts with the wait.
+                end = time.monotonic() + args.deliver_timeout
+                rt.delivery.stop(within_s=args.deliver_timeout + DRAIN_GRACE_S)
                 await delivering
-        await rt.delivery.drain(args.deliver_timeout)
+        await rt.delivery.drain(max(end - time.monotonic(), 0.0))
         await rt.prune()  # also lets go of the rows of sinks no longer configured
         undelivered = await rt.store.outbox.pending_counts()
         delivered = not any(undelivered.values())

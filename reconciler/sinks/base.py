@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,8 +40,12 @@ class Sink(Protocol):
 
     name: str
 
-    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
-        """Deliver events in order; return one result per event, in the same order."""
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
+        """Deliver events in order; return one result per event, in the same order. A sink
+        that takes time per event starts none once `cutoff` is closed and hands each attempt to
+        `cutoff.attempt`; a sink that writes its batch at once may ignore it."""
         ...
 
     async def close(self) -> None:
@@ -51,18 +56,87 @@ class Sink(Protocol):
 # The result for an event a sink did not try because an earlier one failed; the dispatcher
 # leaves such rows untouched (no attempt counted, no backoff).
 NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
+# The result for the event whose attempt a cutoff abandoned: left untouched like NOT_ATTEMPTED
+# (the receiver may have it after all, and gets it again later: at least once).
+ABANDONED = RetryLater("not confirmed: delivery stopped waiting")
+
+
+class Cutoff:
+    """Ends the batches in hand early, keeping what their sinks confirmed so far: once closed
+    no event starts (the rest stay pending, untouched), and an attempt still under way when
+    its grace ends is cancelled (`ABANDONED`). Cancelling a whole batch instead would lose the
+    confirmations it holds, and those events would be sent again."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._abandoning = False
+        self._running: set[asyncio.Future[DeliveryResult]] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+
+    def close(self, grace_s: float | None = None) -> None:
+        """Start no more events; abandon the attempts under way after `grace_s` (None: each
+        ends by its sink's own timeout)."""
+        self.closed = True
+        if grace_s is not None:
+            self._later(grace_s, self._abandon)
+
+    def close_in(self, delay_s: float, grace_s: float | None) -> None:
+        """`close(grace_s)` after `delay_s`."""
+        self._later(delay_s, lambda: self.close(grace_s))
+
+    def release(self) -> None:
+        """Forget the timers of `close_in` and `close` (the batches are over)."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    async def attempt(self, attempt: Awaitable[DeliveryResult]) -> DeliveryResult:
+        """Await one event's attempt, or `ABANDONED` when the cutoff gave up on it."""
+        if self._abandoning:
+            # Never awaited: close it so that Python does not warn about it.
+            if asyncio.iscoroutine(attempt):
+                attempt.close()
+            return ABANDONED
+        task = asyncio.ensure_future(attempt)
+        self._running.add(task)
+        try:
+            # `wait`, not `await task`: only a cancellation of this batch raises here, one of
+            # the attempt alone is the cutoff's.
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self._running.discard(task)
+        return ABANDONED if task.cancelled() else task.result()
+
+    def _later(self, delay_s: float, callback: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(max(delay_s, 0.0), callback))
+
+    def _abandon(self) -> None:
+        self.closed = True
+        self._abandoning = True
+        for task in self._running:
+            task.cancel()
 
 
 async def deliver_in_order(
     events: Sequence[OutboxEvent],
     attempt: Callable[[OutboxEvent], Awaitable[DeliveryResult]],
+    cutoff: Cutoff | None = None,
 ) -> list[DeliveryResult]:
     """Attempt events one by one; after the first failure the rest are not attempted, so a
-    receiver that is down costs one attempt per batch, not one per event."""
+    receiver that is down costs one attempt per batch, not one per event. Neither are they
+    once `cutoff` is closed."""
     results: list[DeliveryResult] = []
     for event in events:
-        if results and not isinstance(results[-1], Delivered):
+        if (results and not isinstance(results[-1], Delivered)) or (
+            cutoff is not None and cutoff.closed
+        ):
             results.append(NOT_ATTEMPTED)
-        else:
+        elif cutoff is None:
             results.append(await attempt(event))
+        else:
+            results.append(await cutoff.attempt(attempt(event)))
     return results

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from reconciler.config import CommandSinkConfig
 from reconciler.logs import fields
 from reconciler.sinks.base import (
+    Cutoff,
     Delivered,
     DeliveryResult,
     OutboxEvent,
@@ -123,9 +124,11 @@ class CommandSink:
     def __repr__(self) -> str:
         return f"CommandSink(name={self.name!r})"
 
-    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
         """Run the command once per event, in order (the dispatcher logs failures)."""
-        return await deliver_in_order(events, self._run)
+        return await deliver_in_order(events, self._run, cutoff)
 
     async def close(self) -> None:
         """Nothing is held between deliveries."""

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import Delivered, DeliveryResult, OutboxEvent, RetryLater
+from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent, RetryLater
 
 
 class JsonlSink:
@@ -18,8 +18,11 @@ class JsonlSink:
         self.name = name
         self.path = path
 
-    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
-        """Append the batch and fsync; on an OS error nothing is confirmed."""
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
+        """Append the batch and fsync; on an OS error nothing is confirmed (one write, too
+        quick to be worth a cutoff)."""
         data = b"".join(e.body + b"\n" for e in events)
         try:
             await asyncio.to_thread(self._append, data)

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from ..json_text import iso_time, string_json
 from ..logs import PRIORITY, is_journal, log_handler, render, write_lines
-from .base import Delivered, DeliveryResult, OutboxEvent
+from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent
 
 log = logging.getLogger("reconciler.events")
 
@@ -126,7 +126,9 @@ class LogSink:
         self.name = name
         self.handler = log_handler() if handler is None else handler
 
-    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
         """Log each event at the level of its severity (the logger's level still applies)."""
         now = time.time()
         journal = is_journal(self.handler)

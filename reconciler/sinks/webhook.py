@@ -21,6 +21,7 @@ from reconciler import USER_AGENT
 from reconciler.config import WebhookSinkConfig
 from reconciler.config.secret import webhook_key
 from reconciler.sinks.base import (
+    Cutoff,
     Delivered,
     DeliveryResult,
     OutboxEvent,
@@ -107,9 +108,11 @@ class WebhookSink:
     def __repr__(self) -> str:
         return f"WebhookSink(name={self.name!r})"
 
-    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
         """POST each event, in order (the dispatcher logs failures)."""
-        return await deliver_in_order(events, self._post)
+        return await deliver_in_order(events, self._post, cutoff)
 
     async def close(self) -> None:
         """Close the HTTP session if this sink created it."""

@@ -19,7 +19,7 @@ from reconciler.passes.hint_gate import WRITE_PART_S, WRITE_RECENT_S, HintGate
 from reconciler.passes.report import PassReport
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
-from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent, RetryLater
+from reconciler.sinks.base import Cutoff, Delivered, DeliveryResult, OutboxEvent, RetryLater
 from reconciler.store import Store
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -192,7 +192,9 @@ class CountingSink:
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
         self.batches.append(len(events))
         return [Delivered()] * len(events)
 
@@ -232,7 +234,9 @@ class HeldSink:
         self.handed = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
         if any(e.order_id == "N-1" for e in events):
             self.handed.set()
             await self.release.wait()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import CommandSinkConfig as SinkConfig
-from reconciler.sinks.base import Delivered, OutboxEvent, RetryLater
+from reconciler.sinks.base import ABANDONED, Cutoff, Delivered, OutboxEvent, RetryLater
 from reconciler.sinks.command import CommandSink
 
 NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
@@ -228,6 +228,24 @@ async def test_cancelled_delivery_kills_the_program(tmp_path: Path) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+    assert reaped(pid)
+    await wait_until(lambda: not alive(child))
+
+
+async def test_a_cutoff_abandons_the_program_under_way_and_kills_it(tmp_path: Path) -> None:
+    # A stop must not wait for the sink's own timeout (an hour here).
+    pids = tmp_path / "pids"
+    cutoff = Cutoff()
+    delivering = asyncio.ensure_future(
+        make_sink(py(HANG, pids), timeout_s=3600.0).deliver([event(1), event(2)], cutoff)
+    )
+    await wait_until(pids.exists)
+    pid, child = map(int, pids.read_text().split())
+
+    cutoff.close(0.0)
+    assert await asyncio.wait_for(delivering, 5) == [ABANDONED, NOT_ATTEMPTED]
+    cutoff.release()
 
     assert reaped(pid)
     await wait_until(lambda: not alive(child))

@@ -22,7 +22,7 @@ from reconciler.delivery import Delivery
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
-from reconciler.sinks.base import Delivered, DeliveryResult, OutboxEvent
+from reconciler.sinks.base import Cutoff, Delivered, DeliveryResult, OutboxEvent
 from reconciler.store import Store
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from reconciler.store.sql import ROWS_PER_STATEMENT, chunks
@@ -53,7 +53,9 @@ class RecordingSink:
         self.got: list[int] = []
         self.arrived = asyncio.Event()
 
-    async def deliver(self, events: Sequence[OutboxEvent]) -> list[DeliveryResult]:
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
         self.got.extend(e.seq for e in events)
         self.arrived.set()
         return [Delivered()] * len(events)

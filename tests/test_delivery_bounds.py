@@ -1,0 +1,246 @@
+"""Delivery keeps its time limits whatever a sink does: a daemon's stop, `replay` and `catch-up`
+end within their bounds, and what a sink confirmed by then is recorded, never sent again."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import signal
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from standardwebhooks.webhooks import Webhook
+
+from reconciler.config import WebhookSinkConfig
+from reconciler.config.secret import Secret
+from reconciler.sinks.base import ABANDONED, NOT_ATTEMPTED, Cutoff, Delivered, OutboxEvent
+from reconciler.sinks.webhook import WebhookSink
+from tests.conftest import call_cli, cli_env, daemon, daemon_here, poll_until, write_config
+from tests.fake_providers import FakeCCV
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+ORDERS = [f"5e6f7a8b-0000-4000-8000-{n:012d}" for n in range(1, 7)]
+
+
+@dataclass
+class SlowWebhook:
+    """A webhook endpoint that verifies each delivery and answers after `delay_s`: the next of
+    `answers`, then 200."""
+
+    delay_s: float = 0.0
+    answers: list[int] = field(default_factory=list)
+    posted: list[str] = field(default_factory=list)  # webhook-id of every request, on arrival
+    answered: list[tuple[float, str, int]] = field(default_factory=list)  # (monotonic, id, status)
+    server: TestServer | None = None
+    second_posted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        Webhook(SECRET).verify(body, dict(request.headers))  # raises when forged
+        event_id = request.headers["webhook-id"]
+        self.posted.append(event_id)
+        if len(self.posted) == 2:
+            self.second_posted.set()
+        await asyncio.sleep(self.delay_s)  # the receiver's own work, not synchronisation
+        status = self.answers.pop(0) if self.answers else 200
+        self.answered.append((time.monotonic(), event_id, status))
+        return web.Response(status=status)
+
+    def confirmed_before(self, moment: float) -> set[str]:
+        return {i for at, i, status in self.answered if status == 200 and at < moment}
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/hooks"))
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[SlowWebhook]:
+    hook = SlowWebhook()
+    app = web.Application()
+    app.router.add_post("/hooks", hook.handle)
+    hook.server = TestServer(app, host="127.0.0.1")
+    await hook.server.start_server()
+    yield hook
+    await hook.server.close()
+
+
+def config(tmp_path: Path, fake: FakeCCV, hook: SlowWebhook, retry_min: str) -> Path:
+    sink = (
+        f'[[sinks]]\ntype = "webhook"\nurl = "{hook.url}"\n'
+        f'retry_min = "{retry_min}"\ntimeout = "10s"\n'
+    )
+    return write_config(tmp_path, ccv=fake, extra=sink)
+
+
+def env() -> dict[str, str]:
+    return cli_env(RECONCILER_SINK_WEBHOOK_SECRET=SECRET)
+
+
+def pending(tmp_path: Path) -> list[str]:
+    """The ids of the events the webhook sink still has pending, in commit order."""
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        rows = conn.execute(
+            "SELECT e.id FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+            "WHERE d.sink = 'webhook' AND d.state = 'pending' ORDER BY e.seq"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+async def tracked(tmp_path: Path, fake: FakeCCV, hook: SlowWebhook, retry_min: str) -> Path:
+    fake.orders = dict.fromkeys(ORDERS, "New")
+    cfg = config(tmp_path, fake, hook, retry_min)
+    assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS, env=env())).code == 0
+    return cfg
+
+
+async def sigterm(proc: asyncio.subprocess.Process) -> float:
+    """Stop the daemon as systemd does; return the seconds it took to exit (cleanly)."""
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    return time.monotonic() - started
+
+
+async def redelivered_after_restart(cfg: Path, tmp_path: Path, hook: SlowWebhook) -> list[str]:
+    """Start the daemon again with a quick webhook; return what it POSTed until nothing was
+    pending."""
+    hook.delay_s = 0.0
+    before = len(hook.posted)
+    async with daemon_here(cfg, env()):
+        await poll_until(lambda: not pending(tmp_path), 20, "every event delivered")
+    return hook.posted[before:]
+
+
+async def test_a_stop_while_the_webhook_lane_waits_to_retry_does_not_wait_for_it(
+    tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
+) -> None:
+    # A 503, so the lane waits to retry; the webhook then takes 2 s per answer. Before, the
+    # stop waited for the retry, then sent the whole batch at 2 s each.
+    webhook.answers = [503]
+    cfg = await tracked(tmp_path, fake_ccv, webhook, "1.5s")
+    async with daemon(cfg, env()) as proc:
+        await poll_until(lambda: webhook.answered, 20, "the 503")
+        webhook.delay_s = 2.0
+        stopped_in = await sigterm(proc)
+        stop_at = time.monotonic() - stopped_in
+    assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+    assert stopped_in < 5.0
+    assert pending(tmp_path)  # not sent at the stop: the next start does
+    again = await redelivered_after_restart(cfg, tmp_path, webhook)
+    assert not webhook.confirmed_before(stop_at) & set(again)
+    assert len(set(again) | webhook.confirmed_before(stop_at)) == len(ORDERS)
+
+
+async def test_a_stop_during_a_slow_batch_is_bounded_and_keeps_its_confirmations(
+    tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
+) -> None:
+    # One answer a second: the stop comes after two, in the middle of a batch of six.
+    webhook.delay_s = 1.0
+    cfg = await tracked(tmp_path, fake_ccv, webhook, "1s")
+    async with daemon(cfg, env()) as proc:
+        await poll_until(lambda: len(webhook.answered) >= 2, 20, "two answers")
+        stopped_in = await sigterm(proc)
+        stop_at = time.monotonic() - stopped_in
+    assert "Traceback" not in (tmp_path / "daemon.log").read_text()
+    assert stopped_in < 6.0
+    confirmed = webhook.confirmed_before(stop_at)
+    assert len(confirmed) >= 2
+    again = await redelivered_after_restart(cfg, tmp_path, webhook)
+    assert not confirmed & set(again), "an event the webhook confirmed before the stop, again"
+
+
+async def test_replay_stops_at_its_deliver_timeout_and_records_what_was_confirmed(
+    tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
+) -> None:
+    webhook.answers = [503]
+    cfg = await tracked(tmp_path, fake_ccv, webhook, "1h")
+    first = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "0s", env=env())
+    assert first.code == 75 and len(pending(tmp_path)) == len(ORDERS)
+    webhook.delay_s = 0.5
+    started = time.monotonic()
+    replay = await call_cli(
+        "--config", cfg, "replay", "--sink", "webhook", "--deliver-timeout", "1s", env=env()
+    )
+    took = time.monotonic() - started
+    assert replay.code == 75, replay.stderr  # events stayed undelivered
+    assert took < 2.5  # the limit, and the answer under way at it
+    confirmed = webhook.confirmed_before(time.monotonic())
+    assert 1 <= len(confirmed) < len(ORDERS)
+    assert set(pending(tmp_path)) == event_ids(tmp_path) - confirmed
+
+
+def event_ids(tmp_path: Path) -> set[str]:
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        return {r[0] for r in conn.execute("SELECT id FROM events")}
+
+
+async def test_catch_up_abandons_an_attempt_that_outlasts_its_deliver_timeout(
+    tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
+) -> None:
+    # A quick 503, then a retry whose answer takes 6 s: before, catch-up waited for it.
+    fake_ccv.orders = {ORDERS[0]: "New"}
+    cfg = config(tmp_path, fake_ccv, webhook, "0.2s")
+    await call_cli("--config", cfg, "track", "ccv", ORDERS[0], env=env())
+    webhook.answers = [503]
+    webhook.delay_s = 0.0
+
+    async def slow_after_first() -> None:
+        await poll_until(lambda: webhook.answered, 10, "the 503")
+        webhook.delay_s = 6.0
+
+    slowing = asyncio.ensure_future(slow_after_first())
+    started = time.monotonic()
+    result = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", env=env())
+    took = time.monotonic() - started
+    await slowing
+    assert result.code == 75, result.stderr
+    assert took < 4.0
+    assert len(webhook.posted) == 2  # the retry began within the limit, nothing after it
+    assert any(line["message"] == "sink.abandoned" for line in result.log_lines())
+    assert len(pending(tmp_path)) == 1  # abandoned: not confirmed, sent again later
+
+
+def event(n: int) -> OutboxEvent:
+    return OutboxEvent(
+        seq=n,
+        id=f"evt-{n}",
+        type="order.discovered",
+        order_id=f"o-{n}",
+        body=b'{"n":%d}' % n,
+        attempts=0,
+        severity="info",
+    )
+
+
+async def test_a_cutoff_keeps_the_webhook_s_confirmations_and_abandons_the_answer_awaited(
+    webhook: SlowWebhook,
+) -> None:
+    webhook.delay_s = 0.5
+    sink = WebhookSink(
+        WebhookSinkConfig(name="webhook", url=webhook.url, secret=Secret(SECRET), timeout_s=10.0)
+    )
+    cutoff = Cutoff()
+
+    async def close_during_the_second() -> float:
+        await webhook.second_posted.wait()
+        cutoff.close(0.1)
+        return time.monotonic()
+
+    closing = asyncio.ensure_future(close_during_the_second())
+    try:
+        results = await sink.deliver([event(n) for n in range(1, 5)], cutoff)
+        done = time.monotonic()
+    finally:
+        cutoff.release()
+        await sink.close()
+    assert results == [Delivered(), ABANDONED, NOT_ATTEMPTED, NOT_ATTEMPTED]
+    assert done - await closing < 0.4  # its grace, not the rest of the answer
+    assert webhook.posted == ["evt-1", "evt-2"]
