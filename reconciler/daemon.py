@@ -55,9 +55,10 @@ RECEIVER_STOP_TIMEOUT_S = 1.0
 NOTIFICATION_CHECKS_STOP_TIMEOUT_S = 1.0  # checks under way may end; CCV does not call again
 JOBS_STOP_TIMEOUT_S = 3.0
 OUTBOX_FLUSH_TIMEOUT_S = 4.0
-# Of the outbox's time, what is kept for recording what the sinks confirmed (and for a killed
-# command sink's program to go): attempts still under way before it are abandoned.
-OUTBOX_RECORD_S = 0.5
+# Of the outbox's time, what is kept for an abandoned command sink's program to go (its kill
+# waits up to 1 s) and for recording what the sinks confirmed: attempts still under way before
+# it are abandoned. Less, and the drain's own bound would cancel it holding confirmations.
+OUTBOX_RECORD_S = 1.5
 # quick_check reads every page: about a second per 100 MiB on a modest disk. Up to this size it
 # runs before READY=1; a larger store starts unchecked (its commands must stay fast at 10^6
 # orders, so only the pages a statement reads are checked, by SQLite itself).

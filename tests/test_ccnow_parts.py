@@ -135,6 +135,11 @@ async def test_failing_queries_are_probed_when_the_list_holds_every_open_order(
         ("database busy, try again later", False),
         ("unknown error", False),
         ("invalid order action", False),
+        ("order not found in cache, retry later", False),
+        ("unknown order state, try again", False),
+        ("no such order table", False),
+        ("Order ID not found.", True),
+        ("unknown order: 901-00-0001", True),
     ],
 )
 def test_only_an_error_saying_the_order_does_not_exist_is_not_found(

@@ -4,12 +4,13 @@ proves the credentials."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Awaitable
 
 from ..config import CommandSinkConfig, Config, ConfigError
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
-from ..store import Store, StoreError
+from ..store import StoreError
 from ..terminal import shown
 from .permissions import warn_readable_secrets
 
@@ -40,17 +41,14 @@ def _check_programs(config: Config) -> None:
 async def _warn_unconfigured(config: Config) -> None:
     """Say which accounts of the store the config no longer names (poller/unconfigured.py)."""
     from ..poller.unconfigured import unconfigured_accounts, warn_unconfigured
+    from .orders import peek_store
 
-    try:
-        store = await Store.open(config.store_path, readonly=True)
-    except (FileNotFoundError, StoreError):
-        return  # nothing tracked yet, or a store the commands that use it will report
-    try:
-        warn_unconfigured(await unconfigured_accounts(config, store))
-    except StoreError:
-        pass  # as above: `check` judges the config, not the database
-    finally:
-        await store.close()
+    # `check` judges the config, not the database: a store it cannot read says nothing here.
+    async with peek_store(config) as store:
+        if store is None:
+            return
+        with contextlib.suppress(StoreError):
+            warn_unconfigured(await unconfigured_accounts(config, store))
 
 
 async def check_online(config: Config) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ..config import Config
@@ -31,6 +33,22 @@ async def open_store(config: Config, *, readonly: bool = False) -> Store | None:
         return await Store.open(config.store_path, readonly=readonly)
     except FileNotFoundError:
         return None
+
+
+@contextlib.asynccontextmanager
+async def peek_store(config: Config) -> AsyncIterator[Store | None]:
+    """The store opened read-only for a side remark (a warning, a hint), or None when it cannot
+    be read for any reason: missing, unreadable to this user, a directory, not upgraded yet.
+    The commands whose work is the store report those themselves."""
+    try:
+        store = await open_store(config, readonly=True)
+    except (StoreError, sqlite3.Error, OSError):
+        store = None
+    try:
+        yield store
+    finally:
+        if store is not None:
+            await store.close()
 
 
 async def track_command(config: Config, args: argparse.Namespace) -> int:
@@ -113,16 +131,13 @@ async def _followed_accounts(config: Config, source: Source) -> list[str]:
     """The accounts of `source` the store follows orders of, by name (none if it cannot say)."""
     from ..poller.unconfigured import followed_accounts
 
-    try:
-        store = await open_store(config, readonly=True)
-    except StoreError:
-        return []  # a store to upgrade first: the writer that opens it next says so
-    if store is None:
-        return []
-    try:
-        followed = await followed_accounts(store)
-    finally:
-        await store.close()
+    async with peek_store(config) as store:
+        if store is None:
+            return []
+        try:
+            followed = await followed_accounts(store)
+        except StoreError:
+            return []
     return sorted(a for s, a in followed if s == source)
 
 

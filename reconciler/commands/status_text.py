@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from ..model import status_info
 from ..terminal import shown
-from .status_report import AccountHealth, Status, ts
+from .status_report import AccountHealth, AccountStatus, Status, ts
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
 _SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}
@@ -17,6 +18,17 @@ _HEALTH: dict[AccountHealth, Colour] = {
     "unknown": "yellow",
     "not_configured": "red",  # its orders are followed and never checked
 }
+
+
+def _health_colour(account: AccountStatus) -> Colour:
+    """An account no longer configured is red while it has open orders nothing checks; with
+    every order ended nothing needs doing (README)."""
+    if account.health == "not_configured" and not any(
+        status is None or not status_info(account.source, status).end_state
+        for status, _ in account.orders
+    ):
+        return ""
+    return _HEALTH[account.health]
 
 
 class _Stream(Protocol):
@@ -46,7 +58,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
     accounts = [
         [
             f"{a.source}/{a.account}",
-            Cell(a.health.replace("_", " "), _HEALTH[a.health]),
+            Cell(a.health.replace("_", " "), _health_colour(a)),
             ts(a.failing_since) or "-",
             ts(a.last_success) or "-",
             str(a.followed),

@@ -21,12 +21,14 @@ REJECTED_LOG_INTERVAL_S = 60.0
 
 class RefusalLog:
     """`notification.rejected` (warning) for a configured account's URL that fails its
-    signature or token; `request.rejected` (debug) for the rest. `held_back` counts the lines
-    left out since the last one."""
+    signature or token, once a minute per account and reason, so that a stale CCV URL does not
+    hide a wrong CCNow token; `request.rejected` (debug) for the rest. `held_back` counts the
+    lines left out since the last one."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self.rejected = RateLimit(REJECTED_LOG_INTERVAL_S)
+        # Keyed by configured accounts only (an unknown account is junk): a bounded dict.
+        self.rejected: dict[tuple[str | None, str | None, str], RateLimit] = {}
         self.junk = RateLimit(JUNK_LOG_INTERVAL_S)
 
     def log(
@@ -35,14 +37,17 @@ class RefusalLog:
         """Log one refused request, unless a line was written within the interval."""
         hint = HINTS.get(reason)
         if hint is not None:
-            if self.rejected.allow():
+            limit = self.rejected.setdefault(
+                (source, account, reason), RateLimit(REJECTED_LOG_INTERVAL_S)
+            )
+            if limit.allow():
                 self.logger.warning(
                     "notification.rejected",
                     extra=fields(
                         source=source,
                         account=account,
                         reason=reason,
-                        held_back=self.rejected.take_held_back(),
+                        held_back=limit.take_held_back(),
                         hint=hint,
                     ),
                 )

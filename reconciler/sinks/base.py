@@ -105,6 +105,9 @@ class Cutoff:
             await asyncio.wait((task,))
         except asyncio.CancelledError:
             task.cancel()
+            # The attempt's own clean-up (a command sink kills its program and what it
+            # started) ends before this batch is gone, not at the loop's shutdown.
+            await asyncio.shield(asyncio.wait((task,)))
             raise
         finally:
             self._running.discard(task)

@@ -32,22 +32,34 @@ _SPACE = " \t\f\v"
 # Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
-# A documented status word names the status, whatever columns follow it (`pending USD`,
-# `mark_shipped 2026-11-30`): else each new column would read as another status.
+# A documented status word followed by columns of data (`pending\tUSD`, `mark_shipped
+# 2026-11-30`, `pending 2026-11-30 12.50`) names the status: else each new column would read as
+# another status. Followed by words (`pending review`), it may be a new status: kept whole.
 _DOCUMENTED = frozenset(known_statuses("ccnow"))
+_DATA = re.compile(r"[0-9][0-9.,:/+-]*|[A-Z]{3}", re.ASCII)  # a date, time, amount, currency
 # What says CCNow does not know the order (its test server and sandbox answer `ID
 # error_message unknown order`): the order is not found, not failing. The words must say so of
 # the order itself: `order lookup failed: unknown error, try again later` or `database busy`
 # fail that order's check alone.
 _NOT_FOUND_WORD = "not_found"
+# The text must end where the statement does (an id or punctuation may follow): `unknown order
+# state` or `no such order table` say something else.
+_ORDER = r"order(?:[ _]?(?:id|number|no\.?))?"
+_ENDS = r"(?=\s*(?:[.:;,!(#]|[0-9-]+\b|$))"
 _UNKNOWN_ORDER = re.compile(
-    r"^\s*(?:not[ _]found|does\s+not\s+exist|no\s+such\s+order)\b"
-    r"|\b(?:unknown|no\s+such|nonexistent|non-existent)\s+order\b"
-    r"|\binvalid\s+order(?:[ _]?(?:id|number|no)\b|\s*$)"
-    r"|\border(?:[ _]?(?:id|number|no\.?))?(?:\s+#?[0-9-]+)?\s+"
-    r"(?:not[ _]found|unknown\s*$|does\s+not\s+exist)",
+    r"^\s*(?:not[ _]found|does\s+not\s+exist)"
+    + _ENDS
+    + r"|\b(?:unknown|no\s+such|nonexistent|non-existent|invalid)\s+"
+    + _ORDER
+    + _ENDS
+    + r"|\b"
+    + _ORDER
+    + r"(?:\s+#?[0-9-]+)?\s+(?:not[ _]found|unknown|does\s+not\s+exist)"
+    + _ENDS,
     re.I,
 )
+# ... and never says to come back: `order not found in cache, retry later` is not an answer.
+_TEMPORARY = re.compile(r"retry|try\s+again|later|temporar|busy|timeout|timed\s+out|cache", re.I)
 # An error_message about our credentials must stop retries, not look like an outage; one that
 # says the service is down is an outage, whatever else it names (`login server upgrade`).
 _AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
@@ -99,7 +111,7 @@ def _error_answer(what: str, raw_line: str, secrets: Sequence[str]) -> SourceErr
 
 def says_not_found(text: str) -> bool:
     """Return whether a per-order error text says CCNow does not know the order."""
-    return _UNKNOWN_ORDER.search(text) is not None
+    return _UNKNOWN_ORDER.search(text) is not None and _TEMPORARY.search(text) is None
 
 
 def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[OrderLine, bool]:
@@ -112,7 +124,9 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[Order
         after = more[0] if more else ""
         not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
-    if first in _DOCUMENTED:
+    if first in _DOCUMENTED and (
+        not more or "\t" in rest or all(_DATA.fullmatch(c) for c in _BLANKS.split(more[0]))
+    ):
         return OrderLine(order_id, first), bool(more)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(_BLANKS.split(rest))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -111,6 +112,14 @@ class Store:
         if readonly:
             if not path.exists():
                 raise FileNotFoundError(path)
+            # Opened here first: when aiosqlite's own open fails, its thread outlives the
+            # call and may report to an event loop that has closed (a traceback on stderr).
+            try:
+                if not path.is_file():
+                    raise IsADirectoryError(errno.EISDIR, "not a regular file")
+                os.close(os.open(path, os.O_RDONLY))
+            except OSError as exc:
+                raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
             conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
             try:

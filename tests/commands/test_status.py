@@ -235,3 +235,25 @@ async def test_status_counts_the_orders_whose_last_check_failed(
     fake_ccv.orders[CCV_IDS[0]] = "New"
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
     assert (await _status(cfg))["accounts"][0]["check_failed"] == 0
+
+
+def test_an_unconfigured_account_is_red_only_while_it_has_open_orders(tmp_path: Path) -> None:
+    # With every order ended nothing needs doing (README): no alarm colour for it.
+    from reconciler.commands.status_report import AccountStatus, Status, StoreStatus
+    from reconciler.commands.status_text import render_text
+
+    def account(name: str, orders: tuple[tuple[str | None, int], ...]) -> AccountStatus:
+        return AccountStatus(
+            "ccnow", name, "not_configured", None, None, None, orders, 0, 0, 0, configured=False
+        )
+
+    store = StoreStatus(tmp_path / "r.db", True, 0, 0, None)
+    ended = render_text(
+        Status(0.0, (account("old", (("canceled", 3),)),), (), store, None), colour=True
+    )
+    open_ = render_text(
+        Status(0.0, (account("eu", (("pending", 1),)),), (), store, None), colour=True
+    )
+    red = "\x1b[31m"
+    assert red + "not configured" in open_
+    assert red + "not configured" not in ended and "not configured" in ended

@@ -51,3 +51,16 @@ async def test_check_refuses_a_command_sink_whose_program_is_missing(tmp_path: P
         "'/nonexistent/notify' (a path, or a name on PATH)"
     )
     assert (await run_cli("--config", cfg, "orders")).code == 0
+
+
+async def test_check_judges_the_config_whatever_the_store_is(tmp_path: Path) -> None:
+    # `check` looks into the store only to warn about unconfigured accounts: a store it cannot
+    # open (here a directory; in production, one only the service's user may read) is not its
+    # business, and was a traceback with exit 70.
+    store = tmp_path / "reconciler.db"
+    store.mkdir()
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(config_text(tmp_path, CCV), encoding="utf-8")
+    result = await run_cli("--config", cfg, "check")
+    assert (result.code, result.stderr) == (0, ""), result.stderr
+    assert "config ok" in result.stdout

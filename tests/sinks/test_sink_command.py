@@ -251,6 +251,25 @@ async def test_a_cutoff_abandons_the_program_under_way_and_kills_it(tmp_path: Pa
     await wait_until(lambda: not alive(child))
 
 
+async def test_a_batch_cancelled_under_a_cutoff_has_killed_its_program_when_it_ends(
+    tmp_path: Path,
+) -> None:
+    # The daemon carries on closing things once the cancelled batch is gone: the program must
+    # be gone by then, not at the loop's shutdown.
+    pids = tmp_path / "pids"
+    cutoff = Cutoff()
+    delivering = asyncio.ensure_future(
+        make_sink(py(HANG, pids), timeout_s=3600.0).deliver([event(1)], cutoff)
+    )
+    await wait_until(pids.exists)
+    pid, _ = map(int, pids.read_text().split())
+    delivering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await delivering
+    assert reaped(pid)
+    cutoff.release()
+
+
 def fds_on(pipe: str) -> int:
     """How many of this process's descriptors refer to a pipe like "pipe:[1234]"."""
     fds = Path("/proc/self/fd")

@@ -546,7 +546,9 @@ async def test_bare_cr_line_ends_keep_every_order(
     assert await client.pending_list() == [ok(order_id, "pending") for order_id in ids]
 
 
-@pytest.mark.parametrize("status", ["on hold", "awaiting  stock review", "hold for stock"])
+@pytest.mark.parametrize(
+    "status", ["on hold", "awaiting  stock review", "hold for stock", "pending review"]
+)
 async def test_a_status_of_several_words_is_kept_whole(
     fake: FakeCCNow, session: aiohttp.ClientSession, status: str
 ) -> None:
