@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     r = command("replay", help="deliver stored events to a sink again, same ids")
     r.add_argument("--sink", required=True)
     r.add_argument("--since", type=_iso, metavar="ISO")
+    r.add_argument("--undelivered", action="store_true", help="only what the sink does not have")
     r.add_argument("--deliver-timeout", type=_duration, default=30.0, metavar="DURATION")
 
     st = command("status", help="health of accounts, sinks and the store; orders by status")
@@ -154,9 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         a.add_argument("--carrier", metavar="C", help="tracking service (x_trackname_N)")
         a.add_argument("--number", metavar="N", help="tracking number (x_tracknumber_N)")
         a.add_argument("--amount", metavar="USD", help="discount in USD (x_amount_N)")
-        a.add_argument(
-            "--key", metavar="K", help="idempotency key (default: derived from the action)"
-        )
+        a.add_argument("--key", metavar="K", help="idempotency key (default: from the action)")
         a.add_argument(
             "--dry-run", action="store_true", help="print the form (password masked), send nothing"
         )

@@ -32,6 +32,7 @@ from .config import (
 )
 from .logs import fields
 from .passes.hint_gate import HintGate
+from .sinks import retries
 from .sinks.base import (
     ABANDONED,
     NOT_ATTEMPTED,
@@ -136,6 +137,8 @@ class Delivery:
         self.hints: HintGate | None = None  # the reconciler's: lanes keep batches short for them
         self._urgent_commits = 0  # the store's count of urgent commits, as last seen
         self._running = False  # lanes deliver (`run`): only then may one hold the hint gate
+        # Events each sink dead-lettered in this process's run: `catch-up` and `replay` exit 75.
+        self.dead_letters: dict[str, int] = {}
         # Hears of each batch a sink confirmed: (sink, events); progress of `replay`.
         self.on_delivered: Callable[[str, int], None] = lambda sink, n: None
 
@@ -182,7 +185,7 @@ class Delivery:
                     extra=fields(
                         sink=lane.config.name,
                         reason=disabled[lane.config.name],
-                        hint="reconciler replay --sink NAME enables it again",
+                        hint=retries.disabled_hint(lane.config.name),
                     ),
                 )
 
@@ -301,17 +304,20 @@ class Delivery:
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
         # The notification's event is with the sink: recording that is no reason to hold passes.
         self._let_go(lane, urgent_commits)
-        await self._record(lane, rows, results)
+        dead = await self._record(lane, rows, results)
         now = self.clock()
         if lane.paused_until > now:
             return lane.paused_until - now
-        if due.full:
+        if due.full or dead:
+            # A dead letter holds nothing back: what it held, and the rest of the batch the sink
+            # did not try after it, may be deliverable now.
             return 0
         return None if due.next_at is None else max(due.next_at - now, 0.001)
 
     async def _record(
         self, lane: _Lane, rows: Sequence[OutboxEvent], results: Sequence[DeliveryResult]
-    ) -> None:
+    ) -> int:
+        """Record what the sink said of each event; return how many were dead-lettered."""
         cfg = lane.config
         now = self.clock()
         delivered: list[int] = []
@@ -331,47 +337,15 @@ class Delivery:
         if delivered:
             await self.store.outbox.delivered(cfg.name, delivered, now)
             self.on_delivered(cfg.name, len(delivered))
+        dead = 0
         if failed:
-            times = await self.store.events.times([row.seq for row, _ in failed])
-            updates: list[tuple[int, str, float | None]] = []
-            for row, res in failed:
-                delay = cfg.retry_min_s * 2 ** min(row.attempts, 30)
-                delay = min(delay, cfg.retry_max_s) * (1 + 0.25 * self._rng.random())
-                if res.retry_after_s is not None:
-                    delay = max(delay, res.retry_after_s)
-                delay = max(delay, cfg.retry_min_s)
-                # The last attempt is made when the event reaches max_age (or retry_min after
-                # this one, if later), not one retry period before it: only a failure at that
-                # age dead-letters it.
-                deadline = times.get(row.seq, now) + cfg.max_age_s
-                dead = now >= deadline
-                due = min(now + delay, max(deadline, now + cfg.retry_min_s))
-                delay = due - now
-                if dead:
-                    log.error(
-                        "sink.dead_letter",
-                        extra=fields(
-                            sink=cfg.name,
-                            event_id=row.id,
-                            event_type=row.type,
-                            attempts=row.attempts + 1,
-                            reason=res.reason,
-                        ),
-                    )
-                else:
-                    log.warning(
-                        "sink.retry",
-                        extra=fields(
-                            sink=cfg.name,
-                            event_id=row.id,
-                            attempts=row.attempts + 1,
-                            reason=res.reason,
-                            retry_in_s=round(delay, 3),
-                        ),
-                    )
-                    lane.paused_until = max(lane.paused_until, due)
-                updates.append((row.seq, res.reason, None if dead else due))
-            await self.store.outbox.failed(cfg.name, updates)
+            started = await self.store.outbox.max_age_from(cfg.name, [row.seq for row, _ in failed])
+            plan = retries.plan(cfg, failed, started, now, self._rng)
+            lane.paused_until = max(lane.paused_until, plan.resume_at)
+            await self.store.outbox.failed(cfg.name, plan.updates)
+            dead = plan.dead
+            if dead:
+                self.dead_letters[cfg.name] = self.dead_letters.get(cfg.name, 0) + dead
         if gone is not None:
             lane.disabled = True
             await self.store.outbox.disable_sink(cfg.name, gone.reason, now)
@@ -380,9 +354,10 @@ class Delivery:
                 extra=fields(
                     sink=cfg.name,
                     reason=gone.reason,
-                    hint="reconciler replay --sink NAME enables it again",
+                    hint=retries.disabled_hint(cfg.name),
                 ),
             )
+        return dead
 
     async def close(self) -> None:
         """Close every sink."""

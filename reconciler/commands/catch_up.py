@@ -19,7 +19,8 @@ log = logging.getLogger("reconciler.cli")
 
 
 async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
-    """One full pass, then deliver; 75 when a source failed or a sink kept events."""
+    """One full pass, then deliver; 75 when a source failed or a sink kept events (also one
+    it dead-lettered during the run)."""
     from ..delivery import DRAIN_GRACE_S
     from ..runtime import Runtime
 
@@ -44,10 +45,11 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
         await rt.delivery.drain(max(end - time.monotonic(), 0.0))
         await rt.prune()  # also lets go of the rows of sinks no longer configured
         undelivered = await rt.store.outbox.pending_counts()
-        delivered = not any(undelivered.values())
-        level = logging.INFO if report.ok and delivered else logging.WARNING
+        # A dead letter is an event its sink does not have, as much as a pending one.
+        dead = {k: v for k, v in rt.delivery.dead_letters.items() if v}
+        delivered = not any(undelivered.values()) and not dead
         log.log(
-            level,
+            logging.INFO if report.ok and delivered else logging.WARNING,
             "catch-up.done",
             extra=fields(
                 checked=report.checked,
@@ -55,6 +57,7 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
                 events=report.events,
                 failing_sources=sorted(report.failed_sources),
                 undelivered={k: v for k, v in undelivered.items() if v},
+                dead_letters=dead,
                 seconds=round(time.monotonic() - started, 3),
             ),
         )

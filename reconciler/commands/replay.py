@@ -15,7 +15,8 @@ log = logging.getLogger("reconciler.cli")
 
 
 async def replay_command(config: Config, args: argparse.Namespace) -> int:
-    """Queue stored events for a sink again and deliver them (unless a daemon will)."""
+    """Queue stored events for a sink again and deliver them (unless a daemon will); 75 when
+    the sink kept some undelivered or dead-lettered one during the run."""
     from ..delivery import sink_names
     from ..runtime import Runtime
 
@@ -24,21 +25,36 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(f"no sink named {args.sink!r} ({', '.join(names)})")
     try:
         async with Runtime(config) as rt:
-            count = await rt.store.outbox.requeue(args.sink, args.since)
+            count = await rt.store.outbox.requeue(
+                args.sink, args.since, undelivered=args.undelivered
+            )
             log.info("replay.queued", extra=fields(sink=args.sink, events=count))
+            sent = 0
             with progress(f"replay {args.sink}", count, unit="events") as advance:
 
                 def replayed(sink: str, n: int) -> None:
+                    nonlocal sent
                     if sink == args.sink:
+                        sent += n
                         advance(n)
 
                 rt.delivery.on_delivered = replayed
-                delivered = await rt.delivery.drain(args.deliver_timeout, only=args.sink)
+                await rt.delivery.drain(args.deliver_timeout, only=args.sink)
+            undelivered = (await rt.store.outbox.pending_counts(args.sink)).get(args.sink, 0)
+            dead = rt.delivery.dead_letters.get(args.sink, 0)
+            ok = not undelivered and not dead
+            log.log(
+                logging.INFO if ok else logging.WARNING,
+                "replay.done",
+                extra=fields(
+                    sink=args.sink, delivered=sent, undelivered=undelivered, dead_letters=dead
+                ),
+            )
     except StoreLocked:
         # A running daemon owns delivery: queue the events and let it send them.
         store = await Store.open(config.store_path)
         try:
-            count = await store.outbox.requeue(args.sink, args.since)
+            count = await store.outbox.requeue(args.sink, args.since, undelivered=args.undelivered)
         finally:
             await store.close()
         log.info(
@@ -46,4 +62,4 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
             extra=fields(sink=args.sink, events=count, delivered_by="running daemon"),
         )
         return EX_OK
-    return EX_OK if delivered else EX_TEMPFAIL
+    return EX_OK if ok else EX_TEMPFAIL

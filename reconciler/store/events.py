@@ -8,12 +8,14 @@ sink confirmed it.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..events import Event
 from ..model import Source
+from . import replays
 from .due import OUTBOX_COLUMNS, read_pending
 from .errors import StoreError, guarded
 from .oneshot import commit_at_once
@@ -144,16 +146,6 @@ class Events:
             "SELECT seq FROM events WHERE id = ?", (event_id,)
         )
         return next((int(r[0]) for r in found), None)
-
-    async def times(self, seqs: Sequence[int]) -> dict[int, float]:
-        """Return the creation time of events by seq."""
-        out: dict[int, float] = {}
-        for i in range(0, len(seqs), CHUNK):
-            chunk = seqs[i : i + CHUNK]
-            sql = f"SELECT seq, time FROM events WHERE seq IN ({marks(len(chunk))})"
-            async with self._conn.execute(sql, chunk) as cur:
-                out.update({r[0]: r[1] for r in await cur.fetchall()})
-        return out
 
     async def failing_since(self, source: Source, account: str) -> float | None:
         """Return when the account's latest `source.failed` happened, if one is stored."""
@@ -355,16 +347,21 @@ class OutboxRows:
         ) as cur:
             return {r[0]: r[1] for r in await cur.fetchall()}
 
-    async def requeue(self, sink: str, since: float | None) -> int:
-        """Queue stored events for a sink again (same ids); return how many."""
-        before = self._conn.total_changes
+    async def requeue(
+        self,
+        sink: str,
+        since: float | None,
+        *,
+        undelivered: bool = False,
+        now: float | None = None,
+    ) -> int:
+        """Queue stored events for a sink again (same ids), each with a fresh `max_age` from
+        `now`; with `undelivered` only what the sink does not have; return how many."""
+        at = time.time() if now is None else now
         async with self._store.transaction():
-            await self._conn.execute(
-                "INSERT INTO deliveries (sink, event_seq) SELECT ?, seq FROM events "
-                "WHERE time >= ? ON CONFLICT (sink, event_seq) DO UPDATE SET state = 'pending', "
-                "next_attempt_at = 0, attempts = 0",
-                (sink, since or 0.0),
-            )
-            queued = self._conn.total_changes - before
-            await self._conn.execute("DELETE FROM sinks WHERE name = ?", (sink,))
-        return queued
+            return await replays.requeue(self._conn, sink, since, at, undelivered=undelivered)
+
+    async def max_age_from(self, sink: str, seqs: Sequence[int]) -> dict[int, float]:
+        """Return, by seq, when each of the sink's deliveries began to count towards `max_age`
+        (the event's creation, or its replay)."""
+        return await replays.max_age_from(self._conn, sink, seqs)

@@ -184,6 +184,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX orders_failing ON orders (source, account) WHERE failure_streak > 0
     """,
+    # 12: when `replay` queued a delivery again: its max_age counts from then, not from the
+    # event's creation, else a replayed event older than max_age would get one attempt only
+    """
+    ALTER TABLE deliveries ADD COLUMN requeued_at REAL
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -82,11 +82,11 @@ async def test_replay_shows_progress_only_on_a_terminal(tmp_path: Path, fake_ccv
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
     piped = await call_cli("--config", cfg, "replay", "--sink", "jsonl")
     assert piped.code == 0, piped.stderr
-    assert [x["message"] for x in _only_json_lines(piped)] == ["replay.queued"]
+    assert [x["message"] for x in _only_json_lines(piped)] == ["replay.queued", "replay.done"]
 
     tty = await call_cli_on_tty(
         "--config", cfg, "replay", "--sink", "jsonl", env=cli_env(), tty="stderr"
     )
     assert tty.code == 0, tty.stderr
     assert "replay jsonl: 100%" in tty.stderr and "300/300" in tty.stderr
-    assert [x["message"] for x in _log_lines_on_tty(tty.stderr)] == ["replay.queued"]
+    assert [x["message"] for x in _log_lines_on_tty(tty.stderr)] == ["replay.queued", "replay.done"]

@@ -1,0 +1,190 @@
+"""Dead letters through a real webhook: `catch-up` and `replay` exit 75 and name the ones they
+made, a replayed event gets a fresh `max_age`, a dead letter lets the rest of a replay go, and
+a sink a 410 disabled is enabled again without re-sending what it has."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import Result, call_cli, cli_env, run_cli, write_config
+from tests.fake_providers import FakeCCV
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+ORDERS = [f"7c6d5e4f-0000-4000-8000-{n:012d}" for n in range(1, 4)]
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint that verifies every delivery; it answers `status` for the orders in
+    `refused` (all: None), the next of `answers` for the others, then 200."""
+
+    refused: set[str] | None = field(default_factory=set)
+    status: int = 500
+    answers: list[int] = field(default_factory=list)
+    attempts: list[tuple[float, str, str, int]] = field(
+        default_factory=list
+    )  # (at, id, order, status)
+    server: TestServer | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        payload = Webhook(SECRET).verify(body, dict(request.headers))  # raises when forged
+        order = str(payload["subject"])
+        if self.refused is None or order in self.refused:
+            status = self.status
+        else:
+            status = self.answers.pop(0) if self.answers else 200
+        at = asyncio.get_running_loop().time()
+        self.attempts.append((at, request.headers["webhook-id"], order, status))
+        return web.Response(status=status)
+
+    def since(self, n: int) -> list[tuple[float, str, str, int]]:
+        return self.attempts[n:]
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/hooks"))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks", rec.handle)
+    rec.server = TestServer(app, host="127.0.0.1")
+    await rec.server.start_server()
+    yield rec
+    await rec.server.close()
+
+
+def env() -> dict[str, str]:
+    return cli_env(RECONCILER_SINK_WEBHOOK_SECRET=SECRET)
+
+
+async def tracked(tmp_path: Path, fake: FakeCCV, receiver: Receiver, *orders: str) -> Path:
+    fake.orders = dict.fromkeys(orders, "New")
+    sink = (
+        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
+        'retry_min = "0.2s"\nmax_age = "1s"\ntimeout = "2s"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake, extra=sink)
+    assert (await call_cli("--config", cfg, "track", "ccv", *orders, env=env())).code == 0
+    return cfg
+
+
+def line(result: Result, message: str) -> dict[str, Any]:
+    [found] = [x for x in result.log_lines() if x["message"] == message]
+    return found
+
+
+def dead_letters(result: Result) -> list[str]:
+    return [x["event_id"] for x in result.log_lines() if x["message"] == "sink.dead_letter"]
+
+
+async def undelivered(cfg: Path) -> list[tuple[str, list[str]]]:
+    listed = await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())
+    return [(e["subject"], e["undelivered"]) for e in json.loads(listed.stdout)]
+
+
+async def test_catch_up_and_replay_exit_75_naming_the_dead_letters_they_made(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    receiver.refused = None  # the webhook answers 500, always
+    cfg = await tracked(tmp_path, fake_ccv, receiver, ORDERS[0])
+    caught_up = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "4s", env=env())
+    assert len(dead_letters(caught_up)) == 1, caught_up.stderr
+    assert caught_up.code == 75, caught_up.stderr
+    done = line(caught_up, "catch-up.done")
+    assert done["dead_letters"] == {"webhook": 1} and done["level"] == "warning"
+
+    # The replayed event, older than max_age by now, is retried for max_age from the replay
+    # (at 0.2, 0.6 and 1 s), not dead-lettered at its first failure.
+    before = len(receiver.attempts)
+    replay = await run_cli(
+        "--config", cfg, "replay", "--sink", "webhook", "--deliver-timeout", "4s", env=env()
+    )
+    assert replay.code == 75, replay.stderr
+    times = [at for at, *_ in receiver.since(before)]
+    assert len(times) >= 3 and times[-1] - times[0] >= 0.9, times
+    assert len(dead_letters(replay)) == 1
+    summary = line(replay, "replay.done")
+    assert (summary["dead_letters"], summary["delivered"], summary["undelivered"]) == (1, 0, 0)
+    assert await undelivered(cfg) == [(ORDERS[0], ["webhook"])]
+
+
+async def test_a_replayed_event_older_than_max_age_is_retried_and_delivered(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    receiver.refused = None
+    cfg = await tracked(tmp_path, fake_ccv, receiver, ORDERS[0])
+    caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "4s", env=env())
+    assert len(dead_letters(caught_up)) == 1, caught_up.stderr
+
+    receiver.refused = set()
+    receiver.answers = [503]  # once
+    before = len(receiver.attempts)
+    replay = await call_cli(
+        "--config", cfg, "replay", "--sink", "webhook", "--deliver-timeout", "4s", env=env()
+    )
+    assert replay.code == 0, replay.stderr
+    assert [status for *_, status in receiver.since(before)] == [503, 200]
+    assert dead_letters(replay) == []
+    assert line(replay, "replay.done")["delivered"] == 1
+    assert await undelivered(cfg) == []
+
+
+async def test_a_dead_letter_lets_the_rest_of_a_replay_be_delivered(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    cfg = await tracked(tmp_path, fake_ccv, receiver, *ORDERS)
+    caught_up = await call_cli("--config", cfg, "catch-up", env=env())
+    assert caught_up.code == 0, caught_up.stderr
+    # The first event in commit order is refused for good; the others are welcome.
+    first = receiver.attempts[0][2]
+    receiver.refused = {first}
+    before = len(receiver.attempts)
+    replay = await call_cli(
+        "--config", cfg, "replay", "--sink", "webhook", "--deliver-timeout", "4s", env=env()
+    )
+    assert replay.code == 75, replay.stderr  # one dead letter
+    assert len(dead_letters(replay)) == 1
+    delivered = {order for _, _, order, status in receiver.since(before) if status == 200}
+    assert delivered == set(ORDERS) - {first}
+    summary = line(replay, "replay.done")
+    assert (summary["dead_letters"], summary["delivered"], summary["undelivered"]) == (1, 2, 0)
+    assert await undelivered(cfg) == [(first, ["webhook"])]
+
+
+async def test_replay_undelivered_enables_a_gone_sink_without_resending_what_it_has(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    cfg = await tracked(tmp_path, fake_ccv, receiver, *ORDERS)
+    receiver.answers = [200, 410]  # the second event in commit order: the receiver is gone
+    caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "2s", env=env())
+    assert caught_up.code == 75, caught_up.stderr
+    hint = line(caught_up, "sink.disabled")["hint"]
+    assert "replay --sink webhook --undelivered" in hint
+    had = receiver.attempts[0][2]
+    missing = {order for order in ORDERS if order != had}
+    assert {order for order, _ in await undelivered(cfg)} == missing
+
+    before = len(receiver.attempts)
+    replay = await call_cli(
+        "--config", cfg, "replay", "--sink", "webhook", "--undelivered", env=env()
+    )
+    assert replay.code == 0, replay.stderr
+    assert line(replay, "replay.queued")["events"] == 2
+    assert sorted(order for _, _, order, _ in receiver.since(before)) == sorted(missing)
+    assert await undelivered(cfg) == []
