@@ -39,10 +39,12 @@ async def _healthz_at_ready(cfg: Path, port: int) -> tuple[int, dict[str, Any]]:
             "daemon.ready",
         )
         assert proc.returncode is None, log.read_text()[-2000:]
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
-                document = await response.json()
-                status = response.status
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            document = await response.json()
+            status = response.status
         proc.terminate()
         assert await proc.wait() == 0, log.read_text()[-2000:]
     return status, document
