@@ -21,6 +21,7 @@ from ..config import ReceiverConfig, Secret
 from ..logs import fields
 from ..metrics import Metrics
 from ..store import StoreError
+from .cancelled import log_cancelled
 from .connections import ConnectionLimits, close_at_once
 from .debounce import Debouncer
 from .health import Health, health_document
@@ -179,7 +180,16 @@ class _Handler:
     async def poll_ccnow(self, account: str, received_at: float) -> None:
         """Poll one CCNow account with every hint collected since its last poll."""
         order_ids = list(self.hints.pop(account, {}))
-        await self.hub.poll_ccnow(account, order_ids, received_at)
+        try:
+            await self.hub.poll_ccnow(account, order_ids, received_at)
+        except asyncio.CancelledError:
+            # Not checked (a stop, or the call's time limit): back with the hints, so the stop's
+            # `notification.checks_cancelled` names them, or the next notification's poll asks.
+            pending = self.hints.setdefault(account, {})
+            for order_id in order_ids:
+                if len(pending) < MAX_PENDING_HINTS:
+                    pending[order_id] = None
+            raise
 
     def accept(
         self,
@@ -272,7 +282,8 @@ def build_app(
     app.router.add_route("*", "/{tail:.*}", handler.handle, expect_handler=handler.expect)
 
     async def close_debouncer(_: web.Application) -> None:
-        await handler.debouncer.close(checks_stop_timeout_s)
+        cancelled = await handler.debouncer.close(checks_stop_timeout_s)
+        log_cancelled(log, cancelled, handler.hints)
 
     app.on_cleanup.append(close_debouncer)
     return app
