@@ -2,7 +2,7 @@
 
 Start: config is valid, take the writer lock, open the store (and check every page of it when
 it is small: a damaged store exits 74 before READY=1), start the receiver and the scheduler, a
-catch-up pass in the background, READY=1.
+catch-up pass in the background (and a probe of each CCV account it asked nothing), READY=1.
 
 A store that fails while running (a full disk, an I/O error) is logged once when it starts and
 once when a write succeeds again; jobs keep trying, /healthz says 503. A store found corrupt
@@ -211,6 +211,11 @@ class Daemon:
     async def _startup_pass(self) -> None:
         try:
             report = await self.rt.coordinators.catch_up()
+            # A CCV account the pass asked nothing (no open order) is proved now, not by the
+            # heartbeat a poll interval later: else /healthz says 503 for that long after
+            # every restart, a false alert.
+            for ccv in self.rt.coordinators.ccv.values():
+                report.add(await ccv.heartbeat())
         except StoreError:
             return  # logged once by the store's health; the scheduled jobs keep trying
         except Exception:

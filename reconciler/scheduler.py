@@ -81,7 +81,7 @@ class Scheduler:
         self.scheduler.start()
 
     def _add(
-        self, job_id: str, seconds: float, func: Callable[..., Awaitable[None]], *args: Any
+        self, job_id: str, seconds: float, func: Callable[..., Awaitable[object]], *args: Any
     ) -> None:
         self.scheduler.add_job(
             self._guarded,
@@ -93,7 +93,9 @@ class Scheduler:
             jitter=min(seconds / 10, 5.0),
         )
 
-    async def _guarded(self, job_id: str, func: Callable[..., Awaitable[None]], *args: Any) -> None:
+    async def _guarded(
+        self, job_id: str, func: Callable[..., Awaitable[object]], *args: Any
+    ) -> None:
         """Run a job under a timeout, tracked so shutdown can cancel it; never raise."""
         if self._stopping:
             return

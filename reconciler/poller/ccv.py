@@ -120,17 +120,18 @@ class CCVCoordinator(Coordinator[CCVSource]):
             return Verdict(False, self.reason(exc))
         return Verdict(True)
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self) -> PassReport:
         """When no status request succeeded for a poll interval, probe once, so that /healthz
-        and source.failed stay true though CCV has no list to poll."""
+        and source.failed stay true though CCV has no list to poll; return what the probe
+        found (an empty report when none was needed)."""
         state = await self.store.sources.state("ccv", self.account)
         if state.last_success is not None and self.now() - state.last_success < (
             self.config.poll_interval_s
         ):
-            return
+            return PassReport()
         if await self.resting("probe") is None:
-            return
-        await self.probe(via="poll")
+            return PassReport()
+        return await self.probe(via="poll")
 
     async def check_reference(self, reference: str) -> PassReport | None:
         """A notification by external reference: check its orders now, or remember the

@@ -33,9 +33,13 @@ MAX_DEFAULT_CONNECTIONS = 1000
 JUNK_LOG_INTERVAL_S = 10.0  # at most one line about malformed or refused requests per interval
 CAPACITY_LOG_INTERVAL_S = 60.0  # at most one warning about a full receiver per interval
 
+# What both listeners call themselves in `Server:`: aiohttp's default names the Python and
+# aiohttp versions, a banner for whoever scans an internet-facing port.
+SERVER_NAME = "reconciler"
 # The body is fixed: aiohttp's own 400 page echoes parser messages with bits of the request.
 _ERROR_BODIES = {
     400: b'{"error": "bad request"}',
+    404: b'{"error": "not found"}',
     408: b'{"error": "request timeout"}',
     413: b'{"error": "body too large"}',
     431: b'{"error": "header too large"}',
@@ -72,6 +76,33 @@ def connection_cap(configured: int | None, nofile: int) -> int:
     if configured is None:
         return min(ceiling, MAX_DEFAULT_CONNECTIONS)
     return min(configured, ceiling)
+
+
+def close_at_once(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
+    """Close the connection as soon as `response` to `request` is written, without reading the
+    body the request announced: aiohttp would read it for up to 10 s first (a lingering close),
+    which a refusal before `100 Continue` is meant to spare."""
+    response.force_close()
+    protocol = request.protocol
+    if isinstance(protocol, _Protocol):
+        protocol.close_after = response
+    return response
+
+
+def fixed_page(status: int) -> web.Response:
+    """Return the fixed JSON page of `status`, closing the connection after it."""
+    body = _ERROR_BODIES.get(status, b'{"error": "internal error"}')
+    response = web.Response(
+        status=status, body=body, content_type="application/json", headers={"Server": SERVER_NAME}
+    )
+    response.force_close()
+    return response
+
+
+def names_no_path(request: web.BaseRequest) -> bool:
+    """Whether the request target is no path (`OPTIONS *`, CONNECT's `host:port`): aiohttp's
+    router then answers a plain-text 404 of its own, after a `100 Continue` when asked."""
+    return not request.rel_url.path.startswith("/")
 
 
 class RateLimit:
@@ -138,11 +169,22 @@ class _Protocol(RequestHandler):
         super().__init__(manager, **kwargs)
         self.owner = manager
         self.busy = 0  # requests in progress
+        self.close_after: web.StreamResponse | None = None  # see `close_at_once`
         self.last_used = manager.next_use()  # the lowest was idle the longest
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.owner.forget(self)
         super().connection_lost(exc)
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Write the answer; close the connection at once when it asks to (`close_at_once`)."""
+        finished = await super().finish_response(request, resp, *args, **kwargs)
+        if resp is self.close_after:
+            self.close_after = None
+            self.force_close()  # the transport sends what was written, then closes
+        return finished
 
     def handle_error(
         self,
@@ -155,10 +197,7 @@ class _Protocol(RequestHandler):
         self.log_exception("Error handling request", exc_info=exc)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started, cannot send an error page")
-        body = _ERROR_BODIES.get(status, b'{"error": "internal error"}')
-        response = web.Response(status=status, body=body, content_type="application/json")
-        response.force_close()
-        return response
+        return fixed_page(status)
 
 
 class _Shed(asyncio.Protocol):
@@ -176,6 +215,7 @@ class _BoundedServer(web.Server):
         self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], **kwargs: Any
     ) -> None:
         self.max_connections = int(kwargs.pop("max_connections"))
+        self.pathless_404 = bool(kwargs.pop("pathless_404"))
         super().__init__(self._tracked(handler), **kwargs)
         self._open: weakref.WeakSet[_Protocol] = weakref.WeakSet()
         self._full = RateLimit(CAPACITY_LOG_INTERVAL_S)
@@ -187,6 +227,8 @@ class _BoundedServer(web.Server):
         self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
         async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            if self.pathless_404 and names_no_path(request):
+                return close_at_once(request, fixed_page(404))
             protocol = request.protocol
             if not isinstance(protocol, _Protocol):
                 return await handler(request)
@@ -244,7 +286,14 @@ class _BoundedServer(web.Server):
 class BoundedRunner(web.AppRunner):
     """An AppRunner whose server caps connections and closes slow or idle ones."""
 
-    def __init__(self, app: web.Application, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        limits: ConnectionLimits,
+        *,
+        pathless_404: bool = False,
+        **kwargs: Any,
+    ) -> None:
         # keepalive_timeout runs from the moment a connection opens or answered its last
         # request until a complete request head has arrived: the header and idle timeout.
         super().__init__(
@@ -254,6 +303,9 @@ class BoundedRunner(web.AppRunner):
             **kwargs,
         )
         self.max_connections = connection_cap(limits.max_connections, open_file_limit())
+        # The receiver's: a target that is no path gets the fixed 404 before any route. The API
+        # leaves it to its guard (401 first, then its own JSON 404).
+        self.pathless_404 = pathless_404
 
     async def _make_server(self) -> web.Server:
         # aiohttp has no public hook for the protocol factory: take the server the app makes
@@ -265,5 +317,6 @@ class BoundedRunner(web.AppRunner):
             handler_cancellation=server.handler_cancellation,
             loop=asyncio.get_running_loop(),
             max_connections=self.max_connections,
+            pathless_404=self.pathless_404,
             **self._kwargs,
         )

@@ -58,6 +58,9 @@ class Debouncer:
     def _tasks(self) -> list[asyncio.Task[None]]:
         return [slot.task for slot in self._slots.values() if slot.task is not None]
 
+    def _busy_keys(self) -> list[Hashable]:
+        return [key for key, slot in self._slots.items() if slot.task is not None]
+
     def trigger(
         self, key: Hashable, call: Callable[[float], Awaitable[None]], received_at: float
     ) -> Trigger:
@@ -119,9 +122,9 @@ class Debouncer:
             # `wait`, not `gather`: a caller's timeout cancels this wait, never the calls.
             await asyncio.wait(tasks)
 
-    async def close(self, grace_s: float = 0.0) -> None:
+    async def close(self, grace_s: float = 0.0) -> list[Hashable]:
         """Refuse new triggers; let running and waiting calls end within `grace_s`, then cancel
-        the rest and wait for them to end.
+        the rest and wait for them to end; return the keys whose calls were cancelled.
 
         A call cut short is a notification checked by the next poll instead: CCV calls once
         and never again, so one about to finish is worth the short wait."""
@@ -129,9 +132,8 @@ class Debouncer:
         if grace_s > 0:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.join(), grace_s)
-        tasks = self._tasks()
+        keys, tasks = self._busy_keys(), self._tasks()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if tasks:
-            log.info("notification.checks_cancelled", extra=fields(count=len(tasks)))
+        return keys

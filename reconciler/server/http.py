@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..logs import fields
-from .connections import BoundedRunner, ConnectionLimits
+from .connections import SERVER_NAME, BoundedRunner, ConnectionLimits
 
 
 class BodyTooLarge(Exception):
@@ -65,6 +65,11 @@ async def read_body(request: web.Request, limit: int, *, timeout_s: float | None
     return body
 
 
+async def _name_server(_: web.Request, response: web.StreamResponse) -> None:
+    # Set before aiohttp fills in its default (Python and aiohttp versions).
+    response.headers["Server"] = SERVER_NAME
+
+
 class Listener:
     """Serve one app on one address within `limits` until close(); no access log, since one
     line per junk request (receiver) or per call (API) would flood the journal."""
@@ -77,9 +82,15 @@ class Listener:
         logger: logging.Logger,
         event: str,
         shutdown_timeout_s: float = 5.0,
+        pathless_404: bool = False,
     ) -> None:
+        app.on_response_prepare.append(_name_server)
         self._runner = BoundedRunner(
-            app, limits, access_log=None, shutdown_timeout=shutdown_timeout_s
+            app,
+            limits,
+            pathless_404=pathless_404,
+            access_log=None,
+            shutdown_timeout=shutdown_timeout_s,
         )
         self._log = logger
         self._event = event

@@ -8,24 +8,21 @@ check runs in a background task, debounced per order so that a burst costs one o
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config import ReceiverConfig, Secret
 from ..logs import fields
 from ..metrics import Metrics
-from ..model import InvalidOrderId, validate_ccv_id
-from ..notify import Kind, verify
 from ..store import StoreError
-from .connections import ConnectionLimits
+from .cancelled import log_cancelled
+from .connections import ConnectionLimits, close_at_once
 from .debounce import Debouncer
 from .health import Health, health_document
 from .http import (
@@ -37,22 +34,13 @@ from .http import (
     read_at_most,
     read_body,
 )
-from .notification_request import (
-    CCNowPath,
-    CCVPath,
-    decode_segment,
-    extract_ccnow_ids,
-    parse_notify_path,
-)
+from .notification_request import extract_ccnow_ids
 from .refusals import RefusalLog
+from .screen import MESSAGES, CCNowCall, CCVCall, Rejected, Screen
 
 log = logging.getLogger("reconciler.server")
 
 MAX_PENDING_HINTS = 1_000  # CCNow order ids per account waiting for the next poll
-
-# notify.signature: 16 bytes, URL-safe base64 without padding.
-_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{22}")
-_KINDS: dict[str, Kind] = {"order": "order", "ref": "ref"}
 
 
 class NotificationHub(Protocol):
@@ -79,36 +67,6 @@ class NotificationHub(Protocol):
         ...
 
 
-class _Rejected(Exception):
-    """A request we answer with a 4xx (or 503); `reason` is a short word for the debug log."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        *,
-        source: str | None = None,
-        account: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.source = source
-        self.account = account
-        self.headers = dict(headers or {})
-
-
-_MESSAGES = {
-    400: "bad request",
-    404: "not found",
-    405: "method not allowed",
-    408: "request timeout",
-    413: "body too large",
-    503: "busy",
-}
-
-
 # --- the application ------------------------------------------------------------------------
 
 
@@ -126,8 +84,7 @@ class _Handler:
     ) -> None:
         self.receiver = receiver
         self.hub = hub
-        self.ccv_accounts = frozenset(ccv_accounts)
-        self.ccnow_tokens = dict(ccnow_tokens)
+        self.screen = Screen(receiver, ccv_accounts, ccnow_tokens)
         self.metrics = metrics
         self.clock = clock
         self.debouncer = Debouncer(receiver.debounce_s)
@@ -139,62 +96,59 @@ class _Handler:
         received_at = time.monotonic()
         try:
             return await self.route(request, received_at)
-        except _Rejected as rejected:
+        except Rejected as rejected:
             if rejected.status not in (400, 408, 413) and await self.body_is_broken(request):
                 # A body that does not decode is the first thing wrong with the request.
-                rejected = _Rejected(400, "bad_body", source=rejected.source)
-            self.refusals.log(
-                rejected.status, rejected.reason, rejected.source, rejected.account, request.method
-            )
-            if rejected.source is not None:
-                self.metrics.observe_notification(rejected.source, rejected.reason)
-            return json_error(
-                rejected.status,
-                _MESSAGES.get(rejected.status, "rejected"),
-                headers=rejected.headers,
-            )
+                rejected = Rejected(400, "bad_body", source=rejected.source)
+            return self.refuse(request, rejected)
         except Exception:
             # A bug, not bad input; the hypothesis test makes sure no input gets here.
             log.error("request.failed", exc_info=True, extra=fields(method=request.method))
             return json_error(500, "internal error")
 
+    def refuse(self, request: web.Request, rejected: Rejected) -> web.Response:
+        """Log (rate-limited), count and answer a refused request."""
+        self.refusals.log(
+            rejected.status, rejected.reason, rejected.source, rejected.account, request.method
+        )
+        if rejected.source is not None:
+            self.metrics.observe_notification(rejected.source, rejected.reason)
+        return json_error(
+            rejected.status, MESSAGES.get(rejected.status, "rejected"), headers=rejected.headers
+        )
+
+    async def expect(self, request: web.Request) -> web.StreamResponse | None:
+        """Answer `Expect: 100-continue` only for a request that will be taken: a refused one
+        (a forged path, a body over the limit) gets its answer at once and the connection is
+        closed, instead of inviting a body that would be thrown away."""
+        if request.version < HttpVersion11:
+            return None  # HTTP/1.0 has no 100 Continue: the expectation is ignored (RFC 9110)
+        try:
+            target = self.screen(request)
+            if request.headers.get("Expect", "").lower() != "100-continue":
+                raise Rejected(417, "expect")
+            limit = self.receiver.max_body_bytes
+            if request.content_length is not None and request.content_length > limit:
+                source = None if isinstance(target, str) else target.source
+                raise Rejected(413, "too_large", source=source)
+        except Rejected as rejected:
+            return close_at_once(request, self.refuse(request, rejected))
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not started
+        return None
+
     async def route(self, request: web.Request, received_at: float) -> web.StreamResponse:
-        path = request.raw_path.partition("?")[0]
-        # Exact paths only: probes and Prometheus ask locally; a public proxy forwarding a
-        # prefix does not expose them.
-        if path in ("/healthz", "/metrics"):
-            if request.method not in ("GET", "HEAD"):
-                raise _Rejected(405, "method", headers={"Allow": "GET, HEAD"})
-            return await (self.healthz() if path == "/healthz" else self.render_metrics())
-        target = parse_notify_path(path)
-        if target is None:
-            raise _Rejected(404, "no_route")
-        source = "ccv" if isinstance(target, CCVPath) else "ccnow"
-        if request.method != "POST":
-            raise _Rejected(405, "method", source=source, headers={"Allow": "POST"})
-        if isinstance(target, CCVPath):
+        target = self.screen(request)
+        if target == "/healthz":
+            return await self.healthz()
+        if target == "/metrics":
+            return await self.render_metrics()
+        if isinstance(target, CCVCall):
             return await self.ccv(request, target, received_at)
         return await self.ccnow(request, target, received_at)
 
-    async def ccv(self, request: web.Request, target: CCVPath, received_at: float) -> web.Response:
-        account, raw_kind, value = (
-            decode_segment(target.account),
-            target.kind,
-            decode_segment(target.value),
-        )
-        kind = _KINDS.get(raw_kind)
-        if account is None or account not in self.ccv_accounts:
-            raise _Rejected(404, "unknown_account", source="ccv")
-        if kind is None or value is None:
-            raise _Rejected(404, "malformed", source="ccv")
-        signed_with = self.signed_with(account, kind, value, target.sig)
-        if signed_with is None:
-            raise _Rejected(404, "bad_signature", source="ccv", account=account)
-        if kind == "order":
-            try:
-                validate_ccv_id(value)
-            except InvalidOrderId:
-                raise _Rejected(404, "bad_order_id", source="ccv") from None
+    async def ccv(self, request: web.Request, named: CCVCall, received_at: float) -> web.Response:
+        account, kind, value = named.account, named.kind, named.value
         await self.read_body(request, "ccv")  # CCV sends none; read only to enforce the limit
         if kind == "order":
             key: tuple[str, ...] = ("ccv", account, value)
@@ -203,34 +157,14 @@ class _Handler:
             key = ("ccv-ref", account, value)
             call = partial(self.hub.check_ccv_reference, account, value)
         what: dict[str, str] = {"order_id": value} if kind == "order" else {"reference": value}
-        if signed_with != "secret":
-            what["signed_with"] = signed_with
+        if named.signed_with != "secret":
+            what["signed_with"] = named.signed_with
         return self.accept(key, call, received_at, source="ccv", account=account, kind=kind, **what)
 
-    def signed_with(self, account: str, kind: Kind, value: str, sig: str) -> str | None:
-        """Which configured secret signed this URL ("secret", "previous_secret"), or None."""
-        # compare_digest refuses non-ASCII text, so the shape is checked first.
-        if not _SIGNATURE.fullmatch(sig):
-            return None
-        for key, secret in (
-            ("secret", self.receiver.secret),
-            ("previous_secret", self.receiver.previous_secret),
-        ):
-            if secret is not None and verify(secret.reveal(), account, kind, value, sig):
-                return key
-        return None
-
     async def ccnow(
-        self, request: web.Request, target: CCNowPath, received_at: float
+        self, request: web.Request, named: CCNowCall, received_at: float
     ) -> web.Response:
-        account, token = decode_segment(target.account), decode_segment(target.token)
-        expected = self.ccnow_tokens.get(account) if account is not None else None
-        if account is None or expected is None:
-            raise _Rejected(404, "unknown_account", source="ccnow")
-        if token is None or not hmac.compare_digest(
-            token.encode("utf-8"), expected.reveal().encode("utf-8")
-        ):
-            raise _Rejected(404, "bad_token", source="ccnow", account=account)
+        account = named.account
         body = await self.read_body(request, "ccnow")
         ids = extract_ccnow_ids(body)
         pending = self.hints.setdefault(account, {})
@@ -246,7 +180,16 @@ class _Handler:
     async def poll_ccnow(self, account: str, received_at: float) -> None:
         """Poll one CCNow account with every hint collected since its last poll."""
         order_ids = list(self.hints.pop(account, {}))
-        await self.hub.poll_ccnow(account, order_ids, received_at)
+        try:
+            await self.hub.poll_ccnow(account, order_ids, received_at)
+        except asyncio.CancelledError:
+            # Not checked (a stop, or the call's time limit): back with the hints, so the stop's
+            # `notification.checks_cancelled` names them, or the next notification's poll asks.
+            pending = self.hints.setdefault(account, {})
+            for order_id in order_ids:
+                if len(pending) < MAX_PENDING_HINTS:
+                    pending[order_id] = None
+            raise
 
     def accept(
         self,
@@ -260,7 +203,7 @@ class _Handler:
         outcome = self.debouncer.trigger(key, call, received_at)
         if outcome == "refused":
             log.warning("notification.refused", extra=fields(source=source, **log_fields))
-            raise _Rejected(503, "busy", source=source, headers={"Retry-After": "60"})
+            raise Rejected(503, "busy", source=source, headers={"Retry-After": "60"})
         # A burst of repeats logs one line per check, not one per request.
         level = logging.INFO if outcome == "scheduled" else logging.DEBUG
         log.log(level, "notification.accepted", extra=fields(source=source, **log_fields))
@@ -274,11 +217,11 @@ class _Handler:
                 request, self.receiver.max_body_bytes, timeout_s=self.receiver.header_timeout_s
             )
         except BodyTooLarge:
-            raise _Rejected(413, "too_large", source=source) from None
+            raise Rejected(413, "too_large", source=source) from None
         except BodyTooSlow:
-            raise _Rejected(408, "slow_body", source=source) from None
+            raise Rejected(408, "slow_body", source=source) from None
         except BodyUnreadable:
-            raise _Rejected(400, "bad_body", source=source) from None
+            raise Rejected(400, "bad_body", source=source) from None
 
     async def body_is_broken(self, request: web.Request) -> bool:
         """Read what is left of a refused request's body (bounded) and say if it is broken."""
@@ -336,10 +279,11 @@ def build_app(
     handler = _Handler(receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock)
     app = web.Application(client_max_size=receiver.max_body_bytes)
     app[DEBOUNCER] = handler.debouncer
-    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    app.router.add_route("*", "/{tail:.*}", handler.handle, expect_handler=handler.expect)
 
     async def close_debouncer(_: web.Application) -> None:
-        await handler.debouncer.close(checks_stop_timeout_s)
+        cancelled = await handler.debouncer.close(checks_stop_timeout_s)
+        log_cancelled(log, cancelled, handler.hints)
 
     app.on_cleanup.append(close_debouncer)
     return app
@@ -362,6 +306,7 @@ class Receiver(Listener):
             logger=log,
             event="receiver.listening",
             shutdown_timeout_s=shutdown_timeout_s,
+            pathless_404=True,
         )
 
     def listening_fields(self) -> dict[str, Any]:

@@ -504,6 +504,22 @@ async def test_a_malformed_request_gets_a_fixed_400_page(api: Api, request_bytes
     assert b"sk_live_leak" not in answer
 
 
+async def test_no_answer_names_the_server_software(api: Api) -> None:
+    # A version banner tells a scanner which known flaws to try.
+    auth = f"Authorization: Bearer {TOKEN}\r\n"
+    requests = [
+        b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # 401
+        f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode(),
+        f"GET /nothing HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode(),
+        b"GET /sk_live_leak\x7f HTTP/1.1\r\nHost: x\r\n\r\n",  # aiohttp's parser refuses it
+    ]
+    for request in requests:
+        answer = await raw_answer(api_port(api), request)
+        head = answer.partition(b"\r\n\r\n")[0].lower()
+        assert b"\r\nserver: reconciler\r\n" in head + b"\r\n", answer[:300]
+        assert b"aiohttp" not in answer and b"python" not in head
+
+
 async def test_idle_connections_are_capped_and_closed_after_the_header_timeout(
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:

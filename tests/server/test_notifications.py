@@ -121,7 +121,9 @@ async def test_reference_notified_before_tracking_is_applied_when_tracked(
             await sock.wait_for_async("READY", "1", timeout_s=20)
             async with aiohttp.ClientSession() as http, http.post(url, data=b"") as resp:
                 assert resp.status == 202
-            assert fake_ccv.requests == []  # nothing followed carries that reference yet
+            # Nothing followed carries that reference yet (the start-up probe proved the
+            # account, which had no order to ask).
+            assert fake_ccv.requests_for(ORDER) == []
             track = await call_cli(
                 "--config", cfg, "track", "ccv", ORDER, "--ref", "INV-2041", env=env
             )

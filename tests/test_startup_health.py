@@ -1,0 +1,99 @@
+"""/healthz right after a start: the start-up pass proves every account, also one that had no
+order to ask, so a restart does not read as "unhealthy" for a poll interval (false alerts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from reconciler.sources.ccv import PROBE_ORDER_ID
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon,
+    free_port,
+    poll_until,
+    read_events,
+    write_config,
+)
+from tests.fake_providers import FakeCCNow, FakeCCV, Reply
+
+# Long intervals: only the start-up pass can have proved the accounts.
+_SLOW = 'poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"\nstatus_intervals = {}'
+_ENV = cli_env(RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef")
+
+
+def _receiver(port: int) -> str:
+    return f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n'
+
+
+async def _healthz_at_ready(cfg: Path, port: int) -> tuple[int, dict[str, Any]]:
+    """Start the daemon, wait for `daemon.ready`, and return /healthz's first answer then."""
+    log = cfg.parent / "daemon.log"
+    async with daemon(cfg, _ENV) as proc:
+        await poll_until(
+            lambda: "daemon.ready" in log.read_text() or proc.returncode is not None,
+            20,
+            "daemon.ready",
+        )
+        assert proc.returncode is None, log.read_text()[-2000:]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            document = await response.json()
+            status = response.status
+        proc.terminate()
+        assert await proc.wait() == 0, log.read_text()[-2000:]
+    return status, document
+
+
+async def test_a_ccv_account_with_no_order_is_healthy_as_soon_as_the_daemon_is_ready(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra=_SLOW, extra=_receiver(port))
+    status, document = await _healthz_at_ready(cfg, port)
+    assert status == 200, document
+    [source] = document["sources"]
+    assert source["last_success"] is not None and not source["failing"]
+    assert [s.order_id for s in fake_ccv.requests] == [PROBE_ORDER_ID]  # one probe, no more
+
+
+async def test_a_ccv_account_with_no_order_that_does_not_answer_fails_at_start(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    gateway = Reply(404, "<html><body><h1>404 Not Found</h1></body></html>", "text/html")
+    fake_ccv.replies[PROBE_ORDER_ID] = gateway
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra=_SLOW, extra=_receiver(port))
+    status, document = await _healthz_at_ready(cfg, port)
+    assert status == 503
+    [source] = document["sources"]
+    assert source["failing"] and source["last_success"] is None
+    assert [e["type"] for e in read_events(tmp_path)] == ["source.failed"]
+
+
+async def test_a_ccv_account_whose_orders_answered_at_start_is_not_probed(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    order = "7e57a11c-0000-4000-8000-0000000000a1"
+    fake_ccv.orders = {order: "Processing"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra=_SLOW, extra=_receiver(port))
+    assert (await call_cli("--config", cfg, "track", "ccv", order, env=_ENV)).code == 0
+    status, _ = await _healthz_at_ready(cfg, port)
+    assert status == 200
+    assert fake_ccv.requests_for(PROBE_ORDER_ID) == []
+
+
+async def test_a_ccnow_account_with_no_order_is_healthy_as_soon_as_the_daemon_is_ready(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra=_SLOW, extra=_receiver(port))
+    status, document = await _healthz_at_ready(cfg, port)
+    assert status == 200, document
+    assert document["sources"][0]["last_success"] is not None
