@@ -140,6 +140,7 @@ async def test_failing_queries_are_probed_when_the_list_holds_every_open_order(
         ("no such order table", False),
         ("Order ID not found.", True),
         ("unknown order: 901-00-0001", True),
+        ("order_not_found", True),
     ],
 )
 def test_only_an_error_saying_the_order_does_not_exist_is_not_found(
@@ -177,6 +178,11 @@ async def test_a_temporary_order_error_is_a_failed_check_and_no_event(
         ("333-33-3333 mark_shipped 2026-11-30", "mark_shipped"),
         ("333-33-3333\tpending\tUSD", "pending"),
         ("333-33-3333 pending 2026-11-30 12.50", "pending"),
+        ("333-33-3333 completed 2026-11-30T12:00:00Z", "completed"),
+        ("333-33-3333 pending $12.50", "pending"),
+        ("333-33-3333 pending 12.50 usd", "pending"),
+        ("333-33-3333 mark_shipped UPS 1Z999AA10123456784", "mark_shipped"),
+        ("333-33-3333 pending review", "pending review"),  # words: perhaps a new status
         ("333-33-3333 on hold", "on hold"),  # an unknown word keeps the rule: the status whole
         ("333-33-3333 awaiting stock 2026", "awaiting stock 2026"),
         ("333-33-3333 awaiting 12.50", None),  # ... and one that is no word fails that order

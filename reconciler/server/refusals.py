@@ -15,6 +15,9 @@ HINTS = {
     "bad_signature": "signed with another [receiver] secret or public_url, or altered on the way; "
     "previous_secret keeps older URLs valid while they are replaced",
     "bad_token": "not this account's notification_token",
+    "account_not_configured": "a URL this receiver signed for an account the config no longer "
+    "names (renamed or removed): CCV keeps calling it; name the account again while its orders "
+    "are open",
 }
 REJECTED_LOG_INTERVAL_S = 60.0
 

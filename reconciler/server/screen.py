@@ -121,7 +121,17 @@ class Screen:
             decode_segment(target.value),
         )
         kind = _KINDS.get(raw_kind)
-        if account is None or account not in self.ccv_accounts:
+        if account is None:
+            raise Rejected(404, "unknown_account", source="ccv")
+        if account not in self.ccv_accounts:
+            # A URL this receiver signed, for an account since renamed or removed: CCV keeps
+            # calling it, and every call is lost. Junk otherwise.
+            if (
+                kind is not None
+                and value is not None
+                and self.signed_with(account, kind, value, target.sig)
+            ):
+                raise Rejected(404, "account_not_configured", source="ccv", account=account)
             raise Rejected(404, "unknown_account", source="ccv")
         if kind is None or value is None:
             raise Rejected(404, "malformed", source="ccv")

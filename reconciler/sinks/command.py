@@ -82,8 +82,11 @@ async def _converse(proc: asyncio.subprocess.Process, body: bytes) -> tuple[int,
                 # A line end, so that a shell's `read -r line` gets the event too.
                 proc.stdin.write(body + b"\n")
                 await proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the program need not read its input; its exit code decides
+            except (BrokenPipeError, ConnectionResetError, RuntimeError):
+                # The program need not read its input; its exit code decides. (uvloop says a
+                # pipe the program closed with RuntimeError: "unable to perform operation on
+                # <WriteUnixTransport closed=True>".)
+                pass
             finally:
                 proc.stdin.close()
         returncode = await proc.wait()

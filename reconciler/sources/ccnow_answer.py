@@ -36,7 +36,8 @@ _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unk
 # 2026-11-30`, `pending 2026-11-30 12.50`) names the status: else each new column would read as
 # another status. Followed by words (`pending review`), it may be a new status: kept whole.
 _DOCUMENTED = frozenset(known_statuses("ccnow"))
-_DATA = re.compile(r"[0-9][0-9.,:/+-]*|[A-Z]{3}", re.ASCII)  # a date, time, amount, currency
+_DIGIT = re.compile(r"[0-9]")
+_CODE = re.compile(r"[A-Z]{2,5}", re.ASCII)  # `USD`, `UPS`
 # What says CCNow does not know the order (its test server and sandbox answer `ID
 # error_message unknown order`): the order is not found, not failing. The words must say so of
 # the order itself: `order lookup failed: unknown error, try again later` or `database busy`
@@ -54,7 +55,7 @@ _UNKNOWN_ORDER = re.compile(
     + _ENDS
     + r"|\b"
     + _ORDER
-    + r"(?:\s+#?[0-9-]+)?\s+(?:not[ _]found|unknown|does\s+not\s+exist)"
+    + r"(?:\s+#?[0-9-]+)?[\s_]+(?:not[ _]found|unknown|does\s+not\s+exist)"
     + _ENDS,
     re.I,
 )
@@ -124,9 +125,7 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[Order
         after = more[0] if more else ""
         not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
-    if first in _DOCUMENTED and (
-        not more or "\t" in rest or all(_DATA.fullmatch(c) for c in _BLANKS.split(more[0]))
-    ):
+    if first in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
         return OrderLine(order_id, first), bool(more)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(_BLANKS.split(rest))
@@ -135,6 +134,14 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[Order
         # never its batch's (its id is one the account knows).
         return OrderLine(order_id, None, "unreadable status"), False
     return OrderLine(order_id, status), False
+
+
+def _is_data(columns: str) -> bool:
+    """Whether what follows a status word is data (a date, an amount, a tracking number, codes
+    in capitals), not words that may make a new status (`pending review`)."""
+    return _DIGIT.search(columns) is not None or all(
+        _CODE.fullmatch(c) for c in _BLANKS.split(columns)
+    )
 
 
 def answered_orders(body: bytes) -> bool:

@@ -112,3 +112,18 @@ async def test_urls_signed_with_the_previous_secret_still_count(
     # Which URLs are still the old ones, so that an operator knows when to drop the old secret.
     assert accepted == {"O-old": "previous_secret", "O-new": None}
     assert OLD_SECRET not in caplog.text
+
+
+async def test_a_signed_url_of_an_account_no_longer_configured_is_a_warning(
+    client: Client, hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A rename of the account breaks every URL CCV holds for it: not a silent debug line.
+    caplog.set_level(logging.INFO, logger="reconciler.server")
+    receiver = dataclasses.replace(RECEIVER)
+    renamed = urlsplit(notification_url(receiver, "eu", order_id="O-9")).path
+    assert (await send(client, "POST", renamed))[0] == 404
+    assert (await send(client, "POST", renamed[:-2] + "xx"))[0] == 404  # forged: junk
+    assert hub.calls == []
+    (line,) = lines(caplog, "notification.rejected")
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["account"], fields["reason"]) == ("eu", "account_not_configured")
