@@ -54,9 +54,14 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         """Fetch the pending list, then query the orders whose state it cannot tell.
 
         With `everything`, every open order is queried (catch-up); otherwise only the orders
-        that left the pending list since the last poll.
+        that left the pending list since the last poll, and none while the queries fail.
         """
         report = PassReport()
+        # Failing queries are asked by the probe alone (`tick_due`), once per backoff period:
+        # else every poll would ask a CCNow in maintenance again and stretch the backoff past
+        # any use. The orders that left the list stay `pending` in the store, so the first
+        # poll after the queries answer again asks about them.
+        query_left = everything or await self.resting("checks") is False
         batcher = self._batcher(via, report)
         # Reveals orders nobody tracked; the pass is timed once, by `batcher`.
         listing = self._batcher(via, report, discover=True, timed=False)
@@ -68,9 +73,10 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             nonlocal answered_list, asked, from_list
             listed = await self.client.pending_list()
             listed_ids = {o.key.order_id for o in listed}
+            to_query: list[str] = []
             if everything:
                 to_query = await self._open_ids()
-            else:
+            elif query_left:
                 before = await self.store.orders.with_status("ccnow", self.account, ["pending"])
                 to_query = [s.key.order_id for s in before]
             for obs in listed:

@@ -1,0 +1,131 @@
+"""While CCNow's queries fail and its pending list answers, the list's polls send no query: the
+probe asks once per backoff period, and when a query answers again the account recovers once and
+the orders that left the list meanwhile are queried (README, "Isolation")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.config import load_config
+from reconciler.model import OrderKey
+from reconciler.poller.ccnow import CCNowCoordinator
+from reconciler.poller.coordinators import Coordinators
+from reconciler.reconcile import Reconciler
+from reconciler.schedule import source_backoff_s
+from reconciler.store import Store
+from tests.conftest import write_config
+from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
+
+MAINTENANCE = Reply(200, "error_message system down for maintenance\n")
+LISTED, LEFT = "801-00-0001", ("801-00-0002", "801-00-0003")
+POLL_S = 2.0
+STEP_S = 0.5  # the clock's step: the due tick runs every step, the list poll every 5 steps
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def ccnow(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[CCNowCoordinator, Clock]]:
+    """The CCNow account (poll_interval 2s) over the real client and the loopback fake."""
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    path = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra=f'poll_interval = "{POLL_S:.0f}s"')
+    config = load_config(path)
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    try:
+        async with aiohttp.ClientSession() as session:
+            writer = Reconciler(config, store, clock=clock)
+            yield Coordinators.build(config, writer, session).ccnow["default"], clock
+    finally:
+        await store.close()
+
+
+def queried(fake: FakeCCNow) -> list[list[str]]:
+    """Return the order ids of every post that queried orders (not the pending list)."""
+    posts = [r.form for r in fake.requests if "x_orderid_1" in r.form]
+    return [[v for k, v in form.items() if k.startswith("x_orderid_")] for form in posts]
+
+
+async def source_kinds(coordinator: CCNowCoordinator) -> list[str]:
+    return [e.type for e in await coordinator.store.events.history() if e.order_id is None]
+
+
+async def left_the_list_in_maintenance(
+    coordinator: CCNowCoordinator, clock: Clock, fake: FakeCCNow
+) -> None:
+    """Every order stored `pending`, then the LEFT orders leave the list while every query
+    fails, and the first poll's query of them fails the account."""
+    fake.orders = {i: "pending" for i in (LISTED, *LEFT)}
+    await coordinator.store.orders.track("ccnow", "default", [(i, None) for i in fake.orders], 0)
+    await coordinator.full_pass(via="catch-up")
+    fake.orders.update({i: "mark_shipped" for i in LEFT})
+    fake.queries = MAINTENANCE
+    clock.now += POLL_S
+    await coordinator.tick_pending_list()
+    assert sorted(queried(fake)[-1]) == list(LEFT)
+    assert await source_kinds(coordinator) == ["source.failed"]
+
+
+async def test_list_polls_send_no_query_while_the_queries_fail_and_the_probe_backs_off(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    coordinator, clock = ccnow
+    await left_the_list_in_maintenance(coordinator, clock, fake_ccnow)
+    posts = [clock.now]  # when a query was sent
+    lists = len(fake_ccnow.requests) - len(queried(fake_ccnow))
+
+    for step in range(1, int(80 / STEP_S) + 1):  # 80 s: a list poll every 2.5 s, a tick each step
+        clock.now += STEP_S
+        before = len(queried(fake_ccnow))
+        if step % 5 == 0:
+            await coordinator.tick_pending_list()
+        await coordinator.tick_due()
+        if len(queried(fake_ccnow)) > before:
+            posts.append(clock.now)
+
+    # The list was read on every poll; queries went out only when the backoff had run out.
+    assert len(fake_ccnow.requests) - len(queried(fake_ccnow)) - lists == 32
+    # Each one the probe's, a backoff period after the one before: 2 s, doubling per failure.
+    assert [at - posts[0] for at in posts] == [0, 2, 6, 14, 30, 62]
+    state = await coordinator.store.sources.state("ccnow", "default")
+    assert state.failure_streak == 6
+    assert source_backoff_s(state.failure_streak, POLL_S) == 64
+    assert await source_kinds(coordinator) == ["source.failed"]
+
+    fake_ccnow.queries = None
+    clock.now += 3600.0
+    asked = len(queried(fake_ccnow))
+    await coordinator.tick_due()  # the probe answers: the account recovers, once
+    assert len(queried(fake_ccnow)) == asked + 1
+    assert await source_kinds(coordinator) == ["source.failed", "source.recovered"]
+    clock.now += POLL_S
+    await coordinator.tick_pending_list()  # and the next poll asks about the orders that left
+    assert set(LEFT) <= {i for post in queried(fake_ccnow)[asked:] for i in post}
+    keys = [OrderKey("ccnow", "default", i) for i in LEFT]
+    assert {s.status for s in (await coordinator.store.orders.load(keys)).values()} == {
+        "mark_shipped"
+    }
+    assert await source_kinds(coordinator) == ["source.failed", "source.recovered"]
+
+
+async def test_a_notifications_list_poll_sends_no_query_while_the_queries_rest(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    coordinator, clock = ccnow
+    await left_the_list_in_maintenance(coordinator, clock, fake_ccnow)
+    asked = len(queried(fake_ccnow))
+    report = await coordinator.notified([])
+    assert report.checked == 1 and not report.failed_sources
+    assert len(queried(fake_ccnow)) == asked
