@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import contextvars
 import io
@@ -14,9 +15,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from reconciler import cli
 from reconciler.logs import logging_set_up
@@ -346,3 +349,44 @@ def count_handoffs(monkeypatch: pytest.MonkeyPatch, store: Any) -> list[Callable
 
     monkeypatch.setattr(store.conn, "_execute", counted)
     return handed
+
+
+# --- webhook endpoints ----------------------------------------------------------------------
+
+# A Standard Webhooks secret for the sink named `webhook` (env RECONCILER_SINK_WEBHOOK_SECRET).
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+
+
+def webhook_env() -> dict[str, str]:
+    """cli_env with the webhook sink's secret."""
+    return cli_env(RECONCILER_SINK_WEBHOOK_SECRET=WEBHOOK_SECRET)
+
+
+class WebhookEndpoint:
+    """A webhook endpoint on 127.0.0.1: a subclass's `handle` answers POST /hooks."""
+
+    server: TestServer | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/hooks"))
+
+
+E = TypeVar("E", bound=WebhookEndpoint)
+
+
+@contextlib.asynccontextmanager
+async def serving(endpoint: E) -> AsyncIterator[E]:
+    """Serve `endpoint` until the block ends."""
+    app = web.Application()
+    app.router.add_post("/hooks", endpoint.handle)
+    endpoint.server = TestServer(app, host="127.0.0.1")
+    await endpoint.server.start_server()
+    try:
+        yield endpoint
+    finally:
+        await endpoint.server.close()

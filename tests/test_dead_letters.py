@@ -5,7 +5,6 @@ a sink a 410 disabled is enabled again without re-sending what it has."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,18 +13,26 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import Result, call_cli, cli_env, run_cli, write_config
+from tests.conftest import (
+    WEBHOOK_SECRET,
+    Result,
+    WebhookEndpoint,
+    call_cli,
+    run_cli,
+    serving,
+    webhook_env,
+    write_config,
+)
 from tests.fake_providers import FakeCCV
 
-SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+SECRET = WEBHOOK_SECRET
 ORDERS = [f"7c6d5e4f-0000-4000-8000-{n:012d}" for n in range(1, 4)]
 
 
 @dataclass
-class Receiver:
+class Receiver(WebhookEndpoint):
     """A webhook endpoint that verifies every delivery; it answers `status` for the orders in
     `refused` (all: None), the next of `answers` for the others, then 200."""
 
@@ -35,7 +42,6 @@ class Receiver:
     attempts: list[tuple[float, str, str, int]] = field(
         default_factory=list
     )  # (at, id, order, status)
-    server: TestServer | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -52,25 +58,14 @@ class Receiver:
     def since(self, n: int) -> list[tuple[float, str, str, int]]:
         return self.attempts[n:]
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return str(self.server.make_url("/hooks"))
-
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hooks", rec.handle)
-    rec.server = TestServer(app, host="127.0.0.1")
-    await rec.server.start_server()
-    yield rec
-    await rec.server.close()
+    async with serving(Receiver()) as endpoint:
+        yield endpoint
 
 
-def env() -> dict[str, str]:
-    return cli_env(RECONCILER_SINK_WEBHOOK_SECRET=SECRET)
+env = webhook_env
 
 
 async def tracked(tmp_path: Path, fake: FakeCCV, receiver: Receiver, *orders: str) -> Path:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import json
 import sqlite3
@@ -15,33 +14,34 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
 from reconciler import delivery
 from tests.conftest import (
+    WEBHOOK_SECRET,
+    WebhookEndpoint,
     call_cli,
-    cli_env,
     daemon,
     daemon_here,
     poll_until,
     read_events,
+    serving,
+    webhook_env,
     write_config,
 )
 from tests.fake_providers import FakeCCV
 
-SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+SECRET = WEBHOOK_SECRET
 ORDER = "9a8b7c6d-0000-4000-8000-000000000001"
 ORDER_2 = "9a8b7c6d-0000-4000-8000-000000000002"
 
 
 @dataclass
-class Receiver:
+class Receiver(WebhookEndpoint):
     """A webhook endpoint that verifies every delivery with the standardwebhooks library."""
 
     answers: list[int] = field(default_factory=list)  # used one per request, then 200
     attempts: list[tuple[float, str, dict[str, object]]] = field(default_factory=list)
-    server: TestServer | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -51,21 +51,11 @@ class Receiver:
         )
         return web.Response(status=self.answers.pop(0) if self.answers else 200)
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return str(self.server.make_url("/hooks"))
-
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hooks", rec.handle)
-    rec.server = TestServer(app, host="127.0.0.1")
-    await rec.server.start_server()
-    yield rec
-    await rec.server.close()
+    async with serving(Receiver()) as endpoint:
+        yield endpoint
 
 
 def webhook_config(tmp_path: Path, fake: FakeCCV, receiver: Receiver, retry_min: str) -> Path:
@@ -76,8 +66,7 @@ def webhook_config(tmp_path: Path, fake: FakeCCV, receiver: Receiver, retry_min:
     return write_config(tmp_path, ccv=fake, extra=sink)
 
 
-def env() -> dict[str, str]:
-    return cli_env(RECONCILER_SINK_WEBHOOK_SECRET=SECRET)
+env = webhook_env
 
 
 async def test_webhook_retries_with_one_id_and_stops_after_2xx(

@@ -4,7 +4,6 @@ end within their bounds, and what a sink confirmed by then is recorded, never se
 from __future__ import annotations
 
 import asyncio
-import base64
 import signal
 import sqlite3
 import time
@@ -14,22 +13,31 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
 from reconciler.config import WebhookSinkConfig
 from reconciler.config.secret import Secret
 from reconciler.sinks.base import ABANDONED, NOT_ATTEMPTED, Cutoff, Delivered, OutboxEvent
 from reconciler.sinks.webhook import WebhookSink
-from tests.conftest import call_cli, cli_env, daemon, daemon_here, poll_until, write_config
+from tests.conftest import (
+    WEBHOOK_SECRET,
+    WebhookEndpoint,
+    call_cli,
+    daemon,
+    daemon_here,
+    poll_until,
+    serving,
+    webhook_env,
+    write_config,
+)
 from tests.fake_providers import FakeCCV
 
-SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+SECRET = WEBHOOK_SECRET
 ORDERS = [f"5e6f7a8b-0000-4000-8000-{n:012d}" for n in range(1, 7)]
 
 
 @dataclass
-class SlowWebhook:
+class SlowWebhook(WebhookEndpoint):
     """A webhook endpoint that verifies each delivery and answers after `delay_s`: the next of
     `answers`, then 200."""
 
@@ -37,7 +45,6 @@ class SlowWebhook:
     answers: list[int] = field(default_factory=list)
     posted: list[str] = field(default_factory=list)  # webhook-id of every request, on arrival
     answered: list[tuple[float, str, int]] = field(default_factory=list)  # (monotonic, id, status)
-    server: TestServer | None = None
     second_posted: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -55,21 +62,11 @@ class SlowWebhook:
     def confirmed_before(self, moment: float) -> set[str]:
         return {i for at, i, status in self.answered if status == 200 and at < moment}
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return str(self.server.make_url("/hooks"))
-
 
 @pytest.fixture
 async def webhook() -> AsyncIterator[SlowWebhook]:
-    hook = SlowWebhook()
-    app = web.Application()
-    app.router.add_post("/hooks", hook.handle)
-    hook.server = TestServer(app, host="127.0.0.1")
-    await hook.server.start_server()
-    yield hook
-    await hook.server.close()
+    async with serving(SlowWebhook()) as endpoint:
+        yield endpoint
 
 
 def config(tmp_path: Path, fake: FakeCCV, hook: SlowWebhook, retry_min: str) -> Path:
@@ -80,8 +77,7 @@ def config(tmp_path: Path, fake: FakeCCV, hook: SlowWebhook, retry_min: str) -> 
     return write_config(tmp_path, ccv=fake, extra=sink)
 
 
-def env() -> dict[str, str]:
-    return cli_env(RECONCILER_SINK_WEBHOOK_SECRET=SECRET)
+env = webhook_env
 
 
 def pending(tmp_path: Path) -> list[str]:
