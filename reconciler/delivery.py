@@ -304,20 +304,22 @@ class Delivery:
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
         # The notification's event is with the sink: recording that is no reason to hold passes.
         self._let_go(lane, urgent_commits)
-        dead = await self._record(lane, rows, results)
+        dead, refused = await self._record(lane, rows, results)
         now = self.clock()
         if lane.paused_until > now:
             return lane.paused_until - now
-        if due.full or dead:
+        if due.full or dead or refused:
             # A dead letter holds nothing back: what it held, and the rest of the batch the sink
-            # did not try after it, may be deliverable now.
+            # did not try after it, may be deliverable now. An event the receiver refused
+            # alone has a retry time `due` did not know: read again.
             return 0
         return None if due.next_at is None else max(due.next_at - now, 0.001)
 
     async def _record(
         self, lane: _Lane, rows: Sequence[OutboxEvent], results: Sequence[DeliveryResult]
-    ) -> int:
-        """Record what the sink said of each event; return how many were dead-lettered."""
+    ) -> tuple[int, bool]:
+        """Record what the sink said of each event; return how many were dead-lettered, and
+        whether any waits for a retry."""
         cfg = lane.config
         now = self.clock()
         delivered: list[int] = []
@@ -341,7 +343,10 @@ class Delivery:
         if failed:
             started = await self.store.outbox.max_age_from(cfg.name, [row.seq for row, _ in failed])
             plan = retries.plan(cfg, failed, started, now, self._rng)
-            lane.paused_until = max(lane.paused_until, plan.resume_at)
+            if not _taken_last(results):
+                # The receiver looks down: the sink waits. One that took the batch's last
+                # attempt refused an event of its own; the other orders go on.
+                lane.paused_until = max(lane.paused_until, plan.resume_at)
             await self.store.outbox.failed(cfg.name, plan.updates)
             dead = plan.dead
             if dead:
@@ -357,7 +362,7 @@ class Delivery:
                     hint=retries.disabled_hint(cfg.name),
                 ),
             )
-        return dead
+        return dead, bool(failed)
 
     async def close(self) -> None:
         """Close every sink."""
@@ -366,3 +371,9 @@ class Delivery:
                 await lane.sink.close()
             except Exception:
                 log.warning("sink.close_failed", extra=fields(sink=lane.config.name))
+
+
+def _taken_last(results: Sequence[DeliveryResult]) -> bool:
+    """Whether the last event a batch attempted was delivered."""
+    attempted = [r for r in results if r != NOT_ATTEMPTED and r != ABANDONED]
+    return bool(attempted) and isinstance(attempted[-1], Delivered)

@@ -183,3 +183,50 @@ async def test_replay_undelivered_enables_a_gone_sink_without_resending_what_it_
     assert line(replay, "replay.queued")["events"] == 2
     assert sorted(order for _, _, order, _ in receiver.since(before)) == sorted(missing)
     assert await undelivered(cfg) == []
+
+
+async def test_an_event_the_receiver_refuses_alone_holds_back_its_order_only(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    # One payload the receiver rejects (a 400 for good) held every other order's events behind
+    # it until max_age (3 days by default): the sink stopped at the first failure and waited.
+    fake_ccv.orders = dict.fromkeys(ORDERS[:4], "New")
+    sink = (
+        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
+        'retry_min = "1h"\nmax_age = "3d"\ntimeout = "2s"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
+    assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS[:4], env=env())).code == 0
+    receiver.refused = {ORDERS[0]}
+    receiver.status = 400
+    caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
+    assert caught_up.code == 75, caught_up.stderr  # the refused one stays undelivered
+    delivered = {order for _, _, order, status in receiver.attempts if status == 200}
+    assert delivered == set(ORDERS[1:4])
+    assert await undelivered(cfg) == [(ORDERS[0], ["webhook"])]
+
+    # A later event of another order goes at once; one of the refused order waits behind it.
+    fake_ccv.orders[ORDERS[1]] = "Completed"
+    fake_ccv.orders[ORDERS[0]] = "Completed"
+    before = len(receiver.attempts)
+    again = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
+    assert again.code == 75, again.stderr
+    sent = [(order, status) for _, _, order, status in receiver.since(before)]
+    assert (ORDERS[1], 200) in sent
+    assert ORDERS[0] not in {order for order, _ in sent}  # its retry is an hour away
+
+
+async def test_a_receiver_that_is_down_costs_two_attempts_per_batch(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    receiver.refused = None  # 500 for every event
+    fake_ccv.orders = dict.fromkeys(ORDERS, "New")
+    sink = (
+        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
+        'retry_min = "1h"\nmax_age = "3d"\ntimeout = "2s"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
+    assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS, env=env())).code == 0
+    caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
+    assert caught_up.code == 75, caught_up.stderr
+    assert len(receiver.attempts) == 2  # the first event and one of another order: then it waits

@@ -156,7 +156,7 @@ async def test_a_stop_during_a_slow_batch_is_bounded_and_keeps_its_confirmations
 async def test_replay_stops_at_its_deliver_timeout_and_records_what_was_confirmed(
     tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
 ) -> None:
-    webhook.answers = [503]
+    webhook.answers = [503, 503]  # down: the first event and the one tried after it
     cfg = await tracked(tmp_path, fake_ccv, webhook, "1h")
     first = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "0s", env=env())
     assert first.code == 75 and len(pending(tmp_path)) == len(ORDERS)

@@ -129,17 +129,32 @@ async def deliver_in_order(
     attempt: Callable[[OutboxEvent], Awaitable[DeliveryResult]],
     cutoff: Cutoff | None = None,
 ) -> list[DeliveryResult]:
-    """Attempt events one by one; after the first failure the rest are not attempted, so a
-    receiver that is down costs one attempt per batch, not one per event. Neither are they
-    once `cutoff` is closed."""
+    """Attempt events one by one, in commit order. After a failure the failed event's order
+    waits (its later events are not attempted: a sink gets an order's events in order), and
+    the next event of another order tells whether the receiver is down: refused too, the rest
+    are not attempted (a receiver that is down costs two attempts per batch, not one per
+    event); taken, the refusal was that event's own (a payload the receiver rejects) and the
+    others go on, instead of waiting behind it until `max_age`. Nothing is attempted once
+    `cutoff` is closed."""
     results: list[DeliveryResult] = []
+    held: set[str | None] = set()  # orders with a failed event in this batch
+    failed_last = False
+    down = False
     for event in events:
-        if (results and not isinstance(results[-1], Delivered)) or (
-            cutoff is not None and cutoff.closed
-        ):
+        if down or event.order_id in held or (cutoff is not None and cutoff.closed):
             results.append(NOT_ATTEMPTED)
-        elif cutoff is None:
-            results.append(await attempt(event))
+            continue
+        if cutoff is None:
+            result = await attempt(event)
         else:
-            results.append(await cutoff.attempt(attempt(event)))
+            result = await cutoff.attempt(attempt(event))
+        results.append(result)
+        if isinstance(result, Delivered):
+            failed_last = False
+            continue
+        # A second refusal in a row, a receiver asking to wait, a gone one or a cutoff: stop.
+        retry_after = isinstance(result, RetryLater) and result.retry_after_s is not None
+        down = failed_last or retry_after or not isinstance(result, RetryLater)
+        failed_last = True
+        held.add(event.order_id)
     return results
