@@ -210,12 +210,15 @@ class Daemon:
 
     async def _startup_pass(self) -> None:
         try:
-            report = await self.rt.coordinators.catch_up()
-            # A CCV account the pass asked nothing (no open order) is proved now, not by the
-            # heartbeat a poll interval later: else /healthz says 503 for that long after
-            # every restart, a false alert.
+            # A CCV account the pass will ask nothing (no open order) is proved first, not by
+            # the heartbeat a poll interval later, nor after a long pass over the others:
+            # else /healthz says 503 for that long after every restart, a false alert.
+            proved = PassReport()
             for ccv in self.rt.coordinators.ccv.values():
-                report.add(await ccv.heartbeat())
+                if not await self.rt.store.orders.open_count("ccv", ccv.account):
+                    proved.add(await ccv.heartbeat())
+            report = await self.rt.coordinators.catch_up()
+            report.add(proved)
         except StoreError:
             return  # logged once by the store's health; the scheduled jobs keep trying
         except Exception:

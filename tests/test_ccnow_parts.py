@@ -141,6 +141,10 @@ async def test_failing_queries_are_probed_when_the_list_holds_every_open_order(
         ("Order ID not found.", True),
         ("unknown order: 901-00-0001", True),
         ("order_not_found", True),
+        ("Unknown order - please check", True),
+        ("order does not exist - deleted", True),
+        ("Order not found for this client", True),
+        ("No such order exists", True),
     ],
 )
 def test_only_an_error_saying_the_order_does_not_exist_is_not_found(

@@ -97,3 +97,36 @@ async def test_a_ccnow_account_with_no_order_is_healthy_as_soon_as_the_daemon_is
     status, document = await _healthz_at_ready(cfg, port)
     assert status == 200, document
     assert document["sources"][0]["last_success"] is not None
+
+
+async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    # Proved only after the whole start-up pass, it read 503 at daemon.ready (which waits for
+    # the pass 10 s at most) and for as long as the pass took: minutes on a large store.
+    fake_ccnow.orders = {"396-10-1142": "processing"}
+    port = free_port()
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccnow=fake_ccnow,
+        ccv_extra=_SLOW,
+        ccnow_extra=_SLOW,
+        extra=_receiver(port),
+    )
+    assert (await call_cli("--config", cfg, "track", "ccnow", "396-10-1142", env=_ENV)).code == 0
+    fake_ccnow.delay_s = 8.0  # the pass waits for CCNow: two timeouts of 2 s
+    log = tmp_path / "daemon.log"
+    async with daemon(cfg, _ENV) as proc:
+        await poll_until(lambda: len(fake_ccv.requests) == 1, 5, "the CCV probe")
+        await poll_until(lambda: f":{port}" in log.read_text(), 5, "the receiver")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            document = await response.json()
+        ccv = [s for s in document["sources"] if s["source"] == "ccv"]
+        assert [s["healthy"] for s in ccv] == [True], document
+        assert "daemon.ready" not in log.read_text()  # the pass is still waiting for CCNow
+        proc.terminate()
+        await proc.wait()

@@ -15,22 +15,24 @@ HINTS = {
     "bad_signature": "signed with another [receiver] secret or public_url, or altered on the way; "
     "previous_secret keeps older URLs valid while they are replaced",
     "bad_token": "not this account's notification_token",
-    "account_not_configured": "a URL this receiver signed for an account the config no longer "
-    "names (renamed or removed): CCV keeps calling it; name the account again while its orders "
-    "are open",
+    "account_not_configured": "a notification URL of an account the config no longer names "
+    "(renamed or removed), signed or with a configured token: the provider keeps calling it; "
+    "name the account again while its orders are open, or give CCNow the new URL",
 }
 REJECTED_LOG_INTERVAL_S = 60.0
 
 
 class RefusalLog:
     """`notification.rejected` (warning) for a configured account's URL that fails its
-    signature or token, once a minute per account and reason, so that a stale CCV URL does not
-    hide a wrong CCNow token; `request.rejected` (debug) for the rest. `held_back` counts the
-    lines left out since the last one."""
+    signature or token, or one of ours for an account no longer configured; once a minute per
+    account and reason, so that a stale CCV URL does not hide a wrong CCNow token;
+    `request.rejected` (debug) for the rest. `held_back` counts the lines left out since the
+    last one."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        # Keyed by configured accounts only (an unknown account is junk): a bounded dict.
+        # Bounded: the accounts are configured ones, or ones only a URL we made can name (our
+        # signature, a configured token); any other account is junk.
         self.rejected: dict[tuple[str | None, str | None, str], RateLimit] = {}
         self.junk = RateLimit(JUNK_LOG_INTERVAL_S)
 

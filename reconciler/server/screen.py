@@ -158,11 +158,25 @@ class Screen:
                 return key
         return None
 
+    def _a_token(self, token: str) -> bool:
+        """Whether `token` is one of the configured notification tokens (constant time each)."""
+        given = token.encode("utf-8")
+        return any(
+            [
+                hmac.compare_digest(given, t.reveal().encode("utf-8"))
+                for t in self.ccnow_tokens.values()
+            ]
+        )
+
     def ccnow(self, target: CCNowPath) -> CCNowCall:
         """Take a CCNow path of an account with a notification token, carrying that token."""
         account, token = decode_segment(target.account), decode_segment(target.token)
         expected = self.ccnow_tokens.get(account) if account is not None else None
         if account is None or expected is None:
+            if account is not None and token is not None and self._a_token(token):
+                # A configured token under an account's old name: CCNow still calls the URL
+                # of an account since renamed or removed.
+                raise Rejected(404, "account_not_configured", source="ccnow", account=account)
             raise Rejected(404, "unknown_account", source="ccnow")
         if token is None or not hmac.compare_digest(
             token.encode("utf-8"), expected.reveal().encode("utf-8")

@@ -82,11 +82,13 @@ async def _converse(proc: asyncio.subprocess.Process, body: bytes) -> tuple[int,
                 # A line end, so that a shell's `read -r line` gets the event too.
                 proc.stdin.write(body + b"\n")
                 await proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError, RuntimeError):
-                # The program need not read its input; its exit code decides. (uvloop says a
-                # pipe the program closed with RuntimeError: "unable to perform operation on
-                # <WriteUnixTransport closed=True>".)
-                pass
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the program need not read its input; its exit code decides
+            except RuntimeError:
+                # uvloop's word for a pipe the loop closed when the program exited first:
+                # "unable to perform operation on <WriteUnixTransport closed=True>".
+                if not proc.stdin.is_closing():
+                    raise
             finally:
                 proc.stdin.close()
         returncode = await proc.wait()

@@ -46,7 +46,7 @@ _NOT_FOUND_WORD = "not_found"
 # The text must end where the statement does (an id or punctuation may follow): `unknown order
 # state` or `no such order table` say something else.
 _ORDER = r"order(?:[ _]?(?:id|number|no\.?))?"
-_ENDS = r"(?=\s*(?:[.:;,!(#]|[0-9-]+\b|$))"
+_ENDS = r"(?=\s*(?:$|[-.:;,!(#\u2013]|[0-9]|(?:for|in|with|on|exists?|found)\b))"
 _UNKNOWN_ORDER = re.compile(
     r"^\s*(?:not[ _]found|does\s+not\s+exist)"
     + _ENDS

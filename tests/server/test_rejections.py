@@ -127,3 +127,20 @@ async def test_a_signed_url_of_an_account_no_longer_configured_is_a_warning(
     (line,) = lines(caplog, "notification.rejected")
     fields = line.fields  # type: ignore[attr-defined]
     assert (fields["account"], fields["reason"]) == ("eu", "account_not_configured")
+
+
+async def test_a_ccnow_url_with_a_configured_token_under_an_old_account_name_is_a_warning(
+    client: Client, hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler.server")
+    assert (await send(client, "POST", f"/notify/ccnow/eu/{CCNOW_TOKEN}"))[0] == 404
+    assert (await send(client, "POST", f"/notify/ccnow/eu/{CCNOW_TOKEN}x"))[0] == 404  # junk
+    assert hub.calls == []
+    (line,) = lines(caplog, "notification.rejected")
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["source"], fields["account"], fields["reason"]) == (
+        "ccnow",
+        "eu",
+        "account_not_configured",
+    )
+    assert CCNOW_TOKEN not in caplog.text
