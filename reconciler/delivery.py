@@ -287,9 +287,13 @@ class Delivery:
         now = self.clock()
         if lane.disabled and not await self._enabled_again(lane, now):
             return None
-        if lane.paused_until > now:
-            return lane.paused_until - now
         name = lane.config.name
+        if lane.paused_until > now:
+            # A sink that looked down waits for its retry time, unless `replay` (from another
+            # process) queued the waiting events afresh: the receiver is back, a person says.
+            if await self.store.outbox.waiting_for_retry(name):
+                return lane.paused_until - now
+            lane.paused_until = 0.0
         # Short batches while notifications are recent, not only while one is checked: the next
         # of a stream must not find a long batch of the backlog just begun.
         hinted = self.hints is not None and self.hints.recent()

@@ -15,11 +15,14 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from reconciler import delivery
 from tests.conftest import (
     WEBHOOK_SECRET,
     Result,
     WebhookEndpoint,
     call_cli,
+    daemon_here,
+    poll_until,
     run_cli,
     serving,
     webhook_env,
@@ -230,3 +233,32 @@ async def test_a_receiver_that_is_down_costs_two_attempts_per_batch(
     caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
     assert caught_up.code == 75, caught_up.stderr
     assert len(receiver.attempts) == 2  # the first event and one of another order: then it waits
+
+
+async def test_replay_beside_the_daemon_delivers_within_a_tick_though_the_sink_was_waiting(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    # The daemon held the sink's pause in memory: a replay after the receiver was mended waited
+    # for the old retry time (up to retry_max, an hour), not "within 5 s".
+    receiver.refused = None  # down: 500 for every event
+    fake_ccv.orders = dict.fromkeys(ORDERS[:3], "New")
+    sink = (
+        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
+        'retry_min = "1h"\nmax_age = "3d"\ntimeout = "2s"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
+    assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS[:3], env=env())).code == 0
+    async with daemon_here(cfg, env()):
+        await poll_until(lambda: len(receiver.attempts) == 2, 10, "two refusals: down")
+        receiver.refused = set()  # mended
+        replay = await call_cli(
+            "--config", cfg, "replay", "--sink", "webhook", "--undelivered", env=env()
+        )
+        assert replay.code == 0, replay.stderr
+        await poll_until(
+            lambda: (
+                {o for _, _, o, status in receiver.attempts if status == 200} == set(ORDERS[:3])
+            ),
+            delivery.TICK_S + 5,
+            "the replayed events",
+        )

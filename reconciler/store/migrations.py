@@ -3,13 +3,17 @@ rebuild of a table that a migration rewritten in place left behind in older stor
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 
 import aiosqlite
 
+from ..logs import fields
 from . import counts
 from .errors import StoreError
+
+log = logging.getLogger("reconciler.store")
 
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
 # Statements are split on ";", so comments inside them must not contain one.
@@ -260,13 +264,17 @@ async def outdated(conn: aiosqlite.Connection, version: int) -> str | None:
 
 async def migrate(conn: aiosqlite.Connection) -> None:
     """Run the migrations the database still lacks, each in its own transaction with its
-    version. The version is read inside each transaction: another writer may have run some."""
+    version. The version is read inside each transaction: another writer may have run some.
+    An existing store's upgrade is logged (`store.upgraded`), a new store's creation is not."""
+    first: int | None = None
     while True:
         # executescript would COMMIT first; run statements one by one inside our transaction.
         await conn.execute("BEGIN IMMEDIATE")
         try:
             rows = await conn.execute_fetchall("PRAGMA user_version")
             number = int(next(iter(rows))[0]) + 1
+            if first is None:
+                first = number - 1
             if number <= SCHEMA_VERSION:
                 for statement in statements(MIGRATIONS[number - 1]):
                     await conn.execute(statement)
@@ -276,6 +284,11 @@ async def migrate(conn: aiosqlite.Connection) -> None:
             raise
         await conn.execute("COMMIT")
         if number >= SCHEMA_VERSION:
+            if first and first < SCHEMA_VERSION:
+                log.info(
+                    "store.upgraded",
+                    extra=fields(schema_from=first, schema_to=SCHEMA_VERSION),
+                )
             return
 
 

@@ -385,3 +385,21 @@ async def test_a_first_open_waits_for_another_process_creating_the_store(tmp_pat
     finally:
         await store.close()
         await other.close()
+
+
+async def test_an_upgrade_is_one_line_in_the_log_and_a_new_store_none(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # An operator following "Upgrading" can tell from the journal that, and when, it happened.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    make_old_store(tmp_path / "reconciler.db", version=SCHEMA_VERSION - 1)
+    upgraded = await call_cli("--config", cfg, "track", "ccv", "O-1")
+    assert upgraded.code == 0, upgraded.stderr
+    (line,) = [x for x in upgraded.log_lines() if x["message"] == "store.upgraded"]
+    assert (line["schema_from"], line["schema_to"]) == (SCHEMA_VERSION - 1, SCHEMA_VERSION)
+
+    (tmp_path / "new").mkdir()
+    fresh = write_config(tmp_path / "new", ccv=fake_ccv)
+    created = await call_cli("--config", fresh, "track", "ccv", "O-1")
+    assert created.code == 0, created.stderr
+    assert "store.upgraded" not in created.stderr
