@@ -83,6 +83,12 @@ class Metrics:
             ["sink"],
             registry=self.registry,
         )
+        self.sink_disabled = Gauge(
+            "reconciler_sink_disabled",
+            "1 while a sink is disabled (its webhook answered 410 Gone), else 0, per sink.",
+            ["sink"],
+            registry=self.registry,
+        )
         self.pass_duration = Histogram(
             "reconciler_pass_duration_seconds",
             "How long a pass over one account took, by how it was started (via).",
@@ -164,6 +170,12 @@ class Metrics:
         self.dead_letters.clear()
         for sink, count in counts.items():
             self.dead_letters.labels(sink).set(count)
+
+    def set_sinks_disabled(self, disabled: Mapping[str, bool]) -> None:
+        """Replace which sinks are disabled (a 410 until `replay --sink` enables them)."""
+        self.sink_disabled.clear()
+        for sink, off in disabled.items():
+            self.sink_disabled.labels(sink).set(1 if off else 0)
 
     def observe_pass(self, source: str, account: str, via: str, seconds: float) -> None:
         """Record how long one pass over an account took."""

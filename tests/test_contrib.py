@@ -30,6 +30,7 @@ ALERTS = {
     "ReconcilerNoSuccessfulCheck",
     "ReconcilerOutboxBacklogGrowing",
     "ReconcilerDeadLetters",
+    "ReconcilerSinkDisabled",
     "ReconcilerStuckOrders",
 }
 
@@ -53,6 +54,7 @@ def fed_metrics() -> Metrics:
     metrics.set_last_success("ccv", "default", 1.0)
     metrics.set_outbox_backlog({"log": 1})
     metrics.set_dead_letters({"log": 1})
+    metrics.set_sinks_disabled({"log": True})
     metrics.observe_pass("ccv", "default", "poll", 0.1)
     metrics.set_source("ccv", "default", failing=False, poll_interval_s=300)
     metrics.set_stuck({("ccv", "default"): 1})

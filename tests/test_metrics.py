@@ -201,6 +201,10 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
         await daemon.hub.refresh_metrics()
         assert value("reconciler_stuck_orders", ccv) == 1
         assert value("reconciler_dead_letters", {"sink": sink}) == 1
+        assert value("reconciler_sink_disabled", {"sink": sink}) == 0
+        await rt.store.outbox.disable_sink(sink, "http 410", time.time())
+        await daemon.hub.refresh_metrics()
+        assert value("reconciler_sink_disabled", {"sink": sink}) == 1
         assert value("reconciler_source_ok", ccv) == 1
         assert (value("reconciler_last_success_timestamp_seconds", ccv) or 0) > 0
         passes = "reconciler_pass_duration_seconds_count"

@@ -171,3 +171,6 @@ class Hub:
         self.metrics.set_outbox_backlog({sink: backlog.get(sink, 0) for sink in sinks})
         dead = await store.outbox.dead_counts()
         self.metrics.set_dead_letters({sink: dead.get(sink, 0) for sink in sinks})
+        # A disabled sink's backlog grows slowly when events are few: said in a figure of its own.
+        disabled = await store.outbox.disabled_sinks()
+        self.metrics.set_sinks_disabled({sink: sink in disabled for sink in sinks})
