@@ -43,6 +43,7 @@ from .sinks.base import (
     RetryLater,
     Sink,
     SinkGone,
+    looks_down,
 )
 from .sinks.jsonl import JsonlSink
 from .sinks.log import LogSink
@@ -72,6 +73,8 @@ class _Lane:
     disabled: bool = False
     disabled_checked_at: float = 0.0  # when the store last said the sink is still disabled
     paused_until: float = 0.0
+    paused_at: float = 0.0  # when the pause began: a replay after it ends it
+    refused: str | None = None  # the order of the last event attempted, if refused
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Whether the lane holds the hint gate: a notification's event waits for it (see `committed`).
     holding: bool = False
@@ -289,11 +292,13 @@ class Delivery:
             return None
         name = lane.config.name
         if lane.paused_until > now:
-            # A sink that looked down waits for its retry time, unless `replay` (from another
-            # process) queued the waiting events afresh: the receiver is back, a person says.
-            if await self.store.outbox.waiting_for_retry(name):
+            # A sink that looked down waits for its retry time, unless `replay` (another
+            # process) queued events again since: the receiver is back, a person says.
+            replayed = await self.store.outbox.last_replay(name)
+            if replayed is None or replayed <= lane.paused_at:
                 return lane.paused_until - now
             lane.paused_until = 0.0
+            lane.refused = None
         # Short batches while notifications are recent, not only while one is checked: the next
         # of a stream must not find a long batch of the backlog just begun.
         hinted = self.hints is not None and self.hints.recent()
@@ -323,7 +328,7 @@ class Delivery:
         self, lane: _Lane, rows: Sequence[OutboxEvent], results: Sequence[DeliveryResult]
     ) -> tuple[int, bool]:
         """Record what the sink said of each event; return how many were dead-lettered, and
-        whether any waits for a retry."""
+        whether any failed (its retry time is then new to the lane)."""
         cfg = lane.config
         now = self.clock()
         delivered: list[int] = []
@@ -347,10 +352,11 @@ class Delivery:
         if failed:
             started = await self.store.outbox.max_age_from(cfg.name, [row.seq for row, _ in failed])
             plan = retries.plan(cfg, failed, started, now, self._rng)
-            if not _taken_last(results):
-                # The receiver looks down: the sink waits. One that took the batch's last
-                # attempt refused an event of its own; the other orders go on.
+            down, lane.refused = looks_down(rows, results, lane.refused)
+            if down:
+                # The sink waits. An event refused alone holds back its own order only.
                 lane.paused_until = max(lane.paused_until, plan.resume_at)
+                lane.paused_at = now
             await self.store.outbox.failed(cfg.name, plan.updates)
             dead = plan.dead
             if dead:
@@ -375,9 +381,3 @@ class Delivery:
                 await lane.sink.close()
             except Exception:
                 log.warning("sink.close_failed", extra=fields(sink=lane.config.name))
-
-
-def _taken_last(results: Sequence[DeliveryResult]) -> bool:
-    """Whether the last event a batch attempted was delivered."""
-    attempted = [r for r in results if r != NOT_ATTEMPTED and r != ABANDONED]
-    return bool(attempted) and isinstance(attempted[-1], Delivered)

@@ -116,10 +116,15 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
     )
     assert (await call_cli("--config", cfg, "track", "ccnow", "396-10-1142", env=_ENV)).code == 0
     fake_ccnow.delay_s = 8.0  # the pass waits for CCNow: two timeouts of 2 s
-    log = tmp_path / "daemon.log"
     async with daemon(cfg, _ENV) as proc:
-        await poll_until(lambda: len(fake_ccv.requests) == 1, 5, "the CCV probe")
-        await poll_until(lambda: f":{port}" in log.read_text(), 5, "the receiver")
+        await poll_until(
+            lambda: len(fake_ccv.requests) == 1 and fake_ccnow.requests, 10, "the CCV probe"
+        )
+        # Proved before the pass began: its first CCNow request came after the probe.
+        assert fake_ccv.requests[0].at < fake_ccnow.requests[0].at
+        await poll_until(
+            lambda: "daemon.ready" in (tmp_path / "daemon.log").read_text(), 20, "ready"
+        )
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"http://127.0.0.1:{port}/healthz") as response,
@@ -127,6 +132,5 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
             document = await response.json()
         ccv = [s for s in document["sources"] if s["source"] == "ccv"]
         assert [s["healthy"] for s in ccv] == [True], document
-        assert "daemon.ready" not in log.read_text()  # the pass is still waiting for CCNow
         proc.terminate()
         await proc.wait()

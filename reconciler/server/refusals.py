@@ -31,8 +31,7 @@ class RefusalLog:
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        # Bounded: the accounts are configured ones, or ones only a URL we made can name (our
-        # signature, a configured token); any other account is junk.
+        # Bounded: keyed by configured accounts (an unconfigured one shares its source's key).
         self.rejected: dict[tuple[str | None, str | None, str], RateLimit] = {}
         self.junk = RateLimit(JUNK_LOG_INTERVAL_S)
 
@@ -42,8 +41,11 @@ class RefusalLog:
         """Log one refused request, unless a line was written within the interval."""
         hint = HINTS.get(reason)
         if hint is not None:
+            # An unconfigured account's name comes from the URL: anyone holding one CCNow
+            # token could make up names, so those share one limit per source.
+            named = None if reason == "account_not_configured" else account
             limit = self.rejected.setdefault(
-                (source, account, reason), RateLimit(REJECTED_LOG_INTERVAL_S)
+                (source, named, reason), RateLimit(REJECTED_LOG_INTERVAL_S)
             )
             if limit.allow():
                 self.logger.warning(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..logs import fields
 from ..store.events import OutboxEvent
+
+log = logging.getLogger("reconciler.outbox")
 
 __all__ = ["OutboxEvent"]  # the store owns the record; sinks receive it
 
@@ -137,24 +141,52 @@ async def deliver_in_order(
     others go on, instead of waiting behind it until `max_age`. Nothing is attempted once
     `cutoff` is closed."""
     results: list[DeliveryResult] = []
-    held: set[str | None] = set()  # orders with a failed event in this batch
-    failed_last = False
-    down = False
+    held: set[str] = set()  # orders with a refused event in this batch
+    down, refused = False, None
     for event in events:
         if down or event.order_id in held or (cutoff is not None and cutoff.closed):
             results.append(NOT_ATTEMPTED)
             continue
-        if cutoff is None:
-            result = await attempt(event)
-        else:
-            result = await cutoff.attempt(attempt(event))
+        try:
+            if cutoff is None:
+                result = await attempt(event)
+            else:
+                result = await cutoff.attempt(attempt(event))
+        except Exception as exc:
+            # A bug in one attempt fails that event, not the batch: the events the receiver
+            # already confirmed stay confirmed (else they would be sent again).
+            log.error("sink.crashed", exc_info=True, extra=fields(event_id=event.id))
+            result = RetryLater(f"sink raised {type(exc).__name__}")
         results.append(result)
-        if isinstance(result, Delivered):
-            failed_last = False
-            continue
-        # A second refusal in a row, a receiver asking to wait, a gone one or a cutoff: stop.
-        retry_after = isinstance(result, RetryLater) and result.retry_after_s is not None
-        down = failed_last or retry_after or not isinstance(result, RetryLater)
-        failed_last = True
-        held.add(event.order_id)
+        down, refused = _after(event, result, refused)
+        if not isinstance(result, Delivered) and event.order_id is not None:
+            held.add(event.order_id)
     return results
+
+
+def looks_down(
+    events: Sequence[OutboxEvent], results: Sequence[DeliveryResult], refused: str | None = None
+) -> tuple[bool, str | None]:
+    """Whether a receiver looks down after these results, and which order the last event
+    attempted belongs to when it was refused (None: it was taken). Down: refusals of two
+    orders in a row (`refused`: the lane's last attempt), a receiver asking to wait
+    (Retry-After), or a gone one, with no event taken after. One order's event refused, again
+    and again, is its own."""
+    down = False
+    for event, result in zip(events, results, strict=False):
+        after, refused = _after(event, result, refused)
+        down = after or (down and refused is not None)
+    return down, refused
+
+
+def _after(
+    event: OutboxEvent, result: DeliveryResult, refused: str | None
+) -> tuple[bool, str | None]:
+    """`looks_down`'s step: (down, refused) after one more event's result."""
+    if result in (NOT_ATTEMPTED, ABANDONED):
+        return False, refused  # said nothing of the receiver
+    if isinstance(result, Delivered):
+        return False, None
+    order = event.order_id if event.order_id is not None else f"#{event.seq}"
+    gone = not isinstance(result, RetryLater) or result.retry_after_s is not None
+    return gone or (refused is not None and refused != order), order

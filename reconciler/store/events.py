@@ -312,14 +312,12 @@ class OutboxRows:
                 [(err, at, at, sink, seq) for seq, err, at in failures],
             )
 
-    async def waiting_for_retry(self, sink: str) -> bool:
-        """Whether an event of the sink waits for its retry time (deliveries_due's range of
-        retried rows: a few, whatever the backlog)."""
-        sql = (
-            "SELECT 1 FROM deliveries WHERE sink = ? AND next_attempt_at > 0 "
-            "AND state = 'pending' LIMIT 1"
-        )
-        return bool(await self._conn.execute_fetchall(sql, (sink,)))
+    async def last_replay(self, sink: str) -> float | None:
+        """When `replay` last queued events for the sink again (None: never), through the
+        index of replayed rows."""
+        sql = "SELECT max(requeued_at) FROM deliveries WHERE sink = ? AND requeued_at IS NOT NULL"
+        rows = list(await self._conn.execute_fetchall(sql, (sink,)))
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def pending_counts(self, sink: str | None = None) -> dict[str, int]:
         """Return pending (not dead) deliveries per sink."""

@@ -193,6 +193,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE deliveries ADD COLUMN requeued_at REAL
     """,
+    # 13: a running daemon learns that `replay` (another process) queued a sink's events again
+    # from the latest replay time, read through an index of the replayed rows only
+    """
+    CREATE INDEX deliveries_requeued ON deliveries (sink, requeued_at)
+        WHERE requeued_at IS NOT NULL
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -180,7 +180,7 @@ async def test_redirect_is_not_followed(receiver: Receiver, sink: WebhookSink) -
     assert [a.path for a in receiver.attempts] == ["/hook"]
 
 
-async def test_stops_at_first_failure_and_keeps_order(
+async def test_an_order_s_later_events_wait_behind_its_refused_one(
     receiver: Receiver, sink: WebhookSink
 ) -> None:
     receiver.script += [web.Response(), web.Response(status=503)]
@@ -190,6 +190,35 @@ async def test_stops_at_first_failure_and_keeps_order(
     not_attempted = RetryLater("not attempted: earlier event failed")
     assert results == [Delivered(), RetryLater("http 503"), not_attempted, not_attempted]
     assert [a.headers["webhook-id"] for a in receiver.attempts] == ["ev-1", "ev-2"]
+
+
+def of_order(n: int, order_id: str | None) -> OutboxEvent:
+    return event(n)._replace(order_id=order_id)
+
+
+async def test_an_event_refused_alone_holds_back_its_own_order_only(
+    receiver: Receiver, sink: WebhookSink
+) -> None:
+    # Before, the batch stopped at the refusal: one payload the receiver rejects held every
+    # order behind it until max_age.
+    receiver.script += [web.Response(status=400), web.Response(), web.Response()]
+    events = [of_order(1, "X"), of_order(2, "Y"), of_order(3, "X"), of_order(4, "Z")]
+    results = await sink.deliver(events)
+    not_attempted = RetryLater("not attempted: earlier event failed")
+    assert results == [RetryLater("http 400"), Delivered(), not_attempted, Delivered()]
+    assert [a.headers["webhook-id"] for a in receiver.attempts] == ["ev-1", "ev-2", "ev-4"]
+
+
+async def test_refusals_of_two_orders_in_a_row_stop_the_batch(
+    receiver: Receiver, sink: WebhookSink
+) -> None:
+    # A receiver that is down costs two attempts per batch, not one per event.
+    receiver.script += [web.Response(status=503), web.Response(status=503)]
+    events = [of_order(1, "X"), of_order(2, None), of_order(3, "Y"), of_order(4, None)]
+    results = await sink.deliver(events)
+    not_attempted = RetryLater("not attempted: earlier event failed")
+    assert results == [RetryLater("http 503")] * 2 + [not_attempted] * 2
+    assert len(receiver.attempts) == 2
 
 
 async def test_gone_stops_the_batch(receiver: Receiver, sink: WebhookSink) -> None:
@@ -291,5 +320,5 @@ async def test_close_leaves_a_given_session_open(receiver: Receiver) -> None:
         assert await sink.deliver([event(1)]) == [Delivered()]
         await sink.close()
         assert not session.closed
-        with pytest.raises(RuntimeError):
-            await sink.deliver([event(2)])
+        # A closed sink's attempt fails that event (logged as sink.crashed), not the batch.
+        assert await sink.deliver([event(2)]) == [RetryLater("sink raised RuntimeError")]

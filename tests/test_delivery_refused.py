@@ -1,0 +1,96 @@
+"""A receiver that refuses one order's event for good (a payload it rejects) while it takes the
+others: over hours of that order's retries, no other order's event waits for it. The real
+store and dispatcher, a sink that refuses one order, and a clock the test moves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler.config.schema import LogSinkConfig
+from reconciler.delivery import Delivery
+from reconciler.events import Event
+from reconciler.model import EventType
+from reconciler.sinks.base import (
+    Cutoff,
+    Delivered,
+    DeliveryResult,
+    OutboxEvent,
+    RetryLater,
+    deliver_in_order,
+)
+from reconciler.store import Store
+
+
+class RefusingSink:
+    """Refuses every event of the orders in `refused`, takes the others; records attempts."""
+
+    name = "hooks"
+
+    def __init__(self, refused: set[str], clock: list[float]) -> None:
+        self.refused = refused
+        self.clock = clock
+        self.attempts: list[tuple[float, str | None, bool]] = []
+
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
+        async def one(event: OutboxEvent) -> DeliveryResult:
+            taken = event.order_id not in self.refused
+            self.attempts.append((self.clock[0], event.order_id, taken))
+            return Delivered() if taken else RetryLater("http 400")
+
+        return await deliver_in_order(events, one, cutoff)
+
+    async def close(self) -> None:
+        pass
+
+
+def order_event(n: int, order_id: str, at: float) -> Event:
+    data = {"source": "ccv", "account": "default", "order_id": order_id, "status": "New"}
+    return Event(f"e-{n}", EventType.STATUS_CHANGED, at, "ccv", "default", order_id, "info", data)
+
+
+async def test_one_refused_order_delays_no_other_over_hours_of_its_retries(
+    tmp_path: Path,
+) -> None:
+    clock = [1_000_000.0]
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("hooks",))
+    sink = RefusingSink({"P"}, clock)
+    delivery = Delivery(store, [(sink, LogSinkConfig(name="hooks"))], clock=lambda: clock[0])
+    lane = delivery.lanes[0]
+    added: dict[str, float] = {}
+
+    async def add(n: int, order_id: str) -> None:
+        async with store.transaction():
+            await store.events.add([order_event(n, order_id, clock[0])])
+        added[order_id] = clock[0]
+
+    async def run_lane() -> float | None:
+        # As the lane's loop does: again at once while it asks to (0), else it waits.
+        wait = await delivery._lane_once(lane, delivery._cutoff)
+        while wait == 0:
+            wait = await delivery._lane_once(lane, delivery._cutoff)
+        return wait
+
+    try:
+        await add(0, "P")
+        wait = await run_lane()
+        end = clock[0] + 3 * 3600
+        arrival, n = clock[0] + 30, 1
+        while clock[0] < end:  # another order's event every 30 s
+            if wait is not None and clock[0] + wait < arrival:
+                clock[0] += wait
+            else:
+                clock[0] = arrival
+                arrival += 30
+                await add(n, f"O{n}")
+                n += 1
+            wait = await run_lane()
+    finally:
+        await store.close()
+    taken = [(at, order) for at, order, ok in sink.attempts if ok]
+    assert len(taken) == n - 1  # every other order's event, each at once
+    assert max(at - added[order] for at, order in taken if order) == 0
+    p_attempts = [at for at, order, _ in sink.attempts if order == "P"]
+    assert 5 <= len(p_attempts) <= 15  # P alone is retried, on its own doubling schedule
