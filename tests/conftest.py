@@ -390,3 +390,13 @@ async def serving(endpoint: E) -> AsyncIterator[E]:
         yield endpoint
     finally:
         await endpoint.server.close()
+
+
+class Clock:
+    """A wall clock a test moves by hand (`clock.now += 60`)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

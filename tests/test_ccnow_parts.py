@@ -25,20 +25,12 @@ from reconciler.sources.ccnow_answer import OrderLine, parse_answer
 from reconciler.sources.errors import AuthenticationFailed, SourceError, SourceUnavailable
 from reconciler.sources.http import RequestFailed
 from reconciler.store import Store
-from tests.conftest import call_cli, write_config
+from tests.conftest import Clock, call_cli, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config
 
 MAINTENANCE = Reply(200, "error_message system down for maintenance\n")
 LISTED, QUERIED = "801-00-0001", "801-00-0002"
 HOUR = 3600.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

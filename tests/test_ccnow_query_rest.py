@@ -17,21 +17,13 @@ from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.schedule import source_backoff_s
 from reconciler.store import Store
-from tests.conftest import write_config
+from tests.conftest import Clock, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
 
 MAINTENANCE = Reply(200, "error_message system down for maintenance\n")
 LISTED, LEFT = "801-00-0001", ("801-00-0002", "801-00-0003")
 POLL_S = 2.0
 STEP_S = 0.5  # the clock's step: the due tick runs every step, the list poll every 5 steps
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from reconciler.schedule import NOT_FOUND_CONFIRM_S
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.store import Store
 from tests.conftest import (
+    Clock,
     call_cli,
     cli_env,
     daemon_here,
@@ -46,14 +47,6 @@ def types(events: list[dict[str, Any]]) -> list[str]:
 
 def source_events(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events if e["type"].startswith("source.")]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from reconciler.config import ReceiverConfig, Secret
 from reconciler.metrics import Metrics
 from reconciler.notify import notification_url
 from reconciler.server import DEBOUNCER, Health, build_app
+from tests.conftest import Clock
 
 RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
 CCNOW_TOKEN = "ccnow-token-ABCDEFGH12345678"
@@ -80,16 +81,6 @@ class FakeHub:
         self.refreshed += 1
         if self.refresh_fails_with is not None:
             raise self.refresh_fails_with
-
-
-class Clock:
-    """An injectable wall clock."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -35,12 +35,12 @@ from reconciler.server import (
 )
 from reconciler.server.connections import ConnectionLimits, connection_cap
 from reconciler.store import StoreError
+from tests.conftest import Clock
 from tests.server.conftest import (
     CCNOW_TOKEN,
     RECEIVER,
     RECEIVER_SECRET,
     Client,
-    Clock,
     FakeHub,
     ccv_path,
     send,
