@@ -303,7 +303,9 @@ class Delivery:
         # of a stream must not find a long batch of the backlog just begun.
         hinted = self.hints is not None and self.hints.recent()
         due = await self.store.outbox.due(name, now, self.hint_batch if hinted else BATCH)
-        rows = due.rows
+        # After a refusal one event at a time, until one is taken or the receiver looks down:
+        # the batch would not know of the refusal, and a down receiver gets two attempts.
+        rows = due.rows[:1] if lane.refused is not None else due.rows
         if not rows:
             return None if due.next_at is None else max(due.next_at - now, 0.001)
         try:
@@ -317,7 +319,7 @@ class Delivery:
         now = self.clock()
         if lane.paused_until > now:
             return lane.paused_until - now
-        if due.full or dead or refused:
+        if due.full or dead or refused or len(rows) < len(due.rows):
             # A dead letter holds nothing back: what it held, and the rest of the batch the sink
             # did not try after it, may be deliverable now. An event the receiver refused
             # alone has a retry time `due` did not know: read again.
@@ -349,10 +351,11 @@ class Delivery:
             await self.store.outbox.delivered(cfg.name, delivered, now)
             self.on_delivered(cfg.name, len(delivered))
         dead = 0
+        # Every batch, a taken one too: a delivery between two refusals clears the first.
+        down, lane.refused = looks_down(rows, results, lane.refused)
         if failed:
             started = await self.store.outbox.max_age_from(cfg.name, [row.seq for row, _ in failed])
             plan = retries.plan(cfg, failed, started, now, self._rng)
-            down, lane.refused = looks_down(rows, results, lane.refused)
             if down:
                 # The sink waits. An event refused alone holds back its own order only.
                 lane.paused_until = max(lane.paused_until, plan.resume_at)

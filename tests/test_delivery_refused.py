@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from reconciler.config.schema import LogSinkConfig
 from reconciler.delivery import Delivery
 from reconciler.events import Event
@@ -51,14 +53,20 @@ def order_event(n: int, order_id: str, at: float) -> Event:
     return Event(f"e-{n}", EventType.STATUS_CHANGED, at, "ccv", "default", order_id, "info", data)
 
 
-async def test_one_refused_order_delays_no_other_over_hours_of_its_retries(
-    tmp_path: Path,
+@pytest.mark.parametrize("refused", [{"P"}, {"P", "Q"}])
+async def test_refused_orders_delay_no_other_over_hours_of_their_retries(
+    tmp_path: Path, refused: set[str]
 ) -> None:
+    # Two such orders lead every batch after a restart (their retries are the oldest rows):
+    # read as "two orders refused in a row", they stopped every other order until max_age.
     clock = [1_000_000.0]
     store = await Store.open(tmp_path / "reconciler.db", sinks=("hooks",))
-    sink = RefusingSink({"P"}, clock)
-    delivery = Delivery(store, [(sink, LogSinkConfig(name="hooks"))], clock=lambda: clock[0])
-    lane = delivery.lanes[0]
+    sink = RefusingSink(refused, clock)
+
+    def dispatcher() -> Delivery:
+        return Delivery(store, [(sink, LogSinkConfig(name="hooks"))], clock=lambda: clock[0])
+
+    delivery = dispatcher()
     added: dict[str, float] = {}
 
     async def add(n: int, order_id: str) -> None:
@@ -68,15 +76,17 @@ async def test_one_refused_order_delays_no_other_over_hours_of_its_retries(
 
     async def run_lane() -> float | None:
         # As the lane's loop does: again at once while it asks to (0), else it waits.
+        lane = delivery.lanes[0]
         wait = await delivery._lane_once(lane, delivery._cutoff)
         while wait == 0:
             wait = await delivery._lane_once(lane, delivery._cutoff)
         return wait
 
     try:
-        await add(0, "P")
+        for n, order_id in enumerate(sorted(refused)):
+            await add(-1 - n, order_id)
         wait = await run_lane()
-        end = clock[0] + 3 * 3600
+        restart, end = clock[0] + 60, clock[0] + 3 * 3600
         arrival, n = clock[0] + 30, 1
         while clock[0] < end:  # another order's event every 30 s
             if wait is not None and clock[0] + wait < arrival:
@@ -86,11 +96,60 @@ async def test_one_refused_order_delays_no_other_over_hours_of_its_retries(
                 arrival += 30
                 await add(n, f"O{n}")
                 n += 1
+            if clock[0] >= restart:  # a restart forgets what the lane knew
+                delivery, restart = dispatcher(), end + 1
             wait = await run_lane()
     finally:
         await store.close()
     taken = [(at, order) for at, order, ok in sink.attempts if ok]
     assert len(taken) == n - 1  # every other order's event, each at once
     assert max(at - added[order] for at, order in taken if order) == 0
-    p_attempts = [at for at, order, _ in sink.attempts if order == "P"]
-    assert 5 <= len(p_attempts) <= 15  # P alone is retried, on its own doubling schedule
+    for order_id in refused:  # each refused one is retried alone, on its doubling schedule
+        assert 5 <= len([1 for _, order, _ in sink.attempts if order == order_id]) <= 16
+
+
+async def test_a_delivery_between_two_refusals_keeps_the_sink_going(tmp_path: Path) -> None:
+    # P refused, O1 taken, Q refused: not "two orders refused in a row" (the lane forgot O1).
+    clock = [1_000_000.0]
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("hooks",))
+    sink = RefusingSink({"P", "Q"}, clock)
+    delivery = Delivery(store, [(sink, LogSinkConfig(name="hooks"))], clock=lambda: clock[0])
+    lane = delivery.lanes[0]
+    try:
+        for n, order_id in enumerate(["P", "O1", "Q", "O2"]):
+            async with store.transaction():
+                await store.events.add([order_event(n, order_id, clock[0])])
+            while await delivery._lane_once(lane, delivery._cutoff) == 0:
+                pass
+            clock[0] += 1
+    finally:
+        await store.close()
+    assert [(order, ok) for _, order, ok in sink.attempts] == [
+        ("P", False),
+        ("O1", True),
+        ("Q", False),
+        ("O2", True),
+    ]
+    assert lane.paused_until == 0.0
+
+
+async def test_a_receiver_down_across_batches_gets_two_attempts(tmp_path: Path) -> None:
+    # A refused alone; then B and C come: B's refusal makes two orders in a row, C waits.
+    clock = [1_000_000.0]
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("hooks",))
+    sink = RefusingSink({"A", "B", "C"}, clock)
+    delivery = Delivery(store, [(sink, LogSinkConfig(name="hooks"))], clock=lambda: clock[0])
+    lane = delivery.lanes[0]
+    try:
+        async with store.transaction():
+            await store.events.add([order_event(0, "A", clock[0])])
+        while await delivery._lane_once(lane, delivery._cutoff) == 0:
+            pass
+        async with store.transaction():
+            await store.events.add([order_event(1, "B", clock[0]), order_event(2, "C", clock[0])])
+        while await delivery._lane_once(lane, delivery._cutoff) == 0:
+            pass
+    finally:
+        await store.close()
+    assert [order for _, order, _ in sink.attempts] == ["A", "B"]
+    assert lane.paused_until > clock[0]

@@ -168,10 +168,11 @@ def looks_down(
     events: Sequence[OutboxEvent], results: Sequence[DeliveryResult], refused: str | None = None
 ) -> tuple[bool, str | None]:
     """Whether a receiver looks down after these results, and which order the last event
-    attempted belongs to when it was refused (None: it was taken). Down: refusals of two
-    orders in a row (`refused`: the lane's last attempt), a receiver asking to wait
-    (Retry-After), or a gone one, with no event taken after. One order's event refused, again
-    and again, is its own."""
+    attempted belongs to when it was refused (None: it was taken). Down: an event never tried
+    before refused right after another order's refusal (`refused`: the lane's last attempt),
+    a receiver asking to wait (Retry-After), or a gone one, with no event taken after. Retries
+    refused in a row are not: two payloads the receiver rejects for good, leading every batch
+    as the oldest, would otherwise stop every other order until max_age."""
     down = False
     for event, result in zip(events, results, strict=False):
         after, refused = _after(event, result, refused)
@@ -189,4 +190,5 @@ def _after(
         return False, None
     order = event.order_id if event.order_id is not None else f"#{event.seq}"
     gone = not isinstance(result, RetryLater) or result.retry_after_s is not None
-    return gone or (refused is not None and refused != order), order
+    fresh = event.attempts == 0
+    return gone or (fresh and refused is not None and refused != order), order

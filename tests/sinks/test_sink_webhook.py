@@ -209,6 +209,15 @@ async def test_an_event_refused_alone_holds_back_its_own_order_only(
     assert [a.headers["webhook-id"] for a in receiver.attempts] == ["ev-1", "ev-2", "ev-4"]
 
 
+async def test_events_without_an_order_are_not_held_together(
+    receiver: Receiver, sink: WebhookSink
+) -> None:
+    # Two account-level events (source.failed, source.recovered) are of no order in common.
+    receiver.script += [web.Response(status=400), web.Response()]
+    results = await sink.deliver([of_order(1, None), of_order(2, None)])
+    assert results == [RetryLater("http 400"), Delivered()]
+
+
 async def test_refusals_of_two_orders_in_a_row_stop_the_batch(
     receiver: Receiver, sink: WebhookSink
 ) -> None:
