@@ -75,6 +75,7 @@ class _Lane:
     paused_until: float = 0.0
     paused_at: float = 0.0  # when the pause began: a replay after it ends it
     refused: str | None = None  # the order of the last event attempted, if refused
+    down_streak: int = 0  # pauses in a row for a receiver that looked down
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Whether the lane holds the hint gate: a notification's event waits for it (see `committed`).
     holding: bool = False
@@ -298,14 +299,19 @@ class Delivery:
             if replayed is None or replayed <= lane.paused_at:
                 return lane.paused_until - now
             lane.paused_until = 0.0
-            lane.refused = None
+            lane.refused, lane.down_streak = None, 0
         # Short batches while notifications are recent, not only while one is checked: the next
         # of a stream must not find a long batch of the backlog just begun.
         hinted = self.hints is not None and self.hints.recent()
-        due = await self.store.outbox.due(name, now, self.hint_batch if hinted else BATCH)
-        # After a refusal one event at a time, until one is taken or the receiver looks down:
-        # the batch would not know of the refusal, and a down receiver gets two attempts.
-        rows = due.rows[:1] if lane.refused is not None else due.rows
+        probing = lane.refused is not None or lane.down_streak > 0
+        limit = 1 if probing else self.hint_batch if hinted else BATCH
+        due = await self.store.outbox.due(name, now, limit)
+        rows = due.rows
+        if probing and rows:
+            # After a refusal, or a pause for a receiver that looked down: one event, one never
+            # tried if there is one (a payload the receiver rejects for good tells nothing of
+            # it), so that a down receiver gets one attempt per pause.
+            rows = [next((r for r in rows if r.attempts == 0), rows[0])]
         if not rows:
             return None if due.next_at is None else max(due.next_at - now, 0.001)
         try:
@@ -353,12 +359,19 @@ class Delivery:
         dead = 0
         # Every batch, a taken one too: a delivery between two refusals clears the first.
         down, lane.refused = looks_down(rows, results, lane.refused)
+        if lane.refused is None:
+            lane.down_streak = 0  # the receiver took the last event it was given
         if failed:
             started = await self.store.outbox.max_age_from(cfg.name, [row.seq for row, _ in failed])
             plan = retries.plan(cfg, failed, started, now, self._rng)
             if down:
-                # The sink waits. An event refused alone holds back its own order only.
-                lane.paused_until = max(lane.paused_until, plan.resume_at)
+                # The sink waits, longer each time in a row (retry_min doubling, at most
+                # retry_max), then tries one event; a Retry-After is waited for too. An event
+                # refused alone holds back its own order only.
+                wait = min(cfg.retry_min_s * 2**lane.down_streak, cfg.retry_max_s)
+                asked = max((r.retry_after_s or 0.0 for _, r in failed), default=0.0)
+                lane.down_streak = min(lane.down_streak + 1, 30)
+                lane.paused_until = max(lane.paused_until, now + max(wait, asked))
                 lane.paused_at = now
             await self.store.outbox.failed(cfg.name, plan.updates)
             dead = plan.dead

@@ -135,11 +135,9 @@ async def deliver_in_order(
 ) -> list[DeliveryResult]:
     """Attempt events one by one, in commit order. After a failure the failed event's order
     waits (its later events are not attempted: a sink gets an order's events in order), and
-    the next event of another order tells whether the receiver is down: refused too, the rest
-    are not attempted (a receiver that is down costs two attempts per batch, not one per
-    event); taken, the refusal was that event's own (a payload the receiver rejects) and the
-    others go on, instead of waiting behind it until `max_age`. Nothing is attempted once
-    `cutoff` is closed."""
+    the next event of another order tells whether the receiver is down (`looks_down`): refused
+    too, the rest are not attempted; taken, the refusal was that event's own (a payload the
+    receiver rejects) and the others go on. Nothing is attempted once `cutoff` is closed."""
     results: list[DeliveryResult] = []
     held: set[str] = set()  # orders with a refused event in this batch
     down, refused = False, None
@@ -170,9 +168,8 @@ def looks_down(
     """Whether a receiver looks down after these results, and which order the last event
     attempted belongs to when it was refused (None: it was taken). Down: an event never tried
     before refused right after another order's refusal (`refused`: the lane's last attempt),
-    a receiver asking to wait (Retry-After), or a gone one, with no event taken after. Retries
-    refused in a row are not: two payloads the receiver rejects for good, leading every batch
-    as the oldest, would otherwise stop every other order until max_age."""
+    a receiver asking to wait (Retry-After), or a gone one, with no event taken after. One
+    order's event refused again and again is its own."""
     down = False
     for event, result in zip(events, results, strict=False):
         after, refused = _after(event, result, refused)
@@ -190,5 +187,7 @@ def _after(
         return False, None
     order = event.order_id if event.order_id is not None else f"#{event.seq}"
     gone = not isinstance(result, RetryLater) or result.retry_after_s is not None
+    # A retry refused again tells nothing new: payloads the receiver rejects for good lead
+    # every batch as its oldest rows, and must not make it look down to the others.
     fresh = event.attempts == 0
     return gone or (fresh and refused is not None and refused != order), order
