@@ -308,10 +308,9 @@ class Delivery:
         due = await self.store.outbox.due(name, now, limit)
         rows = due.rows
         if probing and rows:
-            # After a refusal, or a pause for a receiver that looked down: one event, one never
-            # tried if there is one (a payload the receiver rejects for good tells nothing of
-            # it), so that a down receiver gets one attempt per pause.
-            rows = [next((r for r in rows if r.attempts == 0), rows[0])]
+            # After a refusal, or a pause for a receiver that looked down: one event, so that
+            # a down receiver gets one attempt per pause.
+            rows = rows[:1]
         if not rows:
             return None if due.next_at is None else max(due.next_at - now, 0.001)
         try:
@@ -359,20 +358,19 @@ class Delivery:
         dead = 0
         # Every batch, a taken one too: a delivery between two refusals clears the first.
         down, lane.refused = looks_down(rows, results, lane.refused)
+        newly_down = down
         if lane.refused is None:
             lane.down_streak = 0  # the receiver took the last event it was given
+        elif lane.down_streak:
+            down = True  # the one event tried after a pause was refused: pause again
         if failed:
             started = await self.store.outbox.max_age_from(cfg.name, [row.seq for row, _ in failed])
             plan = retries.plan(cfg, failed, started, now, self._rng)
-            if down:
-                # The sink waits, longer each time in a row (retry_min doubling, at most
-                # retry_max), then tries one event; a Retry-After is waited for too. An event
-                # refused alone holds back its own order only.
-                wait = min(cfg.retry_min_s * 2**lane.down_streak, cfg.retry_max_s)
-                asked = max((r.retry_after_s or 0.0 for _, r in failed), default=0.0)
-                lane.down_streak = min(lane.down_streak + 1, 30)
-                lane.paused_until = max(lane.paused_until, now + max(wait, asked))
-                lane.paused_at = now
+            if down:  # an event refused alone holds back its own order only
+                lane.down_streak, until = retries.down_pause(
+                    cfg, lane.down_streak, newly_down, failed, plan.resume_at, now
+                )
+                lane.paused_until, lane.paused_at = max(lane.paused_until, until), now
             await self.store.outbox.failed(cfg.name, plan.updates)
             dead = plan.dead
             if dead:

@@ -82,3 +82,24 @@ def plan(
         resume_at = max(resume_at, due)
         updates.append((row.seq, res.reason, due))
     return Failures(updates, dead, resume_at)
+
+
+def down_pause(
+    cfg: SinkConfig,
+    streak: int,
+    newly_down: bool,
+    failed: Sequence[tuple[OutboxEvent, RetryLater]],
+    resume_at: float,
+    now: float,
+) -> tuple[int, float]:
+    """Return the down streak and until when a sink whose receiver looks down waits: longer
+    each time in a row (retry_min doubling, at most retry_max), then it tries one event. Only
+    a new event's refusal lengthens it (`newly_down`): a retry refused again may be a payload
+    the receiver rejects for good. A Retry-After is waited for, but never past the events'
+    max_age (`resume_at`, the plan's)."""
+    if newly_down:
+        streak = min(streak + 1, 30)
+    wait = min(cfg.retry_min_s * 2 ** (max(streak, 1) - 1), cfg.retry_max_s)
+    asked = max((r.retry_after_s or 0.0 for _, r in failed), default=0.0)
+    asked = min(asked, max(resume_at - now, 0.0))
+    return streak, now + max(wait, asked)
