@@ -357,6 +357,13 @@ def count_handoffs(monkeypatch: pytest.MonkeyPatch, store: Any) -> list[Callable
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
+def webhook_sink(url: str, **settings: str) -> str:
+    """A `[[sinks]]` table of a webhook sink named `webhook`, its durations given as strings
+    (`retry_min="1h"`)."""
+    keys = "".join(f'{key} = "{value}"\n' for key, value in settings.items())
+    return f'[[sinks]]\ntype = "webhook"\nurl = "{url}"\n{keys}'
+
+
 def webhook_env() -> dict[str, str]:
     """cli_env with the webhook sink's secret."""
     return cli_env(RECONCILER_SINK_WEBHOOK_SECRET=WEBHOOK_SECRET)

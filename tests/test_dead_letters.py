@@ -26,6 +26,7 @@ from tests.conftest import (
     run_cli,
     serving,
     webhook_env,
+    webhook_sink,
     write_config,
 )
 from tests.fake_providers import FakeCCV
@@ -73,10 +74,7 @@ env = webhook_env
 
 async def tracked(tmp_path: Path, fake: FakeCCV, receiver: Receiver, *orders: str) -> Path:
     fake.orders = dict.fromkeys(orders, "New")
-    sink = (
-        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
-        'retry_min = "0.2s"\nmax_age = "1s"\ntimeout = "2s"\n'
-    )
+    sink = webhook_sink(receiver.url, retry_min="0.2s", max_age="1s", timeout="2s")
     cfg = write_config(tmp_path, ccv=fake, extra=sink)
     assert (await call_cli("--config", cfg, "track", "ccv", *orders, env=env())).code == 0
     return cfg
@@ -194,10 +192,7 @@ async def test_an_event_the_receiver_refuses_alone_holds_back_its_order_only(
     # One payload the receiver rejects (a 400 for good) held every other order's events behind
     # it until max_age (3 days by default): the sink stopped at the first failure and waited.
     fake_ccv.orders = dict.fromkeys(ORDERS[:4], "New")
-    sink = (
-        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
-        'retry_min = "1h"\nmax_age = "3d"\ntimeout = "2s"\n'
-    )
+    sink = webhook_sink(receiver.url, retry_min="1h", max_age="3d", timeout="2s")
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
     assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS[:4], env=env())).code == 0
     receiver.refused = {ORDERS[0]}
@@ -224,10 +219,7 @@ async def test_a_receiver_that_is_down_costs_two_attempts_per_batch(
 ) -> None:
     receiver.refused = None  # 500 for every event
     fake_ccv.orders = dict.fromkeys(ORDERS, "New")
-    sink = (
-        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
-        'retry_min = "1h"\nmax_age = "3d"\ntimeout = "2s"\n'
-    )
+    sink = webhook_sink(receiver.url, retry_min="1h", max_age="3d", timeout="2s")
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
     assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS, env=env())).code == 0
     caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
@@ -242,10 +234,7 @@ async def test_replay_beside_the_daemon_delivers_within_a_tick_though_the_sink_w
     # for the old retry time (up to retry_max, an hour), not "within 5 s".
     receiver.refused = None  # down: 500 for every event
     fake_ccv.orders = dict.fromkeys(ORDERS[:3], "New")
-    sink = (
-        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
-        'retry_min = "1h"\nmax_age = "3d"\ntimeout = "2s"\n'
-    )
+    sink = webhook_sink(receiver.url, retry_min="1h", max_age="3d", timeout="2s")
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
     assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS[:3], env=env())).code == 0
     async with daemon_here(cfg, env()):

@@ -27,6 +27,7 @@ from tests.conftest import (
     read_events,
     serving,
     webhook_env,
+    webhook_sink,
     write_config,
 )
 from tests.fake_providers import FakeCCV
@@ -59,10 +60,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def webhook_config(tmp_path: Path, fake: FakeCCV, receiver: Receiver, retry_min: str) -> Path:
-    sink = (
-        f'[[sinks]]\ntype = "webhook"\nurl = "{receiver.url}"\n'
-        f'retry_min = "{retry_min}"\ntimeout = "2s"\n'
-    )
+    sink = webhook_sink(receiver.url, retry_min=retry_min, timeout="2s")
     return write_config(tmp_path, ccv=fake, extra=sink)
 
 

@@ -28,6 +28,7 @@ from tests.conftest import (
     poll_until,
     serving,
     webhook_env,
+    webhook_sink,
     write_config,
 )
 from tests.fake_providers import FakeCCV
@@ -70,10 +71,7 @@ async def webhook() -> AsyncIterator[SlowWebhook]:
 
 
 def config(tmp_path: Path, fake: FakeCCV, hook: SlowWebhook, retry_min: str) -> Path:
-    sink = (
-        f'[[sinks]]\ntype = "webhook"\nurl = "{hook.url}"\n'
-        f'retry_min = "{retry_min}"\ntimeout = "10s"\n'
-    )
+    sink = webhook_sink(hook.url, retry_min=retry_min, timeout="10s")
     return write_config(tmp_path, ccv=fake, extra=sink)
 
 
