@@ -299,17 +299,33 @@ async def test_a_wave_of_not_found_is_an_account_failure(
     ]
 
 
-async def test_a_page_served_with_200_for_every_check_fails_the_account_in_the_daemon(
-    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (html_page(200), "html page (http 200)"),
+        (Reply(200, "OK", "text/plain"), "protocol (http 200)"),
+        (
+            Reply(200, '{"message": "Service is under maintenance"}', "application/json"),
+            "protocol (http 200)",
+        ),
+    ],
+    ids=["page", "text", "json-without-status"],
+)
+async def test_a_200_without_a_status_for_every_check_fails_the_account_in_the_daemon(
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock],
+    fake_ccv: FakeCCV,
+    answer: Reply,
+    reason: str,
 ) -> None:
-    # A maintenance page or login wall in front of CCV answers 200 to everything, the probe
-    # too: a due check (not a whole pass) must still find the account failing.
+    # A maintenance page, a login wall or a gateway in front of CCV answers 200 to everything,
+    # the probe too: a due check (not a whole pass) must find the account failing, as a
+    # catch-up does ("every check failed (protocol)"), not call it healthy.
     reconciler, _, _ = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     await reconciler.check(CCV_IDS, via="poll")
-    fake_ccv.always = html_page(200)
+    fake_ccv.always = answer
     report = await reconciler.check(CCV_IDS[:1], via="poll")
-    assert report.failed_sources == {"ccv/default": "html page (http 200)"}
+    assert report.failed_sources == {"ccv/default": reason}
     assert (await kinds_of(reconciler))[-1] == ("source.failed", None)
 
 
@@ -411,6 +427,21 @@ async def test_check_online_accepts_a_400_for_the_probe(tmp_path: Path, fake_ccv
         "--config", cfg, "check", "--online", env=cli_env(RECONCILER_CCV_API_KEY="t_wrong-key-0")
     )
     assert result.code == 78
+
+
+async def test_check_online_refuses_a_probe_answered_403_or_200_without_a_status(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    # README: 78 for credentials refused, a 401 or a 403.
+    fake_ccv.replies[PROBE_ORDER_ID] = Reply(403, '{"message": "Forbidden"}', "application/json")
+    result = await call_cli("--config", cfg, "check", "--online")
+    assert result.code == 78 and "http 403" in result.stderr, result.stderr
+    # "OK" proves neither CCV nor the key: unavailable, not ok.
+    fake_ccv.replies[PROBE_ORDER_ID] = Reply(200, "OK", "text/plain")
+    result = await call_cli("--config", cfg, "check", "--online")
+    assert result.code == 75 and "protocol (http 200)" in result.stderr, result.stderr
+    assert "ccv/default: ok" not in result.stdout
 
 
 async def test_healthz_goes_green_on_a_probe_answered_400(

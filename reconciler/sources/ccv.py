@@ -91,10 +91,17 @@ def _status_of(value: object) -> str | None:
     return word if 0 < len(word) <= MAX_STATUS_LENGTH and word.isprintable() else None
 
 
-def _is_reference(value: str) -> bool:
-    # Kept and sent on in events: text a database, a log line and JSON can hold. A lone
-    # surrogate (JSON "\udcff") is not, and would fail the commit of all its batch.
-    return reference_problem(value) is None
+def _status_document(body: bytes) -> tuple[str, object] | None:
+    """Return the orderStatus word and the externalReference value of a status answer, or None
+    when the body is not one (not JSON, not an object, no status a log and a database hold)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    word = _status_of(document.get("orderStatus"))
+    return None if word is None else (word, document.get("externalReference"))
 
 
 class CCVClient:
@@ -125,14 +132,21 @@ class CCVClient:
         """
         reply = await self._get(PROBE_ORDER_ID)
         status = reply.status
-        if status == 401:
-            raise AuthenticationFailed("http 401")
+        if status in (401, 403):
+            # For an id that is no one's order, a 403 is about the key, as for a submit.
+            raise AuthenticationFailed(f"http {status}")
         if status == 404 and is_ccv_answer(reply):
             return
+        if 200 <= status < 300 and _status_document(reply.body) is not None:
+            return
         if 200 <= status < 300 or status == 400:
-            if not _is_page(reply.body):
+            if _is_page(reply.body):
+                raise SourceUnavailable(f"html page (http {status})")
+            if status == 400:
                 return
-            raise SourceUnavailable(f"html page (http {status})")
+            # "OK", an empty body, `{"message": "maintenance"}`: what makes every check fail
+            # with `protocol` must not prove the account answers.
+            raise SourceUnavailable(f"protocol (http {status})")
         raise SourceUnavailable(_failure_reason(reply).replace("_", " "))
 
     async def check_orders(
@@ -190,21 +204,24 @@ class CCVClient:
 
         status = reply.status
         if status == 200:
-            try:
-                document = json.loads(reply.body)
-            except (ValueError, RecursionError):
-                document = None
-            word = _status_of(document.get("orderStatus")) if isinstance(document, dict) else None
-            if word is not None:
-                reference = document.get("externalReference")
-                if not isinstance(reference, str) or not reference:
-                    # Not the documented shape, or empty: no reference (else it would differ
-                    # from the tracked one on every check); the status still holds.
-                    reference = None
-                if reference is None or _is_reference(reference):
-                    seen = Observation(key, Outcome.OK, status=word, external_reference=reference)
-                    return seen, True
-            # A field that cannot be stored fails this order alone, not its whole batch.
+            document = _status_document(reply.body)
+            if document is not None:
+                word, answered = document
+                if answered is None or answered == "":
+                    # No reference (else it would differ from the tracked one on every check).
+                    return Observation(key, Outcome.OK, status=word), True
+                if not isinstance(answered, str):
+                    # Not the documented shape: dropped, and said; the status still holds.
+                    log.warning(
+                        "ccv.reference_dropped",
+                        extra={"fields": {"order_id": order_id, "type": type(answered).__name__}},
+                    )
+                    return Observation(key, Outcome.OK, status=word), True
+                if reference_problem(answered) is not None:
+                    # Text no database, log or URL holds fails this order alone; its
+                    # `order.check_failed` line says why.
+                    return Observation(key, Outcome.FAILED, reason="unusable_reference"), True
+                return Observation(key, Outcome.OK, status=word, external_reference=answered), True
             log.debug(
                 "ccv.protocol",
                 extra={"fields": {"order_id": order_id, "content_type": reply.content_type}},

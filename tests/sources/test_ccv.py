@@ -79,14 +79,24 @@ async def test_statuses_and_external_reference(
     assert await client.fetch("A3") == Observation(key("A3"), Outcome.OK, "TotallyNewStatus")
 
 
-@pytest.mark.parametrize("reference", ["42", '""', "null", '["r"]'])
+@pytest.mark.parametrize(
+    ("reference", "said"), [("42", "int"), ('""', None), ("null", None), ('["r"]', "list")]
+)
 async def test_a_reference_that_is_no_text_or_empty_is_dropped(
-    fake: FakeCCV, session: aiohttp.ClientSession, reference: str
+    fake: FakeCCV,
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    reference: str,
+    said: str | None,
 ) -> None:
     body = '{"orderStatus": "New", "externalReference": ' + reference + "}"
     fake.replies["A1"] = Reply(200, body, "application/json")
     client = CCVClient(ccv_config(fake.base_url), session)
     assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", None)
+    # Not the documented shape: never dropped in silence.
+    dropped = [r for r in caplog.records if r.getMessage() == "ccv.reference_dropped"]
+    assert [r.fields["type"] for r in dropped] == ([said] if said else [])  # type: ignore[attr-defined]
+    assert all(r.levelname == "WARNING" and r.fields["order_id"] == "A1" for r in dropped)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -97,6 +107,7 @@ async def test_a_reference_that_is_no_text_or_empty_is_dropped(
         '"line\\nbreak"',
         '"bell\\u0007"',
         '"' + "r" * 257 + '"',
+        '".."',  # a URL path segment of its own: no notification URL can name it
     ],
 )
 async def test_an_unstorable_reference_fails_that_order_alone(
@@ -115,7 +126,8 @@ async def test_an_unstorable_reference_fails_that_order_alone(
     await client.check_orders(["A1", "A2", "A3"], emit)
     assert sorted(seen) == [
         Observation(key("A1"), Outcome.OK, "New"),
-        Observation(key("A2"), Outcome.FAILED, reason="protocol"),
+        # The reason says it is the reference (`order.check_failed` logs it).
+        Observation(key("A2"), Outcome.FAILED, reason="unusable_reference"),
         Observation(key("A3"), Outcome.OK, "Screening"),
     ]
 
@@ -231,8 +243,9 @@ async def test_403_for_every_order_is_no_outage(
         Reply(400, '{"message": "invalid order id"}', "application/json"),
         Reply(400, "Bad Request", "text/plain"),
         Reply(200, '{"orderStatus": "New"}', "application/json"),
+        Reply(200, '{"orderStatus": "New"}', "text/plain"),
     ],
-    ids=["404", "400-json", "400-text", "200"],
+    ids=["404", "400-json", "400-text", "200", "200-mislabelled"],
 )
 async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
     fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
@@ -253,8 +266,23 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
             SourceUnavailable,
             "gateway 404",
         ),
-        (Reply(403, "Forbidden"), SourceUnavailable, "http 403"),
+        # For an id that is no one's order, a 403 is about the key (check --online: 78).
+        (Reply(403, "Forbidden"), AuthenticationFailed, "http 403"),
         (Reply(503), SourceUnavailable, "http 503"),
+        # What makes every check fail with `protocol` proves nothing either.
+        (Reply(200, "OK", "text/plain"), SourceUnavailable, "protocol (http 200)"),
+        (Reply(200, "", "application/json"), SourceUnavailable, "protocol (http 200)"),
+        (Reply(204), SourceUnavailable, "protocol (http 204)"),
+        (
+            Reply(200, '{"message": "Service is under maintenance"}', "application/json"),
+            SourceUnavailable,
+            "protocol (http 200)",
+        ),
+        (
+            Reply(200, '{"orderStatus": 7}', "application/json"),
+            SourceUnavailable,
+            "protocol (http 200)",
+        ),
         (html_page(200), SourceUnavailable, "html page (http 200)"),
         (
             Reply(400, "\r\n<html><h1>400 Bad Request</h1></html>", "text/html"),
@@ -262,7 +290,20 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
             "html page (http 400)",
         ),
     ],
-    ids=["401", "gateway-404", "html-404-labelled-json", "403", "503", "200-page", "400-page"],
+    ids=[
+        "401",
+        "gateway-404",
+        "html-404-labelled-json",
+        "403",
+        "503",
+        "200-text",
+        "200-empty",
+        "204",
+        "200-json-no-status",
+        "200-json-bad-status",
+        "200-page",
+        "400-page",
+    ],
 )
 async def test_probe_fails_on_answers_that_prove_nothing(
     fake: FakeCCV,
