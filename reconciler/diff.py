@@ -68,6 +68,10 @@ def diff(
             if _confirmed_missing(prev, now=now, failing_accounts=failing_accounts):
                 _not_found(result, prev, now=now, via=via, store_id=store_id)
             else:
+                if prev.missing_since is None:
+                    # Said once, as a failed check: until confirmed the order counts as failed
+                    # (a catch-up exits 75), and the operator must see why.
+                    result.started_failing.append(obs._replace(reason="not_found_unconfirmed"))
                 since = now if prev.missing_since is None else prev.missing_since
                 result.states[obs.key] = prev._replace(missing_since=since)
                 result.lost.add(obs.key)

@@ -249,17 +249,29 @@ async def test_a_gateway_page_labelled_json_is_no_not_found_even_for_a_fresh_ord
 
 
 async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_later(
-    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock],
+    fake_ccv: FakeCCV,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     reconciler, _, clock = ccv_reconciler
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
     await reconciler.full_pass(via="catch-up")
     found = await kinds_of(reconciler)
 
+    def failed_lines() -> list[tuple[str, str]]:
+        return [
+            (r.fields["order_id"], r.fields["reason"])  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.getMessage() == "order.check_failed"
+        ]
+
     del fake_ccv.orders[CCV_IDS[0]]  # CCV's own JSON 404 from now on
     clock.now += 60
     report = await reconciler.full_pass(via="catch-up")
     assert report.lost == 1 and not report.failed_sources
+    # Counted as failed (a catch-up exits 75) and said once, why: not in silence.
+    assert report.failed == 1
+    assert failed_lines() == [(CCV_IDS[0], "not_found_unconfirmed")]
     assert await kinds_of(reconciler) == found
     rows = await reconciler.store.orders.load([OrderKey("ccv", "default", CCV_IDS[0])])
     [row] = rows.values()
@@ -270,6 +282,7 @@ async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_lat
     clock.now += 120  # asked again too soon to confirm
     await reconciler.full_pass(via="catch-up")
     assert await kinds_of(reconciler) == found
+    assert len(failed_lines()) == 1  # not again at every check
     clock.now += NOT_FOUND_CONFIRM_S
     await reconciler.full_pass(via="catch-up")
     assert (await kinds_of(reconciler))[len(found) :] == [("order.not_found", CCV_IDS[0])]
