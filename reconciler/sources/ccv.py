@@ -100,8 +100,31 @@ def _status_document(body: bytes) -> tuple[str, object] | None:
         return None
     if not isinstance(document, dict):
         return None
+    if body.count(b'"orderStatus"') > 1 and _repeats_a_key(body):
+        # `{"orderStatus": "New", "orderStatus": "Completed"}` is two answers, not one: taking
+        # the last would guess, and an end state guessed is never asked again.
+        return None
     word = _status_of(document.get("orderStatus"))
     return None if word is None else (word, document.get("externalReference"))
+
+
+def _repeats_a_key(body: bytes) -> bool:
+    """Whether an object of a JSON text names a key twice (json.loads keeps the last)."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        if len({key for key, _ in items}) < len(items):
+            raise _RepeatedKey
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except _RepeatedKey:
+        return True
+    return False
+
+
+class _RepeatedKey(Exception):
+    pass
 
 
 class CCVClient:

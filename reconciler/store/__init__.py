@@ -7,7 +7,8 @@ group of tables.
 
 from __future__ import annotations
 
-from .db import Store, WriterLock
+from .db import Store
 from .errors import StoreError, StoreLocked
+from .files import WriterLock
 
 __all__ = ["Store", "StoreError", "StoreLocked", "WriterLock"]

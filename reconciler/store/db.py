@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import sqlite3
@@ -24,46 +22,13 @@ import aiosqlite
 from . import order_rows
 from .errors import StoreError, StoreLocked, guarded, unusable_error
 from .events import Events, OutboxRows
+from .files import WriterLock, check_file, create_private
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, open_history
 from .migrations import give_orders_a_rowid, migrate, outdated
 from .orders import Orders
 from .priority import Urgent, WriteLock
 from .sources import Sources
-
-
-class WriterLock:
-    """An exclusive advisory lock beside the database: one writer per store."""
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock or raise StoreLocked at once; never waits."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise StoreLocked(
-                f"store {self.path.with_suffix('')} is in use by another reconciler process"
-                + (f" (pid {holder})" if holder else "")
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        """Release the lock (also released by the kernel when the process dies)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 @guarded
@@ -112,20 +77,18 @@ class Store:
         if readonly:
             if not path.exists():
                 raise FileNotFoundError(path)
-            # Opened here first: when aiosqlite's own open fails, its thread outlives the
+            # Checked here first: when aiosqlite's own open fails, its thread outlives the
             # call and may report to an event loop that has closed (a traceback on stderr).
             try:
-                if not path.is_file():
-                    raise IsADirectoryError(errno.EISDIR, "not a regular file")
-                os.close(os.open(path, os.O_RDONLY))
+                check_file(path, os.R_OK)
             except OSError as exc:
                 raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
             conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                # Create the file ourselves so it is never world-readable, not even for a moment.
-                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                create_private(path)
+                check_file(path, os.R_OK | os.W_OK)
             except OSError as exc:
                 raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
             conn = await aiosqlite.connect(path, isolation_level=None)

@@ -1,0 +1,66 @@
+"""The files beside and of the database that are used without SQLite: the writer's lock file,
+and the checks of the database file before SQLite opens it."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from .errors import StoreError, StoreLocked
+
+
+class WriterLock:
+    """An exclusive advisory lock beside the database: one writer per store."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise StoreLocked at once; never waits."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StoreLocked(
+                f"store {self.path.with_suffix('')} is in use by another reconciler process"
+                + (f" (pid {holder})" if holder else "")
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (also released by the kernel when the process dies)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_file(path: Path, mode: int) -> None:
+    """Raise OSError unless `path` is a regular file this process may open with `mode`.
+
+    Never by opening it: closing any descriptor of a database file drops every POSIX lock this
+    process holds on it, SQLite's own included (a daemon's second, read-only store did, and
+    the next `reconciler track` took the daemon for gone and deleted its write-ahead log).
+    """
+    if not path.is_file():
+        raise IsADirectoryError(errno.EISDIR, "not a regular file")
+    if not os.access(path, mode):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+
+def create_private(path: Path) -> None:
+    """Create the database file unless it exists, never world-readable, not even for a moment
+    (an existing one is not opened: see `check_file`)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
