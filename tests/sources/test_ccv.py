@@ -749,3 +749,25 @@ def test_an_id_taken_as_it_is_is_valid_and_needs_no_quoting(order_id: str) -> No
         except InvalidOrderId:
             return
         assert quote(order_id, safe="") != order_id  # only ids that need quoting go the long way
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Two answers in one: taking the last would guess an end state never asked again.
+        ('{"orderStatus": "New", "orderStatus": "Completed"}', None),
+        ('{"externalReference": "a", "orderStatus": "New", "orderStatus": "New"}', None),
+        # The word in a value is no second key.
+        ('{"orderStatus": "New", "note": "see \\"orderStatus\\""}', "New"),
+    ],
+    ids=["two-statuses", "same-status-twice", "word-in-a-value"],
+)
+async def test_a_status_answer_naming_a_key_twice_fails_that_order(
+    fake: FakeCCV, session: aiohttp.ClientSession, body: str, expected: str | None
+) -> None:
+    fake.replies["A1"] = Reply(200, body, "application/json")
+    seen = await CCVClient(ccv_config(fake.base_url), session).fetch("A1")
+    if expected is None:
+        assert seen == Observation(key("A1"), Outcome.FAILED, reason="protocol")
+    else:
+        assert seen == Observation(key("A1"), Outcome.OK, expected)
