@@ -197,6 +197,9 @@ class Reconciler:
                 )
             rows.append((state, when))
         await store.orders.save(snapshot, rows)
+        if result.references:
+            # With the rows that now carry the provider's reference: never one without the other.
+            await store.orders.add_aliases(result.references)
         if within is not None:
             events += await within()
         # A notification's event passes the backlog of other orders' (a catch-up's).

@@ -199,6 +199,26 @@ MIGRATIONS: list[str] = [
     CREATE INDEX deliveries_requeued ON deliveries (sink, requeued_at)
         WHERE requeued_at IS NOT NULL
     """,
+    # 14: the external references an order carried before CCV answered another, so that a
+    # notification URL signed for the old one still finds its order (store/orders.py
+    # `add_aliases`, `by_reference`). Keyed by the order's key, not its rowid: stores whose
+    # `orders` has no rowid yet reach this migration before `give_orders_a_rowid`. An order's
+    # aliases go with its row, whatever deletes it (untrack, retention), so that an order
+    # tracked again later is not found by what its predecessor was called
+    """
+    CREATE TABLE order_aliases (
+        reference TEXT NOT NULL,
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        PRIMARY KEY (reference, source, account, order_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX order_aliases_order ON order_aliases (source, account, order_id);
+    CREATE TRIGGER order_aliases_delete AFTER DELETE ON orders BEGIN
+        DELETE FROM order_aliases
+            WHERE source = old.source AND account = old.account AND order_id = old.order_id;
+    END
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -308,9 +308,24 @@ class Orders:
         return await self._states(sql, (source, account, *statuses))
 
     async def by_reference(self, reference: str) -> list[OrderState]:
-        """Return followed CCV orders carrying an external reference."""
-        sql = f"SELECT {COLUMNS} FROM orders WHERE external_reference = ?"
-        return await self._states(sql, (reference,))
+        """Return followed CCV orders carrying an external reference, now or before CCV
+        answered another (an alias, `add_aliases`)."""
+        sql = (
+            f"SELECT {COLUMNS} FROM orders WHERE external_reference = ? UNION "
+            f"SELECT {COLUMNS} FROM orders WHERE (source, account, order_id) IN "
+            "(SELECT source, account, order_id FROM order_aliases WHERE reference = ?)"
+        )
+        return await self._states(sql, (reference, reference))
+
+    async def add_aliases(self, references: Sequence[tuple[OrderKey, str, str]]) -> None:
+        """Keep each (order, reference it carried, reference answered)'s replaced reference as
+        an alias of the order, inside the caller's transaction: CCV calls a notification URL
+        once, and the URL names the reference the order was tracked or submitted with."""
+        await self._conn.executemany(
+            "INSERT OR IGNORE INTO order_aliases (reference, source, account, order_id) "
+            "VALUES (?, ?, ?, ?)",
+            [(tracked, *key) for key, tracked, _ in references],
+        )
 
     async def snapshot(
         self, source: str | None = None, status: str | None = None

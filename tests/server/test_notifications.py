@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,52 @@ async def test_reference_notified_before_tracking_is_applied_when_tracked(
             assert event["type"] == "order.discovered"
             assert event["data"]["via"] == "notification"
             assert event["data"]["external_reference"] == "INV-2041"
+
+
+async def test_a_reference_ccv_answered_differently_keeps_finding_its_order(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The URL is signed for the reference the order was tracked with; CCV then answers "ABC",
+    # which is kept. CCV calls the URL once per change and never again.
+    port = free_port()
+    fake_ccv.orders = {ORDER: "New"}
+    fake_ccv.refs = {ORDER: "ABC"}
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"\n'
+        "status_intervals = {}",
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+    )
+    env = cli_env(RECONCILER_RECEIVER_SECRET=RECEIVER_SECRET)
+    assert (
+        await call_cli("--config", cfg, "track", "ccv", ORDER, "--ref", "abc", env=env)
+    ).code == 0
+    url = (
+        await call_cli("--config", cfg, "notification-url", "ccv", "--ref", "abc", env=env)
+    ).stdout.strip()
+
+    def changes() -> list[dict[str, Any]]:
+        return [e["data"] for e in read_events(tmp_path) if e["type"] == "order.status_changed"]
+
+    def counted(n: int) -> Callable[[], bool]:
+        return lambda: len(changes()) == n
+
+    with NotifySocket.abstract() as sock:
+        async with daemon_here(cfg, {**env, **sock.env()}), aiohttp.ClientSession() as http:
+            await sock.wait_for_async("READY", "1", timeout_s=20)
+            await poll_until(lambda: read_events(tmp_path), 10, "start-up discovery")
+            [found] = read_events(tmp_path)
+            assert found["data"]["external_reference"] == "ABC"
+            for n, status in enumerate(("Screening", "Processing"), start=1):
+                fake_ccv.orders[ORDER] = status
+                async with http.post(url, data=b"") as resp:
+                    assert resp.status == 202
+                await poll_until(counted(n), 5, f"{status} via the URL")
+                assert (changes()[-1]["status"], changes()[-1]["via"]) == (status, "notification")
+    warnings = [
+        json.loads(line)
+        for line in (tmp_path / "daemon.log").read_text().splitlines()
+        if "order.external_reference_differs" in line
+    ]
+    assert [(w["tracked"], w["answered"]) for w in warnings] == [("abc", "ABC")]

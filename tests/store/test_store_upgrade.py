@@ -19,7 +19,7 @@ import pytest
 from reconciler.store import Store, WriterLock
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
-from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated
+from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated, statements
 from tests.conftest import assert_one_line, call_cli, read_events, write_config
 from tests.fake_providers import FakeCCV
 
@@ -403,3 +403,49 @@ async def test_an_upgrade_is_one_line_in_the_log_and_a_new_store_none(
     created = await call_cli("--config", fresh, "track", "ccv", "O-1")
     assert created.code == 0, created.stderr
     assert "store.upgraded" not in created.stderr
+
+
+ALIASES = 14  # the migration that keeps the references CCV renamed (order_aliases)
+
+
+@pytest.mark.parametrize("rowid", [True, False], ids=["rowid", "no-rowid"])
+async def test_a_store_from_before_the_aliases_keeps_a_renamed_reference_finding_its_order(
+    tmp_path: Path, fake_ccv: FakeCCV, rowid: bool
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    if rowid:  # as the releases since the rowid made it
+        with connected(db) as conn:
+            for script in MIGRATIONS[: ALIASES - 1]:
+                for sql in statements(script):
+                    conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {ALIASES - 1}")
+            conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+            conn.execute(
+                "INSERT INTO orders (source, account, order_id, tracked_at) "
+                "VALUES ('ccv', 'default', ?, ?)",
+                (OPEN_STAYS, time.time()),
+            )
+    else:  # the upgrade also rebuilds `orders`, which must keep the aliases' trigger
+        make_old_store(db, version=ALIASES - 1)
+    with connected(db) as conn:
+        conn.execute(
+            "UPDATE orders SET external_reference = 'abc' WHERE order_id = ?", (OPEN_STAYS,)
+        )
+    fake_ccv.orders = {OPEN_CHANGES: "New", OPEN_STAYS: "New"}
+    fake_ccv.refs = {OPEN_STAYS: "ABC"}
+
+    result = await call_cli("--config", cfg, "catch-up")
+    assert result.code == 0, result.stderr
+    store = await Store.open(db, readonly=True)
+    try:
+        [renamed] = await store.orders.by_reference("abc")
+        assert (renamed.key.order_id, renamed.external_reference) == (OPEN_STAYS, "ABC")
+    finally:
+        await store.close()
+
+    assert (await call_cli("--config", cfg, "untrack", "ccv", OPEN_STAYS)).code == 0
+    with connected(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("SELECT count(*) FROM order_aliases").fetchone() == (0,)
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

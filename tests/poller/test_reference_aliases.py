@@ -1,0 +1,74 @@
+"""A CCV notification names an order by the external reference it was tracked or submitted with,
+and CCV calls that URL once. When CCV answers the order with another reference (its value is
+kept), the one the URL names still finds the order: through the real client, the loopback fake
+CCV and a real SQLite store. An order that stops being followed takes its old names with it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from reconciler.model import OrderKey
+from reconciler.poller.ccv import CCVCoordinator
+from reconciler.store.retention import prune
+from tests.fake_providers import FakeCCV
+
+ORDER, OTHER = (f"a11a5000-0000-4000-8000-00000000000{n}" for n in (1, 2))
+
+
+async def _status(ccv: CCVCoordinator, order_id: str) -> tuple[str | None, str | None]:
+    key = OrderKey("ccv", "default", order_id)
+    state = (await ccv.store.orders.load([key]))[key]
+    return state.status, state.external_reference
+
+
+async def test_a_notification_for_the_tracked_reference_checks_the_order_after_ccv_renamed_it(
+    ccv: CCVCoordinator, fake_ccv: FakeCCV
+) -> None:
+    await ccv.store.orders.track("ccv", "default", [(ORDER, "abc")], time.time())
+    fake_ccv.orders = {ORDER: "New"}
+    fake_ccv.refs = {ORDER: "ABC"}
+    first = await ccv.check_reference("abc")
+    assert first is not None and first.checked == 1
+    assert await _status(ccv, ORDER) == ("New", "ABC")  # CCV's word is kept
+
+    # CCV calls the URL it was given, signed for "abc", once per change.
+    fake_ccv.orders[ORDER] = "Screening"
+    second = await ccv.check_reference("abc")
+    assert second is not None and second.checked == 1  # before: None, only remembered
+    assert await _status(ccv, ORDER) == ("Screening", "ABC")
+    [changed] = [e for e in await ccv.store.events.history() if e.type == "order.status_changed"]
+    assert json.loads(changed.body)["data"]["via"] == "notification"
+
+    # Renamed again: every name the order carried finds it, each once.
+    fake_ccv.orders[ORDER], fake_ccv.refs[ORDER] = "Processing", "ABC-1"
+    assert (await ccv.check_reference("ABC")) is not None
+    assert await _status(ccv, ORDER) == ("Processing", "ABC-1")
+    for reference in ("abc", "ABC", "ABC-1"):
+        [order] = await ccv.store.orders.by_reference(reference)
+        assert order.key.order_id == ORDER
+
+
+async def test_the_old_references_of_an_untracked_or_pruned_order_find_nothing(
+    ccv: CCVCoordinator, fake_ccv: FakeCCV
+) -> None:
+    now = time.time()
+    await ccv.store.orders.track("ccv", "default", [(ORDER, "abc"), (OTHER, "def")], now)
+    fake_ccv.orders = {ORDER: "New", OTHER: "Completed"}  # OTHER ends
+    fake_ccv.refs = {ORDER: "ABC", OTHER: "DEF"}
+    assert (await ccv.full_pass(via="catch-up")).ok
+    assert [o.key.order_id for o in await ccv.store.orders.by_reference("abc")] == [ORDER]
+    assert [o.key.order_id for o in await ccv.store.orders.by_reference("def")] == [OTHER]
+
+    await ccv.store.orders.untrack("ccv", "default", [ORDER])
+    report = await prune(ccv.store, sinks=["jsonl"], keep_s=60, now=now + 86400)
+    assert report.orders == 1  # OTHER, ended a day before
+
+    # Followed again, under other references: a notification for an old name must not reach
+    # them, nor ask CCV.
+    await ccv.store.orders.track("ccv", "default", [(ORDER, "xyz"), (OTHER, None)], now)
+    asked = len(fake_ccv.requests)
+    assert [await ccv.store.orders.by_reference(r) for r in ("abc", "def")] == [[], []]
+    for reference in ("abc", "def"):
+        assert await ccv.check_reference(reference) is None  # remembered, as for any unknown
+    assert len(fake_ccv.requests) == asked
