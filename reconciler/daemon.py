@@ -287,8 +287,9 @@ class Daemon:
             on_commit=self.rt.delivery.committed,
             gate=self.rt.reconciler.hints,
         )
-        # Before anything listens: a submit a stopped process left unanswered is never re-sent.
-        await submitter.settle_interrupted()
+        # Before anything listens: a write a stopped process left unanswered is never re-sent
+        # unless it is safe to repeat.
+        await self.rt.settle_interrupted_writes()
         if self.config.ccnow:
             self.actions = ActionSender(
                 self.rt.store,
@@ -297,7 +298,6 @@ class Daemon:
                 self.config.ccnow,
                 on_commit=self.rt.delivery.committed,
             )
-            await self.actions.settle_interrupted()
         if api is None:
             return
         self.api_reader = await Store.open(self.config.store_path, readonly=True)

@@ -14,6 +14,8 @@ from .delivery import Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .store import Store, WriterLock
+from .store import commands as cmds
+from .store import submissions as subs
 from .store.retention import make_space_returnable, prune
 
 
@@ -65,6 +67,34 @@ class Runtime:
             raise
         self._opened = opened
         return self
+
+    async def settle_interrupted_writes(self) -> int:
+        """Settle the writes a stopped process left `sending`, with their events; return how
+        many. Whether the provider got them is unknown: a CCV submit and a CCNow `adjust`
+        become uncertain (never sent again), another CCNow action is queued again. Holding the
+        writer lock, this process knows no other is sending them. Every writer calls it at its
+        start (the daemon, `catch-up`, `ccnow`, `ccv submit`): a host that only runs catch-ups
+        hears of them too."""
+        if not (await subs.interrupted(self.store) or await cmds.in_state(self.store, "sending")):
+            return 0  # the usual case: a catch-up does not load the writes
+        from .writes.ccnow_actions import ActionSender
+        from .writes.submit import Submitter
+
+        submitter = Submitter(
+            self.store,
+            self.session,
+            accounts=self.config.ccv,
+            receiver=self.config.receiver,
+            on_commit=self.delivery.committed,
+        )
+        actions = ActionSender(
+            self.store,
+            self.session,
+            self.reconciler,
+            self.config.ccnow,
+            on_commit=self.delivery.committed,
+        )
+        return await submitter.settle_interrupted() + await actions.settle_interrupted()
 
     async def prune(self) -> None:
         """Delete what the retention window lets go (store/retention.py)."""

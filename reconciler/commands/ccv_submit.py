@@ -78,7 +78,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 ),
                 on_commit=rt.delivery.committed,
             )
-            await submitter.settle_interrupted()
+            await rt.settle_interrupted_writes()
             try:
                 result = await submitter.submit(account, document)
             except BadSubmission as exc:

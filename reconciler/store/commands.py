@@ -2,9 +2,10 @@
 
 A command is `queued` from its record until it is sent; `sending` while a post is in flight;
 then `succeeded` or `refused` by CCNow's answer line for its order, or `queued` again (with a
-later `next_attempt_at`) when the answer as a whole failed. An `adjust` whose answer was lost
-(or that a stopped process left `sending`) becomes `uncertain`, never re-sent, until a person
-says `sent` or `not_sent`. One command per (account, idempotency key), whatever its state.
+later `next_attempt_at`) when the answer as a whole failed or had no line that settles its
+order. An `adjust` whose answer was lost or did not settle it (or that a stopped process left
+`sending`) becomes `uncertain`, never re-sent, until a person says `sent` or `not_sent`.
+One command per (account, idempotency key), whatever its state.
 """
 
 from __future__ import annotations
@@ -159,11 +160,19 @@ async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
 async def requeue(store: Store, ids: Sequence[int], *, next_attempt_at: float, why: str) -> None:
     """Put commands whose post failed as a whole back in the queue for a later attempt."""
     async with store.transaction():
-        await store.conn.executemany(
-            "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ? "
-            "WHERE id = ? AND state IN ('queued', 'sending')",
-            [(next_attempt_at, why, i) for i in ids],
-        )
+        await requeue_within(store, ids, next_attempt_at=next_attempt_at, why=why)
+
+
+async def requeue_within(
+    store: Store, ids: Sequence[int], *, next_attempt_at: float, why: str
+) -> None:
+    """Queue commands again inside the caller's transaction (an answer that did not settle
+    them, committed with the ones it did)."""
+    await store.conn.executemany(
+        "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ? "
+        "WHERE id = ? AND state IN ('queued', 'sending')",
+        [(next_attempt_at, why, i) for i in ids],
+    )
 
 
 async def close_within(

@@ -7,8 +7,9 @@ or before running it (a rate limit, a login wall, a wrong url) leaves the comman
 a later attempt, as does a post that never left. `ship`, `cancel` and `track` are also sent
 again after an answer that was lost or may have come after CCNow ran the post (a 500, a
 gateway's 502 or 504, an HTML page, an unreadable body, an error line beside the orders'
-lines); an `adjust` never is (CCNow may have applied it, and would discount twice): it becomes
-`uncertain`, raises one `order.action_uncertain`, and waits for `reconciler ccnow resolve`.
+lines), and when the answer has no single line for their order; an `adjust` never is (CCNow
+may have applied it, and would discount twice): it becomes `uncertain`, raises one
+`order.action_uncertain`, and waits for `reconciler ccnow resolve`.
 
 This module sends and closes; `ccnow_form.py` checks a request and builds the post (pure),
 `ccnow_post.py` posts one batch and tells how it failed, and `ccnow_outcome.py` says how an
@@ -48,7 +49,15 @@ from reconciler.writes.ccnow_form import (
     local_refusal,
     parse_amount,
 )
-from reconciler.writes.ccnow_outcome import TAKEN, Taken, Tally, command_json, lines_by_id, outcome
+from reconciler.writes.ccnow_outcome import (
+    NO_LINE,
+    TAKEN,
+    Taken,
+    Tally,
+    command_json,
+    lines_by_id,
+    outcome,
+)
 from reconciler.writes.ccnow_post import Lost, post_batch
 from reconciler.writes.once import NotSent
 from reconciler.writes.submit import failpoint
@@ -219,8 +228,7 @@ class ActionSender:
     async def _requeue(
         self, cfg: CCNowConfig, batch: list[cmds.Command], why: str, tally: Tally
     ) -> None:
-        attempts = max(c.attempts for c in batch) + 1
-        delay = min(RETRY_FIRST_S * 2.0 ** (attempts - 1), RETRY_MAX_S)
+        delay = _retry_delay(batch)
         await cmds.requeue(
             self.store, [c.id for c in batch], next_attempt_at=self.clock() + delay, why=why
         )
@@ -249,20 +257,22 @@ class ActionSender:
             if line is not None and line.status is not None:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
                 observations.append(Observation(key, Outcome.OK, status=line.status))
-        await self._commit(cfg, batch, closes, observations)
+        delay = _retry_delay(batch)  # for those the answer did not settle
+        await self._commit(cfg, batch, closes, observations, self.clock() + delay)
         for c, (_, state, said) in zip(batch, closes, strict=True):
             tally.count(state)
-            level = logging.INFO if state == "succeeded" else logging.WARNING
+            about = {"account": cfg.name, "order_id": c.order_id, "action": c.action}
+            if state == "queued":
+                log.warning(
+                    "ccnow.action_retry_later",
+                    extra=fields(**about, command_id=c.id, reason=said, retry_in_s=delay),
+                )
+                continue
+            level = {"succeeded": logging.INFO, "uncertain": logging.ERROR}.get(
+                state, logging.WARNING
+            )
             log.log(
-                level,
-                f"ccnow.action_{state}",
-                extra=fields(
-                    account=cfg.name,
-                    order_id=c.order_id,
-                    action=c.action,
-                    command_id=c.id,
-                    answer=said,
-                ),
+                level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, answer=said)
             )
 
     async def _status(self, cfg: CCNowConfig, order_id: str) -> str | None:
@@ -285,17 +295,17 @@ class ActionSender:
         batch: list[cmds.Command],
         closes: list[tuple[int, cmds.State, str | None]],
         observations: list[Observation],
+        retry_at: float,
     ) -> None:
         now = self.clock()
         by_id = {c.id: c for c in batch}
+        again = [i for i, state, _ in closes if state == "queued"]
+        ended = [close for close in closes if close[1] != "queued"]
 
         async def within() -> list[Event]:
-            await cmds.close_within(self.store, closes, now)
-            return [
-                self._event(by_id[i], state, words, now)
-                for i, state, words in closes
-                if state in ("succeeded", "refused")
-            ]
+            await cmds.close_within(self.store, ended, now)
+            await cmds.requeue_within(self.store, again, next_attempt_at=retry_at, why=NO_LINE)
+            return [self._event(by_id[i], state, words, now) for i, state, words in ended]
 
         await self.reconciler.apply(observations, via="action", discover=True, within=within)
 
@@ -346,6 +356,12 @@ class ActionSender:
                 ),
             )
         return found
+
+
+def _retry_delay(batch: Sequence[cmds.Command]) -> float:
+    """How long a batch that did not end waits for its next post: doubling per attempt."""
+    attempts = max(c.attempts for c in batch) + 1
+    return min(RETRY_FIRST_S * 2.0 ** (attempts - 1), RETRY_MAX_S)
 
 
 def _asked(c: cmds.NewCommand | cmds.Command) -> tuple[object, ...]:

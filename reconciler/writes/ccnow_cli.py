@@ -86,7 +86,7 @@ async def action_command(
             sender = ActionSender(
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
-            await sender.settle_interrupted()
+            await rt.settle_interrupted_writes()
             try:
                 taken = await sender.take(new)
             except BadAction as exc:
@@ -196,7 +196,7 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
             sender = ActionSender(
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
-            await sender.settle_interrupted()
+            await rt.settle_interrupted_writes()
             found = await sender.resolve(cfg.name, order_id, sent=sent)
             settled = [(c.order_id, c.action, c.id) for c in found]
     except StoreLocked:

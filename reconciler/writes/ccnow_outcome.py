@@ -119,10 +119,20 @@ def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
     return lines
 
 
+# What a command whose order the answer did not settle keeps as its answer.
+NO_LINE = "no single answer line for this order"
+
+
 def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
-    """Return how CCNow's answer line for a command's order closes it, and the words kept."""
+    """Return how CCNow's answer line for a command's order closes it, and the words kept:
+    `queued` again when the answer does not settle the order (sent again later)."""
     if line is None:
-        return "refused", "no single answer line for this order"
+        # No line, or lines that disagree (`message no_pending_orders`, only other orders'
+        # lines): nothing says CCNow did not run it. An adjust may have been applied and would
+        # discount twice if sent again: it waits for a person. The others are safe to send
+        # again, as after a lost answer: a ship or cancel that took is then refused as not
+        # pending and found taken by the status check; a tracking upload is sent once more.
+        return ("uncertain" if c.action == "adjust" else "queued"), NO_LINE
     if line.status is None:
         return "refused", line.error or "error"
     taken = TAKEN.get(c.action)

@@ -127,14 +127,14 @@ async def test_a_batch_is_one_post_and_each_order_ends_by_its_own_line(
     assert commands(tmp_path) == [
         (A, "succeeded", "mark_shipped"),
         (B, "refused", "error_message order not pending"),
-        (C, "refused", "no single answer line for this order"),
+        # Not answered for: queued for a later post (test_ccnow_unsettled.py).
+        (C, "queued", "no single answer line for this order"),
     ]
     refused = [e["data"] for e in read_events(tmp_path) if e["type"] == "order.action_refused"]
     assert [(r["order_id"], r["answer"]) for r in refused] == [
         (B, "error_message order not pending"),
-        (C, "no single answer line for this order"),
     ]
-    assert "sent 3, done 1, refused 2" in result.stderr
+    assert "sent 3, done 1, refused 1, uncertain 0, queued 1" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,87 @@
+"""A CCNow answer that does not settle an action's order (`message no_pending_orders`, only
+another order's line, lines for it that disagree) says nothing of whether CCNow ran it: an
+`adjust` becomes uncertain and is never sent again; a ship, cancel or tracking upload is queued
+and sent again, as after a lost answer. Against a fake CCNow that applies the action, then
+answers so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import read_events
+from tests.fake_providers import FakeCCNow
+from tests.writes.test_ccnow_actions import ARGS, WORD, A, ccnow, commands, tracked
+
+UNSETTLING = {
+    "no-pending-orders": ["message no_pending_orders"],
+    "another-order": ["999-99-9999 pending"],
+    "disagreeing": [f"{A} completed"],
+}
+
+
+def unsettling(fake: FakeCCNow, lines: list[str]) -> None:
+    """The fake applies the action, then answers `lines` in place of the order's own line
+    (beside it, for lines that disagree with it)."""
+    if not lines[0].startswith(A):
+        fake.omit = {A}
+    fake.extra_lines = lines
+
+
+def action_events(tmp_path: Path) -> list[tuple[str, str]]:
+    return [
+        (e["type"], e["data"]["action"])
+        for e in read_events(tmp_path)
+        if e["type"].startswith("order.action")
+    ]
+
+
+@pytest.mark.parametrize("lines", list(UNSETTLING.values()), ids=list(UNSETTLING))
+async def test_an_adjust_the_answer_does_not_settle_is_uncertain_and_never_sent_again(
+    tmp_path: Path, fake_ccnow: FakeCCNow, lines: list[str]
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    unsettling(fake_ccnow, lines)
+    first = await ccnow(cfg, "adjust", A, "--amount", "3.00")
+    assert first.code == 75, first.stdout + first.stderr
+    assert [a for _, a, _ in fake_ccnow.actions] == ["adjust"]  # CCNow did apply it
+    assert commands(tmp_path) == [(A, "uncertain", "no single answer line for this order")]
+    assert action_events(tmp_path) == [("order.action_uncertain", "adjust")]
+    # The snapshot still says pending: a second discount, under a new key, must wait.
+    fake_ccnow.omit, fake_ccnow.extra_lines = set(), []
+    again = await ccnow(cfg, "adjust", A, "--amount", "3.00", "--key", "second")
+    assert again.code == 65 and "is uncertain" in again.stdout, again.stdout
+    assert (await ccnow(cfg, "adjust", A, "--amount", "3.00")).code == 75
+    assert [a for _, a, _ in fake_ccnow.actions] == ["adjust"]
+    assert action_events(tmp_path) == [("order.action_uncertain", "adjust")]
+
+
+@pytest.mark.parametrize("lines", list(UNSETTLING.values()), ids=list(UNSETTLING))
+@pytest.mark.parametrize("action", ["ship", "cancel", "add-tracking"])
+async def test_a_safe_action_the_answer_does_not_settle_is_queued_and_sent_again(
+    tmp_path: Path, fake_ccnow: FakeCCNow, action: str, lines: list[str]
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    unsettling(fake_ccnow, lines)
+    first = await ccnow(cfg, action, A, *ARGS[action])
+    assert first.code == 75, first.stdout + first.stderr
+    assert "queued 1" in first.stderr
+    assert commands(tmp_path) == [(A, "queued", "no single answer line for this order")]
+    assert action_events(tmp_path) == []  # not refused: CCNow took it
+    fake_ccnow.omit, fake_ccnow.extra_lines = set(), []
+    # The same line again sends the queued command at once.
+    again = await ccnow(cfg, action, A, *ARGS[action])
+    assert again.code == 0, again.stdout + again.stderr
+    [(_, state, answer)] = commands(tmp_path)
+    assert state == "succeeded"
+    if action == "add-tracking":
+        # Sent twice: the tracking upload is the one action a repeat adds again (README).
+        assert [a for _, a, _ in fake_ccnow.actions] == ["track", "track"]
+    else:
+        # CCNow refuses the second post (not pending); the status shows the first one took.
+        assert answer is not None and answer.endswith("(taken by an earlier attempt)")
+        assert [a for _, a, _ in fake_ccnow.actions] == [WORD[action]]
+    assert action_events(tmp_path) == [("order.action_succeeded", WORD[action])]
