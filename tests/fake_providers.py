@@ -276,6 +276,9 @@ class FakeCCNow(_FakeServer):
         self.queries: Reply | None = None  # every post naming orders (the list as usual)
         self.omit: set[str] = set()
         self.extra_lines: list[str] = []
+        # A post carrying an action applies it, then is answered these lines (a status query
+        # is answered as usual).
+        self.actions_answer: list[str] | None = None
         self.shuffle = False
         self.hyphenless = False
         self.line_end = "\n"
@@ -319,6 +322,11 @@ class FakeCCNow(_FakeServer):
         if reply is not None:
             chosen = reply
             return await self._answer(seen, lambda: chosen)
+        acting = any(form.get(f"x_action_{n}", "query") != "query" for n in range(1, len(ids) + 1))
+        if acting and self.actions_answer is not None:
+            self._lines(ids, form)
+            lines = self.actions_answer
+            return await self._answer(seen, lambda: Reply(200, "".join(f"{x}\n" for x in lines)))
         return await self._answer(seen, lambda: self._text(self._lines(ids, form)))
 
     def _act(self, n: int, order_id: str, form: Mapping[str, str]) -> str | None:

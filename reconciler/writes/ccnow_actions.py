@@ -90,6 +90,9 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
+# Posts answered without a line settling the command's order before it is closed anyway (about
+# a quarter of an hour of retries).
+UNSETTLED_POSTS = 5
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -246,12 +249,20 @@ class ActionSender:
         observations: list[Observation] = []
         for c in batch:
             state, words = outcome(c, lines.get(c.order_id))
-            if state == "refused" and c.attempts > 0 and c.action in TAKEN:
-                # An earlier post of this command may have reached CCNow with its answer lost:
-                # if the order is where the action puts it, the action took then.
+            unsettled = state == "queued"
+            if c.action in TAKEN and (unsettled or (state == "refused" and c.attempts > 0)):
+                # An earlier post of this command may have reached CCNow with its answer lost,
+                # or this one, answered without its order's line: if the order is where the
+                # action puts it, the action took.
                 status = await self._status(cfg, c.order_id)
                 if status is not None and status in TAKEN[c.action]:
-                    state, words = "succeeded", f"{status} (taken by an earlier attempt)"
+                    how = "the order's status" if unsettled else "taken by an earlier attempt"
+                    state, words = "succeeded", f"{status} ({how})"
+            if state == "queued" and c.attempts + 1 >= UNSETTLED_POSTS:
+                # Not sent for ever: a ship or cancel the status check did not find taken is
+                # refused; whether a tracking upload took, a person decides.
+                state = "refused" if c.action in TAKEN else "uncertain"
+                words = f"{NO_LINE} in {c.attempts + 1} posts"
             closes.append((c.id, state, words))
             line = lines.get(c.order_id)
             if line is not None and line.status is not None:

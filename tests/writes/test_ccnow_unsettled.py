@@ -1,7 +1,8 @@
 """A CCNow answer that does not settle an action's order (`message no_pending_orders`, only
 another order's line, lines for it that disagree) says nothing of whether CCNow ran it: an
-`adjust` becomes uncertain and is never sent again; a ship, cancel or tracking upload is queued
-and sent again, as after a lost answer. Against a fake CCNow that applies the action, then
+`adjust` becomes uncertain and is never sent again; a ship or cancel is found taken by the
+order's status, or else queued and sent again, as a tracking upload is, and closed after a few
+posts. Against a fake CCNow that applies the action, then
 answers so."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.writes.ccnow_actions import UNSETTLED_POSTS
 from tests.conftest import read_events
-from tests.fake_providers import FakeCCNow
+from tests.fake_providers import FakeCCNow, Reply
 from tests.writes.test_ccnow_actions import ARGS, WORD, A, ccnow, commands, tracked
 
 UNSETTLING = {
@@ -27,6 +29,11 @@ def unsettling(fake: FakeCCNow, lines: list[str]) -> None:
     if not lines[0].startswith(A):
         fake.omit = {A}
     fake.extra_lines = lines
+
+
+def unsettling_actions(fake: FakeCCNow, lines: list[str]) -> None:
+    """As `unsettling`, for the posts carrying an action only: a status query is answered."""
+    fake.actions_answer = lines if not lines[0].startswith(A) else [f"{A} pending", *lines]
 
 
 def action_events(tmp_path: Path) -> list[tuple[str, str]]:
@@ -59,29 +66,63 @@ async def test_an_adjust_the_answer_does_not_settle_is_uncertain_and_never_sent_
 
 
 @pytest.mark.parametrize("lines", list(UNSETTLING.values()), ids=list(UNSETTLING))
-@pytest.mark.parametrize("action", ["ship", "cancel", "add-tracking"])
-async def test_a_safe_action_the_answer_does_not_settle_is_queued_and_sent_again(
+@pytest.mark.parametrize("action", ["ship", "cancel"])
+async def test_a_ship_or_cancel_the_answer_does_not_settle_is_found_taken_by_its_status(
     tmp_path: Path, fake_ccnow: FakeCCNow, action: str, lines: list[str]
 ) -> None:
     fake_ccnow.orders = {A: "pending"}
     cfg = await tracked(tmp_path, fake_ccnow, A)
-    unsettling(fake_ccnow, lines)
+    unsettling_actions(fake_ccnow, lines)
     first = await ccnow(cfg, action, A, *ARGS[action])
+    assert first.code == 0, first.stdout + first.stderr
+    [(_, state, answer)] = commands(tmp_path)
+    assert state == "succeeded" and answer is not None
+    assert answer.endswith("(the order's status)"), answer
+    assert [a for _, a, _ in fake_ccnow.actions] == [WORD[action]]  # posted once
+    assert action_events(tmp_path) == [("order.action_succeeded", WORD[action])]
+
+
+@pytest.mark.parametrize("lines", list(UNSETTLING.values()), ids=list(UNSETTLING))
+async def test_a_tracking_upload_the_answer_does_not_settle_is_queued_and_sent_again(
+    tmp_path: Path, fake_ccnow: FakeCCNow, lines: list[str]
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    unsettling(fake_ccnow, lines)
+    first = await ccnow(cfg, "add-tracking", A, *ARGS["add-tracking"])
     assert first.code == 75, first.stdout + first.stderr
     assert "queued 1" in first.stderr
     assert commands(tmp_path) == [(A, "queued", "no single answer line for this order")]
     assert action_events(tmp_path) == []  # not refused: CCNow took it
     fake_ccnow.omit, fake_ccnow.extra_lines = set(), []
     # The same line again sends the queued command at once.
-    again = await ccnow(cfg, action, A, *ARGS[action])
+    again = await ccnow(cfg, "add-tracking", A, *ARGS["add-tracking"])
     assert again.code == 0, again.stdout + again.stderr
-    [(_, state, answer)] = commands(tmp_path)
+    [(_, state, _)] = commands(tmp_path)
     assert state == "succeeded"
-    if action == "add-tracking":
-        # Sent twice: the tracking upload is the one action a repeat adds again (README).
-        assert [a for _, a, _ in fake_ccnow.actions] == ["track", "track"]
-    else:
-        # CCNow refuses the second post (not pending); the status shows the first one took.
-        assert answer is not None and answer.endswith("(taken by an earlier attempt)")
-        assert [a for _, a, _ in fake_ccnow.actions] == [WORD[action]]
-    assert action_events(tmp_path) == [("order.action_succeeded", WORD[action])]
+    # Sent twice: the tracking upload is the one action a repeat adds again (README).
+    assert [a for _, a, _ in fake_ccnow.actions] == ["track", "track"]
+    assert action_events(tmp_path) == [("order.action_succeeded", "track")]
+
+
+@pytest.mark.parametrize(("action", "closed"), [("ship", "refused"), ("add-tracking", "uncertain")])
+async def test_an_action_never_settled_is_closed_after_a_few_posts(
+    tmp_path: Path, fake_ccnow: FakeCCNow, action: str, closed: str
+) -> None:
+    # Every post naming the order, the status query too, is answered without its line:
+    # the command is not sent for ever.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    fake_ccnow.replies_for[A] = Reply(200, "message no_pending_orders\n", "text/plain")
+    for _ in range(UNSETTLED_POSTS - 1):
+        assert (await ccnow(cfg, action, A, *ARGS[action])).code == 75
+        assert commands(tmp_path)[0][1] == "queued"
+    last = await ccnow(cfg, action, A, *ARGS[action])
+    assert last.code in (65, 75), last.stdout + last.stderr
+    [(_, state, answer)] = commands(tmp_path)
+    assert (state, answer) == (
+        closed,
+        f"no single answer line for this order in {UNSETTLED_POSTS} posts",
+    )
+    kind = "order.action_refused" if closed == "refused" else "order.action_uncertain"
+    assert action_events(tmp_path) == [(kind, WORD[action])]
