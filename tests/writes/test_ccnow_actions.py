@@ -123,7 +123,8 @@ async def test_a_batch_is_one_post_and_each_order_ends_by_its_own_line(
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     result = await ccnow(cfg, "ship", A, B, C)
     assert result.code == 65
-    assert fake_ccnow.batch_sizes == [3]
+    # One post for the three; then the status of the one the answer left unsettled.
+    assert fake_ccnow.batch_sizes == [3, 1]
     assert commands(tmp_path) == [
         (A, "succeeded", "mark_shipped"),
         (B, "refused", "error_message order not pending"),
