@@ -28,6 +28,7 @@ from .logs import fields
 from .metrics import Metrics
 from .poller.unconfigured import unconfigured_accounts, warn_unconfigured
 from .reconcile import PassReport
+from .redact import config_secrets
 from .runtime import Runtime
 from .scheduler import Scheduler
 from .server import Receiver, build_app
@@ -311,6 +312,7 @@ class Daemon:
                 "ccv": [c.name for c in self.config.ccv],
                 "ccnow": [c.name for c in self.config.ccnow],
             },
+            secrets=tuple(config_secrets(self.config)),
         )
         self.api = ApiListener(
             build_api(api, deps), self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S

@@ -64,16 +64,46 @@ def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> st
     compiled = _pattern(frozenset(s for s in secrets if s))
     if compiled is not None:
         pattern, forms = compiled
-        # Percent escapes are case-insensitive; ours are upper case, some servers write lower.
-        text = _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), text)
-        text = _mask_cut_end(pattern.sub(MASK, text), forms)
+        text = _upper_escapes(text)
+        text = pattern.sub(MASK, text)
+        cut = _cut_end(text, forms)
+        text = text[: len(text) - cut] + MASK if cut else text
     if limit is not None and len(text) > limit:
         text = text[:limit]
     return text
 
 
-def _mask_cut_end(text: str, forms: tuple[str, ...]) -> str:
-    """Mask the start of a secret that the text ends with (the provider cut it there)."""
+def redact_body(body: bytes, secrets: Iterable[str]) -> bytes:
+    """Return a provider's answer with every encoding of every secret masked, for passing it on
+    whole: the rest byte for byte as it came (a text that is not UTF-8, escapes in lower case)."""
+    compiled = _pattern(frozenset(s for s in secrets if s))
+    if compiled is None:
+        return body
+    pattern, forms = compiled
+    # surrogateescape: bytes that are not UTF-8 go back out as they came.
+    text = body.decode("utf-8", "surrogateescape")
+    # Secrets are found in the text with upper-case escapes, which has the same length: each
+    # match is at the same place in the text as it came, which is what is kept around it.
+    upper = _upper_escapes(text)
+    pieces: list[str] = []
+    start = 0
+    for match in pattern.finditer(upper):
+        pieces += [text[start : match.start()], MASK]
+        start = match.end()
+    cut = _cut_end(upper[start:], forms)
+    if not pieces and not cut:
+        return body
+    pieces.append(text[start : len(text) - cut] + MASK if cut else text[start:])
+    return "".join(pieces).encode("utf-8", "surrogateescape")
+
+
+def _upper_escapes(text: str) -> str:
+    # Percent escapes are case-insensitive; ours are upper case, some servers write lower.
+    return _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), text)
+
+
+def _cut_end(text: str, forms: tuple[str, ...]) -> int:
+    """Return how long a start of a secret the text ends with (the provider cut it there)."""
     longest = 0
     for form in forms:
         for size in range(min(len(form) - 1, len(text)), MIN_FRAGMENT - 1, -1):
@@ -82,7 +112,7 @@ def _mask_cut_end(text: str, forms: tuple[str, ...]) -> str:
             if text.endswith(form[:size]):
                 longest = size
                 break
-    return text[: len(text) - longest] + MASK if longest else text
+    return longest
 
 
 def config_secrets(value: object) -> list[str]:

@@ -3,28 +3,58 @@
 Python's json module also takes `NaN` / `Infinity` and `\\u` escapes of half a character (a lone
 surrogate). Neither could be passed on: the first is not JSON, the second not UTF-8, so a body
 holding one would fail only later, after its submission was recorded.
+
+A number with a fraction or an exponent becomes a float, and a body is passed on re-encoded, so
+such a number is sent as the float's shortest text. That is only honest when the float is the
+number that was written: one that overflows (`1e999`, infinite), underflows (`1e-400`, 0.0) or
+has more digits than a float keeps (`99999999999999.99`) would reach CCV as another number than
+the one reconciler checked, so it is refused. Integers stay exact at any length.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+from decimal import Decimal
 
 # A `\u` escape of a surrogate; only then is the decoded document checked for a lone one.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A number in an error is cut to this many characters: it may be a page of digits.
+_SHOWN = 40
 
 
 class NotJSON(ValueError):
     """Text json.loads takes but JSON does not."""
 
 
+class NotExact(NotJSON):
+    """A JSON number that would be passed on as another number than the one written."""
+
+
 def _refuse_constant(name: str) -> object:
     raise NotJSON(f"{name} is not a JSON number")
 
 
+def _exact_float(text: str) -> float:
+    value = float(text)
+    if repr(value) == text:
+        return value  # the usual case, written as Python writes it
+    shown = text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+    if not math.isfinite(value):
+        raise NotExact(f"the number {shown} is too large to pass on (beyond 1.8e308)")
+    if Decimal(repr(value)) != Decimal(text):
+        raise NotExact(
+            f"the number {shown} cannot be passed on exactly (it would be sent as {value!r}); "
+            "15 significant digits always can"
+        )
+    return value
+
+
 def loads(raw: bytes) -> object:
-    """Decode one JSON document; ValueError (NotJSON for what Python alone accepts) if it is not."""
-    document = json.loads(raw, parse_constant=_refuse_constant)
+    """Decode one JSON document; ValueError (NotJSON for what Python alone accepts, NotExact for
+    a number it would change) if it is not one that can be passed on."""
+    document = json.loads(raw, parse_constant=_refuse_constant, parse_float=_exact_float)
     if _SURROGATE_ESCAPE.search(raw):
         try:
             json.dumps(document, ensure_ascii=False).encode("utf-8")

@@ -3,7 +3,7 @@
 With no daemon running the command holds the store itself. A running daemon owns the store
 (one writer), so the command then goes through the daemon's integration API, which must be
 configured. Exit 0 submitted, 65 refused (bad body, CCV's 4xx, reference submitted already),
-75 try later or settle by hand (CCV's 5xx, not reached, answer lost).
+75 try later or settle by hand (CCV's 5xx, not reached, answer lost, a 2xx naming no order id).
 """
 
 from __future__ import annotations
@@ -45,14 +45,16 @@ def _report(
     if code == EX_OK:
         if order_id:
             print(order_id)
-        else:
-            print(
-                f"reconciler: submitted (HTTP {status}) but CCV's answer names no order id; "
-                f"external reference {reference} is uncertain until CCV's first notification "
-                "for it, or `reconciler track ccv ID --ref REF`",
-                file=sys.stderr,
-            )
-        return code
+            return code
+        # The order may exist but cannot be followed yet: the submission is uncertain, as when
+        # the answer is lost, and a script must not take an empty id for success.
+        print(
+            f"reconciler: submitted (HTTP {status}) but CCV's answer names no order id; "
+            f"external reference {reference} is uncertain until CCV's first notification "
+            "for it, or `reconciler track ccv ID --ref REF`",
+            file=sys.stderr,
+        )
+        return EX_TEMPFAIL
     # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a page of
     # any size: one masked, printable, bounded line.
     text = "".join(c if c.isprintable() else " " for c in body.decode("utf-8", errors="replace"))

@@ -28,6 +28,8 @@ def read_json(name: str) -> object:
         raise DataError(f"{name}: larger than {MAX_JSON_INPUT_BYTES} bytes")
     try:
         return strict_json.loads(raw)
+    except strict_json.NotExact as exc:
+        raise DataError(f"{name}: {exc}") from None
     except (ValueError, RecursionError) as exc:
         raise DataError(f"{name}: not JSON: {exc}") from None
 

@@ -55,6 +55,9 @@ class ApiDeps:
     refresh: Refresh
     accounts: Mapping[Source, Sequence[str]]
     actions: ActionSender | None = None
+    # The config's secrets, masked in what CCV answers before it is passed back (CCV may echo
+    # the API key it was sent).
+    secrets: Sequence[str] = ()
 
 
 def token_ok(header: str | None, token: str) -> bool:
@@ -123,6 +126,8 @@ async def json_body(request: web.Request, limit: int) -> object:
         raise BadRequest(400, "the body could not be read", "$") from None
     try:
         return strict_json.loads(raw)
+    except strict_json.NotExact as exc:
+        raise BadRequest(400, str(exc), "$") from None
     except (ValueError, RecursionError) as exc:
         problem = "not JSON"
         if isinstance(exc, (json.JSONDecodeError, strict_json.NotJSON)):

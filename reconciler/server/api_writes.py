@@ -13,6 +13,7 @@ from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import InvalidOrderId, Source, normalize_ccnow_id, reference_problem
+from ..redact import redact_body
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccv_http import NotSent, Uncertain, send_once
@@ -41,7 +42,7 @@ class Writes:
         account = self.account("ccv", request.query.get("account"))
         doc = await json_body(request, self.config.max_body_bytes)
         result = await self.deps.submitter.submit(account, doc)
-        return _passed_back(result.status, result.body, result.content_type, result.headers)
+        return self._passed_back(result.status, result.body, result.content_type, result.headers)
 
     async def submission(self, request: web.Request) -> web.Response:
         """GET /api/v1/ccv/submissions/{reference}?account=A: where a submit stands."""
@@ -144,7 +145,9 @@ class Writes:
                 status=422,
             )
         cfg = self.deps.submitter.accounts[account]
-        payload = json.dumps(doc, ensure_ascii=False).encode()
+        # strict_json decoded every number as the float it was written as: the numbers checked
+        # are the numbers sent, and none is NaN or infinite.
+        payload = json.dumps(doc, ensure_ascii=False, allow_nan=False).encode()
         try:
             answer = await send_once(
                 self.deps.submitter.session, cfg, "PATCH", PRICING_PATH, payload
@@ -156,12 +159,13 @@ class Writes:
             status = 504 if str(exc) == "timeout" else 502
             raise BadRequest(status, "CCV's answer was lost; the call is safe to repeat") from None
         headers = {"Reconciler-Pricing-Warnings": str(len(problems))}
-        return _passed_back(answer.status, answer.body, answer.content_type, headers)
+        return self._passed_back(answer.status, answer.body, answer.content_type, headers)
 
-
-def _passed_back(
-    status: int, body: bytes, content_type: str, headers: Mapping[str, str]
-) -> web.Response:
-    response = web.Response(status=status, body=body, headers=dict(headers))
-    response.headers["Content-Type"] = content_type or "application/octet-stream"
-    return response
+    def _passed_back(
+        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
+    ) -> web.Response:
+        """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4)."""
+        masked = redact_body(body, self.deps.secrets)
+        response = web.Response(status=status, body=masked, headers=dict(headers))
+        response.headers["Content-Type"] = content_type or "application/octet-stream"
+        return response

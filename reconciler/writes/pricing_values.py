@@ -79,7 +79,8 @@ def exact_number(raw: object) -> Decimal | None:
         return None
     if isinstance(raw, float) and not math.isfinite(raw):
         return None
-    # str() of a float is its shortest round-tripping text: the number as JSON wrote it.
+    # str() of a float is its shortest round-tripping text: the number as JSON wrote it, since
+    # strict_json refuses a number whose float is another value (and so would be sent as one).
     return Decimal(str(raw))
 
 

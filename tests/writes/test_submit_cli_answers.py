@@ -1,0 +1,72 @@
+"""`reconciler ccv submit` and `ccv check-pricing` for scripts: a submit CCV answered without a
+usable order id is uncertain (exit 75, no id printed), with and without a running daemon; a
+number the body could not pass on exactly is refused (exit 65) before anything is recorded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import call_cli, daemon_here, free_port, read_events, write_config
+from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
+from tests.fake_providers import Reply
+from tests.server.test_api import api_toml
+from tests.writes.test_submit_crash import UNCERTAIN, listening, query
+
+NO_ORDER_ID = [
+    json_reply(200, {"result": "ok"}),
+    Reply(202, ""),
+    json_reply(201, {"orderId": "../../admin?x=1#f"}),
+]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCCVWrites]:
+    async with FakeCCVWrites() as fake:
+        yield fake
+
+
+@pytest.mark.parametrize("reply", NO_ORDER_ID)
+async def test_a_2xx_without_an_order_id_exits_75_and_prints_no_id(
+    tmp_path: Path, fake: FakeCCVWrites, reply: Reply
+) -> None:
+    fake.submit_replies = [reply]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="no-id-7")).encode()
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    assert "no-id-7 is uncertain" in result.stderr and "Traceback" not in result.stderr
+    assert query(tmp_path, "SELECT state FROM submissions") == [("uncertain",)]
+    assert [e["data"]["reason"] for e in read_events(tmp_path) if e["type"] == UNCERTAIN] == [
+        "no_order_id"
+    ]
+
+
+async def test_through_a_running_daemon_too(tmp_path: Path, fake: FakeCCVWrites) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+    fake.submit_replies = [json_reply(200, {"result": "ok"})]
+    stdin = json.dumps(submit_body(externalReference="no-id-8")).encode()
+    async with daemon_here(cfg):
+        await listening(port)
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    assert "no-id-8 is uncertain" in result.stderr
+    assert query(tmp_path, "SELECT state FROM submissions") == [("uncertain",)]
+
+
+@pytest.mark.parametrize("text", ["1e999", "1e-400", "99999999999999.99"])
+async def test_a_number_that_cannot_be_passed_on_exactly_exits_65_naming_it(
+    tmp_path: Path, fake: FakeCCVWrites, text: str
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    raw = json.dumps(submit_body(order={"x": "N"})).replace('"N"', text).encode()
+    for args in (("--config", cfg, "ccv", "submit", "-"), ("ccv", "check-pricing", "-")):
+        result = await call_cli(*args, stdin=raw)
+        assert result.code == 65, result.stderr
+        assert text in result.stderr and "Traceback" not in result.stderr
+    assert fake.submits == []
+    assert query(tmp_path, "SELECT count(*) FROM submissions") in ([], [(0,)])
