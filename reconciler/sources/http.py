@@ -23,10 +23,12 @@ T = TypeVar("T")
 class RequestFailed(SourceUnavailable):
     """A request still failed after every retry (429, 5xx, timeout or connection error)."""
 
-    def __init__(self, word: str) -> None:
+    def __init__(self, word: str, *, reached: bool = True) -> None:
         # str() is "http 503" / "timeout" / "connection"; `word` is the Observation reason.
         super().__init__(word.replace("_", " "))
         self.word = word
+        # False: no attempt got a connection, so the provider surely did not get the request.
+        self.reached = reached
 
 
 class Reply(NamedTuple):
@@ -121,6 +123,7 @@ async def request(
     connection (word `truncated_answer`).
     """
     n = 0
+    reached = False
     while True:
         retry_after: str | None = None
         try:
@@ -135,6 +138,7 @@ async def request(
                 allow_redirects=False,
                 raise_for_status=False,
             ) as resp:
+                reached = True
                 status = resp.status
                 if not is_retryable(status):
                     body = await read_body(resp, max_body)
@@ -146,12 +150,14 @@ async def request(
                     retry_after = resp.headers.get("Retry-After")
                     word = f"http_{status}"
         except asyncio.TimeoutError:
-            word = "timeout"
+            reached, word = True, "timeout"
+        except aiohttp.ClientConnectorError:
+            word = "connection"  # no connection made: nothing was sent
         except aiohttp.ClientError:
             # aiohttp's text may quote the URL; ours never says more than the word.
-            word = "connection"
+            reached, word = True, "connection"
         if n >= retry.attempts:
-            raise RequestFailed(word)
+            raise RequestFailed(word, reached=reached)
         delay = retry_delay(retry, n, parse_retry_after(retry_after, datetime.now(timezone.utc)))
         log.debug(
             "request.retry",

@@ -209,22 +209,28 @@ class ActionSender:
         if not batch:
             return
         failpoint("ccnow.sending")
-        tally.sent += len(batch)
         once = batch[0].action == "adjust"
         try:
             answer = await post_batch(self.session, cfg, batch, once=once)
+        except NotSent as exc:
+            # The connection was never made: queued again, and not counted as sent.
+            await self._requeue(cfg, batch, str(exc), tally)
+            return
         except Lost as exc:
+            tally.sent += len(batch)
             if once:
                 await self._make_uncertain(batch, str(exc))
                 tally.uncertain += len(batch)
                 return
             await self._requeue(cfg, batch, str(exc), tally)
             return
-        except (NotSent, SourceError) as exc:
-            # Nothing was sent, or CCNow refused the whole post in its own words
-            # (`error_message ...`): no action of it was applied.
+        except SourceError as exc:
+            # CCNow refused the whole post in its own words (`error_message ...`): no action
+            # of it was applied.
+            tally.sent += len(batch)
             await self._requeue(cfg, batch, str(exc), tally)
             return
+        tally.sent += len(batch)
         failpoint("ccnow.answered")
         await self._close(cfg, batch, answer, tally)
 

@@ -24,7 +24,7 @@ from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import Reply, RequestFailed, request
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
-from reconciler.writes.once import AnswerTooLarge, Uncertain, send_once
+from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
 
 # The actions' logger: a post's retries are logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
@@ -70,6 +70,8 @@ async def post_batch(
                 complete=is_complete,
             )
         except RequestFailed as exc:
+            if not exc.reached:
+                raise NotSent(exc.word) from None
             raise Lost(exc.word) from None
     if reply.status in MAYBE_APPLIED:
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.

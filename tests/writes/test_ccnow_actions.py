@@ -596,3 +596,16 @@ async def test_an_uncertain_adjust_is_resolved_while_the_daemon_runs(
     assert commands(tmp_path) == [(A, "sent", "resolved by hand: CCNow has it")]
     posted = [r.form["x_action_1"] for r in fake_ccnow.requests if "x_action_1" in r.form]
     assert posted == ["adjust"]  # never sent again
+
+
+async def test_a_post_that_never_reached_ccnow_is_not_counted_as_sent(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    nobody = f"http://127.0.0.1:{free_port()}/cgi-local/oapi_receive.cgi"
+    cfg.write_text(cfg.read_text().replace(fake_ccnow.url, nobody))
+    result = await ccnow(cfg, "ship", A, B)
+    assert result.code == 75, result.stdout + result.stderr
+    # Connection refused: nothing went out, so the summary says so.
+    assert "sent 0, done 0, refused 0, uncertain 0, queued 2" in result.stderr, result.stderr
+    assert [state for _, state, _ in commands(tmp_path)] == ["queued", "queued"]
