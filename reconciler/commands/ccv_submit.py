@@ -112,6 +112,14 @@ async def _through_api(
                 order_id = resp.headers.get(ORDER_ID_HEADER)
                 reference = resp.headers.get(REFERENCE_HEADER)
                 status = resp.status
+        except aiohttp.ClientConnectorError:
+            # No daemon listens: another command (a catch-up, say) holds the store.
+            print(
+                f"reconciler: another reconciler process holds the store and no daemon's API "
+                f"listens at {api.url('')}: nothing was sent; submit again once it is done",
+                file=sys.stderr,
+            )
+            return EX_TEMPFAIL
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Whether the daemon sent it is unknown: it records the outcome, never re-sends.
             print(

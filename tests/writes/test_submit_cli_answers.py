@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.store import WriterLock
 from tests.conftest import call_cli, daemon_here, free_port, read_events, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import Reply
@@ -70,3 +71,20 @@ async def test_a_number_that_cannot_be_passed_on_exactly_exits_65_naming_it(
         assert text in result.stderr and "Traceback" not in result.stderr
     assert fake.submits == []
     assert query(tmp_path, "SELECT count(*) FROM submissions") in ([], [(0,)])
+
+
+async def test_a_store_held_by_another_command_sends_nothing_and_says_so(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # A catch-up (not a daemon) holds the store: the command finds no API listening.
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    lock = WriterLock(tmp_path / "reconciler.db")
+    lock.acquire()
+    try:
+        stdin = json.dumps(submit_body(externalReference="held-1")).encode()
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    finally:
+        lock.release()
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    assert "nothing was sent" in result.stderr and "submit_uncertain" not in result.stderr
+    assert fake.submits == []
