@@ -26,8 +26,10 @@ class Problem:
     def line(self) -> str:
         """Return the problem as one line: `PATH: MESSAGE (expected E, found F)`."""
         text = f"{self.path}: {self.message}"
-        if self.expected is not None or self.found is not None:
-            text += f" (expected {self.expected}, found {self.found})"
+        pairs = (("expected", self.expected), ("found", self.found))
+        said = [f"{word} {value}" for word, value in pairs if value is not None]
+        if said:
+            text += f" ({', '.join(said)})"
         return text if self.blocking else f"warning: {text}"
 
     def to_json(self) -> dict[str, object]:

@@ -56,3 +56,11 @@ async def test_amounts_too_large_or_not_json_are_problems_not_tracebacks() -> No
     result = await call_cli("ccv", "check-pricing", "-", stdin=b'{"shippingCost": NaN}')
     assert result.code == 65
     assert "NaN is not a JSON number" in result.stderr
+
+
+async def test_a_body_that_is_no_object_says_what_it_found_only() -> None:
+    result = await call_cli("ccv", "check-pricing", "-", stdin=b"[]")
+    assert (result.code, result.stdout) == (
+        65,
+        "$: the body must be a JSON object (found a list)\n",
+    )
