@@ -7,6 +7,7 @@ can leave a piece of a secret that a later full-text search would miss.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import html
 import json
@@ -20,6 +21,9 @@ from .config import Secret
 MASK = "***"
 # A text that ends with this many characters of a secret, or more, was cut inside the secret.
 MIN_FRAGMENT = 3
+# The same for a provider's whole answer passed on (`redact_body`): only a provider's own cut
+# could end it inside a secret, and three letters end many a word ("Order created").
+MIN_BODY_FRAGMENT = 8
 
 # A percent escape, or its start where a text was cut: hex digits in either case.
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{1,2}")
@@ -38,6 +42,10 @@ def encodings(secret: str) -> frozenset[str]:
         json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret)[1:-1],
     }
+    # HTTP Basic: CCV's key is the user name with an empty password, echoed as the header was.
+    for user in (secret, f"{secret}:"):
+        encoded = base64.b64encode(user.encode("utf-8", "surrogatepass")).decode("ascii")
+        forms |= {encoded, encoded.rstrip("=")}
     # Echoed back in an 8-bit encoding, a secret with a non-ASCII letter is not UTF-8: as a
     # text decoded with its stray bytes kept (surrogateescape) or replaced (U+FFFD) reads it.
     for legacy in ("latin-1", "cp1252"):
@@ -90,7 +98,7 @@ def redact_body(body: bytes, secrets: Iterable[str]) -> bytes:
     for match in pattern.finditer(upper):
         pieces += [text[start : match.start()], MASK]
         start = match.end()
-    cut = _cut_end(upper[start:], forms)
+    cut = _cut_end(upper[start:], forms, MIN_BODY_FRAGMENT)
     if not pieces and not cut:
         return body
     pieces.append(text[start : len(text) - cut] + MASK if cut else text[start:])
@@ -102,11 +110,12 @@ def _upper_escapes(text: str) -> str:
     return _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), text)
 
 
-def _cut_end(text: str, forms: tuple[str, ...]) -> int:
-    """Return how long a start of a secret the text ends with (the provider cut it there)."""
+def _cut_end(text: str, forms: tuple[str, ...], fewest: int = MIN_FRAGMENT) -> int:
+    """Return how long a start of a secret the text ends with (the provider cut it there), if
+    at least `fewest` characters."""
     longest = 0
     for form in forms:
-        for size in range(min(len(form) - 1, len(text)), MIN_FRAGMENT - 1, -1):
+        for size in range(min(len(form) - 1, len(text)), fewest - 1, -1):
             if size <= longest:
                 break
             if text.endswith(form[:size]):

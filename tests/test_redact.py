@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -142,3 +143,23 @@ def test_a_password_echoed_in_latin1_is_masked_in_the_error_text() -> None:
     error = answer.orders[0].error
     assert error is not None and "geheim" not in error and error.encode("utf-8")
     assert redact("pw=geheim\ufffd123", [password]) == "pw=***"
+
+
+def test_a_key_echoed_in_its_basic_auth_header_is_masked() -> None:
+    # CCV's scheme: the key is the user name, the password empty; a gateway may echo the header.
+    key = "t_secretkey123456"
+    header = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    body = f'{{"error": "bad request", "authorization": "{header}"}}'
+    assert redact(body, [key]) == '{"error": "bad request", "authorization": "Basic ***"}'
+    assert (
+        redact_body(body.encode(), [key])
+        == b'{"error": "bad request", "authorization": "Basic ***"}'
+    )
+
+
+@pytest.mark.parametrize("body", [b"Order created", b'{"status": "tedious"}'])
+def test_a_whole_answer_ending_like_the_start_of_a_secret_is_passed_on_as_it_is(
+    body: bytes,
+) -> None:
+    # Three letters of a secret end many a word: only a longer piece says the provider cut it.
+    assert redact_body(body, ["tedious-password-1"]) == body
