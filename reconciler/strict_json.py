@@ -8,7 +8,8 @@ A number with a fraction or an exponent becomes a float, and a body is passed on
 such a number is sent as the float's shortest text. That is only honest when the float is the
 number that was written: one that overflows (`1e999`, infinite), underflows (`1e-400`, 0.0) or
 has more digits than a float keeps (`99999999999999.99`) would reach CCV as another number than
-the one reconciler checked, so it is refused. Integers stay exact at any length.
+the one reconciler checked, so it is refused. Integers stay exact (up to the 4,300 digits
+Python reads).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 # A `\u` escape of a surrogate; only then is the decoded document checked for a lone one.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -43,7 +44,12 @@ def _exact_float(text: str) -> float:
     shown = text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
     if not math.isfinite(value):
         raise NotExact(f"the number {shown} is too large to pass on (beyond 1.8e308)")
-    if Decimal(repr(value)) != Decimal(text):
+    try:
+        exact = Decimal(repr(value)) == Decimal(text)
+    except InvalidOperation:  # an exponent of more digits than a Decimal takes
+        mantissa = text.lower().partition("e")[0]
+        exact = value == 0.0 and not any(digit in mantissa for digit in "123456789")
+    if not exact:
         raise NotExact(
             f"the number {shown} cannot be passed on exactly (it would be sent as {value!r}); "
             "15 significant digits always can"

@@ -38,9 +38,19 @@ NOT_PASSED_ON = [
     "99999999999999.99",
     "123456789012345678901234567890.5",
     "0.1000000000000000055511151231257827",
+    # An exponent of more digits than a Decimal takes (was a 500: InvalidOperation).
+    "1e-99999999999999999999",
 ]
 # Numbers that reach CCV as the value written, if not in the same spelling.
-PASSED_ON = ["0.1", "1.50", "1E22", "-0.0", "5e-324", "0e-400", "12345678901234567890123456789"]
+PASSED_ON = [
+    "0.1",
+    "1.50",
+    "1E22",
+    "-0.0",
+    "5e-324",
+    "0e-400",
+    "12345678901234567890123456789",
+]
 
 
 def with_number(body: dict[str, Any], text: str) -> bytes:
@@ -88,6 +98,10 @@ async def test_every_other_number_reaches_ccv_as_the_value_written(
     status, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", raw=prices.encode())
     assert status == 400 and "99999999999999.99" in document["error"]
     assert len(fake.pricing_calls) == len(PASSED_ON)
+    # Zero, whatever its exponent (one of more digits than a Decimal takes was a 500).
+    raw = with_number(GOOD_PRICES, "0.00e99999999999999999999")
+    status, _, _ = await api.call("PATCH", "/api/v1/ccv/pricing", raw=raw)
+    assert status == 200 and fake.pricing_calls[-1]["order"]["x"] == 0.0
 
 
 # CCV's error answers echoing the key: as it was sent, in a text that is not UTF-8 (with lower-case
