@@ -90,9 +90,9 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
-# Posts answered without a line settling the command's order before it is closed anyway (about
-# a quarter of an hour of retries).
-UNSETTLED_POSTS = 5
+# How long after it was made a command whose answers never settled its order is sent again;
+# then it is uncertain.
+UNSETTLED_FOR_S = 86400.0
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -264,11 +264,10 @@ class ActionSender:
                 if status is not None and status in TAKEN[c.action]:
                     how = "the order's status" if unsettled else "taken by an earlier attempt"
                     state, words = "succeeded", f"{status} ({how})"
-            if state == "queued" and c.attempts + 1 >= UNSETTLED_POSTS:
-                # Not sent for ever: a ship or cancel the status check did not find taken is
-                # refused; whether a tracking upload took, a person decides.
-                state = "refused" if c.action in TAKEN else "uncertain"
-                words = f"{NO_LINE} in {c.attempts + 1} posts"
+            if state == "queued" and self.clock() - c.created_at >= UNSETTLED_FOR_S:
+                # Not sent for ever, nor called refused when CCNow may have run it (the status
+                # check may not have answered): a person decides.
+                state, words = "uncertain", f"{NO_LINE} for a day"
             closes.append((c.id, state, words))
             line = lines.get(c.order_id)
             if line is not None and line.status is not None:
