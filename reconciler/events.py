@@ -214,3 +214,97 @@ def action_event(
         severity,
         data,
     )
+
+
+def submit_resolved_event(
+    store_id: str,
+    submission_id: int,
+    *,
+    account: str,
+    reference: str,
+    uncertain_at: float | None,
+    reason: str | None,
+    order_id: str | None,
+    how: str,
+    time: float,
+) -> Event:
+    """Return the `order.submit_resolved` event of an uncertain CCV submission that CCV turned
+    out to hold: `how` is `notification` (CCV named its reference) or `track` (a person tracked
+    its order with the reference). The data is the `order.submit_uncertain` event's, with the
+    order id when known, so that a consumer matches the two by reference."""
+    data = {
+        "source": "ccv",
+        "account": account,
+        "order_id": order_id,
+        "external_reference": reference,
+        "previous_status": None,
+        "status": None,
+        "end_state": False,
+        "severity": "info",
+        "via": "action",
+        "submission_id": submission_id,
+        "reason": reason,
+        "how": how,
+    }
+    return Event(
+        # `uncertain_at` is in the uncertain event's id too: the settlement of that case, and
+        # of no other submission numbered alike after a restore.
+        event_id(
+            store_id, "ccv-submit", submission_id, account, reference, uncertain_at, "resolved"
+        ),
+        EventType.SUBMIT_RESOLVED,
+        time,
+        "ccv",
+        account,
+        order_id,
+        "info",
+        data,
+    )
+
+
+def action_resolved_event(
+    store_id: str,
+    command_id: int,
+    *,
+    account: str,
+    order_id: str,
+    action: str,
+    resolved: str,
+    answer: str,
+    uncertain_at: float | None,
+    time: float,
+) -> Event:
+    """Return the `order.action_resolved` event of an uncertain CCNow command a person settled:
+    `resolved` is `sent` (CCNow has it) or `not_sent`."""
+    data = {
+        "source": "ccnow",
+        "account": account,
+        "order_id": order_id,
+        "severity": "info",
+        "via": "action",
+        "action": action,
+        "command_id": command_id,
+        "answer": answer,
+        "resolved": resolved,
+    }
+    return Event(
+        # A command is settled once: what made it uncertain (when) names the case, as the
+        # uncertain event's id does; the word keeps `sent` and `not_sent` apart.
+        event_id(
+            store_id,
+            "ccnow-action",
+            command_id,
+            account,
+            order_id,
+            action,
+            uncertain_at,
+            f"resolved-{resolved}",
+        ),
+        EventType.ACTION_RESOLVED,
+        time,
+        "ccnow",
+        account,
+        order_id,
+        "info",
+        data,
+    )

@@ -32,6 +32,11 @@ class EventType(str, enum.Enum):
     ACTION_SUCCEEDED = "order.action_succeeded"
     ACTION_REFUSED = "order.action_refused"
     ACTION_UNCERTAIN = "order.action_uncertain"
+    # The close of an uncertain case, for an alert on the uncertain event to be closed by:
+    # a CCNow action a person settled (`ccnow resolve`), a CCV submit a notification or a
+    # `track --ref` settled.
+    ACTION_RESOLVED = "order.action_resolved"
+    SUBMIT_RESOLVED = "order.submit_resolved"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,17 +7,18 @@ import contextlib
 import json
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ..config import Config
-from ..exits import EX_OK, DataError, UsageError
+from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import Source, reference_problem
 from ..order_view import order_json
-from ..store import Store, StoreError
+from ..store import Store, StoreError, StoreLocked, WriterLock
 from ..store import submissions as store_submissions
 from ..terminal import shown
 from .accounts import account_names, choose_account
@@ -64,27 +65,81 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in order_ids(source, args.ids)]
     if args.from_file is not None:
         orders.extend(read_track_file(args.from_file, source))
-    store = await Store.open(config.store_path)
+    from ..delivery import sink_names
+
+    # Every sink the config names: settling an uncertain submit stores an event.
+    store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
         with progress("track", len(orders)) as advance:
             added = await store.orders.track(source, account, orders, time.time(), progress=advance)
-        await _resolve_submissions(store, account, orders)
+        log.info(
+            "orders.tracked",
+            extra=fields(source=source, account=account, given=len(orders), new_or_updated=added),
+        )
+        if source != "ccv":
+            return EX_OK
+        uncertain = await store_submissions.uncertain_references(store, account)
+        settles = [(oid, ref) for oid, ref in orders if ref is not None and ref in uncertain]
+        if settles:
+            return await _resolve_submissions(config, store, account, settles)
     finally:
         await store.close()
-    log.info(
-        "orders.tracked",
-        extra=fields(source=source, account=account, given=len(orders), new_or_updated=added),
-    )
     return EX_OK
 
 
 async def _resolve_submissions(
-    store: Store, account: str, orders: Sequence[tuple[str, str | None]]
-) -> None:
-    """An order tracked with its reference settles an uncertain CCV submit of that reference."""
-    pairs = [(order_id, ref) for order_id, ref in orders if ref is not None]
-    if await store_submissions.resolve_many(store, account, pairs, time.time()):
-        log.info("ccv.submit_resolved", extra=fields(account=account, given=len(pairs)))
+    config: Config, store: Store, account: str, settles: Sequence[tuple[str, str]]
+) -> int:
+    """An order tracked with its reference settles an uncertain CCV submit of that reference,
+    with an `order.submit_resolved`. Only the writer stores events (the daemon numbers them
+    from what it stored last): without the writer lock the daemon settles it, through its
+    `[api]`, as `POST /api/v1/orders` with the reference does."""
+    lock = WriterLock(config.store_path)
+    try:
+        lock.acquire()
+    except StoreLocked:
+        return await _resolve_through_daemon(config, account, settles)
+    try:
+        pairs: list[tuple[str | None, str]] = list(settles)
+        # Delivered by the next writer: `catch-up`, or the daemon's start.
+        if await store_submissions.resolve_many(store, account, pairs, "track", time.time()):
+            log.info("ccv.submit_resolved", extra=fields(account=account, given=len(pairs)))
+    finally:
+        lock.release()
+    return EX_OK
+
+
+async def _resolve_through_daemon(
+    config: Config, account: str, settles: Sequence[tuple[str, str]]
+) -> int:
+    from ..writes.ccnow_cli import post_to_api
+
+    if config.api is None:
+        print(
+            "reconciler: a running daemon holds the store and has no [api]: the uncertain "
+            f"submit of {shown(settles[0][1])} stays uncertain; run this again while the daemon "
+            "is stopped, or give it an [api]",
+            file=sys.stderr,
+        )
+        return EX_TEMPFAIL
+    for order_id, ref in settles:
+        document = {
+            "source": "ccv",
+            "account": account,
+            "order_id": order_id,
+            "external_reference": ref,
+        }
+        answer = await post_to_api(config.file, config.api, "/api/v1/orders", document)
+        if isinstance(answer, int):
+            return answer
+        status, body = answer
+        if status not in (200, 201):
+            print(
+                f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
+                file=sys.stderr,
+            )
+            return EX_TEMPFAIL
+    return EX_OK
 
 
 async def untrack_command(config: Config, args: argparse.Namespace) -> int:

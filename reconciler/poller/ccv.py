@@ -144,7 +144,11 @@ class CCVCoordinator(Coordinator[CCVSource]):
         ]
         # CCV knows the reference: an uncertain submit of it did reach CCV.
         order_id = orders[0].key.order_id if orders else None
-        if await subs.resolve(store, self.account, reference, order_id, self.now()):
+        resolved = await subs.resolve(
+            store, self.account, reference, order_id, "notification", self.now()
+        )
+        if resolved:
+            self.writer.committed(resolved)
             log.info(
                 "ccv.submit_resolved",
                 extra=fields(account=self.account, external_reference=reference, order_id=order_id),

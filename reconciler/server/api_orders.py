@@ -77,8 +77,8 @@ class Orders:
         async with store.transaction():
             added = key not in await store.orders.load([key])
             await store.orders.track_within(source, account, [(order_id, ref)], now)
-        if ref is not None:
-            await subs.resolve(self.deps.store, account, ref, order_id, now)
+        if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):
+            self.deps.submitter.on_commit()  # its order.submit_resolved goes out now
         state = await self.find(key)
         log.info("api.tracked", extra=fields(source=source, account=account, order_id=order_id))
         assert state is not None

@@ -4,7 +4,8 @@ A command is `queued` from its record until it is sent; `sending` while a post i
 then `succeeded` or `refused` by CCNow's answer line for its order, or `queued` again (with a
 later `next_attempt_at`) when the answer as a whole failed or had no line that settles its
 order. An `adjust` whose answer was lost or did not settle it (or that a stopped process left
-`sending`) becomes `uncertain`, never re-sent, until a person says `sent` or `not_sent`.
+`sending`) becomes `uncertain`, never re-sent, until a person says `sent` or `not_sent` (with
+an `order.action_resolved`).
 One command per (account, idempotency key), whatever its state.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..events import Event
+from ..events import Event, action_resolved_event
 from .db import Store
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
@@ -197,6 +198,34 @@ async def close(
     async with store.transaction():
         await close_within(store, closes, now)
         await store.events.add(events)
+
+
+async def resolve(
+    store: Store, account: str, order_id: str, state: State, answer: str, now: float
+) -> list[Command]:
+    """Close an order's uncertain commands as `state` (`sent` or `not_sent`, a person's word),
+    each with its `order.action_resolved`, in one transaction; return them as they were. Read
+    in the transaction that closes them: two resolves of one order settle it once."""
+    async with store.transaction():
+        found = await of_order(store, account, order_id, "uncertain")
+        await close_within(store, [(c.id, state, answer) for c in found], now)
+        await store.events.add(
+            [
+                action_resolved_event(
+                    store.store_id,
+                    c.id,
+                    account=c.account,
+                    order_id=c.order_id,
+                    action=c.action,
+                    resolved=state,
+                    answer=answer,
+                    uncertain_at=c.closed_at,
+                    time=now,
+                )
+                for c in found
+            ]
+        )
+    return found
 
 
 async def by_keys(store: Store, account: str, keys: Sequence[str]) -> dict[str, Command]:

@@ -2,8 +2,9 @@
 
 A submission is `sending` from its record until CCV's answer is known; then `succeeded` (the
 order is tracked in the same transaction), `failed` (a definite refusal or nothing sent) or
-`uncertain` (the answer was lost: never re-sent). An uncertain one becomes `resolved` when a
-notification for its reference arrives or someone tracks its order with the reference.
+`uncertain` (the answer was lost: never re-sent). An uncertain one becomes `resolved`, with its
+`order.submit_resolved` in the same transaction, when a notification for its reference arrives
+or someone tracks its order with the reference.
 One live submission per (account, reference): a second submit of the same reference is refused
 unless the earlier one definitely failed.
 """
@@ -15,12 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..events import Event
+from ..events import Event, submit_resolved_event
 from .db import Store
 from .oneshot import commit_at_once
 from .sql import Statement
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
+# What settled an uncertain submission: CCV's notification for its reference, or a person
+# tracking its order with the reference.
+How = Literal["notification", "track"]
 
 _COLUMNS = (
     "id, account, external_reference, state, order_id, http_status, reason, created_at, closed_at"
@@ -138,31 +142,70 @@ async def interrupted(store: Store) -> list[Submission]:
     return [_row(r) for r in rows]
 
 
+async def uncertain_references(store: Store, account: str) -> set[str]:
+    """Return the references of an account's uncertain submissions (a read, no writer)."""
+    rows = await store.conn.execute_fetchall(
+        "SELECT external_reference FROM submissions WHERE account = ? AND state = 'uncertain'",
+        (account,),
+    )
+    return {str(r[0]) for r in rows}
+
+
 async def resolve(
-    store: Store, account: str, reference: str, order_id: str | None, now: float
-) -> int:
-    """Settle the uncertain submission of a reference (CCV has the order); return how many."""
-    return await resolve_many(store, account, [(order_id, reference)], now)
+    store: Store, account: str, reference: str, order_id: str | None, how: How, now: float
+) -> list[Event]:
+    """Settle the uncertain submission of a reference (CCV has the order); return its event."""
+    return await resolve_many(store, account, [(order_id, reference)], how, now)
 
 
 async def resolve_many(
-    store: Store, account: str, orders: Sequence[tuple[str | None, str]], now: float
-) -> int:
+    store: Store,
+    account: str,
+    orders: Sequence[tuple[str | None, str]],
+    how: How,
+    now: float,
+) -> list[Event]:
     """Settle the uncertain submissions of (order id or None, reference) pairs in one
-    transaction; return how many were uncertain."""
+    transaction, each with its `order.submit_resolved`; return those events."""
     rows = await store.conn.execute_fetchall(
         "SELECT count(*) FROM submissions WHERE state = 'uncertain'"
     )
     if not orders or not next(iter(rows))[0]:
-        return 0  # the common case, a `track --from-file` of many orders, costs one read
-    before = store.conn.total_changes
+        return []  # the common case, a `track --from-file` of many orders, costs one read
+    events: list[Event] = []
     async with store.transaction():
-        await store.conn.executemany(
-            "UPDATE submissions SET state = 'resolved', order_id = coalesce(?, order_id), "
-            "closed_at = ? WHERE account = ? AND external_reference = ? AND state = 'uncertain'",
-            [(order_id, now, account, ref) for order_id, ref in orders],
+        # Read in the transaction that settles them: a second settlement finds none. The
+        # uncertain ones are few, the orders given may be many.
+        found = await store.conn.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND state = 'uncertain'",
+            (account,),
         )
-    return store.conn.total_changes - before
+        uncertain = {sub.external_reference: sub for sub in map(_row, found)}
+        for order_id, ref in orders:
+            sub = uncertain.pop(ref, None)
+            if sub is None:
+                continue
+            known = order_id if order_id is not None else sub.order_id
+            await store.conn.execute(
+                "UPDATE submissions SET state = 'resolved', order_id = ?, closed_at = ? "
+                "WHERE id = ? AND state = 'uncertain'",
+                (known, now, sub.id),
+            )
+            events.append(
+                submit_resolved_event(
+                    store.store_id,
+                    sub.id,
+                    account=account,
+                    reference=ref,
+                    uncertain_at=sub.closed_at,
+                    reason=sub.reason,
+                    order_id=known,
+                    how=how,
+                    time=now,
+                )
+            )
+        await store.events.add(events)
+    return events
 
 
 def _close(

@@ -9,7 +9,7 @@ again after an answer that was lost or may have come after CCNow ran the post (a
 gateway's 502 or 504, an HTML page, an unreadable body, an error line beside the orders'
 lines), and when the answer has no single line for their order; an `adjust` never is (CCNow
 may have applied it, and would discount twice): it becomes `uncertain`, raises one
-`order.action_uncertain`, and waits for `reconciler ccnow resolve`.
+`order.action_uncertain`, and waits for `reconciler ccnow resolve` (`order.action_resolved`).
 
 This module sends and closes; `ccnow_form.py` checks a request and builds the post (pure),
 `ccnow_post.py` posts one batch and tells how it failed, and `ccnow_outcome.py` says how an
@@ -355,13 +355,13 @@ class ActionSender:
             )
 
     async def resolve(self, account: str, order_id: str, *, sent: bool) -> list[cmds.Command]:
-        """Settle an order's uncertain commands by a person's word; return them."""
-        found = await cmds.of_order(self.store, account, order_id, "uncertain")
+        """Settle an order's uncertain commands by a person's word, each with its
+        `order.action_resolved`; return them."""
+        state: cmds.State = "sent" if sent else "not_sent"
+        words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
+        found = await cmds.resolve(self.store, account, order_id, state, words, self.clock())
         if found:
-            state: cmds.State = "sent" if sent else "not_sent"
-            now = self.clock()
-            words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
-            await cmds.close(self.store, [(c.id, state, words) for c in found], [], now)
+            self.on_commit()
             log.info(
                 "ccnow.action_resolved",
                 extra=fields(

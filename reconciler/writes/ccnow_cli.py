@@ -142,7 +142,7 @@ async def _through_api(
         # the keys are made here, so that a repeated run means the same commands
         "keys": [c.key for c in new],
     }
-    answer = await _post_to_api(config.file, api, "/api/v1/ccnow/actions", document)
+    answer = await post_to_api(config.file, api, "/api/v1/ccnow/actions", document)
     if isinstance(answer, int):
         return answer
     status, body = answer
@@ -155,7 +155,7 @@ async def _through_api(
     return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
 
 
-async def _post_to_api(
+async def post_to_api(
     config_file: str, api: ApiConfig, path: str, document: dict[str, Any]
 ) -> tuple[int, dict[str, Any]] | int:
     """POST to the running daemon's API; return (status, JSON object) or an exit code."""
@@ -199,12 +199,13 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
             await rt.settle_interrupted_writes()
             found = await sender.resolve(cfg.name, order_id, sent=sent)
             settled = [(c.order_id, c.action, c.id) for c in found]
+            await rt.delivery.drain(DELIVER_TIMEOUT_S)
     except StoreLocked:
         # Under systemd the daemon always holds the store: it settles the command itself.
         if config.api is None:
             raise _locked() from None
         document = {"account": cfg.name, "order_id": order_id, "sent": sent}
-        answer = await _post_to_api(
+        answer = await post_to_api(
             config.file, config.api, "/api/v1/ccnow/actions/resolve", document
         )
         if isinstance(answer, int):
