@@ -39,6 +39,7 @@ from .store import Store, StoreError
 from .store.health import file_size
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender
+from .writes.interrupted import settle_interrupted_writes
 from .writes.submit import Submitter
 
 log = logging.getLogger("reconciler.daemon")
@@ -290,7 +291,7 @@ class Daemon:
         )
         # Before anything listens: a write a stopped process left unanswered is never re-sent
         # unless it is safe to repeat.
-        await self.rt.settle_interrupted_writes()
+        await settle_interrupted_writes(self.rt)
         if self.config.ccnow:
             self.actions = ActionSender(
                 self.rt.store,

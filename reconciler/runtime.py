@@ -68,33 +68,12 @@ class Runtime:
         self._opened = opened
         return self
 
-    async def settle_interrupted_writes(self) -> int:
-        """Settle the writes a stopped process left `sending`, with their events; return how
-        many. Whether the provider got them is unknown: a CCV submit and a CCNow `adjust`
-        become uncertain (never sent again), another CCNow action is queued again. Holding the
-        writer lock, this process knows no other is sending them. Every writer calls it at its
-        start (the daemon, `catch-up`, `ccnow`, `ccv submit`): a host that only runs catch-ups
-        hears of them too."""
-        if not (await subs.interrupted(self.store) or await cmds.in_state(self.store, "sending")):
-            return 0  # the usual case: a catch-up does not load the writes
-        from .writes.ccnow_actions import ActionSender
-        from .writes.submit import Submitter
-
-        submitter = Submitter(
-            self.store,
-            self.session,
-            accounts=self.config.ccv,
-            receiver=self.config.receiver,
-            on_commit=self.delivery.committed,
+    async def interrupted_writes(self) -> bool:
+        """Whether a stopped process left writes `sending` (writes/interrupted.py settles them;
+        asked first, so that a catch-up with none does not load the writes)."""
+        return bool(
+            await subs.interrupted(self.store) or await cmds.in_state(self.store, "sending")
         )
-        actions = ActionSender(
-            self.store,
-            self.session,
-            self.reconciler,
-            self.config.ccnow,
-            on_commit=self.delivery.committed,
-        )
-        return await submitter.settle_interrupted() + await actions.settle_interrupted()
 
     async def prune(self) -> None:
         """Delete what the retention window lets go (store/retention.py)."""

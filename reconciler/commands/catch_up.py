@@ -31,7 +31,10 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
         started = time.monotonic()
         # No writer runs beside this one: what a killed `ccnow` or `ccv submit` left `sending`
         # is settled now, and its events go out with this run's.
-        await rt.settle_interrupted_writes()
+        if await rt.interrupted_writes():  # else the writes are not even loaded
+            from ..writes.interrupted import settle_interrupted_writes
+
+            await settle_interrupted_writes(rt)
         warn_unconfigured(await unconfigured_accounts(config, rt.store), args.source)
         due = await rt.store.orders.due_counts(math.inf)  # every open order: what a catch-up asks
         total = sum(n for (source, _), n in due.items() if args.source in (None, source))

@@ -20,6 +20,7 @@ from ..logs import fields
 from ..redact import config_secrets, redact
 from ..store import StoreLocked
 from ..writes.daemon_api import authorization, refused, token_refused
+from ..writes.interrupted import settle_interrupted_writes
 from ..writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
 
 log = logging.getLogger("reconciler.writes.submit")
@@ -80,7 +81,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 ),
                 on_commit=rt.delivery.committed,
             )
-            await rt.settle_interrupted_writes()
+            await settle_interrupted_writes(rt)
             try:
                 result = await submitter.submit(account, document)
             except BadSubmission as exc:

@@ -32,6 +32,7 @@ from reconciler.writes.ccnow_actions import (
     dry_run_text,
 )
 from reconciler.writes.daemon_api import authorization, refused, token_refused
+from reconciler.writes.interrupted import settle_interrupted_writes
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
@@ -86,7 +87,7 @@ async def action_command(
             sender = ActionSender(
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
-            await rt.settle_interrupted_writes()
+            await settle_interrupted_writes(rt)
             try:
                 taken = await sender.take(new)
             except BadAction as exc:
@@ -196,7 +197,7 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
             sender = ActionSender(
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
-            await rt.settle_interrupted_writes()
+            await settle_interrupted_writes(rt)
             found = await sender.resolve(cfg.name, order_id, sent=sent)
             settled = [(c.order_id, c.action, c.id) for c in found]
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
