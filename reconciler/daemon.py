@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -331,18 +333,24 @@ async def run_daemon(
     integrity_check_max_bytes: int = INTEGRITY_CHECK_MAX_BYTES,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the service until SIGTERM or SIGINT, or until `stop` is set when given (then no
+    """Run the service until SIGTERM, SIGINT or SIGHUP, or until `stop` is set when given (then no
     signal handler is installed); return the exit code. A store of up to
     `integrity_check_max_bytes` is checked before anything runs."""
     notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
+    # SIGHUP too: a closed terminal stops it cleanly (there is nothing to reload).
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if stop is None else ()
     stopping = asyncio.Event() if stop is None else stop
 
     def on_signal(signum: int) -> None:
         if stopping.is_set():
             log.warning("daemon.force_exit", extra=fields(signal=signal.Signals(signum).name))
-            raise SystemExit(1)
+            # At once, as a kill would (the store is safe: WAL, synchronous=FULL): unwinding
+            # would wait for what the stop waits for, a slow sink's program or answer, and a
+            # SystemExit from here did, until a third signal.
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os._exit(1)
         log.info("daemon.signal", extra=fields(signal=signal.Signals(signum).name))
         stopping.set()
 

@@ -172,3 +172,16 @@ async def test_an_unknown_event_loop_is_a_configuration_error(
     assert result.code == 78
     assert "RECONCILER_EVENT_LOOP" in result.stderr and "tokio" in result.stderr
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+
+
+async def test_a_hangup_stops_it_cleanly(
+    tmp_path: Path, daemon_setup: tuple[Path, FakeCCV, FakeCCNow]
+) -> None:
+    # A closed terminal: a clean stop (exit 0, daemon.stopped), not a death by SIGHUP (129).
+    cfg, _, _ = daemon_setup
+    log = tmp_path / "daemon.log"
+    async with daemon(cfg, cli_env()) as proc:
+        await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
+        proc.send_signal(signal.SIGHUP)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert "daemon.stopped" in log.read_text()

@@ -4,8 +4,10 @@ end within their bounds, and what a sink confirmed by then is recorded, never se
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from tests.conftest import (
     call_cli,
     daemon,
     daemon_here,
+    free_port,
     poll_until,
     serving,
     webhook_env,
@@ -32,6 +35,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.fake_providers import FakeCCV
+from tests.server.test_api import api_toml
 
 SECRET = WEBHOOK_SECRET
 ORDERS = [f"5e6f7a8b-0000-4000-8000-{n:012d}" for n in range(1, 7)]
@@ -242,3 +246,28 @@ async def test_a_cutoff_keeps_the_webhook_s_confirmations_and_abandons_the_answe
     assert results == [Delivered(), ABANDONED, NOT_ATTEMPTED, NOT_ATTEMPTED]
     assert done - await closing < 0.4  # its grace, not the rest of the answer
     assert webhook.posted == ["evt-1", "evt-2"]
+
+
+async def test_a_second_signal_during_the_stop_exits_1_at_once(
+    tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
+) -> None:
+    # A webhook that takes 3 s per answer keeps the stop busy; `timeout` and a second Ctrl-C
+    # both send another signal while it is. README: exit 1, at once. Before, the process logged
+    # daemon.force_exit and then hung until a third signal.
+    webhook.delay_s = 3.0
+    cfg = await tracked(tmp_path, fake_ccv, webhook, "1s")
+    # With the API, its read-only store and a command sink whose program is slow too.
+    slow = json.dumps([sys.executable, "-c", "import time; time.sleep(5)"])
+    sink = f'[[sinks]]\ntype = "command"\nname = "slow"\ncommand = {slow}\n'
+    cfg.write_text(cfg.read_text() + "\n" + sink + "\n" + api_toml(free_port()))
+    async with daemon(cfg, env()) as proc:
+        await poll_until(lambda: webhook.posted, 20, "a post under way")
+        proc.send_signal(signal.SIGTERM)
+        await poll_until(
+            lambda: "daemon.stopping" in (tmp_path / "daemon.log").read_text(), 10, "the stop"
+        )
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert await asyncio.wait_for(proc.wait(), 10) == 1
+        assert time.monotonic() - started < 2.0
+    assert "daemon.force_exit" in (tmp_path / "daemon.log").read_text()
