@@ -16,7 +16,10 @@ class WriterLock:
     """An exclusive advisory lock beside the database: one writer per store."""
 
     def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
+        # Beside the file itself, not beside a symbolic link to it: two configs naming one
+        # database by two paths still get one writer.
+        real = Path(os.path.realpath(db_path))
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:

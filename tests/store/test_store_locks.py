@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.store import Store
+from reconciler.store import Store, StoreLocked, WriterLock
+from tests.conftest import call_cli, cli_env, daemon, free_port, write_config
+from tests.fake_providers import FakeCCV
+from tests.server.test_api import api_toml
+from tests.writes.test_submit_crash import listening
 
 # Another process opens the store, reads, and closes: SQLite lets the last connection to close
 # checkpoint and delete the write-ahead log, which it may only do when no other holds the file.
@@ -54,3 +58,40 @@ async def test_a_second_store_in_the_process_keeps_the_first_ones_locks(
             await other.close()
     finally:
         await store.close()
+
+
+def test_one_writer_per_database_file_whatever_path_names_it(tmp_path: Path) -> None:
+    # A second config names the daemon's store through a symbolic link (or a directory link).
+    real = tmp_path / "state" / "reconciler.db"
+    real.parent.mkdir()
+    real.touch()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "reconciler.db").symlink_to(real)
+    (tmp_path / "linked").symlink_to(real.parent, target_is_directory=True)
+    held = WriterLock(real)
+    held.acquire()
+    try:
+        for path in (tmp_path / "other" / "reconciler.db", tmp_path / "linked" / "reconciler.db"):
+            with pytest.raises(StoreLocked):
+                WriterLock(path).acquire()
+    finally:
+        held.release()
+    again = WriterLock(tmp_path / "other" / "reconciler.db")
+    again.acquire()
+    again.release()
+
+
+async def test_a_daemon_with_the_api_keeps_its_write_ahead_log_beside_a_track(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The probe's steps: the daemon with [api] (a second, read-only store), then `reconciler
+    # track` beside it. Before, the track deleted the daemon's -wal and -shm, and what the daemon
+    # committed afterwards was lost with its process.
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=api_toml(port))
+    wal = tmp_path / "reconciler.db-wal"
+    async with daemon(cfg, cli_env()):
+        await listening(port)
+        assert wal.exists()
+        assert (await call_cli("--config", cfg, "track", "ccv", "O-1")).code == 0
+        assert wal.exists(), "the daemon's write-ahead log was deleted by the track"
