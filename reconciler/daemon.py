@@ -9,7 +9,8 @@ once when a write succeeds again; jobs keep trying, /healthz says 503. A store f
 while running stops the daemon with exit 74: a damaged file does not heal, and a failed unit is
 what an operator is shown (the unit does not restart on 74).
 
-Stop (SIGTERM/SIGINT): STOPPING=1, stop new work (notification checks under way get a second to
+Stop (SIGTERM/SIGINT/SIGHUP): STOPPING=1, stop new work (no job starts, both listeners stop
+accepting at once; notification checks under way get a second to
 end), cancel running jobs (a batch is committed or rolled back, never half), flush the outbox
 within a bound, close everything in reverse order, exit 0.
 """
@@ -159,10 +160,13 @@ class Daemon:
 
     async def _shutdown(self, delivering: asyncio.Future[None]) -> None:
         cancelled = 0
-        if self.api is not None:
-            await self.api.close()
-        if self.receiver is not None:
-            await self.receiver.close()
+        # No new work from here: no job starts, and both listeners stop accepting at once (the
+        # receiver took notifications while the API waited for a request in flight).
+        if self.scheduler is not None:
+            self.scheduler.stop_starting()
+        await asyncio.gather(
+            *(listener.close() for listener in (self.api, self.receiver) if listener is not None)
+        )
         if self.scheduler is not None:
             cancelled += await self.scheduler.shutdown(JOBS_STOP_TIMEOUT_S)
         for task in list(self._tasks):

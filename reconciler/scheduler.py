@@ -141,14 +141,18 @@ class Scheduler:
         ):  # cancelled: our own shutdown
             log.error("job.error", extra=fields(job=event.job_id, error=repr(event.exception)))
 
-    async def shutdown(self, timeout_s: float) -> int:
-        """Stop starting jobs, cancel the running ones and wait for them at most `timeout_s`;
-        return how many had to be cancelled."""
+    def stop_starting(self) -> None:
+        """Start no job from now on (the running ones go on)."""
         self._stopping = True
         # Paused, APScheduler starts no job; one it started but that has not run yet returns
         # at once (see `_guarded`) when the loop next turns. Its shutdown would cancel such a
         # job instead, and log that as an error with a traceback.
         self.scheduler.pause()
+
+    async def shutdown(self, timeout_s: float) -> int:
+        """Stop starting jobs, cancel the running ones and wait for them at most `timeout_s`;
+        return how many had to be cancelled."""
+        self.stop_starting()
         running = list(self._running)
         for task in running:
             task.cancel()

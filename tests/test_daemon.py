@@ -4,6 +4,7 @@ and start failures in-process (daemon_here runs the same start)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.conftest import (
@@ -18,13 +20,16 @@ from tests.conftest import (
     cli_env,
     daemon,
     daemon_here,
+    free_port,
     poll_until,
     read_events,
     write_config,
 )
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.notify_socket import NotifySocket
+from tests.server.test_api import RECEIVER_SECRET, TOKEN
 
+ORDER = "d4e5f6a7-0000-4000-8000-000000000009"
 CCV_IDS = ["d4e5f6a7-0000-4000-8000-000000000001", "d4e5f6a7-0000-4000-8000-000000000002"]
 
 
@@ -185,3 +190,51 @@ async def test_a_hangup_stops_it_cleanly(
         proc.send_signal(signal.SIGHUP)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     assert "daemon.stopped" in log.read_text()
+
+
+async def test_the_stop_takes_no_notification_while_the_api_finishes_a_request(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # An API request in flight (a refresh CCV does not answer) keeps the API's close waiting;
+    # the receiver must not go on taking notifications meanwhile (README: the stop stops the
+    # receiver), which CCV would then not send again.
+    api_port, receiver_port = free_port(), free_port()
+    fake_ccv.orders = {ORDER: "AwaitingPayment"}
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        # Checked at start, then not for an hour: the refresh is the one request CCV holds.
+        ccv_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"\n'
+        "status_intervals = {}",
+        extra=(
+            f'[receiver]\nlisten = "127.0.0.1:{receiver_port}"\n'
+            f'public_url = "http://127.0.0.1:{receiver_port}"\nsecret = "{RECEIVER_SECRET}"\n\n'
+            f'[api]\nlisten = "127.0.0.1:{api_port}"\ntoken = "{TOKEN}"\n'
+            'refresh_timeout = "10s"\n'
+        ),
+    )
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+    url = (await call_cli("--config", cfg, "notification-url", "ccv", "--order", ORDER)).stdout
+    log = tmp_path / "daemon.log"
+    async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
+        await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
+        await poll_until(lambda: read_events(tmp_path), 10, "the start-up check")
+        fake_ccv.hold = asyncio.Event()  # CCV answers nothing from now on
+        refresh = asyncio.ensure_future(
+            http.get(
+                f"http://127.0.0.1:{api_port}/api/v1/orders/ccv/{ORDER}?refresh=1",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        )
+        await fake_ccv.wait_until(lambda: fake_ccv.in_flight, 10)
+        proc.send_signal(signal.SIGTERM)
+        await poll_until(lambda: "daemon.stopping" in log.read_text(), 10, "the stop")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.post(url.strip(), data=b"") as resp:
+                assert resp.status != 202, "a notification taken during the stop"
+        fake_ccv.hold.set()
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        answered = (await asyncio.gather(refresh, return_exceptions=True))[0]
+        if isinstance(answered, aiohttp.ClientResponse):
+            answered.close()
+    assert "notification.accepted" not in log.read_text().partition("daemon.stopping")[2]
