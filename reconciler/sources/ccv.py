@@ -6,7 +6,7 @@ import base64
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from urllib.parse import quote
 
 import aiohttp
@@ -41,6 +41,8 @@ _OUTAGE_REASONS = frozenset(
     {"timeout", "connection", "http_429", "gateway_404"}
     | {f"http_{code}" for code in range(500, 600)}
 )
+# Order ids a `ccv.reference_dropped` line names (it counts them all).
+DROPPED_NAMED = 5
 # An order id no order has: the probe (`check --online`, the heartbeat) asks CCV about it.
 PROBE_ORDER_ID = "reconciler-probe"
 
@@ -100,12 +102,21 @@ def _status_document(body: bytes) -> tuple[str, object] | None:
         return None
     if not isinstance(document, dict):
         return None
-    if body.count(b'"orderStatus"') > 1 and _repeats_a_key(body):
+    if _may_repeat_a_key(body) and _repeats_a_key(body):
         # `{"orderStatus": "New", "orderStatus": "Completed"}` is two answers, not one: taking
         # the last would guess, and an end state guessed is never asked again.
         return None
     word = _status_of(document.get("orderStatus"))
     return None if word is None else (word, document.get("externalReference"))
+
+
+def _may_repeat_a_key(body: bytes) -> bool:
+    """Whether a status answer may name a key twice: one of its two keys written twice, or a
+    key written with escapes (`"order\\u0053tatus"`). Three scans of a short body, so that the
+    usual answer is not decoded twice."""
+    return (
+        body.count(b'"orderStatus"') > 1 or body.count(b'"externalReference"') > 1 or b"\\u" in body
+    )
 
 
 def _repeats_a_key(body: bytes) -> bool:
@@ -143,7 +154,9 @@ class CCVClient:
 
     async def fetch(self, order_id: str) -> Observation:
         """Return what CCV says about one order; raise AuthenticationFailed on 401."""
-        observation, _ = await self._check(order_id)
+        dropped: list[tuple[str, str]] = []
+        observation, _ = await self._check(order_id, dropped)
+        self._said_dropped(dropped)
         return observation
 
     async def probe(self) -> None:
@@ -184,7 +197,7 @@ class CCVClient:
 
         async def handle(order_id: str) -> bool:
             nonlocal consecutive
-            observation, requested = await self._check(order_id)
+            observation, requested = await self._check(order_id, dropped)
             if observation.reason in _OUTAGE_REASONS:
                 consecutive += 1
                 if consecutive >= self._breaker_limit:
@@ -205,10 +218,33 @@ class CCVClient:
             await emit(observation)
             return requested
 
-        await drain(order_ids, handle, self._config.concurrency)
+        dropped: list[tuple[str, str]] = []
+        try:
+            await drain(order_ids, handle, self._config.concurrency)
+        finally:
+            self._said_dropped(dropped)
 
-    async def _check(self, order_id: str) -> tuple[Observation, bool]:
-        """Return the observation of one order and whether a request was made for it."""
+    def _said_dropped(self, dropped: Sequence[tuple[str, str]]) -> None:
+        """One line for the references a pass dropped, not one per check: a CCV that answers
+        every reference as a number would otherwise log a line per order, every pass."""
+        if dropped:
+            log.warning(
+                "ccv.reference_dropped",
+                extra={
+                    "fields": {
+                        "account": self._config.name,
+                        "orders": len(dropped),
+                        "order_ids": [order_id for order_id, _ in dropped[:DROPPED_NAMED]],
+                        "types": sorted({kind for _, kind in dropped}),
+                    }
+                },
+            )
+
+    async def _check(
+        self, order_id: str, dropped: list[tuple[str, str]]
+    ) -> tuple[Observation, bool]:
+        """Return the observation of one order and whether a request was made for it; a
+        reference dropped is added to `dropped` (order id, its JSON type)."""
         key = OrderKey("ccv", self._config.name, order_id)
         if _plain_id(order_id):
             segment = order_id
@@ -235,10 +271,7 @@ class CCVClient:
                     return Observation(key, Outcome.OK, status=word), True
                 if not isinstance(answered, str):
                     # Not the documented shape: dropped, and said; the status still holds.
-                    log.warning(
-                        "ccv.reference_dropped",
-                        extra={"fields": {"order_id": order_id, "type": type(answered).__name__}},
-                    )
+                    dropped.append((order_id, type(answered).__name__))
                     return Observation(key, Outcome.OK, status=word), True
                 if reference_problem(answered) is not None:
                     # Text no database, log or URL holds fails this order alone; its

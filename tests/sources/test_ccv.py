@@ -95,8 +95,26 @@ async def test_a_reference_that_is_no_text_or_empty_is_dropped(
     assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", None)
     # Not the documented shape: never dropped in silence.
     dropped = [r for r in caplog.records if r.getMessage() == "ccv.reference_dropped"]
-    assert [r.fields["type"] for r in dropped] == ([said] if said else [])  # type: ignore[attr-defined]
-    assert all(r.levelname == "WARNING" and r.fields["order_id"] == "A1" for r in dropped)  # type: ignore[attr-defined]
+    assert [r.fields["types"] for r in dropped] == ([[said]] if said else [])  # type: ignore[attr-defined]
+    assert all(r.levelname == "WARNING" and r.fields["order_ids"] == ["A1"] for r in dropped)  # type: ignore[attr-defined]
+
+
+async def test_references_dropped_in_a_pass_are_one_line_not_one_per_order(
+    fake: FakeCCV, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A CCV that answers every reference as a number: one line a pass, naming a few orders.
+    ids = [f"N{i}" for i in range(30)]
+    for order_id in ids:
+        fake.replies[order_id] = Reply(
+            200, '{"orderStatus": "New", "externalReference": 123456}', "application/json"
+        )
+    emit = Collector()
+    await CCVClient(ccv_config(fake.base_url, concurrency=4), session).check_orders(ids, emit)
+    assert [o.status for o in emit.seen] == ["New"] * 30
+    [line] = [r for r in caplog.records if r.getMessage() == "ccv.reference_dropped"]
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["account"], fields["orders"], fields["types"]) == ("default", 30, ["int"])
+    assert len(fields["order_ids"]) == 5 and set(fields["order_ids"]) <= set(ids)
 
 
 @pytest.mark.parametrize(
@@ -757,10 +775,13 @@ def test_an_id_taken_as_it_is_is_valid_and_needs_no_quoting(order_id: str) -> No
         # Two answers in one: taking the last would guess an end state never asked again.
         ('{"orderStatus": "New", "orderStatus": "Completed"}', None),
         ('{"externalReference": "a", "orderStatus": "New", "orderStatus": "New"}', None),
+        # A key written with escapes is the same key; so is the reference twice.
+        ('{"orderStatus": "New", "order\\u0053tatus": "Completed"}', None),
+        ('{"orderStatus": "New", "externalReference": "A", "externalReference": "B"}', None),
         # The word in a value is no second key.
         ('{"orderStatus": "New", "note": "see \\"orderStatus\\""}', "New"),
     ],
-    ids=["two-statuses", "same-status-twice", "word-in-a-value"],
+    ids=["two-statuses", "same-status-twice", "escaped-key", "two-references", "word-in-a-value"],
 )
 async def test_a_status_answer_naming_a_key_twice_fails_that_order(
     fake: FakeCCV, session: aiohttp.ClientSession, body: str, expected: str | None
