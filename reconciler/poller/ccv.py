@@ -142,8 +142,11 @@ class CCVCoordinator(Coordinator[CCVSource]):
             for s in await store.orders.by_reference(reference)
             if s.key.source == "ccv" and s.key.account == self.account
         ]
+        # Orders that carry it now, not only as an alias of what CCV renamed: an uncertain
+        # submit of the same reference is another order, which CCV tells of here.
+        carrying = [s for s in orders if s.external_reference == reference]
         # CCV knows the reference: an uncertain submit of it did reach CCV.
-        order_id = orders[0].key.order_id if orders else None
+        order_id = carrying[0].key.order_id if carrying else None
         resolved = await subs.resolve(
             store, self.account, reference, order_id, "notification", self.now()
         )
@@ -153,12 +156,15 @@ class CCVCoordinator(Coordinator[CCVSource]):
                 "ccv.submit_resolved",
                 extra=fields(account=self.account, external_reference=reference, order_id=order_id),
             )
-        if not orders:
+        if not carrying:
+            # Also beside orders it is an alias of: the order submitted with it, tracked later,
+            # counts this notification at its first check.
             await store.sources.remember_reference(self.account, reference, self.now())
             log.info(
                 "notification.remembered",
                 extra=fields(account=self.account, external_reference=reference),
             )
+        if not orders:
             return None
         return await self.check([s.key.order_id for s in orders], via="notification")
 

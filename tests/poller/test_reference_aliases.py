@@ -10,6 +10,7 @@ import time
 
 from reconciler.model import OrderKey
 from reconciler.poller.ccv import CCVCoordinator
+from reconciler.store import submissions as subs
 from reconciler.store.retention import prune
 from tests.fake_providers import FakeCCV
 
@@ -72,3 +73,24 @@ async def test_the_old_references_of_an_untracked_or_pruned_order_find_nothing(
     for reference in ("abc", "def"):
         assert await ccv.check_reference(reference) is None  # remembered, as for any unknown
     assert len(fake_ccv.requests) == asked
+
+
+async def test_an_alias_does_not_settle_an_uncertain_submit_of_the_same_reference(
+    ccv: CCVCoordinator, fake_ccv: FakeCCV
+) -> None:
+    # ORDER was tracked as "abc" and CCV renamed it; a later submit of "abc" (another order)
+    # was left uncertain. CCV's notification for "abc" tells of the new order: the submit is
+    # settled without ORDER's id, and the reference waits for the new order's track.
+    now = time.time()
+    await ccv.store.orders.track("ccv", "default", [(ORDER, "abc")], now)
+    fake_ccv.orders, fake_ccv.refs = {ORDER: "New"}, {ORDER: "ABC"}
+    assert (await ccv.full_pass(via="catch-up")).ok
+    sub_id = await subs.record(ccv.store, "default", "abc", now)
+    await subs.make_uncertain(ccv.store, [sub_id], [], reason="timeout", now=now)
+
+    report = await ccv.check_reference("abc")
+    assert report is not None and report.checked == 1  # ORDER is still checked
+    submission = await subs.find(ccv.store, "default", "abc")
+    assert submission is not None and submission.state == "resolved"
+    assert submission.order_id is None  # not ORDER's: ORDER only had the reference once
+    assert await ccv.store.sources.take_references("default", ["abc"], now - 60) == {"abc"}
