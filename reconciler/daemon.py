@@ -115,6 +115,7 @@ class Daemon:
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_pass = "starting"
+        self.failing: list[str] = []  # "ccv/default", as of the last pass
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -245,10 +246,24 @@ class Daemon:
 
     def _on_pass(self, name: str, report: PassReport) -> None:
         self.last_pass = f"{name}: {report.summary()}"
+        self._spawn(self._send_status())
+
+    async def _send_status(self) -> None:
+        # The accounts failing now, whatever pass came last: the line an operator reads in
+        # `systemctl status` must not drop a failing account one poll interval later.
+        configured = {("ccv", c.name) for c in self.config.ccv}
+        configured |= {("ccnow", c.name) for c in self.config.ccnow}
+        with contextlib.suppress(StoreError):
+            self.failing = sorted(
+                f"{s.source}/{s.account}"
+                for s in await self.rt.store.sources.states()
+                if s.failing and (s.source, s.account) in configured
+            )
         self.notifier.status(self._status_line())
 
     def _status_line(self) -> str:
-        return f"last pass {self.last_pass}"
+        last = f"last pass {self.last_pass}"
+        return f"failing {','.join(self.failing)}; {last}" if self.failing else last
 
     def _listen_text(self) -> str | None:
         r = self.config.receiver

@@ -19,6 +19,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.fake_providers import FakeCCNow, FakeCCV, Reply
+from tests.notify_socket import NotifySocket
 
 # Long intervals: only the start-up pass can have proved the accounts.
 _SLOW = 'poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"\nstatus_intervals = {}'
@@ -134,3 +135,30 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
         assert [s["healthy"] for s in ccv] == [True], document
         proc.terminate()
         await proc.wait()
+
+
+async def test_the_systemd_status_line_names_a_failing_account_after_other_passes(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    # README: the `Status:` line of `systemctl status` says which accounts are failing. A CCV
+    # account that fails at start, then CCNow pending-list polls every second: the line still
+    # names the CCV account after them (it showed only the last pass).
+    fake_ccv.replies[PROBE_ORDER_ID] = Reply(404, "<html>Not Found</html>", "text/html")
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccnow=fake_ccnow,
+        ccv_extra=_SLOW,
+        ccnow_extra='poll_interval = "1s"',
+    )
+    with NotifySocket.abstract() as sock:
+        async with daemon(cfg, {**_ENV, **sock.env()}) as proc:
+            await sock.wait_for_async("READY", "1", timeout_s=20)
+            statuses: list[str] = []
+            while not any("ccnow/default pending list" in s for s in statuses):
+                got = await sock.wait_for_async("STATUS", timeout_s=10)
+                statuses += [d.fields["STATUS"] for d in got if "STATUS" in d.fields]
+            proc.terminate()
+            assert await proc.wait() == 0
+    later = [s for s in statuses if "ccnow/default pending list" in s]
+    assert later[-1].startswith("failing ccv/default; last pass ccnow/default pending list"), later
