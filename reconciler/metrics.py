@@ -139,6 +139,13 @@ class Metrics:
         for kind, count in Tally(event.type.value for event in events).items():
             self.events.labels(kind).inc(count)
 
+    def expect_notifications(self, sources: Sequence[str]) -> None:
+        """Export the notification series of the sources the receiver takes at 0 from the start:
+        a dashboard or a rate() shows 0, not "no data", until the first notification."""
+        for source in sources:
+            self.notifications.labels(source, "accepted")
+            self.notification_latency.labels(source)
+
     def observe_notification(self, source: str, outcome: str) -> None:
         """Count one notification request: `accepted`, or why it was refused (`bad_signature`,
         `bad_token`, `too_large`, `method`, ...)."""

@@ -277,6 +277,9 @@ def build_app(
     """Return the receiver app; `app[DEBOUNCER]` holds the background checks until cleanup,
     which lets them end within `checks_stop_timeout_s` and then cancels the rest."""
     handler = _Handler(receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock)
+    metrics.expect_notifications(
+        [s for s, on in (("ccv", ccv_accounts), ("ccnow", ccnow_tokens)) if on]
+    )
     app = web.Application(client_max_size=receiver.max_body_bytes)
     app[DEBOUNCER] = handler.debouncer
     app.router.add_route("*", "/{tail:.*}", handler.handle, expect_handler=handler.expect)

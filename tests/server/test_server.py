@@ -1079,3 +1079,14 @@ def test_connection_cap_stays_below_the_open_file_limit(
     configured: int | None, nofile: int, cap: int
 ) -> None:
     assert connection_cap(configured, nofile) == cap
+
+
+async def test_notification_series_are_exported_at_0_before_the_first_notification(
+    client: Client,
+) -> None:
+    # A dashboard's panel or a rate() shows 0 after a start, not "no data".
+    async with client.session.get(URL(f"http://127.0.0.1:{client.port}/metrics")) as response:
+        text = await response.text()
+    for source in ("ccv", "ccnow"):
+        assert f'reconciler_notifications_total{{outcome="accepted",source="{source}"}} 0.0' in text
+        assert f'reconciler_notification_latency_seconds_count{{source="{source}"}} 0.0' in text
