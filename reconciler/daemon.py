@@ -357,8 +357,10 @@ async def run_daemon(
     `integrity_check_max_bytes` is checked before anything runs."""
     notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
-    # SIGHUP too: a closed terminal stops it cleanly (there is nothing to reload).
-    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if stop is None else ()
+    # SIGHUP too: a closed terminal stops it cleanly (there is nothing to reload); unless it
+    # is ignored (`nohup`), which a handler would undo.
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    signals = (signal.SIGTERM, signal.SIGINT, *hangup) if stop is None else ()
     stopping = asyncio.Event() if stop is None else stop
 
     def on_signal(signum: int) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import (
+    REPO,
     call_cli,
     cli_env,
     daemon,
@@ -238,3 +240,31 @@ async def test_the_stop_takes_no_notification_while_the_api_finishes_a_request(
         if isinstance(answered, aiohttp.ClientResponse):
             answered.close()
     assert "notification.accepted" not in log.read_text().partition("daemon.stopping")[2]
+
+
+async def test_a_daemon_started_with_nohup_ignores_the_hangup(
+    tmp_path: Path, daemon_setup: tuple[Path, FakeCCV, FakeCCNow]
+) -> None:
+    # `nohup reconciler run`: the hangup is ignored, as asked; SIGTERM still stops it.
+    cfg, _, _ = daemon_setup
+    log = tmp_path / "daemon.log"
+    with log.open("ab") as err:
+        proc = await asyncio.create_subprocess_exec(
+            "nohup", sys.executable, "-m", "reconciler", "--config", str(cfg), "run",
+            stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err, env=cli_env(), cwd=REPO,
+        )  # fmt: skip
+    try:
+        await poll_until(lambda: _ready_line(log), 20, "daemon.ready")
+        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    signals = [
+        json.loads(line.lstrip("<0123456789>"))["signal"]
+        for line in log.read_text().splitlines()
+        if '"daemon.signal"' in line
+    ]
+    assert signals == ["SIGTERM"]
