@@ -19,7 +19,7 @@ from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields
 from ..redact import config_secrets, redact
 from ..store import StoreLocked
-from ..writes.daemon_api import authorization, refused, token_refused
+from ..writes.daemon_api import authorization, nobody_listens, refused, token_refused
 from ..writes.interrupted import settle_interrupted_writes
 from ..writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
 
@@ -114,13 +114,7 @@ async def _through_api(
                 reference = resp.headers.get(REFERENCE_HEADER)
                 status = resp.status
         except aiohttp.ClientConnectorError:
-            # No daemon listens: another command (a catch-up, say) holds the store.
-            print(
-                f"reconciler: another reconciler process holds the store and no daemon's API "
-                f"listens at {api.url('')}: nothing was sent; submit again once it is done",
-                file=sys.stderr,
-            )
-            return EX_TEMPFAIL
+            return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Whether the daemon sent it is unknown: it records the outcome, never re-sends.
             print(

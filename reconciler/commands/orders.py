@@ -116,9 +116,9 @@ async def _resolve_through_daemon(
 
     if config.api is None:
         print(
-            "reconciler: a running daemon holds the store and has no [api]: the uncertain "
-            f"submit of {shown(settles[0][1])} stays uncertain; run this again while the daemon "
-            "is stopped, or give it an [api]",
+            "reconciler: another reconciler process holds the store (a catch-up, or a daemon "
+            f"without [api]): the uncertain submit of {shown(settles[0][1])} stays uncertain; "
+            "run this again once it is done (a daemon with [api] settles it at once)",
             file=sys.stderr,
         )
         return EX_TEMPFAIL

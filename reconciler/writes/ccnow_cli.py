@@ -31,7 +31,7 @@ from reconciler.writes.ccnow_actions import (
     build,
     dry_run_text,
 )
-from reconciler.writes.daemon_api import authorization, refused, token_refused
+from reconciler.writes.daemon_api import authorization, nobody_listens, refused, token_refused
 from reconciler.writes.interrupted import settle_interrupted_writes
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
@@ -168,6 +168,8 @@ async def post_to_api(
                     return refused(config_file)
                 status = resp.status
                 body = await resp.json(content_type=None)
+        except aiohttp.ClientConnectorError:
+            return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             # Recorded or not, the same run later finds the same commands by their keys.
             print(

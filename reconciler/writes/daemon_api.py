@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 
 from ..config import ApiConfig
-from ..exits import EX_CONFIG
+from ..exits import EX_CONFIG, EX_TEMPFAIL
 
 # What the API answers a request without its token with (server/api_requests.py). A status the
 # daemon passes back from a provider (CCV's own 401 to a submit) never carries it.
@@ -34,3 +34,14 @@ def refused(config_file: str) -> int:
         file=sys.stderr,
     )
     return EX_CONFIG
+
+
+def nobody_listens(api: ApiConfig) -> int:
+    """Say that another process holds the store and no daemon's API listens (a catch-up, say):
+    nothing was sent; return the exit code (try again once it is done)."""
+    print(
+        f"reconciler: another reconciler process holds the store and no daemon's API listens at "
+        f"{api.url('')}: nothing was sent; run the same command again once it is done",
+        file=sys.stderr,
+    )
+    return EX_TEMPFAIL

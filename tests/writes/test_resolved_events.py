@@ -230,3 +230,24 @@ async def test_track_ref_beside_a_daemon_without_api_leaves_the_submit_uncertain
     assert result.code == 0, result.stderr
     assert submission_state(tmp_path, "shop-8") == "resolved"
     assert query(tmp_path, "SELECT count(*) FROM events WHERE type = ?", SUBMIT_RESOLVED) == [(1,)]
+
+
+async def test_track_ref_beside_a_catch_up_says_another_process_holds_the_store(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # A catch-up (no daemon) holds the store; the config has an [api] nobody serves: nothing
+    # is settled, and the message blames no daemon.
+    fake.submit_replies = [Reply(DROP)]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="shop-9")).encode()
+    assert (await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)).code == 75
+    lock = WriterLock(tmp_path / "reconciler.db")
+    lock.acquire()
+    try:
+        result = await call_cli("--config", cfg, "track", "ccv", ORDER, "--ref", "shop-9")
+    finally:
+        lock.release()
+    assert result.code == 75
+    assert "another reconciler process holds the store" in result.stderr, result.stderr
+    assert "did not answer" not in result.stderr
+    assert submission_state(tmp_path, "shop-9") == "uncertain"
