@@ -233,9 +233,8 @@ class Reconciler:
         return failing
 
     def committed(self, events: Sequence[Event]) -> None:
-        """Tell metrics and listeners about events just committed (by `apply` or elsewhere)."""
+        """Tell listeners about events just committed (by `apply` or elsewhere); the metrics
+        count them from the store (`Store.events_committed`), whatever wrote them."""
         if events:
-            if self.metrics is not None:
-                self.metrics.observe_events(events)
             self.on_events(events)
             self.on_commit()

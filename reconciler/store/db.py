@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from ..events import Event
 from . import order_rows
 from .errors import StoreError, StoreLocked, guarded, unusable_error
 from .events import Events, OutboxRows
@@ -56,6 +57,10 @@ class Store:
         self.priority = Urgent()
         # What the open transaction's writes changed besides the database (see on_rollback).
         self._undo: list[Callable[[], None]] = []
+        # The events the open transaction stored, and who hears of them once it commits (the
+        # daemon's metrics count every event stored, whatever wrote it).
+        self._added: list[Event] = []
+        self.events_committed: Callable[[Sequence[Event]], None] = lambda events: None
         self.orders = Orders(self)
         self.events = Events(self, sinks)
         self.outbox = OutboxRows(self)
@@ -171,6 +176,7 @@ class Store:
                     await asyncio.shield(self.conn.execute("ROLLBACK"))
                 raise
             self._undo = []
+            self._added = []
             self.priority.rolled_back()
             try:
                 yield self
@@ -182,6 +188,7 @@ class Store:
                 for undo in self._undo:
                     undo()
                 self._undo = []
+                self._added = []
                 self.priority.rolled_back()
                 with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
                     if self.conn.in_transaction:
@@ -194,6 +201,14 @@ class Store:
                 self.history.note(seq)
             self.health.committed()
             self.priority.committed(self.events.sinks)
+            if self._added:
+                added, self._added = self._added, []
+                self.events_committed(added)
+
+    def stored(self, events: Sequence[Event]) -> None:
+        """Note events the open transaction stored: `events_committed` hears of them after its
+        commit, never of a rolled back one."""
+        self._added += events
 
     def on_rollback(self, undo: Callable[[], None]) -> None:
         """Have `undo` called if the open transaction rolls back: for what its writes changed

@@ -103,6 +103,7 @@ class Events:
             for seq, e in enumerate(events, last + 1)
         ]
         self._store.on_rollback(self._forget_last_seq)
+        self._store.stored(events)
         sinks = self.sinks
         statements: list[Statement] = [(_event_insert(n), params) for n, params in chunks(rows)]
         statements.append(

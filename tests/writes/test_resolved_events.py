@@ -251,3 +251,23 @@ async def test_track_ref_beside_a_catch_up_says_another_process_holds_the_store(
     assert "another reconciler process holds the store" in result.stderr, result.stderr
     assert "did not answer" not in result.stderr
     assert submission_state(tmp_path, "shop-9") == "uncertain"
+
+
+async def test_every_event_stored_is_counted_in_the_metrics(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # README: reconciler_events_total counts the events written, by type; a resolve through
+    # the API (not a pass) stores one too.
+    port, receiver_port = free_port(), free_port()
+    cfg = await uncertain_adjust(
+        tmp_path, fake_ccnow, extra=api_toml(port, receiver_port=receiver_port)
+    )
+    base = f"http://127.0.0.1:{port}/api/v1"
+    async with daemon_with_api(cfg, port) as http:
+        async with http.post(
+            f"{base}/ccnow/actions/resolve", json={"order_id": A, "sent": True}
+        ) as r:
+            assert r.status == 200
+        async with http.get(f"http://127.0.0.1:{receiver_port}/metrics") as r:
+            text = await r.text()
+    assert f'reconciler_events_total{{type="{ACTION_RESOLVED}"}} 1.0' in text
