@@ -228,7 +228,7 @@ async def test_the_stop_takes_no_notification_while_the_api_finishes_a_request(
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
         )
-        await fake_ccv.wait_until(lambda: fake_ccv.in_flight, 10)
+        await fake_ccv.wait_until(lambda: fake_ccv.in_flight > 0, 10)
         proc.send_signal(signal.SIGTERM)
         await poll_until(lambda: "daemon.stopping" in log.read_text(), 10, "the stop")
         with contextlib.suppress(aiohttp.ClientError):
