@@ -3,11 +3,11 @@ request's authorization, and what it means when the daemon refuses it."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 
 from ..config import ApiConfig
 from ..exits import EX_CONFIG
+from ..logs import say
 
 # What the API answers a request without its token with (server/api_requests.py). A status the
 # daemon passes back from a provider (CCV's own 401 to a submit) never carries it.
@@ -27,10 +27,9 @@ def token_refused(status: int, headers: Mapping[str, str]) -> bool:
 def refused(config_file: str) -> int:
     """Say that the daemon refused this config's token; return the exit code (a config error:
     the command's config and the daemon's disagree, and trying again changes nothing)."""
-    print(
+    say(
         f"reconciler: error: the running daemon refused the [api] token of {config_file}: it is "
         "not the daemon's token (nothing was sent); use the daemon's config, or give both the "
         "same token",
-        file=sys.stderr,
     )
     return EX_CONFIG
