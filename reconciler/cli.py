@@ -22,18 +22,18 @@ from .exits import (
     EX_DATAERR,
     EX_INTERRUPTED,
     EX_IOERR,
-    EX_OK,
     EX_SOFTWARE,
     EX_TEMPFAIL,
     EX_USAGE,
     DataError,
+    OutputError,
     TempFailure,
     UsageError,
 )
-from .logs import LEVELS, PRIORITY, is_journal_stream, logging_set_up
+from .logs import LEVELS, logging_set_up, say
 from .model import SOURCES, EventType
-from .stdio import open_closed_standard_streams
-from .store import StoreError, StoreLocked
+from .stdio import open_closed_standard_streams, output_written, report_failed_output
+from .store import StoreError, StoreFull, StoreLocked
 
 log = logging.getLogger("reconciler.cli")
 
@@ -264,15 +264,20 @@ def undecodable_argument(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `reconciler` console script."""
     open_closed_standard_streams()
+    report_failed_output()
     sys.exit(run(sys.argv[1:] if argv is None else argv))
 
 
 def run(argv: Sequence[str], *, log_stream: TextIO | None = None) -> int:
     """Run one command line and return its exit code: all the console script does but exit.
     Log lines go to `log_stream` (default stderr); logging is put back as it was at the end."""
+    return output_written(lambda: _run(argv, log_stream), failed=exit_code)
+
+
+def _run(argv: Sequence[str], log_stream: TextIO | None) -> int:
     bad = undecodable_argument(argv)
     if bad is not None:
-        print(f"reconciler: error: argument is not valid UTF-8: {bad}", file=sys.stderr)
+        say(f"reconciler: error: argument is not valid UTF-8: {bad}")
         return EX_DATAERR
     try:
         args = parse_args(argv)
@@ -309,10 +314,8 @@ def run_command(args: argparse.Namespace) -> int:
         return eventloop.run(config_command(args))
     except KeyboardInterrupt:
         return EX_INTERRUPTED
-    except BrokenPipeError:
-        # `reconciler events | head`: the reader left; say nothing more, not even at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EX_OK
+    except (BrokenPipeError, OutputError):
+        raise  # for `output_written`: the reader left, or the output cannot be written
     except Exception as exc:
         return exit_code(exc)
 
@@ -351,8 +354,8 @@ _FAILURES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, int],
     ((ConfigError, EventLoopError), "", EX_CONFIG),
     (UsageError, "reconciler: error: ", EX_USAGE),
     (DataError, "reconciler: error: ", EX_DATAERR),
-    ((StoreLocked, TempFailure), "reconciler: ", EX_TEMPFAIL),
-    (StoreError, "reconciler: ", EX_IOERR),
+    ((StoreLocked, StoreFull, TempFailure), "reconciler: ", EX_TEMPFAIL),  # space may be freed
+    ((StoreError, OutputError), "reconciler: ", EX_IOERR),
 )
 
 
@@ -362,9 +365,7 @@ def exit_code(exc: Exception, stderr: TextIO | None = None) -> int:
     stream = stderr or sys.stderr
     for kinds, prefix, code in _FAILURES:
         if isinstance(exc, kinds):
-            # Under journald the line that says why the service stopped is an error line too.
-            priority = PRIORITY[logging.ERROR] if is_journal_stream(stream) else ""
-            print(f"{priority}{prefix}{exc}", file=stream)
+            say(f"{prefix}{exc}", stream=stream)  # an error line under journald too
             return code
     log.critical("unexpected error", exc_info=exc)
     return EX_SOFTWARE

@@ -25,3 +25,8 @@ class DataError(Exception):
 
 class TempFailure(Exception):
     """Something worth trying again later (exit 75)."""
+
+
+class OutputError(Exception):
+    """Standard output cannot be written (a full disk, /dev/full, an I/O error): exit 74. A
+    reader that left (a closed pipe) is no failure: the command ends quietly with 0."""

@@ -98,6 +98,14 @@ def is_journal_stream(stream: TextIO) -> bool:
     return (found.st_dev, found.st_ino) == (int(device), int(inode))
 
 
+def say(text: str, level: int = logging.ERROR, stream: TextIO | None = None) -> None:
+    """Print one plain-text line for a person on `stream` (default stderr). Under journald it
+    carries the priority of `level`: the line saying why a command stopped is an error line,
+    found by `journalctl -p err`, not filed at info as unprefixed text is."""
+    out = stream or sys.stderr
+    print(PRIORITY.get(level, "<6>") + text if is_journal_stream(out) else text, file=out)
+
+
 def is_journal(handler: logging.Handler) -> bool:
     """Whether the handler's lines carry journald's priority prefix."""
     return isinstance(handler.formatter, JsonFormatter) and handler.formatter.journal

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 
 import aiohttp
 
 from ..config import ApiConfig, Config
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
-from ..logs import fields
+from ..logs import fields, say
 from ..redact import config_secrets, redact
 from ..store import StoreLocked
 from ..writes.daemon_api import authorization, nobody_listens, refused, token_refused
@@ -49,18 +48,19 @@ def _report(
             return code
         # The order may exist but cannot be followed yet: the submission is uncertain, as when
         # the answer is lost, and a script must not take an empty id for success.
-        print(
+        say(
             f"reconciler: submitted (HTTP {status}) but CCV's answer names no order id; "
             f"external reference {reference} is uncertain until CCV's first notification "
             "for it, or `reconciler track ccv ID --ref REF`",
-            file=sys.stderr,
+            logging.WARNING,
         )
         return EX_TEMPFAIL
     # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a page of
     # any size: one masked, printable, bounded line.
     text = "".join(c if c.isprintable() else " " for c in body.decode("utf-8", errors="replace"))
     text = redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
-    print(f"reconciler: submit answered HTTP {status}: {text}", file=sys.stderr)
+    level = logging.WARNING if code == EX_TEMPFAIL else logging.ERROR  # worth trying again, or not
+    say(f"reconciler: submit answered HTTP {status}: {text}", level)
     return code
 
 
@@ -85,7 +85,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
             try:
                 result = await submitter.submit(account, document)
             except BadSubmission as exc:
-                print(f"reconciler: error: {exc}", file=sys.stderr)
+                say(f"reconciler: error: {exc}")
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
             return _report(result.status, result.body, result.order_id, result.reference, secrets)
@@ -117,10 +117,10 @@ async def _through_api(
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Whether the daemon sent it is unknown: it records the outcome, never re-sends.
-            print(
+            say(
                 f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "
                 "see `reconciler events --type order.submit_uncertain` before submitting again",
-                file=sys.stderr,
+                logging.WARNING,
             )
             return EX_TEMPFAIL
     log.info(
@@ -131,7 +131,7 @@ async def _through_api(
         try:
             error = json.loads(body)
             where = f"{error['field']}: " if error.get("field") else ""
-            print(f"reconciler: error: {where}{error['error']}", file=sys.stderr)
+            say(f"reconciler: error: {where}{error['error']}")
             return EX_DATAERR
         except (ValueError, KeyError, TypeError):
             pass

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
+import logging
 from collections.abc import Awaitable
 
 from ..config import CommandSinkConfig, Config, ConfigError
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
+from ..logs import say
 from ..store import StoreError
 from ..terminal import shown
 from .permissions import warn_readable_secrets
@@ -70,10 +71,10 @@ async def check_online(config: Config) -> int:
             try:
                 await probe
             except AuthenticationFailed as exc:
-                print(f"{name}: credentials refused ({shown(str(exc))})", file=sys.stderr)
+                say(f"{name}: credentials refused ({shown(str(exc))})")
                 worst = EX_CONFIG
             except SourceError as exc:
-                print(f"{name}: unavailable ({shown(str(exc))})", file=sys.stderr)
+                say(f"{name}: unavailable ({shown(str(exc))})", logging.WARNING)
                 worst = max(worst, EX_TEMPFAIL) if worst != EX_CONFIG else worst
             else:
                 print(f"{name}: ok")

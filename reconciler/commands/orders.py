@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
-from ..logs import fields
+from ..logs import fields, say
 from ..model import Source, reference_problem
 from ..order_view import order_json
 from ..store import Store, StoreError, StoreLocked, WriterLock
@@ -115,11 +114,11 @@ async def _resolve_through_daemon(
     from ..writes.ccnow_cli import post_to_api
 
     if config.api is None:
-        print(
+        say(
             "reconciler: another reconciler process holds the store (a catch-up, or a daemon "
             f"without [api]): the uncertain submit of {shown(settles[0][1])} stays uncertain; "
             "run this again once it is done (a daemon with [api] settles it at once)",
-            file=sys.stderr,
+            logging.WARNING,
         )
         return EX_TEMPFAIL
     for order_id, ref in settles:
@@ -134,9 +133,8 @@ async def _resolve_through_daemon(
             return answer
         status, body = answer
         if status not in (200, 201):
-            print(
+            say(
                 f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
-                file=sys.stderr,
             )
             return EX_TEMPFAIL
     return EX_OK

@@ -8,7 +8,7 @@ group of tables.
 from __future__ import annotations
 
 from .db import Store
-from .errors import StoreError, StoreLocked
+from .errors import StoreError, StoreFull, StoreLocked
 from .files import WriterLock
 
-__all__ = ["Store", "StoreError", "StoreLocked", "WriterLock"]
+__all__ = ["Store", "StoreError", "StoreFull", "StoreLocked", "WriterLock"]

@@ -21,7 +21,7 @@ import aiosqlite
 
 from ..events import Event
 from . import order_rows
-from .errors import StoreError, StoreLocked, guarded, unusable_error
+from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
 from .files import WriterLock, check_file, create_private
 from .health import Episode, StoreHealth, is_unusable
@@ -87,7 +87,7 @@ class Store:
             try:
                 check_file(path, os.R_OK)
             except OSError as exc:
-                raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
+                raise file_error(f"cannot use database {path}", path, exc) from None
             conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
             try:
@@ -95,7 +95,7 @@ class Store:
                 create_private(path)
                 check_file(path, os.R_OK | os.W_OK)
             except OSError as exc:
-                raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
+                raise file_error(f"cannot use database {path}", path, exc) from None
             conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
@@ -129,10 +129,11 @@ class Store:
             raise
         except StoreError as exc:
             await conn.close()
-            raise StoreError(f"cannot use database {path}: {exc}") from None
+            # Of its own kind still: a full disk met by the upgrade's lock stays one.
+            raise type(exc)(f"cannot use database {path}: {exc}") from None
         except OSError as exc:
             await conn.close()
-            raise StoreError(f"cannot use database {path}: {exc.strerror}") from None
+            raise file_error(f"cannot use database {path}", path, exc) from None
         except BaseException:
             await conn.close()
             raise

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from .health import is_unusable
+from .health import is_unusable, kind_of
 
 
 class StoreError(Exception):
@@ -20,11 +20,25 @@ class StoreLocked(StoreError):
     """Another process (a running daemon or catch-up) holds the store's writer lock."""
 
 
+class StoreFull(StoreError):
+    """The file system holding the store has no space left: a temporary failure (exit 75),
+    since space can be freed, not a damaged store (exit 74, which systemd does not restart)."""
+
+
 def unusable_error(path: Path, exc: sqlite3.Error) -> StoreError:
     """Return the one-line error for an SQLite failure on the database at `path`."""
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         return StoreLocked(f"database {path} is busy: another process is writing it")
+    if kind_of(exc, path) == "full":
+        return StoreFull(f"cannot use database {path}: the disk is full ({exc})")
     return StoreError(f"cannot use database {path}: {exc}")
+
+
+def file_error(what: str, db_path: Path, exc: OSError) -> StoreError:
+    """Return the one-line error for an OSError on a file of the store (`what` names it)."""
+    if kind_of(exc, db_path) == "full":
+        return StoreFull(f"{what}: the disk is full ({exc.strerror})")
+    return StoreError(f"{what}: {exc.strerror}")
 
 
 class Guarded(Protocol):

@@ -9,7 +9,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import StoreError, StoreLocked
+from .errors import StoreLocked, file_error
 
 
 class WriterLock:
@@ -19,6 +19,7 @@ class WriterLock:
         # Beside the file itself, not beside a symbolic link to it: two configs naming one
         # database by two paths still get one writer.
         real = Path(os.path.realpath(db_path))
+        self.db_path = real
         self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
 
@@ -28,7 +29,7 @@ class WriterLock:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise StoreError(f"cannot create lock file {self.path}: {exc.strerror}") from None
+            raise file_error(f"cannot create lock file {self.path}", self.db_path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -38,8 +39,12 @@ class WriterLock:
                 f"store {self.path.with_suffix('')} is in use by another reconciler process"
                 + (f" (pid {holder})" if holder else "")
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)  # and the lock with it
+            raise file_error(f"cannot write lock file {self.path}", self.db_path, exc) from None
         self._fd = fd
 
     def release(self) -> None:

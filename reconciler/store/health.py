@@ -8,7 +8,9 @@ heal: the daemon stops with exit 74 (see `Daemon`), so that systemd shows the un
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -39,8 +41,33 @@ _MESSAGES: tuple[tuple[str, Kind], ...] = (
 )
 
 
-def kind_of(exc: sqlite3.Error) -> Kind:
-    """Return what an SQLite error says about the database file."""
+# An I/O error with less free space than this left is a full disk: SQLite reports a write that
+# found no space as SQLITE_IOERR, not SQLITE_FULL, when it grows its shared-memory index
+# (SQLITE_IOERR_SHMSIZE: a start on a full disk), and what such a write needs is this small.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def kind_of(exc: sqlite3.Error | OSError, path: Path | None = None) -> Kind:
+    """Return what an SQLite error, or an OSError on one of the store's files, says about the
+    database file; with the database's `path`, an I/O error while its file system has (all but)
+    no space left is "full": space can come back, a damaged device does not heal by itself."""
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "full"
+        io_error = exc.errno == errno.EIO
+    else:
+        kind = _sqlite_kind(exc)
+        if kind != "io":
+            return kind
+        name = getattr(exc, "sqlite_errorname", None)
+        io_error = name.startswith("SQLITE_IOERR") if isinstance(name, str) else "I/O" in str(exc)
+    # Not a missing permission or file, which a full disk may happen to be beside.
+    if io_error and path is not None and _no_space_left(path):
+        return "full"
+    return "io"
+
+
+def _sqlite_kind(exc: sqlite3.Error) -> Kind:
     name = getattr(exc, "sqlite_errorname", None)
     if isinstance(name, str):
         for prefix, kind in _KINDS.items():
@@ -48,6 +75,13 @@ def kind_of(exc: sqlite3.Error) -> Kind:
                 return kind
     text = str(exc)
     return next((kind for words, kind in _MESSAGES if words in text), "io")
+
+
+def _no_space_left(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False  # the directory cannot be asked: nothing known about its space
 
 
 def is_unusable(exc: BaseException) -> bool:
@@ -101,7 +135,7 @@ class StoreHealth:
 
     def failed(self, exc: sqlite3.Error) -> Kind:
         """Record a failed statement; return its kind."""
-        kind = kind_of(exc)
+        kind = kind_of(exc, self.path)
         if kind == "busy":
             return kind  # another process writes: a wait, not a failure of the store
         if self.current is None or (kind == "corrupt" and self.current.kind != "corrupt"):

@@ -19,7 +19,7 @@ import aiohttp
 
 from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
-from reconciler.logs import fields
+from reconciler.logs import fields, say
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.store import StoreLocked
 from reconciler.store import commands as cmds
@@ -77,7 +77,7 @@ async def action_command(
             cfg, action, ids, notes=notes, carrier=carrier, number=number, amount=amount, key=key
         )
     except BadAction as exc:
-        print(f"reconciler: error: {exc}", file=sys.stderr)
+        say(f"reconciler: error: {exc}")
         return EX_DATAERR
     if dry_run:
         sys.stdout.write(dry_run_text(cfg, new))
@@ -91,7 +91,7 @@ async def action_command(
             try:
                 taken = await sender.take(new)
             except BadAction as exc:
-                print(f"reconciler: error: {exc}", file=sys.stderr)
+                say(f"reconciler: error: {exc}")
                 return EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
     except StoreLocked:
@@ -111,7 +111,10 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
         answer = shown(str(r["answer"])) if r["answer"] else "-"  # CCNow's text, as it came
         print(f"{r['order_id']} {r['action']} {outcome}: {answer} ({where}){again}")
         tally.count(outcome)
-    print(f"reconciler: ccnow {action}: {tally.line()}", file=sys.stderr)
+    code = exit_code(tally)
+    # Under journald: an error line when one was refused, a warning when some wait, else info.
+    level = {EX_DATAERR: logging.ERROR, EX_TEMPFAIL: logging.WARNING}.get(code, logging.INFO)
+    say(f"reconciler: ccnow {action}: {tally.line()}", level)
     log.info(
         "ccnow.actions_run",
         extra=fields(
@@ -124,7 +127,7 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
             queued=tally.queued,
         ),
     )
-    return exit_code(tally)
+    return code
 
 
 async def _through_api(
@@ -148,9 +151,8 @@ async def _through_api(
         return answer
     status, body = answer
     if status not in (200, 202):
-        print(
+        say(
             f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
-            file=sys.stderr,
         )
         return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
     return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
@@ -172,14 +174,14 @@ async def post_to_api(
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             # Recorded or not, the same run later finds the same commands by their keys.
-            print(
+            say(
                 f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "
                 "run the same command again to see what became of it",
-                file=sys.stderr,
+                logging.WARNING,
             )
             return EX_TEMPFAIL
     if not isinstance(body, dict):
-        print(f"reconciler: error: the daemon answered HTTP {status}", file=sys.stderr)
+        say(f"reconciler: error: the daemon answered HTTP {status}")
         return EX_TEMPFAIL
     return status, body
 
@@ -191,7 +193,7 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
     try:
         order_id = normalize_ccnow_id(raw_id)
     except InvalidOrderId as exc:
-        print(f"reconciler: error: {exc}", file=sys.stderr)
+        say(f"reconciler: error: {exc}")
         return EX_DATAERR
     settled: list[tuple[str, str, object]]  # (order id, action, command id)
     try:
@@ -218,15 +220,14 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
         if status == 404:
             settled = []
         elif status != 200 or not isinstance(commands, list):
-            print(
+            say(
                 f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
-                file=sys.stderr,
             )
             return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
         else:
             settled = [(str(c["order_id"]), str(c["action"]), c["id"]) for c in commands]
     if not settled:
-        print(f"reconciler: error: {order_id} has no uncertain action", file=sys.stderr)
+        say(f"reconciler: error: {order_id} has no uncertain action")
         return EX_DATAERR
     return _resolved(settled, sent=sent)
 

@@ -3,11 +3,12 @@ request's authorization, and what it means when the daemon refuses it."""
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Mapping
 
 from ..config import ApiConfig
 from ..exits import EX_CONFIG, EX_TEMPFAIL
+from ..logs import say
 
 # What the API answers a request without its token with (server/api_requests.py). A status the
 # daemon passes back from a provider (CCV's own 401 to a submit) never carries it.
@@ -27,11 +28,10 @@ def token_refused(status: int, headers: Mapping[str, str]) -> bool:
 def refused(config_file: str) -> int:
     """Say that the daemon refused this config's token; return the exit code (a config error:
     the command's config and the daemon's disagree, and trying again changes nothing)."""
-    print(
+    say(
         f"reconciler: error: the running daemon refused the [api] token of {config_file}: it is "
         "not the daemon's token (nothing was sent); use the daemon's config, or give both the "
         "same token",
-        file=sys.stderr,
     )
     return EX_CONFIG
 
@@ -39,9 +39,9 @@ def refused(config_file: str) -> int:
 def nobody_listens(api: ApiConfig) -> int:
     """Say that another process holds the store and no daemon's API listens (a catch-up, say):
     nothing was sent; return the exit code (try again once it is done)."""
-    print(
+    say(
         f"reconciler: another reconciler process holds the store and no daemon's API listens at "
         f"{api.url('')}: nothing was sent; run the same command again once it is done",
-        file=sys.stderr,
+        logging.WARNING,
     )
     return EX_TEMPFAIL
