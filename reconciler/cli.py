@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__, eventloop
+from .commands import WITHOUT_SECRETS
 from .config import Config, ConfigError, load_config, parse_duration
 from .eventloop import EventLoopError
 from .exits import (
@@ -341,7 +342,7 @@ def without_config(args: argparse.Namespace) -> Callable[[argparse.Namespace], i
 async def config_command(args: argparse.Namespace, *, stop: asyncio.Event | None = None) -> int:
     """Load the config and run a command that needs it, in the running loop. `stop` ends
     `run` in place of its signal handlers (a daemon embedded in another program's loop)."""
-    config = load_config(config_path(args.config))
+    config = load_config(config_path(args.config), secrets_optional=args.command in WITHOUT_SECRETS)
     if args.command == "run":
         from .commands.run import daemon_command
 

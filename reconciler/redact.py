@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
-from .config import Secret
+from .config import MissingSecret, Secret
 
 MASK = "***"
 # A text that ends with this many characters of a secret, or more, was cut inside the secret.
@@ -127,7 +127,9 @@ def _cut_end(text: str, forms: tuple[str, ...], fewest: int = MIN_FRAGMENT) -> i
 def config_secrets(value: object) -> list[str]:
     """Return the value of every Secret in a config tree (dataclasses, sequences, mappings)."""
     found: list[str] = []
-    if isinstance(value, Secret):
+    if isinstance(value, MissingSecret):
+        pass  # not loaded: nothing of it can be in a text
+    elif isinstance(value, Secret):
         found.append(value.reveal())
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for item in dataclasses.fields(value):

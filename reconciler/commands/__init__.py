@@ -2,3 +2,10 @@
 
 A command returns an exit code from exits.py or raises one of its errors; none calls sys.exit().
 """
+
+# The commands that ask no provider, sign nothing and send to no sink: cli.py loads the config
+# for them with `secrets_optional` (config/loader.py), so that a user with the config and none of
+# the credentials (monitoring, an operator without root) can run them. `track` needs the [api]
+# token only to settle an uncertain submit through the running daemon; without the token that
+# step exits 78 naming it (the orders are tracked by then; the same command again settles it).
+WITHOUT_SECRETS = frozenset({"status", "orders", "events", "track", "untrack"})

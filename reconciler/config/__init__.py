@@ -27,7 +27,7 @@ from .schema import (
     SinkConfig,
     WebhookSinkConfig,
 )
-from .secret import Secret
+from .secret import MissingSecret, Secret
 from .values import is_loopback, parse_duration
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "JsonlSinkConfig",
     "LogSinkConfig",
+    "MissingSecret",
     "ReceiverConfig",
     "RetryConfig",
     "ScheduleConfig",

@@ -55,8 +55,13 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _LISTEN_RULE = "expected host:port like 127.0.0.1:8080 or [::1]:8080 (port 1 to 65535)"
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a config file; raise ConfigError naming the key on any problem."""
+def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
+    """Read and validate a config file; raise ConfigError naming the key on any problem.
+
+    `secrets_optional`, for a command that asks no provider, signs nothing and sends to no sink:
+    a secret that is not given, or whose file this user cannot read, loads as a MissingSecret,
+    which raises the ConfigError it stands for if it is used after all. Every other key, and
+    every secret that is given, is checked as always."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -70,17 +75,20 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"invalid TOML: {exc}") from None
     # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later.
-    return Loader(file, Path(path).absolute().parent, os.environ).config(data)
+    base_dir = Path(path).absolute().parent
+    return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(data)
 
 
 class Loader:
     """Turns the parsed TOML of one file into a Config, or raises the first ConfigError."""
 
-    def __init__(self, file: str, base_dir: Path, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, file: str, base_dir: Path, env: Mapping[str, str], *, secrets_optional: bool = False
+    ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.env = env
-        self.secrets = SecretReader(file, base_dir, env)
+        self.secrets = SecretReader(file, base_dir, env, optional=secrets_optional)
 
     def config(self, data: Mapping[str, object]) -> Config:
         top = Table(self.file, data, "", TOP_KEYS)
@@ -160,8 +168,7 @@ class Loader:
         return tuple(parse(table, name, single) for table, name in zip(tables, names, strict=True))
 
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
-        named = "name" in table.data
-        env, credentials = secret_names("ccv", name, single, "api_key", named=named)
+        env, credentials = secret_names("ccv", name, single, "api_key")
         base_url = table.url("base_url", base=True).rstrip("/")
         api_key = self.secrets.required(table, "api_key", env, credentials)
         auth_header = table.string("auth_header", "Authorization")
@@ -201,11 +208,8 @@ class Loader:
         )
 
     def ccnow(self, table: Table, name: str, single: bool) -> CCNowConfig:
-        named = "name" in table.data
-        env, credentials = secret_names("ccnow", name, single, "password", named=named)
-        token_env, token_credentials = secret_names(
-            "ccnow", name, single, "notification_token", named=named
-        )
+        env, credentials = secret_names("ccnow", name, single, "password")
+        token_env, token_credentials = secret_names("ccnow", name, single, "notification_token")
         url = table.url("url")
         client_id = table.string("client_id")
         password = self.secrets.required(table, "password", env, credentials)

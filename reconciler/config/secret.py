@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .errors import ConfigError
 from .table import Table
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
@@ -39,23 +40,48 @@ class Secret:
         return hash(self._value)
 
 
+class MissingSecret(Secret):
+    """A secret the config was loaded without (a command that asks no provider, signs nothing
+    and sends to no sink): reveal() raises the ConfigError that loading it would have raised,
+    so a command that does use it after all fails as if it had been required."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__("")
+        self._error = error
+
+    def reveal(self) -> str:
+        raise ConfigError(self._error.file, self._error.key, self._error.problem)
+
+    def __repr__(self) -> str:
+        return "Secret(missing)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+class _Unreadable(ConfigError):
+    """A secret's file that cannot be read (missing, or another user's)."""
+
+
 def env_word(name: str) -> str:
     """Spell an account or sink name as it appears inside an environment variable name."""
     return name.upper().replace("-", "_")
 
 
-def secret_names(
-    source: str, name: str, single: bool, word: str, *, named: bool
-) -> tuple[list[str], list[str]]:
-    """Env variables and systemd credential names tried, in order, for an account's secret;
-    `named`: the config gives the account's name (an unnamed one is "default")."""
-    env: list[str] = []
-    credentials: list[str] = []
+def secret_names(source: str, name: str, single: bool, word: str) -> tuple[list[str], list[str]]:
+    """Env variables and systemd credential names tried, in order, for an account's secret."""
     credential_word = word.replace("_", "-")
-    # A named account has its own names, "default" too (RECONCILER_CCNOW_DEFAULT_PASSWORD).
-    if named:
-        env.append(f"RECONCILER_{source.upper()}_{env_word(name)}_{word.upper()}")
-        credentials.append(f"{source}-{name}-{credential_word}")
+    # Every account has its own names, "default" too (RECONCILER_CCNOW_DEFAULT_PASSWORD), whether
+    # the config writes `name = "default"` or leaves it out: both are the account `default`.
+    env = [f"RECONCILER_{source.upper()}_{env_word(name)}_{word.upper()}"]
+    credentials = [f"{source}-{name}-{credential_word}"]
     # The plain names belong to the "default" account, or to the only one there is.
     if name == "default" or single:
         env.append(f"RECONCILER_{source.upper()}_{word.upper()}")
@@ -107,12 +133,18 @@ def webhook_secret_problem(value: str) -> str | None:
 
 
 class SecretReader:
-    """Resolves the secrets of one config file and remembers the files that held them."""
+    """Resolves the secrets of one config file and remembers the files that held them.
 
-    def __init__(self, file: str, base_dir: Path, env: Mapping[str, str]) -> None:
+    `optional`: a secret that is not given, or whose file cannot be read, is a MissingSecret
+    instead of an error. A secret that is given is checked all the same."""
+
+    def __init__(
+        self, file: str, base_dir: Path, env: Mapping[str, str], *, optional: bool = False
+    ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.env = env
+        self.secrets_optional = optional
         self.secret_files: dict[Path, None] = {}
 
     def required(
@@ -125,11 +157,14 @@ class SecretReader:
     ) -> Secret:
         found = self.optional(table, key, env, credentials, check)
         if found is None:
-            raise table.error(
+            error = table.error(
                 key,
                 f"required (or {key}_file, env {' or '.join(env)}, "
                 f"credential {' or '.join(credentials)})",
             )
+            if self.secrets_optional:
+                return MissingSecret(error)
+            raise error
         return found
 
     def optional(
@@ -144,7 +179,13 @@ class SecretReader:
         file_key = f"{key}_file"
         if key in table.data and file_key in table.data:
             raise table.error(key, f"give {key} or {file_key}, not both")
-        found = self.find(table, key, env, credentials)
+        try:
+            found = self.find(table, key, env, credentials)
+        except _Unreadable as error:
+            # Commonly the service's secret file, which the user running `status` may not read.
+            if self.secrets_optional:
+                return MissingSecret(error)
+            raise
         if found is None:
             return None
         # Problems name where the value came from, never the value.
@@ -188,7 +229,7 @@ class SecretReader:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             problem = f"cannot read: {exc.strerror or type(exc).__name__}{origin}"
-            raise table.error(key, problem) from None
+            raise _Unreadable(self.file, table.path(key), problem) from None
         except UnicodeDecodeError:
             # The codec's message quotes bytes of the file: never show it.
             raise table.error(key, f"not UTF-8 text{origin}") from None

@@ -263,7 +263,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("auth-header", CCV + "auth_header = 'X Key'\n", "ccv.auth_header", "not a valid HTTP header"),
     ("key-and-file", CCV + "api_key_file = 'k.txt'\n", "ccv.api_key", "not both"),
     ("key-missing", "[ccv]\nbase_url = 'https://x.example'\n", "ccv.api_key",
-     "required (or api_key_file, env RECONCILER_CCV_API_KEY, credential ccv-api-key)"),
+     "required (or api_key_file, env RECONCILER_CCV_DEFAULT_API_KEY or RECONCILER_CCV_API_KEY, "
+     "credential ccv-default-api-key or ccv-api-key)"),
     ("key-empty", "[ccv]\nbase_url = 'https://x.example'\napi_key = ''\n", "ccv.api_key",
      "must not be empty"),
     ("key-file-missing", "[ccv]\nbase_url = 'https://x.example'\napi_key_file = 'nope'\n",
@@ -279,7 +280,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("ccnow-client-id", "[ccnow]\nurl = 'https://c.example'\npassword = 'p'\n", "ccnow.client_id",
      "required"),
     ("ccnow-password", "[ccnow]\nurl = 'https://c.example'\nclient_id = 'c'\n", "ccnow.password",
-     "required (or password_file, env RECONCILER_CCNOW_PASSWORD, credential ccnow-password)"),
+     "required (or password_file, env RECONCILER_CCNOW_DEFAULT_PASSWORD or "
+     "RECONCILER_CCNOW_PASSWORD, credential ccnow-default-password or ccnow-password)"),
     ("ccnow-batch", CCNOW + "batch_size = 101\n", "ccnow.batch_size", "must be between 1 and 100"),
     ("ccnow-concurrency", CCNOW + "concurrency = 17\n", "ccnow.concurrency", "between 1 and 16"),
     ("ccnow-ccv-key", CCNOW + "auth = 'basic'\n", "ccnow.auth", "unknown key"),
