@@ -6,17 +6,15 @@ import argparse
 import asyncio
 import importlib
 import logging
-import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__, eventloop
-from .commands import WITHOUT_SECRETS
-from .config import Config, ConfigError, load_config, parse_duration
+from .commands import WITHOUT_SECRETS, argtypes
+from .config import Config, ConfigError, load_config
 from .eventloop import EventLoopError
 from .exits import (
     EX_CONFIG,
@@ -71,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--source", choices=SOURCES)
     c.add_argument(
         "--deliver-timeout",
-        type=_duration,
+        type=argtypes.duration,
         default=30.0,
         metavar="DURATION",
         help="how long to wait for sinks at the end (default 30s)",
@@ -97,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--json", action="store_true")
 
     e = command("events", help="show the event history")
-    e.add_argument("--since", type=_iso, metavar="ISO")
+    e.add_argument("--since", type=argtypes.iso, metavar="ISO")
     e.add_argument("--type", choices=[t.value for t in EventType], metavar="TYPE")
     e.add_argument(
         "--undelivered",
@@ -108,9 +106,9 @@ def _parser() -> argparse.ArgumentParser:
 
     r = command("replay", help="deliver stored events to a sink again, same ids")
     r.add_argument("--sink", required=True)
-    r.add_argument("--since", type=_iso, metavar="ISO")
+    r.add_argument("--since", type=argtypes.iso, metavar="ISO")
     r.add_argument("--undelivered", action="store_true", help="only what the sink does not have")
-    r.add_argument("--deliver-timeout", type=_duration, default=30.0, metavar="DURATION")
+    r.add_argument("--deliver-timeout", type=argtypes.duration, default=30.0, metavar="DURATION")
 
     st = command("status", help="health of accounts, sinks and the store; orders by status")
     st.add_argument("--json", action="store_true")
@@ -173,7 +171,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--orders", type=int, default=20)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument(
-        "--speed", type=_speed, default=1.0, help="lifecycle speed; 0 keeps every order where it is"
+        "--speed",
+        type=argtypes.speed,
+        default=1.0,
+        help="lifecycle speed; 0 keeps every order where it is",
     )
     s.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     s.add_argument(
@@ -196,53 +197,15 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     d = command("demo", help="the sandbox and the daemon together, with a live feed")
-    d.add_argument("--seconds", type=_positive, metavar="N", help="stop after N seconds")
+    d.add_argument("--seconds", type=argtypes.positive, metavar="N", help="stop after N seconds")
     d.add_argument(
         "--store", type=Path, metavar="PATH", help="SQLite file (default: a temporary one)"
     )
     d.add_argument("--orders", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--speed", type=_speed, default=1.5)
+    d.add_argument("--speed", type=argtypes.speed, default=1.5)
     d.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
     return p
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return value
-
-
-def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a speed of 0 or more")
-    return value
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _iso(text: str) -> float:
-    try:
-        # RFC 3339 allows a lowercase "t" and "z".
-        value = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
 
 
 def config_path(arg: str | None) -> Path:
