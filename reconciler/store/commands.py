@@ -25,7 +25,7 @@ OPEN_STATES = ("queued", "sending", "uncertain")
 
 _COLUMNS = (
     "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "
-    "state, attempts, next_attempt_at, answer, created_at, closed_at"
+    "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since"
 )
 
 
@@ -62,6 +62,7 @@ class Command:
     answer: str | None
     created_at: float
     closed_at: float | None
+    unsettled_since: float | None  # CCNow's first answer that did not settle its order
 
 
 def _row(r: Sequence[object]) -> Command:
@@ -165,14 +166,20 @@ async def requeue(store: Store, ids: Sequence[int], *, next_attempt_at: float, w
 
 
 async def requeue_within(
-    store: Store, ids: Sequence[int], *, next_attempt_at: float, why: str
+    store: Store,
+    ids: Sequence[int],
+    *,
+    next_attempt_at: float,
+    why: str,
+    unsettled_at: float | None = None,
 ) -> None:
-    """Queue commands again inside the caller's transaction (an answer that did not settle
-    them, committed with the ones it did)."""
+    """Queue commands again inside the caller's transaction; `unsettled_at`: an answer that
+    did not settle them, committed with the ones it did (the first such answer is kept)."""
     await store.conn.executemany(
-        "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ? "
+        "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ?, "
+        "unsettled_since = coalesce(unsettled_since, ?) "
         "WHERE id = ? AND state IN ('queued', 'sending')",
-        [(next_attempt_at, why, i) for i in ids],
+        [(next_attempt_at, why, unsettled_at, i) for i in ids],
     )
 
 

@@ -219,6 +219,10 @@ MIGRATIONS: list[str] = [
             WHERE source = old.source AND account = old.account AND order_id = old.order_id;
     END
     """,
+    # 15: when CCNow first answered a command without a line settling its order: a day later
+    # it is uncertain (writes/ccnow_actions.py), counted from that answer, not from a
+    # maintenance it was queued through
+    "ALTER TABLE commands ADD COLUMN unsettled_since REAL",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

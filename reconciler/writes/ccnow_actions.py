@@ -90,7 +90,7 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
-# How long after it was made a command whose answers never settled its order is sent again;
+# How long after CCNow's first answer that did not settle its order a command is sent again;
 # then it is uncertain.
 UNSETTLED_FOR_S = 86400.0
 
@@ -264,9 +264,11 @@ class ActionSender:
                 if status is not None and status in TAKEN[c.action]:
                     how = "the order's status" if unsettled else "taken by an earlier attempt"
                     state, words = "succeeded", f"{status} ({how})"
-            if state == "queued" and self.clock() - c.created_at >= UNSETTLED_FOR_S:
+            since = c.unsettled_since
+            if state == "queued" and since is not None and self.clock() - since >= UNSETTLED_FOR_S:
                 # Not sent for ever, nor called refused when CCNow may have run it (the status
-                # check may not have answered): a person decides.
+                # check may not have answered): a person decides. Counted from the first answer
+                # that did not settle it: a maintenance it was queued through is no such answer.
                 state, words = "uncertain", f"{NO_LINE} for a day"
             closes.append((c.id, state, words))
             line = lines.get(c.order_id)
@@ -320,7 +322,9 @@ class ActionSender:
 
         async def within() -> list[Event]:
             await cmds.close_within(self.store, ended, now)
-            await cmds.requeue_within(self.store, again, next_attempt_at=retry_at, why=NO_LINE)
+            await cmds.requeue_within(
+                self.store, again, next_attempt_at=retry_at, why=NO_LINE, unsettled_at=now
+            )
             return [self._event(by_id[i], state, words, now) for i, state, words in ended]
 
         await self.reconciler.apply(observations, via="action", discover=True, within=within)

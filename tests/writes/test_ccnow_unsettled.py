@@ -107,21 +107,29 @@ async def test_a_tracking_upload_the_answer_does_not_settle_is_queued_and_sent_a
     assert action_events(tmp_path) == [("order.action_succeeded", "track")]
 
 
+def days_ago(tmp_path: Path, column: str) -> None:
+    """Move a command's time back a day (what the daemon would see a day later)."""
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+        conn.execute(f"UPDATE commands SET {column} = {column} - ?", (UNSETTLED_FOR_S,))
+
+
 @pytest.mark.parametrize("action", ["ship", "add-tracking"])
-async def test_an_action_never_settled_is_uncertain_after_a_day(
+async def test_an_action_never_settled_is_uncertain_a_day_after_the_first_such_answer(
     tmp_path: Path, fake_ccnow: FakeCCNow, action: str
 ) -> None:
     # Every post naming the order, the status query too, is answered without its line: the
     # command is not sent for ever, and not called refused either (CCNow may have run it).
     fake_ccnow.orders = {A: "pending"}
     cfg = await tracked(tmp_path, fake_ccnow, A)
+    # First queued through a maintenance of more than a day: no answer about the order yet.
+    fake_ccnow.script = [Reply(200, "error_message system down for maintenance\n")]
+    assert (await ccnow(cfg, action, A, *ARGS[action])).code == 75
+    days_ago(tmp_path, "created_at")
     fake_ccnow.replies_for[A] = Reply(200, "message no_pending_orders\n", "text/plain")
     for _ in range(3):
         assert (await ccnow(cfg, action, A, *ARGS[action])).code == 75
-        assert commands(tmp_path)[0][1] == "queued"
-    # Answered no better for a day (a maintenance between counts too): made a day ago.
-    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
-        conn.execute("UPDATE commands SET created_at = created_at - ?", (UNSETTLED_FOR_S,))
+        assert commands(tmp_path)[0][1] == "queued"  # the day counts from the first answer
+    days_ago(tmp_path, "unsettled_since")
     last = await ccnow(cfg, action, A, *ARGS[action])
     assert last.code == 75, last.stdout + last.stderr
     said = "no single answer line for this order for a day"
