@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -45,6 +46,10 @@ _MESSAGES: tuple[tuple[str, Kind], ...] = (
 # found no space as SQLITE_IOERR, not SQLITE_FULL, when it grows its shared-memory index
 # (SQLITE_IOERR_SHMSIZE: a start on a full disk), and what such a write needs is this small.
 NEARLY_FULL_BYTES = 1 << 20
+# The I/O errors of writes that take space (SQLite maps ENOSPC of a plain write to SQLITE_FULL).
+_GROWING = frozenset(
+    {"SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMMAP", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_TRUNCATE"}
+)
 
 
 def kind_of(exc: sqlite3.Error | OSError, path: Path | None = None) -> Kind:
@@ -52,17 +57,14 @@ def kind_of(exc: sqlite3.Error | OSError, path: Path | None = None) -> Kind:
     database file; with the database's `path`, an I/O error while its file system has (all but)
     no space left is "full": space can come back, a damaged device does not heal by itself."""
     if isinstance(exc, OSError):
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return "full"
-        io_error = exc.errno == errno.EIO
-    else:
-        kind = _sqlite_kind(exc)
-        if kind != "io":
-            return kind
-        name = getattr(exc, "sqlite_errorname", None)
-        io_error = name.startswith("SQLITE_IOERR") if isinstance(name, str) else "I/O" in str(exc)
-    # Not a missing permission or file, which a full disk may happen to be beside.
-    if io_error and path is not None and _no_space_left(path):
+        return "full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io"
+    kind = _sqlite_kind(exc)
+    if kind != "io":
+        return kind
+    # Only an error of a write that needs space, not a read or a missing permission or file,
+    # which a full disk may happen to be beside: a damaged device on a full disk stays "io".
+    growing = getattr(exc, "sqlite_errorname", None) in _GROWING
+    if growing and path is not None and _no_space_left(path):
         return "full"
     return "io"
 
@@ -79,7 +81,8 @@ def _sqlite_kind(exc: sqlite3.Error) -> Kind:
 
 def _no_space_left(path: Path) -> bool:
     try:
-        return shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES
+        # Beside the file itself: SQLite follows a symbolic link, its -wal and -shm too.
+        return shutil.disk_usage(Path(os.path.realpath(path)).parent).free < NEARLY_FULL_BYTES
     except OSError:
         return False  # the directory cannot be asked: nothing known about its space
 

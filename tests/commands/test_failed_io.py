@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -86,23 +87,39 @@ async def test_a_full_disk_at_start_is_a_temporary_failure_naming_the_file(
         assert result.code == 0, result.stderr
 
 
+def _io_error(name: str) -> sqlite3.OperationalError:
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorname = name  # type: ignore[attr-defined]  # as SQLite names it
+    return exc
+
+
 def test_an_io_error_is_a_full_disk_only_while_no_space_is_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "reconciler.db"
-    io_error = sqlite3.OperationalError("disk I/O error")
+    grow = _io_error("SQLITE_IOERR_SHMSIZE")  # what a start on a full disk meets
+    read = _io_error("SQLITE_IOERR_READ")
     denied = PermissionError(errno.EACCES, "Permission denied")
     assert kind_of(OSError(errno.ENOSPC, "No space left on device"), db) == "full"
-    assert kind_of(io_error, db) == "io"
+    assert kind_of(grow, db) == "io"
     assert kind_of(sqlite3.OperationalError("database or disk is full")) == "full"
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=4096))
-    assert kind_of(io_error, db) == "full"
-    assert kind_of(OSError(errno.EIO, "Input/output error"), db) == "full"
-    # Not every failure beside a full disk is for want of space.
+    full = os.path.realpath(tmp_path)
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda d: usage._replace(free=4096 if str(d) == full else 10**12)
+    )
+    assert kind_of(grow, db) == "full"
+    # Not every failure beside a full disk is for want of space: a read, a damaged device, a
+    # permission.
+    assert kind_of(read, db) == "io"
+    assert kind_of(OSError(errno.EIO, "Input/output error"), db) == "io"
     assert kind_of(denied, db) == "io"
     assert kind_of(sqlite3.DatabaseError("database disk image is malformed"), db) == "corrupt"
-    assert kind_of(io_error) == "io"  # no file named: nothing known of its disk
+    assert kind_of(grow) == "io"  # no file named: nothing known of its disk
+    # Named through a symbolic link elsewhere: the disk of the file itself counts.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "link.db").symlink_to(db)
+    assert kind_of(grow, tmp_path / "elsewhere" / "link.db") == "full"
 
 
 async def _to_dev_full(*args: str, env: dict[str, str]) -> tuple[int, str]:
