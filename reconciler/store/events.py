@@ -103,7 +103,6 @@ class Events:
             for seq, e in enumerate(events, last + 1)
         ]
         self._store.on_rollback(self._forget_last_seq)
-        self._store.stored(events)
         sinks = self.sinks
         statements: list[Statement] = [(_event_insert(n), params) for n, params in chunks(rows)]
         statements.append(
@@ -117,6 +116,12 @@ class Events:
         added = sum((await on_thread(self._conn, run_statements, statements))[:-1])
         # A skipped row leaves a gap in the seqs: ask the database for the highest next time.
         self._last_seq = last + added if added == len(events) else None
+        if added == len(events):
+            self._store.stored(events)
+        elif added:  # a transition found again is stored once: only the new ones count
+            new = await self._conn.execute_fetchall("SELECT id FROM events WHERE seq > ?", (last,))
+            ids = {r[0] for r in new}
+            self._store.stored([e for e in events if e.id in ids])
         priority = self._store.priority
         if added == len(events):
             priority.stage(

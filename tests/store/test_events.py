@@ -105,3 +105,25 @@ async def test_with_nothing_urgent_a_sink_gets_retried_and_fresh_events_in_commi
         assert due.next_at == 50.0
     finally:
         await store.close()
+
+
+async def test_the_events_committed_are_told_once_each_and_never_when_rolled_back(
+    tmp_path: Path,
+) -> None:
+    # What the daemon's metrics count (reconciler_events_total): the events a commit stored; a
+    # transition found again (the same id) is stored once and counted once.
+    store = await Store.open(tmp_path / "r.db")
+    told: list[str] = []
+    store.events_committed = lambda events: told.extend(e.id for e in events)
+    try:
+        async with store.transaction():
+            await store.events.add([event(1), event(2)])
+        async with store.transaction():
+            await store.events.add([event(2), event(3)])  # event 2 found again
+        with pytest.raises(RuntimeError):
+            async with store.transaction():
+                await store.events.add([event(4)])
+                raise RuntimeError("the batch fails")
+        assert told == ["e-1", "e-2", "e-3"]
+    finally:
+        await store.close()
