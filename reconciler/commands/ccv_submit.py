@@ -92,8 +92,9 @@ async def submit_command(config: Config, account: str, document: object) -> int:
     except StoreLocked:
         if config.api is None:
             raise StoreLocked(
-                "a running daemon holds the store; give it an [api] section so that "
-                "`ccv submit` goes through it"
+                "another reconciler process holds the store (a daemon without [api], or a "
+                "catch-up): nothing was sent; submit again once it is done, or give the daemon "
+                "an [api] section so that `ccv submit` goes through it"
             ) from None
     return await _through_api(config, config.api, account, document, secrets)
 

@@ -51,8 +51,9 @@ def exit_code(tally: Tally) -> int:
 
 def _locked() -> StoreLocked:
     return StoreLocked(
-        "a running daemon holds the store; CCNow actions are taken by the process that holds "
-        "it: try again when it is stopped"
+        "another reconciler process holds the store (a daemon without [api], or a catch-up); "
+        "CCNow actions are taken by the process that holds it: nothing was sent; try again "
+        "once it is done, or give the daemon an [api] so that they go through it"
     )
 
 

@@ -13,8 +13,8 @@ import pytest
 from reconciler.store import WriterLock
 from tests.conftest import call_cli, daemon_here, free_port, read_events, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
-from tests.fake_providers import Reply
-from tests.server.test_api import api_toml
+from tests.fake_providers import FakeCCNow, Reply
+from tests.server.test_api import PUBLIC_URL, RECEIVER_SECRET, api_toml
 from tests.writes.test_submit_crash import UNCERTAIN, listening, query
 
 NO_ORDER_ID = [
@@ -88,3 +88,28 @@ async def test_a_store_held_by_another_command_sends_nothing_and_says_so(
     assert (result.code, result.stdout) == (75, ""), result.stderr
     assert "nothing was sent" in result.stderr and "submit_uncertain" not in result.stderr
     assert fake.submits == []
+
+
+async def test_without_an_api_a_store_held_by_another_command_blames_no_daemon(
+    tmp_path: Path, fake: FakeCCVWrites, fake_ccnow: FakeCCNow
+) -> None:
+    # A catch-up holds the store and the config has no [api]: nothing was sent, and the
+    # message says another process holds it, not a daemon that may not run.
+    receiver = (
+        f'[receiver]\nlisten = "127.0.0.1:{free_port()}"\npublic_url = "{PUBLIC_URL}"\n'
+        f'secret = "{RECEIVER_SECRET}"\n'
+    )
+    cfg = write_config(tmp_path, ccv=fake, ccnow=fake_ccnow, extra=receiver)
+    lock = WriterLock(tmp_path / "reconciler.db")
+    lock.acquire()
+    try:
+        stdin = json.dumps(submit_body(externalReference="held-2")).encode()
+        submit = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        ship = await call_cli("--config", cfg, "ccnow", "ship", "396-10-1142")
+    finally:
+        lock.release()
+    for result in (submit, ship):
+        assert result.code == 75, result.stderr
+        assert "another reconciler process holds the store" in result.stderr, result.stderr
+        assert "nothing was sent" in result.stderr
+    assert fake.submits == [] and fake_ccnow.actions == []
