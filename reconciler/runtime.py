@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from types import TracebackType
 
 import aiohttp
@@ -13,7 +14,7 @@ from .config import Config
 from .delivery import Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
-from .store import Store, WriterLock
+from .store import Store, StoreLocked, WriterLock
 from .store import commands as cmds
 from .store import submissions as subs
 from .store.retention import make_space_returnable, prune
@@ -92,3 +93,16 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         await self._opened.aclose()
+
+
+@contextlib.asynccontextmanager
+async def writer_unless_held(config: Config) -> AsyncIterator[Runtime | None]:
+    """The writer's runtime for the block, or None when another process holds the store's
+    writer lock at the start. Only that refusal means "nothing was done here": a database
+    busy later in the block (after a request was sent) is raised as the error it is."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            runtime: Runtime | None = await stack.enter_async_context(Runtime(config))
+        except StoreLocked:
+            runtime = None
+        yield runtime

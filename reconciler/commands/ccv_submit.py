@@ -66,11 +66,11 @@ def _report(
 
 async def submit_command(config: Config, account: str, document: object) -> int:
     """Submit one order body, locally or through the running daemon's API."""
-    from ..runtime import Runtime
+    from ..runtime import writer_unless_held
 
     secrets = config_secrets(config)
-    try:
-        async with Runtime(config) as rt:
+    async with writer_unless_held(config) as rt:
+        if rt is not None:
             submitter = Submitter(
                 rt.store,
                 rt.session,
@@ -89,13 +89,12 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
             return _report(result.status, result.body, result.order_id, result.reference, secrets)
-    except StoreLocked:
-        if config.api is None:
-            raise StoreLocked(
-                "another reconciler process holds the store (a daemon without [api], or a "
-                "catch-up): nothing was sent; submit again once it is done, or give the daemon "
-                "an [api] section so that `ccv submit` goes through it"
-            ) from None
+    if config.api is None:
+        raise StoreLocked(
+            "another reconciler process holds the store (a daemon without [api], or a "
+            "catch-up): nothing was sent; submit again once it is done, or give the daemon "
+            "an [api] section so that `ccv submit` goes through it"
+        )
     return await _through_api(config, config.api, account, document, secrets)
 
 

@@ -121,7 +121,8 @@ class Events:
         elif added:  # a transition found again is stored once: only the new ones count
             new = await self._conn.execute_fetchall("SELECT id FROM events WHERE seq > ?", (last,))
             ids = {r[0] for r in new}
-            self._store.stored([e for e in events if e.id in ids])
+            # Each once, as stored (a batch may name one id twice).
+            self._store.stored(list({e.id: e for e in events if e.id in ids}.values()))
         priority = self._store.priority
         if added == len(events):
             priority.stage(

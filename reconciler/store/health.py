@@ -63,7 +63,8 @@ def kind_of(exc: sqlite3.Error | OSError, path: Path | None = None) -> Kind:
         return kind
     # Only an error of a write that needs space, not a read or a missing permission or file,
     # which a full disk may happen to be beside: a damaged device on a full disk stays "io".
-    growing = getattr(exc, "sqlite_errorname", None) in _GROWING
+    name = getattr(exc, "sqlite_errorname", None)  # Python 3.11 on; before, only the words
+    growing = name in _GROWING if isinstance(name, str) else "disk I/O error" in str(exc)
     if growing and path is not None and _no_space_left(path):
         return "full"
     return "io"

@@ -49,11 +49,12 @@ def exit_code(tally: Tally) -> int:
     return EX_OK
 
 
-def _locked() -> StoreLocked:
+def _locked(*, resolving: bool = False) -> StoreLocked:
+    done = "nothing was settled" if resolving else "nothing was sent"
     return StoreLocked(
         "another reconciler process holds the store (a daemon without [api], or a catch-up); "
-        "CCNow actions are taken by the process that holds it: nothing was sent; try again "
-        "once it is done, or give the daemon an [api] so that they go through it"
+        f"CCNow actions are taken by the process that holds it: {done}; try again once it is "
+        "done, or give the daemon an [api] so that they go through it"
     )
 
 
@@ -71,7 +72,7 @@ async def action_command(
     dry_run: bool,
 ) -> int:
     """Record, send and report one action on orders."""
-    from reconciler.runtime import Runtime
+    from reconciler.runtime import writer_unless_held
 
     try:
         new = build(
@@ -83,8 +84,8 @@ async def action_command(
     if dry_run:
         sys.stdout.write(dry_run_text(cfg, new))
         return EX_OK
-    try:
-        async with Runtime(config) as rt:
+    async with writer_unless_held(config) as rt:
+        if rt is not None:
             sender = ActionSender(
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
@@ -95,11 +96,10 @@ async def action_command(
                 say(f"reconciler: error: {exc}")
                 return EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
-    except StoreLocked:
-        if config.api is None:
-            raise _locked() from None
-        return await _through_api(config, config.api, cfg, action, new)
-    return _finish(cfg.name, action, taken.to_json(), taken.sent)
+            return _finish(cfg.name, action, taken.to_json(), taken.sent)
+    if config.api is None:
+        raise _locked()
+    return await _through_api(config, config.api, cfg, action, new)
 
 
 def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: int) -> int:
@@ -189,7 +189,7 @@ async def post_to_api(
 
 async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent: bool) -> int:
     """Settle an order's uncertain action by a person's word."""
-    from reconciler.runtime import Runtime
+    from reconciler.runtime import writer_unless_held
 
     try:
         order_id = normalize_ccnow_id(raw_id)
@@ -197,8 +197,8 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
         say(f"reconciler: error: {exc}")
         return EX_DATAERR
     settled: list[tuple[str, str, object]]  # (order id, action, command id)
-    try:
-        async with Runtime(config) as rt:
+    async with writer_unless_held(config) as rt:
+        if rt is not None:
             sender = ActionSender(
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
@@ -206,10 +206,10 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
             found = await sender.resolve(cfg.name, order_id, sent=sent)
             settled = [(c.order_id, c.action, c.id) for c in found]
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
-    except StoreLocked:
+    if rt is None:
         # Under systemd the daemon always holds the store: it settles the command itself.
         if config.api is None:
-            raise _locked() from None
+            raise _locked(resolving=True)
         document = {"account": cfg.name, "order_id": order_id, "sent": sent}
         answer = await post_to_api(
             config.file, config.api, "/api/v1/ccnow/actions/resolve", document

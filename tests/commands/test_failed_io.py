@@ -109,6 +109,8 @@ def test_an_io_error_is_a_full_disk_only_while_no_space_is_left(
         shutil, "disk_usage", lambda d: usage._replace(free=4096 if str(d) == full else 10**12)
     )
     assert kind_of(grow, db) == "full"
+    # Python 3.10 names no SQLite error: its words say it.
+    assert kind_of(sqlite3.OperationalError("disk I/O error"), db) == "full"
     # Not every failure beside a full disk is for want of space: a read, a damaged device, a
     # permission.
     assert kind_of(read, db) == "io"

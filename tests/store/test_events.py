@@ -120,10 +120,12 @@ async def test_the_events_committed_are_told_once_each_and_never_when_rolled_bac
             await store.events.add([event(1), event(2)])
         async with store.transaction():
             await store.events.add([event(2), event(3)])  # event 2 found again
+        async with store.transaction():
+            await store.events.add([event(5), event(5)])  # one id twice in a batch
         with pytest.raises(RuntimeError):
             async with store.transaction():
                 await store.events.add([event(4)])
                 raise RuntimeError("the batch fails")
-        assert told == ["e-1", "e-2", "e-3"]
+        assert told == ["e-1", "e-2", "e-3", "e-5"]
     finally:
         await store.close()

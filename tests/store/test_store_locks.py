@@ -14,6 +14,7 @@ from reconciler.store import Store, StoreLocked, WriterLock
 from tests.conftest import call_cli, cli_env, daemon, free_port, write_config
 from tests.fake_providers import FakeCCV
 from tests.server.test_api import api_toml
+from tests.store.test_orders import config_for
 from tests.writes.test_submit_crash import listening
 
 # Another process opens the store, reads, and closes: SQLite lets the last connection to close
@@ -95,3 +96,23 @@ async def test_a_daemon_with_the_api_keeps_its_write_ahead_log_beside_a_track(
         assert wal.exists()
         assert (await call_cli("--config", cfg, "track", "ccv", "O-1")).code == 0
         assert wal.exists(), "the daemon's write-ahead log was deleted by the track"
+
+
+async def test_a_writer_is_refused_only_at_the_start(tmp_path: Path) -> None:
+    # `ccv submit` and `ccnow` go through the daemon only when the store's writer lock is
+    # refused at their start; a busy database later (after a request was sent) is an error of
+    # its own, never taken for "nothing was sent".
+    from reconciler.runtime import writer_unless_held
+
+    cfg = config_for(tmp_path)
+    held = WriterLock(tmp_path / "reconciler.db")
+    held.acquire()
+    try:
+        async with writer_unless_held(cfg) as runtime:
+            assert runtime is None
+    finally:
+        held.release()
+    with pytest.raises(StoreLocked, match="busy"):
+        async with writer_unless_held(cfg) as runtime:
+            assert runtime is not None
+            raise StoreLocked("database is busy: another process is writing it")
