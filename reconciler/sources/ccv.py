@@ -95,16 +95,17 @@ def _status_of(value: object) -> str | None:
 
 def _status_document(body: bytes) -> tuple[str, object] | None:
     """Return the orderStatus word and the externalReference value of a status answer, or None
-    when the body is not one (not JSON, not an object, no status a log and a database hold)."""
+    when the body is not one (not JSON, not an object, no status a log and a database hold, or
+    a key named twice: `{"orderStatus": "New", "orderStatus": "Completed"}` is two answers, and
+    taking the last would guess an end state that is never asked again)."""
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
+        # The usual answer is decoded by the C decoder alone; one that may name a key twice
+        # (a key written twice, or spelled with escapes) once, with a hook that finds out.
+        hook = _once if _may_repeat_a_key(body) else None
+        document = json.loads(body, object_pairs_hook=hook)
+    except (ValueError, RecursionError, _RepeatedKey):
         return None
     if not isinstance(document, dict):
-        return None
-    if _may_repeat_a_key(body) and _repeats_a_key(body):
-        # `{"orderStatus": "New", "orderStatus": "Completed"}` is two answers, not one: taking
-        # the last would guess, and an end state guessed is never asked again.
         return None
     word = _status_of(document.get("orderStatus"))
     return None if word is None else (word, document.get("externalReference"))
@@ -112,26 +113,17 @@ def _status_document(body: bytes) -> tuple[str, object] | None:
 
 def _may_repeat_a_key(body: bytes) -> bool:
     """Whether a status answer may name a key twice: one of its two keys written twice, or a
-    key written with escapes (`"order\\u0053tatus"`). Three scans of a short body, so that the
-    usual answer is not decoded twice."""
+    key written with escapes (`"order\\u0053tatus"`)."""
     return (
         body.count(b'"orderStatus"') > 1 or body.count(b'"externalReference"') > 1 or b"\\u" in body
     )
 
 
-def _repeats_a_key(body: bytes) -> bool:
-    """Whether an object of a JSON text names a key twice (json.loads keeps the last)."""
-
-    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
-        if len({key for key, _ in items}) < len(items):
-            raise _RepeatedKey
-        return dict(items)
-
-    try:
-        json.loads(body, object_pairs_hook=pairs)
-    except _RepeatedKey:
-        return True
-    return False
+def _once(items: list[tuple[str, object]]) -> dict[str, object]:
+    """An object's pairs as a dict; _RepeatedKey when it names a key twice."""
+    if len({key for key, _ in items}) < len(items):
+        raise _RepeatedKey
+    return dict(items)
 
 
 class _RepeatedKey(Exception):
