@@ -14,7 +14,7 @@ from .config import Config
 from .delivery import Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
-from .store import Store, StoreLocked, WriterLock
+from .store import Store, WriterLock, WriterLockHeld
 from .store import commands as cmds
 from .store import submissions as subs
 from .store.retention import make_space_returnable, prune
@@ -103,6 +103,6 @@ async def writer_unless_held(config: Config) -> AsyncIterator[Runtime | None]:
     async with contextlib.AsyncExitStack() as stack:
         try:
             runtime: Runtime | None = await stack.enter_async_context(Runtime(config))
-        except StoreLocked:
+        except WriterLockHeld:
             runtime = None
         yield runtime

@@ -8,7 +8,7 @@ group of tables.
 from __future__ import annotations
 
 from .db import Store
-from .errors import StoreError, StoreFull, StoreLocked
+from .errors import StoreError, StoreFull, StoreLocked, WriterLockHeld
 from .files import WriterLock
 
-__all__ = ["Store", "StoreError", "StoreFull", "StoreLocked", "WriterLock"]
+__all__ = ["Store", "StoreError", "StoreFull", "StoreLocked", "WriterLock", "WriterLockHeld"]

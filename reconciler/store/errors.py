@@ -17,7 +17,12 @@ class StoreError(Exception):
 
 
 class StoreLocked(StoreError):
-    """Another process (a running daemon or catch-up) holds the store's writer lock."""
+    """Another process (a running daemon or catch-up) holds the store's writer lock, or keeps
+    the database busy."""
+
+
+class WriterLockHeld(StoreLocked):
+    """The writer lock was refused: another process is the store's writer (nothing was done)."""
 
 
 class StoreFull(StoreError):

@@ -9,7 +9,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import StoreLocked, file_error
+from .errors import WriterLockHeld, file_error
 
 
 class WriterLock:
@@ -24,7 +24,7 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise StoreLocked at once; never waits."""
+        """Take the lock or raise WriterLockHeld at once; never waits."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -35,7 +35,7 @@ class WriterLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise StoreLocked(
+            raise WriterLockHeld(
                 f"store {self.path.with_suffix('')} is in use by another reconciler process"
                 + (f" (pid {holder})" if holder else "")
             ) from None

@@ -98,7 +98,9 @@ async def test_a_daemon_with_the_api_keeps_its_write_ahead_log_beside_a_track(
         assert wal.exists(), "the daemon's write-ahead log was deleted by the track"
 
 
-async def test_a_writer_is_refused_only_at_the_start(tmp_path: Path) -> None:
+async def test_a_writer_is_refused_only_at_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # `ccv submit` and `ccnow` go through the daemon only when the store's writer lock is
     # refused at their start; a busy database later (after a request was sent) is an error of
     # its own, never taken for "nothing was sent".
@@ -116,3 +118,13 @@ async def test_a_writer_is_refused_only_at_the_start(tmp_path: Path) -> None:
         async with writer_unless_held(cfg) as runtime:
             assert runtime is not None
             raise StoreLocked("database is busy: another process is writing it")
+    # A database busy while the writer opens it, past the lock: not "another writer".
+    from reconciler import runtime as runtime_module
+
+    async def busy(self: object) -> object:
+        raise StoreLocked("database is busy: another process is writing it")
+
+    monkeypatch.setattr(runtime_module.Runtime, "__aenter__", busy)
+    with pytest.raises(StoreLocked, match="busy"):
+        async with writer_unless_held(cfg):
+            pass
