@@ -17,8 +17,13 @@ from ..config import ApiConfig, Config
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields, say
 from ..redact import config_secrets, redact
-from ..store import StoreLocked
-from ..writes.daemon_api import authorization, nobody_listens, refused, token_refused
+from ..writes.daemon_api import (
+    authorization,
+    held_elsewhere,
+    nobody_listens,
+    refused,
+    token_refused,
+)
 from ..writes.interrupted import settle_interrupted_writes
 from ..writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
 
@@ -90,11 +95,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
             return _report(result.status, result.body, result.order_id, result.reference, secrets)
     if config.api is None:
-        raise StoreLocked(
-            "another reconciler process holds the store (a daemon without [api], or a "
-            "catch-up): nothing was sent; submit again once it is done, or give the daemon "
-            "an [api] section so that `ccv submit` goes through it"
-        )
+        raise held_elsewhere("nothing was sent")
     return await _through_api(config, config.api, account, document, secrets)
 
 

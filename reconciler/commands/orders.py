@@ -112,15 +112,10 @@ async def _resolve_through_daemon(
     config: Config, account: str, settles: Sequence[tuple[str, str]]
 ) -> int:
     from ..writes.ccnow_cli import post_to_api
+    from ..writes.daemon_api import held_elsewhere
 
     if config.api is None:
-        say(
-            "reconciler: another reconciler process holds the store (a catch-up, or a daemon "
-            f"without [api]): the uncertain submit of {shown(settles[0][1])} stays uncertain; "
-            "run this again once it is done (a daemon with [api] settles it at once)",
-            logging.WARNING,
-        )
-        return EX_TEMPFAIL
+        raise held_elsewhere(f"the uncertain submit of {shown(settles[0][1])} stays uncertain")
     for order_id, ref in settles:
         document = {
             "source": "ccv",

@@ -21,7 +21,6 @@ from .db import Store
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
 # CCNow's own words for the actions (`x_action_N`)
 Action = Literal["ship", "cancel", "track", "adjust"]
-OPEN_STATES = ("queued", "sending", "uncertain")
 
 _COLUMNS = (
     "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "

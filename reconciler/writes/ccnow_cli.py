@@ -21,7 +21,6 @@ from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields, say
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
-from reconciler.store import StoreLocked
 from reconciler.store import commands as cmds
 from reconciler.terminal import shown
 from reconciler.writes.ccnow_actions import (
@@ -31,7 +30,13 @@ from reconciler.writes.ccnow_actions import (
     build,
     dry_run_text,
 )
-from reconciler.writes.daemon_api import authorization, nobody_listens, refused, token_refused
+from reconciler.writes.daemon_api import (
+    authorization,
+    held_elsewhere,
+    nobody_listens,
+    refused,
+    token_refused,
+)
 from reconciler.writes.interrupted import settle_interrupted_writes
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
@@ -47,15 +52,6 @@ def exit_code(tally: Tally) -> int:
     if tally.queued or tally.uncertain:
         return EX_TEMPFAIL
     return EX_OK
-
-
-def _locked(*, resolving: bool = False) -> StoreLocked:
-    done = "nothing was settled" if resolving else "nothing was sent"
-    return StoreLocked(
-        "another reconciler process holds the store (a daemon without [api], or a catch-up); "
-        f"CCNow actions are taken by the process that holds it: {done}; try again once it is "
-        "done, or give the daemon an [api] so that they go through it"
-    )
 
 
 async def action_command(
@@ -98,7 +94,7 @@ async def action_command(
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
             return _finish(cfg.name, action, taken.to_json(), taken.sent)
     if config.api is None:
-        raise _locked()
+        raise held_elsewhere("nothing was sent")
     return await _through_api(config, config.api, cfg, action, new)
 
 
@@ -209,7 +205,7 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
     if rt is None:
         # Under systemd the daemon always holds the store: it settles the command itself.
         if config.api is None:
-            raise _locked(resolving=True)
+            raise held_elsewhere("nothing was settled")
         document = {"account": cfg.name, "order_id": order_id, "sent": sent}
         answer = await post_to_api(
             config.file, config.api, "/api/v1/ccnow/actions/resolve", document

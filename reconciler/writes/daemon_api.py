@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from ..config import ApiConfig
 from ..exits import EX_CONFIG, EX_TEMPFAIL
 from ..logs import say
+from ..store.errors import StoreLocked
 
 # What the API answers a request without its token with (server/api_requests.py). A status the
 # daemon passes back from a provider (CCV's own 401 to a submit) never carries it.
@@ -45,3 +46,16 @@ def nobody_listens(api: ApiConfig) -> int:
         logging.WARNING,
     )
     return EX_TEMPFAIL
+
+
+# Who holds the store, as far as a command that could not take its writer lock can tell.
+HELD = "another reconciler process holds the store (a daemon without [api], or a catch-up)"
+
+
+def held_elsewhere(outcome: str) -> StoreLocked:
+    """The error of a write command that found the store held and no `[api]` to go through;
+    `outcome` says what was left undone."""
+    return StoreLocked(
+        f"{HELD}: {outcome}; run the same command again once it is done, or give the daemon "
+        "an [api] so that it goes through it"
+    )
