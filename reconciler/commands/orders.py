@@ -111,8 +111,7 @@ async def _resolve_submissions(
 async def _resolve_through_daemon(
     config: Config, account: str, settles: Sequence[tuple[str, str]]
 ) -> int:
-    from ..writes.ccnow_cli import post_to_api
-    from ..writes.daemon_api import held_elsewhere
+    from ..writes.daemon_api import held_elsewhere, post_to_api
 
     if config.api is None:
         raise held_elsewhere(f"the uncertain submit of {shown(settles[0][1])} stays uncertain")

@@ -15,8 +15,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
-
 from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields, say
@@ -30,19 +28,12 @@ from reconciler.writes.ccnow_actions import (
     build,
     dry_run_text,
 )
-from reconciler.writes.daemon_api import (
-    authorization,
-    held_elsewhere,
-    nobody_listens,
-    refused,
-    token_refused,
-)
+from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 from reconciler.writes.interrupted import settle_interrupted_writes
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
 DELIVER_TIMEOUT_S = 10.0
-API_TIMEOUT_S = 300.0
 
 
 def exit_code(tally: Tally) -> int:
@@ -153,34 +144,6 @@ async def _through_api(
         )
         return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
     return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
-
-
-async def post_to_api(
-    config_file: str, api: ApiConfig, path: str, document: dict[str, Any]
-) -> tuple[int, dict[str, Any]] | int:
-    """POST to the running daemon's API; return (status, JSON object) or an exit code."""
-    timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as s:
-        try:
-            async with s.post(api.url(path), json=document, headers=authorization(api)) as resp:
-                if token_refused(resp.status, resp.headers):
-                    return refused(config_file)
-                status = resp.status
-                body = await resp.json(content_type=None)
-        except aiohttp.ClientConnectorError:
-            return nobody_listens(api)  # another command (a catch-up, say) holds the store
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            # Recorded or not, the same run later finds the same commands by their keys.
-            say(
-                f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "
-                "run the same command again to see what became of it",
-                logging.WARNING,
-            )
-            return EX_TEMPFAIL
-    if not isinstance(body, dict):
-        say(f"reconciler: error: the daemon answered HTTP {status}")
-        return EX_TEMPFAIL
-    return status, body
 
 
 async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent: bool) -> int:

@@ -1,10 +1,13 @@
-"""A write command handed to the running daemon's `[api]` (the daemon holds the store): the
-request's authorization, and what it means when the daemon refuses it."""
+"""A command handed to the running daemon's `[api]` (the daemon holds the store): the request,
+its authorization, and what it means when the daemon refuses it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
 
 from ..config import ApiConfig
 from ..exits import EX_CONFIG, EX_TEMPFAIL
@@ -14,6 +17,8 @@ from ..store.errors import StoreLocked
 # What the API answers a request without its token with (server/api_requests.py). A status the
 # daemon passes back from a provider (CCV's own 401 to a submit) never carries it.
 CHALLENGE = 'Bearer realm="reconciler"'
+# How long a command waits for the daemon, which may be sending a batch of writes meanwhile.
+API_TIMEOUT_S = 300.0
 
 
 def authorization(api: ApiConfig) -> dict[str, str]:
@@ -59,3 +64,31 @@ def held_elsewhere(outcome: str) -> StoreLocked:
         f"{HELD}: {outcome}; run the same command again once it is done, or give the daemon "
         "an [api] so that it goes through it"
     )
+
+
+async def post_to_api(
+    config_file: str, api: ApiConfig, path: str, document: dict[str, Any]
+) -> tuple[int, dict[str, Any]] | int:
+    """POST to the running daemon's API; return (status, JSON object) or an exit code."""
+    timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as s:
+        try:
+            async with s.post(api.url(path), json=document, headers=authorization(api)) as resp:
+                if token_refused(resp.status, resp.headers):
+                    return refused(config_file)
+                status = resp.status
+                body = await resp.json(content_type=None)
+        except aiohttp.ClientConnectorError:
+            return nobody_listens(api)  # another command (a catch-up, say) holds the store
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # Recorded or not, the same run later finds the same commands by their keys.
+            say(
+                f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "
+                "run the same command again to see what became of it",
+                logging.WARNING,
+            )
+            return EX_TEMPFAIL
+    if not isinstance(body, dict):
+        say(f"reconciler: error: the daemon answered HTTP {status}")
+        return EX_TEMPFAIL
+    return status, body
