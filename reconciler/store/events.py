@@ -18,6 +18,7 @@ from ..model import Source
 from . import replays
 from .due import OUTBOX_COLUMNS, read_pending
 from .errors import StoreError, guarded
+from .history import LAST_SEQ, highest_seq
 from .oneshot import commit_at_once
 from .priority import urgent_first
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements, runs, values
@@ -141,10 +142,10 @@ class Events:
         self._last_seq = None
 
     async def last_seq(self) -> int:
-        """Return the highest seq stored (0: none)."""
+        """Return the highest seq stored, or handed out before the database went back (0:
+        none): the next event's seq follows it."""
         if self._last_seq is None:
-            found = await self._conn.execute_fetchall("SELECT ifnull(max(seq), 0) FROM events")
-            self._last_seq = int(next(iter(found))[0])
+            self._last_seq = await highest_seq(self._conn)
         return self._last_seq
 
     async def seq_of(self, event_id: str) -> int | None:
@@ -212,7 +213,7 @@ class Events:
             await self._conn.execute_fetchall(
                 "SELECT seq, body FROM (SELECT seq, body FROM events WHERE seq > ? "
                 "AND (? IS NULL OR type = ?) ORDER BY seq LIMIT ?) "
-                "UNION ALL SELECT ifnull(max(seq), 0), NULL FROM events",
+                f"UNION ALL SELECT ({LAST_SEQ}), NULL",
                 (after, type, type, limit),
             )
         )

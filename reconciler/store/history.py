@@ -12,6 +12,11 @@ rewind then gets a new id too; a consumer applying a status twice is harmless, o
 change is not. The epoch matters after a second restore: a backup newer than the first one
 restored holds more events than the mark lowered to the first one's count, but not its epoch.
 
+The mark also keeps the seqs going forward: a database that holds fewer events than the mark
+(a restore, or another database put in its place) numbers its next events after the mark's
+(`seq_floor` in `meta`). Else it would number new events with seqs a feed reader already passed,
+and a cursor kept from before the restore would skip them in silence.
+
 The mark is written after each commit that stored events, without fsync: after a power loss it
 may be behind the database (a rewind then goes unseen for the events after it), never ahead.
 """
@@ -82,15 +87,26 @@ class _Marked:
 
 def _read_mark(raw: bytes, store_id: str) -> _Marked | None:
     """Return what a mark holds for `store_id`, or None (another store's, or unreadable)."""
-    # The first line only: a release before this one writes its shorter mark over a longer one.
-    parts = raw.split(b"\n", 1)[0].decode("ascii", "replace").split()
-    if not parts or parts[0] != store_id or not parts[-1].isdigit():
+    parts = _mark_parts(raw)
+    if not parts or parts[0] != store_id:
         return None
     if len(parts) == 2:
         return _Marked(int(parts[1]), None, epoch_known=False)
     if len(parts) == 3:
         return _Marked(int(parts[2]), None if parts[1] == _NO_EPOCH else parts[1])
     return None
+
+
+def _mark_parts(raw: bytes) -> list[str]:
+    # The first line only: a release before this one writes its shorter mark over a longer one.
+    parts = raw.split(b"\n", 1)[0].decode("ascii", "replace").split()
+    return parts if len(parts) in (2, 3) and parts[-1].isdigit() else []
+
+
+def _marked_seq(raw: bytes) -> int:
+    """Return the highest seq a mark says was committed at this path, whatever store's."""
+    parts = _mark_parts(raw)
+    return int(parts[-1]) if parts else 0
 
 
 def _gone_back(marked: _Marked, last: int, epoch: str | None) -> str | None:
@@ -116,22 +132,28 @@ async def open_history(
         return None, await _epoch(conn)
     # The mark first, the database after: a mark is written after its commit, so another
     # process committing meanwhile can never make the mark look ahead of the database.
-    marked = _read_mark(os.pread(fd, _MAX_MARK, 0), store_id)
-    last = await _last_seq(conn)
+    raw = os.pread(fd, _MAX_MARK, 0)
+    marked = _read_mark(raw, store_id)
+    stored = await highest_seq(conn)
     epoch = await _epoch(conn)
-    why = None if marked is None else _gone_back(marked, last, epoch)
+    why = None if marked is None else _gone_back(marked, stored, epoch)
     if marked is not None and why is not None:
         epoch = await _new_epoch(conn, epoch)
         log.warning(
             "store.history_rewound",
             extra=fields(
                 path=str(path),
-                events=last,
+                events=stored,
                 committed_before=marked.seq,
                 reason=why,
                 hint="restored from a backup? new events get new ids",
             ),
         )
+    # Before this process stores an event: its seq must follow the mark's, also when the mark is
+    # another store's (a database put in this one's place).
+    last = stored
+    if _marked_seq(raw) > stored:
+        last = await _raise_floor(conn, _marked_seq(raw))
     if marked is None or why is not None or not marked.epoch_known:
         # The database's own count and epoch from now on (a rewound one's new epoch).
         mark = HistoryMark(fd, store_id, epoch, last)
@@ -141,9 +163,35 @@ async def open_history(
     return mark, epoch
 
 
-async def _last_seq(conn: aiosqlite.Connection) -> int:
-    rows = await conn.execute_fetchall("SELECT ifnull(max(seq), 0) FROM events")
+# The highest seq stored, or handed out before the database went back (`seq_floor`): the next
+# event's seq follows it. One statement: the feed reads it in the snapshot of its page.
+LAST_SEQ = (
+    "SELECT max(ifnull((SELECT max(seq) FROM events), 0), "
+    "ifnull((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq_floor'), 0))"
+)
+
+
+async def highest_seq(conn: aiosqlite.Connection) -> int:
+    """Return the highest seq stored or handed out (0: none)."""
+    rows = await conn.execute_fetchall(LAST_SEQ)
     return int(next(iter(rows))[0])
+
+
+async def _raise_floor(conn: aiosqlite.Connection, seq: int) -> int:
+    """Make the next event's seq follow `seq` at least; return the highest seq now."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        await conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', "
+            "max(?, ifnull((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq_floor'), 0)))",
+            (seq,),
+        )
+        last = await highest_seq(conn)
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+    return last
 
 
 async def _epoch(conn: aiosqlite.Connection) -> str | None:

@@ -146,6 +146,55 @@ async def test_a_mark_of_the_release_before_epochs_were_marked_is_read(
     shutil.copyfile(db, tmp_path / "six.db")
     await add_events(db, 1)
     restore(tmp_path / "six.db", db)
-    mark.write_text(f"{seed} {7:020d}\n")
+    mark.write_text(f"{seed} {(await feed_after(db, 0))[1] + 1:020d}\n")
     assert await add_events(db, 1) not in {seed, rewound}
     assert rewinds(caplog) == 2
+
+
+async def feed_after(db: Path, after: int) -> tuple[list[bytes], int]:
+    """Read the events feed from `after`, as the API does (a read-only store)."""
+    store = await Store.open(db, readonly=True)
+    try:
+        return await store.events.feed(after, None, 1000)
+    finally:
+        await store.close()
+
+
+async def test_a_feed_cursor_from_before_a_restore_misses_no_event_stored_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A reader at seq 43 when the database is put back to its backup of 21 events: the events
+    # stored after the restore must come after its cursor, not take seqs 22.. it already passed.
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    await add_events(db, 21)
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(db, backup)
+    await add_events(db, 22)
+    _, cursor = await feed_after(db, 0)
+    assert cursor == 43
+    restore(backup, db)
+    await add_events(db, 8)
+    assert rewinds(caplog) == 1
+    bodies, after = await feed_after(db, cursor)
+    assert len(bodies) == 8 and after == 51
+    # Opened again before or after more events: not another rewind, and the seqs go on.
+    await add_events(db, 0)
+    await add_events(db, 2)
+    assert rewinds(caplog) == 1
+    assert (await feed_after(db, after))[1] == 53
+
+
+async def test_a_database_put_in_the_place_of_another_numbers_its_events_after_the_old_ones(
+    tmp_path: Path,
+) -> None:
+    # A new, empty database where the old one was (its mark beside it is the old store's): a
+    # reader's cursor from the old one must not skip the new database's first events.
+    db = tmp_path / "reconciler.db"
+    await add_events(db, 30)
+    _, cursor = await feed_after(db, 0)
+    for suffix in ("", "-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    await add_events(db, 4)
+    bodies, after = await feed_after(db, cursor)
+    assert (len(bodies), after) == (4, 34)
