@@ -157,7 +157,9 @@ async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -
             SandboxOptions(
                 orders=args.orders,
                 seed=args.seed,
-                speed=args.speed,
+                # As `sandbox --speed 0`: the options want a rate, 0 means no lifecycle at all.
+                speed=args.speed if args.speed > 0 else 1.0,
+                advance=args.speed > 0,
                 drop_notifications=args.drop_notifications,
             )
         )

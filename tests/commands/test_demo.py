@@ -88,3 +88,34 @@ async def test_demo_refuses_a_run_time_that_is_not_above_0(seconds: str) -> None
     result = await call_cli("demo", "--seconds", seconds)
     assert result.code == 2
     assert "is not a number of seconds above 0" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--orders", "-1", "is not a number of orders from 0 to 1000000"),
+        ("--orders", "many", "is not a number of orders from 0 to 1000000"),
+        ("--drop-notifications", "2", "is not a share from 0 to 1"),
+        ("--drop-notifications", "nan", "is not a share from 0 to 1"),
+    ],
+)
+@pytest.mark.parametrize("command", ["demo", "sandbox"])
+async def test_a_bad_simulator_option_is_one_usage_line(
+    command: str, option: str, value: str, says: str
+) -> None:
+    # The demo built the simulator's options inside its event loop: a traceback, exit 70.
+    result = await call_cli(command, option, value)
+    assert result.code == 2
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_demo_at_speed_0_keeps_orders_where_they_are() -> None:
+    # As `sandbox --speed 0`; the demo passed 0 on to the simulator, which refused it (exit 70).
+    result = await demo_here("--seconds", "2", "--speed", "0", "--orders", "3")
+    assert result.code == 0, result.stderr
+    assert "summary" in result.stdout
+    # only the demo's own shipments move an order
+    changes = [line for line in result.stdout.splitlines() if " order.status_changed " in line]
+    assert all(line.endswith("(via action)") for line in changes), result.stdout
+    assert "Traceback" not in result.stderr
