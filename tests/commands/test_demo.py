@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+import sqlite3
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +121,17 @@ async def test_demo_at_speed_0_keeps_orders_where_they_are() -> None:
     changes = [line for line in result.stdout.splitlines() if " order.status_changed " in line]
     assert all(line.endswith("(via action)") for line in changes), result.stdout
     assert "Traceback" not in result.stderr
+
+
+async def test_demo_counts_every_order_it_submitted(tmp_path: Path) -> None:
+    # With --seconds 2 the last submit is due as the demo stops: it was cancelled in flight,
+    # its order tracked by the daemon and left out of "submitted through the API".
+    store = tmp_path / "demo.db"
+    result = await demo_here("--seconds", "2", "--orders", "2", "--store", str(store))
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    fed = [line for line in lines if " ccv.submit " in line and "HTTP 201" in line]
+    with sqlite3.connect(store) as db:
+        (ccv_orders,) = db.execute("SELECT count(*) FROM orders WHERE source = 'ccv'").fetchone()
+    assert ccv_orders - 2 == len(fed), result.stdout
+    assert f"submitted through the API: {len(fed)};" in result.stdout
