@@ -71,12 +71,15 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
 
         async def ask() -> None:
             nonlocal answered_list, asked, from_list
-            listed = await self.client.pending_list()
-            listed_ids = {o.key.order_id for o in listed}
             to_query: list[str] = []
             if everything:
+                # Read before the list is asked: a catch-up whose list fails has asked about
+                # every open order all the same, and counts each as a failed check.
                 to_query = await self._open_ids()
-            elif query_left:
+                asked = len(to_query)
+            listed = await self.client.pending_list()
+            listed_ids = {o.key.order_id for o in listed}
+            if query_left and not everything:
                 before = await self.store.orders.with_status("ccnow", self.account, ["pending"])
                 to_query = [s.key.order_id for s in before]
             for obs in listed:

@@ -15,6 +15,7 @@ from aiohttp.typedefs import Middleware
 from .. import strict_json
 from ..logs import fields
 from ..model import SOURCES, InvalidOrderId, OrderKey, Source, normalize_order_id
+from ..poller.unconfigured import unsettled_writes
 from ..store import Store, StoreError
 from ..writes.ccnow_actions import ActionSender
 from ..writes.daemon_api import CHALLENGE
@@ -156,6 +157,15 @@ def account_named(
     if not isinstance(raw, str) or raw not in accounts:
         raise BadRequest(422, f"no {source} account of that name", field)
     return raw
+
+
+async def unconfigured_with_writes(deps: ApiDeps, source: Source, raw: object) -> str | None:
+    """Return the account `raw` names when the config no longer names it and the store holds
+    uncertain writes of it, which a person's word settles without credentials; else None."""
+    if not isinstance(raw, str) or raw in deps.accounts.get(source, ()):
+        return None
+    uncertain, _ = (await unsettled_writes(deps.reader)).get((source, raw), (0, 0))
+    return raw if uncertain else None
 
 
 def order_id_named(source: Source, raw: object) -> str:
