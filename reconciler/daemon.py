@@ -337,6 +337,7 @@ class Daemon:
                 "ccnow": [c.name for c in self.config.ccnow],
             },
             secrets=tuple(config_secrets(self.config)),
+            body_timeout_s=self.api_limits.header_timeout_s,
         )
         self.api = ApiListener(
             build_api(api, deps), self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S

@@ -50,7 +50,9 @@ class Orders:
 
     async def track(self, request: web.Request) -> web.Response:
         """POST /api/v1/orders: start following an order; 201 new, 200 already followed."""
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         if not isinstance(doc, dict):
             raise BadRequest(422, "the body must be a JSON object", "$")
         for name in doc:

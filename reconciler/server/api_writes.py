@@ -46,7 +46,9 @@ class Writes:
     async def submit(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccv/orders?account=A: submit through reconciler."""
         account = self.account("ccv", request.query.get("account"))
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         result = await self.deps.submitter.submit(account, doc)
         return self._passed_back(result.status, result.body, result.content_type, result.headers)
 
@@ -81,7 +83,9 @@ class Writes:
     async def ccnow_actions(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccnow/actions: record CCNow order actions and send them at once."""
         sender = self.sender()
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         if not isinstance(doc, dict):
             raise BadRequest(400, "the body must be a JSON object", "$")
         account = self.account("ccnow", doc.get("account"))
@@ -100,7 +104,9 @@ class Writes:
     async def ccnow_resolve(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?}`: settle an
         order's uncertain action by a person's word (`ccnow resolve` while the daemon runs)."""
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         if not isinstance(doc, dict):
             raise BadRequest(400, "the body must be a JSON object", "$")
         for name in doc:
@@ -140,7 +146,9 @@ class Writes:
     async def pricing(self, request: web.Request) -> web.Response:
         """PATCH /api/v1/ccv/pricing?account=A: check the prices, then forward them."""
         account = self.account("ccv", request.query.get("account"))
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         problems = check_pricing(doc)
         if blocking(problems):
             log.info(
