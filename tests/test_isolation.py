@@ -460,7 +460,10 @@ async def test_check_online_refuses_a_probe_answered_403_or_200_without_a_status
 async def test_healthz_goes_green_on_a_probe_answered_400(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
-    fake_ccv.replies[PROBE_ORDER_ID] = Reply(400, "Bad Request", "text/plain")
+    # CCV's own 400, in JSON as its error answers are; a plain one proves nothing (test_ccv.py).
+    fake_ccv.replies[PROBE_ORDER_ID] = Reply(
+        400, '{"message": "invalid order id"}', "application/json"
+    )
     port = free_port()
     cfg = write_config(
         tmp_path,

@@ -8,7 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 
-from ..config import CommandSinkConfig, Config, ConfigError
+from ..config import CommandSinkConfig, Config, ConfigError, JsonlSinkConfig
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from ..logs import say
 from ..store import StoreError
@@ -18,7 +18,7 @@ from .permissions import warn_readable_secrets
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:
     """Config is valid when we get here; with --online, ask each provider once."""
-    _check_programs(config)
+    _check_sinks(config)
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
     print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
     warn_readable_secrets(config.secret_files)
@@ -28,15 +28,19 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
     return await check_online(config)
 
 
-def _check_programs(config: Config) -> None:
-    """Refuse a command sink whose program is not found here, as a config error: else each
-    event is retried until max_age, then dead-lettered. Only `check` refuses it; the daemon
-    says it once (sink.program_missing) and the other commands do not care."""
+def _check_sinks(config: Config) -> None:
+    """Refuse, as a config error, a command sink whose program is not found here and a jsonl
+    sink whose path is a directory or in a directory that does not exist: else each event is
+    retried until max_age, then dead-lettered. Only `check` refuses them; the daemon says a
+    missing program once (sink.program_missing) and the other commands do not care."""
     from ..sinks.command import program_problem
+    from ..sinks.jsonl import path_problem
 
     for index, sink in enumerate(config.sinks):
         if isinstance(sink, CommandSinkConfig) and (problem := program_problem(sink.command)):
             raise ConfigError(config.file, f"sinks[{index}].command[0]", problem)
+        if isinstance(sink, JsonlSinkConfig) and (problem := path_problem(sink.path)):
+            raise ConfigError(config.file, f"sinks[{index}].path", problem)
 
 
 async def _warn_unconfigured(config: Config) -> None:

@@ -41,7 +41,7 @@ from .secret import (
 )
 from .sinks import SinkReader
 from .table import Table
-from .values import parse_duration, parse_listen, type_name
+from .values import may_be_one_address, parse_duration, parse_listen, type_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,6 +52,17 @@ _A = TypeVar("_A")
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Headers that cannot carry the key: HTTP's own framing, routing and hop-by-hop headers (a proxy
+# drops or acts on them; a key in Content-Length breaks the request), and those reconciler sets
+# itself on a CCV request (a submit's Content-Type would replace the key).
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "te", "trailer", "expect", "upgrade"}
+    | {"connection", "keep-alive", "proxy-connection", "proxy-authorization"}
+    | {"proxy-authenticate", "content-type", "content-encoding", "accept", "user-agent"}
+)
+# The shortest interval between requests to a provider (DESIGN.md: durations in whole seconds or
+# "90s", "5m"): "1ms" made thousands of requests a second.
+_FLOOR = "1s"
 _LISTEN_RULE = "expected host:port like 127.0.0.1:8080 or [::1]:8080 (port 1 to 65535)"
 
 
@@ -103,8 +114,12 @@ class Loader:
         api = self.api(top.table("api", API_KEYS))
         if receiver is not None and api is not None and _same_port(receiver, api):
             # Caught here, not by the receiver failing to bind (exit 75, restarted forever).
-            where = f"{api.listen_host}:{api.listen_port}"
-            raise ConfigError(self.file, "api.listen", f"{where} is [receiver] listen's port too")
+            host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
+            problem = f"{host}:{api.listen_port} is [receiver] listen's port too"
+            if receiver.listen_host != api.listen_host:
+                # A name is not resolved here (it may resolve otherwise where the daemon runs).
+                problem += f", and its host '{receiver.listen_host}' may be the same address"
+            raise ConfigError(self.file, "api.listen", problem)
         return Config(
             file=self.file,
             store_path=store_path,
@@ -174,18 +189,25 @@ class Loader:
         auth_header = table.string("auth_header", "Authorization")
         if not _HEADER_NAME.fullmatch(auth_header):
             raise table.error("auth_header", "not a valid HTTP header name")
+        if auth_header.lower() in _RESERVED_HEADERS:
+            raise table.error(
+                "auth_header",
+                f"'{auth_header}' cannot carry the key: HTTP or reconciler itself uses it",
+            )
         return CCVConfig(
             name=name,
             base_url=base_url,
             api_key=api_key,
-            poll_interval_s=table.duration("poll_interval", "5m", positive=True),
+            poll_interval_s=table.duration("poll_interval", "5m", positive=True, at_least=_FLOOR),
             concurrency=table.integer("concurrency", 8, 1, 256),
             timeout_s=table.duration("timeout", "10s", positive=True),
             retry=self.retry(table),
             schedule=replace(
                 self.schedule(table, "ccv", "1m", CCV_STATUS_INTERVALS),
                 watch_settled_s=table.duration("watch_settled", "180d"),
-                settled_interval_s=table.duration("settled_interval", "1d", positive=True),
+                settled_interval_s=table.duration(
+                    "settled_interval", "1d", positive=True, at_least=_FLOOR
+                ),
             ),
             auth=table.choice("auth", AUTH_SCHEMES, "basic"),
             auth_header=auth_header,
@@ -196,15 +218,21 @@ class Loader:
     ) -> ScheduleConfig:
         """Read the adaptive schedule keys that both providers' accounts have."""
         min_interval, max_interval = table.duration_range(
-            "min_interval", min_default, "max_interval", "6h"
+            "min_interval", min_default, "max_interval", "6h", at_least=_FLOOR
         )
         return ScheduleConfig(
             min_interval_s=min_interval,
             max_interval_s=max_interval,
-            status_intervals_s=table.status_durations("status_intervals", source, status_defaults),
-            not_found_interval_s=table.duration("not_found_interval", "1d", positive=True),
+            status_intervals_s=table.status_durations(
+                "status_intervals", source, status_defaults, at_least=_FLOOR
+            ),
+            not_found_interval_s=table.duration(
+                "not_found_interval", "1d", positive=True, at_least=_FLOOR
+            ),
             active_window_s=table.duration("active_window", "12h"),
-            active_max_interval_s=table.duration("active_max_interval", "30m", positive=True),
+            active_max_interval_s=table.duration(
+                "active_max_interval", "30m", positive=True, at_least=_FLOOR
+            ),
         )
 
     def ccnow(self, table: Table, name: str, single: bool) -> CCNowConfig:
@@ -219,7 +247,7 @@ class Loader:
             client_id=client_id,
             password=password,
             store_id=table.string("store_id", "", allow_empty=True),
-            poll_interval_s=table.duration("poll_interval", "2m", positive=True),
+            poll_interval_s=table.duration("poll_interval", "2m", positive=True, at_least=_FLOOR),
             batch_size=table.integer("batch_size", 25, 1, 100),
             concurrency=table.integer("concurrency", 2, 1, 16),
             timeout_s=table.duration("timeout", "15s", positive=True),
@@ -227,7 +255,9 @@ class Loader:
             schedule=replace(
                 self.schedule(table, "ccnow", "2m", {}),
                 watch_settled_s=table.duration("watch_settled", "180d"),
-                settled_interval_s=table.duration("settled_interval", "1d", positive=True),
+                settled_interval_s=table.duration(
+                    "settled_interval", "1d", positive=True, at_least=_FLOOR
+                ),
             ),
             notification_token=self.secrets.optional(
                 table, "notification_token", token_env, token_credentials, token_problem
@@ -244,9 +274,7 @@ class Loader:
     # --- receiver, api, alerts
 
     def receiver(self, table: Table) -> ReceiverConfig:
-        listen = parse_listen(table.string("listen", "127.0.0.1:8080"))
-        if listen is None:
-            raise table.error("listen", _LISTEN_RULE)
+        listen = _listen(table, "127.0.0.1:8080")
         return ReceiverConfig(
             listen_host=listen[0],
             listen_port=listen[1],
@@ -279,9 +307,7 @@ class Loader:
     def api(self, table: Table | None) -> ApiConfig | None:
         if table is None:
             return None
-        listen = parse_listen(table.string("listen", "127.0.0.1:8081"))
-        if listen is None:
-            raise table.error("listen", _LISTEN_RULE)
+        listen = _listen(table, "127.0.0.1:8081")
         fields = table.get("ccv_order_id_fields", list, "an array of strings")
         if fields is not None and (not fields or not all(isinstance(f, str) and f for f in fields)):
             raise table.error("ccv_order_id_fields", "expected a non-empty array of field names")
@@ -311,10 +337,19 @@ class Loader:
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})
 
 
+def _listen(table: Table, default: str) -> tuple[str, int]:
+    """The `listen` key of a table: a host (an IP address or a host name) and a port."""
+    try:
+        listen = parse_listen(table.string("listen", default))
+    except ValueError as exc:
+        raise table.error("listen", str(exc)) from None
+    if listen is None:
+        raise table.error("listen", _LISTEN_RULE)
+    return listen
+
+
 def _same_port(receiver: ReceiverConfig, api: ApiConfig) -> bool:
-    """Return whether the two listeners would take the same port (a wildcard host takes it on
-    every address)."""
-    if receiver.listen_port != api.listen_port:
-        return False
-    hosts = {receiver.listen_host, api.listen_host}
-    return len(hosts) == 1 or bool(hosts & {"0.0.0.0", "::", ""})
+    """Return whether the two listeners may take the same port on the same address."""
+    return receiver.listen_port == api.listen_port and may_be_one_address(
+        receiver.listen_host, api.listen_host
+    )

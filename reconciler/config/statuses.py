@@ -17,6 +17,9 @@ _NEVER_CHECKED = "an order in an end state is not checked again"
 def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str | None:
     """Why `word` cannot be a status key of `source` (under `stuck_after` when `stuck`, else
     under `status_intervals`), or None. An end state is neither stuck nor checked again."""
+    if not word or not word.isprintable() or word != word.strip():
+        # A provider's status word is never empty nor padded: such a key would match no order.
+        return "not a status word (empty, blanks around it, or a control character)"
     never = _NEVER_STUCK if stuck else _NEVER_CHECKED
     known = known_statuses(source)
     if word in known:

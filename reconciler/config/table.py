@@ -82,6 +82,7 @@ class Table:
         default: str | None,
         *,
         positive: bool = False,
+        at_least: str | None = None,
         at_most: str | None = None,
     ) -> float:
         """Seconds from a duration key; required when `default` is None."""
@@ -99,17 +100,34 @@ class Table:
             raise self.error(name, str(exc)) from None
         if positive and seconds == 0:
             raise self.error(name, "must be greater than 0")
+        if at_least is not None and seconds < parse_duration(at_least):
+            raise self.error(name, f'must be at least "{at_least}"')
         if at_most is not None and seconds > parse_duration(at_most):
             raise self.error(name, f'must be at most "{at_most}"')
         return seconds
 
     def duration_range(
-        self, low_name: str, low_default: str, high_name: str, high_default: str
+        self,
+        low_name: str,
+        low_default: str,
+        high_name: str,
+        high_default: str,
+        *,
+        at_least: str | None = None,
     ) -> tuple[float, float]:
         """A (minimum, maximum) pair of positive durations."""
-        low = self.duration(low_name, low_default, positive=True)
-        high = self.duration(high_name, high_default, positive=True)
+        low = self.duration(low_name, low_default, positive=True, at_least=at_least)
+        high = self.duration(high_name, high_default, positive=True, at_least=at_least)
         if high < low:
+            # Blame a key the user wrote: the one given, when the other is its default.
+            if high_name not in self.data:
+                raise self.error(
+                    low_name, f'must not be more than {high_name} (default "{high_default}")'
+                )
+            if low_name not in self.data:
+                raise self.error(
+                    high_name, f'must not be less than {low_name} (default "{low_default}")'
+                )
             raise self.error(high_name, f"must not be less than {low_name}")
         return low, high
 
@@ -137,7 +155,13 @@ class Table:
         return None if value is None else Table(self.file, value, self.path(name), allowed, unknown)
 
     def status_durations(
-        self, name: str, source: Source, default: Mapping[str, str], *, stuck: bool = False
+        self,
+        name: str,
+        source: Source,
+        default: Mapping[str, str],
+        *,
+        stuck: bool = False,
+        at_least: str | None = None,
     ) -> dict[str, float]:
         """A table of `source`'s status word -> duration (positive, except under `stuck_after`
         where 0 is "off"); a given table replaces `default`. A word in the wrong case or
@@ -149,4 +173,7 @@ class Table:
             problem = status_key_problem(source, status, stuck=stuck)
             if problem is not None:
                 raise table.error(status, problem)
-        return {status: table.duration(status, None, positive=not stuck) for status in table.data}
+        return {
+            status: table.duration(status, None, positive=not stuck, at_least=at_least)
+            for status in table.data
+        }

@@ -89,8 +89,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def is_host_name(host: str) -> bool:
+    """Return whether `host` is a host name as RFC 1123 spells one: dot-separated labels of
+    letters, digits and inner hyphens, the last not all digits (`999.1.1.1` is no name)."""
+    labels = host.removesuffix(".").split(".")
+    return (
+        len(host) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
 def parse_listen(value: str) -> tuple[str, int] | None:
-    """Split "host:port" / "[v6]:port"; None when it is neither."""
+    """Split "host:port" / "[v6]:port"; None when it is neither. A host that is neither an IP
+    address nor a host name raises ValueError: it could never be bound (names are not resolved
+    here; that is left to the listener, as the name may only resolve where it runs)."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port):
         return None
@@ -102,5 +118,25 @@ def parse_listen(value: str) -> tuple[str, int] | None:
             return None
     elif ":" in host or "[" in host or "]" in host:
         return None
+    elif not _is_ip(host) and not is_host_name(host):
+        raise ValueError(f"'{host}' is neither an IP address nor a host name")
     number = int(port)
     return (host, number) if 1 <= number <= 65535 else None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def may_be_one_address(first: str, second: str) -> bool:
+    """Return whether two listen hosts may name one address: a host name (it may resolve to
+    the other, and is not resolved here), a wildcard (it takes every address) or the same IP."""
+    try:
+        a, b = ipaddress.ip_address(first), ipaddress.ip_address(second)
+    except ValueError:
+        return True
+    return a.is_unspecified or b.is_unspecified or a == b

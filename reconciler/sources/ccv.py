@@ -156,15 +156,16 @@ class CCVClient:
         """Prove that CCV answers and accepts the key; raise SourceError when it does not.
 
         CCV answers a made-up order id with 404, or perhaps with 400: any answer that shows
-        the key was accepted (2xx, 400, CCV's own 404) will do; a 401 or a page (a gateway's,
-        a login wall's, a maintenance page served with 200) won't.
+        the key was accepted (a 2xx with a status, CCV's own JSON 404 or 400) will do; a 401,
+        a page (a gateway's, a login wall's, a maintenance page served with 200) or a 400 that
+        is not CCV's JSON (something in between refused the request) won't.
         """
         reply = await self._get(PROBE_ORDER_ID)
         status = reply.status
         if status in (401, 403):
             # For an id that is no one's order, a 403 is about the key, as for a submit.
             raise AuthenticationFailed(f"http {status}")
-        if status == 404 and is_ccv_answer(reply):
+        if status in (400, 404) and is_ccv_answer(reply):
             return
         if 200 <= status < 300 and _status_document(reply.body) is not None:
             return
@@ -172,7 +173,7 @@ class CCVClient:
             if _is_page(reply.body):
                 raise SourceUnavailable(f"html page (http {status})")
             if status == 400:
-                return
+                raise SourceUnavailable("gateway 400")
             # "OK", an empty body, `{"message": "maintenance"}`: what makes every check fail
             # with `protocol` must not prove the account answers.
             raise SourceUnavailable(f"protocol (http {status})")

@@ -116,7 +116,11 @@ async def test_other_keys_and_a_secret_file_are_judged_as_for_any_command(
     cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='api_key_file = "no-such-key"\n')
     assert (await run_cli("--config", cfg, "status", env=bare_env())).code == 0
     result = await run_cli("--config", cfg, "check", env=bare_env())
-    assert_one_line(result, 78, "ccv.api_key_file: cannot read: No such file or directory")
+    assert_one_line(
+        result,
+        78,
+        f"ccv.api_key_file: cannot read {cfg.parent / 'no-such-key'}: No such file or directory",
+    )
     # A file that can be read is a secret given: checked.
     (tmp_path / "no-such-key").write_text("\n\n", encoding="utf-8")
     result = await run_cli("--config", cfg, "status", env=bare_env())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 CCV = '[ccv]\nbase_url = "https://ccv.example"\n'
@@ -64,3 +66,81 @@ async def test_check_judges_the_config_whatever_the_store_is(tmp_path: Path) -> 
     result = await run_cli("--config", cfg, "check")
     assert (result.code, result.stderr) == (0, ""), result.stderr
     assert "config ok" in result.stdout
+
+
+def listeners(receiver: str, api: str | None) -> str:
+    text = f'[receiver]\nlisten = "{receiver}"\npublic_url = "https://i.example"\n'
+    text += 'secret = "0123456789abcdef"\n'
+    if api is not None:
+        text += f'[api]\nlisten = "{api}"\ntoken = "0123456789abcdef"\n'
+    return text
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize(
+    ("receiver", "api", "key", "problem"),
+    [
+        (
+            "999.1.1.1:18866",
+            None,
+            "receiver.listen",
+            "'999.1.1.1' is neither an IP address nor a host name",
+        ),
+        (
+            "host name:18866",
+            None,
+            "receiver.listen",
+            "'host name' is neither an IP address nor a host name",
+        ),
+        (
+            "localhost:18866",
+            "127.0.0.1:18866",
+            "api.listen",
+            "127.0.0.1:18866 is [receiver] listen's port too, "
+            "and its host 'localhost' may be the same address",
+        ),
+    ],
+    ids=["not-an-ip", "blank-in-name", "name-beside-ip"],
+)
+async def test_a_listen_address_that_cannot_bind_is_a_config_error(
+    tmp_path: Path, command: str, receiver: str, api: str | None, key: str, problem: str
+) -> None:
+    # `check` said ok; `run` failed to bind and exited 75, which systemd restarts forever.
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(config_text(tmp_path, CCV) + listeners(receiver, api), encoding="utf-8")
+    result = await run_cli("--config", cfg, command)
+    assert result.code == 78, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"config error: {cfg}: {key}: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        (".", "{dir} is a directory"),
+        ("missing/events.jsonl", "directory {dir}/missing does not exist"),
+        ("/proc/missing/events.jsonl", "directory /proc/missing does not exist"),
+        ("reconciler.toml/events.jsonl", "{dir}/reconciler.toml is not a directory"),
+    ],
+    ids=["directory", "missing-directory", "proc", "file-as-directory"],
+)
+async def test_check_refuses_a_jsonl_path_no_event_can_be_written_to(
+    tmp_path: Path, path: str, problem: str
+) -> None:
+    cfg = tmp_path / "reconciler.toml"
+    sink = f'[[sinks]]\ntype = "log"\n[[sinks]]\ntype = "jsonl"\npath = "{path}"\n'
+    cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")
+    result = await run_cli("--config", cfg, "check")
+    assert result.code == 78, result.stderr
+    assert result.stderr.strip() == (
+        f"config error: {cfg}: sinks[1].path: {problem.format(dir=tmp_path)}"
+    )
+    # As for a command sink's program, only `check` judges it.
+    assert (await run_cli("--config", cfg, "orders")).code == 0
+
+
+async def test_check_accepts_a_jsonl_file_in_a_directory_that_exists(tmp_path: Path) -> None:
+    cfg = tmp_path / "reconciler.toml"
+    sink = '[[sinks]]\ntype = "jsonl"\npath = "events.jsonl"\n'
+    cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")
+    result = await run_cli("--config", cfg, "check")
+    assert (result.code, result.stderr) == (0, ""), result.stderr

@@ -268,7 +268,7 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("key-empty", "[ccv]\nbase_url = 'https://x.example'\napi_key = ''\n", "ccv.api_key",
      "must not be empty"),
     ("key-file-missing", "[ccv]\nbase_url = 'https://x.example'\napi_key_file = 'nope'\n",
-     "ccv.api_key_file", "cannot read: No such file or directory"),
+     "ccv.api_key_file", "/nope: No such file or directory"),
     ("name-missing", ccv_accounts("a", None), "ccv[1].name",
      "required when there are several [[ccv]] tables"),
     ("name-duplicate", ccv_accounts("a", "a"), "ccv[1].name", "duplicate name 'a'"),
@@ -357,8 +357,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "[[sinks]]\ntype = 'log'\nname = 'x'\n", "sinks[1].name", "duplicate name 'x'"),
     ("sink-name-builtin-log", CCV + "[[sinks]]\ntype = 'jsonl'\nname = 'log'\npath = 'e.jsonl'\n",
      "sinks[0].name", "'log' is the name of the built-in log sink"),
-    ("sink-retry", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '2h'\n", "sinks[0].retry_max",
-     "must not be less than retry_min"),
+    ("sink-retry", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '2h'\nretry_max = '1h'\n",
+     "sinks[0].retry_max", "must not be less than retry_min"),
     ("alerts-unknown", CCV + "[alerts]\nstuck_afte = {}\n", "alerts.stuck_afte", "unknown key"),
     ("alerts-source", CCV + "[alerts.stuck_after.paypal]\npending = '1d'\n",
      "alerts.stuck_after.paypal", "unknown source (use ccv or ccnow)"),
@@ -698,7 +698,7 @@ def test_unreadable_secret_file_names_the_file_key(tmp_path: Path) -> None:
     (tmp_path / "dir.key").mkdir()
     error = load_error(tmp_path, CCV_NO_KEY + "api_key_file = 'dir.key'\n")
     assert error.key == "ccv.api_key_file"
-    assert error.problem.startswith("cannot read: ")
+    assert error.problem == f"{tmp_path / 'dir.key'} is not a regular file"
 
 
 def test_bad_secret_from_env_stays_out_of_the_error(
