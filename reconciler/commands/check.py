@@ -30,7 +30,7 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
 
 def _check_sinks(config: Config) -> None:
     """Refuse, as a config error, a command sink whose program is not found here and a jsonl
-    sink whose path is a directory or in a directory that does not exist: else each event is
+    sink whose path is a directory or under a file: else each event is
     retried until max_age, then dead-lettered. Only `check` refuses them; the daemon says a
     missing program once (sink.program_missing) and the other commands do not care."""
     from ..sinks.command import program_problem

@@ -12,15 +12,14 @@ from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent, RetryLater
 
 
 def path_problem(path: Path) -> str | None:
-    """Say why `path` is no place for the events (a directory, or in a directory that does not
-    exist: a typo, or a place the service's sandbox cannot create), or None. Whether this user
-    may write there is not asked: `check` may run as another user than the daemon."""
+    """Say why `path` is no place for the events (a directory, or under a file), or None. The
+    directories that do not exist yet are made at the first delivery; whether this user may
+    write there is not asked: `check` may run as another user than the daemon."""
     if path.is_dir():
         return f"{path} is a directory"
-    if path.parent.exists() and not path.parent.is_dir():
-        return f"{path.parent} is not a directory"
-    if not path.parent.is_dir():
-        return f"directory {path.parent} does not exist"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is not a directory"
     return None
 
 
