@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = command("sandbox", help="the built-in simulator of both providers")
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
-    s.add_argument("--orders", type=int, default=20)
+    s.add_argument("--orders", type=argtypes.order_count, default=20)
     s.add_argument("--seed", type=int, default=1)
     s.add_argument(
         "--speed",
@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="lifecycle speed; 0 keeps every order where it is",
     )
-    s.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
+    s.add_argument("--drop-notifications", type=argtypes.share, default=0.3, metavar="P")
     s.add_argument(
         "--faults",
         default="",
@@ -201,10 +201,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--store", type=Path, metavar="PATH", help="SQLite file (default: a temporary one)"
     )
-    d.add_argument("--orders", type=int, default=12)
+    d.add_argument("--orders", type=argtypes.order_count, default=12)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--speed", type=argtypes.speed, default=1.5)
-    d.add_argument("--drop-notifications", type=float, default=0.3, metavar="P")
+    d.add_argument(
+        "--speed",
+        type=argtypes.speed,
+        default=1.5,
+        help="lifecycle speed; 0 keeps every order where it is",
+    )
+    d.add_argument("--drop-notifications", type=argtypes.share, default=0.3, metavar="P")
     return p
 
 

@@ -132,7 +132,7 @@ class Daemon:
                 rt.coordinators,
                 on_pass=self._on_pass,
                 prune=rt.prune,
-                send_actions=None if self.actions is None else self.actions.send_due,
+                send_actions=self.actions.send_due if self.actions and self.config.ccnow else None,
             )
             startup = self._spawn(self._startup_pass())
             self.scheduler.start()
@@ -314,14 +314,15 @@ class Daemon:
         # Before anything listens: a write a stopped process left unanswered is never re-sent
         # unless it is safe to repeat.
         await settle_interrupted_writes(self.rt)
-        if self.config.ccnow:
-            self.actions = ActionSender(
-                self.rt.store,
-                self.rt.session,
-                self.rt.reconciler,
-                self.config.ccnow,
-                on_commit=self.rt.delivery.committed,
-            )
+        # Also without a CCNow account: the API settles by a person's word the uncertain
+        # actions of an account the config no longer names.
+        self.actions = ActionSender(
+            self.rt.store,
+            self.rt.session,
+            self.rt.reconciler,
+            self.config.ccnow,
+            on_commit=self.rt.delivery.committed,
+        )
         if api is None:
             return
         self.api_reader = await Store.open(self.config.store_path, readonly=True)
@@ -336,6 +337,7 @@ class Daemon:
                 "ccnow": [c.name for c in self.config.ccnow],
             },
             secrets=tuple(config_secrets(self.config)),
+            body_timeout_s=self.api_limits.header_timeout_s,
         )
         self.api = ApiListener(
             build_api(api, deps), self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S

@@ -63,8 +63,13 @@ def _pattern(secrets: frozenset[str]) -> tuple[re.Pattern[str], tuple[str, ...]]
     forms = sorted({form for secret in secrets for form in encodings(secret)}, key=len)[::-1]
     if not forms:
         return None
+    # A provider may cut a secret it quotes inside its text ("password Zq9+pw&x=7%Se... refused"):
+    # a start of one, MIN_BODY_FRAGMENT characters or more, is masked wherever it stands; and
+    # in any case (a provider may quote it in capitals).
+    starts = {form[:n] for form in forms for n in range(MIN_BODY_FRAGMENT, len(form))}
     # Longest first, so that a form is never masked only in part by a shorter one.
-    return re.compile("|".join(map(re.escape, forms))), tuple(forms)
+    alternatives = sorted({*forms, *starts}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, alternatives)), re.IGNORECASE), tuple(forms)
 
 
 def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> str:

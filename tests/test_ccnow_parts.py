@@ -25,7 +25,7 @@ from reconciler.sources.ccnow_answer import OrderLine, parse_answer
 from reconciler.sources.errors import AuthenticationFailed, SourceError, SourceUnavailable
 from reconciler.sources.http import RequestFailed
 from reconciler.store import Store
-from tests.conftest import Clock, call_cli, write_config
+from tests.conftest import Clock, call_cli, cli_env, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config
 
 MAINTENANCE = Reply(200, "error_message system down for maintenance\n")
@@ -329,6 +329,25 @@ async def test_a_catch_up_stopped_by_maintenance_counts_the_orders_left_unanswer
     result = await call_cli("--config", cfg, "catch-up")
     assert result.code == 75
     assert done_line(result.stderr)["failed"] == 10
+
+
+@pytest.mark.parametrize("failure", ["maintenance", "wrong password"])
+async def test_a_catch_up_whose_pending_list_fails_counts_every_open_order(
+    tmp_path: Path, fake_ccnow: FakeCCNow, failure: str
+) -> None:
+    # The open orders were read only once the list had answered: `"checked":0,"failed":0`.
+    orders = ids(3)
+    env = cli_env()
+    if failure == "maintenance":
+        fake_ccnow.always = Reply(200, "error_message system down for maintenance\n")
+    else:
+        env = cli_env(RECONCILER_CCNOW_PASSWORD="wrong-password-123")
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await call_cli("--config", cfg, "track", "ccnow", *orders)).code == 0
+    result = await call_cli("--config", cfg, "catch-up", env=env)
+    assert result.code == 75
+    done = done_line(result.stderr)
+    assert (done["checked"], done["failed"]) == (3, 3)
 
 
 # --- 5: a maintenance text naming the login server is no refused credential ----------------------

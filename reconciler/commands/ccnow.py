@@ -6,15 +6,17 @@ import argparse
 
 from ..config import Config
 from .accounts import choose_account, configured_account
+from .orders import settling_account
 
 
 async def ccnow_command(config: Config, args: argparse.Namespace) -> int:
     """Send (or settle by hand) CCNow order actions for one account."""
     from ..writes.ccnow_cli import action_command, resolve_command
 
-    cfg = configured_account(config.ccnow, choose_account(config, "ccnow", args.account))
     if args.ccnow_command == "resolve":
-        return await resolve_command(config, cfg, args.id, sent=args.sent)
+        account = await settling_account(config, "ccnow", args.account)
+        return await resolve_command(config, account, args.id, sent=args.sent)
+    cfg = configured_account(config.ccnow, choose_account(config, "ccnow", args.account))
     return await action_command(
         config,
         cfg,

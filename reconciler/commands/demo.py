@@ -157,7 +157,9 @@ async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -
             SandboxOptions(
                 orders=args.orders,
                 seed=args.seed,
-                speed=args.speed,
+                # As `sandbox --speed 0`: the options want a rate, 0 means no lifecycle at all.
+                speed=args.speed if args.speed > 0 else 1.0,
+                advance=args.speed > 0,
                 drop_notifications=args.drop_notifications,
             )
         )
@@ -190,21 +192,26 @@ async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -
                 )
                 rt.reconciler.on_events = feed
                 daemon = Daemon(config, rt, Notifier(None))
-                serving = asyncio.ensure_future(daemon.serve(stop))
+                # The daemon stops after the integrator's last submit, not with `stop`: its API
+                # answers a submit under way, and the summary counts every order submitted.
+                halt, stopping = asyncio.Event(), asyncio.Event()
+                serving = asyncio.ensure_future(daemon.serve(halt))
                 shipping = asyncio.ensure_future(ship_some(sandbox, rt, config))
                 integrator = DemoIntegrator(
                     f"http://127.0.0.1:{config.api.listen_port}", config.api.token.reveal(), out
                 )
-                submitting = asyncio.ensure_future(integrator.run(submit_delays(args.seconds)))
+                submitting = asyncio.ensure_future(
+                    integrator.run(submit_delays(args.seconds), stopping)
+                )
                 waiter = asyncio.ensure_future(stop.wait())
                 await asyncio.wait(
                     [serving, waiter], timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED
                 )
-                stop.set()
+                stopping.set()
+                await asyncio.gather(submitting, return_exceptions=True)
+                halt.set()
                 shipping.cancel()
                 await asyncio.gather(shipping, return_exceptions=True)
-                submitting.cancel()
-                await asyncio.gather(submitting, return_exceptions=True)
                 await serving
                 waiter.cancel()
                 counts = await rt.store.orders.counts()

@@ -5,6 +5,7 @@ check, event."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -52,17 +53,25 @@ class DemoIntegrator:
         self.out = out
         self.result = Submitted()
 
-    async def run(self, delays: Sequence[float]) -> None:
-        """Submit one order at each delay (seconds from now), until done or cancelled."""
+    async def run(self, delays: Sequence[float], stopping: asyncio.Event) -> None:
+        """Submit one order at each delay (seconds from now), until done or `stopping` is set.
+
+        A submit under way when `stopping` is set is let finish: cancelled, the order it made
+        would be tracked by the daemon and missing from the summary's count.
+        """
         started = time.monotonic()
         headers = {"Authorization": f"Bearer {self.token}"}
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
             for delay in delays:
-                await asyncio.sleep(max(0.0, started + delay - time.monotonic()))
-                await self.submit(http)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    wait = max(0.0, started + delay - time.monotonic())
+                    await asyncio.wait_for(stopping.wait(), wait)
+                if stopping.is_set():
+                    return
+                await self.submit(http, stopping)
 
-    async def submit(self, http: aiohttp.ClientSession) -> None:
+    async def submit(self, http: aiohttp.ClientSession, stopping: asyncio.Event) -> None:
         """POST one submit-order body to the API; note what came back."""
         body = {"notifyCustomerByEmail": False, "order": DEMO_ORDER}
         for _ in range(CONNECT_ATTEMPTS):
@@ -72,7 +81,12 @@ class DemoIntegrator:
                     self.answered(resp.status, answer, resp.headers)
                     return
             except aiohttp.ClientConnectorError:
+                if stopping.is_set():
+                    return  # nothing was sent
                 await asyncio.sleep(CONNECT_RETRY_S)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                self.note(f"no answer ({type(exc).__name__})")
+                return
         self.note("the integration API did not accept a connection")
 
     def answered(self, status: int, answer: bytes, headers: Mapping[str, str]) -> None:

@@ -54,7 +54,10 @@ async def peek_store(config: Config) -> AsyncIterator[Store | None]:
 async def track_command(config: Config, args: argparse.Namespace) -> int:
     """Start following orders."""
     source: Source = args.source
-    account = choose_account(config, source, args.account)
+    if source == "ccv":
+        account = await settling_account(config, source, args.account)
+    else:
+        account = choose_account(config, source, args.account)
     if args.ref is not None and (source != "ccv" or len(args.ids) != 1 or args.from_file):
         raise UsageError("--ref takes exactly one CCV order id")
     if not args.ids and args.from_file is None:
@@ -172,6 +175,24 @@ async def _untrack_account(config: Config, source: Source, name: str | None) -> 
     if not configured and not elsewhere:
         raise UsageError(f"no [{source}] account is configured")
     raise UsageError(f"no {source} account named {name!r} ({known.removeprefix('; ')})")
+
+
+async def settling_account(config: Config, source: Source, name: str | None) -> str:
+    """The account whose uncertain writes a person's word settles (`track ccv --ref`, `ccnow
+    resolve`): one `choose_account` finds, or one the config no longer names whose writes
+    still wait in the store. The word asks no provider: it needs no credentials, only the name.
+    """
+    from ..poller.unconfigured import unsettled_writes
+
+    if name is not None and name not in account_names(config, source):
+        async with peek_store(config) as store:
+            try:
+                writes = {} if store is None else await unsettled_writes(store)
+            except StoreError:
+                writes = {}
+        if writes.get((source, name), (0, 0))[0]:
+            return name
+    return choose_account(config, source, name)
 
 
 async def _followed_accounts(config: Config, source: Source) -> list[str]:

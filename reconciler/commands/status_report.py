@@ -17,7 +17,12 @@ from ..config import Config
 from ..delivery import sink_names
 from ..json_text import iso_time
 from ..model import Source
-from ..poller.unconfigured import Unconfigured, configured, unconfigured_accounts
+from ..poller.unconfigured import (
+    Unconfigured,
+    configured,
+    unconfigured_accounts,
+    unsettled_writes,
+)
 from ..store import Store
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
@@ -42,6 +47,8 @@ class AccountStatus:
     stuck: int  # orders reported stuck and unchanged since
     check_failed: int  # orders whose last check failed (no usable answer)
     configured: bool = True
+    uncertain_writes: int = 0  # CCV submits, CCNow actions waiting for a person's word
+    queued_writes: int = 0  # CCNow actions to be sent
 
     @property
     def followed(self) -> int:
@@ -107,6 +114,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     due = await store.orders.due_counts(now)
     stuck = await store.orders.stuck_counts()
     check_failed = await store.orders.failing_counts()
+    writes = await unsettled_writes(store)
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -135,6 +143,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
                 stuck.get((source, account), 0),
                 check_failed.get((source, account), 0),
                 (source, account) in names,
+                *writes.get((source, account), (0, 0)),
             )
         )
     deliveries = await store.outbox.counts()
@@ -184,6 +193,8 @@ def to_json(status: Status) -> dict[str, Any]:
                 "due": a.due,
                 "stuck": a.stuck,
                 "check_failed": a.check_failed,
+                "uncertain_writes": a.uncertain_writes,
+                "queued_writes": a.queued_writes,
                 "orders": [{"status": s, "count": n} for s, n in a.orders],
             }
             for a in status.accounts

@@ -21,11 +21,15 @@ _HEALTH: dict[AccountHealth, Colour] = {
 
 
 def _health_colour(account: AccountStatus) -> Colour:
-    """An account no longer configured is red while it has open orders nothing checks; with
-    every order ended nothing needs doing (README)."""
-    if account.health == "not_configured" and not any(
-        status is None or not status_info(account.source, status).end_state
-        for status, _ in account.orders
+    """An account no longer configured is red while it has open orders nothing checks or
+    writes nothing settles; with every order ended and no such write nothing needs doing."""
+    if (
+        account.health == "not_configured"
+        and not (account.uncertain_writes or account.queued_writes)
+        and not any(
+            status is None or not status_info(account.source, status).end_state
+            for status, _ in account.orders
+        )
     ):
         return ""
     return _HEALTH[account.health]

@@ -127,7 +127,12 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
 
         async def ask() -> None:
             nonlocal answered_list, asked, from_list, to_query
-            open_ids = await self._open_ids() if ask_all else []
+            open_ids: list[str] = []
+            if ask_all:
+                # Read before the list is asked: a catch-up whose list fails has asked about
+                # every open order all the same, and counts each as a failed check.
+                open_ids = await self._open_ids()
+                asked = len(open_ids)
             listed = await self.client.pending_list()
             listed_ids = {o.key.order_id for o in listed}
             self.listed.read(listed_ids)

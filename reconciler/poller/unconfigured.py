@@ -1,9 +1,11 @@
 """Orders no coordinator checks: those of an account the store follows orders of that the config
 no longer names (removed, or renamed: an order belongs to the account it was tracked under).
 
-Nothing polls them, so `check`, `run`, `catch-up` and `status` say so, one warning line per such
-account with open orders, rather than leave them silently unchecked. It is a warning, not a
-failure: the accounts that are configured were all asked, and trying again changes nothing.
+Nothing polls them, and nothing sends or settles the writes of such an account (a CCV submit or
+a CCNow action left uncertain, a CCNow action queued), so `check`, `run`, `catch-up` and `status`
+say so, one warning line per such account with open orders or such writes, rather than leave
+them silently unchecked. It is a warning, not a failure: the accounts that are configured were
+all asked, and trying again changes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..logs import fields
 from ..model import SOURCES, Source
-from ..store import Store
+from ..store import Store, commands, submissions
 
 log = logging.getLogger("reconciler.poller")
 
@@ -29,16 +31,38 @@ class Unconfigured:
     account: str
     followed: int  # every order of the account in the snapshot
     open: int  # those not in an end state: the ones a check would have asked about
+    uncertain_writes: int = 0  # CCV submits, CCNow actions: waiting for a person's word
+    queued_writes: int = 0  # CCNow actions never sent (or to be sent again): nothing sends them
+
+    @property
+    def waiting(self) -> bool:
+        """Whether anything of the account waits for someone: open orders, unsettled writes."""
+        return bool(self.open or self.uncertain_writes or self.queued_writes)
 
     @property
     def hint(self) -> str:
         """What to do about it, with the account's own names filled in."""
         s, a = self.source, self.account
-        return (
-            f"no [[{s}]] account is named {a!r}, so its open orders are never checked: name it "
-            f"again, or untrack them (`reconciler untrack {s} ID... --account {a}`; after a "
-            f"rename, `reconciler track {s} ID... --account NEW` first)"
-        )
+        hints = []
+        if self.open:
+            hints.append(
+                "its open orders are never checked: name it again, or untrack them "
+                f"(`reconciler untrack {s} ID... --account {a}`; after a rename, "
+                f"`reconciler track {s} ID... --account NEW` first)"
+            )
+        if self.uncertain_writes:
+            settle = (
+                f"`reconciler track ccv ID --ref REF --account {a}`"
+                if s == "ccv"
+                else f"`reconciler ccnow resolve ID --sent|--not-sent --account {a}`"
+            )
+            hints.append(f"its uncertain writes wait for a person's word: {settle}")
+        if self.queued_writes:
+            hints.append(
+                "its queued actions are never sent: name it again, with its credentials, "
+                "until they are"
+            )
+        return f"no [[{s}]] account is named {a!r}: " + "; ".join(hints)
 
 
 def configured(config: Config) -> set[tuple[str, str]]:
@@ -56,21 +80,48 @@ async def followed_accounts(store: Store) -> Counter[tuple[Source, str]]:
     return followed
 
 
+async def unsettled_writes(store: Store) -> dict[tuple[Source, str], tuple[int, int]]:
+    """(uncertain, queued) writes per (source, account): CCV submits and CCNow actions that
+    nothing has settled yet (a CCNow action being sent counts as queued)."""
+    found: dict[tuple[Source, str], tuple[int, int]] = {
+        ("ccv", account): (n, 0)
+        for account, n in (await submissions.unsettled_counts(store)).items()
+    }
+    for (account, state), n in (await commands.unsettled_counts(store)).items():
+        uncertain, queued = found.get(("ccnow", account), (0, 0))
+        if state == "uncertain":
+            uncertain += n
+        else:
+            queued += n
+        found[("ccnow", account)] = (uncertain, queued)
+    return found
+
+
 async def unconfigured_accounts(config: Config, store: Store) -> list[Unconfigured]:
-    """The accounts the store follows orders of that the config does not name, by name."""
+    """The accounts the store follows orders of, or holds unsettled writes of, that the config
+    does not name, by name."""
     names = configured(config)
+    followed = await followed_accounts(store)
+    writes = await unsettled_writes(store)
     return [
-        Unconfigured(source, account, n, await store.orders.open_count(source, account))
-        for (source, account), n in sorted((await followed_accounts(store)).items())
+        Unconfigured(
+            source,
+            account,
+            followed.get((source, account), 0),
+            await store.orders.open_count(source, account),
+            *writes.get((source, account), (0, 0)),
+        )
+        for source, account in sorted(followed.keys() | writes.keys())
         if (source, account) not in names
     ]
 
 
 def warn_unconfigured(found: Iterable[Unconfigured], source: Source | None = None) -> None:
-    """One warning line per account (of `source`, when given) whose open orders nobody checks;
-    an account whose orders have all ended waits for nothing (retention prunes them)."""
+    """One warning line per account (of `source`, when given) whose open orders nobody checks
+    or whose writes nobody settles; an account whose orders have all ended, with no such write,
+    waits for nothing (retention prunes them)."""
     for u in found:
-        if u.open and source in (None, u.source):
+        if u.waiting and source in (None, u.source):
             log.warning(
                 "orders.account_not_configured",
                 extra=fields(
@@ -78,6 +129,8 @@ def warn_unconfigured(found: Iterable[Unconfigured], source: Source | None = Non
                     account=u.account,
                     open_orders=u.open,
                     followed=u.followed,
+                    uncertain_writes=u.uncertain_writes,
+                    queued_writes=u.queued_writes,
                     hint=u.hint,
                 ),
             )

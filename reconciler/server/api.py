@@ -18,10 +18,10 @@ from aiohttp import web
 
 from ..config import ApiConfig
 from .api_orders import DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT, Orders
-from .api_requests import ApiDeps, BadRequest, Refresh, guard
+from .api_requests import ApiDeps, BadRequest, Refresh, expect_screen, guard
 from .api_writes import PRICING_PATH, Writes
 from .connections import ConnectionLimits
-from .http import Listener
+from .http import EXPECT_SCREEN, Listener
 
 __all__ = [
     "API_LIMITS",
@@ -63,6 +63,7 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     app.router.add_post("/api/v1/ccnow/actions", writes.ccnow_actions)
     app.router.add_post("/api/v1/ccnow/actions/resolve", writes.ccnow_resolve)
     app.router.add_get("/api/v1/ccnow/actions/{id}", writes.ccnow_action, allow_head=False)
+    app[EXPECT_SCREEN] = expect_screen(config.token.reveal, config.max_body_bytes, app.router)
 
     async def close(_: web.Application) -> None:
         await orders.close()
@@ -87,6 +88,6 @@ class ApiListener(Listener):
             app,
             limits,
             logger=log,
-            event="api.listening",
+            name="api",
             shutdown_timeout_s=shutdown_timeout_s,
         )

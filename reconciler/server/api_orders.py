@@ -23,6 +23,7 @@ from .api_requests import (
     json_body,
     order_id_named,
     source_named,
+    unconfigured_with_writes,
 )
 
 log = logging.getLogger("reconciler.api")
@@ -49,7 +50,9 @@ class Orders:
 
     async def track(self, request: web.Request) -> web.Response:
         """POST /api/v1/orders: start following an order; 201 new, 200 already followed."""
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         if not isinstance(doc, dict):
             raise BadRequest(422, "the body must be a JSON object", "$")
         for name in doc:
@@ -57,8 +60,14 @@ class Orders:
                 raise BadRequest(422, "unknown field", str(name))
         source = source_named(doc.get("source"))
         order_id = order_id_named(source, doc.get("order_id"))
-        account = self.account(source, doc.get("account"))
         ref = doc.get("external_reference")
+        # As `track --ref`: an account the config no longer names, whose uncertain submit the
+        # reference may settle.
+        account = (
+            await unconfigured_with_writes(self.deps, source, doc.get("account"))
+            if source == "ccv"
+            else None
+        ) or self.account(source, doc.get("account"))
         if ref is not None:
             if source != "ccv":
                 raise BadRequest(

@@ -9,16 +9,18 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Middleware
 
 from .. import strict_json
 from ..logs import fields
 from ..model import SOURCES, InvalidOrderId, OrderKey, Source, normalize_order_id
+from ..poller.unconfigured import unsettled_writes
 from ..store import Store, StoreError
 from ..writes.ccnow_actions import ActionSender
 from ..writes.daemon_api import CHALLENGE
 from ..writes.submit import BadSubmission, Submitter
+from .connections import HEADER_TIMEOUT_S, ExpectScreen
 from .http import BodyTooLarge, BodyTooSlow, BodyUnreadable, json_error, read_body
 
 log = logging.getLogger("reconciler.api")
@@ -58,6 +60,9 @@ class ApiDeps:
     # The config's secrets, masked in what CCV answers before it is passed back (CCV may echo
     # the API key it was sent).
     secrets: Sequence[str] = ()
+    # How long a body may take to arrive: the listener's header timeout (ConnectionLimits). A
+    # stalled body would keep its connection busy, and the cap sheds new ones while all are.
+    body_timeout_s: float = HEADER_TIMEOUT_S
 
 
 def token_ok(header: str | None, token: str) -> bool:
@@ -74,19 +79,54 @@ def token_ok(header: str | None, token: str) -> bool:
     return hmac.compare_digest(raw, token.encode("utf-8"))
 
 
+def unauthorized(request: web.Request, token: Callable[[], str]) -> web.Response | None:
+    """Return the 401 of a request without the token, or None when it carries it."""
+    if token_ok(request.headers.get("Authorization"), token()):
+        return None
+    log.debug("api.unauthorized", extra=fields(method=request.method))
+    return json_error(401, "a bearer token is required", headers={"WWW-Authenticate": CHALLENGE})
+
+
+def routing_error(exc: web.HTTPException) -> web.Response:
+    """Return the router's own 404 / 405 in JSON, like every other answer."""
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return json_error(exc.status, exc.reason.lower(), headers=headers)
+
+
+def body_too_large(limit: int) -> web.Response:
+    """Return the 413 of a body over `limit` bytes."""
+    return BadRequest(413, f"body larger than {limit} bytes", "$").response()
+
+
+def expect_screen(token: Callable[[], str], limit: int, router: web.UrlDispatcher) -> ExpectScreen:
+    """Return the screen that answers `Expect: 100-continue` with the refusal the request
+    would get (401, 417, 413, 404, 405) instead of inviting a body that would not be read."""
+
+    async def screen(request: web.Request) -> web.StreamResponse | None:
+        if request.version < HttpVersion11:
+            return None  # HTTP/1.0 has no 100 Continue: the expectation is ignored (RFC 9110)
+        refusal = unauthorized(request, token)
+        if refusal is not None:
+            return refusal
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return json_error(417, "expectation failed")
+        if request.content_length is not None and request.content_length > limit:
+            return body_too_large(limit)
+        routed = (await router.resolve(request)).http_exception
+        return None if routed is None else routing_error(routed)
+
+    return screen
+
+
 def guard(token: Callable[[], str]) -> Middleware:
     """Return the middleware that refuses a request without the token before anything else
     and turns errors into JSON."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not token_ok(request.headers.get("Authorization"), token()):
-            log.debug("api.unauthorized", extra=fields(method=request.method))
-            return json_error(
-                401,
-                "a bearer token is required",
-                headers={"WWW-Authenticate": CHALLENGE},
-            )
+        refusal = unauthorized(request, token)
+        if refusal is not None:
+            return refusal
         try:
             return await handler(request)
         except BadRequest as exc:
@@ -98,9 +138,7 @@ def guard(token: Callable[[], str]) -> Middleware:
         except BadSubmission as exc:
             return BadRequest(exc.status, exc.message, exc.field).response()
         except web.HTTPException as exc:
-            # The router's own 404 / 405, in JSON like every other answer.
-            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            return json_error(exc.status, exc.reason.lower(), headers=headers)
+            return routing_error(exc)
         except StoreError:
             # Logged once by the store's health when it started failing (a full disk).
             return json_error(
@@ -115,14 +153,16 @@ def guard(token: Callable[[], str]) -> Middleware:
     return middleware
 
 
-async def json_body(request: web.Request, limit: int) -> object:
-    """Return the request's JSON body; 413 above the limit, 400 when it is not JSON."""
+async def json_body(request: web.Request, limit: int, *, timeout_s: float) -> object:
+    """Return the request's JSON body; 413 above the limit, 408 when it has not arrived within
+    `timeout_s`, 400 when it is not JSON."""
     try:
-        raw = await read_body(request, limit)
+        raw = await read_body(request, limit, timeout_s=timeout_s)
     except BodyTooLarge:
         raise BadRequest(413, f"body larger than {limit} bytes", "$") from None
-    except (BodyUnreadable, BodyTooSlow):
-        # No deadline is given here; a timeout from below is an unreadable body, as before.
+    except BodyTooSlow:
+        raise BadRequest(408, f"the body did not arrive within {timeout_s:g} s", "$") from None
+    except BodyUnreadable:
         raise BadRequest(400, "the body could not be read", "$") from None
     try:
         return strict_json.loads(raw)
@@ -156,6 +196,15 @@ def account_named(
     if not isinstance(raw, str) or raw not in accounts:
         raise BadRequest(422, f"no {source} account of that name", field)
     return raw
+
+
+async def unconfigured_with_writes(deps: ApiDeps, source: Source, raw: object) -> str | None:
+    """Return the account `raw` names when the config no longer names it and the store holds
+    uncertain writes of it, which a person's word settles without credentials; else None."""
+    if not isinstance(raw, str) or raw in deps.accounts.get(source, ()):
+        return None
+    uncertain, _ = (await unsettled_writes(deps.reader)).get((source, raw), (0, 0))
+    return raw if uncertain else None
 
 
 def order_id_named(source: Source, raw: object) -> str:

@@ -19,7 +19,13 @@ from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_d
 from ..writes.ccv_http import NotSent, Uncertain, send_once
 from ..writes.pricing import blocking, check_pricing
 from .api_orders import CURSOR
-from .api_requests import ApiDeps, BadRequest, account_named, json_body
+from .api_requests import (
+    ApiDeps,
+    BadRequest,
+    account_named,
+    json_body,
+    unconfigured_with_writes,
+)
 
 log = logging.getLogger("reconciler.api")
 
@@ -40,7 +46,9 @@ class Writes:
     async def submit(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccv/orders?account=A: submit through reconciler."""
         account = self.account("ccv", request.query.get("account"))
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         result = await self.deps.submitter.submit(account, doc)
         return self._passed_back(result.status, result.body, result.content_type, result.headers)
 
@@ -68,14 +76,16 @@ class Writes:
 
     def sender(self) -> ActionSender:
         """Return the CCNow action sender; 404 when no CCNow account is configured."""
-        if self.deps.actions is None:
+        if self.deps.actions is None or not self.deps.accounts.get("ccnow"):
             raise BadRequest(404, "no CCNow account is configured")
         return self.deps.actions
 
     async def ccnow_actions(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccnow/actions: record CCNow order actions and send them at once."""
         sender = self.sender()
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         if not isinstance(doc, dict):
             raise BadRequest(400, "the body must be a JSON object", "$")
         account = self.account("ccnow", doc.get("account"))
@@ -94,14 +104,20 @@ class Writes:
     async def ccnow_resolve(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?}`: settle an
         order's uncertain action by a person's word (`ccnow resolve` while the daemon runs)."""
-        sender = self.sender()
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         if not isinstance(doc, dict):
             raise BadRequest(400, "the body must be a JSON object", "$")
         for name in doc:
             if name not in ("order_id", "sent", "account"):
                 raise BadRequest(422, f"{name}: unknown field", name)
-        account = self.account("ccnow", doc.get("account"))
+        # An account the config no longer names may still hold uncertain actions.
+        sender = self.deps.actions
+        account = await unconfigured_with_writes(self.deps, "ccnow", doc.get("account"))
+        if account is None or sender is None:
+            sender = self.sender()
+            account = self.account("ccnow", doc.get("account"))
         raw, sent = doc.get("order_id"), doc.get("sent")
         if not isinstance(raw, str):
             raise BadRequest(422, "order_id: required, a CCNow order id", "order_id")
@@ -130,7 +146,9 @@ class Writes:
     async def pricing(self, request: web.Request) -> web.Response:
         """PATCH /api/v1/ccv/pricing?account=A: check the prices, then forward them."""
         account = self.account("ccv", request.query.get("account"))
-        doc = await json_body(request, self.config.max_body_bytes)
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
+        )
         problems = check_pricing(doc)
         if blocking(problems):
             log.info(

@@ -3,8 +3,9 @@ each request head, fixed error pages, and quiet, rate-limited logging of junk fr
 
 The receiver faces the internet. Without bounds, 1,100 idle connections took every file
 descriptor, so /healthz went dark and the sinks and the database failed with "Too many open
-files". At the cap, the longest-idle connection (open, no request in progress) is closed to make
-room; only when every connection is busy is a new one shed with a 503.
+files". At the cap, the longest-idle connection (waiting for a request head) is closed to make
+room; only when every connection is busy is a new one shed with a 503. A connection whose request
+head has arrived is busy until it is answered: its body is bounded by a deadline instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
@@ -31,7 +32,8 @@ log = logging.getLogger("reconciler.server.http")
 
 MAX_DEFAULT_CONNECTIONS = 1000
 JUNK_LOG_INTERVAL_S = 10.0  # at most one line about malformed or refused requests per interval
-CAPACITY_LOG_INTERVAL_S = 60.0  # at most one warning about a full receiver per interval
+CAPACITY_LOG_INTERVAL_S = 60.0  # at most one warning about a full listener per interval
+HEADER_TIMEOUT_S = 10.0  # for a request head, and then for its body
 
 # What both listeners call themselves in `Server:`: aiohttp's default names the Python and
 # aiohttp versions, a banner for whoever scans an internet-facing port.
@@ -50,12 +52,18 @@ _BUSY = (
 )
 
 
+# Answers a request that asks `Expect: 100-continue` and will be refused (no token, a body over
+# the limit) before aiohttp invites its body; None lets it through.
+ExpectScreen = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
-    """How many connections the receiver keeps open, and how long a request head may take."""
+    """How many connections a listener keeps open, and how long a request head (and then its
+    body) may take."""
 
     max_connections: int | None = None  # None: derived from the open-file limit
-    header_timeout_s: float = 10.0
+    header_timeout_s: float = HEADER_TIMEOUT_S
 
     @classmethod
     def from_config(cls, receiver: ReceiverConfig) -> ConnectionLimits:
@@ -76,17 +84,6 @@ def connection_cap(configured: int | None, nofile: int) -> int:
     if configured is None:
         return min(ceiling, MAX_DEFAULT_CONNECTIONS)
     return min(configured, ceiling)
-
-
-def close_at_once(request: web.BaseRequest, response: web.StreamResponse) -> web.StreamResponse:
-    """Close the connection as soon as `response` to `request` is written, without reading the
-    body the request announced: aiohttp would read it for up to 10 s first (a lingering close),
-    which a refusal before `100 Continue` is meant to spare."""
-    response.force_close()
-    protocol = request.protocol
-    if isinstance(protocol, _Protocol):
-        protocol.close_after = response
-    return response
 
 
 def fixed_page(status: int) -> web.Response:
@@ -163,14 +160,21 @@ class ProtocolLog:
 
 
 class _Protocol(RequestHandler):
-    """aiohttp's connection handler with a fixed error page; knows whether it is busy."""
+    """aiohttp's connection handler with a fixed error page; knows whether it is idle, and
+    closes at once after answering a request whose body it did not read."""
 
     def __init__(self, manager: _BoundedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.owner = manager
-        self.busy = 0  # requests in progress
-        self.close_after: web.StreamResponse | None = None  # see `close_at_once`
         self.last_used = manager.next_use()  # the lowest was idle the longest
+
+    @property
+    def idle(self) -> bool:
+        """Whether the connection waits for a request head (none has arrived since its last
+        answer): aiohttp's own test before its keep-alive close. A head that arrived but whose
+        handler has not started yet is not idle; closing it made the handler read a closed
+        connection."""
+        return self._waiter is not None and not self._waiter.done()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.owner.forget(self)
@@ -179,10 +183,14 @@ class _Protocol(RequestHandler):
     async def finish_response(
         self, request: web.BaseRequest, resp: web.StreamResponse, *args: Any, **kwargs: Any
     ) -> Any:
-        """Write the answer; close the connection at once when it asks to (`close_at_once`)."""
+        """Write the answer; when part of the request's body is still to come (a refusal
+        before reading it, `Expect: 100-continue` refused), close the connection after it:
+        aiohttp would read and throw away any amount for 10 s first (a lingering close)."""
+        unread = not request.content.is_eof()
+        if unread:
+            resp.force_close()  # says `Connection: close`
         finished = await super().finish_response(request, resp, *args, **kwargs)
-        if resp is self.close_after:
-            self.close_after = None
+        if unread:
             self.force_close()  # the transport sends what was written, then closes
         return finished
 
@@ -214,8 +222,10 @@ class _BoundedServer(web.Server):
     def __init__(
         self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], **kwargs: Any
     ) -> None:
+        self.name = str(kwargs.pop("name"))
         self.max_connections = int(kwargs.pop("max_connections"))
         self.pathless_404 = bool(kwargs.pop("pathless_404"))
+        self.expect_screen: ExpectScreen | None = kwargs.pop("expect_screen")
         super().__init__(self._tracked(handler), **kwargs)
         self._open: weakref.WeakSet[_Protocol] = weakref.WeakSet()
         self._full = RateLimit(CAPACITY_LOG_INTERVAL_S)
@@ -227,17 +237,18 @@ class _BoundedServer(web.Server):
         self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
         async def handle(request: web.BaseRequest) -> web.StreamResponse:
-            if self.pathless_404 and names_no_path(request):
-                return close_at_once(request, fixed_page(404))
-            protocol = request.protocol
-            if not isinstance(protocol, _Protocol):
-                return await handler(request)
-            protocol.busy += 1
             try:
+                if self.pathless_404 and names_no_path(request):
+                    return fixed_page(404)
+                if self.expect_screen is not None and hdrs.EXPECT in request.headers:
+                    refusal = await self.expect_screen(cast(web.Request, request))
+                    if refusal is not None:
+                        return refusal
                 return await handler(request)
             finally:
-                protocol.busy -= 1
-                protocol.last_used = self.next_use()
+                protocol = request.protocol
+                if isinstance(protocol, _Protocol):
+                    protocol.last_used = self.next_use()
 
         return handle
 
@@ -260,7 +271,7 @@ class _BoundedServer(web.Server):
         return protocol
 
     def _evict_idle(self) -> bool:
-        idle = [p for p in self._open if p.busy == 0]
+        idle = [p for p in self._open if p.idle]
         if not idle:
             return False
         oldest = min(idle, key=lambda p: p.last_used)
@@ -273,7 +284,7 @@ class _BoundedServer(web.Server):
     def _log_full(self) -> None:
         if self._full.allow():
             log.warning(
-                "receiver.at_capacity",
+                f"{self.name}.at_capacity",
                 extra=fields(
                     max_connections=self.max_connections,
                     idle_closed=self._evicted,
@@ -291,7 +302,9 @@ class BoundedRunner(web.AppRunner):
         app: web.Application,
         limits: ConnectionLimits,
         *,
+        name: str,
         pathless_404: bool = False,
+        expect_screen: ExpectScreen | None = None,
         **kwargs: Any,
     ) -> None:
         # keepalive_timeout runs from the moment a connection opens or answered its last
@@ -306,6 +319,8 @@ class BoundedRunner(web.AppRunner):
         # The receiver's: a target that is no path gets the fixed 404 before any route. The API
         # leaves it to its guard (401 first, then its own JSON 404).
         self.pathless_404 = pathless_404
+        self.name = name  # of the listener, in its `at_capacity` warning
+        self.expect_screen = expect_screen
 
     async def _make_server(self) -> web.Server:
         # aiohttp has no public hook for the protocol factory: take the server the app makes
@@ -316,7 +331,9 @@ class BoundedRunner(web.AppRunner):
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=asyncio.get_running_loop(),
+            name=self.name,
             max_connections=self.max_connections,
             pathless_404=self.pathless_404,
+            expect_screen=self.expect_screen,
             **self._kwargs,
         )

@@ -12,7 +12,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..logs import fields
-from .connections import SERVER_NAME, BoundedRunner, ConnectionLimits
+from .connections import SERVER_NAME, BoundedRunner, ConnectionLimits, ExpectScreen
+
+# An app's screen of `Expect: 100-continue` requests, run before its routes (see ExpectScreen):
+# aiohttp answers `100 Continue` for a path no route takes before any middleware runs.
+EXPECT_SCREEN = web.AppKey[ExpectScreen]("expect_screen")
 
 
 class BodyTooLarge(Exception):
@@ -39,12 +43,20 @@ def json_error(
 
 
 async def read_at_most(request: web.Request, limit: int) -> bytes:
-    """Return the body, or its first `limit` bytes when it is longer."""
+    """Return the body, or its first `limit` bytes when it is longer; ConnectionResetError
+    when the connection closed before the body was read."""
     chunks: list[bytes] = []
     size = 0
-    while size < limit and (chunk := await request.content.read(limit - size)):
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        while size < limit and (chunk := await request.content.read(limit - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except RuntimeError:
+        # aiohttp's word for a body read from a connection already closed (a client gone
+        # before its handler started): the client's loss, not a bug of ours.
+        if request.transport is not None:
+            raise
+        raise ConnectionResetError("the connection closed before the body was read") from None
     return b"".join(chunks)
 
 
@@ -71,8 +83,9 @@ async def _name_server(_: web.Request, response: web.StreamResponse) -> None:
 
 
 class Listener:
-    """Serve one app on one address within `limits` until close(); no access log, since one
-    line per junk request (receiver) or per call (API) would flood the journal."""
+    """Serve one app on one address within `limits` until close(), logging `<name>.listening`;
+    no access log, since one line per junk request (receiver) or per call (API) would flood the
+    journal."""
 
     def __init__(
         self,
@@ -80,7 +93,7 @@ class Listener:
         limits: ConnectionLimits,
         *,
         logger: logging.Logger,
-        event: str,
+        name: str,
         shutdown_timeout_s: float = 5.0,
         pathless_404: bool = False,
     ) -> None:
@@ -88,12 +101,14 @@ class Listener:
         self._runner = BoundedRunner(
             app,
             limits,
+            name=name,
             pathless_404=pathless_404,
+            expect_screen=app.get(EXPECT_SCREEN),
             access_log=None,
             shutdown_timeout=shutdown_timeout_s,
         )
         self._log = logger
-        self._event = event
+        self._event = f"{name}.listening"
         self._started = False
 
     @property

@@ -22,7 +22,7 @@ from ..logs import fields
 from ..metrics import Metrics
 from ..store import StoreError
 from .cancelled import log_cancelled
-from .connections import ConnectionLimits, close_at_once
+from .connections import ConnectionLimits
 from .debounce import Debouncer
 from .health import Health, health_document
 from .http import (
@@ -132,7 +132,8 @@ class _Handler:
                 source = None if isinstance(target, str) else target.source
                 raise Rejected(413, "too_large", source=source)
         except Rejected as rejected:
-            return close_at_once(request, self.refuse(request, rejected))
+            # The body is not read: the connection closes after the answer (connections.py).
+            return self.refuse(request, rejected)
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # the answer proper has not started
         return None
@@ -307,7 +308,7 @@ class Receiver(Listener):
             app,
             limits or ConnectionLimits(),
             logger=log,
-            event="receiver.listening",
+            name="receiver",
             shutdown_timeout_s=shutdown_timeout_s,
             pathless_404=True,
         )

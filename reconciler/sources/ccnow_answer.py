@@ -129,9 +129,14 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[Order
         return OrderLine(order_id, first), bool(more)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(_BLANKS.split(rest))
-    if len(status) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest):
-        # Not a word a log line and a database can keep as it is: this order's failure alone,
-        # never its batch's (its id is one the account knows).
+    if (
+        len(status) > MAX_STATUS_LENGTH
+        or not _STATUS.fullmatch(rest)
+        or (secrets and redact(status, secrets) != status)
+    ):
+        # Not a word a log line and a database can keep as it is (nor one that echoes our
+        # password, which would be kept verbatim): this order's failure alone, never its
+        # batch's (its id is one the account knows).
         return OrderLine(order_id, None, "unreadable status"), False
     return OrderLine(order_id, status), False
 

@@ -143,6 +143,7 @@ class CCVClient:
         self._headers = CIMultiDictProxy(CIMultiDict(auth_headers(config)))
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._breaker_limit = max(5, 2 * config.concurrency)
+        self._key = config.api_key.reveal()  # an answer that holds it is kept nowhere
 
     async def fetch(self, order_id: str) -> Observation:
         """Return what CCV says about one order; raise AuthenticationFailed on 401."""
@@ -256,7 +257,7 @@ class CCVClient:
         status = reply.status
         if status == 200:
             document = _status_document(reply.body)
-            if document is not None:
+            if document is not None and not self._holds_key(document):
                 word, answered = document
                 if answered is None or answered == "":
                     # No reference (else it would differ from the tracked one on every check).
@@ -282,6 +283,12 @@ class CCVClient:
         # A 403 is that order's failure: whether it means "not your order" or "this key may not
         # do this" is not documented, and one order must not stop the account.
         return Observation(key, Outcome.FAILED, reason=_failure_reason(reply)), True
+
+    def _holds_key(self, document: tuple[str, object]) -> bool:
+        """Whether an answer's status or reference holds our key: it would be kept in the
+        snapshot, the events and the log. Not an answer then, but that order's failure."""
+        word, answered = document
+        return self._key in word or (isinstance(answered, str) and self._key in answered)
 
     async def _get(self, segment: str) -> Reply:
         """Ask for the status of the order whose id is the (quoted) path segment `segment`."""

@@ -140,6 +140,25 @@ async def of_order(store: Store, account: str, order_id: str, state: State) -> l
     return [_row(r) for r in rows]
 
 
+async def unsettled_counts(store: Store) -> dict[tuple[str, State], int]:
+    """Per (account, state), the commands nothing has settled yet: queued, sending, uncertain."""
+    rows = await store.conn.execute_fetchall(
+        "SELECT account, state, count(*) FROM commands "
+        "WHERE state IN ('queued', 'sending', 'uncertain') GROUP BY account, state"
+    )
+    return {(str(a), s): int(n) for a, s, n in rows}
+
+
+async def uncertain_accounts(store: Store, order_id: str) -> list[str]:
+    """Return the accounts holding an uncertain command of an order, by name."""
+    rows = await store.conn.execute_fetchall(
+        "SELECT DISTINCT account FROM commands WHERE state = 'uncertain' AND order_id = ? "
+        "ORDER BY account",
+        (order_id,),
+    )
+    return [str(r[0]) for r in rows]
+
+
 async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
     """Commit that a post with these commands is about to leave (counted as an attempt);
     return the ids claimed. One still queued is claimed once: two senders in one process (the

@@ -151,6 +151,16 @@ async def uncertain_references(store: Store, account: str) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+async def unsettled_counts(store: Store) -> dict[str, int]:
+    """Per account, the submissions whose answer is not known: uncertain, or left sending (a
+    writer's start makes those uncertain)."""
+    rows = await store.conn.execute_fetchall(
+        "SELECT account, count(*) FROM submissions WHERE state IN ('sending', 'uncertain') "
+        "GROUP BY account"
+    )
+    return {str(a): int(n) for a, n in rows}
+
+
 async def resolve(
     store: Store, account: str, reference: str, order_id: str | None, how: How, now: float
 ) -> list[Event]:

@@ -11,6 +11,7 @@ still queued or uncertain.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields, say
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
+from reconciler.store import Store, StoreError
 from reconciler.store import commands as cmds
 from reconciler.terminal import shown
 from reconciler.writes.ccnow_actions import (
@@ -146,8 +148,9 @@ async def _through_api(
     return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
 
 
-async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent: bool) -> int:
-    """Settle an order's uncertain action by a person's word."""
+async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bool) -> int:
+    """Settle an order's uncertain action by a person's word (of an account the config may no
+    longer name: the word asks nothing of CCNow)."""
     from reconciler.runtime import writer_unless_held
 
     try:
@@ -162,14 +165,14 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
                 rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
             )
             await settle_interrupted_writes(rt)
-            found = await sender.resolve(cfg.name, order_id, sent=sent)
+            found = await sender.resolve(account, order_id, sent=sent)
             settled = [(c.order_id, c.action, c.id) for c in found]
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
     if rt is None:
         # Under systemd the daemon always holds the store: it settles the command itself.
         if config.api is None:
             raise held_elsewhere("nothing was settled")
-        document = {"account": cfg.name, "order_id": order_id, "sent": sent}
+        document = {"account": account, "order_id": order_id, "sent": sent}
         answer = await post_to_api(
             config.file, config.api, "/api/v1/ccnow/actions/resolve", document
         )
@@ -187,9 +190,26 @@ async def resolve_command(config: Config, cfg: CCNowConfig, raw_id: str, *, sent
         else:
             settled = [(str(c["order_id"]), str(c["action"]), c["id"]) for c in commands]
     if not settled:
-        say(f"reconciler: error: {order_id} has no uncertain action")
+        elsewhere = [a for a in await _uncertain_accounts(config, order_id) if a != account]
+        hint = f" of account {account!r}" if elsewhere else ""
+        if elsewhere:
+            hint += f"; account {elsewhere[0]!r} has one: give --account {elsewhere[0]}"
+        say(f"reconciler: error: {order_id} has no uncertain action{hint}")
         return EX_DATAERR
     return _resolved(settled, sent=sent)
+
+
+async def _uncertain_accounts(config: Config, order_id: str) -> list[str]:
+    """The accounts holding an uncertain action of the order, read beside any writer; none when
+    the store cannot be read (the error is about the account given, not this hint)."""
+    try:
+        store = await Store.open(config.store_path, readonly=True)
+    except (StoreError, sqlite3.Error, OSError):
+        return []
+    try:
+        return await cmds.uncertain_accounts(store, order_id)
+    finally:
+        await store.close()
 
 
 def _resolved(found: Sequence[tuple[str, str, object]], *, sent: bool) -> int:

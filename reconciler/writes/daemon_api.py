@@ -53,16 +53,15 @@ def nobody_listens(api: ApiConfig) -> int:
     return EX_TEMPFAIL
 
 
-# Who holds the store, as far as a command that could not take its writer lock can tell.
-HELD = "another reconciler process holds the store (a daemon without [api], or a catch-up)"
-
-
 def held_elsewhere(outcome: str) -> StoreLocked:
     """The error of a write command that found the store held and no `[api]` to go through;
     `outcome` says what was left undone."""
+    # The [api] missing is the command's config's: whether the holder is a daemon, and with an
+    # [api] or not, the command cannot tell.
     return StoreLocked(
-        f"{HELD}: {outcome}; run the same command again once it is done, or give the daemon "
-        "an [api] so that it goes through it"
+        "another reconciler process holds the store (a daemon or a catch-up) and this config has "
+        f"no [api] to go through: {outcome}; run the same command again once it is done, or give "
+        "the daemon and this config the same [api] so that it goes through the daemon"
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+import sqlite3
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +90,48 @@ async def test_demo_refuses_a_run_time_that_is_not_above_0(seconds: str) -> None
     result = await call_cli("demo", "--seconds", seconds)
     assert result.code == 2
     assert "is not a number of seconds above 0" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--orders", "-1", "is not a number of orders from 0 to 1000000"),
+        ("--orders", "many", "is not a number of orders from 0 to 1000000"),
+        ("--drop-notifications", "2", "is not a share from 0 to 1"),
+        ("--drop-notifications", "nan", "is not a share from 0 to 1"),
+    ],
+)
+@pytest.mark.parametrize("command", ["demo", "sandbox"])
+async def test_a_bad_simulator_option_is_one_usage_line(
+    command: str, option: str, value: str, says: str
+) -> None:
+    # The demo built the simulator's options inside its event loop: a traceback, exit 70.
+    result = await call_cli(command, option, value)
+    assert result.code == 2
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_demo_at_speed_0_keeps_orders_where_they_are() -> None:
+    # As `sandbox --speed 0`; the demo passed 0 on to the simulator, which refused it (exit 70).
+    result = await demo_here("--seconds", "2", "--speed", "0", "--orders", "3")
+    assert result.code == 0, result.stderr
+    assert "summary" in result.stdout
+    # only the demo's own shipments move an order
+    changes = [line for line in result.stdout.splitlines() if " order.status_changed " in line]
+    assert all(line.endswith("(via action)") for line in changes), result.stdout
+    assert "Traceback" not in result.stderr
+
+
+async def test_demo_counts_every_order_it_submitted(tmp_path: Path) -> None:
+    # With --seconds 2 the last submit is due as the demo stops: it was cancelled in flight,
+    # its order tracked by the daemon and left out of "submitted through the API".
+    store = tmp_path / "demo.db"
+    result = await demo_here("--seconds", "2", "--orders", "2", "--store", str(store))
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    fed = [line for line in lines if " ccv.submit " in line and "HTTP 201" in line]
+    with sqlite3.connect(store) as db:
+        (ccv_orders,) = db.execute("SELECT count(*) FROM orders WHERE source = 'ccv'").fetchone()
+    assert ccv_orders - 2 == len(fed), result.stdout
+    assert f"submitted through the API: {len(fed)};" in result.stdout

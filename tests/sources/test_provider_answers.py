@@ -20,7 +20,7 @@ from tests.conftest import (
     read_events,
     write_config,
 )
-from tests.fake_providers import CCNOW_CLIENT_ID, FakeCCNow, FakeCCV, Reply
+from tests.fake_providers import CCNOW_CLIENT_ID, CCV_KEY, FakeCCNow, FakeCCV, Reply
 from tests.notify_socket import NotifySocket
 
 
@@ -169,3 +169,75 @@ async def test_a_latin1_byte_in_one_pending_line_fails_that_order_alone(
     fake_ccnow.script = [Reply(200, b"396-10-1143 pend\xe9\n")]
     again = await call_cli("--config", cfg, "catch-up", "--source", "ccnow")
     assert "source.failed" not in again.stderr, again.stderr
+
+
+def kept_texts(tmp_path: Path, *outputs: str) -> dict[str, bytes]:
+    """Every text a run keeps: its outputs, the jsonl sink's file, the database's files."""
+    texts = {f"output {i}": out.encode() for i, out in enumerate(outputs)}
+    texts["jsonl"] = (tmp_path / "events.jsonl").read_bytes()
+    texts.update({p.name: p.read_bytes() for p in tmp_path.glob("reconciler.db*")})
+    return texts
+
+
+async def test_a_ccnow_password_echoed_as_an_order_status_is_kept_nowhere(
+    tmp_path: Path,
+) -> None:
+    # A password of letters and digits makes a line that reads like a status of two words.
+    password = "wXk7Pq2Lm9Zt4Rv8"
+    async with FakeCCNow(password=password) as fake:
+        fake.orders = {"396-10-1142": "pending", "397-10-1159": "pending"}
+        fake.extra_lines = [f"100-00-0002 wrong password {password}"]
+        cfg = write_config(tmp_path, ccnow=fake)
+        env = cli_env(RECONCILER_CCNOW_PASSWORD=password)
+        assert (await call_cli("--config", cfg, "track", "ccnow", "100-00-0002", env=env)).code == 0
+        result = await call_cli("--config", cfg, "catch-up", env=env)
+        listed = await call_cli("--config", cfg, "orders", "--json", env=env)
+    # That order's check failed; the others were discovered as usual.
+    assert result.code == 75, result.stderr
+    discovered = {e["subject"] for e in read_events(tmp_path) if e["type"] == "order.discovered"}
+    assert discovered == {"396-10-1142", "397-10-1159"}
+    for name, kept in kept_texts(tmp_path, result.stderr, listed.stdout).items():
+        assert password.encode() not in kept, name
+
+
+async def test_a_ccv_key_echoed_as_a_status_or_reference_is_kept_nowhere(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    ids = ["order-a", "order-b", "order-c"]
+    fake_ccv.orders = dict.fromkeys(ids, "New")
+    fake_ccv.replies["order-b"] = Reply(
+        200, json.dumps({"orderStatus": f"bad key {CCV_KEY}"}), "application/json"
+    )
+    fake_ccv.replies["order-c"] = Reply(
+        200, json.dumps({"orderStatus": "New", "externalReference": CCV_KEY}), "application/json"
+    )
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *ids)).code == 0
+    result = await call_cli("--config", cfg, "catch-up")
+    listed = await call_cli("--config", cfg, "orders", "--json")
+    assert result.code == 75, result.stderr
+    discovered = {e["subject"] for e in read_events(tmp_path) if e["type"] == "order.discovered"}
+    assert discovered == {"order-a"}
+    for name, kept in kept_texts(tmp_path, result.stderr, listed.stdout).items():
+        assert CCV_KEY.encode() not in kept, name
+
+
+async def test_a_password_ccnow_cut_inside_its_text_or_wrote_in_capitals_is_masked(
+    tmp_path: Path,
+) -> None:
+    # CCNow quoting the password cut short mid-sentence, or in capitals: no piece survives.
+    password = "Zq9+pw&x=7%Secret"
+    async with FakeCCNow(password=password) as fake:
+        fake.orders = {"396-10-1142": "pending"}
+        cfg = write_config(tmp_path, ccnow=fake)
+        env = cli_env(RECONCILER_CCNOW_PASSWORD=password)
+        assert (await call_cli("--config", cfg, "catch-up", env=env)).code == 0
+        fake.always = Reply(
+            200, f"error_message password {password[:14]}... refused for {password.upper()}\n"
+        )
+        result = await call_cli("--config", cfg, "catch-up", env=env)
+        status = await call_cli("--config", cfg, "status", "--json", env=env)
+    assert result.code == 75
+    for name, kept in kept_texts(tmp_path, result.stderr, status.stdout).items():
+        for piece in (password[:8], password.upper()[:8], password[6:14]):
+            assert piece.encode() not in kept, (name, piece)

@@ -112,4 +112,7 @@ async def test_without_an_api_a_store_held_by_another_command_blames_no_daemon(
         assert result.code == 75, result.stderr
         assert "another reconciler process holds the store" in result.stderr, result.stderr
         assert "nothing was sent" in result.stderr
+        # The [api] missing is this config's; the holder may be a daemon with one.
+        assert "this config has no [api]" in result.stderr
+        assert "a daemon without [api]" not in result.stderr
     assert fake.submits == [] and fake_ccnow.actions == []
