@@ -211,8 +211,13 @@ class Observation(NamedTuple):
     outcome: Outcome
     status: str | None = None
     external_reference: str | None = None
-    # For FAILED: a short machine word ("timeout", "http_500", "protocol", "order_error", ...).
+    # For FAILED: a short machine word ("timeout", "http_500", "protocol", ORDER_ERROR, ...).
     reason: str | None = None
+
+
+# The reason of a check the provider answered with an error of that order's own (a CCNow
+# `ID error_message ...` line): the provider answered, about that order alone.
+ORDER_ERROR = "order_error"
 
 
 class OrderState(NamedTuple):

@@ -121,3 +121,64 @@ async def test_a_notifications_list_poll_sends_no_query_while_the_queries_rest(
     report = await coordinator.notified([])
     assert report.checked == 1 and not report.failed_sources
     assert len(queried(fake_ccnow)) == asked
+
+
+# --- a probe that CCNow answers about the order itself -------------------------------------------
+
+TROUBLED = "999-99-9999"  # the open order due soonest, the one the probe asks first
+LISTED_TWO = ("111-11-1111", "222-22-2222")
+
+
+async def queries_fail_after_a_catch_up(
+    coordinator: CCNowCoordinator, clock: Clock, fake: FakeCCNow
+) -> None:
+    """TROUBLED found `processing` and due soonest, LISTED_TWO on the list; then a catch-up
+    whose query gets HTTP 500 fails the account."""
+    fake.orders = {i: "pending" for i in LISTED_TWO}
+    fake.replies_for = {TROUBLED: Reply(200, f"{TROUBLED} processing\n")}
+    await coordinator.store.orders.track("ccnow", "default", [(TROUBLED, None)], clock.now)
+    await coordinator.full_pass(via="catch-up")
+    clock.now += 130.0  # the list's orders, unchanged, are put off; TROUBLED is due
+    await coordinator.tick_pending_list()
+    fake.replies_for = {}
+    fake.queries = Reply(500, "oops")
+    await coordinator.full_pass(via="catch-up")
+    assert await source_kinds(coordinator) == ["source.failed"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "error_message order lookup failed, try again later",  # its own error line
+        "error_message unknown order",  # not found, found before: unconfirmed while failing
+        None,  # no line for it: says nothing, the backoff holds and the next probe asks another
+    ],
+)
+async def test_a_probe_answered_about_the_order_alone_ends_the_query_outage(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow, answer: str | None
+) -> None:
+    coordinator, clock = ccnow
+    await queries_fail_after_a_catch_up(coordinator, clock, fake_ccnow)
+    # CCNow answers again: the list is empty, the two that left it are completed, and the
+    # troubled order answers its own failure.
+    fake_ccnow.queries = None
+    fake_ccnow.orders = dict.fromkeys(LISTED_TWO, "completed")
+    if answer is None:
+        fake_ccnow.omit = {TROUBLED}
+    elif "unknown" not in answer:  # else the fake's answer for an order it does not have
+        fake_ccnow.orders[TROUBLED] = answer
+    asked = len(queried(fake_ccnow))
+
+    for step in range(1, 71):  # 70 s: a list poll every 2 s, a due tick every 5 s
+        clock.now += 1.0
+        if step % 2 == 0:
+            await coordinator.tick_pending_list()
+        if step % 5 == 0:
+            await coordinator.tick_due()
+
+    assert await source_kinds(coordinator) == ["source.failed", "source.recovered"]
+    keys = [OrderKey("ccnow", "default", i) for i in LISTED_TWO]
+    assert {s.status for s in (await coordinator.store.orders.load(keys)).values()} == {"completed"}
+    posts = queried(fake_ccnow)[asked:]
+    assert sum(TROUBLED in post for post in posts) <= 2
+    assert not (await coordinator.store.sources.state("ccnow", "default")).failing

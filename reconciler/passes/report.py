@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..model import Observation
+from ..model import ORDER_ERROR, Observation
 
 # `order.check_failed` lines a pass logs before it sums up the rest in one line.
 STARTED_FAILING_LINES = 20
@@ -19,6 +19,7 @@ class PassAnswers:
     answered: int = 0  # the provider answered (a status, or its own "not found")
     failed: int = 0  # no usable answer for that order
     lost: int = 0  # of `failed`: orders found before that the provider now says it does not know
+    own_errors: int = 0  # of `failed`: an error line of the order's own (ORDER_ERROR)
     error: str | None = None  # the pass stopped for the whole account (401, breaker, error line)
     complete: bool = False  # the pass asked every open order of the account (a catch-up)
     reason: str | None = None  # the commonest reason of the failed checks ("timeout", ...)
@@ -80,6 +81,7 @@ class PassReport:
             answered=self.checked - self.failed,
             failed=self.failed,
             lost=self.lost,
+            own_errors=self.reasons[ORDER_ERROR],
             error=error,
             complete=complete,
             reason=commonest[0][0] if commonest else None,

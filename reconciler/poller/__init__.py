@@ -18,6 +18,7 @@ from .health import (
     is_lost_wave,
     needs_probe,
     next_health,
+    probe_verdict,
     verdict,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "is_lost_wave",
     "needs_probe",
     "next_health",
+    "probe_verdict",
     "verdict",
 ]

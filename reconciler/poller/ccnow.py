@@ -4,13 +4,15 @@ happen now."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCNowConfig
-from ..model import Observation, Via
+from ..model import Observation, OrderKey, Via
 from ..passes.report import PassReport
 from .coordinator import (
+    PAGE_ORDERS,
     Coordinator,
     Emit,
     NamedReport,
@@ -19,7 +21,7 @@ from .coordinator import (
 from .health import Part, Verdict, verdict
 
 if TYPE_CHECKING:
-    pass
+    from ..reconcile import Reconciler
 
 
 class CCNowSource(Protocol):
@@ -34,6 +36,41 @@ class CCNowSource(Protocol):
         ...
 
 
+@dataclass
+class ListMemory:
+    """What this process's reads of an account's pending list said: the orders the last read
+    named, and those that left it since (a read named them, a later one did not) whose query
+    has not answered yet. A new process knows none: its start-up catch-up asks every order."""
+
+    named: frozenset[str] | None = None  # None: the list was not read yet
+    left: set[str] = field(default_factory=set)
+    # A catch-up got no answer to the list or to its queries: the first pass whose queries
+    # answer asks every open order the list does not name, as the catch-up meant to.
+    ask_all: bool = False
+
+    def read(self, named: Collection[str]) -> None:
+        """Note a read of the list: what the read before named and this one does not left it,
+        whatever the status word it was listed with."""
+        now = frozenset(named)
+        if self.named is not None:
+            self.left |= self.named - now
+        self.left -= now
+        self.named = now
+
+    def take(self) -> set[str]:
+        """Return the orders that left the list, to be queried now, and forget them."""
+        taken, self.left = self.left, set()
+        return taken
+
+    def queried(self, taken: Iterable[str], answered: Collection[str]) -> None:
+        """Note a pass's queries: an order that answered, even with its own failure, has its
+        own rhythm from now on; one `taken` that got no answer (the account failed) waits for
+        the next pass that queries."""
+        self.left -= set(answered)
+        named = self.named or frozenset()
+        self.left.update(i for i in taken if i not in answered and i not in named)
+
+
 class CCNowCoordinator(Coordinator[CCNowSource]):
     """One CCNow account."""
 
@@ -42,6 +79,18 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
     # The orders on the pending list are checked by it, poll after poll, and their queries
     # keep being put off: a failing query part probes one of them all the same.
     probe_any_open = True
+
+    def __init__(
+        self,
+        config: CCNowConfig,
+        client: CCNowSource,
+        writer: Reconciler,
+        *,
+        secrets: Sequence[str] = (),
+        page_orders: int = PAGE_ORDERS,
+    ) -> None:
+        super().__init__(config, client, writer, secrets=secrets, page_orders=page_orders)
+        self.listed = ListMemory()
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         await self.client.query(order_ids, emit)
@@ -59,40 +108,54 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         report = PassReport()
         # Failing queries are asked by the probe alone (`tick_due`), once per backoff period:
         # else every poll would ask a CCNow in maintenance again and stretch the backoff past
-        # any use. The orders that left the list stay `pending` in the store, so the first
-        # poll after the queries answer again asks about them.
-        query_left = everything or await self.resting("checks") is False
+        # any use. The orders that left the list meanwhile wait in `self.listed` for the first
+        # poll after the queries answer again.
+        queries_answer = await self.resting("checks") is False
+        ask_all = everything or (self.listed.ask_all and queries_answer)
         batcher = self._batcher(via, report)
         # Reveals orders nobody tracked; the pass is timed once, by `batcher`.
         listing = self._batcher(via, report, discover=True, timed=False)
         answered_list = False
         asked = 0
         from_list = 0  # the checks the list's own lines answered
+        to_query: list[str] = []
+        answered: set[str] = set()
+
+        async def emit(obs: Observation) -> None:
+            answered.add(obs.key.order_id)
+            await batcher.add(obs)
 
         async def ask() -> None:
-            nonlocal answered_list, asked, from_list
-            to_query: list[str] = []
-            if everything:
+            nonlocal answered_list, asked, from_list, to_query
+            open_ids: list[str] = []
+            if ask_all:
                 # Read before the list is asked: a catch-up whose list fails has asked about
                 # every open order all the same, and counts each as a failed check.
-                to_query = await self._open_ids()
-                asked = len(to_query)
+                open_ids = await self._open_ids()
+                asked = len(open_ids)
             listed = await self.client.pending_list()
             listed_ids = {o.key.order_id for o in listed}
-            if query_left and not everything:
-                before = await self.store.orders.with_status("ccnow", self.account, ["pending"])
-                to_query = [s.key.order_id for s in before]
+            self.listed.read(listed_ids)
+            if ask_all:
+                to_query = [oid for oid in open_ids if oid not in listed_ids]
+            elif queries_answer:
+                to_query = await self._still_open(self.listed.take())
             for obs in listed:
                 await listing.add(obs)
             await listing.flush()
             answered_list = True
             from_list = report.checked - report.failed
-            left = [oid for oid in to_query if oid not in listed_ids]
-            asked = len(listed) + len(left)
-            if left:
-                await self.client.query(left, batcher.add)
+            asked = len(listed) + len(to_query)
+            if to_query:
+                await self.client.query(to_query, emit)
 
-        error = await self._asking(ask, listing, batcher)
+        try:
+            error = await self._asking(ask, listing, batcher)
+        finally:
+            # A catch-up's orders left unanswered are asked again whole (`ask_all`).
+            self.listed.queried(() if ask_all else to_query, answered)
+        if ask_all:
+            self.listed.ask_all = error is not None
         self._count_unanswered(asked, report, error)
         verdicts: list[tuple[Part, Verdict | None]]
         if not answered_list:
@@ -101,13 +164,20 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             # The orders on the list are checks of the pass too (a catch-up in which they alone
             # answered did not fail every check), but only a query that answered says the
             # queries answer again: else the list would clear their failure every poll.
-            answers = report.answers(error=error, complete=everything)
+            answers = report.answers(error=error, complete=ask_all)
             checks = verdict(answers)
             if checks is not None and checks.ok and answers.answered <= from_list:
                 checks = None
             verdicts = [("pending_list", Verdict(True)), ("checks", checks)]
         await self.settle(verdicts, via=via, report=report)
         return report
+
+    async def _still_open(self, order_ids: Collection[str]) -> list[str]:
+        """Return those of the orders that are still followed and open (untracked, or ended
+        meanwhile, they are asked nothing)."""
+        keys = [OrderKey("ccnow", self.account, i) for i in sorted(order_ids)]
+        states = await self.store.orders.load(keys) if keys else {}
+        return [k.order_id for k in keys if k in states and not states[k].end_state]
 
     async def tick_pending_list(self) -> list[NamedReport]:
         """Poll the pending list, unless its failure is being left alone for a while."""

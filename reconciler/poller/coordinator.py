@@ -32,7 +32,7 @@ from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError
 from ..store.passes import LastPass, record_pass
-from .health import Part, Verdict, health_event, next_health, verdict
+from .health import Part, Verdict, health_event, next_health, probe_verdict, verdict
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
@@ -44,6 +44,9 @@ Emit = Callable[[Observation], Awaitable[None]]
 NamedReport = tuple[str, PassReport]  # a pass a tick made, named for logs and systemd STATUS=
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
+# A failing account's probes ask this many different orders, at most, before they ask the one
+# due soonest again.
+PROBE_ROTATION = 20
 DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
 # A source.failed reason is a short text kept in the database, events and logs.
@@ -107,6 +110,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         self._secrets = tuple(secrets)
         # When the account's good health was last written or claimed (see `settle`).
         self._healthy_at: float | None = None
+        # The orders the probes of a failing account have asked since it failed (`_probe_due`).
+        self._probed: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -143,10 +148,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     # --- checks ------------------------------------------------------------------------------
 
     async def check(
-        self, order_ids: Iterable[str], *, via: Via, discover: bool = False
+        self, order_ids: Iterable[str], *, via: Via, discover: bool = False, probe: bool = False
     ) -> PassReport:
         """Check given orders now (due ticks, notifications, the API's refresh). With `discover`
-        (ids an authenticated CCNow notification named), an order not followed yet is followed."""
+        (ids an authenticated CCNow notification named), an order not followed yet is followed;
+        with `probe`, the check is a failing account's probe (`probe_verdict`)."""
         report = PassReport()
         ids = list(order_ids)
         if not ids:
@@ -155,7 +161,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
         self._count_unanswered(len(ids), report, error)
         answers = report.answers(error=error)
-        verdicts: list[tuple[Part, Verdict | None]] = [("checks", verdict(answers))]
+        checks = verdict(answers)
+        if probe and checks is None:
+            state = await self.store.sources.state(self.source, self.account)
+            checks = probe_verdict(answers, state.last_error)
+        verdicts: list[tuple[Part, Verdict | None]] = [("checks", checks)]
         verdicts += await self._after_checks(answers)
         await self.settle(verdicts, via=via, report=report)
         return report
@@ -165,25 +175,41 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         failing = await self.resting("checks")
         if failing is None:
             return []
-        # A failing source gets one probe per backoff period, not a storm of checks.
-        until = math.inf if failing and self.probe_any_open else self.now()
-        due = await self.store.orders.due(
-            self.source, self.account, until, 1 if failing else self.due_limit
-        )
+        if failing:
+            # A failing source gets one probe per backoff period, not a storm of checks.
+            due = await self._probe_due()
+        else:
+            self._probed.clear()
+            due = await self.store.orders.due(self.source, self.account, self.now(), self.due_limit)
         if not due:
             return []
         passes: list[NamedReport] = []
         notified = await self._notified_early(due)
         if notified:
             hinted = [s.key.order_id for s in due if s.key.order_id in notified]
-            report = await self.check(hinted, via="notification")
+            report = await self.check(hinted, via="notification", probe=failing)
             passes.append((f"{self.name} notification", report))
         rest = [s.key.order_id for s in due if s.key.order_id not in notified]
         started = self.now()
-        report = await self.check(rest, via="poll")
+        report = await self.check(rest, via="poll", probe=failing)
         passes.append((f"{self.name} due", report))
         await remember_pass(self.store, f"{self.name} due", report, started, self.now())
         return passes
+
+    async def _probe_due(self) -> list[OrderState]:
+        """Return the order a failing account's probe asks: the one due soonest that no probe
+        since it failed has asked (the soonest again once each has been, or PROBE_ROTATION
+        were), so that one troubled order cannot hold the account failing."""
+        until = math.inf if self.probe_any_open else self.now()
+        if len(self._probed) >= PROBE_ROTATION:
+            self._probed.clear()
+        due = await self.store.orders.due(self.source, self.account, until, len(self._probed) + 1)
+        fresh = [s for s in due if s.key.order_id not in self._probed]
+        if not fresh:
+            self._probed.clear()
+            fresh = due
+        self._probed.update(s.key.order_id for s in fresh[:1])
+        return fresh[:1]
 
     def _batcher(
         self, via: Via, report: PassReport, *, discover: bool = False, timed: bool = True

@@ -33,6 +33,7 @@ _CLEARS: dict[Part, frozenset[Part]] = {
 # environment, a provider incident) than about the orders. A small account losing two orders
 # at once is not a wave: those wait for their own confirmation.
 LOST_WAVE_MIN = 3
+_LOST_WAVE = " orders not found at once"  # the reason of a wave, after its count
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ def verdict(answers: PassAnswers) -> Verdict | None:
         return Verdict(False, answers.error)
     checked = answers.answered + answers.failed
     if is_lost_wave(answers.lost, checked):
-        return Verdict(False, f"{answers.lost} orders not found at once")
+        return Verdict(False, f"{answers.lost}{_LOST_WAVE}")
     if answers.answered:
         return Verdict(True)
     # Orders going missing one by one wait for their own confirmation; they fail no account.
@@ -60,6 +61,19 @@ def verdict(answers: PassAnswers) -> Verdict | None:
         cause = f" ({answers.reason})" if answers.reason else ""
         return Verdict(False, f"every check failed{cause}")
     return None
+
+
+def probe_verdict(answers: PassAnswers, reason: str | None) -> Verdict:
+    """Return what the probe of a failing account's checks says when its answers as a whole say
+    nothing (`verdict` None): the provider's own answer about the order, an error line of its
+    own or a "not found" not confirmed yet, proves the account answers (else one troubled
+    order would hold it failing); anything else leaves it failing for `reason`, and its backoff
+    starts again (else every tick would probe)."""
+    # ... though a "not found" proves nothing while the account fails for a wave of them.
+    lost_proves = reason is None or not reason.endswith(_LOST_WAVE)
+    if answers.own_errors or (answers.lost and lost_proves):
+        return Verdict(True)
+    return Verdict(False, reason)
 
 
 def needs_probe(answers: PassAnswers) -> bool:

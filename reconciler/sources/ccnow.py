@@ -13,6 +13,7 @@ from yarl import URL
 from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
 from reconciler.model import (
+    ORDER_ERROR,
     InvalidOrderId,
     Observation,
     OrderKey,
@@ -129,8 +130,8 @@ class CCNowClient:
         A line that says no status (one that is not a status word, an error, two lines that
         disagree) is left out, with one warning per answer naming them. A followed order on it
         is not on the list as read: a catch-up queries it on its own, as a poll does one the
-        snapshot holds as pending, and a due tick any other; that answer is its check. One
-        nobody follows is no check of the account's at all."""
+        read before named (it left the list), and a due tick any other; that answer is its
+        check. One nobody follows is no check of the account's at all."""
         answer = await self._post([])
         lines, disagreeing = by_id(answer)
         observations = []
@@ -215,7 +216,7 @@ class CCNowClient:
             elif line.not_found:
                 observations.append(Observation(key, Outcome.NOT_FOUND))
             elif line.status is None:
-                observations.append(Observation(key, Outcome.FAILED, reason="order_error"))
+                observations.append(Observation(key, Outcome.FAILED, reason=ORDER_ERROR))
             else:
                 observations.append(Observation(key, Outcome.OK, status=line.status))
         return observations

@@ -162,17 +162,26 @@ def answered_orders(body: bytes) -> bool:
     return False
 
 
+def _text(body: bytes | str) -> str:
+    # utf-8-sig: a byte order mark is not worth failing the source for. A byte that is not
+    # UTF-8 (an old CGI's latin-1) is kept as a lone surrogate: the line holding it is that
+    # order's failure alone (no status word matches it), never the whole answer's.
+    return body.decode("utf-8-sig", "surrogateescape") if isinstance(body, bytes) else body
+
+
+def _is_page(text: str) -> bool:
+    """Whether an answer is a page (HTML), decided by the body, whatever the Content-Type
+    says: a page is never an answer."""
+    return text.lstrip().startswith("<")
+
+
 def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
     """Parse an answer strictly: an `error_message` or anything off the protocol raises.
 
     Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
     """
-    # utf-8-sig: a byte order mark is not worth failing the source for. A byte that is not
-    # UTF-8 (an old CGI's latin-1) is kept as a lone surrogate: the line holding it is that
-    # order's failure alone (no status word matches it), never the whole answer's.
-    text = body.decode("utf-8-sig", "surrogateescape") if isinstance(body, bytes) else body
-    # Decided by the body, whatever the Content-Type says: a page is never an answer.
-    if text.lstrip().startswith("<"):
+    text = _text(body)
+    if _is_page(text):
         raise ProtocolError("html page")
     # (as received, trimmed) per line that is not blank
     lines = [(raw, line) for raw in _LINE_END.split(text) if (line := raw.strip(_SPACE))]
@@ -225,8 +234,12 @@ def is_complete(reply: Reply) -> bool:
 
     A connection closed mid-answer (no Content-Length) leaves the last line cut, and a cut
     word (`pend`) would read as a status; such an answer is a transport failure, and retried.
+    A page is no answer, whole or not: `parse_answer` says so (`html page`), with no retry.
     """
-    return reply.status != 200 or not reply.body or reply.body.endswith((b"\n", b"\r"))
+    body = reply.body
+    if reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
+        return True
+    return _is_page(_text(body))
 
 
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:

@@ -53,7 +53,9 @@ class FakeCCNowClient:
         self.pending: set[str] = set()  # the pending list
         self.statuses: dict[str, str] = {}  # what a query answers
         self.errors: set[str] = set()  # an error line for that order alone
+        self.silent: set[str] = set()  # no line for that order in an answer that came
         self.list_error: SourceError | None = None
+        self.query_error: SourceError | None = None  # every query fails for the account
         self.queried: list[str] = []
 
     async def pending_list(self) -> list[Observation]:
@@ -67,8 +69,12 @@ class FakeCCNowClient:
     async def query(self, order_ids: Sequence[str], emit: Emit) -> None:
         for order_id in order_ids:
             self.queried.append(order_id)
+            if self.query_error is not None:
+                raise self.query_error
             key = OrderKey("ccnow", "default", order_id)
-            if order_id in self.errors or order_id not in self.statuses:
+            if order_id in self.silent:
+                await emit(Observation(key, Outcome.FAILED, reason="missing"))
+            elif order_id in self.errors or order_id not in self.statuses:
                 await emit(Observation(key, Outcome.FAILED, reason="order_error"))
             else:
                 await emit(Observation(key, Outcome.OK, self.statuses[order_id]))

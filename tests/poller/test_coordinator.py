@@ -271,6 +271,57 @@ async def test_the_pending_list_follows_new_orders_and_the_ones_that_left_it_are
     assert (await world.order("ccnow", A)).status == "mark_shipped"
 
 
+async def test_an_order_that_left_the_list_while_stopped_is_asked_once_the_queries_answer(
+    world: World,
+) -> None:
+    await track(world, "ccnow", B)
+    world.ccnow_client.pending = {A}
+    await world.ccnow.pending_list_pass(via="poll")
+    # Another process (the daemon restarted), which never read the list: A left it meanwhile,
+    # and the start-up catch-up's queries fail.
+    ccnow = CCNowCoordinator(world.ccnow.config, world.ccnow_client, world.ccnow.writer)
+    world.ccnow_client.pending = set()
+    world.ccnow_client.query_error = SourceUnavailable("maintenance")
+    await ccnow.full_pass(via="catch-up")
+    assert await world.failing("ccnow")
+
+    world.ccnow_client.query_error = None
+    world.ccnow_client.statuses = {A: "completed", B: "processing"}
+    world.clock.now += POLL_INTERVAL_S
+    await ccnow.tick_due()  # the probe asks B, the order due soonest, and the account answers
+    assert not await world.failing("ccnow")
+    world.ccnow_client.queried.clear()
+    await ccnow.pending_list_pass(via="poll")  # and the next poll asks what the catch-up meant to
+    assert sorted(world.ccnow_client.queried) == [A, B]
+    assert (await world.order("ccnow", A)).status == "completed"
+
+
+async def test_a_probe_that_says_nothing_keeps_the_backoff_and_asks_another_order_next(
+    world: World,
+) -> None:
+    await track(world, "ccnow", A, B)
+    world.ccnow_client.query_error = SourceUnavailable("maintenance")
+    await world.ccnow.check([A, B], via="poll")
+    assert await world.failing("ccnow")
+    world.ccnow_client.query_error = None
+    world.ccnow_client.silent = {A, B}  # answers come, with no line for either order
+    world.ccnow_client.queried.clear()
+    probed_at = []
+    for _ in range(30):  # half an hour, a due tick a minute
+        world.clock.now += 60
+        asked = len(world.ccnow_client.queried)
+        await world.ccnow.tick_due()
+        if len(world.ccnow_client.queried) > asked:
+            probed_at.append(world.clock.now)
+    # One probe per backoff period (5 minutes, then 10), each asking another order.
+    started = probed_at[0] - 300
+    assert [t - started for t in probed_at] == [300, 900]
+    assert sorted(world.ccnow_client.queried) == [A, B]
+    assert await world.events() == [FAILED]
+    state = await world.store.sources.state("ccnow", "default")
+    assert state.failure_streak == 3 and state.last_error == "maintenance"
+
+
 async def test_a_failing_pending_list_queries_nothing_and_the_queries_do_not_recover_it(
     world: World,
 ) -> None:

@@ -14,6 +14,7 @@ from reconciler.poller import (
     is_lost_wave,
     needs_probe,
     next_health,
+    probe_verdict,
     verdict,
 )
 from reconciler.store.sources import mask_parts, parts_mask
@@ -61,6 +62,26 @@ FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
 )
 def test_verdict_of_a_pass(answers: PassAnswers, expected: Verdict | None) -> None:
     assert verdict(answers) == expected
+
+
+@pytest.mark.parametrize(
+    ("answers", "reason", "expected"),
+    [
+        # CCNow answered about the order itself: its queries answer
+        (PassAnswers(failed=1, own_errors=1), "http 500", Verdict(True)),
+        (PassAnswers(failed=1, lost=1), "maintenance", Verdict(True)),
+        # ... but a "not found" while the account fails for a wave of them proves nothing
+        (PassAnswers(failed=1, lost=1), "4 orders not found at once", None),
+        # no answer about the order (a line left out, an id never sent): still failing
+        (PassAnswers(failed=1, reason="missing"), "maintenance", None),
+        (PassAnswers(failed=1, reason="invalid_id"), "http 500", None),
+    ],
+)
+def test_verdict_of_a_probe_whose_answers_say_nothing_as_a_whole(
+    answers: PassAnswers, reason: str, expected: Verdict | None
+) -> None:
+    assert verdict(answers) is None
+    assert probe_verdict(answers, reason) == (expected or Verdict(False, reason))
 
 
 @pytest.mark.parametrize(

@@ -218,6 +218,9 @@ async def test_pending_list_ids_without_hyphens_and_crlf(
     [
         (Reply(200, "error_message system down for maintenance\n"), SourceUnavailable, None),
         (html_page(), ProtocolError, "html page"),
+        # a page without a final line end is a page, not an answer cut short (no retry)
+        (Reply(200, "<html><body>Bad gateway</body></html>"), ProtocolError, "html page"),
+        (Reply(200, "\ufeff  <!DOCTYPE html><html>", "text/html"), ProtocolError, "html page"),
         (Reply(200, "Service Unavailable\n", "text/html"), ProtocolError, None),
         (Reply(200, ""), ProtocolError, "empty answer"),
         (Reply(200, "OK\n"), ProtocolError, None),

@@ -1,0 +1,125 @@
+"""An order leaves CCNow's pending list when a read of the list no longer names it after the one
+before did, whatever status word it was listed with: that poll queries it at once, and from then
+on its own rhythm asks about it, whatever its answer (README, "The schedule")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.config import load_config
+from reconciler.model import OrderKey
+from reconciler.poller.ccnow import CCNowCoordinator
+from reconciler.poller.coordinators import Coordinators
+from reconciler.reconcile import Reconciler
+from reconciler.store import Store
+from tests.conftest import Clock, write_config
+from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow
+
+POLL_S = 5.0
+
+
+@pytest.fixture
+async def ccnow(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[CCNowCoordinator, Clock]]:
+    """The CCNow account (poll_interval 5s) over the real client and the loopback fake."""
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    path = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra=f'poll_interval = "{POLL_S:.0f}s"')
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    try:
+        async with aiohttp.ClientSession() as session:
+            writer = Reconciler(load_config(path), store, clock=clock)
+            yield Coordinators.build(load_config(path), writer, session).ccnow["default"], clock
+    finally:
+        await store.close()
+
+
+def queried(fake: FakeCCNow) -> list[str]:
+    """Return every order id queried (not the pending list), once per post naming it."""
+    posts = [r.form for r in fake.requests if "x_orderid_1" in r.form]
+    return [v for form in posts for k, v in form.items() if k.startswith("x_orderid_")]
+
+
+async def statuses(coordinator: CCNowCoordinator, *ids: str) -> dict[str, str | None]:
+    keys = [OrderKey("ccnow", "default", i) for i in ids]
+    return {k.order_id: s.status for k, s in (await coordinator.store.orders.load(keys)).items()}
+
+
+async def test_an_order_listed_with_any_status_word_is_queried_when_it_leaves(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    coordinator, clock = ccnow
+    words = {"100-00-0001": "pending", "100-00-0002": "PENDING", "100-00-0003": "pending review"}
+    fake_ccnow.orders = dict(words)
+    fake_ccnow.pending_statuses = set(words.values())
+    await coordinator.tick_pending_list()  # the list names them, and they are followed
+    assert await statuses(coordinator, *words) == words
+    assert queried(fake_ccnow) == []
+
+    fake_ccnow.orders = dict.fromkeys(words, "completed")  # the list: no_pending_orders
+    clock.now += POLL_S
+    await coordinator.tick_pending_list()
+    assert sorted(queried(fake_ccnow)) == sorted(words)
+    assert await statuses(coordinator, *words) == dict.fromkeys(words, "completed")
+
+
+LEAVER, COMPANION = "100-00-0004", "100-00-0005"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,  # the answers leave it out
+        "error_message unknown order",  # not found (found before: confirmed 5 minutes later)
+        "error_message order lookup failed, try again later",  # its own error line
+    ],
+)
+async def test_an_order_that_left_the_list_and_fails_alone_keeps_its_own_rhythm(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow, answer: str | None
+) -> None:
+    coordinator, clock = ccnow
+    fake_ccnow.orders = {LEAVER: "pending", COMPANION: "pending"}
+    await coordinator.tick_pending_list()
+    fake_ccnow.orders = {COMPANION: "completed"}  # it leaves too, in the same query
+    if answer is None:
+        fake_ccnow.omit = {LEAVER}
+    elif "unknown" not in answer:  # else the fake's answer for an order it does not have
+        fake_ccnow.orders[LEAVER] = answer
+
+    for _ in range(12):  # a minute of polls and due ticks: asked once, when it left
+        clock.now += POLL_S
+        await coordinator.tick_pending_list()
+        await coordinator.tick_due()
+    assert sorted(queried(fake_ccnow)) == [LEAVER, COMPANION]
+    key = OrderKey("ccnow", "default", LEAVER)
+    state = (await coordinator.store.orders.load([key]))[key]
+    assert state.failure_streak <= 1 and state.status == "pending"
+    assert not (await coordinator.store.sources.state("ccnow", "default")).failing
+
+
+async def test_an_order_confirmed_not_found_is_not_asked_on_every_poll(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    coordinator, clock = ccnow
+    fake_ccnow.orders = {LEAVER: "pending"}
+    await coordinator.tick_pending_list()
+    fake_ccnow.orders = {}  # the list is empty; a query answers `error_message unknown order`
+    for _ in range(100):  # 500 s: its own check confirms it not found
+        clock.now += POLL_S
+        await coordinator.tick_pending_list()
+        await coordinator.tick_due()
+    history = await coordinator.store.events.history()
+    assert [(e.type, e.order_id) for e in history][-1] == ("order.not_found", LEAVER)
+    asked = len(queried(fake_ccnow))
+    assert asked <= 5  # when it left, then at its own rhythm (min_interval, 2 minutes)
+
+    for _ in range(60):  # five minutes more: checked at not_found_interval (a day), not per poll
+        clock.now += POLL_S
+        await coordinator.tick_pending_list()
+        await coordinator.tick_due()
+    assert len(queried(fake_ccnow)) == asked
