@@ -25,9 +25,6 @@ MIN_FRAGMENT = 3
 # could end it inside a secret, and three letters end many a word ("Order created").
 MIN_BODY_FRAGMENT = 8
 
-# A percent escape, or its start where a text was cut: hex digits in either case.
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{1,2}")
-
 
 def encodings(secret: str) -> frozenset[str]:
     """Return the forms a secret may come back in: as sent, percent/form-encoded, escaped."""
@@ -58,29 +55,95 @@ def encodings(secret: str) -> frozenset[str]:
     return frozenset(form for form in forms if form)
 
 
+@dataclasses.dataclass(frozen=True)
+class SecretForms:
+    """The forms of some secrets, found in a text whatever its case (a provider may quote one in
+    capitals), through a lower-cased copy: one case-sensitive search."""
+
+    forms: tuple[str, ...]  # lower-cased, longest first
+    pattern: re.Pattern[str]
+    folded: re.Pattern[str]  # the same, case-insensitive: for a text lower() makes longer
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Return where the forms stand in `text`, leftmost first, longest at each place."""
+        low = text.lower()
+        if len(low) == len(text):  # each character its own lower-case one: places agree
+            return [m.span() for m in self.pattern.finditer(low)]
+        return [m.span() for m in self.folded.finditer(text)]
+
+    def cut_end(self, text: str, fewest: int = MIN_FRAGMENT) -> int:
+        """Return how long a start of a secret the text ends with (the provider cut it there),
+        if at least `fewest` characters."""
+        longest = 0
+        for form in self.forms:
+            for size in range(min(len(form) - 1, len(text)), fewest - 1, -1):
+                if size <= longest:
+                    break
+                if text[len(text) - size :].lower() == form[:size]:
+                    longest = size
+                    break
+        return longest
+
+
 @lru_cache(maxsize=64)
-def _pattern(secrets: frozenset[str]) -> tuple[re.Pattern[str], tuple[str, ...]] | None:
-    forms = sorted({form for secret in secrets for form in encodings(secret)}, key=len)[::-1]
+def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
+    """Return the forms of `secrets` as one search, or None when there are none."""
+    forms = sorted({form.lower() for secret in secrets for form in encodings(secret)}, key=len)
     if not forms:
         return None
-    # A provider may cut a secret it quotes inside its text ("password Zq9+pw&x=7%Se... refused"):
-    # a start of one, MIN_BODY_FRAGMENT characters or more, is masked wherever it stands; and
-    # in any case (a provider may quote it in capitals).
-    starts = {form[:n] for form in forms for n in range(MIN_BODY_FRAGMENT, len(form))}
     # Longest first, so that a form is never masked only in part by a shorter one.
-    alternatives = sorted({*forms, *starts}, key=len, reverse=True)
-    return re.compile("|".join(map(re.escape, alternatives)), re.IGNORECASE), tuple(forms)
+    alternatives = "|".join(map(re.escape, forms[::-1]))
+    return SecretForms(
+        tuple(forms[::-1]), re.compile(alternatives), re.compile(alternatives, re.IGNORECASE)
+    )
+
+
+def holds_secret(text: str, forms: SecretForms | None) -> bool:
+    """Whether `text` holds a whole secret in any of its forms, in any case: a status word or a
+    reference that echoes one is kept nowhere. (Runs for every answer of a catch-up: a start
+    of a secret cut short is looked for in error texts only, by `redact`.)"""
+    if forms is None:
+        return False
+    low = text.lower()
+    if len(low) == len(text):
+        return forms.pattern.search(low) is not None
+    return forms.folded.search(text) is not None
+
+
+# A provider that cuts a text it quotes inside a secret may say so: "Zq9+pw&x=7%Se... refused".
+_ELLIPSIS = re.compile(r"\.\.\.|\u2026")
+
+
+def _masked(text: str, forms: SecretForms, fewest_at_end: int) -> str:
+    """Return `text` with the secrets' forms masked, and the start of one (MIN_BODY_FRAGMENT
+    characters or more) before an ellipsis or (`fewest_at_end` or more) at the end."""
+    pieces: list[str] = []
+    start = 0
+    for first, last in forms.spans(text):
+        pieces += [_cuts_masked(text[start:first], forms), MASK]
+        start = last
+    rest = _cuts_masked(text[start:], forms)
+    cut = forms.cut_end(rest, fewest_at_end)
+    pieces.append(rest[: len(rest) - cut] + MASK if cut else rest)
+    return "".join(pieces)
+
+
+def _cuts_masked(text: str, forms: SecretForms) -> str:
+    """Return `text` with the start of a secret before each ellipsis masked."""
+    # Right to left: each cut found leaves the places before it as they were.
+    for ellipsis in reversed(list(_ELLIPSIS.finditer(text))):
+        at = ellipsis.start()
+        cut = forms.cut_end(text[:at], MIN_BODY_FRAGMENT)
+        if cut:
+            text = text[: at - cut] + MASK + text[at:]
+    return text
 
 
 def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> str:
     """Return `text` with every encoding of every secret masked, then cut to `limit` chars."""
-    compiled = _pattern(frozenset(s for s in secrets if s))
-    if compiled is not None:
-        pattern, forms = compiled
-        text = _upper_escapes(text)
-        text = pattern.sub(MASK, text)
-        cut = _cut_end(text, forms)
-        text = text[: len(text) - cut] + MASK if cut else text
+    forms = secret_forms(frozenset(s for s in secrets if s))
+    if forms is not None:
+        text = _masked(text, forms, MIN_FRAGMENT)
     if limit is not None and len(text) > limit:
         text = text[:limit]
     return text
@@ -89,44 +152,13 @@ def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> st
 def redact_body(body: bytes, secrets: Iterable[str]) -> bytes:
     """Return a provider's answer with every encoding of every secret masked, for passing it on
     whole: the rest byte for byte as it came (a text that is not UTF-8, escapes in lower case)."""
-    compiled = _pattern(frozenset(s for s in secrets if s))
-    if compiled is None:
+    forms = secret_forms(frozenset(s for s in secrets if s))
+    if forms is None:
         return body
-    pattern, forms = compiled
     # surrogateescape: bytes that are not UTF-8 go back out as they came.
     text = body.decode("utf-8", "surrogateescape")
-    # Secrets are found in the text with upper-case escapes, which has the same length: each
-    # match is at the same place in the text as it came, which is what is kept around it.
-    upper = _upper_escapes(text)
-    pieces: list[str] = []
-    start = 0
-    for match in pattern.finditer(upper):
-        pieces += [text[start : match.start()], MASK]
-        start = match.end()
-    cut = _cut_end(upper[start:], forms, MIN_BODY_FRAGMENT)
-    if not pieces and not cut:
-        return body
-    pieces.append(text[start : len(text) - cut] + MASK if cut else text[start:])
-    return "".join(pieces).encode("utf-8", "surrogateescape")
-
-
-def _upper_escapes(text: str) -> str:
-    # Percent escapes are case-insensitive; ours are upper case, some servers write lower.
-    return _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), text)
-
-
-def _cut_end(text: str, forms: tuple[str, ...], fewest: int = MIN_FRAGMENT) -> int:
-    """Return how long a start of a secret the text ends with (the provider cut it there), if
-    at least `fewest` characters."""
-    longest = 0
-    for form in forms:
-        for size in range(min(len(form) - 1, len(text)), fewest - 1, -1):
-            if size <= longest:
-                break
-            if text.endswith(form[:size]):
-                longest = size
-                break
-    return longest
+    masked = _masked(text, forms, MIN_BODY_FRAGMENT)
+    return body if masked == text else masked.encode("utf-8", "surrogateescape")
 
 
 def config_secrets(value: object) -> list[str]:

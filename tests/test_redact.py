@@ -14,7 +14,15 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from reconciler.config import Secret
-from reconciler.redact import MASK, MIN_BODY_FRAGMENT, config_secrets, redact, redact_body
+from reconciler.redact import (
+    MASK,
+    MIN_BODY_FRAGMENT,
+    config_secrets,
+    holds_secret,
+    redact,
+    redact_body,
+    secret_forms,
+)
 from reconciler.sources.ccnow_answer import MAX_TEXT_LENGTH, parse_answer
 from reconciler.sources.errors import AuthenticationFailed, SourceError
 
@@ -166,3 +174,36 @@ def test_a_whole_answer_ending_like_the_start_of_a_secret_is_passed_on_as_it_is(
 ) -> None:
     # Three letters of a secret end many a word: only a longer piece says the provider cut it.
     assert redact_body(body, ["tedious-password-1"]) == body
+
+
+def test_a_secret_cut_before_an_ellipsis_or_in_capitals_is_masked() -> None:
+    password = "Zq9+pw&x=7%Secret"
+    text = f"password {password[:13]}... refused for {password.upper()} and {password.upper()[:5]}"
+    assert redact(text, [password]) == f"password {MASK}... refused for {MASK} and {MASK}"
+
+
+def test_words_that_begin_like_a_secret_are_not_masked() -> None:
+    # A CCV answer passed back to an API client keeps its field names: only a whole secret, or
+    # one cut short at the end of the text or before an ellipsis, is masked.
+    body = b'{"deliveryAddress": "x", "customerReference": "y", "note": "Deliver..."}'
+    assert redact_body(body, ["Delivery!2024", "customer2024"]) == body
+
+
+@pytest.mark.parametrize(
+    ("status", "secret"),
+    [("pending review", "review-2024"), ("on hold", "old-Xy9#pw"), ("backorder", "Backorder#77")],
+)
+def test_a_status_word_that_shares_letters_with_a_secret_holds_none(
+    status: str, secret: str
+) -> None:
+    assert not holds_secret(status, secret_forms(frozenset([secret])))
+    answer = parse_answer(f"396-10-1142 {status}\n", secrets=[secret])
+    assert answer.orders[0].status == status
+
+
+def test_a_whole_secret_in_any_form_and_case_is_held() -> None:
+    key = "t_fake-ccv-key-3f9a1c"
+    forms = secret_forms(frozenset([key]))
+    basic = base64.b64encode(f"{key}:".encode()).decode()
+    for text in (f"bad key {key.upper()}", f"Basic {basic}", quote_plus(f"&{key}&")):
+        assert holds_secret(text, forms), text

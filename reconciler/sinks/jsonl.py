@@ -15,11 +15,14 @@ def path_problem(path: Path) -> str | None:
     """Say why `path` is no place for the events (a directory, or under a file), or None. The
     directories that do not exist yet are made at the first delivery; whether this user may
     write there is not asked: `check` may run as another user than the daemon."""
-    if path.is_dir():
-        return f"{path} is a directory"
-    for parent in path.parents:
-        if parent.exists():
-            return None if parent.is_dir() else f"{parent} is not a directory"
+    try:
+        if path.is_dir():
+            return f"{path} is a directory"
+        for parent in path.parents:
+            if parent.exists():
+                return None if parent.is_dir() else f"{parent} is not a directory"
+    except OSError:
+        return None  # a directory this user may not search: the daemon's user may
     return None
 
 

@@ -21,9 +21,11 @@ from reconciler.model import (
     Observation,
     OrderKey,
     Outcome,
+    known_statuses,
     reference_problem,
     validate_ccv_id,
 )
+from reconciler.redact import holds_secret, secret_forms
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
 from reconciler.sources.http import Reply, RequestFailed, drain, request
 
@@ -34,6 +36,8 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # A status answer is a few dozen bytes; anything near this is not one.
 MAX_BODY_BYTES = 1024 * 1024
 MAX_STATUS_LENGTH = 64
+# A documented status word holds no secret: only another word is searched for one.
+_DOCUMENTED = frozenset(known_statuses("ccv"))
 
 # Failures that say the provider is down rather than that one order is odd. A 404 that is not
 # CCV's own JSON answer comes from something in between (a gateway, a wrong base URL).
@@ -143,7 +147,8 @@ class CCVClient:
         self._headers = CIMultiDictProxy(CIMultiDict(auth_headers(config)))
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._breaker_limit = max(5, 2 * config.concurrency)
-        self._key = config.api_key.reveal()  # an answer that holds it is kept nowhere
+        # An answer that holds the key, in any of its forms, is kept nowhere.
+        self._key_forms = secret_forms(frozenset([config.api_key.reveal()]))
 
     async def fetch(self, order_id: str) -> Observation:
         """Return what CCV says about one order; raise AuthenticationFailed on 401."""
@@ -289,7 +294,9 @@ class CCVClient:
         """Whether an answer's status or reference holds our key: it would be kept in the
         snapshot, the events and the log. Not an answer then, but that order's failure."""
         word, answered = document
-        return self._key in word or (isinstance(answered, str) and self._key in answered)
+        if word not in _DOCUMENTED and holds_secret(word, self._key_forms):
+            return True
+        return isinstance(answered, str) and holds_secret(answered, self._key_forms)
 
     async def _get(self, segment: str) -> Reply:
         """Ask for the status of the order whose id is the (quoted) path segment `segment`."""

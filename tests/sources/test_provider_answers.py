@@ -4,6 +4,7 @@ none of them is a false event, a lost status, a traceback, or a secret in a kept
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -203,10 +204,14 @@ async def test_a_ccnow_password_echoed_as_an_order_status_is_kept_nowhere(
 async def test_a_ccv_key_echoed_as_a_status_or_reference_is_kept_nowhere(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
-    ids = ["order-a", "order-b", "order-c"]
+    ids = ["order-a", "order-b", "order-c", "order-d"]
     fake_ccv.orders = dict.fromkeys(ids, "New")
     fake_ccv.replies["order-b"] = Reply(
         200, json.dumps({"orderStatus": f"bad key {CCV_KEY}"}), "application/json"
+    )
+    basic = base64.b64encode(f"{CCV_KEY}:".encode()).decode()
+    fake_ccv.replies["order-d"] = Reply(
+        200, json.dumps({"orderStatus": f"Basic {basic}"}), "application/json"
     )
     fake_ccv.replies["order-c"] = Reply(
         200, json.dumps({"orderStatus": "New", "externalReference": CCV_KEY}), "application/json"
@@ -219,7 +224,7 @@ async def test_a_ccv_key_echoed_as_a_status_or_reference_is_kept_nowhere(
     discovered = {e["subject"] for e in read_events(tmp_path) if e["type"] == "order.discovered"}
     assert discovered == {"order-a"}
     for name, kept in kept_texts(tmp_path, result.stderr, listed.stdout).items():
-        assert CCV_KEY.encode() not in kept, name
+        assert CCV_KEY.encode() not in kept and basic.encode() not in kept, name
 
 
 async def test_a_password_ccnow_cut_inside_its_text_or_wrote_in_capitals_is_masked(
