@@ -10,21 +10,23 @@ from datetime import datetime, timezone
 from ..config import parse_duration
 
 
-def positive(text: str) -> float:
+def _number(text: str) -> float:
+    """The number an option's text says, or NaN (which every range below refuses)."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = math.nan
+        return math.nan
+
+
+def positive(text: str) -> float:
+    value = _number(text)
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
     return value
 
 
 def speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"{text!r} is not a speed of 0 or more")
     return value
@@ -41,10 +43,7 @@ def order_count(text: str) -> int:
 
 
 def share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a share from 0 to 1")
     return value
