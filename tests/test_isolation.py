@@ -194,7 +194,8 @@ async def test_a_gateway_404_in_the_daemon_fails_the_account_and_the_failed_is_s
     cfg = write_config(
         tmp_path,
         ccv=fake_ccv,
-        ccv_extra='min_interval = "1s"\nmax_interval = "2s"\n'
+        # A failing account is probed once per backoff period, from poll_interval on.
+        ccv_extra='poll_interval = "2s"\nmin_interval = "1s"\nmax_interval = "2s"\n'
         'status_intervals = { AwaitingPayment = "1s" }',
         extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
     )

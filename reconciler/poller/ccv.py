@@ -40,6 +40,10 @@ class CCVCoordinator(Coordinator[CCVSource]):
 
     source = "ccv"
     config: CCVConfig
+    # The probe asks the endpoint the checks ask: when it fails, the account's checks fail too
+    # (a gateway's page or a maintenance answer for every order), and rest with it; else every
+    # due order would keep its own rhythm through the outage, and a probe follow each tick.
+    checks_parts = ("checks", "probe")
 
     def __init__(
         self,
@@ -68,7 +72,9 @@ class CCVCoordinator(Coordinator[CCVSource]):
         await self.client.check_orders(order_ids, emit)
 
     async def _after_checks(self, answers: PassAnswers) -> list[tuple[Part, Verdict | None]]:
-        if needs_probe(answers):
+        # While the account rests (a notification's check in its backoff), the probe waits for
+        # the backoff too: a check's failure then adds nothing to what the account's says.
+        if needs_probe(answers) and await self.resting(*self.checks_parts) is not None:
             return [("probe", await self._probe())]
         return []
 
@@ -129,7 +135,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
             self.config.poll_interval_s
         ):
             return PassReport()
-        if await self.resting("probe") is None:
+        if await self.resting(*self.checks_parts) is None:
             return PassReport()
         return await self.probe(via="poll")
 

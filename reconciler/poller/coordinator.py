@@ -87,6 +87,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     # soonest): else an account whose other answers keep every open order's next check away
     # (CCNow's pending list) would never ask what failed, nor recover.
     probe_any_open = False
+    # The parts whose failure rests the due checks: while one fails, a due tick is one probe
+    # per backoff period (`tick_due`).
+    checks_parts: tuple[Part, ...] = ("checks",)
 
     def __init__(
         self,
@@ -172,7 +175,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
 
     async def tick_due(self) -> list[NamedReport]:
         """Check the orders that are due (one only, as a probe, while the account fails)."""
-        failing = await self.resting("checks")
+        failing = await self.resting(*self.checks_parts)
         if failing is None:
             return []
         if failing:
@@ -273,11 +276,14 @@ class Coordinator(abc.ABC, Generic[ClientT]):
 
     # --- health ------------------------------------------------------------------------------
 
-    async def resting(self, part: Part) -> bool | None:
-        """Return None while the failing `part` is left alone (its backoff has not run out),
-        else whether that part is failing (the account's other parts are asked as usual)."""
+    async def resting(self, *parts: Part) -> bool | None:
+        """Return None while a failing one of `parts` is left alone (its backoff has not run
+        out), else whether one of them is failing (the account's other parts are asked as
+        usual)."""
         state = await self.store.sources.state(self.source, self.account)
-        return resting(state, part, interval_s=self.config.poll_interval_s, now=self.now())
+        now, interval_s = self.now(), self.config.poll_interval_s
+        said = [resting(state, part, interval_s=interval_s, now=now) for part in parts]
+        return None if None in said else any(said)
 
     async def settle(
         self, verdicts: Sequence[tuple[Part, Verdict | None]], *, via: Via, report: PassReport

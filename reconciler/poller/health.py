@@ -105,12 +105,11 @@ def next_health(
             new = replace(new, last_success=now)
         else:
             parts.add(part)
-            new = replace(
-                new,
-                failure_streak=new.failure_streak + 1,
-                last_failure=now,
-                last_error=result.reason,
-            )
+            new = replace(new, last_failure=now, last_error=result.reason)
+    if any(not result.ok for _, result in verdicts):
+        # One failure per pass, however many of its parts failed (a CCV probe tick's check and
+        # probe): the backoff doubles per pass, as the config promises, not per part.
+        new = replace(new, failure_streak=state.failure_streak + 1)
     new = replace(new, failing_parts=frozenset(parts))
     if not parts:
         new = replace(new, failure_streak=0, last_error=None)

@@ -130,6 +130,16 @@ def test_failed_once_and_recovered_once() -> None:
     assert again is FAILED and state.episode == 2  # a new failure episode
 
 
+def test_a_pass_whose_check_and_probe_fail_counts_one_failure() -> None:
+    # The backoff doubles per failed pass (a CCV probe tick asks an order and the probe).
+    state = SourceState("ccv", "default")
+    down = Verdict(False, "html page (http 200)")
+    state, flip = next_health(state, [("checks", down), ("probe", down)], now=NOW)
+    assert flip is FAILED and state.failure_streak == 1
+    state, _ = next_health(state, [("checks", down), ("probe", down)], now=NOW + 10)
+    assert state.failure_streak == 2 and state.failing_parts == {"checks", "probe"}
+
+
 def test_pending_list_failing_while_queries_answer_does_not_flap() -> None:
     # Issue 10 item 6: the pending list fails, the due queries answer, poll after poll.
     state = SourceState("ccnow", "default")
