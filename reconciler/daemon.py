@@ -105,6 +105,7 @@ class Daemon:
         self.api_reader: Store | None = None
         self.metrics = Metrics()
         runtime.reconciler.metrics = self.metrics
+        runtime.reconciler.on_health = lambda: self._spawn(self._send_status())
         runtime.store.events_committed = self.metrics.observe_events
         self.hub = Hub(
             config,

@@ -63,6 +63,9 @@ class Reconciler:
         self.metrics: Metrics | None = None
         # Hears how many more orders a pass has checked (commands/progress.py for `catch-up`).
         self.on_checked: Callable[[int], None] = lambda n: None
+        # Hears that an account started failing or recovered, whatever found it (the daemon's
+        # systemd STATUS= names the accounts failing now).
+        self.on_health: Callable[[], object] = lambda: None
         self.schedules: dict[tuple[str, str], ScheduleConfig] = {
             **{("ccv", c.name): c.schedule for c in config.ccv},
             **{("ccnow", c.name): c.schedule for c in config.ccnow},

@@ -162,3 +162,26 @@ async def test_the_systemd_status_line_names_a_failing_account_after_other_passe
             assert await proc.wait() == 0
     later = [s for s in statuses if "ccnow/default pending list" in s]
     assert later[-1].startswith("failing ccv/default; last pass ccnow/default pending list"), later
+
+
+async def test_the_systemd_status_line_follows_what_the_heartbeat_probe_finds(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # A CCV account with no order is proved by the heartbeat alone: its failure and its
+    # recovery change the `Status:` line at once, though no pass of the scheduler's ran.
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='poll_interval = "1s"')
+    with NotifySocket.abstract() as sock:
+        async with daemon(cfg, {**_ENV, **sock.env()}) as proc:
+            ready = await sock.wait_for_async("READY", "1", timeout_s=20)
+            assert not ready[-1].fields["STATUS"].startswith("failing"), ready[-1].fields
+            fake_ccv.replies[PROBE_ORDER_ID] = Reply(200, "<html>Maintenance</html>", "text/html")
+            got = await sock.wait_for_async("STATUS", timeout_s=10)
+            failing = got[-1].fields["STATUS"]
+            del fake_ccv.replies[PROBE_ORDER_ID]
+            got = await sock.wait_for_async("STATUS", timeout_s=10)
+            recovered = got[-1].fields["STATUS"]
+            proc.terminate()
+            assert await proc.wait() == 0
+    assert failing.startswith("failing ccv/default; last pass start-up catch-up"), failing
+    assert recovered.startswith("last pass start-up catch-up"), recovered
+    assert [e["type"] for e in read_events(tmp_path)] == ["source.failed", "source.recovered"]

@@ -365,6 +365,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
             self.writer.committed([event])
+            self.writer.on_health()
             report.events += 1
         return new.failing
 
