@@ -60,9 +60,9 @@ _RESERVED_HEADERS = frozenset(
     | {"connection", "keep-alive", "proxy-connection", "proxy-authorization"}
     | {"proxy-authenticate", "content-type", "content-encoding", "accept", "user-agent"}
 )
-# The shortest interval between requests to a provider (DESIGN.md: durations in whole seconds or
-# "90s", "5m"): "1ms" made thousands of requests a second.
-_FLOOR = "1s"
+# The shortest interval between requests to a provider: "1ms" made thousands of requests a
+# second. Not a second: the example config shows 0.5 and "500ms", and configs held them.
+_FLOOR = "100ms"
 _LISTEN_RULE = "expected host:port like 127.0.0.1:8080 or [::1]:8080 (port 1 to 65535)"
 
 
