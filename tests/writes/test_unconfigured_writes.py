@@ -179,8 +179,8 @@ async def test_a_removed_account_takes_no_order_but_one_that_settles_its_submit(
 
     base = f"http://127.0.0.1:{port}/api/v1/orders"
     async with daemon_with_api(cfg, port) as http:
-        for ref in ({}, {"external_reference": "shop-8"}):
-            document = {"source": "ccv", "order_id": OTHER, "account": "eu", **ref}
+        for given in ({}, {"external_reference": "shop-8"}):
+            document = {"source": "ccv", "order_id": OTHER, "account": "eu", **given}
             async with http.post(base, json=document) as r:
                 body = await r.json()
                 assert r.status == 422, body
