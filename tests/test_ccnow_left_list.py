@@ -15,7 +15,7 @@ from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
-from reconciler.store import Store
+from reconciler.store import Store, StoreError
 from tests.conftest import Clock, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow
 
@@ -123,3 +123,29 @@ async def test_an_order_confirmed_not_found_is_not_asked_on_every_poll(
         await coordinator.tick_pending_list()
         await coordinator.tick_due()
     assert len(queried(fake_ccnow)) == asked
+
+
+async def test_orders_that_left_the_list_wait_out_a_store_that_cannot_say_which_are_open(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    coordinator, clock = ccnow
+    fake_ccnow.orders = {LEAVER: "pending", COMPANION: "pending"}
+    await coordinator.tick_pending_list()
+    fake_ccnow.orders[LEAVER] = "completed"  # it leaves the list
+
+    async def store_failing(*args: object, **kwargs: object) -> None:
+        raise StoreError("database reconciler.db is busy: another process is writing it")
+
+    # The store fails as the poll reads which of the orders that left are still open.
+    with monkeypatch.context() as patch:
+        patch.setattr(coordinator.store.orders, "load", store_failing)
+        clock.now += POLL_S
+        with pytest.raises(StoreError):
+            await coordinator.tick_pending_list()
+    assert queried(fake_ccnow) == []
+
+    # The next poll asks about it: it was forgotten, and waited for its own schedule.
+    clock.now += POLL_S
+    await coordinator.tick_pending_list()
+    assert queried(fake_ccnow) == [LEAVER]
+    assert await statuses(coordinator, LEAVER) == {LEAVER: "completed"}

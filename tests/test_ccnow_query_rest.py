@@ -182,3 +182,32 @@ async def test_a_probe_answered_about_the_order_alone_ends_the_query_outage(
     posts = queried(fake_ccnow)[asked:]
     assert sum(TROUBLED in post for post in posts) <= 2
     assert not (await coordinator.store.sources.state("ccnow", "default")).failing
+
+
+ERRORING = ("901-00-0001", "901-00-0002")
+
+
+async def test_a_probe_answered_by_an_error_line_does_not_end_an_outage_of_error_lines(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    coordinator, clock = ccnow
+    fake_ccnow.orders = dict.fromkeys(ERRORING, "processing")
+    await coordinator.store.orders.track("ccnow", "default", [(i, None) for i in ERRORING], 0)
+    assert (await coordinator.full_pass(via="catch-up")).ok
+    fake_ccnow.order_errors = set(ERRORING)  # every order answers an error line of its own
+    assert not (await coordinator.full_pass(via="catch-up")).ok
+    assert await source_kinds(coordinator) == ["source.failed"]
+
+    # The probe's one order answers its error line too: that proves nothing new. Before, the
+    # account recovered at the probe and failed again at the next catch-up, over and over.
+    asked = len(queried(fake_ccnow))
+    for _ in range(120):
+        clock.now += 1.0
+        await coordinator.tick_due()
+    assert len(queried(fake_ccnow)) > asked  # the probe asked
+    assert not (await coordinator.full_pass(via="catch-up")).ok
+    assert await source_kinds(coordinator) == ["source.failed"]
+
+    fake_ccnow.order_errors = {ERRORING[1]}  # one order answering is the account answering
+    await coordinator.full_pass(via="catch-up")
+    assert await source_kinds(coordinator) == ["source.failed", "source.recovered"]

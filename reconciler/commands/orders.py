@@ -55,7 +55,7 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     """Start following orders."""
     source: Source = args.source
     if source == "ccv":
-        account = await settling_account(config, source, args.account)
+        account = await settling_account(config, source, args.account, reference=args.ref)
     else:
         account = choose_account(config, source, args.account)
     if args.ref is not None and (source != "ccv" or len(args.ids) != 1 or args.from_file):
@@ -177,22 +177,34 @@ async def _untrack_account(config: Config, source: Source, name: str | None) -> 
     raise UsageError(f"no {source} account named {name!r} ({known.removeprefix('; ')})")
 
 
-async def settling_account(config: Config, source: Source, name: str | None) -> str:
+async def settling_account(
+    config: Config, source: Source, name: str | None, *, reference: str | None = None
+) -> str:
     """The account whose uncertain writes a person's word settles (`track ccv --ref`, `ccnow
     resolve`): one `choose_account` finds, or one the config no longer names whose writes
     still wait in the store. The word asks no provider: it needs no credentials, only the name.
     """
-    from ..poller.unconfigured import unsettled_writes
-
     if name is not None and name not in account_names(config, source):
         async with peek_store(config) as store:
             try:
-                writes = {} if store is None else await unsettled_writes(store)
-            except StoreError:
-                writes = {}
-        if writes.get((source, name), (0, 0))[0]:
+                settles = store is not None and await _settles(store, source, name, reference)
+            except (StoreError, sqlite3.Error):
+                settles = False
+        if settles:
             return name
     return choose_account(config, source, name)
+
+
+async def _settles(store: Store, source: Source, name: str, reference: str | None) -> bool:
+    """Whether a word under the unconfigured account `name` settles one of its writes. For CCV
+    the word is an order tracked with the reference of one of its uncertain submits: any other
+    order would be followed under a name nothing polls."""
+    from ..poller.unconfigured import unsettled_writes
+
+    if source == "ccv":
+        uncertain = await store_submissions.uncertain_references(store, name)
+        return reference is not None and reference in uncertain
+    return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 
 
 async def _followed_accounts(config: Config, source: Source) -> list[str]:

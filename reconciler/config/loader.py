@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from ..model import SOURCES, Source
 from .errors import ConfigError
+from .files import NotReadHere, read_bounded
 from .keys import (
     API_KEYS,
     AUTH_SCHEMES,
@@ -60,9 +61,11 @@ _RESERVED_HEADERS = frozenset(
     | {"connection", "keep-alive", "proxy-connection", "proxy-authorization"}
     | {"proxy-authenticate", "content-type", "content-encoding", "accept", "user-agent"}
 )
-# The shortest interval between requests to a provider (DESIGN.md: durations in whole seconds or
-# "90s", "5m"): "1ms" made thousands of requests a second.
-_FLOOR = "1s"
+# The shortest interval between requests to a provider: "1ms" made thousands of requests a
+# second. Not a second: the example config shows 0.5 and "500ms", and configs held them.
+_FLOOR = "100ms"
+# Far above any config; /dev/zero, or a FIFO whose writer never stops, is refused at this size.
+MAX_CONFIG_FILE_BYTES = 1 << 20
 _LISTEN_RULE = "expected host:port like 127.0.0.1:8080 or [::1]:8080 (port 1 to 65535)"
 
 
@@ -75,9 +78,11 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
     every secret that is given, is checked as always."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_bounded(Path(path), MAX_CONFIG_FILE_BYTES, pipes=True).decode("utf-8")
     except OSError as exc:
         raise ConfigError(file, "-", f"cannot read file: {exc.strerror or exc}") from None
+    except NotReadHere as exc:
+        raise ConfigError(file, "-", str(exc)) from None
     except UnicodeDecodeError:
         raise ConfigError(file, "-", "not UTF-8 text") from None
     try:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import NotReadHere, read_bounded
 from .table import Table
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
@@ -72,40 +71,8 @@ class _Unreadable(ConfigError):
     """A secret's file that cannot be read (missing, or another user's)."""
 
 
-class _NotASecretFile(Exception):
-    """A secret's file that is no small regular file: a device, a FIFO, a directory, too big."""
-
-
 # Far above any key, password or token; /dev/zero or a log file named by mistake stops here.
 MAX_SECRET_FILE_BYTES = 64 * 1024
-
-
-def _read_secret_file(path: Path) -> bytes:
-    """Return the bytes of a regular file (symlinks followed) of at most 64 KiB; raise
-    _NotASecretFile for anything else (opening a FIFO would wait for a writer, reading
-    /dev/zero would never end), OSError when it cannot be read."""
-    # Judged before it is opened (opening some devices acts), and again on what was opened.
-    _regular_and_small(os.stat(path))
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        _regular_and_small(os.fstat(fd))
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, MAX_SECRET_FILE_BYTES + 1 - size):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_SECRET_FILE_BYTES:
-                raise _NotASecretFile("is larger than 64 KiB")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _regular_and_small(info: os.stat_result) -> None:
-    if not stat.S_ISREG(info.st_mode):
-        raise _NotASecretFile("is not a regular file")
-    if info.st_size > MAX_SECRET_FILE_BYTES:
-        raise _NotASecretFile("is larger than 64 KiB")
 
 
 def env_word(name: str) -> str:
@@ -265,12 +232,12 @@ class SecretReader:
     def read(self, path: Path, table: Table, key: str, origin: str = "") -> str:
         # Errors name the path tried: `~` is not expanded, so "~/key" is beside the config file.
         try:
-            data = _read_secret_file(path)
+            data = read_bounded(path, MAX_SECRET_FILE_BYTES)
         except OSError as exc:
             problem = f"cannot read {path}: {exc.strerror or type(exc).__name__}{origin}"
             raise _Unreadable(self.file, table.path(key), problem) from None
-        except _NotASecretFile as exc:
-            raise table.error(key, f"{path} {exc}{origin}") from None
+        except NotReadHere as exc:
+            raise table.error(key, f"{path} is {exc}{origin}") from None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

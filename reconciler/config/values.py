@@ -89,12 +89,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# `_` too, which RFC 1123 leaves out: glibc resolves such names (`my_host` in /etc/hosts).
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
 def is_host_name(host: str) -> bool:
-    """Return whether `host` is a host name as RFC 1123 spells one: dot-separated labels of
-    letters, digits and inner hyphens, the last not all digits (`999.1.1.1` is no name)."""
+    """Return whether `host` is a host name as RFC 1123 spells one, `_` allowed: dot-separated
+    labels of letters, digits, `_` and inner hyphens, the last not all digits (`999.1.1.1` is
+    no name)."""
     labels = host.removesuffix(".").split(".")
     return (
         len(host) <= 253

@@ -139,7 +139,14 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             if ask_all:
                 to_query = [oid for oid in open_ids if oid not in listed_ids]
             elif queries_answer:
-                to_query = await self._still_open(self.listed.take())
+                left = self.listed.take()
+                try:
+                    to_query = await self._still_open(left)
+                except BaseException:
+                    # The store could not say which are open (or the job was cancelled): they
+                    # wait for the next poll, not for their own schedule.
+                    self.listed.queried(left, ())
+                    raise
             for obs in listed:
                 await listing.add(obs)
             await listing.flush()

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..events import Event, event_id
-from ..model import HEALTH_PARTS, EventType, HealthPart, Severity, SourceState, Via
+from ..model import (
+    HEALTH_PARTS,
+    ORDER_ERROR,
+    EventType,
+    HealthPart,
+    Severity,
+    SourceState,
+    Via,
+)
 from ..passes.report import PassAnswers
 
 Part = HealthPart
@@ -34,6 +42,7 @@ _CLEARS: dict[Part, frozenset[Part]] = {
 # at once is not a wave: those wait for their own confirmation.
 LOST_WAVE_MIN = 3
 _LOST_WAVE = " orders not found at once"  # the reason of a wave, after its count
+_EVERY_FAILED = "every check failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +68,7 @@ def verdict(answers: PassAnswers) -> Verdict | None:
         # The cause, not only the count: a redirect, a timeout and a login page need different
         # hands. The reason is in no event id (`health_event`).
         cause = f" ({answers.reason})" if answers.reason else ""
-        return Verdict(False, f"every check failed{cause}")
+        return Verdict(False, f"{_EVERY_FAILED}{cause}")
     return None
 
 
@@ -69,9 +78,12 @@ def probe_verdict(answers: PassAnswers, reason: str | None) -> Verdict:
     own or a "not found" not confirmed yet, proves the account answers (else one troubled
     order would hold it failing); anything else leaves it failing for `reason`, and its backoff
     starts again (else every tick would probe)."""
-    # ... though a "not found" proves nothing while the account fails for a wave of them.
+    # ... though a "not found" proves nothing while the account fails for a wave of them, nor
+    # an error line while it fails for every check answering one (else it flaps: recovered at
+    # the probe, failed at the next catch-up).
     lost_proves = reason is None or not reason.endswith(_LOST_WAVE)
-    if answers.own_errors or (answers.lost and lost_proves):
+    own_proves = reason != f"{_EVERY_FAILED} ({ORDER_ERROR})"
+    if (answers.own_errors and own_proves) or (answers.lost and lost_proves):
         return Verdict(True)
     return Verdict(False, reason)
 

@@ -23,7 +23,6 @@ from .api_requests import (
     json_body,
     order_id_named,
     source_named,
-    unconfigured_with_writes,
 )
 
 log = logging.getLogger("reconciler.api")
@@ -48,6 +47,16 @@ class Orders:
         """Return the account of `source` that `raw` names."""
         return account_named(self.deps.accounts.get(source, ()), source, raw)
 
+    async def settling(self, raw: object, ref: object) -> str | None:
+        """Return the CCV account `raw` names when the config no longer names it and `ref` is
+        the reference of one of its uncertain submits, which this order settles (as `track
+        --ref`); else None. Any other order would be followed under a name nothing polls."""
+        if not isinstance(raw, str) or not isinstance(ref, str):
+            return None
+        if raw in self.deps.accounts.get("ccv", ()):
+            return None
+        return raw if ref in await subs.uncertain_references(self.deps.reader, raw) else None
+
     async def track(self, request: web.Request) -> web.Response:
         """POST /api/v1/orders: start following an order; 201 new, 200 already followed."""
         doc = await json_body(
@@ -61,12 +70,8 @@ class Orders:
         source = source_named(doc.get("source"))
         order_id = order_id_named(source, doc.get("order_id"))
         ref = doc.get("external_reference")
-        # As `track --ref`: an account the config no longer names, whose uncertain submit the
-        # reference may settle.
         account = (
-            await unconfigured_with_writes(self.deps, source, doc.get("account"))
-            if source == "ccv"
-            else None
+            await self.settling(doc.get("account"), ref) if source == "ccv" else None
         ) or self.account(source, doc.get("account"))
         if ref is not None:
             if source != "ccv":

@@ -69,6 +69,12 @@ def test_verdict_of_a_pass(answers: PassAnswers, expected: Verdict | None) -> No
     [
         # CCNow answered about the order itself: its queries answer
         (PassAnswers(failed=1, own_errors=1), "http 500", Verdict(True)),
+        # ... but not while every check of the account answered its own error line
+        (
+            PassAnswers(failed=1, own_errors=1, reason="order_error"),
+            "every check failed (order_error)",
+            None,
+        ),
         (PassAnswers(failed=1, lost=1), "maintenance", Verdict(True)),
         # ... but a "not found" while the account fails for a wave of them proves nothing
         (PassAnswers(failed=1, lost=1), "4 orders not found at once", None),

@@ -19,6 +19,7 @@ from tests.writes.test_ccnow_actions import daemon_with_api
 from tests.writes.test_submit_crash import submission_state
 
 A = "396-10-1142"
+OTHER = "5d2f7c1e-3a4b-4c6d-8e9f-0a1b2c3d4e5f"
 WARNING = "orders.account_not_configured"
 
 
@@ -124,16 +125,23 @@ async def test_a_queued_action_of_a_removed_account_is_warned_about(
     assert ca is not None and ca["queued_writes"] == 1
 
 
-async def test_track_ref_settles_an_uncertain_submit_of_a_removed_account(
-    tmp_path: Path, fake: FakeCCVWrites
-) -> None:
+async def eu_renamed_with_an_uncertain_submit(
+    tmp_path: Path, fake: FakeCCVWrites, extra: str
+) -> Path:
+    """A submit of reference `shop-7` left uncertain under the CCV account `eu` (its answer
+    cut off), then `eu` renamed `asia` in the config."""
     fake.submit_replies = [Reply(DROP)]
-    extra = api_toml(free_port())
     cfg = write_config(tmp_path, ccv=fake, ccv_extra='name = "eu"', extra=extra)
     stdin = json.dumps(submit_body(externalReference="shop-7")).encode()
     submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert submitted.code == 75, submitted.stderr
-    cfg = write_config(tmp_path, ccv=fake, ccv_extra='name = "asia"', extra=extra)
+    return write_config(tmp_path, ccv=fake, ccv_extra='name = "asia"', extra=extra)
+
+
+async def test_track_ref_settles_an_uncertain_submit_of_a_removed_account(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    cfg = await eu_renamed_with_an_uncertain_submit(tmp_path, fake, api_toml(free_port()))
 
     status = await call_cli("--config", cfg, "status")
     warned = warning_about(status, "eu")
@@ -148,3 +156,37 @@ async def test_track_ref_settles_an_uncertain_submit_of_a_removed_account(
     # The order is tracked under `eu`, as the word named it: open there until it is moved.
     warned = warning_about(await call_cli("--config", cfg, "check"), "eu")
     assert (warned["open_orders"], warned["uncertain_writes"]) == (1, 0)
+
+
+async def orders_under(cfg: Path, account: str) -> list[str]:
+    listed = await call_cli("--config", cfg, "orders", "--json")
+    assert listed.code == 0, listed.stderr
+    return [o["order_id"] for o in json.loads(listed.stdout) if o["account"] == account]
+
+
+async def test_a_removed_account_takes_no_order_but_one_that_settles_its_submit(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # An order that settles nothing was followed under `eu`, which nothing polls, with exit 0.
+    port = free_port()
+    cfg = await eu_renamed_with_an_uncertain_submit(tmp_path, fake, api_toml(port))
+    for ref in ((), ("--ref", "shop-8")):
+        track = ("track", "ccv", OTHER, *ref, "--account", "eu")
+        refused = await call_cli("--config", cfg, *track)
+        assert refused.code == 2, refused.stderr
+        assert "no ccv account named 'eu' (asia)" in refused.stderr
+    assert await orders_under(cfg, "eu") == []
+
+    base = f"http://127.0.0.1:{port}/api/v1/orders"
+    async with daemon_with_api(cfg, port) as http:
+        for given in ({}, {"external_reference": "shop-8"}):
+            document = {"source": "ccv", "order_id": OTHER, "account": "eu", **given}
+            async with http.post(base, json=document) as r:
+                body = await r.json()
+                assert r.status == 422, body
+                assert body["field"] == "account", body
+        document = {**document, "order_id": ORDER, "external_reference": "shop-7"}
+        async with http.post(base, json=document) as r:
+            assert r.status == 201, await r.text()
+    assert submission_state(tmp_path, "shop-7") == "resolved"
+    assert await orders_under(cfg, "eu") == [ORDER]

@@ -1,0 +1,91 @@
+"""The config file itself: a regular file or a pipe (`--config <(...)`) of at most 1 MiB; a
+device, a directory, a FIFO nothing writes to or a bigger file is a config error (78) naming
+it, never a hang or a read without end."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_env
+
+CCNOW = "[ccnow]\nurl = 'https://ccnow.example/oapi'\nclient_id = 'c'\n"
+
+
+def _at_most_2_gib() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def check(config: str, *, shell: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `reconciler --config CONFIG check` (CONFIG as bash reads it with `shell`), in at
+    most 2 GiB of memory and 30 s: a return of the fault fails the test, not the machine."""
+    command = [sys.executable, "-m", "reconciler", "--config", config, "check"]
+    if shell:
+        command = ["bash", "-c", f"exec {sys.executable} -m reconciler --config {config} check"]
+    return subprocess.run(
+        command,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        preexec_fn=_at_most_2_gib,
+        check=False,
+    )
+
+
+def fifo(directory: Path) -> Path:
+    os.mkfifo(directory / "fifo")
+    return directory / "fifo"
+
+
+def config_text(tmp_path: Path) -> str:
+    return f"[store]\npath = '{tmp_path / 'reconciler.db'}'\n" + CCNOW
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        # /dev/zero was read until memory ran out (a MemoryError traceback).
+        (lambda tmp: Path("/dev/zero"), "not a regular file or a pipe"),
+        (lambda tmp: tmp, "not a regular file or a pipe"),
+        # A FIFO nothing writes to: `check` waited for a writer that never came.
+        (fifo, "a pipe nothing wrote to"),
+    ],
+    ids=["device", "directory", "fifo"],
+)
+def test_a_config_that_is_no_file_to_read_is_a_config_error(
+    tmp_path: Path, make: Callable[[Path], Path], problem: str
+) -> None:
+    path = make(tmp_path)
+    result = check(str(path))
+    assert result.returncode == 78, result.stderr
+    assert result.stderr == f"config error: {path}: -: {problem}\n"
+
+
+def test_a_config_of_more_than_1_mib_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "reconciler.toml"
+    text = config_text(tmp_path)
+    path.write_text(text + "#" * ((1 << 20) - len(text) - 1) + "\n", encoding="utf-8")
+    assert check(str(path)).returncode == 0
+    path.write_text(text + "#" * (1 << 20) + "\n", encoding="utf-8")
+    result = check(str(path))
+    assert result.returncode == 78, result.stderr
+    assert result.stderr == f"config error: {path}: -: larger than 1 MiB\n"
+
+
+def test_a_config_from_process_substitution_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "reconciler.toml"
+    path.write_text(config_text(tmp_path), encoding="utf-8")
+    result = check(f"<(cat {path})", shell=True)
+    assert result.returncode == 0, result.stderr
+    # ... within the same bound: a writer that never stops was read until memory ran out.
+    result = check("<(yes '# more')", shell=True)
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.endswith(": -: larger than 1 MiB\n")
