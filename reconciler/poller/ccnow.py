@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCNowConfig
-from ..model import Observation, OrderKey, Via
+from ..model import Observation, OrderKey, Outcome, Via
 from ..passes.report import PassReport
 from .coordinator import (
     PAGE_ORDERS,
@@ -99,12 +99,16 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         """Fetch the pending list, then query every other open order."""
         return await self.pending_list_pass(via=via, everything=True)
 
-    async def pending_list_pass(self, *, via: Via, everything: bool = False) -> PassReport:
+    async def pending_list_pass(
+        self, *, via: Via, everything: bool = False, seen: set[str] | None = None
+    ) -> PassReport:
         """Fetch the pending list, then query the orders whose state it cannot tell.
 
         With `everything`, every open order is queried (catch-up); otherwise only the orders
         that left the pending list since the last poll, and none while the queries fail.
+        `seen` gets the orders the pass had an answer about (the list's lines, the queries').
         """
+        seen = set() if seen is None else seen
         report = PassReport()
         # Failing queries are asked by the probe alone (`tick_due`), once per backoff period:
         # else every poll would ask a CCNow in maintenance again and stretch the backoff past
@@ -123,6 +127,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
 
         async def emit(obs: Observation) -> None:
             answered.add(obs.key.order_id)
+            if obs.outcome is not Outcome.FAILED:
+                seen.add(obs.key.order_id)
             await batcher.add(obs)
 
         async def ask() -> None:
@@ -147,6 +153,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
                     # wait for the next poll, not for their own schedule.
                     self.listed.queried(left, ())
                     raise
+            seen.update(o.key.order_id for o in listed if o.outcome is not Outcome.FAILED)
             for obs in listed:
                 await listing.add(obs)
             await listing.flush()
@@ -198,7 +205,11 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
 
     async def notified(self, order_ids: Sequence[str]) -> PassReport:
         """A server notification: poll the pending list and query the ids it named."""
-        report = await self.pending_list_pass(via="notification")
+        seen: set[str] = set()
+        report = await self.pending_list_pass(via="notification", seen=seen)
+        # An order the poll answered is not asked again: a second, unchanged look would count
+        # as a check that found nothing new and double the interval its change had just reset.
+        order_ids = [i for i in order_ids if i not in seen]
         if order_ids:
             # The notification came with the account's token, so its ids are the account's own
             # orders: each is queried, followed or not, and one CCNow knows is followed from now
