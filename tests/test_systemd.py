@@ -283,6 +283,7 @@ DAEMON_ONLY = {
     "RestartSec",
     "RestartPreventExitStatus",
     "TimeoutStopSec",
+    "TimeoutStartSec",
 }
 CATCHUP_ONLY = {"Type", "ExecStart", "TimeoutStartSec"}
 
@@ -336,6 +337,8 @@ def test_main_unit_is_a_watched_notify_service() -> None:
     assert "78" in service["RestartPreventExitStatus"][0].split()
     # The program bounds its shutdown to 10s; systemd must wait longer than that.
     assert service["TimeoutStopSec"] == ["20s"]
+    # A first start after an upgrade migrates the store before READY=1: not killed for it.
+    assert service["TimeoutStartSec"] == ["15min"]
     exec_start = service["ExecStart"][0].split()
     assert exec_start[0].startswith("/")
     assert exec_start[-1] == "run"

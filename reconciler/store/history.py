@@ -100,7 +100,9 @@ def _read_mark(raw: bytes, store_id: str) -> _Marked | None:
 def _mark_parts(raw: bytes) -> list[str]:
     # The first line only: a release before this one writes its shorter mark over a longer one.
     parts = raw.split(b"\n", 1)[0].decode("ascii", "replace").split()
-    return parts if len(parts) in (2, 3) and parts[-1].isdigit() else []
+    # A seq SQLite can hold (a damaged mark may hold any number): else it is no mark.
+    readable = len(parts) in (2, 3) and parts[-1].isdigit() and int(parts[-1]) < 2**63
+    return parts if readable else []
 
 
 def _marked_seq(raw: bytes) -> int:

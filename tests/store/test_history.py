@@ -198,3 +198,14 @@ async def test_a_database_put_in_the_place_of_another_numbers_its_events_after_t
     await add_events(db, 4)
     bodies, after = await feed_after(db, cursor)
     assert (len(bodies), after) == (4, 34)
+
+
+@pytest.mark.parametrize("seq", ["9" * 29, "1" + "0" * 19])
+async def test_a_damaged_mark_with_a_number_too_large_is_no_mark(tmp_path: Path, seq: str) -> None:
+    # Every writer opening the store raised OverflowError (a traceback, exit 70, restarted by
+    # systemd forever); the mark is then unreadable, as one of garbage is.
+    db = tmp_path / "reconciler.db"
+    seed = await add_events(db, 3)
+    db.with_name(db.name + "-history").write_text(f"{seed} - {seq}\n")
+    assert await add_events(db, 1) == seed
+    assert (await feed_after(db, 0))[1] == 4
