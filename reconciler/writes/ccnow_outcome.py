@@ -119,6 +119,17 @@ def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
     return lines
 
 
+def taken_how(c: cmds.Command, unsettled: bool) -> str:
+    """Why a ship or cancel whose order is where it puts it is done: this answer did not
+    settle the order; or CCNow refused it as not pending, after an earlier post that may have
+    reached CCNow, else (an earlier post refused as a whole: maintenance) before any did."""
+    if unsettled:
+        return "the order's status"
+    if c.maybe_reached_at is not None:
+        return "taken by an earlier attempt"
+    return "already past pending when CCNow got this command"
+
+
 # What a command whose order the answer did not settle keeps as its answer.
 NO_LINE = "no single answer line for this order"
 
