@@ -56,6 +56,7 @@ from reconciler.writes.ccnow_outcome import (
     Tally,
     command_json,
     lines_by_id,
+    make_uncertain,
     outcome,
     taken_how,
 )
@@ -117,21 +118,6 @@ class ActionSender:
         self.accounts = {c.name: c for c in accounts}
         self.on_commit = on_commit
         self.clock = clock
-
-    async def settle_interrupted(self) -> int:
-        """Deal with commands a stopped process left `sending`: whether CCNow got them is
-        unknown, so an `adjust` becomes uncertain and the others are queued again."""
-        left = await cmds.in_state(self.store, "sending")
-        again = [c.id for c in left if c.action != "adjust"]
-        if again:
-            # Stopped while its post was out: the post may have reached CCNow.
-            await cmds.requeue(
-                self.store, again, next_attempt_at=0.0, why="interrupted", reached_at=self.clock()
-            )
-        adjusts = [c for c in left if c.action == "adjust"]
-        if adjusts:
-            await self._make_uncertain(adjusts, "interrupted")
-        return len(left)
 
     async def take(self, new: Sequence[cmds.NewCommand]) -> Taken:
         """Record new commands (those past pending refused here, keys given before returning
@@ -350,21 +336,8 @@ class ActionSender:
         )
 
     async def _make_uncertain(self, commands: Sequence[cmds.Command], why: str) -> None:
-        now = self.clock()
-        events = [self._event(c, "uncertain", why, now) for c in commands]
-        await cmds.close(self.store, [(c.id, "uncertain", why) for c in commands], events, now)
+        await make_uncertain(self.store, commands, why, now=self.clock())
         self.on_commit()
-        for c in commands:
-            log.error(
-                "ccnow.action_uncertain",
-                extra=fields(
-                    account=c.account,
-                    order_id=c.order_id,
-                    action=c.action,
-                    command_id=c.id,
-                    reason=why,
-                ),
-            )
 
     async def resolve(self, account: str, order_id: str, *, sent: bool) -> list[cmds.Command]:
         """Settle an order's uncertain commands by a person's word, each with its
