@@ -80,9 +80,7 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         )
         if source != "ccv":
             return EX_OK
-        uncertain = await store_submissions.uncertain_references(store, account)
-        settles = [(oid, ref) for oid, ref in orders if ref is not None and ref in uncertain]
-        if settles:
+        if settles := [(oid, ref) for oid, ref in orders if ref is not None]:
             return await _resolve_submissions(config, store, account, settles)
     finally:
         await store.close()
@@ -96,15 +94,27 @@ async def _resolve_submissions(
     with an `order.submit_resolved`. Only the writer stores events (the daemon numbers them
     from what it stored last): without the writer lock the daemon settles it, through its
     `[api]`, as `POST /api/v1/orders` with the reference does."""
+    from ..writes.interrupted import settle_interrupted
+
     lock = WriterLock(config.store_path)
     try:
         lock.acquire()
     except StoreLocked:
-        return await _resolve_through_daemon(config, account, settles)
+        # The daemon settled what a stopped process left `sending` at its start.
+        uncertain = await store_submissions.uncertain_references(store, account)
+        if held := [(oid, ref) for oid, ref in settles if ref in uncertain]:
+            return await _resolve_through_daemon(config, account, held)
+        return EX_OK
     try:
-        pairs: list[tuple[str | None, str]] = list(settles)
+        # As every writer does at its start: a submit a killed `ccv submit` left `sending`
+        # becomes uncertain (with its event), so that its reference settles it now.
+        await settle_interrupted(store)
+        uncertain = await store_submissions.uncertain_references(store, account)
+        pairs: list[tuple[str | None, str]] = [(o, r) for o, r in settles if r in uncertain]
         # Delivered by the next writer: `catch-up`, or the daemon's start.
-        if await store_submissions.resolve_many(store, account, pairs, "track", time.time()):
+        if pairs and await store_submissions.resolve_many(
+            store, account, pairs, "track", time.time()
+        ):
             log.info("ccv.submit_resolved", extra=fields(account=account, given=len(pairs)))
     finally:
         lock.release()
@@ -203,6 +213,12 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
 
     if source == "ccv":
         uncertain = await store_submissions.uncertain_references(store, name)
+        # One a killed `ccv submit` left `sending` is made uncertain first (track_command).
+        uncertain |= {
+            s.external_reference
+            for s in await store_submissions.interrupted(store)
+            if s.account == name
+        }
         return reference is not None and reference in uncertain
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 

@@ -24,7 +24,8 @@ Action = Literal["ship", "cancel", "track", "adjust"]
 
 _COLUMNS = (
     "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "
-    "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since"
+    "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since, "
+    "maybe_reached_at"
 )
 
 
@@ -62,6 +63,9 @@ class Command:
     created_at: float
     closed_at: float | None
     unsettled_since: float | None  # CCNow's first answer that did not settle its order
+    # The first post that may have reached CCNow with the order: its answer lost or not
+    # settling the order, or its process stopped while it was out. None: no post did.
+    maybe_reached_at: float | None
 
 
 def _row(r: Sequence[object]) -> Command:
@@ -177,10 +181,20 @@ async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
     return claimed
 
 
-async def requeue(store: Store, ids: Sequence[int], *, next_attempt_at: float, why: str) -> None:
-    """Put commands whose post failed as a whole back in the queue for a later attempt."""
+async def requeue(
+    store: Store,
+    ids: Sequence[int],
+    *,
+    next_attempt_at: float,
+    why: str,
+    reached_at: float | None = None,
+) -> None:
+    """Put commands whose post failed as a whole back in the queue for a later attempt;
+    `reached_at`: the post may have reached CCNow (None: it surely did not)."""
     async with store.transaction():
-        await requeue_within(store, ids, next_attempt_at=next_attempt_at, why=why)
+        await requeue_within(
+            store, ids, next_attempt_at=next_attempt_at, why=why, reached_at=reached_at
+        )
 
 
 async def requeue_within(
@@ -190,14 +204,19 @@ async def requeue_within(
     next_attempt_at: float,
     why: str,
     unsettled_at: float | None = None,
+    reached_at: float | None = None,
 ) -> None:
     """Queue commands again inside the caller's transaction; `unsettled_at`: an answer that
-    did not settle them, committed with the ones it did (the first such answer is kept)."""
+    did not settle them, committed with the ones it did (the first such answer is kept);
+    `reached_at`: the post may have reached CCNow with them (the first such post is kept; an
+    answer that did not settle them came from CCNow, so `unsettled_at` is one too)."""
+    reached = reached_at if reached_at is not None else unsettled_at
     await store.conn.executemany(
         "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ?, "
-        "unsettled_since = coalesce(unsettled_since, ?) "
+        "unsettled_since = coalesce(unsettled_since, ?), "
+        "maybe_reached_at = coalesce(maybe_reached_at, ?) "
         "WHERE id = ? AND state IN ('queued', 'sending')",
-        [(next_attempt_at, why, unsettled_at, i) for i in ids],
+        [(next_attempt_at, why, unsettled_at, reached, i) for i in ids],
     )
 
 

@@ -223,6 +223,14 @@ MIGRATIONS: list[str] = [
     # it is uncertain (writes/ccnow_actions.py), counted from that answer, not from a
     # maintenance it was queued through
     "ALTER TABLE commands ADD COLUMN unsettled_since REAL",
+    # 16: when a post of a command may first have reached CCNow with its order (an answer lost
+    # or not settling it, a process stopped while it was out): only then is an order found
+    # where the action puts it "taken by an earlier attempt" (writes/ccnow_actions.py). Of a
+    # command posted before, nobody knows: it may have.
+    """
+    ALTER TABLE commands ADD COLUMN maybe_reached_at REAL;
+    UPDATE commands SET maybe_reached_at = created_at WHERE attempts > 0
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

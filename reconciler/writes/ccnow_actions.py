@@ -56,7 +56,9 @@ from reconciler.writes.ccnow_outcome import (
     Tally,
     command_json,
     lines_by_id,
+    make_uncertain,
     outcome,
+    taken_how,
 )
 from reconciler.writes.ccnow_post import Lost, post_batch
 from reconciler.writes.once import NotSent
@@ -116,18 +118,6 @@ class ActionSender:
         self.accounts = {c.name: c for c in accounts}
         self.on_commit = on_commit
         self.clock = clock
-
-    async def settle_interrupted(self) -> int:
-        """Deal with commands a stopped process left `sending`: whether CCNow got them is
-        unknown, so an `adjust` becomes uncertain and the others are queued again."""
-        left = await cmds.in_state(self.store, "sending")
-        again = [c.id for c in left if c.action != "adjust"]
-        if again:
-            await cmds.requeue(self.store, again, next_attempt_at=0.0, why="interrupted")
-        adjusts = [c for c in left if c.action == "adjust"]
-        if adjusts:
-            await self._make_uncertain(adjusts, "interrupted")
-        return len(left)
 
     async def take(self, new: Sequence[cmds.NewCommand]) -> Taken:
         """Record new commands (those past pending refused here, keys given before returning
@@ -222,7 +212,7 @@ class ActionSender:
                 await self._make_uncertain(batch, str(exc))
                 tally.uncertain += len(batch)
                 return
-            await self._requeue(cfg, batch, str(exc), tally)
+            await self._requeue(cfg, batch, str(exc), tally, lost=True)
             return
         except SourceError as exc:
             # CCNow refused the whole post in its own words (`error_message ...`): no action
@@ -235,12 +225,17 @@ class ActionSender:
         await self._close(cfg, batch, answer, tally)
 
     async def _requeue(
-        self, cfg: CCNowConfig, batch: list[cmds.Command], why: str, tally: Tally
+        self,
+        cfg: CCNowConfig,
+        batch: list[cmds.Command],
+        why: str,
+        tally: Tally,
+        lost: bool = False,
     ) -> None:
-        delay = _retry_delay(batch)
-        await cmds.requeue(
-            self.store, [c.id for c in batch], next_attempt_at=self.clock() + delay, why=why
-        )
+        """Queue a batch again; `lost`: its answer was lost, so the post may have reached CCNow."""
+        now, ids, delay = self.clock(), [c.id for c in batch], _retry_delay(batch)
+        at = now if lost else None
+        await cmds.requeue(self.store, ids, next_attempt_at=now + delay, why=why, reached_at=at)
         tally.queued += len(batch)
         log.warning(
             "ccnow.action_retry_later",
@@ -259,11 +254,10 @@ class ActionSender:
             if c.action in TAKEN and (unsettled or (state == "refused" and c.attempts > 0)):
                 # An earlier post of this command may have reached CCNow with its answer lost,
                 # or this one, answered without its order's line: if the order is where the
-                # action puts it, the action took.
+                # action puts it, the action took (or the order got there without it).
                 status = await self._status(cfg, c.order_id)
                 if status is not None and status in TAKEN[c.action]:
-                    how = "the order's status" if unsettled else "taken by an earlier attempt"
-                    state, words = "succeeded", f"{status} ({how})"
+                    state, words = "succeeded", f"{status} ({taken_how(c, unsettled)})"
             since = c.unsettled_since
             if state == "queued" and since is not None and self.clock() - since >= UNSETTLED_FOR_S:
                 # Not sent for ever, nor called refused when CCNow may have run it (the status
@@ -342,21 +336,8 @@ class ActionSender:
         )
 
     async def _make_uncertain(self, commands: Sequence[cmds.Command], why: str) -> None:
-        now = self.clock()
-        events = [self._event(c, "uncertain", why, now) for c in commands]
-        await cmds.close(self.store, [(c.id, "uncertain", why) for c in commands], events, now)
+        await make_uncertain(self.store, commands, why, now=self.clock())
         self.on_commit()
-        for c in commands:
-            log.error(
-                "ccnow.action_uncertain",
-                extra=fields(
-                    account=c.account,
-                    order_id=c.order_id,
-                    action=c.action,
-                    command_id=c.id,
-                    reason=why,
-                ),
-            )
 
     async def resolve(self, account: str, order_id: str, *, sent: bool) -> list[cmds.Command]:
         """Settle an order's uncertain commands by a person's word, each with its

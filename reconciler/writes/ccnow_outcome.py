@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reconciler.events import action_event
+from reconciler.logs import fields
 from reconciler.sources.ccnow_answer import Answer, OrderLine
+from reconciler.store import Store
 from reconciler.store import commands as cmds
+
+# The sender's logger: its lines name the module that sends.
+log = logging.getLogger("reconciler.writes.ccnow_actions")
 
 # What CCNow answers when the action took: the queue state it put the order in, or (for an
 # order the lifecycle moved on quickly) where that queue leads.
@@ -119,6 +127,17 @@ def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
     return lines
 
 
+def taken_how(c: cmds.Command, unsettled: bool) -> str:
+    """Why a ship or cancel whose order is where it puts it is done: this answer did not
+    settle the order; or CCNow refused it as not pending, after an earlier post that may have
+    reached CCNow, else (an earlier post refused as a whole: maintenance) before any did."""
+    if unsettled:
+        return "the order's status"
+    if c.maybe_reached_at is not None:
+        return "taken by an earlier attempt"
+    return "already past pending when CCNow got this command"
+
+
 # What a command whose order the answer did not settle keeps as its answer.
 NO_LINE = "no single answer line for this order"
 
@@ -139,3 +158,31 @@ def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
     if taken is not None and line.status not in taken:
         return "refused", f"answered {line.status}, not {taken[0]}"
     return "succeeded", line.status
+
+
+async def make_uncertain(
+    store: Store, commands: Sequence[cmds.Command], why: str, *, now: float
+) -> None:
+    """Close commands `uncertain` (never sent again), each with its `order.action_uncertain`,
+    and log each (error): a person looks in CCNow's backroom and settles it."""
+    events = [
+        action_event(
+            store.store_id,
+            c.id,
+            "uncertain",
+            account=c.account,
+            order_id=c.order_id,
+            action=c.action,
+            answer=why,
+            time=now,
+        )
+        for c in commands
+    ]
+    await cmds.close(store, [(c.id, "uncertain", why) for c in commands], events, now)
+    for c in commands:
+        log.error(
+            "ccnow.action_uncertain",
+            extra=fields(
+                account=c.account, order_id=c.order_id, action=c.action, command_id=c.id, reason=why
+            ),
+        )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from reconciler.writes.ccnow_actions import ActionSender
-from reconciler.writes.submit import Submitter
+from reconciler.store import Store
+from reconciler.store import commands as cmds
+from reconciler.store import submissions as subs
 
 if TYPE_CHECKING:
     from reconciler.runtime import Runtime
@@ -13,20 +16,35 @@ if TYPE_CHECKING:
 
 async def settle_interrupted_writes(rt: Runtime) -> int:
     """Settle the writes a stopped process left `sending`, with their events; return how many.
-    Whether the provider got them is unknown: a CCV submit and a CCNow `adjust` become uncertain
-    (never sent again), another CCNow action is queued again. Holding the writer lock, this
-    process knows no other is sending them. Every writer calls it at its start (the daemon,
-    `catch-up`, `ccnow`, `ccv submit`): a host that only runs catch-ups hears of them too."""
-    if not await rt.interrupted_writes():
-        return 0
-    submitter = Submitter(
-        rt.store,
-        rt.session,
-        accounts=rt.config.ccv,
-        receiver=rt.config.receiver,
-        on_commit=rt.delivery.committed,
-    )
-    actions = ActionSender(
-        rt.store, rt.session, rt.reconciler, rt.config.ccnow, on_commit=rt.delivery.committed
-    )
-    return await submitter.settle_interrupted() + await actions.settle_interrupted()
+    Every writer calls it at its start (the daemon, `catch-up`, `ccnow`, `ccv submit`; `track`
+    with a reference calls `settle_interrupted`): a host that only runs catch-ups hears of them
+    too."""
+    return await settle_interrupted(rt.store, on_commit=rt.delivery.committed)
+
+
+async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = lambda: None) -> int:
+    """Settle the writes a stopped process left `sending`; return how many. Whether the
+    provider got them is unknown: a CCV submit and a CCNow `adjust` become uncertain (never
+    sent again), another CCNow action is queued again. The caller holds the writer lock, so no
+    other process is sending them. Asks no provider: `track`, which holds no credentials,
+    settles them too before it settles a submit by its reference."""
+    left = await subs.interrupted(store)
+    sending = await cmds.in_state(store, "sending")
+    if not left and not sending:
+        return 0  # and the writers' modules are not even loaded
+    from reconciler.writes import ccnow_outcome, submit
+
+    now = time.time()
+    by_account: dict[str, list[tuple[int, str]]] = {}
+    for s in left:
+        by_account.setdefault(s.account, []).append((s.id, s.external_reference))
+    for account, items in by_account.items():
+        await submit.make_uncertain(store, account, items, "interrupted", now=now)
+    if again := [c.id for c in sending if c.action != "adjust"]:
+        # Stopped while its post was out: the post may have reached CCNow.
+        await cmds.requeue(store, again, next_attempt_at=0.0, why="interrupted", reached_at=now)
+    if adjusts := [c for c in sending if c.action == "adjust"]:
+        await ccnow_outcome.make_uncertain(store, adjusts, "interrupted", now=now)
+    if left or adjusts:
+        on_commit()
+    return len(left) + len(sending)

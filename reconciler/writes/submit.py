@@ -313,30 +313,28 @@ class Submitter:
         http_status: int | None = None,
     ) -> None:
         """Mark submissions uncertain with one `order.submit_uncertain` event each."""
-        now = self.clock()
-        events = [
-            submit_uncertain_event(
-                self.store.store_id, sub_id, account=account, reference=ref, time=now, reason=reason
-            )
-            for sub_id, ref in submissions
-        ]
-        await subs.make_uncertain(
-            self.store,
-            [s for s, _ in submissions],
-            events,
-            reason=reason,
-            now=now,
-            http_status=http_status,
+        await make_uncertain(
+            self.store, account, submissions, reason, now=self.clock(), http_status=http_status
         )
         self.on_commit()
 
-    async def settle_interrupted(self) -> int:
-        """Make submissions that a stopped process left `sending` uncertain; return how many.
-        Whether CCV got them is unknown, so they are never sent again."""
-        left = await subs.interrupted(self.store)
-        by_account: dict[str, list[tuple[int, str]]] = {}
-        for s in left:
-            by_account.setdefault(s.account, []).append((s.id, s.external_reference))
-        for account, items in by_account.items():
-            await self.make_uncertain(account, items, "interrupted")
-        return len(left)
+
+async def make_uncertain(
+    store: Store,
+    account: str,
+    submissions: Sequence[tuple[int, str]],
+    reason: str,
+    *,
+    now: float,
+    http_status: int | None = None,
+) -> None:
+    """Mark submissions (id, reference) uncertain with one `order.submit_uncertain` each."""
+    events = [
+        submit_uncertain_event(
+            store.store_id, sub_id, account=account, reference=ref, time=now, reason=reason
+        )
+        for sub_id, ref in submissions
+    ]
+    await subs.make_uncertain(
+        store, [s for s, _ in submissions], events, reason=reason, now=now, http_status=http_status
+    )
