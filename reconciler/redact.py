@@ -55,88 +55,114 @@ def encodings(secret: str) -> frozenset[str]:
     return frozenset(form for form in forms if form)
 
 
+# A percent escape, or its start where a text was cut: hex digits in either case.
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{1,2}")
+# A provider that cuts a text it quotes inside a secret may say so: "Zq9+pw&x=7%Se... refused".
+_ELLIPSES = ("...", "\u2026")
+
+
 @dataclasses.dataclass(frozen=True)
 class SecretForms:
     """The forms of some secrets, found in a text whatever its case (a provider may quote one in
-    capitals), through a lower-cased copy: one case-sensitive search."""
+    capitals) through a lower-cased copy: whole, or a start of one cut short."""
 
-    forms: tuple[str, ...]  # lower-cased, longest first
-    pattern: re.Pattern[str]
+    forms: tuple[str, ...]  # as they come back, longest first
+    lowered: tuple[str, ...]  # the same, lower-cased
+    pattern: re.Pattern[str]  # the lowered forms, in a lower-cased text
     folded: re.Pattern[str]  # the same, case-insensitive: for a text lower() makes longer
+    heads: re.Pattern[str] | None  # the first MIN_BODY_FRAGMENT characters of each lowered form
 
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        """Return where the forms stand in `text`, leftmost first, longest at each place."""
+    def find(self, text: str) -> list[tuple[int, int]]:
+        """Return where secrets stand in `text`, in order and apart: whole forms, and starts of
+        MIN_BODY_FRAGMENT characters or more cut short at the text's end or before an ellipsis."""
         low = text.lower()
-        if len(low) == len(text):  # each character its own lower-case one: places agree
-            return [m.span() for m in self.pattern.finditer(low)]
-        return [m.span() for m in self.folded.finditer(text)]
+        if len(low) != len(text):  # a character lower() makes two: whole forms, by the places
+            return [m.span() for m in self.folded.finditer(text)]
+        found = [m.span() for m in self.pattern.finditer(low)]
+        if self.heads is not None:
+            # One search for the heads; the rare text that holds one is looked at further.
+            for head in self.heads.finditer(low):
+                at = head.start()
+                for form in self.lowered:
+                    n = _shared(low, at, form)
+                    end = at + n
+                    if MIN_BODY_FRAGMENT <= n < len(form) and (
+                        end == len(low) or low.startswith(_ELLIPSES, end)
+                    ):
+                        found.append((at, end))
+                        break
+        return _apart(found)
 
-    def cut_end(self, text: str, fewest: int = MIN_FRAGMENT) -> int:
-        """Return how long a start of a secret the text ends with (the provider cut it there),
-        if at least `fewest` characters."""
+    def cut_end(self, text: str, fewest: int) -> int:
+        """Return how long a short start of a secret (`fewest` to MIN_BODY_FRAGMENT - 1
+        characters, in the case it was sent) the text ends with, if any: a text we cut there."""
+        tail = _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), text[-MIN_BODY_FRAGMENT:])
         longest = 0
         for form in self.forms:
-            for size in range(min(len(form) - 1, len(text)), fewest - 1, -1):
-                if size <= longest:
-                    break
-                if text[len(text) - size :].lower() == form[:size]:
+            for size in range(min(len(form) - 1, len(tail)), fewest - 1, -1):
+                if size > longest and tail.endswith(form[:size]):
                     longest = size
                     break
         return longest
 
 
+def _shared(text: str, at: int, form: str) -> int:
+    """How many characters of `form` `text` has from `at` on."""
+    n = 0
+    for a, b in zip(text[at : at + len(form)], form, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _apart(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans in order, each that overlaps an earlier one left out."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(spans):
+        if not out or first >= out[-1][1]:
+            out.append((first, last))
+    return out
+
+
 @lru_cache(maxsize=64)
 def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
     """Return the forms of `secrets` as one search, or None when there are none."""
-    forms = sorted({form.lower() for secret in secrets for form in encodings(secret)}, key=len)
+    forms = sorted({form for secret in secrets for form in encodings(secret)}, key=len)[::-1]
     if not forms:
         return None
+    lowered = tuple(form.lower() for form in forms)
     # Longest first, so that a form is never masked only in part by a shorter one.
-    alternatives = "|".join(map(re.escape, forms[::-1]))
+    alternatives = "|".join(map(re.escape, sorted(set(lowered), key=len, reverse=True)))
+    heads = {form[:MIN_BODY_FRAGMENT] for form in lowered if len(form) > MIN_BODY_FRAGMENT}
     return SecretForms(
-        tuple(forms[::-1]), re.compile(alternatives), re.compile(alternatives, re.IGNORECASE)
+        tuple(forms),
+        lowered,
+        re.compile(alternatives),
+        re.compile(alternatives, re.IGNORECASE),
+        re.compile("|".join(map(re.escape, sorted(heads)))) if heads else None,
     )
 
 
 def holds_secret(text: str, forms: SecretForms | None) -> bool:
-    """Whether `text` holds a whole secret in any of its forms, in any case: a status word or a
-    reference that echoes one is kept nowhere. (Runs for every answer of a catch-up: a start
-    of a secret cut short is looked for in error texts only, by `redact`.)"""
-    if forms is None:
-        return False
-    low = text.lower()
-    if len(low) == len(text):
-        return forms.pattern.search(low) is not None
-    return forms.folded.search(text) is not None
-
-
-# A provider that cuts a text it quotes inside a secret may say so: "Zq9+pw&x=7%Se... refused".
-_ELLIPSIS = re.compile(r"\.\.\.|\u2026")
+    """Whether `text` holds a secret in any of its forms and cases, whole or cut short at its
+    end or before an ellipsis (eight characters or more): a status word or a reference that
+    echoes one is kept nowhere."""
+    return forms is not None and bool(forms.find(text))
 
 
 def _masked(text: str, forms: SecretForms, fewest_at_end: int) -> str:
-    """Return `text` with the secrets' forms masked, and the start of one (MIN_BODY_FRAGMENT
-    characters or more) before an ellipsis or (`fewest_at_end` or more) at the end."""
+    """Return `text` with the secrets found in it masked, and a start of one of `fewest_at_end`
+    characters or more at its end."""
     pieces: list[str] = []
     start = 0
-    for first, last in forms.spans(text):
-        pieces += [_cuts_masked(text[start:first], forms), MASK]
+    for first, last in forms.find(text):
+        pieces += [text[start:first], MASK]
         start = last
-    rest = _cuts_masked(text[start:], forms)
-    cut = forms.cut_end(rest, fewest_at_end)
+    rest = text[start:]
+    cut = forms.cut_end(rest, fewest_at_end) if fewest_at_end < MIN_BODY_FRAGMENT else 0
     pieces.append(rest[: len(rest) - cut] + MASK if cut else rest)
     return "".join(pieces)
-
-
-def _cuts_masked(text: str, forms: SecretForms) -> str:
-    """Return `text` with the start of a secret before each ellipsis masked."""
-    # Right to left: each cut found leaves the places before it as they were.
-    for ellipsis in reversed(list(_ELLIPSIS.finditer(text))):
-        at = ellipsis.start()
-        cut = forms.cut_end(text[:at], MIN_BODY_FRAGMENT)
-        if cut:
-            text = text[: at - cut] + MASK + text[at:]
-    return text
 
 
 def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> str:

@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import re
+import time
 from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
@@ -178,7 +179,8 @@ def test_a_whole_answer_ending_like_the_start_of_a_secret_is_passed_on_as_it_is(
 
 def test_a_secret_cut_before_an_ellipsis_or_in_capitals_is_masked() -> None:
     password = "Zq9+pw&x=7%Secret"
-    text = f"password {password[:13]}... refused for {password.upper()} and {password.upper()[:5]}"
+    # A start in capitals counts from eight characters on; a shorter one only as it was sent.
+    text = f"password {password[:13]}... refused for {password.upper()} and {password.upper()[:9]}"
     assert redact(text, [password]) == f"password {MASK}... refused for {MASK} and {MASK}"
 
 
@@ -191,7 +193,11 @@ def test_words_that_begin_like_a_secret_are_not_masked() -> None:
 
 @pytest.mark.parametrize(
     ("status", "secret"),
-    [("pending review", "review-2024"), ("on hold", "old-Xy9#pw"), ("backorder", "Backorder#77")],
+    [
+        ("pending review", "review-2024"),
+        ("on hold", "old-Xy9#pw"),
+        ("order not pending", "Pending#2024"),
+    ],
 )
 def test_a_status_word_that_shares_letters_with_a_secret_holds_none(
     status: str, secret: str
@@ -199,6 +205,26 @@ def test_a_status_word_that_shares_letters_with_a_secret_holds_none(
     assert not holds_secret(status, secret_forms(frozenset([secret])))
     answer = parse_answer(f"396-10-1142 {status}\n", secrets=[secret])
     assert answer.orders[0].status == status
+
+
+def test_a_start_of_a_secret_cut_short_is_held_and_masked() -> None:
+    # CCNow quoting the password cut short as an order's status: kept nowhere.
+    forms = secret_forms(frozenset(["hunter2secret"]))
+    assert holds_secret("wrong password hunter2sec", forms)
+    assert holds_secret("wrong password HUNTER2SEC...", forms)
+    assert redact("order not pending", ["Pending#2024"]) == "order not pending"
+    # A short end in another case than sent is a word, not a secret cut short.
+    assert redact("order not PENDI", ["Pending#2024"]) == "order not PENDI"
+
+
+def test_ellipses_cost_no_more_than_a_scan() -> None:
+    # One search over the text, whatever it holds: a 1 MB answer of ellipses took seconds on
+    # the event loop (longer than the watchdog's 30 s for CCNow's largest answers).
+    body = b"Zq9+pw&x..." * 100_000
+    started = time.perf_counter()
+    redact_body(body, ["Zq9+pw&x=7%Secret"])
+    redact(body.decode(), ["Zq9+pw&x=7%Secret"], limit=200)
+    assert time.perf_counter() - started < 2.0
 
 
 def test_a_whole_secret_in_any_form_and_case_is_held() -> None:
