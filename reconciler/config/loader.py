@@ -90,8 +90,9 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
         data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"invalid TOML: {exc}") from None
-    # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later.
-    base_dir = Path(path).absolute().parent
+    # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
+    # in a config read from a pipe (`<(sops -d ...)`, /dev/fd/63), the current directory's.
+    base_dir = Path(path).absolute().parent if Path(path).is_file() else Path.cwd()
     return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(data)
 
 

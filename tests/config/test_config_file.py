@@ -89,3 +89,23 @@ def test_a_config_from_process_substitution_is_read(tmp_path: Path) -> None:
     result = check("<(yes '# more')", shell=True)
     assert result.returncode == 78, result.stderr
     assert result.stderr.endswith(": -: larger than 1 MiB\n")
+
+
+def test_relative_paths_of_a_config_from_a_pipe_are_in_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    # Beside the file means nothing for /dev/fd/63: the store was /dev/fd/rel.db, which `check`
+    # passed and every other command refused (74).
+    (tmp_path / "rel.toml").write_text("[store]\npath = 'rel.db'\n" + CCNOW, encoding="utf-8")
+    command = f"exec {sys.executable} -m reconciler --config <(cat rel.toml) check"
+    result = subprocess.run(
+        ["bash", "-c", command],
+        env={**cli_env(), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"store: {tmp_path / 'rel.db'})" in result.stdout
