@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..events import Event, action_resolved_event
+from ..events import Event, action_event, action_resolved_event
 from .db import Store
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
@@ -102,6 +102,52 @@ async def record(store: Store, new: Sequence[NewCommand], now: float) -> list[tu
                 (c.account, c.key),
             )
             out.append((_row(next(iter(rows))), created))
+    return out
+
+
+async def record_refused(
+    store: Store, refused: Sequence[tuple[NewCommand, str]], now: float
+) -> list[tuple[Command, bool]]:
+    """Commit commands refused without asking CCNow, closed `refused` with why, each new one
+    with its `order.action_refused`, in one transaction; return each one's row and whether it
+    is new (a key given before returns the command it made then, as `record` does)."""
+    out: list[tuple[Command, bool]] = []
+    async with store.transaction():
+        for c, why in refused:
+            before = store.conn.total_changes
+            await store.conn.execute(
+                "INSERT INTO commands (account, order_id, action, idempotency_key, notes, amount, "
+                "trackname, tracknumber, state, answer, created_at, closed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'refused', ?, ?, ?) "
+                "ON CONFLICT (account, idempotency_key) DO NOTHING",
+                (
+                    *(c.account, c.order_id, c.action, c.key, c.notes, c.amount),
+                    *(c.trackname, c.tracknumber, why, now, now),
+                ),
+            )
+            created = store.conn.total_changes > before
+            rows = await store.conn.execute_fetchall(
+                f"SELECT {_COLUMNS} FROM commands WHERE account = ? AND idempotency_key = ?",
+                (c.account, c.key),
+            )
+            row = _row(next(iter(rows)))
+            out.append((row, created))
+        await store.events.add(
+            [
+                action_event(
+                    store.store_id,
+                    row.id,
+                    "refused",
+                    account=row.account,
+                    order_id=row.order_id,
+                    action=row.action,
+                    answer=row.answer,
+                    time=now,
+                )
+                for row, created in out
+                if created
+            ]
+        )
     return out
 
 

@@ -86,6 +86,7 @@ __all__ = [
     "local_refusal",
     "outcome",
     "parse_amount",
+    "sort_out",
 ]
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
@@ -95,6 +96,42 @@ RETRY_MAX_S = 3600.0
 # How long after CCNow's first answer that did not settle its order a command is sent again;
 # then it is uncertain.
 UNSETTLED_FOR_S = 86400.0
+
+Refusals = list[tuple[cmds.NewCommand, str]]
+
+
+async def sort_out(
+    store: Store, fresh: Sequence[cmds.NewCommand]
+) -> tuple[list[cmds.NewCommand], Refusals, Refusals]:
+    """Split new commands, by what the store knows, into those to send, those refused without
+    asking CCNow (the order is past pending) and discounts that wait for an uncertain one."""
+    states = await store.orders.load(OrderKey("ccnow", c.account, c.order_id) for c in fresh)
+    wanted: list[cmds.NewCommand] = []
+    past_pending: Refusals = []
+    waiting: Refusals = []
+    for c in fresh:
+        why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
+        if why is not None:
+            past_pending.append((c, why))
+        elif c.action == "adjust" and (wait := await _uncertain_adjust(store, c)) is not None:
+            waiting.append((c, wait))
+        else:
+            wanted.append(c)
+    return wanted, past_pending, waiting
+
+
+async def _uncertain_adjust(store: Store, c: cmds.NewCommand) -> str | None:
+    """Why a new discount waits: an earlier one of the order is uncertain, and both taken
+    would discount twice (and `resolve` would settle them as one)."""
+    earlier = await cmds.of_order(store, c.account, c.order_id, "uncertain")
+    adjust = next((e for e in earlier if e.action == "adjust"), None)
+    if adjust is None:
+        return None
+    return (
+        f"an earlier discount of this order (#{adjust.id}) is uncertain: settle it with "
+        f"`reconciler ccnow resolve {c.order_id} --sent|--not-sent` first"
+    )
+
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -120,8 +157,8 @@ class ActionSender:
         self.clock = clock
 
     async def take(self, new: Sequence[cmds.NewCommand]) -> Taken:
-        """Record new commands (those past pending refused here, keys given before returning
-        their command) and send them at once, with whatever else is due."""
+        """Record new commands (those past pending closed `refused` at once, keys given before
+        returning their command) and send them at once, with whatever else is due."""
         account = new[0].account if new else ""
         made = await cmds.by_keys(self.store, account, [c.key for c in new])
         for c in new:
@@ -134,39 +171,25 @@ class ActionSender:
                     "idempotency_key",
                 )
         fresh = [c for c in new if c.key not in made]
-        states = await self.store.orders.load(
-            OrderKey("ccnow", c.account, c.order_id) for c in fresh
-        )
-        wanted: list[cmds.NewCommand] = []
-        refused: list[tuple[cmds.NewCommand, str]] = []
-        for c in fresh:
-            why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
-            if why is None and c.action == "adjust":
-                why = await self._uncertain_adjust(c)
-            if why is None:
-                wanted.append(c)
-            else:
-                refused.append((c, why))
+        wanted, past_pending, waiting = await sort_out(self.store, fresh)
+        # Refused for good (the order is past pending): a command like one CCNow refused, so
+        # that its key answers the same refusal again and alerting sees its event. A discount
+        # that waits is not recorded: once the earlier one is settled, the same request (its
+        # key) is to be sent, not answered with this refusal.
+        closed = await cmds.record_refused(self.store, past_pending, self.clock())
+        if any(made_now for _c, made_now in closed):
+            self.on_commit()
         recorded = await cmds.record(self.store, wanted, self.clock())
         failpoint("ccnow.recorded")
-        ids = [c.id for c in made.values()] + [c.id for c, _new in recorded]
+        earlier = {c.id for c in made.values()}
+        # A key another request made meanwhile (the daemon takes requests concurrently).
+        earlier |= {c.id for c, made_now in [*closed, *recorded] if not made_now}
+        ids = [c.id for c in made.values()] + [c.id for c, _new in [*closed, *recorded]]
         tally = Tally()
         await self.send(await cmds.get(self.store, ids), tally)
         await self.send_due()
         rows = await cmds.get(self.store, ids)
-        return Taken(rows, {c.id for c in made.values()}, refused, tally.sent)
-
-    async def _uncertain_adjust(self, c: cmds.NewCommand) -> str | None:
-        """Why a new discount waits: an earlier one of the order is uncertain, and both taken
-        would discount twice (and `resolve` would settle them as one)."""
-        earlier = await cmds.of_order(self.store, c.account, c.order_id, "uncertain")
-        adjust = next((e for e in earlier if e.action == "adjust"), None)
-        if adjust is None:
-            return None
-        return (
-            f"an earlier discount of this order (#{adjust.id}) is uncertain: settle it with "
-            f"`reconciler ccnow resolve {c.order_id} --sent|--not-sent` first"
-        )
+        return Taken(rows, earlier, waiting, tally.sent)
 
     async def command(self, command_id: int) -> cmds.Command | None:
         """Return one command by id."""

@@ -29,6 +29,7 @@ from reconciler.writes.ccnow_actions import (
     Tally,
     build,
     dry_run_text,
+    sort_out,
 )
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 from reconciler.writes.interrupted import settle_interrupted_writes
@@ -71,8 +72,7 @@ async def action_command(
         say(f"reconciler: error: {exc}")
         return EX_DATAERR
     if dry_run:
-        sys.stdout.write(dry_run_text(cfg, new))
-        return EX_OK
+        return await _dry_run(config, cfg, new)
     async with writer_unless_held(config) as rt:
         if rt is not None:
             sender = ActionSender(
@@ -89,6 +89,36 @@ async def action_command(
     if config.api is None:
         raise held_elsewhere("nothing was sent")
     return await _through_api(config, config.api, cfg, action, new)
+
+
+async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewCommand]) -> int:
+    """Print the posts the real run would send: without the orders it refuses without asking
+    CCNow, as the snapshot (read beside any writer: a daemon may run) has them."""
+    posted, refused = list(new), []
+    try:
+        store = await Store.open(config.store_path, readonly=True)
+    except FileNotFoundError:
+        pass  # no snapshot yet: nothing is known about the orders
+    except (StoreError, sqlite3.Error, OSError) as exc:
+        say(
+            f"reconciler: warning: the snapshot cannot be read ({exc}); orders the real run "
+            "would refuse without asking CCNow are shown too",
+            logging.WARNING,
+        )
+    else:
+        try:
+            posted, past_pending, waiting = await sort_out(store, new)
+        finally:
+            await store.close()
+        refused = past_pending + waiting
+    for c, why in refused:
+        say(
+            f"reconciler: {c.order_id} {c.action} left out: refused without asking CCNow: {why}",
+            logging.WARNING,
+        )
+    if posted:
+        sys.stdout.write(dry_run_text(cfg, posted))
+    return EX_OK
 
 
 def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: int) -> int:

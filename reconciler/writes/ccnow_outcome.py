@@ -55,7 +55,8 @@ class Taken:
 
     rows: list[cmds.Command]
     earlier: set[int]  # ids of commands their key had made before
-    refused: list[tuple[cmds.NewCommand, str]]  # refused here, never recorded nor sent
+    # Refused here and not recorded: a discount waiting for an uncertain one to be settled.
+    refused: list[tuple[cmds.NewCommand, str]]
     sent: int
 
     def tally(self) -> Tally:
@@ -66,7 +67,7 @@ class Taken:
         return tally
 
     def to_json(self) -> list[dict[str, object]]:
-        """One object per order, refused-here ones with `id` null."""
+        """One object per order; a discount that waits for an uncertain one has `id` null."""
         out = [command_json(c, earlier=c.id in self.earlier) for c in self.rows]
         out += [
             {

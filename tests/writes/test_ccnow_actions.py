@@ -418,9 +418,9 @@ async def test_through_a_running_daemon_and_its_queue(
             async with http.post(base, json={"action": "ship", "order_ids": [A]}) as r:
                 body = await r.json()
                 assert r.status == 202
-                # Shipped a moment ago: refused here, not sent.
+                # Shipped a moment ago: refused here, not sent, and recorded as a command.
                 assert body["commands"][0]["state"] == "refused"
-                assert body["commands"][0]["id"] is None
+                assert body["commands"][0]["id"] == 3
     assert [a for _, a, _ in fake_ccnow.actions] == ["cancel", "ship"]
 
 
