@@ -265,6 +265,9 @@ class SourceState:
     last_success: float | None = None
     last_failure: float | None = None
     last_error: str | None = None
+    # A failure made of the provider's own word about orders (`poller.health.Verdict.own_word`)
+    # until the account recovers: that word at a probe then proves nothing.
+    failed_on_own_word: bool = False
 
     @property
     def failing(self) -> bool:

@@ -1,11 +1,15 @@
-"""The process's standard streams."""
+"""The process's standard streams, and the files it is given to read (the config, its secret
+files, `track --from-file`): a regular file or a pipe, never more than a cap."""
 
 from __future__ import annotations
 
 import io
 import os
+import select
+import stat
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .exits import EX_OK, OutputError
 
@@ -84,3 +88,93 @@ def output_written(command: Callable[[], int], *, failed: Callable[[OutputError]
     except (BrokenPipeError, OutputError) as exc:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EX_OK if isinstance(exc, BrokenPipeError) else failed(exc)
+
+
+# How long a pipe may stay silent: a FIFO's writer may open it a moment after the reader (a
+# script that starts reconciler, then writes), one that holds it without writing never ends.
+PIPE_WAIT_S = 5.0
+
+
+class NotReadHere(Exception):
+    """A file of a kind not read here (a device, a directory), larger than the cap or a pipe
+    nothing wrote to; the message says which, without the path ("larger than 64 KiB")."""
+
+
+def read_bounded(path: Path, cap: int, *, pipes: bool = False) -> bytes:
+    """Return the bytes of a regular file (symlinks followed) or, with `pipes`, a pipe or FIFO,
+    of at most `cap` bytes; raise NotReadHere for anything else (opening a FIFO would wait for
+    a writer, reading /dev/zero would never end), OSError when it cannot be read."""
+    # Judged before it is opened (opening some devices acts), and again on what was opened.
+    _judge(os.stat(path), cap, pipes)
+    # Non-blocking, so that a FIFO nothing has open for writing opens at once.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        _judge(info, cap, pipes)
+        if stat.S_ISFIFO(info.st_mode):
+            return _read_pipe(fd, cap)
+        return _read_up_to(fd, cap)
+    finally:
+        os.close(fd)
+
+
+def read_stdin_bounded(cap: int) -> bytes:
+    """Return standard input, of at most `cap` bytes, else raise NotReadHere. Waits as long as
+    the input takes: the operator's own terminal or pipe (`--from-file -`)."""
+    data = sys.stdin.buffer.read(cap + 1)
+    if len(data) > cap:
+        raise NotReadHere(f"larger than {_size_text(cap)}")
+    return data
+
+
+def _read_up_to(fd: int, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := os.read(fd, cap + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            raise NotReadHere(f"larger than {_size_text(cap)}")
+    return b"".join(chunks)
+
+
+def _read_pipe(fd: int, cap: int) -> bytes:
+    # Until a writer has opened the FIFO, a read says end of file at once; poll() waits for
+    # data or for a writer's close, each at most PIPE_WAIT_S.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        waited = not poller.poll(PIPE_WAIT_S * 1000)
+        try:
+            chunk = os.read(fd, cap + 1 - size)
+        except BlockingIOError:
+            if not waited:
+                continue
+            chunk = None  # a writer holds it without writing
+        if chunk is None or (waited and not chunk and not size):
+            what = "nothing wrote to" if not size else "its writer held without writing"
+            raise NotReadHere(f"a pipe {what} for {PIPE_WAIT_S:g} s")
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            raise NotReadHere(f"larger than {_size_text(cap)}")
+    if not size:
+        raise NotReadHere("a pipe nothing wrote to")
+    return b"".join(chunks)
+
+
+def _judge(info: os.stat_result, cap: int, pipes: bool) -> None:
+    if pipes and stat.S_ISFIFO(info.st_mode):
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise NotReadHere("not a regular file" + (" or a pipe" if pipes else ""))
+    if info.st_size > cap:
+        raise NotReadHere(f"larger than {_size_text(cap)}")
+
+
+def _size_text(cap: int) -> str:
+    return f"{cap >> 20} MiB" if cap >= 1 << 20 else f"{cap >> 10} KiB"

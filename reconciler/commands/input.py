@@ -10,8 +10,11 @@ from pathlib import Path
 from .. import strict_json
 from ..exits import DataError
 from ..model import InvalidOrderId, Source, normalize_order_id, reference_problem
+from ..stdio import NotReadHere, read_bounded, read_stdin_bounded
 
 MAX_JSON_INPUT_BYTES = 16 * 1024 * 1024
+# Some million `ID,REF` lines; /dev/zero or `yes |` were read until memory ran out.
+MAX_TRACK_FILE_BYTES = 64 * 1024 * 1024
 
 
 def read_json(name: str) -> object:
@@ -47,11 +50,16 @@ def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
     lines and # comments skipped); '-' is stdin. A line that is not one order is a DataError
     naming the file's line."""
     try:
-        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        if str(path) == "-":
+            data = read_stdin_bounded(MAX_TRACK_FILE_BYTES)
+        else:
+            data = read_bounded(path, MAX_TRACK_FILE_BYTES, pipes=True)
         # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM, which is not part of the first id.
         text = data.decode("utf-8-sig")
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except NotReadHere as exc:
+        raise DataError(f"{path}: {exc}") from None
     except UnicodeDecodeError as exc:
         number = exc.object.count(b"\n", 0, exc.start) + 1
         raise DataError(f'{path}:{number}: not UTF-8 (save it as "CSV UTF-8")') from None

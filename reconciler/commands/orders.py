@@ -212,14 +212,25 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
     from ..poller.unconfigured import unsettled_writes
 
     if source == "ccv":
-        uncertain = await store_submissions.uncertain_references(store, name)
+        if reference is None:
+            return False
+        if reference in await store_submissions.uncertain_references(store, name):
+            return True
         # One a killed `ccv submit` left `sending` is made uncertain first (track_command).
-        uncertain |= {
-            s.external_reference
+        # A `sending` row is a killed command's only when no process holds the writer lock:
+        # a `ccv submit` still running holds it, and its submit would never be settled here.
+        if not any(
+            s.account == name and s.external_reference == reference
             for s in await store_submissions.interrupted(store)
-            if s.account == name
-        }
-        return reference is not None and reference in uncertain
+        ):
+            return False
+        lock = WriterLock(store.path)
+        try:
+            lock.acquire()
+        except StoreLocked:
+            return False
+        lock.release()
+        return True
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..model import SOURCES, Source
+from ..stdio import NotReadHere, read_bounded
 from .errors import ConfigError
-from .files import NotReadHere, read_bounded
 from .keys import (
     API_KEYS,
     AUTH_SCHEMES,

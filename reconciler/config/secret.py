@@ -10,8 +10,8 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ..stdio import NotReadHere, read_bounded
 from .errors import ConfigError
-from .files import NotReadHere, read_bounded
 from .table import Table
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")

@@ -167,7 +167,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         checks = verdict(answers)
         if probe and checks is None:
             state = await self.store.sources.state(self.source, self.account)
-            checks = probe_verdict(answers, state.last_error)
+            checks = probe_verdict(answers, state)
         verdicts: list[tuple[Part, Verdict | None]] = [("checks", checks)]
         verdicts += await self._after_checks(answers)
         await self.settle(verdicts, via=via, report=report)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from ..events import Event, event_id
 from ..model import (
     HEALTH_PARTS,
-    ORDER_ERROR,
     EventType,
     HealthPart,
     Severity,
@@ -51,6 +50,9 @@ class Verdict:
 
     ok: bool
     reason: str | None = None
+    # The failure is made, in part, of the provider's own word about orders (an error line of
+    # the order's own, a "not found"): the same word at a probe then proves nothing.
+    own_word: bool = False
 
 
 def verdict(answers: PassAnswers) -> Verdict | None:
@@ -60,7 +62,7 @@ def verdict(answers: PassAnswers) -> Verdict | None:
         return Verdict(False, answers.error)
     checked = answers.answered + answers.failed
     if is_lost_wave(answers.lost, checked):
-        return Verdict(False, f"{answers.lost}{_LOST_WAVE}")
+        return Verdict(False, f"{answers.lost}{_LOST_WAVE}", own_word=True)
     if answers.answered:
         return Verdict(True)
     # Orders going missing one by one wait for their own confirmation; they fail no account.
@@ -68,24 +70,22 @@ def verdict(answers: PassAnswers) -> Verdict | None:
         # The cause, not only the count: a redirect, a timeout and a login page need different
         # hands. The reason is in no event id (`health_event`).
         cause = f" ({answers.reason})" if answers.reason else ""
-        return Verdict(False, f"{_EVERY_FAILED}{cause}")
+        own_word = bool(answers.own_errors or answers.lost)
+        return Verdict(False, f"{_EVERY_FAILED}{cause}", own_word=own_word)
     return None
 
 
-def probe_verdict(answers: PassAnswers, reason: str | None) -> Verdict:
+def probe_verdict(answers: PassAnswers, state: SourceState) -> Verdict:
     """Return what the probe of a failing account's checks says when its answers as a whole say
     nothing (`verdict` None): the provider's own answer about the order, an error line of its
     own or a "not found" not confirmed yet, proves the account answers (else one troubled
-    order would hold it failing); anything else leaves it failing for `reason`, and its backoff
-    starts again (else every tick would probe)."""
-    # ... though a "not found" proves nothing while the account fails for a wave of them, nor
-    # an error line while it fails for every check answering one (else it flaps: recovered at
-    # the probe, failed at the next catch-up).
-    lost_proves = reason is None or not reason.endswith(_LOST_WAVE)
-    own_proves = reason != f"{_EVERY_FAILED} ({ORDER_ERROR})"
-    if (answers.own_errors and own_proves) or (answers.lost and lost_proves):
+    order would hold it failing); anything else leaves it failing for its reason, and its
+    backoff starts again (else every tick would probe)."""
+    # ... unless such words failed the account (`SourceState.failed_on_own_word`): else it
+    # flaps, recovered at the probe, failed again at the next catch-up.
+    if (answers.own_errors or answers.lost) and not state.failed_on_own_word:
         return Verdict(True)
-    return Verdict(False, reason)
+    return Verdict(False, state.last_error)
 
 
 def needs_probe(answers: PassAnswers) -> bool:
@@ -118,13 +118,15 @@ def next_health(
         else:
             parts.add(part)
             new = replace(new, last_failure=now, last_error=result.reason)
+            if result.own_word:  # kept until the account recovers, whatever fails after
+                new = replace(new, failed_on_own_word=True)
     if any(not result.ok for _, result in verdicts):
         # One failure per pass, however many of its parts failed (a CCV probe tick's check and
         # probe): the backoff doubles per pass, as the config promises, not per part.
         new = replace(new, failure_streak=state.failure_streak + 1)
     new = replace(new, failing_parts=frozenset(parts))
     if not parts:
-        new = replace(new, failure_streak=0, last_error=None)
+        new = replace(new, failure_streak=0, last_error=None, failed_on_own_word=False)
     if new.failing and not state.failing:
         return replace(new, episode=state.episode + 1), EventType.SOURCE_FAILED
     if state.failing and not new.failing:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +22,11 @@ def path_problem(path: Path) -> str | None:
         for parent in path.parents:
             if parent.exists():
                 return None if parent.is_dir() else f"{parent} is not a directory"
-    except OSError:
-        return None  # a directory this user may not search: the daemon's user may
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return None  # a directory this user may not search: the daemon's user may
+        # A name too long, a loop of links: no user can write there.
+        return f"{path}: {exc.strerror or exc}"
     return None
 
 

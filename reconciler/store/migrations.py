@@ -231,6 +231,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE commands ADD COLUMN maybe_reached_at REAL;
     UPDATE commands SET maybe_reached_at = created_at WHERE attempts > 0
     """,
+    # 17: whether an account's failure is made of the provider's own word about orders (its
+    # error lines, "not found"), kept until it recovers (poller/health.py). An account failing
+    # at the upgrade for such a reason has it
+    """
+    ALTER TABLE sources ADD COLUMN failed_on_own_word INTEGER NOT NULL DEFAULT 0;
+    UPDATE sources SET failed_on_own_word = 1 WHERE failing != 0
+        AND (last_error = 'every check failed (order_error)'
+            OR last_error LIKE '% orders not found at once')
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..model import HEALTH_PARTS, HealthPart, Source, SourceState
 from .errors import StoreError, guarded
@@ -14,7 +14,9 @@ from .sql import CHUNK, marks
 if TYPE_CHECKING:
     from .db import Store
 
-_STATE_COLUMNS = "failing, failure_streak, episode, last_success, last_failure, last_error"
+_STATE_COLUMNS = (
+    "failing, failure_streak, episode, last_success, last_failure, last_error, failed_on_own_word"
+)
 
 
 @guarded
@@ -36,13 +38,13 @@ class Sources:
             row = await cur.fetchone()
         if row is None:
             return SourceState(source, account)
-        return SourceState(source, account, mask_parts(row[0]), *row[1:6])
+        return _state(source, account, row)
 
     async def save(self, s: SourceState) -> None:
         """Upsert the health record (inside a transaction)."""
         await self._conn.execute(
             f"INSERT OR REPLACE INTO sources (source, account, {_STATE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 s.source,
                 s.account,
@@ -52,6 +54,7 @@ class Sources:
                 s.last_success,
                 s.last_failure,
                 s.last_error,
+                int(s.failed_on_own_word),
             ),
         )
 
@@ -59,9 +62,7 @@ class Sources:
         """Return every recorded source health."""
         sql = f"SELECT source, account, {_STATE_COLUMNS} FROM sources"
         async with self._conn.execute(sql) as cur:
-            return [
-                SourceState(r[0], r[1], mask_parts(r[2]), *r[3:8]) for r in await cur.fetchall()
-            ]
+            return [_state(r[0], r[1], r[2:]) for r in await cur.fetchall()]
 
     async def remember_reference(self, account: str, reference: str, now: float) -> None:
         """Keep an external reference that a notification named before it was tracked."""
@@ -97,6 +98,13 @@ class Sources:
                     (account, *chunk),
                 )
         return found
+
+
+def _state(source: Source, account: str, row: Sequence[Any]) -> SourceState:
+    mask, streak, episode, success, failure, error, own_word = row
+    return SourceState(
+        source, account, mask_parts(mask), streak, episode, success, failure, error, bool(own_word)
+    )
 
 
 def parts_mask(parts: frozenset[HealthPart]) -> int:

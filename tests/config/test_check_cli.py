@@ -119,8 +119,10 @@ async def test_a_listen_address_that_cannot_bind_is_a_config_error(
         (".", "{dir} is a directory"),
         ("reconciler.toml/events.jsonl", "{dir}/reconciler.toml is not a directory"),
         ("reconciler.toml/a/b/events.jsonl", "{dir}/reconciler.toml is not a directory"),
+        # A component over 255 bytes (ENAMETOOLONG) used to pass as "not searchable".
+        (f"{'a' * 300}/events.jsonl", f"{{dir}}/{'a' * 300}/events.jsonl: File name too long"),
     ],
-    ids=["directory", "file-as-directory", "file-above"],
+    ids=["directory", "file-as-directory", "file-above", "name-too-long"],
 )
 async def test_check_refuses_a_jsonl_path_no_event_can_be_written_to(
     tmp_path: Path, path: str, problem: str

@@ -1,6 +1,6 @@
 """The config file itself: a regular file or a pipe (`--config <(...)`) of at most 1 MiB; a
-device, a directory, a FIFO nothing writes to or a bigger file is a config error (78) naming
-it, never a hang or a read without end."""
+device, a directory, a FIFO nothing writes to within 5 s or a bigger file is a config error
+(78) naming it, never a hang or a read without end."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def config_text(tmp_path: Path) -> str:
         (lambda tmp: Path("/dev/zero"), "not a regular file or a pipe"),
         (lambda tmp: tmp, "not a regular file or a pipe"),
         # A FIFO nothing writes to: `check` waited for a writer that never came.
-        (fifo, "a pipe nothing wrote to"),
+        (fifo, "a pipe nothing wrote to for 5 s"),
     ],
     ids=["device", "directory", "fifo"],
 )
@@ -109,3 +110,54 @@ def test_relative_paths_of_a_config_from_a_pipe_are_in_the_current_directory(
     )
     assert result.returncode == 0, result.stderr
     assert f"store: {tmp_path / 'rel.db'})" in result.stdout
+
+
+def start_check(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--config", str(config), "check"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        preexec_fn=_at_most_2_gib,
+    )
+
+
+def wait_until_open(pid: int, path: Path) -> None:
+    """Return once process `pid` holds `path` open (a reader of a FIFO), within 30 s."""
+    deadline = time.monotonic() + 30
+    fds = Path(f"/proc/{pid}/fd")
+    while time.monotonic() < deadline:
+        for fd in fds.iterdir():
+            try:
+                if Path(os.readlink(fd)) == path:
+                    return
+            except OSError:
+                continue  # closed meanwhile
+    raise AssertionError(f"{pid} never opened {path}")
+
+
+def test_a_fifo_whose_writer_comes_after_the_reader_is_read(tmp_path: Path) -> None:
+    # `mkfifo f; (sleep 1; cat c.toml >f)&; reconciler --config f check` used to load, then
+    # was "a pipe nothing wrote to" (78) while the late writer blocked for ever.
+    path = fifo(tmp_path)
+    proc = start_check(path)
+    wait_until_open(proc.pid, path)
+    with open(path, "w", encoding="utf-8") as writer:
+        writer.write(config_text(tmp_path))
+    _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (0, "")
+
+
+def test_a_fifo_whose_writer_holds_it_without_writing_is_a_config_error(tmp_path: Path) -> None:
+    # Such a writer kept `check` waiting for ever.
+    path = fifo(tmp_path)
+    holder = os.open(path, os.O_RDWR)  # a writer end, never written to
+    try:
+        proc = start_check(path)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        os.close(holder)
+    assert proc.returncode == 78, err
+    assert err == f"config error: {path}: -: a pipe nothing wrote to for 5 s\n"

@@ -356,6 +356,33 @@ async def test_every_ccnow_query_of_a_catch_up_failing_fails_the_account(world: 
     assert await world.events() == [FAILED, ("order.discovered", A), RECOVERED]
 
 
+async def test_an_error_line_does_not_recover_an_account_error_lines_helped_fail(
+    world: World,
+) -> None:
+    # A catch-up failing with one order's own error line and two answers without a line is
+    # "every check failed (missing)": a probe answering that error line recovered the account,
+    # the next catch-up failed it again, and so on.
+    await track(world, "ccnow", A, B, C)
+    world.ccnow_client.errors = {A}
+    world.ccnow_client.silent = {B, C}
+    report = await world.ccnow.full_pass(via="catch-up")
+    assert report.failed_sources == {"ccnow/default": "every check failed (missing)"}
+    probed = set()
+    for _ in range(60):  # an hour, a due tick a minute: every order is probed
+        world.clock.now += 60
+        world.ccnow_client.queried.clear()
+        await world.ccnow.tick_due()
+        probed.update(world.ccnow_client.queried)
+    assert probed == {A, B, C}
+    assert await world.events() == [FAILED]
+
+    world.ccnow_client.silent = set()
+    world.ccnow_client.statuses = {B: "processing"}  # a status: the account answers
+    await world.ccnow.full_pass(via="catch-up")
+    assert [e for e in await world.events() if e[1] is None] == [FAILED, RECOVERED]
+    assert not (await world.store.sources.state("ccnow", "default")).failed_on_own_word
+
+
 async def test_a_ccnow_notification_polls_the_list_and_follows_the_ids_it_names(
     world: World,
 ) -> None:

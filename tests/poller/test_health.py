@@ -51,9 +51,17 @@ FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
         # orders found before answer CCV's 404 all at once: the account, not the orders
         (
             PassAnswers(failed=4, lost=4, complete=True),
-            Verdict(False, "4 orders not found at once"),
+            Verdict(False, "4 orders not found at once", own_word=True),
         ),
-        (PassAnswers(answered=1, failed=3, lost=3), Verdict(False, "3 orders not found at once")),
+        (
+            PassAnswers(answered=1, failed=3, lost=3),
+            Verdict(False, "3 orders not found at once", own_word=True),
+        ),
+        # ... the provider's own word about orders was a part of the failure: noted
+        (
+            PassAnswers(failed=4, own_errors=1, complete=True, reason="timeout"),
+            Verdict(False, "every check failed (timeout)", own_word=True),
+        ),
         (PassAnswers(answered=2, failed=2, lost=2), Verdict(True)),
         # one order going missing waits for its own confirmation
         (PassAnswers(answered=9, failed=1, lost=1), Verdict(True)),
@@ -64,30 +72,66 @@ def test_verdict_of_a_pass(answers: PassAnswers, expected: Verdict | None) -> No
     assert verdict(answers) == expected
 
 
+def failed_by(failure: Verdict) -> SourceState:
+    """An account's health after one failing pass."""
+    state, _ = next_health(SourceState("ccnow", "default"), [("checks", failure)], now=NOW)
+    return state
+
+
+# A catch-up in which every check failed, two with their own error lines, three timed out.
+MIXED = PassAnswers(failed=5, own_errors=2, reason="timeout", complete=True)
+
+
 @pytest.mark.parametrize(
-    ("answers", "reason", "expected"),
+    ("answers", "failure", "expected"),
     [
         # CCNow answered about the order itself: its queries answer
-        (PassAnswers(failed=1, own_errors=1), "http 500", Verdict(True)),
+        (PassAnswers(failed=1, own_errors=1), Verdict(False, "http 500"), Verdict(True)),
         # ... but not while every check of the account answered its own error line
         (
             PassAnswers(failed=1, own_errors=1, reason="order_error"),
-            "every check failed (order_error)",
+            verdict(PassAnswers(failed=2, own_errors=2, reason="order_error", complete=True)),
             None,
         ),
-        (PassAnswers(failed=1, lost=1), "maintenance", Verdict(True)),
+        # ... nor while such lines were a part of what failed it (the reason names the
+        # commonest cause alone: the probe recovered it, the next catch-up failed it again)
+        (PassAnswers(failed=1, own_errors=1, reason="order_error"), verdict(MIXED), None),
+        (PassAnswers(failed=1, lost=1), Verdict(False, "maintenance"), Verdict(True)),
         # ... but a "not found" while the account fails for a wave of them proves nothing
-        (PassAnswers(failed=1, lost=1), "4 orders not found at once", None),
+        (
+            PassAnswers(failed=1, lost=1),
+            verdict(PassAnswers(answered=1, failed=4, lost=4)),
+            None,
+        ),
         # no answer about the order (a line left out, an id never sent): still failing
-        (PassAnswers(failed=1, reason="missing"), "maintenance", None),
-        (PassAnswers(failed=1, reason="invalid_id"), "http 500", None),
+        (PassAnswers(failed=1, reason="missing"), Verdict(False, "maintenance"), None),
+        (PassAnswers(failed=1, reason="invalid_id"), Verdict(False, "http 500"), None),
     ],
+    ids=["own-error", "every-own-error", "some-own-errors", "lost", "lost-wave", "missing", "id"],
 )
 def test_verdict_of_a_probe_whose_answers_say_nothing_as_a_whole(
-    answers: PassAnswers, reason: str, expected: Verdict | None
+    answers: PassAnswers, failure: Verdict | None, expected: Verdict | None
 ) -> None:
+    assert failure is not None
+    state = failed_by(failure)
     assert verdict(answers) is None
-    assert probe_verdict(answers, reason) == (expected or Verdict(False, reason))
+    assert probe_verdict(answers, state) == (expected or Verdict(False, failure.reason))
+
+
+def test_what_failed_an_account_is_kept_until_it_recovers_whatever_fails_after() -> None:
+    failure = verdict(MIXED)
+    assert failure is not None and failure.own_word
+    state = failed_by(failure)
+    # A later failing pass says another reason: the fact stays.
+    state, flip = next_health(state, [("pending_list", Verdict(False, "maintenance"))], now=NOW)
+    assert (state.last_error, state.failed_on_own_word, flip) == ("maintenance", True, None)
+    own_line = PassAnswers(failed=1, own_errors=1, reason="order_error")
+    assert not probe_verdict(own_line, state).ok
+    state, flip = next_health(
+        state, [("checks", Verdict(True)), ("pending_list", Verdict(True))], now=NOW
+    )
+    assert (flip, state.failed_on_own_word) == (RECOVERED, False)
+    assert probe_verdict(own_line, state).ok
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import time
@@ -449,3 +450,40 @@ async def test_a_store_from_before_the_aliases_keeps_a_renamed_reference_finding
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT count(*) FROM order_aliases").fetchone() == (0,)
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+OWN_WORD = 17  # the migration that keeps whether an account failed on the provider's own word
+
+
+async def test_an_account_failing_on_its_providers_own_word_at_the_upgrade_keeps_that_fact(
+    tmp_path: Path,
+) -> None:
+    # Else its next probe answering an error line of its own, or a "not found", recovers it
+    # and the next catch-up fails it again.
+    db = tmp_path / "reconciler.db"
+    with connected(db) as conn:
+        for script in MIGRATIONS[: OWN_WORD - 1]:
+            for sql in statements(script):
+                conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {OWN_WORD - 1}")
+        conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+        conn.executemany(
+            "INSERT INTO sources (source, account, failing, episode, last_error) "
+            "VALUES (?, ?, ?, 1, ?)",
+            [
+                ("ccnow", "lines", 1, "every check failed (order_error)"),
+                ("ccv", "wave", 1, "4 orders not found at once"),
+                ("ccv", "timeouts", 1, "every check failed (timeout)"),
+                ("ccv", "answering", 0, None),
+            ],
+        )
+    store = await Store.open(db)
+    try:
+        kept = {s.account: s.failed_on_own_word for s in await store.sources.states()}
+        assert kept == {"lines": True, "wave": True, "timeouts": False, "answering": False}
+        timeouts = await store.sources.state("ccv", "timeouts")
+        async with store.transaction():
+            await store.sources.save(dataclasses.replace(timeouts, failed_on_own_word=True))
+        assert (await store.sources.state("ccv", "timeouts")).failed_on_own_word
+    finally:
+        await store.close()

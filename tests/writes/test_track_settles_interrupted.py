@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import call_cli, daemon_here, free_port, read_events, write_config
+from tests.conftest import (
+    REPO,
+    call_cli,
+    cli_env,
+    daemon_here,
+    free_port,
+    read_events,
+    write_config,
+)
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
 from tests.server.test_api import api_toml
 from tests.writes.test_catch_up_settles_writes import killed_while_posting
@@ -99,3 +108,43 @@ async def test_the_running_daemon_settled_it_at_its_start_and_settles_it_by_trac
         assert submission_state(tmp_path, "shop-7") == "resolved"
     assert [t for t, _, _ in submit_events(tmp_path)] == list(SUBMIT_EVENTS)
     assert len(fake.submits) == 1
+
+
+async def test_a_submit_still_sending_is_no_account_track_may_name(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # Its `ccv submit` still runs, holding the writer lock: `track --account eu --ref shop-7`
+    # tracked the order under `eu` (exit 0) and settled nothing, a name nothing polls.
+    cfg = write_config(tmp_path, ccv=fake, ccv_extra='name = "eu"', extra=api_toml(free_port()))
+    fake.submit_hold = asyncio.Event()
+    body = json.dumps(submit_body(externalReference="shop-7")).encode()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "reconciler", "--config", str(cfg), "ccv", "submit", "-"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(body)
+        proc.stdin.close()
+        await fake.wait_until(lambda: len(fake.submits) == 1, 30)
+        assert submission_state(tmp_path, "shop-7") == "sending"
+        # The submit is still running with its config: the renaming goes to a second file.
+        renamed = tmp_path / "renamed.toml"
+        renamed.write_text(cfg.read_text().replace('name = "eu"', 'name = "asia"'))
+
+        track = ("track", "ccv", ORDER, "--ref", "shop-7", "--account", "eu")
+        tracked = await call_cli("--config", renamed, *track)
+        assert tracked.code == 2, tracked.stderr
+        assert "no ccv account named 'eu'" in tracked.stderr
+        orders = await call_cli("--config", renamed, "orders", "--json")
+        assert json.loads(orders.stdout) == []
+    finally:
+        fake.submit_hold.set()
+        assert proc.stderr is not None
+        err = await proc.stderr.read()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, err
+    assert submission_state(tmp_path, "shop-7") == "succeeded"
