@@ -61,6 +61,12 @@ _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{1,2}")
 _ELLIPSES = ("...", "\u2026")
 
 
+def _lower(text: str) -> str:
+    """`text` lower-cased, one character for one: the one letter lower() makes two (U+0130,
+    I with a dot) becomes i, so that places in the copy are places in the text."""
+    return text.replace("\u0130", "i").lower()
+
+
 @dataclasses.dataclass(frozen=True)
 class SecretForms:
     """The forms of some secrets, found in a text whatever its case (a provider may quote one in
@@ -69,38 +75,50 @@ class SecretForms:
     forms: tuple[str, ...]  # as they come back, longest first
     lowered: tuple[str, ...]  # the same, lower-cased
     pattern: re.Pattern[str]  # the lowered forms, in a lower-cased text
-    folded: re.Pattern[str]  # the same, case-insensitive: for a text lower() makes longer
-    heads: re.Pattern[str] | None  # the first MIN_BODY_FRAGMENT characters of each lowered form
+    heads: re.Pattern[str] | None  # at every place, the first MIN_BODY_FRAGMENT characters
 
-    def find(self, text: str) -> list[tuple[int, int]]:
+    def find(self, text: str, *, words: bool = True) -> list[tuple[int, int]]:
         """Return where secrets stand in `text`, in order and apart: whole forms, and starts of
-        MIN_BODY_FRAGMENT characters or more cut short at the text's end or before an ellipsis."""
-        low = text.lower()
-        if len(low) != len(text):  # a character lower() makes two: whole forms, by the places
-            return [m.span() for m in self.folded.finditer(text)]
-        found = [m.span() for m in self.pattern.finditer(low)]
-        if self.heads is not None:
-            # One search for the heads; the rare text that holds one is looked at further.
-            for head in self.heads.finditer(low):
-                at = head.start()
-                for form in self.lowered:
-                    n = _shared(low, at, form)
-                    end = at + n
-                    if MIN_BODY_FRAGMENT <= n < len(form) and (
-                        end == len(low) or low.startswith(_ELLIPSES, end)
-                    ):
-                        found.append((at, end))
-                        break
-        return _apart(found)
+        MIN_BODY_FRAGMENT characters or more cut short at the text's end or before an ellipsis
+        (without `words`, only a start that holds something else than letters: a status word
+        is not taken for a password that begins with it)."""
+        low = _lower(text)
+        return _apart([m.span() for m in self.pattern.finditer(low)] + self._cuts(text, low, words))
+
+    def holds(self, text: str) -> bool:
+        """Whether `text` holds a secret: whole, or cut short (see `find`, without words)."""
+        low = _lower(text)
+        return self.pattern.search(low) is not None or bool(self._cuts(text, low, False))
+
+    def _cuts(self, text: str, low: str, words: bool) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        if self.heads is None:
+            return found
+        # One search for the heads; the rare text that holds one is looked at further.
+        for head in self.heads.finditer(low):
+            at = head.start()
+            for form in self.lowered:
+                n = _shared(low, at, form)
+                end = at + n
+                if (
+                    MIN_BODY_FRAGMENT <= n < len(form)
+                    and (end == len(low) or low.startswith(_ELLIPSES, end))
+                    and (words or not text[at:end].isalpha())
+                ):
+                    found.append((at, end))
+                    break
+        return found
 
     def cut_end(self, text: str, fewest: int) -> int:
         """Return how long a short start of a secret (`fewest` to MIN_BODY_FRAGMENT - 1
         characters, in the case it was sent) the text ends with, if any: a text we cut there."""
-        tail = _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), text[-MIN_BODY_FRAGMENT:])
+        tail = text[-MIN_BODY_FRAGMENT:]
+        # Percent escapes are case-insensitive; ours are upper case, some servers write lower.
+        tails = {tail, _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), tail)}
         longest = 0
         for form in self.forms:
             for size in range(min(len(form) - 1, len(tail)), fewest - 1, -1):
-                if size > longest and tail.endswith(form[:size]):
+                if size > longest and any(t.endswith(form[:size]) for t in tails):
                     longest = size
                     break
         return longest
@@ -131,24 +149,23 @@ def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
     forms = sorted({form for secret in secrets for form in encodings(secret)}, key=len)[::-1]
     if not forms:
         return None
-    lowered = tuple(form.lower() for form in forms)
+    lowered = tuple(_lower(form) for form in forms)
     # Longest first, so that a form is never masked only in part by a shorter one.
     alternatives = "|".join(map(re.escape, sorted(set(lowered), key=len, reverse=True)))
     heads = {form[:MIN_BODY_FRAGMENT] for form in lowered if len(form) > MIN_BODY_FRAGMENT}
+    # A lookahead: a head that begins inside another one ("aaaaaaaaaX" in "aaaaaaaaaaaX") is
+    # found too.
+    head_search = "(?=" + "|".join(map(re.escape, sorted(heads))) + ")"
     return SecretForms(
-        tuple(forms),
-        lowered,
-        re.compile(alternatives),
-        re.compile(alternatives, re.IGNORECASE),
-        re.compile("|".join(map(re.escape, sorted(heads)))) if heads else None,
+        tuple(forms), lowered, re.compile(alternatives), re.compile(head_search) if heads else None
     )
 
 
 def holds_secret(text: str, forms: SecretForms | None) -> bool:
     """Whether `text` holds a secret in any of its forms and cases, whole or cut short at its
-    end or before an ellipsis (eight characters or more): a status word or a reference that
-    echoes one is kept nowhere."""
-    return forms is not None and bool(forms.find(text))
+    end or before an ellipsis (eight characters or more, not all of them letters): a status
+    word or a reference that echoes one is kept nowhere."""
+    return forms is not None and forms.holds(text)
 
 
 def _masked(text: str, forms: SecretForms, fewest_at_end: int) -> str:

@@ -233,3 +233,24 @@ def test_a_whole_secret_in_any_form_and_case_is_held() -> None:
     basic = base64.b64encode(f"{key}:".encode()).decode()
     for text in (f"bad key {key.upper()}", f"Basic {basic}", quote_plus(f"&{key}&")):
         assert holds_secret(text, forms), text
+
+
+def test_a_cut_start_is_found_beside_a_letter_lower_makes_two_and_inside_a_run() -> None:
+    # "İ" lower-cases to two characters: places in the copy must still be places in the text.
+    secret = "Zq9+pw&x=7%SeCret"
+    assert redact("İ bad password Zq9+pw&x=7%Se... refused", [secret]) == (
+        f"İ bad password {MASK}... refused"
+    )
+    assert holds_secret("İ Zq9+pw&x=7", secret_forms(frozenset([secret])))
+    # A head that begins inside an earlier one is found too.
+    assert redact("key aaaaaaaaaaaX...", ["aaaaaaaaaXYZ123"]) == f"key aa{MASK}..."
+    # A secret written with a lower-case escape of its own, cut short at the end.
+    assert redact("bad pw ab%2f", ["ab%2fQWERTYUIOP"]) == f"bad pw {MASK}"
+
+
+def test_a_status_word_a_password_begins_with_is_a_status() -> None:
+    # Letters only: a word, not a password cut short (that one holds a digit or a sign).
+    forms = secret_forms(frozenset(["Processing#2024"]))
+    assert not holds_secret("awaiting processing", forms)
+    assert not holds_secret("Awaiting Processing", forms)
+    assert holds_secret("wrong password Processing#20", forms)
