@@ -90,8 +90,9 @@ def output_written(command: Callable[[], int], *, failed: Callable[[OutputError]
         return EX_OK if isinstance(exc, BrokenPipeError) else failed(exc)
 
 
-# How long a pipe may stay silent: a FIFO's writer may open it a moment after the reader (a
-# script that starts reconciler, then writes), one that holds it without writing never ends.
+# How long a FIFO may wait for its first writer: one may open it a moment after the reader (a
+# script that starts reconciler, then writes), but with none it would wait for ever. Once a
+# writer holds it, its silence is no fault: `sops -d` waits on KMS or a PIN as long as it takes.
 PIPE_WAIT_S = 5.0
 
 
@@ -139,25 +140,26 @@ def _read_up_to(fd: int, cap: int) -> bytes:
 
 
 def _read_pipe(fd: int, cap: int) -> bytes:
-    # Until a writer has opened the FIFO, a read says end of file at once; poll() waits for
-    # data or for a writer's close, each at most PIPE_WAIT_S.
+    # Until a writer has opened the FIFO, a read says end of file at once, so poll() waits at
+    # most PIPE_WAIT_S for one; a read that would block says a writer holds it (an anonymous
+    # pipe's has from the start), and from then on it is waited for as stdin is.
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     chunks: list[bytes] = []
     size = 0
+    writer = False
     while True:
-        waited = not poller.poll(PIPE_WAIT_S * 1000)
+        waited = not poller.poll(-1 if writer else PIPE_WAIT_S * 1000)
         try:
             chunk = os.read(fd, cap + 1 - size)
         except BlockingIOError:
-            if not waited:
-                continue
-            chunk = None  # a writer holds it without writing
-        if chunk is None or (waited and not chunk and not size):
-            what = "nothing wrote to" if not size else "its writer held without writing"
-            raise NotReadHere(f"a pipe {what} for {PIPE_WAIT_S:g} s")
+            writer = True
+            continue
         if not chunk:
+            if waited and not writer:
+                raise NotReadHere(f"a pipe nothing wrote to for {PIPE_WAIT_S:g} s")
             break
+        writer = True
         chunks.append(chunk)
         size += len(chunk)
         if size > cap:

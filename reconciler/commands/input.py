@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 from pathlib import Path
 
 from .. import strict_json
@@ -18,17 +17,19 @@ MAX_TRACK_FILE_BYTES = 64 * 1024 * 1024
 
 
 def read_json(name: str) -> object:
-    """Read one JSON document from a file or stdin ('-'); malformed input is a DataError."""
+    """Read one JSON document from a file or a pipe of at most 16 MiB, or stdin ('-');
+    malformed input, or a file that is no file to read (a device, a FIFO nothing writes to), is
+    a DataError naming it."""
     try:
         if name == "-":
-            raw = sys.stdin.buffer.read(MAX_JSON_INPUT_BYTES + 1)
+            raw = read_stdin_bounded(MAX_JSON_INPUT_BYTES)
         else:
-            with open(name, "rb") as f:
-                raw = f.read(MAX_JSON_INPUT_BYTES + 1)
+            # Bounded, not open(): a FIFO nothing writes to kept `ccv check-pricing` for ever.
+            raw = read_bounded(Path(name), MAX_JSON_INPUT_BYTES, pipes=True)
     except OSError as exc:
         raise DataError(f"cannot read {name}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_JSON_INPUT_BYTES:
-        raise DataError(f"{name}: larger than {MAX_JSON_INPUT_BYTES} bytes")
+    except NotReadHere as exc:
+        raise DataError(f"{name}: {exc}") from None
     try:
         return strict_json.loads(raw)
     except strict_json.NotExact as exc:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,20 +14,23 @@ from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent, RetryLater
 
 
 def path_problem(path: Path) -> str | None:
-    """Say why `path` is no place for the events (a directory, or under a file), or None. The
-    directories that do not exist yet are made at the first delivery; whether this user may
-    write there is not asked: `check` may run as another user than the daemon."""
-    try:
-        if path.is_dir():
-            return f"{path} is a directory"
-        for parent in path.parents:
-            if parent.exists():
-                return None if parent.is_dir() else f"{parent} is not a directory"
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            return None  # a directory this user may not search: the daemon's user may
-        # A name too long, a loop of links: no user can write there.
-        return f"{path}: {exc.strerror or exc}"
+    """Say why `path` is no place for the events (a directory, under a file, a loop of links),
+    or None. The directories that do not exist yet are made at the first delivery; whether this
+    user may write there is not asked: `check` may run as another user than the daemon."""
+    # os.stat, not Path.exists(): that takes a loop of links (ELOOP) for a name not made yet.
+    for candidate in (path, *path.parents):
+        try:
+            info = os.stat(candidate)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue  # not made yet, or under a file: the first one there says which
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return None  # a directory this user may not search: the daemon's user may
+            # A name too long, a loop of links: no user can write there.
+            return f"{path}: {exc.strerror or exc}"
+        if candidate == path:
+            return f"{path} is a directory" if stat.S_ISDIR(info.st_mode) else None
+        return None if stat.S_ISDIR(info.st_mode) else f"{candidate} is not a directory"
     return None
 
 

@@ -121,12 +121,15 @@ async def test_a_listen_address_that_cannot_bind_is_a_config_error(
         ("reconciler.toml/a/b/events.jsonl", "{dir}/reconciler.toml is not a directory"),
         # A component over 255 bytes (ENAMETOOLONG) used to pass as "not searchable".
         (f"{'a' * 300}/events.jsonl", f"{{dir}}/{'a' * 300}/events.jsonl: File name too long"),
+        # A loop of links (ELOOP) used to pass as a directory not made yet.
+        ("loop/events.jsonl", "{dir}/loop/events.jsonl: Too many levels of symbolic links"),
     ],
-    ids=["directory", "file-as-directory", "file-above", "name-too-long"],
+    ids=["directory", "file-as-directory", "file-above", "name-too-long", "loop"],
 )
 async def test_check_refuses_a_jsonl_path_no_event_can_be_written_to(
     tmp_path: Path, path: str, problem: str
 ) -> None:
+    (tmp_path / "loop").symlink_to("loop")
     cfg = tmp_path / "reconciler.toml"
     sink = f'[[sinks]]\ntype = "log"\n[[sinks]]\ntype = "jsonl"\npath = "{path}"\n'
     cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import call_cli, cli_env
+import pytest
+
+from tests.conftest import call_cli, cli_env, run_cli
 
 EXAMPLE = Path(__file__).parent / "pricing_example.json"
 
@@ -64,3 +68,38 @@ async def test_a_body_that_is_no_object_says_what_it_found_only() -> None:
         65,
         "$: the body must be a JSON object (found a list)\n",
     )
+
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "cart.json")
+    return tmp / "cart.json"
+
+
+def _one_byte_too_big(tmp: Path) -> Path:
+    with open(tmp / "big.json", "wb") as f:
+        f.truncate((16 << 20) + 1)
+    return tmp / "big.json"
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        # A FIFO nothing writes to: `check-pricing` waited for a writer that never came.
+        (_fifo, "a pipe nothing wrote to for 5 s"),
+        (lambda tmp: Path("/dev/zero"), "not a regular file or a pipe"),
+        (_one_byte_too_big, "larger than 16 MiB"),
+    ],
+    ids=["fifo", "device", "too-big"],
+)
+async def test_a_body_file_that_is_no_file_to_read_is_one_line_and_exit_65(
+    tmp_path: Path, make: Callable[[Path], Path], problem: str
+) -> None:
+    path = make(tmp_path)
+    result = await run_cli("ccv", "check-pricing", path, timeout_s=30)
+    assert (result.code, result.stdout) == (65, "")
+    assert result.stderr.strip().splitlines()[-1].endswith(f"{path}: {problem}")
+
+
+async def test_a_body_from_a_pipe_is_read() -> None:
+    result = await run_cli("ccv", "check-pricing", "/dev/stdin", stdin=EXAMPLE.read_bytes())
+    assert (result.code, result.stdout, result.stderr) == (0, "", "")
