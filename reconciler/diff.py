@@ -56,30 +56,48 @@ def diff(
     An order found before that answers "not found" is reported only when a check at least
     NOT_FOUND_CONFIRM_S later says so again, and not while its account (source, account) is in
     `failing_accounts`: a wave of such answers is the account's failure, not the orders'.
+    An observation asked before the answer the snapshot holds is skipped (`stale`).
     """
     result = DiffResult()
     for obs in observations:
         prev = result.states.get(obs.key) or snapshot.get(obs.key)
+        # The held time first: a first catch-up's rows hold none, and skip the call.
+        if prev is not None and prev.asked_at is not None and stale(prev, obs, now=now):
+            continue
         if obs.outcome is Outcome.OK:
             _observed(result, prev, obs, now=now, via=via, store_id=store_id)
         elif obs.outcome is Outcome.NOT_FOUND:
             if prev is None:
                 continue
+            asked = prev.asked_at if obs.asked is None else obs.asked
             if _confirmed_missing(prev, now=now, failing_accounts=failing_accounts):
-                _not_found(result, prev, now=now, via=via, store_id=store_id)
+                _not_found(result, prev, now=now, via=via, store_id=store_id, asked=asked)
             else:
                 if prev.missing_since is None:
                     # Said once, as a failed check: until confirmed the order counts as failed
                     # (a catch-up exits 75), and the operator must see why.
                     result.started_failing.append(obs._replace(reason="not_found_unconfirmed"))
                 since = now if prev.missing_since is None else prev.missing_since
-                result.states[obs.key] = prev._replace(missing_since=since)
+                result.states[obs.key] = prev._replace(missing_since=since, asked_at=asked)
                 result.lost.add(obs.key)
         elif prev is not None:
             if not prev.failure_streak:
                 result.started_failing.append(obs)
             result.states[obs.key] = prev._replace(failure_streak=prev.failure_streak + 1)
     return result
+
+
+def stale(prev: OrderState, obs: Observation, *, now: float) -> bool:
+    """Whether an answer was asked before the one the snapshot holds (or before a write's own
+    answer): it is older news, and changes nothing (no event; the next check settles it).
+
+    A check asked before a CCNow action or a notification's check and answered after it would
+    otherwise undo what that one recorded (`mark_shipped -> pending`), and the next check would
+    raise the change again. Only an answer whose request was sent strictly earlier is stale:
+    one request's answers (a line twice) are not. A held time in the future means the clock was
+    put back: nothing can be judged against it, and the answer counts as before."""
+    asked, held = obs.asked, prev.asked_at
+    return asked is not None and held is not None and asked < held <= now
 
 
 def _observed(
@@ -124,6 +142,7 @@ def _observed(
         None if changed else base.stuck_version,
         base.tracked_at,
         None,  # missing_since
+        base.asked_at if obs.asked is None else obs.asked,  # asked_at
     )
     result.states[key] = state
     if not changed:
@@ -161,11 +180,17 @@ def _confirmed_missing(
 
 
 def _not_found(
-    result: DiffResult, prev: OrderState, *, now: float, via: Via, store_id: str
+    result: DiffResult,
+    prev: OrderState,
+    *,
+    now: float,
+    via: Via,
+    store_id: str,
+    asked: float | None,
 ) -> None:
     key = prev.key
     if prev.not_found:  # reported once; the order stays followed and is checked rarely
-        result.states[key] = prev._replace(last_checked=now, failure_streak=0)
+        result.states[key] = prev._replace(last_checked=now, failure_streak=0, asked_at=asked)
         return
     version = prev.version + 1
     ev = order_event(
@@ -181,6 +206,11 @@ def _not_found(
         via=via,
     )
     result.states[key] = prev._replace(
-        not_found=True, last_checked=now, failure_streak=0, version=version, missing_since=None
+        not_found=True,
+        last_checked=now,
+        failure_streak=0,
+        version=version,
+        missing_since=None,
+        asked_at=asked,
     )
     result.events.append(ev)

@@ -213,6 +213,10 @@ class Observation(NamedTuple):
     external_reference: str | None = None
     # For FAILED: a short machine word ("timeout", "http_500", "protocol", ORDER_ERROR, ...).
     reason: str | None = None
+    # When the request that answered was sent (wall clock, taken just before it; before its
+    # first attempt when retried): an answer asked before the one the snapshot holds is stale
+    # (diff.py). None: not known, never stale.
+    asked: float | None = None
 
 
 # The reason of a check the provider answered with an error of that order's own (a CCNow
@@ -245,6 +249,8 @@ class OrderState(NamedTuple):
     # When an order found before first answered "not found": it is reported once a later
     # check confirms it (a provider's passing hiccup must not look like a deleted order).
     missing_since: float | None = None
+    # When the request whose answer the snapshot holds was sent (Observation.asked).
+    asked_at: float | None = None
 
 
 # What a pass asked: the status checks (CCV status requests, CCNow queries), the CCNow pending

@@ -12,9 +12,10 @@ import base64
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -68,6 +69,24 @@ def ccnow_config(url: str, **changes: Any) -> CCNowConfig:
     return replace(config, **changes)
 
 
+class _Stamped:
+    """Equal to a wall-clock time of this test run: what a client's observation carries as
+    `asked` (when its request was sent), for expected observations to compare equal."""
+
+    started = time.time()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, float) and self.started <= other <= time.time()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "STAMPED"
+
+
+STAMPED = cast(float, _Stamped())
+
+
 @dataclass(frozen=True)
 class Reply:
     """A scripted answer: HTTP status, body, extra headers, and how long to wait before it."""
@@ -106,6 +125,10 @@ class _FakeServer:
         # Every request waits this long, or until `hold` is set.
         self.delay_s = 0.0
         self.hold: asyncio.Event | None = None
+        # Requests this picks are answered as things stood when they arrived, once `release`
+        # is set: an answer that comes after the answers of requests sent after it.
+        self.answer_late: Callable[[Seen], bool] | None = None
+        self.release = asyncio.Event()
         self.requests: list[Seen] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -134,6 +157,7 @@ class _FakeServer:
     async def close(self) -> None:
         """Release held requests and stop the server."""
         self._closing.set()
+        self.release.set()
         if self.hold is not None:
             self.hold.set()
         if self._server is not None:
@@ -166,15 +190,14 @@ class _FakeServer:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         await self._notify()
         try:
+            early = None
+            if self.answer_late is not None and self.answer_late(seen):
+                early = self._chosen(build)
+                await self.release.wait()
             if self.hold is not None:
                 await self.hold.wait()
             await self._pause(self.delay_s)
-            if self.script:
-                reply = self.script.pop(0)
-            elif self.always is not None:
-                reply = self.always
-            else:
-                reply = build()
+            reply = early or self._chosen(build)
             await self._pause(reply.delay_s)
             body = reply.body.encode() if isinstance(reply.body, str) else reply.body
             # Sent as the header itself: aiohttp's `content_type` takes no parameters (charset).
@@ -183,6 +206,13 @@ class _FakeServer:
         finally:
             self.in_flight -= 1
             await self._notify()
+
+    def _chosen(self, build: Callable[[], Reply]) -> Reply:
+        if self.script:
+            return self.script.pop(0)
+        if self.always is not None:
+            return self.always
+        return build()
 
 
 class FakeCCV(_FakeServer):

@@ -321,3 +321,68 @@ def test_event_ids_are_uuid5_of_the_store_and_the_transition() -> None:
 
     name = "/".join(["store-1", "ccv", "default", "o-1", "1.5", "2"])
     assert event_id("store-1", "ccv", "default", "o-1", 1.5, 2) == str(uuid.uuid5(_NAMESPACE, name))
+
+
+# --- answers asked before the one the snapshot holds ---------------------------------------------
+
+ASKED = NOW - 10  # when the request whose answer the snapshot holds was sent
+
+
+def shipped(**kw: object) -> OrderState:
+    """An order a CCNow ship moved on, its post sent at ASKED."""
+    return tracked(CCNOW, status="mark_shipped", version=2, asked_at=ASKED, **kw)
+
+
+@pytest.mark.parametrize(
+    "observation",
+    [
+        Observation(CCNOW, Outcome.OK, status="pending", asked=ASKED - 0.5),
+        Observation(CCNOW, Outcome.NOT_FOUND, asked=ASKED - 0.5),
+        Observation(CCNOW, Outcome.FAILED, reason="order_error", asked=ASKED - 0.5),
+    ],
+    ids=["status", "not-found", "failed"],
+)
+def test_an_answer_asked_before_the_one_held_changes_nothing(observation: Observation) -> None:
+    # A query sent before the ship's post and answered after it says "pending": applied, it
+    # would raise a false `mark_shipped -> pending` and the next poll the ship again.
+    result = diff({CCNOW: shipped()}, [observation], now=NOW, via="poll", store_id=STORE)
+    assert (result.events, result.states, result.started_failing) == ([], {}, [])
+
+
+def test_an_answer_asked_after_the_one_held_is_applied_and_held() -> None:
+    later = Observation(CCNOW, Outcome.OK, status="completed", asked=ASKED + 1)
+    result = diff({CCNOW: shipped()}, [later], now=NOW, via="poll", store_id=STORE)
+    assert [(e.data["previous_status"], e.data["status"]) for e in result.events] == [
+        ("mark_shipped", "completed")
+    ]
+    assert result.states[CCNOW].asked_at == ASKED + 1
+    # The same request's answer again (a line twice) is no older news; nor one unchanged.
+    again = diff({CCNOW: result.states[CCNOW]}, [later], now=NOW, via="poll", store_id=STORE)
+    assert again.events == [] and again.states[CCNOW].last_checked == NOW
+
+
+def test_in_one_batch_the_later_request_wins_whatever_the_order_of_answers() -> None:
+    newer = Observation(CCNOW, Outcome.OK, status="completed", asked=ASKED + 2)
+    older = Observation(CCNOW, Outcome.OK, status="mark_shipped", asked=ASKED + 1)
+    result = diff({CCNOW: shipped()}, [newer, older], now=NOW, via="poll", store_id=STORE)
+    assert [e.data["status"] for e in result.events] == ["completed"]
+    assert (result.states[CCNOW].status, result.states[CCNOW].asked_at) == ("completed", ASKED + 2)
+
+
+@pytest.mark.parametrize(
+    ("held", "asked"),
+    [
+        (None, ASKED - 5),  # a row of a store from before the rule: its next answer counts
+        (ASKED, None),  # an answer of unknown age
+        (NOW + 3600, NOW - 1),  # the clock was put back: the held time is in the future
+    ],
+    ids=["nothing-held", "asked-unknown", "clock-put-back"],
+)
+def test_an_answer_that_cannot_be_judged_older_is_applied(
+    held: float | None, asked: float | None
+) -> None:
+    prev = tracked(CCNOW, status="mark_shipped", version=2, asked_at=held)
+    answer = Observation(CCNOW, Outcome.OK, status="completed", asked=asked)
+    result = diff({CCNOW: prev}, [answer], now=NOW, via="poll", store_id=STORE)
+    assert [e.data["status"] for e in result.events] == ["completed"]
+    assert result.states[CCNOW].asked_at == (held if asked is None else asked)

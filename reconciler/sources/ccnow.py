@@ -4,6 +4,7 @@ parser is ccnow_answer.py)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from urllib.parse import urlencode
 
@@ -57,12 +58,13 @@ class _BatchFailures:
         self._account = account
         self._limit = limit
         self._answered = False
-        self._held: list[tuple[list[str], str]] = []
+        self._held: list[tuple[list[str], str, float]] = []
         self._in_a_row = 0
         self._first: SourceError | None = None
 
-    async def failed(self, batch: list[str], exc: SourceError, word: str) -> None:
-        """Count a batch without an answer; raise when the run of them opens the breaker."""
+    async def failed(self, batch: list[str], exc: SourceError, word: str, asked: float) -> None:
+        """Count a batch without an answer (asked at `asked`); raise when the run of them opens
+        the breaker."""
         self._first = self._first or exc
         self._in_a_row += 1
         log.debug(
@@ -82,27 +84,27 @@ class _BatchFailures:
             )
             raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
         if self._answered:
-            await self._fail(batch, word)
+            await self._fail(batch, word, asked)
         else:
-            self._held.append((batch, word))
+            self._held.append((batch, word, asked))
 
     async def answered(self) -> None:
         """Note a batch that answered: the failed ones are their orders' failures alone."""
         self._in_a_row = 0
         self._answered = True
         held, self._held = self._held, []
-        for batch, word in held:
-            await self._fail(batch, word)
+        for batch, word, asked in held:
+            await self._fail(batch, word, asked)
 
     def finish(self) -> None:
         """Raise the first batch's failure when no batch answered."""
         if self._first is not None and not self._answered:
             raise self._first
 
-    async def _fail(self, batch: list[str], word: str) -> None:
+    async def _fail(self, batch: list[str], word: str, asked: float) -> None:
         for order_id in batch:
             key = OrderKey("ccnow", self._account, order_id)
-            await self._emit(Observation(key, Outcome.FAILED, reason=word))
+            await self._emit(Observation(key, Outcome.FAILED, reason=word, asked=asked))
 
 
 class CCNowClient:
@@ -132,6 +134,7 @@ class CCNowClient:
         is not on the list as read: a catch-up queries it on its own, as a poll does one the
         read before named (it left the list), and a due tick any other; that answer is its
         check. One nobody follows is no check of the account's at all."""
+        asked = time.time()  # what the list says is as of its request (diff.stale)
         answer = await self._post([])
         lines, disagreeing = by_id(answer)
         observations = []
@@ -141,7 +144,7 @@ class CCNowClient:
                 unreadable.append(order_id)
                 continue
             key = OrderKey("ccnow", self._config.name, order_id)
-            observations.append(Observation(key, Outcome.OK, status=line.status))
+            observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
         if unreadable:
             log.warning(
                 "ccnow.pending_lines_unreadable",
@@ -172,7 +175,7 @@ class CCNowClient:
                 valid[normalize_ccnow_id(raw)] = None
             except InvalidOrderId:
                 key = OrderKey("ccnow", self._config.name, raw)
-                await emit(Observation(key, Outcome.FAILED, reason="invalid_id"))
+                await emit(Observation(key, Outcome.FAILED, reason="invalid_id", asked=time.time()))
         ids = list(valid)
         size = max(1, self._config.batch_size)
 
@@ -183,24 +186,26 @@ class CCNowClient:
         failures = _BatchFailures(emit, self._config.name, self._breaker_limit)
 
         async def handle(batch: list[str]) -> bool:
+            asked = time.time()
             try:
                 answer = await self._post(batch)
             except RequestFailed as exc:
-                await failures.failed(batch, exc, exc.word)
+                await failures.failed(batch, exc, exc.word, asked)
                 return False  # the next batch goes alone until one answers (drain)
             except ProtocolError as exc:
-                await failures.failed(batch, exc, "protocol")
+                await failures.failed(batch, exc, "protocol", asked)
                 return False
             await failures.answered()
-            for observation in self._match(batch, answer):
+            for observation in self._match(batch, answer, asked):
                 await emit(observation)
             return True
 
         await drain(batches(), handle, self._config.concurrency)
         failures.finish()
 
-    def _match(self, batch: list[str], answer: Answer) -> list[Observation]:
-        """Turn an answer into one observation per asked order, matched by id."""
+    def _match(self, batch: list[str], answer: Answer, asked: float) -> list[Observation]:
+        """Turn an answer into one observation per asked order, matched by id; `asked`: when
+        its request was sent."""
         lines, disagreeing = by_id(answer)
         unasked = lines.keys() - set(batch)
         if unasked:
@@ -210,15 +215,19 @@ class CCNowClient:
             key = OrderKey("ccnow", self._config.name, order_id)
             line = lines.get(order_id)
             if order_id in disagreeing:
-                observations.append(Observation(key, Outcome.FAILED, reason="protocol"))
+                observations.append(
+                    Observation(key, Outcome.FAILED, reason="protocol", asked=asked)
+                )
             elif line is None:
-                observations.append(Observation(key, Outcome.FAILED, reason="missing"))
+                observations.append(Observation(key, Outcome.FAILED, reason="missing", asked=asked))
             elif line.not_found:
-                observations.append(Observation(key, Outcome.NOT_FOUND))
+                observations.append(Observation(key, Outcome.NOT_FOUND, asked=asked))
             elif line.status is None:
-                observations.append(Observation(key, Outcome.FAILED, reason=ORDER_ERROR))
+                observations.append(
+                    Observation(key, Outcome.FAILED, reason=ORDER_ERROR, asked=asked)
+                )
             else:
-                observations.append(Observation(key, Outcome.OK, status=line.status))
+                observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
         return observations
 
     async def _post(self, order_ids: list[str]) -> Answer:

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from urllib.parse import quote
 
@@ -245,20 +246,21 @@ class CCVClient:
         """Return the observation of one order and whether a request was made for it; a
         reference dropped is added to `dropped` (order id, its JSON type)."""
         key = OrderKey("ccv", self._config.name, order_id)
+        asked = time.time()  # the answer is as of this request (diff.stale)
         if _plain_id(order_id):
             segment = order_id
         else:
             try:
                 validate_ccv_id(order_id)
             except InvalidOrderId:
-                return Observation(key, Outcome.FAILED, reason="invalid_id"), False
+                return Observation(key, Outcome.FAILED, reason="invalid_id", asked=asked), False
             segment = quote(order_id, safe="")
         try:
             reply = await self._get(segment)
         except RequestFailed as exc:
-            return Observation(key, Outcome.FAILED, reason=exc.word), True
+            return Observation(key, Outcome.FAILED, reason=exc.word, asked=asked), True
         except ProtocolError:
-            return Observation(key, Outcome.FAILED, reason="protocol"), True
+            return Observation(key, Outcome.FAILED, reason="protocol", asked=asked), True
 
         status = reply.status
         if status == 200:
@@ -267,28 +269,32 @@ class CCVClient:
                 word, answered = document
                 if answered is None or answered == "":
                     # No reference (else it would differ from the tracked one on every check).
-                    return Observation(key, Outcome.OK, status=word), True
+                    return Observation(key, Outcome.OK, status=word, asked=asked), True
                 if not isinstance(answered, str):
                     # Not the documented shape: dropped, and said; the status still holds.
                     dropped.append((order_id, type(answered).__name__))
-                    return Observation(key, Outcome.OK, status=word), True
+                    return Observation(key, Outcome.OK, status=word, asked=asked), True
                 if reference_problem(answered) is not None:
                     # Text no database, log or URL holds fails this order alone; its
                     # `order.check_failed` line says why.
-                    return Observation(key, Outcome.FAILED, reason="unusable_reference"), True
-                return Observation(key, Outcome.OK, status=word, external_reference=answered), True
+                    return Observation(
+                        key, Outcome.FAILED, reason="unusable_reference", asked=asked
+                    ), True
+                return Observation(
+                    key, Outcome.OK, status=word, external_reference=answered, asked=asked
+                ), True
             log.debug(
                 "ccv.protocol",
                 extra={"fields": {"order_id": order_id, "content_type": reply.content_type}},
             )
-            return Observation(key, Outcome.FAILED, reason="protocol"), True
+            return Observation(key, Outcome.FAILED, reason="protocol", asked=asked), True
         if status == 404 and is_ccv_answer(reply):
-            return Observation(key, Outcome.NOT_FOUND), True
+            return Observation(key, Outcome.NOT_FOUND, asked=asked), True
         if status == 401:
             raise AuthenticationFailed(f"http {status}")
         # A 403 is that order's failure: whether it means "not your order" or "this key may not
         # do this" is not documented, and one order must not stop the account.
-        return Observation(key, Outcome.FAILED, reason=_failure_reason(reply)), True
+        return Observation(key, Outcome.FAILED, reason=_failure_reason(reply), asked=asked), True
 
     def _holds_key(self, document: tuple[str, object]) -> bool:
         """Whether an answer's status or reference holds our key: it would be kept in the

@@ -240,6 +240,9 @@ MIGRATIONS: list[str] = [
         AND (last_error = 'every check failed (order_error)'
             OR last_error LIKE '% orders not found at once')
     """,
+    # 18: when the request whose answer an order's row holds was sent: an answer asked before
+    # it changes nothing (diff.stale). Rows of older stores have none, and take their next answer
+    "ALTER TABLE orders ADD COLUMN asked_at REAL",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,7 +14,7 @@ from .sql import ROWS_PER_STATEMENT, values
 COLUMNS = (
     "source, account, order_id, status, external_reference, first_seen, last_changed, "
     "last_checked, end_state, not_found, failure_streak, version, next_check_at, interval_s, "
-    "stuck_version, tracked_at, missing_since"
+    "stuck_version, tracked_at, missing_since, asked_at"
 )
 _NAMES = COLUMNS.replace(" ", "").split(",")
 # The parameters of the widest statement the store prepares: a chunk of whole rows (`upsert`).
@@ -108,6 +108,7 @@ def state(row: Sequence[Any]) -> OrderState:
         row[14],  # stuck_version
         row[15],  # tracked_at
         row[16],  # missing_since
+        row[17],  # asked_at
     )
 
 
@@ -132,6 +133,7 @@ def row(s: OrderState, plan: Plan | None) -> Row:
         s.stuck_version,
         s.tracked_at,
         s.missing_since,
+        s.asked_at,
     )
 
 

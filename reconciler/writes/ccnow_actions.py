@@ -223,6 +223,7 @@ class ActionSender:
             return
         failpoint("ccnow.sending")
         once = batch[0].action == "adjust"
+        asked = time.time()  # its lines are as of this post: older checks yield (diff.stale)
         try:
             answer = await post_batch(self.session, cfg, batch, once=once)
         except NotSent as exc:
@@ -245,7 +246,7 @@ class ActionSender:
             return
         tally.sent += len(batch)
         failpoint("ccnow.answered")
-        await self._close(cfg, batch, answer, tally)
+        await self._close(cfg, batch, answer, tally, asked)
 
     async def _requeue(
         self,
@@ -266,7 +267,12 @@ class ActionSender:
         )
 
     async def _close(
-        self, cfg: CCNowConfig, batch: list[cmds.Command], answer: Answer, tally: Tally
+        self,
+        cfg: CCNowConfig,
+        batch: list[cmds.Command],
+        answer: Answer,
+        tally: Tally,
+        asked: float,
     ) -> None:
         lines = lines_by_id(answer)
         closes: list[tuple[int, cmds.State, str | None]] = []
@@ -291,7 +297,7 @@ class ActionSender:
             line = lines.get(c.order_id)
             if line is not None and line.status is not None:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
-                observations.append(Observation(key, Outcome.OK, status=line.status))
+                observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
         delay = _retry_delay(batch)  # for those the answer did not settle
         await self._commit(cfg, batch, closes, observations, self.clock() + delay)
         for c, (_, state, said) in zip(batch, closes, strict=True):

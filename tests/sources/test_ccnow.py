@@ -19,7 +19,14 @@ from reconciler.sources.errors import (
     SourceError,
     SourceUnavailable,
 )
-from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config, html_page
+from tests.fake_providers import (
+    CCNOW_PASSWORD,
+    STAMPED,
+    FakeCCNow,
+    Reply,
+    ccnow_config,
+    html_page,
+)
 
 
 @pytest.fixture
@@ -35,11 +42,15 @@ async def fake() -> AsyncIterator[FakeCCNow]:
 
 
 def ok(order_id: str, status: str) -> Observation:
-    return Observation(OrderKey("ccnow", "default", order_id), Outcome.OK, status=status)
+    return Observation(
+        OrderKey("ccnow", "default", order_id), Outcome.OK, status=status, asked=STAMPED
+    )
 
 
 def failed(order_id: str, reason: str) -> Observation:
-    return Observation(OrderKey("ccnow", "default", order_id), Outcome.FAILED, reason=reason)
+    return Observation(
+        OrderKey("ccnow", "default", order_id), Outcome.FAILED, reason=reason, asked=STAMPED
+    )
 
 
 class Collector:
@@ -469,7 +480,7 @@ async def test_password_never_reaches_logs_or_exceptions(
 
 
 def not_found(order_id: str) -> Observation:
-    return Observation(OrderKey("ccnow", "default", order_id), Outcome.NOT_FOUND)
+    return Observation(OrderKey("ccnow", "default", order_id), Outcome.NOT_FOUND, asked=STAMPED)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, val
 from reconciler.sources.ccv import MAX_BODY_BYTES, PROBE_ORDER_ID, CCVClient, _plain_id
 from reconciler.sources.errors import AuthenticationFailed, SourceUnavailable
 from reconciler.sources.http import parse_retry_after, retry_delay
-from tests.fake_providers import CCV_KEY, FakeCCV, Reply, ccv_config, html_page
+from tests.fake_providers import CCV_KEY, STAMPED, FakeCCV, Reply, ccv_config, html_page
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def key(order_id: str) -> OrderKey:
 
 
 def failed(order_id: str, reason: str) -> Observation:
-    return Observation(key(order_id), Outcome.FAILED, reason=reason)
+    return Observation(key(order_id), Outcome.FAILED, reason=reason, asked=STAMPED)
 
 
 class Collector:
@@ -73,10 +73,16 @@ async def test_statuses_and_external_reference(
     fake.refs["A1"] = "shop-123"
     client = CCVClient(ccv_config(fake.base_url), session)
 
-    assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "Completed", "shop-123")
-    assert await client.fetch("A2") == Observation(key("A2"), Outcome.OK, "AwaitingPayment")
+    assert await client.fetch("A1") == Observation(
+        key("A1"), Outcome.OK, "Completed", "shop-123", asked=STAMPED
+    )
+    assert await client.fetch("A2") == Observation(
+        key("A2"), Outcome.OK, "AwaitingPayment", asked=STAMPED
+    )
     # A word CCV never documented is kept verbatim, not refused.
-    assert await client.fetch("A3") == Observation(key("A3"), Outcome.OK, "TotallyNewStatus")
+    assert await client.fetch("A3") == Observation(
+        key("A3"), Outcome.OK, "TotallyNewStatus", asked=STAMPED
+    )
 
 
 @pytest.mark.parametrize(
@@ -92,7 +98,9 @@ async def test_a_reference_that_is_no_text_or_empty_is_dropped(
     body = '{"orderStatus": "New", "externalReference": ' + reference + "}"
     fake.replies["A1"] = Reply(200, body, "application/json")
     client = CCVClient(ccv_config(fake.base_url), session)
-    assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", None)
+    assert await client.fetch("A1") == Observation(
+        key("A1"), Outcome.OK, "New", None, asked=STAMPED
+    )
     # Not the documented shape: never dropped in silence.
     dropped = [r for r in caplog.records if r.getMessage() == "ccv.reference_dropped"]
     assert [r.fields["types"] for r in dropped] == ([[said]] if said else [])  # type: ignore[attr-defined]
@@ -143,10 +151,10 @@ async def test_an_unstorable_reference_fails_that_order_alone(
 
     await client.check_orders(["A1", "A2", "A3"], emit)
     assert sorted(seen) == [
-        Observation(key("A1"), Outcome.OK, "New"),
+        Observation(key("A1"), Outcome.OK, "New", asked=STAMPED),
         # The reason says it is the reference (`order.check_failed` logs it).
-        Observation(key("A2"), Outcome.FAILED, reason="unusable_reference"),
-        Observation(key("A3"), Outcome.OK, "Screening"),
+        Observation(key("A2"), Outcome.FAILED, reason="unusable_reference", asked=STAMPED),
+        Observation(key("A3"), Outcome.OK, "Screening", asked=STAMPED),
     ]
 
 
@@ -159,12 +167,14 @@ async def test_a_reference_with_any_printable_text_is_kept(
     )
     client = CCVClient(ccv_config(fake.base_url), session)
     observation = await client.fetch("A1")
-    assert observation == Observation(key("A1"), Outcome.OK, "New", "Bestellung Nr. 7 é 😀")
+    assert observation == Observation(
+        key("A1"), Outcome.OK, "New", "Bestellung Nr. 7 é 😀", asked=STAMPED
+    )
 
 
 async def test_404_is_not_found(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
     client = CCVClient(ccv_config(fake.base_url), session)
-    assert await client.fetch("nope") == Observation(key("nope"), Outcome.NOT_FOUND)
+    assert await client.fetch("nope") == Observation(key("nope"), Outcome.NOT_FOUND, asked=STAMPED)
     assert len(fake.requests) == 1
 
 
@@ -182,7 +192,7 @@ async def test_ccvs_json_404_in_any_json_label_is_not_found(
 ) -> None:
     fake.replies["A1"] = reply
     client = CCVClient(ccv_config(fake.base_url), session)
-    assert await client.fetch("A1") == Observation(key("A1"), Outcome.NOT_FOUND)
+    assert await client.fetch("A1") == Observation(key("A1"), Outcome.NOT_FOUND, asked=STAMPED)
 
 
 @pytest.mark.parametrize(
@@ -237,7 +247,7 @@ async def test_a_403_fails_that_order_alone(fake: FakeCCV, session: aiohttp.Clie
     emit = Collector()
     await CCVClient(ccv_config(fake.base_url, concurrency=1), session).check_orders(ids, emit)
     assert sorted(emit.seen) == sorted(
-        [Observation(key(i), Outcome.OK, "New") for i in ("O0", "O2", "O3")]
+        [Observation(key(i), Outcome.OK, "New", asked=STAMPED) for i in ("O0", "O2", "O3")]
         + [failed("O1", "http_403")]
     )
 
@@ -373,7 +383,9 @@ async def test_500_then_200_is_retried(fake: FakeCCV, session: aiohttp.ClientSes
     fake.orders["A1"] = "Screening"
     fake.script_for["A1"] = [Reply(500, "oops")]
     client = CCVClient(ccv_config(fake.base_url), session)
-    assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "Screening")
+    assert await client.fetch("A1") == Observation(
+        key("A1"), Outcome.OK, "Screening", asked=STAMPED
+    )
     assert len(fake.requests) == 2
 
 
@@ -794,6 +806,6 @@ async def test_a_status_answer_naming_a_key_twice_fails_that_order(
     fake.replies["A1"] = Reply(200, body, "application/json")
     seen = await CCVClient(ccv_config(fake.base_url), session).fetch("A1")
     if expected is None:
-        assert seen == Observation(key("A1"), Outcome.FAILED, reason="protocol")
+        assert seen == Observation(key("A1"), Outcome.FAILED, reason="protocol", asked=STAMPED)
     else:
-        assert seen == Observation(key("A1"), Outcome.OK, expected)
+        assert seen == Observation(key("A1"), Outcome.OK, expected, asked=STAMPED)

@@ -22,7 +22,7 @@ from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated, statements
 from tests.conftest import assert_one_line, call_cli, read_events, write_config
-from tests.fake_providers import FakeCCV
+from tests.fake_providers import FakeCCNow, FakeCCV
 
 # Migration 1 as releases before commit a8f2eda shipped it (`git show
 # 6801e09:reconciler/store.py`): orders WITHOUT ROWID, keyed by (source, account, order_id).
@@ -487,3 +487,42 @@ async def test_an_account_failing_on_its_providers_own_word_at_the_upgrade_keeps
         assert (await store.sources.state("ccv", "timeouts")).failed_on_own_word
     finally:
         await store.close()
+
+
+ASKED_AT = 18  # the migration that keeps when the request an order's answer came from was sent
+
+
+async def test_a_store_from_before_the_asked_times_takes_each_orders_next_answer(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Its rows hold no such time: the first answer after the upgrade is no older news, and is
+    # applied; from then on the row keeps when it was asked (an answer asked before changes
+    # nothing, diff.stale).
+    order = "600-00-0001"
+    db = tmp_path / "reconciler.db"
+    made = time.time() - 60
+    with connected(db) as conn:
+        for script in MIGRATIONS[: ASKED_AT - 1]:
+            for sql in statements(script):
+                conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {ASKED_AT - 1}")
+        conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+        conn.execute(
+            "INSERT INTO orders (source, account, order_id, status, first_seen, last_changed, "
+            "last_checked, version, tracked_at) VALUES ('ccnow', 'default', ?, 'pending', ?, ?, "
+            "?, 1, ?)",
+            (order, made, made, made, made),
+        )
+    fake_ccnow.orders = {order: "mark_shipped"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    before = time.time()
+    result = await call_cli("--config", cfg, "catch-up")
+    assert result.code == 0, result.stderr
+    assert [(e["data"]["previous_status"], e["data"]["status"]) for e in read_events(tmp_path)] == [
+        ("pending", "mark_shipped")
+    ]
+    with connected(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        [(status, asked_at)] = conn.execute("SELECT status, asked_at FROM orders").fetchall()
+    assert status == "mark_shipped"
+    assert before <= asked_at <= time.time()
