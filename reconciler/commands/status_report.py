@@ -123,7 +123,9 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
             health = "not_configured"
         since = None
         if st is not None and st.failing and health != "not_configured":
-            # The account's latest source.failed event marks when this episode began.
+            # The account's latest source.failed event marks when this episode began
+            # (retention keeps it while the account fails); the last failure is the fallback
+            # only for a store an older release pruned.
             since = await store.events.failing_since(source, account)
             since = since if since is not None else st.last_failure
         orders = sorted(

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from reconciler.json_text import iso_time
 from tests.conftest import call_cli, cli_env, daemon_here, read_events, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV, Reply
 from tests.notify_socket import NotifySocket
@@ -257,3 +258,42 @@ def test_an_unconfigured_account_is_red_only_while_it_has_open_orders(tmp_path: 
     red = "\x1b[31m"
     assert red + "not configured" in open_
     assert red + "not configured" not in ended and "not configured" in ended
+
+
+async def test_failing_since_stays_where_the_failure_began_when_retention_prunes(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    # An outage longer than `keep_events`: its source.failed is old enough to be pruned, but
+    # FAILING SINCE must not move forward with every failed attempt.
+    fake_ccv.orders = {CCV_IDS[0]: "New"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    cfg.write_text(cfg.read_text().replace("[store]\n", '[store]\nkeep_events = "1h"\n', 1))
+    wrong = cli_env(RECONCILER_CCNOW_PASSWORD="wrong")
+    assert (await call_cli("--config", cfg, "catch-up", env=wrong)).code == 75
+    # Two hours pass: every event so far is older than the window (and delivered).
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        conn.execute("UPDATE events SET time = time - 7200")
+        (began,) = conn.execute("SELECT time FROM events WHERE type = 'source.failed'").fetchone()
+    conn.close()
+    # CCNow still refuses; the new order's event is newer, and this catch-up prunes.
+    assert (await call_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "catch-up", env=wrong)).code == 75
+    result = await call_cli("--config", cfg, "status", "--json")
+    assert result.code == 0, result.stderr
+    ccnow = json.loads(result.stdout)["accounts"][1]
+    assert (ccnow["health"], ccnow["failing_since"]) == ("failing", iso_time(began))
+    text = (await call_cli("--config", cfg, "status")).stdout
+    row = next(line for line in text.splitlines() if line.startswith("ccnow/default"))
+    assert iso_time(began)[:19] in row
+    # Kept: the failure's start; the rest of the old history went.
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        types = [t for (t,) in conn.execute("SELECT type FROM events ORDER BY seq")]
+    conn.close()
+    assert types == ["source.failed", "order.discovered"]
+
+    # Once it recovers, its source.failed is history like any other event.
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        types = [t for (t,) in conn.execute("SELECT type FROM events ORDER BY seq")]
+    conn.close()
+    assert "source.failed" not in types
