@@ -69,11 +69,11 @@ class InFlight:
             )
 
     async def wait(self) -> None:
-        """Wait for the writes out until the stop's bound; cancel those still out then: they
-        stay `sending`, and the next start settles them as interrupted."""
-        if not self._writes:
+        """Wait for the writes out until the stop's bound (none before `stop`); cancel those
+        still out then: they stay `sending`, and the next start settles them as interrupted."""
+        if not self._writes or self._deadline is None:
             return
-        left = 0.0 if self._deadline is None else self._deadline - time.monotonic()
+        left = self._deadline - time.monotonic()
         _, late = await asyncio.wait(set(self._writes), timeout=max(left, 0.0))
         if not late:
             return

@@ -12,7 +12,21 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import cli_env, daemon, free_port, poll_until, read_events, write_config
+from reconciler.config import load_config
+from reconciler.delivery import sink_names
+from reconciler.store import Store
+from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_actions import build
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon,
+    environ,
+    free_port,
+    poll_until,
+    read_events,
+    write_config,
+)
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import FakeCCNow
 from tests.server.test_api import TOKEN, api_toml
@@ -90,3 +104,33 @@ async def test_a_stop_lets_the_writes_sent_end_and_answers_their_callers(
     assert not [t for t in types if t.endswith("uncertain")]
     waited = [x for x in log_lines(tmp_path) if x["message"] == "daemon.writes_in_flight"]
     assert [x["writes"] for x in waited] == [2]
+
+
+async def test_a_stop_lets_the_queues_post_end_though_its_job_is_cancelled(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # An adjust a killed command left queued is posted by the daemon's queue job; SIGTERM while
+    # CCNow takes longer than the 3 s the stop gives its jobs: the post still ends, answered.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "8s"'))
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    # As a `ccnow adjust` killed after recording it leaves it: queued, not sent.
+    with environ(cli_env()):
+        config = load_config(cfg)
+    store = await Store.open(config.store_path, sinks=sink_names(config))
+    try:
+        await cmds.record(store, build(config.ccnow[0], "adjust", [A], amount="5.00"), 1.0)
+    finally:
+        await store.close()
+    fake_ccnow.delay_s = 4.0
+    async with daemon(cfg, cli_env()) as proc:
+        await fake_ccnow.wait_until(
+            lambda: any(r.form.get("x_action_1") == "adjust" for r in fake_ccnow.requests), 30
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert query(tmp_path, "SELECT state FROM commands") == [("succeeded",)]
+    assert [a for _, a, _ in fake_ccnow.actions] == ["adjust"]
+    types = [e["type"] for e in read_events(tmp_path)]
+    assert "order.action_succeeded" in types and "order.action_uncertain" not in types
