@@ -21,6 +21,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +68,7 @@ from reconciler.writes.ccnow_outcome import (
     took,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, post_batch
+from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
 from reconciler.writes.submit import failpoint
 
@@ -118,6 +120,7 @@ class ActionSender:
         *,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.store = store
         self.session = session
@@ -125,6 +128,7 @@ class ActionSender:
         self.accounts = {c.name: c for c in accounts}
         self.on_commit = on_commit
         self.clock = clock
+        self.in_flight = in_flight or InFlight()
 
     async def take(self, new: Sequence[cmds.NewCommand]) -> Taken:
         """Record new commands (those past pending closed `refused` at once, keys given before
@@ -184,7 +188,8 @@ class ActionSender:
         for account, items in by_account.items():
             cfg = self.accounts[account]
             for batch in batches(items, cfg.batch_size):
-                await self._send_batch(cfg, batch, tally)
+                with contextlib.suppress(Stopping):  # not sent: queued for the next start
+                    await self.in_flight.run(self._send_batch(cfg, batch, tally))
 
     async def _send_batch(self, cfg: CCNowConfig, batch: list[cmds.Command], tally: Tally) -> None:
         claimed = set(await cmds.mark_sending(self.store, [c.id for c in batch]))

@@ -37,6 +37,7 @@ from reconciler.passes.hint_gate import HintGate
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
+from reconciler.writes.in_flight import InFlight, Stopping
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -185,6 +186,7 @@ class Submitter:
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         gate: HintGate | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.store = store
         self.session = session
@@ -197,6 +199,7 @@ class Submitter:
         # caller waits on its answer, and a pass over many orders (the just-submitted ones' first
         # checks among them) would otherwise share the event loop and the writer with it.
         self.gate = gate
+        self.in_flight = in_flight or InFlight()
 
     async def submit(self, account: str, body: object) -> Result:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
@@ -215,6 +218,23 @@ class Submitter:
         ref = prepared.reference
         # Encoded before it is recorded: a body that cannot be sent must leave no submission.
         payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()
+        try:
+            return await self.in_flight.run(self._record_and_send(cfg, account, ref, payload))
+        except Stopping:
+            return _json_result(
+                503,
+                {
+                    "error": "reconciler is stopping; nothing was recorded or sent: submit it "
+                    "again once it runs",
+                    "external_reference": ref,
+                },
+                ref,
+                None,
+            )
+
+    async def _record_and_send(
+        self, cfg: CCVConfig, account: str, ref: str, payload: bytes
+    ) -> Result:
         try:
             sub_id = await subs.record(self.store, account, ref, self.clock())
         except subs.SubmissionExists as exc:
