@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("ids", nargs="*", metavar="ID")
     t.add_argument("--ref", help="external reference of the (single) CCV order")
     t.add_argument(
+        "--relink",
+        action="store_true",
+        help="move a CCV order followed under another reference to the one given",
+    )
+    t.add_argument(
         "--from-file", type=Path, metavar="PATH", help="one ID or ID,REF per line ('-' for stdin)"
     )
     t.add_argument("--account", help="account name when a source has several")

@@ -9,10 +9,11 @@ once when a write succeeds again; jobs keep trying, /healthz says 503. A store f
 while running stops the daemon with exit 74: a damaged file does not heal, and a failed unit is
 what an operator is shown (the unit does not restart on 74).
 
-Stop (SIGTERM/SIGINT/SIGHUP): STOPPING=1, stop new work (no job starts, both listeners stop
-accepting at once; notification checks under way get a second to
-end), cancel running jobs (a batch is committed or rolled back, never half), flush the outbox
-within a bound, close everything in reverse order, exit 0.
+Stop (SIGTERM/SIGINT/SIGHUP): STOPPING=1, stop new work (no job starts, no write is sent, both
+listeners stop accepting at once; notification checks under way get a second to end, writes
+sent to a provider their timeout: writes/in_flight.py), cancel running jobs (a batch is
+committed or rolled back, never half), flush the outbox within a bound, close everything in
+reverse order, exit 0.
 """
 
 from __future__ import annotations
@@ -32,16 +33,16 @@ from .metrics import Metrics
 from .poller.unconfigured import unconfigured_accounts, warn_unconfigured
 from .reconcile import PassReport
 from .redact import config_secrets
-from .runtime import Runtime
+from .runtime import INTEGRITY_CHECK_MAX_BYTES, Runtime, check_store
 from .scheduler import Scheduler
 from .server import Receiver, build_app
 from .server.api import API_LIMITS, ApiDeps, ApiListener, build_api
 from .server.connections import ConnectionLimits
 from .server.hub import Hub
 from .store import Store, StoreError
-from .store.health import file_size
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender
+from .writes.in_flight import InFlight, stop_bound
 from .writes.interrupted import settle_interrupted_writes
 from .writes.submit import Submitter
 
@@ -53,9 +54,10 @@ class StartupError(Exception):
 
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
-# Shutdown bounds. At the worst, all in turn: the API and the receiver 1 s each, the checks 1 s,
-# the scheduler's jobs and the other tasks 3 s each, the outbox 4 s: 13 s, under the unit's
-# TimeoutStopSec=20s.
+# Shutdown bounds. At the worst, all in turn: the writes sent to a provider their longest
+# timeout + 2 s, at most 30 s (in_flight.py), then the API's answers 1 s (the receiver's 1 s and
+# its checks' 1 s meanwhile), the scheduler's jobs and the other tasks 3 s each, the outbox 4 s:
+# 41 s, under the unit's TimeoutStopSec=60s.
 RECEIVER_STOP_TIMEOUT_S = 1.0
 NOTIFICATION_CHECKS_STOP_TIMEOUT_S = 1.0  # checks under way may end; CCV does not call again
 JOBS_STOP_TIMEOUT_S = 3.0
@@ -64,23 +66,6 @@ OUTBOX_FLUSH_TIMEOUT_S = 4.0
 # waits up to 1 s) and for recording what the sinks confirmed: attempts still under way before
 # it are abandoned. Less, and the drain's own bound would cancel it holding confirmations.
 OUTBOX_RECORD_S = 1.5
-# quick_check reads every page: about a second per 100 MiB on a modest disk. Up to this size it
-# runs before READY=1; a larger store starts unchecked (its commands must stay fast at 10^6
-# orders, so only the pages a statement reads are checked, by SQLite itself).
-INTEGRITY_CHECK_MAX_BYTES = 64 << 20
-
-
-async def check_store(store: Store, *, max_bytes: int = INTEGRITY_CHECK_MAX_BYTES) -> None:
-    """Refuse a damaged store at start (StoreError), when the check is cheap: a store of up
-    to `max_bytes`."""
-    if file_size(store.path) > max_bytes:
-        return
-    problems = await store.quick_check()
-    if problems:
-        raise StoreError(
-            f"database {store.path} is damaged ({problems[0]}): restore it from a backup, or "
-            f"recover what is readable with `sqlite3 {store.path} .recover`"
-        )
 
 
 class Daemon:
@@ -116,6 +101,7 @@ class Daemon:
             on_pass=self._on_pass,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.writes = InFlight()
         self.last_pass = "starting"
         self.failing: list[str] = []  # "ccv/default", as of the last pass
 
@@ -167,11 +153,14 @@ class Daemon:
         # receiver took notifications while the API waited for a request in flight).
         if self.scheduler is not None:
             self.scheduler.stop_starting()
+        ccv, ccnow = self.config.ccv, self.config.ccnow
+        self.writes.stop(stop_bound([*(c.timeout_s for c in ccv), *(c.timeout_s for c in ccnow)]))
         await asyncio.gather(
             *(listener.close() for listener in (self.api, self.receiver) if listener is not None)
         )
         if self.scheduler is not None:
             cancelled += await self.scheduler.shutdown(JOBS_STOP_TIMEOUT_S)
+        await self.writes.wait()  # a job's, cancelled above; the API's closing waited for its own
         for task in list(self._tasks):
             task.cancel()
             cancelled += 1
@@ -311,6 +300,7 @@ class Daemon:
             order_id_fields=api.ccv_order_id_fields if api is not None else ("orderId", "id"),
             on_commit=self.rt.delivery.committed,
             gate=self.rt.reconciler.hints,
+            in_flight=self.writes,
         )
         # Before anything listens: a write a stopped process left unanswered is never re-sent
         # unless it is safe to repeat.
@@ -323,6 +313,7 @@ class Daemon:
             self.rt.reconciler,
             self.config.ccnow,
             on_commit=self.rt.delivery.committed,
+            in_flight=self.writes,
         )
         if api is None:
             return
@@ -340,9 +331,11 @@ class Daemon:
             secrets=tuple(config_secrets(self.config)),
             body_timeout_s=self.api_limits.header_timeout_s,
         )
-        self.api = ApiListener(
-            build_api(api, deps), self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S
-        )
+        app = build_api(api, deps)
+        # Run once the API stopped accepting, before its requests' 1 s to answer: a caller whose
+        # write was sent gets the provider's answer.
+        app.on_shutdown.append(lambda _: self.writes.wait())
+        self.api = ApiListener(app, self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
         try:
             await self.api.start(api.listen_host, api.listen_port)
         except OSError as exc:

@@ -12,7 +12,7 @@ import dataclasses
 import html
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
 
@@ -38,6 +38,10 @@ def encodings(secret: str) -> frozenset[str]:
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret)[1:-1],
+        # Encoders that escape more than they must: `_`, `-`, `.`, `~` too (t%5FKEY...), or
+        # every byte. Letters of either case match (`find` searches a lower-cased copy).
+        _escaped(secret, keep=str.isalnum),
+        _escaped(secret, keep=lambda c: False),
     }
     # HTTP Basic: CCV's key is the user name with an empty password, echoed as the header was.
     for user in (secret, f"{secret}:"):
@@ -53,6 +57,16 @@ def encodings(secret: str) -> frozenset[str]:
         forms.add(raw.decode("utf-8", "surrogateescape"))
         forms.add(raw.decode("utf-8", "replace"))
     return frozenset(form for form in forms if form)
+
+
+def _escaped(secret: str, *, keep: Callable[[str], bool]) -> str:
+    """`secret` percent-encoded as UTF-8, every character but the ASCII ones `keep` keeps."""
+    return "".join(
+        c
+        if c.isascii() and keep(c)
+        else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+        for c in secret
+    )
 
 
 # A percent escape, or its start where a text was cut: hex digits in either case.

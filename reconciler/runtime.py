@@ -1,5 +1,6 @@
 """What a writing command holds, opened in order and closed in reverse: lock, store, HTTP
-session, the sinks and their delivery, the reconciler and the accounts' coordinators."""
+session, the sinks and their delivery, the reconciler and the accounts' coordinators; and the
+check of a store a writer opens (`check_store`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from .config import Config
 from .delivery import Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
-from .store import Store, WriterLock, WriterLockHeld
+from .store import Store, StoreError, WriterLock, WriterLockHeld
 from .store import commands as cmds
 from .store import submissions as subs
+from .store.health import file_size
 from .store.retention import make_space_returnable, prune
 
 
@@ -106,3 +108,22 @@ async def writer_unless_held(config: Config) -> AsyncIterator[Runtime | None]:
         except WriterLockHeld:
             runtime = None
         yield runtime
+
+
+# quick_check reads every page: about a second per 100 MiB on a modest disk. Up to this size it
+# runs before READY=1; a larger store starts unchecked (its commands must stay fast at 10^6
+# orders, so only the pages a statement reads are checked, by SQLite itself).
+INTEGRITY_CHECK_MAX_BYTES = 64 << 20
+
+
+async def check_store(store: Store, *, max_bytes: int = INTEGRITY_CHECK_MAX_BYTES) -> None:
+    """Refuse a damaged store at start (StoreError), when the check is cheap: a store of up
+    to `max_bytes`."""
+    if file_size(store.path) > max_bytes:
+        return
+    problems = await store.quick_check()
+    if problems:
+        raise StoreError(
+            f"database {store.path} is damaged ({problems[0]}): restore it from a backup, or "
+            f"recover what is readable with `sqlite3 {store.path} .recover`"
+        )

@@ -101,10 +101,13 @@ class NotReadHere(Exception):
     nothing wrote to; the message says which, without the path ("larger than 64 KiB")."""
 
 
-def read_bounded(path: Path, cap: int, *, pipes: bool = False) -> bytes:
+def read_bounded(
+    path: Path, cap: int, *, pipes: bool = False, pipe_wait_s: float = PIPE_WAIT_S
+) -> bytes:
     """Return the bytes of a regular file (symlinks followed) or, with `pipes`, a pipe or FIFO,
     of at most `cap` bytes; raise NotReadHere for anything else (opening a FIFO would wait for
-    a writer, reading /dev/zero would never end), OSError when it cannot be read."""
+    a writer, reading /dev/zero would never end), OSError when it cannot be read. A FIFO no
+    writer opens within `pipe_wait_s` is one nothing wrote to."""
     # Judged before it is opened (opening some devices acts), and again on what was opened.
     _judge(os.stat(path), cap, pipes)
     # Non-blocking, so that a FIFO nothing has open for writing opens at once.
@@ -113,7 +116,7 @@ def read_bounded(path: Path, cap: int, *, pipes: bool = False) -> bytes:
         info = os.fstat(fd)
         _judge(info, cap, pipes)
         if stat.S_ISFIFO(info.st_mode):
-            return _read_pipe(fd, cap)
+            return _read_pipe(fd, cap, pipe_wait_s)
         return _read_up_to(fd, cap)
     finally:
         os.close(fd)
@@ -139,9 +142,9 @@ def _read_up_to(fd: int, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_pipe(fd: int, cap: int) -> bytes:
+def _read_pipe(fd: int, cap: int, wait_s: float) -> bytes:
     # Until a writer has opened the FIFO, a read says end of file at once, so poll() waits at
-    # most PIPE_WAIT_S for one; a read that would block says a writer holds it (an anonymous
+    # most `wait_s` for one; a read that would block says a writer holds it (an anonymous
     # pipe's has from the start), and from then on it is waited for as stdin is.
     poller = select.poll()
     poller.register(fd, select.POLLIN)
@@ -149,7 +152,7 @@ def _read_pipe(fd: int, cap: int) -> bytes:
     size = 0
     writer = False
     while True:
-        waited = not poller.poll(-1 if writer else PIPE_WAIT_S * 1000)
+        waited = not poller.poll(-1 if writer else wait_s * 1000)
         try:
             chunk = os.read(fd, cap + 1 - size)
         except BlockingIOError:
@@ -157,7 +160,7 @@ def _read_pipe(fd: int, cap: int) -> bytes:
             continue
         if not chunk:
             if waited and not writer:
-                raise NotReadHere(f"a pipe nothing wrote to for {PIPE_WAIT_S:g} s")
+                raise NotReadHere(f"a pipe nothing wrote to for {wait_s:g} s")
             break
         writer = True
         chunks.append(chunk)

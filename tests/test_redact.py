@@ -254,3 +254,17 @@ def test_a_status_word_a_password_begins_with_is_a_status() -> None:
     assert not holds_secret("awaiting processing", forms)
     assert not holds_secret("Awaiting Processing", forms)
     assert holds_secret("wrong password Processing#20", forms)
+
+
+def test_a_key_percent_encoded_beyond_need_is_masked_and_words_are_not() -> None:
+    key = "t_SECRETKEY-0123.456~789"
+    for encoded in (
+        "t%5FSECRETKEY%2D0123%2E456%7E789",
+        "t%5fsecretkey%2d0123%2e456%7e789",
+        "".join(f"%{b:02X}" for b in key.encode()),
+    ):
+        assert redact(f"key={encoded}; refused", [key]) == "key=***; refused"
+        assert redact_body(f"key={encoded}".encode(), [key]) == b"key=***"
+    assert redact_body(b"Order created, t_SECRET is a word", [key]) == (
+        b"Order created, t_SECRET is a word"
+    )

@@ -3,7 +3,8 @@
 With no daemon running the command holds the store itself. A running daemon owns the store
 (one writer), so the command then goes through the daemon's integration API, which must be
 configured. Exit 0 submitted, 65 refused (bad body, CCV's 4xx, reference submitted already),
-75 try later or settle by hand (CCV's 5xx, not reached, answer lost, a 2xx naming no order id).
+75 try later or settle by hand (CCV's 5xx or 429, not reached, answer lost, a 2xx naming no
+order id or one followed under another reference).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def exit_code(status: int) -> int:
         return EX_OK
     if status in (401, 403):
         return EX_CONFIG
-    return EX_DATAERR if 400 <= status < 500 and status != 408 else EX_TEMPFAIL
+    # 408 and 429 (too many requests) say "not now", not "this body is wrong".
+    return EX_DATAERR if 400 <= status < 500 and status not in (408, 429) else EX_TEMPFAIL
 
 
 def _report(
@@ -53,8 +55,11 @@ def _report(
             return code
         # The order may exist but cannot be followed yet: the submission is uncertain, as when
         # the answer is lost, and a script must not take an empty id for success.
+        # No usable id, or one of an order followed under another reference: the events'
+        # `reason` (`reconciler events --type order.submit_uncertain`) says which.
         say(
-            f"reconciler: submitted (HTTP {status}) but CCV's answer names no order id; "
+            f"reconciler: submitted (HTTP {status}) but no order is followed for it (CCV's "
+            "answer names no usable order id, or one followed under another reference); "
             f"external reference {reference} is uncertain until CCV's first notification "
             "for it, or `reconciler track ccv ID --ref REF`",
             logging.WARNING,

@@ -15,7 +15,7 @@ from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields, say
-from ..model import Source, reference_problem
+from ..model import OrderKey, Source, reference_problem
 from ..order_view import order_json
 from ..store import Store, StoreError, StoreLocked, WriterLock
 from ..store import submissions as store_submissions
@@ -72,6 +72,8 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     # Every sink the config names: settling an uncertain submit stores an event.
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
+        if source == "ccv":
+            await _keep_references(store, account, orders, relink=args.relink)
         with progress("track", len(orders)) as advance:
             added = await store.orders.track(source, account, orders, time.time(), progress=advance)
         log.info(
@@ -85,6 +87,52 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return EX_OK
+
+
+async def followed_elsewhere(
+    store: Store, account: str, orders: Sequence[tuple[str, str | None]]
+) -> list[tuple[OrderKey, str, str]]:
+    """The CCV orders given with a reference that are followed under another one: (order,
+    the reference it is followed under, the one given)."""
+    given = {oid: ref for oid, ref in orders if ref is not None}
+    found = await store.orders.load(OrderKey("ccv", account, oid) for oid in given)
+    return [
+        (key, state.external_reference, given[key.order_id])
+        for key, state in found.items()
+        if state.external_reference is not None and state.external_reference != given[key.order_id]
+    ]
+
+
+async def _keep_references(
+    store: Store, account: str, orders: Sequence[tuple[str, str | None]], *, relink: bool
+) -> None:
+    """Refuse to move an order followed under one reference to another (its notifications and
+    events would follow the other), unless `relink` says so: then its old reference stays its
+    alias, as when CCV renames one, and a warning names both."""
+    moved = await followed_elsewhere(store, account, orders)
+    if not moved:
+        return
+    if not relink:
+        key, current, ref = moved[0]
+        more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+        raise DataError(
+            f"order {shown(key.order_id)} is followed under reference {shown(current)}, not "
+            f"{shown(ref)}{more}: nothing tracked (--relink moves it, its old reference kept as "
+            "an alias)"
+        )
+    async with store.transaction():
+        await store.orders.add_aliases(moved)
+    for key, current, ref in moved:
+        log.warning(
+            "order.reference_relinked",
+            extra=fields(
+                source="ccv",
+                account=account,
+                order_id=key.order_id,
+                previous_reference=current,
+                external_reference=ref,
+            ),
+        )
 
 
 async def _resolve_submissions(

@@ -23,7 +23,7 @@ from ..poller.unconfigured import (
     unconfigured_accounts,
     unsettled_writes,
 )
-from ..store import Store
+from ..store import Store, commands, submissions
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
 
@@ -49,6 +49,8 @@ class AccountStatus:
     configured: bool = True
     uncertain_writes: int = 0  # CCV submits, CCNow actions waiting for a person's word
     queued_writes: int = 0  # CCNow actions to be sent
+    # What the uncertain writes are about: CCV submits' references, CCNow actions' order ids
+    uncertain_of: tuple[str, ...] = ()
 
     @property
     def followed(self) -> int:
@@ -115,6 +117,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     stuck = await store.orders.stuck_counts()
     check_failed = await store.orders.failing_counts()
     writes = await unsettled_writes(store)
+    waiting = await _uncertain_of(store, writes)
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -123,7 +126,9 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
             health = "not_configured"
         since = None
         if st is not None and st.failing and health != "not_configured":
-            # The account's latest source.failed event marks when this episode began.
+            # The account's latest source.failed event marks when this episode began
+            # (retention keeps it while the account fails); the last failure is the fallback
+            # only for a store an older release pruned.
             since = await store.events.failing_since(source, account)
             since = since if since is not None else st.last_failure
         orders = sorted(
@@ -144,6 +149,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
                 check_failed.get((source, account), 0),
                 (source, account) in names,
                 *writes.get((source, account), (0, 0)),
+                waiting.get((source, account), ()),
             )
         )
     deliveries = await store.outbox.counts()
@@ -155,6 +161,26 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     recorded = await store.recorded_failure()
     found = StoreStatus(path, True, file_size(path), _free_bytes(path), recorded)
     return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured)
+
+
+async def _uncertain_of(
+    store: Store, writes: dict[tuple[Source, str], tuple[int, int]]
+) -> dict[tuple[Source, str], tuple[str, ...]]:
+    """The references (CCV) and order ids (CCNow) of the writes that wait for a person's word;
+    read only when some do. A submit left `sending` counts: the next writer's start makes it
+    uncertain."""
+    found: dict[tuple[Source, str], set[str]] = {}
+    if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccv"):
+        for sub in await submissions.interrupted(store):
+            found.setdefault(("ccv", sub.account), set()).add(sub.external_reference)
+        for source, account in writes:
+            if source == "ccv":
+                refs = await submissions.uncertain_references(store, account)
+                found.setdefault(("ccv", account), set()).update(refs)
+    if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccnow"):
+        for c in await commands.in_state(store, "uncertain"):
+            found.setdefault(("ccnow", c.account), set()).add(c.order_id)
+    return {key: tuple(sorted(ids)) for key, ids in found.items() if ids}
 
 
 def _free_bytes(path: Path) -> int | None:

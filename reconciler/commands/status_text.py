@@ -35,6 +35,9 @@ def _health_colour(account: AccountStatus) -> Colour:
     return _HEALTH[account.health]
 
 
+MAX_NAMED = 5  # references or order ids named per account; the rest are counted
+
+
 class _Stream(Protocol):
     def isatty(self) -> bool: ...
 
@@ -72,6 +75,16 @@ def render_text(status: Status, *, colour: bool = False) -> str:
             Cell(a.last_error, "red") if a.last_error else "-",
         ]
         for a in status.accounts
+    ]
+    writes: list[list[str | Cell]] = [
+        [
+            f"{a.source}/{a.account}",
+            _when(a.uncertain_writes, "red"),
+            _when(a.queued_writes, "yellow"),
+            _to_do(a),
+        ]
+        for a in status.accounts
+        if a.uncertain_writes or a.queued_writes
     ]
     orders = [
         [f"{a.source}/{a.account}", "(no status yet)" if s is None else s, str(n)]
@@ -116,6 +129,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
             accounts,
             colour,
         ),
+        *([_table(["WRITES", "UNCERTAIN", "QUEUED", "TO DO"], writes, colour)] if writes else []),
         _table(["ACCOUNT", "STATUS", "ORDERS"], orders, colour),
         _table(["SINK", "BACKLOG", "DEAD", "DISABLED"], sinks, colour),
         _table(["LAST PASS", ""], last, colour),
@@ -136,6 +150,30 @@ def render_text(status: Status, *, colour: bool = False) -> str:
         ),
     ]
     return "\n\n".join("\n".join(t) for t in tables)
+
+
+def _to_do(a: AccountStatus) -> str:
+    """What settles an account's unsettled writes: a person's word for the uncertain ones (a
+    crash or a cut-off stop leaves them, and nothing else says so), nothing for the queued."""
+    todo: list[str] = []
+    if a.uncertain_writes:
+        named = ", ".join(a.uncertain_of[:MAX_NAMED])
+        if len(a.uncertain_of) > MAX_NAMED:
+            named += f" and {len(a.uncertain_of) - MAX_NAMED} more"
+        account = "" if a.configured else f" --account {a.account}"
+        if a.source == "ccv":
+            todo.append(
+                f"find each order at CCV by its reference ({named}), then "
+                f"`reconciler track ccv ID --ref REF{account}`"
+            )
+        else:
+            todo.append(
+                f"look each order up in CCNow's backroom ({named}), then "
+                f"`reconciler ccnow resolve ID --sent|--not-sent{account}`"
+            )
+    if a.queued_writes:
+        todo.append("queued: the daemon sends them (or the next `reconciler ccnow` command)")
+    return "; ".join(todo)
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str | Cell]], colour: bool) -> list[str]:

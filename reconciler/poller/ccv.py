@@ -153,8 +153,13 @@ class CCVCoordinator(Coordinator[CCVSource]):
         carrying = [s for s in orders if s.external_reference == reference]
         # CCV knows the reference: an uncertain submit of it did reach CCV.
         order_id = carrying[0].key.order_id if carrying else None
-        resolved = await subs.resolve(
-            store, self.account, reference, order_id, "notification", self.now()
+        # One transaction settles an uncertain submit and remembers the reference: a submit
+        # still waiting for CCV's answer is made uncertain either before it (settled here) or
+        # after it (settled by `make_uncertain`, which finds the reference remembered).
+        # Remembered also beside orders it is an alias of: the order submitted with it, tracked
+        # later, counts this notification at its first check.
+        resolved, remembered = await subs.notified(
+            store, self.account, reference, order_id, self.now(), remember=not carrying
         )
         if resolved:
             self.writer.committed(resolved)
@@ -162,10 +167,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
                 "ccv.submit_resolved",
                 extra=fields(account=self.account, external_reference=reference, order_id=order_id),
             )
-        if not carrying:
-            # Also beside orders it is an alias of: the order submitted with it, tracked later,
-            # counts this notification at its first check.
-            await store.sources.remember_reference(self.account, reference, self.now())
+        if remembered:
             log.info(
                 "notification.remembered",
                 extra=fields(account=self.account, external_reference=reference),

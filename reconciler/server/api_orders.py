@@ -89,7 +89,17 @@ class Orders:
         # New or not is read in the writer's transaction that tracks it: read before it, two
         # requests for one new order would both answer 201.
         async with store.transaction():
-            added = key not in await store.orders.load([key])
+            found = (await store.orders.load([key])).get(key)
+            followed = None if found is None else found.external_reference
+            if ref is not None and followed is not None and followed != ref:
+                # As `track --ref`: its notifications and events would follow the new one.
+                raise BadRequest(
+                    409,
+                    f"the order is followed under reference {followed}; not moved to {ref} "
+                    "(`reconciler track ccv ID --ref REF --relink` moves it)",
+                    "external_reference",
+                )
+            added = found is None
             await store.orders.track_within(source, account, [(order_id, ref)], now)
         if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):
             self.deps.submitter.on_commit()  # its order.submit_resolved goes out now

@@ -17,6 +17,7 @@ from ..redact import redact_body
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccv_http import NotSent, Uncertain, send_once
+from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
 from .api_orders import CURSOR
 from .api_requests import (
@@ -166,10 +167,13 @@ class Writes:
         # strict_json decoded every number as the float it was written as: the numbers checked
         # are the numbers sent, and none is NaN or infinite.
         payload = json.dumps(doc, ensure_ascii=False, allow_nan=False).encode()
+        submitter = self.deps.submitter
         try:
-            answer = await send_once(
-                self.deps.submitter.session, cfg, "PATCH", PRICING_PATH, payload
+            answer = await submitter.in_flight.run(
+                send_once(submitter.session, cfg, "PATCH", PRICING_PATH, payload)
             )
+        except Stopping:
+            raise BadRequest(503, "reconciler is stopping; nothing was sent to CCV") from None
         except NotSent:
             raise BadRequest(502, "CCV could not be reached; nothing was sent") from None
         except Uncertain as exc:

@@ -4,8 +4,9 @@ before it, and the space goes back to the file system.
 
 Every step is a small transaction (CHUNK rows) and yields between them, so a pass or a
 notification that needs the writer waits for one chunk at most. An event that some sink has not
-confirmed (pending or dead-lettered) is never deleted, whatever its age; the delivery rows of a
-sink that is no longer configured are deleted first, so that such a sink holds nothing back.
+confirmed (pending or dead-lettered) is never deleted, whatever its age, nor the `source.failed`
+that began an account's failure still going on; the delivery rows of a sink that is no longer
+configured are deleted first, so that such a sink holds nothing back.
 
 A pruned order that is found again starts a new history: its row is new, with a new
 `tracked_at`, and event ids include it (events.transition_id), so no id comes back.
@@ -128,6 +129,9 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
     """
     deleted = kept = 0
     after: tuple[float, int] = (-1.0, 0)
+    # An account that fails again after a recovery raises a newer source.failed, never pruned
+    # here (it is after the cutoff), so the set read once holds for the whole run.
+    current = await _current_failures(store)
     while True:
         async with store.transaction():
             conn = store.conn
@@ -142,7 +146,7 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
                 break
             # The newest event stays: the next seq is counted from it (`Events.last_seq`).
             newest = next(iter(await conn.execute_fetchall("SELECT max(seq) FROM events")))[0]
-            seqs = [int(r[1]) for r in rows if r[1] != newest]
+            seqs = [int(r[1]) for r in rows if r[1] != newest and int(r[1]) not in current]
             held: set[int] = set()
             sinks = await _delivery_sinks(store)
             marks = ", ".join("?" * len(seqs))
@@ -167,6 +171,18 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
         after = (float(rows[-1][0]), int(rows[-1][1]))
         await asyncio.sleep(0)
     return deleted, kept
+
+
+async def _current_failures(store: Store) -> set[int]:
+    """The newest `source.failed` of each account failing now: it says since when the account
+    fails (`status`), which its `sources` row does not keep (its last failure moves with every
+    attempt). Through the partial index of these few events (migration 8)."""
+    rows = await store.conn.execute_fetchall(
+        "SELECT max(e.seq) FROM events AS e JOIN sources AS s "
+        "ON s.source = e.source AND s.account = e.account "
+        "WHERE e.type = 'source.failed' AND s.failing != 0 GROUP BY e.source, e.account"
+    )
+    return {int(r[0]) for r in rows}
 
 
 async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:

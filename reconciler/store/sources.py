@@ -67,11 +67,15 @@ class Sources:
     async def remember_reference(self, account: str, reference: str, now: float) -> None:
         """Keep an external reference that a notification named before it was tracked."""
         async with self._store.transaction():
-            await self._conn.execute(
-                "INSERT OR REPLACE INTO pending_references (account, external_reference, "
-                "received_at) VALUES (?, ?, ?)",
-                (account, reference, now),
-            )
+            await self.remember_within(account, reference, now)
+
+    async def remember_within(self, account: str, reference: str, now: float) -> None:
+        """`remember_reference` inside the caller's transaction."""
+        await self._conn.execute(
+            "INSERT OR REPLACE INTO pending_references (account, external_reference, "
+            "received_at) VALUES (?, ?, ?)",
+            (account, reference, now),
+        )
 
     async def take_references(
         self, account: str, references: Sequence[str], not_before: float

@@ -19,7 +19,7 @@ from typing import Literal
 from ..events import Event, submit_resolved_event
 from .db import Store
 from .oneshot import commit_at_once
-from .sql import Statement
+from .sql import Statement, marks
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 # What settled an uncertain submission: CCV's notification for its reference, or a person
@@ -96,19 +96,33 @@ async def succeed(
     *,
     account: str,
     reference: str,
-    order_id: str | None,
+    order_id: str,
     http_status: int,
     now: float,
-) -> None:
-    """Close a submission as succeeded and track its order in the same transaction."""
+) -> bool:
+    """Close a submission as succeeded and track its order in the same transaction; return
+    False, writing nothing, when the order is followed under another reference already."""
     # Durable (synchronous=FULL) before the caller's answer, though that costs an fsync on the
     # submit's path: lost to a power cut, the submission would come back `sending`, hence
     # `uncertain`, and nothing could track the order by itself (CCV's notifications carry no
     # order id), while the caller holds a 201 that says it is followed.
-    statements = [_close(sub_id, "succeeded", http_status, None, now, order_id)]
-    if order_id is not None:
-        statements.append(store.orders.track_statement("ccv", account, order_id, reference, now))
-    await commit_at_once(store, statements)
+    # One hand-off, decided inside it: the track leaves an order followed under another
+    # reference as it is, and the submission closes only when its order carries its reference.
+    track_sql, track_params = store.orders.track_statement("ccv", account, order_id, reference, now)
+    # The upsert's DO UPDATE, limited: an order followed under another reference is left as is.
+    track = (
+        track_sql + " WHERE orders.external_reference IS NULL "
+        "OR orders.external_reference = excluded.external_reference",
+        track_params,
+    )
+    sql, params = _close(sub_id, "succeeded", http_status, None, now, order_id)
+    close: Statement = (
+        sql + " AND EXISTS (SELECT 1 FROM orders WHERE source = 'ccv' AND account = ? "
+        "AND order_id = ? AND external_reference = ?)",
+        (*params, account, order_id, reference),
+    )
+    written = await commit_at_once(store, [track, close])
+    return written.changes > 0
 
 
 async def fail(
@@ -120,18 +134,32 @@ async def fail(
 
 async def make_uncertain(
     store: Store,
+    account: str,
     sub_ids: Sequence[int],
     events: Sequence[Event],
     *,
     reason: str,
     now: float,
     http_status: int | None = None,
-) -> None:
-    """Mark submissions uncertain and store their events in one transaction."""
+) -> list[Event]:
+    """Mark submissions uncertain and store their events in one transaction; those whose
+    reference a notification named since they were recorded are settled in it too (CCV has
+    the order, and calls once): return their `order.submit_resolved` events."""
     async with store.transaction():
         for sub_id in sub_ids:
             await store.conn.execute(*_close(sub_id, "uncertain", http_status, reason, now, None))
         await store.events.add(events)
+        # The notification came while the submit waited for CCV's answer: it found nothing
+        # uncertain to settle and remembered the reference (`notified`).
+        rows = await store.conn.execute_fetchall(
+            "SELECT s.external_reference FROM submissions s JOIN pending_references p "
+            "ON p.account = s.account AND p.external_reference = s.external_reference "
+            f"WHERE s.id IN ({marks(len(sub_ids))}) AND s.state = 'uncertain' "
+            "AND p.received_at >= s.created_at",
+            tuple(sub_ids),
+        )
+        notified = [(None, str(r[0])) for r in rows]
+        return await _settle(store, account, notified, "notification", now) if notified else []
 
 
 async def interrupted(store: Store) -> list[Submission]:
@@ -182,39 +210,71 @@ async def resolve_many(
     )
     if not orders or not next(iter(rows))[0]:
         return []  # the common case, a `track --from-file` of many orders, costs one read
-    events: list[Event] = []
     async with store.transaction():
-        # Read in the transaction that settles them: a second settlement finds none. The
-        # uncertain ones are few, the orders given may be many.
-        found = await store.conn.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND state = 'uncertain'",
-            (account,),
+        return await _settle(store, account, orders, how, now)
+
+
+async def notified(
+    store: Store, account: str, reference: str, order_id: str | None, now: float, *, remember: bool
+) -> tuple[list[Event], bool]:
+    """A CCV notification for a reference, in one transaction: settle its uncertain submission
+    (with its event), and remember the reference when `remember` says so or while a submission
+    of it still waits for CCV's answer (`make_uncertain` then settles that one). Return the
+    events and whether the reference was remembered."""
+    async with store.transaction():
+        events = await _settle(store, account, [(order_id, reference)], "notification", now)
+        if not remember:
+            waiting = await store.conn.execute_fetchall(
+                "SELECT 1 FROM submissions WHERE account = ? AND external_reference = ? "
+                "AND state = 'sending'",
+                (account, reference),
+            )
+            remember = bool(waiting)
+        if remember:
+            await store.sources.remember_within(account, reference, now)
+    return events, remember
+
+
+async def _settle(
+    store: Store,
+    account: str,
+    orders: Sequence[tuple[str | None, str]],
+    how: How,
+    now: float,
+) -> list[Event]:
+    """`resolve_many` inside the caller's transaction."""
+    events: list[Event] = []
+    # Read in the transaction that settles them: a second settlement finds none. The
+    # uncertain ones are few, the orders given may be many.
+    found = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND state = 'uncertain'",
+        (account,),
+    )
+    uncertain = {sub.external_reference: sub for sub in map(_row, found)}
+    for order_id, ref in orders:
+        sub = uncertain.pop(ref, None)
+        if sub is None:
+            continue
+        known = order_id if order_id is not None else sub.order_id
+        await store.conn.execute(
+            "UPDATE submissions SET state = 'resolved', order_id = ?, closed_at = ? "
+            "WHERE id = ? AND state = 'uncertain'",
+            (known, now, sub.id),
         )
-        uncertain = {sub.external_reference: sub for sub in map(_row, found)}
-        for order_id, ref in orders:
-            sub = uncertain.pop(ref, None)
-            if sub is None:
-                continue
-            known = order_id if order_id is not None else sub.order_id
-            await store.conn.execute(
-                "UPDATE submissions SET state = 'resolved', order_id = ?, closed_at = ? "
-                "WHERE id = ? AND state = 'uncertain'",
-                (known, now, sub.id),
+        events.append(
+            submit_resolved_event(
+                store.store_id,
+                sub.id,
+                account=account,
+                reference=ref,
+                uncertain_at=sub.closed_at,
+                reason=sub.reason,
+                order_id=known,
+                how=how,
+                time=now,
             )
-            events.append(
-                submit_resolved_event(
-                    store.store_id,
-                    sub.id,
-                    account=account,
-                    reference=ref,
-                    uncertain_at=sub.closed_at,
-                    reason=sub.reason,
-                    order_id=known,
-                    how=how,
-                    time=now,
-                )
-            )
-        await store.events.add(events)
+        )
+    await store.events.add(events)
     return events
 
 

@@ -25,12 +25,19 @@ import aiohttp
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
-from reconciler.model import InvalidOrderId, known_statuses, reference_problem, validate_ccv_id
+from reconciler.model import (
+    InvalidOrderId,
+    OrderKey,
+    known_statuses,
+    reference_problem,
+    validate_ccv_id,
+)
 from reconciler.notify import notification_url
 from reconciler.passes.hint_gate import HintGate
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
+from reconciler.writes.in_flight import InFlight, Stopping
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -131,7 +138,7 @@ def order_id_from(answer: bytes, names: Sequence[str]) -> str | None:
             try:
                 return validate_ccv_id(value)
             except InvalidOrderId:
-                return None
+                continue  # an unusable field (`"orderId": ""`) leaves the next one to try
     return None
 
 
@@ -179,6 +186,7 @@ class Submitter:
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         gate: HintGate | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.store = store
         self.session = session
@@ -191,6 +199,7 @@ class Submitter:
         # caller waits on its answer, and a pass over many orders (the just-submitted ones' first
         # checks among them) would otherwise share the event loop and the writer with it.
         self.gate = gate
+        self.in_flight = in_flight or InFlight()
 
     async def submit(self, account: str, body: object) -> Result:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
@@ -209,6 +218,23 @@ class Submitter:
         ref = prepared.reference
         # Encoded before it is recorded: a body that cannot be sent must leave no submission.
         payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()
+        try:
+            return await self.in_flight.run(self._record_and_send(cfg, account, ref, payload))
+        except Stopping:
+            return _json_result(
+                503,
+                {
+                    "error": "reconciler is stopping; nothing was recorded or sent: submit it "
+                    "again once it runs",
+                    "external_reference": ref,
+                },
+                ref,
+                None,
+            )
+
+    async def _record_and_send(
+        self, cfg: CCVConfig, account: str, ref: str, payload: bytes
+    ) -> Result:
         try:
             sub_id = await subs.record(self.store, account, ref, self.clock())
         except subs.SubmissionExists as exc:
@@ -276,7 +302,7 @@ class Submitter:
                 )
                 await self.make_uncertain(account, [(sub_id, ref)], "no_order_id", status)
                 return Result(status, body, content_type, ref, "uncertain", None, headers)
-            await subs.succeed(
+            if not await subs.succeed(
                 self.store,
                 sub_id,
                 account=account,
@@ -284,7 +310,26 @@ class Submitter:
                 order_id=order_id,
                 http_status=status,
                 now=now,
-            )
+            ):
+                # CCV named an order followed under another reference: taking it for this
+                # submit would move that reference's notifications and events to this one. Left
+                # as it is; which order this submit made is for a person to find out.
+                followed = await self._followed_reference(account, order_id)
+                log.warning(
+                    "ccv.submit_order_followed_elsewhere",
+                    extra=fields(
+                        account=account,
+                        external_reference=ref,
+                        order_id=order_id,
+                        followed_reference=followed,
+                    ),
+                )
+                reason = (
+                    f"order_followed_elsewhere: CCV answered order {order_id}, followed under "
+                    f"reference {followed}, not {ref}"
+                )
+                await self.make_uncertain(account, [(sub_id, ref)], reason, status)
+                return Result(status, body, content_type, ref, "uncertain", None, headers)
             headers[ORDER_ID_HEADER] = order_id
             log.info(
                 "ccv.submitted",
@@ -304,6 +349,11 @@ class Submitter:
             extra=fields(account=account, external_reference=ref, status=status),
         )
         return Result(status, body, content_type, ref, "failed", None, headers)
+
+    async def _followed_reference(self, account: str, order_id: str) -> str | None:
+        key = OrderKey("ccv", account, order_id)
+        found = (await self.store.orders.load([key])).get(key)
+        return None if found is None else found.external_reference
 
     async def make_uncertain(
         self,
@@ -328,13 +378,25 @@ async def make_uncertain(
     now: float,
     http_status: int | None = None,
 ) -> None:
-    """Mark submissions (id, reference) uncertain with one `order.submit_uncertain` each."""
+    """Mark submissions (id, reference) uncertain with one `order.submit_uncertain` each; one
+    whose reference a notification named while it waited for CCV's answer is settled at once,
+    with its `order.submit_resolved`."""
     events = [
         submit_uncertain_event(
             store.store_id, sub_id, account=account, reference=ref, time=now, reason=reason
         )
         for sub_id, ref in submissions
     ]
-    await subs.make_uncertain(
-        store, [s for s, _ in submissions], events, reason=reason, now=now, http_status=http_status
+    ids = [s for s, _ in submissions]
+    resolved = await subs.make_uncertain(
+        store, account, ids, events, reason=reason, now=now, http_status=http_status
     )
+    for event in resolved:
+        log.info(
+            "ccv.submit_resolved",
+            extra=fields(
+                account=account,
+                external_reference=event.data["external_reference"],
+                how="notification",
+            ),
+        )

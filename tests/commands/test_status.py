@@ -8,9 +8,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import call_cli, cli_env, daemon_here, read_events, write_config
+from reconciler.json_text import iso_time
+from tests.conftest import call_cli, cli_env, daemon_here, free_port, read_events, write_config
+from tests.fake_ccv_writes import FakeCCVWrites, submit_body
 from tests.fake_providers import FakeCCNow, FakeCCV, Reply
 from tests.notify_socket import NotifySocket
+from tests.server.test_api import api_toml
 from tests.tty import ANSI, call_cli_on_tty
 
 CCV_IDS = [f"5a6b7c8d-0000-4000-8000-00000000000{n}" for n in range(1, 4)]
@@ -257,3 +260,74 @@ def test_an_unconfigured_account_is_red_only_while_it_has_open_orders(tmp_path: 
     red = "\x1b[31m"
     assert red + "not configured" in open_
     assert red + "not configured" not in ended and "not configured" in ended
+
+
+async def test_failing_since_stays_where_the_failure_began_when_retention_prunes(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    # An outage longer than `keep_events`: its source.failed is old enough to be pruned, but
+    # FAILING SINCE must not move forward with every failed attempt.
+    fake_ccv.orders = {CCV_IDS[0]: "New"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    cfg.write_text(cfg.read_text().replace("[store]\n", '[store]\nkeep_events = "1h"\n', 1))
+    wrong = cli_env(RECONCILER_CCNOW_PASSWORD="wrong")
+    assert (await call_cli("--config", cfg, "catch-up", env=wrong)).code == 75
+    # Two hours pass: every event so far is older than the window (and delivered).
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        conn.execute("UPDATE events SET time = time - 7200")
+        (began,) = conn.execute("SELECT time FROM events WHERE type = 'source.failed'").fetchone()
+    conn.close()
+    # CCNow still refuses; the new order's event is newer, and this catch-up prunes.
+    assert (await call_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "catch-up", env=wrong)).code == 75
+    result = await call_cli("--config", cfg, "status", "--json")
+    assert result.code == 0, result.stderr
+    ccnow = json.loads(result.stdout)["accounts"][1]
+    assert (ccnow["health"], ccnow["failing_since"]) == ("failing", iso_time(began))
+    text = (await call_cli("--config", cfg, "status")).stdout
+    row = next(line for line in text.splitlines() if line.startswith("ccnow/default"))
+    assert iso_time(began)[:19] in row
+    # Kept: the failure's start; the rest of the old history went.
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        types = [t for (t,) in conn.execute("SELECT type FROM events ORDER BY seq")]
+    conn.close()
+    assert types == ["source.failed", "order.discovered"]
+
+    # Once it recovers, its source.failed is history like any other event.
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        types = [t for (t,) in conn.execute("SELECT type FROM events ORDER BY seq")]
+    conn.close()
+    assert "source.failed" not in types
+
+
+async def test_status_names_the_writes_waiting_for_a_person_and_what_settles_them(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Answers lost (500s): a CCV submit and a CCNow adjust become uncertain, a ship is queued
+    # again. Plain `status` must say so, with what to run, not only `--json`.
+    a, b = "396-10-1142", "396-10-1143"
+    fake_ccnow.orders = {a: "pending", b: "pending"}
+    async with FakeCCVWrites() as ccv:
+        cfg = write_config(tmp_path, ccv=ccv, ccnow=fake_ccnow, extra=api_toml(free_port()))
+        assert (await call_cli("--config", cfg, "catch-up")).code == 0
+        fake_ccnow.always = Reply(500, "oops")
+        ccv.submit_replies = [Reply(500, "Server error")]
+        for action in (["adjust", a, "--amount", "3.00"], ["ship", b]):
+            assert (await call_cli("--config", cfg, "ccnow", *action)).code == 75
+        body = json.dumps(submit_body(externalReference="shop-7")).encode()
+        assert (await call_cli("--config", cfg, "ccv", "submit", "-", stdin=body)).code == 75
+
+    result = await call_cli("--config", cfg, "status")
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("WRITES"))
+    assert head.split()[:4] == ["WRITES", "UNCERTAIN", "QUEUED", "TO"]
+    ccv_row = next(line for line in lines if line.startswith("ccv/default") and "--ref" in line)
+    assert ccv_row.split()[1:3] == ["1", "0"]
+    assert "(shop-7)" in ccv_row and "`reconciler track ccv ID --ref REF`" in ccv_row
+    ccnow_row = next(line for line in lines if line.startswith("ccnow/") and "resolve" in line)
+    assert ccnow_row.split()[1:3] == ["1", "1"]
+    assert f"({a})" in ccnow_row
+    assert "`reconciler ccnow resolve ID --sent|--not-sent`" in ccnow_row
+    assert "queued: the daemon sends them" in ccnow_row

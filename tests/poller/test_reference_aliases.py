@@ -86,7 +86,7 @@ async def test_an_alias_does_not_settle_an_uncertain_submit_of_the_same_referenc
     fake_ccv.orders, fake_ccv.refs = {ORDER: "New"}, {ORDER: "ABC"}
     assert (await ccv.full_pass(via="catch-up")).ok
     sub_id = await subs.record(ccv.store, "default", "abc", now)
-    await subs.make_uncertain(ccv.store, [sub_id], [], reason="timeout", now=now)
+    await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
 
     report = await ccv.check_reference("abc")
     assert report is not None and report.checked == 1  # ORDER is still checked

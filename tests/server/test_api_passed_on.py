@@ -131,3 +131,17 @@ async def test_a_key_ccv_echoes_is_masked_in_the_answer_passed_back_and_nothing_
         ) as response:
             assert (response.status, await response.read()) == (400, expected)
     assert len(fake.submits) == len(fake.pricing_calls) == 1
+
+
+async def test_a_key_ccv_echoes_percent_encoded_is_masked_in_the_answer_passed_back(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    # Every character an encoder may escape, `_` and `-` too, in either case of hex digit.
+    encoded = "".join(c if c.isalnum() else f"%{ord(c):02X}" for c in CCV_KEY)
+    assert encoded.startswith("t%5F")
+    echo = json.dumps({"message": f"bad key {encoded} or {encoded.lower()}"}).encode()
+    fake.submit_replies = [Reply(400, echo, "application/json")]
+    status, document, _ = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="echo-2")
+    )
+    assert (status, document) == (400, {"message": "bad key *** or ***"})

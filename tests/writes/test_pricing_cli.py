@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,11 +69,6 @@ async def test_a_body_that_is_no_object_says_what_it_found_only() -> None:
     )
 
 
-def _fifo(tmp: Path) -> Path:
-    os.mkfifo(tmp / "cart.json")
-    return tmp / "cart.json"
-
-
 def _one_byte_too_big(tmp: Path) -> Path:
     with open(tmp / "big.json", "wb") as f:
         f.truncate((16 << 20) + 1)
@@ -84,12 +78,10 @@ def _one_byte_too_big(tmp: Path) -> Path:
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
-        # A FIFO nothing writes to: `check-pricing` waited for a writer that never came.
-        (_fifo, "a pipe nothing wrote to for 5 s"),
         (lambda tmp: Path("/dev/zero"), "not a regular file or a pipe"),
         (_one_byte_too_big, "larger than 16 MiB"),
     ],
-    ids=["fifo", "device", "too-big"],
+    ids=["device", "too-big"],
 )
 async def test_a_body_file_that_is_no_file_to_read_is_one_line_and_exit_65(
     tmp_path: Path, make: Callable[[Path], Path], problem: str

@@ -116,3 +116,32 @@ async def test_without_an_api_a_store_held_by_another_command_blames_no_daemon(
         assert "this config has no [api]" in result.stderr
         assert "a daemon without [api]" not in result.stderr
     assert fake.submits == [] and fake_ccnow.actions == []
+
+
+async def test_ccvs_429_is_try_later_and_the_reference_may_be_sent_again(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # Too many requests: nothing was made, and nothing is wrong with the body.
+    fake.submit_replies = [json_reply(429, {"message": "Too Many Requests"})]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="busy-1")).encode()
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    assert "HTTP 429" in result.stderr
+    assert query(tmp_path, "SELECT state, http_status FROM submissions") == [("failed", 429)]
+    again = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert again.code == 0 and again.stdout.strip() in fake.orders
+
+
+async def test_an_unusable_first_id_field_leaves_the_next_one_to_read(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    order_id = "0b7c2a4e-8f0b-4d57-9a8e-2c1d3b5e7a90"
+    fake.submit_replies = [json_reply(201, {"orderId": "", "id": order_id})]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="two-ids")).encode()
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (result.code, result.stdout.strip()) == (0, order_id), result.stderr
+    assert query(tmp_path, "SELECT order_id, external_reference FROM orders") == [
+        (order_id, "two-ids")
+    ]

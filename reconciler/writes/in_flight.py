@@ -1,0 +1,83 @@
+"""The writes out to a provider when the daemon stops (DESIGN.md invariant 8).
+
+A write already sent (a CCV submit, a batch of CCNow actions) is let end within its own timeout:
+its answer is recorded, its event raised and its caller answered. Cut off, it would be left
+`sending`, and the next start could only call it uncertain for a person to settle, though the
+provider had answered. A write not sent yet is not sent once the stop began: a submit is refused
+with nothing recorded, an action stays queued for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar
+
+from reconciler.logs import fields
+
+log = logging.getLogger("reconciler.daemon")
+
+T = TypeVar("T")
+
+# Past its provider's timeout, what a write's recording (the store, its event) may take.
+WRITE_RECORD_S = 2.0
+# The wait has this ceiling whatever timeouts the config sets: systemd's TimeoutStopSec= (60 s)
+# must stay above the whole stop. A write still out then is left `sending` (see `wait`).
+WRITES_STOP_MAX_S = 30.0
+
+
+class Stopping(Exception):
+    """The daemon is stopping: this write was not sent, and will not be now."""
+
+
+def stop_bound(timeouts_s: Iterable[float]) -> float:
+    """How long a stop waits for the writes out: the longest provider timeout and the time to
+    record its answer, at most WRITES_STOP_MAX_S."""
+    longest = max(timeouts_s, default=0.0)
+    return min(longest + WRITE_RECORD_S, WRITES_STOP_MAX_S) if longest else 0.0
+
+
+class InFlight:
+    """The writes under way in one process; one shared by its submitter and action sender."""
+
+    def __init__(self) -> None:
+        self._writes: set[asyncio.Task[Any]] = set()
+        self._deadline: float | None = None
+
+    async def run(self, write: Coroutine[Any, Any, T]) -> T:
+        """Run one write (from its recording to its answer recorded) to its end, even when
+        its caller is cancelled (a stopping scheduler's job); Stopping once the stop began."""
+        if self._deadline is not None:
+            write.close()
+            raise Stopping
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
+
+    def stop(self, within_s: float) -> None:
+        """Start no write from now on; those out get `within_s` from now to end."""
+        if self._deadline is not None:
+            return
+        self._deadline = time.monotonic() + within_s
+        if self._writes:
+            log.info(
+                "daemon.writes_in_flight",
+                extra=fields(writes=len(self._writes), within_s=within_s),
+            )
+
+    async def wait(self) -> None:
+        """Wait for the writes out until the stop's bound (none before `stop`); cancel those
+        still out then: they stay `sending`, and the next start settles them as interrupted."""
+        if not self._writes or self._deadline is None:
+            return
+        left = self._deadline - time.monotonic()
+        _, late = await asyncio.wait(set(self._writes), timeout=max(left, 0.0))
+        if not late:
+            return
+        log.warning("daemon.writes_cut", extra=fields(writes=len(late)))
+        for task in late:
+            task.cancel()
+        await asyncio.wait(late, timeout=1.0)
