@@ -70,13 +70,28 @@ def ccnow_config(url: str, **changes: Any) -> CCNowConfig:
 
 @dataclass(frozen=True)
 class Reply:
-    """A scripted answer: HTTP status, body, extra headers, and how long to wait before it."""
+    """A scripted answer: HTTP status, body, extra headers, and how long to wait before it.
+    `framed=False` sends the body with neither Content-Length nor chunking and closes the
+    connection after it: the one answer a client cannot tell cut short (`cut_off`)."""
 
     status: int = 200
     body: str | bytes = ""
     content_type: str = "text/plain"
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    framed: bool = True
+
+
+def cut_off(body: str) -> Reply:
+    """Return an answer that ends where `body` does, its connection closed (no length given),
+    as a link lost mid-answer leaves it."""
+    return Reply(200, body, framed=False)
+
+
+class _CloseDelimited(web.StreamResponse):
+    """A response without length or chunking: only closing the connection ends it."""
+
+    _length_check = False
 
 
 def html_page(status: int = 200) -> Reply:
@@ -160,7 +175,9 @@ class _FakeServer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), seconds)
 
-    async def _answer(self, seen: Seen, build: Callable[[], Reply]) -> web.Response:
+    async def _answer(
+        self, request: web.Request, seen: Seen, build: Callable[[], Reply]
+    ) -> web.StreamResponse:
         self.requests.append(seen)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -179,6 +196,8 @@ class _FakeServer:
             body = reply.body.encode() if isinstance(reply.body, str) else reply.body
             # Sent as the header itself: aiohttp's `content_type` takes no parameters (charset).
             headers = {"Content-Type": reply.content_type, **reply.headers}
+            if not reply.framed:
+                return await _close_delimited(request, reply.status, body, headers)
             return web.Response(status=reply.status, body=body, headers=headers)
         finally:
             self.in_flight -= 1
@@ -220,7 +239,7 @@ class FakeCCV(_FakeServer):
         """Return the requests that asked about one order."""
         return [seen for seen in self.requests if seen.order_id == order_id]
 
-    async def _status(self, request: web.Request) -> web.Response:
+    async def _status(self, request: web.Request) -> web.StreamResponse:
         order_id = request.match_info["order_id"]
         seen = Seen(
             asyncio.get_running_loop().time(),
@@ -230,12 +249,12 @@ class FakeCCV(_FakeServer):
         )
         header, value = self._credential
         if request.headers.get(header) != value:
-            return await self._answer(seen, lambda: Reply(401, "Unauthorized"))
+            return await self._answer(request, seen, lambda: Reply(401, "Unauthorized"))
         queued = self.script_for.get(order_id)
         if queued:
             reply = queued.pop(0)
-            return await self._answer(seen, lambda: reply)
-        return await self._answer(seen, lambda: self._order_reply(order_id))
+            return await self._answer(request, seen, lambda: reply)
+        return await self._answer(request, seen, lambda: self._order_reply(order_id))
 
     def _order_reply(self, order_id: str) -> Reply:
         if order_id in self.replies:
@@ -301,7 +320,7 @@ class FakeCCNow(_FakeServer):
         """Return the receiver route."""
         return [web.post(CCNOW_PATH, self._receive)]
 
-    async def _receive(self, request: web.Request) -> web.Response:
+    async def _receive(self, request: web.Request) -> web.StreamResponse:
         form = {key: str(value) for key, value in (await request.post()).items()}
         seen = Seen(
             asyncio.get_running_loop().time(),
@@ -314,20 +333,24 @@ class FakeCCNow(_FakeServer):
             ids.append(form[f"x_orderid_{len(ids) + 1}"])
         self.batch_sizes.append(len(ids))
         if form.get("x_clientid") != self.client_id or form.get("x_password") != self.password:
-            return await self._answer(seen, lambda: Reply(200, "error_message invalid login\n"))
+            return await self._answer(
+                request, seen, lambda: Reply(200, "error_message invalid login\n")
+            )
         named = [normalize_ccnow_id(i) for i in ids]
         reply = next((self.replies_for[i] for i in named if i in self.replies_for), None)
         if reply is None and named:
             reply = self.queries
         if reply is not None:
             chosen = reply
-            return await self._answer(seen, lambda: chosen)
+            return await self._answer(request, seen, lambda: chosen)
         acting = any(form.get(f"x_action_{n}", "query") != "query" for n in range(1, len(ids) + 1))
         if acting and self.actions_answer is not None:
             self._lines(ids, form)
             lines = self.actions_answer
-            return await self._answer(seen, lambda: Reply(200, "".join(f"{x}\n" for x in lines)))
-        return await self._answer(seen, lambda: self._text(self._lines(ids, form)))
+            return await self._answer(
+                request, seen, lambda: Reply(200, "".join(f"{x}\n" for x in lines))
+            )
+        return await self._answer(request, seen, lambda: self._text(self._lines(ids, form)))
 
     def _act(self, n: int, order_id: str, form: Mapping[str, str]) -> str | None:
         """Apply `x_action_N` as the Order Update API describes it; return an error line."""
@@ -381,3 +404,14 @@ class FakeCCNow(_FakeServer):
         if self.blank_lines:
             lines = ["", *(f"  {line} \t" for line in lines), "", ""]
         return Reply(200, self.line_end.join(lines) + self.line_end)
+
+
+async def _close_delimited(
+    request: web.Request, status: int, body: bytes, headers: Mapping[str, str]
+) -> web.StreamResponse:
+    response = _CloseDelimited(status=status, headers=headers)
+    response.force_close()
+    await response.prepare(request)
+    await response.write(body)
+    await response.write_eof()
+    return response

@@ -32,9 +32,10 @@ _SPACE = " \t\f\v"
 # Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
-# A documented status word followed by columns of data (`pending\tUSD`, `mark_shipped
-# 2026-11-30`, `pending 2026-11-30 12.50`) names the status: else each new column would read as
-# another status. Followed by words (`pending review`), it may be a new status: kept whole.
+# A documented status word in any case followed by columns of data (`pending\tUSD`,
+# `MARK_SHIPPED 2026-11-30`, `pending 2026-11-30 12.50`) names the status (kept as written):
+# else each new column would read as another status. Followed by words (`pending review`), it
+# may be a new status: kept whole.
 _DOCUMENTED = frozenset(known_statuses("ccnow"))
 _DIGIT = re.compile(r"[0-9]")
 _CODE = re.compile(r"[A-Z]{2,5}", re.ASCII)  # `USD`, `UPS`
@@ -125,7 +126,7 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[Order
         after = more[0] if more else ""
         not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
-    if first in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
+    if word in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
         return OrderLine(order_id, first), bool(more)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(_BLANKS.split(rest))
@@ -147,6 +148,24 @@ def _is_data(columns: str) -> bool:
     return _DIGIT.search(columns) is not None or all(
         _CODE.fullmatch(c) for c in _BLANKS.split(columns)
     )
+
+
+def refusal_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
+    """Return the lines of an answer made of `error_message` lines alone, none of which says
+    CCNow or our login is at fault (down, to come back later, the password): CCNow refused what
+    the post asked for, and would again. None for any other answer. Each line masked and cut
+    as a per-order error's words are."""
+    found = []
+    for raw in _LINE_END.split(_text(body)):
+        line = raw.strip(_SPACE)
+        if not line:
+            continue
+        if line[: len(_ERROR_MESSAGE)].lower() != _ERROR_MESSAGE or any(
+            words.search(line) for words in (_OUTAGE_WORDS, _TEMPORARY, _AUTH_WORDS)
+        ):
+            return None
+        found.append(_readable(redact(line, secrets, limit=MAX_TEXT_LENGTH)))
+    return found or None
 
 
 def answered_orders(body: bytes) -> bool:
@@ -230,14 +249,17 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
 
 
 def is_complete(reply: Reply) -> bool:
-    """Whether an answer arrived whole: a 200 body ends with a line end, as every line does.
+    """Whether an answer arrived whole: one framed by its length or chunking did (aiohttp
+    raises on one that ends short), and an unframed 200 body ends with a line end, as every
+    line does.
 
-    A connection closed mid-answer (no Content-Length) leaves the last line cut, and a cut
-    word (`pend`) would read as a status; such an answer is a transport failure, and retried.
-    A page is no answer, whole or not: `parse_answer` says so (`html page`), with no retry.
+    A connection closed mid-answer (no Content-Length, not chunked) leaves the last line cut,
+    and a cut word (`pend`) would read as a status; such an answer is a transport failure, and
+    retried. A page is no answer, whole or not: `parse_answer` says so (`html page`), with no
+    retry.
     """
     body = reply.body
-    if reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
+    if reply.framed or reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
         return True
     return _is_page(_text(body))
 

@@ -38,6 +38,10 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     content_type_header: str  # as received; parsed only when asked
+    # The body's end was told by a Content-Length or chunking: aiohttp raises on a body that
+    # ends short of either, so such a body came whole. False: only the connection's close
+    # ended it, and a lost link looks the same (or the framing is unknown).
+    framed: bool = False
 
     @property
     def content_type(self) -> str:
@@ -80,6 +84,12 @@ def retry_delay(
     if retry_after is not None:
         return min(retry_after, retry.max_backoff_s)
     return min(retry.backoff_s * 2.0**n * jitter(0.8, 1.2), retry.max_backoff_s)
+
+
+def is_framed(resp: aiohttp.ClientResponse) -> bool:
+    """Whether a response's body ends where its Content-Length or chunking says."""
+    chunked = "chunked" in resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+    return chunked or resp.content_length is not None
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -142,7 +152,8 @@ async def request(
                 status = resp.status
                 if not is_retryable(status):
                     body = await read_body(resp, max_body)
-                    reply = Reply(status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
+                    content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
+                    reply = Reply(status, body, content_type, is_framed(resp))
                     if complete(reply):
                         return reply
                     word = "truncated_answer"

@@ -2,9 +2,11 @@
 
 Every command is committed before anything is sent; CCNow's answer line for its order is
 applied to the snapshot in the transaction that closes it (`pending -> mark_shipped`, with
-`via: "action"`). A post CCNow refuses as a whole in its own words (maintenance, a bad login)
-or before running it (a rate limit, a login wall, a wrong url) leaves the commands queued for
-a later attempt, as does a post that never left. `ship`, `cancel` and `track` are also sent
+`via: "action"`). A post CCNow refuses as a whole for commands' own fields (`error_message
+x_amount_1 exceeds order total`) refuses those commands, and the others are due again at once.
+A post CCNow refuses as a whole in other words (maintenance, a bad login) or before running it
+(a rate limit, a login wall, a wrong url) leaves the commands queued for a later attempt, as
+does a post that never left. `ship`, `cancel` and `track` are also sent
 again after an answer that was lost or may have come after CCNow ran the post (a 500, a
 gateway's 502 or 504, an HTML page, an unreadable body, an error line beside the orders'
 lines), and when the answer has no single line for their order; an `adjust` never is (CCNow
@@ -12,8 +14,9 @@ may have applied it, and would discount twice): it becomes `uncertain`, raises o
 `order.action_uncertain`, and waits for `reconciler ccnow resolve` (`order.action_resolved`).
 
 This module sends and closes; `ccnow_form.py` checks a request and builds the post (pure),
-`ccnow_post.py` posts one batch and tells how it failed, and `ccnow_outcome.py` says how an
-answer line closes a command. Their names are re-exported here.
+`ccnow_post.py` posts one batch and tells how it failed, and `ccnow_outcome.py` says how a
+command ends (refused without asking CCNow, closed by an answer line). Their names are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -58,9 +61,12 @@ from reconciler.writes.ccnow_outcome import (
     lines_by_id,
     make_uncertain,
     outcome,
+    refuse,
+    sort_out,
     taken_how,
+    took,
 )
-from reconciler.writes.ccnow_post import Lost, post_batch
+from reconciler.writes.ccnow_post import Lost, Refused, post_batch
 from reconciler.writes.once import NotSent
 from reconciler.writes.submit import failpoint
 
@@ -96,42 +102,6 @@ RETRY_MAX_S = 3600.0
 # How long after CCNow's first answer that did not settle its order a command is sent again;
 # then it is uncertain.
 UNSETTLED_FOR_S = 86400.0
-
-Refusals = list[tuple[cmds.NewCommand, str]]
-
-
-async def sort_out(
-    store: Store, fresh: Sequence[cmds.NewCommand]
-) -> tuple[list[cmds.NewCommand], Refusals, Refusals]:
-    """Split new commands, by what the store knows, into those to send, those refused without
-    asking CCNow (the order is past pending) and discounts that wait for an uncertain one."""
-    states = await store.orders.load(OrderKey("ccnow", c.account, c.order_id) for c in fresh)
-    wanted: list[cmds.NewCommand] = []
-    past_pending: Refusals = []
-    waiting: Refusals = []
-    for c in fresh:
-        why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
-        if why is not None:
-            past_pending.append((c, why))
-        elif c.action == "adjust" and (wait := await _uncertain_adjust(store, c)) is not None:
-            waiting.append((c, wait))
-        else:
-            wanted.append(c)
-    return wanted, past_pending, waiting
-
-
-async def _uncertain_adjust(store: Store, c: cmds.NewCommand) -> str | None:
-    """Why a new discount waits: an earlier one of the order is uncertain, and both taken
-    would discount twice (and `resolve` would settle them as one)."""
-    earlier = await cmds.of_order(store, c.account, c.order_id, "uncertain")
-    adjust = next((e for e in earlier if e.action == "adjust"), None)
-    if adjust is None:
-        return None
-    return (
-        f"an earlier discount of this order (#{adjust.id}) is uncertain: settle it with "
-        f"`reconciler ccnow resolve {c.order_id} --sent|--not-sent` first"
-    )
-
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -237,6 +207,16 @@ class ActionSender:
                 return
             await self._requeue(cfg, batch, str(exc), tally, lost=True)
             return
+        except Refused as exc:
+            # Refused for those commands' own fields: the same post would be refused again.
+            # Nothing of it was applied: the others go again at once.
+            tally.sent += len(batch)
+            await self._refuse([(c, exc.words[c.id]) for c in batch if c.id in exc.words], tally)
+            rest = [c for c in batch if c.id not in exc.words]
+            if rest:
+                why = f"the post was refused for another command: {exc}"
+                await self._requeue(cfg, rest, why, tally, delay=0.0)
+            return
         except SourceError as exc:
             # CCNow refused the whole post in its own words (`error_message ...`): no action
             # of it was applied.
@@ -254,9 +234,12 @@ class ActionSender:
         why: str,
         tally: Tally,
         lost: bool = False,
+        delay: float | None = None,
     ) -> None:
-        """Queue a batch again; `lost`: its answer was lost, so the post may have reached CCNow."""
-        now, ids, delay = self.clock(), [c.id for c in batch], _retry_delay(batch)
+        """Queue a batch again, due after `delay` (by default: doubling per attempt); `lost`:
+        its answer was lost, so the post may have reached CCNow."""
+        now, ids = self.clock(), [c.id for c in batch]
+        delay = _retry_delay(batch) if delay is None else delay
         at = now if lost else None
         await cmds.requeue(self.store, ids, next_attempt_at=now + delay, why=why, reached_at=at)
         tally.queued += len(batch)
@@ -272,14 +255,17 @@ class ActionSender:
         closes: list[tuple[int, cmds.State, str | None]] = []
         observations: list[Observation] = []
         for c in batch:
-            state, words = outcome(c, lines.get(c.order_id))
+            line = lines.get(c.order_id)
+            state, words = outcome(c, line)
             unsettled = state == "queued"
+            # The order's status as the answer or a status read says it, for the snapshot.
+            status = line.status if line is not None else None
             if c.action in TAKEN and (unsettled or (state == "refused" and c.attempts > 0)):
                 # An earlier post of this command may have reached CCNow with its answer lost,
                 # or this one, answered without its order's line: if the order is where the
                 # action puts it, the action took (or the order got there without it).
-                status = await self._status(cfg, c.order_id)
-                if status is not None and status in TAKEN[c.action]:
+                status = await self._status(cfg, c.order_id) or status
+                if status is not None and took(c.action, status):
                     state, words = "succeeded", f"{status} ({taken_how(c, unsettled)})"
             since = c.unsettled_since
             if state == "queued" and since is not None and self.clock() - since >= UNSETTLED_FOR_S:
@@ -288,10 +274,9 @@ class ActionSender:
                 # that did not settle it: a maintenance it was queued through is no such answer.
                 state, words = "uncertain", f"{NO_LINE} for a day"
             closes.append((c.id, state, words))
-            line = lines.get(c.order_id)
-            if line is not None and line.status is not None:
+            if status is not None:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
-                observations.append(Observation(key, Outcome.OK, status=line.status))
+                observations.append(Observation(key, Outcome.OK, status=status))
         delay = _retry_delay(batch)  # for those the answer did not settle
         await self._commit(cfg, batch, closes, observations, self.clock() + delay)
         for c, (_, state, said) in zip(batch, closes, strict=True):
@@ -360,6 +345,11 @@ class ActionSender:
 
     async def _make_uncertain(self, commands: Sequence[cmds.Command], why: str) -> None:
         await make_uncertain(self.store, commands, why, now=self.clock())
+        self.on_commit()
+
+    async def _refuse(self, refusals: list[tuple[cmds.Command, str]], tally: Tally) -> None:
+        await refuse(self.store, refusals, now=self.clock())
+        tally.refused += len(refusals)
         self.on_commit()
 
     async def resolve(self, account: str, order_id: str, *, sent: bool) -> list[cmds.Command]:

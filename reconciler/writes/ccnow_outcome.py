@@ -1,4 +1,5 @@
-"""CCNow order actions: how CCNow's answer closes each command, and what a run did."""
+"""CCNow order actions: how each command ends (refused without asking CCNow, closed by its
+answer), and what a run did."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 
 from reconciler.events import action_event
 from reconciler.logs import fields
+from reconciler.model import OrderKey
 from reconciler.sources.ccnow_answer import Answer, OrderLine
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_form import local_refusal
 
 # The sender's logger: its lines name the module that sends.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
@@ -18,6 +21,48 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # What CCNow answers when the action took: the queue state it put the order in, or (for an
 # order the lifecycle moved on quickly) where that queue leads.
 TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
+
+
+def took(action: str, status: str) -> bool:
+    """Whether an order's status says a ship or cancel took. CCNow's words in another case
+    (`MARK_SHIPPED`) are the same word here; the snapshot keeps them as written."""
+    return status.lower() in TAKEN.get(action, ())
+
+
+Refusals = list[tuple[cmds.NewCommand, str]]
+
+
+async def sort_out(
+    store: Store, fresh: Sequence[cmds.NewCommand]
+) -> tuple[list[cmds.NewCommand], Refusals, Refusals]:
+    """Split new commands, by what the store knows, into those to send, those refused without
+    asking CCNow (the order is past pending) and discounts that wait for an uncertain one."""
+    states = await store.orders.load(OrderKey("ccnow", c.account, c.order_id) for c in fresh)
+    wanted: list[cmds.NewCommand] = []
+    past_pending: Refusals = []
+    waiting: Refusals = []
+    for c in fresh:
+        why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
+        if why is not None:
+            past_pending.append((c, why))
+        elif c.action == "adjust" and (wait := await _uncertain_adjust(store, c)) is not None:
+            waiting.append((c, wait))
+        else:
+            wanted.append(c)
+    return wanted, past_pending, waiting
+
+
+async def _uncertain_adjust(store: Store, c: cmds.NewCommand) -> str | None:
+    """Why a new discount waits: an earlier one of the order is uncertain, and both taken
+    would discount twice (and `resolve` would settle them as one)."""
+    earlier = await cmds.of_order(store, c.account, c.order_id, "uncertain")
+    adjust = next((e for e in earlier if e.action == "adjust"), None)
+    if adjust is None:
+        return None
+    return (
+        f"an earlier discount of this order (#{adjust.id}) is uncertain: settle it with "
+        f"`reconciler ccnow resolve {c.order_id} --sent|--not-sent` first"
+    )
 
 
 @dataclass
@@ -156,7 +201,7 @@ def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
     if line.status is None:
         return "refused", line.error or "error"
     taken = TAKEN.get(c.action)
-    if taken is not None and line.status not in taken:
+    if taken is not None and not took(c.action, line.status):
         return "refused", f"answered {line.status}, not {taken[0]}"
     return "succeeded", line.status
 
@@ -166,24 +211,37 @@ async def make_uncertain(
 ) -> None:
     """Close commands `uncertain` (never sent again), each with its `order.action_uncertain`,
     and log each (error): a person looks in CCNow's backroom and settles it."""
+    await _close_each(store, [(c, why) for c in commands], "uncertain", now=now)
+
+
+async def refuse(store: Store, refusals: Sequence[tuple[cmds.Command, str]], *, now: float) -> None:
+    """Close commands `refused` with CCNow's words, each with its `order.action_refused`,
+    and log each (warning)."""
+    await _close_each(store, refusals, "refused", now=now)
+
+
+async def _close_each(
+    store: Store, closes: Sequence[tuple[cmds.Command, str]], state: cmds.State, *, now: float
+) -> None:
     events = [
         action_event(
             store.store_id,
             c.id,
-            "uncertain",
+            state,
             account=c.account,
             order_id=c.order_id,
             action=c.action,
             answer=why,
             time=now,
         )
-        for c in commands
+        for c, why in closes
     ]
-    await cmds.close(store, [(c.id, "uncertain", why) for c in commands], events, now)
-    for c in commands:
-        log.error(
-            "ccnow.action_uncertain",
-            extra=fields(
-                account=c.account, order_id=c.order_id, action=c.action, command_id=c.id, reason=why
-            ),
+    await cmds.close(store, [(c.id, state, why) for c, why in closes], events, now)
+    # An uncertain one says why its answer is unknown; a refused one, CCNow's answer.
+    uncertain = state == "uncertain"
+    level, word = (logging.ERROR, "reason") if uncertain else (logging.WARNING, "answer")
+    for c, why in closes:
+        about = {"account": c.account, "order_id": c.order_id, "action": c.action}
+        log.log(
+            level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, **{word: why})
         )

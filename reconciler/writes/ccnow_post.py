@@ -1,10 +1,13 @@
 """Posting one batch of CCNow actions and reading its answer, and telling the ways it can fail
-apart: never sent (NotSent), refused by CCNow as a whole (SourceError: nothing was applied), or
-lost (Lost: CCNow may have applied it, so an `adjust` must not be sent again)."""
+apart: never sent (NotSent), refused by CCNow as a whole (SourceError: nothing was applied; a
+later post may be taken), refused for its commands' own fields (Refused: nothing was applied,
+and the same commands would be refused again), or lost (Lost: CCNow may have applied it, so an
+`adjust` must not be sent again)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
@@ -19,6 +22,7 @@ from reconciler.sources.ccnow_answer import (
     answered_orders,
     is_complete,
     parse_answer,
+    refusal_lines,
 )
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import Reply, RequestFailed, request
@@ -32,6 +36,23 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # Statuses that may come after CCNow ran the post (its own failure, a gateway that forwarded
 # it): the actions in it may have been applied. Any other status than 200 means not.
 MAYBE_APPLIED = frozenset({500, 502, 504})
+# The fields of the document's table that carry a command's own values, as an `error_message`
+# names them: numbered (`x_amount_1`, the command at that place in the post) or not (`amount`,
+# the commands that carry one). The account's fields (`x_clientid`, `x_password`) are not here.
+_FIELD = re.compile(
+    r"\b(?:x_)?(orderid|action|notes|amount|trackname|tracknumber)(?:_([0-9]+))?\b", re.I
+)
+_ATTRIBUTE = {"orderid": "order_id"}
+
+
+class Refused(Exception):
+    """CCNow refused the whole post for the fields of some of its commands, in its own words
+    (`error_message x_amount_1 exceeds order total`): nothing of it was applied, and the same
+    command would be refused again. `words`: command id -> the line that names it."""
+
+    def __init__(self, words: dict[int, str]) -> None:
+        super().__init__(next(iter(words.values())))
+        self.words = words
 
 
 class Lost(Exception):
@@ -93,7 +114,36 @@ async def post_batch(
         if answered_orders(reply.body):
             # An error line beside lines for the posted orders: some of it was applied.
             raise Lost("error_with_order_lines") from None
+        if words := _refused(reply.body, batch, (cfg.password.reveal(),)):
+            raise Refused(words) from None
         raise
+
+
+def _refused(body: bytes, batch: Sequence[cmds.Command], secrets: Sequence[str]) -> dict[int, str]:
+    """Return the commands an answer refuses for their own fields, each with the line naming
+    it; empty unless every line of it names such a field (a line about anything else may be
+    CCNow's own trouble: the post is then sent again later)."""
+    lines = refusal_lines(body, secrets)
+    words: dict[int, str] = {}
+    for line in lines or ():
+        named = [c for m in _FIELD.finditer(line) for c in _named_by(m, batch)]
+        if not named:
+            return {}
+        for c in named:
+            words.setdefault(c.id, line)
+    return words
+
+
+def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.Command]:
+    """The commands a field name in an answer points at: the one at its number, else those
+    carrying the field (every command, if none does: the post was refused for it all the
+    same)."""
+    name, number = field.group(1).lower(), field.group(2)
+    if number is not None and 1 <= int(number) <= len(batch):
+        return [batch[int(number) - 1]]
+    attribute = _ATTRIBUTE.get(name, name)
+    carrying = [c for c in batch if getattr(c, attribute) is not None]
+    return carrying or list(batch)
 
 
 async def _post_once(

@@ -11,7 +11,7 @@ from aiohttp import hdrs
 from yarl import URL
 
 from reconciler.sources.errors import ProtocolError
-from reconciler.sources.http import Reply, read_body
+from reconciler.sources.http import Reply, is_framed, read_body
 
 
 class NotSent(Exception):
@@ -51,7 +51,8 @@ async def send_once(
                 body = await read_body(resp, max_body)
             except ProtocolError:
                 raise AnswerTooLarge(resp.status) from None
-            return Reply(resp.status, body, resp.headers.get(hdrs.CONTENT_TYPE, ""))
+            content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
+            return Reply(resp.status, body, content_type, is_framed(resp))
     except aiohttp.ClientConnectorError:
         raise NotSent("connection") from None
     except asyncio.TimeoutError:

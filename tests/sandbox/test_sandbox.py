@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from reconciler.config import Secret
 from reconciler.sandbox import (
     CCNOW_PATH,
     CCV_SUBMIT_PATH,
@@ -27,8 +28,12 @@ from reconciler.sandbox import (
     run_sandbox,
 )
 from reconciler.server import extract_ccnow_ids
+from reconciler.sources.ccnow import CCNowClient
+from reconciler.sources.errors import SourceUnavailable
 from tests.conftest import call_cli
+from tests.fake_providers import ccnow_config
 from tests.sandbox.conftest import Serve
+from tests.sources.test_ccnow import Collector
 
 
 def basic(user: str, password: str = "") -> dict[str, str]:
@@ -600,6 +605,18 @@ async def test_ccnow_partial_answer_is_cut_mid_line_and_the_connection_closed(
     query = {**LOGIN, "x_orderid_1": a, "x_action_1": "query"}
     async with http.post(base + CCNOW_PATH, data=query) as resp:
         assert await resp.read() == f"{a} pe".encode()
+
+
+async def test_ccnow_partial_answer_is_a_failure_the_client_retries(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    sandbox, base = await serve(faults="partial=1", orders=1)
+    [order] = sandbox.ccnow_order_ids()
+    cfg = ccnow_config(base + CCNOW_PATH, client_id="sandbox", password=Secret("sandbox"))
+    emit = Collector()
+    with pytest.raises(SourceUnavailable, match=r"^truncated answer$"):
+        await CCNowClient(cfg, http).query([order], emit)
+    assert emit.seen == []
 
 
 async def test_sandbox_command_documents_and_checks_the_fault_grammar() -> None:

@@ -648,12 +648,19 @@ def with_length(body: bytes, length: int) -> bytes:
     return head.encode() + body
 
 
+def chunked(body: bytes, *, end: bool = True) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n%s\r\n" % (len(body), body)
+    return head + chunk + (b"0\r\n\r\n" if end else b"")
+
+
 @pytest.mark.parametrize(
     "broken",
     [
         close_delimited(b"222-22-2222 pend"),  # cut mid-word
         close_delimited(b"111-11-1111 pending\n222-22-2222 pending"),  # the last line end lost
         with_length(b"222-22-2222 pending\n", 64),  # shorter than its header says
+        chunked(b"111-11-1111 pending\n222-22-2222 pend", end=False),  # its last chunk lost
     ],
 )
 async def test_a_cut_answer_is_retried_like_a_dropped_connection(
@@ -666,6 +673,26 @@ async def test_a_cut_answer_is_retried_like_a_dropped_connection(
         await client.query(["111-11-1111", "222-22-2222"], emit)
         assert emit.seen == [ok("111-11-1111", "pending"), ok("222-22-2222", "pending")]
         assert server.requests == 2
+
+
+@pytest.mark.parametrize(
+    "whole",
+    [
+        with_length(b"111-11-1111 pending\n222-22-2222 pending", 39),
+        chunked(b"111-11-1111 pending\n222-22-2222 pending"),
+    ],
+    ids=["content-length", "chunked"],
+)
+async def test_an_answer_framed_whole_needs_no_final_line_end(
+    session: aiohttp.ClientSession, whole: bytes
+) -> None:
+    # Its length or chunking says where it ends, and aiohttp raises on one that ends short.
+    async with RawServer([whole]) as server:
+        emit = Collector()
+        client = CCNowClient(ccnow_config(server.url), session)
+        await client.query(["111-11-1111", "222-22-2222"], emit)
+        assert emit.seen == [ok("111-11-1111", "pending"), ok("222-22-2222", "pending")]
+        assert server.requests == 1
 
 
 async def test_an_answer_cut_on_every_try_is_a_transport_failure(

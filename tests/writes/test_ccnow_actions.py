@@ -33,7 +33,7 @@ from tests.conftest import (
     run_cli,
     write_config,
 )
-from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, html_page
+from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, cut_off, html_page
 from tests.server.test_api import TOKEN, api_toml
 from tests.writes.test_submit_crash import listening
 
@@ -176,7 +176,7 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
     [
         # Cut mid-line, too large to be read, or not CCNow's answer at all (a gateway's page
         # or status, an empty body): CCNow may have applied the discount.
-        (Reply(200, f"{A} pend"), "truncated_answer"),
+        (cut_off(f"{A} pend"), "truncated_answer"),
         (Reply(200, "x" * (MAX_BODY_BYTES + 1) + "\n"), "answer_too_large"),
         (html_page(504), "http_504"),
         (html_page(502), "http_502"),
@@ -227,7 +227,7 @@ async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
 
 
 @pytest.mark.parametrize(
-    "reply", [Reply(200, f"{A} mark_sh"), html_page(504)], ids=["cut", "gateway-504"]
+    "reply", [cut_off(f"{A} mark_sh"), html_page(504)], ids=["cut", "gateway-504"]
 )
 async def test_a_ship_whose_answer_is_lost_is_sent_again(
     tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply
@@ -573,7 +573,7 @@ async def test_an_uncertain_adjust_is_resolved_while_the_daemon_runs(
     # Under systemd the daemon always holds the store: `ccnow resolve` hands the person's word
     # to it through the API, as the other ccnow commands do, instead of exit 75.
     fake_ccnow.orders = {A: "pending"}
-    fake_ccnow.script = [Reply(200, f"{A} pend")]
+    fake_ccnow.script = [cut_off(f"{A} pend")]
     port = free_port()
     cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
     assert (await ccnow(cfg, "adjust", A, "--amount", "7.25")).code == 75

@@ -16,7 +16,7 @@ import pytest
 from reconciler.store import WriterLock
 from tests.conftest import call_cli, free_port, poll_until, read_events, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
-from tests.fake_providers import FakeCCNow, Reply
+from tests.fake_providers import FakeCCNow, Reply, cut_off
 from tests.server.test_api import ORDER, Api, api_toml, serve_api
 from tests.writes.test_ccnow_actions import daemon_with_api
 from tests.writes.test_submit_crash import query, submission_state
@@ -45,7 +45,7 @@ def of_type(tmp_path: Path, type: str) -> list[dict[str, Any]]:
 async def uncertain_adjust(tmp_path: Path, fake_ccnow: FakeCCNow, extra: str = "") -> Path:
     """A config whose store holds one uncertain adjust of A (its answer cut off)."""
     fake_ccnow.orders = {A: "pending"}
-    fake_ccnow.script = [Reply(200, f"{A} pend")]
+    fake_ccnow.script = [cut_off(f"{A} pend")]
     cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=extra)
     result = await call_cli("--config", cfg, "ccnow", "adjust", A, "--amount", "7.25")
     assert result.code == 75, result.stderr

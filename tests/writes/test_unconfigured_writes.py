@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Result, call_cli, free_port, read_events, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
-from tests.fake_providers import FakeCCNow, Reply
+from tests.fake_providers import FakeCCNow, Reply, cut_off
 from tests.server.test_api import ORDER, api_toml
 from tests.writes.test_ccnow_actions import daemon_with_api
 from tests.writes.test_submit_crash import submission_state
@@ -51,7 +51,7 @@ async def ca_removed_with_an_uncertain_adjust(
     """An adjust of A left uncertain under the CCNow account `ca` (its answer cut off), then
     `ca` renamed `us` in the config."""
     fake_ccnow.orders = {A: "pending"}
-    fake_ccnow.script = [Reply(200, f"{A} pend")]
+    fake_ccnow.script = [cut_off(f"{A} pend")]
     cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra='name = "ca"', extra=extra)
     adjust = await call_cli("--config", cfg, "ccnow", "adjust", A, "--amount", "7.25")
     assert adjust.code == 75, adjust.stderr
