@@ -128,6 +128,10 @@ async def test_catch_up_prunes_old_delivered_history_and_ended_orders(
     # Three orders ended long ago, three are still open.
     fake_ccv.orders = {i: ("Completed" if n < 3 else "New") for n, i in enumerate(IDS)}
     cfg = write_config(tmp_path, ccv=fake_ccv)
+    # A sink that still sends events older than the window (else one pending is dead-lettered).
+    cfg.write_text(
+        cfg.read_text().replace('type = "jsonl"\n', 'type = "jsonl"\nmax_age = "1000d"\n')
+    )
     db = tmp_path / "reconciler.db"
     assert (await call_cli("--config", cfg, "track", "ccv", *IDS)).code == 0
     first = await call_cli("--config", cfg, "catch-up")
