@@ -6,7 +6,7 @@ import hashlib
 import uuid
 from typing import Any, NamedTuple
 
-from .json_text import compact_json, iso_time, optional_string_json, string_json
+from .json_text import compact_json, iso_time, line_safe, optional_string_json, string_json
 from .model import EventType, OrderKey, Severity, Source
 
 # Ids are uuid5 over the store's own id and what happened, so a transition that is found again
@@ -90,12 +90,13 @@ class Event(NamedTuple):
         """Return the serialized CloudEvent: the bytes the store keeps and every sink receives;
         the one place an event is encoded.
 
-        This is the text of compact json.dumps(self.cloudevent()), the envelope written out
-        around the data's JSON rather than built as a dict and encoded: a few microseconds less
-        per event stored (bench/README.md; tests/test_events.py holds the two equal).
+        This is the text of compact json.dumps(self.cloudevent()) with its line ends escaped
+        (json_text.line_safe), the envelope written out around the data's JSON rather than
+        built as a dict and encoded: a few microseconds less per event stored
+        (bench/README.md; tests/test_events.py holds the two equal).
         """
         subject = "" if self.order_id is None else f',"subject":{string_json(self.order_id)}'
-        return (
+        return line_safe(
             f'{{"specversion":"1.0","id":{string_json(self.id)},'
             f'"type":{string_json(self.type.value)},'
             f'"source":{string_json(f"reconciler/{self.source}/{self.account}")}{subject},'

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -15,7 +15,13 @@ from prometheus_client import (
 )
 
 from .events import Event
-from .model import Observation, Outcome
+from .model import STATUSES, Observation, Outcome
+
+# The status label of an order no answer gave a status yet, and of a word the provider does not
+# document: each such word a series of its own would let a provider (or a fake answering a word
+# per order) grow the metrics without end, and put any text in a label.
+NO_STATUS = "unknown"
+OTHER_STATUS = "other"
 
 # From "within the poll" to "long after": a notification should become an event in seconds.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -61,7 +67,8 @@ class Metrics:
         )
         self.followed = Gauge(
             "reconciler_followed_orders",
-            "Followed orders by last seen status (unknown before the first answer).",
+            "Followed orders by last seen status (unknown before the first answer, other for "
+            "a word the provider does not document).",
             ["source", "account", "status"],
             registry=self.registry,
         )
@@ -155,12 +162,22 @@ class Metrics:
         """Record how long a notification took to become a finished check."""
         self.notification_latency.labels(source).observe(seconds)
 
-    def set_followed(self, counts: Mapping[tuple[str, str, str | None], int]) -> None:
-        """Replace the followed-order counts, keyed by (source, account, status)."""
+    def set_followed(
+        self,
+        counts: Mapping[tuple[str, str, str | None], int],
+        *,
+        accounts: Collection[tuple[str, str]],
+    ) -> None:
+        """Replace the followed-order counts, keyed by (source, account, status), of the
+        configured `accounts` (source, account) only; undocumented words count as `other`."""
+        folded: Tally[tuple[str, str, str]] = Tally()
+        for (source, account, status), count in counts.items():
+            if (source, account) in accounts:
+                folded[(source, account, _status_label(source, status))] += count
         # clear() first so that a status nobody is in any more disappears instead of lingering.
         self.followed.clear()
-        for (source, account, status), count in counts.items():
-            self.followed.labels(source, account, status or "unknown").set(count)
+        for labels, count in folded.items():
+            self.followed.labels(*labels).set(count)
 
     def set_last_success(self, source: str, account: str, ts: float | None) -> None:
         """Set when a source last answered; None (never) exports 0 so that age alerts fire."""
@@ -204,3 +221,9 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """Return the Prometheus text exposition and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _status_label(source: str, status: str | None) -> str:
+    if status is None:
+        return NO_STATUS
+    return status if (source, status) in STATUSES else OTHER_STATUS

@@ -72,8 +72,11 @@ def test_events_are_counted_by_type() -> None:
 
 def test_followed_orders_forget_statuses_nobody_is_in_any_more() -> None:
     metrics = Metrics()
-    metrics.set_followed({("ccv", "default", "Processing"): 3, ("ccnow", "shop", None): 2})
-    metrics.set_followed({("ccv", "default", "Completed"): 3})
+    accounts = {("ccv", "default"), ("ccnow", "shop")}
+    metrics.set_followed(
+        {("ccv", "default", "Processing"): 3, ("ccnow", "shop", None): 2}, accounts=accounts
+    )
+    metrics.set_followed({("ccv", "default", "Completed"): 3}, accounts=accounts)
     value = metrics.registry.get_sample_value
     assert (
         value(
@@ -89,7 +92,7 @@ def test_followed_orders_forget_statuses_nobody_is_in_any_more() -> None:
         )
         is None
     )
-    metrics.set_followed({("ccnow", "shop", None): 2})
+    metrics.set_followed({("ccnow", "shop", None): 2}, accounts=accounts)
     assert (
         value(
             "reconciler_followed_orders",
@@ -157,6 +160,31 @@ def test_dead_letters_pass_duration_source_health_stuck_and_poll_interval() -> N
     assert value("reconciler_poll_interval_seconds", ccv) == 300
     assert value("reconciler_poll_interval_seconds", shop) == 120
     assert value("reconciler_stuck_orders", ccv) == 2
+
+
+async def test_followed_orders_fold_undocumented_words_and_leave_out_unnamed_accounts(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A provider answering a word of its own per order (or any text) made a series each, with
+    # that text as a label; the orders of an account the config no longer names stayed.
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    config = load_config(write_config(tmp_path, ccv=fake_ccv))
+    orders = [f"7e57a11c-0000-4000-8000-{n:012d}" for n in range(1, 6)]
+    fake_ccv.orders = {o: f"Weird{n}" for n, o in enumerate(orders[:3])}
+    fake_ccv.orders[orders[3]] = 'Q"x\\", "level":"error'
+    fake_ccv.orders[orders[4]] = "Processing"
+    async with Runtime(config) as rt:
+        daemon = Daemon(config, rt, Notifier(None))
+        await rt.store.orders.track("ccv", "default", [(o, None) for o in orders], time.time())
+        await rt.store.orders.track("ccv", "removed", [(orders[0], None)], time.time())
+        await rt.coordinators.ccv["default"].check(orders, via="poll")
+        await daemon.hub.refresh_metrics()
+        body = daemon.metrics.render()[0].decode()
+    followed = sorted(x for x in body.splitlines() if x.startswith("reconciler_followed_orders{"))
+    assert followed == [
+        'reconciler_followed_orders{account="default",source="ccv",status="Processing"} 1.0',
+        'reconciler_followed_orders{account="default",source="ccv",status="other"} 4.0',
+    ]
 
 
 STUCK_ORDER = "7e57a11c-0000-4000-8000-0000000000aa"

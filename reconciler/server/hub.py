@@ -147,15 +147,17 @@ class Hub:
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store."""
         store = self.store
-        self.metrics.set_followed(await store.orders.counts())
         # Every configured account, recorded or not: an account that never answered exports
         # last success 0, and one no longer configured does not linger.
-        states = {(s.source, s.account): s for s in await store.sources.states()}
-        stuck = await store.orders.stuck_counts()
         accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [
             *(("ccv", c) for c in self.config.ccv),
             *(("ccnow", c) for c in self.config.ccnow),
         ]
+        self.metrics.set_followed(
+            await store.orders.counts(), accounts={(s, a.name) for s, a in accounts}
+        )
+        states = {(s.source, s.account): s for s in await store.sources.states()}
+        stuck = await store.orders.stuck_counts()
         for source, acc in accounts:
             st = states.get((source, acc.name))
             self.metrics.set_last_success(source, acc.name, st.last_success if st else None)

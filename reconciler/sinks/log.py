@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ..json_text import iso_time, string_json
+from ..json_text import iso_time, line_safe, string_json
 from ..logs import PRIORITY, is_journal, log_handler, render, write_lines
 from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent
 
@@ -63,7 +63,8 @@ def event_lines(now: float, rows: Sequence[OutboxEvent], *, journal: bool) -> li
         text = row.body.decode()
         at = text.find(_DATA)
         start = text.find(_TIME)
-        data = text[at + len(_DATA) : -2]
+        # An event stored before line ends were escaped keeps its bytes: its line escapes them.
+        data = line_safe(text[at + len(_DATA) : -2])
         severity = row.severity
         if (
             severity is None

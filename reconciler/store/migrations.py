@@ -15,6 +15,9 @@ from .errors import StoreError
 
 log = logging.getLogger("reconciler.store")
 
+# The settled orders, as retention reads them through their index (migration 18): word for word.
+SETTLED_ORDERS = "end_state = 0 AND status IN ('Failed', 'completed', 'refunded')"
+
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
 # Statements are split on ";", so comments inside them must not contain one.
 MIGRATIONS: list[str] = [
@@ -240,7 +243,15 @@ MIGRATIONS: list[str] = [
         AND (last_error = 'every check failed (order_error)'
             OR last_error LIKE '% orders not found at once')
     """,
-    # 18: when the request whose answer an order's row holds was sent: an answer asked before
+    # 18: retention finds the settled orders (CCV `Failed`, CCNow `completed`, `refunded`: the
+    # settled words of model.py, watched for `watch_settled`, then never checked again) whose
+    # last change is older than its window through an index of those rows only, as it finds
+    # the ended ones (migration 9). The expression and the words are retention's own
+    f"""
+    CREATE INDEX orders_settled ON orders (coalesce(last_changed, tracked_at, 0))
+        WHERE {SETTLED_ORDERS}
+    """,
+    # 19: when the request whose answer an order's row holds was sent: an answer asked before
     # it changes nothing (diff.stale). Rows of older stores have none, and take their next answer
     "ALTER TABLE orders ADD COLUMN asked_at REAL",
 ]

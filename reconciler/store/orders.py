@@ -347,10 +347,12 @@ class Orders:
             return {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
 
     async def open_count(self, source: str, account: str) -> int:
-        """Return how many of an account's orders are not in an end state."""
+        """Return how many of an account's orders are not in an end state and still checked: a
+        settled order past its `watch_settled` is never checked again (next_check_at infinite,
+        9e999 in SQL), and waits for retention as an ended one."""
         sql = (
             "SELECT count(*) FROM orders INDEXED BY orders_open "
-            "WHERE source = ? AND account = ? AND end_state = 0"
+            "WHERE source = ? AND account = ? AND end_state = 0 AND next_check_at < 9e999"
         )
         rows = await self._conn.execute_fetchall(sql, (source, account))
         return int(next(iter(rows))[0])

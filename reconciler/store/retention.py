@@ -1,6 +1,8 @@
 """Retention: delivered history older than `[store] keep_events` is deleted, with the orders that
-reached an end state before that window and the CCV submissions and CCNow commands closed
-before it, and the space goes back to the file system.
+reached an end state before that window (or settled and are no longer watched: past their
+account's `watch_settled`, or of an account the config no longer names), the CCV submissions
+and CCNow commands closed before it, and the counts of statuses no order is in any more; the
+space goes back to the file system.
 
 Every step is a small transaction (CHUNK rows) and yields between them, so a pass or a
 notification that needs the writer waits for one chunk at most. An event that some sink has not
@@ -17,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..logs import fields
+from ..model import status_info
 from .db import Store
+from .migrations import SETTLED_ORDERS
 
 log = logging.getLogger("reconciler.retention")
 
@@ -50,11 +54,14 @@ async def prune(
     sinks: Sequence[str],
     keep_s: float,
     now: float,
+    watched: Mapping[tuple[str, str], float],
     remember_ref_s: float | None = None,
     chunk: int = CHUNK,
 ) -> PruneReport:
     """Delete what the retention window lets go, in small transactions; log one line.
-    References a CCV notification named go after `remember_ref_s` (all: no receiver)."""
+    `watched`: each configured account's `watch_settled` by (source, account); a settled order
+    of another account is watched by nobody. References a CCV notification named go after
+    `remember_ref_s` (all: no receiver)."""
     if not sinks:
         raise ValueError("prune needs the configured sinks")  # else every sink would be "gone"
     started = time.monotonic()
@@ -62,6 +69,8 @@ async def prune(
     released = await _release_removed_sinks(store, set(sinks), chunk)
     events, kept = await _prune_events(store, cutoff, chunk)
     orders = await _prune_orders(store, cutoff, chunk)
+    orders += await _prune_settled_orders(store, cutoff, now, watched, chunk)
+    await _prune_counts(store)
     writes = await _prune_closed_writes(store, cutoff, chunk)
     references = await _prune_references(
         store, now - remember_ref_s if remember_ref_s is not None else now
@@ -205,6 +214,55 @@ async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:
         await asyncio.sleep(0)
         if count < chunk:
             return deleted
+
+
+async def _prune_settled_orders(
+    store: Store,
+    cutoff: float,
+    now: float,
+    watched: Mapping[tuple[str, str], float],
+    chunk: int,
+) -> int:
+    """Delete settled orders that nothing watches any more and whose last change is older than
+    `cutoff`, as ended ones: past their account's `watch_settled`, or of an account the config
+    does not name. Such an order is never checked again (schedule.NEVER), so it would stay for
+    ever. Read in (last change, id) order through the index of settled orders, from where the
+    last chunk ended: an order still watched (a `watch_settled` longer than the window) stays."""
+    deleted = 0
+    after: tuple[float, int] = (-1.0, 0)
+    at = "coalesce(last_changed, tracked_at, 0)"
+    sql = (
+        f"SELECT id, source, account, status, {at} FROM orders INDEXED BY orders_settled "
+        f"WHERE {SETTLED_ORDERS} AND {at} < ? AND ({at}, id) > (?, ?) ORDER BY {at}, id LIMIT ?"
+    )
+    while True:
+        async with store.transaction():
+            rows = list(await store.conn.execute_fetchall(sql, (cutoff, *after, chunk)))
+            if not rows:
+                break
+            gone = [
+                int(r[0])
+                for r in rows
+                if status_info(r[1], r[3]).settled and r[4] < now - watched.get((r[1], r[2]), 0.0)
+            ]
+            if gone:
+                await store.conn.execute(
+                    f"DELETE FROM orders WHERE id IN ({', '.join('?' * len(gone))})", gone
+                )
+                store.orders.drop_pages()
+        deleted += len(gone)
+        after = (float(rows[-1][4]), int(rows[-1][0]))
+        await asyncio.sleep(0)
+        if len(rows) < chunk:
+            break
+    return deleted
+
+
+async def _prune_counts(store: Store) -> None:
+    """Delete the counts of statuses no order is in any more: a provider that puts a number in
+    its status word (`Processing step 7`) would grow the table without end. A few rows."""
+    async with store.transaction():
+        await store.conn.execute("DELETE FROM order_counts WHERE n = 0")
 
 
 # The states in which a write is still someone's business: being sent, waiting to be sent, or

@@ -221,20 +221,10 @@ class Submitter:
         try:
             return await self.in_flight.run(self._record_and_send(cfg, account, ref, payload))
         except Stopping:
-            return _json_result(
-                503,
-                {
-                    "error": "reconciler is stopping; nothing was recorded or sent: submit it "
-                    "again once it runs",
-                    "external_reference": ref,
-                },
-                ref,
-                None,
-            )
+            stopping = "reconciler is stopping; nothing was recorded or sent: submit it again"
+            return _json_result(503, {"error": stopping, "external_reference": ref}, ref, None)
 
-    async def _record_and_send(
-        self, cfg: CCVConfig, account: str, ref: str, payload: bytes
-    ) -> Result:
+    async def _record_and_send(self, cfg: CCVConfig, account: str, ref: str, data: bytes) -> Result:
         try:
             sub_id = await subs.record(self.store, account, ref, self.clock())
         except subs.SubmissionExists as exc:
@@ -253,7 +243,7 @@ class Submitter:
             )
         failpoint("submit.recorded")
         try:
-            answer = await send_once(self.session, cfg, "POST", SUBMIT_PATH, payload)
+            answer = await send_once(self.session, cfg, "POST", SUBMIT_PATH, data)
         except NotSent as exc:
             await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=self.clock())
             log.warning(

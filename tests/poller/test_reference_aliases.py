@@ -62,7 +62,8 @@ async def test_the_old_references_of_an_untracked_or_pruned_order_find_nothing(
     assert [o.key.order_id for o in await ccv.store.orders.by_reference("def")] == [OTHER]
 
     await ccv.store.orders.untrack("ccv", "default", [ORDER])
-    report = await prune(ccv.store, sinks=["jsonl"], keep_s=60, now=now + 86400)
+    watched = {("ccv", "default"): 180 * 86400.0}
+    report = await prune(ccv.store, sinks=["jsonl"], keep_s=60, now=now + 86400, watched=watched)
     assert report.orders == 1  # OTHER, ended a day before
 
     # Followed again, under other references: a notification for an old name must not reach

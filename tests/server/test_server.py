@@ -541,7 +541,7 @@ async def test_healthz_and_metrics_refuse_post(client: Client) -> None:
 async def test_metrics_are_refreshed_and_rendered(
     client: Client, hub: FakeHub, metrics: Metrics
 ) -> None:
-    metrics.set_followed({("ccv", "default", "Processing"): 2})
+    metrics.set_followed({("ccv", "default", "Processing"): 2}, accounts={("ccv", "default")})
     assert (await send(client, "POST", ccv_path(order_id="O-1")))[0] == 202
     assert (await send(client, "POST", ccv_path(order_id="O-2") + "x"))[0] == 404
     url = URL(f"http://127.0.0.1:{client.port}/metrics")

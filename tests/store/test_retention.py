@@ -31,6 +31,7 @@ from tests.fake_providers import CCV_KEY, FakeCCV
 DAY = 86400.0
 NOW = 1_800_000_000.0
 KEEP_S = 400 * DAY
+WATCHED = {("ccv", "default"): 180 * DAY}  # the configured accounts' watch_settled
 IDS = [f"5a6b7c8d-0000-4000-8000-{n:012d}" for n in range(1, 7)]
 
 
@@ -86,7 +87,9 @@ async def _prune_example(
                 "UPDATE deliveries SET state = ? WHERE sink = ? AND event_seq = ?",
                 [(state, sink, seq) for sink, seq, state in deliveries if state is not None],
             )
-        await prune(store, sinks=("log", "jsonl"), keep_s=KEEP_S, now=NOW, chunk=chunk)
+        await prune(
+            store, sinks=("log", "jsonl"), keep_s=KEEP_S, now=NOW, watched=WATCHED, chunk=chunk
+        )
         seqs = {r[0] for r in await store.conn.execute_fetchall("SELECT seq FROM events")}
         kept: dict[int, dict[str, str]] = {seq: {} for seq in seqs}
         for seq, sink, state in await store.conn.execute_fetchall(
@@ -125,6 +128,10 @@ async def test_catch_up_prunes_old_delivered_history_and_ended_orders(
     # Three orders ended long ago, three are still open.
     fake_ccv.orders = {i: ("Completed" if n < 3 else "New") for n, i in enumerate(IDS)}
     cfg = write_config(tmp_path, ccv=fake_ccv)
+    # A sink that still sends events older than the window (else one pending is dead-lettered).
+    cfg.write_text(
+        cfg.read_text().replace('type = "jsonl"\n', 'type = "jsonl"\nmax_age = "1000d"\n')
+    )
     db = tmp_path / "reconciler.db"
     assert (await call_cli("--config", cfg, "track", "ccv", *IDS)).code == 0
     first = await call_cli("--config", cfg, "catch-up")
@@ -216,6 +223,7 @@ async def test_pruning_while_a_catch_up_runs_loses_and_doubles_nothing(
                     sinks=rt.store.events.sinks,
                     keep_s=config.keep_events_s,
                     now=time.time(),
+                    watched=WATCHED,
                     chunk=10,
                 ),
             )
@@ -340,7 +348,7 @@ async def test_closed_writes_older_than_the_window_go_open_ones_stay(tmp_path: P
                 (f"k-{n}", state, old, closed),
             )
     try:
-        report = await prune(store, sinks=["log"], keep_s=400 * 86400, now=now)
+        report = await prune(store, sinks=["log"], keep_s=400 * 86400, now=now, watched=WATCHED)
     finally:
         await store.close()
     assert report.writes == 6
@@ -361,7 +369,12 @@ async def test_references_remembered_past_remember_ref_are_pruned(tmp_path: Path
         for reference, age_s in (("old-1", 8 * 86400), ("old-2", 30 * 86400), ("new", 3600)):
             await store.sources.remember_reference("default", reference, now - age_s)
         report = await prune(
-            store, sinks=["log"], keep_s=400 * 86400, now=now, remember_ref_s=7 * 86400
+            store,
+            sinks=["log"],
+            keep_s=400 * 86400,
+            now=now,
+            watched=WATCHED,
+            remember_ref_s=7 * 86400,
         )
         assert report.references == 2
         rows = await store.conn.execute_fetchall(
@@ -369,6 +382,7 @@ async def test_references_remembered_past_remember_ref_are_pruned(tmp_path: Path
         )
         assert [r[0] for r in rows] == ["new"]
         # Without a receiver no notification comes: every remembered reference goes.
-        assert (await prune(store, sinks=["log"], keep_s=400 * 86400, now=now)).references == 1
+        again = await prune(store, sinks=["log"], keep_s=400 * 86400, now=now, watched=WATCHED)
+        assert again.references == 1
     finally:
         await store.close()

@@ -489,7 +489,7 @@ async def test_an_account_failing_on_its_providers_own_word_at_the_upgrade_keeps
         await store.close()
 
 
-ASKED_AT = 18  # the migration that keeps when the request an order's answer came from was sent
+ASKED_AT = 19  # the migration that keeps when the request an order's answer came from was sent
 
 
 async def test_a_store_from_before_the_asked_times_takes_each_orders_next_answer(

@@ -1,0 +1,116 @@
+"""Retention of settled orders (CCNow `completed`, `refunded`; CCV `Failed`): watched for
+`watch_settled`, then never checked again, they go with the ended ones once their last change is
+older than `keep_events`; and the counts of statuses no order is in any more go too."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from reconciler.model import STATUSES
+from reconciler.store.counts import FULL_COUNT_SQL
+from reconciler.store.migrations import SETTLED_ORDERS
+from tests.conftest import call_cli, write_config
+from tests.fake_providers import FakeCCNow, FakeCCV
+from tests.store.test_retention import _age
+
+ORDERS = ["396-10-0001", "396-10-0002", "396-10-0003", "396-10-0004"]
+
+
+def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        rows = list(conn.execute(sql).fetchall())
+    conn.close()
+    return rows
+
+
+def _keep(cfg: Path, keep: str) -> None:
+    cfg.write_text(cfg.read_text().replace("[store]\n", f'[store]\nkeep_events = "{keep}"\n', 1))
+
+
+async def _pruned(cfg: Path) -> dict[str, object]:
+    result = await call_cli("--config", cfg, "catch-up")
+    assert result.code == 0, result.stderr
+    (line,) = [x for x in result.log_lines() if x.get("message") == "store.pruned"]
+    return line
+
+
+async def test_settled_orders_past_their_watch_are_pruned_as_ended_ones(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    completed, refunded, pending, canceled = ORDERS
+    fake_ccnow.orders = {
+        completed: "completed",
+        refunded: "refunded",
+        pending: "pending",
+        canceled: "canceled",
+    }
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra='watch_settled = "40d"')
+    _keep(cfg, "30d")
+    db = tmp_path / "reconciler.db"
+    assert (await call_cli("--config", cfg, "track", "ccnow", *ORDERS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+
+    # 35 days on: past the window, but the settled ones are still watched; the ended one goes.
+    _age(db, 35)
+    assert (await _pruned(cfg))["orders"] == 1
+    left = {r[0] for r in _rows(db, "SELECT order_id FROM orders")}
+    assert left == {completed, refunded, pending}
+
+    # 45 days on: past their watch, never checked again; they go, the open one stays.
+    _age(db, 10)
+    assert (await _pruned(cfg))["orders"] == 2
+    assert [r[0] for r in _rows(db, "SELECT order_id FROM orders")] == [pending]
+    # No count of a status nobody is in is kept; what is kept equals a full count.
+    assert _rows(db, "SELECT count(*) FROM order_counts WHERE n = 0") == [(0,)]
+    kept = _rows(db, "SELECT source, account, nullif(status, ''), n FROM order_counts")
+    assert sorted(kept) == sorted(_rows(db, FULL_COUNT_SQL))
+
+
+async def test_an_unnamed_accounts_orders_no_longer_watched_are_not_warned_about_and_go(
+    tmp_path: Path, fake_ccnow: FakeCCNow, fake_ccv: FakeCCV
+) -> None:
+    # Settled at once past a watch of 0 s: never checked again, as after 180 days.
+    fake_ccnow.orders = dict(zip(ORDERS[:3], ("completed", "refunded", "canceled"), strict=True))
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra='watch_settled = "0s"')
+    db = tmp_path / "reconciler.db"
+    assert (await call_cli("--config", cfg, "track", "ccnow", *ORDERS[:3])).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+
+    # [ccnow] removed: nothing of it is left to check, so no warning (README "Renaming or
+    # removing an account"), from `check` nor `catch-up`.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    for command in ("check", "catch-up"):
+        result = await call_cli("--config", cfg, command)
+        assert result.code == 0, result.stderr
+        warned = [x for x in result.log_lines() if x["message"] == "orders.account_not_configured"]
+        assert warned == []
+    assert len(_rows(db, "SELECT * FROM orders")) == 3
+
+    # Nobody watches its settled orders: once older than the window they go, as ended ones.
+    _age(db, 401)
+    assert (await _pruned(cfg))["orders"] == 3
+    assert _rows(db, "SELECT count(*) FROM orders") == [(0,)]
+    assert _rows(db, "SELECT * FROM order_counts") == []
+
+
+def test_the_index_of_settled_orders_holds_the_settled_statuses() -> None:
+    # The migration's words are model.py's: a new settled status needs a new index.
+    settled = sorted(status for (_, status), info in STATUSES.items() if info.settled)
+    words = sorted(SETTLED_ORDERS.split("IN (")[1].rstrip(")").replace("'", "").split(", "))
+    assert words == settled
+
+
+async def test_counts_of_status_words_nobody_is_in_any_more_go(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # A provider that numbers its status words would grow the counts table without end.
+    order = "5a6b7c8d-0000-4000-8000-000000000001"
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
+    for step in range(1, 4):
+        fake_ccv.orders = {order: f"Processing step {step}"}
+        await call_cli("--config", cfg, "catch-up")  # its end prunes
+    kept = _rows(db, "SELECT status, n FROM order_counts")
+    assert kept == [("Processing step 3", 1)]
