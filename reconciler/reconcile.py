@@ -103,13 +103,14 @@ class Reconciler:
                     return written
                 # The transaction that was to carry it failed: it writes its own.
             return await self._write_group(Group(member))
-        now = self.clock()
         async with self.store.transaction(urgent=via == "notification"):
             began = time.monotonic()
             events, references = await self._write(
                 observations,
                 via=via,
-                now=now,
+                # Read once the writer is ours: a fresher answer written while this waited is
+                # then older than `now`, and this one's older answer is judged stale against it.
+                now=self.clock(),
                 discover=discover,
                 within=within,
                 page=page,

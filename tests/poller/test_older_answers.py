@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from reconciler.model import OrderKey
+from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.ccv import CCVCoordinator
+from reconciler.reconcile import Reconciler
 from reconciler.store import Store
 from tests.fake_providers import FakeCCV, Seen
 
@@ -57,3 +58,43 @@ async def test_a_pass_answer_older_than_a_notifications_check_changes_nothing(
     ]
     # The next pass asks again and finds nothing new.
     assert (await ccv.full_pass(via="catch-up")).events == 0
+
+
+async def test_a_pass_write_that_waits_for_the_writer_judges_by_the_time_it_writes(
+    ccv: CCVCoordinator,
+) -> None:
+    # A pass's batch waits for the writer (the previous batch, a sink's record); meanwhile a
+    # notification's check is asked, answered and, urgent, written first. The batch's answer
+    # is older than what it now finds: it changes nothing. (Its time was read before the wait,
+    # so the fresher time looked like a clock put back: "FulfillmentInProgress -> New".)
+    key = OrderKey("ccv", "default", CCV_ORDER)
+    now = [1000.0]
+    store: Store = ccv.store
+    reconciler = Reconciler(ccv.writer.config, store, clock=lambda: now[0])
+    await store.orders.track("ccv", "default", [(CCV_ORDER, None)], 1.0)
+    await reconciler.apply([Observation(key, Outcome.OK, "New", asked=999.0)], via="catch-up")
+
+    release = asyncio.Event()
+    holding = asyncio.Event()
+
+    async def another_writer() -> None:
+        async with store.transaction():
+            holding.set()
+            await release.wait()
+
+    writer = asyncio.ensure_future(another_writer())
+    await holding.wait()
+    older = Observation(key, Outcome.OK, "New", asked=1010.0)
+    batch = asyncio.ensure_future(reconciler.apply([older], via="catch-up"))
+    await asyncio.sleep(0)  # the batch starts and waits for the writer
+    now[0] = 1030.0
+    newer = Observation(key, Outcome.OK, "FulfillmentInProgress", asked=1020.0)
+    notified = asyncio.ensure_future(reconciler.apply([newer], via="notification"))
+    await asyncio.sleep(0)  # the notification waits for the writer too, ahead of the batch
+    release.set()
+    await asyncio.gather(writer, notified, batch)
+
+    [state] = (await store.orders.load([key])).values()
+    assert (state.status, state.asked_at) == ("FulfillmentInProgress", 1020.0)
+    changes = [json.loads(e.body)["data"]["status"] for e in await store.events.history()]
+    assert changes == ["New", "FulfillmentInProgress"]
