@@ -2,8 +2,7 @@
 
 At least once: a row is marked delivered only after its sink said so. Failed deliveries are
 retried after `retry_min`, doubling with jitter, honouring Retry-After, until `max_age`, then
-dead-lettered (kept, logged at error), as is an event a sink reaches past its `max_age`, unsent.
-A sink whose receiver is gone (410) is disabled.
+dead-lettered (kept, logged at error). A sink whose receiver is gone (410) is disabled.
 
 One path: each lane reads what its sink may have from the store, in seq (commit) order, woken
 when this process commits and every `tick_s` for other processes' writes. Per order, a sink
@@ -78,7 +77,8 @@ class _Lane:
     refused: str | None = None  # the order of the last event attempted, if refused
     down_streak: int = 0  # pauses in a row for a receiver that looked down
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    holding: bool = False  # it holds the hint gate: a notification's event waits for it
+    # Whether the lane holds the hint gate: a notification's event waits for it (see `committed`).
+    holding: bool = False
     urgent_commits: int = 0  # commits that left urgent events for this lane
 
 
@@ -215,7 +215,8 @@ class Delivery:
         self.wake()
 
     async def run(self) -> None:
-        """Deliver until `stop()`; each sink in its own task: a slow webhook holds up no other."""
+        """Deliver until `stop()`; each sink in its own task, so a slow webhook never holds up
+        the log or the file."""
         await self.load_disabled()
         self._running = True
         try:
@@ -232,7 +233,8 @@ class Delivery:
             try:
                 wait = await self._lane_once(lane, self._cutoff)
             except StoreError:
-                # Logged once by the store's health; read again after a tick (unrecorded: resent).
+                # Logged once by the store's health. The lane reads the store again after a
+                # tick; a delivery not recorded is sent again.
                 wait = self.tick_s
             if wait == 0:
                 continue
@@ -305,10 +307,6 @@ class Delivery:
         limit = 1 if probing else self.hint_batch if hinted else BATCH
         due = await self.store.outbox.due(name, now, limit)
         rows = due.rows
-        if stale := retries.expired(lane.config, rows, now):  # dead letters unsent: read again
-            await self.store.outbox.expired(name, [row.seq for row in stale], retries.UNSENT)
-            self.dead_letters[name] = self.dead_letters.get(name, 0) + len(stale)
-            return 0
         if probing and rows:
             # After a refusal, or a pause for a receiver that looked down: one event, so that
             # a down receiver gets one attempt per pause.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,38 +251,3 @@ async def test_replay_beside_the_daemon_delivers_within_a_tick_though_the_sink_w
             delivery.TICK_S + 5,
             "the replayed events",
         )
-
-
-async def test_an_event_past_max_age_when_its_turn_comes_is_dead_lettered_unsent(
-    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
-) -> None:
-    # A receiver down longer than max_age got, once back, every event it had missed, late (the
-    # ones never tried, and the retries its pause held back): max_age dead-lettered only the
-    # few refused at that age.
-    receiver.refused = None  # down
-    fake_ccv.orders = dict.fromkeys(ORDERS, "New")
-    sink = webhook_sink(receiver.url, retry_min="1s", max_age="1h", timeout="2s")
-    cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
-    assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS, env=env())).code == 0
-    caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "2s", env=env())
-    assert caught_up.code == 75, caught_up.stderr
-    assert dead_letters(caught_up) == []
-    # Two hours on (the events and their retry times as if made then), the receiver is back,
-    # and a new order's event is fresh.
-    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
-        conn.execute("UPDATE events SET time = time - 7200")
-        conn.execute("UPDATE deliveries SET next_attempt_at = next_attempt_at - 7200")
-    conn.close()
-    receiver.refused = set()
-    fresh = "7c6d5e4f-0000-4000-8000-000000000009"
-    fake_ccv.orders[fresh] = "New"
-    assert (await call_cli("--config", cfg, "track", "ccv", fresh, env=env())).code == 0
-    before = len(receiver.attempts)
-
-    again = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "3s", env=env())
-    assert again.code == 75, again.stderr  # dead letters made
-    assert [(order, status) for _, _, order, status in receiver.since(before)] == [(fresh, 200)]
-    lines = [x for x in again.log_lines() if x["message"] == "sink.dead_letter"]
-    assert len(lines) == len(ORDERS)
-    assert {x["reason"] for x in lines} == {"max_age passed before it was sent"}
-    assert sorted(await undelivered(cfg)) == [(order, ["webhook"]) for order in ORDERS]

@@ -1,6 +1,5 @@
 """What a failed delivery becomes: a retry at its time (`retry_min`, doubling with jitter, at
-least a Retry-After), or a dead letter once the event reached `max_age`; and which events a
-sink reaches too late to be sent at all.
+least a Retry-After), or a dead letter once the event reached `max_age`.
 
 `max_age` counts from the event's creation, or from its replay when `replay` queued it again,
 so that a replayed event gets its retries like a new one.
@@ -32,41 +31,6 @@ class Failures:
     updates: list[tuple[int, str, float | None]]  # (seq, reason, next attempt; None: dead)
     dead: int  # events dead-lettered
     resume_at: float  # when the sink may be tried again (0: at once)
-
-
-# A retry reached this much after its time (at least `retry_min`) was held back: by a pause for
-# a receiver that looked down, a stopped daemon. Sooner, it is the last retry `plan` made for
-# the event's `max_age`, which is still sent.
-LATE_S = 5.0
-UNSENT = "max_age passed before it was sent"
-
-
-def expired(cfg: SinkConfig, rows: Sequence[OutboxEvent], now: float) -> list[OutboxEvent]:
-    """Return the events the sink reaches past their `max_age`, to be dead-lettered unsent, and
-    log one line each: one never tried (its receiver was down meanwhile, or the daemon), or a
-    retry held back past its time. The log sink writes every event, however late."""
-    if cfg.type == "log":
-        return []
-    late_s = max(cfg.retry_min_s, LATE_S)
-    out = [
-        row
-        for row in rows
-        if row.started is not None
-        and now >= row.started + cfg.max_age_s
-        and now >= (row.retry_at or row.started) + late_s
-    ]
-    for row in out:
-        log.error(
-            "sink.dead_letter",
-            extra=fields(
-                sink=cfg.name,
-                event_id=row.id,
-                event_type=row.type,
-                attempts=row.attempts,
-                reason=UNSENT,
-            ),
-        )
-    return out
 
 
 def plan(

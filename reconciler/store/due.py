@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-# A row: (seq, id, type, order_id, body, attempts, severity, next_attempt_at, source, account,
-# when its max_age began: the event's creation, or its replay).
+# A row: (seq, id, type, order_id, body, attempts, severity, next_attempt_at, source, account).
 Row = tuple[Any, ...]
 
 # A sink's pending events, read through the partial index of pending rows in its own order:
@@ -25,8 +24,7 @@ Row = tuple[Any, ...]
 # few that failed before (> 0) are read apart.
 OUTBOX_COLUMNS = (
     "SELECT e.seq, e.id, e.type, e.order_id, e.body, d.attempts, e.severity, d.next_attempt_at, "
-    "e.source, e.account, max(e.time, coalesce(d.requeued_at, 0)) AS started "
-    "FROM deliveries d INDEXED BY deliveries_due "
+    "e.source, e.account FROM deliveries d INDEXED BY deliveries_due "
     "JOIN events e ON e.seq = d.event_seq WHERE d.sink = ? AND d.state = 'pending' "
 )
 _RETRIED = OUTBOX_COLUMNS + "AND d.next_attempt_at > 0"
@@ -38,7 +36,7 @@ FRESH = (
 # stay the stored bytes: joined as a BLOB, never decoded.
 _FRESH_AS_ONE = (
     "SELECT count(*), json_group_array(json_array(seq, id, type, order_id, attempts, severity, "
-    "source, account, started)), CAST(group_concat(body, char(10)) AS BLOB) FROM (" + FRESH + ")"
+    "source, account)), CAST(group_concat(body, char(10)) AS BLOB) FROM (" + FRESH + ")"
 )
 
 
@@ -56,7 +54,7 @@ def fresh_page(conn: sqlite3.Connection, sink: str, after: int, limit: int) -> l
     if len(split) != count:  # a body holding a newline (written by hand): row by row
         return conn.execute(FRESH, (sink, after, limit)).fetchall()
     rows = [
-        (c[0], c[1], c[2], c[3], body, c[4], c[5], 0.0, c[6], c[7], c[8])
+        (c[0], c[1], c[2], c[3], body, c[4], c[5], 0.0, c[6], c[7])
         for c, body in zip(json.loads(columns), split, strict=True)
     ]
     # Both aggregates see the rows in one pass, so the n-th body is the n-th row's; SQLite

@@ -38,8 +38,6 @@ class OutboxEvent(NamedTuple):
     body: bytes
     attempts: int = 0  # earlier failed attempts for this sink
     severity: str | None = None  # the stored event's; None: read it from the body
-    started: float | None = None  # when its `max_age` began (creation or replay); None: unknown
-    retry_at: float = 0.0  # when its retry was due (0: never tried)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +264,7 @@ class OutboxRows:
         rows = urgent_first(head, pending.rows)[:limit]
         self._store.priority.served(sink, (r[0] for r in rows))
         return Due(
-            [
-                OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6], r[10], r[7])
-                for r in rows
-            ],
+            [OutboxEvent(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows],
             next_at=pending.next_at,
             full=len(rows) >= limit,
         )
@@ -323,15 +318,6 @@ class OutboxRows:
                 "state = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END, "
                 "next_attempt_at = coalesce(?, next_attempt_at) WHERE sink = ? AND event_seq = ?",
                 [(err, at, at, sink, seq) for seq, err, at in failures],
-            )
-
-    async def expired(self, sink: str, seqs: Sequence[int], reason: str) -> None:
-        """Dead-letter events the sink reached past their max_age, unsent: no attempt counted."""
-        async with self._store.transaction(urgent=True):
-            await self._conn.executemany(
-                "UPDATE deliveries SET state = 'dead', last_error = ? "
-                "WHERE sink = ? AND event_seq = ? AND state = 'pending'",
-                [(reason, sink, seq) for seq in seqs],
             )
 
     async def last_replay(self, sink: str) -> float | None:
