@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,3 +252,32 @@ async def test_replay_beside_the_daemon_delivers_within_a_tick_though_the_sink_w
             delivery.TICK_S + 5,
             "the replayed events",
         )
+
+
+async def test_events_a_down_receiver_missed_past_max_age_are_sent_when_it_is_back(
+    tmp_path: Path, fake_ccv: FakeCCV, receiver: Receiver
+) -> None:
+    # max_age bounds how long a failed delivery is retried, not how late an event is sent: a
+    # receiver down longer than max_age gets, once back, every event it missed (a rule that
+    # dead-lettered them unsent also cut the tail of any long backlog, a replay's included).
+    receiver.refused = None  # down
+    fake_ccv.orders = dict.fromkeys(ORDERS, "New")
+    sink = webhook_sink(receiver.url, retry_min="1s", max_age="1h", timeout="2s")
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
+    assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS, env=env())).code == 0
+    caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "2s", env=env())
+    assert caught_up.code == 75, caught_up.stderr
+    # Two hours on (the events and their retry times as if made then), the receiver is back.
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        conn.execute("UPDATE events SET time = time - 7200")
+        conn.execute("UPDATE deliveries SET next_attempt_at = next_attempt_at - 7200")
+    conn.close()
+    receiver.refused = set()
+    before = len(receiver.attempts)
+
+    again = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "5s", env=env())
+    assert again.code == 0, again.stderr
+    assert dead_letters(again) == []
+    delivered = sorted(order for _, _, order, status in receiver.since(before) if status == 200)
+    assert delivered == sorted(ORDERS)
+    assert await undelivered(cfg) == []
