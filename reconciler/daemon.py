@@ -55,9 +55,9 @@ class StartupError(Exception):
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
 # Shutdown bounds. At the worst, all in turn: the writes sent to a provider their longest
-# timeout + 2 s, at most 30 s (in_flight.py), then the API's answers 1 s (the receiver's 1 s and
-# its checks' 1 s meanwhile), the scheduler's jobs and the other tasks 3 s each, the outbox 4 s:
-# 41 s, under the unit's TimeoutStopSec=60s.
+# timeout + 2 s, at most 30 s, and 1 s for those cut then to end (in_flight.py), then the API's
+# answers 1 s (the receiver's 1 s and its checks' 1 s meanwhile), the scheduler's jobs and the
+# other tasks 3 s each, the outbox 4 s: 42 s, under the unit's TimeoutStopSec=60s.
 RECEIVER_STOP_TIMEOUT_S = 1.0
 NOTIFICATION_CHECKS_STOP_TIMEOUT_S = 1.0  # checks under way may end; CCV does not call again
 JOBS_STOP_TIMEOUT_S = 3.0

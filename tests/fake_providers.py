@@ -91,7 +91,8 @@ STAMPED = cast(float, _Stamped())
 class Reply:
     """A scripted answer: HTTP status, body, extra headers, and how long to wait before it.
     `framed=False` sends the body with neither Content-Length nor chunking and closes the
-    connection after it: the one answer a client cannot tell cut short (`cut_off`)."""
+    connection after it: the one answer a client cannot tell cut short (`cut_off`); `chunked`
+    sends it in chunks, ended cleanly (as a web server ends a CGI's answer, whole or not)."""
 
     status: int = 200
     body: str | bytes = ""
@@ -99,6 +100,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     framed: bool = True
+    chunked: bool = False
 
 
 def cut_off(body: str) -> Reply:
@@ -221,6 +223,8 @@ class _FakeServer:
             headers = {"Content-Type": reply.content_type, **reply.headers}
             if not reply.framed:
                 return await _close_delimited(request, reply.status, body, headers)
+            if reply.chunked:
+                return await _chunked(request, reply.status, body, headers)
             return web.Response(status=reply.status, body=body, headers=headers)
         finally:
             self.in_flight -= 1
@@ -441,6 +445,17 @@ async def _close_delimited(
 ) -> web.StreamResponse:
     response = _CloseDelimited(status=status, headers=headers)
     response.force_close()
+    await response.prepare(request)
+    await response.write(body)
+    await response.write_eof()
+    return response
+
+
+async def _chunked(
+    request: web.Request, status: int, body: bytes, headers: Mapping[str, str]
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=status, headers=headers)
+    response.enable_chunked_encoding()
     await response.prepare(request)
     await response.write(body)
     await response.write_eof()

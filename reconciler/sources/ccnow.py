@@ -3,6 +3,7 @@ parser is ccnow_answer.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -110,8 +111,15 @@ class _BatchFailures:
 class CCNowClient:
     """Ask CCNow about the orders of one account; the session belongs to the caller."""
 
-    def __init__(self, config: CCNowConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        config: CCNowConfig,
+        session: aiohttp.ClientSession,
+        *,
+        halt: asyncio.Event | None = None,
+    ) -> None:
         self._config = config
+        self._halt = halt  # set: no request is tried again (the daemon stops)
         self._session = session
         self._url = URL(config.url)
         self._fields = [("x_clientid", config.client_id), ("x_password", config.password.reveal())]
@@ -246,6 +254,7 @@ class CCNowClient:
             max_body=MAX_BODY_BYTES,
             log=log,
             complete=is_complete,
+            halt=self._halt,
         )
         if reply.status in (401, 403):
             raise AuthenticationFailed(f"http {reply.status}")

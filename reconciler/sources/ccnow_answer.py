@@ -32,11 +32,13 @@ _SPACE = " \t\f\v"
 # Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
-# A documented status word in any case followed by columns of data (`pending\tUSD`,
-# `MARK_SHIPPED 2026-11-30`, `pending 2026-11-30 12.50`) names the status (kept as written):
-# else each new column would read as another status. Followed by words (`pending review`), it
-# may be a new status: kept whole.
-_DOCUMENTED = frozenset(known_statuses("ccnow"))
+# A documented status word in any case (`MARK_SHIPPED`) is that documented word: stored as
+# written, a later answer in the document's case would raise a change that is none, and a word
+# in capitals would never count as settled. Followed by columns of data (`pending\tUSD`,
+# `MARK_SHIPPED 2026-11-30`, `pending 2026-11-30 12.50`) it names the status: else each new
+# column would read as another status. Followed by words (`pending review`), it may be a new
+# status: kept whole, as written, as every word the document does not list is.
+_DOCUMENTED = {word.lower(): word for word in known_statuses("ccnow")}
 _DIGIT = re.compile(r"[0-9]")
 _CODE = re.compile(r"[A-Z]{2,5}", re.ASCII)  # `USD`, `UPS`
 # What says CCNow does not know the order (its test server and sandbox answer `ID
@@ -66,6 +68,15 @@ _TEMPORARY = re.compile(r"retry|try\s+again|later|temporar|busy|timeout|timed\s+
 # says the service is down is an outage, whatever else it names (`login server upgrade`).
 _AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
 _OUTAGE_WORDS = re.compile(r"maintenance|\bdown\b|offline|unavailable|outage", re.I)
+# What says CCNow itself is in trouble, as a poll takes any `error_message` to: an action's
+# post answered so is sent again later, never called refused (`Database error, action not
+# performed`, `Internal server error while processing x_action_1`, `disk full`).
+_TROUBLE_WORDS = re.compile(
+    r"server|database|\bdb\b|sql|internal|disk|storage|memory|exception|crash|fatal|panic|"
+    r"system|service|processing|not\s+performed|network|connection|overload|capacity|quota|"
+    r"too\s+many|rate\s+limit|limit\s+reached",
+    re.I,
+)
 _ERROR_MESSAGE = "error_message"
 NO_PENDING_ORDERS = "no_pending_orders"
 
@@ -117,8 +128,9 @@ def says_not_found(text: str) -> bool:
 
 
 def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[OrderLine, bool]:
-    """Read what follows an order id: a status (kept verbatim), or a per-order error; and
-    whether columns after a documented status word were left out."""
+    """Read what follows an order id: a status (a documented word in the document's case,
+    any other verbatim), or a per-order error; and whether columns after a documented status
+    word were left out."""
     first, *more = _BLANKS.split(rest, maxsplit=1)
     word = first.lower()
     if word in _ERROR_WORDS:
@@ -127,7 +139,7 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[Order
         not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
     if word in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
-        return OrderLine(order_id, first), bool(more)
+        return OrderLine(order_id, _DOCUMENTED[word]), bool(more)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(_BLANKS.split(rest))
     if (
@@ -152,16 +164,16 @@ def _is_data(columns: str) -> bool:
 
 def refusal_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
     """Return the lines of an answer made of `error_message` lines alone, none of which says
-    CCNow or our login is at fault (down, to come back later, the password): CCNow refused what
-    the post asked for, and would again. None for any other answer. Each line masked and cut
-    as a per-order error's words are."""
+    CCNow or our login is at fault (down, in trouble, to come back later, the password): CCNow
+    refused what the post asked for, and would again. None for any other answer. Each line
+    masked and cut as a per-order error's words are."""
     found = []
     for raw in _LINE_END.split(_text(body)):
         line = raw.strip(_SPACE)
         if not line:
             continue
         if line[: len(_ERROR_MESSAGE)].lower() != _ERROR_MESSAGE or any(
-            words.search(line) for words in (_OUTAGE_WORDS, _TEMPORARY, _AUTH_WORDS)
+            words.search(line) for words in (_OUTAGE_WORDS, _TROUBLE_WORDS, _TEMPORARY, _AUTH_WORDS)
         ):
             return None
         found.append(_readable(redact(line, secrets, limit=MAX_TEXT_LENGTH)))
@@ -249,14 +261,14 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
 
 
 def is_complete(reply: Reply) -> bool:
-    """Whether an answer arrived whole: one framed by its length or chunking did (aiohttp
-    raises on one that ends short), and an unframed 200 body ends with a line end, as every
-    line does.
+    """Whether an answer arrived whole: one whose Content-Length it matched did (aiohttp
+    raises on one that ends short), and any other 200 body ends with a line end, as every line
+    does.
 
-    A connection closed mid-answer (no Content-Length, not chunked) leaves the last line cut,
-    and a cut word (`pend`) would read as a status; such an answer is a transport failure, and
-    retried. A page is no answer, whole or not: `parse_answer` says so (`html page`), with no
-    retry.
+    A connection closed mid-answer leaves the last line cut, and a cut word (`pend`) would
+    read as a status; so does a CGI that dies mid-line behind a web server, which still ends
+    its chunked answer cleanly. Such an answer is a transport failure, and retried. A page is
+    no answer, whole or not: `parse_answer` says so (`html page`), with no retry.
     """
     body = reply.body
     if reply.framed or reply.status != 200 or not body or body.endswith((b"\n", b"\r")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -38,9 +39,10 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     content_type_header: str  # as received; parsed only when asked
-    # The body's end was told by a Content-Length or chunking: aiohttp raises on a body that
-    # ends short of either, so such a body came whole. False: only the connection's close
-    # ended it, and a lost link looks the same (or the framing is unknown).
+    # The body's end was told by a Content-Length, which aiohttp raises on a body ending short
+    # of: such a body came whole. False: a chunked body (a CGI that died mid-answer still gets
+    # its chunked response ended cleanly by the web server), one only the connection's close
+    # ended (a lost link looks the same), or framing unknown.
     framed: bool = False
 
     @property
@@ -87,9 +89,10 @@ def retry_delay(
 
 
 def is_framed(resp: aiohttp.ClientResponse) -> bool:
-    """Whether a response's body ends where its Content-Length or chunking says."""
+    """Whether a response's body is as long as its Content-Length says (chunking, which
+    overrides a Content-Length, says nothing of whether what was sent was whole)."""
     chunked = "chunked" in resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
-    return chunked or resp.content_length is not None
+    return not chunked and resp.content_length is not None
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -126,11 +129,13 @@ async def request(
     log: logging.Logger,
     data: bytes | None = None,
     complete: Callable[[Reply], bool] = lambda reply: True,
+    halt: asyncio.Event | None = None,
 ) -> Reply:
     """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after.
 
     `complete` tells whether a reply arrived whole; one that did not is retried like a dropped
-    connection (word `truncated_answer`).
+    connection (word `truncated_answer`). Once `halt` is set (the daemon stops), no attempt is
+    made again: the failure so far is raised at once, during the backoff too.
     """
     n = 0
     reached = False
@@ -167,14 +172,20 @@ async def request(
         except aiohttp.ClientError:
             # aiohttp's text may quote the URL; ours never says more than the word.
             reached, word = True, "connection"
-        if n >= retry.attempts:
+        if n >= retry.attempts or (halt is not None and halt.is_set()):
             raise RequestFailed(word, reached=reached)
         delay = retry_delay(retry, n, parse_retry_after(retry_after, datetime.now(timezone.utc)))
         log.debug(
             "request.retry",
             extra={"fields": {"url": str(url), "reason": word, "attempt": n + 1, "delay_s": delay}},
         )
-        await asyncio.sleep(delay)
+        if halt is None:
+            await asyncio.sleep(delay)
+        else:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(halt.wait(), delay)
+            if halt.is_set():
+                raise RequestFailed(word, reached=reached)
         n += 1
 
 

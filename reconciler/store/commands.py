@@ -234,10 +234,18 @@ async def requeue(
     next_attempt_at: float,
     why: str,
     reached_at: float | None = None,
+    unsettled_at: float | None = None,
 ) -> None:
     """Put commands whose post failed as a whole back in the queue for a later attempt;
-    `reached_at`: the post may have reached CCNow (None: it surely did not)."""
+    `reached_at`: the post may have reached CCNow (None: it surely did not); `unsettled_at`:
+    CCNow refused it as a whole in words that may not change (the first such time is kept)."""
     async with store.transaction():
+        if unsettled_at is not None:
+            await store.conn.executemany(
+                "UPDATE commands SET unsettled_since = coalesce(unsettled_since, ?) "
+                "WHERE id = ? AND state IN ('queued', 'sending')",
+                [(unsettled_at, i) for i in ids],
+            )
         await requeue_within(
             store, ids, next_attempt_at=next_attempt_at, why=why, reached_at=reached_at
         )

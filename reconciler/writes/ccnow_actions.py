@@ -4,19 +4,14 @@ Every command is committed before anything is sent; CCNow's answer line for its 
 applied to the snapshot in the transaction that closes it (`pending -> mark_shipped`, with
 `via: "action"`). A post CCNow refuses as a whole for commands' own fields (`error_message
 x_amount_1 exceeds order total`) refuses those commands, and the others are due again at once.
-A post CCNow refuses as a whole in other words (maintenance, a bad login) or before running it
-(a rate limit, a login wall, a wrong url) leaves the commands queued for a later attempt, as
-does a post that never left. `ship`, `cancel` and `track` are also sent
-again after an answer that was lost or may have come after CCNow ran the post (a 500, a
-gateway's 502 or 504, an HTML page, an unreadable body, an error line beside the orders'
-lines), and when the answer has no single line for their order; an `adjust` never is (CCNow
-may have applied it, and would discount twice): it becomes `uncertain`, raises one
-`order.action_uncertain`, and waits for `reconciler ccnow resolve` (`order.action_resolved`).
+Refused as a whole in other words, or before CCNow ran it, or never sent, a post's commands
+stay queued (a day of refusals naming no field nor trouble ends them). `ship`, `cancel` and
+`track` are also sent again after an answer lost or that may have come after CCNow ran the post,
+and when the answer has no single line for their order; an `adjust` never is (it would discount
+twice): it becomes `uncertain`, with `order.action_uncertain`, for `reconciler ccnow resolve`.
 
-This module sends and closes; `ccnow_form.py` checks a request and builds the post (pure),
-`ccnow_post.py` posts one batch and tells how it failed, and `ccnow_outcome.py` says how a
-command ends (refused without asking CCNow, closed by an answer line). Their names are
-re-exported here.
+`ccnow_form.py` checks a request and builds the post (pure), `ccnow_post.py` posts one batch
+and tells how it failed, `ccnow_outcome.py` says how a command ends; re-exported here.
 """
 
 from __future__ import annotations
@@ -56,18 +51,21 @@ from reconciler.writes.ccnow_form import (
 from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     TAKEN,
+    UNSETTLED_FOR_S,
     Taken,
     Tally,
     command_json,
+    end_after_a_day,
     lines_by_id,
     make_uncertain,
     outcome,
     refuse,
+    resolve_by_hand,
     sort_out,
     taken_how,
     took,
 )
-from reconciler.writes.ccnow_post import Lost, Refused, post_batch
+from reconciler.writes.ccnow_post import Lost, Refused, RefusedAsAWhole, post_batch
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
 from reconciler.writes.submit import failpoint
@@ -78,6 +76,7 @@ __all__ = [
     "MAX_TRACK_FIELD",
     "PASSWORD_MASK",
     "PAST_PENDING",
+    "UNSETTLED_FOR_S",
     "ActionSender",
     "BadAction",
     "Lost",
@@ -101,9 +100,6 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
-# How long after CCNow's first answer that did not settle its order a command is sent again;
-# then it is uncertain.
-UNSETTLED_FOR_S = 86400.0
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -200,7 +196,7 @@ class ActionSender:
         once = batch[0].action == "adjust"
         asked = time.time()  # its lines are as of this post: older checks yield (diff.stale)
         try:
-            answer = await post_batch(self.session, cfg, batch, once=once)
+            answer = await post_batch(self.session, cfg, batch, once=once, halt=self.in_flight.halt)
         except NotSent as exc:
             # The connection was never made: queued again, and not counted as sent.
             await self._requeue(cfg, batch, str(exc), tally)
@@ -225,9 +221,18 @@ class ActionSender:
             return
         except SourceError as exc:
             # CCNow refused the whole post in its own words (`error_message ...`): no action
-            # of it was applied.
+            # of it was applied. Words of no field nor trouble may be said of it for ever: a
+            # day after the first, the command ends (a maintenance is sent through).
             tally.sent += len(batch)
-            await self._requeue(cfg, batch, str(exc), tally)
+            refusal = isinstance(exc, RefusedAsAWhole)
+            if refusal:
+                batch, ended = await end_after_a_day(self.store, batch, str(exc), self.clock())
+                for state in ended:
+                    tally.count(state)
+                if ended:
+                    self.on_commit()
+            if batch:
+                await self._requeue(cfg, batch, str(exc), tally, refusal=refusal)
             return
         tally.sent += len(batch)
         failpoint("ccnow.answered")
@@ -241,13 +246,17 @@ class ActionSender:
         tally: Tally,
         lost: bool = False,
         delay: float | None = None,
+        refusal: bool = False,
     ) -> None:
         """Queue a batch again, due after `delay` (by default: doubling per attempt); `lost`:
-        its answer was lost, so the post may have reached CCNow."""
+        its answer was lost, so the post may have reached CCNow; `refusal`: refused as a whole
+        (RefusedAsAWhole), its day counts."""
         now, ids = self.clock(), [c.id for c in batch]
         delay = _retry_delay(batch) if delay is None else delay
-        at = now if lost else None
-        await cmds.requeue(self.store, ids, next_attempt_at=now + delay, why=why, reached_at=at)
+        at, since = (now if lost else None), (now if refusal else None)
+        await cmds.requeue(
+            self.store, ids, next_attempt_at=now + delay, why=why, reached_at=at, unsettled_at=since
+        )
         tally.queued += len(batch)
         log.warning(
             "ccnow.action_retry_later",
@@ -275,7 +284,11 @@ class ActionSender:
                 # An earlier post of this command may have reached CCNow with its answer lost,
                 # or this one, answered without its order's line: if the order is where the
                 # action puts it, the action took (or the order got there without it).
-                status = await self._status(cfg, c.order_id) or status
+                read = await self._status(cfg, c.order_id)
+                if read is None and self.in_flight.stopping:
+                    # Not read for the stop: the next start sends it again and reads it.
+                    state = "queued"
+                status = read or status
                 if status is not None and took(c.action, status):
                     state, words = "succeeded", f"{status} ({taken_how(c, unsettled)})"
             since = c.unsettled_since
@@ -315,8 +328,10 @@ class ActionSender:
         async def emit(o: Observation) -> None:
             seen.append(o)
 
+        if self.in_flight.stopping:
+            return None  # no new request during a stop
         try:
-            await CCNowClient(cfg, self.session).query([order_id], emit)
+            await CCNowClient(cfg, self.session, halt=self.in_flight.halt).query([order_id], emit)
         except SourceError:
             return None
         return next((o.status for o in seen if o.outcome is Outcome.OK), None)
@@ -367,20 +382,9 @@ class ActionSender:
     async def resolve(self, account: str, order_id: str, *, sent: bool) -> list[cmds.Command]:
         """Settle an order's uncertain commands by a person's word, each with its
         `order.action_resolved`; return them."""
-        state: cmds.State = "sent" if sent else "not_sent"
-        words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
-        found = await cmds.resolve(self.store, account, order_id, state, words, self.clock())
+        found = await resolve_by_hand(self.store, account, order_id, sent, now=self.clock())
         if found:
             self.on_commit()
-            log.info(
-                "ccnow.action_resolved",
-                extra=fields(
-                    account=account,
-                    order_id=order_id,
-                    commands=[c.id for c in found],
-                    state=state,
-                ),
-            )
         return found
 
 

@@ -237,8 +237,7 @@ def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewComm
 
 def local_refusal(state: OrderState | None) -> str | None:
     """Why an action on an order is refused without asking CCNow, or None."""
-    # CCNow's words in any case, as its answers to actions are read (`MARK_SHIPPED`).
-    if state is not None and state.status is not None and state.status.lower() in PAST_PENDING:
+    if state is not None and state.status is not None and state.status in PAST_PENDING:
         return (
             f"its last known status is {state.status}, past pending; "
             "CCNow takes actions on pending orders only"

@@ -18,15 +18,19 @@ from reconciler.writes.ccnow_form import local_refusal
 # The sender's logger: its lines name the module that sends.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
+# How long after CCNow's first answer that did not settle its order (no line for it, a whole
+# post refused in words of no field) a command is sent again; then it ends.
+UNSETTLED_FOR_S = 86400.0
+
 # What CCNow answers when the action took: the queue state it put the order in, or (for an
 # order the lifecycle moved on quickly) where that queue leads.
 TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
 
 
 def took(action: str, status: str) -> bool:
-    """Whether an order's status says a ship or cancel took. CCNow's words in another case
-    (`MARK_SHIPPED`) are the same word here; the snapshot keeps them as written."""
-    return status.lower() in TAKEN.get(action, ())
+    """Whether an order's status says a ship or cancel took (CCNow's words in another case,
+    `MARK_SHIPPED`, were read as the documented word)."""
+    return status in TAKEN.get(action, ())
 
 
 Refusals = list[tuple[cmds.NewCommand, str]]
@@ -206,6 +210,24 @@ def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
     return "succeeded", line.status
 
 
+async def end_after_a_day(
+    store: Store, batch: Sequence[cmds.Command], why: str, now: float
+) -> tuple[list[cmds.Command], list[cmds.State]]:
+    """End the commands of a post refused as a whole (RefusedAsAWhole) whose answers have not
+    settled them for a day: `refused` with CCNow's words if no post of them may have been
+    applied, else `uncertain`; return the others, and the states of those ended."""
+    ended = [c for c in batch if now - (c.unsettled_since or now) >= UNSETTLED_FOR_S]
+    words = f"{why} (for a day)"
+    if refused := [(c, words) for c in ended if c.maybe_reached_at is None]:
+        await refuse(store, refused, now=now)
+    if uncertain := [c for c in ended if c.maybe_reached_at is not None]:
+        await make_uncertain(store, uncertain, words, now=now)
+    states: list[cmds.State] = [
+        "refused" if c.maybe_reached_at is None else "uncertain" for c in ended
+    ]
+    return [c for c in batch if c not in ended], states
+
+
 async def make_uncertain(
     store: Store, commands: Sequence[cmds.Command], why: str, *, now: float
 ) -> None:
@@ -245,3 +267,21 @@ async def _close_each(
         log.log(
             level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, **{word: why})
         )
+
+
+async def resolve_by_hand(
+    store: Store, account: str, order_id: str, sent: bool, *, now: float
+) -> list[cmds.Command]:
+    """Settle an order's uncertain commands by a person's word, each with its
+    `order.action_resolved`, and log it; return them."""
+    state: cmds.State = "sent" if sent else "not_sent"
+    words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
+    found = await cmds.resolve(store, account, order_id, state, words, now)
+    if found:
+        log.info(
+            "ccnow.action_resolved",
+            extra=fields(
+                account=account, order_id=order_id, commands=[c.id for c in found], state=state
+            ),
+        )
+    return found

@@ -6,6 +6,7 @@ and the same commands would be refused again), or lost (Lost: CCNow may have app
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -36,12 +37,13 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # Statuses that may come after CCNow ran the post (its own failure, a gateway that forwarded
 # it): the actions in it may have been applied. Any other status than 200 means not.
 MAYBE_APPLIED = frozenset({500, 502, 504})
-# The fields of the document's table that carry a command's own values, as an `error_message`
-# names them: numbered (`x_amount_1`, the command at that place in the post) or not (`amount`,
-# the commands that carry one). The account's fields (`x_clientid`, `x_password`) are not here.
-_FIELD = re.compile(
-    r"\b(?:x_)?(orderid|action|notes|amount|trackname|tracknumber)(?:_([0-9]+))?\b", re.I
-)
+# The fields of the document's table that carry a command's own values, as CCNow writes them
+# in an `error_message`: with their `x_` (`x_amount`: the commands that carry one), numbered
+# (`x_amount_1`, `amount_1`: the command at that place in the post), or both. A bare word
+# (`Database error, action not performed`) is English, not a field. The account's fields
+# (`x_clientid`, `x_password`) are not here.
+_NAMES = "orderid|action|notes|amount|trackname|tracknumber"
+_FIELD = re.compile(rf"\b(?=x_|(?:{_NAMES})_[0-9])(?:x_)?({_NAMES})(?:_([0-9]+))?\b")
 _ATTRIBUTE = {"orderid": "order_id"}
 
 
@@ -55,6 +57,12 @@ class Refused(Exception):
         self.words = words
 
 
+class RefusedAsAWhole(SourceError):
+    """CCNow refused the whole post in words that name no field of it and none of its own
+    trouble (`error_message Discount exceeds order total`): nothing of it was applied, and the
+    same post may well be refused again."""
+
+
 class Lost(Exception):
     """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
     an answer cut off, or what came back may follow CCNow running it: a 500, 502 or 504, an
@@ -63,10 +71,18 @@ class Lost(Exception):
 
 
 async def post_batch(
-    session: aiohttp.ClientSession, cfg: CCNowConfig, batch: Sequence[cmds.Command], *, once: bool
+    session: aiohttp.ClientSession,
+    cfg: CCNowConfig,
+    batch: Sequence[cmds.Command],
+    *,
+    once: bool,
+    halt: asyncio.Event | None = None,
 ) -> Answer:
     """Post one batch and parse the answer; raise NotSent, Lost, or SourceError for CCNow's
-    own refusal of the whole post."""
+    own refusal of the whole post (RefusedAsAWhole: in words of no field nor trouble). Once
+    `halt` is set (the daemon stops), nothing is posted, and a failed attempt is not retried."""
+    if halt is not None and halt.is_set():
+        raise NotSent("stopping")
     data = urlencode(form(cfg, batch)).encode("ascii")
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
@@ -89,6 +105,7 @@ async def post_batch(
                 max_body=MAX_BODY_BYTES,
                 log=log,
                 complete=is_complete,
+                halt=halt,
             )
         except RequestFailed as exc:
             if not exc.reached:
@@ -114,16 +131,17 @@ async def post_batch(
         if answered_orders(reply.body):
             # An error line beside lines for the posted orders: some of it was applied.
             raise Lost("error_with_order_lines") from None
-        if words := _refused(reply.body, batch, (cfg.password.reveal(),)):
+        lines = refusal_lines(reply.body, (cfg.password.reveal(),))
+        if words := _refused(lines, batch):
             raise Refused(words) from None
+        if lines:
+            raise RefusedAsAWhole(lines[0]) from None
         raise
 
 
-def _refused(body: bytes, batch: Sequence[cmds.Command], secrets: Sequence[str]) -> dict[int, str]:
-    """Return the commands an answer refuses for their own fields, each with the line naming
-    it; empty unless every line of it names such a field (a line about anything else may be
-    CCNow's own trouble: the post is then sent again later)."""
-    lines = refusal_lines(body, secrets)
+def _refused(lines: list[str] | None, batch: Sequence[cmds.Command]) -> dict[int, str]:
+    """Return the commands an answer's refusal lines refuse for their own fields, each with the
+    line naming it; empty unless every line names such a field."""
     words: dict[int, str] = {}
     for line in lines or ():
         named = [c for m in _FIELD.finditer(line) for c in _named_by(m, batch)]
@@ -138,7 +156,7 @@ def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.
     """The commands a field name in an answer points at: the one at its number, else those
     carrying the field (every command, if none does: the post was refused for it all the
     same)."""
-    name, number = field.group(1).lower(), field.group(2)
+    name, number = field.group(1), field.group(2)
     if number is not None and 1 <= int(number) <= len(batch):
         return [batch[int(number) - 1]]
     attribute = _ATTRIBUTE.get(name, name)

@@ -45,6 +45,14 @@ class InFlight:
     def __init__(self) -> None:
         self._writes: set[asyncio.Task[Any]] = set()
         self._deadline: float | None = None
+        # Set when the stop begins: a write under way makes no new attempt or request (a retry,
+        # a status read), which would be a write sent during the stop.
+        self.halt = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the stop began: nothing more is to be sent."""
+        return self.halt.is_set()
 
     async def run(self, write: Coroutine[Any, Any, T]) -> T:
         """Run one write (from its recording to its answer recorded) to its end, even when
@@ -62,6 +70,7 @@ class InFlight:
         if self._deadline is not None:
             return
         self._deadline = time.monotonic() + within_s
+        self.halt.set()
         if self._writes:
             log.info(
                 "daemon.writes_in_flight",
