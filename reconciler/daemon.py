@@ -216,7 +216,11 @@ class Daemon:
             idle = [
                 ccv
                 for ccv in self.rt.coordinators.ccv.values()
-                if not await self.rt.store.orders.open_count("ccv", ccv.account)
+                if not await self.rt.store.orders.open_count(
+                    "ccv",
+                    ccv.account,
+                    settled_since=ccv.now() - ccv.config.schedule.watch_settled_s,
+                )
             ]
             proved = await asyncio.gather(*(ccv.heartbeat() for ccv in idle))
             report = await self.rt.coordinators.catch_up()

@@ -15,7 +15,7 @@ from prometheus_client import (
 )
 
 from .events import Event
-from .model import STATUSES, Observation, Outcome
+from .model import Observation, Outcome, status_info
 
 # The status label of an order no answer gave a status yet, and of a word the provider does not
 # document: each such word a series of its own would let a provider (or a fake answering a word
@@ -226,4 +226,4 @@ class Metrics:
 def _status_label(source: str, status: str | None) -> str:
     if status is None:
         return NO_STATUS
-    return status if (source, status) in STATUSES else OTHER_STATUS
+    return status if status_info(source, status).known else OTHER_STATUS

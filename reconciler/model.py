@@ -89,14 +89,42 @@ STATUSES: dict[tuple[Source, str], StatusInfo] = {
 UNKNOWN_STATUS = StatusInfo("warning", known=False)
 
 
-def status_info(source: Source, status: str) -> StatusInfo:
-    """Return the meaning of a status word; unknown words are warnings, never end states."""
-    return STATUSES.get((source, status), UNKNOWN_STATUS)
+def status_info(source: str, status: str) -> StatusInfo:
+    """Return the meaning of a status word; unknown words (and sources) are warnings, never end
+    states."""
+    # A str, not Source: /metrics' labels and retention's rows come from the store as text.
+    return STATUSES.get((source, status), UNKNOWN_STATUS)  # type: ignore[arg-type]
 
 
 def known_statuses(source: Source) -> list[str]:
     """Return the documented status words of a provider, in lifecycle order."""
     return [status for (src, status) in STATUSES if src == source]
+
+
+# The settled words of each provider, read from the table above: the one list of them (the SQL
+# that names them, store/retention.py, is checked against it by a test).
+SETTLED: dict[Source, tuple[str, ...]] = {
+    source: tuple(s for s in known_statuses(source) if STATUSES[(source, s)].settled)
+    for source in SOURCES
+}
+
+
+def settled_at(last_changed: float | None, tracked_at: float | None) -> float:
+    """Return when an order's watch began: its last change, else when it was tracked (SQL
+    `coalesce(last_changed, tracked_at, 0)`, the expression of migration 18's index)."""
+    if last_changed is not None:
+        return last_changed
+    return tracked_at if tracked_at is not None else 0.0
+
+
+def unwatched(source: Source, status: str | None, since: float, *, settled_since: float) -> bool:
+    """Whether an order is settled and no longer watched: its status is a settled word and its
+    watch began (`since`, `settled_at`) at or before `settled_since`, which is now minus its
+    account's `watch_settled`, or now for an account the config does not name (nobody watches
+    its orders). The one rule: such an order is never checked again, whatever its last check
+    answered, no catch-up asks it, it is not open, and retention prunes it as an ended one.
+    Its SQL twin is store/orders.py `unwatched`."""
+    return status in SETTLED.get(source, ()) and since <= settled_since
 
 
 # --- amounts -----------------------------------------------------------------------------------

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from .config import AlertsConfig, ScheduleConfig
 from .events import Event, order_event, transition_id
-from .model import EventType, HealthPart, OrderState, SourceState, Via, status_info
+from .model import (
+    SETTLED,
+    EventType,
+    HealthPart,
+    OrderState,
+    SourceState,
+    Via,
+    settled_at,
+    status_info,
+    unwatched,
+)
 
 # Used for orders we will not poll again (end states, settled orders past their watch period).
 NEVER = float("inf")
@@ -33,6 +43,12 @@ def plan(
     """
     if state.end_state:
         return None, NEVER
+    key = state.key
+    since = settled_at(state.last_changed, state.tracked_at)
+    if unwatched(key.source, state.status, since, settled_since=now - schedule.watch_settled_s):
+        # Before the branches below: a settled order that fails or answers "not found" past
+        # its watch is no more watched than one that answers.
+        return None, NEVER
     if state.missing_since is not None:
         interval = min(state.interval_s or schedule.min_interval_s, NOT_FOUND_CONFIRM_S)
         return state.interval_s, now + interval * (1 + 0.1 * jitter)
@@ -44,10 +60,7 @@ def plan(
         interval = min(base, state.interval_s or schedule.min_interval_s, schedule.max_interval_s)
         interval = max(interval, min(schedule.min_interval_s, schedule.max_interval_s))
         return state.interval_s, now + interval * (1 + 0.1 * jitter)
-    elif state.status is not None and status_info(state.key.source, state.status).settled:
-        last = state.last_changed if state.last_changed is not None else now
-        if now - last >= schedule.watch_settled_s:
-            return None, NEVER
+    elif state.status in SETTLED[key.source]:
         interval = schedule.settled_interval_s
     elif state.status in schedule.status_intervals_s:
         interval = schedule.status_intervals_s[state.status]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,34 @@ def test_a_failing_part_rests_for_its_backoff_and_the_other_parts_are_asked() ->
     assert resting(state, "checks", interval_s=60, now=T0 + 240) is True
     assert resting(state, "probe", interval_s=60, now=T0 + 1) is False
     assert resting(SourceState("ccv", "default"), "checks", interval_s=60, now=T0) is False
+
+
+@pytest.mark.parametrize(
+    "last_check",
+    [
+        {"not_found": True, "interval_s": 86400.0},
+        {"failure_streak": 3, "interval_s": 86400.0},
+        {"missing_since": T0 + 181 * 86400},
+    ],
+    ids=["not found", "failing", "missing"],
+)
+def test_a_settled_order_past_its_watch_is_never_checked_again_whatever_it_answered(
+    last_check: dict[str, Any],
+) -> None:
+    # A `completed` order that later answered "not found" was checked every
+    # not_found_interval for ever, while catch-ups left it out and retention pruned it.
+    sched = replace(SCHED, watch_settled_s=180 * 86400, settled_interval_s=86400)
+    state = OrderState(key=CCNOW, status="completed", last_changed=T0, tracked_at=T0)
+    state = state._replace(**last_check)
+    watched = next_check(state, changed=False, schedule=sched, now=T0 + 179 * 86400)
+    assert watched.next_check_at < NEVER
+    old = next_check(state, changed=False, schedule=sched, now=T0 + 181 * 86400)
+    assert old.next_check_at == NEVER
+
+
+def test_a_settled_order_never_changed_is_watched_from_when_it_was_tracked() -> None:
+    # As retention and the catch-up's reads have it: coalesce(last_changed, tracked_at, 0).
+    sched = replace(SCHED, watch_settled_s=180 * 86400, settled_interval_s=86400)
+    state = OrderState(key=CCV, status="Failed", tracked_at=T0)
+    old = next_check(state, changed=False, schedule=sched, now=T0 + 181 * 86400)
+    assert old.next_check_at == NEVER

@@ -14,7 +14,7 @@ from ..model import OrderState, Via
 from ..passes.report import PassAnswers, PassReport
 from ..sources.errors import SourceError
 from ..store import submissions as subs
-from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, SETTLED, Coordinator, Emit
+from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import Part, Verdict, needs_probe, verdict
 
 if TYPE_CHECKING:
@@ -97,7 +97,6 @@ class CCVCoordinator(Coordinator[CCVSource]):
                     after=after,
                     limit=self.page_orders,
                     settled_since=self.now() - self.config.schedule.watch_settled_s,
-                    settled=SETTLED["ccv"],
                 )
                 if page.ids:
                     asked += len(page.ids)

@@ -16,16 +16,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
 from ..logs import fields
-from ..model import (
-    SOURCES,
-    EventType,
-    Observation,
-    OrderState,
-    Source,
-    Via,
-    known_statuses,
-    status_info,
-)
+from ..model import EventType, Observation, OrderState, Source, Via
 from ..passes.batcher import Batcher
 from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
@@ -54,10 +45,6 @@ MAX_REASON_LENGTH = 200
 # A healthy account's last success is written at most this often (a hint's check would write it
 # in a transaction of its own, each one queueing behind the others and a pass's batches).
 HEALTHY_RECORDED_S = 1.0
-SETTLED: dict[Source, tuple[str, ...]] = {
-    source: tuple(s for s in known_statuses(source) if status_info(source, s).settled)
-    for source in SOURCES
-}
 
 
 async def remember_pass(
@@ -263,7 +250,6 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                 after=after,
                 limit=self.page_orders,
                 settled_since=self.now() - self.config.schedule.watch_settled_s,
-                settled=SETTLED[self.source],
             )
             if not page:
                 return ids

@@ -11,6 +11,7 @@ all asked, and trying again changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ class Unconfigured:
     source: Source
     account: str
     followed: int  # every order of the account in the snapshot
-    open: int  # those not in an end state: the ones a check would have asked about
+    open: int  # neither ended nor settled (nobody watches those here): what a check would ask
     uncertain_writes: int = 0  # CCV submits, CCNow actions: waiting for a person's word
     queued_writes: int = 0  # CCNow actions never sent (or to be sent again): nothing sends them
 
@@ -103,12 +104,15 @@ async def unconfigured_accounts(config: Config, store: Store) -> list[Unconfigur
     names = configured(config)
     followed = await followed_accounts(store)
     writes = await unsettled_writes(store)
+    # Nobody watches the settled orders of an account the config does not name: as for
+    # retention, their watch ended (model.unwatched), so they are not open.
+    now = time.time()
     return [
         Unconfigured(
             source,
             account,
             followed.get((source, account), 0),
-            await store.orders.open_count(source, account),
+            await store.orders.open_count(source, account, settled_since=now),
             *writes.get((source, account), (0, 0)),
         )
         for source, account in sorted(followed.keys() | writes.keys())

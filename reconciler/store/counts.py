@@ -95,7 +95,8 @@ def changes(moved: Iterable[Move]) -> tuple[str, list[object]] | None:
     return sql, [p for row in rows for p in row]
 
 
-# Keys whose orders are all gone keep a row of 0 until one comes back: skip them.
+# A key whose orders are all gone keeps a row of 0 until retention's next run deletes it
+# (retention._prune_counts): skip them meanwhile.
 COUNT_SQL = "SELECT source, account, nullif(status, ''), n FROM order_counts WHERE n > 0"
 # The reference twin: what the kept counts must always equal.
 FULL_COUNT_SQL = "SELECT source, account, status, count(*) FROM orders GROUP BY 1, 2, 3"

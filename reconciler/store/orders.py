@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..model import OrderKey, OrderState, Source
+from ..model import SETTLED, OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
 from .order_rows import COLUMNS, Plan, Row
@@ -47,6 +47,17 @@ FAILING_SQL = (
 )
 
 _Key = tuple[str, str, str]  # an OrderKey is this tuple
+
+
+def unwatched(source: Source, settled_since: float | None) -> tuple[str, tuple[Any, ...]]:
+    """Return model.unwatched in SQL for one provider's orders, and its parameters: never NULL,
+    so `NOT (...)` keeps every other order. None: no watch has ended (nothing is left out)."""
+    words = SETTLED[source]
+    sql = (
+        f"(coalesce(status IN ({marks(len(words))}), 0) "
+        "AND coalesce(last_changed, tracked_at, 0) <= ?)"
+    )
+    return sql, (*words, float("-inf") if settled_since is None else settled_since)
 
 
 @dataclass(eq=False)  # no slots: the store keeps weak references to live pages
@@ -96,11 +107,9 @@ class Orders:
         after: int = 0,
         limit: int = 5000,
         settled_since: float | None = None,
-        settled: Sequence[str] = (),
     ) -> Page:
         """Return the next page of orders not in an end state, in storage order after the
-        position `after`. Settled orders (`settled` statuses) are left out once unchanged
-        since `settled_since`.
+        position `after`, but those no longer watched (`unwatched`, `settled_since`).
 
         Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
         a few database pages instead of one page per order.
@@ -109,13 +118,13 @@ class Orders:
         drops = self._drops
         # Through the index of open orders (migration 9), which lists an account's in rowid
         # order: the rowid range alone would read every ended order on the way.
+        unwatched_sql, unwatched_params = unwatched(source, settled_since)
         sql = (
             f"SELECT {COLUMNS}, id FROM orders INDEXED BY orders_open WHERE source = ? "
-            "AND account = ? AND end_state = 0 AND id > ? "
-            f"AND NOT (coalesce(status IN ({marks(len(settled)) or 'NULL'}), 0) "
-            "AND coalesce(last_changed, 0) < ?) ORDER BY id LIMIT ?"
+            f"AND account = ? AND end_state = 0 AND id > ? AND NOT {unwatched_sql} "
+            "ORDER BY id LIMIT ?"
         )
-        params = (source, account, after, *settled, settled_since or 0.0, limit)
+        params = (source, account, after, *unwatched_params, limit)
         rows = list(await self._conn.execute_fetchall(sql, params))
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)
@@ -265,22 +274,19 @@ class Orders:
         after: int = 0,
         limit: int = 5000,
         settled_since: float | None = None,
-        settled: Sequence[str] = (),
     ) -> tuple[list[str], int]:
-        """Return ids of orders not in an end state, in storage order after the position
-        `after`, and the position to continue from (keyset pages).
-
-        Settled orders (`settled` statuses) are left out once unchanged since `settled_since`.
-        """
+        """Return ids of orders not in an end state but those no longer watched (`unwatched`,
+        `settled_since`), in storage order after the position `after`, and the position to
+        continue from (keyset pages)."""
         # As `page`, through the index of open orders: the account's key would read its ended
         # orders too.
+        unwatched_sql, unwatched_params = unwatched(source, settled_since)
         sql = (
             "SELECT order_id, id FROM orders INDEXED BY orders_open WHERE source = ? "
-            "AND account = ? AND end_state = 0 AND id > ? "
-            f"AND NOT (coalesce(status IN ({marks(len(settled)) or 'NULL'}), 0) "
-            "AND coalesce(last_changed, 0) < ?) ORDER BY id LIMIT ?"
+            f"AND account = ? AND end_state = 0 AND id > ? AND NOT {unwatched_sql} "
+            "ORDER BY id LIMIT ?"
         )
-        params = (source, account, after, *settled, settled_since or 0.0, limit)
+        params = (source, account, after, *unwatched_params, limit)
         rows = list(await self._conn.execute_fetchall(sql, params))
         return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
 
@@ -346,15 +352,16 @@ class Orders:
         async with self._conn.execute(counts.COUNT_SQL) as cur:
             return {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
 
-    async def open_count(self, source: str, account: str) -> int:
-        """Return how many of an account's orders are not in an end state and still checked: a
-        settled order past its `watch_settled` is never checked again (next_check_at infinite,
-        9e999 in SQL), and waits for retention as an ended one."""
+    async def open_count(self, source: Source, account: str, *, settled_since: float) -> int:
+        """Return how many of an account's orders are not in an end state and still watched
+        (`unwatched`): those a catch-up asks. One no longer watched is never checked again and
+        waits for retention as an ended one."""
+        unwatched_sql, unwatched_params = unwatched(source, settled_since)
         sql = (
             "SELECT count(*) FROM orders INDEXED BY orders_open "
-            "WHERE source = ? AND account = ? AND end_state = 0 AND next_check_at < 9e999"
+            f"WHERE source = ? AND account = ? AND end_state = 0 AND NOT {unwatched_sql}"
         )
-        rows = await self._conn.execute_fetchall(sql, (source, account))
+        rows = await self._conn.execute_fetchall(sql, (source, account, *unwatched_params))
         return int(next(iter(rows))[0])
 
     async def stuck_counts(self) -> dict[tuple[str, str], int]:

@@ -23,11 +23,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..logs import fields
-from ..model import status_info
+from ..model import unwatched
 from .db import Store
-from .migrations import SETTLED_ORDERS
 
 log = logging.getLogger("reconciler.retention")
+
+# The WHERE of the index of settled orders (migration 18) word for word, which is what lets
+# SQLite use it (INDEXED BY fails with "no query solution" otherwise). Its words are model.py's
+# settled ones (a test holds them equal): a new settled word needs a new migration, and this.
+SETTLED_ORDERS = (
+    "end_state = 0 AND (status = 'Failed' OR status = 'completed' OR status = 'refunded')"
+)
 
 CHUNK = 1000  # rows per transaction
 VACUUM_PAGES = 2000  # pages given back per step of the incremental vacuum
@@ -223,27 +229,31 @@ async def _prune_settled_orders(
     watched: Mapping[tuple[str, str], float],
     chunk: int,
 ) -> int:
-    """Delete settled orders that nothing watches any more and whose last change is older than
-    `cutoff`, as ended ones: past their account's `watch_settled`, or of an account the config
-    does not name. Such an order is never checked again (schedule.NEVER), so it would stay for
-    ever. Read in (last change, id) order through the index of settled orders, from where the
-    last chunk ended: an order still watched (a `watch_settled` longer than the window) stays."""
+    """Delete settled orders that nothing watches any more (model.unwatched: past their
+    account's `watch_settled`, or of an account the config does not name) and whose last change
+    is older than `cutoff`, as ended ones: such an order is never checked again, so it would
+    stay for ever. Read in (last change, id) order through the index of settled orders, from
+    where the last chunk ended: an order still watched (a `watch_settled` longer than the
+    window) stays."""
     deleted = 0
     after: tuple[float, int] = (-1.0, 0)
     at = "coalesce(last_changed, tracked_at, 0)"
+    # `{at} >= ?` bounds the index range from below: the row value alone does not, and every
+    # chunk read again the still-watched rows before it (300,000 of them: 20 ms a chunk).
     sql = (
         f"SELECT id, source, account, status, {at} FROM orders INDEXED BY orders_settled "
-        f"WHERE {SETTLED_ORDERS} AND {at} < ? AND ({at}, id) > (?, ?) ORDER BY {at}, id LIMIT ?"
+        f"WHERE {SETTLED_ORDERS} AND {at} < ? AND {at} >= ? AND ({at}, id) > (?, ?) "
+        f"ORDER BY {at}, id LIMIT ?"
     )
     while True:
         async with store.transaction():
-            rows = list(await store.conn.execute_fetchall(sql, (cutoff, *after, chunk)))
+            rows = list(await store.conn.execute_fetchall(sql, (cutoff, after[0], *after, chunk)))
             if not rows:
                 break
             gone = [
                 int(r[0])
                 for r in rows
-                if status_info(r[1], r[3]).settled and r[4] < now - watched.get((r[1], r[2]), 0.0)
+                if unwatched(r[1], r[3], r[4], settled_since=now - watched.get((r[1], r[2]), 0.0))
             ]
             if gone:
                 await store.conn.execute(

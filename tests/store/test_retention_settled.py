@@ -4,13 +4,16 @@ older than `keep_events`; and the counts of statuses no order is in any more go 
 
 from __future__ import annotations
 
+import ast
+import inspect
 import re
 import sqlite3
 from pathlib import Path
 
-from reconciler.model import STATUSES
+from reconciler.model import SETTLED
+from reconciler.store import Store, migrations
 from reconciler.store.counts import FULL_COUNT_SQL
-from reconciler.store.migrations import SETTLED_ORDERS
+from reconciler.store.retention import SETTLED_ORDERS, prune
 from tests.conftest import call_cli, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.store.test_retention import _age
@@ -95,11 +98,106 @@ async def test_an_unnamed_accounts_orders_no_longer_watched_are_not_warned_about
     assert _rows(db, "SELECT * FROM order_counts") == []
 
 
+async def test_a_removed_account_s_settled_orders_are_not_warned_about_then_pruned(
+    tmp_path: Path, fake_ccnow: FakeCCNow, fake_ccv: FakeCCV
+) -> None:
+    # Watched for the default 180 days while the account is named; once it is removed nobody
+    # watches them, as retention has it. The warning said `open_orders: 1` from day 1 to the
+    # catch-up of day 401 that deleted the order ("name it again, or untrack them").
+    completed, pending = ORDERS[:2]
+    fake_ccnow.orders = {completed: "completed", pending: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    db = tmp_path / "reconciler.db"
+    assert (await call_cli("--config", cfg, "track", "ccnow", completed, pending)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    result = await call_cli("--config", cfg, "check")
+    assert result.code == 0, result.stderr
+    warned = [x for x in result.log_lines() if x["message"] == "orders.account_not_configured"]
+    assert [(x["open_orders"], x["followed"]) for x in warned] == [(1, 2)]  # the pending one
+
+    assert (
+        await call_cli("--config", cfg, "untrack", "ccnow", pending, "--account", "default")
+    ).code == 0
+    _age(db, 401)
+    result = await call_cli("--config", cfg, "catch-up")
+    assert result.code == 0, result.stderr
+    messages = [x["message"] for x in result.log_lines()]
+    assert "orders.account_not_configured" not in messages
+    (line,) = [x for x in result.log_lines() if x["message"] == "store.pruned"]
+    assert line["orders"] == 1
+    assert _rows(db, "SELECT count(*) FROM orders") == [(0,)]
+
+
 def test_the_index_of_settled_orders_holds_the_settled_statuses() -> None:
-    # The migration's words are model.py's: a new settled status needs a new index.
-    settled = sorted(status for (_, status), info in STATUSES.items() if info.settled)
+    # The index's words are model.py's: a new settled status needs a new index (a migration).
+    settled = sorted(status for words in SETTLED.values() for status in words)
     words = sorted(re.findall(r"status = '([^']*)'", SETTLED_ORDERS))
     assert words == settled
+
+
+def test_migration_18_is_written_out() -> None:
+    # Built from SETTLED_ORDERS, a word added there would have changed it too: stores at 18
+    # would keep the old index, and retention's INDEXED BY would fail ("no query solution").
+    tree = ast.parse(inspect.getsource(migrations))
+    (listed,) = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == "MIGRATIONS"
+    ]
+    assert isinstance(listed, ast.List)
+    assert isinstance(listed.elts[17], ast.Constant)
+
+
+async def test_retention_names_the_index_the_migrations_made(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "reconciler.db")
+    await store.close()
+    ((made,),) = _rows(
+        tmp_path / "reconciler.db",
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'orders_settled'",
+    )
+    assert " ".join(str(made).split()).endswith(f" WHERE {SETTLED_ORDERS}")
+
+
+async def test_each_chunk_of_the_settled_prune_starts_where_the_last_ended(
+    tmp_path: Path,
+) -> None:
+    # Orders still watched (a watch_settled longer than the window) stay in the index before
+    # the next chunk: without a lower bound on the index range every chunk read them again
+    # (1M orders, 300k such: the last chunk held the writer 20 ms instead of 2).
+    db = tmp_path / "reconciler.db"
+    store = await Store.open(db)
+    try:
+        with sqlite3.connect(db) as conn:
+            conn.executemany(
+                "INSERT INTO orders (source, account, order_id, status, last_changed) "
+                "VALUES ('ccnow', ?, ?, 'completed', ?)",
+                [(("long", "short")[n % 2], f"396-10-{n:04d}", 1000.0 + n) for n in range(30)],
+            )
+        conn.close()
+        statements: list[str] = []
+        await store.conn.set_trace_callback(statements.append)
+        report = await prune(
+            store,
+            sinks=["log"],
+            keep_s=10.0,
+            now=2000.0,
+            watched={("ccnow", "long"): 10_000.0, ("ccnow", "short"): 0.0},
+            chunk=4,
+        )
+    finally:
+        await store.close()
+    assert report.orders == 15  # the short watch's, between the long watch's
+    reads = [s for s in statements if "INDEXED BY orders_settled" in s]
+    assert len(reads) > 4
+    with sqlite3.connect(db) as conn:
+        for sql in reads:
+            plan = " ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "orders_settled (<expr>>? AND <expr><?)" in plan, plan
+    conn.close()
 
 
 async def test_counts_of_status_words_nobody_is_in_any_more_go(
