@@ -57,11 +57,12 @@ def _report(
         # the answer is lost, and a script must not take an empty id for success.
         # No usable id, or one of an order followed under another reference: the events'
         # `reason` (`reconciler events --type order.submit_uncertain`) says which.
+        # CCV's notifications name no order: only a person who found it can settle it.
         say(
             f"reconciler: submitted (HTTP {status}) but no order is followed for it (CCV's "
             "answer names no usable order id, or one followed under another reference); "
-            f"external reference {reference} is uncertain until CCV's first notification "
-            "for it, or `reconciler track ccv ID --ref REF`",
+            f"external reference {reference} is uncertain until you find its order at CCV "
+            "and run `reconciler track ccv ID --ref REF`",
             logging.WARNING,
         )
         return EX_TEMPFAIL

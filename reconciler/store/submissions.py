@@ -4,7 +4,8 @@ A submission is `sending` from its record until CCV's answer is known; then `suc
 order is tracked in the same transaction), `failed` (a definite refusal or nothing sent) or
 `uncertain` (the answer was lost: never re-sent). An uncertain one becomes `resolved`, with its
 `order.submit_resolved` in the same transaction, when a notification for its reference arrives
-or someone tracks its order with the reference.
+(not for one CCV answered with a 2xx: `answered`) or someone tracks its order with the
+reference.
 One live submission per (account, reference): a second submit of the same reference is refused
 unless the earlier one definitely failed.
 """
@@ -144,7 +145,8 @@ async def make_uncertain(
 ) -> list[Event]:
     """Mark submissions uncertain and store their events in one transaction; those whose
     reference a notification named since they were recorded are settled in it too (CCV has
-    the order, and calls once): return their `order.submit_resolved` events."""
+    the order, and calls once), but those CCV answered (`answered`): return the
+    `order.submit_resolved` events."""
     async with store.transaction():
         for sub_id in sub_ids:
             await store.conn.execute(*_close(sub_id, "uncertain", http_status, reason, now, None))
@@ -253,7 +255,7 @@ async def _settle(
     uncertain = {sub.external_reference: sub for sub in map(_row, found)}
     for order_id, ref in orders:
         sub = uncertain.pop(ref, None)
-        if sub is None:
+        if sub is None or (how == "notification" and answered(sub)):
             continue
         known = order_id if order_id is not None else sub.order_id
         await store.conn.execute(
@@ -276,6 +278,15 @@ async def _settle(
         )
     await store.events.add(events)
     return events
+
+
+def answered(sub: Submission) -> bool:
+    """Whether CCV answered the uncertain submission with a 2xx (no usable order id, or an
+    order followed under another reference): that CCV has the order is known, which one it is
+    is not. A notification names no order, so only the order tracked with the reference
+    settles it; settled by CCV's first notification (sent at once), nothing would follow the
+    order."""
+    return sub.http_status is not None and 200 <= sub.http_status < 300
 
 
 def _close(

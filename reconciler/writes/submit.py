@@ -282,8 +282,8 @@ class Submitter:
             order_id = order_id_from(body, self.order_id_fields)
             if order_id is None:
                 # CCV made the order, but where its answer keeps the id is not documented: the
-                # order would go unfollowed. Like a lost answer, a person is told (one event),
-                # and the first notification for the reference or `track --ref` settles it.
+                # order would go unfollowed. A person is told (one event), finds the order at
+                # CCV and tracks it with the reference.
                 log.warning(
                     "ccv.submit_no_order_id",
                     extra=fields(
