@@ -25,7 +25,8 @@ class EventType(str, enum.Enum):
     SOURCE_FAILED = "source.failed"
     SOURCE_RECOVERED = "source.recovered"
     # A CCV submit whose answer was lost, or named no order reconciler can follow: it is never
-    # re-sent; a notification (not for the latter) or a person settles it (writes/submit.py).
+    # re-sent; a notification (not for the latter) or a person settles it
+    # (writes/submit_outcome.py).
     SUBMIT_UNCERTAIN = "order.submit_uncertain"
     # CCNow order actions (writes/ccnow_actions.py): CCNow's answer, or its loss for an
     # `adjust`, which is never re-sent.

@@ -26,7 +26,9 @@ from ..writes.daemon_api import (
     token_refused,
 )
 from ..writes.interrupted import settle_interrupted_writes
-from ..writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
+from ..writes.submit import Submitter
+from ..writes.submit_body import BadSubmission
+from ..writes.submit_outcome import ORDER_ID_HEADER, REFERENCE_HEADER
 
 log = logging.getLogger("reconciler.writes.submit")
 

@@ -19,7 +19,8 @@ from typing import Literal
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .oneshot import commit_at_once
+from .oneshot import commit_at_once, run_at_once
+from .references import followed_elsewhere
 from .sql import Statement, marks
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
@@ -100,30 +101,34 @@ async def succeed(
     order_id: str,
     http_status: int,
     now: float,
-) -> bool:
+) -> str | None:
     """Close a submission as succeeded and track its order in the same transaction; return
-    False, writing nothing, when the order is followed under another reference already."""
+    None, or, writing nothing, the reference its order is followed under when that is another
+    (taken for this submit, the other's notifications and events would become this one's)."""
     # Durable (synchronous=FULL) before the caller's answer, though that costs an fsync on the
     # submit's path: lost to a power cut, the submission would come back `sending`, hence
     # `uncertain`, and nothing could track the order by itself (CCV's notifications carry no
     # order id), while the caller holds a 201 that says it is followed.
-    # One hand-off, decided inside it: the track leaves an order followed under another
-    # reference as it is, and the submission closes only when its order carries its reference.
-    track_sql, track_params = store.orders.track_statement("ccv", account, order_id, reference, now)
-    # The upsert's DO UPDATE, limited: an order followed under another reference is left as is.
-    track = (
-        track_sql + " WHERE orders.external_reference IS NULL "
-        "OR orders.external_reference = excluded.external_reference",
-        track_params,
-    )
-    sql, params = _close(sub_id, "succeeded", http_status, None, now, order_id)
-    close: Statement = (
-        sql + " AND EXISTS (SELECT 1 FROM orders WHERE source = 'ccv' AND account = ? "
-        "AND order_id = ? AND external_reference = ?)",
-        (*params, account, order_id, reference),
-    )
-    written = await commit_at_once(store, [track, close])
-    return written.changes > 0
+    track = store.orders.track_statement("ccv", account, order_id, reference, now)
+    close = _close(sub_id, "succeeded", http_status, None, now, order_id)
+    return await run_at_once(store, _succeed, account, order_id, reference, track, close)
+
+
+def _succeed(
+    conn: sqlite3.Connection,
+    account: str,
+    order_id: str,
+    reference: str,
+    track: Statement,
+    close: Statement,
+) -> str | None:
+    # One hand-off: the reference is read in the transaction that tracks the order.
+    moved = followed_elsewhere(conn, account, [(order_id, reference)])
+    if moved:
+        return moved[0][1]
+    conn.execute(*track)
+    conn.execute(*close)
+    return None
 
 
 async def fail(
