@@ -24,8 +24,9 @@ class EventType(str, enum.Enum):
     STUCK = "order.stuck"
     SOURCE_FAILED = "source.failed"
     SOURCE_RECOVERED = "source.recovered"
-    # A CCV submit whose answer was lost: it is never re-sent; a notification or a person
-    # settles it (writes/submit.py).
+    # A CCV submit whose answer was lost, or named no order reconciler can follow: it is never
+    # re-sent; a notification (not for the latter) or a person settles it
+    # (writes/submit_outcome.py).
     SUBMIT_UNCERTAIN = "order.submit_uncertain"
     # CCNow order actions (writes/ccnow_actions.py): CCNow's answer, or its loss for an
     # `adjust`, which is never re-sent.

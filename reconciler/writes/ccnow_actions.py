@@ -66,9 +66,9 @@ from reconciler.writes.ccnow_outcome import (
     took,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, RefusedAsAWhole, post_batch
+from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
-from reconciler.writes.submit import failpoint
 
 __all__ = [
     "ACTIONS",

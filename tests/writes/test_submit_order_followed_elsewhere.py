@@ -75,6 +75,8 @@ async def test_ccv_submit_exits_75_and_prints_no_id(tmp_path: Path, fake: FakeCC
     result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert (result.code, result.stdout) == (75, ""), result.stderr
     assert "R-2 is uncertain" in result.stderr
+    # What settles it: CCV's notifications name no order, so not they.
+    assert "until you find its order at CCV and run `reconciler track" in result.stderr
     assert query(tmp_path, "SELECT external_reference FROM orders") == [("R-1",)]
     events = [e for e in read_events(tmp_path) if e["type"] == UNCERTAIN]
     assert [e["data"]["external_reference"] for e in events] == ["R-2"]
