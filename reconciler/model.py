@@ -242,9 +242,9 @@ class Observation(NamedTuple):
     external_reference: str | None = None
     # For FAILED: a short machine word ("timeout", "http_500", "protocol", ORDER_ERROR, ...).
     reason: str | None = None
-    # When the request that answered was sent (wall clock, taken just before it; before its
-    # first attempt when retried): an answer asked before the one the snapshot holds is stale
-    # (diff.py). None: not known, never stale.
+    # When the attempt that brought the answer was sent (wall clock, read just before it; a
+    # retry's own time, not the first attempt's: what came back is as of the retry): an answer
+    # asked before the one the snapshot holds is stale (diff.py). None: not known, never stale.
     asked: float | None = None
 
 

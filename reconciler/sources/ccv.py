@@ -245,23 +245,34 @@ class CCVClient:
     ) -> tuple[Observation, bool]:
         """Return the observation of one order and whether a request was made for it; a
         reference dropped is added to `dropped` (order id, its JSON type)."""
-        key = OrderKey("ccv", self._config.name, order_id)
-        asked = time.time()  # the answer is as of this request (diff.stale)
-        if _plain_id(order_id):
-            segment = order_id
-        else:
-            try:
-                validate_ccv_id(order_id)
-            except InvalidOrderId:
-                return Observation(key, Outcome.FAILED, reason="invalid_id", asked=asked), False
-            segment = quote(order_id, safe="")
+        status: str | None = None
+        reference: str | None = None
+        reason: str | None
+        requested = True
+        # An answer is as of the attempt that brought it (diff.stale), a failure after retries
+        # as of its last attempt; one with no attempt's time (no request, an answer too large
+        # to read) as of when it failed.
         try:
+            segment = order_id if _plain_id(order_id) else quote(validate_ccv_id(order_id), safe="")
             reply = await self._get(segment)
+        except InvalidOrderId:
+            outcome, reason, asked, requested = Outcome.FAILED, "invalid_id", time.time(), False
         except RequestFailed as exc:
-            return Observation(key, Outcome.FAILED, reason=exc.word, asked=asked), True
+            outcome, reason, asked = Outcome.FAILED, exc.word, exc.sent_at
         except ProtocolError:
-            return Observation(key, Outcome.FAILED, reason="protocol", asked=asked), True
+            outcome, reason, asked = Outcome.FAILED, "protocol", time.time()
+        else:
+            asked = reply.sent_at
+            outcome, status, reference, reason = self._read(order_id, reply, dropped)
+        # Positional, in field order: one constructor call per check, dated in this one place.
+        key = OrderKey("ccv", self._config.name, order_id)
+        return Observation(key, outcome, status, reference, reason, asked), requested
 
+    def _read(
+        self, order_id: str, reply: Reply, dropped: list[tuple[str, str]]
+    ) -> tuple[Outcome, str | None, str | None, str | None]:
+        """Return what an answer says of an order: outcome, status, reference, failure reason.
+        Raise AuthenticationFailed on 401."""
         status = reply.status
         if status == 200:
             document = _status_document(reply.body)
@@ -269,32 +280,28 @@ class CCVClient:
                 word, answered = document
                 if answered is None or answered == "":
                     # No reference (else it would differ from the tracked one on every check).
-                    return Observation(key, Outcome.OK, status=word, asked=asked), True
+                    return Outcome.OK, word, None, None
                 if not isinstance(answered, str):
                     # Not the documented shape: dropped, and said; the status still holds.
                     dropped.append((order_id, type(answered).__name__))
-                    return Observation(key, Outcome.OK, status=word, asked=asked), True
+                    return Outcome.OK, word, None, None
                 if reference_problem(answered) is not None:
                     # Text no database, log or URL holds fails this order alone; its
                     # `order.check_failed` line says why.
-                    return Observation(
-                        key, Outcome.FAILED, reason="unusable_reference", asked=asked
-                    ), True
-                return Observation(
-                    key, Outcome.OK, status=word, external_reference=answered, asked=asked
-                ), True
+                    return Outcome.FAILED, None, None, "unusable_reference"
+                return Outcome.OK, word, answered, None
             log.debug(
                 "ccv.protocol",
                 extra={"fields": {"order_id": order_id, "content_type": reply.content_type}},
             )
-            return Observation(key, Outcome.FAILED, reason="protocol", asked=asked), True
+            return Outcome.FAILED, None, None, "protocol"
         if status == 404 and is_ccv_answer(reply):
-            return Observation(key, Outcome.NOT_FOUND, asked=asked), True
+            return Outcome.NOT_FOUND, None, None, None
         if status == 401:
             raise AuthenticationFailed(f"http {status}")
         # A 403 is that order's failure: whether it means "not your order" or "this key may not
         # do this" is not documented, and one order must not stop the account.
-        return Observation(key, Outcome.FAILED, reason=_failure_reason(reply), asked=asked), True
+        return Outcome.FAILED, None, None, _failure_reason(reply)
 
     def _holds_key(self, document: tuple[str, object]) -> bool:
         """Whether an answer's status or reference holds our key: it would be kept in the

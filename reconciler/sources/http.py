@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -24,12 +25,13 @@ T = TypeVar("T")
 class RequestFailed(SourceUnavailable):
     """A request still failed after every retry (429, 5xx, timeout or connection error)."""
 
-    def __init__(self, word: str, *, reached: bool = True) -> None:
+    def __init__(self, word: str, *, sent_at: float, reached: bool = True) -> None:
         # str() is "http 503" / "timeout" / "connection"; `word` is the Observation reason.
         super().__init__(word.replace("_", " "))
         self.word = word
         # False: no attempt got a connection, so the provider surely did not get the request.
         self.reached = reached
+        self.sent_at = sent_at  # when the last attempt was sent (wall clock)
 
 
 class Reply(NamedTuple):
@@ -39,6 +41,10 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     content_type_header: str  # as received; parsed only when asked
+    # When the attempt this answers was sent (wall clock, read just before it): what the answer
+    # says is as of then, not of the first attempt's time, which a retry may follow by a
+    # Retry-After or a timeout (diff.stale).
+    sent_at: float
     # The body's end was told by a Content-Length, which aiohttp raises on a body ending short
     # of: such a body came whole. False: a chunked body (a CGI that died mid-answer still gets
     # its chunked response ended cleanly by the web server), one only the connection's close
@@ -141,6 +147,7 @@ async def request(
     reached = False
     while True:
         retry_after: str | None = None
+        sent_at = time.time()
         try:
             # No redirects: a redirect would carry the credential to wherever it points, and a
             # provider that redirects an API call is answering something else than the protocol.
@@ -158,7 +165,7 @@ async def request(
                 if not is_retryable(status):
                     body = await read_body(resp, max_body)
                     content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
-                    reply = Reply(status, body, content_type, is_framed(resp))
+                    reply = Reply(status, body, content_type, sent_at, is_framed(resp))
                     if complete(reply):
                         return reply
                     word = "truncated_answer"
@@ -173,7 +180,7 @@ async def request(
             # aiohttp's text may quote the URL; ours never says more than the word.
             reached, word = True, "connection"
         if n >= retry.attempts or (halt is not None and halt.is_set()):
-            raise RequestFailed(word, reached=reached)
+            raise RequestFailed(word, reached=reached, sent_at=sent_at)
         delay = retry_delay(retry, n, parse_retry_after(retry_after, datetime.now(timezone.utc)))
         log.debug(
             "request.retry",
@@ -185,7 +192,7 @@ async def request(
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(halt.wait(), delay)
             if halt.is_set():
-                raise RequestFailed(word, reached=reached)
+                raise RequestFailed(word, reached=reached, sent_at=sent_at)
         n += 1
 
 

@@ -100,6 +100,7 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
+_LEVELS = {"succeeded": logging.INFO, "uncertain": logging.ERROR}  # else WARNING
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -194,9 +195,10 @@ class ActionSender:
             return
         failpoint("ccnow.sending")
         once = batch[0].action == "adjust"
-        asked = time.time()  # its lines are as of this post: older checks yield (diff.stale)
         try:
-            answer = await post_batch(self.session, cfg, batch, once=once, halt=self.in_flight.halt)
+            answer, asked = await post_batch(
+                self.session, cfg, batch, once=once, halt=self.in_flight.halt
+            )
         except NotSent as exc:
             # The connection was never made: queued again, and not counted as sent.
             await self._requeue(cfg, batch, str(exc), tally)
@@ -269,7 +271,7 @@ class ActionSender:
         batch: list[cmds.Command],
         answer: Answer,
         tally: Tally,
-        asked: float,
+        asked: float | None,
     ) -> None:
         lines = lines_by_id(answer)
         closes: list[tuple[int, cmds.State, str | None]] = []
@@ -278,8 +280,8 @@ class ActionSender:
             line = lines.get(c.order_id)
             state, words = outcome(c, line)
             unsettled = state == "queued"
-            # The order's status as the answer or a status read says it, for the snapshot.
-            status = line.status if line is not None else None
+            # The order's status as the answer or a status read says it, and when it was asked.
+            status, when = (line.status if line is not None else None), asked
             if c.action in TAKEN and (unsettled or (state == "refused" and c.attempts > 0)):
                 # An earlier post of this command may have reached CCNow with its answer lost,
                 # or this one, answered without its order's line: if the order is where the
@@ -288,7 +290,8 @@ class ActionSender:
                 if read is None and self.in_flight.stopping:
                     # Not read for the stop: the next start sends it again and reads it.
                     state = "queued"
-                status = read or status
+                if read is not None:
+                    status, when = read.status, read.asked
                 if status is not None and took(c.action, status):
                     state, words = "succeeded", f"{status} ({taken_how(c, unsettled)})"
             since = c.unsettled_since
@@ -300,8 +303,7 @@ class ActionSender:
             closes.append((c.id, state, words))
             if status is not None:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
-                # As of the post, also a status read after it (diff.stale).
-                observations.append(Observation(key, Outcome.OK, status=status, asked=asked))
+                observations.append(Observation(key, Outcome.OK, status=status, asked=when))
         delay = _retry_delay(batch)  # for those the answer did not settle
         await self._commit(cfg, batch, closes, observations, self.clock() + delay)
         for c, (_, state, said) in zip(batch, closes, strict=True):
@@ -313,14 +315,12 @@ class ActionSender:
                     extra=fields(**about, command_id=c.id, reason=said, retry_in_s=delay),
                 )
                 continue
-            level = {"succeeded": logging.INFO, "uncertain": logging.ERROR}.get(
-                state, logging.WARNING
-            )
+            level = _LEVELS.get(state, logging.WARNING)
             log.log(
                 level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, answer=said)
             )
 
-    async def _status(self, cfg: CCNowConfig, order_id: str) -> str | None:
+    async def _status(self, cfg: CCNowConfig, order_id: str) -> Observation | None:
         from reconciler.sources.ccnow import CCNowClient
 
         seen: list[Observation] = []
@@ -334,7 +334,7 @@ class ActionSender:
             await CCNowClient(cfg, self.session, halt=self.in_flight.halt).query([order_id], emit)
         except SourceError:
             return None
-        return next((o.status for o in seen if o.outcome is Outcome.OK), None)
+        return next((o for o in seen if o.outcome is Outcome.OK), None)
 
     async def _commit(
         self,

@@ -77,10 +77,11 @@ async def post_batch(
     *,
     once: bool,
     halt: asyncio.Event | None = None,
-) -> Answer:
-    """Post one batch and parse the answer; raise NotSent, Lost, or SourceError for CCNow's
-    own refusal of the whole post (RefusedAsAWhole: in words of no field nor trouble). Once
-    `halt` is set (the daemon stops), nothing is posted, and a failed attempt is not retried."""
+) -> tuple[Answer, float]:
+    """Post one batch; return the answer, parsed, and when the attempt that brought it was sent
+    (its lines are as of then). Raise NotSent, Lost, or SourceError for CCNow's own refusal of
+    the whole post (RefusedAsAWhole: in words of no field nor trouble). Once `halt` is set (the
+    daemon stops), nothing is posted, and a failed attempt is not retried."""
     if halt is not None and halt.is_set():
         raise NotSent("stopping")
     data = urlencode(form(cfg, batch)).encode("ascii")
@@ -122,7 +123,7 @@ async def post_batch(
             # A poll's answer keeps its readable lines; a post that may have been applied
             # cannot trust what a line with a stray byte says of its order.
             raise ProtocolError("answer is not UTF-8")
-        return parse_answer(reply.body, secrets=(cfg.password.reveal(),))
+        return parse_answer(reply.body, secrets=(cfg.password.reveal(),)), reply.sent_at
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
         # post was applied is unknown.

@@ -5,6 +5,7 @@ the provider answered, surely got nothing, or may have got it."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 from aiohttp import hdrs
@@ -43,6 +44,7 @@ async def send_once(
 ) -> Reply:
     """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain or
     AnswerTooLarge; never retry, never follow a redirect (it would carry the credential)."""
+    sent_at = time.time()
     try:
         async with session.request(
             method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
@@ -52,7 +54,7 @@ async def send_once(
             except ProtocolError:
                 raise AnswerTooLarge(resp.status) from None
             content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
-            return Reply(resp.status, body, content_type, is_framed(resp))
+            return Reply(resp.status, body, content_type, sent_at, is_framed(resp))
     except aiohttp.ClientConnectorError:
         raise NotSent("connection") from None
     except asyncio.TimeoutError:
