@@ -50,13 +50,6 @@ def api_toml(port: int, *, extra: str = "", receiver_port: int | None = None) ->
     )
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCCVWrites]:
-    """CCV's status, submit and pricing calls on 127.0.0.1."""
-    async with FakeCCVWrites() as fake:
-        yield fake
-
-
 @dataclass
 class Api:
     """A daemon's API listening on loopback, and a client for it."""

@@ -9,31 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from reconciler.model import EventType
 from tests.conftest import call_cli
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
-from tests.server.test_api import ORDER, Api, serve_api
+from tests.server.test_api import ORDER, Api
 
 UNCERTAIN = EventType.SUBMIT_UNCERTAIN.value
 RESOLVED = EventType.SUBMIT_RESOLVED.value
 MADE = "9e8d7c6b-5a49-4382-a716-0f1e2d3c4b5a"  # the order CCV made, found by a person
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCCVWrites]:
-    async with FakeCCVWrites() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
-    async with serve_api(tmp_path, fake) as api:
-        yield api
 
 
 async def notify(api: Api, reference: str) -> None:

@@ -7,30 +7,15 @@ run it."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from reconciler.model import EventType
 from tests.conftest import call_cli, free_port, read_events, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
-from tests.server.test_api import ORDER, Api, api_toml, serve_api
+from tests.server.test_api import ORDER, Api, api_toml
 from tests.writes.test_submit_crash import query
 
 UNCERTAIN = EventType.SUBMIT_UNCERTAIN.value
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCCVWrites]:
-    async with FakeCCVWrites() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
-    async with serve_api(tmp_path, fake) as api:
-        yield api
 
 
 async def test_a_submit_answered_with_an_order_followed_elsewhere_is_uncertain(
