@@ -93,6 +93,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                     config.api.ccv_order_id_fields if config.api is not None else ("orderId", "id")
                 ),
                 on_commit=rt.delivery.committed,
+                gates=rt.gates,
             )
             await settle_interrupted_writes(rt)
             try:

@@ -111,7 +111,9 @@ class _BatchFailures:
 
 
 class CCNowClient:
-    """Ask CCNow about the orders of one account; the session belongs to the caller."""
+    """Ask CCNow about the orders of one account; the session belongs to the caller, and so may
+    `gate`, the account's bound on its posts in flight (Gates: shared with its other clients
+    and its action posts; by default the client's own)."""
 
     def __init__(
         self,
@@ -119,8 +121,10 @@ class CCNowClient:
         session: aiohttp.ClientSession,
         *,
         halt: asyncio.Event | None = None,
+        gate: asyncio.Semaphore | None = None,
     ) -> None:
         self._config = config
+        self._gate = asyncio.Semaphore(config.concurrency) if gate is None else gate
         self._halt = halt  # set: no request is tried again (the daemon stops)
         self._session = session
         self._url = URL(config.url)
@@ -251,6 +255,7 @@ class CCNowClient:
             headers=self._headers,
             data=urlencode(fields).encode("ascii"),
             timeout=self._timeout,
+            gate=self._gate,
             retry=self._config.retry,
             max_body=MAX_BODY_BYTES,
             log=log,

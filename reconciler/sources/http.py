@@ -1,4 +1,5 @@
-"""What both provider clients share: a request with retries and backoff, a bounded worker pool."""
+"""What both provider clients share: a request with retries and backoff, each account's bound on
+its requests in flight, a bounded worker pool."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from reconciler.config import RetryConfig
+from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
 from reconciler.sources.errors import ProtocolError, SourceUnavailable
 
 T = TypeVar("T")
@@ -55,6 +56,23 @@ class Reply(NamedTuple):
     def content_type(self) -> str:
         """The media type, lower case, without parameters ("" when there is none)."""
         return self.content_type_header.partition(";")[0].strip().lower()
+
+
+class Gates:
+    """Each account's bound on its requests in flight (its `concurrency`), one per process:
+    passes, notification checks, probes and writes of an account share it, so that together
+    they never have more in flight, however many of them run at once."""
+
+    def __init__(self) -> None:
+        self._gates: dict[tuple[str, str], asyncio.Semaphore] = {}
+
+    def of(self, account: CCVConfig | CCNowConfig) -> asyncio.Semaphore:
+        """Return the account's gate: `request` and `send_once` hold it for each attempt."""
+        key = ("ccv" if isinstance(account, CCVConfig) else "ccnow", account.name)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = asyncio.Semaphore(account.concurrency)
+        return gate
 
 
 def is_retryable(status: int) -> bool:
@@ -130,6 +148,7 @@ async def request(
     *,
     headers: Mapping[str, str],
     timeout: aiohttp.ClientTimeout,
+    gate: asyncio.Semaphore,
     retry: RetryConfig,
     max_body: int,
     log: logging.Logger,
@@ -141,12 +160,20 @@ async def request(
 
     `complete` tells whether a reply arrived whole; one that did not is retried like a dropped
     connection (word `truncated_answer`). Once `halt` is set (the daemon stops), no attempt is
-    made again: the failure so far is raised at once, during the backoff too.
+    made again: the failure so far is raised at once, during the backoff too. Each attempt holds
+    `gate`, the account's bound (Gates).
     """
     n = 0
     reached = False
+    word, sent_at = "stopping", time.time()  # a stop before the first attempt
     while True:
         retry_after: str | None = None
+        # The account's turn comes before the attempt is dated and its timeout starts: waiting
+        # for it is not the provider being slow. It is given back before any backoff.
+        await gate.acquire()
+        if halt is not None and halt.is_set():
+            gate.release()  # the stop began while this waited for its turn
+            raise RequestFailed(word, reached=reached, sent_at=sent_at)
         sent_at = time.time()
         try:
             # No redirects: a redirect would carry the credential to wherever it points, and a
@@ -179,6 +206,8 @@ async def request(
         except aiohttp.ClientError:
             # aiohttp's text may quote the URL; ours never says more than the word.
             reached, word = True, "connection"
+        finally:
+            gate.release()
         if n >= retry.attempts or (halt is not None and halt.is_set()):
             raise RequestFailed(word, reached=reached, sent_at=sent_at)
         delay = retry_delay(retry, n, parse_retry_after(retry_after, datetime.now(timezone.utc)))

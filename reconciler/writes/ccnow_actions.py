@@ -30,6 +30,7 @@ from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import Answer
 from reconciler.sources.errors import SourceError
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import (
@@ -118,9 +119,11 @@ class ActionSender:
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         in_flight: InFlight | None = None,
+        gates: Gates | None = None,
     ) -> None:
         self.store = store
         self.session = session
+        self.gates = gates or Gates()  # the accounts' bounds, shared with their queries
         self.reconciler = reconciler
         self.accounts = {c.name: c for c in accounts}
         self.on_commit = on_commit
@@ -194,10 +197,10 @@ class ActionSender:
         if not batch:
             return
         failpoint("ccnow.sending")
-        once = batch[0].action == "adjust"
+        once, gate = batch[0].action == "adjust", self.gates.of(cfg)
         try:
             answer, asked = await post_batch(
-                self.session, cfg, batch, once=once, halt=self.in_flight.halt
+                self.session, cfg, batch, once=once, gate=gate, halt=self.in_flight.halt
             )
         except NotSent as exc:
             # The connection was never made: queued again, and not counted as sent.
@@ -315,10 +318,8 @@ class ActionSender:
                     extra=fields(**about, command_id=c.id, reason=said, retry_in_s=delay),
                 )
                 continue
-            level = _LEVELS.get(state, logging.WARNING)
-            log.log(
-                level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, answer=said)
-            )
+            level, name = _LEVELS.get(state, logging.WARNING), f"ccnow.action_{state}"
+            log.log(level, name, extra=fields(**about, command_id=c.id, answer=said))
 
     async def _status(self, cfg: CCNowConfig, order_id: str) -> Observation | None:
         from reconciler.sources.ccnow import CCNowClient
@@ -331,7 +332,8 @@ class ActionSender:
         if self.in_flight.stopping:
             return None  # no new request during a stop
         try:
-            await CCNowClient(cfg, self.session, halt=self.in_flight.halt).query([order_id], emit)
+            gate, halt = self.gates.of(cfg), self.in_flight.halt
+            await CCNowClient(cfg, self.session, halt=halt, gate=gate).query([order_id], emit)
         except SourceError:
             return None
         return next((o for o in seen if o.outcome is Outcome.OK), None)
@@ -390,8 +392,7 @@ class ActionSender:
 
 def _retry_delay(batch: Sequence[cmds.Command]) -> float:
     """How long a batch that did not end waits for its next post: doubling per attempt."""
-    attempts = max(c.attempts for c in batch) + 1
-    return min(RETRY_FIRST_S * 2.0 ** (attempts - 1), RETRY_MAX_S)
+    return min(RETRY_FIRST_S * 2.0 ** max(c.attempts for c in batch), RETRY_MAX_S)
 
 
 def _asked(c: cmds.NewCommand | cmds.Command) -> tuple[object, ...]:

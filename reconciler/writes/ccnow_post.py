@@ -76,12 +76,14 @@ async def post_batch(
     batch: Sequence[cmds.Command],
     *,
     once: bool,
+    gate: asyncio.Semaphore,
     halt: asyncio.Event | None = None,
 ) -> tuple[Answer, float]:
     """Post one batch; return the answer, parsed, and when the attempt that brought it was sent
     (its lines are as of then). Raise NotSent, Lost, or SourceError for CCNow's own refusal of
     the whole post (RefusedAsAWhole: in words of no field nor trouble). Once `halt` is set (the
-    daemon stops), nothing is posted, and a failed attempt is not retried."""
+    daemon stops), nothing is posted, and a failed attempt is not retried. Each attempt waits
+    for its turn within the account's bound `gate`."""
     if halt is not None and halt.is_set():
         raise NotSent("stopping")
     data = urlencode(form(cfg, batch)).encode("ascii")
@@ -92,7 +94,7 @@ async def post_batch(
     }
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
     if once:
-        reply = await _post_once(session, URL(cfg.url), headers, data, timeout)
+        reply = await _post_once(session, URL(cfg.url), headers, data, timeout, gate, halt)
     else:
         try:
             reply = await request(
@@ -102,6 +104,7 @@ async def post_batch(
                 headers=headers,
                 data=data,
                 timeout=timeout,
+                gate=gate,
                 retry=cfg.retry,
                 max_body=MAX_BODY_BYTES,
                 log=log,
@@ -171,6 +174,8 @@ async def _post_once(
     headers: dict[str, str],
     data: bytes,
     timeout: aiohttp.ClientTimeout,
+    gate: asyncio.Semaphore,
+    halt: asyncio.Event | None,
 ) -> Reply:
     """Post once, never again: raise NotSent when no connection was made, Lost when the
     answer may have been lost after CCNow got the post."""
@@ -182,7 +187,9 @@ async def _post_once(
             headers=headers,
             data=data,
             timeout=timeout,
+            gate=gate,
             max_body=MAX_BODY_BYTES,
+            halt=halt,
         )
     except AnswerTooLarge:
         # CCNow got the post and answered something we cannot read: it may have applied it.

@@ -20,6 +20,7 @@ import aiohttp
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.logs import fields
 from reconciler.passes.hint_gate import HintGate
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
@@ -48,9 +49,13 @@ class Submitter:
         clock: Callable[[], float] = time.time,
         gate: HintGate | None = None,
         in_flight: InFlight | None = None,
+        gates: Gates | None = None,
     ) -> None:
         self.store = store
         self.session = session
+        # Each account's bound on its requests in flight, shared with its checks (the
+        # process's Gates): a submit waits for its turn like any of them.
+        self.gates = Gates() if gates is None else gates
         self.accounts = {c.name: c for c in accounts}
         self.receiver = receiver
         self.order_id_fields = tuple(order_id_fields)
@@ -104,7 +109,15 @@ class Submitter:
             )
         failpoint("submit.recorded")
         try:
-            answer = await send_once(self.session, cfg, "POST", SUBMIT_PATH, data)
+            answer = await send_once(
+                self.session,
+                cfg,
+                "POST",
+                SUBMIT_PATH,
+                data,
+                gate=self.gates.of(cfg),
+                halt=self.in_flight.halt,
+            )
         except NotSent as exc:
             await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=self.clock())
             log.warning(
