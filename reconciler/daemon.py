@@ -43,7 +43,6 @@ from .store import Store, StoreError
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender
 from .writes.in_flight import InFlight, stop_bound
-from .writes.interrupted import settle_interrupted_writes
 from .writes.submit import Submitter
 
 log = logging.getLogger("reconciler.daemon")
@@ -307,9 +306,6 @@ class Daemon:
             in_flight=self.writes,
             gates=self.rt.gates,
         )
-        # Before anything listens: a write a stopped process left unanswered is never re-sent
-        # unless it is safe to repeat.
-        await settle_interrupted_writes(self.rt)
         # Also without a CCNow account: the API settles by a person's word the uncertain
         # actions of an account the config no longer names.
         self.actions = ActionSender(

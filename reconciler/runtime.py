@@ -84,6 +84,15 @@ class Runtime:
             self.coordinators = Coordinators.build(
                 self.config, self.reconciler, self.session, self.gates
             )
+            # Every writer settles at its start the writes a stopped process left `sending`
+            # (never re-sent unless safe to repeat), before it sends anything: so a submit
+            # still `sending` while a process holds the lock is that process's to answer
+            # (`status` says SENDING), whichever writer it is (the daemon, `catch-up`,
+            # `replay`, the `ccnow` and `ccv submit` command lines).
+            if await self.interrupted_writes():  # else the writes are not even loaded
+                from .writes.interrupted import settle_interrupted_writes
+
+                await settle_interrupted_writes(self)
         except BaseException:
             await opened.aclose()
             raise

@@ -29,12 +29,6 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(f"no [{args.source}] account is configured")
     async with Runtime(config) as rt:
         started = time.monotonic()
-        # No writer runs beside this one: what a killed `ccnow` or `ccv submit` left `sending`
-        # is settled now, and its events go out with this run's.
-        if await rt.interrupted_writes():  # else the writes are not even loaded
-            from ..writes.interrupted import settle_interrupted_writes
-
-            await settle_interrupted_writes(rt)
         warn_unconfigured(await unconfigured_accounts(config, rt.store), args.source)
         due = await rt.store.orders.due_counts(math.inf)  # every open order: what a catch-up asks
         total = sum(n for (source, _), n in due.items() if args.source in (None, source))

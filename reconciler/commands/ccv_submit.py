@@ -25,7 +25,6 @@ from ..writes.daemon_api import (
     refused,
     token_refused,
 )
-from ..writes.interrupted import settle_interrupted_writes
 from ..writes.submit import Submitter
 from ..writes.submit_body import BadSubmission
 from ..writes.submit_outcome import ORDER_ID_HEADER, REFERENCE_HEADER
@@ -95,7 +94,6 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 on_commit=rt.delivery.committed,
                 gates=rt.gates,
             )
-            await settle_interrupted_writes(rt)
             try:
                 result = await submitter.submit(account, document)
             except BadSubmission as exc:

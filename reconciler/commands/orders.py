@@ -268,13 +268,8 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
             for s in await store_submissions.interrupted(store)
         ):
             return False
-        lock = WriterLock(store.path)
-        try:
-            lock.acquire()
-        except StoreLocked:
-            return False
-        lock.release()
-        return True
+        # Asked, not taken: taking it, even for a moment, could make a writer's start fail.
+        return not WriterLock(store.path).held()
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 
 

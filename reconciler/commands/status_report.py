@@ -9,6 +9,7 @@ recorded when it ended, and the free space beside the database.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from ..poller.unconfigured import (
 from ..store import Store, WriterLock, commands, submissions
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
+from ..store.submissions import Submission
 
 # unknown: never polled yet; not_configured: the store follows orders of an account the config
 # no longer names, and nothing checks them (poller/unconfigured.py)
@@ -109,6 +111,17 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
             StoreStatus(path, False, 0, _free_bytes(path), None),
             None,
         )
+    # One read transaction: read one after another, a submit the daemon records between two
+    # reads would be counted by one and not the other (a count without its references, or
+    # an uncertain one hidden behind it).
+    async with store.read_transaction():
+        return await _gather(config, store, now, accounts)
+
+
+async def _gather(
+    config: Config, store: Store, now: float, accounts: list[tuple[Source, str]]
+) -> Status:
+    path = config.store_path
     unconfigured = tuple(await unconfigured_accounts(config, store))
     accounts += [(u.source, u.account) for u in unconfigured]
     names = configured(config)
@@ -118,11 +131,12 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     stuck = await store.orders.stuck_counts()
     check_failed = await store.orders.failing_counts()
     writes = await unsettled_writes(store)
-    sending = await _being_sent(store, path)
-    for (source, account), refs in sending.items():
-        uncertain, queued = writes[(source, account)]
-        writes[(source, account)] = (uncertain - len(refs), queued)
-    waiting = await _uncertain_of(store, writes, sending)
+    left = await submissions.interrupted(store)
+    sending = _being_sent(left, path)
+    for key, refs in sending.items():
+        uncertain, queued = writes.get(key, (0, 0))
+        writes[key] = (max(0, uncertain - len(refs)), queued)
+    waiting = await _uncertain_of(store, writes, left, sending)
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -169,11 +183,13 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured)
 
 
-async def _being_sent(store: Store, path: Path) -> dict[tuple[Source, str], tuple[str, ...]]:
-    """The references of the CCV submits a running writer (the daemon, a `ccv submit`) waits on
-    CCV's answer for, per account. With no process holding the writer lock, a submit left
-    `sending` was cut off: the next writer's start makes it uncertain."""
-    left = await submissions.interrupted(store)
+def _being_sent(
+    left: Sequence[Submission], path: Path
+) -> dict[tuple[Source, str], tuple[str, ...]]:
+    """The references of the CCV submits left `sending` (`left`) a running writer waits on
+    CCV's answer for, per account: every writer settles those a stopped process left at its
+    start, so one still `sending` while a process holds the writer lock is that process's.
+    With none holding it, it was cut off: the next writer's start makes it uncertain."""
     if not left or not WriterLock(path).held():
         return {}
     found: dict[tuple[Source, str], list[str]] = {}
@@ -185,6 +201,7 @@ async def _being_sent(store: Store, path: Path) -> dict[tuple[Source, str], tupl
 async def _uncertain_of(
     store: Store,
     writes: dict[tuple[Source, str], tuple[int, int]],
+    left: Sequence[Submission],
     sending: dict[tuple[Source, str], tuple[str, ...]],
 ) -> dict[tuple[Source, str], tuple[str, ...]]:
     """The references (CCV) and order ids (CCNow) of the writes that wait for a person's word;
@@ -192,7 +209,7 @@ async def _uncertain_of(
     writer's start makes it uncertain."""
     found: dict[tuple[Source, str], set[str]] = {}
     if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccv"):
-        for sub in await submissions.interrupted(store):
+        for sub in left:
             if sub.external_reference not in sending.get(("ccv", sub.account), ()):
                 found.setdefault(("ccv", sub.account), set()).add(sub.external_reference)
         for source, account in writes:

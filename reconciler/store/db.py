@@ -217,6 +217,21 @@ class Store:
         self._undo.append(undo)
 
     @contextlib.asynccontextmanager
+    async def read_transaction(self) -> AsyncIterator[Store]:
+        """Run a block of reads as one read transaction: each statement sees the database as
+        the block's first read found it, whatever another process commits meanwhile (WAL keeps
+        that version for it). For a connection no transaction of this store shares (a
+        read-only store's)."""
+        await self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            # Only reads: nothing to keep. Shielded: a cancelled reader must not leave the
+            # version held, which would keep the next checkpoint from finishing.
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.shield(self.conn.execute("ROLLBACK"))
+
+    @contextlib.asynccontextmanager
     async def exclusive(self, *, urgent: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """Hold the connection for statements that make their own transaction (VACUUM, an
         incremental vacuum): no transaction of this store is open meanwhile. `urgent`: before

@@ -7,11 +7,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import struct
+import sys
 from pathlib import Path
 
 from .errors import WriterLockHeld, file_error
-
-PROC_LOCKS = Path("/proc/locks")  # Linux: every file lock of the system, by device and inode
 
 
 class WriterLock:
@@ -42,6 +42,12 @@ class WriterLock:
                 + (f" (pid {holder})" if holder else "")
             ) from None
         try:
+            # What `held` asks: flock's lock cannot be asked about without taking it.
+            _fcntl_lock(fd, _SETLK, fcntl.F_WRLCK)
+        except OSError as exc:
+            os.close(fd)
+            raise file_error(f"cannot lock file {self.path}", self.db_path, exc) from None
+        try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as exc:
@@ -55,35 +61,44 @@ class WriterLock:
             os.close(self._fd)
             self._fd = None
 
-    def held(self, locks: Path = PROC_LOCKS) -> bool:
+    def held(self) -> bool:
         """Whether some process holds the lock (a writer is running), told without taking it:
-        a reader that took it, even for a moment, could make a writer's start fail. On Linux
-        from the kernel's table of locks (`locks`); elsewhere a shared lock is tried and let go
-        at once."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return False  # no writer ever ran
-        try:
-            table = locks.read_text()
-        except OSError:
-            return self._probe()
-        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:5310179 0 EOF" (a waiter's has "->" after "1:")
-        file = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-        return any("FLOCK" in line.split() and file in line.split() for line in table.splitlines())
-
-    def _probe(self) -> bool:
+        a reader that took it, even for a moment, could make a writer's start fail. Asked of
+        the byte-range lock every writer holds beside it (`fcntl`'s GETLK takes nothing, and
+        names the file by its descriptor, so it answers on every file system: the device
+        /proc/locks names is not the one stat() gives on btrfs)."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False  # no writer ever ran
         except OSError:
             return True  # not ours to read: taken as held, as the daemon's user holds it
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+            # A read lock conflicts with the writer's write lock, and needs only read access.
+            return _fcntl_lock(fd, _GETLK, fcntl.F_RDLCK) != fcntl.F_UNLCK
         finally:
-            os.close(fd)  # and the shared lock with it
-        return False
+            os.close(fd)
+
+
+# Open file description locks (Linux): owned by the open file, as flock's lock is, and seen by
+# a GETLK from any other open file, this process's included. Elsewhere POSIX record locks:
+# owned by the process, which a GETLK of its own does not see, and dropped when it closes any
+# descriptor of the file; no writer opens its own lock file twice.
+_SETLK: int = getattr(fcntl, "F_OFD_SETLK", fcntl.F_SETLK)
+_GETLK: int = getattr(fcntl, "F_OFD_GETLK", fcntl.F_GETLK)
+# struct flock, the whole file (start 0, length 0): Linux's field order, else the BSDs' (macOS)
+_FLOCK, _TYPE_AT = ("hhqqi", 0) if sys.platform.startswith("linux") else ("qqihh", 3)
+
+
+def _fcntl_lock(fd: int, command: int, lock_type: int) -> int:
+    """Run one fcntl lock command on the whole file; return the lock type it answers with
+    (GETLK: F_UNLCK when nothing would stand in the way)."""
+    fields = [0, 0, 0, 0, 0]  # OFD locks want l_pid 0
+    fields[_TYPE_AT] = lock_type
+    # Room to spare: the kernel's struct may be padded beyond the fields packed here.
+    packed = struct.pack(_FLOCK, *fields).ljust(64, b"\0")
+    answer = fcntl.fcntl(fd, command, packed)
+    return int(struct.unpack_from(_FLOCK, answer)[_TYPE_AT])
 
 
 def check_file(path: Path, mode: int) -> None:

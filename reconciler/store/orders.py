@@ -31,6 +31,9 @@ _TRACK = (
     "coalesce(excluded.external_reference, orders.external_reference)"
 )
 _TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
+Given = Sequence[tuple[str, str | None]]  # orders to track: (id, external reference or None)
+Progress = Callable[[int], None]  # hears of each chunk tracked
+_quiet: Progress = lambda n: None  # noqa: E731
 
 # Counted for /metrics; matches the WHERE of its partial index (migration 5) word for word,
 # which is what lets SQLite use it. Named: the index of all open orders (migration 9) has the
@@ -211,34 +214,28 @@ class Orders:
             await on_thread(self._conn, run_statements, statements)
 
     async def track(
-        self,
-        source: Source,
-        account: str,
-        orders: Sequence[tuple[str, str | None]],
-        now: float,
-        *,
-        progress: Callable[[int], None] = lambda n: None,
+        self, source: Source, account: str, orders: Given, now: float, progress: Progress = _quiet
     ) -> int:
         """Start following orders (id, external reference), all in one transaction; return how
         many were new. `progress` hears of each chunk written."""
-        added = 0
         async with self._store.transaction():
-            for i in range(0, len(orders), _TRACK_CHUNK):
-                chunk = orders[i : i + _TRACK_CHUNK]
-                added += await self.track_within(source, account, chunk, now)
-                progress(len(chunk))
-        return added
+            return await self.track_within(source, account, orders, now, progress)
 
     async def track_within(
-        self, source: Source, account: str, orders: Sequence[tuple[str, str | None]], now: float
+        self, source: Source, account: str, orders: Given, now: float, progress: Progress = _quiet
     ) -> int:
-        """`track` inside a transaction the caller holds; return how many were new."""
-        cur = await self._conn.executemany(
-            _TRACK, [(source, account, oid, ref, now) for oid, ref in orders]
-        )
+        """`track` inside a transaction the caller holds (with statements of its own)."""
+        added = 0
+        for i in range(0, len(orders), _TRACK_CHUNK):
+            chunk = orders[i : i + _TRACK_CHUNK]
+            cur = await self._conn.executemany(
+                _TRACK, [(source, account, oid, ref, now) for oid, ref in chunk]
+            )
+            # The statement's own rows: total_changes would count the counts' triggers too.
+            added += cur.rowcount
+            progress(len(chunk))
         self.drop_pages()
-        # The statement's own rows: total_changes would count the counts' triggers too.
-        return cur.rowcount
+        return added
 
     def track_statement(
         self, source: Source, account: str, order_id: str, reference: str | None, now: float

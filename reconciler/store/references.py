@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 # (the order, the reference it is followed under, the reference given)
 Moved = tuple[OrderKey, str, str]
 
-_TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
-
 
 class FollowedElsewhere(Exception):
     """Orders given with a reference are followed under another one; nothing was tracked."""
@@ -85,11 +83,7 @@ async def track(
 ) -> tuple[int, list[Moved]]:
     """Track CCV orders (id, reference or None) in one transaction, keeping their references
     (`keep_within`); return how many were new or updated, and the orders moved."""
-    added = 0
     async with store.transaction():
         moved = await keep_within(store, account, orders, relink=relink)
-        for i in range(0, len(orders), _TRACK_CHUNK):
-            chunk = orders[i : i + _TRACK_CHUNK]
-            added += await store.orders.track_within("ccv", account, chunk, now)
-            progress(len(chunk))
+        added = await store.orders.track_within("ccv", account, orders, now, progress)
     return added, moved

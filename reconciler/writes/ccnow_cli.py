@@ -32,7 +32,6 @@ from reconciler.writes.ccnow_actions import (
     sort_out,
 )
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
-from reconciler.writes.interrupted import settle_interrupted_writes
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
@@ -83,7 +82,6 @@ async def action_command(
                 on_commit=rt.delivery.committed,
                 gates=rt.gates,
             )
-            await settle_interrupted_writes(rt)
             try:
                 taken = await sender.take(new)
             except BadAction as exc:
@@ -204,7 +202,6 @@ async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bo
                 on_commit=rt.delivery.committed,
                 gates=rt.gates,
             )
-            await settle_interrupted_writes(rt)
             found = await sender.resolve(account, order_id, sent=sent)
             settled = [(c.order_id, c.action, c.id) for c in found]
             await rt.delivery.drain(DELIVER_TIMEOUT_S)

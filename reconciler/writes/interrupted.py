@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 async def settle_interrupted_writes(rt: Runtime) -> int:
     """Settle the writes a stopped process left `sending`, with their events; return how many.
-    Every writer calls it at its start (the daemon, `catch-up`, `ccnow`, `ccv submit`; `track`
-    with a reference calls `settle_interrupted`): a host that only runs catch-ups hears of them
-    too."""
+    Every writer's Runtime calls it at its start (the daemon, `catch-up`, `replay`, `ccnow`,
+    `ccv submit`; `track` with a reference calls `settle_interrupted`): a host that only runs
+    catch-ups hears of them too."""
     return await settle_interrupted(rt.store, on_commit=rt.delivery.committed)
 
 

@@ -27,7 +27,7 @@ from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.submit_body import BadSubmission, prepare
-from reconciler.writes.submit_outcome import Closing, Result, close, json_result, make_uncertain
+from reconciler.writes.submit_outcome import Closing, Result, close, json_result, uncertain
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -130,7 +130,8 @@ class Submitter:
                 "failed",
             )
         except Uncertain as exc:
-            await self.make_uncertain(account, [(sub_id, ref)], str(exc))
+            closing = Closing(self.store, self.order_id_fields, self.clock(), self.on_commit)
+            await uncertain(closing, account, sub_id, ref, str(exc))
             return json_result(
                 504 if str(exc) == "timeout" else 502,
                 {
@@ -145,16 +146,3 @@ class Submitter:
             )
         closing = Closing(self.store, self.order_id_fields, self.clock(), self.on_commit)
         return await close(closing, sub_id, account, ref, answer)
-
-    async def make_uncertain(
-        self,
-        account: str,
-        submissions: Sequence[tuple[int, str]],
-        reason: str,
-        http_status: int | None = None,
-    ) -> None:
-        """Mark submissions uncertain with one `order.submit_uncertain` event each."""
-        await make_uncertain(
-            self.store, account, submissions, reason, now=self.clock(), http_status=http_status
-        )
-        self.on_commit()

@@ -98,7 +98,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                     account=account, external_reference=ref, fields=list(c.order_id_fields)
                 ),
             )
-            await _uncertain(c, account, sub_id, ref, "no_order_id", status)
+            await uncertain(c, account, sub_id, ref, "no_order_id", status)
             return passed
         followed = await subs.succeed(
             c.store,
@@ -125,7 +125,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                 f"order_followed_elsewhere: CCV answered order {order_id}, followed under "
                 f"reference {followed}, not {ref}"
             )
-            await _uncertain(c, account, sub_id, ref, reason, status)
+            await uncertain(c, account, sub_id, ref, reason, status)
             return passed
         log.info(
             "ccv.submitted",
@@ -136,7 +136,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     if status >= 500:
         # CCV's "Server error" may come after the order was made (or from a gateway after
         # CCV got it): as with a lost answer, never sent again; a person settles it.
-        await _uncertain(c, account, sub_id, ref, f"http_{status}", status)
+        await uncertain(c, account, sub_id, ref, f"http_{status}", status)
         return passed
     await subs.fail(c.store, sub_id, http_status=status, reason=f"http_{status}", now=c.now)
     log.warning(
@@ -145,9 +145,11 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     return Result(status, answer.body, answer.content_type, ref, "failed", None, headers)
 
 
-async def _uncertain(
-    c: Closing, account: str, sub_id: int, ref: str, reason: str, status: int | None
+async def uncertain(
+    c: Closing, account: str, sub_id: int, ref: str, reason: str, status: int | None = None
 ) -> None:
+    """Make a submission uncertain (`make_uncertain`) and tell the caller's `on_commit`: CCV's
+    answer was lost, or one it gave cannot be followed."""
     await make_uncertain(c.store, account, [(sub_id, ref)], reason, now=c.now, http_status=status)
     c.on_commit()
 

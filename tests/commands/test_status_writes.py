@@ -9,12 +9,17 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from reconciler.commands.status_report import gather_status
+from reconciler.commands.status_text import render_text
 from reconciler.config import load_config
 from reconciler.delivery import sink_names
-from reconciler.store import Store
+from reconciler.store import Store, WriterLock
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import build
 from tests.conftest import call_cli, cli_env, daemon_here, environ, free_port, write_config
@@ -31,12 +36,16 @@ async def writes_of(cfg: Path, account: str) -> tuple[dict[str, Any], list[str]]
     runs of spaces: the columns, then the to-do)."""
     found = json.loads((await call_cli("--config", cfg, "status", "--json")).stdout)
     (entry,) = [a for a in found["accounts"] if f"{a['source']}/{a['account']}" == account]
-    text = (await call_cli("--config", cfg, "status")).stdout.split("\n\n")
-    table = next(t for t in text if t.startswith("WRITES"))
+    return entry, writes_row((await call_cli("--config", cfg, "status")).stdout, account)
+
+
+def writes_row(text: str, account: str) -> list[str]:
+    """An account's WRITES row of plain `status`, split as `writes_of` splits it."""
+    table = next(t for t in text.split("\n\n") if t.startswith("WRITES"))
     head, *rows = table.splitlines()
     assert head.split()[:5] == ["WRITES", "UNCERTAIN", "SENDING", "QUEUED", "TO"]
     row = next(r for r in rows if r.startswith(account + " "))
-    return entry, row.split(maxsplit=4)
+    return row.split(maxsplit=4)
 
 
 async def test_a_submit_a_running_daemon_is_sending_is_not_for_a_person(tmp_path: Path) -> None:
@@ -96,3 +105,57 @@ async def test_actions_queued_under_an_account_no_longer_named_are_sent_by_nothi
     write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
     _, row = await writes_of(cfg, "ccnow/default")
     assert "queued: the daemon sends them" in row[4]
+
+
+@pytest.mark.parametrize("uncertain", [(), ("S-1",)])
+async def test_a_submit_recorded_while_status_reads_is_counted_whole_or_not_at_all(
+    tmp_path: Path, fake_ccv: FakeCCV, uncertain: tuple[str, ...]
+) -> None:
+    # The daemon records a submit (a real second connection) just as `status` reads the submits
+    # left `sending`, after it counted the unsettled ones.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    db = tmp_path / "reconciler.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO submissions (account, external_reference, state, created_at) "
+            "VALUES ('default', ?, 'uncertain', 1.0)",
+            [(ref,) for ref in uncertain],
+        )
+    with environ(cli_env()):
+        config = load_config(cfg)
+    daemon = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+    recorded: list[str] = []
+
+    def meanwhile(sql: str) -> None:
+        if "state = 'sending'" in sql and not recorded:
+            recorded.append(sql)
+            daemon.execute(
+                "INSERT INTO submissions (account, external_reference, state, created_at) "
+                "VALUES ('default', 'S-9', 'sending', 2.0)"
+            )
+
+    lock = WriterLock(db)
+    lock.acquire()  # the daemon's: S-9 is its to answer
+    store = await Store.open(db, readonly=True)
+    try:
+        await store.conn.set_trace_callback(meanwhile)
+        during = await gather_status(config, store, time.time())
+        after = await gather_status(config, store, time.time())
+    finally:
+        await store.close()
+        lock.release()
+        daemon.close()
+    assert recorded
+    (a,) = [a for a in during.accounts if a.account == "default"]
+    assert (a.uncertain_writes, a.uncertain_of, a.sending_of) == (len(uncertain), uncertain, ())
+    (a,) = [a for a in after.accounts if a.account == "default"]
+    assert (a.uncertain_writes, a.uncertain_of, a.sending_of) == (
+        len(uncertain),
+        uncertain,
+        ("S-9",),
+    )
+    row = writes_row(render_text(after, colour=False), "ccv/default")
+    assert row[1:3] == [str(len(uncertain)), "1"]
+    assert "being sent (S-9)" in row[4]
+    assert ("(S-1)" in row[4]) is bool(uncertain)

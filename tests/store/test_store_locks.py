@@ -5,13 +5,14 @@ from under the daemon, and what it commits afterwards is lost)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
 import sys
 from pathlib import Path
 
 import pytest
 
 from reconciler.store import Store, StoreLocked, WriterLock
-from reconciler.store.files import PROC_LOCKS
 from tests.conftest import REPO, call_cli, cli_env, daemon, free_port, write_config
 from tests.fake_providers import FakeCCV
 from tests.server.test_api import api_toml
@@ -143,14 +144,21 @@ sys.stdin.read()
 """
 
 
-@pytest.mark.parametrize("table", ["/proc/locks", "none"])
-async def test_whether_a_writer_runs_is_told_without_taking_its_lock(
-    tmp_path: Path, table: str
-) -> None:
-    # `status` asks it of a `ccv submit` still `sending`; "none": a system without /proc/locks.
-    locks = PROC_LOCKS if table == "/proc/locks" else tmp_path / "no-such-table"
+def range_lock(lock_file: Path) -> int:
+    """The type of the byte-range lock that would stop this process reading `lock_file`
+    (F_UNLCK: none), as any program on the host can ask it, with POSIX's F_GETLK."""
+    with open(lock_file, "rb") as f:
+        asked = struct.pack("hhqqi", fcntl.F_RDLCK, 0, 0, 0, 0).ljust(64, b"\0")
+        return int(struct.unpack_from("hhqqi", fcntl.fcntl(f, fcntl.F_GETLK, asked))[0])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="struct flock as Linux lays it out")
+async def test_whether_a_writer_runs_is_told_without_taking_its_lock(tmp_path: Path) -> None:
+    # `status` asks it of a `ccv submit` still `sending`. Not from /proc/locks, which names the
+    # file system's device where stat() gives a btrfs subvolume's: the writer also holds a
+    # byte-range lock, which F_GETLK reports without taking anything, on every file system.
     db = tmp_path / "reconciler.db"
-    assert not WriterLock(db).held(locks)  # no writer ever ran: no lock file
+    assert not WriterLock(db).held()  # no writer ever ran: no lock file
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -162,11 +170,13 @@ async def test_whether_a_writer_runs_is_told_without_taking_its_lock(
     )
     assert proc.stdin is not None and proc.stdout is not None
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"held\n"
-    assert WriterLock(db).held(locks)
-    assert WriterLock(db).held(locks)  # asking took nothing
+    lock_file = tmp_path / "reconciler.db.lock"
+    assert range_lock(lock_file) == fcntl.F_WRLCK
+    assert WriterLock(db).held()
     proc.stdin.close()
     assert await proc.wait() == 0
-    assert not WriterLock(db).held(locks)  # the lock file stays, nobody holds it
+    assert range_lock(lock_file) == fcntl.F_UNLCK
+    assert not WriterLock(db).held()  # the lock file stays, nobody holds it
     lock = WriterLock(db)
     lock.acquire()  # and a writer may start
     lock.release()

@@ -31,7 +31,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
-from tests.fake_providers import CCV_KEY, Reply
+from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 from tests.server.test_api import PUBLIC_URL, RECEIVER_SECRET, TOKEN, api_toml
 
 ORDER = "7d0e9f52-3c1b-4a8e-9d2f-6b5a4c3d2e1f"
@@ -254,3 +254,23 @@ async def test_after_a_restore_a_new_uncertain_submit_never_gets_an_emitted_id(
     uncertain = [e for e in read_events(tmp_path) if e["type"] == UNCERTAIN]
     assert [e["data"]["external_reference"] for e in uncertain] == ["lost-1", "lost-2"]
     assert uncertain[0]["id"] != uncertain[1]["id"]
+
+
+async def test_replay_settles_first_what_a_killed_submit_left_sending(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # As every writer does at its start: while one holds the store, `status` says a submit
+    # still `sending` is being sent, which is true only of the holder's own.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+        conn.execute(
+            "INSERT INTO submissions (account, external_reference, state, created_at) "
+            "VALUES ('default', 'S-3', 'sending', 1.0)"
+        )
+    result = await call_cli("--config", cfg, "replay", "--sink", "jsonl", "--undelivered")
+    assert result.code == 0, result.stderr
+    assert submission_state(tmp_path, "S-3") == "uncertain"
+    assert [
+        e["data"]["external_reference"] for e in read_events(tmp_path) if e["type"] == UNCERTAIN
+    ] == ["S-3"]
