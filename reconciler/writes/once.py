@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from aiohttp import hdrs
 from yarl import URL
 
 from reconciler.sources.errors import ProtocolError
-from reconciler.sources.http import Reply, is_framed, read_body
+from reconciler.sources.http import Reply, read_body, reply_of
 
 
 class NotSent(Exception):
@@ -51,8 +50,7 @@ async def send_once(
                 body = await read_body(resp, max_body)
             except ProtocolError:
                 raise AnswerTooLarge(resp.status) from None
-            content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
-            return Reply(resp.status, body, content_type, is_framed(resp))
+            return reply_of(resp, body)
     except aiohttp.ClientConnectorError:
         raise NotSent("connection") from None
     except asyncio.TimeoutError:
