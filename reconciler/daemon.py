@@ -305,6 +305,7 @@ class Daemon:
             on_commit=self.rt.delivery.committed,
             gate=self.rt.reconciler.hints,
             in_flight=self.writes,
+            gates=self.rt.gates,
         )
         # Before anything listens: a write a stopped process left unanswered is never re-sent
         # unless it is safe to repeat.
@@ -318,6 +319,7 @@ class Daemon:
             self.config.ccnow,
             on_commit=self.rt.delivery.committed,
             in_flight=self.writes,
+            gates=self.rt.gates,
         )
         if api is None:
             return

@@ -69,7 +69,7 @@ def diff(
         elif obs.outcome is Outcome.NOT_FOUND:
             if prev is None:
                 continue
-            asked = prev.asked_at if obs.asked is None else obs.asked
+            asked = _dated(prev.asked_at, obs)
             if _confirmed_missing(prev, now=now, failing_accounts=failing_accounts):
                 _not_found(result, prev, now=now, via=via, store_id=store_id, asked=asked)
             else:
@@ -98,6 +98,13 @@ def stale(prev: OrderState, obs: Observation, *, now: float) -> bool:
     put back: nothing can be judged against it, and the answer counts as before."""
     asked, held = obs.asked, prev.asked_at
     return asked is not None and held is not None and asked < held <= now
+
+
+def _dated(held: float | None, obs: Observation) -> float | None:
+    """The time an order's row holds once an answer is applied: when the answer's request was
+    sent, or (its age not known) the time held before."""
+    asked = obs.asked
+    return held if asked is None else asked
 
 
 def _observed(
@@ -142,7 +149,7 @@ def _observed(
         None if changed else base.stuck_version,
         base.tracked_at,
         None,  # missing_since
-        base.asked_at if obs.asked is None else obs.asked,  # asked_at
+        _dated(base.asked_at, obs),  # asked_at
     )
     result.states[key] = state
     if not changed:

@@ -24,8 +24,9 @@ class EventType(str, enum.Enum):
     STUCK = "order.stuck"
     SOURCE_FAILED = "source.failed"
     SOURCE_RECOVERED = "source.recovered"
-    # A CCV submit whose answer was lost: it is never re-sent; a notification or a person
-    # settles it (writes/submit.py).
+    # A CCV submit whose answer was lost, or named no order reconciler can follow: it is never
+    # re-sent; a notification (not for the latter) or a person settles it
+    # (writes/submit_outcome.py).
     SUBMIT_UNCERTAIN = "order.submit_uncertain"
     # CCNow order actions (writes/ccnow_actions.py): CCNow's answer, or its loss for an
     # `adjust`, which is never re-sent.
@@ -241,9 +242,9 @@ class Observation(NamedTuple):
     external_reference: str | None = None
     # For FAILED: a short machine word ("timeout", "http_500", "protocol", ORDER_ERROR, ...).
     reason: str | None = None
-    # When the request that answered was sent (wall clock, taken just before it; before its
-    # first attempt when retried): an answer asked before the one the snapshot holds is stale
-    # (diff.py). None: not known, never stale.
+    # When the attempt that brought the answer was sent (wall clock, read just before it; a
+    # retry's own time, not the first attempt's: what came back is as of the retry): an answer
+    # asked before the one the snapshot holds is stale (diff.py). None: not known, never stale.
     asked: float | None = None
 
 

@@ -15,17 +15,24 @@ from .config import Config
 from .delivery import Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
+from .sources.http import Gates
 from .store import Store, StoreError, WriterLock, WriterLockHeld
 from .store import commands as cmds
 from .store import submissions as subs
 from .store.health import file_size
 from .store.retention import make_space_returnable, prune
 
+# Room in the providers' pool past the accounts' bounds: a connection is let go a moment after
+# the gate it was sent under (aiohttp ends a request's body writer first).
+POOL_SPARE = 16
+
 
 def http_session(config: Config) -> aiohttp.ClientSession:
-    """Return the one HTTP session for providers and webhooks, sized by configuration."""
+    """Return the HTTP session for the providers. Each account's requests wait for their turn
+    in its gate (Gates), never for the pool: the pool holds more than all bounds together, so
+    no account waits for another's requests, and the webhook sinks have sessions of their own."""
     limit = sum(c.concurrency for c in config.ccv) + sum(c.concurrency for c in config.ccnow)
-    connector = aiohttp.TCPConnector(limit=limit + 16, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(limit=limit + POOL_SPARE, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
         # The providers' APIs use no cookies; a real jar would parse and filter every answer.
@@ -33,12 +40,19 @@ def http_session(config: Config) -> aiohttp.ClientSession:
     )
 
 
+def sinks_session() -> aiohttp.ClientSession:
+    """Return the HTTP session of the webhook sinks, apart from the providers' pool: a slow
+    webhook does not hold a provider's request back, nor the other way round."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+
+
 class Runtime:
     """The writer's resources; `async with Runtime(config) as rt` raises StoreLocked when
     another process holds the store."""
 
     store: Store
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # the providers'; `gates` bound each account's requests
+    gates: Gates
     delivery: Delivery
     reconciler: Reconciler
     coordinators: Coordinators
@@ -46,6 +60,7 @@ class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.lock = WriterLock(config.store_path)
+        self.gates = Gates()
 
     async def __aenter__(self) -> Runtime:
         # Whatever fails on the way in, what was opened so far is closed again, in reverse.
@@ -60,11 +75,15 @@ class Runtime:
             await make_space_returnable(self.store)
             self.session = http_session(self.config)
             opened.push_async_callback(self.session.close)
-            self.delivery = Delivery(self.store, build_sinks(self.config, self.session))
+            sinks_http = sinks_session()
+            opened.push_async_callback(sinks_http.close)
+            self.delivery = Delivery(self.store, build_sinks(self.config, sinks_http))
             opened.push_async_callback(self.delivery.close)
             self.reconciler = Reconciler(self.config, self.store, on_commit=self.delivery.committed)
             self.delivery.hints = self.reconciler.hints
-            self.coordinators = Coordinators.build(self.config, self.reconciler, self.session)
+            self.coordinators = Coordinators.build(
+                self.config, self.reconciler, self.session, self.gates
+            )
         except BaseException:
             await opened.aclose()
             raise

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import pytest
 from aiohttp import web
@@ -24,6 +24,10 @@ from aiohttp.test_utils import TestServer
 from reconciler import cli
 from reconciler.logs import logging_set_up
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
+
+if TYPE_CHECKING:
+    from tests.fake_ccv_writes import FakeCCVWrites
+    from tests.server.test_api import Api
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -407,3 +411,21 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCCVWrites]:
+    """A fake of CCV's boarding API (submit, pricing, status) on 127.0.0.1."""
+    from tests.fake_ccv_writes import FakeCCVWrites  # beside this file's own users, not before
+
+    async with FakeCCVWrites() as started:
+        yield started
+
+
+@pytest.fixture
+async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
+    """The integration API in this process, its CCV account on `fake`."""
+    from tests.server.test_api import serve_api  # it imports this module
+
+    async with serve_api(tmp_path, fake) as served:
+        yield served

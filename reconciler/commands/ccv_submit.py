@@ -26,7 +26,9 @@ from ..writes.daemon_api import (
     token_refused,
 )
 from ..writes.interrupted import settle_interrupted_writes
-from ..writes.submit import ORDER_ID_HEADER, REFERENCE_HEADER, BadSubmission, Submitter
+from ..writes.submit import Submitter
+from ..writes.submit_body import BadSubmission
+from ..writes.submit_outcome import ORDER_ID_HEADER, REFERENCE_HEADER
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -57,11 +59,12 @@ def _report(
         # the answer is lost, and a script must not take an empty id for success.
         # No usable id, or one of an order followed under another reference: the events'
         # `reason` (`reconciler events --type order.submit_uncertain`) says which.
+        # CCV's notifications name no order: only a person who found it can settle it.
         say(
             f"reconciler: submitted (HTTP {status}) but no order is followed for it (CCV's "
             "answer names no usable order id, or one followed under another reference); "
-            f"external reference {reference} is uncertain until CCV's first notification "
-            "for it, or `reconciler track ccv ID --ref REF`",
+            f"external reference {reference} is uncertain until you find its order at CCV "
+            "and run `reconciler track ccv ID --ref REF`",
             logging.WARNING,
         )
         return EX_TEMPFAIL
@@ -90,6 +93,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                     config.api.ccv_order_id_fields if config.api is not None else ("orderId", "id")
                 ),
                 on_commit=rt.delivery.committed,
+                gates=rt.gates,
             )
             await settle_interrupted_writes(rt)
             try:

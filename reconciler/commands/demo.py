@@ -226,7 +226,12 @@ async def ship_some(sandbox: Sandbox, rt: Runtime, config: Config) -> None:
     """Ship a few pending CCNow orders as `reconciler ccnow ship` does, once a pass has seen
     them pending: their `pending -> mark_shipped` comes `via action`."""
     sender = ActionSender(
-        rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
+        rt.store,
+        rt.session,
+        rt.reconciler,
+        config.ccnow,
+        on_commit=rt.delivery.committed,
+        gates=rt.gates,
     )
     shipped = 0
     while shipped < DEMO_SHIPMENTS:

@@ -8,16 +8,16 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields, say
-from ..model import OrderKey, Source, reference_problem
+from ..model import Source, reference_problem
 from ..order_view import order_json
-from ..store import Store, StoreError, StoreLocked, WriterLock
+from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
 from ..terminal import shown
 from .accounts import account_names, choose_account
@@ -72,10 +72,15 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     # Every sink the config names: settling an uncertain submit stores an event.
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
-        if source == "ccv":
-            await _keep_references(store, account, orders, relink=args.relink)
         with progress("track", len(orders)) as advance:
-            added = await store.orders.track(source, account, orders, time.time(), progress=advance)
+            if source == "ccv":
+                added = await _track_ccv(
+                    store, account, orders, relink=args.relink, advance=advance
+                )
+            else:
+                added = await store.orders.track(
+                    source, account, orders, time.time(), progress=advance
+                )
         log.info(
             "orders.tracked",
             extra=fields(source=source, account=account, given=len(orders), new_or_updated=added),
@@ -89,39 +94,29 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     return EX_OK
 
 
-async def followed_elsewhere(
-    store: Store, account: str, orders: Sequence[tuple[str, str | None]]
-) -> list[tuple[OrderKey, str, str]]:
-    """The CCV orders given with a reference that are followed under another one: (order,
-    the reference it is followed under, the one given)."""
-    given = {oid: ref for oid, ref in orders if ref is not None}
-    found = await store.orders.load(OrderKey("ccv", account, oid) for oid in given)
-    return [
-        (key, state.external_reference, given[key.order_id])
-        for key, state in found.items()
-        if state.external_reference is not None and state.external_reference != given[key.order_id]
-    ]
-
-
-async def _keep_references(
-    store: Store, account: str, orders: Sequence[tuple[str, str | None]], *, relink: bool
-) -> None:
-    """Refuse to move an order followed under one reference to another (its notifications and
-    events would follow the other), unless `relink` says so: then its old reference stays its
-    alias, as when CCV renames one, and a warning names both."""
-    moved = await followed_elsewhere(store, account, orders)
-    if not moved:
-        return
-    if not relink:
-        key, current, ref = moved[0]
-        more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+async def _track_ccv(
+    store: Store,
+    account: str,
+    orders: Sequence[tuple[str, str | None]],
+    *,
+    relink: bool,
+    advance: Callable[[int], None],
+) -> int:
+    """Track CCV orders, refusing to move one followed under one reference to another (its
+    notifications and events would follow the other), unless `relink` says so: then its old
+    reference stays its alias, as when CCV renames one, and a warning names both."""
+    try:
+        added, moved = await references.track(
+            store, account, orders, time.time(), relink=relink, progress=advance
+        )
+    except references.FollowedElsewhere as exc:
+        key, current, ref = exc.moved[0]
+        more = f" (and {len(exc.moved) - 1} more)" if len(exc.moved) > 1 else ""
         raise DataError(
             f"order {shown(key.order_id)} is followed under reference {shown(current)}, not "
             f"{shown(ref)}{more}: nothing tracked (--relink moves it, its old reference kept as "
             "an alias)"
-        )
-    async with store.transaction():
-        await store.orders.add_aliases(moved)
+        ) from None
     for key, current, ref in moved:
         log.warning(
             "order.reference_relinked",
@@ -133,6 +128,7 @@ async def _keep_references(
                 external_reference=ref,
             ),
         )
+    return added
 
 
 async def _resolve_submissions(

@@ -23,7 +23,7 @@ from ..poller.unconfigured import (
     unconfigured_accounts,
     unsettled_writes,
 )
-from ..store import Store, commands, submissions
+from ..store import Store, WriterLock, commands, submissions
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
 
@@ -51,6 +51,7 @@ class AccountStatus:
     queued_writes: int = 0  # CCNow actions to be sent
     # What the uncertain writes are about: CCV submits' references, CCNow actions' order ids
     uncertain_of: tuple[str, ...] = ()
+    sending_of: tuple[str, ...] = ()  # CCV submits a running writer waits on CCV's answer for
 
     @property
     def followed(self) -> int:
@@ -117,7 +118,11 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     stuck = await store.orders.stuck_counts()
     check_failed = await store.orders.failing_counts()
     writes = await unsettled_writes(store)
-    waiting = await _uncertain_of(store, writes)
+    sending = await _being_sent(store, path)
+    for (source, account), refs in sending.items():
+        uncertain, queued = writes[(source, account)]
+        writes[(source, account)] = (uncertain - len(refs), queued)
+    waiting = await _uncertain_of(store, writes, sending)
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -150,6 +155,7 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
                 (source, account) in names,
                 *writes.get((source, account), (0, 0)),
                 waiting.get((source, account), ()),
+                sending.get((source, account), ()),
             )
         )
     deliveries = await store.outbox.counts()
@@ -163,16 +169,32 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured)
 
 
+async def _being_sent(store: Store, path: Path) -> dict[tuple[Source, str], tuple[str, ...]]:
+    """The references of the CCV submits a running writer (the daemon, a `ccv submit`) waits on
+    CCV's answer for, per account. With no process holding the writer lock, a submit left
+    `sending` was cut off: the next writer's start makes it uncertain."""
+    left = await submissions.interrupted(store)
+    if not left or not WriterLock(path).held():
+        return {}
+    found: dict[tuple[Source, str], list[str]] = {}
+    for sub in left:
+        found.setdefault(("ccv", sub.account), []).append(sub.external_reference)
+    return {key: tuple(sorted(refs)) for key, refs in found.items()}
+
+
 async def _uncertain_of(
-    store: Store, writes: dict[tuple[Source, str], tuple[int, int]]
+    store: Store,
+    writes: dict[tuple[Source, str], tuple[int, int]],
+    sending: dict[tuple[Source, str], tuple[str, ...]],
 ) -> dict[tuple[Source, str], tuple[str, ...]]:
     """The references (CCV) and order ids (CCNow) of the writes that wait for a person's word;
-    read only when some do. A submit left `sending` counts: the next writer's start makes it
-    uncertain."""
+    read only when some do. A submit left `sending` by a process that stopped counts: the next
+    writer's start makes it uncertain."""
     found: dict[tuple[Source, str], set[str]] = {}
     if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccv"):
         for sub in await submissions.interrupted(store):
-            found.setdefault(("ccv", sub.account), set()).add(sub.external_reference)
+            if sub.external_reference not in sending.get(("ccv", sub.account), ()):
+                found.setdefault(("ccv", sub.account), set()).add(sub.external_reference)
         for source, account in writes:
             if source == "ccv":
                 refs = await submissions.uncertain_references(store, account)
@@ -220,6 +242,7 @@ def to_json(status: Status) -> dict[str, Any]:
                 "stuck": a.stuck,
                 "check_failed": a.check_failed,
                 "uncertain_writes": a.uncertain_writes,
+                "sending_writes": len(a.sending_of),
                 "queued_writes": a.queued_writes,
                 "orders": [{"status": s, "count": n} for s, n in a.orders],
             }

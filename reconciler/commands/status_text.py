@@ -80,11 +80,12 @@ def render_text(status: Status, *, colour: bool = False) -> str:
         [
             f"{a.source}/{a.account}",
             _when(a.uncertain_writes, "red"),
+            str(len(a.sending_of)),
             _when(a.queued_writes, "yellow"),
             _to_do(a),
         ]
         for a in status.accounts
-        if a.uncertain_writes or a.queued_writes
+        if a.uncertain_writes or a.sending_of or a.queued_writes
     ]
     orders = [
         [f"{a.source}/{a.account}", "(no status yet)" if s is None else s, str(n)]
@@ -129,7 +130,11 @@ def render_text(status: Status, *, colour: bool = False) -> str:
             accounts,
             colour,
         ),
-        *([_table(["WRITES", "UNCERTAIN", "QUEUED", "TO DO"], writes, colour)] if writes else []),
+        *(
+            [_table(["WRITES", "UNCERTAIN", "SENDING", "QUEUED", "TO DO"], writes, colour)]
+            if writes
+            else []
+        ),
         _table(["ACCOUNT", "STATUS", "ORDERS"], orders, colour),
         _table(["SINK", "BACKLOG", "DEAD", "DISABLED"], sinks, colour),
         _table(["LAST PASS", ""], last, colour),
@@ -152,15 +157,21 @@ def render_text(status: Status, *, colour: bool = False) -> str:
     return "\n\n".join("\n".join(t) for t in tables)
 
 
+def _named(ids: tuple[str, ...]) -> str:
+    named = ", ".join(ids[:MAX_NAMED])
+    if len(ids) > MAX_NAMED:
+        named += f" and {len(ids) - MAX_NAMED} more"
+    return named
+
+
 def _to_do(a: AccountStatus) -> str:
     """What settles an account's unsettled writes: a person's word for the uncertain ones (a
-    crash or a cut-off stop leaves them, and nothing else says so), nothing for the queued."""
+    crash or a cut-off stop leaves them, and nothing else says so), nothing for those being
+    sent, and for the queued a writer that names their account."""
     todo: list[str] = []
+    account = "" if a.configured else f" --account {a.account}"
     if a.uncertain_writes:
-        named = ", ".join(a.uncertain_of[:MAX_NAMED])
-        if len(a.uncertain_of) > MAX_NAMED:
-            named += f" and {len(a.uncertain_of) - MAX_NAMED} more"
-        account = "" if a.configured else f" --account {a.account}"
+        named = _named(a.uncertain_of)
         if a.source == "ccv":
             todo.append(
                 f"find each order at CCV by its reference ({named}), then "
@@ -171,8 +182,18 @@ def _to_do(a: AccountStatus) -> str:
                 f"look each order up in CCNow's backroom ({named}), then "
                 f"`reconciler ccnow resolve ID --sent|--not-sent{account}`"
             )
-    if a.queued_writes:
+    if a.sending_of:
+        todo.append(
+            f"being sent ({_named(a.sending_of)}): the running reconciler records CCV's answer"
+        )
+    if a.queued_writes and a.configured:
         todo.append("queued: the daemon sends them (or the next `reconciler ccnow` command)")
+    elif a.queued_writes:
+        # ActionSender sends only the accounts of its config: nothing else ever will.
+        todo.append(
+            "queued, and sent by nothing while the config does not name the account: name it "
+            "again, with its credentials, until they are sent"
+        )
     return "; ".join(todo)
 
 

@@ -4,8 +4,12 @@ order id or by external reference) makes a check happen now."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCVConfig
@@ -33,6 +37,15 @@ class CCVSource(Protocol):
     async def probe(self) -> None:
         """Return when CCV answers and accepts the key; raise SourceError when not."""
         ...
+
+
+@dataclass
+class _Probe:
+    """One probe of the account: its verdict once it is in, and when it came in
+    (time.monotonic(); infinite while the probe is in flight)."""
+
+    verdict: asyncio.Future[Verdict]
+    answered_at: float = math.inf
 
 
 class CCVCoordinator(Coordinator[CCVSource]):
@@ -67,15 +80,18 @@ class CCVCoordinator(Coordinator[CCVSource]):
         # How long a notification's reference waits for its order to be tracked (None: no
         # receiver, so no notification comes).
         self.remember_ref_s = remember_ref_s
+        self._last_probe: _Probe | None = None
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         await self.client.check_orders(order_ids, emit)
 
-    async def _after_checks(self, answers: PassAnswers) -> list[tuple[Part, Verdict | None]]:
+    async def _after_checks(
+        self, answers: PassAnswers, began: float
+    ) -> list[tuple[Part, Verdict | None]]:
         # While the account rests (a notification's check in its backoff), the probe waits for
         # the backoff too: a check's failure then adds nothing to what the account's says.
         if needs_probe(answers) and await self.resting(*self.checks_parts) is not None:
-            return [("probe", await self._probe())]
+            return [("probe", await self._probe(since=began))]
         return []
 
     async def full_pass(self, *, via: Via) -> PassReport:
@@ -118,12 +134,36 @@ class CCVCoordinator(Coordinator[CCVSource]):
         await self.settle([("probe", await self._probe())], via=via, report=report)
         return report
 
-    async def _probe(self) -> Verdict:
+    async def _probe(self, *, since: float | None = None) -> Verdict:
+        """Return whether the account answers: the verdict of a probe in flight or answered
+        after `since` (time.monotonic(); now when None), else of a new one. Notifications for
+        orders that fail alone (a 403 each) come in bursts, and each check then asks whether
+        the account answers: a probe answered after the check began tells as much as a new
+        one, so the burst costs one probe, not one per order."""
+        if since is None:
+            since = time.monotonic()
+        while (shared := self._last_probe) is not None and shared.answered_at >= since:
+            # Waited for, not awaited: a caller that is cancelled leaves the probe to the
+            # others, and one whose probe's sender was cancelled (a stop, a time limit) asks
+            # afresh, or shares the probe another waiter sent meanwhile.
+            await asyncio.wait({shared.verdict})
+            if not shared.verdict.cancelled():
+                return shared.verdict.result()
+        probe = self._last_probe = _Probe(asyncio.get_running_loop().create_future())
         try:
-            await self.client.probe()
-        except SourceError as exc:
-            return Verdict(False, self.reason(exc))
-        return Verdict(True)
+            try:
+                await self.client.probe()
+                verdict = Verdict(True)
+            except SourceError as exc:
+                verdict = Verdict(False, self.reason(exc))
+        except BaseException:
+            probe.verdict.cancel()
+            if self._last_probe is probe:
+                self._last_probe = None
+            raise
+        probe.answered_at = time.monotonic()
+        probe.verdict.set_result(verdict)
+        return verdict
 
     async def heartbeat(self) -> PassReport:
         """When no status request succeeded for a poll interval, probe once, so that /healthz

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -123,8 +124,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         """Ask the provider about these orders, awaiting `emit` for each answer."""
 
-    async def _after_checks(self, answers: PassAnswers) -> list[tuple[Part, Verdict | None]]:
-        """Return what else the account's health needs after checks that answered so."""
+    async def _after_checks(
+        self, answers: PassAnswers, began: float
+    ) -> list[tuple[Part, Verdict | None]]:
+        """Return what else the account's health needs after checks that answered so, begun
+        at `began` (time.monotonic())."""
         return []
 
     async def _notified_early(self, due: Sequence[OrderState]) -> set[str]:
@@ -147,6 +151,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         ids = list(order_ids)
         if not ids:
             return report
+        began = time.monotonic()
         batcher = self._batcher(via, report, discover=discover)
         error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
         self._count_unanswered(len(ids), report, error)
@@ -156,7 +161,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             state = await self.store.sources.state(self.source, self.account)
             checks = probe_verdict(answers, state)
         verdicts: list[tuple[Part, Verdict | None]] = [("checks", checks)]
-        verdicts += await self._after_checks(answers)
+        verdicts += await self._after_checks(answers, began)
         await self.settle(verdicts, via=via, report=report)
         return report
 

@@ -15,6 +15,7 @@ from ..passes.report import PassReport
 from ..redact import config_secrets
 from ..sources.ccnow import CCNowClient
 from ..sources.ccv import CCVClient
+from ..sources.http import Gates
 from .ccnow import CCNowCoordinator
 from .ccv import CCVCoordinator
 from .coordinator import Coordinator, remember_pass
@@ -33,21 +34,33 @@ class Coordinators:
 
     @classmethod
     def build(
-        cls, config: Config, writer: Reconciler, session: aiohttp.ClientSession
+        cls,
+        config: Config,
+        writer: Reconciler,
+        session: aiohttp.ClientSession,
+        gates: Gates | None = None,
     ) -> Coordinators:
-        """Return a coordinator for every configured account, each with its HTTP client."""
+        """Return a coordinator for every configured account, each with its HTTP client and
+        the account's bound from `gates` (the process's, shared with its writes)."""
+        gates = Gates() if gates is None else gates
         secrets = tuple(config_secrets(config))
         remember = None if config.receiver is None else config.receiver.remember_ref_s
         return cls(
             writer,
             ccv={
                 c.name: CCVCoordinator(
-                    c, CCVClient(c, session), writer, remember_ref_s=remember, secrets=secrets
+                    c,
+                    CCVClient(c, session, gate=gates.of(c)),
+                    writer,
+                    remember_ref_s=remember,
+                    secrets=secrets,
                 )
                 for c in config.ccv
             },
             ccnow={
-                c.name: CCNowCoordinator(c, CCNowClient(c, session), writer, secrets=secrets)
+                c.name: CCNowCoordinator(
+                    c, CCNowClient(c, session, gate=gates.of(c)), writer, secrets=secrets
+                )
                 for c in config.ccnow
             },
         )

@@ -14,6 +14,7 @@ from ..config import ApiConfig
 from ..logs import fields
 from ..model import EventType, OrderKey, OrderState, Source, reference_problem
 from ..order_view import order_json
+from ..store import references
 from ..store import submissions as subs
 from ..store.events import CursorAhead
 from .api_requests import (
@@ -90,15 +91,17 @@ class Orders:
         # requests for one new order would both answer 201.
         async with store.transaction():
             found = (await store.orders.load([key])).get(key)
-            followed = None if found is None else found.external_reference
-            if ref is not None and followed is not None and followed != ref:
+            try:
                 # As `track --ref`: its notifications and events would follow the new one.
+                await references.keep_within(store, account, [(order_id, ref)], relink=False)
+            except references.FollowedElsewhere as exc:
+                ((_, followed, _),) = exc.moved
                 raise BadRequest(
                     409,
                     f"the order is followed under reference {followed}; not moved to {ref} "
                     "(`reconciler track ccv ID --ref REF --relink` moves it)",
                     "external_reference",
-                )
+                ) from None
             added = found is None
             await store.orders.track_within(source, account, [(order_id, ref)], now)
         if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):

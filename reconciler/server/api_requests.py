@@ -19,7 +19,8 @@ from ..poller.unconfigured import unsettled_writes
 from ..store import Store, StoreError
 from ..writes.ccnow_actions import ActionSender
 from ..writes.daemon_api import CHALLENGE
-from ..writes.submit import BadSubmission, Submitter
+from ..writes.submit import Submitter
+from ..writes.submit_body import BadSubmission
 from .connections import HEADER_TIMEOUT_S, ExpectScreen
 from .http import BodyTooLarge, BodyTooSlow, BodyUnreadable, json_error, read_body
 

@@ -170,7 +170,15 @@ class Writes:
         submitter = self.deps.submitter
         try:
             answer = await submitter.in_flight.run(
-                send_once(submitter.session, cfg, "PATCH", PRICING_PATH, payload)
+                send_once(
+                    submitter.session,
+                    cfg,
+                    "PATCH",
+                    PRICING_PATH,
+                    payload,
+                    gate=submitter.gates.of(cfg),
+                    halt=submitter.in_flight.halt,
+                )
             )
         except Stopping:
             raise BadRequest(503, "reconciler is stopping; nothing was sent to CCV") from None

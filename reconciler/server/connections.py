@@ -309,10 +309,13 @@ class BoundedRunner(web.AppRunner):
     ) -> None:
         # keepalive_timeout runs from the moment a connection opens or answered its last
         # request until a complete request head has arrived: the header and idle timeout.
+        # auto_decompress: aiohttp's decoder takes a gzip body cut short as whole; bodies are
+        # decoded by http.read_body, which checks that each stream ends.
         super().__init__(
             app,
             logger=ProtocolLog(log),
             keepalive_timeout=limits.header_timeout_s,
+            auto_decompress=False,
             **kwargs,
         )
         self.max_connections = connection_cap(limits.max_connections, open_file_limit())

@@ -1,14 +1,16 @@
 """What both listeners (the receiver and the integration API) do alike: serve an app on one
-address within the connection bounds, read a request body within a limit, answer in JSON."""
+address within the connection bounds, read a request body within a limit and decode it, answer
+in JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..logs import fields
@@ -17,6 +19,12 @@ from .connections import SERVER_NAME, BoundedRunner, ConnectionLimits, ExpectScr
 # An app's screen of `Expect: 100-continue` requests, run before its routes (see ExpectScreen):
 # aiohttp answers `100 Continue` for a path no route takes before any middleware runs.
 EXPECT_SCREEN = web.AppKey[ExpectScreen]("expect_screen")
+
+# The content codings aiohttp's parser recognises (one, in any case). Only gzip and deflate are
+# decoded: no provider sends br or zstd, which would take optional packages.
+_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
+# gzip members (or deflate streams) one body may join: each costs a decompressor.
+MAX_MEMBERS = 64
 
 
 class BodyTooLarge(Exception):
@@ -61,7 +69,8 @@ async def read_at_most(request: web.Request, limit: int) -> bytes:
 
 
 async def read_body(request: web.Request, limit: int, *, timeout_s: float | None = None) -> bytes:
-    """Return the whole body of at most `limit` bytes, reading no more than one byte past it."""
+    """Return the whole body of at most `limit` bytes, sent and decoded, reading no more than
+    one byte past it (the listeners leave decoding to `decoded`)."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge
     try:
@@ -74,7 +83,52 @@ async def read_body(request: web.Request, limit: int, *, timeout_s: float | None
         raise BodyUnreadable from None
     if len(body) > limit:
         raise BodyTooLarge
-    return body
+    return decoded(body, content_coding(request), limit)
+
+
+def content_coding(request: web.BaseRequest) -> str | None:
+    """Return the content coding a request's body is sent in, as aiohttp's parser reads
+    `Content-Encoding`: one coding it knows, in any case; None for any other value."""
+    value = request.headers.get(hdrs.CONTENT_ENCODING, "")
+    coding = value.lower() if value.isascii() else ""
+    return coding if coding in _CODINGS else None
+
+
+def decoded(body: bytes, coding: str | None, limit: int) -> bytes:
+    """Return a body as sent in `coding`, decoded; BodyUnreadable unless every gzip member or
+    deflate stream in it ends where the body does, BodyTooLarge past `limit` bytes decoded.
+
+    aiohttp's own decoder ends a gzip body wherever its bytes stop: a body of `x`, or of the
+    bare 10-byte gzip header, decoded to nothing, and the receiver took it. So the listeners
+    turn it off (connections.BoundedRunner) and decode here, to the end of the stream."""
+    if coding is None or not body:
+        return body
+    if coding not in ("gzip", "deflate"):
+        raise BodyUnreadable
+    if coding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    else:
+        # Raw deflate without the zlib header is sent too; aiohttp tells them apart the same way.
+        wbits = zlib.MAX_WBITS if body[0] & 0x0F == 8 else -zlib.MAX_WBITS
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    for _ in range(MAX_MEMBERS):
+        stream = zlib.decompressobj(wbits)
+        try:
+            part = stream.decompress(rest, limit + 1 - size)
+        except zlib.error:
+            raise BodyUnreadable from None
+        size += len(part)
+        if size > limit:
+            raise BodyTooLarge  # stopped one byte past the limit: a bomb costs no more
+        if not stream.eof:
+            raise BodyUnreadable  # cut short: the stream's end (gzip: its trailer) never came
+        parts.append(part)
+        rest = stream.unused_data
+        if not rest:
+            return b"".join(parts)
+    raise BodyUnreadable
 
 
 async def _name_server(_: web.Request, response: web.StreamResponse) -> None:

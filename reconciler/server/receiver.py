@@ -30,6 +30,8 @@ from .http import (
     BodyTooSlow,
     BodyUnreadable,
     Listener,
+    content_coding,
+    decoded,
     json_error,
     read_at_most,
     read_body,
@@ -228,15 +230,23 @@ class _Handler:
         """Read what is left of a refused request's body (bounded) and say if it is broken."""
         if not request.body_exists:
             return False
+        limit = self.receiver.max_body_bytes
         try:
-            await asyncio.wait_for(
-                read_at_most(request, self.receiver.max_body_bytes),
-                self.receiver.header_timeout_s,
+            body = await asyncio.wait_for(
+                read_at_most(request, limit + 1), self.receiver.header_timeout_s
             )
         except (HttpProcessingError, web.RequestPayloadError):
             return True
         except (asyncio.TimeoutError, OSError):
-            pass  # aiohttp closes the connection; the refusal stands
+            return False  # aiohttp closes the connection; the refusal stands
+        if len(body) > limit:
+            return False  # not read to its end, so not known to be broken: the refusal stands
+        try:
+            decoded(body, content_coding(request), limit)
+        except BodyUnreadable:
+            return True
+        except BodyTooLarge:
+            pass
         return False
 
     async def healthz(self) -> web.Response:

@@ -59,11 +59,13 @@ class _BatchFailures:
         self._account = account
         self._limit = limit
         self._answered = False
-        self._held: list[tuple[list[str], str, float]] = []
+        self._held: list[tuple[list[str], str, float | None]] = []
         self._in_a_row = 0
         self._first: SourceError | None = None
 
-    async def failed(self, batch: list[str], exc: SourceError, word: str, asked: float) -> None:
+    async def failed(
+        self, batch: list[str], exc: SourceError, word: str, asked: float | None
+    ) -> None:
         """Count a batch without an answer (asked at `asked`); raise when the run of them opens
         the breaker."""
         self._first = self._first or exc
@@ -102,14 +104,16 @@ class _BatchFailures:
         if self._first is not None and not self._answered:
             raise self._first
 
-    async def _fail(self, batch: list[str], word: str, asked: float) -> None:
+    async def _fail(self, batch: list[str], word: str, asked: float | None) -> None:
         for order_id in batch:
             key = OrderKey("ccnow", self._account, order_id)
             await self._emit(Observation(key, Outcome.FAILED, reason=word, asked=asked))
 
 
 class CCNowClient:
-    """Ask CCNow about the orders of one account; the session belongs to the caller."""
+    """Ask CCNow about the orders of one account; the session belongs to the caller, and so may
+    `gate`, the account's bound on its posts in flight (Gates: shared with its other clients
+    and its action posts; by default the client's own)."""
 
     def __init__(
         self,
@@ -117,8 +121,10 @@ class CCNowClient:
         session: aiohttp.ClientSession,
         *,
         halt: asyncio.Event | None = None,
+        gate: asyncio.Semaphore | None = None,
     ) -> None:
         self._config = config
+        self._gate = asyncio.Semaphore(config.concurrency) if gate is None else gate
         self._halt = halt  # set: no request is tried again (the daemon stops)
         self._session = session
         self._url = URL(config.url)
@@ -142,8 +148,7 @@ class CCNowClient:
         is not on the list as read: a catch-up queries it on its own, as a poll does one the
         read before named (it left the list), and a due tick any other; that answer is its
         check. One nobody follows is no check of the account's at all."""
-        asked = time.time()  # what the list says is as of its request (diff.stale)
-        answer = await self._post([])
+        answer, asked = await self._post([])  # the list is as of the attempt that brought it
         lines, disagreeing = by_id(answer)
         observations = []
         unreadable = []
@@ -194,14 +199,13 @@ class CCNowClient:
         failures = _BatchFailures(emit, self._config.name, self._breaker_limit)
 
         async def handle(batch: list[str]) -> bool:
-            asked = time.time()
             try:
-                answer = await self._post(batch)
+                answer, asked = await self._post(batch)
             except RequestFailed as exc:
-                await failures.failed(batch, exc, exc.word, asked)
+                await failures.failed(batch, exc, exc.word, exc.sent_at)
                 return False  # the next batch goes alone until one answers (drain)
             except ProtocolError as exc:
-                await failures.failed(batch, exc, "protocol", asked)
+                await failures.failed(batch, exc, "protocol", time.time())  # when it failed
                 return False
             await failures.answered()
             for observation in self._match(batch, answer, asked):
@@ -213,7 +217,7 @@ class CCNowClient:
 
     def _match(self, batch: list[str], answer: Answer, asked: float) -> list[Observation]:
         """Turn an answer into one observation per asked order, matched by id; `asked`: when
-        its request was sent."""
+        the attempt that brought it was sent."""
         lines, disagreeing = by_id(answer)
         unasked = lines.keys() - set(batch)
         if unasked:
@@ -238,8 +242,9 @@ class CCNowClient:
                 observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
         return observations
 
-    async def _post(self, order_ids: list[str]) -> Answer:
-        """Post one request (the pending list when `order_ids` is empty) and parse its answer."""
+    async def _post(self, order_ids: list[str]) -> tuple[Answer, float]:
+        """Post one request (the pending list when `order_ids` is empty); return its answer,
+        parsed, and when the attempt that brought it was sent."""
         fields = list(self._fields)
         for n, order_id in enumerate(order_ids, 1):
             fields += [(f"x_orderid_{n}", order_id), (f"x_action_{n}", "query")]
@@ -250,6 +255,7 @@ class CCNowClient:
             headers=self._headers,
             data=urlencode(fields).encode("ascii"),
             timeout=self._timeout,
+            gate=self._gate,
             retry=self._config.retry,
             max_body=MAX_BODY_BYTES,
             log=log,
@@ -271,4 +277,4 @@ class CCNowClient:
             "ccnow.answer",
             extra={"fields": {"asked": len(order_ids), "lines": len(answer.orders)}},
         )
-        return answer
+        return answer, reply.sent_at

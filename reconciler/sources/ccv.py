@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -83,10 +84,36 @@ def is_ccv_answer(reply: Reply) -> bool:
     if content_type != "application/json" and not content_type.endswith("+json"):
         return False
     try:
-        json.loads(reply.body)
+        _loads(reply.body)
     except (ValueError, RecursionError):
         return False
     return True
+
+
+def _loads(body: bytes, hook: Callable[[list[tuple[str, object]]], object] | None = None) -> object:
+    """json.loads, except that an integer too long for Python's int (over 4,300 digits), which
+    is legal JSON, does not fail the answer: only then is the body parsed again, its integers
+    kept as written (_Digits), so the usual answer costs nothing more."""
+    try:
+        return json.loads(body, object_pairs_hook=hook)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # int's digit limit: the decoder raises a plain ValueError for it
+        return json.loads(body, object_pairs_hook=hook, parse_int=_Digits)
+
+
+class _Digits:
+    """A JSON integer too long for int(), as written: a number still, not text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _json_type(value: object) -> str:
+    """The JSON type of a decoded value, named as Python names it (`int`, `str`, `list`)."""
+    return "int" if isinstance(value, _Digits) else type(value).__name__
 
 
 def _status_of(value: object) -> str | None:
@@ -107,7 +134,7 @@ def _status_document(body: bytes) -> tuple[str, object] | None:
         # The usual answer is decoded by the C decoder alone; one that may name a key twice
         # (a key written twice, or spelled with escapes) once, with a hook that finds out.
         hook = _once if _may_repeat_a_key(body) else None
-        document = json.loads(body, object_pairs_hook=hook)
+        document = _loads(body, hook)
     except (ValueError, RecursionError, _RepeatedKey):
         return None
     if not isinstance(document, dict):
@@ -136,10 +163,20 @@ class _RepeatedKey(Exception):
 
 
 class CCVClient:
-    """Ask CCV for the status of orders of one account; the session belongs to the caller."""
+    """Ask CCV for the status of orders of one account; the session belongs to the caller, and
+    so may `gate`, the account's bound on its requests in flight (Gates: shared with its
+    writes; by default the client's own). Every check holds it, a notification's too: however
+    many run at once, no more than `concurrency` requests are out."""
 
-    def __init__(self, config: CCVConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        config: CCVConfig,
+        session: aiohttp.ClientSession,
+        *,
+        gate: asyncio.Semaphore | None = None,
+    ) -> None:
         self._config = config
+        self._gate = asyncio.Semaphore(config.concurrency) if gate is None else gate
         self._session = session
         # Each check replaces the path of the base URL: cheaper than parsing a whole URL.
         self._base = URL(config.base_url)
@@ -245,56 +282,63 @@ class CCVClient:
     ) -> tuple[Observation, bool]:
         """Return the observation of one order and whether a request was made for it; a
         reference dropped is added to `dropped` (order id, its JSON type)."""
-        key = OrderKey("ccv", self._config.name, order_id)
-        asked = time.time()  # the answer is as of this request (diff.stale)
-        if _plain_id(order_id):
-            segment = order_id
-        else:
-            try:
-                validate_ccv_id(order_id)
-            except InvalidOrderId:
-                return Observation(key, Outcome.FAILED, reason="invalid_id", asked=asked), False
-            segment = quote(order_id, safe="")
+        status: str | None = None
+        reference: str | None = None
+        reason: str | None
+        requested = True
+        # An answer is as of the attempt that brought it (diff.stale), a failure after retries
+        # as of its last attempt; one with no attempt's time (no request, an answer too large
+        # to read) as of when it failed.
         try:
+            segment = order_id if _plain_id(order_id) else quote(validate_ccv_id(order_id), safe="")
             reply = await self._get(segment)
+        except InvalidOrderId:
+            outcome, reason, asked, requested = Outcome.FAILED, "invalid_id", time.time(), False
         except RequestFailed as exc:
-            return Observation(key, Outcome.FAILED, reason=exc.word, asked=asked), True
+            outcome, reason, asked = Outcome.FAILED, exc.word, exc.sent_at
         except ProtocolError:
-            return Observation(key, Outcome.FAILED, reason="protocol", asked=asked), True
+            outcome, reason, asked = Outcome.FAILED, "protocol", time.time()
+        else:
+            asked = reply.sent_at
+            outcome, status, reference, reason = self._read(order_id, reply, dropped)
+        # Positional, in field order: one constructor call per check, dated in this one place.
+        key = OrderKey("ccv", self._config.name, order_id)
+        return Observation(key, outcome, status, reference, reason, asked), requested
 
+    def _read(
+        self, order_id: str, reply: Reply, dropped: list[tuple[str, str]]
+    ) -> tuple[Outcome, str | None, str | None, str | None]:
+        """Return what an answer says of an order: outcome, status, reference, failure reason.
+        Raise AuthenticationFailed on 401."""
         status = reply.status
-        if status == 200:
+        if 200 <= status < 300:  # a 2xx carrying an orderStatus, as the probe takes it
             document = _status_document(reply.body)
             if document is not None and not self._holds_key(document):
                 word, answered = document
                 if answered is None or answered == "":
                     # No reference (else it would differ from the tracked one on every check).
-                    return Observation(key, Outcome.OK, status=word, asked=asked), True
+                    return Outcome.OK, word, None, None
                 if not isinstance(answered, str):
                     # Not the documented shape: dropped, and said; the status still holds.
-                    dropped.append((order_id, type(answered).__name__))
-                    return Observation(key, Outcome.OK, status=word, asked=asked), True
+                    dropped.append((order_id, _json_type(answered)))
+                    return Outcome.OK, word, None, None
                 if reference_problem(answered) is not None:
                     # Text no database, log or URL holds fails this order alone; its
                     # `order.check_failed` line says why.
-                    return Observation(
-                        key, Outcome.FAILED, reason="unusable_reference", asked=asked
-                    ), True
-                return Observation(
-                    key, Outcome.OK, status=word, external_reference=answered, asked=asked
-                ), True
+                    return Outcome.FAILED, None, None, "unusable_reference"
+                return Outcome.OK, word, answered, None
             log.debug(
                 "ccv.protocol",
                 extra={"fields": {"order_id": order_id, "content_type": reply.content_type}},
             )
-            return Observation(key, Outcome.FAILED, reason="protocol", asked=asked), True
+            return Outcome.FAILED, None, None, "protocol"
         if status == 404 and is_ccv_answer(reply):
-            return Observation(key, Outcome.NOT_FOUND, asked=asked), True
+            return Outcome.NOT_FOUND, None, None, None
         if status == 401:
             raise AuthenticationFailed(f"http {status}")
         # A 403 is that order's failure: whether it means "not your order" or "this key may not
         # do this" is not documented, and one order must not stop the account.
-        return Observation(key, Outcome.FAILED, reason=_failure_reason(reply), asked=asked), True
+        return Outcome.FAILED, None, None, _failure_reason(reply)
 
     def _holds_key(self, document: tuple[str, object]) -> bool:
         """Whether an answer's status or reference holds our key: it would be kept in the
@@ -313,6 +357,7 @@ class CCVClient:
             url,
             headers=self._headers,
             timeout=self._timeout,
+            gate=self._gate,
             retry=self._config.retry,
             max_body=MAX_BODY_BYTES,
             log=log,

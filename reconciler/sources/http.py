@@ -1,4 +1,5 @@
-"""What both provider clients share: a request with retries and backoff, a bounded worker pool."""
+"""What both provider clients share: a request with retries and backoff, each account's bound on
+its requests in flight, a bounded worker pool."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -15,7 +17,7 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from reconciler.config import RetryConfig
+from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
 from reconciler.sources.errors import ProtocolError, SourceUnavailable
 
 T = TypeVar("T")
@@ -24,13 +26,14 @@ T = TypeVar("T")
 class RequestFailed(SourceUnavailable):
     """A request still failed after every retry (429, 5xx, timeout or connection error)."""
 
-    def __init__(self, word: str, *, reached: bool = True) -> None:
+    def __init__(self, word: str, *, sent_at: float, reached: bool = True) -> None:
         # str() is "http 503" / "timeout" / "connection"; `word` is the Observation reason.
         super().__init__(word.replace("_", " "))
         self.word = word
         # False: the provider surely did not take the request: no attempt got a connection, or
         # those that did were turned away (429, 503).
         self.reached = reached
+        self.sent_at = sent_at  # when the last attempt was sent (wall clock)
 
 
 class Reply(NamedTuple):
@@ -40,6 +43,10 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     content_type_header: str  # as received; parsed only when asked
+    # When the attempt this answers was sent (wall clock, read just before it): what the answer
+    # says is as of then, not of the first attempt's time, which a retry may follow by a
+    # Retry-After or a timeout (diff.stale).
+    sent_at: float
     # The body's end was told by a Content-Length, which aiohttp raises on a body ending short
     # of: such a body came whole. False: a chunked body (a CGI that died mid-answer still gets
     # its chunked response ended cleanly by the web server), one only the connection's close
@@ -53,6 +60,23 @@ class Reply(NamedTuple):
     def content_type(self) -> str:
         """The media type, lower case, without parameters ("" when there is none)."""
         return self.content_type_header.partition(";")[0].strip().lower()
+
+
+class Gates:
+    """Each account's bound on its requests in flight (its `concurrency`), one per process:
+    passes, notification checks, probes and writes of an account share it, so that together
+    they never have more in flight, however many of them run at once."""
+
+    def __init__(self) -> None:
+        self._gates: dict[tuple[str, str], asyncio.Semaphore] = {}
+
+    def of(self, account: CCVConfig | CCNowConfig) -> asyncio.Semaphore:
+        """Return the account's gate: `request` and `send_once` hold it for each attempt."""
+        key = ("ccv" if isinstance(account, CCVConfig) else "ccnow", account.name)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = asyncio.Semaphore(account.concurrency)
+        return gate
 
 
 def is_retryable(status: int) -> bool:
@@ -103,10 +127,10 @@ def is_framed(resp: aiohttp.ClientResponse) -> bool:
     return not is_chunked(resp) and resp.content_length is not None
 
 
-def reply_of(resp: aiohttp.ClientResponse, body: bytes) -> Reply:
+def reply_of(resp: aiohttp.ClientResponse, body: bytes, sent_at: float) -> Reply:
     """Return a response's Reply, with how its body was framed."""
     content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
-    return Reply(resp.status, body, content_type, is_framed(resp), is_chunked(resp))
+    return Reply(resp.status, body, content_type, sent_at, is_framed(resp), is_chunked(resp))
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -138,6 +162,7 @@ async def request(
     *,
     headers: Mapping[str, str],
     timeout: aiohttp.ClientTimeout,
+    gate: asyncio.Semaphore,
     retry: RetryConfig,
     max_body: int,
     log: logging.Logger,
@@ -149,12 +174,21 @@ async def request(
 
     `complete` tells whether a reply arrived whole; one that did not is retried like a dropped
     connection (word `truncated_answer`). Once `halt` is set (the daemon stops), no attempt is
-    made again: the failure so far is raised at once, during the backoff too.
+    made again: the failure so far is raised at once, during the backoff too. Each attempt holds
+    `gate`, the account's bound (Gates).
     """
     n = 0
     reached = False
+    word, sent_at = "stopping", time.time()  # a stop before the first attempt
     while True:
         retry_after: str | None = None
+        # The account's turn comes before the attempt is dated and its timeout starts: waiting
+        # for it is not the provider being slow. It is given back before any backoff.
+        await gate.acquire()
+        if halt is not None and halt.is_set():
+            gate.release()  # the stop began while this waited for its turn
+            raise RequestFailed(word, reached=reached, sent_at=sent_at)
+        sent_at = time.time()
         try:
             # No redirects: a redirect would carry the credential to wherever it points, and a
             # provider that redirects an API call is answering something else than the protocol.
@@ -171,7 +205,7 @@ async def request(
                 # A 429 or 503 turns the request away before it runs: it reached nothing.
                 reached = reached or status not in (429, 503)
                 if not is_retryable(status):
-                    reply = reply_of(resp, await read_body(resp, max_body))
+                    reply = reply_of(resp, await read_body(resp, max_body), sent_at)
                     if complete(reply):
                         return reply
                     word = "truncated_answer"
@@ -185,8 +219,10 @@ async def request(
         except aiohttp.ClientError:
             # aiohttp's text may quote the URL; ours never says more than the word.
             reached, word = True, "connection"
+        finally:
+            gate.release()
         if n >= retry.attempts or (halt is not None and halt.is_set()):
-            raise RequestFailed(word, reached=reached)
+            raise RequestFailed(word, reached=reached, sent_at=sent_at)
         delay = retry_delay(retry, n, parse_retry_after(retry_after, datetime.now(timezone.utc)))
         log.debug(
             "request.retry",
@@ -198,7 +234,7 @@ async def request(
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(halt.wait(), delay)
             if halt.is_set():
-                raise RequestFailed(word, reached=reached)
+                raise RequestFailed(word, reached=reached, sent_at=sent_at)
         n += 1
 
 

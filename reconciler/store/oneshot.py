@@ -16,8 +16,8 @@ hand-off instead of three.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .health import is_unusable
 from .sql import Statement, on_thread
@@ -25,6 +25,8 @@ from .sql import Statement, on_thread
 if TYPE_CHECKING:  # db.py imports the repositories, which commit through here
     from .db import Store
 
+
+T = TypeVar("T")
 
 # How much longer than usual (`wal_autocheckpoint`) these writes let the WAL grow before they
 # checkpoint it themselves.
@@ -38,7 +40,7 @@ class Written(NamedTuple):
     changes: int  # rows inserted, updated or deleted by every statement (triggers included)
 
 
-def _run(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written:
+def _run(conn: sqlite3.Connection, work: Callable[..., T], args: tuple[Any, ...]) -> T:
     # SQLite checkpoints the WAL inside the commit that takes it past `wal_autocheckpoint` pages:
     # for a submit (about 11 pages) every 90th or so, 1-5 ms more on a disk while its caller
     # waits (in a sink's record, while a submit arriving meanwhile waits). That is left to the
@@ -49,34 +51,48 @@ def _run(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written:
     limit = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
     conn.execute(f"PRAGMA wal_autocheckpoint = {limit * DEFER_CHECKPOINT:d}")
     try:
-        return _transaction(conn, statements)
+        return _transaction(conn, work, args)
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {limit:d}")
 
 
-def _transaction(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written:
-    before = conn.total_changes
+def _transaction(conn: sqlite3.Connection, work: Callable[..., T], args: tuple[Any, ...]) -> T:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        first_rowid = None
-        for i, (sql, parameters) in enumerate(statements):
-            cursor = conn.execute(sql, parameters)
-            if i == 0:
-                first_rowid = cursor.lastrowid
+        result = work(conn, *args)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return result
+
+
+def _statements(conn: sqlite3.Connection, statements: Sequence[Statement]) -> Written:
+    before = conn.total_changes
+    first_rowid = None
+    for i, (sql, parameters) in enumerate(statements):
+        cursor = conn.execute(sql, parameters)
+        if i == 0:
+            first_rowid = cursor.lastrowid
     return Written(first_rowid, conn.total_changes - before)
 
 
 async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Written:
     """Run `statements` as one write transaction of `store`, in one hand-off; an SQLite error
     rolls all of them back and is raised (StoreError when the database is unusable)."""
+    return await run_at_once(store, _statements, statements)
+
+
+async def run_at_once(store: Store, work: Callable[..., T], *args: Any) -> T:
+    """Run `work(sqlite3_connection, *args)` as one write transaction of `store`, in one
+    hand-off, and return what it returns: for a write whose statements depend on what it reads
+    first, in the same transaction. An exception rolls all of it back and is raised (an SQLite
+    error that makes the database unusable as StoreError)."""
     if store.health.failing:
         # The write that ends a failure episode also records it: the ordinary path does that.
-        return await _in_transaction(store, statements)
+        async with store.transaction(urgent=True):
+            return await on_thread(store.conn, work, *args)
     async with store.exclusive(urgent=True) as conn:
         # Awaited in the caller's task (sql.on_thread queues it on aiosqlite's thread, in
         # order): the transaction is queued on the thread at once, and its result wakes the
@@ -85,21 +101,10 @@ async def commit_at_once(store: Store, statements: Sequence[Statement]) -> Writt
         # leaves the lock at once; its queued transaction is finished by the thread, whole,
         # before any later one starts.
         try:
-            written: Written = await on_thread(conn, _run, statements)
+            result: T = await on_thread(conn, _run, work, args)
         except sqlite3.Error as exc:
             if is_unusable(exc):
                 raise store.unusable(exc) from None
             raise
     store.health.committed()
-    return written
-
-
-async def _in_transaction(store: Store, statements: Sequence[Statement]) -> Written:
-    async with store.transaction(urgent=True):
-        before = store.conn.total_changes
-        first_rowid = None
-        for i, (sql, parameters) in enumerate(statements):
-            cursor = await store.conn.execute(sql, parameters)
-            if i == 0:
-                first_rowid = cursor.lastrowid
-    return Written(first_rowid, store.conn.total_changes - before)
+    return result

@@ -4,7 +4,8 @@ A submission is `sending` from its record until CCV's answer is known; then `suc
 order is tracked in the same transaction), `failed` (a definite refusal or nothing sent) or
 `uncertain` (the answer was lost: never re-sent). An uncertain one becomes `resolved`, with its
 `order.submit_resolved` in the same transaction, when a notification for its reference arrives
-or someone tracks its order with the reference.
+(not for one CCV answered with a 2xx: `answered`) or someone tracks its order with the
+reference.
 One live submission per (account, reference): a second submit of the same reference is refused
 unless the earlier one definitely failed.
 """
@@ -18,7 +19,8 @@ from typing import Literal
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .oneshot import commit_at_once
+from .oneshot import commit_at_once, run_at_once
+from .references import followed_elsewhere
 from .sql import Statement, marks
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
@@ -99,30 +101,34 @@ async def succeed(
     order_id: str,
     http_status: int,
     now: float,
-) -> bool:
+) -> str | None:
     """Close a submission as succeeded and track its order in the same transaction; return
-    False, writing nothing, when the order is followed under another reference already."""
+    None, or, writing nothing, the reference its order is followed under when that is another
+    (taken for this submit, the other's notifications and events would become this one's)."""
     # Durable (synchronous=FULL) before the caller's answer, though that costs an fsync on the
     # submit's path: lost to a power cut, the submission would come back `sending`, hence
     # `uncertain`, and nothing could track the order by itself (CCV's notifications carry no
     # order id), while the caller holds a 201 that says it is followed.
-    # One hand-off, decided inside it: the track leaves an order followed under another
-    # reference as it is, and the submission closes only when its order carries its reference.
-    track_sql, track_params = store.orders.track_statement("ccv", account, order_id, reference, now)
-    # The upsert's DO UPDATE, limited: an order followed under another reference is left as is.
-    track = (
-        track_sql + " WHERE orders.external_reference IS NULL "
-        "OR orders.external_reference = excluded.external_reference",
-        track_params,
-    )
-    sql, params = _close(sub_id, "succeeded", http_status, None, now, order_id)
-    close: Statement = (
-        sql + " AND EXISTS (SELECT 1 FROM orders WHERE source = 'ccv' AND account = ? "
-        "AND order_id = ? AND external_reference = ?)",
-        (*params, account, order_id, reference),
-    )
-    written = await commit_at_once(store, [track, close])
-    return written.changes > 0
+    track = store.orders.track_statement("ccv", account, order_id, reference, now)
+    close = _close(sub_id, "succeeded", http_status, None, now, order_id)
+    return await run_at_once(store, _succeed, account, order_id, reference, track, close)
+
+
+def _succeed(
+    conn: sqlite3.Connection,
+    account: str,
+    order_id: str,
+    reference: str,
+    track: Statement,
+    close: Statement,
+) -> str | None:
+    # One hand-off: the reference is read in the transaction that tracks the order.
+    moved = followed_elsewhere(conn, account, [(order_id, reference)])
+    if moved:
+        return moved[0][1]
+    conn.execute(*track)
+    conn.execute(*close)
+    return None
 
 
 async def fail(
@@ -144,7 +150,8 @@ async def make_uncertain(
 ) -> list[Event]:
     """Mark submissions uncertain and store their events in one transaction; those whose
     reference a notification named since they were recorded are settled in it too (CCV has
-    the order, and calls once): return their `order.submit_resolved` events."""
+    the order, and calls once), but those CCV answered (`answered`): return the
+    `order.submit_resolved` events."""
     async with store.transaction():
         for sub_id in sub_ids:
             await store.conn.execute(*_close(sub_id, "uncertain", http_status, reason, now, None))
@@ -253,7 +260,7 @@ async def _settle(
     uncertain = {sub.external_reference: sub for sub in map(_row, found)}
     for order_id, ref in orders:
         sub = uncertain.pop(ref, None)
-        if sub is None:
+        if sub is None or (how == "notification" and answered(sub)):
             continue
         known = order_id if order_id is not None else sub.order_id
         await store.conn.execute(
@@ -276,6 +283,15 @@ async def _settle(
         )
     await store.events.add(events)
     return events
+
+
+def answered(sub: Submission) -> bool:
+    """Whether CCV answered the uncertain submission with a 2xx (no usable order id, or an
+    order followed under another reference): that CCV has the order is known, which one it is
+    is not. A notification names no order, so only the order tracked with the reference
+    settles it; settled by CCV's first notification (sent at once), nothing would follow the
+    order."""
+    return sub.http_status is not None and 200 <= sub.http_status < 300
 
 
 def _close(

@@ -31,6 +31,7 @@ from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.errors import SourceError
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import (
@@ -64,9 +65,9 @@ from reconciler.writes.ccnow_outcome import (
     sort_out,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, post_batch
+from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
-from reconciler.writes.submit import failpoint
 
 __all__ = [
     "ACTIONS",
@@ -115,9 +116,11 @@ class ActionSender:
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         in_flight: InFlight | None = None,
+        gates: Gates | None = None,
     ) -> None:
         self.store = store
         self.session = session
+        self.gates = gates or Gates()  # the accounts' bounds, shared with their queries
         self.reconciler = reconciler
         self.accounts = {c.name: c for c in accounts}
         self.on_commit = on_commit
@@ -195,10 +198,11 @@ class ActionSender:
         if not batch:
             return
         failpoint("ccnow.sending")
-        once = batch[0].action == "adjust"
-        asked = time.time()  # its lines are as of this post: older checks yield (diff.stale)
+        once, gate = batch[0].action == "adjust", self.gates.of(cfg)
         try:
-            answer = await post_batch(self.session, cfg, batch, once=once, halt=self.in_flight.halt)
+            answer, asked = await post_batch(
+                self.session, cfg, batch, once=once, gate=gate, halt=self.in_flight.halt
+            )
         except Stopping:
             # Not posted: as it was before this claim, due for the next start.
             await cmds.unclaim(self.store, [c.id for c in batch])
@@ -230,7 +234,7 @@ class ActionSender:
                 await self._requeue(cfg, rest, exc.whole, tally)  # a maintenance: no day
             elif rest and exc.whole is not None:
                 # Words naming none of their fields decide nothing: sent again, alone.
-                await self._close(cfg, rest, {}, tally, asked, refusal=exc.whole)
+                await self._close(cfg, rest, {}, tally, None, refusal=exc.whole)
             return
         except SourceError as exc:
             # Turned away before it ran (a rate limit, a login wall, a wrong url).
@@ -269,7 +273,7 @@ class ActionSender:
         batch: list[cmds.Command],
         lines: dict[str, OrderLine | None],
         tally: Tally,
-        asked: float,
+        asked: float | None,
         refusal: str | None = None,
     ) -> None:
         """Close a batch by CCNow's answer lines, or by a `refusal` of the whole post in words
@@ -282,11 +286,11 @@ class ActionSender:
             said: tuple[cmds.State, str] = ("queued", refusal) if refusal else outcome(c, line)
             status = line.status if line is not None else None
 
-            async def read(order_id: str = c.order_id) -> str | None:
+            async def read(order_id: str = c.order_id) -> Observation | None:
                 return await self._status(cfg, order_id)
 
-            state, words, status, since = await settle(
-                c, *said, status, whole=refusal is not None, now=self.clock(), read=read
+            state, words, status, when, since = await settle(
+                c, *said, status, asked, whole=refusal is not None, now=self.clock(), read=read
             )
             if state == "queued":
                 again.append((c.id, words, since))
@@ -294,15 +298,14 @@ class ActionSender:
                 closes.append((c.id, state, words))
             if status is not None:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
-                # As of the post, also a status read after it (diff.stale).
-                observations.append(Observation(key, Outcome.OK, status=status, asked=asked))
+                observations.append(Observation(key, Outcome.OK, status=status, asked=when))
         delay = _retry_delay(batch)  # for those the answer did not settle
         # An answer without the order's line came from CCNow: the post may have run it.
         reached = None if refusal else self.clock()
         await self._commit(batch, closes, again, observations, self.clock() + delay, reached)
         log_closed(cfg.name, batch, closes, again, delay, tally)
 
-    async def _status(self, cfg: CCNowConfig, order_id: str) -> str | None:
+    async def _status(self, cfg: CCNowConfig, order_id: str) -> Observation | None:
         """Read an order's status (None: not read); Stopping: not read for the stop."""
         from reconciler.sources.ccnow import CCNowClient
 
@@ -314,12 +317,13 @@ class ActionSender:
         if self.in_flight.stopping:
             raise Stopping  # no new request during a stop
         try:
-            await CCNowClient(cfg, self.session, halt=self.in_flight.halt).query([order_id], emit)
+            gate, halt = self.gates.of(cfg), self.in_flight.halt
+            await CCNowClient(cfg, self.session, halt=halt, gate=gate).query([order_id], emit)
         except SourceError:
             if self.in_flight.stopping:
                 raise Stopping from None
             return None
-        return next((o.status for o in seen if o.outcome is Outcome.OK), None)
+        return next((o for o in seen if o.outcome is Outcome.OK), None)
 
     async def _commit(
         self,
@@ -374,8 +378,7 @@ class ActionSender:
 
 def _retry_delay(batch: Sequence[cmds.Command]) -> float:
     """How long a batch that did not end waits for its next post: doubling per attempt."""
-    attempts = max(c.attempts for c in batch) + 1
-    return min(RETRY_FIRST_S * 2.0 ** (attempts - 1), RETRY_MAX_S)
+    return min(RETRY_FIRST_S * 2.0 ** max(c.attempts for c in batch), RETRY_MAX_S)
 
 
 def _asked(c: cmds.NewCommand | cmds.Command) -> tuple[object, ...]:

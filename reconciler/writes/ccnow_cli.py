@@ -76,7 +76,12 @@ async def action_command(
     async with writer_unless_held(config) as rt:
         if rt is not None:
             sender = ActionSender(
-                rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
+                rt.store,
+                rt.session,
+                rt.reconciler,
+                config.ccnow,
+                on_commit=rt.delivery.committed,
+                gates=rt.gates,
             )
             await settle_interrupted_writes(rt)
             try:
@@ -192,7 +197,12 @@ async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bo
     async with writer_unless_held(config) as rt:
         if rt is not None:
             sender = ActionSender(
-                rt.store, rt.session, rt.reconciler, config.ccnow, on_commit=rt.delivery.committed
+                rt.store,
+                rt.session,
+                rt.reconciler,
+                config.ccnow,
+                on_commit=rt.delivery.committed,
+                gates=rt.gates,
             )
             await settle_interrupted_writes(rt)
             found = await sender.resolve(account, order_id, sent=sent)

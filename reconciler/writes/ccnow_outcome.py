@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from reconciler.events import action_event
 from reconciler.logs import fields
-from reconciler.model import OrderKey
+from reconciler.model import Observation, OrderKey
 from reconciler.sources.ccnow_answer import Answer, OrderLine
 from reconciler.store import Store
 from reconciler.store import commands as cmds
@@ -223,21 +224,33 @@ def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
     return "succeeded", line.status
 
 
+class Settled(NamedTuple):
+    """How an answer leaves a command: its state and words, its order's status and when that
+    was asked (None: not known), and the start of its day for one left queued."""
+
+    state: cmds.State
+    words: str
+    status: str | None
+    asked: float | None
+    since: float | None
+
+
 async def settle(
     c: cmds.Command,
     state: cmds.State,
     words: str,
     status: str | None,
+    asked: float | None,
     *,
     whole: bool,
     now: float,
-    read: Callable[[], Awaitable[str | None]],
-) -> tuple[cmds.State, str, str | None, float | None]:
+    read: Callable[[], Awaitable[Observation | None]],
+) -> Settled:
     """How an answer leaves a command, given what it says of it (`queued`: it did not settle
-    it; `whole`: a post refused in words naming no field of it); return its state, words, its
-    order's status and, for one left queued, the start of its day. A ship or cancel whose
-    order's status (`read` once; Stopping: not read) shows it took is done; one left queued
-    after a day of answers that did not settle it is `uncertain`, never `refused`."""
+    it; `whole`: a post refused in words naming no field of it) and its order's status as
+    asked then. A ship or cancel whose order's status (`read` once; Stopping: not read) shows
+    it took is done; one left queued after a day of answers that did not settle it is
+    `uncertain`, never `refused`."""
     unsettled = state == "queued"
     since = day_began(c, now) if unsettled else c.unsettled_since
     a_day = unsettled and now - day_began(c, now) >= UNSETTLED_FOR_S
@@ -248,14 +261,18 @@ async def settle(
         try:
             found = await read()
         except Stopping:
-            return "queued", words, status, since  # the next start sends it and reads it
-        status = found or status
+            # Not read for the stop: the next start sends it again and reads it.
+            return Settled("queued", words, status, asked, since)
+        if found is not None:
+            status, asked = found.status, found.asked
         if status is not None and took(c.action, status):
-            return "succeeded", f"{status} ({taken_how(c, unsettled)})", status, None
+            return Settled(
+                "succeeded", f"{status} ({taken_how(c, unsettled)})", status, asked, None
+            )
     if a_day:
         # Not sent for ever, nor called refused when CCNow may have run it: a person decides.
-        return "uncertain", f"{words} (for a day)", status, None
-    return state, words, status, since
+        return Settled("uncertain", f"{words} (for a day)", status, asked, None)
+    return Settled(state, words, status, asked, since)
 
 
 def log_closed(

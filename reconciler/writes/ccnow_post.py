@@ -77,11 +77,13 @@ async def post_batch(
     batch: Sequence[cmds.Command],
     *,
     once: bool,
+    gate: asyncio.Semaphore,
     halt: asyncio.Event | None = None,
-) -> Answer:
-    """Post one batch and parse the answer; raise Stopping, NotSent, Lost, Refused or
-    SourceError. Once `halt` is set (the daemon stops), nothing is posted (Stopping), and a
-    failed attempt is not retried."""
+) -> tuple[Answer, float]:
+    """Post one batch; return the answer, parsed, and when the attempt that brought it was sent
+    (its lines are as of then). Raise Stopping, NotSent, Lost, Refused or SourceError. Once
+    `halt` is set (the daemon stops), nothing is posted (Stopping), and a failed attempt is not
+    retried. Each attempt waits for its turn within the account's bound `gate`."""
     if halt is not None and halt.is_set():
         raise Stopping
     data = urlencode(form(cfg, batch)).encode("ascii")
@@ -92,7 +94,7 @@ async def post_batch(
     }
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
     if once:
-        reply = await _post_once(session, URL(cfg.url), headers, data, timeout)
+        reply = await _post_once(session, URL(cfg.url), headers, data, timeout, gate, halt)
     else:
         try:
             reply = await request(
@@ -102,6 +104,7 @@ async def post_batch(
                 headers=headers,
                 data=data,
                 timeout=timeout,
+                gate=gate,
                 retry=cfg.retry,
                 max_body=MAX_BODY_BYTES,
                 log=log,
@@ -109,6 +112,8 @@ async def post_batch(
                 halt=halt,
             )
         except RequestFailed as exc:
+            if exc.word == "stopping":
+                raise Stopping from None  # the stop began while it waited for its turn
             if exc.reached:
                 raise Lost(exc.word) from None
             if exc.word.startswith("http_"):
@@ -125,7 +130,7 @@ async def post_batch(
             # A poll's answer keeps its readable lines; a post that may have been applied
             # cannot trust what a line with a stray byte says of its order.
             raise ProtocolError("answer is not UTF-8")
-        return parse_answer(reply.body, secrets=(cfg.password.reveal(),))
+        return parse_answer(reply.body, secrets=(cfg.password.reveal(),)), reply.sent_at
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
         # post was applied is unknown.
@@ -171,9 +176,11 @@ async def _post_once(
     headers: dict[str, str],
     data: bytes,
     timeout: aiohttp.ClientTimeout,
+    gate: asyncio.Semaphore,
+    halt: asyncio.Event | None,
 ) -> Reply:
-    """Post once, never again: raise NotSent when no connection was made, Lost when the
-    answer may have been lost after CCNow got the post."""
+    """Post once, never again: raise NotSent when no connection was made (Stopping: not
+    posted for the stop), Lost when the answer may have been lost after CCNow got the post."""
     try:
         reply = await send_once(
             session,
@@ -182,8 +189,14 @@ async def _post_once(
             headers=headers,
             data=data,
             timeout=timeout,
+            gate=gate,
             max_body=MAX_BODY_BYTES,
+            halt=halt,
         )
+    except NotSent as exc:
+        if str(exc) == "stopping":
+            raise Stopping from None  # the stop began while it waited for its turn
+        raise
     except AnswerTooLarge:
         # CCNow got the post and answered something we cannot read: it may have applied it.
         raise Lost("answer_too_large") from None

@@ -3,6 +3,7 @@ idempotent. The caller learns whether CCV answered, surely got nothing, or may h
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import NamedTuple
 
@@ -29,9 +30,17 @@ class Answer(NamedTuple):
 
 
 async def send_once(
-    session: aiohttp.ClientSession, config: CCVConfig, method: str, path: str, payload: bytes
+    session: aiohttp.ClientSession,
+    config: CCVConfig,
+    method: str,
+    path: str,
+    payload: bytes,
+    *,
+    gate: asyncio.Semaphore,
+    halt: asyncio.Event | None = None,
 ) -> Answer:
-    """Send one JSON request to a CCV account; raise NotSent or Uncertain, never retry."""
+    """Send one JSON request to a CCV account, within its bound `gate`; raise NotSent (also once
+    `halt` is set while it waits for its turn) or Uncertain, never retry."""
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}
@@ -44,7 +53,9 @@ async def send_once(
             headers=headers,
             data=payload,
             timeout=timeout,
+            gate=gate,
             max_body=MAX_ANSWER_BYTES,
+            halt=halt,
         )
     except once.AnswerTooLarge as exc:
         note = {"error": "CCV's answer was too large to pass on"}

@@ -32,14 +32,14 @@ async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = la
     sending = await cmds.in_state(store, "sending")
     if not left and not sending:
         return 0  # and the writers' modules are not even loaded
-    from reconciler.writes import ccnow_outcome, submit
+    from reconciler.writes import ccnow_outcome, submit_outcome
 
     now = time.time()
     by_account: dict[str, list[tuple[int, str]]] = {}
     for s in left:
         by_account.setdefault(s.account, []).append((s.id, s.external_reference))
     for account, items in by_account.items():
-        await submit.make_uncertain(store, account, items, "interrupted", now=now)
+        await submit_outcome.make_uncertain(store, account, items, "interrupted", now=now)
     if again := [c.id for c in sending if c.action != "adjust"]:
         # Stopped while its post was out: the post may have reached CCNow.
         await cmds.requeue(store, again, next_attempt_at=0.0, why="interrupted", reached_at=now)

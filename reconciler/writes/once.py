@@ -5,6 +5,7 @@ the provider answered, surely got nothing, or may have got it."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 from yarl import URL
@@ -38,10 +39,30 @@ async def send_once(
     headers: dict[str, str],
     data: bytes,
     timeout: aiohttp.ClientTimeout,
+    gate: asyncio.Semaphore,
     max_body: int,
+    halt: asyncio.Event | None = None,
 ) -> Reply:
     """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain or
-    AnswerTooLarge; never retry, never follow a redirect (it would carry the credential)."""
+    AnswerTooLarge; never retry, never follow a redirect (it would carry the credential). It
+    holds `gate`, the account's bound (sources/http.py Gates), taken before its timeout starts;
+    once `halt` is set (the daemon stops) while it waits for that, it is not sent (NotSent)."""
+    async with gate:
+        if halt is not None and halt.is_set():
+            raise NotSent("stopping")
+        return await _send(session, method, url, headers, data, timeout, max_body)
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: dict[str, str],
+    data: bytes,
+    timeout: aiohttp.ClientTimeout,
+    max_body: int,
+) -> Reply:
+    sent_at = time.time()
     try:
         async with session.request(
             method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
@@ -50,7 +71,7 @@ async def send_once(
                 body = await read_body(resp, max_body)
             except ProtocolError:
                 raise AnswerTooLarge(resp.status) from None
-            return reply_of(resp, body)
+            return reply_of(resp, body, sent_at)
     except aiohttp.ClientConnectorError:
         raise NotSent("connection") from None
     except asyncio.TimeoutError:

@@ -322,12 +322,12 @@ async def test_status_names_the_writes_waiting_for_a_person_and_what_settles_the
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
     head = next(line for line in lines if line.startswith("WRITES"))
-    assert head.split()[:4] == ["WRITES", "UNCERTAIN", "QUEUED", "TO"]
+    assert head.split()[:5] == ["WRITES", "UNCERTAIN", "SENDING", "QUEUED", "TO"]
     ccv_row = next(line for line in lines if line.startswith("ccv/default") and "--ref" in line)
-    assert ccv_row.split()[1:3] == ["1", "0"]
+    assert ccv_row.split()[1:4] == ["1", "0", "0"]
     assert "(shop-7)" in ccv_row and "`reconciler track ccv ID --ref REF`" in ccv_row
     ccnow_row = next(line for line in lines if line.startswith("ccnow/") and "resolve" in line)
-    assert ccnow_row.split()[1:3] == ["1", "1"]
+    assert ccnow_row.split()[1:4] == ["1", "0", "1"]
     assert f"({a})" in ccnow_row
     assert "`reconciler ccnow resolve ID --sent|--not-sent`" in ccnow_row
     assert "queued: the daemon sends them" in ccnow_row

@@ -1,6 +1,7 @@
 """A check asked before a notification's check and answered after it changes nothing
-(diff.stale): an account's passes against a fake CCV on 127.0.0.1 that holds an answer made when
-its request arrived."""
+(diff.stale), and an answer is as of the attempt that brought it: an account's passes against a
+fake CCV on 127.0.0.1 that holds an answer made when its request arrived, or answers 503 with a
+Retry-After first."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.ccv import CCVCoordinator
 from reconciler.reconcile import Reconciler
 from reconciler.store import Store
-from tests.fake_providers import FakeCCV, Seen
+from tests.fake_providers import FakeCCV, Reply, Seen
 
 CCV_ORDER = "5a1e0000-0000-4000-8000-00000000000a"
 
@@ -98,3 +99,34 @@ async def test_a_pass_write_that_waits_for_the_writer_judges_by_the_time_it_writ
     assert (state.status, state.asked_at) == ("FulfillmentInProgress", 1020.0)
     changes = [json.loads(e.body)["data"]["status"] for e in await store.events.history()]
     assert changes == ["New", "FulfillmentInProgress"]
+
+
+async def test_an_answer_a_retry_brought_is_as_of_the_retry(
+    ccv: CCVCoordinator, fake_ccv: FakeCCV
+) -> None:
+    # A catch-up's check gets 503 Retry-After: 2; meanwhile a notification's check reads "New"
+    # (true then), and the order moves on; the retry reads "FulfillmentInProgress". Dated by its
+    # first attempt, that answer looked older than the notification's and was dropped: the
+    # order stayed "New" until its next check.
+    store: Store = ccv.store
+    key = OrderKey("ccv", "default", CCV_ORDER)
+    fake_ccv.orders = {CCV_ORDER: "New"}
+    await store.orders.track("ccv", "default", [(CCV_ORDER, None)], ccv.now())
+    assert (await ccv.full_pass(via="catch-up")).ok
+
+    fake_ccv.script_for[CCV_ORDER] = [Reply(503, headers={"Retry-After": "2"})]
+    catch_up = asyncio.ensure_future(ccv.full_pass(via="catch-up"))
+    await fake_ccv.wait_until(lambda: len(fake_ccv.requests_for(CCV_ORDER)) == 2)
+    notified = await ccv.check([CCV_ORDER], via="notification")
+    assert (notified.checked, notified.events) == (1, 0)
+    fake_ccv.orders[CCV_ORDER] = "FulfillmentInProgress"
+    report = await catch_up
+
+    assert (report.checked, report.failed, report.events) == (1, 0, 1)
+    [state] = (await store.orders.load([key])).values()
+    assert state.status == "FulfillmentInProgress"
+    history = [
+        (json.loads(e.body)["data"]["status"], json.loads(e.body)["data"]["via"])
+        for e in await store.events.history()
+    ]
+    assert history == [("New", "catch-up"), ("FulfillmentInProgress", "catch-up")]

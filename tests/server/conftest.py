@@ -108,8 +108,14 @@ async def client(hub: FakeHub, metrics: Metrics, clock: Clock) -> AsyncIterator[
         metrics=metrics,
         clock=clock,
     )
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with TestClient(served(app)) as test_client:
         yield test_client
+
+
+def served(app: web.Application) -> TestServer:
+    """The app on 127.0.0.1, its bodies left undecoded as the listeners leave them
+    (connections.BoundedRunner): the app decodes them itself."""
+    return TestServer(app, host="127.0.0.1", auto_decompress=False)
 
 
 def ccv_path(*, order_id: str | None = None, reference: str | None = None) -> str:

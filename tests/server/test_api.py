@@ -31,7 +31,7 @@ from reconciler.server.connections import ConnectionLimits
 from reconciler.systemd import Notifier
 from tests.conftest import free_port, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body
-from tests.fake_providers import CCV_KEY, Reply
+from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, Reply
 
 TOKEN = "api-token-0123456789abcdef"
 RECEIVER_SECRET = "receiver-secret-0123456789abcdef"
@@ -48,13 +48,6 @@ def api_toml(port: int, *, extra: str = "", receiver_port: int | None = None) ->
         f'[api]\nlisten = "127.0.0.1:{port}"\ntoken = "{TOKEN}"\nrefresh_timeout = "1s"\n'
         f"max_body = 4096\n{extra}\n"
     )
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCCVWrites]:
-    """CCV's status, submit and pricing calls on 127.0.0.1."""
-    async with FakeCCVWrites() as fake:
-        yield fake
 
 
 @dataclass
@@ -112,14 +105,17 @@ async def serve_api(
     ccv_timeout: str = "2s",
     api_extra: str = "",
     limits: ConnectionLimits = API_LIMITS,
+    ccnow: FakeCCNow | None = None,
 ) -> AsyncIterator[Api]:
     """Run the daemon's API (no scheduler) on a free port for the block, with the connection
-    bounds `limits`."""
+    bounds `limits` (and a CCNow account when `ccnow` is given)."""
     port = free_port()
     cfg = write_config(
         tmp_path,
         ccv=fake,
+        ccnow=ccnow,
         ccv_extra=f'api_key = "{CCV_KEY}"',
+        ccnow_extra=f'password = "{CCNOW_PASSWORD}"',
         extra=api_toml(port, extra=api_extra),
     )
     # The fakes' config has one timeout for every provider; the CCV one is changed here.

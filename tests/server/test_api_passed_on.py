@@ -6,29 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
 from tests.fake_providers import CCV_KEY, Reply
-from tests.server.test_api import GOOD_PRICES, TOKEN, Api, serve_api
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCCVWrites]:
-    async with FakeCCVWrites() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
-    async with serve_api(tmp_path, fake) as api:
-        yield api
-
+from tests.server.test_api import GOOD_PRICES, TOKEN, Api
 
 # Numbers that a float does not hold: CCV would get infinity (not JSON), 0, or other digits.
 NOT_PASSED_ON = [

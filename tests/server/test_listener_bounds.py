@@ -21,10 +21,10 @@ from reconciler.server.connections import ConnectionLimits
 from reconciler.server.http import BodyUnreadable, Listener, read_body
 from tests.fake_ccv_writes import FakeCCVWrites
 from tests.server.conftest import FakeHub
-from tests.server.test_api import ORDER, TOKEN, Api, api, api_port, fake, serve_api
+from tests.server.test_api import ORDER, TOKEN, Api, api, api_port, serve_api
 from tests.server.test_server import bounded_receiver
 
-__all__ = ["api", "fake"]  # the fixtures, used by name
+__all__ = ["api"]  # the fixture, used by name
 
 AUTH = f"Authorization: Bearer {TOKEN}"
 TERABYTE = 10**12

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from reconciler.config import Secret
 from reconciler.metrics import Metrics
@@ -24,6 +24,7 @@ from tests.server.conftest import (
     FakeHub,
     ccv_path,
     send,
+    served,
     settled,
 )
 
@@ -40,7 +41,7 @@ async def rotated(hub: FakeHub, metrics: Metrics) -> AsyncIterator[Client]:
         ccnow_tokens={"default": Secret(CCNOW_TOKEN)},
         metrics=metrics,
     )
-    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+    async with TestClient(served(app)) as test_client:
         yield test_client
 
 

@@ -15,12 +15,13 @@ import aiohttp
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from yarl import URL
 
 from reconciler.config import RetryConfig, Secret
 from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, validate_ccv_id
 from reconciler.sources.ccv import MAX_BODY_BYTES, PROBE_ORDER_ID, CCVClient, _plain_id
 from reconciler.sources.errors import AuthenticationFailed, SourceUnavailable
-from reconciler.sources.http import parse_retry_after, retry_delay
+from reconciler.sources.http import RequestFailed, parse_retry_after, request, retry_delay
 from tests.fake_providers import CCV_KEY, STAMPED, FakeCCV, Reply, ccv_config, html_page
 
 
@@ -86,7 +87,8 @@ async def test_statuses_and_external_reference(
 
 
 @pytest.mark.parametrize(
-    ("reference", "said"), [("42", "int"), ('""', None), ("null", None), ('["r"]', "list")]
+    ("reference", "said"),
+    [("42", "int"), ("7" * 5000, "int"), ('""', None), ("null", None), ('["r"]', "list")],
 )
 async def test_a_reference_that_is_no_text_or_empty_is_dropped(
     fake: FakeCCV,
@@ -123,6 +125,34 @@ async def test_references_dropped_in_a_pass_are_one_line_not_one_per_order(
     fields = line.fields  # type: ignore[attr-defined]
     assert (fields["account"], fields["orders"], fields["types"]) == ("default", 30, ["int"])
     assert len(fields["order_ids"]) == 5 and set(fields["order_ids"]) <= set(ids)
+
+
+@pytest.mark.parametrize("status", [200, 201, 203])
+async def test_any_2xx_carrying_an_order_status_is_the_orders_status(
+    fake: FakeCCV, session: aiohttp.ClientSession, status: int
+) -> None:
+    # As the probe takes it: a 2xx carrying an orderStatus is CCV's answer.
+    fake.replies["A1"] = Reply(status, '{"orderStatus": "Shipped"}', "application/json")
+    fake.replies["A2"] = Reply(status, '{"message": "maintenance"}', "application/json")
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "Shipped", asked=STAMPED)
+    assert await client.fetch("A2") == failed("A2", "protocol")
+
+
+async def test_an_integer_longer_than_python_reads_does_not_spoil_the_answer(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    # Legal JSON, past int()'s 4,300 digits: the status holds, and CCV's 404 stays its 404.
+    digits = "9" * 5000
+    fake.replies["A1"] = Reply(
+        200, '{"orderStatus": "New", "x": ' + digits + ', "y": 1}', "application/json"
+    )
+    fake.replies["A2"] = Reply(
+        404, '{"message": "Not found", "code": ' + digits + "}", "application/json"
+    )
+    client = CCVClient(ccv_config(fake.base_url), session)
+    assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", asked=STAMPED)
+    assert (await client.fetch("A2")).outcome is Outcome.NOT_FOUND
 
 
 @pytest.mark.parametrize(
@@ -809,3 +839,30 @@ async def test_a_status_answer_naming_a_key_twice_fails_that_order(
         assert seen == Observation(key("A1"), Outcome.FAILED, reason="protocol", asked=STAMPED)
     else:
         assert seen == Observation(key("A1"), Outcome.OK, expected, asked=STAMPED)
+
+
+async def test_a_request_still_waiting_for_its_turn_when_the_stop_begins_is_not_made(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    # Its account's one request in flight holds the gate; the stop begins meanwhile.
+    gate, halt = asyncio.Semaphore(1), asyncio.Event()
+    async with gate:
+        call = asyncio.ensure_future(
+            request(
+                session,
+                "GET",
+                URL(fake.base_url).with_path("/api/ordercompletion/reseller/order/A1/status"),
+                headers={},
+                timeout=aiohttp.ClientTimeout(total=2),
+                gate=gate,
+                retry=RetryConfig(attempts=2, backoff_s=0.001, max_backoff_s=0.01),
+                max_body=MAX_BODY_BYTES,
+                log=logging.getLogger("test"),
+                halt=halt,
+            )
+        )
+        halt.set()
+    with pytest.raises(RequestFailed) as failure:
+        await call
+    assert (failure.value.word, failure.value.reached) == ("stopping", False)
+    assert fake.requests == []

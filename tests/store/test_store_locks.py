@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.store import Store, StoreLocked, WriterLock
-from tests.conftest import call_cli, cli_env, daemon, free_port, write_config
+from reconciler.store.files import PROC_LOCKS
+from tests.conftest import REPO, call_cli, cli_env, daemon, free_port, write_config
 from tests.fake_providers import FakeCCV
 from tests.server.test_api import api_toml
 from tests.store.test_orders import config_for
@@ -128,3 +129,44 @@ async def test_a_writer_is_refused_only_at_the_start(
     with pytest.raises(StoreLocked, match="busy"):
         async with writer_unless_held(cfg):
             pass
+
+
+# Another process takes the writer lock, says so, and holds it until its stdin closes.
+_HOLDER = """
+import sys
+from pathlib import Path
+from reconciler.store import WriterLock
+lock = WriterLock(Path(sys.argv[1]))
+lock.acquire()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("table", ["/proc/locks", "none"])
+async def test_whether_a_writer_runs_is_told_without_taking_its_lock(
+    tmp_path: Path, table: str
+) -> None:
+    # `status` asks it of a `ccv submit` still `sending`; "none": a system without /proc/locks.
+    locks = PROC_LOCKS if table == "/proc/locks" else tmp_path / "no-such-table"
+    db = tmp_path / "reconciler.db"
+    assert not WriterLock(db).held(locks)  # no writer ever ran: no lock file
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOLDER,
+        str(db),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"held\n"
+    assert WriterLock(db).held(locks)
+    assert WriterLock(db).held(locks)  # asking took nothing
+    proc.stdin.close()
+    assert await proc.wait() == 0
+    assert not WriterLock(db).held(locks)  # the lock file stays, nobody holds it
+    lock = WriterLock(db)
+    lock.acquire()  # and a writer may start
+    lock.release()

@@ -262,6 +262,7 @@ async def test_a_stop_during_a_long_backoff_after_a_503_returns_at_once_reaching
                 headers={},
                 data=b"x_clientid=x",
                 timeout=aiohttp.ClientTimeout(total=5),
+                gate=asyncio.Semaphore(1),
                 retry=retry,
                 max_body=1000,
                 log=logging.getLogger("test"),

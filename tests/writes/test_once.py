@@ -57,7 +57,14 @@ async def server() -> AsyncIterator[tuple[TestServer, list[str]]]:
 async def send(url: URL) -> object:
     async with aiohttp.ClientSession() as session:
         return await send_once(
-            session, "POST", url, headers={}, data=b"{}", timeout=TIMEOUT, max_body=1024
+            session,
+            "POST",
+            url,
+            headers={},
+            data=b"{}",
+            timeout=TIMEOUT,
+            gate=asyncio.Semaphore(1),
+            max_body=1024,
         )
 
 
@@ -88,3 +95,56 @@ async def test_a_refused_connection_is_not_sent() -> None:
         port = sock.getsockname()[1]
     with pytest.raises(NotSent):
         await send(URL(f"http://127.0.0.1:{port}/x"))
+
+
+async def test_a_write_waits_for_its_accounts_turn_outside_its_timeout(
+    server: tuple[TestServer, list[str]],
+) -> None:
+    # The account's one request in flight holds the gate past the write's whole timeout (0.5 s):
+    # the write is sent when its turn comes, and answered, not failed as a timeout.
+    srv, seen = server
+    gate = asyncio.Semaphore(1)
+    async with aiohttp.ClientSession() as session:
+        async with gate:
+            write = asyncio.ensure_future(
+                send_once(
+                    session,
+                    "POST",
+                    srv.make_url("/busy"),
+                    headers={},
+                    data=b"{}",
+                    timeout=TIMEOUT,
+                    gate=gate,
+                    max_body=1024,
+                )
+            )
+            done, _ = await asyncio.wait({write}, timeout=0.8)
+            assert not done and seen == []
+        assert (await write).status == 500
+    assert seen == ["/busy"]
+
+
+async def test_a_write_still_waiting_for_its_turn_when_the_stop_begins_is_not_sent(
+    server: tuple[TestServer, list[str]],
+) -> None:
+    srv, seen = server
+    gate, halt = asyncio.Semaphore(1), asyncio.Event()
+    async with aiohttp.ClientSession() as session:
+        async with gate:
+            write = asyncio.ensure_future(
+                send_once(
+                    session,
+                    "POST",
+                    srv.make_url("/busy"),
+                    headers={},
+                    data=b"{}",
+                    timeout=TIMEOUT,
+                    gate=gate,
+                    max_body=1024,
+                    halt=halt,
+                )
+            )
+            halt.set()
+        with pytest.raises(NotSent, match="stopping"):
+            await write
+    assert seen == []

@@ -7,7 +7,6 @@ again raises nothing."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +16,13 @@ from reconciler.store import WriterLock
 from tests.conftest import call_cli, free_port, poll_until, read_events, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, submit_body
 from tests.fake_providers import FakeCCNow, Reply, cut_off
-from tests.server.test_api import ORDER, Api, api_toml, serve_api
+from tests.server.test_api import ORDER, Api, api_toml
 from tests.writes.test_ccnow_actions import daemon_with_api
 from tests.writes.test_submit_crash import query, submission_state
 
 A, B = "396-10-1142", "397-10-1159"
 ACTION_RESOLVED = "order.action_resolved"
 SUBMIT_RESOLVED = "order.submit_resolved"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCCVWrites]:
-    async with FakeCCVWrites() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
-    async with serve_api(tmp_path, fake) as api:
-        yield api
 
 
 def of_type(tmp_path: Path, type: str) -> list[dict[str, Any]]:

@@ -23,12 +23,6 @@ from tests.writes.test_submit_crash import listening, query, submission_state, s
 UNCERTAIN, RESOLVED = "order.submit_uncertain", "order.submit_resolved"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCCVWrites]:
-    async with FakeCCVWrites() as fake:
-        yield fake
-
-
 async def notify(receiver_port: int, reference: str) -> None:
     """Call the signed notification URL of a reference, as CCV does: once."""
     receiver = ReceiverConfig("127.0.0.1", receiver_port, PUBLIC_URL, Secret(RECEIVER_SECRET))

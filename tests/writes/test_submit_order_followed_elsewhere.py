@@ -7,30 +7,15 @@ run it."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from reconciler.model import EventType
 from tests.conftest import call_cli, free_port, read_events, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
-from tests.server.test_api import ORDER, Api, api_toml, serve_api
+from tests.server.test_api import ORDER, Api, api_toml
 from tests.writes.test_submit_crash import query
 
 UNCERTAIN = EventType.SUBMIT_UNCERTAIN.value
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCCVWrites]:
-    async with FakeCCVWrites() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
-    async with serve_api(tmp_path, fake) as api:
-        yield api
 
 
 async def test_a_submit_answered_with_an_order_followed_elsewhere_is_uncertain(
@@ -75,6 +60,8 @@ async def test_ccv_submit_exits_75_and_prints_no_id(tmp_path: Path, fake: FakeCC
     result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert (result.code, result.stdout) == (75, ""), result.stderr
     assert "R-2 is uncertain" in result.stderr
+    # What settles it: CCV's notifications name no order, so not they.
+    assert "until you find its order at CCV and run `reconciler track" in result.stderr
     assert query(tmp_path, "SELECT external_reference FROM orders") == [("R-1",)]
     events = [e for e in read_events(tmp_path) if e["type"] == UNCERTAIN]
     assert [e["data"]["external_reference"] for e in events] == ["R-2"]

@@ -1,0 +1,95 @@
+"""The external reference a CCV order is followed under, kept when the order is tracked again.
+
+CCV calls the notification URL of the reference an order was submitted with, and its events name
+that reference: an order followed under one reference and tracked, or answered by a submit,
+under another would move them to the other in silence. `track`, the API's track and a submit's
+answer all ask `followed_elsewhere`, inside the transaction that tracks the order: asked before
+it, a write of the daemon could slip between the answer and the track.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ..model import OrderKey
+from .sql import CHUNK, marks, on_thread
+
+if TYPE_CHECKING:
+    from .db import Store
+
+# (the order, the reference it is followed under, the reference given)
+Moved = tuple[OrderKey, str, str]
+
+_TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
+
+
+class FollowedElsewhere(Exception):
+    """Orders given with a reference are followed under another one; nothing was tracked."""
+
+    def __init__(self, moved: Sequence[Moved]) -> None:
+        key, current, given = moved[0]
+        super().__init__(f"order {key.order_id} is followed under {current!r}, not {given!r}")
+        self.moved = list(moved)
+
+
+def followed_elsewhere(
+    conn: sqlite3.Connection, account: str, orders: Sequence[tuple[str, str | None]]
+) -> list[Moved]:
+    """The CCV orders of `orders` (id, reference or None) given with a reference that are
+    followed under another one. Runs on the database thread, in the caller's transaction."""
+    given = {oid: ref for oid, ref in orders if ref is not None}
+    ids = list(given)
+    moved: list[Moved] = []
+    for i in range(0, len(ids), CHUNK):
+        chunk = ids[i : i + CHUNK]
+        rows = conn.execute(
+            "SELECT order_id, external_reference FROM orders WHERE source = 'ccv' "
+            f"AND account = ? AND order_id IN ({marks(len(chunk))}) "
+            "AND external_reference IS NOT NULL",
+            (account, *chunk),
+        ).fetchall()
+        moved += [
+            (OrderKey("ccv", account, oid), current, given[oid])
+            for oid, current in rows
+            if current != given[oid]
+        ]
+    return moved
+
+
+async def keep_within(
+    store: Store, account: str, orders: Sequence[tuple[str, str | None]], *, relink: bool
+) -> list[Moved]:
+    """Inside the caller's transaction: raise FollowedElsewhere when an order given with a
+    reference is followed under another one, unless `relink` says to move it: then its old
+    reference stays its alias (as when CCV renames one) and the moved orders are returned."""
+    if not any(ref is not None for _, ref in orders):
+        return []
+    moved = await on_thread(store.conn, followed_elsewhere, account, orders)
+    if moved and not relink:
+        raise FollowedElsewhere(moved)
+    if moved:
+        await store.orders.add_aliases(moved)
+    return moved
+
+
+async def track(
+    store: Store,
+    account: str,
+    orders: Sequence[tuple[str, str | None]],
+    now: float,
+    *,
+    relink: bool = False,
+    progress: Callable[[int], None] = lambda n: None,
+) -> tuple[int, list[Moved]]:
+    """Track CCV orders (id, reference or None) in one transaction, keeping their references
+    (`keep_within`); return how many were new or updated, and the orders moved."""
+    added = 0
+    async with store.transaction():
+        moved = await keep_within(store, account, orders, relink=relink)
+        for i in range(0, len(orders), _TRACK_CHUNK):
+            chunk = orders[i : i + _TRACK_CHUNK]
+            added += await store.orders.track_within("ccv", account, chunk, now)
+            progress(len(chunk))
+    return added, moved

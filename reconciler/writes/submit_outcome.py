@@ -1,0 +1,185 @@
+"""CCV's answer to a submit, and the submission closed with it.
+
+A 2xx naming an order reconciler can follow: `succeeded`, the order tracked in the same
+transaction. A 4xx: `failed`, nothing made. Anything that leaves open whether CCV made the
+order, or which one it made (a 5xx, a lost answer, a 2xx naming no usable order id or an order
+followed under another reference): `uncertain`, never sent again, one
+`order.submit_uncertain`; a person settles it by tracking the order with the reference (a lost
+answer or a 5xx also CCV's first notification for the reference).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from reconciler.events import submit_uncertain_event
+from reconciler.logs import fields
+from reconciler.model import InvalidOrderId, validate_ccv_id
+from reconciler.store import Store
+from reconciler.store import submissions as subs
+from reconciler.writes.ccv_http import Answer
+
+log = logging.getLogger("reconciler.writes.submit")
+
+REFERENCE_HEADER = "Reconciler-External-Reference"
+ORDER_ID_HEADER = "Reconciler-Order-Id"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What the caller of a submit gets back: an HTTP status, a body and headers."""
+
+    status: int
+    body: bytes
+    content_type: str
+    reference: str
+    state: subs.State | None  # None: refused before anything was recorded
+    order_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_result(
+    status: int, document: Mapping[str, object], reference: str, state: subs.State | None
+) -> Result:
+    """reconciler's own answer (409, 502, 503, 504), with the reference header as on CCV's."""
+    headers = {REFERENCE_HEADER: reference}
+    return Result(
+        status, json.dumps(document).encode(), "application/json", reference, state, None, headers
+    )
+
+
+def order_id_from(answer: bytes, names: Sequence[str]) -> str | None:
+    """Return the new order's id from CCV's success answer (the field is not documented)."""
+    try:
+        document = json.loads(answer)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    for name in names:
+        value = document.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            try:
+                return validate_ccv_id(value)
+            except InvalidOrderId:
+                continue  # an unusable field (`"orderId": ""`) leaves the next one to try
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """What closing a submission with CCV's answer needs besides the answer."""
+
+    store: Store
+    order_id_fields: Sequence[str]
+    now: float
+    on_commit: Callable[[], None]
+
+
+async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer) -> Result:
+    """Close a submission with CCV's answer and return what its caller gets: CCV's answer as
+    it came, with the reference header (and the order id's on success)."""
+    status, headers = answer.status, {REFERENCE_HEADER: ref}
+    passed = Result(status, answer.body, answer.content_type, ref, "uncertain", None, headers)
+    if 200 <= status < 300:
+        order_id = order_id_from(answer.body, c.order_id_fields)
+        if order_id is None:
+            # CCV made the order, but where its answer keeps the id is not documented: the
+            # order would go unfollowed. A person is told (one event), finds the order at CCV
+            # and tracks it with the reference.
+            log.warning(
+                "ccv.submit_no_order_id",
+                extra=fields(
+                    account=account, external_reference=ref, fields=list(c.order_id_fields)
+                ),
+            )
+            await _uncertain(c, account, sub_id, ref, "no_order_id", status)
+            return passed
+        followed = await subs.succeed(
+            c.store,
+            sub_id,
+            account=account,
+            reference=ref,
+            order_id=order_id,
+            http_status=status,
+            now=c.now,
+        )
+        if followed is not None:
+            # Taken for this submit, that order's notifications and events would become this
+            # reference's. Left as it is; which order this submit made is for a person to find.
+            log.warning(
+                "ccv.submit_order_followed_elsewhere",
+                extra=fields(
+                    account=account,
+                    external_reference=ref,
+                    order_id=order_id,
+                    followed_reference=followed,
+                ),
+            )
+            reason = (
+                f"order_followed_elsewhere: CCV answered order {order_id}, followed under "
+                f"reference {followed}, not {ref}"
+            )
+            await _uncertain(c, account, sub_id, ref, reason, status)
+            return passed
+        log.info(
+            "ccv.submitted",
+            extra=fields(account=account, external_reference=ref, order_id=order_id, status=status),
+        )
+        headers[ORDER_ID_HEADER] = order_id
+        return Result(status, answer.body, answer.content_type, ref, "succeeded", order_id, headers)
+    if status >= 500:
+        # CCV's "Server error" may come after the order was made (or from a gateway after
+        # CCV got it): as with a lost answer, never sent again; a person settles it.
+        await _uncertain(c, account, sub_id, ref, f"http_{status}", status)
+        return passed
+    await subs.fail(c.store, sub_id, http_status=status, reason=f"http_{status}", now=c.now)
+    log.warning(
+        "ccv.submit_refused", extra=fields(account=account, external_reference=ref, status=status)
+    )
+    return Result(status, answer.body, answer.content_type, ref, "failed", None, headers)
+
+
+async def _uncertain(
+    c: Closing, account: str, sub_id: int, ref: str, reason: str, status: int | None
+) -> None:
+    await make_uncertain(c.store, account, [(sub_id, ref)], reason, now=c.now, http_status=status)
+    c.on_commit()
+
+
+async def make_uncertain(
+    store: Store,
+    account: str,
+    submissions: Sequence[tuple[int, str]],
+    reason: str,
+    *,
+    now: float,
+    http_status: int | None = None,
+) -> None:
+    """Mark submissions (id, reference) uncertain with one `order.submit_uncertain` each; one
+    whose reference a notification named while it waited for CCV's answer is settled at once,
+    with its `order.submit_resolved` (not one CCV answered with a 2xx: `subs.answered`)."""
+    events = [
+        submit_uncertain_event(
+            store.store_id, sub_id, account=account, reference=ref, time=now, reason=reason
+        )
+        for sub_id, ref in submissions
+    ]
+    ids = [s for s, _ in submissions]
+    resolved = await subs.make_uncertain(
+        store, account, ids, events, reason=reason, now=now, http_status=http_status
+    )
+    for event in resolved:
+        log.info(
+            "ccv.submit_resolved",
+            extra=fields(
+                account=account,
+                external_reference=event.data["external_reference"],
+                how="notification",
+            ),
+        )
