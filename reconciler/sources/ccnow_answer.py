@@ -68,15 +68,6 @@ _TEMPORARY = re.compile(r"retry|try\s+again|later|temporar|busy|timeout|timed\s+
 # says the service is down is an outage, whatever else it names (`login server upgrade`).
 _AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
 _OUTAGE_WORDS = re.compile(r"maintenance|\bdown\b|offline|unavailable|outage", re.I)
-# What says CCNow itself is in trouble, as a poll takes any `error_message` to: an action's
-# post answered so is sent again later, never called refused (`Database error, action not
-# performed`, `Internal server error while processing x_action_1`, `disk full`).
-_TROUBLE_WORDS = re.compile(
-    r"server|database|\bdb\b|sql|internal|disk|storage|memory|exception|crash|fatal|panic|"
-    r"system|service|processing|not\s+performed|network|connection|overload|capacity|quota|"
-    r"too\s+many|rate\s+limit|limit\s+reached",
-    re.I,
-)
 _ERROR_MESSAGE = "error_message"
 NO_PENDING_ORDERS = "no_pending_orders"
 
@@ -163,21 +154,24 @@ def _is_data(columns: str) -> bool:
 
 
 def refusal_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
-    """Return the lines of an answer made of `error_message` lines alone, none of which says
-    CCNow or our login is at fault (down, in trouble, to come back later, the password): CCNow
-    refused what the post asked for, and would again. None for any other answer. Each line
-    masked and cut as a per-order error's words are."""
+    """Return the lines of an answer made of `error_message` lines alone: CCNow turned the whole
+    post away, whatever its words say. None for any other answer. Each line masked and cut as
+    a per-order error's words are."""
     found = []
     for raw in _LINE_END.split(_text(body)):
         line = raw.strip(_SPACE)
         if not line:
             continue
-        if line[: len(_ERROR_MESSAGE)].lower() != _ERROR_MESSAGE or any(
-            words.search(line) for words in (_OUTAGE_WORDS, _TROUBLE_WORDS, _TEMPORARY, _AUTH_WORDS)
-        ):
+        if line[: len(_ERROR_MESSAGE)].lower() != _ERROR_MESSAGE:
             return None
         found.append(_readable(redact(line, secrets, limit=MAX_TEXT_LENGTH)))
     return found or None
+
+
+def says_down(line: str) -> bool:
+    """Whether an error line says CCNow is down (`system down for maintenance`, the document's
+    example): such a line decides nothing, it only tells time that does not count."""
+    return _OUTAGE_WORDS.search(line) is not None
 
 
 def answered_orders(body: bytes) -> bool:
@@ -263,7 +257,9 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
 def is_complete(reply: Reply) -> bool:
     """Whether an answer arrived whole: one whose Content-Length it matched did (aiohttp
     raises on one that ends short), and any other 200 body ends with a line end, as every line
-    does.
+    does; or, chunked, its last line ends with a documented status word or is `message
+    no_pending_orders` (a CGI behind a web server is chunked, and the document does not promise
+    a final line end).
 
     A connection closed mid-answer leaves the last line cut, and a cut word (`pend`) would
     read as a status; so does a CGI that dies mid-line behind a web server, which still ends
@@ -273,7 +269,23 @@ def is_complete(reply: Reply) -> bool:
     body = reply.body
     if reply.framed or reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
         return True
-    return _is_page(_text(body))
+    text = _text(body)
+    if _is_page(text):
+        return True
+    if reply.chunked:
+        last = _LINE_END.split(text)[-1].strip(_SPACE)
+        words = _BLANKS.split(last)
+        if last.lower() == f"message {NO_PENDING_ORDERS}" or (
+            len(words) > 1 and words[-1].lower() in _DOCUMENTED
+        ):
+            return True
+        # Not a connection lost (the web server ended the chunks): the program behind it
+        # stopped mid-line, or wrote a line no status word ends.
+        log.warning(
+            "ccnow.answer_cut",
+            extra={"fields": {"framing": "chunked", "reason": "last line cut: no line end"}},
+        )
+    return False
 
 
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:

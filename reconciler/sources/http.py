@@ -30,7 +30,8 @@ class RequestFailed(SourceUnavailable):
         # str() is "http 503" / "timeout" / "connection"; `word` is the Observation reason.
         super().__init__(word.replace("_", " "))
         self.word = word
-        # False: no attempt got a connection, so the provider surely did not get the request.
+        # False: the provider surely did not take the request: no attempt got a connection, or
+        # those that did were turned away (429, 503).
         self.reached = reached
         self.sent_at = sent_at  # when the last attempt was sent (wall clock)
 
@@ -51,6 +52,9 @@ class Reply(NamedTuple):
     # its chunked response ended cleanly by the web server), one only the connection's close
     # ended (a lost link looks the same), or framing unknown.
     framed: bool = False
+    # Sent in chunks (what a web server does with a CGI's answer): the server says it ended
+    # there, but not that the program behind it finished its last line.
+    chunked: bool = False
 
     @property
     def content_type(self) -> str:
@@ -112,11 +116,21 @@ def retry_delay(
     return min(retry.backoff_s * 2.0**n * jitter(0.8, 1.2), retry.max_backoff_s)
 
 
+def is_chunked(resp: aiohttp.ClientResponse) -> bool:
+    """Whether a response's body came in chunks."""
+    return "chunked" in resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+
+
 def is_framed(resp: aiohttp.ClientResponse) -> bool:
     """Whether a response's body is as long as its Content-Length says (chunking, which
     overrides a Content-Length, says nothing of whether what was sent was whole)."""
-    chunked = "chunked" in resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
-    return not chunked and resp.content_length is not None
+    return not is_chunked(resp) and resp.content_length is not None
+
+
+def reply_of(resp: aiohttp.ClientResponse, body: bytes, sent_at: float) -> Reply:
+    """Return a response's Reply, with how its body was framed."""
+    content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
+    return Reply(resp.status, body, content_type, sent_at, is_framed(resp), is_chunked(resp))
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -187,12 +201,11 @@ async def request(
                 allow_redirects=False,
                 raise_for_status=False,
             ) as resp:
-                reached = True
                 status = resp.status
+                # A 429 or 503 turns the request away before it runs: it reached nothing.
+                reached = reached or status not in (429, 503)
                 if not is_retryable(status):
-                    body = await read_body(resp, max_body)
-                    content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
-                    reply = Reply(status, body, content_type, sent_at, is_framed(resp))
+                    reply = reply_of(resp, await read_body(resp, max_body), sent_at)
                     if complete(reply):
                         return reply
                     word = "truncated_answer"

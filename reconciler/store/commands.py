@@ -62,7 +62,9 @@ class Command:
     answer: str | None
     created_at: float
     closed_at: float | None
-    unsettled_since: float | None  # CCNow's first answer that did not settle its order
+    # The first of the answers in a row that did not settle its order (no line for it, a post
+    # refused in words naming no field of it); None: the last answer was of another kind.
+    unsettled_since: float | None
     # The first post that may have reached CCNow with the order: its answer lost or not
     # settling the order, or its process stopped while it was out. None: no post did.
     maybe_reached_at: float | None
@@ -227,6 +229,17 @@ async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
     return claimed
 
 
+async def unclaim(store: Store, ids: Sequence[int]) -> None:
+    """Give back commands claimed for a post that never left (the stop began first): queued as
+    they were, due when they were, the attempt not counted."""
+    async with store.transaction():
+        await store.conn.executemany(
+            "UPDATE commands SET state = 'queued', attempts = attempts - 1 "
+            "WHERE id = ? AND state = 'sending'",
+            [(i,) for i in ids],
+        )
+
+
 async def requeue(
     store: Store,
     ids: Sequence[int],
@@ -234,43 +247,34 @@ async def requeue(
     next_attempt_at: float,
     why: str,
     reached_at: float | None = None,
-    unsettled_at: float | None = None,
 ) -> None:
-    """Put commands whose post failed as a whole back in the queue for a later attempt;
-    `reached_at`: the post may have reached CCNow (None: it surely did not); `unsettled_at`:
-    CCNow refused it as a whole in words that may not change (the first such time is kept)."""
+    """Put commands whose post failed with no answer of CCNow's about them back in the queue
+    for a later attempt; `reached_at`: the post may have reached CCNow (None: it surely did
+    not). Such a failure (a maintenance, a lost answer, a stop) starts their day again."""
     async with store.transaction():
-        if unsettled_at is not None:
-            await store.conn.executemany(
-                "UPDATE commands SET unsettled_since = coalesce(unsettled_since, ?) "
-                "WHERE id = ? AND state IN ('queued', 'sending')",
-                [(unsettled_at, i) for i in ids],
-            )
         await requeue_within(
-            store, ids, next_attempt_at=next_attempt_at, why=why, reached_at=reached_at
+            store,
+            [(i, why, None) for i in ids],
+            next_attempt_at=next_attempt_at,
+            reached_at=reached_at,
         )
 
 
 async def requeue_within(
     store: Store,
-    ids: Sequence[int],
+    rows: Sequence[tuple[int, str, float | None]],
     *,
     next_attempt_at: float,
-    why: str,
-    unsettled_at: float | None = None,
     reached_at: float | None = None,
 ) -> None:
-    """Queue commands again inside the caller's transaction; `unsettled_at`: an answer that
-    did not settle them, committed with the ones it did (the first such answer is kept);
-    `reached_at`: the post may have reached CCNow with them (the first such post is kept; an
-    answer that did not settle them came from CCNow, so `unsettled_at` is one too)."""
-    reached = reached_at if reached_at is not None else unsettled_at
+    """Queue commands again inside the caller's transaction, each (id, answer kept, the start
+    of its day of answers that did not settle it, None: none); `reached_at`: the post may have
+    reached CCNow with them (the first such post is kept)."""
     await store.conn.executemany(
         "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ?, "
-        "unsettled_since = coalesce(unsettled_since, ?), "
-        "maybe_reached_at = coalesce(maybe_reached_at, ?) "
+        "unsettled_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?) "
         "WHERE id = ? AND state IN ('queued', 'sending')",
-        [(next_attempt_at, why, unsettled_at, reached, i) for i in ids],
+        [(next_attempt_at, why, since, reached_at, i) for i, why, since in rows],
     )
 
 

@@ -2,13 +2,14 @@
 
 Every command is committed before anything is sent; CCNow's answer line for its order is
 applied to the snapshot in the transaction that closes it (`pending -> mark_shipped`, with
-`via: "action"`). A post CCNow refuses as a whole for commands' own fields (`error_message
-x_amount_1 exceeds order total`) refuses those commands, and the others are due again at once.
-Refused as a whole in other words, or before CCNow ran it, or never sent, a post's commands
-stay queued (a day of refusals naming no field nor trouble ends them). `ship`, `cancel` and
-`track` are also sent again after an answer lost or that may have come after CCNow ran the post,
-and when the answer has no single line for their order; an `adjust` never is (it would discount
-twice): it becomes `uncertain`, with `order.action_uncertain`, for `reconciler ccnow resolve`.
+`via: "action"`). An `error_message` line naming a command's field (`x_amount_1 exceeds order
+total`) refuses that command. Any other answer that does not settle a command (a post refused
+in words naming no field of it, no line for its order) leaves it queued, sent alone from then
+on, whatever the words; after a day of only such answers a ship or cancel whose order's status
+shows it took is done, any other is `uncertain` for a person, never `refused`. An answer lost
+or that may have come after CCNow ran the post sends `ship`, `cancel` and `track` again; an
+`adjust` never is (it would discount twice): it becomes `uncertain`, with
+`order.action_uncertain`, for `reconciler ccnow resolve`.
 
 `ccnow_form.py` checks a request and builds the post (pure), `ccnow_post.py` posts one batch
 and tells how it failed, `ccnow_outcome.py` says how a command ends; re-exported here.
@@ -28,7 +29,7 @@ from reconciler.events import Event, action_event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
-from reconciler.sources.ccnow_answer import Answer
+from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.errors import SourceError
 from reconciler.sources.http import Gates
 from reconciler.store import Store
@@ -50,23 +51,20 @@ from reconciler.writes.ccnow_form import (
     parse_amount,
 )
 from reconciler.writes.ccnow_outcome import (
-    NO_LINE,
-    TAKEN,
     UNSETTLED_FOR_S,
     Taken,
     Tally,
     command_json,
-    end_after_a_day,
     lines_by_id,
+    log_closed,
     make_uncertain,
     outcome,
     refuse,
     resolve_by_hand,
+    settle,
     sort_out,
-    taken_how,
-    took,
 )
-from reconciler.writes.ccnow_post import Lost, Refused, RefusedAsAWhole, post_batch
+from reconciler.writes.ccnow_post import Lost, Refused, post_batch
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
@@ -101,7 +99,6 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
-_LEVELS = {"succeeded": logging.INFO, "uncertain": logging.ERROR}  # else WARNING
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -187,7 +184,11 @@ class ActionSender:
                 by_account.setdefault(c.account, []).append(c)
         for account, items in by_account.items():
             cfg = self.accounts[account]
-            for batch in batches(items, cfg.batch_size):
+            # One whose last answer did not settle it goes alone: a post one bad command makes
+            # CCNow refuse as a whole must not hold the others back (nor end them a day later).
+            alone = [[c] for c in items if c.unsettled_since is not None]
+            together = [c for c in items if c.unsettled_since is None]
+            for batch in alone + batches(together, cfg.batch_size):
                 with contextlib.suppress(Stopping):  # not sent: queued for the next start
                     await self.in_flight.run(self._send_batch(cfg, batch, tally))
 
@@ -202,6 +203,11 @@ class ActionSender:
             answer, asked = await post_batch(
                 self.session, cfg, batch, once=once, gate=gate, halt=self.in_flight.halt
             )
+        except Stopping:
+            # Not posted: as it was before this claim, due for the next start.
+            await cmds.unclaim(self.store, [c.id for c in batch])
+            tally.queued += len(batch)
+            raise
         except NotSent as exc:
             # The connection was never made: queued again, and not counted as sent.
             await self._requeue(cfg, batch, str(exc), tally)
@@ -215,33 +221,29 @@ class ActionSender:
             await self._requeue(cfg, batch, str(exc), tally, lost=True)
             return
         except Refused as exc:
-            # Refused for those commands' own fields: the same post would be refused again.
-            # Nothing of it was applied: the others go again at once.
+            # Nothing of the post was applied. A line naming a command's field refuses it: the
+            # same command would be refused again.
             tally.sent += len(batch)
-            await self._refuse([(c, exc.words[c.id]) for c in batch if c.id in exc.words], tally)
+            if named := [(c, exc.words[c.id]) for c in batch if c.id in exc.words]:
+                await self._refuse(named, tally)
             rest = [c for c in batch if c.id not in exc.words]
-            if rest:
+            if rest and exc.whole is None:
                 why = f"the post was refused for another command: {exc}"
                 await self._requeue(cfg, rest, why, tally, delay=0.0)
+            elif rest and exc.whole is not None and exc.down:
+                await self._requeue(cfg, rest, exc.whole, tally)  # a maintenance: no day
+            elif rest and exc.whole is not None:
+                # Words naming none of their fields decide nothing: sent again, alone.
+                await self._close(cfg, rest, {}, tally, None, refusal=exc.whole)
             return
         except SourceError as exc:
-            # CCNow refused the whole post in its own words (`error_message ...`): no action
-            # of it was applied. Words of no field nor trouble may be said of it for ever: a
-            # day after the first, the command ends (a maintenance is sent through).
+            # Turned away before it ran (a rate limit, a login wall, a wrong url).
             tally.sent += len(batch)
-            refusal = isinstance(exc, RefusedAsAWhole)
-            if refusal:
-                batch, ended = await end_after_a_day(self.store, batch, str(exc), self.clock())
-                for state in ended:
-                    tally.count(state)
-                if ended:
-                    self.on_commit()
-            if batch:
-                await self._requeue(cfg, batch, str(exc), tally, refusal=refusal)
+            await self._requeue(cfg, batch, str(exc), tally)
             return
         tally.sent += len(batch)
         failpoint("ccnow.answered")
-        await self._close(cfg, batch, answer, tally, asked)
+        await self._close(cfg, batch, lines_by_id(answer), tally, asked)
 
     async def _requeue(
         self,
@@ -251,17 +253,14 @@ class ActionSender:
         tally: Tally,
         lost: bool = False,
         delay: float | None = None,
-        refusal: bool = False,
     ) -> None:
-        """Queue a batch again, due after `delay` (by default: doubling per attempt); `lost`:
-        its answer was lost, so the post may have reached CCNow; `refusal`: refused as a whole
-        (RefusedAsAWhole), its day counts."""
+        """Queue a batch again after a failure that is no answer about its commands (their
+        day starts again), due after `delay` (by default: doubling per attempt); `lost`: its
+        answer was lost, so the post may have reached CCNow."""
         now, ids = self.clock(), [c.id for c in batch]
         delay = _retry_delay(batch) if delay is None else delay
-        at, since = (now if lost else None), (now if refusal else None)
-        await cmds.requeue(
-            self.store, ids, next_attempt_at=now + delay, why=why, reached_at=at, unsettled_at=since
-        )
+        at = now if lost else None
+        await cmds.requeue(self.store, ids, next_attempt_at=now + delay, why=why, reached_at=at)
         tally.queued += len(batch)
         log.warning(
             "ccnow.action_retry_later",
@@ -272,56 +271,42 @@ class ActionSender:
         self,
         cfg: CCNowConfig,
         batch: list[cmds.Command],
-        answer: Answer,
+        lines: dict[str, OrderLine | None],
         tally: Tally,
         asked: float | None,
+        refusal: str | None = None,
     ) -> None:
-        lines = lines_by_id(answer)
-        closes: list[tuple[int, cmds.State, str | None]] = []
+        """Close a batch by CCNow's answer lines, or by a `refusal` of the whole post in words
+        naming no field of its commands (which settles none of them)."""
+        closes: list[tuple[int, cmds.State, str]] = []
+        again: list[tuple[int, str, float | None]] = []
         observations: list[Observation] = []
         for c in batch:
             line = lines.get(c.order_id)
-            state, words = outcome(c, line)
-            unsettled = state == "queued"
-            # The order's status as the answer or a status read says it, and when it was asked.
-            status, when = (line.status if line is not None else None), asked
-            if c.action in TAKEN and (unsettled or (state == "refused" and c.attempts > 0)):
-                # An earlier post of this command may have reached CCNow with its answer lost,
-                # or this one, answered without its order's line: if the order is where the
-                # action puts it, the action took (or the order got there without it).
-                read = await self._status(cfg, c.order_id)
-                if read is None and self.in_flight.stopping:
-                    # Not read for the stop: the next start sends it again and reads it.
-                    state = "queued"
-                if read is not None:
-                    status, when = read.status, read.asked
-                if status is not None and took(c.action, status):
-                    state, words = "succeeded", f"{status} ({taken_how(c, unsettled)})"
-            since = c.unsettled_since
-            if state == "queued" and since is not None and self.clock() - since >= UNSETTLED_FOR_S:
-                # Not sent for ever, nor called refused when CCNow may have run it (the status
-                # check may not have answered): a person decides. Counted from the first answer
-                # that did not settle it: a maintenance it was queued through is no such answer.
-                state, words = "uncertain", f"{NO_LINE} for a day"
-            closes.append((c.id, state, words))
+            said: tuple[cmds.State, str] = ("queued", refusal) if refusal else outcome(c, line)
+            status = line.status if line is not None else None
+
+            async def read(order_id: str = c.order_id) -> Observation | None:
+                return await self._status(cfg, order_id)
+
+            state, words, status, when, since = await settle(
+                c, *said, status, asked, whole=refusal is not None, now=self.clock(), read=read
+            )
+            if state == "queued":
+                again.append((c.id, words, since))
+            else:
+                closes.append((c.id, state, words))
             if status is not None:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
                 observations.append(Observation(key, Outcome.OK, status=status, asked=when))
         delay = _retry_delay(batch)  # for those the answer did not settle
-        await self._commit(cfg, batch, closes, observations, self.clock() + delay)
-        for c, (_, state, said) in zip(batch, closes, strict=True):
-            tally.count(state)
-            about = {"account": cfg.name, "order_id": c.order_id, "action": c.action}
-            if state == "queued":
-                log.warning(
-                    "ccnow.action_retry_later",
-                    extra=fields(**about, command_id=c.id, reason=said, retry_in_s=delay),
-                )
-                continue
-            level, name = _LEVELS.get(state, logging.WARNING), f"ccnow.action_{state}"
-            log.log(level, name, extra=fields(**about, command_id=c.id, answer=said))
+        # An answer without the order's line came from CCNow: the post may have run it.
+        reached = None if refusal else self.clock()
+        await self._commit(batch, closes, again, observations, self.clock() + delay, reached)
+        log_closed(cfg.name, batch, closes, again, delay, tally)
 
     async def _status(self, cfg: CCNowConfig, order_id: str) -> Observation | None:
+        """Read an order's status (None: not read); Stopping: not read for the stop."""
         from reconciler.sources.ccnow import CCNowClient
 
         seen: list[Observation] = []
@@ -330,33 +315,34 @@ class ActionSender:
             seen.append(o)
 
         if self.in_flight.stopping:
-            return None  # no new request during a stop
+            raise Stopping  # no new request during a stop
         try:
             gate, halt = self.gates.of(cfg), self.in_flight.halt
             await CCNowClient(cfg, self.session, halt=halt, gate=gate).query([order_id], emit)
         except SourceError:
+            if self.in_flight.stopping:
+                raise Stopping from None
             return None
         return next((o for o in seen if o.outcome is Outcome.OK), None)
 
     async def _commit(
         self,
-        cfg: CCNowConfig,
         batch: list[cmds.Command],
-        closes: list[tuple[int, cmds.State, str | None]],
+        closes: list[tuple[int, cmds.State, str]],
+        again: list[tuple[int, str, float | None]],
         observations: list[Observation],
         retry_at: float,
+        reached_at: float | None,
     ) -> None:
         now = self.clock()
         by_id = {c.id: c for c in batch}
-        again = [i for i, state, _ in closes if state == "queued"]
-        ended = [close for close in closes if close[1] != "queued"]
 
         async def within() -> list[Event]:
-            await cmds.close_within(self.store, ended, now)
+            await cmds.close_within(self.store, closes, now)
             await cmds.requeue_within(
-                self.store, again, next_attempt_at=retry_at, why=NO_LINE, unsettled_at=now
+                self.store, again, next_attempt_at=retry_at, reached_at=reached_at
             )
-            return [self._event(by_id[i], state, words, now) for i, state, words in ended]
+            return [self._event(by_id[i], state, words, now) for i, state, words in closes]
 
         await self.reconciler.apply(observations, via="action", discover=True, within=within)
 

@@ -4,23 +4,27 @@ answer), and what a run did."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from reconciler.events import action_event
 from reconciler.logs import fields
-from reconciler.model import OrderKey
+from reconciler.model import Observation, OrderKey
 from reconciler.sources.ccnow_answer import Answer, OrderLine
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import local_refusal
+from reconciler.writes.in_flight import Stopping
 
 # The sender's logger: its lines name the module that sends.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
-# How long after CCNow's first answer that did not settle its order (no line for it, a whole
-# post refused in words of no field) a command is sent again; then it ends.
+# How long a command is sent again while CCNow's answers do not settle its order (no line for
+# it, a post refused in words naming no field of it), and nothing else: then a person decides.
 UNSETTLED_FOR_S = 86400.0
+# A command sent this long after it was due: nothing ran to send it (the daemon was stopped).
+LATE_S = 3600.0
 
 # What CCNow answers when the action took: the queue state it put the order in, or (for an
 # order the lifecycle moved on quickly) where that queue leads.
@@ -192,6 +196,16 @@ def taken_how(c: cmds.Command, unsettled: bool) -> str:
 NO_LINE = "no single answer line for this order"
 
 
+def day_began(c: cmds.Command, now: float) -> float:
+    """When a command's day of answers that did not settle it began, counting one at `now`:
+    at the first of them in a row (an answer of another kind, a maintenance, a lost answer,
+    starts it again), or now when it was sent long after it was due (time nothing ran counts
+    no more than a maintenance)."""
+    if c.unsettled_since is None or now - c.next_attempt_at > LATE_S:
+        return now
+    return c.unsettled_since
+
+
 def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
     """Return how CCNow's answer line for a command's order closes it, and the words kept:
     `queued` again when the answer does not settle the order (sent again later)."""
@@ -210,22 +224,78 @@ def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
     return "succeeded", line.status
 
 
-async def end_after_a_day(
-    store: Store, batch: Sequence[cmds.Command], why: str, now: float
-) -> tuple[list[cmds.Command], list[cmds.State]]:
-    """End the commands of a post refused as a whole (RefusedAsAWhole) whose answers have not
-    settled them for a day: `refused` with CCNow's words if no post of them may have been
-    applied, else `uncertain`; return the others, and the states of those ended."""
-    ended = [c for c in batch if now - (c.unsettled_since or now) >= UNSETTLED_FOR_S]
-    words = f"{why} (for a day)"
-    if refused := [(c, words) for c in ended if c.maybe_reached_at is None]:
-        await refuse(store, refused, now=now)
-    if uncertain := [c for c in ended if c.maybe_reached_at is not None]:
-        await make_uncertain(store, uncertain, words, now=now)
-    states: list[cmds.State] = [
-        "refused" if c.maybe_reached_at is None else "uncertain" for c in ended
-    ]
-    return [c for c in batch if c not in ended], states
+class Settled(NamedTuple):
+    """How an answer leaves a command: its state and words, its order's status and when that
+    was asked (None: not known), and the start of its day for one left queued."""
+
+    state: cmds.State
+    words: str
+    status: str | None
+    asked: float | None
+    since: float | None
+
+
+async def settle(
+    c: cmds.Command,
+    state: cmds.State,
+    words: str,
+    status: str | None,
+    asked: float | None,
+    *,
+    whole: bool,
+    now: float,
+    read: Callable[[], Awaitable[Observation | None]],
+) -> Settled:
+    """How an answer leaves a command, given what it says of it (`queued`: it did not settle
+    it; `whole`: a post refused in words naming no field of it) and its order's status as
+    asked then. A ship or cancel whose order's status (`read` once; Stopping: not read) shows
+    it took is done; one left queued after a day of answers that did not settle it is
+    `uncertain`, never `refused`."""
+    unsettled = state == "queued"
+    since = day_began(c, now) if unsettled else c.unsettled_since
+    a_day = unsettled and now - day_began(c, now) >= UNSETTLED_FOR_S
+    # An answer without the order's line may follow CCNow running it: the status is read at
+    # once. A post refused as a whole ran nothing: the status is read before the command ends.
+    now_read = (unsettled and (not whole or a_day)) or (state == "refused" and c.attempts > 0)
+    if c.action in TAKEN and now_read:
+        try:
+            found = await read()
+        except Stopping:
+            # Not read for the stop: the next start sends it again and reads it.
+            return Settled("queued", words, status, asked, since)
+        if found is not None:
+            status, asked = found.status, found.asked
+        if status is not None and took(c.action, status):
+            return Settled(
+                "succeeded", f"{status} ({taken_how(c, unsettled)})", status, asked, None
+            )
+    if a_day:
+        # Not sent for ever, nor called refused when CCNow may have run it: a person decides.
+        return Settled("uncertain", f"{words} (for a day)", status, asked, None)
+    return Settled(state, words, status, asked, since)
+
+
+def log_closed(
+    account: str,
+    batch: Sequence[cmds.Command],
+    closes: Sequence[tuple[int, cmds.State, str]],
+    again: Sequence[tuple[int, str, float | None]],
+    retry_in_s: float,
+    tally: Tally,
+) -> None:
+    """Log and count how an answer left each command of a batch: closed, or queued again."""
+    by_id = {c.id: c for c in batch}
+    for i, state, said in [*closes, *((i, "queued", said) for i, said, _ in again)]:
+        tally.count(state)
+        c = by_id[i]
+        about = {"account": account, "order_id": c.order_id, "action": c.action, "command_id": i}
+        if state == "queued":
+            retry = fields(**about, reason=said, retry_in_s=retry_in_s)
+            log.warning("ccnow.action_retry_later", extra=retry)
+        else:
+            level = {"succeeded": logging.INFO, "uncertain": logging.ERROR}.get(state)
+            ended = fields(**about, answer=said)
+            log.log(level or logging.WARNING, f"ccnow.action_{state}", extra=ended)
 
 
 async def make_uncertain(

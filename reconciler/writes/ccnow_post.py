@@ -1,8 +1,9 @@
 """Posting one batch of CCNow actions and reading its answer, and telling the ways it can fail
-apart: never sent (NotSent), refused by CCNow as a whole (SourceError: nothing was applied; a
-later post may be taken), refused for its commands' own fields (Refused: nothing was applied,
-and the same commands would be refused again), or lost (Lost: CCNow may have applied it, so an
-`adjust` must not be sent again)."""
+apart: never sent (NotSent, or Stopping: the stop began before it left), turned away before it
+ran (SourceError: a 429, a 503, a login wall), refused by CCNow in `error_message` lines alone
+(Refused: nothing was applied; a line naming a command's field refuses that command, the others
+are decided by no words), or lost (Lost: CCNow may have applied it, so an `adjust` must not be
+sent again)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from reconciler.sources.ccnow_answer import (
     is_complete,
     parse_answer,
     refusal_lines,
+    says_down,
 )
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import Reply, RequestFailed, request
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
+from reconciler.writes.in_flight import Stopping
 from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
 
 # The actions' logger: a post's retries are logged under the name operators filter on.
@@ -38,29 +41,27 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # it): the actions in it may have been applied. Any other status than 200 means not.
 MAYBE_APPLIED = frozenset({500, 502, 504})
 # The fields of the document's table that carry a command's own values, as CCNow writes them
-# in an `error_message`: with their `x_` (`x_amount`: the commands that carry one), numbered
-# (`x_amount_1`, `amount_1`: the command at that place in the post), or both. A bare word
-# (`Database error, action not performed`) is English, not a field. The account's fields
-# (`x_clientid`, `x_password`) are not here.
+# in an `error_message`, in any case: with their `x_` (`x_amount`: the commands that carry
+# one), numbered (`x_amount_1`, `amount_1`: the command at that place in the post), or both. A
+# bare word (`Database error, action not performed`) is English, not a field. The account's
+# fields (`x_clientid`, `x_password`) are not here.
 _NAMES = "orderid|action|notes|amount|trackname|tracknumber"
-_FIELD = re.compile(rf"\b(?=x_|(?:{_NAMES})_[0-9])(?:x_)?({_NAMES})(?:_([0-9]+))?\b")
+_FIELD = re.compile(rf"\b(?=x_|(?:{_NAMES})_[0-9])(?:x_)?({_NAMES})(?:_([0-9]+))?\b", re.I)
 _ATTRIBUTE = {"orderid": "order_id"}
 
 
 class Refused(Exception):
-    """CCNow refused the whole post for the fields of some of its commands, in its own words
-    (`error_message x_amount_1 exceeds order total`): nothing of it was applied, and the same
-    command would be refused again. `words`: command id -> the line that names it."""
+    """CCNow answered the post with `error_message` lines alone: nothing of it was applied.
+    `words`: command id -> the line naming one of its fields (refused: the same command would
+    be refused again); `whole`: the first line naming no field, which decides the other
+    commands by no words of it (None: every line names a field); `down`: a line naming no
+    field says CCNow is down (maintenance), time that does not count."""
 
-    def __init__(self, words: dict[int, str]) -> None:
-        super().__init__(next(iter(words.values())))
+    def __init__(self, words: dict[int, str], whole: str | None, down: bool) -> None:
+        super().__init__(whole or next(iter(words.values())))
         self.words = words
-
-
-class RefusedAsAWhole(SourceError):
-    """CCNow refused the whole post in words that name no field of it and none of its own
-    trouble (`error_message Discount exceeds order total`): nothing of it was applied, and the
-    same post may well be refused again."""
+        self.whole = whole
+        self.down = down
 
 
 class Lost(Exception):
@@ -80,12 +81,11 @@ async def post_batch(
     halt: asyncio.Event | None = None,
 ) -> tuple[Answer, float]:
     """Post one batch; return the answer, parsed, and when the attempt that brought it was sent
-    (its lines are as of then). Raise NotSent, Lost, or SourceError for CCNow's own refusal of
-    the whole post (RefusedAsAWhole: in words of no field nor trouble). Once `halt` is set (the
-    daemon stops), nothing is posted, and a failed attempt is not retried. Each attempt waits
-    for its turn within the account's bound `gate`."""
+    (its lines are as of then). Raise Stopping, NotSent, Lost, Refused or SourceError. Once
+    `halt` is set (the daemon stops), nothing is posted (Stopping), and a failed attempt is not
+    retried. Each attempt waits for its turn within the account's bound `gate`."""
     if halt is not None and halt.is_set():
-        raise NotSent("stopping")
+        raise Stopping
     data = urlencode(form(cfg, batch)).encode("ascii")
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
@@ -112,9 +112,13 @@ async def post_batch(
                 halt=halt,
             )
         except RequestFailed as exc:
-            if not exc.reached:
-                raise NotSent(exc.word) from None
-            raise Lost(exc.word) from None
+            if exc.word == "stopping":
+                raise Stopping from None  # the stop began while it waited for its turn
+            if exc.reached:
+                raise Lost(exc.word) from None
+            if exc.word.startswith("http_"):
+                raise SourceError(str(exc)) from None  # turned away (429, 503): nothing ran
+            raise NotSent(exc.word) from None
     if reply.status in MAYBE_APPLIED:
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
         raise Lost(f"http_{reply.status}")
@@ -135,25 +139,23 @@ async def post_batch(
         if answered_orders(reply.body):
             # An error line beside lines for the posted orders: some of it was applied.
             raise Lost("error_with_order_lines") from None
-        lines = refusal_lines(reply.body, (cfg.password.reveal(),))
-        if words := _refused(lines, batch):
-            raise Refused(words) from None
-        if lines:
-            raise RefusedAsAWhole(lines[0]) from None
+        if lines := refusal_lines(reply.body, (cfg.password.reveal(),)):
+            raise _refused(lines, batch) from None
         raise
 
 
-def _refused(lines: list[str] | None, batch: Sequence[cmds.Command]) -> dict[int, str]:
-    """Return the commands an answer's refusal lines refuse for their own fields, each with the
-    line naming it; empty unless every line names such a field."""
+def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:
+    """Sort an answer's `error_message` lines: a line naming a field refuses the commands it
+    names, whatever else it says (checked first); the lines naming none decide nothing."""
     words: dict[int, str] = {}
-    for line in lines or ():
+    unnamed: list[str] = []
+    for line in lines:
         named = [c for m in _FIELD.finditer(line) for c in _named_by(m, batch)]
-        if not named:
-            return {}
         for c in named:
             words.setdefault(c.id, line)
-    return words
+        if not named:
+            unnamed.append(line)
+    return Refused(words, next(iter(unnamed), None), any(map(says_down, unnamed)))
 
 
 def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.Command]:
@@ -177,8 +179,8 @@ async def _post_once(
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None,
 ) -> Reply:
-    """Post once, never again: raise NotSent when no connection was made, Lost when the
-    answer may have been lost after CCNow got the post."""
+    """Post once, never again: raise NotSent when no connection was made (Stopping: not
+    posted for the stop), Lost when the answer may have been lost after CCNow got the post."""
     try:
         reply = await send_once(
             session,
@@ -191,6 +193,10 @@ async def _post_once(
             max_body=MAX_BODY_BYTES,
             halt=halt,
         )
+    except NotSent as exc:
+        if str(exc) == "stopping":
+            raise Stopping from None  # the stop began while it waited for its turn
+        raise
     except AnswerTooLarge:
         # CCNow got the post and answered something we cannot read: it may have applied it.
         raise Lost("answer_too_large") from None

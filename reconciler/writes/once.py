@@ -8,11 +8,10 @@ import asyncio
 import time
 
 import aiohttp
-from aiohttp import hdrs
 from yarl import URL
 
 from reconciler.sources.errors import ProtocolError
-from reconciler.sources.http import Reply, is_framed, read_body
+from reconciler.sources.http import Reply, read_body, reply_of
 
 
 class NotSent(Exception):
@@ -72,8 +71,7 @@ async def _send(
                 body = await read_body(resp, max_body)
             except ProtocolError:
                 raise AnswerTooLarge(resp.status) from None
-            content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
-            return Reply(resp.status, body, content_type, sent_at, is_framed(resp))
+            return reply_of(resp, body, sent_at)
     except aiohttp.ClientConnectorError:
         raise NotSent("connection") from None
     except asyncio.TimeoutError:

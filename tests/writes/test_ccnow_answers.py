@@ -164,7 +164,6 @@ async def test_a_batch_refused_for_one_command_s_notes_sends_the_others_again_at
     "words",
     [
         "error_message system down for maintenance",
-        "error_message x_amount_1 cannot be checked now, try again later",
         "error_message amount checks unavailable",
         "error_message invalid x_password",
         "error_message daily limit reached",

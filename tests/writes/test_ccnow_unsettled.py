@@ -132,6 +132,6 @@ async def test_an_action_never_settled_is_uncertain_a_day_after_the_first_such_a
     days_ago(tmp_path, "unsettled_since")
     last = await ccnow(cfg, action, A, *ARGS[action])
     assert last.code == 75, last.stdout + last.stderr
-    said = "no single answer line for this order for a day"
+    said = "no single answer line for this order (for a day)"
     assert commands(tmp_path) == [(A, "uncertain", said)]
     assert action_events(tmp_path) == [("order.action_uncertain", WORD[action])]
