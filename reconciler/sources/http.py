@@ -36,6 +36,12 @@ class RequestFailed(SourceUnavailable):
         self.sent_at = sent_at  # when the last attempt was sent (wall clock)
 
 
+class Stopping(Exception):
+    """The daemon is stopping: this request (a write, or a read a write needs) was kept back
+    before it left, and will not be sent now. Not a failure: nothing reached the provider, and
+    nothing is to be recorded as failed."""
+
+
 class Reply(NamedTuple):
     """A provider's final answer to one request (from `request`, never 429/5xx: those raise
     RequestFailed). A named tuple: one is made per request."""
@@ -174,12 +180,12 @@ async def request(
 
     `complete` tells whether a reply arrived whole; one that did not is retried like a dropped
     connection (word `truncated_answer`). Once `halt` is set (the daemon stops), no attempt is
-    made again: the failure so far is raised at once, during the backoff too. Each attempt holds
-    `gate`, the account's bound (Gates).
+    made again: the failure so far is raised at once, during the backoff too, and Stopping when
+    no attempt was made yet. Each attempt holds `gate`, the account's bound (Gates).
     """
     n = 0
     reached = False
-    word, sent_at = "stopping", time.time()  # a stop before the first attempt
+    word, sent_at = "", 0.0
     while True:
         retry_after: str | None = None
         # The account's turn comes before the attempt is dated and its timeout starts: waiting
@@ -187,6 +193,8 @@ async def request(
         await gate.acquire()
         if halt is not None and halt.is_set():
             gate.release()  # the stop began while this waited for its turn
+            if n == 0:
+                raise Stopping  # nothing was sent: not a failure the caller reports
             raise RequestFailed(word, reached=reached, sent_at=sent_at)
         sent_at = time.time()
         try:

@@ -138,6 +138,14 @@ async def fail(
     await commit_at_once(store, [_close(sub_id, "failed", http_status, reason, now, None)])
 
 
+async def withdraw(store: Store, sub_id: int) -> None:
+    """Delete a submission still `sending` that was never sent (the stop began while it waited
+    for its turn): the reference is free again, as if it had never been submitted."""
+    await commit_at_once(
+        store, [("DELETE FROM submissions WHERE id = ? AND state = 'sending'", (sub_id,))]
+    )
+
+
 async def make_uncertain(
     store: Store,
     account: str,

@@ -112,8 +112,6 @@ async def post_batch(
                 halt=halt,
             )
         except RequestFailed as exc:
-            if exc.word == "stopping":
-                raise Stopping from None  # the stop began while it waited for its turn
             if exc.reached:
                 raise Lost(exc.word) from None
             if exc.word.startswith("http_"):
@@ -180,7 +178,8 @@ async def _post_once(
     halt: asyncio.Event | None,
 ) -> Reply:
     """Post once, never again: raise NotSent when no connection was made (Stopping: not
-    posted for the stop), Lost when the answer may have been lost after CCNow got the post."""
+    posted for the stop, the stop began while it waited for its turn), Lost when the answer may
+    have been lost after CCNow got the post."""
     try:
         reply = await send_once(
             session,
@@ -193,10 +192,6 @@ async def _post_once(
             max_body=MAX_BODY_BYTES,
             halt=halt,
         )
-    except NotSent as exc:
-        if str(exc) == "stopping":
-            raise Stopping from None  # the stop began while it waited for its turn
-        raise
     except AnswerTooLarge:
         # CCNow got the post and answered something we cannot read: it may have applied it.
         raise Lost("answer_too_large") from None

@@ -39,8 +39,8 @@ async def send_once(
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None = None,
 ) -> Answer:
-    """Send one JSON request to a CCV account, within its bound `gate`; raise NotSent (also once
-    `halt` is set while it waits for its turn) or Uncertain, never retry."""
+    """Send one JSON request to a CCV account, within its bound `gate`; raise NotSent, Uncertain
+    or Stopping (`halt` was set while it waited for its turn: not sent), never retry."""
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}

@@ -16,6 +16,9 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 from reconciler.logs import fields
+from reconciler.sources.http import Stopping
+
+__all__ = ["WRITES_STOP_MAX_S", "InFlight", "Stopping", "stop_bound"]
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -26,10 +29,6 @@ WRITE_RECORD_S = 2.0
 # The wait has this ceiling whatever timeouts the config sets: systemd's TimeoutStopSec= (60 s)
 # must stay above the whole stop. A write still out then is left `sending` (see `wait`).
 WRITES_STOP_MAX_S = 30.0
-
-
-class Stopping(Exception):
-    """The daemon is stopping: this write was not sent, and will not be now."""
 
 
 def stop_bound(timeouts_s: Iterable[float]) -> float:

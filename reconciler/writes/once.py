@@ -1,6 +1,6 @@
 """A provider write call sent once, never retried: neither provider documents its write calls as
 idempotent, so a request whose answer was lost must not go out again. The caller learns whether
-the provider answered, surely got nothing, or may have got it."""
+the provider answered, surely got nothing, or may have got it (or that the stop kept it back)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import aiohttp
 from yarl import URL
 
 from reconciler.sources.errors import ProtocolError
-from reconciler.sources.http import Reply, read_body, reply_of
+from reconciler.sources.http import Reply, Stopping, read_body, reply_of
 
 
 class NotSent(Exception):
@@ -46,10 +46,11 @@ async def send_once(
     """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain or
     AnswerTooLarge; never retry, never follow a redirect (it would carry the credential). It
     holds `gate`, the account's bound (sources/http.py Gates), taken before its timeout starts;
-    once `halt` is set (the daemon stops) while it waits for that, it is not sent (NotSent)."""
+    once `halt` is set (the daemon stops) while it waits for that, it is not sent (Stopping: not
+    a failure to reach the provider)."""
     async with gate:
         if halt is not None and halt.is_set():
-            raise NotSent("stopping")
+            raise Stopping
         return await _send(session, method, url, headers, data, timeout, max_body)
 
 

@@ -118,6 +118,11 @@ class Submitter:
                 gate=self.gates.of(cfg),
                 halt=self.in_flight.halt,
             )
+        except Stopping:
+            # The stop began while it waited for its account's turn: it never left, so it is
+            # not kept either; the caller is told to submit it again (503), as before `record`.
+            await subs.withdraw(self.store, sub_id)
+            raise
         except NotSent as exc:
             await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=self.clock())
             log.warning(

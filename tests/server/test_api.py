@@ -28,6 +28,7 @@ from reconciler.notify import notification_url
 from reconciler.runtime import Runtime
 from reconciler.server.api import API_LIMITS
 from reconciler.server.connections import ConnectionLimits
+from reconciler.sources.http import Gates
 from reconciler.systemd import Notifier
 from tests.conftest import free_port, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body
@@ -106,9 +107,11 @@ async def serve_api(
     api_extra: str = "",
     limits: ConnectionLimits = API_LIMITS,
     ccnow: FakeCCNow | None = None,
+    gates: Gates | None = None,
 ) -> AsyncIterator[Api]:
     """Run the daemon's API (no scheduler) on a free port for the block, with the connection
-    bounds `limits` (and a CCNow account when `ccnow` is given)."""
+    bounds `limits` (and a CCNow account when `ccnow` is given; the accounts' bounds `gates`
+    when given, for a test to hold and watch)."""
     port = free_port()
     cfg = write_config(
         tmp_path,
@@ -121,7 +124,10 @@ async def serve_api(
     # The fakes' config has one timeout for every provider; the CCV one is changed here.
     cfg.write_text(cfg.read_text().replace('timeout = "2s"', f'timeout = "{ccv_timeout}"', 1))
     config = load_config(cfg)
-    async with Runtime(config) as rt:
+    runtime = Runtime(config)
+    if gates is not None:
+        runtime.gates = gates  # before the runtime opens: all its parts share them
+    async with runtime as rt:
         delivering = asyncio.ensure_future(rt.delivery.run())
         daemon = Daemon(config, rt, Notifier(None), api_limits=limits)
         await daemon.start_api()
