@@ -293,7 +293,8 @@ class Daemon:
             raise StartupError(f"receiver cannot listen on {where}: {exc.strerror}") from None
 
     async def start_api(self) -> None:
-        """Settle submits a stopped process left open, then serve `[api]` when configured."""
+        """Make the writers (CCV submits and prices, CCNow actions), then serve `[api]` when
+        configured. The writes a stopped process left open are settled before: Runtime's start."""
         api = self.config.api
         submitter = Submitter(
             self.rt.store,

@@ -10,6 +10,10 @@ number that was written: one that overflows (`1e999`, infinite), underflows (`1e
 has more digits than a float keeps (`99999999999999.99`) would reach CCV as another number than
 the one reconciler checked, so it is refused. Integers stay exact (up to the 4,300 digits
 Python reads).
+
+A provider's answer is read by `loads_answer`: as Python reads JSON, but an integer longer than
+Python's int takes, which is legal JSON, does not make the whole answer unreadable (a CCV
+status answer, the order id in CCV's answer to a submit).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
 # A `\u` escape of a surrogate; only then is the decoded document checked for a lone one.
@@ -67,3 +72,31 @@ def loads(raw: bytes) -> object:
         except UnicodeEncodeError:
             raise NotJSON("a \\u escape names half a character (a lone surrogate)") from None
     return document
+
+
+def loads_answer(
+    body: bytes, hook: Callable[[list[tuple[str, object]]], object] | None = None
+) -> object:
+    """json.loads (ValueError, RecursionError), except that an integer too long for Python's
+    int (over 4,300 digits) does not fail the answer: only then is the body parsed again, its
+    integers kept as written (Digits), so the usual answer costs nothing more."""
+    try:
+        return json.loads(body, object_pairs_hook=hook)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # int's digit limit: the decoder raises a plain ValueError for it
+        return json.loads(body, object_pairs_hook=hook, parse_int=Digits)
+
+
+class Digits:
+    """A JSON integer too long for int(), as written: a number still, not text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def json_type(value: object) -> str:
+    """The JSON type of a decoded value, named as Python names it (`int`, `str`, `list`)."""
+    return "int" if isinstance(value, Digits) else type(value).__name__

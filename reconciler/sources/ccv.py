@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import re
 import time
@@ -30,6 +29,7 @@ from reconciler.model import (
 from reconciler.redact import holds_secret, secret_forms
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
 from reconciler.sources.http import Reply, RequestFailed, drain, request
+from reconciler.strict_json import json_type, loads_answer
 
 log = logging.getLogger("reconciler.sources.ccv")
 
@@ -84,36 +84,10 @@ def is_ccv_answer(reply: Reply) -> bool:
     if content_type != "application/json" and not content_type.endswith("+json"):
         return False
     try:
-        _loads(reply.body)
+        loads_answer(reply.body)
     except (ValueError, RecursionError):
         return False
     return True
-
-
-def _loads(body: bytes, hook: Callable[[list[tuple[str, object]]], object] | None = None) -> object:
-    """json.loads, except that an integer too long for Python's int (over 4,300 digits), which
-    is legal JSON, does not fail the answer: only then is the body parsed again, its integers
-    kept as written (_Digits), so the usual answer costs nothing more."""
-    try:
-        return json.loads(body, object_pairs_hook=hook)
-    except json.JSONDecodeError:
-        raise
-    except ValueError:  # int's digit limit: the decoder raises a plain ValueError for it
-        return json.loads(body, object_pairs_hook=hook, parse_int=_Digits)
-
-
-class _Digits:
-    """A JSON integer too long for int(), as written: a number still, not text."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _json_type(value: object) -> str:
-    """The JSON type of a decoded value, named as Python names it (`int`, `str`, `list`)."""
-    return "int" if isinstance(value, _Digits) else type(value).__name__
 
 
 def _status_of(value: object) -> str | None:
@@ -134,7 +108,7 @@ def _status_document(body: bytes) -> tuple[str, object] | None:
         # The usual answer is decoded by the C decoder alone; one that may name a key twice
         # (a key written twice, or spelled with escapes) once, with a hook that finds out.
         hook = _once if _may_repeat_a_key(body) else None
-        document = _loads(body, hook)
+        document = loads_answer(body, hook)
     except (ValueError, RecursionError, _RepeatedKey):
         return None
     if not isinstance(document, dict):
@@ -320,7 +294,7 @@ class CCVClient:
                     return Outcome.OK, word, None, None
                 if not isinstance(answered, str):
                     # Not the documented shape: dropped, and said; the status still holds.
-                    dropped.append((order_id, _json_type(answered)))
+                    dropped.append((order_id, json_type(answered)))
                     return Outcome.OK, word, None, None
                 if reference_problem(answered) is not None:
                     # Text no database, log or URL holds fails this order alone; its

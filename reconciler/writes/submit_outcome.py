@@ -20,6 +20,7 @@ from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, validate_ccv_id
 from reconciler.store import Store
 from reconciler.store import submissions as subs
+from reconciler.strict_json import loads_answer
 from reconciler.writes.ccv_http import Answer
 
 log = logging.getLogger("reconciler.writes.submit")
@@ -54,7 +55,9 @@ def json_result(
 def order_id_from(answer: bytes, names: Sequence[str]) -> str | None:
     """Return the new order's id from CCV's success answer (the field is not documented)."""
     try:
-        document = json.loads(answer)
+        # Read as a status answer is: a field CCV may add holding a long integer must not hide
+        # the order id (the order would be made but not followed).
+        document = loads_answer(answer)
     except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict):

@@ -130,3 +130,24 @@ async def test_a_key_ccv_echoes_percent_encoded_is_masked_in_the_answer_passed_b
         "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="echo-2")
     )
     assert (status, document) == (400, {"message": "bad key *** or ***"})
+
+
+async def test_a_success_answer_holding_a_long_integer_beside_its_order_id_is_followed(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    # Legal JSON past int()'s 4,300 digits, in a field reconciler does not read: the order id
+    # beside it is read as a status answer's would be, not lost (the order made but unfollowed).
+    long_integer = "7" * 5000
+    answer = b'{"orderId": "CCV-77", "total": ' + long_integer.encode() + b"}"
+    fake.submit_replies = [Reply(201, answer, "application/json")]
+    async with api.http.request(
+        "POST",
+        api.url + "/api/v1/ccv/orders",
+        json=submit_body(externalReference="long-1"),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as response:
+        assert (response.status, await response.read()) == (201, answer)
+        assert response.headers["Reconciler-Order-Id"] == "CCV-77"
+    assert api.submission("long-1") == ("succeeded", "CCV-77")
+    assert api.rows("SELECT order_id, external_reference FROM orders") == [("CCV-77", "long-1")]
+    assert api.rows("SELECT type FROM events") == []
