@@ -65,9 +65,20 @@ _UNKNOWN_ORDER = re.compile(
 # ... and never says to come back: `order not found in cache, retry later` is not an answer.
 _TEMPORARY = re.compile(r"retry|try\s+again|later|temporar|busy|timeout|timed\s+out|cache", re.I)
 # An error_message about our credentials must stop retries, not look like an outage; one that
-# says the service is down is an outage, whatever else it names (`login server upgrade`).
+# says the service is down is an outage, whatever else it names (`login server upgrade`). Wide
+# on purpose: a poll taken for an outage is only retried, one taken for bad credentials stops.
 _AUTH_WORDS = re.compile(r"password|login|auth|client[\s_-]?id", re.IGNORECASE)
 _OUTAGE_WORDS = re.compile(r"maintenance|\bdown\b|offline|unavailable|outage", re.I)
+# What says CCNow itself is down, for an action's post: phrases, not words. A bare `down` or
+# `unavailable` is as likely about the command (`Discount unavailable for this order`, `price
+# marked down already`), and a line taken for an outage decides nothing however long it comes.
+_DOWN = re.compile(
+    r"maintenance|\boutage\b|(?:temporarily|service|system|server)\s+unavailable"
+    r"|\b(?:try|retry)\s+(?:again\s+)?later\b"
+    r"|\b(?:is|are|system|server|service|site)\s+(?:currently\s+|temporarily\s+)?"
+    r"(?:down|offline)\b",
+    re.I,
+)
 _ERROR_MESSAGE = "error_message"
 NO_PENDING_ORDERS = "no_pending_orders"
 
@@ -170,8 +181,9 @@ def refusal_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
 
 def says_down(line: str) -> bool:
     """Whether an error line says CCNow is down (`system down for maintenance`, the document's
-    example): such a line decides nothing, it only tells time that does not count."""
-    return _OUTAGE_WORDS.search(line) is not None
+    example; `Service Unavailable`, `try again later`): such a line decides nothing, whatever
+    field it names, and starts no day (writes/ccnow_outcome.py bounds it otherwise)."""
+    return _DOWN.search(line) is not None
 
 
 def answered_orders(body: bytes) -> bool:
@@ -257,9 +269,8 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
 def is_complete(reply: Reply) -> bool:
     """Whether an answer arrived whole: one whose Content-Length it matched did (aiohttp
     raises on one that ends short), and any other 200 body ends with a line end, as every line
-    does; or, chunked, its last line ends with a documented status word or is `message
-    no_pending_orders` (a CGI behind a web server is chunked, and the document does not promise
-    a final line end).
+    does; or, chunked, its last line reads as a whole line (`_reads_whole`: a CGI behind a web
+    server is chunked, and the document does not promise a final line end).
 
     A connection closed mid-answer leaves the last line cut, and a cut word (`pend`) would
     read as a status; so does a CGI that dies mid-line behind a web server, which still ends
@@ -273,11 +284,7 @@ def is_complete(reply: Reply) -> bool:
     if _is_page(text):
         return True
     if reply.chunked:
-        last = _LINE_END.split(text)[-1].strip(_SPACE)
-        words = _BLANKS.split(last)
-        if last.lower() == f"message {NO_PENDING_ORDERS}" or (
-            len(words) > 1 and words[-1].lower() in _DOCUMENTED
-        ):
+        if _reads_whole(_LINE_END.split(text)[-1].strip(_SPACE)):
             return True
         # Not a connection lost (the web server ended the chunks): the program behind it
         # stopped mid-line, or wrote a line no status word ends.
@@ -286,6 +293,27 @@ def is_complete(reply: Reply) -> bool:
             extra={"fields": {"framing": "chunked", "reason": "last line cut: no line end"}},
         )
     return False
+
+
+def _reads_whole(line: str) -> bool:
+    """Whether a last line without its line end reads as the line reader reads a whole one: an
+    `error_message` line (the whole answer's or an order's: whatever its words, an error), an
+    order line whose status is a documented word (data columns after it change nothing), or
+    `message no_pending_orders`. A cut word (`pend`, `error_mess`) is none of them; neither is a
+    status the document does not list, which may be the start of a longer one."""
+    if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
+        return True
+    first, *more = _BLANKS.split(line, maxsplit=1)
+    rest = more[0] if more else ""
+    if first.lower() == "message":
+        return rest.lower() == NO_PENDING_ORDERS
+    order_id = ccnow_id(first)
+    if order_id is None or not rest:
+        return False
+    if _BLANKS.split(rest, maxsplit=1)[0].lower() == _ERROR_MESSAGE:
+        return True
+    order, _ = _order_line(order_id, rest, ())
+    return order.status is not None and order.status in _DOCUMENTED.values()
 
 
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:

@@ -25,7 +25,7 @@ Action = Literal["ship", "cancel", "track", "adjust"]
 _COLUMNS = (
     "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "
     "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since, "
-    "maybe_reached_at"
+    "maybe_reached_at, held_since"
 )
 
 
@@ -68,6 +68,9 @@ class Command:
     # The first post that may have reached CCNow with the order: its answer lost or not
     # settling the order, or its process stopped while it was out. None: no post did.
     maybe_reached_at: float | None
+    # The first of the answers in a row that settled nothing about it, as `unsettled_since`,
+    # but a line saying CCNow is down does not start it again. None: not such an answer.
+    held_since: float | None
 
 
 def _row(r: Sequence[object]) -> Command:
@@ -250,11 +253,11 @@ async def requeue(
 ) -> None:
     """Put commands whose post failed with no answer of CCNow's about them back in the queue
     for a later attempt; `reached_at`: the post may have reached CCNow (None: it surely did
-    not). Such a failure (a maintenance, a lost answer, a stop) starts their day again."""
+    not). Such a failure (a lost answer, a post turned away, a stop) starts their day again."""
     async with store.transaction():
         await requeue_within(
             store,
-            [(i, why, None) for i in ids],
+            [(i, why, None, None) for i in ids],
             next_attempt_at=next_attempt_at,
             reached_at=reached_at,
         )
@@ -262,19 +265,20 @@ async def requeue(
 
 async def requeue_within(
     store: Store,
-    rows: Sequence[tuple[int, str, float | None]],
+    rows: Sequence[tuple[int, str, float | None, float | None]],
     *,
     next_attempt_at: float,
     reached_at: float | None = None,
 ) -> None:
     """Queue commands again inside the caller's transaction, each (id, answer kept, the start
-    of its day of answers that did not settle it, None: none); `reached_at`: the post may have
-    reached CCNow with them (the first such post is kept)."""
+    of its day of answers that did not settle it, and of those with the lines saying CCNow is
+    down; None: none); `reached_at`: the post may have reached CCNow with them (the first such
+    post is kept)."""
     await store.conn.executemany(
         "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ?, "
-        "unsettled_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?) "
+        "unsettled_since = ?, held_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?) "
         "WHERE id = ? AND state IN ('queued', 'sending')",
-        [(next_attempt_at, why, since, reached_at, i) for i, why, since in rows],
+        [(next_attempt_at, why, since, held, reached_at, i) for i, why, since, held in rows],
     )
 
 

@@ -255,6 +255,13 @@ MIGRATIONS: list[str] = [
     # 19: when the request whose answer an order's row holds was sent: an answer asked before
     # it changes nothing (diff.stale). Rows of older stores have none, and take their next answer
     "ALTER TABLE orders ADD COLUMN asked_at REAL",
+    # 20: when CCNow's answers that settle nothing about a command began, lines saying CCNow is
+    # down included (which start its day again): three days later it is uncertain
+    # (writes/ccnow_outcome.py). A command in its day at the upgrade has had them since then
+    """
+    ALTER TABLE commands ADD COLUMN held_since REAL;
+    UPDATE commands SET held_since = unsettled_since WHERE state = 'queued'
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -5,8 +5,9 @@ applied to the snapshot in the transaction that closes it (`pending -> mark_ship
 `via: "action"`). An `error_message` line naming a command's field (`x_amount_1 exceeds order
 total`) refuses that command. Any other answer that does not settle a command (a post refused
 in words naming no field of it, no line for its order) leaves it queued, sent alone from then
-on, whatever the words; after a day of only such answers a ship or cancel whose order's status
-shows it took is done, any other is `uncertain` for a person, never `refused`. An answer lost
+on, whatever the words; after a day of only such answers (three days, with lines saying CCNow
+is down between them) a ship or cancel whose order's status shows it took is done, any other
+is `uncertain` for a person, never `refused`. An answer lost
 or that may have come after CCNow ran the post sends `ship`, `cancel` and `track` again; an
 `adjust` never is (it would discount twice): it becomes `uncertain`, with
 `order.action_uncertain`, for `reconciler ccnow resolve`.
@@ -230,11 +231,10 @@ class ActionSender:
             if rest and exc.whole is None:
                 why = f"the post was refused for another command: {exc}"
                 await self._requeue(cfg, rest, why, tally, delay=0.0)
-            elif rest and exc.whole is not None and exc.down:
-                await self._requeue(cfg, rest, exc.whole, tally)  # a maintenance: no day
             elif rest and exc.whole is not None:
-                # Words naming none of their fields decide nothing: sent again, alone.
-                await self._close(cfg, rest, {}, tally, None, refusal=exc.whole)
+                # Words naming none of their fields decide nothing: sent again (alone, unless
+                # they say CCNow is down: no day then, but a bound all the same).
+                await self._close(cfg, rest, {}, tally, None, refusal=exc.whole, down=exc.down)
             return
         except SourceError as exc:
             # Turned away before it ran (a rate limit, a login wall, a wrong url).
@@ -255,8 +255,8 @@ class ActionSender:
         delay: float | None = None,
     ) -> None:
         """Queue a batch again after a failure that is no answer about its commands (their
-        day starts again), due after `delay` (by default: doubling per attempt); `lost`: its
-        answer was lost, so the post may have reached CCNow."""
+        day and its three-day bound start again), due after `delay` (by default: doubling per
+        attempt); `lost`: its answer was lost, so the post may have reached CCNow."""
         now, ids = self.clock(), [c.id for c in batch]
         delay = _retry_delay(batch) if delay is None else delay
         at = now if lost else None
@@ -275,11 +275,13 @@ class ActionSender:
         tally: Tally,
         asked: float | None,
         refusal: str | None = None,
+        down: bool = False,
     ) -> None:
         """Close a batch by CCNow's answer lines, or by a `refusal` of the whole post in words
-        naming no field of its commands (which settles none of them)."""
+        naming no field of its commands (which settles none of them; `down`: saying CCNow is
+        down)."""
         closes: list[tuple[int, cmds.State, str]] = []
-        again: list[tuple[int, str, float | None]] = []
+        again: list[tuple[int, str, float | None, float | None]] = []
         observations: list[Observation] = []
         for c in batch:
             line = lines.get(c.order_id)
@@ -289,11 +291,12 @@ class ActionSender:
             async def read(order_id: str = c.order_id) -> Observation | None:
                 return await self._status(cfg, order_id)
 
-            state, words, status, when, since = await settle(
-                c, *said, status, asked, whole=refusal is not None, now=self.clock(), read=read
+            whole, now = refusal is not None, self.clock()
+            state, words, status, when, since, held = await settle(
+                c, *said, status, asked, whole=whole, now=now, read=read, down=down
             )
             if state == "queued":
-                again.append((c.id, words, since))
+                again.append((c.id, words, since, held))
             else:
                 closes.append((c.id, state, words))
             if status is not None:
@@ -329,7 +332,7 @@ class ActionSender:
         self,
         batch: list[cmds.Command],
         closes: list[tuple[int, cmds.State, str]],
-        again: list[tuple[int, str, float | None]],
+        again: list[tuple[int, str, float | None, float | None]],
         observations: list[Observation],
         retry_at: float,
         reached_at: float | None,

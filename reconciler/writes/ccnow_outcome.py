@@ -23,6 +23,9 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # How long a command is sent again while CCNow's answers do not settle its order (no line for
 # it, a post refused in words naming no field of it), and nothing else: then a person decides.
 UNSETTLED_FOR_S = 86400.0
+# How long answers that settle nothing can keep a command queued in all, lines saying CCNow is
+# down included (they start no day, so a refusal taken for one would keep it for ever).
+HELD_FOR_S = 3 * 86400.0
 # A command sent this long after it was due: nothing ran to send it (the daemon was stopped).
 LATE_S = 3600.0
 
@@ -206,6 +209,14 @@ def day_began(c: cmds.Command, now: float) -> float:
     return c.unsettled_since
 
 
+def held_began(c: cmds.Command, now: float) -> float:
+    """When a command's answers that settle nothing began, counting one at `now`: as its day
+    (`day_began`), but a line saying CCNow is down does not start it again."""
+    if c.held_since is None or now - c.next_attempt_at > LATE_S:
+        return now
+    return c.held_since
+
+
 def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
     """Return how CCNow's answer line for a command's order closes it, and the words kept:
     `queued` again when the answer does not settle the order (sent again later)."""
@@ -226,13 +237,15 @@ def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
 
 class Settled(NamedTuple):
     """How an answer leaves a command: its state and words, its order's status and when that
-    was asked (None: not known), and the start of its day for one left queued."""
+    was asked (None: not known), and for one left queued the start of its day and of its
+    answers that settle nothing (`held`)."""
 
     state: cmds.State
     words: str
     status: str | None
     asked: float | None
     since: float | None
+    held: float | None = None
 
 
 async def settle(
@@ -245,47 +258,53 @@ async def settle(
     whole: bool,
     now: float,
     read: Callable[[], Awaitable[Observation | None]],
+    down: bool = False,
 ) -> Settled:
     """How an answer leaves a command, given what it says of it (`queued`: it did not settle
-    it; `whole`: a post refused in words naming no field of it) and its order's status as
-    asked then. A ship or cancel whose order's status (`read` once; Stopping: not read) shows
-    it took is done; one left queued after a day of answers that did not settle it is
+    it; `whole`: a post refused in words naming no field of it; `down`: in words saying CCNow
+    is down) and its order's status as asked then. A ship or cancel whose order's status
+    (`read` once; Stopping: not read) shows it took is done; one left queued after a day of
+    answers that did not settle it, or three days of those and lines saying CCNow is down, is
     `uncertain`, never `refused`."""
     unsettled = state == "queued"
-    since = day_began(c, now) if unsettled else c.unsettled_since
-    a_day = unsettled and now - day_began(c, now) >= UNSETTLED_FOR_S
+    since = (None if down else day_began(c, now)) if unsettled else c.unsettled_since
+    held = held_began(c, now) if unsettled else c.held_since
+    a_day = unsettled and not down and now - day_began(c, now) >= UNSETTLED_FOR_S
+    held_long = unsettled and now - held_began(c, now) >= HELD_FOR_S
     # An answer without the order's line may follow CCNow running it: the status is read at
     # once. A post refused as a whole ran nothing: the status is read before the command ends.
-    now_read = (unsettled and (not whole or a_day)) or (state == "refused" and c.attempts > 0)
+    ends = a_day or held_long
+    now_read = (unsettled and (not whole or ends)) or (state == "refused" and c.attempts > 0)
     if c.action in TAKEN and now_read:
         try:
             found = await read()
         except Stopping:
             # Not read for the stop: the next start sends it again and reads it.
-            return Settled("queued", words, status, asked, since)
+            return Settled("queued", words, status, asked, since, held)
         if found is not None:
             status, asked = found.status, found.asked
         if status is not None and took(c.action, status):
             return Settled(
                 "succeeded", f"{status} ({taken_how(c, unsettled)})", status, asked, None
             )
-    if a_day:
+    if ends:
         # Not sent for ever, nor called refused when CCNow may have run it: a person decides.
-        return Settled("uncertain", f"{words} (for a day)", status, asked, None)
-    return Settled(state, words, status, asked, since)
+        span = "3 days" if held_long else "a day"
+        return Settled("uncertain", f"{words} (for {span})", status, asked, None)
+    return Settled(state, words, status, asked, since, held)
 
 
 def log_closed(
     account: str,
     batch: Sequence[cmds.Command],
     closes: Sequence[tuple[int, cmds.State, str]],
-    again: Sequence[tuple[int, str, float | None]],
+    again: Sequence[tuple[int, str, float | None, float | None]],
     retry_in_s: float,
     tally: Tally,
 ) -> None:
     """Log and count how an answer left each command of a batch: closed, or queued again."""
     by_id = {c.id: c for c in batch}
-    for i, state, said in [*closes, *((i, "queued", said) for i, said, _ in again)]:
+    for i, state, said in [*closes, *((i, "queued", said) for i, said, _, _ in again)]:
         tally.count(state)
         c = by_id[i]
         about = {"account": account, "order_id": c.order_id, "action": c.action, "command_id": i}

@@ -53,9 +53,9 @@ _ATTRIBUTE = {"orderid": "order_id"}
 class Refused(Exception):
     """CCNow answered the post with `error_message` lines alone: nothing of it was applied.
     `words`: command id -> the line naming one of its fields (refused: the same command would
-    be refused again); `whole`: the first line naming no field, which decides the other
-    commands by no words of it (None: every line names a field); `down`: a line naming no
-    field says CCNow is down (maintenance), time that does not count."""
+    be refused again); `whole`: the first line naming no field or saying CCNow is down, which
+    decides the other commands by no words of it (None: every line names a field); `down`: a
+    line says CCNow is down (maintenance): no day starts (three days at most, ccnow_outcome)."""
 
     def __init__(self, words: dict[int, str], whole: str | None, down: bool) -> None:
         super().__init__(whole or next(iter(words.values())))
@@ -143,11 +143,16 @@ async def post_batch(
 
 
 def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:
-    """Sort an answer's `error_message` lines: a line naming a field refuses the commands it
-    names, whatever else it says (checked first); the lines naming none decide nothing."""
+    """Sort an answer's `error_message` lines: a line saying CCNow is down decides nothing,
+    whatever field it names (checked first: `system down for maintenance: x_action unavailable
+    until 10:00` is no refusal of every command for good); any other line naming a field
+    refuses the commands it names; the lines naming none decide nothing."""
     words: dict[int, str] = {}
     unnamed: list[str] = []
     for line in lines:
+        if says_down(line):
+            unnamed.append(line)
+            continue
         named = [c for m in _FIELD.finditer(line) for c in _named_by(m, batch)]
         for c in named:
             words.setdefault(c.id, line)

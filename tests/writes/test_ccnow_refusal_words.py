@@ -1,5 +1,6 @@
 """What decides a CCNow action CCNow answers with `error_message` lines alone (i1): a line naming
-a command's field refuses that command whatever else it says; words naming no field decide
+a command's field refuses that command whatever else it says (unless it says CCNow is down:
+test_ccnow_down_words.py); words naming no field decide
 nothing: the command is sent again, alone, and a day of only such answers makes it `uncertain`
 (a ship or cancel whose order took is done), never `refused`; a maintenance or a stretch when
 nothing ran does not count. Also a chunked answer without a final line end, and a stop. Against
@@ -40,7 +41,10 @@ MAINTENANCE = Reply(200, "error_message system down for maintenance\n")
         ("add-tracking", "error_message x_trackname_1 unknown tracking service"),
         ("adjust", "error_message Internal server error while processing x_amount_1"),
         ("adjust", "error_message X_AMOUNT_1 exceeds order total"),
-        ("add-tracking", "error_message x_tracknumber_1 cannot be checked now, try again later"),
+        (
+            "add-tracking",
+            "error_message x_tracknumber_1 cannot be checked: unavailable for this carrier",
+        ),
     ],
 )
 async def test_a_line_naming_a_field_refuses_its_command_whatever_else_it_says(
