@@ -90,9 +90,9 @@ class Runtime:
             # (`status` says SENDING), whichever writer it is (the daemon, `catch-up`,
             # `replay`, the `ccnow` and `ccv submit` command lines).
             if await self.interrupted_writes():  # else the writes are not even loaded
-                from .writes.interrupted import settle_interrupted_writes
+                from .writes.interrupted import settle_interrupted
 
-                await settle_interrupted_writes(self)
+                await settle_interrupted(self.store, on_commit=self.delivery.committed)
         except BaseException:
             await opened.aclose()
             raise

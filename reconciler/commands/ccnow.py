@@ -11,7 +11,7 @@ from .orders import settling_account
 
 async def ccnow_command(config: Config, args: argparse.Namespace) -> int:
     """Send (or settle by hand) CCNow order actions for one account."""
-    from ..writes.ccnow_cli import action_command, resolve_command
+    from .ccnow_actions import action_command, resolve_command
 
     if args.ccnow_command == "resolve":
         account = await settling_account(config, "ccnow", args.account)

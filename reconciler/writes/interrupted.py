@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
 
-if TYPE_CHECKING:
-    from reconciler.runtime import Runtime
-
-
-async def settle_interrupted_writes(rt: Runtime) -> int:
-    """Settle the writes a stopped process left `sending`, with their events; return how many.
-    Every writer's Runtime calls it at its start (the daemon, `catch-up`, `replay`, `ccnow`,
-    `ccv submit`; `track` with a reference calls `settle_interrupted`): a host that only runs
-    catch-ups hears of them too."""
-    return await settle_interrupted(rt.store, on_commit=rt.delivery.committed)
-
 
 async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = lambda: None) -> int:
-    """Settle the writes a stopped process left `sending`; return how many. Whether the
+    """Settle the writes a stopped process left `sending`; return how many. Every writer's
+    Runtime calls it at its start (the daemon, `catch-up`, `replay`, `ccnow`, `ccv submit`),
+    so a host that only runs catch-ups hears of them too. Whether the
     provider got them is unknown: a CCV submit and a CCNow `adjust` become uncertain (never
     sent again), another CCNow action is queued again. The caller holds the writer lock, so no
     other process is sending them. Asks no provider: `track`, which holds no credentials,
