@@ -75,8 +75,8 @@ _OUTAGE_WORDS = re.compile(r"maintenance|\bdown\b|offline|unavailable|outage", r
 _DOWN = re.compile(
     r"maintenance|\boutage\b|(?:temporarily|service|system|server)\s+unavailable"
     r"|\b(?:try|retry)\s+(?:again\s+)?later\b"
-    r"|\b(?:is|are|system|server|service|site)\s+(?:currently\s+|temporarily\s+)?"
-    r"(?:down|offline)\b",
+    r"|\b(?:ccnow|system|server|service|site|database)\s+(?:is\s+|are\s+)?"
+    r"(?:currently\s+|temporarily\s+)?(?:down|offline)\b",
     re.I,
 )
 _ERROR_MESSAGE = "error_message"
@@ -297,12 +297,14 @@ def is_complete(reply: Reply) -> bool:
 
 def _reads_whole(line: str) -> bool:
     """Whether a last line without its line end reads as the line reader reads a whole one: an
-    `error_message` line (the whole answer's or an order's: whatever its words, an error), an
     order line whose status is a documented word (data columns after it change nothing), or
-    `message no_pending_orders`. A cut word (`pend`, `error_mess`) is none of them; neither is a
-    status the document does not list, which may be the start of a longer one."""
+    `message no_pending_orders`. A cut word (`pend`) is neither; nor is a status the document
+    does not list, which may be the start of a longer one; nor an `error_message` line, whose
+    words decide (`x_orderid_12 is not pending` cut to `x_orderid_1` would refuse another
+    command, `... down for maintenance` cut before `maintenance` would refuse its own): an
+    answer of error lines applied nothing, so posting it again is safe."""
     if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
-        return True
+        return False
     first, *more = _BLANKS.split(line, maxsplit=1)
     rest = more[0] if more else ""
     if first.lower() == "message":
@@ -311,7 +313,7 @@ def _reads_whole(line: str) -> bool:
     if order_id is None or not rest:
         return False
     if _BLANKS.split(rest, maxsplit=1)[0].lower() == _ERROR_MESSAGE:
-        return True
+        return False
     order, _ = _order_line(order_id, rest, ())
     return order.status is not None and order.status in _DOCUMENTED.values()
 

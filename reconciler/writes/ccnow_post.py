@@ -149,16 +149,19 @@ def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:
     refuses the commands it names; the lines naming none decide nothing."""
     words: dict[int, str] = {}
     unnamed: list[str] = []
+    down: list[str] = []
     for line in lines:
         if says_down(line):
-            unnamed.append(line)
+            down.append(line)
             continue
         named = [c for m in _FIELD.finditer(line) for c in _named_by(m, batch)]
         for c in named:
             words.setdefault(c.id, line)
         if not named:
             unnamed.append(line)
-    return Refused(words, next(iter(unnamed), None), any(map(says_down, unnamed)))
+    # A line that decides (a refusal naming no field) is the answer kept; the post is taken
+    # for an outage only when every line naming no field says CCNow is down.
+    return Refused(words, next(iter(unnamed + down), None), bool(down) and not unnamed)
 
 
 def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.Command]:

@@ -17,7 +17,7 @@ import pytest
 
 from reconciler.config import CCNowConfig, load_config
 from reconciler.reconcile import Reconciler
-from reconciler.sources.ccnow_answer import is_complete
+from reconciler.sources.ccnow_answer import is_complete, says_down
 from reconciler.sources.http import Reply as HTTPReply
 from reconciler.store import Store
 from reconciler.store import commands as cmds
@@ -217,10 +217,8 @@ async def test_a_line_saying_ccnow_is_down_refuses_nothing_whatever_field_it_nam
 @pytest.mark.parametrize(
     ("action", "body", "answer"),
     [
-        ("adjust", "error_message x_amount_1 exceeds order total", "refused"),
-        ("ship", "error_message x_notes_1 too long", "refused"),
         ("ship", f"{A} mark_shipped\t2026-11-30", "succeeded"),
-        ("add-tracking", f"{A} error_message unknown order", "refused"),
+        ("cancel", f"{A} canceled", "succeeded"),
     ],
 )
 async def test_a_chunked_answer_whose_last_line_reads_whole_is_taken_at_once(
@@ -243,9 +241,13 @@ async def test_a_chunked_answer_whose_last_line_reads_whole_is_taken_at_once(
         (f"{A} pending", True),
         (f"{A} MARK_SHIPPED 2026-11-30", True),
         (f"{A} mark_shipped\t2026-11-30\tUPS", True),
-        (f"{A} error_message unknown order", True),
-        ("error_message x_amount_1 exceeds order total", True),
         ("message no_pending_orders", True),
+        # An error line's words decide: cut, `x_orderid_12` reads `x_orderid_1` (another
+        # command refused), `... down for maintenance` reads as a refusal. Posted again: an
+        # answer of error lines applied nothing.
+        (f"{A} error_message unknown order", False),
+        ("error_message x_amount_1 exceeds order total", False),
+        ("error_message x_orderid_1", False),
         (f"{A} pend", False),
         (f"{A} mark_shi", False),
         (f"{A} on hol", False),
@@ -261,3 +263,33 @@ def test_a_chunked_answer_s_last_line_is_whole_when_the_line_reader_reads_it_who
     body = f"{B} pending\n{last}".encode()
     reply = HTTPReply(200, body, "text/plain", 0.0, framed=False, chunked=True)
     assert is_complete(reply) is whole
+
+
+async def test_a_chunked_error_line_without_its_line_end_refuses_nothing(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # `error_message x_orderid_12 is not pending` cut to `error_message x_orderid_1` refused
+    # command 1 for good; an answer of error lines applied nothing, so it is posted again.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    fake_ccnow.script = [Reply(200, "error_message x_orderid_1", chunked=True)]
+    result = await ccnow(cfg, "ship", A)
+    assert result.code == 0, result.stdout + result.stderr
+    assert [state for _, state, _ in commands(tmp_path)] == ["succeeded"]
+    assert "ccnow.answer_cut" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "down"),
+    [
+        ("error_message system down for maintenance", True),
+        ("error_message CCNow is temporarily offline", True),
+        ("error_message Service Unavailable", True),
+        ("error_message x_tracknumber_1 cannot be checked now, try again later", True),
+        ("error_message Order is down to zero", False),
+        ("error_message price is down already", False),
+        ("error_message Discount unavailable for this order", False),
+    ],
+)
+def test_only_a_phrase_about_ccnow_itself_says_it_is_down(line: str, down: bool) -> None:
+    assert says_down(line) is down
