@@ -309,15 +309,7 @@ class Daemon:
         )
         # Also without a CCNow account: the API settles by a person's word the uncertain
         # actions of an account the config no longer names.
-        self.actions = ActionSender(
-            self.rt.store,
-            self.rt.session,
-            self.rt.reconciler,
-            self.config.ccnow,
-            on_commit=self.rt.delivery.committed,
-            in_flight=self.writes,
-            gates=self.rt.gates,
-        )
+        self.actions = self.rt.action_sender(self.writes)
         if api is None:
             return
         self.api_reader = await Store.open(self.config.store_path, readonly=True)

@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -21,6 +22,10 @@ from .store import commands as cmds
 from .store import submissions as subs
 from .store.health import file_size
 from .store.retention import make_space_returnable, prune
+
+if TYPE_CHECKING:
+    from .writes.ccnow_actions import ActionSender
+    from .writes.in_flight import InFlight
 
 # Room in the providers' pool past the accounts' bounds: a connection is let go a moment after
 # the gate it was sent under (aiohttp ends a request's body writer first).
@@ -98,6 +103,22 @@ class Runtime:
             raise
         self._opened = opened
         return self
+
+    def action_sender(self, in_flight: InFlight | None = None) -> ActionSender:
+        """The CCNow action sender of this writer: its store, session, reconciler, delivery
+        and the accounts' request bounds (`in_flight`: the daemon's writes, let end at a
+        stop)."""
+        from .writes.ccnow_actions import ActionSender
+
+        return ActionSender(
+            self.store,
+            self.session,
+            self.reconciler,
+            self.config.ccnow,
+            on_commit=self.delivery.committed,
+            in_flight=in_flight,
+            gates=self.gates,
+        )
 
     async def interrupted_writes(self) -> bool:
         """Whether a stopped process left writes `sending` (writes/interrupted.py settles them;

@@ -24,7 +24,6 @@ from reconciler.store import Store, StoreError
 from reconciler.store import commands as cmds
 from reconciler.terminal import shown
 from reconciler.writes.ccnow_actions import (
-    ActionSender,
     BadAction,
     Tally,
     build,
@@ -74,14 +73,7 @@ async def action_command(
         return await _dry_run(config, cfg, new)
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            sender = ActionSender(
-                rt.store,
-                rt.session,
-                rt.reconciler,
-                config.ccnow,
-                on_commit=rt.delivery.committed,
-                gates=rt.gates,
-            )
+            sender = rt.action_sender()
             try:
                 taken = await sender.take(new)
             except BadAction as exc:
@@ -194,14 +186,7 @@ async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bo
     settled: list[tuple[str, str, object]]  # (order id, action, command id)
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            sender = ActionSender(
-                rt.store,
-                rt.session,
-                rt.reconciler,
-                config.ccnow,
-                on_commit=rt.delivery.committed,
-                gates=rt.gates,
-            )
+            sender = rt.action_sender()
             found = await sender.resolve(account, order_id, sent=sent)
             settled = [(c.order_id, c.action, c.id) for c in found]
             await rt.delivery.drain(DELIVER_TIMEOUT_S)

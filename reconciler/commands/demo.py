@@ -40,7 +40,7 @@ from ..notify import notification_url
 from ..runtime import Runtime
 from ..sandbox import Sandbox, SandboxOptions
 from ..systemd import Notifier
-from ..writes.ccnow_actions import ActionSender, build
+from ..writes.ccnow_actions import build
 from .demo_submit import SUBMITS, DemoIntegrator, submit_delays
 
 DEMO_SHIP_EVERY_S = 1.0
@@ -225,14 +225,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -
 async def ship_some(sandbox: Sandbox, rt: Runtime, config: Config) -> None:
     """Ship a few pending CCNow orders as `reconciler ccnow ship` does, once a pass has seen
     them pending: their `pending -> mark_shipped` comes `via action`."""
-    sender = ActionSender(
-        rt.store,
-        rt.session,
-        rt.reconciler,
-        config.ccnow,
-        on_commit=rt.delivery.committed,
-        gates=rt.gates,
-    )
+    sender = rt.action_sender()
     shipped = 0
     while shipped < DEMO_SHIPMENTS:
         await asyncio.sleep(DEMO_SHIP_EVERY_S)
