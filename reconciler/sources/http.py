@@ -127,16 +127,14 @@ def is_chunked(resp: aiohttp.ClientResponse) -> bool:
     return "chunked" in resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
 
 
-def is_framed(resp: aiohttp.ClientResponse) -> bool:
-    """Whether a response's body is as long as its Content-Length says (chunking, which
-    overrides a Content-Length, says nothing of whether what was sent was whole)."""
-    return not is_chunked(resp) and resp.content_length is not None
-
-
 def reply_of(resp: aiohttp.ClientResponse, body: bytes, sent_at: float) -> Reply:
     """Return a response's Reply, with how its body was framed."""
     content_type = resp.headers.get(hdrs.CONTENT_TYPE, "")
-    return Reply(resp.status, body, content_type, sent_at, is_framed(resp), is_chunked(resp))
+    chunked = is_chunked(resp)
+    # Framed: as long as its Content-Length says (chunking, which overrides a Content-Length,
+    # says nothing of whether what was sent was whole).
+    framed = not chunked and resp.content_length is not None
+    return Reply(resp.status, body, content_type, sent_at, framed, chunked)
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:

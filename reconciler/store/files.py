@@ -76,6 +76,8 @@ class WriterLock:
         try:
             # A read lock conflicts with the writer's write lock, and needs only read access.
             return _fcntl_lock(fd, _GETLK, fcntl.F_RDLCK) != fcntl.F_UNLCK
+        except OSError:
+            return True  # cannot be asked (ENOLCK on NFS): taken as held, as an unreadable file
         finally:
             os.close(fd)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ..logs import fields
 from ..model import unwatched
 from .db import Store
+from .sql import marks
 
 log = logging.getLogger("reconciler.retention")
 
@@ -257,7 +258,7 @@ async def _prune_settled_orders(
             ]
             if gone:
                 await store.conn.execute(
-                    f"DELETE FROM orders WHERE id IN ({', '.join('?' * len(gone))})", gone
+                    f"DELETE FROM orders WHERE id IN ({marks(len(gone))})", gone
                 )
                 store.orders.drop_pages()
         deleted += len(gone)

@@ -64,13 +64,9 @@ class Sources:
         async with self._conn.execute(sql) as cur:
             return [_state(r[0], r[1], r[2:]) for r in await cur.fetchall()]
 
-    async def remember_reference(self, account: str, reference: str, now: float) -> None:
-        """Keep an external reference that a notification named before it was tracked."""
-        async with self._store.transaction():
-            await self.remember_within(account, reference, now)
-
     async def remember_within(self, account: str, reference: str, now: float) -> None:
-        """`remember_reference` inside the caller's transaction."""
+        """Keep an external reference that a notification named before it was tracked,
+        inside the caller's transaction."""
         await self._conn.execute(
             "INSERT OR REPLACE INTO pending_references (account, external_reference, "
             "received_at) VALUES (?, ?, ?)",

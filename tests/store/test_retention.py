@@ -366,8 +366,9 @@ async def test_references_remembered_past_remember_ref_are_pruned(tmp_path: Path
     now = 1_800_000_000.0
     store = await Store.open(tmp_path / "r.db")
     try:
-        for reference, age_s in (("old-1", 8 * 86400), ("old-2", 30 * 86400), ("new", 3600)):
-            await store.sources.remember_reference("default", reference, now - age_s)
+        async with store.transaction():
+            for reference, age_s in (("old-1", 8 * 86400), ("old-2", 30 * 86400), ("new", 3600)):
+                await store.sources.remember_within("default", reference, now - age_s)
         report = await prune(
             store,
             sinks=["log"],
