@@ -43,7 +43,6 @@ from .store import Store, StoreError
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender
 from .writes.in_flight import InFlight, stop_bound
-from .writes.submit import Submitter
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -296,17 +295,7 @@ class Daemon:
         """Make the writers (CCV submits and prices, CCNow actions), then serve `[api]` when
         configured. The writes a stopped process left open are settled before: Runtime's start."""
         api = self.config.api
-        submitter = Submitter(
-            self.rt.store,
-            self.rt.session,
-            accounts=self.config.ccv,
-            receiver=self.config.receiver,
-            order_id_fields=api.ccv_order_id_fields if api is not None else ("orderId", "id"),
-            on_commit=self.rt.delivery.committed,
-            gate=self.rt.reconciler.hints,
-            in_flight=self.writes,
-            gates=self.rt.gates,
-        )
+        submitter = self.rt.submitter(self.writes, give_way=True)
         # Also without a CCNow account: the API settles by a person's word the uncertain
         # actions of an account the config no longer names.
         self.actions = self.rt.action_sender(self.writes)

@@ -26,6 +26,7 @@ from .store.retention import make_space_returnable, prune
 if TYPE_CHECKING:
     from .writes.ccnow_actions import ActionSender
     from .writes.in_flight import InFlight
+    from .writes.submit import Submitter
 
 # Room in the providers' pool past the accounts' bounds: a connection is let go a moment after
 # the gate it was sent under (aiohttp ends a request's body writer first).
@@ -116,6 +117,25 @@ class Runtime:
             self.reconciler,
             self.config.ccnow,
             on_commit=self.delivery.committed,
+            in_flight=in_flight,
+            gates=self.gates,
+        )
+
+    def submitter(self, in_flight: InFlight | None = None, *, give_way: bool = False) -> Submitter:
+        """The CCV submit sender of this writer: its store, session, delivery, the accounts'
+        request bounds and the API's order id fields (`in_flight`: the daemon's writes, let
+        end at a stop; `give_way`: passes under way keep their transactions short for it)."""
+        from .writes.submit import Submitter
+
+        api = self.config.api
+        return Submitter(
+            self.store,
+            self.session,
+            accounts=self.config.ccv,
+            receiver=self.config.receiver,
+            order_id_fields=api.ccv_order_id_fields if api is not None else ("orderId", "id"),
+            on_commit=self.delivery.committed,
+            gate=self.reconciler.hints if give_way else None,
             in_flight=in_flight,
             gates=self.gates,
         )

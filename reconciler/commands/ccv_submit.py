@@ -25,7 +25,6 @@ from ..writes.daemon_api import (
     refused,
     token_refused,
 )
-from ..writes.submit import Submitter
 from ..writes.submit_body import BadSubmission
 from ..writes.submit_outcome import ORDER_ID_HEADER, REFERENCE_HEADER
 
@@ -83,17 +82,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
     secrets = config_secrets(config)
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            submitter = Submitter(
-                rt.store,
-                rt.session,
-                accounts=config.ccv,
-                receiver=config.receiver,
-                order_id_fields=(
-                    config.api.ccv_order_id_fields if config.api is not None else ("orderId", "id")
-                ),
-                on_commit=rt.delivery.committed,
-                gates=rt.gates,
-            )
+            submitter = rt.submitter()
             try:
                 result = await submitter.submit(account, document)
             except BadSubmission as exc:
