@@ -1,7 +1,7 @@
 """A CCNow answer asked before an action's post and answered after it changes nothing
 (diff.stale), and an answer is as of the attempt that brought it, not of a first attempt a retry
 followed: through the daemon's API, against a fake CCNow on 127.0.0.1 that holds a query's
-answer made when the query arrived, or answers a post 503 with a Retry-After."""
+answer made when the query arrived (or a post's 503)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def ships(order_id: str, seen: Seen) -> bool:
 async def test_a_ship_answered_by_its_retry_is_dated_by_the_retry(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:
-    # The ship's first post gets 503 Retry-After: 3; a refresh sent meanwhile reads "pending"
+    # The ship's first post is turned away (503); a refresh sent meanwhile reads "pending"
     # (true then); the retry ships. Dated by the first post, the ship's answer looked older than
     # the refresh's: the action succeeded, the order stayed `pending`, and the next refresh
     # reported `pending -> mark_shipped` via poll, where README promises "action".
@@ -101,13 +101,18 @@ async def test_a_ship_answered_by_its_retry_is_dated_by_the_retry(
                 assert r.status == 202, await r.text()
                 return await r.json()
 
-        fake_ccnow.replies_for[ORDER] = Reply(503, headers={"Retry-After": "3"})
+        # The 503 is held until the refresh is answered, then retried at once: the window
+        # between the two posts is the test's, not a Retry-After a slow machine could outlast.
+        fake_ccnow.replies_for[ORDER] = Reply(503, headers={"Retry-After": "0"})
+        fake_ccnow.answer_late = lambda seen: ships(ORDER, seen)
         body = {"order_id": ORDER, "action": "ship"}
         shipping = asyncio.ensure_future(ship())
         await fake_ccnow.wait_until(lambda: any(ships(ORDER, s) for s in fake_ccnow.requests))
         del fake_ccnow.replies_for[ORDER]  # the retry is answered
+        fake_ccnow.answer_late = None
         fresh = await get(f"/orders/ccnow/{ORDER}?refresh=1")
         assert (fresh["status"], fresh["refreshed"]) == ("pending", True)
+        fake_ccnow.release.set()  # the 503; the retry follows it
         done = await shipping
         assert (done["state"], done["outcome"]) == ("done", "succeeded")
         # The ship's answer is as of its retry, after the refresh: it is the order's status.

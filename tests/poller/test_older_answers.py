@@ -1,7 +1,6 @@
 """A check asked before a notification's check and answered after it changes nothing
 (diff.stale), and an answer is as of the attempt that brought it: an account's passes against a
-fake CCV on 127.0.0.1 that holds an answer made when its request arrived, or answers 503 with a
-Retry-After first."""
+fake CCV on 127.0.0.1 that holds an answer made when its request arrived (a 503 among them)."""
 
 from __future__ import annotations
 
@@ -104,7 +103,7 @@ async def test_a_pass_write_that_waits_for_the_writer_judges_by_the_time_it_writ
 async def test_an_answer_a_retry_brought_is_as_of_the_retry(
     ccv: CCVCoordinator, fake_ccv: FakeCCV
 ) -> None:
-    # A catch-up's check gets 503 Retry-After: 2; meanwhile a notification's check reads "New"
+    # A catch-up's check is turned away (503); meanwhile a notification's check reads "New"
     # (true then), and the order moves on; the retry reads "FulfillmentInProgress". Dated by its
     # first attempt, that answer looked older than the notification's and was dropped: the
     # order stayed "New" until its next check.
@@ -114,12 +113,25 @@ async def test_an_answer_a_retry_brought_is_as_of_the_retry(
     await store.orders.track("ccv", "default", [(CCV_ORDER, None)], ccv.now())
     assert (await ccv.full_pass(via="catch-up")).ok
 
-    fake_ccv.script_for[CCV_ORDER] = [Reply(503, headers={"Retry-After": "2"})]
+    # The 503 is held until the notification's check is answered, then retried at once: the
+    # window between the two attempts is the test's, not a Retry-After that a slow machine
+    # could outlast.
+    fake_ccv.script_for[CCV_ORDER] = [Reply(503, headers={"Retry-After": "0"})]
+    turned_away: list[Seen] = []
+
+    def first_ask(seen: Seen) -> bool:
+        if turned_away or seen.order_id != CCV_ORDER:
+            return False
+        turned_away.append(seen)
+        return True
+
+    fake_ccv.answer_late = first_ask
     catch_up = asyncio.ensure_future(ccv.full_pass(via="catch-up"))
-    await fake_ccv.wait_until(lambda: len(fake_ccv.requests_for(CCV_ORDER)) == 2)
+    await fake_ccv.wait_until(lambda: bool(turned_away))
     notified = await ccv.check([CCV_ORDER], via="notification")
     assert (notified.checked, notified.events) == (1, 0)
     fake_ccv.orders[CCV_ORDER] = "FulfillmentInProgress"
+    fake_ccv.release.set()  # the 503; the retry follows it
     report = await catch_up
 
     assert (report.checked, report.failed, report.events) == (1, 0, 1)
