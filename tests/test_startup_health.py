@@ -3,6 +3,7 @@ order to ask, so a restart does not read as "unhealthy" for a poll interval (fal
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +117,16 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
         extra=_receiver(port),
     )
     assert (await call_cli("--config", cfg, "track", "ccnow", "396-10-1142", env=_ENV)).code == 0
-    fake_ccnow.delay_s = 8.0  # the pass waits for CCNow: two timeouts of 2 s
+    # The pass waits for CCNow, which answers nothing while the test runs: /healthz is asked
+    # while the pass is under way, before daemon.ready (which waits for it 10 s at most).
+    fake_ccnow.hold = asyncio.Event()
     async with daemon(cfg, _ENV) as proc:
         await poll_until(
             lambda: len(fake_ccv.requests) == 1 and fake_ccnow.requests, 10, "the CCV probe"
         )
         # Proved before the pass began: its first CCNow request came after the probe.
         assert fake_ccv.requests[0].at < fake_ccnow.requests[0].at
-        await poll_until(
-            lambda: "daemon.ready" in (tmp_path / "daemon.log").read_text(), 20, "ready"
-        )
+        assert fake_ccnow.in_flight == 1  # the pass is still waiting for CCNow
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"http://127.0.0.1:{port}/healthz") as response,
