@@ -132,7 +132,9 @@ async def test_a_403_for_one_ccv_order_fails_that_order_alone(
 async def test_a_403_for_one_ccv_order_in_the_daemon(tmp_path: Path, fake_ccv: FakeCCV) -> None:
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     fake_ccv.replies[CCV_IDS[0]] = FORBIDDEN
-    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='min_interval = "1s"\nmax_interval = "2s"')
+    cfg = write_config(
+        tmp_path, ccv=fake_ccv, ccv_extra='min_interval = "0.5s"\nmax_interval = "1s"'
+    )
     assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     others = CCV_IDS[1:]
     async with daemon_here(cfg, cli_env()):
@@ -195,8 +197,8 @@ async def test_a_gateway_404_in_the_daemon_fails_the_account_and_the_failed_is_s
         tmp_path,
         ccv=fake_ccv,
         # A failing account is probed once per backoff period, from poll_interval on.
-        ccv_extra='poll_interval = "2s"\nmin_interval = "1s"\nmax_interval = "2s"\n'
-        'status_intervals = { AwaitingPayment = "1s" }',
+        ccv_extra='poll_interval = "1s"\nmin_interval = "0.5s"\nmax_interval = "1s"\n'
+        'status_intervals = { AwaitingPayment = "0.5s" }',
         extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef")
@@ -469,7 +471,7 @@ async def test_healthz_goes_green_on_a_probe_answered_400(
     cfg = write_config(
         tmp_path,
         ccv=fake_ccv,
-        ccv_extra='poll_interval = "1s"',
+        ccv_extra='poll_interval = "0.5s"',
         extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET="receiver-secret-0123456789abcdef")
