@@ -19,6 +19,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     Result,
     assert_one_line,
+    call_cli,
     cli_env,
     environ,
     free_port,
@@ -67,7 +68,7 @@ async def test_only_the_commands_that_use_a_secret_need_it(
         ("ccnow", "ship", CCNOW_ORDER, "--dry-run"),
         ("run",),
     ):
-        result = await run_cli("--config", cfg, *args, env=env, stdin=b"{}")
+        result = await call_cli("--config", cfg, *args, env=env, stdin=b"{}")
         assert_one_line(result, 78, KEY_MISSING)
     assert not (tmp_path / "reconciler.db").exists()
     for args in (
@@ -78,16 +79,16 @@ async def test_only_the_commands_that_use_a_secret_need_it(
         ("events", "--json"),
         ("untrack", "ccnow", "--account", "default", CCNOW_ORDER),
     ):
-        result = await run_cli("--config", cfg, *args, env=env)
+        result = await call_cli("--config", cfg, *args, env=env)
         assert result.code == 0, (args, result.stderr)
         assert "config error" not in result.stderr, args
-    orders = await run_cli("--config", cfg, "orders", "--json", env=env)
+    orders = await call_cli("--config", cfg, "orders", "--json", env=env)
     assert [o["order_id"] for o in json.loads(orders.stdout)] == [ORDER]
-    status = json.loads((await run_cli("--config", cfg, "status", "--json", env=env)).stdout)
+    status = json.loads((await call_cli("--config", cfg, "status", "--json", env=env)).stdout)
     assert [s["name"] for s in status["sinks"]] == ["log", "jsonl", "webhook"]
     # The secrets given one by one: `check` names the first one still missing.
     env = bare_env(RECONCILER_CCV_API_KEY=CCV_KEY, RECONCILER_CCNOW_PASSWORD=CCNOW_PASSWORD)
-    assert_one_line(await run_cli("--config", cfg, "check", env=env), 78, "receiver.secret")
+    assert_one_line(await call_cli("--config", cfg, "check", env=env), 78, "receiver.secret")
 
 
 async def test_a_secret_that_is_given_is_checked_all_the_same(
@@ -100,7 +101,7 @@ async def test_a_secret_that_is_given_is_checked_all_the_same(
         ("RECONCILER_SINK_WEBHOOK_SECRET", "not-whsec-1234567890", "sinks[1].secret"),
         ("RECONCILER_CCV_API_KEY", "t_key\nwith-a-break", "ccv.api_key"),
     ):
-        result = await run_cli("--config", cfg, "status", env=bare_env(**{name: value}))
+        result = await call_cli("--config", cfg, "status", env=bare_env(**{name: value}))
         assert_one_line(result, 78, f"{key}: ", f"(from env {name})")
         assert value.split("\n")[0] not in result.stderr
 
@@ -109,13 +110,13 @@ async def test_other_keys_and_a_secret_file_are_judged_as_for_any_command(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='poll_interval = "soon"\n')
-    result = await run_cli("--config", cfg, "status", env=bare_env())
+    result = await call_cli("--config", cfg, "status", env=bare_env())
     assert_one_line(result, 78, "ccv.poll_interval: invalid duration 'soon'")
     # A secret's file this user cannot read (here: missing) is not given, for `status`; the
     # commands that use the secret report it.
     cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='api_key_file = "no-such-key"\n')
-    assert (await run_cli("--config", cfg, "status", env=bare_env())).code == 0
-    result = await run_cli("--config", cfg, "check", env=bare_env())
+    assert (await call_cli("--config", cfg, "status", env=bare_env())).code == 0
+    result = await call_cli("--config", cfg, "check", env=bare_env())
     assert_one_line(
         result,
         78,
@@ -123,7 +124,7 @@ async def test_other_keys_and_a_secret_file_are_judged_as_for_any_command(
     )
     # A file that can be read is a secret given: checked.
     (tmp_path / "no-such-key").write_text("\n\n", encoding="utf-8")
-    result = await run_cli("--config", cfg, "status", env=bare_env())
+    result = await call_cli("--config", cfg, "status", env=bare_env())
     assert_one_line(result, 78, "ccv.api_key_file: must not contain a line break")
 
 
@@ -158,7 +159,7 @@ async def test_track_settling_through_the_daemon_is_the_one_step_that_needs_the_
         port = free_port()
         cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
         body = json.dumps(submit_body(externalReference="shop-8")).encode()
-        assert (await run_cli("--config", cfg, "ccv", "submit", "-", stdin=body)).code == 75
+        assert (await call_cli("--config", cfg, "ccv", "submit", "-", stdin=body)).code == 75
         no_token = write_config(tmp_path, ccv=fake, extra=f'[api]\nlisten = "127.0.0.1:{port}"\n')
     lock = WriterLock(tmp_path / "reconciler.db")
     lock.acquire()  # what a running daemon holds
@@ -176,7 +177,7 @@ async def test_track_settling_through_the_daemon_is_the_one_step_that_needs_the_
         "RECONCILER_API_TOKEN, credential api-token)"
     )
     assert submission_state(tmp_path, "shop-8") == "uncertain"
-    orders = await run_cli("--config", no_token, "orders", "--json", env=bare_env())
+    orders = await call_cli("--config", no_token, "orders", "--json", env=bare_env())
     assert [o["order_id"] for o in json.loads(orders.stdout)] == [ORDER]
 
 
@@ -200,7 +201,7 @@ async def test_the_default_account_reads_its_own_names_whether_named_or_not(
         cfg = write_config(
             tmp_path, ccv=fake_ccv, ccnow=fake_ccnow, ccv_extra=name, ccnow_extra=name
         )
-        result = await run_cli("--config", cfg, "check", "--online", env=env)
+        result = await call_cli("--config", cfg, "check", "--online", env=env)
         assert result.code == 0, (name, result.stderr)
         for value in secrets.values():
             assert value not in result.stdout + result.stderr
@@ -272,6 +273,6 @@ async def test_the_readme_helper_runs_its_commands_on_the_example_config(
         RECONCILER_CONFIG=str(example_config(tmp_path, fake_ccv, fake_ccnow)),
     )
     for argv in command_lines:
-        result: Result = await run_cli(*argv, env=env)
+        result: Result = await call_cli(*argv, env=env)
         assert result.code == 0, (argv, result.stderr)
     assert (tmp_path / "state" / "reconciler.db").exists()
