@@ -1,4 +1,5 @@
-"""`reconciler check` as a process: a file that used to fail, or a typo that used to pass."""
+"""`reconciler check` as the console script runs it: a file that used to fail, or a typo that used
+to pass."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import call_cli
 
 CCV = '[ccv]\nbase_url = "https://ccv.example"\n'
 
@@ -21,7 +22,7 @@ async def test_check_refuses_a_misspelt_status_word_in_one_line(tmp_path: Path) 
         config_text(tmp_path, CCV) + '[alerts.stuck_after.ccv]\nprocessing = "1d"\n',
         encoding="utf-8",
     )
-    result = await run_cli("--config", cfg, "check")
+    result = await call_cli("--config", cfg, "check")
     assert result.code == 78, result.stderr
     assert result.stderr.strip().splitlines() == [
         f"config error: {cfg}: alerts.stuck_after.ccv.processing: did you mean 'Processing'? "
@@ -32,7 +33,7 @@ async def test_check_refuses_a_misspelt_status_word_in_one_line(tmp_path: Path) 
 async def test_check_accepts_a_file_with_a_byte_order_mark(tmp_path: Path) -> None:
     cfg = tmp_path / "reconciler.toml"
     cfg.write_bytes(b"\xef\xbb\xbf" + config_text(tmp_path, CCV).encode())
-    result = await run_cli("--config", cfg, "check")
+    result = await call_cli("--config", cfg, "check")
     assert (result.code, result.stderr) == (0, ""), result.stderr
     assert "config ok" in result.stdout
 
@@ -46,13 +47,13 @@ async def test_check_refuses_a_command_sink_whose_program_is_missing(tmp_path: P
         config_text(tmp_path, CCV) + sink + 'command = ["/nonexistent/notify", "-q"]\n',
         encoding="utf-8",
     )
-    result = await run_cli("--config", cfg, "check")
+    result = await call_cli("--config", cfg, "check")
     assert result.code == 78, result.stderr
     assert result.stderr.strip() == (
         f"config error: {cfg}: sinks[1].command[0]: no executable program "
         "'/nonexistent/notify' (a path, or a name on PATH)"
     )
-    assert (await run_cli("--config", cfg, "orders")).code == 0
+    assert (await call_cli("--config", cfg, "orders")).code == 0
 
 
 async def test_check_judges_the_config_whatever_the_store_is(tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ async def test_check_judges_the_config_whatever_the_store_is(tmp_path: Path) -> 
     store.mkdir()
     cfg = tmp_path / "reconciler.toml"
     cfg.write_text(config_text(tmp_path, CCV), encoding="utf-8")
-    result = await run_cli("--config", cfg, "check")
+    result = await call_cli("--config", cfg, "check")
     assert (result.code, result.stderr) == (0, ""), result.stderr
     assert "config ok" in result.stdout
 
@@ -108,7 +109,7 @@ async def test_a_listen_address_that_cannot_bind_is_a_config_error(
     # `check` said ok; `run` failed to bind and exited 75, which systemd restarts forever.
     cfg = tmp_path / "reconciler.toml"
     cfg.write_text(config_text(tmp_path, CCV) + listeners(receiver, api), encoding="utf-8")
-    result = await run_cli("--config", cfg, command)
+    result = await call_cli("--config", cfg, command)
     assert result.code == 78, result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"config error: {cfg}: {key}: {problem}"
 
@@ -133,13 +134,13 @@ async def test_check_refuses_a_jsonl_path_no_event_can_be_written_to(
     cfg = tmp_path / "reconciler.toml"
     sink = f'[[sinks]]\ntype = "log"\n[[sinks]]\ntype = "jsonl"\npath = "{path}"\n'
     cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")
-    result = await run_cli("--config", cfg, "check")
+    result = await call_cli("--config", cfg, "check")
     assert result.code == 78, result.stderr
     assert result.stderr.strip() == (
         f"config error: {cfg}: sinks[1].path: {problem.format(dir=tmp_path)}"
     )
     # As for a command sink's program, only `check` judges it.
-    assert (await run_cli("--config", cfg, "orders")).code == 0
+    assert (await call_cli("--config", cfg, "orders")).code == 0
 
 
 @pytest.mark.parametrize("path", ["events.jsonl", "not/yet/made/events.jsonl"])
@@ -150,5 +151,5 @@ async def test_check_accepts_a_jsonl_file_in_a_directory_that_exists_or_will_be_
     cfg = tmp_path / "reconciler.toml"
     sink = f'[[sinks]]\ntype = "jsonl"\npath = "{path}"\n'
     cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")
-    result = await run_cli("--config", cfg, "check")
+    result = await call_cli("--config", cfg, "check")
     assert (result.code, result.stderr) == (0, ""), result.stderr
