@@ -21,7 +21,7 @@ import pytest
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.store.health import kind_of
 from tests.commands.test_cli import _stderr_to_file
-from tests.conftest import REPO, assert_one_line, cli_env, run_cli, write_config
+from tests.conftest import REPO, assert_one_line, call_cli, cli_env, run_cli, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV, Reply
 
 ORDER = "0b7c1f3e-0000-4000-8000-000000000001"
@@ -66,7 +66,7 @@ async def test_a_full_disk_at_start_is_a_temporary_failure_naming_the_file(
         db = mounted / "reconciler.db"
         cfg = write_config(tmp_path, ccv=fake_ccv)
         cfg.write_text(cfg.read_text().replace(str(tmp_path / "reconciler.db"), str(db)))
-        assert (await run_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+        assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
         fillers = [fill(mounted)]
         # The lock file is there from the track: SQLite finds no space (for its -shm index).
         for command in ("catch-up", "run"):
@@ -152,8 +152,8 @@ async def test_output_that_cannot_be_written_is_one_line_and_exit_74(
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET=SECRET)
     fake_ccv.orders = {ORDER: "New"}
-    assert (await run_cli("--config", cfg, "track", "ccv", ORDER, env=env)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up", env=env)).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER, env=env)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up", env=env)).code == 0
     for command in (
         ["status"],
         ["status", "--json"],
@@ -173,7 +173,9 @@ async def test_a_reader_that_leaves_is_still_no_failure(tmp_path: Path, fake_ccv
     # Kept as it was: output far beyond what a pipe holds, and `| head -1`.
     cfg = write_config(tmp_path, ccv=fake_ccv)
     ids = "".join(f"0b7c1f3e-0000-4000-8000-{n:012d}\n" for n in range(3000))
-    tracked = await run_cli("--config", cfg, "track", "ccv", "--from-file", "-", stdin=ids.encode())
+    tracked = await call_cli(
+        "--config", cfg, "track", "ccv", "--from-file", "-", stdin=ids.encode()
+    )
     assert tracked.code == 0, tracked.stderr
     command = f'"{sys.executable}" -m reconciler --config "{cfg}" orders | head -1'
     proc = await asyncio.create_subprocess_exec(
@@ -203,8 +205,8 @@ async def test_why_a_check_or_an_action_stopped_has_a_journal_priority(
 
     a, b = "396-10-1142", "397-10-1159"
     fake_ccnow.orders = {a: "pending", b: "completed"}
-    assert (await run_cli("--config", cfg, "track", "ccnow", a, b)).code == 0
-    assert (await run_cli("--config", cfg, "catch-up", "--source", "ccnow")).code == 0
+    assert (await call_cli("--config", cfg, "track", "ccnow", a, b)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up", "--source", "ccnow")).code == 0
     lines = await _stderr_to_file(tmp_path, "self", "--config", str(cfg), "ccnow", "ship", a)
     assert "<6>reconciler: ccnow ship: sent 1, done 1, refused 0, uncertain 0, queued 0" in lines
     assert all(line.startswith(("<3>", "<4>", "<6>")) for line in lines), lines
