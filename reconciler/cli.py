@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__, eventloop
 from .commands import WITHOUT_SECRETS, argtypes
@@ -33,6 +33,9 @@ from .logs import LEVELS, logging_set_up, say
 from .model import SOURCES, EventType
 from .stdio import open_closed_standard_streams, output_written, report_failed_output
 from .store import StoreError, StoreFull, StoreLocked
+
+if TYPE_CHECKING:
+    from .daemon import Ticks
 
 log = logging.getLogger("reconciler.cli")
 
@@ -312,14 +315,17 @@ def without_config(args: argparse.Namespace) -> Callable[[argparse.Namespace], i
     return None
 
 
-async def config_command(args: argparse.Namespace, *, stop: asyncio.Event | None = None) -> int:
+async def config_command(
+    args: argparse.Namespace, *, stop: asyncio.Event | None = None, ticks: Ticks | None = None
+) -> int:
     """Load the config and run a command that needs it, in the running loop. `stop` ends
-    `run` in place of its signal handlers (a daemon embedded in another program's loop)."""
+    `run` in place of its signal handlers (a daemon embedded in another program's loop);
+    `ticks` replaces the daemon's (a test's daemon)."""
     config = load_config(config_path(args.config), secrets_optional=args.command in WITHOUT_SECRETS)
     if args.command == "run":
         from .commands.run import daemon_command
 
-        return await daemon_command(config, args, stop=stop)
+        return await daemon_command(config, args, stop=stop, ticks=ticks)
     return await _command(args.command)(config, args)
 
 

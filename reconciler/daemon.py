@@ -25,11 +25,14 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
+from .delivery import TICK_S
 from .logs import fields
 from .metrics import Metrics
+from .poller.coordinator import MAX_TICK_S
 from .poller.unconfigured import unconfigured_accounts, warn_unconfigured
 from .reconcile import PassReport
 from .redact import config_secrets
@@ -49,6 +52,19 @@ log = logging.getLogger("reconciler.daemon")
 
 class StartupError(Exception):
     """The daemon cannot start for a reason worth trying again later (exit 75)."""
+
+
+@dataclass(frozen=True)
+class Ticks:
+    """How often the daemon reads its store for work another process left there: events a
+    `replay` queued (the outbox's lanes), CCNow commands a command line queued. Not config: a
+    test's daemon takes shorter ones, where waiting them out proves nothing."""
+
+    outbox_s: float = TICK_S
+    actions_s: float = MAX_TICK_S
+
+
+TICKS = Ticks()
 
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
@@ -76,9 +92,11 @@ class Daemon:
         notifier: Notifier,
         *,
         api_limits: ConnectionLimits = API_LIMITS,
+        ticks: Ticks = TICKS,
     ) -> None:
         self.config = config
         self.api_limits = api_limits
+        self.ticks = ticks
         self.rt = runtime
         self.notifier = notifier
         self.scheduler: Scheduler | None = None
@@ -118,6 +136,7 @@ class Daemon:
                 on_pass=self._on_pass,
                 prune=rt.prune,
                 send_actions=self.actions.send_due if self.actions and self.config.ccnow else None,
+                actions_every_s=self.ticks.actions_s,
             )
             startup = self._spawn(self._startup_pass())
             self.scheduler.start()
@@ -332,6 +351,7 @@ async def run_daemon(
     *,
     integrity_check_max_bytes: int = INTEGRITY_CHECK_MAX_BYTES,
     stop: asyncio.Event | None = None,
+    ticks: Ticks = TICKS,
 ) -> int:
     """Run the service until SIGTERM, SIGINT or SIGHUP, or until `stop` is set when given (then no
     signal handler is installed); return the exit code. A store of up to
@@ -359,11 +379,11 @@ async def run_daemon(
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        async with Runtime(config) as rt:
+        async with Runtime(config, outbox_tick_s=ticks.outbox_s) as rt:
             await check_store(rt.store, max_bytes=integrity_check_max_bytes)
             warn_unconfigured(await unconfigured_accounts(config, rt.store))
             rt.store.health.watch(on_corrupt=stopping.set)
-            await Daemon(config, rt, notifier).serve(stopping)
+            await Daemon(config, rt, notifier, ticks=ticks).serve(stopping)
             episode = rt.store.health.current
             if episode is not None and episode.kind == "corrupt":
                 raise StoreError(f"cannot use database {rt.store.path}: {episode.error}")

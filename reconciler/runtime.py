@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from .config import Config
-from .delivery import Delivery, build_sinks, sink_names
+from .delivery import TICK_S, Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .sources.http import Gates
@@ -63,8 +63,9 @@ class Runtime:
     reconciler: Reconciler
     coordinators: Coordinators
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, outbox_tick_s: float = TICK_S) -> None:
         self.config = config
+        self.outbox_tick_s = outbox_tick_s
         self.lock = WriterLock(config.store_path)
         self.gates = Gates()
 
@@ -83,7 +84,9 @@ class Runtime:
             opened.push_async_callback(self.session.close)
             sinks_http = sinks_session()
             opened.push_async_callback(sinks_http.close)
-            self.delivery = Delivery(self.store, build_sinks(self.config, sinks_http))
+            self.delivery = Delivery(
+                self.store, build_sinks(self.config, sinks_http), tick_s=self.outbox_tick_s
+            )
             opened.push_async_callback(self.delivery.close)
             self.reconciler = Reconciler(self.config, self.store, on_commit=self.delivery.committed)
             self.delivery.hints = self.reconciler.hints

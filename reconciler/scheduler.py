@@ -41,9 +41,11 @@ class Scheduler:
         on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
         prune: Callable[[], Awaitable[None]] | None = None,
         send_actions: Callable[[], Awaitable[object]] | None = None,
+        actions_every_s: float = MAX_TICK_S,
     ) -> None:
         self.coordinators = coordinators
         self.send_actions = send_actions
+        self.actions_every_s = actions_every_s
         self.on_pass = on_pass
         self.prune = prune
         # Created here, inside the running loop, so APScheduler binds to it.
@@ -77,7 +79,7 @@ class Scheduler:
             self._add("prune", PRUNE_INTERVAL_S, self.prune)
         if self.send_actions is not None:
             # CCNow actions left queued (a failed post, or one a crashed command recorded)
-            self._add("ccnow-actions", MAX_TICK_S, self._actions_job)
+            self._add("ccnow-actions", self.actions_every_s, self._actions_job)
         self.scheduler.start()
 
     def _add(

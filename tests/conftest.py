@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from reconciler import cli
+from reconciler.daemon import Ticks
 from reconciler.logs import logging_set_up
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 
@@ -254,12 +255,15 @@ class DaemonHere:
 
 
 @contextlib.asynccontextmanager
-async def daemon_here(cfg: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[DaemonHere]:
+async def daemon_here(
+    cfg: Path, env: Mapping[str, str] | None = None, *, ticks: Ticks | None = None
+) -> AsyncIterator[DaemonHere]:
     """Run `reconciler run` in this loop for the block as the console script runs it (config,
     start checks, exit code and its line), its log lines and that line in `daemon.log` beside
     the config, sd_notify to $NOTIFY_SOCKET of `env`, `env` as the environment for the block;
     stopped by an event at the end instead of a signal. A daemon that stops with a code other
-    than 0 fails the test, unless the block awaited the code (`wait`)."""
+    than 0 fails the test, unless the block awaited the code (`wait`). `ticks` shortens how
+    long it takes to notice what another process left in the store."""
     args = cli.parse_args(["--config", str(cfg), "run"])
     stop = asyncio.Event()
     with (
@@ -271,7 +275,7 @@ async def daemon_here(cfg: Path, env: Mapping[str, str] | None = None) -> AsyncI
 
         async def run() -> int:
             try:
-                return await cli.config_command(args, stop=stop)
+                return await cli.config_command(args, stop=stop, ticks=ticks)
             except Exception as exc:
                 return cli.exit_code(exc, log)
 

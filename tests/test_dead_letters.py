@@ -17,6 +17,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from reconciler import delivery
+from reconciler.daemon import Ticks
 from tests.conftest import (
     WEBHOOK_SECRET,
     Result,
@@ -238,7 +239,9 @@ async def test_replay_beside_the_daemon_delivers_within_a_tick_though_the_sink_w
     sink = webhook_sink(receiver.url, retry_min="1h", max_age="3d", timeout="2s")
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
     assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS[:3], env=env())).code == 0
-    async with daemon_here(cfg, env()):
+    # The outbox reads the store every 0.2 s, not 5 s: within a tick is the test's, whatever
+    # the tick; the sink's pause (an hour) is what the replay must not wait for.
+    async with daemon_here(cfg, env(), ticks=Ticks(outbox_s=0.2)):
         await poll_until(lambda: len(receiver.attempts) == 2, 10, "two refusals: down")
         receiver.refused = set()  # mended
         replay = await call_cli(

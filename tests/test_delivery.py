@@ -17,6 +17,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from reconciler import delivery
+from reconciler.daemon import Ticks
 from tests.conftest import (
     WEBHOOK_SECRET,
     WebhookEndpoint,
@@ -238,7 +239,8 @@ async def test_replay_enables_a_gone_sink_of_the_running_daemon_again(
     receiver.answers = [410]
     cfg = webhook_config(tmp_path, fake_ccv, receiver, "0.1s")
     await call_cli("--config", cfg, "track", "ccv", ORDER, env=env())
-    async with daemon_here(cfg, env()):
+    # The outbox reads the store every 0.2 s, not 5 s: that the replay is noticed is the test's.
+    async with daemon_here(cfg, env(), ticks=Ticks(outbox_s=0.2)):
         await poll_until(lambda: len(receiver.attempts) == 1, 10, "the 410")
         replay = await call_cli("--config", cfg, "replay", "--sink", "webhook", env=env())
         assert replay.code == 0, replay.stderr

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..exits import TempFailure
 from .permissions import warn_readable_secrets
 
+if TYPE_CHECKING:
+    from ..daemon import Ticks
+
 
 async def daemon_command(
-    config: Config, args: argparse.Namespace, *, stop: asyncio.Event | None = None
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    stop: asyncio.Event | None = None,
+    ticks: Ticks | None = None,
 ) -> int:
     """Run the daemon until it is stopped (by a signal, or `stop` when given); a start it
-    cannot make is a temporary failure."""
-    from ..daemon import StartupError, run_daemon
+    cannot make is a temporary failure. `ticks` (tests) replaces the daemon's own."""
+    from ..daemon import TICKS, StartupError, run_daemon
 
     warn_readable_secrets(config.secret_files)
     try:
-        return await run_daemon(config, stop=stop)
+        return await run_daemon(config, stop=stop, ticks=ticks or TICKS)
     except StartupError as exc:
         raise TempFailure(str(exc)) from None

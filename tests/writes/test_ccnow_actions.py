@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from reconciler.config import load_config
+from reconciler.daemon import Ticks
 from reconciler.delivery import sink_names
 from reconciler.reconcile import Reconciler
 from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions
@@ -393,7 +394,8 @@ async def test_through_a_running_daemon_and_its_queue(
     # A command recorded by a process that died before sending it (the crash itself is
     # test_a_crash_in_any_window_never_doubles_an_adjust_nor_loses_a_command's)...
     await recorded_unsent(cfg, "cancel", B)
-    async with daemon_here(cfg):
+    # The queue is read every 0.2 s, not 5 s: what is sent, not when, is the test's.
+    async with daemon_here(cfg, ticks=Ticks(actions_s=0.2)):
         await listening(port)
         # ...is sent by the daemon's queue,
         await fake_ccnow.wait_until(lambda: fake_ccnow.orders[B] == "mark_canceled", 15)
