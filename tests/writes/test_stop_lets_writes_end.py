@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from reconciler.config import load_config
+from reconciler.daemon import Ticks
 from reconciler.delivery import sink_names
 from reconciler.store import Store
 from reconciler.store import commands as cmds
@@ -21,6 +22,7 @@ from tests.conftest import (
     call_cli,
     cli_env,
     daemon,
+    daemon_here,
     environ,
     free_port,
     poll_until,
@@ -109,8 +111,8 @@ async def test_a_stop_lets_the_writes_sent_end_and_answers_their_callers(
 async def test_a_stop_lets_the_queues_post_end_though_its_job_is_cancelled(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:
-    # An adjust a killed command left queued is posted by the daemon's queue job; SIGTERM while
-    # CCNow takes longer than the 3 s the stop gives its jobs: the post still ends, answered.
+    # An adjust a killed command left queued is posted by the daemon's queue job; the stop comes
+    # while CCNow takes longer than the 3 s the stop gives its jobs: the post still ends, answered.
     fake_ccnow.orders = {A: "pending"}
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "8s"'))
@@ -123,13 +125,23 @@ async def test_a_stop_lets_the_queues_post_end_though_its_job_is_cancelled(
         await cmds.record(store, build(config.ccnow[0], "adjust", [A], amount="5.00"), 1.0)
     finally:
         await store.close()
-    fake_ccnow.delay_s = 4.0
-    async with daemon(cfg, cli_env()) as proc:
+    # In this process, its queue read every 0.2 s (not 5 s); stopped as SIGTERM stops it (the
+    # signal itself is the test above's). The adjust is held until the stop began, then CCNow
+    # answers it 4 s later, past the 3 s the stop gives its jobs.
+    fake_ccnow.answer_late = lambda seen: seen.form.get("x_action_1") == "adjust"
+    async with daemon_here(cfg, cli_env(), ticks=Ticks(actions_s=0.2)) as running:
         await fake_ccnow.wait_until(
             lambda: any(r.form.get("x_action_1") == "adjust" for r in fake_ccnow.requests), 30
         )
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        stopped = asyncio.ensure_future(running.stop())
+        await poll_until(
+            lambda: any(x["message"] == "daemon.stopping" for x in log_lines(tmp_path)),
+            10,
+            "the stop",
+        )
+        fake_ccnow.delay_s = 4.0
+        fake_ccnow.release.set()
+        assert await asyncio.wait_for(stopped, 30) == 0
     assert query(tmp_path, "SELECT state FROM commands") == [("succeeded",)]
     assert [a for _, a, _ in fake_ccnow.actions] == ["adjust"]
     types = [e["type"] for e in read_events(tmp_path)]
