@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import call_cli, cli_env, daemon, poll_until, write_config
+from reconciler.daemon import Ticks
+from tests.conftest import call_cli, cli_env, daemon_here, poll_until, write_config
 from tests.fake_providers import FakeCCNow, Reply, Seen
 from tests.writes.test_ccnow_actions import ARGS, WORD, A, ccnow, commands, recorded_unsent, tracked
 from tests.writes.test_ccnow_answers import action_posts, changes
@@ -156,7 +156,7 @@ def _naming(fake: FakeCCNow, order_id: str) -> list[Seen]:
 async def test_a_stop_makes_no_new_attempt_nor_status_read(
     tmp_path: Path, fake_ccnow: FakeCCNow, answer: str
 ) -> None:
-    # The queue's ship is out when SIGTERM comes; its answer, given once the stop began, would
+    # The queue's ship is out when the stop comes; its answer, given once the stop began, would
     # be followed by a retry (503) or a status read (no line for the order): new requests.
     fake_ccnow.orders = {A: "pending"}
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
@@ -167,14 +167,15 @@ async def test_a_stop_makes_no_new_attempt_nor_status_read(
     else:
         fake_ccnow.actions_answer = ["message no_pending_orders"]
     fake_ccnow.answer_late = _ship_post
-    async with daemon(cfg, cli_env()) as proc:
+    # In this process, its queue read every 0.2 s (not 5 s), stopped as SIGTERM stops it.
+    async with daemon_here(cfg, cli_env(), ticks=Ticks(actions_s=0.2)) as running:
         await fake_ccnow.wait_until(lambda: any(map(_ship_post, fake_ccnow.requests)), 30)
-        proc.send_signal(signal.SIGTERM)
+        stopped = asyncio.ensure_future(running.stop())
         await poll_until(
             lambda: "daemon.writes_in_flight" in _log_messages(tmp_path), 10, "the stop"
         )
         fake_ccnow.release.set()
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert await asyncio.wait_for(stopped, 30) == 0
     assert len(_naming(fake_ccnow, A)) == 1, [s.form for s in _naming(fake_ccnow, A)]
     # Left safe for the next start: queued, not cut off `sending`.
     assert [state for _, state, _ in commands(tmp_path)] == ["queued"]
