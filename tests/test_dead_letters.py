@@ -25,7 +25,6 @@ from tests.conftest import (
     call_cli,
     daemon_here,
     poll_until,
-    run_cli,
     serving,
     webhook_env,
     webhook_sink,
@@ -101,7 +100,7 @@ async def test_catch_up_and_replay_exit_75_naming_the_dead_letters_they_made(
 ) -> None:
     receiver.refused = None  # the webhook answers 500, always
     cfg = await tracked(tmp_path, fake_ccv, receiver, ORDERS[0])
-    caught_up = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "4s", env=env())
+    caught_up = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "4s", env=env())
     assert len(dead_letters(caught_up)) == 1, caught_up.stderr
     assert caught_up.code == 75, caught_up.stderr
     done = line(caught_up, "catch-up.done")
@@ -110,7 +109,7 @@ async def test_catch_up_and_replay_exit_75_naming_the_dead_letters_they_made(
     # The replayed event, older than max_age by now, is retried for max_age from the replay
     # (at 0.2, 0.6 and 1 s), not dead-lettered at its first failure.
     before = len(receiver.attempts)
-    replay = await run_cli(
+    replay = await call_cli(
         "--config", cfg, "replay", "--sink", "webhook", "--deliver-timeout", "4s", env=env()
     )
     assert replay.code == 75, replay.stderr

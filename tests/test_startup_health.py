@@ -170,7 +170,7 @@ async def test_the_systemd_status_line_follows_what_the_heartbeat_probe_finds(
 ) -> None:
     # A CCV account with no order is proved by the heartbeat alone: its failure and its
     # recovery change the `Status:` line at once, though no pass of the scheduler's ran.
-    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='poll_interval = "1s"')
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='poll_interval = "0.5s"')
     with NotifySocket.abstract() as sock:
         async with daemon(cfg, {**_ENV, **sock.env()}) as proc:
             ready = await sock.wait_for_async("READY", "1", timeout_s=20)
