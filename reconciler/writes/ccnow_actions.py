@@ -62,6 +62,7 @@ from reconciler.writes.ccnow_outcome import (
     outcome,
     refuse,
     resolve_by_hand,
+    says_down_for,
     settle,
     sort_out,
 )
@@ -291,9 +292,11 @@ class ActionSender:
             async def read(order_id: str = c.order_id) -> Observation | None:
                 return await self._status(cfg, order_id)
 
-            whole, now = refusal is not None, self.clock()
+            # Its own line saying CCNow is down: refused in such words, as a whole post is.
+            own = refusal is None and says_down_for(line)
+            whole, now = refusal is not None or own, self.clock()
             state, words, status, when, since, held = await settle(
-                c, *said, status, asked, whole=whole, now=now, read=read, down=down
+                c, *said, status, asked, whole=whole, now=now, read=read, down=down or own
             )
             if state == "queued":
                 again.append((c.id, words, since, held))
