@@ -229,13 +229,20 @@ class ActionSender:
             if named := [(c, exc.words[c.id]) for c in batch if c.id in exc.words]:
                 await self._refuse(named, tally)
             rest = [c for c in batch if c.id not in exc.words]
-            if rest and exc.whole is None:
-                why = f"the post was refused for another command: {exc}"
-                await self._requeue(cfg, rest, why, tally, delay=0.0)
-            elif rest and exc.whole is not None:
+            if rest and exc.whole is not None:
                 # Words naming none of their fields decide nothing: sent again (alone, unless
                 # they say CCNow is down: no day then, but a bound all the same).
                 await self._close(cfg, rest, {}, tally, None, refusal=exc.whole, down=exc.down)
+                return
+            # Every line names a field. One saying CCNow is down decides nothing for the
+            # commands it names; the others, turned away with them, go again at once (without
+            # them, not due yet): one command CCNow cannot take now holds no other back.
+            for line in dict.fromkeys(exc.held.values()):
+                if held := [c for c in rest if exc.held.get(c.id) == line]:
+                    await self._close(cfg, held, {}, tally, None, refusal=line, down=True)
+            if others := [c for c in rest if c.id not in exc.held]:
+                why = f"the post was refused for another command: {exc}"
+                await self._requeue(cfg, others, why, tally, delay=0.0)
             return
         except SourceError as exc:
             # Turned away before it ran (a rate limit, a login wall, a wrong url).

@@ -78,3 +78,31 @@ async def test_an_orders_own_lines_saying_ccnow_is_down_keep_it_three_days_then_
     assert start + 3 * DAY <= c.closed_at < start + 3 * DAY + HOUR  # type: ignore[operator]
     assert action_events(tmp_path) == ["order.action_uncertain"]
     assert fake_ccnow.actions == []
+
+
+# --- a whole post's line naming one command's field -----------------------------------------
+
+
+async def test_a_line_saying_ccnow_is_down_for_one_command_holds_no_other_back(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # CCNow keeps turning away every post naming A, in words about A's field: B was kept
+    # queued with A, every post refused, and both were uncertain three days later.
+    words = "error_message x_orderid_1 cannot be checked now, try again later"
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    fake_ccnow.replies_for = {A: Reply(200, words + "\n")}
+    clock = Clock(time.time())
+    start = clock.now
+    async with sender(tmp_path, fake_ccnow, clock) as (store, actions, cfg):
+        a, b = (await actions.take(build(cfg, "ship", [A, B]))).rows
+        assert [(c.state, c.answer) for c in await actions.commands([a.id, b.id])] == [
+            ("queued", words),
+            ("succeeded", "mark_shipped"),
+        ]
+        assert [(o, action) for o, action, _ in fake_ccnow.actions] == [(B, "ship")]
+        # A goes on as after any line saying CCNow is down: no day, three days at most.
+        c = await sent_when_due(store, actions, clock, a.id, start + 2 * DAY)
+        assert (c.state, c.answer) == ("queued", words)
+        c = await sent_when_due(store, actions, clock, a.id, start + 5 * DAY)
+    assert (c.state, c.answer) == ("uncertain", f"{words} (for 3 days)")
+    assert action_events(tmp_path) == ["order.action_succeeded", "order.action_uncertain"]
