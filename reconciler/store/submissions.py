@@ -69,12 +69,17 @@ def _row(r: Sequence[object]) -> Submission:
 
 async def find(store: Store, account: str, reference: str) -> Submission | None:
     """Return the live submission of a reference, else the latest failed one, else None."""
-    rows = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
-        "ORDER BY state = 'failed', id DESC LIMIT 1",
-        (account, reference),
-    )
-    return next((_row(r) for r in rows), None)
+    # The live one through its index; only a reference without one reads the failed ones,
+    # which no index holds.
+    for state in (_LIVE, "state = 'failed'"):
+        rows = await store.conn.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
+            f"AND {state} ORDER BY id DESC LIMIT 1",
+            (account, reference),
+        )
+        if rows:
+            return _row(next(iter(rows)))
+    return None
 
 
 async def record(store: Store, account: str, reference: str, now: float) -> int:

@@ -121,19 +121,21 @@ async def test_a_submit_left_sending_is_a_running_writers_only_while_one_holds_t
     assert bool(found.in_flight) is running and bool(found.cut_off) is not running
 
 
-async def test_a_writer_settling_what_a_stopped_process_left_reads_no_whole_table(
+async def test_a_writer_settling_what_a_stopped_process_left_or_a_lookup_reads_no_whole_table(
     store: Store,
 ) -> None:
     statements: list[str] = []
     await store.conn.set_trace_callback(statements.append)
     left = await subs.interrupted(store)
     counts = await subs.unsettled_counts(store)
+    found = await subs.find(store, "north", "north-C7")
     resolved = await subs.resolve_many(
         store, "south", [("A-1", "south-U1"), ("A-2", "south-C1")], "track", time.time()
     )
     await store.conn.set_trace_callback(lambda _: None)
     assert [s.external_reference for s in left] == [f"{a}-S" for a in ACCOUNTS]
     assert counts == dict.fromkeys(ACCOUNTS, 3)
+    assert found is not None and found.state == "succeeded"
     assert [e.data["external_reference"] for e in resolved] == ["south-U1"]
     plans = reads(Path(store.path), statements)
     assert plans and not whole_table(plans), whole_table(plans)
@@ -164,3 +166,19 @@ async def test_the_action_queue_a_writers_start_and_status_read_no_whole_command
     assert counts == {("default", "queued"): 1, ("default", "uncertain"): 1}
     plans = reads(Path(store.path), statements)
     assert len(plans) == 5 and not whole_table(plans, "commands"), plans
+
+
+async def test_a_lookup_finds_the_live_submit_else_the_latest_that_failed(store: Store) -> None:
+    with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO submissions (account, external_reference, state, reason, created_at) "
+            "VALUES ('default', ?, 'failed', ?, 1.0)",
+            [("north-C3", "first"), ("F-1", "first"), ("F-1", "second")],
+        )
+    live = await subs.find(store, "north", "north-C3")
+    assert live is not None and live.state == "succeeded"
+    failed = await subs.find(store, "default", "north-C3")
+    assert failed is not None and failed.reason == "first"
+    failed = await subs.find(store, "default", "F-1")
+    assert failed is not None and (failed.state, failed.reason) == ("failed", "second")
+    assert await subs.find(store, "default", "F-2") is None
