@@ -149,7 +149,9 @@ async def test_a_reference_ccv_answered_differently_keeps_finding_its_order(
         ccv=fake_ccv,
         ccv_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"\n'
         "status_intervals = {}",
-        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n',
+        # The second call is checked `debounce` after the first: 0.1 s, not the default 2 s.
+        extra=f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n'
+        'debounce = "0.1s"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET=RECEIVER_SECRET)
     assert (
