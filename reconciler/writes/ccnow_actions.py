@@ -62,6 +62,7 @@ from reconciler.writes.ccnow_outcome import (
     outcome,
     refuse,
     resolve_by_hand,
+    says_down_for,
     settle,
     sort_out,
 )
@@ -114,14 +115,14 @@ class ActionSender:
         reconciler: Reconciler,
         accounts: Sequence[CCNowConfig],
         *,
+        gates: Gates,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         in_flight: InFlight | None = None,
-        gates: Gates | None = None,
     ) -> None:
         self.store = store
         self.session = session
-        self.gates = gates or Gates()  # the accounts' bounds, shared with their queries
+        self.gates = gates  # the accounts' bounds, shared with their queries
         self.reconciler = reconciler
         self.accounts = {c.name: c for c in accounts}
         self.on_commit = on_commit
@@ -228,13 +229,20 @@ class ActionSender:
             if named := [(c, exc.words[c.id]) for c in batch if c.id in exc.words]:
                 await self._refuse(named, tally)
             rest = [c for c in batch if c.id not in exc.words]
-            if rest and exc.whole is None:
-                why = f"the post was refused for another command: {exc}"
-                await self._requeue(cfg, rest, why, tally, delay=0.0)
-            elif rest and exc.whole is not None:
+            if rest and exc.whole is not None:
                 # Words naming none of their fields decide nothing: sent again (alone, unless
                 # they say CCNow is down: no day then, but a bound all the same).
                 await self._close(cfg, rest, {}, tally, None, refusal=exc.whole, down=exc.down)
+                return
+            # Every line names a field. One saying CCNow is down decides nothing for the
+            # commands it names; the others, turned away with them, go again at once (without
+            # them, not due yet): one command CCNow cannot take now holds no other back.
+            for line in dict.fromkeys(exc.held.values()):
+                if held := [c for c in rest if exc.held.get(c.id) == line]:
+                    await self._close(cfg, held, {}, tally, None, refusal=line, down=True)
+            if others := [c for c in rest if c.id not in exc.held]:
+                why = f"the post was refused for another command: {exc}"
+                await self._requeue(cfg, others, why, tally, delay=0.0)
             return
         except SourceError as exc:
             # Turned away before it ran (a rate limit, a login wall, a wrong url).
@@ -291,9 +299,11 @@ class ActionSender:
             async def read(order_id: str = c.order_id) -> Observation | None:
                 return await self._status(cfg, order_id)
 
-            whole, now = refusal is not None, self.clock()
+            # Its own line saying CCNow is down: refused in such words, as a whole post is.
+            own = refusal is None and says_down_for(line)
+            whole, now = refusal is not None or own, self.clock()
             state, words, status, when, since, held = await settle(
-                c, *said, status, asked, whole=whole, now=now, read=read, down=down
+                c, *said, status, asked, whole=whole, now=now, read=read, down=down or own
             )
             if state == "queued":
                 again.append((c.id, words, since, held))

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from reconciler.events import action_event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey
-from reconciler.sources.ccnow_answer import Answer, OrderLine
+from reconciler.sources.ccnow_answer import Answer, OrderLine, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import local_refusal
@@ -217,6 +217,12 @@ def held_began(c: cmds.Command, now: float) -> float:
     return c.held_since
 
 
+def says_down_for(line: OrderLine | None) -> bool:
+    """Whether an order's own answer line is an error saying CCNow is down (by the phrases of a
+    whole post's lines, `says_down`): it decides nothing about the command."""
+    return line is not None and line.status is None and says_down(line.error or "")
+
+
 def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
     """Return how CCNow's answer line for a command's order closes it, and the words kept:
     `queued` again when the answer does not settle the order (sent again later)."""
@@ -227,6 +233,10 @@ def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
         # again, as after a lost answer: a ship or cancel that took is then refused as not
         # pending and found taken by the status check; a tracking upload is sent once more.
         return ("uncertain" if c.action == "adjust" else "queued"), NO_LINE
+    if says_down_for(line):
+        # CCNow down for this order (`ID error_message Database error, try again later`):
+        # no refusal, as for a post refused in such words (`settle` with `down`).
+        return "queued", line.error or "error"
     if line.status is None:
         return "refused", line.error or "error"
     taken = TAKEN.get(c.action)
