@@ -1,24 +1,30 @@
 """CCV answers to a submit that do not say which order was made: a 3xx (the order may be made,
 "see there"), an id that is our API key, an id named twice. Each leaves the submission
-uncertain, never sent again, and nothing of the key kept; an external reference with outer
-white space is refused at the door, since a header, a file's field and the notification URL
-would each name it without."""
+uncertain, never sent again, and nothing of the key kept. A submit that never left (its TLS
+handshake never ended) failed and may be sent again. Refused at the door: an external reference
+with outer white space (a header, a file's field and the notification URL would each name it
+without) and a key differing only in case from one reconciler sets. Through the daemon, the
+command waits as long as the account may take, names the reference when it gives up, and tells
+the daemon's own refusals (its body limit) from CCV's."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from reconciler.commands.ccv_submit import api_wait_s
+from reconciler.config import load_config
+from reconciler.store import WriterLock
 from tests.conftest import (
     call_cli,
     daemon_here,
     free_port,
-    poll_until,
     read_events,
     write_config,
 )
@@ -128,45 +134,52 @@ async def test_a_reference_with_outer_white_space_is_refused_everywhere(
     assert query(tmp_path, "SELECT count(*) FROM submissions") == [(0,)]
 
 
-async def test_through_the_daemon_the_command_waits_as_long_as_the_account_may_take(
-    tmp_path: Path, fake: FakeCCVWrites, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("timeout", "wait_s"), [("2s", 120.0), ("5m", 930.0)])
+def test_through_the_daemon_the_command_waits_as_long_as_the_account_may_take(
+    tmp_path: Path, fake: FakeCCVWrites, timeout: str, wait_s: float
 ) -> None:
-    # CCV answers after 1.5 s, within the account's 2 s timeout: the command must still be
-    # waiting then, whatever its own floor (0.5 s here, 120 s for real).
-    monkeypatch.setattr("reconciler.commands.ccv_submit.API_TIMEOUT_S", 0.5)
-    order_id = "0b7c2a4e-8f0b-4d57-9a8e-2c1d3b5e7a90"
-    fake.submit_replies = [json_reply(201, {"orderId": order_id}, delay_s=1.5)]
-    port = free_port()
-    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
-    stdin = json.dumps(submit_body(externalReference="slow-1")).encode()
-    async with daemon_here(cfg):
-        await listening(port)
-        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
-    assert (result.code, result.stdout.strip()) == (0, order_id), result.stderr
+    # The daemon may take the submit's turn behind the account's requests, its own attempt
+    # (up to `timeout`) and the recording: a command that gives up sooner leaves the daemon
+    # sending while its caller hears nothing (a fixed 120 s before).
+    extra = f'api_key = "{CCV_KEY}"'
+    cfg = write_config(tmp_path, ccv=fake, ccv_extra=extra, extra=api_toml(free_port()))
+    cfg.write_text(cfg.read_text().replace('timeout = "2s"', f'timeout = "{timeout}"', 1))
+    (account,) = load_config(cfg).ccv
+    assert api_wait_s(account) == wait_s
 
 
-async def test_a_daemon_answer_given_up_on_names_the_reference_to_look_up(
-    tmp_path: Path, fake: FakeCCVWrites, monkeypatch: pytest.MonkeyPatch
+async def test_a_daemon_answer_that_does_not_come_names_the_reference_to_look_up(
+    tmp_path: Path, fake: FakeCCVWrites
 ) -> None:
-    monkeypatch.setattr("reconciler.commands.ccv_submit.api_wait_s", lambda _: 0.5)
-    fake.submit_hold = asyncio.Event()
+    # The daemon's API takes the submit and its connection drops (the daemon stopped, say):
+    # whether CCV got it is not known, and the file has no reference of its own.
+    got: list[dict[str, object]] = []
+
+    async def dropped(request: web.Request) -> web.StreamResponse:
+        got.append(await request.json())
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+
     port = free_port()
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
-    # No externalReference in the file: the one it gets is the one to look up.
-    stdin = json.dumps(submit_body()).encode()
-    async with daemon_here(cfg):
-        await listening(port)
+    app = web.Application()
+    app.router.add_post("/api/v1/ccv/orders", dropped)
+    daemon_api = TestServer(app, host="127.0.0.1", port=port)
+    await daemon_api.start_server()
+    lock = WriterLock(tmp_path / "reconciler.db")
+    lock.acquire()  # the daemon holds the store: the command goes through its API
+    try:
+        stdin = json.dumps(submit_body()).encode()
         result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
-        fake.submit_hold.set()
-        await poll_until(
-            lambda: query(tmp_path, "SELECT state FROM submissions") == [("succeeded",)], 10, "ok"
-        )
+    finally:
+        lock.release()
+        await daemon_api.close()
     assert (result.code, result.stdout) == (75, ""), result.stderr
-    ((ref,),) = query(tmp_path, "SELECT external_reference FROM submissions")
-    assert f"external reference {ref}" in result.stderr
+    ((ref,),) = [(body["externalReference"],) for body in got]
+    assert isinstance(ref, str) and f"external reference {ref}" in result.stderr
     assert "reconciler status" in result.stderr and f"track ccv ID --ref {ref}" in result.stderr
     assert "would get a new one" in result.stderr and "submit_uncertain" not in result.stderr
-    assert len(fake.submits) == 1
 
 
 async def test_the_daemons_own_body_limit_is_told_as_its_own(
@@ -209,3 +222,37 @@ async def test_a_submit_whose_tls_handshake_never_ends_was_not_sent(
         ("failed", "connect timeout"),
     ]
     assert [e for e in read_events(tmp_path) if e["type"] == UNCERTAIN] == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (
+            {"StatusNotificationInformation": {"notificationUrl": "https://elsewhere.example/"}},
+            "StatusNotificationInformation",
+        ),
+        (
+            {"statusNotificationInformation": {"NotificationURL": "https://elsewhere.example/"}},
+            "statusNotificationInformation.NotificationURL",
+        ),
+        (
+            {"statusNotificationInformation": {"notifyonstatus": ["Cancelled"]}},
+            "statusNotificationInformation.notifyonstatus",
+        ),
+        ({"ExternalReference": "other-1"}, "ExternalReference"),
+    ],
+)
+async def test_a_key_differing_from_reconcilers_only_in_case_is_refused(
+    tmp_path: Path, fake: FakeCCVWrites, changes: dict[str, object], field: str
+) -> None:
+    # CCV's JSON reader may ignore case and take the caller's notification URL or reference
+    # instead of reconciler's.
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    body = submit_body(externalReference="case-1", **changes)
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=json.dumps(body).encode())
+    assert result.code == 65 and f"{field}: differs from" in result.stderr, result.stderr
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with serve_api(tmp_path, fake) as api:
+        answer = await api.http.post(f"{api.url}/api/v1/ccv/orders", json=body, headers=headers)
+        assert (answer.status, (await answer.json())["field"]) == (422, field)
+    assert fake.submits == []
