@@ -368,19 +368,14 @@ def _close(
 async def not_sent(
     store: Store, account: str, reference: str, now: float
 ) -> tuple[Submission | None, list[Event]]:
-    """A person's word that CCV never got the uncertain submission of a reference (it has no
-    order of it): close it as `failed` (`not_sent`: the reference may be submitted again) with
-    its `order.submit_resolved` (`how` `not_sent`), in one transaction. Return the submission
-    as it was (None: nothing uncertain of the reference) and the event; no event, nothing
-    changed, when CCV answered it with a 2xx (`answered`: CCV has the order)."""
+    """A person's word that CCV never got the uncertain submission of a reference: close it as
+    `failed` (`not_sent`: the reference is free again) with its `order.submit_resolved` (`how`
+    `not_sent`), in one transaction. Return the reference's submission as `find` read it and
+    the event; none, nothing changed, when it is not uncertain or CCV answered it with a 2xx
+    (`answered`: CCV has the order)."""
     async with store.transaction():
-        rows = await store.conn.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
-            "AND state = 'uncertain'",
-            (account, reference),
-        )
-        sub = next((_row(r) for r in rows), None)
-        if sub is None or answered(sub):
+        sub = await find(store, account, reference)
+        if sub is None or sub.state != "uncertain" or answered(sub):
             return sub, []
         await store.conn.execute(
             "UPDATE submissions SET state = 'failed', reason = 'not_sent', closed_at = ? "

@@ -81,9 +81,7 @@ class Submitter:
         of the reference as it was (None: nothing was submitted with it)."""
         sub, events = await subs.not_sent(self.store, account, reference, self.clock())
         if not events:
-            return False, sub if sub is not None else await subs.find(
-                self.store, account, reference
-            )
+            return False, sub
         log.info(
             "ccv.submit_resolved",
             extra=fields(account=account, external_reference=reference, how="not_sent"),
