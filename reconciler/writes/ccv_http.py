@@ -28,6 +28,7 @@ class Answer(NamedTuple):
     status: int
     body: bytes
     content_type: str
+    location: str | None = None  # absolute: a redirect's, or a `201 Created`'s
 
 
 async def send_once(
@@ -64,4 +65,4 @@ async def send_once(
     except once.AnswerTooLarge as exc:
         note = {"error": "CCV's answer was too large to pass on"}
         return Answer(exc.status, json.dumps(note).encode(), "application/json")
-    return Answer(reply.status, reply.body, reply.content_type_header)
+    return Answer(reply.status, reply.body, reply.content_type_header, reply.location)

@@ -21,6 +21,7 @@ import aiohttp
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.logs import fields
 from reconciler.passes.hint_gate import HintGate
+from reconciler.redact import SecretForms, secret_forms
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
@@ -58,6 +59,9 @@ class Submitter:
         # process's Gates): a submit waits for its turn like any of them.
         self.gates = gates
         self.accounts = {c.name: c for c in accounts}
+        self.key_forms: dict[str, SecretForms | None] = {
+            c.name: secret_forms(frozenset([c.api_key.reveal()])) for c in accounts
+        }
         self.receiver = receiver
         self.order_id_fields = tuple(order_id_fields)
         self.on_commit = on_commit
@@ -70,6 +74,20 @@ class Submitter:
         # The submits recorded here and not sent yet, by (account, reference): a stop may yet
         # withdraw one, so a duplicate waits for its fate (True: it left, or its row stays).
         self._unsent: dict[tuple[str, str], asyncio.Future[bool]] = {}
+
+    async def not_sent(self, account: str, reference: str) -> tuple[bool, subs.Submission | None]:
+        """Settle the uncertain submission of a reference by a person's word that CCV never
+        got it (`ccv resolve --not-sent`); return whether it was settled, and the submission
+        of the reference as it was (None: nothing was submitted with it)."""
+        sub, events = await subs.not_sent(self.store, account, reference, self.clock())
+        if not events:
+            return False, sub
+        log.info(
+            "ccv.submit_resolved",
+            extra=fields(account=account, external_reference=reference, how="not_sent"),
+        )
+        self.on_commit()
+        return True, sub
 
     async def submit(self, account: str, body: object) -> Result:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
@@ -169,27 +187,53 @@ class Submitter:
             )
             return json_result(
                 502,
-                {"error": "CCV could not be reached; nothing was sent", "external_reference": ref},
+                {
+                    "error": f"CCV could not be reached ({exc}); nothing was sent: submit it "
+                    "again, with the same reference",
+                    "external_reference": ref,
+                },
                 ref,
                 "failed",
             )
         except Uncertain as exc:
-            closing = Closing(self.store, self.order_id_fields, self.clock(), self.on_commit)
-            await uncertain(closing, account, sub_id, ref, str(exc))
+            await uncertain(self._closing(account), account, sub_id, ref, str(exc))
             return json_result(
                 504 if str(exc) == "timeout" else 502,
                 {
                     "error": "CCV's answer was lost; the order may exist. It will not be sent "
                     "again: the first notification for its reference, or `reconciler track "
-                    "ccv ID --ref REF`, settles it",
+                    "ccv ID --ref REF`, settles it; `reconciler ccv resolve --ref REF "
+                    "--not-sent` once you know CCV has none",
                     "state": "uncertain",
                     "external_reference": ref,
                 },
                 ref,
                 "uncertain",
             )
-        closing = Closing(self.store, self.order_id_fields, self.clock(), self.on_commit)
-        return await close(closing, sub_id, account, ref, answer)
+        return await close(self._closing(account), sub_id, account, ref, answer)
+
+    def _closing(self, account: str) -> Closing:
+        return Closing(
+            self.store,
+            self.order_id_fields,
+            self.clock(),
+            self.on_commit,
+            self.key_forms.get(account),
+        )
+
+
+def not_settled(reference: str, found: subs.Submission | None) -> str:
+    """Why `ccv resolve --not-sent` settled nothing for a reference."""
+    if found is None:
+        return f"nothing was submitted with external reference {reference}"
+    if found.state == "uncertain":
+        # `subs.answered`: CCV said it made the order; which one it is, is for a person to find.
+        return (
+            f"CCV answered the submit of external reference {reference} with HTTP "
+            f"{found.http_status}: it has the order; find it at CCV and run `reconciler track "
+            f"ccv ID --ref {reference}`"
+        )
+    return f"the submit of external reference {reference} is {found.state}, not uncertain"
 
 
 def _decide(turn: asyncio.Future[bool], left: bool) -> None:
