@@ -338,12 +338,22 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             # A hint's record goes before a pass's batches waiting for the database.
             async with store.transaction(urgent=via == "notification"):
                 state = await store.sources.state(self.source, self.account)
-                new, flip = next_health(state, said, now=now)
+                interval_s = self.config.poll_interval_s
+                new, flip = next_health(state, said, now=now, interval_s=interval_s)
                 await store.sources.save(new)
                 event = None
                 if flip is not None:
+                    failed = None
+                    if flip is EventType.SOURCE_RECOVERED:
+                        failed = await store.events.failed_reason(self.source, self.account)
                     event = health_event(
-                        state, new, flip, now=now, via=via, store_id=store.store_id
+                        state,
+                        new,
+                        flip,
+                        now=now,
+                        via=via,
+                        store_id=store.store_id,
+                        failed_reason=failed,
                     )
                     await store.events.add([event])
                 if flip is EventType.SOURCE_RECOVERED:

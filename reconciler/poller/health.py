@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..events import Event, event_id
 from ..model import (
@@ -22,6 +23,7 @@ from ..model import (
     Via,
 )
 from ..passes.report import PassAnswers
+from ..schedule import source_backoff_s
 
 Part = HealthPart
 PARTS = HEALTH_PARTS
@@ -102,12 +104,17 @@ def is_lost_wave(lost: int, checked: int) -> bool:
 
 
 def next_health(
-    state: SourceState, verdicts: Sequence[tuple[Part, Verdict]], *, now: float
+    state: SourceState,
+    verdicts: Sequence[tuple[Part, Verdict]],
+    *,
+    now: float,
+    interval_s: float = 0.0,
 ) -> tuple[SourceState, EventType | None]:
     """Apply a pass's verdicts to an account's health; return the new health and the flip.
 
     The account fails when a first part fails and recovers when its last failing part answers
     again: `source.failed` once, `source.recovered` once, whatever the parts do in between.
+    `interval_s`: the account's poll interval, which its backoff doubles.
     """
     parts = set(state.failing_parts)
     new = state
@@ -120,9 +127,14 @@ def next_health(
             new = replace(new, last_failure=now, last_error=result.reason)
             if result.own_word:  # kept until the account recovers, whatever fails after
                 new = replace(new, failed_on_own_word=True)
-    if any(not result.ok for _, result in verdicts):
-        # One failure per pass, however many of its parts failed (a CCV probe tick's check and
-        # probe): the backoff doubles per pass, as the config promises, not per part.
+    rest = source_backoff_s(state.failure_streak, interval_s)
+    if any(not result.ok for _, result in verdicts) and (
+        not state.failing or now >= (state.last_failure or 0.0) + rest
+    ):
+        # One failure per probe, however many of its parts failed (a CCV probe tick's check and
+        # probe): the backoff doubles per failed probe, as the README promises. A failure
+        # within the backoff period is no probe (the pending list and a query ms apart, a
+        # restart's catch-up and its first jobs, a notification's poll): it counts once.
         new = replace(new, failure_streak=state.failure_streak + 1)
     new = replace(new, failing_parts=frozenset(parts))
     if not parts:
@@ -135,7 +147,14 @@ def next_health(
 
 
 def health_event(
-    before: SourceState, after: SourceState, kind: EventType, *, now: float, via: Via, store_id: str
+    before: SourceState,
+    after: SourceState,
+    kind: EventType,
+    *,
+    now: float,
+    via: Via,
+    store_id: str,
+    failed_reason: str | None = None,
 ) -> Event:
     """Return the `source.failed` / `source.recovered` event of a flip from `before` to `after`.
 
@@ -144,10 +163,16 @@ def health_event(
     of an old, different one. A redelivery sends the stored body, id and all.
     """
     severity: Severity
+    data: dict[str, Any] = {"source": after.source, "account": after.account}
     if kind is EventType.SOURCE_RECOVERED:
-        severity, reason = "info", before.last_error
+        # The failure it ends, as its `source.failed` named it, though the error changed on
+        # the way (maintenance, then HTTP 500): `last_reason` is the last one.
+        severity, reason = "info", failed_reason or before.last_error
+        data.update(reason=reason, last_reason=before.last_error)
     else:
         severity, reason = "error", after.last_error
+        data.update(reason=reason)
+    data.update(severity=severity, via=via)
     return Event(
         id=event_id(
             store_id, "source", after.source, after.account, after.episode, kind.value, now
@@ -158,11 +183,5 @@ def health_event(
         account=after.account,
         order_id=None,
         severity=severity,
-        data={
-            "source": after.source,
-            "account": after.account,
-            "reason": reason,
-            "severity": severity,
-            "via": via,
-        },
+        data=data,
     )

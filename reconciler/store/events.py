@@ -7,6 +7,7 @@ sink confirmed it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Collection, Sequence
@@ -165,6 +166,17 @@ class Events:
         )
         rows = list(await self._conn.execute_fetchall(sql, (source, account)))
         return float(rows[0][0]) if rows else None
+
+    async def failed_reason(self, source: Source, account: str) -> str | None:
+        """Return the reason the account's latest `source.failed` gave, if one is stored (kept
+        while the account fails: retention spares it)."""
+        sql = (
+            "SELECT body FROM events WHERE type = 'source.failed' AND source = ? AND account = ? "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        rows = list(await self._conn.execute_fetchall(sql, (source, account)))
+        reason = json.loads(rows[0][0])["data"].get("reason") if rows else None
+        return reason if isinstance(reason, str) else None
 
     async def history(
         self,
