@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -26,9 +27,11 @@ from reconciler.redact import redact
 from reconciler.sources.ccnow_answer import (
     LOGGED_IDS,
     Answer,
+    OrderLine,
     by_id,
-    is_complete,
     parse_answer,
+    read_complete,
+    undecided_line,
 )
 from reconciler.sources.errors import (
     AuthenticationFailed,
@@ -47,6 +50,13 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 # Query batches failing in a row (at least; twice the concurrency with more workers) that say
 # CCNow is down: asking the remaining batches, each with its retries, would only prolong it.
 BREAKER_BATCHES = 3
+
+
+class Undecided(NamedTuple):
+    """The last line of a chunked answer without its final line end (`undecided_line`)."""
+
+    text: str  # as it came, trimmed: asked again, the same line decides
+    line: OrderLine
 
 
 class _BatchFailures:
@@ -148,9 +158,15 @@ class CCNowClient:
         is not on the list as read: a catch-up queries it on its own, as a poll does one the
         read before named (it left the list), and a due tick any other; that answer is its
         check. One nobody follows is no check of the account's at all."""
-        answer, asked = await self._post([])  # the list is as of the attempt that brought it
+        answer, asked, last = await self._post([])  # as of the attempt that brought it
         lines, disagreeing = by_id(answer)
         observations = []
+        if last is not None:
+            # Its line may be cut: the order is queried alone, and counts as listed (it left
+            # nothing) with what that answer says; undecided, its check fails, and it is
+            # neither new nor pending on the strength of a cut line.
+            lines.pop(last.line.order_id, None)
+            observations.append(await self._decide(last))
         unreadable = []
         for order_id, line in lines.items():
             if order_id in disagreeing or line.status is None:
@@ -200,7 +216,7 @@ class CCNowClient:
 
         async def handle(batch: list[str]) -> bool:
             try:
-                answer, asked = await self._post(batch)
+                answer, asked, last = await self._post(batch)
             except RequestFailed as exc:
                 await failures.failed(batch, exc, exc.word, exc.sent_at)
                 return False  # the next batch goes alone until one answers (drain)
@@ -208,8 +224,11 @@ class CCNowClient:
                 await failures.failed(batch, exc, "protocol", time.time())  # when it failed
                 return False
             await failures.answered()
-            for observation in self._match(batch, answer, asked):
+            cut = last.line.order_id if last is not None else None
+            for observation in self._match([i for i in batch if i != cut], answer, asked):
                 await emit(observation)
+            if last is not None and cut in batch:
+                await emit(await self._decide(last))
             return True
 
         await drain(batches(), handle, self._config.concurrency)
@@ -242,9 +261,39 @@ class CCNowClient:
                 observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
         return observations
 
-    async def _post(self, order_ids: list[str]) -> tuple[Answer, float]:
+    async def _decide(self, first: Undecided) -> Observation:
+        """Ask again, alone, about the order of an answer's undecided last line. The second
+        answer decides when it is whole, or when its line repeats the first exactly (a cut
+        does not land twice at the same byte); else that order alone fails this pass. An
+        answer about the whole account (a refused login, maintenance) raises, as a batch's."""
+        order_id = first.line.order_id
+        key = OrderKey("ccnow", self._config.name, order_id)
+        try:
+            answer, asked, again = await self._post([order_id])
+        except RequestFailed as exc:
+            return Observation(key, Outcome.FAILED, reason=exc.word, asked=exc.sent_at)
+        except ProtocolError:
+            return Observation(key, Outcome.FAILED, reason="protocol", asked=time.time())
+        if again is not None and again.line.order_id == order_id:
+            if again.text != first.text:
+                log.warning(
+                    "ccnow.answer_cut",
+                    extra={
+                        "fields": {
+                            "account": self._config.name,
+                            "order_id": order_id,
+                            "reason": "last line without its line end, another when asked again",
+                        }
+                    },
+                )
+                return Observation(key, Outcome.FAILED, reason="truncated_answer", asked=asked)
+            answer = Answer((*answer.orders, again.line), answer.messages)
+        return self._match([order_id], answer, asked)[0]
+
+    async def _post(self, order_ids: list[str]) -> tuple[Answer, float, Undecided | None]:
         """Post one request (the pending list when `order_ids` is empty); return its answer,
-        parsed, and when the attempt that brought it was sent."""
+        parsed, when the attempt that brought it was sent, and its last line when that alone
+        is undecided (left out of the answer)."""
         fields = list(self._fields)
         for n, order_id in enumerate(order_ids, 1):
             fields += [(f"x_orderid_{n}", order_id), (f"x_action_{n}", "query")]
@@ -259,15 +308,27 @@ class CCNowClient:
             retry=self._config.retry,
             max_body=MAX_BODY_BYTES,
             log=log,
-            complete=is_complete,
+            complete=read_complete,
             halt=self._halt,
         )
         if reply.status in (401, 403):
             raise AuthenticationFailed(f"http {reply.status}")
         if reply.status != 200:
             raise ProtocolError(f"http {reply.status}")
+        body, last = reply.body, None
+        if (text := undecided_line(reply)) is not None:
+            body = body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
+            [line] = parse_answer(text, secrets=self._secrets).orders
+            last = Undecided(text, line)
+            log.debug(
+                "ccnow.last_line_undecided",
+                extra={"fields": {"account": self._config.name, "order_id": line.order_id}},
+            )
         try:
-            answer = parse_answer(reply.body, secrets=self._secrets)
+            if last is not None and not body.strip():
+                answer = Answer((), ())  # its one line was the undecided one
+            else:
+                answer = parse_answer(body, secrets=self._secrets)
         except SourceError as exc:
             # parse_answer masked what it quoted; this catches anything it did not foresee.
             text = str(exc)
@@ -277,4 +338,4 @@ class CCNowClient:
             "ccnow.answer",
             extra={"fields": {"asked": len(order_ids), "lines": len(answer.orders)}},
         )
-        return answer, reply.sent_at
+        return answer, reply.sent_at, last

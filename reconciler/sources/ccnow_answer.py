@@ -318,6 +318,29 @@ def _reads_whole(line: str) -> bool:
     return order.status is not None and order.status in _DOCUMENTED.values()
 
 
+def undecided_line(reply: Reply) -> str | None:
+    """Return the last line of a read's answer (the pending list, a query) when it alone is
+    undecided: a chunked answer without its final line end whose last line names a whole
+    order id (the id, a blank, words). Its words may be a longer line cut short
+    (`canceled_tmp` cut to `canceled`, an end state; `pending review` to `pending`), so that
+    order alone is asked again (sources/ccnow.py); the other lines count as usual. None for
+    any other answer: whole, or cut where no order can be named (`is_complete`)."""
+    body = reply.body
+    if not reply.chunked or reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
+        return None
+    text = _text(body)
+    if _is_page(text):
+        return None
+    line = _LINE_END.split(text)[-1].strip(_SPACE)
+    first, *more = _BLANKS.split(line, maxsplit=1)
+    return line if more and ccnow_id(first) is not None else None
+
+
+def read_complete(reply: Reply) -> bool:
+    """`is_complete` for reads: an answer whose last line alone is undecided is read too."""
+    return undecided_line(reply) is not None or is_complete(reply)
+
+
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:
     """Return the last line per order id, and the ids whose lines disagree."""
     lines: dict[str, OrderLine] = {}

@@ -121,9 +121,16 @@ async def test_a_poll_answer_chunked_and_cut_mid_line_changes_nothing(
 ) -> None:
     fake_ccnow.orders = {A: "pending"}
     cfg = await tracked(tmp_path, fake_ccnow, A)
-    fake_ccnow.always = Reply(200, f"{A} pend", chunked=True)
+    # Its last line is undecided, asked again alone, and cut again at another byte: that
+    # order's check fails, nothing changes (a line repeated exactly decides: test_ccnow_cut).
+    fake_ccnow.script = [
+        Reply(200, "message no_pending_orders\n"),
+        Reply(200, f"{A} pend", chunked=True),
+        Reply(200, f"{A} pendin", chunked=True),
+    ]
     await call_cli("--config", cfg, "catch-up", "--source", "ccnow")
     assert changes(tmp_path) == []
+    assert fake_ccnow.script == []
 
 
 async def test_a_chunked_answer_with_its_line_end_is_read(

@@ -1,6 +1,7 @@
-"""A failing CCNow account's health over an outage (probe 12): its backoff doubles per failed
-probe, not per failed request (4), and its `source.recovered` names the failure it ends, as its
-`source.failed` did, though the error changed on the way (6)."""
+"""CCNow polling over time (probe 12): a failing account's backoff doubles per failed probe, not
+per failed request (4); its `source.recovered` names the failure it ends, as its
+`source.failed` did, though the error changed on the way (6); an order untracked while on the
+pending list is followed again by the next poll, as README says (3)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ async def ccnow(
     try:
         async with aiohttp.ClientSession() as session:
             writer = Reconciler(load_config(path), store, clock=clock)
-            yield Coordinators.build(load_config(path), writer, session, Gates()).ccnow[
-                "default"
-            ], clock
+            yield (
+                Coordinators.build(load_config(path), writer, session, Gates()).ccnow["default"],
+                clock,
+            )
     finally:
         await store.close()
 
@@ -98,3 +100,16 @@ async def test_recovered_names_the_failure_it_ends_though_the_error_changed(
     # Was "http 500": a recovery from an outage nobody was told of.
     assert data["reason"] == failed_data["reason"]
     assert data["last_reason"] == "http 500"
+
+
+async def test_an_order_untracked_while_on_the_pending_list_is_followed_again(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    coordinator, clock = ccnow
+    fake_ccnow.orders = {A: "pending"}
+    await coordinator.full_pass(via="catch-up")
+    assert await coordinator.store.orders.untrack("ccnow", "default", [A]) == 1
+    clock.now += POLL_S
+    await coordinator.tick_pending_list()
+    events = await coordinator.store.events.history()
+    assert [(e.type, e.order_id) for e in events] == [("order.discovered", A)] * 2

@@ -1,0 +1,120 @@
+"""A chunked CCNow answer without its final line end (probe 12, 1 and 2): every line but the
+last counts as usual; the last line's order alone is undecided, asked again at once, alone, and
+the second answer decides it when it is whole or repeats the line exactly; else that order
+alone fails this pass (README, "No false events")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.sources.ccnow import CCNowClient
+from tests.conftest import call_cli
+from tests.fake_providers import STAMPED, FakeCCNow, Reply, ccnow_config
+from tests.sources.test_ccnow import Collector, RawServer, chunked, failed, ok, with_length
+from tests.writes.test_ccnow_actions import tracked
+from tests.writes.test_ccnow_answers import changes
+
+X, Y = "123-45-6789", "111-11-1111"
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as opened:
+        yield opened
+
+
+def not_found(order_id: str) -> Observation:
+    return Observation(OrderKey("ccnow", "default", order_id), Outcome.NOT_FOUND, asked=STAMPED)
+
+
+@pytest.mark.parametrize(
+    ("second", "decided"),
+    [
+        # `canceled_tmp` cut to `canceled` read as the end state: never asked again.
+        (chunked(f"{X} canceled_tmp\n".encode()), ok(X, "canceled_tmp")),
+        (with_length(f"{X} canceled_tmp".encode(), 24), ok(X, "canceled_tmp")),
+        # The same line again, at the same byte: a cut does not land twice there.
+        (chunked(f"{X} canceled".encode()), ok(X, "canceled")),
+        # Cut again, elsewhere: that order alone fails this pass.
+        (chunked(f"{X} canceled_t".encode()), failed(X, "truncated_answer")),
+    ],
+)
+async def test_the_last_line_s_order_is_asked_again_alone_and_decided(
+    session: aiohttp.ClientSession, second: bytes, decided: Observation
+) -> None:
+    first = chunked(f"{Y} pending\n{X} canceled".encode())
+    async with RawServer([first, second]) as server:
+        emit = Collector()
+        await CCNowClient(ccnow_config(server.url), session).query([Y, X], emit)
+        assert emit.seen == [ok(Y, "pending"), decided]
+        assert server.requests == 2
+
+
+@pytest.mark.parametrize(
+    ("last", "decided"),
+    [
+        (f"{X} not_found", not_found(X)),
+        (f"{X} on_hold_review", ok(X, "on_hold_review")),
+        (f"{X} error_message order locked", failed(X, "order_error")),
+    ],
+)
+async def test_one_last_line_without_its_line_end_fails_no_batch_nor_account(
+    session: aiohttp.ClientSession, last: str, decided: Observation
+) -> None:
+    # Was: the whole batch "cut", every order failed, the account failed, every pass for ever.
+    answer = chunked(f"{Y} pending\n{last}".encode())
+    async with RawServer([answer, chunked(last.encode())]) as server:
+        emit = Collector()
+        await CCNowClient(ccnow_config(server.url), session).query([Y, X], emit)
+        assert emit.seen == [ok(Y, "pending"), decided]
+        assert server.requests == 2
+
+
+async def test_the_pending_list_s_last_line_counts_once_its_order_is_asked(
+    session: aiohttp.ClientSession,
+) -> None:
+    # `pending review` cut to `pending`: asked alone, the order says what it is.
+    first = chunked(f"{Y} pending\n{X} pending".encode())
+    async with RawServer([first, chunked(f"{X} pending review\n".encode())]) as server:
+        client = CCNowClient(ccnow_config(server.url), session)
+        assert await client.pending_list() == [ok(X, "pending review"), ok(Y, "pending")]
+        assert server.requests == 2
+
+
+async def test_a_pending_list_s_last_order_undecided_stays_as_it_was_with_its_check_failed(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Neither new nor pending on a cut line, nor gone from the list: listed, its check failed.
+    first = chunked(f"{Y} pending\n{X} pend".encode())
+    async with RawServer([first, chunked(f"{X} pendin".encode())]) as server:
+        client = CCNowClient(ccnow_config(server.url), session)
+        assert await client.pending_list() == [failed(X, "truncated_answer"), ok(Y, "pending")]
+        assert server.requests == 2
+
+
+async def test_a_list_cut_mid_id_is_still_a_cut_answer(session: aiohttp.ClientSession) -> None:
+    whole = chunked(f"{Y} pending\n{X} pending\n".encode())
+    async with RawServer([chunked(f"{Y} pending\n{X[:6]}".encode()), whole]) as server:
+        client = CCNowClient(ccnow_config(server.url), session)
+        assert await client.pending_list() == [ok(Y, "pending"), ok(X, "pending")]
+        assert server.requests == 2  # retried as a dropped connection, as before
+
+
+async def test_a_cut_end_state_word_ends_no_order(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
+    fake_ccnow.orders = {X: "pending", Y: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, X, Y)
+    fake_ccnow.script = [
+        Reply(200, "message no_pending_orders\n"),
+        Reply(200, f"{Y} pending\n{X} canceled", chunked=True),  # `canceled_tmp`, cut
+        Reply(200, f"{X} canceled_tmp\n", chunked=True),
+    ]
+    result = await call_cli("--config", cfg, "catch-up", "--source", "ccnow")
+    assert result.code == 0, result.stderr
+    # Was `pending -> canceled`: an end state, never asked again, the order lost for good.
+    assert changes(tmp_path) == [("pending", "canceled_tmp", "catch-up")]
+    assert fake_ccnow.script == []
