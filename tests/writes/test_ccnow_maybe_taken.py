@@ -2,7 +2,8 @@
 CCNow on 127.0.0.1 that applies the action and answers something else: a ship refused as not
 pending after an attempt whose answer was lost was taken by it; a status other than 200 that
 does not say the post was not run leaves a discount uncertain, never posted twice; an order's
-line without a status word, or a `message` CCNow does not document, settles nothing."""
+line without a status word, or a `message` CCNow does not document, settles nothing. And the
+API refuses one key for two orders."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_events, write_config
+from tests.conftest import free_port, read_events, write_config
 from tests.fake_providers import FakeCCNow, Reply, cut_off, html_page
-from tests.writes.test_ccnow_actions import A, ccnow, commands, query, tracked
+from tests.server.test_api import api_toml
+from tests.writes.test_ccnow_actions import (
+    A,
+    ccnow,
+    commands,
+    daemon_with_api,
+    query,
+    tracked,
+)
 
 
 def actions(fake: FakeCCNow) -> list[str]:
@@ -202,3 +211,24 @@ async def test_an_unknown_message_answer_leaves_an_adjust_uncertain_and_a_ship_r
     assert shipped.code == 0, shipped.stdout + shipped.stderr
     assert commands(tmp_path)[1][1:] == ("succeeded", "mark_shipped (the order's status)")
     assert actions(fake_ccnow) == ["adjust", "ship"]
+
+
+async def test_the_api_refuses_one_key_given_to_two_orders(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending", "397-10-1159": "pending"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions"
+    doc = {"action": "ship", "order_ids": [A, "397-10-1159"], "keys": ["k", "k"]}
+    async with daemon_with_api(cfg, port) as http:
+        async with http.post(base, json=doc) as r:
+            body = await r.json()
+            # Not one command recorded for the two, the second order silently dropped.
+            assert (r.status, body.get("field")) == (422, "keys"), body
+        async with http.post(base, json={**doc, "keys": ["k1", "k2"]}) as r:
+            assert r.status == 202, await r.text()
+    assert [(o, s) for o, s, _ in commands(tmp_path)] == [
+        (A, "succeeded"),
+        ("397-10-1159", "succeeded"),
+    ]
