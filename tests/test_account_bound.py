@@ -7,14 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, cast
+
+import pytest
 
 from reconciler.config import Config, load_config
 from reconciler.metrics import Metrics
+from reconciler.poller.coordinators import Coordinators
 from reconciler.runtime import Runtime
 from reconciler.server.hub import Hub
 from reconciler.writes.ccnow_actions import ActionSender, build
+from reconciler.writes.submit import Submitter
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 
 
@@ -128,3 +133,19 @@ async def test_ccnow_queries_and_action_posts_keep_to_the_accounts_concurrency(
     assert [r.failed for r in reports] == [0] * len(ids)
     assert [c.state for c in taken.rows] == ["succeeded"]
     assert [(order_id, action) for order_id, action, _ in fake.actions] == [(ids[0], "ship")]
+
+
+def test_a_part_that_sends_requests_cannot_be_built_without_the_processs_gates(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    # A part built with a bound of its own would add its `concurrency` to the account's.
+    config = bound_config(tmp_path, ccv={"default": fake_ccv}, ccnow=fake_ccnow)
+    session, store, writer = cast(Any, None), cast(Any, None), cast(Any, None)
+    parts: list[Callable[[], object]] = [
+        lambda: Coordinators.build(config, writer, session),  # type: ignore[call-arg]
+        lambda: ActionSender(store, session, writer, config.ccnow),  # type: ignore[call-arg]
+        lambda: Submitter(store, session, accounts=config.ccv, receiver=None),  # type: ignore[call-arg]
+    ]
+    for part in parts:
+        with pytest.raises(TypeError, match="gates"):
+            part()

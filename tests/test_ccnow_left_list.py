@@ -15,6 +15,7 @@ from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
+from reconciler.sources.http import Gates
 from reconciler.store import Store, StoreError
 from tests.conftest import Clock, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow
@@ -34,7 +35,10 @@ async def ccnow(
     try:
         async with aiohttp.ClientSession() as session:
             writer = Reconciler(load_config(path), store, clock=clock)
-            yield Coordinators.build(load_config(path), writer, session).ccnow["default"], clock
+            yield (
+                Coordinators.build(load_config(path), writer, session, Gates()).ccnow["default"],
+                clock,
+            )
     finally:
         await store.close()
 

@@ -16,6 +16,7 @@ from reconciler.model import OrderKey, OrderState
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from tests.conftest import Clock, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow
@@ -37,7 +38,7 @@ async def ccnow(
     try:
         async with aiohttp.ClientSession() as session:
             writer = Reconciler(config, store, clock=clock)
-            yield Coordinators.build(config, writer, session).ccnow["default"], clock
+            yield Coordinators.build(config, writer, session, Gates()).ccnow["default"], clock
     finally:
         await store.close()
 

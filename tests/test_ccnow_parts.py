@@ -23,7 +23,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow import CCNowClient
 from reconciler.sources.ccnow_answer import OrderLine, parse_answer
 from reconciler.sources.errors import AuthenticationFailed, SourceError, SourceUnavailable
-from reconciler.sources.http import RequestFailed
+from reconciler.sources.http import Gates, RequestFailed
 from reconciler.store import Store
 from tests.conftest import Clock, call_cli, cli_env, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config
@@ -45,7 +45,7 @@ async def ccnow(
     try:
         async with aiohttp.ClientSession() as session:
             writer = Reconciler(config, store, clock=clock)
-            yield Coordinators.build(config, writer, session).ccnow["default"], clock
+            yield Coordinators.build(config, writer, session, Gates()).ccnow["default"], clock
     finally:
         await store.close()
 

@@ -16,6 +16,7 @@ from reconciler.poller.ccv import CCVCoordinator
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccv import PROBE_ORDER_ID
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from tests.conftest import Clock, write_config
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply, html_page
@@ -40,7 +41,7 @@ async def ccv(
     try:
         async with aiohttp.ClientSession() as session:
             writer = Reconciler(config, store, clock=clock)
-            coordinator = Coordinators.build(config, writer, session).ccv["default"]
+            coordinator = Coordinators.build(config, writer, session, Gates()).ccv["default"]
             await store.orders.track("ccv", "default", [(i, None) for i in ORDERS], clock.now)
             await coordinator.full_pass(via="catch-up")
             yield coordinator, clock

@@ -22,6 +22,7 @@ from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.schedule import NOT_FOUND_CONFIRM_S
 from reconciler.sources.ccv import PROBE_ORDER_ID
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from tests.conftest import (
     Clock,
@@ -61,7 +62,7 @@ async def ccv_reconciler(
         await store.orders.track("ccv", "default", [(i, None) for i in CCV_IDS], clock.now)
         async with aiohttp.ClientSession() as session:
             writer = Reconciler(config, store, clock=clock)
-            yield Coordinators.build(config, writer, session).ccv["default"], config, clock
+            yield Coordinators.build(config, writer, session, Gates()).ccv["default"], config, clock
     finally:
         await store.close()
 
@@ -95,7 +96,9 @@ async def ccnow_reconciler(
         await store.orders.track("ccnow", "default", [(i, None) for i in CCNOW_IDS], 1.0)
         async with aiohttp.ClientSession() as session:
             yield (
-                Coordinators.build(config, Reconciler(config, store), session).ccnow["default"],
+                Coordinators.build(config, Reconciler(config, store), session, Gates()).ccnow[
+                    "default"
+                ],
                 config,
             )
     finally:

@@ -145,7 +145,7 @@ async def _resolve_submissions(
         lock.acquire()
     except StoreLocked:
         # The daemon settled what a stopped process left `sending` at its start.
-        uncertain = await store_submissions.uncertain_references(store, account)
+        uncertain = await store_submissions.uncertain(store, account, [r for _, r in settles])
         if held := [(oid, ref) for oid, ref in settles if ref in uncertain]:
             return await _resolve_through_daemon(config, account, held)
         return EX_OK
@@ -153,7 +153,7 @@ async def _resolve_submissions(
         # As every writer does at its start: a submit a killed `ccv submit` left `sending`
         # becomes uncertain (with its event), so that its reference settles it now.
         await settle_interrupted(store)
-        uncertain = await store_submissions.uncertain_references(store, account)
+        uncertain = await store_submissions.uncertain(store, account, [r for _, r in settles])
         pairs: list[tuple[str | None, str]] = [(o, r) for o, r in settles if r in uncertain]
         # Delivered by the next writer: `catch-up`, or the daemon's start.
         if pairs and await store_submissions.resolve_many(
@@ -258,18 +258,14 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
     if source == "ccv":
         if reference is None:
             return False
-        if reference in await store_submissions.uncertain_references(store, name):
+        if await store_submissions.uncertain(store, name, [reference]):
             return True
-        # One a killed `ccv submit` left `sending` is made uncertain first (track_command).
-        # A `sending` row is a killed command's only when no process holds the writer lock:
-        # a `ccv submit` still running holds it, and its submit would never be settled here.
-        if not any(
+        # One a killed `ccv submit` left `sending` is made uncertain first (track_command); a
+        # running writer's is not: it would never be settled here.
+        return any(
             s.account == name and s.external_reference == reference
-            for s in await store_submissions.interrupted(store)
-        ):
-            return False
-        # Asked, not taken: taking it, even for a moment, could make a writer's start fail.
-        return not WriterLock(store.path).held()
+            for s in (await store_submissions.unanswered(store)).cut_off
+        )
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 
 

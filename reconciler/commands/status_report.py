@@ -24,7 +24,7 @@ from ..poller.unconfigured import (
     unconfigured_accounts,
     unsettled_writes,
 )
-from ..store import Store, WriterLock, commands, submissions
+from ..store import Store, commands, submissions
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
 from ..store.submissions import Submission
@@ -131,12 +131,12 @@ async def _gather(
     stuck = await store.orders.stuck_counts()
     check_failed = await store.orders.failing_counts()
     writes = await unsettled_writes(store)
-    left = await submissions.interrupted(store)
-    sending = _being_sent(left, path)
+    left = await submissions.unanswered(store)
+    sending = _by_account(left.in_flight)
     for key, refs in sending.items():
         uncertain, queued = writes.get(key, (0, 0))
         writes[key] = (max(0, uncertain - len(refs)), queued)
-    waiting = await _uncertain_of(store, writes, left, sending)
+    waiting = await _uncertain_of(store, writes, left.cut_off)
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -183,39 +183,26 @@ async def _gather(
     return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured)
 
 
-def _being_sent(
-    left: Sequence[Submission], path: Path
-) -> dict[tuple[Source, str], tuple[str, ...]]:
-    """The references of the CCV submits left `sending` (`left`) a running writer waits on
-    CCV's answer for, per account: every writer settles those a stopped process left at its
-    start, so one still `sending` while a process holds the writer lock is that process's.
-    With none holding it, it was cut off: the next writer's start makes it uncertain."""
-    if not left or not WriterLock(path).held():
-        return {}
+def _by_account(subs: Sequence[Submission]) -> dict[tuple[Source, str], tuple[str, ...]]:
+    """The references of CCV submissions, per account."""
     found: dict[tuple[Source, str], list[str]] = {}
-    for sub in left:
+    for sub in subs:
         found.setdefault(("ccv", sub.account), []).append(sub.external_reference)
     return {key: tuple(sorted(refs)) for key, refs in found.items()}
 
 
 async def _uncertain_of(
-    store: Store,
-    writes: dict[tuple[Source, str], tuple[int, int]],
-    left: Sequence[Submission],
-    sending: dict[tuple[Source, str], tuple[str, ...]],
+    store: Store, writes: dict[tuple[Source, str], tuple[int, int]], cut_off: Sequence[Submission]
 ) -> dict[tuple[Source, str], tuple[str, ...]]:
     """The references (CCV) and order ids (CCNow) of the writes that wait for a person's word;
-    read only when some do. A submit left `sending` by a process that stopped counts: the next
-    writer's start makes it uncertain."""
+    read only when some do. A submit a stopped process left `sending` (`cut_off`) counts: the
+    next writer's start makes it uncertain."""
     found: dict[tuple[Source, str], set[str]] = {}
     if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccv"):
-        for sub in left:
-            if sub.external_reference not in sending.get(("ccv", sub.account), ()):
-                found.setdefault(("ccv", sub.account), set()).add(sub.external_reference)
-        for source, account in writes:
-            if source == "ccv":
-                refs = await submissions.uncertain_references(store, account)
-                found.setdefault(("ccv", account), set()).update(refs)
+        for account, refs in (await submissions.uncertain_references(store)).items():
+            found.setdefault(("ccv", account), set()).update(refs)
+        for key, left in _by_account(cut_off).items():
+            found.setdefault(key, set()).update(left)
     if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccnow"):
         for c in await commands.in_state(store, "uncertain"):
             found.setdefault(("ccnow", c.account), set()).add(c.order_id)

@@ -38,11 +38,10 @@ class Coordinators:
         config: Config,
         writer: Reconciler,
         session: aiohttp.ClientSession,
-        gates: Gates | None = None,
+        gates: Gates,
     ) -> Coordinators:
         """Return a coordinator for every configured account, each with its HTTP client and
         the account's bound from `gates` (the process's, shared with its writes)."""
-        gates = Gates() if gates is None else gates
         secrets = tuple(config_secrets(config))
         remember = None if config.receiver is None else config.receiver.remember_ref_s
         return cls(

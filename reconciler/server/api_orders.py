@@ -56,7 +56,7 @@ class Orders:
             return None
         if raw in self.deps.accounts.get("ccv", ()):
             return None
-        return raw if ref in await subs.uncertain_references(self.deps.reader, raw) else None
+        return raw if await subs.uncertain(self.deps.reader, raw, [ref]) else None
 
     async def track(self, request: web.Request) -> web.Response:
         """POST /api/v1/orders: start following an order; 201 new, 200 already followed."""

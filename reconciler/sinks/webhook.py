@@ -12,8 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from datetime import timezone
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
 
 import aiohttp
 
@@ -29,6 +28,7 @@ from reconciler.sinks.base import (
     SinkGone,
     deliver_in_order,
 )
+from reconciler.sources.http import parse_retry_after
 
 log = logging.getLogger("reconciler.sinks.webhook")
 
@@ -56,20 +56,6 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     key `decode_secret` gives (decoded once per sink, not per message)."""
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
     return "v1," + base64.b64encode(mac.digest()).decode("ascii")
-
-
-def parse_retry_after(value: str, now: float) -> float | None:
-    """Return the seconds a `Retry-After` value (delay or HTTP-date) asks for, or None."""
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000" means UTC with unknown origin, not local time
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - now)
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:
@@ -159,5 +145,5 @@ class WebhookSink:
             return Delivered()
         if status == 410:
             return SinkGone("http 410")
-        delay = None if retry_after is None else parse_retry_after(retry_after, time.time())
+        delay = parse_retry_after(retry_after, datetime.now(timezone.utc))
         return RetryLater(f"http {status}", delay)

@@ -26,7 +26,9 @@ T = TypeVar("T")
 class RequestFailed(SourceUnavailable):
     """A request still failed after every retry (429, 5xx, timeout or connection error)."""
 
-    def __init__(self, word: str, *, sent_at: float, reached: bool = True) -> None:
+    def __init__(
+        self, word: str, *, sent_at: float, reached: bool = True, http_status: int | None = None
+    ) -> None:
         # str() is "http 503" / "timeout" / "connection"; `word` is the Observation reason.
         super().__init__(word.replace("_", " "))
         self.word = word
@@ -34,6 +36,15 @@ class RequestFailed(SourceUnavailable):
         # those that did were turned away (429, 503).
         self.reached = reached
         self.sent_at = sent_at  # when the last attempt was sent (wall clock)
+        # The last attempt's answer (429, 5xx); None: it got none (a timeout, a connection
+        # error, a cut answer).
+        self.http_status = http_status
+
+    @property
+    def turned_away(self) -> bool:
+        """Whether the provider answered and surely ran nothing: the last attempt was answered
+        (429, 503), and none before it reached anything."""
+        return not self.reached and self.http_status is not None
 
 
 class Stopping(Exception):
@@ -192,6 +203,7 @@ async def request(
     n = 0
     reached = False
     word, sent_at = "", 0.0
+    answered: int | None = None  # the HTTP status `word` names, if it names one
     while True:
         retry_after: str | None = None
         # The account's turn comes before the attempt is dated and its timeout starts: waiting
@@ -201,7 +213,7 @@ async def request(
             gate.release()  # the stop began while this waited for its turn
             if n == 0:
                 raise Stopping  # nothing was sent: not a failure the caller reports
-            raise RequestFailed(word, reached=reached, sent_at=sent_at)
+            raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
         sent_at = time.time()
         reached_before = reached
         try:
@@ -222,23 +234,23 @@ async def request(
                     reply = reply_of(resp, await read_body(resp, max_body), sent_at)
                     if complete(reply):
                         return reply._replace(reached_before=reached_before)
-                    word = "truncated_answer"
+                    word, answered = "truncated_answer", None
                 else:
                     # A 429 or 503 turns the request away before it runs: it reached nothing.
                     reached = reached or not await _turned_away(resp, max_body, turned_away)
                     retry_after = resp.headers.get("Retry-After")
-                    word = f"http_{status}"
+                    word, answered = f"http_{status}", status
         except asyncio.TimeoutError:
-            reached, word = True, "timeout"
+            reached, word, answered = True, "timeout", None
         except aiohttp.ClientConnectorError:
-            word = "connection"  # no connection made: nothing was sent
+            word, answered = "connection", None  # no connection made: nothing was sent
         except aiohttp.ClientError:
             # aiohttp's text may quote the URL; ours never says more than the word.
-            reached, word = True, "connection"
+            reached, word, answered = True, "connection", None
         finally:
             gate.release()
         if n >= retry.attempts or (halt is not None and halt.is_set()):
-            raise RequestFailed(word, reached=reached, sent_at=sent_at)
+            raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
         delay = retry_delay(retry, n, parse_retry_after(retry_after, datetime.now(timezone.utc)))
         log.debug(
             "request.retry",
@@ -250,7 +262,7 @@ async def request(
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(halt.wait(), delay)
             if halt.is_set():
-                raise RequestFailed(word, reached=reached, sent_at=sent_at)
+                raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
         n += 1
 
 

@@ -17,8 +17,10 @@ from typing import Literal
 
 from ..events import Event, action_event, action_resolved_event
 from .db import Store
+from .sql import CHUNK, marks
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
+Unsettled = Literal["queued", "sending", "uncertain"]  # the states of commands_open's rows
 # CCNow's own words for the actions (`x_action_N`)
 Action = Literal["ship", "cancel", "track", "adjust"]
 
@@ -27,6 +29,9 @@ _COLUMNS = (
     "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since, "
     "maybe_reached_at, held_since"
 )
+# SQLite reads the partial index commands_open only for a query whose WHERE repeats its term:
+# told `state = 'queued'` alone, it reads every command of the retention window.
+_OPEN = "state IN ('queued', 'sending', 'uncertain')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +166,7 @@ async def get(store: Store, ids: Sequence[int]) -> list[Command]:
     if not ids:
         return []
     rows = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM commands WHERE id IN ({', '.join('?' * len(ids))}) ORDER BY id",
+        f"SELECT {_COLUMNS} FROM commands WHERE id IN ({marks(len(ids))}) ORDER BY id",
         tuple(ids),
     )
     return [_row(r) for r in rows]
@@ -170,26 +175,26 @@ async def get(store: Store, ids: Sequence[int]) -> list[Command]:
 async def due(store: Store, now: float, limit: int = 1000) -> list[Command]:
     """Return queued commands whose next attempt is due, oldest first."""
     rows = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM commands WHERE state = 'queued' AND next_attempt_at <= ? "
-        "ORDER BY id LIMIT ?",
+        f"SELECT {_COLUMNS} FROM commands WHERE {_OPEN} AND state = 'queued' "
+        "AND next_attempt_at <= ? ORDER BY id LIMIT ?",
         (now, limit),
     )
     return [_row(r) for r in rows]
 
 
-async def in_state(store: Store, state: State) -> list[Command]:
-    """Return the commands in one state, oldest first."""
+async def in_state(store: Store, state: Unsettled) -> list[Command]:
+    """Return the commands in one unsettled state, oldest first."""
     rows = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM commands WHERE state = ? ORDER BY id", (state,)
+        f"SELECT {_COLUMNS} FROM commands WHERE {_OPEN} AND state = ? ORDER BY id", (state,)
     )
     return [_row(r) for r in rows]
 
 
-async def of_order(store: Store, account: str, order_id: str, state: State) -> list[Command]:
-    """Return one order's commands in a state."""
+async def of_order(store: Store, account: str, order_id: str, state: Unsettled) -> list[Command]:
+    """Return one order's commands in an unsettled state."""
     rows = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM commands WHERE account = ? AND order_id = ? AND state = ? "
-        "ORDER BY id",
+        f"SELECT {_COLUMNS} FROM commands WHERE {_OPEN} AND account = ? AND order_id = ? "
+        "AND state = ? ORDER BY id",
         (account, order_id, state),
     )
     return [_row(r) for r in rows]
@@ -198,8 +203,7 @@ async def of_order(store: Store, account: str, order_id: str, state: State) -> l
 async def unsettled_counts(store: Store) -> dict[tuple[str, State], int]:
     """Per (account, state), the commands nothing has settled yet: queued, sending, uncertain."""
     rows = await store.conn.execute_fetchall(
-        "SELECT account, state, count(*) FROM commands "
-        "WHERE state IN ('queued', 'sending', 'uncertain') GROUP BY account, state"
+        f"SELECT account, state, count(*) FROM commands WHERE {_OPEN} GROUP BY account, state"
     )
     return {(str(a), s): int(n) for a, s, n in rows}
 
@@ -207,8 +211,8 @@ async def unsettled_counts(store: Store) -> dict[tuple[str, State], int]:
 async def uncertain_accounts(store: Store, order_id: str) -> list[str]:
     """Return the accounts holding an uncertain command of an order, by name."""
     rows = await store.conn.execute_fetchall(
-        "SELECT DISTINCT account FROM commands WHERE state = 'uncertain' AND order_id = ? "
-        "ORDER BY account",
+        f"SELECT DISTINCT account FROM commands WHERE {_OPEN} AND state = 'uncertain' "
+        "AND order_id = ? ORDER BY account",
         (order_id,),
     )
     return [str(r[0]) for r in rows]
@@ -337,11 +341,11 @@ async def resolve(
 async def by_keys(store: Store, account: str, keys: Sequence[str]) -> dict[str, Command]:
     """Return the commands already made with any of these keys, by key."""
     found: dict[str, Command] = {}
-    for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
+    for i in range(0, len(keys), CHUNK):
+        chunk = keys[i : i + CHUNK]
         rows = await store.conn.execute_fetchall(
             f"SELECT {_COLUMNS} FROM commands WHERE account = ? "
-            f"AND idempotency_key IN ({', '.join('?' * len(chunk))})",
+            f"AND idempotency_key IN ({marks(len(chunk))})",
             (account, *chunk),
         )
         for r in rows:

@@ -165,23 +165,22 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
             seqs = [int(r[1]) for r in rows if r[1] != newest and int(r[1]) not in current]
             held: set[int] = set()
             sinks = await _delivery_sinks(store)
-            marks = ", ".join("?" * len(seqs))
             for sink in sinks:
                 found = await conn.execute_fetchall(
                     "SELECT event_seq FROM deliveries WHERE sink = ? AND state != 'delivered' "
-                    f"AND event_seq IN ({marks})",
+                    f"AND event_seq IN ({marks(len(seqs))})",
                     (sink, *seqs),
                 )
                 held.update(int(r[0]) for r in found)
             gone = [seq for seq in seqs if seq not in held]
             if gone:
-                marks = ", ".join("?" * len(gone))
+                in_gone = marks(len(gone))
                 for sink in sinks:
                     await conn.execute(
-                        f"DELETE FROM deliveries WHERE sink = ? AND event_seq IN ({marks})",
+                        f"DELETE FROM deliveries WHERE sink = ? AND event_seq IN ({in_gone})",
                         (sink, *gone),
                     )
-                await conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", gone)
+                await conn.execute(f"DELETE FROM events WHERE seq IN ({in_gone})", gone)
         deleted += len(gone)
         kept += len(held)
         after = (float(rows[-1][0]), int(rows[-1][1]))
@@ -289,12 +288,12 @@ async def _prune_closed_writes(store: Store, cutoff: float, chunk: int) -> int:
     idempotency keys are refused as repeats only within the window, as their events are kept."""
     deleted = 0
     for table, open_states in _OPEN_WRITES.items():
-        marks = ", ".join("?" * len(open_states))
+        in_open = marks(len(open_states))
         while True:
             async with store.transaction():
                 cur = await store.conn.execute(
                     f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE closed_at < ? "
-                    f"AND state NOT IN ({marks}) LIMIT ?)",
+                    f"AND state NOT IN ({in_open}) LIMIT ?)",
                     (cutoff, *open_states, chunk),
                 )
                 count = cur.rowcount

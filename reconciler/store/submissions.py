@@ -19,9 +19,10 @@ from typing import Literal
 
 from ..events import Event, submit_resolved_event
 from .db import Store
+from .files import WriterLock
 from .oneshot import commit_at_once, run_at_once
 from .references import followed_elsewhere
-from .sql import Statement, marks
+from .sql import CHUNK, Statement, marks
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 # What settled an uncertain submission: CCV's notification for its reference, or a person
@@ -31,6 +32,12 @@ How = Literal["notification", "track"]
 _COLUMNS = (
     "id, account, external_reference, state, order_id, http_status, reason, created_at, closed_at"
 )
+# SQLite reads a partial index only for a query whose WHERE repeats the index's own term: told
+# `state = 'uncertain'` alone, it reads every row of the table (every submit of the retention
+# window). `_OPEN` names the submissions_open index's rows (those of a state), `_LIVE` the
+# submissions_live index's (those of an account's references).
+_OPEN = "state IN ('sending', 'uncertain')"
+_LIVE = "state != 'failed'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +69,17 @@ def _row(r: Sequence[object]) -> Submission:
 
 async def find(store: Store, account: str, reference: str) -> Submission | None:
     """Return the live submission of a reference, else the latest failed one, else None."""
-    rows = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
-        "ORDER BY state = 'failed', id DESC LIMIT 1",
-        (account, reference),
-    )
-    return next((_row(r) for r in rows), None)
+    # The live one through its index; only a reference without one reads the failed ones,
+    # which no index holds.
+    for state in (_LIVE, "state = 'failed'"):
+        rows = await store.conn.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
+            f"AND {state} ORDER BY id DESC LIMIT 1",
+            (account, reference),
+        )
+        if rows:
+            return _row(next(iter(rows)))
+    return None
 
 
 async def record(store: Store, account: str, reference: str, now: float) -> int:
@@ -178,28 +190,66 @@ async def make_uncertain(
 
 
 async def interrupted(store: Store) -> list[Submission]:
-    """Return submissions left `sending` by a process that stopped before CCV answered."""
+    """Return submissions left `sending` by a process that stopped before CCV answered (asked
+    by a writer: no other process sends them)."""
     rows = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM submissions WHERE state = 'sending' ORDER BY id"
+        f"SELECT {_COLUMNS} FROM submissions WHERE {_OPEN} AND state = 'sending' ORDER BY id"
     )
     return [_row(r) for r in rows]
 
 
-async def uncertain_references(store: Store, account: str) -> set[str]:
-    """Return the references of an account's uncertain submissions (a read, no writer)."""
+@dataclass(frozen=True, slots=True)
+class Unanswered:
+    """The submissions left `sending`, as a reader (no writer) finds them."""
+
+    in_flight: tuple[Submission, ...]  # a running writer's: it records CCV's answer
+    cut_off: tuple[Submission, ...]  # a stopped process's: the next writer makes them uncertain
+
+
+async def unanswered(store: Store) -> Unanswered:
+    """Return the submissions left `sending`, told apart without the writer lock: every writer
+    settles at its start those a stopped process left, so one still `sending` while a process
+    holds the lock is that process's to answer; with none holding it, it was cut off."""
+    left = tuple(await interrupted(store))
+    # Asked, not taken: taking it, even for a moment, could make a writer's start fail.
+    if left and WriterLock(store.path).held():
+        return Unanswered(left, ())
+    return Unanswered((), left)
+
+
+async def uncertain_references(store: Store) -> dict[str, set[str]]:
+    """Return the references of the uncertain submissions, per account (a read, no writer)."""
     rows = await store.conn.execute_fetchall(
-        "SELECT external_reference FROM submissions WHERE account = ? AND state = 'uncertain'",
-        (account,),
+        f"SELECT account, external_reference FROM submissions WHERE {_OPEN} AND state = 'uncertain'"
     )
-    return {str(r[0]) for r in rows}
+    found: dict[str, set[str]] = {}
+    for account, ref in rows:
+        found.setdefault(str(account), set()).add(str(ref))
+    return found
+
+
+async def uncertain(store: Store, account: str, references: Sequence[str]) -> dict[str, Submission]:
+    """Return the uncertain submissions of an account's `references`, by reference: only
+    those rows are read, however many of the account's submits are uncertain."""
+    found: dict[str, Submission] = {}
+    unique = list(dict.fromkeys(references))
+    for i in range(0, len(unique), CHUNK):
+        chunk = unique[i : i + CHUNK]
+        rows = await store.conn.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM submissions WHERE account = ? "
+            f"AND external_reference IN ({marks(len(chunk))}) AND {_LIVE} "
+            "AND state = 'uncertain'",
+            (account, *chunk),
+        )
+        found.update((sub.external_reference, sub) for sub in map(_row, rows))
+    return found
 
 
 async def unsettled_counts(store: Store) -> dict[str, int]:
     """Per account, the submissions whose answer is not known: uncertain, or left sending (a
     writer's start makes those uncertain)."""
     rows = await store.conn.execute_fetchall(
-        "SELECT account, count(*) FROM submissions WHERE state IN ('sending', 'uncertain') "
-        "GROUP BY account"
+        f"SELECT account, count(*) FROM submissions WHERE {_OPEN} GROUP BY account"
     )
     return {str(a): int(n) for a, n in rows}
 
@@ -221,7 +271,7 @@ async def resolve_many(
     """Settle the uncertain submissions of (order id or None, reference) pairs in one
     transaction, each with its `order.submit_resolved`; return those events."""
     rows = await store.conn.execute_fetchall(
-        "SELECT count(*) FROM submissions WHERE state = 'uncertain'"
+        f"SELECT count(*) FROM submissions WHERE {_OPEN} AND state = 'uncertain'"
     )
     if not orders or not next(iter(rows))[0]:
         return []  # the common case, a `track --from-file` of many orders, costs one read
@@ -241,7 +291,7 @@ async def notified(
         if not remember:
             waiting = await store.conn.execute_fetchall(
                 "SELECT 1 FROM submissions WHERE account = ? AND external_reference = ? "
-                "AND state = 'sending'",
+                f"AND {_LIVE} AND state = 'sending'",
                 (account, reference),
             )
             remember = bool(waiting)
@@ -259,15 +309,10 @@ async def _settle(
 ) -> list[Event]:
     """`resolve_many` inside the caller's transaction."""
     events: list[Event] = []
-    # Read in the transaction that settles them: a second settlement finds none. The
-    # uncertain ones are few, the orders given may be many.
-    found = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND state = 'uncertain'",
-        (account,),
-    )
-    uncertain = {sub.external_reference: sub for sub in map(_row, found)}
+    # Read in the transaction that settles them: a second settlement finds none.
+    found = await uncertain(store, account, [ref for _, ref in orders])
     for order_id, ref in orders:
-        sub = uncertain.pop(ref, None)
+        sub = found.pop(ref, None)
         if sub is None or (how == "notification" and answered(sub)):
             continue
         known = order_id if order_id is not None else sub.order_id

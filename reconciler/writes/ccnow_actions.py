@@ -115,14 +115,14 @@ class ActionSender:
         reconciler: Reconciler,
         accounts: Sequence[CCNowConfig],
         *,
+        gates: Gates,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         in_flight: InFlight | None = None,
-        gates: Gates | None = None,
     ) -> None:
         self.store = store
         self.session = session
-        self.gates = gates or Gates()  # the accounts' bounds, shared with their queries
+        self.gates = gates  # the accounts' bounds, shared with their queries
         self.reconciler = reconciler
         self.accounts = {c.name: c for c in accounts}
         self.on_commit = on_commit

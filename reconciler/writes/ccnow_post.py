@@ -151,8 +151,8 @@ async def post_batch(
         except RequestFailed as exc:
             if exc.reached:
                 raise Lost(exc.word) from None
-            if exc.word.startswith("http_"):
-                raise SourceError(str(exc)) from None  # turned away (429, 503): nothing ran
+            if exc.turned_away:
+                raise SourceError(str(exc)) from None  # nothing ran
             raise NotSent(exc.word) from None
     if reply.status != 200:
         if turned_away(reply.status, reply.body) and not reply.reached_before:

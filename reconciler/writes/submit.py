@@ -44,18 +44,18 @@ class Submitter:
         *,
         accounts: Sequence[CCVConfig],
         receiver: ReceiverConfig | None,
+        gates: Gates,
         order_id_fields: Sequence[str] = ("orderId", "id"),
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         gate: HintGate | None = None,
         in_flight: InFlight | None = None,
-        gates: Gates | None = None,
     ) -> None:
         self.store = store
         self.session = session
         # Each account's bound on its requests in flight, shared with its checks (the
         # process's Gates): a submit waits for its turn like any of them.
-        self.gates = Gates() if gates is None else gates
+        self.gates = gates
         self.accounts = {c.name: c for c in accounts}
         self.receiver = receiver
         self.order_id_fields = tuple(order_id_fields)

@@ -20,6 +20,7 @@ from reconciler.passes.report import PassReport
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks.base import Cutoff, Delivered, DeliveryResult, OutboxEvent, RetryLater
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from tests.fake_providers import CCV_KEY, FakeCCV
 
@@ -57,7 +58,7 @@ async def test_a_catch_up_sends_no_new_request_while_a_notification_is_checked(
         config = config_for(tmp_path, fake_ccv.base_url)
         reconciler = Reconciler(config, store)
         reconciler.hints = HintGate(max_wait_s=60.0)
-        coordinators = Coordinators.build(config, reconciler, session)
+        coordinators = Coordinators.build(config, reconciler, session, Gates())
         with reconciler.hints.running():
             catch_up = asyncio.ensure_future(coordinators.catch_up())
             await fake_ccv.wait_until(lambda: len(fake_ccv.requests) >= 1)
@@ -80,7 +81,7 @@ async def test_a_notification_that_never_ends_does_not_stop_a_catch_up(
         config = config_for(tmp_path, fake_ccv.base_url)
         reconciler = Reconciler(config, store)
         reconciler.hints = HintGate(max_wait_s=0.01)
-        coordinators = Coordinators.build(config, reconciler, session)
+        coordinators = Coordinators.build(config, reconciler, session, Gates())
         with reconciler.hints.running():
             report = await asyncio.wait_for(coordinators.catch_up(), 30)
     assert report.checked == len(ORDERS)
@@ -146,7 +147,7 @@ async def commits_of_a_catch_up(
             with reconciler.hints.running():
                 pass
         with reconciler.hints.running() if notification == "in flight" else nullcontext():
-            await Coordinators.build(config, reconciler, session).catch_up()
+            await Coordinators.build(config, reconciler, session, Gates()).catch_up()
     return committed
 
 
@@ -271,7 +272,7 @@ async def notify_with_outbox(
     gate = reconciler.hints = delivery.hints = HintGate(max_wait_s=60.0)
     delivering = asyncio.ensure_future(delivery.run())
     async with aiohttp.ClientSession() as session:
-        ccv = Coordinators.build(config, reconciler, session).ccv["default"]
+        ccv = Coordinators.build(config, reconciler, session, Gates()).ccv["default"]
         with gate.running():
             report = await ccv.check(["N-1"], via="notification")
     assert report.events == 1

@@ -20,6 +20,7 @@ from reconciler.poller.ccv import CCVCoordinator
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.redact import config_secrets
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from tests.conftest import write_config
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
@@ -36,7 +37,7 @@ async def coordinators(
     store = await Store.open(config.store_path)
     try:
         async with aiohttp.ClientSession() as session:
-            yield Coordinators.build(config, Reconciler(config, store), session)
+            yield Coordinators.build(config, Reconciler(config, store), session, Gates())
     finally:
         await store.close()
 

@@ -15,6 +15,7 @@ from reconciler.poller.ccv import CCVCoordinator
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccv import CCVClient
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 
@@ -31,7 +32,7 @@ def config_for(tmp_path: Path, base_url: str) -> Config:
 def account(
     config: Config, store: Store, session: aiohttp.ClientSession, clock: Callable[[], float]
 ) -> CCVCoordinator:
-    return Coordinators.build(config, Reconciler(config, store, clock=clock), session).ccv[
+    return Coordinators.build(config, Reconciler(config, store, clock=clock), session, Gates()).ccv[
         "default"
     ]
 

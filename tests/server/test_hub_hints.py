@@ -18,6 +18,7 @@ from reconciler.metrics import Metrics
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.server.hub import Hub
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from tests.conftest import write_config
 from tests.fake_providers import CCV_KEY, FakeCCV
@@ -33,7 +34,7 @@ async def hub(
     try:
         async with aiohttp.ClientSession() as session:
             delivery = Delivery(store, build_sinks(config, session))
-            coordinators = Coordinators.build(config, Reconciler(config, store), session)
+            coordinators = Coordinators.build(config, Reconciler(config, store), session, Gates())
             yield Hub(config, coordinators, store, delivery, Metrics())
             await delivery.close()
     finally:

@@ -20,6 +20,7 @@ from reconciler.model import EventType, Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks.jsonl import JsonlSink
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store.priority import URGENT_IN_A_ROW, WINDOW, Urgent, WriteLock
 from tests.conftest import poll_until
@@ -86,7 +87,7 @@ async def test_a_notified_event_reaches_the_jsonl_sink_before_a_catch_up_s_backl
     async with aiohttp.ClientSession() as session:
         config = config_for(tmp_path, fake_ccv.base_url)
         reconciler = Reconciler(config, store)
-        ccv = Coordinators.build(config, reconciler, session).ccv["default"]
+        ccv = Coordinators.build(config, reconciler, session, Gates()).ccv["default"]
         await store.orders.track("ccv", "default", [("N-1", None)], 1.0)
         await reconciler.apply([ok("N-1", "New")], via="poll")
         await store.outbox.delivered("file", [1], 1.0)  # delivered long ago

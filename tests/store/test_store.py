@@ -23,6 +23,7 @@ from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sinks.base import Cutoff, Delivered, DeliveryResult, OutboxEvent
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from reconciler.store.sql import ROWS_PER_STATEMENT, chunks
@@ -195,7 +196,7 @@ async def test_a_failed_write_ends_the_pass_with_its_error(
     async with aiohttp.ClientSession() as session:
         # Small batches and queue, so that workers wait on the writer when its write fails.
         reconciler = FailingSecondWrite(config, store, batch_rows=2, pending_batches=1)
-        coordinator = Coordinators.build(config, reconciler, session).ccv["default"]
+        coordinator = Coordinators.build(config, reconciler, session, Gates()).ccv["default"]
         with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
             await asyncio.wait_for(coordinator.full_pass(via="poll"), 10)
     # What was written before the failure stays written; nothing after it.

@@ -20,6 +20,7 @@ from reconciler.delivery import sink_names
 from reconciler.reconcile import Reconciler
 from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions
 from reconciler.sources.ccnow import MAX_BODY_BYTES
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import ActionSender, Tally, build
@@ -540,7 +541,9 @@ async def test_two_senders_in_one_process_post_a_queued_adjust_once(
     store = await Store.open(tmp_path / "reconciler.db")
     try:
         async with aiohttp.ClientSession() as session:
-            sender = ActionSender(store, session, Reconciler(config, store), config.ccnow)
+            sender = ActionSender(
+                store, session, Reconciler(config, store), config.ccnow, gates=Gates()
+            )
             new = build(config.ccnow[0], "adjust", [A], amount="4")
             [(row, _)] = await cmds.record(store, new, 0.0)
             await asyncio.gather(sender.send([row], Tally()), sender.send([row], Tally()))

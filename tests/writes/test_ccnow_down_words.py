@@ -18,6 +18,7 @@ import pytest
 from reconciler.config import CCNowConfig, load_config
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import is_complete, says_down
+from reconciler.sources.http import Gates
 from reconciler.sources.http import Reply as HTTPReply
 from reconciler.store import Store
 from reconciler.store import commands as cmds
@@ -51,7 +52,9 @@ async def sender(
     try:
         async with aiohttp.ClientSession() as session:
             reconciler = Reconciler(config, store)
-            actions = ActionSender(store, session, reconciler, config.ccnow, clock=clock)
+            actions = ActionSender(
+                store, session, reconciler, config.ccnow, clock=clock, gates=Gates()
+            )
             yield store, actions, config.ccnow[0]
     finally:
         await store.close()

@@ -19,7 +19,7 @@ from yarl import URL
 
 from reconciler.config import RetryConfig, load_config
 from reconciler.reconcile import Reconciler
-from reconciler.sources.http import RequestFailed, request
+from reconciler.sources.http import Gates, RequestFailed, request
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import ActionSender, Tally, build
@@ -241,7 +241,9 @@ async def test_a_post_the_stop_halts_counts_no_attempt_and_keeps_its_due_time(
         await store.conn.set_trace_callback(stop_at_the_claim)
         async with aiohttp.ClientSession() as session:
             reconciler = Reconciler(config, store)
-            sender = ActionSender(store, session, reconciler, config.ccnow, in_flight=in_flight)
+            sender = ActionSender(
+                store, session, reconciler, config.ccnow, in_flight=in_flight, gates=Gates()
+            )
             await sender.send([row], Tally())
     finally:
         await store.close()

@@ -16,6 +16,7 @@ import pytest
 
 from reconciler.config import ReceiverConfig
 from reconciler.config.secret import Secret
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.writes.submit import Submitter
 from tests.conftest import count_handoffs
@@ -43,7 +44,10 @@ async def submitter(
     try:
         async with aiohttp.ClientSession() as session:
             accounts = [ccv_config(fake.base_url)]
-            yield Submitter(store, session, accounts=accounts, receiver=RECEIVER), handed
+            yield (
+                Submitter(store, session, accounts=accounts, receiver=RECEIVER, gates=Gates()),
+                handed,
+            )
     finally:
         await store.close()
 

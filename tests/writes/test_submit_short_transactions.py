@@ -19,6 +19,7 @@ from reconciler.passes.batcher import WRITE_ROWS
 from reconciler.passes.hint_gate import HintGate
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
+from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.writes.submit import Submitter
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
@@ -66,12 +67,13 @@ async def commits_of_a_catch_up_after(
                     session,
                     accounts=[ccv_config(fake.base_url)],
                     receiver=RECEIVER,
+                    gates=Gates(),
                     gate=reconciler.hints,
                 )
                 result = await submitter.submit("default", submit_body())
                 assert result.status == 201
             reconciler.on_checked = committed.append
-            await Coordinators.build(config, reconciler, session).catch_up()
+            await Coordinators.build(config, reconciler, session, Gates()).catch_up()
     finally:
         await store.close()
     return committed
