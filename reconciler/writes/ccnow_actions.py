@@ -63,6 +63,7 @@ from reconciler.writes.ccnow_outcome import (
     make_uncertain,
     outcome,
     resolve_by_hand,
+    says_down_for,
     settle,
     sort_out,
 )
@@ -233,15 +234,22 @@ class ActionSender:
                 refused = {c.id: exc.words[c.id] for c in named}
                 await self._close(cfg, named, {}, tally, None, refused=refused)
             rest = [c for c in batch if c.id not in exc.words]
-            if rest and exc.whole is None:
-                why = f"the post was refused for another command: {exc}"
-                lost = exc.reached_before
-                await self._requeue(cfg, rest, why, tally, lost=lost, delay=0.0)
-            elif rest and exc.whole is not None:
+            before = exc.reached_before
+            if rest and exc.whole is not None:
                 # Words naming none of their fields decide nothing: sent again (alone, unless
                 # they say CCNow is down: no day then, but a bound all the same).
-                refusal, down, before = exc.whole, exc.down, exc.reached_before
+                refusal, down = exc.whole, exc.down
                 await self._close(cfg, rest, {}, tally, None, refusal, down, reached_before=before)
+                return
+            # Every line names a field. One saying CCNow is down decides nothing for the
+            # commands it names; the others, turned away with them, go again at once (without
+            # them, not due yet): one command CCNow cannot take now holds no other back.
+            for line in dict.fromkeys(exc.held.values()):
+                if held := [c for c in rest if exc.held.get(c.id) == line]:
+                    await self._close(cfg, held, {}, tally, None, line, True, reached_before=before)
+            if others := [c for c in rest if c.id not in exc.held]:
+                why = f"the post was refused for another command: {exc}"
+                await self._requeue(cfg, others, why, tally, lost=before, delay=0.0)
             return
         except SourceError as exc:
             # Turned away before it ran (a rate limit, a login wall, a wrong url).
@@ -310,9 +318,11 @@ class ActionSender:
             async def read(order_id: str = c.order_id) -> Observation | None:
                 return await read_status(self.session, cfg, order_id, self.gates, self.in_flight)
 
-            whole, now = refusal is not None, self.clock()
+            # Its own line saying CCNow is down: refused in such words, as a whole post is.
+            own = refusal is None and says_down_for(line)
+            whole, now = refusal is not None or own, self.clock()
             state, words, status, when, since, held = await settle(
-                c, *said, status, asked, whole=whole, now=now, read=read, down=down
+                c, *said, status, asked, whole=whole, now=now, read=read, down=down or own
             )
             if state == "queued":
                 again.append((c.id, words, since, held))

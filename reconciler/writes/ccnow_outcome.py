@@ -12,7 +12,7 @@ from typing import NamedTuple
 from reconciler.events import action_event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey
-from reconciler.sources.ccnow_answer import Answer, OrderLine
+from reconciler.sources.ccnow_answer import Answer, OrderLine, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import local_refusal
@@ -225,6 +225,12 @@ def held_began(c: cmds.Command, now: float) -> float:
     return c.held_since
 
 
+def says_down_for(line: OrderLine | None) -> bool:
+    """Whether an order's own answer line is an error saying CCNow is down (by the phrases of a
+    whole post's lines, `says_down`): it decides nothing about the command."""
+    return line is not None and line.status is None and says_down(line.error or "")
+
+
 def outcome(
     c: cmds.Command, line: OrderLine | None, no_line: str = NO_LINE
 ) -> tuple[cmds.State, str]:
@@ -240,6 +246,10 @@ def outcome(
         # by the status check; a tracking upload is sent once more.
         words = no_line if line is None else UNREADABLE_LINE
         return ("uncertain" if c.action == "adjust" else "queued"), words
+    if says_down_for(line):
+        # CCNow down for this order (`ID error_message Database error, try again later`):
+        # no refusal, as for a post refused in such words (`settle` with `down`).
+        return "queued", line.error or "error"
     if line.status is None:
         return "refused", line.error or "error"
     taken = TAKEN.get(c.action)

@@ -86,17 +86,21 @@ class Posted(NamedTuple):
 class Refused(Exception):
     """CCNow answered the post with `error_message` lines alone: nothing of it was applied.
     `words`: command id -> the line naming one of its fields (refused: the same command would
-    be refused again); `whole`: the first line naming no field or saying CCNow is down, which
-    decides the other commands by no words of it (None: every line names a field); `down`: a
-    line says CCNow is down (maintenance): no day starts (three days at most, ccnow_outcome)."""
+    be refused again); `held`: command id -> a line saying CCNow is down that names one of its
+    fields (no refusal: no day, three days at most, ccnow_outcome); `whole`: the first line
+    naming no field, which decides the other commands by no words of it (None: every line
+    names a field); `down`: that line says CCNow is down (maintenance)."""
 
-    def __init__(self, words: dict[int, str], whole: str | None, down: bool) -> None:
-        super().__init__(whole or next(iter(words.values())))
+    def __init__(
+        self, words: dict[int, str], whole: str | None, down: bool, held: dict[int, str]
+    ) -> None:
+        super().__init__(whole or next(iter({**held, **words}.values())))
         self.words = words
         self.whole = whole
         self.down = down
         # An earlier attempt of the post may have reached CCNow and applied it (Posted).
         self.reached_before = False
+        self.held = held
 
 
 class Lost(Exception):
@@ -216,23 +220,29 @@ async def read_status(
 def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:
     """Sort an answer's `error_message` lines: a line saying CCNow is down decides nothing,
     whatever field it names (checked first: `system down for maintenance: x_action unavailable
-    until 10:00` is no refusal of every command for good); any other line naming a field
-    refuses the commands it names; the lines naming none decide nothing."""
+    until 10:00` is no refusal of every command for good), and one naming a field says so of
+    the commands it names only; any other line naming a field refuses the commands it names;
+    the lines naming none decide nothing."""
     words: dict[int, str] = {}
+    held: dict[int, str] = {}
     unnamed: list[str] = []
     down: list[str] = []
     for line in lines:
-        if says_down(line):
-            down.append(line)
-            continue
         named = [c for m in _FIELD.finditer(line) for c in _named_by(m, batch)]
+        if says_down(line):
+            for c in named:
+                held.setdefault(c.id, line)
+            if not named:
+                down.append(line)
+            continue
         for c in named:
             words.setdefault(c.id, line)
         if not named:
             unnamed.append(line)
     # A line that decides (a refusal naming no field) is the answer kept; the post is taken
     # for an outage only when every line naming no field says CCNow is down.
-    return Refused(words, next(iter(unnamed + down), None), bool(down) and not unnamed)
+    whole = next(iter(unnamed + down), None)
+    return Refused(words, whole, bool(down) and not unnamed, held)
 
 
 def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.Command]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import NamedTuple
 
 import aiohttp
@@ -38,9 +39,11 @@ async def send_once(
     *,
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None = None,
+    leaving: Callable[[], None] | None = None,
 ) -> Answer:
     """Send one JSON request to a CCV account, within its bound `gate`; raise NotSent, Uncertain
-    or Stopping (`halt` was set while it waited for its turn: not sent), never retry."""
+    or Stopping (`halt` was set while it waited for its turn: not sent), never retry. `leaving`
+    is called when its turn came and it goes out."""
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}
@@ -56,6 +59,7 @@ async def send_once(
             gate=gate,
             max_body=MAX_ANSWER_BYTES,
             halt=halt,
+            leaving=leaving,
         )
     except once.AnswerTooLarge as exc:
         note = {"error": "CCV's answer was too large to pass on"}

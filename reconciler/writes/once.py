@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import aiohttp
 from yarl import URL
@@ -42,15 +43,18 @@ async def send_once(
     gate: asyncio.Semaphore,
     max_body: int,
     halt: asyncio.Event | None = None,
+    leaving: Callable[[], None] | None = None,
 ) -> Reply:
     """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain or
     AnswerTooLarge; never retry, never follow a redirect (it would carry the credential). It
     holds `gate`, the account's bound (sources/http.py Gates), taken before its timeout starts;
     once `halt` is set (the daemon stops) while it waits for that, it is not sent (Stopping: not
-    a failure to reach the provider)."""
+    a failure to reach the provider). `leaving` is called when its turn came and it goes out."""
     async with gate:
         if halt is not None and halt.is_set():
             raise Stopping
+        if leaving is not None:
+            leaving()
         return await _send(session, method, url, headers, data, timeout, max_body)
 
 

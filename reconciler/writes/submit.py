@@ -9,6 +9,7 @@ reference or by `track ccv ID --ref REF`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -66,6 +67,9 @@ class Submitter:
         # checks among them) would otherwise share the event loop and the writer with it.
         self.gate = gate
         self.in_flight = in_flight or InFlight()
+        # The submits recorded here and not sent yet, by (account, reference): a stop may yet
+        # withdraw one, so a duplicate waits for its fate (True: it left, or its row stays).
+        self._unsent: dict[tuple[str, str], asyncio.Future[bool]] = {}
 
     async def submit(self, account: str, body: object) -> Result:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
@@ -91,10 +95,41 @@ class Submitter:
             return json_result(503, {"error": stopping, "external_reference": ref}, ref, None)
 
     async def _record_and_send(self, cfg: CCVConfig, account: str, ref: str, data: bytes) -> Result:
+        key = (account, ref)
+        mine = key not in self._unsent
+        if mine:
+            self._unsent[key] = asyncio.get_running_loop().create_future()
+        turn = self._unsent[key]
+        try:
+            return await self._record_and_send_once(cfg, account, ref, data, turn, mine=mine)
+        finally:
+            if mine:
+                del self._unsent[key]
+                _decide(turn, True)
+
+    async def _record_and_send_once(
+        self,
+        cfg: CCVConfig,
+        account: str,
+        ref: str,
+        data: bytes,
+        turn: asyncio.Future[bool],
+        *,
+        mine: bool,
+    ) -> Result:
         try:
             sub_id = await subs.record(self.store, account, ref, self.clock())
         except subs.SubmissionExists as exc:
             old = exc.existing
+            if not mine and old.state == "sending":
+                # The earlier submit of this reference waits for its turn: a stop beginning now
+                # withdraws it (503), and this caller must not hold a 409 for it meanwhile.
+                log.debug(
+                    "ccv.submit_waits_for_earlier",
+                    extra=fields(account=account, external_reference=ref),
+                )
+                if not await asyncio.shield(turn):
+                    raise Stopping from None
             return json_result(
                 409,
                 {
@@ -117,11 +152,15 @@ class Submitter:
                 data,
                 gate=self.gates.of(cfg),
                 halt=self.in_flight.halt,
+                leaving=lambda: _decide(turn, True) if mine else None,
             )
         except Stopping:
             # The stop began while it waited for its account's turn: it never left, so it is
-            # not kept either; the caller is told to submit it again (503), as before `record`.
+            # not kept either; the caller is told to submit it again (503), as before `record`,
+            # and so is a duplicate that came meanwhile.
             await subs.withdraw(self.store, sub_id)
+            if mine:
+                _decide(turn, False)
             raise
         except NotSent as exc:
             await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=self.clock())
@@ -151,3 +190,10 @@ class Submitter:
             )
         closing = Closing(self.store, self.order_id_fields, self.clock(), self.on_commit)
         return await close(closing, sub_id, account, ref, answer)
+
+
+def _decide(turn: asyncio.Future[bool], left: bool) -> None:
+    """Tell the duplicates waiting on a submit whether it left (or its row stays): False, it
+    was withdrawn."""
+    if not turn.done():
+        turn.set_result(left)

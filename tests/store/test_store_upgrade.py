@@ -17,6 +17,7 @@ from typing import Any, cast
 import aiosqlite
 import pytest
 
+from reconciler.model import known_statuses
 from reconciler.store import Store, WriterLock
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
@@ -526,3 +527,60 @@ async def test_a_store_from_before_the_asked_times_takes_each_orders_next_answer
         [(status, asked_at)] = conn.execute("SELECT status, asked_at FROM orders").fetchall()
     assert status == "mark_shipped"
     assert before <= asked_at <= time.time()
+
+
+CCNOW_CASE = 21  # the migration that writes CCNow's documented words as the document does
+
+
+def store_at_20(db: Path, rows: list[tuple[str, str, str]], made: float) -> None:
+    """A store at schema 20 with orders (source, id, status) an older release stored."""
+    with connected(db) as conn:
+        for script in MIGRATIONS[: CCNOW_CASE - 1]:
+            for sql in statements(script):
+                conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {CCNOW_CASE - 1}")
+        conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+        conn.executemany(
+            "INSERT INTO orders (source, account, order_id, status, first_seen, last_changed, "
+            "last_checked, version, tracked_at) VALUES (?, 'default', ?, ?, ?, ?, ?, 1, ?)",
+            [(source, order, status, made, made, made, made) for source, order, status in rows],
+        )
+
+
+async def test_ccnow_words_an_older_release_stored_in_capitals_change_nothing_at_the_next_poll(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # `COMPLETED` stored, `completed` answered: one false `COMPLETED -> completed` change each.
+    orders = {"600-00-0001": "COMPLETED", "600-00-0002": "MARK_SHIPPED", "600-00-0003": "Pending"}
+    db = tmp_path / "reconciler.db"
+    store_at_20(db, [("ccnow", o, s) for o, s in orders.items()], time.time() - 60)
+    fake_ccnow.orders = {o: s.lower() for o, s in orders.items()}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await call_cli("--config", cfg, "catch-up")
+    assert result.code == 0, result.stderr
+    assert read_events(tmp_path) == []
+    with connected(db) as conn:
+        statuses = dict(conn.execute("SELECT order_id, status FROM orders"))
+        checked = conn.execute("SELECT count(*) FROM orders WHERE asked_at IS NOT NULL")
+        assert checked.fetchone() == (3,)  # each was polled
+    assert statuses == fake_ccnow.orders
+
+
+async def test_the_upgrade_writes_only_ccnows_documented_words_as_the_document_does(
+    tmp_path: Path,
+) -> None:
+    documented = sorted(known_statuses("ccnow"))
+    rows = [("ccnow", f"600-00-{n:04d}", word.upper()) for n, word in enumerate(documented)]
+    kept = [
+        ("ccnow", "601-00-0001", "ON HOLD"),  # not a documented word: verbatim
+        ("ccnow", "601-00-0002", "Awaiting_Stock"),
+        ("ccv", "0b7c1f3e-0000-4000-8000-000000000009", "Completed"),  # CCV's own case
+    ]
+    db = tmp_path / "reconciler.db"
+    store_at_20(db, rows + kept, time.time() - 60)
+    store = await Store.open(db)  # the upgrade
+    await store.close()
+    with connected(db) as conn:
+        statuses = dict(conn.execute("SELECT order_id, status FROM orders"))
+        assert set(conn.execute(COUNT_SQL)) == set(conn.execute(FULL_COUNT_SQL))
+    assert statuses == {o: s.lower() for _, o, s in rows} | {o: s for _, o, s in kept}
