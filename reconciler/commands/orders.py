@@ -153,13 +153,13 @@ async def _resolve_submissions(
         # As every writer does at its start: a submit a killed `ccv submit` left `sending`
         # becomes uncertain (with its event), so that its reference settles it now.
         await settle_interrupted(store)
-        uncertain = await store_submissions.uncertain(store, account, [r for _, r in settles])
-        pairs: list[tuple[str | None, str]] = [(o, r) for o, r in settles if r in uncertain]
-        # Delivered by the next writer: `catch-up`, or the daemon's start.
-        if pairs and await store_submissions.resolve_many(
+        # Only the uncertain ones settle; delivered by the next writer (`catch-up`, or the
+        # daemon's start).
+        pairs: list[tuple[str | None, str]] = list(settles)
+        if events := await store_submissions.resolve_many(
             store, account, pairs, "track", time.time()
         ):
-            log.info("ccv.submit_resolved", extra=fields(account=account, given=len(pairs)))
+            log.info("ccv.submit_resolved", extra=fields(account=account, given=len(events)))
     finally:
         lock.release()
     return EX_OK

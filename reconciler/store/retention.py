@@ -165,10 +165,11 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
             seqs = [int(r[1]) for r in rows if r[1] != newest and int(r[1]) not in current]
             held: set[int] = set()
             sinks = await _delivery_sinks(store)
+            in_seqs = marks(len(seqs))
             for sink in sinks:
                 found = await conn.execute_fetchall(
                     "SELECT event_seq FROM deliveries WHERE sink = ? AND state != 'delivered' "
-                    f"AND event_seq IN ({marks(len(seqs))})",
+                    f"AND event_seq IN ({in_seqs})",
                     (sink, *seqs),
                 )
                 held.update(int(r[0]) for r in found)

@@ -69,12 +69,12 @@ def _row(r: Sequence[object]) -> Submission:
 
 async def find(store: Store, account: str, reference: str) -> Submission | None:
     """Return the live submission of a reference, else the latest failed one, else None."""
-    # The live one through its index; only a reference without one reads the failed ones,
-    # which no index holds.
-    for state in (_LIVE, "state = 'failed'"):
+    # The live one through its (unique) index; only a reference without one reads the failed
+    # ones, which no index holds: a scan, as rare as a lookup of a reference never made.
+    for state in (_LIVE, "state = 'failed' ORDER BY id DESC"):
         rows = await store.conn.execute_fetchall(
             f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
-            f"AND {state} ORDER BY id DESC LIMIT 1",
+            f"AND {state} LIMIT 1",
             (account, reference),
         )
         if rows:
@@ -190,8 +190,8 @@ async def make_uncertain(
 
 
 async def interrupted(store: Store) -> list[Submission]:
-    """Return submissions left `sending` by a process that stopped before CCV answered (asked
-    by a writer: no other process sends them)."""
+    """Return the submissions left `sending`: a writer at its start finds those a stopped
+    process left (no other process sends them); `unanswered` tells a reader whose they are."""
     rows = await store.conn.execute_fetchall(
         f"SELECT {_COLUMNS} FROM submissions WHERE {_OPEN} AND state = 'sending' ORDER BY id"
     )
@@ -227,18 +227,20 @@ async def uncertain_references(store: Store) -> dict[str, set[str]]:
 async def uncertain(store: Store, account: str, references: Sequence[str]) -> dict[str, Submission]:
     """Return the uncertain submissions of an account's `references`, by reference: only
     those rows are read, however many of the account's submits are uncertain."""
-    found: dict[str, Submission] = {}
     unique = list(dict.fromkeys(references))
-    for i in range(0, len(unique), CHUNK):
-        chunk = unique[i : i + CHUNK]
-        rows = await store.conn.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM submissions WHERE account = ? "
-            f"AND external_reference IN ({marks(len(chunk))}) AND {_LIVE} "
-            "AND state = 'uncertain'",
-            (account, *chunk),
-        )
-        found.update((sub.external_reference, sub) for sub in map(_row, rows))
-    return found
+    if len(unique) > CHUNK:
+        # A long list (`track --from-file`): the account's uncertain submits are few, so they
+        # are read once, through the index of open submissions, and matched here.
+        sql = f"SELECT {_COLUMNS} FROM submissions WHERE {_OPEN} AND state = 'uncertain' "
+        rows = await store.conn.execute_fetchall(sql + "AND account = ?", (account,))
+        wanted = set(unique)
+        return {s.external_reference: s for s in map(_row, rows) if s.external_reference in wanted}
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM submissions WHERE account = ? "
+        f"AND external_reference IN ({marks(len(unique))}) AND {_LIVE} AND state = 'uncertain'",
+        (account, *unique),
+    )
+    return {sub.external_reference: sub for sub in map(_row, rows)}
 
 
 async def unsettled_counts(store: Store) -> dict[str, int]:
