@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--ref", metavar="REF")
     n.add_argument("--account")
 
-    v = command("ccv", help="CCV write calls: submit, check-pricing")
+    v = command("ccv", help="CCV write calls: submit, check-pricing, resolve")
     vs = v.add_subparsers(dest="ccv_command", required=True, metavar="COMMAND")
     cp = vs.add_parser(
         "check-pricing",
@@ -144,6 +144,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     cs.add_argument("file", metavar="FILE", help="CCV's submit-order JSON body ('-' for stdin)")
     cs.add_argument("--account", help="CCV account name when there are several")
+    cr = vs.add_parser(
+        "resolve",
+        parents=[common],
+        help="close an uncertain submit that CCV never got (--not-sent)",
+    )
+    cr.add_argument("--ref", required=True, metavar="REF", help="its external reference")
+    cr.add_argument(
+        "--not-sent",
+        action="store_true",
+        required=True,
+        help="CCV has no order of the reference (it may then be submitted again)",
+    )
+    cr.add_argument("--account", help="CCV account name when there are several")
 
     w = command("ccnow", help="CCNow order actions: ship, cancel, add-tracking, adjust, resolve")
     ws = w.add_subparsers(dest="ccnow_command", required=True, metavar="COMMAND")
@@ -360,7 +373,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "status_command"),
     "check": ("check", "check_command"),
     "notification-url": ("ccv", "notification_url_command"),
-    "ccv": ("ccv", "submit_command"),  # `ccv check-pricing` needs no config: run before loading it
+    "ccv": ("ccv", "ccv_command"),  # `ccv check-pricing` needs no config: run before loading it
     "ccnow": ("ccnow", "ccnow_command"),
 }
 

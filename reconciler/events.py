@@ -231,8 +231,9 @@ def submit_resolved_event(
 ) -> Event:
     """Return the `order.submit_resolved` event of an uncertain CCV submission that CCV turned
     out to hold: `how` is `notification` (CCV named its reference) or `track` (a person tracked
-    its order with the reference). The data is the `order.submit_uncertain` event's, with the
-    order id when known, so that a consumer matches the two by reference."""
+    its order with the reference); or that a person said CCV never got, `how` `not_sent`. The
+    data is the `order.submit_uncertain` event's, with the order id when known, so that a
+    consumer matches the two by reference."""
     data = {
         "source": "ccv",
         "account": account,
@@ -251,7 +252,13 @@ def submit_resolved_event(
         # `uncertain_at` is in the uncertain event's id too: the settlement of that case, and
         # of no other submission numbered alike after a restore.
         event_id(
-            store_id, "ccv-submit", submission_id, account, reference, uncertain_at, "resolved"
+            store_id,
+            "ccv-submit",
+            submission_id,
+            account,
+            reference,
+            uncertain_at,
+            "not_sent" if how == "not_sent" else "resolved",
         ),
         EventType.SUBMIT_RESOLVED,
         time,

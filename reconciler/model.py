@@ -146,13 +146,19 @@ def usd_amount(text: str) -> Decimal | None:
 EXTERNAL_REFERENCE_MAX_LENGTH = 256
 
 
-def reference_problem(ref: str) -> str | None:
-    """Why an external reference cannot be followed or put into a notification URL, or None."""
+def reference_problem(ref: str, *, given: bool = True) -> str | None:
+    """Why an external reference cannot be followed or put into a notification URL, or None.
+    `given`: one given to reconciler (a submit, `track --ref`, the API), which must not begin
+    or end with white space: an HTTP header and a file's field drop it, so the submit would be
+    named, and tracked, under another reference than the one it was made with. CCV's answers
+    (`given=False`) are taken as CCV holds them."""
     if not ref:
         # The receiver refuses an empty path segment: the URL would never be accepted.
         return "an external reference must not be empty"
     if len(ref) > EXTERNAL_REFERENCE_MAX_LENGTH:
         return f"an external reference must be at most {EXTERNAL_REFERENCE_MAX_LENGTH} characters"
+    if given and ref != ref.strip():
+        return f"an external reference must not begin or end with white space: {ref!r}"
     if not ref.isprintable():
         # A lone surrogate (JSON "\udcff") is not printable either: no database or log holds it.
         return f"an external reference must not hold control or invisible characters: {ref!r}"

@@ -16,7 +16,7 @@ from .config import Config
 from .delivery import Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
-from .sources.http import Gates
+from .sources.http import Gates, WriteAwareConnector
 from .store import Store, StoreError, WriterLock, WriterLockHeld
 from .store import commands as cmds
 from .store import submissions as subs
@@ -38,7 +38,7 @@ def http_session(config: Config) -> aiohttp.ClientSession:
     in its gate (Gates), never for the pool: the pool holds more than all bounds together, so
     no account waits for another's requests, and the webhook sinks have sessions of their own."""
     limit = sum(c.concurrency for c in config.ccv) + sum(c.concurrency for c in config.ccnow)
-    connector = aiohttp.TCPConnector(limit=limit + POOL_SPARE, ttl_dns_cache=300)
+    connector = WriteAwareConnector(limit=limit + POOL_SPARE, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
         # The providers' APIs use no cookies; a real jar would parse and filter every answer.

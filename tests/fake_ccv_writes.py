@@ -73,7 +73,12 @@ class FakeCCVWrites(FakeCCV):
             request.transport.abort()
             return web.Response()
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
-        return web.Response(status=reply.status, body=body, content_type=reply.content_type)
+        return web.Response(
+            status=reply.status,
+            body=body,
+            content_type=reply.content_type,
+            headers=dict(reply.headers),
+        )
 
 
 def submit_body(**changes: Any) -> dict[str, Any]:

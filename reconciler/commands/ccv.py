@@ -1,4 +1,4 @@
-"""`reconciler ccv check-pricing|submit` and `reconciler notification-url ccv`."""
+"""`reconciler ccv check-pricing|submit|resolve` and `reconciler notification-url ccv`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,19 @@ def check_pricing_command(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem.line())
     return EX_DATAERR if blocking(problems) else EX_OK
+
+
+async def ccv_command(config: Config, args: argparse.Namespace) -> int:
+    """`ccv submit` or `ccv resolve` (`ccv check-pricing` needs no config)."""
+    if args.ccv_command == "resolve":
+        from .ccv_submit import resolve_command
+        from .orders import settling_account
+
+        if problem := reference_problem(args.ref):
+            raise DataError(f"--ref: {problem}")
+        account = await settling_account(config, "ccv", args.account, reference=args.ref)
+        return await resolve_command(config, account, args.ref)
+    return await submit_command(config, args)
 
 
 async def submit_command(config: Config, args: argparse.Namespace) -> int:

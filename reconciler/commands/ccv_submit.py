@@ -14,7 +14,7 @@ import logging
 
 import aiohttp
 
-from ..config import ApiConfig, Config
+from ..config import ApiConfig, CCVConfig, Config
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields, say
 from ..redact import config_secrets, redact
@@ -22,17 +22,27 @@ from ..writes.daemon_api import (
     authorization,
     held_elsewhere,
     nobody_listens,
+    post_to_api,
     refused,
     token_refused,
 )
-from ..writes.submit_body import BadSubmission
-from ..writes.submit_outcome import ORDER_ID_HEADER, REFERENCE_HEADER
+from ..writes.submit_body import BadSubmission, new_reference
+from ..writes.submit_outcome import ORDER_ID_HEADER, REFERENCE_HEADER, STATE_HEADER
 
 log = logging.getLogger("reconciler.writes.submit")
 
 DELIVER_TIMEOUT_S = 10.0
+# The least a submit through the daemon waits for its answer (see `api_wait_s`).
 API_TIMEOUT_S = 120.0
 ERROR_BODY_CHARS = 500
+
+
+def api_wait_s(account: CCVConfig) -> float:
+    """How long a submit through the daemon waits for its answer: its turn behind the account's
+    requests in flight and those ahead of it (each attempt at most `timeout`), its own single
+    attempt, and the recording; at least API_TIMEOUT_S. Given up earlier, the daemon would
+    still send it and record CCV's answer while the caller was told nothing."""
+    return max(API_TIMEOUT_S, 3 * account.timeout_s + 30.0)
 
 
 def exit_code(status: int) -> int:
@@ -46,7 +56,13 @@ def exit_code(status: int) -> int:
 
 
 def _report(
-    status: int, body: bytes, order_id: str | None, reference: str | None, secrets: list[str]
+    status: int,
+    body: bytes,
+    order_id: str | None,
+    reference: str | None,
+    secrets: list[str],
+    state: str | None = None,
+    location: str | None = None,
 ) -> int:
     code = exit_code(status)
     if code == EX_OK:
@@ -71,7 +87,18 @@ def _report(
     text = "".join(c if c.isprintable() else " " for c in body.decode("utf-8", errors="replace"))
     text = redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
     level = logging.WARNING if code == EX_TEMPFAIL else logging.ERROR  # worth trying again, or not
-    say(f"reconciler: submit answered HTTP {status}: {text}", level)
+    where = f" (Location: {redact(location, secrets)})" if location else ""
+    say(f"reconciler: submit answered HTTP {status}{where}: {text}", level)
+    if state == "uncertain":
+        # A 3xx, a 5xx or a lost answer: CCV may have made the order, and the same reference
+        # is refused from now on (409); a new one would make a second order if CCV has it.
+        say(
+            f"reconciler: CCV may have made the order: external reference {reference} is "
+            "uncertain and is not sent again; find the order at CCV and run `reconciler track "
+            f"ccv ID --ref {reference}`, or, sure that CCV has none, `reconciler ccv resolve "
+            f"--ref {reference} --not-sent` (then submit it again)",
+            logging.WARNING,
+        )
     return code
 
 
@@ -89,17 +116,37 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 say(f"reconciler: error: {exc}")
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
-            return _report(result.status, result.body, result.order_id, result.reference, secrets)
+            location = result.headers.get("Location")
+            return _report(
+                result.status,
+                result.body,
+                result.order_id,
+                result.reference,
+                secrets,
+                result.state,
+                location,
+            )
     if config.api is None:
         raise held_elsewhere("nothing was sent")
-    return await _through_api(config, config.api, account, document, secrets)
+    wait_s = api_wait_s(next(c for c in config.ccv if c.name == account))
+    return await _through_api(config, config.api, account, document, secrets, wait_s)
 
 
 async def _through_api(
-    config: Config, api: ApiConfig, account: str, document: object, secrets: list[str]
+    config: Config,
+    api: ApiConfig,
+    account: str,
+    document: object,
+    secrets: list[str],
+    wait_s: float,
 ) -> int:
     url = api.url("/api/v1/ccv/orders")
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=API_TIMEOUT_S)) as s:
+    given = isinstance(document, dict) and document.get("externalReference") is not None
+    if isinstance(document, dict) and not given:
+        # Made here, not by the daemon, so that an answer that does not come can name it.
+        document = {**document, "externalReference": new_reference()}
+    sent_ref = document.get("externalReference") if isinstance(document, dict) else None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait_s)) as s:
         try:
             async with s.post(
                 url, params={"account": account}, json=document, headers=authorization(api)
@@ -109,27 +156,91 @@ async def _through_api(
                 body = await resp.read()
                 order_id = resp.headers.get(ORDER_ID_HEADER)
                 reference = resp.headers.get(REFERENCE_HEADER)
+                state = resp.headers.get(STATE_HEADER)
+                location = resp.headers.get("Location")
                 status = resp.status
         except aiohttp.ClientConnectorError:
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError) as exc:
-            # Whether the daemon sent it is unknown: it records the outcome, never re-sends.
-            say(
-                f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "
-                "see `reconciler events --type order.submit_uncertain` before submitting again",
-                logging.WARNING,
-            )
-            return EX_TEMPFAIL
+            return _no_answer(exc, wait_s, sent_ref, given=given)
     log.info(
         "ccv.submit_via_api",
         extra=fields(account=account, status=status, external_reference=reference),
     )
-    if status == 400 or status == 422:
-        try:
-            error = json.loads(body)
-            where = f"{error['field']}: " if error.get("field") else ""
-            say(f"reconciler: error: {where}{error['error']}")
-            return EX_DATAERR
-        except (ValueError, KeyError, TypeError):
-            pass
-    return _report(status, body, order_id, reference, secrets)
+    if reference is None:
+        # Every answer about a submission names its reference: this one is the API's own
+        # refusal (its body limit, a bad body), before anything was recorded or sent.
+        return _api_refused(status, body, api)
+    return _report(status, body, order_id, reference, secrets, state, location)
+
+
+def _no_answer(exc: BaseException, wait_s: float, reference: object, *, given: bool) -> int:
+    """Say that the daemon's answer did not come: whether CCV got the order is not known, and
+    the daemon, which records CCV's answer, never sends it again. Return the exit code."""
+    why = f"within {wait_s:.0f} s" if isinstance(exc, TimeoutError) else f"({type(exc).__name__})"
+    again = (
+        ""
+        if given
+        else "; the file has no externalReference: submitted again, it would get a new one "
+        "and CCV a second order"
+    )
+    say(
+        f"reconciler: the daemon's API did not answer {why}: whether CCV has the order of "
+        f"external reference {reference} is not known yet (the daemon records CCV's answer "
+        "and never sends it again). Before submitting again, look at `reconciler status` "
+        f"(SENDING, or uncertain) or `GET /api/v1/ccv/submissions/{reference}`, and once you "
+        f"found its order at CCV, `reconciler track ccv ID --ref {reference}`{again}",
+        logging.WARNING,
+    )
+    return EX_TEMPFAIL
+
+
+def _api_refused(status: int, body: bytes, api: ApiConfig) -> int:
+    """Say why the daemon's API refused the submit (nothing recorded or sent); return the exit
+    code."""
+    try:
+        error = json.loads(body)
+        where = f"{error['field']}: " if error.get("field") else ""
+        text = f"{where}{error['error']}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = "".join(c if c.isprintable() else " " for c in body[:200].decode(errors="replace"))
+    if status == 413:
+        text += (
+            f" (the daemon's [api] max_body, {api.max_body_bytes} bytes, bounds a submit "
+            "through the daemon; nothing was sent)"
+        )
+    say(f"reconciler: error: the daemon's API refused the submit (HTTP {status}): {text}")
+    return exit_code(status)
+
+
+async def resolve_command(config: Config, account: str, reference: str) -> int:
+    """`ccv resolve --ref REF --not-sent`: close an uncertain submit by a person's word that
+    CCV never got it (no order of the reference at CCV), locally or through the daemon."""
+    from ..runtime import writer_unless_held
+    from ..writes.submit import not_settled
+
+    async with writer_unless_held(config) as rt:
+        if rt is not None:
+            settled, found = await rt.submitter().not_sent(account, reference)
+            await rt.delivery.drain(DELIVER_TIMEOUT_S)
+            if not settled:
+                say(f"reconciler: error: {not_settled(reference, found)}")
+                return EX_DATAERR
+    if rt is None:
+        if config.api is None:
+            raise held_elsewhere("nothing was settled")
+        document = {"account": account, "external_reference": reference, "sent": False}
+        answer = await post_to_api(
+            config.file, config.api, "/api/v1/ccv/submissions/resolve", document
+        )
+        if isinstance(answer, int):
+            return answer
+        status, body = answer
+        if status != 200:
+            say(f"reconciler: error: {body.get('error')}")
+            return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+    print(
+        f"{reference} not sent: its submit is closed as failed; the reference may be "
+        "submitted again"
+    )
+    return EX_OK

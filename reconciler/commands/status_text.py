@@ -175,7 +175,8 @@ def _to_do(a: AccountStatus) -> str:
         if a.source == "ccv":
             todo.append(
                 f"find each order at CCV by its reference ({named}), then "
-                f"`reconciler track ccv ID --ref REF{account}`"
+                f"`reconciler track ccv ID --ref REF{account}`; one CCV does not have: "
+                f"`reconciler ccv resolve --ref REF --not-sent{account}`"
             )
         else:
             todo.append(

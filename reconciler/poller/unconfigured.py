@@ -53,7 +53,8 @@ class Unconfigured:
             )
         if self.uncertain_writes:
             settle = (
-                f"`reconciler track ccv ID --ref REF --account {a}`"
+                f"`reconciler track ccv ID --ref REF --account {a}` (or `reconciler ccv "
+                f"resolve --ref REF --not-sent --account {a}` when CCV has no such order)"
                 if s == "ccv"
                 else f"`reconciler ccnow resolve ID --sent|--not-sent --account {a}`"
             )

@@ -56,6 +56,7 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     app.router.add_delete("/api/v1/orders/{source}/{order_id:.+}", orders.untrack)
     app.router.add_get("/api/v1/events", orders.events, allow_head=False)
     app.router.add_post("/api/v1/ccv/orders", writes.submit)
+    app.router.add_post("/api/v1/ccv/submissions/resolve", writes.ccv_resolve)
     app.router.add_get(
         "/api/v1/ccv/submissions/{reference:.+}", writes.submission, allow_head=False
     )

@@ -13,12 +13,14 @@ from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import InvalidOrderId, Source, normalize_ccnow_id, reference_problem
-from ..redact import redact_body
+from ..redact import redact, redact_body
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccv_http import NotSent, Uncertain, send_once
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
+from ..writes.submit import not_settled
+from ..writes.submit_outcome import STATE_HEADER
 from .api_orders import CURSOR
 from .api_requests import (
     ApiDeps,
@@ -51,7 +53,10 @@ class Writes:
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
         result = await self.deps.submitter.submit(account, doc)
-        return self._passed_back(result.status, result.body, result.content_type, result.headers)
+        headers = result.headers
+        if result.state is not None:
+            headers = {**headers, STATE_HEADER: result.state}
+        return self._passed_back(result.status, result.body, result.content_type, headers)
 
     async def submission(self, request: web.Request) -> web.Response:
         """GET /api/v1/ccv/submissions/{reference}?account=A: where a submit stands."""
@@ -62,18 +67,36 @@ class Writes:
         found = await subs.find(self.deps.reader, account, reference)
         if found is None:
             raise BadRequest(404, "nothing was submitted with this reference", "reference")
-        return web.json_response(
-            {
-                "account": found.account,
-                "external_reference": found.external_reference,
-                "state": found.state,
-                "order_id": found.order_id,
-                "http_status": found.http_status,
-                "reason": found.reason,
-                "created_at": iso_time(found.created_at),
-                "closed_at": None if found.closed_at is None else iso_time(found.closed_at),
-            }
+        return web.json_response(_submission_json(found))
+
+    async def ccv_resolve(self, request: web.Request) -> web.Response:
+        """POST /api/v1/ccv/submissions/resolve `{"external_reference", "sent": false,
+        "account"?}`: close an uncertain submit CCV never got (`ccv resolve --not-sent`)."""
+        doc = await json_body(
+            request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
+        if not isinstance(doc, dict):
+            raise BadRequest(400, "the body must be a JSON object", "$")
+        for name in doc:
+            if name not in ("external_reference", "sent", "account"):
+                raise BadRequest(422, f"{name}: unknown field", name)
+        # An account the config no longer names may still hold uncertain submits.
+        account = await unconfigured_with_writes(self.deps, "ccv", doc.get("account"))
+        if account is None:
+            account = self.account("ccv", doc.get("account"))
+        ref = doc.get("external_reference")
+        if not isinstance(ref, str) or reference_problem(ref):
+            raise BadRequest(422, "required, an external reference", "external_reference")
+        if doc.get("sent") is not False:
+            # That CCV has it is said by tracking its order with the reference (POST /orders).
+            raise BadRequest(422, "sent: false is the one word taken here", "sent")
+        settled, found = await self.deps.submitter.not_sent(account, ref)
+        if not settled:
+            status = 404 if found is None or found.state != "uncertain" else 409
+            raise BadRequest(status, not_settled(ref, found), "external_reference")
+        now = await subs.find(self.deps.reader, account, ref)
+        assert now is not None  # settled and committed: it is there
+        return web.json_response(_submission_json(now))
 
     def sender(self) -> ActionSender:
         """Return the CCNow action sender; 404 when no CCNow account is configured."""
@@ -189,6 +212,8 @@ class Writes:
             status = 504 if str(exc) == "timeout" else 502
             raise BadRequest(status, "CCV's answer was lost; the call is safe to repeat") from None
         headers = {"Reconciler-Pricing-Warnings": str(len(problems))}
+        if answer.location is not None:
+            headers["Location"] = answer.location
         return self._passed_back(answer.status, answer.body, answer.content_type, headers)
 
     def _passed_back(
@@ -196,6 +221,24 @@ class Writes:
     ) -> web.Response:
         """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4)."""
         masked = redact_body(body, self.deps.secrets)
-        response = web.Response(status=status, body=masked, headers=dict(headers))
+        headers = dict(headers)
+        if "Location" in headers:
+            # CCV's own URL, which may carry what it echoed (the key in a query).
+            headers["Location"] = redact(headers["Location"], self.deps.secrets)
+        response = web.Response(status=status, body=masked, headers=headers)
         response.headers["Content-Type"] = content_type or "application/octet-stream"
         return response
+
+
+def _submission_json(found: subs.Submission) -> dict[str, object]:
+    """Where a submission stands, as GET /api/v1/ccv/submissions/{reference} shows it."""
+    return {
+        "account": found.account,
+        "external_reference": found.external_reference,
+        "state": found.state,
+        "order_id": found.order_id,
+        "http_status": found.http_status,
+        "reason": found.reason,
+        "created_at": iso_time(found.created_at),
+        "closed_at": None if found.closed_at is None else iso_time(found.closed_at),
+    }

@@ -296,7 +296,7 @@ class CCVClient:
                     # Not the documented shape: dropped, and said; the status still holds.
                     dropped.append((order_id, json_type(answered)))
                     return Outcome.OK, word, None, None
-                if reference_problem(answered) is not None:
+                if reference_problem(answered, given=False) is not None:
                     # Text no database, log or URL holds fails this order alone; its
                     # `order.check_failed` line says why.
                     return Outcome.FAILED, None, None, "unusable_reference"

@@ -9,12 +9,15 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from yarl import URL
 
 from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
@@ -53,6 +56,40 @@ class Stopping(Exception):
     nothing is to be recorded as failed."""
 
 
+class Connecting:
+    """Whether a write is still getting its connection (from the pool, or TCP and TLS): until
+    it has one, no byte of its request has left."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = False
+
+
+# The write under way in this task, if any (writes/once.py): its connector says when it has its
+# connection.
+CONNECTING: ContextVar[Connecting | None] = ContextVar("reconciler_connecting", default=None)
+
+
+class WriteAwareConnector(aiohttp.TCPConnector):
+    """The providers' connector: tells a write still connecting (a handshake that never ends,
+    a host that never answers the SYN) from one whose request may have left, so that the first
+    is `NotSent` (safe to send again) and not `Uncertain` for ever. Requests that are no
+    writes pass straight through."""
+
+    async def connect(
+        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        """Get the connection, marking the write in this task as connecting meanwhile."""
+        connecting = CONNECTING.get()
+        if connecting is None:
+            return await super().connect(req, traces, timeout)
+        connecting.now = True
+        conn = await super().connect(req, traces, timeout)
+        connecting.now = False
+        return conn
+
+
 class Reply(NamedTuple):
     """A provider's final answer to one request (from `request`, never 429/5xx: those raise
     RequestFailed). A named tuple: one is made per request."""
@@ -76,6 +113,8 @@ class Reply(NamedTuple):
     # a status it may have run before): a write's answer then may follow that attempt's effect
     # (`not pending`: the earlier one took).
     reached_before: bool = False
+    # A write's answer only (writes/once.py): its Location header, made absolute.
+    location: str | None = None
 
     @property
     def content_type(self) -> str:

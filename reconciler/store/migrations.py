@@ -265,14 +265,16 @@ MIGRATIONS: list[str] = [
     # 21: a CCNow status word an older release stored in another case (`COMPLETED`,
     # `MARK_SHIPPED`) is the documented word (sources/ccnow_answer.py): kept so, the next poll
     # would raise a change that is none. The document's words only, written out (the list must
-    # not change with the code), CCNow rows only: any other word stays verbatim. The counts
-    # follow (an UPDATE of a status is counted by `orders.save`, not by a trigger)
+    # not change with the code), CCNow rows only: any other word stays verbatim. Not the end
+    # states (canceled, declined, rejected, test, chargeback): an older release took `CANCELED`
+    # for an unknown word, and the change its next poll raises is the news that the order
+    # ended. The counts follow (an UPDATE of a status is counted by `orders.save`, not by a
+    # trigger)
     """
     UPDATE orders SET status = lower(status)
         WHERE source = 'ccnow' AND status != lower(status) AND lower(status) IN (
             'received', 'paypal_hold', 'processing', 'vacation_hold', 'preorder_hold',
-            'getman_hold', 'pending', 'canceled', 'mark_canceled', 'declined', 'rejected',
-            'mark_shipped', 'completed', 'test', 'refunded', 'chargeback');
+            'getman_hold', 'pending', 'mark_canceled', 'mark_shipped', 'completed', 'refunded');
     DELETE FROM order_counts WHERE source = 'ccnow';
     INSERT INTO order_counts (source, account, status, n)
         SELECT source, account, coalesce(status, ''), count(*) FROM orders

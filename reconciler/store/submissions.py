@@ -5,7 +5,7 @@ order is tracked in the same transaction), `failed` (a definite refusal or nothi
 `uncertain` (the answer was lost: never re-sent). An uncertain one becomes `resolved`, with its
 `order.submit_resolved` in the same transaction, when a notification for its reference arrives
 (not for one CCV answered with a 2xx: `answered`) or someone tracks its order with the
-reference.
+reference; `failed` (`not_sent`) when a person says CCV never got it (`not_sent`).
 One live submission per (account, reference): a second submit of the same reference is refused
 unless the earlier one definitely failed.
 """
@@ -25,9 +25,9 @@ from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
-# What settled an uncertain submission: CCV's notification for its reference, or a person
-# tracking its order with the reference.
-How = Literal["notification", "track"]
+# What settled an uncertain submission: CCV's notification for its reference, a person
+# tracking its order with the reference, or a person's word that CCV never got it.
+How = Literal["notification", "track", "not_sent"]
 
 _COLUMNS = (
     "id, account, external_reference, state, order_id, http_status, reason, created_at, closed_at"
@@ -359,3 +359,35 @@ def _close(
         "order_id = ? WHERE id = ? AND state = 'sending'",
         (state, http_status, reason, now, order_id, sub_id),
     )
+
+
+async def not_sent(
+    store: Store, account: str, reference: str, now: float
+) -> tuple[Submission | None, list[Event]]:
+    """A person's word that CCV never got the uncertain submission of a reference: close it as
+    `failed` (`not_sent`: the reference is free again) with its `order.submit_resolved` (`how`
+    `not_sent`), in one transaction. Return the reference's submission as `find` read it and
+    the event; none, nothing changed, when it is not uncertain or CCV answered it with a 2xx
+    (`answered`: CCV has the order)."""
+    async with store.transaction():
+        sub = await find(store, account, reference)
+        if sub is None or sub.state != "uncertain" or answered(sub):
+            return sub, []
+        await store.conn.execute(
+            "UPDATE submissions SET state = 'failed', reason = 'not_sent', closed_at = ? "
+            "WHERE id = ? AND state = 'uncertain'",
+            (now, sub.id),
+        )
+        event = submit_resolved_event(
+            store.store_id,
+            sub.id,
+            account=account,
+            reference=reference,
+            uncertain_at=sub.closed_at,
+            reason=sub.reason,
+            order_id=None,
+            how="not_sent",
+            time=now,
+        )
+        await store.events.add([event])
+    return sub, [event]

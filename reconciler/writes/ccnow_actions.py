@@ -318,7 +318,7 @@ class ActionSender:
             async def read(order_id: str = c.order_id) -> Observation | None:
                 return await read_status(self.session, cfg, order_id, self.gates, self.in_flight)
 
-            # Its own line saying CCNow is down: refused in such words, as a whole post is.
+            # Its own line saying CCNow is down decides nothing, as a whole post's does.
             own = refusal is None and says_down_for(line)
             whole, now = refusal is not None or own, self.clock()
             state, words, status, when, since, held = await settle(

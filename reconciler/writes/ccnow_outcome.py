@@ -248,8 +248,10 @@ def outcome(
         return ("uncertain" if c.action == "adjust" else "queued"), words
     if says_down_for(line):
         # CCNow down for this order (`ID error_message Database error, try again later`):
-        # no refusal, as for a post refused in such words (`settle` with `down`).
-        return "queued", line.error or "error"
+        # no refusal, as for a post refused in such words (`settle` with `down`). But the post
+        # ran (other lines came with it): an adjust may have been applied, and waits for a
+        # person rather than discount twice.
+        return ("uncertain" if c.action == "adjust" else "queued"), line.error or "error"
     if line.status is None:
         return "refused", line.error or "error"
     taken = TAKEN.get(c.action)

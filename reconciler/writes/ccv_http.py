@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import NamedTuple
 
 import aiohttp
@@ -28,6 +27,7 @@ class Answer(NamedTuple):
     status: int
     body: bytes
     content_type: str
+    location: str | None = None  # absolute: a redirect's, or a `201 Created`'s
 
 
 async def send_once(
@@ -39,11 +39,9 @@ async def send_once(
     *,
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None = None,
-    leaving: Callable[[], None] | None = None,
 ) -> Answer:
     """Send one JSON request to a CCV account, within its bound `gate`; raise NotSent, Uncertain
-    or Stopping (`halt` was set while it waited for its turn: not sent), never retry. `leaving`
-    is called when its turn came and it goes out."""
+    or Stopping (`halt` was set while it waited for its turn: not sent), never retry."""
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}
@@ -59,9 +57,8 @@ async def send_once(
             gate=gate,
             max_body=MAX_ANSWER_BYTES,
             halt=halt,
-            leaving=leaving,
         )
     except once.AnswerTooLarge as exc:
         note = {"error": "CCV's answer was too large to pass on"}
         return Answer(exc.status, json.dumps(note).encode(), "application/json")
-    return Answer(reply.status, reply.body, reply.content_type_header)
+    return Answer(reply.status, reply.body, reply.content_type_header, reply.location)

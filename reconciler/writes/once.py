@@ -6,17 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import aiohttp
+from aiohttp import hdrs
 from yarl import URL
 
 from reconciler.sources.errors import ProtocolError
-from reconciler.sources.http import Reply, Stopping, read_body, reply_of
+from reconciler.sources.http import (
+    CONNECTING,
+    Connecting,
+    Reply,
+    Stopping,
+    WriteAwareConnector,
+    read_body,
+    reply_of,
+)
+
+__all__ = ["AnswerTooLarge", "NotSent", "Uncertain", "WriteAwareConnector", "send_once"]
 
 
 class NotSent(Exception):
-    """The request surely did not reach the provider (the connection was never made)."""
+    """The request surely did not reach the provider: its connection (TCP, TLS) was refused,
+    failed or not made within the timeout. `str()` is a short word: `connection` or
+    `connect timeout`."""
 
 
 class Uncertain(Exception):
@@ -43,18 +55,15 @@ async def send_once(
     gate: asyncio.Semaphore,
     max_body: int,
     halt: asyncio.Event | None = None,
-    leaving: Callable[[], None] | None = None,
 ) -> Reply:
     """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain or
     AnswerTooLarge; never retry, never follow a redirect (it would carry the credential). It
     holds `gate`, the account's bound (sources/http.py Gates), taken before its timeout starts;
     once `halt` is set (the daemon stops) while it waits for that, it is not sent (Stopping: not
-    a failure to reach the provider). `leaving` is called when its turn came and it goes out."""
+    a failure to reach the provider)."""
     async with gate:
         if halt is not None and halt.is_set():
             raise Stopping
-        if leaving is not None:
-            leaving()
         return await _send(session, method, url, headers, data, timeout, max_body)
 
 
@@ -68,6 +77,10 @@ async def _send(
     max_body: int,
 ) -> Reply:
     sent_at = time.time()
+    # Known only with the WriteAwareConnector (the runtime's session); with another connector
+    # `now` stays False, and a timeout is taken as uncertain, as it always may be.
+    connecting = Connecting()
+    token = CONNECTING.set(connecting)
     try:
         async with session.request(
             method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
@@ -76,10 +89,27 @@ async def _send(
                 body = await read_body(resp, max_body)
             except ProtocolError:
                 raise AnswerTooLarge(resp.status) from None
-            return reply_of(resp, body, sent_at)
-    except aiohttp.ClientConnectorError:
+            location = resp.headers.get(hdrs.LOCATION)
+            reply = reply_of(resp, body, sent_at)
+            # Where a redirect or a `201 Created` points, made absolute: relative to the
+            # provider's URL, not to whoever the answer is passed on to.
+            return reply if location is None else reply._replace(location=_joined(url, location))
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+        # ConnectionTimeoutError: a `connect`/`sock_connect` timeout, should one be set.
         raise NotSent("connection") from None
     except asyncio.TimeoutError:
-        raise Uncertain("timeout") from None
+        # The whole timeout ran out: while connecting (TCP or a TLS handshake never ended)
+        # nothing left; after that the request may have.
+        raise (NotSent("connect timeout") if connecting.now else Uncertain("timeout")) from None
     except aiohttp.ClientError:
-        raise Uncertain("connection") from None
+        raise (NotSent("connection") if connecting.now else Uncertain("connection")) from None
+    finally:
+        CONNECTING.reset(token)
+
+
+def _joined(url: URL, location: str) -> str:
+    """A Location made absolute against the URL asked; as it came when it is no URL."""
+    try:
+        return str(url.join(URL(location)))
+    except ValueError:
+        return location

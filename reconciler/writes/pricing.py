@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from .pricing_values import (
     Problem,
+    case_twins,
     exact_number,
     found_kind,
     kind,
@@ -55,6 +56,7 @@ def _check(body: object) -> Iterator[Problem]:
     if not isinstance(body, Mapping):
         yield Problem("$", "the body must be a JSON object", found=kind(body))
         return
+    yield from case_twins(body)
     currency = body.get("currency")
     if currency not in CURRENCIES:
         yield Problem("$.currency", "currency must be EUR", '"EUR"', shown(currency))

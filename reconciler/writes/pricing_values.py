@@ -3,8 +3,9 @@ decimal it was written as, amounts in whole cents, tax rates as percentages."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -117,3 +118,54 @@ def shown(value: object) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return kind(value)
+
+
+# Every key the check reads. One that differs from these only in case (`Currency` beside
+# `currency`) is read by no rule here, while CCV's JSON reader may ignore case and take it.
+CHECKED_KEYS = frozenset(
+    {
+        "currency",
+        "shippingCost",
+        "oneOffPriceDiscount",
+        "oneOffPriceCouponCode",
+        "totalAmountToBePaidImmediately",
+        "totalRevenueForFullYear",
+        "order",
+        "shoppingCart",
+        "salesPackages",
+        "products",
+        "periodPricingDetails",
+        "period",
+        "includingTax",
+        "excludingTax",
+        "exludingTax",
+        "singleExcludingTax",
+        "singleExludingTax",
+        "taxAmount",
+        "taxAmountsPerTaxRate",
+        "taxRate",
+    }
+)
+_CHECKED_FOLDED = {key.casefold(): key for key in CHECKED_KEYS}
+
+
+def case_twins(body: object) -> Iterator[Problem]:
+    """A problem for each key, at any depth, that differs only in case from one the check
+    reads: the prices checked would not be the prices CCV reads."""
+    stack: list[tuple[object, str]] = [(body, "$")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                path = f"{where}.{key}"
+                checked = _CHECKED_FOLDED.get(str(key).casefold())
+                if checked is not None and checked != key:
+                    yield Problem(
+                        path,
+                        f"differs from {checked} only in case: CCV may read it, the check does not",
+                        json.dumps(checked),
+                        json.dumps(key),
+                    )
+                stack.append((value, path))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node))

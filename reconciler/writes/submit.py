@@ -21,6 +21,7 @@ import aiohttp
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.logs import fields
 from reconciler.passes.hint_gate import HintGate
+from reconciler.redact import SecretForms, secret_forms
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
@@ -58,6 +59,9 @@ class Submitter:
         # process's Gates): a submit waits for its turn like any of them.
         self.gates = gates
         self.accounts = {c.name: c for c in accounts}
+        self.key_forms: dict[str, SecretForms | None] = {
+            c.name: secret_forms(frozenset([c.api_key.reveal()])) for c in accounts
+        }
         self.receiver = receiver
         self.order_id_fields = tuple(order_id_fields)
         self.on_commit = on_commit
@@ -67,9 +71,23 @@ class Submitter:
         # checks among them) would otherwise share the event loop and the writer with it.
         self.gate = gate
         self.in_flight = in_flight or InFlight()
-        # The submits recorded here and not sent yet, by (account, reference): a stop may yet
-        # withdraw one, so a duplicate waits for its fate (True: it left, or its row stays).
-        self._unsent: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        # The submits under way here, by (account, reference): a duplicate waits for the one
+        # before it to end (a stop may withdraw it, its connection may fail: then it may go).
+        self._unsent: dict[tuple[str, str], asyncio.Future[None]] = {}
+
+    async def not_sent(self, account: str, reference: str) -> tuple[bool, subs.Submission | None]:
+        """Settle the uncertain submission of a reference by a person's word that CCV never
+        got it (`ccv resolve --not-sent`); return whether it was settled, and the submission
+        of the reference as it was (None: nothing was submitted with it)."""
+        sub, events = await subs.not_sent(self.store, account, reference, self.clock())
+        if not events:
+            return False, sub
+        log.info(
+            "ccv.submit_resolved",
+            extra=fields(account=account, external_reference=reference, how="not_sent"),
+        )
+        self.on_commit()
+        return True, sub
 
     async def submit(self, account: str, body: object) -> Result:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
@@ -96,52 +114,44 @@ class Submitter:
 
     async def _record_and_send(self, cfg: CCVConfig, account: str, ref: str, data: bytes) -> Result:
         key = (account, ref)
-        mine = key not in self._unsent
-        if mine:
-            self._unsent[key] = asyncio.get_running_loop().create_future()
-        turn = self._unsent[key]
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            return await self._record_and_send_once(cfg, account, ref, data, turn, mine=mine)
+            while True:
+                self._unsent.setdefault(key, mine)  # the first to come, until it ends
+                try:
+                    sub_id = await subs.record(self.store, account, ref, self.clock())
+                except subs.SubmissionExists as exc:
+                    old, earlier = exc.existing, self._unsent.get(key)
+                    if old.state == "sending" and earlier is not None and earlier is not mine:
+                        # An earlier submit of this reference, recorded here, has not ended:
+                        # its end decides (withdrawn or failed: the reference is free again).
+                        log.debug(
+                            "ccv.submit_waits_for_earlier",
+                            extra=fields(account=account, external_reference=ref),
+                        )
+                        await asyncio.shield(earlier)
+                        continue
+                    return json_result(
+                        409,
+                        {
+                            "error": "this externalReference was submitted already; not sent again",
+                            "field": "externalReference",
+                            "state": old.state,
+                            "order_id": old.order_id,
+                            "external_reference": ref,
+                        },
+                        ref,
+                        old.state,
+                    )
+                return await self._send(cfg, account, ref, data, sub_id)
         finally:
-            if mine:
+            if self._unsent.get(key) is mine:
                 del self._unsent[key]
-                _decide(turn, True)
+            mine.set_result(None)
 
-    async def _record_and_send_once(
-        self,
-        cfg: CCVConfig,
-        account: str,
-        ref: str,
-        data: bytes,
-        turn: asyncio.Future[bool],
-        *,
-        mine: bool,
+    async def _send(
+        self, cfg: CCVConfig, account: str, ref: str, data: bytes, sub_id: int
     ) -> Result:
-        try:
-            sub_id = await subs.record(self.store, account, ref, self.clock())
-        except subs.SubmissionExists as exc:
-            old = exc.existing
-            if not mine and old.state == "sending":
-                # The earlier submit of this reference waits for its turn: a stop beginning now
-                # withdraws it (503), and this caller must not hold a 409 for it meanwhile.
-                log.debug(
-                    "ccv.submit_waits_for_earlier",
-                    extra=fields(account=account, external_reference=ref),
-                )
-                if not await asyncio.shield(turn):
-                    raise Stopping from None
-            return json_result(
-                409,
-                {
-                    "error": "this externalReference was submitted already; not sent again",
-                    "field": "externalReference",
-                    "state": old.state,
-                    "order_id": old.order_id,
-                    "external_reference": ref,
-                },
-                ref,
-                old.state,
-            )
         failpoint("submit.recorded")
         try:
             answer = await send_once(
@@ -152,15 +162,12 @@ class Submitter:
                 data,
                 gate=self.gates.of(cfg),
                 halt=self.in_flight.halt,
-                leaving=lambda: _decide(turn, True) if mine else None,
             )
         except Stopping:
             # The stop began while it waited for its account's turn: it never left, so it is
             # not kept either; the caller is told to submit it again (503), as before `record`,
             # and so is a duplicate that came meanwhile.
             await subs.withdraw(self.store, sub_id)
-            if mine:
-                _decide(turn, False)
             raise
         except NotSent as exc:
             await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=self.clock())
@@ -169,31 +176,50 @@ class Submitter:
             )
             return json_result(
                 502,
-                {"error": "CCV could not be reached; nothing was sent", "external_reference": ref},
+                {
+                    "error": f"CCV could not be reached ({exc}); nothing was sent: submit it "
+                    "again, with the same reference",
+                    "external_reference": ref,
+                },
                 ref,
                 "failed",
             )
         except Uncertain as exc:
-            closing = Closing(self.store, self.order_id_fields, self.clock(), self.on_commit)
-            await uncertain(closing, account, sub_id, ref, str(exc))
+            await uncertain(self._closing(account), account, sub_id, ref, str(exc))
             return json_result(
                 504 if str(exc) == "timeout" else 502,
                 {
                     "error": "CCV's answer was lost; the order may exist. It will not be sent "
                     "again: the first notification for its reference, or `reconciler track "
-                    "ccv ID --ref REF`, settles it",
+                    "ccv ID --ref REF`, settles it; `reconciler ccv resolve --ref REF "
+                    "--not-sent` once you know CCV has none",
                     "state": "uncertain",
                     "external_reference": ref,
                 },
                 ref,
                 "uncertain",
             )
-        closing = Closing(self.store, self.order_id_fields, self.clock(), self.on_commit)
-        return await close(closing, sub_id, account, ref, answer)
+        return await close(self._closing(account), sub_id, account, ref, answer)
+
+    def _closing(self, account: str) -> Closing:
+        return Closing(
+            self.store,
+            self.order_id_fields,
+            self.clock(),
+            self.on_commit,
+            self.key_forms.get(account),
+        )
 
 
-def _decide(turn: asyncio.Future[bool], left: bool) -> None:
-    """Tell the duplicates waiting on a submit whether it left (or its row stays): False, it
-    was withdrawn."""
-    if not turn.done():
-        turn.set_result(left)
+def not_settled(reference: str, found: subs.Submission | None) -> str:
+    """Why `ccv resolve --not-sent` settled nothing for a reference."""
+    if found is None:
+        return f"nothing was submitted with external reference {reference}"
+    if found.state == "uncertain":
+        # `subs.answered`: CCV said it made the order; which one it is, is for a person to find.
+        return (
+            f"CCV answered the submit of external reference {reference} with HTTP "
+            f"{found.http_status}: it has the order; find it at CCV and run `reconciler track "
+            f"ccv ID --ref {reference}`"
+        )
+    return f"the submit of external reference {reference} is {found.state}, not uncertain"

@@ -51,6 +51,7 @@ def prepare(
         raise BadSubmission("notifyCustomerByEmail", "required, a boolean")
     if not isinstance(body.get("order"), dict):
         raise BadSubmission("order", "required, an object (made with the order configurator)")
+    _no_case_twins(body, "", ("externalReference", "statusNotificationInformation"))
     reference = body.get("externalReference")
     if reference is None:
         reference = make_reference()
@@ -63,6 +64,8 @@ def prepare(
         info = {}
     elif not isinstance(info, dict):
         raise BadSubmission("statusNotificationInformation", "must be an object")
+    where = "statusNotificationInformation."
+    _no_case_twins(info, where, ("notificationUrl", "notifyOnStatus"))
     if info.get("notificationUrl") is not None:
         raise BadSubmission(
             "statusNotificationInformation.notificationUrl",
@@ -78,6 +81,20 @@ def prepare(
     return Prepared(
         {**body, "externalReference": reference, "statusNotificationInformation": info}, reference
     )
+
+
+def _no_case_twins(document: dict[str, Any], where: str, names: tuple[str, ...]) -> None:
+    """Refuse a key that differs only in case from one reconciler sets or reads: CCV's JSON
+    reader may ignore case and take the caller's (another notification URL, another
+    reference) instead of reconciler's."""
+    folded = {name.casefold(): name for name in names}
+    for key in document:
+        name = folded.get(key.casefold())
+        if name is not None and name != key:
+            raise BadSubmission(
+                f"{where}{key}",
+                f"differs from {name} only in case; CCV may take either, so it is refused",
+            )
 
 
 def _check_statuses(statuses: object) -> None:

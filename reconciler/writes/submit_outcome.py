@@ -2,10 +2,11 @@
 
 A 2xx naming an order reconciler can follow: `succeeded`, the order tracked in the same
 transaction. A 4xx: `failed`, nothing made. Anything that leaves open whether CCV made the
-order, or which one it made (a 5xx, a lost answer, a 2xx naming no usable order id or an order
-followed under another reference): `uncertain`, never sent again, one
+order, or which one it made (a 3xx or 5xx, a lost answer, a 2xx naming no usable order id or an
+order followed under another reference): `uncertain`, never sent again, one
 `order.submit_uncertain`; a person settles it by tracking the order with the reference (a lost
-answer or a 5xx also CCV's first notification for the reference).
+answer, a 3xx or a 5xx also CCV's first notification for the reference), or, sure that CCV
+has none, with `ccv resolve --not-sent`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, validate_ccv_id
+from reconciler.redact import SecretForms, holds_secret
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.strict_json import loads_answer
@@ -27,6 +29,9 @@ log = logging.getLogger("reconciler.writes.submit")
 
 REFERENCE_HEADER = "Reconciler-External-Reference"
 ORDER_ID_HEADER = "Reconciler-Order-Id"
+# Where the submission of the reference stands after this answer (the API's callers, `ccv
+# submit` through the daemon among them, cannot tell CCV's 3xx or 5xx from reconciler's own).
+STATE_HEADER = "Reconciler-Submission-State"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +57,46 @@ def json_result(
     )
 
 
-def order_id_from(answer: bytes, names: Sequence[str]) -> str | None:
+class _Repeated:
+    """The value of a key an object names twice: which one CCV meant is not known."""
+
+
+_REPEATED = _Repeated()
+
+
+def _once(items: list[tuple[str, object]]) -> dict[str, object]:
+    document = dict(items)
+    if len(document) < len(items):
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                document[key] = _REPEATED
+            seen.add(key)
+    return document
+
+
+def order_id_from(
+    answer: bytes, names: Sequence[str], key_forms: SecretForms | None = None
+) -> str | None:
     """Return the new order's id from CCV's success answer (the field is not documented)."""
     try:
         # Read as a status answer is: a field CCV may add holding a long integer must not hide
         # the order id (the order would be made but not followed).
-        document = loads_answer(answer)
+        document = loads_answer(answer, _once)
     except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict):
         return None
     for name in names:
         value = document.get(name)
+        if value is _REPEATED:
+            return None  # two ids, as a status answer naming a key twice is no answer
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if isinstance(value, str):
+            if holds_secret(value, key_forms):
+                # Our key echoed back: it would be printed, stored and in events.
+                return None
             try:
                 return validate_ccv_id(value)
             except InvalidOrderId:
@@ -82,15 +112,18 @@ class Closing:
     order_id_fields: Sequence[str]
     now: float
     on_commit: Callable[[], None]
+    key_forms: SecretForms | None = None  # the account's API key: never taken for an id
 
 
 async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer) -> Result:
     """Close a submission with CCV's answer and return what its caller gets: CCV's answer as
     it came, with the reference header (and the order id's on success)."""
     status, headers = answer.status, {REFERENCE_HEADER: ref}
+    if answer.location is not None:
+        headers["Location"] = answer.location
     passed = Result(status, answer.body, answer.content_type, ref, "uncertain", None, headers)
     if 200 <= status < 300:
-        order_id = order_id_from(answer.body, c.order_id_fields)
+        order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
         if order_id is None:
             # CCV made the order, but where its answer keeps the id is not documented: the
             # order would go unfollowed. A person is told (one event), finds the order at CCV
@@ -136,9 +169,10 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         )
         headers[ORDER_ID_HEADER] = order_id
         return Result(status, answer.body, answer.content_type, ref, "succeeded", order_id, headers)
-    if status >= 500:
+    if not 400 <= status < 500:
         # CCV's "Server error" may come after the order was made (or from a gateway after
-        # CCV got it): as with a lost answer, never sent again; a person settles it.
+        # CCV got it), and a 3xx to a POST is the usual "made, see there" (303 See Other):
+        # as with a lost answer, never sent again; a person settles it.
         await uncertain(c, account, sub_id, ref, f"http_{status}", status)
         return passed
     await subs.fail(c.store, sub_id, http_status=status, reason=f"http_{status}", now=c.now)

@@ -17,7 +17,7 @@ from typing import Any, cast
 import aiosqlite
 import pytest
 
-from reconciler.model import known_statuses
+from reconciler.model import known_statuses, status_info
 from reconciler.store import Store, WriterLock
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
@@ -566,6 +566,23 @@ async def test_ccnow_words_an_older_release_stored_in_capitals_change_nothing_at
     assert statuses == fake_ccnow.orders
 
 
+async def test_an_end_state_word_an_older_release_stored_in_capitals_still_tells_it_ended(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Lowercased by the upgrade, `CANCELED` (an unknown word then, the order still open) became
+    # `canceled` silently: no event ever said the order ended.
+    db = tmp_path / "reconciler.db"
+    store_at_20(db, [("ccnow", "600-00-0001", "CANCELED")], time.time() - 60)
+    fake_ccnow.orders = {"600-00-0001": "canceled"}
+    result = await call_cli("--config", write_config(tmp_path, ccnow=fake_ccnow), "catch-up")
+    assert result.code == 0, result.stderr
+    events = read_events(tmp_path)
+    assert [(e["data"]["previous_status"], e["data"]["status"]) for e in events] == [
+        ("CANCELED", "canceled")
+    ]
+    assert events[0]["data"]["end_state"] is True
+
+
 async def test_the_upgrade_writes_only_ccnows_documented_words_as_the_document_does(
     tmp_path: Path,
 ) -> None:
@@ -583,4 +600,8 @@ async def test_the_upgrade_writes_only_ccnows_documented_words_as_the_document_d
     with connected(db) as conn:
         statuses = dict(conn.execute("SELECT order_id, status FROM orders"))
         assert set(conn.execute(COUNT_SQL)) == set(conn.execute(FULL_COUNT_SQL))
-    assert statuses == {o: s.lower() for _, o, s in rows} | {o: s for _, o, s in kept}
+    ended = {o for _, o, s in rows if status_info("ccnow", s.lower()).end_state}
+    assert len(ended) == 5  # canceled, declined, rejected, test, chargeback
+    assert statuses == {o: s if o in ended else s.lower() for _, o, s in rows} | {
+        o: s for _, o, s in kept
+    }

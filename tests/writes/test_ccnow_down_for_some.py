@@ -36,7 +36,6 @@ def _password(monkeypatch: pytest.MonkeyPatch) -> None:
     ("action", "words"),
     [
         ("ship", "error_message Database error, try again later"),
-        ("adjust", "error_message system down for maintenance"),
         ("cancel", "error_message Service Unavailable"),
     ],
 )
@@ -47,7 +46,7 @@ async def test_an_orders_own_line_saying_ccnow_is_down_refuses_nothing(
     fake_ccnow.orders = {A: "pending", B: "pending"}
     cfg = await tracked(tmp_path, fake_ccnow, A, B)
     fake_ccnow.script = [Reply(200, f"{A} {words}\n")]
-    args = ["--amount", "7.50"] if action == "adjust" else ARGS[action]
+    args = ARGS[action]
     first = await ccnow(cfg, action, A, *args)
     assert first.code == 75, first.stdout + first.stderr
     assert commands(tmp_path) == [(A, "queued", words)]
@@ -56,6 +55,23 @@ async def test_an_orders_own_line_saying_ccnow_is_down_refuses_nothing(
     assert again.code == 0, again.stdout + again.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded"]
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, WORD[action])]
+
+
+async def test_an_adjust_whose_own_line_says_ccnow_is_down_is_uncertain_not_sent_again(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # The post ran (B's line came with it): A's discount may have been applied. It was queued
+    # and posted a second time.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    down = "error_message Database error, try again later"
+    fake_ccnow.actions_answer = [f"{B} pending", f"{A} {down}"]
+    first = await ccnow(cfg, "adjust", A, B, "--amount", "7.50")
+    assert sorted(commands(tmp_path)) == [(A, "uncertain", down), (B, "succeeded", "pending")]
+    assert sorted(action_events(tmp_path)) == ["order.action_succeeded", "order.action_uncertain"]
+    again = await ccnow(cfg, "adjust", A, "--amount", "7.50")
+    assert "made before" in again.stdout and again.code == 75  # the same command: not sent
+    assert sorted(o for o, _, _ in fake_ccnow.actions) == [A, B], first.stdout + first.stderr
 
 
 async def test_an_orders_own_lines_saying_ccnow_is_down_keep_it_three_days_then_uncertain(

@@ -14,7 +14,13 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from reconciler.sources.http import Stopping
-from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
+from reconciler.writes.once import (
+    AnswerTooLarge,
+    NotSent,
+    Uncertain,
+    WriteAwareConnector,
+    send_once,
+)
 
 TIMEOUT = aiohttp.ClientTimeout(total=0.5)
 
@@ -55,8 +61,9 @@ async def server() -> AsyncIterator[tuple[TestServer, list[str]]]:
         await srv.close()
 
 
-async def send(url: URL) -> object:
-    async with aiohttp.ClientSession() as session:
+async def send(url: URL, *, aware: bool = False) -> object:
+    connector = WriteAwareConnector() if aware else None
+    async with aiohttp.ClientSession(connector=connector) as session:
         return await send_once(
             session,
             "POST",
@@ -88,6 +95,38 @@ async def test_each_ending_is_told_apart_and_nothing_is_sent_twice(
     redirect = await send(srv.make_url("/redirect"))
     assert getattr(redirect, "status", None) == 302  # not followed: the credential stays
     assert seen == ["/busy", "/big", "/slow", "/drop", "/gzip-bomb", "/gzip", "/redirect"]
+
+
+@pytest.mark.parametrize("aware", [False, True])
+async def test_a_timeout_after_the_connection_was_made_stays_uncertain(
+    server: tuple[TestServer, list[str]], aware: bool
+) -> None:
+    srv, seen = server
+    with pytest.raises(Uncertain, match="timeout"):
+        await send(srv.make_url("/slow"), aware=aware)
+    assert seen == ["/slow"]
+
+
+async def test_a_tls_handshake_that_never_ends_is_not_sent() -> None:
+    # The listener's kernel takes the TCP connection; nobody answers the ClientHello, so the
+    # request never left: safe to send again, not uncertain for ever.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        url = URL(f"https://127.0.0.1:{sock.getsockname()[1]}/x")
+        with pytest.raises(NotSent, match="connect timeout"):
+            await send(url, aware=True)
+        # Without the connector's word the phase is unknown: a timeout may have sent it.
+        with pytest.raises(Uncertain, match="timeout"):
+            await send(url)
+
+
+async def test_a_location_is_passed_on_made_absolute(
+    server: tuple[TestServer, list[str]],
+) -> None:
+    srv, _ = server
+    redirect = await send(srv.make_url("/redirect"))
+    assert getattr(redirect, "location", None) == str(srv.make_url("/elsewhere"))
 
 
 async def test_a_refused_connection_is_not_sent() -> None:

@@ -288,3 +288,27 @@ def test_a_consistent_cart_from_random_lines_always_passes(
         },
     }
     assert check_pricing(body) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (lambda b: b.update(Currency="USD"), "$.Currency"),
+        (lambda b: b.update(ShippingCost=500), "$.ShippingCost"),
+        (
+            lambda b: b["periodPricingDetails"][1].update(IncludingTax=1),
+            "$.periodPricingDetails[1].IncludingTax",
+        ),
+        (
+            lambda b: b["periodPricingDetails"][0]["taxAmountsPerTaxRate"][0].update(TAXRATE=9),
+            "$.periodPricingDetails[0].taxAmountsPerTaxRate[0].TAXRATE",
+        ),
+    ],
+)
+def test_a_key_differing_from_a_checked_one_only_in_case_blocks(change: Any, path: str) -> None:
+    # CCV's JSON reader may ignore case: it could read the prices the check never saw.
+    body = cart()
+    change(body)
+    problems = check_pricing(body)
+    assert paths(problems) == [path]
+    assert "only in case" in problems[0].message

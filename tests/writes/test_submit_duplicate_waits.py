@@ -92,3 +92,26 @@ async def test_a_duplicate_of_a_submit_waiting_for_its_turn_is_told_what_becomes
         assert (status, again) == (201, 409), (answered, told)
         assert "submitted already" in str(told["error"])
         assert rows == [("shop-7", "succeeded")] and len(ccv.submits) == 1
+        # ... with what became of it: CCV named the order by then.
+        assert (told["state"], told["order_id"]) == ("succeeded", answered["orderId"])
+
+
+async def test_a_duplicate_of_a_submit_whose_connection_failed_is_not_told_submitted_already(
+    tmp_path: Path,
+) -> None:
+    gates = CountedGates()
+    with watching("ccv.submit_waits_for_earlier") as seen:
+        async with FakeCCVWrites() as ccv, serve_api(tmp_path, ccv, gates=gates) as served:
+            account = served.daemon.config.ccv[0]
+            gate = gates.of(account)
+            for _ in range(account.concurrency):
+                await gate.acquire()
+            first, duplicate = await first_and_duplicate(served, gate, seen, "shop-9")
+            assert not duplicate.done()
+            await ccv.close()  # CCV unreachable: the connection is refused, nothing is sent
+            for _ in range(account.concurrency):
+                gate.release()
+            (status, _, _), (again, told, _) = await asyncio.gather(first, duplicate)
+    # Both found CCV unreachable in turn; neither caller holds a 409 for a submit never sent.
+    assert (status, again) == (502, 502), told
+    assert ccv.submits == []

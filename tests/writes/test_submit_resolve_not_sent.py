@@ -1,0 +1,98 @@
+"""`reconciler ccv resolve --ref REF --not-sent`: an operator who knows CCV never made the
+order of an uncertain submit (nothing at CCV under its reference) closes it; the reference is
+free again, with one `order.submit_resolved` (`how` `not_sent`). Without it such a submit was
+uncertain for ever: no notification comes, there is no order to track, and retention keeps it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import call_cli, daemon_here, free_port, poll_until, read_events, write_config
+from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body
+from tests.fake_providers import Reply
+from tests.server.test_api import api_toml
+from tests.writes.test_submit_crash import listening, query
+
+RESOLVED = "order.submit_resolved"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCCVWrites]:
+    async with FakeCCVWrites() as fake:
+        yield fake
+
+
+async def lost(cfg: Path, fake: FakeCCVWrites, ref: str) -> bytes:
+    """Submit `ref` and lose CCV's answer: the submit is uncertain; return the body sent."""
+    fake.submit_replies = [Reply(DROP)]
+    stdin = json.dumps(submit_body(externalReference=ref)).encode()
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert result.code == 75, result.stderr
+    assert f"ccv resolve --ref {ref} --not-sent" in result.stderr
+    return stdin
+
+
+async def test_not_sent_closes_it_and_frees_the_reference(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = await lost(cfg, fake, "gone-1")
+    status = await call_cli("--config", cfg, "status")
+    assert "`reconciler ccv resolve --ref REF --not-sent`" in status.stdout, status.stdout
+    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "gone-1", "--not-sent")
+    assert result.code == 0, result.stderr
+    assert "gone-1 not sent" in result.stdout
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]
+    (event,) = [e for e in read_events(tmp_path) if e["type"] == RESOLVED]
+    assert (event["data"]["how"], event["data"]["external_reference"]) == ("not_sent", "gone-1")
+    assert event["data"]["order_id"] is None
+    # Settled once: the same word again, or about a reference never submitted, is refused.
+    again = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "gone-1", "--not-sent")
+    assert again.code == 65 and "failed, not uncertain" in again.stderr, again.stderr
+    never = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "never-1", "--not-sent")
+    assert never.code == 65 and "nothing was submitted" in never.stderr, never.stderr
+    # The reference may be submitted again, and is.
+    resubmit = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert resubmit.code == 0 and resubmit.stdout.strip() in fake.orders, resubmit.stderr
+    assert len(fake.submits) == 2
+
+
+async def test_a_submit_ccv_answered_with_a_2xx_is_not_closed(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # CCV said it made the order (no usable id): "not sent" would be false.
+    fake.submit_replies = [json_reply(201, {"result": "ok"})]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="made-1")).encode()
+    assert (await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)).code == 75
+    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "made-1", "--not-sent")
+    assert result.code == 65 and "it has the order" in result.stderr, result.stderr
+    assert query(tmp_path, "SELECT state FROM submissions") == [("uncertain",)]
+    assert [e for e in read_events(tmp_path) if e["type"] == RESOLVED] == []
+
+
+async def test_through_a_running_daemon(tmp_path: Path, fake: FakeCCVWrites) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+    await lost(cfg, fake, "gone-2")
+    async with daemon_here(cfg):
+        await listening(port)
+        args = ("--config", cfg, "ccv", "resolve", "--ref", "gone-2", "--not-sent")
+        result = await call_cli(*args)
+        assert result.code == 0, result.stderr
+        assert query(tmp_path, "SELECT state FROM submissions") == [("failed",)]
+        again = await call_cli(*args)
+        assert again.code == 65 and "not uncertain" in again.stderr, again.stderr
+        await poll_until(
+            lambda: any(e["type"] == RESOLVED for e in read_events(tmp_path)), 10, "event"
+        )
+
+
+async def test_the_word_is_required(tmp_path: Path, fake: FakeCCVWrites) -> None:
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "gone-3")
+    assert result.code == 2 and "--not-sent" in result.stderr
