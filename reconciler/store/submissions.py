@@ -19,7 +19,7 @@ from typing import Literal
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .files import WriterLock
+from .files import whose
 from .oneshot import commit_at_once, run_at_once
 from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
@@ -210,11 +210,7 @@ async def unanswered(store: Store) -> Unanswered:
     """Return the submissions left `sending`, told apart without the writer lock: every writer
     settles at its start those a stopped process left, so one still `sending` while a process
     holds the lock is that process's to answer; with none holding it, it was cut off."""
-    left = tuple(await interrupted(store))
-    # Asked, not taken: taking it, even for a moment, could make a writer's start fail.
-    if left and WriterLock(store.path).held():
-        return Unanswered(left, ())
-    return Unanswered((), left)
+    return Unanswered(*whose(store.path, tuple(await interrupted(store))))
 
 
 async def uncertain_references(store: Store) -> dict[str, set[str]]:
