@@ -272,7 +272,8 @@ async def request(
                     reached = True
                     reply = reply_of(resp, await read_body(resp, max_body), sent_at)
                     if complete(reply):
-                        return reply._replace(reached_before=reached_before)
+                        # _replace only when needed: it runs on every poll's answer otherwise.
+                        return reply._replace(reached_before=True) if reached_before else reply
                     word, answered = "truncated_answer", None
                 else:
                     # A 429 or 503 turns the request away before it runs: it reached nothing.
