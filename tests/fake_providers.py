@@ -332,6 +332,9 @@ class FakeCCNow(_FakeServer):
         # A post carrying an action applies it, then is answered these lines (a status query
         # is answered as usual).
         self.actions_answer: list[str] | None = None
+        # A post carrying an action applies it, then is answered the first of these (used up),
+        # as a gateway or a lost link answers a post CCNow ran.
+        self.after_applying: list[Reply] = []
         self.shuffle = False
         self.hyphenless = False
         self.line_end = "\n"
@@ -378,6 +381,10 @@ class FakeCCNow(_FakeServer):
             chosen = reply
             return await self._answer(request, seen, lambda: chosen)
         acting = any(form.get(f"x_action_{n}", "query") != "query" for n in range(1, len(ids) + 1))
+        if acting and self.after_applying:
+            self._lines(ids, form)
+            lost = self.after_applying.pop(0)
+            return await self._answer(request, seen, lambda: lost)
         if acting and self.actions_answer is not None:
             self._lines(ids, form)
             lines = self.actions_answer

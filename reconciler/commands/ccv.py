@@ -31,7 +31,8 @@ async def ccv_command(config: Config, args: argparse.Namespace) -> int:
         from .ccv_submit import resolve_command
         from .orders import settling_account
 
-        if problem := reference_problem(args.ref):
+        # As CCV may hold it: a reference stored before outer white space was refused settles.
+        if problem := reference_problem(args.ref, given=False):
             raise DataError(f"--ref: {problem}")
         account = await settling_account(config, "ccv", args.account, reference=args.ref)
         return await resolve_command(config, account, args.ref)

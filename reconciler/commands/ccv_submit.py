@@ -148,8 +148,13 @@ async def _through_api(
     sent_ref = document.get("externalReference") if isinstance(document, dict) else None
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait_s)) as s:
         try:
+            # CCV's 3xx comes back as it is: followed, it would read as the daemon's answer.
             async with s.post(
-                url, params={"account": account}, json=document, headers=authorization(api)
+                url,
+                params={"account": account},
+                json=document,
+                headers=authorization(api),
+                allow_redirects=False,
             ) as resp:
                 if token_refused(resp.status, resp.headers):
                     return refused(config.file)
@@ -168,16 +173,24 @@ async def _through_api(
         extra=fields(account=account, status=status, external_reference=reference),
     )
     if reference is None:
-        # Every answer about a submission names its reference: this one is the API's own
-        # refusal (its body limit, a bad body), before anything was recorded or sent.
-        return _api_refused(status, body, api)
+        # Every answer about a submission names its reference: a 4xx without one is the API's
+        # own refusal (its body limit, a bad body), before anything was recorded or sent. Any
+        # other answer without one (a 5xx of the daemon's) says nothing of what CCV got.
+        if 400 <= status < 500:
+            return _api_refused(status, body, api, secrets)
+        return _no_answer(RuntimeError(f"its HTTP {status}"), wait_s, sent_ref, given=given)
     return _report(status, body, order_id, reference, secrets, state, location)
 
 
 def _no_answer(exc: BaseException, wait_s: float, reference: object, *, given: bool) -> int:
     """Say that the daemon's answer did not come: whether CCV got the order is not known, and
     the daemon, which records CCV's answer, never sends it again. Return the exit code."""
-    why = f"within {wait_s:.0f} s" if isinstance(exc, TimeoutError) else f"({type(exc).__name__})"
+    if isinstance(exc, TimeoutError):
+        why = f"within {wait_s:.0f} s"
+    elif isinstance(exc, aiohttp.ClientError):
+        why = f"({type(exc).__name__})"
+    else:  # the daemon's own failure, its words
+        why = f"({exc})"
     again = (
         ""
         if given
@@ -195,7 +208,7 @@ def _no_answer(exc: BaseException, wait_s: float, reference: object, *, given: b
     return EX_TEMPFAIL
 
 
-def _api_refused(status: int, body: bytes, api: ApiConfig) -> int:
+def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: list[str]) -> int:
     """Say why the daemon's API refused the submit (nothing recorded or sent); return the exit
     code."""
     try:
@@ -209,6 +222,7 @@ def _api_refused(status: int, body: bytes, api: ApiConfig) -> int:
             f" (the daemon's [api] max_body, {api.max_body_bytes} bytes, bounds a submit "
             "through the daemon; nothing was sent)"
         )
+    text = redact(text, secrets)
     say(f"reconciler: error: the daemon's API refused the submit (HTTP {status}): {text}")
     return exit_code(status)
 

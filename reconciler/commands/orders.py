@@ -62,7 +62,9 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--ref takes exactly one CCV order id")
     if not args.ids and args.from_file is None:
         raise UsageError("give order ids or --from-file")
-    if args.ref is not None and (problem := reference_problem(args.ref)):
+    # given=False: a reference stored before outer white space was refused is tracked, and its
+    # uncertain submit settled, as it was stored.
+    if args.ref is not None and (problem := reference_problem(args.ref, given=False)):
         raise DataError(f"--ref: {problem}")
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in order_ids(source, args.ids)]
     if args.from_file is not None:

@@ -53,7 +53,9 @@ class AccountStatus:
     queued_writes: int = 0  # CCNow actions to be sent
     # What the uncertain writes are about: CCV submits' references, CCNow actions' order ids
     uncertain_of: tuple[str, ...] = ()
-    sending_of: tuple[str, ...] = ()  # CCV submits a running writer waits on CCV's answer for
+    # What a running writer waits on the provider's answer for: CCV submits' references, CCNow
+    # actions' order ids
+    sending_of: tuple[str, ...] = ()
 
     @property
     def followed(self) -> int:
@@ -136,7 +138,17 @@ async def _gather(
     for key, refs in sending.items():
         uncertain, queued = writes.get(key, (0, 0))
         writes[key] = (max(0, uncertain - len(refs)), queued)
-    waiting = await _uncertain_of(store, writes, left.cut_off)
+    # CCNow's posts left `sending` are counted queued: one a running writer's post carries is
+    # being sent; of one a stopped process left, the next writer makes an adjust uncertain.
+    posts = await commands.unanswered(store)
+    cut_adjusts = [c for c in posts.cut_off if c.action == "adjust"]
+    for c in [*posts.in_flight, *cut_adjusts]:
+        uncertain, queued = writes.get(("ccnow", c.account), (0, 0))
+        writes[("ccnow", c.account)] = (uncertain + (c in cut_adjusts), max(0, queued - 1))
+    for c in posts.in_flight:
+        sending.setdefault(("ccnow", c.account), ())
+        sending[("ccnow", c.account)] = tuple(sorted({*sending[("ccnow", c.account)], c.order_id}))
+    waiting = await _uncertain_of(store, writes, left.cut_off, cut_adjusts)
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -192,11 +204,14 @@ def _by_account(subs: Sequence[Submission]) -> dict[tuple[Source, str], tuple[st
 
 
 async def _uncertain_of(
-    store: Store, writes: dict[tuple[Source, str], tuple[int, int]], cut_off: Sequence[Submission]
+    store: Store,
+    writes: dict[tuple[Source, str], tuple[int, int]],
+    cut_off: Sequence[Submission],
+    cut_adjusts: Sequence[commands.Command],
 ) -> dict[tuple[Source, str], tuple[str, ...]]:
     """The references (CCV) and order ids (CCNow) of the writes that wait for a person's word;
-    read only when some do. A submit a stopped process left `sending` (`cut_off`) counts: the
-    next writer's start makes it uncertain."""
+    read only when some do. A submit or an adjust a stopped process left `sending` (`cut_off`,
+    `cut_adjusts`) counts: the next writer's start makes it uncertain."""
     found: dict[tuple[Source, str], set[str]] = {}
     if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccv"):
         for account, refs in (await submissions.uncertain_references(store)).items():
@@ -204,7 +219,7 @@ async def _uncertain_of(
         for key, left in _by_account(cut_off).items():
             found.setdefault(key, set()).update(left)
     if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccnow"):
-        for c in await commands.in_state(store, "uncertain"):
+        for c in [*await commands.in_state(store, "uncertain"), *cut_adjusts]:
             found.setdefault(("ccnow", c.account), set()).add(c.order_id)
     return {key: tuple(sorted(ids)) for key, ids in found.items() if ids}
 

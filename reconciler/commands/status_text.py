@@ -184,8 +184,10 @@ def _to_do(a: AccountStatus) -> str:
                 f"`reconciler ccnow resolve ID --sent|--not-sent{account}`"
             )
     if a.sending_of:
+        provider = "CCV" if a.source == "ccv" else "CCNow"
         todo.append(
-            f"being sent ({_named(a.sending_of)}): the running reconciler records CCV's answer"
+            f"being sent ({_named(a.sending_of)}): the running reconciler records {provider}'s "
+            "answer"
         )
     if a.queued_writes and a.configured:
         todo.append("queued: the daemon sends them (or the next `reconciler ccnow` command)")

@@ -82,7 +82,7 @@ class Orders:
             if not isinstance(ref, str):
                 raise BadRequest(422, "must be a string", "external_reference")
             # As `track --ref`: it goes into the notification URL, and into the database.
-            if problem := reference_problem(ref):
+            if problem := reference_problem(ref, given=False):  # as `track --ref`
                 raise BadRequest(422, problem, "external_reference")
         key = OrderKey(source, account, order_id)
         now = time.time()

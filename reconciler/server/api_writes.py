@@ -62,8 +62,8 @@ class Writes:
         """GET /api/v1/ccv/submissions/{reference}?account=A: where a submit stands."""
         account = self.account("ccv", request.query.get("account"))
         reference = request.match_info["reference"]
-        if reference_problem(reference):
-            raise BadRequest(422, "not an external reference", "reference")
+        if problem := reference_problem(reference, given=False):  # a lookup: as stored
+            raise BadRequest(422, problem, "reference")
         found = await subs.find(self.deps.reader, account, reference)
         if found is None:
             raise BadRequest(404, "nothing was submitted with this reference", "reference")
@@ -85,8 +85,10 @@ class Writes:
         if account is None:
             account = self.account("ccv", doc.get("account"))
         ref = doc.get("external_reference")
-        if not isinstance(ref, str) or reference_problem(ref):
+        if not isinstance(ref, str):
             raise BadRequest(422, "required, an external reference", "external_reference")
+        if problem := reference_problem(ref, given=False):  # as stored, as `ccv resolve --ref`
+            raise BadRequest(422, problem, "external_reference")
         if doc.get("sent") is not False:
             # That CCV has it is said by tracking its order with the reference (POST /orders).
             raise BadRequest(422, "sent: false is the one word taken here", "sent")
@@ -94,9 +96,8 @@ class Writes:
         if not settled:
             status = 404 if found is None or found.state != "uncertain" else 409
             raise BadRequest(status, not_settled(ref, found), "external_reference")
-        now = await subs.find(self.deps.reader, account, ref)
-        assert now is not None  # settled and committed: it is there
-        return web.json_response(_submission_json(now))
+        assert found is not None  # settled: the submission as it is now
+        return web.json_response(_submission_json(found))
 
     def sender(self) -> ActionSender:
         """Return the CCNow action sender; 404 when no CCNow account is configured."""

@@ -81,6 +81,7 @@ _DOWN = re.compile(
 )
 _ERROR_MESSAGE = "error_message"
 NO_PENDING_ORDERS = "no_pending_orders"
+UNREADABLE = "unreadable status"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,9 @@ class OrderLine:
     status: str | None
     error: str | None = None
     not_found: bool = False  # the error says CCNow does not know the order
+    # A status no word can be read from (`pending (awaiting)`, `mark_shipped.`): no error of
+    # CCNow's, and no word of what CCNow did with the order.
+    unreadable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +156,7 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[Order
         # Not a word a log line and a database can keep as it is (nor one that echoes our
         # password, which would be kept verbatim): this order's failure alone, never its
         # batch's (its id is one the account knows).
-        return OrderLine(order_id, None, "unreadable status"), False
+        return OrderLine(order_id, None, UNREADABLE, unreadable=True), False
     return OrderLine(order_id, status), False
 
 
@@ -184,6 +188,33 @@ def says_down(line: str) -> bool:
     example; `Service Unavailable`, `try again later`): such a line decides nothing, whatever
     field it names, and starts no day (writes/ccnow_outcome.py bounds it otherwise)."""
     return _DOWN.search(line) is not None
+
+
+def message_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
+    """Return the lines of an answer made of CCNow's `message` and `error_message` lines
+    alone, at least one `message` (`message discount recorded`): CCNow's words about the post
+    that name no order. None for any other answer. Each line masked and cut."""
+    found = []
+    for raw in _LINE_END.split(_text(body)):
+        line = raw.strip(_SPACE)
+        if not line:
+            continue
+        if _BLANKS.split(line, maxsplit=1)[0].lower() not in ("message", _ERROR_MESSAGE):
+            return None
+        found.append(_readable(redact(line, secrets, limit=MAX_TEXT_LENGTH)))
+    if not any(line[:7].lower() == "message" for line in found):
+        return None
+    return found
+
+
+def speaks_ccnow(body: bytes) -> bool:
+    """Whether an answer holds a line of CCNow's protocol (an order's line, a `message` or an
+    `error_message`), not only a page or a gateway's words."""
+    for raw in _LINE_END.split(_text(body)):
+        first = _BLANKS.split(raw.strip(_SPACE), maxsplit=1)[0]
+        if first.lower() in ("message", _ERROR_MESSAGE) or ccnow_id(first) is not None:
+            return True
+    return False
 
 
 def answered_orders(body: bytes) -> bool:

@@ -109,6 +109,10 @@ class Reply(NamedTuple):
     # Sent in chunks (what a web server does with a CGI's answer): the server says it ended
     # there, but not that the program behind it finished its last line.
     chunked: bool = False
+    # An earlier attempt of the same request may have reached the provider (its answer lost, or
+    # a status it may have run before): a write's answer then may follow that attempt's effect
+    # (`not pending`: the earlier one took).
+    reached_before: bool = False
     # A write's answer only (writes/once.py): its Location header, made absolute.
     location: str | None = None
 
@@ -223,13 +227,17 @@ async def request(
     data: bytes | None = None,
     complete: Callable[[Reply], bool] = lambda reply: True,
     halt: asyncio.Event | None = None,
+    turned_away: Callable[[int, bytes], bool] | None = None,
 ) -> Reply:
     """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after.
 
     `complete` tells whether a reply arrived whole; one that did not is retried like a dropped
-    connection (word `truncated_answer`). Once `halt` is set (the daemon stops), no attempt is
-    made again: the failure so far is raised at once, during the backoff too, and Stopping when
-    no attempt was made yet. Each attempt holds `gate`, the account's bound (Gates).
+    connection (word `truncated_answer`). `turned_away` tells by a 429's or 5xx's status and
+    body whether the provider surely did not run the request (by default: a 429 or 503), so
+    that `reached` and the reply's `reached_before` say whether any attempt may have. Once
+    `halt` is set (the daemon stops), no attempt is made again: the failure so far is raised at
+    once, during the backoff too, and Stopping when no attempt was made yet. Each attempt holds
+    `gate`, the account's bound (Gates).
     """
     n = 0
     reached = False
@@ -246,6 +254,7 @@ async def request(
                 raise Stopping  # nothing was sent: not a failure the caller reports
             raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
         sent_at = time.time()
+        reached_before = reached
         try:
             # No redirects: a redirect would carry the credential to wherever it points, and a
             # provider that redirects an API call is answering something else than the protocol.
@@ -259,14 +268,16 @@ async def request(
                 raise_for_status=False,
             ) as resp:
                 status = resp.status
-                # A 429 or 503 turns the request away before it runs: it reached nothing.
-                reached = reached or status not in (429, 503)
                 if not is_retryable(status):
+                    reached = True
                     reply = reply_of(resp, await read_body(resp, max_body), sent_at)
                     if complete(reply):
-                        return reply
+                        # _replace only when needed: it runs on every poll's answer otherwise.
+                        return reply._replace(reached_before=True) if reached_before else reply
                     word, answered = "truncated_answer", None
                 else:
+                    # A 429 or 503 turns the request away before it runs: it reached nothing.
+                    reached = reached or not await _turned_away(resp, max_body, turned_away)
                     retry_after = resp.headers.get("Retry-After")
                     word, answered = f"http_{status}", status
         except asyncio.TimeoutError:
@@ -293,6 +304,20 @@ async def request(
             if halt.is_set():
                 raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
         n += 1
+
+
+async def _turned_away(
+    resp: aiohttp.ClientResponse, max_body: int, rule: Callable[[int, bytes], bool] | None
+) -> bool:
+    """Whether a 429 or 5xx answer says the request was not run: by `rule`, which reads its
+    body (one too large to read may follow a run), else a 429 or 503."""
+    if rule is None:
+        return resp.status in (429, 503)
+    try:
+        body = await read_body(resp, max_body)
+    except ProtocolError:
+        return False
+    return rule(resp.status, body)
 
 
 async def drain(

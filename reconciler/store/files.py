@@ -10,8 +10,23 @@ import os
 import struct
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import WriterLockHeld, file_error
+
+T = TypeVar("T")
+
+
+def whose(path: Path, left: tuple[T, ...]) -> tuple[tuple[T, ...], tuple[T, ...]]:
+    """Split the writes (CCV submits, CCNow posts) of the store at `path` left `sending` into
+    a running writer's (in flight: it records the provider's answer) and a stopped process's
+    (cut off: the next writer's start settles them): every writer settles at its start those a
+    stopped process left, so one still `sending` while a process holds the writer lock is that
+    process's; with none holding it, it was cut off. The lock is asked, not taken: taking it,
+    even for a moment, could make a writer's start fail."""
+    if left and WriterLock(path).held():
+        return left, ()
+    return (), left
 
 
 class WriterLock:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .files import WriterLock
+from .files import whose
 from .oneshot import commit_at_once, run_at_once
 from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
@@ -210,11 +210,7 @@ async def unanswered(store: Store) -> Unanswered:
     """Return the submissions left `sending`, told apart without the writer lock: every writer
     settles at its start those a stopped process left, so one still `sending` while a process
     holds the lock is that process's to answer; with none holding it, it was cut off."""
-    left = tuple(await interrupted(store))
-    # Asked, not taken: taking it, even for a moment, could make a writer's start fail.
-    if left and WriterLock(store.path).held():
-        return Unanswered(left, ())
-    return Unanswered((), left)
+    return Unanswered(*whose(store.path, tuple(await interrupted(store))))
 
 
 async def uncertain_references(store: Store) -> dict[str, set[str]]:
@@ -370,28 +366,29 @@ async def not_sent(
 ) -> tuple[Submission | None, list[Event]]:
     """A person's word that CCV never got the uncertain submission of a reference: close it as
     `failed` (`not_sent`: the reference is free again) with its `order.submit_resolved` (`how`
-    `not_sent`), in one transaction. Return the reference's submission as `find` read it and
-    the event; none, nothing changed, when it is not uncertain or CCV answered it with a 2xx
-    (`answered`: CCV has the order)."""
+    `not_sent`), in one transaction. Return the submission as it is then and the event; with
+    none, nothing changed: it is not uncertain, or CCV answered it with a 2xx (`answered`: CCV
+    has the order), and the submission is the reference's as `find` reads it."""
     async with store.transaction():
-        sub = await find(store, account, reference)
-        if sub is None or sub.state != "uncertain" or answered(sub):
-            return sub, []
-        await store.conn.execute(
-            "UPDATE submissions SET state = 'failed', reason = 'not_sent', closed_at = ? "
-            "WHERE id = ? AND state = 'uncertain'",
-            (now, sub.id),
-        )
-        event = submit_resolved_event(
-            store.store_id,
-            sub.id,
-            account=account,
-            reference=reference,
-            uncertain_at=sub.closed_at,
-            reason=sub.reason,
-            order_id=None,
-            how="not_sent",
-            time=now,
-        )
-        await store.events.add([event])
-    return sub, [event]
+        # Through the index of live references: the writer is held meanwhile.
+        sub = (await uncertain(store, account, [reference])).get(reference)
+        if sub is not None and not answered(sub):
+            await store.conn.execute(
+                "UPDATE submissions SET state = 'failed', reason = 'not_sent', closed_at = ? "
+                "WHERE id = ? AND state = 'uncertain'",
+                (now, sub.id),
+            )
+            event = submit_resolved_event(
+                store.store_id,
+                sub.id,
+                account=account,
+                reference=reference,
+                uncertain_at=sub.closed_at,
+                reason=sub.reason,
+                order_id=None,
+                how="not_sent",
+                time=now,
+            )
+            await store.events.add([event])
+            return replace(sub, state="failed", reason="not_sent", closed_at=now), [event]
+    return (sub if sub is not None else await find(store, account, reference)), []

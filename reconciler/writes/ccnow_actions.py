@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import aiohttp
 
@@ -52,21 +52,22 @@ from reconciler.writes.ccnow_form import (
     parse_amount,
 )
 from reconciler.writes.ccnow_outcome import (
+    NO_LINE,
     UNSETTLED_FOR_S,
     Taken,
     Tally,
+    as_reached,
     command_json,
     lines_by_id,
     log_closed,
     make_uncertain,
     outcome,
-    refuse,
     resolve_by_hand,
     says_down_for,
     settle,
     sort_out,
 )
-from reconciler.writes.ccnow_post import Lost, Refused, post_batch
+from reconciler.writes.ccnow_post import Lost, Refused, post_batch, read_status
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
@@ -202,7 +203,7 @@ class ActionSender:
         failpoint("ccnow.sending")
         once, gate = batch[0].action == "adjust", self.gates.of(cfg)
         try:
-            answer, asked = await post_batch(
+            posted = await post_batch(
                 self.session, cfg, batch, once=once, gate=gate, halt=self.in_flight.halt
             )
         except Stopping:
@@ -223,26 +224,32 @@ class ActionSender:
             await self._requeue(cfg, batch, str(exc), tally, lost=True)
             return
         except Refused as exc:
-            # Nothing of the post was applied. A line naming a command's field refuses it: the
-            # same command would be refused again.
+            # Nothing of the post was applied (by this attempt: an earlier one's answer may
+            # have been lost). A line naming a command's field refuses it: the same command
+            # would be refused again; a ship or cancel an earlier attempt may have taken is
+            # refused once its order's status does not show it took.
             tally.sent += len(batch)
-            if named := [(c, exc.words[c.id]) for c in batch if c.id in exc.words]:
-                await self._refuse(named, tally)
+            batch = as_reached(batch, self.clock()) if exc.reached_before else batch
+            if named := [c for c in batch if c.id in exc.words]:
+                refused = {c.id: exc.words[c.id] for c in named}
+                await self._close(cfg, named, {}, tally, None, refused=refused)
             rest = [c for c in batch if c.id not in exc.words]
+            before = exc.reached_before
             if rest and exc.whole is not None:
                 # Words naming none of their fields decide nothing: sent again (alone, unless
                 # they say CCNow is down: no day then, but a bound all the same).
-                await self._close(cfg, rest, {}, tally, None, refusal=exc.whole, down=exc.down)
+                refusal, down = exc.whole, exc.down
+                await self._close(cfg, rest, {}, tally, None, refusal, down, reached_before=before)
                 return
             # Every line names a field. One saying CCNow is down decides nothing for the
             # commands it names; the others, turned away with them, go again at once (without
             # them, not due yet): one command CCNow cannot take now holds no other back.
             for line in dict.fromkeys(exc.held.values()):
                 if held := [c for c in rest if exc.held.get(c.id) == line]:
-                    await self._close(cfg, held, {}, tally, None, refusal=line, down=True)
+                    await self._close(cfg, held, {}, tally, None, line, True, reached_before=before)
             if others := [c for c in rest if c.id not in exc.held]:
                 why = f"the post was refused for another command: {exc}"
-                await self._requeue(cfg, others, why, tally, delay=0.0)
+                await self._requeue(cfg, others, why, tally, lost=before, delay=0.0)
             return
         except SourceError as exc:
             # Turned away before it ran (a rate limit, a login wall, a wrong url).
@@ -251,7 +258,10 @@ class ActionSender:
             return
         tally.sent += len(batch)
         failpoint("ccnow.answered")
-        await self._close(cfg, batch, lines_by_id(answer), tally, asked)
+        batch = as_reached(batch, self.clock()) if posted.reached_before else batch
+        lines = lines_by_id(posted.answer)
+        no_line = NO_LINE if posted.said is None else f"{NO_LINE}: {posted.said}"
+        await self._close(cfg, batch, lines, tally, posted.asked, no_line=no_line)
 
     async def _requeue(
         self,
@@ -284,20 +294,29 @@ class ActionSender:
         asked: float | None,
         refusal: str | None = None,
         down: bool = False,
+        refused: Mapping[int, str] | None = None,
+        no_line: str = NO_LINE,
+        reached_before: bool = False,
     ) -> None:
         """Close a batch by CCNow's answer lines, or by a `refusal` of the whole post in words
         naming no field of its commands (which settles none of them; `down`: saying CCNow is
-        down)."""
+        down), or by `refused`'s words (command id -> a line naming its field); `no_line`: the
+        words kept for a command whose order has no line; `reached_before`: an earlier attempt
+        of the post may have reached CCNow."""
         closes: list[tuple[int, cmds.State, str]] = []
         again: list[tuple[int, str, float | None, float | None]] = []
         observations: list[Observation] = []
         for c in batch:
             line = lines.get(c.order_id)
-            said: tuple[cmds.State, str] = ("queued", refusal) if refusal else outcome(c, line)
+            said: tuple[cmds.State, str] = (
+                ("queued", refusal) if refusal else outcome(c, line, no_line)
+            )
+            if refused is not None:
+                said = ("refused", refused[c.id])
             status = line.status if line is not None else None
 
             async def read(order_id: str = c.order_id) -> Observation | None:
-                return await self._status(cfg, order_id)
+                return await read_status(self.session, cfg, order_id, self.gates, self.in_flight)
 
             # Its own line saying CCNow is down decides nothing, as a whole post's does.
             own = refusal is None and says_down_for(line)
@@ -313,30 +332,11 @@ class ActionSender:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
                 observations.append(Observation(key, Outcome.OK, status=status, asked=when))
         delay = _retry_delay(batch)  # for those the answer did not settle
-        # An answer without the order's line came from CCNow: the post may have run it.
-        reached = None if refusal else self.clock()
+        # An answer without the order's line came from CCNow: the post may have run it; so
+        # may an earlier attempt whose answer was lost.
+        reached = self.clock() if refusal is None or reached_before else None
         await self._commit(batch, closes, again, observations, self.clock() + delay, reached)
         log_closed(cfg.name, batch, closes, again, delay, tally)
-
-    async def _status(self, cfg: CCNowConfig, order_id: str) -> Observation | None:
-        """Read an order's status (None: not read); Stopping: not read for the stop."""
-        from reconciler.sources.ccnow import CCNowClient
-
-        seen: list[Observation] = []
-
-        async def emit(o: Observation) -> None:
-            seen.append(o)
-
-        if self.in_flight.stopping:
-            raise Stopping  # no new request during a stop
-        try:
-            gate, halt = self.gates.of(cfg), self.in_flight.halt
-            await CCNowClient(cfg, self.session, halt=halt, gate=gate).query([order_id], emit)
-        except SourceError:
-            if self.in_flight.stopping:
-                raise Stopping from None
-            return None
-        return next((o for o in seen if o.outcome is Outcome.OK), None)
 
     async def _commit(
         self,
@@ -373,11 +373,6 @@ class ActionSender:
 
     async def _make_uncertain(self, commands: Sequence[cmds.Command], why: str) -> None:
         await make_uncertain(self.store, commands, why, now=self.clock())
-        self.on_commit()
-
-    async def _refuse(self, refusals: list[tuple[cmds.Command, str]], tally: Tally) -> None:
-        await refuse(self.store, refusals, now=self.clock())
-        tally.refused += len(refusals)
         self.on_commit()
 
     async def resolve(self, account: str, order_id: str, *, sent: bool) -> list[cmds.Command]:

@@ -232,6 +232,9 @@ def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewComm
         or not all(isinstance(k, str) and k and k.isprintable() and len(k) <= 300 for k in keys)
     ):
         raise BadAction("keys: one printable key per order id", "keys")
+    if len(set(keys)) != len(keys):
+        # A key names one command: the second order's would be taken for the first's.
+        raise BadAction("keys: each order id needs a key of its own", "keys")
     return [replace(c, key=k) for c, k in zip(new, keys, strict=True)]
 
 

@@ -3,6 +3,7 @@ answer), and what a run did."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -184,6 +185,12 @@ def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
     return lines
 
 
+def as_reached(batch: Sequence[cmds.Command], at: float) -> list[cmds.Command]:
+    """A batch an earlier attempt of the post may have reached CCNow with, as such (its answer
+    is then no word that CCNow did not take it)."""
+    return [dataclasses.replace(c, maybe_reached_at=c.maybe_reached_at or at) for c in batch]
+
+
 def taken_how(c: cmds.Command, unsettled: bool) -> str:
     """Why a ship or cancel whose order is where it puts it is done: this answer did not
     settle the order; or CCNow refused it as not pending, after an earlier post that may have
@@ -197,6 +204,7 @@ def taken_how(c: cmds.Command, unsettled: bool) -> str:
 
 # What a command whose order the answer did not settle keeps as its answer.
 NO_LINE = "no single answer line for this order"
+UNREADABLE_LINE = "no status word to read in this order's answer line"
 
 
 def day_began(c: cmds.Command, now: float) -> float:
@@ -223,16 +231,21 @@ def says_down_for(line: OrderLine | None) -> bool:
     return line is not None and line.status is None and says_down(line.error or "")
 
 
-def outcome(c: cmds.Command, line: OrderLine | None) -> tuple[cmds.State, str]:
-    """Return how CCNow's answer line for a command's order closes it, and the words kept:
-    `queued` again when the answer does not settle the order (sent again later)."""
-    if line is None:
-        # No line, or lines that disagree (`message no_pending_orders`, only other orders'
-        # lines): nothing says CCNow did not run it. An adjust may have been applied and would
-        # discount twice if sent again: it waits for a person. The others are safe to send
-        # again, as after a lost answer: a ship or cancel that took is then refused as not
-        # pending and found taken by the status check; a tracking upload is sent once more.
-        return ("uncertain" if c.action == "adjust" else "queued"), NO_LINE
+def outcome(
+    c: cmds.Command, line: OrderLine | None, no_line: str = NO_LINE
+) -> tuple[cmds.State, str]:
+    """Return how CCNow's answer line for a command's order closes it, and the words kept
+    (`no_line` when there is no line for it): `queued` again when the answer does not settle
+    the order (sent again later)."""
+    if line is None or line.unreadable:
+        # No line, lines that disagree (`message no_pending_orders`, only other orders'
+        # lines), or a line whose status cannot be read (`mark_shipped.`): nothing says CCNow
+        # did not run it. An adjust may have been applied and would discount twice if sent
+        # again: it waits for a person. The others are safe to send again, as after a lost
+        # answer: a ship or cancel that took is then refused as not pending and found taken
+        # by the status check; a tracking upload is sent once more.
+        words = no_line if line is None else UNREADABLE_LINE
+        return ("uncertain" if c.action == "adjust" else "queued"), words
     if says_down_for(line):
         # CCNow down for this order (`ID error_message Database error, try again later`):
         # no refusal, as for a post refused in such words (`settle` with `down`). But the post
@@ -286,7 +299,10 @@ async def settle(
     # An answer without the order's line may follow CCNow running it: the status is read at
     # once. A post refused as a whole ran nothing: the status is read before the command ends.
     ends = a_day or held_long
-    now_read = (unsettled and (not whole or ends)) or (state == "refused" and c.attempts > 0)
+    # A refusal (`not pending`) after a post that may have reached CCNow with it, in this post
+    # (an attempt whose answer was lost) or an earlier one, may say that post took.
+    tried = c.attempts > 0 or c.maybe_reached_at is not None
+    now_read = (unsettled and (not whole or ends)) or (state == "refused" and tried)
     if c.action in TAKEN and now_read:
         try:
             found = await read()
@@ -335,12 +351,6 @@ async def make_uncertain(
     """Close commands `uncertain` (never sent again), each with its `order.action_uncertain`,
     and log each (error): a person looks in CCNow's backroom and settles it."""
     await _close_each(store, [(c, why) for c in commands], "uncertain", now=now)
-
-
-async def refuse(store: Store, refusals: Sequence[tuple[cmds.Command, str]], *, now: float) -> None:
-    """Close commands `refused` with CCNow's words, each with its `order.action_refused`,
-    and log each (warning)."""
-    await _close_each(store, refusals, "refused", now=now)
 
 
 async def _close_each(

@@ -1,9 +1,9 @@
 """Posting one batch of CCNow actions and reading its answer, and telling the ways it can fail
 apart: never sent (NotSent, or Stopping: the stop began before it left), turned away before it
-ran (SourceError: a 429, a 503, a login wall), refused by CCNow in `error_message` lines alone
-(Refused: nothing was applied; a line naming a command's field refuses that command, the others
-are decided by no words), or lost (Lost: CCNow may have applied it, so an `adjust` must not be
-sent again)."""
+ran (SourceError: a status that says so, such as a 429, a login wall or a 503 saying CCNow is
+down), refused by CCNow in `error_message` lines alone (Refused: nothing was applied; a line
+naming a command's field refuses that command, the others are decided by no words), or lost
+(Lost: CCNow may have applied it, so an `adjust` must not be sent again)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -18,28 +19,35 @@ from yarl import URL
 
 from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
-from reconciler.sources.ccnow import MAX_BODY_BYTES
+from reconciler.model import Observation, Outcome
+from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
 from reconciler.sources.ccnow_answer import (
     Answer,
     answered_orders,
     is_complete,
+    message_lines,
     parse_answer,
     refusal_lines,
     says_down,
+    speaks_ccnow,
 )
 from reconciler.sources.errors import ProtocolError, SourceError
-from reconciler.sources.http import Reply, RequestFailed, request
+from reconciler.sources.http import Gates, Reply, RequestFailed, request
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
-from reconciler.writes.in_flight import Stopping
+from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
 
 # The actions' logger: a post's retries are logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
-# Statuses that may come after CCNow ran the post (its own failure, a gateway that forwarded
-# it): the actions in it may have been applied. Any other status than 200 means not.
-MAYBE_APPLIED = frozenset({500, 502, 504})
+# Statuses that say the post was not run: a redirect (never followed), a login wall (a
+# proxy's too), a wrong url or method, a request the server did not read whole or would not
+# take (408, 413, 414, 431), a rate limit. A 503 says so only without CCNow's words in it, or
+# with words saying CCNow is down. Any other status than 200 may come after CCNow ran it (a
+# 500, a gateway's 502 or 504, Cloudflare's 520 or 524, a 201): the actions in it may have been
+# applied.
+NOT_RUN = frozenset({401, 403, 404, 405, 407, 408, 413, 414, 429, 431})
 # The fields of the document's table that carry a command's own values, as CCNow writes them
 # in an `error_message`, in any case: with their `x_` (`x_amount`: the commands that carry
 # one), numbered (`x_amount_1`, `amount_1`: the command at that place in the post), or both. A
@@ -48,6 +56,31 @@ MAYBE_APPLIED = frozenset({500, 502, 504})
 _NAMES = "orderid|action|notes|amount|trackname|tracknumber"
 _FIELD = re.compile(rf"\b(?=x_|(?:{_NAMES})_[0-9])(?:x_)?({_NAMES})(?:_([0-9]+))?\b", re.I)
 _ATTRIBUTE = {"orderid": "order_id"}
+
+
+def turned_away(status: int, body: bytes) -> bool:
+    """Whether an answer other than a 200 says the post was not run (NOT_RUN)."""
+    if 300 <= status < 400 or status in NOT_RUN:
+        return True
+    if status == 503:
+        # A balancer's or CCNow's own "down", not an order's line it may follow.
+        return not answered_orders(body) and (
+            not speaks_ccnow(body) or says_down(body.decode("utf-8", "replace"))
+        )
+    return False
+
+
+class Posted(NamedTuple):
+    """CCNow's answer to a post, parsed; when the attempt that brought it was sent (its lines
+    are as of then); whether an earlier attempt of the post may have reached CCNow (its answer
+    lost): a ship or cancel that answer refuses as not pending may have been taken by it."""
+
+    answer: Answer
+    asked: float
+    reached_before: bool = False
+    # CCNow's words about the post that name no order and are no documented answer
+    # (`message discount recorded`): kept as the answer of the commands they leave unsettled.
+    said: str | None = None
 
 
 class Refused(Exception):
@@ -65,14 +98,17 @@ class Refused(Exception):
         self.words = words
         self.whole = whole
         self.down = down
+        # An earlier attempt of the post may have reached CCNow and applied it (Posted).
+        self.reached_before = False
         self.held = held
 
 
 class Lost(Exception):
     """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
-    an answer cut off, or what came back may follow CCNow running it: a 500, 502 or 504, an
-    HTML page, an unreadable body, an error line beside the orders' lines). `str()` is a short
-    word."""
+    an answer cut off, or what came back may follow CCNow running it: a status other than 200
+    that does not say it was not run, an HTML page, an unreadable body, an error line beside
+    the orders' lines; or an attempt before it may have reached CCNow and this one's answer
+    settles nothing). `str()` is a short word."""
 
 
 async def post_batch(
@@ -83,9 +119,9 @@ async def post_batch(
     once: bool,
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None = None,
-) -> tuple[Answer, float]:
-    """Post one batch; return the answer, parsed, and when the attempt that brought it was sent
-    (its lines are as of then). Raise Stopping, NotSent, Lost, Refused or SourceError. Once
+) -> Posted:
+    """Post one batch; return the answer. Raise Stopping, NotSent, Lost, Refused or
+    SourceError. Once
     `halt` is set (the daemon stops), nothing is posted (Stopping), and a failed attempt is not
     retried. Each attempt waits for its turn within the account's bound `gate`."""
     if halt is not None and halt.is_set():
@@ -114,6 +150,7 @@ async def post_batch(
                 log=log,
                 complete=is_complete,
                 halt=halt,
+                turned_away=turned_away,
             )
         except RequestFailed as exc:
             if exc.reached:
@@ -121,18 +158,20 @@ async def post_batch(
             if exc.turned_away:
                 raise SourceError(str(exc)) from None  # nothing ran
             raise NotSent(exc.word) from None
-    if reply.status in MAYBE_APPLIED:
+    if reply.status != 200:
+        if turned_away(reply.status, reply.body) and not reply.reached_before:
+            # Refused before anything ran (a rate limit, a login wall, a wrong url).
+            raise SourceError(f"http {reply.status}")
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
         raise Lost(f"http_{reply.status}")
-    if reply.status != 200:
-        # Refused before anything ran (a rate limit, a login wall, a wrong url).
-        raise SourceError(f"http {reply.status}")
+    secrets = (cfg.password.reveal(),)
     try:
         if not _is_utf8(reply.body):
             # A poll's answer keeps its readable lines; a post that may have been applied
             # cannot trust what a line with a stray byte says of its order.
             raise ProtocolError("answer is not UTF-8")
-        return parse_answer(reply.body, secrets=(cfg.password.reveal(),)), reply.sent_at
+        answer = parse_answer(reply.body, secrets=secrets)
+        return Posted(answer, reply.sent_at, reply.reached_before)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
         # post was applied is unknown.
@@ -141,9 +180,41 @@ async def post_batch(
         if answered_orders(reply.body):
             # An error line beside lines for the posted orders: some of it was applied.
             raise Lost("error_with_order_lines") from None
-        if lines := refusal_lines(reply.body, (cfg.password.reveal(),)):
-            raise _refused(lines, batch) from None
-        raise
+        if lines := refusal_lines(reply.body, secrets):
+            refused = _refused(lines, batch)
+            refused.reached_before = reply.reached_before
+            raise refused from None
+        if words := message_lines(reply.body, secrets):
+            # CCNow's words naming no order (`message discount recorded`): nothing says it did
+            # not run the post, as when its answer has no line for an order.
+            said = "; ".join(words)
+            return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said)
+        raise Lost("unreadable_answer") from None
+
+
+async def read_status(
+    session: aiohttp.ClientSession,
+    cfg: CCNowConfig,
+    order_id: str,
+    gates: Gates,
+    in_flight: InFlight,
+) -> Observation | None:
+    """Read an order's status (None: not read); Stopping: not read for the stop."""
+    seen: list[Observation] = []
+
+    async def emit(o: Observation) -> None:
+        seen.append(o)
+
+    if in_flight.stopping:
+        raise Stopping  # no new request during a stop
+    try:
+        gate, halt = gates.of(cfg), in_flight.halt
+        await CCNowClient(cfg, session, halt=halt, gate=gate).query([order_id], emit)
+    except SourceError:
+        if in_flight.stopping:
+            raise Stopping from None
+        return None
+    return next((o for o in seen if o.outcome is Outcome.OK), None)
 
 
 def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:

@@ -72,7 +72,9 @@ async def post_to_api(
     timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as s:
         try:
-            async with s.post(api.url(path), json=document, headers=authorization(api)) as resp:
+            async with s.post(
+                api.url(path), json=document, headers=authorization(api), allow_redirects=False
+            ) as resp:
                 if token_refused(resp.status, resp.headers):
                     return refused(config_file)
                 status = resp.status

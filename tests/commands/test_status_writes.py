@@ -1,7 +1,8 @@
 """`reconciler status`'s WRITES table tells a person what to do about each unsettled write, and
 only what works: a submit a running daemon is still sending is waited for, not tracked by hand;
-one a stopped process left `sending` is; CCNow actions queued under an account the config no
-longer names are sent by nothing until it names the account again."""
+one a stopped process left `sending` is; so for CCNow actions (a killed process's adjust is
+a person's, its ship is queued); CCNow actions queued under an account the config no longer
+names are sent by nothing until it names the account again."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from reconciler.commands.status_report import gather_status
@@ -22,10 +24,18 @@ from reconciler.delivery import sink_names
 from reconciler.store import Store, WriterLock
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import build
-from tests.conftest import call_cli, cli_env, daemon_here, environ, free_port, write_config
+from tests.conftest import (
+    call_cli,
+    cli_env,
+    daemon_here,
+    environ,
+    free_port,
+    run_cli,
+    write_config,
+)
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
 from tests.fake_providers import FakeCCNow, FakeCCV
-from tests.server.test_api import api_toml
+from tests.server.test_api import TOKEN, api_toml
 from tests.writes.test_submit_crash import listening, submit
 
 A = "396-10-1142"
@@ -159,3 +169,66 @@ async def test_a_submit_recorded_while_status_reads_is_counted_whole_or_not_at_a
     assert row[1:3] == [str(len(uncertain)), "1"]
     assert "being sent (S-9)" in row[4]
     assert ("(S-1)" in row[4]) is bool(uncertain)
+
+
+async def test_a_ccnow_action_a_running_daemon_is_posting_is_being_sent(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    fake_ccnow.hold = asyncio.Event()  # CCNow takes its time to answer
+
+    def posted() -> bool:
+        return any(r.form.get("x_action_1") == "ship" for r in fake_ccnow.requests)
+
+    async with daemon_here(cfg), aiohttp.ClientSession() as http:
+        await listening(port)
+        pending = asyncio.ensure_future(
+            http.post(
+                f"http://127.0.0.1:{port}/api/v1/ccnow/actions",
+                json={"order_id": A, "action": "ship"},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        )
+        await fake_ccnow.wait_until(posted, 10)
+        entry, row = await writes_of(cfg, "ccnow/default")
+        fake_ccnow.hold.set()
+        async with await pending as answer:
+            assert answer.status == 202
+    assert (entry["sending_writes"], entry["queued_writes"]) == (1, 0)
+    assert row[1:4] == ["0", "1", "0"]
+    assert f"being sent ({A}): the running reconciler records CCNow's answer" in row[4]
+    assert "the daemon sends them" not in row[4]
+
+
+@pytest.mark.parametrize(
+    ("action", "counts"),
+    # A killed process's adjust becomes uncertain at the next writer's start; a ship is
+    # queued again (and sent).
+    [("adjust", ["1", "0", "0"]), ("ship", ["0", "0", "1"])],
+)
+async def test_a_ccnow_action_a_killed_process_left_sending_shows_what_becomes_of_it(
+    tmp_path: Path, fake_ccnow: FakeCCNow, action: str, counts: list[str]
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    extra = ["--amount", "5"] if action == "adjust" else []
+    killed = await run_cli(
+        "--config",
+        cfg,
+        "ccnow",
+        action,
+        A,
+        *extra,
+        env=cli_env(RECONCILER_FAILPOINT="ccnow.sending"),
+    )
+    assert killed.code == -9
+    entry, row = await writes_of(cfg, "ccnow/default")
+    assert row[1:4] == counts
+    assert entry["sending_writes"] == 0
+    if action == "adjust":
+        assert entry["uncertain_writes"] == 1
+        assert f"({A})" in row[4] and "ccnow resolve ID --sent|--not-sent" in row[4]
+    else:
+        assert "queued: the daemon sends them" in row[4]

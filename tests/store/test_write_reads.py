@@ -212,3 +212,16 @@ async def test_a_long_list_of_references_settles_its_uncertain_submits_in_one_re
         "north": {"north-U1", "north-U2"},
         "south": {"south-U1"},
     }
+
+
+async def test_a_person_closing_an_uncertain_submit_as_not_sent_reads_no_whole_table(
+    store: Store,
+) -> None:
+    statements: list[str] = []
+    await store.conn.set_trace_callback(statements.append)
+    found, events = await subs.not_sent(store, "north", "north-U1", time.time())
+    await store.conn.set_trace_callback(lambda _: None)
+    assert found is not None and (found.state, found.reason) == ("failed", "not_sent")
+    assert [e.data["how"] for e in events] == ["not_sent"]
+    plans = reads(Path(store.path), statements)
+    assert plans and not whole_table(plans), whole_table(plans)

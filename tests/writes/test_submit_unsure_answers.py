@@ -109,27 +109,25 @@ async def test_an_id_holding_the_key_or_named_twice_is_no_order_id(
 
 
 @pytest.mark.parametrize("ref", [" INV-1", "INV-1 ", "\u00a0INV-1", "INV-1\u3000"])
-async def test_a_reference_with_outer_white_space_is_refused_everywhere(
+async def test_a_new_reference_with_outer_white_space_is_refused(
     tmp_path: Path, fake: FakeCCVWrites, ref: str
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
     stdin = json.dumps(submit_body(externalReference=ref)).encode()
     result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert result.code == 65 and "white space" in result.stderr, result.stderr
-    order = "0b7c2a4e-8f0b-4d57-9a8e-2c1d3b5e7a90"
-    track = await call_cli("--config", cfg, "track", "ccv", order, "--ref", ref)
-    assert track.code == 65 and "white space" in track.stderr, track.stderr
+    # (`track --ref` and the API's POST /orders take a reference as stored: one an older
+    # release stored so still settles; tests/writes/test_submit_daemon_answers.py)
     url = await call_cli("--config", cfg, "notification-url", "ccv", "--ref", ref)
     assert url.code == 65 and "white space" in url.stderr, url.stderr
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with serve_api(tmp_path, fake) as api:
-        async with api.http.post(
+    async with (
+        serve_api(tmp_path, fake) as api,
+        api.http.post(
             f"{api.url}/api/v1/ccv/orders", json=submit_body(externalReference=ref), headers=headers
-        ) as r:
-            assert r.status == 422 and (await r.json())["field"] == "externalReference"
-        tracked = {"source": "ccv", "order_id": order, "external_reference": ref}
-        async with api.http.post(f"{api.url}/api/v1/orders", json=tracked, headers=headers) as r:
-            assert r.status == 422
+        ) as r,
+    ):
+        assert r.status == 422 and (await r.json())["field"] == "externalReference"
     assert fake.submits == []
     assert query(tmp_path, "SELECT count(*) FROM submissions") == [(0,)]
 

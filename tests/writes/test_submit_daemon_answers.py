@@ -1,0 +1,97 @@
+"""`ccv submit` through a running daemon reads the daemon's answer as it is: CCV's 3xx passed
+back is not followed (followed, CCV's Location would read as the daemon's answer: "refused",
+and a file without a reference would be submitted again as a second order); a 5xx of the
+daemon's own says nothing of what CCV got; a refusal of the daemon's own is printed masked.
+`ccv resolve --ref` takes a reference as stored, outer white space and all."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from reconciler.store import Store, WriterLock
+from tests.conftest import call_cli, daemon_here, free_port, write_config
+from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, submit_body
+from tests.fake_providers import CCV_KEY, Reply
+from tests.server.test_api import api_toml
+from tests.writes.test_submit_crash import listening, query
+
+
+async def test_ccvs_303_through_the_daemon_is_uncertain_not_followed(tmp_path: Path) -> None:
+    async with FakeCCVWrites() as fake:
+        fake.submit_replies = [Reply(303, "", headers={"Location": f"{SUBMIT_PATH}/x-1/status"})]
+        port = free_port()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+        async with daemon_here(cfg):
+            await listening(port)
+            stdin = json.dumps(submit_body(externalReference="see-d")).encode()
+            result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    assert "HTTP 303" in result.stderr and "refused" not in result.stderr, result.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("uncertain", "http_303")]
+
+
+async def daemon_api_answering(port: int, reply: web.Response) -> TestServer:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return reply
+
+    app = web.Application()
+    app.router.add_post("/api/v1/ccv/orders", answer)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    return server
+
+
+async def submit_through(tmp_path: Path, reply: web.Response) -> tuple[int, str]:
+    """Submit with a stand-in daemon's API answering `reply`; return the exit code, stderr."""
+    async with FakeCCVWrites() as fake:
+        port = free_port()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+        server = await daemon_api_answering(port, reply)
+        lock = WriterLock(tmp_path / "reconciler.db")
+        lock.acquire()  # the daemon holds the store: the command goes through its API
+        try:
+            stdin = json.dumps(submit_body(externalReference="five-1")).encode()
+            result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        finally:
+            lock.release()
+            await server.close()
+    assert result.stdout == ""
+    return result.code, result.stderr
+
+
+async def test_a_5xx_of_the_daemons_own_is_not_known_not_refused(tmp_path: Path) -> None:
+    code, stderr = await submit_through(tmp_path, web.Response(status=500, text="oops"))
+    assert code == 75, stderr
+    assert "refused" not in stderr and "not known" in stderr, stderr
+    assert "external reference five-1" in stderr
+
+
+async def test_a_refusal_of_the_daemons_own_is_printed_masked(tmp_path: Path) -> None:
+    body = {"error": f"bad body near {CCV_KEY}", "field": "order"}
+    code, stderr = await submit_through(tmp_path, web.json_response(body, status=400))
+    assert code == 65 and "refused the submit (HTTP 400)" in stderr, stderr
+    assert CCV_KEY not in stderr
+
+
+async def test_an_uncertain_submit_stored_with_outer_white_space_still_settles(
+    tmp_path: Path,
+) -> None:
+    async with FakeCCVWrites() as fake:
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        # An older release took the reference as given.
+        await (await Store.open(tmp_path / "reconciler.db", sinks=["jsonl"])).close()
+        with closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+            conn.execute(
+                "INSERT INTO submissions (account, external_reference, state, reason, "
+                "created_at, closed_at) VALUES ('default', 'old-1 ', 'uncertain', 'timeout', 1, 2)"
+            )
+        result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "old-1 ", "--not-sent")
+    assert result.code == 0, result.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]
