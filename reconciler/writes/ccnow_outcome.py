@@ -349,35 +349,25 @@ async def make_uncertain(
     store: Store, commands: Sequence[cmds.Command], why: str, *, now: float
 ) -> None:
     """Close commands `uncertain` (never sent again), each with its `order.action_uncertain`,
-    and log each (error): a person looks in CCNow's backroom and settles it."""
-    await _close_each(store, [(c, why) for c in commands], "uncertain", now=now)
-
-
-async def _close_each(
-    store: Store, closes: Sequence[tuple[cmds.Command, str]], state: cmds.State, *, now: float
-) -> None:
+    and log each (error, saying why its answer is unknown): a person looks in CCNow's backroom
+    and settles it."""
     events = [
         action_event(
             store.store_id,
             c.id,
-            state,
+            "uncertain",
             account=c.account,
             order_id=c.order_id,
             action=c.action,
             answer=why,
             time=now,
         )
-        for c, why in closes
+        for c in commands
     ]
-    await cmds.close(store, [(c.id, state, why) for c, why in closes], events, now)
-    # An uncertain one says why its answer is unknown; a refused one, CCNow's answer.
-    uncertain = state == "uncertain"
-    level, word = (logging.ERROR, "reason") if uncertain else (logging.WARNING, "answer")
-    for c, why in closes:
+    await cmds.close(store, [(c.id, "uncertain", why) for c in commands], events, now)
+    for c in commands:
         about = {"account": c.account, "order_id": c.order_id, "action": c.action}
-        log.log(
-            level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, **{word: why})
-        )
+        log.error("ccnow.action_uncertain", extra=fields(**about, command_id=c.id, reason=why))
 
 
 async def resolve_by_hand(

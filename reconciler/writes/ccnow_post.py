@@ -22,6 +22,7 @@ from reconciler.config import CCNowConfig
 from reconciler.model import Observation, Outcome
 from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
 from reconciler.sources.ccnow_answer import (
+    MAX_TEXT_LENGTH,
     Answer,
     answered_orders,
     is_complete,
@@ -41,13 +42,14 @@ from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
 # The actions' logger: a post's retries are logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
-# Statuses that say the post was not run: a redirect (never followed), a login wall (a
-# proxy's too), a wrong url or method, a request the server did not read whole or would not
-# take (408, 413, 414, 431), a rate limit. A 503 says so only without CCNow's words in it, or
-# with words saying CCNow is down. Any other status than 200 may come after CCNow ran it (a
-# 500, a gateway's 502 or 504, Cloudflare's 520 or 524, a 201): the actions in it may have been
-# applied.
-NOT_RUN = frozenset({401, 403, 404, 405, 407, 408, 413, 414, 429, 431})
+# Statuses that say the post was not run, unless the answer carries an order's line: a
+# redirect that moves the url (301, 307, 308; never followed), a login wall (a proxy's too), a
+# wrong url or method, a request the server did not read whole or would not take (408, 413,
+# 414, 431), a rate limit. A 503 says so only without CCNow's words in it, or with CCNow's
+# error lines alone, each saying it is down. Any other status than 200 may come after CCNow ran
+# it (a 302 or 303, "done, see there"; a 500, a gateway's 502 or 504, Cloudflare's 520 or 524,
+# a 201): the actions in it may have been applied.
+NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429, 431})
 # The fields of the document's table that carry a command's own values, as CCNow writes them
 # in an `error_message`, in any case: with their `x_` (`x_amount`: the commands that carry
 # one), numbered (`x_amount_1`, `amount_1`: the command at that place in the post), or both. A
@@ -60,12 +62,16 @@ _ATTRIBUTE = {"orderid": "order_id"}
 
 def turned_away(status: int, body: bytes) -> bool:
     """Whether an answer other than a 200 says the post was not run (NOT_RUN)."""
-    if 300 <= status < 400 or status in NOT_RUN:
+    if answered_orders(body):
+        return False  # CCNow's line for an order: it ran, whatever the status
+    if status in NOT_RUN:
         return True
     if status == 503:
-        # A balancer's or CCNow's own "down", not an order's line it may follow.
-        return not answered_orders(body) and (
-            not speaks_ccnow(body) or says_down(body.decode("utf-8", "replace"))
+        # A balancer's "down", or CCNow's own in its error lines alone; not a `message` that
+        # says what it did beside them.
+        lines = refusal_lines(body)
+        return not speaks_ccnow(body) or (
+            lines is not None and all(says_down(line) for line in lines)
         )
     return False
 
@@ -188,6 +194,8 @@ async def post_batch(
             # CCNow's words naming no order (`message discount recorded`): nothing says it did
             # not run the post, as when its answer has no line for an order.
             said = "; ".join(words)
+            if len(said) > MAX_TEXT_LENGTH:  # as each line is: an event and a log line carry it
+                said = said[: MAX_TEXT_LENGTH - 1] + "\u2026"
             return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said)
         raise Lost("unreadable_answer") from None
 

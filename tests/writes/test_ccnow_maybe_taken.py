@@ -7,6 +7,7 @@ API refuses one key for two orders."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,14 @@ MAYBE_RUN = {
     "202-with-its-line": Reply(202, f"{A} pending\n"),
     "503-with-its-line": Reply(503, f"{A} pending\n"),
     "503-ccnow-words": Reply(503, "error_message Discount exceeds order total\n"),
+    "503-message-beside-down": Reply(
+        503, "message discount recorded\nerror_message mail server is down\n"
+    ),
+    "404-with-its-line": Reply(404, f"{A} pending\n"),
     "400": Reply(400, "Bad Request"),
+    # "Done, see there" (RFC 9110 15.4.4), or a login wall's: not known which.
+    "302": Reply(302, "", headers={"Location": "https://www.ccnow.com/login"}),
+    "303": Reply(303, "", headers={"Location": "https://www.ccnow.com/orders"}),
 }
 
 
@@ -138,7 +146,8 @@ async def test_an_adjust_answered_a_status_it_may_have_run_before_is_never_poste
 
 # Statuses that say the post was not run: queued, and sent again.
 NOT_RUN = {
-    "302": Reply(302, "", headers={"Location": "https://www.ccnow.com/login"}),
+    "301": Reply(301, "", headers={"Location": "https://www.ccnow.com/cgi-local/new.cgi"}),
+    "307": Reply(307, "", headers={"Location": "https://www.ccnow.com/cgi-local/new.cgi"}),
     "403": Reply(403, "Forbidden"),
     "405": Reply(405, "Method Not Allowed"),
     "408": Reply(408, "Request Timeout"),
@@ -211,6 +220,24 @@ async def test_an_unknown_message_answer_leaves_an_adjust_uncertain_and_a_ship_r
     assert shipped.code == 0, shipped.stdout + shipped.stderr
     assert commands(tmp_path)[1][1:] == ("succeeded", "mark_shipped (the order's status)")
     assert actions(fake_ccnow) == ["adjust", "ship"]
+
+
+async def test_a_long_message_answer_is_kept_cut_as_one_line_is(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Every line was kept: 2,000 `message` lines made an answer (and an event, a log line) of
+    # hundreds of kilobytes.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    fake_ccnow.actions_answer = [f"message note {n} of the post" for n in range(2000)]
+    adjusted = await ccnow(cfg, "adjust", A, "--amount", "3")
+    assert adjusted.code == 75, adjusted.stdout[-500:] + adjusted.stderr[-500:]
+    [(_, state, answer)] = commands(tmp_path)
+    assert state == "uncertain" and answer is not None
+    assert answer.startswith("no single answer line for this order: ")
+    assert len(answer) < 300 and answer.endswith("\u2026")
+    [event] = [e for e in read_events(tmp_path) if e["type"] == "order.action_uncertain"]
+    assert len(json.dumps(event)) < 2000
 
 
 async def test_the_api_refuses_one_key_given_to_two_orders(
