@@ -142,12 +142,13 @@ async def _gather(
     # being sent; of one a stopped process left, the next writer makes an adjust uncertain.
     posts = await commands.unanswered(store)
     cut_adjusts = [c for c in posts.cut_off if c.action == "adjust"]
-    for c in [*posts.in_flight, *cut_adjusts]:
+    for c, cut in [*((c, False) for c in posts.in_flight), *((c, True) for c in cut_adjusts)]:
         uncertain, queued = writes.get(("ccnow", c.account), (0, 0))
-        writes[("ccnow", c.account)] = (uncertain + (c in cut_adjusts), max(0, queued - 1))
+        writes[("ccnow", c.account)] = (uncertain + cut, max(0, queued - 1))
+    posted: dict[tuple[Source, str], set[str]] = {}
     for c in posts.in_flight:
-        sending.setdefault(("ccnow", c.account), ())
-        sending[("ccnow", c.account)] = tuple(sorted({*sending[("ccnow", c.account)], c.order_id}))
+        posted.setdefault(("ccnow", c.account), set()).add(c.order_id)
+    sending.update((key, tuple(sorted(ids))) for key, ids in posted.items())
     waiting = await _uncertain_of(store, writes, left.cut_off, cut_adjusts)
     out: list[AccountStatus] = []
     for source, account in accounts:
