@@ -220,7 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     d = command("demo", help="the sandbox and the daemon together, with a live feed")
     d.add_argument("--seconds", type=argtypes.positive, metavar="N", help="stop after N seconds")
     d.add_argument(
-        "--store", type=Path, metavar="PATH", help="SQLite file (default: a temporary one)"
+        "--store",
+        type=Path,
+        metavar="PATH",
+        help="its SQLite file, started afresh and kept (default: the default store path, "
+        "$STATE_DIRECTORY/reconciler.db, else ./reconciler.db)",
     )
     d.add_argument("--orders", type=argtypes.order_count, default=12)
     d.add_argument("--seed", type=int, default=7)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -33,12 +31,16 @@ from ..config import (
     RetryConfig,
     ScheduleConfig,
     Secret,
+    default_store_path,
 )
 from ..daemon import Daemon
 from ..events import Event
+from ..exits import TempFailure, UsageError
 from ..notify import notification_url
 from ..runtime import Runtime
 from ..sandbox import Sandbox, SandboxOptions
+from ..store import WriterLock
+from ..store.files import made_by_a_demo, remove_store_files
 from ..systemd import Notifier
 from ..writes.ccnow_actions import build
 from .demo_submit import SUBMITS, DemoIntegrator, submit_delays
@@ -148,78 +150,93 @@ class Feed:
 
 async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -> int:
     """Run sandbox + daemon until --seconds passed or `stop` is set; print the summary."""
-    with contextlib.ExitStack() as stack:
-        if args.store is None:
-            store = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "demo.db"
-        else:
-            store = args.store
-        sandbox = Sandbox(
-            SandboxOptions(
-                orders=args.orders,
-                seed=args.seed,
-                # As `sandbox --speed 0`: the options want a rate, 0 means no lifecycle at all.
-                speed=args.speed if args.speed > 0 else 1.0,
-                advance=args.speed > 0,
-                drop_notifications=args.drop_notifications,
-            )
+    store = demo_store(args.store)
+    sandbox = Sandbox(
+        SandboxOptions(
+            orders=args.orders,
+            seed=args.seed,
+            # As `sandbox --speed 0`: the options want a rate, 0 means no lifecycle at all.
+            speed=args.speed if args.speed > 0 else 1.0,
+            advance=args.speed > 0,
+            drop_notifications=args.drop_notifications,
         )
-        url = await sandbox.start("127.0.0.1", 0)
-        try:
-            config = demo_config(url, store, _free_port(), _free_port())
-            assert config.receiver is not None and config.api is not None
-            # Like CCV's, CCNow's alerts make the daemon poll at once; polling still catches all.
-            sandbox.set_ccnow_notification(ccnow_alert_url(config))
-            out.write(
-                f"sandbox on {url}: {args.orders} CCV and {args.orders} CCNow orders; "
-                f"{args.drop_notifications:.0%} of CCV notifications are dropped, "
-                "CCNow posts an order alert on every change.\n"
-                f"{SUBMITS} more CCV orders are submitted through the integration API on "
-                f"127.0.0.1:{config.api.listen_port}, as an application would: each is tracked "
-                "at once, and CCV notifies reconciler of its changes.\n"
-                f"store: {store}{'  (temporary)' if args.store is None else ''}\n\n"
+    )
+    url = await sandbox.start("127.0.0.1", 0)
+    try:
+        config = demo_config(url, store, _free_port(), _free_port())
+        assert config.receiver is not None and config.api is not None
+        # Like CCV's, CCNow's alerts make the daemon poll at once; polling still catches all.
+        sandbox.set_ccnow_notification(ccnow_alert_url(config))
+        out.write(
+            f"sandbox on {url}: {args.orders} CCV and {args.orders} CCNow orders; "
+            f"{args.drop_notifications:.0%} of CCV notifications are dropped, "
+            "CCNow posts an order alert on every change.\n"
+            f"{SUBMITS} more CCV orders are submitted through the integration API on "
+            f"127.0.0.1:{config.api.listen_port}, as an application would: each is tracked "
+            "at once, and CCV notifies reconciler of its changes.\n"
+            f"store: {store} (kept after the demo: `reconciler orders`, `events`, `status` "
+            "read it with a config whose [store] path names it)\n\n"
+        )
+        feed = Feed(out)
+        async with Runtime(config) as rt:
+            await rt.store.mark_demo()
+            ids = sandbox.ccv_order_ids()
+            for oid in ids:
+                sandbox.set_notification(
+                    oid, notification_url(config.receiver, "default", order_id=oid)
+                )
+            now = time.time()
+            await rt.store.orders.track("ccv", "default", [(oid, None) for oid in ids], now)
+            await rt.store.orders.track(
+                "ccnow", "default", [(oid, None) for oid in sandbox.ccnow_order_ids()], now
             )
-            feed = Feed(out)
-            async with Runtime(config) as rt:
-                ids = sandbox.ccv_order_ids()
-                for oid in ids:
-                    sandbox.set_notification(
-                        oid, notification_url(config.receiver, "default", order_id=oid)
-                    )
-                now = time.time()
-                await rt.store.orders.track("ccv", "default", [(oid, None) for oid in ids], now)
-                await rt.store.orders.track(
-                    "ccnow", "default", [(oid, None) for oid in sandbox.ccnow_order_ids()], now
-                )
-                rt.reconciler.on_events = feed
-                daemon = Daemon(config, rt, Notifier(None))
-                # The daemon stops after the integrator's last submit, not with `stop`: its API
-                # answers a submit under way, and the summary counts every order submitted.
-                halt, stopping = asyncio.Event(), asyncio.Event()
-                serving = asyncio.ensure_future(daemon.serve(halt))
-                shipping = asyncio.ensure_future(ship_some(sandbox, rt, config))
-                integrator = DemoIntegrator(
-                    f"http://127.0.0.1:{config.api.listen_port}", config.api.token.reveal(), out
-                )
-                submitting = asyncio.ensure_future(
-                    integrator.run(submit_delays(args.seconds), stopping)
-                )
-                waiter = asyncio.ensure_future(stop.wait())
-                await asyncio.wait(
-                    [serving, waiter], timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-                stopping.set()
-                await asyncio.gather(submitting, return_exceptions=True)
-                halt.set()
-                shipping.cancel()
-                await asyncio.gather(shipping, return_exceptions=True)
-                await serving
-                waiter.cancel()
-                counts = await rt.store.orders.counts()
-        finally:
-            await sandbox.stop()
-        _summary(out, feed.events, counts, sandbox.stats.dropped)
-        out.write(integrator.summary(feed.events))
+            rt.reconciler.on_events = feed
+            daemon = Daemon(config, rt, Notifier(None))
+            # The daemon stops after the integrator's last submit, not with `stop`: its API
+            # answers a submit under way, and the summary counts every order submitted.
+            halt, stopping = asyncio.Event(), asyncio.Event()
+            serving = asyncio.ensure_future(daemon.serve(halt))
+            shipping = asyncio.ensure_future(ship_some(sandbox, rt, config))
+            integrator = DemoIntegrator(
+                f"http://127.0.0.1:{config.api.listen_port}", config.api.token.reveal(), out
+            )
+            submitting = asyncio.ensure_future(
+                integrator.run(submit_delays(args.seconds), stopping)
+            )
+            waiter = asyncio.ensure_future(stop.wait())
+            await asyncio.wait(
+                [serving, waiter], timeout=args.seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            stopping.set()
+            await asyncio.gather(submitting, return_exceptions=True)
+            halt.set()
+            shipping.cancel()
+            await asyncio.gather(shipping, return_exceptions=True)
+            await serving
+            waiter.cancel()
+            counts = await rt.store.orders.counts()
+    finally:
+        await sandbox.stop()
+    _summary(out, feed.events, counts, sandbox.stats.dropped)
+    out.write(integrator.summary(feed.events))
     return 0
+
+
+def demo_store(given: Path | None) -> Path:
+    """The demo's store: `--store`, else the default store path (as a config without `[store]
+    path` has it). A demo starts it afresh; a file there that no demo made is no demo's to
+    empty (a usage error, nothing touched), nor one another process has open."""
+    path = given if given is not None else default_store_path(os.environ)
+    if path.exists():
+        if WriterLock(path).held():
+            raise TempFailure(f"{path}: another reconciler process holds this store")
+        if not made_by_a_demo(path):
+            raise UsageError(
+                f"{path} holds something no demo made (a store of yours?): it is left as it is; "
+                "give the demo a file of its own with --store PATH"
+            )
+        remove_store_files(path)
+    return path
 
 
 async def ship_some(sandbox: Sandbox, rt: Runtime, config: Config) -> None:
@@ -291,6 +308,8 @@ async def _run_until_signalled(args: argparse.Namespace, out: TextIO) -> int:
 
 def demo_command(args: argparse.Namespace) -> int:
     """Entry point of `reconciler demo`: Ctrl-C or SIGTERM ends it with its summary."""
+    # Before the event loop: a store it must not empty is a usage error, not a failure in it.
+    args.store = demo_store(args.store)
     feed_only_logging()
     try:
         return eventloop.run(_run_until_signalled(args, sys.stdout))

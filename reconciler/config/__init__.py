@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from . import keys as _keys
 from .errors import ConfigError
-from .loader import load_config
+from .loader import default_store_path, load_config
 from .schema import (
     AlertsConfig,
     ApiConfig,
@@ -48,6 +48,7 @@ __all__ = [
     "Secret",
     "SinkConfig",
     "WebhookSinkConfig",
+    "default_store_path",
     "is_loopback",
     "load_config",
     "parse_duration",

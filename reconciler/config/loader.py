@@ -150,9 +150,7 @@ class Loader:
     def store_path(self, store: Table | None) -> Path:
         if store is not None and "path" in store.data:
             return self.file_path(store, "path")
-        # systemd's StateDirectory= may list several directories; the first is ours.
-        state = self.env.get("STATE_DIRECTORY", "").split(":")[0]
-        return Path(state or Path.cwd()) / "reconciler.db"
+        return default_store_path(self.env)
 
     # --- accounts
 
@@ -362,3 +360,11 @@ def _same_port(receiver: ReceiverConfig, api: ApiConfig) -> bool:
     return receiver.listen_port == api.listen_port and may_be_one_address(
         receiver.listen_host, api.listen_host
     )
+
+
+def default_store_path(env: Mapping[str, str]) -> Path:
+    """The store of a config without `[store] path` (and of `reconciler demo`):
+    $STATE_DIRECTORY/reconciler.db, else ./reconciler.db."""
+    # systemd's StateDirectory= may list several directories; the first is ours.
+    state = env.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state or Path.cwd()) / "reconciler.db"

@@ -254,6 +254,11 @@ class Store:
                 (json.dumps(value),),
             )
 
+    async def mark_demo(self) -> None:
+        """Mark this store as made by `reconciler demo`: the next demo may start it afresh."""
+        async with self.transaction():
+            await self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('demo', '1')")
+
     async def recorded_failure(self) -> Episode | None:
         """Return the last store failure a writer recorded when it ended, if any."""
         rows = list(

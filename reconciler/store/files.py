@@ -7,6 +7,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import sqlite3
 import struct
 import sys
 from pathlib import Path
@@ -15,6 +16,25 @@ from typing import TypeVar
 from .errors import WriterLockHeld, file_error
 
 T = TypeVar("T")
+
+
+def made_by_a_demo(path: Path) -> bool:
+    """Whether the SQLite file at `path` is a store `reconciler demo` made (its `meta` says so,
+    `Store.mark_demo`): read-only, and False for any file that cannot be read as one."""
+    try:
+        uri = path.resolve().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            return bool(conn.execute("SELECT 1 FROM meta WHERE key = 'demo'").fetchall())
+    except (sqlite3.Error, OSError, ValueError):
+        return False
+
+
+def remove_store_files(path: Path) -> None:
+    """Remove a store's database file, its WAL files and its history mark (history.py: kept,
+    the next store there would be taken for this one restored); not its lock file: a writer may
+    be about to take it."""
+    for name in (path.name, path.name + "-wal", path.name + "-shm", path.name + "-history"):
+        path.with_name(name).unlink(missing_ok=True)
 
 
 def whose(path: Path, left: tuple[T, ...]) -> tuple[tuple[T, ...], tuple[T, ...]]:

@@ -7,6 +7,7 @@ import io
 import signal
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,11 @@ from reconciler.logs import logging_set_up
 from tests.conftest import REPO, Result, call_cli, cli_env
 
 
-async def demo_here(*argv: str) -> Result:
+async def demo_here(tmp_path: Path, *argv: str) -> Result:
     """Run `reconciler demo ARGV` in this loop as its command line does, but with no signal
-    handlers: only --seconds ends it."""
-    args = cli.parse_args(["demo", *argv])
+    handlers: only --seconds ends it. Its store in `tmp_path` unless ARGV names one."""
+    store = [] if "--store" in argv else ["--store", str(tmp_path / "demo.db")]
+    args = cli.parse_args(["demo", *argv, *store])
     out, err = io.StringIO(), io.StringIO()
     with logging_set_up(args.log_level, err):
         feed_only_logging()
@@ -28,8 +30,8 @@ async def demo_here(*argv: str) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
-async def test_demo_shows_discovery_and_changes_and_exits_0() -> None:
-    result = await demo_here("--seconds", "8", "--speed", "3")
+async def test_demo_shows_discovery_and_changes_and_exits_0(tmp_path: Path) -> None:
+    result = await demo_here(tmp_path, "--seconds", "8", "--speed", "3")
     assert result.code == 0, result.stderr
     assert "order.discovered" in result.stdout
     assert "order.status_changed" in result.stdout
@@ -64,7 +66,7 @@ def assert_orders_were_submitted_through_the_api(stdout: str) -> None:
     assert f"{len(submits)} checked by reconciler" in stdout
 
 
-async def test_demo_ends_cleanly_on_ctrl_c() -> None:
+async def test_demo_ends_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -72,8 +74,8 @@ async def test_demo_ends_cleanly_on_ctrl_c() -> None:
         "demo",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=cli_env(),
-        cwd=REPO,
+        env=cli_env(PYTHONPATH=str(REPO)),
+        cwd=tmp_path,  # its store: the default, ./reconciler.db
     )
     assert proc.stdout is not None
     while b"order.discovered" not in await asyncio.wait_for(proc.stdout.readline(), 30):
@@ -82,6 +84,7 @@ async def test_demo_ends_cleanly_on_ctrl_c() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0, err.decode()
     assert b"summary" in out
+    assert (tmp_path / "reconciler.db").is_file()
 
 
 @pytest.mark.parametrize("seconds", ["-5", "0", "nan", "soon"])
@@ -112,9 +115,9 @@ async def test_a_bad_simulator_option_is_one_usage_line(
     assert "Traceback" not in result.stderr
 
 
-async def test_demo_at_speed_0_keeps_orders_where_they_are() -> None:
+async def test_demo_at_speed_0_keeps_orders_where_they_are(tmp_path: Path) -> None:
     # As `sandbox --speed 0`; the demo passed 0 on to the simulator, which refused it (exit 70).
-    result = await demo_here("--seconds", "2", "--speed", "0", "--orders", "3")
+    result = await demo_here(tmp_path, "--seconds", "2", "--speed", "0", "--orders", "3")
     assert result.code == 0, result.stderr
     assert "summary" in result.stdout
     # only the demo's own shipments move an order
@@ -127,7 +130,7 @@ async def test_demo_counts_every_order_it_submitted(tmp_path: Path) -> None:
     # With --seconds 2 the last submit is due as the demo stops: it was cancelled in flight,
     # its order tracked by the daemon and left out of "submitted through the API".
     store = tmp_path / "demo.db"
-    result = await demo_here("--seconds", "2", "--orders", "2", "--store", str(store))
+    result = await demo_here(tmp_path, "--seconds", "2", "--orders", "2", "--store", str(store))
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
     fed = [line for line in lines if " ccv.submit " in line and "HTTP 201" in line]
@@ -135,3 +138,42 @@ async def test_demo_counts_every_order_it_submitted(tmp_path: Path) -> None:
         (ccv_orders,) = db.execute("SELECT count(*) FROM orders WHERE source = 'ccv'").fetchone()
     assert ccv_orders - 2 == len(fed), result.stdout
     assert f"submitted through the API: {len(fed)};" in result.stdout
+
+
+def ccv_orders(store: Path) -> int:
+    with closing(sqlite3.connect(store)) as db:
+        (n,) = db.execute("SELECT count(*) FROM orders WHERE source = 'ccv'").fetchone()
+    return int(n)
+
+
+async def test_demo_keeps_its_store_at_the_default_path_and_starts_it_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's first command runs on the default SQLite file (a temporary one before):
+    # what it recorded stays there to read; a second demo starts it afresh.
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    argv = ["demo", "--seconds", "1", "--speed", "0", "--orders", "2"]
+    first = await demo_here(tmp_path, *argv[1:], "--store", str(tmp_path / "reconciler.db"))
+    assert first.code == 0, first.stderr
+    args = cli.parse_args(argv)
+    assert args.store is None
+    out = io.StringIO()
+    with logging_set_up(args.log_level, io.StringIO()):
+        feed_only_logging()
+        code = await run_demo(args, out, asyncio.Event())
+    assert code == 0
+    assert f"store: {tmp_path / 'reconciler.db'}" in out.getvalue()
+    # This run's orders alone: the sandbox's 2 and its submits, not the first run's too.
+    submitted = out.getvalue().count("submitted through the API: HTTP 201")
+    assert ccv_orders(tmp_path / "reconciler.db") == 2 + submitted
+
+
+async def test_demo_leaves_a_store_no_demo_made_as_it_is(tmp_path: Path) -> None:
+    store = tmp_path / "reconciler.db"
+    with closing(sqlite3.connect(store)) as db, db:
+        db.execute("CREATE TABLE mine (x)")
+    before = store.read_bytes()
+    result = await call_cli("demo", "--seconds", "1", "--store", str(store))
+    assert result.code == 2, result.stderr
+    assert "no demo made" in result.stderr and "--store PATH" in result.stderr
+    assert store.read_bytes() == before
