@@ -155,6 +155,9 @@ class Submitter:
         self, cfg: CCVConfig, account: str, ref: str, data: bytes, sub_id: int
     ) -> Result:
         failpoint("submit.recorded")
+        # Recorded, going out: the reference (made here when the body had none) is named before
+        # CCV may make the order, so that a process killed now leaves it known to its caller.
+        log.info("ccv.submit_sending", extra=fields(account=account, external_reference=ref))
         try:
             answer = await send_once(
                 self.session,
