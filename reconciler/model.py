@@ -309,6 +309,10 @@ class SourceState:
     # A failure made of the provider's own word about orders (`poller.health.Verdict.own_word`)
     # until the account recovers: that word at a probe then proves nothing.
     failed_on_own_word: bool = False
+    # When its backoff period began: the failure that last advanced `failure_streak`. A failure
+    # within the period moves `last_failure`, not this (else a notification's poll every 30 s
+    # held a 60 s backoff shut for ever).
+    backoff_from: float | None = None
 
     @property
     def failing(self) -> bool:

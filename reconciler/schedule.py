@@ -127,10 +127,15 @@ def source_backoff_s(failure_streak: int, interval_s: float) -> float:
     return float(min(interval_s * 2 ** min(failure_streak - 1, 10), 3600.0))
 
 
+def backoff_ends(state: SourceState, *, interval_s: float) -> float:
+    """Return when a failing account's backoff period ends: its next failure then is a failed
+    probe, which doubles it (`poller.health.next_health`), and its failing parts are asked."""
+    return (state.backoff_from or 0.0) + source_backoff_s(state.failure_streak, interval_s)
+
+
 def resting(state: SourceState, part: HealthPart, *, interval_s: float, now: float) -> bool | None:
     """Return None while the failing `part` of an account is left alone (its backoff has not
     run out), else whether that part is failing; the account's other parts are asked as usual."""
     if part not in state.failing_parts:
         return False
-    rest = source_backoff_s(state.failure_streak, interval_s)
-    return None if now < (state.last_failure or 0) + rest else True
+    return None if now < backoff_ends(state, interval_s=interval_s) else True

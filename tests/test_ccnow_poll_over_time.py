@@ -1,5 +1,6 @@
 """CCNow polling over time (probe 12): a failing account's backoff doubles per failed probe, not
-per failed request (4); its `source.recovered` names the failure it ends, as its
+per failed request (4), its period counted from the failed probe, not from a later failure
+within it (a notification's poll); its `source.recovered` names the failure it ends, as its
 `source.failed` did, though the error changed on the way (6); an order untracked while on the
 pending list is followed again by the next poll, as README says (3)."""
 
@@ -77,6 +78,27 @@ async def test_failures_within_one_backoff_period_double_it_once(
     clock.now += 3.0
     await coordinator.tick_pending_list()
     assert (await coordinator.store.sources.state("ccnow", "default")).failure_streak == 3
+
+
+async def test_a_failure_within_the_backoff_period_does_not_put_the_probe_off(
+    ccnow: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    coordinator, clock = ccnow
+    fake_ccnow.orders = {A: "pending"}
+    await coordinator.store.orders.track("ccnow", "default", [(A, None)], 0)
+    fake_ccnow.always = MAINTENANCE
+    await coordinator.full_pass(via="catch-up")  # failed: left alone for one poll interval
+    for streak in (2, 3, 4):
+        rest = source_backoff_s(streak - 1, POLL_S)
+        clock.now += 0.75 * rest
+        await coordinator.notified([])  # fails within the period: no probe, counts once
+        state = await coordinator.store.sources.state("ccnow", "default")
+        assert state.failure_streak == streak - 1
+        clock.now += 0.25 * rest
+        # Was []: the period ran from the notification's failure, and notifications every
+        # 3/4 of it held the probe off for good, the backoff at its first length.
+        assert (await coordinator.tick_pending_list()) != []
+        assert (await coordinator.store.sources.state("ccnow", "default")).failure_streak == streak
 
 
 async def test_recovered_names_the_failure_it_ends_though_the_error_changed(

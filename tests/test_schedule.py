@@ -154,9 +154,15 @@ def test_failing_source_backoff(streak: int, expected: float) -> None:
 
 
 def test_a_failing_part_rests_for_its_backoff_and_the_other_parts_are_asked() -> None:
-    # Third failure in a row at T0, polled every minute: left alone for 4 minutes.
+    # Third failed probe at T0, polled every minute: left alone for 4 minutes, from T0, though
+    # a failure within that period came later (a notification's check).
     state = SourceState(
-        "ccv", "default", failing_parts=frozenset({"checks"}), failure_streak=3, last_failure=T0
+        "ccv",
+        "default",
+        failing_parts=frozenset({"checks"}),
+        failure_streak=3,
+        last_failure=T0 + 200,
+        backoff_from=T0,
     )
     assert resting(state, "checks", interval_s=60, now=T0 + 239) is None
     assert resting(state, "checks", interval_s=60, now=T0 + 240) is True

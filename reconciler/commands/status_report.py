@@ -161,8 +161,8 @@ async def _gather(
             # The account's latest source.failed event marks when this episode began
             # (retention keeps it while the account fails); the last failure is the fallback
             # only for a store an older release pruned.
-            since = await store.events.failing_since(source, account)
-            since = since if since is not None else st.last_failure
+            latest = await store.events.latest_failed(source, account)
+            since = st.last_failure if latest is None else latest[0]
         orders = sorted(
             ((status, n) for (s, a, status), n in counts.items() if (s, a) == (source, account)),
             key=lambda item: (item[0] is not None, item[0] or ""),

@@ -345,7 +345,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                 if flip is not None:
                     failed = None
                     if flip is EventType.SOURCE_RECOVERED:
-                        failed = await store.events.failed_reason(self.source, self.account)
+                        latest = await store.events.latest_failed(self.source, self.account)
+                        failed = None if latest is None else latest[1]
                     event = health_event(
                         state,
                         new,

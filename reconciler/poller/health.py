@@ -23,7 +23,7 @@ from ..model import (
     Via,
 )
 from ..passes.report import PassAnswers
-from ..schedule import source_backoff_s
+from ..schedule import backoff_ends
 
 Part = HealthPart
 PARTS = HEALTH_PARTS
@@ -108,7 +108,7 @@ def next_health(
     verdicts: Sequence[tuple[Part, Verdict]],
     *,
     now: float,
-    interval_s: float = 0.0,
+    interval_s: float,
 ) -> tuple[SourceState, EventType | None]:
     """Apply a pass's verdicts to an account's health; return the new health and the flip.
 
@@ -127,18 +127,19 @@ def next_health(
             new = replace(new, last_failure=now, last_error=result.reason)
             if result.own_word:  # kept until the account recovers, whatever fails after
                 new = replace(new, failed_on_own_word=True)
-    rest = source_backoff_s(state.failure_streak, interval_s)
     if any(not result.ok for _, result in verdicts) and (
-        not state.failing or now >= (state.last_failure or 0.0) + rest
+        not state.failing or now >= backoff_ends(state, interval_s=interval_s)
     ):
         # One failure per probe, however many of its parts failed (a CCV probe tick's check and
         # probe): the backoff doubles per failed probe, as the README promises. A failure
         # within the backoff period is no probe (the pending list and a query ms apart, a
         # restart's catch-up and its first jobs, a notification's poll): it counts once.
-        new = replace(new, failure_streak=state.failure_streak + 1)
+        new = replace(new, failure_streak=state.failure_streak + 1, backoff_from=now)
     new = replace(new, failing_parts=frozenset(parts))
     if not parts:
-        new = replace(new, failure_streak=0, last_error=None, failed_on_own_word=False)
+        new = replace(
+            new, failure_streak=0, backoff_from=None, last_error=None, failed_on_own_word=False
+        )
     if new.failing and not state.failing:
         return replace(new, episode=state.episode + 1), EventType.SOURCE_FAILED
     if state.failing and not new.failing:

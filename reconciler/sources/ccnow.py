@@ -55,7 +55,7 @@ BREAKER_BATCHES = 3
 class Undecided(NamedTuple):
     """The last line of a chunked answer without its final line end (`undecided_line`)."""
 
-    text: str  # as it came, trimmed: asked again, the same line decides
+    key: str  # the line as read (`undecided_line`): asked again, the same line decides
     line: OrderLine
 
 
@@ -224,8 +224,10 @@ class CCNowClient:
                 await failures.failed(batch, exc, "protocol", time.time())  # when it failed
                 return False
             await failures.answered()
-            cut = last.line.order_id if last is not None else None
-            for observation in self._match([i for i in batch if i != cut], answer, asked):
+            cut = None if last is None else last.line.order_id
+            for observation in self._match(
+                batch if cut is None else [i for i in batch if i != cut], answer, asked
+            ):
                 await emit(observation)
             if last is not None and cut in batch:
                 await emit(await self._decide(last))
@@ -275,7 +277,7 @@ class CCNowClient:
         except ProtocolError:
             return Observation(key, Outcome.FAILED, reason="protocol", asked=time.time())
         if again is not None and again.line.order_id == order_id:
-            if again.text != first.text:
+            if again.key != first.key:
                 log.warning(
                     "ccnow.answer_cut",
                     extra={
@@ -315,25 +317,23 @@ class CCNowClient:
             raise AuthenticationFailed(f"http {reply.status}")
         if reply.status != 200:
             raise ProtocolError(f"http {reply.status}")
-        body, last = reply.body, None
-        if (text := undecided_line(reply)) is not None:
-            body = body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
-            [line] = parse_answer(text, secrets=self._secrets).orders
-            last = Undecided(text, line)
-            log.debug(
-                "ccnow.last_line_undecided",
-                extra={"fields": {"account": self._config.name, "order_id": line.order_id}},
-            )
         try:
-            if last is not None and not body.strip():
-                answer = Answer((), ())  # its one line was the undecided one
-            else:
-                answer = parse_answer(body, secrets=self._secrets)
+            answer = parse_answer(reply.body, secrets=self._secrets)
         except SourceError as exc:
             # parse_answer masked what it quoted; this catches anything it did not foresee.
             text = str(exc)
             masked = redact(text, self._secrets)
             raise (exc if masked == text else type(exc)(masked)) from None
+        last = None
+        if (key := undecided_line(reply)) is not None:
+            # That line ends the answer, and names an order: the parser made it the last order.
+            line = answer.orders[-1]
+            answer = Answer(answer.orders[:-1], answer.messages)
+            last = Undecided(key, line)
+            log.debug(
+                "ccnow.last_line_undecided",
+                extra={"fields": {"account": self._config.name, "order_id": line.order_id}},
+            )
         log.debug(
             "ccnow.answer",
             extra={"fields": {"asked": len(order_ids), "lines": len(answer.orders)}},

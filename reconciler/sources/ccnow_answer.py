@@ -308,14 +308,11 @@ def is_complete(reply: Reply) -> bool:
     its chunked answer cleanly. Such an answer is a transport failure, and retried. A page is
     no answer, whole or not: `parse_answer` says so (`html page`), with no retry.
     """
-    body = reply.body
-    if reply.framed or reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
-        return True
-    text = _text(body)
-    if _is_page(text):
+    line = _open_line(reply)
+    if line is None:
         return True
     if reply.chunked:
-        if _reads_whole(_LINE_END.split(text)[-1].strip(_SPACE)):
+        if _reads_whole(line):
             return True
         # Not a connection lost (the web server ended the chunks): the program behind it
         # stopped mid-line, or wrote a line no status word ends.
@@ -349,22 +346,36 @@ def _reads_whole(line: str) -> bool:
     return order.status is not None and order.status in _DOCUMENTED.values()
 
 
+def _open_line(reply: Reply) -> str | None:
+    """Return the last line (trimmed) of a 200 answer that no Content-Length framed and no
+    line end closes; None for any other answer, and for a page. Only its tail is decoded (a
+    pending list may hold megabytes), and the body's head when it is no blank."""
+    body = reply.body
+    if reply.framed or reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
+        return None
+    head = _text(body[:1024])
+    if _is_page(head if head.strip() else _text(body)):
+        return None
+    # A line end is one byte in UTF-8, never a part of another character's bytes.
+    start = max(body.rfind(b"\n"), body.rfind(b"\r")) + 1
+    tail = _text(body) if start == 0 else body[start:].decode("utf-8", "surrogateescape")
+    return tail.strip(_SPACE)
+
+
 def undecided_line(reply: Reply) -> str | None:
     """Return the last line of a read's answer (the pending list, a query) when it alone is
     undecided: a chunked answer without its final line end whose last line names a whole
     order id (the id, a blank, words). Its words may be a longer line cut short
-    (`canceled_tmp` cut to `canceled`, an end state; `pending review` to `pending`), so that
-    order alone is asked again (sources/ccnow.py); the other lines count as usual. None for
-    any other answer: whole, or cut where no order can be named (`is_complete`)."""
-    body = reply.body
-    if not reply.chunked or reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
+    (`canceled_tmp` cut to `canceled`; `pending review` to `pending`), so that order alone is
+    asked again (sources/ccnow.py). None for any other answer: whole, or cut where no order
+    can be named (`is_complete`). The line as read: the id hyphenated, the words joined by one
+    blank (the list's `123456789 pending` is the query's `123-45-6789  pending`)."""
+    line = _open_line(reply) if reply.chunked else None
+    first, *more = _BLANKS.split(line or "", maxsplit=1)
+    order_id = ccnow_id(first)
+    if not more or order_id is None:
         return None
-    text = _text(body)
-    if _is_page(text):
-        return None
-    line = _LINE_END.split(text)[-1].strip(_SPACE)
-    first, *more = _BLANKS.split(line, maxsplit=1)
-    return line if more and ccnow_id(first) is not None else None
+    return " ".join((order_id, *_BLANKS.split(more[0])))
 
 
 def read_complete(reply: Reply) -> bool:

@@ -156,27 +156,20 @@ class Events:
         )
         return next((int(r[0]) for r in found), None)
 
-    async def failing_since(self, source: Source, account: str) -> float | None:
-        """Return when the account's latest `source.failed` happened, if one is stored."""
+    async def latest_failed(self, source: Source, account: str) -> tuple[float, str | None] | None:
+        """Return when the account's latest `source.failed` happened and the reason it gave, if
+        one is stored (kept while the account fails: retention spares it)."""
         # The type is written out, not bound: only then can SQLite use the partial index
         # (migration 8), which holds these few events; the events table may hold millions.
         sql = (
-            "SELECT time FROM events WHERE type = 'source.failed' AND source = ? AND account = ? "
-            "ORDER BY seq DESC LIMIT 1"
+            "SELECT time, body FROM events WHERE type = 'source.failed' AND source = ? "
+            "AND account = ? ORDER BY seq DESC LIMIT 1"
         )
         rows = list(await self._conn.execute_fetchall(sql, (source, account)))
-        return float(rows[0][0]) if rows else None
-
-    async def failed_reason(self, source: Source, account: str) -> str | None:
-        """Return the reason the account's latest `source.failed` gave, if one is stored (kept
-        while the account fails: retention spares it)."""
-        sql = (
-            "SELECT body FROM events WHERE type = 'source.failed' AND source = ? AND account = ? "
-            "ORDER BY seq DESC LIMIT 1"
-        )
-        rows = list(await self._conn.execute_fetchall(sql, (source, account)))
-        reason = json.loads(rows[0][0])["data"].get("reason") if rows else None
-        return reason if isinstance(reason, str) else None
+        if not rows:
+            return None
+        reason = json.loads(rows[0][1])["data"].get("reason")
+        return float(rows[0][0]), reason if isinstance(reason, str) else None
 
     async def history(
         self,

@@ -280,6 +280,12 @@ MIGRATIONS: list[str] = [
         SELECT source, account, coalesce(status, ''), count(*) FROM orders
             WHERE source = 'ccnow' GROUP BY 1, 2, 3
     """,
+    # 22: when a failing account's backoff period began, the failure that last advanced its
+    # streak (model.SourceState). One failing at the upgrade counts it from its last failure
+    """
+    ALTER TABLE sources ADD COLUMN backoff_from REAL;
+    UPDATE sources SET backoff_from = last_failure WHERE failing != 0
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

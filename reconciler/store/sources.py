@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from .db import Store
 
 _STATE_COLUMNS = (
-    "failing, failure_streak, episode, last_success, last_failure, last_error, failed_on_own_word"
+    "failing, failure_streak, episode, last_success, last_failure, last_error, "
+    "failed_on_own_word, backoff_from"
 )
 
 
@@ -44,7 +45,7 @@ class Sources:
         """Upsert the health record (inside a transaction)."""
         await self._conn.execute(
             f"INSERT OR REPLACE INTO sources (source, account, {_STATE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 s.source,
                 s.account,
@@ -55,6 +56,7 @@ class Sources:
                 s.last_failure,
                 s.last_error,
                 int(s.failed_on_own_word),
+                s.backoff_from,
             ),
         )
 
@@ -101,9 +103,18 @@ class Sources:
 
 
 def _state(source: Source, account: str, row: Sequence[Any]) -> SourceState:
-    mask, streak, episode, success, failure, error, own_word = row
+    mask, streak, episode, success, failure, error, own_word, backoff_from = row
     return SourceState(
-        source, account, mask_parts(mask), streak, episode, success, failure, error, bool(own_word)
+        source,
+        account,
+        mask_parts(mask),
+        streak,
+        episode,
+        success,
+        failure,
+        error,
+        bool(own_word),
+        backoff_from,
     )
 
 

@@ -20,6 +20,7 @@ from reconciler.poller import (
 from reconciler.store.sources import mask_parts, parts_mask
 
 NOW = 1_800_000_000.0
+INTERVAL_S = 10.0  # the poll interval: a backoff period after a first failure
 STORE = "store-1"
 FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
 
@@ -74,7 +75,9 @@ def test_verdict_of_a_pass(answers: PassAnswers, expected: Verdict | None) -> No
 
 def failed_by(failure: Verdict) -> SourceState:
     """An account's health after one failing pass."""
-    state, _ = next_health(SourceState("ccnow", "default"), [("checks", failure)], now=NOW)
+    state, _ = next_health(
+        SourceState("ccnow", "default"), [("checks", failure)], now=NOW, interval_s=INTERVAL_S
+    )
     return state
 
 
@@ -123,12 +126,17 @@ def test_what_failed_an_account_is_kept_until_it_recovers_whatever_fails_after()
     assert failure is not None and failure.own_word
     state = failed_by(failure)
     # A later failing pass says another reason: the fact stays.
-    state, flip = next_health(state, [("pending_list", Verdict(False, "maintenance"))], now=NOW)
+    state, flip = next_health(
+        state, [("pending_list", Verdict(False, "maintenance"))], now=NOW, interval_s=INTERVAL_S
+    )
     assert (state.last_error, state.failed_on_own_word, flip) == ("maintenance", True, None)
     own_line = PassAnswers(failed=1, own_errors=1, reason="order_error")
     assert not probe_verdict(own_line, state).ok
     state, flip = next_health(
-        state, [("checks", Verdict(True)), ("pending_list", Verdict(True))], now=NOW
+        state,
+        [("checks", Verdict(True)), ("pending_list", Verdict(True))],
+        now=NOW,
+        interval_s=INTERVAL_S,
     )
     assert (flip, state.failed_on_own_word) == (RECOVERED, False)
     assert probe_verdict(own_line, state).ok
@@ -168,15 +176,23 @@ def test_lost_wave(lost: int, checked: int, wave: bool) -> None:
 def test_failed_once_and_recovered_once() -> None:
     state = SourceState("ccnow", "default")
     down = Verdict(False, "error_message: system down for maintenance")
-    state, first = next_health(state, [("pending_list", down)], now=NOW)
+    state, first = next_health(state, [("pending_list", down)], now=NOW, interval_s=INTERVAL_S)
     assert first is FAILED and state.failing and state.episode == 1
-    state, second = next_health(state, [("pending_list", Verdict(False, "same"))], now=NOW + 60)
+    state, second = next_health(
+        state, [("pending_list", Verdict(False, "same"))], now=NOW + 60, interval_s=INTERVAL_S
+    )
     assert second is None and state.failure_streak == 2
-    state, rec = next_health(state, [("pending_list", Verdict(True))], now=NOW + 120)
+    state, rec = next_health(
+        state, [("pending_list", Verdict(True))], now=NOW + 120, interval_s=INTERVAL_S
+    )
     assert rec is RECOVERED and not state.failing and state.last_success == NOW + 120
-    state, quiet = next_health(state, [("pending_list", Verdict(True))], now=NOW + 180)
+    state, quiet = next_health(
+        state, [("pending_list", Verdict(True))], now=NOW + 180, interval_s=INTERVAL_S
+    )
     assert quiet is None
-    state, again = next_health(state, [("checks", Verdict(False, "x"))], now=NOW + 240)
+    state, again = next_health(
+        state, [("checks", Verdict(False, "x"))], now=NOW + 240, interval_s=INTERVAL_S
+    )
     assert again is FAILED and state.episode == 2  # a new failure episode
 
 
@@ -184,9 +200,13 @@ def test_a_pass_whose_check_and_probe_fail_counts_one_failure() -> None:
     # The backoff doubles per failed pass (a CCV probe tick asks an order and the probe).
     state = SourceState("ccv", "default")
     down = Verdict(False, "html page (http 200)")
-    state, flip = next_health(state, [("checks", down), ("probe", down)], now=NOW)
+    state, flip = next_health(
+        state, [("checks", down), ("probe", down)], now=NOW, interval_s=INTERVAL_S
+    )
     assert flip is FAILED and state.failure_streak == 1
-    state, _ = next_health(state, [("checks", down), ("probe", down)], now=NOW + 10)
+    state, _ = next_health(
+        state, [("checks", down), ("probe", down)], now=NOW + 10, interval_s=INTERVAL_S
+    )
     assert state.failure_streak == 2 and state.failing_parts == {"checks", "probe"}
 
 
@@ -196,13 +216,19 @@ def test_pending_list_failing_while_queries_answer_does_not_flap() -> None:
     flips = []
     for n in range(5):
         now = NOW + 120 * n
-        state, flip = next_health(state, [("pending_list", Verdict(False, "html page"))], now=now)
+        state, flip = next_health(
+            state, [("pending_list", Verdict(False, "html page"))], now=now, interval_s=INTERVAL_S
+        )
         flips.append(flip)
-        state, flip = next_health(state, [("checks", Verdict(True))], now=now + 10)
+        state, flip = next_health(
+            state, [("checks", Verdict(True))], now=now + 10, interval_s=INTERVAL_S
+        )
         flips.append(flip)
     assert [f for f in flips if f is not None] == [FAILED]
     assert state.failing and state.last_success == NOW + 490
-    state, flip = next_health(state, [("pending_list", Verdict(True))], now=NOW + 600)
+    state, flip = next_health(
+        state, [("pending_list", Verdict(True))], now=NOW + 600, interval_s=INTERVAL_S
+    )
     assert flip is RECOVERED
 
 
@@ -212,43 +238,64 @@ def test_queries_failing_while_the_pending_list_answers_does_not_flap() -> None:
         state,
         [("pending_list", Verdict(True)), ("checks", Verdict(False, "every check failed"))],
         now=NOW,
+        interval_s=INTERVAL_S,
     )
     assert flip is FAILED
-    state, flip = next_health(state, [("pending_list", Verdict(True))], now=NOW + 120)
+    state, flip = next_health(
+        state, [("pending_list", Verdict(True))], now=NOW + 120, interval_s=INTERVAL_S
+    )
     assert flip is None and state.failing
-    state, flip = next_health(state, [("checks", Verdict(True))], now=NOW + 130)
+    state, flip = next_health(
+        state, [("checks", Verdict(True))], now=NOW + 130, interval_s=INTERVAL_S
+    )
     assert flip is RECOVERED
 
 
 def test_a_probe_does_not_clear_failing_checks_but_checks_clear_a_failed_probe() -> None:
     state = SourceState("ccv", "default")
-    state, _ = next_health(state, [("checks", Verdict(False, "every check failed"))], now=NOW)
-    state, flip = next_health(state, [("probe", Verdict(True))], now=NOW + 300)
+    state, _ = next_health(
+        state, [("checks", Verdict(False, "every check failed"))], now=NOW, interval_s=INTERVAL_S
+    )
+    state, flip = next_health(
+        state, [("probe", Verdict(True))], now=NOW + 300, interval_s=INTERVAL_S
+    )
     assert flip is None and state.failing
-    state, flip = next_health(state, [("checks", Verdict(True))], now=NOW + 310)
+    state, flip = next_health(
+        state, [("checks", Verdict(True))], now=NOW + 310, interval_s=INTERVAL_S
+    )
     assert flip is RECOVERED
-    state, flip = next_health(state, [("probe", Verdict(False, "timeout"))], now=NOW + 900)
+    state, flip = next_health(
+        state, [("probe", Verdict(False, "timeout"))], now=NOW + 900, interval_s=INTERVAL_S
+    )
     assert flip is FAILED
-    state, flip = next_health(state, [("checks", Verdict(True))], now=NOW + 910)
+    state, flip = next_health(
+        state, [("checks", Verdict(True))], now=NOW + 910, interval_s=INTERVAL_S
+    )
     assert flip is RECOVERED
 
 
 def test_a_pass_flips_at_most_once() -> None:
     state, _ = next_health(
-        SourceState("ccnow", "default"), [("pending_list", Verdict(False, "x"))], now=NOW
+        SourceState("ccnow", "default"),
+        [("pending_list", Verdict(False, "x"))],
+        now=NOW,
+        interval_s=INTERVAL_S,
     )
     # The list answers again, but this pass's queries all failed: still failing, no event pair.
     state, flip = next_health(
         state,
         [("pending_list", Verdict(True)), ("checks", Verdict(False, "every check failed"))],
         now=NOW + 60,
+        interval_s=INTERVAL_S,
     )
     assert flip is None and state.failing_parts == {"checks"}
 
 
 def test_health_events_name_the_reason_and_keep_their_ids() -> None:
     before = SourceState("ccv", "default")
-    failed, flip = next_health(before, [("checks", Verdict(False, "http 401"))], now=NOW)
+    failed, flip = next_health(
+        before, [("checks", Verdict(False, "http 401"))], now=NOW, interval_s=INTERVAL_S
+    )
     assert flip is FAILED
     event = health_event(before, failed, flip, now=NOW, via="poll", store_id=STORE)
     assert event.type is FAILED and event.severity == "error"
@@ -259,7 +306,9 @@ def test_health_events_name_the_reason_and_keep_their_ids() -> None:
     # is another flip and never gets the id of the first.
     later = health_event(before, failed, flip, now=NOW + 5, via="poll", store_id=STORE)
     assert later.id != event.id
-    back, flip = next_health(failed, [("checks", Verdict(True))], now=NOW + 60)
+    back, flip = next_health(
+        failed, [("checks", Verdict(True))], now=NOW + 60, interval_s=INTERVAL_S
+    )
     assert flip is RECOVERED
     recovered = health_event(failed, back, flip, now=NOW + 60, via="poll", store_id=STORE)
     assert recovered.severity == "info" and recovered.data["reason"] == "http 401"

@@ -118,3 +118,58 @@ async def test_a_cut_end_state_word_ends_no_order(tmp_path: Path, fake_ccnow: Fa
     # Was `pending -> canceled`: an end state, never asked again, the order lost for good.
     assert changes(tmp_path) == [("pending", "canceled_tmp", "catch-up")]
     assert fake_ccnow.script == []
+
+
+@pytest.mark.parametrize(
+    ("listed", "again"),
+    [
+        ("123456789 pending", f"{X} pending"),  # the list without hyphens, the query with
+        (f"{X}  pending", f"{X} pending"),  # two blanks
+        (f"{X}\tpending", f"{X} pending"),  # a tab
+        (f"{X} on  hold", f"{X}\ton hold"),
+    ],
+)
+async def test_the_same_line_written_otherwise_decides(
+    session: aiohttp.ClientSession, listed: str, again: str
+) -> None:
+    # Was: the raw texts compared, the order's check failed `truncated_answer` on every poll.
+    first = chunked(f"{Y} pending\n{listed}".encode())
+    async with RawServer([first, chunked(again.encode())]) as server:
+        client = CCNowClient(ccnow_config(server.url), session)
+        status = " ".join(again.split()[1:])
+        assert await client.pending_list() == [ok(X, status), ok(Y, "pending")]
+        assert server.requests == 2
+
+
+async def test_a_hyphenless_listed_order_cut_again_and_again_keeps_catch_up_at_0(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {X: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, X)
+    for _ in range(2):  # every run: the list as CCNow's CGI writes it, the query as it answers
+        fake_ccnow.script = [
+            Reply(200, "123456789 pending", chunked=True),
+            Reply(200, f"{X} pending", chunked=True),
+        ]
+        result = await call_cli("--config", cfg, "catch-up", "--source", "ccnow")
+        assert result.code == 0, result.stderr  # was 75: the account failed, every run
+        assert fake_ccnow.script == []
+    assert changes(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"\xef\xbb\xbf\n" + X.encode() + b" pending",  # a byte order mark, a blank line
+        b"\n\n" + X.encode() + b" pending",
+        b"\xef\xbb\xbf" + X.encode() + b" pending",
+    ],
+)
+async def test_an_answer_whose_one_line_is_undecided_asks_it_again(
+    session: aiohttp.ClientSession, first: bytes
+) -> None:
+    # Was: the blank lines before it parsed alone, `empty answer`, the account failed.
+    async with RawServer([chunked(first), chunked(f"{X} pending\n".encode())]) as server:
+        client = CCNowClient(ccnow_config(server.url), session)
+        assert await client.pending_list() == [ok(X, "pending")]
+        assert server.requests == 2

@@ -18,6 +18,7 @@ import aiosqlite
 import pytest
 
 from reconciler.model import known_statuses, status_info
+from reconciler.schedule import resting
 from reconciler.store import Store, WriterLock
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
@@ -605,3 +606,32 @@ async def test_the_upgrade_writes_only_ccnows_documented_words_as_the_document_d
     assert statuses == {o: s if o in ended else s.lower() for _, o, s in rows} | {
         o: s for _, o, s in kept
     }
+
+
+BACKOFF_FROM = 22  # the migration that keeps when a failing account's backoff period began
+
+
+async def test_an_account_failing_at_the_upgrade_keeps_its_backoff(tmp_path: Path) -> None:
+    # Its period counts from its last failure, as it did: not probed at once, then as before.
+    db = tmp_path / "reconciler.db"
+    failed_at = 1_800_000_000.0
+    with connected(db) as conn:
+        for script in MIGRATIONS[: BACKOFF_FROM - 1]:
+            for sql in statements(script):
+                conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {BACKOFF_FROM - 1}")
+        conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+        conn.execute(
+            "INSERT INTO sources (source, account, failing, failure_streak, episode, "
+            "last_failure, last_error) VALUES ('ccnow', 'default', 2, 2, 1, ?, 'maintenance')",
+            (failed_at,),
+        )
+    store = await Store.open(db)
+    try:
+        state = await store.sources.state("ccnow", "default")
+        assert state.failing_parts == {"pending_list"}
+        # Two failed probes, polled every minute: left alone for two minutes after the last.
+        assert resting(state, "pending_list", interval_s=60, now=failed_at + 119) is None
+        assert resting(state, "pending_list", interval_s=60, now=failed_at + 120) is True
+    finally:
+        await store.close()

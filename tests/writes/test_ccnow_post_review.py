@@ -122,7 +122,8 @@ async def test_a_poll_answer_chunked_and_cut_mid_line_changes_nothing(
     fake_ccnow.orders = {A: "pending"}
     cfg = await tracked(tmp_path, fake_ccnow, A)
     # Its last line is undecided, asked again alone, and cut again at another byte: that
-    # order's check fails, nothing changes (a line repeated exactly decides: test_ccnow_cut).
+    # order's check fails, nothing changes (a line repeated exactly decides:
+    # tests/sources/test_ccnow_last_line.py).
     fake_ccnow.script = [
         Reply(200, "message no_pending_orders\n"),
         Reply(200, f"{A} pend", chunked=True),
