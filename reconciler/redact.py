@@ -177,6 +177,14 @@ def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
     )
 
 
+# What an order id or reference given to reconciler that holds a secret is told (not the value:
+# it holds the secret).
+GIVEN_SECRET = (
+    "holds a secret of this config (an API key, a password, a token): it would be kept in the "
+    "database, the events and the log; nothing was done"
+)
+
+
 def holds_secret(text: str, forms: SecretForms | None) -> bool:
     """Whether `text` holds a secret in any of its forms and cases, whole or cut short at its
     end or before an ellipsis (eight characters or more, not all of them letters): a status

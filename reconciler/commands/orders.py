@@ -17,6 +17,7 @@ from ..json_text import iso_time
 from ..logs import fields, say
 from ..model import Source, reference_problem
 from ..order_view import order_json
+from ..redact import GIVEN_SECRET, config_secrets, holds_secret, secret_forms
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
 from ..terminal import shown
@@ -69,6 +70,7 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in order_ids(source, args.ids)]
     if args.from_file is not None:
         orders.extend(read_track_file(args.from_file, source))
+    _refuse_secrets(config, orders)
     from ..delivery import sink_names
 
     # Every sink the config names: settling an uncertain submit stores an event.
@@ -94,6 +96,16 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return EX_OK
+
+
+def _refuse_secrets(config: Config, orders: Sequence[tuple[str, str | None]]) -> None:
+    """Refuse order ids and references that hold one of the config's secrets (the value is not
+    named: it holds the secret)."""
+    forms = secret_forms(frozenset(config_secrets(config)))
+    for n, (order_id, ref) in enumerate(orders, 1):
+        for what, value in (("order id", order_id), ("reference", ref)):
+            if value is not None and holds_secret(value, forms):
+                raise DataError(f"the {what} of order {n} given {GIVEN_SECRET}")
 
 
 async def _track_ccv(

@@ -84,6 +84,8 @@ class Orders:
             # As `track --ref`: it goes into the notification URL, and into the database.
             if problem := reference_problem(ref, given=False):  # as `track --ref`
                 raise BadRequest(422, problem, "external_reference")
+            self.deps.refuse_secret(ref, "external_reference")
+        self.deps.refuse_secret(order_id, "order_id")
         key = OrderKey(source, account, order_id)
         now = time.time()
         store = self.deps.store

@@ -3,6 +3,7 @@ a request names (its JSON body, a source, an account, an order id)."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -16,6 +17,7 @@ from .. import strict_json
 from ..logs import fields
 from ..model import SOURCES, InvalidOrderId, OrderKey, Source, normalize_order_id
 from ..poller.unconfigured import unsettled_writes
+from ..redact import GIVEN_SECRET, SecretForms, holds_secret, secret_forms
 from ..store import Store, StoreError
 from ..writes.ccnow_actions import ActionSender
 from ..writes.daemon_api import CHALLENGE
@@ -64,6 +66,16 @@ class ApiDeps:
     # How long a body may take to arrive: the listener's header timeout (ConnectionLimits). A
     # stalled body would keep its connection busy, and the cap sheds new ones while all are.
     body_timeout_s: float = HEADER_TIMEOUT_S
+
+    @functools.cached_property
+    def secrets_search(self) -> SecretForms | None:
+        """The secrets as one search: an order id or reference given that holds one is refused."""
+        return secret_forms(frozenset(self.secrets))
+
+    def refuse_secret(self, value: str, field: str) -> None:
+        """Refuse (422) an order id or reference given that holds one of the config's secrets."""
+        if holds_secret(value, self.secrets_search):
+            raise BadRequest(422, GIVEN_SECRET, field)
 
 
 def token_ok(header: str | None, token: str) -> bool:

@@ -21,7 +21,7 @@ import aiohttp
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.logs import fields
 from reconciler.passes.hint_gate import HintGate
-from reconciler.redact import SecretForms, secret_forms
+from reconciler.redact import GIVEN_SECRET, SecretForms, holds_secret, secret_forms
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
@@ -104,6 +104,8 @@ class Submitter:
             )
         prepared = prepare(body, receiver=self.receiver, account=account)
         ref = prepared.reference
+        if holds_secret(ref, self.key_forms.get(account)):
+            raise BadSubmission("externalReference", GIVEN_SECRET)
         # Encoded before it is recorded: a body that cannot be sent must leave no submission.
         payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()
         try:
@@ -153,6 +155,9 @@ class Submitter:
         self, cfg: CCVConfig, account: str, ref: str, data: bytes, sub_id: int
     ) -> Result:
         failpoint("submit.recorded")
+        # Recorded, going out: the reference (made here when the body had none) is named before
+        # CCV may make the order, so that a process killed now leaves it known to its caller.
+        log.info("ccv.submit_sending", extra=fields(account=account, external_reference=ref))
         try:
             answer = await send_once(
                 self.session,

@@ -11,6 +11,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -274,3 +275,41 @@ async def test_replay_settles_first_what_a_killed_submit_left_sending(
     assert [
         e["data"]["external_reference"] for e in read_events(tmp_path) if e["type"] == UNCERTAIN
     ] == ["S-3"]
+
+
+async def test_a_submit_killed_while_ccv_answers_has_named_the_reference_it_made(
+    tmp_path: Path,
+) -> None:
+    # A file without externalReference: the reference is made at the submit; a process killed
+    # while CCV answered (Ctrl-C, a CI cancel) had named it nowhere, and the same file sent
+    # again would make a second order.
+    async with FakeCCVWrites() as fake:
+        fake.submit_hold = asyncio.Event()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        body = tmp_path / "order.json"
+        body.write_text(
+            json.dumps({k: v for k, v in submit_body().items() if k != "externalReference"})
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "reconciler",
+            "--config",
+            str(cfg),
+            "ccv",
+            "submit",
+            str(body),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(),
+        )
+        assert proc.stderr is not None
+        named = ""
+        while "ccv.submit_sending" not in named:
+            named = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert named, "no ccv.submit_sending line"
+        await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
+        proc.kill()
+        await proc.wait()
+        fake.submit_hold.set()
+    assert json.loads(named)["external_reference"] == fake.submits[0]["externalReference"]

@@ -1,0 +1,76 @@
+"""An order id or external reference given to reconciler that holds one of the config's secrets
+(the CCV API key pasted into the wrong field) is refused: kept, it would be in the database, the
+events and the log, and in CCV's status URLs. The refusal does not name the value."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import call_cli, free_port, write_config
+from tests.fake_ccv_writes import FakeCCVWrites, submit_body
+from tests.fake_providers import CCV_KEY
+from tests.server.test_api import TOKEN, api_toml, serve_api
+
+
+def stored(tmp_path: Path) -> str:
+    db = tmp_path / "reconciler.db"
+    if not db.exists():
+        return ""
+    with closing(sqlite3.connect(db)) as conn:
+        return "\n".join(conn.iterdump())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[CCV_KEY], ["0b7c2a4e-77", "--ref", f"ref-{CCV_KEY}"]],
+    ids=["order-id", "reference"],
+)
+async def test_track_refuses_an_id_or_reference_holding_the_api_key(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    async with FakeCCVWrites() as fake:
+        cfg = write_config(tmp_path, ccv=fake)
+        result = await call_cli("--config", cfg, "track", "ccv", *argv)
+    assert result.code == 65, result.stderr
+    assert "holds a secret of this config" in result.stderr
+    assert CCV_KEY not in result.stderr + result.stdout
+    assert CCV_KEY not in stored(tmp_path)
+
+
+async def test_the_api_refuses_an_id_reference_or_submit_holding_the_api_key(
+    tmp_path: Path,
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with FakeCCVWrites() as fake, serve_api(tmp_path, fake) as api:
+        for doc, field in [
+            ({"source": "ccv", "order_id": CCV_KEY}, "order_id"),
+            (
+                {"source": "ccv", "order_id": "0b7c2a4e-77", "external_reference": CCV_KEY},
+                "external_reference",
+            ),
+        ]:
+            async with api.http.post(f"{api.url}/api/v1/orders", json=doc, headers=headers) as r:
+                body = await r.json()
+                assert (r.status, body["field"]) == (422, field), body
+                assert CCV_KEY not in json.dumps(body)
+        submit = submit_body(externalReference=f"INV-{CCV_KEY}")
+        async with api.http.post(f"{api.url}/api/v1/ccv/orders", json=submit, headers=headers) as r:
+            body = await r.json()
+            assert (r.status, body["field"]) == (422, "externalReference"), body
+        assert fake.submits == []
+    assert CCV_KEY not in stored(tmp_path)
+
+
+async def test_ccv_submit_refuses_a_reference_holding_the_api_key(tmp_path: Path) -> None:
+    async with FakeCCVWrites() as fake:
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        stdin = json.dumps(submit_body(externalReference=CCV_KEY)).encode()
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        assert fake.submits == []
+    assert result.code == 65, result.stderr
+    assert CCV_KEY not in result.stderr + result.stdout
