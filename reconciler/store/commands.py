@@ -215,6 +215,24 @@ async def of_order(store: Store, account: str, order_id: str, state: Unsettled) 
     return [_row(r) for r in rows]
 
 
+async def firsts(store: Store, commands: Sequence[Command]) -> set[int]:
+    """Return the ids of the commands no older queued or sending one of their order precedes:
+    one order's commands go to CCNow in the order they were made (an adjust queued before a
+    ship, sent after it, would be refused as not pending)."""
+    orders = sorted({c.order_id for c in commands})
+    oldest: dict[tuple[str, str], int] = {}
+    for i in range(0, len(orders), CHUNK):
+        part = orders[i : i + CHUNK]
+        rows = await store.conn.execute_fetchall(
+            f"SELECT account, order_id, min(id) FROM commands WHERE {_OPEN} "
+            f"AND state IN ('queued', 'sending') AND order_id IN ({marks(len(part))}) "
+            "GROUP BY account, order_id",
+            tuple(part),
+        )
+        oldest.update({(str(a), str(o)): int(n) for a, o, n in rows})
+    return {c.id for c in commands if oldest.get((c.account, c.order_id)) == c.id}
+
+
 async def unsettled_counts(store: Store) -> dict[tuple[str, State], int]:
     """Per (account, state), the commands nothing has settled yet: queued, sending, uncertain."""
     rows = await store.conn.execute_fetchall(

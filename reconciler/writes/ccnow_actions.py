@@ -54,10 +54,7 @@ from reconciler.writes.ccnow_form import (
 from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     UNSETTLED_FOR_S,
-    Taken,
-    Tally,
     as_reached,
-    command_json,
     lines_by_id,
     log_closed,
     make_uncertain,
@@ -68,6 +65,7 @@ from reconciler.writes.ccnow_outcome import (
     sort_out,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, post_batch, read_status
+from reconciler.writes.ccnow_taken import Taken, Tally, command_json
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
@@ -180,11 +178,18 @@ class ActionSender:
         return tally
 
     async def send(self, commands: Sequence[cmds.Command], tally: Tally) -> None:
-        """Send queued commands (due or not), batched per account; count where they end."""
+        """Send queued commands (due or not), batched per account, each after the older ones
+        of its order (one still queued holds it back); count where they end."""
+        waiting = [c for c in commands if c.state == "queued" and c.account in self.accounts]
+        while now := await cmds.firsts(self.store, waiting):
+            await self._send_first(tally, [c for c in waiting if c.id in now])
+            later = [c.id for c in waiting if c.id not in now]
+            waiting = [c for c in await cmds.get(self.store, later) if c.state == "queued"]
+
+    async def _send_first(self, tally: Tally, commands: Sequence[cmds.Command]) -> None:
         by_account: dict[str, list[cmds.Command]] = {}
         for c in commands:
-            if c.state == "queued" and c.account in self.accounts:
-                by_account.setdefault(c.account, []).append(c)
+            by_account.setdefault(c.account, []).append(c)
         for account, items in by_account.items():
             cfg = self.accounts[account]
             # One whose last answer did not settle it goes alone: a post one bad command makes

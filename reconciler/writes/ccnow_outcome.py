@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from reconciler.events import action_event
@@ -16,6 +15,7 @@ from reconciler.sources.ccnow_answer import Answer, OrderLine, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import local_refusal
+from reconciler.writes.ccnow_taken import Tally
 from reconciler.writes.in_flight import Stopping
 
 # The sender's logger: its lines name the module that sends.
@@ -65,115 +65,23 @@ async def sort_out(
 
 
 async def _uncertain_adjust(store: Store, c: cmds.NewCommand) -> str | None:
-    """Why a new discount waits: an earlier one of the order is uncertain, and both taken
-    would discount twice (and `resolve` would settle them as one)."""
-    earlier = await cmds.of_order(store, c.account, c.order_id, "uncertain")
-    adjust = next((e for e in earlier if e.action == "adjust"), None)
-    if adjust is None:
-        return None
-    return (
-        f"an earlier discount of this order (#{adjust.id}) is uncertain: settle it with "
-        f"`reconciler ccnow resolve {c.order_id} --sent|--not-sent` first"
-    )
-
-
-@dataclass
-class Tally:
-    """What one run did: commands posted, and how those it touched ended."""
-
-    sent: int = 0
-    done: int = 0
-    refused: int = 0
-    uncertain: int = 0
-    queued: int = 0
-
-    def line(self) -> str:
-        """Return the summary line of a run."""
+    """Why a new discount waits: an earlier one of the order is uncertain, or on its way (it
+    may become so), and both taken would discount twice (and `resolve` would settle them as
+    one)."""
+    for state in ("uncertain", "sending"):
+        earlier = await cmds.of_order(store, c.account, c.order_id, state)
+        if (adjust := next((e for e in earlier if e.action == "adjust"), None)) is None:
+            continue
+        if state == "sending":
+            return (
+                f"an earlier discount of this order (#{adjust.id}) is being sent: CCNow's "
+                "answer to it comes first"
+            )
         return (
-            f"sent {self.sent}, done {self.done}, refused {self.refused}, "
-            f"uncertain {self.uncertain}, queued {self.queued}"
+            f"an earlier discount of this order (#{adjust.id}) is uncertain: settle it with "
+            f"`reconciler ccnow resolve {c.order_id} --sent|--not-sent` first"
         )
-
-    def count(self, state: str) -> None:
-        """Count one command by the state it is in after the run."""
-        if state in ("succeeded", "sent"):
-            self.done += 1
-        elif state in ("refused", "not_sent"):
-            self.refused += 1
-        elif state == "uncertain":
-            self.uncertain += 1
-        else:
-            self.queued += 1
-
-
-@dataclass(frozen=True)
-class Taken:
-    """What became of the commands of one request."""
-
-    rows: list[cmds.Command]
-    earlier: set[int]  # ids of commands their key had made before
-    # Refused here and not recorded: a discount waiting for an uncertain one to be settled.
-    refused: list[tuple[cmds.NewCommand, str]]
-    sent: int
-
-    def tally(self) -> Tally:
-        """Count the request's commands by where they ended."""
-        tally = Tally(sent=self.sent, refused=len(self.refused))
-        for c in self.rows:
-            tally.count(c.state)
-        return tally
-
-    def to_json(self) -> list[dict[str, object]]:
-        """One object per order; a discount that waits for an uncertain one has `id` null."""
-        out = [command_json(c, earlier=c.id in self.earlier) for c in self.rows]
-        out += [
-            {
-                "id": None,
-                "account": c.account,
-                "order_id": c.order_id,
-                "action": c.action,
-                "state": "refused",
-                "outcome": "refused",
-                "answer": why,
-                "sent": False,
-            }
-            for c, why in self.refused
-        ]
-        return out
-
-
-# A command's state in DESIGN.md's words, as the API shows it (`state`): `sent` is a post on
-# its way (the command line's summary counts it with the queued ones). `outcome` keeps the
-# command's own word (a `sent` or `not_sent` there is a person's `ccnow resolve`).
-API_STATE: dict[str, str] = {
-    "queued": "queued",
-    "sending": "sent",
-    "succeeded": "done",
-    "sent": "done",
-    "refused": "refused",
-    "not_sent": "refused",
-    "uncertain": "uncertain",
-}
-
-
-def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]:
-    """Return a command as the API shows it."""
-    return {
-        "id": c.id,
-        "account": c.account,
-        "order_id": c.order_id,
-        "action": c.action,
-        "key": c.key,
-        "state": API_STATE[c.state],
-        "outcome": c.state,
-        "answer": c.answer,
-        "attempts": c.attempts,
-        "notes": c.notes,
-        "amount": c.amount,
-        "trackname": c.trackname,
-        "tracknumber": c.tracknumber,
-        "made_before": earlier,
-    }
+    return None
 
 
 def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
@@ -291,19 +199,21 @@ async def settle(
     (`read` once; Stopping: not read) shows it took is done; one left queued after a day of
     answers that did not settle it, or three days of those and lines saying CCNow is down, is
     `uncertain`, never `refused`."""
+    reached = c.maybe_reached_at is not None
+    if state == "refused" and reached and c.action == "track":
+        # An earlier post may have added it (CCNow refuses the next one: `order not pending`,
+        # the order shipped meanwhile): CCNow may have it, a person looks.
+        return Settled("uncertain", f"{words} ({MAYBE_TAKEN})", status, asked, None)
     unsettled = state == "queued"
-    since = (None if down else day_began(c, now)) if unsettled else c.unsettled_since
-    held = held_began(c, now) if unsettled else c.held_since
-    a_day = unsettled and not down and now - day_began(c, now) >= UNSETTLED_FOR_S
-    held_long = unsettled and now - held_began(c, now) >= HELD_FOR_S
-    # An answer without the order's line may follow CCNow running it: the status is read at
-    # once. A post refused as a whole ran nothing: the status is read before the command ends.
-    ends = a_day or held_long
     # A refusal (`not pending`) after a post that may have reached CCNow with it, in this post
     # (an attempt whose answer was lost) or an earlier one, may say that post took.
-    tried = c.attempts > 0 or c.maybe_reached_at is not None
+    tried = c.attempts > 0 or reached
+    ends = _ends(c, now, down) if unsettled else False
+    # An answer without the order's line may follow CCNow running it: the status is read at
+    # once. A post refused as a whole ran nothing: the status is read before the command ends.
     now_read = (unsettled and (not whole or ends)) or (state == "refused" and tried)
     if c.action in TAKEN and now_read:
+        since, held = _began(c, now, down, unsettled)
         try:
             found = await read()
         except Stopping:
@@ -315,11 +225,39 @@ async def settle(
             return Settled(
                 "succeeded", f"{status} ({taken_how(c, unsettled)})", status, asked, None
             )
+        if found is None and status is None and state == "refused" and reached:
+            # The read said nothing (it failed, no line for the order), nor did the answer:
+            # the refusal may be of a post that took. Sent again, as after a lost answer, its
+            # day counting on.
+            state, words, unsettled = "queued", f"{words} ({UNREAD})", True
+            ends = _ends(c, now, down)
+    since, held = _began(c, now, down, unsettled)
+    held_long = unsettled and now - held_began(c, now) >= HELD_FOR_S
     if ends:
         # Not sent for ever, nor called refused when CCNow may have run it: a person decides.
         span = "3 days" if held_long else "a day"
         return Settled("uncertain", f"{words} (for {span})", status, asked, None)
     return Settled(state, words, status, asked, since, held)
+
+
+MAYBE_TAKEN = "an earlier attempt may have reached CCNow with it"
+UNREAD = "its order's status could not be read"
+
+
+def _began(
+    c: cmds.Command, now: float, down: bool, unsettled: bool
+) -> tuple[float | None, float | None]:
+    """The start of a command's day and of its answers settling nothing, counting this one
+    when it settled nothing (a line saying CCNow is down starts no day)."""
+    if not unsettled:
+        return c.unsettled_since, c.held_since
+    return (None if down else day_began(c, now)), held_began(c, now)
+
+
+def _ends(c: cmds.Command, now: float, down: bool) -> bool:
+    """Whether a command left unsettled once more has had its day, or its three days."""
+    a_day = not down and now - day_began(c, now) >= UNSETTLED_FOR_S
+    return a_day or now - held_began(c, now) >= HELD_FOR_S
 
 
 def log_closed(

@@ -31,6 +31,7 @@ from reconciler.sources.ccnow_answer import (
     refusal_lines,
     says_down,
     speaks_ccnow,
+    undecided_line,
 )
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import Gates, Reply, RequestFailed, request
@@ -158,6 +159,9 @@ async def post_batch(
                 halt=halt,
                 turned_away=turned_away,
             )
+        except ProtocolError:
+            # An answer too large to read came after CCNow got the post: it may have run it.
+            raise Lost("answer_too_large") from None
         except RequestFailed as exc:
             if exc.reached:
                 raise Lost(exc.word) from None
@@ -171,12 +175,19 @@ async def post_batch(
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
         raise Lost(f"http_{reply.status}")
     secrets = (cfg.password.reveal(),)
+    body = reply.body
+    if undecided_line(reply) is not None:
+        # A chunked answer's last line without its line end may be a longer one cut short
+        # (`canceled` of `canceled_tmp`): no line for its order (it ran: its line came).
+        body = body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
+        if not body.strip():
+            return Posted(Answer((), ()), reply.sent_at, reply.reached_before)
     try:
-        if not _is_utf8(reply.body):
+        if not _is_utf8(body):
             # A poll's answer keeps its readable lines; a post that may have been applied
             # cannot trust what a line with a stray byte says of its order.
             raise ProtocolError("answer is not UTF-8")
-        answer = parse_answer(reply.body, secrets=secrets)
+        answer = parse_answer(body, secrets=secrets)
         return Posted(answer, reply.sent_at, reply.reached_before)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
@@ -186,11 +197,11 @@ async def post_batch(
         if answered_orders(reply.body):
             # An error line beside lines for the posted orders: some of it was applied.
             raise Lost("error_with_order_lines") from None
-        if lines := refusal_lines(reply.body, secrets):
+        if lines := refusal_lines(body, secrets):
             refused = _refused(lines, batch)
             refused.reached_before = reply.reached_before
             raise refused from None
-        if words := message_lines(reply.body, secrets):
+        if words := message_lines(body, secrets):
             # CCNow's words naming no order (`message discount recorded`): nothing says it did
             # not run the post, as when its answer has no line for an order.
             said = "; ".join(words)
@@ -257,7 +268,8 @@ def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.
     """The commands a field name in an answer points at: the one at its number, else those
     carrying the field (every command, if none does: the post was refused for it all the
     same)."""
-    name, number = field.group(1), field.group(2)
+    # CCNow's case is no part of the name (`X_AMOUNT`, `x_OrderId`); the attributes are ours.
+    name, number = field.group(1).lower(), field.group(2)
     if number is not None and 1 <= int(number) <= len(batch):
         return [batch[int(number) - 1]]
     attribute = _ATTRIBUTE.get(name, name)
