@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import NamedTuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -50,13 +49,6 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 # Query batches failing in a row (at least; twice the concurrency with more workers) that say
 # CCNow is down: asking the remaining batches, each with its retries, would only prolong it.
 BREAKER_BATCHES = 3
-
-
-class Undecided(NamedTuple):
-    """The last line of a chunked answer without its final line end (`undecided_line`)."""
-
-    key: str  # the line as read (`undecided_line`): asked again, the same line decides
-    line: OrderLine
 
 
 class _BatchFailures:
@@ -165,7 +157,7 @@ class CCNowClient:
             # Its line may be cut: the order is queried alone, and counts as listed (it left
             # nothing) with what that answer says; undecided, its check fails, and it is
             # neither new nor pending on the strength of a cut line.
-            lines.pop(last.line.order_id, None)
+            lines.pop(last.order_id, None)
             observations.append(await self._decide(last))
         unreadable = []
         for order_id, line in lines.items():
@@ -224,10 +216,8 @@ class CCNowClient:
                 await failures.failed(batch, exc, "protocol", time.time())  # when it failed
                 return False
             await failures.answered()
-            cut = None if last is None else last.line.order_id
-            for observation in self._match(
-                batch if cut is None else [i for i in batch if i != cut], answer, asked
-            ):
+            cut = None if last is None else last.order_id
+            for observation in self._match([i for i in batch if i != cut], answer, asked):
                 await emit(observation)
             if last is not None and cut in batch:
                 await emit(await self._decide(last))
@@ -263,12 +253,12 @@ class CCNowClient:
                 observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
         return observations
 
-    async def _decide(self, first: Undecided) -> Observation:
+    async def _decide(self, first: OrderLine) -> Observation:
         """Ask again, alone, about the order of an answer's undecided last line. The second
         answer decides when it is whole, or when its line repeats the first exactly (a cut
         does not land twice at the same byte); else that order alone fails this pass. An
         answer about the whole account (a refused login, maintenance) raises, as a batch's."""
-        order_id = first.line.order_id
+        order_id = first.order_id
         key = OrderKey("ccnow", self._config.name, order_id)
         try:
             answer, asked, again = await self._post([order_id])
@@ -276,8 +266,10 @@ class CCNowClient:
             return Observation(key, Outcome.FAILED, reason=exc.word, asked=exc.sent_at)
         except ProtocolError:
             return Observation(key, Outcome.FAILED, reason="protocol", asked=time.time())
-        if again is not None and again.line.order_id == order_id:
-            if again.key != first.key:
+        if again is not None and again.order_id == order_id:
+            # The same line as read (status, error, what the parser took of it), not as
+            # written: `123456789 PENDING` and `123-45-6789 pending` are one answer.
+            if again != first:
                 log.warning(
                     "ccnow.answer_cut",
                     extra={
@@ -289,10 +281,10 @@ class CCNowClient:
                     },
                 )
                 return Observation(key, Outcome.FAILED, reason="truncated_answer", asked=asked)
-            answer = Answer((*answer.orders, again.line), answer.messages)
+            answer = Answer((*answer.orders, again), answer.messages)
         return self._match([order_id], answer, asked)[0]
 
-    async def _post(self, order_ids: list[str]) -> tuple[Answer, float, Undecided | None]:
+    async def _post(self, order_ids: list[str]) -> tuple[Answer, float, OrderLine | None]:
         """Post one request (the pending list when `order_ids` is empty); return its answer,
         parsed, when the attempt that brought it was sent, and its last line when that alone
         is undecided (left out of the answer)."""
@@ -325,14 +317,15 @@ class CCNowClient:
             masked = redact(text, self._secrets)
             raise (exc if masked == text else type(exc)(masked)) from None
         last = None
-        if (key := undecided_line(reply)) is not None:
+        if (cut := undecided_line(reply)) is not None:
             # That line ends the answer, and names an order: the parser made it the last order.
-            line = answer.orders[-1]
+            if not answer.orders or answer.orders[-1].order_id != cut:
+                raise ProtocolError("an answer's last line is not what its parser read last")
+            last = answer.orders[-1]
             answer = Answer(answer.orders[:-1], answer.messages)
-            last = Undecided(key, line)
             log.debug(
                 "ccnow.last_line_undecided",
-                extra={"fields": {"account": self._config.name, "order_id": line.order_id}},
+                extra={"fields": {"account": self._config.name, "order_id": last.order_id}},
             )
         log.debug(
             "ccnow.answer",

@@ -368,14 +368,11 @@ def undecided_line(reply: Reply) -> str | None:
     order id (the id, a blank, words). Its words may be a longer line cut short
     (`canceled_tmp` cut to `canceled`; `pending review` to `pending`), so that order alone is
     asked again (sources/ccnow.py). None for any other answer: whole, or cut where no order
-    can be named (`is_complete`). The line as read: the id hyphenated, the words joined by one
-    blank (the list's `123456789 pending` is the query's `123-45-6789  pending`)."""
+    can be named (`is_complete`). Returns that order's id, hyphenated."""
     line = _open_line(reply) if reply.chunked else None
     first, *more = _BLANKS.split(line or "", maxsplit=1)
     order_id = ccnow_id(first)
-    if not more or order_id is None:
-        return None
-    return " ".join((order_id, *_BLANKS.split(more[0])))
+    return order_id if more else None
 
 
 def read_complete(reply: Reply) -> bool:

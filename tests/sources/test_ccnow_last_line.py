@@ -127,6 +127,9 @@ async def test_a_cut_end_state_word_ends_no_order(tmp_path: Path, fake_ccnow: Fa
         (f"{X}  pending", f"{X} pending"),  # two blanks
         (f"{X}\tpending", f"{X} pending"),  # a tab
         (f"{X} on  hold", f"{X}\ton hold"),
+        (f"{X} PENDING", f"{X} pending"),  # the word in another case: the same word
+        ("123456789 pending 2026-11-30", f"{X} pending"),  # a data column after the word
+        (f"{X} pending\tUSD", f"{X} pending"),
     ],
 )
 async def test_the_same_line_written_otherwise_decides(
