@@ -205,32 +205,45 @@ async def unanswered(store: Store) -> Unanswered:
     return Unanswered(*whose(store.path, tuple(await in_state(store, "sending"))))
 
 
-async def of_order(store: Store, account: str, order_id: str, state: Unsettled) -> list[Command]:
-    """Return one order's commands in an unsettled state."""
+async def of_order(
+    store: Store, account: str, order_id: str, states: Sequence[Unsettled]
+) -> list[Command]:
+    """Return one order's commands in these unsettled states, oldest first."""
     rows = await store.conn.execute_fetchall(
         f"SELECT {_COLUMNS} FROM commands WHERE {_OPEN} AND account = ? AND order_id = ? "
-        "AND state = ? ORDER BY id",
-        (account, order_id, state),
+        f"AND state IN ({marks(len(states))}) ORDER BY id",
+        (account, order_id, *states),
     )
     return [_row(r) for r in rows]
 
 
-async def firsts(store: Store, commands: Sequence[Command]) -> set[int]:
-    """Return the ids of the commands no older queued or sending one of their order precedes:
-    one order's commands go to CCNow in the order they were made (an adjust queued before a
-    ship, sent after it, would be refused as not pending)."""
+async def ahead(store: Store, commands: Sequence[Command]) -> dict[int, Command]:
+    """Return, per command that may not go yet, the older command of its order ahead of it:
+    the oldest queued or sending one (one order's commands go to CCNow in the order they were
+    made: an adjust queued before a ship, sent after it, would be refused as not pending), else
+    for an adjust an uncertain adjust (CCNow may have applied that one: a second would
+    discount twice). A command not in it goes now."""
     orders = sorted({c.order_id for c in commands})
-    oldest: dict[tuple[str, str], int] = {}
+    open_: dict[tuple[str, str], list[Command]] = {}
     for i in range(0, len(orders), CHUNK):
         part = orders[i : i + CHUNK]
         rows = await store.conn.execute_fetchall(
-            f"SELECT account, order_id, min(id) FROM commands WHERE {_OPEN} "
-            f"AND state IN ('queued', 'sending') AND order_id IN ({marks(len(part))}) "
-            "GROUP BY account, order_id",
+            f"SELECT {_COLUMNS} FROM commands WHERE {_OPEN} "
+            f"AND order_id IN ({marks(len(part))}) ORDER BY id",
             tuple(part),
         )
-        oldest.update({(str(a), str(o)): int(n) for a, o, n in rows})
-    return {c.id for c in commands if oldest.get((c.account, c.order_id)) == c.id}
+        for r in rows:
+            o = _row(r)
+            open_.setdefault((o.account, o.order_id), []).append(o)
+    out: dict[int, Command] = {}
+    for c in commands:
+        older = [o for o in open_.get((c.account, c.order_id), []) if o.id < c.id]
+        held = [o for o in older if o.state != "uncertain"]
+        if c.action == "adjust" and not held:
+            held = [o for o in older if o.action == "adjust"]
+        if held:
+            out[c.id] = held[0]
+    return out
 
 
 async def unsettled_counts(store: Store) -> dict[tuple[str, State], int]:
@@ -350,7 +363,7 @@ async def resolve(
     each with its `order.action_resolved`, in one transaction; return them as they were. Read
     in the transaction that closes them: two resolves of one order settle it once."""
     async with store.transaction():
-        found = await of_order(store, account, order_id, "uncertain")
+        found = await of_order(store, account, order_id, ["uncertain"])
         await close_within(store, [(c.id, state, answer) for c in found], now)
         await store.events.add(
             [

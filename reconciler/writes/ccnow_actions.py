@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import aiohttp
 
 from reconciler.config import CCNowConfig
-from reconciler.events import Event, action_event
+from reconciler.events import Event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
@@ -55,11 +55,14 @@ from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     UNSETTLED_FOR_S,
     as_reached,
+    event_of,
     lines_by_id,
     log_closed,
     make_uncertain,
     outcome,
+    refuse_second,
     resolve_by_hand,
+    retry_delay,
     says_down_for,
     settle,
     sort_out,
@@ -97,9 +100,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("reconciler.writes.ccnow_actions")
-# A whole post failed: try again after this, doubling per attempt, at most an hour.
-RETRY_FIRST_S = 30.0
-RETRY_MAX_S = 3600.0
 
 # --- sending ----------------------------------------------------------------------------------
 
@@ -159,9 +159,10 @@ class ActionSender:
         ids = [c.id for c in made.values()] + [c.id for c, _new in [*closed, *recorded]]
         tally = Tally()
         await self.send(await cmds.get(self.store, ids), tally)
-        await self.send_due()
+        await self.send_due(tally)  # it may post one of these, held until an older one ended
         rows = await cmds.get(self.store, ids)
-        return Taken(rows, earlier, waiting, tally.sent)
+        held = await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
+        return Taken(rows, earlier, waiting, len(tally.posted & set(ids)), held)
 
     async def command(self, command_id: int) -> cmds.Command | None:
         """Return one command by id."""
@@ -179,11 +180,18 @@ class ActionSender:
 
     async def send(self, commands: Sequence[cmds.Command], tally: Tally) -> None:
         """Send queued commands (due or not), batched per account, each after the older ones
-        of its order (one still queued holds it back); count where they end."""
+        of its order (one queued or sending holds it back; a discount behind an uncertain one
+        is refused: CCNow may have applied that one); count where they end."""
         waiting = [c for c in commands if c.state == "queued" and c.account in self.accounts]
-        while now := await cmds.firsts(self.store, waiting):
-            await self._send_first(tally, [c for c in waiting if c.id in now])
-            later = [c.id for c in waiting if c.id not in now]
+        while waiting:
+            ahead = await cmds.ahead(self.store, waiting)
+            now = [c for c in waiting if c.id not in ahead]
+            if await refuse_second(self.store, waiting, ahead, tally, now=self.clock()):
+                self.on_commit()
+            elif not now:
+                return
+            await self._send_first(tally, now)
+            later = [c.id for c in waiting if c.id in ahead]
             waiting = [c for c in await cmds.get(self.store, later) if c.state == "queued"]
 
     async def _send_first(self, tally: Tally, commands: Sequence[cmds.Command]) -> None:
@@ -221,7 +229,7 @@ class ActionSender:
             await self._requeue(cfg, batch, str(exc), tally)
             return
         except Lost as exc:
-            tally.sent += len(batch)
+            tally.post(batch)
             if once:
                 await self._make_uncertain(batch, str(exc))
                 tally.uncertain += len(batch)
@@ -233,7 +241,7 @@ class ActionSender:
             # have been lost). A line naming a command's field refuses it: the same command
             # would be refused again; a ship or cancel an earlier attempt may have taken is
             # refused once its order's status does not show it took.
-            tally.sent += len(batch)
+            tally.post(batch)
             batch = as_reached(batch, self.clock()) if exc.reached_before else batch
             if named := [c for c in batch if c.id in exc.words]:
                 refused = {c.id: exc.words[c.id] for c in named}
@@ -258,10 +266,10 @@ class ActionSender:
             return
         except SourceError as exc:
             # Turned away before it ran (a rate limit, a login wall, a wrong url).
-            tally.sent += len(batch)
+            tally.post(batch)
             await self._requeue(cfg, batch, str(exc), tally)
             return
-        tally.sent += len(batch)
+        tally.post(batch)
         failpoint("ccnow.answered")
         batch = as_reached(batch, self.clock()) if posted.reached_before else batch
         lines = lines_by_id(posted.answer)
@@ -281,7 +289,7 @@ class ActionSender:
         day and its three-day bound start again), due after `delay` (by default: doubling per
         attempt); `lost`: its answer was lost, so the post may have reached CCNow."""
         now, ids = self.clock(), [c.id for c in batch]
-        delay = _retry_delay(batch) if delay is None else delay
+        delay = retry_delay(batch) if delay is None else delay
         at = now if lost else None
         await cmds.requeue(self.store, ids, next_attempt_at=now + delay, why=why, reached_at=at)
         tally.queued += len(batch)
@@ -325,9 +333,14 @@ class ActionSender:
 
             # Its own line saying CCNow is down decides nothing, as a whole post's does.
             own = refusal is None and says_down_for(line)
-            whole, now = refusal is not None or own, self.clock()
+            whole, named = refusal is not None or own, refused is not None
             state, words, status, when, since, held = await settle(
-                c, *said, status, asked, whole=whole, now=now, read=read, down=down or own
+                *(c, *said, status, asked),
+                whole=whole,
+                now=self.clock(),
+                read=read,
+                down=down or own,
+                named=named,
             )
             if state == "queued":
                 again.append((c.id, words, since, held))
@@ -336,7 +349,7 @@ class ActionSender:
             if status is not None:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
                 observations.append(Observation(key, Outcome.OK, status=status, asked=when))
-        delay = _retry_delay(batch)  # for those the answer did not settle
+        delay = retry_delay(batch)  # for those the answer did not settle
         # An answer without the order's line came from CCNow: the post may have run it; so
         # may an earlier attempt whose answer was lost.
         reached = self.clock() if refusal is None or reached_before else None
@@ -360,21 +373,9 @@ class ActionSender:
             await cmds.requeue_within(
                 self.store, again, next_attempt_at=retry_at, reached_at=reached_at
             )
-            return [self._event(by_id[i], state, words, now) for i, state, words in closes]
+            return [event_of(self.store, by_id[i], state, words, now) for i, state, words in closes]
 
         await self.reconciler.apply(observations, via="action", discover=True, within=within)
-
-    def _event(self, c: cmds.Command, state: str, answer: str | None, now: float) -> Event:
-        return action_event(
-            self.store.store_id,
-            c.id,
-            state,
-            account=c.account,
-            order_id=c.order_id,
-            action=c.action,
-            answer=answer,
-            time=now,
-        )
 
     async def _make_uncertain(self, commands: Sequence[cmds.Command], why: str) -> None:
         await make_uncertain(self.store, commands, why, now=self.clock())
@@ -387,11 +388,6 @@ class ActionSender:
         if found:
             self.on_commit()
         return found
-
-
-def _retry_delay(batch: Sequence[cmds.Command]) -> float:
-    """How long a batch that did not end waits for its next post: doubling per attempt."""
-    return min(RETRY_FIRST_S * 2.0 ** max(c.attempts for c in batch), RETRY_MAX_S)
 
 
 def _asked(c: cmds.NewCommand | cmds.Command) -> tuple[object, ...]:

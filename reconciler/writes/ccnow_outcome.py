@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
-from reconciler.events import action_event
+from reconciler.events import Event, action_event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey
 from reconciler.sources.ccnow_answer import Answer, OrderLine, says_down
@@ -48,7 +48,7 @@ async def sort_out(
     store: Store, fresh: Sequence[cmds.NewCommand]
 ) -> tuple[list[cmds.NewCommand], Refusals, Refusals]:
     """Split new commands, by what the store knows, into those to send, those refused without
-    asking CCNow (the order is past pending) and discounts that wait for an uncertain one."""
+    asking CCNow (the order is past pending) and discounts that wait for an earlier open one."""
     states = await store.orders.load(OrderKey("ccnow", c.account, c.order_id) for c in fresh)
     wanted: list[cmds.NewCommand] = []
     past_pending: Refusals = []
@@ -57,31 +57,62 @@ async def sort_out(
         why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
         if why is not None:
             past_pending.append((c, why))
-        elif c.action == "adjust" and (wait := await _uncertain_adjust(store, c)) is not None:
+        elif c.action == "adjust" and (wait := await _open_adjust(store, c)) is not None:
             waiting.append((c, wait))
         else:
             wanted.append(c)
     return wanted, past_pending, waiting
 
 
-async def _uncertain_adjust(store: Store, c: cmds.NewCommand) -> str | None:
-    """Why a new discount waits: an earlier one of the order is uncertain, or on its way (it
-    may become so), and both taken would discount twice (and `resolve` would settle them as
-    one)."""
-    for state in ("uncertain", "sending"):
-        earlier = await cmds.of_order(store, c.account, c.order_id, state)
-        if (adjust := next((e for e in earlier if e.action == "adjust"), None)) is None:
-            continue
-        if state == "sending":
-            return (
-                f"an earlier discount of this order (#{adjust.id}) is being sent: CCNow's "
-                "answer to it comes first"
-            )
+async def _open_adjust(store: Store, c: cmds.NewCommand) -> str | None:
+    """Why a new discount waits: an earlier one of the order is uncertain, or queued or on its
+    way (its answer may be lost too), and both taken would discount twice (and `resolve`
+    would settle them as one)."""
+    earlier = await cmds.of_order(store, c.account, c.order_id, ["queued", "sending", "uncertain"])
+    adjust = next((e for e in earlier if e.action == "adjust"), None)
+    return None if adjust is None else second_discount(adjust)
+
+
+def second_discount(earlier: cmds.Command) -> str:
+    """Why a discount is refused while an earlier one of its order is open."""
+    if earlier.state == "uncertain":
         return (
-            f"an earlier discount of this order (#{adjust.id}) is uncertain: settle it with "
-            f"`reconciler ccnow resolve {c.order_id} --sent|--not-sent` first"
+            f"an earlier discount of this order (#{earlier.id}) is uncertain: settle it with "
+            f"`reconciler ccnow resolve {earlier.order_id} --sent|--not-sent` first"
         )
-    return None
+    doing = "is being sent" if earlier.state == "sending" else "is queued"
+    return (
+        f"an earlier discount of this order (#{earlier.id}) {doing}: CCNow's answer to it "
+        "comes first"
+    )
+
+
+async def refuse_second(
+    store: Store,
+    waiting: Sequence[cmds.Command],
+    ahead: Mapping[int, cmds.Command],
+    tally: Tally,
+    *,
+    now: float,
+) -> bool:
+    """Close `refused` the discounts held behind an uncertain one of their order (recorded
+    beside an open one: by two requests at once, or an older release): sent, one would
+    discount twice. Return whether there were any."""
+    second = [(c, o) for c in waiting if (o := ahead.get(c.id)) and o.state == "uncertain"]
+    if second:
+        await close_as(store, [(c, "refused", second_discount(o)) for c, o in second], now=now)
+        tally.refused += len(second)
+    return bool(second)
+
+
+# A whole post failed: try again after this, doubling per attempt, at most an hour.
+RETRY_FIRST_S = 30.0
+RETRY_MAX_S = 3600.0
+
+
+def retry_delay(batch: Sequence[cmds.Command]) -> float:
+    """How long a batch that did not end waits for its next post: doubling per attempt."""
+    return min(RETRY_FIRST_S * 2.0 ** max(c.attempts for c in batch), RETRY_MAX_S)
 
 
 def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
@@ -192,14 +223,17 @@ async def settle(
     now: float,
     read: Callable[[], Awaitable[Observation | None]],
     down: bool = False,
+    named: bool = False,
 ) -> Settled:
     """How an answer leaves a command, given what it says of it (`queued`: it did not settle
     it; `whole`: a post refused in words naming no field of it; `down`: in words saying CCNow
-    is down) and its order's status as asked then. A ship or cancel whose order's status
-    (`read` once; Stopping: not read) shows it took is done; one left queued after a day of
-    answers that did not settle it, or three days of those and lines saying CCNow is down, is
-    `uncertain`, never `refused`."""
-    reached = c.maybe_reached_at is not None
+    is down; `named`: refused by a line naming its field) and its order's status as asked
+    then. A ship or cancel whose order's status (`read` once; Stopping: not read) shows it
+    took is done; one left queued after a day of answers that did not settle it, or three days
+    of those and lines saying CCNow is down, is `uncertain`, never `refused`."""
+    # A line naming the command's field refuses it, whatever else it says: the post an earlier
+    # attempt may have reached CCNow with carried the same fields, refused the same way.
+    reached = c.maybe_reached_at is not None and not named
     if state == "refused" and reached and c.action == "track":
         # An earlier post may have added it (CCNow refuses the next one: `order not pending`,
         # the order shipped meanwhile): CCNow may have it, a person looks.
@@ -207,18 +241,17 @@ async def settle(
     unsettled = state == "queued"
     # A refusal (`not pending`) after a post that may have reached CCNow with it, in this post
     # (an attempt whose answer was lost) or an earlier one, may say that post took.
-    tried = c.attempts > 0 or reached
-    ends = _ends(c, now, down) if unsettled else False
+    tried = c.attempts > 0 or c.maybe_reached_at is not None
+    span = _ends(c, now, down) if unsettled else None
     # An answer without the order's line may follow CCNow running it: the status is read at
     # once. A post refused as a whole ran nothing: the status is read before the command ends.
-    now_read = (unsettled and (not whole or ends)) or (state == "refused" and tried)
+    now_read = (unsettled and (not whole or span is not None)) or (state == "refused" and tried)
     if c.action in TAKEN and now_read:
-        since, held = _began(c, now, down, unsettled)
         try:
             found = await read()
         except Stopping:
             # Not read for the stop: the next start sends it again and reads it.
-            return Settled("queued", words, status, asked, since, held)
+            return Settled("queued", words, status, asked, *_began(c, now, down, unsettled))
         if found is not None:
             status, asked = found.status, found.asked
         if status is not None and took(c.action, status):
@@ -227,17 +260,14 @@ async def settle(
             )
         if found is None and status is None and state == "refused" and reached:
             # The read said nothing (it failed, no line for the order), nor did the answer:
-            # the refusal may be of a post that took. Sent again, as after a lost answer, its
-            # day counting on.
+            # the refusal, in the order's line, may be of a post that took. Sent again, as
+            # after a lost answer, its day counting on.
             state, words, unsettled = "queued", f"{words} ({UNREAD})", True
-            ends = _ends(c, now, down)
-    since, held = _began(c, now, down, unsettled)
-    held_long = unsettled and now - held_began(c, now) >= HELD_FOR_S
-    if ends:
+            span = _ends(c, now, down)
+    if span is not None:
         # Not sent for ever, nor called refused when CCNow may have run it: a person decides.
-        span = "3 days" if held_long else "a day"
         return Settled("uncertain", f"{words} (for {span})", status, asked, None)
-    return Settled(state, words, status, asked, since, held)
+    return Settled(state, words, status, asked, *_began(c, now, down, unsettled))
 
 
 MAYBE_TAKEN = "an earlier attempt may have reached CCNow with it"
@@ -254,10 +284,14 @@ def _began(
     return (None if down else day_began(c, now)), held_began(c, now)
 
 
-def _ends(c: cmds.Command, now: float, down: bool) -> bool:
-    """Whether a command left unsettled once more has had its day, or its three days."""
-    a_day = not down and now - day_began(c, now) >= UNSETTLED_FOR_S
-    return a_day or now - held_began(c, now) >= HELD_FOR_S
+def _ends(c: cmds.Command, now: float, down: bool) -> str | None:
+    """How long a command left unsettled once more has been so, when that ends it: its three
+    days, or its day; None: neither has passed."""
+    if now - held_began(c, now) >= HELD_FOR_S:
+        return "3 days"
+    if not down and now - day_began(c, now) >= UNSETTLED_FOR_S:
+        return "a day"
+    return None
 
 
 def log_closed(
@@ -289,23 +323,34 @@ async def make_uncertain(
     """Close commands `uncertain` (never sent again), each with its `order.action_uncertain`,
     and log each (error, saying why its answer is unknown): a person looks in CCNow's backroom
     and settles it."""
-    events = [
-        action_event(
-            store.store_id,
-            c.id,
-            "uncertain",
-            account=c.account,
-            order_id=c.order_id,
-            action=c.action,
-            answer=why,
-            time=now,
-        )
-        for c in commands
-    ]
-    await cmds.close(store, [(c.id, "uncertain", why) for c in commands], events, now)
-    for c in commands:
+    await close_as(store, [(c, "uncertain", why) for c in commands], now=now)
+
+
+async def close_as(
+    store: Store, closes: Sequence[tuple[cmds.Command, cmds.State, str]], *, now: float
+) -> None:
+    """Close commands without a post, each with its event, and log each (`uncertain` an
+    error, `refused` a warning)."""
+    events = [event_of(store, c, state, why, now) for c, state, why in closes]
+    await cmds.close(store, [(c.id, state, why) for c, state, why in closes], events, now)
+    for c, state, why in closes:
         about = {"account": c.account, "order_id": c.order_id, "action": c.action}
-        log.error("ccnow.action_uncertain", extra=fields(**about, command_id=c.id, reason=why))
+        level = logging.ERROR if state == "uncertain" else logging.WARNING
+        log.log(level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, reason=why))
+
+
+def event_of(store: Store, c: cmds.Command, state: str, answer: str | None, now: float) -> Event:
+    """Return the `order.action_*` event of a command closed `state`."""
+    return action_event(
+        store.store_id,
+        c.id,
+        state,
+        account=c.account,
+        order_id=c.order_id,
+        action=c.action,
+        answer=answer,
+        time=now,
+    )
 
 
 async def resolve_by_hand(

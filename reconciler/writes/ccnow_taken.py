@@ -3,7 +3,8 @@ the API and the command line show them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from reconciler.store import commands as cmds
 
@@ -17,6 +18,13 @@ class Tally:
     refused: int = 0
     uncertain: int = 0
     queued: int = 0
+    posted: set[int] = field(default_factory=set)  # the ids of the commands `sent` counts
+
+    def post(self, batch: Iterable[cmds.Command]) -> None:
+        """Count a batch's commands as sent: their post left."""
+        ids = [c.id for c in batch]
+        self.sent += len(ids)
+        self.posted.update(ids)
 
     def line(self) -> str:
         """Return the summary line of a run."""
@@ -43,20 +51,21 @@ class Taken:
 
     rows: list[cmds.Command]
     earlier: set[int]  # ids of commands their key had made before
-    # Refused here and not recorded: a discount waiting for an uncertain one to be settled.
+    # Refused here and not recorded: a discount while an earlier one of its order is open
+    # (queued, being sent, uncertain).
     refused: list[tuple[cmds.NewCommand, str]]
-    sent: int
-
-    def tally(self) -> Tally:
-        """Count the request's commands by where they ended."""
-        tally = Tally(sent=self.sent, refused=len(self.refused))
-        for c in self.rows:
-            tally.count(c.state)
-        return tally
+    sent: int  # how many of the request's commands were posted
+    # Queued ones held back, each by the older command of its order ahead of it.
+    held: dict[int, cmds.Command]
 
     def to_json(self) -> list[dict[str, object]]:
-        """One object per order; a discount that waits for an uncertain one has `id` null."""
+        """One object per order; a refused discount (not recorded) has `id` null; a command
+        held back names the one it waits for."""
         out = [command_json(c, earlier=c.id in self.earlier) for c in self.rows]
+        for o in out:
+            if (ahead := self.held.get(int(str(o["id"])))) is not None:
+                waits = f"waits for #{ahead.id} ({ahead.action}) of its order"
+                o["answer"] = waits if o["answer"] is None else f"{o['answer']}; {waits}"
         out += [
             {
                 "id": None,

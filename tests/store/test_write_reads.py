@@ -165,15 +165,17 @@ async def test_the_action_queue_a_writers_start_and_status_read_no_whole_command
     await store.conn.set_trace_callback(statements.append)
     due = await cmds.due(store, time.time())
     sending = await cmds.in_state(store, "sending")
-    uncertain = await cmds.of_order(store, "default", "396-10-0001", "uncertain")
+    uncertain = await cmds.of_order(store, "default", "396-10-0001", ["uncertain"])
+    ahead = await cmds.ahead(store, due)
     accounts = await cmds.uncertain_accounts(store, "396-10-0001")
     counts = await cmds.unsettled_counts(store)
     await store.conn.set_trace_callback(lambda _: None)
     assert ([c.order_id for c in due], sending) == (["396-10-0000"], [])
     assert ([c.key for c in uncertain], accounts) == (["k1"], ["default"])
     assert counts == {("default", "queued"): 1, ("default", "uncertain"): 1}
+    assert ahead == {}
     plans = reads(Path(store.path), statements)
-    assert len(plans) == 5 and not whole_table(plans, "commands"), plans
+    assert len(plans) == 6 and not whole_table(plans, "commands"), plans
 
 
 async def test_a_lookup_finds_the_live_submit_else_the_latest_that_failed(store: Store) -> None:

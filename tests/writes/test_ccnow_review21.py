@@ -1,0 +1,135 @@
+"""What a review of the second round of CCNow actions found, against fake CCNow servers on
+127.0.0.1: a discount recorded behind a queued one went out after that one's answer was lost;
+a command held behind an older one of its order was not counted as sent when it went, nor said
+what it waited for; a line naming a command's field after a lost answer did not refuse it."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+from tests.fake_providers import FakeCCNow, Reply, html_page
+from tests.writes.test_ccnow_actions import A, ccnow, commands, tracked
+from tests.writes.test_ccnow_second_probe import action_events, lost_twice
+
+
+def _sql(tmp_path: Path, statement: str, *params: object) -> None:
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+        conn.execute(statement, params)
+
+
+def _applied(fake: FakeCCNow) -> list[tuple[str, str | None]]:
+    return [(action, fields.get("x_amount")) for _, action, fields in fake.actions]
+
+
+async def _queued_adjust(tmp_path: Path, fake: FakeCCNow) -> Path:
+    """A config whose first discount of A was turned away (a 429): queued for a retry."""
+    fake.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake, A)
+    fake.script = [Reply(429)]
+    first = await ccnow(cfg, "adjust", A, "--amount", "3.00")
+    assert first.code == 75, first.stdout + first.stderr
+    assert commands(tmp_path) == [(A, "queued", "http 429")]
+    return cfg
+
+
+# --- 1. two discounts -----------------------------------------------------------------------
+
+
+async def test_a_second_discount_while_the_first_is_queued_is_refused_and_never_posted(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = await _queued_adjust(tmp_path, fake_ccnow)
+    second = await ccnow(cfg, "adjust", A, "--amount", "2.00")
+    assert second.code == 65, second.stdout + second.stderr
+    assert "an earlier discount of this order (#1) is queued" in second.stdout
+    _sql(tmp_path, "UPDATE commands SET next_attempt_at = 0")  # the retry is due
+    fake_ccnow.after_applying = [html_page(502)]  # the first is applied, its answer lost
+    shipped = await ccnow(cfg, "ship", A)
+    assert shipped.code == 0, shipped.stdout + shipped.stderr
+    assert _applied(fake_ccnow) == [("adjust", "3.00"), ("ship", None)]
+    assert [state for _, state, _ in commands(tmp_path)] == ["uncertain", "succeeded"]
+
+
+async def test_a_discount_recorded_beside_a_queued_one_is_refused_once_that_one_is_uncertain(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = await _queued_adjust(tmp_path, fake_ccnow)
+    # Recorded beside it, as two requests at once (or an older release) could.
+    _sql(
+        tmp_path,
+        "INSERT INTO commands (account, order_id, action, idempotency_key, amount, state, "
+        "created_at) VALUES ('default', ?, 'adjust', 'second', '2.00', 'queued', 1.0)",
+        A,
+    )
+    _sql(tmp_path, "UPDATE commands SET next_attempt_at = 0")
+    fake_ccnow.after_applying = [html_page(502)]
+    shipped = await ccnow(cfg, "ship", A)
+    assert shipped.code == 0, shipped.stdout + shipped.stderr
+    assert _applied(fake_ccnow) == [("adjust", "3.00"), ("ship", None)]
+    assert commands(tmp_path) == [
+        (A, "uncertain", "http_502"),
+        (
+            A,
+            "refused",
+            "an earlier discount of this order (#1) is uncertain: settle it with "
+            f"`reconciler ccnow resolve {A} --sent|--not-sent` first",
+        ),
+        (A, "succeeded", "mark_shipped"),
+    ]
+    assert sorted(action_events(tmp_path)) == [
+        "order.action_refused",
+        "order.action_succeeded",
+        "order.action_uncertain",
+    ]
+
+
+# --- 2, 3. a command held behind an older one of its order ----------------------------------
+
+
+async def test_a_held_command_says_what_it_waits_for_and_counts_as_sent_when_it_goes(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = await _queued_adjust(tmp_path, fake_ccnow)
+    held = await ccnow(cfg, "ship", A)
+    assert held.code == 75, held.stdout + held.stderr
+    assert held.stdout == f"{A} ship queued: waits for #1 (adjust) of its order (command 2)\n"
+    assert "sent 0, done 0, refused 0, uncertain 0, queued 1" in held.stderr
+    _sql(tmp_path, "UPDATE commands SET next_attempt_at = 0")
+    again = await ccnow(cfg, "ship", A)
+    assert again.code == 0, again.stdout + again.stderr
+    assert (
+        again.stdout
+        == f"{A} ship succeeded: mark_shipped (command 2) (made before with this key)\n"
+    )
+    assert "sent 1, done 1, refused 0, uncertain 0, queued 0" in again.stderr
+
+
+# --- 4. a line naming the command's field after a lost answer --------------------------------
+
+
+async def test_a_tracking_upload_refused_by_a_line_naming_its_field_after_a_lost_answer_is_refused(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    args = ("add-tracking", A, "--carrier", "DHL", "--number", "JD01")
+    cfg = await lost_twice(tmp_path, fake_ccnow, *args)
+    line = "error_message x_tracknumber_1 invalid tracking number"
+    fake_ccnow.script = [Reply(200, line + "\n")]
+    again = await ccnow(cfg, *args)
+    assert again.code == 65, again.stdout + again.stderr
+    assert commands(tmp_path) == [(A, "refused", line)]
+    assert action_events(tmp_path) == ["order.action_refused"]
+
+
+async def test_a_ship_refused_by_a_line_naming_its_field_is_refused_when_its_status_is_not_read(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    cfg = await lost_twice(tmp_path, fake_ccnow, "ship", A)
+    line = "error_message x_notes_1 too long"
+    fake_ccnow.script = [Reply(200, line + "\n")]
+    fake_ccnow.always = Reply(500)  # the status read fails
+    again = await ccnow(cfg, "ship", A)
+    assert again.code == 65, again.stdout + again.stderr
+    assert commands(tmp_path) == [(A, "refused", line)]
+    assert action_events(tmp_path) == ["order.action_refused"]
