@@ -28,9 +28,9 @@ from reconciler.sources.ccnow_answer import (
     Answer,
     OrderLine,
     by_id,
+    drop_undecided,
     parse_answer,
     read_complete,
-    undecided_line,
 )
 from reconciler.sources.errors import (
     AuthenticationFailed,
@@ -316,13 +316,8 @@ class CCNowClient:
             text = str(exc)
             masked = redact(text, self._secrets)
             raise (exc if masked == text else type(exc)(masked)) from None
-        last = None
-        if (cut := undecided_line(reply)) is not None:
-            # That line ends the answer, and names an order: the parser made it the last order.
-            if not answer.orders or answer.orders[-1].order_id != cut:
-                raise ProtocolError("an answer's last line is not what its parser read last")
-            last = answer.orders[-1]
-            answer = Answer(answer.orders[:-1], answer.messages)
+        answer, last = drop_undecided(reply, answer)
+        if last is not None:
             log.debug(
                 "ccnow.last_line_undecided",
                 extra={"fields": {"account": self._config.name, "order_id": last.order_id}},

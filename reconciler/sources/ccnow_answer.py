@@ -362,22 +362,30 @@ def _open_line(reply: Reply) -> str | None:
     return tail.strip(_SPACE)
 
 
-def undecided_line(reply: Reply) -> str | None:
-    """Return the last line of a read's answer (the pending list, a query) when it alone is
-    undecided: a chunked answer without its final line end whose last line names a whole
-    order id (the id, a blank, words). Its words may be a longer line cut short
-    (`canceled_tmp` cut to `canceled`; `pending review` to `pending`), so that order alone is
-    asked again (sources/ccnow.py). None for any other answer: whole, or cut where no order
-    can be named (`is_complete`). Returns that order's id, hyphenated."""
+def _undecided(reply: Reply) -> str | None:
+    """Return the order id (hyphenated) of an answer's last line when it alone is undecided: a
+    chunked answer without its final line end whose last line names a whole order id (the id,
+    a blank, words), which may be a longer line cut short (`canceled_tmp` cut to `canceled`;
+    `pending review` to `pending`). None for any other answer: whole, or cut where no order
+    can be named (`is_complete`)."""
     line = _open_line(reply) if reply.chunked else None
     first, *more = _BLANKS.split(line or "", maxsplit=1)
-    order_id = ccnow_id(first)
-    return order_id if more else None
+    return ccnow_id(first) if more else None
+
+
+def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | None]:
+    """Return an answer without its last line when that alone is undecided (`_undecided`), and
+    that line (None: none); ProtocolError: the parser did not read it last."""
+    if (cut := _undecided(reply)) is None:
+        return answer, None
+    if not answer.orders or answer.orders[-1].order_id != cut:
+        raise ProtocolError("an answer's last line is not what its parser read last")
+    return Answer(answer.orders[:-1], answer.messages), answer.orders[-1]
 
 
 def read_complete(reply: Reply) -> bool:
     """`is_complete` for reads: an answer whose last line alone is undecided is read too."""
-    return undecided_line(reply) is not None or is_complete(reply)
+    return _undecided(reply) is not None or is_complete(reply)
 
 
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:

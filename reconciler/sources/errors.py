@@ -23,3 +23,12 @@ class ProtocolError(SourceError):
     """The answer is not the provider's protocol (an HTML page, garbage, a wrong shape)."""
 
     reason = "protocol"
+
+
+class AnswerTooLarge(ProtocolError):
+    """The provider answered with more than the caller reads: it got the request (`status`:
+    the answer's HTTP status). A write whose answer this is may have been run."""
+
+    def __init__(self, status: int, limit: int) -> None:
+        super().__init__(f"answer larger than {limit} bytes")
+        self.status = status

@@ -21,7 +21,7 @@ from aiohttp.tracing import Trace
 from yarl import URL
 
 from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
-from reconciler.sources.errors import ProtocolError, SourceUnavailable
+from reconciler.sources.errors import AnswerTooLarge, SourceUnavailable
 
 T = TypeVar("T")
 
@@ -192,14 +192,15 @@ def reply_of(resp: aiohttp.ClientResponse, body: bytes, sent_at: float) -> Reply
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """Read a response body of at most `limit` bytes; a larger one is not the protocol.
+    """Read a response body of at most `limit` bytes; a larger one is not the protocol
+    (AnswerTooLarge, a ProtocolError: the request reached the provider).
 
     The limit holds for the body as decoded: a compressed answer's Content-Length says nothing
     of its size once inflated (a few kB of gzip can hold gigabytes), so it is read piece by piece.
     """
     length = resp.content_length
     if length is not None and length > limit:
-        raise ProtocolError(f"answer larger than {limit} bytes")
+        raise AnswerTooLarge(resp.status, limit)
     encoding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
     if length is not None and encoding in ("", "identity"):
         return await resp.read()
@@ -208,7 +209,7 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     async for chunk in resp.content.iter_any():
         size += len(chunk)
         if size > limit:
-            raise ProtocolError(f"answer larger than {limit} bytes")
+            raise AnswerTooLarge(resp.status, limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -315,7 +316,7 @@ async def _turned_away(
         return resp.status in (429, 503)
     try:
         body = await read_body(resp, max_body)
-    except ProtocolError:
+    except AnswerTooLarge:
         return False
     return rule(resp.status, body)
 

@@ -25,20 +25,20 @@ from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     Answer,
     answered_orders,
+    drop_undecided,
     is_complete,
     message_lines,
     parse_answer,
     refusal_lines,
     says_down,
     speaks_ccnow,
-    undecided_line,
 )
-from reconciler.sources.errors import ProtocolError, SourceError
+from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError
 from reconciler.sources.http import Gates, Reply, RequestFailed, request
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
 from reconciler.writes.in_flight import InFlight, Stopping
-from reconciler.writes.once import AnswerTooLarge, NotSent, Uncertain, send_once
+from reconciler.writes.once import NotSent, Uncertain, send_once
 
 # The actions' logger: a post's retries are logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
@@ -140,10 +140,10 @@ async def post_batch(
         "User-Agent": USER_AGENT,
     }
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-    if once:
-        reply = await _post_once(session, URL(cfg.url), headers, data, timeout, gate, halt)
-    else:
-        try:
+    try:
+        if once:
+            reply = await _post_once(session, URL(cfg.url), headers, data, timeout, gate, halt)
+        else:
             reply = await request(
                 session,
                 "POST",
@@ -159,15 +159,15 @@ async def post_batch(
                 halt=halt,
                 turned_away=turned_away,
             )
-        except ProtocolError:
-            # An answer too large to read came after CCNow got the post: it may have run it.
-            raise Lost("answer_too_large") from None
-        except RequestFailed as exc:
-            if exc.reached:
-                raise Lost(exc.word) from None
-            if exc.turned_away:
-                raise SourceError(str(exc)) from None  # nothing ran
-            raise NotSent(exc.word) from None
+    except AnswerTooLarge:
+        # An answer too large to read came after CCNow got the post: it may have run it.
+        raise Lost("answer_too_large") from None
+    except RequestFailed as exc:
+        if exc.reached:
+            raise Lost(exc.word) from None
+        if exc.turned_away:
+            raise SourceError(str(exc)) from None  # nothing ran
+        raise NotSent(exc.word) from None
     if reply.status != 200:
         if turned_away(reply.status, reply.body) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
@@ -176,25 +176,22 @@ async def post_batch(
         raise Lost(f"http_{reply.status}")
     secrets = (cfg.password.reveal(),)
     body = reply.body
-    if undecided_line(reply) is not None:
-        # A chunked answer's last line without its line end may be a longer one cut short
-        # (`canceled` of `canceled_tmp`): no line for its order (it ran: its line came).
-        body = body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
-        if not body.strip():
-            return Posted(Answer((), ()), reply.sent_at, reply.reached_before)
     try:
         if not _is_utf8(body):
             # A poll's answer keeps its readable lines; a post that may have been applied
             # cannot trust what a line with a stray byte says of its order.
             raise ProtocolError("answer is not UTF-8")
-        answer = parse_answer(body, secrets=secrets)
+        # A chunked answer's last line without its line end may be a longer one cut short
+        # (`canceled` of `canceled_tmp`): no line for its order (it ran: its line came).
+        answer, _ = drop_undecided(reply, parse_answer(body, secrets=secrets))
         return Posted(answer, reply.sent_at, reply.reached_before)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
         # post was applied is unknown.
         raise Lost("unreadable_answer") from None
     except SourceError:
-        if answered_orders(reply.body):
+        # The whole body, an undecided last line too: a line for an order says the post ran.
+        if answered_orders(body):
             # An error line beside lines for the posted orders: some of it was applied.
             raise Lost("error_with_order_lines") from None
         if lines := refusal_lines(body, secrets):
@@ -288,7 +285,7 @@ async def _post_once(
 ) -> Reply:
     """Post once, never again: raise NotSent when no connection was made (Stopping: not
     posted for the stop, the stop began while it waited for its turn), Lost when the answer may
-    have been lost after CCNow got the post."""
+    have been lost after CCNow got the post, AnswerTooLarge when it was too large to read."""
     try:
         reply = await send_once(
             session,
@@ -301,9 +298,6 @@ async def _post_once(
             max_body=MAX_BODY_BYTES,
             halt=halt,
         )
-    except AnswerTooLarge:
-        # CCNow got the post and answered something we cannot read: it may have applied it.
-        raise Lost("answer_too_large") from None
     except Uncertain as exc:
         raise Lost(str(exc)) from None
     if not is_complete(reply):

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from reconciler.sources.errors import ProtocolError
+from reconciler.sources.errors import AnswerTooLarge
 from reconciler.sources.http import (
     CONNECTING,
     Connecting,
@@ -34,14 +34,6 @@ class NotSent(Exception):
 class Uncertain(Exception):
     """The request may have reached the provider, but its answer was lost (timeout, dropped
     connection). `str()` is a short word: `timeout` or `connection`."""
-
-
-class AnswerTooLarge(Exception):
-    """The provider answered with more than the caller reads: it got the request."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"http {status}: answer too large")
-        self.status = status
 
 
 async def send_once(
@@ -85,10 +77,7 @@ async def _send(
         async with session.request(
             method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
         ) as resp:
-            try:
-                body = await read_body(resp, max_body)
-            except ProtocolError:
-                raise AnswerTooLarge(resp.status) from None
+            body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
             location = resp.headers.get(hdrs.LOCATION)
             reply = reply_of(resp, body, sent_at)
             # Where a redirect or a `201 Created` points, made absolute: relative to the
