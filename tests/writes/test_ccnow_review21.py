@@ -9,8 +9,10 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+from tests.conftest import free_port, write_config
 from tests.fake_providers import FakeCCNow, Reply, html_page
-from tests.writes.test_ccnow_actions import A, ccnow, commands, tracked
+from tests.server.test_api import api_toml
+from tests.writes.test_ccnow_actions import A, ccnow, commands, daemon_with_api, tracked
 from tests.writes.test_ccnow_second_probe import action_events, lost_twice
 
 
@@ -133,3 +135,21 @@ async def test_a_ship_refused_by_a_line_naming_its_field_is_refused_when_its_sta
     assert again.code == 65, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "refused", line)]
     assert action_events(tmp_path) == ["order.action_refused"]
+
+
+async def test_the_api_names_what_a_held_command_waits_for(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions"
+    async with daemon_with_api(cfg, port) as http:
+        fake_ccnow.replies_for[A] = Reply(429)  # turned away: queued, due in 30 s
+        adjust = {"order_id": A, "action": "adjust", "amount": "3.00", "idempotency_key": "K1"}
+        async with http.post(base, json=adjust) as r:
+            assert (r.status, (await r.json())["state"]) == (202, "queued")
+        async with http.post(base, json={"order_id": A, "action": "ship"}) as r:
+            body = await r.json()
+    assert (body["state"], body["sent"]) == ("queued", 0), body
+    assert body["answer"] == "waits for #1 (adjust) of its order", body
