@@ -89,6 +89,12 @@ async def _send(
                 body = await read_body(resp, max_body)
             except ProtocolError:
                 raise AnswerTooLarge(resp.status) from None
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                if not 400 <= resp.status < 500:
+                    raise
+                # A refusal whose body never came: its status line says it all (nothing was
+                # made), and it is no lost answer.
+                body = b""
             location = resp.headers.get(hdrs.LOCATION)
             reply = reply_of(resp, body, sent_at)
             # Where a redirect or a `201 Created` points, made absolute: relative to the
