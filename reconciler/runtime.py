@@ -68,6 +68,10 @@ class Runtime:
         self.outbox_tick_s = outbox_tick_s
         self.lock = WriterLock(config.store_path)
         self.gates = Gates()
+        # The writes of a command line (ccv submit, ccnow), made with its first sender: let end
+        # when it ends, Ctrl-C included (its task cancelled), before the store and session
+        # close; the daemon passes its own and waits on them itself.
+        self._in_flight: InFlight | None = None
 
     async def __aenter__(self) -> Runtime:
         # Whatever fails on the way in, what was opened so far is closed again, in reverse.
@@ -120,7 +124,7 @@ class Runtime:
             self.reconciler,
             self.config.ccnow,
             on_commit=self.delivery.committed,
-            in_flight=in_flight,
+            in_flight=in_flight or self._writes(),
             gates=self.gates,
         )
 
@@ -139,7 +143,7 @@ class Runtime:
             order_id_fields=api.ccv_order_id_fields if api is not None else ("orderId", "id"),
             on_commit=self.delivery.committed,
             gate=self.reconciler.hints if give_way else None,
-            in_flight=in_flight,
+            in_flight=in_flight or self._writes(),
             gates=self.gates,
         )
 
@@ -171,7 +175,26 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._opened.aclose()
+        try:
+            if self._in_flight is not None:
+                from .writes.in_flight import stop_bound
+
+                # A write sent ends (its answer recorded, its event raised) within its own
+                # bound, as at the daemon's stop: cut off, it would stay `sending`.
+                timeouts = [*(a.timeout_s for a in self.config.ccv)]
+                timeouts += [a.timeout_s for a in self.config.ccnow]
+                self._in_flight.stop(stop_bound(timeouts))
+                await self._in_flight.wait()
+        finally:
+            await self._opened.aclose()
+
+    def _writes(self) -> InFlight:
+        """This process's writes (made with its first sender)."""
+        if self._in_flight is None:
+            from .writes.in_flight import InFlight
+
+            self._in_flight = InFlight()
+        return self._in_flight
 
 
 @contextlib.asynccontextmanager

@@ -77,7 +77,14 @@ async def _send(
         async with session.request(
             method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
         ) as resp:
-            body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
+            try:
+                body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                if not 400 <= resp.status < 500:
+                    raise
+                # A refusal whose body never came: its status line says it all (nothing was
+                # made), and it is no lost answer.
+                body = b""
             location = resp.headers.get(hdrs.LOCATION)
             reply = reply_of(resp, body, sent_at)
             # Where a redirect or a `201 Created` points, made absolute: relative to the

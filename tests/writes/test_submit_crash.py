@@ -313,3 +313,38 @@ async def test_a_submit_killed_while_ccv_answers_has_named_the_reference_it_made
         await proc.wait()
         fake.submit_hold.set()
     assert json.loads(named)["external_reference"] == fake.submits[0]["externalReference"]
+
+
+async def test_ctrl_c_while_ccv_answers_lets_the_submit_end_and_records_its_answer(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C closed the store and the session under the write still out: the submit stayed
+    # `sending` though CCV made the order, and asyncio printed "Task exception was never
+    # retrieved" with a traceback.
+    async with FakeCCVWrites() as fake:
+        fake.submit_hold = asyncio.Event()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        body = tmp_path / "order.json"
+        body.write_text(json.dumps(submit_body(externalReference="ctrl-c-1")))
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "reconciler", "--config", str(cfg)),
+            *("ccv", "submit", str(body)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(),
+        )
+        assert proc.stderr is not None
+        await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
+        proc.send_signal(signal.SIGINT)
+        err = b""
+        while b"daemon.writes_in_flight" not in err:
+            line = await asyncio.wait_for(proc.stderr.readline(), 10)
+            assert line, err.decode()
+            err += line
+        fake.submit_hold.set()  # CCV answers once the command is stopping
+        rest = await asyncio.wait_for(proc.stderr.read(), 15)
+        await proc.wait()
+    stderr = (err + rest).decode()
+    assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
+    assert query(tmp_path, "SELECT state FROM submissions") == [("succeeded",)]
+    assert query(tmp_path, "SELECT count(*) FROM orders") == [(1,)]

@@ -9,6 +9,7 @@ the daemon's own refusals (its body limit) from CCV's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -219,6 +220,35 @@ async def test_a_submit_whose_tls_handshake_never_ends_was_not_sent(
         ("failed", "connect timeout"),
         ("failed", "connect timeout"),
     ]
+    assert [e for e in read_events(tmp_path) if e["type"] == UNCERTAIN] == []
+
+
+async def test_a_refusal_whose_body_never_comes_is_a_refusal(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # CCV's 400 status line came, its body stalled past the timeout: taken for a lost answer,
+    # the submit was uncertain and its reference blocked (409) until a person's word.
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        await asyncio.sleep(30)  # the body never comes; the test's end closes it
+
+    server = await asyncio.start_server(stalled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        cfg.write_text(
+            cfg.read_text()
+            .replace(fake.base_url, f"http://127.0.0.1:{port}")
+            .replace('timeout = "2s"', 'timeout = "500ms"', 1)
+        )
+        stdin = json.dumps(submit_body(externalReference="stall-1")).encode()
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    finally:
+        server.close()
+    assert (result.code, result.stdout) == (65, ""), result.stderr
+    assert query(tmp_path, "SELECT state, http_status FROM submissions") == [("failed", 400)]
     assert [e for e in read_events(tmp_path) if e["type"] == UNCERTAIN] == []
 
 
