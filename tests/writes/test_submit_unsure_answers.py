@@ -228,11 +228,15 @@ async def test_a_refusal_whose_body_never_comes_is_a_refusal(
 ) -> None:
     # CCV's 400 status line came, its body stalled past the timeout: taken for a lost answer,
     # the submit was uncertain and its reference blocked (409) until a person's word.
+    done = asyncio.Event()
+
     async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 100\r\n\r\n{")
         await writer.drain()
-        await asyncio.sleep(30)  # the body never comes; the test's end closes it
+        await done.wait()  # the body never comes; the test's end closes the connection
+        writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(stalled, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -246,7 +250,9 @@ async def test_a_refusal_whose_body_never_comes_is_a_refusal(
         stdin = json.dumps(submit_body(externalReference="stall-1")).encode()
         result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     finally:
+        done.set()
         server.close()
+        await server.wait_closed()
     assert (result.code, result.stdout) == (65, ""), result.stderr
     assert query(tmp_path, "SELECT state, http_status FROM submissions") == [("failed", 400)]
     assert [e for e in read_events(tmp_path) if e["type"] == UNCERTAIN] == []
