@@ -362,7 +362,7 @@ def _open_line(reply: Reply) -> str | None:
     return tail.strip(_SPACE)
 
 
-def _undecided(reply: Reply) -> str | None:
+def undecided_line(reply: Reply) -> str | None:
     """Return the order id (hyphenated) of an answer's last line when it alone is undecided: a
     chunked answer without its final line end whose last line names a whole order id (the id,
     a blank, words), which may be a longer line cut short (`canceled_tmp` cut to `canceled`;
@@ -374,9 +374,9 @@ def _undecided(reply: Reply) -> str | None:
 
 
 def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | None]:
-    """Return an answer without its last line when that alone is undecided (`_undecided`), and
+    """Return an answer without its last line when that alone is undecided (`undecided_line`), and
     that line (None: none); ProtocolError: the parser did not read it last."""
-    if (cut := _undecided(reply)) is None:
+    if (cut := undecided_line(reply)) is None:
         return answer, None
     if not answer.orders or answer.orders[-1].order_id != cut:
         raise ProtocolError("an answer's last line is not what its parser read last")
@@ -385,7 +385,7 @@ def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | No
 
 def read_complete(reply: Reply) -> bool:
     """`is_complete` for reads: an answer whose last line alone is undecided is read too."""
-    return _undecided(reply) is not None or is_complete(reply)
+    return undecided_line(reply) is not None or is_complete(reply)
 
 
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:

@@ -99,10 +99,18 @@ async def refuse_second(
     beside an open one: by two requests at once, or an older release): sent, one would
     discount twice. Return whether there were any."""
     second = [(c, o) for c in waiting if (o := ahead.get(c.id)) and o.state == "uncertain"]
-    if second:
-        await close_as(store, [(c, "refused", second_discount(o)) for c, o in second], now=now)
-        tally.refused += len(second)
-    return bool(second)
+    if not second:
+        return False
+    # Claimed first, as a post claims its commands: another sender of this process (the
+    # daemon's tick, a request) that found them too neither refuses them again (one event
+    # each) nor posts one.
+    claimed = set(await cmds.mark_sending(store, [c.id for c, _ in second]))
+    refused: cmds.State = "refused"
+    mine = [(c, refused, second_discount(o)) for c, o in second if c.id in claimed]
+    if mine:
+        await close_as(store, mine, now=now)
+        tally.refused += len(mine)
+    return True
 
 
 # A whole post failed: try again after this, doubling per attempt, at most an hour.

@@ -32,6 +32,7 @@ from reconciler.sources.ccnow_answer import (
     refusal_lines,
     says_down,
     speaks_ccnow,
+    undecided_line,
 )
 from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError
 from reconciler.sources.http import Gates, Reply, RequestFailed, request
@@ -176,8 +177,13 @@ async def post_batch(
         raise Lost(f"http_{reply.status}")
     secrets = (cfg.password.reveal(),)
     body = reply.body
+    # An undecided last line (dropped below) is no line of the answer: a character cut in it
+    # makes no other line untrustworthy.
+    whole = body
+    if undecided_line(reply) is not None:
+        whole = body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
     try:
-        if not _is_utf8(body):
+        if not _is_utf8(whole):
             # A poll's answer keeps its readable lines; a post that may have been applied
             # cannot trust what a line with a stray byte says of its order.
             raise ProtocolError("answer is not UTF-8")

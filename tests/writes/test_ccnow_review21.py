@@ -5,11 +5,16 @@ what it waited for; a line naming a command's field after a lost answer did not 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
 
-from tests.conftest import free_port, write_config
+import pytest
+
+from reconciler.config import load_config
+from reconciler.runtime import writer_unless_held
+from tests.conftest import cli_env, free_port, write_config
 from tests.fake_providers import FakeCCNow, Reply, html_page
 from tests.server.test_api import api_toml
 from tests.writes.test_ccnow_actions import A, ccnow, commands, daemon_with_api, tracked
@@ -153,3 +158,50 @@ async def test_the_api_names_what_a_held_command_waits_for(
             body = await r.json()
     assert (body["state"], body["sent"]) == ("queued", 0), body
     assert body["answer"] == "waits for #1 (adjust) of its order", body
+
+
+# --- review 22 ------------------------------------------------------------------------------
+
+
+async def test_senders_at_once_refuse_a_held_discount_once(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon's tick and requests send at the same time: each found the discount held
+    # behind an uncertain one and refused it, one order.action_refused each.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    for key, state in (("first", "uncertain"), ("second", "queued")):
+        _sql(
+            tmp_path,
+            "INSERT INTO commands (account, order_id, action, idempotency_key, amount, state, "
+            "created_at) VALUES ('default', ?, 'adjust', ?, '2.00', ?, 1.0)",
+            A,
+            key,
+            state,
+        )
+    for name, value in cli_env().items():
+        if name.startswith("RECONCILER_"):
+            monkeypatch.setenv(name, value)
+    async with writer_unless_held(load_config(cfg)) as rt:
+        assert rt is not None
+        sender = rt.action_sender()
+        await asyncio.gather(sender.send_due(), sender.send_due(), sender.send_due())
+    assert [state for _, state, _ in commands(tmp_path)] == ["uncertain", "refused"]
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn:
+        stored = conn.execute("SELECT type FROM events WHERE type LIKE 'order.action%'")
+        assert [t for (t,) in stored] == ["order.action_refused"]
+    assert fake_ccnow.actions == []
+
+
+async def test_a_character_cut_in_an_undecided_last_line_leaves_the_others_readable(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # The UTF-8 check read the whole body, the undecided last line too: a ship CCNow took was
+    # queued as an unreadable answer instead of settled by its order's status.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    cut = f"{A} mark_shipped 2026-12-01 M".encode() + b"\xc3"
+    fake_ccnow.after_applying = [Reply(200, cut, chunked=True)]
+    result = await ccnow(cfg, "ship", A)
+    assert result.code == 0, result.stdout + result.stderr
+    assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (the order's status)")]
