@@ -185,6 +185,17 @@ GIVEN_SECRET = (
 )
 
 
+# A secret shorter than this is not looked for in an order id or a reference given: a
+# password of `42` or `shop` would refuse every id that has those letters.
+GIVEN_SECRET_MIN = 8
+
+
+def given_secrets(secrets: Iterable[str]) -> SecretForms | None:
+    """The secrets an order id, reference or key given to reconciler must not hold, as one
+    search: those of GIVEN_SECRET_MIN characters or more."""
+    return secret_forms(frozenset(s for s in secrets if len(s) >= GIVEN_SECRET_MIN))
+
+
 def holds_secret(text: str, forms: SecretForms | None) -> bool:
     """Whether `text` holds a secret in any of its forms and cases, whole or cut short at its
     end or before an ellipsis (eight characters or more, not all of them letters): a status

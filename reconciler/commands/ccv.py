@@ -8,6 +8,7 @@ import json
 from ..config import Config, ConfigError, ReceiverConfig
 from ..exits import EX_DATAERR, EX_OK, DataError
 from ..model import reference_problem
+from ..redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
 from ..writes.pricing import blocking, check_pricing
 from .accounts import choose_account
 from .input import order_ids, read_json
@@ -54,6 +55,10 @@ async def notification_url_command(config: Config, args: argparse.Namespace) -> 
 
     receiver = _need_receiver(config, "notification URLs need [receiver] public_url and secret")
     account = choose_account(config, "ccv", args.account)
+    # Into CCV's order, the receiver's log lines and its store: no secret of this config.
+    given = args.order if args.order is not None else args.ref
+    if holds_secret(given, given_secrets(config_secrets(config))):
+        raise DataError(f"--{'order' if args.order is not None else 'ref'}: {GIVEN_SECRET}")
     if args.order is not None:
         (value,) = order_ids("ccv", [args.order])
         print(notification_url(receiver, account, order_id=value))

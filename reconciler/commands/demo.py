@@ -230,6 +230,8 @@ def demo_store(given: Path | None) -> Path:
     if path.exists():
         if WriterLock(path).held():
             raise TempFailure(f"{path}: another reconciler process holds this store")
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory: give the demo a file with --store PATH")
         if not made_by_a_demo(path):
             raise UsageError(
                 f"{path} holds something no demo made (a store of yours?): it is left as it is; "

@@ -17,7 +17,7 @@ from ..json_text import iso_time
 from ..logs import fields, say
 from ..model import Source, reference_problem
 from ..order_view import order_json
-from ..redact import GIVEN_SECRET, config_secrets, holds_secret, secret_forms
+from ..redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
 from ..terminal import shown
@@ -101,7 +101,7 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
 def _refuse_secrets(config: Config, orders: Sequence[tuple[str, str | None]]) -> None:
     """Refuse order ids and references that hold one of the config's secrets (the value is not
     named: it holds the secret)."""
-    forms = secret_forms(frozenset(config_secrets(config)))
+    forms = given_secrets(config_secrets(config))
     for n, (order_id, ref) in enumerate(orders, 1):
         for what, value in (("order id", order_id), ("reference", ref)):
             if value is not None and holds_secret(value, forms):

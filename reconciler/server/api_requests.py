@@ -17,7 +17,7 @@ from .. import strict_json
 from ..logs import fields
 from ..model import SOURCES, InvalidOrderId, OrderKey, Source, normalize_order_id
 from ..poller.unconfigured import unsettled_writes
-from ..redact import GIVEN_SECRET, SecretForms, holds_secret, secret_forms
+from ..redact import GIVEN_SECRET, SecretForms, given_secrets, holds_secret
 from ..store import Store, StoreError
 from ..writes.ccnow_actions import ActionSender
 from ..writes.daemon_api import CHALLENGE
@@ -70,7 +70,7 @@ class ApiDeps:
     @functools.cached_property
     def secrets_search(self) -> SecretForms | None:
         """The secrets as one search: an order id or reference given that holds one is refused."""
-        return secret_forms(frozenset(self.secrets))
+        return given_secrets(self.secrets)
 
     def refuse_secret(self, value: str, field: str) -> None:
         """Refuse (422) an order id or reference given that holds one of the config's secrets."""

@@ -177,3 +177,20 @@ async def test_demo_leaves_a_store_no_demo_made_as_it_is(tmp_path: Path) -> None
     assert result.code == 2, result.stderr
     assert "no demo made" in result.stderr and "--store PATH" in result.stderr
     assert store.read_bytes() == before
+
+
+async def test_demo_leaves_no_file_beside_a_store_of_yours_nor_takes_a_directory(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "reconciler.db"
+    with closing(sqlite3.connect(store)) as db, db:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("CREATE TABLE mine (x)")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = await call_cli("demo", "--seconds", "1", "--store", str(store))
+    assert result.code == 2, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal, -shm made
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    result = await call_cli("demo", "--seconds", "1", "--store", str(folder))
+    assert result.code == 2 and "is a directory" in result.stderr, result.stderr

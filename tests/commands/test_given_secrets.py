@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.redact import given_secrets, holds_secret
 from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
 from tests.fake_providers import CCV_KEY
@@ -74,3 +75,23 @@ async def test_ccv_submit_refuses_a_reference_holding_the_api_key(tmp_path: Path
         assert fake.submits == []
     assert result.code == 65, result.stderr
     assert CCV_KEY not in result.stderr + result.stdout
+
+
+def test_a_short_secret_is_not_looked_for_in_what_is_given() -> None:
+    # A CCNow password of "42" refused every order id with those digits (142-00-0000).
+    forms = given_secrets(["42", "shop", CCV_KEY])
+    assert not holds_secret("142-00-0000", forms)
+    assert not holds_secret("shop-order-7", forms)
+    assert holds_secret(f"ref-{CCV_KEY}", forms)
+
+
+async def test_notification_url_refuses_an_id_or_reference_holding_a_secret(
+    tmp_path: Path,
+) -> None:
+    async with FakeCCVWrites() as fake:
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        for option in ("--order", "--ref"):
+            result = await call_cli("--config", cfg, "notification-url", "ccv", option, CCV_KEY)
+            assert result.code == 65, result.stderr
+            assert "holds a secret" in result.stderr
+            assert CCV_KEY not in result.stdout + result.stderr
