@@ -15,6 +15,7 @@ from urllib.parse import quote_plus
 
 from reconciler.config import CCNowConfig
 from reconciler.model import InvalidOrderId, OrderState, normalize_ccnow_id, usd_amount
+from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
 from reconciler.store import commands as cmds
 
 # The actions as the command line names them -> CCNow's `x_action_N` word.
@@ -133,6 +134,12 @@ def build(
         raise BadAction("--amount goes with adjust only")
     if key is not None:
         key = _text("--key", key, 200)
+    # Kept in the database and the log, notes and tracking posted to CCNow, a key echoed back.
+    forms = given_secrets(config_secrets(cfg))
+    given = {"--notes": notes, "--carrier": trackname, "--number": tracknumber, "--key": key}
+    for name, value in given.items():
+        if value is not None and holds_secret(value, forms):
+            raise BadAction(f"{name}: {GIVEN_SECRET}")
     out = []
     for order_id in order_ids:
         c = cmds.NewCommand(cfg.name, order_id, word, "", notes, usd, trackname, tracknumber)

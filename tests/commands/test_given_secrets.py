@@ -14,7 +14,7 @@ import pytest
 from reconciler.redact import given_secrets, holds_secret
 from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
-from tests.fake_providers import CCV_KEY
+from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow
 from tests.server.test_api import TOKEN, api_toml, serve_api
 
 
@@ -95,3 +95,21 @@ async def test_notification_url_refuses_an_id_or_reference_holding_a_secret(
             assert result.code == 65, result.stderr
             assert "holds a secret" in result.stderr
             assert CCV_KEY not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "option", [["--key", CCNOW_PASSWORD], ["--notes", f"pw is {CCNOW_PASSWORD}"]]
+)
+async def test_a_ccnow_action_refuses_a_key_or_notes_holding_a_secret(
+    tmp_path: Path, fake_ccnow: FakeCCNow, option: list[str]
+) -> None:
+    # The key was stored and echoed back ("idempotency key '...' was given to another
+    # command"), the notes stored and posted to CCNow.
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await call_cli("--config", cfg, "ccnow", "ship", "396-10-1142", *option)
+    assert result.code == 65, result.stderr
+    assert "holds a secret" in result.stderr
+    assert CCNOW_PASSWORD not in result.stdout + result.stderr
+    assert fake_ccnow.actions == []
+    assert CCNOW_PASSWORD not in stored(tmp_path)
