@@ -45,7 +45,7 @@ from .server.hub import Hub
 from .store import Store, StoreError
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender
-from .writes.in_flight import InFlight, stop_bound
+from .writes.in_flight import InFlight, writes_stop_s
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -170,8 +170,7 @@ class Daemon:
         # receiver took notifications while the API waited for a request in flight).
         if self.scheduler is not None:
             self.scheduler.stop_starting()
-        ccv, ccnow = self.config.ccv, self.config.ccnow
-        self.writes.stop(stop_bound([*(c.timeout_s for c in ccv), *(c.timeout_s for c in ccnow)]))
+        self.writes.stop(writes_stop_s(self.config))
         await asyncio.gather(
             *(listener.close() for listener in (self.api, self.receiver) if listener is not None)
         )

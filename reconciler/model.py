@@ -148,10 +148,11 @@ EXTERNAL_REFERENCE_MAX_LENGTH = 256
 
 def reference_problem(ref: str, *, given: bool = True) -> str | None:
     """Why an external reference cannot be followed or put into a notification URL, or None.
-    `given`: one given to reconciler (a submit, `track --ref`, the API), which must not begin
-    or end with white space: an HTTP header and a file's field drop it, so the submit would be
-    named, and tracked, under another reference than the one it was made with. CCV's answers
-    (`given=False`) are taken as CCV holds them."""
+    `given`: a new one given to reconciler (a submit, `notification-url --ref`, a track file's
+    field), which must not begin or end with white space: an HTTP header and a file's field
+    drop it, so the submit would be named, and tracked, under another reference than the one it
+    was made with. `given=False`: one taken as stored or as CCV holds it (CCV's answers, `track
+    --ref`, POST /orders, `ccv resolve`, the API's lookups)."""
     if not ref:
         # The receiver refuses an empty path segment: the URL would never be accepted.
         return "an external reference must not be empty"

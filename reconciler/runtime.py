@@ -16,6 +16,7 @@ from .config import Config
 from .delivery import TICK_S, Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
+from .redact import config_secrets, given_secrets
 from .sources.http import Gates, WriteAwareConnector
 from .store import Store, StoreError, WriterLock, WriterLockHeld
 from .store import commands as cmds
@@ -145,6 +146,7 @@ class Runtime:
             gate=self.reconciler.hints if give_way else None,
             in_flight=in_flight or self._writes(),
             gates=self.gates,
+            given=given_secrets(config_secrets(self.config)),
         )
 
     async def interrupted_writes(self) -> bool:
@@ -177,13 +179,11 @@ class Runtime:
     ) -> None:
         try:
             if self._in_flight is not None:
-                from .writes.in_flight import stop_bound
+                from .writes.in_flight import writes_stop_s
 
                 # A write sent ends (its answer recorded, its event raised) within its own
                 # bound, as at the daemon's stop: cut off, it would stay `sending`.
-                timeouts = [*(a.timeout_s for a in self.config.ccv)]
-                timeouts += [a.timeout_s for a in self.config.ccnow]
-                self._in_flight.stop(stop_bound(timeouts))
+                self._in_flight.stop(writes_stop_s(self.config))
                 await self._in_flight.wait()
         finally:
             await self._opened.aclose()

@@ -20,6 +20,7 @@ from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields, say
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
+from reconciler.redact import config_secrets, given_secrets
 from reconciler.store import Store, StoreError
 from reconciler.store import commands as cmds
 from reconciler.terminal import shown
@@ -63,9 +64,9 @@ async def action_command(
     from reconciler.runtime import writer_unless_held
 
     try:
-        new = build(
-            cfg, action, ids, notes=notes, carrier=carrier, number=number, amount=amount, key=key
-        )
+        given = {"notes": notes, "carrier": carrier, "number": number, "amount": amount}
+        secrets = given_secrets(config_secrets(config))
+        new = build(cfg, action, ids, **given, key=key, secrets=secrets)
     except BadAction as exc:
         say(f"reconciler: error: {exc}")
         return EX_DATAERR

@@ -81,8 +81,8 @@ class Orders:
                 )
             if not isinstance(ref, str):
                 raise BadRequest(422, "must be a string", "external_reference")
-            # As `track --ref`: it goes into the notification URL, and into the database.
-            if problem := reference_problem(ref, given=False):  # as `track --ref`
+            # As `track --ref`: taken as stored (one an older release stored settles).
+            if problem := reference_problem(ref, given=False):
                 raise BadRequest(422, problem, "external_reference")
             self.deps.refuse_secret(ref, "external_reference")
         self.deps.refuse_secret(order_id, "order_id")

@@ -115,7 +115,7 @@ class Writes:
             raise BadRequest(400, "the body must be a JSON object", "$")
         account = self.account("ccnow", doc.get("account"))
         try:
-            new = from_document(sender.accounts[account], doc)
+            new = from_document(sender.accounts[account], doc, self.deps.secrets_search)
             taken = await sender.take(new)
         except BadAction as exc:
             raise BadRequest(422, str(exc), exc.field) from None

@@ -217,7 +217,8 @@ class CCNowClient:
                 return False
             await failures.answered()
             cut = None if last is None else last.order_id
-            for observation in self._match([i for i in batch if i != cut], answer, asked):
+            asked_ids = batch if cut is None else [i for i in batch if i != cut]
+            for observation in self._match(asked_ids, answer, asked):
                 await emit(observation)
             if last is not None and cut in batch:
                 await emit(await self._decide(last))
@@ -255,9 +256,10 @@ class CCNowClient:
 
     async def _decide(self, first: OrderLine) -> Observation:
         """Ask again, alone, about the order of an answer's undecided last line. The second
-        answer decides when it is whole, or when its line repeats the first exactly (a cut
-        does not land twice at the same byte); else that order alone fails this pass. An
-        answer about the whole account (a refused login, maintenance) raises, as a batch's."""
+        answer decides when it is whole, or when its line is the first's as read (the same
+        OrderLine: a cut does not land twice at the same byte); else that order alone fails
+        this pass. An answer about the whole account (a refused login, maintenance) raises, as
+        a batch's."""
         order_id = first.order_id
         key = OrderKey("ccnow", self._config.name, order_id)
         try:

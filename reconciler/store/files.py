@@ -20,20 +20,14 @@ T = TypeVar("T")
 
 def made_by_a_demo(path: Path) -> bool:
     """Whether the SQLite file at `path` is a store `reconciler demo` made (its `meta` says so,
-    `Store.mark_demo`): read-only, and False for any file that cannot be read as one. The WAL
-    files SQLite makes to read a store in WAL mode go again: a store of yours is left as it
-    was."""
-    beside = [path.with_name(path.name + end) for end in ("-wal", "-shm")]
-    made = [p for p in beside if not p.exists()]
+    `Store.mark_demo`), read as an immutable file: no lock taken, no WAL file made beside a
+    store of yours. False for any file that cannot be read as one."""
     try:
-        uri = path.resolve().as_uri() + "?mode=ro"
+        uri = path.resolve().as_uri() + "?immutable=1"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
             return bool(conn.execute("SELECT 1 FROM meta WHERE key = 'demo'").fetchall())
     except (sqlite3.Error, OSError, ValueError):
         return False
-    finally:
-        for p in made:
-            p.unlink(missing_ok=True)
 
 
 def remove_store_files(path: Path) -> None:

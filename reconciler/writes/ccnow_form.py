@@ -15,7 +15,13 @@ from urllib.parse import quote_plus
 
 from reconciler.config import CCNowConfig
 from reconciler.model import InvalidOrderId, OrderState, normalize_ccnow_id, usd_amount
-from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
+from reconciler.redact import (
+    GIVEN_SECRET,
+    SecretForms,
+    config_secrets,
+    given_secrets,
+    holds_secret,
+)
 from reconciler.store import commands as cmds
 
 # The actions as the command line names them -> CCNow's `x_action_N` word.
@@ -103,8 +109,10 @@ def build(
     number: str | None = None,
     amount: str | None = None,
     key: str | None = None,
+    secrets: SecretForms | None = None,
 ) -> list[cmds.NewCommand]:
-    """Return the commands of one request, one per order; raise BadAction."""
+    """Return the commands of one request, one per order; raise BadAction. `secrets`: those
+    of the whole config a value given must not hold (else this account's)."""
     word = ACTIONS.get(action)
     if word is None:
         raise BadAction(f"unknown action {action!r} ({', '.join(ACTIONS)})")
@@ -135,7 +143,7 @@ def build(
     if key is not None:
         key = _text("--key", key, 200)
     # Kept in the database and the log, notes and tracking posted to CCNow, a key echoed back.
-    forms = given_secrets(config_secrets(cfg))
+    forms = secrets if secrets is not None else given_secrets(config_secrets(cfg))
     given = {"--notes": notes, "--carrier": trackname, "--number": tracknumber, "--key": key}
     for name, value in given.items():
         if value is not None and holds_secret(value, forms):
@@ -163,7 +171,9 @@ _FIELDS = frozenset(
 )
 
 
-def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewCommand]:
+def from_document(
+    cfg: CCNowConfig, doc: dict[str, object], secrets: SecretForms | None = None
+) -> list[cmds.NewCommand]:
     """Return the commands of an API request body; raise BadAction naming the field.
 
     `{"order_id", "action", "notes"?, "amount"?, "carrier"?, "tracking_number"?,
@@ -222,7 +232,7 @@ def from_document(cfg: CCNowConfig, doc: dict[str, object]) -> list[cmds.NewComm
     fields = {"--notes": "notes", "--carrier": "carrier", "--amount": "amount"}
     fields |= {"--number": named["tracking_number"], "--key": named["idempotency_key"]}
     try:
-        new = build(cfg, action, ids, **given)
+        new = build(cfg, action, ids, **given, secrets=secrets)
     except BadAction as exc:
         flag, _, problem = str(exc).partition(": ")
         at = fields.get(flag)

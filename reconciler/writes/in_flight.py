@@ -13,12 +13,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.logs import fields
 from reconciler.sources.http import Stopping
 
-__all__ = ["WRITES_STOP_MAX_S", "InFlight", "Stopping", "stop_bound"]
+if TYPE_CHECKING:
+    from reconciler.config import Config
+
+__all__ = ["WRITES_STOP_MAX_S", "InFlight", "Stopping", "stop_bound", "writes_stop_s"]
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -36,6 +39,11 @@ def stop_bound(timeouts_s: Iterable[float]) -> float:
     record its answer, at most WRITES_STOP_MAX_S."""
     longest = max(timeouts_s, default=0.0)
     return min(longest + WRITE_RECORD_S, WRITES_STOP_MAX_S) if longest else 0.0
+
+
+def writes_stop_s(config: Config) -> float:
+    """`stop_bound` of a config's provider accounts: the daemon's stop, a command line's end."""
+    return stop_bound([*(c.timeout_s for c in config.ccv), *(c.timeout_s for c in config.ccnow)])
 
 
 class InFlight:

@@ -52,8 +52,12 @@ class Submitter:
         clock: Callable[[], float] = time.time,
         gate: HintGate | None = None,
         in_flight: InFlight | None = None,
+        given: SecretForms | None = None,
     ) -> None:
         self.store = store
+        # The config's secrets an external reference given must not hold (else the account's
+        # API key's), as for an order id given to `track`.
+        self.given = given
         self.session = session
         # Each account's bound on its requests in flight, shared with its checks (the
         # process's Gates): a submit waits for its turn like any of them.
@@ -104,7 +108,7 @@ class Submitter:
             )
         prepared = prepare(body, receiver=self.receiver, account=account)
         ref = prepared.reference
-        if holds_secret(ref, self.key_forms.get(account)):
+        if holds_secret(ref, self.given or self.key_forms.get(account)):
             raise BadSubmission("externalReference", GIVEN_SECRET)
         # Encoded before it is recorded: a body that cannot be sent must leave no submission.
         payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()

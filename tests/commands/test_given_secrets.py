@@ -113,3 +113,23 @@ async def test_a_ccnow_action_refuses_a_key_or_notes_holding_a_secret(
     assert CCNOW_PASSWORD not in result.stdout + result.stderr
     assert fake_ccnow.actions == []
     assert CCNOW_PASSWORD not in stored(tmp_path)
+
+
+async def test_a_submit_or_action_refuses_another_accounts_secret_too(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Each looked for its own account's secret alone: a submit's reference holding the CCNow
+    # password went to CCV and into the log; notes holding the CCV key went to CCNow.
+    fake_ccnow.orders = {"396-10-1142": "pending"}
+    async with FakeCCVWrites() as fake:
+        cfg = write_config(tmp_path, ccv=fake, ccnow=fake_ccnow, extra=api_toml(free_port()))
+        stdin = json.dumps(submit_body(externalReference=f"INV-{CCNOW_PASSWORD}")).encode()
+        submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        assert fake.submits == []
+        shipped = await call_cli(
+            "--config", cfg, "ccnow", "ship", "396-10-1142", "--notes", f"k {CCV_KEY}"
+        )
+    assert (submitted.code, shipped.code) == (65, 65), submitted.stderr + shipped.stderr
+    said = submitted.stdout + submitted.stderr + shipped.stdout + shipped.stderr
+    assert CCNOW_PASSWORD not in said and CCV_KEY not in said
+    assert fake_ccnow.actions == []

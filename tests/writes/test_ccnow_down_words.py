@@ -129,10 +129,11 @@ async def test_lines_saying_ccnow_is_down_keep_a_command_queued_three_days_then_
     fake_ccnow.always = Reply(200, words + "\n")  # the status read at the end too
     clock = Clock(time.time())
     start = clock.now
-    kw = {"amount": "9.00"} if action == "adjust" else {}
-    kw |= {"carrier": "DHL", "number": "JD01"} if action == "add-tracking" else {}
+    amount = "9.00" if action == "adjust" else None
+    carrier, number = ("DHL", "JD01") if action == "add-tracking" else (None, None)
     async with sender(tmp_path, fake_ccnow, clock) as (store, actions, cfg):
-        [row] = (await actions.take(build(cfg, action, [A], **kw))).rows
+        new = build(cfg, action, [A], amount=amount, carrier=carrier, number=number)
+        [row] = (await actions.take(new)).rows
         # Past a day: a maintenance starts no day, so it is still queued, with no event.
         c = await sent_when_due(store, actions, clock, row.id, start + 2 * DAY)
         assert (c.state, c.answer) == ("queued", words)
