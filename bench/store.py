@@ -30,7 +30,7 @@ from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.passes.batcher import BATCH_ROWS
 from reconciler.reconcile import Reconciler
 from reconciler.store import Store
-from reconciler.store.order_rows import upsert  # the baseline runs the store's own UPSERT
+from reconciler.store.order_rows import COLUMNS, upsert  # the baseline runs the store's own UPSERT
 
 TARGET = 0.5
 ACCOUNT = "default"
@@ -118,12 +118,8 @@ def written_rows(db: Path) -> list[tuple[Any, ...]]:
     """Return the order rows a store holds, in the order the benchmark applied them."""
     conn = sqlite3.connect(db)
     try:
-        return conn.execute(
-            "SELECT source, account, order_id, status, external_reference, first_seen, "
-            "last_changed, last_checked, end_state, not_found, failure_streak, version, "
-            "next_check_at, interval_s, stuck_version, tracked_at, missing_since FROM orders "
-            "ORDER BY order_id"
-        ).fetchall()
+        # The columns the store's own upsert writes (a column added is read here too).
+        return conn.execute(f"SELECT {COLUMNS} FROM orders ORDER BY order_id").fetchall()
     finally:
         conn.close()
 

@@ -112,6 +112,10 @@ class Submitter:
             raise BadSubmission("externalReference", GIVEN_SECRET)
         # Encoded before it is recorded: a body that cannot be sent must leave no submission.
         payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()
+        if not (isinstance(body, dict) and body.get("externalReference")):
+            # Made here: named before CCV may make the order, so that a process killed while it
+            # answers leaves it known to its caller (one line a submit costs 0.3 ms: only then).
+            log.info("ccv.submit_sending", extra=fields(account=account, external_reference=ref))
         try:
             return await self.in_flight.run(self._record_and_send(cfg, account, ref, payload))
         except Stopping:
@@ -159,9 +163,6 @@ class Submitter:
         self, cfg: CCVConfig, account: str, ref: str, data: bytes, sub_id: int
     ) -> Result:
         failpoint("submit.recorded")
-        # Recorded, going out: the reference (made here when the body had none) is named before
-        # CCV may make the order, so that a process killed now leaves it known to its caller.
-        log.info("ccv.submit_sending", extra=fields(account=account, external_reference=ref))
         try:
             answer = await send_once(
                 self.session,
