@@ -27,6 +27,7 @@ from reconciler.logs import logging_set_up
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 
 if TYPE_CHECKING:
+    from reconciler.poller.ccnow import CCNowCoordinator
     from tests.fake_ccv_writes import FakeCCVWrites
     from tests.server.test_api import Api
 
@@ -433,3 +434,29 @@ async def api(tmp_path: Path, fake: FakeCCVWrites) -> AsyncIterator[Api]:
 
     async with serve_api(tmp_path, fake) as served:
         yield served
+
+
+@contextlib.asynccontextmanager
+async def ccnow_coordinator(
+    tmp_path: Path, fake: FakeCCNow, poll_s: float
+) -> AsyncIterator[tuple[CCNowCoordinator, Clock]]:
+    """The CCNow account (`poll_interval` `poll_s`) over the real client, the loopback fake and
+    a store in `tmp_path`, with the clock the test moves (RECONCILER_CCNOW_PASSWORD set)."""
+    import aiohttp
+
+    from reconciler.config import load_config
+    from reconciler.poller.coordinators import Coordinators
+    from reconciler.reconcile import Reconciler
+    from reconciler.sources.http import Gates
+    from reconciler.store import Store
+
+    path = write_config(tmp_path, ccnow=fake, ccnow_extra=f'poll_interval = "{poll_s:.0f}s"')
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    try:
+        async with aiohttp.ClientSession() as session:
+            writer = Reconciler(load_config(path), store, clock=clock)
+            built = Coordinators.build(load_config(path), writer, session, Gates())
+            yield built.ccnow["default"], clock
+    finally:
+        await store.close()

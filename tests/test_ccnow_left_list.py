@@ -7,17 +7,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from reconciler.config import load_config
 from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
-from reconciler.poller.coordinators import Coordinators
-from reconciler.reconcile import Reconciler
-from reconciler.sources.http import Gates
-from reconciler.store import Store, StoreError
-from tests.conftest import Clock, write_config
+from reconciler.store import StoreError
+from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow
 
 POLL_S = 5.0
@@ -29,18 +24,8 @@ async def ccnow(
 ) -> AsyncIterator[tuple[CCNowCoordinator, Clock]]:
     """The CCNow account (poll_interval 5s) over the real client and the loopback fake."""
     monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
-    path = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra=f'poll_interval = "{POLL_S:.0f}s"')
-    store = await Store.open(tmp_path / "reconciler.db")
-    clock = Clock()
-    try:
-        async with aiohttp.ClientSession() as session:
-            writer = Reconciler(load_config(path), store, clock=clock)
-            yield (
-                Coordinators.build(load_config(path), writer, session, Gates()).ccnow["default"],
-                clock,
-            )
-    finally:
-        await store.close()
+    async with ccnow_coordinator(tmp_path, fake_ccnow, POLL_S) as made:
+        yield made
 
 
 def queried(fake: FakeCCNow) -> list[str]:
