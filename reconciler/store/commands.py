@@ -17,7 +17,7 @@ from typing import Literal
 
 from ..events import Event, action_event, action_resolved_event
 from .db import Store
-from .files import whose
+from .files import Unanswered, whose
 from .sql import CHUNK, marks
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
@@ -191,18 +191,10 @@ async def in_state(store: Store, state: Unsettled) -> list[Command]:
     return [_row(r) for r in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class Unanswered:
-    """The commands left `sending`, as a reader (no writer) finds them (files.whose)."""
-
-    in_flight: tuple[Command, ...]  # a running writer's post: it records CCNow's answer
-    # A stopped process's: the next writer's start makes an adjust uncertain, queues the rest
-    cut_off: tuple[Command, ...]
-
-
-async def unanswered(store: Store) -> Unanswered:
-    """Return the commands left `sending`, told apart by the writer lock (files.whose)."""
-    return Unanswered(*whose(store.path, tuple(await in_state(store, "sending"))))
+async def unanswered(store: Store) -> Unanswered[Command]:
+    """Return the commands left `sending`, told apart by the writer lock (files.whose): a
+    stopped process's are made uncertain (an adjust) or queued again by the next writer."""
+    return whose(store.path, tuple(await in_state(store, "sending")))
 
 
 async def of_order(

@@ -10,8 +10,9 @@ import os
 import sqlite3
 import struct
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from .errors import WriterLockHeld, file_error
 
@@ -38,16 +39,23 @@ def remove_store_files(path: Path) -> None:
         path.with_name(name).unlink(missing_ok=True)
 
 
-def whose(path: Path, left: tuple[T, ...]) -> tuple[tuple[T, ...], tuple[T, ...]]:
-    """Split the writes (CCV submits, CCNow posts) of the store at `path` left `sending` into
-    a running writer's (in flight: it records the provider's answer) and a stopped process's
-    (cut off: the next writer's start settles them): every writer settles at its start those a
-    stopped process left, so one still `sending` while a process holds the writer lock is that
-    process's; with none holding it, it was cut off. The lock is asked, not taken: taking it,
-    even for a moment, could make a writer's start fail."""
+@dataclass(frozen=True, slots=True)
+class Unanswered(Generic[T]):
+    """A store's writes (CCV submits, CCNow posts) left `sending`, as a reader finds them."""
+
+    in_flight: tuple[T, ...]  # a running writer's: it records the provider's answer
+    cut_off: tuple[T, ...]  # a stopped process's: the next writer's start settles them
+
+
+def whose(path: Path, left: tuple[T, ...]) -> Unanswered[T]:
+    """Split the writes of the store at `path` left `sending` into a running writer's and a
+    stopped process's: every writer settles at its start those a stopped process left, so one
+    still `sending` while a process holds the writer lock is that process's; with none holding
+    it, it was cut off. The lock is asked, not taken: taking it, even for a moment, could make
+    a writer's start fail."""
     if left and WriterLock(path).held():
-        return left, ()
-    return (), left
+        return Unanswered(left, ())
+    return Unanswered((), left)
 
 
 class WriterLock:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .files import whose
+from .files import Unanswered, whose
 from .oneshot import commit_at_once, run_at_once
 from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
@@ -198,19 +198,10 @@ async def interrupted(store: Store) -> list[Submission]:
     return [_row(r) for r in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class Unanswered:
-    """The submissions left `sending`, as a reader (no writer) finds them."""
-
-    in_flight: tuple[Submission, ...]  # a running writer's: it records CCV's answer
-    cut_off: tuple[Submission, ...]  # a stopped process's: the next writer makes them uncertain
-
-
-async def unanswered(store: Store) -> Unanswered:
-    """Return the submissions left `sending`, told apart without the writer lock: every writer
-    settles at its start those a stopped process left, so one still `sending` while a process
-    holds the lock is that process's to answer; with none holding it, it was cut off."""
-    return Unanswered(*whose(store.path, tuple(await interrupted(store))))
+async def unanswered(store: Store) -> Unanswered[Submission]:
+    """Return the submissions left `sending`, told apart by the writer lock (files.whose): the
+    next writer makes a stopped process's uncertain."""
+    return whose(store.path, tuple(await interrupted(store)))
 
 
 async def uncertain_references(store: Store) -> dict[str, set[str]]:
