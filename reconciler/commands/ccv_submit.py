@@ -73,10 +73,12 @@ def _report(
         # the answer is lost, and a script must not take an empty id for success.
         # No usable id, or one of an order followed under another reference: the events'
         # `reason` (`reconciler events --type order.submit_uncertain`) says which.
-        # CCV's notifications name no order: only a person who found it can settle it.
+        # CCV's notifications name no order: only a person who found it can settle it; a
+        # `201 Created`'s Location may be where to look.
+        where = f" (Location: {redact(location, secrets)})" if location else ""
         say(
-            f"reconciler: submitted (HTTP {status}) but no order is followed for it (CCV's "
-            "answer names no usable order id, or one followed under another reference); "
+            f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
+            "(CCV's answer names no usable order id, or one followed under another reference); "
             f"external reference {reference} is uncertain until you find its order at CCV "
             "and run `reconciler track ccv ID --ref REF`",
             logging.WARNING,

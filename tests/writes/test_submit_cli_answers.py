@@ -46,16 +46,33 @@ async def test_a_2xx_without_an_order_id_exits_75_and_prints_no_id(
     ]
 
 
+# A `201 Created` naming its order by a Location alone: where a person finds the order.
+CREATED_THERE = Reply(201, "", headers={"Location": "/orders/7f3a"})
+
+
+async def test_a_2xx_without_an_order_id_names_its_location(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [CREATED_THERE]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="no-id-9")).encode()
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    assert f"(HTTP 201 (Location: {fake.base_url}/orders/7f3a))" in result.stderr
+    assert "no-id-9 is uncertain" in result.stderr
+
+
 async def test_through_a_running_daemon_too(tmp_path: Path, fake: FakeCCVWrites) -> None:
     port = free_port()
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
-    fake.submit_replies = [json_reply(200, {"result": "ok"})]
+    fake.submit_replies = [CREATED_THERE]
     stdin = json.dumps(submit_body(externalReference="no-id-8")).encode()
     async with daemon_here(cfg):
         await listening(port)
         result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert (result.code, result.stdout) == (75, ""), result.stderr
     assert "no-id-8 is uncertain" in result.stderr
+    assert f"(Location: {fake.base_url}/orders/7f3a)" in result.stderr
     assert query(tmp_path, "SELECT state FROM submissions") == [("uncertain",)]
 
 
