@@ -211,6 +211,13 @@ class CCVCoordinator(Coordinator[CCVSource]):
                 "notification.remembered",
                 extra=fields(account=self.account, external_reference=reference),
             )
+            if await subs.said_not_sent(store, self.account, reference):
+                # CCV tells of an order a person said it never got: submitted again, the same
+                # order would be made twice.
+                log.warning(
+                    "ccv.not_sent_contradicted",
+                    extra=fields(account=self.account, external_reference=reference),
+                )
         if not orders:
             return None
         return await self.check([s.key.order_id for s in orders], via="notification")

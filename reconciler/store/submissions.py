@@ -82,6 +82,13 @@ async def find(store: Store, account: str, reference: str) -> Submission | None:
     return None
 
 
+async def said_not_sent(store: Store, account: str, reference: str) -> bool:
+    """Whether a person closed the reference's latest submission as never sent (`ccv resolve
+    --not-sent`) and none of it was made since."""
+    sub = await find(store, account, reference)
+    return sub is not None and sub.state == "failed" and sub.reason == "not_sent"
+
+
 async def record(store: Store, account: str, reference: str, now: float) -> int:
     """Commit a new `sending` submission and return its id; raise SubmissionExists."""
     try:

@@ -6,7 +6,10 @@ CCV and a real SQLite store. An order that stops being followed takes its old na
 from __future__ import annotations
 
 import json
+import logging
 import time
+
+import pytest
 
 from reconciler.model import OrderKey
 from reconciler.poller.ccv import CCVCoordinator
@@ -95,3 +98,22 @@ async def test_an_alias_does_not_settle_an_uncertain_submit_of_the_same_referenc
     assert submission is not None and submission.state == "resolved"
     assert submission.order_id is None  # not ORDER's: ORDER only had the reference once
     assert await ccv.store.sources.take_references("default", ["abc"], now - 60) == {"abc"}
+
+
+async def test_a_notification_for_a_reference_a_person_said_was_not_sent_is_a_warning(
+    ccv: CCVCoordinator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `ccv resolve --not-sent` freed the reference; CCV's notification says it has an order
+    # with it after all: submitted again, it would make a second one.
+    now = time.time()
+    sub_id = await subs.record(ccv.store, "default", "said-gone", now)
+    await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
+    closed, _ = await subs.not_sent(ccv.store, "default", "said-gone", now)
+    assert closed is not None and closed.reason == "not_sent"
+    caplog.set_level(logging.INFO, logger="reconciler")
+
+    assert await ccv.check_reference("said-gone") is None  # remembered until it is tracked
+    assert await ccv.check_reference("never-submitted") is None
+    warned = [r for r in caplog.records if r.getMessage() == "ccv.not_sent_contradicted"]
+    assert [r.levelno for r in warned] == [logging.WARNING]
+    assert getattr(warned[0], "fields", {})["external_reference"] == "said-gone"
