@@ -23,10 +23,12 @@ from .exits import (
     EX_IOERR,
     EX_SOFTWARE,
     EX_TEMPFAIL,
+    EX_TERMINATED,
     EX_USAGE,
     DataError,
     OutputError,
     TempFailure,
+    Terminated,
     UsageError,
 )
 from .logs import LEVELS, logging_set_up, say
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from .daemon import Ticks
 
 log = logging.getLogger("reconciler.cli")
+
+SPEED_HELP = "lifecycle speed; 0 keeps every order where it is"  # the sandbox's and the demo's
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -191,12 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")
     s.add_argument("--orders", type=argtypes.order_count, default=20)
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument(
-        "--speed",
-        type=argtypes.speed,
-        default=1.0,
-        help="lifecycle speed; 0 keeps every order where it is",
-    )
+    s.add_argument("--speed", type=argtypes.speed, default=1.0, help=SPEED_HELP)
     s.add_argument("--drop-notifications", type=argtypes.share, default=0.3, metavar="P")
     s.add_argument(
         "--faults",
@@ -228,12 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--orders", type=argtypes.order_count, default=12)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument(
-        "--speed",
-        type=argtypes.speed,
-        default=1.5,
-        help="lifecycle speed; 0 keeps every order where it is",
-    )
+    d.add_argument("--speed", type=argtypes.speed, default=1.5, help=SPEED_HELP)
     d.add_argument("--drop-notifications", type=argtypes.share, default=0.3, metavar="P")
     return p
 
@@ -259,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `reconciler` console script."""
     open_closed_standard_streams()
     report_failed_output()
-    sys.exit(run(sys.argv[1:] if argv is None else argv))
+    code = run(sys.argv[1:] if argv is None else argv)
+    if code == EX_TERMINATED:  # ended as SIGTERM ends a process: so its supervisor reads it
+        eventloop.end_by_sigterm()
+    sys.exit(code)
 
 
 def run(argv: Sequence[str], *, log_stream: TextIO | None = None) -> int:
@@ -305,7 +302,7 @@ def run_command(args: argparse.Namespace) -> int:
         command = without_config(args)
         if command is not None:
             return command(args)
-        return eventloop.run(config_command(args))
+        return eventloop.run(config_command(args), sigterm_cancels=True)
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     except (BrokenPipeError, OutputError):
@@ -353,6 +350,7 @@ _FAILURES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, int],
     (DataError, "reconciler: error: ", EX_DATAERR),
     ((StoreLocked, StoreFull, TempFailure), "reconciler: ", EX_TEMPFAIL),  # space may be freed
     ((StoreError, OutputError), "reconciler: ", EX_IOERR),
+    (Terminated, "reconciler: ", EX_TERMINATED),
 )
 
 

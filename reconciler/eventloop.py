@@ -2,16 +2,21 @@
 
 A catch-up keeps one core busy in the event loop and aiohttp; uvloop's loop (libuv, as uvicorn
 uses it) takes 3-8 % off it in the benchmarks. RECONCILER_EVENT_LOOP=asyncio keeps the standard
-loop.
+loop. A command that needs the config ends on SIGTERM as on Ctrl-C: what it has under way ends
+first (ended_by_sigterm).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
+import signal
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from .exits import Terminated
 
 T = TypeVar("T")
 
@@ -36,15 +41,59 @@ def loop_name() -> str:
     return "uvloop" if wanted != "asyncio" and installed else "asyncio"
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run on the chosen loop (see loop_name)."""
+def run(main: Coroutine[Any, Any, T], *, sigterm_cancels: bool = False) -> T:
+    """asyncio.run on the chosen loop (see loop_name); with `sigterm_cancels`, SIGTERM ends
+    `main` as Ctrl-C does (ended_by_sigterm)."""
     try:
         name = loop_name()
     except EventLoopError:
         main.close()  # never started; closed, it is not reported as "never awaited"
         raise
+    if sigterm_cancels:
+        main = ended_by_sigterm(main)
     if name == "uvloop":
         import uvloop
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+async def ended_by_sigterm(main: Coroutine[Any, Any, T]) -> T:
+    """Await `main`; SIGTERM cancels it as Ctrl-C does (asyncio.run), so that what it has under
+    way ends as at Ctrl-C, a write already sent let end and its answer recorded (killed at once,
+    it stayed `sending` and became uncertain), then raise Terminated. A second SIGTERM kills at
+    once. Where no handler can be set (not the main thread), `main` is awaited as it is."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    signalled = False
+
+    def on_sigterm() -> None:
+        nonlocal signalled
+        if signalled:
+            end_by_sigterm()
+            return
+        signalled = True
+        if task is not None:
+            task.cancel()
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return await main
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if signalled:
+            raise Terminated("stopped by SIGTERM") from None
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, before)
+
+
+def end_by_sigterm() -> None:
+    """End this process as SIGTERM's default does (a command ended_by_sigterm let finish)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -13,6 +13,11 @@ EX_IOERR = 74
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
 EX_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EX_TERMINATED = 143  # 128 + SIGTERM (the console script then ends by the signal itself)
+
+
+class Terminated(Exception):
+    """SIGTERM ended a command, as Ctrl-C does (eventloop.ended_by_sigterm)."""
 
 
 class UsageError(Exception):

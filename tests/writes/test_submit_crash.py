@@ -315,12 +315,16 @@ async def test_a_submit_killed_while_ccv_answers_has_named_the_reference_it_made
     assert json.loads(named)["external_reference"] == fake.submits[0]["externalReference"]
 
 
+# Ctrl-C (exit 130), and SIGTERM (a script's `timeout`, a supervisor's stop), after which the
+# process ends as SIGTERM ends it.
+@pytest.mark.parametrize(("stop", "returncode"), [(signal.SIGINT, 130), (signal.SIGTERM, -15)])
 async def test_ctrl_c_while_ccv_answers_lets_the_submit_end_and_records_its_answer(
-    tmp_path: Path,
+    tmp_path: Path, stop: signal.Signals, returncode: int
 ) -> None:
     # Ctrl-C closed the store and the session under the write still out: the submit stayed
     # `sending` though CCV made the order, and asyncio printed "Task exception was never
-    # retrieved" with a traceback.
+    # retrieved" with a traceback. SIGTERM killed the command at once: `sending`, then
+    # uncertain at the next writer's start.
     async with FakeCCVWrites() as fake:
         fake.submit_hold = asyncio.Event()
         cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
@@ -335,7 +339,7 @@ async def test_ctrl_c_while_ccv_answers_lets_the_submit_end_and_records_its_answ
         )
         assert proc.stderr is not None
         await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         err = b""
         while b"daemon.writes_in_flight" not in err:
             line = await asyncio.wait_for(proc.stderr.readline(), 10)
@@ -343,7 +347,7 @@ async def test_ctrl_c_while_ccv_answers_lets_the_submit_end_and_records_its_answ
             err += line
         fake.submit_hold.set()  # CCV answers once the command is stopping
         rest = await asyncio.wait_for(proc.stderr.read(), 15)
-        await proc.wait()
+        assert await proc.wait() == returncode
     stderr = (err + rest).decode()
     assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
     assert query(tmp_path, "SELECT state FROM submissions") == [("succeeded",)]
