@@ -149,7 +149,10 @@ async def measure_costs(config: Config, concurrency: int) -> Costs:
 
         async def tick() -> None:
             await store.sources.state("ccv", "default")
-            await store.orders.due("ccv", "default", time.time(), concurrency * 4)
+            now = time.time()
+            watch = config.ccv[0].schedule.watch_settled_s
+            since = now - watch
+            await store.orders.due("ccv", "default", now, concurrency * 4, settled_since=since)
 
         return Costs(
             tick=await _median(tick),

@@ -256,7 +256,10 @@ class Daemon:
             log.error("prune.failed", exc_info=True)
 
     def _on_pass(self, name: str, report: PassReport) -> None:
-        self.last_pass = f"{name}: {report.summary()}"
+        # A notification's check or an API refresh is no pass (README, `status` `last_pass`):
+        # the line keeps the last pass, though what the check found may change `failing`.
+        if not name.endswith((" notification", " refresh")):
+            self.last_pass = f"{name}: {report.summary()}"
         self._spawn(self._send_status())
 
     async def _send_status(self) -> None:

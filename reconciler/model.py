@@ -124,7 +124,7 @@ def unwatched(source: Source, status: str | None, since: float, *, settled_since
     account's `watch_settled`, or now for an account the config does not name (nobody watches
     its orders). The one rule: such an order is never checked again, whatever its last check
     answered, no catch-up asks it, it is not open, and retention prunes it as an ended one.
-    Its SQL twin is store/orders.py `unwatched`."""
+    Its SQL twins are store/order_sql.py `unwatched` and `unwatched_any`."""
     return status in SETTLED.get(source, ()) and since <= settled_since
 
 

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .json_text import iso_time
-from .model import OrderState
+from .model import OrderState, settled_at, unwatched
 
 
 def _ts(value: float | None) -> str | None:
     return None if value is None or value == float("inf") else iso_time(value)
 
 
-def order_json(s: OrderState) -> dict[str, Any]:
-    """Return one snapshot row as a JSON object."""
+def watch_over(s: OrderState, watched: Mapping[tuple[str, str], float], now: float) -> bool:
+    """Whether a settled order's watch has ended under the config running now (`watched`:
+    Config.watch_settled): a check stored under a longer one is never made."""
+    key = s.key
+    span = watched.get((key.source, key.account))
+    since = settled_at(s.last_changed, s.tracked_at)
+    return unwatched(key.source, s.status, since, settled_since=now - (span or 0.0))
+
+
+def order_json(s: OrderState, *, watch_ended: bool = False) -> dict[str, Any]:
+    """Return one snapshot row as a JSON object (`watch_ended`: a settled order past its watch)."""
     return {
         "source": s.key.source,
         "account": s.key.account,
@@ -25,6 +35,6 @@ def order_json(s: OrderState) -> dict[str, Any]:
         "first_seen": _ts(s.first_seen),
         "last_changed": _ts(s.last_changed),
         "last_checked": _ts(s.last_checked),
-        "next_check_at": _ts(s.next_check_at) if not s.end_state else None,
+        "next_check_at": None if s.end_state or watch_ended else _ts(s.next_check_at),
         "failure_streak": s.failure_streak,
     }

@@ -163,11 +163,7 @@ class Runtime:
             sinks=self.store.events.sinks,
             keep_s=self.config.keep_events_s,
             now=time.time(),
-            watched={
-                (source, account.name): account.schedule.watch_settled_s
-                for source, accounts in (("ccv", self.config.ccv), ("ccnow", self.config.ccnow))
-                for account in accounts
-            },
+            watched=self.config.watch_settled(),
             remember_ref_s=receiver.remember_ref_s if (receiver := self.config.receiver) else None,
         )
 

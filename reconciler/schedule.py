@@ -49,9 +49,12 @@ def plan(
         # Before the branches below: a settled order that fails or answers "not found" past
         # its watch is no more watched than one that answers.
         return None, NEVER
+    settled = state.status in SETTLED[key.source]
+    # A settled order's watch ends at `watch_ends`: a check planned later would never be made.
+    watch_ends = since + schedule.watch_settled_s if settled else NEVER
     if state.missing_since is not None:
         interval = min(state.interval_s or schedule.min_interval_s, NOT_FOUND_CONFIRM_S)
-        return state.interval_s, now + interval * (1 + 0.1 * jitter)
+        return state.interval_s, _within(now + interval * (1 + 0.1 * jitter), watch_ends)
     if state.not_found:
         interval = schedule.not_found_interval_s
     elif state.failure_streak > 0:
@@ -59,8 +62,8 @@ def plan(
         base = schedule.min_interval_s * 2 ** min(state.failure_streak - 1, 16)
         interval = min(base, state.interval_s or schedule.min_interval_s, schedule.max_interval_s)
         interval = max(interval, min(schedule.min_interval_s, schedule.max_interval_s))
-        return state.interval_s, now + interval * (1 + 0.1 * jitter)
-    elif state.status in SETTLED[key.source]:
+        return state.interval_s, _within(now + interval * (1 + 0.1 * jitter), watch_ends)
+    elif settled:
         interval = schedule.settled_interval_s
     elif state.status in schedule.status_intervals_s:
         interval = schedule.status_intervals_s[state.status]
@@ -71,7 +74,13 @@ def plan(
         if _active(state, schedule, now):
             interval = min(interval, schedule.active_max_interval_s)
         interval = max(interval, schedule.min_interval_s)
-    return interval, now + interval * (1 + 0.1 * jitter)
+    return interval, _within(now + interval * (1 + 0.1 * jitter), watch_ends)
+
+
+def _within(at: float, watch_ends: float) -> float:
+    """Return the check time `at`, or NEVER when it falls at or after the end of the order's
+    watch (model.unwatched: the end itself is past it)."""
+    return NEVER if at >= watch_ends else at
 
 
 def _active(state: OrderState, schedule: ScheduleConfig, now: float) -> bool:
@@ -90,9 +99,18 @@ def stuck_event(
     """Return the order marked as reported stuck and its `order.stuck` event, once per period.
 
     A stuck period is the time an order spends in one status; a new status starts a new one.
-    An order the provider no longer knows is not stuck: `order.not_found` said so already.
+    An order the provider no longer knows is not stuck: `order.not_found` said so already, or
+    will once a later check confirms it (`missing_since`). Nor is one whose checks fail: its
+    status is only the last one answered, and `failure_streak` says what is wrong.
     """
-    if state.status is None or state.not_found or state.end_state or state.last_changed is None:
+    if (
+        state.status is None
+        or state.not_found
+        or state.missing_since is not None
+        or state.failure_streak > 0
+        or state.end_state
+        or state.last_changed is None
+    ):
         return None
     limit = alerts.stuck_after_s.get((state.key.source, state.status))
     if limit is None or now - state.last_changed < limit:

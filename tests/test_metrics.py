@@ -17,7 +17,7 @@ from reconciler.model import EventType, Observation, OrderKey, Outcome
 from reconciler.runtime import Runtime
 from reconciler.store import Store
 from reconciler.store.events import DEAD_LETTERS_SQL
-from reconciler.store.orders import FAILING_SQL, STUCK_SQL
+from reconciler.store.order_sql import FAILING_SQL, STUCK_SQL
 from reconciler.systemd import Notifier
 from tests.conftest import write_config
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV, Reply
@@ -216,10 +216,11 @@ async def test_the_daemon_feeds_the_gauges_from_the_store_and_times_passes(
         assert value("reconciler_stuck_orders", ccv) == 0
 
         orders = [STUCK_ORDER, MOVING_ORDER]
+        # Checked two hours ago; now one order is still awaiting payment, the other moved on.
+        rt.reconciler.clock = lambda: time.time() - 7200
         await rt.store.orders.track("ccv", "default", [(o, None) for o in orders], time.time())
         await rt.coordinators.ccv["default"].check(orders, via="poll")
-        # Two hours later one order is still awaiting payment, the other moved on.
-        rt.reconciler.clock = lambda: time.time() + 7200
+        rt.reconciler.clock = time.time
         fake_ccv.orders[MOVING_ORDER] = "Processing"
         await rt.coordinators.ccv["default"].check(orders, via="poll")
         await rt.coordinators.ccv["default"].check(orders, via="notification")

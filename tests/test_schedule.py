@@ -187,7 +187,8 @@ def test_a_settled_order_past_its_watch_is_never_checked_again_whatever_it_answe
     sched = replace(SCHED, watch_settled_s=180 * 86400, settled_interval_s=86400)
     state = OrderState(key=CCNOW, status="completed", last_changed=T0, tracked_at=T0)
     state = state._replace(**last_check)
-    watched = next_check(state, changed=False, schedule=sched, now=T0 + 179 * 86400)
+    # Two days before the end: a check a day later still falls within the watch.
+    watched = next_check(state, changed=False, schedule=sched, now=T0 + 178 * 86400)
     assert watched.next_check_at < NEVER
     old = next_check(state, changed=False, schedule=sched, now=T0 + 181 * 86400)
     assert old.next_check_at == NEVER
@@ -199,3 +200,16 @@ def test_a_settled_order_never_changed_is_watched_from_when_it_was_tracked() -> 
     state = OrderState(key=CCV, status="Failed", tracked_at=T0)
     old = next_check(state, changed=False, schedule=sched, now=T0 + 181 * 86400)
     assert old.next_check_at == NEVER
+
+
+@pytest.mark.parametrize("status", ["Failed", "completed"])
+def test_a_check_that_would_fall_past_the_watch_is_never_planned(status: str) -> None:
+    # Moved to a settled status at T0 with a watch of 30 s and a check every 20 s: checked at
+    # T0 + 23 s, the order's next check (T0 + 43 s) was stored and made once the watch was over.
+    sched = replace(SCHED, watch_settled_s=30, settled_interval_s=20)
+    key = CCV if status == "Failed" else CCNOW
+    state = OrderState(key=key, status=status, last_changed=T0, tracked_at=T0)
+    assert next_check(state, changed=True, schedule=sched, now=T0 + 5).next_check_at == T0 + 25
+    assert next_check(state, changed=False, schedule=sched, now=T0 + 23).next_check_at == NEVER
+    failing = state._replace(failure_streak=1, interval_s=20.0)
+    assert next_check(failing, changed=False, schedule=sched, now=T0 + 23).next_check_at == NEVER

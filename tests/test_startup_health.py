@@ -186,3 +186,32 @@ async def test_the_systemd_status_line_follows_what_the_heartbeat_probe_finds(
     assert failing.startswith("failing ccv/default; last pass start-up catch-up"), failing
     assert recovered.startswith("last pass start-up catch-up"), recovered
     assert [e["type"] for e in read_events(tmp_path)] == ["source.failed", "source.recovered"]
+
+
+async def test_the_systemd_status_line_names_the_last_pass_not_a_notifications_check(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # README: notifications are not passes (`status --json` `last_pass`), yet the `Status:`
+    # line said "last pass ccv/default notification". A notification whose check CCV refuses
+    # (401): the line names the account failing, and still the start-up pass as the last.
+    port = free_port()
+    order = "5e77a11c-0000-4000-8000-0000000000cc"
+    fake_ccv.orders = {order: "New"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra=_SLOW, extra=_receiver(port))
+    assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
+    url = await call_cli("--config", cfg, "notification-url", "ccv", "--order", order, env=_ENV)
+    assert url.code == 0, url.stderr
+    with NotifySocket.abstract() as sock:
+        async with daemon(cfg, {**_ENV, **sock.env()}) as proc:
+            await sock.wait_for_async("READY", "1", timeout_s=20)
+            fake_ccv.replies[order] = Reply(401, "Unauthorized")
+            async with aiohttp.ClientSession() as http, http.post(url.stdout.strip()) as resp:
+                assert resp.status == 202
+            statuses: list[str] = []
+            while not any(s.startswith("failing") for s in statuses):
+                got = await sock.wait_for_async("STATUS", timeout_s=10)
+                statuses += [d.fields["STATUS"] for d in got if "STATUS" in d.fields]
+            proc.terminate()
+            assert await proc.wait() == 0
+    failing = [s for s in statuses if s.startswith("failing")]
+    assert failing[0].startswith("failing ccv/default; last pass start-up catch-up"), failing

@@ -30,7 +30,10 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
     async with Runtime(config) as rt:
         started = time.monotonic()
         warn_unconfigured(await unconfigured_accounts(config, rt.store), args.source)
-        due = await rt.store.orders.due_counts(math.inf)  # every open order: what a catch-up asks
+        # Every open order still watched: what a catch-up asks.
+        due = await rt.store.orders.due_counts(
+            math.inf, now=time.time(), watched=config.watch_settled()
+        )
         total = sum(n for (source, _), n in due.items() if args.source in (None, source))
         with progress("catch-up", total) as advance:
             rt.reconciler.on_checked = advance

@@ -129,8 +129,8 @@ async def _gather(
     names = configured(config)
     states = {(s.source, s.account): s for s in await store.sources.states()}
     counts = await store.orders.counts()
-    due = await store.orders.due_counts(now)
-    stuck = await store.orders.stuck_counts()
+    due = await store.orders.due_counts(now, now=now, watched=config.watch_settled())
+    stuck = await store.orders.stuck_counts(now, config.alerts.stuck_after_s)
     check_failed = await store.orders.failing_counts()
     writes = await unsettled_writes(store)
     left = await submissions.unanswered(store)

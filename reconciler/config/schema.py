@@ -189,3 +189,10 @@ class Config:
     secret_files: tuple[Path, ...] = ()
     # [store] keep_events: delivered history older than this is pruned (store/retention.py)
     keep_events_s: float = 400 * 86400.0
+
+    def watch_settled(self) -> dict[tuple[str, str], float]:
+        """Return each configured account's `watch_settled`, by (source, account)."""
+        return {
+            **{("ccv", a.name): a.schedule.watch_settled_s for a in self.ccv},
+            **{("ccnow", a.name): a.schedule.watch_settled_s for a in self.ccnow},
+        }

@@ -175,7 +175,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             due = await self._probe_due()
         else:
             self._probed.clear()
-            due = await self.store.orders.due(self.source, self.account, self.now(), self.due_limit)
+            due = await self.store.orders.due(
+                self.source, self.account, self.now(), self.due_limit, settled_since=self._watched()
+            )
         if not due:
             return []
         passes: list[NamedReport] = []
@@ -198,7 +200,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         until = math.inf if self.probe_any_open else self.now()
         if len(self._probed) >= PROBE_ROTATION:
             self._probed.clear()
-        due = await self.store.orders.due(self.source, self.account, until, len(self._probed) + 1)
+        due = await self.store.orders.due(
+            self.source, self.account, until, len(self._probed) + 1, settled_since=self._watched()
+        )
         fresh = [s for s in due if s.key.order_id not in self._probed]
         if not fresh:
             self._probed.clear()
@@ -254,11 +258,16 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                 self.account,
                 after=after,
                 limit=self.page_orders,
-                settled_since=self.now() - self.config.schedule.watch_settled_s,
+                settled_since=self._watched(),
             )
             if not page:
                 return ids
             ids.extend(page)
+
+    def _watched(self) -> float:
+        """Return `settled_since` for the store's reads: a settled order whose last change is
+        no later is no longer watched (model.unwatched)."""
+        return self.now() - self.config.schedule.watch_settled_s
 
     def reason(self, exc: SourceError) -> str:
         """Return a failure's reason as events, the database and logs may show it."""

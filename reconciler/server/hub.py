@@ -157,7 +157,7 @@ class Hub:
             await store.orders.counts(), accounts={(s, a.name) for s, a in accounts}
         )
         states = {(s.source, s.account): s for s in await store.sources.states()}
-        stuck = await store.orders.stuck_counts()
+        stuck = await store.orders.stuck_counts(time.time(), self.config.alerts.stuck_after_s)
         for source, acc in accounts:
             st = states.get((source, acc.name))
             self.metrics.set_last_success(source, acc.name, st.last_success if st else None)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..model import SETTLED, OrderKey, OrderState, Source
+from ..model import OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
 from .order_rows import COLUMNS, Plan, Row
+from .order_sql import FAILING_SQL, STUCK_SQL, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
 if TYPE_CHECKING:
@@ -35,32 +36,7 @@ Given = Sequence[tuple[str, str | None]]  # orders to track: (id, external refer
 Progress = Callable[[int], None]  # hears of each chunk tracked
 _quiet: Progress = lambda n: None  # noqa: E731
 
-# Counted for /metrics; matches the WHERE of its partial index (migration 5) word for word,
-# which is what lets SQLite use it. Named: the index of all open orders (migration 9) has the
-# same columns, and SQLite would count every open order through it.
-STUCK_SQL = (
-    "SELECT source, account, count(*) FROM orders INDEXED BY orders_stuck "
-    "WHERE stuck_version = version AND end_state = 0 GROUP BY source, account"
-)
-
-# Orders whose last check failed, through the partial index of those rows (migration 11).
-FAILING_SQL = (
-    "SELECT source, account, count(*) FROM orders INDEXED BY orders_failing "
-    "WHERE failure_streak > 0 GROUP BY source, account"
-)
-
 _Key = tuple[str, str, str]  # an OrderKey is this tuple
-
-
-def unwatched(source: Source, settled_since: float | None) -> tuple[str, tuple[Any, ...]]:
-    """Return model.unwatched in SQL for one provider's orders, and its parameters: never NULL,
-    so `NOT (...)` keeps every other order. None: no watch has ended (nothing is left out)."""
-    words = SETTLED[source]
-    sql = (
-        f"(coalesce(status IN ({marks(len(words))}), 0) "
-        "AND coalesce(last_changed, tracked_at, 0) <= ?)"
-    )
-    return sql, (*words, float("-inf") if settled_since is None else settled_since)
 
 
 @dataclass(eq=False)  # no slots: the store keeps weak references to live pages
@@ -287,16 +263,22 @@ class Orders:
         rows = list(await self._conn.execute_fetchall(sql, params))
         return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
 
-    async def due(self, source: Source, account: str, now: float, limit: int) -> list[OrderState]:
-        """Return orders whose next check is due, oldest first (uses the partial index)."""
+    async def due(
+        self, source: Source, account: str, now: float, limit: int, *, settled_since: float
+    ) -> list[OrderState]:
+        """Return orders whose next check is due, oldest first (uses the partial index), but
+        those no longer watched (`unwatched`, `settled_since`): a check planned while the
+        watch ran, or by a longer `watch_settled`, is not made once it has ended."""
         # Every tick runs this. Without INDEXED BY, SQLite reads every order of the account
         # through the (source, account, order_id) key and sorts them: a million rows a tick.
+        unwatched_sql, unwatched_params = unwatched(source, settled_since)
         sql = (
             f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due "
             "WHERE end_state = 0 AND next_check_at <= ? "
-            "AND source = ? AND account = ? ORDER BY next_check_at LIMIT ?"
+            f"AND source = ? AND account = ? AND NOT {unwatched_sql} "
+            "ORDER BY next_check_at LIMIT ?"
         )
-        return await self._states(sql, (now, source, account, limit))
+        return await self._states(sql, (now, source, account, *unwatched_params, limit))
 
     async def with_status(
         self, source: Source, account: str, statuses: Sequence[str]
@@ -361,9 +343,23 @@ class Orders:
         rows = await self._conn.execute_fetchall(sql, (source, account, *unwatched_params))
         return int(next(iter(rows))[0])
 
-    async def stuck_counts(self) -> dict[tuple[str, str], int]:
-        """Return orders reported stuck and unchanged since, per (source, account)."""
-        async with self._conn.execute(STUCK_SQL) as cur:
+    async def stuck_counts(
+        self, now: float, limits: Mapping[tuple[str, str], float]
+    ) -> dict[tuple[str, str], int]:
+        """Return orders reported stuck and unchanged since, per (source, account), of those
+        stuck by `limits` ((source, status) -> `stuck_after`, the config running now): in a
+        status that has a limit, for at least that long. A limit removed (0) or raised since
+        the report leaves the order out."""
+        if not limits:
+            return {}
+        terms = " OR ".join("(source = ? AND status = ? AND last_changed <= ?)" for _ in limits)
+        params = [p for (source, status), s in limits.items() for p in (source, status, now - s)]
+        # One the provider no longer knows is not stuck (schedule.stuck_event).
+        sql = (
+            f"{STUCK_SQL} AND not_found = 0 AND missing_since IS NULL AND ({terms}) "
+            "GROUP BY source, account"
+        )
+        async with self._conn.execute(sql, params) as cur:
             return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
 
     async def failing_counts(self) -> dict[tuple[str, str], int]:
@@ -382,13 +378,19 @@ class Orders:
         # A pass holding a page of these rows would write their old streaks back.
         self.drop_pages()
 
-    async def due_counts(self, now: float) -> dict[tuple[str, str], int]:
-        """Return orders whose check is due, by (source, account) (uses the partial index)."""
+    async def due_counts(
+        self, due_by: float, *, now: float, watched: Mapping[tuple[str, str], float]
+    ) -> dict[tuple[str, str], int]:
+        """Return orders whose check is due by `due_by`, by (source, account) (uses the
+        partial index), but those no longer watched at `now` (`unwatched_any`, `watched`):
+        they are never checked again."""
+        unwatched_sql, unwatched_params = unwatched_any(now, watched)
         sql = (
             "SELECT source, account, count(*) FROM orders INDEXED BY orders_due "
-            "WHERE end_state = 0 AND next_check_at <= ? GROUP BY 1, 2"
+            f"WHERE end_state = 0 AND next_check_at <= ? AND NOT {unwatched_sql} GROUP BY 1, 2"
         )
-        return {(r[0], r[1]): r[2] for r in await self._conn.execute_fetchall(sql, (now,))}
+        rows = await self._conn.execute_fetchall(sql, (due_by, *unwatched_params))
+        return {(r[0], r[1]): r[2] for r in rows}
 
 
 def _drop(pages: Iterable[Page]) -> None:

@@ -137,7 +137,7 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
 ) -> None:
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     # Only CCV is configured now; the store remembers a CCNow account of an earlier config.
-    cfg = write_config(tmp_path, ccv=fake_ccv)
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra='[alerts.stuck_after.ccv]\nNew = "1h"\n')
     assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     before = await _status(cfg)
     assert before["accounts"][0]["due"] == 3  # tracked, not checked yet
@@ -146,7 +146,8 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
     _db(
         tmp_path,
         "INSERT INTO sources (source, account, failing) VALUES ('ccnow', 'old', 1)",
-        f"UPDATE orders SET stuck_version = version WHERE order_id = '{CCV_IDS[0]}'",
+        "UPDATE orders SET stuck_version = version, last_changed = last_changed - 7200 "
+        f"WHERE order_id = '{CCV_IDS[0]}'",
         "INSERT INTO sinks (name, disabled_at, reason) VALUES ('jsonl', 1, 'HTTP 410 Gone')",
     )
     status = await _status(cfg)

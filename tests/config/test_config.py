@@ -390,6 +390,16 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("interval-end-state", CCNOW + "status_intervals = { canceled = '5m' }\n",
      "ccnow.status_intervals.canceled", "'canceled' is an end state: an order in an end state "
      "is not checked again"),
+    # Settled orders follow settled_interval for watch_settled: the interval was accepted and
+    # did nothing, in silence.
+    ("interval-settled", CCNOW + "status_intervals = { completed = '1h' }\n",
+     "ccnow.status_intervals.completed", "'completed' is settled: settled orders are checked "
+     "every `settled_interval` for `watch_settled`"),
+    ("interval-settled-ccv", CCV + "status_intervals = { Failed = '1h' }\n",
+     "ccv.status_intervals.Failed", "'Failed' is settled"),
+    ("interval-case-settled", CCNOW + "status_intervals = { Refunded = '1h' }\n",
+     "ccnow.status_intervals.Refunded", "did you mean 'refunded'? status words are "
+     "case-sensitive; 'refunded' is settled"),
     ("interval-misspelt-ccnow", CCNOW + "status_intervals = { paypal_hld = '30m' }\n",
      "ccnow.status_intervals.paypal_hld", "did you mean 'paypal_hold'?"),
     ("interval-other-source", CCNOW + "status_intervals = { Pending = '30m' }\n",

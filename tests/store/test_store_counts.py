@@ -74,7 +74,9 @@ async def test_ticks_scrapes_health_and_status_read_no_whole_table(
         await store.conn.set_trace_callback(statements.append)
         # A tick: the account's health, its due orders, the outbox's due deliveries; a poll.
         await store.sources.state("ccv", "default")
-        await store.orders.due("ccv", "default", time.time() + 86400, 64)
+        await store.orders.due(
+            "ccv", "default", time.time() + 86400, 64, settled_since=time.time() - 86400
+        )
         await store.orders.with_status("ccv", "default", ["New"])  # as CCNow's pending list
         await rt.delivery.drain(0.5)
         await daemon.hub.refresh_metrics()

@@ -1,0 +1,58 @@
+"""SQL that the reads of the orders table share: which orders nobody watches any more (the twin
+of model.unwatched, for pages, due orders, their counts and catch-ups), and the counts of stuck
+and failing orders through their partial indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..model import SETTLED, Source
+from .sql import marks
+
+# Counted for /metrics and `status`; repeats the WHERE of its partial index (migration 5) word
+# for word, which is what lets SQLite use it. Named: the index of all open orders (migration 9)
+# has the same columns, and SQLite would count every open order through it. `stuck_counts`
+# adds the limits of the config running now.
+STUCK_SQL = (
+    "SELECT source, account, count(*) FROM orders INDEXED BY orders_stuck "
+    "WHERE stuck_version = version AND end_state = 0"
+)
+
+# Orders whose last check failed, through the partial index of those rows (migration 11).
+FAILING_SQL = (
+    "SELECT source, account, count(*) FROM orders INDEXED BY orders_failing "
+    "WHERE failure_streak > 0 GROUP BY source, account"
+)
+
+
+def unwatched(source: Source, settled_since: float | None) -> tuple[str, tuple[Any, ...]]:
+    """Return model.unwatched in SQL for one provider's orders, and its parameters: never NULL,
+    so `NOT (...)` keeps every other order. None: no watch has ended (nothing is left out)."""
+    words = SETTLED[source]
+    sql = (
+        f"(coalesce(status IN ({marks(len(words))}), 0) "
+        "AND coalesce(last_changed, tracked_at, 0) <= ?)"
+    )
+    return sql, (*words, float("-inf") if settled_since is None else settled_since)
+
+
+def unwatched_any(
+    now: float, watched: Mapping[tuple[str, str], float]
+) -> tuple[str, tuple[Any, ...]]:
+    """Return model.unwatched in SQL for the orders of every account, and its parameters:
+    `watched` maps (source, account) to its `watch_settled`; nobody watches the settled orders
+    of an account it does not name. Never NULL, as `unwatched`."""
+    settled = " OR ".join(
+        f"(source = ? AND status IN ({marks(len(words))}))" for words in SETTLED.values()
+    )
+    settled_params = [p for source, words in SETTLED.items() for p in (source, *words)]
+    # The account's watch as one CASE over the few configured accounts, no join: the due
+    # orders stay the one table read, through its partial index.
+    cases = " ".join("WHEN source = ? AND account = ? THEN ?" for _ in watched)
+    case_params = [
+        p for (source, account), s in watched.items() for p in (source, account, now - s)
+    ]
+    since = f"CASE {cases} ELSE ? END" if watched else "?"
+    sql = f"(coalesce({settled}, 0) AND coalesce(last_changed, tracked_at, 0) <= {since})"
+    return sql, (*settled_params, *case_params, now)
