@@ -285,7 +285,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         for _, v in said:
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
-        outage, report.outage_failures = report.outage_failures, []
+        # Once each: a notification's write tried twice noted its failures twice.
+        outage, report.outage_failures = list(dict.fromkeys(report.outage_failures)), []
         failing = await self._settle_health(said, outage, via=via, report=report)
         # Taken after the health: an account that recovers notes its pass's failures again.
         started_failing, report.started_failing = report.started_failing, []
@@ -367,10 +368,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                     )
                     await store.events.add([event])
                 if flip is EventType.SOURCE_RECOVERED:
-                    # The outage's failures were the account's: forgotten. Then an order that
-                    # failed in this very pass, which found the account answering, starts
-                    # failing on its own: written again, it counts one failure (`status`, its
-                    # backoff) and is logged now, not a pass later.
+                    # The outage's failures were the account's. One of this very pass is the
+                    # order's own: written again, it counts one failure (`status`, backoff)
+                    # and is logged now, not a pass later.
                     await store.orders.forget_failures(self.source, self.account)
                     if outage:
                         refailed = await self.writer.apply_within(outage, via=via, report=report)
