@@ -44,6 +44,9 @@ class Orders:
         self.config = config
         self.deps = deps
         self._refreshes: set[asyncio.Task[bool]] = set()
+        # Set when the API stops: a refresh still waiting answers at once with what is stored,
+        # instead of being cut off without an answer when the stop's grace second ends.
+        self._stopping = asyncio.Event()
 
     def account(self, source: Source, raw: object) -> str:
         """Return the account of `source` that `raw` names."""
@@ -150,10 +153,18 @@ class Orders:
         # The check goes on past the timeout (its result is committed for the next read).
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            fresh = await asyncio.wait_for(asyncio.shield(task), self.config.refresh_timeout_s)
-        except asyncio.TimeoutError:
-            fresh = False
+            # Not wait_for: the request's end (a timeout, the stop, a client gone) leaves the
+            # check running.
+            done, _ = await asyncio.wait(
+                (task, stopping),
+                timeout=self.config.refresh_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stopping.cancel()
+        fresh = task.result() if task in done else False
         state = await self.find(key) or state
         return web.json_response({**order_json(state), "refreshed": fresh})
 
@@ -200,6 +211,10 @@ class Orders:
         # The bodies are stored CloudEvents JSON: spliced in, not parsed and encoded again.
         payload = b'{"events":[' + b",".join(bodies) + b'],"next":"' + str(last).encode() + b'"}'
         return web.Response(body=payload, content_type="application/json")
+
+    def stop(self) -> None:
+        """Answer the refreshes still waiting now, with the stored state (`refreshed`: false)."""
+        self._stopping.set()
 
     async def close(self) -> None:
         """Wait for refreshes still running past their request's timeout (cancelled)."""
