@@ -127,3 +127,12 @@ async def test_the_orders_of_an_account_no_longer_configured_can_be_read_and_unt
     # An account that neither is configured nor has the order is still no account.
     status, body, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}?account=us")
     assert (status, body["field"]) == (422, "account")
+
+
+async def test_a_submit_or_pricing_file_naming_a_key_twice_is_refused(tmp_path: Path) -> None:
+    # Read as the last, as the API read a body: what CCV would get is not what was written.
+    doc = tmp_path / "order.json"
+    doc.write_text('{"order": {}, "order": {"x": 1}}')
+    result = await call_cli("ccv", "check-pricing", str(doc))
+    assert result.code == 65, result.stderr
+    assert "the key 'order' is given twice in one object" in result.stderr
