@@ -175,9 +175,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             due = await self._probe_due()
         else:
             self._probed.clear()
-            due = await self.store.orders.due(
-                self.source, self.account, self.now(), self.due_limit, settled_since=self._watched()
-            )
+            due = await self._due(self.now(), self.due_limit)
         if not due:
             return []
         passes: list[NamedReport] = []
@@ -200,9 +198,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         until = math.inf if self.probe_any_open else self.now()
         if len(self._probed) >= PROBE_ROTATION:
             self._probed.clear()
-        due = await self.store.orders.due(
-            self.source, self.account, until, len(self._probed) + 1, settled_since=self._watched()
-        )
+        due = await self._due(until, len(self._probed) + 1)
         fresh = [s for s in due if s.key.order_id not in self._probed]
         if not fresh:
             self._probed.clear()
@@ -252,22 +248,18 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         """Return every open order id of the account, read a page at a time."""
         ids: list[str] = []
         after = 0
+        since = self.now() - self.config.schedule.watch_settled_s  # watched when it began
         while True:
             page, after = await self.store.orders.open_ids(
-                self.source,
-                self.account,
-                after=after,
-                limit=self.page_orders,
-                settled_since=self._watched(),
+                self.source, self.account, after=after, limit=self.page_orders, settled_since=since
             )
             if not page:
                 return ids
             ids.extend(page)
 
-    def _watched(self) -> float:
-        """Return `settled_since` for the store's reads: a settled order whose last change is
-        no later is no longer watched (model.unwatched)."""
-        return self.now() - self.config.schedule.watch_settled_s
+    async def _due(self, until: float, limit: int) -> list[OrderState]:
+        since = self.now() - self.config.schedule.watch_settled_s  # then unwatched: never due
+        return await self.store.orders.due(self.source, self.account, until, limit, since)
 
     def reason(self, exc: SourceError) -> str:
         """Return a failure's reason as events, the database and logs may show it."""

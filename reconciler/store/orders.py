@@ -264,7 +264,7 @@ class Orders:
         return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
 
     async def due(
-        self, source: Source, account: str, now: float, limit: int, *, settled_since: float
+        self, source: Source, account: str, now: float, limit: int, settled_since: float
     ) -> list[OrderState]:
         """Return orders whose next check is due, oldest first (uses the partial index), but
         those no longer watched (`unwatched`, `settled_since`): a check planned while the
