@@ -100,8 +100,22 @@ def listeners(receiver: str, api: str | None) -> str:
             "127.0.0.1:18866 is [receiver] listen's port too, "
             "and its host 'localhost' may be the same address",
         ),
+        (
+            "[::ffff:127.0.0.1]:18866",
+            None,
+            "receiver.listen",
+            "'::ffff:127.0.0.1' is an IPv4-mapped IPv6 address, which cannot be listened on: "
+            "use the IPv4 address 127.0.0.1",
+        ),
+        (
+            "127.0.0.1:18866",
+            "[::FFFF:7f00:1]:18867",
+            "api.listen",
+            "'::FFFF:7f00:1' is an IPv4-mapped IPv6 address, which cannot be listened on: "
+            "use the IPv4 address 127.0.0.1",
+        ),
     ],
-    ids=["not-an-ip", "blank-in-name", "name-beside-ip"],
+    ids=["not-an-ip", "blank-in-name", "name-beside-ip", "ipv4-mapped", "ipv4-mapped-api"],
 )
 async def test_a_listen_address_that_cannot_bind_is_a_config_error(
     tmp_path: Path, command: str, receiver: str, api: str | None, key: str, problem: str
