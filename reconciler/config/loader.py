@@ -36,6 +36,7 @@ from .schema import (
 )
 from .secret import (
     SecretReader,
+    inline_secrets,
     min_length,
     secret_names,
     token_problem,
@@ -109,6 +110,7 @@ class Loader:
         self.secrets = SecretReader(file, base_dir, env, optional=secrets_optional)
 
     def config(self, data: Mapping[str, object]) -> Config:
+        self.secrets.known |= inline_secrets(dict(data))
         top = Table(self.file, data, "", TOP_KEYS)
         store = top.table("store", ("path", "keep_events"))
         store_path = self.store_path(store)
