@@ -90,12 +90,16 @@ class SecretForms:
     lowered: tuple[str, ...]  # the same, lower-cased
     pattern: re.Pattern[str]  # the lowered forms, in a lower-cased text
     heads: re.Pattern[str] | None  # at every place, the first MIN_BODY_FRAGMENT characters
+    # The lowered forms longer than MIN_BODY_FRAGMENT by their head: a head found is compared
+    # with the few forms it begins, not with every form.
+    by_head: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, compare=False)
 
     def find(self, text: str, *, words: bool = True) -> list[tuple[int, int]]:
         """Return where secrets stand in `text`, in order and apart: whole forms, and starts of
-        MIN_BODY_FRAGMENT characters or more cut short at the text's end or before an ellipsis
-        (without `words`, only a start that holds something else than letters: a status word
-        is not taken for a password that begins with it)."""
+        MIN_BODY_FRAGMENT characters or more wherever they stand when they hold something else
+        than letters, or whatever they hold when cut short at the text's end or before an
+        ellipsis (without `words`, not these: a status word is not taken for a password that
+        begins with it, nor a field name of an answer passed on)."""
         low = _lower(text)
         if len(low) != len(text):  # a letter lower() makes two that Unicode adds one day
             return [(0, len(text))]  # places would not agree: the whole text is masked
@@ -113,16 +117,14 @@ class SecretForms:
         # One search for the heads; the rare text that holds one is looked at further.
         for head in self.heads.finditer(low):
             at = head.start()
-            for form in self.lowered:
-                n = _shared(low, at, form)
-                end = at + n
-                if (
-                    MIN_BODY_FRAGMENT <= n < len(form)
-                    and (end == len(low) or low.startswith(_ELLIPSES, end))
-                    and (words or not text[at:end].isalpha())
-                ):
-                    found.append((at, end))
-                    break
+            forms = self.by_head[low[at : at + MIN_BODY_FRAGMENT]]
+            end = at + max(_shared(low, at, form) for form in forms)
+            # A provider echoes what we sent and goes on ("x_password=Pw0rd-Zq9+ is wrong"):
+            # a start that holds a digit or a sign is a secret's wherever it stands.
+            if not text[at:end].isalpha() or (
+                words and (end == len(low) or low.startswith(_ELLIPSES, end))
+            ):
+                found.append((at, end))
         return found
 
     def cut_end(self, text: str, fewest: int) -> int:
@@ -142,19 +144,25 @@ class SecretForms:
 
 def _shared(text: str, at: int, form: str) -> int:
     """How many characters of `form` `text` has from `at` on."""
-    n = 0
-    for a, b in zip(text[at : at + len(form)], form, strict=False):
-        if a != b:
-            break
-        n += 1
-    return n
+    # Halving with startswith: a head repeated through a large answer costs a few C calls each.
+    low, high = 0, min(len(form), len(text) - at)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text.startswith(form[:middle], at):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _apart(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The spans in order, each that overlaps an earlier one left out."""
+    """The spans in order and apart, those that overlap made one: a start of a secret found
+    inside a longer one masks to the end of either."""
     out: list[tuple[int, int]] = []
     for first, last in sorted(spans):
-        if not out or first >= out[-1][1]:
+        if out and first < out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
             out.append((first, last))
     return out
 
@@ -172,8 +180,15 @@ def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
     # A lookahead: a head that begins inside another one ("aaaaaaaaaX" in "aaaaaaaaaaaX") is
     # found too.
     head_search = "(?=" + "|".join(map(re.escape, sorted(heads))) + ")"
+    by_head = {
+        head: tuple(form for form in set(lowered) if form.startswith(head)) for head in heads
+    }
     return SecretForms(
-        tuple(forms), lowered, re.compile(alternatives), re.compile(head_search) if heads else None
+        tuple(forms),
+        lowered,
+        re.compile(alternatives),
+        re.compile(head_search) if heads else None,
+        by_head,
     )
 
 
@@ -197,9 +212,9 @@ def given_secrets(secrets: Iterable[str]) -> SecretForms | None:
 
 
 def holds_secret(text: str, forms: SecretForms | None) -> bool:
-    """Whether `text` holds a secret in any of its forms and cases, whole or cut short at its
-    end or before an ellipsis (eight characters or more, not all of them letters): a status
-    word or a reference that echoes one is kept nowhere."""
+    """Whether `text` holds a secret in any of its forms and cases, whole or a start of one
+    (eight characters or more, not all of them letters): a status word or a reference that
+    echoes one is kept nowhere."""
     return forms is not None and forms.holds(text)
 
 

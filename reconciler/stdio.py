@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import select
 import stat
 import sys
@@ -94,6 +95,30 @@ def output_written(command: Callable[[], int], *, failed: Callable[[OutputError]
 # script that starts reconciler, then writes), but with none it would wait for ever. Once a
 # writer holds it, its silence is no fault: `sops -d` waits on KMS or a PIN as long as it takes.
 PIPE_WAIT_S = 5.0
+
+
+# An open descriptor's path, as a shell's process substitution gives (/dev/fd/63) or /proc shows
+# one (/proc/self/fd/0, /proc/thread-self/fd/0 once resolved: /proc/PID/task/TID/fd/0).
+_FD_PATH = re.compile(r"/(?:dev|proc/(?:self|thread-self|[0-9]+)(?:/task/[0-9]+)?)/fd/[0-9]+")
+# Linux follows at most this many links in one path (ELOOP beyond).
+_MAX_LINKS = 40
+
+
+def names_a_descriptor(path: str | Path) -> bool:
+    """Whether `path` is, or leads through links to, an open descriptor's (`/dev/stdin`,
+    `<(...)`'s /dev/fd/63, /proc/self/fd/0): what it reads is in no directory of its own."""
+    here = os.path.abspath(path)
+    for _ in range(_MAX_LINKS):
+        # /dev/fd is itself a link (to /proc/self/fd): the directory is resolved, the name not.
+        here = os.path.join(os.path.realpath(os.path.dirname(here)), os.path.basename(here))
+        if _FD_PATH.fullmatch(here):
+            return True
+        try:
+            target = os.readlink(here)
+        except OSError:  # not a link (or not there): a file where it stands
+            return False
+        here = os.path.normpath(os.path.join(os.path.dirname(here), target))
+    return False
 
 
 class NotReadHere(Exception):

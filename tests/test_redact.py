@@ -11,7 +11,7 @@ from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
 import pytest
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from reconciler.config import Secret
@@ -227,6 +227,67 @@ def test_ellipses_cost_no_more_than_a_scan() -> None:
     assert time.perf_counter() - started < 2.0
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"Zq9+pw&x=7%Sex " * 70_000,  # a long start of the secret, again and again
+        b"Zq9+pw&x" * 70_000,  # starts one after the other
+    ],
+)
+def test_starts_of_a_secret_through_a_large_answer_cost_no_more_than_a_scan(
+    body: bytes,
+) -> None:
+    started = time.perf_counter()
+    # Each start is masked now wherever it stands: 1 MB of them is still one pass.
+    masked = redact_body(body, ["Zq9+pw&x=7%Secret"])
+    redact(body.decode(), ["Zq9+pw&x=7%Secret"], limit=200)
+    assert time.perf_counter() - started < 2.0
+    assert b"Zq9+pw&x" not in masked
+
+
+@given(
+    secret=secrets,
+    before=filler,
+    after=filler,
+    encoder=st.sampled_from(sorted(ENCODERS)),
+    size=st.integers(min_value=MIN_BODY_FRAGMENT, max_value=200),
+)
+@example(
+    secret="Pw0rd-Zq9+&x=7%Se",
+    before="invalid login, x_password=",
+    after=" is wrong",
+    encoder="raw",
+    size=10,
+)
+def test_a_start_of_a_secret_echoed_amid_a_text_is_masked(
+    secret: str, before: str, after: str, encoder: str, size: int
+) -> None:
+    # A provider quotes what we sent up to a sign it stops at, and goes on: eight characters
+    # or more of a secret's start, not all of them letters, are masked wherever they stand.
+    form = ENCODERS[encoder](secret)
+    start = form[: min(size, len(form) - 1)]
+    assume(len(start) >= MIN_BODY_FRAGMENT and not start.isalpha())
+    echoed = f"{before}{start} {after}"
+    assert leaks(redact(echoed, [secret]), secret) == []
+    assert leaks(redact_body(echoed.encode(), [secret]).decode(), secret) == []
+    if (before, after) == ("invalid login, x_password=", " is wrong"):
+        assert redact(echoed, [secret]) == f"invalid login, x_password={MASK}  is wrong"
+
+
+def test_a_ccnow_login_error_echoing_a_start_of_the_password_keeps_none_of_it() -> None:
+    password = "Pw0rd-Zq9+&x=7%Se"
+    body = b"error_message invalid login, x_password=Pw0rd-Zq9+ is wrong\n"
+    with pytest.raises(AuthenticationFailed) as caught:
+        parse_answer(body, secrets=[password])
+    assert "Pw0rd" not in str(caught.value) and "is wrong" in str(caught.value)
+    answer = parse_answer(b"396-10-1142 error_message bad PW0RD-ZQ9+ here\n", secrets=[password])
+    error = answer.orders[0].error
+    assert error is not None and "PW0RD" not in error and "here" in error
+    # Kept as a status word, it would be in the database and the log verbatim.
+    assert answer.orders[0].status is None
+    assert parse_answer(b"396-10-1142 on Pw0rd-Zq9 hold\n", secrets=[password]).orders[0].unreadable
+
+
 def test_a_whole_secret_in_any_form_and_case_is_held() -> None:
     key = "t_fake-ccv-key-3f9a1c"
     forms = secret_forms(frozenset([key]))
@@ -265,6 +326,10 @@ def test_a_key_percent_encoded_beyond_need_is_masked_and_words_are_not() -> None
     ):
         assert redact(f"key={encoded}; refused", [key]) == "key=***; refused"
         assert redact_body(f"key={encoded}".encode(), [key]) == b"key=***"
+    # Seven characters of its start are a word; eight, a start of the key wherever it stands.
+    assert redact_body(b"Order created, t_SECRE is a word", [key]) == (
+        b"Order created, t_SECRE is a word"
+    )
     assert redact_body(b"Order created, t_SECRET is a word", [key]) == (
-        b"Order created, t_SECRET is a word"
+        b"Order created, *** is a word"
     )

@@ -20,7 +20,7 @@ from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields, say
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
-from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
+from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret, redact
 from reconciler.store import Store, StoreError
 from reconciler.store import commands as cmds
 from reconciler.terminal import shown
@@ -113,7 +113,8 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
             logging.WARNING,
         )
     if posted:
-        sys.stdout.write(dry_run_text(cfg, posted))
+        # The password field is masked by name; a secret elsewhere (in the URL's query) too.
+        sys.stdout.write(redact(dry_run_text(cfg, posted), config_secrets(config)))
     return EX_OK
 
 

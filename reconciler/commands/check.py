@@ -6,9 +6,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import stat
 from collections.abc import Awaitable
 
-from ..config import CommandSinkConfig, Config, ConfigError, JsonlSinkConfig
+from ..config import (
+    CommandSinkConfig,
+    Config,
+    ConfigError,
+    JsonlSinkConfig,
+    default_store_path,
+)
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from ..logs import say
 from ..store import StoreError
@@ -18,6 +26,7 @@ from .permissions import warn_readable_secrets
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:
     """Config is valid when we get here; with --online, ask each provider once."""
+    _check_store(config)
     _check_sinks(config)
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
     print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
@@ -26,6 +35,24 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
     if not args.online:
         return EX_OK
     return await check_online(config)
+
+
+def _check_store(config: Config) -> None:
+    """Refuse, as a config error, a store path no process can use: a directory (`.`), a device
+    (`/dev/null`), a path under a file or through a loop of links. `check` passed them and
+    every other command refused them (74). One this user may not read is not asked about:
+    `check` may run as another user than the daemon."""
+    from ..sinks.jsonl import path_problem
+
+    path = config.store_path
+    problem = path_problem(path)
+    with contextlib.suppress(OSError):  # not made yet: the first writer makes it
+        if problem is None and not stat.S_ISREG(os.stat(path).st_mode):
+            problem = f"{path} is not a regular file"
+    if problem is not None:
+        if path == default_store_path(os.environ):
+            problem += " (the default store path: [store] path is not set)"
+        raise ConfigError(config.file, "store.path", problem)
 
 
 def _check_sinks(config: Config) -> None:

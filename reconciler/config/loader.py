@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..model import SOURCES, Source
-from ..stdio import NotReadHere, read_bounded
+from ..stdio import NotReadHere, names_a_descriptor, read_bounded
 from .errors import ConfigError
 from .keys import (
     API_KEYS,
@@ -37,6 +37,7 @@ from .schema import (
 from .secret import (
     SecretReader,
     api_token_problem,
+    inline_secrets,
     min_length,
     secret_names,
     token_problem,
@@ -53,8 +54,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 _A = TypeVar("_A")
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
-# A path to an open descriptor, as a shell's process substitution gives: no directory is its.
-_FD_PATH = re.compile(r"/(?:dev|proc/(?:self|[0-9]+))/fd/[0-9]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Headers that cannot carry the key: HTTP's own framing, routing and hop-by-hop headers (a proxy
 # drops or acts on them; a key in Content-Length breaks the request), and those reconciler sets
@@ -94,9 +93,9 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"invalid TOML: {exc}") from None
     # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
-    # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63), the current
-    # directory's. A named pipe is a file beside others.
-    base_dir = Path.cwd() if _FD_PATH.fullmatch(str(path)) else Path(path).absolute().parent
+    # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63; /dev/stdin), the
+    # current directory's. A named pipe is a file beside others.
+    base_dir = Path.cwd() if names_a_descriptor(path) else Path(path).absolute().parent
     return Loader(file, base_dir, os.environ, secrets_optional=secrets_optional).config(data)
 
 
@@ -112,6 +111,7 @@ class Loader:
         self.secrets = SecretReader(file, base_dir, env, optional=secrets_optional)
 
     def config(self, data: Mapping[str, object]) -> Config:
+        self.secrets.known |= inline_secrets(dict(data))
         top = Table(self.file, data, "", TOP_KEYS)
         store = top.table("store", ("path", "keep_events"))
         store_path = self.store_path(store)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,6 +16,14 @@ from .errors import ConfigError
 from .table import Table
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
+# The keys a secret is given in inline (their `_file` twins name files).
+_SECRET_KEYS = frozenset(
+    {"api_key", "password", "notification_token", "secret", "previous_secret", "token"}
+)
+# The environment variables that hold secrets (RECONCILER_CCV_API_KEY, ..._SINK_X_SECRET).
+_SECRET_ENDS = ("_KEY", "_PASSWORD", "_TOKEN", "_SECRET")
+# A character file names seldom hold and secrets often do (`+&=%` of a password, base64's `+=`).
+_UNLIKE_A_FILE_NAME = re.compile(r"[^\w ./~-]")
 
 
 class Secret:
@@ -68,7 +77,12 @@ class MissingSecret(Secret):
 
 
 class _Unreadable(ConfigError):
-    """A secret's file that cannot be read (missing, or another user's)."""
+    """A secret's file that cannot be read (missing, or another user's); `missing`: no file is
+    there."""
+
+    def __init__(self, file: str, key: str, problem: str, *, missing: bool = False) -> None:
+        super().__init__(file, key, problem)
+        self.missing = missing
 
 
 # Far above any key, password or token; /dev/zero or a log file named by mistake stops here.
@@ -150,6 +164,42 @@ def webhook_secret_problem(value: str) -> str | None:
     return "must be 'whsec_' followed by base64"
 
 
+def inline_secrets(data: object) -> set[str]:
+    """The values given inline to a secret key anywhere in a parsed TOML document."""
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in _SECRET_KEYS and isinstance(value, str) and value:
+                found.add(value)
+            else:
+                found |= inline_secrets(value)
+    elif isinstance(data, list):
+        for item in data:
+            found |= inline_secrets(item)
+    return found
+
+
+def _may_be_a_secret(given: str, known: set[str]) -> bool:
+    """Whether a `*_file` value naming no file looks like the secret itself (put there by
+    mistake): one the config has elsewhere, or a text no one names a file like (a sign that
+    file names seldom hold, the webhook secret's prefix, or 16 characters or more of a bare
+    name that mixes letters and digits, with no extension)."""
+    if given in known or any(len(s) >= 8 and s in given for s in known):
+        return True
+    name = given.rsplit("/", 1)[-1]
+    return (
+        _UNLIKE_A_FILE_NAME.search(given) is not None
+        or given.startswith("whsec_")
+        or (
+            "/" not in given
+            and "." not in name
+            and len(name) >= 16
+            and any(c.isdigit() for c in name)
+            and any(c.isalpha() for c in name)
+        )
+    )
+
+
 class SecretReader:
     """Resolves the secrets of one config file and remembers the files that held them.
 
@@ -164,6 +214,13 @@ class SecretReader:
         self.env = env
         self.secrets_optional = optional
         self.secret_files: dict[Path, None] = {}
+        # Values a `*_file` that names no file must not be echoed as (the loader adds those
+        # given inline): the environment's, and each secret read so far.
+        self.known = {
+            value
+            for name, value in env.items()
+            if name.startswith("RECONCILER_") and name.endswith(_SECRET_ENDS) and value
+        }
 
     def required(
         self,
@@ -215,6 +272,7 @@ class SecretReader:
         )
         if problem is not None:
             raise table.error(error_key, problem + origin)
+        self.known.add(value)
         return Secret(value)
 
     def find(
@@ -227,9 +285,20 @@ class SecretReader:
             return value, key, ""
         file_key = f"{key}_file"
         if file_key in table.data:
-            path = self.base_dir / table.string(file_key)
+            given = table.string(file_key)
+            path = self.base_dir / given
             self.secret_files[path] = None
-            return self.read(path, table, file_key), file_key, ""
+            try:
+                return self.read(path, table, file_key), file_key, ""
+            except _Unreadable as error:
+                if error.missing and _may_be_a_secret(given, self.known):
+                    # The key itself, pasted where its file's path goes: never shown.
+                    problem = (
+                        "no such file (the value given is not shown: it looks like the secret "
+                        f"itself; give {key}, or the path of a file that holds it)"
+                    )
+                    raise _Unreadable(self.file, table.path(file_key), problem) from None
+                raise
         for name in env:
             if name in self.env:
                 return self.env[name], key, f" (from env {name})"
@@ -248,7 +317,8 @@ class SecretReader:
             data = read_bounded(path, MAX_SECRET_FILE_BYTES)
         except OSError as exc:
             problem = f"cannot read {path}: {exc.strerror or type(exc).__name__}{origin}"
-            raise _Unreadable(self.file, table.path(key), problem) from None
+            missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)
+            raise _Unreadable(self.file, table.path(key), problem, missing=missing) from None
         except NotReadHere as exc:
             raise table.error(key, f"{path} is {exc}{origin}") from None
         try:

@@ -107,17 +107,25 @@ def is_host_name(host: str) -> bool:
 
 def parse_listen(value: str) -> tuple[str, int] | None:
     """Split "host:port" / "[v6]:port"; None when it is neither. A host that is neither an IP
-    address nor a host name raises ValueError: it could never be bound (names are not resolved
-    here; that is left to the listener, as the name may only resolve where it runs)."""
+    address nor a host name, or an IPv4-mapped IPv6 address, raises ValueError: it could never
+    be bound (names are not resolved here; that is left to the listener, as the name may only
+    resolve where it runs)."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port):
         return None
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:
-            ipaddress.IPv6Address(host)
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
         except ValueError:
             return None
+        if mapped is not None:
+            # The listeners' IPv6 sockets take IPv6 alone (asyncio sets IPV6_V6ONLY): binding
+            # one failed at every start (75), which systemd restarts for ever.
+            raise ValueError(
+                f"'{host}' is an IPv4-mapped IPv6 address, which cannot be listened on: "
+                f"use the IPv4 address {mapped}"
+            )
     elif ":" in host or "[" in host or "]" in host:
         return None
     elif not _is_ip(host) and not is_host_name(host):

@@ -23,7 +23,7 @@ from ..events import Event
 from . import order_rows
 from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
-from .files import WriterLock, check_file, create_private
+from .files import WriterLock, check_file, create_private, make_parents
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, open_history
 from .migrations import give_orders_a_rowid, migrate, outdated
@@ -91,7 +91,7 @@ class Store:
             conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                make_parents(path)
                 create_private(path)
                 check_file(path, os.R_OK | os.W_OK)
             except OSError as exc:

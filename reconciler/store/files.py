@@ -72,7 +72,7 @@ class WriterLock:
     def acquire(self) -> None:
         """Take the lock or raise WriterLockHeld at once; never waits."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_parents(self.path)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise file_error(f"cannot create lock file {self.path}", self.db_path, exc) from None
@@ -158,6 +158,15 @@ def check_file(path: Path, mode: int) -> None:
         raise IsADirectoryError(errno.EISDIR, "not a regular file")
     if not os.access(path, mode):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+
+def make_parents(path: Path) -> None:
+    """Make the directories `path` goes in, for this user alone. A file in their way is "Not a
+    directory", as opening a path under a file says, not mkdir's "File exists"."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
 
 
 def create_private(path: Path) -> None:

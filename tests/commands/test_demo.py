@@ -15,7 +15,7 @@ import pytest
 from reconciler import cli
 from reconciler.commands.demo import feed_only_logging, run_demo
 from reconciler.logs import logging_set_up
-from tests.conftest import REPO, Result, call_cli, cli_env
+from tests.conftest import REPO, Result, call_cli, cli_env, run_cli
 
 
 async def demo_here(tmp_path: Path, *argv: str) -> Result:
@@ -194,3 +194,13 @@ async def test_demo_leaves_no_file_beside_a_store_of_yours_nor_takes_a_directory
     folder.mkdir()
     result = await call_cli("demo", "--seconds", "1", "--store", str(folder))
     assert result.code == 2 and "is a directory" in result.stderr, result.stderr
+
+
+async def test_a_demo_store_under_a_file_is_not_a_directory(tmp_path: Path) -> None:
+    # STATE_DIRECTORY naming a file: the demo's store under it said "File exists".
+    (tmp_path / "state").write_text("", encoding="utf-8")
+    env = {**cli_env(), "STATE_DIRECTORY": str(tmp_path / "state")}
+    result = await run_cli("demo", "--seconds", "1", "--speed", "0", "--orders", "1", env=env)
+    assert result.code == 74, result.stderr
+    lock = tmp_path / "state" / "reconciler.db.lock"
+    assert f"reconciler: cannot create lock file {lock}: Not a directory\n" in result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import call_cli
+from tests.conftest import call_cli, cli_env
 
 CCV = '[ccv]\nbase_url = "https://ccv.example"\n'
 
@@ -58,15 +58,57 @@ async def test_check_refuses_a_command_sink_whose_program_is_missing(tmp_path: P
 
 async def test_check_judges_the_config_whatever_the_store_is(tmp_path: Path) -> None:
     # `check` looks into the store only to warn about unconfigured accounts: a store it cannot
-    # open (here a directory; in production, one only the service's user may read) is not its
-    # business, and was a traceback with exit 70.
+    # open (here another application's file; in production, one only the service's user may
+    # read) is not its business, and was a traceback with exit 70.
     store = tmp_path / "reconciler.db"
-    store.mkdir()
+    store.write_bytes(b"not a database at all\n" * 100)
     cfg = tmp_path / "reconciler.toml"
     cfg.write_text(config_text(tmp_path, CCV), encoding="utf-8")
     result = await call_cli("--config", cfg, "check")
     assert (result.code, result.stderr) == (0, ""), result.stderr
     assert "config ok" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        (".", "{dir} is a directory"),
+        ("/dev/null", "/dev/null is not a regular file"),
+        ("reconciler.toml/reconciler.db", "{dir}/reconciler.toml is not a directory"),
+        ("loop/reconciler.db", "{dir}/loop/reconciler.db: Too many levels of symbolic links"),
+    ],
+    ids=["directory", "device", "under-a-file", "loop"],
+)
+async def test_check_refuses_a_store_path_no_command_can_use(
+    tmp_path: Path, path: str, problem: str
+) -> None:
+    # `check` said ok; `status`, `track` and the daemon then refused the store (74).
+    (tmp_path / "loop").symlink_to("loop")
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(f'[store]\npath = "{path}"\n' + CCV, encoding="utf-8")
+    result = await call_cli("--config", cfg, "check")
+    assert result.code == 78, result.stderr
+    assert (
+        result.stderr.strip() == f"config error: {cfg}: store.path: {problem.format(dir=tmp_path)}"
+    )
+    if path.startswith("reconciler.toml/"):
+        # What the commands that open it say: not mkdir's "File exists".
+        result = await call_cli("--config", cfg, "track", "ccv", "ORDER-1")
+        assert result.code == 74, result.stderr
+        assert result.stderr.strip().endswith(f"{tmp_path / path}: Not a directory")
+
+
+async def test_check_names_the_default_store_path_it_refuses(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("", encoding="utf-8")
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(CCV, encoding="utf-8")
+    env = {**cli_env(), "STATE_DIRECTORY": str(tmp_path / "state")}
+    result = await call_cli("--config", cfg, "check", env=env)
+    assert result.code == 78, result.stderr
+    assert result.stderr.strip() == (
+        f"config error: {cfg}: store.path: {tmp_path / 'state'} is not a directory "
+        "(the default store path: [store] path is not set)"
+    )
 
 
 def listeners(receiver: str, api: str | None) -> str:
@@ -100,8 +142,22 @@ def listeners(receiver: str, api: str | None) -> str:
             "127.0.0.1:18866 is [receiver] listen's port too, "
             "and its host 'localhost' may be the same address",
         ),
+        (
+            "[::ffff:127.0.0.1]:18866",
+            None,
+            "receiver.listen",
+            "'::ffff:127.0.0.1' is an IPv4-mapped IPv6 address, which cannot be listened on: "
+            "use the IPv4 address 127.0.0.1",
+        ),
+        (
+            "127.0.0.1:18866",
+            "[::FFFF:7f00:1]:18867",
+            "api.listen",
+            "'::FFFF:7f00:1' is an IPv4-mapped IPv6 address, which cannot be listened on: "
+            "use the IPv4 address 127.0.0.1",
+        ),
     ],
-    ids=["not-an-ip", "blank-in-name", "name-beside-ip"],
+    ids=["not-an-ip", "blank-in-name", "name-beside-ip", "ipv4-mapped", "ipv4-mapped-api"],
 )
 async def test_a_listen_address_that_cannot_bind_is_a_config_error(
     tmp_path: Path, command: str, receiver: str, api: str | None, key: str, problem: str

@@ -112,6 +112,29 @@ def test_relative_paths_of_a_config_from_a_pipe_are_in_the_current_directory(
     assert f"store: {tmp_path / 'rel.db'})" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "config", ["/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", "conf/stdin-link"]
+)
+def test_relative_paths_of_a_config_piped_to_stdin_are_in_the_current_directory(
+    tmp_path: Path, config: str
+) -> None:
+    # `--config /dev/stdin` made the store /dev/rel.db (created there when run as root).
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "stdin-link").symlink_to("/dev/stdin")
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--config", config, "check"],
+        input="[store]\npath = 'rel.db'\n" + CCNOW,
+        env={**cli_env(), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"store: {tmp_path / 'rel.db'})" in result.stdout
+
+
 def start_check(config: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "reconciler", "--config", str(config), "check"],

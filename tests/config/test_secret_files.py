@@ -15,6 +15,7 @@ from reconciler.config import ConfigError, load_config
 from tests.conftest import REPO, cli_env, run_cli
 
 CCNOW = "[ccnow]\nurl = 'https://ccnow.example/oapi'\nclient_id = 'c'\n"
+CCV = "[ccv]\nbase_url = 'https://ccv.example'\n"
 
 
 def config_file(tmp_path: Path, text: str) -> Path:
@@ -131,4 +132,55 @@ async def test_check_names_the_path_of_a_missing_secret_file(tmp_path: Path) -> 
     assert result.stderr.strip() == (
         f"config error: {cfg}: ccnow.password_file: cannot read "
         f"{tmp_path / 'etc' / '..' / 'secrets' / 'pw'}: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "given"),
+    [
+        # The password itself where the path of its file goes: signs no file name holds.
+        (CCNOW + "password_file = '{given}'\n", {}, "Pw0rd-Zq9+&x=7%Se"),
+        # A key: a long bare name of letters and digits, no extension.
+        (
+            CCNOW + "password = 'pw-0123'\n" + CCV + "api_key_file = '{given}'\n",
+            {},
+            "t_fake-ccv-key-3f9a1c",
+        ),
+        # Another secret of the config, from the environment or given inline.
+        (
+            CCNOW + "password_file = '{given}'\n",
+            {"RECONCILER_CCV_API_KEY": "plain-key"},
+            "plain-key",
+        ),
+        (
+            CCNOW + "password_file = '{given}'\n[api]\ntoken = 'plain-api-token-name'\n",
+            {},
+            "plain-api-token-name",
+        ),
+    ],
+    ids=["signs", "key-like", "env-secret", "inline-secret"],
+)
+async def test_a_secret_given_as_its_file_path_is_not_echoed(
+    tmp_path: Path, text: str, env: dict[str, str], given: str
+) -> None:
+    # `cannot read /etc/reconciler/Pw0rd-Zq9+&x=7%Se: No such file or directory` printed it.
+    cfg = config_file(tmp_path, text.replace("{given}", given))
+    result = await run_cli("--config", cfg, "check", env={**cli_env(), **env})
+    assert result.code == 78, result.stderr
+    key = "ccv.api_key_file" if "api_key_file" in text else "ccnow.password_file"
+    assert result.stderr.strip() == (
+        f"config error: {cfg}: {key}: no such file (the value given is not shown: it looks "
+        f"like the secret itself; give {key.split('.')[1].removesuffix('_file')}, or the path of "
+        "a file that holds it)"
+    )
+    assert given not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("given", ["ccnow-password", "secrets/ccnow_pw.txt", "/run/keys/pw"])
+def test_an_ordinary_path_of_a_missing_secret_file_is_named(tmp_path: Path, given: str) -> None:
+    cfg = config_file(tmp_path, CCNOW + f"password_file = '{given}'\n")
+    error = load_error(cfg)
+    assert (error.key, error.problem) == (
+        "ccnow.password_file",
+        f"cannot read {tmp_path / 'etc' / given}: No such file or directory",
     )

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import aiohttp
 import pytest
@@ -349,6 +350,22 @@ async def test_dry_run_prints_the_form_and_sends_nothing(
     assert CCNOW_PASSWORD not in result.stdout + result.stderr
     assert fake_ccnow.requests == []
     assert not (tmp_path / "reconciler.db").exists()
+
+
+async def test_dry_run_masks_a_secret_the_url_holds(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
+    # The password put in the URL's query as well (some CGI gateways want it there) was printed.
+    password = "Pw0rd-Zq9+&x=7%Se"
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    url = f"{fake_ccnow.url}?pw={quote_plus(password)}"
+    cfg.write_text(cfg.read_text().replace(f'url = "{fake_ccnow.url}"', f'url = "{url}"'))
+    result = await ccnow(
+        cfg, "ship", A, "--notes", "On its way", "--dry-run", RECONCILER_CCNOW_PASSWORD=password
+    )
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"POST {fake_ccnow.url}?pw=***"
+    assert "x_notes_1=On+its+way" in result.stdout.splitlines()
+    assert "Pw0rd" not in result.stdout + result.stderr
+    assert fake_ccnow.requests == []
 
 
 @pytest.mark.parametrize("action", list(ARGS))
