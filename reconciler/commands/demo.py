@@ -303,13 +303,16 @@ def feed_only_logging() -> None:
 async def _run_until_signalled(args: argparse.Namespace, out: TextIO) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP as `run` has it: a closed terminal ends the demo with its summary and a clean
+    # close of its store; unless it is ignored (`nohup`), which a handler would undo.
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
         loop.add_signal_handler(sig, stop.set)
     return await run_demo(args, out, stop)
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    """Entry point of `reconciler demo`: Ctrl-C or SIGTERM ends it with its summary."""
+    """Entry point of `reconciler demo`: Ctrl-C, SIGTERM or SIGHUP ends it with its summary."""
     # Before the event loop: a store it must not empty is a usage error, not a failure in it.
     args.store = demo_store(args.store)
     feed_only_logging()
