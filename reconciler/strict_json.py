@@ -66,12 +66,18 @@ def loads(raw: bytes) -> object:
     """Decode one JSON document; ValueError (NotJSON for what Python alone accepts, NotExact for
     a number it would change) if it is not one that can be passed on."""
     document = json.loads(raw, parse_constant=_refuse_constant, parse_float=_exact_float)
+    refuse_lone_surrogate(raw, document)
+    return document
+
+
+def refuse_lone_surrogate(raw: bytes, document: object) -> None:
+    """Raise NotJSON if `document`, decoded from `raw`, holds a lone surrogate (a `\\u` escape
+    of half a character): no UTF-8 text can hold it, so it cannot be passed on or shown."""
     if _SURROGATE_ESCAPE.search(raw):
         try:
             json.dumps(document, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise NotJSON("a \\u escape names half a character (a lone surrogate)") from None
-    return document
 
 
 def loads_answer(
