@@ -159,15 +159,27 @@ def reference_problem(ref: str, *, given: bool = True) -> str | None:
     if len(ref) > EXTERNAL_REFERENCE_MAX_LENGTH:
         return f"an external reference must be at most {EXTERNAL_REFERENCE_MAX_LENGTH} characters"
     if given and ref != ref.strip():
-        return f"an external reference must not begin or end with white space: {ref!r}"
+        return f"an external reference must not begin or end with white space: {clipped(ref)}"
     if not ref.isprintable():
         # A lone surrogate (JSON "\udcff") is not printable either: no database or log holds it.
-        return f"an external reference must not hold control or invisible characters: {ref!r}"
+        return (
+            f"an external reference must not hold control or invisible characters: {clipped(ref)}"
+        )
     if ref in (".", ".."):
         # A URL path segment of its own: HTTP clients resolve it away, and CCV's calls would
         # reach another path than the one signed.
         return f"an external reference must not be {ref!r} (a URL path would drop it)"
     return None
+
+
+# What an error message quotes of an input, at most: an id or a key given is echoed so that it
+# can be found, but a megabyte of it would come back as a megabyte of error.
+SHOWN_INPUT_MAX = 100
+
+
+def clipped(raw: str, limit: int = SHOWN_INPUT_MAX) -> str:
+    """Return `raw` as an error quotes it: repr()'d, cut with an ellipsis past `limit`."""
+    return repr(raw) if len(raw) <= limit else repr(raw[:limit]) + "\u2026"
 
 
 # --- order ids ------------------------------------------------------------------------------
@@ -195,21 +207,25 @@ def normalize_ccnow_id(raw: str) -> str:
     """Return a CCNow order id in its hyphenated form `NNN-NN-NNNN`."""
     order_id = ccnow_id(raw.strip())
     if order_id is None:
-        raise InvalidOrderId(f"not a CCNow order id (nine digits, hyphens optional): {raw!r}")
+        raise InvalidOrderId(
+            f"not a CCNow order id (nine digits, hyphens optional): {clipped(raw)}"
+        )
     return order_id
 
 
 def validate_ccv_id(raw: str) -> str:
     """Return a CCV order id that is safe as one URL path segment."""
     if not raw or len(raw) > CCV_ID_MAX_LENGTH:
-        raise InvalidOrderId(f"CCV order id must be 1 to {CCV_ID_MAX_LENGTH} characters: {raw!r}")
+        raise InvalidOrderId(
+            f"CCV order id must be 1 to {CCV_ID_MAX_LENGTH} characters: {clipped(raw)}"
+        )
     if not _CCV_ID_ALPHABET.fullmatch(raw):
         raise InvalidOrderId(
             f"CCV order id must be printable ASCII without spaces (a BOM, zero-width or "
-            f"bidirectional character?): {raw!r}"
+            f"bidirectional character?): {clipped(raw)}"
         )
     if raw in (".", "..") or ".." in raw or _CCV_ID_FORBIDDEN.search(raw):
-        raise InvalidOrderId(f"CCV order id has a forbidden character or sequence: {raw!r}")
+        raise InvalidOrderId(f"CCV order id has a forbidden character or sequence: {clipped(raw)}")
     return raw
 
 

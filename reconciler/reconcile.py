@@ -120,6 +120,22 @@ class Reconciler:
         self._written(events, references)
         return len(events)
 
+    async def apply_within(
+        self, observations: Sequence[Observation], *, via: Via, report: PassReport
+    ) -> Callable[[], None]:
+        """Write observations again in the caller's transaction (a pass's failed checks once
+        their account recovers, `Coordinator.settle`); return what to call once it commits."""
+        events, references = await self._write(
+            observations,
+            via=via,
+            now=self.clock(),
+            discover=False,
+            within=None,
+            page=None,
+            reports=[(None, report)],
+        )
+        return lambda: self._written(events, references)
+
     async def _write_group(self, group: Group) -> int:
         """Commit a group of notifications' observations; return the leader's event count."""
         self._hint_group = group
@@ -165,21 +181,30 @@ class Reconciler:
         snapshot = await store.orders.load((o.key for o in observations), page)
         if not discover and len(snapshot) < len(observations):
             observations = [o for o in observations if o.key in snapshot]
+        failing = await self._failing_accounts(observations)
         result = diff(
             snapshot,
             observations,
             now=now,
             via=via,
             store_id=store.store_id,
-            failing_accounts=await self._failing_accounts(observations),
+            failing_accounts=failing,
         )
+        # A check that failed while its account fails is the outage's failure until the pass
+        # finds the account answering (`Coordinator.settle` writes it again then).
+        outage = [o for o in observations if o.outcome is Outcome.FAILED and o.key[:2] in failing]
         for keys, report in reports or ():
             lost = len(result.lost if keys is None else result.lost & keys)
             report.lost += lost
             report.failed += lost
+            if outage:
+                report.outage_failures += (o for o in outage if keys is None or o.key in keys)
             if result.started_failing:
                 report.note_started_failing(
-                    o for o in result.started_failing if keys is None or o.key in keys
+                    o
+                    for o in result.started_failing
+                    if (keys is None or o.key in keys)
+                    and not (o.outcome is Outcome.FAILED and o.key[:2] in failing)
                 )
         rows = []
         events = list(result.events)
@@ -228,8 +253,9 @@ class Reconciler:
         self.committed(events)
 
     async def _failing_accounts(self, observations: Sequence[Observation]) -> set[tuple[str, str]]:
-        """Return the failing accounts among those whose orders answered "not found"."""
-        accounts = {o.key[:2] for o in observations if o.outcome is Outcome.NOT_FOUND}
+        """Return the failing accounts among those whose orders answered "not found" or
+        failed."""
+        accounts = {o.key[:2] for o in observations if o.outcome is not Outcome.OK}
         failing: set[tuple[str, str]] = set()
         for source, account in accounts:
             if (await self.store.sources.state(source, account)).failing:

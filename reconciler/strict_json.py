@@ -34,6 +34,10 @@ class NotJSON(ValueError):
     """Text json.loads takes but JSON does not."""
 
 
+class RepeatedKey(NotJSON):
+    """An object naming one key twice: Python keeps the last, other readers the first."""
+
+
 class NotExact(NotJSON):
     """A JSON number that would be passed on as another number than the one written."""
 
@@ -62,10 +66,27 @@ def _exact_float(text: str) -> float:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    document = dict(pairs)
+    if len(document) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = repr(key) if len(key) <= _SHOWN else repr(key[:_SHOWN]) + "\u2026"
+                raise RepeatedKey(f"the key {shown} is given twice in one object")
+            seen.add(key)
+    return document
+
+
 def loads(raw: bytes) -> object:
     """Decode one JSON document; ValueError (NotJSON for what Python alone accepts, NotExact for
     a number it would change) if it is not one that can be passed on."""
-    document = json.loads(raw, parse_constant=_refuse_constant, parse_float=_exact_float)
+    document = json.loads(
+        raw,
+        parse_constant=_refuse_constant,
+        parse_float=_exact_float,
+        object_pairs_hook=_unique_keys,
+    )
     refuse_lone_surrogate(raw, document)
     return document
 

@@ -268,3 +268,44 @@ async def test_a_daemon_started_with_nohup_ignores_the_hangup(
         if '"daemon.signal"' in line
     ]
     assert signals == ["SIGTERM"]
+
+
+async def test_a_refresh_waiting_at_the_stop_gets_the_stored_state(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # It was cut off when the stop's grace second ended: the connection closed, no answer.
+    api_port = free_port()
+    fake_ccv.orders = {ORDER: "AwaitingPayment"}
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"\n'
+        "status_intervals = {}",
+        extra=(
+            f'[api]\nlisten = "127.0.0.1:{api_port}"\ntoken = "{TOKEN}"\nrefresh_timeout = "30s"\n'
+        ),
+    )
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+    log = tmp_path / "daemon.log"
+    async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
+        await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
+        await poll_until(lambda: read_events(tmp_path), 10, "the start-up check")
+        fake_ccv.hold = asyncio.Event()  # CCV answers nothing from now on
+        asked = len(fake_ccv.requests_for(ORDER))
+        refresh = asyncio.ensure_future(
+            http.get(
+                f"http://127.0.0.1:{api_port}/api/v1/orders/ccv/{ORDER}?refresh=1",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        )
+        # The refresh's own question is at CCV: the request is in the daemon's hands.
+        await fake_ccv.wait_until(lambda: len(fake_ccv.requests_for(ORDER)) > asked, 10)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with await asyncio.wait_for(refresh, 10) as resp:
+                assert resp.status == 200
+                body = await resp.json()
+        finally:
+            fake_ccv.hold.set()
+        assert (body["status"], body["refreshed"]) == ("AwaitingPayment", False)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0

@@ -20,7 +20,7 @@ from reconciler.config import ApiConfig, CCNowConfig, Config
 from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields, say
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
-from reconciler.redact import config_secrets, given_secrets
+from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
 from reconciler.store import Store, StoreError
 from reconciler.store import commands as cmds
 from reconciler.terminal import shown
@@ -179,6 +179,10 @@ async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bo
     longer name: the word asks nothing of CCNow)."""
     from reconciler.runtime import writer_unless_held
 
+    if holds_secret(raw_id, given_secrets(config_secrets(config))):
+        # Before the id's own check, whose refusal quotes it.
+        say(f"reconciler: error: the order id given {GIVEN_SECRET}")
+        return EX_DATAERR
     try:
         order_id = normalize_ccnow_id(raw_id)
     except InvalidOrderId as exc:

@@ -60,7 +60,7 @@ async def notification_url_command(config: Config, args: argparse.Namespace) -> 
     if holds_secret(given, given_secrets(config_secrets(config))):
         raise DataError(f"--{'order' if args.order is not None else 'ref'}: {GIVEN_SECRET}")
     if args.order is not None:
-        (value,) = order_ids("ccv", [args.order])
+        (value,) = order_ids("ccv", [args.order], None)
         print(notification_url(receiver, account, order_id=value))
     else:
         if problem := reference_problem(args.ref):

@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import strict_json
 from ..exits import DataError
 from ..model import InvalidOrderId, Source, normalize_order_id, reference_problem
+from ..redact import GIVEN_SECRET, SecretForms, holds_secret
 from ..stdio import NotReadHere, read_bounded, read_stdin_bounded
 
 MAX_JSON_INPUT_BYTES = 16 * 1024 * 1024
@@ -32,21 +33,28 @@ def read_json(name: str) -> object:
         raise DataError(f"{name}: {exc}") from None
     try:
         return strict_json.loads(raw)
-    except strict_json.NotExact as exc:
+    except (strict_json.NotExact, strict_json.RepeatedKey) as exc:
         raise DataError(f"{name}: {exc}") from None
     except (ValueError, RecursionError) as exc:
         raise DataError(f"{name}: not JSON: {exc}") from None
 
 
-def order_ids(source: Source, raw_ids: list[str]) -> list[str]:
-    """Normalise order ids given on the command line; a malformed one is a DataError."""
+def order_ids(source: Source, raw_ids: list[str], secrets: SecretForms | None) -> list[str]:
+    """Normalise order ids given on the command line; a malformed one, or one holding one of
+    `secrets`, is a DataError."""
+    for n, raw in enumerate(raw_ids, 1):
+        # Before the id's own check, whose refusal quotes it.
+        if holds_secret(raw, secrets):
+            raise DataError(f"the order id of order {n} given {GIVEN_SECRET}")
     try:
         return [normalize_order_id(source, raw) for raw in raw_ids]
     except InvalidOrderId as exc:
         raise DataError(str(exc)) from None
 
 
-def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
+def read_track_file(
+    path: Path, source: Source, secrets: SecretForms | None
+) -> list[tuple[str, str | None]]:
     """Read `ID` or `ID,REF` lines as CSV (quoted fields as a spreadsheet writes them; blank
     lines and # comments skipped); '-' is stdin. A line that is not one order is a DataError
     naming the file's line."""
@@ -82,6 +90,10 @@ def read_track_file(path: Path, source: Source) -> list[tuple[str, str | None]]:
             fields.pop()  # a spreadsheet's empty trailing columns
         if not fields or (not out and _is_header(fields)):
             continue
+        for what, value in zip(("order id", "reference"), fields[:2], strict=False):
+            # Before the line's own checks, whose refusals quote it.
+            if holds_secret(value, secrets):
+                raise DataError(f"{where}: the {what} given {GIVEN_SECRET}")
         out.append(_track_line(where, source, fields))
     return out
 

@@ -67,9 +67,11 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     # uncertain submit settled, as it was stored.
     if args.ref is not None and (problem := reference_problem(args.ref, given=False)):
         raise DataError(f"--ref: {problem}")
-    orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in order_ids(source, args.ids)]
+    secrets = given_secrets(config_secrets(config))
+    ids = order_ids(source, args.ids, secrets)
+    orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in ids]
     if args.from_file is not None:
-        orders.extend(read_track_file(args.from_file, source))
+        orders.extend(read_track_file(args.from_file, source, secrets))
     _refuse_secrets(config, orders)
     from ..delivery import sink_names
 
@@ -209,7 +211,7 @@ async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     """Stop following orders."""
     source: Source = args.source
     account = await _untrack_account(config, source, args.account)
-    ids = order_ids(source, args.ids)
+    ids = order_ids(source, args.ids, given_secrets(config_secrets(config)))
     store = await open_store(config)
     if store is None:
         return EX_OK

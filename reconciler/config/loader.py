@@ -36,6 +36,7 @@ from .schema import (
 )
 from .secret import (
     SecretReader,
+    api_token_problem,
     min_length,
     secret_names,
     token_problem,
@@ -322,7 +323,7 @@ class Loader:
             listen_host=listen[0],
             listen_port=listen[1],
             token=self.secrets.required(
-                table, "token", ["RECONCILER_API_TOKEN"], ["api-token"], min_length(16)
+                table, "token", ["RECONCILER_API_TOKEN"], ["api-token"], api_token_problem
             ),
             max_body_bytes=table.integer("max_body", 1024 * 1024, 1024, 16 * 1024 * 1024),
             refresh_timeout_s=table.duration("refresh_timeout", "10s", positive=True),

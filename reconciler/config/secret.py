@@ -114,6 +114,19 @@ def token_problem(value: str) -> str | None:
     return None if _TOKEN.fullmatch(value) else "must be at least 16 characters of A-Z a-z 0-9 _ -"
 
 
+def api_token_problem(value: str) -> str | None:
+    # The API compares the bearer token as the header carries it, which HTTP trims and
+    # clients send as latin-1 or ASCII: a token with white space at an end, or beyond ASCII,
+    # passes the config and then authenticates no request (or only some clients' requests).
+    if len(value) < 16:
+        return "must be at least 16 characters"
+    if value != value.strip():
+        return "must not begin or end with white space (no request could carry it)"
+    if not value.isascii():
+        return "must be ASCII (an HTTP header does not carry other characters alike)"
+    return None
+
+
 def webhook_key(secret: str) -> bytes:
     """Return the HMAC key of a Standard Webhooks secret (`whsec_` + base64, prefix optional);
     raise ValueError, never naming the value (it is the secret)."""

@@ -41,6 +41,12 @@ class PassReport:
     # (poller/coordinator.py) logs them and empties both. Bounded, whatever the pass's size.
     started_failing: list[Observation] = field(default_factory=list)
     started_failing_more: Counter[str] = field(default_factory=Counter)
+    # The failed checks written while their account was failing: the outage's, unless the
+    # pass's own `settle` finds the account answering again; then they are the orders' own,
+    # and written again once the outage's failures are forgotten. As many as the pass's orders
+    # that failed, held until its end: a pass in which every order fails leaves its account
+    # failing, and drops them.
+    outage_failures: list[Observation] = field(default_factory=list)
 
     def note_started_failing(self, observations: Iterable[Observation]) -> None:
         """Keep orders whose checks start failing, up to STARTED_FAILING_LINES, and count the

@@ -285,9 +285,12 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         for _, v in said:
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
+        # Once each: a notification's write tried twice noted its failures twice.
+        outage, report.outage_failures = list(dict.fromkeys(report.outage_failures)), []
+        failing = await self._settle_health(said, outage, via=via, report=report)
+        # Taken after the health: an account that recovers notes its pass's failures again.
         started_failing, report.started_failing = report.started_failing, []
         more, report.started_failing_more = report.started_failing_more, Counter()
-        failing = await self._settle_health(said, via=via, report=report)
         if started_failing:
             if failing is None:  # the pass said nothing of the account: as it was
                 failing = (await self.store.sources.state(self.source, self.account)).failing
@@ -324,16 +327,23 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             )
 
     async def _settle_health(
-        self, said: Sequence[tuple[Part, Verdict]], *, via: Via, report: PassReport
+        self,
+        said: Sequence[tuple[Part, Verdict]],
+        outage: Sequence[Observation],
+        *,
+        via: Via,
+        report: PassReport,
     ) -> bool | None:
         """Write the account's health after a pass's verdicts; return whether it is failing now
-        (None: the pass said nothing about it)."""
+        (None: the pass said nothing about it). `outage`: the pass's checks that failed while
+        the account was failing."""
         if not said:
             return None
         now = self.now()
         if self._written_healthy(said, now):
             return False  # a burst of hints writes the account's good health once, not each time
         store = self.store
+        refailed: Callable[[], None] | None = None
         try:
             # A hint's record goes before a pass's batches waiting for the database.
             async with store.transaction(urgent=via == "notification"):
@@ -358,12 +368,18 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                     )
                     await store.events.add([event])
                 if flip is EventType.SOURCE_RECOVERED:
-                    # An order that still fails now starts failing on its own, and is logged.
+                    # The outage's failures were the account's. One of this very pass is the
+                    # order's own: written again, it counts one failure (`status`, backoff)
+                    # and is logged now, not a pass later.
                     await store.orders.forget_failures(self.source, self.account)
+                    if outage:
+                        refailed = await self.writer.apply_within(outage, via=via, report=report)
         except BaseException:
             self._healthy_at = None
             raise
         self._healthy_at = None if new.failing else now
+        if refailed is not None:
+            refailed()
         if event is not None:
             # The event's own log line (log sink) is the one line an operator sees.
             self.writer.committed([event])

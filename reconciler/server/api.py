@@ -69,6 +69,11 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     async def close(_: web.Application) -> None:
         await orders.close()
 
+    async def stop(_: web.Application) -> None:
+        orders.stop()
+
+    # First of the shutdown's steps: the refreshes answer within the stop's grace second.
+    app.on_shutdown.append(stop)
     app.on_cleanup.append(close)
     return app
 

@@ -24,6 +24,7 @@ from .api_requests import (
     json_body,
     order_id_named,
     source_named,
+    unknown_field,
 )
 
 log = logging.getLogger("reconciler.api")
@@ -43,6 +44,9 @@ class Orders:
         self.config = config
         self.deps = deps
         self._refreshes: set[asyncio.Task[bool]] = set()
+        # Set when the API stops: a refresh still waiting answers at once with what is stored,
+        # instead of being cut off without an answer when the stop's grace second ends.
+        self._stopping = asyncio.Event()
 
     def account(self, source: Source, raw: object) -> str:
         """Return the account of `source` that `raw` names."""
@@ -67,9 +71,9 @@ class Orders:
             raise BadRequest(422, "the body must be a JSON object", "$")
         for name in doc:
             if name not in _TRACK_FIELDS:
-                raise BadRequest(422, "unknown field", str(name))
+                raise unknown_field(name)
         source = source_named(doc.get("source"))
-        order_id = order_id_named(source, doc.get("order_id"))
+        order_id = order_id_named(self.deps, source, doc.get("order_id"))
         ref = doc.get("external_reference")
         account = (
             await self.settling(doc.get("account"), ref) if source == "ccv" else None
@@ -117,18 +121,29 @@ class Orders:
         """Return the committed snapshot row of one order."""
         return (await self.deps.reader.orders.load([key])).get(key)
 
-    def key(self, request: web.Request) -> OrderKey:
-        """Return the order a path names."""
+    async def key(self, request: web.Request) -> tuple[OrderKey, bool]:
+        """Return the order a path names, and whether its account is configured. An account
+        the config no longer names keeps its orders until they are untracked (as `orders` and
+        `untrack --account` reach them): such an order is found by its name."""
         source = source_named(request.match_info["source"])
-        order_id = order_id_named(source, request.match_info["order_id"])
-        return OrderKey(source, self.account(source, request.query.get("account")), order_id)
+        order_id = order_id_named(self.deps, source, request.match_info["order_id"])
+        raw = request.query.get("account")
+        if raw is not None and raw not in self.deps.accounts.get(source, ()):
+            key = OrderKey(source, raw, order_id)
+            if await self.find(key) is not None:
+                return key, False
+        return OrderKey(source, self.account(source, raw), order_id), True
 
     async def read(self, request: web.Request) -> web.Response:
         """GET /api/v1/orders/{source}/{order_id}[?refresh=1]: the order, optionally fresh."""
-        key = self.key(request)
+        key, configured = await self.key(request)
         refresh = request.query.get("refresh", "0")
         if refresh not in ("0", "1", "true", "false"):
             raise BadRequest(400, "must be 1 or 0", "refresh")
+        if refresh in ("1", "true") and not configured:
+            raise BadRequest(
+                422, "the config no longer names this account: nothing can ask about it", "refresh"
+            )
         state = await self.find(key)
         if state is None:
             raise BadRequest(404, "not tracked", "order_id")
@@ -138,16 +153,24 @@ class Orders:
         # The check goes on past the timeout (its result is committed for the next read).
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            fresh = await asyncio.wait_for(asyncio.shield(task), self.config.refresh_timeout_s)
-        except asyncio.TimeoutError:
-            fresh = False
+            # Not wait_for: the request's end (a timeout, the stop, a client gone) leaves the
+            # check running.
+            done, _ = await asyncio.wait(
+                (task, stopping),
+                timeout=self.config.refresh_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stopping.cancel()
+        fresh = task.result() if task in done else False
         state = await self.find(key) or state
         return web.json_response({**order_json(state), "refreshed": fresh})
 
     async def untrack(self, request: web.Request) -> web.Response:
         """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204."""
-        key = self.key(request)
+        key, _ = await self.key(request)
         await self.deps.store.orders.untrack(key.source, key.account, [key.order_id])
         log.info("api.untracked", extra=fields(source=key.source, order_id=key.order_id))
         return web.Response(status=204)
@@ -188,6 +211,10 @@ class Orders:
         # The bodies are stored CloudEvents JSON: spliced in, not parsed and encoded again.
         payload = b'{"events":[' + b",".join(bodies) + b'],"next":"' + str(last).encode() + b'"}'
         return web.Response(body=payload, content_type="application/json")
+
+    def stop(self) -> None:
+        """Answer the refreshes still waiting now, with the stored state (`refreshed`: false)."""
+        self._stopping.set()
 
     async def close(self) -> None:
         """Wait for refreshes still running past their request's timeout (cancelled)."""

@@ -15,7 +15,15 @@ from aiohttp.typedefs import Middleware
 
 from .. import strict_json
 from ..logs import fields
-from ..model import SOURCES, InvalidOrderId, OrderKey, Source, normalize_order_id
+from ..model import (
+    SHOWN_INPUT_MAX,
+    SOURCES,
+    InvalidOrderId,
+    OrderKey,
+    Source,
+    clipped,
+    normalize_order_id,
+)
 from ..poller.unconfigured import unsettled_writes
 from ..redact import GIVEN_SECRET, SecretForms, given_secrets, holds_secret
 from ..store import Store, StoreError
@@ -41,6 +49,9 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        # A field may be a body's unknown key, of any length: it is named, not echoed whole.
+        if field is not None and len(field) > SHOWN_INPUT_MAX:
+            field = field[:SHOWN_INPUT_MAX] + "\u2026"
         self.field = field
         self.extra = extra
 
@@ -93,7 +104,13 @@ def token_ok(header: str | None, token: str) -> bool:
 
 
 def unauthorized(request: web.Request, token: Callable[[], str]) -> web.Response | None:
-    """Return the 401 of a request without the token, or None when it carries it."""
+    """Return the 401 of a request without the token (400 with two), or None when it carries
+    it."""
+    if len(request.headers.getall("Authorization", ())) > 1:
+        # aiohttp reads the first; a proxy or another server may read the last.
+        return json_error(
+            400, "Authorization given more than once", extra={"field": "Authorization"}
+        )
     if token_ok(request.headers.get("Authorization"), token()):
         return None
     log.debug("api.unauthorized", extra=fields(method=request.method))
@@ -141,6 +158,7 @@ def guard(token: Callable[[], str]) -> Middleware:
         if refusal is not None:
             return refusal
         try:
+            repeated(request)
             return await handler(request)
         except BadRequest as exc:
             log.debug(
@@ -166,6 +184,14 @@ def guard(token: Callable[[], str]) -> Middleware:
     return middleware
 
 
+def repeated(request: web.Request) -> None:
+    """Refuse (400) a query parameter given twice: the API reads the first, a JSON body's key
+    given twice would be read as the last, and a client may mean either."""
+    for name in request.query:
+        if len(request.query.getall(name)) > 1:
+            raise BadRequest(400, "given more than once", name)
+
+
 async def json_body(request: web.Request, limit: int, *, timeout_s: float) -> object:
     """Return the request's JSON body; 413 above the limit, 408 when it has not arrived within
     `timeout_s`, 400 when it is not JSON."""
@@ -179,7 +205,7 @@ async def json_body(request: web.Request, limit: int, *, timeout_s: float) -> ob
         raise BadRequest(400, "the body could not be read", "$") from None
     try:
         return strict_json.loads(raw)
-    except strict_json.NotExact as exc:
+    except (strict_json.NotExact, strict_json.RepeatedKey) as exc:
         raise BadRequest(400, str(exc), "$") from None
     except (ValueError, RecursionError) as exc:
         problem = "not JSON"
@@ -206,7 +232,9 @@ def account_named(
         if not accounts:
             raise BadRequest(422, f"no {source} account is configured", "source")
         raise BadRequest(422, f"several {source} accounts: name one", field)
-    if not isinstance(raw, str) or raw not in accounts:
+    if not isinstance(raw, str):
+        raise BadRequest(422, "must be a string", field)
+    if raw not in accounts:
         raise BadRequest(422, f"no {source} account of that name", field)
     return raw
 
@@ -220,10 +248,17 @@ async def unconfigured_with_writes(deps: ApiDeps, source: Source, raw: object) -
     return raw if uncertain else None
 
 
-def order_id_named(source: Source, raw: object) -> str:
-    """Return the normalised order id; 422 when it is not one of this source."""
+def unknown_field(name: str) -> BadRequest:
+    """Return the 422 of a body's field that the request does not take."""
+    return BadRequest(422, f"{clipped(name)}: unknown field", name)
+
+
+def order_id_named(deps: ApiDeps, source: Source, raw: object) -> str:
+    """Return the normalised order id; 422 when it is not one of this source, or holds one of
+    the config's secrets (refused first: the refusal of a malformed id quotes it)."""
     if not isinstance(raw, str):
         raise BadRequest(422, "must be a string", "order_id")
+    deps.refuse_secret(raw, "order_id")
     try:
         return normalize_order_id(source, raw)
     except InvalidOrderId as exc:

@@ -28,6 +28,7 @@ from .api_requests import (
     account_named,
     json_body,
     unconfigured_with_writes,
+    unknown_field,
 )
 
 log = logging.getLogger("reconciler.api")
@@ -79,7 +80,7 @@ class Writes:
             raise BadRequest(400, "the body must be a JSON object", "$")
         for name in doc:
             if name not in ("external_reference", "sent", "account"):
-                raise BadRequest(422, f"{name}: unknown field", name)
+                raise unknown_field(name)
         # An account the config no longer names may still hold uncertain submits.
         account = await unconfigured_with_writes(self.deps, "ccv", doc.get("account"))
         if account is None:
@@ -136,7 +137,7 @@ class Writes:
             raise BadRequest(400, "the body must be a JSON object", "$")
         for name in doc:
             if name not in ("order_id", "sent", "account"):
-                raise BadRequest(422, f"{name}: unknown field", name)
+                raise unknown_field(name)
         # An account the config no longer names may still hold uncertain actions.
         sender = self.deps.actions
         account = await unconfigured_with_writes(self.deps, "ccnow", doc.get("account"))
@@ -146,6 +147,7 @@ class Writes:
         raw, sent = doc.get("order_id"), doc.get("sent")
         if not isinstance(raw, str):
             raise BadRequest(422, "order_id: required, a CCNow order id", "order_id")
+        self.deps.refuse_secret(raw, "order_id")
         try:
             order_id = normalize_ccnow_id(raw)
         except InvalidOrderId as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -20,9 +20,12 @@ from .connections import SERVER_NAME, BoundedRunner, ConnectionLimits, ExpectScr
 # aiohttp answers `100 Continue` for a path no route takes before any middleware runs.
 EXPECT_SCREEN = web.AppKey[ExpectScreen]("expect_screen")
 
-# The content codings aiohttp's parser recognises (one, in any case). Only gzip and deflate are
-# decoded: no provider sends br or zstd, which would take optional packages.
-_CODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
+# The content codings decoded, by their names in any case (x-gzip is gzip's old name, RFC 9110);
+# no provider sends br or zstd, which would take optional packages. Any other coding is refused:
+# read as plain bytes, a body sent `gzip, gzip` or `compress` lost what it said.
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "identity": None}
+# Codings one body may be sent in, one on another: each costs a pass over up to max_body bytes.
+MAX_CODINGS = 4
 # gzip members (or deflate streams) one body may join: each costs a decompressor.
 MAX_MEMBERS = 64
 
@@ -86,25 +89,42 @@ async def read_body(request: web.Request, limit: int, *, timeout_s: float | None
     return decoded(body, content_coding(request), limit)
 
 
-def content_coding(request: web.BaseRequest) -> str | None:
-    """Return the content coding a request's body is sent in, as aiohttp's parser reads
-    `Content-Encoding`: one coding it knows, in any case; None for any other value."""
-    value = request.headers.get(hdrs.CONTENT_ENCODING, "")
-    coding = value.lower() if value.isascii() else ""
-    return coding if coding in _CODINGS else None
+def content_coding(request: web.BaseRequest) -> Sequence[str] | None:
+    """Return the content codings a request's body is sent in, in the order they were applied
+    (`Content-Encoding`, a list, in one header or several; `identity` left out); None when one
+    of them is not decoded here, or there are more than MAX_CODINGS."""
+    codings: list[str] = []
+    for value in request.headers.getall(hdrs.CONTENT_ENCODING, ()):
+        for word in value.split(","):
+            name = word.strip(" \t").lower()
+            if not name:
+                continue  # an empty list element (RFC 9110 5.6.1)
+            if name not in _CODINGS:
+                return None
+            if (coding := _CODINGS[name]) is not None:
+                codings.append(coding)
+    return codings if len(codings) <= MAX_CODINGS else None
 
 
-def decoded(body: bytes, coding: str | None, limit: int) -> bytes:
-    """Return a body as sent in `coding`, decoded; BodyUnreadable unless every gzip member or
-    deflate stream in it ends where the body does, BodyTooLarge past `limit` bytes decoded.
+def decoded(body: bytes, codings: Sequence[str] | None, limit: int) -> bytes:
+    """Return a body as sent in `codings`, decoded; BodyUnreadable for a coding not decoded
+    here (None), unless every gzip member or deflate stream in it ends where the body does, or
+    for a coded body that is empty; BodyTooLarge past `limit` bytes decoded."""
+    if codings is None:
+        raise BodyUnreadable
+    for coding in reversed(codings):
+        if not body:
+            raise BodyUnreadable  # not even a stream's header
+        body = _decoded_once(body, coding, limit)
+    return body
+
+
+def _decoded_once(body: bytes, coding: str, limit: int) -> bytes:
+    """Return a body decoded from one coding, gzip or deflate.
 
     aiohttp's own decoder ends a gzip body wherever its bytes stop: a body of `x`, or of the
     bare 10-byte gzip header, decoded to nothing, and the receiver took it. So the listeners
     turn it off (connections.BoundedRunner) and decode here, to the end of the stream."""
-    if coding is None or not body:
-        return body
-    if coding not in ("gzip", "deflate"):
-        raise BodyUnreadable
     if coding == "gzip":
         wbits = 16 + zlib.MAX_WBITS
     else:

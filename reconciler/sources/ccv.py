@@ -102,38 +102,53 @@ def _status_of(value: object) -> str | None:
 def _status_document(body: bytes) -> tuple[str, object] | None:
     """Return the orderStatus word and the externalReference value of a status answer, or None
     when the body is not one (not JSON, not an object, no status a log and a database hold, or
-    a key named twice: `{"orderStatus": "New", "orderStatus": "Completed"}` is two answers, and
-    taking the last would guess an end state that is never asked again)."""
+    one of those two keys named twice at its top level: `{"orderStatus": "New",
+    "orderStatus": "Completed"}` is two answers, and taking the last would guess an end state
+    that is never asked again). Any other key named twice, nested or not, is CCV's business:
+    the last one holds, as Python reads JSON, escapes or not."""
     try:
         # The usual answer is decoded by the C decoder alone; one that may name a key twice
-        # (a key written twice, or spelled with escapes) once, with a hook that finds out.
-        hook = _once if _may_repeat_a_key(body) else None
-        document = loads_answer(body, hook)
-    except (ValueError, RecursionError, _RepeatedKey):
+        # (one of ours written twice, or any spelled with escapes) once, with a hook that
+        # finds out.
+        pairs = _Pairs() if _may_repeat_a_key(body) else None
+        document = loads_answer(body, pairs)
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(document, dict):
+    if not isinstance(document, dict) or (pairs is not None and pairs.repeated):
         return None
     word = _status_of(document.get("orderStatus"))
     return None if word is None else (word, document.get("externalReference"))
 
 
 def _may_repeat_a_key(body: bytes) -> bool:
-    """Whether a status answer may name a key twice: one of its two keys written twice, or a
-    key written with escapes (`"order\\u0053tatus"`)."""
+    """Whether a status answer may name one of its two keys twice: written twice, or a key
+    written with escapes (`"order\\u0053tatus"`)."""
     return (
         body.count(b'"orderStatus"') > 1 or body.count(b'"externalReference"') > 1 or b"\\u" in body
     )
 
 
-def _once(items: list[tuple[str, object]]) -> dict[str, object]:
-    """An object's pairs as a dict; _RepeatedKey when it names a key twice."""
-    if len({key for key, _ in items}) < len(items):
-        raise _RepeatedKey
-    return dict(items)
+_ANSWER_KEYS = frozenset({"orderStatus", "externalReference"})
 
 
-class _RepeatedKey(Exception):
-    pass
+class _Pairs:
+    """An object_pairs_hook that notes whether the object it made last names orderStatus or
+    externalReference twice: the decoder makes the top level's last, once what it holds is
+    made, so a repeat in a nested object is no repeat of the answer's."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self) -> None:
+        self.repeated = False
+
+    def __call__(self, items: list[tuple[str, object]]) -> dict[str, object]:
+        document = dict(items)
+        if len(document) < len(items):
+            named = [key for key, _ in items if key in _ANSWER_KEYS]
+            self.repeated = len(named) > len(set(named))
+        else:
+            self.repeated = False
+        return document
 
 
 class CCVClient:

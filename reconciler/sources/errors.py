@@ -32,3 +32,14 @@ class AnswerTooLarge(ProtocolError):
     def __init__(self, status: int, limit: int) -> None:
         super().__init__(f"answer larger than {limit} bytes")
         self.status = status
+
+
+class UndecodableAnswer(ProtocolError):
+    """The provider answered in a Content-Encoding that cannot be decoded (`br` without Brotli,
+    a gzip that is none): it got the request, and a write whose answer this is may have been
+    run. Not a connection's failure, nor an outage. `status`: the answer's HTTP status, None
+    when aiohttp refused it with its headers."""
+
+    def __init__(self, encoding: str, status: int | None) -> None:
+        super().__init__(f"answer in a content-encoding that cannot be decoded ({encoding})")
+        self.status = status

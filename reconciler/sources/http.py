@@ -17,11 +17,12 @@ from typing import NamedTuple, TypeVar
 import aiohttp
 from aiohttp import hdrs
 from aiohttp.connector import Connection
+from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.tracing import Trace
 from yarl import URL
 
 from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
-from reconciler.sources.errors import AnswerTooLarge, SourceUnavailable
+from reconciler.sources.errors import AnswerTooLarge, SourceUnavailable, UndecodableAnswer
 
 T = TypeVar("T")
 
@@ -214,6 +215,21 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def undecodable(exc: BaseException, status: int | None) -> UndecodableAnswer | None:
+    """Return the UndecodableAnswer an aiohttp error is (`status`: the answer's, when known),
+    or None when it is another failure (a connection cut mid-answer among them)."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # aiohttp wraps it once or twice
+        if seen is None:
+            return None
+        if isinstance(seen, ContentEncodingError):
+            # "Can not decode content-encoding: brotli (br). Please install `Brotli`"
+            named = str(seen.message).partition("content-encoding:")[2].partition(". ")[0]
+            return UndecodableAnswer(named.strip() or "unknown", status)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 async def request(
     session: aiohttp.ClientSession,
     method: str,
@@ -238,7 +254,8 @@ async def request(
     that `reached` and the reply's `reached_before` say whether any attempt may have. Once
     `halt` is set (the daemon stops), no attempt is made again: the failure so far is raised at
     once, during the backoff too, and Stopping when no attempt was made yet. Each attempt holds
-    `gate`, the account's bound (Gates).
+    `gate`, the account's bound (Gates). An answer in a Content-Encoding aiohttp cannot decode
+    is UndecodableAnswer, not retried: the provider (or a proxy) answered.
     """
     n = 0
     reached = False
@@ -256,6 +273,7 @@ async def request(
             raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
         sent_at = time.time()
         reached_before = reached
+        status: int | None = None
         try:
             # No redirects: a redirect would carry the credential to wherever it points, and a
             # provider that redirects an API call is answering something else than the protocol.
@@ -285,7 +303,9 @@ async def request(
             reached, word, answered = True, "timeout", None
         except aiohttp.ClientConnectorError:
             word, answered = "connection", None  # no connection made: nothing was sent
-        except aiohttp.ClientError:
+        except aiohttp.ClientError as exc:
+            if (unread := undecodable(exc, status)) is not None:
+                raise unread from None
             # aiohttp's text may quote the URL; ours never says more than the word.
             reached, word, answered = True, "connection", None
         finally:
@@ -318,6 +338,10 @@ async def _turned_away(
         body = await read_body(resp, max_body)
     except AnswerTooLarge:
         return False
+    except aiohttp.ClientError as exc:
+        if undecodable(exc, resp.status) is None:
+            raise
+        return False  # answered, in words that cannot be read: it may have run
     return rule(resp.status, body)
 
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 from urllib.parse import quote_plus
 
 from reconciler.config import CCNowConfig
-from reconciler.model import InvalidOrderId, OrderState, normalize_ccnow_id, usd_amount
+from reconciler.model import InvalidOrderId, OrderState, clipped, normalize_ccnow_id, usd_amount
 from reconciler.redact import (
     GIVEN_SECRET,
     SecretForms,
@@ -115,11 +115,16 @@ def build(
     of the whole config a value given must not hold (else this account's)."""
     word = ACTIONS.get(action)
     if word is None:
-        raise BadAction(f"unknown action {action!r} ({', '.join(ACTIONS)})")
+        raise BadAction(f"unknown action {clipped(action)} ({', '.join(ACTIONS)})")
     if not ids:
         raise BadAction("give at least one order id")
+    # Kept in the database and the log, notes and tracking posted to CCNow, a key echoed back.
+    forms = secrets if secrets is not None else given_secrets(config_secrets(cfg))
     order_ids: list[str] = []
     for raw in ids:
+        # Before the id's own check, whose refusal quotes it.
+        if holds_secret(raw, forms):
+            raise BadAction(f"order id {len(order_ids) + 1}: {GIVEN_SECRET}")
         try:
             order_ids.append(normalize_ccnow_id(raw))
         except InvalidOrderId as exc:
@@ -142,8 +147,6 @@ def build(
         raise BadAction("--amount goes with adjust only")
     if key is not None:
         key = _text("--key", key, 200)
-    # Kept in the database and the log, notes and tracking posted to CCNow, a key echoed back.
-    forms = secrets if secrets is not None else given_secrets(config_secrets(cfg))
     given = {"--notes": notes, "--carrier": trackname, "--number": tracknumber, "--key": key}
     for name, value in given.items():
         if value is not None and holds_secret(value, forms):
@@ -181,7 +184,7 @@ def from_document(
     and `keys` (one key per order id) as the command line hands its commands to the daemon."""
     for name in doc:
         if name not in _FIELDS:
-            raise BadAction(f"{name}: unknown field", name)
+            raise BadAction(f"{clipped(name)}: unknown field", name)
     named: dict[str, str] = {}  # DESIGN.md's name -> the one the body used
     for design, other in _SPELLINGS.items():
         if design in doc and other in doc:
@@ -200,7 +203,11 @@ def from_document(
         ids = [ids]
     elif not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise BadAction("order_ids: must be a non-empty array of CCNow order ids", "order_ids")
+    forms = secrets if secrets is not None else given_secrets(config_secrets(cfg))
     for raw in ids:
+        # Before the id's own check, whose refusal quotes it.
+        if holds_secret(raw, forms):
+            raise BadAction(f"{ids_field}: {GIVEN_SECRET}", ids_field)
         try:
             normalize_ccnow_id(raw)
         except InvalidOrderId as exc:

@@ -34,7 +34,12 @@ from reconciler.sources.ccnow_answer import (
     speaks_ccnow,
     undecided_line,
 )
-from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError
+from reconciler.sources.errors import (
+    AnswerTooLarge,
+    ProtocolError,
+    SourceError,
+    UndecodableAnswer,
+)
 from reconciler.sources.http import Gates, Reply, RequestFailed, request
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
@@ -163,6 +168,9 @@ async def post_batch(
     except AnswerTooLarge:
         # An answer too large to read came after CCNow got the post: it may have run it.
         raise Lost("answer_too_large") from None
+    except UndecodableAnswer:
+        # So did one in an encoding that cannot be decoded (`br`): never posted again.
+        raise Lost("undecodable_answer") from None
     except RequestFailed as exc:
         if exc.reached:
             raise Lost(exc.word) from None
@@ -291,7 +299,8 @@ async def _post_once(
 ) -> Reply:
     """Post once, never again: raise NotSent when no connection was made (Stopping: not
     posted for the stop, the stop began while it waited for its turn), Lost when the answer may
-    have been lost after CCNow got the post, AnswerTooLarge when it was too large to read."""
+    have been lost after CCNow got the post, AnswerTooLarge when it was too large to read,
+    UndecodableAnswer when its encoding cannot be decoded."""
     try:
         reply = await send_once(
             session,

@@ -41,7 +41,8 @@ async def send_once(
     halt: asyncio.Event | None = None,
 ) -> Answer:
     """Send one JSON request to a CCV account, within its bound `gate`; raise NotSent, Uncertain
-    or Stopping (`halt` was set while it waited for its turn: not sent), never retry."""
+    (an answer lost, or one whose encoding cannot be decoded before its status is known) or
+    Stopping (`halt` was set while it waited for its turn: not sent), never retry."""
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}
@@ -60,5 +61,11 @@ async def send_once(
         )
     except once.AnswerTooLarge as exc:
         note = {"error": "CCV's answer was too large to pass on"}
+        return Answer(exc.status, json.dumps(note).encode(), "application/json")
+    except once.UndecodableAnswer as exc:
+        # CCV (or a proxy) answered: the request reached it, and is never sent again.
+        if exc.status is None:
+            raise Uncertain("undecodable answer") from None
+        note = {"error": f"CCV's {exc}"}
         return Answer(exc.status, json.dumps(note).encode(), "application/json")
     return Answer(reply.status, reply.body, reply.content_type_header, reply.location)

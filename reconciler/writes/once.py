@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from reconciler.sources.errors import AnswerTooLarge
+from reconciler.sources.errors import AnswerTooLarge, UndecodableAnswer
 from reconciler.sources.http import (
     CONNECTING,
     Connecting,
@@ -20,9 +20,17 @@ from reconciler.sources.http import (
     WriteAwareConnector,
     read_body,
     reply_of,
+    undecodable,
 )
 
-__all__ = ["AnswerTooLarge", "NotSent", "Uncertain", "WriteAwareConnector", "send_once"]
+__all__ = [
+    "AnswerTooLarge",
+    "NotSent",
+    "Uncertain",
+    "UndecodableAnswer",
+    "WriteAwareConnector",
+    "send_once",
+]
 
 
 class NotSent(Exception):
@@ -48,11 +56,12 @@ async def send_once(
     max_body: int,
     halt: asyncio.Event | None = None,
 ) -> Reply:
-    """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain or
-    AnswerTooLarge; never retry, never follow a redirect (it would carry the credential). It
-    holds `gate`, the account's bound (sources/http.py Gates), taken before its timeout starts;
-    once `halt` is set (the daemon stops) while it waits for that, it is not sent (Stopping: not
-    a failure to reach the provider)."""
+    """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain,
+    AnswerTooLarge or UndecodableAnswer (the last two: it got the request); never retry, never
+    follow a redirect (it would carry the credential). It holds `gate`, the account's bound
+    (sources/http.py Gates), taken before its timeout starts; once `halt` is set (the daemon
+    stops) while it waits for that, it is not sent (Stopping: not a failure to reach the
+    provider)."""
     async with gate:
         if halt is not None and halt.is_set():
             raise Stopping
@@ -79,8 +88,10 @@ async def _send(
         ) as resp:
             try:
                 body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
-            except (asyncio.TimeoutError, aiohttp.ClientError):
+            except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
                 if not 400 <= resp.status < 500:
+                    if (unread := undecodable(exc, resp.status)) is not None:
+                        raise unread from None
                     raise
                 # A refusal whose body never came: its status line says it all (nothing was
                 # made), and it is no lost answer.
@@ -97,7 +108,11 @@ async def _send(
         # The whole timeout ran out: while connecting (TCP or a TLS handshake never ended)
         # nothing left; after that the request may have.
         raise (NotSent("connect timeout") if connecting.now else Uncertain("timeout")) from None
-    except aiohttp.ClientError:
+    except aiohttp.ClientError as exc:
+        # An answer whose headers name an encoding aiohttp cannot decode (`br`): it got the
+        # request, and answered.
+        if (unread := undecodable(exc, None)) is not None:
+            raise unread from None
         raise (NotSent("connection") if connecting.now else Uncertain("connection")) from None
     finally:
         CONNECTING.reset(token)

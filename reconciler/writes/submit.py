@@ -200,14 +200,13 @@ class Submitter:
             )
         except Uncertain as exc:
             await uncertain(self._closing(account), account, sub_id, ref, str(exc))
-            timeout = str(exc) == "timeout"
-            lost = (
-                f"CCV gave no answer within {cfg.timeout_s:g} s (the account's timeout)"
-                if timeout
-                else "the connection to CCV broke before its answer came"
-            )
+            # What happened, in words: a timeout's 504 is reconciler's, not CCV's.
+            lost = {
+                "timeout": f"CCV gave no answer within {cfg.timeout_s:g} s (the account's timeout)",
+                "connection": "the connection to CCV broke before its answer came",
+            }.get(str(exc), f"CCV's answer could not be read ({exc})")
             return json_result(
-                504 if timeout else 502,
+                504 if str(exc) == "timeout" else 502,
                 {
                     "error": f"{lost}; the order may exist. It will not be sent again: the "
                     "first notification for its reference, or `reconciler track ccv ID --ref "

@@ -133,3 +133,50 @@ async def test_a_submit_or_action_refuses_another_accounts_secret_too(
     said = submitted.stdout + submitted.stderr + shipped.stdout + shipped.stderr
     assert CCNOW_PASSWORD not in said and CCV_KEY not in said
     assert fake_ccnow.actions == []
+
+
+async def test_the_api_refuses_a_ccnow_id_holding_a_secret_without_quoting_it(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # A CCNow id is checked as nine digits before anything else, and that refusal quoted the
+    # id: the API token, given as an order id, came back in the 422.
+    async with FakeCCVWrites() as fake, serve_api(tmp_path, fake, ccnow=fake_ccnow) as api:
+        for secret in (TOKEN, CCV_KEY, CCNOW_PASSWORD):
+            calls: list[tuple[str, str, object]] = [
+                ("POST", "/api/v1/orders", {"source": "ccnow", "order_id": secret}),
+                ("GET", f"/api/v1/orders/ccnow/{secret}", None),
+                ("DELETE", f"/api/v1/orders/ccnow/{secret}", None),
+                ("POST", "/api/v1/ccnow/actions", {"order_id": secret, "action": "ship"}),
+                ("POST", "/api/v1/ccnow/actions/resolve", {"order_id": secret, "sent": True}),
+            ]
+            for method, path, doc in calls:
+                status, body, _ = await api.call(method, path, body=doc)
+                assert (status, body["field"]) == (422, "order_id"), (path, body)
+                assert "holds a secret of this config" in body["error"]
+                assert secret not in json.dumps(body)
+    assert fake_ccnow.actions == []
+    assert CCNOW_PASSWORD not in stored(tmp_path) and TOKEN not in stored(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["track", "ccnow", CCNOW_PASSWORD],
+        ["untrack", "ccnow", CCNOW_PASSWORD],
+        ["track", "ccnow", "--from-file", "orders.csv"],
+        ["ccnow", "ship", CCNOW_PASSWORD],
+        ["ccnow", "resolve", CCNOW_PASSWORD, "--sent"],
+    ],
+    ids=["track", "untrack", "track-file", "ship", "resolve"],
+)
+async def test_the_cli_refuses_a_ccnow_id_holding_a_secret_without_quoting_it(
+    tmp_path: Path, fake_ccnow: FakeCCNow, argv: list[str]
+) -> None:
+    (tmp_path / "orders.csv").write_text(f"396-10-1142\n{CCNOW_PASSWORD}\n")
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    argv = [str(tmp_path / a) if a == "orders.csv" else a for a in argv]
+    result = await call_cli("--config", cfg, *argv)
+    assert result.code == 65, result.stderr
+    assert "holds a secret of this config" in result.stderr
+    assert CCNOW_PASSWORD not in result.stdout + result.stderr
+    assert CCNOW_PASSWORD not in stored(tmp_path)

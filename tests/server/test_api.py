@@ -211,6 +211,11 @@ async def test_the_token_comes_from_env_or_a_systemd_credential(
     [
         ('[api]\nlisten = "127.0.0.1:8081"\n', "api.token", "required"),
         ('[api]\ntoken = "short"\n', "api.token", "at least 16 characters"),
+        # The header's value is trimmed (and sent as latin-1 or ASCII): no request could
+        # carry such a token, though `check` passed it.
+        ('[api]\ntoken = " shortshortshort1"\n', "api.token", "white space"),
+        ('[api]\ntoken = "shortshortshort1 "\n', "api.token", "white space"),
+        ('[api]\ntoken = "shortshortshort\u00e9"\n', "api.token", "must be ASCII"),
         (f'[api]\ntoken = "{TOKEN}"\nlisten = "8081"\n', "api.listen", "host:port"),
         (f'[api]\ntoken = "{TOKEN}"\nccv_order_id_fields = []\n', "api.ccv_order_id_fields", ""),
         (f'[api]\ntoken = "{TOKEN}"\nlisen = "x"\n', "api.lisen", "unknown key"),
@@ -224,6 +229,18 @@ def test_api_config_errors_name_the_key(
         load_config(cfg)
     assert f": {key}: " in str(error.value) and problem in str(error.value)
     assert "short" not in str(error.value)  # a secret's problem never shows the value
+
+
+def test_an_api_token_file_ending_in_a_space_is_a_config_error(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    (tmp_path / "api-token").write_text("shortshortshort1 \n")
+    table = '[api]\ntoken_file = "api-token"\n'
+    cfg = write_config(tmp_path, ccv=fake, ccv_extra=f'api_key = "{CCV_KEY}"', extra=table)
+    with pytest.raises(ConfigError) as error:
+        load_config(cfg)
+    assert ": api.token_file: must not begin or end with white space" in str(error.value)
+    assert "short" not in str(error.value)
 
 
 # --- bad input ----------------------------------------------------------------------------------

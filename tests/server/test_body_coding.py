@@ -44,6 +44,23 @@ DECODED = {
     "zlib deflate": ("deflate", zlib.compress(FORM)),
     "raw deflate": ("deflate", raw_deflate(FORM)),
     "no coding": ("identity", FORM),
+    # A list names the codings in the order they were applied: the last is undone first.
+    "gzip twice": ("gzip, gzip", gzip.compress(WHOLE)),
+    "deflate then gzip": ("deflate,GZIP", gzip.compress(zlib.compress(FORM))),
+    "gzip and identity": ("gzip, identity", WHOLE),
+    "x-gzip": ("x-gzip", WHOLE),
+}
+
+# Read as plain bytes, these lost what the body said: a CCNow alert sent `gzip, gzip` was a 202
+# with no order in it.
+NOT_DECODED = {
+    "gzip twice": ("gzip, gzip", WHOLE),
+    "compress": ("compress", FORM),
+    "an unknown coding": ("foo", FORM),
+    "br": ("br", FORM),
+    "gzip then an unknown one": ("gzip, foo", WHOLE),
+    "five codings": (", ".join(["identity"] + ["gzip"] * 5), WHOLE),
+    "gzip, empty": ("gzip", b""),
 }
 
 
@@ -93,6 +110,15 @@ async def test_a_whole_body_is_decoded(receiver_url: str, hub: FakeHub, case: st
     assert hub.calls[0][:3] == ("ccnow", "default", ["396-10-1142"])
 
 
+@pytest.mark.parametrize("case", list(NOT_DECODED))
+async def test_a_body_in_a_coding_not_decoded_is_a_400(
+    receiver_url: str, hub: FakeHub, case: str
+) -> None:
+    coding, body = NOT_DECODED[case]
+    assert await post(receiver_url + CCNOW_PATH, coding, body) == 400
+    assert hub.calls == []
+
+
 async def test_a_body_that_inflates_past_the_limit_is_a_413(
     receiver_url: str, hub: FakeHub
 ) -> None:
@@ -121,3 +147,14 @@ async def test_the_api_refuses_a_json_body_cut_short(api: Api) -> None:
     whole = gzip.compress(track)
     status, document, _ = await api.call("POST", "/api/v1/orders", raw=whole, headers=headers)
     assert (status, document["order_id"]) == (201, ORDER)
+
+
+@pytest.mark.parametrize("case", list(NOT_DECODED))
+async def test_the_api_refuses_a_body_in_a_coding_not_decoded(api: Api, case: str) -> None:
+    coding, body = NOT_DECODED[case]
+    track = b'{"source": "ccv", "order_id": "' + ORDER.encode() + b'"}'
+    raw = body.replace(FORM, track) if body != WHOLE else gzip.compress(track)
+    headers = {"Content-Encoding": coding}
+    status, document, _ = await api.call("POST", "/api/v1/orders", raw=raw, headers=headers)
+    assert (status, document) == (400, {"error": "the body could not be read", "field": "$"})
+    assert api.rows("SELECT count(*) FROM orders") == [(0,)]

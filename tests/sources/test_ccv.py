@@ -509,6 +509,34 @@ async def test_blanks_around_the_status_word_are_not_part_of_it(
     assert (seen.outcome, seen.status) == (Outcome.OK, "Completed")
 
 
+@pytest.mark.parametrize(
+    ("body", "charset", "expected"),
+    [
+        # As README says: JSON's own encodings, told by the first bytes, whatever is declared.
+        ('{"orderStatus": "%s"}' % ("x" * 64), "utf-8", "x" * 64),
+        ('{"orderStatus": "New", "r": "\u00e9"}'.encode("utf-16"), "utf-16", "New"),
+        ('{"orderStatus": "New", "r": "\u00e9"}'.encode("utf-16-le"), "iso-8859-1", "New"),
+        ('{"orderStatus": "New", "r": "\u00e9"}'.encode("utf-8-sig"), "iso-8859-1", "New"),
+        ('{"orderStatus": "New"}'.encode("latin-1"), "iso-8859-1", "New"),
+        ('{"orderStatus": "New", "r": "\u00e9"}'.encode("latin-1"), "iso-8859-1", None),
+    ],
+    ids=["64-characters", "utf-16-bom", "utf-16-no-bom", "utf-8-bom", "ascii", "latin-1"],
+)
+async def test_a_status_answer_is_read_as_json_is_written_whatever_its_charset(
+    fake: FakeCCV,
+    session: aiohttp.ClientSession,
+    body: str | bytes,
+    charset: str,
+    expected: str | None,
+) -> None:
+    fake.replies["A1"] = Reply(200, body, f"application/json; charset={charset}")
+    seen = await CCVClient(ccv_config(fake.base_url), session).fetch("A1")
+    if expected is None:
+        assert seen == failed("A1", "protocol")
+    else:
+        assert (seen.outcome, seen.status) == (Outcome.OK, expected)
+
+
 @pytest.mark.parametrize("status", [302, 400, 410])
 async def test_other_answers_fail_with_their_code(
     fake: FakeCCV, session: aiohttp.ClientSession, status: int
@@ -827,8 +855,26 @@ def test_an_id_taken_as_it_is_is_valid_and_needs_no_quoting(order_id: str) -> No
         ('{"orderStatus": "New", "externalReference": "A", "externalReference": "B"}', None),
         # The word in a value is no second key.
         ('{"orderStatus": "New", "note": "see \\"orderStatus\\""}', "New"),
+        # Another key twice is no second answer, nested or not, escapes in the body or not.
+        ('{"orderStatus": "Screening", "a": 1, "a": 2}', "Screening"),
+        ('{"orderStatus": "Canceled", "x": "\\u00e9", "o": {"k": 1, "k": 1}}', "Canceled"),
+        ('{"orderStatus": "Canceled", "x": "\\u00e9", "k": 1, "k": 2}', "Canceled"),
+        ('{"orderStatus": "New", "o": {"orderStatus": "A", "orderStatus": "B"}}', "New"),
+        # The top level's own repeat, after a nested object.
+        ('{"o": {"k": 1}, "orderStatus": "New", "orderStatus": "Completed"}', None),
     ],
-    ids=["two-statuses", "same-status-twice", "escaped-key", "two-references", "word-in-a-value"],
+    ids=[
+        "two-statuses",
+        "same-status-twice",
+        "escaped-key",
+        "two-references",
+        "word-in-a-value",
+        "another-key-twice",
+        "nested-key-twice-with-an-escape",
+        "another-key-twice-with-an-escape",
+        "nested-status-twice",
+        "status-twice-after-a-nested-object",
+    ],
 )
 async def test_a_status_answer_naming_a_key_twice_fails_that_order(
     fake: FakeCCV, session: aiohttp.ClientSession, body: str, expected: str | None

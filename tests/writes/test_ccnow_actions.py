@@ -180,6 +180,11 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
         # or status, an empty body): CCNow may have applied the discount.
         (cut_off(f"{A} pend"), "truncated_answer"),
         (Reply(200, "x" * (MAX_BODY_BYTES + 1) + "\n"), "answer_too_large"),
+        # Brotli, which aiohttp cannot decode here: CCNow (or a proxy) answered.
+        (
+            Reply(200, b"\x0b\x02\x80{}\x03", headers={"Content-Encoding": "br"}),
+            "undecodable_answer",
+        ),
         (html_page(504), "http_504"),
         (html_page(502), "http_502"),
         (Reply(500, "oops"), "http_500"),
@@ -193,6 +198,7 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
     ids=[
         "cut",
         "too-large",
+        "brotli",
         "gateway-504",
         "gateway-502",
         "http500",

@@ -18,6 +18,7 @@ from reconciler.writes.once import (
     AnswerTooLarge,
     NotSent,
     Uncertain,
+    UndecodableAnswer,
     WriteAwareConnector,
     send_once,
 )
@@ -42,6 +43,12 @@ async def server() -> AsyncIterator[tuple[TestServer, list[str]]]:
         if request.path == "/gzip":
             small = gzip.compress(b'{"ok": true}')
             return web.Response(status=201, body=small, headers={"Content-Encoding": "gzip"})
+        if request.path == "/br":
+            # Brotli, which aiohttp cannot decode here: refused with the headers.
+            brotli = b"\x0b\x02\x80{}\x03"
+            return web.Response(status=201, body=brotli, headers={"Content-Encoding": "br"})
+        if request.path == "/not-gzip":
+            return web.Response(status=201, body=b"{}", headers={"Content-Encoding": "gzip"})
         if request.path == "/slow":
             await asyncio.sleep(5)
         if request.path == "/drop":
@@ -94,7 +101,25 @@ async def test_each_ending_is_told_apart_and_nothing_is_sent_twice(
     assert getattr(await send(srv.make_url("/gzip")), "body", None) == b'{"ok": true}'
     redirect = await send(srv.make_url("/redirect"))
     assert getattr(redirect, "status", None) == 302  # not followed: the credential stays
-    assert seen == ["/busy", "/big", "/slow", "/drop", "/gzip-bomb", "/gzip", "/redirect"]
+    # An answer that cannot be decoded came from the provider: it got the request, and its
+    # connection was not lost.
+    with pytest.raises(UndecodableAnswer, match="br") as br:
+        await send(srv.make_url("/br"))
+    assert br.value.status is None  # refused with the headers
+    with pytest.raises(UndecodableAnswer, match="gzip") as not_gzip:
+        await send(srv.make_url("/not-gzip"))
+    assert not_gzip.value.status == 201
+    assert seen == [
+        "/busy",
+        "/big",
+        "/slow",
+        "/drop",
+        "/gzip-bomb",
+        "/gzip",
+        "/redirect",
+        "/br",
+        "/not-gzip",
+    ]
 
 
 @pytest.mark.parametrize("aware", [False, True])

@@ -290,3 +290,23 @@ async def test_a_key_differing_from_reconcilers_only_in_case_is_refused(
         answer = await api.http.post(f"{api.url}/api/v1/ccv/orders", json=body, headers=headers)
         assert (answer.status, (await answer.json())["field"]) == (422, field)
     assert fake.submits == []
+
+
+async def test_a_submit_answered_in_an_encoding_that_cannot_be_decoded_is_uncertain(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # Brotli, which aiohttp cannot decode here: CCV (or a proxy) got the submit and answered.
+    fake.submit_replies = [
+        Reply(201, b"\x0b\x02\x80{}\x03", "application/json", {"Content-Encoding": "br"})
+    ]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="br-1")).encode()
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    assert "br-1 is uncertain" in result.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [
+        ("uncertain", "undecodable answer")
+    ]
+    again = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert again.code == 65 and "submitted already" in again.stderr
+    assert len(fake.submits) == 1  # CCV got it once
