@@ -87,12 +87,18 @@ def loads(raw: bytes) -> object:
         parse_float=_exact_float,
         object_pairs_hook=_unique_keys,
     )
+    refuse_lone_surrogate(raw, document)
+    return document
+
+
+def refuse_lone_surrogate(raw: bytes, document: object) -> None:
+    """Raise NotJSON if `document`, decoded from `raw`, holds a lone surrogate (a `\\u` escape
+    of half a character): no UTF-8 text can hold it, so it cannot be passed on or shown."""
     if _SURROGATE_ESCAPE.search(raw):
         try:
             json.dumps(document, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise NotJSON("a \\u escape names half a character (a lone surrogate)") from None
-    return document
 
 
 def loads_answer(

@@ -36,6 +36,12 @@ def account_names(config: Config, source: Source) -> list[str]:
     return [a.name for a in (config.ccv if source == "ccv" else config.ccnow)]
 
 
+def account_option(config: Config, source: Source, name: str) -> str:
+    """` --account NAME` for a command the output tells a person to run about the account, as
+    `choose_account` wants it: unless it is the config's only account of its source."""
+    return "" if account_names(config, source) == [name] else f" --account {name}"
+
+
 def choose_account(config: Config, source: Source, name: str | None) -> str:
     """The account a command acts on: `name` if configured, else the only one (UsageError)."""
     accounts = account_names(config, source)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -28,6 +29,7 @@ from ..writes.daemon_api import (
 )
 from ..writes.submit_body import BadSubmission, new_reference
 from ..writes.submit_outcome import ORDER_ID_HEADER, REFERENCE_HEADER, STATE_HEADER
+from .accounts import account_option
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -55,19 +57,30 @@ def exit_code(status: int) -> int:
     return EX_DATAERR if 400 <= status < 500 and status not in (408, 429) else EX_TEMPFAIL
 
 
-def _report(
-    status: int,
-    body: bytes,
-    order_id: str | None,
-    reference: str | None,
-    secrets: list[str],
-    state: str | None = None,
-    location: str | None = None,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A submit's answer, as the command tells it."""
+
+    status: int
+    body: bytes
+    order_id: str | None
+    reference: str | None
+    state: str | None = None
+    location: str | None = None
+    # reconciler's own word when CCV gave no answer to pass on (`Result.own`): no HTTP status
+    # is CCV's then
+    own: str | None = None
+
+
+def _report(answer: _Answer, secrets: list[str], account: str) -> int:
+    """Say what became of the submit; return the exit code. `account`: the ` --account NAME`
+    the commands it advises need (`account_option`)."""
+    status, reference = answer.status, answer.reference
     code = exit_code(status)
+    where = f" (Location: {redact(answer.location, secrets)})" if answer.location else ""
     if code == EX_OK:
-        if order_id:
-            print(order_id)
+        if answer.order_id:
+            print(answer.order_id)
             return code
         # The order may exist but cannot be followed yet: the submission is uncertain, as when
         # the answer is lost, and a script must not take an empty id for success.
@@ -75,30 +88,33 @@ def _report(
         # `reason` (`reconciler events --type order.submit_uncertain`) says which.
         # CCV's notifications name no order: only a person who found it can settle it; a
         # `201 Created`'s Location may be where to look.
-        where = f" (Location: {redact(location, secrets)})" if location else ""
         say(
             f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
             "(CCV's answer names no usable order id, or one followed under another reference); "
             f"external reference {reference} is uncertain until you find its order at CCV "
-            "and run `reconciler track ccv ID --ref REF`",
+            f"and run `reconciler track ccv ID --ref {reference}{account}`",
             logging.WARNING,
         )
         return EX_TEMPFAIL
-    # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a page of
-    # any size: one masked, printable, bounded line.
-    text = "".join(c if c.isprintable() else " " for c in body.decode("utf-8", errors="replace"))
-    text = redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
     level = logging.WARNING if code == EX_TEMPFAIL else logging.ERROR  # worth trying again, or not
-    where = f" (Location: {redact(location, secrets)})" if location else ""
-    say(f"reconciler: submit answered HTTP {status}{where}: {text}", level)
-    if state == "uncertain":
+    if answer.own is not None:
+        own = redact(answer.own, secrets)
+        say(f"reconciler: {'error: ' if level == logging.ERROR else ''}{own}", level)
+    else:
+        # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a
+        # page of any size: one masked, printable, bounded line.
+        text = answer.body.decode("utf-8", errors="replace")
+        text = "".join(c if c.isprintable() else " " for c in text)
+        text = redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
+        say(f"reconciler: submit answered HTTP {status}{where}: {text}", level)
+    if answer.state == "uncertain":
         # A 3xx, a 5xx or a lost answer: CCV may have made the order, and the same reference
         # is refused from now on (409); a new one would make a second order if CCV has it.
         say(
             f"reconciler: CCV may have made the order: external reference {reference} is "
             "uncertain and is not sent again; find the order at CCV and run `reconciler track "
-            f"ccv ID --ref {reference}`, or, sure that CCV has none, `reconciler ccv resolve "
-            f"--ref {reference} --not-sent` (then submit it again)",
+            f"ccv ID --ref {reference}{account}`, or, sure that CCV has none, `reconciler ccv "
+            f"resolve --ref {reference} --not-sent{account}` (then submit it again)",
             logging.WARNING,
         )
     return code
@@ -118,16 +134,16 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 say(f"reconciler: error: {exc}")
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
-            location = result.headers.get("Location")
-            return _report(
+            answer = _Answer(
                 result.status,
                 result.body,
                 result.order_id,
                 result.reference,
-                secrets,
                 result.state,
-                location,
+                result.headers.get("Location"),
+                result.own,
             )
+            return _report(answer, secrets, account_option(config, "ccv", account))
     if config.api is None:
         raise held_elsewhere("nothing was sent")
     wait_s = api_wait_s(next(c for c in config.ccv if c.name == account))
@@ -148,6 +164,7 @@ async def _through_api(
         # Made here, not by the daemon, so that an answer that does not come can name it.
         document = {**document, "externalReference": new_reference()}
     sent_ref = document.get("externalReference") if isinstance(document, dict) else None
+    option = account_option(config, "ccv", account)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait_s)) as s:
         try:
             # CCV's 3xx comes back as it is: followed, it would read as the daemon's answer.
@@ -160,31 +177,37 @@ async def _through_api(
             ) as resp:
                 if token_refused(resp.status, resp.headers):
                     return refused(config.file)
-                body = await resp.read()
-                order_id = resp.headers.get(ORDER_ID_HEADER)
-                reference = resp.headers.get(REFERENCE_HEADER)
-                state = resp.headers.get(STATE_HEADER)
-                location = resp.headers.get("Location")
-                status = resp.status
+                answer = _Answer(
+                    resp.status,
+                    await resp.read(),
+                    resp.headers.get(ORDER_ID_HEADER),
+                    resp.headers.get(REFERENCE_HEADER),
+                    resp.headers.get(STATE_HEADER),
+                    resp.headers.get("Location"),
+                )
         except aiohttp.ClientConnectorError:
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return _no_answer(exc, wait_s, sent_ref, given=given)
+            return _no_answer(exc, wait_s, sent_ref, option, given=given)
+    status = answer.status
     log.info(
         "ccv.submit_via_api",
-        extra=fields(account=account, status=status, external_reference=reference),
+        extra=fields(account=account, status=status, external_reference=answer.reference),
     )
-    if reference is None:
+    if answer.reference is None:
         # Every answer about a submission names its reference: a 4xx without one is the API's
         # own refusal (its body limit, a bad body), before anything was recorded or sent. Any
         # other answer without one (a 5xx of the daemon's) says nothing of what CCV got.
         if 400 <= status < 500:
-            return _api_refused(status, body, api, secrets)
-        return _no_answer(RuntimeError(f"its HTTP {status}"), wait_s, sent_ref, given=given)
-    return _report(status, body, order_id, reference, secrets, state, location)
+            return _api_refused(status, answer.body, api, secrets)
+        why = RuntimeError(f"its HTTP {status}")
+        return _no_answer(why, wait_s, sent_ref, option, given=given)
+    return _report(answer, secrets, option)
 
 
-def _no_answer(exc: BaseException, wait_s: float, reference: object, *, given: bool) -> int:
+def _no_answer(
+    exc: BaseException, wait_s: float, reference: object, account: str, *, given: bool
+) -> int:
     """Say that the daemon's answer did not come: whether CCV got the order is not known, and
     the daemon, which records CCV's answer, never sends it again. Return the exit code."""
     if isinstance(exc, TimeoutError):
@@ -204,7 +227,7 @@ def _no_answer(exc: BaseException, wait_s: float, reference: object, *, given: b
         f"external reference {reference} is not known yet (the daemon records CCV's answer "
         "and never sends it again). Before submitting again, look at `reconciler status` "
         f"(SENDING, or uncertain) or `GET /api/v1/ccv/submissions/{reference}`, and once you "
-        f"found its order at CCV, `reconciler track ccv ID --ref {reference}`{again}",
+        f"found its order at CCV, `reconciler track ccv ID --ref {reference}{account}`{again}",
         logging.WARNING,
     )
     return EX_TEMPFAIL

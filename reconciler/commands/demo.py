@@ -268,7 +268,11 @@ def _summary(
         by_status[f"{source} {status or '(not seen yet)'}"] += n
     by_type = Counter(e.type.value for e in events)
     changes = [e for e in events if e.type.value == "order.status_changed"]
-    by_notification = sum(1 for e in changes if e.data["via"] == "notification")
+    # By what told of each (model.Via): the demo's shipments come `via action`, not by polling.
+    by_via = Counter(str(e.data["via"]) for e in changes)
+    ways = [("notification", "notification"), ("poll", "polling")]
+    ways += [(via, via) for via in sorted(by_via) if via not in ("notification", "poll")]
+    how = ", ".join(f"{by_via[via]} by {word}" for via, word in ways)
     seen = {(e.order_id, e.data["status"]) for e in changes}
     later = {e.order_id for e in changes}
     caught = sum(1 for _, oid, status in dropped if (oid, status) in seen)
@@ -283,8 +287,7 @@ def _summary(
         "  events by type:    " + ", ".join(f"{k}: {v}" for k, v in sorted(by_type.items())) + "\n"
     )
     out.write(
-        f"  status changes:    {len(changes)} ({by_notification} by notification, "
-        f"{len(changes) - by_notification} by polling)\n"
+        f"  status changes:    {len(changes)} ({how})\n"
         f"  dropped CCV notifications: {len(dropped)}: {caught} caught by polling, "
         f"{superseded} overtaken by a later change, {len(dropped) - caught - superseded} "
         "not yet due for a poll\n"
@@ -303,13 +306,16 @@ def feed_only_logging() -> None:
 async def _run_until_signalled(args: argparse.Namespace, out: TextIO) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP as `run` has it: a closed terminal ends the demo with its summary and a clean
+    # close of its store; unless it is ignored (`nohup`), which a handler would undo.
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
         loop.add_signal_handler(sig, stop.set)
     return await run_demo(args, out, stop)
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    """Entry point of `reconciler demo`: Ctrl-C or SIGTERM ends it with its summary."""
+    """Entry point of `reconciler demo`: Ctrl-C, SIGTERM or SIGHUP ends it with its summary."""
     # Before the event loop: a store it must not empty is a usage error, not a failure in it.
     args.store = demo_store(args.store)
     feed_only_logging()

@@ -169,7 +169,8 @@ def _to_do(a: AccountStatus) -> str:
     crash or a cut-off stop leaves them, and nothing else says so), nothing for those being
     sent, and for the queued a writer that names their account."""
     todo: list[str] = []
-    account = "" if a.configured else f" --account {a.account}"
+    # As `choose_account` wants it: also for one of several configured accounts of the source.
+    account = "" if a.configured and a.sole else f" --account {a.account}"
     if a.uncertain_writes:
         named = _named(a.uncertain_of)
         if a.source == "ccv":

@@ -7,10 +7,11 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from ..strict_json import refuse_lone_surrogate
 from .ccnow import CCNOW_PATH, ccnow_answer, has_action
 from .ccv_writes import PRICING_PATH, PRICING_SET, check_pricing_fields, parse_submit
 from .faults import Faults, drop_connection, json_error, send_cut_off
@@ -26,6 +27,33 @@ CCV_SUBMIT_PATH = "/api/ordercompletion/reseller/order"
 
 def _text(body: str) -> web.Response:
     return web.Response(text=body, content_type="text/plain")
+
+
+def _json_body(raw: bytes) -> object:
+    """A request's JSON body; ValueError for one that is not JSON, nests deeper than Python's
+    parser goes, or holds half a character (a lone surrogate): kept, it made the order list
+    (`/_sandbox/orders`) unreadable."""
+    try:
+        document = json.loads(raw)
+    except RecursionError:
+        raise ValueError("body is not JSON: it nests too deep") from None
+    except ValueError:
+        raise ValueError("body is not JSON") from None
+    refuse_lone_surrogate(raw, document)
+    return document
+
+
+@web.middleware
+async def _client_left(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A client that gave up (a slow fault outlasting its timeout) is a debug line, not a
+    traceback at error level."""
+    try:
+        return await handler(request)
+    except ConnectionResetError:
+        log.debug("sandbox.client_left", extra={"fields": {"path": request.path}})
+        return web.Response(status=400)  # never sent: the connection is gone
 
 
 class Sandbox:
@@ -131,7 +159,7 @@ class Sandbox:
     # --- HTTP ---------------------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[_client_left])
         app.router.add_get(CCV_STATUS_PATH, self._ccv_status)
         app.router.add_post(CCV_SUBMIT_PATH, self._ccv_submit)
         app.router.add_patch(PRICING_PATH, self._ccv_pricing)
@@ -174,9 +202,9 @@ class Sandbox:
         if refused is not None:
             return refused
         try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return json_error(400, "body is not JSON")
+            body = _json_body(await request.read())
+        except ValueError as exc:
+            return json_error(400, str(exc))
         try:
             ref, url, notify_on = parse_submit(body)
             oid = self.create_ccv_order(ref, url, notify_on)
@@ -201,7 +229,7 @@ class Sandbox:
         if refused is not None:
             return refused
         try:
-            check_pricing_fields(json.loads(await request.read()))
+            check_pricing_fields(_json_body(await request.read()))
         except ValueError as exc:  # also a body that is not JSON
             return json_error(400, str(exc))
         self.stats.pricing_set += 1
@@ -241,9 +269,9 @@ class Sandbox:
 
     async def _admin_set_status(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return json_error(400, "body is not JSON")
+            body = _json_body(await request.read())
+        except ValueError as exc:
+            return json_error(400, str(exc))
         status = body.get("status") if isinstance(body, dict) else None
         if not isinstance(status, str):
             return json_error(400, 'body must be {"status": "..."}')

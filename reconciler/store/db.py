@@ -258,6 +258,11 @@ class Store:
         """Mark this store as made by `reconciler demo`: the next demo may start it afresh."""
         async with self.transaction():
             await self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('demo', '1')")
+        # Into the main file at once: the next demo reads the mark there, as an immutable file
+        # (files.made_by_a_demo), which ignores the WAL; a demo killed before any checkpoint
+        # left the mark in the WAL alone, and its store was refused as no demo's.
+        async with self.exclusive():
+            await self.conn.execute("PRAGMA wal_checkpoint(FULL)")
 
     async def recorded_failure(self) -> Episode | None:
         """Return the last store failure a writer recorded when it ended, if any."""

@@ -120,7 +120,9 @@ class Submitter:
             return await self.in_flight.run(self._record_and_send(cfg, account, ref, payload))
         except Stopping:
             stopping = "reconciler is stopping; nothing was recorded or sent: submit it again"
-            return json_result(503, {"error": stopping, "external_reference": ref}, ref, None)
+            document = {"error": stopping, "external_reference": ref}
+            own = "stopping before the submit went out; nothing was recorded or sent: submit again"
+            return json_result(503, document, ref, None, own=own)
 
     async def _record_and_send(self, cfg: CCVConfig, account: str, ref: str, data: bytes) -> Result:
         key = (account, ref)
@@ -152,6 +154,8 @@ class Submitter:
                         },
                         ref,
                         old.state,
+                        own=f"external reference {ref} was submitted already (its submit is "
+                        f"{old.state}); not sent again",
                     )
                 return await self._send(cfg, account, ref, data, sub_id)
         finally:
@@ -196,18 +200,24 @@ class Submitter:
             )
         except Uncertain as exc:
             await uncertain(self._closing(account), account, sub_id, ref, str(exc))
+            # What happened, in words: a timeout's 504 is reconciler's, not CCV's.
+            lost = {
+                "timeout": f"CCV gave no answer within {cfg.timeout_s:g} s (the account's timeout)",
+                "connection": "the connection to CCV broke before its answer came",
+            }.get(str(exc), f"CCV's answer could not be read ({exc})")
             return json_result(
                 504 if str(exc) == "timeout" else 502,
                 {
-                    "error": "CCV's answer was lost; the order may exist. It will not be sent "
-                    "again: the first notification for its reference, or `reconciler track "
-                    "ccv ID --ref REF`, settles it; `reconciler ccv resolve --ref REF "
-                    "--not-sent` once you know CCV has none",
+                    "error": f"{lost}; the order may exist. It will not be sent again: the "
+                    "first notification for its reference, or `reconciler track ccv ID --ref "
+                    "REF`, settles it; `reconciler ccv resolve --ref REF --not-sent` once you "
+                    "know CCV has none",
                     "state": "uncertain",
                     "external_reference": ref,
                 },
                 ref,
                 "uncertain",
+                own=lost,
             )
         return await close(self._closing(account), sub_id, account, ref, answer)
 

@@ -45,16 +45,25 @@ class Result:
     state: subs.State | None  # None: refused before anything was recorded
     order_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # reconciler's own answer, not CCV's: what happened, for a command line in this process
+    # to say in place of an HTTP status CCV never gave (a timeout's 504 is reconciler's word)
+    own: str | None = None
 
 
 def json_result(
-    status: int, document: Mapping[str, object], reference: str, state: subs.State | None
+    status: int,
+    document: Mapping[str, object],
+    reference: str,
+    state: subs.State | None,
+    *,
+    own: str | None = None,
 ) -> Result:
-    """reconciler's own answer (409, 502, 503, 504), with the reference header as on CCV's."""
+    """reconciler's own answer (409, 502, 503, 504), with the reference header as on CCV's;
+    `own`: what happened, when the document's `error` says more than that."""
     headers = {REFERENCE_HEADER: reference}
-    return Result(
-        status, json.dumps(document).encode(), "application/json", reference, state, None, headers
-    )
+    said = own if own is not None else str(document["error"])
+    body = json.dumps(document).encode()
+    return Result(status, body, "application/json", reference, state, None, headers, said)
 
 
 class _Repeated:

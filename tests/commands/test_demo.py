@@ -66,25 +66,65 @@ def assert_orders_were_submitted_through_the_api(stdout: str) -> None:
     assert f"{len(submits)} checked by reconciler" in stdout
 
 
-async def test_demo_ends_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+async def demo_under_way(tmp_path: Path, *argv: str) -> asyncio.subprocess.Process:
+    """Start `reconciler demo ARGV` in `tmp_path` (its store: the default, ./reconciler.db,
+    unless ARGV names one); return once its feed shows an order discovered."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "reconciler",
         "demo",
+        *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=cli_env(PYTHONPATH=str(REPO)),
-        cwd=tmp_path,  # its store: the default, ./reconciler.db
+        cwd=tmp_path,
     )
     assert proc.stdout is not None
-    while b"order.discovered" not in await asyncio.wait_for(proc.stdout.readline(), 30):
-        pass
-    proc.send_signal(signal.SIGINT)
+    while b"order.discovered" not in (line := await asyncio.wait_for(proc.stdout.readline(), 30)):
+        if not line:
+            _, err = await proc.communicate()
+            raise AssertionError(f"the demo ended, {proc.returncode}: {err.decode()}")
+    return proc
+
+
+# SIGHUP as a closed terminal sends it: the demo died with no summary and no clean close.
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda sig: sig.name
+)
+async def test_demo_ends_cleanly_on_ctrl_c_sigterm_and_sighup(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    proc = await demo_under_way(tmp_path)
+    proc.send_signal(sig)
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0, err.decode()
     assert b"summary" in out
     assert (tmp_path / "reconciler.db").is_file()
+    assert not (tmp_path / "reconciler.db-wal").exists()  # closed: checkpointed and removed
+
+
+@pytest.mark.parametrize("store", [[], ["--store", "k.db"]])
+async def test_a_killed_demos_store_is_a_demos_for_the_next_demo(
+    tmp_path: Path, store: list[str]
+) -> None:
+    # The demo's mark stayed in the WAL, which the check (reading the file as immutable, so
+    # as to make nothing beside a store of yours) ignores: the next demo refused its own
+    # store as "no demo made", exit 2, the default ./reconciler.db too.
+    proc = await demo_under_way(tmp_path, *store)
+    proc.kill()
+    await proc.wait()
+    again = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "reconciler", "demo", "--seconds", "1", "--orders", "2", *store),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(PYTHONPATH=str(REPO)),
+        cwd=tmp_path,
+    )
+    out, err = await asyncio.wait_for(again.communicate(), 30)
+    assert again.returncode == 0, err.decode()
+    assert b"summary" in out
+    assert b"no demo made" not in err
 
 
 @pytest.mark.parametrize("seconds", ["-5", "0", "nan", "soon"])
@@ -117,12 +157,17 @@ async def test_a_bad_simulator_option_is_one_usage_line(
 
 async def test_demo_at_speed_0_keeps_orders_where_they_are(tmp_path: Path) -> None:
     # As `sandbox --speed 0`; the demo passed 0 on to the simulator, which refused it (exit 70).
-    result = await demo_here(tmp_path, "--seconds", "2", "--speed", "0", "--orders", "3")
+    result = await demo_here(tmp_path, "--seconds", "4", "--speed", "0")
     assert result.code == 0, result.stderr
     assert "summary" in result.stdout
     # only the demo's own shipments move an order
     changes = [line for line in result.stdout.splitlines() if " order.status_changed " in line]
-    assert all(line.endswith("(via action)") for line in changes), result.stdout
+    assert changes and all(line.endswith("(via action)") for line in changes), result.stdout
+    # and the summary says so: it counted every change not by notification as by polling
+    n = len(changes)
+    assert f"status changes:    {n} (0 by notification, 0 by polling, {n} by action)" in (
+        result.stdout
+    )
     assert "Traceback" not in result.stderr
 
 
