@@ -20,6 +20,7 @@ from ..order_view import order_json, watch_over
 from ..redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
+from ..store.files import whose
 from ..terminal import shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file
@@ -280,7 +281,7 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
         # running writer's is not: it would never be settled here.
         return any(
             s.account == name and s.external_reference == reference
-            for s in (await store_submissions.unanswered(store)).cut_off
+            for s in whose(store.path, tuple(await store_submissions.interrupted(store))).cut_off
         )
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 

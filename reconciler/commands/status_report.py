@@ -25,6 +25,7 @@ from ..poller.unconfigured import (
     unsettled_writes,
 )
 from ..store import Store, commands, submissions
+from ..store.files import Unanswered, writer_running
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
 from ..store.submissions import Submission
@@ -137,14 +138,17 @@ async def _gather(
     stuck = await store.orders.stuck_counts(now, config.alerts.stuck_after_s)
     check_failed = await store.orders.failing_counts()
     writes = await unsettled_writes(store)
-    left = await submissions.unanswered(store)
+    left_submits = tuple(await submissions.interrupted(store))
+    left_posts = tuple(await commands.in_state(store, "sending"))
+    writing = writer_running(path, left_submits, left_posts)
+    left = Unanswered.split(left_submits, writing)
     sending = _by_account(left.in_flight)
     for key, refs in sending.items():
         uncertain, queued = writes.get(key, (0, 0))
         writes[key] = (max(0, uncertain - len(refs)), queued)
     # CCNow's posts left `sending` are counted queued: one a running writer's post carries is
     # being sent; of one a stopped process left, the next writer makes an adjust uncertain.
-    posts = await commands.unanswered(store)
+    posts = Unanswered.split(left_posts, writing)
     cut_adjusts = [c for c in posts.cut_off if c.action == "adjust"]
     for c, cut in [*((c, False) for c in posts.in_flight), *((c, True) for c in cut_adjusts)]:
         uncertain, queued = writes.get(("ccnow", c.account), (0, 0))

@@ -197,27 +197,27 @@ class CCVCoordinator(Coordinator[CCVSource]):
         # after it (settled by `make_uncertain`, which finds the reference remembered).
         # Remembered also beside orders it is an alias of: the order submitted with it, tracked
         # later, counts this notification at its first check.
-        resolved, remembered = await subs.notified(
+        done = await subs.notified(
             store, self.account, reference, order_id, self.now(), remember=not carrying
         )
-        if resolved:
-            self.writer.committed(resolved)
+        if done.events:
+            self.writer.committed(done.events)
             log.info(
                 "ccv.submit_resolved",
                 extra=fields(account=self.account, external_reference=reference, order_id=order_id),
             )
-        if remembered:
+        if done.contradicted:
+            # CCV tells of an order a person said it never got: the submission is settled (a
+            # new submit of the reference is refused), and the person's word was wrong.
+            log.warning(
+                "ccv.not_sent_contradicted",
+                extra=fields(account=self.account, external_reference=reference),
+            )
+        if done.remembered:
             log.info(
                 "notification.remembered",
                 extra=fields(account=self.account, external_reference=reference),
             )
-            if await subs.said_not_sent(store, self.account, reference):
-                # CCV tells of an order a person said it never got: submitted again, the same
-                # order would be made twice.
-                log.warning(
-                    "ccv.not_sent_contradicted",
-                    extra=fields(account=self.account, external_reference=reference),
-                )
         if not orders:
             return None
         return await self.check([s.key.order_id for s in orders], via="notification")

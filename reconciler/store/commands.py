@@ -17,7 +17,6 @@ from typing import Literal
 
 from ..events import Event, action_event, action_resolved_event
 from .db import Store
-from .files import Unanswered, whose
 from .sql import CHUNK, marks
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
@@ -189,12 +188,6 @@ async def in_state(store: Store, state: Unsettled) -> list[Command]:
         f"SELECT {_COLUMNS} FROM commands WHERE {_OPEN} AND state = ? ORDER BY id", (state,)
     )
     return [_row(r) for r in rows]
-
-
-async def unanswered(store: Store) -> Unanswered[Command]:
-    """Return the commands left `sending`, told apart by the writer lock (files.whose): a
-    stopped process's are made uncertain (an adjust) or queued again by the next writer."""
-    return whose(store.path, tuple(await in_state(store, "sending")))
 
 
 async def of_order(

@@ -46,16 +46,26 @@ class Unanswered(Generic[T]):
     in_flight: tuple[T, ...]  # a running writer's: it records the provider's answer
     cut_off: tuple[T, ...]  # a stopped process's: the next writer's start settles them
 
+    @classmethod
+    def split(cls, left: tuple[T, ...], writing: bool) -> Unanswered[T]:
+        """Split writes left `sending` by one answer of `writer_running`."""
+        return cls(left, ()) if writing else cls((), left)
+
+
+def writer_running(path: Path, *left: tuple[object, ...]) -> bool:
+    """Whether the writes of the store at `path` left `sending` (none: not asked) are a running
+    writer's, not a stopped process's: every writer settles at its start those a stopped
+    process left, so one still `sending` while a process holds the writer lock is that
+    process's; with none holding it, it was cut off. The lock is asked, not taken: taking it,
+    even for a moment, could make a writer's start fail. Asked once for all the lists a reader
+    shows together: twice, a writer starting between would show one write its and another
+    cut off."""
+    return any(left) and WriterLock(path).held()
+
 
 def whose(path: Path, left: tuple[T, ...]) -> Unanswered[T]:
-    """Split the writes of the store at `path` left `sending` into a running writer's and a
-    stopped process's: every writer settles at its start those a stopped process left, so one
-    still `sending` while a process holds the writer lock is that process's; with none holding
-    it, it was cut off. The lock is asked, not taken: taking it, even for a moment, could make
-    a writer's start fail."""
-    if left and WriterLock(path).held():
-        return Unanswered(left, ())
-    return Unanswered((), left)
+    """Split the writes of the store at `path` left `sending` (see `writer_running`)."""
+    return Unanswered.split(left, writer_running(path, left))
 
 
 class WriterLock:

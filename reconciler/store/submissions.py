@@ -5,7 +5,8 @@ order is tracked in the same transaction), `failed` (a definite refusal or nothi
 `uncertain` (the answer was lost: never re-sent). An uncertain one becomes `resolved`, with its
 `order.submit_resolved` in the same transaction, when a notification for its reference arrives
 (not for one CCV answered with a 2xx: `answered`) or someone tracks its order with the
-reference; `failed` (`not_sent`) when a person says CCV never got it (`not_sent`).
+reference; `failed` (`not_sent`) when a person says CCV never got it (`not_sent`), and from
+there `resolved` when a notification says CCV has it after all.
 One live submission per (account, reference): a second submit of the same reference is refused
 unless the earlier one definitely failed.
 """
@@ -19,7 +20,6 @@ from typing import Literal
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .files import Unanswered, whose
 from .oneshot import commit_at_once, run_at_once
 from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
@@ -35,9 +35,11 @@ _COLUMNS = (
 # SQLite reads a partial index only for a query whose WHERE repeats the index's own term: told
 # `state = 'uncertain'` alone, it reads every row of the table (every submit of the retention
 # window). `_OPEN` names the submissions_open index's rows (those of a state), `_LIVE` the
-# submissions_live index's (those of an account's references).
+# submissions_live index's (those of an account's references), `_FAILED` the
+# submissions_failed index's.
 _OPEN = "state IN ('sending', 'uncertain')"
 _LIVE = "state != 'failed'"
+_FAILED = "state = 'failed'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +71,8 @@ def _row(r: Sequence[object]) -> Submission:
 
 async def find(store: Store, account: str, reference: str) -> Submission | None:
     """Return the live submission of a reference, else the latest failed one, else None."""
-    # The live one through its (unique) index; only a reference without one reads the failed
-    # ones, which no index holds: a scan, as rare as a lookup of a reference never made.
-    for state in (_LIVE, "state = 'failed' ORDER BY id DESC"):
+    # Each through its index: the live one's (unique), the failed ones' (migration 23).
+    for state in (_LIVE, f"{_FAILED} ORDER BY id DESC"):
         rows = await store.conn.execute_fetchall(
             f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
             f"AND {state} LIMIT 1",
@@ -80,13 +81,6 @@ async def find(store: Store, account: str, reference: str) -> Submission | None:
         if rows:
             return _row(next(iter(rows)))
     return None
-
-
-async def said_not_sent(store: Store, account: str, reference: str) -> bool:
-    """Whether a person closed the reference's latest submission as never sent (`ccv resolve
-    --not-sent`) and none of it was made since."""
-    sub = await find(store, account, reference)
-    return sub is not None and sub.state == "failed" and sub.reason == "not_sent"
 
 
 async def record(store: Store, account: str, reference: str, now: float) -> int:
@@ -198,17 +192,11 @@ async def make_uncertain(
 
 async def interrupted(store: Store) -> list[Submission]:
     """Return the submissions left `sending`: a writer at its start finds those a stopped
-    process left (no other process sends them); `unanswered` tells a reader whose they are."""
+    process left (no other process sends them); files.whose tells a reader whose they are."""
     rows = await store.conn.execute_fetchall(
         f"SELECT {_COLUMNS} FROM submissions WHERE {_OPEN} AND state = 'sending' ORDER BY id"
     )
     return [_row(r) for r in rows]
-
-
-async def unanswered(store: Store) -> Unanswered[Submission]:
-    """Return the submissions left `sending`, told apart by the writer lock (files.whose): the
-    next writer makes a stopped process's uncertain."""
-    return whose(store.path, tuple(await interrupted(store)))
 
 
 async def uncertain_references(store: Store) -> dict[str, set[str]]:
@@ -275,15 +263,30 @@ async def resolve_many(
         return await _settle(store, account, orders, how, now)
 
 
+@dataclass(frozen=True, slots=True)
+class Notified:
+    """A notification's `order.submit_resolved` events, whether it remembered the reference,
+    and whether it settled one a person had closed as never sent (that word was wrong)."""
+
+    events: list[Event]
+    remembered: bool
+    contradicted: bool
+
+
 async def notified(
     store: Store, account: str, reference: str, order_id: str | None, now: float, *, remember: bool
-) -> tuple[list[Event], bool]:
-    """A CCV notification for a reference, in one transaction: settle its uncertain submission
-    (with its event), and remember the reference when `remember` says so or while a submission
-    of it still waits for CCV's answer (`make_uncertain` then settles that one). Return the
-    events and whether the reference was remembered."""
+) -> Notified:
+    """A CCV notification for a reference, in one transaction: settle its uncertain submission,
+    or its latest one closed as never sent with none live (CCV has an order of it: a new
+    submit of it is refused from then on); remember the reference when `remember` says so or
+    while one of it waits for CCV's answer (`make_uncertain` then settles that one)."""
     async with store.transaction():
         events = await _settle(store, account, [(order_id, reference)], "notification", now)
+        sub = None if events else await find(store, account, reference)
+        contradicted = sub is not None and sub.state == "failed" and sub.reason == "not_sent"
+        if sub is not None and contradicted:
+            events = [await _resolve(store, sub, order_id, "notification", now)]
+            await store.events.add(events)
         if not remember:
             waiting = await store.conn.execute_fetchall(
                 "SELECT 1 FROM submissions WHERE account = ? AND external_reference = ? "
@@ -293,7 +296,7 @@ async def notified(
             remember = bool(waiting)
         if remember:
             await store.sources.remember_within(account, reference, now)
-    return events, remember
+    return Notified(events, remember, contradicted)
 
 
 async def _settle(
@@ -311,27 +314,32 @@ async def _settle(
         sub = found.pop(ref, None)
         if sub is None or (how == "notification" and answered(sub)):
             continue
-        known = order_id if order_id is not None else sub.order_id
-        await store.conn.execute(
-            "UPDATE submissions SET state = 'resolved', order_id = ?, closed_at = ? "
-            "WHERE id = ? AND state = 'uncertain'",
-            (known, now, sub.id),
-        )
-        events.append(
-            submit_resolved_event(
-                store.store_id,
-                sub.id,
-                account=account,
-                reference=ref,
-                uncertain_at=sub.closed_at,
-                reason=sub.reason,
-                order_id=known,
-                how=how,
-                time=now,
-            )
-        )
+        events.append(await _resolve(store, sub, order_id, how, now))
     await store.events.add(events)
     return events
+
+
+async def _resolve(
+    store: Store, sub: Submission, order_id: str | None, how: How, now: float
+) -> Event:
+    """Mark an uncertain submission, or one closed as not sent, `resolved`; return its event."""
+    known = order_id if order_id is not None else sub.order_id
+    await store.conn.execute(
+        "UPDATE submissions SET state = 'resolved', order_id = ?, closed_at = ? "
+        "WHERE id = ? AND state = ?",
+        (known, now, sub.id, sub.state),
+    )
+    return submit_resolved_event(
+        store.store_id,
+        sub.id,
+        account=sub.account,
+        reference=sub.external_reference,
+        uncertain_at=sub.closed_at,
+        reason=sub.reason,
+        order_id=known,
+        how=how,
+        time=now,
+    )
 
 
 def answered(sub: Submission) -> bool:

@@ -100,11 +100,12 @@ async def test_an_alias_does_not_settle_an_uncertain_submit_of_the_same_referenc
     assert await ccv.store.sources.take_references("default", ["abc"], now - 60) == {"abc"}
 
 
-async def test_a_notification_for_a_reference_a_person_said_was_not_sent_is_a_warning(
+async def test_a_notification_for_a_reference_a_person_said_was_not_sent_settles_it(
     ccv: CCVCoordinator, caplog: pytest.LogCaptureFixture
 ) -> None:
     # `ccv resolve --not-sent` freed the reference; CCV's notification says it has an order
-    # with it after all: submitted again, it would make a second one.
+    # with it after all. Before, only a warning: a new submit of the reference was taken, and
+    # made a second order.
     now = time.time()
     sub_id = await subs.record(ccv.store, "default", "said-gone", now)
     await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
@@ -117,3 +118,38 @@ async def test_a_notification_for_a_reference_a_person_said_was_not_sent_is_a_wa
     warned = [r for r in caplog.records if r.getMessage() == "ccv.not_sent_contradicted"]
     assert [r.levelno for r in warned] == [logging.WARNING]
     assert getattr(warned[0], "fields", {})["external_reference"] == "said-gone"
+
+    settled = await subs.find(ccv.store, "default", "said-gone")
+    assert settled is not None and (settled.id, settled.state) == (sub_id, "resolved")
+    with pytest.raises(subs.SubmissionExists):  # the API's 409
+        await subs.record(ccv.store, "default", "said-gone", time.time())
+    resolved = [
+        json.loads(e.body)["data"]
+        for e in await ccv.store.events.history()
+        if e.type == "order.submit_resolved"
+    ]
+    assert [(d["how"], d["submission_id"]) for d in resolved] == [
+        ("not_sent", sub_id),
+        ("notification", sub_id),
+    ]
+    # CCV calls again: nothing more to settle, nor to warn of.
+    assert await ccv.check_reference("said-gone") is None
+    assert len([r for r in caplog.records if r.getMessage() == "ccv.not_sent_contradicted"]) == 1
+
+
+async def test_a_notification_settles_nothing_a_later_submit_of_the_reference_failed_since(
+    ccv: CCVCoordinator,
+) -> None:
+    # Closed as not sent, then submitted again and refused by CCV (a 4xx): the reference's
+    # latest word is that refusal, and a new submit stays free.
+    now = time.time()
+    first = await subs.record(ccv.store, "default", "gone-twice", now)
+    await subs.make_uncertain(ccv.store, "default", [first], [], reason="timeout", now=now)
+    await subs.not_sent(ccv.store, "default", "gone-twice", now)
+    second = await subs.record(ccv.store, "default", "gone-twice", now)
+    await subs.fail(ccv.store, second, http_status=422, reason="http_422", now=now)
+
+    assert await ccv.check_reference("gone-twice") is None
+    latest = await subs.find(ccv.store, "default", "gone-twice")
+    assert latest is not None and (latest.id, latest.state) == (second, "failed")
+    assert await subs.record(ccv.store, "default", "gone-twice", time.time()) > second

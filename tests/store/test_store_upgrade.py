@@ -20,6 +20,7 @@ import pytest
 from reconciler.model import known_statuses, status_info
 from reconciler.schedule import resting
 from reconciler.store import Store, WriterLock
+from reconciler.store import submissions as subs
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated, statements
@@ -635,3 +636,38 @@ async def test_an_account_failing_at_the_upgrade_keeps_its_backoff(tmp_path: Pat
         assert resting(state, "pending_list", interval_s=60, now=failed_at + 120) is True
     finally:
         await store.close()
+
+
+FAILED_SUBMITS = 23  # the migration that indexes the failed submissions by reference
+
+
+async def test_a_submit_closed_as_not_sent_before_the_upgrade_is_settled_by_ccvs_notification(
+    tmp_path: Path,
+) -> None:
+    # `ccv resolve --not-sent` under the older release; CCV then tells of the reference: the
+    # submission is found through the new index, settled, and the reference is not taken again.
+    db = tmp_path / "reconciler.db"
+    with connected(db) as conn:
+        for script in MIGRATIONS[: FAILED_SUBMITS - 1]:
+            for sql in statements(script):
+                conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {FAILED_SUBMITS - 1}")
+        conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+        conn.execute(
+            "INSERT INTO submissions (account, external_reference, state, reason, created_at, "
+            "closed_at) VALUES ('default', 'INV-1', 'failed', 'not_sent', 1.0, 2.0)"
+        )
+    store = await Store.open(db)
+    try:
+        done = await subs.notified(store, "default", "INV-1", None, time.time(), remember=True)
+        assert done.contradicted and [e.data["how"] for e in done.events] == ["notification"]
+        with pytest.raises(subs.SubmissionExists):
+            await subs.record(store, "default", "INV-1", time.time())
+    finally:
+        await store.close()
+    with connected(db) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM submissions WHERE account = 'default' "
+            "AND external_reference = 'INV-1' AND state = 'failed' ORDER BY id DESC LIMIT 1"
+        ).fetchall()
+    assert "USING INDEX submissions_failed" in plan[0][-1], plan

@@ -21,6 +21,7 @@ from reconciler.config import load_config
 from reconciler.store import Store, WriterLock
 from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
+from reconciler.store.files import whose
 from tests.conftest import cli_env, environ, write_config
 from tests.fake_providers import FakeCCV
 
@@ -83,9 +84,12 @@ async def test_a_notification_reads_the_uncertain_submit_of_its_reference_alone(
 ) -> None:
     statements: list[str] = []
     await store.conn.set_trace_callback(statements.append)
-    events, _ = await subs.notified(store, "north", "north-U2", None, time.time(), remember=False)
+    done = await subs.notified(store, "north", "north-U2", None, time.time(), remember=False)
+    # One of a reference with no uncertain submit reads its failed ones (closed as not sent?).
+    other = await subs.notified(store, "north", "north-F", None, time.time(), remember=True)
     await store.conn.set_trace_callback(lambda _: None)
-    assert [e.data["external_reference"] for e in events] == ["north-U2"]
+    assert [e.data["external_reference"] for e in done.events] == ["north-U2"]
+    assert (other.events, other.remembered, other.contradicted) == ([], True, False)
     plans = reads(Path(store.path), statements)
     read = [plan for plan in plans.values() if "submissions" in plan]
     assert read and all("(account=? AND external_reference=?)" in plan for plan in read), plans
@@ -121,7 +125,7 @@ async def test_a_submit_left_sending_is_a_running_writers_only_while_one_holds_t
     if running:
         lock.acquire()
     try:
-        found = await subs.unanswered(store)
+        found = whose(Path(store.path), tuple(await subs.interrupted(store)))
     finally:
         lock.release()
     refs = sorted(s.external_reference for s in (*found.in_flight, *found.cut_off))
@@ -185,6 +189,8 @@ async def test_a_lookup_finds_the_live_submit_else_the_latest_that_failed(store:
             "VALUES ('default', ?, 'failed', ?, 1.0)",
             [("north-C3", "first"), ("F-1", "first"), ("F-1", "second")],
         )
+    statements: list[str] = []
+    await store.conn.set_trace_callback(statements.append)
     live = await subs.find(store, "north", "north-C3")
     assert live is not None and live.state == "succeeded"
     failed = await subs.find(store, "default", "north-C3")
@@ -192,6 +198,12 @@ async def test_a_lookup_finds_the_live_submit_else_the_latest_that_failed(store:
     failed = await subs.find(store, "default", "F-1")
     assert failed is not None and (failed.state, failed.reason) == ("failed", "second")
     assert await subs.find(store, "default", "F-2") is None
+    await store.conn.set_trace_callback(lambda _: None)
+    # Each CCV notification of a reference without an uncertain submit reads its failed ones
+    # (one closed as never sent is settled by it): before migration 23, every submit's row.
+    plans = reads(Path(store.path), statements)
+    assert plans and not whole_table(plans), whole_table(plans)
+    assert not [p for p in plans.values() if "TEMP B-TREE" in p], plans
 
 
 async def test_a_long_list_of_references_settles_its_uncertain_submits_in_one_read(
