@@ -117,6 +117,28 @@ async def test_status_reads_every_accounts_uncertain_references_in_one_query(
     assert len([s for s in plans if "external_reference FROM submissions" in s]) == 1
 
 
+async def test_status_tells_the_submits_and_the_posts_left_sending_by_one_look_at_the_lock(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A writer stopping while `status` reads: asked twice, the lock made the submit a running
+    # writer's and the post, read the same moment, a stopped process's.
+    with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO commands (account, order_id, action, idempotency_key, state, "
+            "created_at) VALUES ('default', '396-10-0009', 'adjust', 'k9', 'sending', 1.0)"
+        )
+    with environ(cli_env()):
+        config = load_config(write_config(tmp_path, ccv=fake_ccv))
+    answers = iter([True, False])
+    monkeypatch.setattr(WriterLock, "held", lambda _: next(answers))
+    status = await gather_status(config, store, time.time())
+    sending = {(a.source, a.account): a.sending_of for a in status.accounts}
+    assert (sending[("ccv", "default")], sending[("ccnow", "default")]) == (
+        ("default-S",),
+        ("396-10-0009",),
+    )
+
+
 @pytest.mark.parametrize("running", [False, True])
 async def test_a_submit_left_sending_is_a_running_writers_only_while_one_holds_the_lock(
     store: Store, running: bool
