@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 
@@ -19,6 +19,7 @@ from ..config import ApiConfig, CCVConfig, Config
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields, say
 from ..redact import config_secrets, redact
+from ..store.submissions import State
 from ..writes.daemon_api import (
     authorization,
     held_elsewhere,
@@ -28,7 +29,14 @@ from ..writes.daemon_api import (
     token_refused,
 )
 from ..writes.submit_body import BadSubmission, new_reference
-from ..writes.submit_outcome import ORDER_ID_HEADER, REFERENCE_HEADER, STATE_HEADER
+from ..writes.submit_outcome import (
+    ORDER_ID_HEADER,
+    OWN_HEADER,
+    REFERENCE_HEADER,
+    STATE_HEADER,
+    Result,
+    own_from_header,
+)
 from .accounts import account_option
 
 log = logging.getLogger("reconciler.writes.submit")
@@ -57,27 +65,13 @@ def exit_code(status: int) -> int:
     return EX_DATAERR if 400 <= status < 500 and status not in (408, 429) else EX_TEMPFAIL
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """A submit's answer, as the command tells it."""
-
-    status: int
-    body: bytes
-    order_id: str | None
-    reference: str | None
-    state: str | None = None
-    location: str | None = None
-    # reconciler's own word when CCV gave no answer to pass on (`Result.own`): no HTTP status
-    # is CCV's then
-    own: str | None = None
-
-
-def _report(answer: _Answer, secrets: list[str], account: str) -> int:
+def _report(answer: Result, secrets: list[str], account: str) -> int:
     """Say what became of the submit; return the exit code. `account`: the ` --account NAME`
     the commands it advises need (`account_option`)."""
     status, reference = answer.status, answer.reference
     code = exit_code(status)
-    where = f" (Location: {redact(answer.location, secrets)})" if answer.location else ""
+    location = answer.headers.get("Location")
+    where = f" (Location: {redact(location, secrets)})" if location else ""
     if code == EX_OK:
         if answer.order_id:
             print(answer.order_id)
@@ -134,16 +128,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 say(f"reconciler: error: {exc}")
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
-            answer = _Answer(
-                result.status,
-                result.body,
-                result.order_id,
-                result.reference,
-                result.state,
-                result.headers.get("Location"),
-                result.own,
-            )
-            return _report(answer, secrets, account_option(config, "ccv", account))
+            return _report(result, secrets, account_option(config, "ccv", account))
     if config.api is None:
         raise held_elsewhere("nothing was sent")
     wait_s = api_wait_s(next(c for c in config.ccv if c.name == account))
@@ -182,31 +167,35 @@ async def _through_api(
             ) as resp:
                 if token_refused(resp.status, resp.headers):
                     return refused(config.file)
-                answer = _Answer(
-                    resp.status,
-                    await resp.read(),
-                    resp.headers.get(ORDER_ID_HEADER),
-                    resp.headers.get(REFERENCE_HEADER),
-                    resp.headers.get(STATE_HEADER),
-                    resp.headers.get("Location"),
-                )
+                status, body, headers = resp.status, await resp.read(), resp.headers
         except aiohttp.ClientConnectorError:
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _no_answer(exc, wait_s, sent_ref, option, given=given)
-    status = answer.status
+    reference = headers.get(REFERENCE_HEADER)
     log.info(
         "ccv.submit_via_api",
-        extra=fields(account=account, status=status, external_reference=answer.reference),
+        extra=fields(account=account, status=status, external_reference=reference),
     )
-    if answer.reference is None:
+    if reference is None:
         # Every answer about a submission names its reference: a 4xx without one is the API's
         # own refusal (its body limit, a bad body), before anything was recorded or sent. Any
         # other answer without one (a 5xx of the daemon's) says nothing of what CCV got.
         if 400 <= status < 500:
-            return _api_refused(status, answer.body, api, secrets)
+            return _api_refused(status, body, api, secrets)
         why = RuntimeError(f"its HTTP {status}")
         return _no_answer(why, wait_s, sent_ref, option, given=given)
+    own = headers.get(OWN_HEADER)
+    answer = Result(
+        status,
+        body,
+        headers.get("Content-Type", ""),
+        reference,
+        cast("State | None", headers.get(STATE_HEADER)),
+        headers.get(ORDER_ID_HEADER),
+        {"Location": headers["Location"]} if "Location" in headers else {},
+        None if own is None else own_from_header(own),
+    )
     return _report(answer, secrets, option)
 
 

@@ -20,7 +20,7 @@ from ..writes.ccv_http import NotSent, Uncertain, send_once
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
 from ..writes.submit import not_settled
-from ..writes.submit_outcome import STATE_HEADER
+from ..writes.submit_outcome import OWN_HEADER, STATE_HEADER, own_header
 from .api_orders import CURSOR
 from .api_requests import (
     ApiDeps,
@@ -54,9 +54,12 @@ class Writes:
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
         result = await self.deps.submitter.submit(account, doc)
-        headers = result.headers
+        headers = dict(result.headers)
         if result.state is not None:
-            headers = {**headers, STATE_HEADER: result.state}
+            headers[STATE_HEADER] = result.state
+        if result.own is not None:
+            # Masked as the body is: it may quote what CCV's failure said.
+            headers[OWN_HEADER] = own_header(redact(result.own, self.deps.secrets))
         return self._passed_back(result.status, result.body, result.content_type, headers)
 
     async def submission(self, request: web.Request) -> web.Response:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
@@ -32,6 +34,20 @@ ORDER_ID_HEADER = "Reconciler-Order-Id"
 # Where the submission of the reference stands after this answer (the API's callers, `ccv
 # submit` through the daemon among them, cannot tell CCV's 3xx or 5xx from reconciler's own).
 STATE_HEADER = "Reconciler-Submission-State"
+# reconciler's own answer (`Result.own`), percent-encoded (a header holds no line end, and a
+# reference it quotes may hold any letter): `ccv submit` through the daemon says it, not an
+# HTTP status CCV never gave.
+OWN_HEADER = "Reconciler-Submission-Own-Answer"
+
+
+def own_header(own: str) -> str:
+    """Return `own` as OWN_HEADER's value (`own_from_header` reads it back)."""
+    return quote(own, safe=" " + string.punctuation.replace("%", ""))
+
+
+def own_from_header(value: str) -> str:
+    """Return the own answer an OWN_HEADER value carries."""
+    return unquote(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from reconciler.store import Store, WriterLock
 from tests.conftest import call_cli, daemon_here, free_port, write_config
-from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, submit_body
+from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCV_KEY, Reply
 from tests.server.test_api import api_toml
 from tests.writes.test_submit_crash import listening, query
@@ -95,3 +95,23 @@ async def test_an_uncertain_submit_stored_with_outer_white_space_still_settles(
         result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "old-1 ", "--not-sent")
     assert result.code == 0, result.stderr
     assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]
+
+
+async def test_a_lost_answer_through_the_daemon_is_said_in_reconcilers_words(
+    tmp_path: Path,
+) -> None:
+    # Before, the daemon's `own` was not sent: the command printed "submit answered HTTP 504:"
+    # and the daemon's JSON, a status CCV never gave.
+    async with FakeCCVWrites() as fake:
+        fake.submit_replies = [json_reply(201, {"orderId": "never-seen"}, delay_s=30)]
+        port = free_port()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+        async with daemon_here(cfg):
+            await listening(port)
+            stdin = json.dumps(submit_body(externalReference="lost-ü1")).encode()
+            result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    assert "HTTP 504" not in result.stderr and "answered" not in result.stderr, result.stderr
+    assert "reconciler: CCV gave no answer within 2 s (the account's timeout)\n" in result.stderr
+    assert "external reference lost-ü1 is uncertain" in result.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("uncertain", "timeout")]
