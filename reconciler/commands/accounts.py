@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
-from ..config import Config
+from ..config import Config, names
 from ..exits import UsageError
 from ..model import Source
 
@@ -39,7 +39,7 @@ def account_names(config: Config, source: Source) -> list[str]:
 def account_option(config: Config, source: Source, name: str) -> str:
     """` --account NAME` for a command the output tells a person to run about the account, as
     `choose_account` wants it: unless it is the config's only account of its source."""
-    return "" if account_names(config, source) == [name] else f" --account {name}"
+    return names.account_option(account_names(config, source), name)
 
 
 def choose_account(config: Config, source: Source, name: str | None) -> str:

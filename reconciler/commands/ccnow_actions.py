@@ -33,6 +33,8 @@ from reconciler.writes.ccnow_actions import (
 )
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 
+from .accounts import account_names
+
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
 DELIVER_TIMEOUT_S = 10.0
@@ -103,7 +105,9 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
         )
     else:
         try:
-            posted, past_pending, waiting = await sort_out(store, new)
+            posted, past_pending, waiting = await sort_out(
+                store, new, account_names(config, "ccnow")
+            )
         finally:
             await store.close()
         refused = past_pending + waiting

@@ -29,7 +29,7 @@ from ..store.files import Unanswered, writer_running
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
 from ..store.submissions import Submission
-from .accounts import account_names
+from .accounts import account_option
 
 # unknown: never polled yet; not_configured: the store follows orders of an account the config
 # no longer names, and nothing checks them (poller/unconfigured.py)
@@ -58,9 +58,9 @@ class AccountStatus:
     # What a running writer waits on the provider's answer for: CCV submits' references, CCNow
     # actions' order ids
     sending_of: tuple[str, ...] = ()
-    # The config's only account of its source: the commands that settle its writes need no
-    # `--account`
-    sole: bool = True
+    # ` --account NAME` for the commands that settle its writes (accounts.account_option): ""
+    # for the config's only account of its source
+    account_option: str = ""
 
     @property
     def followed(self) -> int:
@@ -191,7 +191,7 @@ async def _gather(
                 *writes.get((source, account), (0, 0)),
                 waiting.get((source, account), ()),
                 sending.get((source, account), ()),
-                sole=account_names(config, source) == [account],
+                account_option=account_option(config, source, account),
             )
         )
     deliveries = await store.outbox.counts()

@@ -169,8 +169,7 @@ def _to_do(a: AccountStatus) -> str:
     crash or a cut-off stop leaves them, and nothing else says so), nothing for those being
     sent, and for the queued a writer that names their account."""
     todo: list[str] = []
-    # As `choose_account` wants it: also for one of several configured accounts of the source.
-    account = "" if a.configured and a.sole else f" --account {a.account}"
+    account = a.account_option
     if a.uncertain_writes:
         named = _named(a.uncertain_of)
         if a.source == "ccv":

@@ -143,7 +143,7 @@ class ActionSender:
                     "idempotency_key",
                 )
         fresh = [c for c in new if c.key not in made]
-        wanted, past_pending, waiting = await sort_out(self.store, fresh)
+        wanted, past_pending, waiting = await sort_out(self.store, fresh, list(self.accounts))
         # Refused for good (the order is past pending): a command like one CCNow refused, so
         # that its key answers the same refusal again and alerting sees its event. A discount
         # that waits is not recorded: once the earlier one is settled, the same request (its
@@ -186,7 +186,9 @@ class ActionSender:
         while waiting:
             ahead = await cmds.ahead(self.store, waiting)
             now = [c for c in waiting if c.id not in ahead]
-            if await refuse_second(self.store, waiting, ahead, tally, now=self.clock()):
+            if await refuse_second(
+                self.store, waiting, ahead, tally, accounts=list(self.accounts), now=self.clock()
+            ):
                 self.on_commit()
             elif not now:
                 return

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
+from reconciler.config.names import account_option
 from reconciler.events import Event, action_event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey
@@ -45,10 +46,11 @@ Refusals = list[tuple[cmds.NewCommand, str]]
 
 
 async def sort_out(
-    store: Store, fresh: Sequence[cmds.NewCommand]
+    store: Store, fresh: Sequence[cmds.NewCommand], accounts: Sequence[str]
 ) -> tuple[list[cmds.NewCommand], Refusals, Refusals]:
     """Split new commands, by what the store knows, into those to send, those refused without
-    asking CCNow (the order is past pending) and discounts that wait for an earlier open one."""
+    asking CCNow (the order is past pending) and discounts that wait for an earlier open one
+    (`accounts`: the configured CCNow accounts, for the command a refusal advises)."""
     states = await store.orders.load(OrderKey("ccnow", c.account, c.order_id) for c in fresh)
     wanted: list[cmds.NewCommand] = []
     past_pending: Refusals = []
@@ -57,28 +59,30 @@ async def sort_out(
         why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
         if why is not None:
             past_pending.append((c, why))
-        elif c.action == "adjust" and (wait := await _open_adjust(store, c)) is not None:
+        elif c.action == "adjust" and (wait := await _open_adjust(store, c, accounts)) is not None:
             waiting.append((c, wait))
         else:
             wanted.append(c)
     return wanted, past_pending, waiting
 
 
-async def _open_adjust(store: Store, c: cmds.NewCommand) -> str | None:
+async def _open_adjust(store: Store, c: cmds.NewCommand, accounts: Sequence[str]) -> str | None:
     """Why a new discount waits: an earlier one of the order is uncertain, or queued or on its
     way (its answer may be lost too), and both taken would discount twice (and `resolve`
     would settle them as one)."""
     earlier = await cmds.of_order(store, c.account, c.order_id, ["queued", "sending", "uncertain"])
     adjust = next((e for e in earlier if e.action == "adjust"), None)
-    return None if adjust is None else second_discount(adjust)
+    return None if adjust is None else second_discount(adjust, accounts)
 
 
-def second_discount(earlier: cmds.Command) -> str:
-    """Why a discount is refused while an earlier one of its order is open."""
+def second_discount(earlier: cmds.Command, accounts: Sequence[str]) -> str:
+    """Why a discount is refused while an earlier one of its order is open (`accounts`: the
+    configured CCNow accounts)."""
     if earlier.state == "uncertain":
+        option = account_option(accounts, earlier.account)
         return (
             f"an earlier discount of this order (#{earlier.id}) is uncertain: settle it with "
-            f"`reconciler ccnow resolve {earlier.order_id} --sent|--not-sent` first"
+            f"`reconciler ccnow resolve {earlier.order_id} --sent|--not-sent{option}` first"
         )
     doing = "is being sent" if earlier.state == "sending" else "is queued"
     return (
@@ -93,6 +97,7 @@ async def refuse_second(
     ahead: Mapping[int, cmds.Command],
     tally: Tally,
     *,
+    accounts: Sequence[str],
     now: float,
 ) -> bool:
     """Close `refused` the discounts held behind an uncertain one of their order (recorded
@@ -106,7 +111,7 @@ async def refuse_second(
     # each) nor posts one.
     claimed = set(await cmds.mark_sending(store, [c.id for c, _ in second]))
     refused: cmds.State = "refused"
-    mine = [(c, refused, second_discount(o)) for c, o in second if c.id in claimed]
+    mine = [(c, refused, second_discount(o, accounts)) for c, o in second if c.id in claimed]
     if mine:
         await close_as(store, mine, now=now)
         tally.refused += len(mine)

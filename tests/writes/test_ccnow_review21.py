@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import pytest
 
 from reconciler.config import load_config
 from reconciler.runtime import writer_unless_held
-from tests.conftest import cli_env, free_port, write_config
-from tests.fake_providers import FakeCCNow, Reply, html_page
+from tests.conftest import call_cli, cli_env, free_port, write_config
+from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, FakeCCNow, Reply, html_page
 from tests.server.test_api import api_toml
 from tests.writes.test_ccnow_actions import A, ccnow, commands, daemon_with_api, tracked
 from tests.writes.test_ccnow_second_probe import action_events, lost_twice
@@ -205,3 +206,32 @@ async def test_a_character_cut_in_an_undecided_last_line_leaves_the_others_reada
     result = await ccnow(cfg, "ship", A)
     assert result.code == 0, result.stdout + result.stderr
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (the order's status)")]
+
+
+async def test_the_refusal_behind_an_uncertain_discount_advises_a_command_that_runs(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Two CCNow accounts: the advised `ccnow resolve` without --account was a usage error.
+    tables = "".join(
+        f'[[ccnow]]\nname = "{name}"\nurl = "{fake_ccnow.url}"\nclient_id = "{CCNOW_CLIENT_ID}"\n'
+        f'password = "{CCNOW_PASSWORD}"\ntimeout = "2s"\nretries = 0\n\n'
+        for name in ("eu", "us")
+    )
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(f'[store]\npath = "{tmp_path / "reconciler.db"}"\n\n{tables}')
+    cfg.chmod(0o600)
+    fake_ccnow.orders = {A: "pending"}
+    assert (await call_cli("--config", cfg, "track", "ccnow", A, "--account", "eu")).code == 0
+    _sql(
+        tmp_path,
+        "INSERT INTO commands (account, order_id, action, idempotency_key, amount, state, "
+        "created_at, closed_at) VALUES ('eu', ?, 'adjust', 'first', '3.00', 'uncertain', 1.0, 2.0)",
+        A,
+    )
+    second = await ccnow(cfg, "adjust", A, "--amount", "2.00", "--account", "eu")
+    assert second.code == 65, second.stdout + second.stderr
+    [advice] = re.findall(r"`reconciler ([^`]*)`", second.stdout)
+    assert advice == f"ccnow resolve {A} --sent|--not-sent --account eu"
+    done = await ccnow(cfg, *advice.replace("--sent|", "").split()[1:])
+    assert done.code == 0, done.stdout + done.stderr
+    assert fake_ccnow.actions == []

@@ -81,15 +81,13 @@ async def test_a_submit_ccv_never_answered_says_so_and_its_advice_runs(
     assert "INV-77 not sent" in done.stdout
 
 
-@pytest.mark.parametrize(
-    ("sole", "option"), [(False, " --account eu"), (True, "")], ids=["several", "one"]
-)
+@pytest.mark.parametrize("option", [" --account eu", ""], ids=["several", "one"])
 def test_status_names_the_account_in_ccnow_resolve_when_there_are_several(
-    tmp_path: Path, sole: bool, option: str
+    tmp_path: Path, option: str
 ) -> None:
     account = AccountStatus(
         "ccnow", "eu", "ok", None, None, None, (), 0, 0, 0, uncertain_writes=1,
-        uncertain_of=("396-10-1142",), sole=sole,
+        uncertain_of=("396-10-1142",), account_option=option,
     )  # fmt: skip
     store = StoreStatus(tmp_path / "r.db", True, 0, 0, None)
     text = render_text(Status(0.0, (account,), (), store, None))
