@@ -91,6 +91,25 @@ def loads(raw: bytes) -> object:
     return document
 
 
+def given(raw: bytes, *, exact: bool = True) -> object:
+    """Decode a document reconciler was given (an API body, a file, a sandbox request): by
+    `loads` (`exact`), or as Python reads JSON (the sandbox, as lenient as CCV); never with
+    half a character. Whatever is no such document is NotJSON, in words to show: one nested
+    deeper than Python's parser goes (a RecursionError, not a ValueError) included."""
+    try:
+        if exact:
+            return loads(raw)
+        document = json.loads(raw)
+    except NotJSON:
+        raise
+    except RecursionError:
+        raise NotJSON("it nests too deep") from None
+    except ValueError as exc:  # JSONDecodeError; UnicodeDecodeError, an int of too many digits
+        raise NotJSON(str(exc)) from None
+    refuse_lone_surrogate(raw, document)
+    return document
+
+
 def refuse_lone_surrogate(raw: bytes, document: object) -> None:
     """Raise NotJSON if `document`, decoded from `raw`, holds a lone surrogate (a `\\u` escape
     of half a character): no UTF-8 text can hold it, so it cannot be passed on or shown."""

@@ -32,10 +32,10 @@ def read_json(name: str) -> object:
     except NotReadHere as exc:
         raise DataError(f"{name}: {exc}") from None
     try:
-        return strict_json.loads(raw)
+        return strict_json.given(raw)
     except (strict_json.NotExact, strict_json.RepeatedKey) as exc:
         raise DataError(f"{name}: {exc}") from None
-    except (ValueError, RecursionError) as exc:
+    except strict_json.NotJSON as exc:
         raise DataError(f"{name}: not JSON: {exc}") from None
 
 

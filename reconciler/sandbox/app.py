@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from ..strict_json import refuse_lone_surrogate
+from .. import strict_json
 from .ccnow import CCNOW_PATH, ccnow_answer, has_action
 from .ccv_writes import PRICING_PATH, PRICING_SET, check_pricing_fields, parse_submit
 from .faults import Faults, drop_connection, json_error, send_cut_off
@@ -34,13 +33,9 @@ def _json_body(raw: bytes) -> object:
     parser goes, or holds half a character (a lone surrogate): kept, it made the order list
     (`/_sandbox/orders`) unreadable."""
     try:
-        document = json.loads(raw)
-    except RecursionError:
-        raise ValueError("body is not JSON: it nests too deep") from None
-    except ValueError:
-        raise ValueError("body is not JSON") from None
-    refuse_lone_surrogate(raw, document)
-    return document
+        return strict_json.given(raw, exact=False)
+    except strict_json.NotJSON as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
 
 
 @web.middleware

@@ -46,6 +46,17 @@ async def test_a_body_naming_a_key_twice_is_refused_naming_it(
     assert api.rows("SELECT count(*) FROM submissions") == [(0,)]
 
 
+async def test_a_body_nested_too_deep_is_refused_saying_so_as_the_command_line_does(
+    api: Api,
+) -> None:
+    # The API said "malformed JSON: not JSON", the command line "not JSON: maximum recursion
+    # depth exceeded while decoding a JSON array from a unicode string".
+    deep = b"[" * 2000 + b"]" * 2000  # within the API's max_body (4096 bytes)
+    status, body, _ = await api.call("POST", "/api/v1/ccv/orders", raw=deep)
+    assert (status, body) == (400, {"error": "malformed JSON: it nests too deep", "field": "$"})
+    assert api.rows("SELECT count(*) FROM submissions") == [(0,)]
+
+
 async def test_a_query_parameter_given_twice_is_refused(api: Api) -> None:
     # ?account=eu&account=us took the first, where a body's repeated key took the last.
     for path in (

@@ -49,6 +49,14 @@ async def test_input_that_is_not_json_is_one_line_and_exit_65() -> None:
     assert "Traceback" not in result.stderr
 
 
+async def test_input_nested_too_deep_says_so_as_the_api_does() -> None:
+    # Before: "not JSON: maximum recursion depth exceeded while decoding a JSON array ...".
+    deep = b"[" * 100_000 + b"]" * 100_000
+    result = await call_cli("ccv", "check-pricing", "-", stdin=deep)
+    assert (result.code, result.stdout) == (65, "")
+    assert result.stderr.endswith("reconciler: error: -: not JSON: it nests too deep\n")
+
+
 async def test_amounts_too_large_or_not_json_are_problems_not_tracebacks() -> None:
     body = json.loads(EXAMPLE.read_text())
     body["shippingCost"] = 10**30
