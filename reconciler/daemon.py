@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import eventloop
 from .config import Config
 from .delivery import TICK_S
 from .logs import fields
@@ -360,10 +361,7 @@ async def run_daemon(
     `integrity_check_max_bytes` is checked before anything runs."""
     notifier = Notifier.from_environ()
     loop = asyncio.get_running_loop()
-    # SIGHUP too: a closed terminal stops it cleanly (there is nothing to reload); unless it
-    # is ignored (`nohup`), which a handler would undo.
-    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
-    signals = (signal.SIGTERM, signal.SIGINT, *hangup) if stop is None else ()
+    signals = eventloop.stop_signals() if stop is None else ()
     stopping = asyncio.Event() if stop is None else stop
 
     def on_signal(signum: int) -> None:

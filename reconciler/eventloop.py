@@ -106,3 +106,11 @@ def end_by_sigterm() -> None:
     """End this process as SIGTERM's default does (a command ended_by_sigterm let finish)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a long-running command cleanly: SIGTERM, SIGINT and SIGHUP (a
+    closed terminal: there is nothing to reload), but SIGHUP when it is ignored (`nohup`),
+    which a handler would undo."""
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGTERM, signal.SIGINT, *hangup)

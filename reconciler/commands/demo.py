@@ -11,10 +11,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 import time
+import typing
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +36,7 @@ from ..config import (
 from ..daemon import Daemon
 from ..events import Event
 from ..exits import TempFailure, UsageError
+from ..model import Via
 from ..notify import notification_url
 from ..runtime import Runtime
 from ..sandbox import Sandbox, SandboxOptions
@@ -270,8 +271,9 @@ def _summary(
     changes = [e for e in events if e.type.value == "order.status_changed"]
     # By what told of each (model.Via): the demo's shipments come `via action`, not by polling.
     by_via = Counter(str(e.data["via"]) for e in changes)
-    ways = [("notification", "notification"), ("poll", "polling")]
-    ways += [(via, via) for via in sorted(by_via) if via not in ("notification", "poll")]
+    # The demo's own two ways always, the others (model.Via's words) when they told of any.
+    vias = ["notification", "poll"] + [v for v in typing.get_args(Via) if by_via[v]]
+    ways = [(via, "polling" if via == "poll" else via) for via in dict.fromkeys(vias)]
     how = ", ".join(f"{by_via[via]} by {word}" for via, word in ways)
     seen = {(e.order_id, e.data["status"]) for e in changes}
     later = {e.order_id for e in changes}
@@ -306,10 +308,9 @@ def feed_only_logging() -> None:
 async def _run_until_signalled(args: argparse.Namespace, out: TextIO) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # SIGHUP as `run` has it: a closed terminal ends the demo with its summary and a clean
-    # close of its store; unless it is ignored (`nohup`), which a handler would undo.
-    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
-    for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
+    # As `run` has them: a closed terminal ends the demo with its summary and a clean close of
+    # its store.
+    for sig in eventloop.stop_signals():
         loop.add_signal_handler(sig, stop.set)
     return await run_demo(args, out, stop)
 
