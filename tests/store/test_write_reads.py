@@ -117,11 +117,12 @@ async def test_status_reads_every_accounts_uncertain_references_in_one_query(
     assert len([s for s in plans if "external_reference FROM submissions" in s]) == 1
 
 
+@pytest.mark.parametrize("running", [False, True])
 async def test_status_tells_the_submits_and_the_posts_left_sending_by_one_look_at_the_lock(
-    tmp_path: Path, store: Store, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV, running: bool
 ) -> None:
-    # A writer stopping while `status` reads: asked twice, the lock made the submit a running
-    # writer's and the post, read the same moment, a stopped process's.
+    # Asked once for both (files.writer_running): a writer starting or stopping between two
+    # looks would show the submit a running writer's and the post a stopped process's.
     with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
         conn.execute(
             "INSERT INTO commands (account, order_id, action, idempotency_key, state, "
@@ -129,13 +130,19 @@ async def test_status_tells_the_submits_and_the_posts_left_sending_by_one_look_a
         )
     with environ(cli_env()):
         config = load_config(write_config(tmp_path, ccv=fake_ccv))
-    answers = iter([True, False])
-    monkeypatch.setattr(WriterLock, "held", lambda _: next(answers))
-    status = await gather_status(config, store, time.time())
-    sending = {(a.source, a.account): a.sending_of for a in status.accounts}
-    assert (sending[("ccv", "default")], sending[("ccnow", "default")]) == (
-        ("default-S",),
-        ("396-10-0009",),
+    lock = WriterLock(Path(store.path))
+    if running:
+        lock.acquire()
+    try:
+        status = await gather_status(config, store, time.time())
+    finally:
+        lock.release()
+    by = {(a.source, a.account): a for a in status.accounts}
+    ccv, ccnow = by[("ccv", "default")], by[("ccnow", "default")]
+    sending = (ccv.sending_of, ccnow.sending_of)
+    assert sending == ((("default-S",), ("396-10-0009",)) if running else ((), ()))
+    assert ("default-S" in ccv.uncertain_of, ccnow.uncertain_writes) == (
+        (False, 0) if running else (True, 1)
     )
 
 

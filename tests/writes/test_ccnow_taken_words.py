@@ -72,6 +72,7 @@ async def test_a_command_posted_before_the_upgrade_may_have_reached_ccnow(tmp_pa
         conn.execute("ALTER TABLE orders DROP COLUMN asked_at")  # migration 19
         conn.execute("ALTER TABLE commands DROP COLUMN held_since")  # migration 20
         conn.execute("ALTER TABLE sources DROP COLUMN backoff_from")  # migration 22
+        conn.execute("DROP INDEX submissions_failed")  # migration 23
         conn.execute("PRAGMA user_version = 15")
         conn.executemany(
             "INSERT INTO commands (account, order_id, action, idempotency_key, state, attempts, "
