@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ..config import ApiConfig
 from ..logs import fields
-from ..model import EventType, OrderKey, OrderState, Source, reference_problem
+from ..model import EventType, OrderKey, OrderState, Source
 from ..order_view import order_json
 from ..store import references
 from ..store import submissions as subs
@@ -23,6 +23,7 @@ from .api_requests import (
     account_named,
     json_body,
     order_id_named,
+    reference_named,
     source_named,
     unknown_field,
 )
@@ -75,21 +76,15 @@ class Orders:
         source = source_named(doc.get("source"))
         order_id = order_id_named(self.deps, source, doc.get("order_id"))
         ref = doc.get("external_reference")
-        account = (
-            await self.settling(doc.get("account"), ref) if source == "ccv" else None
-        ) or self.account(source, doc.get("account"))
         if ref is not None:
             if source != "ccv":
                 raise BadRequest(
                     422, "external references are for CCV orders", "external_reference"
                 )
-            if not isinstance(ref, str):
-                raise BadRequest(422, "must be a string", "external_reference")
-            # As `track --ref`: taken as stored (one an older release stored settles).
-            if problem := reference_problem(ref, given=False):
-                raise BadRequest(422, problem, "external_reference")
-            self.deps.refuse_secret(ref, "external_reference")
-        self.deps.refuse_secret(order_id, "order_id")
+            ref = reference_named(self.deps, ref, "external_reference")
+        account = (
+            await self.settling(doc.get("account"), ref) if source == "ccv" else None
+        ) or self.account(source, doc.get("account"))
         key = OrderKey(source, account, order_id)
         now = time.time()
         store = self.deps.store

@@ -23,6 +23,7 @@ from ..model import (
     Source,
     clipped,
     normalize_order_id,
+    reference_problem,
 )
 from ..poller.unconfigured import unsettled_writes
 from ..redact import GIVEN_SECRET, SecretForms, given_secrets, holds_secret
@@ -263,3 +264,16 @@ def order_id_named(deps: ApiDeps, source: Source, raw: object) -> str:
         return normalize_order_id(source, raw)
     except InvalidOrderId as exc:
         raise BadRequest(422, str(exc), "order_id") from None
+
+
+def reference_named(deps: ApiDeps, raw: object, field: str) -> str:
+    """Return an external reference a request names, taken as stored (as `track --ref`: one
+    an older release stored settles); 422 when it is not a string, cannot be followed, or
+    holds one of the config's secrets (refused first: the refusal of a malformed one quotes
+    it)."""
+    if not isinstance(raw, str):
+        raise BadRequest(422, "must be a string, an external reference", field)
+    deps.refuse_secret(raw, field)
+    if problem := reference_problem(raw, given=False):
+        raise BadRequest(422, problem, field)
+    return raw
