@@ -5,6 +5,7 @@ events and the log, and in CCV's status URLs. The refusal does not name the valu
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -244,3 +245,33 @@ async def test_a_malformed_reference_holding_the_api_key_is_refused_unquoted_by_
     assert result.code == 65, result.stderr
     assert "holds a secret of this config" in result.stderr
     assert CCV_KEY not in result.stdout + result.stderr
+
+
+async def test_a_body_key_or_query_name_holding_a_secret_is_refused_unechoed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An unknown field, a key given twice, a parameter given twice: each refusal named it, in
+    # the answer and in the log's `api.rejected` line.
+    caplog.set_level(logging.DEBUG, logger="reconciler.api")
+    twice = f'{{"{CCV_KEY}": 1, "{CCV_KEY}": 2}}'.encode()
+    async with FakeCCVWrites() as fake, serve_api(tmp_path, fake) as api:
+        for secret in (CCV_KEY, TOKEN):
+            calls = [
+                ("POST", "/api/v1/orders", {"source": "ccv", secret: 1}, None, 422),
+                (
+                    "POST",
+                    "/api/v1/orders",
+                    None,
+                    twice.replace(CCV_KEY.encode(), secret.encode()),
+                    400,
+                ),
+                ("GET", f"/api/v1/events?{secret}=1&{secret}=2", None, None, 400),
+            ]
+            for method, path, doc, raw, code in calls:
+                status, body, _ = await api.call(method, path, body=doc, raw=raw)
+                assert status == code, (path, body)
+                assert "holds a secret of this config" in body["error"], body
+                assert secret not in json.dumps(body)
+    logged = [r for r in caplog.records if r.getMessage() == "api.rejected"]
+    assert len(logged) == 6
+    assert not any(s in repr(vars(r)) for r in logged for s in (CCV_KEY, TOKEN))
