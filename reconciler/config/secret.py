@@ -181,21 +181,22 @@ def inline_secrets(data: object) -> set[str]:
 
 def _may_be_a_secret(given: str, known: set[str]) -> bool:
     """Whether a `*_file` value naming no file looks like the secret itself (put there by
-    mistake): one the config has elsewhere, or a text no one names a file like (a sign that
-    file names seldom hold, the webhook secret's prefix, or 16 characters or more of a bare
-    name that mixes letters and digits, with no extension)."""
+    mistake): one the config has elsewhere, or, with no `/`, a text no one names a file like (a
+    sign that file names seldom hold, the webhook secret's prefix, or 16 characters or more
+    that mix letters and digits, with no extension). A path is shown: its signs are a unit's
+    (`reconciler@shop.service`, `+`, `:`)."""
     if given in known or any(len(s) >= 8 and s in given for s in known):
         return True
-    name = given.rsplit("/", 1)[-1]
+    if "/" in given:
+        return False
     return (
         _UNLIKE_A_FILE_NAME.search(given) is not None
         or given.startswith("whsec_")
         or (
-            "/" not in given
-            and "." not in name
-            and len(name) >= 16
-            and any(c.isdigit() for c in name)
-            and any(c.isalpha() for c in name)
+            "." not in given
+            and len(given) >= 16
+            and any(c.isdigit() for c in given)
+            and any(c.isalpha() for c in given)
         )
     )
 
