@@ -176,14 +176,12 @@ def guard(token: Callable[[], str], secrets: SecretForms | None = None) -> Middl
             repeated(request)
             return await handler(request)
         except BadRequest as exc:
-            refusal = exc.unechoed(secrets)
+            shown = exc.unechoed(secrets)
             log.debug(
                 "api.rejected",
-                extra=fields(
-                    method=request.method, status=refusal.status, field=refusal.shown_field
-                ),
+                extra=fields(method=request.method, status=shown.status, field=shown.shown_field),
             )
-            return refusal.response()
+            return shown.response()
         except BadSubmission as exc:
             return BadRequest(exc.status, exc.message, exc.field).unechoed(secrets).response()
         except web.HTTPException as exc:
