@@ -16,7 +16,6 @@ from aiohttp.typedefs import Middleware
 from .. import strict_json
 from ..logs import fields
 from ..model import (
-    SHOWN_INPUT_MAX,
     SOURCES,
     InvalidOrderId,
     OrderKey,
@@ -57,10 +56,7 @@ class BadRequest(Exception):
     def shown_field(self) -> str | None:
         """The field as the answer and the log name it: a body's unknown key may be of any
         length, and is named, not echoed whole."""
-        field = self.field
-        if field is not None and len(field) > SHOWN_INPUT_MAX:
-            field = field[:SHOWN_INPUT_MAX] + "\u2026"
-        return field
+        return None if self.field is None else clipped(self.field, quoted=False)
 
     def unechoed(self, secrets: SecretForms | None) -> BadRequest:
         """Return this refusal, or one that names and quotes nothing when what it would echo
