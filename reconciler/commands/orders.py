@@ -55,11 +55,6 @@ async def peek_store(config: Config) -> AsyncIterator[Store | None]:
 async def track_command(config: Config, args: argparse.Namespace) -> int:
     """Start following orders."""
     source: Source = args.source
-    secrets = given_secrets(config_secrets(config))
-    if args.ref is not None:
-        # given=False: a reference stored before outer white space was refused is tracked, and
-        # its uncertain submit settled, as it was stored.
-        reference_given("--ref", args.ref, secrets, given=False)
     if source == "ccv":
         account = await settling_account(config, source, args.account, reference=args.ref)
     else:
@@ -68,6 +63,11 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--ref takes exactly one CCV order id")
     if not args.ids and args.from_file is None:
         raise UsageError("give order ids or --from-file")
+    secrets = given_secrets(config_secrets(config))
+    if args.ref is not None:
+        # given=False: a reference stored before outer white space was refused is tracked, and
+        # its uncertain submit settled, as it was stored.
+        reference_given("--ref", args.ref, secrets, given=False)
     ids = order_ids(source, args.ids, secrets)
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in ids]
     if args.from_file is not None:
