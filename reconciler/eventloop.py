@@ -9,10 +9,10 @@ first (ended_by_sigterm).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
 import signal
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -62,24 +62,35 @@ async def ended_by_sigterm(main: Coroutine[Any, Any, T]) -> T:
     """Await `main`; SIGTERM cancels it as Ctrl-C does (asyncio.run), so that what it has under
     way ends as at Ctrl-C, a write already sent let end and its answer recorded (killed at once,
     it stayed `sending` and became uncertain), then raise Terminated. A second SIGTERM kills at
-    once. Where no handler can be set (not the main thread), `main` is awaited as it is."""
+    once, and so does the first when the loop does not take the cancel within a second (a
+    command blocked reading its config or input from a pipe: nothing is under way yet). Where
+    no handler can be set (not the main thread), `main` is awaited as it is."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     signalled = False
 
-    def on_sigterm() -> None:
+    # A handler of the signal module, not the loop's: that one runs only when the loop gets
+    # control, and a command blocked in a read then ignored SIGTERM.
+    def on_sigterm(signum: int, frame: object) -> None:
         nonlocal signalled
         if signalled:
             end_by_sigterm()
             return
         signalled = True
-        if task is not None:
-            task.cancel()
+        unanswered = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+        unanswered.daemon = True
+        unanswered.start()
 
-    before = signal.getsignal(signal.SIGTERM)
+        def cancel() -> None:
+            unanswered.cancel()
+            if task is not None:
+                task.cancel()
+
+        loop.call_soon_threadsafe(cancel)
+
     try:
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-    except (NotImplementedError, RuntimeError, ValueError):
+        before = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread
         return await main
     try:
         return await main
@@ -88,9 +99,7 @@ async def ended_by_sigterm(main: Coroutine[Any, Any, T]) -> T:
             raise Terminated("stopped by SIGTERM") from None
         raise
     finally:
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGTERM, before)
 
 
 def end_by_sigterm() -> None:

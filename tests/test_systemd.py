@@ -285,7 +285,7 @@ DAEMON_ONLY = {
     "TimeoutStopSec",
     "TimeoutStartSec",
 }
-CATCHUP_ONLY = {"Type", "ExecStart", "TimeoutStartSec"}
+CATCHUP_ONLY = {"Type", "ExecStart", "TimeoutStartSec", "SuccessExitStatus"}
 
 
 def test_every_service_is_scored() -> None:

@@ -161,8 +161,13 @@ async def _through_api(
     url = api.url("/api/v1/ccv/orders")
     given = isinstance(document, dict) and document.get("externalReference") is not None
     if isinstance(document, dict) and not given:
-        # Made here, not by the daemon, so that an answer that does not come can name it.
+        # Made here, not by the daemon, so that an answer that does not come can name it, and
+        # named before it goes: a command killed meanwhile has said which reference to look up.
         document = {**document, "externalReference": new_reference()}
+        log.info(
+            "ccv.submit_sending",
+            extra=fields(account=account, external_reference=document["externalReference"]),
+        )
     sent_ref = document.get("externalReference") if isinstance(document, dict) else None
     option = account_option(config, "ccv", account)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait_s)) as s:

@@ -277,15 +277,22 @@ async def test_replay_settles_first_what_a_killed_submit_left_sending(
     ] == ["S-3"]
 
 
+@pytest.mark.parametrize("through", ["itself", "the daemon"])
 async def test_a_submit_killed_while_ccv_answers_has_named_the_reference_it_made(
-    tmp_path: Path,
+    tmp_path: Path, through: str
 ) -> None:
     # A file without externalReference: the reference is made at the submit; a process killed
     # while CCV answered (Ctrl-C, a CI cancel) had named it nowhere, and the same file sent
-    # again would make a second order.
-    async with FakeCCVWrites() as fake:
+    # again would make a second order. Through a running daemon the command makes it, and the
+    # daemon's log line is not the command's.
+    async with contextlib.AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(FakeCCVWrites())
         fake.submit_hold = asyncio.Event()
-        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        port = free_port()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+        if through == "the daemon":
+            await stack.enter_async_context(daemon_here(cfg))
+            await listening(port)
         body = tmp_path / "order.json"
         body.write_text(
             json.dumps({k: v for k, v in submit_body().items() if k != "externalReference"})

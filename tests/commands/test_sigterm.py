@@ -1,0 +1,63 @@
+"""SIGTERM to a command line (a script's `timeout`, a supervisor's stop): it ends as Ctrl-C
+ends it, a write already sent let end (tests/writes/test_submit_crash.py), and then by the
+signal itself; a command blocked before anything is under way (reading its config from a pipe
+no one writes) ends at once, as it did before SIGTERM was handled."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env
+
+# x86-64 numbers of the calls a read of a pipe waits in: read(2), poll(2), select(2), pselect6,
+# ppoll (the config reader waits for a FIFO's writer with a poll).
+WAITING = {"0", "7", "23", "270", "271"}
+
+
+def _blocked_in_read(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return bool(fields) and fields[0] in WAITING
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or not Path("/proc/self/syscall").exists(),
+    reason="reads x86-64 system call numbers in /proc/PID/syscall",
+)
+async def test_a_command_blocked_reading_its_config_from_a_pipe_ends_on_one_sigterm() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "reconciler", "--config", "/dev/stdin", "status"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+    )
+    try:
+        # Past its imports, in the read of the config that never comes (a read of a module
+        # file is over long before the next look).
+        async def settled_in_read() -> bool:
+            if not _blocked_in_read(proc.pid):
+                return False
+            await asyncio.sleep(0.2)
+            return _blocked_in_read(proc.pid)
+
+        deadline = time.monotonic() + 20
+        while not await settled_in_read():
+            assert time.monotonic() < deadline, "never blocked in its config's read"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGTERM
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    _, stderr = await proc.communicate()
+    assert b"Traceback" not in stderr
