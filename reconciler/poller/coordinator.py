@@ -286,8 +286,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         for _, v in said:
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
-        # Once each: a notification's write tried twice noted its failures twice.
-        outage, report.outage_failures = list(dict.fromkeys(report.outage_failures)), []
+        outage, report.outage_failures = report.outage_failures, []
         failing = await self._settle_health(said, outage, via=via, report=report)
         # Taken after the health: an account that recovers notes its pass's failures again.
         started_failing, report.started_failing = report.started_failing, []
