@@ -333,6 +333,7 @@ class Daemon:
                 "ccv": [c.name for c in self.config.ccv],
                 "ccnow": [c.name for c in self.config.ccnow],
             },
+            watched=self.config.watch_settled(),
             secrets=tuple(config_secrets(self.config)),
             body_timeout_s=self.api_limits.header_timeout_s,
         )
