@@ -233,9 +233,7 @@ class Daemon:
                 ccv
                 for ccv in self.rt.coordinators.ccv.values()
                 if not await self.rt.store.orders.open_count(
-                    "ccv",
-                    ccv.account,
-                    settled_since=ccv.now() - ccv.config.schedule.watch_settled_s,
+                    "ccv", ccv.account, settled_since=ccv.settled_since()
                 )
             ]
             proved = await asyncio.gather(*(ccv.heartbeat() for ccv in idle))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .json_text import iso_time
-from .model import OrderState, settled_at, unwatched
+from .model import OrderState, settled_at, unwatched, watch_from
 
 
 def _ts(value: float | None) -> str | None:
@@ -17,9 +17,9 @@ def watch_over(s: OrderState, watched: Mapping[tuple[str, str], float], now: flo
     """Whether a settled order's watch has ended under the config running now (`watched`:
     Config.watch_settled): a check stored under a longer one is never made."""
     key = s.key
-    span = watched.get((key.source, key.account))
     since = settled_at(s.last_changed, s.tracked_at)
-    return unwatched(key.source, s.status, since, settled_since=now - (span or 0.0))
+    settled_since = watch_from(watched, key.source, key.account, now)
+    return unwatched(key.source, s.status, since, settled_since=settled_since)
 
 
 def order_json(

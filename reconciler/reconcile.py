@@ -66,10 +66,7 @@ class Reconciler:
         # Hears that an account started failing or recovered, whatever found it (the daemon's
         # systemd STATUS= names the accounts failing now).
         self.on_health: Callable[[], object] = lambda: None
-        self.schedules: dict[tuple[str, str], ScheduleConfig] = {
-            **{("ccv", c.name): c.schedule for c in config.ccv},
-            **{("ccnow", c.name): c.schedule for c in config.ccnow},
-        }
+        self.schedules: dict[tuple[str, str], ScheduleConfig] = config.schedules()
 
     # --- writing -----------------------------------------------------------------------------
 

@@ -11,13 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import CCNowConfig
 from ..model import Observation, OrderKey, Outcome, Via
 from ..passes.report import PassReport
-from .coordinator import (
-    PAGE_ORDERS,
-    Coordinator,
-    Emit,
-    NamedReport,
-    remember_pass,
-)
+from ..store.passes import remember_pass
+from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError
-from ..store.passes import LastPass, record_pass
+from ..store.passes import remember_pass
 from .health import Part, Verdict, health_event, next_health, probe_verdict, verdict
 
 if TYPE_CHECKING:
@@ -46,22 +46,6 @@ MAX_REASON_LENGTH = 200
 # A healthy account's last success is written at most this often (a hint's check would write it
 # in a transaction of its own, each one queueing behind the others and a pass's batches).
 HEALTHY_RECORDED_S = 1.0
-
-
-async def remember_pass(
-    store: Store, name: str, report: PassReport, started: float, now: float
-) -> None:
-    """Record a finished pass (begun at `started`) for `reconciler status`."""
-    last = LastPass(
-        name,
-        started,
-        round(max(now - started, 0.0), 3),
-        report.checked,
-        report.failed,
-        report.events,
-        tuple(sorted(report.failed_sources)),
-    )
-    await record_pass(store, last)
 
 
 ClientT = TypeVar("ClientT")
@@ -117,6 +101,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     def now(self) -> float:
         """Return the time on the reconciler's clock, the one its transactions are dated by."""
         return self.writer.clock()
+
+    def settled_since(self) -> float:
+        """Return `settled_since` of model.unwatched now: a settled order whose watch began
+        then or before is no longer watched."""
+        return self.now() - self.config.schedule.watch_settled_s
 
     # --- what a provider's coordinator supplies ----------------------------------------------
 
@@ -248,7 +237,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         """Return every open order id of the account, read a page at a time."""
         ids: list[str] = []
         after = 0
-        since = self.now() - self.config.schedule.watch_settled_s  # watched when it began
+        since = self.settled_since()  # watched when it began
         while True:
             page, after = await self.store.orders.open_ids(
                 self.source, self.account, after=after, limit=self.page_orders, settled_since=since
@@ -258,7 +247,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             ids.extend(page)
 
     async def _due(self, until: float, limit: int) -> list[OrderState]:
-        since = self.now() - self.config.schedule.watch_settled_s  # then unwatched: never due
+        since = self.settled_since()  # then unwatched: never due
         return await self.store.orders.due(self.source, self.account, until, limit, since)
 
     def reason(self, exc: SourceError) -> str:

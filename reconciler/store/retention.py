@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..logs import fields
-from ..model import unwatched
+from ..model import unwatched, watch_from
 from .db import Store
 from .sql import marks
 
@@ -254,7 +254,7 @@ async def _prune_settled_orders(
             gone = [
                 int(r[0])
                 for r in rows
-                if unwatched(r[1], r[3], r[4], settled_since=now - watched.get((r[1], r[2]), 0.0))
+                if unwatched(r[1], r[3], r[4], settled_since=watch_from(watched, r[1], r[2], now))
             ]
             if gone:
                 await store.conn.execute(
