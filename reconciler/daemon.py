@@ -245,7 +245,7 @@ class Daemon:
         except Exception:
             log.error("startup_pass.failed", exc_info=True)
             return
-        self._on_pass("start-up catch-up", report)
+        self._on_pass("start-up catch-up", report, True)
         try:
             await self.rt.prune()  # then daily (scheduler.py)
         except StoreError:
@@ -253,10 +253,10 @@ class Daemon:
         except Exception:
             log.error("prune.failed", exc_info=True)
 
-    def _on_pass(self, name: str, report: PassReport) -> None:
+    def _on_pass(self, name: str, report: PassReport, is_pass: bool) -> None:
         # A notification's check or an API refresh is no pass (README, `status` `last_pass`):
         # the line keeps the last pass, though what the check found may change `failing`.
-        if not name.endswith((" notification", " refresh")):
+        if is_pass:
             self.last_pass = f"{name}: {report.summary()}"
         self._spawn(self._send_status())
 

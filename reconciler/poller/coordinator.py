@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
-NamedReport = tuple[str, PassReport]  # a pass a tick made, named for logs and systemd STATUS=
+# What a tick checked, named for logs and systemd STATUS=, and whether it was a pass (`status`'s
+# last pass): the checks of due orders a notification named are not.
+NamedReport = tuple[str, PassReport, bool]
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
 # A failing account's probes ask this many different orders, at most, before they ask the one
@@ -172,11 +174,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if notified:
             hinted = [s.key.order_id for s in due if s.key.order_id in notified]
             report = await self.check(hinted, via="notification", probe=failing)
-            passes.append((f"{self.name} notification", report))
+            passes.append((f"{self.name} notification", report, False))
         rest = [s.key.order_id for s in due if s.key.order_id not in notified]
         started = self.now()
         report = await self.check(rest, via="poll", probe=failing)
-        passes.append((f"{self.name} due", report))
+        passes.append((f"{self.name} due", report, True))
         await remember_pass(self.store, f"{self.name} due", report, started, self.now())
         return passes
 
