@@ -12,7 +12,7 @@ from ..model import ORDER_ERROR, Observation
 # `order.check_failed` lines a pass logs before it sums up the rest in one line.
 STARTED_FAILING_LINES = 20
 # The outage's failures a pass holds to write again if its account answers again: one batch's
-# worth (batcher.BATCH_ROWS), written in the recovery's own transaction.
+# worth (batcher.BATCH_ROWS), written in the recovery's own transaction (Reconciler.outage_rows).
 OUTAGE_FAILURES_HELD = 2000
 
 
@@ -53,9 +53,9 @@ class PassReport:
     # fails leaves its account failing, and drops them.
     outage_failures: list[Observation] = field(default_factory=list)
 
-    def note_outage(self, observations: Iterable[Observation]) -> None:
-        """Hold failed checks written while their account fails, up to OUTAGE_FAILURES_HELD."""
-        room = OUTAGE_FAILURES_HELD - len(self.outage_failures)
+    def note_outage(self, observations: Iterable[Observation], limit: int) -> None:
+        """Hold failed checks written while their account fails, `limit` at most."""
+        room = limit - len(self.outage_failures)
         if room > 0:
             self.outage_failures += islice(observations, room)
 

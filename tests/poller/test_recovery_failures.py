@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from reconciler.model import OrderKey, Source
-from reconciler.passes import report as report_module
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.ccv import CCVCoordinator
 from reconciler.poller.coordinator import Coordinator
@@ -96,11 +95,10 @@ async def test_a_recovering_pass_holds_a_bounded_number_of_outage_failures(
     ccv: CCVCoordinator,
     fake_ccv: FakeCCV,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Past OUTAGE_FAILURES_HELD (2 here) an order's failure is forgotten with the outage's
-    and counted a pass later, as before; the pass holds no more than that."""
-    monkeypatch.setattr(report_module, "OUTAGE_FAILURES_HELD", 2)
+    """Past the outage failures a pass holds (OUTAGE_FAILURES_HELD, 2 here) an order's failure
+    is forgotten with the outage's and counted a pass later, as before 117dbb2."""
+    ccv.writer.outage_rows = 2
     await ccv.store.orders.track("ccv", "default", [(i, None) for i in CCV_IDS], 1.0)
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
     assert (await ccv.full_pass(via="catch-up")).ok
