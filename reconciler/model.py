@@ -187,9 +187,12 @@ def reference_problem(ref: str, *, given: bool = True) -> str | None:
 SHOWN_INPUT_MAX = 100
 
 
-def clipped(raw: str, limit: int = SHOWN_INPUT_MAX) -> str:
-    """Return `raw` as an error quotes it: repr()'d, cut with an ellipsis past `limit`."""
-    return repr(raw) if len(raw) <= limit else repr(raw[:limit]) + "\u2026"
+def clipped(raw: str, limit: int = SHOWN_INPUT_MAX, *, quoted: bool = True) -> str:
+    """Return `raw` as an error quotes it: repr()'d (`quoted`: in an error's sentence) or as
+    it is (a field named on its own), cut with an ellipsis past `limit`. The one place that
+    cuts what was given."""
+    shown = repr if quoted else str
+    return shown(raw) if len(raw) <= limit else shown(raw[:limit]) + "\u2026"
 
 
 # --- order ids ------------------------------------------------------------------------------

@@ -92,25 +92,28 @@ class SecretForms:
     heads: re.Pattern[str] | None  # at every place, the first MIN_BODY_FRAGMENT characters
     # The lowered forms longer than MIN_BODY_FRAGMENT by their head: a head found is compared
     # with the few forms it begins, not with every form.
-    by_head: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, compare=False)
+    by_head: dict[str, tuple[str, ...]] = dataclasses.field(compare=False)
 
-    def find(self, text: str, *, words: bool = True) -> list[tuple[int, int]]:
-        """Return where secrets stand in `text`, in order and apart: whole forms, and starts of
-        MIN_BODY_FRAGMENT characters or more wherever they stand when they hold something else
-        than letters, or whatever they hold when cut short at the text's end or before an
-        ellipsis (without `words`, not these: a status word is not taken for a password that
-        begins with it, nor a field name of an answer passed on)."""
+    def find(self, text: str) -> list[tuple[int, int]]:
+        """Return where secrets stand in `text`, in order and apart, to be masked: whole forms,
+        and starts of MIN_BODY_FRAGMENT characters or more wherever they stand when they hold
+        a digit or a sign other than those that join words (`-_. `), or whatever they hold when
+        cut short at the text's end or before an ellipsis."""
         low = _lower(text)
         if len(low) != len(text):  # a letter lower() makes two that Unicode adds one day
             return [(0, len(text))]  # places would not agree: the whole text is masked
-        return _apart([m.span() for m in self.pattern.finditer(low)] + self._cuts(text, low, words))
+        return _apart([m.span() for m in self.pattern.finditer(low)] + self._cuts(text, low, True))
 
     def holds(self, text: str) -> bool:
-        """Whether `text` holds a secret: whole, or cut short (see `find`, without words)."""
+        """Whether `text` holds a secret: whole, or a start of one that holds a digit or a sign
+        other than `-_. ` (not one cut short at the end: a status word is not taken for a
+        password that begins with it)."""
         low = _lower(text)
         return self.pattern.search(low) is not None or bool(self._cuts(text, low, False))
 
-    def _cuts(self, text: str, low: str, words: bool) -> list[tuple[int, int]]:
+    def _cuts(self, text: str, low: str, at_end: bool) -> list[tuple[int, int]]:
+        """The starts of a secret in `text`: those that are not words, and with `at_end` those
+        cut short at the text's end or before an ellipsis too."""
         found: list[tuple[int, int]] = []
         if self.heads is None:
             return found
@@ -121,8 +124,8 @@ class SecretForms:
             end = at + max(_shared(low, at, form) for form in forms)
             # A provider echoes what we sent and goes on ("x_password=Pw0rd-Zq9+ is wrong"):
             # a start that holds a digit or a sign is a secret's wherever it stands.
-            if not text[at:end].isalpha() or (
-                words and (end == len(low) or low.startswith(_ELLIPSES, end))
+            if not _words(text[at:end]) or (
+                at_end and (end == len(low) or low.startswith(_ELLIPSES, end))
             ):
                 found.append((at, end))
         return found
@@ -140,6 +143,16 @@ class SecretForms:
                     longest = size
                     break
         return longest
+
+
+# What joins the words of a name or a sentence ("reconciler-api", "t_SECRET", "v. 2"): a start
+# of a secret holding only these and letters may be a user agent's or an id's own words.
+_JOINERS = frozenset("-_. ")
+
+
+def _words(span: str) -> bool:
+    """Whether `span` is letters and the signs that join words alone: no digit, no other sign."""
+    return all(c.isalpha() or c in _JOINERS for c in span)
 
 
 def _shared(text: str, at: int, form: str) -> int:
@@ -213,8 +226,8 @@ def given_secrets(secrets: Iterable[str]) -> SecretForms | None:
 
 def holds_secret(text: str, forms: SecretForms | None) -> bool:
     """Whether `text` holds a secret in any of its forms and cases, whole or a start of one
-    (eight characters or more, not all of them letters): a status word or a reference that
-    echoes one is kept nowhere."""
+    (eight characters or more holding a digit or a sign other than `-_. `): a status word or a
+    reference that echoes one is kept nowhere."""
     return forms is not None and forms.holds(text)
 
 

@@ -24,6 +24,8 @@ import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
+from .model import clipped
+
 # A `\u` escape of a surrogate; only then is the decoded document checked for a lone one.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 # A number in an error is cut to this many characters: it may be a page of digits.
@@ -50,7 +52,7 @@ def _exact_float(text: str) -> float:
     value = float(text)
     if repr(value) == text:
         return value  # the usual case, written as Python writes it
-    shown = text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+    shown = clipped(text, _SHOWN, quoted=False)
     if not math.isfinite(value):
         raise NotExact(f"the number {shown} is too large to pass on (beyond 1.8e308)")
     try:
@@ -72,8 +74,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                shown = repr(key) if len(key) <= _SHOWN else repr(key[:_SHOWN]) + "\u2026"
-                raise RepeatedKey(f"the key {shown} is given twice in one object")
+                raise RepeatedKey(f"the key {clipped(key, _SHOWN)} is given twice in one object")
             seen.add(key)
     return document
 

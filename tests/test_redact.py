@@ -19,6 +19,7 @@ from reconciler.redact import (
     MASK,
     MIN_BODY_FRAGMENT,
     config_secrets,
+    given_secrets,
     holds_secret,
     redact,
     redact_body,
@@ -263,10 +264,11 @@ def test_a_start_of_a_secret_echoed_amid_a_text_is_masked(
     secret: str, before: str, after: str, encoder: str, size: int
 ) -> None:
     # A provider quotes what we sent up to a sign it stops at, and goes on: eight characters
-    # or more of a secret's start, not all of them letters, are masked wherever they stand.
+    # or more of a secret's start, holding a digit or a sign other than `-_. `, are masked
+    # wherever they stand.
     form = ENCODERS[encoder](secret)
     start = form[: min(size, len(form) - 1)]
-    assume(len(start) >= MIN_BODY_FRAGMENT and not start.isalpha())
+    assume(len(start) >= MIN_BODY_FRAGMENT and not all(c.isalpha() or c in "-_. " for c in start))
     echoed = f"{before}{start} {after}"
     assert leaks(redact(echoed, [secret]), secret) == []
     assert leaks(redact_body(echoed.encode(), [secret]).decode(), secret) == []
@@ -326,10 +328,24 @@ def test_a_key_percent_encoded_beyond_need_is_masked_and_words_are_not() -> None
     ):
         assert redact(f"key={encoded}; refused", [key]) == "key=***; refused"
         assert redact_body(f"key={encoded}".encode(), [key]) == b"key=***"
-    # Seven characters of its start are a word; eight, a start of the key wherever it stands.
-    assert redact_body(b"Order created, t_SECRE is a word", [key]) == (
-        b"Order created, t_SECRE is a word"
-    )
+    # A start of letters and `_` is a word; one that reaches the key's digits is the key's.
     assert redact_body(b"Order created, t_SECRET is a word", [key]) == (
+        b"Order created, t_SECRET is a word"
+    )
+    assert redact_body(b"Order created, t_SECRETKEY-0 is a word", [key]) == (
         b"Order created, *** is a word"
     )
+
+
+def test_a_start_of_a_secret_joined_by_hyphens_is_words_not_the_secret() -> None:
+    # A token named after the program: its user agent and an id named the same way are words.
+    token = "reconciler-api-token-2026-xyz"
+    assert redact("User-Agent reconciler-0.9 refused", [token]) == (
+        "User-Agent reconciler-0.9 refused"
+    )
+    forms = given_secrets([token])
+    assert not holds_secret("reconciler-order-1", forms)
+    assert not holds_secret("RECONCILER_API token", forms)
+    # Up to its digits, it is the token's start: masked wherever it stands.
+    assert redact("bad token reconciler-api-token-20 here", [token]) == "bad token *** here"
+    assert holds_secret("ref reconciler-api-token-2", forms)

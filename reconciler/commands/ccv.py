@@ -6,12 +6,11 @@ import argparse
 import json
 
 from ..config import Config, ConfigError, ReceiverConfig
-from ..exits import EX_DATAERR, EX_OK, DataError
-from ..model import reference_problem
-from ..redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
+from ..exits import EX_DATAERR, EX_OK
+from ..redact import config_secrets, given_secrets
 from ..writes.pricing import blocking, check_pricing
 from .accounts import choose_account
-from .input import order_ids, read_json
+from .input import order_ids, read_json, reference_given
 
 
 def check_pricing_command(args: argparse.Namespace) -> int:
@@ -33,8 +32,7 @@ async def ccv_command(config: Config, args: argparse.Namespace) -> int:
         from .orders import settling_account
 
         # As CCV may hold it: a reference stored before outer white space was refused settles.
-        if problem := reference_problem(args.ref, given=False):
-            raise DataError(f"--ref: {problem}")
+        reference_given("--ref", args.ref, given_secrets(config_secrets(config)), given=False)
         account = await settling_account(config, "ccv", args.account, reference=args.ref)
         return await resolve_command(config, account, args.ref)
     return await submit_command(config, args)
@@ -56,16 +54,13 @@ async def notification_url_command(config: Config, args: argparse.Namespace) -> 
     receiver = _need_receiver(config, "notification URLs need [receiver] public_url and secret")
     account = choose_account(config, "ccv", args.account)
     # Into CCV's order, the receiver's log lines and its store: no secret of this config.
-    given = args.order if args.order is not None else args.ref
-    if holds_secret(given, given_secrets(config_secrets(config))):
-        raise DataError(f"--{'order' if args.order is not None else 'ref'}: {GIVEN_SECRET}")
+    secrets = given_secrets(config_secrets(config))
     if args.order is not None:
-        (value,) = order_ids("ccv", [args.order], None)
+        (value,) = order_ids("ccv", [args.order], secrets)
         print(notification_url(receiver, account, order_id=value))
     else:
-        if problem := reference_problem(args.ref):
-            raise DataError(f"--ref: {problem}")
-        print(notification_url(receiver, account, reference=args.ref))
+        ref = reference_given("--ref", args.ref, secrets)
+        print(notification_url(receiver, account, reference=ref))
     return EX_OK
 
 

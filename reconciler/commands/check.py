@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import logging
 import os
-import stat
 from collections.abc import Awaitable
 
 from ..config import (
@@ -45,10 +44,7 @@ def _check_store(config: Config) -> None:
     from ..sinks.jsonl import path_problem
 
     path = config.store_path
-    problem = path_problem(path)
-    with contextlib.suppress(OSError):  # not made yet: the first writer makes it
-        if problem is None and not stat.S_ISREG(os.stat(path).st_mode):
-            problem = f"{path} is not a regular file"
+    problem = path_problem(path, regular=True)
     if problem is not None:
         if path == default_store_path(os.environ):
             problem += " (the default store path: [store] path is not set)"

@@ -15,14 +15,14 @@ from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields, say
-from ..model import Source, reference_problem
+from ..model import Source
 from ..order_view import order_json
-from ..redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret
+from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
 from ..terminal import shown
 from .accounts import account_names, choose_account
-from .input import order_ids, read_track_file
+from .input import order_ids, read_track_file, reference_given
 from .progress import progress
 
 log = logging.getLogger("reconciler.cli")
@@ -63,16 +63,15 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         raise UsageError("--ref takes exactly one CCV order id")
     if not args.ids and args.from_file is None:
         raise UsageError("give order ids or --from-file")
-    # given=False: a reference stored before outer white space was refused is tracked, and its
-    # uncertain submit settled, as it was stored.
-    if args.ref is not None and (problem := reference_problem(args.ref, given=False)):
-        raise DataError(f"--ref: {problem}")
     secrets = given_secrets(config_secrets(config))
+    if args.ref is not None:
+        # given=False: a reference stored before outer white space was refused is tracked, and
+        # its uncertain submit settled, as it was stored.
+        reference_given("--ref", args.ref, secrets, given=False)
     ids = order_ids(source, args.ids, secrets)
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in ids]
     if args.from_file is not None:
         orders.extend(read_track_file(args.from_file, source, secrets))
-    _refuse_secrets(config, orders)
     from ..delivery import sink_names
 
     # Every sink the config names: settling an uncertain submit stores an event.
@@ -98,16 +97,6 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     finally:
         await store.close()
     return EX_OK
-
-
-def _refuse_secrets(config: Config, orders: Sequence[tuple[str, str | None]]) -> None:
-    """Refuse order ids and references that hold one of the config's secrets (the value is not
-    named: it holds the secret)."""
-    forms = given_secrets(config_secrets(config))
-    for n, (order_id, ref) in enumerate(orders, 1):
-        for what, value in (("order id", order_id), ("reference", ref)):
-            if value is not None and holds_secret(value, forms):
-                raise DataError(f"the {what} of order {n} given {GIVEN_SECRET}")
 
 
 async def _track_ccv(

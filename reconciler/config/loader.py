@@ -53,7 +53,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 _A = TypeVar("_A")
 
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Headers that cannot carry the key: HTTP's own framing, routing and hop-by-hop headers (a proxy
 # drops or acts on them; a key in Content-Length breaks the request), and those reconciler sets

@@ -20,8 +20,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 _SECRET_KEYS = frozenset(
     {"api_key", "password", "notification_token", "secret", "previous_secret", "token"}
 )
-# The environment variables that hold secrets (RECONCILER_CCV_API_KEY, ..._SINK_X_SECRET).
-_SECRET_ENDS = ("_KEY", "_PASSWORD", "_TOKEN", "_SECRET")
+# How the environment variables that hold secrets end (RECONCILER_CCV_API_KEY,
+# ..._SINK_X_SECRET): their values are never echoed, and a command sink's program gets none.
+SECRET_ENV_ENDS = ("_KEY", "_PASSWORD", "_TOKEN", "_SECRET")
 # A character file names seldom hold and secrets often do (`+&=%` of a password, base64's `+=`).
 _UNLIKE_A_FILE_NAME = re.compile(r"[^\w ./~-]")
 
@@ -132,8 +133,8 @@ def api_token_problem(value: str) -> str | None:
     # The API compares the bearer token as the header carries it, which HTTP trims and
     # clients send as latin-1 or ASCII: a token with white space at an end, or beyond ASCII,
     # passes the config and then authenticates no request (or only some clients' requests).
-    if len(value) < 16:
-        return "must be at least 16 characters"
+    if problem := min_length(16)(value):
+        return problem
     if value != value.strip():
         return "must not begin or end with white space (no request could carry it)"
     if not value.isascii():
@@ -181,21 +182,22 @@ def inline_secrets(data: object) -> set[str]:
 
 def _may_be_a_secret(given: str, known: set[str]) -> bool:
     """Whether a `*_file` value naming no file looks like the secret itself (put there by
-    mistake): one the config has elsewhere, or a text no one names a file like (a sign that
-    file names seldom hold, the webhook secret's prefix, or 16 characters or more of a bare
-    name that mixes letters and digits, with no extension)."""
+    mistake): one the config has elsewhere, or, with no `/`, a text no one names a file like (a
+    sign that file names seldom hold, the webhook secret's prefix, or 16 characters or more
+    that mix letters and digits, with no extension). A path is shown: its signs are a unit's
+    (`reconciler@shop.service`, `+`, `:`)."""
     if given in known or any(len(s) >= 8 and s in given for s in known):
         return True
-    name = given.rsplit("/", 1)[-1]
+    if "/" in given:
+        return False
     return (
         _UNLIKE_A_FILE_NAME.search(given) is not None
         or given.startswith("whsec_")
         or (
-            "/" not in given
-            and "." not in name
-            and len(name) >= 16
-            and any(c.isdigit() for c in name)
-            and any(c.isalpha() for c in name)
+            "." not in given
+            and len(given) >= 16
+            and any(c.isdigit() for c in given)
+            and any(c.isalpha() for c in given)
         )
     )
 
@@ -219,7 +221,7 @@ class SecretReader:
         self.known = {
             value
             for name, value in env.items()
-            if name.startswith("RECONCILER_") and name.endswith(_SECRET_ENDS) and value
+            if name.startswith("RECONCILER_") and name.endswith(SECRET_ENV_ENDS) and value
         }
 
     def required(

@@ -49,7 +49,8 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     # The body limit is enforced by `json_body` itself (413 in JSON); aiohttp's own limit is
     # only a backstop.
     app = web.Application(
-        middlewares=[guard(config.token.reveal)], client_max_size=config.max_body_bytes + 1
+        middlewares=[guard(config.token.reveal, deps.secrets_search)],
+        client_max_size=config.max_body_bytes + 1,
     )
     app.router.add_post("/api/v1/orders", orders.track)
     app.router.add_get("/api/v1/orders/{source}/{order_id:.+}", orders.read, allow_head=False)

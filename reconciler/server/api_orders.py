@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..config import ApiConfig
 from ..logs import fields
-from ..model import EventType, OrderKey, OrderState, Source, reference_problem
+from ..model import EventType, OrderKey, OrderState, Source
 from ..order_view import order_json
 from ..store import references
 from ..store import submissions as subs
@@ -24,6 +24,7 @@ from .api_requests import (
     account_named,
     json_body,
     order_id_named,
+    reference_named,
     source_named,
     unknown_field,
 )
@@ -76,21 +77,15 @@ class Orders:
         source = source_named(doc.get("source"))
         order_id = order_id_named(self.deps, source, doc.get("order_id"))
         ref = doc.get("external_reference")
-        account = (
-            await self.settling(doc.get("account"), ref) if source == "ccv" else None
-        ) or self.account(source, doc.get("account"))
         if ref is not None:
             if source != "ccv":
                 raise BadRequest(
                     422, "external references are for CCV orders", "external_reference"
                 )
-            if not isinstance(ref, str):
-                raise BadRequest(422, "must be a string", "external_reference")
-            # As `track --ref`: taken as stored (one an older release stored settles).
-            if problem := reference_problem(ref, given=False):
-                raise BadRequest(422, problem, "external_reference")
-            self.deps.refuse_secret(ref, "external_reference")
-        self.deps.refuse_secret(order_id, "order_id")
+            ref = reference_named(self.deps, ref, "external_reference")
+        account = (
+            await self.settling(doc.get("account"), ref) if source == "ccv" else None
+        ) or self.account(source, doc.get("account"))
         key = OrderKey(source, account, order_id)
         now = time.time()
         store = self.deps.store
@@ -126,34 +121,38 @@ class Orders:
         """Return the committed snapshot row of one order."""
         return (await self.deps.reader.orders.load([key])).get(key)
 
-    async def key(self, request: web.Request) -> tuple[OrderKey, bool]:
-        """Return the order a path names, and whether its account is configured. An account
-        the config no longer names keeps its orders until they are untracked (as `orders` and
-        `untrack --account` reach them): such an order is found by its name."""
+    async def key(self, request: web.Request) -> tuple[OrderKey, OrderState | None]:
+        """Return the order a path names, and its stored state when its account is one the
+        config no longer names (None: the account is configured). Such an account keeps its
+        orders until they are untracked (as `orders` and `untrack --account` reach them): its
+        order is found by its name, and only when stored."""
         source = source_named(request.match_info["source"])
         order_id = order_id_named(self.deps, source, request.match_info["order_id"])
         raw = request.query.get("account")
         if raw is not None and raw not in self.deps.accounts.get(source, ()):
             key = OrderKey(source, raw, order_id)
-            if await self.find(key) is not None:
-                return key, False
-        return OrderKey(source, self.account(source, raw), order_id), True
+            if (found := await self.find(key)) is not None:
+                return key, found
+        return OrderKey(source, self.account(source, raw), order_id), None
 
     async def read(self, request: web.Request) -> web.Response:
         """GET /api/v1/orders/{source}/{order_id}[?refresh=1]: the order, optionally fresh."""
-        key, configured = await self.key(request)
+        key, unconfigured = await self.key(request)
         refresh = request.query.get("refresh", "0")
         if refresh not in ("0", "1", "true", "false"):
             raise BadRequest(400, "must be 1 or 0", "refresh")
-        if refresh in ("1", "true") and not configured:
+        if refresh in ("1", "true") and unconfigured is not None:
             raise BadRequest(
                 422, "the config no longer names this account: nothing can ask about it", "refresh"
             )
-        state = await self.find(key)
+        state = unconfigured or await self.find(key)
         if state is None:
             raise BadRequest(404, "not tracked", "order_id")
         if refresh not in ("1", "true"):
             return web.json_response(self.view(state))
+        if self._stopping.is_set():
+            # A check started now would be cancelled by close() within the stop's second.
+            return web.json_response({**self.view(state), "refreshed": False})
         task = asyncio.ensure_future(self.deps.refresh(key))
         # The check goes on past the timeout (its result is committed for the next read).
         self._refreshes.add(task)

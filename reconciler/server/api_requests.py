@@ -16,13 +16,13 @@ from aiohttp.typedefs import Middleware
 from .. import strict_json
 from ..logs import fields
 from ..model import (
-    SHOWN_INPUT_MAX,
     SOURCES,
     InvalidOrderId,
     OrderKey,
     Source,
     clipped,
     normalize_order_id,
+    reference_problem,
 )
 from ..poller.unconfigured import unsettled_writes
 from ..redact import GIVEN_SECRET, SecretForms, given_secrets, holds_secret
@@ -49,15 +49,26 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        # A field may be a body's unknown key, of any length: it is named, not echoed whole.
-        if field is not None and len(field) > SHOWN_INPUT_MAX:
-            field = field[:SHOWN_INPUT_MAX] + "\u2026"
         self.field = field
         self.extra = extra
 
+    @property
+    def shown_field(self) -> str | None:
+        """The field as the answer and the log name it: a body's unknown key may be of any
+        length, and is named, not echoed whole."""
+        return None if self.field is None else clipped(self.field, quoted=False)
+
+    def unechoed(self, secrets: SecretForms | None) -> BadRequest:
+        """Return this refusal, or one that names and quotes nothing when what it would echo
+        (a body's key, a query parameter's name) holds one of the config's secrets."""
+        if not (holds_secret(self.field or "", secrets) or holds_secret(self.message, secrets)):
+            return self
+        return BadRequest(self.status, f"a name given (a field, a parameter) {GIVEN_SECRET}")
+
     def response(self) -> web.Response:
         """Return the JSON error answer."""
-        named: dict[str, object] = {} if self.field is None else {"field": self.field}
+        field = self.shown_field
+        named: dict[str, object] = {} if field is None else {"field": field}
         return json_error(self.status, self.message, extra={**named, **self.extra})
 
 
@@ -149,9 +160,9 @@ def expect_screen(token: Callable[[], str], limit: int, router: web.UrlDispatche
     return screen
 
 
-def guard(token: Callable[[], str]) -> Middleware:
+def guard(token: Callable[[], str], secrets: SecretForms | None = None) -> Middleware:
     """Return the middleware that refuses a request without the token before anything else
-    and turns errors into JSON."""
+    and turns errors into JSON; a refusal that would echo one of `secrets` echoes nothing."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -162,13 +173,14 @@ def guard(token: Callable[[], str]) -> Middleware:
             repeated(request)
             return await handler(request)
         except BadRequest as exc:
+            shown = exc.unechoed(secrets)
             log.debug(
                 "api.rejected",
-                extra=fields(method=request.method, status=exc.status, field=exc.field),
+                extra=fields(method=request.method, status=shown.status, field=shown.shown_field),
             )
-            return exc.response()
+            return shown.response()
         except BadSubmission as exc:
-            return BadRequest(exc.status, exc.message, exc.field).response()
+            return BadRequest(exc.status, exc.message, exc.field).unechoed(secrets).response()
         except web.HTTPException as exc:
             return routing_error(exc)
         except StoreError:
@@ -264,3 +276,16 @@ def order_id_named(deps: ApiDeps, source: Source, raw: object) -> str:
         return normalize_order_id(source, raw)
     except InvalidOrderId as exc:
         raise BadRequest(422, str(exc), "order_id") from None
+
+
+def reference_named(deps: ApiDeps, raw: object, field: str) -> str:
+    """Return an external reference a request names, taken as stored (as `track --ref`: one
+    an older release stored settles); 422 when it is not a string, cannot be followed, or
+    holds one of the config's secrets (refused first: the refusal of a malformed one quotes
+    it)."""
+    if not isinstance(raw, str):
+        raise BadRequest(422, "must be a string, an external reference", field)
+    deps.refuse_secret(raw, field)
+    if problem := reference_problem(raw, given=False):
+        raise BadRequest(422, problem, field)
+    return raw

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
-from ..model import InvalidOrderId, Source, normalize_ccnow_id, reference_problem
+from ..model import InvalidOrderId, Source, normalize_ccnow_id
 from ..redact import redact, redact_body
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
@@ -27,6 +27,7 @@ from .api_requests import (
     BadRequest,
     account_named,
     json_body,
+    reference_named,
     unconfigured_with_writes,
     unknown_field,
 )
@@ -62,9 +63,7 @@ class Writes:
     async def submission(self, request: web.Request) -> web.Response:
         """GET /api/v1/ccv/submissions/{reference}?account=A: where a submit stands."""
         account = self.account("ccv", request.query.get("account"))
-        reference = request.match_info["reference"]
-        if problem := reference_problem(reference, given=False):  # a lookup: as stored
-            raise BadRequest(422, problem, "reference")
+        reference = reference_named(self.deps, request.match_info["reference"], "reference")
         found = await subs.find(self.deps.reader, account, reference)
         if found is None:
             raise BadRequest(404, "nothing was submitted with this reference", "reference")
@@ -85,11 +84,10 @@ class Writes:
         account = await unconfigured_with_writes(self.deps, "ccv", doc.get("account"))
         if account is None:
             account = self.account("ccv", doc.get("account"))
-        ref = doc.get("external_reference")
-        if not isinstance(ref, str):
+        if "external_reference" not in doc:
             raise BadRequest(422, "required, an external reference", "external_reference")
-        if problem := reference_problem(ref, given=False):  # as stored, as `ccv resolve --ref`
-            raise BadRequest(422, problem, "external_reference")
+        # As stored, as `ccv resolve --ref`.
+        ref = reference_named(self.deps, doc["external_reference"], "external_reference")
         if doc.get("sent") is not False:
             # That CCV has it is said by tracking its order with the reference (POST /orders).
             raise BadRequest(422, "sent: false is the one word taken here", "sent")

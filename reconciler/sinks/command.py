@@ -11,6 +11,7 @@ import signal
 from collections.abc import Mapping, Sequence
 
 from reconciler.config import CommandSinkConfig
+from reconciler.config.secret import SECRET_ENV_ENDS
 from reconciler.logs import fields
 from reconciler.sinks.base import (
     Cutoff,
@@ -29,7 +30,6 @@ _MAX_REASON_LINE = 200
 # How long to wait for a killed program's pipes to close: a process that left its group
 # can hold them open for as long as it likes.
 _GRACE_S = 1.0
-_SECRET_SUFFIXES = ("_API_KEY", "_PASSWORD", "_SECRET", "_TOKEN")
 
 
 def child_environment(environ: Mapping[str, str], event: OutboxEvent) -> dict[str, str]:
@@ -38,7 +38,7 @@ def child_environment(environ: Mapping[str, str], event: OutboxEvent) -> dict[st
         name: value
         for name, value in environ.items()
         if name != "CREDENTIALS_DIRECTORY"
-        and not (name.upper().startswith("RECONCILER_") and name.upper().endswith(_SECRET_SUFFIXES))
+        and not (name.upper().startswith("RECONCILER_") and name.upper().endswith(SECRET_ENV_ENDS))
     }
     env["RECONCILER_EVENT_TYPE"] = event.type
     env["RECONCILER_EVENT_ID"] = event.id

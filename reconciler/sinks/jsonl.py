@@ -10,13 +10,16 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..store.files import make_parents
 from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent, RetryLater
 
 
-def path_problem(path: Path) -> str | None:
+def path_problem(path: Path, *, regular: bool = False) -> str | None:
     """Say why `path` is no place for the events (a directory, under a file, a loop of links),
-    or None. The directories that do not exist yet are made at the first delivery; whether this
-    user may write there is not asked: `check` may run as another user than the daemon."""
+    or None; `regular`: nor, when it exists, anything but a regular file (a database's path:
+    not a device). The directories that do not exist yet are made at the first delivery;
+    whether this user may write there is not asked: `check` may run as another user than the
+    daemon."""
     # os.stat, not Path.exists(): that takes a loop of links (ELOOP) for a name not made yet.
     for candidate in (path, *path.parents):
         try:
@@ -29,7 +32,11 @@ def path_problem(path: Path) -> str | None:
             # A name too long, a loop of links: no user can write there.
             return f"{path}: {exc.strerror or exc}"
         if candidate == path:
-            return f"{path} is a directory" if stat.S_ISDIR(info.st_mode) else None
+            if stat.S_ISDIR(info.st_mode):
+                return f"{path} is a directory"
+            if regular and not stat.S_ISREG(info.st_mode):
+                return f"{path} is not a regular file"
+            return None
         return None if stat.S_ISDIR(info.st_mode) else f"{candidate} is not a directory"
     return None
 
@@ -55,7 +62,8 @@ class JsonlSink:
         return [Delivered()] * len(events)
 
     def _append(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Readable by those the umask lets read the file (its group: a log shipper).
+        make_parents(self.path, mode=0o777)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             size = os.fstat(fd).st_size

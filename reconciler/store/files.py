@@ -160,11 +160,12 @@ def check_file(path: Path, mode: int) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
 
-def make_parents(path: Path) -> None:
-    """Make the directories `path` goes in, for this user alone. A file in their way is "Not a
-    directory", as opening a path under a file says, not mkdir's "File exists"."""
+def make_parents(path: Path, *, mode: int = 0o700) -> None:
+    """Make the directories `path` goes in, for this user alone unless `mode` says otherwise.
+    A file in their way is "Not a directory", as opening a path under a file says, not mkdir's
+    "File exists"."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=mode)
     except FileExistsError:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
 

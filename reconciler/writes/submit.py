@@ -106,10 +106,15 @@ class Submitter:
             raise BadSubmission(
                 "receiver", "submitting needs a [receiver] (it signs the notification URL)", 409
             )
+        # Before the body's checks, whose refusal of a malformed reference quotes it (one made
+        # here holds no secret).
+        given = body.get("externalReference") if isinstance(body, dict) else None
+        if isinstance(given, str) and holds_secret(
+            given, self.given or self.key_forms.get(account)
+        ):
+            raise BadSubmission("externalReference", GIVEN_SECRET)
         prepared = prepare(body, receiver=self.receiver, account=account)
         ref = prepared.reference
-        if holds_secret(ref, self.given or self.key_forms.get(account)):
-            raise BadSubmission("externalReference", GIVEN_SECRET)
         # Encoded before it is recorded: a body that cannot be sent must leave no submission.
         payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()
         if not (isinstance(body, dict) and body.get("externalReference")):

@@ -5,9 +5,11 @@ events and the log, and in CCV's status URLs. The refusal does not name the valu
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -180,3 +182,96 @@ async def test_the_cli_refuses_a_ccnow_id_holding_a_secret_without_quoting_it(
     assert "holds a secret of this config" in result.stderr
     assert CCNOW_PASSWORD not in result.stdout + result.stderr
     assert CCNOW_PASSWORD not in stored(tmp_path)
+
+
+# Malformed too (a zero-width space): the refusal of a malformed reference quotes it, and ran
+# before the secret check, or without one.
+MALFORMED_REF = f"INV-{CCV_KEY}\u200b"
+
+
+async def test_a_malformed_reference_holding_the_api_key_is_refused_unquoted_by_the_api(
+    tmp_path: Path,
+) -> None:
+    calls: list[tuple[str, str, object, str]] = [
+        (
+            "POST",
+            "/api/v1/orders",
+            {"source": "ccv", "order_id": "0b7c2a4e-77", "external_reference": MALFORMED_REF},
+            "external_reference",
+        ),
+        ("GET", f"/api/v1/ccv/submissions/{quote(MALFORMED_REF, safe='')}", None, "reference"),
+        (
+            "POST",
+            "/api/v1/ccv/submissions/resolve",
+            {"external_reference": MALFORMED_REF, "sent": False},
+            "external_reference",
+        ),
+    ]
+    calls.append(
+        (
+            "POST",
+            "/api/v1/ccv/orders",
+            submit_body(externalReference=MALFORMED_REF),
+            "externalReference",
+        )
+    )
+    async with FakeCCVWrites() as fake, serve_api(tmp_path, fake) as api:
+        for method, path, doc, field in calls:
+            status, body, _ = await api.call(method, path, body=doc)
+            assert (status, body["field"]) == (422, field), (path, body)
+            assert "holds a secret of this config" in body["error"]
+            assert CCV_KEY not in json.dumps(body)
+    assert CCV_KEY not in stored(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["track", "ccv", "0b7c2a4e-77", "--ref", MALFORMED_REF],
+        ["ccv", "resolve", "--ref", MALFORMED_REF, "--not-sent"],
+        ["notification-url", "ccv", "--ref", f"{CCV_KEY} "],
+        ["ccv", "submit", "-"],
+    ],
+    ids=["track", "ccv-resolve", "notification-url", "ccv-submit"],
+)
+async def test_a_malformed_reference_holding_the_api_key_is_refused_unquoted_by_the_cli(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    stdin = json.dumps(submit_body(externalReference=MALFORMED_REF)).encode()
+    async with FakeCCVWrites() as fake:
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        result = await call_cli("--config", cfg, *argv, stdin=stdin)
+        assert fake.submits == []
+    assert result.code == 65, result.stderr
+    assert "holds a secret of this config" in result.stderr
+    assert CCV_KEY not in result.stdout + result.stderr
+
+
+async def test_a_body_key_or_query_name_holding_a_secret_is_refused_unechoed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An unknown field, a key given twice, a parameter given twice: each refusal named it, in
+    # the answer and in the log's `api.rejected` line.
+    caplog.set_level(logging.DEBUG, logger="reconciler.api")
+    twice = f'{{"{CCV_KEY}": 1, "{CCV_KEY}": 2}}'.encode()
+    async with FakeCCVWrites() as fake, serve_api(tmp_path, fake) as api:
+        for secret in (CCV_KEY, TOKEN):
+            calls = [
+                ("POST", "/api/v1/orders", {"source": "ccv", secret: 1}, None, 422),
+                (
+                    "POST",
+                    "/api/v1/orders",
+                    None,
+                    twice.replace(CCV_KEY.encode(), secret.encode()),
+                    400,
+                ),
+                ("GET", f"/api/v1/events?{secret}=1&{secret}=2", None, None, 400),
+            ]
+            for method, path, doc, raw, code in calls:
+                status, body, _ = await api.call(method, path, body=doc, raw=raw)
+                assert status == code, (path, body)
+                assert "holds a secret of this config" in body["error"], body
+                assert secret not in json.dumps(body)
+    logged = [r for r in caplog.records if r.getMessage() == "api.rejected"]
+    assert len(logged) == 6
+    assert not any(s in repr(vars(r)) for r in logged for s in (CCV_KEY, TOKEN))

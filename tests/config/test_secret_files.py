@@ -176,7 +176,17 @@ async def test_a_secret_given_as_its_file_path_is_not_echoed(
     assert given not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("given", ["ccnow-password", "secrets/ccnow_pw.txt", "/run/keys/pw"])
+@pytest.mark.parametrize(
+    "given",
+    [
+        "ccnow-password",
+        "secrets/ccnow_pw.txt",
+        "/run/keys/pw",
+        # A template unit's credentials, a path with signs a bare secret would hold.
+        "/run/credentials/reconciler@shop.service/ccnow-password",
+        "keys/shop+eu:2/whsec_file",
+    ],
+)
 def test_an_ordinary_path_of_a_missing_secret_file_is_named(tmp_path: Path, given: str) -> None:
     cfg = config_file(tmp_path, CCNOW + f"password_file = '{given}'\n")
     error = load_error(cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -24,10 +25,11 @@ from hypothesis import strategies as st
 from reconciler.config import ConfigError, load_config
 from reconciler.daemon import Daemon
 from reconciler.events import submit_uncertain_event
-from reconciler.model import EventType, known_statuses
+from reconciler.model import EventType, OrderKey, known_statuses
 from reconciler.notify import notification_url
 from reconciler.runtime import Runtime
 from reconciler.server.api import API_LIMITS
+from reconciler.server.api_orders import Orders
 from reconciler.server.connections import ConnectionLimits
 from reconciler.sources.http import Gates
 from reconciler.systemd import Notifier
@@ -642,6 +644,35 @@ async def test_a_refresh_is_bounded_by_its_timeout(api: Api, fake: FakeCCVWrites
     assert loop.time() - started < 3.0  # refresh_timeout = 1s; the rest is a loaded CI box
     assert (status, document["status"], document["refreshed"]) == (200, None, False)
     fake.hold.set()
+
+
+async def test_a_refresh_asked_while_the_api_stops_asks_no_provider(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    # A check started then was cancelled by the stop's close() a second later: it asked CCV for
+    # nothing that could be kept.
+    await api.call("POST", "/api/v1/orders", body={"source": "ccv", "order_id": ORDER})
+    fake.orders[ORDER] = "New"
+    assert api.daemon.api is not None
+    app = api.daemon.api._runner.app
+    (orders,) = {
+        getattr(route.handler, "__self__", None)
+        for route in app.router.routes()
+        if route.method == "GET" and route.resource and "{order_id" in route.resource.canonical
+    }
+    assert isinstance(orders, Orders)
+    asked: list[object] = []
+    check = orders.deps.refresh
+
+    async def refresh(key: OrderKey) -> bool:
+        asked.append(key)
+        return bool(await check(key))
+
+    orders.deps = dataclasses.replace(orders.deps, refresh=refresh)
+    orders.stop()  # what the API's shutdown runs first
+    status, document, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}?refresh=1")
+    assert (status, document["status"], document["refreshed"]) == (200, None, False)
+    assert asked == [] and fake.requests_for(ORDER) == []
 
 
 # --- the events feed ----------------------------------------------------------------------------

@@ -111,6 +111,8 @@ async def test_event_on_stdin_and_in_env(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("RECONCILER_CCNOW_SHOP_PASSWORD", "hunter2")
     monkeypatch.setenv("RECONCILER_RECEIVER_SECRET", "s3")
     monkeypatch.setenv("RECONCILER_SOME_TOKEN", "tok")
+    # A secret the config would not echo (it ends in _KEY) went to the program.
+    monkeypatch.setenv("RECONCILER_SHOP_SIGNING_KEY", "k3y")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     monkeypatch.setenv("RECONCILER_CONFIG", "/etc/reconciler.toml")
     out = tmp_path / "out.json"
@@ -132,6 +134,7 @@ async def test_event_on_stdin_and_in_env(tmp_path: Path, monkeypatch: pytest.Mon
         "RECONCILER_CCNOW_SHOP_PASSWORD",
         "RECONCILER_RECEIVER_SECRET",
         "RECONCILER_SOME_TOKEN",
+        "RECONCILER_SHOP_SIGNING_KEY",
         "CREDENTIALS_DIRECTORY",
     ):
         assert name not in env

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from reconciler.sinks.base import Delivered
+from reconciler.sinks.base import Delivered, RetryLater
 from reconciler.sinks.jsonl import JsonlSink
 from reconciler.store.events import OutboxEvent
 
@@ -59,3 +59,14 @@ async def test_a_batch_cut_off_by_a_full_disk_is_taken_back_and_written_whole_la
     assert lines[-1] == b""
     ids = [json.loads(line)["id"] for line in lines[:-1]]
     assert ids == ["ev-100"] + [f"ev-{n}" for n in range(10)]
+
+
+async def test_a_file_where_a_directory_of_the_path_goes_is_said_as_opening_says_it(
+    tmp_path: Path,
+) -> None:
+    # mkdir's "File exists" named the path and no cause: the file is in the way.
+    (tmp_path / "logs").write_text("not a directory")
+    path = tmp_path / "logs" / "events.jsonl"
+    assert await JsonlSink("j", path).deliver([event(1)]) == [
+        RetryLater(f"cannot write {path}: Not a directory")
+    ]
