@@ -234,9 +234,7 @@ class Daemon:
                 ccv
                 for ccv in self.rt.coordinators.ccv.values()
                 if not await self.rt.store.orders.open_count(
-                    "ccv",
-                    ccv.account,
-                    settled_since=ccv.now() - ccv.config.schedule.watch_settled_s,
+                    "ccv", ccv.account, settled_since=ccv.settled_since()
                 )
             ]
             proved = await asyncio.gather(*(ccv.heartbeat() for ccv in idle))
@@ -248,7 +246,7 @@ class Daemon:
         except Exception:
             log.error("startup_pass.failed", exc_info=True)
             return
-        self._on_pass("start-up catch-up", report)
+        self._on_pass("start-up catch-up", report, True)
         try:
             await self.rt.prune()  # then daily (scheduler.py)
         except StoreError:
@@ -256,10 +254,10 @@ class Daemon:
         except Exception:
             log.error("prune.failed", exc_info=True)
 
-    def _on_pass(self, name: str, report: PassReport) -> None:
+    def _on_pass(self, name: str, report: PassReport, is_pass: bool) -> None:
         # A notification's check or an API refresh is no pass (README, `status` `last_pass`):
         # the line keeps the last pass, though what the check found may change `failing`.
-        if not name.endswith((" notification", " refresh")):
+        if is_pass:
             self.last_pass = f"{name}: {report.summary()}"
         self._spawn(self._send_status())
 
@@ -334,6 +332,7 @@ class Daemon:
                 "ccv": [c.name for c in self.config.ccv],
                 "ccnow": [c.name for c in self.config.ccnow],
             },
+            watched=self.config.watch_settled(),
             secrets=tuple(config_secrets(self.config)),
             body_timeout_s=self.api_limits.header_timeout_s,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, NamedTuple
@@ -126,6 +127,15 @@ def unwatched(source: Source, status: str | None, since: float, *, settled_since
     answered, no catch-up asks it, it is not open, and retention prunes it as an ended one.
     Its SQL twins are store/order_sql.py `unwatched` and `unwatched_any`."""
     return status in SETTLED.get(source, ()) and since <= settled_since
+
+
+def watch_from(
+    watched: Mapping[tuple[str, str], float], source: Source, account: str, now: float
+) -> float:
+    """Return the `settled_since` of `unwatched` for an account's orders: now minus its
+    `watch_settled` (`watched`: Config.watch_settled), or now for an account the config does not
+    name. Its SQL twin is the CASE of store/order_sql.py `unwatched_any`."""
+    return now - watched.get((source, account), 0.0)
 
 
 # --- amounts -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .json_text import iso_time
-from .model import OrderState, settled_at, unwatched
+from .model import OrderState, settled_at, unwatched, watch_from
 
 
 def _ts(value: float | None) -> str | None:
@@ -17,13 +17,18 @@ def watch_over(s: OrderState, watched: Mapping[tuple[str, str], float], now: flo
     """Whether a settled order's watch has ended under the config running now (`watched`:
     Config.watch_settled): a check stored under a longer one is never made."""
     key = s.key
-    span = watched.get((key.source, key.account))
     since = settled_at(s.last_changed, s.tracked_at)
-    return unwatched(key.source, s.status, since, settled_since=now - (span or 0.0))
+    settled_since = watch_from(watched, key.source, key.account, now)
+    return unwatched(key.source, s.status, since, settled_since=settled_since)
 
 
-def order_json(s: OrderState, *, watch_ended: bool = False) -> dict[str, Any]:
-    """Return one snapshot row as a JSON object (`watch_ended`: a settled order past its watch)."""
+def order_json(
+    s: OrderState, *, watched: Mapping[tuple[str, str], float], now: float
+) -> dict[str, Any]:
+    """Return one snapshot row as a JSON object; `watched` (Config.watch_settled) and `now`
+    decide whether a settled order's watch is over (`watch_over`): its stored next check is then
+    never made, and shown as none wherever the row is shown."""
+    ended = s.end_state or watch_over(s, watched, now)
     return {
         "source": s.key.source,
         "account": s.key.account,
@@ -35,6 +40,6 @@ def order_json(s: OrderState, *, watch_ended: bool = False) -> dict[str, Any]:
         "first_seen": _ts(s.first_seen),
         "last_changed": _ts(s.last_changed),
         "last_checked": _ts(s.last_checked),
-        "next_check_at": None if s.end_state or watch_ended else _ts(s.next_check_at),
+        "next_check_at": None if ended else _ts(s.next_check_at),
         "failure_streak": s.failure_streak,
     }

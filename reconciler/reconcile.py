@@ -17,7 +17,7 @@ from .model import Observation, OrderKey, Outcome, Via
 from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
 from .passes.hint_gate import HintGate
 from .passes.hint_group import Group, Member
-from .passes.report import PassReport
+from .passes.report import OUTAGE_FAILURES_HELD, PassReport
 from .schedule import plan, stuck_event
 from .store import Store
 from .store.orders import Page
@@ -45,12 +45,14 @@ class Reconciler:
         pending_batches: int = PENDING_BATCHES,
         hint_rows: int = HINT_ROWS,
         part_s: float = PART_S,
+        outage_rows: int = OUTAGE_FAILURES_HELD,
     ) -> None:
         self.config = config
         self.batch_rows = batch_rows  # observations per transaction
         self.pending_batches = pending_batches  # full batches queued before workers wait
         self.hint_rows = hint_rows  # observations per transaction while a hint is checked
         self.part_s = part_s  # a pass's transaction's duration, at most, while hints arrive
+        self.outage_rows = outage_rows  # outage failures a pass holds (PassReport.note_outage)
         self.last_write_s = 0.0  # how long the latest `apply` held the writer (batcher.py)
         self.store = store
         self.clock = clock
@@ -66,10 +68,7 @@ class Reconciler:
         # Hears that an account started failing or recovered, whatever found it (the daemon's
         # systemd STATUS= names the accounts failing now).
         self.on_health: Callable[[], object] = lambda: None
-        self.schedules: dict[tuple[str, str], ScheduleConfig] = {
-            **{("ccv", c.name): c.schedule for c in config.ccv},
-            **{("ccnow", c.name): c.schedule for c in config.ccnow},
-        }
+        self.schedules: dict[tuple[str, str], ScheduleConfig] = config.schedules()
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -105,7 +104,7 @@ class Reconciler:
             return await self._write_group(Group(member))
         async with self.store.transaction(urgent=via == "notification"):
             began = time.monotonic()
-            events, references = await self._write(
+            events, references, tally = await self._write(
                 observations,
                 via=via,
                 # Read once the writer is ours: a fresher answer written while this waited is
@@ -117,7 +116,7 @@ class Reconciler:
                 reports=None if report is None else [(None, report)],
             )
         self.last_write_s = time.monotonic() - began
-        self._written(events, references)
+        self._written(events, references, tally)
         return len(events)
 
     async def apply_within(
@@ -125,7 +124,7 @@ class Reconciler:
     ) -> Callable[[], None]:
         """Write observations again in the caller's transaction (a pass's failed checks once
         their account recovers, `Coordinator.settle`); return what to call once it commits."""
-        events, references = await self._write(
+        events, references, tally = await self._write(
             observations,
             via=via,
             now=self.clock(),
@@ -134,7 +133,7 @@ class Reconciler:
             page=None,
             reports=[(None, report)],
         )
-        return lambda: self._written(events, references)
+        return lambda: self._written(events, references, tally)
 
     async def _write_group(self, group: Group) -> int:
         """Commit a group of notifications' observations; return the leader's event count."""
@@ -144,7 +143,7 @@ class Reconciler:
             async with self.store.transaction(urgent=True):
                 if self._hint_group is group:
                     self._hint_group = None  # later ones wait for the next transaction
-                events, references = await self._write(
+                events, references, tally = await self._write(
                     [o for m in group.members for o in m.observations],
                     via="notification",
                     now=self.clock(),
@@ -159,7 +158,7 @@ class Reconciler:
             group.failed()
             raise
         group.done(events)
-        self._written(events, references)
+        self._written(events, references, tally)
         return group.count(leader, events)
 
     async def _write(
@@ -172,10 +171,11 @@ class Reconciler:
         within: Callable[[], Awaitable[Sequence[Event]]] | None,
         page: Page | None,
         reports: Sequence[tuple[frozenset[OrderKey] | None, PassReport]] | None,
-    ) -> tuple[list[Event], list[tuple[OrderKey, str, str]]]:
-        """Write observations in the caller's transaction; return the events queued and the
-        references that differ. Each report counts the lost orders among its keys (None: all)
-        and is given the failed checks of those that start failing."""
+    ) -> tuple[list[Event], list[tuple[OrderKey, str, str]], Callable[[], None]]:
+        """Write observations in the caller's transaction; return the events queued, the
+        references that differ, and what tells the reports once it commits: each counts the
+        lost orders among its keys (None: all) and is given the failed checks of those that
+        start failing."""
         store = self.store
         urgent = via == "notification"
         snapshot = await store.orders.load((o.key for o in observations), page)
@@ -192,20 +192,30 @@ class Reconciler:
         )
         # A check that failed while its account fails is the outage's failure until the pass
         # finds the account answering (`Coordinator.settle` writes it again then).
-        outage = [o for o in observations if o.outcome is Outcome.FAILED and o.key[:2] in failing]
-        for keys, report in reports or ():
-            lost = len(result.lost if keys is None else result.lost & keys)
-            report.lost += lost
-            report.failed += lost
-            if outage:
-                report.outage_failures += (o for o in outage if keys is None or o.key in keys)
-            if result.started_failing:
-                report.note_started_failing(
-                    o
-                    for o in result.started_failing
-                    if (keys is None or o.key in keys)
-                    and not (o.outcome is Outcome.FAILED and o.key[:2] in failing)
+        outage = (
+            [o for o in observations if o.outcome is Outcome.FAILED and o.key[:2] in failing]
+            if failing
+            else []
+        )
+        started = [
+            o
+            for o in result.started_failing
+            if not (failing and o.outcome is Outcome.FAILED and o.key[:2] in failing)
+        ]
+        lost_keys = result.lost
+
+        def tally() -> None:
+            # After the commit only: a group's transaction that failed counted nothing, and each
+            # member's own write counts its orders once.
+            for keys, report in reports or ():
+                lost = len(lost_keys if keys is None else lost_keys & keys)
+                report.lost += lost
+                report.failed += lost
+                report.note_outage(
+                    (o for o in outage if keys is None or o.key in keys), self.outage_rows
                 )
+                report.note_started_failing(o for o in started if keys is None or o.key in keys)
+
         rows = []
         events = list(result.events)
         alerts = self.config.alerts
@@ -233,12 +243,17 @@ class Reconciler:
             events += await within()
         # A notification's event passes the backlog of other orders' (a catch-up's).
         await store.events.add(events, urgent=urgent)
-        return events, result.references
+        return events, result.references, tally
 
     def _written(
-        self, events: Sequence[Event], references: Sequence[tuple[OrderKey, str, str]]
+        self,
+        events: Sequence[Event],
+        references: Sequence[tuple[OrderKey, str, str]],
+        tally: Callable[[], None],
     ) -> None:
-        """After a commit: log what a provider answered that differs, tell the listeners."""
+        """After a commit: tell the reports, log what a provider answered that differs, tell
+        the listeners."""
+        tally()
         for key, tracked, answered in references:
             log.warning(
                 "order.external_reference_differs",

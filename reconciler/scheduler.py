@@ -38,7 +38,7 @@ class Scheduler:
         self,
         coordinators: Coordinators,
         *,
-        on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
+        on_pass: Callable[[str, PassReport, bool], None] = lambda name, report, is_pass: None,
         prune: Callable[[], Awaitable[None]] | None = None,
         send_actions: Callable[[], Awaitable[object]] | None = None,
         actions_every_s: float = MAX_TICK_S,
@@ -126,8 +126,8 @@ class Scheduler:
         await self.send_actions()
 
     async def _passes(self, tick: Callable[[], Awaitable[list[NamedReport]]]) -> None:
-        for name, report in await tick():
-            self.on_pass(name, report)
+        for name, report, is_pass in await tick():
+            self.on_pass(name, report, is_pass)
 
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:

@@ -16,7 +16,7 @@ from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields, say
 from ..model import Source
-from ..order_view import order_json, watch_over
+from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
@@ -299,7 +299,7 @@ async def orders_command(config: Config, args: argparse.Namespace) -> int:
         finally:
             await store.close()
     watched, now = config.watch_settled(), time.time()
-    rows = [order_json(s, watch_ended=watch_over(s, watched, now)) for s in states]
+    rows = [order_json(s, watched=watched, now=now) for s in states]
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return EX_OK

@@ -190,9 +190,13 @@ class Config:
     # [store] keep_events: delivered history older than this is pruned (store/retention.py)
     keep_events_s: float = 400 * 86400.0
 
+    def schedules(self) -> dict[tuple[str, str], ScheduleConfig]:
+        """Return each configured account's schedule, by (source, account)."""
+        return {
+            **{("ccv", a.name): a.schedule for a in self.ccv},
+            **{("ccnow", a.name): a.schedule for a in self.ccnow},
+        }
+
     def watch_settled(self) -> dict[tuple[str, str], float]:
         """Return each configured account's `watch_settled`, by (source, account)."""
-        return {
-            **{("ccv", a.name): a.schedule.watch_settled_s for a in self.ccv},
-            **{("ccnow", a.name): a.schedule.watch_settled_s for a in self.ccnow},
-        }
+        return {key: s.watch_settled_s for key, s in self.schedules().items()}

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from ..model import ORDER_ERROR, Observation
 
 # `order.check_failed` lines a pass logs before it sums up the rest in one line.
 STARTED_FAILING_LINES = 20
+# The outage's failures a pass holds to write again if its account answers again: one batch's
+# worth (batcher.BATCH_ROWS), written in the recovery's own transaction (Reconciler.outage_rows).
+OUTAGE_FAILURES_HELD = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +47,22 @@ class PassReport:
     started_failing_more: Counter[str] = field(default_factory=Counter)
     # The failed checks written while their account was failing: the outage's, unless the
     # pass's own `settle` finds the account answering again; then they are the orders' own,
-    # and written again once the outage's failures are forgotten. As many as the pass's orders
-    # that failed, held until its end: a pass in which every order fails leaves its account
-    # failing, and drops them.
+    # and written again once the outage's failures are forgotten. The first
+    # OUTAGE_FAILURES_HELD of them, whatever the pass's size: those past it fail on their own
+    # a pass later (their failure forgotten with the outage's). A pass in which every order
+    # fails leaves its account failing, and drops them.
     outage_failures: list[Observation] = field(default_factory=list)
+
+    def note_outage(self, observations: Iterable[Observation], limit: int) -> None:
+        """Hold failed checks written while their account fails, `limit` at most."""
+        room = limit - len(self.outage_failures)
+        if room > 0:
+            self.outage_failures += islice(observations, room)
 
     def note_started_failing(self, observations: Iterable[Observation]) -> None:
         """Keep orders whose checks start failing, up to STARTED_FAILING_LINES, and count the
-        rest; one noted again (a notification's write tried twice) is not kept twice."""
+        rest."""
         for obs in observations:
-            if obs in self.started_failing:
-                continue
             if len(self.started_failing) < STARTED_FAILING_LINES:
                 self.started_failing.append(obs)
             else:

@@ -11,13 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import CCNowConfig
 from ..model import Observation, OrderKey, Outcome, Via
 from ..passes.report import PassReport
-from .coordinator import (
-    PAGE_ORDERS,
-    Coordinator,
-    Emit,
-    NamedReport,
-    remember_pass,
-)
+from ..store.passes import remember_pass
+from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
 
 if TYPE_CHECKING:
@@ -201,7 +196,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         report = await self.pending_list_pass(via="poll")
         name = f"{self.name} pending list"
         await remember_pass(self.store, name, report, started, self.now())
-        return [(name, report)]
+        return [(name, report, True)]
 
     async def notified(self, order_ids: Sequence[str]) -> PassReport:
         """A server notification: poll the pending list and query the ids it named."""

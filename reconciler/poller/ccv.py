@@ -112,7 +112,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
                     self.account,
                     after=after,
                     limit=self.page_orders,
-                    settled_since=self.now() - self.config.schedule.watch_settled_s,
+                    settled_since=self.settled_since(),
                 )
                 if page.ids:
                     asked += len(page.ids)

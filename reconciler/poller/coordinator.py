@@ -23,7 +23,7 @@ from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError
-from ..store.passes import LastPass, record_pass
+from ..store.passes import remember_pass
 from .health import Part, Verdict, health_event, next_health, probe_verdict, verdict
 
 if TYPE_CHECKING:
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
-NamedReport = tuple[str, PassReport]  # a pass a tick made, named for logs and systemd STATUS=
+# What a tick checked, named for logs and systemd STATUS=, and whether it was a pass (`status`'s
+# last pass): the checks of due orders a notification named are not.
+NamedReport = tuple[str, PassReport, bool]
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
 # A failing account's probes ask this many different orders, at most, before they ask the one
@@ -46,22 +48,6 @@ MAX_REASON_LENGTH = 200
 # A healthy account's last success is written at most this often (a hint's check would write it
 # in a transaction of its own, each one queueing behind the others and a pass's batches).
 HEALTHY_RECORDED_S = 1.0
-
-
-async def remember_pass(
-    store: Store, name: str, report: PassReport, started: float, now: float
-) -> None:
-    """Record a finished pass (begun at `started`) for `reconciler status`."""
-    last = LastPass(
-        name,
-        started,
-        round(max(now - started, 0.0), 3),
-        report.checked,
-        report.failed,
-        report.events,
-        tuple(sorted(report.failed_sources)),
-    )
-    await record_pass(store, last)
 
 
 ClientT = TypeVar("ClientT")
@@ -117,6 +103,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     def now(self) -> float:
         """Return the time on the reconciler's clock, the one its transactions are dated by."""
         return self.writer.clock()
+
+    def settled_since(self) -> float:
+        """Return `settled_since` of model.unwatched now: a settled order whose watch began
+        then or before is no longer watched."""
+        return self.now() - self.config.schedule.watch_settled_s
 
     # --- what a provider's coordinator supplies ----------------------------------------------
 
@@ -183,11 +174,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if notified:
             hinted = [s.key.order_id for s in due if s.key.order_id in notified]
             report = await self.check(hinted, via="notification", probe=failing)
-            passes.append((f"{self.name} notification", report))
+            passes.append((f"{self.name} notification", report, False))
         rest = [s.key.order_id for s in due if s.key.order_id not in notified]
         started = self.now()
         report = await self.check(rest, via="poll", probe=failing)
-        passes.append((f"{self.name} due", report))
+        passes.append((f"{self.name} due", report, True))
         await remember_pass(self.store, f"{self.name} due", report, started, self.now())
         return passes
 
@@ -248,7 +239,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         """Return every open order id of the account, read a page at a time."""
         ids: list[str] = []
         after = 0
-        since = self.now() - self.config.schedule.watch_settled_s  # watched when it began
+        since = self.settled_since()  # watched when it began
         while True:
             page, after = await self.store.orders.open_ids(
                 self.source, self.account, after=after, limit=self.page_orders, settled_since=since
@@ -258,7 +249,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             ids.extend(page)
 
     async def _due(self, until: float, limit: int) -> list[OrderState]:
-        since = self.now() - self.config.schedule.watch_settled_s  # then unwatched: never due
+        since = self.settled_since()  # then unwatched: never due
         return await self.store.orders.due(self.source, self.account, until, limit, since)
 
     def reason(self, exc: SourceError) -> str:
@@ -286,8 +277,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         for _, v in said:
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"
-        # Once each: a notification's write tried twice noted its failures twice.
-        outage, report.outage_failures = list(dict.fromkeys(report.outage_failures)), []
+        outage, report.outage_failures = report.outage_failures, []
         failing = await self._settle_health(said, outage, via=via, report=report)
         # Taken after the health: an account that recovers notes its pass's failures again.
         started_failing, report.started_failing = report.started_failing, []

@@ -16,9 +16,10 @@ from ..redact import config_secrets
 from ..sources.ccnow import CCNowClient
 from ..sources.ccv import CCVClient
 from ..sources.http import Gates
+from ..store.passes import remember_pass
 from .ccnow import CCNowCoordinator
 from .ccv import CCVCoordinator
-from .coordinator import Coordinator, remember_pass
+from .coordinator import Coordinator
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -110,7 +111,11 @@ class Orders:
         state = await self.find(key)
         log.info("api.tracked", extra=fields(source=source, account=account, order_id=order_id))
         assert state is not None
-        return web.json_response(order_json(state), status=201 if added else 200)
+        return web.json_response(self.view(state), status=201 if added else 200)
+
+    def view(self, state: OrderState) -> dict[str, Any]:
+        """Return an order as `orders --json` shows it, by the config running now."""
+        return order_json(state, watched=self.deps.watched, now=time.time())
 
     async def find(self, key: OrderKey) -> OrderState | None:
         """Return the committed snapshot row of one order."""
@@ -144,10 +149,10 @@ class Orders:
         if state is None:
             raise BadRequest(404, "not tracked", "order_id")
         if refresh not in ("1", "true"):
-            return web.json_response(order_json(state))
+            return web.json_response(self.view(state))
         if self._stopping.is_set():
             # A check started now would be cancelled by close() within the stop's second.
-            return web.json_response({**order_json(state), "refreshed": False})
+            return web.json_response({**self.view(state), "refreshed": False})
         task = asyncio.ensure_future(self.deps.refresh(key))
         # The check goes on past the timeout (its result is committed for the next read).
         self._refreshes.add(task)
@@ -165,7 +170,7 @@ class Orders:
             stopping.cancel()
         fresh = task.result() if task in done else False
         state = await self.find(key) or state
-        return web.json_response({**order_json(state), "refreshed": fresh})
+        return web.json_response({**self.view(state), "refreshed": fresh})
 
     async def untrack(self, request: web.Request) -> web.Response:
         """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204."""

@@ -80,6 +80,7 @@ class ApiDeps:
     submitter: Submitter
     refresh: Refresh
     accounts: Mapping[Source, Sequence[str]]
+    watched: Mapping[tuple[str, str], float]  # Config.watch_settled: an order's watch is over
     actions: ActionSender | None = None
     # The config's secrets, masked in what CCV answers before it is passed back (CCV may echo
     # the API key it was sent).

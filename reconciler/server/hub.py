@@ -38,7 +38,7 @@ class Hub:
         delivery: Delivery,
         metrics: Metrics,
         *,
-        on_pass: Callable[[str, PassReport], None] = lambda name, report: None,
+        on_pass: Callable[[str, PassReport, bool], None] = lambda name, report, is_pass: None,
     ) -> None:
         self.config = config
         self.coordinators = coordinators
@@ -53,7 +53,7 @@ class Hub:
         if coordinator is None:
             return False
         report = await coordinator.check([key.order_id], via="poll")
-        self.on_pass(f"{key.source}/{key.account} refresh", report)
+        self.on_pass(f"{key.source}/{key.account} refresh", report, False)
         return report.checked > report.failed
 
     async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
@@ -107,7 +107,7 @@ class Hub:
         # that found nothing new or failed.
         latency_s = time.monotonic() - received_at
         self.metrics.observe_notification_latency(coordinator.source, latency_s)
-        self.on_pass(f"{coordinator.name} notification", report)
+        self.on_pass(f"{coordinator.name} notification", report, False)
 
     async def health(self) -> Health:
         """Return per-source health, the store's and the outbox backlog for /healthz."""

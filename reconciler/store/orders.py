@@ -354,10 +354,11 @@ class Orders:
             return {}
         terms = " OR ".join("(source = ? AND status = ? AND last_changed <= ?)" for _ in limits)
         params = [p for (source, status), s in limits.items() for p in (source, status, now - s)]
-        # One the provider no longer knows is not stuck (schedule.stuck_event).
+        # Not stuck as schedule.stuck_event has it: one the provider no longer knows, or
+        # whose checks fail.
         sql = (
-            f"{STUCK_SQL} AND not_found = 0 AND missing_since IS NULL AND ({terms}) "
-            "GROUP BY source, account"
+            f"{STUCK_SQL} AND not_found = 0 AND missing_since IS NULL AND failure_streak = 0 "
+            f"AND ({terms}) GROUP BY source, account"
         )
         async with self._conn.execute(sql, params) as cur:
             return {(r[0], r[1]): r[2] for r in await cur.fetchall()}

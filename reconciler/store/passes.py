@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .db import Store
+
+if TYPE_CHECKING:
+    from ..passes.report import PassReport
 
 _KEY = "last_pass"
 
@@ -45,6 +48,22 @@ async def record_pass(store: Store, last: LastPass) -> None:
         await store.conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_KEY, json.dumps(value))
         )
+
+
+async def remember_pass(
+    store: Store, name: str, report: PassReport, started: float, now: float
+) -> None:
+    """Record a finished pass (begun at `started`) for `reconciler status`."""
+    last = LastPass(
+        name,
+        started,
+        round(max(now - started, 0.0), 3),
+        report.checked,
+        report.failed,
+        report.events,
+        tuple(sorted(report.failed_sources)),
+    )
+    await record_pass(store, last)
 
 
 async def last_pass(store: Store) -> LastPass | None:

@@ -23,9 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..logs import fields
-from ..model import unwatched
+from ..model import unwatched, watch_from
 from .db import Store
+from .order_sql import unwatched_any
 from .sql import marks
+
+NEVER = "9e999"  # SQLite's infinity, schedule.NEVER: a next check never made
 
 log = logging.getLogger("reconciler.retention")
 
@@ -77,6 +80,7 @@ async def prune(
     events, kept = await _prune_events(store, cutoff, chunk)
     orders = await _prune_orders(store, cutoff, chunk)
     orders += await _prune_settled_orders(store, cutoff, now, watched, chunk)
+    unplanned = await _unplan_unwatched(store, now, watched, chunk)
     await _prune_counts(store)
     writes = await _prune_closed_writes(store, cutoff, chunk)
     references = await _prune_references(
@@ -89,6 +93,7 @@ async def prune(
         extra=fields(
             events=events,
             orders=orders,
+            unplanned=unplanned,
             released_deliveries=released,
             kept_undelivered=kept,
             writes=writes,
@@ -254,7 +259,7 @@ async def _prune_settled_orders(
             gone = [
                 int(r[0])
                 for r in rows
-                if unwatched(r[1], r[3], r[4], settled_since=now - watched.get((r[1], r[2]), 0.0))
+                if unwatched(r[1], r[3], r[4], settled_since=watch_from(watched, r[1], r[2], now))
             ]
             if gone:
                 await store.conn.execute(
@@ -267,6 +272,41 @@ async def _prune_settled_orders(
         if len(rows) < chunk:
             break
     return deleted
+
+
+async def _unplan_unwatched(
+    store: Store, now: float, watched: Mapping[tuple[str, str], float], chunk: int
+) -> int:
+    """Set to never the next check of the due orders no longer watched (model.unwatched): one
+    planned before its watch ended (an upgrade, a shorter `watch_settled`) kept its time, and
+    every due read (which still leaves it out, as a guard) scanned it until retention deleted
+    it. Read in (next check, id) order through the due index, from where the last chunk ended."""
+    unplanned, after = 0, (-1.0, 0)
+    unwatched_sql, params = unwatched_any(now, watched)
+    sql = (
+        f"SELECT id, next_check_at, {unwatched_sql} FROM orders INDEXED BY orders_due "
+        "WHERE end_state = 0 AND next_check_at <= ? AND next_check_at >= ? "
+        "AND (next_check_at, id) > (?, ?) ORDER BY next_check_at, id LIMIT ?"
+    )
+    while True:
+        async with store.transaction():
+            found = await store.conn.execute_fetchall(sql, (*params, now, after[0], *after, chunk))
+            rows = list(found)
+            if not rows:
+                break
+            ended = [int(r[0]) for r in rows if r[2]]
+            if ended:
+                await store.conn.execute(
+                    f"UPDATE orders SET next_check_at = {NEVER} WHERE id IN ({marks(len(ended))})",
+                    ended,
+                )
+                store.orders.drop_pages()
+        unplanned += len(ended)
+        after = (float(rows[-1][1]), int(rows[-1][0]))
+        await asyncio.sleep(0)
+        if len(rows) < chunk:
+            break
+    return unplanned
 
 
 async def _prune_counts(store: Store) -> None:

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from reconciler.config import Config, load_config
-from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.events import Event
+from reconciler.model import Observation, OrderKey, Outcome, SourceState
 from reconciler.passes.report import PassReport
 from reconciler.reconcile import Reconciler
 from reconciler.store import Store
@@ -101,3 +103,43 @@ async def test_a_lost_order_is_counted_in_its_own_notification_s_report(
         await asyncio.sleep(0)
     await asyncio.gather(*hints)
     assert (found.lost, lost.lost) == (0, 1)
+
+
+async def test_a_notification_whose_group_failed_counts_its_orders_once(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group's transaction fails after it wrote a member's orders (rolled back); the member
+    writes its own: its lost order counts one failure, its outage failure is held once."""
+    await store.orders.track("ccv", "default", [(i, None) for i in ("N-1", "N-2", "N-3")], 1.0)
+    reconciler = Reconciler(config_for(tmp_path), store)
+    await reconciler.apply([seen(i, "New") for i in ("N-1", "N-2", "N-3")], via="poll")
+    await store.sources.save(
+        SourceState("ccv", "default", failing_parts=frozenset({"checks"}), failure_streak=1)
+    )
+    add = store.events.add
+    refused: list[int] = []
+
+    async def add_once_refused(events: Sequence[Event], *, urgent: bool = False) -> int:
+        if not refused:
+            refused.append(len(events))
+            raise sqlite3.IntegrityError("UNIQUE constraint failed: events.id")
+        return await add(events, urgent=urgent)
+
+    monkeypatch.setattr(store.events, "add", add_once_refused)
+    gone = Observation(OrderKey("ccv", "default", "N-2"), Outcome.NOT_FOUND, None, None)
+    failed = Observation(OrderKey("ccv", "default", "N-3"), Outcome.FAILED, None, "timeout")
+    report = PassReport()
+    async with store.transaction():
+        leader = asyncio.ensure_future(
+            reconciler.apply([seen("N-1", "Processing")], via="notification")
+        )
+        member = asyncio.ensure_future(
+            reconciler.apply([gone, failed], via="notification", report=report)
+        )
+        await asyncio.sleep(0)
+    with pytest.raises(sqlite3.IntegrityError):
+        await leader
+    await member
+    assert refused  # the group's transaction was the one refused
+    assert (report.lost, report.failed) == (1, 1)
+    assert report.outage_failures == [failed]

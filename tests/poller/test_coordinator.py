@@ -110,8 +110,8 @@ async def test_a_failing_account_is_left_alone_for_its_backoff_then_asked_one_or
     world.ccv_client.refusal = None
     world.ccv_client.statuses = dict.fromkeys(CCV_IDS, "New")
     world.clock.now += 2
-    [(name, report)] = await world.ccv.tick_due()
-    assert name == "ccv/default due" and report.checked == 1  # a probe, not a storm
+    [(name, report, is_pass)] = await world.ccv.tick_due()
+    assert name == "ccv/default due" and is_pass and report.checked == 1  # a probe, not a storm
     assert len(world.ccv_client.asked) == 1
     assert await world.events() == [
         FAILED,
@@ -119,7 +119,7 @@ async def test_a_failing_account_is_left_alone_for_its_backoff_then_asked_one_or
         RECOVERED,
     ]
 
-    [(_, report)] = await world.ccv.tick_due()  # answering again: every due order is asked
+    [(_, report, _)] = await world.ccv.tick_due()  # answering again: every due order is asked
     assert report.checked == 2
 
 
@@ -210,9 +210,11 @@ async def test_a_reference_notified_before_its_order_is_tracked_makes_its_first_
     await track(world, "ccv", CCV_IDS[0], ref="INV-2041")
     await track(world, "ccv", CCV_IDS[1])
     world.ccv_client.statuses = dict.fromkeys(CCV_IDS, "New")
-    passes = dict(await world.ccv.tick_due())
-    assert passes["ccv/default notification"].checked == 1
-    assert passes["ccv/default due"].checked == 1
+    passes = {name: (report, is_pass) for name, report, is_pass in await world.ccv.tick_due()}
+    assert passes["ccv/default notification"][0].checked == 1
+    assert passes["ccv/default due"][0].checked == 1
+    # The notification's checks are no pass (`status`'s last pass, systemd STATUS=).
+    assert (passes["ccv/default notification"][1], passes["ccv/default due"][1]) == (False, True)
     events = {d["order_id"]: d["via"] for d in await world.data()}
     assert events == {CCV_IDS[0]: "notification", CCV_IDS[1]: "poll"}
 

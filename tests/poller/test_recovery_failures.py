@@ -89,3 +89,33 @@ async def test_ccnow_orders_still_failing_when_the_account_answers_again_fail_in
     assert (await kinds(ccnow))[-1] == "source.recovered"
     assert logged(caplog) == [CCNOW_IDS[0]]
     assert await streaks(ccnow, "ccnow", CCNOW_IDS) == [1, 0, 0, 0]
+
+
+async def test_a_recovering_pass_holds_a_bounded_number_of_outage_failures(
+    ccv: CCVCoordinator,
+    fake_ccv: FakeCCV,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past the outage failures a pass holds (OUTAGE_FAILURES_HELD, 2 here) an order's failure
+    is forgotten with the outage's and counted a pass later, as before 117dbb2."""
+    ccv.writer.outage_rows = 2
+    await ccv.store.orders.track("ccv", "default", [(i, None) for i in CCV_IDS], 1.0)
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")
+    assert (await ccv.full_pass(via="catch-up")).ok
+    caplog.set_level(logging.WARNING, logger="reconciler")
+    fake_ccv.always = Reply(503, "")
+    assert (await ccv.full_pass(via="catch-up")).failed_sources
+
+    fake_ccv.always = None
+    still = CCV_IDS[:3]
+    fake_ccv.replies = dict.fromkeys(still, Reply(503, ""))
+    assert (await ccv.full_pass(via="catch-up")).failed == 3
+    assert (await kinds(ccv))[-1] == "source.recovered"
+    held = logged(caplog)
+    assert len(held) == 2 and set(held) < set(still)  # the first two answers, whichever
+    assert sorted(await streaks(ccv, "ccv", still)) == [0, 1, 1]
+
+    # The third fails on its own in the next pass.
+    assert (await ccv.full_pass(via="catch-up")).failed == 3
+    assert logged(caplog) == still
+    assert sorted(await streaks(ccv, "ccv", still)) == [1, 2, 2]

@@ -20,7 +20,7 @@ async def test_each_account_is_ticked_through_its_coordinator(world: World) -> N
     passes: dict[str, PassReport] = {}
     both = asyncio.Event()
 
-    def on_pass(name: str, report: PassReport) -> None:
+    def on_pass(name: str, report: PassReport, is_pass: bool) -> None:
         passes[name] = report
         if {"ccv/default due", "ccnow/default pending list"} <= passes.keys():
             both.set()

@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -976,3 +977,21 @@ async def test_consistent_prices_are_forwarded_and_the_answer_passed_back(
     fake.pricing_replies = [json_reply(400, {"message": "Shopping cart data has invalid values"})]
     status, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
     assert (status, document) == (400, {"message": "Shopping cart data has invalid values"})
+
+
+async def test_an_order_past_its_watch_shows_no_next_check_as_orders_json(api: Api) -> None:
+    # A CCV order `Failed` 200 days ago (watch_settled 180 days), its daily check stored.
+    now = time.time()
+    api.rows(
+        "INSERT INTO orders (source, account, order_id, status, end_state, last_changed, "
+        "next_check_at) VALUES ('ccv', 'default', ?, 'Failed', 0, ?, ?)",
+        ORDER,
+        now - 200 * 86400,
+        now + 3600,
+    )
+    status, order, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}")
+    assert (status, order["status"], order["next_check_at"]) == (200, "Failed", None)
+    status, order, _ = await api.call(
+        "POST", "/api/v1/orders", body={"source": "ccv", "order_id": ORDER}
+    )
+    assert (status, order["next_check_at"]) == (200, None)

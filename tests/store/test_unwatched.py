@@ -96,3 +96,28 @@ async def test_retention_prunes_the_orders_no_longer_watched_nothing_else(
     }
     assert left == expected
     assert report.orders == len(_rows()) - len(expected) > 0
+
+
+async def test_retention_takes_the_orders_no_longer_watched_out_of_the_due_ones(
+    tmp_path: Path,
+) -> None:
+    # Every order's check stored as due a minute ago (planned before the watch ended, or under
+    # a longer one); retention keeps them all (a window of 1000 days).
+    store = await _store(tmp_path)
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        conn.execute("UPDATE orders SET next_check_at = ?", (NOW - 60,))
+    conn.close()
+    watched = {("ccv", "kept"): WATCH, ("ccnow", "kept"): WATCH}
+    try:
+        await prune(store, sinks=["log"], keep_s=1000 * DAY, now=NOW, watched=watched, chunk=7)
+        due = await store.orders.due_counts(NOW, now=NOW, watched=watched)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        planned = dict(conn.execute("SELECT order_id, next_check_at FROM orders").fetchall())
+    conn.close()
+    still = {str(r[2]) for r in _rows() if _watched(r, NOW - WATCH if r[1] == "kept" else NOW)}
+    # The others are never checked again: no longer in the due index's range.
+    assert {i for i, at in planned.items() if at == NOW - 60} == still
+    assert {i for i, at in planned.items() if at == float("inf")} == set(planned) - still
+    assert sum(due.values()) == len(still)
