@@ -182,23 +182,22 @@ def inline_secrets(data: object) -> set[str]:
 
 def _may_be_a_secret(given: str, known: set[str]) -> bool:
     """Whether a `*_file` value naming no file looks like the secret itself (put there by
-    mistake): one the config has elsewhere, or, with no `/`, a text no one names a file like (a
-    sign that file names seldom hold, the webhook secret's prefix, or 16 characters or more
-    that mix letters and digits, with no extension). A path is shown: its signs are a unit's
-    (`reconciler@shop.service`, `+`, `:`)."""
+    mistake): one the config has elsewhere, the webhook secret's prefix, or, unless it starts
+    as a path does (`/`, `./`, `../`, `~`), a text no one names a file like (a sign that file
+    names seldom hold, or 16 characters or more that mix letters and digits, with no
+    extension). A `/` inside is no path's mark: base64 keys hold it. A path is shown: its signs
+    are a unit's (`reconciler@shop.service`, `+`, `:`)."""
     if given in known or any(len(s) >= 8 and s in given for s in known):
         return True
-    if "/" in given:
+    if given.startswith("whsec_"):
+        return True
+    if given.startswith(("/", "./", "../", "~")):
         return False
-    return (
-        _UNLIKE_A_FILE_NAME.search(given) is not None
-        or given.startswith("whsec_")
-        or (
-            "." not in given
-            and len(given) >= 16
-            and any(c.isdigit() for c in given)
-            and any(c.isalpha() for c in given)
-        )
+    return _UNLIKE_A_FILE_NAME.search(given) is not None or (
+        "." not in given
+        and len(given) >= 16
+        and any(c.isdigit() for c in given)
+        and any(c.isalpha() for c in given)
     )
 
 

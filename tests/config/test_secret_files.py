@@ -140,6 +140,9 @@ async def test_check_names_the_path_of_a_missing_secret_file(tmp_path: Path) -> 
     [
         # The password itself where the path of its file goes: signs no file name holds.
         (CCNOW + "password_file = '{given}'\n", {}, "Pw0rd-Zq9+&x=7%Se"),
+        # A `/` is no path's mark: base64 keys and webhook secrets hold it.
+        (CCNOW + "password_file = '{given}'\n", {}, "Pw0rd+Zq9/x=7Se"),
+        (CCNOW + "password_file = '{given}'\n", {}, "whsec_c2VjcmV0/a2V5+Zm9v"),
         # A key: a long bare name of letters and digits, no extension.
         (
             CCNOW + "password = 'pw-0123'\n" + CCV + "api_key_file = '{given}'\n",
@@ -158,7 +161,7 @@ async def test_check_names_the_path_of_a_missing_secret_file(tmp_path: Path) -> 
             "plain-api-token-name",
         ),
     ],
-    ids=["signs", "key-like", "env-secret", "inline-secret"],
+    ids=["signs", "base64-slash", "whsec-slash", "key-like", "env-secret", "inline-secret"],
 )
 async def test_a_secret_given_as_its_file_path_is_not_echoed(
     tmp_path: Path, text: str, env: dict[str, str], given: str
@@ -184,7 +187,8 @@ async def test_a_secret_given_as_its_file_path_is_not_echoed(
         "/run/keys/pw",
         # A template unit's credentials, a path with signs a bare secret would hold.
         "/run/credentials/reconciler@shop.service/ccnow-password",
-        "keys/shop+eu:2/whsec_file",
+        "./keys/shop+eu:2/whsec_file",
+        "~/keys/shop+eu.pw",
     ],
 )
 def test_an_ordinary_path_of_a_missing_secret_file_is_named(tmp_path: Path, given: str) -> None:
