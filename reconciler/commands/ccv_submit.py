@@ -92,14 +92,14 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         return EX_TEMPFAIL
     level = logging.WARNING if code == EX_TEMPFAIL else logging.ERROR  # worth trying again, or not
     if answer.own is not None:
-        own = redact(answer.own, secrets)
+        # Percent-encoded, the header may carry a line end (`%0D%0A`) a reference or CCV's
+        # failure held: one line, as the body.
+        own = _one_line(answer.own, secrets)
         say(f"reconciler: {'error: ' if level == logging.ERROR else ''}{own}", level)
     else:
         # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a
         # page of any size: one masked, printable, bounded line.
-        text = answer.body.decode("utf-8", errors="replace")
-        text = "".join(c if c.isprintable() else " " for c in text)
-        text = redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
+        text = _one_line(answer.body.decode("utf-8", errors="replace"), secrets)
         say(f"reconciler: submit answered HTTP {status}{where}: {text}", level)
     if answer.state == "uncertain":
         # A 3xx, a 5xx or a lost answer: CCV may have made the order, and the same reference
@@ -112,6 +112,12 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
             logging.WARNING,
         )
     return code
+
+
+def _one_line(text: str, secrets: list[str]) -> str:
+    """Return `text` masked, printable, on one line and bounded."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
 
 
 async def submit_command(config: Config, account: str, document: object) -> int:

@@ -11,6 +11,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -18,7 +19,9 @@ from reconciler.store import Store, WriterLock
 from tests.conftest import call_cli, daemon_here, free_port, write_config
 from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCV_KEY, Reply
-from tests.server.test_api import api_toml
+from reconciler.writes.submit import Submitter
+from reconciler.writes.submit_outcome import OWN_HEADER, Result, json_result, own_from_header
+from tests.server.test_api import TOKEN, api_toml, serve_api
 from tests.writes.test_submit_crash import listening, query
 
 
@@ -115,3 +118,35 @@ async def test_a_lost_answer_through_the_daemon_is_said_in_reconcilers_words(
     assert "reconciler: CCV gave no answer within 2 s (the account's timeout)\n" in result.stderr
     assert "external reference lost-ü1 is uncertain" in result.stderr
     assert query(tmp_path, "SELECT state, reason FROM submissions") == [("uncertain", "timeout")]
+
+
+async def test_the_daemons_own_answer_comes_back_masked_and_is_said_on_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, the command printed the header's text decoded: `%0D%0A` became a line break.
+    said = f"CCV's failure quoted {CCV_KEY}\r\nreconciler: error: forged second line"
+
+    async def answered(self: Submitter, account: str, document: object) -> Result:
+        return json_result(502, {"error": "lost"}, "own-1", "uncertain", own=said)
+
+    monkeypatch.setattr(Submitter, "submit", answered)
+    async with FakeCCVWrites() as fake, serve_api(tmp_path, fake) as api:
+        async with api.http.post(
+            f"{api.url}/api/v1/ccv/orders",
+            json=submit_body(externalReference="own-1"),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp:
+            header = resp.headers[OWN_HEADER]
+        assert CCV_KEY not in own_from_header(header) and "%0D%0A" in header, header
+        stdin = json.dumps(submit_body(externalReference="own-1")).encode()
+        result = await call_cli(
+            "--config", tmp_path / "reconciler.toml", "ccv", "submit", "-", stdin=stdin
+        )
+    assert (result.code, result.stdout) == (75, ""), result.stderr
+    lines = result.stderr.splitlines()
+    said_lines = [line for line in lines if "forged second line" in line]
+    assert said_lines == [
+        "reconciler: CCV's failure quoted *** reconciler: error: forged second line"
+    ], result.stderr
+    assert not any(line.startswith("reconciler: error:") for line in lines), result.stderr
+    assert CCV_KEY not in result.stderr
