@@ -17,7 +17,7 @@ from .model import Observation, OrderKey, Outcome, Via
 from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
 from .passes.hint_gate import HintGate
 from .passes.hint_group import Group, Member
-from .passes.report import OUTAGE_FAILURES_HELD, PassReport
+from .passes.report import PassReport
 from .schedule import plan, stuck_event
 from .store import Store
 from .store.orders import Page
@@ -45,14 +45,16 @@ class Reconciler:
         pending_batches: int = PENDING_BATCHES,
         hint_rows: int = HINT_ROWS,
         part_s: float = PART_S,
-        outage_rows: int = OUTAGE_FAILURES_HELD,
+        outage_rows: int = BATCH_ROWS,
     ) -> None:
         self.config = config
         self.batch_rows = batch_rows  # observations per transaction
         self.pending_batches = pending_batches  # full batches queued before workers wait
         self.hint_rows = hint_rows  # observations per transaction while a hint is checked
         self.part_s = part_s  # a pass's transaction's duration, at most, while hints arrive
-        self.outage_rows = outage_rows  # outage failures a pass holds (PassReport.note_outage)
+        # The outage failures a pass holds to write again if its account answers again
+        # (PassReport.note_outage): a batch's worth, written in the recovery's own transaction.
+        self.outage_rows = outage_rows
         self.last_write_s = 0.0  # how long the latest `apply` held the writer (batcher.py)
         self.store = store
         self.clock = clock

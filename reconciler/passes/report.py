@@ -11,9 +11,6 @@ from ..model import ORDER_ERROR, Observation
 
 # `order.check_failed` lines a pass logs before it sums up the rest in one line.
 STARTED_FAILING_LINES = 20
-# The outage's failures a pass holds to write again if its account answers again: one batch's
-# worth (batcher.BATCH_ROWS), written in the recovery's own transaction (Reconciler.outage_rows).
-OUTAGE_FAILURES_HELD = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +45,7 @@ class PassReport:
     # The failed checks written while their account was failing: the outage's, unless the
     # pass's own `settle` finds the account answering again; then they are the orders' own,
     # and written again once the outage's failures are forgotten. The first
-    # OUTAGE_FAILURES_HELD of them, whatever the pass's size: those past it fail on their own
+    # Reconciler.outage_rows of them, whatever the pass's size: those past it fail on their own
     # a pass later (their failure forgotten with the outage's). A pass in which every order
     # fails leaves its account failing, and drops them.
     outage_failures: list[Observation] = field(default_factory=list)
