@@ -24,11 +24,10 @@ from dataclasses import dataclass
 
 from ..logs import fields
 from ..model import unwatched, watch_from
+from ..schedule import NEVER_SQL
 from .db import Store
 from .order_sql import unwatched_any
 from .sql import marks
-
-NEVER = "9e999"  # SQLite's infinity, schedule.NEVER: a next check never made
 
 log = logging.getLogger("reconciler.retention")
 
@@ -297,7 +296,7 @@ async def _unplan_unwatched(
             ended = [int(r[0]) for r in rows if r[2]]
             if ended:
                 await store.conn.execute(
-                    f"UPDATE orders SET next_check_at = {NEVER} WHERE id IN ({marks(len(ended))})",
+                    f"UPDATE orders SET next_check_at = {NEVER_SQL} WHERE id IN ({marks(len(ended))})",
                     ended,
                 )
                 store.orders.drop_pages()
