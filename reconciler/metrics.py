@@ -111,7 +111,9 @@ class Metrics:
         )
         self.stuck = Gauge(
             "reconciler_stuck_orders",
-            "Orders reported stuck (order.stuck) that have not changed status since.",
+            "Orders in their status longer than its stuck_after in the running config allows "
+            "(status's STUCK); one whose latest check failed or answered not found is left "
+            "out until a good answer.",
             ["source", "account"],
             registry=self.registry,
         )
