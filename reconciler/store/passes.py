@@ -33,37 +33,24 @@ class LastPass:
         return "failed" if self.failed or self.failing else "ok"
 
 
-async def record_pass(store: Store, last: LastPass) -> None:
-    """Remember `last` as the last pass (its own small transaction)."""
+async def remember_pass(
+    store: Store, name: str, report: PassReport, started: float, now: float
+) -> None:
+    """Record a finished pass (begun at `started`) for `reconciler status`, in its own small
+    transaction."""
     value = {
-        "name": last.name,
-        "started": last.started,
-        "seconds": last.seconds,
-        "checked": last.checked,
-        "failed": last.failed,
-        "events": last.events,
-        "failing": list(last.failing),
+        "name": name,
+        "started": started,
+        "seconds": round(max(now - started, 0.0), 3),
+        "checked": report.checked,
+        "failed": report.failed,
+        "events": report.events,
+        "failing": sorted(report.failed_sources),
     }
     async with store.transaction():
         await store.conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_KEY, json.dumps(value))
         )
-
-
-async def remember_pass(
-    store: Store, name: str, report: PassReport, started: float, now: float
-) -> None:
-    """Record a finished pass (begun at `started`) for `reconciler status`."""
-    last = LastPass(
-        name,
-        started,
-        round(max(now - started, 0.0), 3),
-        report.checked,
-        report.failed,
-        report.events,
-        tuple(sorted(report.failed_sources)),
-    )
-    await record_pass(store, last)
 
 
 async def last_pass(store: Store) -> LastPass | None:
