@@ -196,7 +196,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         report = await self.pending_list_pass(via="poll")
         name = f"{self.name} pending list"
         await remember_pass(self.store, name, report, started, self.now())
-        return [(name, report, True)]
+        return [NamedReport(name, report, is_pass=True)]
 
     async def notified(self, order_ids: Sequence[str]) -> PassReport:
         """A server notification: poll the pending list and query the ids it named."""

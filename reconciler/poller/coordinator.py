@@ -13,7 +13,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
 from ..logs import fields
@@ -33,9 +33,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
-# What a tick checked, named for logs and systemd STATUS=, and whether it was a pass (`status`'s
-# last pass): the checks of due orders a notification named are not.
-NamedReport = tuple[str, PassReport, bool]
+
+
+class NamedReport(NamedTuple):
+    """What a tick checked, named for logs and systemd STATUS=."""
+
+    name: str
+    report: PassReport
+    # A pass (`status`'s last pass): the checks of due orders a notification named are not.
+    is_pass: bool
+
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
 # A failing account's probes ask this many different orders, at most, before they ask the one
@@ -174,11 +181,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if notified:
             hinted = [s.key.order_id for s in due if s.key.order_id in notified]
             report = await self.check(hinted, via="notification", probe=failing)
-            passes.append((f"{self.name} notification", report, False))
+            passes.append(NamedReport(f"{self.name} notification", report, is_pass=False))
         rest = [s.key.order_id for s in due if s.key.order_id not in notified]
         started = self.now()
         report = await self.check(rest, via="poll", probe=failing)
-        passes.append((f"{self.name} due", report, True))
+        passes.append(NamedReport(f"{self.name} due", report, is_pass=True))
         await remember_pass(self.store, f"{self.name} due", report, started, self.now())
         return passes
 
