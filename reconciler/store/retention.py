@@ -295,10 +295,8 @@ async def _unplan_unwatched(
                 break
             ended = [int(r[0]) for r in rows if r[2]]
             if ended:
-                await store.conn.execute(
-                    f"UPDATE orders SET next_check_at = {NEVER_SQL} WHERE id IN ({marks(len(ended))})",
-                    ended,
-                )
+                never = f"UPDATE orders SET next_check_at = {NEVER_SQL} WHERE id IN "
+                await store.conn.execute(f"{never}({marks(len(ended))})", ended)
                 store.orders.drop_pages()
         unplanned += len(ended)
         after = (float(rows[-1][1]), int(rows[-1][0]))

@@ -96,8 +96,8 @@ async def test_a_recovering_pass_holds_a_bounded_number_of_outage_failures(
     fake_ccv: FakeCCV,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Past the outage failures a pass holds (the reconciler's outage_rows, 2 here) an order's failure
-    is forgotten with the outage's and counted a pass later, as before 117dbb2."""
+    """Past the outage failures a pass holds (the reconciler's outage_rows, 2 here) an order's
+    failure is forgotten with the outage's and counted a pass later, as before 117dbb2."""
     ccv.writer.outage_rows = 2
     await ccv.store.orders.track("ccv", "default", [(i, None) for i in CCV_IDS], 1.0)
     fake_ccv.orders = dict.fromkeys(CCV_IDS, "New")

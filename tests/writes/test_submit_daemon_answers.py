@@ -16,11 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from reconciler.store import Store, WriterLock
+from reconciler.writes.submit import Submitter
+from reconciler.writes.submit_outcome import OWN_HEADER, Result, json_result, own_from_header
 from tests.conftest import call_cli, daemon_here, free_port, write_config
 from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCV_KEY, Reply
-from reconciler.writes.submit import Submitter
-from reconciler.writes.submit_outcome import OWN_HEADER, Result, json_result, own_from_header
 from tests.server.test_api import TOKEN, api_toml, serve_api
 from tests.writes.test_submit_crash import listening, query
 
