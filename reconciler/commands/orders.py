@@ -20,7 +20,7 @@ from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
-from ..store.files import whose
+from ..store.files import writer_running
 from ..terminal import shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
@@ -268,9 +268,9 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
             return True
         # One a killed `ccv submit` left `sending` is made uncertain first (track_command); a
         # running writer's is not: it would never be settled here.
-        return any(
-            s.account == name and s.external_reference == reference
-            for s in whose(store.path, tuple(await store_submissions.interrupted(store))).cut_off
+        left = tuple(await store_submissions.interrupted(store))
+        return not writer_running(store.path, left) and any(
+            s.account == name and s.external_reference == reference for s in left
         )
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 

@@ -63,11 +63,6 @@ def writer_running(path: Path, *left: tuple[object, ...]) -> bool:
     return any(left) and WriterLock(path).held()
 
 
-def whose(path: Path, left: tuple[T, ...]) -> Unanswered[T]:
-    """Split the writes of the store at `path` left `sending` (see `writer_running`)."""
-    return Unanswered.split(left, writer_running(path, left))
-
-
 class WriterLock:
     """An exclusive advisory lock beside the database: one writer per store."""
 
