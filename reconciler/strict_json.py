@@ -79,28 +79,23 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return document
 
 
-def loads(raw: bytes) -> object:
-    """Decode one JSON document; ValueError (NotJSON for what Python alone accepts, NotExact for
-    a number it would change) if it is not one that can be passed on."""
-    document = json.loads(
-        raw,
-        parse_constant=_refuse_constant,
-        parse_float=_exact_float,
-        object_pairs_hook=_unique_keys,
-    )
-    refuse_lone_surrogate(raw, document)
-    return document
-
-
 def given(raw: bytes, *, exact: bool = True) -> object:
-    """Decode a document reconciler was given (an API body, a file, a sandbox request): by
-    `loads` (`exact`), or as Python reads JSON (the sandbox, as lenient as CCV); never with
-    half a character. Whatever is no such document is NotJSON, in words to show: one nested
-    deeper than Python's parser goes (a RecursionError, not a ValueError) included."""
+    """Decode a document reconciler was given (an API body, a file, a sandbox request): one
+    that can be passed on (`exact`: NotJSON for what Python alone accepts, NotExact for a
+    number it would change, RepeatedKey for a key given twice), or as Python reads JSON (the
+    sandbox, as lenient as CCV); never with half a character. Whatever is no such document is
+    NotJSON, in words to show: one nested deeper than Python's parser goes (a RecursionError,
+    not a ValueError) included."""
     try:
         if exact:
-            return loads(raw)
-        document = json.loads(raw)
+            document = json.loads(
+                raw,
+                parse_constant=_refuse_constant,
+                parse_float=_exact_float,
+                object_pairs_hook=_unique_keys,
+            )
+        else:
+            document = json.loads(raw)
     except NotJSON:
         raise
     except RecursionError:
