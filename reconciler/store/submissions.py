@@ -192,8 +192,7 @@ async def make_uncertain(
 
 async def interrupted(store: Store) -> list[Submission]:
     """Return the submissions left `sending`: a writer at its start finds those a stopped
-    process left (no other process sends them); files.writer_running tells a reader whose
-    they are."""
+    process left (no other process sends them); files.writer_running says whose they are."""
     rows = await store.conn.execute_fetchall(
         f"SELECT {_COLUMNS} FROM submissions WHERE {_OPEN} AND state = 'sending' ORDER BY id"
     )
