@@ -40,6 +40,7 @@ _COLUMNS = (
 _OPEN = "state IN ('sending', 'uncertain')"
 _LIVE = "state != 'failed'"
 _FAILED = "state = 'failed'"
+_LATEST_FAILED = f"{_FAILED} ORDER BY id DESC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +72,18 @@ def _row(r: Sequence[object]) -> Submission:
 
 async def find(store: Store, account: str, reference: str) -> Submission | None:
     """Return the live submission of a reference, else the latest failed one, else None."""
+    live = await _one(store, account, reference, _LIVE)
+    return live if live is not None else await _one(store, account, reference, _LATEST_FAILED)
+
+
+async def _one(store: Store, account: str, reference: str, state: str) -> Submission | None:
     # Each through its index: the live one's (unique), the failed ones' (migration 23).
-    for state in (_LIVE, f"{_FAILED} ORDER BY id DESC"):
-        rows = await store.conn.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
-            f"AND {state} LIMIT 1",
-            (account, reference),
-        )
-        if rows:
-            return _row(next(iter(rows)))
-    return None
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM submissions WHERE account = ? AND external_reference = ? "
+        f"AND {state} LIMIT 1",
+        (account, reference),
+    )
+    return next(map(_row, rows), None)
 
 
 async def record(store: Store, account: str, reference: str, now: float) -> int:
@@ -281,19 +284,16 @@ async def notified(
     submit of it is refused from then on); remember the reference when `remember` says so or
     while one of it waits for CCV's answer (`make_uncertain` then settles that one)."""
     async with store.transaction():
-        events = await _settle(store, account, [(order_id, reference)], "notification", now)
-        sub = None if events else await find(store, account, reference)
-        contradicted = sub is not None and sub.state == "failed" and sub.reason == "not_sent"
-        if sub is not None and contradicted:
+        # The live row read once (uncertain: settled; `sending`: remembered), else the latest
+        # failed one (closed as not sent: settled).
+        live = await _one(store, account, reference, _LIVE)
+        sub = live or await _one(store, account, reference, _LATEST_FAILED)
+        contradicted = live is None and sub is not None and sub.reason == "not_sent"
+        events: list[Event] = []
+        if sub is not None and (contradicted or (sub.state == "uncertain" and not answered(sub))):
             events = [await _resolve(store, sub, order_id, "notification", now)]
             await store.events.add(events)
-        if not remember:
-            waiting = await store.conn.execute_fetchall(
-                "SELECT 1 FROM submissions WHERE account = ? AND external_reference = ? "
-                f"AND {_LIVE} AND state = 'sending'",
-                (account, reference),
-            )
-            remember = bool(waiting)
+        remember = remember or (live is not None and live.state == "sending")
         if remember:
             await store.sources.remember_within(account, reference, now)
     return Notified(events, remember, contradicted)

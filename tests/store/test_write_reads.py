@@ -183,6 +183,28 @@ async def test_a_writer_settling_what_a_stopped_process_left_or_a_live_lookup_re
     assert plans and not whole_table(plans), whole_table(plans)
 
 
+@pytest.mark.parametrize(
+    ("reference", "settled", "remembered", "looks"),
+    [
+        ("north-U1", ["north-U1"], False, 1),  # uncertain: settled
+        ("north-S", [], True, 1),  # waiting for CCV's answer: remembered
+        ("north-F", [], False, 2),  # none live: its latest failed one is looked at too
+    ],
+)
+async def test_a_notification_reads_its_references_live_submit_once(
+    store: Store, reference: str, settled: list[str], remembered: bool, looks: int
+) -> None:
+    # Before, the live row was read up to three times: as uncertain, as found, as `sending`.
+    statements: list[str] = []
+    await store.conn.set_trace_callback(statements.append)
+    done = await subs.notified(store, "north", reference, None, time.time(), remember=False)
+    await store.conn.set_trace_callback(lambda _: None)
+    assert [e.data["external_reference"] for e in done.events] == settled
+    assert (done.remembered, done.contradicted) == (remembered, False)
+    read = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "submissions" in s]
+    assert len(read) == looks, read
+
+
 async def test_the_action_queue_a_writers_start_and_status_read_no_whole_commands_table(
     store: Store,
 ) -> None:
