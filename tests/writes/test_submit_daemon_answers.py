@@ -10,18 +10,24 @@ import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import cast
 
-import pytest
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from reconciler.config import load_config
+from reconciler.model import OrderKey
+from reconciler.redact import config_secrets
+from reconciler.server.api import build_api
+from reconciler.server.api_requests import ApiDeps
 from reconciler.store import Store, WriterLock
 from reconciler.writes.submit import Submitter
 from reconciler.writes.submit_outcome import OWN_HEADER, Result, json_result, own_from_header
 from tests.conftest import call_cli, daemon_here, free_port, write_config
 from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCV_KEY, Reply
-from tests.server.test_api import TOKEN, api_toml, serve_api
+from tests.server.test_api import TOKEN, api_toml
 from tests.writes.test_submit_crash import listening, query
 
 
@@ -120,28 +126,64 @@ async def test_a_lost_answer_through_the_daemon_is_said_in_reconcilers_words(
     assert query(tmp_path, "SELECT state, reason FROM submissions") == [("uncertain", "timeout")]
 
 
+class OwnAnswer:
+    """A submitter answering every submit with reconciler's own answer `own` (a lost answer's)."""
+
+    def __init__(self, own: str) -> None:
+        self.own = own
+
+    async def submit(self, account: str, document: object) -> Result:
+        """Answer `own`, as a submit whose answer was lost does."""
+        return json_result(502, {"error": "lost"}, "own-1", "uncertain", own=self.own)
+
+
+async def never_refreshed(key: OrderKey) -> bool:
+    raise AssertionError(key)
+
+
 async def test_the_daemons_own_answer_comes_back_masked_and_is_said_on_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     # Before, the command printed the header's text decoded: `%0D%0A` became a line break.
     said = f"CCV's failure quoted {CCV_KEY}\r\nreconciler: error: forged second line"
-
-    async def answered(self: Submitter, account: str, document: object) -> Result:
-        return json_result(502, {"error": "lost"}, "own-1", "uncertain", own=said)
-
-    monkeypatch.setattr(Submitter, "submit", answered)
-    async with FakeCCVWrites() as fake, serve_api(tmp_path, fake) as api:
-        async with api.http.post(
-            f"{api.url}/api/v1/ccv/orders",
-            json=submit_body(externalReference="own-1"),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ) as resp:
-            header = resp.headers[OWN_HEADER]
-        assert CCV_KEY not in own_from_header(header) and "%0D%0A" in header, header
-        stdin = json.dumps(submit_body(externalReference="own-1")).encode()
-        result = await call_cli(
-            "--config", tmp_path / "reconciler.toml", "ccv", "submit", "-", stdin=stdin
+    port = free_port()
+    async with FakeCCVWrites() as fake:
+        cfg = write_config(
+            tmp_path, ccv=fake, ccv_extra=f'api_key = "{CCV_KEY}"', extra=api_toml(port)
         )
+        config = load_config(cfg)
+        assert config.api is not None
+        store = await Store.open(tmp_path / "reconciler.db", sinks=["jsonl"])
+        deps = ApiDeps(
+            store=store,
+            reader=store,
+            submitter=cast("Submitter", OwnAnswer(said)),
+            refresh=never_refreshed,
+            accounts={"ccv": ["default"]},
+            watched={},
+            secrets=tuple(config_secrets(config)),
+        )
+        server = TestServer(build_api(config.api, deps), host="127.0.0.1", port=port)
+        await server.start_server()
+        lock = WriterLock(tmp_path / "reconciler.db")
+        lock.acquire()  # the daemon holds the store: the command goes through its API
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"http://127.0.0.1:{port}/api/v1/ccv/orders",
+                    json=submit_body(externalReference="own-1"),
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                ) as resp,
+            ):
+                header = resp.headers[OWN_HEADER]
+            stdin = json.dumps(submit_body(externalReference="own-1")).encode()
+            result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        finally:
+            lock.release()
+            await server.close()
+            await store.close()
+    assert CCV_KEY not in own_from_header(header) and "%0D%0A" in header, header
     assert (result.code, result.stdout) == (75, ""), result.stderr
     lines = result.stderr.splitlines()
     said_lines = [line for line in lines if "forged second line" in line]
