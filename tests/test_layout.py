@@ -58,3 +58,46 @@ def test_the_dispatcher_and_the_stores_outbox_rows_have_a_name_each() -> None:
     assert "Outbox" not in classes
     assert classes["Delivery"] == ["delivery.py"]
     assert classes["OutboxRows"] == ["store/events.py"]
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Which of the package's subpackages each subpackage imports (TYPE_CHECKING ones too)."""
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    edges: defaultdict[str, set[str]] = defaultdict(set)
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) < 2:
+            continue  # a module at the top is no subpackage
+        here = parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = list(here[: len(here) - node.level + 1])
+                    target = [*base, *(node.module or "").split(".")] if node.module else base
+                else:
+                    target = (node.module or "").split(".")[1:] if node.module else []
+                    if not (node.module or "").startswith("reconciler."):
+                        continue
+                names = [target] if node.module else [[*target, a.name] for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [
+                    a.name.split(".")[1:] for a in node.names if a.name.startswith("reconciler.")
+                ]
+            else:
+                continue
+            for name in names:
+                if name and name[0] in packages and name[0] != here[0]:
+                    edges[here[0]].add(name[0])
+    return edges
+
+
+def test_no_import_cycle_between_subpackages() -> None:
+    edges = _package_imports()
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in edges.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    assert sorted(p for p in edges if reaches(p, p, {p})) == []

@@ -4,15 +4,27 @@ another process: which pass, when, how long, and how it went."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from .db import Store
 
-if TYPE_CHECKING:
-    from ..passes.report import PassReport
-
 _KEY = "last_pass"
+
+
+class PassCounts(Protocol):
+    """What the store keeps of a pass's report (passes/report.PassReport): the store does not
+    depend on the passes package, which depends on it."""
+
+    @property
+    def checked(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def events(self) -> int: ...
+    @property
+    def failed_sources(self) -> Collection[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +46,7 @@ class LastPass:
 
 
 async def remember_pass(
-    store: Store, name: str, report: PassReport, started: float, now: float
+    store: Store, name: str, report: PassCounts, started: float, now: float
 ) -> None:
     """Record a finished pass (begun at `started`) for `reconciler status`, in its own small
     transaction."""
