@@ -33,9 +33,8 @@ from .config import Config
 from .delivery import TICK_S
 from .logs import fields
 from .metrics import Metrics
-from .poller.coordinator import MAX_TICK_S
+from .poller.coordinator import MAX_TICK_S, NamedReport
 from .poller.unconfigured import unconfigured_accounts, warn_unconfigured
-from .reconcile import PassReport
 from .redact import config_secrets
 from .runtime import INTEGRITY_CHECK_MAX_BYTES, Runtime, check_store
 from .scheduler import Scheduler
@@ -246,7 +245,7 @@ class Daemon:
         except Exception:
             log.error("startup_pass.failed", exc_info=True)
             return
-        self._on_pass("start-up catch-up", report, True)
+        self._on_pass(NamedReport("start-up catch-up", report, is_pass=True))
         try:
             await self.rt.prune()  # then daily (scheduler.py)
         except StoreError:
@@ -254,11 +253,11 @@ class Daemon:
         except Exception:
             log.error("prune.failed", exc_info=True)
 
-    def _on_pass(self, name: str, report: PassReport, is_pass: bool) -> None:
+    def _on_pass(self, named: NamedReport) -> None:
         # A notification's check or an API refresh is no pass (README, `status` `last_pass`):
         # the line keeps the last pass, though what the check found may change `failing`.
-        if is_pass:
-            self.last_pass = f"{name}: {report.summary()}"
+        if named.is_pass:
+            self.last_pass = f"{named.name}: {named.report.summary()}"
         self._spawn(self._send_status())
 
     async def _send_status(self) -> None:
