@@ -1,4 +1,5 @@
-"""The writes a stopped process left `sending`, settled by the next writer at its start."""
+"""The writes a stopped process left `sending`, and those a database that went back left open,
+settled by the next writer at its start."""
 
 from __future__ import annotations
 
