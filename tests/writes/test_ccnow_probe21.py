@@ -1,0 +1,100 @@
+"""What the 21st outside probe found in CCNow actions, against a fake CCNow on 127.0.0.1: a key
+given for one order and then for it among others (`K` and `K/ORDER`) made a second discount; an
+adjust or tracking upload answered with a status other than `pending` was `succeeded`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, write_config
+from tests.fake_providers import FakeCCNow
+from tests.server.test_api import api_toml
+from tests.writes.test_ccnow_actions import A, B, ccnow, commands, daemon_with_api, tracked
+from tests.writes.test_ccnow_second_probe import action_events
+
+
+def _discounts(fake: FakeCCNow) -> list[str]:
+    return [order_id for order_id, action, _ in fake.actions if action == "adjust"]
+
+
+# --- 1. one key, one order, one command --------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", [[A], [A, B]], ids=["alone-first", "among-others-first"])
+async def test_a_key_for_an_order_alone_and_among_others_is_one_discount(
+    tmp_path: Path, fake_ccnow: FakeCCNow, first: list[str]
+) -> None:
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    second = [A, B] if first == [A] else [A]
+    for ids in (first, second):
+        run = await ccnow(cfg, "adjust", *ids, "--amount", "3.00", "--key", "refund-9")
+        assert run.code == 0, run.stdout + run.stderr
+    assert f"{A} adjust succeeded: pending (command 1) (made before with this key)" in run.stdout
+    assert sorted(_discounts(fake_ccnow)) == sorted({A, B})
+    # The other form asking something else is that key given to another command: refused.
+    other = await ccnow(cfg, "adjust", *second, "--amount", "4.00", "--key", "refund-9")
+    assert other.code == 65 and "was given to another command" in other.stderr, other.stderr
+    assert sorted(_discounts(fake_ccnow)) == sorted({A, B})
+
+
+async def test_a_key_for_another_order_alone_is_not_this_orders_command(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # `K` kept for B alone does not stand for A's part of `K` given for A and B.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    assert (await ccnow(cfg, "adjust", B, "--amount", "3.00", "--key", "K")).code == 0
+    both = await ccnow(cfg, "adjust", A, B, "--amount", "3.00", "--key", "K")
+    assert both.code == 0, both.stdout + both.stderr
+    assert _discounts(fake_ccnow) == [B, A]
+    assert f"{B} adjust succeeded: pending (command 1) (made before with this key)" in both.stdout
+    assert f"{A} adjust succeeded: pending (command 2)\n" in both.stdout
+
+
+@pytest.mark.parametrize("single_first", [True, False])
+async def test_the_api_takes_order_id_and_order_ids_with_one_key_as_one_discount(
+    tmp_path: Path, fake_ccnow: FakeCCNow, single_first: bool
+) -> None:
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    base = f"http://127.0.0.1:{port}/api/v1/ccnow/actions"
+    alone = {"order_id": A, "action": "adjust", "amount": "3.00", "idempotency_key": "refund-9"}
+    among = {"order_ids": [A, B], "action": "adjust", "amount": "3.00", "key": "refund-9"}
+    bodies = (alone, among) if single_first else (among, alone)
+    async with daemon_with_api(cfg, port) as http:
+        answers = []
+        for body in bodies:
+            async with http.post(base, json=body) as r:
+                assert r.status == 202, await r.text()
+                answers.append(await r.json())
+    made = {c["order_id"]: c for answer in answers for c in answer["commands"]}
+    assert made[A]["made_before"] is True and made[A]["outcome"] == "succeeded"
+    assert sorted(_discounts(fake_ccnow)) == [A, B]
+    assert len(commands(tmp_path)) == 2
+
+
+# --- 2. an action answered with a status other than pending ----------------------------------
+
+
+@pytest.mark.parametrize("status", ["completed", "refunded", "on_hold"])
+@pytest.mark.parametrize(
+    "action",
+    [["adjust", "--amount", "3.00"], ["add-tracking", "--carrier", "DHL", "--number", "1"]],
+)
+async def test_an_action_answered_with_its_order_past_pending_is_refused(
+    tmp_path: Path, fake_ccnow: FakeCCNow, status: str, action: list[str]
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    fake_ccnow.actions_answer = [f"{A} {status}"]
+    run = await ccnow(cfg, action[0], A, *action[1:])
+    assert run.code == 65, run.stdout + run.stderr
+    words = f"answered {status}, not pending"
+    word = {"adjust": "adjust", "add-tracking": "track"}[action[0]]
+    assert f"{A} {word} refused: {words} (command 1)" in run.stdout
+    assert commands(tmp_path) == [(A, "refused", words)]
+    assert action_events(tmp_path) == ["order.action_refused"]
