@@ -121,8 +121,10 @@ class ActionSender:
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         in_flight: InFlight | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.store = store
+        self.secrets = secrets  # the config's: never taken from CCNow's answers for a status
         self.session = session
         self.gates = gates  # the accounts' bounds, shared with their queries
         self.reconciler = reconciler
@@ -218,7 +220,11 @@ class ActionSender:
         once, gate = batch[0].action == "adjust", self.gates.of(cfg)
         try:
             posted = await post_batch(
-                self.session, cfg, batch, once=once, gate=gate, halt=self.in_flight.halt
+                *(self.session, cfg, batch),
+                once=once,
+                gate=gate,
+                halt=self.in_flight.halt,
+                secrets=self.secrets,
             )
         except Stopping:
             # Not posted: as it was before this claim, due for the next start.
@@ -330,7 +336,9 @@ class ActionSender:
             status = line.status if line is not None else None
 
             async def read(order_id: str = c.order_id) -> Observation | None:
-                return await read_status(self.session, cfg, order_id, self.gates, self.in_flight)
+                return await read_status(
+                    self.session, cfg, order_id, self.gates, self.in_flight, self.secrets
+                )
 
             # Its own line saying CCNow is down decides nothing, as a whole post's does.
             own = refusal is None and says_down_for(line)

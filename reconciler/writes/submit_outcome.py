@@ -137,7 +137,8 @@ class Closing:
     order_id_fields: Sequence[str]
     now: float
     on_commit: Callable[[], None]
-    key_forms: SecretForms | None = None  # the account's API key: never taken for an id
+    # The account's API key and the config's other secrets: never taken for an id.
+    key_forms: SecretForms | None = None
 
 
 async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer) -> Result:

@@ -4,15 +4,18 @@ adjust or tracking upload answered with a status other than `pending` was `succe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, write_config
-from tests.fake_providers import FakeCCNow
-from tests.server.test_api import api_toml
+from tests.conftest import call_cli, free_port, write_config
+from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
+from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, Reply
+from tests.server.test_api import RECEIVER_SECRET, TOKEN, api_toml
 from tests.writes.test_ccnow_actions import A, B, ccnow, commands, daemon_with_api, tracked
 from tests.writes.test_ccnow_second_probe import action_events
+from tests.writes.test_submit_crash import query
 
 
 def _discounts(fake: FakeCCNow) -> list[str]:
@@ -98,3 +101,62 @@ async def test_an_action_answered_with_its_order_past_pending_is_refused(
     assert f"{A} {word} refused: {words} (command 1)" in run.stdout
     assert commands(tmp_path) == [(A, "refused", words)]
     assert action_events(tmp_path) == ["order.action_refused"]
+
+
+# --- 3. a provider's answer echoing a secret of the config -----------------------------------
+
+NOTIFICATION_TOKEN = "ccnow-notification-token-5e2f"
+# Every secret of the config below but the account's own, which was looked for already.
+OTHERS = [CCNOW_PASSWORD, TOKEN, RECEIVER_SECRET, NOTIFICATION_TOKEN]
+
+
+def _config_with_every_secret(tmp_path: Path, ccv: FakeCCVWrites, ccnow: FakeCCNow) -> Path:
+    extra = api_toml(free_port())
+    token = f'notification_token = "{NOTIFICATION_TOKEN}"\n'
+    return write_config(tmp_path, ccv=ccv, ccnow=ccnow, ccnow_extra=token, extra=extra)
+
+
+def _kept_nowhere(tmp_path: Path, secret: str, *outputs: str) -> None:
+    for text in outputs:
+        assert secret not in text
+    for path in (tmp_path / "reconciler.db", tmp_path / "events.jsonl"):
+        if path.exists():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("secret", OTHERS)
+async def test_a_ccv_order_id_echoing_a_secret_of_the_config_is_not_taken(
+    tmp_path: Path, fake_ccnow: FakeCCNow, secret: str
+) -> None:
+    async with FakeCCVWrites() as fake:
+        cfg = _config_with_every_secret(tmp_path, fake, fake_ccnow)
+        fake.submit_replies = [json_reply(201, {"orderId": secret})]
+        stdin = json.dumps(submit_body(externalReference="echo-21")).encode()
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        assert (result.code, result.stdout) == (75, ""), result.stderr
+        assert "echo-21 is uncertain" in result.stderr
+        assert fake.requests_for(secret) == []  # no status GET with it in its path
+    assert query(tmp_path, "SELECT state FROM submissions") == [("uncertain",)]
+    assert query(tmp_path, "SELECT count(*) FROM orders") == [(0,)]
+    _kept_nowhere(tmp_path, secret, result.stderr)
+
+
+@pytest.mark.parametrize("secret", [CCV_KEY, TOKEN, RECEIVER_SECRET, NOTIFICATION_TOKEN])
+async def test_a_ccnow_answer_line_echoing_a_secret_of_the_config_is_no_status(
+    tmp_path: Path, fake_ccnow: FakeCCNow, secret: str
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.pending_statuses = set()  # asked about on its own, not read off the list
+    async with FakeCCVWrites() as fake:
+        cfg = _config_with_every_secret(tmp_path, fake, fake_ccnow)
+        assert (await call_cli("--config", cfg, "track", "ccnow", A)).code == 0
+        fake_ccnow.queries = Reply(200, f"{A} {secret}\n")
+        polled = await call_cli("--config", cfg, "catch-up", "--source", "ccnow")
+        assert polled.code == 75, polled.stderr
+        fake_ccnow.queries = None
+        fake_ccnow.actions_answer = [f"{A} {secret}"]
+        shipped = await ccnow(cfg, "ship", A)
+    # The line is no status: the order's own status, read then, says the ship took.
+    assert shipped.code == 0, shipped.stdout + shipped.stderr
+    assert f"{A} ship succeeded: mark_shipped (the order's status)" in shipped.stdout
+    _kept_nowhere(tmp_path, secret, polled.stdout, polled.stderr, shipped.stdout, shipped.stderr)
