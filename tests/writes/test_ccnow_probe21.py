@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, Reply
-from tests.server.test_api import RECEIVER_SECRET, TOKEN, api_toml
+from tests.server.test_api import GOOD_PRICES, RECEIVER_SECRET, TOKEN, Api, api_toml
 from tests.writes.test_ccnow_actions import A, B, ccnow, commands, daemon_with_api, tracked
 from tests.writes.test_ccnow_second_probe import action_events
 from tests.writes.test_submit_crash import query
@@ -160,3 +160,29 @@ async def test_a_ccnow_answer_line_echoing_a_secret_of_the_config_is_no_status(
     assert shipped.code == 0, shipped.stdout + shipped.stderr
     assert f"{A} ship succeeded: mark_shipped (the order's status)" in shipped.stdout
     _kept_nowhere(tmp_path, secret, polled.stdout, polled.stderr, shipped.stdout, shipped.stderr)
+
+
+# --- 4. CCV's 429 passed back as it is -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wait", "passed"),
+    [
+        ("7", "7"),
+        ("Wed, 02 Dec 2026 01:00:00 GMT", "Wed, 02 Dec 2026 01:00:00 GMT"),
+        ("soon", None),
+    ],
+)
+async def test_the_api_passes_back_ccvs_retry_after(
+    api: Api, fake: FakeCCVWrites, wait: str, passed: str | None
+) -> None:
+    body = json.dumps({"message": "Too many requests"})
+    busy = Reply(429, body, "application/json", headers={"Retry-After": wait})
+    fake.submit_replies, fake.pricing_replies = [busy], [busy]
+    for method, path, document in (
+        ("POST", "/api/v1/ccv/orders", submit_body(externalReference="busy-1")),
+        ("PATCH", "/api/v1/ccv/pricing", GOOD_PRICES),
+    ):
+        status, answer, headers = await api.call(method, path, body=document)
+        assert (status, answer) == (429, {"message": "Too many requests"}), path
+        assert headers.get("Retry-After") == passed, path
