@@ -158,6 +158,9 @@ class Submitter:
                         )
                         await asyncio.shield(earlier)
                         continue
+                    # The order it made, when known: a run a signal ended after CCV's answer
+                    # was recorded printed no id, and this one is how to learn it.
+                    made = f": order {old.order_id}" if old.order_id else ""
                     return json_result(
                         409,
                         {
@@ -170,7 +173,7 @@ class Submitter:
                         ref,
                         old.state,
                         own=f"external reference {ref} was submitted already (its submit is "
-                        f"{old.state}); not sent again",
+                        f"{old.state}{made}); not sent again",
                     )
                 return await self._send(cfg, account, ref, data, sub_id)
         finally:

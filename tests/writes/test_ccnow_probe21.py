@@ -4,18 +4,19 @@ adjust or tracking upload answered with a status other than `pending` was `succe
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import call_cli, free_port, write_config
+from tests.conftest import call_cli, daemon_here, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, Reply
 from tests.server.test_api import GOOD_PRICES, RECEIVER_SECRET, TOKEN, Api, api_toml
 from tests.writes.test_ccnow_actions import A, B, ccnow, commands, daemon_with_api, tracked
 from tests.writes.test_ccnow_second_probe import action_events
-from tests.writes.test_submit_crash import query
+from tests.writes.test_submit_crash import listening, query
 
 
 def _discounts(fake: FakeCCNow) -> list[str]:
@@ -186,3 +187,32 @@ async def test_the_api_passes_back_ccvs_retry_after(
         status, answer, headers = await api.call(method, path, body=document)
         assert (status, answer) == (429, {"message": "Too many requests"}), path
         assert headers.get("Retry-After") == passed, path
+
+
+# --- 5. a reference submitted already names its order ----------------------------------------
+
+
+@pytest.mark.parametrize("through_daemon", [False, True])
+async def test_a_second_submit_of_a_reference_names_the_order_it_made(
+    tmp_path: Path, through_daemon: bool
+) -> None:
+    # A submit a SIGTERM ended after CCV's answer was recorded printed no id: the run again
+    # is the way to learn it.
+    port = free_port()
+    stdin = json.dumps(submit_body(externalReference="again-5")).encode()
+    async with FakeCCVWrites() as fake:
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+        first = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        assert first.code == 0, first.stderr
+        order_id = first.stdout.strip()
+        async with contextlib.AsyncExitStack() as stack:
+            if through_daemon:
+                await stack.enter_async_context(daemon_here(cfg))
+                await listening(port)
+            again = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (again.code, again.stdout) == (65, ""), again.stderr
+    assert (
+        "external reference again-5 was submitted already (its submit is succeeded: order "
+        f"{order_id}); not sent again"
+    ) in again.stderr
+    assert len(fake.submits) == 1
