@@ -67,6 +67,22 @@ def test_ready_and_status_go_in_one_datagram(
     assert notify_socket.receive(timeout_s=2).lines == ["READY=1", "STATUS=polling 2 accounts"]
 
 
+def test_the_stand_in_reads_what_comes_while_the_test_looks_elsewhere(
+    make_notifier: MakeNotifier, path_socket: NotifySocket
+) -> None:
+    # The kernel keeps 10 unread datagrams (net.unix.max_dgram_qlen); a test busy elsewhere for
+    # more than ten watchdog pings lost the daemon's STOPPING=1 that came next.
+    notifier = make_notifier(path_socket.env())
+    sent = []
+    for _ in range(15):
+        sent.append(notifier.notify("WATCHDOG=1"))
+        time.sleep(0.05)  # the cadence of a daemon's pings, faster
+    sent.append(notifier.notify("STOPPING=1"))
+    assert all(sent)
+    got = [path_socket.receive(timeout_s=2).lines for _ in sent]
+    assert got == [["WATCHDOG=1"]] * 15 + [["STOPPING=1"]]
+
+
 def test_ready_without_status(make_notifier: MakeNotifier, notify_socket: NotifySocket) -> None:
     notifier = make_notifier(notify_socket.env())
     notifier.ready()
