@@ -127,6 +127,7 @@ class Runtime:
             on_commit=self.delivery.committed,
             in_flight=in_flight or self._writes(),
             gates=self.gates,
+            secrets=config_secrets(self.config),
         )
 
     def submitter(self, in_flight: InFlight | None = None, *, give_way: bool = False) -> Submitter:
@@ -147,6 +148,7 @@ class Runtime:
             in_flight=in_flight or self._writes(),
             gates=self.gates,
             given=given_secrets(config_secrets(self.config)),
+            secrets=config_secrets(self.config),
         )
 
     async def interrupted_writes(self) -> bool:
