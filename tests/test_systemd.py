@@ -404,6 +404,13 @@ def test_catchup_timer_runs_hourly_and_catches_up_after_downtime() -> None:
 
 
 @pytest.mark.parametrize("unit", SERVICES, ids=lambda p: p.name)
+def test_a_stop_signals_reconciler_alone(unit: Path) -> None:
+    # Both deliver to sinks: with the default (control-group) a command sink's program got
+    # SIGTERM with reconciler, though the stop awaits a command under way for 2.5 s.
+    assert parse_unit(unit)["Service"]["KillMode"] == ["mixed"]
+
+
+@pytest.mark.parametrize("unit", SERVICES, ids=lambda p: p.name)
 def test_services_refuse_io_uring(unit: Path) -> None:
     # README promises the filter refuses io_uring; @system-service alone allows it (@aio).
     service = parse_unit(unit)["Service"]
