@@ -192,9 +192,7 @@ def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
     # A lookahead: a head that begins inside another one ("aaaaaaaaaX" in "aaaaaaaaaaaX") is
     # found too.
     head_search = "(?=" + "|".join(map(re.escape, sorted(heads))) + ")"
-    by_head = {
-        head: tuple(form for form in lowered if form.startswith(head)) for head in heads
-    }
+    by_head = {head: tuple(form for form in lowered if form.startswith(head)) for head in heads}
     by_size = tuple(
         frozenset(form[:size] for form in forms if len(form) > size)
         for size in range(MIN_BODY_FRAGMENT + 1)
@@ -225,6 +223,12 @@ def answer_secrets(own: str, config: Iterable[str]) -> tuple[str, ...]:
     kept: the account's own, and the config's others as a value given is checked for (of
     GIVEN_SECRET_MIN characters or more). A provider may echo any of them."""
     return tuple(dict.fromkeys([own, *(s for s in config if len(s) >= GIVEN_SECRET_MIN)]))
+
+
+def answer_forms(own: str, config: Iterable[str]) -> SecretForms | None:
+    """The secrets a provider's answer must not hold to be kept (answer_secrets: the account's
+    own and the config's others), as one search: a CCV status answer's and a submit's."""
+    return secret_forms(frozenset(answer_secrets(own, config)))
 
 
 def given_secrets(secrets: Iterable[str]) -> SecretForms | None:
