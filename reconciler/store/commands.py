@@ -252,7 +252,9 @@ async def uncertain_accounts(store: Store, order_id: str) -> list[str]:
 async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
     """Commit that a post with these commands is about to leave (counted as an attempt);
     return the ids claimed. One still queued is claimed once: two senders in one process (the
-    daemon's tick and an API request) never both post it."""
+    daemon's tick and an API request) never both post it. A claim counts in the history mark
+    (store/history.py): a database that lost it has gone back, and its `queued` command may
+    have been sent."""
     claimed = []
     async with store.transaction():
         for i in ids:
@@ -264,6 +266,8 @@ async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
             )
             if store.conn.total_changes > before:
                 claimed.append(i)
+        if claimed:
+            await store.events.skip_seq()
     return claimed
 
 
