@@ -231,9 +231,10 @@ async def _raise_floor(conn: aiosqlite.Connection, seq: int) -> int:
 
 # The highest command id when the rewind was found: the next writer settles every open command
 # up to it (rewound.py), and deletes this.
-REWOUND_COMMANDS = (
+REWOUND_KEY = "rewound_commands"
+_REWOUND_COMMANDS = (
     "INSERT OR REPLACE INTO meta (key, value) "
-    "VALUES ('rewound_commands', (SELECT ifnull(max(id), 0) FROM commands))"
+    f"VALUES ('{REWOUND_KEY}', (SELECT ifnull(max(id), 0) FROM commands))"
 )
 
 
@@ -258,7 +259,7 @@ async def _new_epoch(
             )
             # In the new epoch's transaction, so that no open can see the rewind and forget
             # it: the CCNow actions it left open may have been sent since (rewound.py).
-            await conn.execute(REWOUND_COMMANDS)
+            await conn.execute(_REWOUND_COMMANDS)
         await conn.execute(_RAISE_FLOOR, (floor,))
         # Before the commit: an open that reads this epoch from the database then finds it in
         # the mark too, and takes it for no rewind (open_history). A commit that fails leaves
