@@ -142,7 +142,7 @@ class Events:
     async def skip_seq(self) -> None:
         """Hand out a seq no event takes (inside a transaction): the history mark then counts
         a commit that stored no event, which a database that lost it lacks (history.py)."""
-        last = await self.last_seq()
+        last = await highest_seq(self._conn)  # the database's own: a floor never goes down
         await self._conn.execute(SKIP_SEQ, (last + 1,))
         self._store.on_rollback(self._forget_last_seq)
         self._last_seq = last + 1
