@@ -9,10 +9,13 @@ import logging
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import aiosqlite
 import pytest
+from aiosqlite import Row
 
 from reconciler.events import action_event
 from reconciler.store import Store, history
@@ -134,8 +137,29 @@ async def test_a_lost_wal_is_a_rewind_too(
         assert not conn.execute("SELECT 1 FROM meta WHERE key = 'rewound_commands'").fetchall()
 
 
+class DaemonOpensFirst:
+    """A `track`'s connection to the store that lets the daemon open the store and record a
+    discount before its first read of the database (after its read of the history mark)."""
+
+    def __init__(self, conn: aiosqlite.Connection, db: Path) -> None:
+        self._conn = conn
+        self._db = db
+        self.daemon: Store | None = None
+
+    async def execute_fetchall(self, sql: str, params: Sequence[object] = ()) -> Iterable[Row]:
+        if self.daemon is None:
+            self.daemon = await Store.open(self._db)
+            await settle_interrupted(self.daemon)
+            new = cmds.NewCommand("default", A, "adjust", "after-the-rewind", amount="2.00")
+            await cmds.record(self.daemon, [new], time.time())
+        return await self._conn.execute_fetchall(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
 async def test_a_discount_made_after_the_rewind_is_not_taken_for_one_it_left_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A `track` opening the restored store reads the mark, then the daemon opens it first
     # (finds the rewind, starts a new epoch) and records a discount, then the `track` reads the
@@ -143,27 +167,22 @@ async def test_a_discount_made_after_the_rewind_is_not_taken_for_one_it_left_ope
     # after the rewind, must stay queued (made uncertain, it would never be sent).
     caplog.set_level(logging.WARNING, "reconciler.store")
     db, backup = tmp_path / "reconciler.db", tmp_path / "backup.db"
-    await (await Store.open(db)).close()
+    store = await Store.open(db)
+    store_id = store.store_id
+    await store.close()
     shutil.copyfile(db, backup)
     await add_events(db, 5)
     restore_store(backup, db)
 
-    real = history.highest_seq
-    daemon: list[Store] = []
-
-    async def daemon_opens_first(conn: aiosqlite.Connection) -> int:
-        monkeypatch.setattr(history, "highest_seq", real)
-        if not daemon:
-            daemon.append(await Store.open(db))
-            await settle_interrupted(daemon[0])
-            new = cmds.NewCommand("default", A, "adjust", "after-the-rewind", amount="2.00")
-            await cmds.record(daemon[0], [new], time.time())
-        return await real(conn)
-
-    monkeypatch.setattr(history, "highest_seq", daemon_opens_first)
-    track = await Store.open(db)
-    await track.close()
-    await daemon[0].close()
+    conn = DaemonOpensFirst(await aiosqlite.connect(db), db)
+    try:
+        mark, epoch = await history.open_history(cast(aiosqlite.Connection, conn), db, store_id)
+        assert mark is not None
+        mark.close()
+    finally:
+        await conn.close()
+        if conn.daemon is not None:
+            await conn.daemon.close()
 
     # The daemon's next start (and every writer's) finds nothing to settle.
     store = await Store.open(db)
@@ -173,7 +192,8 @@ async def test_a_discount_made_after_the_rewind_is_not_taken_for_one_it_left_ope
             ("queued", None)
         ]
         # One epoch, the daemon's, and one rewind: every open after it sees none.
-        assert store.store_id == track.store_id == daemon[0].store_id
+        assert conn.daemon is not None
+        assert store.store_id == f"{store_id}/{epoch}" == conn.daemon.store_id
     finally:
         await store.close()
     assert sum(r.getMessage() == "store.history_rewound" for r in caplog.records) == 1
