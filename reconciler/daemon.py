@@ -51,10 +51,6 @@ from .writes.submit import Submitter
 log = logging.getLogger("reconciler.daemon")
 
 
-class StartupError(Exception):
-    """The daemon cannot start for a reason worth trying again later (exit 75)."""
-
-
 @dataclass(frozen=True)
 class Ticks:
     """How often the daemon reads its store for work another process left there: events a
@@ -308,11 +304,8 @@ class Daemon:
             shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S,
             limits=ConnectionLimits.from_config(receiver),
         )
-        try:
-            await self.receiver.start(receiver.listen_host, receiver.listen_port)
-        except OSError as exc:
-            where = f"{receiver.listen_host}:{receiver.listen_port}"
-            raise StartupError(f"receiver cannot listen on {where}: {exc.strerror}") from None
+        where = (receiver.listen_host, receiver.listen_port)
+        await self.receiver.start_as(*where, file=self.config.file, key="receiver.listen")
 
     async def start_api(self) -> None:
         """Make the writers (CCV submits and prices, CCNow actions), then serve `[api]` when
@@ -344,11 +337,9 @@ class Daemon:
         # write was sent gets the provider's answer.
         app.on_shutdown.append(lambda _: self.writes.wait())
         self.api = ApiListener(app, self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
-        try:
-            await self.api.start(api.listen_host, api.listen_port)
-        except OSError as exc:
-            where = f"{api.listen_host}:{api.listen_port}"
-            raise StartupError(f"api cannot listen on {where}: {exc.strerror}") from None
+        await self.api.start_as(
+            api.listen_host, api.listen_port, file=self.config.file, key="api.listen"
+        )
 
 
 async def run_daemon(
@@ -365,8 +356,11 @@ async def run_daemon(
     loop = asyncio.get_running_loop()
     signals = eventloop.stop_signals() if stop is None else ()
     stopping = asyncio.Event() if stop is None else stop
+    echo = eventloop.SigtermEcho()
 
     def on_signal(signum: int) -> None:
+        if echo(signum):
+            return
         if stopping.is_set():
             log.warning("daemon.force_exit", extra=fields(signal=signal.Signals(signum).name))
             # At once, as a kill would (the store is safe: WAL, synchronous=FULL): unwinding

@@ -50,7 +50,7 @@ class Coordinators:
             ccv={
                 c.name: CCVCoordinator(
                     c,
-                    CCVClient(c, session, gate=gates.of(c)),
+                    CCVClient(c, session, gate=gates.of(c), secrets=secrets),
                     writer,
                     remember_ref_s=remember,
                     secrets=secrets,
@@ -59,7 +59,10 @@ class Coordinators:
             },
             ccnow={
                 c.name: CCNowCoordinator(
-                    c, CCNowClient(c, session, gate=gates.of(c)), writer, secrets=secrets
+                    c,
+                    CCNowClient(c, session, gate=gates.of(c), secrets=secrets),
+                    writer,
+                    secrets=secrets,
                 )
                 for c in config.ccnow
             },
