@@ -18,19 +18,13 @@ from typing import TYPE_CHECKING, Any
 from ..model import OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
-from .order_rows import COLUMNS, Plan, Row
+from .order_rows import COLUMNS, TRACK, Plan, Row
 from .order_sql import FAILING_SQL, STUCK_SQL, due_sql, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
 if TYPE_CHECKING:
     from .db import Store
 
-_TRACK = (
-    "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
-    "next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
-    "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
-    "coalesce(excluded.external_reference, orders.external_reference)"
-)
 _TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
 Given = Sequence[tuple[str, str | None]]  # orders to track: (id, external reference or None)
 Progress = Callable[[int], None]  # hears of each chunk tracked
@@ -193,7 +187,7 @@ class Orders:
         self, source: Source, account: str, orders: Given, now: float, progress: Progress = _quiet
     ) -> int:
         """Start following orders (id, external reference), all in one transaction; return how
-        many were new. `progress` hears of each chunk written."""
+        many were new or given another reference. `progress` hears of each chunk written."""
         async with self._store.transaction():
             return await self.track_within(source, account, orders, now, progress)
 
@@ -205,7 +199,7 @@ class Orders:
         for i in range(0, len(orders), _TRACK_CHUNK):
             chunk = orders[i : i + _TRACK_CHUNK]
             cur = await self._conn.executemany(
-                _TRACK, [(source, account, oid, ref, now) for oid, ref in chunk]
+                TRACK, [(source, account, oid, ref, now) for oid, ref in chunk]
             )
             # The statement's own rows: total_changes would count the counts' triggers too.
             added += cur.rowcount
@@ -219,7 +213,7 @@ class Orders:
         """`track`'s statement for one order, for a caller that commits it with statements of its
         own in one hand-off (`oneshot.commit_at_once`); the pages are dropped, as by `track`."""
         self.drop_pages()
-        return _TRACK, (source, account, order_id, reference, now)
+        return TRACK, (source, account, order_id, reference, now)
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
         """Stop following orders (their history stays); return how many were followed."""
