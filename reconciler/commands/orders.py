@@ -20,7 +20,7 @@ from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
-from ..store.files import writer_running
+from ..store.files import store_exists, writer_running
 from ..terminal import padded, shown, width
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
@@ -30,7 +30,11 @@ log = logging.getLogger("reconciler.cli")
 
 
 async def open_store(config: Config, *, readonly: bool = False) -> Store | None:
-    """Open the store, or None when it does not exist yet (nothing tracked)."""
+    """Open the store, or None when it does not exist yet (nothing tracked): a command that
+    reads or removes orders creates none (a mistyped path made its directory and an empty
+    database)."""
+    if not store_exists(config.store_path):
+        return None
     try:
         return await Store.open(config.store_path, readonly=readonly)
     except FileNotFoundError:
@@ -204,9 +208,7 @@ async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     source: Source = args.source
     account = await _untrack_account(config, source, args.account)
     ids = order_ids(source, args.ids, given_secrets(config_secrets(config)))
-    # As `orders`: a store not created yet follows nothing, and removing nothing creates none
-    # (a mistyped path made its directory and an empty database).
-    store = await open_store(config) if config.store_path.exists() else None
+    store = await open_store(config)
     if store is None:
         log.info("orders.untracked", extra=fields(source=source, removed=0))
         return EX_OK

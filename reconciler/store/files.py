@@ -152,6 +152,19 @@ def _fcntl_lock(fd: int, command: int, lock_type: int) -> int:
     return int(struct.unpack_from(_FLOCK, answer)[_TYPE_AT])
 
 
+def store_exists(path: Path) -> bool:
+    """Whether the database file is there: False only when it is not (nothing stored yet). Not
+    knowing (a directory on the way this user may not search) is the store's file error (74),
+    not an empty store: `orders` would show nothing, `untrack` remove nothing, both exit 0."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise file_error(f"cannot use database {path}", path, exc) from None
+    return True
+
+
 def check_file(path: Path, mode: int) -> None:
     """Raise OSError unless `path` is a regular file this process may open with `mode`.
 
