@@ -77,8 +77,12 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
             raise DataError(f"--ref: {problem}")
     ids = order_ids(source, args.ids, secrets)
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in ids]
+    header: dict[str, str] = {}
     if args.from_file is not None:
-        orders.extend(read_track_file(args.from_file, source, secrets))
+        read = read_track_file(args.from_file, source, secrets)
+        orders.extend(read.orders)
+        if read.header is not None:
+            header["header_skipped"] = read.header
     from ..delivery import sink_names
 
     # Every sink the config names: settling an uncertain submit stores an event.
@@ -95,7 +99,13 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
                 )
         log.info(
             "orders.tracked",
-            extra=fields(source=source, account=account, given=len(orders), new_or_updated=added),
+            extra=fields(
+                source=source,
+                account=account,
+                given=len(orders),
+                new_or_updated=added,
+                **header,
+            ),
         )
         if source != "ccv":
             return EX_OK
