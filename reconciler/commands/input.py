@@ -54,14 +54,19 @@ def order_ids(source: Source, raw_ids: list[str], secrets: SecretForms | None) -
 
 
 def reference_given(
-    option: str, ref: str, secrets: SecretForms | None, *, given: bool = True
+    option: str,
+    ref: str,
+    secrets: SecretForms | None,
+    *,
+    given: bool = True,
+    tracked: bool = False,
 ) -> str:
     """Return a reference given on the command line (`--ref`); one holding one of `secrets` is
     a DataError (refused first: the refusal of a malformed reference quotes it), and so is
-    one that cannot be followed (`given`: see `reference_problem`)."""
+    one that cannot be followed (`given`, `tracked`: see `reference_problem`)."""
     if holds_secret(ref, secrets):
         raise DataError(f"{option}: {GIVEN_SECRET}")
-    if problem := reference_problem(ref, given=given):
+    if problem := reference_problem(ref, given=given, tracked=tracked):
         raise DataError(f"{option}: {problem}")
     return ref
 

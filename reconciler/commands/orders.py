@@ -15,7 +15,7 @@ from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields, say
-from ..model import Source, blank_reference
+from ..model import Source
 from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
@@ -72,9 +72,7 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     if args.ref is not None:
         # given=False: a reference stored before outer white space was refused is tracked, and
         # its uncertain submit settled, as it was stored.
-        reference_given("--ref", args.ref, secrets, given=False)
-        if problem := blank_reference(args.ref):
-            raise DataError(f"--ref: {problem}")
+        reference_given("--ref", args.ref, secrets, given=False, tracked=True)
     ids = order_ids(source, args.ids, secrets)
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in ids]
     header: dict[str, str] = {}
