@@ -147,6 +147,7 @@ class Runtime:
             in_flight=in_flight or self._writes(),
             gates=self.gates,
             given=given_secrets(config_secrets(self.config)),
+            secrets=config_secrets(self.config),
         )
 
     async def interrupted_writes(self) -> bool:

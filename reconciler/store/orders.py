@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 _TRACK = (
     "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
-    "next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
+    "first_seen, next_check_at) VALUES (?, ?, ?, ?, ?, ?, 0) "
     "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
-    "coalesce(excluded.external_reference, orders.external_reference)"
+    "coalesce(excluded.external_reference, orders.external_reference), "
+    "first_seen = coalesce(orders.first_seen, excluded.first_seen)"
 )
 _TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
 Given = Sequence[tuple[str, str | None]]  # orders to track: (id, external reference or None)
@@ -41,9 +42,8 @@ _Key = tuple[str, str, str]  # an OrderKey is this tuple
 
 @dataclass(eq=False)  # no slots: the store keeps weak references to live pages
 class Page:
-    """A page of an account's open orders, as `Orders.page` read them: their ids, where the
-    next page starts, and their rows, which `load` reads instead of the database while the
-    page is current."""
+    """A page of an account's open orders, as `Orders.page` read them: their ids, where the next
+    page starts, and their rows, which `load` reads instead of the database while current."""
 
     ids: list[str]
     after: int  # the position to continue from
@@ -52,8 +52,7 @@ class Page:
 
 
 class Loaded(dict[OrderKey, OrderState]):
-    """The snapshot states that `load` found, remembering their rowids: `save` writes them back
-    by rowid."""
+    """The snapshot states that `load` found, with their rowids (`save` writes by rowid)."""
 
     __slots__ = ("rowids",)
 
@@ -205,7 +204,7 @@ class Orders:
         for i in range(0, len(orders), _TRACK_CHUNK):
             chunk = orders[i : i + _TRACK_CHUNK]
             cur = await self._conn.executemany(
-                _TRACK, [(source, account, oid, ref, now) for oid, ref in chunk]
+                _TRACK, [(source, account, oid, ref, now, None) for oid, ref in chunk]
             )
             # The statement's own rows: total_changes would count the counts' triggers too.
             added += cur.rowcount
@@ -213,13 +212,14 @@ class Orders:
         self.drop_pages()
         return added
 
-    def track_statement(
+    def submitted_statement(
         self, source: Source, account: str, order_id: str, reference: str | None, now: float
     ) -> tuple[str, tuple[object, ...]]:
-        """`track`'s statement for one order, for a caller that commits it with statements of its
-        own in one hand-off (`oneshot.commit_at_once`); the pages are dropped, as by `track`."""
+        """`track`'s statement for an order whose submit named its id, committed with the
+        caller's in one hand-off (pages dropped, as by `track`); that answer is its first sight
+        (`first_seen`: a "not found" soon after waits to be confirmed, diff.py)."""
         self.drop_pages()
-        return _TRACK, (source, account, order_id, reference, now)
+        return _TRACK, (source, account, order_id, reference, now, now)
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
         """Stop following orders (their history stays); return how many were followed."""
