@@ -33,9 +33,8 @@ from .config import Config
 from .delivery import TICK_S
 from .logs import fields
 from .metrics import Metrics
-from .poller.coordinator import MAX_TICK_S
+from .poller.coordinator import MAX_TICK_S, NamedReport
 from .poller.unconfigured import unconfigured_accounts, warn_unconfigured
-from .reconcile import PassReport
 from .redact import config_secrets
 from .runtime import INTEGRITY_CHECK_MAX_BYTES, Runtime, check_store
 from .scheduler import Scheduler
@@ -47,12 +46,9 @@ from .store import Store, StoreError
 from .systemd import Notifier
 from .writes.ccnow_actions import ActionSender
 from .writes.in_flight import InFlight, writes_stop_s
+from .writes.submit import Submitter
 
 log = logging.getLogger("reconciler.daemon")
-
-
-class StartupError(Exception):
-    """The daemon cannot start for a reason worth trying again later (exit 75)."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +90,11 @@ class Daemon:
         *,
         api_limits: ConnectionLimits = API_LIMITS,
         ticks: Ticks = TICKS,
+        submitter: Submitter | None = None,
     ) -> None:
         self.config = config
+        # The API's CCV submits go through it (the runtime's own unless given: a test's).
+        self.submitter = submitter
         self.api_limits = api_limits
         self.ticks = ticks
         self.rt = runtime
@@ -246,7 +245,7 @@ class Daemon:
         except Exception:
             log.error("startup_pass.failed", exc_info=True)
             return
-        self._on_pass("start-up catch-up", report, True)
+        self._on_pass(NamedReport("start-up catch-up", report, is_pass=True))
         try:
             await self.rt.prune()  # then daily (scheduler.py)
         except StoreError:
@@ -254,11 +253,11 @@ class Daemon:
         except Exception:
             log.error("prune.failed", exc_info=True)
 
-    def _on_pass(self, name: str, report: PassReport, is_pass: bool) -> None:
+    def _on_pass(self, named: NamedReport) -> None:
         # A notification's check or an API refresh is no pass (README, `status` `last_pass`):
         # the line keeps the last pass, though what the check found may change `failing`.
-        if is_pass:
-            self.last_pass = f"{name}: {report.summary()}"
+        if named.is_pass:
+            self.last_pass = f"{named.name}: {named.report.summary()}"
         self._spawn(self._send_status())
 
     async def _send_status(self) -> None:
@@ -305,17 +304,14 @@ class Daemon:
             shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S,
             limits=ConnectionLimits.from_config(receiver),
         )
-        try:
-            await self.receiver.start(receiver.listen_host, receiver.listen_port)
-        except OSError as exc:
-            where = f"{receiver.listen_host}:{receiver.listen_port}"
-            raise StartupError(f"receiver cannot listen on {where}: {exc.strerror}") from None
+        where = (receiver.listen_host, receiver.listen_port)
+        await self.receiver.start_as(*where, file=self.config.file, key="receiver.listen")
 
     async def start_api(self) -> None:
         """Make the writers (CCV submits and prices, CCNow actions), then serve `[api]` when
         configured. The writes a stopped process left open are settled before: Runtime's start."""
         api = self.config.api
-        submitter = self.rt.submitter(self.writes, give_way=True)
+        submitter = self.submitter or self.rt.submitter(self.writes, give_way=True)
         # Also without a CCNow account: the API settles by a person's word the uncertain
         # actions of an account the config no longer names.
         self.actions = self.rt.action_sender(self.writes)
@@ -341,11 +337,9 @@ class Daemon:
         # write was sent gets the provider's answer.
         app.on_shutdown.append(lambda _: self.writes.wait())
         self.api = ApiListener(app, self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
-        try:
-            await self.api.start(api.listen_host, api.listen_port)
-        except OSError as exc:
-            where = f"{api.listen_host}:{api.listen_port}"
-            raise StartupError(f"api cannot listen on {where}: {exc.strerror}") from None
+        await self.api.start_as(
+            api.listen_host, api.listen_port, file=self.config.file, key="api.listen"
+        )
 
 
 async def run_daemon(

@@ -111,9 +111,10 @@ class Metrics:
         )
         self.stuck = Gauge(
             "reconciler_stuck_orders",
-            "Orders in their status longer than its stuck_after in the running config allows "
-            "(status's STUCK); one whose latest check failed or answered not found is left "
-            "out until a good answer.",
+            "Orders reported stuck (order.stuck) whose status has not changed since, while "
+            "that status has a stuck_after in the running config they have spent (status's "
+            "STUCK); one whose latest check failed or answered not found is left out until a "
+            "good answer.",
             ["source", "account"],
             registry=self.registry,
         )

@@ -15,6 +15,13 @@ SOURCES: tuple[Source, ...] = ("ccv", "ccnow")
 Severity = Literal["info", "warning", "error"]
 Via = Literal["poll", "catch-up", "notification", "action"]
 
+# The check time of orders we will not poll again (end states, settled orders past their watch
+# period). SQL writes it as a literal (a REAL past the largest double is SQLite's infinity): a
+# bound infinity is traced as `Inf`, which no statement read back from the trace can hold
+# (tests/store/test_store_scale explains the statements it traced).
+NEVER_SQL = "9e999"
+NEVER = float(NEVER_SQL)
+
 
 class EventType(str, enum.Enum):
     """The event types of the interface contract."""

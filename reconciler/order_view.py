@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .json_text import iso_time
-from .model import OrderState, settled_at, unwatched, watch_from
+from .model import NEVER, OrderState, settled_at, unwatched, watch_from
 
 
 def _ts(value: float | None) -> str | None:
-    return None if value is None or value == float("inf") else iso_time(value)
+    return None if value is None or value == NEVER else iso_time(value)
 
 
 def watch_over(s: OrderState, watched: Mapping[tuple[str, str], float], now: float) -> bool:

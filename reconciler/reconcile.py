@@ -45,7 +45,6 @@ class Reconciler:
         pending_batches: int = PENDING_BATCHES,
         hint_rows: int = HINT_ROWS,
         part_s: float = PART_S,
-        outage_rows: int = BATCH_ROWS,
     ) -> None:
         self.config = config
         self.batch_rows = batch_rows  # observations per transaction
@@ -54,7 +53,7 @@ class Reconciler:
         self.part_s = part_s  # a pass's transaction's duration, at most, while hints arrive
         # The outage failures a pass holds to write again if its account answers again
         # (PassReport.note_outage): a batch's worth, written in the recovery's own transaction.
-        self.outage_rows = outage_rows
+        self.outage_rows = batch_rows
         self.last_write_s = 0.0  # how long the latest `apply` held the writer (batcher.py)
         self.store = store
         self.clock = clock

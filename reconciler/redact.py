@@ -218,6 +218,13 @@ GIVEN_SECRET = (
 GIVEN_SECRET_MIN = 8
 
 
+def answer_secrets(own: str, config: Iterable[str]) -> tuple[str, ...]:
+    """The secrets a word a provider answered (an order id, a status word) must not hold to be
+    kept: the account's own, and the config's others as a value given is checked for (of
+    GIVEN_SECRET_MIN characters or more). A provider may echo any of them."""
+    return tuple(dict.fromkeys([own, *(s for s in config if len(s) >= GIVEN_SECRET_MIN)]))
+
+
 def given_secrets(secrets: Iterable[str]) -> SecretForms | None:
     """The secrets an order id, reference or key given to reconciler must not hold, as one
     search: those of GIVEN_SECRET_MIN characters or more."""

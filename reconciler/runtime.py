@@ -18,7 +18,7 @@ from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .redact import config_secrets, given_secrets
 from .sources.http import Gates, WriteAwareConnector
-from .store import Store, StoreError, WriterLock, WriterLockHeld
+from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound
 from .store import commands as cmds
 from .store import submissions as subs
 from .store.health import file_size
@@ -127,6 +127,7 @@ class Runtime:
             on_commit=self.delivery.committed,
             in_flight=in_flight or self._writes(),
             gates=self.gates,
+            secrets=config_secrets(self.config),
         )
 
     def submitter(self, in_flight: InFlight | None = None, *, give_way: bool = False) -> Submitter:
@@ -151,10 +152,13 @@ class Runtime:
         )
 
     async def interrupted_writes(self) -> bool:
-        """Whether a stopped process left writes `sending` (writes/interrupted.py settles them;
-        asked first, so that a catch-up with none does not load the writes)."""
+        """Whether a stopped process left writes `sending`, or a database that went back left
+        CCNow actions open (writes/interrupted.py settles them; asked first, so that a
+        catch-up with none does not load the writes)."""
         return bool(
-            await subs.interrupted(self.store) or await cmds.in_state(self.store, "sending")
+            await subs.interrupted(self.store)
+            or await cmds.in_state(self.store, "sending")
+            or await rewound.left_open(self.store)
         )
 
     async def prune(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .config import AlertsConfig, ScheduleConfig
 from .events import Event, order_event, transition_id
 from .model import (
+    NEVER,
     SETTLED,
     EventType,
     HealthPart,
@@ -21,12 +22,6 @@ from .model import (
     unwatched,
 )
 
-# Used for orders we will not poll again (end states, settled orders past their watch period).
-# SQL writes it as a literal (a REAL past the largest double is SQLite's infinity): a bound
-# infinity is traced as `Inf`, which no statement read back from the trace can hold
-# (tests/store/test_store_scale explains the statements it traced).
-NEVER_SQL = "9e999"
-NEVER = float(NEVER_SQL)
 # An order found before that answers "not found" is reported when a check at least this much
 # later confirms it; until then it keeps its rhythm (never slower than this).
 NOT_FOUND_CONFIRM_S = 300.0

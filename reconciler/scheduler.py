@@ -18,7 +18,6 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .logs import fields
-from .passes.report import PassReport
 from .poller.coordinator import MAX_TICK_S, NamedReport
 from .poller.coordinators import Coordinators
 from .store import StoreError
@@ -38,7 +37,7 @@ class Scheduler:
         self,
         coordinators: Coordinators,
         *,
-        on_pass: Callable[[str, PassReport, bool], None] = lambda name, report, is_pass: None,
+        on_pass: Callable[[NamedReport], None] = lambda named: None,
         prune: Callable[[], Awaitable[None]] | None = None,
         send_actions: Callable[[], Awaitable[object]] | None = None,
         actions_every_s: float = MAX_TICK_S,
@@ -126,8 +125,8 @@ class Scheduler:
         await self.send_actions()
 
     async def _passes(self, tick: Callable[[], Awaitable[list[NamedReport]]]) -> None:
-        for name, report, is_pass in await tick():
-            self.on_pass(name, report, is_pass)
+        for named in await tick():
+            self.on_pass(named)
 
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:

@@ -102,11 +102,11 @@ def given(raw: bytes, *, exact: bool = True) -> object:
         raise NotJSON("it nests too deep") from None
     except ValueError as exc:  # JSONDecodeError; UnicodeDecodeError, an int of too many digits
         raise NotJSON(str(exc)) from None
-    refuse_lone_surrogate(raw, document)
+    _refuse_lone_surrogate(raw, document)
     return document
 
 
-def refuse_lone_surrogate(raw: bytes, document: object) -> None:
+def _refuse_lone_surrogate(raw: bytes, document: object) -> None:
     """Raise NotJSON if `document`, decoded from `raw`, holds a lone surrogate (a `\\u` escape
     of half a character): no UTF-8 text can hold it, so it cannot be passed on or shown."""
     if _SURROGATE_ESCAPE.search(raw):

@@ -28,6 +28,10 @@ class Notifier:
         self._sock: socket.socket | None = None
         self._closed = False
         self._failing = False
+        # READY=1 and STOPPING=1 are said once: when systemd's queue was full (a non-blocking
+        # send fails rather than stall the loop), they go again with the next notification,
+        # or systemd would wait for READY until its start timeout and kill the service.
+        self._owed: tuple[str, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Notifier:
@@ -51,6 +55,7 @@ class Notifier:
                 raise ValueError(f"notify state must be one line: {state!r}")
         if self._path is None or self._closed or not states:
             return False
+        states = tuple(dict.fromkeys(self._owed + states))
         try:
             if self._sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -58,6 +63,7 @@ class Notifier:
                 self._sock = sock
             self._sock.sendto("\n".join(states).encode(), _address(self._path))
         except OSError as exc:
+            self._owed = tuple(s for s in states if s in _SAID_ONCE)
             if not self._failing:
                 self._failing = True
                 log.warning(
@@ -65,6 +71,7 @@ class Notifier:
                     extra={"fields": {"socket": self._path, "error": exc.strerror or str(exc)}},
                 )
             return False
+        self._owed = ()
         if self._failing:
             self._failing = False
             log.info("systemd.notify_recovered", extra={"fields": {"socket": self._path}})
@@ -125,6 +132,9 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+_SAID_ONCE = ("READY=1", "STOPPING=1")
 
 
 def _address(path: str) -> bytes:

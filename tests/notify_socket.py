@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import secrets
 import select
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,11 @@ class Datagram:
 
 
 class NotifySocket:
-    """An AF_UNIX datagram socket bound like systemd's; `address` goes into $NOTIFY_SOCKET."""
+    """An AF_UNIX datagram socket bound like systemd's; `address` goes into $NOTIFY_SOCKET.
+
+    A thread reads every datagram as it comes, as systemd does: the kernel queues at most
+    net.unix.max_dgram_qlen (10) unread datagrams, and the daemon's non-blocking sender drops
+    the next one (a STOPPING=1 behind ten watchdog pings a test had not read yet was lost)."""
 
     def __init__(self, address: str) -> None:
         self.address = address
@@ -46,6 +52,16 @@ class NotifySocket:
             self._sock.close()
             raise
         self._sock.setblocking(False)
+        self._arrived: queue.Queue[Datagram] = queue.Queue()
+        self._closing = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="notify-socket", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._closing.is_set():
+            readable, _, _ = select.select([self._sock], [], [], 0.05)
+            if readable:
+                self._arrived.put(Datagram(self._sock.recv(MAX_DATAGRAM), time.monotonic()))
 
     @classmethod
     def at_path(cls, path: Path) -> NotifySocket:
@@ -63,19 +79,16 @@ class NotifySocket:
 
     def receive(self, timeout_s: float) -> Datagram:
         """Block up to `timeout_s` for the next datagram; raise TimeoutError without one."""
-        readable, _, _ = select.select([self._sock], [], [], max(timeout_s, 0.0))
-        if not readable:
-            raise TimeoutError(self._timeout_text(timeout_s))
-        return self._keep(self._sock.recv(MAX_DATAGRAM))
+        try:
+            datagram = self._arrived.get(timeout=max(timeout_s, 0.0))
+        except queue.Empty:
+            raise TimeoutError(self._timeout_text(timeout_s)) from None
+        self.received.append(datagram)
+        return datagram
 
     async def receive_async(self, timeout_s: float) -> Datagram:
         """Like receive(), without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        try:
-            data = await asyncio.wait_for(loop.sock_recv(self._sock, MAX_DATAGRAM), timeout_s)
-        except asyncio.TimeoutError:
-            raise TimeoutError(self._timeout_text(timeout_s)) from None
-        return self._keep(data)
+        return await asyncio.to_thread(self.receive, timeout_s)
 
     def wait_for(self, key: str, value: str | None = None, *, timeout_s: float) -> list[Datagram]:
         """Receive until a datagram sets `key` (to `value`); return all received meanwhile."""
@@ -98,7 +111,9 @@ class NotifySocket:
                 return got
 
     def close(self) -> None:
-        """Close the socket."""
+        """Stop reading and close the socket."""
+        self._closing.set()
+        self._reader.join()
         self._sock.close()
 
     def __enter__(self) -> NotifySocket:
@@ -111,11 +126,6 @@ class NotifySocket:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _keep(self, data: bytes) -> Datagram:
-        datagram = Datagram(data, time.monotonic())
-        self.received.append(datagram)
-        return datagram
 
     def _timeout_text(self, timeout_s: float) -> str:
         seen = [d.raw for d in self.received]

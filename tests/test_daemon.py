@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +32,7 @@ from tests.conftest import (
 )
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.notify_socket import NotifySocket
-from tests.server.test_api import RECEIVER_SECRET, TOKEN
+from tests.server.test_api import RECEIVER_SECRET, TOKEN, api_toml
 
 ORDER = "d4e5f6a7-0000-4000-8000-000000000009"
 CCV_IDS = ["d4e5f6a7-0000-4000-8000-000000000001", "d4e5f6a7-0000-4000-8000-000000000002"]
@@ -145,6 +148,53 @@ async def test_receiver_port_in_use_is_one_line_and_exit_75(
     stderr = (tmp_path / "daemon.log").read_text()
     assert f"cannot listen on 127.0.0.1:{port}" in stderr
     assert "Traceback" not in stderr and "Warning" not in stderr
+
+
+# Run as root, a process without CAP_NET_BIND_SERVICE, as the shipped unit (which gives none).
+_UNPRIVILEGED = (
+    ["setpriv", "--bounding-set=-net_bind_service"]
+    if os.geteuid() == 0 and shutil.which("setpriv")
+    else []
+)
+LOW_PORT = 80
+
+
+def _low_port_refused() -> bool:
+    probe = f"import socket; socket.socket().bind(('127.0.0.1', {LOW_PORT}))"
+    run = subprocess.run([*_UNPRIVILEGED, sys.executable, "-c", probe], capture_output=True)
+    return b"PermissionError" in run.stderr
+
+
+@pytest.mark.skipif(not _low_port_refused(), reason="this user may listen on a port below 1024")
+@pytest.mark.parametrize("key", ["receiver.listen", "api.listen"])
+async def test_a_listen_address_refused_to_this_user_is_a_config_error_78(
+    tmp_path: Path, fake_ccv: FakeCCV, key: str
+) -> None:
+    # 75 would have systemd restart it every 5 s for ever: no restart gives it the port.
+    receiver, api = (LOW_PORT, free_port()) if key == "receiver.listen" else (free_port(), LOW_PORT)
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=api_toml(api, receiver_port=receiver))
+    proc = await asyncio.create_subprocess_exec(
+        *_UNPRIVILEGED,
+        sys.executable,
+        "-m",
+        "reconciler",
+        "--config",
+        str(cfg),
+        "run",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+        cwd=REPO,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 78, err.decode()
+    [line] = [x for x in err.decode().splitlines() if x.startswith("config error")]
+    assert line == (
+        f"config error: {cfg}: {key}: cannot listen on 127.0.0.1:{LOW_PORT}: Permission denied "
+        "(a port below 1024 needs CAP_NET_BIND_SERVICE, which reconciler.service does not give: "
+        "choose another)"
+    )
 
 
 def _ready_line(log: Path) -> dict[str, object] | None:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from reconciler.config import AlertsConfig, ScheduleConfig
-from reconciler.model import EventType, OrderKey, OrderState, SourceState
-from reconciler.schedule import NEVER, plan, resting, source_backoff_s, stuck_event
+from reconciler.model import NEVER, EventType, OrderKey, OrderState, SourceState
+from reconciler.schedule import plan, resting, source_backoff_s, stuck_event
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0

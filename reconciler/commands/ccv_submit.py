@@ -244,13 +244,14 @@ def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: list[str]) -
         where = f"{error['field']}: " if error.get("field") else ""
         text = f"{where}{error['error']}"
     except (ValueError, KeyError, TypeError, AttributeError):
-        text = "".join(c if c.isprintable() else " " for c in body[:200].decode(errors="replace"))
+        text = body.decode(errors="replace")
+    # The body echoes what it was sent: its error text as much as a page that is not JSON.
+    text = _one_line(text, secrets)
     if status == 413:
         text += (
             f" (the daemon's [api] max_body, {api.max_body_bytes} bytes, bounds a submit "
             "through the daemon; nothing was sent)"
         )
-    text = redact(text, secrets)
     say(f"reconciler: error: the daemon's API refused the submit (HTTP {status}): {text}")
     return exit_code(status)
 

@@ -267,11 +267,14 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
         if await store_submissions.uncertain(store, name, [reference]):
             return True
         # One a killed `ccv submit` left `sending` is made uncertain first (track_command); a
-        # running writer's is not: it would never be settled here.
-        left = tuple(await store_submissions.interrupted(store))
-        return not writer_running(store.path, left) and any(
-            s.account == name and s.external_reference == reference for s in left
+        # running writer's is not: it would never be settled here. The lock is asked only
+        # when one of this reference is left.
+        left = tuple(
+            s
+            for s in await store_submissions.interrupted(store)
+            if s.account == name and s.external_reference == reference
         )
+        return bool(left) and not writer_running(store.path, left)
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 
 

@@ -7,7 +7,6 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..config import Config
-from ..exits import TempFailure
 from .permissions import warn_readable_secrets
 
 if TYPE_CHECKING:
@@ -21,12 +20,9 @@ async def daemon_command(
     stop: asyncio.Event | None = None,
     ticks: Ticks | None = None,
 ) -> int:
-    """Run the daemon until it is stopped (by a signal, or `stop` when given); a start it
-    cannot make is a temporary failure. `ticks` (tests) replaces the daemon's own."""
-    from ..daemon import TICKS, StartupError, run_daemon
+    """Run the daemon until it is stopped (by a signal, or `stop` when given). `ticks`
+    (tests) replaces the daemon's own."""
+    from ..daemon import TICKS, run_daemon
 
     warn_readable_secrets(config.secret_files)
-    try:
-        return await run_daemon(config, stop=stop, ticks=ticks or TICKS)
-    except StartupError as exc:
-        raise TempFailure(str(exc)) from None
+    return await run_daemon(config, stop=stop, ticks=ticks or TICKS)

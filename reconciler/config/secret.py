@@ -180,25 +180,38 @@ def inline_secrets(data: object) -> set[str]:
     return found
 
 
-def _may_be_a_secret(given: str, known: set[str]) -> bool:
+def _may_be_a_secret(given: str, known: set[str], base_dir: Path) -> bool:
     """Whether a `*_file` value naming no file looks like the secret itself (put there by
-    mistake): one the config has elsewhere, the webhook secret's prefix, or, unless it starts
-    as a path does (`/`, `./`, `../`, `~`), a text no one names a file like (a sign that file
-    names seldom hold, or 16 characters or more that mix letters and digits, with no
-    extension). A `/` inside is no path's mark: base64 keys hold it. A path is shown: its signs
-    are a unit's (`reconciler@shop.service`, `+`, `:`)."""
+    mistake): one the config has elsewhere, the webhook secret's prefix, a value that starts
+    as a path does (`/`, `./`, `../`, `~`) but whose directory is missing or the filesystem
+    root (base64 keys start with `/` too: `/Zq9+x=7SePw0rd`), or else a text no one names a
+    file like (a sign that file names seldom hold, or 16 characters or more that mix letters
+    and digits, with no extension). A `/` inside is no path's mark: base64 keys hold it. A
+    path in an existing directory is shown: its signs are a unit's
+    (`reconciler@shop.service`, `+`, `:`)."""
     if given in known or any(len(s) >= 8 and s in given for s in known):
         return True
     if given.startswith("whsec_"):
         return True
     if given.startswith(("/", "./", "../", "~")):
-        return False
+        return not _in_a_directory(given, base_dir)
     return _UNLIKE_A_FILE_NAME.search(given) is not None or (
         "." not in given
         and len(given) >= 16
         and any(c.isdigit() for c in given)
         and any(c.isalpha() for c in given)
     )
+
+
+def _in_a_directory(given: str, base_dir: Path) -> bool:
+    """Whether `given` (`~` expanded, as the user meant it) names a file of an existing
+    directory other than the filesystem root, where no one keeps a secret."""
+    try:
+        directory = (base_dir / Path(given).expanduser()).parent.resolve()
+    except (RuntimeError, OSError):
+        # No home directory to expand `~` or `~user` to.
+        return False
+    return directory.is_dir() and directory != Path(directory.anchor)
 
 
 class SecretReader:
@@ -292,7 +305,7 @@ class SecretReader:
             try:
                 return self.read(path, table, file_key), file_key, ""
             except _Unreadable as error:
-                if error.missing and _may_be_a_secret(given, self.known):
+                if error.missing and _may_be_a_secret(given, self.known, self.base_dir):
                     # The key itself, pasted where its file's path goes: never shown.
                     problem = (
                         "no such file (the value given is not shown: it looks like the secret "

@@ -59,7 +59,10 @@ class Coordinators:
             },
             ccnow={
                 c.name: CCNowCoordinator(
-                    c, CCNowClient(c, session, gate=gates.of(c)), writer, secrets=secrets
+                    c,
+                    CCNowClient(c, session, gate=gates.of(c), secrets=secrets),
+                    writer,
+                    secrets=secrets,
                 )
                 for c in config.ccnow
             },

@@ -215,9 +215,7 @@ class Writes:
             # Setting prices again is harmless, so the caller may simply repeat it.
             status = 504 if str(exc) == "timeout" else 502
             raise BadRequest(status, "CCV's answer was lost; the call is safe to repeat") from None
-        headers = {"Reconciler-Pricing-Warnings": str(len(problems))}
-        if answer.location is not None:
-            headers["Location"] = answer.location
+        headers = {"Reconciler-Pricing-Warnings": str(len(problems)), **answer.passed_headers()}
         return self._passed_back(answer.status, answer.body, answer.content_type, headers)
 
     def _passed_back(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..config import ConfigError
+from ..exits import TempFailure
 from ..logs import fields
 from .connections import SERVER_NAME, BoundedRunner, ConnectionLimits, ExpectScreen
 
@@ -202,6 +205,26 @@ class Listener:
         port = int(self._runner.addresses[0][1])
         self._log.info(self._event, extra=fields(host=host, port=port, **self.listening_fields()))
         return port
+
+    async def start_as(self, host: str, port: int, *, file: str, key: str) -> int:
+        """Listen on host:port as the config's `key` (in `file`) says and return the bound
+        port. An address the system refuses this user is a config error (78): no restart
+        mends it, and systemd would restart the daemon every 5 s for ever. One in use, or not
+        on this host (yet), is worth trying again later (75)."""
+        try:
+            return await self.start(host, port)
+        except OSError as exc:
+            # asyncio's words wrap the system's: "error while attempting to bind on ...".
+            why = os.strerror(exc.errno) if exc.errno else exc.strerror
+            if isinstance(exc, PermissionError):
+                problem = (
+                    f"cannot listen on {host}:{port}: {why} (a port below 1024 needs "
+                    "CAP_NET_BIND_SERVICE, which reconciler.service does not give: choose another)"
+                )
+                raise ConfigError(file, key, problem) from None
+            raise TempFailure(
+                f"{key.partition('.')[0]} cannot listen on {host}:{port}: {why}"
+            ) from None
 
     async def close(self) -> None:
         """Stop listening; requests in flight get the shutdown timeout to finish, then the

@@ -19,7 +19,7 @@ from ..logs import fields
 from ..metrics import Metrics
 from ..model import OrderKey, Source
 from ..passes.report import PassReport
-from ..poller.coordinator import Coordinator
+from ..poller.coordinator import Coordinator, NamedReport
 from ..poller.coordinators import Coordinators
 from ..store import Store, StoreError
 from .health import Health, SourceHealth
@@ -38,7 +38,7 @@ class Hub:
         delivery: Delivery,
         metrics: Metrics,
         *,
-        on_pass: Callable[[str, PassReport, bool], None] = lambda name, report, is_pass: None,
+        on_pass: Callable[[NamedReport], None] = lambda named: None,
     ) -> None:
         self.config = config
         self.coordinators = coordinators
@@ -53,7 +53,7 @@ class Hub:
         if coordinator is None:
             return False
         report = await coordinator.check([key.order_id], via="poll")
-        self.on_pass(f"{key.source}/{key.account} refresh", report, False)
+        self.on_pass(NamedReport(f"{key.source}/{key.account} refresh", report, is_pass=False))
         return report.checked > report.failed
 
     async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
@@ -107,7 +107,7 @@ class Hub:
         # that found nothing new or failed.
         latency_s = time.monotonic() - received_at
         self.metrics.observe_notification_latency(coordinator.source, latency_s)
-        self.on_pass(f"{coordinator.name} notification", report, False)
+        self.on_pass(NamedReport(f"{coordinator.name} notification", report, is_pass=False))
 
     async def health(self) -> Health:
         """Return per-source health, the store's and the outbox backlog for /healthz."""

@@ -22,7 +22,7 @@ from reconciler.model import (
     Outcome,
     normalize_ccnow_id,
 )
-from reconciler.redact import redact
+from reconciler.redact import answer_secrets, redact
 from reconciler.sources.ccnow_answer import (
     LOGGED_IDS,
     Answer,
@@ -115,7 +115,8 @@ class _BatchFailures:
 class CCNowClient:
     """Ask CCNow about the orders of one account; the session belongs to the caller, and so may
     `gate`, the account's bound on its posts in flight (Gates: shared with its other clients
-    and its action posts; by default the client's own)."""
+    and its action posts; by default the client's own). `secrets`: the config's, masked in
+    CCNow's words and never kept as a status besides the account's password."""
 
     def __init__(
         self,
@@ -124,6 +125,7 @@ class CCNowClient:
         *,
         halt: asyncio.Event | None = None,
         gate: asyncio.Semaphore | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self._config = config
         self._gate = asyncio.Semaphore(config.concurrency) if gate is None else gate
@@ -139,7 +141,7 @@ class CCNowClient:
             "User-Agent": USER_AGENT,
         }
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
-        self._secrets = (config.password.reveal(),)
+        self._secrets = answer_secrets(config.password.reveal(), secrets)
         self._breaker_limit = max(BREAKER_BATCHES, 2 * config.concurrency)
 
     async def pending_list(self) -> list[Observation]:

@@ -116,6 +116,8 @@ class Reply(NamedTuple):
     reached_before: bool = False
     # A write's answer only (writes/once.py): its Location header, made absolute.
     location: str | None = None
+    # A write's answer only: its Retry-After header, when it is one (seconds or an HTTP date).
+    retry_after: str | None = None
 
     @property
     def content_type(self) -> str:

@@ -148,7 +148,8 @@ async def open_history(
                 events=stored,
                 committed_before=marked.seq,
                 reason=why,
-                hint="restored from a backup? new events get new ids",
+                hint="restored from a backup? new events get new ids, open CCNow discounts "
+                "become uncertain",
             ),
         )
     # Before this process stores an event: its seq must follow the mark's, also when the mark is
@@ -196,6 +197,14 @@ async def _raise_floor(conn: aiosqlite.Connection, seq: int) -> int:
     return last
 
 
+# The highest command id when the rewind was found: the next writer settles every open command
+# up to it (rewound.py), and deletes this.
+REWOUND_COMMANDS = (
+    "INSERT OR REPLACE INTO meta (key, value) "
+    "VALUES ('rewound_commands', (SELECT ifnull(max(id), 0) FROM commands))"
+)
+
+
 async def _epoch(conn: aiosqlite.Connection) -> str | None:
     rows = await conn.execute_fetchall("SELECT value FROM meta WHERE key = 'id_epoch'")
     return next((str(r[0]) for r in rows), None)
@@ -212,6 +221,9 @@ async def _new_epoch(conn: aiosqlite.Connection, seen: str | None) -> str:
             await conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('id_epoch', ?)", (epoch,)
             )
+            # In the new epoch's transaction, so that no open can see the rewind and forget
+            # it: the CCNow actions it left open may have been sent since (rewound.py).
+            await conn.execute(REWOUND_COMMANDS)
     except BaseException:
         await conn.execute("ROLLBACK")
         raise

@@ -23,8 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..logs import fields
-from ..model import unwatched, watch_from
-from ..schedule import NEVER_SQL
+from ..model import NEVER_SQL, unwatched, watch_from
 from .db import Store
 from .order_sql import unwatched_any
 from .sql import marks

@@ -44,7 +44,6 @@ _COLUMNS = (
 _OPEN = "state IN ('sending', 'uncertain')"
 _LIVE = "state != 'failed'"
 _FAILED = "state = 'failed'"
-_LATEST_FAILED = f"{_FAILED} ORDER BY id DESC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +79,7 @@ def _row(r: Sequence[object]) -> Submission:
 async def find(store: Store, account: str, reference: str) -> Submission | None:
     """Return the live submission of a reference, else the latest failed one, else None."""
     live = await _one(store, account, reference, _LIVE)
-    return live if live is not None else await _one(store, account, reference, _LATEST_FAILED)
+    return live or await _one(store, account, reference, f"{_FAILED} ORDER BY id DESC")
 
 
 async def _one(store: Store, account: str, reference: str, state: str) -> Submission | None:
@@ -303,8 +302,8 @@ async def notified(
     async with store.transaction():
         # The live row read once (uncertain: settled; `sending`: remembered), else the latest
         # failed one (closed as not sent: settled).
-        live = await _one(store, account, reference, _LIVE)
-        sub = live or await _one(store, account, reference, _LATEST_FAILED)
+        sub = await find(store, account, reference)
+        live = sub if sub is not None and sub.state != "failed" else None
         contradicted = live is None and sub is not None and sub.reason == "not_sent"
         events: list[Event] = []
         if sub is not None and (contradicted or (sub.state == "uncertain" and not answered(sub))):

@@ -18,6 +18,7 @@ and tells how it failed, `ccnow_outcome.py` says how a command ends; re-exported
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -48,7 +49,9 @@ from reconciler.writes.ccnow_form import (
     dry_run_text,
     form,
     from_document,
+    key_forms,
     local_refusal,
+    made_before,
     parse_amount,
 )
 from reconciler.writes.ccnow_outcome import (
@@ -118,8 +121,10 @@ class ActionSender:
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         in_flight: InFlight | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.store = store
+        self.secrets = secrets  # the config's: never taken from CCNow's answers for a status
         self.session = session
         self.gates = gates  # the accounts' bounds, shared with their queries
         self.reconciler = reconciler
@@ -127,36 +132,32 @@ class ActionSender:
         self.on_commit = on_commit
         self.clock = clock
         self.in_flight = in_flight or InFlight()
+        self._recording = asyncio.Lock()
 
     async def take(self, new: Sequence[cmds.NewCommand]) -> Taken:
         """Record new commands (those past pending closed `refused` at once, keys given before
         returning their command) and send them at once, with whatever else is due."""
-        account = new[0].account if new else ""
-        made = await cmds.by_keys(self.store, account, [c.key for c in new])
-        for c in new:
-            if (before := made.get(c.key)) is not None and _asked(before) != _asked(c):
-                # Handing back the earlier command would report an action that was never asked
-                # for as done (and leave the one asked for unsent).
-                raise BadAction(
-                    f"idempotency key {c.key!r} was given to another command (#{before.id}: "
-                    f"{before.action} {before.order_id}): a key names one command",
-                    "idempotency_key",
-                )
-        fresh = [c for c in new if c.key not in made]
-        wanted, past_pending, waiting = await sort_out(self.store, fresh, list(self.accounts))
-        # Refused for good (the order is past pending): a command like one CCNow refused, so
-        # that its key answers the same refusal again and alerting sees its event. A discount
-        # that waits is not recorded: once the earlier one is settled, the same request (its
-        # key) is to be sent, not answered with this refusal.
-        closed = await cmds.record_refused(self.store, past_pending, self.clock())
-        if any(made_now for _c, made_now in closed):
-            self.on_commit()
-        recorded = await cmds.record(self.store, wanted, self.clock())
+        # Looked up and recorded under one lock: a request giving `K` for an order and one
+        # giving `K` for it among others (`K/ORDER`) at once would each find neither form.
+        async with self._recording:
+            account = new[0].account if new else ""
+            keys = [k for c in new for k in key_forms(c)]
+            known = made_before(new, await cmds.by_keys(self.store, account, keys))
+            fresh = [c for c in new if c not in known]
+            wanted, past_pending, waiting = await sort_out(self.store, fresh, list(self.accounts))
+            # Refused for good (the order is past pending): a command like one CCNow refused,
+            # so that its key answers the same refusal again and alerting sees its event. A
+            # discount that waits is not recorded: once the earlier one is settled, the same
+            # request (its key) is to be sent, not answered with this refusal.
+            closed = await cmds.record_refused(self.store, past_pending, self.clock())
+            if any(made_now for _c, made_now in closed):
+                self.on_commit()
+            recorded = await cmds.record(self.store, wanted, self.clock())
         failpoint("ccnow.recorded")
-        earlier = {c.id for c in made.values()}
+        earlier = {c.id for c in known.values()}
         # A key another request made meanwhile (the daemon takes requests concurrently).
         earlier |= {c.id for c, made_now in [*closed, *recorded] if not made_now}
-        ids = [c.id for c in made.values()] + [c.id for c, _new in [*closed, *recorded]]
+        ids = [c.id for c in known.values()] + [c.id for c, _new in [*closed, *recorded]]
         tally = Tally()
         await self.send(await cmds.get(self.store, ids), tally)
         await self.send_due(tally)  # it may post one of these, held until an older one ended
@@ -219,7 +220,11 @@ class ActionSender:
         once, gate = batch[0].action == "adjust", self.gates.of(cfg)
         try:
             posted = await post_batch(
-                self.session, cfg, batch, once=once, gate=gate, halt=self.in_flight.halt
+                *(self.session, cfg, batch),
+                once=once,
+                gate=gate,
+                halt=self.in_flight.halt,
+                secrets=self.secrets,
             )
         except Stopping:
             # Not posted: as it was before this claim, due for the next start.
@@ -331,7 +336,9 @@ class ActionSender:
             status = line.status if line is not None else None
 
             async def read(order_id: str = c.order_id) -> Observation | None:
-                return await read_status(self.session, cfg, order_id, self.gates, self.in_flight)
+                return await read_status(
+                    self.session, cfg, order_id, self.gates, self.in_flight, self.secrets
+                )
 
             # Its own line saying CCNow is down decides nothing, as a whole post's does.
             own = refusal is None and says_down_for(line)
@@ -390,8 +397,3 @@ class ActionSender:
         if found:
             self.on_commit()
         return found
-
-
-def _asked(c: cmds.NewCommand | cmds.Command) -> tuple[object, ...]:
-    """What a command asks of CCNow: the same key must ask the same."""
-    return (c.order_id, c.action, c.notes, c.amount, c.trackname, c.tracknumber)

@@ -7,7 +7,7 @@ numbered fields of a post (`form`), batched so an `adjust` never shares a post (
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
@@ -97,6 +97,45 @@ def derived_key(c: cmds.NewCommand) -> str:
     parts = (c.account, c.order_id, c.action, c.notes, c.amount, c.trackname, c.tracknumber)
     text = "\x1f".join("" if p is None else p for p in parts)
     return "d-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def key_forms(c: cmds.NewCommand) -> tuple[str, str]:
+    """Return the two keys one order's command is made under: a key `K` given for that order
+    alone is kept as `K`, given for several orders as `K/ORDER`; each names the same command."""
+    suffix = f"/{c.order_id}"
+    given = c.key.removesuffix(suffix)
+    return given, given + suffix
+
+
+def made_before(
+    new: Sequence[cmds.NewCommand], made: Mapping[str, cmds.Command]
+) -> dict[cmds.NewCommand, cmds.Command]:
+    """Return the commands the keys of `new` made before (`made`: by key, both forms of each),
+    by the command asked for now; raise BadAction for a key whose command asks something else."""
+    known: dict[cmds.NewCommand, cmds.Command] = {}
+    for c in new:
+        # The key as given names its command, whatever it asks; its other form (`K` or
+        # `K/ORDER`) names this order's command only, another order's `K` being its own.
+        before = made.get(c.key) or next(
+            (m for k in key_forms(c) if (m := made.get(k)) and m.order_id == c.order_id), None
+        )
+        if before is None:
+            continue
+        if _asked(before) != _asked(c):
+            # Handing back the earlier command would report an action that was never asked
+            # for as done (and leave the one asked for unsent).
+            raise BadAction(
+                f"idempotency key {c.key!r} was given to another command (#{before.id}: "
+                f"{before.action} {before.order_id}): a key names one command",
+                "idempotency_key",
+            )
+        known[c] = before
+    return known
+
+
+def _asked(c: cmds.NewCommand | cmds.Command) -> tuple[object, ...]:
+    """What a command asks of CCNow: the same key must ask the same."""
+    return (c.order_id, c.action, c.notes, c.amount, c.trackname, c.tracknumber)
 
 
 def build(

@@ -209,6 +209,10 @@ def outcome(
     taken = TAKEN.get(c.action)
     if taken is not None and not took(c.action, line.status):
         return "refused", f"answered {line.status}, not {taken[0]}"
+    if taken is None and line.status != "pending":
+        # CCNow takes actions on pending orders only: a discount or tracking upload answered
+        # with another status (`completed`, `refunded`) was not applied to a pending order.
+        return "refused", f"answered {line.status}, not pending"
     return "succeeded", line.status
 
 

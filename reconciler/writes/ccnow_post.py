@@ -20,6 +20,7 @@ from yarl import URL
 from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
 from reconciler.model import Observation, Outcome
+from reconciler.redact import answer_secrets
 from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
 from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
@@ -132,11 +133,13 @@ async def post_batch(
     once: bool,
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None = None,
+    secrets: Sequence[str] = (),
 ) -> Posted:
     """Post one batch; return the answer. Raise Stopping, NotSent, Lost, Refused or
     SourceError. Once
     `halt` is set (the daemon stops), nothing is posted (Stopping), and a failed attempt is not
-    retried. Each attempt waits for its turn within the account's bound `gate`."""
+    retried. Each attempt waits for its turn within the account's bound `gate`. `secrets`: the
+    config's besides the password, masked in CCNow's words and never taken for a status."""
     if halt is not None and halt.is_set():
         raise Stopping
     data = urlencode(form(cfg, batch)).encode("ascii")
@@ -183,7 +186,7 @@ async def post_batch(
             raise SourceError(f"http {reply.status}")
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
         raise Lost(f"http_{reply.status}")
-    secrets = (cfg.password.reveal(),)
+    secrets = answer_secrets(cfg.password.reveal(), secrets)
     body = reply.body
     # An undecided last line (dropped below) is no line of the answer: a character cut in it
     # makes no other line untrustworthy.
@@ -228,6 +231,7 @@ async def read_status(
     order_id: str,
     gates: Gates,
     in_flight: InFlight,
+    secrets: Sequence[str] = (),
 ) -> Observation | None:
     """Read an order's status (None: not read); Stopping: not read for the stop."""
     seen: list[Observation] = []
@@ -239,7 +243,8 @@ async def read_status(
         raise Stopping  # no new request during a stop
     try:
         gate, halt = gates.of(cfg), in_flight.halt
-        await CCNowClient(cfg, session, halt=halt, gate=gate).query([order_id], emit)
+        client = CCNowClient(cfg, session, halt=halt, gate=gate, secrets=secrets)
+        await client.query([order_id], emit)
     except SourceError:
         if in_flight.stopping:
             raise Stopping from None

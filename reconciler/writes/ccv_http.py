@@ -28,6 +28,12 @@ class Answer(NamedTuple):
     body: bytes
     content_type: str
     location: str | None = None  # absolute: a redirect's, or a `201 Created`'s
+    retry_after: str | None = None  # a 429's or 503's Retry-After, passed on as it came
+
+    def passed_headers(self) -> dict[str, str]:
+        """Return CCV's headers passed on with its answer: Location, Retry-After."""
+        named = {"Location": self.location, "Retry-After": self.retry_after}
+        return {name: value for name, value in named.items() if value is not None}
 
 
 async def send_once(
@@ -68,4 +74,6 @@ async def send_once(
             raise Uncertain("undecodable answer") from None
         note = {"error": f"CCV's {exc}"}
         return Answer(exc.status, json.dumps(note).encode(), "application/json")
-    return Answer(reply.status, reply.body, reply.content_type_header, reply.location)
+    return Answer(
+        reply.status, reply.body, reply.content_type_header, reply.location, reply.retry_after
+    )

@@ -1,11 +1,12 @@
-"""The writes a stopped process left `sending`, settled by the next writer at its start."""
+"""The writes a stopped process left `sending`, and those a database that went back left open,
+settled by the next writer at its start."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from reconciler.store import Store
+from reconciler.store import Store, rewound
 from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
 
@@ -18,13 +19,16 @@ async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = la
     sent again), another CCNow action is queued again. The caller holds the writer lock, so no
     other process is sending them. Asks no provider: `track`, which holds no credentials,
     settles them too before it settles a submit by its reference."""
+    now = time.time()
+    made_uncertain = await _settle_rewound(store, now)
     left = await subs.interrupted(store)
     sending = await cmds.in_state(store, "sending")
     if not left and not sending:
-        return 0  # and the writers' modules are not even loaded
+        if made_uncertain:
+            on_commit()
+        return made_uncertain
     from reconciler.writes import ccnow_outcome, submit_outcome
 
-    now = time.time()
     by_account: dict[str, list[tuple[int, str]]] = {}
     for s in left:
         by_account.setdefault(s.account, []).append((s.id, s.external_reference))
@@ -35,6 +39,25 @@ async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = la
         await cmds.requeue(store, again, next_attempt_at=0.0, why="interrupted", reached_at=now)
     if adjusts := [c for c in sending if c.action == "adjust"]:
         await ccnow_outcome.make_uncertain(store, adjusts, "interrupted", now=now)
-    if left or adjusts:
+    if left or adjusts or made_uncertain:
         on_commit()
-    return len(left) + len(sending)
+    return made_uncertain + len(left) + len(sending)
+
+
+async def _settle_rewound(store: Store, now: float) -> int:
+    """Settle the CCNow actions a database that went back left open (store/rewound.py): the
+    process whose history was lost may have sent them. A discount becomes uncertain (sent
+    again, it could be taken twice); another action is sent as one that may have reached
+    CCNow (a ship or cancel CCNow then refuses as not pending reads its order's status, a
+    tracking upload it refuses waits for a person). Return how many became uncertain."""
+    found = await rewound.left_open(store)
+    if found is None:
+        return 0
+    through, open_ = found
+    adjusts = [c for c in open_ if c.action == "adjust"]
+    if adjusts:
+        from reconciler.writes import ccnow_outcome
+
+        await ccnow_outcome.make_uncertain(store, adjusts, rewound.WHY, now=now)
+    await rewound.settled(store, through, now)
+    return len(adjusts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
 
 import aiohttp
 from aiohttp import hdrs
@@ -18,6 +19,7 @@ from reconciler.sources.http import (
     Reply,
     Stopping,
     WriteAwareConnector,
+    parse_retry_after,
     read_body,
     reply_of,
     undecodable,
@@ -98,6 +100,10 @@ async def _send(
                 body = b""
             location = resp.headers.get(hdrs.LOCATION)
             reply = reply_of(resp, body, sent_at)
+            # Passed on with the answer (a 429's when to try again), when it is a Retry-After.
+            wait = resp.headers.get(hdrs.RETRY_AFTER)
+            if parse_retry_after(wait, datetime.now(timezone.utc)) is not None:
+                reply = reply._replace(retry_after=wait)
             # Where a redirect or a `201 Created` points, made absolute: relative to the
             # provider's URL, not to whoever the answer is passed on to.
             return reply if location is None else reply._replace(location=_joined(url, location))

@@ -21,7 +21,13 @@ import aiohttp
 from reconciler.config import CCVConfig, ReceiverConfig
 from reconciler.logs import fields
 from reconciler.passes.hint_gate import HintGate
-from reconciler.redact import GIVEN_SECRET, SecretForms, holds_secret, secret_forms
+from reconciler.redact import (
+    GIVEN_SECRET,
+    SecretForms,
+    answer_secrets,
+    holds_secret,
+    secret_forms,
+)
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
@@ -68,8 +74,11 @@ class Submitter:
         # process's Gates): a submit waits for its turn like any of them.
         self.gates = gates
         self.accounts = {c.name: c for c in accounts}
+        # What CCV's answer must not hold to be taken for an order id: the account's key and
+        # the config's other `secrets` (CCV may echo any of them; the id is printed and kept).
         self.key_forms: dict[str, SecretForms | None] = {
-            c.name: secret_forms(frozenset([c.api_key.reveal()])) for c in accounts
+            c.name: secret_forms(frozenset(answer_secrets(c.api_key.reveal(), secrets)))
+            for c in accounts
         }
         self.receiver = receiver
         self.order_id_fields = tuple(order_id_fields)
@@ -153,6 +162,9 @@ class Submitter:
                         )
                         await asyncio.shield(earlier)
                         continue
+                    # The order it made, when known: a run a signal ended after CCV's answer
+                    # was recorded printed no id, and this one is how to learn it.
+                    made = f": order {old.order_id}" if old.order_id else ""
                     return json_result(
                         409,
                         {
@@ -165,7 +177,7 @@ class Submitter:
                         ref,
                         old.state,
                         own=f"external reference {ref} was submitted already (its submit is "
-                        f"{old.state}); not sent again",
+                        f"{old.state}{made}); not sent again",
                     )
                 return await self._send(cfg, account, ref, data, sub_id)
         finally:

@@ -137,18 +137,17 @@ class Closing:
     order_id_fields: Sequence[str]
     now: float
     on_commit: Callable[[], None]
-    key_forms: SecretForms | None = None  # the account's API key: never taken for an id
+    # The account's API key and the config's other secrets: never taken for an id.
+    key_forms: SecretForms | None = None
     secrets: Sequence[str] = ()  # the config's: masked in CCV's `Location`, as in its header
 
 
 async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer) -> Result:
     """Close a submission with CCV's answer and return what its caller gets: CCV's answer as
     it came, with the reference header (and the order id's on success)."""
-    status, headers = answer.status, {REFERENCE_HEADER: ref}
+    status, headers = answer.status, {REFERENCE_HEADER: ref, **answer.passed_headers()}
     # Kept (the submission, its event, the log line) masked, as the header is passed on.
     location = None if answer.location is None else redact(answer.location, c.secrets)
-    if answer.location is not None:
-        headers["Location"] = answer.location
     passed = Result(status, answer.body, answer.content_type, ref, "uncertain", None, headers)
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)

@@ -276,3 +276,16 @@ async def test_the_readme_helper_runs_its_commands_on_the_example_config(
         result: Result = await call_cli(*argv, env=env)
         assert result.code == 0, (argv, result.stderr)
     assert (tmp_path / "state" / "reconciler.db").exists()
+
+
+def test_the_readme_helper_runs_as_the_units_user_with_their_modes() -> None:
+    # Without the units' UMask= a command by hand made the files it created 0644.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    helper = re.search(r"^rctl\(\) \{\n(.*?)^\}\n", readme, re.MULTILINE | re.DOTALL)
+    assert helper is not None
+    given = dict(re.findall(r"-p (\w+)=(\S+)", helper[1]))
+    keys = ("DynamicUser", "User", "StateDirectory", "StateDirectoryMode", "UMask")
+    for unit in ("reconciler.service", "reconciler-catchup.service"):
+        text = (REPO / "systemd" / unit).read_text(encoding="utf-8")
+        units = dict(re.findall(r"^(\w+)=(\S+)$", text, re.MULTILINE))
+        assert {k: given.get(k) for k in keys} == {k: units[k] for k in keys}, unit

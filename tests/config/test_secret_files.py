@@ -115,8 +115,11 @@ async def test_a_fifo_as_secret_file_is_a_config_error_not_a_hang(
     )
 
 
-def test_an_unreadable_secret_file_is_named_by_the_path_tried(tmp_path: Path) -> None:
+def test_an_unreadable_secret_file_is_named_by_the_path_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # `~` is not expanded (paths are beside the config file): the error says where it looked.
+    monkeypatch.setenv("HOME", str(tmp_path))
     cfg = config_file(tmp_path, CCNOW + "password_file = '~/ccnow.pw'\n")
     error = load_error(cfg)
     assert (error.key, error.problem) == (
@@ -127,6 +130,7 @@ def test_an_unreadable_secret_file_is_named_by_the_path_tried(tmp_path: Path) ->
 
 async def test_check_names_the_path_of_a_missing_secret_file(tmp_path: Path) -> None:
     cfg = config_file(tmp_path, CCNOW + "password_file = '../secrets/pw'\n")
+    (tmp_path / "secrets").mkdir()
     result = await run_cli("--config", cfg, "check", env=cli_env())
     assert result.code == 78, result.stderr
     assert result.stderr.strip() == (
@@ -143,6 +147,11 @@ async def test_check_names_the_path_of_a_missing_secret_file(tmp_path: Path) -> 
         # A `/` is no path's mark: base64 keys and webhook secrets hold it.
         (CCNOW + "password_file = '{given}'\n", {}, "Pw0rd+Zq9/x=7Se"),
         (CCNOW + "password_file = '{given}'\n", {}, "whsec_c2VjcmV0/a2V5+Zm9v"),
+        # Base64 starts with `/` too: a path only in a directory that exists, not the root.
+        (CCNOW + "password_file = '{given}'\n", {}, "/Zq9+x=7SePw0rd"),
+        (CCNOW + "password_file = '{given}'\n", {}, "/Zq9+x/7SePw0rd="),
+        (CCNOW + "password_file = '{given}'\n", {}, "./Zq9+x/7SePw0rd="),
+        (CCNOW + "password_file = '{given}'\n", {}, "~/Zq9+x/7SePw0rd="),
         # A key: a long bare name of letters and digits, no extension.
         (
             CCNOW + "password = 'pw-0123'\n" + CCV + "api_key_file = '{given}'\n",
@@ -161,14 +170,27 @@ async def test_check_names_the_path_of_a_missing_secret_file(tmp_path: Path) -> 
             "plain-api-token-name",
         ),
     ],
-    ids=["signs", "base64-slash", "whsec-slash", "key-like", "env-secret", "inline-secret"],
+    ids=[
+        "signs",
+        "base64-slash",
+        "whsec-slash",
+        "base64-at-root",
+        "base64-no-dir",
+        "base64-dot-no-dir",
+        "base64-home-no-dir",
+        "key-like",
+        "env-secret",
+        "inline-secret",
+    ],
 )
 async def test_a_secret_given_as_its_file_path_is_not_echoed(
     tmp_path: Path, text: str, env: dict[str, str], given: str
 ) -> None:
-    # `cannot read /etc/reconciler/Pw0rd-Zq9+&x=7%Se: No such file or directory` printed it.
+    # `cannot read /etc/reconciler/Pw0rd-Zq9+&x=7%Se: No such file or directory` printed it,
+    # and `cannot read /Zq9+x=7SePw0rd: ...` a base64 key that starts with `/`.
     cfg = config_file(tmp_path, text.replace("{given}", given))
-    result = await run_cli("--config", cfg, "check", env={**cli_env(), **env})
+    env = {**cli_env(), "HOME": str(tmp_path), **env}
+    result = await run_cli("--config", cfg, "check", env=env)
     assert result.code == 78, result.stderr
     key = "ccv.api_key_file" if "api_key_file" in text else "ccnow.password_file"
     assert result.stderr.strip() == (
@@ -184,15 +206,22 @@ async def test_a_secret_given_as_its_file_path_is_not_echoed(
     [
         "ccnow-password",
         "secrets/ccnow_pw.txt",
-        "/run/keys/pw",
+        "{tmp}/keys/pw",
         # A template unit's credentials, a path with signs a bare secret would hold.
-        "/run/credentials/reconciler@shop.service/ccnow-password",
+        "{tmp}/credentials/reconciler@shop.service/ccnow-password",
         "./keys/shop+eu:2/whsec_file",
+        "../keys/Zq9+x=7SePw0rd",
         "~/keys/shop+eu.pw",
     ],
 )
-def test_an_ordinary_path_of_a_missing_secret_file_is_named(tmp_path: Path, given: str) -> None:
+def test_an_ordinary_path_of_a_missing_secret_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    # A path that starts as one does is named when its directory exists (`~` as the user's).
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    given = given.replace("{tmp}", str(tmp_path))
     cfg = config_file(tmp_path, CCNOW + f"password_file = '{given}'\n")
+    (cfg.parent / Path(given).expanduser()).parent.mkdir(parents=True, exist_ok=True)
     error = load_error(cfg)
     assert (error.key, error.problem) == (
         "ccnow.password_file",

@@ -18,7 +18,7 @@ from reconciler.model import OrderKey, OrderState, Source
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.ccv import CCVCoordinator
 from reconciler.poller.coordinators import Coordinators
-from reconciler.reconcile import Reconciler
+from reconciler.reconcile import BATCH_ROWS, Reconciler
 from reconciler.redact import config_secrets
 from reconciler.sources.http import Gates
 from reconciler.store import Store
@@ -28,8 +28,18 @@ from tests.poller.fakes import FakeCCNowClient, FakeCCVClient
 
 
 @pytest.fixture
+def batch_rows() -> int:
+    """The reconciler's observations per transaction (a test parametrizes it to change it)."""
+    return BATCH_ROWS
+
+
+@pytest.fixture
 async def coordinators(
-    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    fake_ccv: FakeCCV,
+    fake_ccnow: FakeCCNow,
+    monkeypatch: pytest.MonkeyPatch,
+    batch_rows: int,
 ) -> AsyncIterator[Coordinators]:
     monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
     monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
@@ -37,7 +47,8 @@ async def coordinators(
     store = await Store.open(config.store_path)
     try:
         async with aiohttp.ClientSession() as session:
-            yield Coordinators.build(config, Reconciler(config, store), session, Gates())
+            writer = Reconciler(config, store, batch_rows=batch_rows)
+            yield Coordinators.build(config, writer, session, Gates())
     finally:
         await store.close()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-from reconciler.passes.report import PassReport
+from reconciler.poller.coordinator import NamedReport
 from reconciler.poller.coordinators import Coordinators
 from reconciler.scheduler import Scheduler
 from tests.poller.conftest import CCV_IDS, World, track
@@ -17,11 +17,11 @@ async def test_each_account_is_ticked_through_its_coordinator(world: World) -> N
     world.ccv_client.statuses = dict.fromkeys(CCV_IDS, "New")
     world.ccnow_client.pending = {"396-10-1142"}
     coordinators = Coordinators(world.ccv.writer, {"default": world.ccv}, {"default": world.ccnow})
-    passes: dict[str, PassReport] = {}
+    passes: dict[str, NamedReport] = {}
     both = asyncio.Event()
 
-    def on_pass(name: str, report: PassReport, is_pass: bool) -> None:
-        passes[name] = report
+    def on_pass(named: NamedReport) -> None:
+        passes[named.name] = named
         if {"ccv/default due", "ccnow/default pending list"} <= passes.keys():
             both.set()
 
@@ -40,6 +40,8 @@ async def test_each_account_is_ticked_through_its_coordinator(world: World) -> N
         await asyncio.wait_for(both.wait(), 10)
     finally:
         await scheduler.shutdown(1.0)
-    assert passes["ccv/default due"].checked == len(CCV_IDS)
-    assert passes["ccnow/default pending list"].checked == 1
+    assert passes["ccv/default due"].report.checked == len(CCV_IDS)
+    assert passes["ccnow/default pending list"].report.checked == 1
+    # Both are passes (`status`'s last pass), not a notification's checks.
+    assert passes["ccv/default due"].is_pass and passes["ccnow/default pending list"].is_pass
     assert sorted(world.ccv_client.asked) == sorted(CCV_IDS)

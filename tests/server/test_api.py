@@ -33,6 +33,7 @@ from reconciler.server.api_orders import Orders
 from reconciler.server.connections import ConnectionLimits
 from reconciler.sources.http import Gates
 from reconciler.systemd import Notifier
+from reconciler.writes.submit import Submitter
 from tests.conftest import free_port, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, Reply
@@ -111,10 +112,11 @@ async def serve_api(
     limits: ConnectionLimits = API_LIMITS,
     ccnow: FakeCCNow | None = None,
     gates: Gates | None = None,
+    submitter: Submitter | None = None,
 ) -> AsyncIterator[Api]:
     """Run the daemon's API (no scheduler) on a free port for the block, with the connection
     bounds `limits` (and a CCNow account when `ccnow` is given; the accounts' bounds `gates`
-    when given, for a test to hold and watch)."""
+    when given, for a test to hold and watch; the CCV submits' `submitter` when given)."""
     port = free_port()
     cfg = write_config(
         tmp_path,
@@ -132,7 +134,7 @@ async def serve_api(
         runtime.gates = gates  # before the runtime opens: all its parts share them
     async with runtime as rt:
         delivering = asyncio.ensure_future(rt.delivery.run())
-        daemon = Daemon(config, rt, Notifier(None), api_limits=limits)
+        daemon = Daemon(config, rt, Notifier(None), api_limits=limits, submitter=submitter)
         await daemon.start_api()
         try:
             async with aiohttp.ClientSession() as http:

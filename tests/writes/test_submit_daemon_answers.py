@@ -12,22 +12,16 @@ from contextlib import closing
 from pathlib import Path
 from typing import cast
 
-import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from reconciler.config import load_config
-from reconciler.model import OrderKey
-from reconciler.redact import config_secrets
-from reconciler.server.api import build_api
-from reconciler.server.api_requests import ApiDeps
 from reconciler.store import Store, WriterLock
 from reconciler.writes.submit import Submitter
 from reconciler.writes.submit_outcome import OWN_HEADER, Result, json_result, own_from_header
 from tests.conftest import call_cli, daemon_here, free_port, write_config
 from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCV_KEY, Reply
-from tests.server.test_api import TOKEN, api_toml
+from tests.server.test_api import api_toml, serve_api
 from tests.writes.test_submit_crash import listening, query
 
 
@@ -137,52 +131,24 @@ class OwnAnswer:
         return json_result(502, {"error": "lost"}, "own-1", "uncertain", own=self.own)
 
 
-async def never_refreshed(key: OrderKey) -> bool:
-    raise AssertionError(key)
-
-
 async def test_the_daemons_own_answer_comes_back_masked_and_is_said_on_one_line(
     tmp_path: Path,
 ) -> None:
     # Before, the command printed the header's text decoded: `%0D%0A` became a line break.
     said = f"CCV's failure quoted {CCV_KEY}\r\nreconciler: error: forged second line"
-    port = free_port()
-    async with FakeCCVWrites() as fake:
-        cfg = write_config(
-            tmp_path, ccv=fake, ccv_extra=f'api_key = "{CCV_KEY}"', extra=api_toml(port)
+    async with (
+        FakeCCVWrites() as fake,
+        serve_api(tmp_path, fake, submitter=cast("Submitter", OwnAnswer(said))) as api,
+    ):
+        # The daemon's runtime holds the store: the command goes through its API.
+        _, _, headers = await api.call(
+            "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="own-1")
         )
-        config = load_config(cfg)
-        assert config.api is not None
-        store = await Store.open(tmp_path / "reconciler.db", sinks=["jsonl"])
-        deps = ApiDeps(
-            store=store,
-            reader=store,
-            submitter=cast("Submitter", OwnAnswer(said)),
-            refresh=never_refreshed,
-            accounts={"ccv": ["default"]},
-            watched={},
-            secrets=tuple(config_secrets(config)),
+        header = headers[OWN_HEADER]
+        stdin = json.dumps(submit_body(externalReference="own-1")).encode()
+        result = await call_cli(
+            "--config", api.daemon.config.file, "ccv", "submit", "-", stdin=stdin
         )
-        server = TestServer(build_api(config.api, deps), host="127.0.0.1", port=port)
-        await server.start_server()
-        lock = WriterLock(tmp_path / "reconciler.db")
-        lock.acquire()  # the daemon holds the store: the command goes through its API
-        try:
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(
-                    f"http://127.0.0.1:{port}/api/v1/ccv/orders",
-                    json=submit_body(externalReference="own-1"),
-                    headers={"Authorization": f"Bearer {TOKEN}"},
-                ) as resp,
-            ):
-                header = resp.headers[OWN_HEADER]
-            stdin = json.dumps(submit_body(externalReference="own-1")).encode()
-            result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
-        finally:
-            lock.release()
-            await server.close()
-            await store.close()
     assert CCV_KEY not in own_from_header(header) and "%0D%0A" in header, header
     assert (result.code, result.stdout) == (75, ""), result.stderr
     lines = result.stderr.splitlines()

@@ -198,6 +198,40 @@ async def test_the_daemons_own_body_limit_is_told_as_its_own(
     assert fake.submits == []
 
 
+async def test_a_json_refusal_of_the_daemons_api_is_one_masked_bounded_line(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # The API's JSON error echoes what it was sent: its text was printed as it came, line
+    # breaks, terminal escapes and the key included, however long.
+    error = f"bad body:\nkey {CCV_KEY}\x1b[2J\x07 " + "x" * 2000
+
+    async def refuses(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": error, "field": "order"}, status=400)
+
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+    app = web.Application()
+    app.router.add_post("/api/v1/ccv/orders", refuses)
+    daemon_api = TestServer(app, host="127.0.0.1", port=port)
+    await daemon_api.start_server()
+    lock = WriterLock(tmp_path / "reconciler.db")
+    lock.acquire()  # the daemon holds the store: the command goes through its API
+    try:
+        stdin = json.dumps(submit_body(externalReference="refused-1")).encode()
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    finally:
+        lock.release()
+        await daemon_api.close()
+    assert (result.code, result.stdout) == (65, ""), result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "refused the submit" in x]
+    assert line.startswith(
+        "reconciler: error: the daemon's API refused the submit (HTTP 400): order: bad body: key "
+    )
+    assert CCV_KEY not in result.stderr and "\x1b" not in line and "\x07" not in line
+    assert len(line) < 700 and "bad body:\n" not in result.stderr
+    assert fake.submits == []
+
+
 async def test_a_submit_whose_tls_handshake_never_ends_was_not_sent(
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:

@@ -1,0 +1,42 @@
+"""The CCNow actions a database that went back (history.py: a restore from a backup, a lost WAL)
+left open: they may have been sent since, by the process whose history was lost.
+
+The open that finds the rewind notes the highest command id then (`rewound_commands` in
+`meta`, in its new epoch's transaction); the next writer settles the open commands up to it at
+its start, before it sends anything (writes/interrupted.py), and deletes the note in the
+transaction that marks the last of them.
+"""
+
+from __future__ import annotations
+
+from .commands import Command, in_state
+from .db import Store
+
+KEY = "rewound_commands"
+# The answer kept by a discount made uncertain for it.
+WHY = "the store went back (restored from a backup, or its WAL lost): it may have been sent since"
+
+
+async def left_open(store: Store) -> tuple[int, list[Command]] | None:
+    """Return the highest command id of a rewind no writer has settled yet, with the commands
+    up to it still queued or sending; None: there is none."""
+    rows = await store.conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (KEY,))
+    through = next((int(r[0]) for r in rows), None)
+    if through is None:
+        return None
+    found = [*await in_state(store, "queued"), *await in_state(store, "sending")]
+    return through, sorted((c for c in found if c.id <= through), key=lambda c: c.id)
+
+
+async def settled(store: Store, through: int, reached_at: float) -> None:
+    """Delete the note of a rewind whose discounts are uncertain now; the other commands up to
+    `through` still open may have reached CCNow at `reached_at` (CCNow then refusing one as not
+    pending is no word that it did not take it: ccnow_outcome.settle)."""
+    async with store.transaction():
+        await store.conn.execute(
+            "UPDATE commands SET maybe_reached_at = coalesce(maybe_reached_at, ?) "
+            "WHERE state IN ('queued', 'sending', 'uncertain') AND state != 'uncertain' "
+            "AND action != 'adjust' AND id <= ?",
+            (reached_at, through),
+        )
+        await store.conn.execute("DELETE FROM meta WHERE key = ?", (KEY,))
