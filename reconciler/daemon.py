@@ -356,8 +356,11 @@ async def run_daemon(
     loop = asyncio.get_running_loop()
     signals = eventloop.stop_signals() if stop is None else ()
     stopping = asyncio.Event() if stop is None else stop
+    echo = eventloop.SigtermEcho()
 
     def on_signal(signum: int) -> None:
+        if echo(signum):
+            return
         if stopping.is_set():
             log.warning("daemon.force_exit", extra=fields(signal=signal.Signals(signum).name))
             # At once, as a kill would (the store is safe: WAL, synchronous=FULL): unwinding

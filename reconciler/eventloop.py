@@ -13,6 +13,7 @@ import importlib.util
 import os
 import signal
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -61,28 +62,37 @@ def run(main: Coroutine[Any, Any, T], *, sigterm_cancels: bool = False) -> T:
 async def ended_by_sigterm(main: Coroutine[Any, Any, T]) -> T:
     """Await `main`; SIGTERM cancels it as Ctrl-C does (asyncio.run), so that what it has under
     way ends as at Ctrl-C, a write already sent let end and its answer recorded (killed at once,
-    it stayed `sending` and became uncertain), then raise Terminated. A second SIGTERM kills at
-    once, and so does the first when the loop does not take the cancel within a second (a
-    command blocked reading its config or input from a pipe: nothing is under way yet). Where
-    no handler can be set (not the main thread), `main` is awaited as it is."""
+    it stayed `sending` and became uncertain), then raise Terminated. A second SIGTERM (not
+    timeout(1)'s echo of the first: SigtermEcho) kills at once, and so does the first when the
+    loop does not take the cancel within a second (a command blocked reading its config or input
+    from a pipe: nothing is under way yet). Where no handler can be set (not the main thread),
+    `main` is awaited as it is."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     signalled = False
+    echo = SigtermEcho()
+    unanswered = threading.Event()
+
+    def end_unanswered() -> None:  # in a timer's thread, where no handler can be set
+        unanswered.set()
+        os.kill(os.getpid(), signal.SIGTERM)
 
     # A handler of the signal module, not the loop's: that one runs only when the loop gets
     # control, and a command blocked in a read then ignored SIGTERM.
     def on_sigterm(signum: int, frame: object) -> None:
         nonlocal signalled
+        if echo(signum) and not unanswered.is_set():
+            return
         if signalled:
             end_by_sigterm()
             return
         signalled = True
-        unanswered = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
-        unanswered.daemon = True
-        unanswered.start()
+        timer = threading.Timer(1.0, end_unanswered)
+        timer.daemon = True
+        timer.start()
 
         def cancel() -> None:
-            unanswered.cancel()
+            timer.cancel()
             if task is not None:
                 task.cancel()
 
@@ -100,6 +110,29 @@ async def ended_by_sigterm(main: Coroutine[Any, Any, T]) -> T:
         raise
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+class SigtermEcho:
+    """Tells GNU timeout(1)'s echo of a SIGTERM from a second signal. timeout sends its signal to
+    the command and then to its whole process group, the command included: one stop, two
+    SIGTERMs a moment apart (1 in 5 `timeout` stops of `run` ended in daemon.force_exit). A
+    SIGTERM within ECHO_S of the first is that echo; a later one (a supervisor's second) and a
+    second SIGINT (a person's double Ctrl-C: nothing sends it twice) count."""
+
+    ECHO_S = 1.0
+
+    def __init__(self) -> None:
+        self._first_at: float | None = None
+
+    def __call__(self, signum: int) -> bool:
+        """Whether `signum` is the echo of an earlier SIGTERM, to be ignored."""
+        if signum != signal.SIGTERM:
+            return False
+        now = time.monotonic()
+        if self._first_at is None:
+            self._first_at = now
+            return False
+        return now - self._first_at < self.ECHO_S
 
 
 def end_by_sigterm() -> None:

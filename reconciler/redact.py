@@ -93,6 +93,9 @@ class SecretForms:
     # The lowered forms longer than MIN_BODY_FRAGMENT by their head: a head found is compared
     # with the few forms it begins, not with every form.
     by_head: dict[str, tuple[str, ...]] = dataclasses.field(compare=False)
+    # At [n], the starts of n characters of the forms longer than that, as sent: a text's end
+    # is looked up, at each size, once, whatever the number of secrets and their forms.
+    by_size: tuple[frozenset[str], ...] = dataclasses.field(compare=False)
 
     def find(self, text: str) -> list[tuple[int, int]]:
         """Return where secrets stand in `text`, in order and apart, to be masked: whole forms,
@@ -136,13 +139,11 @@ class SecretForms:
         tail = text[-MIN_BODY_FRAGMENT:]
         # Percent escapes are case-insensitive; ours are upper case, some servers write lower.
         tails = {tail, _PERCENT_ESCAPE.sub(lambda m: m[0].upper(), tail)}
-        longest = 0
-        for form in self.forms:
-            for size in range(min(len(form) - 1, len(tail)), fewest - 1, -1):
-                if size > longest and any(t.endswith(form[:size]) for t in tails):
-                    longest = size
-                    break
-        return longest
+        for size in range(min(len(tail), len(self.by_size) - 1), max(fewest, 1) - 1, -1):
+            starts = self.by_size[size]
+            if any(t[-size:] in starts for t in tails):
+                return size
+        return 0
 
 
 # What joins the words of a name or a sentence ("reconciler-api", "t_SECRET", "v. 2"): a start
@@ -196,12 +197,17 @@ def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
     by_head = {
         head: tuple(form for form in set(lowered) if form.startswith(head)) for head in heads
     }
+    by_size = tuple(
+        frozenset(form[:size] for form in forms if len(form) > size)
+        for size in range(MIN_BODY_FRAGMENT + 1)
+    )
     return SecretForms(
         tuple(forms),
         lowered,
         re.compile(alternatives),
         re.compile(head_search) if heads else None,
         by_head,
+        by_size,
     )
 
 

@@ -9,6 +9,8 @@ outputs stay JSON.
 
 from __future__ import annotations
 
+import unicodedata
+
 # C0 controls, DEL, C1 controls; the bidi marks, embeddings, overrides and isolates; the line
 # and paragraph separators that some terminals and editors break lines at.
 _UNSAFE = [
@@ -29,3 +31,24 @@ def shown(text: str) -> str:
     """Return `text` with every character that could drive a terminal written as an escape
     (ESC as `\\x1b`, RIGHT-TO-LEFT OVERRIDE as `\\u202e`); other text is left as it is."""
     return text.translate(_ESCAPES)
+
+
+def width(text: str) -> int:
+    """Return how many terminal cells `text` takes: two for a wide or full-width character (CJK,
+    most emoji), none for a combining mark or a zero-width format character, else one."""
+    return sum(_cells(c) for c in text)
+
+
+def padded(text: str, cells: int) -> str:
+    """Return `text` followed by the spaces that make it `cells` cells wide (a table's column)."""
+    return text + " " * max(cells - width(text), 0)
+
+
+def _cells(char: str) -> int:
+    if unicodedata.east_asian_width(char) in ("W", "F"):
+        return 2
+    # Combining and enclosing marks, and format characters (ZERO WIDTH SPACE, JOINER), but the
+    # SOFT HYPHEN, which terminals show.
+    if unicodedata.category(char) in ("Mn", "Me", "Cf") and char != "\u00ad":
+        return 0
+    return 1

@@ -248,18 +248,50 @@ async def test_a_cutoff_keeps_the_webhook_s_confirmations_and_abandons_the_answe
     assert webhook.posted == ["evt-1", "evt-2"]
 
 
-async def test_a_second_signal_during_the_stop_exits_1_at_once(
-    tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
-) -> None:
-    # A webhook that takes 3 s per answer keeps the stop busy; `timeout` and a second Ctrl-C
-    # both send another signal while it is. README: exit 1, at once. Before, the process logged
-    # daemon.force_exit and then hung until a third signal.
+async def stop_held(tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook) -> Path:
+    """A config whose daemon's stop stays busy for seconds: a webhook that takes 3 s per answer,
+    the API with its read-only store and a command sink whose program is slow too."""
     webhook.delay_s = 3.0
     cfg = await tracked(tmp_path, fake_ccv, webhook, "1s")
-    # With the API, its read-only store and a command sink whose program is slow too.
     slow = json.dumps([sys.executable, "-c", "import time; time.sleep(5)"])
     sink = f'[[sinks]]\ntype = "command"\nname = "slow"\ncommand = {slow}\n'
     cfg.write_text(cfg.read_text() + "\n" + sink + "\n" + api_toml(free_port()))
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("sig", "after_s"),
+    [(signal.SIGINT, 0.0), (signal.SIGTERM, 1.2)],
+    ids=["a second Ctrl-C", "SIGTERM a second later"],
+)
+async def test_a_second_signal_during_the_stop_exits_1_at_once(
+    tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook, sig: signal.Signals, after_s: float
+) -> None:
+    # A person's second Ctrl-C, or a supervisor's second SIGTERM (past timeout(1)'s echo of the
+    # first), while the stop is busy. README: exit 1, at once. Before, the process logged
+    # daemon.force_exit and then hung until a third signal.
+    cfg = await stop_held(tmp_path, fake_ccv, webhook)
+    async with daemon(cfg, env()) as proc:
+        await poll_until(lambda: webhook.posted, 20, "a post under way")
+        proc.send_signal(sig)
+        await poll_until(
+            lambda: "daemon.stopping" in (tmp_path / "daemon.log").read_text(), 10, "the stop"
+        )
+        await asyncio.sleep(after_s)  # the time itself is what is tested: the echo's window
+        proc.send_signal(sig)
+        started = time.monotonic()
+        assert await asyncio.wait_for(proc.wait(), 10) == 1
+        assert time.monotonic() - started < 2.0
+    assert "daemon.force_exit" in (tmp_path / "daemon.log").read_text()
+
+
+async def test_timeout_s_two_sigterms_are_one_clean_stop(
+    tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
+) -> None:
+    # GNU `timeout` sends SIGTERM to the daemon and then to its process group, the daemon again:
+    # the second was taken for a second signal, daemon.force_exit and 1, the stop left undone.
+    # It is sent once the first is taken (the kernel merges two that are both pending).
+    cfg = await stop_held(tmp_path, fake_ccv, webhook)
     async with daemon(cfg, env()) as proc:
         await poll_until(lambda: webhook.posted, 20, "a post under way")
         proc.send_signal(signal.SIGTERM)
@@ -267,7 +299,6 @@ async def test_a_second_signal_during_the_stop_exits_1_at_once(
             lambda: "daemon.stopping" in (tmp_path / "daemon.log").read_text(), 10, "the stop"
         )
         proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        assert await asyncio.wait_for(proc.wait(), 10) == 1
-        assert time.monotonic() - started < 2.0
-    assert "daemon.force_exit" in (tmp_path / "daemon.log").read_text()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    log = (tmp_path / "daemon.log").read_text()
+    assert "daemon.force_exit" not in log and "daemon.stopped" in log

@@ -21,7 +21,7 @@ from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
 from ..store.files import writer_running
-from ..terminal import shown
+from ..terminal import padded, shown, width
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
 from .progress import progress
@@ -316,9 +316,9 @@ def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
     table = [[str(c).upper() for c in cols]] + [
         ["-" if r[c] is None else shown(str(r[c])) for c in cols] for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    widths = [max(width(row[i]) for row in table) for i in range(len(cols))]  # terminal cells
     for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)).rstrip())
+        print("  ".join(padded(v, w) for v, w in zip(row, widths, strict=False)).rstrip())
 
 
 async def events_command(config: Config, args: argparse.Namespace) -> int:

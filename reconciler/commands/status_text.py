@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ..model import status_info
-from ..terminal import shown
+from ..terminal import padded, shown, width
 from .status_report import AccountHealth, AccountStatus, Status, ts
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
@@ -209,19 +209,20 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str | Cell]], colour: bo
             for row in rows
         ),
     ]
-    widths = [max(len(row[i].text) for row in table) for i in range(len(head))]
+    # In terminal cells, not characters: a CJK status or an emoji takes two.
+    widths = [max(width(row[i].text) for row in table) for i in range(len(head))]
     return [
         "  ".join(_cell(c, w, colour) for c, w in zip(row, widths, strict=True)).rstrip()
         for row in table
     ]
 
 
-def _cell(cell: Cell, width: int, colour: bool) -> str:
+def _cell(cell: Cell, cells: int, colour: bool) -> str:
     # Padding stays outside the colour codes, so columns line up as without colour.
-    pad = " " * (width - len(cell.text))
+    text = padded(cell.text, cells)
     if colour and cell.colour and cell.text:
-        return f"\x1b[{_SGR[cell.colour]}m{cell.text}\x1b[0m{pad}"
-    return cell.text + pad
+        return f"\x1b[{_SGR[cell.colour]}m{cell.text}\x1b[0m{text[len(cell.text) :]}"
+    return text
 
 
 def _bytes(n: int) -> str:

@@ -112,7 +112,9 @@ class SinkReader:
         )
 
     def command(self, table: Table) -> tuple[str, ...]:
-        """Read a command sink's argv: a non-empty list of strings, the program not empty."""
+        """Read a command sink's argv: a non-empty list of strings without NUL, the program not
+        empty; a program path with a `/` that is relative is beside the file (the daemon's
+        current directory is systemd's `/`), a bare name is looked up on PATH when run."""
         value = table.data.get("command")
         if value is None:
             raise table.error("command", "required")
@@ -125,6 +127,13 @@ class SinkReader:
         for index, arg in enumerate(value):
             if not isinstance(arg, str):
                 raise table.error(f"command[{index}]", f"expected a string, got {type_name(arg)}")
-        if not value[0]:
+            if "\0" in arg:
+                # A program's argument ends at its first NUL: uvloop ran it with what came
+                # before, asyncio refused every attempt.
+                raise table.error(f"command[{index}]", "must not contain a NUL character")
+        program = value[0]
+        if not program:
             raise table.error("command[0]", "must not be empty")
-        return tuple(value)
+        if "/" in program and not Path(program).is_absolute():
+            program = str(self.base_dir / program)
+        return (program, *value[1:])

@@ -190,17 +190,19 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         return passes
 
     async def _probe_due(self) -> list[OrderState]:
-        """Return the order a failing account's probe asks: the one due soonest that no probe
-        since it failed has asked (the soonest again once each has been, or PROBE_ROTATION
-        were), so that one troubled order cannot hold the account failing."""
-        until = math.inf if self.probe_any_open else self.now()
+        """Return the order a failing account's probe asks, one no probe since it failed asked
+        (any again once each was, or PROBE_ROTATION were): first one whose last check answered
+        a status (due or not, due soonest), else the one due soonest. One failing on its own (a
+        bad status, a 403 of its own) says nothing of the provider, and held the account down."""
         if len(self._probed) >= PROBE_ROTATION:
             self._probed.clear()
-        due = await self._due(until, len(self._probed) + 1)
-        fresh = [s for s in due if s.key.order_id not in self._probed]
+        limit = len(self._probed) + 1
+        until = math.inf if self.probe_any_open else self.now()
+        pools = [await self._due(math.inf, limit, answered=True), await self._due(until, limit)]
+        fresh = [s for pool in pools for s in pool if s.key.order_id not in self._probed]
         if not fresh:
             self._probed.clear()
-            fresh = due
+            fresh = pools[0] or pools[1]
         self._probed.update(s.key.order_id for s in fresh[:1])
         return fresh[:1]
 
@@ -255,9 +257,10 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                 return ids
             ids.extend(page)
 
-    async def _due(self, until: float, limit: int) -> list[OrderState]:
+    async def _due(self, until: float, limit: int, *, answered: bool = False) -> list[OrderState]:
         since = self.settled_since()  # then unwatched: never due
-        return await self.store.orders.due(self.source, self.account, until, limit, since)
+        orders = self.store.orders
+        return await orders.due(self.source, self.account, until, limit, since, answered=answered)
 
     def reason(self, exc: SourceError) -> str:
         """Return a failure's reason as events, the database and logs may show it."""

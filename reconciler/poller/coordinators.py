@@ -50,7 +50,7 @@ class Coordinators:
             ccv={
                 c.name: CCVCoordinator(
                     c,
-                    CCVClient(c, session, gate=gates.of(c)),
+                    CCVClient(c, session, gate=gates.of(c), secrets=secrets),
                     writer,
                     remember_ref_s=remember,
                     secrets=secrets,

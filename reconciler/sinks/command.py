@@ -139,17 +139,24 @@ class CommandSink:
         """Nothing is held between deliveries."""
 
     async def _run(self, event: OutboxEvent) -> DeliveryResult:
+        env = child_environment(os.environ, event)
         try:
+            if any("\0" in word for word in (*self._argv, *env.values())):
+                # The config refuses it; asyncio says so with a ValueError, but uvloop runs the
+                # program with the words cut at their NUL: delivered, and wrong.
+                raise ValueError("embedded null byte")
             proc = await asyncio.create_subprocess_exec(
                 *self._argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
-                env=child_environment(os.environ, event),
+                env=env,
                 start_new_session=True,
             )
         except OSError as exc:
             return RetryLater(f"cannot run: {self._argv[0]}: {exc.strerror or type(exc).__name__}")
+        except ValueError as exc:
+            return RetryLater(f"cannot run: {self._argv[0]}: {exc}")
         finished = False
         returncode: int | None
         try:

@@ -26,7 +26,7 @@ from reconciler.model import (
     reference_problem,
     validate_ccv_id,
 )
-from reconciler.redact import holds_secret, secret_forms
+from reconciler.redact import answer_secrets, holds_secret, secret_forms
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
 from reconciler.sources.http import Reply, RequestFailed, drain, request
 from reconciler.strict_json import json_type, loads_answer
@@ -155,7 +155,8 @@ class CCVClient:
     """Ask CCV for the status of orders of one account; the session belongs to the caller, and
     so may `gate`, the account's bound on its requests in flight (Gates: shared with its
     writes; by default the client's own). Every check holds it, a notification's too: however
-    many run at once, no more than `concurrency` requests are out."""
+    many run at once, no more than `concurrency` requests are out. `secrets`: the config's, never
+    kept as a status or reference besides the account's API key."""
 
     def __init__(
         self,
@@ -163,6 +164,7 @@ class CCVClient:
         session: aiohttp.ClientSession,
         *,
         gate: asyncio.Semaphore | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
         self._config = config
         self._gate = asyncio.Semaphore(config.concurrency) if gate is None else gate
@@ -174,8 +176,10 @@ class CCVClient:
         self._headers = CIMultiDictProxy(CIMultiDict(auth_headers(config)))
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._breaker_limit = max(5, 2 * config.concurrency)
-        # An answer that holds the key, in any of its forms, is kept nowhere.
-        self._key_forms = secret_forms(frozenset([config.api_key.reveal()]))
+        # An answer that holds the key, or another secret of the config (a provider may echo
+        # any), in any of its forms, is kept nowhere.
+        own = config.api_key.reveal()
+        self._key_forms = secret_forms(frozenset(answer_secrets(own, secrets)))
 
     async def fetch(self, order_id: str) -> Observation:
         """Return what CCV says about one order; raise AuthenticationFailed on 401."""
@@ -330,7 +334,7 @@ class CCVClient:
         return Outcome.FAILED, None, None, _failure_reason(reply)
 
     def _holds_key(self, document: tuple[str, object]) -> bool:
-        """Whether an answer's status or reference holds our key: it would be kept in the
+        """Whether an answer's status or reference holds a secret: it would be kept in the
         snapshot, the events and the log. Not an answer then, but that order's failure."""
         word, answered = document
         if word not in _DOCUMENTED and holds_secret(word, self._key_forms):

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..model import SETTLED, Source
+from .order_rows import COLUMNS
 from .sql import marks
 
 # Counted for /metrics and `status`; repeats the WHERE of its partial index (migration 5) word
@@ -25,6 +26,13 @@ FAILING_SQL = (
     "WHERE failure_streak > 0 GROUP BY source, account"
 )
 
+# Orders whose last check answered a status (no failure since, no "not found"): the recovery
+# check of a failing account asks one of these first, so that it measures the provider, not
+# one order's own trouble (poller/coordinator.py `_probe_due`).
+ANSWERED_SQL = (
+    "failure_streak = 0 AND status IS NOT NULL AND not_found = 0 AND missing_since IS NULL"
+)
+
 
 def unwatched(source: Source, settled_since: float | None) -> tuple[str, tuple[Any, ...]]:
     """Return model.unwatched in SQL for one provider's orders, and its parameters: never NULL,
@@ -35,6 +43,23 @@ def unwatched(source: Source, settled_since: float | None) -> tuple[str, tuple[A
         "AND coalesce(last_changed, tracked_at, 0) <= ?)"
     )
     return sql, (*words, float("-inf") if settled_since is None else settled_since)
+
+
+def due_sql(
+    source: Source, settled_since: float, *, answered: bool = False
+) -> tuple[str, tuple[Any, ...]]:
+    """Return the SELECT of an account's due orders (`Orders.due`), and its parameters after
+    (now, source, account), before the limit."""
+    # Every tick runs this. Without INDEXED BY, SQLite reads every order of the account
+    # through the (source, account, order_id) key and sorts them: a million rows a tick.
+    unwatched_sql, unwatched_params = unwatched(source, settled_since)
+    sql = (
+        f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due "
+        "WHERE end_state = 0 AND next_check_at <= ? "
+        f"AND source = ? AND account = ? AND NOT {unwatched_sql} "
+        f"{'AND ' + ANSWERED_SQL if answered else ''} ORDER BY next_check_at LIMIT ?"
+    )
+    return sql, unwatched_params
 
 
 def unwatched_any(

@@ -19,7 +19,7 @@ from ..model import OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
 from .order_rows import COLUMNS, Plan, Row
-from .order_sql import FAILING_SQL, STUCK_SQL, unwatched, unwatched_any
+from .order_sql import FAILING_SQL, STUCK_SQL, due_sql, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
 if TYPE_CHECKING:
@@ -264,21 +264,21 @@ class Orders:
         return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
 
     async def due(
-        self, source: Source, account: str, now: float, limit: int, settled_since: float
+        self,
+        source: Source,
+        account: str,
+        now: float,
+        limit: int,
+        settled_since: float,
+        *,
+        answered: bool = False,
     ) -> list[OrderState]:
         """Return orders whose next check is due, oldest first (uses the partial index), but
         those no longer watched (`unwatched`, `settled_since`): a check planned while the
-        watch ran, or by a longer `watch_settled`, is not made once it has ended."""
-        # Every tick runs this. Without INDEXED BY, SQLite reads every order of the account
-        # through the (source, account, order_id) key and sorts them: a million rows a tick.
-        unwatched_sql, unwatched_params = unwatched(source, settled_since)
-        sql = (
-            f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due "
-            "WHERE end_state = 0 AND next_check_at <= ? "
-            f"AND source = ? AND account = ? AND NOT {unwatched_sql} "
-            "ORDER BY next_check_at LIMIT ?"
-        )
-        return await self._states(sql, (now, source, account, *unwatched_params, limit))
+        watch ran, or by a longer `watch_settled`, is not made once it has ended. With
+        `answered`, only those whose last check answered a status (`ANSWERED_SQL`)."""
+        sql, params = due_sql(source, settled_since, answered=answered)
+        return await self._states(sql, (now, source, account, *params, limit))
 
     async def with_status(
         self, source: Source, account: str, statuses: Sequence[str]

@@ -7,7 +7,7 @@ space goes back to the file system.
 Every step is a small transaction (CHUNK rows) and yields between them, so a pass or a
 notification that needs the writer waits for one chunk at most. An event that some sink has not
 confirmed (pending or dead-lettered) is never deleted, whatever its age, nor the `source.failed`
-that began an account's failure still going on; the delivery rows of a sink that is no longer
+that began a configured account's failure still going on; the delivery rows of a sink no longer
 configured are deleted first, so that such a sink holds nothing back.
 
 A pruned order that is found again starts a new history: its row is new, with a new
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..logs import fields
@@ -75,7 +75,7 @@ async def prune(
     started = time.monotonic()
     cutoff = now - keep_s
     released = await _release_removed_sinks(store, set(sinks), chunk)
-    events, kept = await _prune_events(store, cutoff, chunk)
+    events, kept = await _prune_events(store, cutoff, chunk, configured=watched.keys())
     orders = await _prune_orders(store, cutoff, chunk)
     orders += await _prune_settled_orders(store, cutoff, now, watched, chunk)
     unplanned = await _unplan_unwatched(store, now, watched, chunk)
@@ -141,8 +141,11 @@ async def _release_removed_sinks(store: Store, sinks: set[str], chunk: int) -> i
     return total
 
 
-async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, int]:
+async def _prune_events(
+    store: Store, cutoff: float, chunk: int, *, configured: Collection[tuple[str, str]]
+) -> tuple[int, int]:
     """Delete events older than `cutoff` that every sink has confirmed; return (deleted, kept).
+    `configured`: the accounts whose current failure's `source.failed` stays.
 
     Read in (time, seq) order through the time index, from where the last chunk ended.
     """
@@ -150,7 +153,7 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
     after: tuple[float, int] = (-1.0, 0)
     # An account that fails again after a recovery raises a newer source.failed, never pruned
     # here (it is after the cutoff), so the set read once holds for the whole run.
-    current = await _current_failures(store)
+    current = await _current_failures(store, configured)
     while True:
         async with store.transaction():
             conn = store.conn
@@ -192,16 +195,18 @@ async def _prune_events(store: Store, cutoff: float, chunk: int) -> tuple[int, i
     return deleted, kept
 
 
-async def _current_failures(store: Store) -> set[int]:
-    """The newest `source.failed` of each account failing now: it says since when the account
-    fails (`status`), which its `sources` row does not keep (its last failure moves with every
-    attempt). Through the partial index of these few events (migration 8)."""
+async def _current_failures(store: Store, configured: Collection[tuple[str, str]]) -> set[int]:
+    """The newest `source.failed` of each configured account failing now: it says since when
+    the account fails (`status`), which its `sources` row does not keep (its last failure moves
+    with every attempt). Through the partial index of these few events (migration 8)."""
     rows = await store.conn.execute_fetchall(
-        "SELECT max(e.seq) FROM events AS e JOIN sources AS s "
+        "SELECT max(e.seq), e.source, e.account FROM events AS e JOIN sources AS s "
         "ON s.source = e.source AND s.account = e.account "
         "WHERE e.type = 'source.failed' AND s.failing != 0 GROUP BY e.source, e.account"
     )
-    return {int(r[0]) for r in rows}
+    # An account the config no longer names is asked by nothing: `status` shows it
+    # not_configured, with no failing_since, and its failure is history like any other event.
+    return {int(r[0]) for r in rows if (r[1], r[2]) in configured}
 
 
 async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:

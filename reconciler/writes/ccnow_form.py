@@ -47,6 +47,7 @@ PAST_PENDING = frozenset(
 )
 MAX_NOTES = 500
 MAX_TRACK_FIELD = 100
+MAX_KEY = 200
 PASSWORD_MASK = "********"
 _C = TypeVar("_C", cmds.NewCommand, cmds.Command)
 
@@ -61,13 +62,16 @@ class BadAction(ValueError):
 
 
 def _text(name: str, value: str | None, limit: int) -> str | None:
+    """Return a form value that is safe to send (`_checked`), or None when none was given."""
+    return None if value is None else _checked(name, value, limit)
+
+
+def _checked(name: str, value: str, limit: int) -> str:
     """Return a form value that is safe to send: printable, trimmed, within `limit`.
 
     The form encoding already keeps `&` and `=` inside the value; control characters are
     refused too, since CCNow shows notes to the consumer and its answers are lines.
     """
-    if value is None:
-        return None
     value = value.strip()
     if not value:
         raise BadAction(f"{name}: must not be empty")
@@ -114,11 +118,12 @@ def made_before(
     by the command asked for now; raise BadAction for a key whose command asks something else."""
     known: dict[cmds.NewCommand, cmds.Command] = {}
     for c in new:
-        # The key as given names its command, whatever it asks; its other form (`K` or
-        # `K/ORDER`) names this order's command only, another order's `K` being its own.
-        before = made.get(c.key) or next(
+        # This order's command under either form (`K` or `K/ORDER`) first: `K` may since
+        # have been given to another order alone, and that is not what this request repeats.
+        # Else the key as given names its command, whatever it asks.
+        before = next(
             (m for k in key_forms(c) if (m := made.get(k)) and m.order_id == c.order_id), None
-        )
+        ) or made.get(c.key)
         if before is None:
             continue
         if _asked(before) != _asked(c):
@@ -185,7 +190,7 @@ def build(
     elif amount is not None:
         raise BadAction("--amount goes with adjust only")
     if key is not None:
-        key = _text("--key", key, 200)
+        key = _text("--key", key, MAX_KEY)
     given = {"--notes": notes, "--carrier": trackname, "--number": tracknumber, "--key": key}
     for name, value in given.items():
         if value is not None and holds_secret(value, forms):
@@ -292,13 +297,30 @@ def from_document(
     if (
         not isinstance(keys, list)
         or len(keys) != len(new)
-        or not all(isinstance(k, str) and k and k.isprintable() and len(k) <= 300 for k in keys)
+        or not all(isinstance(k, str) for k in keys)
     ):
         raise BadAction("keys: one printable key per order id", "keys")
-    if len(set(keys)) != len(keys):
+    # The checks of `--key`: a key kept untrimmed would be another command than the same key
+    # given as `key` (a second discount), and a key is kept in the database, events and log.
+    own = [_key(k, c.order_id, forms) for c, k in zip(new, keys, strict=True)]
+    if len(set(own)) != len(own):
         # A key names one command: the second order's would be taken for the first's.
         raise BadAction("keys: each order id needs a key of its own", "keys")
-    return [replace(c, key=k) for c, k in zip(new, keys, strict=True)]
+    return [replace(c, key=k) for c, k in zip(new, own, strict=True)]
+
+
+def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
+    """Return one entry of `keys` as `build` takes `--key`; raise BadAction naming `keys`.
+    The command line hands its `KEY/ORDER` here: the suffix is not counted in the limit."""
+    suffix = f"/{order_id}"
+    limit = MAX_KEY + (len(suffix) if key.strip().endswith(suffix) else 0)
+    try:
+        checked = _checked("keys", key, limit)
+    except BadAction as exc:
+        raise BadAction(str(exc), "keys") from None
+    if holds_secret(checked, forms):
+        raise BadAction(f"keys: {GIVEN_SECRET}", "keys")
+    return checked
 
 
 def local_refusal(state: OrderState | None) -> str | None:

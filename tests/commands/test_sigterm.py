@@ -6,15 +6,20 @@ no one writes) ends at once, as it did before SIGTERM was handled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import platform
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env
+from tests.conftest import cli_env, free_port, poll_until, write_config
+from tests.fake_ccv_writes import FakeCCVWrites, submit_body
+from tests.server.test_api import api_toml
 
 # x86-64 numbers of the calls a read of a pipe waits in: read(2), poll(2), select(2), pselect6,
 # ppoll (the config reader waits for a FIFO's writer with a poll).
@@ -61,3 +66,38 @@ async def test_a_command_blocked_reading_its_config_from_a_pipe_ends_on_one_sigt
             await proc.wait()
     _, stderr = await proc.communicate()
     assert b"Traceback" not in stderr
+
+
+async def test_timeout_s_two_sigterms_are_one_stop(tmp_path: Path) -> None:
+    # GNU `timeout` sends SIGTERM to the command, then to its process group, the command again:
+    # the second counted as "a second SIGTERM kills at once", and the command died without its
+    # line, the submit it let end left `sending` (uncertain at the next start). The second is
+    # sent once the first is taken (the kernel merges two that are both pending).
+    async with FakeCCVWrites() as fake:
+        fake.submit_hold = asyncio.Event()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        body = tmp_path / "order.json"
+        body.write_text(json.dumps(submit_body(externalReference="timeout-1")))
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "reconciler", "--config", str(cfg)),
+            *("ccv", "submit", str(body)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(),
+        )
+        assert proc.stderr is not None
+        await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
+        proc.send_signal(signal.SIGTERM)
+        err = b""
+        while b"daemon.writes_in_flight" not in err:
+            line = await asyncio.wait_for(proc.stderr.readline(), 10)
+            assert line, err.decode()
+            err += line
+        proc.send_signal(signal.SIGTERM)  # timeout's second, well within its second
+        fake.submit_hold.set()
+        rest = await asyncio.wait_for(proc.stderr.read(), 15)
+        assert await proc.wait() == -signal.SIGTERM
+    stderr = (err + rest).decode()
+    assert "reconciler: stopped by SIGTERM" in stderr, stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn:
+        assert conn.execute("SELECT state FROM submissions").fetchall() == [("succeeded",)]

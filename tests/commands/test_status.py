@@ -302,6 +302,33 @@ async def test_failing_since_stays_where_the_failure_began_when_retention_prunes
     assert "source.failed" not in types
 
 
+async def test_retention_lets_go_of_the_failure_of_an_account_no_longer_configured(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    # The CCNow account fails, then leaves the config while failing: nothing asks it any more,
+    # `status` shows no failing_since for it, and its source.failed is history like any other.
+    fake_ccv.orders = {CCV_IDS[0]: "New"}
+    keep = '[store]\nkeep_events = "1h"\n'
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    cfg.write_text(cfg.read_text().replace("[store]\n", keep, 1))
+    wrong = cli_env(RECONCILER_CCNOW_PASSWORD="wrong")
+    assert (await call_cli("--config", cfg, "track", "ccnow", "396-10-1142")).code == 0
+    assert (await call_cli("--config", cfg, "catch-up", env=wrong)).code == 75
+    with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+        conn.execute("UPDATE events SET time = time - 7200")  # two hours ago, delivered
+    conn.close()
+
+    cfg = write_config(tmp_path, ccv=fake_ccv)  # [ccnow] removed
+    cfg.write_text(cfg.read_text().replace("[store]\n", keep, 1))
+    assert (await call_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0  # and it prunes
+    result = await call_cli("--config", cfg, "status", "--json")
+    (ccnow,) = [a for a in json.loads(result.stdout)["accounts"] if a["source"] == "ccnow"]
+    assert (ccnow["health"], ccnow["failing_since"]) == ("not_configured", None)
+    events = json.loads((await call_cli("--config", cfg, "events", "--json")).stdout)
+    assert [e["type"] for e in events] == ["order.discovered"]
+
+
 async def test_status_names_the_writes_waiting_for_a_person_and_what_settles_them(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.terminal import shown
+from reconciler.terminal import shown, width
 from tests.conftest import call_cli, run_cli, write_config
-from tests.fake_providers import FakeCCNow, Reply
+from tests.fake_providers import CCV_KEY, FakeCCNow, FakeCCV, Reply
 
 HOSTILE = "down\x1b[2J\x1b]0;pwned\x07 \u202eevil\u202c end"
 ESCAPED = "down\\x1b[2J\\x1b]0;pwned\\x07 \\u202eevil\\u202c end"
@@ -64,3 +64,37 @@ async def test_a_ccnow_actions_answer_is_printed_escaped(
     assert result.code == 65, result.stderr
     assert ESCAPED in result.stdout
     assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+
+
+# Two cells a character (an emoji, CJK), and combining marks, which take none.
+WIDE = ["😀😀 emoji", "処理中", "Processing", "e\u0301te\u0301"]
+
+
+def next_column(line: str, text: str) -> int:
+    """Return the terminal cell at which the column after `text` begins on a table's line."""
+    end = line.index(text) + len(text)
+    return width(line[: end + len(line[end:]) - len(line[end:].lstrip(" "))])
+
+
+async def test_status_and_orders_columns_line_up_with_wide_text(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [f"ORD-{n}" for n in range(len(WIDE))]
+    fake_ccv.orders = dict(zip(ids, WIDE, strict=True))
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    assert (await call_cli("--config", cfg, "track", "ccv", *ids)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    assert (width("😀処"), width("e\u0301"), width("a\u200bb")) == (4, 1, 2)
+    for command, head, column in (
+        ("status", "ACCOUNT      STATUS", "ORDERS"),
+        ("orders", "SOURCE", "EXTERNAL_REFERENCE"),
+    ):
+        result = await call_cli("--config", cfg, command)
+        assert result.code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        (header,) = [line for line in lines if line.startswith(head)]
+        starts = {next_column(line, s) for s in WIDE for line in lines if s in line}
+        # The column after the status begins where its heading does, on every row.
+        assert starts == {next_column(header, "STATUS")}, (command, result.stdout)
+        assert header.index(column) == next_column(header, "STATUS")

@@ -3,11 +3,13 @@ to pass."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import call_cli, cli_env
+from tests.conftest import call_cli, cli_env, write_config
+from tests.fake_providers import FakeCCV
 
 CCV = '[ccv]\nbase_url = "https://ccv.example"\n'
 
@@ -54,6 +56,45 @@ async def test_check_refuses_a_command_sink_whose_program_is_missing(tmp_path: P
         "'/nonexistent/notify' (a path, or a name on PATH)"
     )
     assert (await call_cli("--config", cfg, "orders")).code == 0
+
+
+async def test_a_command_sink_argument_with_a_nul_is_a_config_error(tmp_path: Path) -> None:
+    # Accepted before: uvloop ran the program with the argument cut at the NUL (delivered, and
+    # wrong), asyncio made every attempt a sink.crashed traceback.
+    cfg = tmp_path / "reconciler.toml"
+    sink = '[[sinks]]\ntype = "command"\ncommand = ["/bin/true", "--to", "ops\\u0000dev"]\n'
+    cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")
+    result = await call_cli("--config", cfg, "check")
+    assert result.code == 78, result.stderr
+    assert result.stderr.strip() == (
+        f"config error: {cfg}: sinks[0].command[2]: must not contain a NUL character"
+    )
+
+
+async def test_a_relative_command_sink_program_is_beside_the_config(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It was looked up from the current directory: under systemd (`/`) `check` said 78 and
+    # the daemon dead-lettered every event. A bare name is still looked up on PATH.
+    hook = tmp_path / "hooks" / "record"
+    hook.parent.mkdir()
+    hook.write_text(
+        f"#!{sys.executable}\nimport os, pathlib\n"
+        "with open(pathlib.Path(__file__).parent / 'got', 'a') as f:\n"
+        "    f.write(os.environ['RECONCILER_EVENT_TYPE'] + '\\n')\n"
+    )
+    hook.chmod(0o755)
+    sinks = '[[sinks]]\ntype = "command"\nname = "hook"\ncommand = ["./hooks/record"]\n'
+    sinks += '[[sinks]]\ntype = "command"\nname = "bare"\ncommand = ["true"]\n'
+    fake_ccv.orders = {"O-1": "New"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, extra=sinks)
+    monkeypatch.chdir("/")
+    checked = await call_cli("--config", cfg, "check", env=cli_env())
+    assert (checked.code, checked.stderr) == (0, ""), checked.stderr
+    assert (await call_cli("--config", cfg, "track", "ccv", "O-1", env=cli_env())).code == 0
+    caught_up = await call_cli("--config", cfg, "catch-up", env=cli_env())
+    assert caught_up.code == 0, caught_up.stderr
+    assert (hook.parent / "got").read_text() == "order.discovered\n"
 
 
 async def test_check_judges_the_config_whatever_the_store_is(tmp_path: Path) -> None:

@@ -352,6 +352,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "must not be empty"),
     ("command-item", CCV + "[[sinks]]\ntype = 'command'\ncommand = ['true', 1]\n",
      "sinks[0].command[1]", "expected a string, got integer"),
+    ("command-nul", CCV + "[[sinks]]\ntype = 'command'\ncommand = ['true', \"a\\u0000b\"]\n",
+     "sinks[0].command[1]", "must not contain a NUL character"),
 
     ("sink-name-duplicate", CCV + "[[sinks]]\ntype = 'log'\nname = 'x'\n"
      "[[sinks]]\ntype = 'log'\nname = 'x'\n", "sinks[1].name", "duplicate name 'x'"),

@@ -198,6 +198,15 @@ async def test_missing_program(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     ]
 
 
+async def test_an_argument_with_a_nul_is_never_run(tmp_path: Path) -> None:
+    # The config refuses it; built in code, asyncio raised ValueError out of the delivery (a
+    # sink.crashed traceback) and uvloop ran the program with the argument cut at the NUL.
+    out = tmp_path / "out.json"
+    results = await make_sink(py(RECORD, out, "a\0b")).deliver([event(1)])
+    assert results == [RetryLater(f"cannot run: {sys.executable}: embedded null byte")]
+    assert not out.exists()
+
+
 async def test_never_through_a_shell(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     marker = tmp_path / "marker"

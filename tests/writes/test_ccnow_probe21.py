@@ -163,6 +163,28 @@ async def test_a_ccnow_answer_line_echoing_a_secret_of_the_config_is_no_status(
     _kept_nowhere(tmp_path, secret, polled.stdout, polled.stderr, shipped.stdout, shipped.stderr)
 
 
+@pytest.mark.parametrize("secret", OTHERS)
+@pytest.mark.parametrize("field", ["orderStatus", "externalReference"])
+async def test_a_ccv_status_answer_echoing_a_secret_of_the_config_is_kept_nowhere(
+    tmp_path: Path, fake_ccnow: FakeCCNow, secret: str, field: str
+) -> None:
+    # The account's API key was looked for already; CCV may echo any secret it was sent.
+    ids = ["order-a", "order-b"]
+    async with FakeCCVWrites() as fake:
+        fake.orders = dict.fromkeys(ids, "New")
+        document = {"orderStatus": "New", "externalReference": "ref-b", field: secret}
+        fake.replies["order-b"] = Reply(200, json.dumps(document), "application/json")
+        cfg = _config_with_every_secret(tmp_path, fake, fake_ccnow)
+        assert (await call_cli("--config", cfg, "track", "ccv", *ids)).code == 0
+        polled = await call_cli("--config", cfg, "catch-up", "--source", "ccv")
+        listed = await call_cli("--config", cfg, "orders", "--json")
+    # That order's check failed, as for an answer holding the API key; the other is known.
+    assert polled.code == 75, polled.stderr
+    orders = {o["order_id"]: o["status"] for o in json.loads(listed.stdout)}
+    assert orders == {"order-a": "New", "order-b": None}, orders
+    _kept_nowhere(tmp_path, secret, polled.stdout, polled.stderr, listed.stdout)
+
+
 # --- 4. CCV's 429 passed back as it is -------------------------------------------------------
 
 
