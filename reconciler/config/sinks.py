@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+from ..paths import STORE_FILES, beside
 from .errors import ConfigError
 from .keys import SINK_COMMON_KEYS, SINK_KEYS, SINK_TYPES
 from .names import unique_name
@@ -21,15 +22,6 @@ from .schema import (
 from .secret import SecretReader, env_word, webhook_secret_problem
 from .table import Table
 from .values import type_name
-
-# The files of a store at PATH, as the store and SQLite name them (store/files.py, history.py).
-_STORE_FILES = (
-    ("", "the store's database"),
-    ("-wal", "the store's write-ahead log"),
-    ("-shm", "the store's shared-memory file"),
-    ("-history", "the store's history mark"),
-    (".lock", "the store's lock file"),
-)
 
 
 class SinkReader:
@@ -139,10 +131,10 @@ class SinkReader:
         to the store's files were lost (SQLite truncates them), and to the config file they
         made it invalid TOML at the next start."""
         own = [
-            (store.with_name(store.name + suffix), what)
+            (beside(store, suffix), what)
             # SQLite and the writer's lock follow a link to the database, history.py does not.
             for store in (self.store_path, Path(os.path.realpath(self.store_path)))
-            for suffix, what in _STORE_FILES
+            for suffix, what in STORE_FILES
         ]
         if self.config_path is not None:
             own.append((self.config_path, "this config file"))

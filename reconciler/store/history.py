@@ -40,10 +40,10 @@ from pathlib import Path
 import aiosqlite
 
 from ..logs import fields
+from ..paths import HISTORY, beside
 
 log = logging.getLogger("reconciler.store")
 
-SUFFIX = "-history"
 _MAX_MARK = 200
 _NO_EPOCH = "-"
 # Every mark's width (a store id, an epoch and a seq take 74 characters; a two-field mark 57).
@@ -140,7 +140,7 @@ async def open_history(
     a new one when the database holds fewer events than the mark says it committed, or its
     epoch is not the mark's."""
     try:
-        fd = os.open(path.with_name(path.name + SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(beside(path, HISTORY), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         # Ids are then as they were before marks: a rewind goes unseen, nothing else changes.
         log.warning("store.history_mark_failed", extra=fields(error=exc.strerror))
