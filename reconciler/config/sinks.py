@@ -72,6 +72,7 @@ class SinkReader:
             id(table): unique_name(table, seen) for table, _ in typed if "name" in table.data
         }
         sinks = []
+        files: list[tuple[Path, Table]] = []
         for table, kind in typed:
             name = explicit.get(id(table))
             if name is None:
@@ -79,7 +80,19 @@ class SinkReader:
                 while env_word(name) in seen:
                     name, number = f"{kind}-{number}", number + 1
                 seen[env_word(name)] = name
-            sinks.append(self.sink(table, kind, name))
+            sink = self.sink(table, kind, name)
+            if isinstance(sink, JsonlSinkConfig):
+                # Two sinks' batches would interleave (on a FIFO, past PIPE_BUF: within a
+                # line), and one's taking back a failed batch would cut the other's lines.
+                for path, other in files:
+                    if _same_file(sink.path, path):
+                        raise table.error(
+                            "path",
+                            f"{sink.path} is the file {other.path('path')} names; "
+                            "the sink needs a file of its own",
+                        )
+                files.append((sink.path, table))
+            sinks.append(sink)
         if not any(kind == "log" for _, kind in typed):
             # The log sink is always there; without one configured it is the built-in `log`.
             for table, _ in typed:

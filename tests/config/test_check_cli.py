@@ -319,3 +319,24 @@ async def test_every_file_a_running_store_keeps_is_refused_as_a_jsonl_path(
         result = await call_cli("--config", cfg, "check")
         assert result.code == 78, (name, result.stderr)
         assert "the sink needs a file of its own" in result.stderr
+
+
+@pytest.mark.parametrize("second", ["events.jsonl", "./events.jsonl", "link.jsonl"])
+async def test_two_jsonl_sinks_on_one_file_are_a_config_error(tmp_path: Path, second: str) -> None:
+    # Their batches interleaved (on a FIFO, past PIPE_BUF: within a line), and one's taking
+    # back a batch cut short (ftruncate) cut the lines the other had delivered.
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "events.jsonl")
+    cfg = tmp_path / "reconciler.toml"
+    sinks = (
+        '[[sinks]]\ntype = "jsonl"\nname = "a"\npath = "events.jsonl"\n'
+        '[[sinks]]\ntype = "log"\n'
+        f'[[sinks]]\ntype = "jsonl"\nname = "b"\npath = "{second}"\n'
+    )
+    cfg.write_text(config_text(tmp_path, CCV) + sinks, encoding="utf-8")
+    for command in ("check", "orders"):
+        result = await call_cli("--config", cfg, command)
+        assert result.code == 78, result.stderr
+        assert result.stderr.strip() == (
+            f"config error: {cfg}: sinks[2].path: {tmp_path / second} is the file "
+            "sinks[0].path names; the sink needs a file of its own"
+        )
