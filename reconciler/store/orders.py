@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..model import OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
-from .order_rows import COLUMNS, TRACK, Plan, Row
+from .order_rows import COLUMNS, SUBMITTED, TRACK, Plan, Row
 from .order_sql import FAILING_SQL, STUCK_SQL, due_sql, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
@@ -35,9 +35,8 @@ _Key = tuple[str, str, str]  # an OrderKey is this tuple
 
 @dataclass(eq=False)  # no slots: the store keeps weak references to live pages
 class Page:
-    """A page of an account's open orders, as `Orders.page` read them: their ids, where the
-    next page starts, and their rows, which `load` reads instead of the database while the
-    page is current."""
+    """A page of an account's open orders, as `Orders.page` read them: their ids, where the next
+    page starts, and their rows, which `load` reads instead of the database while current."""
 
     ids: list[str]
     after: int  # the position to continue from
@@ -46,8 +45,7 @@ class Page:
 
 
 class Loaded(dict[OrderKey, OrderState]):
-    """The snapshot states that `load` found, remembering their rowids: `save` writes them back
-    by rowid."""
+    """The snapshot states that `load` found, with their rowids (`save` writes by rowid)."""
 
     __slots__ = ("rowids",)
 
@@ -207,13 +205,13 @@ class Orders:
         self.drop_pages()
         return added
 
-    def track_statement(
+    def submitted_statement(
         self, source: Source, account: str, order_id: str, reference: str | None, now: float
     ) -> tuple[str, tuple[object, ...]]:
-        """`track`'s statement for one order, for a caller that commits it with statements of its
-        own in one hand-off (`oneshot.commit_at_once`); the pages are dropped, as by `track`."""
+        """The statement tracking an order whose submit named its id (`order_rows.SUBMITTED`),
+        committed with the caller's in one hand-off; the pages are dropped, as by `track`."""
         self.drop_pages()
-        return TRACK, (source, account, order_id, reference, now)
+        return SUBMITTED, (source, account, order_id, reference, now, now)
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
         """Stop following orders (their history stays); return how many were followed."""
