@@ -104,7 +104,7 @@ def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Si
     for sc in sink_configs(config):
         sink: Sink
         if isinstance(sc, JsonlSinkConfig):
-            sink = JsonlSink(sc.name, sc.path)
+            sink = JsonlSink(sc)
         elif isinstance(sc, WebhookSinkConfig):
             sink = WebhookSink(sc, session)
         elif isinstance(sc, CommandSinkConfig):

@@ -47,13 +47,13 @@ class Reconciler:
         part_s: float = PART_S,
     ) -> None:
         self.config = config
-        self.batch_rows = batch_rows  # observations per transaction
+        # Observations per transaction; also the outage failures a pass holds to write again
+        # if its account answers again (PassReport.note_outage): a batch's worth, written in
+        # the recovery's own transaction.
+        self.batch_rows = batch_rows
         self.pending_batches = pending_batches  # full batches queued before workers wait
         self.hint_rows = hint_rows  # observations per transaction while a hint is checked
         self.part_s = part_s  # a pass's transaction's duration, at most, while hints arrive
-        # The outage failures a pass holds to write again if its account answers again
-        # (PassReport.note_outage): a batch's worth, written in the recovery's own transaction.
-        self.outage_rows = batch_rows
         self.last_write_s = 0.0  # how long the latest `apply` held the writer (batcher.py)
         self.store = store
         self.clock = clock
@@ -213,7 +213,7 @@ class Reconciler:
                 report.lost += lost
                 report.failed += lost
                 report.note_outage(
-                    (o for o in outage if keys is None or o.key in keys), self.outage_rows
+                    (o for o in outage if keys is None or o.key in keys), self.batch_rows
                 )
                 report.note_started_failing(o for o in started if keys is None or o.key in keys)
 

@@ -158,7 +158,7 @@ class Runtime:
         return bool(
             await subs.interrupted(self.store)
             or await cmds.in_state(self.store, "sending")
-            or await rewound.left_open(self.store)
+            or await rewound.noted(self.store) is not None
         )
 
     async def prune(self) -> None:

@@ -3,6 +3,7 @@ and default names (the kind) that step aside for explicit ones."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -21,14 +22,33 @@ from .secret import SecretReader, env_word, webhook_secret_problem
 from .table import Table
 from .values import type_name
 
+# The files of a store at PATH, as the store and SQLite name them (store/files.py, history.py).
+_STORE_FILES = (
+    ("", "the store's database"),
+    ("-wal", "the store's write-ahead log"),
+    ("-shm", "the store's shared-memory file"),
+    ("-history", "the store's history mark"),
+    (".lock", "the store's lock file"),
+)
+
 
 class SinkReader:
     """Reads the `[[sinks]]` tables of one file; relative paths are beside the file."""
 
-    def __init__(self, file: str, base_dir: Path, secrets: SecretReader) -> None:
+    def __init__(
+        self,
+        file: str,
+        base_dir: Path,
+        secrets: SecretReader,
+        *,
+        store_path: Path,
+        config_path: Path | None,
+    ) -> None:
         self.file = file
         self.base_dir = base_dir
         self.secrets = secrets
+        self.store_path = store_path
+        self.config_path = config_path  # None: read from a descriptor, in no directory
 
     def sinks(self, top: Table) -> tuple[SinkConfig, ...]:
         """Read every `[[sinks]]` table, in the file's order."""
@@ -87,7 +107,10 @@ class SinkReader:
         """Read one sink's table as the config type of its kind."""
         specific: SinkConfig
         if kind == "jsonl":
-            specific = JsonlSinkConfig(name=name, path=self.base_dir / table.string("path"))
+            path = self.base_dir / table.string("path")
+            if (taken := self.own_file(path)) is not None:
+                raise table.error("path", f"{path} is {taken}; the sink needs a file of its own")
+            specific = JsonlSinkConfig(name=name, path=path)
         elif kind == "webhook":
             env = [f"RECONCILER_SINK_{env_word(name)}_SECRET"]
             specific = WebhookSinkConfig(
@@ -110,6 +133,23 @@ class SinkReader:
             retry_max_s=retry_max,
             max_age_s=table.duration("max_age", "3d", positive=True),
         )
+
+    def own_file(self, path: Path) -> str | None:
+        """Say which of reconciler's own files `path` is, after links, or None. Events appended
+        to the store's files were lost (SQLite truncates them), and to the config file they
+        made it invalid TOML at the next start."""
+        own = [
+            (store.with_name(store.name + suffix), what)
+            # SQLite and the writer's lock follow a link to the database, history.py does not.
+            for store in (self.store_path, Path(os.path.realpath(self.store_path)))
+            for suffix, what in _STORE_FILES
+        ]
+        if self.config_path is not None:
+            own.append((self.config_path, "this config file"))
+        for file, what in own:
+            if _same_file(path, file):
+                return what
+        return None
 
     def command(self, table: Table) -> tuple[str, ...]:
         """Read a command sink's argv: a non-empty list of strings without NUL, the program not
@@ -137,3 +177,14 @@ class SinkReader:
         if "/" in program and not Path(program).is_absolute():
             program = str(self.base_dir / program)
         return (program, *value[1:])
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same after links, or, both there, one inode (a
+    hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False  # one of them is not there (yet), or cannot be asked

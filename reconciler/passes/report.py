@@ -45,7 +45,7 @@ class PassReport:
     # The failed checks written while their account was failing: the outage's, unless the
     # pass's own `settle` finds the account answering again; then they are the orders' own,
     # and written again once the outage's failures are forgotten. The first
-    # Reconciler.outage_rows of them, whatever the pass's size: those past it fail on their own
+    # Reconciler.batch_rows of them, whatever the pass's size: those past it fail on their own
     # a pass later (their failure forgotten with the outage's). A pass in which every order
     # fails leaves its account failing, and drops them.
     outage_failures: list[Observation] = field(default_factory=list)

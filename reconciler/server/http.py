@@ -214,13 +214,18 @@ class Listener:
         try:
             return await self.start(host, port)
         except OSError as exc:
-            # asyncio's words wrap the system's: "error while attempting to bind on ...".
-            why = os.strerror(exc.errno) if exc.errno else exc.strerror
+            # asyncio's words wrap the system's: "error while attempting to bind on ...". A
+            # host name not resolved has getaddrinfo's code, which is no errno (below 0).
+            why = (
+                os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+            )
             if isinstance(exc, PermissionError):
-                problem = (
-                    f"cannot listen on {host}:{port}: {why} (a port below 1024 needs "
-                    "CAP_NET_BIND_SERVICE, which reconciler.service does not give: choose another)"
-                )
+                problem = f"cannot listen on {host}:{port}: {why}"
+                if port < 1024:
+                    problem += (
+                        " (a port below 1024 needs CAP_NET_BIND_SERVICE, which "
+                        "reconciler.service does not give: choose another)"
+                    )
                 raise ConfigError(file, key, problem) from None
             raise TempFailure(
                 f"{key.partition('.')[0]} cannot listen on {host}:{port}: {why}"

@@ -7,9 +7,11 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..config import JsonlSinkConfig
 from ..store.files import make_parents
 from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent, RetryLater
 
@@ -42,47 +44,112 @@ def path_problem(path: Path, *, regular: bool = False) -> str | None:
 
 
 class JsonlSink:
-    """Appends events to a file; a batch counts as delivered only once it is on disk."""
+    """Appends events to a file; a batch counts as delivered only once it is on disk (on a pipe
+    or a device: written), within the sink's `timeout`."""
 
-    def __init__(self, name: str, path: Path) -> None:
-        self.name = name
-        self.path = path
+    def __init__(self, config: JsonlSinkConfig) -> None:
+        self.name = config.name
+        self.path = config.path
+        self._timeout_s = config.timeout_s
+        # The write under way, or the last one: a write that blocks (a full FIFO, a hung NFS
+        # mount) cannot be stopped, and the next must not write beside it.
+        self._writing: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"JsonlSink(name={self.name!r})"
 
     async def deliver(
         self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
     ) -> list[DeliveryResult]:
-        """Append the batch and fsync; on an OS error nothing is confirmed (one write, too
-        quick to be worth a cutoff)."""
+        """Append the batch and fsync; one attempt for the whole batch: an OS error, the
+        timeout or a cutoff that gives up on it confirms none of it."""
         data = b"".join(e.body + b"\n" for e in events)
+        attempt = self._write(data)
+        result = await (attempt if cutoff is None else cutoff.attempt(attempt))
+        return [result] * len(events)
+
+    async def _write(self, data: bytes) -> DeliveryResult:
         try:
-            await asyncio.to_thread(self._append, data)
+            await asyncio.wait_for(self._write_in_turn(data), self._timeout_s)
+        except asyncio.TimeoutError:  # first: on 3.11 it is an OSError too
+            return RetryLater(f"cannot write {self.path}: timeout")
         except OSError as exc:
-            reason = f"cannot write {self.path}: {exc.strerror or exc}"
-            return [RetryLater(reason)] * len(events)
-        return [Delivered()] * len(events)
+            return RetryLater(f"cannot write {self.path}: {exc.strerror or exc}")
+        return Delivered()
+
+    async def _write_in_turn(self, data: bytes) -> None:
+        if self._writing is not None:
+            # An earlier write that timed out may still block: this one waits its turn (that
+            # write's outcome was told already, as a timeout).
+            await asyncio.wait((self._writing,))
+        self._writing = _in_thread(self.name, lambda: self._append(data))
+        await asyncio.shield(self._writing)
 
     def _append(self, data: bytes) -> None:
         # Readable by those the umask lets read the file (its group: a log shipper).
         make_parents(self.path, mode=0o777)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
+            info = os.fstat(fd)
+            regular, size = stat.S_ISREG(info.st_mode), info.st_size
+            if regular and size and os.pread(fd, 1, size - 1) != b"\n":
                 # A crash mid-write left a torn last line; never glue the next event onto it.
                 data = b"\n" + data
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                _sync(fd, regular=regular)
             except OSError:
-                # The batch is retried whole: what of it was written (a full disk stops a
-                # write half-way) must go, or the retry repeats events after a torn line.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
+                if regular:
+                    # The batch is retried whole: what of it was written (a full disk stops a
+                    # write half-way) must go, or the retry repeats events after a torn line.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
                 raise
         finally:
             os.close(fd)
 
     async def close(self) -> None:
-        """Nothing held open between batches."""
+        """Nothing held open between batches (a write still blocked keeps its thread)."""
+
+
+def _sync(fd: int, *, regular: bool) -> None:
+    """fsync; on a pipe or a character device (a FIFO a log shipper reads, /dev/stdout in a
+    container) the batch is delivered once written: there is nothing to flush (EINVAL), and
+    nothing to take back, so failing it made each retry write every event again."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if regular or exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+
+
+def _in_thread(name: str, work: Callable[[], None]) -> asyncio.Future[None]:
+    """Run `work` on a daemon thread of its own; the future ends with it. Not the loop's
+    executor: a write that never returns would keep the process from exiting (the executor's
+    threads are waited for at exit), and would hold one of its few workers for ever."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: Exception | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        error: Exception | None = None
+        try:
+            work()
+        except Exception as exc:  # handed to the loop, raised where the write is awaited
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while the write blocked
+            loop.call_soon_threadsafe(settle, error)
+
+    # An outcome nobody awaits any more (the write timed out) is not an error to report.
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    threading.Thread(target=run, name=f"jsonl-{name}", daemon=True).start()
+    return future

@@ -32,6 +32,7 @@ _COLUMNS = (
 # SQLite reads the partial index commands_open only for a query whose WHERE repeats its term:
 # told `state = 'queued'` alone, it reads every command of the retention window.
 _OPEN = "state IN ('queued', 'sending', 'uncertain')"
+_UNSENT = f"{_OPEN} AND state IN ('queued', 'sending')"  # no answer has settled them yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,37 +83,34 @@ def _row(r: Sequence[object]) -> Command:
     return Command(*r)  # type: ignore[arg-type]
 
 
+async def _made(
+    store: Store, c: NewCommand, insert: str, tail: tuple[object, ...]
+) -> tuple[Command, bool]:
+    """Insert a command unless its key made one (`insert` binds its fields, then `tail`);
+    return its row and whether it is new."""
+    before = store.conn.total_changes
+    await store.conn.execute(
+        insert, (c.account, c.order_id, c.action, c.key, c.notes, c.amount, c.trackname, *tail)
+    )
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM commands WHERE account = ? AND idempotency_key = ?",
+        (c.account, c.key),
+    )
+    return _row(next(iter(rows))), store.conn.total_changes > before
+
+
+_QUEUED = (
+    "INSERT INTO commands (account, order_id, action, idempotency_key, notes, amount, "
+    "trackname, tracknumber, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) "
+    "ON CONFLICT (account, idempotency_key) DO NOTHING"
+)
+
+
 async def record(store: Store, new: Sequence[NewCommand], now: float) -> list[tuple[Command, bool]]:
     """Commit the commands in one transaction; return each one's row and whether it is new
     (a key given before returns the command it made then, which is not made again)."""
-    out: list[tuple[Command, bool]] = []
     async with store.transaction():
-        for c in new:
-            before = store.conn.total_changes
-            await store.conn.execute(
-                "INSERT INTO commands (account, order_id, action, idempotency_key, notes, amount, "
-                "trackname, tracknumber, state, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?) "
-                "ON CONFLICT (account, idempotency_key) DO NOTHING",
-                (
-                    c.account,
-                    c.order_id,
-                    c.action,
-                    c.key,
-                    c.notes,
-                    c.amount,
-                    c.trackname,
-                    c.tracknumber,
-                    now,
-                ),
-            )
-            created = store.conn.total_changes > before
-            rows = await store.conn.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM commands WHERE account = ? AND idempotency_key = ?",
-                (c.account, c.key),
-            )
-            out.append((_row(next(iter(rows))), created))
-    return out
+        return [await _made(store, c, _QUEUED, (c.tracknumber, now)) for c in new]
 
 
 async def record_refused(
@@ -124,23 +122,15 @@ async def record_refused(
     out: list[tuple[Command, bool]] = []
     async with store.transaction():
         for c, why in refused:
-            before = store.conn.total_changes
-            await store.conn.execute(
+            row, created = await _made(
+                store,
+                c,
                 "INSERT INTO commands (account, order_id, action, idempotency_key, notes, amount, "
                 "trackname, tracknumber, state, answer, created_at, closed_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'refused', ?, ?, ?) "
                 "ON CONFLICT (account, idempotency_key) DO NOTHING",
-                (
-                    *(c.account, c.order_id, c.action, c.key, c.notes, c.amount),
-                    *(c.trackname, c.tracknumber, why, now, now),
-                ),
+                (c.tracknumber, why, now, now),
             )
-            created = store.conn.total_changes > before
-            rows = await store.conn.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM commands WHERE account = ? AND idempotency_key = ?",
-                (c.account, c.key),
-            )
-            row = _row(next(iter(rows)))
             out.append((row, created))
         await store.events.add(
             [
@@ -178,6 +168,14 @@ async def due(store: Store, now: float, limit: int = 1000) -> list[Command]:
         f"SELECT {_COLUMNS} FROM commands WHERE {_OPEN} AND state = 'queued' "
         "AND next_attempt_at <= ? ORDER BY id LIMIT ?",
         (now, limit),
+    )
+    return [_row(r) for r in rows]
+
+
+async def open_through(store: Store, through: int) -> list[Command]:
+    """Return the queued and sending commands up to id `through`, oldest first."""
+    rows = await store.conn.execute_fetchall(
+        f"SELECT {_COLUMNS} FROM commands WHERE {_UNSENT} AND id <= ? ORDER BY id", (through,)
     )
     return [_row(r) for r in rows]
 
@@ -252,7 +250,9 @@ async def uncertain_accounts(store: Store, order_id: str) -> list[str]:
 async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
     """Commit that a post with these commands is about to leave (counted as an attempt);
     return the ids claimed. One still queued is claimed once: two senders in one process (the
-    daemon's tick and an API request) never both post it."""
+    daemon's tick and an API request) never both post it. A claim counts in the history mark
+    (store/history.py): a database that lost it has gone back, and its `queued` command may
+    have been sent."""
     claimed = []
     async with store.transaction():
         for i in ids:
@@ -264,6 +264,8 @@ async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
             )
             if store.conn.total_changes > before:
                 claimed.append(i)
+        if claimed:
+            await store.events.skip_seq()
     return claimed
 
 
@@ -314,6 +316,16 @@ async def requeue_within(
         "unsettled_since = ?, held_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?) "
         "WHERE id = ? AND state IN ('queued', 'sending')",
         [(next_attempt_at, why, since, held, reached_at, i) for i, why, since, held in rows],
+    )
+
+
+async def note_maybe_reached(store: Store, through: int, at: float) -> None:
+    """Note inside the caller's transaction that the queued and sending commands up to id
+    `through`, but the adjusts, may have reached CCNow at `at` (the first such moment kept)."""
+    await store.conn.execute(
+        "UPDATE commands SET maybe_reached_at = coalesce(maybe_reached_at, ?) "
+        f"WHERE {_UNSENT} AND action != 'adjust' AND id <= ?",
+        (at, through),
     )
 
 

@@ -17,8 +17,16 @@ The mark also keeps the seqs going forward: a database that holds fewer events t
 (`seq_floor` in `meta`). Else it would number new events with seqs a feed reader already passed,
 and a cursor kept from before the restore would skip them in silence.
 
-The mark is written after each commit that stored events, without fsync: after a power loss it
-may be behind the database (a rewind then goes unseen for the events after it), never ahead.
+A CCNow command's claim (`commands.mark_sending`: a post about to leave) stores no event, but
+hands out a seq no event takes (`skip_seq`): the mark then counts the claim, and a database that
+lost it (a lost WAL) has gone back, so the command it holds queued is not sent a second time as
+a new one (rewound.py). The gap this leaves in the seqs is harmless: the feed's cursor moves on
+to the highest seq handed out, and the next event's seq follows it.
+
+The mark is written after each commit that stored events or claimed a command, without fsync:
+after a power loss it may be behind the database (a rewind then goes unseen for the commits
+after it), never ahead; but a new epoch's is written just before its commit, so that another
+process opening the store meanwhile never takes that epoch for a rewind (`open_history`).
 """
 
 from __future__ import annotations
@@ -56,6 +64,11 @@ class HistoryMark:
         """Keep `seq` if it is higher than the mark (after a commit that stored events)."""
         if seq > self.seq:
             self._write(seq)
+
+    def start(self, epoch: str, seq: int) -> None:
+        """Hold `epoch` from now on, and `seq` (a database that went back: its new epoch)."""
+        self._epoch = epoch
+        self._write(seq)
 
     def _write(self, seq: int) -> None:
         if self._fd is None:
@@ -133,14 +146,25 @@ async def open_history(
         log.warning("store.history_mark_failed", extra=fields(error=exc.strerror))
         return None, await _epoch(conn)
     # The mark first, the database after: a mark is written after its commit, so another
-    # process committing meanwhile can never make the mark look ahead of the database.
+    # process committing meanwhile can never make the mark look ahead of the database (a new
+    # epoch's mark, written before its commit, is read again below).
     raw = os.pread(fd, _MAX_MARK, 0)
     marked = _read_mark(raw, store_id)
     stored = await highest_seq(conn)
     epoch = await _epoch(conn)
     why = None if marked is None else _gone_back(marked, stored, epoch)
+    if marked is not None and why is not None and marked.epoch != epoch:
+        # Another process opening the store may have found this rewind since the mark was
+        # read, and started the epoch read from the database: it writes its mark before it
+        # commits the epoch (`_new_epoch`), so the mark read again holds it. Taken for a
+        # rewind of our own, the commands it made since would be noted as left open by it.
+        raw = os.pread(fd, _MAX_MARK, 0)
+        again = _read_mark(raw, store_id)
+        if again is not None and again.epoch_known and again.epoch == epoch:
+            marked, why = again, None
     if marked is not None and why is not None:
-        epoch = await _new_epoch(conn, epoch)
+        mark = HistoryMark(fd, store_id, None, 0)
+        epoch = await _new_epoch(conn, epoch, _marked_seq(raw), mark)
         log.warning(
             "store.history_rewound",
             extra=fields(
@@ -152,13 +176,14 @@ async def open_history(
                 "become uncertain",
             ),
         )
+        return mark, epoch
     # Before this process stores an event: its seq must follow the mark's, also when the mark is
     # another store's (a database put in this one's place).
     last = stored
     if _marked_seq(raw) > stored:
         last = await _raise_floor(conn, _marked_seq(raw))
-    if marked is None or why is not None or not marked.epoch_known:
-        # The database's own count and epoch from now on (a rewound one's new epoch).
+    if marked is None or not marked.epoch_known:
+        # The database's own count and epoch from now on.
         mark = HistoryMark(fd, store_id, epoch, last)
         mark._write(last)
     else:
@@ -174,21 +199,28 @@ LAST_SEQ = (
 )
 
 
+# Hands out the seq after the highest (`skip_seq`), which no event takes.
+SKIP_SEQ = "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', ?)"
+
+
 async def highest_seq(conn: aiosqlite.Connection) -> int:
     """Return the highest seq stored or handed out (0: none)."""
     rows = await conn.execute_fetchall(LAST_SEQ)
     return int(next(iter(rows))[0])
 
 
+# Makes the next event's seq follow a seq at least.
+_RAISE_FLOOR = (
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', "
+    "max(?, ifnull((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq_floor'), 0)))"
+)
+
+
 async def _raise_floor(conn: aiosqlite.Connection, seq: int) -> int:
     """Make the next event's seq follow `seq` at least; return the highest seq now."""
     await conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', "
-            "max(?, ifnull((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq_floor'), 0)))",
-            (seq,),
-        )
+        await conn.execute(_RAISE_FLOOR, (seq,))
         last = await highest_seq(conn)
     except BaseException:
         await conn.execute("ROLLBACK")
@@ -199,9 +231,10 @@ async def _raise_floor(conn: aiosqlite.Connection, seq: int) -> int:
 
 # The highest command id when the rewind was found: the next writer settles every open command
 # up to it (rewound.py), and deletes this.
-REWOUND_COMMANDS = (
+REWOUND_KEY = "rewound_commands"
+_REWOUND_COMMANDS = (
     "INSERT OR REPLACE INTO meta (key, value) "
-    "VALUES ('rewound_commands', (SELECT ifnull(max(id), 0) FROM commands))"
+    f"VALUES ('{REWOUND_KEY}', (SELECT ifnull(max(id), 0) FROM commands))"
 )
 
 
@@ -210,9 +243,12 @@ async def _epoch(conn: aiosqlite.Connection) -> str | None:
     return next((str(r[0]) for r in rows), None)
 
 
-async def _new_epoch(conn: aiosqlite.Connection, seen: str | None) -> str:
+async def _new_epoch(
+    conn: aiosqlite.Connection, seen: str | None, floor: int, mark: HistoryMark
+) -> str:
     """Start a new epoch and return it; or the one another process opening the store started
-    since the epoch `seen` was read (both saw the same rewind: one epoch for both)."""
+    since the epoch `seen` was read (both saw the same rewind: one epoch for both). The next
+    event's seq follows `floor` (the mark's), and `mark` holds the epoch and the highest seq."""
     await conn.execute("BEGIN IMMEDIATE")
     try:
         epoch = await _epoch(conn)
@@ -223,7 +259,12 @@ async def _new_epoch(conn: aiosqlite.Connection, seen: str | None) -> str:
             )
             # In the new epoch's transaction, so that no open can see the rewind and forget
             # it: the CCNow actions it left open may have been sent since (rewound.py).
-            await conn.execute(REWOUND_COMMANDS)
+            await conn.execute(_REWOUND_COMMANDS)
+        await conn.execute(_RAISE_FLOOR, (floor,))
+        # Before the commit: an open that reads this epoch from the database then finds it in
+        # the mark too, and takes it for no rewind (open_history). A commit that fails leaves
+        # the mark ahead, which the next open takes for a rewind: the same commands open.
+        mark.start(epoch, await highest_seq(conn))
     except BaseException:
         await conn.execute("ROLLBACK")
         raise

@@ -9,23 +9,28 @@ transaction that marks the last of them.
 
 from __future__ import annotations
 
-from .commands import Command, in_state
+from . import commands as cmds
+from .commands import Command
 from .db import Store
+from .history import REWOUND_KEY
 
-KEY = "rewound_commands"
 # The answer kept by a discount made uncertain for it.
 WHY = "the store went back (restored from a backup, or its WAL lost): it may have been sent since"
+
+
+async def noted(store: Store) -> int | None:
+    """Return the highest command id of a rewind no writer has settled yet; None: none."""
+    rows = await store.conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (REWOUND_KEY,))
+    return next((int(r[0]) for r in rows), None)
 
 
 async def left_open(store: Store) -> tuple[int, list[Command]] | None:
     """Return the highest command id of a rewind no writer has settled yet, with the commands
     up to it still queued or sending; None: there is none."""
-    rows = await store.conn.execute_fetchall("SELECT value FROM meta WHERE key = ?", (KEY,))
-    through = next((int(r[0]) for r in rows), None)
+    through = await noted(store)
     if through is None:
         return None
-    found = [*await in_state(store, "queued"), *await in_state(store, "sending")]
-    return through, sorted((c for c in found if c.id <= through), key=lambda c: c.id)
+    return through, await cmds.open_through(store, through)
 
 
 async def settled(store: Store, through: int, reached_at: float) -> None:
@@ -33,10 +38,5 @@ async def settled(store: Store, through: int, reached_at: float) -> None:
     `through` still open may have reached CCNow at `reached_at` (CCNow then refusing one as not
     pending is no word that it did not take it: ccnow_outcome.settle)."""
     async with store.transaction():
-        await store.conn.execute(
-            "UPDATE commands SET maybe_reached_at = coalesce(maybe_reached_at, ?) "
-            "WHERE state IN ('queued', 'sending', 'uncertain') AND state != 'uncertain' "
-            "AND action != 'adjust' AND id <= ?",
-            (reached_at, through),
-        )
-        await store.conn.execute("DELETE FROM meta WHERE key = ?", (KEY,))
+        await cmds.note_maybe_reached(store, through, reached_at)
+        await store.conn.execute("DELETE FROM meta WHERE key = ?", (REWOUND_KEY,))

@@ -11,22 +11,18 @@ from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
 
 
-async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = lambda: None) -> int:
-    """Settle the writes a stopped process left `sending`; return how many. Every writer's
-    Runtime calls it at its start (the daemon, `catch-up`, `replay`, `ccnow`, `ccv submit`),
-    so a host that only runs catch-ups hears of them too. Whether the
-    provider got them is unknown: a CCV submit and a CCNow `adjust` become uncertain (never
-    sent again), another CCNow action is queued again. The caller holds the writer lock, so no
-    other process is sending them. Asks no provider: `track`, which holds no credentials,
-    settles them too before it settles a submit by its reference."""
+async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = lambda: None) -> None:
+    """Settle the writes a stopped process left `sending`. Every writer's Runtime calls it at
+    its start (the daemon, `catch-up`, `replay`, `ccnow`, `ccv submit`), so a host that only
+    runs catch-ups hears of them too. Whether the provider got them is unknown: a CCV submit
+    and a CCNow `adjust` become uncertain (never sent again), another CCNow action is queued
+    again. The caller holds the writer lock, so no other process is sending them. Asks no
+    provider: `track`, which holds no credentials, settles them too before it settles a submit
+    by its reference. `on_commit` hears of the events it stored."""
     now = time.time()
-    made_uncertain = await _settle_rewound(store, now)
+    made = await _settle_rewound(store, now)
     left = await subs.interrupted(store)
     sending = await cmds.in_state(store, "sending")
-    if not left and not sending:
-        if made_uncertain:
-            on_commit()
-        return made_uncertain
     from reconciler.writes import ccnow_outcome, submit_outcome
 
     by_account: dict[str, list[tuple[int, str]]] = {}
@@ -39,20 +35,20 @@ async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = la
         await cmds.requeue(store, again, next_attempt_at=0.0, why="interrupted", reached_at=now)
     if adjusts := [c for c in sending if c.action == "adjust"]:
         await ccnow_outcome.make_uncertain(store, adjusts, "interrupted", now=now)
-    if left or adjusts or made_uncertain:
+    if made or left or adjusts:
         on_commit()
-    return made_uncertain + len(left) + len(sending)
 
 
-async def _settle_rewound(store: Store, now: float) -> int:
+async def _settle_rewound(store: Store, now: float) -> bool:
     """Settle the CCNow actions a database that went back left open (store/rewound.py): the
     process whose history was lost may have sent them. A discount becomes uncertain (sent
     again, it could be taken twice); another action is sent as one that may have reached
     CCNow (a ship or cancel CCNow then refuses as not pending reads its order's status, a
-    tracking upload it refuses waits for a person). Return how many became uncertain."""
+    tracking upload it refuses waits for a person). Return whether a discount became
+    uncertain (an event each)."""
     found = await rewound.left_open(store)
     if found is None:
-        return 0
+        return False
     through, open_ = found
     adjusts = [c for c in open_ if c.action == "adjust"]
     if adjusts:
@@ -60,4 +56,4 @@ async def _settle_rewound(store: Store, now: float) -> int:
 
         await ccnow_outcome.make_uncertain(store, adjusts, rewound.WHY, now=now)
     await rewound.settled(store, through, now)
-    return len(adjusts)
+    return bool(adjusts)

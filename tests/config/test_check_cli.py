@@ -3,6 +3,7 @@ to pass."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -240,13 +241,52 @@ async def test_check_refuses_a_jsonl_path_no_event_can_be_written_to(
     assert (await call_cli("--config", cfg, "orders")).code == 0
 
 
-@pytest.mark.parametrize("path", ["events.jsonl", "not/yet/made/events.jsonl"])
+@pytest.mark.parametrize("path", ["events.jsonl", "not/yet/made/events.jsonl", "events.fifo"])
 async def test_check_accepts_a_jsonl_file_in_a_directory_that_exists_or_will_be_made(
     tmp_path: Path, path: str
 ) -> None:
-    # The sink makes the directories it writes in at its first delivery.
+    # The sink makes the directories it writes in at its first delivery. A pipe (a FIFO a
+    # log shipper reads, /dev/stdout) has each batch once written (tests/sinks).
+    os.mkfifo(tmp_path / "events.fifo")
     cfg = tmp_path / "reconciler.toml"
     sink = f'[[sinks]]\ntype = "jsonl"\npath = "{path}"\n'
     cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")
     result = await call_cli("--config", cfg, "check")
     assert (result.code, result.stderr) == (0, ""), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [
+        ("reconciler.db", "the store's database"),
+        ("reconciler.db-wal", "the store's write-ahead log"),
+        ("reconciler.db-shm", "the store's shared-memory file"),
+        ("reconciler.db-history", "the store's history mark"),
+        ("reconciler.db.lock", "the store's lock file"),
+        ("reconciler.toml", "this config file"),
+        ("link-to-db", "the store's database"),  # the same file after links
+        ("hard-link-to-config", "this config file"),  # one inode
+        ("real/store.db-wal", "the store's write-ahead log"),  # beside the store link's target
+    ],
+    ids=["db", "wal", "shm", "history", "lock", "config", "link", "hard-link", "link-target"],
+)
+async def test_a_jsonl_path_that_is_one_of_reconcilers_own_files_is_a_config_error(
+    tmp_path: Path, path: str, what: str
+) -> None:
+    # Every event written there was lost (SQLite truncates its files at a checkpoint), or
+    # made the config invalid TOML at the next start; `check` passed it.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "store.db").symlink_to(tmp_path / "real" / "store.db")
+    (tmp_path / "link-to-db").symlink_to(tmp_path / "reconciler.db")
+    store = "store.db" if path.startswith("real/") else "reconciler.db"
+    cfg = tmp_path / "reconciler.toml"
+    sink = f'[[sinks]]\ntype = "jsonl"\npath = "{path}"\n'
+    cfg.write_text(f'[store]\npath = "{tmp_path / store}"\n' + CCV + sink, encoding="utf-8")
+    os.link(cfg, tmp_path / "hard-link-to-config")
+    for command in ("check", "orders"):
+        result = await call_cli("--config", cfg, command)
+        assert result.code == 78, result.stderr
+        assert result.stderr.strip() == (
+            f"config error: {cfg}: sinks[0].path: {tmp_path / path} is {what}; "
+            "the sink needs a file of its own"
+        )

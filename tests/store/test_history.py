@@ -14,6 +14,7 @@ import pytest
 from reconciler.events import Event
 from reconciler.model import EventType
 from reconciler.store import Store
+from reconciler.store import commands as cmds
 
 REWOUND = "store.history_rewound"
 
@@ -209,3 +210,26 @@ async def test_a_damaged_mark_with_a_number_too_large_is_no_mark(tmp_path: Path,
     db.with_name(db.name + "-history").write_text(f"{seed} - {seq}\n")
     assert await add_events(db, 1) == seed
     assert (await feed_after(db, 0))[1] == 4
+
+
+async def test_a_claimed_command_leaves_a_gap_the_feed_reads_past(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A claim hands out a seq no event takes (so the mark counts it): a feed reader's cursor
+    # moves past it, misses no event after it, and a store reopened sees no rewind.
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    await add_events(db, 3)
+    store = await Store.open(db)
+    try:
+        new = cmds.NewCommand("default", "524-01-8511", "ship", "k")
+        [(command, _)] = await cmds.record(store, [new], time.time())
+        assert await cmds.mark_sending(store, [command.id]) == [command.id]
+    finally:
+        await store.close()
+    bodies, cursor = await feed_after(db, 0)
+    assert (len(bodies), cursor) == (3, 4)
+    await add_events(db, 2)
+    bodies, after = await feed_after(db, cursor)
+    assert (len(bodies), after) == (2, 6)
+    assert rewinds(caplog) == 0

@@ -71,7 +71,8 @@ async def filed(tmp_path: Path) -> AsyncIterator[Store]:
 async def delivered_lines(store: Store, path: Path, count: int) -> list[tuple[str, str, str]]:
     """Run an outbox with a jsonl sink at `path` until `count` lines are in it; return each
     line's (subject, status, via) in the file's order."""
-    out = Delivery(store, [(JsonlSink("file", path), JsonlSinkConfig(name="file", path=path))])
+    config = JsonlSinkConfig(name="file", path=path)
+    out = Delivery(store, [(JsonlSink(config), config)])
     assert await out.drain(30.0)
     got = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(got) == count

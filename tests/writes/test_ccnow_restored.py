@@ -5,20 +5,26 @@ found taken."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
+import aiosqlite
 import pytest
+from aiosqlite import Row
 
 from reconciler.events import action_event
-from reconciler.store import Store
+from reconciler.store import Store, history
 from reconciler.store import commands as cmds
 from reconciler.store.rewound import WHY
 from reconciler.writes.interrupted import settle_interrupted
 from tests.conftest import read_events
 from tests.fake_providers import FakeCCNow, Reply
+from tests.store.test_history import add_events
 from tests.test_crash import backup_store, restore_store
 from tests.writes.test_ccnow_actions import A, ccnow, commands, tracked
 
@@ -81,10 +87,15 @@ async def test_a_ship_queued_at_the_backup_and_taken_since_is_found_taken(
     assert not [e for e in read_events(tmp_path) if e["type"] == "order.action_refused"]
 
 
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "killed-while-out"])
 @pytest.mark.parametrize("action", ["adjust", "ship"])
-async def test_a_lost_wal_is_a_rewind_too(tmp_path: Path, action: cmds.Action) -> None:
-    # The command's record reached the database file; its post and close were in the WAL
-    # alone when the WAL was lost.
+async def test_a_lost_wal_is_a_rewind_too(
+    tmp_path: Path, action: cmds.Action, closed: bool
+) -> None:
+    # The command's record reached the database file; its post (and close, unless the process
+    # was killed while the post was out) were in the WAL alone when the WAL was lost. The claim
+    # stores no event: it must count in the history mark all the same, or the adjust is
+    # `queued` again and sent a second time.
     db = tmp_path / "reconciler.db"
     store = await Store.open(db)
     try:
@@ -105,7 +116,8 @@ async def test_a_lost_wal_is_a_rewind_too(tmp_path: Path, action: cmds.Action) -
             answer="pending",
             time=now,
         )
-        await cmds.close(store, [(command.id, "succeeded", "pending")], [done], now)
+        if closed:
+            await cmds.close(store, [(command.id, "succeeded", "pending")], [done], now)
         shutil.copyfile(db, tmp_path / "without-wal.db")
     finally:
         await store.close()
@@ -123,3 +135,65 @@ async def test_a_lost_wal_is_a_rewind_too(tmp_path: Path, action: cmds.Action) -
         assert after.state == "queued" and after.maybe_reached_at is not None
     with sqlite3.connect(db) as conn:
         assert not conn.execute("SELECT 1 FROM meta WHERE key = 'rewound_commands'").fetchall()
+
+
+class DaemonOpensFirst:
+    """A `track`'s connection to the store that lets the daemon open the store and record a
+    discount before its first read of the database (after its read of the history mark)."""
+
+    def __init__(self, conn: aiosqlite.Connection, db: Path) -> None:
+        self._conn = conn
+        self._db = db
+        self.daemon: Store | None = None
+
+    async def execute_fetchall(self, sql: str, params: Sequence[object] = ()) -> Iterable[Row]:
+        if self.daemon is None:
+            self.daemon = await Store.open(self._db)
+            await settle_interrupted(self.daemon)
+            new = cmds.NewCommand("default", A, "adjust", "after-the-rewind", amount="2.00")
+            await cmds.record(self.daemon, [new], time.time())
+        return await self._conn.execute_fetchall(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_a_discount_made_after_the_rewind_is_not_taken_for_one_it_left_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A `track` opening the restored store reads the mark, then the daemon opens it first
+    # (finds the rewind, starts a new epoch) and records a discount, then the `track` reads the
+    # database: the daemon's epoch is no rewind of its own, and the daemon's discount, made
+    # after the rewind, must stay queued (made uncertain, it would never be sent).
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db, backup = tmp_path / "reconciler.db", tmp_path / "backup.db"
+    store = await Store.open(db)
+    store_id = store.store_id
+    await store.close()
+    shutil.copyfile(db, backup)
+    await add_events(db, 5)
+    restore_store(backup, db)
+
+    conn = DaemonOpensFirst(await aiosqlite.connect(db), db)
+    try:
+        mark, epoch = await history.open_history(cast(aiosqlite.Connection, conn), db, store_id)
+        assert mark is not None
+        mark.close()
+    finally:
+        await conn.close()
+        if conn.daemon is not None:
+            await conn.daemon.close()
+
+    # The daemon's next start (and every writer's) finds nothing to settle.
+    store = await Store.open(db)
+    try:
+        await settle_interrupted(store)
+        assert [(c.state, c.answer) for c in await cmds.in_state(store, "queued")] == [
+            ("queued", None)
+        ]
+        # One epoch, the daemon's, and one rewind: every open after it sees none.
+        assert conn.daemon is not None
+        assert store.store_id == f"{store_id}/{epoch}" == conn.daemon.store_id
+    finally:
+        await store.close()
+    assert sum(r.getMessage() == "store.history_rewound" for r in caplog.records) == 1
