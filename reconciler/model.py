@@ -189,6 +189,15 @@ def reference_problem(ref: str, *, given: bool = True) -> str | None:
     return None
 
 
+def blank_reference(ref: str) -> str | None:
+    """Why a reference given to `track` (`--ref`, POST /orders), which take one as stored, is
+    refused though stored ones are not: white space alone, which no submit was made with and
+    no notification URL can carry (`notification-url` refuses it)."""
+    if ref and not ref.strip():
+        return f"an external reference must not be white space alone: {clipped(ref)}"
+    return None
+
+
 # What an error message quotes of an input, at most: an id or a key given is echoed so that it
 # can be found, but a megabyte of it would come back as a megabyte of error.
 SHOWN_INPUT_MAX = 100

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import strict_json
 from ..exits import DataError
-from ..model import InvalidOrderId, Source, normalize_order_id, reference_problem
+from ..model import InvalidOrderId, Source, clipped, normalize_order_id, reference_problem
 from ..redact import GIVEN_SECRET, SecretForms, holds_secret
 from ..stdio import NotReadHere, read_bounded, read_stdin_bounded
 
@@ -86,6 +86,8 @@ def read_track_file(
         number = exc.object.count(b"\n", 0, exc.start) + 1
         raise DataError(f'{path}:{number}: not UTF-8 (save it as "CSV UTF-8")') from None
     out: list[tuple[str, str | None]] = []
+    first = True  # the first line of an order, or a header row above them
+    named: dict[str, tuple[str, int]] = {}  # order id -> the reference of its line, its number
     # Lines end at \n, \r\n or a lone \r (an old Mac export) only: str.splitlines would also end
     # one at a form feed or a U+2028 pasted inside it, making two orders of one line. Each line
     # is one CSV record.
@@ -101,24 +103,45 @@ def read_track_file(
         fields = [field.strip() for field in row]
         while fields and not fields[-1]:
             fields.pop()  # a spreadsheet's empty trailing columns
-        if not fields or (not out and _is_header(fields)):
+        if not fields:
             continue
+        if first:
+            first = False
+            if _is_header(fields):
+                continue
         for what, value in zip(("order id", "reference"), fields[:2], strict=False):
             # Before the line's own checks, whose refusals quote it.
             if holds_secret(value, secrets):
                 raise DataError(f"{where}: the {what} given {GIVEN_SECRET}")
-        out.append(_track_line(where, source, fields))
+        oid, ref = _track_line(where, source, fields)
+        if ref is not None:
+            # Either reference would be the order's in silence, the other's notifications
+            # then checking nothing: as for an order followed under one already (`--relink`).
+            before, on_line = named.setdefault(oid, (ref, number))
+            if before != ref:
+                raise DataError(
+                    f"{where}: order {clipped(oid)} is given under reference {clipped(ref)} "
+                    f"here and {clipped(before)} on line {on_line}: nothing tracked"
+                )
+        out.append((oid, ref))
     return out
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 # What a spreadsheet's first row says above the ids ("Order ID", "order_number", "Order No."),
-# in letters alone: never an order id.
+# in letters alone.
 _HEADERS = frozenset({"id", "order", "orderid", "ordernumber", "orderno", "ordernr", "number"})
 
 
 def _is_header(fields: list[str]) -> bool:
-    return "".join(c for c in fields[0].lower() if c.isalpha()) in _HEADERS
+    """Whether a file's first line is a header row: its first field header words without a
+    digit (`Order ID`, `Order No.`, `order_number`). Order ids have digits (CCNow's nine, CCV's
+    UUIDs), so `ID-1001`, `Order-7` or `ORDERNR_5` are orders, though their letters alone
+    spell a header; any later line is an order, refused when malformed."""
+    first = fields[0]
+    if any(c.isdigit() for c in first):
+        return False
+    return "".join(c for c in first.lower() if c.isalpha()) in _HEADERS
 
 
 def _track_line(where: str, source: Source, fields: list[str]) -> tuple[str, str | None]:

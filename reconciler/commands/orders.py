@@ -15,7 +15,7 @@ from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields, say
-from ..model import Source
+from ..model import Source, blank_reference
 from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
@@ -69,6 +69,8 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         # given=False: a reference stored before outer white space was refused is tracked, and
         # its uncertain submit settled, as it was stored.
         reference_given("--ref", args.ref, secrets, given=False)
+        if problem := blank_reference(args.ref):
+            raise DataError(f"--ref: {problem}")
     ids = order_ids(source, args.ids, secrets)
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in ids]
     if args.from_file is not None:
@@ -202,8 +204,11 @@ async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     source: Source = args.source
     account = await _untrack_account(config, source, args.account)
     ids = order_ids(source, args.ids, given_secrets(config_secrets(config)))
-    store = await open_store(config)
+    # As `orders`: a store not created yet follows nothing, and removing nothing creates none
+    # (a mistyped path made its directory and an empty database).
+    store = await open_store(config) if config.store_path.exists() else None
     if store is None:
+        log.info("orders.untracked", extra=fields(source=source, removed=0))
         return EX_OK
     try:
         removed = await store.orders.untrack(source, account, ids)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..config import ApiConfig
 from ..logs import fields
-from ..model import EventType, OrderKey, OrderState, Source
+from ..model import EventType, OrderKey, OrderState, Source, blank_reference
 from ..order_view import order_json
 from ..store import references
 from ..store import submissions as subs
@@ -83,6 +83,8 @@ class Orders:
                     422, "external references are for CCV orders", "external_reference"
                 )
             ref = reference_named(self.deps, ref, "external_reference")
+            if problem := blank_reference(ref):
+                raise BadRequest(422, problem, "external_reference")
         account = (
             await self.settling(doc.get("account"), ref) if source == "ccv" else None
         ) or self.account(source, doc.get("account"))
@@ -95,7 +97,9 @@ class Orders:
             found = (await store.orders.load([key])).get(key)
             try:
                 # As `track --ref`: its notifications and events would follow the new one.
-                await references.keep_within(store, account, [(order_id, ref)], relink=False)
+                _, kept = await references.keep_within(
+                    store, account, [(order_id, ref)], relink=False
+                )
             except references.FollowedElsewhere as exc:
                 ((_, followed, _),) = exc.moved
                 raise BadRequest(
@@ -105,7 +109,7 @@ class Orders:
                     "external_reference",
                 ) from None
             added = found is None
-            await store.orders.track_within(source, account, [(order_id, ref)], now)
+            await store.orders.track_within(source, account, kept, now)
         if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):
             self.deps.submitter.on_commit()  # its order.submit_resolved goes out now
         state = await self.find(key)

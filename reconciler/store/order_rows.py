@@ -31,6 +31,26 @@ def upsert(rows: int) -> str:
     )
 
 
+# `track`'s: a new order, or the reference given to a known one. Only a reference that changes
+# is written, so that the statement's count is of the orders new or changed
+# (`orders.tracked`'s `new_or_updated`), not of every one given again.
+TRACK = (
+    "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
+    "next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
+    "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
+    "excluded.external_reference WHERE excluded.external_reference IS NOT NULL "
+    "AND excluded.external_reference IS NOT orders.external_reference"
+)
+# A submit's: the order CCV's answer named, with that answer as its first sight (`first_seen`:
+# a "not found" soon after waits to be confirmed, diff.py), also for one tracked before.
+SUBMITTED = (
+    "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
+    "first_seen, next_check_at) VALUES (?, ?, ?, ?, ?, ?, 0) "
+    "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
+    "coalesce(excluded.external_reference, orders.external_reference), "
+    "first_seen = coalesce(orders.first_seen, excluded.first_seen)"
+)
+
 # Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)
 # are left out, and the external reference, which seldom changes, has a statement of its own
 # that skips the rows where it did not: the index on it stays untouched.

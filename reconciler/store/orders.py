@@ -18,19 +18,13 @@ from typing import TYPE_CHECKING, Any
 from ..model import OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
-from .order_rows import COLUMNS, Plan, Row
+from .order_rows import COLUMNS, SUBMITTED, TRACK, Plan, Row
 from .order_sql import FAILING_SQL, answered_sql, due_sql, stuck_sql, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
 if TYPE_CHECKING:
     from .db import Store
 
-_TRACK = (
-    "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
-    "next_check_at) VALUES (?, ?, ?, ?, ?, 0) "
-    "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
-    "coalesce(excluded.external_reference, orders.external_reference)"
-)
 _TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file shows progress
 Given = Sequence[tuple[str, str | None]]  # orders to track: (id, external reference or None)
 Progress = Callable[[int], None]  # hears of each chunk tracked
@@ -41,9 +35,8 @@ _Key = tuple[str, str, str]  # an OrderKey is this tuple
 
 @dataclass(eq=False)  # no slots: the store keeps weak references to live pages
 class Page:
-    """A page of an account's open orders, as `Orders.page` read them: their ids, where the
-    next page starts, and their rows, which `load` reads instead of the database while the
-    page is current."""
+    """A page of an account's open orders, as `Orders.page` read them: their ids, where the next
+    page starts, and their rows, which `load` reads instead of the database while current."""
 
     ids: list[str]
     after: int  # the position to continue from
@@ -52,8 +45,7 @@ class Page:
 
 
 class Loaded(dict[OrderKey, OrderState]):
-    """The snapshot states that `load` found, remembering their rowids: `save` writes them back
-    by rowid."""
+    """The snapshot states that `load` found, with their rowids (`save` writes by rowid)."""
 
     __slots__ = ("rowids",)
 
@@ -193,7 +185,7 @@ class Orders:
         self, source: Source, account: str, orders: Given, now: float, progress: Progress = _quiet
     ) -> int:
         """Start following orders (id, external reference), all in one transaction; return how
-        many were new. `progress` hears of each chunk written."""
+        many were new or given another reference. `progress` hears of each chunk written."""
         async with self._store.transaction():
             return await self.track_within(source, account, orders, now, progress)
 
@@ -205,7 +197,7 @@ class Orders:
         for i in range(0, len(orders), _TRACK_CHUNK):
             chunk = orders[i : i + _TRACK_CHUNK]
             cur = await self._conn.executemany(
-                _TRACK, [(source, account, oid, ref, now) for oid, ref in chunk]
+                TRACK, [(source, account, oid, ref, now) for oid, ref in chunk]
             )
             # The statement's own rows: total_changes would count the counts' triggers too.
             added += cur.rowcount
@@ -213,13 +205,13 @@ class Orders:
         self.drop_pages()
         return added
 
-    def track_statement(
+    def submitted_statement(
         self, source: Source, account: str, order_id: str, reference: str | None, now: float
     ) -> tuple[str, tuple[object, ...]]:
-        """`track`'s statement for one order, for a caller that commits it with statements of its
-        own in one hand-off (`oneshot.commit_at_once`); the pages are dropped, as by `track`."""
+        """The statement tracking an order whose submit named its id (`order_rows.SUBMITTED`),
+        committed with the caller's in one hand-off; the pages are dropped, as by `track`."""
         self.drop_pages()
-        return _TRACK, (source, account, order_id, reference, now)
+        return SUBMITTED, (source, account, order_id, reference, now, now)
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
         """Stop following orders (their history stays); return how many were followed."""

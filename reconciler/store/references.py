@@ -56,20 +56,45 @@ def followed_elsewhere(
     return moved
 
 
+def aliases_given(conn: sqlite3.Connection, account: str, moved: Sequence[Moved]) -> set[str]:
+    """The ids of `moved` whose reference given is an alias the order keeps (one it was tracked
+    under before CCV answered another). Runs on the database thread, in the caller's
+    transaction."""
+    given = {key.order_id: ref for key, _, ref in moved}
+    ids = list(given)
+    kept: set[str] = set()
+    for i in range(0, len(ids), CHUNK):
+        chunk = ids[i : i + CHUNK]
+        rows = conn.execute(
+            "SELECT order_id, reference FROM order_aliases WHERE source = 'ccv' AND account = ? "
+            f"AND order_id IN ({marks(len(chunk))})",
+            (account, *chunk),
+        ).fetchall()
+        kept.update(oid for oid, ref in rows if given[oid] == ref)
+    return kept
+
+
 async def keep_within(
     store: Store, account: str, orders: Sequence[tuple[str, str | None]], *, relink: bool
-) -> list[Moved]:
+) -> tuple[list[Moved], list[tuple[str, str | None]]]:
     """Inside the caller's transaction: raise FollowedElsewhere when an order given with a
     reference is followed under another one, unless `relink` says to move it: then its old
-    reference stays its alias (as when CCV renames one) and the moved orders are returned."""
+    reference stays its alias (as when CCV renames one). Return the moved orders and the
+    orders to track: one given with a reference it keeps as an alias is tracked without it
+    (the same reference again changes nothing: a nightly import of the reference it was
+    submitted with, which CCV answered another to, goes on)."""
     if not any(ref is not None for _, ref in orders):
-        return []
+        return [], list(orders)
     moved = await on_thread(store.conn, followed_elsewhere, account, orders)
     if moved and not relink:
-        raise FollowedElsewhere(moved)
+        aliased = await on_thread(store.conn, aliases_given, account, moved)
+        moved = [m for m in moved if m[0].order_id not in aliased]
+        if moved:
+            raise FollowedElsewhere(moved)
+        return [], [(oid, None if oid in aliased else ref) for oid, ref in orders]
     if moved:
         await store.orders.add_aliases(moved)
-    return moved
+    return moved, list(orders)
 
 
 async def track(
@@ -82,8 +107,8 @@ async def track(
     progress: Callable[[int], None] = lambda n: None,
 ) -> tuple[int, list[Moved]]:
     """Track CCV orders (id, reference or None) in one transaction, keeping their references
-    (`keep_within`); return how many were new or updated, and the orders moved."""
+    (`keep_within`); return how many were new or changed, and the orders moved."""
     async with store.transaction():
-        moved = await keep_within(store, account, orders, relink=relink)
-        added = await store.orders.track_within("ccv", account, orders, now, progress)
+        moved, kept = await keep_within(store, account, orders, relink=relink)
+        added = await store.orders.track_within("ccv", account, kept, now, progress)
     return added, moved

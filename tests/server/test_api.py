@@ -307,6 +307,14 @@ BAD_INPUT = [
         422,
         "external_reference",
     ),
+    # No submit is made with white space alone, and no notification URL can carry it.
+    (
+        "POST",
+        "/api/v1/orders",
+        b'{"source": "ccv", "order_id": "a", "external_reference": " "}',
+        422,
+        "external_reference",
+    ),
     ("GET", "/api/v1/events?after=abc", None, 400, "after"),
     ("GET", "/api/v1/events?after=-1", None, 400, "after"),
     ("GET", "/api/v1/events?after=99999999999999999999", None, 400, "after"),
@@ -614,6 +622,22 @@ async def test_track_read_and_untrack(api: Api, fake: FakeCCVWrites) -> None:
     assert status == 404
     status, _, _ = await api.call("DELETE", f"/api/v1/orders/ccv/{ORDER}")
     assert status == 204
+
+
+async def test_the_reference_an_order_keeps_as_its_alias_changes_nothing(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    track = {"source": "ccv", "order_id": ORDER, "external_reference": "shop-wrong"}
+    assert (await api.call("POST", "/api/v1/orders", body=track))[0] == 201
+    fake.orders[ORDER], fake.refs[ORDER] = "Processing", "shop-at-ccv"
+    status, fresh, _ = await api.call("GET", f"/api/v1/orders/ccv/{ORDER}?refresh=1")
+    assert (status, fresh["external_reference"]) == (200, "shop-at-ccv")
+    # The same request again (a nightly import) was a 409, as a move to another reference.
+    status, again, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert (status, again["external_reference"]) == (200, "shop-at-ccv")
+    track["external_reference"] = "shop-other"
+    status, refused, _ = await api.call("POST", "/api/v1/orders", body=track)
+    assert (status, refused["field"]) == (409, "external_reference")
 
 
 async def test_one_new_order_tracked_by_requests_at_once_is_new_to_one_of_them(api: Api) -> None:
