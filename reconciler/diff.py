@@ -137,7 +137,9 @@ def _observed(
         key,
         status,
         reference,  # external_reference
-        now if base.first_seen is None else base.first_seen,
+        # First sight sets it, though a submit's answer did before: schedule._active would take
+        # the first sight for a change.
+        now if base.status is None else base.first_seen,
         now if changed else base.last_changed,
         now,  # last_checked
         info.end_state,
@@ -176,8 +178,9 @@ def _confirmed_missing(
 ) -> bool:
     """Whether a "not found" answer is reported now: at once for an order never found (a
     mistyped id shows at once), else only once a check minutes later confirms it while its
-    account answers."""
-    if prev.status is None or prev.not_found:
+    account answers. An order whose submit CCV answered with its id was seen in that answer
+    (`first_seen`, no status yet): CCV may not know it for a moment."""
+    if prev.not_found or (prev.status is None and prev.first_seen is None):
         return True
     return (
         prev.missing_since is not None

@@ -138,7 +138,14 @@ def order_event(
 
 
 def submit_uncertain_event(
-    store_id: str, submission_id: int, *, account: str, reference: str, time: float, reason: str
+    store_id: str,
+    submission_id: int,
+    *,
+    account: str,
+    reference: str,
+    time: float,
+    reason: str,
+    location: str | None = None,
 ) -> Event:
     """Return the `order.submit_uncertain` event of a CCV submission whose answer was lost.
 
@@ -159,6 +166,8 @@ def submit_uncertain_event(
         "via": "action",
         "submission_id": submission_id,
         "reason": reason,
+        # CCV's `Location` (a 303's, a 201's), masked: where a person may find the order.
+        "location": location,
     }
     return Event(
         event_id(store_id, "ccv-submit", submission_id, account, reference, time, "uncertain"),
@@ -228,6 +237,7 @@ def submit_resolved_event(
     order_id: str | None,
     how: str,
     time: float,
+    location: str | None = None,
 ) -> Event:
     """Return the `order.submit_resolved` event of an uncertain CCV submission that CCV turned
     out to hold: `how` is `notification` (CCV named its reference) or `track` (a person tracked
@@ -246,6 +256,7 @@ def submit_resolved_event(
         "via": "action",
         "submission_id": submission_id,
         "reason": reason,
+        "location": location,
         "how": how,
     }
     return Event(

@@ -163,13 +163,16 @@ def usd_amount(text: str) -> Decimal | None:
 EXTERNAL_REFERENCE_MAX_LENGTH = 256
 
 
-def reference_problem(ref: str, *, given: bool = True) -> str | None:
+def reference_problem(ref: str, *, given: bool = True, tracked: bool = False) -> str | None:
     """Why an external reference cannot be followed or put into a notification URL, or None.
     `given`: a new one given to reconciler (a submit, `notification-url --ref`, a track file's
     field), which must not begin or end with white space: an HTTP header and a file's field
     drop it, so the submit would be named, and tracked, under another reference than the one it
     was made with. `given=False`: one taken as stored or as CCV holds it (CCV's answers, `track
-    --ref`, POST /orders, `ccv resolve`, the API's lookups)."""
+    --ref`, POST /orders, `ccv resolve`, the API's lookups). `tracked`: one `track --ref` or
+    POST /orders follows, which is refused though stored ones are not when it is white space
+    alone: no submit was made with it and no notification URL can carry it (`notification-url`
+    refuses it)."""
     if not ref:
         # The receiver refuses an empty path segment: the URL would never be accepted.
         return "an external reference must not be empty"
@@ -186,14 +189,7 @@ def reference_problem(ref: str, *, given: bool = True) -> str | None:
         # A URL path segment of its own: HTTP clients resolve it away, and CCV's calls would
         # reach another path than the one signed.
         return f"an external reference must not be {ref!r} (a URL path would drop it)"
-    return None
-
-
-def blank_reference(ref: str) -> str | None:
-    """Why a reference given to `track` (`--ref`, POST /orders), which take one as stored, is
-    refused though stored ones are not: white space alone, which no submit was made with and
-    no notification URL can carry (`notification-url` refuses it)."""
-    if ref and not ref.strip():
+    if tracked and not ref.strip():
         return f"an external reference must not be white space alone: {clipped(ref)}"
     return None
 

@@ -386,3 +386,21 @@ def test_an_answer_that_cannot_be_judged_older_is_applied(
     result = diff({CCNOW: prev}, [answer], now=NOW, via="poll", store_id=STORE)
     assert [e.data["status"] for e in result.events] == ["completed"]
     assert result.states[CCNOW].asked_at == (held if asked is None else asked)
+
+
+def test_an_order_whose_submit_ccv_answered_with_its_id_gets_the_same_grace() -> None:
+    # CCV's 2xx named it (`first_seen`, no status yet): a "not found" at its first check is CCV
+    # not consistent yet, and waits for a check minutes later, as for an order found before.
+    submitted = tracked(CCV, first_seen=NOW - 5)
+    first = not_found(submitted, NOW)
+    assert first.events == [] and first.lost == {CCV}
+    assert [o.reason for o in first.started_failing] == ["not_found_unconfirmed"]
+    soon = not_found(first.states[CCV], NOW + NOT_FOUND_CONFIRM_S - 1)
+    assert soon.events == []
+    later = not_found(soon.states[CCV], NOW + NOT_FOUND_CONFIRM_S)
+    assert [e.type for e in later.events] == [EventType.NOT_FOUND]
+    assert later.events[0].data["previous_status"] is None
+    # Found meanwhile instead: discovered, and its first sight is then (no change to come).
+    found = diff(first.states, [ok(CCV, "New")], now=NOW + 60, via="poll", store_id=STORE)
+    assert [e.type for e in found.events] == [EventType.DISCOVERED]
+    assert found.states[CCV].first_seen == NOW + 60 and found.states[CCV].missing_since is None

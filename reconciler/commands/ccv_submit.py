@@ -81,12 +81,15 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # No usable id, or one of an order followed under another reference: the events'
         # `reason` (`reconciler events --type order.submit_uncertain`) says which.
         # CCV's notifications name no order: only a person who found it can settle it; a
-        # `201 Created`'s Location may be where to look.
+        # `201 Created`'s Location may be where to look. A 2xx naming no order (an HTML page)
+        # proves nothing: CCV may have none, and a person's word settles that too.
         say(
             f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
             "(CCV's answer names no usable order id, or one followed under another reference); "
             f"external reference {reference} is uncertain until you find its order at CCV "
-            f"and run `reconciler track ccv ID --ref {reference}{account}`",
+            f"and run `reconciler track ccv ID --ref {reference}{account}`, or, when the answer "
+            f"named no order and CCV has none, `reconciler ccv resolve --ref {reference} "
+            f"--not-sent{account}` (then submit it again)",
             logging.WARNING,
         )
         return EX_TEMPFAIL

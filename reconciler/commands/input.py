@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import strict_json
 from ..exits import DataError
 from ..model import InvalidOrderId, Source, clipped, normalize_order_id, reference_problem
-from ..redact import GIVEN_SECRET, SecretForms, holds_secret
+from ..redact import GIVEN_SECRET, MASK, SecretForms, holds_secret
 from ..stdio import NotReadHere, read_bounded, read_stdin_bounded
 
 MAX_JSON_INPUT_BYTES = 16 * 1024 * 1024
@@ -53,21 +54,32 @@ def order_ids(source: Source, raw_ids: list[str], secrets: SecretForms | None) -
 
 
 def reference_given(
-    option: str, ref: str, secrets: SecretForms | None, *, given: bool = True
+    option: str,
+    ref: str,
+    secrets: SecretForms | None,
+    *,
+    given: bool = True,
+    tracked: bool = False,
 ) -> str:
     """Return a reference given on the command line (`--ref`); one holding one of `secrets` is
     a DataError (refused first: the refusal of a malformed reference quotes it), and so is
-    one that cannot be followed (`given`: see `reference_problem`)."""
+    one that cannot be followed (`given`, `tracked`: see `reference_problem`)."""
     if holds_secret(ref, secrets):
         raise DataError(f"{option}: {GIVEN_SECRET}")
-    if problem := reference_problem(ref, given=given):
+    if problem := reference_problem(ref, given=given, tracked=tracked):
         raise DataError(f"{option}: {problem}")
     return ref
 
 
-def read_track_file(
-    path: Path, source: Source, secrets: SecretForms | None
-) -> list[tuple[str, str | None]]:
+class TrackFile(NamedTuple):
+    """What a track file gives: its orders, and the first field of the header row skipped
+    above them (None: no header row), as a log line may show it."""
+
+    orders: list[tuple[str, str | None]]
+    header: str | None
+
+
+def read_track_file(path: Path, source: Source, secrets: SecretForms | None) -> TrackFile:
     """Read `ID` or `ID,REF` lines as CSV (quoted fields as a spreadsheet writes them; blank
     lines and # comments skipped); '-' is stdin. A line that is not one order is a DataError
     naming the file's line."""
@@ -86,6 +98,7 @@ def read_track_file(
         number = exc.object.count(b"\n", 0, exc.start) + 1
         raise DataError(f'{path}:{number}: not UTF-8 (save it as "CSV UTF-8")') from None
     out: list[tuple[str, str | None]] = []
+    header: str | None = None
     first = True  # the first line of an order, or a header row above them
     named: dict[str, tuple[str, int]] = {}  # order id -> the reference of its line, its number
     # Lines end at \n, \r\n or a lone \r (an old Mac export) only: str.splitlines would also end
@@ -108,11 +121,19 @@ def read_track_file(
         if first:
             first = False
             if _is_header(fields):
+                # Named in the log line: a CCV id made of header words would otherwise go
+                # untracked without a trace. Cut, and never a secret, as a refusal's quote is.
+                shown = clipped(fields[0], quoted=False)
+                header = MASK if holds_secret(fields[0], secrets) else shown
                 continue
         for what, value in zip(("order id", "reference"), fields[:2], strict=False):
             # Before the line's own checks, whose refusals quote it.
             if holds_secret(value, secrets):
                 raise DataError(f"{where}: the {what} given {GIVEN_SECRET}")
+        if _is_header(fields):
+            # Two exports joined (`cat a.csv b.csv`): the second's header row was tracked as
+            # an order (a CCV id may be letters alone).
+            raise DataError(f"{where}: a header row below the first line: {clipped(fields[0])}")
         oid, ref = _track_line(where, source, fields)
         if ref is not None:
             # Either reference would be the order's in silence, the other's notifications
@@ -124,20 +145,22 @@ def read_track_file(
                     f"here and {clipped(before)} on line {on_line}: nothing tracked"
                 )
         out.append((oid, ref))
-    return out
+    return TrackFile(out, header)
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 # What a spreadsheet's first row says above the ids ("Order ID", "order_number", "Order No."),
 # in letters alone.
-_HEADERS = frozenset({"id", "order", "orderid", "ordernumber", "orderno", "ordernr", "number"})
+_HEADERS = frozenset(
+    {"id", "order", "orderid", "ordernumber", "orderno", "ordernr", "number", "uuid", "orderuuid"}
+)
 
 
 def _is_header(fields: list[str]) -> bool:
-    """Whether a file's first line is a header row: its first field header words without a
-    digit (`Order ID`, `Order No.`, `order_number`). Order ids have digits (CCNow's nine, CCV's
-    UUIDs), so `ID-1001`, `Order-7` or `ORDERNR_5` are orders, though their letters alone
-    spell a header; any later line is an order, refused when malformed."""
+    """Whether a line is a header row: its first field header words without a digit (`Order
+    ID`, `Order No.`, `order_number`). Order ids have digits (CCNow's nine, CCV's UUIDs), so
+    `ID-1001`, `Order-7` or `ORDERNR_5` are orders, though their letters alone spell a header.
+    Only a file's first line may be one: below it, one is refused."""
     first = fields[0]
     if any(c.isdigit() for c in first):
         return False

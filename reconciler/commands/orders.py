@@ -15,13 +15,13 @@ from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
 from ..json_text import iso_time
 from ..logs import fields, say
-from ..model import Source, blank_reference
+from ..model import Source
 from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
-from ..store.files import writer_running
-from ..terminal import padded, shown, width
+from ..store.files import store_exists, writer_running
+from ..terminal import columns, padded, shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
 from .progress import progress
@@ -30,7 +30,11 @@ log = logging.getLogger("reconciler.cli")
 
 
 async def open_store(config: Config, *, readonly: bool = False) -> Store | None:
-    """Open the store, or None when it does not exist yet (nothing tracked)."""
+    """Open the store, or None when it does not exist yet (nothing tracked): a command that
+    reads or removes orders creates none (a mistyped path made its directory and an empty
+    database)."""
+    if not store_exists(config.store_path):
+        return None
     try:
         return await Store.open(config.store_path, readonly=readonly)
     except FileNotFoundError:
@@ -68,13 +72,15 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     if args.ref is not None:
         # given=False: a reference stored before outer white space was refused is tracked, and
         # its uncertain submit settled, as it was stored.
-        reference_given("--ref", args.ref, secrets, given=False)
-        if problem := blank_reference(args.ref):
-            raise DataError(f"--ref: {problem}")
+        reference_given("--ref", args.ref, secrets, given=False, tracked=True)
     ids = order_ids(source, args.ids, secrets)
     orders: list[tuple[str, str | None]] = [(oid, args.ref) for oid in ids]
+    header: dict[str, str] = {}
     if args.from_file is not None:
-        orders.extend(read_track_file(args.from_file, source, secrets))
+        read = read_track_file(args.from_file, source, secrets)
+        orders.extend(read.orders)
+        if read.header is not None:
+            header["header_skipped"] = read.header
     from ..delivery import sink_names
 
     # Every sink the config names: settling an uncertain submit stores an event.
@@ -91,7 +97,13 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
                 )
         log.info(
             "orders.tracked",
-            extra=fields(source=source, account=account, given=len(orders), new_or_updated=added),
+            extra=fields(
+                source=source,
+                account=account,
+                given=len(orders),
+                new_or_updated=added,
+                **header,
+            ),
         )
         if source != "ccv":
             return EX_OK
@@ -204,9 +216,7 @@ async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     source: Source = args.source
     account = await _untrack_account(config, source, args.account)
     ids = order_ids(source, args.ids, given_secrets(config_secrets(config)))
-    # As `orders`: a store not created yet follows nothing, and removing nothing creates none
-    # (a mistyped path made its directory and an empty database).
-    store = await open_store(config) if config.store_path.exists() else None
+    store = await open_store(config)
     if store is None:
         log.info("orders.untracked", extra=fields(source=source, removed=0))
         return EX_OK
@@ -321,7 +331,7 @@ def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
     table = [[str(c).upper() for c in cols]] + [
         ["-" if r[c] is None else shown(str(r[c])) for c in cols] for r in rows
     ]
-    widths = [max(width(row[i]) for row in table) for i in range(len(cols))]  # terminal cells
+    widths = columns(table)  # terminal cells
     for row in table:
         print("  ".join(padded(v, w) for v, w in zip(row, widths, strict=False)).rstrip())
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..config import ApiConfig
 from ..logs import fields
-from ..model import EventType, OrderKey, OrderState, Source, blank_reference
+from ..model import EventType, OrderKey, OrderState, Source
 from ..order_view import order_json
 from ..store import references
 from ..store import submissions as subs
@@ -82,9 +82,7 @@ class Orders:
                 raise BadRequest(
                     422, "external references are for CCV orders", "external_reference"
                 )
-            ref = reference_named(self.deps, ref, "external_reference")
-            if problem := blank_reference(ref):
-                raise BadRequest(422, problem, "external_reference")
+            ref = reference_named(self.deps, ref, "external_reference", tracked=True)
         account = (
             await self.settling(doc.get("account"), ref) if source == "ccv" else None
         ) or self.account(source, doc.get("account"))

@@ -274,14 +274,14 @@ def order_id_named(deps: ApiDeps, source: Source, raw: object) -> str:
         raise BadRequest(422, str(exc), "order_id") from None
 
 
-def reference_named(deps: ApiDeps, raw: object, field: str) -> str:
+def reference_named(deps: ApiDeps, raw: object, field: str, *, tracked: bool = False) -> str:
     """Return an external reference a request names, taken as stored (as `track --ref`: one
-    an older release stored settles); 422 when it is not a string, cannot be followed, or
-    holds one of the config's secrets (refused first: the refusal of a malformed one quotes
-    it)."""
+    an older release stored settles); 422 when it is not a string, cannot be followed
+    (`tracked`: see `reference_problem`), or holds one of the config's secrets (refused first:
+    the refusal of a malformed one quotes it)."""
     if not isinstance(raw, str):
         raise BadRequest(422, "must be a string, an external reference", field)
     deps.refuse_secret(raw, field)
-    if problem := reference_problem(raw, given=False):
+    if problem := reference_problem(raw, given=False, tracked=tracked):
         raise BadRequest(422, problem, field)
     return raw

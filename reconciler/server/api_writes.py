@@ -241,6 +241,7 @@ def _submission_json(found: subs.Submission) -> dict[str, object]:
         "order_id": found.order_id,
         "http_status": found.http_status,
         "reason": found.reason,
+        "location": found.location,
         "created_at": iso_time(found.created_at),
         "closed_at": None if found.closed_at is None else iso_time(found.closed_at),
     }

@@ -23,7 +23,7 @@ from ..events import Event
 from . import order_rows
 from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
-from .files import WriterLock, check_file, create_private, make_parents
+from .files import WriterLock, check_file, create_private, make_parents, store_exists
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, open_history
 from .migrations import give_orders_a_rowid, migrate, outdated
@@ -80,7 +80,7 @@ class Store:
         is queued for every one of `sinks`. `locked`: the caller holds the `WriterLock`;
         otherwise it is taken for a migration, which another process holding it refuses."""
         if readonly:
-            if not path.exists():
+            if not store_exists(path):
                 raise FileNotFoundError(path)
             # Checked here first: when aiosqlite's own open fails, its thread outlives the
             # call and may report to an event loop that has closed (a traceback on stderr).

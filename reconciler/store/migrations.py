@@ -231,9 +231,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE commands ADD COLUMN maybe_reached_at REAL;
     UPDATE commands SET maybe_reached_at = created_at WHERE attempts > 0
     """,
-    # 17: whether an account's failure is made of the provider's own word about orders (its
-    # error lines, "not found"), kept until it recovers (poller/health.py). An account failing
-    # at the upgrade for such a reason has it
+    # 17: whether an account's failure is the provider's own word about orders (its error
+    # lines, "not found"), kept until it recovers (poller/health.py); one failing so has it
     """
     ALTER TABLE sources ADD COLUMN failed_on_own_word INTEGER NOT NULL DEFAULT 0;
     UPDATE sources SET failed_on_own_word = 1 WHERE failing != 0
@@ -241,18 +240,17 @@ MIGRATIONS: list[str] = [
             OR last_error LIKE '% orders not found at once')
     """,
     # 18: retention finds the settled orders (CCV `Failed`, CCNow `completed`, `refunded`: the
-    # settled words of model.py, watched for `watch_settled`, then never checked again) whose
-    # last change is older than its window through an index of those rows only, as it finds
-    # the ended ones (migration 9). Written out, as every migration: stores at 18 keep this
-    # text, which retention's SETTLED_ORDERS must name word for word. OR, not `status IN (...)`:
-    # SQLite evaluates an IN list in a partial index's WHERE through a temporary b-tree for the
-    # old and new row of every order update (a first catch-up's database thread: 12 % more work)
+    # settled words of model.py, then never checked again) older than its window through an
+    # index of those rows only, as the ended ones (migration 9). Stores at 18 keep this text,
+    # which retention's SETTLED_ORDERS must name word for word. OR, not `status IN (...)`: SQLite
+    # evaluates an IN list in a partial index's WHERE through a temporary b-tree for the old and
+    # new row of every order update (a first catch-up's database thread: 12 % more work)
     """
     CREATE INDEX orders_settled ON orders (coalesce(last_changed, tracked_at, 0))
         WHERE end_state = 0 AND (status = 'Failed' OR status = 'completed' OR status = 'refunded')
     """,
-    # 19: when the request whose answer an order's row holds was sent: an answer asked before
-    # it changes nothing (diff.stale). Rows of older stores have none, and take their next answer
+    # 19: when the request whose answer an order's row holds was sent: one asked before it
+    # changes nothing (diff.stale). Rows of older stores have none, and take their next answer
     "ALTER TABLE orders ADD COLUMN asked_at REAL",
     # 20: when CCNow's answers that settle nothing about a command began, lines saying CCNow is
     # down included (which start its day again): three days later it is uncertain
@@ -289,6 +287,8 @@ MIGRATIONS: list[str] = [
     # notification: one a person closed as never sent is then settled
     "CREATE INDEX submissions_failed ON submissions (account, external_reference) "
     "WHERE state = 'failed'",
+    # 24: CCV's `Location` of a submit's answer (a 303's, a 201's), masked: where the order is
+    "ALTER TABLE submissions ADD COLUMN location TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -41,6 +41,15 @@ TRACK = (
     "excluded.external_reference WHERE excluded.external_reference IS NOT NULL "
     "AND excluded.external_reference IS NOT orders.external_reference"
 )
+# A submit's: the order CCV's answer named, with that answer as its first sight (`first_seen`:
+# a "not found" soon after waits to be confirmed, diff.py), also for one tracked before.
+SUBMITTED = (
+    "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
+    "first_seen, next_check_at) VALUES (?, ?, ?, ?, ?, ?, 0) "
+    "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
+    "coalesce(excluded.external_reference, orders.external_reference), "
+    "first_seen = coalesce(orders.first_seen, excluded.first_seen)"
+)
 
 # Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)
 # are left out, and the external reference, which seldom changes, has a statement of its own

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ..model import OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
-from .order_rows import COLUMNS, TRACK, Plan, Row
-from .order_sql import FAILING_SQL, STUCK_SQL, due_sql, unwatched, unwatched_any
+from .order_rows import COLUMNS, SUBMITTED, TRACK, Plan, Row
+from .order_sql import FAILING_SQL, answered_sql, due_sql, stuck_sql, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
 if TYPE_CHECKING:
@@ -35,9 +35,8 @@ _Key = tuple[str, str, str]  # an OrderKey is this tuple
 
 @dataclass(eq=False)  # no slots: the store keeps weak references to live pages
 class Page:
-    """A page of an account's open orders, as `Orders.page` read them: their ids, where the
-    next page starts, and their rows, which `load` reads instead of the database while the
-    page is current."""
+    """A page of an account's open orders, as `Orders.page` read them: their ids, where the next
+    page starts, and their rows, which `load` reads instead of the database while current."""
 
     ids: list[str]
     after: int  # the position to continue from
@@ -46,8 +45,7 @@ class Page:
 
 
 class Loaded(dict[OrderKey, OrderState]):
-    """The snapshot states that `load` found, remembering their rowids: `save` writes them back
-    by rowid."""
+    """The snapshot states that `load` found, with their rowids (`save` writes by rowid)."""
 
     __slots__ = ("rowids",)
 
@@ -207,13 +205,13 @@ class Orders:
         self.drop_pages()
         return added
 
-    def track_statement(
+    def submitted_statement(
         self, source: Source, account: str, order_id: str, reference: str | None, now: float
     ) -> tuple[str, tuple[object, ...]]:
-        """`track`'s statement for one order, for a caller that commits it with statements of its
-        own in one hand-off (`oneshot.commit_at_once`); the pages are dropped, as by `track`."""
+        """The statement tracking an order whose submit named its id (`order_rows.SUBMITTED`),
+        committed with the caller's in one hand-off; the pages are dropped, as by `track`."""
         self.drop_pages()
-        return TRACK, (source, account, order_id, reference, now)
+        return SUBMITTED, (source, account, order_id, reference, now, now)
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
         """Stop following orders (their history stays); return how many were followed."""
@@ -258,21 +256,22 @@ class Orders:
         return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
 
     async def due(
-        self,
-        source: Source,
-        account: str,
-        now: float,
-        limit: int,
-        settled_since: float,
-        *,
-        answered: bool = False,
+        self, source: Source, account: str, now: float, limit: int, settled_since: float
     ) -> list[OrderState]:
         """Return orders whose next check is due, oldest first (uses the partial index), but
         those no longer watched (`unwatched`, `settled_since`): a check planned while the
-        watch ran, or by a longer `watch_settled`, is not made once it has ended. With
-        `answered`, only those whose last check answered a status (`ANSWERED_SQL`)."""
-        sql, params = due_sql(source, settled_since, answered=answered)
+        watch ran, or by a longer `watch_settled`, is not made once it has ended."""
+        sql, params = due_sql(source, settled_since)
         return await self._states(sql, (now, source, account, *params, limit))
+
+    async def answered(
+        self, source: Source, account: str, limit: int, settled_since: float
+    ) -> list[OrderState]:
+        """Return up to `limit` open, watched orders whose last check answered a status
+        (`ANSWERED_SQL`), due or not, in storage order: the same ones each time while they stay
+        so."""
+        sql, params = answered_sql(source, settled_since)
+        return await self._states(sql, (source, account, *params, limit))
 
     async def with_status(
         self, source: Source, account: str, statuses: Sequence[str]
@@ -346,14 +345,7 @@ class Orders:
         the report leaves the order out."""
         if not limits:
             return {}
-        terms = " OR ".join("(source = ? AND status = ? AND last_changed <= ?)" for _ in limits)
-        params = [p for (source, status), s in limits.items() for p in (source, status, now - s)]
-        # Not stuck as schedule.stuck_event has it: one the provider no longer knows, or
-        # whose checks fail.
-        sql = (
-            f"{STUCK_SQL} AND not_found = 0 AND missing_since IS NULL AND failure_streak = 0 "
-            f"AND ({terms}) GROUP BY source, account"
-        )
+        sql, params = stuck_sql(now, limits)
         async with self._conn.execute(sql, params) as cur:
             return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
 

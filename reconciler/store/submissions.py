@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from ..events import Event, submit_resolved_event
@@ -28,9 +28,13 @@ State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 # What settled an uncertain submission: CCV's notification for its reference, a person
 # tracking its order with the reference, or a person's word that CCV never got it.
 How = Literal["notification", "track", "not_sent"]
+# The `reason` of a submit CCV answered with a 2xx naming an order followed under another
+# reference (writes/submit_outcome.py).
+FOLLOWED_ELSEWHERE = "order_followed_elsewhere"
 
 _COLUMNS = (
-    "id, account, external_reference, state, order_id, http_status, reason, created_at, closed_at"
+    "id, account, external_reference, state, order_id, http_status, reason, created_at, "
+    "closed_at, location"
 )
 # SQLite reads a partial index only for a query whose WHERE repeats the index's own term: told
 # `state = 'uncertain'` alone, it reads every row of the table (every submit of the retention
@@ -55,6 +59,9 @@ class Submission:
     reason: str | None
     created_at: float
     closed_at: float | None
+    # CCV's `Location` (a 3xx's, a `201 Created`'s), absolute and masked: where a person may
+    # find the order, kept beyond the one answer that carried it (migration 24).
+    location: str | None = None
 
 
 class SubmissionExists(Exception):
@@ -116,6 +123,7 @@ async def succeed(
     order_id: str,
     http_status: int,
     now: float,
+    location: str | None = None,
 ) -> str | None:
     """Close a submission as succeeded and track its order in the same transaction; return
     None, or, writing nothing, the reference its order is followed under when that is another
@@ -124,8 +132,8 @@ async def succeed(
     # submit's path: lost to a power cut, the submission would come back `sending`, hence
     # `uncertain`, and nothing could track the order by itself (CCV's notifications carry no
     # order id), while the caller holds a 201 that says it is followed.
-    track = store.orders.track_statement("ccv", account, order_id, reference, now)
-    close = _close(sub_id, "succeeded", http_status, None, now, order_id)
+    track = store.orders.submitted_statement("ccv", account, order_id, reference, now)
+    close = _close(sub_id, "succeeded", http_status, None, now, order_id, location)
     return await run_at_once(store, _succeed, account, order_id, reference, track, close)
 
 
@@ -147,10 +155,17 @@ def _succeed(
 
 
 async def fail(
-    store: Store, sub_id: int, *, http_status: int | None, reason: str, now: float
+    store: Store,
+    sub_id: int,
+    *,
+    http_status: int | None,
+    reason: str,
+    now: float,
+    location: str | None = None,
 ) -> None:
     """Close a submission as definitely not made (a refusal, or nothing reached CCV)."""
-    await commit_at_once(store, [_close(sub_id, "failed", http_status, reason, now, None)])
+    close = _close(sub_id, "failed", http_status, reason, now, None, location)
+    await commit_at_once(store, [close])
 
 
 async def withdraw(store: Store, sub_id: int) -> None:
@@ -170,6 +185,7 @@ async def make_uncertain(
     reason: str,
     now: float,
     http_status: int | None = None,
+    location: str | None = None,
 ) -> list[Event]:
     """Mark submissions uncertain and store their events in one transaction; those whose
     reference a notification named since they were recorded are settled in it too (CCV has
@@ -177,7 +193,8 @@ async def make_uncertain(
     `order.submit_resolved` events."""
     async with store.transaction():
         for sub_id in sub_ids:
-            await store.conn.execute(*_close(sub_id, "uncertain", http_status, reason, now, None))
+            close = _close(sub_id, "uncertain", http_status, reason, now, None, location)
+            await store.conn.execute(*close)
         await store.events.add(events)
         # The notification came while the submit waited for CCV's answer: it found nothing
         # uncertain to settle and remembered the reference (`notified`).
@@ -338,15 +355,15 @@ async def _resolve(
         order_id=known,
         how=how,
         time=now,
+        location=sub.location,
     )
 
 
 def answered(sub: Submission) -> bool:
     """Whether CCV answered the uncertain submission with a 2xx (no usable order id, or an
-    order followed under another reference): that CCV has the order is known, which one it is
-    is not. A notification names no order, so only the order tracked with the reference
-    settles it; settled by CCV's first notification (sent at once), nothing would follow the
-    order."""
+    order followed under another reference): which order it made is not known. A notification
+    names no order, so only the order tracked with the reference settles it; settled by CCV's
+    first notification (sent at once), nothing would follow the order."""
     return sub.http_status is not None and 200 <= sub.http_status < 300
 
 
@@ -357,43 +374,11 @@ def _close(
     reason: str | None,
     now: float,
     order_id: str | None,
+    location: str | None = None,
 ) -> Statement:
     # Only a `sending` row closes: a crash recovery and a late answer cannot both close it.
     return (
         "UPDATE submissions SET state = ?, http_status = ?, reason = ?, closed_at = ?, "
-        "order_id = ? WHERE id = ? AND state = 'sending'",
-        (state, http_status, reason, now, order_id, sub_id),
+        "order_id = ?, location = ? WHERE id = ? AND state = 'sending'",
+        (state, http_status, reason, now, order_id, location, sub_id),
     )
-
-
-async def not_sent(
-    store: Store, account: str, reference: str, now: float
-) -> tuple[Submission | None, list[Event]]:
-    """A person's word that CCV never got the uncertain submission of a reference: close it as
-    `failed` (`not_sent`: the reference is free again) with its `order.submit_resolved` (`how`
-    `not_sent`), in one transaction. Return the submission as it is then and the event; with
-    none, nothing changed: it is not uncertain, or CCV answered it with a 2xx (`answered`: CCV
-    has the order), and the submission is the reference's as `find` reads it."""
-    async with store.transaction():
-        # Through the index of live references: the writer is held meanwhile.
-        sub = (await uncertain(store, account, [reference])).get(reference)
-        if sub is not None and not answered(sub):
-            await store.conn.execute(
-                "UPDATE submissions SET state = 'failed', reason = 'not_sent', closed_at = ? "
-                "WHERE id = ? AND state = 'uncertain'",
-                (now, sub.id),
-            )
-            event = submit_resolved_event(
-                store.store_id,
-                sub.id,
-                account=account,
-                reference=reference,
-                uncertain_at=sub.closed_at,
-                reason=sub.reason,
-                order_id=None,
-                how="not_sent",
-                time=now,
-            )
-            await store.events.add([event])
-            return replace(sub, state="failed", reason="not_sent", closed_at=now), [event]
-    return (sub if sub is not None else await find(store, account, reference)), []

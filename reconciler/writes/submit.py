@@ -30,6 +30,7 @@ from reconciler.redact import (
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
+from reconciler.store.not_sent import not_sent
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -61,6 +62,9 @@ class Submitter:
         secrets: Sequence[str] = (),
     ) -> None:
         self.store = store
+        # The config's secrets, masked in a `Location` CCV answered before it is kept, as in
+        # the header passed on (else the accounts' API keys).
+        self.secrets = tuple(secrets) or tuple(c.api_key.reveal() for c in accounts)
         # The config's secrets an external reference given must not hold (else the account's
         # API key's), as for an order id given to `track`.
         self.given = given
@@ -91,7 +95,7 @@ class Submitter:
         """Settle the uncertain submission of a reference by a person's word that CCV never
         got it (`ccv resolve --not-sent`); return whether it was settled, and the submission
         of the reference as it was (None: nothing was submitted with it)."""
-        sub, events = await subs.not_sent(self.store, account, reference, self.clock())
+        sub, events = await not_sent(self.store, account, reference, self.clock())
         if not events:
             return False, sub
         log.info(
@@ -244,6 +248,7 @@ class Submitter:
             self.clock(),
             self.on_commit,
             self.key_forms.get(account),
+            self.secrets,
         )
 
 
@@ -252,10 +257,11 @@ def not_settled(reference: str, found: subs.Submission | None) -> str:
     if found is None:
         return f"nothing was submitted with external reference {reference}"
     if found.state == "uncertain":
-        # `subs.answered`: CCV said it made the order; which one it is, is for a person to find.
+        # `named_order`: CCV's answer named the order; which one this submit made is for
+        # a person to find.
         return (
             f"CCV answered the submit of external reference {reference} with HTTP "
-            f"{found.http_status}: it has the order; find it at CCV and run `reconciler track "
-            f"ccv ID --ref {reference}`"
+            f"{found.http_status} naming its order ({found.reason}): it has the order; find "
+            f"it at CCV and run `reconciler track ccv ID --ref {reference}`"
         )
     return f"the submit of external reference {reference} is {found.state}, not uncertain"

@@ -6,7 +6,7 @@ order, or which one it made (a 3xx or 5xx, a lost answer, a 2xx naming no usable
 order followed under another reference): `uncertain`, never sent again, one
 `order.submit_uncertain`; a person settles it by tracking the order with the reference (a lost
 answer, a 3xx or a 5xx also CCV's first notification for the reference), or, sure that CCV
-has none, with `ccv resolve --not-sent`.
+has none, with `ccv resolve --not-sent` (not one whose answer named its order).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, validate_ccv_id
-from reconciler.redact import SecretForms, holds_secret
+from reconciler.redact import SecretForms, holds_secret, redact
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.strict_json import loads_answer
@@ -139,12 +139,15 @@ class Closing:
     on_commit: Callable[[], None]
     # The account's API key and the config's other secrets: never taken for an id.
     key_forms: SecretForms | None = None
+    secrets: Sequence[str] = ()  # the config's: masked in CCV's `Location`, as in its header
 
 
 async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer) -> Result:
     """Close a submission with CCV's answer and return what its caller gets: CCV's answer as
     it came, with the reference header (and the order id's on success)."""
     status, headers = answer.status, {REFERENCE_HEADER: ref, **answer.passed_headers()}
+    # Kept (the submission, its event, the log line) masked, as the header is passed on.
+    location = None if answer.location is None else redact(answer.location, c.secrets)
     passed = Result(status, answer.body, answer.content_type, ref, "uncertain", None, headers)
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
@@ -155,10 +158,13 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
             log.warning(
                 "ccv.submit_no_order_id",
                 extra=fields(
-                    account=account, external_reference=ref, fields=list(c.order_id_fields)
+                    account=account,
+                    external_reference=ref,
+                    fields=list(c.order_id_fields),
+                    location=location,
                 ),
             )
-            await uncertain(c, account, sub_id, ref, "no_order_id", status)
+            await uncertain(c, account, sub_id, ref, "no_order_id", status, location)
             return passed
         followed = await subs.succeed(
             c.store,
@@ -168,6 +174,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
             order_id=order_id,
             http_status=status,
             now=c.now,
+            location=location,
         )
         if followed is not None:
             # Taken for this submit, that order's notifications and events would become this
@@ -179,13 +186,14 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                     external_reference=ref,
                     order_id=order_id,
                     followed_reference=followed,
+                    location=location,
                 ),
             )
             reason = (
-                f"order_followed_elsewhere: CCV answered order {order_id}, followed under "
+                f"{subs.FOLLOWED_ELSEWHERE}: CCV answered order {order_id}, followed under "
                 f"reference {followed}, not {ref}"
             )
-            await uncertain(c, account, sub_id, ref, reason, status)
+            await uncertain(c, account, sub_id, ref, reason, status, location)
             return passed
         log.info(
             "ccv.submitted",
@@ -197,9 +205,12 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         # CCV's "Server error" may come after the order was made (or from a gateway after
         # CCV got it), and a 3xx to a POST is the usual "made, see there" (303 See Other):
         # as with a lost answer, never sent again; a person settles it.
-        await uncertain(c, account, sub_id, ref, f"http_{status}", status)
+        await uncertain(c, account, sub_id, ref, f"http_{status}", status, location)
         return passed
-    await subs.fail(c.store, sub_id, http_status=status, reason=f"http_{status}", now=c.now)
+    reason = f"http_{status}"
+    await subs.fail(
+        c.store, sub_id, http_status=status, reason=reason, now=c.now, location=location
+    )
     log.warning(
         "ccv.submit_refused", extra=fields(account=account, external_reference=ref, status=status)
     )
@@ -207,11 +218,25 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
 
 
 async def uncertain(
-    c: Closing, account: str, sub_id: int, ref: str, reason: str, status: int | None = None
+    c: Closing,
+    account: str,
+    sub_id: int,
+    ref: str,
+    reason: str,
+    status: int | None = None,
+    location: str | None = None,
 ) -> None:
     """Make a submission uncertain (`make_uncertain`) and tell the caller's `on_commit`: CCV's
-    answer was lost, or one it gave cannot be followed."""
-    await make_uncertain(c.store, account, [(sub_id, ref)], reason, now=c.now, http_status=status)
+    answer was lost, or one it gave cannot be followed (`location`: its masked `Location`)."""
+    await make_uncertain(
+        c.store,
+        account,
+        [(sub_id, ref)],
+        reason,
+        now=c.now,
+        http_status=status,
+        location=location,
+    )
     c.on_commit()
 
 
@@ -223,19 +248,33 @@ async def make_uncertain(
     *,
     now: float,
     http_status: int | None = None,
+    location: str | None = None,
 ) -> None:
     """Mark submissions (id, reference) uncertain with one `order.submit_uncertain` each; one
     whose reference a notification named while it waited for CCV's answer is settled at once,
     with its `order.submit_resolved` (not one CCV answered with a 2xx: `subs.answered`)."""
     events = [
         submit_uncertain_event(
-            store.store_id, sub_id, account=account, reference=ref, time=now, reason=reason
+            store.store_id,
+            sub_id,
+            account=account,
+            reference=ref,
+            time=now,
+            reason=reason,
+            location=location,
         )
         for sub_id, ref in submissions
     ]
     ids = [s for s, _ in submissions]
     resolved = await subs.make_uncertain(
-        store, account, ids, events, reason=reason, now=now, http_status=http_status
+        store,
+        account,
+        ids,
+        events,
+        reason=reason,
+        now=now,
+        http_status=http_status,
+        location=location,
     )
     for event in resolved:
         log.info(

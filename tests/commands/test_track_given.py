@@ -1,14 +1,15 @@
 """What `track` and `untrack` are given: a track file's first line is a header only when it is
-no order, one order under two references is refused, the reference an order keeps as its alias
-is the same reference again, a reference of white space alone is refused, and `untrack` of a
-malformed id or a store not created yet changes nothing."""
+no order (the log line names the one skipped), a header row below it is refused, one order
+under two references is refused, the reference an order keeps as its alias is the same
+reference again, a reference of white space alone is refused, and `untrack` of a malformed id
+or a store not created yet changes nothing."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tests.conftest import Result, call_cli, read_events, write_config
+from tests.conftest import Result, call_cli, cli_env, read_events, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 
 ORDER = "0c1d0000-0000-4000-8000-000000000001"
@@ -70,6 +71,56 @@ async def test_ids_whose_letters_spell_a_header_are_orders_and_only_a_first_line
     assert len(await followed(cfg)) == 7  # nothing of a refused file
 
 
+async def test_a_header_row_below_the_first_line_is_refused_and_tracks_nothing(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    # Two exports joined (`cat a.csv b.csv`): `order_number` and `OrderID` were tracked as
+    # CCV orders, exit 0.
+    joined = tmp_path / "joined.csv"
+    joined.write_text("A3,INV-3\norder_number,INV-4\nOrderID\n")
+    result = await call_cli("--config", cfg, "track", "ccv", "--from-file", joined)
+    assert result.code == 65, result.stderr
+    assert result.stderr.strip() == (
+        f"reconciler: error: {joined}:2: a header row below the first line: 'order_number'"
+    )
+    assert await followed(cfg) == set()
+
+
+async def test_the_header_row_skipped_is_named_in_the_log_line(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    headed = tmp_path / "headed.csv"
+    # A CCV id made of header words on line 1 is taken for a header: the log line says so.
+    for header in ("Order UUID", "order_number", "uuid"):
+        headed.write_text(f"{header},Reference\nA1,ref-a1\n")
+        result = await call_cli("--config", cfg, "track", "ccv", "--from-file", headed)
+        assert result.code == 0, result.stderr
+        line = logged(result, "orders.tracked")
+        assert (line["header_skipped"], line["given"]) == (header, 1)
+    headed.write_text("order" + "_" * 300 + "\nA1\n")  # cut, as a refusal quotes input
+    long = logged(
+        await call_cli("--config", cfg, "track", "ccv", "--from-file", headed), "orders.tracked"
+    )
+    assert long["header_skipped"] == "order" + "_" * 95 + "\u2026"
+    # One holding a secret of the config is named by a mask alone.
+    signs = "!@#$%^&*()+"
+    headed.write_text(f"ID {signs}\nA2\n")
+    masked = await call_cli(
+        "--config",
+        cfg,
+        "track",
+        "ccv",
+        "--from-file",
+        headed,
+        env=cli_env(RECONCILER_CCV_API_KEY=signs),
+    )
+    assert logged(masked, "orders.tracked")["header_skipped"] == "***"
+    assert signs not in masked.stderr
+    assert await followed(cfg) == {("A1", "ref-a1"), ("A2", None)}
+
+
 async def test_one_file_naming_an_order_under_two_references_tracks_nothing(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
@@ -101,7 +152,7 @@ async def test_tracking_again_under_the_reference_ccv_answered_another_to_change
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
     assert await followed(cfg) == {(ORDER, "INV-AT-CCV")}  # INV-WRONG kept as its alias
 
-    # A nightly import of the same line: refused (65) as a move to another reference.
+    # A nightly import of the same line: no move to another reference, nothing changes.
     again = await call_cli(*track)
     assert again.code == 0, again.stderr
     assert logged(again, "orders.tracked")["new_or_updated"] == 0

@@ -14,6 +14,7 @@ import pytest
 from reconciler.model import OrderKey
 from reconciler.poller.ccv import CCVCoordinator
 from reconciler.store import submissions as subs
+from reconciler.store.not_sent import not_sent
 from reconciler.store.retention import prune
 from tests.fake_providers import FakeCCV
 
@@ -109,7 +110,7 @@ async def test_a_notification_for_a_reference_a_person_said_was_not_sent_settles
     now = time.time()
     sub_id = await subs.record(ccv.store, "default", "said-gone", now)
     await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
-    closed, _ = await subs.not_sent(ccv.store, "default", "said-gone", now)
+    closed, _ = await not_sent(ccv.store, "default", "said-gone", now)
     assert closed is not None and closed.reason == "not_sent"
     caplog.set_level(logging.INFO, logger="reconciler")
 
@@ -145,7 +146,7 @@ async def test_a_notification_settles_nothing_a_later_submit_of_the_reference_fa
     now = time.time()
     first = await subs.record(ccv.store, "default", "gone-twice", now)
     await subs.make_uncertain(ccv.store, "default", [first], [], reason="timeout", now=now)
-    await subs.not_sent(ccv.store, "default", "gone-twice", now)
+    await not_sent(ccv.store, "default", "gone-twice", now)
     second = await subs.record(ccv.store, "default", "gone-twice", now)
     await subs.fail(ccv.store, second, http_status=422, reason="http_422", now=now)
 

@@ -22,6 +22,7 @@ from reconciler.store import Store, WriterLock
 from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
 from reconciler.store.files import writer_running
+from reconciler.store.not_sent import not_sent
 from tests.conftest import cli_env, environ, write_config
 from tests.fake_providers import FakeCCV
 
@@ -285,7 +286,7 @@ async def test_a_person_closing_an_uncertain_submit_as_not_sent_reads_no_whole_t
 ) -> None:
     statements: list[str] = []
     await store.conn.set_trace_callback(statements.append)
-    found, events = await subs.not_sent(store, "north", "north-U1", time.time())
+    found, events = await not_sent(store, "north", "north-U1", time.time())
     await store.conn.set_trace_callback(lambda _: None)
     assert found is not None and (found.state, found.reason) == ("failed", "not_sent")
     assert [e.data["how"] for e in events] == ["not_sent"]

@@ -124,6 +124,7 @@ def submit_resolved_data(
         "via": "action",
         "submission_id": submission_id,
         "reason": "connection",
+        "location": None,  # a lost answer gave none
         "how": how,
     }
 

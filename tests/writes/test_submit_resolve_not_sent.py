@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import call_cli, daemon_here, free_port, poll_until, read_events, write_config
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import Reply
-from tests.server.test_api import api_toml
+from tests.server.test_api import ORDER, Api, api_toml
 from tests.writes.test_submit_crash import listening, query
 
 RESOLVED = "order.submit_resolved"
@@ -61,16 +61,72 @@ async def test_not_sent_closes_it_and_frees_the_reference(
     assert len(fake.submits) == 2
 
 
-async def test_a_submit_ccv_answered_with_a_2xx_is_not_closed(
+# A 2xx naming no order proves nothing (a gateway's login or maintenance page served with 200,
+# CCV's own error object under 200): as for a lost answer, a person's word settles it, and the
+# advice given names that word.
+NAMING_NO_ORDER = [
+    Reply(200, "<html><body>Please log in</body></html>", "text/html"),
+    json_reply(200, {"error": "invalid order"}),
+    json_reply(201, {"result": "ok"}),
+]
+
+
+@pytest.mark.parametrize("answer", NAMING_NO_ORDER, ids=["html", "error", "no-id"])
+async def test_a_2xx_naming_no_order_is_closed_by_a_persons_word(
+    tmp_path: Path, fake: FakeCCVWrites, answer: Reply
+) -> None:
+    fake.submit_replies = [answer]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="page-1")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert "ccv resolve --ref page-1 --not-sent" in submitted.stderr
+    status = await call_cli("--config", cfg, "status")
+    assert "`reconciler ccv resolve --ref REF --not-sent`" in status.stdout, status.stdout
+    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "page-1", "--not-sent")
+    assert result.code == 0, result.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]
+    (event,) = [e for e in read_events(tmp_path) if e["type"] == RESOLVED]
+    assert (event["data"]["how"], event["data"]["reason"]) == ("not_sent", "no_order_id")
+    # The reference is free again: the same file goes out, and its order is followed.
+    resubmit = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert resubmit.code == 0 and resubmit.stdout.strip() in fake.orders, resubmit.stderr
+
+
+async def test_a_2xx_naming_no_order_is_closed_through_the_api(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [NAMING_NO_ORDER[1]]  # JSON: the test's client reads the answer
+    body = submit_body(externalReference="page-2")
+    status, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert (status, headers["Reconciler-Submission-State"]) == (200, "uncertain")
+    word = {"external_reference": "page-2", "sent": False}
+    status, document, _ = await api.call("POST", "/api/v1/ccv/submissions/resolve", body=word)
+    assert status == 200, document
+    assert (document["state"], document["reason"]) == ("failed", "not_sent")
+    status, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert status == 201 and headers["Reconciler-Order-Id"] in fake.orders
+
+
+async def test_a_2xx_naming_an_order_followed_elsewhere_is_not_closed(
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:
-    # CCV said it made the order (no usable id): "not sent" would be false.
-    fake.submit_replies = [json_reply(201, {"result": "ok"})]
-    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    # CCV named the order it made (followed under another reference): "not sent" would be
+    # false, through the command line and the API alike.
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER, "--ref", "R-1")).code == 0
+    fake.submit_replies = [json_reply(201, {"orderId": ORDER})]
     stdin = json.dumps(submit_body(externalReference="made-1")).encode()
     assert (await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)).code == 75
-    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "made-1", "--not-sent")
+    args = ("--config", cfg, "ccv", "resolve", "--ref", "made-1", "--not-sent")
+    result = await call_cli(*args)
     assert result.code == 65 and "it has the order" in result.stderr, result.stderr
+    assert ORDER in result.stderr and "R-1" in result.stderr
+    async with daemon_here(cfg):
+        await listening(port)
+        through = await call_cli(*args)
+        assert through.code == 65 and "it has the order" in through.stderr, through.stderr
     assert query(tmp_path, "SELECT state FROM submissions") == [("uncertain",)]
     assert [e for e in read_events(tmp_path) if e["type"] == RESOLVED] == []
 
