@@ -4,6 +4,7 @@ and default names (the kind) that step aside for explicit ones."""
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -186,10 +187,23 @@ class SinkReader:
 
 def _same_file(a: Path, b: Path) -> bool:
     """Whether two paths name one file: the same after links, or, both there, one inode (a
-    hard link)."""
+    hard link). Not for a device or a process's own descriptors (`/dev/null`, `/dev/stdout`):
+    where they lead is how the process was started, not the config (two sinks to one journal
+    socket when run by systemd, two pipes by hand), and `check` would not say what `run` finds."""
+    if _wired_by_the_process(a) or _wired_by_the_process(b):
+        return False
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:
         return os.path.samefile(a, b)
     except OSError:
         return False  # one of them is not there (yet), or cannot be asked
+
+
+def _wired_by_the_process(path: Path) -> bool:
+    if str(path).startswith(("/dev/fd/", "/dev/std", "/proc/")):
+        return True
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -124,7 +124,10 @@ def _open(path: Path) -> int:
         fifo = False
     if not fifo:
         # Read-write: the torn-line check reads a regular file's last byte.
-        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)  # a FIFO made between the stat and the open (a shipper starting)
     try:
         # Without O_NONBLOCK the open waits for a reader, beyond the sink's timeout.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)

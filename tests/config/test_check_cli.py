@@ -340,3 +340,22 @@ async def test_two_jsonl_sinks_on_one_file_are_a_config_error(tmp_path: Path, se
             f"config error: {cfg}: sinks[2].path: {tmp_path / second} is the file "
             "sinks[0].path names; the sink needs a file of its own"
         )
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("/dev/null", "/dev/null"), ("/dev/stdout", "/dev/stderr")]
+)
+async def test_jsonl_sinks_on_devices_are_not_taken_for_one_file(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    # Where /dev/stdout and /dev/stderr lead is how the process was started (one journal socket
+    # under systemd, one terminal by hand, two pipes in a script): `check` refused or passed the
+    # same config by that, and so would the daemon's start.
+    cfg = tmp_path / "reconciler.toml"
+    sinks = (
+        f'[[sinks]]\ntype = "jsonl"\nname = "a"\npath = "{first}"\n'
+        f'[[sinks]]\ntype = "jsonl"\nname = "b"\npath = "{second}"\n'
+    )
+    cfg.write_text(config_text(tmp_path, CCV) + sinks, encoding="utf-8")
+    result = await call_cli("--config", cfg, "check")
+    assert result.code == 0, result.stderr
