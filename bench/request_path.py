@@ -85,7 +85,7 @@ async def ours(base_url: str, ids: list[str]) -> int:
     )
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await CCVClient(config, session).check_orders(ids, emit)
+        await CCVClient(config, session, secrets=()).check_orders(ids, emit)
     return ok
 
 

@@ -116,8 +116,10 @@ class SigtermEcho:
     """Tells GNU timeout(1)'s echo of a SIGTERM from a second signal. timeout sends its signal to
     the command and then to its whole process group, the command included: one stop, two
     SIGTERMs a moment apart (1 in 5 `timeout` stops of `run` ended in daemon.force_exit). A
-    SIGTERM within ECHO_S of the first is that echo; a later one (a supervisor's second) and a
-    second SIGINT (a person's double Ctrl-C: nothing sends it twice) count."""
+    SIGTERM within ECHO_S of the first is that echo; a later one (a supervisor's second) counts,
+    and so does a second SIGINT or SIGHUP, `timeout -s INT`'s echo too (README says so): a
+    person's double Ctrl-C may come as soon, and a handler the loop runs cannot tell when a
+    signal came, only when it got to it."""
 
     ECHO_S = 1.0
 

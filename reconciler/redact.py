@@ -86,9 +86,7 @@ class SecretForms:
     """The forms of some secrets, found in a text whatever its case (a provider may quote one in
     capitals) through a lower-cased copy: whole, or a start of one cut short."""
 
-    forms: tuple[str, ...]  # as they come back, longest first
-    lowered: tuple[str, ...]  # the same, lower-cased
-    pattern: re.Pattern[str]  # the lowered forms, in a lower-cased text
+    pattern: re.Pattern[str]  # the forms lower-cased, in a lower-cased text
     heads: re.Pattern[str] | None  # at every place, the first MIN_BODY_FRAGMENT characters
     # The lowered forms longer than MIN_BODY_FRAGMENT by their head: a head found is compared
     # with the few forms it begins, not with every form.
@@ -184,26 +182,22 @@ def _apart(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 @lru_cache(maxsize=64)
 def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
     """Return the forms of `secrets` as one search, or None when there are none."""
-    forms = sorted({form for secret in secrets for form in encodings(secret)}, key=len)[::-1]
+    forms = {form for secret in secrets for form in encodings(secret)}
     if not forms:
         return None
-    lowered = tuple(_lower(form) for form in forms)
+    lowered = {_lower(form) for form in forms}
     # Longest first, so that a form is never masked only in part by a shorter one.
-    alternatives = "|".join(map(re.escape, sorted(set(lowered), key=len, reverse=True)))
+    alternatives = "|".join(map(re.escape, sorted(lowered, key=lambda f: (-len(f), f))))
     heads = {form[:MIN_BODY_FRAGMENT] for form in lowered if len(form) > MIN_BODY_FRAGMENT}
     # A lookahead: a head that begins inside another one ("aaaaaaaaaX" in "aaaaaaaaaaaX") is
     # found too.
     head_search = "(?=" + "|".join(map(re.escape, sorted(heads))) + ")"
-    by_head = {
-        head: tuple(form for form in set(lowered) if form.startswith(head)) for head in heads
-    }
+    by_head = {head: tuple(form for form in lowered if form.startswith(head)) for head in heads}
     by_size = tuple(
         frozenset(form[:size] for form in forms if len(form) > size)
         for size in range(MIN_BODY_FRAGMENT + 1)
     )
     return SecretForms(
-        tuple(forms),
-        lowered,
         re.compile(alternatives),
         re.compile(head_search) if heads else None,
         by_head,
@@ -229,6 +223,12 @@ def answer_secrets(own: str, config: Iterable[str]) -> tuple[str, ...]:
     kept: the account's own, and the config's others as a value given is checked for (of
     GIVEN_SECRET_MIN characters or more). A provider may echo any of them."""
     return tuple(dict.fromkeys([own, *(s for s in config if len(s) >= GIVEN_SECRET_MIN)]))
+
+
+def answer_forms(own: str, config: Iterable[str]) -> SecretForms | None:
+    """The secrets a provider's answer must not hold to be kept (answer_secrets: the account's
+    own and the config's others), as one search: a CCV status answer's and a submit's."""
+    return secret_forms(frozenset(answer_secrets(own, config)))
 
 
 def given_secrets(secrets: Iterable[str]) -> SecretForms | None:

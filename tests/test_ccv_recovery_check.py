@@ -5,6 +5,8 @@ fail alone and are due sooner (README, "Isolation")."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,10 +75,13 @@ async def kinds(coordinator: CCVCoordinator) -> list[str]:
     return [e.type for e in await coordinator.store.events.history() if e.order_id is None]
 
 
-async def test_the_first_recovery_check_after_a_short_outage_asks_an_answering_order(
-    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
-) -> None:
-    coordinator, clock = ccv
+def _inf(sql: str) -> str:
+    return re.sub(r"\bInf\b", "9e999", sql)
+
+
+async def outage(coordinator: CCVCoordinator, clock: Clock, fake_ccv: FakeCCV) -> int:
+    """Run the account as it answers, then a gateway's page until a due tick fails it; CCV
+    answers again from then on. Return the tick's step."""
     for step in range(1, 13):  # half a minute: the troubled orders fail alone, again and again
         await tick(coordinator, clock, step)
     assert await kinds(coordinator) == []  # the probe answers beside them: CCV answers
@@ -91,9 +96,15 @@ async def test_the_first_recovery_check_after_a_short_outage_asks_an_answering_o
             break
     assert await kinds(coordinator) == ["source.failed"]
     fake_ccv.always = None  # CCV answers again
+    return step
 
+
+async def test_the_first_recovery_check_after_a_short_outage_asks_an_answering_order(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    coordinator, clock = ccv
+    found = await outage(coordinator, clock, fake_ccv)
     asked = len(fake_ccv.requests)
-    found = step
     for step in range(found + 1, found + int(POLL_S / STEP_S) + 1):  # the backoff period
         await tick(coordinator, clock, step)
     assert await kinds(coordinator) == ["source.failed", "source.recovered"]
@@ -101,3 +112,37 @@ async def test_the_first_recovery_check_after_a_short_outage_asks_an_answering_o
     checked = [r.order_id for r in fake_ccv.requests[asked:] if r.order_id != PROBE_ORDER_ID]
     assert len(checked) == 1 and checked[0] in HEALTHY
     assert not (await coordinator.store.sources.state("ccv", "default")).failing
+
+
+async def test_the_recovery_check_reads_the_accounts_answered_orders_not_every_due_order(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV, tmp_path: Path
+) -> None:
+    # By next_check_at, the answered orders of a failing account (few, or due late) were found
+    # after the due orders of every account: half a second over 200,000 open orders, every
+    # backoff period, holding the store's one connection.
+    coordinator, clock = ccv
+    found = await outage(coordinator, clock, fake_ccv)
+    statements: list[str] = []
+    await coordinator.store.conn.set_trace_callback(statements.append)
+    for step in range(found + 1, found + 2 * int(POLL_S / STEP_S)):  # until the recovery
+        await tick(coordinator, clock, step)
+        if len(await kinds(coordinator)) > 1:
+            break
+    traced = list(statements)  # what follows is the test's own
+    assert await kinds(coordinator) == ["source.failed", "source.recovered"]
+
+    conn = sqlite3.connect(tmp_path / "reconciler.db")
+    try:
+        plans = {
+            # SQLite writes an infinite parameter as a word it does not read back.
+            sql: " | ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {_inf(sql)}"))
+            for sql in traced
+            if sql.lstrip().upper().startswith("SELECT") and "FROM orders" in sql
+        }
+    finally:
+        conn.close()
+    # The answered orders through the account's open orders, in the index's order (no sort),
+    # and no walk of the due orders: an answered one came back.
+    read = [p for sql, p in plans.items() if "status IS NOT NULL" in sql]
+    assert read == ["SEARCH orders USING INDEX orders_open (source=? AND account=?)"]
+    assert {sql: p for sql, p in plans.items() if "orders_due" in p} == {}

@@ -285,20 +285,46 @@ async def test_a_second_signal_during_the_stop_exits_1_at_once(
     assert "daemon.force_exit" in (tmp_path / "daemon.log").read_text()
 
 
+# timeout(1)'s two SIGTERMs are microseconds apart; a test's are as far apart as this machine's
+# load makes them, and past the daemon's 1 s window the second is a genuine second signal.
+ECHO_GAP_MAX_S = 0.9
+
+
+async def _stopped_by_two_sigterms(
+    directory: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
+) -> tuple[float, int, str]:
+    """Run a daemon whose stop is busy, send it SIGTERM and, once it took that one, another;
+    return the seconds between the two sends, its exit code and its log."""
+    directory.mkdir()
+    cfg = await stop_held(directory, fake_ccv, webhook)
+    log = directory / "daemon.log"
+    posted = len(webhook.posted)
+    async with daemon(cfg, env()) as proc:
+        await poll_until(lambda: len(webhook.posted) > posted, 20, "a post under way")
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        # Sent once the first is taken (the kernel merges two that are both pending), as soon
+        # as the daemon says so.
+        await poll_until(lambda: "daemon.signal" in log.read_text(), 10, "the first taken")
+        proc.send_signal(signal.SIGTERM)
+        gap_s = time.monotonic() - sent
+        code = await asyncio.wait_for(proc.wait(), 30)
+    return gap_s, code, log.read_text()
+
+
 async def test_timeout_s_two_sigterms_are_one_clean_stop(
     tmp_path: Path, fake_ccv: FakeCCV, webhook: SlowWebhook
 ) -> None:
     # GNU `timeout` sends SIGTERM to the daemon and then to its process group, the daemon again:
     # the second was taken for a second signal, daemon.force_exit and 1, the stop left undone.
-    # It is sent once the first is taken (the kernel merges two that are both pending).
-    cfg = await stop_held(tmp_path, fake_ccv, webhook)
-    async with daemon(cfg, env()) as proc:
-        await poll_until(lambda: webhook.posted, 20, "a post under way")
-        proc.send_signal(signal.SIGTERM)
-        await poll_until(
-            lambda: "daemon.stopping" in (tmp_path / "daemon.log").read_text(), 10, "the stop"
+    for attempt in ("first", "again"):
+        gap_s, code, log = await _stopped_by_two_sigterms(tmp_path / attempt, fake_ccv, webhook)
+        if gap_s < ECHO_GAP_MAX_S:
+            break
+    else:
+        pytest.skip(
+            f"a loaded machine: the two SIGTERMs were {gap_s:.2f} s apart at the second try, "
+            "past timeout(1)'s echo; its window is not tested"
         )
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
-    log = (tmp_path / "daemon.log").read_text()
+    assert code == 0, log
     assert "daemon.force_exit" not in log and "daemon.stopped" in log

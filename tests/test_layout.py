@@ -28,7 +28,7 @@ ROOT_MODULES = {
     *("__init__", "__main__", "cli", "stdio", "daemon", "scheduler", "systemd", "runtime"),
     *("model", "diff", "schedule", "reconcile", "delivery", "metrics"),
     *("events", "logs", "json_text", "strict_json", "redact", "exits", "eventloop"),
-    *("notify", "order_view", "terminal"),
+    *("notify", "order_view", "terminal", "paths"),
 }
 
 

@@ -81,15 +81,17 @@ async def _warn_unconfigured(config: Config) -> None:
 
 async def check_online(config: Config) -> int:
     """Return 0 when every account answered, 78 when credentials were refused, else 75."""
+    from ..redact import config_secrets
     from ..runtime import http_session
     from ..sources.ccnow import CCNowClient
     from ..sources.ccv import CCVClient
     from ..sources.errors import AuthenticationFailed, SourceError
 
     worst = EX_OK
+    secrets = tuple(config_secrets(config))
     async with http_session(config) as session:
         checks: list[tuple[str, Awaitable[object]]] = [
-            (f"ccv/{c.name}", CCVClient(c, session).probe()) for c in config.ccv
+            (f"ccv/{c.name}", CCVClient(c, session, secrets=secrets).probe()) for c in config.ccv
         ]
         checks += [
             (f"ccnow/{c.name}", CCNowClient(c, session).pending_list()) for c in config.ccnow

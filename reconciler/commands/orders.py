@@ -21,7 +21,7 @@ from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
 from ..store.files import store_exists, writer_running
-from ..terminal import padded, shown, width
+from ..terminal import columns, padded, shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
 from .progress import progress
@@ -331,7 +331,7 @@ def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
     table = [[str(c).upper() for c in cols]] + [
         ["-" if r[c] is None else shown(str(r[c])) for c in cols] for r in rows
     ]
-    widths = [max(width(row[i]) for row in table) for i in range(len(cols))]  # terminal cells
+    widths = columns(table)  # terminal cells
     for row in table:
         print("  ".join(padded(v, w) for v, w in zip(row, widths, strict=False)).rstrip())
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ..model import status_info
-from ..terminal import padded, shown, width
+from ..terminal import columns, shown, width
 from .status_report import AccountHealth, AccountStatus, Status, ts
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
@@ -210,7 +210,7 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str | Cell]], colour: bo
         ),
     ]
     # In terminal cells, not characters: a CJK status or an emoji takes two.
-    widths = [max(width(row[i].text) for row in table) for i in range(len(head))]
+    widths = columns([c.text for c in row] for row in table)
     return [
         "  ".join(_cell(c, w, colour) for c, w in zip(row, widths, strict=True)).rstrip()
         for row in table
@@ -218,11 +218,11 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str | Cell]], colour: bo
 
 
 def _cell(cell: Cell, cells: int, colour: bool) -> str:
+    pad = " " * (cells - width(cell.text))
     # Padding stays outside the colour codes, so columns line up as without colour.
-    text = padded(cell.text, cells)
     if colour and cell.colour and cell.text:
-        return f"\x1b[{_SGR[cell.colour]}m{cell.text}\x1b[0m{text[len(cell.text) :]}"
-    return text
+        return f"\x1b[{_SGR[cell.colour]}m{cell.text}\x1b[0m{pad}"
+    return cell.text + pad
 
 
 def _bytes(n: int) -> str:

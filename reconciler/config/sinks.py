@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+from ..paths import STORE_FILES, beside
 from .errors import ConfigError
 from .keys import SINK_COMMON_KEYS, SINK_KEYS, SINK_TYPES
 from .names import unique_name
@@ -21,15 +22,6 @@ from .schema import (
 from .secret import SecretReader, env_word, webhook_secret_problem
 from .table import Table
 from .values import type_name
-
-# The files of a store at PATH, as the store and SQLite name them (store/files.py, history.py).
-_STORE_FILES = (
-    ("", "the store's database"),
-    ("-wal", "the store's write-ahead log"),
-    ("-shm", "the store's shared-memory file"),
-    ("-history", "the store's history mark"),
-    (".lock", "the store's lock file"),
-)
 
 
 class SinkReader:
@@ -80,6 +72,7 @@ class SinkReader:
             id(table): unique_name(table, seen) for table, _ in typed if "name" in table.data
         }
         sinks = []
+        files: list[tuple[Path, Table]] = []
         for table, kind in typed:
             name = explicit.get(id(table))
             if name is None:
@@ -87,7 +80,19 @@ class SinkReader:
                 while env_word(name) in seen:
                     name, number = f"{kind}-{number}", number + 1
                 seen[env_word(name)] = name
-            sinks.append(self.sink(table, kind, name))
+            sink = self.sink(table, kind, name)
+            if isinstance(sink, JsonlSinkConfig):
+                # Two sinks' batches would interleave (on a FIFO, past PIPE_BUF: within a
+                # line), and one's taking back a failed batch would cut the other's lines.
+                for path, other in files:
+                    if _same_file(sink.path, path):
+                        raise table.error(
+                            "path",
+                            f"{sink.path} is the file {other.path('path')} names; "
+                            "the sink needs a file of its own",
+                        )
+                files.append((sink.path, table))
+            sinks.append(sink)
         if not any(kind == "log" for _, kind in typed):
             # The log sink is always there; without one configured it is the built-in `log`.
             for table, _ in typed:
@@ -139,10 +144,10 @@ class SinkReader:
         to the store's files were lost (SQLite truncates them), and to the config file they
         made it invalid TOML at the next start."""
         own = [
-            (store.with_name(store.name + suffix), what)
+            (beside(store, suffix), what)
             # SQLite and the writer's lock follow a link to the database, history.py does not.
             for store in (self.store_path, Path(os.path.realpath(self.store_path)))
-            for suffix, what in _STORE_FILES
+            for suffix, what in STORE_FILES
         ]
         if self.config_path is not None:
             own.append((self.config_path, "this config file"))

@@ -45,9 +45,7 @@ class NamedReport(NamedTuple):
 
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
-# A failing account's probes ask this many different orders, at most, before they ask the one
-# due soonest again.
-PROBE_ROTATION = 20
+PROBE_ROTATION = 20  # different orders a failing account's probes ask, before they start over
 DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
 # A source.failed reason is a short text kept in the database, events and logs.
@@ -94,8 +92,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         self._secrets = tuple(secrets)
         # When the account's good health was last written or claimed (see `settle`).
         self._healthy_at: float | None = None
-        # The orders the probes of a failing account have asked since it failed (`_probe_due`).
-        self._probed: set[str] = set()
+        self._probed: set[str] = set()  # asked by `_probe_due` since the account failed
 
     @property
     def name(self) -> str:
@@ -190,19 +187,22 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         return passes
 
     async def _probe_due(self) -> list[OrderState]:
-        """Return the order a failing account's probe asks, one no probe since it failed asked
-        (any again once each was, or PROBE_ROTATION were): first one whose last check answered
-        a status (due or not, due soonest), else the one due soonest. One failing on its own (a
-        bad status, a 403 of its own) says nothing of the provider, and held the account down."""
+        """Return the order a failing account's probe asks, not asked since it failed (any again
+        once each was, or PROBE_ROTATION were): one whose last check answered a status, due or
+        not, else the one due soonest (one failing on its own says nothing of the provider)."""
         if len(self._probed) >= PROBE_ROTATION:
             self._probed.clear()
-        limit = len(self._probed) + 1
+        limit = len(self._probed) + 1  # each read in a stable order: one at least not probed
+        since = self.settled_since()  # then unwatched: never asked
+        answered = await self.store.orders.answered(self.source, self.account, limit, since)
+        fresh = [s for s in answered if s.key.order_id not in self._probed]
         until = math.inf if self.probe_any_open else self.now()
-        pools = [await self._due(math.inf, limit, answered=True), await self._due(until, limit)]
-        fresh = [s for pool in pools for s in pool if s.key.order_id not in self._probed]
+        # Only then the due orders: by next_check_at, they may walk every account's open ones.
+        due = [] if fresh else await self._due(until, limit)
+        fresh = fresh or [s for s in due if s.key.order_id not in self._probed]
         if not fresh:
             self._probed.clear()
-            fresh = pools[0] or pools[1]
+            fresh = answered or due
         self._probed.update(s.key.order_id for s in fresh[:1])
         return fresh[:1]
 
@@ -257,10 +257,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
                 return ids
             ids.extend(page)
 
-    async def _due(self, until: float, limit: int, *, answered: bool = False) -> list[OrderState]:
+    async def _due(self, until: float, limit: int) -> list[OrderState]:
         since = self.settled_since()  # then unwatched: never due
-        orders = self.store.orders
-        return await orders.due(self.source, self.account, until, limit, since, answered=answered)
+        return await self.store.orders.due(self.source, self.account, until, limit, since)
 
     def reason(self, exc: SourceError) -> str:
         """Return a failure's reason as events, the database and logs may show it."""

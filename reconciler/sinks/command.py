@@ -108,10 +108,17 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 
 def program_problem(command: Sequence[str]) -> str | None:
-    """Say why `command` cannot be run here (its program is not found), or None."""
+    """Say why `command` cannot be run here (a word holds a NUL, its program is not found), or
+    None."""
+    if _holds_nul(command):
+        return "a word of the command holds a NUL character"
     if shutil.which(command[0]) is None:
         return f"no executable program {command[0]!r} (a path, or a name on PATH)"
     return None
+
+
+def _holds_nul(command: Sequence[str]) -> bool:
+    return any("\0" in word for word in command)
 
 
 class CommandSink:
@@ -121,6 +128,10 @@ class CommandSink:
         self.name = config.name
         self._argv = config.command
         self._timeout_s = config.timeout_s
+        # The config refuses it; asyncio says so with a ValueError, but uvloop runs the program
+        # with the words cut at their NUL: delivered, and wrong. Known once: the environment
+        # cannot hold one (os.environ refuses it), nor the event's words (validated ids).
+        self._nul = _holds_nul(config.command)
         if (problem := program_problem(config.command)) is not None:
             # Said once at the start, not first at an event: each would be retried until
             # max_age, then dead-lettered.
@@ -139,12 +150,10 @@ class CommandSink:
         """Nothing is held between deliveries."""
 
     async def _run(self, event: OutboxEvent) -> DeliveryResult:
+        if self._nul:
+            return RetryLater(f"cannot run: {self._argv[0]}: embedded null byte")
         env = child_environment(os.environ, event)
         try:
-            if any("\0" in word for word in (*self._argv, *env.values())):
-                # The config refuses it; asyncio says so with a ValueError, but uvloop runs the
-                # program with the words cut at their NUL: delivered, and wrong.
-                raise ValueError("embedded null byte")
             proc = await asyncio.create_subprocess_exec(
                 *self._argv,
                 stdin=asyncio.subprocess.PIPE,

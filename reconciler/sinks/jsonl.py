@@ -44,8 +44,8 @@ def path_problem(path: Path, *, regular: bool = False) -> str | None:
 
 
 class JsonlSink:
-    """Appends events to a file; a batch counts as delivered only once it is on disk (on a pipe
-    or a device: written), within the sink's `timeout`."""
+    """Appends events to a file; a batch counts as delivered only once it is on disk (on a
+    device: written; on a pipe: in it, a reader attached), within the sink's `timeout`."""
 
     def __init__(self, config: JsonlSinkConfig) -> None:
         self.name = config.name
@@ -88,7 +88,7 @@ class JsonlSink:
     def _append(self, data: bytes) -> None:
         # Readable by those the umask lets read the file (its group: a log shipper).
         make_parents(self.path, mode=0o777)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = _open(self.path)
         try:
             info = os.fstat(fd)
             regular, size = stat.S_ISREG(info.st_mode), info.st_size
@@ -114,6 +114,29 @@ class JsonlSink:
         """Nothing held open between batches (a write still blocked keeps its thread)."""
 
 
+def _open(path: Path) -> int:
+    """Open `path` to append to, made if not there. A FIFO is opened for writing only: opened
+    read-write the sink is a reader of its own, a batch in the pipe's buffer counted delivered
+    with no shipper attached, and the kernel dropped it when the sink closed the pipe."""
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except FileNotFoundError:
+        fifo = False
+    if not fifo:
+        # Read-write: the torn-line check reads a regular file's last byte.
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        # Without O_NONBLOCK the open waits for a reader, beyond the sink's timeout.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OSError(errno.ENXIO, "no reader on the pipe") from None
+        raise
+    # A write waits for the reader to make room (within the timeout), as on a file's disk.
+    os.set_blocking(fd, True)
+    return fd
+
+
 def _sync(fd: int, *, regular: bool) -> None:
     """fsync; on a pipe or a character device (a FIFO a log shipper reads, /dev/stdout in a
     container) the batch is delivered once written: there is nothing to flush (EINVAL), and
@@ -126,7 +149,8 @@ def _sync(fd: int, *, regular: bool) -> None:
 
 
 def _in_thread(name: str, work: Callable[[], None]) -> asyncio.Future[None]:
-    """Run `work` on a daemon thread of its own; the future ends with it. Not the loop's
+    """Run `work` on a daemon thread of its own (one per write, not per sink: a sink's writes
+    take turns, so at most one of its threads is blocked); the future ends with it. Not the loop's
     executor: a write that never returns would keep the process from exiting (the executor's
     threads are waited for at exit), and would hold one of its few workers for ever."""
     loop = asyncio.get_running_loop()

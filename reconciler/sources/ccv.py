@@ -26,7 +26,7 @@ from reconciler.model import (
     reference_problem,
     validate_ccv_id,
 )
-from reconciler.redact import answer_secrets, holds_secret, secret_forms
+from reconciler.redact import answer_forms, holds_secret
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
 from reconciler.sources.http import Reply, RequestFailed, drain, request
 from reconciler.strict_json import json_type, loads_answer
@@ -155,8 +155,9 @@ class CCVClient:
     """Ask CCV for the status of orders of one account; the session belongs to the caller, and
     so may `gate`, the account's bound on its requests in flight (Gates: shared with its
     writes; by default the client's own). Every check holds it, a notification's too: however
-    many run at once, no more than `concurrency` requests are out. `secrets`: the config's, never
-    kept as a status or reference besides the account's API key."""
+    many run at once, no more than `concurrency` requests are out. `secrets`: the config's
+    (config_secrets), never kept as a status or reference, as the account's API key is not;
+    asked for, not defaulted: a client given none would keep an answer that echoes any other."""
 
     def __init__(
         self,
@@ -164,7 +165,7 @@ class CCVClient:
         session: aiohttp.ClientSession,
         *,
         gate: asyncio.Semaphore | None = None,
-        secrets: Sequence[str] = (),
+        secrets: Sequence[str],
     ) -> None:
         self._config = config
         self._gate = asyncio.Semaphore(config.concurrency) if gate is None else gate
@@ -178,8 +179,7 @@ class CCVClient:
         self._breaker_limit = max(5, 2 * config.concurrency)
         # An answer that holds the key, or another secret of the config (a provider may echo
         # any), in any of its forms, is kept nowhere.
-        own = config.api_key.reveal()
-        self._key_forms = secret_forms(frozenset(answer_secrets(own, secrets)))
+        self._key_forms = answer_forms(config.api_key.reveal(), secrets)
 
     async def fetch(self, order_id: str) -> Observation:
         """Return what CCV says about one order; raise AuthenticationFailed on 401."""

@@ -19,7 +19,7 @@ from ..model import Source
 from . import replays
 from .due import OUTBOX_COLUMNS, read_pending
 from .errors import StoreError, guarded
-from .history import LAST_SEQ, SKIP_SEQ, highest_seq
+from .history import LAST_SEQ, RAISE_FLOOR, highest_seq
 from .oneshot import commit_at_once
 from .priority import urgent_first
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements, runs, values
@@ -143,7 +143,7 @@ class Events:
         """Hand out a seq no event takes (inside a transaction): the history mark then counts
         a commit that stored no event, which a database that lost it lacks (history.py)."""
         last = await highest_seq(self._conn)  # the database's own: a floor never goes down
-        await self._conn.execute(SKIP_SEQ, (last + 1,))
+        await self._conn.execute(RAISE_FLOOR, (last + 1,))
         self._store.on_rollback(self._forget_last_seq)
         self._last_seq = last + 1
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from ..paths import DATABASE, HISTORY, LOCK, SHM, WAL, beside
 from .errors import WriterLockHeld, file_error
 
 T = TypeVar("T")
@@ -35,8 +36,8 @@ def remove_store_files(path: Path) -> None:
     """Remove a store's database file, its WAL files and its history mark (history.py: kept,
     the next store there would be taken for this one restored); not its lock file: a writer may
     be about to take it."""
-    for name in (path.name, path.name + "-wal", path.name + "-shm", path.name + "-history"):
-        path.with_name(name).unlink(missing_ok=True)
+    for suffix in (DATABASE, WAL, SHM, HISTORY):
+        beside(path, suffix).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,7 @@ class WriterLock:
         # database by two paths still get one writer.
         real = Path(os.path.realpath(db_path))
         self.db_path = real
-        self.path = real.with_name(real.name + ".lock")
+        self.path = beside(real, LOCK)
         self._fd: int | None = None
 
     def acquire(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..logs import fields
+from ..paths import WAL, beside
 
 log = logging.getLogger("reconciler.store")
 
@@ -100,7 +101,7 @@ def is_unusable(exc: BaseException) -> bool:
 
 def file_size(path: Path) -> int:
     """Return the bytes of a database file and its write-ahead log."""
-    wal = path.with_name(path.name + "-wal")
+    wal = beside(path, WAL)
     return sum(p.stat().st_size for p in (path, wal) if p.exists())
 
 

@@ -40,10 +40,10 @@ from pathlib import Path
 import aiosqlite
 
 from ..logs import fields
+from ..paths import HISTORY, beside
 
 log = logging.getLogger("reconciler.store")
 
-SUFFIX = "-history"
 _MAX_MARK = 200
 _NO_EPOCH = "-"
 # Every mark's width (a store id, an epoch and a seq take 74 characters; a two-field mark 57).
@@ -140,7 +140,7 @@ async def open_history(
     a new one when the database holds fewer events than the mark says it committed, or its
     epoch is not the mark's."""
     try:
-        fd = os.open(path.with_name(path.name + SUFFIX), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(beside(path, HISTORY), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         # Ids are then as they were before marks: a rewind goes unseen, nothing else changes.
         log.warning("store.history_mark_failed", extra=fields(error=exc.strerror))
@@ -199,18 +199,15 @@ LAST_SEQ = (
 )
 
 
-# Hands out the seq after the highest (`skip_seq`), which no event takes.
-SKIP_SEQ = "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', ?)"
-
-
 async def highest_seq(conn: aiosqlite.Connection) -> int:
     """Return the highest seq stored or handed out (0: none)."""
     rows = await conn.execute_fetchall(LAST_SEQ)
     return int(next(iter(rows))[0])
 
 
-# Makes the next event's seq follow a seq at least.
-_RAISE_FLOOR = (
+# Makes the next event's seq follow a seq at least; bound to the highest seq and one, it hands
+# out a seq no event takes (`skip_seq`).
+RAISE_FLOOR = (
     "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', "
     "max(?, ifnull((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq_floor'), 0)))"
 )
@@ -220,7 +217,7 @@ async def _raise_floor(conn: aiosqlite.Connection, seq: int) -> int:
     """Make the next event's seq follow `seq` at least; return the highest seq now."""
     await conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.execute(_RAISE_FLOOR, (seq,))
+        await conn.execute(RAISE_FLOOR, (seq,))
         last = await highest_seq(conn)
     except BaseException:
         await conn.execute("ROLLBACK")
@@ -260,7 +257,7 @@ async def _new_epoch(
             # In the new epoch's transaction, so that no open can see the rewind and forget
             # it: the CCNow actions it left open may have been sent since (rewound.py).
             await conn.execute(_REWOUND_COMMANDS)
-        await conn.execute(_RAISE_FLOOR, (floor,))
+        await conn.execute(RAISE_FLOOR, (floor,))
         # Before the commit: an open that reads this epoch from the database then finds it in
         # the mark too, and takes it for no rewind (open_history). A commit that fails leaves
         # the mark ahead, which the next open takes for a rewind: the same commands open.

@@ -28,10 +28,19 @@ FAILING_SQL = (
 
 # Orders whose last check answered a status (no failure since, no "not found"): the recovery
 # check of a failing account asks one of these first, so that it measures the provider, not
-# one order's own trouble (poller/coordinator.py `_probe_due`).
+# one order's own trouble (poller/coordinator.py `_probe_due`); and only these are counted
+# stuck, as schedule.stuck_event has it.
 ANSWERED_SQL = (
     "failure_streak = 0 AND status IS NOT NULL AND not_found = 0 AND missing_since IS NULL"
 )
+
+
+def stuck_sql(now: float, limits: Mapping[tuple[str, str], float]) -> tuple[str, list[Any]]:
+    """Return the count of stuck orders per (source, account) of `Orders.stuck_counts`, and its
+    parameters: `limits` maps (source, status) to its `stuck_after`."""
+    terms = " OR ".join("(source = ? AND status = ? AND last_changed <= ?)" for _ in limits)
+    params = [p for (source, status), s in limits.items() for p in (source, status, now - s)]
+    return f"{STUCK_SQL} AND {ANSWERED_SQL} AND ({terms}) GROUP BY source, account", params
 
 
 def unwatched(source: Source, settled_since: float | None) -> tuple[str, tuple[Any, ...]]:
@@ -45,9 +54,7 @@ def unwatched(source: Source, settled_since: float | None) -> tuple[str, tuple[A
     return sql, (*words, float("-inf") if settled_since is None else settled_since)
 
 
-def due_sql(
-    source: Source, settled_since: float, *, answered: bool = False
-) -> tuple[str, tuple[Any, ...]]:
+def due_sql(source: Source, settled_since: float) -> tuple[str, tuple[Any, ...]]:
     """Return the SELECT of an account's due orders (`Orders.due`), and its parameters after
     (now, source, account), before the limit."""
     # Every tick runs this. Without INDEXED BY, SQLite reads every order of the account
@@ -56,8 +63,23 @@ def due_sql(
     sql = (
         f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due "
         "WHERE end_state = 0 AND next_check_at <= ? "
-        f"AND source = ? AND account = ? AND NOT {unwatched_sql} "
-        f"{'AND ' + ANSWERED_SQL if answered else ''} ORDER BY next_check_at LIMIT ?"
+        f"AND source = ? AND account = ? AND NOT {unwatched_sql} ORDER BY next_check_at LIMIT ?"
+    )
+    return sql, unwatched_params
+
+
+def answered_sql(source: Source, settled_since: float) -> tuple[str, tuple[Any, ...]]:
+    """Return the SELECT of an account's open orders whose last check answered a status
+    (`Orders.answered`), and its parameters after (source, account), before the limit."""
+    # Through the account's open orders in storage order, the index's own (no sort): by
+    # next_check_at it walked the due orders of every account until this one's answered ones
+    # (those of a failing account are few, or due late): half a second over 200,000 open
+    # orders, every backoff period, holding the store's one connection.
+    unwatched_sql, unwatched_params = unwatched(source, settled_since)
+    sql = (
+        f"SELECT {COLUMNS} FROM orders INDEXED BY orders_open "
+        f"WHERE source = ? AND account = ? AND end_state = 0 AND NOT {unwatched_sql} "
+        f"AND {ANSWERED_SQL} ORDER BY id LIMIT ?"
     )
     return sql, unwatched_params
 

@@ -19,7 +19,7 @@ from ..model import OrderKey, OrderState, Source
 from . import counts, order_rows
 from .errors import StoreError, guarded
 from .order_rows import COLUMNS, SUBMITTED, TRACK, Plan, Row
-from .order_sql import FAILING_SQL, STUCK_SQL, due_sql, unwatched, unwatched_any
+from .order_sql import FAILING_SQL, answered_sql, due_sql, stuck_sql, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
 if TYPE_CHECKING:
@@ -256,21 +256,22 @@ class Orders:
         return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
 
     async def due(
-        self,
-        source: Source,
-        account: str,
-        now: float,
-        limit: int,
-        settled_since: float,
-        *,
-        answered: bool = False,
+        self, source: Source, account: str, now: float, limit: int, settled_since: float
     ) -> list[OrderState]:
         """Return orders whose next check is due, oldest first (uses the partial index), but
         those no longer watched (`unwatched`, `settled_since`): a check planned while the
-        watch ran, or by a longer `watch_settled`, is not made once it has ended. With
-        `answered`, only those whose last check answered a status (`ANSWERED_SQL`)."""
-        sql, params = due_sql(source, settled_since, answered=answered)
+        watch ran, or by a longer `watch_settled`, is not made once it has ended."""
+        sql, params = due_sql(source, settled_since)
         return await self._states(sql, (now, source, account, *params, limit))
+
+    async def answered(
+        self, source: Source, account: str, limit: int, settled_since: float
+    ) -> list[OrderState]:
+        """Return up to `limit` open, watched orders whose last check answered a status
+        (`ANSWERED_SQL`), due or not, in storage order: the same ones each time while they stay
+        so."""
+        sql, params = answered_sql(source, settled_since)
+        return await self._states(sql, (source, account, *params, limit))
 
     async def with_status(
         self, source: Source, account: str, statuses: Sequence[str]
@@ -344,14 +345,7 @@ class Orders:
         the report leaves the order out."""
         if not limits:
             return {}
-        terms = " OR ".join("(source = ? AND status = ? AND last_changed <= ?)" for _ in limits)
-        params = [p for (source, status), s in limits.items() for p in (source, status, now - s)]
-        # Not stuck as schedule.stuck_event has it: one the provider no longer knows, or
-        # whose checks fail.
-        sql = (
-            f"{STUCK_SQL} AND not_found = 0 AND missing_since IS NULL AND failure_streak = 0 "
-            f"AND ({terms}) GROUP BY source, account"
-        )
+        sql, params = stuck_sql(now, limits)
         async with self._conn.execute(sql, params) as cur:
             return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
 

@@ -24,10 +24,9 @@ from reconciler.passes.hint_gate import HintGate
 from reconciler.redact import (
     GIVEN_SECRET,
     SecretForms,
-    answer_secrets,
+    answer_forms,
     given_secrets,
     holds_secret,
-    secret_forms,
 )
 from reconciler.sources.http import Gates
 from reconciler.store import Store
@@ -77,8 +76,7 @@ class Submitter:
         # What CCV's answer must not hold to be taken for an order id: the account's key and
         # the config's other `secrets` (CCV may echo any of them; the id is printed and kept).
         self.key_forms: dict[str, SecretForms | None] = {
-            c.name: secret_forms(frozenset(answer_secrets(c.api_key.reveal(), secrets)))
-            for c in accounts
+            c.name: answer_forms(c.api_key.reveal(), secrets) for c in accounts
         }
         self.receiver = receiver
         self.order_id_fields = tuple(order_id_fields)

@@ -68,15 +68,19 @@ async def test_a_command_blocked_reading_its_config_from_a_pipe_ends_on_one_sigt
     assert b"Traceback" not in stderr
 
 
-async def test_timeout_s_two_sigterms_are_one_stop(tmp_path: Path) -> None:
-    # GNU `timeout` sends SIGTERM to the command, then to its process group, the command again:
-    # the second counted as "a second SIGTERM kills at once", and the command died without its
-    # line, the submit it let end left `sending` (uncertain at the next start). The second is
-    # sent once the first is taken (the kernel merges two that are both pending).
+# timeout(1)'s two SIGTERMs are microseconds apart; a test's are as far apart as this machine's
+# load makes them, and past the command's 1 s window the second is a genuine second signal.
+ECHO_GAP_MAX_S = 0.9
+
+
+async def _submit_stopped_by_two_sigterms(directory: Path) -> tuple[float, int, str]:
+    """Run `ccv submit` while CCV holds its answer, send it SIGTERM and, once it took that one,
+    another; return the seconds between the two sends, its exit code and its stderr."""
+    directory.mkdir()
     async with FakeCCVWrites() as fake:
         fake.submit_hold = asyncio.Event()
-        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
-        body = tmp_path / "order.json"
+        cfg = write_config(directory, ccv=fake, extra=api_toml(free_port()))
+        body = directory / "order.json"
         body.write_text(json.dumps(submit_body(externalReference="timeout-1")))
         proc = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "reconciler", "--config", str(cfg)),
@@ -88,16 +92,36 @@ async def test_timeout_s_two_sigterms_are_one_stop(tmp_path: Path) -> None:
         assert proc.stderr is not None
         await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
         proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
         err = b""
+        # Sent once the first is taken (the kernel merges two that are both pending): its
+        # first word is the stop waiting for the write.
         while b"daemon.writes_in_flight" not in err:
             line = await asyncio.wait_for(proc.stderr.readline(), 10)
             assert line, err.decode()
             err += line
-        proc.send_signal(signal.SIGTERM)  # timeout's second, well within its second
+        proc.send_signal(signal.SIGTERM)
+        gap_s = time.monotonic() - sent
         fake.submit_hold.set()
         rest = await asyncio.wait_for(proc.stderr.read(), 15)
-        assert await proc.wait() == -signal.SIGTERM
-    stderr = (err + rest).decode()
+        code = await proc.wait()
+    return gap_s, code, (err + rest).decode()
+
+
+async def test_timeout_s_two_sigterms_are_one_stop(tmp_path: Path) -> None:
+    # GNU `timeout` sends SIGTERM to the command, then to its process group, the command again:
+    # the second counted as "a second SIGTERM kills at once", and the command died without its
+    # line, the submit it let end left `sending` (uncertain at the next start).
+    for attempt in ("first", "again"):
+        gap_s, code, stderr = await _submit_stopped_by_two_sigterms(tmp_path / attempt)
+        if gap_s < ECHO_GAP_MAX_S:
+            break
+    else:
+        pytest.skip(
+            f"a loaded machine: the two SIGTERMs were {gap_s:.2f} s apart at the second try, "
+            "past timeout(1)'s echo; its window is not tested"
+        )
+    assert code == -signal.SIGTERM, stderr
     assert "reconciler: stopped by SIGTERM" in stderr, stderr
-    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn:
+    with contextlib.closing(sqlite3.connect(tmp_path / attempt / "reconciler.db")) as conn:
         assert conn.execute("SELECT state FROM submissions").fetchall() == [("succeeded",)]

@@ -3,12 +3,19 @@ outputs with its control characters escaped: a provider cannot drive the operato
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
 import sqlite3
+import sys
+import unicodedata
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
+from reconciler import cli
 from reconciler.terminal import shown, width
 from tests.conftest import call_cli, run_cli, write_config
 from tests.fake_providers import CCV_KEY, FakeCCNow, FakeCCV, Reply
@@ -98,3 +105,44 @@ async def test_status_and_orders_columns_line_up_with_wide_text(
         # The column after the status begins where its heading does, on every row.
         assert starts == {next_column(header, "STATUS")}, (command, result.stdout)
         assert header.index(column) == next_column(header, "STATUS")
+
+
+def _run_counting_lookups(*argv: str | Path) -> tuple[int, str, int]:
+    """Run a command line in this thread; return its exit code, its output and how many times
+    it looked a character up in the Unicode database (a cost no machine's load changes)."""
+    lookups = 0
+
+    def profile(_frame: FrameType, event: str, arg: object) -> None:
+        nonlocal lookups
+        lookups += event == "c_call" and getattr(arg, "__self__", None) is unicodedata
+
+    out = io.StringIO()
+    sys.setprofile(profile)
+    try:
+        with contextlib.redirect_stdout(out):
+            code = cli.run([str(a) for a in argv])
+    finally:
+        sys.setprofile(None)
+    return code, out.getvalue(), lookups
+
+
+async def test_tables_of_ascii_text_look_up_no_character(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lookup per character of every cell: `orders` or `events` over 100,000 rows took seconds
+    # more, though ASCII text is one cell a character.
+    ids = [f"ORD-{n}" for n in range(200)]
+    fake_ccv.orders = {**dict.fromkeys(ids, "Processing"), "ORD-WIDE": "処理中"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    assert (await call_cli("--config", cfg, "track", "ccv", *fake_ccv.orders)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    for command, rows in (("orders", 201), ("events", 201), ("status", 2)):
+        code, out, lookups = await asyncio.to_thread(
+            _run_counting_lookups, "--config", cfg, command
+        )
+        assert code == 0
+        assert "Processing" in out and "処理中" in out
+        assert len(out.splitlines()) > rows
+        # The CJK status's characters only, once each time its cell is measured (twice).
+        assert lookups <= 2 * len("処理中"), (command, lookups)

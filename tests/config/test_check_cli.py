@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.store import Store, WriterLock
 from tests.conftest import call_cli, cli_env, write_config
 from tests.fake_providers import FakeCCV
+from tests.store.test_history import add_to
 
 CCV = '[ccv]\nbase_url = "https://ccv.example"\n'
 
@@ -289,4 +291,52 @@ async def test_a_jsonl_path_that_is_one_of_reconcilers_own_files_is_a_config_err
         assert result.stderr.strip() == (
             f"config error: {cfg}: sinks[0].path: {tmp_path / path} is {what}; "
             "the sink needs a file of its own"
+        )
+
+
+async def test_every_file_a_running_store_keeps_is_refused_as_a_jsonl_path(
+    tmp_path: Path,
+) -> None:
+    # The config's list of the store's files is the one the store names them by (paths.py):
+    # a file the store made that the list lacked would take events SQLite truncates.
+    db = tmp_path / "reconciler.db"
+    lock = WriterLock(db)
+    lock.acquire()
+    try:
+        store = await Store.open(db, locked=True)
+        try:
+            await add_to(store, 1)
+            made = sorted(p.name for p in tmp_path.iterdir())
+        finally:
+            await store.close()
+    finally:
+        lock.release()
+    assert {"reconciler.db", "reconciler.db-wal", "reconciler.db-history"} <= set(made)
+    cfg = tmp_path / "reconciler.toml"
+    for name in made:
+        sink = f'[[sinks]]\ntype = "jsonl"\npath = "{name}"\n'
+        cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")
+        result = await call_cli("--config", cfg, "check")
+        assert result.code == 78, (name, result.stderr)
+        assert "the sink needs a file of its own" in result.stderr
+
+
+@pytest.mark.parametrize("second", ["events.jsonl", "./events.jsonl", "link.jsonl"])
+async def test_two_jsonl_sinks_on_one_file_are_a_config_error(tmp_path: Path, second: str) -> None:
+    # Their batches interleaved (on a FIFO, past PIPE_BUF: within a line), and one's taking
+    # back a batch cut short (ftruncate) cut the lines the other had delivered.
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "events.jsonl")
+    cfg = tmp_path / "reconciler.toml"
+    sinks = (
+        '[[sinks]]\ntype = "jsonl"\nname = "a"\npath = "events.jsonl"\n'
+        '[[sinks]]\ntype = "log"\n'
+        f'[[sinks]]\ntype = "jsonl"\nname = "b"\npath = "{second}"\n'
+    )
+    cfg.write_text(config_text(tmp_path, CCV) + sinks, encoding="utf-8")
+    for command in ("check", "orders"):
+        result = await call_cli("--config", cfg, command)
+        assert result.code == 78, result.stderr
+        assert result.stderr.strip() == (
+            f"config error: {cfg}: sinks[2].path: {tmp_path / second} is the file "
+            "sinks[0].path names; the sink needs a file of its own"
         )

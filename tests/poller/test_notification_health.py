@@ -74,7 +74,9 @@ async def test_how_often_good_health_is_recorded_is_the_coordinator_s_to_choose(
         config = config_for(tmp_path, fake_ccv.base_url)
         [cfg] = config.ccv
         reconciler = Reconciler(config, store, clock=lambda: now[0])
-        ccv = CCVCoordinator(cfg, CCVClient(cfg, session), reconciler, healthy_recorded_s=10.0)
+        ccv = CCVCoordinator(
+            cfg, CCVClient(cfg, session, secrets=()), reconciler, healthy_recorded_s=10.0
+        )
         for _ in range(3):
             await ccv.check(["N-1"], via="notification")
             now[0] += 4.0

@@ -198,11 +198,18 @@ async def test_missing_program(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     ]
 
 
-async def test_an_argument_with_a_nul_is_never_run(tmp_path: Path) -> None:
+async def test_an_argument_with_a_nul_is_never_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # The config refuses it; built in code, asyncio raised ValueError out of the delivery (a
     # sink.crashed traceback) and uvloop ran the program with the argument cut at the NUL.
+    # Said once when the sink is made, as for a program not found: it was found at each event
+    # alone, by a scan of the command and the whole environment.
     out = tmp_path / "out.json"
-    results = await make_sink(py(RECORD, out, "a\0b")).deliver([event(1)])
+    sink = make_sink(py(RECORD, out, "a\0b"))
+    (line,) = [r for r in caplog.records if r.getMessage() == "sink.program_missing"]
+    assert "NUL" in line.__dict__["fields"]["problem"]
+    results = await sink.deliver([event(1)])
     assert results == [RetryLater(f"cannot run: {sys.executable}: embedded null byte")]
     assert not out.exists()
 

@@ -73,6 +73,24 @@ async def test_a_pipe_has_each_batch_once_it_is_written(tmp_path: Path) -> None:
     assert ids == ["ev-1", "ev-2", "ev-3"]
 
 
+async def test_a_fifo_nobody_reads_is_retried_not_delivered(tmp_path: Path) -> None:
+    # The sink opened the FIFO read-write, a reader of its own: the batch went into the pipe's
+    # buffer, counted delivered, and the kernel dropped it when the sink closed the pipe.
+    path = tmp_path / "events.fifo"
+    os.mkfifo(path)
+    sink = jsonl_sink(path)
+    no_reader = [RetryLater(f"cannot write {path}: no reader on the pipe")]
+    assert await asyncio.wait_for(sink.deliver([event(1)]), 10) == no_reader
+    # The shipper comes: the retry is its, once.
+    fifo = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert await asyncio.wait_for(sink.deliver([event(1)]), 10) == [Delivered()]
+        ids = [json.loads(line)["id"] for line in read_all(fifo).splitlines()]
+    finally:
+        os.close(fifo)
+    assert ids == ["ev-1"]
+
+
 def ccnow_config(tmp_path: Path, fake: FakeCCNow, jsonl: str) -> Path:
     """A config with one pending CCNow order to discover; `jsonl`: more keys of the jsonl
     sink, the table write_config ends with."""

@@ -72,7 +72,7 @@ async def test_statuses_and_external_reference(
 ) -> None:
     fake.orders.update({"A1": "Completed", "A2": "AwaitingPayment", "A3": "TotallyNewStatus"})
     fake.refs["A1"] = "shop-123"
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
 
     assert await client.fetch("A1") == Observation(
         key("A1"), Outcome.OK, "Completed", "shop-123", asked=STAMPED
@@ -99,7 +99,7 @@ async def test_a_reference_that_is_no_text_or_empty_is_dropped(
 ) -> None:
     body = '{"orderStatus": "New", "externalReference": ' + reference + "}"
     fake.replies["A1"] = Reply(200, body, "application/json")
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == Observation(
         key("A1"), Outcome.OK, "New", None, asked=STAMPED
     )
@@ -119,7 +119,9 @@ async def test_references_dropped_in_a_pass_are_one_line_not_one_per_order(
             200, '{"orderStatus": "New", "externalReference": 123456}', "application/json"
         )
     emit = Collector()
-    await CCVClient(ccv_config(fake.base_url, concurrency=4), session).check_orders(ids, emit)
+    await CCVClient(ccv_config(fake.base_url, concurrency=4), session, secrets=()).check_orders(
+        ids, emit
+    )
     assert [o.status for o in emit.seen] == ["New"] * 30
     [line] = [r for r in caplog.records if r.getMessage() == "ccv.reference_dropped"]
     fields = line.fields  # type: ignore[attr-defined]
@@ -134,7 +136,7 @@ async def test_any_2xx_carrying_an_order_status_is_the_orders_status(
     # As the probe takes it: a 2xx carrying an orderStatus is CCV's answer.
     fake.replies["A1"] = Reply(status, '{"orderStatus": "Shipped"}', "application/json")
     fake.replies["A2"] = Reply(status, '{"message": "maintenance"}', "application/json")
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "Shipped", asked=STAMPED)
     assert await client.fetch("A2") == failed("A2", "protocol")
 
@@ -150,7 +152,7 @@ async def test_an_integer_longer_than_python_reads_does_not_spoil_the_answer(
     fake.replies["A2"] = Reply(
         404, '{"message": "Not found", "code": ' + digits + "}", "application/json"
     )
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == Observation(key("A1"), Outcome.OK, "New", asked=STAMPED)
     assert (await client.fetch("A2")).outcome is Outcome.NOT_FOUND
 
@@ -173,7 +175,7 @@ async def test_an_unstorable_reference_fails_that_order_alone(
     fake.replies["A2"] = Reply(
         200, '{"orderStatus": "New", "externalReference": ' + reference + "}", "application/json"
     )
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     seen: list[Observation] = []
 
     async def emit(observation: Observation) -> None:
@@ -195,7 +197,7 @@ async def test_a_reference_with_any_printable_text_is_kept(
         200,
         '{"orderStatus": "New", "externalReference": "Bestellung Nr. 7 \\u00e9 \\ud83d\\ude00"}',
     )
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     observation = await client.fetch("A1")
     assert observation == Observation(
         key("A1"), Outcome.OK, "New", "Bestellung Nr. 7 é 😀", asked=STAMPED
@@ -203,7 +205,7 @@ async def test_a_reference_with_any_printable_text_is_kept(
 
 
 async def test_404_is_not_found(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("nope") == Observation(key("nope"), Outcome.NOT_FOUND, asked=STAMPED)
     assert len(fake.requests) == 1
 
@@ -221,7 +223,7 @@ async def test_ccvs_json_404_in_any_json_label_is_not_found(
     fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
 ) -> None:
     fake.replies["A1"] = reply
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == Observation(key("A1"), Outcome.NOT_FOUND, asked=STAMPED)
 
 
@@ -242,7 +244,7 @@ async def test_a_404_that_is_not_ccvs_json_is_no_not_found(
     # A gateway's or a wrong base URL's 404 says nothing about the order.
     fake.orders["A1"] = "New"
     fake.replies["A1"] = reply
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == failed("A1", "gateway_404")
 
 
@@ -250,7 +252,7 @@ async def test_a_wave_of_gateway_404s_opens_the_breaker(
     fake: FakeCCV, session: aiohttp.ClientSession
 ) -> None:
     fake.always = Reply(404, "<html>Not Found</html>", "text/html")
-    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session, secrets=())
     with pytest.raises(SourceUnavailable, match="consecutive failures"):
         await client.check_orders([f"O{i}" for i in range(200)], Collector())
     assert len(fake.requests) < 20
@@ -259,7 +261,7 @@ async def test_a_wave_of_gateway_404s_opens_the_breaker(
 async def test_401_costs_exactly_one_request(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
     fake.always = Reply(401, "Unauthorized")
     fake.orders.update({f"O{i}": "New" for i in range(50)})
-    client = CCVClient(ccv_config(fake.base_url, concurrency=8), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=8), session, secrets=())
     emit = Collector()
 
     with pytest.raises(AuthenticationFailed) as caught:
@@ -275,7 +277,9 @@ async def test_a_403_fails_that_order_alone(fake: FakeCCV, session: aiohttp.Clie
     fake.orders.update(dict.fromkeys(ids, "New"))
     fake.replies["O1"] = Reply(403, '{"message": "Forbidden"}', "application/json")
     emit = Collector()
-    await CCVClient(ccv_config(fake.base_url, concurrency=1), session).check_orders(ids, emit)
+    await CCVClient(ccv_config(fake.base_url, concurrency=1), session, secrets=()).check_orders(
+        ids, emit
+    )
     assert sorted(emit.seen) == sorted(
         [Observation(key(i), Outcome.OK, "New", asked=STAMPED) for i in ("O0", "O2", "O3")]
         + [failed("O1", "http_403")]
@@ -288,7 +292,7 @@ async def test_403_for_every_order_is_no_outage(
     # Each order is asked once (no retries, no breaker); the pass judges the account.
     fake.always = Reply(403, "Forbidden")
     emit = Collector()
-    client = CCVClient(ccv_config(fake.base_url, concurrency=2), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=2), session, secrets=())
     await client.check_orders([f"O{i}" for i in range(30)], emit)
     assert [o.reason for o in emit.seen] == ["http_403"] * 30
     assert len(fake.requests) == 30
@@ -308,7 +312,7 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
     fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
 ) -> None:
     fake.always = reply
-    await CCVClient(ccv_config(fake.base_url), session).probe()
+    await CCVClient(ccv_config(fake.base_url), session, secrets=()).probe()
     (seen,) = fake.requests
     assert seen.order_id == PROBE_ORDER_ID
 
@@ -377,7 +381,7 @@ async def test_probe_fails_on_answers_that_prove_nothing(
 ) -> None:
     fake.always = reply
     with pytest.raises(error) as caught:
-        await CCVClient(ccv_config(fake.base_url), session).probe()
+        await CCVClient(ccv_config(fake.base_url), session, secrets=()).probe()
     assert str(caught.value) == text
 
 
@@ -386,7 +390,9 @@ async def test_wrong_key_is_refused_by_the_provider(
 ) -> None:
     config = ccv_config(fake.base_url, api_key=Secret("t_wrong"), concurrency=8)
     with pytest.raises(AuthenticationFailed):
-        await CCVClient(config, session).check_orders([f"O{i}" for i in range(50)], Collector())
+        await CCVClient(config, session, secrets=()).check_orders(
+            [f"O{i}" for i in range(50)], Collector()
+        )
     assert len(fake.requests) == 1
 
 
@@ -400,7 +406,7 @@ async def test_auth_failure_mid_pass_stops_every_worker(
         # The key is revoked right after the first answer.
         fake.always = Reply(401)
 
-    client = CCVClient(ccv_config(fake.base_url, concurrency=8), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=8), session, secrets=())
     with pytest.raises(AuthenticationFailed):
         await client.check_orders(ids, emit)
 
@@ -412,7 +418,7 @@ async def test_auth_failure_mid_pass_stops_every_worker(
 async def test_500_then_200_is_retried(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
     fake.orders["A1"] = "Screening"
     fake.script_for["A1"] = [Reply(500, "oops")]
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == Observation(
         key("A1"), Outcome.OK, "Screening", asked=STAMPED
     )
@@ -425,7 +431,7 @@ async def test_retryable_forever_fails_after_all_attempts(
 ) -> None:
     fake.always = Reply(status)
     retry = RetryConfig(attempts=3, backoff_s=0.001, max_backoff_s=0.01)
-    client = CCVClient(ccv_config(fake.base_url, retry=retry), session)
+    client = CCVClient(ccv_config(fake.base_url, retry=retry), session, secrets=())
     assert await client.fetch("A1") == failed("A1", reason)
     assert len(fake.requests) == 1 + 3
 
@@ -434,7 +440,7 @@ async def test_retry_after_is_honoured(fake: FakeCCV, session: aiohttp.ClientSes
     fake.orders["A1"] = "New"
     fake.script_for["A1"] = [Reply(503, headers={"Retry-After": "1"})]
     retry = RetryConfig(attempts=2, backoff_s=0.001, max_backoff_s=5.0)
-    client = CCVClient(ccv_config(fake.base_url, retry=retry), session)
+    client = CCVClient(ccv_config(fake.base_url, retry=retry), session, secrets=())
 
     assert (await client.fetch("A1")).status == "New"
     first, second = fake.requests
@@ -445,7 +451,7 @@ async def test_retry_after_is_capped(fake: FakeCCV, session: aiohttp.ClientSessi
     fake.orders["A1"] = "New"
     fake.script_for["A1"] = [Reply(429, headers={"Retry-After": "3600"})]
     retry = RetryConfig(attempts=2, backoff_s=0.001, max_backoff_s=0.05)
-    client = CCVClient(ccv_config(fake.base_url, retry=retry), session)
+    client = CCVClient(ccv_config(fake.base_url, retry=retry), session, secrets=())
 
     assert (await client.fetch("A1")).status == "New"
     first, second = fake.requests
@@ -456,7 +462,7 @@ async def test_timeout_fails_the_check(fake: FakeCCV, session: aiohttp.ClientSes
     fake.orders["A1"] = "New"
     fake.delay_s = 5.0
     retry = RetryConfig(attempts=1, backoff_s=0.001, max_backoff_s=0.01)
-    client = CCVClient(ccv_config(fake.base_url, timeout_s=0.2, retry=retry), session)
+    client = CCVClient(ccv_config(fake.base_url, timeout_s=0.2, retry=retry), session, secrets=())
 
     started = asyncio.get_running_loop().time()
     assert await client.fetch("A1") == failed("A1", "timeout")
@@ -468,7 +474,7 @@ async def test_connection_refused_fails_the_check(session: aiohttp.ClientSession
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = CCVClient(ccv_config(f"http://127.0.0.1:{port}"), session)
+    client = CCVClient(ccv_config(f"http://127.0.0.1:{port}"), session, secrets=())
     assert await client.fetch("A1") == failed("A1", "connection")
 
 
@@ -495,7 +501,7 @@ async def test_not_the_protocol_fails_the_check(
     fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
 ) -> None:
     fake.replies["A1"] = reply
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == failed("A1", "protocol")
     assert len(fake.requests) == 1
 
@@ -505,7 +511,7 @@ async def test_blanks_around_the_status_word_are_not_part_of_it(
 ) -> None:
     # Before, the order failed every check (a debug line only) and never got a status.
     fake.replies["A1"] = Reply(200, '{"orderStatus": " Completed\\t"}', "application/json")
-    seen = await CCVClient(ccv_config(fake.base_url), session).fetch("A1")
+    seen = await CCVClient(ccv_config(fake.base_url), session, secrets=()).fetch("A1")
     assert (seen.outcome, seen.status) == (Outcome.OK, "Completed")
 
 
@@ -530,7 +536,7 @@ async def test_a_status_answer_is_read_as_json_is_written_whatever_its_charset(
     expected: str | None,
 ) -> None:
     fake.replies["A1"] = Reply(200, body, f"application/json; charset={charset}")
-    seen = await CCVClient(ccv_config(fake.base_url), session).fetch("A1")
+    seen = await CCVClient(ccv_config(fake.base_url), session, secrets=()).fetch("A1")
     if expected is None:
         assert seen == failed("A1", "protocol")
     else:
@@ -543,9 +549,23 @@ async def test_other_answers_fail_with_their_code(
 ) -> None:
     # A redirect is not followed: it would take the credential elsewhere.
     fake.replies["A1"] = Reply(status, headers={"Location": "http://127.0.0.1:9/elsewhere"})
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == failed("A1", f"http_{status}")
     assert len(fake.requests) == 1
+
+
+async def test_an_answer_echoing_a_secret_of_the_config_is_no_status(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    # The client is not made without the config's secrets: given none, it looked for the API
+    # key alone, and an answer echoing the CCNow password was a status, kept and logged.
+    password = "Pw0rd-Zq9+&x=7%Se"
+    with pytest.raises(TypeError, match="secrets"):
+        CCVClient(ccv_config(fake.base_url), session)  # type: ignore[call-arg]
+    fake.orders.update({"A1": password, "A2": "Completed"})
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=[password])
+    assert (await client.fetch("A1")).outcome is Outcome.FAILED
+    assert (await client.fetch("A2")).status == "Completed"
 
 
 # --- ids and URLs -------------------------------------------------------------------------
@@ -575,7 +595,7 @@ async def test_other_answers_fail_with_their_code(
 async def test_unsafe_ids_make_no_request(
     fake: FakeCCV, session: aiohttp.ClientSession, order_id: str
 ) -> None:
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     emit = Collector()
     assert await client.fetch(order_id) == failed(order_id, "invalid_id")
     await client.check_orders([order_id], emit)
@@ -591,7 +611,7 @@ async def test_ids_are_quoted_as_one_path_segment(
     fake: FakeCCV, session: aiohttp.ClientSession, order_id: str, segment: str
 ) -> None:
     fake.orders[order_id] = "New"
-    client = CCVClient(ccv_config(fake.base_url), session)
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert (await client.fetch(order_id)).status == "New"
     (seen,) = fake.requests
     assert seen.raw_path == f"/api/ordercompletion/reseller/order/{segment}/status"
@@ -615,7 +635,7 @@ async def test_key_is_sent_as_configured(
     async with FakeCCV(auth=auth, auth_header=header) as fake:
         fake.orders["A1"] = "New"
         config = ccv_config(fake.base_url, auth=auth, auth_header=header)
-        assert (await CCVClient(config, session).fetch("A1")).status == "New"
+        assert (await CCVClient(config, session, secrets=()).fetch("A1")).status == "New"
         (seen,) = fake.requests
         assert seen.headers[header] == value
         assert seen.headers["Accept"] == "application/json"
@@ -628,7 +648,7 @@ async def test_key_never_reaches_logs_or_exceptions(
     token = base64.b64encode(f"{CCV_KEY}:".encode()).decode()
     texts: list[str] = []
     retry = RetryConfig(attempts=1, backoff_s=0.001, max_backoff_s=0.01)
-    client = CCVClient(ccv_config(fake.base_url, timeout_s=0.2, retry=retry), session)
+    client = CCVClient(ccv_config(fake.base_url, timeout_s=0.2, retry=retry), session, secrets=())
 
     fake.replies.update({"A1": Reply(503), "A2": html_page(), "A3": Reply(400)})
     fake.script_for["A4"] = [Reply(200, delay_s=5.0), Reply(200, delay_s=5.0)]
@@ -657,7 +677,7 @@ async def test_pass_reports_every_order(fake: FakeCCV, session: aiohttp.ClientSe
     ids = [f"O{i}" for i in range(60)]
     fake.orders.update({order_id: "New" for order_id in ids[:50]})
     emit = Collector()
-    await CCVClient(ccv_config(fake.base_url), session).check_orders(ids, emit)
+    await CCVClient(ccv_config(fake.base_url), session, secrets=()).check_orders(ids, emit)
     assert sorted(o.key.order_id for o in emit.seen) == sorted(ids)
     assert sum(o.outcome is Outcome.OK for o in emit.seen) == 50
     assert sum(o.outcome is Outcome.NOT_FOUND for o in emit.seen) == 10
@@ -671,7 +691,7 @@ async def test_concurrency_never_above_config(
     fake.orders.update(dict.fromkeys(ids, "New"))
     fake.delay_s = 0.01
     emit = Collector()
-    client = CCVClient(ccv_config(fake.base_url, concurrency=concurrency), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=concurrency), session, secrets=())
     await client.check_orders(ids, emit)
     assert len(emit.seen) == 40
     assert fake.max_in_flight == concurrency
@@ -682,7 +702,7 @@ async def test_circuit_breaker_stops_an_outage(
 ) -> None:
     fake.always = Reply(503)
     retry = RetryConfig(attempts=1, backoff_s=0.001, max_backoff_s=0.01)
-    client = CCVClient(ccv_config(fake.base_url, concurrency=4, retry=retry), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=4, retry=retry), session, secrets=())
     emit = Collector()
 
     with pytest.raises(SourceUnavailable, match="consecutive failures"):
@@ -701,7 +721,7 @@ async def test_scattered_failures_do_not_open_the_breaker(
     fake.orders.update(dict.fromkeys(ids, "New"))
     fake.replies.update({order_id: Reply(503) for order_id in ids[::3]})
     emit = Collector()
-    client = CCVClient(ccv_config(fake.base_url, concurrency=1), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=1), session, secrets=())
     await client.check_orders(ids, emit)
     assert [o.reason for o in emit.seen].count("http_503") == 10
     assert len(emit.seen) == 30
@@ -734,7 +754,7 @@ async def test_ids_are_pulled_lazily_and_emit_is_backpressure(
             await release.wait()
         seen.append(observation)
 
-    client = CCVClient(ccv_config(fake.base_url, concurrency=concurrency), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=concurrency), session, secrets=())
     task = asyncio.ensure_future(client.check_orders(ids(), emit))
     await asyncio.wait_for(all_blocked.wait(), 5)
     # Every worker waits in emit, holding one order each: nothing more was read or asked.
@@ -756,7 +776,7 @@ async def test_emit_exception_stops_the_pass(fake: FakeCCV, session: aiohttp.Cli
         if emitted == 5:
             raise RuntimeError("store is full")
 
-    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session, secrets=())
     with pytest.raises(RuntimeError, match="store is full"):
         await client.check_orders(ids, emit)
     assert len(fake.requests) < 20
@@ -773,7 +793,7 @@ async def test_cancelling_the_pass_cancels_workers(
         if fake.hold is None:
             fake.hold = asyncio.Event()
 
-    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=4), session, secrets=())
     task = asyncio.ensure_future(client.check_orders([f"O{i}" for i in range(100)], emit))
     await fake.wait_until(lambda: fake.in_flight == 4)
     assert worker_tasks() != set()
@@ -880,7 +900,7 @@ async def test_a_status_answer_naming_a_key_twice_fails_that_order(
     fake: FakeCCV, session: aiohttp.ClientSession, body: str, expected: str | None
 ) -> None:
     fake.replies["A1"] = Reply(200, body, "application/json")
-    seen = await CCVClient(ccv_config(fake.base_url), session).fetch("A1")
+    seen = await CCVClient(ccv_config(fake.base_url), session, secrets=()).fetch("A1")
     if expected is None:
         assert seen == Observation(key("A1"), Outcome.FAILED, reason="protocol", asked=STAMPED)
     else:

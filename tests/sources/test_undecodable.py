@@ -39,7 +39,7 @@ async def test_an_undecodable_answer_fails_the_order_as_protocol_without_a_retry
     fake_ccv: FakeCCV, session: aiohttp.ClientSession, reply: Reply
 ) -> None:
     fake_ccv.replies["A1"] = reply
-    client = CCVClient(ccv_config(fake_ccv.base_url), session)
+    client = CCVClient(ccv_config(fake_ccv.base_url), session, secrets=())
     assert await client.fetch("A1") == failed("A1", "protocol")
     assert len(fake_ccv.requests) == 1
 
@@ -55,7 +55,7 @@ async def test_undecodable_answers_open_no_circuit_breaker(
     async def emit(observation: Observation) -> None:
         seen.append(observation)
 
-    client = CCVClient(ccv_config(fake_ccv.base_url, concurrency=1), session)
+    client = CCVClient(ccv_config(fake_ccv.base_url, concurrency=1), session, secrets=())
     await client.check_orders(ids, emit)  # no SourceUnavailable: the account answers
     assert sorted(seen, key=lambda o: o.key) == [failed(i, "protocol") for i in sorted(ids)]
 
@@ -78,7 +78,7 @@ async def test_a_compressed_body_cut_mid_way_is_still_the_connections(
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        client = CCVClient(ccv_config(f"http://127.0.0.1:{port}"), session)
+        client = CCVClient(ccv_config(f"http://127.0.0.1:{port}"), session, secrets=())
         assert await client.fetch("A1") == failed("A1", "connection")
     finally:
         server.close()
@@ -90,7 +90,7 @@ async def test_the_probe_and_check_online_say_what_the_answer_was(
 ) -> None:
     fake_ccv.always = BROTLI
     with pytest.raises(ProtocolError, match=r"content-encoding .*\(br\)"):
-        await CCVClient(ccv_config(fake_ccv.base_url), session).probe()
+        await CCVClient(ccv_config(fake_ccv.base_url), session, secrets=()).probe()
     result = await call_cli("--config", write_config(tmp_path, ccv=fake_ccv), "check", "--online")
     assert result.code == 75
     assert "ccv/default: unavailable (answer in a content-encoding" in result.stderr
