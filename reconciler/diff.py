@@ -34,6 +34,10 @@ class DiffResult:
     changed: set[OrderKey] = field(default_factory=set)
     # orders found before that answered "not found" and wait for a later check to confirm it
     lost: set[OrderKey] = field(default_factory=set)
+    # orders submitted through reconciler, never found by a check yet, that CCV does not know
+    # yet (its first "not found" within NOT_FOUND_CONFIRM_S): failed checks, but no lost wave
+    # (three submits while CCV lags are not the account's failure)
+    fresh: set[OrderKey] = field(default_factory=set)
     # (order, reference tracked, reference the provider answered) where the two differ
     references: list[tuple[OrderKey, str, str]] = field(default_factory=list)
     # failed checks of orders whose checks answered until now (failure streak 0 -> 1)
@@ -79,7 +83,7 @@ def diff(
                     result.started_failing.append(obs._replace(reason="not_found_unconfirmed"))
                 since = now if prev.missing_since is None else prev.missing_since
                 result.states[obs.key] = prev._replace(missing_since=since, asked_at=asked)
-                result.lost.add(obs.key)
+                (result.lost if prev.status is not None else result.fresh).add(obs.key)
         elif prev is not None:
             if not prev.failure_streak:
                 result.started_failing.append(obs)

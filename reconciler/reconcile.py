@@ -203,15 +203,17 @@ class Reconciler:
             for o in result.started_failing
             if not (failing and o.outcome is Outcome.FAILED and o.key[:2] in failing)
         ]
-        lost_keys = result.lost
+        lost_keys, fresh_keys = result.lost, result.fresh
 
         def tally() -> None:
             # After the commit only: a group's transaction that failed counted nothing, and each
             # member's own write counts its orders once.
             for keys, report in reports or ():
                 lost = len(lost_keys if keys is None else lost_keys & keys)
+                fresh = len(fresh_keys if keys is None else fresh_keys & keys)
                 report.lost += lost
-                report.failed += lost
+                report.fresh += fresh
+                report.failed += lost + fresh
                 report.note_outage(
                     (o for o in outage if keys is None or o.key in keys), self.batch_rows
                 )

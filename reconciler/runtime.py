@@ -16,7 +16,7 @@ from .config import Config
 from .delivery import TICK_S, Delivery, build_sinks, sink_names
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
-from .redact import config_secrets, given_secrets
+from .redact import config_secrets
 from .sources.http import Gates, WriteAwareConnector
 from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound
 from .store import commands as cmds
@@ -147,7 +147,6 @@ class Runtime:
             gate=self.reconciler.hints if give_way else None,
             in_flight=in_flight or self._writes(),
             gates=self.gates,
-            given=given_secrets(config_secrets(self.config)),
             secrets=config_secrets(self.config),
         )
 

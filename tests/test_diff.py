@@ -393,7 +393,7 @@ def test_an_order_whose_submit_ccv_answered_with_its_id_gets_the_same_grace() ->
     # not consistent yet, and waits for a check minutes later, as for an order found before.
     submitted = tracked(CCV, first_seen=NOW - 5)
     first = not_found(submitted, NOW)
-    assert first.events == [] and first.lost == {CCV}
+    assert first.events == [] and first.fresh == {CCV} and first.lost == set()
     assert [o.reason for o in first.started_failing] == ["not_found_unconfirmed"]
     soon = not_found(first.states[CCV], NOW + NOT_FOUND_CONFIRM_S - 1)
     assert soon.events == []
@@ -404,3 +404,22 @@ def test_an_order_whose_submit_ccv_answered_with_its_id_gets_the_same_grace() ->
     found = diff(first.states, [ok(CCV, "New")], now=NOW + 60, via="poll", store_id=STORE)
     assert [e.type for e in found.events] == [EventType.DISCOVERED]
     assert found.states[CCV].first_seen == NOW + 60 and found.states[CCV].missing_since is None
+
+
+def test_submitted_orders_ccv_does_not_know_yet_are_no_lost_wave() -> None:
+    # Three submits on a new account while CCV lags: their first "not found" are failed checks
+    # (a catch-up exits 75), not orders found before that went missing (the account's failure).
+    keys = [CCV._replace(order_id=f"8f1b6a9e-0000-4000-8000-00000000001{n}") for n in range(3)]
+    snapshot = {k: tracked(k, first_seen=NOW - 5) for k in keys}
+    found = CCV._replace(order_id="8f1b6a9e-0000-4000-8000-000000000020")
+    snapshot[found] = tracked(found, status="New", version=1)
+    result = diff(
+        snapshot,
+        [Observation(k, Outcome.NOT_FOUND) for k in snapshot],
+        now=NOW,
+        via="poll",
+        store_id=STORE,
+    )
+    assert result.events == []
+    assert result.fresh == set(keys) and result.lost == {found}
+    assert len(result.started_failing) == 4

@@ -318,6 +318,29 @@ async def test_a_wave_of_not_found_is_an_account_failure(
     ]
 
 
+async def test_submitted_orders_ccv_does_not_know_yet_fail_no_account(
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    # Three submits on a new account while CCV lags: their first checks' CCV 404s are failed
+    # checks (a catch-up exits 75), not "3 orders not found at once".
+    ccv, _, clock = ccv_reconciler
+    store = ccv.store
+    await store.orders.untrack("ccv", "default", CCV_IDS)
+    async with store.transaction():
+        for n, order_id in enumerate(CCV_IDS[:3]):
+            track = store.orders.submitted_statement("ccv", "default", order_id, f"R{n}", clock.now)
+            await store.conn.execute(*track)
+    fake_ccv.orders = {}  # CCV's own JSON 404 for each
+    clock.now += 5
+    report = await ccv.full_pass(via="catch-up")
+    assert (report.failed, report.lost, report.failed_sources) == (3, 0, {})
+    assert await source_kinds(ccv) == []
+    fake_ccv.orders = dict.fromkeys(CCV_IDS[:3], "New")
+    clock.now += 60
+    assert (await ccv.full_pass(via="catch-up")).ok
+    assert [kind for kind, _ in await kinds_of(ccv)] == ["order.discovered"] * 3
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [

@@ -82,14 +82,19 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # `reason` (`reconciler events --type order.submit_uncertain`) says which.
         # CCV's notifications name no order: only a person who found it can settle it; a
         # `201 Created`'s Location may be where to look. A 2xx naming no order (an HTML page)
-        # proves nothing: CCV may have none, and a person's word settles that too.
+        # proves nothing: CCV may have none, and a person's word settles that too; not a 201
+        # or one with a Location, which say CCV made it (`store/not_sent.has_order`).
+        not_sent = (
+            ""
+            if status == 201 or location
+            else f", or, when the answer named no order and CCV has none, `reconciler ccv "
+            f"resolve --ref {reference} --not-sent{account}` (then submit it again)"
+        )
         say(
             f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
             "(CCV's answer names no usable order id, or one followed under another reference); "
             f"external reference {reference} is uncertain until you find its order at CCV "
-            f"and run `reconciler track ccv ID --ref {reference}{account}`, or, when the answer "
-            f"named no order and CCV has none, `reconciler ccv resolve --ref {reference} "
-            f"--not-sent{account}` (then submit it again)",
+            f"and run `reconciler track ccv ID --ref {reference}{account}`{not_sent}",
             logging.WARNING,
         )
         return EX_TEMPFAIL

@@ -20,10 +20,17 @@ class PassAnswers:
     answered: int = 0  # the provider answered (a status, or its own "not found")
     failed: int = 0  # no usable answer for that order
     lost: int = 0  # of `failed`: orders found before that the provider now says it does not know
+    # of `failed`: orders just submitted that the provider does not know yet (not yet confirmed)
+    fresh: int = 0
     own_errors: int = 0  # of `failed`: an error line of the order's own (ORDER_ERROR)
     error: str | None = None  # the pass stopped for the whole account (401, breaker, error line)
     complete: bool = False  # the pass asked every open order of the account (a catch-up)
     reason: str | None = None  # the commonest reason of the failed checks ("timeout", ...)
+
+    @property
+    def not_found(self) -> int:
+        """Of `failed`: the provider's own "not found", not confirmed yet (lost or fresh)."""
+        return self.lost + self.fresh
 
 
 @dataclass
@@ -33,6 +40,7 @@ class PassReport:
     checked: int = 0
     failed: int = 0
     lost: int = 0  # of `failed`: orders found before that CCV now says it does not know
+    fresh: int = 0  # of `failed`: orders just submitted that CCV does not know yet
     events: int = 0
     failed_sources: dict[str, str] = field(default_factory=dict)  # "ccv/default" -> reason
     # The failed checks (not the lost orders) counted by their reason ("timeout", "http_302").
@@ -75,6 +83,7 @@ class PassReport:
         self.checked += other.checked
         self.failed += other.failed
         self.lost += other.lost
+        self.fresh += other.fresh
         self.events += other.events
         self.failed_sources.update(other.failed_sources)
         self.reasons.update(other.reasons)
@@ -93,6 +102,7 @@ class PassReport:
             answered=self.checked - self.failed,
             failed=self.failed,
             lost=self.lost,
+            fresh=self.fresh,
             own_errors=self.reasons[ORDER_ERROR],
             error=error,
             complete=complete,

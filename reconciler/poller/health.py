@@ -68,11 +68,11 @@ def verdict(answers: PassAnswers) -> Verdict | None:
     if answers.answered:
         return Verdict(True)
     # Orders going missing one by one wait for their own confirmation; they fail no account.
-    if answers.failed > answers.lost and answers.complete:
+    if answers.failed > answers.not_found and answers.complete:
         # The cause, not only the count: a redirect, a timeout and a login page need different
         # hands. The reason is in no event id (`health_event`).
         cause = f" ({answers.reason})" if answers.reason else ""
-        own_word = bool(answers.own_errors or answers.lost)
+        own_word = bool(answers.own_errors or answers.not_found)
         return Verdict(False, f"{_EVERY_FAILED}{cause}", own_word=own_word)
     return None
 
@@ -85,7 +85,7 @@ def probe_verdict(answers: PassAnswers, state: SourceState) -> Verdict:
     backoff starts again (else every tick would probe)."""
     # ... unless such words failed the account (`SourceState.failed_on_own_word`): else it
     # flaps, recovered at the probe, failed again at the next catch-up.
-    if (answers.own_errors or answers.lost) and not state.failed_on_own_word:
+    if (answers.own_errors or answers.not_found) and not state.failed_on_own_word:
         return Verdict(True)
     return Verdict(False, state.last_error)
 
@@ -94,7 +94,7 @@ def needs_probe(answers: PassAnswers) -> bool:
     """Whether a partial pass in which no order answered should ask the probe whether the
     account answers at all: its failures alone cannot tell a gateway's outage from a few
     troubled orders."""
-    return answers.error is None and not answers.answered and answers.failed > answers.lost
+    return answers.error is None and not answers.answered and answers.failed > answers.not_found
 
 
 def is_lost_wave(lost: int, checked: int) -> bool:

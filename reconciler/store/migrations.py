@@ -199,12 +199,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX deliveries_requeued ON deliveries (sink, requeued_at)
         WHERE requeued_at IS NOT NULL
     """,
-    # 14: the external references an order carried before CCV answered another, so that a
-    # notification URL signed for the old one still finds its order (store/orders.py
-    # `add_aliases`, `by_reference`). Keyed by the order's key, not its rowid: stores whose
-    # `orders` has no rowid yet reach this migration before `give_orders_a_rowid`. An order's
-    # aliases go with its row, whatever deletes it (untrack, retention), so that an order
-    # tracked again later is not found by what its predecessor was called
+    # 14: the references an order carried before CCV answered another: a notification URL
+    # signed for the old one still finds it (orders.py `add_aliases`, `by_reference`). Keyed by
+    # the order's key (stores with no rowid yet reach this before `give_orders_a_rowid`); they go
+    # with its row (untrack, retention): one tracked again is not found by a predecessor's name
     """
     CREATE TABLE order_aliases (
         reference TEXT NOT NULL,
@@ -223,28 +221,26 @@ MIGRATIONS: list[str] = [
     # it is uncertain (writes/ccnow_actions.py), counted from that answer, not from a
     # maintenance it was queued through
     "ALTER TABLE commands ADD COLUMN unsettled_since REAL",
-    # 16: when a post of a command may first have reached CCNow with its order (an answer lost
-    # or not settling it, a process stopped while it was out): only then is an order found
-    # where the action puts it "taken by an earlier attempt" (writes/ccnow_actions.py). Of a
-    # command posted before, nobody knows: it may have.
+    # 16: when a post of a command may first have reached CCNow (an answer lost or settling
+    # nothing, a stop while it was out): only then is an order found where the action puts it
+    # "taken by an earlier attempt" (writes/ccnow_actions.py); one posted before may have.
     """
     ALTER TABLE commands ADD COLUMN maybe_reached_at REAL;
     UPDATE commands SET maybe_reached_at = created_at WHERE attempts > 0
     """,
-    # 17: whether an account's failure is the provider's own word about orders (its error
-    # lines, "not found"), kept until it recovers (poller/health.py); one failing so has it
+    # 17: whether an account's failure is the provider's own word about orders (error lines,
+    # "not found"), kept until it recovers (poller/health.py); one failing so has it
     """
     ALTER TABLE sources ADD COLUMN failed_on_own_word INTEGER NOT NULL DEFAULT 0;
     UPDATE sources SET failed_on_own_word = 1 WHERE failing != 0
         AND (last_error = 'every check failed (order_error)'
             OR last_error LIKE '% orders not found at once')
     """,
-    # 18: retention finds the settled orders (CCV `Failed`, CCNow `completed`, `refunded`: the
-    # settled words of model.py, then never checked again) older than its window through an
-    # index of those rows only, as the ended ones (migration 9). Stores at 18 keep this text,
-    # which retention's SETTLED_ORDERS must name word for word. OR, not `status IN (...)`: SQLite
-    # evaluates an IN list in a partial index's WHERE through a temporary b-tree for the old and
-    # new row of every order update (a first catch-up's database thread: 12 % more work)
+    # 18: retention finds the settled orders (CCV `Failed`, CCNow `completed`, `refunded`, never
+    # checked again) older than its window through an index of those rows only, as the ended
+    # ones (9); retention's SETTLED_ORDERS names this text word for word. OR, not IN (...):
+    # SQLite evaluates an IN list in a partial index's WHERE through a temporary b-tree for
+    # every order update (a first catch-up's database thread: 12 % more work)
     """
     CREATE INDEX orders_settled ON orders (coalesce(last_changed, tracked_at, 0))
         WHERE end_state = 0 AND (status = 'Failed' OR status = 'completed' OR status = 'refunded')
@@ -259,14 +255,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE commands ADD COLUMN held_since REAL;
     UPDATE commands SET held_since = unsettled_since WHERE state = 'queued'
     """,
-    # 21: a CCNow status word an older release stored in another case (`COMPLETED`,
-    # `MARK_SHIPPED`) is the documented word (sources/ccnow_answer.py): kept so, the next poll
-    # would raise a change that is none. The document's words only, written out (the list must
-    # not change with the code), CCNow rows only: any other word stays verbatim. Not the end
-    # states (canceled, declined, rejected, test, chargeback): an older release took `CANCELED`
-    # for an unknown word, and the change its next poll raises is the news that the order
-    # ended. The counts follow (an UPDATE of a status is counted by `orders.save`, not by a
-    # trigger)
+    # 21: a CCNow status word an older release stored in another case (`COMPLETED`) is the
+    # documented word (sources/ccnow_answer.py), else the next poll raises a change that is none.
+    # The document's words written out (they must not change with the code), CCNow rows only;
+    # not the end states (an older release took `CANCELED` for an unknown word: the change its
+    # next poll raises is news). The counts follow (`orders.save` counts an UPDATE of a status)
     """
     UPDATE orders SET status = lower(status)
         WHERE source = 'ccnow' AND status != lower(status) AND lower(status) IN (
@@ -289,6 +282,14 @@ MIGRATIONS: list[str] = [
     "WHERE state = 'failed'",
     # 24: CCV's `Location` of a submit's answer (a 303's, a 201's), masked: where the order is
     "ALTER TABLE submissions ADD COLUMN location TEXT",
+    # 25: when a CCV notification for the reference came while the submission was open and did
+    # not settle it (a 2xx answered it): `ccv resolve --not-sent` is refused (submissions.py)
+    """
+    ALTER TABLE submissions ADD COLUMN notified_at REAL;
+    UPDATE submissions AS s SET notified_at = (SELECT max(received_at) FROM pending_references p
+        WHERE (p.account, p.external_reference) = (s.account, s.external_reference)
+        AND p.received_at >= s.created_at) WHERE state IN ('sending', 'uncertain')
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -296,11 +297,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 async def give_orders_a_rowid(conn: aiosqlite.Connection) -> None:
     """Rebuild `orders` as the rowid table migration 1 makes, in one transaction, if it is not.
 
-    Migration 1 was rewritten in place at commit a8f2eda: stores made before have `orders`
-    WITHOUT ROWID, keyed by (source, account, order_id), and reached every later version so.
-    SQLite's generalized ALTER TABLE procedure: a new table (`id INTEGER PRIMARY KEY`, every
-    column as it is, the key UNIQUE) takes the rows and the old one's name, indexes and
-    triggers. No trigger fires on the way: the counts of order_counts stay as they are."""
+    Migration 1 was rewritten in place at a8f2eda: stores made before have `orders` WITHOUT
+    ROWID, keyed by (source, account, order_id), at every later version. SQLite's generalized
+    ALTER TABLE: a new table (`id INTEGER PRIMARY KEY`, the key UNIQUE) takes the rows, the
+    old one's name, indexes and triggers; no trigger fires: order_counts stay as they are."""
     await conn.execute("BEGIN IMMEDIATE")
     try:
         columns = list(await conn.execute_fetchall("PRAGMA table_info(orders)"))
@@ -342,8 +342,8 @@ def _quoted(name: str) -> str:
 
 async def outdated(conn: aiosqlite.Connection, version: int) -> str | None:
     """Say why this release upgrades the schema, if it does: a migration to run, or the
-    `orders` table of the stores made before migration 1 gave it a rowid (see
-    migrations.give_orders_a_rowid). A newer release's schema is refused."""
+    `orders` table of stores made before migration 1 gave it a rowid (`give_orders_a_rowid`).
+    A newer release's schema is refused."""
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"database schema version {version} is newer than this program's {SCHEMA_VERSION}; "

@@ -1,8 +1,8 @@
 """A person's word that CCV never got an uncertain submit (`ccv resolve --not-sent`).
 
-Taken for every uncertain submission whose answer named no order: a lost one, a 3xx or 5xx, a
-2xx naming none (an HTML page a gateway answered with 200, `{"error": ...}`: not CCV's answer,
-it proves nothing). Refused for one whose answer named its order: CCV has that one.
+Taken for an uncertain submission whose answer said nothing of an order: a lost one, a 3xx or
+5xx, a 200 naming none and no `Location` (an HTML page a gateway answered with 200, `{"error":
+...}`: not CCV's answer, it proves nothing). Refused where CCV said it has the order (`has_order`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,19 @@ from .db import Store
 from .submissions import FOLLOWED_ELSEWHERE, Submission, answered, find, uncertain
 
 
-def named_order(sub: Submission) -> bool:
-    """Whether the uncertain submission's answer named its order (one followed under another
-    reference): CCV has it, so a person's word that CCV never got the submit is refused. A 2xx
-    naming none (an HTML page, `{"error": ...}`) proves nothing, as a lost answer."""
-    return answered(sub) and (sub.reason or "").startswith(FOLLOWED_ELSEWHERE)
+def has_order(sub: Submission) -> bool:
+    """Whether CCV said it has the uncertain submission's order, so that a person's word that
+    CCV never got the submit is refused: a notification for its reference came since it was
+    recorded (`notified_at`), or CCV's 2xx named the order (one followed under another
+    reference), pointed at it (a `Location`) or said it created it (`201 Created`, though
+    naming no usable id). A 200 naming none proves nothing, as a lost answer."""
+    if sub.notified_at is not None:
+        return True
+    return answered(sub) and (
+        (sub.reason or "").startswith(FOLLOWED_ELSEWHERE)
+        or sub.location is not None
+        or sub.http_status == 201
+    )
 
 
 async def not_sent(
@@ -27,12 +35,12 @@ async def not_sent(
     """A person's word that CCV never got the uncertain submission of a reference: close it as
     `failed` (`not_sent`: the reference is free again) with its `order.submit_resolved` (`how`
     `not_sent`), in one transaction. Return the submission as it is then and the event; with
-    none, nothing changed: it is not uncertain, or CCV's answer named its order (`named_order`),
+    none, nothing changed: it is not uncertain, or CCV said it has the order (`has_order`),
     and the submission is the reference's as `find` reads it."""
     async with store.transaction():
         # Through the index of live references: the writer is held meanwhile.
         sub = (await uncertain(store, account, [reference])).get(reference)
-        if sub is not None and not named_order(sub):
+        if sub is not None and not has_order(sub):
             await store.conn.execute(
                 "UPDATE submissions SET state = 'failed', reason = 'not_sent', closed_at = ? "
                 "WHERE id = ? AND state = 'uncertain'",

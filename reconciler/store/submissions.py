@@ -34,7 +34,7 @@ FOLLOWED_ELSEWHERE = "order_followed_elsewhere"
 
 _COLUMNS = (
     "id, account, external_reference, state, order_id, http_status, reason, created_at, "
-    "closed_at, location"
+    "closed_at, location, notified_at"
 )
 # SQLite reads a partial index only for a query whose WHERE repeats the index's own term: told
 # `state = 'uncertain'` alone, it reads every row of the table (every submit of the retention
@@ -62,6 +62,9 @@ class Submission:
     # CCV's `Location` (a 3xx's, a `201 Created`'s), absolute and masked: where a person may
     # find the order, kept beyond the one answer that carried it (migration 24).
     location: str | None = None
+    # When a CCV notification for the reference came while it was open and did not settle it
+    # (CCV answered it with a 2xx): CCV has an order of it (migration 25).
+    notified_at: float | None = None
 
 
 class SubmissionExists(Exception):
@@ -309,6 +312,13 @@ async def notified(
         if sub is not None and (contradicted or (sub.state == "uncertain" and not answered(sub))):
             events = [await _resolve(store, sub, order_id, "notification", now)]
             await store.events.add(events)
+        elif live is not None and live.state in ("sending", "uncertain"):
+            # Kept on the row, not only among the remembered references (which expire): once
+            # CCV told of the reference, a person's word that it never got the submit is wrong.
+            await store.conn.execute(
+                "UPDATE submissions SET notified_at = coalesce(notified_at, ?) WHERE id = ?",
+                (now, live.id),
+            )
         remember = remember or (live is not None and live.state == "sending")
         if remember:
             await store.sources.remember_within(account, reference, now)

@@ -25,6 +25,7 @@ from reconciler.redact import (
     GIVEN_SECRET,
     SecretForms,
     answer_forms,
+    given_secrets,
     holds_secret,
 )
 from reconciler.sources.http import Gates
@@ -58,7 +59,6 @@ class Submitter:
         clock: Callable[[], float] = time.time,
         gate: HintGate | None = None,
         in_flight: InFlight | None = None,
-        given: SecretForms | None = None,
         secrets: Sequence[str] = (),
     ) -> None:
         self.store = store
@@ -67,7 +67,7 @@ class Submitter:
         self.secrets = tuple(secrets) or tuple(c.api_key.reveal() for c in accounts)
         # The config's secrets an external reference given must not hold (else the account's
         # API key's), as for an order id given to `track`.
-        self.given = given
+        self.given = given_secrets(secrets) if secrets else None
         self.session = session
         # Each account's bound on its requests in flight, shared with its checks (the
         # process's Gates): a submit waits for its turn like any of them.
@@ -257,11 +257,20 @@ def not_settled(reference: str, found: subs.Submission | None) -> str:
     if found is None:
         return f"nothing was submitted with external reference {reference}"
     if found.state == "uncertain":
-        # `named_order`: CCV's answer named the order; which one this submit made is for
-        # a person to find.
-        return (
-            f"CCV answered the submit of external reference {reference} with HTTP "
-            f"{found.http_status} naming its order ({found.reason}): it has the order; find "
-            f"it at CCV and run `reconciler track ccv ID --ref {reference}`"
-        )
+        # `has_order`: CCV said it has the order; which one this submit made is for a person
+        # to find.
+        track = f"find it at CCV and run `reconciler track ccv ID --ref {reference}`"
+        if found.notified_at is not None:
+            return (
+                f"CCV sent a notification for external reference {reference} after its submit: "
+                f"it has an order of it; {track}"
+            )
+        said = f"CCV answered the submit of external reference {reference} with HTTP "
+        if (found.reason or "").startswith(subs.FOLLOWED_ELSEWHERE):
+            said += f"{found.http_status} naming its order ({found.reason}): it has the order"
+        elif found.location is not None:
+            said += f"{found.http_status} and Location {found.location}: it has the order"
+        else:
+            said += f"{found.http_status} Created: it made the order"
+        return f"{said}; {track}"
     return f"the submit of external reference {reference} is {found.state}, not uncertain"

@@ -24,6 +24,7 @@ from reconciler.store import submissions as subs
 from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated, statements
+from reconciler.store.not_sent import not_sent
 from tests.conftest import assert_one_line, call_cli, read_events, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 
@@ -671,3 +672,39 @@ async def test_a_submit_closed_as_not_sent_before_the_upgrade_is_settled_by_ccvs
             "AND external_reference = 'INV-1' AND state = 'failed' ORDER BY id DESC LIMIT 1"
         ).fetchall()
     assert "USING INDEX submissions_failed" in plan[0][-1], plan
+
+
+NOTIFIED_AT = 25  # the migration that keeps a notification since an open submit on its row
+
+
+async def test_a_notification_remembered_before_the_upgrade_refuses_not_sent_after_it(
+    tmp_path: Path,
+) -> None:
+    # CCV told of R-1 after its submit (a 2xx naming no order, left uncertain), under the older
+    # release, which only remembered the reference: after the upgrade the submit keeps it, and
+    # a person's word that CCV never got it is refused. R-2's notification came before its submit.
+    db = tmp_path / "reconciler.db"
+    with connected(db) as conn:
+        for script in MIGRATIONS[: NOTIFIED_AT - 1]:
+            for sql in statements(script):
+                conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {NOTIFIED_AT - 1}")
+        conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
+        conn.executemany(
+            "INSERT INTO submissions (account, external_reference, state, http_status, reason, "
+            "created_at, closed_at) VALUES ('default', ?, 'uncertain', 200, 'no_order_id', 10, 11)",
+            [("R-1",), ("R-2",)],
+        )
+        conn.executemany(
+            "INSERT INTO pending_references VALUES ('default', ?, ?)", [("R-1", 12), ("R-2", 9)]
+        )
+    store = await Store.open(db)
+    try:
+        sub, events = await not_sent(store, "default", "R-1", time.time())
+        assert (
+            events == [] and sub is not None and (sub.state, sub.notified_at) == ("uncertain", 12)
+        )
+        sub, events = await not_sent(store, "default", "R-2", time.time())
+        assert len(events) == 1 and sub is not None and sub.state == "failed"
+    finally:
+        await store.close()
