@@ -390,5 +390,6 @@ def _close(
     return (
         "UPDATE submissions SET state = ?, http_status = ?, reason = ?, closed_at = ?, "
         "order_id = ?, location = ? WHERE id = ? AND state = 'sending'",
-        (state, http_status, reason, now, order_id, location, sub_id),
+        # An empty `Location` is none: kept as "", it would read as pointing at the order.
+        (state, http_status, reason, now, order_id, location or None, sub_id),
     )
