@@ -318,6 +318,30 @@ async def test_a_wave_of_not_found_is_an_account_failure(
     ]
 
 
+async def test_a_wave_of_not_found_is_not_hidden_behind_fresh_submits(
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    # An outage answering CCV's 404 for everything, on a pass of 3 orders found before and 10
+    # just submitted: the account fails, and no order found before is taken for lost.
+    ccv, _, clock = ccv_reconciler
+    store = ccv.store
+    await store.orders.untrack("ccv", "default", CCV_IDS[3:])
+    fake_ccv.orders = dict.fromkeys(CCV_IDS[:3], "New")
+    await ccv.full_pass(via="catch-up")
+    found = await kinds_of(ccv)
+    fresh = [f"5a1e0000-0000-4000-9000-{n:012d}" for n in range(10)]
+    async with store.transaction():
+        for n, order_id in enumerate(fresh):
+            track = store.orders.submitted_statement("ccv", "default", order_id, f"F{n}", clock.now)
+            await store.conn.execute(*track)
+    fake_ccv.orders = {}
+    for _ in range(2):
+        clock.now += NOT_FOUND_CONFIRM_S + 1
+        report = await ccv.full_pass(via="catch-up")
+        assert report.failed_sources == {"ccv/default": "3 orders not found at once"}
+    assert (await kinds_of(ccv))[len(found) :] == [("source.failed", None)]
+
+
 async def test_submitted_orders_ccv_does_not_know_yet_fail_no_account(
     ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
 ) -> None:

@@ -19,7 +19,8 @@ from ..config import ApiConfig, CCVConfig, Config
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields, say
 from ..redact import config_secrets, redact
-from ..store.submissions import State
+from ..store.not_sent import answer_made_it
+from ..store.submissions import State, find
 from ..writes.daemon_api import (
     authorization,
     held_elsewhere,
@@ -65,12 +66,16 @@ def exit_code(status: int) -> int:
     return EX_DATAERR if 400 <= status < 500 and status not in (408, 429) else EX_TEMPFAIL
 
 
-def _report(answer: Result, secrets: list[str], account: str) -> int:
+def _report(answer: Result, secrets: list[str], account: str, reason: str | None = None) -> int:
     """Say what became of the submit; return the exit code. `account`: the ` --account NAME`
-    the commands it advises need (`account_option`)."""
+    the commands it advises need (`account_option`); `reason`: the uncertain submission's, where
+    it is known here (not through the daemon's API)."""
     status, reference = answer.status, answer.reference
     code = exit_code(status)
-    location = answer.headers.get("Location")
+    location = answer.headers.get("Location") or None  # an empty one points nowhere
+    # Where CCV said it made the order, a person's word that it has none is refused: not
+    # advised (`store/not_sent.refusal`).
+    made = answer_made_it(status, reason, location) is not None
     where = f" (Location: {redact(location, secrets)})" if location else ""
     if code == EX_OK:
         if answer.order_id:
@@ -82,11 +87,10 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # `reason` (`reconciler events --type order.submit_uncertain`) says which.
         # CCV's notifications name no order: only a person who found it can settle it; a
         # `201 Created`'s Location may be where to look. A 2xx naming no order (an HTML page)
-        # proves nothing: CCV may have none, and a person's word settles that too; not a 201
-        # or one with a Location, which say CCV made it (`store/not_sent.has_order`).
+        # proves nothing: CCV may have none, and a person's word settles that too.
         not_sent = (
             ""
-            if status == 201 or location
+            if made
             else f", or, when the answer named no order and CCV has none, `reconciler ccv "
             f"resolve --ref {reference} --not-sent{account}` (then submit it again)"
         )
@@ -112,11 +116,16 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
     if answer.state == "uncertain":
         # A 3xx, a 5xx or a lost answer: CCV may have made the order, and the same reference
         # is refused from now on (409); a new one would make a second order if CCV has it.
+        or_not_sent = (
+            ""
+            if made
+            else f", or, sure that CCV has none, `reconciler ccv resolve --ref {reference} "
+            f"--not-sent{account}` (then submit it again)"
+        )
         say(
             f"reconciler: CCV may have made the order: external reference {reference} is "
             "uncertain and is not sent again; find the order at CCV and run `reconciler track "
-            f"ccv ID --ref {reference}{account}`, or, sure that CCV has none, `reconciler ccv "
-            f"resolve --ref {reference} --not-sent{account}` (then submit it again)",
+            f"ccv ID --ref {reference}{account}`{or_not_sent}",
             logging.WARNING,
         )
     return code
@@ -142,7 +151,9 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 say(f"reconciler: error: {exc}")
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
-            return _report(result, secrets, account_option(config, "ccv", account))
+            found = await find(rt.store, account, result.reference)
+            reason = found.reason if found is not None and found.state == "uncertain" else None
+            return _report(result, secrets, account_option(config, "ccv", account), reason)
     if config.api is None:
         raise held_elsewhere("nothing was sent")
     wait_s = api_wait_s(next(c for c in config.ccv if c.name == account))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..paths import STORE_FILES, beside
+from ..stdio import names_a_descriptor
 from .errors import ConfigError
 from .keys import SINK_COMMON_KEYS, SINK_KEYS, SINK_TYPES
 from .names import unique_name
@@ -201,7 +202,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _wired_by_the_process(path: Path) -> bool:
-    if str(path).startswith(("/dev/fd/", "/dev/std", "/proc/")):
+    # Through links too (a sink's path a link to /dev/stdout): `names_a_descriptor` follows them.
+    if names_a_descriptor(path):
         return True
     try:
         return stat.S_ISCHR(os.stat(path).st_mode)

@@ -63,7 +63,9 @@ def verdict(answers: PassAnswers) -> Verdict | None:
     if answers.error is not None:
         return Verdict(False, answers.error)
     checked = answers.answered + answers.failed
-    if is_lost_wave(answers.lost, checked):
+    # Orders just submitted are not known yet (a lag, not a loss): counted among the checks,
+    # ten of them would hide a wave of the orders found before behind them.
+    if is_lost_wave(answers.lost, checked - answers.fresh):
         return Verdict(False, f"{answers.lost}{_LOST_WAVE}", own_word=True)
     if answers.answered:
         return Verdict(True)

@@ -1,8 +1,9 @@
 """A person's word that CCV never got an uncertain submit (`ccv resolve --not-sent`).
 
-Taken for an uncertain submission whose answer said nothing of an order: a lost one, a 3xx or
-5xx, a 200 naming none and no `Location` (an HTML page a gateway answered with 200, `{"error":
-...}`: not CCV's answer, it proves nothing). Refused where CCV said it has the order (`has_order`).
+Taken for an uncertain submission whose answer said nothing of an order: a lost one, a 5xx, a
+redirect other than a `303 See Other` with a `Location` (a gateway's login page), a 200 naming
+none and no `Location` (an HTML page a gateway answered with 200, `{"error": ...}`: not CCV's
+answer, it proves nothing). Refused where CCV said it has the order (`refusal`).
 """
 
 from __future__ import annotations
@@ -11,22 +12,43 @@ from dataclasses import replace
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .submissions import FOLLOWED_ELSEWHERE, Submission, answered, find, uncertain
+from .submissions import FOLLOWED_ELSEWHERE, Submission, find, uncertain
 
 
-def has_order(sub: Submission) -> bool:
-    """Whether CCV said it has the uncertain submission's order, so that a person's word that
-    CCV never got the submit is refused: a notification for its reference came since it was
-    recorded (`notified_at`), or CCV's 2xx named the order (one followed under another
-    reference), pointed at it (a `Location`) or said it created it (`201 Created`, though
-    naming no usable id). A 200 naming none proves nothing, as a lost answer."""
+def refusal(sub: Submission) -> str | None:
+    """Why a person's word that CCV never got the uncertain submission is refused: CCV said it
+    has the order (a notification for its reference came since it was recorded, `notified_at`,
+    or its answer said so, `answer_made_it`). None: the word may close it."""
     if sub.notified_at is not None:
-        return True
-    return answered(sub) and (
-        (sub.reason or "").startswith(FOLLOWED_ELSEWHERE)
-        or sub.location is not None
-        or sub.http_status == 201
-    )
+        return (
+            f"CCV sent a notification for external reference {sub.external_reference} after "
+            "its submit: it has an order of it"
+        )
+    made = answer_made_it(sub.http_status, sub.reason, sub.location)
+    if made is None:
+        return None
+    return f"CCV answered the submit of external reference {sub.external_reference} with {made}"
+
+
+def answer_made_it(status: int | None, reason: str | None, location: str | None) -> str | None:
+    """What in CCV's answer to a submit says it made the order, or None when it proves nothing
+    (a lost answer, a 5xx, a 200 naming none: an HTML page a gateway answered with): a 2xx
+    naming the order (one followed under another reference), pointing at it (a `Location`) or
+    saying it created it (`201 Created`, though naming no usable id); or a `303 See Other`
+    with a `Location`, a POST's "made, see there". A 302 or 307 to a gateway's login page
+    says nothing of an order. `location`: None where CCV gave none (or an empty one)."""
+    if status is None:
+        return None
+    if 200 <= status < 300:
+        if (reason or "").startswith(FOLLOWED_ELSEWHERE):
+            return f"HTTP {status} naming its order ({reason}): it has the order"
+        if location is not None:
+            return f"HTTP {status} and Location {location}: it has the order"
+        if status == 201:
+            return "HTTP 201 Created: it made the order"
+    if status == 303 and location is not None:
+        return f"HTTP 303 See Other and Location {location}: it made the order"
+    return None
 
 
 async def not_sent(
@@ -35,12 +57,12 @@ async def not_sent(
     """A person's word that CCV never got the uncertain submission of a reference: close it as
     `failed` (`not_sent`: the reference is free again) with its `order.submit_resolved` (`how`
     `not_sent`), in one transaction. Return the submission as it is then and the event; with
-    none, nothing changed: it is not uncertain, or CCV said it has the order (`has_order`),
+    none, nothing changed: it is not uncertain, or CCV said it has the order (`refusal`),
     and the submission is the reference's as `find` reads it."""
     async with store.transaction():
         # Through the index of live references: the writer is held meanwhile.
         sub = (await uncertain(store, account, [reference])).get(reference)
-        if sub is not None and not has_order(sub):
+        if sub is not None and refusal(sub) is None:
             await store.conn.execute(
                 "UPDATE submissions SET state = 'failed', reason = 'not_sent', closed_at = ? "
                 "WHERE id = ? AND state = 'uncertain'",

@@ -312,11 +312,14 @@ async def notified(
         if sub is not None and (contradicted or (sub.state == "uncertain" and not answered(sub))):
             events = [await _resolve(store, sub, order_id, "notification", now)]
             await store.events.add(events)
-        elif live is not None and live.state in ("sending", "uncertain"):
+        elif (
+            live is not None and live.state in ("sending", "uncertain") and live.notified_at is None
+        ):
             # Kept on the row, not only among the remembered references (which expire): once
             # CCV told of the reference, a person's word that it never got the submit is wrong.
+            # The first notification's time only: CCV's retries write nothing more.
             await store.conn.execute(
-                "UPDATE submissions SET notified_at = coalesce(notified_at, ?) WHERE id = ?",
+                "UPDATE submissions SET notified_at = ? WHERE id = ?",
                 (now, live.id),
             )
         remember = remember or (live is not None and live.state == "sending")
@@ -390,5 +393,6 @@ def _close(
     return (
         "UPDATE submissions SET state = ?, http_status = ?, reason = ?, closed_at = ?, "
         "order_id = ?, location = ? WHERE id = ? AND state = 'sending'",
-        (state, http_status, reason, now, order_id, location, sub_id),
+        # An empty `Location` is none: kept as "", it would read as pointing at the order.
+        (state, http_status, reason, now, order_id, location or None, sub_id),
     )

@@ -98,7 +98,9 @@ async def _send(
                 # A refusal whose body never came: its status line says it all (nothing was
                 # made), and it is no lost answer.
                 body = b""
-            location = resp.headers.get(hdrs.LOCATION)
+            # An empty one points nowhere: joined, it would read as the URL asked, taken for
+            # where the order is (`store/not_sent.refusal`).
+            location = resp.headers.get(hdrs.LOCATION, "").strip() or None
             reply = reply_of(resp, body, sent_at)
             # Passed on with the answer (a 429's when to try again), when it is a Retry-After.
             wait = resp.headers.get(hdrs.RETRY_AFTER)

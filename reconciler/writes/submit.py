@@ -31,7 +31,7 @@ from reconciler.redact import (
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
-from reconciler.store.not_sent import not_sent
+from reconciler.store.not_sent import not_sent, refusal
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -256,21 +256,8 @@ def not_settled(reference: str, found: subs.Submission | None) -> str:
     """Why `ccv resolve --not-sent` settled nothing for a reference."""
     if found is None:
         return f"nothing was submitted with external reference {reference}"
-    if found.state == "uncertain":
-        # `has_order`: CCV said it has the order; which one this submit made is for a person
-        # to find.
-        track = f"find it at CCV and run `reconciler track ccv ID --ref {reference}`"
-        if found.notified_at is not None:
-            return (
-                f"CCV sent a notification for external reference {reference} after its submit: "
-                f"it has an order of it; {track}"
-            )
-        said = f"CCV answered the submit of external reference {reference} with HTTP "
-        if (found.reason or "").startswith(subs.FOLLOWED_ELSEWHERE):
-            said += f"{found.http_status} naming its order ({found.reason}): it has the order"
-        elif found.location is not None:
-            said += f"{found.http_status} and Location {found.location}: it has the order"
-        else:
-            said += f"{found.http_status} Created: it made the order"
-        return f"{said}; {track}"
+    why = refusal(found) if found.state == "uncertain" else None
+    if why is not None:
+        # CCV said it has the order; which one this submit made is for a person to find.
+        return f"{why}; find it at CCV and run `reconciler track ccv ID --ref {reference}`"
     return f"the submit of external reference {reference} is {found.state}, not uncertain"

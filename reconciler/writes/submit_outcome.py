@@ -6,7 +6,8 @@ order, or which one it made (a 3xx or 5xx, a lost answer, a 2xx naming no usable
 order followed under another reference): `uncertain`, never sent again, one
 `order.submit_uncertain`; a person settles it by tracking the order with the reference (a lost
 answer, a 3xx or a 5xx also CCV's first notification for the reference), or, sure that CCV
-has none, with `ccv resolve --not-sent` (not where CCV said it has the order: `has_order`).
+has none, with `ccv resolve --not-sent` (not where CCV said it has the order:
+`store/not_sent.refusal`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.store import Store, WriterLock
-from tests.conftest import call_cli, cli_env, write_config
+from tests.conftest import call_cli, cli_env, run_cli, write_config
 from tests.fake_providers import FakeCCV
 from tests.store.test_history import add_to
 
@@ -358,4 +358,19 @@ async def test_jsonl_sinks_on_devices_are_not_taken_for_one_file(
     )
     cfg.write_text(config_text(tmp_path, CCV) + sinks, encoding="utf-8")
     result = await call_cli("--config", cfg, "check")
+    assert result.code == 0, result.stderr
+
+
+async def test_jsonl_sinks_linked_to_stdout_are_not_taken_for_one_file(tmp_path: Path) -> None:
+    # Links to /dev/stdout lead where the process's stdout does (here a pipe, as in a script):
+    # two such sinks were one pipe to `check`, refused, whereas /dev/stdout twice passed.
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).symlink_to("/dev/stdout")
+    cfg = tmp_path / "reconciler.toml"
+    sinks = "".join(
+        f'[[sinks]]\ntype = "jsonl"\nname = "{n}"\npath = "{tmp_path / f"{n}.jsonl"}"\n'
+        for n in ("a", "b")
+    )
+    cfg.write_text(config_text(tmp_path, CCV) + sinks, encoding="utf-8")
+    result = await run_cli("--config", cfg, "check")
     assert result.code == 0, result.stderr

@@ -63,6 +63,11 @@ FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
             PassAnswers(failed=4, own_errors=1, complete=True, reason="timeout"),
             Verdict(False, "every check failed (timeout)", own_word=True),
         ),
+        # ... orders just submitted, not known yet, hide no wave behind them
+        (
+            PassAnswers(failed=13, lost=3, fresh=10, complete=True),
+            Verdict(False, "3 orders not found at once", own_word=True),
+        ),
         (PassAnswers(answered=2, failed=2, lost=2), Verdict(True)),
         # one order going missing waits for its own confirmation
         (PassAnswers(answered=9, failed=1, lost=1), Verdict(True)),

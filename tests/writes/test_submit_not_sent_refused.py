@@ -1,8 +1,9 @@
 """`ccv resolve --not-sent` is refused where CCV said it has the order of an uncertain submit:
 its 2xx pointed at the order (a `Location`) or said it created one (`201 Created`, though
-naming no usable id), or a notification for the reference came since the submit. Closed
-anyway, the reference was free again and its next submit made a second order at CCV. Real HTTP
-against a fake CCV, through the command line and the daemon's API."""
+naming no usable id), its `303 See Other` pointed at it, or a notification for the reference
+came since the submit. Closed anyway, the reference was free again and its next submit made a
+second order at CCV. Real HTTP against a fake CCV, through the command line and the daemon's
+API."""
 
 from __future__ import annotations
 
@@ -32,8 +33,13 @@ PAGE = "<html><body>Please log in</body></html>"
             Reply(201, "", headers={"Location": f"/order/{MADE}"}),
             "HTTP 201 and Location",
         ),
+        # a POST's "made, see there"
+        (
+            Reply(303, "", headers={"Location": f"/order/{MADE}"}),
+            "HTTP 303 See Other and Location",
+        ),
     ],
-    ids=["200-location", "201", "201-location"],
+    ids=["200-location", "201", "201-location", "303-location"],
 )
 async def test_a_2xx_saying_ccv_made_the_order_is_not_closed_as_not_sent(
     tmp_path: Path, fake: FakeCCVWrites, answer: Reply, said: str
@@ -86,3 +92,19 @@ async def test_a_submit_ccv_notified_since_is_not_closed_as_not_sent(
     # Not sent again: a second order at CCV.
     assert (await api.call("POST", "/api/v1/ccv/orders", body=body))[0] == 409
     assert len(fake.submits) == 1
+
+
+@pytest.mark.parametrize("status", [302, 307])
+async def test_a_redirect_to_a_login_page_is_closed_by_a_persons_word(
+    tmp_path: Path, fake: FakeCCVWrites, status: int
+) -> None:
+    # A gateway's redirect to its login page says nothing of an order: closable, unlike a 303.
+    fake.submit_replies = [Reply(status, "", headers={"Location": "/login"})]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="login-1")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert "ccv resolve --ref login-1 --not-sent" in submitted.stderr, submitted.stderr
+    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "login-1", "--not-sent")
+    assert result.code == 0, result.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]

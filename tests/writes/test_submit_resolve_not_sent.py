@@ -68,10 +68,14 @@ NAMING_NO_ORDER = [
     Reply(200, "<html><body>Please log in</body></html>", "text/html"),
     json_reply(200, {"error": "invalid order"}),
     json_reply(200, {"result": "ok"}),
+    # an empty `Location` points nowhere (joined to the URL asked, it read as the order's)
+    Reply(200, "<html><body>Please log in</body></html>", "text/html", headers={"Location": ""}),
 ]
 
 
-@pytest.mark.parametrize("answer", NAMING_NO_ORDER, ids=["html", "error", "no-id"])
+@pytest.mark.parametrize(
+    "answer", NAMING_NO_ORDER, ids=["html", "error", "no-id", "empty-location"]
+)
 async def test_a_2xx_naming_no_order_is_closed_by_a_persons_word(
     tmp_path: Path, fake: FakeCCVWrites, answer: Reply
 ) -> None:
@@ -108,17 +112,20 @@ async def test_a_2xx_naming_no_order_is_closed_through_the_api(
     assert status == 201 and headers["Reconciler-Order-Id"] in fake.orders
 
 
+@pytest.mark.parametrize("status", [200, 201])
 async def test_a_2xx_naming_an_order_followed_elsewhere_is_not_closed(
-    tmp_path: Path, fake: FakeCCVWrites
+    tmp_path: Path, fake: FakeCCVWrites, status: int
 ) -> None:
     # CCV named the order it made (followed under another reference): "not sent" would be
     # false, through the command line and the API alike.
     port = free_port()
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
     assert (await call_cli("--config", cfg, "track", "ccv", ORDER, "--ref", "R-1")).code == 0
-    fake.submit_replies = [json_reply(201, {"orderId": ORDER})]
+    fake.submit_replies = [json_reply(status, {"orderId": ORDER})]
     stdin = json.dumps(submit_body(externalReference="made-1")).encode()
-    assert (await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)).code == 75
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert "--not-sent" not in submitted.stderr, submitted.stderr  # not advised: refused
     args = ("--config", cfg, "ccv", "resolve", "--ref", "made-1", "--not-sent")
     result = await call_cli(*args)
     assert result.code == 65 and "it has the order" in result.stderr, result.stderr
