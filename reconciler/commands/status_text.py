@@ -176,7 +176,8 @@ def _to_do(a: AccountStatus) -> str:
             todo.append(
                 f"find each order at CCV by its reference ({named}), then "
                 f"`reconciler track ccv ID --ref REF{account}`; one CCV does not have: "
-                f"`reconciler ccv resolve --ref REF --not-sent{account}`"
+                f"`reconciler ccv resolve --ref REF --not-sent{account}` (refused, saying why, "
+                "where CCV's answer or a notification said it made the order)"
             )
         else:
             todo.append(

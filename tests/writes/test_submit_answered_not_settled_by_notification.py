@@ -70,6 +70,8 @@ async def test_a_2xx_without_an_order_id_is_not_settled_by_ccvs_notifications(
     assert api.rows("SELECT type FROM events ORDER BY seq") == [(UNCERTAIN,)]
     uncertain, row = await ccv_to_do(tmp_path)
     assert uncertain == 1 and "(N-1)" in row
+    # CCV's 201 and its notification say it made the order: the person's word is refused.
+    assert "(refused, saying why, where CCV's answer or a notification said it made" in row
     await settled_by_track(api, "N-1")
 
 
