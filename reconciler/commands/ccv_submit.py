@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import cast
+from urllib.parse import quote
 
 import aiohttp
 
@@ -19,8 +20,7 @@ from ..config import ApiConfig, CCVConfig, Config
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields, say
 from ..redact import config_secrets, redact
-from ..store.not_sent import answer_made_it
-from ..store.submissions import State, find
+from ..store.submissions import State
 from ..writes.daemon_api import (
     authorization,
     held_elsewhere,
@@ -31,12 +31,15 @@ from ..writes.daemon_api import (
 )
 from ..writes.submit_body import BadSubmission, new_reference
 from ..writes.submit_outcome import (
+    NOT_SENT_REFUSED_HEADER,
     ORDER_ID_HEADER,
     OWN_HEADER,
     REFERENCE_HEADER,
+    RELINK_HEADER,
     STATE_HEADER,
     Result,
     own_from_header,
+    ref_option,
 )
 from .accounts import account_option
 
@@ -66,16 +69,18 @@ def exit_code(status: int) -> int:
     return EX_DATAERR if 400 <= status < 500 and status not in (408, 429) else EX_TEMPFAIL
 
 
-def _report(answer: Result, secrets: list[str], account: str, reason: str | None = None) -> int:
+def _report(answer: Result, secrets: list[str], account: str) -> int:
     """Say what became of the submit; return the exit code. `account`: the ` --account NAME`
-    the commands it advises need (`account_option`); `reason`: the uncertain submission's, where
-    it is known here (not through the daemon's API)."""
+    the commands it advises need (`account_option`)."""
     status, reference = answer.status, answer.reference
     code = exit_code(status)
     location = answer.headers.get("Location") or None  # an empty one points nowhere
-    # Where CCV said it made the order, a person's word that it has none is refused: not
-    # advised (`store/not_sent.refusal`).
-    made = answer_made_it(status, reason, location) is not None
+    # Where it would be refused (CCV said it made the order, or notified the reference), a
+    # person's word that CCV has none is not advised: the Submitter read it from the
+    # submission as stored (`store/not_sent.refusal`), as `ccv resolve --not-sent` will.
+    made = answer.not_sent_refused is not None
+    ref = ref_option(reference)
+    track = f"`reconciler track ccv ID {ref}{' --relink' if answer.relink else ''}{account}`"
     where = f" (Location: {redact(location, secrets)})" if location else ""
     if code == EX_OK:
         if answer.order_id:
@@ -92,13 +97,13 @@ def _report(answer: Result, secrets: list[str], account: str, reason: str | None
             ""
             if made
             else f", or, when the answer named no order and CCV has none, `reconciler ccv "
-            f"resolve --ref {reference} --not-sent{account}` (then submit it again)"
+            f"resolve {ref} --not-sent{account}` (then submit it again)"
         )
         say(
             f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
             "(CCV's answer names no usable order id, or one followed under another reference); "
             f"external reference {reference} is uncertain until you find its order at CCV "
-            f"and run `reconciler track ccv ID --ref {reference}{account}`{not_sent}",
+            f"and run {track}{not_sent}",
             logging.WARNING,
         )
         return EX_TEMPFAIL
@@ -119,13 +124,13 @@ def _report(answer: Result, secrets: list[str], account: str, reason: str | None
         or_not_sent = (
             ""
             if made
-            else f", or, sure that CCV has none, `reconciler ccv resolve --ref {reference} "
+            else f", or, sure that CCV has none, `reconciler ccv resolve {ref} "
             f"--not-sent{account}` (then submit it again)"
         )
         say(
             f"reconciler: CCV may have made the order: external reference {reference} is "
             "uncertain and is not sent again; find the order at CCV and run `reconciler track "
-            f"ccv ID --ref {reference}{account}`{or_not_sent}",
+            f"ccv ID {ref}{' --relink' if answer.relink else ''}{account}`{or_not_sent}",
             logging.WARNING,
         )
     return code
@@ -151,9 +156,7 @@ async def submit_command(config: Config, account: str, document: object) -> int:
                 say(f"reconciler: error: {exc}")
                 return EX_CONFIG if exc.status == 409 else EX_DATAERR
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
-            found = await find(rt.store, account, result.reference)
-            reason = found.reason if found is not None and found.state == "uncertain" else None
-            return _report(result, secrets, account_option(config, "ccv", account), reason)
+            return _report(result, secrets, account_option(config, "ccv", account))
     if config.api is None:
         raise held_elsewhere("nothing was sent")
     wait_s = api_wait_s(next(c for c in config.ccv if c.name == account))
@@ -211,6 +214,7 @@ async def _through_api(
         why = RuntimeError(f"its HTTP {status}")
         return _no_answer(why, wait_s, sent_ref, option, given=given)
     own = headers.get(OWN_HEADER)
+    not_sent_refused = headers.get(NOT_SENT_REFUSED_HEADER)
     answer = Result(
         status,
         body,
@@ -220,6 +224,8 @@ async def _through_api(
         headers.get(ORDER_ID_HEADER),
         {"Location": headers["Location"]} if "Location" in headers else {},
         None if own is None else own_from_header(own),
+        None if not_sent_refused is None else own_from_header(not_sent_refused),
+        headers.get(RELINK_HEADER) == "true",
     )
     return _report(answer, secrets, option)
 
@@ -241,12 +247,14 @@ def _no_answer(
         else "; the file has no externalReference: submitted again, it would get a new one "
         "and CCV a second order"
     )
+    ref = ref_option(reference) if isinstance(reference, str) else f"--ref {reference}"
+    path = quote(str(reference), safe="")
     say(
         f"reconciler: the daemon's API did not answer {why}: whether CCV has the order of "
         f"external reference {reference} is not known yet (the daemon records CCV's answer "
         "and never sends it again). Before submitting again, look at `reconciler status` "
-        f"(SENDING, or uncertain) or `GET /api/v1/ccv/submissions/{reference}`, and once you "
-        f"found its order at CCV, `reconciler track ccv ID --ref {reference}{account}`{again}",
+        f"(SENDING, or uncertain) or `GET /api/v1/ccv/submissions/{path}`, and once you "
+        f"found its order at CCV, `reconciler track ccv ID {ref}{account}`{again}",
         logging.WARNING,
     )
     return EX_TEMPFAIL

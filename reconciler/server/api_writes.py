@@ -20,7 +20,13 @@ from ..writes.ccv_http import NotSent, Uncertain, send_once
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
 from ..writes.submit import not_settled
-from ..writes.submit_outcome import OWN_HEADER, STATE_HEADER, own_header
+from ..writes.submit_outcome import (
+    NOT_SENT_REFUSED_HEADER,
+    OWN_HEADER,
+    RELINK_HEADER,
+    STATE_HEADER,
+    own_header,
+)
 from .api_orders import CURSOR
 from .api_requests import (
     ApiDeps,
@@ -61,6 +67,12 @@ class Writes:
         if result.own is not None:
             # Masked as the body is: it may quote what CCV's failure said.
             headers[OWN_HEADER] = own_header(redact(result.own, self.deps.secrets))
+        if result.not_sent_refused is not None:
+            # Masked: it names CCV's Location.
+            refused = redact(result.not_sent_refused, self.deps.secrets)
+            headers[NOT_SENT_REFUSED_HEADER] = own_header(refused)
+        if result.relink:
+            headers[RELINK_HEADER] = "true"
         return self._passed_back(result.status, result.body, result.content_type, headers)
 
     async def submission(self, request: web.Request) -> web.Response:

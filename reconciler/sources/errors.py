@@ -32,6 +32,9 @@ class AnswerTooLarge(ProtocolError):
     def __init__(self, status: int, limit: int) -> None:
         super().__init__(f"answer larger than {limit} bytes")
         self.status = status
+        # Where the answer pointed (absolute), when the caller read it: a write's answer may
+        # say where the thing it made is even when its body is not read.
+        self.location: str | None = None
 
 
 class UndecodableAnswer(ProtocolError):
@@ -43,3 +46,4 @@ class UndecodableAnswer(ProtocolError):
     def __init__(self, encoding: str, status: int | None) -> None:
         super().__init__(f"answer in a content-encoding that cannot be decoded ({encoding})")
         self.status = status
+        self.location: str | None = None  # as AnswerTooLarge's

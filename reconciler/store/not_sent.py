@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .submissions import FOLLOWED_ELSEWHERE, Submission, find, uncertain
+from .submissions import FOLLOWED_ELSEWHERE, UNUSABLE_ORDER_ID, Submission, find, uncertain
 
 
 def refusal(sub: Submission) -> str | None:
@@ -33,15 +33,21 @@ def refusal(sub: Submission) -> str | None:
 def answer_made_it(status: int | None, reason: str | None, location: str | None) -> str | None:
     """What in CCV's answer to a submit says it made the order, or None when it proves nothing
     (a lost answer, a 5xx, a 200 naming none: an HTML page a gateway answered with): a 2xx
-    naming the order (one followed under another reference), pointing at it (a `Location`) or
-    saying it created it (`201 Created`, though naming no usable id); or a `303 See Other`
-    with a `Location`, a POST's "made, see there". A 302 or 307 to a gateway's login page
-    says nothing of an order. `location`: None where CCV gave none (or an empty one)."""
+    naming the order (one followed under another reference, or under an id reconciler cannot
+    use), pointing at it (a `Location`) or saying it created it (`201 Created`, though naming
+    no usable id); or a `303 See Other` with a `Location`, a POST's "made, see there". A 302
+    or 307 to a gateway's login page says nothing of an order. `location`: None where CCV gave
+    none (or an empty one)."""
     if status is None:
         return None
     if 200 <= status < 300:
         if (reason or "").startswith(FOLLOWED_ELSEWHERE):
             return f"HTTP {status} naming its order ({reason}): it has the order"
+        if reason == UNUSABLE_ORDER_ID:
+            return (
+                f"HTTP {status} naming its order under an id reconciler cannot use "
+                f"({reason}): it has the order"
+            )
         if location is not None:
             return f"HTTP {status} and Location {location}: it has the order"
         if status == 201:

@@ -31,6 +31,8 @@ How = Literal["notification", "track", "not_sent"]
 # The `reason` of a submit CCV answered with a 2xx naming an order followed under another
 # reference (writes/submit_outcome.py).
 FOLLOWED_ELSEWHERE = "order_followed_elsewhere"
+# A 2xx naming its order under an id reconciler cannot use: made (`no_order_id` proves nothing).
+UNUSABLE_ORDER_ID = "unusable_order_id"
 
 _COLUMNS = (
     "id, account, external_reference, state, order_id, http_status, reason, created_at, "

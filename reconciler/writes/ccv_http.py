@@ -67,13 +67,14 @@ async def send_once(
         )
     except once.AnswerTooLarge as exc:
         note = {"error": "CCV's answer was too large to pass on"}
-        return Answer(exc.status, json.dumps(note).encode(), "application/json")
+        # Its Location kept: it may be where CCV says the order is (`store/not_sent.refusal`).
+        return Answer(exc.status, json.dumps(note).encode(), "application/json", exc.location)
     except once.UndecodableAnswer as exc:
         # CCV (or a proxy) answered: the request reached it, and is never sent again.
         if exc.status is None:
             raise Uncertain("undecodable answer") from None
         note = {"error": f"CCV's {exc}"}
-        return Answer(exc.status, json.dumps(note).encode(), "application/json")
+        return Answer(exc.status, json.dumps(note).encode(), "application/json", exc.location)
     return Answer(
         reply.status, reply.body, reply.content_type_header, reply.location, reply.retry_after
     )

@@ -88,27 +88,33 @@ async def _send(
         async with session.request(
             method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
         ) as resp:
+            # An empty one points nowhere: joined, it would read as the URL asked, taken for
+            # where the order is (`store/not_sent.refusal`). Where a redirect or a `201
+            # Created` points, made absolute: relative to the provider's URL, not to whoever
+            # the answer is passed on to. Read before the body, whose failure must not lose it
+            # (a 303's Location says CCV made the order).
+            location = resp.headers.get(hdrs.LOCATION, "").strip() or None
+            joined = None if location is None else _joined(url, location)
             try:
                 body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
+            except AnswerTooLarge as exc:
+                exc.location = joined
+                raise
             except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
                 if not 400 <= resp.status < 500:
                     if (unread := undecodable(exc, resp.status)) is not None:
+                        unread.location = joined
                         raise unread from None
                     raise
                 # A refusal whose body never came: its status line says it all (nothing was
                 # made), and it is no lost answer.
                 body = b""
-            # An empty one points nowhere: joined, it would read as the URL asked, taken for
-            # where the order is (`store/not_sent.refusal`).
-            location = resp.headers.get(hdrs.LOCATION, "").strip() or None
             reply = reply_of(resp, body, sent_at)
             # Passed on with the answer (a 429's when to try again), when it is a Retry-After.
             wait = resp.headers.get(hdrs.RETRY_AFTER)
             if parse_retry_after(wait, datetime.now(timezone.utc)) is not None:
                 reply = reply._replace(retry_after=wait)
-            # Where a redirect or a `201 Created` points, made absolute: relative to the
-            # provider's URL, not to whoever the answer is passed on to.
-            return reply if location is None else reply._replace(location=_joined(url, location))
+            return reply if joined is None else reply._replace(location=joined)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
         # ConnectionTimeoutError: a `connect`/`sock_connect` timeout, should one be set.
         raise NotSent("connection") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -36,7 +37,14 @@ from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.submit_body import BadSubmission, prepare
-from reconciler.writes.submit_outcome import Closing, Result, close, json_result, uncertain
+from reconciler.writes.submit_outcome import (
+    Closing,
+    Result,
+    close,
+    json_result,
+    ref_option,
+    uncertain,
+)
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -108,7 +116,17 @@ class Submitter:
     async def submit(self, account: str, body: object) -> Result:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
         with self.gate.writing() if self.gate is not None else contextlib.nullcontext():
-            return await self._submit(account, body)
+            result = await self._submit(account, body)
+        if result.state != "uncertain":
+            return result
+        # What its caller advises comes from the submission as stored (the one a `409`
+        # named among them): a notification that came before CCV's answer, the answer's
+        # reason, are known only there.
+        ref = result.reference
+        found = await subs.find(self.store, account, ref)
+        relink = found is not None and _followed_elsewhere(found)
+        refused = not_sent_refused(ref, found)
+        return dataclasses.replace(result, not_sent_refused=refused, relink=relink)
 
     async def _submit(self, account: str, body: object) -> Result:
         cfg = self.accounts.get(account)
@@ -252,6 +270,13 @@ class Submitter:
         )
 
 
+def not_sent_refused(reference: str, found: subs.Submission | None) -> str | None:
+    """Why `ccv resolve --not-sent` would settle nothing for a reference now; None: it would."""
+    if found is not None and found.state == "uncertain" and refusal(found) is None:
+        return None
+    return not_settled(reference, found)
+
+
 def not_settled(reference: str, found: subs.Submission | None) -> str:
     """Why `ccv resolve --not-sent` settled nothing for a reference."""
     if found is None:
@@ -259,5 +284,16 @@ def not_settled(reference: str, found: subs.Submission | None) -> str:
     why = refusal(found) if found.state == "uncertain" else None
     if why is not None:
         # CCV said it has the order; which one this submit made is for a person to find.
-        return f"{why}; find it at CCV and run `reconciler track ccv ID --ref {reference}`"
+        return f"{why}; find it at CCV and run `reconciler track ccv ID {track_options(found)}`"
     return f"the submit of external reference {reference} is {found.state}, not uncertain"
+
+
+def track_options(found: subs.Submission) -> str:
+    """`--ref REF` for `track ccv ID` to settle an uncertain submission, with `--relink` where
+    CCV named an order followed under another reference (else `track` refuses to move it)."""
+    relink = " --relink" if _followed_elsewhere(found) else ""
+    return ref_option(found.external_reference) + relink
+
+
+def _followed_elsewhere(found: subs.Submission) -> bool:
+    return found.state == "uncertain" and (found.reason or "").startswith(subs.FOLLOWED_ELSEWHERE)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,12 @@ STATE_HEADER = "Reconciler-Submission-State"
 # reference it quotes may hold any letter): `ccv submit` through the daemon says it, not an
 # HTTP status CCV never gave.
 OWN_HEADER = "Reconciler-Submission-Own-Answer"
+# Why `ccv resolve --not-sent` would be refused for the reference now (`store/not_sent.refusal`
+# of the submission as stored after this answer), percent-encoded as OWN_HEADER; absent where it
+# would close it. `ccv submit` through the daemon advises it, or not, by this.
+NOT_SENT_REFUSED_HEADER = "Reconciler-Submission-Not-Sent-Refused"
+# `true` where `track ccv ID --ref REF` needs `--relink` to settle it (`Result.relink`).
+RELINK_HEADER = "Reconciler-Submission-Track-Relink"
 
 
 def own_header(own: str) -> str:
@@ -65,6 +72,19 @@ class Result:
     # reconciler's own answer, not CCV's: what happened, for a command line in this process
     # to say in place of an HTTP status CCV never gave (a timeout's 504 is reconciler's word)
     own: str | None = None
+    # Why `ccv resolve --not-sent` is refused for the reference as stored after this answer
+    # (`store/not_sent.refusal`; set by the Submitter for an uncertain one); None: it closes it
+    not_sent_refused: str | None = None
+    # Whether `track ccv ID --ref REF` needs `--relink` to settle it: CCV named an order
+    # followed under another reference (`track` refuses to move one without it)
+    relink: bool = False
+
+
+def ref_option(reference: str) -> str:
+    """`--ref REF` for a command the output tells a person to run: quoted for a shell, and
+    joined by `=` when REF begins with `-` (else read as an option: `--ref=--not-sent`)."""
+    quoted = shlex.quote(reference)
+    return f"--ref={quoted}" if reference.startswith("-") else f"--ref {quoted}"
 
 
 def json_result(
@@ -130,6 +150,17 @@ def order_id_from(
     return None
 
 
+def names_an_order(answer: bytes, names: Sequence[str]) -> bool:
+    """Whether CCV's answer, a JSON object, has an order id field (`names`) with a value, usable
+    or not (`"ORD 7/2"`, named twice, holding a secret): CCV then said it made an order, though
+    not one reconciler can follow."""
+    try:
+        document = loads_answer(answer, _once)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and any(document.get(n) is not None for n in names)
+
+
 @dataclass(frozen=True, slots=True)
 class Closing:
     """What closing a submission with CCV's answer needs besides the answer."""
@@ -165,7 +196,11 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                     location=location,
                 ),
             )
-            await uncertain(c, account, sub_id, ref, "no_order_id", status, location)
+            # One naming an order under an id reconciler cannot use says CCV made it (no
+            # `ccv resolve --not-sent`); one naming none (a gateway's page) proves nothing.
+            named = names_an_order(answer.body, c.order_id_fields)
+            reason = subs.UNUSABLE_ORDER_ID if named else "no_order_id"
+            await uncertain(c, account, sub_id, ref, reason, status, location)
             return passed
         followed = await subs.succeed(
             c.store,

@@ -839,10 +839,15 @@ async def test_the_order_id_field_is_configurable(tmp_path: Path, fake: FakeCCVW
 
 
 @pytest.mark.parametrize(
-    "answer", [{"data": {"x": 1}}, {"orderId": "a b"}, ["not", "an", "object"]]
+    ("answer", "reason"),
+    [
+        ({"data": {"x": 1}}, "no_order_id"),
+        ({"orderId": "a b"}, "unusable_order_id"),  # CCV named its order: it made it
+        (["not", "an", "object"], "no_order_id"),
+    ],
 )
 async def test_a_success_without_a_readable_order_id_is_uncertain_not_unfollowed(
-    api: Api, fake: FakeCCVWrites, answer: object
+    api: Api, fake: FakeCCVWrites, answer: object, reason: str
 ) -> None:
     fake.submit_replies = [json_reply(201, answer)]
     body = submit_body(externalReference="no-id-1")
@@ -852,7 +857,7 @@ async def test_a_success_without_a_readable_order_id_is_uncertain_not_unfollowed
     assert api.submission("no-id-1") == ("uncertain", None)
     assert api.rows("SELECT count(*) FROM orders") == [(0,)]
     events = api.rows("SELECT type, json_extract(body, '$.data.reason') FROM events ORDER BY seq")
-    assert events == [(EventType.SUBMIT_UNCERTAIN.value, "no_order_id")]
+    assert events == [(EventType.SUBMIT_UNCERTAIN.value, reason)]
     _, state, _ = await api.call("GET", "/api/v1/ccv/submissions/no-id-1")
     assert (state["state"], state["http_status"]) == ("uncertain", 201)
     # Once someone found the id at CCV, tracking it with the reference settles it.

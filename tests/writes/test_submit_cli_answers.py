@@ -17,10 +17,12 @@ from tests.fake_providers import FakeCCNow, Reply
 from tests.server.test_api import PUBLIC_URL, RECEIVER_SECRET, api_toml
 from tests.writes.test_submit_crash import UNCERTAIN, listening, query
 
+# With the reason kept: an answer naming its order under an id reconciler cannot use says CCV
+# made it (`ccv resolve --not-sent` refuses it); one naming none proves nothing.
 NO_ORDER_ID = [
-    json_reply(200, {"result": "ok"}),
-    Reply(202, ""),
-    json_reply(201, {"orderId": "../../admin?x=1#f"}),
+    (json_reply(200, {"result": "ok"}), "no_order_id"),
+    (Reply(202, ""), "no_order_id"),
+    (json_reply(201, {"orderId": "../../admin?x=1#f"}), "unusable_order_id"),
 ]
 
 
@@ -30,9 +32,9 @@ async def fake() -> AsyncIterator[FakeCCVWrites]:
         yield fake
 
 
-@pytest.mark.parametrize("reply", NO_ORDER_ID)
+@pytest.mark.parametrize(("reply", "reason"), NO_ORDER_ID)
 async def test_a_2xx_without_an_order_id_exits_75_and_prints_no_id(
-    tmp_path: Path, fake: FakeCCVWrites, reply: Reply
+    tmp_path: Path, fake: FakeCCVWrites, reply: Reply, reason: str
 ) -> None:
     fake.submit_replies = [reply]
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
@@ -42,7 +44,7 @@ async def test_a_2xx_without_an_order_id_exits_75_and_prints_no_id(
     assert "no-id-7 is uncertain" in result.stderr and "Traceback" not in result.stderr
     assert query(tmp_path, "SELECT state FROM submissions") == [("uncertain",)]
     assert [e["data"]["reason"] for e in read_events(tmp_path) if e["type"] == UNCERTAIN] == [
-        "no_order_id"
+        reason
     ]
 
 

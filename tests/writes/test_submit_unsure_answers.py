@@ -103,8 +103,10 @@ async def test_an_id_holding_the_key_or_named_twice_is_no_order_id(
     assert "odd-id is uncertain" in result.stderr
     assert query(tmp_path, "SELECT state, order_id FROM submissions") == [("uncertain", None)]
     assert query(tmp_path, "SELECT count(*) FROM orders") == [(0,)]
+    # CCV named its order, under an id reconciler cannot use: not `no_order_id`, which proves
+    # nothing (tests/writes/test_submit_advice.py).
     assert [e["data"]["reason"] for e in read_events(tmp_path) if e["type"] == UNCERTAIN] == [
-        "no_order_id"
+        "unusable_order_id"
     ]
     kept = (tmp_path / "events.jsonl").read_text() + result.stderr
     assert CCV_KEY[:8] not in kept
