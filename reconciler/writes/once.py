@@ -132,9 +132,15 @@ async def _send(
         CONNECTING.reset(token)
 
 
-def _joined(url: URL, location: str) -> str:
-    """A Location made absolute against the URL asked; as it came when it is no URL."""
+def _joined(url: URL, location: str) -> str | None:
+    """A Location made absolute against the URL asked, without a user or password in it (they
+    would be kept in events and logs); as it came when it is no URL. None when it points back
+    at the URL asked (`?`, `#x`): taken for where the order is, it would prove an order made
+    (`store/not_sent.refusal`)."""
     try:
-        return str(url.join(URL(location)))
+        joined = url.join(URL(location)).with_user(None)
     except ValueError:
         return location
+    if joined.with_query(None).with_fragment(None) == url.with_query(None).with_fragment(None):
+        return None
+    return str(joined)

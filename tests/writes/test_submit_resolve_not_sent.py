@@ -70,11 +70,16 @@ NAMING_NO_ORDER = [
     json_reply(200, {"result": "ok"}),
     # an empty `Location` points nowhere (joined to the URL asked, it read as the order's)
     Reply(200, "<html><body>Please log in</body></html>", "text/html", headers={"Location": ""}),
+    # nor one that joined points back at the URL asked
+    Reply(200, "<html><body>Please log in</body></html>", "text/html", headers={"Location": "?"}),
+    Reply(200, "<html><body>Log in</body></html>", "text/html", headers={"Location": "#top"}),
 ]
 
 
 @pytest.mark.parametrize(
-    "answer", NAMING_NO_ORDER, ids=["html", "error", "no-id", "empty-location"]
+    "answer",
+    NAMING_NO_ORDER,
+    ids=["html", "error", "no-id", "empty-location", "query-location", "fragment-location"],
 )
 async def test_a_2xx_naming_no_order_is_closed_by_a_persons_word(
     tmp_path: Path, fake: FakeCCVWrites, answer: Reply
@@ -159,3 +164,18 @@ async def test_the_word_is_required(tmp_path: Path, fake: FakeCCVWrites) -> None
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
     result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "gone-3")
     assert result.code == 2 and "--not-sent" in result.stderr
+
+
+async def test_a_locations_user_and_password_are_kept_nowhere(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [
+        Reply(303, "", "text/plain", headers={"Location": "http://u:pw9@x.example/o/1"})
+    ]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="page-3")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert query(tmp_path, "SELECT location FROM submissions") == [("http://x.example/o/1",)]
+    assert "pw9" not in submitted.stderr
+    assert not any("pw9" in json.dumps(e) for e in read_events(tmp_path))
