@@ -5,6 +5,7 @@ the provider answered, surely got nothing, or may have got it (or that the stop 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import datetime, timezone
 
@@ -134,13 +135,18 @@ async def _send(
 
 def _joined(url: URL, location: str) -> str | None:
     """A Location made absolute against the URL asked, without a user or password in it (they
-    would be kept in events and logs); as it came when it is no URL. None when it points back
-    at the URL asked (`?`, `#x`): taken for where the order is, it would prove an order made
-    (`store/not_sent.refusal`)."""
+    would be kept in events and logs); as it came, less any user and password, when it is no
+    URL. None when it points back at the URL asked itself (`?`, `#x`): taken for where the
+    order is, it would prove an order made (`store/not_sent.refusal`). Another query on that
+    path (`?orderId=...`) points at an order."""
     try:
         joined = url.join(URL(location)).with_user(None)
     except ValueError:
-        return location
-    if joined.with_query(None).with_fragment(None) == url.with_query(None).with_fragment(None):
+        return _USERINFO.sub(r"\1//", location)
+    if joined.with_fragment(None) == url.with_fragment(None):
         return None
     return str(joined)
+
+
+# `scheme://user:password@` of a Location yarl cannot read (a port out of range, say).
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:)?//[^/?#]*@")

@@ -166,16 +166,37 @@ async def test_the_word_is_required(tmp_path: Path, fake: FakeCCVWrites) -> None
     assert result.code == 2 and "--not-sent" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("http://u:pw9@x.example/o/1", "http://x.example/o/1"),
+        # no URL to yarl (a port out of range): kept as it came, less its user and password
+        ("https://u:pw9@ccv.example:99999/o/1", "https://ccv.example:99999/o/1"),
+    ],
+)
 async def test_a_locations_user_and_password_are_kept_nowhere(
-    tmp_path: Path, fake: FakeCCVWrites
+    tmp_path: Path, fake: FakeCCVWrites, given: str, kept: str
 ) -> None:
-    fake.submit_replies = [
-        Reply(303, "", "text/plain", headers={"Location": "http://u:pw9@x.example/o/1"})
-    ]
+    fake.submit_replies = [Reply(303, "", "text/plain", headers={"Location": given})]
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
     stdin = json.dumps(submit_body(externalReference="page-3")).encode()
     submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert submitted.code == 75, submitted.stderr
-    assert query(tmp_path, "SELECT location FROM submissions") == [("http://x.example/o/1",)]
+    assert query(tmp_path, "SELECT location FROM submissions") == [(kept,)]
     assert "pw9" not in submitted.stderr
     assert not any("pw9" in json.dumps(e) for e in read_events(tmp_path))
+
+
+async def test_a_location_asking_the_submit_url_for_an_order_points_at_it(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # Only the URL asked itself (`?`, `#top`) is no place: another query on it names an order.
+    fake.submit_replies = [Reply(200, "", "text/plain", headers={"Location": "?orderId=ORD-8"})]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="page-4")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert "--not-sent" not in submitted.stderr
+    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "page-4", "--not-sent")
+    assert result.code == 65, result.stderr
+    assert "orderId=ORD-8" in result.stderr
