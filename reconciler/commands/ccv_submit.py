@@ -129,8 +129,8 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         )
         say(
             f"reconciler: CCV may have made the order: external reference {reference} is "
-            "uncertain and is not sent again; find the order at CCV and run `reconciler track "
-            f"ccv ID {ref}{' --relink' if answer.relink else ''}{account}`{or_not_sent}",
+            f"uncertain and is not sent again; find the order at CCV and run {track}"
+            f"{or_not_sent}",
             logging.WARNING,
         )
     return code
