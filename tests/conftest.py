@@ -340,10 +340,19 @@ def read_events(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def free_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Return a loopback port that was free a moment ago, and not one this process was given
+    before: two calls for one config (a receiver and an API) got the same port now and then,
+    which the config refuses (`api.listen: ... is [receiver] listen's port too`)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
+
+
+_PORTS_GIVEN: set[int] = set()
 
 
 def count_handoffs(monkeypatch: pytest.MonkeyPatch, store: Any) -> list[Callable[..., Any]]:
