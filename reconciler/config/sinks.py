@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -174,16 +175,21 @@ class SinkReader:
         for index, arg in enumerate(value):
             if not isinstance(arg, str):
                 raise table.error(f"command[{index}]", f"expected a string, got {type_name(arg)}")
-            if "\0" in arg:
-                # A program's argument ends at its first NUL: uvloop ran it with what came
-                # before, asyncio refused every attempt.
-                raise table.error(f"command[{index}]", "must not contain a NUL character")
+        if (nul := nul_word(value)) is not None:
+            raise table.error(f"command[{nul}]", "must not contain a NUL character")
         program = value[0]
         if not program:
             raise table.error("command[0]", "must not be empty")
         if "/" in program and not Path(program).is_absolute():
             program = str(self.base_dir / program)
         return (program, *value[1:])
+
+
+def nul_word(command: Sequence[str]) -> int | None:
+    """Return the index of the first word of a command that holds a NUL (None: none). A
+    program's argument ends at its first NUL: uvloop ran it with what came before, asyncio
+    refused every attempt; the config refuses such a word, a sink made in code never runs it."""
+    return next((i for i, word in enumerate(command) if "\0" in word), None)
 
 
 def _same_file(a: Path, b: Path) -> bool:

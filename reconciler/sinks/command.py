@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from reconciler.config import CommandSinkConfig
 from reconciler.config.secret import SECRET_ENV_ENDS
+from reconciler.config.sinks import nul_word
 from reconciler.logs import fields
 from reconciler.sinks.base import (
     Cutoff,
@@ -110,15 +111,11 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 def program_problem(command: Sequence[str]) -> str | None:
     """Say why `command` cannot be run here (a word holds a NUL, its program is not found), or
     None."""
-    if _holds_nul(command):
+    if nul_word(command) is not None:
         return "a word of the command holds a NUL character"
     if shutil.which(command[0]) is None:
         return f"no executable program {command[0]!r} (a path, or a name on PATH)"
     return None
-
-
-def _holds_nul(command: Sequence[str]) -> bool:
-    return any("\0" in word for word in command)
 
 
 class CommandSink:
@@ -131,7 +128,7 @@ class CommandSink:
         # The config refuses it; asyncio says so with a ValueError, but uvloop runs the program
         # with the words cut at their NUL: delivered, and wrong. Known once: the environment
         # cannot hold one (os.environ refuses it), nor the event's words (validated ids).
-        self._nul = _holds_nul(config.command)
+        self._nul = nul_word(config.command) is not None
         if (problem := program_problem(config.command)) is not None:
             # Said once at the start, not first at an event: each would be retried until
             # max_age, then dead-lettered.
