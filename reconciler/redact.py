@@ -258,9 +258,19 @@ def _masked(text: str, forms: SecretForms, fewest_at_end: int) -> str:
     return "".join(pieces)
 
 
+def text_forms(secrets: Iterable[str]) -> SecretForms | None:
+    """The forms of `secrets` that `redact` masks, as one search: built once for the many
+    texts of one answer (`mask`)."""
+    return secret_forms(frozenset(s for s in secrets if s))
+
+
 def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> str:
     """Return `text` with every encoding of every secret masked, then cut to `limit` chars."""
-    forms = secret_forms(frozenset(s for s in secrets if s))
+    return mask(text, text_forms(secrets), limit=limit)
+
+
+def mask(text: str, forms: SecretForms | None, *, limit: int | None = None) -> str:
+    """`redact` with the secrets' forms made already (`text_forms`)."""
     if forms is not None:
         text = _masked(text, forms, MIN_FRAGMENT)
     if limit is not None and len(text) > limit:
@@ -271,7 +281,7 @@ def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> st
 def redact_body(body: bytes, secrets: Iterable[str]) -> bytes:
     """Return a provider's answer with every encoding of every secret masked, for passing it on
     whole: the rest byte for byte as it came (a text that is not UTF-8, escapes in lower case)."""
-    forms = secret_forms(frozenset(s for s in secrets if s))
+    forms = text_forms(secrets)
     if forms is None:
         return body
     # surrogateescape: bytes that are not UTF-8 go back out as they came.

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconciler.model import InvalidOrderId, ccnow_id, known_statuses, normalize_ccnow_id
-from reconciler.redact import holds_secret, redact, secret_forms
+from reconciler.redact import SecretForms, holds_secret, mask, text_forms
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -111,17 +111,17 @@ def _readable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _quote(raw_line: str, secrets: Sequence[str], *, drop: str = "", limit: int) -> str:
+def _quote(raw_line: str, forms: SecretForms | None, *, drop: str = "", limit: int) -> str:
     """Return provider text to quote in an error: masked first (as it came, so that no blank
     a secret begins with is lost), then trimmed, without its first word `drop`, and cut."""
-    text = _readable(redact(raw_line.rstrip(_SPACE), secrets)).lstrip(_SPACE)
+    text = _readable(mask(raw_line.rstrip(_SPACE), forms)).lstrip(_SPACE)
     if drop and text[: len(drop)].lower() == drop:
         text = text[len(drop) :]
     return text.strip(" \t:")[:limit]
 
 
-def _error_answer(what: str, raw_line: str, secrets: Sequence[str]) -> SourceError:
-    text = _quote(raw_line, secrets, drop=what, limit=MAX_TEXT_LENGTH)
+def _error_answer(what: str, raw_line: str, forms: SecretForms | None) -> SourceError:
+    text = _quote(raw_line, forms, drop=what, limit=MAX_TEXT_LENGTH)
     shown = f"{what}: {text}" if text else what
     if _AUTH_WORDS.search(raw_line) and not _OUTAGE_WORDS.search(raw_line):
         return AuthenticationFailed(shown)
@@ -133,14 +133,14 @@ def says_not_found(text: str) -> bool:
     return _UNKNOWN_ORDER.search(text) is not None and _TEMPORARY.search(text) is None
 
 
-def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[OrderLine, bool]:
+def _order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[OrderLine, bool]:
     """Read what follows an order id: a status (a documented word in the document's case,
     any other verbatim), or a per-order error; and whether columns after a documented status
     word were left out."""
     first, *more = _BLANKS.split(rest, maxsplit=1)
     word = first.lower()
     if word in _ERROR_WORDS:
-        error = _readable(redact(rest, secrets, limit=MAX_TEXT_LENGTH))
+        error = _readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
         after = more[0] if more else ""
         not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
@@ -151,7 +151,7 @@ def _order_line(order_id: str, rest: str, secrets: Sequence[str]) -> tuple[Order
     if (
         len(status) > MAX_STATUS_LENGTH
         or not _STATUS.fullmatch(rest)
-        or holds_secret(status, secret_forms(frozenset(secrets)))
+        or holds_secret(status, forms)
     ):
         # Not a word a log line and a database can keep as it is (nor one that echoes our
         # password, which would be kept verbatim): this order's failure alone, never its
@@ -172,14 +172,14 @@ def refusal_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
     """Return the lines of an answer made of `error_message` lines alone: CCNow turned the whole
     post away, whatever its words say. None for any other answer. Each line masked and cut as
     a per-order error's words are."""
-    found = []
+    found, forms = [], text_forms(secrets)
     for raw in _LINE_END.split(_text(body)):
         line = raw.strip(_SPACE)
         if not line:
             continue
         if line[: len(_ERROR_MESSAGE)].lower() != _ERROR_MESSAGE:
             return None
-        found.append(_readable(redact(line, secrets, limit=MAX_TEXT_LENGTH)))
+        found.append(_readable(mask(line, forms, limit=MAX_TEXT_LENGTH)))
     return found or None
 
 
@@ -194,14 +194,14 @@ def message_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
     """Return the lines of an answer made of CCNow's `message` and `error_message` lines
     alone, at least one `message` (`message discount recorded`): CCNow's words about the post
     that name no order. None for any other answer. Each line masked and cut."""
-    found = []
+    found, forms = [], text_forms(secrets)
     for raw in _LINE_END.split(_text(body)):
         line = raw.strip(_SPACE)
         if not line:
             continue
         if _BLANKS.split(line, maxsplit=1)[0].lower() not in ("message", _ERROR_MESSAGE):
             return None
-        found.append(_readable(redact(line, secrets, limit=MAX_TEXT_LENGTH)))
+        found.append(_readable(mask(line, forms, limit=MAX_TEXT_LENGTH)))
     if not any(line[:7].lower() == "message" for line in found):
         return None
     return found
@@ -248,7 +248,7 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
 
     Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
     """
-    text = _text(body)
+    text, forms = _text(body), text_forms(secrets)
     if _is_page(text):
         raise ProtocolError("html page")
     # (as received, trimmed) per line that is not blank
@@ -258,7 +258,7 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
     # An error anywhere makes the whole answer an error, whatever else it contains.
     for raw, line in lines:
         if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
-            raise _error_answer(_ERROR_MESSAGE, raw, secrets)
+            raise _error_answer(_ERROR_MESSAGE, raw, forms)
 
     orders: list[OrderLine] = []
     messages: list[str] = []
@@ -274,15 +274,15 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
             if rest.lower() != NO_PENDING_ORDERS and unknown is None:
                 unknown = raw
         elif rest and (order_id := ccnow_id(first)) is not None:
-            order, cut = _order_line(order_id, rest, secrets)
+            order, cut = _order_line(order_id, rest, forms)
             orders.append(order)
             if cut:
                 extra_columns.append(order_id)
         else:
-            shown = _quote(raw, secrets, limit=40)
+            shown = _quote(raw, forms, limit=40)
             raise ProtocolError(f"line {number}: not an answer line: {shown!r}")
     if unknown is not None:
-        raise _error_answer("message", unknown, secrets)
+        raise _error_answer("message", unknown, forms)
     if extra_columns:
         # Once per answer: a layout CCNow changed shows on every line of every poll.
         log.debug(
@@ -342,7 +342,7 @@ def _reads_whole(line: str) -> bool:
         return False
     if _BLANKS.split(rest, maxsplit=1)[0].lower() == _ERROR_MESSAGE:
         return False
-    order, _ = _order_line(order_id, rest, ())
+    order, _ = _order_line(order_id, rest, None)
     return order.status is not None and order.status in _DOCUMENTED.values()
 
 
