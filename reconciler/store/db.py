@@ -25,7 +25,7 @@ from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
 from .files import WriterLock, check_file, create_private, make_parents, store_exists
 from .health import Episode, StoreHealth, is_unusable
-from .history import HistoryMark, open_history
+from .history import HistoryMark, begin, follow, open_history
 from .migrations import give_orders_a_rowid, migrate, outdated
 from .orders import Orders
 from .priority import Urgent, WriteLock
@@ -61,6 +61,7 @@ class Store:
         # daemon's metrics count every event stored, whatever wrote it).
         self._added: list[Event] = []
         self.events_committed: Callable[[Sequence[Event]], None] = lambda events: None
+        self._data_version: int | None = None  # as the last write transaction began
         self.orders = Orders(self)
         self.events = Events(self, sinks)
         self.outbox = OutboxRows(self)
@@ -165,7 +166,7 @@ class Store:
         the writer (priority.py)."""
         async with self._write_lock.hold(urgent=urgent):
             try:
-                await self.conn.execute("BEGIN IMMEDIATE")
+                version = await begin(self.conn)
             except sqlite3.Error as exc:
                 if not is_unusable(exc):
                     raise
@@ -180,6 +181,9 @@ class Store:
             self._added = []
             self.priority.rolled_back()
             try:
+                if version != self._data_version:  # another process committed meanwhile
+                    self._data_version = version
+                    await follow(self)
                 yield self
                 if self.health.failing:
                     await self._record_recovery()

@@ -147,6 +147,11 @@ class Events:
         self._store.on_rollback(self._forget_last_seq)
         self._last_seq = last + 1
 
+    def seq_moved(self, last: int | None) -> None:
+        """Take `last` for the highest seq (None: ask the database): read from it, or handed
+        out by a commit not made through `add` (a CCV submit's claim, history.claim)."""
+        self._last_seq = last
+
     def _forget_last_seq(self) -> None:
         self._last_seq = None
 

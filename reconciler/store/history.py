@@ -20,10 +20,12 @@ and a cursor kept from before the restore would skip them in silence.
 A CCNow command's claim (`commands.mark_sending`: a post about to leave) stores no event, but
 hands out a seq no event takes (`skip_seq`): the mark then counts the claim, and a database that
 lost it (a lost WAL) has gone back, so the command it holds queued is not sent a second time as
-a new one (rewound.py). The gap this leaves in the seqs is harmless: the feed's cursor moves on
-to the highest seq handed out, and the next event's seq follows it.
+a new one (rewound.py). A CCV submit's claim (`submissions.record`, `claim`) hands one out too:
+a database that lost it does not know the submit, and says so (`store.history_rewound`). The
+gap this leaves in the seqs is harmless: the feed's cursor moves on to the highest seq handed
+out, and the next event's seq follows it.
 
-The mark is written after each commit that stored events or claimed a command, without fsync:
+The mark is written after each commit that stored events or made a claim, without fsync:
 after a power loss it may be behind the database (a rewind then goes unseen for the commits
 after it), never ahead; but a new epoch's is written just before its commit, so that another
 process opening the store meanwhile never takes that epoch for a rewind (`open_history`).
@@ -34,13 +36,20 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
 from ..logs import fields
 from ..paths import HISTORY, beside
+from .oneshot import run_at_once
+from .sql import Statement, on_thread
+
+if TYPE_CHECKING:
+    from .db import Store
 
 log = logging.getLogger("reconciler.store")
 
@@ -64,6 +73,10 @@ class HistoryMark:
         """Keep `seq` if it is higher than the mark (after a commit that stored events)."""
         if seq > self.seq:
             self._write(seq)
+
+    def follow(self, epoch: str) -> None:
+        """Hold `epoch` from the next note on: another process started it (`follow`)."""
+        self._epoch = epoch
 
     def start(self, epoch: str, seq: int) -> None:
         """Hold `epoch` from now on, and `seq` (a database that went back: its new epoch)."""
@@ -211,6 +224,63 @@ RAISE_FLOOR = (
     "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', "
     "max(?, ifnull((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq_floor'), 0)))"
 )
+
+
+async def claim(store: Store, statement: Statement) -> int | None:
+    """Commit `statement` (the INSERT of a write's claim: a CCV submit's) in one hand-off with
+    a seq it hands out, and return the rowid it inserted: the mark counts the claim, as it
+    counts a CCNow post's (`Events.skip_seq`), so a database that lost it has gone back."""
+    try:
+        rowid, seq = await run_at_once(store, _claim, statement)
+    except BaseException:
+        store.events.seq_moved(None)  # cancelled, the thread commits it all the same
+        raise
+    store.events.seq_moved(seq)
+    if store.history is not None:
+        store.history.note(seq)
+    return rowid
+
+
+def _claim(conn: sqlite3.Connection, statement: Statement) -> tuple[int | None, int]:
+    rowid = conn.execute(*statement).lastrowid
+    seq = int(conn.execute(LAST_SEQ).fetchall()[0][0]) + 1
+    conn.execute(RAISE_FLOOR, (seq,))
+    return rowid, seq
+
+
+async def begin(conn: aiosqlite.Connection) -> int:
+    """Begin a write transaction and return SQLite's data_version in it, in one hand-off to
+    the database thread: the number moves when another connection commits (`follow`)."""
+    return await on_thread(conn, _begin)
+
+
+def _begin(conn: sqlite3.Connection) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        return int(conn.execute("PRAGMA data_version").fetchall()[0][0])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+async def follow(store: Store) -> None:
+    """Take up, in a write transaction, what another process's commit may have moved: the
+    highest seq and the epoch. Only the writer stores events, but any process opening the
+    store to write (`track`, `untrack` beside the daemon) may find the database went back,
+    raise the seq floor and start an epoch (`open_history`): the writer's next events must
+    follow that floor (a feed cursor handed out before the rewind would skip them), with ids
+    of that epoch, and its mark must not put its old epoch back (the next open would take that
+    for another rewind)."""
+    rows = await store.conn.execute_fetchall(
+        f"SELECT ({LAST_SEQ}), (SELECT value FROM meta WHERE key = 'id_epoch')"
+    )
+    last, epoch = next(iter(rows))
+    store.events.seq_moved(int(last))
+    store_id, _, held = store.store_id.partition("/")
+    if epoch is not None and epoch != held:
+        store.store_id = f"{store_id}/{epoch}"
+        if store.history is not None:
+            store.history.follow(str(epoch))
 
 
 async def _raise_floor(conn: aiosqlite.Connection, seq: int) -> int:

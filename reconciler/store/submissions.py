@@ -20,6 +20,7 @@ from typing import Literal
 
 from ..events import Event, submit_resolved_event
 from .db import Store
+from .history import claim
 from .oneshot import commit_at_once, run_at_once
 from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
@@ -98,25 +99,24 @@ async def _one(store: Store, account: str, reference: str, state: str) -> Submis
 
 
 async def record(store: Store, account: str, reference: str, now: float) -> int:
-    """Commit a new `sending` submission and return its id; raise SubmissionExists."""
+    """Commit a new `sending` submission (the submit's claim: a database that lost it has gone
+    back, history.claim) and return its id; raise SubmissionExists."""
     try:
-        written = await commit_at_once(
+        sub_id = await claim(
             store,
-            [
-                (
-                    "INSERT INTO submissions (account, external_reference, state, created_at) "
-                    "VALUES (?, ?, 'sending', ?)",
-                    (account, reference, now),
-                )
-            ],
+            (
+                "INSERT INTO submissions (account, external_reference, state, created_at) "
+                "VALUES (?, ?, 'sending', ?)",
+                (account, reference, now),
+            ),
         )
     except sqlite3.IntegrityError:
         existing = await find(store, account, reference)
         if existing is None:  # pragma: no cover - the index says it exists
             raise
         raise SubmissionExists(existing) from None
-    assert written.first_rowid is not None
-    return written.first_rowid
+    assert sub_id is not None
+    return sub_id
 
 
 async def succeed(

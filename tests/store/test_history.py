@@ -15,6 +15,7 @@ from reconciler.events import Event
 from reconciler.model import EventType
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store import submissions as subs
 
 REWOUND = "store.history_rewound"
 
@@ -233,3 +234,64 @@ async def test_a_claimed_command_leaves_a_gap_the_feed_reads_past(
     bodies, after = await feed_after(db, cursor)
     assert (len(bodies), after) == (2, 6)
     assert rewinds(caplog) == 0
+
+
+async def test_a_rewind_an_open_beside_the_daemon_finds_moves_the_daemons_seqs_and_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `track` and `untrack` open the store to write without the writer lock, beside a running
+    # daemon; an open that finds the database went back (the mark counts 9 events, the
+    # database holds 5: a lost WAL) raises the seq floor and starts an epoch. The daemon, which
+    # had numbered its events from the 5 it stored, must number its next ones after the floor
+    # (a feed reader's cursor of 9 skipped them), in the new epoch, and not put its old epoch
+    # back in the mark (its restart took that for a second rewind).
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    mark = db.with_name(db.name + "-history")
+    await add_events(db, 3)
+    daemon = await Store.open(db)
+    try:
+        await add_to(daemon, 2)
+        store_id, epoch, _ = mark.read_text().split()
+        mark.write_text(f"{store_id} {epoch} {9:020d}\n")
+        by_hand = await Store.open(db)
+        await by_hand.close()
+        assert rewinds(caplog) == 1
+        await add_to(daemon, 2)
+    finally:
+        await daemon.close()
+    bodies, after = await feed_after(db, 9)
+    assert (len(bodies), after) == (2, 11)
+    assert daemon.store_id == by_hand.store_id != store_id
+    assert await add_events(db, 1) == by_hand.store_id
+    assert rewinds(caplog) == 1
+
+
+async def test_a_lost_wal_holding_only_a_ccv_submits_claim_is_a_rewind(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A submit recorded `sending` (its claim) reached the WAL alone, and the WAL was lost (its
+    # process killed while CCV answered): the database does not know the submit (its reference
+    # is free again), which must be told as a rewind, as a lost CCNow claim is.
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    seed = await add_events(db, 3)
+    store = await Store.open(db)
+    try:
+        await store.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        async with store.exclusive() as conn:
+            await conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+        await subs.record(store, "default", "REF-1", time.time())
+        shutil.copyfile(db, tmp_path / "without-wal.db")
+        # The claim's seq is no event's: a cursor read past it misses no event after it, the
+        # same process's included (the seq it numbers from follows the claim).
+        bodies, cursor = await feed_after(db, 0)
+        assert (len(bodies), cursor) == (3, 4)
+        await add_to(store, 1)
+    finally:
+        await store.close()
+    assert (await feed_after(db, cursor))[1] == 5
+    restore(tmp_path / "without-wal.db", db)
+    assert rewinds(caplog) == 0
+    assert await add_events(db, 1) != seed
+    assert rewinds(caplog) == 1
