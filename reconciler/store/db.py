@@ -266,7 +266,9 @@ class Store:
         # (files.made_by_a_demo), which ignores the WAL; a demo killed before any checkpoint
         # left the mark in the WAL alone, and its store was refused as no demo's.
         async with self.exclusive():
-            await self.conn.execute("PRAGMA wal_checkpoint(FULL)")
+            # Fetched: the pragma answers a row, and a statement left open would make the next
+            # one-hand-off write's COMMIT fail ("SQL statements in progress").
+            await self.conn.execute_fetchall("PRAGMA wal_checkpoint(FULL)")
 
     async def recorded_failure(self) -> Episode | None:
         """Return the last store failure a writer recorded when it ended, if any."""
