@@ -285,10 +285,10 @@ class SecretReader:
         problem = (
             "must not be empty"
             if not value
+            else control_problem(value)
             # Only blanks: a paste or a template gone wrong, no provider's key or password.
-            else "must not be only white space"
-            if not value.strip()
-            else control_problem(value) or (check(value) if check else None)
+            or ("must not be only white space" if not value.strip() else None)
+            or (check(value) if check else None)
         )
         if problem is not None:
             raise table.error(error_key, problem + origin)
