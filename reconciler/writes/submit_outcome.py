@@ -177,10 +177,13 @@ class Closing:
 async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer) -> Result:
     """Close a submission with CCV's answer and return what its caller gets: CCV's answer as
     it came, with the reference header (and the order id's on success)."""
-    status, headers = answer.status, {REFERENCE_HEADER: ref, **answer.passed_headers()}
+    status, headers = answer.status, {REFERENCE_HEADER: ref}
+    headers.update(answer.passed_headers())
     # Kept (the submission, its event, the log line) masked, as the header is passed on.
     location = None if answer.location is None else redact(answer.location, c.secrets)
-    passed = Result(status, answer.body, answer.content_type, ref, "uncertain", None, headers)
+    passed = Result(
+        status, answer.body, answer.content_type, ref, "uncertain", None, headers, answer.own
+    )
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
         if order_id is None:
@@ -250,7 +253,9 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     log.warning(
         "ccv.submit_refused", extra=fields(account=account, external_reference=ref, status=status)
     )
-    return Result(status, answer.body, answer.content_type, ref, "failed", None, headers)
+    return Result(
+        status, answer.body, answer.content_type, ref, "failed", None, headers, answer.own
+    )
 
 
 async def uncertain(
