@@ -205,7 +205,8 @@ async def _through_api(
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _no_answer(exc, wait_s, sent_ref, option, given=given)
-    reference = headers.get(REFERENCE_HEADER)
+    header = headers.get(REFERENCE_HEADER)
+    reference = None if header is None else own_from_header(header)
     log.info(
         "ccv.submit_via_api",
         extra=fields(account=account, status=status, external_reference=reference),
