@@ -31,6 +31,8 @@ from reconciler.writes.ccnow_actions import (
     dry_run_text,
     sort_out,
 )
+from reconciler.writes.ccnow_form import made_before
+from reconciler.writes.ccnow_keys import key_forms
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 
 from .accounts import account_names
@@ -38,13 +40,14 @@ from .accounts import account_names
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
 DELIVER_TIMEOUT_S = 10.0
+ON_ITS_WAY = "on its way, no answer yet"  # a command another request's post carries
 
 
 def exit_code(tally: Tally) -> int:
     """Refused wins (trying again will not help), then anything left to do later."""
     if tally.refused:
         return EX_DATAERR
-    if tally.queued or tally.uncertain:
+    if tally.queued or tally.uncertain or tally.sending:
         return EX_TEMPFAIL
     return EX_OK
 
@@ -91,8 +94,11 @@ async def action_command(
 
 async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewCommand]) -> int:
     """Print the posts the real run would send: without the orders it refuses without asking
-    CCNow, as the snapshot (read beside any writer: a daemon may run) has them."""
+    CCNow, as the snapshot (read beside any writer: a daemon may run) has them, nor those
+    whose key made their command before (the real run reports that one: its exit counts);
+    a key given to another command is refused, as by the real run."""
     posted, refused = list(new), []
+    known: dict[cmds.NewCommand, cmds.Command] = {}
     try:
         store = await Store.open(config.store_path, readonly=True)
     except FileNotFoundError:
@@ -105,12 +111,30 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
         )
     else:
         try:
+            keys = [k for c in new for k in key_forms(c)]
+            known = made_before(new, await cmds.by_keys(store, cfg.name, keys))
+            # One still queued is sent by the real run, as it was asked.
+            fresh = [c for c in new if c not in known or known[c].state == "queued"]
             posted, past_pending, waiting = await sort_out(
-                store, new, account_names(config, "ccnow")
+                store, fresh, account_names(config, "ccnow")
             )
+        except BadAction as exc:
+            say(f"reconciler: error: {exc}")
+            return EX_DATAERR
         finally:
             await store.close()
         refused = past_pending + waiting
+    tally = Tally()
+    for c, before in known.items():
+        if before.state == "queued":
+            continue
+        answer = shown(before.answer) if before.answer else "-"
+        say(
+            f"reconciler: {c.order_id} {c.action} left out: made before with this key "
+            f"(command {before.id}, {before.state}: {answer})",
+            logging.WARNING,
+        )
+        tally.count(before.state)
     for c, why in refused:
         say(
             f"reconciler: {c.order_id} {c.action} left out: refused without asking CCNow: {why}",
@@ -119,7 +143,7 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
     if posted:
         # The password field is masked by name; a secret elsewhere (in the URL's query) too.
         sys.stdout.write(redact(dry_run_text(cfg, posted), config_secrets(config)))
-    return EX_OK
+    return exit_code(tally)
 
 
 def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: int) -> int:
@@ -130,6 +154,8 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
         where = "not sent" if r["id"] is None else f"command {r['id']}"
         outcome = str(r["outcome"])  # the command's own word: `succeeded`, `not_sent`, ...
         answer = shown(str(r["answer"])) if r["answer"] else "-"  # CCNow's text, as it came
+        if outcome == "sending" and not r["answer"]:
+            answer = ON_ITS_WAY
         print(f"{r['order_id']} {r['action']} {outcome}: {answer} ({where}){again}")
         tally.count(outcome)
     code = exit_code(tally)
@@ -146,6 +172,7 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
             refused=tally.refused,
             uncertain=tally.uncertain,
             queued=tally.queued,
+            sending=tally.sending,
         ),
     )
     return code

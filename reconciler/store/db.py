@@ -266,8 +266,6 @@ class Store:
         # (files.made_by_a_demo), which ignores the WAL; a demo killed before any checkpoint
         # left the mark in the WAL alone, and its store was refused as no demo's.
         async with self.exclusive():
-            # Fetched: the pragma answers a row, and a statement left open would make the next
-            # one-hand-off write's COMMIT fail ("SQL statements in progress").
             await self.conn.execute_fetchall("PRAGMA wal_checkpoint(FULL)")
 
     async def recorded_failure(self) -> Episode | None:

@@ -49,11 +49,11 @@ from reconciler.writes.ccnow_form import (
     dry_run_text,
     form,
     from_document,
-    key_forms,
     local_refusal,
     made_before,
     parse_amount,
 )
+from reconciler.writes.ccnow_keys import key_forms
 from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     UNSETTLED_FOR_S,

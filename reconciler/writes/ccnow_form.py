@@ -14,7 +14,13 @@ from typing import TypeVar
 from urllib.parse import quote_plus
 
 from reconciler.config import CCNowConfig
-from reconciler.model import InvalidOrderId, OrderState, clipped, normalize_ccnow_id, usd_amount
+from reconciler.model import (
+    InvalidOrderId,
+    OrderState,
+    clipped,
+    normalize_ccnow_id,
+    usd_amount,
+)
 from reconciler.redact import (
     GIVEN_SECRET,
     SecretForms,
@@ -23,6 +29,7 @@ from reconciler.redact import (
     holds_secret,
 )
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_keys import key_forms, own_suffix, peeled
 
 # The actions as the command line names them -> CCNow's `x_action_N` word.
 ACTIONS: dict[str, cmds.Action] = {
@@ -101,14 +108,6 @@ def derived_key(c: cmds.NewCommand) -> str:
     parts = (c.account, c.order_id, c.action, c.notes, c.amount, c.trackname, c.tracknumber)
     text = "\x1f".join("" if p is None else p for p in parts)
     return "d-" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def key_forms(c: cmds.NewCommand) -> tuple[str, str]:
-    """Return the two keys one order's command is made under: a key `K` given for that order
-    alone is kept as `K`, given for several orders as `K/ORDER`; each names the same command."""
-    suffix = f"/{c.order_id}"
-    given = c.key.removesuffix(suffix)
-    return given, given + suffix
 
 
 def made_before(
@@ -199,7 +198,10 @@ def build(
     for order_id in order_ids:
         c = cmds.NewCommand(cfg.name, order_id, word, "", notes, usd, trackname, tracknumber)
         # One key for a batch of orders: each order's command has its own part of it.
-        own = derived_key(c) if key is None else key if len(order_ids) == 1 else f"{key}/{order_id}"
+        if key is None:
+            own = derived_key(c)
+        else:
+            own = own_suffix(key, order_id) if len(order_ids) == 1 else f"{key}/{order_id}"
         out.append(
             cmds.NewCommand(cfg.name, order_id, word, own, notes, usd, trackname, tracknumber)
         )
@@ -248,14 +250,23 @@ def from_document(
     elif not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise BadAction("order_ids: must be a non-empty array of CCNow order ids", "order_ids")
     forms = secrets if secrets is not None else given_secrets(config_secrets(cfg))
+    seen: dict[str, str] = {}
     for raw in ids:
         # Before the id's own check, whose refusal quotes it.
         if holds_secret(raw, forms):
             raise BadAction(f"{ids_field}: {GIVEN_SECRET}", ids_field)
         try:
-            normalize_ccnow_id(raw)
+            order_id = normalize_ccnow_id(raw)
         except InvalidOrderId as exc:
             raise BadAction(f"{ids_field}: {exc}", ids_field) from None
+        if order_id in seen:
+            # Merged, the ids would no longer pair with `keys`, nor say what was meant.
+            raise BadAction(
+                f"{ids_field}: {clipped(seen[order_id])} and {clipped(raw)} name one order "
+                f"({order_id}): give each order once",
+                ids_field,
+            )
+        seen[order_id] = raw
     given: dict[str, str | None] = {}
     for name, field in (
         ("notes", "notes"),
@@ -311,16 +322,18 @@ def from_document(
 
 def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
     """Return one entry of `keys` as `build` takes `--key`; raise BadAction naming `keys`.
-    The command line hands its `KEY/ORDER` here: the suffix is not counted in the limit."""
-    suffix = f"/{order_id}"
-    limit = MAX_KEY + (len(suffix) if key.strip().endswith(suffix) else 0)
+    The command line hands its `KEY/ORDER` here: the suffix is not counted in the limit, and
+    is kept as order ids are (`K/396101142` is `K/396-10-1142`: one command)."""
+    stripped = key.strip()
+    _head, own = peeled(stripped, order_id)
+    limit = MAX_KEY + (len(stripped) - len(stripped.rpartition("/")[0]) if own else 0)
     try:
         checked = _checked("keys", key, limit)
     except BadAction as exc:
         raise BadAction(str(exc), "keys") from None
     if holds_secret(checked, forms):
         raise BadAction(f"keys: {GIVEN_SECRET}", "keys")
-    return checked
+    return own_suffix(checked, order_id)
 
 
 def local_refusal(state: OrderState | None) -> str | None:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from reconciler.config.names import account_option
 from reconciler.events import Event, action_event
 from reconciler.logs import fields
-from reconciler.model import Observation, OrderKey
+from reconciler.model import Observation, OrderKey, known_statuses
 from reconciler.sources.ccnow_answer import Answer, OrderLine, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
@@ -33,6 +33,8 @@ LATE_S = 3600.0
 
 # What CCNow answers when the action took: the queue state it put the order in, or (for an
 # order the lifecycle moved on quickly) where that queue leads.
+# CCNow's documented status words (an answer's word in another case was read as one of them).
+DOCUMENTED = frozenset(known_statuses("ccnow"))
 TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
 
 
@@ -206,6 +208,10 @@ def outcome(
         return ("uncertain" if c.action == "adjust" else "queued"), line.error or "error"
     if line.status is None:
         return "refused", line.error or "error"
+    if line.status not in DOCUMENTED:
+        # An undocumented status (`pending review`) is never guessed: it may say the action
+        # took, or not. A person looks in CCNow's backroom and settles it.
+        return "uncertain", f"answered {line.status!r}, a status CCNow does not document"
     taken = TAKEN.get(c.action)
     if taken is not None and not took(c.action, line.status):
         return "refused", f"answered {line.status}, not {taken[0]}"

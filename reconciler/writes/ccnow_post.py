@@ -281,14 +281,16 @@ def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:
 
 
 def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.Command]:
-    """The commands a field name in an answer points at: the one at its number, else those
+    """The commands a field name in an answer points at: the one at its number when it sends
+    that field (none else: `amount_1` of a tracking upload is no field of it), else those
     carrying the field (every command, if none does: the post was refused for it all the
     same)."""
     # CCNow's case is no part of the name (`X_AMOUNT`, `x_OrderId`); the attributes are ours.
     name, number = field.group(1).lower(), field.group(2)
-    if number is not None and 1 <= int(number) <= len(batch):
-        return [batch[int(number) - 1]]
     attribute = _ATTRIBUTE.get(name, name)
+    if number is not None and 1 <= int(number) <= len(batch):
+        c = batch[int(number) - 1]
+        return [c] if getattr(c, attribute) is not None else []
     carrying = [c for c in batch if getattr(c, attribute) is not None]
     return carrying or list(batch)
 

@@ -18,6 +18,7 @@ class Tally:
     refused: int = 0
     uncertain: int = 0
     queued: int = 0
+    sending: int = 0  # on their way (another request's post): no answer yet
     posted: set[int] = field(default_factory=set)  # the ids of the commands `sent` counts
 
     def post(self, batch: Iterable[cmds.Command]) -> None:
@@ -28,10 +29,11 @@ class Tally:
 
     def line(self) -> str:
         """Return the summary line of a run."""
-        return (
+        line = (
             f"sent {self.sent}, done {self.done}, refused {self.refused}, "
             f"uncertain {self.uncertain}, queued {self.queued}"
         )
+        return f"{line}, sending {self.sending}" if self.sending else line
 
     def count(self, state: str) -> None:
         """Count one command by the state it is in after the run."""
@@ -41,6 +43,9 @@ class Tally:
             self.refused += 1
         elif state == "uncertain":
             self.uncertain += 1
+        elif state == "sending":
+            # Its line says `sending`: the summary says it too, not `queued`.
+            self.sending += 1
         else:
             self.queued += 1
 
@@ -83,7 +88,7 @@ class Taken:
 
 
 # A command's state in DESIGN.md's words, as the API shows it (`state`): `sent` is a post on
-# its way (the command line's summary counts it with the queued ones). `outcome` keeps the
+# its way (`sending`, the command line's word in its line and its summary). `outcome` keeps the
 # command's own word (a `sent` or `not_sent` there is a person's `ccnow resolve`).
 API_STATE: dict[str, str] = {
     "queued": "queued",

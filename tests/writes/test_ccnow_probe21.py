@@ -84,7 +84,7 @@ async def test_the_api_takes_order_id_and_order_ids_with_one_key_as_one_discount
 # --- 2. an action answered with a status other than pending ----------------------------------
 
 
-@pytest.mark.parametrize("status", ["completed", "refunded", "on_hold"])
+@pytest.mark.parametrize("status", ["completed", "refunded", "paypal_hold"])
 @pytest.mark.parametrize(
     "action",
     [["adjust", "--amount", "3.00"], ["add-tracking", "--carrier", "DHL", "--number", "1"]],

@@ -133,11 +133,13 @@ async def test_a_tracking_upload_refused_by_a_line_naming_its_field_after_a_lost
 async def test_a_ship_refused_by_a_line_naming_its_field_is_refused_when_its_status_is_not_read(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:
-    cfg = await lost_twice(tmp_path, fake_ccnow, "ship", A)
+    # The field named is one the command sends: only such a field refuses it.
+    args = ("ship", A, "--notes", "On its way")
+    cfg = await lost_twice(tmp_path, fake_ccnow, *args)
     line = "error_message x_notes_1 too long"
     fake_ccnow.script = [Reply(200, line + "\n")]
     fake_ccnow.always = Reply(500)  # the status read fails
-    again = await ccnow(cfg, "ship", A)
+    again = await ccnow(cfg, *args)
     assert again.code == 65, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "refused", line)]
     assert action_events(tmp_path) == ["order.action_refused"]
