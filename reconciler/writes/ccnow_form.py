@@ -131,16 +131,23 @@ def build(
         raise BadAction("give at least one order id")
     # Kept in the database and the log, notes and tracking posted to CCNow, a key echoed back.
     forms = secrets if secrets is not None else given_secrets(config_secrets(cfg))
-    order_ids: list[str] = []
+    seen: dict[str, str] = {}  # order id -> as given
     for raw in ids:
         # Before the id's own check, whose refusal quotes it.
         if holds_secret(raw, forms):
-            raise BadAction(f"order id {len(order_ids) + 1}: {GIVEN_SECRET}")
+            raise BadAction(f"order id {len(seen) + 1}: {GIVEN_SECRET}")
         try:
-            order_ids.append(normalize_ccnow_id(raw))
+            order_id = normalize_ccnow_id(raw)
         except InvalidOrderId as exc:
             raise BadAction(str(exc)) from None
-    order_ids = list(dict.fromkeys(order_ids))
+        if order_id in seen:
+            # As the API does: one of them may be a typo for another order.
+            raise BadAction(
+                f"order ids {clipped(seen[order_id])} and {clipped(raw)} name one order "
+                f"({order_id}): give each order once"
+            )
+        seen[order_id] = raw
+    order_ids = list(seen)
     notes = _text("--notes", notes, MAX_NOTES)
     trackname = _text("--carrier", carrier, MAX_TRACK_FIELD)
     tracknumber = _text("--number", number, MAX_TRACK_FIELD)

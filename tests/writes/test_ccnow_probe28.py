@@ -3,7 +3,7 @@ ending in `/ORDER` and a key's order part without hyphens made second discounts;
 printed posts the real run never sends; an undocumented status word closed a command `refused`;
 a field the command does not send refused it; ids naming one order twice were merged; a
 command on its way was counted `queued`. Review 28a: `R` for an order alone and `R/ORDER` for it
-among others were two discounts."""
+among others were two discounts; the command line still merged ids naming one order."""
 
 from __future__ import annotations
 
@@ -227,6 +227,19 @@ async def test_the_api_refuses_ids_naming_one_order_twice_saying_so(
         assert (r.status, answer.get("field")) == (422, "order_ids"), answer
     assert f"name one order ({A})" in answer["error"], answer
     assert fake_ccnow.actions == []
+
+
+async def test_the_command_line_refuses_ids_naming_one_order_twice_as_the_api_does(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Merged, `adjust A A'` sent one discount where one id may have been a typo for another.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    bare = A.replace("-", "")
+    run = await ccnow(cfg, "adjust", A, B, bare, "--amount", "1.00", "--key", "K")
+    assert run.code == 65, run.stdout + run.stderr
+    assert f"order ids '{A}' and '{bare}' name one order ({A}): give each order once" in run.stderr
+    assert (commands(tmp_path), fake_ccnow.actions) == ([], [])
 
 
 # --- 7. a command on its way ----------------------------------------------------------------
