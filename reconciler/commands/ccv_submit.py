@@ -156,6 +156,9 @@ async def submit_command(config: Config, account: str, document: object) -> int:
     secrets = config_secrets(config)
     async with writer_unless_held(config) as rt:
         if rt is not None:
+            if not isinstance(document, dict):
+                say("reconciler: error: $: the body must be a JSON object")  # as the API's 400
+                return EX_DATAERR
             submitter = rt.submitter()
             try:
                 result = await submitter.submit(account, document)
