@@ -110,17 +110,7 @@ class Orders:
                 ) from None
             added = found is None
             await store.orders.track_within(source, account, kept, now)
-        for _, previous, _ in moved:
-            log.warning(
-                "order.reference_relinked",
-                extra=fields(
-                    source="ccv",
-                    account=account,
-                    order_id=order_id,
-                    previous_reference=previous,
-                    external_reference=ref,
-                ),
-            )
+        references.log_relinked(log, account, moved)
         if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):
             self.deps.submitter.on_commit()  # its order.submit_resolved goes out now
         state = await self.find(key)
