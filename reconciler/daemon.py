@@ -357,9 +357,11 @@ async def run_daemon(
     signals = eventloop.stop_signals() if stop is None else ()
     stopping = asyncio.Event() if stop is None else stop
     echo = eventloop.SigtermEcho()
+    stopped = False
 
     def on_signal(signum: int) -> None:
-        if echo(signum):
+        if echo(signum) or stopped:
+            # After daemon.stopped there is nothing left to cut short: the exit is clean (0).
             return
         if stopping.is_set():
             log.warning("daemon.force_exit", extra=fields(signal=signal.Signals(signum).name))
@@ -380,6 +382,7 @@ async def run_daemon(
             warn_unconfigured(await unconfigured_accounts(config, rt.store))
             rt.store.health.watch(on_corrupt=stopping.set)
             await Daemon(config, rt, notifier, ticks=ticks).serve(stopping)
+            stopped = True
             episode = rt.store.health.current
             if episode is not None and episode.kind == "corrupt":
                 raise StoreError(f"cannot use database {rt.store.path}: {episode.error}")
@@ -387,5 +390,8 @@ async def run_daemon(
         for sig in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
+                # Not the default action: a second signal while the process winds down to its
+                # exit killed it (129, 130) after a clean stop.
+                signal.signal(sig, signal.SIG_IGN)
         notifier.close()
     return 0

@@ -31,7 +31,9 @@ class EventLoopError(Exception):
 
 def loop_name() -> str:
     """Return the loop commands run on: "uvloop" or "asyncio"."""
-    wanted = os.environ.get(ENV, "").strip().lower() or "auto"
+    # The words exactly, as README gives them (unset or empty is auto): `UVLOOP` or ` asyncio`
+    # were taken while README said they exit 78.
+    wanted = os.environ.get(ENV, "") or "auto"
     if wanted not in CHOICES:
         raise EventLoopError(
             f"config error: {ENV}: must be one of {', '.join(CHOICES)}, not {wanted!r}"

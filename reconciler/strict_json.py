@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 
@@ -100,8 +101,14 @@ def given(raw: bytes, *, exact: bool = True) -> object:
         raise
     except RecursionError:
         raise NotJSON("it nests too deep") from None
-    except ValueError as exc:  # JSONDecodeError; UnicodeDecodeError, an int of too many digits
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NotJSON(str(exc)) from None
+    except ValueError:
+        # int's digit limit, the one other ValueError: Python's words advise
+        # sys.set_int_max_str_digits(), which no sender can call.
+        raise NotExact(
+            f"a number too long (more than {sys.get_int_max_str_digits():,} digits)"
+        ) from None
     _refuse_lone_surrogate(raw, document)
     return document
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,15 @@ from tests.fake_providers import FakeCCV, Reply
 SUBMIT_PATH = "/api/ordercompletion/reseller/order"
 PRICING_PATH = "/api/ordercompletion/reseller/orderconfigurator/SetShoppingCardPricingDetails"
 DROP = -1  # a Reply status that makes the fake drop the connection instead of answering
+
+
+@dataclass(frozen=True)
+class BodyBreaks(Reply):
+    """An answer whose status line and headers come, with a Content-Length past `body`, and
+    whose body stops after `body`: the connection closed, or (`stall`) held open until the
+    fake closes (the client's timeout runs out first)."""
+
+    stall: bool = False
 
 
 class FakeCCVWrites(FakeCCV):
@@ -73,12 +83,31 @@ class FakeCCVWrites(FakeCCV):
             request.transport.abort()
             return web.Response()
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
+        if isinstance(reply, BodyBreaks):
+            return await self._broken(request, reply, body)
         return web.Response(
             status=reply.status,
             body=body,
             content_type=reply.content_type,
             headers=dict(reply.headers),
         )
+
+    async def _broken(
+        self, request: web.Request, reply: BodyBreaks, body: bytes
+    ) -> web.StreamResponse:
+        headers = {
+            "Content-Type": reply.content_type,
+            "Content-Length": str(len(body) + 86),
+            **reply.headers,
+        }
+        response = web.StreamResponse(status=reply.status, headers=headers)
+        await response.prepare(request)
+        await response.write(body)
+        if reply.stall:
+            await self._pause(3600)
+        assert request.transport is not None
+        request.transport.close()
+        return response
 
 
 def submit_body(**changes: Any) -> dict[str, Any]:

@@ -99,9 +99,14 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
             else f", or, when the answer named no order and CCV has none, `reconciler ccv "
             f"resolve {ref} --not-sent{account}` (then submit it again)"
         )
+        why = (
+            "CCV's answer names no usable order id, or one followed under another reference"
+            if answer.own is None
+            else _one_line(answer.own, secrets)  # its body broke, or was too large
+        )
         say(
             f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
-            "(CCV's answer names no usable order id, or one followed under another reference); "
+            f"({why}); "
             f"external reference {reference} is uncertain until you find its order at CCV "
             f"and run {track}{not_sent}",
             logging.WARNING,
@@ -200,7 +205,8 @@ async def _through_api(
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _no_answer(exc, wait_s, sent_ref, option, given=given)
-    reference = headers.get(REFERENCE_HEADER)
+    header = headers.get(REFERENCE_HEADER)
+    reference = None if header is None else own_from_header(header)
     log.info(
         "ccv.submit_via_api",
         extra=fields(account=account, status=status, external_reference=reference),

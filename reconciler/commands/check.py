@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable
+from pathlib import Path
 
 from ..config import (
     CommandSinkConfig,
@@ -41,10 +42,19 @@ def _check_store(config: Config) -> None:
     (`/dev/null`), a path under a file or through a loop of links. `check` passed them and
     every other command refused them (74). One this user may not read is not asked about:
     `check` may run as another user than the daemon."""
+    from ..config.sinks import same_file
     from ..sinks.jsonl import path_problem
+    from ..stdio import names_a_descriptor
 
     path = config.store_path
     problem = path_problem(path, regular=True)
+    if (
+        problem is None
+        and not names_a_descriptor(config.file)
+        and same_file(path, Path(config.file))
+    ):
+        # Every other command then refused it as no database (74).
+        problem = f"{path} is this config file; the store needs a file of its own"
     if problem is not None:
         if path == default_store_path(os.environ):
             problem += " (the default store path: [store] path is not set)"

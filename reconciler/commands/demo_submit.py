@@ -16,6 +16,7 @@ import aiohttp
 
 from ..events import Event
 from ..json_text import iso_time
+from ..writes.submit_outcome import REFERENCE_HEADER, own_from_header
 
 SUBMITS = 3
 FIRST_SUBMIT_S = 1.0
@@ -91,7 +92,7 @@ class DemoIntegrator:
 
     def answered(self, status: int, answer: bytes, headers: Mapping[str, str]) -> None:
         """Print the submit's feed line and remember the order it made."""
-        reference = headers.get("Reconciler-External-Reference", "?")
+        reference = own_from_header(headers.get(REFERENCE_HEADER, "?"))
         order_id = headers.get("Reconciler-Order-Id")
         if 200 <= status < 300 and order_id:
             self.result.order_ids.append(order_id)

@@ -8,7 +8,7 @@ import logging
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, UsageError
 from ..logs import fields
-from ..store import Store, StoreLocked
+from ..store import Store, StoreLocked, WriterLockHeld
 from .progress import progress
 
 log = logging.getLogger("reconciler.cli")
@@ -50,8 +50,11 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
                     sink=args.sink, delivered=sent, undelivered=undelivered, dead_letters=dead
                 ),
             )
-    except StoreLocked:
-        # A running daemon owns delivery: queue the events and let it send them.
+    except StoreLocked as exc:
+        # The store's writer owns delivery: queue the events for it. Not always a daemon (a
+        # `catch-up`, a `track`...): what holds the store is said, not guessed.
+        pid = exc.pid if isinstance(exc, WriterLockHeld) else None
+        holder = "the process holding the store" + (f" (pid {pid})" if pid else "")
         store = await Store.open(config.store_path)
         try:
             count = await store.outbox.requeue(args.sink, args.since, undelivered=args.undelivered)
@@ -59,7 +62,7 @@ async def replay_command(config: Config, args: argparse.Namespace) -> int:
             await store.close()
         log.info(
             "replay.queued",
-            extra=fields(sink=args.sink, events=count, delivered_by="running daemon"),
+            extra=fields(sink=args.sink, events=count, delivered_by=holder),
         )
         return EX_OK
     return EX_OK if ok else EX_TEMPFAIL

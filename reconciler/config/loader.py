@@ -43,7 +43,7 @@ from .secret import (
     token_problem,
 )
 from .sinks import SinkReader
-from .table import Table
+from .table import Table, control_problem, file_path
 from .values import may_be_one_address, parse_duration, parse_listen, type_name
 
 if sys.version_info >= (3, 11):
@@ -91,6 +91,9 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
         data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"invalid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib recurses per level of nesting: `x = [[[[...]]]]` was a traceback (exit 70).
+        raise ConfigError(file, "-", "invalid TOML: it nests too deep") from None
     # Relative paths in the file mean "next to the file", whatever the daemon's cwd is later;
     # in a config read from a descriptor (`<(sops -d ...)`: /dev/fd/63; /dev/stdin), the
     # current directory's. A named pipe is a file beside others.
@@ -151,7 +154,7 @@ class Loader:
         )
 
     def file_path(self, table: Table, name: str) -> Path:
-        return self.base_dir / table.string(name)
+        return file_path(self.base_dir, table, name)
 
     def store_path(self, store: Table | None) -> Path:
         if store is not None and "path" in store.data:
@@ -281,7 +284,9 @@ class Loader:
     def retry(self, table: Table) -> RetryConfig:
         return RetryConfig(
             attempts=table.integer("retries", 3, 0, 10),
-            backoff_s=table.duration("retry_backoff", "0.5s"),
+            # Above the longest wait between retries (max_backoff_s), a larger value changes
+            # nothing; "36500d" passed.
+            backoff_s=table.duration("retry_backoff", "0.5s", at_most="30s"),
         )
 
     # --- receiver, api, alerts
@@ -324,6 +329,10 @@ class Loader:
         fields = table.get("ccv_order_id_fields", list, "an array of strings")
         if fields is not None and (not fields or not all(isinstance(f, str) and f for f in fields)):
             raise table.error("ccv_order_id_fields", "expected a non-empty array of field names")
+        if fields is not None and any(control_problem(field) for field in fields):
+            raise table.error(
+                "ccv_order_id_fields", "a field name must not contain a control character"
+            )
         return ApiConfig(
             listen_host=listen[0],
             listen_port=listen[1],

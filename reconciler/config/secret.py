@@ -168,15 +168,18 @@ def webhook_secret_problem(value: str) -> str | None:
 def inline_secrets(data: object) -> set[str]:
     """The values given inline to a secret key anywhere in a parsed TOML document."""
     found: set[str] = set()
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if key in _SECRET_KEYS and isinstance(value, str) and value:
-                found.add(value)
-            else:
-                found |= inline_secrets(value)
-    elif isinstance(data, list):
-        for item in data:
-            found |= inline_secrets(item)
+    # A loop, not recursion: the parser takes deeper nesting than Python's stack would here.
+    todo = [data]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in _SECRET_KEYS and isinstance(value, str) and value:
+                    found.add(value)
+                else:
+                    todo.append(value)
+        elif isinstance(item, list):
+            todo.extend(item)
     return found
 
 
@@ -282,7 +285,10 @@ class SecretReader:
         problem = (
             "must not be empty"
             if not value
-            else control_problem(value) or (check(value) if check else None)
+            else control_problem(value)
+            # Only blanks: a paste or a template gone wrong, no provider's key or password.
+            or ("must not be only white space" if not value.strip() else None)
+            or (check(value) if check else None)
         )
         if problem is not None:
             raise table.error(error_key, problem + origin)

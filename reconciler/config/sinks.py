@@ -23,7 +23,7 @@ from .schema import (
     WebhookSinkConfig,
 )
 from .secret import SecretReader, env_word, webhook_secret_problem
-from .table import Table
+from .table import Table, file_path
 from .values import type_name
 
 
@@ -88,7 +88,7 @@ class SinkReader:
                 # Two sinks' batches would interleave (on a FIFO, past PIPE_BUF: within a
                 # line), and one's taking back a failed batch would cut the other's lines.
                 for path, other in files:
-                    if _same_file(sink.path, path):
+                    if same_file(sink.path, path):
                         raise table.error(
                             "path",
                             f"{sink.path} is the file {other.path('path')} names; "
@@ -115,7 +115,7 @@ class SinkReader:
         """Read one sink's table as the config type of its kind."""
         specific: SinkConfig
         if kind == "jsonl":
-            path = self.base_dir / table.string("path")
+            path = file_path(self.base_dir, table, "path")
             if (taken := self.own_file(path)) is not None:
                 raise table.error("path", f"{path} is {taken}; the sink needs a file of its own")
             specific = JsonlSinkConfig(name=name, path=path)
@@ -155,7 +155,7 @@ class SinkReader:
         if self.config_path is not None:
             own.append((self.config_path, "this config file"))
         for file, what in own:
-            if _same_file(path, file):
+            if same_file(path, file):
                 return what
         return None
 
@@ -192,7 +192,7 @@ def nul_word(command: Sequence[str]) -> int | None:
     return next((i for i, word in enumerate(command) if "\0" in word), None)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     """Whether two paths name one file: the same after links, or, both there, one inode (a
     hard link). Not for a device or a process's own descriptors (`/dev/null`, `/dev/stdout`):
     where they lead is how the process was started, not the config (two sinks to one journal

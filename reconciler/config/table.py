@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import TypeVar
 
 from ..model import Source, usd_amount
@@ -14,7 +15,14 @@ from .values import parse_duration, type_name, url_problem
 _V = TypeVar("_V")
 _C = TypeVar("_C", bound=str)
 
-# USD as CCNow takes it: digits, at most two decimals (a float 100.0 reads "100.0")
+
+def control_problem(value: str) -> str | None:
+    """Why a string key's value cannot be used, or None: a line break, tab, NUL or other control
+    character (a name, id or path never holds one; a NUL failed the first use of a path, a
+    line break split a log line or request)."""
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
+        return "must not contain a line break, tab, NUL or other control character"
+    return None
 
 
 class Table:
@@ -59,6 +67,8 @@ class Table:
             return default
         if not value and not allow_empty:
             raise self.error(name, "must not be empty")
+        if (problem := control_problem(value)) is not None:
+            raise self.error(name, problem)
         return value
 
     def choice(self, name: str, choices: tuple[_C, ...], default: _C | None = None) -> _C:
@@ -177,3 +187,12 @@ class Table:
             status: table.duration(status, None, positive=not stuck, at_least=at_least)
             for status in table.data
         }
+
+
+def file_path(base_dir: Path, table: Table, name: str) -> Path:
+    """A file's path key, relative ones beside the config. One that ends as a directory's does
+    (`ts/newdir/`, `.`) is refused: Path drops the `/`, and a file named `ts/newdir` was made."""
+    value = table.string(name)
+    if value.rpartition("/")[2] in ("", ".", ".."):
+        raise table.error(name, f"'{value}' names a directory; give the path of a file")
+    return base_dir / value

@@ -69,6 +69,8 @@ def url_problem(url: str, *, base: bool = False) -> str | None:
         return "invalid URL"
     if parts.scheme not in ("http", "https") or not host:
         return "expected an http(s) URL with a host"
+    if problem := _host_problem(host):
+        return problem
     if parts.username is not None or parts.password is not None:
         # Credentials in a URL end up in logs; every secret has its own key.
         return "must not contain user:password"
@@ -76,6 +78,22 @@ def url_problem(url: str, *, base: bool = False) -> str | None:
         return "https required (plain http only for loopback hosts)"
     if base and ("?" in url or "#" in url):
         return "must not contain a query or fragment (paths are appended to it)"
+    return None
+
+
+def _host_problem(host: str) -> str | None:
+    """Why a URL's host name cannot be looked up, or None. The HTTP client encodes the host as
+    IDNA: `a..b` or a label over 63 characters passed `check` and failed every request with a
+    traceback (UnicodeError)."""
+    if _is_ip(host):
+        return None
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        labels = host.removesuffix(".").split(".")
+        if any(not 1 <= len(label) <= 63 for label in labels):
+            return f"invalid host '{host}' (each dot-separated label is 1 to 63 characters)"
+        return f"invalid host '{host}' (not a name IDNA can encode)"
     return None
 
 

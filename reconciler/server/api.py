@@ -64,7 +64,10 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     app.router.add_patch("/api/v1/ccv/pricing", writes.pricing)
     app.router.add_post("/api/v1/ccnow/actions", writes.ccnow_actions)
     app.router.add_post("/api/v1/ccnow/actions/resolve", writes.ccnow_resolve)
-    app.router.add_get("/api/v1/ccnow/actions/{id}", writes.ccnow_action, allow_head=False)
+    # Not `resolve`: a GET of it is the 405 of POST /ccnow/actions/resolve, not a bad id's 422.
+    app.router.add_get(
+        "/api/v1/ccnow/actions/{id:(?!resolve$)[^/]+}", writes.ccnow_action, allow_head=False
+    )
     app[EXPECT_SCREEN] = expect_screen(config.token.reveal, config.max_body_bytes, app.router)
 
     async def close(_: web.Application) -> None:

@@ -36,7 +36,7 @@ DEFAULT_FEED_LIMIT = 100
 CURSOR = re.compile(r"[0-9]{1,18}", re.ASCII)
 EVENT_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
 EVENT_TYPES = tuple(t.value for t in EventType)
-_TRACK_FIELDS = frozenset({"source", "order_id", "external_reference", "account"})
+_TRACK_FIELDS = frozenset({"source", "order_id", "external_reference", "account", "relink"})
 
 
 class Orders:
@@ -70,7 +70,7 @@ class Orders:
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
         if not isinstance(doc, dict):
-            raise BadRequest(422, "the body must be a JSON object", "$")
+            raise BadRequest(400, "the body must be a JSON object", "$")
         for name in doc:
             if name not in _TRACK_FIELDS:
                 raise unknown_field(name)
@@ -83,6 +83,9 @@ class Orders:
                     422, "external references are for CCV orders", "external_reference"
                 )
             ref = reference_named(self.deps, ref, "external_reference", tracked=True)
+        relink = doc.get("relink", False)
+        if not isinstance(relink, bool):
+            raise BadRequest(422, "must be true or false", "relink")
         account = (
             await self.settling(doc.get("account"), ref) if source == "ccv" else None
         ) or self.account(source, doc.get("account"))
@@ -94,20 +97,32 @@ class Orders:
         async with store.transaction():
             found = (await store.orders.load([key])).get(key)
             try:
-                # As `track --ref`: its notifications and events would follow the new one.
-                _, kept = await references.keep_within(
-                    store, account, [(order_id, ref)], relink=False
+                # As `track --ref`: its notifications and events would follow the new one;
+                # moved only when asked (`--relink`), its old reference kept as an alias.
+                moved, kept = await references.keep_within(
+                    store, account, [(order_id, ref)], relink=relink
                 )
             except references.FollowedElsewhere as exc:
                 ((_, followed, _),) = exc.moved
                 raise BadRequest(
                     409,
                     f"the order is followed under reference {followed}; not moved to {ref} "
-                    "(`reconciler track ccv ID --ref REF --relink` moves it)",
+                    '(`"relink": true` moves it, its old reference kept as an alias)',
                     "external_reference",
                 ) from None
             added = found is None
             await store.orders.track_within(source, account, kept, now)
+        for _, previous, _ in moved:
+            log.warning(
+                "order.reference_relinked",
+                extra=fields(
+                    source="ccv",
+                    account=account,
+                    order_id=order_id,
+                    previous_reference=previous,
+                    external_reference=ref,
+                ),
+            )
         if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):
             self.deps.submitter.on_commit()  # its order.submit_resolved goes out now
         state = await self.find(key)

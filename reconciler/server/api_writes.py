@@ -189,6 +189,8 @@ class Writes:
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
+        if not isinstance(doc, dict):
+            raise BadRequest(400, "the body must be a JSON object", "$")  # as every call's
         problems = check_pricing(doc)
         if blocking(problems):
             log.info(

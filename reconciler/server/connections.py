@@ -243,6 +243,9 @@ class _BoundedServer(web.Server):
                 if self.expect_screen is not None and hdrs.EXPECT in request.headers:
                     refusal = await self.expect_screen(cast(web.Request, request))
                     if refusal is not None:
+                        # Answered before the app's router: its `on_response_prepare`, which
+                        # names the server, is not run for it.
+                        refusal.headers["Server"] = SERVER_NAME
                         return refusal
                 return await handler(request)
             finally:

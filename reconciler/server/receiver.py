@@ -227,8 +227,14 @@ class _Handler:
             raise Rejected(400, "bad_body", source=source) from None
 
     async def body_is_broken(self, request: web.Request) -> bool:
-        """Read what is left of a refused request's body (bounded) and say if it is broken."""
+        """Read what is left of a refused request's body (bounded) and say if it is broken:
+        only a body already all here is read. One still to come is not waited for: a forged
+        URL with a body that never comes would hold its connection for `header_timeout`, and a
+        few such took every connection from CCV's one call. The refusal stands, and the
+        connection is closed after it (connections.py)."""
         if not request.body_exists:
+            return False
+        if not request.content.is_eof() and request.content.exception() is None:
             return False
         limit = self.receiver.max_body_bytes
         try:

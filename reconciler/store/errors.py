@@ -22,7 +22,12 @@ class StoreLocked(StoreError):
 
 
 class WriterLockHeld(StoreLocked):
-    """The writer lock was refused: another process is the store's writer (nothing was done)."""
+    """The writer lock was refused: another process is the store's writer (nothing was done).
+    `pid`: the holder's, as its lock file says (None when it says none)."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class StoreFull(StoreError):

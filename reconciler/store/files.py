@@ -89,7 +89,8 @@ class WriterLock:
             os.close(fd)
             raise WriterLockHeld(
                 f"store {self.path.with_suffix('')} is in use by another reconciler process"
-                + (f" (pid {holder})" if holder else "")
+                + (f" (pid {holder})" if holder else ""),
+                int(holder) if holder.isdigit() else None,
             ) from None
         try:
             # What `held` asks: flock's lock cannot be asked about without taking it.

@@ -29,6 +29,9 @@ class Answer(NamedTuple):
     content_type: str
     location: str | None = None  # absolute: a redirect's, or a `201 Created`'s
     retry_after: str | None = None  # a 429's or 503's Retry-After, passed on as it came
+    # reconciler's word where the body is its own, not CCV's (CCV's was too large, or broke):
+    # said in place of CCV's body (`Result.own`)
+    own: str | None = None
 
     def passed_headers(self) -> dict[str, str]:
         """Return CCV's headers passed on with its answer: Location, Retry-After."""
@@ -48,7 +51,9 @@ async def send_once(
 ) -> Answer:
     """Send one JSON request to a CCV account, within its bound `gate`; raise NotSent, Uncertain
     (an answer lost, or one whose encoding cannot be decoded before its status is known) or
-    Stopping (`halt` was set while it waited for its turn: not sent), never retry."""
+    Stopping (`halt` was set while it waited for its turn: not sent), never retry. An answer
+    whose status came but whose body could not be passed on (too large, cut short, not within
+    the timeout) is CCV's status and Location with reconciler's word (`Answer.own`)."""
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}
@@ -66,9 +71,17 @@ async def send_once(
             halt=halt,
         )
     except once.AnswerTooLarge as exc:
-        note = {"error": "CCV's answer was too large to pass on"}
+        own = f"CCV answered HTTP {exc.status}, but its answer was too large to pass on"
         # Its Location kept: it may be where CCV says the order is (`store/not_sent.refusal`).
-        return Answer(exc.status, json.dumps(note).encode(), "application/json", exc.location)
+        return _own_answer(exc.status, exc.location, own)
+    except once.BodyBroke as exc:
+        broke = (
+            f"did not come within {config.timeout_s:g} s (the account's timeout)"
+            if str(exc) == "timeout"
+            else "was cut short (the connection broke)"
+        )
+        own = f"CCV answered HTTP {exc.status}, but the body of its answer {broke}"
+        return _own_answer(exc.status, exc.location, own)
     except once.UndecodableAnswer as exc:
         # CCV (or a proxy) answered: the request reached it, and is never sent again.
         if exc.status is None:
@@ -78,3 +91,9 @@ async def send_once(
     return Answer(
         reply.status, reply.body, reply.content_type_header, reply.location, reply.retry_after
     )
+
+
+def _own_answer(status: int, location: str | None, own: str) -> Answer:
+    """CCV's status and Location with reconciler's word for the body it could not pass on."""
+    body = json.dumps({"error": own}).encode()
+    return Answer(status, body, "application/json", location, own=own)

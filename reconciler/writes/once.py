@@ -28,6 +28,7 @@ from reconciler.sources.http import (
 
 __all__ = [
     "AnswerTooLarge",
+    "BodyBroke",
     "NotSent",
     "Uncertain",
     "UndecodableAnswer",
@@ -47,6 +48,18 @@ class Uncertain(Exception):
     connection). `str()` is a short word: `timeout` or `connection`."""
 
 
+class BodyBroke(Uncertain):
+    """The answer's status line and headers came, its body did not (cut short, or not within
+    the timeout): the provider answered, with `status`, and `location` (absolute) where it
+    pointed. `str()` is a word as Uncertain's: `timeout` or `connection`. A write it answered
+    may have been run; a `303 See Other` or a `201 Created` says it was."""
+
+    def __init__(self, word: str, status: int, location: str | None) -> None:
+        super().__init__(word)
+        self.status = status
+        self.location = location
+
+
 async def send_once(
     session: aiohttp.ClientSession,
     method: str,
@@ -59,8 +72,9 @@ async def send_once(
     max_body: int,
     halt: asyncio.Event | None = None,
 ) -> Reply:
-    """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain,
-    AnswerTooLarge or UndecodableAnswer (the last two: it got the request); never retry, never
+    """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain
+    (BodyBroke when only the answer's body was lost), AnswerTooLarge or UndecodableAnswer
+    (the last three: it got the request); never retry, never
     follow a redirect (it would carry the credential). It holds `gate`, the account's bound
     (sources/http.py Gates), taken before its timeout starts; once `halt` is set (the daemon
     stops) while it waits for that, it is not sent (Stopping: not a failure to reach the
@@ -106,7 +120,11 @@ async def _send(
                     if (unread := undecodable(exc, resp.status)) is not None:
                         unread.location = joined
                         raise unread from None
-                    raise
+                    # Its status and Location came: lost with the body, a 303's "made, see
+                    # there" would read as a lost answer, and a person's word that the provider
+                    # never got it would be taken (`store/not_sent.refusal`).
+                    word = "timeout" if isinstance(exc, asyncio.TimeoutError) else "connection"
+                    raise BodyBroke(word, resp.status, joined) from None
                 # A refusal whose body never came: its status line says it all (nothing was
                 # made), and it is no lost answer.
                 body = b""

@@ -31,6 +31,8 @@ from reconciler.writes.ccv_http import Answer
 
 log = logging.getLogger("reconciler.writes.submit")
 
+# The reference, percent-encoded as OWN_HEADER (`own_header`): a header carries no letter
+# beyond ASCII but as raw bytes a client may read as latin-1.
 REFERENCE_HEADER = "Reconciler-External-Reference"
 ORDER_ID_HEADER = "Reconciler-Order-Id"
 # Where the submission of the reference stands after this answer (the API's callers, `ccv
@@ -97,7 +99,7 @@ def json_result(
 ) -> Result:
     """reconciler's own answer (409, 502, 503, 504), with the reference header as on CCV's;
     `own`: what happened, when the document's `error` says more than that."""
-    headers = {REFERENCE_HEADER: reference}
+    headers = {REFERENCE_HEADER: own_header(reference)}
     said = own if own is not None else str(document["error"])
     body = json.dumps(document).encode()
     return Result(status, body, "application/json", reference, state, None, headers, said)
@@ -177,10 +179,13 @@ class Closing:
 async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer) -> Result:
     """Close a submission with CCV's answer and return what its caller gets: CCV's answer as
     it came, with the reference header (and the order id's on success)."""
-    status, headers = answer.status, {REFERENCE_HEADER: ref, **answer.passed_headers()}
+    status, headers = answer.status, {REFERENCE_HEADER: own_header(ref)}
+    headers.update(answer.passed_headers())
     # Kept (the submission, its event, the log line) masked, as the header is passed on.
     location = None if answer.location is None else redact(answer.location, c.secrets)
-    passed = Result(status, answer.body, answer.content_type, ref, "uncertain", None, headers)
+    passed = Result(
+        status, answer.body, answer.content_type, ref, "uncertain", None, headers, answer.own
+    )
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
         if order_id is None:
@@ -250,7 +255,9 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     log.warning(
         "ccv.submit_refused", extra=fields(account=account, external_reference=ref, status=status)
     )
-    return Result(status, answer.body, answer.content_type, ref, "failed", None, headers)
+    return Result(
+        status, answer.body, answer.content_type, ref, "failed", None, headers, answer.own
+    )
 
 
 async def uncertain(

@@ -116,7 +116,7 @@ async def test_check_judges_the_config_whatever_the_store_is(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("path", "problem"),
     [
-        (".", "{dir} is a directory"),
+        ("sub", "{dir}/sub is a directory"),  # `.` and `sub/`: test_config_refusals
         ("/dev/null", "/dev/null is not a regular file"),
         ("reconciler.toml/reconciler.db", "{dir}/reconciler.toml is not a directory"),
         ("loop/reconciler.db", "{dir}/loop/reconciler.db: Too many levels of symbolic links"),
@@ -128,6 +128,7 @@ async def test_check_refuses_a_store_path_no_command_can_use(
 ) -> None:
     # `check` said ok; `status`, `track` and the daemon then refused the store (74).
     (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "sub").mkdir()
     cfg = tmp_path / "reconciler.toml"
     cfg.write_text(f'[store]\npath = "{path}"\n' + CCV, encoding="utf-8")
     result = await call_cli("--config", cfg, "check")
@@ -217,7 +218,7 @@ async def test_a_listen_address_that_cannot_bind_is_a_config_error(
 @pytest.mark.parametrize(
     ("path", "problem"),
     [
-        (".", "{dir} is a directory"),
+        ("sub", "{dir}/sub is a directory"),  # `.` and `sub/`: test_config_refusals
         ("reconciler.toml/events.jsonl", "{dir}/reconciler.toml is not a directory"),
         ("reconciler.toml/a/b/events.jsonl", "{dir}/reconciler.toml is not a directory"),
         # A component over 255 bytes (ENAMETOOLONG) used to pass as "not searchable".
@@ -231,6 +232,7 @@ async def test_check_refuses_a_jsonl_path_no_event_can_be_written_to(
     tmp_path: Path, path: str, problem: str
 ) -> None:
     (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "sub").mkdir()
     cfg = tmp_path / "reconciler.toml"
     sink = f'[[sinks]]\ntype = "log"\n[[sinks]]\ntype = "jsonl"\npath = "{path}"\n'
     cfg.write_text(config_text(tmp_path, CCV) + sink, encoding="utf-8")

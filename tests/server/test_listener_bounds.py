@@ -186,6 +186,8 @@ async def test_the_api_does_not_invite_a_body_it_would_refuse(
     assert b"100 Continue" not in answer
     got, answer_headers, body = parse(answer)
     assert got == status and answer_headers["connection"] == "close"
+    # As every other answer: not aiohttp's banner naming the Python and aiohttp versions.
+    assert answer_headers["server"] == "reconciler"
     assert answer_headers["content-type"].startswith("application/json")
     assert "error" in json.loads(body)
     if status == 401:
@@ -214,10 +216,11 @@ async def test_an_unknown_expectation_gets_417_in_json_from_the_api(api: Api) ->
     reader, writer = await asyncio.open_connection("127.0.0.1", api_port(api))
     try:
         writer.write(head("POST", "/api/v1/orders", AUTH, "Expect: teapot", "Content-Length: 9"))
-        status, _, body = parse(await until_closed(reader, 3))
+        status, headers, body = parse(await until_closed(reader, 3))
     finally:
         writer.close()
     assert (status, json.loads(body)) == (417, {"error": "expectation failed"})
+    assert headers["server"] == "reconciler"
 
 
 # --- the cap closes only idle connections ------------------------------------------------------
