@@ -28,10 +28,10 @@ from reconciler.sources.ccnow_answer import (
     Answer,
     OrderLine,
     by_id,
-    drop_undecided,
     parse_answer,
-    read_complete,
+    speaks_ccnow,
 )
+from reconciler.sources.ccnow_cut import drop_undecided, read_complete
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -51,6 +51,11 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 BREAKER_BATCHES = 3
 
 
+class UnreadableAnswer(ProtocolError):
+    """CCNow answered a query in its protocol, with a line no asked order's could be read
+    from: one of its orders may be the cause, each asked alone is not."""
+
+
 class _BatchFailures:
     """The query batches of one pass that got no answer: each fails its own orders once some
     batch has answered (before that, a failure may be the whole account's, and writes nothing
@@ -66,15 +71,31 @@ class _BatchFailures:
         self._first: SourceError | None = None
 
     async def failed(
-        self, batch: list[str], exc: SourceError, word: str, asked: float | None
+        self,
+        batch: list[str],
+        exc: SourceError,
+        word: str,
+        asked: float | None,
+        *,
+        counted: bool = True,
     ) -> None:
-        """Count a batch without an answer (asked at `asked`); raise when the run of them opens
-        the breaker."""
+        """Note a batch without an answer (asked at `asked`), `counted` in the run that opens
+        the breaker (raise when it does); not counted: a part of a batch asked again in parts,
+        whose answer came."""
         self._first = self._first or exc
+        if counted:
+            self.count(exc, word, len(batch))
+        if self._answered:
+            await self._fail(batch, word, asked)
+        else:
+            self._held.append((batch, word, asked))
+
+    def count(self, exc: SourceError, word: str, orders: int) -> None:
+        """Count a batch without an answer in the run; raise when the run opens the breaker."""
         self._in_a_row += 1
         log.debug(
             "ccnow.batch_failed",
-            extra={"fields": {"account": self._account, "orders": len(batch), "reason": word}},
+            extra={"fields": {"account": self._account, "orders": orders, "reason": word}},
         )
         if self._in_a_row >= self._limit:
             log.warning(
@@ -88,10 +109,6 @@ class _BatchFailures:
                 },
             )
             raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
-        if self._answered:
-            await self._fail(batch, word, asked)
-        else:
-            self._held.append((batch, word, asked))
 
     async def answered(self) -> None:
         """Note a batch that answered: the failed ones are their orders' failures alone."""
@@ -148,10 +165,11 @@ class CCNowClient:
         """Return the orders CCNow lists as pending, as OK observations with their status.
 
         A line that says no status (one that is not a status word, an error, two lines that
-        disagree) is left out, with one warning per answer naming them. A followed order on it
-        is not on the list as read: a catch-up queries it on its own, as a poll does one the
-        read before named (it left the list), and a due tick any other; that answer is its
-        check. One nobody follows is no check of the account's at all."""
+        disagree, one no order id can be read from) is left out, with one warning per answer
+        naming them. A followed order on it is not on the list as read: a catch-up queries it
+        on its own, as a poll does one the read before named (it left the list), and a due
+        tick any other; that answer is its check. One nobody follows is no check of the
+        account's at all."""
         answer, asked, last = await self._post([])  # as of the attempt that brought it
         lines, disagreeing = by_id(answer)
         observations = []
@@ -161,20 +179,20 @@ class CCNowClient:
             # neither new nor pending on the strength of a cut line.
             lines.pop(last.order_id, None)
             observations.append(await self._decide(last))
-        unreadable = []
+        unreadable: list[str] = []
         for order_id, line in lines.items():
             if order_id in disagreeing or line.status is None:
                 unreadable.append(order_id)
                 continue
             key = OrderKey("ccnow", self._config.name, order_id)
             observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
-        if unreadable:
+        if unreadable or answer.skipped:
             log.warning(
                 "ccnow.pending_lines_unreadable",
                 extra={
                     "fields": {
                         "account": self._config.name,
-                        "count": len(unreadable),
+                        "count": len(unreadable) + answer.skipped,
                         "order_ids": unreadable[:LOGGED_IDS],
                     }
                 },
@@ -189,9 +207,11 @@ class CCNowClient:
         """Query orders in batches and await `emit` for each.
 
         A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page,
-        a cut answer) fails its own orders, and the other batches go on; the account fails
-        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row, or
-        at an answer about the whole account (a refused login, maintenance, a `message`)."""
+        a cut answer) fails its own orders, and the other batches go on; one whose answer
+        holds a line no asked order's can be read from is asked again in halves, down to the
+        order alone, so that only that order fails. The account fails (this raises) when no
+        batch answers, when BREAKER_BATCHES batches fail in a row, or at an answer about the
+        whole account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
             try:
@@ -208,12 +228,17 @@ class CCNowClient:
 
         failures = _BatchFailures(emit, self._config.name, self._breaker_limit)
 
-        async def handle(batch: list[str]) -> bool:
+        async def handle(batch: list[str], *, part: bool = False) -> bool:
             try:
                 answer, asked, last = await self._post(batch)
             except RequestFailed as exc:
                 await failures.failed(batch, exc, exc.word, exc.sent_at)
                 return False  # the next batch goes alone until one answers (drain)
+            except UnreadableAnswer as exc:
+                if len(batch) > 1:
+                    return await halves(batch, exc, part=part)
+                await failures.failed(batch, exc, "protocol", time.time(), counted=not part)
+                return False
             except ProtocolError as exc:
                 await failures.failed(batch, exc, "protocol", time.time())  # when it failed
                 return False
@@ -225,6 +250,23 @@ class CCNowClient:
             if last is not None and cut in batch:
                 await emit(await self._decide(last))
             return True
+
+        async def halves(batch: list[str], exc: UnreadableAnswer, *, part: bool) -> bool:
+            # Each half asked again in this pass: the order whose line cannot be read fails
+            # alone, the others are decided (else it fails its batch, poll after poll, and the
+            # account with it while its one-order probe answers). A batch none of whose parts
+            # answered counts once in the breaker's run.
+            log.debug(
+                "ccnow.batch_split",
+                extra={"fields": {"account": self._config.name, "orders": len(batch)}},
+            )
+            middle = len(batch) // 2
+            answered = [await handle(b, part=True) for b in (batch[:middle], batch[middle:])]
+            if any(answered):
+                return True
+            if not part:
+                failures.count(exc, "protocol", len(batch))
+            return False
 
         await drain(batches(), handle, self._config.concurrency)
         failures.finish()
@@ -314,12 +356,15 @@ class CCNowClient:
         if reply.status != 200:
             raise ProtocolError(f"http {reply.status}")
         try:
-            answer = parse_answer(reply.body, secrets=self._secrets)
+            answer = parse_answer(reply.body, secrets=self._secrets, asked=order_ids)
         except SourceError as exc:
             # parse_answer masked what it quoted; this catches anything it did not foresee.
             text = str(exc)
             masked = redact(text, self._secrets)
-            raise (exc if masked == text else type(exc)(masked)) from None
+            kind = type(exc)
+            if kind is ProtocolError and order_ids and speaks_ccnow(reply.body):
+                kind = UnreadableAnswer
+            raise (exc if masked == text and kind is type(exc) else kind(masked)) from None
         answer, last = drop_undecided(reply, answer)
         if last is not None:
             log.debug(

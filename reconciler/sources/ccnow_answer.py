@@ -15,7 +15,6 @@ from reconciler.sources.errors import (
     SourceError,
     SourceUnavailable,
 )
-from reconciler.sources.http import Reply
 
 log = logging.getLogger("reconciler.sources.ccnow")
 
@@ -80,6 +79,12 @@ _DOWN = re.compile(
     re.I,
 )
 _ERROR_MESSAGE = "error_message"
+# How an error line names an order a query asked: by its fields' number (`x_orderid_2`,
+# `x_action_2`: the second order asked) or by its id (hyphens or not, no digit either side).
+_FIELD_NUMBER = re.compile(r"\b(?:x_)?(?:orderid|action)_([0-9]{1,9})\b", re.I)
+_ID = r"([0-9]{3})-?([0-9]{2})-?([0-9]{4})(?![0-9])"
+_ID_IN_TEXT = re.compile(r"(?<![0-9])" + _ID, re.ASCII)
+_LEADING_ID = re.compile(_ID, re.ASCII)
 NO_PENDING_ORDERS = "no_pending_orders"
 UNREADABLE = "unreadable status"
 
@@ -103,6 +108,7 @@ class Answer:
 
     orders: tuple[OrderLine, ...]
     messages: tuple[str, ...]
+    skipped: int = 0  # the pending list's lines no order or word could be read from
 
 
 def _readable(text: str) -> str:
@@ -243,8 +249,27 @@ def _is_page(text: str) -> bool:
     return text.lstrip().startswith("<")
 
 
-def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
+def _owner(line: str, asked: Sequence[str]) -> str | None:
+    """Return the one asked order an error line names, when it is about that order alone: not
+    when it names none or several, nor when it says CCNow is down or names our credentials
+    (`x_orderid_2 login failed`), which are the account's."""
+    named = {asked[int(n) - 1] for n in _FIELD_NUMBER.findall(line) if 0 < int(n) <= len(asked)}
+    named.update(i for m in _ID_IN_TEXT.finditer(line) if (i := "-".join(m.groups())) in asked)
+    if len(named) != 1 or _OUTAGE_WORDS.search(line) or says_down(line):
+        return None
+    return None if _AUTH_WORDS.search(line) else named.pop()
+
+
+def parse_answer(
+    body: bytes | str, *, secrets: Sequence[str] = (), asked: Sequence[str] | None = None
+) -> Answer:
     """Parse an answer strictly: an `error_message` or anything off the protocol raises.
+
+    `asked`: the orders a poll's query asked (hyphenated, in field order; none: the pending
+    list). An error line naming one of them, and a line that starts with one's id but reads
+    no further, are that order's line (NOTES: per-order error lines inside a batch answer);
+    the pending list's unreadable lines are skipped (`skipped`) when others read. None (an
+    action's post, whose answer says what was applied): nothing is tolerated.
 
     Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
     """
@@ -255,19 +280,28 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
     lines = [(raw, line) for raw in _LINE_END.split(text) if (line := raw.strip(_SPACE))]
     if not lines:
         raise ProtocolError("empty answer")
-    # An error anywhere makes the whole answer an error, whatever else it contains.
-    for raw, line in lines:
+    # An error anywhere makes the whole answer an error, whatever else it contains, but one
+    # about an asked order alone: else that order's trouble fails its whole batch, poll after
+    # poll, and the account with it, while its one-order probe answers.
+    owners: dict[int, str] = {}
+    for number, (raw, line) in enumerate(lines, 1):
         if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
-            raise _error_answer(_ERROR_MESSAGE, raw, forms)
+            if (owner := _owner(line, asked or ())) is None:
+                raise _error_answer(_ERROR_MESSAGE, raw, forms)
+            owners[number] = owner
 
     orders: list[OrderLine] = []
     messages: list[str] = []
     unknown: str | None = None
     extra_columns: list[str] = []
+    unread: str | None = None  # the pending list's first line skipped
+    skipped = 0
     for number, (raw, line) in enumerate(lines, 1):
         first, *more = _BLANKS.split(line, maxsplit=1)
         rest = more[0] if more else ""
-        if first.lower() == "message":
+        if number in owners:
+            orders.append(_order_line(owners[number], line, forms)[0])
+        elif first.lower() == "message":
             messages.append(rest)
             # `no_pending_orders` is the one documented message; any other may say the account
             # is locked or the list unavailable, never that nothing is pending.
@@ -278,9 +312,19 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
             orders.append(order)
             if cut:
                 extra_columns.append(order_id)
+        elif asked and (m := _LEADING_ID.match(line)) and "-".join(m.groups()) in asked:
+            # `500-00-0002: mark_shipped`: no status of the order it names (one asked).
+            orders.append(OrderLine("-".join(m.groups()), None, UNREADABLE, unreadable=True))
         else:
             shown = _quote(raw, forms, limit=40)
-            raise ProtocolError(f"line {number}: not an answer line: {shown!r}")
+            unread = unread or f"line {number}: not an answer line: {shown!r}"
+            if asked is None or asked:
+                raise ProtocolError(unread)
+            # A pending list line no order can be read from (`5000000050 pending`) hides no
+            # order's change: one missing from the list is queried, never taken as changed.
+            skipped += 1
+    if unread is not None and not orders and not messages:
+        raise ProtocolError(unread)
     if unknown is not None:
         raise _error_answer("message", unknown, forms)
     if extra_columns:
@@ -294,98 +338,7 @@ def parse_answer(body: bytes | str, *, secrets: Sequence[str] = ()) -> Answer:
                 }
             },
         )
-    return Answer(tuple(orders), tuple(messages))
-
-
-def is_complete(reply: Reply) -> bool:
-    """Whether an answer arrived whole: one whose Content-Length it matched did (aiohttp
-    raises on one that ends short), and any other 200 body ends with a line end, as every line
-    does; or, chunked, its last line reads as a whole line (`_reads_whole`: a CGI behind a web
-    server is chunked, and the document does not promise a final line end).
-
-    A connection closed mid-answer leaves the last line cut, and a cut word (`pend`) would
-    read as a status; so does a CGI that dies mid-line behind a web server, which still ends
-    its chunked answer cleanly. Such an answer is a transport failure, and retried. A page is
-    no answer, whole or not: `parse_answer` says so (`html page`), with no retry.
-    """
-    line = _open_line(reply)
-    if line is None:
-        return True
-    if reply.chunked:
-        if _reads_whole(line):
-            return True
-        # Not a connection lost (the web server ended the chunks): the program behind it
-        # stopped mid-line, or wrote a line no status word ends.
-        log.warning(
-            "ccnow.answer_cut",
-            extra={"fields": {"framing": "chunked", "reason": "last line cut: no line end"}},
-        )
-    return False
-
-
-def _reads_whole(line: str) -> bool:
-    """Whether a last line without its line end reads as the line reader reads a whole one: an
-    order line whose status is a documented word (data columns after it change nothing), or
-    `message no_pending_orders`. A cut word (`pend`) is neither; nor is a status the document
-    does not list, which may be the start of a longer one; nor an `error_message` line, whose
-    words decide (`x_orderid_12 is not pending` cut to `x_orderid_1` would refuse another
-    command, `... down for maintenance` cut before `maintenance` would refuse its own): an
-    answer of error lines applied nothing, so posting it again is safe."""
-    if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
-        return False
-    first, *more = _BLANKS.split(line, maxsplit=1)
-    rest = more[0] if more else ""
-    if first.lower() == "message":
-        return rest.lower() == NO_PENDING_ORDERS
-    order_id = ccnow_id(first)
-    if order_id is None or not rest:
-        return False
-    if _BLANKS.split(rest, maxsplit=1)[0].lower() == _ERROR_MESSAGE:
-        return False
-    order, _ = _order_line(order_id, rest, None)
-    return order.status is not None and order.status in _DOCUMENTED.values()
-
-
-def _open_line(reply: Reply) -> str | None:
-    """Return the last line (trimmed) of a 200 answer that no Content-Length framed and no
-    line end closes; None for any other answer, and for a page. Only its tail is decoded (a
-    pending list may hold megabytes), and the body's head when it is no blank."""
-    body = reply.body
-    if reply.framed or reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
-        return None
-    head = _text(body[:1024])
-    if _is_page(head if head.strip() else _text(body)):
-        return None
-    # A line end is one byte in UTF-8, never a part of another character's bytes.
-    start = max(body.rfind(b"\n"), body.rfind(b"\r")) + 1
-    tail = _text(body) if start == 0 else body[start:].decode("utf-8", "surrogateescape")
-    return tail.strip(_SPACE)
-
-
-def undecided_line(reply: Reply) -> str | None:
-    """Return the order id (hyphenated) of an answer's last line when it alone is undecided: a
-    chunked answer without its final line end whose last line names a whole order id (the id,
-    a blank, words), which may be a longer line cut short (`canceled_tmp` cut to `canceled`;
-    `pending review` to `pending`). None for any other answer: whole, or cut where no order
-    can be named (`is_complete`)."""
-    line = _open_line(reply) if reply.chunked else None
-    first, *more = _BLANKS.split(line or "", maxsplit=1)
-    return ccnow_id(first) if more else None
-
-
-def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | None]:
-    """Return an answer without its last line when that alone is undecided (`undecided_line`), and
-    that line (None: none); ProtocolError: the parser did not read it last."""
-    if (cut := undecided_line(reply)) is None:
-        return answer, None
-    if not answer.orders or answer.orders[-1].order_id != cut:
-        raise ProtocolError("an answer's last line is not what its parser read last")
-    return Answer(answer.orders[:-1], answer.messages), answer.orders[-1]
-
-
-def read_complete(reply: Reply) -> bool:
-    """`is_complete` for reads: an answer whose last line alone is undecided is read too."""
-    return undecided_line(reply) is not None or is_complete(reply)
+    return Answer(tuple(orders), tuple(messages), skipped)
 
 
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:

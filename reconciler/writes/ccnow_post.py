@@ -26,15 +26,13 @@ from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     Answer,
     answered_orders,
-    drop_undecided,
-    is_complete,
     message_lines,
     parse_answer,
     refusal_lines,
     says_down,
     speaks_ccnow,
-    undecided_line,
 )
+from reconciler.sources.ccnow_cut import drop_undecided, is_complete, undecided_line
 from reconciler.sources.errors import (
     AnswerTooLarge,
     ProtocolError,

@@ -17,7 +17,8 @@ import pytest
 
 from reconciler.config import CCNowConfig, load_config
 from reconciler.reconcile import Reconciler
-from reconciler.sources.ccnow_answer import is_complete, says_down
+from reconciler.sources.ccnow_answer import says_down
+from reconciler.sources.ccnow_cut import is_complete
 from reconciler.sources.http import Gates
 from reconciler.sources.http import Reply as HTTPReply
 from reconciler.store import Store

@@ -1,0 +1,130 @@
+"""An answer's last line without its line end: whole, cut short on the way (asked again), or
+undecided (read without its last line, whose order is asked again alone)."""
+
+from __future__ import annotations
+
+from reconciler.model import ccnow_id
+from reconciler.sources.ccnow_answer import (
+    _BLANKS,
+    _DOCUMENTED,
+    _ERROR_MESSAGE,
+    _SPACE,
+    NO_PENDING_ORDERS,
+    Answer,
+    OrderLine,
+    _is_page,
+    _order_line,
+    _text,
+    log,
+)
+from reconciler.sources.errors import ProtocolError
+from reconciler.sources.http import Reply
+
+
+def is_complete(reply: Reply) -> bool:
+    """Whether an answer arrived whole: one whose Content-Length it matched did (aiohttp
+    raises on one that ends short), with or without a final line end (CCNow may omit it),
+    unless its last line is plainly cut (`_cut_word`); any other 200 body ends with a line
+    end, as every line does; or, chunked, its last line reads as a whole line (`_reads_whole`:
+    a CGI behind a web server is chunked, and the document does not promise a final line end).
+
+    A connection closed mid-answer leaves the last line cut, and a cut word (`pend`) would
+    read as a status; so does a CGI that dies mid-line behind a web server, which still ends
+    its chunked answer cleanly (or frames what it got). Such an answer is a transport failure,
+    and retried. A page is no answer, whole or not: `parse_answer` says so (`html page`), with
+    no retry.
+    """
+    line = _open_line(reply)
+    if line is None:
+        return True
+    if reply.framed:
+        if not _cut_word(line):
+            return True
+        framing, reason = "content-length", "last line cut: a status word's start"
+    elif reply.chunked:
+        if _reads_whole(line):
+            return True
+        # Not a connection lost (the web server ended the chunks): the program behind it
+        # stopped mid-line, or wrote a line no status word ends.
+        framing, reason = "chunked", "last line cut: no line end"
+    else:
+        return False
+    log.warning("ccnow.answer_cut", extra={"fields": {"framing": framing, "reason": reason}})
+    return False
+
+
+def _cut_word(line: str) -> bool:
+    """Whether a framed answer's last line, without its line end, is an order line whose status
+    word is the start of a documented one (`pendi` of `pending`, in any case) and no whole
+    one: a word cut short, never a status CCNow has (a word the document does not list is
+    kept as it comes, and this one would raise a change `pending -> pendi` and back)."""
+    first, *more = _BLANKS.split(line, maxsplit=1)
+    if ccnow_id(first) is None or not more:
+        return False
+    word = _BLANKS.split(more[0], maxsplit=1)[0].lower()
+    return word not in _DOCUMENTED and any(w.startswith(word) for w in _DOCUMENTED)
+
+
+def _reads_whole(line: str) -> bool:
+    """Whether a last line without its line end reads as the line reader reads a whole one: an
+    order line whose status is a documented word (data columns after it change nothing), or
+    `message no_pending_orders`. A cut word (`pend`) is neither; nor is a status the document
+    does not list, which may be the start of a longer one; nor an `error_message` line, whose
+    words decide (`x_orderid_12 is not pending` cut to `x_orderid_1` would refuse another
+    command, `... down for maintenance` cut before `maintenance` would refuse its own): an
+    answer of error lines applied nothing, so posting it again is safe."""
+    if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
+        return False
+    first, *more = _BLANKS.split(line, maxsplit=1)
+    rest = more[0] if more else ""
+    if first.lower() == "message":
+        return rest.lower() == NO_PENDING_ORDERS
+    order_id = ccnow_id(first)
+    if order_id is None or not rest:
+        return False
+    if _BLANKS.split(rest, maxsplit=1)[0].lower() == _ERROR_MESSAGE:
+        return False
+    order, _ = _order_line(order_id, rest, None)
+    return order.status is not None and order.status in _DOCUMENTED.values()
+
+
+def _open_line(reply: Reply) -> str | None:
+    """Return the last line (trimmed) of a 200 answer that no line end closes; None for any
+    other answer, and for a page. Only its tail is decoded (a pending list may hold
+    megabytes), and the body's head when it is no blank."""
+    body = reply.body
+    if reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
+        return None
+    head = _text(body[:1024])
+    if _is_page(head if head.strip() else _text(body)):
+        return None
+    # A line end is one byte in UTF-8, never a part of another character's bytes.
+    start = max(body.rfind(b"\n"), body.rfind(b"\r")) + 1
+    tail = _text(body) if start == 0 else body[start:].decode("utf-8", "surrogateescape")
+    return tail.strip(_SPACE)
+
+
+def undecided_line(reply: Reply) -> str | None:
+    """Return the order id (hyphenated) of an answer's last line when it alone is undecided: a
+    chunked answer without its final line end whose last line names a whole order id (the id,
+    a blank, words), which may be a longer line cut short (`canceled_tmp` cut to `canceled`;
+    `pending review` to `pending`). None for any other answer: whole, or cut where no order
+    can be named (`is_complete`)."""
+    line = _open_line(reply) if reply.chunked else None
+    first, *more = _BLANKS.split(line or "", maxsplit=1)
+    return ccnow_id(first) if more else None
+
+
+def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | None]:
+    """Return an answer without its last line when that alone is undecided (`undecided_line`), and
+    that line (None: none); ProtocolError: the parser did not read it last."""
+    if (cut := undecided_line(reply)) is None:
+        return answer, None
+    if not answer.orders or answer.orders[-1].order_id != cut:
+        raise ProtocolError("an answer's last line is not what its parser read last")
+    return Answer(answer.orders[:-1], answer.messages), answer.orders[-1]
+
+
+def read_complete(reply: Reply) -> bool:
+    """`is_complete` for reads: an answer whose last line alone is undecided is read too."""
+    return undecided_line(reply) is not None or is_complete(reply)

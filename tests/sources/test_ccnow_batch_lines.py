@@ -1,0 +1,209 @@
+"""One order's bad line in a batched CCNow answer fails that order alone (probe 27: it failed
+the account, and `source.failed` / `source.recovered` flapped for ever); a framed answer whose
+last line is plainly cut is asked again; the pending list's unreadable line hides no other."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.model import Observation, OrderKey, Outcome, normalize_ccnow_id
+from reconciler.sources.ccnow import CCNowClient
+from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
+from tests.conftest import ccnow_coordinator
+from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config
+
+A, B, C, D = "500-00-0001", "500-00-0002", "500-00-0003", "500-00-0004"
+
+
+class LinesFake(FakeCCNow):
+    """FakeCCNow whose line for an order can be set (`{n}`: the order's field number in the
+    post, `{id}`: its id as posted), and that adds `stray` lines to any post naming their
+    order (a line no asked order's can be read from)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.line_for: dict[str, str] = {}
+        self.stray: dict[str, str] = {}
+
+    def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
+        if not ids:
+            return super()._lines(ids, form)
+        lines = []
+        for n, raw in enumerate(ids, 1):
+            order_id = normalize_ccnow_id(raw)
+            own = self.line_for.get(order_id)
+            lines += super()._lines([raw]) if own is None else [own.format(n=n, id=raw)]
+        return lines + [self.stray[i] for i in map(normalize_ccnow_id, ids) if i in self.stray]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[LinesFake]:
+    async with LinesFake() as fake:
+        fake.orders = {A: "mark_shipped", B: "mark_shipped", C: "completed", D: "pending"}
+        yield fake
+
+
+async def query(fake: FakeCCNow, ids: list[str], **changes: int) -> dict[str, Observation]:
+    seen: dict[str, Observation] = {}
+
+    async def emit(observation: Observation) -> None:
+        seen[observation.key.order_id] = observation
+
+    async with aiohttp.ClientSession() as session:
+        client = CCNowClient(ccnow_config(fake.url, **changes), session)
+        await client.query(ids, emit)
+    return seen
+
+
+def said(seen: dict[str, Observation]) -> dict[str, tuple[Outcome, str | None]]:
+    return {i: (o.outcome, o.status or o.reason) for i, o in seen.items()}
+
+
+@pytest.mark.parametrize(
+    ("line", "outcome"),
+    [
+        # A line that starts with the order's id and reads no further: its own failure.
+        ("{id}: mark_shipped", (Outcome.FAILED, "order_error")),
+        ("{id}", (Outcome.FAILED, "order_error")),
+        # An error line naming the order by its field, or by its number (hyphens or not).
+        ("error_message x_orderid_{n} invalid order number {id}", (Outcome.NOT_FOUND, None)),
+        ("error_message x_action_{n}: database busy", (Outcome.FAILED, "order_error")),
+        ("error_message order 500000002 locked", (Outcome.FAILED, "order_error")),
+    ],
+)
+async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
+    fake: LinesFake, line: str, outcome: tuple[Outcome, str | None]
+) -> None:
+    fake.line_for[B] = line
+    seen = await query(fake, [A, B, C])
+    assert said(seen) == {
+        A: (Outcome.OK, "mark_shipped"),
+        B: outcome,
+        C: (Outcome.OK, "completed"),
+    }
+    assert fake.batch_sizes == [3]  # read from the one answer
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        # The account's, whatever order it names.
+        ("error_message x_orderid_{n} system down for maintenance", SourceUnavailable),
+        ("error_message x_orderid_{n} invalid login", AuthenticationFailed),
+        ("error_message x_orderid_1 x_orderid_2 invalid", SourceUnavailable),  # whose?
+        ("error_message invalid order number", SourceUnavailable),  # none named
+    ],
+)
+async def test_an_error_line_about_more_than_one_order_is_still_the_answers(
+    fake: LinesFake, line: str, error: type[Exception]
+) -> None:
+    fake.line_for[B] = line
+    with pytest.raises(error):
+        await query(fake, [A, B])
+
+
+async def test_an_answer_with_a_line_no_order_owns_is_asked_again_in_halves(
+    fake: LinesFake,
+) -> None:
+    fake.stray[B] = "<<< mark_shipped"  # CCNow's words all the same: its other lines read
+    seen = await query(fake, [A, B, C, D])
+    assert said(seen) == {
+        A: (Outcome.OK, "mark_shipped"),
+        B: (Outcome.FAILED, "protocol"),
+        C: (Outcome.OK, "completed"),
+        D: (Outcome.OK, "pending"),
+    }
+    # The batch, its halves, and the half with B in two: each order decided in this pass.
+    assert fake.batch_sizes == [4, 2, 1, 1, 2]
+
+
+async def test_when_no_part_of_a_batch_reads_the_account_fails_after_a_bounded_run(
+    fake: LinesFake,
+) -> None:
+    fake.extra_lines = ["<<<"]  # on every answer: no order's answer can be read
+    ids = [f"600-00-{1000 + i}" for i in range(12)]
+    with pytest.raises(SourceUnavailable, match="3 batches failed in a row"):
+        await query(fake, ids, batch_size=4, concurrency=1)
+    # The breaker counts a batch asked in parts once: three batches (7 posts each) at most.
+    assert len(fake.batch_sizes) <= 3 * 7
+
+
+async def test_a_page_is_not_asked_again_in_parts(fake: LinesFake) -> None:
+    fake.queries = Reply(200, "<html><body>Login</body></html>\n", content_type="text/html")
+    with pytest.raises(ProtocolError):
+        await query(fake, [A, B, C, D])
+    assert fake.batch_sizes == [4]
+
+
+async def test_a_framed_answer_whose_last_status_word_is_cut_is_asked_again(
+    fake: LinesFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Framed by its Content-Length, no final line end: `pendi` is no status CCNow has.
+    fake.script = [Reply(200, f"{A} mark_shipped\n{D} pendi")]
+    with caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"):
+        seen = await query(fake, [A, D])
+    assert said(seen) == {A: (Outcome.OK, "mark_shipped"), D: (Outcome.OK, "pending")}
+    assert fake.batch_sizes == [2, 2]
+    assert [r.msg for r in caplog.records] == ["ccnow.answer_cut"]
+
+
+@pytest.mark.parametrize("last", ["pending", "PENDING", "on_hold", "pending 2026-11-30"])
+async def test_a_framed_answer_without_a_final_line_end_is_otherwise_whole(
+    fake: LinesFake, last: str
+) -> None:
+    fake.script = [Reply(200, f"{A} mark_shipped\n{D} {last}")]
+    seen = await query(fake, [A, D])
+    assert seen[D].outcome is Outcome.OK
+    assert seen[D].status == ("on_hold" if last == "on_hold" else "pending")
+    assert fake.batch_sizes == [2]
+
+
+async def test_an_unreadable_line_of_the_pending_list_hides_no_other_order(
+    fake: LinesFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.orders = {A: "pending", B: "pending"}
+    fake.extra_lines = ["5000000050 pending"]  # ten digits: no order id
+    async with aiohttp.ClientSession() as session:
+        client = CCNowClient(ccnow_config(fake.url), session)
+        with caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"):
+            listed = await client.pending_list()
+        assert {o.key.order_id: o.status for o in listed} == {A: "pending", B: "pending"}
+        warned = [r for r in caplog.records if r.msg == "ccnow.pending_lines_unreadable"]
+        assert [r.fields["count"] for r in warned] == [1]  # type: ignore[attr-defined]
+        # A list of nothing but such lines is no list.
+        fake.orders = {}
+        fake.always = Reply(200, "5000000050 pending\n")
+        with pytest.raises(ProtocolError, match="not an answer line"):
+            await client.pending_list()
+
+
+async def test_one_orders_bad_line_neither_fails_the_account_nor_flaps_it(
+    tmp_path: Path, fake: LinesFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    fake.line_for[B] = "{id}: mark_shipped"
+    fake.line_for[C] = "error_message x_orderid_{n} invalid order number {id}"
+    async with ccnow_coordinator(tmp_path, fake, 2.0) as (coordinator, clock):
+        await coordinator.store.orders.track(
+            "ccnow", "default", [(A, None), (B, None), (C, None)], clock.now
+        )
+        for _ in range(12):  # catch-up, then polls and due checks over two hours
+            await coordinator.full_pass(via="catch-up")
+            clock.now += 600
+            await coordinator.tick_pending_list()
+            await coordinator.tick_due()
+        events = await coordinator.store.events.history()
+        state = await coordinator.store.sources.state("ccnow", "default")
+        keys = [OrderKey("ccnow", "default", i) for i in (A, B, C)]
+        orders = {k.order_id: s for k, s in (await coordinator.store.orders.load(keys)).items()}
+    # Before: `source.failed` at the first batch, `source.recovered` at the probe, again and
+    # again.
+    assert [e.type for e in events if e.order_id is None] == []
+    assert not state.failing
+    assert orders[A].status == "mark_shipped"
+    assert orders[B].status is None and orders[B].failure_streak > 0
