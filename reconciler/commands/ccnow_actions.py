@@ -31,8 +31,7 @@ from reconciler.writes.ccnow_actions import (
     dry_run_text,
     sort_out,
 )
-from reconciler.writes.ccnow_form import made_before
-from reconciler.writes.ccnow_keys import key_forms
+from reconciler.writes.ccnow_keys import made_before
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 
 from .accounts import account_names
@@ -111,8 +110,7 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
         )
     else:
         try:
-            keys = [k for c in new for k in key_forms(c)]
-            known = made_before(new, await cmds.by_keys(store, cfg.name, keys))
+            known = await made_before(store, new)
             # One still queued is sent by the real run, as it was asked.
             fresh = [c for c in new if c not in known or known[c].state == "queued"]
             posted, past_pending, waiting = await sort_out(

@@ -82,6 +82,10 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
     ref = ref_option(reference)
     track = f"`reconciler track ccv ID {ref}{' --relink' if answer.relink else ''}{account}`"
     where = f" (Location: {redact(location, secrets)})" if location else ""
+    if code == EX_OK and answer.own is not None and not answer.order_id:
+        # Its body broke or was too large: unread, it may have named the order. Said as a lost
+        # answer is (look at CCV first), not as one naming no order.
+        code = EX_TEMPFAIL
     if code == EX_OK:
         if answer.order_id:
             print(answer.order_id)
@@ -99,11 +103,7 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
             else f", or, when the answer named no order and CCV has none, `reconciler ccv "
             f"resolve {ref} --not-sent{account}` (then submit it again)"
         )
-        why = (
-            "CCV's answer names no usable order id, or one followed under another reference"
-            if answer.own is None
-            else _one_line(answer.own, secrets)  # its body broke, or was too large
-        )
+        why = "CCV's answer names no usable order id, or one followed under another reference"
         say(
             f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
             f"({why}); "
@@ -117,15 +117,17 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # Percent-encoded, the header may carry a line end (`%0D%0A`) a reference or CCV's
         # failure held: one line, as the body.
         own = _one_line(answer.own, secrets)
-        say(f"reconciler: {'error: ' if level == logging.ERROR else ''}{own}", level)
+        # With CCV's Location, where a 303's "made, see there" points, also when its body broke.
+        say(f"reconciler: {'error: ' if level == logging.ERROR else ''}{own}{where}", level)
     else:
         # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a
         # page of any size: one masked, printable, bounded line.
         text = _one_line(answer.body.decode("utf-8", errors="replace"), secrets)
         say(f"reconciler: submit answered HTTP {status}{where}: {text}", level)
     if answer.state == "uncertain":
-        # A 3xx, a 5xx or a lost answer: CCV may have made the order, and the same reference
-        # is refused from now on (409); a new one would make a second order if CCV has it.
+        # A 3xx, a 5xx, a lost answer or a 2xx whose body was not read: CCV may have made the
+        # order, and the same reference is refused from now on (409); a new one would make a
+        # second order if CCV has it.
         or_not_sent = (
             ""
             if made
@@ -154,6 +156,9 @@ async def submit_command(config: Config, account: str, document: object) -> int:
     secrets = config_secrets(config)
     async with writer_unless_held(config) as rt:
         if rt is not None:
+            if not isinstance(document, dict):
+                say("reconciler: error: $: the body must be a JSON object")  # as the API's 400
+                return EX_DATAERR
             submitter = rt.submitter()
             try:
                 result = await submitter.submit(account, document)
@@ -206,7 +211,10 @@ async def _through_api(
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _no_answer(exc, wait_s, sent_ref, option, given=given)
     header = headers.get(REFERENCE_HEADER)
-    reference = None if header is None else own_from_header(header)
+    # The reference it sent, where it has one: an older daemon's header is not percent-encoded
+    # (`50%25-off` would read as `50%-off`).
+    given_ref = sent_ref if isinstance(sent_ref, str) else None
+    reference = None if header is None else given_ref or own_from_header(header)
     log.info(
         "ccv.submit_via_api",
         extra=fields(account=account, status=status, external_reference=reference),

@@ -137,17 +137,7 @@ async def _track_ccv(
             f"{shown(ref)}{more}: nothing tracked (--relink moves it, its old reference kept as "
             "an alias)"
         ) from None
-    for key, current, ref in moved:
-        log.warning(
-            "order.reference_relinked",
-            extra=fields(
-                source="ccv",
-                account=account,
-                order_id=key.order_id,
-                previous_reference=current,
-                external_reference=ref,
-            ),
-        )
+    references.log_relinked(log, account, moved)
     return added
 
 

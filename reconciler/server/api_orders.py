@@ -69,8 +69,6 @@ class Orders:
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
-        if not isinstance(doc, dict):
-            raise BadRequest(400, "the body must be a JSON object", "$")
         for name in doc:
             if name not in _TRACK_FIELDS:
                 raise unknown_field(name)
@@ -112,17 +110,7 @@ class Orders:
                 ) from None
             added = found is None
             await store.orders.track_within(source, account, kept, now)
-        for _, previous, _ in moved:
-            log.warning(
-                "order.reference_relinked",
-                extra=fields(
-                    source="ccv",
-                    account=account,
-                    order_id=order_id,
-                    previous_reference=previous,
-                    external_reference=ref,
-                ),
-            )
+        references.log_relinked(log, account, moved)
         if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):
             self.deps.submitter.on_commit()  # its order.submit_resolved goes out now
         state = await self.find(key)

@@ -204,9 +204,9 @@ def repeated(request: web.Request) -> None:
             raise BadRequest(400, "given more than once", name)
 
 
-async def json_body(request: web.Request, limit: int, *, timeout_s: float) -> object:
-    """Return the request's JSON body; 413 above the limit, 408 when it has not arrived within
-    `timeout_s`, 400 when it is not JSON."""
+async def json_body(request: web.Request, limit: int, *, timeout_s: float) -> dict[str, object]:
+    """Return the request's JSON body, an object; 413 above the limit, 408 when it has not
+    arrived within `timeout_s`, 400 when it is not JSON or no object (every call's body is)."""
     try:
         raw = await read_body(request, limit, timeout_s=timeout_s)
     except BodyTooLarge:
@@ -216,11 +216,14 @@ async def json_body(request: web.Request, limit: int, *, timeout_s: float) -> ob
     except BodyUnreadable:
         raise BadRequest(400, "the body could not be read", "$") from None
     try:
-        return strict_json.given(raw)
+        document = strict_json.given(raw)
     except (strict_json.NotExact, strict_json.RepeatedKey) as exc:
         raise BadRequest(400, str(exc), "$") from None
     except strict_json.NotJSON as exc:
         raise BadRequest(400, f"malformed JSON: {exc}", "$") from None
+    if not isinstance(document, dict):
+        raise BadRequest(400, "the body must be a JSON object", "$")
+    return document
 
 
 def source_named(raw: object) -> Source:

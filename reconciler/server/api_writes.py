@@ -90,8 +90,6 @@ class Writes:
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
-        if not isinstance(doc, dict):
-            raise BadRequest(400, "the body must be a JSON object", "$")
         for name in doc:
             if name not in ("external_reference", "sent", "account"):
                 raise unknown_field(name)
@@ -125,8 +123,6 @@ class Writes:
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
-        if not isinstance(doc, dict):
-            raise BadRequest(400, "the body must be a JSON object", "$")
         account = self.account("ccnow", doc.get("account"))
         try:
             new = from_document(sender.accounts[account], doc, self.deps.secrets_search)
@@ -146,8 +142,6 @@ class Writes:
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
-        if not isinstance(doc, dict):
-            raise BadRequest(400, "the body must be a JSON object", "$")
         for name in doc:
             if name not in ("order_id", "sent", "account"):
                 raise unknown_field(name)
@@ -189,8 +183,6 @@ class Writes:
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
-        if not isinstance(doc, dict):
-            raise BadRequest(400, "the body must be a JSON object", "$")  # as every call's
         problems = check_pricing(doc)
         if blocking(problems):
             log.info(

@@ -89,9 +89,7 @@ def connection_cap(configured: int | None, nofile: int) -> int:
 def fixed_page(status: int) -> web.Response:
     """Return the fixed JSON page of `status`, closing the connection after it."""
     body = _ERROR_BODIES.get(status, b'{"error": "internal error"}')
-    response = web.Response(
-        status=status, body=body, content_type="application/json", headers={"Server": SERVER_NAME}
-    )
+    response = web.Response(status=status, body=body, content_type="application/json")
     response.force_close()
     return response
 
@@ -186,6 +184,9 @@ class _Protocol(RequestHandler):
         """Write the answer; when part of the request's body is still to come (a refusal
         before reading it, `Expect: 100-continue` refused), close the connection after it:
         aiohttp would read and throw away any amount for 10 s first (a lingering close)."""
+        if not resp.prepared:
+            # Every answer, the app's, a refusal before its router and a fixed page alike.
+            resp.headers[hdrs.SERVER] = SERVER_NAME
         unread = not request.content.is_eof()
         if unread:
             resp.force_close()  # says `Connection: close`
@@ -243,9 +244,6 @@ class _BoundedServer(web.Server):
                 if self.expect_screen is not None and hdrs.EXPECT in request.headers:
                     refusal = await self.expect_screen(cast(web.Request, request))
                     if refusal is not None:
-                        # Answered before the app's router: its `on_response_prepare`, which
-                        # names the server, is not run for it.
-                        refusal.headers["Server"] = SERVER_NAME
                         return refusal
                 return await handler(request)
             finally:

@@ -17,7 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..config import ConfigError
 from ..exits import TempFailure
 from ..logs import fields
-from .connections import SERVER_NAME, BoundedRunner, ConnectionLimits, ExpectScreen
+from .connections import BoundedRunner, ConnectionLimits, ExpectScreen
 
 # An app's screen of `Expect: 100-continue` requests, run before its routes (see ExpectScreen):
 # aiohttp answers `100 Continue` for a path no route takes before any middleware runs.
@@ -154,11 +154,6 @@ def _decoded_once(body: bytes, coding: str, limit: int) -> bytes:
     raise BodyUnreadable
 
 
-async def _name_server(_: web.Request, response: web.StreamResponse) -> None:
-    # Set before aiohttp fills in its default (Python and aiohttp versions).
-    response.headers["Server"] = SERVER_NAME
-
-
 class Listener:
     """Serve one app on one address within `limits` until close(), logging `<name>.listening`;
     no access log, since one line per junk request (receiver) or per call (API) would flood the
@@ -174,7 +169,6 @@ class Listener:
         shutdown_timeout_s: float = 5.0,
         pathless_404: bool = False,
     ) -> None:
-        app.on_response_prepare.append(_name_server)
         self._runner = BoundedRunner(
             app,
             limits,

@@ -238,12 +238,11 @@ class _Handler:
             return False
         limit = self.receiver.max_body_bytes
         try:
-            body = await asyncio.wait_for(
-                read_at_most(request, limit + 1), self.receiver.header_timeout_s
-            )
+            # All here (or its failure is): no wait to bound.
+            body = await read_at_most(request, limit + 1)
         except (HttpProcessingError, web.RequestPayloadError):
             return True
-        except (asyncio.TimeoutError, OSError):
+        except OSError:
             return False  # aiohttp closes the connection; the refusal stands
         if len(body) > limit:
             return False  # not read to its end, so not known to be broken: the refusal stands

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reconciler.logs import fields
 from reconciler.model import InvalidOrderId, ccnow_id, known_statuses, normalize_ccnow_id
 from reconciler.redact import SecretForms, holds_secret, mask, text_forms
 from reconciler.sources.errors import (
@@ -31,13 +32,14 @@ _SPACE = " \t\f\v"
 # Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
 _LINE_END = re.compile(r"\r\n|\r|\n")
 _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
-# A documented status word in any case (`MARK_SHIPPED`) is that documented word: stored as
-# written, a later answer in the document's case would raise a change that is none, and a word
-# in capitals would never count as settled. Followed by columns of data (`pending\tUSD`,
-# `MARK_SHIPPED 2026-11-30`, `pending 2026-11-30 12.50`) it names the status: else each new
-# column would read as another status. Followed by words (`pending review`), it may be a new
-# status: kept whole, as written, as every word the document does not list is.
-_DOCUMENTED = {word.lower(): word for word in known_statuses("ccnow")}
+# CCNow's documented status words. One in any case (`MARK_SHIPPED`) is that word: stored as written,
+# a later answer in the document's case would raise a change that is none, and a word in capitals
+# would never count as settled. Followed by columns of data (`pending\tUSD`, `MARK_SHIPPED
+# 2026-11-30`, `pending 2026-11-30 12.50`) it names the status: else each new column would read as
+# another status. Followed by words (`pending review`), it may be a new status: kept whole, as
+# written, as every word the document does not list is.
+DOCUMENTED = frozenset(known_statuses("ccnow"))
+_DOCUMENTED = {word.lower(): word for word in DOCUMENTED}
 _DIGIT = re.compile(r"[0-9]")
 _CODE = re.compile(r"[A-Z]{2,5}", re.ASCII)  # `USD`, `UPS`
 # What says CCNow does not know the order (its test server and sandbox answer `ID
@@ -331,12 +333,7 @@ def parse_answer(
         # Once per answer: a layout CCNow changed shows on every line of every poll.
         log.debug(
             "ccnow.extra_columns_ignored",
-            extra={
-                "fields": {
-                    "count": len(extra_columns),
-                    "order_ids": extra_columns[:LOGGED_IDS],
-                }
-            },
+            extra=fields(count=len(extra_columns), order_ids=extra_columns[:LOGGED_IDS]),
         )
     return Answer(tuple(orders), tuple(messages), skipped)
 

@@ -9,6 +9,7 @@ from reconciler.sources.ccnow_answer import (
     _DOCUMENTED,
     _ERROR_MESSAGE,
     _SPACE,
+    DOCUMENTED,
     NO_PENDING_ORDERS,
     Answer,
     OrderLine,
@@ -85,7 +86,7 @@ def _reads_whole(line: str) -> bool:
     if _BLANKS.split(rest, maxsplit=1)[0].lower() == _ERROR_MESSAGE:
         return False
     order, _ = _order_line(order_id, rest, None)
-    return order.status is not None and order.status in _DOCUMENTED.values()
+    return order.status is not None and order.status in DOCUMENTED
 
 
 def _open_line(reply: Reply) -> str | None:

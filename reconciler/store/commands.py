@@ -17,7 +17,7 @@ from typing import Literal
 
 from ..events import Event, action_event, action_resolved_event
 from .db import Store
-from .sql import CHUNK, marks
+from .sql import CHUNK, marks, values
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
 Unsettled = Literal["queued", "sending", "uncertain"]  # the states of commands_open's rows
@@ -381,17 +381,19 @@ async def resolve(
     return found
 
 
-async def by_keys(store: Store, account: str, keys: Sequence[str]) -> dict[str, Command]:
-    """Return the commands already made with any of these keys, by key."""
-    found: dict[str, Command] = {}
-    for i in range(0, len(keys), CHUNK):
-        chunk = keys[i : i + CHUNK]
+async def by_key_heads(store: Store, account: str, heads: Sequence[str]) -> list[Command]:
+    """Return the commands whose key is one of `heads`, or one of them followed by `/...`."""
+    found: list[Command] = []
+    for i in range(0, len(heads), CHUNK - 1):
+        chunk = heads[i : i + CHUNK - 1]
+        # `/` comes right before `0`: the keys from `H` to before `H0` are a range the key's
+        # index reads (one per head, as an OR of many ranges would not be), `H/...` among them.
         rows = await store.conn.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM commands WHERE account = ? "
-            f"AND idempotency_key IN ({marks(len(chunk))})",
-            (account, *chunk),
+            f"WITH h (head) AS (VALUES {values(len(chunk), 1)}) SELECT {_COLUMNS} "
+            "FROM h JOIN commands ON account = ? AND idempotency_key >= head "
+            "AND idempotency_key < head || '0' AND (idempotency_key = head "
+            "OR substr(idempotency_key, length(head) + 1, 1) = '/')",
+            (*chunk, account),
         )
-        for r in rows:
-            c = _row(r)
-            found[c.key] = c
+        found += map(_row, rows)
     return found

@@ -61,7 +61,7 @@ class Store:
         # daemon's metrics count every event stored, whatever wrote it).
         self._added: list[Event] = []
         self.events_committed: Callable[[Sequence[Event]], None] = lambda events: None
-        self._data_version: int | None = None  # as the last write transaction began
+        self.followed_version: int | None = None  # data_version `follow` last took up
         self.orders = Orders(self)
         self.events = Events(self, sinks)
         self.outbox = OutboxRows(self)
@@ -181,9 +181,8 @@ class Store:
             self._added = []
             self.priority.rolled_back()
             try:
-                if version != self._data_version:  # another process committed meanwhile
-                    self._data_version = version
-                    await follow(self)
+                if version != self.followed_version:  # another process committed meanwhile
+                    await follow(self, version)
                 yield self
                 if self.health.failing:
                     await self._record_recovery()

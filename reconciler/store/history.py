@@ -231,21 +231,26 @@ async def claim(store: Store, statement: Statement) -> int | None:
     a seq it hands out, and return the rowid it inserted: the mark counts the claim, as it
     counts a CCNow post's (`Events.skip_seq`), so a database that lost it has gone back."""
     try:
-        rowid, seq = await run_at_once(store, _claim, statement)
+        rowid, seq, version, epoch = await run_at_once(store, _claim, statement)
     except BaseException:
         store.events.seq_moved(None)  # cancelled, the thread commits it all the same
         raise
-    store.events.seq_moved(seq)
+    # Not through `transaction`: what another process moved is taken up here (its seq is the
+    # claim's, after the floor), before the mark is written with the epoch it holds.
+    took_up(store, version, seq, epoch)
     if store.history is not None:
         store.history.note(seq)
     return rowid
 
 
-def _claim(conn: sqlite3.Connection, statement: Statement) -> tuple[int | None, int]:
+def _claim(
+    conn: sqlite3.Connection, statement: Statement
+) -> tuple[int | None, int, int, str | None]:
     rowid = conn.execute(*statement).lastrowid
-    seq = int(conn.execute(LAST_SEQ).fetchall()[0][0]) + 1
-    conn.execute(RAISE_FLOOR, (seq,))
-    return rowid, seq
+    [(last, epoch)] = conn.execute(_FOLLOW).fetchall()
+    conn.execute(RAISE_FLOOR, (int(last) + 1,))
+    version = int(conn.execute("PRAGMA data_version").fetchall()[0][0])
+    return rowid, int(last) + 1, version, epoch
 
 
 async def begin(conn: aiosqlite.Connection) -> int:
@@ -263,7 +268,11 @@ def _begin(conn: sqlite3.Connection) -> int:
         raise
 
 
-async def follow(store: Store) -> None:
+# The highest seq stored or handed out, and the epoch: what `follow` takes up.
+_FOLLOW = f"SELECT ({LAST_SEQ}), (SELECT value FROM meta WHERE key = 'id_epoch')"
+
+
+async def follow(store: Store, version: int) -> None:
     """Take up, in a write transaction, what another process's commit may have moved: the
     highest seq and the epoch. Only the writer stores events, but any process opening the
     store to write (`track`, `untrack` beside the daemon) may find the database went back,
@@ -271,16 +280,21 @@ async def follow(store: Store) -> None:
     follow that floor (a feed cursor handed out before the rewind would skip them), with ids
     of that epoch, and its mark must not put its old epoch back (the next open would take that
     for another rewind)."""
-    rows = await store.conn.execute_fetchall(
-        f"SELECT ({LAST_SEQ}), (SELECT value FROM meta WHERE key = 'id_epoch')"
-    )
-    last, epoch = next(iter(rows))
-    store.events.seq_moved(int(last))
+    last, epoch = next(iter(await store.conn.execute_fetchall(_FOLLOW)))
+    took_up(store, version, int(last), epoch)
+
+
+def took_up(store: Store, version: int, last: int, epoch: str | None) -> None:
+    """Hold what a write transaction (`follow`'s, a claim's) read of the database at its
+    data_version `version`: `last`, the highest seq, and `epoch`. The version is kept last: a
+    follow cut short (cancelled, its read failed) is done again by the next transaction."""
+    store.events.seq_moved(last)
     store_id, _, held = store.store_id.partition("/")
     if epoch is not None and epoch != held:
         store.store_id = f"{store_id}/{epoch}"
         if store.history is not None:
             store.history.follow(str(epoch))
+    store.followed_version = version
 
 
 async def _raise_floor(conn: aiosqlite.Connection, seq: int) -> int:

@@ -9,10 +9,12 @@ it, a write of the daemon could slip between the answer and the track.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ..logs import fields
 from ..model import OrderKey
 from .sql import CHUNK, marks, on_thread
 
@@ -95,6 +97,22 @@ async def keep_within(
     if moved:
         await store.orders.add_aliases(moved)
     return moved, list(orders)
+
+
+def log_relinked(log: logging.Logger, account: str, moved: Sequence[Moved]) -> None:
+    """Warn once per CCV order `relink` moved to the reference given (`track --relink`,
+    `POST /orders` with `"relink": true`), naming both references."""
+    for key, previous, ref in moved:
+        log.warning(
+            "order.reference_relinked",
+            extra=fields(
+                source="ccv",
+                account=account,
+                order_id=key.order_id,
+                previous_reference=previous,
+                external_reference=ref,
+            ),
+        )
 
 
 async def track(

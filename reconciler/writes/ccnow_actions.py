@@ -50,10 +50,9 @@ from reconciler.writes.ccnow_form import (
     form,
     from_document,
     local_refusal,
-    made_before,
     parse_amount,
 )
-from reconciler.writes.ccnow_keys import key_forms
+from reconciler.writes.ccnow_keys import made_before
 from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     UNSETTLED_FOR_S,
@@ -140,9 +139,7 @@ class ActionSender:
         # Looked up and recorded under one lock: a request giving `K` for an order and one
         # giving `K` for it among others (`K/ORDER`) at once would each find neither form.
         async with self._recording:
-            account = new[0].account if new else ""
-            keys = [k for c in new for k in key_forms(c)]
-            known = made_before(new, await cmds.by_keys(self.store, account, keys))
+            known = await made_before(self.store, new)
             fresh = [c for c in new if c not in known]
             wanted, past_pending, waiting = await sort_out(self.store, fresh, list(self.accounts))
             # Refused for good (the order is past pending): a command like one CCNow refused,

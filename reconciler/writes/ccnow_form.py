@@ -7,7 +7,7 @@ numbered fields of a post (`form`), batched so an `adjust` never shares a post (
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
@@ -17,6 +17,7 @@ from reconciler.config import CCNowConfig
 from reconciler.model import (
     InvalidOrderId,
     OrderState,
+    ccnow_id,
     clipped,
     normalize_ccnow_id,
     usd_amount,
@@ -29,7 +30,6 @@ from reconciler.redact import (
     holds_secret,
 )
 from reconciler.store import commands as cmds
-from reconciler.writes.ccnow_keys import key_forms, own_suffix, peeled
 
 # The actions as the command line names them -> CCNow's `x_action_N` word.
 ACTIONS: dict[str, cmds.Action] = {
@@ -110,38 +110,6 @@ def derived_key(c: cmds.NewCommand) -> str:
     return "d-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def made_before(
-    new: Sequence[cmds.NewCommand], made: Mapping[str, cmds.Command]
-) -> dict[cmds.NewCommand, cmds.Command]:
-    """Return the commands the keys of `new` made before (`made`: by key, both forms of each),
-    by the command asked for now; raise BadAction for a key whose command asks something else."""
-    known: dict[cmds.NewCommand, cmds.Command] = {}
-    for c in new:
-        # This order's command under either form (`K` or `K/ORDER`) first: `K` may since
-        # have been given to another order alone, and that is not what this request repeats.
-        # Else the key as given names its command, whatever it asks.
-        before = next(
-            (m for k in key_forms(c) if (m := made.get(k)) and m.order_id == c.order_id), None
-        ) or made.get(c.key)
-        if before is None:
-            continue
-        if _asked(before) != _asked(c):
-            # Handing back the earlier command would report an action that was never asked
-            # for as done (and leave the one asked for unsent).
-            raise BadAction(
-                f"idempotency key {c.key!r} was given to another command (#{before.id}: "
-                f"{before.action} {before.order_id}): a key names one command",
-                "idempotency_key",
-            )
-        known[c] = before
-    return known
-
-
-def _asked(c: cmds.NewCommand | cmds.Command) -> tuple[object, ...]:
-    """What a command asks of CCNow: the same key must ask the same."""
-    return (c.order_id, c.action, c.notes, c.amount, c.trackname, c.tracknumber)
-
-
 def build(
     cfg: CCNowConfig,
     action: str,
@@ -163,16 +131,23 @@ def build(
         raise BadAction("give at least one order id")
     # Kept in the database and the log, notes and tracking posted to CCNow, a key echoed back.
     forms = secrets if secrets is not None else given_secrets(config_secrets(cfg))
-    order_ids: list[str] = []
+    seen: dict[str, str] = {}  # order id -> as given
     for raw in ids:
         # Before the id's own check, whose refusal quotes it.
         if holds_secret(raw, forms):
-            raise BadAction(f"order id {len(order_ids) + 1}: {GIVEN_SECRET}")
+            raise BadAction(f"order id {len(seen) + 1}: {GIVEN_SECRET}")
         try:
-            order_ids.append(normalize_ccnow_id(raw))
+            order_id = normalize_ccnow_id(raw)
         except InvalidOrderId as exc:
             raise BadAction(str(exc)) from None
-    order_ids = list(dict.fromkeys(order_ids))
+        if order_id in seen:
+            # As the API does: one of them may be a typo for another order.
+            raise BadAction(
+                f"order ids {clipped(seen[order_id])} and {clipped(raw)} name one order "
+                f"({order_id}): give each order once"
+            )
+        seen[order_id] = raw
+    order_ids = list(seen)
     notes = _text("--notes", notes, MAX_NOTES)
     trackname = _text("--carrier", carrier, MAX_TRACK_FIELD)
     tracknumber = _text("--number", number, MAX_TRACK_FIELD)
@@ -201,7 +176,7 @@ def build(
         if key is None:
             own = derived_key(c)
         else:
-            own = own_suffix(key, order_id) if len(order_ids) == 1 else f"{key}/{order_id}"
+            own = own_suffix(key if len(order_ids) == 1 else f"{key}/{order_id}", order_id)
         out.append(
             cmds.NewCommand(cfg.name, order_id, word, own, notes, usd, trackname, tracknumber)
         )
@@ -334,6 +309,24 @@ def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
     if holds_secret(checked, forms):
         raise BadAction(f"keys: {GIVEN_SECRET}", "keys")
     return own_suffix(checked, order_id)
+
+
+def peeled(key: str, order_id: str) -> tuple[str, int]:
+    """Return a key without the `/ORDER` parts naming its own order it ends in (`K/ORDER` given
+    for several orders is `K/ORDER/ORDER`), in any spelling, and how many there were."""
+    head, own = key, 0
+    while True:
+        rest, slash, tail = head.rpartition("/")
+        if not slash or ccnow_id(tail) != order_id:
+            return head, own
+        head, own = rest, own + 1
+
+
+def own_suffix(key: str, order_id: str) -> str:
+    """Return a key with the `/ORDER` parts naming its own order it ends in as order ids are
+    kept (`K/396101142` -> `K/396-10-1142`), any other key as it is."""
+    head, own = peeled(key, order_id)
+    return head + f"/{order_id}" * own
 
 
 def local_refusal(state: OrderState | None) -> str | None:

@@ -11,8 +11,8 @@ from typing import NamedTuple
 from reconciler.config.names import account_option
 from reconciler.events import Event, action_event
 from reconciler.logs import fields
-from reconciler.model import Observation, OrderKey, known_statuses
-from reconciler.sources.ccnow_answer import Answer, OrderLine, says_down
+from reconciler.model import Observation, OrderKey
+from reconciler.sources.ccnow_answer import DOCUMENTED, Answer, OrderLine, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import local_refusal
@@ -33,8 +33,6 @@ LATE_S = 3600.0
 
 # What CCNow answers when the action took: the queue state it put the order in, or (for an
 # order the lifecycle moved on quickly) where that queue leads.
-# CCNow's documented status words (an answer's word in another case was read as one of them).
-DOCUMENTED = frozenset(known_statuses("ccnow"))
 TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
 
 

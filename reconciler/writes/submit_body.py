@@ -38,15 +38,14 @@ def new_reference() -> str:
 
 
 def prepare(
-    body: object,
+    body: dict[str, object],
     *,
     receiver: ReceiverConfig,
     account: str,
     make_reference: Callable[[], str] = new_reference,
 ) -> Prepared:
-    """Return the body to send to CCV, with reconciler's notification URL; raise BadSubmission."""
-    if not isinstance(body, dict):
-        raise BadSubmission("$", "the body must be a JSON object", 400)
+    """Return the body to send to CCV (a JSON object: the API's `json_body`, `ccv submit`'s
+    file read), with reconciler's notification URL; raise BadSubmission."""
     if not isinstance(body.get("notifyCustomerByEmail"), bool):
         raise BadSubmission("notifyCustomerByEmail", "required, a boolean")
     if not isinstance(body.get("order"), dict):

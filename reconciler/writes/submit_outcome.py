@@ -2,8 +2,8 @@
 
 A 2xx naming an order reconciler can follow: `succeeded`, the order tracked in the same
 transaction. A 4xx: `failed`, nothing made. Anything that leaves open whether CCV made the
-order, or which one it made (a 3xx or 5xx, a lost answer, a 2xx naming no usable order id or an
-order followed under another reference): `uncertain`, never sent again, one
+order, or which one it made (a 3xx or 5xx, a lost answer, a 2xx whose body was not read, naming
+no usable order id or an order followed under another reference): `uncertain`, never sent again, one
 `order.submit_uncertain`; a person settles it by tracking the order with the reference (a lost
 answer, a 3xx or a 5xx also CCV's first notification for the reference), or, sure that CCV
 has none, with `ccv resolve --not-sent` (not where CCV said it has the order:
@@ -46,6 +46,9 @@ OWN_HEADER = "Reconciler-Submission-Own-Answer"
 # of the submission as stored after this answer), percent-encoded as OWN_HEADER; absent where it
 # would close it. `ccv submit` through the daemon advises it, or not, by this.
 NOT_SENT_REFUSED_HEADER = "Reconciler-Submission-Not-Sent-Refused"
+# The `reason` of a 2xx whose body broke or was too large: it may have named its order,
+# unread (not `no_order_id`); like a lost answer, it proves nothing either way.
+ANSWER_UNREAD = "answer_unread"
 # `true` where `track ccv ID --ref REF` needs `--relink` to settle it (`Result.relink`).
 RELINK_HEADER = "Reconciler-Submission-Track-Relink"
 
@@ -186,6 +189,17 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     passed = Result(
         status, answer.body, answer.content_type, ref, "uncertain", None, headers, answer.own
     )
+    if 200 <= status < 300 and answer.own is not None:
+        # Its body broke or was too large: it may have named the order, so it is an answer
+        # not read, not one naming none; a person looks at CCV first, as for a lost answer.
+        log.warning(
+            "ccv.submit_answer_unread",
+            extra=fields(
+                account=account, external_reference=ref, why=answer.own, location=location
+            ),
+        )
+        await uncertain(c, account, sub_id, ref, ANSWER_UNREAD, status, location)
+        return passed
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
         if order_id is None:

@@ -3,8 +3,10 @@ ids in a new epoch (history.py); a database that did not go back keeps its ids."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +18,7 @@ from reconciler.model import EventType
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
+from reconciler.store.sql import on_thread
 
 REWOUND = "store.history_rewound"
 
@@ -264,6 +267,77 @@ async def test_a_rewind_an_open_beside_the_daemon_finds_moves_the_daemons_seqs_a
     assert (len(bodies), after) == (2, 11)
     assert daemon.store_id == by_hand.store_id != store_id
     assert await add_events(db, 1) == by_hand.store_id
+    assert rewinds(caplog) == 1
+
+
+async def test_a_ccv_submits_claim_after_a_rewind_found_beside_the_daemon_keeps_its_epoch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As above, but the daemon's first write after the rewind is a CCV submit's claim, which
+    # commits in a hand-off of its own, not through a transaction: it must take up the epoch
+    # too, or its mark holds the old one and the next open finds a second rewind (review 28a).
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    mark = db.with_name(db.name + "-history")
+    await add_events(db, 3)
+    daemon = await Store.open(db)
+    try:
+        await add_to(daemon, 2)
+        store_id, epoch, _ = mark.read_text().split()
+        mark.write_text(f"{store_id} {epoch} {9:020d}\n")
+        by_hand = await Store.open(db)
+        await by_hand.close()
+        assert rewinds(caplog) == 1
+        await subs.record(daemon, "default", "REF-1", time.time())
+    finally:
+        await daemon.close()
+    assert mark.read_text().split()[1:] == [by_hand.store_id.partition("/")[2], f"{10:020d}"]
+    assert await add_events(db, 1) == by_hand.store_id
+    assert rewinds(caplog) == 1
+    bodies, after = await feed_after(db, 9)
+    assert (len(bodies), after) == (1, 11)  # the claim's seq, 10, is no event's
+
+
+async def test_a_follow_cut_short_is_done_again_by_the_daemons_next_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The daemon's write that would take up the rewind is cancelled (a pass at a stop) while
+    # its follow reads the floor: the next write must follow again, or the daemon numbers its
+    # events below the floor, which a feed cursor of 9 skips (review 28a).
+    caplog.set_level(logging.WARNING, "reconciler.store")
+    db = tmp_path / "reconciler.db"
+    mark = db.with_name(db.name + "-history")
+    await add_events(db, 3)
+    daemon = await Store.open(db)
+    try:
+        await add_to(daemon, 2)
+        store_id, epoch, _ = mark.read_text().split()
+        mark.write_text(f"{store_id} {epoch} {9:020d}\n")
+        by_hand = await Store.open(db)
+        await by_hand.close()
+        loop, armed = asyncio.get_running_loop(), [True]
+
+        def cancel_at_follow(action: int, table: str | None, *_: object) -> int:
+            # SQLite asks as it prepares a statement, on the database thread; the cancel is
+            # queued to the loop before the statement's result, so the write is cancelled in
+            # follow's wait for its read of `meta`.
+            if armed and action == sqlite3.SQLITE_READ and table == "meta":
+                armed.clear()
+                loop.call_soon_threadsafe(cut.cancel)
+            return sqlite3.SQLITE_OK
+
+        await on_thread(daemon.conn, lambda conn: conn.set_authorizer(cancel_at_follow))
+        cut = asyncio.create_task(add_to(daemon, 1))
+        with pytest.raises(asyncio.CancelledError):
+            await cut
+        assert not armed
+        await on_thread(daemon.conn, lambda conn: conn.set_authorizer(None))
+        await add_to(daemon, 2)
+    finally:
+        await daemon.close()
+    bodies, after = await feed_after(db, 9)
+    assert (len(bodies), after) == (2, 11)
+    assert daemon.store_id == by_hand.store_id
     assert rewinds(caplog) == 1
 
 

@@ -2,7 +2,8 @@
 ending in `/ORDER` and a key's order part without hyphens made second discounts; `--dry-run`
 printed posts the real run never sends; an undocumented status word closed a command `refused`;
 a field the command does not send refused it; ids naming one order twice were merged; a
-command on its way was counted `queued`."""
+command on its way was counted `queued`. Review 28a: `R` for an order alone and `R/ORDER` for it
+among others were two discounts; the command line still merged ids naming one order."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from reconciler.store import Store
+from reconciler.store import commands as cmds
 from tests.conftest import free_port, write_config
 from tests.fake_providers import FakeCCNow, Reply
 from tests.server.test_api import api_toml
@@ -49,6 +52,47 @@ async def test_a_key_ending_in_its_order_is_one_discount_alone_and_among_others(
     assert f"{B} adjust succeeded: pending (command " in run.stdout
     assert "(made before with this key)" in run.stdout
     assert sorted(_discounts(fake_ccnow)) == sorted([A, B])  # B's discount posted once
+
+
+@pytest.mark.parametrize("alone_first", [True, False], ids=["alone-first", "among-first"])
+async def test_k_alone_and_k_ending_in_the_order_among_others_are_one_discount(
+    tmp_path: Path, fake_ccnow: FakeCCNow, alone_first: bool
+) -> None:
+    # `R` for B alone is R/B among others; `R/B` among others is B's `R/B/B`, which is `R/B`
+    # alone: all one command of B (review 28a: B was discounted twice, in either order).
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    runs = [([B], "R"), ([A, B], f"R/{B}")]
+    for ids, key in runs if alone_first else runs[::-1]:
+        run = await ccnow(cfg, "adjust", *ids, "--amount", "1.00", "--key", key)
+        assert run.code == 0, run.stdout + run.stderr
+    first = 1 if alone_first else 2
+    said = f"{B} adjust succeeded: pending (command {first}) (made before with this key)"
+    assert said in run.stdout
+    assert sorted(_discounts(fake_ccnow)) == sorted([A, B])
+
+
+async def test_a_key_kept_unhyphenated_by_an_earlier_release_still_names_its_command(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Keys are kept with their order parts hyphenated now; a store written before may hold
+    # `R/396101142/396101142` (the API's `keys`, `R/ORDER` given for several orders).
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    bare = A.replace("-", "")
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        earlier = cmds.NewCommand("default", A, "adjust", f"R/{bare}/{bare}", amount="3.00")
+        await cmds.record(store, [earlier], 1.0)
+    finally:
+        await store.close()
+    for ids, key in (([A], "R"), ([A, B], f"R/{A}")):
+        run = await ccnow(cfg, "adjust", *ids, "--amount", "3.00", "--key", key)
+        assert run.code == 0, run.stdout + run.stderr
+        assert (
+            f"{A} adjust succeeded: pending (command 1) (made before with this key)" in run.stdout
+        )
+    assert _discounts(fake_ccnow) == [A, B]
 
 
 # --- 2. a key's order part without hyphens --------------------------------------------------
@@ -183,6 +227,19 @@ async def test_the_api_refuses_ids_naming_one_order_twice_saying_so(
         assert (r.status, answer.get("field")) == (422, "order_ids"), answer
     assert f"name one order ({A})" in answer["error"], answer
     assert fake_ccnow.actions == []
+
+
+async def test_the_command_line_refuses_ids_naming_one_order_twice_as_the_api_does(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Merged, `adjust A A'` sent one discount where one id may have been a typo for another.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    bare = A.replace("-", "")
+    run = await ccnow(cfg, "adjust", A, B, bare, "--amount", "1.00", "--key", "K")
+    assert run.code == 65, run.stdout + run.stderr
+    assert f"order ids '{A}' and '{bare}' name one order ({A}): give each order once" in run.stderr
+    assert (commands(tmp_path), fake_ccnow.actions) == ([], [])
 
 
 # --- 7. a command on its way ----------------------------------------------------------------

@@ -14,11 +14,11 @@ import pytest
 
 from reconciler.writes.ccv_http import MAX_ANSWER_BYTES
 from reconciler.writes.submit_outcome import OWN_HEADER, own_from_header
-from tests.conftest import call_cli, free_port, write_config
+from tests.conftest import call_cli, daemon_here, free_port, write_config
 from tests.fake_ccv_writes import BodyBreaks, FakeCCVWrites, submit_body
 from tests.fake_providers import Reply
 from tests.server.test_api import TOKEN, Api, api_toml, serve_api
-from tests.writes.test_submit_crash import query
+from tests.writes.test_submit_crash import listening, query
 
 MADE = "5d0e7c1a-2b3f-4a6d-9e8c-7f1a2b3c4d5e"
 CUT = b'{"orderId": "5d0e'
@@ -60,6 +60,9 @@ async def test_a_made_order_whose_answer_body_broke_is_not_closed_as_not_sent_cl
     assert "before its answer came" not in submitted.stderr
     assert "--not-sent" not in submitted.stderr, submitted.stderr
     location = f"{fake.base_url}/order/{MADE}" if "Location" in answer.headers else None
+    if location is not None:  # named with reconciler's own line (it was dropped for a 303)
+        own = next(x for x in submitted.stderr.splitlines() if x.startswith("reconciler: CCV"))
+        assert own.endswith(f") (Location: {location})"), submitted.stderr
     assert query(tmp_path, "SELECT state, http_status, location FROM submissions") == [
         ("uncertain", answer.status, location)
     ]
@@ -113,3 +116,63 @@ async def test_an_answer_too_large_to_pass_on_says_so_as_reconcilers_own(
     assert (status, document) == (201, {"error": own})
     assert own_from_header(headers[OWN_HEADER]) == own
     assert headers["Reconciler-Submission-State"] == "uncertain"
+
+
+# CCV's 200 naming its order, its body cut after the id or too large to read: an answer not
+# read, not one naming no order. Stored as `no_order_id` with a warning that the id fields were
+# missing, the advice said "when the answer named no order": a person took it for none and
+# submitted again (a second order).
+NAMED = f'{{"orderId":"{MADE}","status":"Proc'.encode()
+UNREAD = {
+    "200-cut": (BodyBreaks(200, NAMED, "application/json"), "the body of its answer was cut short"),
+    "200-too-large": (
+        Reply(200, NAMED + b"x" * MAX_ANSWER_BYTES, "application/json"),
+        "its answer was too large to pass on",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREAD))
+async def test_a_2xx_whose_body_was_not_read_is_an_answer_unread_not_no_order_id(
+    tmp_path: Path, fake: FakeCCVWrites, case: str
+) -> None:
+    answer, broke = UNREAD[case]
+    fake.submit_replies = [answer]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="unread-1")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (submitted.code, submitted.stdout) == (75, ""), submitted.stderr
+    assert f"reconciler: CCV answered HTTP 200, but {broke}" in submitted.stderr
+    assert "ccv.submit_answer_unread" in submitted.stderr
+    assert "ccv.submit_no_order_id" not in submitted.stderr
+    assert "named no order" not in submitted.stderr, submitted.stderr
+    # As for a lost answer: look at CCV first; a person's word that it has none is advised.
+    assert "CCV may have made the order" in submitted.stderr
+    assert "sure that CCV has none, `reconciler ccv resolve --ref unread-1 --not-sent`" in (
+        submitted.stderr
+    )
+    assert query(tmp_path, "SELECT state, http_status, reason FROM submissions") == [
+        ("uncertain", 200, "answer_unread")
+    ]
+    # Closed by that word, as a lost answer is: the person looked at CCV and found none.
+    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "unread-1", "--not-sent")
+    assert result.code == 0, result.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]
+
+
+async def test_a_303_whose_body_broke_names_its_location_through_the_daemon(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # Only reconciler's own line was printed: the Location, where CCV says the order is, was
+    # dropped (locally as through the daemon; the local case is in the test above).
+    answer, _ = ANSWERS["303-location"]
+    fake.submit_replies = [answer]
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+    async with daemon_here(cfg):
+        await listening(port)
+        stdin = json.dumps(submit_body(externalReference="broke-3")).encode()
+        result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert result.code == 75, result.stderr
+    own = "CCV answered HTTP 303, but the body of its answer was cut short (the connection broke)"
+    assert f"reconciler: {own} (Location: {fake.base_url}/order/{MADE})\n" in result.stderr

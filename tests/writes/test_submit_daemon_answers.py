@@ -51,7 +51,9 @@ async def daemon_api_answering(port: int, reply: web.Response) -> TestServer:
     return server
 
 
-async def submit_through(tmp_path: Path, reply: web.Response) -> tuple[int, str]:
+async def submit_through(
+    tmp_path: Path, reply: web.Response, reference: str = "five-1"
+) -> tuple[int, str]:
     """Submit with a stand-in daemon's API answering `reply`; return the exit code, stderr."""
     async with FakeCCVWrites() as fake:
         port = free_port()
@@ -60,7 +62,7 @@ async def submit_through(tmp_path: Path, reply: web.Response) -> tuple[int, str]
         lock = WriterLock(tmp_path / "reconciler.db")
         lock.acquire()  # the daemon holds the store: the command goes through its API
         try:
-            stdin = json.dumps(submit_body(externalReference="five-1")).encode()
+            stdin = json.dumps(submit_body(externalReference=reference)).encode()
             result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
         finally:
             lock.release()
@@ -74,6 +76,22 @@ async def test_a_5xx_of_the_daemons_own_is_not_known_not_refused(tmp_path: Path)
     assert code == 75, stderr
     assert "refused" not in stderr and "not known" in stderr, stderr
     assert "external reference five-1" in stderr
+
+
+async def test_the_reference_said_is_the_one_sent_not_an_older_daemons_header(
+    tmp_path: Path,
+) -> None:
+    # An older daemon sends the reference as it is; read as percent-encoded, `50%25-off` was
+    # told as `50%-off`, and the advised `track --ref` named another reference.
+    headers = {
+        "Reconciler-External-Reference": "50%25-off",
+        "Reconciler-Submission-State": "uncertain",
+    }
+    reply = web.json_response({"error": "Server error"}, status=500, headers=headers)
+    code, stderr = await submit_through(tmp_path, reply, reference="50%25-off")
+    assert code == 75, stderr
+    assert "external reference 50%25-off is uncertain" in stderr, stderr
+    assert "--ref 50%25-off" in stderr and "50%-off" not in stderr
 
 
 async def test_a_refusal_of_the_daemons_own_is_printed_masked(tmp_path: Path) -> None:
