@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 from . import eventloop
 from .config import Config
 from .delivery import TICK_S
+from .exits import EX_IOERR
 from .logs import fields
 from .metrics import Metrics
 from .poller.coordinator import MAX_TICK_S, NamedReport
@@ -120,6 +119,7 @@ class Daemon:
         self.writes = InFlight()
         self.last_pass = "starting"
         self.failing: list[str] = []  # "ccv/default", as of the last pass
+        self.stopped = False  # asked to stop and daemon.stopped logged (not when serve fails)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -161,6 +161,8 @@ class Daemon:
             self.notifier.stopping()
             log.info("daemon.stopping")
             await self._shutdown(delivering)
+            # At daemon.stopped: a signal after that line is no second one during the stop.
+            self.stopped = stop.is_set()
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
 
@@ -357,20 +359,21 @@ async def run_daemon(
     signals = eventloop.stop_signals() if stop is None else ()
     stopping = asyncio.Event() if stop is None else stop
     echo = eventloop.SigtermEcho()
-    stopped = False
+    served: Daemon | None = None
 
-    def on_signal(signum: int) -> None:
-        if echo(signum) or stopped:
-            # After daemon.stopped there is nothing left to cut short: the exit is clean (0).
+    def on_signal(signum: int, _frame: object = None) -> None:
+        if echo(signum):
             return
+        if served is not None and served.stopped:
+            # Nothing left to cut short, but closing the store and sinks, or asyncio.run's wait
+            # for its threads, may hang: ended cleanly (ignored, only SIGKILL ended it).
+            bad = served.rt.store.health.current  # a damaged store's 74 (logged) stays
+            eventloop.exit_now(EX_IOERR if bad is not None and bad.kind == "corrupt" else 0)
         if stopping.is_set():
             log.warning("daemon.force_exit", extra=fields(signal=signal.Signals(signum).name))
             # At once, as a kill would (the store is safe: WAL, synchronous=FULL): unwinding
-            # would wait for what the stop waits for, a slow sink's program or answer, and a
-            # SystemExit from here did, until a third signal.
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            os._exit(1)
+            # waited for what the stop waits for, a slow sink, and a SystemExit until a third.
+            eventloop.exit_now(1)
         log.info("daemon.signal", extra=fields(signal=signal.Signals(signum).name))
         stopping.set()
 
@@ -381,8 +384,8 @@ async def run_daemon(
             await check_store(rt.store, max_bytes=integrity_check_max_bytes)
             warn_unconfigured(await unconfigured_accounts(config, rt.store))
             rt.store.health.watch(on_corrupt=stopping.set)
-            await Daemon(config, rt, notifier, ticks=ticks).serve(stopping)
-            stopped = True
+            served = Daemon(config, rt, notifier, ticks=ticks)
+            await served.serve(stopping)
             episode = rt.store.health.current
             if episode is not None and episode.kind == "corrupt":
                 raise StoreError(f"cannot use database {rt.store.path}: {episode.error}")
@@ -390,8 +393,8 @@ async def run_daemon(
         for sig in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-                # Not the default action: a second signal while the process winds down to its
-                # exit killed it (129, 130) after a clean stop.
-                signal.signal(sig, signal.SIG_IGN)
+                if served is not None and served.stopped:
+                    # Not the default action: that killed it (129, 130) after a clean stop.
+                    signal.signal(sig, on_signal)
         notifier.close()
     return 0

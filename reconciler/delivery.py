@@ -20,19 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import aiohttp
-
-from .config import (
-    CommandSinkConfig,
-    Config,
-    JsonlSinkConfig,
-    LogSinkConfig,
-    SinkConfig,
-    WebhookSinkConfig,
-)
+from .config import SinkConfig
 from .logs import fields
 from .passes.hint_gate import HintGate
+from .sinks import build_sinks as build_sinks  # where the commands have always found them
 from .sinks import retries
+from .sinks import sink_names as sink_names
 from .sinks.base import (
     ABANDONED,
     NOT_ATTEMPTED,
@@ -45,8 +38,6 @@ from .sinks.base import (
     SinkGone,
     looks_down,
 )
-from .sinks.jsonl import JsonlSink
-from .sinks.log import LogSink
 from .store import Store, StoreError
 
 log = logging.getLogger("reconciler.outbox")
@@ -82,39 +73,6 @@ class _Lane:
     urgent_commits: int = 0  # commits that left urgent events for this lane
 
 
-def sink_configs(config: Config) -> list[SinkConfig]:
-    """Return the sinks events go to, in delivery order: the configured ones, after the
-    built-in log sink when none of them is a log sink (the log sink is always there; the
-    config refuses its name for a sink of another type)."""
-    builtin = [] if any(s.type == "log" for s in config.sinks) else [LogSinkConfig(name="log")]
-    return [*builtin, *config.sinks]
-
-
-def sink_names(config: Config) -> list[str]:
-    """Return the names of the sinks events go to, in delivery order."""
-    return [s.name for s in sink_configs(config)]
-
-
-def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
-    """Create the sinks events go to."""
-    from .sinks.command import CommandSink
-    from .sinks.webhook import WebhookSink
-
-    out: list[tuple[Sink, SinkConfig]] = []
-    for sc in sink_configs(config):
-        sink: Sink
-        if isinstance(sc, JsonlSinkConfig):
-            sink = JsonlSink(sc)
-        elif isinstance(sc, WebhookSinkConfig):
-            sink = WebhookSink(sc, session)
-        elif isinstance(sc, CommandSinkConfig):
-            sink = CommandSink(sc)
-        else:
-            sink = LogSink(sc.name)
-        out.append((sink, sc))
-    return out
-
-
 class Delivery:
     """Delivers the outbox to every sink; `committed()` after each commit."""
 
@@ -136,7 +94,9 @@ class Delivery:
             # Events would wait for a sink without a lane, or a lane for events never queued.
             raise ValueError("the store must be opened with the outbox's sinks")
         self._stopping = False
-        self._cutoff = Cutoff()  # what `stop` does to the batches `run` has in hand
+        # What `stop` does to the batches `run` has in hand, one per lane: each records its
+        # sink's confirmations as they come.
+        self._cutoffs = {lane.config.name: self._recording_cutoff(lane) for lane in self.lanes}
         self._rng = random.Random()
         self.hints: HintGate | None = None  # the reconciler's: lanes keep batches short for them
         self._urgent_commits = 0  # the store's count of urgent commits, as last seen
@@ -211,7 +171,8 @@ class Delivery:
         (None: by its sink's own timeout). The rest of the batch stays pending; what the sink
         confirmed is recorded, so that no confirmed event is sent again."""
         self._stopping = True
-        self._cutoff.close(within_s)
+        for cutoff in self._cutoffs.values():
+            cutoff.close(within_s)
         self.wake()
 
     async def run(self) -> None:
@@ -223,15 +184,15 @@ class Delivery:
             await asyncio.gather(*(self._run_lane(lane) for lane in self.lanes))
         finally:
             self._running = False
-            self._cutoff.release()
             for lane in self.lanes:
+                self._cutoffs[lane.config.name].release()
                 self._let_go(lane, lane.urgent_commits)
 
     async def _run_lane(self, lane: _Lane) -> None:
         while not self._stopping:
             lane.wakeup.clear()
             try:
-                wait = await self._lane_once(lane, self._cutoff)
+                wait = await self._lane_once(lane, self._cutoffs[lane.config.name])
             except StoreError:
                 # Logged once by the store's health. The lane reads the store again after a
                 # tick; a delivery not recorded is sent again.
@@ -256,15 +217,20 @@ class Delivery:
         --sink`); without `retries`, a sink waiting to retry is left waiting (a stop)."""
         await self.load_disabled()
         deadline = time.monotonic() + timeout_s
-        cutoff = Cutoff()
-        cutoff.close_in(timeout_s, grace_s)
         lanes = [lane for lane in self.lanes if only in (None, lane.config.name)]
+        cutoffs = {lane.config.name: self._recording_cutoff(lane) for lane in lanes}
         try:
+            for lane in lanes:
+                cutoffs[lane.config.name].close_in(timeout_s, grace_s)
             await asyncio.gather(
-                *(self._drain_lane(lane, deadline, cutoff, retries) for lane in lanes)
+                *(
+                    self._drain_lane(lane, deadline, cutoffs[lane.config.name], retries)
+                    for lane in lanes
+                )
             )
         finally:
-            cutoff.release()
+            for cutoff in cutoffs.values():
+                cutoff.release()
         return not any((await self.store.outbox.pending_counts(only)).values())
 
     async def _drain_lane(
@@ -277,6 +243,13 @@ class Delivery:
                 return
             if wait > 0:
                 await asyncio.sleep(wait)
+
+    def _recording_cutoff(self, lane: _Lane) -> Cutoff:
+        async def record(seqs: list[int]) -> None:
+            await self.store.outbox.delivered(lane.config.name, seqs, self.clock())
+            self.on_delivered(lane.config.name, len(seqs))
+
+        return Cutoff(record)
 
     async def _lane_once(self, lane: _Lane, cutoff: Cutoff) -> float | None:
         """Deliver one batch of the events the store says are deliverable; return seconds until
@@ -320,7 +293,7 @@ class Delivery:
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
         # The notification's event is with the sink: recording that is no reason to hold passes.
         self._let_go(lane, urgent_commits)
-        dead, refused = await self._record(lane, rows, results)
+        dead, refused = await self._record(lane, rows, results, set(await cutoff.recorded()))
         now = self.clock()
         if lane.paused_until > now:
             return lane.paused_until - now
@@ -332,10 +305,15 @@ class Delivery:
         return None if due.next_at is None else max(due.next_at - now, 0.001)
 
     async def _record(
-        self, lane: _Lane, rows: Sequence[OutboxEvent], results: Sequence[DeliveryResult]
+        self,
+        lane: _Lane,
+        rows: Sequence[OutboxEvent],
+        results: Sequence[DeliveryResult],
+        recorded: set[int],
     ) -> tuple[int, bool]:
-        """Record what the sink said of each event; return how many were dead-lettered, and
-        whether any failed (its retry time is then new to the lane)."""
+        """Record what the sink said of each event (but the confirmations `recorded` during the
+        batch); return how many were dead-lettered, and whether any failed (its retry time is
+        then new to the lane)."""
         cfg = lane.config
         now = self.clock()
         delivered: list[int] = []
@@ -343,7 +321,8 @@ class Delivery:
         gone: SinkGone | None = None
         for row, res in zip(rows, results, strict=False):
             if isinstance(res, Delivered):
-                delivered.append(row.seq)
+                if row.seq not in recorded:
+                    delivered.append(row.seq)
             elif res == ABANDONED:
                 # Possibly received: said, since the receiver may then see it twice.
                 log.warning("sink.abandoned", extra=fields(sink=cfg.name, event_id=row.id))

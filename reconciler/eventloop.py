@@ -9,13 +9,15 @@ first (ended_by_sigterm).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .exits import Terminated
 
@@ -31,12 +33,13 @@ class EventLoopError(Exception):
 
 def loop_name() -> str:
     """Return the loop commands run on: "uvloop" or "asyncio"."""
-    # The words exactly, as README gives them (unset or empty is auto): `UVLOOP` or ` asyncio`
-    # were taken while README said they exit 78.
-    wanted = os.environ.get(ENV, "") or "auto"
+    # Case and blanks do not count: a unit with `Asyncio` or a padded value started before, and
+    # must keep starting after an upgrade.
+    given = os.environ.get(ENV, "")
+    wanted = given.strip().lower() or "auto"
     if wanted not in CHOICES:
         raise EventLoopError(
-            f"config error: {ENV}: must be one of {', '.join(CHOICES)}, not {wanted!r}"
+            f"config error: {ENV}: must be one of {', '.join(CHOICES)}, not {given!r}"
         )
     installed = importlib.util.find_spec("uvloop") is not None
     if wanted == "uvloop" and not installed:
@@ -137,6 +140,13 @@ class SigtermEcho:
             self._first_at = now
             return False
         return now - self._first_at < self.ECHO_S
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit at once with `code`, as a kill would, the log lines written first."""
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def end_by_sigterm() -> None:

@@ -77,9 +77,9 @@ async def test_refused_orders_delay_no_other_over_hours_of_their_retries(
     async def run_lane() -> float | None:
         # As the lane's loop does: again at once while it asks to (0), else it waits.
         lane = delivery.lanes[0]
-        wait = await delivery._lane_once(lane, delivery._cutoff)
+        wait = await delivery._lane_once(lane, delivery._cutoffs[lane.config.name])
         while wait == 0:
-            wait = await delivery._lane_once(lane, delivery._cutoff)
+            wait = await delivery._lane_once(lane, delivery._cutoffs[lane.config.name])
         return wait
 
     try:
@@ -122,7 +122,7 @@ async def test_a_delivery_between_two_refusals_keeps_the_sink_going(tmp_path: Pa
         for n, order_id in enumerate(["P", "O1", "Q", "O2"]):
             async with store.transaction():
                 await store.events.add([order_event(n, order_id, clock[0])])
-            while await delivery._lane_once(lane, delivery._cutoff) == 0:
+            while await delivery._lane_once(lane, delivery._cutoffs[lane.config.name]) == 0:
                 pass
             clock[0] += 1
     finally:
@@ -146,11 +146,11 @@ async def test_a_receiver_down_across_batches_gets_two_attempts(tmp_path: Path) 
     try:
         async with store.transaction():
             await store.events.add([order_event(0, "A", clock[0])])
-        while await delivery._lane_once(lane, delivery._cutoff) == 0:
+        while await delivery._lane_once(lane, delivery._cutoffs[lane.config.name]) == 0:
             pass
         async with store.transaction():
             await store.events.add([order_event(1, "B", clock[0]), order_event(2, "C", clock[0])])
-        while await delivery._lane_once(lane, delivery._cutoff) == 0:
+        while await delivery._lane_once(lane, delivery._cutoffs[lane.config.name]) == 0:
             pass
     finally:
         await store.close()
@@ -171,9 +171,9 @@ async def test_a_receiver_down_for_hours_gets_one_attempt_per_growing_pause(
     lane = delivery.lanes[0]
 
     async def run_lane() -> float | None:
-        wait = await delivery._lane_once(lane, delivery._cutoff)
+        wait = await delivery._lane_once(lane, delivery._cutoffs[lane.config.name])
         while wait == 0:
-            wait = await delivery._lane_once(lane, delivery._cutoff)
+            wait = await delivery._lane_once(lane, delivery._cutoffs[lane.config.name])
         return wait
 
     try:
@@ -221,7 +221,7 @@ async def test_a_long_retry_after_never_pauses_past_max_age(tmp_path: Path) -> N
     try:
         async with store.transaction():
             await store.events.add([order_event(0, "A", clock[0])])
-        while await delivery._lane_once(lane, delivery._cutoff) == 0:
+        while await delivery._lane_once(lane, delivery._cutoffs[lane.config.name]) == 0:
             pass
     finally:
         await store.close()

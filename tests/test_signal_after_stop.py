@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import call_cli, cli_env, daemon, poll_until, write_config
+from tests.conftest import REPO, call_cli, cli_env, daemon, poll_until, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 
 
@@ -35,4 +36,53 @@ async def test_a_signal_after_the_stop_finished_leaves_the_exit_clean(
         if proc.returncode is None:
             proc.send_signal(second)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert "daemon.force_exit" not in log.read_text()
+
+
+# The daemon, with what follows its stop made to hang where it could (closing the store and
+# sinks; the last steps, where asyncio.run waits for its threads), saying so on stderr.
+HANGING = """
+import asyncio, sys, time
+from reconciler import cli, runtime, systemd
+
+async def store_and_sinks(self, *exc):
+    print("hanging: closing the store and sinks", file=sys.stderr, flush=True)
+    await asyncio.Event().wait()
+
+def last_steps(self):
+    print("hanging: last steps", file=sys.stderr, flush=True)
+    time.sleep(3600)
+
+if sys.argv[1] == "store":
+    runtime.Runtime.__aexit__ = store_and_sinks
+else:
+    systemd.Notifier.close = last_steps
+cli.main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("where", ["store", "last"])
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGHUP], ids=["INT", "HUP"])
+async def test_a_signal_after_the_stop_ends_an_exit_that_hangs(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow, where: str, second: signal.Signals
+) -> None:
+    # After daemon.stopped every signal was ignored: an exit that hung ended only by SIGKILL.
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
+    log = tmp_path / "daemon.log"
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HANGING, where, "--config", str(cfg), "run",
+            stdin=asyncio.subprocess.DEVNULL, stderr=out, env=cli_env(), cwd=REPO,
+        )  # fmt: skip
+    try:
+        await poll_until(lambda: "daemon.ready" in log.read_text(), 20, "ready")
+        proc.send_signal(signal.SIGTERM)
+        await poll_until(lambda: "hanging: " in log.read_text(), 20, "the hang after the stop")
+        proc.send_signal(second)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "daemon.stopped" in log.read_text()
     assert "daemon.force_exit" not in log.read_text()

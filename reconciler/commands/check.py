@@ -44,16 +44,12 @@ def _check_store(config: Config) -> None:
     `check` may run as another user than the daemon."""
     from ..config.sinks import same_file
     from ..sinks.jsonl import path_problem
-    from ..stdio import names_a_descriptor
 
     path = config.store_path
     problem = path_problem(path, regular=True)
-    if (
-        problem is None
-        and not names_a_descriptor(config.file)
-        and same_file(path, Path(config.file))
-    ):
-        # Every other command then refused it as no database (74).
+    if problem is None and same_file(path, Path(config.file)):
+        # Every other command then refused it as no database (74). (same_file leaves a config
+        # read from a descriptor, `<(...)`, out.)
         problem = f"{path} is this config file; the store needs a file of its own"
     if problem is not None:
         if path == default_store_path(os.environ):

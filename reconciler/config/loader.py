@@ -153,12 +153,9 @@ class Loader:
             else store.duration("keep_events", "400d", positive=True),
         )
 
-    def file_path(self, table: Table, name: str) -> Path:
-        return file_path(self.base_dir, table, name)
-
     def store_path(self, store: Table | None) -> Path:
         if store is not None and "path" in store.data:
-            return self.file_path(store, "path")
+            return file_path(self.base_dir, store, "path")
         return default_store_path(self.env)
 
     # --- accounts
@@ -284,9 +281,9 @@ class Loader:
     def retry(self, table: Table) -> RetryConfig:
         return RetryConfig(
             attempts=table.integer("retries", 3, 0, 10),
-            # Above the longest wait between retries (max_backoff_s), a larger value changes
-            # nothing; "36500d" passed.
-            backoff_s=table.duration("retry_backoff", "0.5s", at_most="30s"),
+            # Each wait was always capped at max_backoff_s, so a larger value meant that cap:
+            # clamped, not refused ("1m" was a working config).
+            backoff_s=min(table.duration("retry_backoff", "0.5s"), RetryConfig.max_backoff_s),
         )
 
     # --- receiver, api, alerts

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..stdio import NotReadHere, read_bounded
 from .errors import ConfigError
-from .table import Table
+from .table import Table, control_problem
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 # The keys a secret is given in inline (their `_file` twins name files).
@@ -114,14 +114,6 @@ def min_length(length: int) -> Callable[[str], str | None]:
         return None if len(value) >= length else f"must be at least {length} characters"
 
     return check
-
-
-def control_problem(value: str) -> str | None:
-    # A newline in a key passes the config check and breaks the first request (or splits a
-    # header): refuse it here, naming the key, never the value.
-    if value.isprintable():
-        return None
-    return "must not contain a line break, control or invisible character"
 
 
 def token_problem(value: str) -> str | None:
@@ -285,7 +277,7 @@ class SecretReader:
         problem = (
             "must not be empty"
             if not value
-            else control_problem(value)
+            else control_problem(value, strict=True)
             # Only blanks: a paste or a template gone wrong, no provider's key or password.
             or ("must not be only white space" if not value.strip() else None)
             or (check(value) if check else None)

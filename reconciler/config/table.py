@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Collection, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -16,10 +17,14 @@ _V = TypeVar("_V")
 _C = TypeVar("_C", bound=str)
 
 
-def control_problem(value: str) -> str | None:
+def control_problem(value: str, *, strict: bool = False) -> str | None:
     """Why a string key's value cannot be used, or None: a line break, tab, NUL or other control
     character (a name, id or path never holds one; a NUL failed the first use of a path, a
-    line break split a log line or request)."""
+    line break split a log line or request). `strict`, for a secret: any character that does
+    not print too, an invisible or bidi one (a newline in a key broke the first request or
+    split a header; the error names the key, never the value)."""
+    if strict and not value.isprintable():
+        return "must not contain a line break, control or invisible character"
     if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 for char in value):
         return "must not contain a line break, tab, NUL or other control character"
     return None
@@ -191,8 +196,18 @@ class Table:
 
 def file_path(base_dir: Path, table: Table, name: str) -> Path:
     """A file's path key, relative ones beside the config. One that ends as a directory's does
-    (`ts/newdir/`, `.`) is refused: Path drops the `/`, and a file named `ts/newdir` was made."""
+    (`ts/newdir/`, `.`) is refused: Path drops the `/`, and a file named `ts/newdir` was made.
+    Unless it leads to a regular file (`st/r.db/` with st/r.db the live database): that file
+    was used before, and a config that worked must keep loading."""
     value = table.string(name)
-    if value.rpartition("/")[2] in ("", ".", ".."):
+    path = base_dir / value
+    if value.rpartition("/")[2] in ("", ".", "..") and not _is_regular_file(path):
         raise table.error(name, f"'{value}' names a directory; give the path of a file")
-    return base_dir / value
+    return path
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False

@@ -8,6 +8,8 @@ import re
 from datetime import date, datetime, time
 from urllib.parse import urlsplit
 
+import yarl
+
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)?")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # The longest duration any setting takes: a century. Longer ones put the scheduler's next run
@@ -69,7 +71,7 @@ def url_problem(url: str, *, base: bool = False) -> str | None:
         return "invalid URL"
     if parts.scheme not in ("http", "https") or not host:
         return "expected an http(s) URL with a host"
-    if problem := _host_problem(host):
+    if problem := _host_problem(url, host):
         return problem
     if parts.username is not None or parts.password is not None:
         # Credentials in a URL end up in logs; every secret has its own key.
@@ -81,19 +83,22 @@ def url_problem(url: str, *, base: bool = False) -> str | None:
     return None
 
 
-def _host_problem(host: str) -> str | None:
-    """Why a URL's host name cannot be looked up, or None. The HTTP client encodes the host as
-    IDNA: `a..b` or a label over 63 characters passed `check` and failed every request with a
-    traceback (UnicodeError)."""
-    if _is_ip(host):
-        return None
+def _host_problem(url: str, host: str) -> str | None:
+    """Why a URL's host cannot be looked up, or None. Judged as the HTTP client sends it: yarl
+    turns a name into IDNA 2008 / UTS 46 (`א1` is `xn--1-zhc`), and the resolver encodes that
+    with Python's IDNA codec, which refuses an empty label or one over 63 characters (`a..b`
+    passed `check` and failed every request with a traceback). Python's own IDNA 2003 codec on
+    the name as written refused names the client sends."""
     try:
-        host.encode("idna")
+        sent = yarl.URL(url).raw_host or host
+        sent.encode("idna")
     except UnicodeError:
         labels = host.removesuffix(".").split(".")
         if any(not 1 <= len(label) <= 63 for label in labels):
             return f"invalid host '{host}' (each dot-separated label is 1 to 63 characters)"
         return f"invalid host '{host}' (not a name IDNA can encode)"
+    except ValueError:
+        return "invalid URL"
     return None
 
 

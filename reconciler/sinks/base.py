@@ -65,17 +65,33 @@ NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
 ABANDONED = RetryLater("not confirmed: delivery stopped waiting")
 
 
+# How soon a batch sent one event at a time records what the receiver confirmed: after this
+# many confirmations or seconds, whichever comes first, in one write. Recorded only at the
+# batch's end, a crash sent a slow receiver its whole batch again (up to `BATCH` events, each
+# answered long before); a sink that delivers its batch at once says nothing until its end.
+RECORD_EVERY = 50
+RECORD_AFTER_S = 1.0
+
+
 class Cutoff:
     """Ends the batches in hand early, keeping what their sinks confirmed so far: once closed
     no event starts (the rest stay pending, untouched), and an attempt still under way when
     its grace ends is cancelled (`ABANDONED`). Cancelling a whole batch instead would lose the
-    confirmations it holds, and those events would be sent again."""
+    confirmations it holds, and those events would be sent again. With `record`, it also
+    records what a sink sending one event at a time confirmed as the answers come (`confirmed`),
+    so that a crash in mid-batch does not lose them either."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: Callable[[list[int]], Awaitable[None]] | None = None) -> None:
         self.closed = False
         self._abandoning = False
         self._running: set[asyncio.Future[DeliveryResult]] = set()
         self._timers: list[asyncio.TimerHandle] = []
+        self._record = record
+        self._unrecorded: list[int] = []  # seqs confirmed, not yet handed to `record`
+        self._recorded: list[int] = []  # seqs `record` wrote, in this batch
+        # The last write handed over; each waits for the one before, so that they end in order.
+        self._writing: asyncio.Future[None] | None = None
+        self._soon: asyncio.TimerHandle | None = None
 
     def close(self, grace_s: float | None = None) -> None:
         """Start no more events; abandon the attempts under way after `grace_s` (None: each
@@ -93,6 +109,58 @@ class Cutoff:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        if self._soon is not None:
+            self._soon.cancel()
+        if self._writing is not None:  # a batch cancelled in mid-write: sent again, at least once
+            self._writing.cancel()
+
+    def confirmed(self, event: OutboxEvent) -> None:
+        """Hear that the receiver confirmed `event`: recorded within `RECORD_AFTER_S`, or with the
+        next `RECORD_EVERY` confirmations, while the batch goes on."""
+        if self._record is None:
+            return
+        self._unrecorded.append(event.seq)
+        if len(self._unrecorded) >= RECORD_EVERY:
+            self._write()
+        elif self._soon is None:
+            self._soon = asyncio.get_running_loop().call_later(RECORD_AFTER_S, self._write)
+
+    async def recorded(self) -> list[int]:
+        """End the batch's recording: return the seqs already recorded, once every write under
+        way has ended; the rest of the batch is its caller's to record."""
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+        self._unrecorded = []
+        if self._writing is not None:
+            await asyncio.wait((self._writing,))
+            self._writing = None
+        done, self._recorded = self._recorded, []
+        return done
+
+    def _write(self) -> None:
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+        seqs, self._unrecorded = self._unrecorded, []
+        if seqs and self._record is not None:
+            self._writing = asyncio.ensure_future(
+                self._write_after(self._writing, self._record, seqs)
+            )
+
+    async def _write_after(
+        self,
+        before: asyncio.Future[None] | None,
+        record: Callable[[list[int]], Awaitable[None]],
+        seqs: list[int],
+    ) -> None:
+        if before is not None:
+            await asyncio.wait((before,))
+        try:
+            await record(seqs)
+        except Exception:
+            return  # the store says why, once; the batch's end records them
+        self._recorded.extend(seqs)
 
     async def attempt(self, attempt: Awaitable[DeliveryResult]) -> DeliveryResult:
         """Await one event's attempt, or `ABANDONED` when the cutoff gave up on it."""
@@ -156,6 +224,8 @@ async def deliver_in_order(
             log.error("sink.crashed", exc_info=True, extra=fields(event_id=event.id))
             result = RetryLater(f"sink raised {type(exc).__name__}")
         results.append(result)
+        if cutoff is not None and isinstance(result, Delivered):
+            cutoff.confirmed(event)
         down, refused = _after(event, result, refused)
         if not isinstance(result, Delivered) and event.order_id is not None:
             held.add(event.order_id)

@@ -73,14 +73,30 @@ async def _read_tail(stream: asyncio.StreamReader | None) -> bytes:
     return tail
 
 
+def filled_stdin(data: bytes) -> int | None:
+    """Return the read end of a pipe that holds all of `data`, its write end closed, or None
+    when `data` does not fit in the pipe's buffer (64 KiB on Linux)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.set_blocking(write_fd, False)
+        written = os.write(write_fd, data)
+    except BlockingIOError:
+        written = 0
+    finally:
+        os.close(write_fd)
+    if written == len(data):
+        return read_fd
+    os.close(read_fd)
+    return None
+
+
 async def _converse(proc: asyncio.subprocess.Process, body: bytes) -> tuple[int, bytes]:
     # Done when the program exited and stderr closed: what it started and left holding
     # stderr is still part of the delivery.
     reader = asyncio.ensure_future(_read_tail(proc.stderr))
     try:
-        if proc.stdin is not None:
+        if proc.stdin is not None:  # an event too big to be in the pipe before the start
             try:
-                # A line end, so that a shell's `read -r line` gets the event too.
                 proc.stdin.write(body + b"\n")
                 await proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
@@ -150,10 +166,14 @@ class CommandSink:
         if self._nul:
             return RetryLater(f"cannot run: {self._argv[0]}: embedded null byte")
         env = child_environment(os.environ, event)
+        # The event in its stdin before the program starts: written after, a daemon killed in
+        # between left the program (in its own session, alive) an empty or torn input. A line
+        # end, so that a shell's `read -r line` gets the event too.
+        filled = filled_stdin(event.body + b"\n")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv,
-                stdin=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.PIPE if filled is None else filled,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
@@ -163,6 +183,9 @@ class CommandSink:
             return RetryLater(f"cannot run: {self._argv[0]}: {exc.strerror or type(exc).__name__}")
         except ValueError as exc:
             return RetryLater(f"cannot run: {self._argv[0]}: {exc}")
+        finally:
+            if filled is not None:
+                os.close(filled)  # the program holds its own copy
         finished = False
         returncode: int | None
         try:
