@@ -88,9 +88,26 @@ _DOWN = re.compile(
     re.I,
 )
 _ERROR_MESSAGE = "error_message"
+
+
+def field_names(names: str) -> re.Pattern[str]:
+    """CCNow's fields `names` (`orderid|action`) as its error lines write them, in any case:
+    with their `x_` (`x_amount`), numbered (`x_amount_1`, `amount_1`: the order or command at
+    that place in the post), or both; a bare word (`action not performed`) is English. Read a
+    match with `field_of`. Nine digits at most: a longer number is no place in a post, and a
+    query's answer lines are not cut (int() refuses a number of thousands of digits)."""
+    return re.compile(rf"\b(?=x_|(?:{names})_[0-9])(?:x_)?({names})(?:_([0-9]{{1,9}}))?\b", re.I)
+
+
+def field_of(match: re.Match[str]) -> tuple[str, int | None]:
+    """Return a `field_names` match's field (lower case, without `x_`) and its number."""
+    number = match.group(2)
+    return match.group(1).lower(), None if number is None else int(number)
+
+
 # How an error line names an order a query asked: by its fields' number (`x_orderid_2`,
 # `x_action_2`: the second order asked) or by its id (hyphens or not, no digit either side).
-_FIELD_NUMBER = re.compile(r"\b(?:x_)?(?:orderid|action)_([0-9]{1,9})\b", re.I)
+_FIELD_NUMBER = field_names("orderid|action")
 # The field an owned error line starts with: its words follow (`x_orderid_2 not found`).
 _LEADING_FIELD = re.compile(r"^[\s:]*(?:x_)?(?:orderid|action)_[0-9]{1,9}\b[\s:]*", re.I)
 _ID_IN_TEXT = re.compile(r"(?<![0-9])" + CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
@@ -274,7 +291,8 @@ def _owner(line: str, asked: Sequence[str]) -> str | None:
     when it names none or several, nor when it says CCNow is down or names our credentials
     (`x_orderid_2 login failed`), or the account or our post (`_ACCOUNT_WORDS`), which are
     the account's."""
-    named = {asked[int(n) - 1] for n in _FIELD_NUMBER.findall(line) if 0 < int(n) <= len(asked)}
+    numbers = (n for m in _FIELD_NUMBER.finditer(line) if (n := field_of(m)[1]) is not None)
+    named = {asked[n - 1] for n in numbers if 0 < n <= len(asked)}
     named.update(i for m in _ID_IN_TEXT.finditer(line) if (i := hyphenated(m)) in asked)
     if len(named) != 1 or _OUTAGE_WORDS.search(line) or says_down(line):
         return None
