@@ -335,6 +335,9 @@ async def test_ctrl_c_while_ccv_answers_lets_the_submit_end_and_records_its_answ
     async with FakeCCVWrites() as fake:
         fake.submit_hold = asyncio.Event()
         cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        # CCV holds its answer until the command says it is stopping: on a loaded machine that
+        # took longer than the usual 2 s timeout, which then ended the submit first.
+        cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "30s"', 1))
         body = tmp_path / "order.json"
         body.write_text(json.dumps(submit_body(externalReference="ctrl-c-1")))
         proc = await asyncio.create_subprocess_exec(
