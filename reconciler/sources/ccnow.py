@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from urllib.parse import urlencode
 
 import aiohttp
@@ -32,7 +33,7 @@ from reconciler.sources.ccnow_answer import (
     speaks_ccnow,
 )
 from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split
-from reconciler.sources.ccnow_cut import drop_undecided, read_complete
+from reconciler.sources.ccnow_cut import drop_undecided, read_complete, word_start
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -258,20 +259,23 @@ class CCNowClient:
             return Observation(key, Outcome.FAILED, reason="protocol", asked=time.time())
         if again is not None and again.order_id == order_id:
             # The same line as read (status, error, what the parser took of it), not as
-            # written: `123456789 PENDING` and `123-45-6789 pending` are one answer.
-            if again != first:
+            # written: `123456789 PENDING` and `123-45-6789 pending` are one answer. A status
+            # that is a documented word's start is no status however often it comes (`pendi`
+            # of a script dying at the same byte: `pending -> pendi` and back).
+            if again != first or (again.status is not None and word_start(again.status)):
+                reason = "another when asked again" if again != first else "again when asked again"
                 log.warning(
                     "ccnow.answer_cut",
                     extra={
                         "fields": {
                             "account": self._config.name,
                             "order_id": order_id,
-                            "reason": "last line without its line end, another when asked again",
+                            "reason": f"last line without its line end, {reason}",
                         }
                     },
                 )
                 return Observation(key, Outcome.FAILED, reason="truncated_answer", asked=asked)
-            answer = Answer((*answer.orders, again), answer.messages)
+            answer = replace(answer, orders=(*answer.orders, again))
         return self._match([order_id], answer, asked)[0]
 
     async def _post(self, order_ids: list[str]) -> tuple[Answer, float, OrderLine | None]:

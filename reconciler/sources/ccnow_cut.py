@@ -62,9 +62,12 @@ def _cut_word(line: str) -> bool:
     one: a word cut short, never a status CCNow has (a word the document does not list is
     kept as it comes, and this one would raise a change `pending -> pendi` and back)."""
     first, rest = _first_word(line)
-    if ccnow_id(first) is None or not rest:
-        return False
-    word = _first_word(rest)[0].lower()
+    return ccnow_id(first) is not None and bool(rest) and word_start(_first_word(rest)[0])
+
+
+def word_start(word: str) -> bool:
+    """Whether `word` is the start of a documented status word (in any case) and no whole one."""
+    word = word.lower()
     return word not in _DOCUMENTED and any(w.startswith(word) for w in _DOCUMENTED)
 
 

@@ -188,16 +188,21 @@ async def test_a_framed_answer_whose_last_status_word_is_cut_asks_that_order_alo
     assert caplog.records == []
 
 
-async def test_a_framed_last_word_that_starts_a_documented_one_is_read_when_it_comes_again(
-    fake: LinesFake,
+@pytest.mark.parametrize(
+    ("last", "chunked"), [("complete", False), ("pendi", False), ("PEND", False), ("pend", True)]
+)
+async def test_a_last_word_that_starts_a_documented_one_is_no_status_when_it_comes_again(
+    fake: LinesFake, caplog: pytest.LogCaptureFixture, last: str, chunked: bool
 ) -> None:
-    # `complete` is no word of the document's, and the start of `completed`. Was: the whole
-    # batch asked again three times, then failed `truncated answer`, every pass (the account
-    # with it when it was the only batch).
-    fake.always = Reply(200, f"{A} mark_shipped\n{D} complete")
-    seen = await query(fake, [A, D])
-    assert said(seen) == {A: (Outcome.OK, "mark_shipped"), D: (Outcome.OK, "complete")}
+    # `complete` is no word of the document's, and the start of `completed`; `pendi` is a
+    # script dying at the same byte. Was: read as the status `pendi` (`pending -> pendi` and
+    # back); before that, the whole batch asked again three times, every pass.
+    fake.always = Reply(200, f"{A} mark_shipped\n{D} {last}", chunked=chunked)
+    with caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"):
+        seen = await query(fake, [A, D])
+    assert said(seen) == {A: (Outcome.OK, "mark_shipped"), D: (Outcome.FAILED, "truncated_answer")}
     assert fake.batch_sizes == [2, 1]
+    assert [r.fields["order_id"] for r in caplog.records] == [D]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("last", ["pending", "PENDING", "on_hold", "pending 2026-11-30"])
