@@ -96,7 +96,11 @@ def field_names(names: str) -> re.Pattern[str]:
     that place in the post), or both; a bare word (`action not performed`) is English. Read a
     match with `field_of`. Nine digits at most: a longer number is no place in a post, and a
     query's answer lines are not cut (int() refuses a number of thousands of digits)."""
-    return re.compile(rf"\b(?=x_|(?:{names})_[0-9])(?:x_)?({names})(?:_([0-9]{{1,9}}))?\b", re.I)
+    return re.compile(_field_pattern(names), re.I)
+
+
+def _field_pattern(names: str) -> str:
+    return rf"\b(?=x_|(?:{names})_[0-9])(?:x_)?({names})(?:_([0-9]{{1,9}}))?\b"
 
 
 def field_of(match: re.Match[str]) -> tuple[str, int | None]:
@@ -108,16 +112,24 @@ def field_of(match: re.Match[str]) -> tuple[str, int | None]:
 # How an error line names an order a query asked: by its fields' number (`x_orderid_2`,
 # `x_action_2`: the second order asked) or by its id (hyphens or not, no digit either side).
 _FIELD_NUMBER = field_names("orderid|action")
-# The field an owned error line starts with: its words follow (`x_orderid_2 not found`).
-_LEADING_FIELD = re.compile(r"^[\s:]*(?:x_)?(?:orderid|action)_[0-9]{1,9}\b[\s:]*", re.I)
+# The field or the id an owned error line starts with: its words follow (`x_orderid_2 not
+# found`, `500-00-0002 not found`).
+_LEADING_NAME = re.compile(
+    rf"^[\s:]*(?:{_field_pattern('orderid|action')}|(?<![0-9]){CCNOW_ID_PATTERN}(?![0-9]))[\s:]*",
+    re.I | re.ASCII,
+)
 _ID_IN_TEXT = re.compile(r"(?<![0-9])" + CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
 _LEADING_ID = re.compile(CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
 # What an error line naming one order says of the account or of our post, not of that order
 # (`x_orderid_1 account suspended`, `x_action_1 unknown action`: every order's post would get
 # it), besides CCNow down and our credentials: the account's, unless it says that order is
 # unknown (`x_orderid_2 invalid order for this account`).
+# Phrases, not parts of words: `order cancelled by merchant`, `refunded to customer account`,
+# `accounting hold` are that order's.
 _ACCOUNT_WORDS = re.compile(
-    r"account|merchant|suspend|\bclient\b"
+    r"\baccount\s+(?:is\s+)?(?:suspended|disabled|locked|closed|inactive|not\s+active)\b"
+    r"|\b(?:suspended|disabled|inactive)\s+account\b"
+    r"|\bmerchant\s+(?:account\s+)?(?:is\s+)?(?:not\s+active|inactive|suspended|disabled)\b"
     r"|\b(?:unknown|invalid|unsupported|bad)\s+action\b"
     r"|\baction\s+(?:unknown|invalid|unsupported)\b",
     re.I,
@@ -184,7 +196,7 @@ def _order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Or
     word = first.lower()
     if word in _ERROR_WORDS:
         error = _readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
-        after = _LEADING_FIELD.sub("", more[0] if more else "")
+        after = _LEADING_NAME.sub("", more[0] if more else "")
         not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
     if word in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
@@ -298,7 +310,7 @@ def _owner(line: str, asked: Sequence[str]) -> str | None:
         return None
     if _AUTH_WORDS.search(line):
         return None
-    words = _LEADING_FIELD.sub("", line[len(_ERROR_MESSAGE) :])
+    words = _LEADING_NAME.sub("", line[len(_ERROR_MESSAGE) :])
     if _ACCOUNT_WORDS.search(line) and not says_not_found(words):
         return None
     return named.pop()

@@ -82,6 +82,23 @@ def said(seen: dict[str, Observation]) -> dict[str, tuple[Outcome, str | None]]:
         ("error_message x_orderid_{n} invalid order for this account", (Outcome.NOT_FOUND, None)),
         ("error_message x_action_{n}: database busy", (Outcome.FAILED, "order_error")),
         ("error_message order 500000002 locked", (Outcome.FAILED, "order_error")),
+        # Named by its id alone (README): its words after the id say so.
+        ("error_message {id} not found", (Outcome.NOT_FOUND, None)),
+        ("error_message 500000002: unknown order", (Outcome.NOT_FOUND, None)),
+        # Words about the order, not the account's (was: the whole account failed, every pass).
+        (
+            "error_message x_orderid_{n} order cancelled by merchant",
+            (Outcome.FAILED, "order_error"),
+        ),
+        (
+            "error_message x_orderid_{n} refunded to customer account",
+            (Outcome.FAILED, "order_error"),
+        ),
+        (
+            "error_message x_orderid_{n} awaiting client confirmation",
+            (Outcome.FAILED, "order_error"),
+        ),
+        ("error_message x_orderid_{n} accounting hold", (Outcome.FAILED, "order_error")),
     ],
 )
 async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
@@ -106,6 +123,9 @@ async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
         # About the account or our post, whichever order's field it names.
         ("error_message x_orderid_{n} account suspended", SourceUnavailable),
         ("error_message x_orderid_{n} merchant not active", SourceUnavailable),
+        ("error_message x_orderid_{n}: Account is disabled", SourceUnavailable),
+        ("error_message {id} merchant account suspended", SourceUnavailable),
+        ("error_message x_orderid_{n} bad client id", AuthenticationFailed),
         ("error_message x_action_{n} unknown action", SourceUnavailable),
         ("error_message x_action_{n}: invalid action query", SourceUnavailable),
         ("error_message x_orderid_1 x_orderid_2 invalid", SourceUnavailable),  # whose?
