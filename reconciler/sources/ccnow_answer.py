@@ -234,8 +234,20 @@ def refusal_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
             continue
         if line[: len(_ERROR_MESSAGE)].lower() != _ERROR_MESSAGE:
             return None
-        found.append(_readable(mask(line, forms, limit=MAX_TEXT_LENGTH)))
+        found.append(_readable(_whole_words(mask(line, forms), MAX_TEXT_LENGTH)))
     return found or None
+
+
+def _whole_words(text: str, limit: int) -> str:
+    """Return `text` cut to `limit` characters without the word the cut lands in: its field
+    names decide which commands are refused (`x_orderid_12` cut to `x_orderid_1` names
+    another)."""
+    head = text[:limit]
+    if len(text) <= limit or text[limit] in _SPACE:
+        return head
+    blank = max(head.rfind(" "), head.rfind("\t"))
+    # No blank at all: the line's first word (`error_message...`) alone is whole.
+    return head[: len(_ERROR_MESSAGE)] if blank < 0 else head[:blank].rstrip(_SPACE)
 
 
 def says_down(line: str) -> bool:
