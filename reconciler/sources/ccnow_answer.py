@@ -12,7 +12,7 @@ from reconciler.model import (
     CCNOW_ID_PATTERN,
     InvalidOrderId,
     ccnow_id,
-    hyphenated,
+    hyphenated_match,
     known_statuses,
     normalize_ccnow_id,
 )
@@ -317,7 +317,7 @@ def _owner(line: str, asked: Sequence[str]) -> str | None:
     the account's."""
     numbers = (n for m in _FIELD_NUMBER.finditer(line) if (n := field_of(m)[1]) is not None)
     named = {asked[n - 1] for n in numbers if 0 < n <= len(asked)}
-    named.update(i for m in _ID_IN_TEXT.finditer(line) if (i := hyphenated(m)) in asked)
+    named.update(i for m in _ID_IN_TEXT.finditer(line) if (i := hyphenated_match(m)) in asked)
     if len(named) != 1 or _OUTAGE_WORDS.search(line) or says_down(line):
         return None
     if _AUTH_WORDS.search(line):
@@ -380,9 +380,9 @@ def parse_answer(
             orders.append(order)
             if cut:
                 extra_columns.append(order_id)
-        elif asked and (m := _LEADING_ID.match(line)) and hyphenated(m) in asked:
+        elif asked and (m := _LEADING_ID.match(line)) and hyphenated_match(m) in asked:
             # `500-00-0002: mark_shipped`: no status of the order it names (one asked).
-            orders.append(OrderLine(hyphenated(m), None, UNREADABLE, unreadable=True))
+            orders.append(OrderLine(hyphenated_match(m), None, UNREADABLE, unreadable=True))
         else:
             shown = _quote(raw, forms, limit=40)
             unread = unread or f"line {number}: not an answer line: {shown!r}"
