@@ -34,7 +34,7 @@ from reconciler.sources.ccnow_answer import (
     speaks_ccnow,
 )
 from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split, SplitBudget
-from reconciler.sources.ccnow_cut import drop_undecided, read_complete, word_start
+from reconciler.sources.ccnow_cut import drop_line, read_complete, read_undecided, word_start
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -323,7 +323,7 @@ class CCNowClient:
             if kind is ProtocolError and order_ids and speaks_ccnow(reply.body):
                 kind = UnreadableAnswer
             raise (exc if masked == text and kind is type(exc) else kind(masked)) from None
-        answer, last = drop_undecided(reply, answer)
+        answer, last = drop_line(answer, read_undecided(reply))
         if last is not None:
             log.debug(
                 "ccnow.last_line_undecided",
