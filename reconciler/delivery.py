@@ -316,13 +316,20 @@ class Delivery:
         then new to the lane)."""
         cfg = lane.config
         now = self.clock()
+        # What was recorded, the sink confirmed, whatever `results` says: a sink that raised
+        # after confirming some (its batch all `RetryLater`) must not make them pending again.
+        results = [
+            Delivered() if row.seq in recorded else res
+            for row, res in zip(rows, results, strict=False)
+        ]
         delivered: list[int] = []
         failed: list[tuple[OutboxEvent, RetryLater]] = []
         gone: SinkGone | None = None
         for row, res in zip(rows, results, strict=False):
+            if row.seq in recorded:
+                continue
             if isinstance(res, Delivered):
-                if row.seq not in recorded:
-                    delivered.append(row.seq)
+                delivered.append(row.seq)
             elif res == ABANDONED:
                 # Possibly received: said, since the receiver may then see it twice.
                 log.warning("sink.abandoned", extra=fields(sink=cfg.name, event_id=row.id))
