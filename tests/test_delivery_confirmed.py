@@ -4,13 +4,18 @@ confirms every event as it goes (as the webhook and command sinks do)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from reconciler.config.schema import LogSinkConfig
 from reconciler.delivery import Delivery
 from reconciler.sinks.base import (
+    RECORD_AFTER_S,
     RECORD_EVERY,
     Cutoff,
     Delivered,
@@ -18,7 +23,7 @@ from reconciler.sinks.base import (
     OutboxEvent,
     deliver_in_order,
 )
-from reconciler.store import Store
+from reconciler.store import Store, StoreError
 from tests.test_delivery_refused import order_event
 
 DAY_S = 86400.0
@@ -73,3 +78,50 @@ async def test_a_sink_that_raises_after_confirming_keeps_what_was_recorded(
     # The confirmations not yet recorded when it raised are failures (at least once).
     assert states == [("dead", 10, 1), ("delivered", RECORD_EVERY, 0)]
     assert delivery.dead_letters == {"hooks": 10}
+
+
+def event(n: int) -> OutboxEvent:
+    return OutboxEvent(seq=n, id=f"e-{n}", type="t", order_id=f"o-{n}", body=b"{}")
+
+
+@pytest.mark.parametrize(
+    ("error", "warned"),
+    [(RuntimeError("bug in the progress"), True), (StoreError("disk I/O error"), False)],
+    ids=["a bug", "a store error"],
+)
+async def test_a_failed_write_of_confirmations_is_said_once_unless_the_store_said_it(
+    caplog: pytest.LogCaptureFixture, error: Exception, warned: bool
+) -> None:
+    # Every failure of the write was swallowed without a word: a bug in it hid for good. A
+    # store error is the store's to say (once, by its health), not once per write.
+    async def record(seqs: list[int]) -> None:
+        raise error
+
+    cutoff = Cutoff(record)
+    with caplog.at_level(logging.WARNING, logger="reconciler.outbox"):
+        for n in range(RECORD_EVERY):
+            cutoff.confirmed(event(n))
+        assert await cutoff.recorded() == []  # the batch's end records them
+    said = [(r.message, r.__dict__["fields"]) for r in caplog.records]
+    expected = [("sink.record_failed", {"error": repr(error), "events": RECORD_EVERY})]
+    assert said == (expected if warned else [])
+    assert all(r.exc_info is None for r in caplog.records)  # one line, no traceback
+
+
+async def test_a_cutoff_released_then_used_again_still_records_within_a_second() -> None:
+    # `release` cancelled the timer of the confirmations in hand but kept it as if running:
+    # a later confirmation started none, and waited for 49 more to be recorded.
+    written: list[list[int]] = []
+    wrote = asyncio.Event()
+
+    async def record(seqs: list[int]) -> None:
+        written.append(seqs)
+        wrote.set()
+
+    cutoff = Cutoff(record)
+    cutoff.confirmed(event(1))
+    cutoff.release()
+    cutoff.confirmed(event(2))
+    await asyncio.wait_for(wrote.wait(), 5 * RECORD_AFTER_S)
+    assert 2 in written[0]
+    assert await cutoff.recorded() == written[0]
