@@ -88,7 +88,9 @@ async def run_at_once(store: Store, work: Callable[..., T], *args: Any) -> T:
     """Run `work(sqlite3_connection, *args)` as one write transaction of `store`, in one
     hand-off, and return what it returns: for a write whose statements depend on what it reads
     first, in the same transaction. An exception rolls all of it back and is raised (an SQLite
-    error that makes the database unusable as StoreError)."""
+    error that makes the database unusable as StoreError). It skips what `transaction()` does
+    when another process wrote meanwhile (`history.follow`): a `work` that hands out a seq must
+    take that up itself, as a CCV submit's claim does (`history.took_up`)."""
     if store.health.failing:
         # The write that ends a failure episode also records it: the ordinary path does that.
         async with store.transaction(urgent=True):

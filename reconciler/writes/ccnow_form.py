@@ -300,8 +300,8 @@ def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
     The command line hands its `KEY/ORDER` here: the suffix is not counted in the limit, and
     is kept as order ids are (`K/396101142` is `K/396-10-1142`: one command)."""
     stripped = key.strip()
-    _head, own = peeled(stripped, order_id)
-    limit = MAX_KEY + (len(stripped) - len(stripped.rpartition("/")[0]) if own else 0)
+    head, _own = peeled(stripped, order_id)
+    limit = MAX_KEY + len(stripped) - len(head)  # every /ORDER part of its own order
     try:
         checked = _checked("keys", key, limit)
     except BadAction as exc:

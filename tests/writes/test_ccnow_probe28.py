@@ -15,8 +15,9 @@ import pytest
 
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_form import BadAction, from_document
 from tests.conftest import free_port, write_config
-from tests.fake_providers import FakeCCNow, Reply
+from tests.fake_providers import FakeCCNow, Reply, ccnow_config
 from tests.server.test_api import api_toml
 from tests.writes.test_ccnow_actions import (
     ARGS,
@@ -270,3 +271,27 @@ async def test_a_command_on_its_way_is_said_and_counted_sending(
     assert line in run.stdout
     assert "queued 0, sending 1" in run.stderr, run.stderr
     assert _discounts(fake_ccnow) == [A]
+
+
+# --- review 28e: a key's own /ORDER parts are all outside the 200 characters ---------------
+
+
+def test_a_long_key_ending_in_its_own_order_takes_every_own_part_outside_the_limit() -> None:
+    # `adjust A B --key <200 characters ending /111223333>` through the daemon: B's key came as
+    # KEY/111-22-3333/111-22-3333 (214 characters) and only the last part was left out of the
+    # limit: "keys: at most 212 characters", a field the user never gave. Without a daemon the
+    # same line was taken.
+    cfg = ccnow_config("http://127.0.0.1:9/cgi")
+    given = "k" * 190 + "/111223333"
+    doc: dict[str, object] = {
+        "order_ids": ["396-10-1142", "111-22-3333"],
+        "action": "adjust",
+        "amount": "1",
+        "keys": [f"{given}/396-10-1142", "k" * 190 + "/111-22-3333/111-22-3333"],
+    }
+    made = from_document(cfg, doc)
+    assert [c.key for c in made][1] == "k" * 190 + "/111-22-3333/111-22-3333"
+    # The key's own words still count: 201 of them are refused, naming the field given.
+    doc["keys"] = [f"{'k' * 201}/396-10-1142", f"{'k' * 201}/111-22-3333"]
+    with pytest.raises(BadAction, match="keys: at most"):
+        from_document(cfg, doc)
