@@ -3,8 +3,8 @@
 With no daemon running the command holds the store itself. A running daemon owns the store
 (one writer), so the command then goes through the daemon's integration API, which must be
 configured. Exit 0 submitted, 65 refused (bad body, CCV's 4xx, reference submitted already),
-75 try later or settle by hand (CCV's 5xx or 429, not reached, answer lost, a 2xx naming no
-order id or one followed under another reference).
+75 try later or settle by hand (CCV's 5xx or 429, not reached, answer lost, a 2xx whose body
+was not read, a 2xx naming no usable order id or one followed under another reference).
 """
 
 from __future__ import annotations
@@ -103,10 +103,9 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
             else f", or, when the answer named no order and CCV has none, `reconciler ccv "
             f"resolve {ref} --not-sent{account}` (then submit it again)"
         )
-        why = "CCV's answer names no usable order id, or one followed under another reference"
         say(
             f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
-            f"({why}); "
+            "(CCV's answer names no usable order id, or one followed under another reference); "
             f"external reference {reference} is uncertain until you find its order at CCV "
             f"and run {track}{not_sent}",
             logging.WARNING,
