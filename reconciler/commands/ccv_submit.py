@@ -148,16 +148,13 @@ def _one_line(text: str, secrets: list[str]) -> str:
     return redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
 
 
-async def submit_command(config: Config, account: str, document: object) -> int:
+async def submit_command(config: Config, account: str, document: dict[str, object]) -> int:
     """Submit one order body, locally or through the running daemon's API."""
     from ..runtime import writer_unless_held
 
     secrets = config_secrets(config)
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            if not isinstance(document, dict):
-                say("reconciler: error: $: the body must be a JSON object")  # as the API's 400
-                return EX_DATAERR
             submitter = rt.submitter()
             try:
                 result = await submitter.submit(account, document)
@@ -176,13 +173,13 @@ async def _through_api(
     config: Config,
     api: ApiConfig,
     account: str,
-    document: object,
+    document: dict[str, object],
     secrets: list[str],
     wait_s: float,
 ) -> int:
     url = api.url("/api/v1/ccv/orders")
-    given = isinstance(document, dict) and document.get("externalReference") is not None
-    if isinstance(document, dict) and not given:
+    given = document.get("externalReference") is not None
+    if not given:
         # Made here, not by the daemon, so that an answer that does not come can name it, and
         # named before it goes: a command killed meanwhile has said which reference to look up.
         document = {**document, "externalReference": new_reference()}
@@ -190,7 +187,7 @@ async def _through_api(
             "ccv.submit_sending",
             extra=fields(account=account, external_reference=document["externalReference"]),
         )
-    sent_ref = document.get("externalReference") if isinstance(document, dict) else None
+    sent_ref = document.get("externalReference")
     option = account_option(config, "ccv", account)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait_s)) as s:
         try:
