@@ -393,8 +393,8 @@ async def run_daemon(
         for sig in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-                if served is not None and served.stopped:
-                    # Not the default action: that killed it (129, 130) after a clean stop.
-                    signal.signal(sig, on_signal)
+                # Not SIG_DFL, which killed it (129, 130, 143) as it wound down: after a clean
+                # stop a signal exits at once; a failed start's unwind ignores it (75, 74 stay).
+                signal.signal(sig, on_signal if served and served.stopped else signal.SIG_IGN)
         notifier.close()
     return 0

@@ -114,7 +114,10 @@ async def ended_by_sigterm(main: Coroutine[Any, Any, T]) -> T:
             raise Terminated("stopped by SIGTERM") from None
         raise
     finally:
-        signal.signal(signal.SIGTERM, before)
+        # Only our own: `run` leaves its handler for the process's last steps (asyncio.run's
+        # wait for its threads), where SIG_DFL put back killed it (143) after a clean stop.
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, before)
 
 
 class SigtermEcho:

@@ -209,8 +209,10 @@ def clipped(raw: str, limit: int = SHOWN_INPUT_MAX, *, quoted: bool = True) -> s
 
 # --- order ids ------------------------------------------------------------------------------
 
-# Ids are ASCII: re.ASCII keeps \d from matching other scripts' digits (`１２３`, `٣٩٦`).
-_CCNOW_ID = re.compile(r"(\d{3})-?(\d{2})-?(\d{4})", re.ASCII)
+# Ids are ASCII: [0-9], not \d, which matches other scripts' digits (`１２３`, `٣٩٦`). The
+# pattern is the answer parser's too, which finds ids in CCNow's words (`hyphenated`).
+CCNOW_ID_PATTERN = r"([0-9]{3})-?([0-9]{2})-?([0-9]{4})"
+_CCNOW_ID = re.compile(CCNOW_ID_PATTERN, re.ASCII)
 CCV_ID_MAX_LENGTH = 128
 # Printable ASCII without space: a BOM, zero-width or bidirectional character pasted from a
 # spreadsheet would otherwise become part of the id.
@@ -225,7 +227,12 @@ class InvalidOrderId(ValueError):
 def ccnow_id(text: str) -> str | None:
     """Return `text` as a CCNow order id in its hyphenated form `NNN-NN-NNNN`, or None."""
     match = _CCNOW_ID.fullmatch(text)
-    return None if match is None else "-".join(match.groups())
+    return None if match is None else hyphenated(match)
+
+
+def hyphenated(match: re.Match[str]) -> str:
+    """Return the CCNow order id a match of CCNOW_ID_PATTERN found, hyphenated."""
+    return "-".join(match.groups()[:3])
 
 
 def normalize_ccnow_id(raw: str) -> str:

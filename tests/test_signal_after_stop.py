@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from reconciler import eventloop
 from tests.conftest import REPO, call_cli, cli_env, daemon, poll_until, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 
@@ -40,7 +42,9 @@ async def test_a_signal_after_the_stop_finished_leaves_the_exit_clean(
 
 
 # The daemon, with what follows its stop made to hang where it could (closing the store and
-# sinks; the last steps, where asyncio.run waits for its threads), saying so on stderr.
+# sinks; the last steps of run_daemon; asyncio.run's wait for its threads, as a DNS lookup
+# that never ends holds it), or a failed start's unwind held until a line comes on stdin,
+# saying so on stderr.
 HANGING = """
 import asyncio, sys, time
 from reconciler import cli, runtime, systemd
@@ -53,31 +57,56 @@ def last_steps(self):
     print("hanging: last steps", file=sys.stderr, flush=True)
     time.sleep(3600)
 
+async def threads(self, *args):
+    print("hanging: waiting for the loop's threads", file=sys.stderr, flush=True)
+    await asyncio.Event().wait()
+
+def until_told(self):
+    print("hanging: unwinding the failed start", file=sys.stderr, flush=True)
+    sys.stdin.readline()
+
 if sys.argv[1] == "store":
     runtime.Runtime.__aexit__ = store_and_sinks
-else:
+elif sys.argv[1] == "last":
     systemd.Notifier.close = last_steps
+elif sys.argv[1] == "threads":  # on asyncio's loop: uvloop's methods cannot be replaced
+    asyncio.BaseEventLoop.shutdown_default_executor = threads
+else:
+    systemd.Notifier.close = until_told
 cli.main(sys.argv[2:])
 """
 
 
-@pytest.mark.parametrize("where", ["store", "last"])
-@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGHUP], ids=["INT", "HUP"])
+async def hanging(
+    where: str, cfg: Path, env: dict[str, str], *, stdin: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    with (cfg.parent / "daemon.log").open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HANGING, where, "--config", str(cfg), "run",
+            stdin=stdin, stderr=out, env=env, cwd=REPO,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["store", "last", "threads"])
+@pytest.mark.parametrize(
+    "second", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM], ids=["INT", "HUP", "TERM"]
+)
 async def test_a_signal_after_the_stop_ends_an_exit_that_hangs(
     tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow, where: str, second: signal.Signals
 ) -> None:
     # After daemon.stopped every signal was ignored: an exit that hung ended only by SIGKILL.
+    # Then a SIGTERM once run_daemon had returned killed it (143): SIGTERM's default was back.
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
     log = tmp_path / "daemon.log"
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", HANGING, where, "--config", str(cfg), "run",
-            stdin=asyncio.subprocess.DEVNULL, stderr=out, env=cli_env(), cwd=REPO,
-        )  # fmt: skip
+    loop = "asyncio" if where == "threads" else "auto"
+    proc = await hanging(where, cfg, cli_env(RECONCILER_EVENT_LOOP=loop))
     try:
         await poll_until(lambda: "daemon.ready" in log.read_text(), 20, "ready")
         proc.send_signal(signal.SIGTERM)
         await poll_until(lambda: "hanging: " in log.read_text(), 20, "the hang after the stop")
+        if second == signal.SIGTERM:
+            # Out of the first one's echo window (README): taken as timeout(1)'s echo within it.
+            await asyncio.sleep(eventloop.SigtermEcho.ECHO_S)
         proc.send_signal(second)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     finally:
@@ -86,3 +115,33 @@ async def test_a_signal_after_the_stop_ends_an_exit_that_hangs(
             await proc.wait()
     assert "daemon.stopped" in log.read_text()
     assert "daemon.force_exit" not in log.read_text()
+
+
+async def test_signals_while_a_failed_start_unwinds_leave_its_error_and_exit_code(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The receiver's port is taken (75). A TERM or HUP while that start unwound killed it (143,
+    # 129; a clean exit to systemd, which then restarted nothing), an INT made it 130, and the
+    # line saying why it did not start was lost.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        listen = f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1"\n'
+        cfg = write_config(tmp_path, ccv=fake_ccv, extra=listen)
+        env = cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)
+        proc = await hanging("failed", cfg, env, stdin=asyncio.subprocess.PIPE)
+        try:
+            log = tmp_path / "daemon.log"
+            await poll_until(lambda: "hanging: " in log.read_text(), 20, "the failed start")
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                proc.send_signal(sig)
+            assert proc.stdin is not None
+            proc.stdin.write(b"go on\n")
+            await proc.stdin.drain()
+            assert await asyncio.wait_for(proc.wait(), 10) == 75
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert f"reconciler: receiver cannot listen on 127.0.0.1:{port}: " in log.read_text()

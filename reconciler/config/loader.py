@@ -281,9 +281,9 @@ class Loader:
     def retry(self, table: Table) -> RetryConfig:
         return RetryConfig(
             attempts=table.integer("retries", 3, 0, 10),
-            # Each wait was always capped at max_backoff_s, so a larger value meant that cap:
-            # clamped, not refused ("1m" was a working config).
-            backoff_s=min(table.duration("retry_backoff", "0.5s"), RetryConfig.max_backoff_s),
+            # Not refused above max_backoff_s ("1m" was a working config): retry_delay caps
+            # every wait at it, so a larger value waits that long.
+            backoff_s=table.duration("retry_backoff", "0.5s"),
         )
 
     # --- receiver, api, alerts

@@ -197,17 +197,20 @@ class Table:
 def file_path(base_dir: Path, table: Table, name: str) -> Path:
     """A file's path key, relative ones beside the config. One that ends as a directory's does
     (`ts/newdir/`, `.`) is refused: Path drops the `/`, and a file named `ts/newdir` was made.
-    Unless it leads to a regular file (`st/r.db/` with st/r.db the live database): that file
-    was used before, and a config that worked must keep loading."""
+    Unless something that is no directory is there (`st/r.db/` with st/r.db the live database,
+    a log shipper's FIFO, `/dev/stdout/`): that was used before, and a config that worked must
+    keep loading."""
     value = table.string(name)
     path = base_dir / value
-    if value.rpartition("/")[2] in ("", ".", "..") and not _is_regular_file(path):
+    if value.rpartition("/")[2] in ("", ".", "..") and _nothing_or_a_directory(path):
         raise table.error(name, f"'{value}' names a directory; give the path of a file")
     return path
 
 
-def _is_regular_file(path: Path) -> bool:
+def _nothing_or_a_directory(path: Path) -> bool:
     try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except OSError:
+        return stat.S_ISDIR(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:  # there, but not to be looked at by this user (EACCES): its use says so
         return False

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlencode
 
 import aiohttp
@@ -31,18 +31,16 @@ from reconciler.sources.ccnow_answer import (
     parse_answer,
     speaks_ccnow,
 )
+from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split
 from reconciler.sources.ccnow_cut import drop_undecided, read_complete
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
     SourceError,
-    SourceUnavailable,
 )
 from reconciler.sources.http import RequestFailed, drain, request
 
 log = logging.getLogger("reconciler.sources.ccnow")
-
-Emit = Callable[[Observation], Awaitable[None]]
 
 # A pending list of tens of thousands of orders is well below this.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -54,79 +52,6 @@ BREAKER_BATCHES = 3
 class UnreadableAnswer(ProtocolError):
     """CCNow answered a query in its protocol, with a line no asked order's could be read
     from: one of its orders may be the cause, each asked alone is not."""
-
-
-class _BatchFailures:
-    """The query batches of one pass that got no answer: each fails its own orders once some
-    batch has answered (before that, a failure may be the whole account's, and writes nothing
-    of the orders); none answering, or a run of them, is the account's failure."""
-
-    def __init__(self, emit: Emit, account: str, limit: int) -> None:
-        self._emit = emit
-        self._account = account
-        self._limit = limit
-        self._answered = False
-        self._held: list[tuple[list[str], str, float | None]] = []
-        self._in_a_row = 0
-        self._first: SourceError | None = None
-
-    async def failed(
-        self,
-        batch: list[str],
-        exc: SourceError,
-        word: str,
-        asked: float | None,
-        *,
-        counted: bool = True,
-    ) -> None:
-        """Note a batch without an answer (asked at `asked`), `counted` in the run that opens
-        the breaker (raise when it does); not counted: a part of a batch asked again in parts,
-        whose answer came."""
-        self._first = self._first or exc
-        if counted:
-            self.count(exc, word, len(batch))
-        if self._answered:
-            await self._fail(batch, word, asked)
-        else:
-            self._held.append((batch, word, asked))
-
-    def count(self, exc: SourceError, word: str, orders: int) -> None:
-        """Count a batch without an answer in the run; raise when the run opens the breaker."""
-        self._in_a_row += 1
-        log.debug(
-            "ccnow.batch_failed",
-            extra={"fields": {"account": self._account, "orders": orders, "reason": word}},
-        )
-        if self._in_a_row >= self._limit:
-            log.warning(
-                "ccnow.circuit_open",
-                extra={
-                    "fields": {
-                        "account": self._account,
-                        "consecutive_failures": self._in_a_row,
-                        "reason": word,
-                    }
-                },
-            )
-            raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
-
-    async def answered(self) -> None:
-        """Note a batch that answered: the failed ones are their orders' failures alone."""
-        self._in_a_row = 0
-        self._answered = True
-        held, self._held = self._held, []
-        for batch, word, asked in held:
-            await self._fail(batch, word, asked)
-
-    def finish(self) -> None:
-        """Raise the first batch's failure when no batch answered."""
-        if self._first is not None and not self._answered:
-            raise self._first
-
-    async def _fail(self, batch: list[str], word: str, asked: float | None) -> None:
-        for order_id in batch:
-            key = OrderKey("ccnow", self._account, order_id)
-            await self._emit(Observation(key, Outcome.FAILED, reason=word, asked=asked))
 
 
 class CCNowClient:
@@ -209,9 +134,10 @@ class CCNowClient:
         A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page,
         a cut answer) fails its own orders, and the other batches go on; one whose answer
         holds a line no asked order's can be read from is asked again in halves, down to the
-        order alone, so that only that order fails. The account fails (this raises) when no
-        batch answers, when BREAKER_BATCHES batches fail in a row, or at an answer about the
-        whole account (a refused login, maintenance, a `message`)."""
+        order alone, so that only that order fails (within a bound of posts a batch, `Split`:
+        past it, the parts not asked fail; one warning a pass counts them). The account fails
+        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row, or at
+        an answer about the whole account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
             try:
@@ -226,9 +152,10 @@ class CCNowClient:
             for start in range(0, len(ids), size):
                 yield ids[start : start + size]
 
-        failures = _BatchFailures(emit, self._config.name, self._breaker_limit)
+        failures = BatchFailures(emit, self._config.name, self._breaker_limit)
+        splits = {"batches": 0, "posts": 0, "unasked": 0}  # this pass's, for its one warning
 
-        async def handle(batch: list[str], *, part: bool = False) -> bool:
+        async def handle(batch: list[str], split: Split | None = None) -> bool:
             try:
                 answer, asked, last = await self._post(batch)
             except RequestFailed as exc:
@@ -236,8 +163,9 @@ class CCNowClient:
                 return False  # the next batch goes alone until one answers (drain)
             except UnreadableAnswer as exc:
                 if len(batch) > 1:
-                    return await halves(batch, exc, part=part)
-                await failures.failed(batch, exc, "protocol", time.time(), counted=not part)
+                    return await halves(batch, exc, split)
+                counted = split is None
+                await failures.failed(batch, exc, "protocol", time.time(), counted=counted)
                 return False
             except ProtocolError as exc:
                 await failures.failed(batch, exc, "protocol", time.time())  # when it failed
@@ -251,25 +179,41 @@ class CCNowClient:
                 await emit(await self._decide(last))
             return True
 
-        async def halves(batch: list[str], exc: UnreadableAnswer, *, part: bool) -> bool:
+        async def halves(batch: list[str], exc: UnreadableAnswer, split: Split | None) -> bool:
             # Each half asked again in this pass: the order whose line cannot be read fails
             # alone, the others are decided (else it fails its batch, poll after poll, and the
-            # account with it while its one-order probe answers). A batch none of whose parts
-            # answered counts once in the breaker's run.
+            # account with it while its one-order probe answers). Past the batch's posts, its
+            # parts not asked fail (`protocol`). A batch none of whose parts answered, or some
+            # of whose parts were not asked, counts once in the breaker's run.
             log.debug(
                 "ccnow.batch_split",
                 extra={"fields": {"account": self._config.name, "orders": len(batch)}},
             )
-            middle = len(batch) // 2
-            answered = [await handle(b, part=True) for b in (batch[:middle], batch[middle:])]
-            if any(answered):
-                return True
-            if not part:
+            whole, split = split is None, split or Split(len(batch))
+            splits["batches"] += int(whole)
+            middle, answered = len(batch) // 2, False
+            for half in (batch[:middle], batch[middle:]):
+                if split.left <= 0:
+                    split.unasked = True
+                    splits["unasked"] += len(half)
+                    await failures.failed(half, exc, "protocol", time.time(), counted=False)
+                    continue
+                split.left -= 1
+                splits["posts"] += 1
+                answered = await handle(half, split) or answered
+            if whole and (split.unasked or not answered):
                 failures.count(exc, "protocol", len(batch))
-            return False
+            return answered
 
-        await drain(batches(), handle, self._config.concurrency)
-        failures.finish()
+        try:
+            await drain(batches(), handle, self._config.concurrency)
+            failures.finish()
+        finally:
+            if splits["posts"]:
+                log.warning(
+                    "ccnow.batches_split",
+                    extra={"fields": {"account": self._config.name, **splits}},
+                )
 
     def _match(self, batch: list[str], answer: Answer, asked: float) -> list[Observation]:
         """Turn an answer into one observation per asked order, matched by id; `asked`: when

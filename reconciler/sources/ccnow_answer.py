@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconciler.logs import fields
-from reconciler.model import InvalidOrderId, ccnow_id, known_statuses, normalize_ccnow_id
+from reconciler.model import (
+    CCNOW_ID_PATTERN,
+    InvalidOrderId,
+    ccnow_id,
+    hyphenated,
+    known_statuses,
+    normalize_ccnow_id,
+)
 from reconciler.redact import SecretForms, holds_secret, mask, text_forms
 from reconciler.sources.errors import (
     AuthenticationFailed,
@@ -81,12 +88,40 @@ _DOWN = re.compile(
     re.I,
 )
 _ERROR_MESSAGE = "error_message"
+
+
+def field_names(names: str) -> re.Pattern[str]:
+    """CCNow's fields `names` (`orderid|action`) as its error lines write them, in any case:
+    with their `x_` (`x_amount`), numbered (`x_amount_1`, `amount_1`: the order or command at
+    that place in the post), or both; a bare word (`action not performed`) is English. Read a
+    match with `field_of`. Nine digits at most: a longer number is no place in a post, and a
+    query's answer lines are not cut (int() refuses a number of thousands of digits)."""
+    return re.compile(rf"\b(?=x_|(?:{names})_[0-9])(?:x_)?({names})(?:_([0-9]{{1,9}}))?\b", re.I)
+
+
+def field_of(match: re.Match[str]) -> tuple[str, int | None]:
+    """Return a `field_names` match's field (lower case, without `x_`) and its number."""
+    number = match.group(2)
+    return match.group(1).lower(), None if number is None else int(number)
+
+
 # How an error line names an order a query asked: by its fields' number (`x_orderid_2`,
 # `x_action_2`: the second order asked) or by its id (hyphens or not, no digit either side).
-_FIELD_NUMBER = re.compile(r"\b(?:x_)?(?:orderid|action)_([0-9]{1,9})\b", re.I)
-_ID = r"([0-9]{3})-?([0-9]{2})-?([0-9]{4})(?![0-9])"
-_ID_IN_TEXT = re.compile(r"(?<![0-9])" + _ID, re.ASCII)
-_LEADING_ID = re.compile(_ID, re.ASCII)
+_FIELD_NUMBER = field_names("orderid|action")
+# The field an owned error line starts with: its words follow (`x_orderid_2 not found`).
+_LEADING_FIELD = re.compile(r"^[\s:]*(?:x_)?(?:orderid|action)_[0-9]{1,9}\b[\s:]*", re.I)
+_ID_IN_TEXT = re.compile(r"(?<![0-9])" + CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
+_LEADING_ID = re.compile(CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
+# What an error line naming one order says of the account or of our post, not of that order
+# (`x_orderid_1 account suspended`, `x_action_1 unknown action`: every order's post would get
+# it), besides CCNow down and our credentials: the account's, unless it says that order is
+# unknown (`x_orderid_2 invalid order for this account`).
+_ACCOUNT_WORDS = re.compile(
+    r"account|merchant|suspend|\bclient\b"
+    r"|\b(?:unknown|invalid|unsupported|bad)\s+action\b"
+    r"|\baction\s+(?:unknown|invalid|unsupported)\b",
+    re.I,
+)
 NO_PENDING_ORDERS = "no_pending_orders"
 UNREADABLE = "unreadable status"
 
@@ -149,7 +184,7 @@ def _order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Or
     word = first.lower()
     if word in _ERROR_WORDS:
         error = _readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
-        after = more[0] if more else ""
+        after = _LEADING_FIELD.sub("", more[0] if more else "")
         not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
     if word in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
@@ -254,12 +289,19 @@ def _is_page(text: str) -> bool:
 def _owner(line: str, asked: Sequence[str]) -> str | None:
     """Return the one asked order an error line names, when it is about that order alone: not
     when it names none or several, nor when it says CCNow is down or names our credentials
-    (`x_orderid_2 login failed`), which are the account's."""
-    named = {asked[int(n) - 1] for n in _FIELD_NUMBER.findall(line) if 0 < int(n) <= len(asked)}
-    named.update(i for m in _ID_IN_TEXT.finditer(line) if (i := "-".join(m.groups())) in asked)
+    (`x_orderid_2 login failed`), or the account or our post (`_ACCOUNT_WORDS`), which are
+    the account's."""
+    numbers = (n for m in _FIELD_NUMBER.finditer(line) if (n := field_of(m)[1]) is not None)
+    named = {asked[n - 1] for n in numbers if 0 < n <= len(asked)}
+    named.update(i for m in _ID_IN_TEXT.finditer(line) if (i := hyphenated(m)) in asked)
     if len(named) != 1 or _OUTAGE_WORDS.search(line) or says_down(line):
         return None
-    return None if _AUTH_WORDS.search(line) else named.pop()
+    if _AUTH_WORDS.search(line):
+        return None
+    words = _LEADING_FIELD.sub("", line[len(_ERROR_MESSAGE) :])
+    if _ACCOUNT_WORDS.search(line) and not says_not_found(words):
+        return None
+    return named.pop()
 
 
 def parse_answer(
@@ -314,9 +356,9 @@ def parse_answer(
             orders.append(order)
             if cut:
                 extra_columns.append(order_id)
-        elif asked and (m := _LEADING_ID.match(line)) and "-".join(m.groups()) in asked:
+        elif asked and (m := _LEADING_ID.match(line)) and hyphenated(m) in asked:
             # `500-00-0002: mark_shipped`: no status of the order it names (one asked).
-            orders.append(OrderLine("-".join(m.groups()), None, UNREADABLE, unreadable=True))
+            orders.append(OrderLine(hyphenated(m), None, UNREADABLE, unreadable=True))
         else:
             shown = _quote(raw, forms, limit=40)
             unread = unread or f"line {number}: not an answer line: {shown!r}"

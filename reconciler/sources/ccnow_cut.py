@@ -3,6 +3,8 @@ undecided (read without its last line, whose order is asked again alone)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from reconciler.model import ccnow_id
 from reconciler.sources.ccnow_answer import (
     _BLANKS,
@@ -59,10 +61,10 @@ def _cut_word(line: str) -> bool:
     word is the start of a documented one (`pendi` of `pending`, in any case) and no whole
     one: a word cut short, never a status CCNow has (a word the document does not list is
     kept as it comes, and this one would raise a change `pending -> pendi` and back)."""
-    first, *more = _BLANKS.split(line, maxsplit=1)
-    if ccnow_id(first) is None or not more:
+    first, rest = _first_word(line)
+    if ccnow_id(first) is None or not rest:
         return False
-    word = _BLANKS.split(more[0], maxsplit=1)[0].lower()
+    word = _first_word(rest)[0].lower()
     return word not in _DOCUMENTED and any(w.startswith(word) for w in _DOCUMENTED)
 
 
@@ -76,14 +78,13 @@ def _reads_whole(line: str) -> bool:
     answer of error lines applied nothing, so posting it again is safe."""
     if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
         return False
-    first, *more = _BLANKS.split(line, maxsplit=1)
-    rest = more[0] if more else ""
+    first, rest = _first_word(line)
     if first.lower() == "message":
         return rest.lower() == NO_PENDING_ORDERS
     order_id = ccnow_id(first)
     if order_id is None or not rest:
         return False
-    if _BLANKS.split(rest, maxsplit=1)[0].lower() == _ERROR_MESSAGE:
+    if _first_word(rest)[0].lower() == _ERROR_MESSAGE:
         return False
     order, _ = _order_line(order_id, rest, None)
     return order.status is not None and order.status in DOCUMENTED
@@ -105,15 +106,26 @@ def _open_line(reply: Reply) -> str | None:
     return tail.strip(_SPACE)
 
 
+def _first_word(line: str) -> tuple[str, str]:
+    """Return a line's first word (an order id, `message`) and what follows it ("": none)."""
+    first, *more = _BLANKS.split(line, maxsplit=1)
+    return first, more[0] if more else ""
+
+
 def undecided_line(reply: Reply) -> str | None:
     """Return the order id (hyphenated) of an answer's last line when it alone is undecided: a
     chunked answer without its final line end whose last line names a whole order id (the id,
     a blank, words), which may be a longer line cut short (`canceled_tmp` cut to `canceled`;
-    `pending review` to `pending`). None for any other answer: whole, or cut where no order
-    can be named (`is_complete`)."""
-    line = _open_line(reply) if reply.chunked else None
-    first, *more = _BLANKS.split(line or "", maxsplit=1)
-    return ccnow_id(first) if more else None
+    `pending review` to `pending`); or a framed one whose last line's status word is the start
+    of a documented one (`_cut_word`: `complete` may be `completed` cut, or a word of CCNow's
+    own, and asking the whole batch again would get it again). None for any other answer:
+    whole, or cut where no order can be named (`is_complete`). An action's post never gets
+    here with a framed cut word: `is_complete` turned it away as a lost answer."""
+    line = _open_line(reply) if reply.chunked or reply.framed else None
+    if line is None or (reply.framed and not _cut_word(line)):
+        return None
+    first, rest = _first_word(line)
+    return ccnow_id(first) if rest else None
 
 
 def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | None]:
@@ -123,7 +135,8 @@ def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | No
         return answer, None
     if not answer.orders or answer.orders[-1].order_id != cut:
         raise ProtocolError("an answer's last line is not what its parser read last")
-    return Answer(answer.orders[:-1], answer.messages), answer.orders[-1]
+    # replace: the pending list's skipped lines are still its answer's (their warning).
+    return replace(answer, orders=answer.orders[:-1]), answer.orders[-1]
 
 
 def read_complete(reply: Reply) -> bool:

@@ -26,6 +26,8 @@ from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     Answer,
     answered_orders,
+    field_names,
+    field_of,
     message_lines,
     parse_answer,
     refusal_lines,
@@ -62,7 +64,7 @@ NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429,
 # bare word (`Database error, action not performed`) is English, not a field. The account's
 # fields (`x_clientid`, `x_password`) are not here.
 _NAMES = "orderid|action|notes|amount|trackname|tracknumber"
-_FIELD = re.compile(rf"\b(?=x_|(?:{_NAMES})_[0-9])(?:x_)?({_NAMES})(?:_([0-9]+))?\b", re.I)
+_FIELD = field_names(_NAMES)
 _ATTRIBUTE = {"orderid": "order_id"}
 
 
@@ -284,10 +286,10 @@ def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.
     carrying the field (every command, if none does: the post was refused for it all the
     same)."""
     # CCNow's case is no part of the name (`X_AMOUNT`, `x_OrderId`); the attributes are ours.
-    name, number = field.group(1).lower(), field.group(2)
+    name, number = field_of(field)
     attribute = _ATTRIBUTE.get(name, name)
-    if number is not None and 1 <= int(number) <= len(batch):
-        c = batch[int(number) - 1]
+    if number is not None and 1 <= number <= len(batch):
+        c = batch[number - 1]
         return [c] if getattr(c, attribute) is not None else []
     carrying = [c for c in batch if getattr(c, attribute) is not None]
     return carrying or list(batch)

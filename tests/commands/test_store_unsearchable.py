@@ -72,3 +72,23 @@ async def test_untrack_and_orders_of_a_store_in_a_directory_not_searchable_exit_
         closed.chmod(0o700)
     followed = await call_cli("--config", cfg, "orders", "--json")
     assert [r["order_id"] for r in json.loads(followed.stdout)] == ["X1"]  # still followed
+
+
+async def test_check_takes_a_jsonl_path_ending_in_a_slash_in_a_directory_it_may_not_search(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # `check` run as another user than the daemon's: a stat it may not make (EACCES) read as
+    # "names a directory" (78), for a file the daemon's user writes to.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    (closed / "events.jsonl").write_text("", encoding="utf-8")
+    cfg.write_text(cfg.read_text() + "\n[[sinks]]\ntype = 'jsonl'\npath = 'closed/events.jsonl/'\n")
+    closed.chmod(0o000)
+    try:
+        if _searchable_all_the_same(closed):
+            pytest.skip("this user searches a directory of mode 000 all the same")
+        result = await _run_unprivileged("--config", cfg, "check")
+    finally:
+        closed.chmod(0o700)
+    assert result.code == 0, result.stderr

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import eventloop
 from reconciler.config import Config, ConfigError, JsonlSinkConfig, load_config
+from reconciler.sources.http import retry_delay
 from reconciler.store import WriterLock
 from tests.conftest import call_cli, cli_env, write_config
 
@@ -165,6 +167,30 @@ async def test_a_path_ending_as_a_directory_that_leads_to_a_file_is_that_file(
     )
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+async def test_a_jsonl_path_ending_in_a_slash_that_leads_to_a_fifo_or_device_is_that_file(
+    tmp_path: Path, kind: str
+) -> None:
+    # A log shipper's FIFO, or `/dev/stdout/` under a pipe or journald, loaded before; then it
+    # was refused as "names a directory" (78), and `check` and `run` could disagree on it.
+    if kind == "fifo":
+        target = tmp_path / "ship"
+        os.mkfifo(target)
+    else:
+        target = Path("/dev/null")
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(
+        f"[store]\npath = '{tmp_path / 'reconciler.db'}'\n"
+        + CCV
+        + f"[[sinks]]\ntype = 'jsonl'\npath = '{target}/'\n",
+        encoding="utf-8",
+    )
+    (jsonl,) = load_config(cfg).sinks
+    assert isinstance(jsonl, JsonlSinkConfig) and jsonl.path == target
+    result = await call_cli("--config", cfg, "check")
+    assert result.code == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
@@ -204,21 +230,35 @@ async def test_a_retry_backoff_above_the_longest_wait_is_taken_as_that_wait(
 ) -> None:
     # Every wait was always capped at 30 s, so "1m" meant 30 s and worked; refused, a config
     # that ran yesterday stopped the daemon after an upgrade (78).
-    text = CCV + f"retry_backoff = '{backoff}'\n"
-    assert load(tmp_path, text).ccv[0].retry.backoff_s == 30.0
-    assert load(tmp_path, CCNOW + f"retry_backoff = '{backoff}'\n").ccnow[0].retry.backoff_s == 30
+    ccv = load(tmp_path, CCV + f"retry_backoff = '{backoff}'\n").ccv[0]
+    ccnow = load(tmp_path, CCNOW + f"retry_backoff = '{backoff}'\n").ccnow[0]
+    for retry in (ccv.retry, ccnow.retry):
+        assert [retry_delay(retry, n, None, jitter=max) for n in range(3)] == [30.0] * 3
     result = await call_cli("--config", tmp_path / "reconciler.toml", "check")
     assert result.code == 0, result.stderr
 
 
-@pytest.mark.parametrize("choice", ["UVLOOP", "Asyncio", " asyncio", "auto ", ""])
-async def test_an_event_loop_in_any_case_or_padded_is_taken(tmp_path: Path, choice: str) -> None:
+@pytest.mark.parametrize(
+    ("choice", "chosen"),
+    [
+        ("UVLOOP", "uvloop"),
+        ("Asyncio", "asyncio"),
+        (" asyncio", "asyncio"),
+        ("auto ", "uvloop"),
+        ("", "uvloop"),
+    ],
+)
+async def test_an_event_loop_in_any_case_or_padded_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, choice: str, chosen: str
+) -> None:
     # A systemd unit with `RECONCILER_EVENT_LOOP=Asyncio` started before; refused, it did not
-    # start after an upgrade.
+    # start after an upgrade. And it is the loop named, not `auto`'s (uvloop: installed here).
     cfg = tmp_path / "reconciler.toml"
     cfg.write_text(f"[store]\npath = '{tmp_path / 'reconciler.db'}'\n" + CCV, encoding="utf-8")
     result = await call_cli("--config", cfg, "check", env=cli_env(RECONCILER_EVENT_LOOP=choice))
     assert result.code == 0, result.stderr
+    monkeypatch.setenv("RECONCILER_EVENT_LOOP", choice)
+    assert eventloop.loop_name() == chosen
 
 
 @pytest.mark.parametrize("choice", ["tokio", "uv loop", "asyncio,uvloop"])

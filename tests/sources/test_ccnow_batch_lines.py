@@ -23,12 +23,14 @@ A, B, C, D = "500-00-0001", "500-00-0002", "500-00-0003", "500-00-0004"
 class LinesFake(FakeCCNow):
     """FakeCCNow whose line for an order can be set (`{n}`: the order's field number in the
     post, `{id}`: its id as posted), and that adds `stray` lines to any post naming their
-    order (a line no asked order's can be read from)."""
+    order (a line no asked order's can be read from), and `stray_in_several` to any post naming
+    more than one order."""
 
     def __init__(self) -> None:
         super().__init__()
         self.line_for: dict[str, str] = {}
         self.stray: dict[str, str] = {}
+        self.stray_in_several: str | None = None
 
     def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
         if not ids:
@@ -38,6 +40,8 @@ class LinesFake(FakeCCNow):
             order_id = normalize_ccnow_id(raw)
             own = self.line_for.get(order_id)
             lines += super()._lines([raw]) if own is None else [own.format(n=n, id=raw)]
+        if len(ids) > 1 and self.stray_in_several is not None:
+            lines.append(self.stray_in_several)
         return lines + [self.stray[i] for i in map(normalize_ccnow_id, ids) if i in self.stray]
 
 
@@ -72,6 +76,10 @@ def said(seen: dict[str, Observation]) -> dict[str, tuple[Outcome, str | None]]:
         ("{id}", (Outcome.FAILED, "order_error")),
         # An error line naming the order by its field, or by its number (hyphens or not).
         ("error_message x_orderid_{n} invalid order number {id}", (Outcome.NOT_FOUND, None)),
+        # Its words after the field's name say so (README: `order.not_found`).
+        ("error_message x_orderid_{n} not found", (Outcome.NOT_FOUND, None)),
+        ("error_message x_orderid_{n}: not_found", (Outcome.NOT_FOUND, None)),
+        ("error_message x_orderid_{n} invalid order for this account", (Outcome.NOT_FOUND, None)),
         ("error_message x_action_{n}: database busy", (Outcome.FAILED, "order_error")),
         ("error_message order 500000002 locked", (Outcome.FAILED, "order_error")),
     ],
@@ -95,6 +103,11 @@ async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
         # The account's, whatever order it names.
         ("error_message x_orderid_{n} system down for maintenance", SourceUnavailable),
         ("error_message x_orderid_{n} invalid login", AuthenticationFailed),
+        # About the account or our post, whichever order's field it names.
+        ("error_message x_orderid_{n} account suspended", SourceUnavailable),
+        ("error_message x_orderid_{n} merchant not active", SourceUnavailable),
+        ("error_message x_action_{n} unknown action", SourceUnavailable),
+        ("error_message x_action_{n}: invalid action query", SourceUnavailable),
         ("error_message x_orderid_1 x_orderid_2 invalid", SourceUnavailable),  # whose?
         ("error_message invalid order number", SourceUnavailable),  # none named
     ],
@@ -126,11 +139,34 @@ async def test_when_no_part_of_a_batch_reads_the_account_fails_after_a_bounded_r
     fake: LinesFake,
 ) -> None:
     fake.extra_lines = ["<<<"]  # on every answer: no order's answer can be read
-    ids = [f"600-00-{1000 + i}" for i in range(12)]
+    ids = [f"600-00-{1000 + i}" for i in range(24)]
     with pytest.raises(SourceUnavailable, match="3 batches failed in a row"):
         await query(fake, ids, batch_size=4, concurrency=1)
-    # The breaker counts a batch asked in parts once: three batches (7 posts each) at most.
-    assert len(fake.batch_sizes) <= 3 * 7
+    # The breaker counts a batch asked in parts once, and stops the pass at the third of six;
+    # each asked in parts within its bound (2 posts a halving): its halves, the first in two.
+    assert fake.batch_sizes == [4, 2, 1, 1, 2] * 3
+
+
+async def test_a_line_in_every_answer_of_several_orders_asks_a_bounded_number_of_parts(
+    fake: LinesFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Was: each batch asked down to every order alone, 196 posts a pass for 100 orders (3,980
+    # for 2,000), all in the account's gate with its action posts, and no breaker opening.
+    ids = [f"600-00-{1000 + i}" for i in range(16)]
+    fake.orders = {i: "pending" for i in ids}
+    fake.stray_in_several = "total 8"
+    with caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"):
+        seen = await query(fake, ids, batch_size=8, concurrency=1)
+    # Each batch, then 6 parts (2 a halving of 8): 3 orders read alone, the 5 not asked fail.
+    assert fake.batch_sizes == [8, 4, 2, 1, 1, 2, 1] * 2
+    read = [*ids[0:3], *ids[8:11]]
+    assert said(seen) == {
+        i: (Outcome.OK, "pending") if i in read else (Outcome.FAILED, "protocol") for i in ids
+    }
+    warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
+    assert [(r.levelname, r.fields) for r in warned] == [  # type: ignore[attr-defined]
+        ("WARNING", {"account": "default", "batches": 2, "posts": 12, "unasked": 10})
+    ]
 
 
 async def test_a_page_is_not_asked_again_in_parts(fake: LinesFake) -> None:
@@ -140,7 +176,7 @@ async def test_a_page_is_not_asked_again_in_parts(fake: LinesFake) -> None:
     assert fake.batch_sizes == [4]
 
 
-async def test_a_framed_answer_whose_last_status_word_is_cut_is_asked_again(
+async def test_a_framed_answer_whose_last_status_word_is_cut_asks_that_order_alone(
     fake: LinesFake, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Framed by its Content-Length, no final line end: `pendi` is no status CCNow has.
@@ -148,8 +184,20 @@ async def test_a_framed_answer_whose_last_status_word_is_cut_is_asked_again(
     with caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"):
         seen = await query(fake, [A, D])
     assert said(seen) == {A: (Outcome.OK, "mark_shipped"), D: (Outcome.OK, "pending")}
-    assert fake.batch_sizes == [2, 2]
-    assert [r.msg for r in caplog.records] == ["ccnow.answer_cut"]
+    assert fake.batch_sizes == [2, 1]
+    assert caplog.records == []
+
+
+async def test_a_framed_last_word_that_starts_a_documented_one_is_read_when_it_comes_again(
+    fake: LinesFake,
+) -> None:
+    # `complete` is no word of the document's, and the start of `completed`. Was: the whole
+    # batch asked again three times, then failed `truncated answer`, every pass (the account
+    # with it when it was the only batch).
+    fake.always = Reply(200, f"{A} mark_shipped\n{D} complete")
+    seen = await query(fake, [A, D])
+    assert said(seen) == {A: (Outcome.OK, "mark_shipped"), D: (Outcome.OK, "complete")}
+    assert fake.batch_sizes == [2, 1]
 
 
 @pytest.mark.parametrize("last", ["pending", "PENDING", "on_hold", "pending 2026-11-30"])
@@ -175,6 +223,17 @@ async def test_an_unreadable_line_of_the_pending_list_hides_no_other_order(
         assert {o.key.order_id: o.status for o in listed} == {A: "pending", B: "pending"}
         warned = [r for r in caplog.records if r.msg == "ccnow.pending_lines_unreadable"]
         assert [r.fields["count"] for r in warned] == [1]  # type: ignore[attr-defined]
+        # Also when the list's last line is undecided (chunked, no line end): its order is
+        # asked alone, and the unreadable line is still warned of (was: the warning was lost).
+        caplog.clear()
+        fake.extra_lines = []
+        fake.script = [Reply(200, f"{A} pending\n5000000050 pending\n{B} pending", chunked=True)]
+        with caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"):
+            listed = await client.pending_list()
+        assert {o.key.order_id: o.status for o in listed} == {A: "pending", B: "pending"}
+        warned = [r for r in caplog.records if r.msg == "ccnow.pending_lines_unreadable"]
+        assert [r.fields["count"] for r in warned] == [1]  # type: ignore[attr-defined]
+        assert fake.batch_sizes[-2:] == [0, 1]
         # A list of nothing but such lines is no list.
         fake.orders = {}
         fake.always = Reply(200, "5000000050 pending\n")

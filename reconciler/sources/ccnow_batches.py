@@ -1,0 +1,99 @@
+"""A pass's CCNow query batches that got no answer, and those asked again in parts: what
+fails whose orders, and what counts in the circuit breaker's run (sources/ccnow.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.sources.errors import SourceError, SourceUnavailable
+
+log = logging.getLogger("reconciler.sources.ccnow")
+
+Emit = Callable[[Observation], Awaitable[None]]
+
+
+class Split:
+    """A batch asked again in parts: the posts it has left, enough to find one order whose line
+    cannot be read (two a halving: else a line in every answer of several orders asks each
+    order alone, a pass of thousands of posts competing with the account's action posts for
+    its gate), and whether some part went unasked."""
+
+    def __init__(self, orders: int) -> None:
+        self.left = 2 * math.ceil(math.log2(orders))
+        self.unasked = False
+
+
+class BatchFailures:
+    """The query batches of one pass that got no answer: each fails its own orders once some
+    batch has answered (before that, a failure may be the whole account's, and writes nothing
+    of the orders); none answering, or a run of them, is the account's failure."""
+
+    def __init__(self, emit: Emit, account: str, limit: int) -> None:
+        self._emit = emit
+        self._account = account
+        self._limit = limit
+        self._answered = False
+        self._held: list[tuple[list[str], str, float | None]] = []
+        self._in_a_row = 0
+        self._first: SourceError | None = None
+
+    async def failed(
+        self,
+        batch: list[str],
+        exc: SourceError,
+        word: str,
+        asked: float | None,
+        *,
+        counted: bool = True,
+    ) -> None:
+        """Note a batch without an answer (asked at `asked`), `counted` in the run that opens
+        the breaker (raise when it does); not counted: a part of a batch asked again in parts,
+        whose answer came."""
+        self._first = self._first or exc
+        if counted:
+            self.count(exc, word, len(batch))
+        if self._answered:
+            await self._fail(batch, word, asked)
+        else:
+            self._held.append((batch, word, asked))
+
+    def count(self, exc: SourceError, word: str, orders: int) -> None:
+        """Count a batch without an answer in the run; raise when the run opens the breaker."""
+        self._in_a_row += 1
+        log.debug(
+            "ccnow.batch_failed",
+            extra={"fields": {"account": self._account, "orders": orders, "reason": word}},
+        )
+        if self._in_a_row >= self._limit:
+            log.warning(
+                "ccnow.circuit_open",
+                extra={
+                    "fields": {
+                        "account": self._account,
+                        "consecutive_failures": self._in_a_row,
+                        "reason": word,
+                    }
+                },
+            )
+            raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
+
+    async def answered(self) -> None:
+        """Note a batch that answered: the failed ones are their orders' failures alone."""
+        self._in_a_row = 0
+        self._answered = True
+        held, self._held = self._held, []
+        for batch, word, asked in held:
+            await self._fail(batch, word, asked)
+
+    def finish(self) -> None:
+        """Raise the first batch's failure when no batch answered."""
+        if self._first is not None and not self._answered:
+            raise self._first
+
+    async def _fail(self, batch: list[str], word: str, asked: float | None) -> None:
+        for order_id in batch:
+            key = OrderKey("ccnow", self._account, order_id)
+            await self._emit(Observation(key, Outcome.FAILED, reason=word, asked=asked))
