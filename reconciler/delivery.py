@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from .config import SinkConfig
 from .logs import fields
 from .passes.hint_gate import HintGate
-from .sinks import build_sinks as build_sinks  # where the commands have always found them
 from .sinks import retries
-from .sinks import sink_names as sink_names
 from .sinks.base import (
     ABANDONED,
     NOT_ATTEMPTED,
@@ -245,11 +243,12 @@ class Delivery:
                 await asyncio.sleep(wait)
 
     def _recording_cutoff(self, lane: _Lane) -> Cutoff:
-        async def record(seqs: list[int]) -> None:
-            await self.store.outbox.delivered(lane.config.name, seqs, self.clock())
-            self.on_delivered(lane.config.name, len(seqs))
+        return Cutoff(lambda seqs: self._mark_delivered(lane.config.name, seqs))
 
-        return Cutoff(record)
+    async def _mark_delivered(self, sink: str, seqs: list[int]) -> None:
+        """Record that `sink` confirmed events, and say so to `on_delivered`."""
+        await self.store.outbox.delivered(sink, seqs, self.clock())
+        self.on_delivered(sink, len(seqs))
 
     async def _lane_once(self, lane: _Lane, cutoff: Cutoff) -> float | None:
         """Deliver one batch of the events the store says are deliverable; return seconds until
@@ -316,13 +315,20 @@ class Delivery:
         then new to the lane)."""
         cfg = lane.config
         now = self.clock()
+        # What was recorded, the sink confirmed, whatever `results` says: a sink that raised
+        # after confirming some (its batch all `RetryLater`) must not make them pending again.
+        results = [
+            Delivered() if row.seq in recorded else res
+            for row, res in zip(rows, results, strict=False)
+        ]
         delivered: list[int] = []
         failed: list[tuple[OutboxEvent, RetryLater]] = []
         gone: SinkGone | None = None
         for row, res in zip(rows, results, strict=False):
+            if row.seq in recorded:
+                continue
             if isinstance(res, Delivered):
-                if row.seq not in recorded:
-                    delivered.append(row.seq)
+                delivered.append(row.seq)
             elif res == ABANDONED:
                 # Possibly received: said, since the receiver may then see it twice.
                 log.warning("sink.abandoned", extra=fields(sink=cfg.name, event_id=row.id))
@@ -332,8 +338,7 @@ class Delivery:
             elif gone is None:
                 gone = res
         if delivered:
-            await self.store.outbox.delivered(cfg.name, delivered, now)
-            self.on_delivered(cfg.name, len(delivered))
+            await self._mark_delivered(cfg.name, delivered)
         dead = 0
         # Every batch, a taken one too: a delivery between two refusals clears the first.
         down, lane.refused = looks_down(rows, results, lane.refused)

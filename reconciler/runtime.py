@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from .config import Config
-from .delivery import TICK_S, Delivery, build_sinks, sink_names
+from .delivery import TICK_S, Delivery
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .redact import config_secrets
+from .sinks import build_sinks, sink_names
 from .sources.http import Gates, WriteAwareConnector
 from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound
 from .store import commands as cmds

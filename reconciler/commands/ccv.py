@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..config import Config, ConfigError, ReceiverConfig
-from ..exits import EX_DATAERR, EX_OK
+from ..exits import EX_DATAERR, EX_OK, DataError
 from ..redact import config_secrets, given_secrets
 from ..writes.pricing import blocking, check_pricing
 from .accounts import choose_account
@@ -44,6 +44,10 @@ async def submit_command(config: Config, args: argparse.Namespace) -> int:
 
     _need_receiver(config, "submitting signs the order's notification URL with [receiver] secret")
     document = read_json(args.file)
+    if not isinstance(document, dict):
+        # Before the store or the daemon is asked: through the daemon it cost a POST and read
+        # as the daemon's refusal. The words are the API's 400's.
+        raise DataError("$: the body must be a JSON object")
     return await submit(config, choose_account(config, "ccv", args.account), document)
 
 

@@ -3,8 +3,8 @@
 With no daemon running the command holds the store itself. A running daemon owns the store
 (one writer), so the command then goes through the daemon's integration API, which must be
 configured. Exit 0 submitted, 65 refused (bad body, CCV's 4xx, reference submitted already),
-75 try later or settle by hand (CCV's 5xx or 429, not reached, answer lost, a 2xx naming no
-order id or one followed under another reference).
+75 try later or settle by hand (CCV's 5xx or 429, not reached, answer lost, a 2xx whose body
+was not read, a 2xx naming no usable order id or one followed under another reference).
 """
 
 from __future__ import annotations
@@ -103,10 +103,9 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
             else f", or, when the answer named no order and CCV has none, `reconciler ccv "
             f"resolve {ref} --not-sent{account}` (then submit it again)"
         )
-        why = "CCV's answer names no usable order id, or one followed under another reference"
         say(
             f"reconciler: submitted (HTTP {status}{where}) but no order is followed for it "
-            f"({why}); "
+            "(CCV's answer names no usable order id, or one followed under another reference); "
             f"external reference {reference} is uncertain until you find its order at CCV "
             f"and run {track}{not_sent}",
             logging.WARNING,
@@ -149,16 +148,13 @@ def _one_line(text: str, secrets: list[str]) -> str:
     return redact(" ".join(text.split()), secrets, limit=ERROR_BODY_CHARS)
 
 
-async def submit_command(config: Config, account: str, document: object) -> int:
+async def submit_command(config: Config, account: str, document: dict[str, object]) -> int:
     """Submit one order body, locally or through the running daemon's API."""
     from ..runtime import writer_unless_held
 
     secrets = config_secrets(config)
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            if not isinstance(document, dict):
-                say("reconciler: error: $: the body must be a JSON object")  # as the API's 400
-                return EX_DATAERR
             submitter = rt.submitter()
             try:
                 result = await submitter.submit(account, document)
@@ -177,13 +173,13 @@ async def _through_api(
     config: Config,
     api: ApiConfig,
     account: str,
-    document: object,
+    document: dict[str, object],
     secrets: list[str],
     wait_s: float,
 ) -> int:
     url = api.url("/api/v1/ccv/orders")
-    given = isinstance(document, dict) and document.get("externalReference") is not None
-    if isinstance(document, dict) and not given:
+    given = document.get("externalReference") is not None
+    if not given:
         # Made here, not by the daemon, so that an answer that does not come can name it, and
         # named before it goes: a command killed meanwhile has said which reference to look up.
         document = {**document, "externalReference": new_reference()}
@@ -191,7 +187,7 @@ async def _through_api(
             "ccv.submit_sending",
             extra=fields(account=account, external_reference=document["externalReference"]),
         )
-    sent_ref = document.get("externalReference") if isinstance(document, dict) else None
+    sent_ref = document.get("externalReference")
     option = account_option(config, "ccv", account)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait_s)) as s:
         try:

@@ -81,7 +81,7 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         orders.extend(read.orders)
         if read.header is not None:
             header["header_skipped"] = read.header
-    from ..delivery import sink_names
+    from ..sinks import sink_names
 
     # Every sink the config names: settling an uncertain submit stores an event.
     store = await Store.open(config.store_path, sinks=sink_names(config))
@@ -328,7 +328,7 @@ def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
 
 async def events_command(config: Config, args: argparse.Namespace) -> int:
     """Print the event history."""
-    from ..delivery import sink_names
+    from ..sinks import sink_names
 
     store = await open_store(config, readonly=True)
     events = []

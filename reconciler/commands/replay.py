@@ -17,8 +17,8 @@ log = logging.getLogger("reconciler.cli")
 async def replay_command(config: Config, args: argparse.Namespace) -> int:
     """Queue stored events for a sink again and deliver them (unless a daemon will); 75 when
     the sink kept some undelivered or dead-lettered one during the run."""
-    from ..delivery import sink_names
     from ..runtime import Runtime
+    from ..sinks import sink_names
 
     names = sink_names(config)
     if args.sink not in names:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import Config
-from ..delivery import sink_names
 from ..json_text import iso_time
 from ..model import Source
 from ..poller.unconfigured import (
@@ -24,6 +23,7 @@ from ..poller.unconfigured import (
     unconfigured_accounts,
     unsettled_writes,
 )
+from ..sinks import sink_names
 from ..store import Store, commands, submissions
 from ..store.files import Unanswered, writer_running
 from ..store.health import Episode, file_size

@@ -46,9 +46,12 @@ _ERROR_BODIES = {
     413: b'{"error": "body too large"}',
     431: b'{"error": "header too large"}',
 }
+# Written raw (no request was read, so no response is made): its `Server:` by hand, as each
+# answer of both listeners names it.
 _BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b'Content-Length: 17\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{"error": "busy"}'
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER_NAME.encode() + b"\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 17\r\nRetry-After: 5\r\n"
+    b'Connection: close\r\n\r\n{"error": "busy"}'
 )
 
 

@@ -122,13 +122,17 @@ class Debouncer:
             # `wait`, not `gather`: a caller's timeout cancels this wait, never the calls.
             await asyncio.wait(tasks)
 
+    def refuse(self) -> None:
+        """Refuse new triggers from now on; calls already asked for go on."""
+        self._closed = True
+
     async def close(self, grace_s: float = 0.0) -> list[Hashable]:
         """Refuse new triggers; let running and waiting calls end within `grace_s`, then cancel
         the rest and wait for them to end; return the keys whose calls were cancelled.
 
         A call cut short is a notification checked by the next poll instead: CCV calls once
         and never again, so one about to finish is worth the short wait."""
-        self._closed = True
+        self.refuse()
         if grace_s > 0:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.join(), grace_s)

@@ -327,6 +327,14 @@ class Receiver(Listener):
             shutdown_timeout_s=shutdown_timeout_s,
             pathless_404=True,
         )
+        self._app = app
+
+    async def close(self) -> None:
+        # Refused (503) from the stop's first step: a request the listening socket took just
+        # before it closed was answered 202 while the stop waited for the API, and its check
+        # was then cut off (CCV does not call again either way; a 503 does not claim it).
+        self._app[DEBOUNCER].refuse()
+        await super().close()
 
     def listening_fields(self) -> dict[str, Any]:
         """Name the connection cap in the `receiver.listening` line."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..logs import fields
+from ..store.errors import StoreError
 from ..store.events import OutboxEvent
 
 log = logging.getLogger("reconciler.outbox")
@@ -109,10 +110,13 @@ class Cutoff:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        # Cancelled and forgotten: one left set would stop `confirmed` starting a timer again.
         if self._soon is not None:
             self._soon.cancel()
+            self._soon = None
         if self._writing is not None:  # a batch cancelled in mid-write: sent again, at least once
             self._writing.cancel()
+            self._writing = None
 
     def confirmed(self, event: OutboxEvent) -> None:
         """Hear that the receiver confirmed `event`: recorded within `RECORD_AFTER_S`, or with the
@@ -156,10 +160,14 @@ class Cutoff:
     ) -> None:
         if before is not None:
             await asyncio.wait((before,))
+        # Either way the batch's end records them.
         try:
             await record(seqs)
-        except Exception:
-            return  # the store says why, once; the batch's end records them
+        except StoreError:
+            return  # the store says why, once
+        except Exception as exc:
+            log.warning("sink.record_failed", extra=fields(error=repr(exc), events=len(seqs)))
+            return
         self._recorded.extend(seqs)
 
     async def attempt(self, attempt: Awaitable[DeliveryResult]) -> DeliveryResult:

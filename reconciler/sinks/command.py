@@ -31,6 +31,8 @@ _MAX_REASON_LINE = 200
 # How long to wait for a killed program's pipes to close: a process that left its group
 # can hold them open for as long as it likes.
 _GRACE_S = 1.0
+# The most a pipe holds on Linux (its default; less for a user over pipe-user-pages-soft).
+_PIPE_BYTES = 64 * 1024
 
 
 def child_environment(environ: Mapping[str, str], event: OutboxEvent) -> dict[str, str]:
@@ -75,13 +77,20 @@ async def _read_tail(stream: asyncio.StreamReader | None) -> bytes:
 
 def filled_stdin(data: bytes) -> int | None:
     """Return the read end of a pipe that holds all of `data`, its write end closed, or None
-    when `data` does not fit in the pipe's buffer (64 KiB on Linux)."""
+    when `data` does not fit in the pipe's buffer (the caller then writes it as the program
+    reads it). Raises OSError when no pipe can be had (out of descriptors)."""
+    if len(data) > _PIPE_BYTES:
+        return None  # cannot fit: no pipe made and filled in vain
     read_fd, write_fd = os.pipe()
+    written = 0
     try:
         os.set_blocking(write_fd, False)
         written = os.write(write_fd, data)
     except BlockingIOError:
-        written = 0
+        pass  # a buffer smaller than the event (a user over pipe-user-pages-soft)
+    except BaseException:
+        os.close(read_fd)
+        raise
     finally:
         os.close(write_fd)
     if written == len(data):
@@ -90,14 +99,14 @@ def filled_stdin(data: bytes) -> int | None:
     return None
 
 
-async def _converse(proc: asyncio.subprocess.Process, body: bytes) -> tuple[int, bytes]:
+async def _converse(proc: asyncio.subprocess.Process, data: bytes) -> tuple[int, bytes]:
     # Done when the program exited and stderr closed: what it started and left holding
     # stderr is still part of the delivery.
     reader = asyncio.ensure_future(_read_tail(proc.stderr))
     try:
         if proc.stdin is not None:  # an event too big to be in the pipe before the start
             try:
-                proc.stdin.write(body + b"\n")
+                proc.stdin.write(data)
                 await proc.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the program need not read its input; its exit code decides
@@ -169,8 +178,10 @@ class CommandSink:
         # The event in its stdin before the program starts: written after, a daemon killed in
         # between left the program (in its own session, alive) an empty or torn input. A line
         # end, so that a shell's `read -r line` gets the event too.
-        filled = filled_stdin(event.body + b"\n")
+        data = event.body + b"\n"
+        filled: int | None = None
         try:
+            filled = filled_stdin(data)
             proc = await asyncio.create_subprocess_exec(
                 *self._argv,
                 stdin=asyncio.subprocess.PIPE if filled is None else filled,
@@ -180,6 +191,8 @@ class CommandSink:
                 start_new_session=True,
             )
         except OSError as exc:
+            # Out of descriptors, the pipe for stdin fails first and says why ("Too many open
+            # files"); uvloop, left to make that pipe itself, would say "Unknown error -1".
             return RetryLater(f"cannot run: {self._argv[0]}: {exc.strerror or type(exc).__name__}")
         except ValueError as exc:
             return RetryLater(f"cannot run: {self._argv[0]}: {exc}")
@@ -189,9 +202,7 @@ class CommandSink:
         finished = False
         returncode: int | None
         try:
-            returncode, stderr = await asyncio.wait_for(
-                _converse(proc, event.body), self._timeout_s
-            )
+            returncode, stderr = await asyncio.wait_for(_converse(proc, data), self._timeout_s)
             finished = True
         except asyncio.TimeoutError:
             # The program may have exited and left something holding stderr: its exit code,

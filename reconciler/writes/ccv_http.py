@@ -29,7 +29,8 @@ class Answer(NamedTuple):
     content_type: str
     location: str | None = None  # absolute: a redirect's, or a `201 Created`'s
     retry_after: str | None = None  # a 429's or 503's Retry-After, passed on as it came
-    # reconciler's word where the body is its own, not CCV's (CCV's was too large, or broke):
+    # reconciler's word where the body is its own, not CCV's (CCV's was too large, broke, or
+    # could not be decoded):
     # said in place of CCV's body (`Result.own`)
     own: str | None = None
 
@@ -53,7 +54,7 @@ async def send_once(
     (an answer lost, or one whose encoding cannot be decoded before its status is known) or
     Stopping (`halt` was set while it waited for its turn: not sent), never retry. An answer
     whose status came but whose body could not be passed on (too large, cut short, not within
-    the timeout) is CCV's status and Location with reconciler's word (`Answer.own`)."""
+    the timeout, undecodable) is CCV's status and Location with reconciler's word (`Answer.own`)."""
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}
@@ -86,8 +87,9 @@ async def send_once(
         # CCV (or a proxy) answered: the request reached it, and is never sent again.
         if exc.status is None:
             raise Uncertain("undecodable answer") from None
-        note = {"error": f"CCV's {exc}"}
-        return Answer(exc.status, json.dumps(note).encode(), "application/json", exc.location)
+        # Its body unread, as one cut short: a 2xx may have named the order (`answer_unread`).
+        own = f"CCV answered HTTP {exc.status}, but its body could not be read ({exc})"
+        return _own_answer(exc.status, exc.location, own)
     return Answer(
         reply.status, reply.body, reply.content_type_header, reply.location, reply.retry_after
     )

@@ -20,7 +20,7 @@ import pytest
 from reconciler.commands.status_report import gather_status
 from reconciler.commands.status_text import render_text
 from reconciler.config import load_config
-from reconciler.delivery import sink_names
+from reconciler.sinks import sink_names
 from reconciler.store import Store, WriterLock
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import build

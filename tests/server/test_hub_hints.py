@@ -13,11 +13,12 @@ import aiohttp
 import pytest
 
 from reconciler.config import load_config
-from reconciler.delivery import Delivery, build_sinks, sink_names
+from reconciler.delivery import Delivery
 from reconciler.metrics import Metrics
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.server.hub import Hub
+from reconciler.sinks import build_sinks, sink_names
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from tests.conftest import write_config

@@ -153,3 +153,24 @@ async def test_no_answer_names_the_server_software(port: int, hub: FakeHub) -> N
         _, headers, _ = parse(answer)
         assert headers["server"] == "reconciler", answer[:300]
         assert b"aiohttp" not in answer and b"Python" not in answer
+
+
+# --- the stop ------------------------------------------------------------------------------------
+
+
+async def test_a_notification_the_stop_overtakes_is_refused_not_taken(
+    hub: FakeHub, metrics: Metrics
+) -> None:
+    # A request on a connection accepted just before the stop closed the listening socket was
+    # answered 202 while the stop waited (for an API request in flight, say), and its check was
+    # then cut off: taken, never done. From the stop's first step it is a 503.
+    async with serving(hub, metrics) as (receiver, bound):
+        reader, writer = await asyncio.open_connection("127.0.0.1", bound)
+        writer.write(head("POST", ccv_path(order_id="O-1"), "Content-Length: 0"))
+        closing = asyncio.ensure_future(receiver.close())  # before the server reads the request
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await closing
+    status, _, _ = parse(answer)
+    assert status == 503
+    assert hub.calls == []

@@ -141,16 +141,15 @@ async def test_event_on_stdin_and_in_env(tmp_path: Path, monkeypatch: pytest.Mon
     assert "t_supersecret" not in out.read_text()
 
 
-async def test_an_event_bigger_than_a_pipe_holds_reaches_the_program_whole(tmp_path: Path) -> None:
-    # Up to the pipe's buffer the event is in stdin before the program starts; a bigger one is
-    # written as the program reads it.
+@pytest.mark.parametrize("size", [65535, 65536, 65537, 300_002])
+async def test_an_event_bigger_than_a_pipe_holds_reaches_the_program_whole(
+    tmp_path: Path, size: int
+) -> None:
+    # Up to the pipe's buffer (64 KiB: `size` counts the line end) the event is in stdin before
+    # the program starts; a bigger one is written as the program reads it.
     out = tmp_path / "out.json"
     big = OutboxEvent(
-        seq=1,
-        id="ev-1",
-        type="order.status_changed",
-        order_id="o",
-        body=b"[" + b"7," * 150_000 + b"7]",
+        seq=1, id="ev-1", type="order.status_changed", order_id="o", body=b"7" * (size - 1)
     )
     assert await make_sink(py(RECORD, out)).deliver([big]) == [Delivered()]
     assert json.loads(out.read_text())["body"].encode() == big.body + b"\n"

@@ -18,9 +18,9 @@ import pytest
 
 from reconciler.config import load_config
 from reconciler.daemon import Ticks
-from reconciler.delivery import sink_names
 from reconciler.reconcile import Reconciler
 from reconciler.sandbox import CCNOW_PATH, Sandbox, SandboxOptions
+from reconciler.sinks import sink_names
 from reconciler.sources.ccnow import MAX_BODY_BYTES
 from reconciler.sources.http import Gates
 from reconciler.store import Store

@@ -14,7 +14,7 @@ import aiohttp
 
 from reconciler.config import load_config
 from reconciler.daemon import Ticks
-from reconciler.delivery import sink_names
+from reconciler.sinks import sink_names
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import build

@@ -118,7 +118,7 @@ async def test_an_answer_too_large_to_pass_on_says_so_as_reconcilers_own(
     assert headers["Reconciler-Submission-State"] == "uncertain"
 
 
-# CCV's 200 naming its order, its body cut after the id or too large to read: an answer not
+# CCV's 200 naming its order, its body cut after the id, too large or undecodable: an answer not
 # read, not one naming no order. Stored as `no_order_id` with a warning that the id fields were
 # missing, the advice said "when the answer named no order": a person took it for none and
 # submitted again (a second order).
@@ -128,6 +128,12 @@ UNREAD = {
     "200-too-large": (
         Reply(200, NAMED + b"x" * MAX_ANSWER_BYTES, "application/json"),
         "its answer was too large to pass on",
+    ),
+    # Its status came, its body in a gzip that is none: stored as naming no order, it was
+    # advised to be closed with `--not-sent`.
+    "200-undecodable": (
+        Reply(200, b"not gzip", "application/json", {"Content-Encoding": "gzip"}),
+        "its body could not be read (answer in a content-encoding that cannot be decoded",
     ),
 }
 

@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import cast
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -176,3 +177,40 @@ async def test_the_daemons_own_answer_comes_back_masked_and_is_said_on_one_line(
     ], result.stderr
     assert not any(line.startswith("reconciler: error:") for line in lines), result.stderr
     assert CCV_KEY not in result.stderr
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["local", "through-the-daemon"])
+async def test_a_body_that_is_no_json_object_is_refused_before_anything_is_sent(
+    tmp_path: Path, held: bool
+) -> None:
+    # Through the daemon it was POSTed, and refused as "the daemon's API refused the submit
+    # (HTTP 400)"; without one, only after the store's writer lock was taken.
+    posts: list[bytes] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        posts.append(await request.read())
+        return web.json_response(
+            {"error": "the body must be a JSON object", "field": "$"}, status=400
+        )
+
+    async with FakeCCVWrites() as fake:
+        port = free_port()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+        app = web.Application()
+        app.router.add_post("/api/v1/ccv/orders", answer)
+        server = TestServer(app, host="127.0.0.1", port=port)
+        await server.start_server()
+        lock = WriterLock(tmp_path / "reconciler.db")
+        if held:
+            lock.acquire()  # the daemon holds the store: the command would go through its API
+        try:
+            stdin = json.dumps([submit_body(externalReference="list-1")]).encode()
+            result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+        finally:
+            if held:
+                lock.release()
+            await server.close()
+    assert (result.code, result.stdout) == (65, ""), result.stderr
+    assert result.stderr == "reconciler: error: $: the body must be a JSON object\n"
+    assert posts == [] and fake.submits == []
+    assert not (tmp_path / "reconciler.db").exists()  # nor the store opened, nor made
