@@ -25,16 +25,14 @@ from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
 from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     Answer,
-    answered_orders,
     field_names,
     field_of,
-    message_lines,
     parse_answer,
-    refusal_lines,
     says_down,
     speaks_ccnow,
 )
 from reconciler.sources.ccnow_cut import drop_line, is_complete, undecided_line
+from reconciler.sources.ccnow_refusal import answered_orders, message_lines, refusal_lines
 from reconciler.sources.errors import (
     AnswerTooLarge,
     ProtocolError,
