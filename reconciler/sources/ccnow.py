@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -33,7 +32,7 @@ from reconciler.sources.ccnow_answer import (
     parse_answer,
     speaks_ccnow,
 )
-from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split, SplitBudget
+from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split
 from reconciler.sources.ccnow_cut import drop_line, read_complete, read_undecided, word_start
 from reconciler.sources.errors import (
     AuthenticationFailed,
@@ -138,9 +137,9 @@ class CCNowClient:
         holds a line no asked order's can be read from is asked again in halves, down to the
         order alone, so that only that order fails (within a bound of posts a batch, `Split`:
         past it, the parts not asked fail; one warning a pass counts them). The account fails
-        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row, when
-        the pass's posts asking batches in parts run out (`SplitBudget`), or at an answer
-        about the whole account (a refused login, maintenance, a `message`)."""
+        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row (one
+        asked in parts counts when some of its parts were not asked), or at an answer about
+        the whole account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
             try:
@@ -157,7 +156,6 @@ class CCNowClient:
 
         failures = BatchFailures(emit, self._config.name, self._breaker_limit)
         splits = {"batches": 0, "posts": 0, "unasked": 0}  # this pass's, for its one warning
-        budget = SplitBudget(math.ceil(len(ids) / size), size)
 
         async def handle(batch: list[str], split: Split | None = None) -> bool:
             try:
@@ -174,7 +172,7 @@ class CCNowClient:
             except ProtocolError as exc:
                 await failures.failed(batch, exc, "protocol", time.time())  # when it failed
                 return False
-            await failures.answered()
+            await failures.answered(reset=split is None)
             cut = None if last is None else last.order_id
             asked_ids = batch if cut is None else [i for i in batch if i != cut]
             for observation in self._match(asked_ids, answer, asked):
@@ -187,9 +185,11 @@ class CCNowClient:
             # Each half asked again in this pass: the order whose line cannot be read fails
             # alone, the others are decided (else it fails its batch, poll after poll, and the
             # account with it while its one-order probe answers). Past the batch's posts, its
-            # parts not asked fail (`protocol`); past the pass's, the account fails too. A
-            # batch none of whose parts answered, or some of whose parts were not asked, counts
-            # once in the breaker's run.
+            # parts not asked fail (`protocol`). A part's answer does not end the breaker's run
+            # (else a line in every answer of several orders never opens it, its parts
+            # answering: a few orders a batch read, the others never asked, pass after pass):
+            # the batch ends it when all its parts were asked and some answered, and counts
+            # once in it when none answered or some were not asked.
             log.debug(
                 "ccnow.batch_split",
                 extra={"fields": {"account": self._config.name, "orders": len(batch)}},
@@ -198,22 +198,18 @@ class CCNowClient:
             splits["batches"] += int(whole)
             middle, answered = len(batch) // 2, False
             for half in (batch[:middle], batch[middle:]):
-                if split.left <= 0 or budget.left <= 0:
+                if split.left <= 0:
                     split.unasked = True
-                    budget.ran_out = budget.ran_out or split.left > 0
                     splits["unasked"] += len(half)
                     await failures.failed(half, exc, "protocol", time.time(), counted=False)
                     continue
                 split.left -= 1
-                budget.left -= 1
                 splits["posts"] += 1
                 answered = await handle(half, split) or answered
-            if whole and budget.ran_out:
-                raise ProtocolError(
-                    f"{splits['posts']} posts asking batches again in parts ran out, last: {exc}"
-                )
             if whole and (split.unasked or not answered):
                 failures.count(exc, "protocol", len(batch))
+            elif whole:
+                failures.reset()
             return answered
 
         try:

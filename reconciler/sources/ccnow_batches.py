@@ -31,22 +31,6 @@ class Split:
         return 2 * math.ceil(math.log2(max(1, orders)))
 
 
-# Batches a pass may ask again in parts to the end of their bound, at least.
-SPLIT_BATCHES = 3
-
-
-class SplitBudget:
-    """A pass's posts for asking batches again in parts: its batches' count, and at least
-    SPLIT_BATCHES batches' bound. A line in every answer of several orders costs each batch
-    its bound: past the pass's, the account fails (`ran_out`) rather than answering for a few
-    orders a batch, the others never asked, pass after pass, its health as if nothing were
-    wrong (a batch's answered parts end the breaker's run)."""
-
-    def __init__(self, batches: int, size: int) -> None:
-        self.left = max(SPLIT_BATCHES * Split.posts(size), batches)
-        self.ran_out = False
-
-
 class BatchFailures:
     """The query batches of one pass that got no answer: each fails its own orders once some
     batch has answered (before that, a failure may be the whole account's, and writes nothing
@@ -101,9 +85,15 @@ class BatchFailures:
             )
             raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
 
-    async def answered(self) -> None:
-        """Note a batch that answered: the failed ones are their orders' failures alone."""
+    def reset(self) -> None:
+        """End the breaker's run: a batch asked in parts whose parts were all asked answered."""
         self._in_a_row = 0
+
+    async def answered(self, *, reset: bool = True) -> None:
+        """Note a batch that answered (`reset`: a whole batch, not a part of one, which ends
+        the run only with its batch): the failed ones are their orders' failures alone."""
+        if reset:
+            self.reset()
         self._answered = True
         held, self._held = self._held, []
         for batch, word, asked in held:

@@ -189,18 +189,18 @@ async def test_a_line_in_every_answer_of_several_orders_asks_a_bounded_number_of
     ]
 
 
-async def test_a_line_in_every_answer_of_several_orders_fails_the_account_past_the_pass_bound(
+async def test_a_line_in_every_answer_of_several_orders_opens_the_breaker(
     fake: LinesFake, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Was: each batch asked in parts to its own bound, pass after pass (880 posts a pass for
-    # 2,000 orders in batches of 25, 84% of them never asked), the account healthy: the parts
-    # that answered ended the breaker's run before the batch counted in it.
+    # Was (before 3d29000): each batch asked in parts to its own bound, pass after pass (880
+    # posts a pass for 2,000 orders in batches of 25, 84% of them never asked), the account
+    # healthy: the parts that answered ended the breaker's run before the batch counted in it.
     ids = [f"600-00-{1000 + i}" for i in range(40)]
     fake.orders = {i: "pending" for i in ids}
     fake.stray_in_several = "total 4"
     with (
         caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"),
-        pytest.raises(ProtocolError, match="12 posts asking batches again in parts ran out"),
+        pytest.raises(SourceUnavailable, match="3 batches failed in a row"),
     ):
         seen: dict[str, Observation] = {}
 
@@ -210,17 +210,32 @@ async def test_a_line_in_every_answer_of_several_orders_fails_the_account_past_t
         async with aiohttp.ClientSession() as session:
             client = CCNowClient(ccnow_config(fake.url, batch_size=4, concurrency=1), session)
             await client.query(ids, emit)
-    # Three batches to their bound (4 posts each: 3 x 4, at least the pass's 10 batches), then
-    # the fourth's parts fail unasked and the pass stops: the account's failure.
-    assert fake.batch_sizes == [4, 2, 1, 1, 2] * 3 + [4]
+    # Three batches to their bound (4 posts each), each with parts not asked: the breaker opens.
+    assert fake.batch_sizes == [4, 2, 1, 1, 2] * 3
     read = [i for b in range(3) for i in ids[4 * b : 4 * b + 2]]
     assert said(seen) == {
-        i: (Outcome.OK, "pending") if i in read else (Outcome.FAILED, "protocol") for i in ids[:16]
+        i: (Outcome.OK, "pending") if i in read else (Outcome.FAILED, "protocol") for i in ids[:12]
     }
     warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
     assert [r.fields for r in warned] == [  # type: ignore[attr-defined]
-        {"account": "default", "batches": 4, "posts": 12, "unasked": 10}
+        {"account": "default", "batches": 3, "posts": 12, "unasked": 6}
     ]
+
+
+@pytest.mark.parametrize(("orders", "every"), [(100, 25), (2000, 100)])
+async def test_one_odd_order_a_batch_fails_that_order_alone_batch_after_batch(
+    fake: LinesFake, orders: int, every: int
+) -> None:
+    # Was (3d29000): finding each odd order took its batch's 10 posts, past the pass's
+    # max(30, batches): the whole account failed every pass (4 odd orders of 100, 20 of 2,000).
+    ids = [f"600-{i // 10000:02d}-{i % 10000:04d}" for i in range(orders)]
+    fake.orders = {i: "pending" for i in ids}
+    odd = ids[3::every]
+    fake.stray = {i: "total 4" for i in odd}
+    seen = await query(fake, ids, batch_size=25, concurrency=1)
+    assert said(seen) == {
+        i: (Outcome.FAILED, "protocol") if i in odd else (Outcome.OK, "pending") for i in ids
+    }
 
 
 async def test_a_line_in_every_answer_of_several_orders_is_one_source_failed(
@@ -241,11 +256,11 @@ async def test_a_line_in_every_answer_of_several_orders_is_one_source_failed(
         state = await coordinator.store.sources.state("ccnow", "default")
     failed = [e for e in events if e.order_id is None]
     assert [e.type for e in failed] == ["source.failed"]
-    assert b"posts asking batches again in parts ran out" in failed[0].body
-    # Each catch-up: the list, three batches of 25 each with its 10 parts, and a batch a
-    # worker (concurrency 2) asked as the bound ran out; was 89 posts, every pass.
+    assert b"4 batches failed in a row" in failed[0].body  # concurrency 2: 4 at least
+    # Each catch-up: the list, four batches of 25 each with its 10 parts, and a batch the
+    # other worker asked as the breaker opened; was 89 posts, every pass.
     passes = "".join("|" if n == 0 else "." for n in fake.batch_sizes).split("|")[1:]
-    assert len(passes) == 3 and all(len(p) <= 3 * 11 + 2 for p in passes), fake.batch_sizes
+    assert len(passes) == 3 and all(len(p) <= 5 * 11 + 1 for p in passes), fake.batch_sizes
     assert state.failing
 
 
