@@ -123,11 +123,13 @@ _LEADING_ID = re.compile(CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
 # it), besides CCNow down and our credentials: the account's, unless it says that order is
 # unknown (`x_orderid_2 invalid order for this account`).
 # Phrases, not parts of words: `order cancelled by merchant`, `refunded to customer account`,
-# `accounting hold` are that order's.
+# `accounting hold` are that order's. A few words may come between (`account has been
+# suspended`, `account is currently suspended`, `account temporarily disabled`).
+_BETWEEN = r"(?:(?:is|has|been|was|currently|temporarily|now)\s+){0,3}"
 _ACCOUNT_WORDS = re.compile(
-    r"\baccount\s+(?:is\s+)?(?:suspended|disabled|locked|closed|inactive|not\s+active)\b"
-    r"|\b(?:suspended|disabled|inactive)\s+account\b"
-    r"|\bmerchant\s+(?:account\s+)?(?:is\s+)?(?:not\s+active|inactive|suspended|disabled)\b"
+    rf"\baccount\s+{_BETWEEN}(?:suspended|disabled|locked|closed|inactive|not\s+active)\b"
+    r"|\b(?:suspended|disabled|inactive|locked|closed)\s+(?:merchant\s+)?account\b"
+    rf"|\bmerchant\s+(?:account\s+)?{_BETWEEN}(?:not\s+active|inactive|suspended|disabled)\b"
     r"|\b(?:unknown|invalid|unsupported|bad)\s+action\b"
     r"|\baction\s+(?:unknown|invalid|unsupported)\b",
     re.I,

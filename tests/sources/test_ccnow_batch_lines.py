@@ -122,6 +122,11 @@ async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
         ("error_message x_orderid_{n} invalid login", AuthenticationFailed),
         # About the account or our post, whichever order's field it names.
         ("error_message x_orderid_{n} account suspended", SourceUnavailable),
+        ("error_message x_orderid_{n} account has been suspended", SourceUnavailable),
+        ("error_message x_orderid_{n} Account is currently suspended", SourceUnavailable),
+        ("error_message x_orderid_{n} account temporarily disabled", SourceUnavailable),
+        ("error_message x_orderid_{n} merchant account is now closed", SourceUnavailable),
+        ("error_message {id}: suspended merchant account", SourceUnavailable),
         ("error_message x_orderid_{n} merchant not active", SourceUnavailable),
         ("error_message x_orderid_{n}: Account is disabled", SourceUnavailable),
         ("error_message {id} merchant account suspended", SourceUnavailable),
