@@ -32,10 +32,10 @@ LOGGED_IDS = 10
 
 # ASCII only: other scripts' letters are not status words, other blanks do not separate words.
 _STATUS = re.compile(r"[A-Za-z0-9_-]+(?:[ \t]+[A-Za-z0-9_-]+)*", re.ASCII)
-_BLANKS = re.compile(r"[ \t]+")
-_SPACE = " \t\f\v"
+BLANKS = re.compile(r"[ \t]+")
+SPACE = " \t\f\v"
 # Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
-_LINE_END = re.compile(r"\r\n|\r|\n")
+LINE_END = re.compile(r"\r\n|\r|\n")
 _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
 # CCNow's documented status words. One in any case (`MARK_SHIPPED`) is that word: stored as written,
 # a later answer in the document's case would raise a change that is none, and a word in capitals
@@ -85,7 +85,7 @@ _DOWN = re.compile(
     r"(?:currently\s+|temporarily\s+)?(?:down|offline)\b",
     re.I,
 )
-_ERROR_MESSAGE = "error_message"
+ERROR_MESSAGE = "error_message"
 
 
 def field_names(names: str) -> re.Pattern[str]:
@@ -160,7 +160,7 @@ class Answer:
     skipped: int = 0  # the pending list's lines no order or word could be read from
 
 
-def _readable(text: str) -> str:
+def readable(text: str) -> str:
     """Return provider text with the bytes that were not UTF-8 shown as U+FFFD: a lone
     surrogate cannot be encoded into a log line, an event or the database."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -169,7 +169,7 @@ def _readable(text: str) -> str:
 def _quote(raw_line: str, forms: SecretForms | None, *, drop: str = "", limit: int) -> str:
     """Return provider text to quote in an error: masked first (as it came, so that no blank
     a secret begins with is lost), then trimmed, without its first word `drop`, and cut."""
-    text = _readable(mask(raw_line.rstrip(_SPACE), forms)).lstrip(_SPACE)
+    text = readable(mask(raw_line.rstrip(SPACE), forms)).lstrip(SPACE)
     if drop and text[: len(drop)].lower() == drop:
         text = text[len(drop) :]
     return text.strip(" \t:")[:limit]
@@ -192,17 +192,17 @@ def _order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Or
     """Read what follows an order id: a status (a documented word in the document's case,
     any other verbatim), or a per-order error; and whether columns after a documented status
     word were left out."""
-    first, *more = _BLANKS.split(rest, maxsplit=1)
+    first, *more = BLANKS.split(rest, maxsplit=1)
     word = first.lower()
     if word in _ERROR_WORDS:
-        error = _readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
+        error = readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
         after = _LEADING_NAME.sub("", more[0] if more else "")
-        not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
+        not_found = word == _NOT_FOUND_WORD or (word == ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
     if word in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
         return OrderLine(order_id, _DOCUMENTED[word]), bool(more)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
-    status = " ".join(_BLANKS.split(rest))
+    status = " ".join(BLANKS.split(rest))
     if (
         len(status) > MAX_STATUS_LENGTH
         or not _STATUS.fullmatch(rest)
@@ -219,7 +219,7 @@ def _is_data(columns: str) -> bool:
     """Whether what follows a status word is data (a date, an amount, a tracking number, codes
     in capitals), not words that may make a new status (`pending review`)."""
     return _DIGIT.search(columns) is not None or all(
-        _CODE.fullmatch(c) for c in _BLANKS.split(columns)
+        _CODE.fullmatch(c) for c in BLANKS.split(columns)
     )
 
 
@@ -233,14 +233,15 @@ def says_down(line: str) -> bool:
 def speaks_ccnow(body: bytes) -> bool:
     """Whether an answer holds a line of CCNow's protocol (an order's line, a `message` or an
     `error_message`), not only a page or a gateway's words."""
-    for raw in _LINE_END.split(_text(body)):
-        first = _BLANKS.split(raw.strip(_SPACE), maxsplit=1)[0]
-        if first.lower() in ("message", _ERROR_MESSAGE) or ccnow_id(first) is not None:
+    for raw in LINE_END.split(answer_text(body)):
+        first = BLANKS.split(raw.strip(SPACE), maxsplit=1)[0]
+        if first.lower() in ("message", ERROR_MESSAGE) or ccnow_id(first) is not None:
             return True
     return False
 
 
-def _text(body: bytes | str) -> str:
+def answer_text(body: bytes | str) -> str:
+    """Return an answer's body as text, each byte that is not UTF-8 a lone surrogate."""
     # utf-8-sig: a byte order mark is not worth failing the source for. A byte that is not
     # UTF-8 (an old CGI's latin-1) is kept as a lone surrogate: the line holding it is that
     # order's failure alone (no status word matches it), never the whole answer's.
@@ -265,7 +266,7 @@ def _owner(line: str, asked: Sequence[str]) -> str | None:
         return None
     if _AUTH_WORDS.search(line):
         return None
-    words = _LEADING_NAME.sub("", line[len(_ERROR_MESSAGE) :])
+    words = _LEADING_NAME.sub("", line[len(ERROR_MESSAGE) :])
     if _ACCOUNT_WORDS.search(line) and not says_not_found(words):
         return None
     return named.pop()
@@ -284,11 +285,11 @@ def parse_answer(
 
     Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
     """
-    text, forms = _text(body), text_forms(secrets)
+    text, forms = answer_text(body), text_forms(secrets)
     if _is_page(text):
         raise ProtocolError("html page")
     # (as received, trimmed) per line that is not blank
-    lines = [(raw, line) for raw in _LINE_END.split(text) if (line := raw.strip(_SPACE))]
+    lines = [(raw, line) for raw in LINE_END.split(text) if (line := raw.strip(SPACE))]
     if not lines:
         raise ProtocolError("empty answer")
     # An error anywhere makes the whole answer an error, whatever else it contains, but one
@@ -296,9 +297,9 @@ def parse_answer(
     # poll, and the account with it, while its one-order probe answers.
     owners: dict[int, str] = {}
     for number, (raw, line) in enumerate(lines, 1):
-        if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
+        if line[: len(ERROR_MESSAGE)].lower() == ERROR_MESSAGE:
             if (owner := _owner(line, asked or ())) is None:
-                raise _error_answer(_ERROR_MESSAGE, raw, forms)
+                raise _error_answer(ERROR_MESSAGE, raw, forms)
             owners[number] = owner
 
     orders: list[OrderLine] = []
@@ -308,7 +309,7 @@ def parse_answer(
     unread: str | None = None  # the pending list's first line skipped
     skipped = 0
     for number, (raw, line) in enumerate(lines, 1):
-        first, *more = _BLANKS.split(line, maxsplit=1)
+        first, *more = BLANKS.split(line, maxsplit=1)
         rest = more[0] if more else ""
         if number in owners:
             orders.append(_order_line(owners[number], line, forms)[0])

@@ -7,17 +7,17 @@ from dataclasses import replace
 
 from reconciler.model import ccnow_id
 from reconciler.sources.ccnow_answer import (
-    _BLANKS,
     _DOCUMENTED,
-    _ERROR_MESSAGE,
-    _SPACE,
+    BLANKS,
     DOCUMENTED,
+    ERROR_MESSAGE,
     NO_PENDING_ORDERS,
+    SPACE,
     Answer,
     OrderLine,
     _is_page,
     _order_line,
-    _text,
+    answer_text,
     log,
 )
 from reconciler.sources.errors import ProtocolError
@@ -83,7 +83,7 @@ def _reads_whole(line: str) -> bool:
     words decide (`x_orderid_12 is not pending` cut to `x_orderid_1` would refuse another
     command, `... down for maintenance` cut before `maintenance` would refuse its own): an
     answer of error lines applied nothing, so posting it again is safe."""
-    if line[: len(_ERROR_MESSAGE)].lower() == _ERROR_MESSAGE:
+    if line[: len(ERROR_MESSAGE)].lower() == ERROR_MESSAGE:
         return False
     first, rest = _first_word(line)
     if first.lower() == "message":
@@ -91,7 +91,7 @@ def _reads_whole(line: str) -> bool:
     order_id = ccnow_id(first)
     if order_id is None or not rest:
         return False
-    if _first_word(rest)[0].lower() == _ERROR_MESSAGE:
+    if _first_word(rest)[0].lower() == ERROR_MESSAGE:
         return False
     order, _ = _order_line(order_id, rest, None)
     return order.status is not None and order.status in DOCUMENTED
@@ -104,18 +104,18 @@ def _open_line(reply: Reply) -> str | None:
     body = reply.body
     if reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
         return None
-    head = _text(body[:1024])
-    if _is_page(head if head.strip() else _text(body)):
+    head = answer_text(body[:1024])
+    if _is_page(head if head.strip() else answer_text(body)):
         return None
     # A line end is one byte in UTF-8, never a part of another character's bytes.
     start = max(body.rfind(b"\n"), body.rfind(b"\r")) + 1
-    tail = _text(body) if start == 0 else body[start:].decode("utf-8", "surrogateescape")
-    return tail.strip(_SPACE)
+    tail = answer_text(body) if start == 0 else body[start:].decode("utf-8", "surrogateescape")
+    return tail.strip(SPACE)
 
 
 def _first_word(line: str) -> tuple[str, str]:
     """Return a line's first word (an order id, `message`) and what follows it ("": none)."""
-    first, *more = _BLANKS.split(line, maxsplit=1)
+    first, *more = BLANKS.split(line, maxsplit=1)
     return first, more[0] if more else ""
 
 
