@@ -243,7 +243,8 @@ class Delivery:
                 await asyncio.sleep(wait)
 
     def _recording_cutoff(self, lane: _Lane) -> Cutoff:
-        return Cutoff(lambda seqs: self._mark_delivered(lane.config.name, seqs))
+        name = lane.config.name
+        return Cutoff(lambda seqs: self._mark_delivered(name, seqs), sink=name)
 
     async def _mark_delivered(self, sink: str, seqs: list[int]) -> None:
         """Record that `sink` confirmed events, and say so to `on_delivered`."""
