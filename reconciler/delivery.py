@@ -326,10 +326,9 @@ class Delivery:
         failed: list[tuple[OutboxEvent, RetryLater]] = []
         gone: SinkGone | None = None
         for row, res in zip(rows, results, strict=False):
-            if row.seq in recorded:
-                continue
             if isinstance(res, Delivered):
-                delivered.append(row.seq)
+                if row.seq not in recorded:  # else written during the batch
+                    delivered.append(row.seq)
             elif res == ABANDONED:
                 # Possibly received: said, since the receiver may then see it twice.
                 log.warning("sink.abandoned", extra=fields(sink=cfg.name, event_id=row.id))
