@@ -210,7 +210,7 @@ def clipped(raw: str, limit: int = SHOWN_INPUT_MAX, *, quoted: bool = True) -> s
 # --- order ids ------------------------------------------------------------------------------
 
 # Ids are ASCII: [0-9], not \d, which matches other scripts' digits (`１２３`, `٣٩٦`). The
-# pattern is the answer parser's too, which finds ids in CCNow's words (`hyphenated`).
+# pattern is the answer parser's too, which finds ids in CCNow's words (`hyphenated_match`).
 CCNOW_ID_PATTERN = r"([0-9]{3})-?([0-9]{2})-?([0-9]{4})"
 _CCNOW_ID = re.compile(CCNOW_ID_PATTERN, re.ASCII)
 CCV_ID_MAX_LENGTH = 128
@@ -227,10 +227,10 @@ class InvalidOrderId(ValueError):
 def ccnow_id(text: str) -> str | None:
     """Return `text` as a CCNow order id in its hyphenated form `NNN-NN-NNNN`, or None."""
     match = _CCNOW_ID.fullmatch(text)
-    return None if match is None else hyphenated(match)
+    return None if match is None else hyphenated_match(match)
 
 
-def hyphenated(match: re.Match[str]) -> str:
+def hyphenated_match(match: re.Match[str]) -> str:
     """Return the CCNow order id a match of CCNOW_ID_PATTERN found, hyphenated."""
     return "-".join(match.groups()[:3])
 

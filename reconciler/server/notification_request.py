@@ -8,12 +8,12 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, unquote_plus
 
-from ..model import normalize_ccnow_id
+from ..model import CCNOW_ID_PATTERN, normalize_ccnow_id
 
 MAX_HINTS = 100  # CCNow order ids taken from one notification
 
-# Hints are ASCII digits; re.ASCII keeps \d from matching other scripts' digits.
-_CCNOW_ID_HINT = re.compile(r"\b\d{3}-?\d{2}-?\d{4}\b", re.ASCII)
+# A whole word: `1234567890` holds no id.
+_CCNOW_ID_HINT = re.compile(rf"\b{CCNOW_ID_PATTERN}\b", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)

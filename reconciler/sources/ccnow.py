@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from urllib.parse import urlencode
 
 import aiohttp
@@ -31,8 +33,8 @@ from reconciler.sources.ccnow_answer import (
     parse_answer,
     speaks_ccnow,
 )
-from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split
-from reconciler.sources.ccnow_cut import drop_undecided, read_complete
+from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split, SplitBudget
+from reconciler.sources.ccnow_cut import drop_line, read_complete, read_undecided, word_start
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -136,8 +138,9 @@ class CCNowClient:
         holds a line no asked order's can be read from is asked again in halves, down to the
         order alone, so that only that order fails (within a bound of posts a batch, `Split`:
         past it, the parts not asked fail; one warning a pass counts them). The account fails
-        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row, or at
-        an answer about the whole account (a refused login, maintenance, a `message`)."""
+        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row, when
+        the pass's posts asking batches in parts run out (`SplitBudget`), or at an answer
+        about the whole account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
             try:
@@ -154,6 +157,7 @@ class CCNowClient:
 
         failures = BatchFailures(emit, self._config.name, self._breaker_limit)
         splits = {"batches": 0, "posts": 0, "unasked": 0}  # this pass's, for its one warning
+        budget = SplitBudget(math.ceil(len(ids) / size), size)
 
         async def handle(batch: list[str], split: Split | None = None) -> bool:
             try:
@@ -183,8 +187,9 @@ class CCNowClient:
             # Each half asked again in this pass: the order whose line cannot be read fails
             # alone, the others are decided (else it fails its batch, poll after poll, and the
             # account with it while its one-order probe answers). Past the batch's posts, its
-            # parts not asked fail (`protocol`). A batch none of whose parts answered, or some
-            # of whose parts were not asked, counts once in the breaker's run.
+            # parts not asked fail (`protocol`); past the pass's, the account fails too. A
+            # batch none of whose parts answered, or some of whose parts were not asked, counts
+            # once in the breaker's run.
             log.debug(
                 "ccnow.batch_split",
                 extra={"fields": {"account": self._config.name, "orders": len(batch)}},
@@ -193,14 +198,20 @@ class CCNowClient:
             splits["batches"] += int(whole)
             middle, answered = len(batch) // 2, False
             for half in (batch[:middle], batch[middle:]):
-                if split.left <= 0:
+                if split.left <= 0 or budget.left <= 0:
                     split.unasked = True
+                    budget.ran_out = budget.ran_out or split.left > 0
                     splits["unasked"] += len(half)
                     await failures.failed(half, exc, "protocol", time.time(), counted=False)
                     continue
                 split.left -= 1
+                budget.left -= 1
                 splits["posts"] += 1
                 answered = await handle(half, split) or answered
+            if whole and budget.ran_out:
+                raise ProtocolError(
+                    f"{splits['posts']} posts asking batches again in parts ran out, last: {exc}"
+                )
             if whole and (split.unasked or not answered):
                 failures.count(exc, "protocol", len(batch))
             return answered
@@ -258,20 +269,23 @@ class CCNowClient:
             return Observation(key, Outcome.FAILED, reason="protocol", asked=time.time())
         if again is not None and again.order_id == order_id:
             # The same line as read (status, error, what the parser took of it), not as
-            # written: `123456789 PENDING` and `123-45-6789 pending` are one answer.
-            if again != first:
+            # written: `123456789 PENDING` and `123-45-6789 pending` are one answer. A status
+            # that is a documented word's start is no status however often it comes (`pendi`
+            # of a script dying at the same byte: `pending -> pendi` and back).
+            if again != first or (again.status is not None and word_start(again.status)):
+                reason = "another when asked again" if again != first else "again when asked again"
                 log.warning(
                     "ccnow.answer_cut",
                     extra={
                         "fields": {
                             "account": self._config.name,
                             "order_id": order_id,
-                            "reason": "last line without its line end, another when asked again",
+                            "reason": f"last line without its line end, {reason}",
                         }
                     },
                 )
                 return Observation(key, Outcome.FAILED, reason="truncated_answer", asked=asked)
-            answer = Answer((*answer.orders, again), answer.messages)
+            answer = replace(answer, orders=(*answer.orders, again))
         return self._match([order_id], answer, asked)[0]
 
     async def _post(self, order_ids: list[str]) -> tuple[Answer, float, OrderLine | None]:
@@ -309,7 +323,7 @@ class CCNowClient:
             if kind is ProtocolError and order_ids and speaks_ccnow(reply.body):
                 kind = UnreadableAnswer
             raise (exc if masked == text and kind is type(exc) else kind(masked)) from None
-        answer, last = drop_undecided(reply, answer)
+        answer, last = drop_line(answer, read_undecided(reply))
         if last is not None:
             log.debug(
                 "ccnow.last_line_undecided",

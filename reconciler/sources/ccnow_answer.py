@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from reconciler.logs import fields
 from reconciler.model import (
     CCNOW_ID_PATTERN,
-    InvalidOrderId,
     ccnow_id,
-    hyphenated,
+    hyphenated_match,
     known_statuses,
-    normalize_ccnow_id,
 )
 from reconciler.redact import SecretForms, holds_secret, mask, text_forms
 from reconciler.sources.errors import (
@@ -96,7 +94,11 @@ def field_names(names: str) -> re.Pattern[str]:
     that place in the post), or both; a bare word (`action not performed`) is English. Read a
     match with `field_of`. Nine digits at most: a longer number is no place in a post, and a
     query's answer lines are not cut (int() refuses a number of thousands of digits)."""
-    return re.compile(rf"\b(?=x_|(?:{names})_[0-9])(?:x_)?({names})(?:_([0-9]{{1,9}}))?\b", re.I)
+    return re.compile(_field_pattern(names), re.I)
+
+
+def _field_pattern(names: str) -> str:
+    return rf"\b(?=x_|(?:{names})_[0-9])(?:x_)?({names})(?:_([0-9]{{1,9}}))?\b"
 
 
 def field_of(match: re.Match[str]) -> tuple[str, int | None]:
@@ -108,16 +110,24 @@ def field_of(match: re.Match[str]) -> tuple[str, int | None]:
 # How an error line names an order a query asked: by its fields' number (`x_orderid_2`,
 # `x_action_2`: the second order asked) or by its id (hyphens or not, no digit either side).
 _FIELD_NUMBER = field_names("orderid|action")
-# The field an owned error line starts with: its words follow (`x_orderid_2 not found`).
-_LEADING_FIELD = re.compile(r"^[\s:]*(?:x_)?(?:orderid|action)_[0-9]{1,9}\b[\s:]*", re.I)
+# The field or the id an owned error line starts with: its words follow (`x_orderid_2 not
+# found`, `500-00-0002 not found`).
+_LEADING_NAME = re.compile(
+    rf"^[\s:]*(?:{_field_pattern('orderid|action')}|(?<![0-9]){CCNOW_ID_PATTERN}(?![0-9]))[\s:]*",
+    re.I | re.ASCII,
+)
 _ID_IN_TEXT = re.compile(r"(?<![0-9])" + CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
 _LEADING_ID = re.compile(CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
 # What an error line naming one order says of the account or of our post, not of that order
 # (`x_orderid_1 account suspended`, `x_action_1 unknown action`: every order's post would get
 # it), besides CCNow down and our credentials: the account's, unless it says that order is
 # unknown (`x_orderid_2 invalid order for this account`).
+# Phrases, not parts of words: `order cancelled by merchant`, `refunded to customer account`,
+# `accounting hold` are that order's.
 _ACCOUNT_WORDS = re.compile(
-    r"account|merchant|suspend|\bclient\b"
+    r"\baccount\s+(?:is\s+)?(?:suspended|disabled|locked|closed|inactive|not\s+active)\b"
+    r"|\b(?:suspended|disabled|inactive)\s+account\b"
+    r"|\bmerchant\s+(?:account\s+)?(?:is\s+)?(?:not\s+active|inactive|suspended|disabled)\b"
     r"|\b(?:unknown|invalid|unsupported|bad)\s+action\b"
     r"|\baction\s+(?:unknown|invalid|unsupported)\b",
     re.I,
@@ -184,7 +194,7 @@ def _order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Or
     word = first.lower()
     if word in _ERROR_WORDS:
         error = _readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
-        after = _LEADING_FIELD.sub("", more[0] if more else "")
+        after = _LEADING_NAME.sub("", more[0] if more else "")
         not_found = word == _NOT_FOUND_WORD or (word == _ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
     if word in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
@@ -211,43 +221,11 @@ def _is_data(columns: str) -> bool:
     )
 
 
-def refusal_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
-    """Return the lines of an answer made of `error_message` lines alone: CCNow turned the whole
-    post away, whatever its words say. None for any other answer. Each line masked and cut as
-    a per-order error's words are."""
-    found, forms = [], text_forms(secrets)
-    for raw in _LINE_END.split(_text(body)):
-        line = raw.strip(_SPACE)
-        if not line:
-            continue
-        if line[: len(_ERROR_MESSAGE)].lower() != _ERROR_MESSAGE:
-            return None
-        found.append(_readable(mask(line, forms, limit=MAX_TEXT_LENGTH)))
-    return found or None
-
-
 def says_down(line: str) -> bool:
     """Whether an error line says CCNow is down (`system down for maintenance`, the document's
     example; `Service Unavailable`, `try again later`): such a line decides nothing, whatever
     field it names, and starts no day (writes/ccnow_outcome.py bounds it otherwise)."""
     return _DOWN.search(line) is not None
-
-
-def message_lines(body: bytes, secrets: Sequence[str] = ()) -> list[str] | None:
-    """Return the lines of an answer made of CCNow's `message` and `error_message` lines
-    alone, at least one `message` (`message discount recorded`): CCNow's words about the post
-    that name no order. None for any other answer. Each line masked and cut."""
-    found, forms = [], text_forms(secrets)
-    for raw in _LINE_END.split(_text(body)):
-        line = raw.strip(_SPACE)
-        if not line:
-            continue
-        if _BLANKS.split(line, maxsplit=1)[0].lower() not in ("message", _ERROR_MESSAGE):
-            return None
-        found.append(_readable(mask(line, forms, limit=MAX_TEXT_LENGTH)))
-    if not any(line[:7].lower() == "message" for line in found):
-        return None
-    return found
 
 
 def speaks_ccnow(body: bytes) -> bool:
@@ -257,19 +235,6 @@ def speaks_ccnow(body: bytes) -> bool:
         first = _BLANKS.split(raw.strip(_SPACE), maxsplit=1)[0]
         if first.lower() in ("message", _ERROR_MESSAGE) or ccnow_id(first) is not None:
             return True
-    return False
-
-
-def answered_orders(body: bytes) -> bool:
-    """Return whether an answer has a line for an order, whatever else it holds (an action's
-    post whose answer is an error may still have been applied to those orders)."""
-    for line in _LINE_END.split(body.decode("utf-8", "replace")):
-        words = line.split(None, 1)
-        try:
-            normalize_ccnow_id(words[0] if words else "")
-        except InvalidOrderId:
-            continue
-        return True
     return False
 
 
@@ -293,12 +258,12 @@ def _owner(line: str, asked: Sequence[str]) -> str | None:
     the account's."""
     numbers = (n for m in _FIELD_NUMBER.finditer(line) if (n := field_of(m)[1]) is not None)
     named = {asked[n - 1] for n in numbers if 0 < n <= len(asked)}
-    named.update(i for m in _ID_IN_TEXT.finditer(line) if (i := hyphenated(m)) in asked)
+    named.update(i for m in _ID_IN_TEXT.finditer(line) if (i := hyphenated_match(m)) in asked)
     if len(named) != 1 or _OUTAGE_WORDS.search(line) or says_down(line):
         return None
     if _AUTH_WORDS.search(line):
         return None
-    words = _LEADING_FIELD.sub("", line[len(_ERROR_MESSAGE) :])
+    words = _LEADING_NAME.sub("", line[len(_ERROR_MESSAGE) :])
     if _ACCOUNT_WORDS.search(line) and not says_not_found(words):
         return None
     return named.pop()
@@ -356,9 +321,9 @@ def parse_answer(
             orders.append(order)
             if cut:
                 extra_columns.append(order_id)
-        elif asked and (m := _LEADING_ID.match(line)) and hyphenated(m) in asked:
+        elif asked and (m := _LEADING_ID.match(line)) and hyphenated_match(m) in asked:
             # `500-00-0002: mark_shipped`: no status of the order it names (one asked).
-            orders.append(OrderLine(hyphenated(m), None, UNREADABLE, unreadable=True))
+            orders.append(OrderLine(hyphenated_match(m), None, UNREADABLE, unreadable=True))
         else:
             shown = _quote(raw, forms, limit=40)
             unread = unread or f"line {number}: not an answer line: {shown!r}"

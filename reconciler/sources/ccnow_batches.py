@@ -22,8 +22,29 @@ class Split:
     its gate), and whether some part went unasked."""
 
     def __init__(self, orders: int) -> None:
-        self.left = 2 * math.ceil(math.log2(orders))
+        self.left = self.posts(orders)
         self.unasked = False
+
+    @staticmethod
+    def posts(orders: int) -> int:
+        """The posts a batch of `orders` may be asked again in parts with."""
+        return 2 * math.ceil(math.log2(max(1, orders)))
+
+
+# Batches a pass may ask again in parts to the end of their bound, at least.
+SPLIT_BATCHES = 3
+
+
+class SplitBudget:
+    """A pass's posts for asking batches again in parts: its batches' count, and at least
+    SPLIT_BATCHES batches' bound. A line in every answer of several orders costs each batch
+    its bound: past the pass's, the account fails (`ran_out`) rather than answering for a few
+    orders a batch, the others never asked, pass after pass, its health as if nothing were
+    wrong (a batch's answered parts end the breaker's run)."""
+
+    def __init__(self, batches: int, size: int) -> None:
+        self.left = max(SPLIT_BATCHES * Split.posts(size), batches)
+        self.ran_out = False
 
 
 class BatchFailures:

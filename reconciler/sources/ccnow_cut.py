@@ -37,7 +37,11 @@ def is_complete(reply: Reply) -> bool:
     and retried. A page is no answer, whole or not: `parse_answer` says so (`html page`), with
     no retry.
     """
-    line = _open_line(reply)
+    return _complete(reply, _open_line(reply))
+
+
+def _complete(reply: Reply, line: str | None) -> bool:
+    """`is_complete` of an answer whose open last line (`_open_line`) is `line`."""
     if line is None:
         return True
     if reply.framed:
@@ -62,9 +66,12 @@ def _cut_word(line: str) -> bool:
     one: a word cut short, never a status CCNow has (a word the document does not list is
     kept as it comes, and this one would raise a change `pending -> pendi` and back)."""
     first, rest = _first_word(line)
-    if ccnow_id(first) is None or not rest:
-        return False
-    word = _first_word(rest)[0].lower()
+    return ccnow_id(first) is not None and bool(rest) and word_start(_first_word(rest)[0])
+
+
+def word_start(word: str) -> bool:
+    """Whether `word` is the start of a documented status word (in any case) and no whole one."""
+    word = word.lower()
     return word not in _DOCUMENTED and any(w.startswith(word) for w in _DOCUMENTED)
 
 
@@ -113,25 +120,35 @@ def _first_word(line: str) -> tuple[str, str]:
 
 
 def undecided_line(reply: Reply) -> str | None:
-    """Return the order id (hyphenated) of an answer's last line when it alone is undecided: a
-    chunked answer without its final line end whose last line names a whole order id (the id,
-    a blank, words), which may be a longer line cut short (`canceled_tmp` cut to `canceled`;
-    `pending review` to `pending`); or a framed one whose last line's status word is the start
-    of a documented one (`_cut_word`: `complete` may be `completed` cut, or a word of CCNow's
-    own, and asking the whole batch again would get it again). None for any other answer:
-    whole, or cut where no order can be named (`is_complete`). An action's post never gets
-    here with a framed cut word: `is_complete` turned it away as a lost answer."""
-    line = _open_line(reply) if reply.chunked or reply.framed else None
-    if line is None or (reply.framed and not _cut_word(line)):
+    """Return the order id (hyphenated) of an answer's last line when it alone is undecided
+    for reads and writes alike: a chunked answer without its final line end whose last line
+    names a whole order id (the id, a blank, words), which may be a longer line cut short
+    (`canceled_tmp` cut to `canceled`; `pending review` to `pending`). None for any other
+    answer: whole, or cut where no order can be named (`is_complete`)."""
+    return _undecided(reply, _open_line(reply) if reply.chunked else None, reads=False)
+
+
+def read_undecided(reply: Reply) -> str | None:
+    """`undecided_line` for reads, which also leave undecided a framed answer's last line
+    whose status word is the start of a documented one (`_cut_word`: `complete` may be
+    `completed` cut, or a word of CCNow's own, and asking the whole batch again would get it
+    again). An action's post is a lost answer then (`is_complete`)."""
+    framing = reply.chunked or reply.framed
+    return _undecided(reply, _open_line(reply) if framing else None, reads=True)
+
+
+def _undecided(reply: Reply, line: str | None, *, reads: bool) -> str | None:
+    if line is None or not (reply.chunked or (reads and reply.framed and _cut_word(line))):
         return None
     first, rest = _first_word(line)
     return ccnow_id(first) if rest else None
 
 
-def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | None]:
-    """Return an answer without its last line when that alone is undecided (`undecided_line`), and
-    that line (None: none); ProtocolError: the parser did not read it last."""
-    if (cut := undecided_line(reply)) is None:
+def drop_line(answer: Answer, cut: str | None) -> tuple[Answer, OrderLine | None]:
+    """Return an answer without its last line when that alone is undecided (`cut`: its order,
+    from `undecided_line` or `read_undecided`), and that line (None: none); ProtocolError: the
+    parser did not read it last."""
+    if cut is None:
         return answer, None
     if not answer.orders or answer.orders[-1].order_id != cut:
         raise ProtocolError("an answer's last line is not what its parser read last")
@@ -141,4 +158,5 @@ def drop_undecided(reply: Reply, answer: Answer) -> tuple[Answer, OrderLine | No
 
 def read_complete(reply: Reply) -> bool:
     """`is_complete` for reads: an answer whose last line alone is undecided is read too."""
-    return undecided_line(reply) is not None or is_complete(reply)
+    line = _open_line(reply)  # once for both
+    return _undecided(reply, line, reads=True) is not None or _complete(reply, line)

@@ -25,16 +25,14 @@ from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
 from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     Answer,
-    answered_orders,
     field_names,
     field_of,
-    message_lines,
     parse_answer,
-    refusal_lines,
     says_down,
     speaks_ccnow,
 )
-from reconciler.sources.ccnow_cut import drop_undecided, is_complete, undecided_line
+from reconciler.sources.ccnow_cut import drop_line, is_complete, undecided_line
+from reconciler.sources.ccnow_refusal import answered_orders, message_lines, refusal_lines
 from reconciler.sources.errors import (
     AnswerTooLarge,
     ProtocolError,
@@ -191,7 +189,7 @@ async def post_batch(
     # An undecided last line (dropped below) is no line of the answer: a character cut in it
     # makes no other line untrustworthy.
     whole = body
-    if undecided_line(reply) is not None:
+    if (cut := undecided_line(reply)) is not None:
         whole = body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
     try:
         if not _is_utf8(whole):
@@ -200,7 +198,7 @@ async def post_batch(
             raise ProtocolError("answer is not UTF-8")
         # A chunked answer's last line without its line end may be a longer one cut short
         # (`canceled` of `canceled_tmp`): no line for its order (it ran: its line came).
-        answer, _ = drop_undecided(reply, parse_answer(body, secrets=secrets))
+        answer, _ = drop_line(parse_answer(body, secrets=secrets), cut)
         return Posted(answer, reply.sent_at, reply.reached_before)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the

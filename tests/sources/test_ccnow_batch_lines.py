@@ -82,6 +82,23 @@ def said(seen: dict[str, Observation]) -> dict[str, tuple[Outcome, str | None]]:
         ("error_message x_orderid_{n} invalid order for this account", (Outcome.NOT_FOUND, None)),
         ("error_message x_action_{n}: database busy", (Outcome.FAILED, "order_error")),
         ("error_message order 500000002 locked", (Outcome.FAILED, "order_error")),
+        # Named by its id alone (README): its words after the id say so.
+        ("error_message {id} not found", (Outcome.NOT_FOUND, None)),
+        ("error_message 500000002: unknown order", (Outcome.NOT_FOUND, None)),
+        # Words about the order, not the account's (was: the whole account failed, every pass).
+        (
+            "error_message x_orderid_{n} order cancelled by merchant",
+            (Outcome.FAILED, "order_error"),
+        ),
+        (
+            "error_message x_orderid_{n} refunded to customer account",
+            (Outcome.FAILED, "order_error"),
+        ),
+        (
+            "error_message x_orderid_{n} awaiting client confirmation",
+            (Outcome.FAILED, "order_error"),
+        ),
+        ("error_message x_orderid_{n} accounting hold", (Outcome.FAILED, "order_error")),
     ],
 )
 async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
@@ -106,6 +123,9 @@ async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
         # About the account or our post, whichever order's field it names.
         ("error_message x_orderid_{n} account suspended", SourceUnavailable),
         ("error_message x_orderid_{n} merchant not active", SourceUnavailable),
+        ("error_message x_orderid_{n}: Account is disabled", SourceUnavailable),
+        ("error_message {id} merchant account suspended", SourceUnavailable),
+        ("error_message x_orderid_{n} bad client id", AuthenticationFailed),
         ("error_message x_action_{n} unknown action", SourceUnavailable),
         ("error_message x_action_{n}: invalid action query", SourceUnavailable),
         ("error_message x_orderid_1 x_orderid_2 invalid", SourceUnavailable),  # whose?
@@ -169,6 +189,66 @@ async def test_a_line_in_every_answer_of_several_orders_asks_a_bounded_number_of
     ]
 
 
+async def test_a_line_in_every_answer_of_several_orders_fails_the_account_past_the_pass_bound(
+    fake: LinesFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Was: each batch asked in parts to its own bound, pass after pass (880 posts a pass for
+    # 2,000 orders in batches of 25, 84% of them never asked), the account healthy: the parts
+    # that answered ended the breaker's run before the batch counted in it.
+    ids = [f"600-00-{1000 + i}" for i in range(40)]
+    fake.orders = {i: "pending" for i in ids}
+    fake.stray_in_several = "total 4"
+    with (
+        caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"),
+        pytest.raises(ProtocolError, match="12 posts asking batches again in parts ran out"),
+    ):
+        seen: dict[str, Observation] = {}
+
+        async def emit(observation: Observation) -> None:
+            seen[observation.key.order_id] = observation
+
+        async with aiohttp.ClientSession() as session:
+            client = CCNowClient(ccnow_config(fake.url, batch_size=4, concurrency=1), session)
+            await client.query(ids, emit)
+    # Three batches to their bound (4 posts each: 3 x 4, at least the pass's 10 batches), then
+    # the fourth's parts fail unasked and the pass stops: the account's failure.
+    assert fake.batch_sizes == [4, 2, 1, 1, 2] * 3 + [4]
+    read = [i for b in range(3) for i in ids[4 * b : 4 * b + 2]]
+    assert said(seen) == {
+        i: (Outcome.OK, "pending") if i in read else (Outcome.FAILED, "protocol") for i in ids[:16]
+    }
+    warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
+    assert [r.fields for r in warned] == [  # type: ignore[attr-defined]
+        {"account": "default", "batches": 4, "posts": 12, "unasked": 10}
+    ]
+
+
+async def test_a_line_in_every_answer_of_several_orders_is_one_source_failed(
+    tmp_path: Path, fake: LinesFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    ids = [f"600-00-{1000 + i}" for i in range(200)]
+    fake.orders = {i: "on_hold" for i in ids}  # not on the pending list: queried
+    fake.stray_in_several = "total 25"
+    async with ccnow_coordinator(tmp_path, fake, 2.0) as (coordinator, clock):
+        await coordinator.store.orders.track(
+            "ccnow", "default", [(i, None) for i in ids], clock.now
+        )
+        for _ in range(3):
+            await coordinator.full_pass(via="catch-up")
+            clock.now += 600
+        events = await coordinator.store.events.history()
+        state = await coordinator.store.sources.state("ccnow", "default")
+    failed = [e for e in events if e.order_id is None]
+    assert [e.type for e in failed] == ["source.failed"]
+    assert b"posts asking batches again in parts ran out" in failed[0].body
+    # Each catch-up: the list, three batches of 25 each with its 10 parts, and a batch a
+    # worker (concurrency 2) asked as the bound ran out; was 89 posts, every pass.
+    passes = "".join("|" if n == 0 else "." for n in fake.batch_sizes).split("|")[1:]
+    assert len(passes) == 3 and all(len(p) <= 3 * 11 + 2 for p in passes), fake.batch_sizes
+    assert state.failing
+
+
 async def test_a_page_is_not_asked_again_in_parts(fake: LinesFake) -> None:
     fake.queries = Reply(200, "<html><body>Login</body></html>\n", content_type="text/html")
     with pytest.raises(ProtocolError):
@@ -188,16 +268,21 @@ async def test_a_framed_answer_whose_last_status_word_is_cut_asks_that_order_alo
     assert caplog.records == []
 
 
-async def test_a_framed_last_word_that_starts_a_documented_one_is_read_when_it_comes_again(
-    fake: LinesFake,
+@pytest.mark.parametrize(
+    ("last", "chunked"), [("complete", False), ("pendi", False), ("PEND", False), ("pend", True)]
+)
+async def test_a_last_word_that_starts_a_documented_one_is_no_status_when_it_comes_again(
+    fake: LinesFake, caplog: pytest.LogCaptureFixture, last: str, chunked: bool
 ) -> None:
-    # `complete` is no word of the document's, and the start of `completed`. Was: the whole
-    # batch asked again three times, then failed `truncated answer`, every pass (the account
-    # with it when it was the only batch).
-    fake.always = Reply(200, f"{A} mark_shipped\n{D} complete")
-    seen = await query(fake, [A, D])
-    assert said(seen) == {A: (Outcome.OK, "mark_shipped"), D: (Outcome.OK, "complete")}
+    # `complete` is no word of the document's, and the start of `completed`; `pendi` is a
+    # script dying at the same byte. Was: read as the status `pendi` (`pending -> pendi` and
+    # back); before that, the whole batch asked again three times, every pass.
+    fake.always = Reply(200, f"{A} mark_shipped\n{D} {last}", chunked=chunked)
+    with caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"):
+        seen = await query(fake, [A, D])
+    assert said(seen) == {A: (Outcome.OK, "mark_shipped"), D: (Outcome.FAILED, "truncated_answer")}
     assert fake.batch_sizes == [2, 1]
+    assert [r.fields["order_id"] for r in caplog.records] == [D]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("last", ["pending", "PENDING", "on_hold", "pending 2026-11-30"])

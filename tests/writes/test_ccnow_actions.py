@@ -180,6 +180,9 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
         # Cut mid-line, too large to be read, or not CCNow's answer at all (a gateway's page
         # or status, an empty body): CCNow may have applied the discount.
         (cut_off(f"{A} pend"), "truncated_answer"),
+        # Framed by its Content-Length, its last line a documented word's start: lost too.
+        (Reply(200, f"{A} pend"), "truncated_answer"),
+        (Reply(200, f"{A} complete"), "truncated_answer"),
         (Reply(200, "x" * (MAX_BODY_BYTES + 1) + "\n"), "answer_too_large"),
         # Brotli, which aiohttp cannot decode here: CCNow (or a proxy) answered.
         (
@@ -198,6 +201,8 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
     ],
     ids=[
         "cut",
+        "framed-pend",
+        "framed-complete",
         "too-large",
         "brotli",
         "gateway-504",

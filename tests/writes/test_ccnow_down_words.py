@@ -18,7 +18,12 @@ import pytest
 from reconciler.config import CCNowConfig, load_config
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import says_down
-from reconciler.sources.ccnow_cut import is_complete
+from reconciler.sources.ccnow_cut import (
+    is_complete,
+    read_complete,
+    read_undecided,
+    undecided_line,
+)
 from reconciler.sources.http import Gates
 from reconciler.sources.http import Reply as HTTPReply
 from reconciler.store import Store
@@ -283,6 +288,16 @@ def test_a_chunked_answer_s_last_line_is_whole_when_the_line_reader_reads_it_who
     body = f"{B} pending\n{last}".encode()
     reply = HTTPReply(200, body, "text/plain", 0.0, framed=False, chunked=True)
     assert is_complete(reply) is whole
+
+
+@pytest.mark.parametrize("last", ["pend", "complete"])
+def test_a_framed_cut_word_is_undecided_for_reads_alone(last: str) -> None:
+    # An action's answer ending so is lost (`is_complete`), never one with its last line left
+    # out: the writes' helper says so itself, whatever ran before it (was: only a docstring's
+    # promise that is_complete had turned it away).
+    reply = HTTPReply(200, f"{B} pending\n{A} {last}".encode(), "text/plain", 0.0, framed=True)
+    assert undecided_line(reply) is None and not is_complete(reply)
+    assert read_undecided(reply) == A and read_complete(reply)
 
 
 async def test_a_chunked_error_line_without_its_line_end_refuses_nothing(

@@ -287,3 +287,25 @@ async def test_a_stop_during_a_long_backoff_after_a_503_returns_at_once_reaching
     assert len(fake_ccnow.requests) == 1
     # A 503 turned the post away: it ran nothing, so a ship in it is not "maybe reached".
     assert (failed.value.word, failed.value.reached) == ("http_503", False)
+
+
+async def test_a_refusal_cut_inside_a_field_name_refuses_no_other_command(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # The line is cut to 200 characters before its field names are read: the cut lands inside
+    # `x_orderid_12`. Was: read as `x_orderid_1`, the first command refused for the twelfth's
+    # words. Now the cut word names nothing: the line decides nothing, each is sent later.
+    ids = [f"500-00-{1001 + i}" for i in range(12)]
+    fake_ccnow.orders = {i: "pending" for i in ids}
+    cfg = await tracked(tmp_path, fake_ccnow, *ids)
+    line = "error_message " + "w" * 174 + " x_orderid_12 is not pending"
+    assert line.index("x_orderid_12") + len("x_orderid_1") == 200
+    fake_ccnow.script = [Reply(200, line + "\n")]
+    result = await ccnow(cfg, "ship", *ids)
+    assert result.code == 75, result.stdout + result.stderr
+    assert [(i, state) for i, state, _ in commands(tmp_path)] == [(i, "queued") for i in ids]
+    assert of_type(tmp_path, "order.action_refused") == []
+    assert fake_ccnow.orders == {i: "pending" for i in ids}
+    # The next run sends them: CCNow takes each.
+    assert (await ccnow(cfg, "ship", *ids)).code == 0
+    assert {state for _, state, _ in commands(tmp_path)} == {"succeeded"}
