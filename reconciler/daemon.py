@@ -128,6 +128,7 @@ class Daemon:
         rt = self.rt
         watchdog = asyncio.ensure_future(self.notifier.run_watchdog())
         delivering = asyncio.ensure_future(rt.delivery.run())
+        ended = False  # served until stop: a failed start's unwind is no stop (its 75, 74 stay)
         try:
             await self.start_api()
             await self._start_receiver()
@@ -145,24 +146,23 @@ class Daemon:
                 timeout=STARTUP_READY_WAIT_S,
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            if stop.is_set():
-                return  # stopped (or the store found corrupt) before it was ready
-            self.notifier.ready(status=self._status_line())
-            log.info(
-                "daemon.ready",
-                extra=fields(
-                    store=str(self.config.store_path),
-                    receiver=self._listen_text(),
-                    event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
-                ),
-            )
+            if not stop.is_set():  # else stopped (or the store found corrupt) before it was ready
+                self.notifier.ready(status=self._status_line())
+                log.info(
+                    "daemon.ready",
+                    extra=fields(
+                        store=str(self.config.store_path),
+                        receiver=self._listen_text(),
+                        event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+                    ),
+                )
             await stop.wait()
+            ended = True
         finally:
             self.notifier.stopping()
             log.info("daemon.stopping")
             await self._shutdown(delivering)
-            # At daemon.stopped: a signal after that line is no second one during the stop.
-            self.stopped = stop.is_set()
+            self.stopped = ended  # at daemon.stopped: a signal after it is no second one
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
 

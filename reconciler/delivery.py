@@ -243,7 +243,8 @@ class Delivery:
                 await asyncio.sleep(wait)
 
     def _recording_cutoff(self, lane: _Lane) -> Cutoff:
-        return Cutoff(lambda seqs: self._mark_delivered(lane.config.name, seqs))
+        name = lane.config.name
+        return Cutoff(lambda seqs: self._mark_delivered(name, seqs), sink=name)
 
     async def _mark_delivered(self, sink: str, seqs: list[int]) -> None:
         """Record that `sink` confirmed events, and say so to `on_delivered`."""
@@ -325,10 +326,9 @@ class Delivery:
         failed: list[tuple[OutboxEvent, RetryLater]] = []
         gone: SinkGone | None = None
         for row, res in zip(rows, results, strict=False):
-            if row.seq in recorded:
-                continue
             if isinstance(res, Delivered):
-                delivered.append(row.seq)
+                if row.seq not in recorded:  # else written during the batch
+                    delivered.append(row.seq)
             elif res == ABANDONED:
                 # Possibly received: said, since the receiver may then see it twice.
                 log.warning("sink.abandoned", extra=fields(sink=cfg.name, event_id=row.id))

@@ -97,15 +97,70 @@ async def test_a_failed_write_of_confirmations_is_said_once_unless_the_store_sai
     async def record(seqs: list[int]) -> None:
         raise error
 
-    cutoff = Cutoff(record)
+    cutoff = Cutoff(record, sink="hooks")
     with caplog.at_level(logging.WARNING, logger="reconciler.outbox"):
         for n in range(RECORD_EVERY):
             cutoff.confirmed(event(n))
         assert await cutoff.recorded() == []  # the batch's end records them
     said = [(r.message, r.__dict__["fields"]) for r in caplog.records]
-    expected = [("sink.record_failed", {"error": repr(error), "events": RECORD_EVERY})]
+    # Named: with several sinks, the line did not say whose confirmations failed.
+    fields = {"sink": "hooks", "error": repr(error), "events": RECORD_EVERY}
+    expected = [("sink.record_failed", fields)]
     assert said == (expected if warned else [])
     assert all(r.exc_info is None for r in caplog.records)  # one line, no traceback
+
+
+class ConfirmsOneByOne:
+    """Confirms each event, one at a time, as a webhook or a command sink does."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def deliver(
+        self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
+    ) -> list[DeliveryResult]:
+        async def one(event: OutboxEvent) -> DeliveryResult:
+            return Delivered()
+
+        return await deliver_in_order(events, one, cutoff)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_the_dispatchers_failed_write_of_confirmations_names_its_sink(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Of two sinks, the one whose confirmations were not written in mid-batch (a bug in what
+    # hears of them, once) is named; the batch's end records them all the same.
+    store = await Store.open(tmp_path / "r.db", sinks=("hooks", "audit"))
+    sinks = [(ConfirmsOneByOne(n), LogSinkConfig(name=n)) for n in ("hooks", "audit")]
+    delivery = Delivery(store, sinks, clock=lambda: 1_000_000.0)
+    bugs = [RuntimeError("bug in the metrics")]
+
+    def on_delivered(sink: str, n: int) -> None:
+        if sink == "audit" and bugs:
+            raise bugs.pop()
+
+    delivery.on_delivered = on_delivered
+    try:
+        async with store.transaction():
+            await store.events.add(
+                [order_event(n, f"o-{n}", 1_000_000.0) for n in range(RECORD_EVERY)]
+            )
+        with caplog.at_level(logging.WARNING, logger="reconciler.outbox"):
+            await delivery.drain(5.0, retries=False)
+    finally:
+        await store.close()
+    said = [(r.message, r.__dict__["fields"]) for r in caplog.records]
+    fields = {"sink": "audit", "error": "RuntimeError('bug in the metrics')"}
+    assert said == [("sink.record_failed", fields | {"events": RECORD_EVERY})]
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        states = db.execute("SELECT sink, state, count(*) FROM deliveries GROUP BY 1, 2")
+        assert sorted(states) == [
+            ("audit", "delivered", RECORD_EVERY),
+            ("hooks", "delivered", RECORD_EVERY),
+        ]
 
 
 async def test_a_cutoff_released_then_used_again_still_records_within_a_second() -> None:

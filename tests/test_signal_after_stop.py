@@ -47,7 +47,7 @@ async def test_a_signal_after_the_stop_finished_leaves_the_exit_clean(
 # saying so on stderr.
 HANGING = """
 import asyncio, sys, time
-from reconciler import cli, runtime, systemd
+from reconciler import cli, daemon, runtime, systemd
 
 async def store_and_sinks(self, *exc):
     print("hanging: closing the store and sinks", file=sys.stderr, flush=True)
@@ -65,6 +65,13 @@ def until_told(self):
     print("hanging: unwinding the failed start", file=sys.stderr, flush=True)
     sys.stdin.readline()
 
+stop_serving = daemon.Daemon._shutdown
+
+async def serving_until_told(self, delivering):
+    await stop_serving(self, delivering)
+    print("hanging: the failed start stops serving", file=sys.stderr, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
 if sys.argv[1] == "store":
     runtime.Runtime.__aexit__ = store_and_sinks
 elif sys.argv[1] == "last":
@@ -73,6 +80,8 @@ elif sys.argv[1] == "threads":  # on asyncio's loop: uvloop's methods cannot be 
     asyncio.BaseEventLoop.shutdown_default_executor = threads
 else:
     systemd.Notifier.close = until_told
+if sys.argv[1] == "serving":
+    daemon.Daemon._shutdown = serving_until_told
 cli.main(sys.argv[2:])
 """
 
@@ -137,6 +146,44 @@ async def test_signals_while_a_failed_start_unwinds_leave_its_error_and_exit_cod
             for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 proc.send_signal(sig)
             assert proc.stdin is not None
+            proc.stdin.write(b"go on\n")
+            await proc.stdin.drain()
+            assert await asyncio.wait_for(proc.wait(), 10) == 75
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert f"reconciler: receiver cannot listen on 127.0.0.1:{port}: " in log.read_text()
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+async def test_a_signal_while_a_failed_start_stops_serving_does_not_make_it_a_clean_stop(
+    tmp_path: Path, fake_ccv: FakeCCV, second: signal.Signals
+) -> None:
+    # The receiver's port is taken (75). A signal while serve's own unwind ran marked the daemon
+    # stopped: run_daemon then kept its handler, and a second signal exited 0 at once, a clean
+    # exit to systemd (which then restarted nothing) with the start's error line lost.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        listen = f'[receiver]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1"\n'
+        cfg = write_config(tmp_path, ccv=fake_ccv, extra=listen)
+        env = cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)
+        proc = await hanging("serving", cfg, env, stdin=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None
+        log = tmp_path / "daemon.log"
+        try:
+            await poll_until(lambda: "stops serving" in log.read_text(), 20, "serve's unwind")
+            proc.send_signal(signal.SIGTERM)
+            await poll_until(lambda: "daemon.signal" in log.read_text(), 20, "the first signal")
+            proc.stdin.write(b"go on\n")
+            await proc.stdin.drain()
+            await poll_until(lambda: "hanging: unwinding" in log.read_text(), 20, "last steps")
+            if second == signal.SIGTERM:
+                # Out of the first one's echo window (README): taken as timeout(1)'s echo within it.
+                await asyncio.sleep(eventloop.SigtermEcho.ECHO_S)
+            proc.send_signal(second)
             proc.stdin.write(b"go on\n")
             await proc.stdin.drain()
             assert await asyncio.wait_for(proc.wait(), 10) == 75

@@ -122,6 +122,11 @@ class Debouncer:
             # `wait`, not `gather`: a caller's timeout cancels this wait, never the calls.
             await asyncio.wait(tasks)
 
+    @property
+    def refusing(self) -> bool:
+        """Whether `refuse` (or `close`) was called: every trigger is refused."""
+        return self._closed
+
     def refuse(self) -> None:
         """Refuse new triggers from now on; calls already asked for go on."""
         self._closed = True

@@ -38,7 +38,7 @@ from .http import (
 )
 from .notification_request import extract_ccnow_ids
 from .refusals import RefusalLog
-from .screen import MESSAGES, CCNowCall, CCVCall, Rejected, Screen
+from .screen import CCNowCall, CCVCall, Rejected, Screen
 
 log = logging.getLogger("reconciler.server")
 
@@ -115,9 +115,7 @@ class _Handler:
         )
         if rejected.source is not None:
             self.metrics.observe_notification(rejected.source, rejected.reason)
-        return json_error(
-            rejected.status, MESSAGES.get(rejected.status, "rejected"), headers=rejected.headers
-        )
+        return json_error(rejected.status, rejected.message, headers=rejected.headers)
 
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """Answer `Expect: 100-continue` only for a request that will be taken: a refused one
@@ -205,8 +203,13 @@ class _Handler:
     ) -> web.Response:
         outcome = self.debouncer.trigger(key, call, received_at)
         if outcome == "refused":
-            log.warning("notification.refused", extra=fields(source=source, **log_fields))
-            raise Rejected(503, "busy", source=source, headers={"Retry-After": "60"})
+            # Refused by the stop, or every check slot busy: each says which to the caller too.
+            reason = "stopping" if self.debouncer.refusing else "busy"
+            log.warning(
+                "notification.refused", extra=fields(source=source, reason=reason, **log_fields)
+            )
+            headers = {"Retry-After": "60"}
+            raise Rejected(503, reason, source=source, headers=headers, message=reason)
         # A burst of repeats logs one line per check, not one per request.
         level = logging.INFO if outcome == "scheduled" else logging.DEBUG
         log.log(level, "notification.accepted", extra=fields(source=source, **log_fields))
@@ -327,13 +330,12 @@ class Receiver(Listener):
             shutdown_timeout_s=shutdown_timeout_s,
             pathless_404=True,
         )
-        self._app = app
 
     async def close(self) -> None:
         # Refused (503) from the stop's first step: a request the listening socket took just
         # before it closed was answered 202 while the stop waited for the API, and its check
         # was then cut off (CCV does not call again either way; a 503 does not claim it).
-        self._app[DEBOUNCER].refuse()
+        self._runner.app[DEBOUNCER].refuse()
         await super().close()
 
     def listening_fields(self) -> dict[str, Any]:

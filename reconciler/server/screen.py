@@ -48,6 +48,7 @@ class Rejected(Exception):
         source: str | None = None,
         account: str | None = None,
         headers: Mapping[str, str] | None = None,
+        message: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
@@ -55,6 +56,7 @@ class Rejected(Exception):
         self.source = source
         self.account = account
         self.headers = dict(headers or {})
+        self.message = message or MESSAGES.get(status, "rejected")  # the answer's `error`
 
 
 @dataclass(frozen=True, slots=True)

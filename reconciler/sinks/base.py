@@ -80,9 +80,12 @@ class Cutoff:
     its grace ends is cancelled (`ABANDONED`). Cancelling a whole batch instead would lose the
     confirmations it holds, and those events would be sent again. With `record`, it also
     records what a sink sending one event at a time confirmed as the answers come (`confirmed`),
-    so that a crash in mid-batch does not lose them either."""
+    so that a crash in mid-batch does not lose them either; `sink` names the sink in its log."""
 
-    def __init__(self, record: Callable[[list[int]], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self, record: Callable[[list[int]], Awaitable[None]] | None = None, *, sink: str = ""
+    ) -> None:
+        self.sink = sink
         self.closed = False
         self._abandoning = False
         self._running: set[asyncio.Future[DeliveryResult]] = set()
@@ -166,7 +169,10 @@ class Cutoff:
         except StoreError:
             return  # the store says why, once
         except Exception as exc:
-            log.warning("sink.record_failed", extra=fields(error=repr(exc), events=len(seqs)))
+            log.warning(
+                "sink.record_failed",
+                extra=fields(sink=self.sink, error=repr(exc), events=len(seqs)),
+            )
             return
         self._recorded.extend(seqs)
 

@@ -300,8 +300,10 @@ def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
     The command line hands its `KEY/ORDER` here: the suffix is not counted in the limit, and
     is kept as order ids are (`K/396101142` is `K/396-10-1142`: one command)."""
     stripped = key.strip()
-    head, _own = peeled(stripped, order_id)
-    limit = MAX_KEY + len(stripped) - len(head)  # every /ORDER part of its own order
+    # Two at most, what the command line makes of a `--key` ending in its order (K/ORDER given
+    # for several orders is K/ORDER/ORDER): excusing every one left a key without a bound.
+    head, _own = peeled(stripped, order_id, at_most=2)
+    limit = MAX_KEY + len(stripped) - len(head)
     try:
         checked = _checked("keys", key, limit)
     except BadAction as exc:
@@ -311,15 +313,17 @@ def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
     return own_suffix(checked, order_id)
 
 
-def peeled(key: str, order_id: str) -> tuple[str, int]:
+def peeled(key: str, order_id: str, *, at_most: int | None = None) -> tuple[str, int]:
     """Return a key without the `/ORDER` parts naming its own order it ends in (`K/ORDER` given
-    for several orders is `K/ORDER/ORDER`), in any spelling, and how many there were."""
+    for several orders is `K/ORDER/ORDER`), in any spelling, `at_most` of them when given, and
+    how many there were."""
     head, own = key, 0
-    while True:
+    while at_most is None or own < at_most:
         rest, slash, tail = head.rpartition("/")
         if not slash or ccnow_id(tail) != order_id:
-            return head, own
+            break
         head, own = rest, own + 1
+    return head, own
 
 
 def own_suffix(key: str, order_id: str) -> str:

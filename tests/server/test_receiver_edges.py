@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from reconciler.config import Secret
 from reconciler.metrics import Metrics
 from reconciler.server import Receiver, build_app
+from reconciler.server.receiver import DEBOUNCER
 from tests.server.conftest import CCNOW_TOKEN, RECEIVER, FakeHub, ccv_path
 
 CCNOW_PATH = f"/notify/ccnow/default/{CCNOW_TOKEN}"
@@ -159,18 +161,42 @@ async def test_no_answer_names_the_server_software(port: int, hub: FakeHub) -> N
 
 
 async def test_a_notification_the_stop_overtakes_is_refused_not_taken(
-    hub: FakeHub, metrics: Metrics
+    hub: FakeHub, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A request on a connection accepted just before the stop closed the listening socket was
     # answered 202 while the stop waited (for an API request in flight, say), and its check was
-    # then cut off: taken, never done. From the stop's first step it is a 503.
+    # then cut off: taken, never done. From the stop's first step it is a 503, which says it is
+    # the stop's (it said "busy", as when every check slot is taken, in the log line too).
     async with serving(hub, metrics) as (receiver, bound):
         reader, writer = await asyncio.open_connection("127.0.0.1", bound)
         writer.write(head("POST", ccv_path(order_id="O-1"), "Content-Length: 0"))
-        closing = asyncio.ensure_future(receiver.close())  # before the server reads the request
-        answer = await asyncio.wait_for(reader.read(), 5)
+        with caplog.at_level(logging.WARNING, logger="reconciler.server"):
+            closing = asyncio.ensure_future(receiver.close())  # before the request is read
+            answer = await asyncio.wait_for(reader.read(), 5)
         writer.close()
         await closing
-    status, _, _ = parse(answer)
-    assert status == 503
+    status, _, page = parse(answer)
+    assert (status, page) == (503, b'{"error": "stopping"}')
     assert hub.calls == []
+    said = [r.__dict__["fields"] for r in caplog.records if r.message == "notification.refused"]
+    assert [(f["source"], f["reason"]) for f in said] == [("ccv", "stopping")]
+    rendered = metrics.render()[0].decode()
+    assert 'reconciler_notifications_total{outcome="stopping",source="ccv"} 1.0' in rendered
+
+
+async def test_a_notification_when_every_check_slot_is_busy_is_refused_as_busy(
+    hub: FakeHub, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub.gate = asyncio.Event()  # the first order's check holds its slot
+    async with serving(hub, metrics) as (receiver, bound):
+        receiver._runner.app[DEBOUNCER].max_keys = 1
+        first = head("POST", ccv_path(order_id="O-1"), "Content-Length: 0", "Connection: close")
+        assert parse(await answer_until_closed(bound, first))[0] == 202
+        await hub.wait_calls(1)
+        second = head("POST", ccv_path(order_id="O-2"), "Content-Length: 0", "Connection: close")
+        with caplog.at_level(logging.WARNING, logger="reconciler.server"):
+            status, headers, page = parse(await answer_until_closed(bound, second))
+        hub.gate.set()
+    assert (status, headers["retry-after"], page) == (503, "60", b'{"error": "busy"}')
+    said = [r.__dict__["fields"] for r in caplog.records if r.message == "notification.refused"]
+    assert [f["reason"] for f in said] == ["busy"]

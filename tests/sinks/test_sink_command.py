@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from reconciler.config import CommandSinkConfig as SinkConfig
 from reconciler.sinks.base import ABANDONED, Cutoff, Delivered, OutboxEvent, RetryLater
-from reconciler.sinks.command import CommandSink
+from reconciler.sinks.command import CommandSink, filled_stdin
 
 NOT_ATTEMPTED = RetryLater("not attempted: earlier event failed")
 
@@ -153,6 +154,27 @@ async def test_an_event_bigger_than_a_pipe_holds_reaches_the_program_whole(
     )
     assert await make_sink(py(RECORD, out)).deliver([big]) == [Delivered()]
     assert json.loads(out.read_text())["body"].encode() == big.body + b"\n"
+
+
+def test_an_event_of_64_kib_is_in_the_pipe_before_the_start_and_a_byte_more_is_not() -> None:
+    # At 65535, 65536 and 65537 bytes both ways deliver the same bytes, so the test above
+    # cannot see the boundary: one byte off, 64 KiB would be written as the program reads.
+    probe_read, probe_write = os.pipe()
+    try:
+        size = fcntl.fcntl(probe_write, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(probe_read)
+        os.close(probe_write)
+    if size < 65536:
+        pytest.skip(f"this user's pipes hold {size} bytes (pipe-user-pages-soft reached)")
+    fd = filled_stdin(b"x" * 65536)
+    assert fd is not None
+    try:
+        with os.fdopen(os.dup(fd), "rb") as held:
+            assert held.read() == b"x" * 65536  # all of it, its write end closed
+    finally:
+        os.close(fd)
+    assert filled_stdin(b"x" * 65537) is None
 
 
 async def test_order_id_none_is_empty(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sqlite3
 import sys
 import time
@@ -249,16 +250,21 @@ async def test_a_corrupt_page_found_while_running_stops_the_daemon_with_74(
     config = load_config(cfg)
     await make_store(config.store_path)
     corrupt_middle_page(config.store_path)
+    # With `stop`, run_daemon installs no handler: without it, its own was left as this pytest
+    # worker's, and a Ctrl-C later ended the worker with 74.
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)]
     with NotifySocket.at_path(tmp_path / "notify.sock") as sock, recorded() as log:
         monkeypatch.setenv("NOTIFY_SOCKET", sock.address)
         with pytest.raises(StoreError, match="malformed") as raised:
             await asyncio.wait_for(
-                daemon_module.run_daemon(config, integrity_check_max_bytes=0), 30
+                daemon_module.run_daemon(config, integrity_check_max_bytes=0, stop=asyncio.Event()),
+                30,
             )
         with contextlib.suppress(TimeoutError):
             while True:
                 sock.receive(0)
     assert str(config.store_path) in str(raised.value)  # cli.py prints it, exit 74
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)] == handlers
     assert not any(d.fields.get("READY") == "1" for d in sock.received)
     errors = [r for r in log.records if r.exc_info or r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["store.failing"]

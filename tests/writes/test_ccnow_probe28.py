@@ -295,3 +295,22 @@ def test_a_long_key_ending_in_its_own_order_takes_every_own_part_outside_the_lim
     doc["keys"] = [f"{'k' * 201}/396-10-1142", f"{'k' * 201}/111-22-3333"]
     with pytest.raises(BadAction, match="keys: at most"):
         from_document(cfg, doc)
+
+
+# --- review 28j: at most two own /ORDER parts are outside the 200 characters ---------------
+
+
+def test_a_key_made_long_by_repeating_its_own_order_is_refused() -> None:
+    # Every trailing part naming the key's own order was left out of the limit: 190 characters
+    # and 3000 x `/396101142` were taken, a 30,000-character key kept in the database, the
+    # events and the log. Two parts, what the command line makes, still are.
+    cfg = ccnow_config("http://127.0.0.1:9/cgi")
+    doc: dict[str, object] = {"order_ids": ["396-10-1142"], "action": "adjust", "amount": "1"}
+    doc["keys"] = ["k" * 190 + "/396101142" * 3000]
+    with pytest.raises(BadAction, match="keys: at most"):
+        from_document(cfg, doc)
+    doc["keys"] = ["k" * 200 + "/396101142" * 3]
+    with pytest.raises(BadAction, match="keys: at most"):
+        from_document(cfg, doc)
+    doc["keys"] = ["k" * 200 + "/396101142/396-10-1142"]
+    assert [c.key for c in from_document(cfg, doc)] == ["k" * 200 + "/396-10-1142" * 2]
