@@ -161,16 +161,18 @@ class CCNowClient:
             try:
                 answer, asked, last = await self._post(batch)
             except RequestFailed as exc:
-                await failures.failed(batch, exc, exc.word, exc.sent_at)
+                await failures.failed(batch, exc, exc.word, exc.sent_at, counted=split is None)
                 return False  # the next batch goes alone until one answers (drain)
             except UnreadableAnswer as exc:
                 if len(batch) > 1:
                     return await halves(batch, exc, split)
                 counted = split is None
+                if split is not None:
+                    split.found = True
                 await failures.failed(batch, exc, "protocol", time.time(), counted=counted)
                 return False
             except ProtocolError as exc:
-                await failures.failed(batch, exc, "protocol", time.time())  # when it failed
+                await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
                 return False
             await failures.answered(reset=split is None)
             cut = None if last is None else last.order_id
@@ -206,9 +208,9 @@ class CCNowClient:
                 split.left -= 1
                 splits["posts"] += 1
                 answered = await handle(half, split) or answered
-            if whole and (split.unasked or not answered):
+            if whole and (not answered or (split.unasked and not split.found)):
                 failures.count(exc, "protocol", len(batch))
-            elif whole:
+            elif whole and not split.unasked:
                 failures.reset()
             return answered
 

@@ -24,6 +24,7 @@ class Split:
     def __init__(self, orders: int) -> None:
         self.left = self.posts(orders)
         self.unasked = False
+        self.found = False  # an order alone whose line cannot be read
 
     @staticmethod
     def posts(orders: int) -> int:
