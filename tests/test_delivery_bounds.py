@@ -229,7 +229,7 @@ async def test_a_cutoff_keeps_the_webhook_s_confirmations_and_abandons_the_answe
     sink = WebhookSink(
         WebhookSinkConfig(name="webhook", url=webhook.url, secret=Secret(SECRET), timeout_s=10.0)
     )
-    cutoff = Cutoff()
+    cutoff = Cutoff(sink="webhook")
 
     async def close_during_the_second() -> float:
         await webhook.second_posted.wait()

@@ -110,6 +110,17 @@ async def test_a_failed_write_of_confirmations_is_said_once_unless_the_store_sai
     assert all(r.exc_info is None for r in caplog.records)  # one line, no traceback
 
 
+def test_a_cutoff_is_made_only_for_a_named_sink() -> None:
+    # Its `sink` defaulted to "": a cutoff made without one said `sink.record_failed` with
+    # `sink=""`, whose confirmations it was not saying. Every cutoff now names its sink.
+    async def record(seqs: list[int]) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="sink"):
+        Cutoff(record)  # type: ignore[call-arg]
+    assert Cutoff(record, sink="hooks").sink == "hooks"
+
+
 class ConfirmsOneByOne:
     """Confirms each event, one at a time, as a webhook or a command sink does."""
 
@@ -173,7 +184,7 @@ async def test_a_cutoff_released_then_used_again_still_records_within_a_second()
         written.append(seqs)
         wrote.set()
 
-    cutoff = Cutoff(record)
+    cutoff = Cutoff(record, sink="hooks")
     cutoff.confirmed(event(1))
     cutoff.release()
     cutoff.confirmed(event(2))

@@ -83,7 +83,7 @@ class Cutoff:
     so that a crash in mid-batch does not lose them either; `sink` names the sink in its log."""
 
     def __init__(
-        self, record: Callable[[list[int]], Awaitable[None]] | None = None, *, sink: str = ""
+        self, record: Callable[[list[int]], Awaitable[None]] | None = None, *, sink: str
     ) -> None:
         self.sink = sink
         self.closed = False

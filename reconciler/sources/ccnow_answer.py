@@ -44,7 +44,8 @@ _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unk
 # another status. Followed by words (`pending review`), it may be a new status: kept whole, as
 # written, as every word the document does not list is.
 DOCUMENTED = frozenset(known_statuses("ccnow"))
-_DOCUMENTED = {word.lower(): word for word in DOCUMENTED}
+# A documented word by its lower case: CCNow answers them in any case.
+DOCUMENTED_BY_LOWER = {word.lower(): word for word in DOCUMENTED}
 _DIGIT = re.compile(r"[0-9]")
 _CODE = re.compile(r"[A-Z]{2,5}", re.ASCII)  # `USD`, `UPS`
 # What says CCNow does not know the order (its test server and sandbox answer `ID
@@ -123,11 +124,16 @@ _LEADING_ID = re.compile(CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
 # it), besides CCNow down and our credentials: the account's, unless it says that order is
 # unknown (`x_orderid_2 invalid order for this account`).
 # Phrases, not parts of words: `order cancelled by merchant`, `refunded to customer account`,
-# `accounting hold` are that order's. A few words may come between (`account has been
-# suspended`, `account is currently suspended`, `account temporarily disabled`).
+# `accounting hold` are that order's. After `account` a `:` and up to three words may come
+# (`account: suspended`, `account status: suspended`, `account has been permanently closed`),
+# but not `not` (`account is not suspended`) or `order` (`account then order closed`: that
+# order's state); a listed set of words let through `account has been suspended` and missed
+# `account has been permanently closed`.
 _BETWEEN = r"(?:(?:is|has|been|was|currently|temporarily|now)\s+){0,3}"
+_ACCOUNT_BETWEEN = r"(?::\s*|\s+)(?:(?!(?:not|orders?)\b)\w+:?\s+){0,3}"
+_ACCOUNT_STATE = r"(?:suspended|disabled|locked|closed|inactive|not\s+(?:currently\s+)?active)"
 _ACCOUNT_WORDS = re.compile(
-    rf"\baccount\s+{_BETWEEN}(?:suspended|disabled|locked|closed|inactive|not\s+active)\b"
+    rf"\baccount{_ACCOUNT_BETWEEN}{_ACCOUNT_STATE}\b"
     r"|\b(?:suspended|disabled|inactive|locked|closed)\s+(?:merchant\s+)?account\b"
     rf"|\bmerchant\s+(?:account\s+)?{_BETWEEN}(?:not\s+active|inactive|suspended|disabled)\b"
     r"|\b(?:unknown|invalid|unsupported|bad)\s+action\b"
@@ -188,7 +194,7 @@ def says_not_found(text: str) -> bool:
     return _UNKNOWN_ORDER.search(text) is not None and _TEMPORARY.search(text) is None
 
 
-def _order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[OrderLine, bool]:
+def order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[OrderLine, bool]:
     """Read what follows an order id: a status (a documented word in the document's case,
     any other verbatim), or a per-order error; and whether columns after a documented status
     word were left out."""
@@ -199,8 +205,8 @@ def _order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Or
         after = _LEADING_NAME.sub("", more[0] if more else "")
         not_found = word == _NOT_FOUND_WORD or (word == ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
-    if word in _DOCUMENTED and (not more or "\t" in rest or _is_data(more[0])):
-        return OrderLine(order_id, _DOCUMENTED[word]), bool(more)
+    if word in DOCUMENTED_BY_LOWER and (not more or "\t" in rest or _is_data(more[0])):
+        return OrderLine(order_id, DOCUMENTED_BY_LOWER[word]), bool(more)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(BLANKS.split(rest))
     if (
@@ -248,7 +254,7 @@ def answer_text(body: bytes | str) -> str:
     return body.decode("utf-8-sig", "surrogateescape") if isinstance(body, bytes) else body
 
 
-def _is_page(text: str) -> bool:
+def is_page(text: str) -> bool:
     """Whether an answer is a page (HTML), decided by the body, whatever the Content-Type
     says: a page is never an answer."""
     return text.lstrip().startswith("<")
@@ -286,7 +292,7 @@ def parse_answer(
     Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
     """
     text, forms = answer_text(body), text_forms(secrets)
-    if _is_page(text):
+    if is_page(text):
         raise ProtocolError("html page")
     # (as received, trimmed) per line that is not blank
     lines = [(raw, line) for raw in LINE_END.split(text) if (line := raw.strip(SPACE))]
@@ -312,7 +318,7 @@ def parse_answer(
         first, *more = BLANKS.split(line, maxsplit=1)
         rest = more[0] if more else ""
         if number in owners:
-            orders.append(_order_line(owners[number], line, forms)[0])
+            orders.append(order_line(owners[number], line, forms)[0])
         elif first.lower() == "message":
             messages.append(rest)
             # `no_pending_orders` is the one documented message; any other may say the account
@@ -320,7 +326,7 @@ def parse_answer(
             if rest.lower() != NO_PENDING_ORDERS and unknown is None:
                 unknown = raw
         elif rest and (order_id := ccnow_id(first)) is not None:
-            order, cut = _order_line(order_id, rest, forms)
+            order, cut = order_line(order_id, rest, forms)
             orders.append(order)
             if cut:
                 extra_columns.append(order_id)

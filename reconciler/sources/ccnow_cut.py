@@ -7,18 +7,18 @@ from dataclasses import replace
 
 from reconciler.model import ccnow_id
 from reconciler.sources.ccnow_answer import (
-    _DOCUMENTED,
     BLANKS,
     DOCUMENTED,
+    DOCUMENTED_BY_LOWER,
     ERROR_MESSAGE,
     NO_PENDING_ORDERS,
     SPACE,
     Answer,
     OrderLine,
-    _is_page,
-    _order_line,
     answer_text,
+    is_page,
     log,
+    order_line,
 )
 from reconciler.sources.errors import ProtocolError
 from reconciler.sources.http import Reply
@@ -72,7 +72,7 @@ def _cut_word(line: str) -> bool:
 def word_start(word: str) -> bool:
     """Whether `word` is the start of a documented status word (in any case) and no whole one."""
     word = word.lower()
-    return word not in _DOCUMENTED and any(w.startswith(word) for w in _DOCUMENTED)
+    return word not in DOCUMENTED_BY_LOWER and any(w.startswith(word) for w in DOCUMENTED_BY_LOWER)
 
 
 def _reads_whole(line: str) -> bool:
@@ -93,7 +93,7 @@ def _reads_whole(line: str) -> bool:
         return False
     if _first_word(rest)[0].lower() == ERROR_MESSAGE:
         return False
-    order, _ = _order_line(order_id, rest, None)
+    order, _ = order_line(order_id, rest, None)
     return order.status is not None and order.status in DOCUMENTED
 
 
@@ -105,7 +105,7 @@ def _open_line(reply: Reply) -> str | None:
     if reply.status != 200 or not body or body.endswith((b"\n", b"\r")):
         return None
     head = answer_text(body[:1024])
-    if _is_page(head if head.strip() else answer_text(body)):
+    if is_page(head if head.strip() else answer_text(body)):
         return None
     # A line end is one byte in UTF-8, never a part of another character's bytes.
     start = max(body.rfind(b"\n"), body.rfind(b"\r")) + 1

@@ -73,8 +73,9 @@ def _text(name: str, value: str | None, limit: int) -> str | None:
     return None if value is None else _checked(name, value, limit)
 
 
-def _checked(name: str, value: str, limit: int) -> str:
-    """Return a form value that is safe to send: printable, trimmed, within `limit`.
+def _checked(name: str, value: str, limit: int, *, says: str = "") -> str:
+    """Return a form value that is safe to send: printable, trimmed, within `limit` (said
+    as `says` in the message when given).
 
     The form encoding already keeps `&` and `=` inside the value; control characters are
     refused too, since CCNow shows notes to the consumer and its answers are lines.
@@ -85,7 +86,7 @@ def _checked(name: str, value: str, limit: int) -> str:
     if not value.isprintable():
         raise BadAction(f"{name}: control characters (newline, tab, ...) are not allowed")
     if len(value) > limit:
-        raise BadAction(f"{name}: at most {limit} characters")
+        raise BadAction(f"{name}: at most {says or f'{limit} characters'}")
     return value
 
 
@@ -305,7 +306,9 @@ def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
     head, _own = peeled(stripped, order_id, at_most=2)
     limit = MAX_KEY + len(stripped) - len(head)
     try:
-        checked = _checked("keys", key, limit)
+        # The limit the user knows, not it plus the parts excused here ("at most 220").
+        says = f"{MAX_KEY} characters besides up to two /ORDER parts of its own order"
+        checked = _checked("keys", key, limit, says=says)
     except BadAction as exc:
         raise BadAction(str(exc), "keys") from None
     if holds_secret(checked, forms):

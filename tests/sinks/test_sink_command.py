@@ -291,7 +291,7 @@ async def test_cancelled_delivery_kills_the_program(tmp_path: Path) -> None:
 async def test_a_cutoff_abandons_the_program_under_way_and_kills_it(tmp_path: Path) -> None:
     # A stop must not wait for the sink's own timeout (an hour here).
     pids = tmp_path / "pids"
-    cutoff = Cutoff()
+    cutoff = Cutoff(sink="command")
     delivering = asyncio.ensure_future(
         make_sink(py(HANG, pids), timeout_s=3600.0).deliver([event(1), event(2)], cutoff)
     )
@@ -312,7 +312,7 @@ async def test_a_batch_cancelled_under_a_cutoff_has_killed_its_program_when_it_e
     # The daemon carries on closing things once the cancelled batch is gone: the program must
     # be gone by then, not at the loop's shutdown.
     pids = tmp_path / "pids"
-    cutoff = Cutoff()
+    cutoff = Cutoff(sink="command")
     delivering = asyncio.ensure_future(
         make_sink(py(HANG, pids), timeout_s=3600.0).deliver([event(1)], cutoff)
     )

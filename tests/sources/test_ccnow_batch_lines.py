@@ -99,6 +99,15 @@ def said(seen: dict[str, Observation]) -> dict[str, tuple[Outcome, str | None]]:
             (Outcome.FAILED, "order_error"),
         ),
         ("error_message x_orderid_{n} accounting hold", (Outcome.FAILED, "order_error")),
+        # Words between `account` and a state word that is the order's, not the account's.
+        (
+            "error_message x_orderid_{n} refunded to customer account then order closed",
+            (Outcome.FAILED, "order_error"),
+        ),
+        (
+            "error_message x_orderid_{n} customer account is not suspended",
+            (Outcome.FAILED, "order_error"),
+        ),
     ],
 )
 async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
@@ -127,6 +136,11 @@ async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(
         ("error_message x_orderid_{n} account temporarily disabled", SourceUnavailable),
         ("error_message x_orderid_{n} merchant account is now closed", SourceUnavailable),
         ("error_message {id}: suspended merchant account", SourceUnavailable),
+        # A `:` and any words between, up to three (were each order's failed check).
+        ("error_message x_orderid_{n} account: suspended", SourceUnavailable),
+        ("error_message x_orderid_{n} account status: suspended", SourceUnavailable),
+        ("error_message x_orderid_{n} account has been permanently closed", SourceUnavailable),
+        ("error_message x_orderid_{n} account is not currently active", SourceUnavailable),
         ("error_message x_orderid_{n} merchant not active", SourceUnavailable),
         ("error_message x_orderid_{n}: Account is disabled", SourceUnavailable),
         ("error_message {id} merchant account suspended", SourceUnavailable),

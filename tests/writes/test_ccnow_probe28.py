@@ -314,3 +314,19 @@ def test_a_key_made_long_by_repeating_its_own_order_is_refused() -> None:
         from_document(cfg, doc)
     doc["keys"] = ["k" * 200 + "/396101142/396-10-1142"]
     assert [c.key for c in from_document(cfg, doc)] == ["k" * 200 + "/396-10-1142" * 2]
+
+
+# --- review 28l: the limit a refused key is told is README's 200 ---------------------------
+
+
+def test_a_key_over_the_limit_is_told_the_200_characters_readme_names() -> None:
+    # It was told "keys: at most 220 characters": the limit plus the parts excused, a number
+    # that changes with the order's id and that README gives nowhere.
+    cfg = ccnow_config("http://127.0.0.1:9/cgi")
+    doc: dict[str, object] = {"order_ids": ["396-10-1142"], "action": "adjust", "amount": "1"}
+    doc["keys"] = ["k" * 201 + "/396101142/396-10-1142"]
+    with pytest.raises(BadAction) as refused:
+        from_document(cfg, doc)
+    assert str(refused.value) == (
+        "keys: at most 200 characters besides up to two /ORDER parts of its own order"
+    )
