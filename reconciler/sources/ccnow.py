@@ -138,8 +138,9 @@ class CCNowClient:
         order alone, so that only that order fails (within a bound of posts a batch, `Split`:
         past it, the parts not asked fail; one warning a pass counts them). The account fails
         (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row (one
-        asked in parts counts when some of its parts were not asked), or at an answer about
-        the whole account (a refused login, maintenance, a `message`)."""
+        asked in parts counts once: when none of its parts answered, or some were not asked
+        unless it found its odd order alone and read a part of several), or at an answer
+        about the whole account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
             try:
@@ -166,15 +167,16 @@ class CCNowClient:
             except UnreadableAnswer as exc:
                 if len(batch) > 1:
                     return await halves(batch, exc, split)
-                counted = split is None
                 if split is not None:
                     split.found = True
-                await failures.failed(batch, exc, "protocol", time.time(), counted=counted)
+                await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
                 return False
             except ProtocolError as exc:
                 await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
                 return False
             await failures.answered(reset=split is None)
+            if split is not None and len(batch) > 1:
+                split.several = True
             cut = None if last is None else last.order_id
             asked_ids = batch if cut is None else [i for i in batch if i != cut]
             for observation in self._match(asked_ids, answer, asked):
@@ -191,7 +193,9 @@ class CCNowClient:
             # (else a line in every answer of several orders never opens it, its parts
             # answering: a few orders a batch read, the others never asked, pass after pass):
             # the batch ends it when all its parts were asked and some answered, and counts
-            # once in it when none answered or some were not asked.
+            # once in it when none answered, or some were not asked unless it found an order
+            # alone unreadable and read a part of several orders (two odd orders in a batch:
+            # a healthy account). A part's own failure never counts alone.
             log.debug(
                 "ccnow.batch_split",
                 extra={"fields": {"account": self._config.name, "orders": len(batch)}},
@@ -208,7 +212,7 @@ class CCNowClient:
                 split.left -= 1
                 splits["posts"] += 1
                 answered = await handle(half, split) or answered
-            if whole and (not answered or (split.unasked and not split.found)):
+            if whole and (not answered or (split.unasked and not split.isolates)):
                 failures.count(exc, "protocol", len(batch))
             elif whole and not split.unasked:
                 failures.reset()

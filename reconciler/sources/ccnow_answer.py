@@ -126,11 +126,12 @@ _LEADING_ID = re.compile(CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
 # Phrases, not parts of words: `order cancelled by merchant`, `refunded to customer account`,
 # `accounting hold` are that order's. After `account` a `:` and up to three words may come
 # (`account: suspended`, `account status: suspended`, `account has been permanently closed`),
-# but not `not` (`account is not suspended`) or `order` (`account then order closed`: that
-# order's state); a listed set of words let through `account has been suspended` and missed
+# but not `not` (`account is not suspended`), `order` or a word joining another clause
+# (`account then order closed`, `refunded to customer account and closed`: that order's
+# state); a listed set of words let through `account has been suspended` and missed
 # `account has been permanently closed`.
 _BETWEEN = r"(?:(?:is|has|been|was|currently|temporarily|now)\s+){0,3}"
-_ACCOUNT_BETWEEN = r"(?::\s*|\s+)(?:(?!(?:not|orders?)\b)\w+:?\s+){0,3}"
+_ACCOUNT_BETWEEN = r"(?::\s*|\s+)(?:(?!(?:not|orders?|and|or|then|but|to|already)\b)\w+:?\s+){0,3}"
 _ACCOUNT_STATE = r"(?:suspended|disabled|locked|closed|inactive|not\s+(?:currently\s+)?active)"
 _ACCOUNT_WORDS = re.compile(
     rf"\baccount{_ACCOUNT_BETWEEN}{_ACCOUNT_STATE}\b"

@@ -19,12 +19,19 @@ class Split:
     """A batch asked again in parts: the posts it has left, enough to find one order whose line
     cannot be read (two a halving: else a line in every answer of several orders asks each
     order alone, a pass of thousands of posts competing with the account's action posts for
-    its gate), and whether some part went unasked."""
+    its gate), whether some part went unasked, and what the parts found."""
 
     def __init__(self, orders: int) -> None:
         self.left = self.posts(orders)
         self.unasked = False
         self.found = False  # an order alone whose line cannot be read
+        self.several = False  # a part of several orders answered
+
+    @property
+    def isolates(self) -> bool:
+        """Whether the parts found an odd order alone while reading others together: its
+        account answers, the batch had more odd orders than its posts could find."""
+        return self.found and self.several
 
     @staticmethod
     def posts(orders: int) -> int:
@@ -56,8 +63,8 @@ class BatchFailures:
         counted: bool = True,
     ) -> None:
         """Note a batch without an answer (asked at `asked`), `counted` in the run that opens
-        the breaker (raise when it does); not counted: a part of a batch asked again in parts,
-        whose answer came."""
+        the breaker (raise when it does); not counted: a part of a batch asked again in parts
+        (its batch counts once, `Split`)."""
         self._first = self._first or exc
         if counted:
             self.count(exc, word, len(batch))

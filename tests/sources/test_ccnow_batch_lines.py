@@ -108,6 +108,14 @@ def said(seen: dict[str, Observation]) -> dict[str, tuple[Outcome, str | None]]:
             "error_message x_orderid_{n} customer account is not suspended",
             (Outcome.FAILED, "order_error"),
         ),
+        (
+            "error_message x_orderid_{n} refunded to customer account and closed",
+            (Outcome.FAILED, "order_error"),
+        ),
+        (
+            "error_message x_orderid_{n} refund to account already closed",
+            (Outcome.FAILED, "order_error"),
+        ),
     ],
 )
 async def test_one_orders_bad_line_fails_that_order_and_the_others_are_read(

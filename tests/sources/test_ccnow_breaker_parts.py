@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from reconciler.model import Outcome
+from reconciler.sources.errors import SourceUnavailable
 from tests.sources.test_ccnow_batch_lines import LinesFake, query, said
 
 
@@ -56,3 +57,18 @@ async def test_batches_of_two_odd_orders_in_a_row_do_not_fail_the_account() -> N
         seen = said(await query(fake, ids, batch_size=25, concurrency=1))
     # Every batch after the three was asked and read.
     assert all(seen[i] == (Outcome.OK, "pending") for i in ids[125:]), seen
+
+
+async def test_a_line_in_every_answer_of_several_orders_opens_the_breaker_with_odd_orders_too() -> (
+    None
+):
+    # Review 28m: one odd order at the front of every batch made each batch "find its odd
+    # order", which exempted it from the breaker although no part of several orders was ever
+    # read: most orders unasked pass after pass, the account never failing.
+    async with LinesFake() as fake:
+        ids = [f"600-00-{i:04d}" for i in range(200)]
+        fake.orders = dict.fromkeys(ids, "pending")
+        fake.stray_in_several = "total 4"
+        fake.stray = {ids[b * 25]: "total 4" for b in range(8)}
+        with pytest.raises(SourceUnavailable, match="batches failed in a row"):
+            await query(fake, ids, batch_size=25, concurrency=1)
