@@ -135,8 +135,9 @@ class CCNowClient:
         A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page,
         a cut answer) fails its own orders, and the other batches go on; one whose answer
         holds a line no asked order's can be read from is asked again in halves, down to the
-        order alone, so that only that order fails (within a bound of posts a batch, `Split`:
-        past it, the parts not asked fail; one warning a pass counts them). The account fails
+        order alone, so that only that order fails (within a bound of posts a batch, a share
+        more for each order found alone up to FOUND_ORDERS shares, `Split`: past it, the parts
+        not asked fail; one warning a pass counts them). The account fails
         (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row (one
         asked in parts counts once: when none of its parts answered, or some were not asked
         unless it found its odd order alone and read a part of several), or at an answer
@@ -168,15 +169,16 @@ class CCNowClient:
                 if len(batch) > 1:
                     return await halves(batch, exc, split)
                 if split is not None:
-                    split.found = True
+                    split.found += 1
                 await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
                 return False
             except ProtocolError as exc:
                 await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
                 return False
             await failures.answered(reset=split is None)
-            if split is not None and len(batch) > 1:
-                split.several = True
+            if split is not None:
+                split.read = True
+                split.several = split.several or len(batch) > 1
             cut = None if last is None else last.order_id
             asked_ids = batch if cut is None else [i for i in batch if i != cut]
             for observation in self._match(asked_ids, answer, asked):
@@ -188,8 +190,10 @@ class CCNowClient:
         async def halves(batch: list[str], exc: UnreadableAnswer, split: Split | None) -> bool:
             # Each half asked again in this pass: the order whose line cannot be read fails
             # alone, the others are decided (else it fails its batch, poll after poll, and the
-            # account with it while its one-order probe answers). Past the batch's posts, its
-            # parts not asked fail (`protocol`). A part's answer does not end the breaker's run
+            # account with it while its one-order probe answers). Past the batch's posts (a
+            # share more for each order found alone, up to FOUND_ORDERS: a second odd order
+            # failed 6-9 healthy ones, batch after batch, pass after pass), its parts not asked
+            # fail (`protocol`). A part's answer does not end the breaker's run
             # (else a line in every answer of several orders never opens it, its parts
             # answering: a few orders a batch read, the others never asked, pass after pass):
             # the batch ends it when all its parts were asked and some answered, and counts
@@ -204,12 +208,11 @@ class CCNowClient:
             splits["batches"] += int(whole)
             middle, answered = len(batch) // 2, False
             for half in (batch[:middle], batch[middle:]):
-                if split.left <= 0:
+                if not split.more():
                     split.unasked = True
                     splits["unasked"] += len(half)
                     await failures.failed(half, exc, "protocol", time.time(), counted=False)
                     continue
-                split.left -= 1
                 splits["posts"] += 1
                 answered = await handle(half, split) or answered
             if whole and (not answered or (split.unasked and not split.isolates)):

@@ -15,27 +15,64 @@ log = logging.getLogger("reconciler.sources.ccnow")
 Emit = Callable[[Observation], Awaitable[None]]
 
 
+# Odd orders (a line that cannot be read, in the answers asking that order) a batch asked
+# again in parts finds alone, each with a share of posts of its own. An account has a few of
+# thousands, and batches are made the same way pass after pass: with one share, a second odd
+# order in a batch of 25 failed 6-9 healthy orders, every pass (their changes never found).
+# With three, any two or three odd orders in a batch fail only themselves (each of the 2,300
+# ways three sit in 25); past them a batch of n costs at most three shares, not one post an
+# order, and its parts not asked fail.
+FOUND_ORDERS = 3
+
+
 class Split:
-    """A batch asked again in parts: the posts it has left, enough to find one order whose line
-    cannot be read (two a halving: else a line in every answer of several orders asks each
-    order alone, a pass of thousands of posts competing with the account's action posts for
-    its gate), whether some part went unasked, and what the parts found."""
+    """A batch asked again in parts: the posts it has left, a share enough to find one order
+    whose line cannot be read (two a halving: else a line in every answer of several orders
+    asks each order alone, a pass of thousands of posts competing with the account's action
+    posts for its gate), a share more for each order found alone while some part answered
+    (up to FOUND_ORDERS shares), whether some part went unasked, and what the parts found.
+
+    Bound: a batch of n orders is asked again in at most FOUND_ORDERS x 2*ceil(log2 n) posts
+    (30 for 25), past one share only once it found an order alone; a pass of b batches posts
+    at most b x (1 + FOUND_ORDERS x 2*ceil(log2 n)) queries, besides asking again about an
+    answer's undecided last line. Finding k odd orders by halving asks each one's way down and
+    the other half at every step, within k shares; a share is earned when the posts ran out
+    (`more`, checked before each part), so the parts still to come use it, whichever half the
+    next odd order is in."""
 
     def __init__(self, orders: int) -> None:
-        self.left = self.posts(orders)
+        self.share = self.posts(orders)
+        self.left = self.share
+        self.shares = 1
         self.unasked = False
-        self.found = False  # an order alone whose line cannot be read
+        self.found = 0  # orders alone whose line cannot be read
         self.several = False  # a part of several orders answered
+        self.read = False  # a part answered, of one order or several
 
     @property
     def isolates(self) -> bool:
         """Whether the parts found an odd order alone while reading others together: its
         account answers, the batch had more odd orders than its posts could find."""
-        return self.found and self.several
+        return self.found > 0 and self.several
+
+    def more(self) -> bool:
+        """Whether a part may be posted: the posts left, or a share more for an order found
+        alone since the last share while some part answered (two odd orders: the other
+        orders answer, alone or together). None for a line in every answer of several orders
+        (found never set) nor for every answer unreadable (none read): those get the posts of
+        one share and open the breaker."""
+        earned = self.read and self.shares <= self.found and self.shares < FOUND_ORDERS
+        if self.left <= 0 and earned:
+            self.shares += 1
+            self.left += self.share
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
 
     @staticmethod
     def posts(orders: int) -> int:
-        """The posts a batch of `orders` may be asked again in parts with."""
+        """The posts of one share: enough to find one order of `orders` by halving."""
         return 2 * math.ceil(math.log2(max(1, orders)))
 
 
