@@ -140,7 +140,8 @@ class CCNowClient:
         not asked fail; one warning a pass counts them). The account fails
         (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row (one
         asked in parts counts once: when none of its parts answered, or some were not asked
-        unless it found its odd order alone and read a part of several), or at an answer
+        unless it found its odd order alone and read a part of several, or when it earned
+        more posts without reading a part of several: `Split.suspect`), or at an answer
         about the whole account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
@@ -199,7 +200,8 @@ class CCNowClient:
             # the batch ends it when all its parts were asked and some answered, and counts
             # once in it when none answered, or some were not asked unless it found an order
             # alone unreadable and read a part of several orders (two odd orders in a batch:
-            # a healthy account). A part's own failure never counts alone.
+            # a healthy account), or when it earned more posts and read no part of several
+            # (`Split.suspect`). A part's own failure never counts alone.
             log.debug(
                 "ccnow.batch_split",
                 extra={"fields": {"account": self._config.name, "orders": len(batch)}},
@@ -215,7 +217,7 @@ class CCNowClient:
                     continue
                 splits["posts"] += 1
                 answered = await handle(half, split) or answered
-            if whole and (not answered or (split.unasked and not split.isolates)):
+            if whole and (not answered or split.suspect):
                 failures.count(exc, "protocol", len(batch))
             elif whole and not split.unasked:
                 failures.reset()

@@ -55,6 +55,14 @@ class Split:
         account answers, the batch had more odd orders than its posts could find."""
         return self.found > 0 and self.several
 
+    @property
+    def suspect(self) -> bool:
+        """Whether the batch counts in the breaker's run though some part answered: parts left
+        unasked, unless it found an odd order alone and read a part of several; or shares
+        earned while no part of several orders answered (a line in every answer of several
+        orders beside odd orders: each order answers alone only, a pass of posts for ever)."""
+        return (self.unasked and not self.isolates) or (self.shares > 1 and not self.several)
+
     def more(self) -> bool:
         """Whether a part may be posted: the posts left, or a share more for an order found
         alone since the last share while some part answered (two odd orders: the other
