@@ -228,24 +228,27 @@ class CCVClient:
         # Circuit breaker: that many checks failing in a row means the provider is down, and
         # asking the remaining orders (each with its retries) would only prolong the outage.
         consecutive = 0
+        opened = False
 
         async def handle(order_id: str) -> bool:
-            nonlocal consecutive
+            nonlocal consecutive, opened
             observation, requested = await self._check(order_id, dropped)
             if observation.reason in _OUTAGE_REASONS:
                 consecutive += 1
                 if consecutive >= self._breaker_limit:
                     reason = str(observation.reason).replace("_", " ")
-                    log.warning(
-                        "ccv.circuit_open",
-                        extra={
-                            "fields": {
-                                "account": self._config.name,
-                                "consecutive_failures": consecutive,
-                                "reason": observation.reason,
-                            }
-                        },
-                    )
+                    if not opened:  # once: the checks still in flight each find it open too
+                        opened = True
+                        log.warning(
+                            "ccv.circuit_open",
+                            extra={
+                                "fields": {
+                                    "account": self._config.name,
+                                    "consecutive_failures": consecutive,
+                                    "reason": observation.reason,
+                                }
+                            },
+                        )
                     raise SourceUnavailable(f"{consecutive} consecutive failures, last: {reason}")
             elif observation.outcome is not Outcome.FAILED:
                 consecutive = 0

@@ -729,6 +729,26 @@ async def test_circuit_breaker_stops_an_outage(
     assert worker_tasks() == set()
 
 
+async def test_the_breaker_says_once_that_it_opened_whatever_checks_are_in_flight(
+    fake: FakeCCV, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 15 failures in a row, then 8 checks in flight fail together: each one past the limit
+    # (max(5, 2 * 8) = 16) found the breaker open, and each logged it (8 lines of one opening).
+    fake.always = Reply(503)
+    late = {f"O{i}" for i in range(15, 23)}
+    fake.answer_late = lambda seen: seen.order_id in late
+    retry = RetryConfig(attempts=0)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=8, retry=retry), session, secrets=())
+    checks = asyncio.ensure_future(client.check_orders([f"O{i}" for i in range(100)], Collector()))
+    await fake.wait_until(lambda: len(fake.requests) == 23)
+    fake.release.set()
+    with pytest.raises(SourceUnavailable, match="consecutive failures"):
+        await checks
+    [line] = [r for r in caplog.records if r.getMessage() == "ccv.circuit_open"]
+    assert line.fields["consecutive_failures"] == 16  # type: ignore[attr-defined]
+    assert len(fake.requests) == 23
+
+
 async def test_scattered_failures_do_not_open_the_breaker(
     fake: FakeCCV, session: aiohttp.ClientSession
 ) -> None:
