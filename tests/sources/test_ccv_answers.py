@@ -15,7 +15,7 @@ import pytest
 from reconciler.model import Observation, OrderKey, Outcome, reference_problem
 from reconciler.sources.ccv import MAX_BODY_BYTES, CCVClient
 from reconciler.sources.errors import ProtocolError, SourceUnavailable
-from reconciler.writes.submit_outcome import order_id_from
+from reconciler.writes.submit_ids import order_id_from
 from tests.conftest import call_cli, read_events, write_config
 from tests.fake_providers import STAMPED, FakeCCV, Reply, ccv_config
 
