@@ -72,12 +72,11 @@ def names_an_order(answer: bytes, names: Sequence[str]) -> bool:
 
 def field_value(document: Mapping[str, object], name: str) -> object:
     """The value of the field `name` in a JSON object of CCV's, its case ignored (a .NET
-    serializer writes `OrderId`, and CCV may read JSON ignoring case): one named in exactly that
-    case wins; fields naming it in other cases with different values are as one named twice."""
-    if name in document:
-        return document[name]
+    serializer writes `OrderId`, and CCV may read JSON ignoring case): fields naming it in any
+    cases, the exact one too, with different values are as one named twice (which one CCV
+    meant is not known, as a request naming both is refused: `submit_body`); a null is none."""
     folded = name.casefold()
-    values = [v for k, v in document.items() if k.casefold() == folded]
+    values = [v for k, v in document.items() if k.casefold() == folded and v is not None]
     if not values:
         return None
     first = values[0]
