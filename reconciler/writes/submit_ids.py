@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from urllib.parse import unquote
 
 from yarl import URL
 
@@ -96,5 +97,10 @@ def location_order_id(location: str, names: Sequence[str]) -> str | None:
     for i, part in enumerate(parts[:-1]):
         if part.casefold() == "order":
             return parts[i + 1]
-    query = {k.casefold(): v for k, v in url.query.items()}
+    # Its `+` kept (an order id holds no space): read as a space, a key holding one would no
+    # longer be found in it, and would be logged (`submit_outcome._location_differs`).
+    query: dict[str, str] = {}
+    for pair in url.raw_query_string.split("&"):
+        key, _, value = pair.partition("=")
+        query[unquote(key).casefold()] = unquote(value)
     return next((query[n.casefold()] for n in names if query.get(n.casefold())), None)

@@ -152,9 +152,7 @@ async def test_two_order_ids_in_other_cases_are_an_id_named_twice(
     assert "ccv.submit_unusable_order_id" in said and "ccv.submit_no_order_id" not in said
 
 
-async def test_a_null_order_id_leaves_the_id_in_another_case(
-    api: Api, fake: FakeCCVWrites
-) -> None:
+async def test_a_null_order_id_leaves_the_id_in_another_case(api: Api, fake: FakeCCVWrites) -> None:
     # Not `id`'s order: followed as `succeeded`, it would be another order than CCV made.
     fake.submit_replies = [json_reply(201, {"orderId": None, "OrderId": ORDER, "id": OTHER})]
     body = submit_body(externalReference="NET-3")
