@@ -133,6 +133,12 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     passed = Result(
         status, answer.body, answer.content_type, ref, "uncertain", None, headers, answer.own
     )
+
+    async def passed_uncertain(reason: str) -> Result:
+        """CCV's answer passed on, the submission made uncertain (or found settled)."""
+        state = await uncertain(c, account, sub_id, ref, reason, status, location)
+        return replace(passed, state=state)
+
     if 200 <= status < 300 and answer.own is not None:
         # Its body broke or was too large: it may have named the order, so it is an answer
         # not read, not one naming none; a person looks at CCV first, as for a lost answer.
@@ -142,8 +148,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                 account=account, external_reference=ref, why=answer.own, location=location
             ),
         )
-        state = await uncertain(c, account, sub_id, ref, ANSWER_UNREAD, status, location)
-        return replace(passed, state=state)
+        return await passed_uncertain(ANSWER_UNREAD)
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
         if order_id is None:
@@ -163,8 +168,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                     location=location,
                 ),
             )
-            state = await uncertain(c, account, sub_id, ref, reason, status, location)
-            return replace(passed, state=state)
+            return await passed_uncertain(reason)
         if location is not None:
             _location_differs(c, account, ref, order_id, location)
         followed = await subs.succeed(
@@ -194,8 +198,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                 f"{subs.FOLLOWED_ELSEWHERE}: CCV answered order {order_id}, followed under "
                 f"reference {followed}, not {ref}"
             )
-            state = await uncertain(c, account, sub_id, ref, reason, status, location)
-            return replace(passed, state=state)
+            return await passed_uncertain(reason)
         log.info(
             "ccv.submitted",
             extra=fields(account=account, external_reference=ref, order_id=order_id, status=status),
@@ -206,8 +209,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         # CCV's "Server error" may come after the order was made (or from a gateway after
         # CCV got it), and a 3xx to a POST is the usual "made, see there" (303 See Other):
         # as with a lost answer, never sent again; a person settles it.
-        state = await uncertain(c, account, sub_id, ref, f"http_{status}", status, location)
-        return replace(passed, state=state)
+        return await passed_uncertain(f"http_{status}")
     reason = f"http_{status}"
     await subs.fail(
         c.store, sub_id, http_status=status, reason=reason, now=c.now, location=location
