@@ -313,6 +313,9 @@ ORDER_ERROR = "order_error"
 UNUSABLE_STATUS = "unusable_status"
 UNUSABLE_REFERENCE = "unusable_reference"
 UNKEPT_ANSWERS = frozenset({UNUSABLE_STATUS, UNUSABLE_REFERENCE})
+# The reason of a failed check that is an order found before answering "not found", not
+# confirmed yet (diff.py): logged, counted in /metrics and in the order's failure streak.
+NOT_FOUND_UNCONFIRMED = "not_found_unconfirmed"
 
 
 class OrderState(NamedTuple):
