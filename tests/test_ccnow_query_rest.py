@@ -181,7 +181,8 @@ async def test_a_probe_answered_about_the_order_alone_ends_the_query_outage(
     keys = [OrderKey("ccnow", "default", i) for i in LISTED_TWO]
     assert {s.status for s in (await coordinator.store.orders.load(keys)).values()} == {"completed"}
     posts = queried(fake_ccnow)[asked:]
-    assert sum(TROUBLED in post for post in posts) <= 2
+    # Left out, it is asked again alone in the same pass (brief n53): two posts a check.
+    assert sum(TROUBLED in post for post in posts) <= (2 if answer is not None else 4)
     assert not (await coordinator.store.sources.state("ccnow", "default")).failing
 
 

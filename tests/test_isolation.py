@@ -248,6 +248,7 @@ async def test_a_gateway_page_labelled_json_is_no_not_found_even_for_a_fresh_ord
     ccv, _, _ = ccv_reconciler
     await ccv.store.orders.untrack("ccv", "default", CCV_IDS[1:])
     fake_ccv.replies[CCV_IDS[0]] = Reply(404, GATEWAY_404.body, "application/json")
+    fake_ccv.replies[PROBE_ORDER_ID] = fake_ccv.replies[CCV_IDS[0]]  # the probe's too
     assert not (await ccv.full_pass(via="catch-up")).ok
     assert await kinds_of(ccv) == [("source.failed", None)]
     state = await state_of(ccv, CCV_IDS[0])
@@ -437,7 +438,10 @@ async def test_every_ccv_check_failing_is_an_account_failure(
     assert not (await ccv.full_pass(via="catch-up")).ok
     assert not (await ccv.full_pass(via="catch-up")).ok
     assert await kinds_of(ccv) == [("source.failed", None)]
-    assert len(fake_ccv.requests) == 2 * len(CCV_IDS)  # every order asked, once per pass
+    # Every order asked, once per pass, and the probe (a 403: the key refused) after the first;
+    # the second pass is in the account's backoff.
+    assert len(fake_ccv.requests) == 2 * len(CCV_IDS) + 1
+    assert len(fake_ccv.requests_for(PROBE_ORDER_ID)) == 1
 
 
 async def test_a_catch_up_in_which_every_check_failed_names_the_cause(
@@ -452,6 +456,32 @@ async def test_a_catch_up_in_which_every_check_failed_names_the_cause(
     assert failed["data"]["reason"] == "every check failed (http_302)"
     status = await call_cli("--config", cfg, "status", "--json")
     assert json.loads(status.stdout)["accounts"][0]["last_error"] == failed["data"]["reason"]
+
+
+async def test_a_catch_up_whose_only_order_gets_a_403_of_its_own_fails_that_order_alone(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Probe 34 item 1: the only open order's own 403 failed the account at a catch-up
+    # ("every check failed (http_403)", an error event, 75) though the probe, CCV's own JSON 404
+    # for a made-up id, shows the key works, as the daemon and `check --online` find.
+    only = CCV_IDS[0]
+    fake_ccv.replies[only] = FORBIDDEN
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", only)).code == 0
+    result = await call_cli("--config", cfg, "catch-up", "--source", "ccv")
+    assert result.code == 75  # an order's check failed
+    assert types(read_events(tmp_path)) == []
+    assert '"order.check_failed"' in result.stderr and only in result.stderr
+    assert '"failing_sources":[]' in result.stderr
+    assert fake_ccv.requests_for(PROBE_ORDER_ID)
+    status = json.loads((await call_cli("--config", cfg, "status", "--json")).stdout)
+    assert status["accounts"][0]["last_error"] is None
+
+    # The probe refused too (the key's rights cut): the account's failure, named as before.
+    fake_ccv.replies[PROBE_ORDER_ID] = FORBIDDEN
+    assert (await call_cli("--config", cfg, "catch-up", "--source", "ccv")).code == 75
+    (failed,) = [e for e in read_events(tmp_path) if e["type"] == "source.failed"]
+    assert failed["data"]["reason"] == "every check failed (http_403)"
 
 
 # --- item 6: one health state per CCNow account ------------------------------------------------

@@ -127,6 +127,8 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
         if before.state == "queued":
             continue
         answer = shown(before.answer) if before.answer else "-"
+        if before.state == "sending" and not before.answer:
+            answer = ON_ITS_WAY  # as the real run says it: a post under way carries it
         say(
             f"reconciler: {c.order_id} {c.action} left out: made before with this key "
             f"(command {before.id}, {before.state}: {answer})",

@@ -139,6 +139,14 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
             f"{or_not_sent}",
             logging.WARNING,
         )
+    elif answer.state == "resolved" and code == EX_TEMPFAIL:
+        # Settled while it waited for CCV's answer (a 409's is said by its own words).
+        say(
+            f"reconciler: a CCV notification for external reference {reference} came while "
+            "its submit waited for CCV's answer: CCV has the order, and the submit is resolved "
+            f"(not sent again); its order is followed once you find it at CCV and run {track}",
+            logging.WARNING,
+        )
     return code
 
 

@@ -271,7 +271,10 @@ def to_json(status: Status) -> dict[str, Any]:
                 "stuck": a.stuck,
                 "check_failed": a.check_failed,
                 "uncertain_writes": a.uncertain_writes,
+                # All of them, where the text's WRITES table names a few: a script settles each
+                "uncertain_of": list(a.uncertain_of),
                 "sending_writes": len(a.sending_of),
+                "sending_of": list(a.sending_of),
                 "queued_writes": a.queued_writes,
                 "orders": [{"status": s, "count": n} for s, n in a.orders],
             }

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCVConfig
@@ -121,10 +121,24 @@ class CCVCoordinator(Coordinator[CCVSource]):
                     break  # the last page: no need to ask for the next one
                 after = page.after
 
+        began = time.monotonic()
         error = await self._asking(ask, batcher)
         self._count_unanswered(asked, report, error)
         answers = report.answers(error=error, complete=True)
-        await self.settle([("checks", verdict(answers))], via=via, report=report)
+        checks = verdict(answers)
+        verdicts: list[tuple[Part, Verdict | None]] = [("checks", checks)]
+        if checks is not None and verdict(replace(answers, complete=False)) is None:
+            # Every check failed, none for the whole account (a 403 of the order's own, say):
+            # as the daemon's due check does, the probe says whether the account answers, else
+            # an account whose few open orders each fail alone would fail at a catch-up (an
+            # error event, exit 75) while the daemon finds it answering. The probe answering,
+            # the failures are the orders' own.
+            probed = await self._after_checks(answers, began)
+            if any(v is not None and v.ok for _, v in probed):
+                verdicts = probed
+            else:  # named as before: what the checks failed of, not the probe's word
+                verdicts = [*probed, ("checks", checks)]
+        await self.settle(verdicts, via=via, report=report)
         return report
 
     async def probe(self, *, via: Via) -> PassReport:

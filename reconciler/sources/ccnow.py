@@ -27,6 +27,7 @@ from reconciler.redact import answer_secrets, redact
 from reconciler.sources.ccnow_answer import (
     LOGGED_IDS,
     Answer,
+    EmptyAnswer,
     OrderLine,
     by_id,
     parse_answer,
@@ -48,6 +49,8 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 # Query batches failing in a row (at least; twice the concurrency with more workers) that say
 # CCNow is down: asking the remaining batches, each with its retries, would only prolong it.
 BREAKER_BATCHES = 3
+# The check of an order an answer held no line for.
+MISSING = "missing"
 
 
 class UnreadableAnswer(ProtocolError):
@@ -137,11 +140,17 @@ class CCNowClient:
         holds a line no asked order's can be read from is asked again in halves, down to the
         order alone, so that only that order fails (within a bound of posts a batch, a share
         more for each order found alone up to FOUND_ORDERS shares, `Split`: past it, the parts
-        not asked fail; one warning a pass counts them). The account fails
-        (this raises) when no batch answers, when BREAKER_BATCHES batches fail in a row (one
-        asked in parts counts once: when none of its parts answered, or some were not asked
-        unless it found its odd order alone and read a part of several), or at an answer
-        about the whole account (a refused login, maintenance, a `message`)."""
+        not asked fail; one warning a pass counts them). The orders an answer that was read
+        left out, when it held a line of another asked order (the order's error line, a cut
+        last line), are asked again from the same posts, in a post of their own; each fails
+        `missing` when left out alone, past the posts, or by an answer holding none of them
+        (an answer of no asked order's line to a batch: every order `missing`, as before).
+        The account fails (this raises) when no batch answers, when BREAKER_BATCHES batches
+        fail in a row (one asked in parts counts once: when none of its parts answered, or
+        some were not asked unless it found its odd order alone and read a part of several,
+        or when it earned more posts without reading a part of several: `Split.suspect`; one
+        whose left-out orders were asked again answered), or at an answer about the whole
+        account (a refused login, maintenance, a `message`)."""
         valid: dict[str, None] = {}
         for raw in order_ids:
             try:
@@ -157,9 +166,11 @@ class CCNowClient:
                 yield ids[start : start + size]
 
         failures = BatchFailures(emit, self._config.name, self._breaker_limit)
-        splits = {"batches": 0, "posts": 0, "unasked": 0}  # this pass's, for its one warning
+        # This pass's, for its one warning.
+        splits = dict.fromkeys(("batches", "posts", "unasked", "missing"), 0)
 
-        async def handle(batch: list[str], split: Split | None = None) -> bool:
+        async def handle(batch: list[str], split: Split | None = None, again: bool = False) -> bool:
+            # `again`: orders an answer left out, asked again (`ask_again`).
             try:
                 answer, asked, last = await self._post(batch)
             except RequestFailed as exc:
@@ -173,19 +184,47 @@ class CCNowClient:
                 await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
                 return False
             except ProtocolError as exc:
-                await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
+                # Orders left out, asked again and answered nothing at all: left out again.
+                word = MISSING if again and isinstance(exc, EmptyAnswer) else "protocol"
+                await failures.failed(batch, exc, word, time.time(), counted=split is None)
                 return False
             await failures.answered(reset=split is None)
             if split is not None:
                 split.read = True
                 split.several = split.several or len(batch) > 1
-            cut = None if last is None else last.order_id
+            cut = None if last is None or last.order_id not in batch else last.order_id
             asked_ids = batch if cut is None else [i for i in batch if i != cut]
-            for observation in self._match(asked_ids, answer, asked):
-                await emit(observation)
-            if last is not None and cut in batch:
+            observations = self._match(asked_ids, answer, asked)
+            missing = [o for o in observations if o.reason == MISSING]
+            # Asked again: orders an answer left out when it held a line of another asked order
+            # (CCNow stopping at a bad id, or answering so many lines a post). An answer of no
+            # asked order's line is no answer about them (asked again, it would be the same).
+            read = len(batch) > 1 and len(missing) < len(batch)
+            for observation in observations:
+                if not (read and observation.reason == MISSING):
+                    await emit(observation)
+            if last is not None and cut is not None:
                 await emit(await self._decide(last))
+            if read and missing:
+                await ask_again(batch, missing, split)
             return True
+
+        async def ask_again(
+            batch: list[str], missing: list[Observation], split: Split | None
+        ) -> None:
+            # In one post of only those orders, within the batch's posts (`Split`); the answer
+            # must hold a line of one of them to be asked again, so each post reads at least one
+            # order or ends: an order left out when asked alone, or past the posts, fails
+            # `missing`. Its post answered: what these posts meet never counts in the breaker.
+            whole, split = split is None, split or Split(len(batch))
+            splits["batches"] += int(whole)
+            if not split.more():
+                for observation in missing:
+                    await emit(observation)
+                return
+            splits["posts"] += 1
+            splits["missing"] += len(missing)
+            await handle([o.key.order_id for o in missing], split, again=True)
 
         async def halves(batch: list[str], exc: UnreadableAnswer, split: Split | None) -> bool:
             # Each half asked again in this pass: the order whose line cannot be read fails
@@ -199,7 +238,8 @@ class CCNowClient:
             # the batch ends it when all its parts were asked and some answered, and counts
             # once in it when none answered, or some were not asked unless it found an order
             # alone unreadable and read a part of several orders (two odd orders in a batch:
-            # a healthy account). A part's own failure never counts alone.
+            # a healthy account), or when it earned more posts and read no part of several
+            # (`Split.suspect`). A part's own failure never counts alone.
             log.debug(
                 "ccnow.batch_split",
                 extra={"fields": {"account": self._config.name, "orders": len(batch)}},
@@ -215,7 +255,7 @@ class CCNowClient:
                     continue
                 splits["posts"] += 1
                 answered = await handle(half, split) or answered
-            if whole and (not answered or (split.unasked and not split.isolates)):
+            if whole and (not answered or split.suspect):
                 failures.count(exc, "protocol", len(batch))
             elif whole and not split.unasked:
                 failures.reset()
@@ -247,7 +287,7 @@ class CCNowClient:
                     Observation(key, Outcome.FAILED, reason="protocol", asked=asked)
                 )
             elif line is None:
-                observations.append(Observation(key, Outcome.FAILED, reason="missing", asked=asked))
+                observations.append(Observation(key, Outcome.FAILED, reason=MISSING, asked=asked))
             elif line.not_found:
                 observations.append(Observation(key, Outcome.NOT_FOUND, asked=asked))
             elif line.status is None:

@@ -145,6 +145,10 @@ NO_PENDING_ORDERS = "no_pending_orders"
 UNREADABLE = "unreadable status"
 
 
+class EmptyAnswer(ProtocolError):
+    """An answer of no line at all (blank lines only)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OrderLine:
     """One `<id> <status...>` line: a status, or a per-order error (status None)."""
@@ -298,7 +302,7 @@ def parse_answer(
     # (as received, trimmed) per line that is not blank
     lines = [(raw, line) for raw in LINE_END.split(text) if (line := raw.strip(SPACE))]
     if not lines:
-        raise ProtocolError("empty answer")
+        raise EmptyAnswer("empty answer")
     # An error anywhere makes the whole answer an error, whatever else it contains, but one
     # about an asked order alone: else that order's trouble fails its whole batch, poll after
     # poll, and the account with it, while its one-order probe answers.

@@ -31,11 +31,15 @@ class Split:
     asks each order alone, a pass of thousands of posts competing with the account's action
     posts for its gate), a share more for each order found alone while some part answered
     (up to FOUND_ORDERS shares), whether some part went unasked, and what the parts found.
+    The orders an answer that was read left out (CCNow stopping at a bad id, or answering so
+    many lines a post) are asked again from the same posts, in a post of their own, each post
+    reading at least one of them or ending (sources/ccnow.py `query`): they earn no share.
 
-    Bound: a batch of n orders is asked again in at most FOUND_ORDERS x 2*ceil(log2 n) posts
-    (30 for 25), past one share only once it found an order alone; a pass of b batches posts
-    at most b x (1 + FOUND_ORDERS x 2*ceil(log2 n)) queries, besides asking again about an
-    answer's undecided last line. Finding k odd orders by halving asks each one's way down and
+    Bound: a batch of n orders is asked again, in parts and for the orders its answers left
+    out alike, in at most FOUND_ORDERS x 2*ceil(log2 n) posts (30 for 25), past one share
+    (10 for 25) only once it found an order alone; a pass of b batches posts at most
+    b x (1 + FOUND_ORDERS x 2*ceil(log2 n)) queries, besides asking again about an answer's
+    undecided last line. Finding k odd orders by halving asks each one's way down and
     the other half at every step, within k shares; a share is earned when the posts ran out
     (`more`, checked before each part), so the parts still to come use it, whichever half the
     next odd order is in."""
@@ -54,6 +58,14 @@ class Split:
         """Whether the parts found an odd order alone while reading others together: its
         account answers, the batch had more odd orders than its posts could find."""
         return self.found > 0 and self.several
+
+    @property
+    def suspect(self) -> bool:
+        """Whether the batch counts in the breaker's run though some part answered: parts left
+        unasked, unless it found an odd order alone and read a part of several; or shares
+        earned while no part of several orders answered (a line in every answer of several
+        orders beside odd orders: each order answers alone only, a pass of posts for ever)."""
+        return (self.unasked and not self.isolates) or (self.shares > 1 and not self.several)
 
     def more(self) -> bool:
         """Whether a part may be posted: the posts left, or a share more for an order found

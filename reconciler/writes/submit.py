@@ -117,7 +117,7 @@ class Submitter:
         """Submit one order body; bad input raises BadSubmission before anything is recorded."""
         with self.gate.writing() if self.gate is not None else contextlib.nullcontext():
             result = await self._submit(account, body)
-        if result.state != "uncertain":
+        if result.state not in ("uncertain", "resolved"):
             return result
         # What its caller advises comes from the submission as stored (the one a `409`
         # named among them): a notification that came before CCV's answer, the answer's
@@ -237,24 +237,32 @@ class Submitter:
                 "failed",
             )
         except Uncertain as exc:
-            await uncertain(self._closing(account), account, sub_id, ref, str(exc))
+            state = await uncertain(self._closing(account), account, sub_id, ref, str(exc))
             # What happened, in words: a timeout's 504 is reconciler's, not CCV's.
             lost = {
                 "timeout": f"CCV gave no answer within {cfg.timeout_s:g} s (the account's timeout)",
                 "connection": "the connection to CCV broke before its answer came",
             }.get(str(exc), f"CCV's answer could not be read ({exc})")
+            if state == "resolved":
+                # A notification for the reference came while it waited: CCV has the order, and
+                # a person's word that it has none would be wrong (no `--not-sent` advised).
+                error = (
+                    f"{lost}, but a notification for its reference came meanwhile: CCV has the "
+                    "order (the submit is resolved and will not be sent again). Its order is "
+                    "followed once you track it: `reconciler track ccv ID --ref REF`"
+                )
+            else:
+                error = (
+                    f"{lost}; the order may exist. It will not be sent again: the first "
+                    "notification for its reference, or `reconciler track ccv ID --ref REF`, "
+                    "settles it; `reconciler ccv resolve --ref REF --not-sent` once you know "
+                    "CCV has none"
+                )
             return json_result(
                 504 if str(exc) == "timeout" else 502,
-                {
-                    "error": f"{lost}; the order may exist. It will not be sent again: the "
-                    "first notification for its reference, or `reconciler track ccv ID --ref "
-                    "REF`, settles it; `reconciler ccv resolve --ref REF --not-sent` once you "
-                    "know CCV has none",
-                    "state": "uncertain",
-                    "external_reference": ref,
-                },
+                {"error": error, "state": state, "external_reference": ref},
                 ref,
-                "uncertain",
+                state,
                 own=lost,
             )
         return await close(self._closing(account), sub_id, account, ref, answer)

@@ -17,17 +17,16 @@ import logging
 import shlex
 import string
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote
 
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
-from reconciler.model import InvalidOrderId, validate_ccv_id
-from reconciler.redact import SecretForms, holds_secret, redact
+from reconciler.redact import SecretForms, redact
 from reconciler.store import Store
 from reconciler.store import submissions as subs
-from reconciler.strict_json import loads_answer
 from reconciler.writes.ccv_http import Answer
+from reconciler.writes.submit_ids import location_order_id, names_an_order, order_id_from
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -108,64 +107,6 @@ def json_result(
     return Result(status, body, "application/json", reference, state, None, headers, said)
 
 
-class _Repeated:
-    """The value of a key an object names twice: which one CCV meant is not known."""
-
-
-_REPEATED = _Repeated()
-
-
-def _once(items: list[tuple[str, object]]) -> dict[str, object]:
-    document = dict(items)
-    if len(document) < len(items):
-        seen: set[str] = set()
-        for key, _ in items:
-            if key in seen:
-                document[key] = _REPEATED
-            seen.add(key)
-    return document
-
-
-def order_id_from(
-    answer: bytes, names: Sequence[str], key_forms: SecretForms | None = None
-) -> str | None:
-    """Return the new order's id from CCV's success answer (the field is not documented)."""
-    try:
-        # Read as a status answer is: a field CCV may add holding a long integer must not hide
-        # the order id (the order would be made but not followed).
-        document = loads_answer(answer, _once)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(document, dict):
-        return None
-    for name in names:
-        value = document.get(name)
-        if value is _REPEATED:
-            return None  # two ids, as a status answer naming a key twice is no answer
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if isinstance(value, str):
-            if holds_secret(value, key_forms):
-                # Our key echoed back: it would be printed, stored and in events.
-                return None
-            try:
-                return validate_ccv_id(value)
-            except InvalidOrderId:
-                continue  # an unusable field (`"orderId": ""`) leaves the next one to try
-    return None
-
-
-def names_an_order(answer: bytes, names: Sequence[str]) -> bool:
-    """Whether CCV's answer, a JSON object, has an order id field (`names`) with a value, usable
-    or not (`"ORD 7/2"`, named twice, holding a secret): CCV then said it made an order, though
-    not one reconciler can follow."""
-    try:
-        document = loads_answer(answer, _once)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(document, dict) and any(document.get(n) is not None for n in names)
-
-
 @dataclass(frozen=True, slots=True)
 class Closing:
     """What closing a submission with CCV's answer needs besides the answer."""
@@ -198,16 +139,20 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                 account=account, external_reference=ref, why=answer.own, location=location
             ),
         )
-        await uncertain(c, account, sub_id, ref, ANSWER_UNREAD, status, location)
-        return passed
+        state = await uncertain(c, account, sub_id, ref, ANSWER_UNREAD, status, location)
+        return replace(passed, state=state)
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
         if order_id is None:
             # CCV made the order, but where its answer keeps the id is not documented: the
             # order would go unfollowed. A person is told (one event), finds the order at CCV
             # and tracks it with the reference.
+            # One naming an order under an id reconciler cannot use says CCV made it (no
+            # `ccv resolve --not-sent`); one naming none (a gateway's page) proves nothing.
+            named = names_an_order(answer.body, c.order_id_fields)
+            reason = subs.UNUSABLE_ORDER_ID if named else "no_order_id"
             log.warning(
-                "ccv.submit_no_order_id",
+                "ccv.submit_unusable_order_id" if named else "ccv.submit_no_order_id",
                 extra=fields(
                     account=account,
                     external_reference=ref,
@@ -215,12 +160,10 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                     location=location,
                 ),
             )
-            # One naming an order under an id reconciler cannot use says CCV made it (no
-            # `ccv resolve --not-sent`); one naming none (a gateway's page) proves nothing.
-            named = names_an_order(answer.body, c.order_id_fields)
-            reason = subs.UNUSABLE_ORDER_ID if named else "no_order_id"
-            await uncertain(c, account, sub_id, ref, reason, status, location)
-            return passed
+            state = await uncertain(c, account, sub_id, ref, reason, status, location)
+            return replace(passed, state=state)
+        if location is not None:
+            _location_differs(account, ref, order_id, location, c.order_id_fields)
         followed = await subs.succeed(
             c.store,
             sub_id,
@@ -248,8 +191,8 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                 f"{subs.FOLLOWED_ELSEWHERE}: CCV answered order {order_id}, followed under "
                 f"reference {followed}, not {ref}"
             )
-            await uncertain(c, account, sub_id, ref, reason, status, location)
-            return passed
+            state = await uncertain(c, account, sub_id, ref, reason, status, location)
+            return replace(passed, state=state)
         log.info(
             "ccv.submitted",
             extra=fields(account=account, external_reference=ref, order_id=order_id, status=status),
@@ -260,8 +203,8 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         # CCV's "Server error" may come after the order was made (or from a gateway after
         # CCV got it), and a 3xx to a POST is the usual "made, see there" (303 See Other):
         # as with a lost answer, never sent again; a person settles it.
-        await uncertain(c, account, sub_id, ref, f"http_{status}", status, location)
-        return passed
+        state = await uncertain(c, account, sub_id, ref, f"http_{status}", status, location)
+        return replace(passed, state=state)
     reason = f"http_{status}"
     await subs.fail(
         c.store, sub_id, http_status=status, reason=reason, now=c.now, location=location
@@ -274,6 +217,26 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     )
 
 
+def _location_differs(
+    account: str, ref: str, order_id: str, location: str, names: Sequence[str]
+) -> None:
+    """Warn where CCV's answer names one order in its body and another in its `Location`: one
+    of the two is wrong. The body's is taken (it is the answer's own word on what it made)."""
+    pointed = location_order_id(location, names)
+    if pointed is None or pointed.casefold() == order_id.casefold():  # a GUID in either case
+        return
+    log.warning(
+        "ccv.submit_location_differs",
+        extra=fields(
+            account=account,
+            external_reference=ref,
+            order_id=order_id,
+            location_order_id=pointed,
+            location=location,
+        ),
+    )
+
+
 async def uncertain(
     c: Closing,
     account: str,
@@ -282,10 +245,12 @@ async def uncertain(
     reason: str,
     status: int | None = None,
     location: str | None = None,
-) -> None:
+) -> subs.State:
     """Make a submission uncertain (`make_uncertain`) and tell the caller's `on_commit`: CCV's
-    answer was lost, or one it gave cannot be followed (`location`: its masked `Location`)."""
-    await make_uncertain(
+    answer was lost, or one it gave cannot be followed (`location`: its masked `Location`).
+    Return where it stands then: `resolved` when a notification for the reference came while
+    it waited for CCV's answer (the caller is told that, not `uncertain`)."""
+    settled = await make_uncertain(
         c.store,
         account,
         [(sub_id, ref)],
@@ -295,6 +260,7 @@ async def uncertain(
         location=location,
     )
     c.on_commit()
+    return "resolved" if ref in settled else "uncertain"
 
 
 async def make_uncertain(
@@ -306,10 +272,11 @@ async def make_uncertain(
     now: float,
     http_status: int | None = None,
     location: str | None = None,
-) -> None:
+) -> set[str]:
     """Mark submissions (id, reference) uncertain with one `order.submit_uncertain` each; one
     whose reference a notification named while it waited for CCV's answer is settled at once,
-    with its `order.submit_resolved` (not one CCV answered with a 2xx: `subs.answered`)."""
+    with its `order.submit_resolved` (not one CCV answered with a 2xx: `subs.answered`).
+    Return the references so settled."""
     events = [
         submit_uncertain_event(
             store.store_id,
@@ -342,3 +309,4 @@ async def make_uncertain(
                 how="notification",
             ),
         )
+    return {str(event.data["external_reference"]) for event in resolved}

@@ -72,6 +72,7 @@ async def test_a_submit_a_running_daemon_is_sending_is_not_for_a_person(tmp_path
             status, _ = await pending
     assert status == 201
     assert (entry["uncertain_writes"], entry["sending_writes"]) == (0, 1)
+    assert (entry["uncertain_of"], entry["sending_of"]) == ([], ["S-1"])  # as the text names it
     assert row[1:4] == ["0", "1", "0"]
     assert "being sent (S-1)" in row[4] and "--ref" not in row[4]
 
@@ -89,8 +90,28 @@ async def test_a_submit_a_stopped_process_left_sending_is_for_a_person(
         )
     entry, row = await writes_of(cfg, "ccv/default")
     assert (entry["uncertain_writes"], entry["sending_writes"]) == (1, 0)
+    assert (entry["uncertain_of"], entry["sending_of"]) == (["S-2"], [])  # to look up at CCV
     assert row[1:4] == ["1", "0", "0"]
     assert "(S-2)" in row[4] and "`reconciler track ccv ID --ref REF`" in row[4]
+
+
+async def test_status_json_names_every_uncertain_submit_the_text_names_a_few_of(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Probe 34 item 2: `--json` counted them and named none; a script settling them had to
+    # read the text's WRITES table, which names 5.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    refs = [f"S-{n}" for n in range(1, 8)]
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+        conn.executemany(
+            "INSERT INTO submissions (account, external_reference, state, created_at) "
+            "VALUES ('default', ?, 'uncertain', 1.0)",
+            [(ref,) for ref in refs],
+        )
+    entry, row = await writes_of(cfg, "ccv/default")
+    assert (entry["uncertain_writes"], entry["uncertain_of"]) == (7, refs)
+    assert "(S-1, S-2, S-3, S-4, S-5 and 2 more)" in row[4]
 
 
 async def test_actions_queued_under_an_account_no_longer_named_are_sent_by_nothing(
@@ -197,6 +218,7 @@ async def test_a_ccnow_action_a_running_daemon_is_posting_is_being_sent(
         async with await pending as answer:
             assert answer.status == 202
     assert (entry["sending_writes"], entry["queued_writes"]) == (1, 0)
+    assert (entry["uncertain_of"], entry["sending_of"]) == ([], [A])
     assert row[1:4] == ["0", "1", "0"]
     assert f"being sent ({A}): the running reconciler records CCNow's answer" in row[4]
     assert "the daemon sends them" not in row[4]
@@ -227,6 +249,8 @@ async def test_a_ccnow_action_a_killed_process_left_sending_shows_what_becomes_o
     entry, row = await writes_of(cfg, "ccnow/default")
     assert row[1:4] == counts
     assert entry["sending_writes"] == 0
+    assert entry["sending_of"] == []
+    assert entry["uncertain_of"] == ([A] if action == "adjust" else [])
     if action == "adjust":
         assert entry["uncertain_writes"] == 1
         assert f"({A})" in row[4] and "ccnow resolve ID --sent|--not-sent" in row[4]

@@ -83,11 +83,18 @@ async def test_every_check_of_a_catch_up_failing_fails_the_account_and_one_answe
 ) -> None:
     await track(world, "ccv", *CCV_IDS)
     world.ccv_client.forbidden = set(CCV_IDS)
+    report = await world.ccv.full_pass(via="catch-up")
+    # The probe answering, a 403 of each order's own fails the orders, not the account.
+    assert world.ccv_client.probes == 1 and not report.failed_sources and report.failed == 3
+    assert await world.events() == []
+
+    world.ccv_client.probe_error = AuthenticationFailed("http 403")  # the key refused
     for _ in range(2):
         report = await world.ccv.full_pass(via="catch-up")
         assert report.failed_sources == {"ccv/default": "every check failed (http_403)"}
     assert await world.events() == [FAILED]
-    assert world.ccv_client.asked == CCV_IDS * 2  # every order asked, once per pass
+    assert world.ccv_client.asked == CCV_IDS * 3  # every order asked, once per pass
+    assert world.ccv_client.probes == 2  # the pass in the account's backoff asks none
 
     world.ccv_client.forbidden = set(CCV_IDS[1:])
     world.ccv_client.statuses = {CCV_IDS[0]: "New"}

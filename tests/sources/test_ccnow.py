@@ -12,7 +12,7 @@ import pytest
 from reconciler.config import RetryConfig, Secret
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.sources.ccnow import CCNowClient
-from reconciler.sources.ccnow_answer import Answer, OrderLine, parse_answer
+from reconciler.sources.ccnow_answer import Answer, EmptyAnswer, OrderLine, parse_answer
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -127,8 +127,8 @@ def test_parse_answer_accepts_the_protocol(body: str | bytes, answer: Answer | N
         ("ERROR_MESSAGE not authorized", AuthenticationFailed, None),
         ("error_message\r\n", SourceUnavailable, "error_message"),
         ("message \t\r\n", SourceUnavailable, "message"),
-        ("", ProtocolError, "empty answer"),
-        ("\r\n   \n\t\n", ProtocolError, "empty answer"),
+        ("", EmptyAnswer, "empty answer"),
+        ("\r\n   \n\t\n", EmptyAnswer, "empty answer"),
         ("<!DOCTYPE html><html><body>Login</body></html>", ProtocolError, "html page"),
         ("  \n<html>", ProtocolError, "html page"),
         ('{"orders": []}', ProtocolError, None),
@@ -233,7 +233,7 @@ async def test_pending_list_ids_without_hyphens_and_crlf(
         (Reply(200, "<html><body>Bad gateway</body></html>"), ProtocolError, "html page"),
         (Reply(200, "\ufeff  <!DOCTYPE html><html>", "text/html"), ProtocolError, "html page"),
         (Reply(200, "Service Unavailable\n", "text/html"), ProtocolError, None),
-        (Reply(200, ""), ProtocolError, "empty answer"),
+        (Reply(200, ""), EmptyAnswer, "empty answer"),
         (Reply(200, "OK\n"), ProtocolError, None),
         (Reply(401), AuthenticationFailed, "http 401"),
         (Reply(403), AuthenticationFailed, "http 403"),
@@ -354,13 +354,14 @@ async def test_missing_and_erroneous_orders_fail_alone(
     fake.order_errors.add(ids[2])
     emit = Collector()
     await CCNowClient(ccnow_config(fake.url), session).query(ids, emit)
-    assert emit.seen == [
-        ok(ids[0], "pending"),
-        failed(ids[1], "missing"),
-        failed(ids[2], "order_error"),
-        ok(ids[3], "pending"),
-        ok(ids[4], "escalated_review"),
-    ]
+    assert emit.by_id() == {
+        ids[0]: ok(ids[0], "pending"),
+        ids[1]: failed(ids[1], "missing"),  # asked again alone (brief n53), left out again
+        ids[2]: failed(ids[2], "order_error"),
+        ids[3]: ok(ids[3], "pending"),
+        ids[4]: ok(ids[4], "escalated_review"),
+    }
+    assert fake.batch_sizes == [5, 1]
 
 
 async def test_unasked_and_duplicate_lines(fake: FakeCCNow, session: aiohttp.ClientSession) -> None:

@@ -212,7 +212,7 @@ async def test_a_line_in_every_answer_of_several_orders_asks_a_bounded_number_of
     }
     warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
     assert [(r.levelname, r.fields) for r in warned] == [  # type: ignore[attr-defined]
-        ("WARNING", {"account": "default", "batches": 2, "posts": 12, "unasked": 10})
+        ("WARNING", {"account": "default", "batches": 2, "posts": 12, "unasked": 10, "missing": 0})
     ]
 
 
@@ -245,7 +245,7 @@ async def test_a_line_in_every_answer_of_several_orders_opens_the_breaker(
     }
     warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
     assert [r.fields for r in warned] == [  # type: ignore[attr-defined]
-        {"account": "default", "batches": 3, "posts": 12, "unasked": 6}
+        {"account": "default", "batches": 3, "posts": 12, "unasked": 6, "missing": 0}
     ]
 
 

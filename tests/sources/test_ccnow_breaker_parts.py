@@ -72,3 +72,20 @@ async def test_a_line_in_every_answer_of_several_orders_opens_the_breaker_with_o
         fake.stray = {ids[b * 25]: "total 4" for b in range(8)}
         with pytest.raises(SourceUnavailable, match="batches failed in a row"):
             await query(fake, ids, batch_size=25, concurrency=1)
+
+
+@pytest.mark.parametrize("batch_size", [5, 10, 13])
+async def test_a_line_in_every_answer_of_several_orders_opens_the_breaker_with_two_odd_orders(
+    batch_size: int,
+) -> None:
+    # Review 29a: two odd orders a batch earned each batch more shares (an order found alone,
+    # a part of one order read), its parts all asked, and the batch reset the breaker's run:
+    # 950 posts a pass of 500 orders, no part of several orders ever read, the account never
+    # failing.
+    async with LinesFake() as fake:
+        ids = [f"600-00-{i:04d}" for i in range(100)]
+        fake.orders = dict.fromkeys(ids, "pending")
+        fake.stray_in_several = "total 4"
+        fake.stray = {ids[b + k]: "total 4" for b in range(0, 100, batch_size) for k in (0, 2)}
+        with pytest.raises(SourceUnavailable, match="batches failed in a row"):
+            await query(fake, ids, batch_size=batch_size, concurrency=1)

@@ -51,7 +51,8 @@ async def test_a_notification_while_the_submit_waits_settles_it_when_the_answer_
         )
         assert submission_state(tmp_path, "E-1") == "sending"
         status, document = await pending  # the daemon's CCV timeout (2 s)
-        assert (status, document["state"]) == (504, "uncertain")
+        # Said as it is stored: settled (probe 35 found `uncertain` said, and `--not-sent` advised).
+        assert (status, document["state"]) == (504, "resolved")
         assert submission_state(tmp_path, "E-1") == "resolved"
         await poll_until(
             lambda: [e for e in read_events(tmp_path) if e["type"] == RESOLVED], 10, "delivered"
@@ -81,8 +82,9 @@ async def test_it_is_settled_once_however_often_ccv_notifies(api: Api, fake: Fak
     await fake.wait_until(lambda: len(fake.submits) == 1, 10)
     await api.daemon.hub.check_ccv_reference("default", "E-3", 0.0)
     fake.submit_hold.set()
-    status, _, _ = await pending
+    status, document, _ = await pending
     assert status == 502 and api.submission("E-3") == ("resolved", None)
+    assert document["state"] == "resolved"
     await api.daemon.hub.check_ccv_reference("default", "E-3", 0.0)  # once more: nothing more
     types = api.rows("SELECT type FROM events ORDER BY seq")
     assert types == [(UNCERTAIN,), (RESOLVED,)]

@@ -1,0 +1,101 @@
+"""The order a CCV submit's answer names: its body's order id field (not documented:
+`[api] ccv_order_id_fields`, read ignoring case), and its `Location`'s."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from yarl import URL
+
+from reconciler.model import InvalidOrderId, validate_ccv_id
+from reconciler.redact import SecretForms, holds_secret
+from reconciler.strict_json import loads_answer
+
+
+class _Repeated:
+    """The value of a key an object names twice: which one CCV meant is not known."""
+
+
+_REPEATED = _Repeated()
+
+
+def _once(items: list[tuple[str, object]]) -> dict[str, object]:
+    document = dict(items)
+    if len(document) < len(items):
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                document[key] = _REPEATED
+            seen.add(key)
+    return document
+
+
+def order_id_from(
+    answer: bytes, names: Sequence[str], key_forms: SecretForms | None = None
+) -> str | None:
+    """Return the new order's id from CCV's success answer (the field is not documented)."""
+    try:
+        # Read as a status answer is: a field CCV may add holding a long integer must not hide
+        # the order id (the order would be made but not followed).
+        document = loads_answer(answer, _once)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    for name in names:
+        value = field_value(document, name)
+        if value is _REPEATED:
+            return None  # two ids, as a status answer naming a key twice is no answer
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            if holds_secret(value, key_forms):
+                # Our key echoed back: it would be printed, stored and in events.
+                return None
+            try:
+                return validate_ccv_id(value)
+            except InvalidOrderId:
+                continue  # an unusable field (`"orderId": ""`) leaves the next one to try
+    return None
+
+
+def names_an_order(answer: bytes, names: Sequence[str]) -> bool:
+    """Whether CCV's answer, a JSON object, has an order id field (`names`) with a value, usable
+    or not (`"ORD 7/2"`, named twice, holding a secret): CCV then said it made an order, though
+    not one reconciler can follow."""
+    try:
+        document = loads_answer(answer, _once)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(document, dict) and any(field_value(document, n) is not None for n in names)
+
+
+def field_value(document: Mapping[str, object], name: str) -> object:
+    """The value of the field `name` in a JSON object of CCV's, its case ignored (a .NET
+    serializer writes `OrderId`, and CCV may read JSON ignoring case): one named in exactly that
+    case wins; fields naming it in other cases with different values are as one named twice."""
+    if name in document:
+        return document[name]
+    folded = name.casefold()
+    values = [v for k, v in document.items() if k.casefold() == folded]
+    if not values:
+        return None
+    first = values[0]
+    same = all(v is not _REPEATED and type(v) is type(first) and v == first for v in values)
+    return first if same else _REPEATED
+
+
+def location_order_id(location: str, names: Sequence[str]) -> str | None:
+    """The order a `Location` of CCV's names, where it names one: the path segment after an
+    `order` segment (`/api/ordercompletion/reseller/order/ID`, `.../order/ID/status`), else a
+    query field of the order id's names (`?orderId=ID`, its case ignored)."""
+    try:
+        url = URL(location)
+    except (ValueError, TypeError):
+        return None
+    parts = [p for p in url.path.split("/") if p]
+    for i, part in enumerate(parts[:-1]):
+        if part.casefold() == "order":
+            return parts[i + 1]
+    query = {k.casefold(): v for k, v in url.query.items()}
+    return next((query[n.casefold()] for n in names if query.get(n.casefold())), None)

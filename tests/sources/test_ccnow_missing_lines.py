@@ -1,0 +1,181 @@
+"""Brief n53 (probe 34): a CCNow answer that was read but held no line for some asked orders
+failed each of them `missing`, pass after pass, never asked again: a CCNow that stops at a bad
+id failed 13 healthy orders of 14 (and the account, `every check failed (missing)`), one that
+answers at most 10 lines a post failed the same 4 orders of every batch of 14 for ever
+(DESIGN.md invariant 7). Those orders are now asked again in this pass, in a post of their own,
+within the batch's posts (`Split`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.model import OrderKey, Outcome, normalize_ccnow_id
+from reconciler.sources.ccnow import CCNowClient
+from reconciler.sources.ccnow_batches import FOUND_ORDERS
+from tests.conftest import ccnow_coordinator
+from tests.fake_providers import CCNOW_PASSWORD, Reply, ccnow_config
+from tests.sources.test_ccnow import Collector, RawServer, chunked, ok
+from tests.sources.test_ccnow_batch_lines import LinesFake, query, said
+
+
+def orders(count: int) -> list[str]:
+    return [f"910-00-{i:04d}" for i in range(1, count + 1)]
+
+
+def bound(batches: int, size: int) -> int:
+    """A pass's posts, documented (Split): each batch's post and its shares."""
+    return batches * (1 + FOUND_ORDERS * 2 * math.ceil(math.log2(size)))
+
+
+class StopsAtBadId(LinesFake):
+    """A CCNow that stops at an order it cannot answer: a post naming `bad` is answered that
+    order's error line alone (`only`, probe 34), or the lines before it and its own."""
+
+    def __init__(self, bad: str, *, only: bool, words: str = "not found") -> None:
+        super().__init__()
+        self.bad = bad
+        self.only = only
+        self.words = words
+
+    def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
+        lines = super()._lines(ids, form)
+        named = [normalize_ccnow_id(i) for i in ids]
+        if self.bad not in named:
+            return lines
+        own = f"{self.bad} error_message {self.words}"
+        return [own] if self.only else [*lines[: named.index(self.bad)], own]
+
+
+class AtMost(LinesFake):
+    """A CCNow that answers at most `most` lines a post, the first ones."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__()
+        self.most = most
+
+    def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
+        return super()._lines(ids, form)[: self.most]
+
+
+@pytest.mark.parametrize(("at", "only"), [(1, True), (1, False), (7, True), (7, False), (13, True)])
+async def test_orders_after_a_bad_id_ccnow_stopped_at_are_read(only: bool, at: int) -> None:
+    ids = orders(28)
+    async with StopsAtBadId(ids[at], only=only) as fake:
+        fake.orders = dict.fromkeys(ids, "pending")
+        seen = said(await query(fake, ids, batch_size=14, concurrency=1))
+        posts = fake.batch_sizes
+    # Was: 13 healthy orders of the first batch (only) failed `missing`, never asked again.
+    assert seen == {
+        i: (Outcome.NOT_FOUND, None) if i == ids[at] else (Outcome.OK, "pending") for i in ids
+    }
+    assert posts[0] == 14 and posts[-1] == 14
+    assert len(posts) <= bound(2, 14)
+
+
+@pytest.mark.parametrize(("most", "size", "asked"), [(10, 14, [14, 4]), (10, 25, [25, 15, 5])])
+async def test_orders_past_the_lines_ccnow_answers_a_post_are_read(
+    most: int, size: int, asked: list[int]
+) -> None:
+    ids = orders(3 * size)
+    async with AtMost(most) as fake:
+        fake.orders = dict.fromkeys(ids, "pending")
+        seen = said(await query(fake, ids, batch_size=size, concurrency=1))
+        posts = fake.batch_sizes
+    # Was: the same size - 10 orders of every batch failed `missing`, every pass.
+    assert seen == dict.fromkeys(ids, (Outcome.OK, "pending"))
+    assert posts == asked * 3
+    assert len(posts) <= bound(3, size)
+
+
+async def test_one_line_a_post_reads_the_posts_of_a_batch_and_fails_the_rest_missing() -> None:
+    ids = orders(25)
+    async with AtMost(1) as fake:
+        fake.orders = dict.fromkeys(ids, "pending")
+        seen = said(await query(fake, ids, batch_size=25, concurrency=1))
+        posts = fake.batch_sizes
+    # One share of 2*ceil(log2 25) = 10 posts more: 11 orders read, the others `missing`.
+    assert posts == [25, *range(24, 14, -1)]
+    assert seen == {
+        i: (Outcome.OK, "pending") if n < 11 else (Outcome.FAILED, "missing")
+        for n, i in enumerate(ids)
+    }
+
+
+async def test_an_order_left_out_when_asked_alone_fails_missing_alone() -> None:
+    ids = orders(6)
+    async with LinesFake() as fake:
+        fake.orders = dict.fromkeys(ids, "pending")
+        fake.omit = {ids[2], ids[4]}
+        seen = said(await query(fake, ids, batch_size=6, concurrency=1))
+        posts = fake.batch_sizes
+    # Asked again together (no line either), then each alone would need an answer naming one:
+    # an answer holding none of them ends it.
+    assert posts == [6, 2]
+    assert seen == {
+        i: (Outcome.FAILED, "missing") if i in fake.omit else (Outcome.OK, "pending") for i in ids
+    }
+
+
+async def test_orders_after_a_cut_last_line_are_asked_again_and_the_cut_one_alone() -> None:
+    x, y, z = "123-45-6789", "111-11-1111", "222-22-2222"
+    answers = [
+        chunked(f"{y} pending\n{x} canceled".encode()),  # cut: z's line never came
+        chunked(f"{x} canceled_tmp\n".encode()),  # x alone decides it
+        chunked(f"{z} completed\n".encode()),  # z asked again
+    ]
+    async with RawServer(answers) as server, aiohttp.ClientSession() as session:
+        emit = Collector()
+        await CCNowClient(ccnow_config(server.url), session).query([y, x, z], emit)
+        requests = server.requests
+    # Was: z failed `missing` (2 posts).
+    assert emit.by_id() == {y: ok(y, "pending"), x: ok(x, "canceled_tmp"), z: ok(z, "completed")}
+    assert requests == 3
+
+
+async def test_zero_order_lines_to_every_post_fail_every_order_missing_as_before() -> None:
+    ids = orders(28)
+    async with LinesFake() as fake:
+        fake.orders = dict.fromkeys(ids, "pending")
+        fake.queries = Reply(200, "message no_pending_orders\n")
+        seen = said(await query(fake, ids, batch_size=14, concurrency=1))
+        posts = fake.batch_sizes
+    # Nothing asked again: an answer holding none of the asked orders says nothing of them.
+    assert posts == [14, 14]
+    assert seen == dict.fromkeys(ids, (Outcome.FAILED, "missing"))
+
+
+@pytest.mark.parametrize("zero", [False, True])
+async def test_a_catch_up_reads_the_orders_a_bad_id_hid_and_fails_an_account_that_answers_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zero: bool
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    ids = orders(14)
+    async with StopsAtBadId(ids[1], only=True, words="database busy") as fake:
+        fake.orders = dict.fromkeys(ids, "on_hold")  # not on the pending list: queried
+        if zero:
+            fake.queries = Reply(200, "message no_pending_orders\n")
+        async with ccnow_coordinator(tmp_path, fake, 2.0) as (coordinator, clock):
+            await coordinator.store.orders.track(
+                "ccnow", "default", [(i, None) for i in ids], clock.now
+            )
+            await coordinator.full_pass(via="catch-up")
+            events = await coordinator.store.events.history()
+            state = await coordinator.store.sources.state("ccnow", "default")
+            keys = [OrderKey("ccnow", "default", i) for i in ids]
+            stored = {k.order_id: s for k, s in (await coordinator.store.orders.load(keys)).items()}
+    account = [e.type for e in events if e.order_id is None]
+    if zero:
+        # As before: every check failed, the account with it.
+        assert state.failing and state.last_error == "every check failed (missing)"
+        assert account == ["source.failed"]
+    else:
+        # Was: source.failed, `every check failed (missing)`, a catch-up exiting 75.
+        assert account == [] and not state.failing
+        assert {i: s.status for i, s in stored.items()} == {
+            i: None if i == ids[1] else "on_hold" for i in ids
+        }
