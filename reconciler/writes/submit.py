@@ -32,7 +32,7 @@ from reconciler.redact import (
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
-from reconciler.store.not_sent import not_sent, refusal
+from reconciler.store.not_sent import answer_made_it, not_sent, refusal
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -250,6 +250,13 @@ class Submitter:
                     f"{lost}, but a notification for its reference came meanwhile: CCV has the "
                     "order (the submit is resolved and will not be sent again). Its order is "
                     "followed once you track it: `reconciler track ccv ID --ref REF`"
+                )
+            elif answer_made_it(None, str(exc), None) is not None:
+                # An answer came whose head could not be read: it may have been a `201 Created`,
+                # and a person's word that CCV has none is refused (`store/not_sent.refusal`).
+                error = (
+                    f"{lost}; CCV got the submit and may have made the order. It will not be "
+                    "sent again: find the order at CCV and run `reconciler track ccv ID --ref REF`"
                 )
             else:
                 error = (

@@ -132,10 +132,18 @@ async def test_the_daemon_passes_on_the_status_and_location_of_such_an_answer(
         assert (await api.call("POST", "/api/v1/ccv/orders", body=body))[0] == 409
         # The prices' answer: CCV's status, with reconciler's word for the rest (was a 502,
         # "CCV's answer was lost").
+        # No status line to read: reconciler's 502, which advises no word that CCV has none.
+        fake.submit_replies = [NO_STATUS_LINE]
+        other = submit_body(externalReference="early-3")
+        status, document, headers = await api.call("POST", "/api/v1/ccv/orders", body=other)
+        assert (status, document["state"]) == (502, "uncertain"), document
+        assert "--not-sent" not in document["error"], document
+        refused = own_from_header(headers[NOT_SENT_REFUSED_HEADER])
+        assert "status line and headers could not be read (answer_head_unread)" in refused
         status, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
         own = "CCV answered HTTP 200, but the rest of its answer could not be read (malformed HTTP)"
         assert (status, document) == (200, {"error": own})
-    assert len(fake.submits) == 1 and len(fake.pricing_calls) == 1
+    assert len(fake.submits) == 2 and len(fake.pricing_calls) == 1
 
 
 @pytest.mark.parametrize("status", [b"401 Unauthorized", b"429 Too Many Requests"])
