@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .events import Event, order_event, transition_id
 from .model import (
+    NOT_FOUND_UNCONFIRMED,
     EventType,
     Observation,
     OrderKey,
@@ -77,12 +78,16 @@ def diff(
             if _confirmed_missing(prev, now=now, failing_accounts=failing_accounts):
                 _not_found(result, prev, now=now, via=via, store_id=store_id, asked=asked)
             else:
-                if prev.missing_since is None:
+                if prev.missing_since is None and not prev.failure_streak:
                     # Said once, as a failed check: until confirmed the order counts as failed
                     # (a catch-up exits 75), and the operator must see why.
-                    result.started_failing.append(obs._replace(reason="not_found_unconfirmed"))
+                    result.started_failing.append(obs._replace(reason=NOT_FOUND_UNCONFIRMED))
                 since = now if prev.missing_since is None else prev.missing_since
-                result.states[obs.key] = prev._replace(missing_since=since, asked_at=asked)
+                # A failed check like any other (`status`, `orders`), last_checked included:
+                # it stays at the last answer that gave a status.
+                result.states[obs.key] = prev._replace(
+                    failure_streak=prev.failure_streak + 1, missing_since=since, asked_at=asked
+                )
                 (result.lost if prev.status is not None else result.fresh).add(obs.key)
         elif prev is not None:
             if not prev.failure_streak:

@@ -15,7 +15,7 @@ from prometheus_client import (
 )
 
 from .events import Event
-from .model import Observation, Outcome, status_info
+from .model import NOT_FOUND_UNCONFIRMED, Observation, OrderKey, Outcome, status_info
 
 # The status label of an order no answer gave a status yet, and of a word the provider does not
 # document: each such word a series of its own would let a provider (or a fake answering a word
@@ -137,6 +137,22 @@ class Metrics:
         )
         for reason, count in reasons.items():
             self.check_failures.labels(source, account, reason).inc(count)
+
+    def observe_not_found(
+        self, observations: Sequence[Observation], unconfirmed: Collection[OrderKey]
+    ) -> None:
+        """Count the checks answered "not found" once the write has judged them: those of
+        `unconfirmed` (orders found before, not confirmed missing yet) as failed checks
+        (reason `not_found_unconfirmed`), as `status` and a catch-up count them."""
+        for obs in observations:
+            if obs.outcome is not Outcome.NOT_FOUND:
+                continue
+            source, account = obs.key.source, obs.key.account
+            if obs.key in unconfirmed:
+                self.checks.labels(source, account, Outcome.FAILED.value).inc()
+                self.check_failures.labels(source, account, NOT_FOUND_UNCONFIRMED).inc()
+            else:
+                self.checks.labels(source, account, Outcome.NOT_FOUND.value).inc()
 
     def observe_unanswered(self, source: str, account: str, count: int) -> None:
         """Count orders a failure of the whole account left without an answer as failed checks

@@ -306,6 +306,9 @@ class Observation(NamedTuple):
 # The reason of a check the provider answered with an error of that order's own (a CCNow
 # `ID error_message ...` line): the provider answered, about that order alone.
 ORDER_ERROR = "order_error"
+# The reason of a failed check that is an order found before answering "not found", not
+# confirmed yet (diff.py): logged, counted in /metrics and in the order's failure streak.
+NOT_FOUND_UNCONFIRMED = "not_found_unconfirmed"
 
 
 class OrderState(NamedTuple):

@@ -179,6 +179,8 @@ class Reconciler:
         start failing."""
         store = self.store
         urgent = via == "notification"
+        # A pass's (its reports'): counted in /metrics once judged, after the commit.
+        not_found = [o for o in observations if o.outcome is Outcome.NOT_FOUND] if reports else []
         snapshot = await store.orders.load((o.key for o in observations), page)
         if not discover and len(snapshot) < len(observations):
             observations = [o for o in observations if o.key in snapshot]
@@ -208,6 +210,8 @@ class Reconciler:
         def tally() -> None:
             # After the commit only: a group's transaction that failed counted nothing, and each
             # member's own write counts its orders once.
+            if not_found and self.metrics is not None:
+                self.metrics.observe_not_found(not_found, lost_keys | fresh_keys)
             for keys, report in reports or ():
                 lost = len(lost_keys if keys is None else lost_keys & keys)
                 fresh = len(fresh_keys if keys is None else fresh_keys & keys)

@@ -38,7 +38,9 @@ def plan(
     """Return the order's check interval and the time of its next check.
 
     `jitter` in [0, 1) stretches the interval by up to 10 % so that orders tracked together do
-    not stay in lockstep.
+    not stay in lockstep. An order that answered its status is checked no later than when it
+    would become stuck (`schedule.stuck_after_s`, not yet reported for this status), but not
+    sooner than `min_interval`.
     """
     if state.end_state:
         return None, NEVER
@@ -56,13 +58,14 @@ def plan(
         return state.interval_s, _within(now + interval * (1 + 0.1 * jitter), watch_ends)
     if state.not_found:
         interval = schedule.not_found_interval_s
-    elif state.failure_streak > 0:
+        return interval, _within(now + interval * (1 + 0.1 * jitter), watch_ends)
+    if state.failure_streak > 0:
         # A failed check keeps the order's interval but retries sooner, backing off per failure.
         base = schedule.min_interval_s * 2 ** min(state.failure_streak - 1, 16)
         interval = min(base, state.interval_s or schedule.min_interval_s, schedule.max_interval_s)
         interval = max(interval, min(schedule.min_interval_s, schedule.max_interval_s))
         return state.interval_s, _within(now + interval * (1 + 0.1 * jitter), watch_ends)
-    elif settled:
+    if settled:
         interval = schedule.settled_interval_s
     elif state.status in schedule.status_intervals_s:
         interval = schedule.status_intervals_s[state.status]
@@ -73,7 +76,20 @@ def plan(
         if _active(state, schedule, now):
             interval = min(interval, schedule.active_max_interval_s)
         interval = max(interval, schedule.min_interval_s)
-    return interval, _within(now + interval * (1 + 0.1 * jitter), watch_ends)
+    at = now + interval * (1 + 0.1 * jitter)
+    # Checked by the time its status spell reaches `stuck_after` (stuck_event's rule), or
+    # `order.stuck` would wait for the next check, up to max_interval late; never sooner than
+    # min_interval. The interval itself goes on as planned.
+    limit = schedule.stuck_after_s.get(state.status)  # type: ignore[arg-type]  # None: no key
+    spell_from = state.last_changed
+    if (
+        limit is not None
+        and spell_from is not None
+        and spell_from + limit < at
+        and state.stuck_version != state.version
+    ):
+        at = max(spell_from + limit, now + schedule.min_interval_s)
+    return interval, _within(at, watch_ends)
 
 
 def _within(at: float, watch_ends: float) -> float:

@@ -13,7 +13,9 @@ Python reads).
 
 A provider's answer is read by `loads_answer`: as Python reads JSON, but an integer longer than
 Python's int takes, which is legal JSON, does not make the whole answer unreadable (a CCV
-status answer, the order id in CCV's answer to a submit).
+status answer, the order id in CCV's answer to a submit). A status answer holding `NaN` is no
+answer; CCV's answer to a submit naming its order still names it, whatever else it holds: read
+as none, the submit could be closed as never sent, and made twice.
 """
 
 from __future__ import annotations
@@ -124,17 +126,42 @@ def _refuse_lone_surrogate(raw: bytes, document: object) -> None:
 
 
 def loads_answer(
-    body: bytes, hook: Callable[[list[tuple[str, object]]], object] | None = None
+    body: bytes,
+    hook: Callable[[list[tuple[str, object]]], object] | None = None,
+    *,
+    constants: bool = True,
 ) -> object:
     """json.loads (ValueError, RecursionError), except that an integer too long for Python's
     int (over 4,300 digits) does not fail the answer: only then is the body parsed again, its
-    integers kept as written (Digits), so the usual answer costs nothing more."""
+    integers kept as written (Digits), so the usual answer costs nothing more. `constants`:
+    whether `NaN` and `Infinity`, which are not JSON, are taken (else NotJSON)."""
     try:
-        return json.loads(body, object_pairs_hook=hook)
-    except json.JSONDecodeError:
+        return _loads(body, hook, constants, None)
+    except (json.JSONDecodeError, NotJSON):
         raise
     except ValueError:  # int's digit limit: the decoder raises a plain ValueError for it
-        return json.loads(body, object_pairs_hook=hook, parse_int=Digits)
+        return _loads(body, hook, constants, Digits)
+
+
+# What reads the usual answer when `NaN` is refused: json.loads given any such argument makes a
+# decoder for every call.
+_NO_CONSTANTS = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _loads(
+    body: bytes,
+    hook: Callable[[list[tuple[str, object]]], object] | None,
+    constants: bool,
+    parse_int: Callable[[str], object] | None,
+) -> object:
+    if constants:
+        return json.loads(body, object_pairs_hook=hook, parse_int=parse_int)
+    if hook is None and parse_int is None:
+        # As json.loads reads bytes: in UTF-8, -16 or -32, told by the first bytes.
+        return _NO_CONSTANTS.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    return json.loads(
+        body, object_pairs_hook=hook, parse_constant=_refuse_constant, parse_int=parse_int
+    )
 
 
 class Digits:

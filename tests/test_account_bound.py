@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from reconciler.config import Config, load_config
+from reconciler.events import Event
 from reconciler.metrics import Metrics
+from reconciler.passes.report import PassReport
 from reconciler.poller.coordinators import Coordinators
 from reconciler.runtime import Runtime
 from reconciler.server.hub import Hub
@@ -149,3 +151,69 @@ def test_a_part_that_sends_requests_cannot_be_built_without_the_processs_gates(
     for part in parts:
         with pytest.raises(TypeError, match="gates"):
             part()
+
+
+async def test_a_slow_accounts_catch_up_does_not_hold_another_accounts_pass_back(
+    tmp_path: Path,
+) -> None:
+    # Account a (first in the config) has a CCV that does not answer; b's pass of the same
+    # catch-up finds its order and writes its event meanwhile, and the catch-up's report, once
+    # a answers, counts both accounts' checks.
+    a_ids = [f"A-{n}" for n in range(8)]
+    async with FakeCCV() as slow, FakeCCV() as other:
+        slow.orders = dict.fromkeys(a_ids, "Processing")
+        other.orders = {"B-1": "Shipped"}
+        slow.hold = asyncio.Event()
+        config = bound_config(tmp_path, ccv={"a": slow, "b": other})
+        async with daemon_parts(config) as (rt, _hub):
+            await rt.store.orders.track("ccv", "a", [(i, None) for i in a_ids], 1.0)
+            await rt.store.orders.track("ccv", "b", [("B-1", None)], 1.0)
+            b_event = asyncio.Event()
+
+            def committed(events: Sequence[Event]) -> None:
+                if any(e.account == "b" and e.order_id == "B-1" for e in events):
+                    b_event.set()
+
+            rt.store.events_committed = committed
+            catch_up = asyncio.ensure_future(rt.coordinators.catch_up())
+            try:
+                await slow.wait_until(lambda: slow.in_flight >= 1)
+                await asyncio.wait_for(b_event.wait(), 5)
+                a_waiting = slow.in_flight  # a's first request, not answered yet
+                ended_first = catch_up.done()
+            finally:
+                slow.hold.set()
+                report = await catch_up
+    assert not ended_first and a_waiting == 1  # b's event came while a's pass waited for it
+    assert (report.checked, report.failed, report.events) == (9, 0, 9)
+    assert slow.max_in_flight == 1
+
+
+async def test_a_catch_up_pass_that_raises_lets_the_other_accounts_passes_end(
+    tmp_path: Path,
+) -> None:
+    # Account a's pass fails at once (as on a fault of the code); b's, still waiting for its
+    # CCV, is not cancelled nor left running behind the catch-up: it ends, its order is
+    # written, and then the catch-up raises a's error.
+    async with FakeCCV() as fails, FakeCCV() as slow:
+        slow.orders = {"B-1": "Shipped"}
+        slow.hold = asyncio.Event()
+        config = bound_config(tmp_path, ccv={"a": fails, "b": slow})
+        async with daemon_parts(config) as (rt, _hub):
+            await rt.store.orders.track("ccv", "b", [("B-1", None)], 1.0)
+
+            async def fault(*, via: str) -> PassReport:
+                raise RuntimeError("a's fault")
+
+            rt.coordinators.ccv["a"].full_pass = fault  # type: ignore[method-assign]
+            catch_up = asyncio.ensure_future(rt.coordinators.catch_up())
+            try:
+                await slow.wait_until(lambda: slow.in_flight >= 1)
+                waited_for_b = not catch_up.done()
+            finally:
+                slow.hold.set()
+            with pytest.raises(RuntimeError, match="a's fault"):
+                await catch_up
+            b_seen = await statuses(rt, "ccv", "b")
+    assert waited_for_b
+    assert b_seen == {"B-1": "Shipped"}

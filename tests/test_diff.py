@@ -217,6 +217,25 @@ def test_an_order_found_before_is_reported_missing_only_when_a_later_check_confi
     assert not_found(later.states[CCV], NOW + 2 * NOT_FOUND_CONFIRM_S).events == []
 
 
+def test_an_unconfirmed_not_found_is_a_failed_check_until_confirmed() -> None:
+    # As a 403's: the streak counts (`status`, `orders`), last_checked stays at the last answer.
+    found = tracked(CCV, status="New", version=1, last_checked=NOW - 60)
+    first = not_found(found, NOW)
+    soon = not_found(first.states[CCV], NOW + 60)
+    assert [(s.failure_streak, s.last_checked) for s in (first.states[CCV], soon.states[CCV])] == [
+        (1, NOW - 60),
+        (2, NOW - 60),
+    ]
+    assert [o.reason for o in first.started_failing] == ["not_found_unconfirmed"]
+    assert soon.started_failing == []
+    later = not_found(soon.states[CCV], NOW + NOT_FOUND_CONFIRM_S)
+    assert (later.states[CCV].failure_streak, later.states[CCV].not_found) == (0, True)
+    # An order already failing (a 403) says no second line when its answer becomes a 404.
+    forbidden = found._replace(failure_streak=1)
+    assert not_found(forbidden, NOW).started_failing == []
+    assert not_found(forbidden, NOW).states[CCV].failure_streak == 2
+
+
 def test_a_missing_order_is_not_confirmed_while_its_account_fails() -> None:
     first = not_found(tracked(CCV, status="New", version=1), NOW)
     held = not_found(first.states[CCV], NOW + 3600, failing_accounts={("ccv", "default")})

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from reconciler.config import Config, load_config
+from reconciler.metrics import Metrics
 from reconciler.model import OrderKey, OrderState
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.ccv import CCVCoordinator
@@ -293,6 +294,63 @@ async def test_a_found_order_is_reported_missing_only_when_confirmed_minutes_lat
     clock.now += NOT_FOUND_CONFIRM_S
     await reconciler.full_pass(via="catch-up")
     assert (await kinds_of(reconciler))[len(found) :] == [("order.not_found", CCV_IDS[0])]
+
+
+async def test_an_unconfirmed_not_found_is_a_failed_check_in_status_orders_and_metrics(
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    # A catch-up exits 75 for it: the operator must find the order that failed, as for a 403.
+    reconciler, _, clock = ccv_reconciler
+    metrics = Metrics()
+    reconciler.writer.metrics = metrics
+    value = metrics.registry.get_sample_value
+    labels = {"source": "ccv", "account": "default"}
+    fake_ccv.orders = dict.fromkeys(CCV_IDS, "AwaitingPayment")
+    await reconciler.full_pass(via="catch-up")
+    answered_at = (await state_of(reconciler, CCV_IDS[0])).last_checked
+    del fake_ccv.orders[CCV_IDS[0]]  # CCV's own JSON 404 from now on
+    fake_ccv.replies[CCV_IDS[1]] = FORBIDDEN  # the failed check it must look like
+
+    for n in (1, 2):
+        clock.now += 60
+        report = await reconciler.full_pass(via="catch-up")
+        assert report.failed == 2
+        assert await reconciler.store.orders.failing_counts() == {("ccv", "default"): 2}
+        missing = await state_of(reconciler, CCV_IDS[0])
+        assert (missing.failure_streak, missing.not_found) == (n, False)
+        assert missing.last_checked == answered_at  # as the 403's: its last answer
+        assert value("reconciler_checks_total", {**labels, "outcome": "failed"}) == 2 * n
+        assert value("reconciler_checks_total", {**labels, "outcome": "not_found"}) is None
+        reason = {**labels, "reason": "not_found_unconfirmed"}
+        assert value("reconciler_check_failures_total", reason) == n
+
+    clock.now += NOT_FOUND_CONFIRM_S  # confirmed: `order.not_found` once, no failure any more
+    await reconciler.full_pass(via="catch-up")
+    gone = await state_of(reconciler, CCV_IDS[0])
+    assert (gone.failure_streak, gone.not_found) == (0, True)
+    assert await reconciler.store.orders.failing_counts() == {("ccv", "default"): 1}
+    assert value("reconciler_checks_total", {**labels, "outcome": "not_found"}) == 1
+    assert value("reconciler_check_failures_total", reason) == 2
+    assert [k for k, o in await kinds_of(reconciler) if k == "order.not_found"] == [
+        "order.not_found"
+    ]
+
+
+async def test_an_unconfirmed_not_found_shows_in_status_and_orders(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    fake_ccv.orders = {CCV_IDS[0]: "Processing"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", CCV_IDS[0])).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    del fake_ccv.orders[CCV_IDS[0]]
+    caught_up = await call_cli("--config", cfg, "catch-up")
+    assert caught_up.code == 75 and "not_found_unconfirmed" in caught_up.stderr
+    status = json.loads((await call_cli("--config", cfg, "status", "--json")).stdout)
+    [account] = [a for a in status["accounts"] if a["source"] == "ccv"]
+    assert account["check_failed"] == 1
+    [order] = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
+    assert (order["order_id"], order["failure_streak"]) == (CCV_IDS[0], 1)
 
 
 async def test_a_wave_of_not_found_is_an_account_failure(

@@ -148,6 +148,54 @@ def test_stuck_is_raised_once_per_stuck_period() -> None:
     assert stuck_event(gone, alerts=ALERTS, now=T0 + 3 * 86400, store_id="x") is None
 
 
+STUCK_LIMITS = {("ccv", "Processing"): 20 * HOUR, ("ccv", "Incomplete"): 7 * 24 * HOUR}
+STUCK_SCHED = replace(
+    SCHED,
+    status_intervals_s={"Incomplete": 6 * HOUR},
+    stuck_after_s={status: s for (_, status), s in STUCK_LIMITS.items()},
+)
+
+
+@pytest.mark.parametrize("status", ["Processing", "Incomplete"])
+def test_order_stuck_is_raised_when_its_limit_is_reached_not_a_check_later(status: str) -> None:
+    # With the default max_interval (6 h), or a 6 h pin, the check after the limit came up to
+    # 6 h late, and `order.stuck` (status STUCK, the gauge) with it.
+    limit = STUCK_LIMITS[("ccv", status)]
+    state = OrderState(
+        key=CCV, status=status, version=1, first_seen=T0, last_changed=T0, tracked_at=T0
+    )
+    state = next_check(state, changed=True, schedule=STUCK_SCHED, now=T0, jitter=0.99)
+    alerts = AlertsConfig(STUCK_LIMITS)
+    while True:
+        now = state.next_check_at
+        state = next_check(state, changed=False, schedule=STUCK_SCHED, now=now, jitter=0.99)
+        stuck = stuck_event(state, alerts=alerts, now=now, store_id="s")
+        if stuck is not None:
+            break
+        assert now < T0 + limit
+    assert stuck[1].data["stuck_for_s"] == limit
+    # Reported: the order keeps its own rhythm from then on.
+    interval, at = plan(stuck[0], changed=False, schedule=STUCK_SCHED, now=now)
+    assert interval is not None and interval >= 6 * HOUR and at == now + interval
+
+
+def test_a_stuck_deadline_never_plans_a_check_sooner_than_min_interval() -> None:
+    state = OrderState(
+        key=CCV, status="Processing", version=1, last_changed=T0, tracked_at=T0, interval_s=HOUR
+    )
+    interval, at = plan(state, changed=False, schedule=STUCK_SCHED, now=T0 + 20 * HOUR - 1)
+    assert (interval, at) == (2 * HOUR, T0 + 20 * HOUR - 1 + 60)
+    # Not for an order whose checks fail or that CCV says it does not know: never stuck.
+    failing = state._replace(failure_streak=1)
+    assert plan(failing, changed=False, schedule=STUCK_SCHED, now=T0 + 19 * HOUR)[1] == (
+        T0 + 19 * HOUR + 60
+    )
+    gone = state._replace(not_found=True)
+    assert plan(gone, changed=False, schedule=STUCK_SCHED, now=T0 + 19 * HOUR)[1] == (
+        T0 + 19 * HOUR + SCHED.not_found_interval_s
+    )
+
+
 @pytest.mark.parametrize(("streak", "expected"), [(0, 0), (1, 60), (2, 120), (5, 960), (30, 3600)])
 def test_failing_source_backoff(streak: int, expected: float) -> None:
     assert source_backoff_s(streak, 60) == expected

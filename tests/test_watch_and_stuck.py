@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,25 @@ async def test_check_refuses_an_interval_for_a_settled_status(
     assert result.code == 78
     assert "ccv.status_intervals.Failed" in result.stderr
     assert "settled_interval" in result.stderr
+
+
+async def test_an_order_is_checked_when_it_would_become_stuck_not_a_pinned_interval_later(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Processing pinned at 6h with a 1h stuck_after: its `order.stuck` waited for the check
+    # 6 h after its change, 5 h late (and status STUCK and the gauge with it).
+    fake_ccv.orders = {ORDERS[0]: "Processing"}
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='status_intervals = { Processing = "6h" }',
+        extra='[alerts.stuck_after.ccv]\nProcessing = "1h"\n',
+    )
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDERS[0])).code == 0
+    before = time.time()
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    [order] = await _json(cfg, "orders")
+    assert order["status"] == "Processing"
+    changed = datetime.fromisoformat(order["last_changed"]).timestamp()
+    planned = datetime.fromisoformat(order["next_check_at"]).timestamp()
+    assert changed >= before - 1 and planned == pytest.approx(changed + 3600, abs=0.01)

@@ -126,12 +126,9 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
     for c, before in known.items():
         if before.state == "queued":
             continue
-        answer = shown(before.answer) if before.answer else "-"
-        if before.state == "sending" and not before.answer:
-            answer = ON_ITS_WAY  # as the real run says it: a post under way carries it
         say(
             f"reconciler: {c.order_id} {c.action} left out: made before with this key "
-            f"(command {before.id}, {before.state}: {answer})",
+            f"(command {before.id}, {before.state}: {_answer_word(before.state, before.answer)})",
             logging.WARNING,
         )
         tally.count(before.state)
@@ -146,6 +143,14 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
     return exit_code(tally)
 
 
+def _answer_word(state: str, answer: str | None) -> str:
+    """CCNow's answer to a command, as it came (`shown`); `-` for none, but a command being
+    sent, which a post under way carries (the dry run says it as the real run does)."""
+    if answer:
+        return shown(answer)
+    return ON_ITS_WAY if state == "sending" else "-"
+
+
 def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: int) -> int:
     """Print one line per order and the summary line; return the exit code."""
     tally = Tally(sent=sent)
@@ -153,9 +158,7 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
         again = " (made before with this key)" if r.get("made_before") else ""
         where = "not sent" if r["id"] is None else f"command {r['id']}"
         outcome = str(r["outcome"])  # the command's own word: `succeeded`, `not_sent`, ...
-        answer = shown(str(r["answer"])) if r["answer"] else "-"  # CCNow's text, as it came
-        if outcome == "sending" and not r["answer"]:
-            answer = ON_ITS_WAY
+        answer = _answer_word(outcome, str(r["answer"]) if r["answer"] else None)
         print(f"{r['order_id']} {r['action']} {outcome}: {answer} ({where}){again}")
         tally.count(outcome)
     code = exit_code(tally)

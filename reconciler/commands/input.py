@@ -105,19 +105,27 @@ def read_track_file(path: Path, source: Source, secrets: SecretForms | None) -> 
     # one at a form feed or a U+2028 pasted inside it, making two orders of one line. Each line
     # is one CSV record.
     for number, line in enumerate(_LINE_END.split(text), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):  # a comment: not a quoted "#..." field
+        bare = line.strip()
+        if not bare or bare.startswith("#"):  # a comment: not a quoted "#..." field
             continue
         where = f"{path}:{number}"
         try:
             row = next(csv.reader([line], skipinitialspace=True, strict=True))
         except csv.Error as exc:
             raise DataError(f"{where}: not a CSV line: {exc}") from None
-        fields = [field.strip() for field in row]
-        while fields and not fields[-1]:
+        if not any(field.strip() for field in row):
+            continue  # a spreadsheet's empty row (",,,")
+        # The id's white space is no part of it (an id has none), but a reference's is: one
+        # trimmed would be followed under another reference than the one submitted with it,
+        # and one of white space alone dropped would leave its order without it: both are
+        # refused, as `--ref` refuses the latter (README).
+        fields = [row[0].strip(), *row[1:]]
+        if len(fields) == 2 and not fields[1] and (spaces := _SPACES_LAST.search(line)):
+            fields[1] = spaces[1]  # the reader skips spaces after a comma: they were the field
+        while len(fields) > 2 and not fields[-1].strip():
             fields.pop()  # a spreadsheet's empty trailing columns
-        if not fields:
-            continue
+        if len(fields) == 2 and not fields[1]:
+            fields.pop()  # an empty reference column: none given
         if first:
             first = False
             if _is_header(fields):
@@ -149,6 +157,8 @@ def read_track_file(path: Path, source: Source, secrets: SecretForms | None) -> 
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+# Spaces after a line's last comma, which the CSV reader skips (`skipinitialspace`, for `ID, REF`).
+_SPACES_LAST = re.compile(r",( +)$")
 # What a spreadsheet's first row says above the ids ("Order ID", "order_number", "Order No."),
 # in letters alone.
 _HEADERS = frozenset(
@@ -179,6 +189,7 @@ def _track_line(where: str, source: Source, fields: list[str]) -> tuple[str, str
         raise DataError(f"{where}: {exc}") from None
     if ref and source != "ccv":
         raise DataError(f"{where}: external references are for CCV orders")
-    if ref and (problem := reference_problem(ref)):
+    # One of white space alone is refused as `--ref` refuses it, named as that.
+    if ref and (problem := reference_problem(ref, given=bool(ref.strip()), tracked=True)):
         raise DataError(f"{where}: {problem}")
     return oid, ref or None

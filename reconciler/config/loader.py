@@ -132,20 +132,22 @@ class Loader:
                 # A name is not resolved here (it may resolve otherwise where the daemon runs).
                 problem += f", and its host '{receiver.listen_host}' may be the same address"
             raise ConfigError(self.file, "api.listen", problem)
+        sinks = SinkReader(
+            self.file,
+            self.base_dir,
+            self.secrets,
+            store_path=store_path,
+            config_path=None if names_a_descriptor(self.file) else Path(self.file),
+        ).sinks(top)
+        alerts = self.alerts(top.table("alerts", ("stuck_after",)))
         return Config(
             file=self.file,
             store_path=store_path,
-            ccv=ccv,
-            ccnow=ccnow,
+            ccv=tuple(replace(a, schedule=_stuck(a.schedule, "ccv", alerts)) for a in ccv),
+            ccnow=tuple(replace(a, schedule=_stuck(a.schedule, "ccnow", alerts)) for a in ccnow),
             receiver=receiver,
-            sinks=SinkReader(
-                self.file,
-                self.base_dir,
-                self.secrets,
-                store_path=store_path,
-                config_path=None if names_a_descriptor(self.file) else Path(self.file),
-            ).sinks(top),
-            alerts=self.alerts(top.table("alerts", ("stuck_after",))),
+            sinks=sinks,
+            alerts=alerts,
             api=api,
             secret_files=tuple(self.secrets.secret_files),
             keep_events_s=Config.keep_events_s
@@ -354,6 +356,12 @@ class Loader:
                 stuck.update({(source, status): seconds for status, seconds in given.items()})
         # 0 switches the alert off for that status.
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})
+
+
+def _stuck(schedule: ScheduleConfig, source: Source, alerts: AlertsConfig) -> ScheduleConfig:
+    """Return an account's schedule with its source's `stuck_after` limits, by status word."""
+    limits = {status: s for (of, status), s in alerts.stuck_after_s.items() if of == source}
+    return replace(schedule, stuck_after_s=limits)
 
 
 def _listen(table: Table, default: str) -> tuple[str, int]:

@@ -166,7 +166,10 @@ class Batcher:
         metrics = self.reconciler.metrics
         if metrics is not None:
             key = batch[0].key
-            metrics.observe_checks(key.source, key.account, batch)
+            # A "not found" is counted once the write has judged it (Metrics.observe_not_found):
+            # one not confirmed yet is a failed check.
+            answered = [o for o in batch if o.outcome is not Outcome.NOT_FOUND]
+            metrics.observe_checks(key.source, key.account, answered)
         self.report.checked += len(batch)
         self.reconciler.on_checked(len(batch))
         failed = [o for o in batch if o.outcome is Outcome.FAILED]

@@ -3,6 +3,7 @@ asks each of them once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -83,9 +84,18 @@ class Coordinators:
         writer = self.writer
         started = writer.clock()
         coordinators: list[Coordinator[Any]] = [*self.ccnow.values(), *self.ccv.values()]
-        for coordinator in coordinators:  # CCNow first, as ever
-            if source in (None, coordinator.source):
-                report.add(await coordinator.full_pass(via="catch-up"))
+        # All at once, each within its own account's bound: one slow account must not keep the
+        # others unasked (README "Bounded"). A provider's failure is in its pass's report; what
+        # a pass raises (the store's failure) lets the others end and write what they found,
+        # then is raised, the first in this order. Cancelling the gather cancels every pass.
+        results = await asyncio.gather(
+            *(c.full_pass(via="catch-up") for c in coordinators if source in (None, c.source)),
+            return_exceptions=True,
+        )
+        for result in results:  # CCNow first, as ever: the report's counts in one order
+            if isinstance(result, BaseException):
+                raise result
+            report.add(result)
         name = "catch-up" if source is None else f"catch-up {source}"
         await remember_pass(writer.store, name, report, started, writer.clock())
         return report

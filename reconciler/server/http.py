@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,28 +16,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..config import ConfigError
 from ..exits import TempFailure
 from ..logs import fields
+from ..sources.codings import BodyTooLarge as BodyTooLarge
+from ..sources.codings import BodyUnreadable as BodyUnreadable
+from ..sources.codings import codings_of
+from ..sources.codings import decoded as decoded
 from .connections import BoundedRunner, ConnectionLimits, ExpectScreen
 
 # An app's screen of `Expect: 100-continue` requests, run before its routes (see ExpectScreen):
 # aiohttp answers `100 Continue` for a path no route takes before any middleware runs.
 EXPECT_SCREEN = web.AppKey[ExpectScreen]("expect_screen")
-
-# The content codings decoded, by their names in any case (x-gzip is gzip's old name, RFC 9110);
-# no provider sends br or zstd, which would take optional packages. Any other coding is refused:
-# read as plain bytes, a body sent `gzip, gzip` or `compress` lost what it said.
-_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "identity": None}
-# Codings one body may be sent in, one on another: each costs a pass over up to max_body bytes.
-MAX_CODINGS = 4
-# gzip members (or deflate streams) one body may join: each costs a decompressor.
-MAX_MEMBERS = 64
-
-
-class BodyTooLarge(Exception):
-    """The body is longer than the limit (413)."""
-
-
-class BodyUnreadable(Exception):
-    """Broken chunking, bad compression, or a client that went away mid-body (400)."""
 
 
 class BodyTooSlow(Exception):
@@ -93,65 +79,8 @@ async def read_body(request: web.Request, limit: int, *, timeout_s: float | None
 
 
 def content_coding(request: web.BaseRequest) -> Sequence[str] | None:
-    """Return the content codings a request's body is sent in, in the order they were applied
-    (`Content-Encoding`, a list, in one header or several; `identity` left out); None when one
-    of them is not decoded here, or there are more than MAX_CODINGS."""
-    codings: list[str] = []
-    for value in request.headers.getall(hdrs.CONTENT_ENCODING, ()):
-        for word in value.split(","):
-            name = word.strip(" \t").lower()
-            if not name:
-                continue  # an empty list element (RFC 9110 5.6.1)
-            if name not in _CODINGS:
-                return None
-            if (coding := _CODINGS[name]) is not None:
-                codings.append(coding)
-    return codings if len(codings) <= MAX_CODINGS else None
-
-
-def decoded(body: bytes, codings: Sequence[str] | None, limit: int) -> bytes:
-    """Return a body as sent in `codings`, decoded; BodyUnreadable for a coding not decoded
-    here (None), unless every gzip member or deflate stream in it ends where the body does, or
-    for a coded body that is empty; BodyTooLarge past `limit` bytes decoded."""
-    if codings is None:
-        raise BodyUnreadable
-    for coding in reversed(codings):
-        if not body:
-            raise BodyUnreadable  # not even a stream's header
-        body = _decoded_once(body, coding, limit)
-    return body
-
-
-def _decoded_once(body: bytes, coding: str, limit: int) -> bytes:
-    """Return a body decoded from one coding, gzip or deflate.
-
-    aiohttp's own decoder ends a gzip body wherever its bytes stop: a body of `x`, or of the
-    bare 10-byte gzip header, decoded to nothing, and the receiver took it. So the listeners
-    turn it off (connections.BoundedRunner) and decode here, to the end of the stream."""
-    if coding == "gzip":
-        wbits = 16 + zlib.MAX_WBITS
-    else:
-        # Raw deflate without the zlib header is sent too; aiohttp tells them apart the same way.
-        wbits = zlib.MAX_WBITS if body[0] & 0x0F == 8 else -zlib.MAX_WBITS
-    parts: list[bytes] = []
-    size = 0
-    rest = body
-    for _ in range(MAX_MEMBERS):
-        stream = zlib.decompressobj(wbits)
-        try:
-            part = stream.decompress(rest, limit + 1 - size)
-        except zlib.error:
-            raise BodyUnreadable from None
-        size += len(part)
-        if size > limit:
-            raise BodyTooLarge  # stopped one byte past the limit: a bomb costs no more
-        if not stream.eof:
-            raise BodyUnreadable  # cut short: the stream's end (gzip: its trailer) never came
-        parts.append(part)
-        rest = stream.unused_data
-        if not rest:
-            return b"".join(parts)
-    raise BodyUnreadable
+    """Return the content codings a request's body is sent in (codings_of)."""
+    return codings_of(request.headers.getall(hdrs.CONTENT_ENCODING, ()))
 
 
 class Listener:

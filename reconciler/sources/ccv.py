@@ -111,7 +111,8 @@ def _status_document(body: bytes) -> tuple[str, object] | None:
         # (one of ours written twice, or any spelled with escapes) once, with a hook that
         # finds out.
         pairs = _Pairs() if _may_repeat_a_key(body) else None
-        document = loads_answer(body, pairs)
+        # `NaN` and `Infinity` are not JSON: no answer CCV means holds them.
+        document = loads_answer(body, pairs, constants=False)
     except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict) or (pairs is not None and pairs.repeated):
@@ -122,10 +123,20 @@ def _status_document(body: bytes) -> tuple[str, object] | None:
 
 def _may_repeat_a_key(body: bytes) -> bool:
     """Whether a status answer may name one of its two keys twice: written twice, or a key
-    written with escapes (`"order\\u0053tatus"`)."""
+    written with escapes (`"order\\u0053tatus"`). The bytes say so of UTF-8 alone: in UTF-16
+    or UTF-32 (a NUL among the first four bytes, or their BOM) no key is spelled as searched,
+    so such an answer is always decoded with the hook."""
     return (
-        body.count(b'"orderStatus"') > 1 or body.count(b'"externalReference"') > 1 or b"\\u" in body
+        body.count(b'"orderStatus"') > 1
+        or body.count(b'"externalReference"') > 1
+        or b"\\u" in body
+        or b"\x00" in body[:4]
+        or body[:2] in _UTF16_BOMS
     )
+
+
+# What UTF-16 begins with when it has a BOM; UTF-32's begins so too, or holds a NUL.
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 _ANSWER_KEYS = frozenset({"orderStatus", "externalReference"})
@@ -308,6 +319,10 @@ class CCVClient:
             document = _status_document(reply.body)
             if document is not None and not self._holds_key(document):
                 word, answered = document
+                if isinstance(answered, str):
+                    # Blanks around it are no part of it, as for the status word: no submit
+                    # nor notification URL takes a reference with them, nor one of blanks alone.
+                    answered = answered.strip()
                 if answered is None or answered == "":
                     # No reference (else it would differ from the tracked one on every check).
                     return Outcome.OK, word, None, None

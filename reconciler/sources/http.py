@@ -22,6 +22,7 @@ from aiohttp.tracing import Trace
 from yarl import URL
 
 from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
+from reconciler.sources.codings import BodyTooLarge, BodyUnreadable, answer_decoded
 from reconciler.sources.errors import AnswerTooLarge, SourceUnavailable, UndecodableAnswer
 
 T = TypeVar("T")
@@ -200,6 +201,7 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
 
     The limit holds for the body as decoded: a compressed answer's Content-Length says nothing
     of its size once inflated (a few kB of gzip can hold gigabytes), so it is read piece by piece.
+    A coding aiohttp leaves as it came (`x-gzip`, `gzip, gzip`) is undone here, within the limit.
     """
     length = resp.content_length
     if length is not None and length > limit:
@@ -214,7 +216,14 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         if size > limit:
             raise AnswerTooLarge(resp.status, limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+    codings = resp.headers.getall(hdrs.CONTENT_ENCODING, ())
+    try:
+        return answer_decoded(b"".join(chunks), codings, limit)
+    except BodyTooLarge:
+        raise AnswerTooLarge(resp.status, limit) from None
+    except BodyUnreadable as exc:
+        # Raised as aiohttp raises its own, so that every caller takes it as those (undecodable).
+        raise aiohttp.ClientPayloadError("undecodable") from ContentEncodingError(str(exc))
 
 
 def undecodable(exc: BaseException, status: int | None) -> UndecodableAnswer | None:

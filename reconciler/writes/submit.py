@@ -126,7 +126,12 @@ class Submitter:
         found = await subs.find(self.store, account, ref)
         relink = found is not None and _followed_elsewhere(found)
         refused = not_sent_refused(ref, found)
-        return dataclasses.replace(result, not_sent_refused=refused, relink=relink)
+        # Its state too, read once with the rest: a notification may have settled it since it
+        # was closed (`uncertain` beside a refusal saying it is resolved, else).
+        state = result.state if found is None else found.state
+        if state != result.state and result.lost is not None:
+            result = lost_answer(result.status, result.lost, ref, state)
+        return dataclasses.replace(result, state=state, not_sent_refused=refused, relink=relink)
 
     async def _submit(self, account: str, body: dict[str, object]) -> Result:
         cfg = self.accounts.get(account)
@@ -243,28 +248,7 @@ class Submitter:
                 "timeout": f"CCV gave no answer within {cfg.timeout_s:g} s (the account's timeout)",
                 "connection": "the connection to CCV broke before its answer came",
             }.get(str(exc), f"CCV's answer could not be read ({exc})")
-            if state == "resolved":
-                # A notification for the reference came while it waited: CCV has the order, and
-                # a person's word that it has none would be wrong (no `--not-sent` advised).
-                error = (
-                    f"{lost}, but a notification for its reference came meanwhile: CCV has the "
-                    "order (the submit is resolved and will not be sent again). Its order is "
-                    "followed once you track it: `reconciler track ccv ID --ref REF`"
-                )
-            else:
-                error = (
-                    f"{lost}; the order may exist. It will not be sent again: the first "
-                    "notification for its reference, or `reconciler track ccv ID --ref REF`, "
-                    "settles it; `reconciler ccv resolve --ref REF --not-sent` once you know "
-                    "CCV has none"
-                )
-            return json_result(
-                504 if str(exc) == "timeout" else 502,
-                {"error": error, "state": state, "external_reference": ref},
-                ref,
-                state,
-                own=lost,
-            )
+            return lost_answer(504 if str(exc) == "timeout" else 502, lost, ref, state)
         return await close(self._closing(account), sub_id, account, ref, answer)
 
     def _closing(self, account: str) -> Closing:
@@ -276,6 +260,28 @@ class Submitter:
             self.key_forms.get(account),
             self.secrets,
         )
+
+
+def lost_answer(status: int, lost: str, ref: str, state: subs.State) -> Result:
+    """reconciler's answer where CCV's was lost (`lost`: how, in words), for the submission of
+    `ref` as it stands (`state`)."""
+    if state == "resolved":
+        # A notification for the reference came while it waited: CCV has the order, and a
+        # person's word that it has none would be wrong (no `--not-sent` advised).
+        error = (
+            f"{lost}, but a notification for its reference came meanwhile: CCV has the "
+            "order (the submit is resolved and will not be sent again). Its order is "
+            "followed once you track it: `reconciler track ccv ID --ref REF`"
+        )
+    else:
+        error = (
+            f"{lost}; the order may exist. It will not be sent again: the first "
+            "notification for its reference, or `reconciler track ccv ID --ref REF`, "
+            "settles it; `reconciler ccv resolve --ref REF --not-sent` once you know "
+            "CCV has none"
+        )
+    document = {"error": error, "state": state, "external_reference": ref}
+    return dataclasses.replace(json_result(status, document, ref, state, own=lost), lost=lost)
 
 
 def not_sent_refused(reference: str, found: subs.Submission | None) -> str | None:

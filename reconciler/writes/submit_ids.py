@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from urllib.parse import unquote
 
 from yarl import URL
 
@@ -72,12 +73,11 @@ def names_an_order(answer: bytes, names: Sequence[str]) -> bool:
 
 def field_value(document: Mapping[str, object], name: str) -> object:
     """The value of the field `name` in a JSON object of CCV's, its case ignored (a .NET
-    serializer writes `OrderId`, and CCV may read JSON ignoring case): one named in exactly that
-    case wins; fields naming it in other cases with different values are as one named twice."""
-    if name in document:
-        return document[name]
+    serializer writes `OrderId`, and CCV may read JSON ignoring case): fields naming it in any
+    cases, the exact one too, with different values are as one named twice (which one CCV
+    meant is not known, as a request naming both is refused: `submit_body`); a null is none."""
     folded = name.casefold()
-    values = [v for k, v in document.items() if k.casefold() == folded]
+    values = [v for k, v in document.items() if k.casefold() == folded and v is not None]
     if not values:
         return None
     first = values[0]
@@ -97,5 +97,10 @@ def location_order_id(location: str, names: Sequence[str]) -> str | None:
     for i, part in enumerate(parts[:-1]):
         if part.casefold() == "order":
             return parts[i + 1]
-    query = {k.casefold(): v for k, v in url.query.items()}
+    # Its `+` kept (an order id holds no space): read as a space, a key holding one would no
+    # longer be found in it, and would be logged (`submit_outcome._location_differs`).
+    query: dict[str, str] = {}
+    for pair in url.raw_query_string.split("&"):
+        key, _, value = pair.partition("=")
+        query[unquote(key).casefold()] = unquote(value)
     return next((query[n.casefold()] for n in names if query.get(n.casefold())), None)

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote
 
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
-from reconciler.redact import SecretForms, redact
+from reconciler.redact import MASK, SecretForms, holds_secret, redact
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.writes.ccv_http import Answer
@@ -82,6 +82,9 @@ class Result:
     # Whether `track ccv ID --ref REF` needs `--relink` to settle it: CCV named an order
     # followed under another reference (`track` refuses to move one without it)
     relink: bool = False
+    # How CCV's answer was lost, where this is reconciler's answer in its place (its body
+    # says where the submission stands: `submit.lost_answer`)
+    lost: str | None = None
 
 
 def ref_option(reference: str) -> str:
@@ -130,6 +133,12 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     passed = Result(
         status, answer.body, answer.content_type, ref, "uncertain", None, headers, answer.own
     )
+
+    async def passed_uncertain(reason: str) -> Result:
+        """CCV's answer passed on, the submission made uncertain (or found settled)."""
+        state = await uncertain(c, account, sub_id, ref, reason, status, location)
+        return replace(passed, state=state)
+
     if 200 <= status < 300 and answer.own is not None:
         # Its body broke or was too large: it may have named the order, so it is an answer
         # not read, not one naming none; a person looks at CCV first, as for a lost answer.
@@ -139,8 +148,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                 account=account, external_reference=ref, why=answer.own, location=location
             ),
         )
-        state = await uncertain(c, account, sub_id, ref, ANSWER_UNREAD, status, location)
-        return replace(passed, state=state)
+        return await passed_uncertain(ANSWER_UNREAD)
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
         if order_id is None:
@@ -160,10 +168,9 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                     location=location,
                 ),
             )
-            state = await uncertain(c, account, sub_id, ref, reason, status, location)
-            return replace(passed, state=state)
+            return await passed_uncertain(reason)
         if location is not None:
-            _location_differs(account, ref, order_id, location, c.order_id_fields)
+            _location_differs(c, account, ref, order_id, location)
         followed = await subs.succeed(
             c.store,
             sub_id,
@@ -191,8 +198,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                 f"{subs.FOLLOWED_ELSEWHERE}: CCV answered order {order_id}, followed under "
                 f"reference {followed}, not {ref}"
             )
-            state = await uncertain(c, account, sub_id, ref, reason, status, location)
-            return replace(passed, state=state)
+            return await passed_uncertain(reason)
         log.info(
             "ccv.submitted",
             extra=fields(account=account, external_reference=ref, order_id=order_id, status=status),
@@ -203,8 +209,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         # CCV's "Server error" may come after the order was made (or from a gateway after
         # CCV got it), and a 3xx to a POST is the usual "made, see there" (303 See Other):
         # as with a lost answer, never sent again; a person settles it.
-        state = await uncertain(c, account, sub_id, ref, f"http_{status}", status, location)
-        return replace(passed, state=state)
+        return await passed_uncertain(f"http_{status}")
     reason = f"http_{status}"
     await subs.fail(
         c.store, sub_id, http_status=status, reason=reason, now=c.now, location=location
@@ -217,14 +222,18 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     )
 
 
-def _location_differs(
-    account: str, ref: str, order_id: str, location: str, names: Sequence[str]
-) -> None:
+def _location_differs(c: Closing, account: str, ref: str, order_id: str, location: str) -> None:
     """Warn where CCV's answer names one order in its body and another in its `Location`: one
     of the two is wrong. The body's is taken (it is the answer's own word on what it made)."""
-    pointed = location_order_id(location, names)
+    pointed = location_order_id(location, c.order_id_fields)
     if pointed is None or pointed.casefold() == order_id.casefold():  # a GUID in either case
         return
+    # Decoded from the masked Location: a key with a letter percent-encoded that needs none
+    # (`Zk7%51pL...`) was not masked there, and is in clear here. Masked as a body's id is
+    # checked (`order_id_from`).
+    pointed = redact(pointed, c.secrets)
+    if holds_secret(pointed, c.key_forms):
+        pointed = MASK
     log.warning(
         "ccv.submit_location_differs",
         extra=fields(

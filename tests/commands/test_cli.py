@@ -307,10 +307,11 @@ async def test_track_file_is_read_as_csv_and_a_line_is_one_order(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    # As a spreadsheet saves it: quoted fields, a comma inside quotes, empty trailing columns.
+    # As a spreadsheet saves it: quoted fields, a comma inside quotes, empty trailing columns;
+    # white space around an id and after a comma (a reference's own is refused: test_track_given).
     sheet = tmp_path / "sheet.csv"
     sheet.write_text(
-        'Order No.,Reference\r\n"A2","ref2"\r\nA5,"x, y"\r\n  B1 , r1 ,,\r\n', encoding="utf-8"
+        'Order No.,Reference\r\n"A2","ref2"\r\nA5,"x, y"\r\n  B1 , r1,,\r\n', encoding="utf-8"
     )
     assert (await call_cli("--config", cfg, "track", "ccv", "--from-file", sheet)).code == 0
     mac = tmp_path / "mac.csv"  # Excel's "CSV (Macintosh)": a lone CR ends each line

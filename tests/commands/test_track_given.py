@@ -141,6 +141,35 @@ async def test_one_file_naming_an_order_under_two_references_tracks_nothing(
     assert await followed(cfg) == {("o1", "R1"), ("o9", "R9")}
 
 
+async def test_a_files_reference_of_white_space_is_refused_as_ref_refuses_it(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Each was followed with no reference or a trimmed one, in silence, where `--ref` is 65.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    lines = tmp_path / "lines.csv"
+    refused = {
+        'D2,"  "': "must not be white space alone: '  '",
+        "D3,\t": "must not hold control or invisible characters: '\\t'",
+        "D4,   ": "must not be white space alone: '   '",
+        "D5, R5 ": "must not begin or end with white space: 'R5 '",
+        'D6,"R6\t"': "must not begin or end with white space: 'R6\\t'",
+    }
+    for line, problem in refused.items():
+        lines.write_bytes(f"\ufeffOrder ID,Reference\r\nD1,R1\r\n\r\n{line}\r\n".encode())
+        result = await call_cli("--config", cfg, "track", "ccv", "--from-file", lines)
+        assert result.code == 65, (line, result.stderr)
+        assert result.stderr.strip() == (
+            f"reconciler: error: {lines}:4: an external reference {problem}"
+        ), line
+    assert await followed(cfg) == set()
+    # White space around the id, after the comma, a header's and an empty column's are none of
+    # a reference's: a BOM, CRLF line ends and blank lines as before.
+    lines.write_bytes(b"\xef\xbb\xbfOrder ID, Reference \r\n D1 , R1\r\n\r\n\tD2\t\r\nD3,\r\n")
+    result = await call_cli("--config", cfg, "track", "ccv", "--from-file", lines)
+    assert result.code == 0, result.stderr
+    assert await followed(cfg) == {("D1", "R1"), ("D2", None), ("D3", None)}
+
+
 async def test_tracking_again_under_the_reference_ccv_answered_another_to_changes_nothing(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:

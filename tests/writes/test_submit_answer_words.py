@@ -121,21 +121,28 @@ async def test_an_order_id_field_in_another_case_is_read(api: Api, fake: FakeCCV
     [
         ({"ORDERID": ORDER}, ORDER),
         ({"Id": ORDER}, ORDER),
-        ({"orderId": ORDER, "OrderId": OTHER}, ORDER),  # the exact case wins
-        ({"OrderId": ORDER, "ORDERID": ORDER}, ORDER),  # the same id twice: one id
-        ({"OrderId": ORDER, "ORDERID": OTHER}, None),  # two ids: which one is not known
+        # Two ids: which one CCV meant is not known, the exact case's no more than another.
+        ({"orderId": ORDER, "OrderId": OTHER}, None),
+        ({"orderId": ORDER, "ORDERID": OTHER}, None),
+        ({"OrderId": ORDER, "ORDERID": OTHER}, None),
         ({"OrderId": ORDER, "ORDERID": OTHER, "id": OTHER}, None),
+        ({"OrderId": ORDER, "ORDERID": ORDER}, ORDER),  # the same id twice: one id
+        ({"orderId": ORDER, "ORDERID": ORDER}, ORDER),
+        # A null names no order: the other case's id is the order's, not `id`'s.
+        ({"orderId": None, "OrderId": ORDER, "id": OTHER}, ORDER),
+        ({"orderId": None, "id": ORDER}, ORDER),
     ],
 )
-def test_which_order_id_an_answer_names(answer: dict[str, str], read: str | None) -> None:
+def test_which_order_id_an_answer_names(answer: dict[str, str | None], read: str | None) -> None:
     assert order_id_from(json.dumps(answer).encode(), ("orderId", "id")) == read
 
 
+@pytest.mark.parametrize("cases", [("OrderId", "ORDERID"), ("orderId", "ORDERID")])
 async def test_two_order_ids_in_other_cases_are_an_id_named_twice(
-    api: Api, fake: FakeCCVWrites, caplog: pytest.LogCaptureFixture
+    api: Api, fake: FakeCCVWrites, caplog: pytest.LogCaptureFixture, cases: tuple[str, str]
 ) -> None:
     caplog.set_level(logging.INFO)
-    fake.submit_replies = [json_reply(201, {"OrderId": ORDER, "ORDERID": OTHER})]
+    fake.submit_replies = [json_reply(201, {cases[0]: ORDER, cases[1]: OTHER})]
     body = submit_body(externalReference="NET-2")
     status, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=body)
     assert (status, headers[STATE_HEADER]) == (201, "uncertain")
@@ -143,6 +150,15 @@ async def test_two_order_ids_in_other_cases_are_an_id_named_twice(
     # The log line names the reason stored, not `no_order_id`.
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ccv.submit_")]
     assert "ccv.submit_unusable_order_id" in said and "ccv.submit_no_order_id" not in said
+
+
+async def test_a_null_order_id_leaves_the_id_in_another_case(api: Api, fake: FakeCCVWrites) -> None:
+    # Not `id`'s order: followed as `succeeded`, it would be another order than CCV made.
+    fake.submit_replies = [json_reply(201, {"orderId": None, "OrderId": ORDER, "id": OTHER})]
+    body = submit_body(externalReference="NET-3")
+    status, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=body)
+    assert (status, headers["Reconciler-Order-Id"]) == (201, ORDER)
+    assert api.submission("NET-3") == ("succeeded", ORDER)
 
 
 # --- 3. a body and a Location naming different orders -----------------------------------------

@@ -1,0 +1,108 @@
+"""HTTP content codings (RFC 9110 8.4) undone to the end of every stream, within a size bound:
+for the bodies the listeners receive, and for the providers' answers in a coding aiohttp leaves
+as it came (`x-gzip`, a list such as `gzip, gzip`)."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+
+from reconciler.model import clipped
+
+# The content codings decoded, by their names in any case (x-gzip is gzip's old name, RFC 9110);
+# no provider sends br or zstd, which would take optional packages. Any other coding is refused:
+# read as plain bytes, a body sent `gzip, gzip` or `compress` lost what it said.
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "identity": None}
+# Codings one body may be sent in, one on another: each costs a pass over up to max_body bytes.
+MAX_CODINGS = 4
+# gzip members (or deflate streams) one body may join: each costs a decompressor.
+MAX_MEMBERS = 64
+# A whole Content-Encoding aiohttp's client decodes itself; any other it leaves as it came.
+_AIOHTTP_DECODES = frozenset({"gzip", "deflate", "br", "zstd"})
+# Codings named in an error, cut to this many characters: the header may be a page long.
+_SHOWN = 40
+
+
+class BodyTooLarge(Exception):
+    """The body is longer than the limit (413)."""
+
+
+class BodyUnreadable(Exception):
+    """Broken chunking, bad compression, or a client that went away mid-body (400)."""
+
+
+def codings_of(headers: Iterable[str]) -> Sequence[str] | None:
+    """Return the content codings a body is sent in, in the order they were applied, from its
+    `Content-Encoding` headers (each a list; `identity` left out); None when one of them is not
+    decoded here, or there are more than MAX_CODINGS."""
+    codings: list[str] = []
+    for value in headers:
+        for word in value.split(","):
+            name = word.strip(" \t").lower()
+            if not name:
+                continue  # an empty list element (RFC 9110 5.6.1)
+            if name not in _CODINGS:
+                return None
+            if (coding := _CODINGS[name]) is not None:
+                codings.append(coding)
+    return codings if len(codings) <= MAX_CODINGS else None
+
+
+def answer_decoded(body: bytes, headers: Sequence[str], limit: int) -> bytes:
+    """Return a provider's answer as sent in the codings its `Content-Encoding` headers name,
+    decoded, as a received body is: those aiohttp's client leaves as they came (`x-gzip`, a
+    list such as `gzip, gzip`). One aiohttp may have decoded is left to it. BodyUnreadable
+    names the codings of one not decoded here, or that does not decode."""
+    if not body or any(value.strip().lower() in _AIOHTTP_DECODES for value in headers):
+        return body
+    try:
+        return decoded(body, codings_of(headers), limit)
+    except BodyUnreadable:
+        named = clipped(", ".join(headers), _SHOWN, quoted=False)
+        shown = named if named.isprintable() else "unknown"
+        raise BodyUnreadable(f"Can not decode content-encoding: {shown}") from None
+
+
+def decoded(body: bytes, codings: Sequence[str] | None, limit: int) -> bytes:
+    """Return a body as sent in `codings`, decoded; BodyUnreadable for a coding not decoded
+    here (None), unless every gzip member or deflate stream in it ends where the body does, or
+    for a coded body that is empty; BodyTooLarge past `limit` bytes decoded."""
+    if codings is None:
+        raise BodyUnreadable
+    for coding in reversed(codings):
+        if not body:
+            raise BodyUnreadable  # not even a stream's header
+        body = _decoded_once(body, coding, limit)
+    return body
+
+
+def _decoded_once(body: bytes, coding: str, limit: int) -> bytes:
+    """Return a body decoded from one coding, gzip or deflate.
+
+    aiohttp's own decoder ends a gzip body wherever its bytes stop: a body of `x`, or of the
+    bare 10-byte gzip header, decoded to nothing, and the receiver took it. So the listeners
+    turn it off (connections.BoundedRunner) and decode here, to the end of the stream."""
+    if coding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    else:
+        # Raw deflate without the zlib header is sent too; aiohttp tells them apart the same way.
+        wbits = zlib.MAX_WBITS if body[0] & 0x0F == 8 else -zlib.MAX_WBITS
+    parts: list[bytes] = []
+    size = 0
+    rest = body
+    for _ in range(MAX_MEMBERS):
+        stream = zlib.decompressobj(wbits)
+        try:
+            part = stream.decompress(rest, limit + 1 - size)
+        except zlib.error:
+            raise BodyUnreadable from None
+        size += len(part)
+        if size > limit:
+            raise BodyTooLarge  # stopped one byte past the limit: a bomb costs no more
+        if not stream.eof:
+            raise BodyUnreadable  # cut short: the stream's end (gzip: its trailer) never came
+        parts.append(part)
+        rest = stream.unused_data
+        if not rest:
+            return b"".join(parts)
+    raise BodyUnreadable
