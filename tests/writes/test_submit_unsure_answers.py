@@ -341,8 +341,10 @@ async def test_a_submit_answered_in_an_encoding_that_cannot_be_decoded_is_uncert
     result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert (result.code, result.stdout) == (75, ""), result.stderr
     assert "br-1 is uncertain" in result.stderr
+    # Its 201 came: an answer not read, not one naming no order (review 29e: aiohttp refused
+    # the headers before, and its status was lost).
     assert query(tmp_path, "SELECT state, reason FROM submissions") == [
-        ("uncertain", "undecodable answer")
+        ("uncertain", "answer_unread")
     ]
     again = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert again.code == 65 and "submitted already" in again.stderr
