@@ -45,7 +45,7 @@ _DOCUMENTED = frozenset(known_statuses("ccv"))
 
 # Failures that say the provider is down rather than that one order is odd. A 404 that is not
 # CCV's own JSON answer comes from something in between (a gateway, a wrong base URL).
-_OUTAGE_REASONS = frozenset(
+OUTAGE_REASONS = frozenset(
     {"timeout", "connection", "http_429", "gateway_404"}
     | {f"http_{code}" for code in range(500, 600)}
 )
@@ -247,7 +247,7 @@ class CCVClient:
         async def handle(order_id: str) -> bool:
             nonlocal consecutive, opened
             observation, requested = await self._check(order_id, dropped)
-            if observation.reason in _OUTAGE_REASONS:
+            if observation.reason in OUTAGE_REASONS:
                 consecutive += 1
                 if consecutive >= self._breaker_limit:
                     reason = str(observation.reason).replace("_", " ")
