@@ -146,21 +146,22 @@ class Metrics:
         """Count the checks answered "not found" once the write has judged them: those of
         `unconfirmed` (orders found before, not confirmed missing yet) as failed checks
         (reason `not_found_unconfirmed`), as `status` and a catch-up count them."""
+        failed, not_found = Outcome.FAILED.value, Outcome.NOT_FOUND.value
         checks: Tally[tuple[str, str, str]] = Tally()
-        failures: Tally[tuple[str, str, str]] = Tally()
+        failures: Tally[tuple[str, str]] = Tally()
         for obs in observations:
             if obs.outcome is not Outcome.NOT_FOUND:
                 continue
             source, account = obs.key.source, obs.key.account
             if obs.key in unconfirmed:
-                checks[(source, account, Outcome.FAILED.value)] += 1
-                failures[(source, account, NOT_FOUND_UNCONFIRMED)] += 1
+                checks[(source, account, failed)] += 1
+                failures[(source, account)] += 1
             else:
-                checks[(source, account, Outcome.NOT_FOUND.value)] += 1
+                checks[(source, account, not_found)] += 1
         for labels, count in checks.items():
             self.checks.labels(*labels).inc(count)
-        for labels, count in failures.items():
-            self.check_failures.labels(*labels).inc(count)
+        for where, count in failures.items():
+            self.check_failures.labels(*where, NOT_FOUND_UNCONFIRMED).inc(count)
 
     def observe_unanswered(self, source: str, account: str, count: int) -> None:
         """Count orders a failure of the whole account left without an answer as failed checks
