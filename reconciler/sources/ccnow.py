@@ -33,7 +33,7 @@ from reconciler.sources.ccnow_answer import (
     parse_answer,
     speaks_ccnow,
 )
-from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split
+from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split, Splits
 from reconciler.sources.ccnow_cut import drop_line, read_complete, read_undecided, word_start
 from reconciler.sources.errors import (
     AuthenticationFailed,
@@ -142,9 +142,10 @@ class CCNowClient:
         more for each order found alone up to FOUND_ORDERS shares, `Split`: past it, the parts
         not asked fail; one warning a pass counts them). The orders an answer that was read
         left out, when it held a line of another asked order (the order's error line, a cut
-        last line), are asked again from the same posts, in a post of their own; each fails
-        `missing` when left out alone, past the posts, or by an answer holding none of them
-        (an answer of no asked order's line to a batch: every order `missing`, as before).
+        last line after a line read), are asked again from the same posts, in a post of their
+        own; an answer holding none of them fails the first `missing` (CCNow stopped at it)
+        and asks the others again; one left out alone or past the posts fails `missing` (an
+        answer of no asked order's line to a batch: every order `missing`, as before).
         The account fails (this raises) when no batch answers, when BREAKER_BATCHES batches
         fail in a row (one asked in parts counts once: when none of its parts answered, or
         some were not asked unless it found its odd order alone and read a part of several,
@@ -166,11 +167,10 @@ class CCNowClient:
                 yield ids[start : start + size]
 
         failures = BatchFailures(emit, self._config.name, self._breaker_limit)
-        # This pass's, for its one warning.
-        splits = dict.fromkeys(("batches", "posts", "unasked", "missing"), 0)
+        splits = Splits(self._config.name)  # this pass's, for its one log line
 
         async def handle(batch: list[str], split: Split | None = None, again: bool = False) -> bool:
-            # `again`: orders an answer left out, asked again (`ask_again`).
+            # `again`: orders an answer left out, asked again (`ask_again`), or a half of them.
             try:
                 answer, asked, last = await self._post(batch)
             except RequestFailed as exc:
@@ -178,15 +178,16 @@ class CCNowClient:
                 return False  # the next batch goes alone until one answers (drain)
             except UnreadableAnswer as exc:
                 if len(batch) > 1:
-                    return await halves(batch, exc, split)
+                    return await halves(batch, exc, split, again)
                 if split is not None:
                     split.found += 1
                 await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
                 return False
             except ProtocolError as exc:
-                # Orders left out, asked again and answered nothing at all: left out again.
-                word = MISSING if again and isinstance(exc, EmptyAnswer) else "protocol"
-                await failures.failed(batch, exc, word, time.time(), counted=split is None)
+                if again and isinstance(exc, EmptyAnswer):  # none of them, as below
+                    await stopped(batch, self._match(batch, Answer((), ()), time.time()), split)
+                    return False
+                await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
                 return False
             await failures.answered(reset=split is None)
             if split is not None:
@@ -196,37 +197,55 @@ class CCNowClient:
             asked_ids = batch if cut is None else [i for i in batch if i != cut]
             observations = self._match(asked_ids, answer, asked)
             missing = [o for o in observations if o.reason == MISSING]
+            if again and len(missing) == len(batch):
+                await stopped(batch, missing, split)
+                return True
             # Asked again: orders an answer left out when it held a line of another asked order
-            # (CCNow stopping at a bad id, or answering so many lines a post). An answer of no
-            # asked order's line is no answer about them (asked again, it would be the same).
-            read = len(batch) > 1 and len(missing) < len(batch)
+            # (CCNow stopping at a bad id, or answering so many lines a post), besides a cut
+            # last line (a CGI dying at the same byte every post would ask each order again).
+            # An answer of no asked order's line is no answer about them (asked again, it
+            # would be the same).
+            read = len(asked_ids) > 1 and len(missing) < len(asked_ids)
             for observation in observations:
                 if not (read and observation.reason == MISSING):
                     await emit(observation)
             if last is not None and cut is not None:
                 await emit(await self._decide(last))
             if read and missing:
-                await ask_again(batch, missing, split)
+                await ask_again(batch, missing, split, first=not again)
             return True
 
-        async def ask_again(
+        async def stopped(
             batch: list[str], missing: list[Observation], split: Split | None
         ) -> None:
+            # Orders left out, asked again, answered none of them (nothing, or no line of
+            # theirs): CCNow stopped silently at the first (a bad id: lines before it, none for
+            # it or after), which fails `missing`; the others are asked again (else each failed
+            # `missing`, pass after pass). Each post still reads or drops an order.
+            await emit(missing[0])
+            if missing[1:]:
+                await ask_again(batch, missing[1:], split, first=False)
+
+        async def ask_again(
+            batch: list[str], missing: list[Observation], split: Split | None, *, first: bool
+        ) -> None:
             # In one post of only those orders, within the batch's posts (`Split`); the answer
-            # must hold a line of one of them to be asked again, so each post reads at least one
-            # order or ends: an order left out when asked alone, or past the posts, fails
-            # `missing`. Its post answered: what these posts meet never counts in the breaker.
-            whole, split = split is None, split or Split(len(batch))
-            splits["batches"] += int(whole)
-            if not split.more():
+            # must hold a line of one of them, or the first fails (`stopped`), so each post
+            # reads at least one order or drops one: an order left out when asked alone, or
+            # past the posts, fails `missing`. Its post answered: what these posts meet never
+            # counts in the breaker. Counted once an order, when `first` asked again.
+            split, _ = splits.start(len(batch), split)
+            if first:
+                splits.counts["missing"] += len(missing)
+            if not splits.post(split):
                 for observation in missing:
                     await emit(observation)
                 return
-            splits["posts"] += 1
-            splits["missing"] += len(missing)
             await handle([o.key.order_id for o in missing], split, again=True)
 
-        async def halves(batch: list[str], exc: UnreadableAnswer, split: Split | None) -> bool:
+        async def halves(
+            batch: list[str], exc: UnreadableAnswer, split: Split | None, again: bool
+        ) -> bool:
             # Each half asked again in this pass: the order whose line cannot be read fails
             # alone, the others are decided (else it fails its batch, poll after poll, and the
             # account with it while its one-order probe answers). Past the batch's posts (a
@@ -239,22 +258,22 @@ class CCNowClient:
             # once in it when none answered, or some were not asked unless it found an order
             # alone unreadable and read a part of several orders (two odd orders in a batch:
             # a healthy account), or when it earned more posts and read no part of several
-            # (`Split.suspect`). A part's own failure never counts alone.
+            # (`Split.suspect`). A part's own failure never counts alone. The halves of orders
+            # asked again are asked again too (`again`: an empty answer leaves them out).
             log.debug(
                 "ccnow.batch_split",
                 extra={"fields": {"account": self._config.name, "orders": len(batch)}},
             )
-            whole, split = split is None, split or Split(len(batch))
-            splits["batches"] += int(whole)
+            split, whole = splits.start(len(batch), split)
+            splits.halved = True
             middle, answered = len(batch) // 2, False
             for half in (batch[:middle], batch[middle:]):
-                if not split.more():
+                if not splits.post(split):
                     split.unasked = True
-                    splits["unasked"] += len(half)
+                    splits.counts["unasked"] += len(half)
                     await failures.failed(half, exc, "protocol", time.time(), counted=False)
                     continue
-                splits["posts"] += 1
-                answered = await handle(half, split) or answered
+                answered = await handle(half, split, again) or answered
             if whole and (not answered or split.suspect):
                 failures.count(exc, "protocol", len(batch))
             elif whole and not split.unasked:
@@ -265,11 +284,7 @@ class CCNowClient:
             await drain(batches(), handle, self._config.concurrency)
             failures.finish()
         finally:
-            if splits["posts"]:
-                log.warning(
-                    "ccnow.batches_split",
-                    extra={"fields": {"account": self._config.name, **splits}},
-                )
+            splits.log()
 
     def _match(self, batch: list[str], answer: Answer, asked: float) -> list[Observation]:
         """Turn an answer into one observation per asked order, matched by id; `asked`: when

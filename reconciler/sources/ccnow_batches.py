@@ -33,7 +33,8 @@ class Split:
     (up to FOUND_ORDERS shares), whether some part went unasked, and what the parts found.
     The orders an answer that was read left out (CCNow stopping at a bad id, or answering so
     many lines a post) are asked again from the same posts, in a post of their own, each post
-    reading at least one of them or ending (sources/ccnow.py `query`): they earn no share.
+    reading at least one of them or failing one (sources/ccnow.py `query`): they earn no
+    share.
 
     Bound: a batch of n orders is asked again, in parts and for the orders its answers left
     out alike, in at most FOUND_ORDERS x 2*ceil(log2 n) posts (30 for 25), past one share
@@ -165,3 +166,38 @@ class BatchFailures:
         for order_id in batch:
             key = OrderKey("ccnow", self._account, order_id)
             await self._emit(Observation(key, Outcome.FAILED, reason=word, asked=asked))
+
+
+class Splits:
+    """A pass's batches asked again, in parts or for the orders an answer left out (their
+    `Split`s), and its one `ccnow.batches_split` line counting them."""
+
+    def __init__(self, account: str) -> None:
+        self._account = account
+        self.counts = dict.fromkeys(("batches", "posts", "unasked", "missing"), 0)
+        self.halved = False  # some batch or part asked again in halves
+
+    def start(self, orders: int, split: Split | None) -> tuple[Split, bool]:
+        """The Split of a batch of `orders` asked again, and whether it is new (the batch asked
+        whole until now: counted once)."""
+        if split is not None:
+            return split, False
+        self.counts["batches"] += 1
+        return Split(orders), True
+
+    def post(self, split: Split) -> bool:
+        """Whether a part may be posted (`Split.more`), counted when it may."""
+        if not split.more():
+            return False
+        self.counts["posts"] += 1
+        return True
+
+    def log(self) -> None:
+        """Log the pass's count: a warning when a batch was halved or some part went unasked;
+        only orders left out asked again is the INFO of a healthy account whose CCNow leaves
+        one order out of a batch, pass after pass (each fails its own check `missing`)."""
+        if not self.counts["posts"]:
+            return
+        level = logging.WARNING if self.halved or self.counts["unasked"] else logging.INFO
+        fields = {"account": self._account, **self.counts}
+        log.log(level, "ccnow.batches_split", extra={"fields": fields})
