@@ -164,3 +164,25 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     which a handler would undo."""
     hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
     return (signal.SIGTERM, signal.SIGINT, *hangup)
+
+
+def stop_once(stop: asyncio.Event, signals: tuple[signal.Signals, ...]) -> None:
+    """Set `stop` at the first of `signals`, and let those that follow change nothing until the
+    process is gone: the stop is under way, and a repeat (timeout(1)'s echo, a second Ctrl-C)
+    ended it by the signal (143, 130) instead of 0 once the loop closed, or Python's exit, put
+    the default action back. Call it before the loop starts a thread; not in a command that
+    starts processes (they would start with the signals blocked)."""
+    loop = asyncio.get_running_loop()
+    # Blocked in this thread and so in every thread it starts from now on (uvloop's own too,
+    # which no handler's change reaches), and taken by one thread of ours: no default action
+    # nor handler's change can end the process by them, up to its last steps.
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+    def take() -> None:
+        signal.sigwait(signals)
+        with contextlib.suppress(RuntimeError):  # the loop closed: the command ended already
+            loop.call_soon_threadsafe(stop.set)
+        while True:  # the repeats
+            signal.sigwait(signals)
+
+    threading.Thread(target=take, name="stop-signals", daemon=True).start()

@@ -305,6 +305,13 @@ class Observation(NamedTuple):
 # The reason of a check the provider answered with an error of that order's own (a CCNow
 # `ID error_message ...` line): the provider answered, about that order alone.
 ORDER_ERROR = "order_error"
+# The reasons of a check CCV answered about the order with a 2xx naming `orderStatus` (so it took
+# the key) in words nothing may keep: that order's failure, and to its account's health an
+# answer (`PassReport.answers`): counted as no answer, each pass holding only such orders asked
+# the probe, whose failure failed the account until a good order recovered it, over and over.
+UNUSABLE_STATUS = "unusable_status"
+UNUSABLE_REFERENCE = "unusable_reference"
+UNKEPT_ANSWERS = frozenset({UNUSABLE_STATUS, UNUSABLE_REFERENCE})
 # The reason of a failed check that is an order found before answering "not found", not
 # confirmed yet (diff.py): logged, counted in /metrics and in the order's failure streak.
 NOT_FOUND_UNCONFIRMED = "not_found_unconfirmed"

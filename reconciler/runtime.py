@@ -18,7 +18,8 @@ from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .redact import config_secrets
 from .sinks import build_sinks, sink_names
-from .sources.http import Gates, WriteAwareConnector
+from .sources.connection import WriteAwareConnector
+from .sources.http import Gates
 from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound
 from .store import commands as cmds
 from .store import submissions as subs

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fake_providers import FakeCCV, Reply
+from tests.fake_providers import FakeCCV, Raw, Reply, raw_answer
 
 SUBMIT_PATH = "/api/ordercompletion/reseller/order"
 PRICING_PATH = "/api/ordercompletion/reseller/orderconfigurator/SetShoppingCardPricingDetails"
@@ -82,6 +82,8 @@ class FakeCCVWrites(FakeCCV):
             assert request.transport is not None
             request.transport.abort()
             return web.Response()
+        if isinstance(reply, Raw):
+            return raw_answer(request, reply)
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
         if isinstance(reply, BodyBreaks):
             return await self._broken(request, reply, body)

@@ -103,6 +103,23 @@ class Reply:
     chunked: bool = False
 
 
+@dataclass(frozen=True)
+class Raw(Reply):
+    """An answer sent as the bytes `raw` exactly, in one write on the socket, the connection
+    closed after it: what aiohttp's server never sends (a chunk broken right after the headers,
+    a header line past 8 KiB), all in the client's first read."""
+
+    raw: bytes = b""
+
+
+def raw_answer(request: web.Request, reply: Raw) -> web.StreamResponse:
+    """Send a Raw answer and close its connection (the response returned is never sent)."""
+    assert request.transport is not None
+    request.transport.write(reply.raw)
+    request.transport.close()
+    return web.Response()
+
+
 def cut_off(body: str) -> Reply:
     """Return an answer that ends where `body` does, its connection closed (no length given),
     as a link lost mid-answer leaves it."""
@@ -218,6 +235,8 @@ class _FakeServer:
             await self._pause(self.delay_s)
             reply = early or self._chosen(build)
             await self._pause(reply.delay_s)
+            if isinstance(reply, Raw):
+                return raw_answer(request, reply)
             body = reply.body.encode() if isinstance(reply.body, str) else reply.body
             # Sent as the header itself: aiohttp's `content_type` takes no parameters (charset).
             headers = {"Content-Type": reply.content_type, **reply.headers}

@@ -24,7 +24,7 @@ from tests.conftest import Clock, write_config
 from tests.fake_providers import CCV_KEY, FakeCCV, html_page
 
 HEALTHY = [f"OK-{n}" for n in range(6)]
-BAD_STATUS = [f"BAD-STATUS-{n}" for n in range(5)]  # "Proc\u2028essing": protocol
+BAD_STATUS = [f"BAD-STATUS-{n}" for n in range(5)]  # "Proc\u2028essing": unusable_status
 BAD_REFERENCE = [f"BAD-REF-{n}" for n in range(4)]  # "ref\u2028x": unusable_reference
 POLL_S = 10.0
 STEP_S = 2.5  # the due tick's period (min_interval / 2)

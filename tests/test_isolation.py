@@ -542,6 +542,68 @@ async def test_a_catch_up_whose_only_order_gets_a_403_of_its_own_fails_that_orde
     assert failed["data"]["reason"] == "every check failed (http_403)"
 
 
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [(Reply(500, "oops"), "http_500"), (GATEWAY_404, "gateway_404")],
+    ids=["http_500", "gateway_404"],
+)
+async def test_a_catch_up_whose_every_order_fails_as_in_an_outage_fails_the_account(
+    tmp_path: Path, fake_ccv: FakeCCV, reply: Reply, reason: str
+) -> None:
+    # Review 29c item 1: fewer open orders than the breaker's run, each answering 500 while the
+    # probe (CCV's own JSON 404 for a made-up id) answered: the catch-up asked the probe and
+    # failed nothing (no event, `failing_sources` []), so such an account never failed at all.
+    for order_id in CCV_IDS:
+        fake_ccv.replies[order_id] = reply
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    result = await call_cli("--config", cfg, "catch-up", "--source", "ccv")
+    assert result.code == 75
+    (failed,) = [e for e in read_events(tmp_path) if e["type"] == "source.failed"]
+    assert failed["data"]["reason"] == f"every check failed ({reason})"
+    assert not fake_ccv.requests_for(PROBE_ORDER_ID)  # its answer would change nothing
+    status = json.loads((await call_cli("--config", cfg, "status", "--json")).stdout)
+    assert status["accounts"][0]["last_error"] == failed["data"]["reason"]
+
+
+async def test_a_catch_up_keeps_an_account_failing_on_its_checks_as_the_daemon_does(
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    # Review 29c item 3: the key refused (the account failed), then restored while each order
+    # gets a 403 of its own: each catch-up after the backoff asked the probe, which answered,
+    # and dropped the checks' failure: the account stayed failing (`status`: every check failed
+    # (http_403)) while the catch-up named no failing account and no order (`failing_sources`
+    # [], no order.check_failed), exit 75 with no cause. The daemon's probe tick keeps it
+    # failing (only a status or CCV's own word about an order ends it): so does the catch-up.
+    ccv, _, clock = ccv_reconciler
+    fake_ccv.always = FORBIDDEN
+    failed = {"ccv/default": "every check failed (http_403)"}
+    assert (await ccv.full_pass(via="catch-up")).failed_sources == failed
+    fake_ccv.always = None
+    for order_id in CCV_IDS:
+        fake_ccv.replies[order_id] = FORBIDDEN
+    for _ in range(2):
+        clock.now += 2 * 3600  # past the backoff
+        probes = len(fake_ccv.requests_for(PROBE_ORDER_ID))
+        report = await ccv.full_pass(via="catch-up")
+        assert len(fake_ccv.requests_for(PROBE_ORDER_ID)) == probes + 1  # it answered
+        assert report.failed_sources == failed and report.failed == len(CCV_IDS)
+        state = await ccv.store.sources.state("ccv", "default")
+        assert state.failing and state.last_error == failed["ccv/default"]
+        # The daemon's probe tick, on the same account, says the same.
+        clock.now += 2 * 3600
+        (*_, due) = await ccv.tick_due()
+        assert due.report.failed_sources == failed
+    assert await source_kinds(ccv) == ["source.failed"]
+
+    # An order answering a status ends it, at the next catch-up.
+    fake_ccv.orders = {CCV_IDS[0]: "New"}
+    del fake_ccv.replies[CCV_IDS[0]]
+    clock.now += 2 * 3600
+    assert not (await ccv.full_pass(via="catch-up")).failed_sources
+    assert await source_kinds(ccv) == ["source.failed", "source.recovered"]
+
+
 # --- item 6: one health state per CCNow account ------------------------------------------------
 
 

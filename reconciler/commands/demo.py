@@ -307,11 +307,9 @@ def feed_only_logging() -> None:
 
 async def _run_until_signalled(args: argparse.Namespace, out: TextIO) -> int:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     # As `run` has them: a closed terminal ends the demo with its summary and a clean close of
     # its store.
-    for sig in eventloop.stop_signals():
-        loop.add_signal_handler(sig, stop.set)
+    eventloop.stop_once(stop, eventloop.stop_signals())
     return await run_demo(args, out, stop)
 
 

@@ -39,9 +39,7 @@ def sandbox_command(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        eventloop.stop_once(stop, (signal.SIGTERM, signal.SIGINT))
         await run_sandbox(options, host, port, stop=stop)
 
     try:

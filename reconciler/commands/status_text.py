@@ -36,6 +36,15 @@ def _health_colour(account: AccountStatus) -> Colour:
 
 
 MAX_NAMED = 5  # references or order ids named per account; the rest are counted
+NO_STATUS = "(no status yet)"  # the orders no answer gave a status yet
+
+
+def _status_word(word: str | None) -> str:
+    """A provider's status word as the ORDERS table prints it: one that could read as the
+    placeholder, or as a word so quoted, in double quotes (CCV may answer `(no status yet)`)."""
+    if word is None:
+        return NO_STATUS
+    return f'"{word}"' if word.startswith(("(", '"')) else word
 
 
 class _Stream(Protocol):
@@ -88,7 +97,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
         if a.uncertain_writes or a.sending_of or a.queued_writes
     ]
     orders = [
-        [f"{a.source}/{a.account}", "(no status yet)" if s is None else s, str(n)]
+        [f"{a.source}/{a.account}", _status_word(s), str(n)]
         for a in status.accounts
         for s, n in a.orders
     ]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 
-from ..model import ORDER_ERROR, Observation
+from ..model import ORDER_ERROR, UNKEPT_ANSWERS, Observation
 
 # `order.check_failed` lines a pass logs before it sums up the rest in one line.
 STARTED_FAILING_LINES = 20
@@ -17,8 +17,10 @@ STARTED_FAILING_LINES = 20
 class PassAnswers:
     """How the checks of one pass of one account ended."""
 
-    answered: int = 0  # the provider answered (a status, or its own "not found")
-    failed: int = 0  # no usable answer for that order
+    # The provider answered: a status, its own "not found", or words about the order nothing
+    # may keep (UNKEPT_ANSWERS: the order's check failed, but the account answers).
+    answered: int = 0
+    failed: int = 0  # no answer for that order
     lost: int = 0  # of `failed`: orders found before that the provider now says it does not know
     # of `failed`: orders just submitted that the provider does not know yet (not yet confirmed)
     fresh: int = 0
@@ -98,9 +100,10 @@ class PassReport:
     def answers(self, *, error: str | None = None, complete: bool = False) -> PassAnswers:
         """Return this report's checks as the answers a health verdict is made of."""
         commonest = self.reasons.most_common(1)
+        unkept = sum(self.reasons[reason] for reason in UNKEPT_ANSWERS)
         return PassAnswers(
-            answered=self.checked - self.failed,
-            failed=self.failed,
+            answered=self.checked - self.failed + unkept,
+            failed=self.failed - unkept,
             lost=self.lost,
             fresh=self.fresh,
             own_errors=self.reasons[ORDER_ERROR],

@@ -16,10 +16,11 @@ from ..config import CCVConfig
 from ..logs import fields
 from ..model import OrderState, Via
 from ..passes.report import PassAnswers, PassReport
+from ..sources.ccv import OUTAGE_REASONS
 from ..sources.errors import SourceError
 from ..store import submissions as subs
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
-from .health import Part, Verdict, needs_probe, verdict
+from .health import Part, Verdict, needs_probe, probe_verdict, verdict
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
@@ -127,19 +128,33 @@ class CCVCoordinator(Coordinator[CCVSource]):
         answers = report.answers(error=error, complete=True)
         checks = verdict(answers)
         verdicts: list[tuple[Part, Verdict | None]] = [("checks", checks)]
-        if checks is not None and verdict(replace(answers, complete=False)) is None:
-            # Every check failed, none for the whole account (a 403 of the order's own, say):
-            # as the daemon's due check does, the probe says whether the account answers, else
-            # an account whose few open orders each fail alone would fail at a catch-up (an
-            # error event, exit 75) while the daemon finds it answering. The probe answering,
-            # the failures are the orders' own.
+        if (
+            checks is not None
+            and verdict(replace(answers, complete=False)) is None
+            and answers.reason not in OUTAGE_REASONS
+        ):
+            # Every check failed, none for the whole account, mostly not of an outage's reason
+            # (a 403 of the order's own, say): as the daemon's due check does, the probe says
+            # whether the account answers, else an account whose few open orders each fail
+            # alone would fail at a catch-up (an error event, exit 75) while the daemon finds it
+            # answering. The probe answering, the failures are the orders' own. Not for a 5xx,
+            # a timeout, a gateway's 404: CCV's probe may answer through them, and they fail
+            # the account, else an account of fewer open orders than the breaker's run would
+            # never fail however long its every order failed so.
             probed = await self._after_checks(answers, began)
-            if any(v is not None and v.ok for _, v in probed):
+            if any(v is not None and v.ok for _, v in probed) and not await self._held(answers):
                 verdicts = probed
             else:  # named as before: what the checks failed of, not the probe's word
                 verdicts = [*probed, ("checks", checks)]
         await self.settle(verdicts, via=via, report=report)
         return report
+
+    async def _held(self, answers: PassAnswers) -> bool:
+        """Whether checks that answered so keep an account failing on its checks though the
+        probe answers, as they keep it at the daemon's probe tick (`probe_verdict`: only a
+        status or CCV's own word about an order ends that failure)."""
+        state = await self.store.sources.state(self.source, self.account)
+        return "checks" in state.failing_parts and not probe_verdict(answers, state).ok
 
     async def probe(self, *, via: Via) -> PassReport:
         """Ask CCV about an order id that does not exist: any answer that shows the key was

@@ -95,7 +95,8 @@ def probe_verdict(answers: PassAnswers, state: SourceState) -> Verdict:
 def needs_probe(answers: PassAnswers) -> bool:
     """Whether a partial pass in which no order answered should ask the probe whether the
     account answers at all: its failures alone cannot tell a gateway's outage from a few
-    troubled orders."""
+    troubled orders. A CCV answer naming orderStatus in words no check keeps is an answer
+    (`PassReport.answers`): else orders failing so, alone in a pass, asked the probe."""
     return answers.error is None and not answers.answered and answers.failed > answers.not_found
 
 

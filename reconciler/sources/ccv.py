@@ -18,6 +18,8 @@ from reconciler import USER_AGENT
 from reconciler.config import CCVConfig
 from reconciler.model import (
     CCV_ID_MAX_LENGTH,
+    UNUSABLE_REFERENCE,
+    UNUSABLE_STATUS,
     InvalidOrderId,
     Observation,
     OrderKey,
@@ -43,7 +45,7 @@ _DOCUMENTED = frozenset(known_statuses("ccv"))
 
 # Failures that say the provider is down rather than that one order is odd. A 404 that is not
 # CCV's own JSON answer comes from something in between (a gateway, a wrong base URL).
-_OUTAGE_REASONS = frozenset(
+OUTAGE_REASONS = frozenset(
     {"timeout", "connection", "http_429", "gateway_404"}
     | {f"http_{code}" for code in range(500, 600)}
 )
@@ -99,13 +101,13 @@ def _status_of(value: object) -> str | None:
     return word if 0 < len(word) <= MAX_STATUS_LENGTH and word.isprintable() else None
 
 
-def _status_document(body: bytes) -> tuple[str, object] | None:
-    """Return the orderStatus word and the externalReference value of a status answer, or None
-    when the body is not one (not JSON, not an object, no status a log and a database hold, or
-    one of those two keys named twice at its top level: `{"orderStatus": "New",
-    "orderStatus": "Completed"}` is two answers, and taking the last would guess an end state
-    that is never asked again). Any other key named twice, nested or not, is CCV's business:
-    the last one holds, as Python reads JSON, escapes or not."""
+def _status_document(body: bytes) -> tuple[str | None, object] | None:
+    """Return the orderStatus word (None: one a log and a database cannot hold) and the
+    externalReference value of a status answer, or None when the body is not one (not JSON,
+    not an object naming orderStatus, or one of those two keys named twice at its top level:
+    `{"orderStatus": "New", "orderStatus": "Completed"}` is two answers, and taking the last
+    would guess an end state that is never asked again). Any other key named twice, nested or
+    not, is CCV's business: the last one holds, as Python reads JSON, escapes or not."""
     try:
         # The usual answer is decoded by the C decoder alone; one that may name a key twice
         # (one of ours written twice, or any spelled with escapes) once, with a hook that
@@ -117,8 +119,9 @@ def _status_document(body: bytes) -> tuple[str, object] | None:
         return None
     if not isinstance(document, dict) or (pairs is not None and pairs.repeated):
         return None
-    word = _status_of(document.get("orderStatus"))
-    return None if word is None else (word, document.get("externalReference"))
+    if "orderStatus" not in document:
+        return None
+    return _status_of(document["orderStatus"]), document.get("externalReference")
 
 
 def _may_repeat_a_key(body: bytes) -> bool:
@@ -203,7 +206,8 @@ class CCVClient:
         """Prove that CCV answers and accepts the key; raise SourceError when it does not.
 
         CCV answers a made-up order id with 404, or perhaps with 400: any answer that shows
-        the key was accepted (a 2xx with a status, CCV's own JSON 404 or 400) will do; a 401,
+        the key was accepted (a 2xx naming orderStatus, whatever its value, as a check counts
+        it; CCV's own JSON 404 or 400) will do; a 401,
         a page (a gateway's, a login wall's, a maintenance page served with 200) or a 400 that
         is not CCV's JSON (something in between refused the request) won't.
         """
@@ -235,24 +239,27 @@ class CCVClient:
         # Circuit breaker: that many checks failing in a row means the provider is down, and
         # asking the remaining orders (each with its retries) would only prolong the outage.
         consecutive = 0
+        opened = False
 
         async def handle(order_id: str) -> bool:
-            nonlocal consecutive
+            nonlocal consecutive, opened
             observation, requested = await self._check(order_id, dropped)
-            if observation.reason in _OUTAGE_REASONS:
+            if observation.reason in OUTAGE_REASONS:
                 consecutive += 1
                 if consecutive >= self._breaker_limit:
                     reason = str(observation.reason).replace("_", " ")
-                    log.warning(
-                        "ccv.circuit_open",
-                        extra={
-                            "fields": {
-                                "account": self._config.name,
-                                "consecutive_failures": consecutive,
-                                "reason": observation.reason,
-                            }
-                        },
-                    )
+                    if not opened:  # once: the checks still in flight each find it open too
+                        opened = True
+                        log.warning(
+                            "ccv.circuit_open",
+                            extra={
+                                "fields": {
+                                    "account": self._config.name,
+                                    "consecutive_failures": consecutive,
+                                    "reason": observation.reason,
+                                }
+                            },
+                        )
                     raise SourceUnavailable(f"{consecutive} consecutive failures, last: {reason}")
             elif observation.outcome is not Outcome.FAILED:
                 consecutive = 0
@@ -317,8 +324,12 @@ class CCVClient:
         status = reply.status
         if 200 <= status < 300:  # a 2xx carrying an orderStatus, as the probe takes it
             document = _status_document(reply.body)
-            if document is not None and not self._holds_key(document):
+            if document is not None:
                 word, answered = document
+                if word is None or self._holds_key(word, answered):
+                    # CCV took the key and answered about this order, in words nothing may
+                    # keep: the order's failure alone, and an answer to the account's health.
+                    return Outcome.FAILED, None, None, UNUSABLE_STATUS
                 if isinstance(answered, str):
                     # Blanks around it are no part of it, as for the status word: no submit
                     # nor notification URL takes a reference with them, nor one of blanks alone.
@@ -333,7 +344,7 @@ class CCVClient:
                 if reference_problem(answered, given=False) is not None:
                     # Text no database, log or URL holds fails this order alone; its
                     # `order.check_failed` line says why.
-                    return Outcome.FAILED, None, None, "unusable_reference"
+                    return Outcome.FAILED, None, None, UNUSABLE_REFERENCE
                 return Outcome.OK, word, answered, None
             log.debug(
                 "ccv.protocol",
@@ -348,10 +359,9 @@ class CCVClient:
         # do this" is not documented, and one order must not stop the account.
         return Outcome.FAILED, None, None, _failure_reason(reply)
 
-    def _holds_key(self, document: tuple[str, object]) -> bool:
+    def _holds_key(self, word: str, answered: object) -> bool:
         """Whether an answer's status or reference holds a secret: it would be kept in the
         snapshot, the events and the log. Not an answer then, but that order's failure."""
-        word, answered = document
         if word not in _DOCUMENTED and holds_secret(word, self._key_forms):
             return True
         return isinstance(answered, str) and holds_secret(answered, self._key_forms)

@@ -9,16 +9,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple, TypeVar
 
 import aiohttp
 from aiohttp import hdrs
-from aiohttp.connector import Connection
 from aiohttp.http_exceptions import ContentEncodingError
-from aiohttp.tracing import Trace
 from yarl import URL
 
 from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
@@ -56,40 +53,6 @@ class Stopping(Exception):
     """The daemon is stopping: this request (a write, or a read a write needs) was kept back
     before it left, and will not be sent now. Not a failure: nothing reached the provider, and
     nothing is to be recorded as failed."""
-
-
-class Connecting:
-    """Whether a write is still getting its connection (from the pool, or TCP and TLS): until
-    it has one, no byte of its request has left."""
-
-    __slots__ = ("now",)
-
-    def __init__(self) -> None:
-        self.now = False
-
-
-# The write under way in this task, if any (writes/once.py): its connector says when it has its
-# connection.
-CONNECTING: ContextVar[Connecting | None] = ContextVar("reconciler_connecting", default=None)
-
-
-class WriteAwareConnector(aiohttp.TCPConnector):
-    """The providers' connector: tells a write still connecting (a handshake that never ends,
-    a host that never answers the SYN) from one whose request may have left, so that the first
-    is `NotSent` (safe to send again) and not `Uncertain` for ever. Requests that are no
-    writes pass straight through."""
-
-    async def connect(
-        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
-    ) -> Connection:
-        """Get the connection, marking the write in this task as connecting meanwhile."""
-        connecting = CONNECTING.get()
-        if connecting is None:
-            return await super().connect(req, traces, timeout)
-        connecting.now = True
-        conn = await super().connect(req, traces, timeout)
-        connecting.now = False
-        return conn
 
 
 class Reply(NamedTuple):

@@ -14,6 +14,14 @@ from ..events import Event, submit_resolved_event
 from .db import Store
 from .submissions import FOLLOWED_ELSEWHERE, UNUSABLE_ORDER_ID, Submission, find, uncertain
 
+# The `reason` of an answer that began but whose status line and headers could not be read
+# (writes/once.py HeadUnread), and of one aiohttp refused with its headers for an encoding it
+# cannot decode (kept with no status by earlier releases): CCV got the submit, and what it said
+# of it is unknown, a `201 Created` or a `303 See Other` and its `Location` among what it may
+# have said.
+ANSWER_HEAD_UNREAD = "answer_head_unread"
+UNDECODABLE_ANSWER = "undecodable answer"
+
 
 def refusal(sub: Submission) -> str | None:
     """Why a person's word that CCV never got the uncertain submission is refused: CCV said it
@@ -32,13 +40,20 @@ def refusal(sub: Submission) -> str | None:
 
 def answer_made_it(status: int | None, reason: str | None, location: str | None) -> str | None:
     """What in CCV's answer to a submit says it made the order, or None when it proves nothing
-    (a lost answer, a 5xx, a 200 naming none: an HTML page a gateway answered with): a 2xx
+    (a lost answer, a 5xx, a 200 naming none: an HTML page a gateway answered with): an answer
+    that came, but whose status line and headers could not be read (it may have been a `201
+    Created`: a person's word that CCV never got the submit is no answer to that); a 2xx
     naming the order (one followed under another reference, or under an id reconciler cannot
     use), pointing at it (a `Location`) or saying it created it (`201 Created`, though naming
     no usable id); or a `303 See Other` with a `Location`, a POST's "made, see there". A 302
     or 307 to a gateway's login page says nothing of an order. `location`: None where CCV gave
     none (or an empty one)."""
     if status is None:
+        if reason in (ANSWER_HEAD_UNREAD, UNDECODABLE_ANSWER):
+            return (
+                f"an answer whose status line and headers could not be read ({reason}): "
+                "it may have made the order"
+            )
         return None
     if 200 <= status < 300:
         if (reason or "").startswith(FOLLOWED_ELSEWHERE):

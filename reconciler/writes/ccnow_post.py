@@ -186,19 +186,15 @@ async def post_batch(
         raise Lost(f"http_{reply.status}")
     secrets = answer_secrets(cfg.password.reveal(), secrets)
     body = reply.body
-    # An undecided last line (dropped below) is no line of the answer: a character cut in it
-    # makes no other line untrustworthy.
-    whole = body
-    if (cut := undecided_line(reply)) is not None:
-        whole = body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
     try:
-        if not _is_utf8(whole):
-            # A poll's answer keeps its readable lines; a post that may have been applied
-            # cannot trust what a line with a stray byte says of its order.
-            raise ProtocolError("answer is not UTF-8")
+        # A byte that is not UTF-8 is read as the polls read it (`answer_text`): the line
+        # holding it is its order's alone, and says nothing of it but in words that can be
+        # read (an error line's `error_message`); a status word it is in is no status
+        # (`unreadable`: an adjust is uncertain, the others sent again). The other orders'
+        # lines still say what CCNow did with them.
         # A chunked answer's last line without its line end may be a longer one cut short
         # (`canceled` of `canceled_tmp`): no line for its order (it ran: its line came).
-        answer, _ = drop_line(parse_answer(body, secrets=secrets), cut)
+        answer, _ = drop_line(parse_answer(body, secrets=secrets), undecided_line(reply))
         return Posted(answer, reply.sent_at, reply.reached_before)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
@@ -323,11 +319,3 @@ async def _post_once(
     if not is_complete(reply):
         raise Lost("truncated_answer")
     return reply
-
-
-def _is_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True

@@ -13,6 +13,7 @@ from yarl import URL
 
 from reconciler.config import CCVConfig
 from reconciler.sources.ccv import auth_headers
+from reconciler.store.not_sent import ANSWER_HEAD_UNREAD, UNDECODABLE_ANSWER
 from reconciler.writes import once
 from reconciler.writes.once import NotSent, Uncertain
 
@@ -51,10 +52,11 @@ async def send_once(
     halt: asyncio.Event | None = None,
 ) -> Answer:
     """Send one JSON request to a CCV account, within its bound `gate`; raise NotSent, Uncertain
-    (an answer lost, or one whose encoding cannot be decoded before its status is known) or
-    Stopping (`halt` was set while it waited for its turn: not sent), never retry. An answer
-    whose status came but whose body could not be passed on (too large, cut short, not within
-    the timeout, undecodable) is CCV's status and Location with reconciler's word (`Answer.own`)."""
+    (an answer lost, or one that began but whose status line and headers could not be read:
+    ANSWER_HEAD_UNREAD) or Stopping (`halt` was set while it waited for its turn: not sent),
+    never retry. An answer whose status came but whose body could not be passed on (too large,
+    cut short, not within the timeout, malformed, undecodable) is CCV's status and Location with
+    reconciler's word (`Answer.own`)."""
     base = URL(config.base_url)
     url = base.with_path(base.raw_path.rstrip("/") + path, encoded=True)
     headers = {**auth_headers(config), hdrs.CONTENT_TYPE: "application/json"}
@@ -76,17 +78,20 @@ async def send_once(
         # Its Location kept: it may be where CCV says the order is (`store/not_sent.refusal`).
         return _own_answer(exc.status, exc.location, own)
     except once.BodyBroke as exc:
-        broke = (
-            f"did not come within {config.timeout_s:g} s (the account's timeout)"
-            if str(exc) == "timeout"
-            else "was cut short (the connection broke)"
-        )
-        own = f"CCV answered HTTP {exc.status}, but the body of its answer {broke}"
+        broke = {
+            "timeout": f"the body of its answer did not come within {config.timeout_s:g} s "
+            "(the account's timeout)",
+            once.MALFORMED: "the rest of its answer could not be read (malformed HTTP)",
+        }.get(str(exc), "the body of its answer was cut short (the connection broke)")
+        own = f"CCV answered HTTP {exc.status}, but {broke}"
         return _own_answer(exc.status, exc.location, own)
+    except once.HeadUnread:
+        # CCV (or a proxy) answered: whether it said it made the order is not known.
+        raise Uncertain(ANSWER_HEAD_UNREAD) from None
     except once.UndecodableAnswer as exc:
         # CCV (or a proxy) answered: the request reached it, and is never sent again.
         if exc.status is None:
-            raise Uncertain("undecodable answer") from None
+            raise Uncertain(UNDECODABLE_ANSWER) from None
         # Its body unread, as one cut short: a 2xx may have named the order (`answer_unread`).
         own = f"CCV answered HTTP {exc.status}, but its body could not be read ({exc})"
         return _own_answer(exc.status, exc.location, own)

@@ -13,13 +13,16 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from reconciler.sources.errors import AnswerTooLarge, UndecodableAnswer
-from reconciler.sources.http import (
+from reconciler.sources.connection import (
     CONNECTING,
     Connecting,
+    WriteAwareConnector,
+    answer_head,
+)
+from reconciler.sources.errors import AnswerTooLarge, UndecodableAnswer
+from reconciler.sources.http import (
     Reply,
     Stopping,
-    WriteAwareConnector,
     parse_retry_after,
     read_body,
     reply_of,
@@ -29,6 +32,7 @@ from reconciler.sources.http import (
 __all__ = [
     "AnswerTooLarge",
     "BodyBroke",
+    "HeadUnread",
     "NotSent",
     "Uncertain",
     "UndecodableAnswer",
@@ -50,14 +54,30 @@ class Uncertain(Exception):
 
 class BodyBroke(Uncertain):
     """The answer's status line and headers came, its body did not (cut short, or not within
-    the timeout): the provider answered, with `status`, and `location` (absolute) where it
-    pointed. `str()` is a word as Uncertain's: `timeout` or `connection`. A write it answered
-    may have been run; a `303 See Other` or a `201 Created` says it was."""
+    the timeout) or aiohttp refused the rest of it (a broken chunk, a header line too long):
+    the provider answered, with `status`, and `location` (absolute) where it pointed. `str()`
+    is a word as Uncertain's, `timeout` or `connection`, or MALFORMED. A write it answered may
+    have been run; a `303 See Other` or a `201 Created` says it was."""
 
     def __init__(self, word: str, status: int, location: str | None) -> None:
         super().__init__(word)
         self.status = status
         self.location = location
+
+
+class HeadUnread(Uncertain):
+    """An answer began (bytes of it came) but its status line and headers did not come whole
+    or are no HTTP: the provider got the request, and what it said of it (a `201 Created`, a
+    `303 See Other` and where it points) is unknown. `str()` is a word as BodyBroke's."""
+
+
+# BodyBroke's and HeadUnread's word where aiohttp refused what came as no HTTP it reads.
+MALFORMED = "malformed"
+
+# aiohttp's bound on a status line and on a header line (8190 bytes by default): a longer one
+# refuses the whole answer, a `201 Created` naming its order among it (read as one whose body
+# broke instead, `answer_head`). Raised for the writes, whose answers must be read.
+LINE_MAX = 64 * 1024
 
 
 async def send_once(
@@ -73,8 +93,9 @@ async def send_once(
     halt: asyncio.Event | None = None,
 ) -> Reply:
     """Send one request; return the answer, whatever its status. Raise NotSent, Uncertain
-    (BodyBroke when only the answer's body was lost), AnswerTooLarge or UndecodableAnswer
-    (the last three: it got the request); never retry, never
+    (BodyBroke when only the answer's body was lost, HeadUnread when its status line and headers
+    could not be read), AnswerTooLarge or UndecodableAnswer (the last four: it got the
+    request); never retry, never
     follow a redirect (it would carry the credential). It holds `gate`, the account's bound
     (sources/http.py Gates), taken before its timeout starts; once `halt` is set (the daemon
     stops) while it waits for that, it is not sent (Stopping: not a failure to reach the
@@ -101,7 +122,14 @@ async def _send(
     token = CONNECTING.set(connecting)
     try:
         async with session.request(
-            method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+            method,
+            url,
+            data=data,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            max_line_size=LINE_MAX,
+            max_field_size=LINE_MAX,
         ) as resp:
             # An empty one points nowhere: joined, it would read as the URL asked, taken for
             # where the order is (`store/not_sent.refusal`). Where a redirect or a `201
@@ -140,15 +168,48 @@ async def _send(
     except asyncio.TimeoutError:
         # The whole timeout ran out: while connecting (TCP or a TLS handshake never ended)
         # nothing left; after that the request may have.
-        raise (NotSent("connect timeout") if connecting.now else Uncertain("timeout")) from None
+        if connecting.now:
+            raise NotSent("connect timeout") from None
+        return _heard(url, connecting, "timeout", None, sent_at)
     except aiohttp.ClientError as exc:
         # An answer whose headers name an encoding aiohttp cannot decode (`br`): it got the
         # request, and answered.
-        if (unread := undecodable(exc, None)) is not None:
-            raise unread from None
-        raise (NotSent("connection") if connecting.now else Uncertain("connection")) from None
+        unread = undecodable(exc, None)
+        if unread is None and connecting.now:
+            raise NotSent("connection") from None
+        word = MALFORMED if isinstance(exc, aiohttp.ClientResponseError) else "connection"
+        return _heard(url, connecting, word, unread, sent_at)
     finally:
         CONNECTING.reset(token)
+
+
+def _heard(
+    url: URL, connecting: Connecting, word: str, unread: UndecodableAnswer | None, sent_at: float
+) -> Reply:
+    """The answer aiohttp failed on before it made a response of it: aiohttp's parser reads
+    the status line, headers and the body's first bytes of one read together, and a failure
+    in any of them (a broken chunk, a header line too long, a `br` body) loses the status and
+    `Location` that came. Read again from what the connection brought (`answer_head`), they
+    are kept as when the body broke later (BodyBroke; a 4xx, whose status says it all, is
+    returned with no body); a write whose answer began is never taken for a lost one."""
+    heard = connecting.heard
+    if not heard:  # no byte of an answer came (None: not known, with another connector)
+        if unread is not None:
+            raise unread
+        raise Uncertain(word)
+    head = answer_head(bytes(heard))
+    if head is None:
+        raise HeadUnread(word)
+    joined = None if head.location is None else _joined(url, head.location)
+    if 400 <= head.status < 500:
+        reply = Reply(head.status, b"", head.content_type, sent_at, location=joined)
+        if parse_retry_after(head.retry_after, datetime.now(timezone.utc)) is not None:
+            reply = reply._replace(retry_after=head.retry_after)
+        return reply
+    if unread is not None:
+        unread.status, unread.location = head.status, joined
+        raise unread
+    raise BodyBroke(word, head.status, joined)
 
 
 def _joined(url: URL, location: str) -> str | None:

@@ -32,7 +32,7 @@ from reconciler.redact import (
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
-from reconciler.store.not_sent import not_sent, refusal
+from reconciler.store.not_sent import answer_made_it, not_sent, refusal
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -248,7 +248,8 @@ class Submitter:
                 "timeout": f"CCV gave no answer within {cfg.timeout_s:g} s (the account's timeout)",
                 "connection": "the connection to CCV broke before its answer came",
             }.get(str(exc), f"CCV's answer could not be read ({exc})")
-            return lost_answer(504 if str(exc) == "timeout" else 502, lost, ref, state)
+            made = answer_made_it(None, str(exc), None) is not None
+            return lost_answer(504 if str(exc) == "timeout" else 502, lost, ref, state, made=made)
         return await close(self._closing(account), sub_id, account, ref, answer)
 
     def _closing(self, account: str) -> Closing:
@@ -262,9 +263,12 @@ class Submitter:
         )
 
 
-def lost_answer(status: int, lost: str, ref: str, state: subs.State) -> Result:
+def lost_answer(
+    status: int, lost: str, ref: str, state: subs.State, *, made: bool = False
+) -> Result:
     """reconciler's answer where CCV's was lost (`lost`: how, in words), for the submission of
-    `ref` as it stands (`state`)."""
+    `ref` as it stands (`state`); `made`: an answer came whose head could not be read, which
+    may have said CCV made the order (`store/not_sent.refusal` refuses a word that it has none)."""
     if state == "resolved":
         # A notification for the reference came while it waited: CCV has the order, and a
         # person's word that it has none would be wrong (no `--not-sent` advised).
@@ -272,6 +276,11 @@ def lost_answer(status: int, lost: str, ref: str, state: subs.State) -> Result:
             f"{lost}, but a notification for its reference came meanwhile: CCV has the "
             "order (the submit is resolved and will not be sent again). Its order is "
             "followed once you track it: `reconciler track ccv ID --ref REF`"
+        )
+    elif made:
+        error = (
+            f"{lost}; CCV got the submit and may have made the order. It will not be sent "
+            "again: find the order at CCV and run `reconciler track ccv ID --ref REF`"
         )
     else:
         error = (

@@ -241,6 +241,26 @@ async def test_status_counts_the_orders_whose_last_check_failed(
     assert (await _status(cfg))["accounts"][0]["check_failed"] == 0
 
 
+async def test_a_status_word_that_reads_as_the_placeholder_is_quoted(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Before, two identical `ccv/default  (no status yet)  1` rows: which one was CCV's word?
+    fake_ccv.orders = {CCV_IDS[1]: "(no status yet)", CCV_IDS[2]: '"(no status yet)"'}
+    fake_ccv.replies[CCV_IDS[0]] = Reply(403, '{"message": "Forbidden"}', "application/json")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 75
+    (ccv,) = (await _status(cfg))["accounts"]
+    assert ccv["orders"] == [
+        {"status": None, "count": 1},
+        {"status": '"(no status yet)"', "count": 1},
+        {"status": "(no status yet)", "count": 1},
+    ]
+    text = await call_cli("--config", cfg, "status")
+    rows = [" ".join(line.split()[1:]) for line in text.stdout.splitlines() if "yet" in line]
+    assert rows == ["(no status yet) 1", '""(no status yet)"" 1', '"(no status yet)" 1']
+
+
 def test_an_unconfigured_account_is_red_only_while_it_has_open_orders(tmp_path: Path) -> None:
     # With every order ended nothing needs doing (README): no alarm colour for it.
     from reconciler.commands.status_report import AccountStatus, Status, StoreStatus

@@ -305,8 +305,12 @@ async def test_403_for_every_order_is_no_outage(
         Reply(400, '{"message": "invalid order id"}', "application/json"),
         Reply(200, '{"orderStatus": "New"}', "application/json"),
         Reply(200, '{"orderStatus": "New"}', "text/plain"),
+        # CCV answered about the order, in words no check keeps: as a check counts it.
+        Reply(200, '{"orderStatus": "A\\nB"}', "application/json"),
+        Reply(200, '{"orderStatus": 7}', "application/json"),
+        Reply(200, '{"orderStatus": null}', "application/json"),
     ],
-    ids=["404", "400-json", "200", "200-mislabelled"],
+    ids=["404", "400-json", "200", "200-mislabelled", "200-control", "200-number", "200-null"],
 )
 async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
     fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
@@ -339,11 +343,6 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
             SourceUnavailable,
             "protocol (http 200)",
         ),
-        (
-            Reply(200, '{"orderStatus": 7}', "application/json"),
-            SourceUnavailable,
-            "protocol (http 200)",
-        ),
         (html_page(200), SourceUnavailable, "html page (http 200)"),
         (
             Reply(400, "\r\n<html><h1>400 Bad Request</h1></html>", "text/html"),
@@ -365,7 +364,6 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
         "200-empty",
         "204",
         "200-json-no-status",
-        "200-json-bad-status",
         "200-page",
         "400-page",
         "400-text",
@@ -487,11 +485,6 @@ async def test_connection_refused_fails_the_check(session: aiohttp.ClientSession
         Reply(200, b"\xff\xfe{}", "application/json"),
         Reply(200, "[]", "application/json"),
         Reply(200, '{"status": "New"}', "application/json"),
-        Reply(200, '{"orderStatus": 5}', "application/json"),
-        Reply(200, '{"orderStatus": ""}', "application/json"),
-        Reply(200, '{"orderStatus": "   "}', "application/json"),
-        Reply(200, '{"orderStatus": "New\\nline"}', "application/json"),
-        Reply(200, '{"orderStatus": "%s"}' % ("x" * 65), "application/json"),
         Reply(200, "[" * 100_000, "application/json"),
         Reply(200, "x" * (MAX_BODY_BYTES + 1), "application/json"),
     ],
@@ -504,6 +497,28 @@ async def test_not_the_protocol_fails_the_check(
     client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == failed("A1", "protocol")
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"orderStatus": 5}',
+        '{"orderStatus": null}',
+        '{"orderStatus": ""}',
+        '{"orderStatus": "   "}',
+        '{"orderStatus": "New\\nline"}',
+        '{"orderStatus": "%s"}' % ("x" * 65),
+    ],
+    ids=lambda body: body[:24],
+)
+async def test_an_order_status_no_check_keeps_fails_that_order_as_unusable_status(
+    fake: FakeCCV, session: aiohttp.ClientSession, body: str
+) -> None:
+    # CCV took the key and answered about the order: not `protocol` (something in between),
+    # and to the account's health an answer (tests/poller/test_unkept_answers.py).
+    fake.replies["A1"] = Reply(200, body, "application/json")
+    client = CCVClient(ccv_config(fake.base_url), session, secrets=())
+    assert await client.fetch("A1") == failed("A1", "unusable_status")
 
 
 async def test_blanks_around_the_status_word_are_not_part_of_it(
@@ -712,6 +727,26 @@ async def test_circuit_breaker_stops_an_outage(
     assert len(fake.requests) <= (8 + 4) * 2
     assert len(emit.seen) < 8
     assert worker_tasks() == set()
+
+
+async def test_the_breaker_says_once_that_it_opened_whatever_checks_are_in_flight(
+    fake: FakeCCV, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 15 failures in a row, then 8 checks in flight fail together: each one past the limit
+    # (max(5, 2 * 8) = 16) found the breaker open, and each logged it (8 lines of one opening).
+    fake.always = Reply(503)
+    late = {f"O{i}" for i in range(15, 23)}
+    fake.answer_late = lambda seen: seen.order_id in late
+    retry = RetryConfig(attempts=0)
+    client = CCVClient(ccv_config(fake.base_url, concurrency=8, retry=retry), session, secrets=())
+    checks = asyncio.ensure_future(client.check_orders([f"O{i}" for i in range(100)], Collector()))
+    await fake.wait_until(lambda: len(fake.requests) == 23)
+    fake.release.set()
+    with pytest.raises(SourceUnavailable, match="consecutive failures"):
+        await checks
+    [line] = [r for r in caplog.records if r.getMessage() == "ccv.circuit_open"]
+    assert line.fields["consecutive_failures"] == 16  # type: ignore[attr-defined]
+    assert len(fake.requests) == 23
 
 
 async def test_scattered_failures_do_not_open_the_breaker(

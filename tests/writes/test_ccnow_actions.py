@@ -26,6 +26,7 @@ from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_actions import ActionSender, Tally, build
+from reconciler.writes.ccnow_outcome import UNREADABLE_LINE
 from tests.conftest import (
     call_cli,
     cli_env,
@@ -194,8 +195,9 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
         (Reply(500, "oops"), "http_500"),
         (html_page(), "unreadable_answer"),
         (Reply(200, ""), "unreadable_answer"),
-        # A byte that is not UTF-8 in the order's line: what CCNow said of it is unknown.
-        (Reply(200, f"{A} pend\xe9\n".encode("latin-1")), "unreadable_answer"),
+        # A byte that is not UTF-8 in the order's status word: what CCNow said of it is
+        # unknown (that line alone: the others' lines are read, test_ccnow_stray_byte.py).
+        (Reply(200, f"{A} pend\xe9\n".encode("latin-1")), UNREADABLE_LINE),
         # A line for the order beside an error line: the discount may have been applied.
         (Reply(200, f"{A} pending\nerror_message daily limit reached\n"), "error_with_order_lines"),
     ],

@@ -332,7 +332,8 @@ async def test_a_key_differing_from_reconcilers_only_in_case_is_refused(
 async def test_a_submit_answered_in_an_encoding_that_cannot_be_decoded_is_uncertain(
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:
-    # Brotli, which aiohttp cannot decode here: CCV (or a proxy) got the submit and answered.
+    # Brotli, which aiohttp cannot decode here: CCV (or a proxy) got the submit and answered,
+    # a `201 Created` (aiohttp refuses it with its headers: read again from what came).
     fake.submit_replies = [
         Reply(201, b"\x0b\x02\x80{}\x03", "application/json", {"Content-Encoding": "br"})
     ]
@@ -341,9 +342,11 @@ async def test_a_submit_answered_in_an_encoding_that_cannot_be_decoded_is_uncert
     result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert (result.code, result.stdout) == (75, ""), result.stderr
     assert "br-1 is uncertain" in result.stderr
-    assert query(tmp_path, "SELECT state, reason FROM submissions") == [
-        ("uncertain", "undecodable answer")
+    assert query(tmp_path, "SELECT state, http_status, reason FROM submissions") == [
+        ("uncertain", 201, "answer_unread")
     ]
+    word = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "br-1", "--not-sent")
+    assert word.code == 65 and "HTTP 201 Created" in word.stderr, word.stderr
     again = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert again.code == 65 and "submitted already" in again.stderr
     assert len(fake.submits) == 1  # CCV got it once
