@@ -94,23 +94,52 @@ class SecretForms:
     # At [n], the starts of n characters of the forms longer than that, as sent: a text's end
     # is looked up, at each size, once, whatever the number of secrets and their forms.
     by_size: tuple[frozenset[str], ...] = dataclasses.field(compare=False)
+    # Per secret, its characters each as itself or percent-encoded, in any mix (`_mixed`); and
+    # whether a secret has a space (a `+` in a text may be one).
+    mixed: tuple[re.Pattern[str], ...] = dataclasses.field(default=(), compare=False)
+    spaced: bool = dataclasses.field(default=False, compare=False)
 
-    def find(self, text: str) -> list[tuple[int, int]]:
+    def find(self, text: str, fewest_at_end: int = MIN_BODY_FRAGMENT) -> list[tuple[int, int]]:
         """Return where secrets stand in `text`, in order and apart, to be masked: whole forms,
         and starts of MIN_BODY_FRAGMENT characters or more wherever they stand when they hold
         a digit or a sign other than those that join words (`-_. `), or whatever they hold when
-        cut short at the text's end or before an ellipsis."""
+        cut short at the text's end or before an ellipsis (a start of a mix of escaped and
+        plain characters there: of `fewest_at_end` characters or more)."""
         low = _lower(text)
         if len(low) != len(text):  # a letter lower() makes two that Unicode adds one day
             return [(0, len(text))]  # places would not agree: the whole text is masked
-        return _apart([m.span() for m in self.pattern.finditer(low)] + self._cuts(text, low, True))
+        found = [m.span() for m in self.pattern.finditer(low)] + self._cuts(text, low, True)
+        return _apart(found + self._mixes(low, fewest_at_end))
 
     def holds(self, text: str) -> bool:
         """Whether `text` holds a secret: whole, or a start of one that holds a digit or a sign
         other than `-_. ` (not one cut short at the end: a status word is not taken for a
         password that begins with it)."""
         low = _lower(text)
-        return self.pattern.search(low) is not None or bool(self._cuts(text, low, False))
+        return (
+            self.pattern.search(low) is not None
+            or bool(self._cuts(text, low, False))
+            or bool(self._mixes(low, None))
+        )
+
+    def _mixes(self, low: str, fewest_at_end: int | None) -> list[tuple[int, int]]:
+        """The secrets in `low` with some characters percent-encoded and others not: whole, or a
+        start of MIN_BODY_FRAGMENT characters or more, or with `fewest_at_end` one of that many
+        cut short at the end or before an ellipsis."""
+        # No escape, no mix: the common text costs two scans in C.
+        if "%" not in low and not (self.spaced and "+" in low):
+            return []
+        found: list[tuple[int, int]] = []
+        for search in self.mixed:
+            at = 0
+            while (match := search.search(low, at)) is not None:
+                first, last = match.span()
+                if match.group(1) is not None or _kept_start(low, first, last, fewest_at_end):
+                    found.append((first, last))
+                    at = last
+                else:  # a secret may begin inside a start that is not one ("aaab" in "aaaab")
+                    at = first + 1
+        return found
 
     def _cuts(self, text: str, low: str, at_end: bool) -> list[tuple[int, int]]:
         """The starts of a secret in `text`: those that are not words, and with `at_end` those
@@ -147,6 +176,18 @@ class SecretForms:
 # What joins the words of a name or a sentence ("reconciler-api", "t_SECRET", "v. 2"): a start
 # of a secret holding only these and letters may be a user agent's or an id's own words.
 _JOINERS = frozenset("-_. ")
+
+
+def _kept_start(low: str, first: int, last: int, fewest_at_end: int | None) -> bool:
+    """Whether a start of a secret at `low[first:last]`, some of it percent-encoded, is masked:
+    of MIN_BODY_FRAGMENT characters or more, or with `fewest_at_end` that many cut short."""
+    piece = low[first:last]
+    if "%" not in piece and "+" not in piece:
+        return False  # as sent or lower-cased: the forms' own (`_cuts`, `cut_end`)
+    if last - first >= MIN_BODY_FRAGMENT:
+        return True
+    cut = last == len(low) or low.startswith(_ELLIPSES, last)
+    return fewest_at_end is not None and last - first >= fewest_at_end and cut
 
 
 def _words(span: str) -> bool:
@@ -202,7 +243,37 @@ def secret_forms(secrets: frozenset[str]) -> SecretForms | None:
         re.compile(head_search) if heads else None,
         by_head,
         by_size,
+        tuple(re.compile(_mixed(secret)) for secret in sorted(secrets) if secret),
+        any(" " in secret for secret in secrets),
     )
+
+
+def _mixed(secret: str) -> str:
+    """A search, in a lower-cased text, for `secret` with any of its characters percent-encoded
+    and the others not (`Zk%3D7!pL9` for `Zk=7!pL9`; hex digits of either case; `+` for a
+    space): what some encoders do, that no list of forms can cover. It finds the secret or a
+    start of it of MIN_FRAGMENT characters or more (and a percent escape cut short where the
+    text ends); group 1 is set when the secret is whole."""
+    atoms = [_atom(c) for c in secret]
+    least = min(len(atoms), MIN_FRAGMENT)
+    rest = "()"
+    for atom in reversed(atoms[least:]):
+        rest = f"(?:{atom}{rest})?"
+    cut = r"(?:(?:%[0-9a-f]{2})*%[0-9a-f]?(?=\Z|\.\.\.|\u2026))?"
+    return "".join(atoms[:least]) + rest + cut
+
+
+def _atom(c: str) -> str:
+    """`c` in a lower-cased text: itself, or its UTF-8 bytes percent-encoded (escapes first:
+    the longest is taken); a space a `+` too. Escapes of its other case too: a provider that
+    quotes a secret in capitals may encode it after."""
+    escapes = {
+        "".join(f"%{b:02x}" for b in variant.encode("utf-8", "surrogatepass"))
+        for variant in (c, c.lower(), c.upper())
+        if len(variant) == 1
+    }
+    plain = [re.escape(_lower(c))] + (["\\+"] if c == " " else [])
+    return "(?:" + "|".join(sorted(escapes) + plain) + ")"
 
 
 # What an order id or reference given to reconciler that holds a secret is told (not the value:
@@ -249,7 +320,7 @@ def _masked(text: str, forms: SecretForms, fewest_at_end: int) -> str:
     characters or more at its end."""
     pieces: list[str] = []
     start = 0
-    for first, last in forms.find(text):
+    for first, last in forms.find(text, fewest_at_end):
         pieces += [text[start:first], MASK]
         start = last
     rest = text[start:]
