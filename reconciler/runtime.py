@@ -46,6 +46,9 @@ def http_session(config: Config) -> aiohttp.ClientSession:
         connector=connector,
         # The providers' APIs use no cookies; a real jar would parse and filter every answer.
         cookie_jar=aiohttp.DummyCookieJar(),
+        # Answers are decoded by read_body, from all their Content-Encoding headers, within
+        # max_body; aiohttp's decoder reads the last header alone, with no bound.
+        auto_decompress=False,
     )
 
 

@@ -25,13 +25,14 @@ from ..model import (
 )
 from ..poller.unconfigured import unsettled_writes
 from ..redact import GIVEN_SECRET, SecretForms, given_secrets, holds_secret
+from ..sources.codings import BodyTooLarge, BodyUnreadable
 from ..store import Store, StoreError
 from ..writes.ccnow_actions import ActionSender
 from ..writes.daemon_api import CHALLENGE
 from ..writes.submit import Submitter
 from ..writes.submit_body import BadSubmission
 from .connections import HEADER_TIMEOUT_S, ExpectScreen
-from .http import BodyTooLarge, BodyTooSlow, BodyUnreadable, json_error, read_body
+from .http import BodyTooSlow, json_error, read_body
 
 log = logging.getLogger("reconciler.api")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -16,10 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..config import ConfigError
 from ..exits import TempFailure
 from ..logs import fields
-from ..sources.codings import BodyTooLarge as BodyTooLarge
-from ..sources.codings import BodyUnreadable as BodyUnreadable
-from ..sources.codings import codings_of
-from ..sources.codings import decoded as decoded
+from ..sources.codings import BodyTooLarge, BodyUnreadable, codings_of, decoded
 from .connections import BoundedRunner, ConnectionLimits, ExpectScreen
 
 # An app's screen of `Expect: 100-continue` requests, run before its routes (see ExpectScreen):
@@ -75,12 +72,7 @@ async def read_body(request: web.Request, limit: int, *, timeout_s: float | None
         raise BodyUnreadable from None
     if len(body) > limit:
         raise BodyTooLarge
-    return decoded(body, content_coding(request), limit)
-
-
-def content_coding(request: web.BaseRequest) -> Sequence[str] | None:
-    """Return the content codings a request's body is sent in (codings_of)."""
-    return codings_of(request.headers.getall(hdrs.CONTENT_ENCODING, ()))
+    return decoded(body, codings_of(request.headers.getall(hdrs.CONTENT_ENCODING, ())), limit)
 
 
 class Listener:

@@ -14,28 +14,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config import ReceiverConfig, Secret
 from ..logs import fields
 from ..metrics import Metrics
+from ..sources.codings import BodyTooLarge, BodyUnreadable, codings_of, decoded
 from ..store import StoreError
 from .cancelled import log_cancelled
 from .connections import ConnectionLimits
 from .debounce import Debouncer
 from .health import Health, health_document
-from .http import (
-    BodyTooLarge,
-    BodyTooSlow,
-    BodyUnreadable,
-    Listener,
-    content_coding,
-    decoded,
-    json_error,
-    read_at_most,
-    read_body,
-)
+from .http import BodyTooSlow, Listener, json_error, read_at_most, read_body
 from .notification_request import extract_ccnow_ids
 from .refusals import RefusalLog
 from .screen import CCNowCall, CCVCall, Rejected, Screen
@@ -250,7 +241,7 @@ class _Handler:
         if len(body) > limit:
             return False  # not read to its end, so not known to be broken: the refusal stands
         try:
-            decoded(body, content_coding(request), limit)
+            decoded(body, codings_of(request.headers.getall(hdrs.CONTENT_ENCODING, ())), limit)
         except BodyUnreadable:
             return True
         except BodyTooLarge:

@@ -133,14 +133,17 @@ def _may_repeat_a_key(body: bytes) -> bool:
         body.count(b'"orderStatus"') > 1
         or body.count(b'"externalReference"') > 1
         or b"\\u" in body
-        or b"\x00" in body[:4]
-        or body[:2] in _UTF16_BOMS
+        or body.find(b"\x00", 0, 4) != -1  # no slice: one is made per status answer
+        or body.startswith(_UTF16_BOMS)
     )
 
 
 # What UTF-16 begins with when it has a BOM; UTF-32's begins so too, or holds a NUL.
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
+
+# Blanks: tab and Unicode's spaces (Zs), those str.strip() drops that are no control character.
+_BLANKS = "\t \xa0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))
 
 _ANSWER_KEYS = frozenset({"orderStatus", "externalReference"})
 
@@ -333,7 +336,9 @@ class CCVClient:
                 if isinstance(answered, str):
                     # Blanks around it are no part of it, as for the status word: no submit
                     # nor notification URL takes a reference with them, nor one of blanks alone.
-                    answered = answered.strip()
+                    # Blanks only: str.strip() drops controls too (\x1c-\x1f, \x85, \n),
+                    # and a reference holding one is unusable, not another reference.
+                    answered = answered.strip(_BLANKS)
                 if answered is None or answered == "":
                     # No reference (else it would differ from the tracked one on every check).
                     return Outcome.OK, word, None, None

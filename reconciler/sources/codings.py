@@ -1,6 +1,6 @@
 """HTTP content codings (RFC 9110 8.4) undone to the end of every stream, within a size bound:
-for the bodies the listeners receive, and for the providers' answers in a coding aiohttp leaves
-as it came (`x-gzip`, a list such as `gzip, gzip`)."""
+for the bodies the listeners receive and for the providers' answers, which aiohttp leaves as
+they came (both turn its decoding off)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ _CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "identity": 
 MAX_CODINGS = 4
 # gzip members (or deflate streams) one body may join: each costs a decompressor.
 MAX_MEMBERS = 64
-# A whole Content-Encoding aiohttp's client decodes itself; any other it leaves as it came.
-_AIOHTTP_DECODES = frozenset({"gzip", "deflate", "br", "zstd"})
+# The registered codings an error may name (RFC 9110 8.4.1, IANA's registry); any other word
+# is `unknown`: the header is the sender's text, and may hold anything, a key among it.
+_NAMED = frozenset({*_CODINGS, "compress", "x-compress", "br", "zstd"})
 # Codings named in an error, cut to this many characters: the header may be a page long.
 _SHOWN = 40
 
@@ -49,18 +50,23 @@ def codings_of(headers: Iterable[str]) -> Sequence[str] | None:
 
 
 def answer_decoded(body: bytes, headers: Sequence[str], limit: int) -> bytes:
-    """Return a provider's answer as sent in the codings its `Content-Encoding` headers name,
-    decoded, as a received body is: those aiohttp's client leaves as they came (`x-gzip`, a
-    list such as `gzip, gzip`). One aiohttp may have decoded is left to it. BodyUnreadable
-    names the codings of one not decoded here, or that does not decode."""
-    if not body or any(value.strip().lower() in _AIOHTTP_DECODES for value in headers):
-        return body
+    """Return a provider's answer as sent in the codings all its `Content-Encoding` headers
+    name, decoded, as a received body is. BodyUnreadable names the codings of one not decoded
+    here, or that does not decode; BodyTooLarge past `limit` bytes decoded."""
+    if not body:
+        return body  # a 204's, or a HEAD's: nothing was coded
     try:
         return decoded(body, codings_of(headers), limit)
     except BodyUnreadable:
-        named = clipped(", ".join(headers), _SHOWN, quoted=False)
-        shown = named if named.isprintable() else "unknown"
-        raise BodyUnreadable(f"Can not decode content-encoding: {shown}") from None
+        raise BodyUnreadable(f"Can not decode content-encoding: {named(headers)}") from None
+
+
+def named(headers: Iterable[str]) -> str:
+    """Return the codings `Content-Encoding` headers name as an error may show them: each a
+    registered coding's name, or `unknown`."""
+    words = (word.strip(" \t").lower() for value in headers for word in value.split(","))
+    shown = ", ".join(word if word in _NAMED else "unknown" for word in words if word)
+    return clipped(shown or "unknown", _SHOWN, quoted=False)
 
 
 def decoded(body: bytes, codings: Sequence[str] | None, limit: int) -> bytes:

@@ -163,25 +163,29 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     (AnswerTooLarge, a ProtocolError: the request reached the provider).
 
     The limit holds for the body as decoded: a compressed answer's Content-Length says nothing
-    of its size once inflated (a few kB of gzip can hold gigabytes), so it is read piece by piece.
-    A coding aiohttp leaves as it came (`x-gzip`, `gzip, gzip`) is undone here, within the limit.
+    of its size once inflated (a few kB of gzip can hold gigabytes). The session leaves every
+    coding as it came (http_session): aiohttp would decode by the last Content-Encoding header
+    alone, past any limit, and take a gzip body cut short as whole; the codings of all its
+    headers are undone here, each stream to its end, within the limit.
     """
     length = resp.content_length
-    if length is not None and length > limit:
-        raise AnswerTooLarge(resp.status, limit)
-    encoding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
-    if length is not None and encoding in ("", "identity"):
-        return await resp.read()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > limit:
+    if length is not None:
+        if length > limit:
             raise AnswerTooLarge(resp.status, limit)
-        chunks.append(chunk)
-    codings = resp.headers.getall(hdrs.CONTENT_ENCODING, ())
+        body = await resp.read()  # as sent: no more than its Content-Length
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(resp.status, limit)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    if hdrs.CONTENT_ENCODING not in resp.headers:
+        return body  # nearly every answer: nothing more to look at
     try:
-        return answer_decoded(b"".join(chunks), codings, limit)
+        return answer_decoded(body, resp.headers.getall(hdrs.CONTENT_ENCODING), limit)
     except BodyTooLarge:
         raise AnswerTooLarge(resp.status, limit) from None
     except BodyUnreadable as exc:

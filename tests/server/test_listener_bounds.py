@@ -18,7 +18,8 @@ from aiohttp import web
 
 from reconciler.metrics import Metrics
 from reconciler.server.connections import ConnectionLimits
-from reconciler.server.http import BodyUnreadable, Listener, read_body
+from reconciler.server.http import Listener, read_body
+from reconciler.sources.codings import BodyUnreadable
 from tests.fake_ccv_writes import FakeCCVWrites
 from tests.server.conftest import FakeHub
 from tests.server.test_api import ORDER, TOKEN, Api, api, api_port, serve_api

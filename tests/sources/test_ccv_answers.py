@@ -22,7 +22,8 @@ from tests.fake_providers import STAMPED, FakeCCV, Reply, ccv_config
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    # As the runtime's (http_session): every coding is left to read_body.
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
 
 
@@ -207,3 +208,19 @@ async def test_blanks_around_a_reference_are_no_part_of_it(
     # What is kept is what a submit and `notification-url --ref` take; blanks alone are none.
     assert kept is None or reference_problem(kept, given=True, tracked=True) is None
     assert "ccv.reference_dropped" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["\\u001fRY4", "\\u001cRY4", "RY4\\u0085", "RY4\\n", "\\u2028RY4"],
+    ids=["unit-separator", "file-separator", "next-line", "line-feed", "line-separator"],
+)
+async def test_a_control_character_at_an_end_of_a_reference_is_no_blank(
+    fake_ccv: FakeCCV, session: aiohttp.ClientSession, reference: str
+) -> None:
+    # str.strip() dropped these too: `\x1fRY4` was kept as `RY4`, another reference than the
+    # one CCV holds, instead of failing as one no database, log or URL holds.
+    body = '{"orderStatus": "New", "externalReference": "' + reference + '"}'
+    assert await answered(fake_ccv, session, Reply(200, body, "application/json")) == Observation(
+        key("A1"), Outcome.FAILED, reason="unusable_reference", asked=STAMPED
+    )

@@ -333,7 +333,7 @@ async def test_a_submit_answered_in_an_encoding_that_cannot_be_decoded_is_uncert
     tmp_path: Path, fake: FakeCCVWrites
 ) -> None:
     # Brotli, which aiohttp cannot decode here: CCV (or a proxy) got the submit and answered,
-    # a `201 Created` (aiohttp refuses it with its headers: read again from what came).
+    # a `201 Created`, its status kept (read_body names the coding it cannot decode).
     fake.submit_replies = [
         Reply(201, b"\x0b\x02\x80{}\x03", "application/json", {"Content-Encoding": "br"})
     ]
