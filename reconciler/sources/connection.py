@@ -119,17 +119,20 @@ class Head(NamedTuple):
     content_type: str
 
 
-def answer_head(heard: bytes) -> Head | None:
+def answer_head(
+    heard: bytes, parser_type: type[HttpResponseParser] = HttpResponseParser
+) -> Head | None:
     """The final head of an answer's first bytes: its status and the headers a write reads;
     None when no status line and headers came whole, or aiohttp refuses them. Read by aiohttp's
     own parser (the one its connections use), so that what is
     kept is what aiohttp would have read: a folded header line, a leading blank line, a UTF-8
     `Location`. Interim answers (`103 Early Hints`) are passed over; a `101` (an upgrade) is
-    none of a write's. Called within the event loop."""
+    none of a write's. `parser_type`: another of aiohttp's parsers (its pure-Python one, as
+    without its C extension). Called within the event loop."""
     loop = asyncio.get_running_loop()
     # No body is read: the parser stops at each head's blank line, and is fed one line at a
     # time, so that the body's bytes after the final head (what aiohttp refused) are never read.
-    parser = HttpResponseParser(
+    parser = parser_type(
         BaseProtocol(loop),
         loop,
         2**16,
