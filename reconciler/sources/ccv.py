@@ -329,7 +329,7 @@ class CCVClient:
             document = _status_document(reply.body)
             if document is not None:
                 word, answered = document
-                if word is None or self._holds_key(word, answered):
+                if word is None or (word not in _DOCUMENTED and self._holds_key(word)):
                     # CCV took the key and answered about this order, in words nothing may
                     # keep: the order's failure alone, and an answer to the account's health.
                     return Outcome.FAILED, None, None, UNUSABLE_STATUS
@@ -346,9 +346,11 @@ class CCVClient:
                     # Not the documented shape: dropped, and said; the status still holds.
                     dropped.append((order_id, json_type(answered)))
                     return Outcome.OK, word, None, None
-                if reference_problem(answered, given=False) is not None:
-                    # Text no database, log or URL holds fails this order alone; its
-                    # `order.check_failed` line says why.
+                if reference_problem(answered, given=False) is not None or self._holds_key(
+                    answered
+                ):
+                    # Text no database, log or URL holds (nor a secret) fails this order
+                    # alone; its `order.check_failed` line says why.
                     return Outcome.FAILED, None, None, UNUSABLE_REFERENCE
                 return Outcome.OK, word, answered, None
             log.debug(
@@ -364,12 +366,10 @@ class CCVClient:
         # do this" is not documented, and one order must not stop the account.
         return Outcome.FAILED, None, None, _failure_reason(reply)
 
-    def _holds_key(self, word: str, answered: object) -> bool:
+    def _holds_key(self, text: str) -> bool:
         """Whether an answer's status or reference holds a secret: it would be kept in the
         snapshot, the events and the log. Not an answer then, but that order's failure."""
-        if word not in _DOCUMENTED and holds_secret(word, self._key_forms):
-            return True
-        return isinstance(answered, str) and holds_secret(answered, self._key_forms)
+        return holds_secret(text, self._key_forms)
 
     async def _get(self, segment: str) -> Reply:
         """Ask for the status of the order whose id is the (quoted) path segment `segment`."""

@@ -588,10 +588,13 @@ async def test_an_answer_echoing_a_secret_of_the_config_is_no_status(
     password = "Pw0rd-Zq9+&x=7%Se"
     with pytest.raises(TypeError, match="secrets"):
         CCVClient(ccv_config(fake.base_url), session)  # type: ignore[call-arg]
-    fake.orders.update({"A1": password, "A2": "Completed"})
+    fake.orders.update({"A1": password, "A2": "Completed", "A3": "Completed"})
+    fake.refs["A3"] = f"ref-{password}"
     client = CCVClient(ccv_config(fake.base_url), session, secrets=[password])
-    assert (await client.fetch("A1")).outcome is Outcome.FAILED
+    assert await client.fetch("A1") == failed("A1", "unusable_status")
     assert (await client.fetch("A2")).status == "Completed"
+    # Echoed in the reference, it is the reference that is unusable (it was `unusable_status`).
+    assert await client.fetch("A3") == failed("A3", "unusable_reference")
 
 
 # --- ids and URLs -------------------------------------------------------------------------
