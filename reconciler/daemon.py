@@ -118,7 +118,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.writes = InFlight()
         self.last_pass = "starting"
-        self.failing: list[str] = []  # "ccv/default", as of the last pass
+        self.failing: list[str] = []  # "ccv/default", as of the last status sent
         self.stopped = False  # asked to stop and daemon.stopped logged (not when serve fails)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -139,6 +139,7 @@ class Daemon:
                 send_actions=self.actions.send_due if self.actions and self.config.ccnow else None,
                 actions_every_s=self.ticks.actions_s,
             )
+            await self._send_status()  # READY=1 names the failing accounts before a pass ends
             startup = self._spawn(self._startup_pass())
             self.scheduler.start()
             await asyncio.wait(
@@ -228,20 +229,7 @@ class Daemon:
 
     async def _startup_pass(self) -> None:
         try:
-            # A CCV account the pass will ask nothing (no open order) is proved first, not by
-            # the heartbeat a poll interval later, nor after a long pass over the others:
-            # else /healthz says 503 for that long after every restart, a false alert.
-            idle = [
-                ccv
-                for ccv in self.rt.coordinators.ccv.values()
-                if not await self.rt.store.orders.open_count(
-                    "ccv", ccv.account, settled_since=ccv.settled_since()
-                )
-            ]
-            proved = await asyncio.gather(*(ccv.heartbeat() for ccv in idle))
-            report = await self.rt.coordinators.catch_up()
-            for probe in proved:
-                report.add(probe)
+            report = await self.rt.coordinators.startup_pass()
         except StoreError:
             return  # logged once by the store's health; the scheduled jobs keep trying
         except Exception:
@@ -265,8 +253,7 @@ class Daemon:
     async def _send_status(self) -> None:
         # The accounts failing now, whatever pass came last: the line an operator reads in
         # `systemctl status` must not drop a failing account one poll interval later.
-        configured = {("ccv", c.name) for c in self.config.ccv}
-        configured |= {("ccnow", c.name) for c in self.config.ccnow}
+        configured = self.config.schedules()  # by (source, account)
         with contextlib.suppress(StoreError):
             self.failing = sorted(
                 f"{s.source}/{s.account}"
