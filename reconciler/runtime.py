@@ -18,6 +18,7 @@ from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .redact import config_secrets
 from .sinks import build_sinks, sink_names
+from .sources.codings import ACCEPT_ENCODING
 from .sources.connection import WriteAwareConnector
 from .sources.http import Gates
 from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound
@@ -49,6 +50,7 @@ def http_session(config: Config) -> aiohttp.ClientSession:
         # Answers are decoded by read_body, from all their Content-Encoding headers, within
         # max_body; aiohttp's decoder reads the last header alone, with no bound.
         auto_decompress=False,
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
     )
 
 

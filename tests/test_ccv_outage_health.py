@@ -75,24 +75,48 @@ async def test_every_order_failing_of_an_outage_fails_the_account_unprobed(
     coordinator, clock = ccv
     for order_id in IDS:
         fake_ccv.replies[order_id] = HTTP_500
-    await reach(coordinator, clock, path)
+    if path == "catch-up":
+        await coordinator.full_pass(via="catch-up")
+    else:
+        clock.now += 3600
+        await coordinator.tick_due()
+    assert await account_events(coordinator) == ["source.failed"]
+    assert fake_ccv.requests_for(PROBE_ORDER_ID) == []
+    # Failing, one order a backoff period (its one 500 asks the probe, which answers): it
+    # stays failing for what its checks failed of.
+    await run_daemon(coordinator, clock)
     assert await account_events(coordinator) == ["source.failed"]
     state = await coordinator.store.sources.state("ccv", "default")
     assert state.failing and state.last_error == "every check failed (http_500)"
-    assert fake_ccv.requests_for(PROBE_ORDER_ID) == []
 
 
 @pytest.mark.parametrize("path", ["daemon", "catch-up"])
-async def test_an_only_open_order_failing_of_an_outage_fails_the_account_on_both_paths(
+async def test_an_only_open_order_failing_of_an_outage_asks_the_probe_on_both_paths(
     ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV, path: str
 ) -> None:
-    # Whether the account was red depended on whether a catch-up had run.
+    # Whether the account was red depended on whether a catch-up had run. One check cannot
+    # tell one order's 500 from CCV's: the probe says, on both paths.
     coordinator, clock = ccv
     await coordinator.store.orders.untrack("ccv", "default", IDS[1:])
     fake_ccv.replies[IDS[0]] = HTTP_500
     await reach(coordinator, clock, path)
-    assert await account_events(coordinator) == ["source.failed"]
-    assert fake_ccv.requests_for(PROBE_ORDER_ID) == []
+    assert await account_events(coordinator) == []
+    assert fake_ccv.requests_for(PROBE_ORDER_ID) != []
+
+
+async def test_one_order_failing_of_an_outage_due_alone_does_not_flap_the_account(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    # One order of four answering 500 for ever (a broken order at CCV): checked alone at its
+    # failure's backoff, its one 500 failed the account, the next check of the others
+    # recovered it: source.failed / source.recovered pages, pass after pass.
+    coordinator, clock = ccv
+    fake_ccv.replies[IDS[0]] = HTTP_500
+    for _ in range(240):
+        clock.now += 60
+        await coordinator.tick_due()
+    assert await account_events(coordinator) == []
+    assert len(fake_ccv.requests_for(IDS[0])) > len(fake_ccv.requests_for(IDS[1]))
 
 
 @pytest.mark.parametrize("path", ["daemon", "catch-up"])

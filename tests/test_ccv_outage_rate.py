@@ -67,8 +67,8 @@ MAINTENANCE = Reply(200, json.dumps({"message": "maintenance"}), "application/js
 
 @pytest.mark.parametrize(
     ("outage", "tries", "probes"),
-    # A 500 of the probe's order is an outage's failure: the account's without a probe.
-    [(MAINTENANCE, 1, 1), (html_page(), 1, 1), (Reply(500, "oops"), 2, 0)],
+    # One order's 500 cannot tell the account's outage from the order's own: the probe says.
+    [(MAINTENANCE, 1, 1), (html_page(), 1, 1), (Reply(500, "oops"), 2, 1)],
     ids=["maintenance-json", "html", "http-500"],
 )
 async def test_an_outage_order_by_order_gets_one_probe_per_backoff_period(
@@ -89,8 +89,7 @@ async def test_an_outage_order_by_order_gets_one_probe_per_backoff_period(
             sent[clock.now] = [r.order_id for r in fake_ccv.requests[asked:]]
     assert await kinds(coordinator) == ["source.failed"]
     # The first tick's due orders found the outage; then the account rests: one probe per
-    # backoff period (10 s, doubling), each one due order and the probe request (none when
-    # the order failed of an outage's reason).
+    # backoff period (10 s, doubling), each one due order and the probe request.
     first = min(sent)
     assert [round(t - first, 1) for t in sent] == [0, 10, 30, 70, 150]
     for t in sorted(sent)[1:]:

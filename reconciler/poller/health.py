@@ -57,6 +57,10 @@ class Verdict:
     own_word: bool = False
 
 
+# The outage failures of a pass that fail its account without a probe (`is_outage`).
+OUTAGE_CHECKS = 2
+
+
 def verdict(answers: PassAnswers) -> Verdict | None:
     """Return what a pass's answers as a whole say about the account, or None when they say
     nothing (no check made, or a few orders of a partial pass failed on their own)."""
@@ -112,8 +116,11 @@ def needs_probe(answers: PassAnswers) -> bool:
 
 def is_outage(answers: PassAnswers) -> bool:
     """Whether most of a pass's failed checks (half or more: a tie must not go whichever way
-    the answers arrived) failed of an outage's reason: then they are the account's."""
-    return answers.failed > 0 and 2 * answers.outages >= answers.failed
+    the answers arrived) failed of an outage's reason, two at least: then they are the
+    account's. One check cannot tell one order's 500 from CCV's (an order due alone at its
+    failure's backoff failed the account, the others' next check recovered it: pages, pass
+    after pass): the probe says."""
+    return answers.outages >= OUTAGE_CHECKS and 2 * answers.outages >= answers.failed
 
 
 def is_lost_wave(lost: int, checked: int) -> bool:

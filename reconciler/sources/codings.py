@@ -10,9 +10,12 @@ from collections.abc import Iterable, Sequence
 from reconciler.model import clipped
 
 # The content codings decoded, by their names in any case (x-gzip is gzip's old name, RFC 9110);
-# no provider sends br or zstd, which would take optional packages. Any other coding is refused:
-# read as plain bytes, a body sent `gzip, gzip` or `compress` lost what it said.
+# br and zstd would take optional packages. Any other coding is refused: read as plain bytes, a
+# body sent `gzip, gzip` or `compress` lost what it said.
 _CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate", "identity": None}
+# What a client of the providers asks for: these alone. aiohttp's own Accept-Encoding offers br
+# (zstd) wherever brotli (Python 3.14's zstd) can be imported, which read_body cannot decode.
+ACCEPT_ENCODING = "gzip, deflate"
 # Codings one body may be sent in, one on another: each costs a pass over up to max_body bytes.
 MAX_CODINGS = 4
 # gzip members (or deflate streams) one body may join: each costs a decompressor.
