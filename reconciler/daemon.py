@@ -118,7 +118,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.writes = InFlight()
         self.last_pass = "starting"
-        self.failing: list[str] = []  # "ccv/default", as of the last pass
+        self.failing: list[str] = []  # "ccv/default", as of the last status sent
         self.stopped = False  # asked to stop and daemon.stopped logged (not when serve fails)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -139,6 +139,7 @@ class Daemon:
                 send_actions=self.actions.send_due if self.actions and self.config.ccnow else None,
                 actions_every_s=self.ticks.actions_s,
             )
+            await self._send_status()  # READY=1 names the failing accounts before a pass ends
             startup = self._spawn(self._startup_pass())
             self.scheduler.start()
             await asyncio.wait(
@@ -265,8 +266,7 @@ class Daemon:
     async def _send_status(self) -> None:
         # The accounts failing now, whatever pass came last: the line an operator reads in
         # `systemctl status` must not drop a failing account one poll interval later.
-        configured = {("ccv", c.name) for c in self.config.ccv}
-        configured |= {("ccnow", c.name) for c in self.config.ccnow}
+        configured = self.config.schedules()  # by (source, account)
         with contextlib.suppress(StoreError):
             self.failing = sorted(
                 f"{s.source}/{s.account}"

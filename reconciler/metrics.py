@@ -128,8 +128,10 @@ class Metrics:
     def observe_checks(
         self, source: str, account: str, observations: Sequence[Observation]
     ) -> None:
-        """Count the outcome of each check, and each failure by its reason."""
+        """Count the outcome of each check, and each failure by its reason; a "not found" is
+        left to `observe_not_found`, which knows whether the write confirmed it."""
         outcomes = Tally(obs.outcome.value for obs in observations)
+        outcomes.pop(Outcome.NOT_FOUND.value, None)
         for outcome, count in outcomes.items():
             self.checks.labels(source, account, outcome).inc(count)
         reasons = Tally(
@@ -144,15 +146,22 @@ class Metrics:
         """Count the checks answered "not found" once the write has judged them: those of
         `unconfirmed` (orders found before, not confirmed missing yet) as failed checks
         (reason `not_found_unconfirmed`), as `status` and a catch-up count them."""
+        failed, not_found = Outcome.FAILED.value, Outcome.NOT_FOUND.value
+        checks: Tally[tuple[str, str, str]] = Tally()
+        failures: Tally[tuple[str, str]] = Tally()
         for obs in observations:
             if obs.outcome is not Outcome.NOT_FOUND:
                 continue
             source, account = obs.key.source, obs.key.account
             if obs.key in unconfirmed:
-                self.checks.labels(source, account, Outcome.FAILED.value).inc()
-                self.check_failures.labels(source, account, NOT_FOUND_UNCONFIRMED).inc()
+                checks[(source, account, failed)] += 1
+                failures[(source, account)] += 1
             else:
-                self.checks.labels(source, account, Outcome.NOT_FOUND.value).inc()
+                checks[(source, account, not_found)] += 1
+        for labels, count in checks.items():
+            self.checks.labels(*labels).inc(count)
+        for where, count in failures.items():
+            self.check_failures.labels(*where, NOT_FOUND_UNCONFIRMED).inc(count)
 
     def observe_unanswered(self, source: str, account: str, count: int) -> None:
         """Count orders a failure of the whole account left without an answer as failed checks

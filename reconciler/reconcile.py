@@ -231,15 +231,19 @@ class Reconciler:
             if stuck is not None:
                 state = stuck[0]
                 events.append(stuck[1])
-            schedule = self.schedules.get((state.key.source, state.key.account))
+            key = state.key
+            schedule = self.schedules.get((key.source, key.account))
             when = None
             if schedule is not None:
+                status = state.status
+                limit = None if status is None else alerts.stuck_after_s.get((key.source, status))
                 when = plan(
                     state,
-                    changed=state.key in result.changed,
+                    changed=key in result.changed,
                     schedule=schedule,
                     now=now,
                     jitter=self.rng.random(),
+                    stuck_after_s=limit,
                 )
             rows.append((state, when))
         await store.orders.save(snapshot, rows)

@@ -34,13 +34,14 @@ def plan(
     schedule: ScheduleConfig,
     now: float,
     jitter: float = 0.0,
+    stuck_after_s: float | None = None,
 ) -> tuple[float | None, float]:
     """Return the order's check interval and the time of its next check.
 
     `jitter` in [0, 1) stretches the interval by up to 10 % so that orders tracked together do
-    not stay in lockstep. An order that answered its status is checked no later than when it
-    would become stuck (`schedule.stuck_after_s`, not yet reported for this status), but not
-    sooner than `min_interval`.
+    not stay in lockstep. An order is checked no later than when it would become stuck
+    (`stuck_deadline` under its status's `stuck_after_s`), but not sooner than `min_interval`;
+    orders that changed together come due then over 10 % of `min_interval`, not at once.
     """
     if state.end_state:
         return None, NEVER
@@ -77,18 +78,12 @@ def plan(
             interval = min(interval, schedule.active_max_interval_s)
         interval = max(interval, schedule.min_interval_s)
     at = now + interval * (1 + 0.1 * jitter)
-    # Checked by the time its status spell reaches `stuck_after` (stuck_event's rule), or
-    # `order.stuck` would wait for the next check, up to max_interval late; never sooner than
-    # min_interval. The interval itself goes on as planned.
-    limit = schedule.stuck_after_s.get(state.status)  # type: ignore[arg-type]  # None: no key
-    spell_from = state.last_changed
-    if (
-        limit is not None
-        and spell_from is not None
-        and spell_from + limit < at
-        and state.stuck_version != state.version
-    ):
-        at = max(spell_from + limit, now + schedule.min_interval_s)
+    # By the time it would become stuck, else `order.stuck` waits for the next check, up to
+    # max_interval late; the interval itself goes on as planned.
+    deadline = None if stuck_after_s is None else stuck_deadline(state, stuck_after_s)
+    if deadline is not None:
+        floor = schedule.min_interval_s
+        at = min(at, max(deadline, now + floor) + 0.1 * jitter * floor)
     return interval, _within(at, watch_ends)
 
 
@@ -118,19 +113,13 @@ def stuck_event(
     will once a later check confirms it (`missing_since`). Nor is one whose checks fail: its
     status is only the last one answered, and `failure_streak` says what is wrong.
     """
-    if (
-        state.status is None
-        or state.not_found
-        or state.missing_since is not None
-        or state.failure_streak > 0
-        or state.end_state
-        or state.last_changed is None
-    ):
+    if state.status is None:
         return None
     limit = alerts.stuck_after_s.get((state.key.source, state.status))
-    if limit is None or now - state.last_changed < limit:
+    if limit is None:
         return None
-    if state.stuck_version == state.version:
+    deadline = stuck_deadline(state, limit)
+    if deadline is None or now < deadline:
         return None
     key = state.key
     ev = order_event(
@@ -147,10 +136,27 @@ def stuck_event(
         end_state=False,
         via=via,
         unknown_status=not status_info(key.source, state.status).known,
-        stuck_for_s=round(now - state.last_changed),
+        stuck_for_s=round(now - deadline + limit),
         stuck_after_s=limit,
     )
     return state._replace(stuck_version=state.version), ev
+
+
+def stuck_deadline(state: OrderState, limit: float) -> float | None:
+    """Return when the order becomes stuck under its status's `limit` (`stuck_after`), or None:
+    reported stuck already in this status, or an order that is not stuck whatever the time
+    (no status answered, not found or missing, its checks failing, in an end state)."""
+    if (
+        state.stuck_version == state.version
+        or state.last_changed is None
+        or state.status is None
+        or state.not_found
+        or state.missing_since is not None
+        or state.failure_streak > 0
+        or state.end_state
+    ):
+        return None
+    return state.last_changed + limit
 
 
 def source_backoff_s(failure_streak: int, interval_s: float) -> float:

@@ -24,7 +24,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.schedule import NOT_FOUND_CONFIRM_S
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.sources.http import Gates
-from reconciler.store import Store
+from reconciler.store import Store, StoreError
 from tests.conftest import (
     Clock,
     call_cli,
@@ -334,6 +334,42 @@ async def test_an_unconfirmed_not_found_is_a_failed_check_in_status_orders_and_m
     assert [k for k, o in await kinds_of(reconciler) if k == "order.not_found"] == [
         "order.not_found"
     ]
+
+
+async def test_metrics_count_a_batchs_checks_once_its_write_commits_whatever_they_answered(
+    ccv_reconciler: tuple[CCVCoordinator, Config, Clock], fake_ccv: FakeCCV
+) -> None:
+    # A pass whose write failed (a full disk) had its answers and failures counted, and not its
+    # "not found" (counted once the write has judged it): /metrics told of checks nothing
+    # recorded, some of them. Now none, until a write commits them; then each once.
+    reconciler, _, clock = ccv_reconciler
+    metrics = Metrics()
+    reconciler.writer.metrics = metrics
+    # Enough answers for the write to need pages the database does not have.
+    more = [f"5a1e0000-0000-4000-9000-{n:012d}" for n in range(200)]
+    await reconciler.store.orders.track("ccv", "default", [(i, None) for i in more], clock.now)
+    fake_ccv.orders = dict.fromkeys([CCV_IDS[0], *more], "Processing")  # CCV_IDS[2:]: 404
+    fake_ccv.replies[CCV_IDS[1]] = FORBIDDEN
+    conn = reconciler.store.conn
+    pages = next(iter(await conn.execute_fetchall("PRAGMA page_count")))[0]
+    await conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL: no page more
+    with pytest.raises(StoreError, match="full"):
+        await reconciler.full_pass(via="catch-up")
+    assert len(fake_ccv.requests) == len(CCV_IDS) + len(more)  # every order was asked
+    checks = metrics.registry.get_sample_value
+
+    def counted() -> dict[str, float | None]:
+        labels = {"source": "ccv", "account": "default"}
+        return {
+            outcome: checks("reconciler_checks_total", {**labels, "outcome": outcome})
+            for outcome in ("ok", "failed", "not_found")
+        }
+
+    assert counted() == {"ok": None, "failed": None, "not_found": None}
+    await conn.execute("PRAGMA max_page_count = 1000000")
+    clock.now += 60
+    await reconciler.full_pass(via="catch-up")
+    assert counted() == {"ok": 1 + len(more), "failed": 1, "not_found": 2}
 
 
 async def test_an_unconfirmed_not_found_shows_in_status_and_orders(

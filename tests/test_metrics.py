@@ -47,6 +47,8 @@ def test_checks_are_counted_by_outcome_and_failures_by_reason() -> None:
         ],
     )
     metrics.observe_checks("ccv", "default", [_obs("O-1", Outcome.OK)])
+    # A "not found" is counted once the write has judged it, there alone: O-3 once.
+    metrics.observe_not_found([_obs("O-3", Outcome.NOT_FOUND), _obs("O-1", Outcome.OK)], ())
     value = metrics.registry.get_sample_value
     labels = {"source": "ccv", "account": "default"}
     assert value("reconciler_checks_total", {**labels, "outcome": "ok"}) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,10 +17,20 @@ HOUR = 3600.0
 
 
 def next_check(
-    state: OrderState, *, changed: bool, schedule: ScheduleConfig, now: float, jitter: float = 0.0
+    state: OrderState,
+    *,
+    changed: bool,
+    schedule: ScheduleConfig,
+    now: float,
+    jitter: float = 0.0,
+    stuck_limits: dict[tuple[str, str], float] | None = None,
 ) -> OrderState:
-    """The order as the store saves it after a check: with the interval and time `plan` gives."""
-    interval, at = plan(state, changed=changed, schedule=schedule, now=now, jitter=jitter)
+    """The order as the store saves it after a check: with the interval and time `plan` gives,
+    under its status's limit of `stuck_limits` as the reconciler passes it."""
+    limit = (stuck_limits or {}).get((state.key.source, state.status or ""))
+    interval, at = plan(
+        state, changed=changed, schedule=schedule, now=now, jitter=jitter, stuck_after_s=limit
+    )
     return state._replace(interval_s=interval, next_check_at=at)
 
 
@@ -149,11 +160,21 @@ def test_stuck_is_raised_once_per_stuck_period() -> None:
 
 
 STUCK_LIMITS = {("ccv", "Processing"): 20 * HOUR, ("ccv", "Incomplete"): 7 * 24 * HOUR}
-STUCK_SCHED = replace(
-    SCHED,
-    status_intervals_s={"Incomplete": 6 * HOUR},
-    stuck_after_s={status: s for (_, status), s in STUCK_LIMITS.items()},
-)
+STUCK_SCHED = replace(SCHED, status_intervals_s={"Incomplete": 6 * HOUR})
+# How late after its deadline an order is checked at most: its jitter (10 % of min_interval).
+STUCK_SPREAD_S = 0.1 * SCHED.min_interval_s
+
+
+def stuck_plan(state: OrderState, *, now: float, jitter: float = 0.0) -> tuple[float | None, float]:
+    """`plan` under STUCK_SCHED, with the order's limit of STUCK_LIMITS."""
+    return plan(
+        state,
+        changed=False,
+        schedule=STUCK_SCHED,
+        now=now,
+        jitter=jitter,
+        stuck_after_s=STUCK_LIMITS.get(("ccv", state.status or "")),
+    )
 
 
 @pytest.mark.parametrize("status", ["Processing", "Incomplete"])
@@ -164,36 +185,44 @@ def test_order_stuck_is_raised_when_its_limit_is_reached_not_a_check_later(statu
     state = OrderState(
         key=CCV, status=status, version=1, first_seen=T0, last_changed=T0, tracked_at=T0
     )
-    state = next_check(state, changed=True, schedule=STUCK_SCHED, now=T0, jitter=0.99)
+    planned = partial(next_check, schedule=STUCK_SCHED, jitter=0.99, stuck_limits=STUCK_LIMITS)
+    state = planned(state, changed=True, now=T0)
     alerts = AlertsConfig(STUCK_LIMITS)
     while True:
         now = state.next_check_at
-        state = next_check(state, changed=False, schedule=STUCK_SCHED, now=now, jitter=0.99)
+        state = planned(state, changed=False, now=now)
         stuck = stuck_event(state, alerts=alerts, now=now, store_id="s")
         if stuck is not None:
             break
         assert now < T0 + limit
-    assert stuck[1].data["stuck_for_s"] == limit
+    assert limit <= stuck[1].data["stuck_for_s"] <= limit + STUCK_SPREAD_S
     # Reported: the order keeps its own rhythm from then on.
-    interval, at = plan(stuck[0], changed=False, schedule=STUCK_SCHED, now=now)
+    interval, at = stuck_plan(stuck[0], now=now)
     assert interval is not None and interval >= 6 * HOUR and at == now + interval
+
+
+def test_orders_that_changed_together_come_due_at_their_stuck_deadline_apart() -> None:
+    # Written in one batch, they became stuck in the same second and came due in it together,
+    # whatever their jitter; now spread over 10 % of min_interval after the deadline.
+    state = OrderState(
+        key=CCV, status="Processing", version=1, last_changed=T0, tracked_at=T0, interval_s=HOUR
+    )
+    now = T0 + 19 * HOUR
+    due = [stuck_plan(state, now=now, jitter=jitter)[1] for jitter in (0.0, 0.5, 0.99)]
+    assert due == [T0 + 20 * HOUR, T0 + 20 * HOUR + 3.0, T0 + 20 * HOUR + 0.99 * STUCK_SPREAD_S]
 
 
 def test_a_stuck_deadline_never_plans_a_check_sooner_than_min_interval() -> None:
     state = OrderState(
         key=CCV, status="Processing", version=1, last_changed=T0, tracked_at=T0, interval_s=HOUR
     )
-    interval, at = plan(state, changed=False, schedule=STUCK_SCHED, now=T0 + 20 * HOUR - 1)
+    interval, at = stuck_plan(state, now=T0 + 20 * HOUR - 1)
     assert (interval, at) == (2 * HOUR, T0 + 20 * HOUR - 1 + 60)
     # Not for an order whose checks fail or that CCV says it does not know: never stuck.
     failing = state._replace(failure_streak=1)
-    assert plan(failing, changed=False, schedule=STUCK_SCHED, now=T0 + 19 * HOUR)[1] == (
-        T0 + 19 * HOUR + 60
-    )
+    assert stuck_plan(failing, now=T0 + 19 * HOUR)[1] == T0 + 19 * HOUR + 60
     gone = state._replace(not_found=True)
-    assert plan(gone, changed=False, schedule=STUCK_SCHED, now=T0 + 19 * HOUR)[1] == (
-        T0 + 19 * HOUR + SCHED.not_found_interval_s
-    )
+    assert stuck_plan(gone, now=T0 + 19 * HOUR)[1] == T0 + 19 * HOUR + SCHED.not_found_interval_s
 
 
 @pytest.mark.parametrize(("streak", "expected"), [(0, 0), (1, 60), (2, 120), (5, 960), (30, 3600)])

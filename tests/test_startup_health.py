@@ -14,6 +14,7 @@ from tests.conftest import (
     call_cli,
     cli_env,
     daemon,
+    daemon_here,
     free_port,
     poll_until,
     read_events,
@@ -215,3 +216,25 @@ async def test_the_systemd_status_line_names_the_last_pass_not_a_notifications_c
             assert await proc.wait() == 0
     failing = [s for s in statuses if s.startswith("failing")]
     assert failing[0].startswith("failing ccv/default; last pass start-up catch-up"), failing
+
+
+async def test_ready_names_an_account_the_store_records_failing_before_the_first_pass_ends(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # README: READY=1 carries `failing ccv/default; last pass starting` when the start-up pass
+    # takes over its wait and the store records the account failing. It said `last pass
+    # starting` alone: the failing accounts were read only once a pass had ended.
+    order = "7e57a11c-0000-4000-8000-0000000000a2"
+    fake_ccv.always = Reply(500, "Internal Server Error")
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra=_SLOW)
+    assert (await call_cli("--config", cfg, "track", "ccv", order, env=_ENV)).code == 0
+    caught = await call_cli("--config", cfg, "catch-up", env=_ENV)
+    assert caught.code == 75, caught.stderr
+    # The start-up pass's first request is not answered while the test runs (nor given up
+    # on): READY=1 goes once its wait for the pass is over (10 s), with the line as it is then.
+    fake_ccv.hold = asyncio.Event()
+    cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "1m"'))
+    with NotifySocket.abstract() as sock:
+        async with daemon_here(cfg, {**_ENV, **sock.env()}):
+            ready = await sock.wait_for_async("READY", "1", timeout_s=20)
+    assert ready[-1].fields["STATUS"] == "failing ccv/default; last pass starting"

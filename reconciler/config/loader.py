@@ -143,8 +143,8 @@ class Loader:
         return Config(
             file=self.file,
             store_path=store_path,
-            ccv=tuple(replace(a, schedule=_stuck(a.schedule, "ccv", alerts)) for a in ccv),
-            ccnow=tuple(replace(a, schedule=_stuck(a.schedule, "ccnow", alerts)) for a in ccnow),
+            ccv=ccv,
+            ccnow=ccnow,
             receiver=receiver,
             sinks=sinks,
             alerts=alerts,
@@ -356,12 +356,6 @@ class Loader:
                 stuck.update({(source, status): seconds for status, seconds in given.items()})
         # 0 switches the alert off for that status.
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})
-
-
-def _stuck(schedule: ScheduleConfig, source: Source, alerts: AlertsConfig) -> ScheduleConfig:
-    """Return an account's schedule with its source's `stuck_after` limits, by status word."""
-    limits = {status: s for (of, status), s in alerts.stuck_after_s.items() if of == source}
-    return replace(schedule, stuck_after_s=limits)
 
 
 def _listen(table: Table, default: str) -> tuple[str, int]:

@@ -36,9 +36,6 @@ class ScheduleConfig:
     # is checked at least every `active_max_interval_s`: orders that move tend to move again.
     active_window_s: float = 12 * 3600
     active_max_interval_s: float = 30 * 60
-    # orderStatus -> its `[alerts] stuck_after` (the loader copies the source's limits here):
-    # an order is checked by the time it would become stuck, so `order.stuck` is not late.
-    stuck_after_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -163,13 +163,6 @@ class Batcher:
         return min(rows, max(fewest, fit))
 
     async def _apply_part(self, batch: list[Observation]) -> None:
-        metrics = self.reconciler.metrics
-        if metrics is not None:
-            key = batch[0].key
-            # A "not found" is counted once the write has judged it (Metrics.observe_not_found):
-            # one not confirmed yet is a failed check.
-            answered = [o for o in batch if o.outcome is not Outcome.NOT_FOUND]
-            metrics.observe_checks(key.source, key.account, answered)
         self.report.checked += len(batch)
         self.reconciler.on_checked(len(batch))
         failed = [o for o in batch if o.outcome is Outcome.FAILED]
@@ -181,3 +174,8 @@ class Batcher:
             batch, via=self.via, report=self.report, discover=self.discover, page=self.page
         )
         self.report.events += events
+        metrics = self.reconciler.metrics
+        if metrics is not None:
+            # After the commit, as the write counts the "not found" it judged (reconcile.py):
+            # a batch whose write failed is counted by none, and its checks are made again.
+            metrics.observe_checks(*self.where, batch)
