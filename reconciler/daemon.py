@@ -229,20 +229,7 @@ class Daemon:
 
     async def _startup_pass(self) -> None:
         try:
-            # A CCV account the pass will ask nothing (no open order) is proved first, not by
-            # the heartbeat a poll interval later, nor after a long pass over the others:
-            # else /healthz says 503 for that long after every restart, a false alert.
-            idle = [
-                ccv
-                for ccv in self.rt.coordinators.ccv.values()
-                if not await self.rt.store.orders.open_count(
-                    "ccv", ccv.account, settled_since=ccv.settled_since()
-                )
-            ]
-            proved = await asyncio.gather(*(ccv.heartbeat() for ccv in idle))
-            report = await self.rt.coordinators.catch_up()
-            for probe in proved:
-                report.add(probe)
+            report = await self.rt.coordinators.startup_pass()
         except StoreError:
             return  # logged once by the store's health; the scheduled jobs keep trying
         except Exception:

@@ -165,14 +165,13 @@ EXTERNAL_REFERENCE_MAX_LENGTH = 256
 
 def reference_problem(ref: str, *, given: bool = True, tracked: bool = False) -> str | None:
     """Why an external reference cannot be followed or put into a notification URL, or None.
-    `given`: a new one given to reconciler (a submit, `notification-url --ref`, a track file's
-    field), which must not begin or end with white space: an HTTP header and a file's field
-    drop it, so the submit would be named, and tracked, under another reference than the one it
-    was made with. `given=False`: one taken as stored or as CCV holds it (CCV's answers, `track
-    --ref`, POST /orders, `ccv resolve`, the API's lookups). `tracked`: one `track --ref` or
-    POST /orders follows, which is refused though stored ones are not when it is white space
-    alone: no submit was made with it and no notification URL can carry it (`notification-url`
-    refuses it)."""
+    `given`: a new one given to reconciler (a submit, `notification-url --ref`), which must not
+    begin or end with white space: an HTTP header drops it, so the submit would be named, and
+    tracked, under another reference than the one it was made with. `given=False`: one taken as
+    stored or as CCV holds it (CCV's answers, `track --ref` or a track file's field, POST
+    /orders, `ccv resolve`, the API's lookups). `tracked`: one `track` or POST /orders follows,
+    which is refused though stored ones are not when it is white space alone: no submit was made
+    with it and no notification URL can carry it (`notification-url` refuses it)."""
     if not ref:
         # The receiver refuses an empty path segment: the URL would never be accepted.
         return "an external reference must not be empty"

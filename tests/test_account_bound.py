@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from reconciler.passes.report import PassReport
 from reconciler.poller.coordinators import Coordinators
 from reconciler.runtime import Runtime
 from reconciler.server.hub import Hub
+from reconciler.store.errors import StoreError, StoreFull
 from reconciler.writes.ccnow_actions import ActionSender, build
 from reconciler.writes.submit import Submitter
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
@@ -217,3 +219,30 @@ async def test_a_catch_up_pass_that_raises_lets_the_other_accounts_passes_end(
             b_seen = await statuses(rt, "ccv", "b")
     assert waited_for_b
     assert b_seen == {"B-1": "Shipped"}
+
+
+async def test_every_error_of_a_catch_ups_passes_is_raised_or_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only the first was raised: b's bug, raised beside a's failing store, left no trace (the
+    # command exits 74, the daemon's start-up pass returns quietly on a store's failure).
+    caplog.set_level(logging.ERROR, logger="reconciler")
+    async with FakeCCV() as fake:
+        config = bound_config(tmp_path, ccv={"a": fake, "b": fake, "c": fake})
+        async with daemon_parts(config) as (rt, _hub):
+            faults = {"a": StoreError("a's store"), "b": TypeError("b's bug"), "c": StoreFull("c")}
+            for name, exc in faults.items():
+
+                async def fault(*, via: str, exc: Exception = exc) -> PassReport:
+                    raise exc
+
+                rt.coordinators.ccv[name].full_pass = fault  # type: ignore[method-assign]
+            with pytest.raises(StoreError, match="a's store"):
+                await rt.coordinators.catch_up()
+    logged = [
+        (r.__dict__["fields"]["name"], r.exc_info[1] if r.exc_info else None)
+        for r in caplog.records
+        if r.getMessage() == "catch_up.pass_failed"
+    ]
+    # The bug with its traceback; the store's failure is logged by the store's health.
+    assert logged == [("ccv/b", faults["b"]), ("ccv/c", None)]

@@ -4,6 +4,8 @@ order to ask, so a restart does not read as "unhealthy" for a poll interval (fal
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from tests.conftest import (
     read_events,
     write_config,
 )
-from tests.fake_providers import FakeCCNow, FakeCCV, Reply
+from tests.fake_providers import CCV_KEY, FakeCCNow, FakeCCV, Reply
 from tests.notify_socket import NotifySocket
 
 # Long intervals: only the start-up pass can have proved the accounts.
@@ -121,20 +123,22 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
     # The pass waits for CCNow, which answers nothing while the test runs: /healthz is asked
     # while the pass is under way, before daemon.ready (which waits for it 10 s at most).
     fake_ccnow.hold = asyncio.Event()
-    async with daemon(cfg, _ENV) as proc:
+    async with daemon(cfg, _ENV) as proc, aiohttp.ClientSession() as http:
         await poll_until(
             lambda: len(fake_ccv.requests) == 1 and fake_ccnow.requests, 10, "the CCV probe"
         )
-        # Proved before the pass began: its first CCNow request came after the probe.
-        assert fake_ccv.requests[0].at < fake_ccnow.requests[0].at
-        assert fake_ccnow.in_flight == 1  # the pass is still waiting for CCNow
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/healthz") as response,
-        ):
+
+        def proved() -> bool:  # the probe's answer recorded, beside the pass
+            with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as db:
+                query = "SELECT last_success FROM sources WHERE source = 'ccv'"
+                return any(row[0] is not None for row in db.execute(query))
+
+        await poll_until(proved, 10, "the CCV probe recorded")
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
             document = await response.json()
         ccv = [s for s in document["sources"] if s["source"] == "ccv"]
         assert [s["healthy"] for s in ccv] == [True], document
+        assert fake_ccnow.in_flight == 1  # the pass is still waiting for CCNow
         proc.terminate()
         await proc.wait()
 
@@ -238,3 +242,43 @@ async def test_ready_names_an_account_the_store_records_failing_before_the_first
         async with daemon_here(cfg, {**_ENV, **sock.env()}):
             ready = await sock.wait_for_async("READY", "1", timeout_s=20)
     assert ready[-1].fields["STATUS"] == "failing ccv/default; last pass starting"
+
+
+async def test_an_idle_ccv_account_whose_ccv_hangs_holds_no_other_account_back(
+    tmp_path: Path,
+) -> None:
+    # The start-up pass began after the heartbeats of the accounts it asks nothing: an idle
+    # account whose CCV hung kept every other account unasked for its timeout and retries
+    # (about a minute by default), and daemon.ready waited 10 s for the pass.
+    async with FakeCCV() as idle, FakeCCV() as busy:
+        busy.orders = {"B-1": "Processing"}
+        idle.hold = asyncio.Event()
+        cfg = tmp_path / "reconciler.toml"
+        accounts = [
+            f'[[ccv]]\nname = "{name}"\nbase_url = "{fake.base_url}"\napi_key = "{CCV_KEY}"\n'
+            f'timeout = "60s"\nretries = 0\n{_SLOW}\n'
+            for name, fake in (("idle", idle), ("busy", busy))
+        ]
+        cfg.write_text(
+            f'[store]\npath = "{tmp_path / "reconciler.db"}"\n'
+            + "".join(accounts)
+            + f'[[sinks]]\ntype = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n'
+        )
+        cfg.chmod(0o600)
+        track = ("--config", cfg, "track", "ccv", "--account", "busy", "B-1")
+        assert (await call_cli(*track, env=_ENV)).code == 0
+        try:
+            async with daemon_here(cfg, _ENV):
+                await idle.wait_until(lambda: idle.in_flight == 1, 20)
+                await poll_until(
+                    lambda: [e for e in read_events(tmp_path) if e["subject"] == "B-1"],
+                    10,
+                    "the busy account's event",
+                )
+                still_waiting = idle.in_flight
+                [event] = [e for e in read_events(tmp_path) if e["subject"] == "B-1"]
+        finally:
+            idle.hold.set()
+    assert still_waiting == 1  # the idle account's heartbeat had no answer yet
+    assert event["data"]["via"] == "catch-up"  # the start-up pass's, not a scheduled poll's
+    assert [s.order_id for s in idle.requests] == [PROBE_ORDER_ID]

@@ -110,22 +110,16 @@ def read_track_file(path: Path, source: Source, secrets: SecretForms | None) -> 
             continue
         where = f"{path}:{number}"
         try:
-            row = next(csv.reader([line], skipinitialspace=True, strict=True))
+            row = next(csv.reader([_unpadded(line)], skipinitialspace=True, strict=True))
         except csv.Error as exc:
             raise DataError(f"{where}: not a CSV line: {exc}") from None
         if not any(field.strip() for field in row):
             continue  # a spreadsheet's empty row (",,,")
-        # The id's white space is no part of it (an id has none), but a reference's is: one
-        # trimmed would be followed under another reference than the one submitted with it,
-        # and one of white space alone dropped would leave its order without it: both are
-        # refused, as `--ref` refuses the latter (README).
+        # The id's white space is no part of it (an id has none); a reference's is judged as
+        # `--ref`'s is (`_track_line`). The spaces just after a comma are no field's (`ID, REF`).
         fields = [row[0].strip(), *row[1:]]
-        if len(fields) == 2 and not fields[1] and (spaces := _SPACES_LAST.search(line)):
-            fields[1] = spaces[1]  # the reader skips spaces after a comma: they were the field
         while len(fields) > 2 and not fields[-1].strip():
             fields.pop()  # a spreadsheet's empty trailing columns
-        if len(fields) == 2 and not fields[1]:
-            fields.pop()  # an empty reference column: none given
         if first:
             first = False
             if _is_header(fields):
@@ -134,15 +128,13 @@ def read_track_file(path: Path, source: Source, secrets: SecretForms | None) -> 
                 shown = clipped(fields[0], quoted=False)
                 header = MASK if holds_secret(fields[0], secrets) else shown
                 continue
-        for what, value in zip(("order id", "reference"), fields[:2], strict=False):
-            # Before the line's own checks, whose refusals quote it.
-            if holds_secret(value, secrets):
-                raise DataError(f"{where}: the {what} given {GIVEN_SECRET}")
+        if holds_secret(fields[0], secrets):  # before the line's checks, whose refusals quote it
+            raise DataError(f"{where}: the order id given {GIVEN_SECRET}")
         if _is_header(fields):
             # Two exports joined (`cat a.csv b.csv`): the second's header row was tracked as
             # an order (a CCV id may be letters alone).
             raise DataError(f"{where}: a header row below the first line: {clipped(fields[0])}")
-        oid, ref = _track_line(where, source, fields)
+        oid, ref = _track_line(where, source, fields, secrets)
         if ref is not None:
             # Either reference would be the order's in silence, the other's notifications
             # then checking nothing: as for an order followed under one already (`--relink`).
@@ -157,8 +149,26 @@ def read_track_file(path: Path, source: Source, secrets: SecretForms | None) -> 
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
-# Spaces after a line's last comma, which the CSV reader skips (`skipinitialspace`, for `ID, REF`).
-_SPACES_LAST = re.compile(r",( +)$")
+# One field from its start to the comma or line end after it: a quoted one (after the spaces the
+# CSV reader skips) with the white space after its closing quote apart, or any other as it is.
+_FIELD = re.compile(r'( *"(?:[^"]|"")*")[ \t]*(?=,|$)|[^,]*')
+
+
+def _unpadded(line: str) -> str:
+    """`line` without the white space after a quoted field's closing quote (`"o1","R1" `), which
+    a hand edit leaves and the strict CSV reader refuses; no field's text changes."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        field = _FIELD.match(line, pos)
+        assert field is not None  # its second branch matches anywhere
+        parts.append(field[0] if field[1] is None else field[1])
+        pos = field.end()
+        if pos >= len(line):
+            return ",".join(parts)
+        pos += 1  # the comma
+
+
 # What a spreadsheet's first row says above the ids ("Order ID", "order_number", "Order No."),
 # in letters alone.
 _HEADERS = frozenset(
@@ -177,7 +187,9 @@ def _is_header(fields: list[str]) -> bool:
     return "".join(c for c in first.lower() if c.isalpha()) in _HEADERS
 
 
-def _track_line(where: str, source: Source, fields: list[str]) -> tuple[str, str | None]:
+def _track_line(
+    where: str, source: Source, fields: list[str], secrets: SecretForms | None
+) -> tuple[str, str | None]:
     if len(fields) > 2:
         raise DataError(f"{where}: {len(fields)} columns: a line is ID or ID,REF")
     raw, ref = fields[0], (fields[1] if len(fields) == 2 else "")
@@ -187,9 +199,9 @@ def _track_line(where: str, source: Source, fields: list[str]) -> tuple[str, str
         oid = normalize_order_id(source, raw)
     except InvalidOrderId as exc:
         raise DataError(f"{where}: {exc}") from None
-    if ref and source != "ccv":
+    if not ref:  # `ID` or `ID,`: none given
+        return oid, None
+    if source != "ccv":
         raise DataError(f"{where}: external references are for CCV orders")
-    # One of white space alone is refused as `--ref` refuses it, named as that.
-    if ref and (problem := reference_problem(ref, given=bool(ref.strip()), tracked=True)):
-        raise DataError(f"{where}: {problem}")
-    return oid, ref or None
+    # As `--ref` (track_command): one stored with white space at an end settles its submit.
+    return oid, reference_given(where, ref, secrets, given=False, tracked=True)

@@ -4,19 +4,22 @@ asks each of them once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from ..config import Config
+from ..logs import fields
 from ..model import Source
 from ..passes.report import PassReport
 from ..redact import config_secrets
 from ..sources.ccnow import CCNowClient
 from ..sources.ccv import CCVClient
 from ..sources.http import Gates
+from ..store.errors import StoreError
 from ..store.passes import remember_pass
 from .ccnow import CCNowCoordinator
 from .ccv import CCVCoordinator
@@ -24,6 +27,28 @@ from .coordinator import Coordinator
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
+
+log = logging.getLogger("reconciler.poller")
+T = TypeVar("T")
+
+
+def _first_raised(results: Sequence[T | BaseException], names: Sequence[str]) -> list[T]:
+    """Return what concurrent passes (`asyncio.gather(..., return_exceptions=True)`, named
+    by `names`) returned, or raise the first exception among them, after a line
+    `catch_up.pass_failed` for each other one: a bug raised beside the store's failure must
+    leave a trace (its traceback; the store's own failure is logged by the store's health)."""
+    raised = [
+        (name, r) for name, r in zip(names, results, strict=True) if isinstance(r, BaseException)
+    ]
+    for name, exc in raised[1:]:
+        log.error(
+            "catch_up.pass_failed",
+            extra=fields(name=name, error=repr(exc)),
+            exc_info=None if isinstance(exc, StoreError) else exc,
+        )
+    if raised:
+        raise raised[0][1]
+    return [r for r in results if not isinstance(r, BaseException)]
 
 
 @dataclass(frozen=True)
@@ -83,19 +108,41 @@ class Coordinators:
         report = PassReport()
         writer = self.writer
         started = writer.clock()
-        coordinators: list[Coordinator[Any]] = [*self.ccnow.values(), *self.ccv.values()]
+        every: list[Coordinator[Any]] = [*self.ccnow.values(), *self.ccv.values()]
+        coordinators = [c for c in every if source in (None, c.source)]
         # All at once, each within its own account's bound: one slow account must not keep the
         # others unasked (README "Bounded"). A provider's failure is in its pass's report; what
-        # a pass raises (the store's failure) lets the others end and write what they found,
-        # then is raised, the first in this order. Cancelling the gather cancels every pass.
+        # a pass raises (the store's failure, a bug) lets the others end and write what they
+        # found, then the first in this order (CCNow's, then CCV's) is raised, the others
+        # logged. Cancelling the gather cancels every pass.
         results = await asyncio.gather(
-            *(c.full_pass(via="catch-up") for c in coordinators if source in (None, c.source)),
-            return_exceptions=True,
+            *(c.full_pass(via="catch-up") for c in coordinators), return_exceptions=True
         )
-        for result in results:  # CCNow first, as ever: the report's counts in one order
-            if isinstance(result, BaseException):
-                raise result
+        for result in _first_raised(results, [c.name for c in coordinators]):
             report.add(result)
         name = "catch-up" if source is None else f"catch-up {source}"
         await remember_pass(writer.store, name, report, started, writer.clock())
+        return report
+
+    async def startup_pass(self) -> PassReport:
+        """The daemon's start-up pass: a catch-up, and beside it the heartbeat of each CCV
+        account it asks nothing (no open order)."""
+        # Proved now, not by the heartbeat a poll interval later, nor after a long pass over the
+        # others: else /healthz says 503 for that long after every restart, a false alert.
+        # Beside the pass, not before it: a CCV that hangs for an idle account must not hold
+        # every other account back (README "Bounded").
+        idle = [
+            ccv
+            for ccv in self.ccv.values()
+            if not await self.writer.store.orders.open_count(
+                "ccv", ccv.account, settled_since=ccv.settled_since()
+            )
+        ]
+        passes = [self.catch_up(), *(ccv.heartbeat() for ccv in idle)]
+        results = await asyncio.gather(*passes, return_exceptions=True)
+        report, *proved = _first_raised(
+            results, ["catch-up", *(f"{ccv.name} heartbeat" for ccv in idle)]
+        )
+        for probe in proved:
+            report.add(probe)
         return report

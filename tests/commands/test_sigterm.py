@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env, free_port, poll_until, write_config
+from tests.conftest import call_cli, cli_env, free_port, poll_until, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
+from tests.fake_providers import CCV_KEY, FakeCCV
 from tests.server.test_api import api_toml
 
 # x86-64 numbers of the calls a read of a pipe waits in: read(2), poll(2), select(2), pselect6,
@@ -125,3 +126,47 @@ async def test_timeout_s_two_sigterms_are_one_stop(tmp_path: Path) -> None:
     assert "reconciler: stopped by SIGTERM" in stderr, stderr
     with contextlib.closing(sqlite3.connect(tmp_path / attempt / "reconciler.db")) as conn:
         assert conn.execute("SELECT state FROM submissions").fetchall() == [("succeeded",)]
+
+
+async def test_sigterm_ends_a_catch_up_whose_passes_all_wait(tmp_path: Path) -> None:
+    # The catch-up asks every account at once: one SIGTERM ends every pass, none left running
+    # (a pending task destroyed at exit says so on stderr), without waiting for the answers.
+    async with FakeCCV() as a, FakeCCV() as b:
+        a.orders, b.orders = {"A-1": "Processing"}, {"B-1": "Processing"}
+        a.hold, b.hold = asyncio.Event(), asyncio.Event()
+        cfg = tmp_path / "reconciler.toml"
+        accounts = [
+            f'[[ccv]]\nname = "{name}"\nbase_url = "{fake.base_url}"\napi_key = "{CCV_KEY}"\n'
+            'timeout = "60s"\nretries = 0\n'
+            for name, fake in (("a", a), ("b", b))
+        ]
+        cfg.write_text(
+            f'[store]\npath = "{tmp_path / "reconciler.db"}"\n'
+            + "".join(accounts)
+            + f'[[sinks]]\ntype = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n'
+        )
+        cfg.chmod(0o600)
+        for name, order in (("a", "A-1"), ("b", "B-1")):
+            tracked = await call_cli("--config", cfg, "track", "ccv", "--account", name, order)
+            assert tracked.code == 0, tracked.stderr
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "reconciler", "--config", str(cfg), "catch-up"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(),
+        )
+        try:
+            await a.wait_until(lambda: a.in_flight == 1, 20)
+            await b.wait_until(lambda: b.in_flight == 1, 20)
+            proc.send_signal(signal.SIGTERM)
+            # Within 10 s: neither answer comes, and each may take 60 s.
+            _, err = await asyncio.wait_for(proc.communicate(), 10)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    stderr = err.decode()
+    assert proc.returncode == -signal.SIGTERM, stderr
+    assert stderr.count("stopped by SIGTERM") == 1, stderr
+    assert "Task was destroyed" not in stderr and "Traceback" not in stderr, stderr
+    assert [len(a.requests), len(b.requests)] == [1, 1]
