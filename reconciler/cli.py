@@ -256,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     code = run(sys.argv[1:] if argv is None else argv)
     if code == EX_TERMINATED:  # ended as SIGTERM ends a process: so its supervisor reads it
         eventloop.end_by_sigterm()
+    eventloop.keep_stop_handled()
     sys.exit(code)
 
 

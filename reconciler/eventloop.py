@@ -166,6 +166,18 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return (signal.SIGTERM, signal.SIGINT, *hangup)
 
 
+def keep_stop_handled() -> None:
+    """Ignore, until the process is gone, a stop signal whose handler a command left in place
+    (`run`'s after its stop: exit at once with the stop's code): Python's exit puts the
+    default action back in place of a Python handler, and a repeat 25-150 ms after the first
+    SIGTERM ended `run` with 143, not 0; SIG_IGN it leaves. Only once the command returned:
+    nothing starts a process after (a process started would inherit SIG_IGN)."""
+    for sig in stop_signals():
+        handler = signal.getsignal(sig)
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def stop_once(stop: asyncio.Event, signals: tuple[signal.Signals, ...]) -> None:
     """Set `stop` at the first of `signals`, and let those that follow change nothing until the
     process is gone: the stop is under way, and a repeat (timeout(1)'s echo, a second Ctrl-C)

@@ -66,12 +66,13 @@ MAINTENANCE = Reply(200, json.dumps({"message": "maintenance"}), "application/js
 
 
 @pytest.mark.parametrize(
-    ("outage", "tries"),
-    [(MAINTENANCE, 1), (html_page(), 1), (Reply(500, "oops"), 2)],
+    ("outage", "tries", "probes"),
+    # A 500 of the probe's order is an outage's failure: the account's without a probe.
+    [(MAINTENANCE, 1, 1), (html_page(), 1, 1), (Reply(500, "oops"), 2, 0)],
     ids=["maintenance-json", "html", "http-500"],
 )
 async def test_an_outage_order_by_order_gets_one_probe_per_backoff_period(
-    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV, outage: Reply, tries: int
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV, outage: Reply, tries: int, probes: int
 ) -> None:
     coordinator, clock = ccv
     await run(coordinator, clock, 40.0)  # the orders' rhythm: due ones every few ticks
@@ -88,11 +89,13 @@ async def test_an_outage_order_by_order_gets_one_probe_per_backoff_period(
             sent[clock.now] = [r.order_id for r in fake_ccv.requests[asked:]]
     assert await kinds(coordinator) == ["source.failed"]
     # The first tick's due orders found the outage; then the account rests: one probe per
-    # backoff period (10 s, doubling), each one due order and the probe request.
+    # backoff period (10 s, doubling), each one due order and the probe request (none when
+    # the order failed of an outage's reason).
     first = min(sent)
     assert [round(t - first, 1) for t in sent] == [0, 10, 30, 70, 150]
     for t in sorted(sent)[1:]:
-        assert len(sent[t]) == 2 * tries and sent[t].count(PROBE_ORDER_ID) == tries
+        assert len(sent[t]) == (1 + probes) * tries
+        assert sent[t].count(PROBE_ORDER_ID) == probes * tries
     asked_orders = {i for t in sorted(sent)[1:] for i in sent[t]} - {PROBE_ORDER_ID}
     assert len(asked_orders) == 4  # another order each time
     assert len(sent[first]) <= (len(ORDERS) + 1) * tries

@@ -25,6 +25,7 @@ from ..terminal import columns, padded, shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
 from .progress import progress
+from .status_text import status_word
 
 log = logging.getLogger("reconciler.cli")
 
@@ -312,7 +313,7 @@ async def orders_command(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return EX_OK
     cols = ("source", "account", "order_id", "status", "external_reference", "last_changed")
-    _print_table(rows, cols)
+    _print_table([{**r, "status": status_word(r["status"], "-")} for r in rows], cols)
     return EX_OK
 
 
@@ -354,9 +355,9 @@ async def events_command(config: Config, args: argparse.Namespace) -> int:
     rows = []
     for e in events:
         data = json.loads(e.body).get("data", {})
-        change = data.get("status") or "-"
+        change = status_word(data.get("status"), "-")
         if data.get("previous_status"):
-            change = f"{data['previous_status']} -> {change}"
+            change = f"{status_word(data['previous_status'], '-')} -> {change}"
         rows.append(
             {
                 "time": iso_time(e.time),

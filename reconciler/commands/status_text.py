@@ -39,12 +39,13 @@ MAX_NAMED = 5  # references or order ids named per account; the rest are counted
 NO_STATUS = "(no status yet)"  # the orders no answer gave a status yet
 
 
-def _status_word(word: str | None) -> str:
-    """A provider's status word as the ORDERS table prints it: one that could read as the
-    placeholder, or as a word so quoted, in double quotes (CCV may answer `(no status yet)`)."""
+def status_word(word: str | None, placeholder: str = NO_STATUS) -> str:
+    """A provider's status word as a table prints it (`status`'s ORDERS, `orders`, `events`),
+    `placeholder` for none: one that could read as the placeholder, or as a word so quoted, in
+    double quotes (CCV may answer `(no status yet)`, or `-`)."""
     if word is None:
-        return NO_STATUS
-    return f'"{word}"' if word.startswith(("(", '"')) else word
+        return placeholder
+    return f'"{word}"' if word == placeholder or word.startswith(("(", '"')) else word
 
 
 class _Stream(Protocol):
@@ -97,7 +98,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
         if a.uncertain_writes or a.sending_of or a.queued_writes
     ]
     orders = [
-        [f"{a.source}/{a.account}", _status_word(s), str(n)]
+        [f"{a.source}/{a.account}", status_word(s), str(n)]
         for a in status.accounts
         for s, n in a.orders
     ]

@@ -28,6 +28,9 @@ class PassAnswers:
     error: str | None = None  # the pass stopped for the whole account (401, breaker, error line)
     complete: bool = False  # the pass asked every open order of the account (a catch-up)
     reason: str | None = None  # the commonest reason of the failed checks ("timeout", ...)
+    # Of `failed`: an outage's (CCV's 5xx, timeout, ...), the provider's or something in
+    # between's, not the order's: when they are most of the failures, the account's.
+    outages: int = 0
 
     @property
     def not_found(self) -> int:
@@ -97,8 +100,15 @@ class PassReport:
             text += " failing=" + ",".join(sorted(self.failed_sources))
         return text
 
-    def answers(self, *, error: str | None = None, complete: bool = False) -> PassAnswers:
-        """Return this report's checks as the answers a health verdict is made of."""
+    def answers(
+        self,
+        *,
+        error: str | None = None,
+        complete: bool = False,
+        outages: frozenset[str] = frozenset(),
+    ) -> PassAnswers:
+        """Return this report's checks as the answers a health verdict is made of; `outages`:
+        the reasons of an outage's failures (`PassAnswers.outages`)."""
         commonest = self.reasons.most_common(1)
         unkept = sum(self.reasons[reason] for reason in UNKEPT_ANSWERS)
         return PassAnswers(
@@ -110,4 +120,5 @@ class PassReport:
             error=error,
             complete=complete,
             reason=commonest[0][0] if commonest else None,
+            outages=sum(self.reasons[reason] for reason in outages),
         )

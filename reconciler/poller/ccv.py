@@ -58,6 +58,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
     # (a gateway's page or a maintenance answer for every order), and rest with it; else every
     # due order would keep its own rhythm through the outage, and a probe follow each tick.
     checks_parts = ("checks", "probe")
+    outage_reasons = OUTAGE_REASONS
 
     def __init__(
         self,
@@ -125,22 +126,16 @@ class CCVCoordinator(Coordinator[CCVSource]):
         began = time.monotonic()
         error = await self._asking(ask, batcher)
         self._count_unanswered(asked, report, error)
-        answers = report.answers(error=error, complete=True)
+        answers = report.answers(error=error, complete=True, outages=self.outage_reasons)
         checks = verdict(answers)
         verdicts: list[tuple[Part, Verdict | None]] = [("checks", checks)]
-        if (
-            checks is not None
-            and verdict(replace(answers, complete=False)) is None
-            and answers.reason not in OUTAGE_REASONS
-        ):
-            # Every check failed, none for the whole account, mostly not of an outage's reason
-            # (a 403 of the order's own, say): as the daemon's due check does, the probe says
-            # whether the account answers, else an account whose few open orders each fail
-            # alone would fail at a catch-up (an error event, exit 75) while the daemon finds it
-            # answering. The probe answering, the failures are the orders' own. Not for a 5xx,
-            # a timeout, a gateway's 404: CCV's probe may answer through them, and they fail
-            # the account, else an account of fewer open orders than the breaker's run would
-            # never fail however long its every order failed so.
+        if checks is not None and verdict(replace(answers, complete=False)) is None:
+            # Every check failed, none for the whole account, most not of an outage's reason
+            # (a 403 of the order's own, say; `verdict` fails the account on those): as the
+            # daemon's due check does, the probe says whether the account answers, else an
+            # account whose few open orders each fail alone would fail at a catch-up (an error
+            # event, exit 75) while the daemon finds it answering. The probe answering, the
+            # failures are the orders' own.
             probed = await self._after_checks(answers, began)
             if any(v is not None and v.ok for _, v in probed) and not await self._held(answers):
                 verdicts = probed

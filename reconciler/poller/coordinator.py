@@ -69,6 +69,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     # The parts whose failure rests the due checks: while one fails, a due tick is one probe
     # per backoff period (`tick_due`).
     checks_parts: tuple[Part, ...] = ("checks",)
+    outage_reasons: frozenset[str] = frozenset()  # PassAnswers.outages: those fail unprobed
 
     def __init__(
         self,
@@ -150,7 +151,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         batcher = self._batcher(via, report, discover=discover)
         error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
         self._count_unanswered(len(ids), report, error)
-        answers = report.answers(error=error)
+        answers = report.answers(error=error, outages=self.outage_reasons)
         checks = verdict(answers)
         if probe and checks is None:
             state = await self.store.sources.state(self.source, self.account)

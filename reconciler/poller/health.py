@@ -70,7 +70,11 @@ def verdict(answers: PassAnswers) -> Verdict | None:
     if answers.answered:
         return Verdict(True)
     # Orders going missing one by one wait for their own confirmation; they fail no account.
-    if answers.failed > answers.not_found and answers.complete:
+    # A partial pass's failures alone cannot tell a few troubled orders from the account's
+    # trouble, unless most are an outage's: a probe may answer through a 5xx, a timeout or a
+    # gateway's 404 of every check, and an account of a few open orders, fewer than the
+    # breaker's run, would never fail however long they all failed so.
+    if answers.failed > answers.not_found and (answers.complete or is_outage(answers)):
         # The cause, not only the count: a redirect, a timeout and a login page need different
         # hands. The reason is in no event id (`health_event`).
         cause = f" ({answers.reason})" if answers.reason else ""
@@ -93,11 +97,23 @@ def probe_verdict(answers: PassAnswers, state: SourceState) -> Verdict:
 
 
 def needs_probe(answers: PassAnswers) -> bool:
-    """Whether a partial pass in which no order answered should ask the probe whether the
-    account answers at all: its failures alone cannot tell a gateway's outage from a few
-    troubled orders. A CCV answer naming orderStatus in words no check keeps is an answer
-    (`PassReport.answers`): else orders failing so, alone in a pass, asked the probe."""
-    return answers.error is None and not answers.answered and answers.failed > answers.not_found
+    """Whether a pass in which no order answered should ask the probe whether the account
+    answers at all: its failures, not most of them an outage's, cannot tell the account's
+    trouble from a few troubled orders (a 403 each). A CCV answer naming orderStatus in words
+    no check keeps is an answer (`PassReport.answers`): else orders failing so, alone in a
+    pass, asked the probe."""
+    return (
+        answers.error is None
+        and not answers.answered
+        and answers.failed > answers.not_found
+        and not is_outage(answers)
+    )
+
+
+def is_outage(answers: PassAnswers) -> bool:
+    """Whether most of a pass's failed checks (half or more: a tie must not go whichever way
+    the answers arrived) failed of an outage's reason: then they are the account's."""
+    return answers.failed > 0 and 2 * answers.outages >= answers.failed
 
 
 def is_lost_wave(lost: int, checked: int) -> bool:

@@ -92,19 +92,18 @@ def is_ccv_answer(reply: Reply) -> bool:
     return True
 
 
-def _status_of(value: object) -> str | None:
+def _status_of(value: str) -> str | None:
     """Return the orderStatus word as kept (verbatim, but for blanks around it), or None when
     it is not something a log line and a database can hold."""
-    if not isinstance(value, str):
-        return None
     word = value.strip()
     return word if 0 < len(word) <= MAX_STATUS_LENGTH and word.isprintable() else None
 
 
 def _status_document(body: bytes) -> tuple[str | None, object] | None:
-    """Return the orderStatus word (None: one a log and a database cannot hold) and the
+    """Return the orderStatus word (None: text a log and a database cannot hold) and the
     externalReference value of a status answer, or None when the body is not one (not JSON,
-    not an object naming orderStatus, or one of those two keys named twice at its top level:
+    not an object whose orderStatus is text: a `null` or a number is what a gateway may send
+    on every path; or one of those two keys named twice at its top level:
     `{"orderStatus": "New", "orderStatus": "Completed"}` is two answers, and taking the last
     would guess an end state that is never asked again). Any other key named twice, nested or
     not, is CCV's business: the last one holds, as Python reads JSON, escapes or not."""
@@ -119,9 +118,10 @@ def _status_document(body: bytes) -> tuple[str | None, object] | None:
         return None
     if not isinstance(document, dict) or (pairs is not None and pairs.repeated):
         return None
-    if "orderStatus" not in document:
+    value = document.get("orderStatus")
+    if not isinstance(value, str):
         return None
-    return _status_of(document["orderStatus"]), document.get("externalReference")
+    return _status_of(value), document.get("externalReference")
 
 
 def _may_repeat_a_key(body: bytes) -> bool:
@@ -209,8 +209,8 @@ class CCVClient:
         """Prove that CCV answers and accepts the key; raise SourceError when it does not.
 
         CCV answers a made-up order id with 404, or perhaps with 400: any answer that shows
-        the key was accepted (a 2xx naming orderStatus, whatever its value, as a check counts
-        it; CCV's own JSON 404 or 400) will do; a 401,
+        the key was accepted (a 2xx whose orderStatus is text, whatever it says, as a check
+        counts it; CCV's own JSON 404 or 400) will do; a 401,
         a page (a gateway's, a login wall's, a maintenance page served with 200) or a 400 that
         is not CCV's JSON (something in between refused the request) won't.
         """
@@ -329,7 +329,7 @@ class CCVClient:
             document = _status_document(reply.body)
             if document is not None:
                 word, answered = document
-                if word is None or self._holds_key(word, answered):
+                if word is None or (word not in _DOCUMENTED and self._holds_key(word)):
                     # CCV took the key and answered about this order, in words nothing may
                     # keep: the order's failure alone, and an answer to the account's health.
                     return Outcome.FAILED, None, None, UNUSABLE_STATUS
@@ -346,9 +346,11 @@ class CCVClient:
                     # Not the documented shape: dropped, and said; the status still holds.
                     dropped.append((order_id, json_type(answered)))
                     return Outcome.OK, word, None, None
-                if reference_problem(answered, given=False) is not None:
-                    # Text no database, log or URL holds fails this order alone; its
-                    # `order.check_failed` line says why.
+                if reference_problem(answered, given=False) is not None or self._holds_key(
+                    answered
+                ):
+                    # Text no database, log or URL holds (nor a secret) fails this order
+                    # alone; its `order.check_failed` line says why.
                     return Outcome.FAILED, None, None, UNUSABLE_REFERENCE
                 return Outcome.OK, word, answered, None
             log.debug(
@@ -364,12 +366,10 @@ class CCVClient:
         # do this" is not documented, and one order must not stop the account.
         return Outcome.FAILED, None, None, _failure_reason(reply)
 
-    def _holds_key(self, word: str, answered: object) -> bool:
+    def _holds_key(self, text: str) -> bool:
         """Whether an answer's status or reference holds a secret: it would be kept in the
         snapshot, the events and the log. Not an answer then, but that order's failure."""
-        if word not in _DOCUMENTED and holds_secret(word, self._key_forms):
-            return True
-        return isinstance(answered, str) and holds_secret(answered, self._key_forms)
+        return holds_secret(text, self._key_forms)
 
     async def _get(self, segment: str) -> Reply:
         """Ask for the status of the order whose id is the (quoted) path segment `segment`."""

@@ -6,18 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 import aiohttp
+from aiohttp import hdrs
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpResponseParser
 from aiohttp.tracing import Trace
 
+# aiohttp's bound on a status line and on a header line (8190 bytes by default): a longer one
+# refuses the whole answer, a `201 Created` naming its order among it (read as one whose body
+# broke instead, `answer_head`). Raised for the writes (writes/once.py), whose answers must be
+# read.
+LINE_MAX = 64 * 1024
+
 # What a write keeps of its answer's first bytes: a head longer than this is read as one that
-# did not come whole (`answer_head`). Past writes/once.py's LINE_MAX, so that a head aiohttp
-# refused for a line longer than that is read here.
+# did not come whole (`answer_head`). Past LINE_MAX, so that a head aiohttp refused for a line
+# longer than that is read here.
 HEARD_MAX = 256 * 1024
 
 
@@ -62,7 +71,14 @@ class WriteAwareConnector(aiohttp.TCPConnector):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # aiohttp has no public hook for the protocol its connections get.
+        # aiohttp has no public hook for the protocol its connections get. Without this one
+        # (an aiohttp that renamed it) no answer would be kept, and a write whose answer aiohttp
+        # refused would be taken for a lost one, closable as never sent: refused here instead.
+        if not hasattr(self, "_factory"):
+            raise RuntimeError(
+                f"aiohttp {aiohttp.__version__} is not supported: its connector has no "
+                "`_factory` (reconciler needs aiohttp 3.10 to 3.x)"
+            )
         self._factory = functools.partial(_heard_handler, loop=self._loop)
 
     async def connect(
@@ -103,33 +119,46 @@ class Head(NamedTuple):
     content_type: str
 
 
-# The status line of HTTP/1.x, as aiohttp reads it: three digits, then a reason or nothing.
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-9][0-9]{2})(?:[ \t][^\r\n]*)?")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-
-
-def answer_head(heard: bytes) -> Head | None:
+def answer_head(
+    heard: bytes, parser_type: type[HttpResponseParser] = HttpResponseParser
+) -> Head | None:
     """The final head of an answer's first bytes: its status and the headers a write reads;
-    None when no status line and headers came whole (no blank line after them, a status line
-    that is none). Interim answers (`103 Early Hints`) are passed over."""
-    rest = heard
-    while True:
-        end = _HEAD_END.search(rest)
-        if end is None:
+    None when no status line and headers came whole, or aiohttp refuses them. Read by aiohttp's
+    own parser (the one its connections use), so that what is
+    kept is what aiohttp would have read: a folded header line, a leading blank line, a UTF-8
+    `Location`. Interim answers (`103 Early Hints`) are passed over; a `101` (an upgrade) is
+    none of a write's. `parser_type`: another of aiohttp's parsers (its pure-Python one, as
+    without its C extension). Called within the event loop."""
+    loop = asyncio.get_running_loop()
+    # No body is read: the parser stops at each head's blank line, and is fed one line at a
+    # time, so that the body's bytes after the final head (what aiohttp refused) are never read.
+    parser = parser_type(
+        BaseProtocol(loop),
+        loop,
+        2**16,
+        # A line aiohttp refused as longer than LINE_MAX is read here.
+        max_line_size=HEARD_MAX,
+        max_field_size=HEARD_MAX,
+        response_with_body=False,
+        auto_decompress=False,  # a `br` body's head is read, as aiohttp read it before its body
+    )
+    start = 0
+    while (end := heard.find(b"\n", start) + 1) > 0:
+        try:
+            messages, upgraded, _ = parser.feed_data(heard[start:end])
+        except (HttpProcessingError, ValueError):
             return None
-        lines = rest[: end.start()].split(b"\n")
-        status_line = _STATUS_LINE.fullmatch(lines[0].rstrip(b"\r"))
-        if status_line is None:
-            return None
-        status = int(status_line[1])
-        if status >= 200:
-            break
-        rest = rest[end.end() :]
-    fields: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.rstrip(b"\r").partition(b":")
-        if colon and name and not name[:1].isspace():
-            fields.setdefault(name.strip().lower().decode("latin-1"), value.decode("latin-1"))
-    location = fields.get("location", "").strip() or None
-    retry_after = fields.get("retry-after", "").strip() or None
-    return Head(status, location, retry_after, fields.get("content-type", "").strip())
+        start = end
+        for message, _payload in messages:
+            if message.code == 101 or upgraded:
+                return None
+            if 100 <= message.code < 200:
+                continue
+            headers = message.headers
+            return Head(
+                message.code,
+                headers.get(hdrs.LOCATION, "").strip() or None,
+                headers.get(hdrs.RETRY_AFTER, "").strip() or None,
+                headers.get(hdrs.CONTENT_TYPE, "").strip(),
+            )
+    return None

@@ -15,6 +15,7 @@ from yarl import URL
 
 from reconciler.sources.connection import (
     CONNECTING,
+    LINE_MAX,
     Connecting,
     WriteAwareConnector,
     answer_head,
@@ -66,18 +67,15 @@ class BodyBroke(Uncertain):
 
 
 class HeadUnread(Uncertain):
-    """An answer began (bytes of it came) but its status line and headers did not come whole
-    or are no HTTP: the provider got the request, and what it said of it (a `201 Created`, a
-    `303 See Other` and where it points) is unknown. `str()` is a word as BodyBroke's."""
+    """An HTTP answer began (`HTTP/` came) but its status line and headers did not come whole
+    or aiohttp refuses them (or aiohttp refused bytes its connector kept nothing of): the
+    provider got the request, and what it said of it (a `201 Created`, a `303 See Other` and
+    where it points) is unknown. Bytes that are no HTTP (a TLS alert) are Uncertain: nothing
+    says the provider got it. `str()` is a word as BodyBroke's."""
 
 
 # BodyBroke's and HeadUnread's word where aiohttp refused what came as no HTTP it reads.
 MALFORMED = "malformed"
-
-# aiohttp's bound on a status line and on a header line (8190 bytes by default): a longer one
-# refuses the whole answer, a `201 Created` naming its order among it (read as one whose body
-# broke instead, `answer_head`). Raised for the writes, whose answers must be read.
-LINE_MAX = 64 * 1024
 
 
 async def send_once(
@@ -181,6 +179,10 @@ async def _send(
         return _heard(url, connecting, word, unread, sent_at)
     finally:
         CONNECTING.reset(token)
+        # Its connection goes back to the pool with what the answer brought (up to 256 KiB)
+        # until its next request: read by now, or never to be.
+        if connecting.heard is not None:
+            connecting.heard.clear()
 
 
 def _heard(
@@ -194,6 +196,15 @@ def _heard(
     returned with no body); a write whose answer began is never taken for a lost one."""
     heard = connecting.heard
     if not heard:  # no byte of an answer came (None: not known, with another connector)
+        if unread is not None:
+            raise unread
+        if heard is None and word == MALFORMED:
+            # aiohttp refused bytes that came: an answer began, unkept.
+            raise HeadUnread(word)
+        raise Uncertain(word)
+    if not b"HTTP/".startswith(bytes(heard.lstrip(b"\r\n")[:5])):
+        # No HTTP answer began (a TLS alert from an https port set as http://, a proxy's
+        # junk): nothing says CCV got the request, and a person who looked may say it did not.
         if unread is not None:
             raise unread
         raise Uncertain(word)

@@ -32,7 +32,7 @@ from reconciler.redact import (
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
-from reconciler.store.not_sent import answer_made_it, not_sent, refusal
+from reconciler.store.not_sent import not_sent, refusal
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -129,8 +129,10 @@ class Submitter:
         # Its state too, read once with the rest: a notification may have settled it since it
         # was closed (`uncertain` beside a refusal saying it is resolved, else).
         state = result.state if found is None else found.state
-        if state != result.state and result.lost is not None:
-            result = lost_answer(result.status, result.lost, ref, state)
+        if result.lost is not None:
+            # Its advice from the same row as the refusal, so that the body never advises the
+            # word that the header says is refused.
+            result = lost_answer(result.status, result.lost, ref, state, made=refused is not None)
         return dataclasses.replace(result, state=state, not_sent_refused=refused, relink=relink)
 
     async def _submit(self, account: str, body: dict[str, object]) -> Result:
@@ -248,8 +250,7 @@ class Submitter:
                 "timeout": f"CCV gave no answer within {cfg.timeout_s:g} s (the account's timeout)",
                 "connection": "the connection to CCV broke before its answer came",
             }.get(str(exc), f"CCV's answer could not be read ({exc})")
-            made = answer_made_it(None, str(exc), None) is not None
-            return lost_answer(504 if str(exc) == "timeout" else 502, lost, ref, state, made=made)
+            return lost_answer(504 if str(exc) == "timeout" else 502, lost, ref, state)
         return await close(self._closing(account), sub_id, account, ref, answer)
 
     def _closing(self, account: str) -> Closing:
@@ -267,8 +268,9 @@ def lost_answer(
     status: int, lost: str, ref: str, state: subs.State, *, made: bool = False
 ) -> Result:
     """reconciler's answer where CCV's was lost (`lost`: how, in words), for the submission of
-    `ref` as it stands (`state`); `made`: an answer came whose head could not be read, which
-    may have said CCV made the order (`store/not_sent.refusal` refuses a word that it has none)."""
+    `ref` as it stands (`state`); `made`: `ccv resolve --not-sent` is refused for it
+    (`not_sent_refused`: an answer came whose head could not be read, which may have said CCV
+    made the order), so it is not advised."""
     if state == "resolved":
         # A notification for the reference came while it waited: CCV has the order, and a
         # person's word that it has none would be wrong (no `--not-sent` advised).

@@ -379,3 +379,23 @@ async def test_status_names_the_writes_waiting_for_a_person_and_what_settles_the
     assert f"({a})" in ccnow_row
     assert "`reconciler ccnow resolve ID --sent|--not-sent`" in ccnow_row
     assert "queued: the daemon sends them" in ccnow_row
+
+
+async def test_orders_and_events_quote_a_status_word_that_reads_as_their_placeholder(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # `orders` and `events` print a missing status as `-`: a CCV status `-` read the same.
+    fake_ccv.orders = {CCV_IDS[1]: "-", CCV_IDS[2]: "New"}
+    fake_ccv.replies[CCV_IDS[0]] = Reply(403, '{"message": "Forbidden"}', "application/json")
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 75
+    orders = (await call_cli("--config", cfg, "orders")).stdout.splitlines()
+    status = {line.split()[2]: line.split()[3] for line in orders[1:]}
+    assert status == {CCV_IDS[0]: "-", CCV_IDS[1]: '"-"', CCV_IDS[2]: "New"}
+    fake_ccv.orders[CCV_IDS[1]] = "New"
+    fake_ccv.orders[CCV_IDS[2]] = "-"
+    assert (await call_cli("--config", cfg, "catch-up")).code == 75
+    events = (await call_cli("--config", cfg, "events")).stdout.splitlines()
+    changes = [" ".join(line.split()[4:-2]) for line in events if "status_changed" in line]
+    assert changes == ['"-" -> New', 'New -> "-"'], events

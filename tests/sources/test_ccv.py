@@ -307,10 +307,8 @@ async def test_403_for_every_order_is_no_outage(
         Reply(200, '{"orderStatus": "New"}', "text/plain"),
         # CCV answered about the order, in words no check keeps: as a check counts it.
         Reply(200, '{"orderStatus": "A\\nB"}', "application/json"),
-        Reply(200, '{"orderStatus": 7}', "application/json"),
-        Reply(200, '{"orderStatus": null}', "application/json"),
     ],
-    ids=["404", "400-json", "200", "200-mislabelled", "200-control", "200-number", "200-null"],
+    ids=["404", "400-json", "200", "200-mislabelled", "200-control"],
 )
 async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
     fake: FakeCCV, session: aiohttp.ClientSession, reply: Reply
@@ -343,6 +341,17 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
             SourceUnavailable,
             "protocol (http 200)",
         ),
+        # No status word: what a gateway may send on every path, as a check takes it.
+        (
+            Reply(200, '{"orderStatus": null}', "application/json"),
+            SourceUnavailable,
+            "protocol (http 200)",
+        ),
+        (
+            Reply(200, '{"orderStatus": 7}', "application/json"),
+            SourceUnavailable,
+            "protocol (http 200)",
+        ),
         (html_page(200), SourceUnavailable, "html page (http 200)"),
         (
             Reply(400, "\r\n<html><h1>400 Bad Request</h1></html>", "text/html"),
@@ -364,6 +373,8 @@ async def test_probe_is_proved_by_any_answer_that_accepted_the_key(
         "200-empty",
         "204",
         "200-json-no-status",
+        "200-null-status",
+        "200-number-status",
         "200-page",
         "400-page",
         "400-text",
@@ -485,6 +496,8 @@ async def test_connection_refused_fails_the_check(session: aiohttp.ClientSession
         Reply(200, b"\xff\xfe{}", "application/json"),
         Reply(200, "[]", "application/json"),
         Reply(200, '{"status": "New"}', "application/json"),
+        Reply(200, '{"orderStatus": null}', "application/json"),
+        Reply(200, '{"orderStatus": 5}', "application/json"),
         Reply(200, "[" * 100_000, "application/json"),
         Reply(200, "x" * (MAX_BODY_BYTES + 1), "application/json"),
     ],
@@ -502,8 +515,6 @@ async def test_not_the_protocol_fails_the_check(
 @pytest.mark.parametrize(
     "body",
     [
-        '{"orderStatus": 5}',
-        '{"orderStatus": null}',
         '{"orderStatus": ""}',
         '{"orderStatus": "   "}',
         '{"orderStatus": "New\\nline"}',
@@ -515,7 +526,7 @@ async def test_an_order_status_no_check_keeps_fails_that_order_as_unusable_statu
     fake: FakeCCV, session: aiohttp.ClientSession, body: str
 ) -> None:
     # CCV took the key and answered about the order: not `protocol` (something in between),
-    # and to the account's health an answer (tests/poller/test_unkept_answers.py).
+    # and to the account's health an answer (tests/test_ccv_unkept_answers.py).
     fake.replies["A1"] = Reply(200, body, "application/json")
     client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == failed("A1", "unusable_status")
@@ -577,10 +588,13 @@ async def test_an_answer_echoing_a_secret_of_the_config_is_no_status(
     password = "Pw0rd-Zq9+&x=7%Se"
     with pytest.raises(TypeError, match="secrets"):
         CCVClient(ccv_config(fake.base_url), session)  # type: ignore[call-arg]
-    fake.orders.update({"A1": password, "A2": "Completed"})
+    fake.orders.update({"A1": password, "A2": "Completed", "A3": "Completed"})
+    fake.refs["A3"] = f"ref-{password}"
     client = CCVClient(ccv_config(fake.base_url), session, secrets=[password])
-    assert (await client.fetch("A1")).outcome is Outcome.FAILED
+    assert await client.fetch("A1") == failed("A1", "unusable_status")
     assert (await client.fetch("A2")).status == "Completed"
+    # Echoed in the reference, it is the reference that is unusable (it was `unusable_status`).
+    assert await client.fetch("A3") == failed("A3", "unusable_reference")
 
 
 # --- ids and URLs -------------------------------------------------------------------------
