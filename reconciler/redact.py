@@ -61,12 +61,17 @@ def encodings(secret: str) -> frozenset[str]:
 
 def _escaped(secret: str, *, keep: Callable[[str], bool]) -> str:
     """`secret` percent-encoded as UTF-8, every character but the ASCII ones `keep` keeps."""
-    return "".join(
-        c
-        if c.isascii() and keep(c)
-        else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
-        for c in secret
-    )
+    return "".join(c if c.isascii() and keep(c) else _percent(c).upper() for c in secret)
+
+
+def _percent(c: str) -> str:
+    """`c`'s UTF-8 bytes percent-encoded, hex digits in lower case."""
+    return "".join(f"%{b:02x}" for b in c.encode("utf-8", "surrogatepass"))
+
+
+def _cut_at(low: str, end: int) -> bool:
+    """Whether a text cut a secret short at `end`: the text's end, or an ellipsis there."""
+    return end == len(low) or low.startswith(_ELLIPSES, end)
 
 
 # A percent escape, or its start where a text was cut: hex digits in either case.
@@ -154,9 +159,7 @@ class SecretForms:
             end = at + max(_shared(low, at, form) for form in forms)
             # A provider echoes what we sent and goes on ("x_password=Pw0rd-Zq9+ is wrong"):
             # a start that holds a digit or a sign is a secret's wherever it stands.
-            if not _words(text[at:end]) or (
-                at_end and (end == len(low) or low.startswith(_ELLIPSES, end))
-            ):
+            if not _words(text[at:end]) or (at_end and _cut_at(low, end)):
                 found.append((at, end))
         return found
 
@@ -186,8 +189,7 @@ def _kept_start(low: str, first: int, last: int, fewest_at_end: int | None) -> b
         return False  # as sent or lower-cased: the forms' own (`_cuts`, `cut_end`)
     if last - first >= MIN_BODY_FRAGMENT:
         return True
-    cut = last == len(low) or low.startswith(_ELLIPSES, last)
-    return fewest_at_end is not None and last - first >= fewest_at_end and cut
+    return fewest_at_end is not None and last - first >= fewest_at_end and _cut_at(low, last)
 
 
 def _words(span: str) -> bool:
@@ -259,7 +261,9 @@ def _mixed(secret: str) -> str:
     rest = "()"
     for atom in reversed(atoms[least:]):
         rest = f"(?:{atom}{rest})?"
-    cut = r"(?:(?:%[0-9a-f]{2})*%[0-9a-f]?(?=\Z|\.\.\.|\u2026))?"
+    # A UTF-8 character has at most four bytes: three whole escapes before the cut one. Not `*`:
+    # that looked to the end of every run of escapes at every match (100 KB of them: 40 s).
+    cut = r"(?:(?:%[0-9a-f]{2}){0,3}%[0-9a-f]?(?=\Z|\.\.\.|\u2026))?"
     return "".join(atoms[:least]) + rest + cut
 
 
@@ -267,12 +271,10 @@ def _atom(c: str) -> str:
     """`c` in a lower-cased text: itself, or its UTF-8 bytes percent-encoded (escapes first:
     the longest is taken); a space a `+` too. Escapes of its other case too: a provider that
     quotes a secret in capitals may encode it after."""
-    escapes = {
-        "".join(f"%{b:02x}" for b in variant.encode("utf-8", "surrogatepass"))
-        for variant in (c, c.lower(), c.upper())
-        if len(variant) == 1
-    }
+    escapes = {_percent(variant) for variant in (c, c.lower(), c.upper()) if len(variant) == 1}
     plain = [re.escape(_lower(c))] + (["\\+"] if c == " " else [])
+    if c == "%":  # not the start of an escape of itself cut at the end (`%2`): `cut` takes it
+        plain = [r"%(?![0-9a-f](?:\Z|\.\.\.|\u2026))"]
     return "(?:" + "|".join(sorted(escapes) + plain) + ")"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from urllib.parse import urlencode
 
@@ -16,12 +16,9 @@ from yarl import URL
 from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
 from reconciler.model import (
-    ORDER_ERROR,
-    InvalidOrderId,
     Observation,
     OrderKey,
     Outcome,
-    normalize_ccnow_id,
 )
 from reconciler.redact import answer_secrets, redact
 from reconciler.sources.ccnow_answer import (
@@ -33,7 +30,16 @@ from reconciler.sources.ccnow_answer import (
     parse_answer,
     speaks_ccnow,
 )
-from reconciler.sources.ccnow_batches import BatchFailures, Emit, Split, Splits
+from reconciler.sources.ccnow_batches import (
+    MISSING,
+    BatchFailures,
+    Emit,
+    Split,
+    Splits,
+    in_batches,
+    match,
+    missing_lines,
+)
 from reconciler.sources.ccnow_cut import drop_line, read_complete, read_undecided, word_start
 from reconciler.sources.errors import (
     AuthenticationFailed,
@@ -49,8 +55,6 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 # Query batches failing in a row (at least; twice the concurrency with more workers) that say
 # CCNow is down: asking the remaining batches, each with its retries, would only prolong it.
 BREAKER_BATCHES = 3
-# The check of an order an answer held no line for.
-MISSING = "missing"
 
 
 class UnreadableAnswer(ProtocolError):
@@ -144,61 +148,68 @@ class CCNowClient:
         left out, when it held a line of another asked order (the order's error line, a cut
         last line after a line read), are asked again from the same posts, in a post of their
         own; an answer holding none of them fails the first `missing` (CCNow stopped at it)
-        and asks the others again; one left out alone or past the posts fails `missing` (an
-        answer of no asked order's line to a batch: every order `missing`, as before).
+        and asks the others again; one left out alone or past the posts fails `missing`. A
+        batch's own post reading none of several (nothing, or no line of theirs) asks the
+        others once more, so: none again, every order fails as before (`protocol`, `missing`).
         The account fails (this raises) when no batch answers, when BREAKER_BATCHES batches
         fail in a row (one asked in parts counts once: when none of its parts answered, or
         some were not asked unless it found its odd order alone and read a part of several,
         or when it earned more posts without reading a part of several: `Split.suspect`; one
         whose left-out orders were asked again answered), or at an answer about the whole
         account (a refused login, maintenance, a `message`)."""
-        valid: dict[str, None] = {}
-        for raw in order_ids:
-            try:
-                valid[normalize_ccnow_id(raw)] = None
-            except InvalidOrderId:
-                key = OrderKey("ccnow", self._config.name, raw)
-                await emit(Observation(key, Outcome.FAILED, reason="invalid_id", asked=time.time()))
-        ids = list(valid)
-        size = max(1, self._config.batch_size)
-
-        def batches() -> Iterator[list[str]]:
-            for start in range(0, len(ids), size):
-                yield ids[start : start + size]
-
+        batches = await in_batches(self._config, order_ids, emit)
         failures = BatchFailures(emit, self._config.name, self._breaker_limit)
         splits = Splits(self._config.name)  # this pass's, for its one log line
 
-        async def handle(batch: list[str], split: Split | None = None, again: bool = False) -> bool:
+        async def handle(
+            batch: list[str], split: Split | None = None, again: bool = False, probe: bool = False
+        ) -> bool:
             # `again`: orders an answer left out, asked again (`ask_again`), or a half of them.
+            # `probe`: a batch's others (`others`): False, emitting nothing, when none is read.
             try:
                 answer, asked, last = await self._post(batch)
             except RequestFailed as exc:
+                if probe:
+                    return False
                 await failures.failed(batch, exc, exc.word, exc.sent_at, counted=split is None)
                 return False  # the next batch goes alone until one answers (drain)
             except UnreadableAnswer as exc:
                 if len(batch) > 1:
-                    return await halves(batch, exc, split, again)
+                    return await halves(batch, exc, split, again) or probe
                 if split is not None:
                     split.found += 1
                 await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
-                return False
+                return probe
             except ProtocolError as exc:
-                if again and isinstance(exc, EmptyAnswer):  # none of them, as below
-                    await stopped(batch, self._match(batch, Answer((), ()), time.time()), split)
+                if probe:
                     return False
+                if isinstance(exc, EmptyAnswer):  # none of them, as below
+                    now = time.time()
+                    if again:
+                        await stopped(batch, missing_lines(self._config.name, batch, now), split)
+                        return True
+                    if split is None and len(batch) > 1 and await others(batch, now):
+                        return True
                 await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
+                return False
+            cut = None if last is None or last.order_id not in batch else last.order_id
+            asked_ids = batch if cut is None else [i for i in batch if i != cut]
+            observations = match(self._config.name, asked_ids, answer, asked)
+            missing = [o for o in observations if o.reason == MISSING]
+            # None of them: a line of no asked order's. Not a cut line alone (`asked_ids`): the
+            # line of the first, cut; taken as a stop, a CGI dying at the same byte every post
+            # would ask the others again one cut line a post.
+            none = len(missing) == len(batch)
+            if probe and none:
                 return False
             await failures.answered(reset=split is None)
             if split is not None:
                 split.read = True
                 split.several = split.several or len(batch) > 1
-            cut = None if last is None or last.order_id not in batch else last.order_id
-            asked_ids = batch if cut is None else [i for i in batch if i != cut]
-            observations = self._match(asked_ids, answer, asked)
-            missing = [o for o in observations if o.reason == MISSING]
-            if again and len(missing) == len(batch):
+            if again and none:
                 await stopped(batch, missing, split)
+                return True
+            if split is None and len(batch) > 1 and none and await others(batch, asked):
                 return True
             # Asked again: orders an answer left out when it held a line of another asked order
             # (CCNow stopping at a bad id, or answering so many lines a post), besides a cut
@@ -213,6 +224,20 @@ class CCNowClient:
                 await emit(await self._decide(last))
             if read and missing:
                 await ask_again(batch, missing, split, first=not again)
+            return True
+
+        async def others(batch: list[str], asked: float) -> bool:
+            # A batch's own post of several read none of them (nothing, or no line of theirs):
+            # CCNow may have stopped silently at the first (a bad id first: a healthy account's
+            # batch failed every pass, or opened the breaker). The others are asked once more:
+            # read, the first fails `missing`; none again (nothing pending, CCNow down), False:
+            # every order fails as before.
+            split, _ = splits.start(len(batch), None)
+            splits.asked_again(len(batch) - 1)
+            if not splits.post(split) or not await handle(batch[1:], split, again=True, probe=True):
+                return False
+            await failures.answered()
+            await emit(missing_lines(self._config.name, batch[:1], asked)[0])
             return True
 
         async def stopped(
@@ -236,7 +261,7 @@ class CCNowClient:
             # counts in the breaker. Counted once an order, when `first` asked again.
             split, _ = splits.start(len(batch), split)
             if first:
-                splits.counts["missing"] += len(missing)
+                splits.asked_again(len(missing))
             if not splits.post(split):
                 for observation in missing:
                     await emit(observation)
@@ -270,7 +295,7 @@ class CCNowClient:
             for half in (batch[:middle], batch[middle:]):
                 if not splits.post(split):
                     split.unasked = True
-                    splits.counts["unasked"] += len(half)
+                    splits.unasked(len(half))
                     await failures.failed(half, exc, "protocol", time.time(), counted=False)
                     continue
                 answered = await handle(half, split, again) or answered
@@ -281,37 +306,10 @@ class CCNowClient:
             return answered
 
         try:
-            await drain(batches(), handle, self._config.concurrency)
+            await drain(batches, handle, self._config.concurrency)
             failures.finish()
         finally:
             splits.log()
-
-    def _match(self, batch: list[str], answer: Answer, asked: float) -> list[Observation]:
-        """Turn an answer into one observation per asked order, matched by id; `asked`: when
-        the attempt that brought it was sent."""
-        lines, disagreeing = by_id(answer)
-        unasked = lines.keys() - set(batch)
-        if unasked:
-            log.debug("ccnow.unasked_ids", extra={"fields": {"order_ids": sorted(unasked)}})
-        observations = []
-        for order_id in batch:
-            key = OrderKey("ccnow", self._config.name, order_id)
-            line = lines.get(order_id)
-            if order_id in disagreeing:
-                observations.append(
-                    Observation(key, Outcome.FAILED, reason="protocol", asked=asked)
-                )
-            elif line is None:
-                observations.append(Observation(key, Outcome.FAILED, reason=MISSING, asked=asked))
-            elif line.not_found:
-                observations.append(Observation(key, Outcome.NOT_FOUND, asked=asked))
-            elif line.status is None:
-                observations.append(
-                    Observation(key, Outcome.FAILED, reason=ORDER_ERROR, asked=asked)
-                )
-            else:
-                observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
-        return observations
 
     async def _decide(self, first: OrderLine) -> Observation:
         """Ask again, alone, about the order of an answer's undecided last line. The second
@@ -346,7 +344,7 @@ class CCNowClient:
                 )
                 return Observation(key, Outcome.FAILED, reason="truncated_answer", asked=asked)
             answer = replace(answer, orders=(*answer.orders, again))
-        return self._match([order_id], answer, asked)[0]
+        return match(self._config.name, [order_id], answer, asked)[0]
 
     async def _post(self, order_ids: list[str]) -> tuple[Answer, float, OrderLine | None]:
         """Post one request (the pending list when `order_ids` is empty); return its answer,

@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.config import CCNowConfig
+from reconciler.model import (
+    ORDER_ERROR,
+    InvalidOrderId,
+    Observation,
+    OrderKey,
+    Outcome,
+    normalize_ccnow_id,
+)
+from reconciler.sources.ccnow_answer import Answer, by_id
 from reconciler.sources.errors import SourceError, SourceUnavailable
 
 log = logging.getLogger("reconciler.sources.ccnow")
 
 Emit = Callable[[Observation], Awaitable[None]]
+
+# The check of an order an answer held no line for.
+MISSING = "missing"
 
 
 # Odd orders (a line that cannot be read, in the answers asking that order) a batch asked
@@ -185,6 +198,14 @@ class Splits:
         self.counts["batches"] += 1
         return Split(orders), True
 
+    def asked_again(self, orders: int) -> None:
+        """Count orders an answer left out, asked again (once an order)."""
+        self.counts["missing"] += orders
+
+    def unasked(self, orders: int) -> None:
+        """Count orders of parts not asked, past a batch's posts."""
+        self.counts["unasked"] += orders
+
     def post(self, split: Split) -> bool:
         """Whether a part may be posted (`Split.more`), counted when it may."""
         if not split.more():
@@ -201,3 +222,51 @@ class Splits:
         level = logging.WARNING if self.halved or self.counts["unasked"] else logging.INFO
         fields = {"account": self._account, **self.counts}
         log.log(level, "ccnow.batches_split", extra={"fields": fields})
+
+
+async def in_batches(
+    config: CCNowConfig, order_ids: Sequence[str], emit: Emit
+) -> Iterator[list[str]]:
+    """The orders to query, once each, in batches of the config's size; an id that is not
+    CCNow's fails `invalid_id` (never asked)."""
+    valid: dict[str, None] = {}
+    for raw in order_ids:
+        try:
+            valid[normalize_ccnow_id(raw)] = None
+        except InvalidOrderId:
+            key = OrderKey("ccnow", config.name, raw)
+            await emit(Observation(key, Outcome.FAILED, reason="invalid_id", asked=time.time()))
+    ids, size = list(valid), max(1, config.batch_size)
+    return (ids[start : start + size] for start in range(0, len(ids), size))
+
+
+def match(account: str, batch: list[str], answer: Answer, asked: float) -> list[Observation]:
+    """Turn an answer into one observation per asked order, matched by id; `asked`: when the
+    attempt that brought it was sent."""
+    lines, disagreeing = by_id(answer)
+    unasked = lines.keys() - set(batch)
+    if unasked:
+        log.debug("ccnow.unasked_ids", extra={"fields": {"order_ids": sorted(unasked)}})
+    observations = []
+    for order_id in batch:
+        key = OrderKey("ccnow", account, order_id)
+        line = lines.get(order_id)
+        if order_id in disagreeing:
+            observations.append(Observation(key, Outcome.FAILED, reason="protocol", asked=asked))
+        elif line is None:
+            observations.append(Observation(key, Outcome.FAILED, reason=MISSING, asked=asked))
+        elif line.not_found:
+            observations.append(Observation(key, Outcome.NOT_FOUND, asked=asked))
+        elif line.status is None:
+            observations.append(Observation(key, Outcome.FAILED, reason=ORDER_ERROR, asked=asked))
+        else:
+            observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
+    return observations
+
+
+def missing_lines(account: str, batch: list[str], asked: float) -> list[Observation]:
+    """The observations of orders an answer held no line for (`MISSING`)."""
+    return [
+        Observation(OrderKey("ccnow", account, i), Outcome.FAILED, reason=MISSING, asked=asked)
+        for i in batch
+    ]

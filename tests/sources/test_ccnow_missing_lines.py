@@ -18,6 +18,7 @@ import pytest
 from reconciler.model import OrderKey, Outcome, normalize_ccnow_id
 from reconciler.sources.ccnow import CCNowClient
 from reconciler.sources.ccnow_batches import FOUND_ORDERS
+from reconciler.sources.errors import SourceUnavailable
 from tests.conftest import ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, Reply, ccnow_config
 from tests.sources.test_ccnow import Collector, RawServer, chunked, ok
@@ -145,8 +146,8 @@ async def test_zero_order_lines_to_every_post_fail_every_order_missing_as_before
         fake.queries = Reply(200, "message no_pending_orders\n")
         seen = said(await query(fake, ids, batch_size=14, concurrency=1))
         posts = fake.batch_sizes
-    # Nothing asked again: an answer holding none of the asked orders says nothing of them.
-    assert posts == [14, 14]
+    # The others asked once more (a bad id first? brief n67), none again: nothing more asked.
+    assert posts == [14, 13, 14, 13]
     assert seen == dict.fromkeys(ids, (Outcome.FAILED, "missing"))
 
 
@@ -309,3 +310,38 @@ async def test_one_order_left_out_a_batch_logs_at_info_each_pass(
         ("INFO", {"account": "default", "batches": 2, "posts": 2, "unasked": 0, "missing": 2})
     ]
     assert [i for i, s in seen.items() if s != (Outcome.OK, "pending")] == [ids[4], ids[30]]
+
+
+# --- brief n67 (review 29j of 365b48d) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("nothing", ["", "message no_pending_orders"])
+@pytest.mark.parametrize(("at", "asked"), [((0,), [25, 24]), ((0, 5), [25, 24, 20, 19])])
+async def test_a_bad_id_first_in_a_batch_fails_alone(
+    at: tuple[int, ...], asked: list[int], nothing: str
+) -> None:
+    ids = orders(100)
+    bad = {ids[b + n] for b in range(0, 100, 25) for n in at}
+    async with StopsSilently(bad, nothing) as fake:
+        fake.orders = dict.fromkeys(ids, "pending")
+        seen = said(await query(fake, ids, batch_size=25, concurrency=1))
+        posts = fake.batch_sizes
+    # Was: the batch's post answered nothing: `SourceUnavailable: 3 batches failed in a row`
+    # (empty), or its 24 healthy orders failed `missing` every pass (no_pending_orders).
+    assert seen == {
+        i: (Outcome.FAILED, "missing") if i in bad else (Outcome.OK, "pending") for i in ids
+    }
+    assert posts == asked * 4
+    assert len(posts) <= bound(4, 25)
+
+
+async def test_empty_answers_to_every_post_still_open_the_breaker() -> None:
+    ids = orders(100)
+    async with LinesFake() as fake:
+        fake.orders = dict.fromkeys(ids, "pending")
+        fake.queries = Reply(200, "")
+        with pytest.raises(SourceUnavailable, match="3 batches failed in a row"):
+            await query(fake, ids, batch_size=25, concurrency=1)
+        posts = fake.batch_sizes
+    # The others asked once more, empty again: each batch fails as before, one post more.
+    assert posts == [25, 24] * 3
