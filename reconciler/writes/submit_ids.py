@@ -61,14 +61,26 @@ def order_id_from(
 
 
 def names_an_order(answer: bytes, names: Sequence[str]) -> bool:
-    """Whether CCV's answer, a JSON object, has an order id field (`names`) with a value, usable
-    or not (`"ORD 7/2"`, named twice, holding a secret): CCV then said it made an order, though
-    not one reconciler can follow."""
+    """Whether CCV's answer holds an order id field (`names`) with a value, usable or not
+    (`"ORD 7/2"`, named twice, holding a secret), at its top or nested (`[{"orderId": ...}]`,
+    `{"data": {"orderId": ...}}`: a shape not documented, read by no rule here): CCV then said
+    it made an order, though not one reconciler can follow, and no person's word that it got
+    no submit may close it."""
     try:
         document = loads_answer(answer, _once)
     except (ValueError, RecursionError):
         return False
-    return isinstance(document, dict) and any(field_value(document, n) is not None for n in names)
+    # Walked without recursion: the answer's nesting is bounded by its size alone.
+    left: list[object] = [document]
+    while left:
+        value = left.pop()
+        if isinstance(value, dict):
+            if any(field_value(value, n) is not None for n in names):
+                return True
+            left.extend(value.values())
+        elif isinstance(value, list):
+            left.extend(value)
+    return False
 
 
 def field_value(document: Mapping[str, object], name: str) -> object:

@@ -97,7 +97,8 @@ async def test_a_200_naming_its_order_under_an_unusable_id_is_not_closable(
 
 
 async def test_a_200_naming_no_order_stays_closable(tmp_path: Path, fake: FakeCCVWrites) -> None:
-    fake.submit_replies = [json_reply(200, {"order": {"orderId": "n-1"}})]  # not CCV's shape
+    # (A nested order id names an order: test_submit_resolve_not_sent.py.)
+    fake.submit_replies = [json_reply(200, {"result": {"accepted": True}})]
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
     code, stderr = await submitted(cfg, "page-3")
     assert code == 75 and "reconciler ccv resolve --ref page-3 --not-sent" in advised(stderr)

@@ -143,6 +143,29 @@ async def test_a_2xx_naming_an_order_followed_elsewhere_is_not_closed(
     assert [e for e in read_events(tmp_path) if e["type"] == RESOLVED] == []
 
 
+@pytest.mark.parametrize(
+    "answer", [[{"orderId": ORDER}], {"data": {"order": {"OrderId": ORDER}}}], ids=["list", "deep"]
+)
+async def test_a_200_naming_its_order_nested_is_not_closed(
+    tmp_path: Path, fake: FakeCCVWrites, answer: object
+) -> None:
+    # A shape the documents do not show, so not followed; but CCV named the order it made, and
+    # "not sent" then a second submit of the reference would make a second order.
+    fake.submit_replies = [json_reply(200, answer)]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="nested-1")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75 and "--not-sent" not in submitted.stderr, submitted.stderr
+    args = ("--config", cfg, "ccv", "resolve", "--ref", "nested-1", "--not-sent")
+    result = await call_cli(*args)
+    assert result.code == 65 and "it has the order" in result.stderr, result.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [
+        ("uncertain", "unusable_order_id")
+    ]
+    assert (await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)).code != 0
+    assert len(fake.submits) == 1
+
+
 async def test_through_a_running_daemon(tmp_path: Path, fake: FakeCCVWrites) -> None:
     port = free_port()
     cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
