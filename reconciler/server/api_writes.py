@@ -13,10 +13,10 @@ from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import InvalidOrderId, Source, normalize_ccnow_id
-from ..redact import redact, redact_body
+from ..redact import mask, redact, redact_body, text_forms
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
-from ..writes.ccv_http import NotSent, Uncertain, send_once
+from ..writes.ccv_http import NotSent, Uncertain, send_once, sendable
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
 from ..writes.submit import not_settled
@@ -227,14 +227,21 @@ class Writes:
     def _passed_back(
         self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
     ) -> web.Response:
-        """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4)."""
+        """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4) and
+        a header of its that cannot be passed on (left out: aiohttp would fail the whole
+        answer, after the submit was recorded)."""
+        forms = text_forms(self.deps.secrets)
+        kept: dict[str, str] = {}
+        for name, value in headers.items():
+            # CCV's own (Location, Retry-After) may carry what it echoed (the key in a query).
+            value = mask(value, forms)
+            if sendable(value):
+                kept[name] = value
         masked = redact_body(body, self.deps.secrets)
-        headers = dict(headers)
-        if "Location" in headers:
-            # CCV's own URL, which may carry what it echoed (the key in a query).
-            headers["Location"] = redact(headers["Location"], self.deps.secrets)
-        response = web.Response(status=status, body=masked, headers=headers)
-        response.headers["Content-Type"] = content_type or "application/octet-stream"
+        response = web.Response(status=status, body=masked, headers=kept)
+        content_type = mask(content_type, forms)
+        sent = content_type if content_type and sendable(content_type) else None
+        response.headers["Content-Type"] = sent or "application/octet-stream"
         return response
 
 
