@@ -13,10 +13,10 @@ from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import InvalidOrderId, Source, normalize_ccnow_id
-from ..redact import mask, redact, redact_body, text_forms
+from ..redact import mask, redact, text_forms
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
-from ..writes.ccv_http import NotSent, Uncertain, send_once, sendable
+from ..writes.ccv_http import NotSent, Uncertain, masked_answer, send_once, sendable
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
 from ..writes.submit import not_settled
@@ -237,7 +237,9 @@ class Writes:
             value = mask(value, forms)
             if sendable(value):
                 kept[name] = value
-        masked = redact_body(body, self.deps.secrets)
+        masked, again = masked_answer(body, self.deps.secrets)
+        if again:  # written again as UTF-8 JSON, whatever CCV's charset said
+            content_type = "application/json; charset=utf-8"
         response = web.Response(status=status, body=masked, headers=kept)
         content_type = mask(content_type, forms)
         sent = content_type if content_type and sendable(content_type) else None

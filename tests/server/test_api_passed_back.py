@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
+from reconciler.writes.ccv_http import masked_answer
+from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
-from tests.fake_providers import CCV_KEY, Raw
-from tests.server.test_api import GOOD_PRICES, Api
+from tests.fake_providers import CCV_KEY, Raw, Reply
+from tests.server.test_api import GOOD_PRICES, Api, api_toml
 
 
 def raw(status_line: str, headers: bytes, body: bytes = b'{"orderId": "CCV-1"}') -> Raw:
@@ -131,3 +134,70 @@ async def test_a_secret_in_ccvs_content_type_or_retry_after_is_not_passed_back(
     assert status == 429
     assert CCV_KEY not in json.dumps(dict(headers))
     assert "Retry-After" not in headers
+
+
+# CCV's JSON answers echoing the key in escapes json.dumps never writes: a .NET serializer's
+# `\u002B`, PHP's `\/`, every letter escaped, or the whole answer in UTF-16.
+PLUS_KEY = "t_Ab+Cd/Ef=Gh12"
+ESCAPED_ECHOES = [
+    b'{"message": "key t_Ab\\u002BCd/Ef=Gh12 is not allowed"}',
+    b'{"message": "key t_Ab+Cd\\/Ef=Gh12"}',
+    b'{"t_Ab\\u002bCd\\/Ef=Gh12": ["\\u0074\\u005f\\u0041b+Cd/Ef=Gh12"], "n": 1.50}',
+    '{"message": "key t_Ab+Cd/Ef=Gh12"}'.encode("utf-16"),
+    '{"message": "key t_Ab+Cd/Ef=Gh12"}'.encode("utf-32-le"),
+]
+
+
+@pytest.mark.parametrize("echo", ESCAPED_ECHOES)
+def test_a_key_echoed_in_a_json_escape_is_masked_and_the_answer_written_again(
+    echo: bytes,
+) -> None:
+    masked, again = masked_answer(echo, [PLUS_KEY])
+    assert again
+    document = json.loads(masked.decode("utf-8"))
+    assert PLUS_KEY not in json.dumps(document, ensure_ascii=False)
+    assert "***" in json.dumps(document)
+    # The rest as it came: a number keeps its spelling.
+    if b"1.50" in echo:
+        assert masked.endswith(b'"n": 1.50}')
+
+
+def test_an_answer_without_a_key_in_an_escape_is_passed_on_byte_for_byte() -> None:
+    for body in (
+        b'{"message": "caf\\u00e9 \\/ ok", "n": 1.50}',
+        '{"message": "ok"}'.encode("utf-16"),
+        b"<p>t_Ab\\u002BCd</p> not json",
+    ):
+        assert masked_answer(body, [PLUS_KEY]) == (body, False)
+
+
+ESCAPED_KEY = CCV_KEY.replace("_", "\\u005f").replace("-", "\\u002D")
+
+
+async def test_a_key_ccv_echoes_in_a_json_escape_is_masked_in_the_answer_passed_back(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    echo = json.dumps({"message": "invalid key KEY"}).replace("KEY", ESCAPED_KEY)
+    fake.submit_replies = [Reply(400, echo, "application/json")]
+    utf16 = b"Content-Type: application/json; charset=utf-16\r\n"
+    fake.pricing_replies = [raw("400 Bad Request", utf16, echo.encode("utf-16"))]
+    for method, path, body in (
+        ("POST", "/api/v1/ccv/orders", submit_body(externalReference="esc-1")),
+        ("PATCH", "/api/v1/ccv/pricing", GOOD_PRICES),
+    ):
+        status, document, headers = await api.call(method, path, body=body)
+        assert (status, document) == (400, {"message": "invalid key ***"})
+        assert headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+async def test_ccv_submit_prints_a_key_echoed_in_a_json_escape_masked(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    echo = json.dumps({"message": "invalid key KEY"}).replace("KEY", ESCAPED_KEY)
+    fake.submit_replies = [Reply(400, echo, "application/json")]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="esc-2")).encode()
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert result.code == 65, result.stderr
+    assert "invalid key ***" in result.stderr, result.stderr
+    assert "fake" not in result.stderr.replace("fake-ccv", ""), result.stderr
