@@ -230,6 +230,8 @@ class Writes:
         """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4) and
         a header of its that cannot be passed on (left out: aiohttp would fail the whole
         answer, after the submit was recorded)."""
+        if not 200 <= status <= 599:
+            return _not_passed_on(status, headers)
         forms = text_forms(self.deps.secrets)
         kept: dict[str, str] = {}
         for name, value in headers.items():
@@ -245,6 +247,17 @@ class Writes:
         sent = content_type if content_type and sendable(content_type) else None
         response.headers["Content-Type"] = sent or "application/octet-stream"
         return response
+
+
+def _not_passed_on(status: int, headers: Mapping[str, str]) -> web.Response:
+    """reconciler's 502 for CCV's status no client takes passed on (a 1xx, a 101 Switching
+    Protocols one would wait on for ever, a status past 599), with its own headers (where the
+    submission stands) and none of CCV's."""
+    own = f"CCV answered HTTP {status}, which cannot be passed on"
+    kept = {name: value for name, value in headers.items() if name.startswith("Reconciler-")}
+    if STATE_HEADER in kept:
+        kept[OWN_HEADER] = own_header(own)
+    return web.json_response({"error": own}, status=502, headers=kept)
 
 
 def _submission_json(found: subs.Submission) -> dict[str, object]:

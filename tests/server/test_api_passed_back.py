@@ -201,3 +201,33 @@ async def test_ccv_submit_prints_a_key_echoed_in_a_json_escape_masked(
     assert result.code == 65, result.stderr
     assert "invalid key ***" in result.stderr, result.stderr
     assert "fake" not in result.stderr.replace("fake-ccv", ""), result.stderr
+
+
+# A status no client takes passed on: a 101 switches the connection to another protocol (the
+# client waits on it for ever), and one past 599 is no HTTP status.
+ODD_STATUSES = [
+    ("101 Switching Protocols", b"Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+    ("600 Weird", b"Content-Type: application/json\r\nLocation: /order/o-600\r\n"),
+]
+
+
+@pytest.mark.parametrize(("status_line", "headers"), ODD_STATUSES)
+async def test_a_status_outside_200_to_599_is_reconcilers_502_with_where_it_stands(
+    api: Api, fake: FakeCCVWrites, status_line: str, headers: bytes
+) -> None:
+    status = status_line.split()[0]
+    fake.submit_replies = [raw(status_line, headers, b"{}")]
+    fake.pricing_replies = [raw(status_line, headers, b"{}")]
+    answered, document, got = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="odd-1")
+    )
+    own = f"CCV answered HTTP {status}, which cannot be passed on"
+    assert (answered, document) == (502, {"error": own})
+    assert got["Reconciler-Submission-State"] == "uncertain"
+    assert got["Reconciler-External-Reference"] == "odd-1"
+    assert got["Reconciler-Submission-Own-Answer"] == own
+    assert "Location" not in got and "Upgrade" not in got
+    assert api.rows("SELECT state, reason FROM submissions") == [("uncertain", f"http_{status}")]
+    answered, document, got = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert (answered, document) == (502, {"error": own})
+    assert got["Reconciler-Pricing-Warnings"] == "0"
