@@ -192,7 +192,8 @@ def _to_do(a: AccountStatus) -> str:
         else:
             todo.append(
                 f"look each order up in CCNow's backroom ({named}), then "
-                f"`reconciler ccnow resolve ID --sent|--not-sent{account}`"
+                f"`reconciler ccnow resolve ID --sent|--not-sent{account}` (with `--action "
+                "ACTION` for an order with uncertain actions of several kinds)"
             )
     if a.sending_of:
         provider = "CCV" if a.source == "ccv" else "CCNow"

@@ -16,6 +16,7 @@ from ..model import InvalidOrderId, Source, normalize_ccnow_id
 from ..redact import mask, redact, text_forms
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
+from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
 from ..writes.ccv_http import NotSent, Uncertain, masked_answer, send_once, sendable
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
@@ -137,13 +138,14 @@ class Writes:
         return web.json_response(answer, status=202)
 
     async def ccnow_resolve(self, request: web.Request) -> web.Response:
-        """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?}`: settle an
-        order's uncertain action by a person's word (`ccnow resolve` while the daemon runs)."""
+        """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?, "action"?}`:
+        settle an order's uncertain action by a person's word (`ccnow resolve` while the daemon
+        runs)."""
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
         for name in doc:
-            if name not in ("order_id", "sent", "account"):
+            if name not in ("order_id", "sent", "account", "action"):
                 raise unknown_field(name)
         # An account the config no longer names may still hold uncertain actions.
         sender = self.deps.actions
@@ -161,9 +163,15 @@ class Writes:
             raise BadRequest(422, f"order_id: {exc}", "order_id") from None
         if not isinstance(sent, bool):
             raise BadRequest(422, "sent: required, true (CCNow has it) or false", "sent")
-        found = await sender.resolve(account, order_id, sent=sent)
-        if not found:
-            raise BadRequest(404, f"{order_id} has no uncertain action", "order_id")
+        action = doc.get("action")
+        if action is not None and (not isinstance(action, str) or action not in RESOLVE_ACTIONS):
+            words = ", ".join(RESOLVE_ACTIONS)
+            raise BadRequest(422, f"action: one of {words}, or none", "action")
+        stored = None if action is None else RESOLVE_ACTIONS[action]
+        try:
+            found = await sender.resolve(account, order_id, sent=sent, action=stored)
+        except NotResolved as exc:
+            raise _not_resolved(exc) from None
         resolved = await sender.commands([c.id for c in found])
         return web.json_response({"commands": [command_json(c) for c in resolved]})
 
@@ -273,3 +281,15 @@ def _submission_json(found: subs.Submission) -> dict[str, object]:
         "created_at": iso_time(found.created_at),
         "closed_at": None if found.closed_at is None else iso_time(found.closed_at),
     }
+
+
+def _not_resolved(exc: NotResolved) -> BadRequest:
+    """404 when nothing of the action asked (or nothing at all) is uncertain, 409 when the
+    order's uncertain commands are of several actions and none was named; `uncertain` lists
+    them (`id`, `action` as `"action"` takes it) for the caller to choose."""
+    uncertain = [{"id": i, "action": action_word(a)} for i, a in exc.uncertain]
+    words = exc.message(lambda w: f'"action": "{w}"')
+    if exc.several:
+        return BadRequest(409, words, "action", uncertain=uncertain)
+    message = words or f"{exc.order_id} has no uncertain action"
+    return BadRequest(404, message, "action" if words else "order_id", uncertain=uncertain)
