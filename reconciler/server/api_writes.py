@@ -13,11 +13,11 @@ from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import InvalidOrderId, Source, normalize_ccnow_id
-from ..redact import redact, redact_body
+from ..redact import mask, redact, text_forms
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
-from ..writes.ccv_http import NotSent, Uncertain, send_once
+from ..writes.ccv_http import NotSent, Uncertain, masked_answer, send_once, sendable
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
 from ..writes.submit import not_settled
@@ -235,15 +235,37 @@ class Writes:
     def _passed_back(
         self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
     ) -> web.Response:
-        """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4)."""
-        masked = redact_body(body, self.deps.secrets)
-        headers = dict(headers)
-        if "Location" in headers:
-            # CCV's own URL, which may carry what it echoed (the key in a query).
-            headers["Location"] = redact(headers["Location"], self.deps.secrets)
-        response = web.Response(status=status, body=masked, headers=headers)
-        response.headers["Content-Type"] = content_type or "application/octet-stream"
+        """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4) and
+        a header of its that cannot be passed on (left out: aiohttp would fail the whole
+        answer, after the submit was recorded)."""
+        if not 200 <= status <= 599:
+            return _not_passed_on(status, headers)
+        forms = text_forms(self.deps.secrets)
+        kept: dict[str, str] = {}
+        for name, value in headers.items():
+            # CCV's own (Location, Retry-After) may carry what it echoed (the key in a query).
+            value = mask(value, forms)
+            if sendable(value):
+                kept[name] = value
+        masked, again = masked_answer(body, self.deps.secrets)
+        if again:  # written again as UTF-8 JSON, whatever CCV's charset said
+            content_type = "application/json; charset=utf-8"
+        response = web.Response(status=status, body=masked, headers=kept)
+        content_type = mask(content_type, forms)
+        sent = content_type if content_type and sendable(content_type) else None
+        response.headers["Content-Type"] = sent or "application/octet-stream"
         return response
+
+
+def _not_passed_on(status: int, headers: Mapping[str, str]) -> web.Response:
+    """reconciler's 502 for CCV's status no client takes passed on (a 1xx, a 101 Switching
+    Protocols one would wait on for ever, a status past 599), with its own headers (where the
+    submission stands) and none of CCV's."""
+    own = f"CCV answered HTTP {status}, which cannot be passed on"
+    kept = {name: value for name, value in headers.items() if name.startswith("Reconciler-")}
+    if STATE_HEADER in kept:
+        kept[OWN_HEADER] = own_header(own)
+    return web.json_response({"error": own}, status=502, headers=kept)
 
 
 def _submission_json(found: subs.Submission) -> dict[str, object]:
