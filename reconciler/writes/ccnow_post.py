@@ -179,6 +179,11 @@ async def post_batch(
             raise SourceError(str(exc)) from None  # nothing ran
         raise NotSent(exc.word) from None
     if reply.status != 200:
+        if reply.cut is not None and _body_began(reply.cut):
+            # A status that says the post was not run, whose body broke after it began: the
+            # rest may have been the orders' lines (CCNow ran it). An adjust is never sent
+            # twice on a word that was not heard whole.
+            raise Lost(f"http_{reply.status}_cut_short")
         if turned_away(reply.status, reply.body) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
             raise SourceError(f"http {reply.status}")
@@ -319,3 +324,22 @@ async def _post_once(
     if not is_complete(reply):
         raise Lost("truncated_answer")
     return reply
+
+
+def _body_began(heard: bytes) -> bool:
+    """Whether any byte of a body came after the final head of what an answer brought (an
+    interim `100 Continue` has none), as sent: a chunk's size line is a byte of it."""
+    rest = heard
+    while True:
+        rest = rest.lstrip(b"\r\n")  # aiohttp passes over blank lines before a status line
+        end = _HEAD_END.search(rest)
+        if end is None:
+            return True  # none ended within what was kept: more came than a head
+        status = rest[: end.start()].split(None, 2)[1:2]
+        rest = rest[end.end() :]
+        if not (status and status[0].startswith(b"1")):
+            return bool(rest)
+
+
+# The blank line that ends a head, as aiohttp reads one (a bare `\n` ends a line too).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")

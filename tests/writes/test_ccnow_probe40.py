@@ -1,0 +1,71 @@
+"""Probe 40's findings on CCNow order actions' answers: a "not run" status whose body broke
+after it began (its lines may have said CCNow ran it), a chunked answer's last line without its
+line end, one order's odd line among others, a key's length, `--dry-run` and a read-back's
+status word CCNow does not document. Each answer is sent by a fake on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_config
+from tests.fake_providers import FakeCCNow, Raw
+from tests.writes.test_ccnow_actions import A, B, ccnow, commands
+
+LINES = f"{A} pending\n{B} pending\n".encode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Short of its Content-Length: aiohttp read the head, then the body broke.
+        b"HTTP/1.1 429 Too Many\r\nContent-Length: 200\r\n\r\n" + LINES,
+        # The lines in the read that brought a broken chunk: aiohttp made no response.
+        b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % len(LINES)
+        + LINES
+        + b"\r\nZZ\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 403 Forbidden\r\nContent-Length: 90\r\n\r\n"
+        + LINES,
+        # No line came whole: the rest may have been the orders' lines all the same.
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 200\r\n\r\n396-10-11",
+    ],
+    ids=["429-short", "429-broken-chunk", "403-after-100", "401-cut-in-a-line"],
+)
+async def test_a_not_run_status_whose_body_broke_after_it_began_never_sends_a_discount_twice(
+    tmp_path: Path, fake_ccnow: FakeCCNow, raw: bytes
+) -> None:
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    fake_ccnow.script = [Raw(raw=raw)]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    first = await ccnow(cfg, "adjust", A, B, "--amount", "1.00")
+    assert first.code == 75, first.stdout + first.stderr
+    status = raw.rsplit(b"HTTP/1.1 ", 1)[1][:3].decode()
+    word = f"http_{status}_cut_short"
+    assert commands(tmp_path) == [(A, "uncertain", word), (B, "uncertain", word)]
+    again = await ccnow(cfg, "adjust", A, B, "--amount", "1.00")
+    assert again.code == 75, again.stdout + again.stderr
+    assert fake_ccnow.actions == []
+    assert len(fake_ccnow.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 429 Too Many\r\nContent-Length: 200\r\n\r\n",
+        b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+    ids=["429-no-body", "401-no-chunk"],
+)
+async def test_a_not_run_status_whose_body_never_began_leaves_the_discount_queued(
+    tmp_path: Path, fake_ccnow: FakeCCNow, raw: bytes
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.script = [Raw(raw=raw)]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    first = await ccnow(cfg, "adjust", A, "--amount", "1.00")
+    assert first.code == 75, first.stdout + first.stderr
+    assert commands(tmp_path) == [(A, "queued", f"http {raw[9:12].decode()}")]
+    again = await ccnow(cfg, "adjust", A, "--amount", "1.00")
+    assert again.code == 0, again.stdout + again.stderr
+    assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust")]
