@@ -63,6 +63,9 @@ NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429,
 # fields (`x_clientid`, `x_password`) are not here.
 _NAMES = "orderid|action|notes|amount|trackname|tracknumber"
 _FIELD = field_names(_NAMES)
+# The actions whose order's status, read after an answer without its order's line, shows they
+# took (`mark_shipped`, `mark_canceled`).
+_READ = frozenset({"ship", "cancel"})
 _ATTRIBUTE = {"orderid": "order_id"}
 
 
@@ -198,8 +201,14 @@ async def post_batch(
         # (`unreadable`: an adjust is uncertain, the others sent again). The other orders'
         # lines still say what CCNow did with them.
         # A chunked answer's last line without its line end may be a longer one cut short
-        # (`canceled` of `canceled_tmp`): no line for its order (it ran: its line came).
-        answer, _ = drop_line(parse_answer(body, secrets=secrets), undecided_line(reply))
+        # (`canceled` of `canceled_tmp`), or whole (a CGI's answer may end so: its chunks ended
+        # and the line reads as a whole one, `is_complete`). A ship's or cancel's is taken for
+        # none: its order's status, read then, decides, as a poll asks such an order again.
+        # An adjust's or a tracking upload's counts: no status read shows they took, and taken
+        # for none every time, the adjust would wait for a person, the upload be sent again.
+        answer = parse_answer(body, secrets=secrets)
+        if (cut := undecided_line(reply)) in {c.order_id for c in batch if c.action in _READ}:
+            answer, _ = drop_line(answer, cut)
         return Posted(answer, reply.sent_at, reply.reached_before)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the

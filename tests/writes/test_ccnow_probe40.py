@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_config
-from tests.fake_providers import FakeCCNow, Raw
+from tests.fake_providers import FakeCCNow, Raw, Reply
 from tests.writes.test_ccnow_actions import A, B, ccnow, commands
 
 LINES = f"{A} pending\n{B} pending\n".encode()
@@ -69,3 +69,31 @@ async def test_a_not_run_status_whose_body_never_began_leaves_the_discount_queue
     again = await ccnow(cfg, "adjust", A, "--amount", "1.00")
     assert again.code == 0, again.stdout + again.stderr
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust")]
+
+
+@pytest.mark.parametrize(
+    ("action", "args", "answer"),
+    [
+        ("adjust", ("--amount", "1.00"), "pending"),
+        ("add-tracking", ("--carrier", "DHL", "--number", "JD0146"), "pending"),
+        # A ship's or cancel's is read from its order's status (it may be a longer line cut).
+        ("ship", (), "mark_shipped"),
+    ],
+)
+async def test_a_whole_chunked_answer_without_its_last_line_end_settles_its_order(
+    tmp_path: Path, fake_ccnow: FakeCCNow, action: str, args: tuple[str, ...], answer: str
+) -> None:
+    # A CGI's answer behind a web server, its chunks ended cleanly: its last line was taken for
+    # none, an adjust was uncertain and a tracking number uploaded again at every retry.
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.after_applying = [Reply(200, f"{A} {answer}", chunked=True)]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(cfg, action, A, *args)
+    assert result.code == 0, result.stdout + result.stderr
+    read = " (the order's status)" if action == "ship" else ""
+    assert commands(tmp_path) == [(A, "succeeded", answer + read)]
+    assert len(fake_ccnow.actions) == 1
+    again = await ccnow(cfg, action, A, *args)
+    assert again.code == 0, again.stdout + again.stderr
+    posts = [s for s in fake_ccnow.requests if s.form.get("x_action_1") != "query"]
+    assert len(fake_ccnow.actions) == 1 and len(posts) == 1
