@@ -25,6 +25,7 @@ from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
 from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     Answer,
+    EmptyAnswer,
     field_names,
     field_of,
     parse_answer,
@@ -206,7 +207,7 @@ async def post_batch(
         # none: its order's status, read then, decides, as a poll asks such an order again.
         # An adjust's or a tracking upload's counts: no status read shows they took, and taken
         # for none every time, the adjust would wait for a person, the upload be sent again.
-        answer = parse_answer(body, secrets=secrets)
+        answer = _parsed(body, secrets, batch)
         if (cut := undecided_line(reply)) in {c.order_id for c in batch if c.action in _READ}:
             answer, _ = drop_line(answer, cut)
         return Posted(answer, reply.sent_at, reply.reached_before)
@@ -258,6 +259,21 @@ async def read_status(
             raise Stopping from None
         return None
     return next((o for o in seen if o.outcome is Outcome.OK), None)
+
+
+def _parsed(body: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command]) -> Answer:
+    """An action's answer, read strictly first; a line off the protocol that starts with a
+    posted order's id (`397-10-1159: pending`, a no-break space, a latin-1 one) is then that
+    order's alone, with no status to read, as on a poll (`asked`): the other orders' lines still
+    say what CCNow did with them. Read with `asked` only when the strict read found a line off
+    the protocol: it finds no `error_message` line naming no order then, whose owner `asked`
+    would also pick (an answer of such lines alone is a refusal, `_refused`)."""
+    try:
+        return parse_answer(body, secrets=secrets)
+    except EmptyAnswer:
+        raise
+    except ProtocolError:
+        return parse_answer(body, secrets=secrets, asked=[c.order_id for c in batch])
 
 
 def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:

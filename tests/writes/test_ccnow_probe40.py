@@ -97,3 +97,22 @@ async def test_a_whole_chunked_answer_without_its_last_line_end_settles_its_orde
     assert again.code == 0, again.stdout + again.stderr
     posts = [s for s in fake_ccnow.requests if s.form.get("x_action_1") != "query"]
     assert len(fake_ccnow.actions) == 1 and len(posts) == 1
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [f"{B}\xa0pending".encode("latin-1"), f"{B}\xa0pending".encode(), f"{B}: pending".encode()],
+    ids=["latin-1-nbsp", "utf-8-nbsp", "colon"],
+)
+async def test_one_order_s_odd_line_is_its_own_and_the_other_lines_settle_theirs(
+    tmp_path: Path, fake_ccnow: FakeCCNow, odd: bytes
+) -> None:
+    # The whole answer was unreadable: both discounts uncertain, though A's line was clear.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    fake_ccnow.after_applying = [Reply(200, f"{A} pending\n".encode() + odd + b"\n")]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(cfg, "adjust", A, B, "--amount", "1.00")
+    assert result.code == 75, result.stdout + result.stderr
+    states = [(o, s) for o, s, _ in commands(tmp_path)]
+    assert states == [(A, "succeeded"), (B, "uncertain")]
+    assert commands(tmp_path)[0][2] == "pending"
