@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.writes.ccnow_form import BadAction, from_document
 from tests.conftest import write_config
-from tests.fake_providers import FakeCCNow, Raw, Reply
+from tests.fake_providers import FakeCCNow, Raw, Reply, ccnow_config
 from tests.writes.test_ccnow_actions import A, B, ccnow, commands
 
 LINES = f"{A} pending\n{B} pending\n".encode()
@@ -116,3 +117,30 @@ async def test_one_order_s_odd_line_is_its_own_and_the_other_lines_settle_theirs
     states = [(o, s) for o, s, _ in commands(tmp_path)]
     assert states == [(A, "succeeded"), (B, "uncertain")]
     assert commands(tmp_path)[0][2] == "pending"
+
+
+LONG = "k" * 200
+
+
+async def test_a_key_of_200_characters_and_its_order_is_taken_by_key_as_by_keys(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # `keys` took it and `idempotency_key` refused it (422), `--key` too (65): a key the API
+    # showed on a command could not be given again.
+    cfg = ccnow_config(fake_ccnow.url)
+    body = {"action": "adjust", "amount": "1.00"}
+    by_keys = from_document(cfg, {**body, "order_ids": [B], "keys": [f"{LONG}/{B}"]})
+    by_key = from_document(cfg, {**body, "order_id": B, "idempotency_key": f"{LONG}/{B}"})
+    assert [c.key for c in by_key] == [c.key for c in by_keys] == [f"{LONG}/{B}"]
+    # For several orders, each order's `KEY/ORDER` is what is checked, as `keys` does.
+    several = from_document(cfg, {**body, "order_ids": [A, B], "key": LONG})
+    assert [c.key for c in several] == [f"{LONG}/{A}", f"{LONG}/{B}"]
+    with pytest.raises(BadAction, match="idempotency_key: at most 200 characters besides"):
+        from_document(cfg, {**body, "order_id": B, "idempotency_key": f"{LONG}x/{B}"})
+    fake_ccnow.orders = {B: "pending"}
+    config = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(config, "adjust", B, "--amount", "1.00", "--key", f"{LONG}/{B}")
+    assert result.code == 0, result.stdout + result.stderr
+    refused = await ccnow(config, "adjust", B, "--amount", "1.00", "--key", f"{LONG}x/{B}")
+    assert refused.code == 65 and "--key: at most 200 characters besides" in refused.stderr
+    assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(B, "adjust")]
