@@ -55,7 +55,7 @@ PAST_PENDING = frozenset(
 MAX_NOTES = 500
 MAX_TRACK_FIELD = 100
 MAX_KEY = 200
-PASSWORD_MASK = "********"
+PASSWORD_MASK = "***"
 _C = TypeVar("_C", cmds.NewCommand, cmds.Command)
 
 
@@ -384,8 +384,8 @@ def dry_run_text(cfg: CCNowConfig, commands: Sequence[cmds.NewCommand]) -> str:
     for batch in batches(commands, cfg.batch_size):
         lines = [f"POST {cfg.url}"]
         for name, value in form(cfg, batch):
-            shown = PASSWORD_MASK if name == "x_password" else value
-            lines.append(f"{name}={quote_plus(shown)}")
+            # The mask as every other secret's (`redact`), not encoded (`%2A%2A%2A`).
+            lines.append(f"{name}={PASSWORD_MASK if name == 'x_password' else quote_plus(value)}")
         posts.append("\n".join(lines))
     return "\n\n".join(posts) + "\n"
 

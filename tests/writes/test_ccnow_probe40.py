@@ -144,3 +144,28 @@ async def test_a_key_of_200_characters_and_its_order_is_taken_by_key_as_by_keys(
     refused = await ccnow(config, "adjust", B, "--amount", "1.00", "--key", f"{LONG}x/{B}")
     assert refused.code == 65 and "--key: at most 200 characters besides" in refused.stderr
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(B, "adjust")]
+
+
+async def test_a_dry_run_says_a_command_waits_behind_an_older_one_as_the_real_run_does(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # The dry run printed a ship post and exited 0, where the real run sends nothing (the ship
+    # waits for the queued adjust) and exits 75; and it showed the password `%2A%2A%2A...`.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    fake_ccnow.script = [Reply(200, "error_message Database error\n")]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await ccnow(cfg, "adjust", A, "--amount", "1.00")).code == 75
+    assert commands(tmp_path) == [(A, "queued", "error_message Database error")]
+    dry = await ccnow(cfg, "ship", A, B, "--dry-run")
+    assert dry.code == 75, dry.stdout + dry.stderr
+    assert f"{A} ship left out: queued: waits for #1 (adjust) of its order" in dry.stderr
+    assert dry.stdout.splitlines()[1:4] == [
+        "x_clientid=amylove",
+        "x_password=***",
+        f"x_orderid_1={B}",
+    ]
+    assert "x_orderid_2" not in dry.stdout
+    real = await ccnow(cfg, "ship", A)
+    assert real.code == 75, real.stdout + real.stderr
+    assert "queued: waits for #1 (adjust) of its order" in real.stdout
+    assert len(fake_ccnow.requests) == 1
