@@ -13,6 +13,7 @@ from reconciler.writes.ccnow_form import BadAction, from_document
 from tests.conftest import write_config
 from tests.fake_providers import FakeCCNow, Raw, Reply, ccnow_config
 from tests.writes.test_ccnow_actions import A, B, ccnow, commands
+from tests.writes.test_ccnow_second_probe import action_events, lost_twice
 
 LINES = f"{A} pending\n{B} pending\n".encode()
 
@@ -169,3 +170,20 @@ async def test_a_dry_run_says_a_command_waits_behind_an_older_one_as_the_real_ru
     assert real.code == 75, real.stdout + real.stderr
     assert "queued: waits for #1 (adjust) of its order" in real.stdout
     assert len(fake_ccnow.requests) == 1
+
+
+@pytest.mark.parametrize("word", ["on hold", "mark_shipped extra"])
+async def test_a_read_back_status_ccnow_does_not_document_never_refuses_a_ship(
+    tmp_path: Path, fake_ccnow: FakeCCNow, word: str
+) -> None:
+    # Refused as not pending after a lost answer, then read back as a word CCNow does not
+    # document: it ended `refused`, though that word may say the lost post took.
+    cfg = await lost_twice(tmp_path, fake_ccnow, "ship", A)
+    fake_ccnow.script = [Reply(200, f"{A} error_message order not pending\n")]
+    fake_ccnow.always = Reply(200, f"{A} {word}\n")
+    again = await ccnow(cfg, "ship", A)
+    assert again.code == 75, again.stdout + again.stderr
+    [(_, state, answer)] = commands(tmp_path)
+    assert state == "queued", answer
+    assert answer == "error_message order not pending (its order's status could not be read)"
+    assert action_events(tmp_path) == []
