@@ -5,6 +5,7 @@ status word CCNow does not document. Each answer is sent by a fake on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,31 @@ async def test_a_read_back_status_ccnow_does_not_document_never_refuses_a_ship(
     assert state == "queued", answer
     assert answer == "error_message order not pending (its order's status could not be read)"
     assert action_events(tmp_path) == []
+
+
+async def test_a_408_whose_lines_came_then_whose_body_stalled_never_sends_a_discount_twice(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Its lines came, then the rest of its body did not within the timeout: it stayed queued.
+    done = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 200\r\n\r\n" + LINES)
+        await writer.drain()
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(stall, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cfg = write_config(tmp_path, ccnow=fake_ccnow)
+        text = cfg.read_text().replace(fake_ccnow.url, f"http://127.0.0.1:{port}/oapi")
+        cfg.write_text(text.replace('timeout = "2s"', 'timeout = "500ms"'))
+        result = await ccnow(cfg, "adjust", A, "--amount", "1.00")
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()
+    assert result.code == 75, result.stdout + result.stderr
+    assert commands(tmp_path) == [(A, "uncertain", "http_408_cut_short")]
