@@ -112,3 +112,22 @@ async def test_a_lone_post_fails_the_account_when_the_probe_fails_too(
     fake.queries = None
     await run(coordinator, clock, 1200.0)
     assert await source_events(coordinator) == ["source.failed", "source.recovered"]
+
+
+@pytest.mark.parametrize("fake", ["500"], indirect=True)
+@pytest.mark.parametrize("outage", [False, True])
+async def test_a_catch_up_of_one_open_order_ccnow_answers_500_for_asks_the_pending_list(
+    tmp_path: Path, fake: FakeCCNow, monkeypatch: pytest.MonkeyPatch, outage: bool
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    if outage:
+        fake.always = Reply(500, "Internal Server Error")  # the pending list too
+    async with ccnow_coordinator(tmp_path, fake, POLL_S) as (coordinator, _):
+        await coordinator.store.orders.track("ccnow", "default", [(BAD, None)], 0)
+        report = await coordinator.full_pass(via="catch-up")
+        state = await coordinator.store.sources.state("ccnow", "default")
+        events = await source_events(coordinator)
+    assert report.failed == 1
+    # No other order to ask: the pending list answering is the probe's answer. Was: the
+    # account failed (`http 500`), an error event and exit 75 at every catch-up.
+    assert (events, state.failing) == ((["source.failed"], True) if outage else ([], False))
