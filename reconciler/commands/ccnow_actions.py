@@ -32,6 +32,7 @@ from reconciler.writes.ccnow_actions import (
     sort_out,
 )
 from reconciler.writes.ccnow_keys import made_before
+from reconciler.writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 
 from .accounts import account_names
@@ -95,8 +96,10 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
     """Print the posts the real run would send: without the orders it refuses without asking
     CCNow, as the snapshot (read beside any writer: a daemon may run) has them, nor those
     whose key made their command before (the real run reports that one: its exit counts);
-    a key given to another command is refused, as by the real run."""
+    a key given to another command is refused, as by the real run; nor those the real run
+    holds back behind an older command of their order (`_held`)."""
     posted, refused = list(new), []
+    held: list[tuple[cmds.NewCommand, cmds.Command]] = []
     known: dict[cmds.NewCommand, cmds.Command] = {}
     try:
         store = await Store.open(config.store_path, readonly=True)
@@ -116,6 +119,7 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
             posted, past_pending, waiting = await sort_out(
                 store, fresh, account_names(config, "ccnow")
             )
+            posted, held = await _held(store, posted, known)
         except BadAction as exc:
             say(f"reconciler: error: {exc}")
             return EX_DATAERR
@@ -123,6 +127,13 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
             await store.close()
         refused = past_pending + waiting
     tally = Tally()
+    for c, ahead in held:
+        say(
+            f"reconciler: {c.order_id} {c.action} left out: queued: waits for #{ahead.id} "
+            f"({ahead.action}) of its order",
+            logging.WARNING,
+        )
+        tally.count("queued")
     for c, before in known.items():
         if before.state == "queued":
             continue
@@ -141,6 +152,25 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
         # The password field is masked by name; a secret elsewhere (in the URL's query) too.
         sys.stdout.write(redact(dry_run_text(cfg, posted), config_secrets(config)))
     return exit_code(tally)
+
+
+async def _held(
+    store: Store, posted: list[cmds.NewCommand], known: dict[cmds.NewCommand, cmds.Command]
+) -> tuple[list[cmds.NewCommand], list[tuple[cmds.NewCommand, cmds.Command]]]:
+    """Split the commands the dry run would post from those the real run holds back, each by
+    the older command of its order queued or being sent, as the real run does (`cmds.ahead`):
+    it sends them once that one is settled."""
+    out: list[cmds.NewCommand] = []
+    held: list[tuple[cmds.NewCommand, cmds.Command]] = []
+    for c in posted:
+        mine = known[c].id if c in known else None  # one made before and still queued
+        older = await cmds.of_order(store, c.account, c.order_id, ["queued", "sending"])
+        ahead = next((o for o in older if mine is None or o.id < mine), None)
+        if ahead is None:
+            out.append(c)
+        else:
+            held.append((c, ahead))
+    return out, held
 
 
 def _answer_word(state: str, answer: str | None) -> str:
@@ -209,8 +239,11 @@ async def _through_api(
     return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
 
 
-async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bool) -> int:
-    """Settle an order's uncertain action by a person's word (of an account the config may no
+async def resolve_command(
+    config: Config, account: str, raw_id: str, *, sent: bool, action: str | None = None
+) -> int:
+    """Settle an order's uncertain action (the uncertain commands of `action`, a word of
+    `--action`, or of its one action) by a person's word (of an account the config may no
     longer name: the word asks nothing of CCNow)."""
     from reconciler.runtime import writer_unless_held
 
@@ -223,35 +256,34 @@ async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bo
     except InvalidOrderId as exc:
         say(f"reconciler: error: {exc}")
         return EX_DATAERR
-    settled: list[tuple[str, str, object]]  # (order id, action, command id)
+    stored = None if action is None else RESOLVE_ACTIONS[action]
+    settled: list[tuple[str, str, object]] = []  # (order id, action, command id)
+    refusal = NotResolved(order_id, stored, [])
     async with writer_unless_held(config) as rt:
         if rt is not None:
             sender = rt.action_sender()
-            found = await sender.resolve(account, order_id, sent=sent)
-            settled = [(c.order_id, c.action, c.id) for c in found]
-            await rt.delivery.drain(DELIVER_TIMEOUT_S)
+            try:
+                found = await sender.resolve(account, order_id, sent=sent, action=stored)
+            except NotResolved as exc:
+                refusal = exc
+            else:
+                settled = [(c.order_id, c.action, c.id) for c in found]
+                await rt.delivery.drain(DELIVER_TIMEOUT_S)
     if rt is None:
         # Under systemd the daemon always holds the store: it settles the command itself.
         if config.api is None:
             raise held_elsewhere("nothing was settled")
-        document = {"account": account, "order_id": order_id, "sent": sent}
-        answer = await post_to_api(
-            config.file, config.api, "/api/v1/ccnow/actions/resolve", document
-        )
+        answer = await _resolve_through_api(config, config.api, account, order_id, sent, action)
         if isinstance(answer, int):
             return answer
-        status, body = answer
-        commands = body.get("commands")
-        if status == 404:
-            settled = []
-        elif status != 200 or not isinstance(commands, list):
-            say(
-                f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
-            )
-            return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+        if isinstance(answer, NotResolved):
+            refusal = answer
         else:
-            settled = [(str(c["order_id"]), str(c["action"]), c["id"]) for c in commands]
+            settled = answer
     if not settled:
+        if words := refusal.message():
+            say(f"reconciler: error: {words}")
+            return EX_DATAERR
         elsewhere = [a for a in await _uncertain_accounts(config, order_id) if a != account]
         hint = f" of account {account!r}" if elsewhere else ""
         if elsewhere:
@@ -259,6 +291,31 @@ async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bo
         say(f"reconciler: error: {order_id} has no uncertain action{hint}")
         return EX_DATAERR
     return _resolved(settled, sent=sent)
+
+
+async def _resolve_through_api(
+    config: Config, api: ApiConfig, account: str, order_id: str, sent: bool, action: str | None
+) -> int | NotResolved | list[tuple[str, str, object]]:
+    """Have the running daemon settle the commands: those it settled, its refusal (404, 409)
+    as the command words it, or the exit code of a failure."""
+    document: dict[str, object] = {"account": account, "order_id": order_id, "sent": sent}
+    if action is not None:
+        document["action"] = action
+    answer = await post_to_api(config.file, api, "/api/v1/ccnow/actions/resolve", document)
+    if isinstance(answer, int):
+        return answer
+    status, body = answer
+    commands = body.get("commands")
+    if status in (404, 409):
+        uncertain = body.get("uncertain")
+        left = [(int(c["id"]), str(c["action"])) for c in uncertain or []]
+        return NotResolved(order_id, None if action is None else RESOLVE_ACTIONS[action], left)
+    if status != 200 or not isinstance(commands, list):
+        say(
+            f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
+        )
+        return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+    return [(str(c["order_id"]), str(c["action"]), c["id"]) for c in commands]
 
 
 async def _uncertain_accounts(config: Config, order_id: str) -> list[str]:

@@ -72,14 +72,20 @@ async def _open_adjust(store: Store, c: cmds.NewCommand, accounts: Sequence[str]
     would settle them as one)."""
     earlier = await cmds.of_order(store, c.account, c.order_id, ["queued", "sending", "uncertain"])
     adjust = next((e for e in earlier if e.action == "adjust"), None)
-    return None if adjust is None else second_discount(adjust, accounts)
+    # A resolve without `--action` refuses an order whose uncertain ones are of several actions.
+    several = len({e.action for e in earlier if e.state == "uncertain"}) > 1
+    return None if adjust is None else second_discount(adjust, accounts, several=several)
 
 
-def second_discount(earlier: cmds.Command, accounts: Sequence[str]) -> str:
+def second_discount(
+    earlier: cmds.Command, accounts: Sequence[str], *, several: bool = False
+) -> str:
     """Why a discount is refused while an earlier one of its order is open (`accounts`: the
-    configured CCNow accounts)."""
+    configured CCNow accounts; `several`: the order's uncertain commands are of several
+    actions, so the resolve advised names the adjust's)."""
     if earlier.state == "uncertain":
         option = account_option(accounts, earlier.account)
+        option += " --action adjust" if several else ""
         return (
             f"an earlier discount of this order (#{earlier.id}) is uncertain: settle it with "
             f"`reconciler ccnow resolve {earlier.order_id} --sent|--not-sent{option}` first"
@@ -279,10 +285,13 @@ async def settle(
             return Settled(
                 "succeeded", f"{status} ({taken_how(c, unsettled)})", status, asked, None
             )
-        if found is None and status is None and state == "refused" and reached:
-            # The read said nothing (it failed, no line for the order), nor did the answer:
-            # the refusal, in the order's line, may be of a post that took. Sent again, as
-            # after a lost answer, its day counting on.
+        # A word CCNow does not document (`on hold`, `mark_shipped extra`) is never guessed:
+        # it may say the post took, or not; it says no more than a read that failed.
+        guessed = found is not None and status not in DOCUMENTED
+        if (status is None or guessed) and state == "refused" and reached:
+            # The read said nothing (it failed, no line for the order, a word to guess), nor
+            # did the answer: the refusal, in the order's line, may be of a post that took.
+            # Sent again, as after a lost answer, its day counting on.
             state, words, unsettled = "queued", f"{words} ({UNREAD})", True
             span = _ends(c, now, down)
     if span is not None:
@@ -372,21 +381,3 @@ def event_of(store: Store, c: cmds.Command, state: str, answer: str | None, now:
         answer=answer,
         time=now,
     )
-
-
-async def resolve_by_hand(
-    store: Store, account: str, order_id: str, sent: bool, *, now: float
-) -> list[cmds.Command]:
-    """Settle an order's uncertain commands by a person's word, each with its
-    `order.action_resolved`, and log it; return them."""
-    state: cmds.State = "sent" if sent else "not_sent"
-    words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
-    found = await cmds.resolve(store, account, order_id, state, words, now)
-    if found:
-        log.info(
-            "ccnow.action_resolved",
-            extra=fields(
-                account=account, order_id=order_id, commands=[c.id for c in found], state=state
-            ),
-        )
-    return found
