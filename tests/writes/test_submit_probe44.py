@@ -1,0 +1,96 @@
+"""Probe 44: a CCV submit's answer read as CCV meant it. A `Location` after an empty one or one
+pointing back at the submit URL is where the order is (was lost: `--not-sent` taken, the
+reference submitted again, a second order). Real fakes of CCV on 127.0.0.1, a real SQLite file,
+the real command line and the daemon's API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.writes.submit_outcome import NOT_SENT_REFUSED_HEADER, own_from_header
+from tests.conftest import call_cli, free_port, write_config
+from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, submit_body
+from tests.fake_providers import Raw
+from tests.server.test_api import TOKEN, api_toml, serve_api
+from tests.writes.test_submit_crash import query
+
+ORDER = f"{SUBMIT_PATH}/ord-3"
+BROKEN_CHUNK = b"Transfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\nZZ\r\n"
+# The first Location line of each points nowhere, or back at the submit URL itself.
+FIRST_LINES = {
+    "empty": b"Location:\r\n",
+    "blank": b"Location:   \r\n",
+    "query": b"Location: ?\r\n",
+    "fragment": b"Location: #top\r\n",
+    "submit-url": b"Location: " + SUBMIT_PATH.encode() + b"\r\n",
+}
+
+
+def see_other(first: bytes, rest: bytes = b"Content-Length: 0\r\n\r\n") -> Raw:
+    return Raw(
+        raw=b"HTTP/1.1 303 See Other\r\n" + first + b"Location: " + ORDER.encode() + b"\r\n" + rest
+    )
+
+
+@pytest.mark.parametrize("first", list(FIRST_LINES))
+@pytest.mark.parametrize("body", ["whole", "broken-chunk"])
+async def test_a_location_after_one_pointing_nowhere_is_kept_and_refuses_not_sent(
+    tmp_path: Path, fake: FakeCCVWrites, first: str, body: str
+) -> None:
+    rest = BROKEN_CHUNK if body == "broken-chunk" else b"Content-Length: 0\r\n\r\n"
+    fake.submit_replies = [see_other(FIRST_LINES[first], rest)]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="two-1")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert f"(Location: {fake.base_url}{ORDER})" in submitted.stderr, submitted.stderr
+    assert "--not-sent" not in submitted.stderr, submitted.stderr
+    assert query(tmp_path, "SELECT state, http_status, location FROM submissions") == [
+        ("uncertain", 303, fake.base_url + ORDER)
+    ]
+    result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "two-1", "--not-sent")
+    assert result.code == 65 and "HTTP 303 See Other and Location" in result.stderr, result.stderr
+    again = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert again.code == 65 and "submitted already" in again.stderr, again.stderr
+    assert len(fake.submits) == 1
+
+
+async def test_of_two_locations_pointing_elsewhere_the_first_is_kept(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [see_other(b"Location: /elsewhere/o-9\r\n")]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="two-2")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert query(tmp_path, "SELECT location FROM submissions") == [
+        (fake.base_url + "/elsewhere/o-9",)
+    ]
+
+
+@pytest.mark.parametrize("body", ["whole", "broken-chunk"])
+async def test_the_daemon_refuses_not_sent_for_such_an_answer(
+    tmp_path: Path, fake: FakeCCVWrites, body: str
+) -> None:
+    rest = BROKEN_CHUNK if body == "broken-chunk" else b"Content-Length: 0\r\n\r\n"
+    fake.submit_replies = [see_other(b"Location:\r\n", rest)]
+    document = submit_body(externalReference="two-3")
+    async with serve_api(tmp_path, fake) as api:
+        async with api.http.post(
+            f"{api.url}/api/v1/ccv/orders",
+            json=document,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 303
+            assert response.headers["Location"] == fake.base_url + ORDER
+            refused = own_from_header(response.headers[NOT_SENT_REFUSED_HEADER])
+            assert "HTTP 303 See Other and Location" in refused
+        word = {"external_reference": "two-3", "sent": False}
+        status, answer, _ = await api.call("POST", "/api/v1/ccv/submissions/resolve", body=word)
+        assert status == 409, answer
+        assert (await api.call("POST", "/api/v1/ccv/orders", body=document))[0] == 409
+    assert len(fake.submits) == 1
