@@ -31,6 +31,7 @@ from ..writes.daemon_api import (
 )
 from ..writes.submit_body import BadSubmission, new_reference
 from ..writes.submit_outcome import (
+    MADE_ADVICE,
     NOT_SENT_REFUSED_HEADER,
     ORDER_ID_HEADER,
     OWN_HEADER,
@@ -40,6 +41,7 @@ from ..writes.submit_outcome import (
     Result,
     own_from_header,
     ref_option,
+    untrackable,
 )
 from .accounts import account_option
 
@@ -97,6 +99,15 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # CCV's notifications name no order: only a person who found it can settle it; a
         # `201 Created`'s Location may be where to look. A 2xx naming no order (an HTML page)
         # proves nothing: CCV may have none, and a person's word settles that too.
+        if untrackable(answer.not_sent_refused):
+            # Nothing `track` takes: a person's word that CCV made it is what closes it.
+            say(
+                f"reconciler: submitted (HTTP {status}{where}): CCV's answer names its order "
+                f"under an id reconciler cannot use; external reference {reference} is "
+                f"uncertain: {MADE_ADVICE.format(ref + account)}",
+                logging.WARNING,
+            )
+            return EX_TEMPFAIL
         not_sent = (
             ""
             if made
@@ -298,15 +309,20 @@ def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: list[str]) -
     return exit_code(status)
 
 
-async def resolve_command(config: Config, account: str, reference: str) -> int:
+async def resolve_command(
+    config: Config, account: str, reference: str, *, made: bool = False
+) -> int:
     """`ccv resolve --ref REF --not-sent`: close an uncertain submit by a person's word that
-    CCV never got it (no order of the reference at CCV), locally or through the daemon."""
+    CCV never got it (no order of the reference at CCV), locally or through the daemon;
+    `--made` (`made`): that CCV made an order of it, one reconciler will not follow."""
     from ..runtime import writer_unless_held
     from ..writes.submit import not_settled
 
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            settled, found = await rt.submitter().not_sent(account, reference)
+            submitter = rt.submitter()
+            word = submitter.made if made else submitter.not_sent
+            settled, found = await word(account, reference)
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
             if not settled:
                 say(f"reconciler: error: {not_settled(reference, found)}")
@@ -314,7 +330,8 @@ async def resolve_command(config: Config, account: str, reference: str) -> int:
     if rt is None:
         if config.api is None:
             raise held_elsewhere("nothing was settled")
-        document = {"account": account, "external_reference": reference, "sent": False}
+        said: dict[str, object] = {"made": True} if made else {"sent": False}
+        document = {"account": account, "external_reference": reference, **said}
         answer = await post_to_api(
             config.file, config.api, "/api/v1/ccv/submissions/resolve", document
         )
@@ -324,8 +341,14 @@ async def resolve_command(config: Config, account: str, reference: str) -> int:
         if status != 200:
             say(f"reconciler: error: {body.get('error')}")
             return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
-    print(
-        f"{reference} not sent: its submit is closed as failed; the reference may be "
-        "submitted again"
-    )
+    if made:
+        print(
+            f"{reference} made: its submit is closed as resolved (CCV has an order of it, not "
+            "followed by reconciler); the reference stays taken"
+        )
+    else:
+        print(
+            f"{reference} not sent: its submit is closed as failed; the reference may be "
+            "submitted again"
+        )
     return EX_OK

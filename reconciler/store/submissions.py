@@ -27,8 +27,8 @@ from .sql import CHUNK, Statement, marks
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
 # What settled an uncertain submission: CCV's notification for its reference, a person
-# tracking its order with the reference, or a person's word that CCV never got it.
-How = Literal["notification", "track", "not_sent"]
+# tracking its order with the reference, or a person's word that CCV never got it, or made it.
+How = Literal["notification", "track", "not_sent", "made"]
 # The `reason` of a submit CCV answered with a 2xx naming an order followed under another
 # reference (writes/submit_outcome.py).
 FOLLOWED_ELSEWHERE = "order_followed_elsewhere"

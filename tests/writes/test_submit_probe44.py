@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.writes.submit_outcome import NOT_SENT_REFUSED_HEADER, own_from_header
+from reconciler.writes.submit_outcome import (
+    NOT_SENT_REFUSED_HEADER,
+    STATE_HEADER,
+    own_from_header,
+)
 from tests.conftest import call_cli, free_port, write_config
-from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, submit_body
+from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import Raw
 from tests.server.test_api import TOKEN, api_toml, serve_api
 from tests.writes.test_submit_crash import query
@@ -92,5 +96,75 @@ async def test_the_daemon_refuses_not_sent_for_such_an_answer(
         word = {"external_reference": "two-3", "sent": False}
         status, answer, _ = await api.call("POST", "/api/v1/ccv/submissions/resolve", body=word)
         assert status == 409, answer
+        assert (await api.call("POST", "/api/v1/ccv/orders", body=document))[0] == 409
+    assert len(fake.submits) == 1
+
+
+# A 2xx naming its order under an id reconciler cannot use (`unusable_order_id`): CCV made it,
+# and neither `--not-sent` nor `track` could close it: it stayed uncertain for ever.
+UNUSABLE = {
+    "space-and-slash": {"orderId": "ORD 7/2"},
+    "slash": {"orderId": "ab/cd"},
+    "nested": [{"orderId": "o-1"}],
+}
+RESOLVED_HOW = "SELECT json_extract(body, '$.data.how') FROM events WHERE type = ?"
+
+
+@pytest.mark.parametrize("answer", list(UNUSABLE))
+async def test_an_order_named_under_an_unusable_id_is_closed_by_a_persons_word_that_ccv_made_it(
+    tmp_path: Path, fake: FakeCCVWrites, answer: str
+) -> None:
+    fake.submit_replies = [json_reply(200, UNUSABLE[answer])]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="ord-7")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert "`reconciler ccv resolve --ref ord-7 --made`" in submitted.stderr, submitted.stderr
+    assert "--not-sent" not in submitted.stderr and "track ccv" not in submitted.stderr
+    status = await call_cli("--config", cfg, "status")
+    assert "--made" in status.stdout, status.stdout
+    word = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "ord-7", "--not-sent")
+    assert word.code == 65, word.stderr
+    assert "`reconciler ccv resolve --ref ord-7 --made`" in word.stderr, word.stderr
+    made = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "ord-7", "--made")
+    assert made.code == 0, made.stderr
+    assert "ord-7 made" in made.stdout and "stays taken" in made.stdout
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [
+        ("resolved", "unusable_order_id")
+    ]
+    assert query(tmp_path, RESOLVED_HOW, "order.submit_resolved") == [("made",)]
+    status = await call_cli("--config", cfg, "status")
+    assert "ord-7" not in status.stdout, status.stdout
+    again = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "ord-7", "--made")
+    assert again.code == 65 and "is resolved, not uncertain" in again.stderr, again.stderr
+    resubmitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert resubmitted.code == 65 and "submitted already" in resubmitted.stderr
+    assert len(fake.submits) == 1
+    assert query(tmp_path, RESOLVED_HOW, "order.submit_resolved") == [("made",)]
+
+
+async def test_the_daemon_takes_made_and_its_refusal_advises_it(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [json_reply(201, {"orderId": "ORD 7/2"})]
+    document = submit_body(externalReference="ord-8")
+    async with serve_api(tmp_path, fake) as api:
+        status, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=document)
+        assert (status, headers[STATE_HEADER]) == (201, "uncertain")
+        refused = own_from_header(headers[NOT_SENT_REFUSED_HEADER])
+        assert "`reconciler ccv resolve --ref ord-8 --made`" in refused, refused
+        resolve = "/api/v1/ccv/submissions/resolve"
+        both = {"external_reference": "ord-8", "sent": False, "made": True}
+        status, answer, _ = await api.call("POST", resolve, body=both)
+        assert (status, answer["field"]) == (422, "made"), answer
+        word = {"external_reference": "ord-8", "made": True}
+        status, answer, _ = await api.call("POST", resolve, body=word)
+        assert (status, answer["state"], answer["reason"]) == (
+            200,
+            "resolved",
+            "unusable_order_id",
+        ), answer
+        status, answer, _ = await api.call("POST", resolve, body=word)
+        assert status == 404, answer
         assert (await api.call("POST", "/api/v1/ccv/orders", body=document))[0] == 409
     assert len(fake.submits) == 1
