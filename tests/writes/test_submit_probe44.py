@@ -168,3 +168,34 @@ async def test_the_daemon_takes_made_and_its_refusal_advises_it(
         assert status == 404, answer
         assert (await api.call("POST", "/api/v1/ccv/orders", body=document))[0] == 409
     assert len(fake.submits) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"orderId": ""}, {"orderId": "  "}, {"orderId": "", "id": ""}, [{"OrderId": "\t"}]],
+    ids=["empty", "blank", "both-empty", "nested-blank"],
+)
+async def test_an_empty_order_id_names_no_order_and_is_closed_as_not_sent(
+    tmp_path: Path, fake: FakeCCVWrites, answer: object
+) -> None:
+    # It was `unusable_order_id`: `--not-sent` refused for an answer that proves nothing.
+    fake.submit_replies = [json_reply(200, answer)]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="blank-1")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert "--not-sent" in submitted.stderr, submitted.stderr
+    assert query(tmp_path, "SELECT reason FROM submissions") == [("no_order_id",)]
+    word = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "blank-1", "--not-sent")
+    assert word.code == 0, word.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]
+
+
+async def test_a_blank_first_id_leaves_the_next_field_to_read(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [json_reply(201, {"orderId": " ", "id": "o-12"})]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="blank-2")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (submitted.code, submitted.stdout) == (0, "o-12\n"), submitted.stderr
