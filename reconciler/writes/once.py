@@ -192,14 +192,17 @@ def _heard(
     are kept as when the body broke later (BodyBroke; a 4xx, whose status says it all, is
     returned with no body); a write whose answer began is never taken for a lost one."""
     heard = connecting.heard
-    if not heard:  # no byte of an answer came (None: not known, with another connector)
+    # Blank lines only are no answer begun, as no byte is (`b"HTTP/".startswith(b"")` would
+    # take them for a head cut short: refused for ever, with no order at CCV to track).
+    began = None if heard is None else bytes(heard.lstrip(b"\r\n")[:5])
+    if not began:  # no byte of an answer came (None: not known, with another connector)
         if unread is not None:
             raise unread
         if heard is None and word == MALFORMED:
             # aiohttp refused bytes that came: an answer began, unkept.
             raise HeadUnread(word)
         raise Uncertain(word)
-    if not b"HTTP/".startswith(bytes(heard.lstrip(b"\r\n")[:5])):
+    if not b"HTTP/".startswith(began):
         # No HTTP answer began (a TLS alert from an https port set as http://, a proxy's
         # junk): nothing says CCV got the request, and a person who looked may say it did not.
         if unread is not None:

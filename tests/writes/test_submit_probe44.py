@@ -199,3 +199,21 @@ async def test_a_blank_first_id_leaves_the_next_field_to_read(
     stdin = json.dumps(submit_body(externalReference="blank-2")).encode()
     submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert (submitted.code, submitted.stdout) == (0, "o-12\n"), submitted.stderr
+
+
+@pytest.mark.parametrize("lines", [b"\r\n", b"\r\n\r\n\r\n", b"\n\n"])
+async def test_an_answer_of_blank_lines_only_is_a_lost_one_a_person_may_close(
+    tmp_path: Path, fake: FakeCCVWrites, lines: bytes
+) -> None:
+    # It was `answer_head_unread` (an answer began as HTTP): `--not-sent` refused for ever,
+    # and no order at CCV to track.
+    fake.submit_replies = [Raw(raw=lines)]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="crlf-1")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert "answer_head_unread" not in submitted.stderr, submitted.stderr
+    assert "--not-sent" in submitted.stderr, submitted.stderr
+    word = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "crlf-1", "--not-sent")
+    assert word.code == 0, word.stderr
+    assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]
