@@ -194,8 +194,8 @@ def _heard(
     heard = connecting.heard
     # Blank lines only are no answer begun, as no byte is (`b"HTTP/".startswith(b"")` would
     # take them for a head cut short: refused for ever, with no order at CCV to track).
-    began = None if heard is None else bytes(heard.lstrip(b"\r\n")[:5])
-    if not began:  # no byte of an answer came (None: not known, with another connector)
+    began = b"" if heard is None else bytes(heard.lstrip(b"\r\n")[:5])
+    if heard is None or not began:  # no byte came (None: not known, with another connector)
         if unread is not None:
             raise unread
         if heard is None and word == MALFORMED:
