@@ -5,13 +5,16 @@ the real command line and the daemon's API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from reconciler.writes.submit_outcome import (
     NOT_SENT_REFUSED_HEADER,
+    OWN_HEADER,
     STATE_HEADER,
     own_from_header,
 )
@@ -217,3 +220,46 @@ async def test_an_answer_of_blank_lines_only_is_a_lost_one_a_person_may_close(
     word = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "crlf-1", "--not-sent")
     assert word.code == 0, word.stderr
     assert query(tmp_path, "SELECT state, reason FROM submissions") == [("failed", "not_sent")]
+
+
+@pytest.mark.parametrize("status", [400, 422])
+async def test_a_refusal_after_a_notification_for_the_reference_keeps_it_taken(
+    tmp_path: Path, fake: FakeCCVWrites, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    # It was `failed`, `http_400`, with `notified_at` set: the reference free, no warning, and a
+    # new submit of it a second order of a reference CCV said it has.
+    caplog.set_level(logging.WARNING, logger="reconciler.writes.submit")
+    fake.submit_hold = asyncio.Event()
+    fake.submit_replies = [json_reply(status, {"error": "orderLines: required"})]
+    document = submit_body(externalReference="said-1")
+    async with serve_api(tmp_path, fake) as api:
+        pending = asyncio.ensure_future(api.call("POST", "/api/v1/ccv/orders", body=document))
+        await fake.wait_until(lambda: len(fake.submits) == 1, 10)
+        await api.daemon.hub.check_ccv_reference("default", "said-1", 0.0)
+        fake.submit_hold.set()
+        answered, body, headers = await pending
+        assert (answered, body) == (status, {"error": "orderLines: required"})
+        assert headers[STATE_HEADER] == "resolved"
+        own = own_from_header(headers[OWN_HEADER])
+        assert f"CCV refused the submit (HTTP {status}), but a CCV notification" in own, own
+        assert api.submission("said-1") == ("resolved", None)
+        again = await api.call("POST", "/api/v1/ccv/orders", body=document)
+        assert again[0] == 409, again
+        word = {"external_reference": "said-1", "sent": False}
+        assert (await api.call("POST", "/api/v1/ccv/submissions/resolve", body=word))[0] == 404
+        types = api.rows("SELECT type FROM events ORDER BY seq")
+    assert types == [("order.submit_uncertain",), ("order.submit_resolved",)]
+    warned = [r for r in caplog.records if r.getMessage() == "ccv.submit_refused_contradicted"]
+    assert len(warned) == 1
+    assert len(fake.submits) == 1
+
+
+async def test_a_refusal_with_no_notification_frees_the_reference(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [json_reply(400, {"error": "orderLines: required"})]
+    document = submit_body(externalReference="said-2")
+    async with serve_api(tmp_path, fake) as api:
+        answered, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=document)
+        assert (answered, headers[STATE_HEADER]) == (400, "failed")
+        assert (await api.call("POST", "/api/v1/ccv/orders", body=document))[0] == 201
