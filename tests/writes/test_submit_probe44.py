@@ -6,6 +6,7 @@ the real command line and the daemon's API."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from pathlib import Path
@@ -263,3 +264,33 @@ async def test_a_refusal_with_no_notification_frees_the_reference(
         answered, _, headers = await api.call("POST", "/api/v1/ccv/orders", body=document)
         assert (answered, headers[STATE_HEADER]) == (400, "failed")
         assert (await api.call("POST", "/api/v1/ccv/orders", body=document))[0] == 201
+
+
+def gzipped_answer(body: bytes) -> Raw:
+    head = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+    return Raw(raw=head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+@pytest.mark.parametrize("after", [b"junk", b"\x00" * 3, b"\n"])
+async def test_a_gzip_answer_with_bytes_after_it_is_read(
+    tmp_path: Path, fake: FakeCCVWrites, after: bytes
+) -> None:
+    # It was undecodable: `answer_unread`, its order unfollowed.
+    body = gzip.compress(b'{"orderId": "gz-1"}') + after
+    fake.submit_replies = [gzipped_answer(body)]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="gz-ref")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert (submitted.code, submitted.stdout) == (0, "gz-1\n"), submitted.stderr
+
+
+async def test_a_gzip_answer_whose_second_member_is_cut_short_is_still_unread(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    member = gzip.compress(b'{"orderId": "gz-2"}')
+    fake.submit_replies = [gzipped_answer(member + member[:12])]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="gz-ref2")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    assert query(tmp_path, "SELECT reason FROM submissions") == [("answer_unread",)]
