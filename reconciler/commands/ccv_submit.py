@@ -133,7 +133,7 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a
         # page of any size: one masked, printable, bounded line.
         text = _one_line(answer.body.decode("utf-8", errors="replace"), secrets)
-        say(f"reconciler: submit answered HTTP {status}{where}: {text}", level)
+        say(f"reconciler: submit answered HTTP {status}{where}: {text or '(no body)'}", level)
     if answer.state == "uncertain":
         # A 3xx, a 5xx, a lost answer or a 2xx whose body was not read: CCV may have made the
         # order, and the same reference is refused from now on (409); a new one would make a
@@ -338,9 +338,19 @@ async def resolve_command(
         if isinstance(answer, int):
             return answer
         status, body = answer
-        if status != 200:
-            say(f"reconciler: error: {body.get('error')}")
+        error = body.get("error")
+        if status != 200 and isinstance(error, str):
+            say(f"reconciler: error: {_one_line(error, config_secrets(config))}")
             return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+        if status != 200 or body.get("state") != ("resolved" if made else "failed"):
+            # Not the daemon's answer as it gives it (another service on its port, say):
+            # nothing says the word was taken.
+            say(
+                f"reconciler: error: the daemon's answer was not understood (HTTP {status}); "
+                f"whether the submit of external reference {reference} is settled is not "
+                "known: `reconciler status` or `GET /api/v1/ccv/submissions/REF` says"
+            )
+            return EX_TEMPFAIL
     if made:
         print(
             f"{reference} made: its submit is closed as resolved (CCV has an order of it, not "

@@ -12,7 +12,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from reconciler.store import WriterLock
 from reconciler.writes.submit_outcome import (
     NOT_SENT_REFUSED_HEADER,
     OWN_HEADER,
@@ -21,7 +24,7 @@ from reconciler.writes.submit_outcome import (
 )
 from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import SUBMIT_PATH, FakeCCVWrites, json_reply, submit_body
-from tests.fake_providers import Raw
+from tests.fake_providers import Raw, Reply
 from tests.server.test_api import TOKEN, api_toml, serve_api
 from tests.writes.test_submit_crash import query
 
@@ -294,3 +297,43 @@ async def test_a_gzip_answer_whose_second_member_is_cut_short_is_still_unread(
     submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert submitted.code == 75, submitted.stderr
     assert query(tmp_path, "SELECT reason FROM submissions") == [("answer_unread",)]
+
+
+async def test_an_empty_answer_is_said_as_no_body(tmp_path: Path, fake: FakeCCVWrites) -> None:
+    fake.submit_replies = [Reply(303, "", headers={"Location": "/o/5"})]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="empty-1")).encode()
+    submitted = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert submitted.code == 75, submitted.stderr
+    said = f"reconciler: submit answered HTTP 303 (Location: {fake.base_url}/o/5): (no body)\n"
+    assert said in submitted.stderr, submitted.stderr
+
+
+@pytest.mark.parametrize(
+    ("status", "document"), [(201, {}), (200, {}), (200, {"state": "uncertain"}), (500, {})]
+)
+async def test_ccv_resolve_says_an_answer_not_the_daemons_was_not_understood(
+    tmp_path: Path, fake: FakeCCVWrites, status: int, document: dict[str, str]
+) -> None:
+    # It printed `reconciler: error: None`, or took a foreign service's 200 for the word taken.
+    port = free_port()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(port))
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(document, status=status)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/ccv/submissions/resolve", answer)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    lock = WriterLock(tmp_path / "reconciler.db")
+    lock.acquire()  # the daemon holds the store: the command goes through its API
+    try:
+        result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "r-1", "--not-sent")
+    finally:
+        lock.release()
+        await server.close()
+    assert result.code == 75, result.stderr
+    assert f"the daemon's answer was not understood (HTTP {status})" in result.stderr
+    assert "None" not in result.stderr and result.stdout == ""
