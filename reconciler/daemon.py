@@ -280,11 +280,7 @@ class Daemon:
             receiver,
             self.hub,
             ccv_accounts=[c.name for c in self.config.ccv],
-            ccnow_tokens={
-                c.name: c.notification_token
-                for c in self.config.ccnow
-                if c.notification_token is not None
-            },
+            ccnow_tokens={c.name: c.notification_token for c in self.config.ccnow},
             metrics=self.metrics,
             checks_stop_timeout_s=NOTIFICATION_CHECKS_STOP_TIMEOUT_S,
         )

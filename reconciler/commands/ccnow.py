@@ -15,7 +15,7 @@ async def ccnow_command(config: Config, args: argparse.Namespace) -> int:
 
     if args.ccnow_command == "resolve":
         account = await settling_account(config, "ccnow", args.account)
-        return await resolve_command(config, account, args.id, sent=args.sent)
+        return await resolve_command(config, account, args.id, sent=args.sent, action=args.action)
     cfg = configured_account(config.ccnow, choose_account(config, "ccnow", args.account))
     return await action_command(
         config,

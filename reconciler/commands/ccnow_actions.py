@@ -32,6 +32,7 @@ from reconciler.writes.ccnow_actions import (
     sort_out,
 )
 from reconciler.writes.ccnow_keys import made_before
+from reconciler.writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 
 from .accounts import account_names
@@ -209,8 +210,11 @@ async def _through_api(
     return _finish(cfg.name, action, body["commands"], int(body.get("sent", 0)))
 
 
-async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bool) -> int:
-    """Settle an order's uncertain action by a person's word (of an account the config may no
+async def resolve_command(
+    config: Config, account: str, raw_id: str, *, sent: bool, action: str | None = None
+) -> int:
+    """Settle an order's uncertain action (the uncertain commands of `action`, a word of
+    `--action`, or of its one action) by a person's word (of an account the config may no
     longer name: the word asks nothing of CCNow)."""
     from reconciler.runtime import writer_unless_held
 
@@ -223,35 +227,34 @@ async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bo
     except InvalidOrderId as exc:
         say(f"reconciler: error: {exc}")
         return EX_DATAERR
-    settled: list[tuple[str, str, object]]  # (order id, action, command id)
+    stored = None if action is None else RESOLVE_ACTIONS[action]
+    settled: list[tuple[str, str, object]] = []  # (order id, action, command id)
+    refusal = NotResolved(order_id, stored, [])
     async with writer_unless_held(config) as rt:
         if rt is not None:
             sender = rt.action_sender()
-            found = await sender.resolve(account, order_id, sent=sent)
-            settled = [(c.order_id, c.action, c.id) for c in found]
-            await rt.delivery.drain(DELIVER_TIMEOUT_S)
+            try:
+                found = await sender.resolve(account, order_id, sent=sent, action=stored)
+            except NotResolved as exc:
+                refusal = exc
+            else:
+                settled = [(c.order_id, c.action, c.id) for c in found]
+                await rt.delivery.drain(DELIVER_TIMEOUT_S)
     if rt is None:
         # Under systemd the daemon always holds the store: it settles the command itself.
         if config.api is None:
             raise held_elsewhere("nothing was settled")
-        document = {"account": account, "order_id": order_id, "sent": sent}
-        answer = await post_to_api(
-            config.file, config.api, "/api/v1/ccnow/actions/resolve", document
-        )
+        answer = await _resolve_through_api(config, config.api, account, order_id, sent, action)
         if isinstance(answer, int):
             return answer
-        status, body = answer
-        commands = body.get("commands")
-        if status == 404:
-            settled = []
-        elif status != 200 or not isinstance(commands, list):
-            say(
-                f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
-            )
-            return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+        if isinstance(answer, NotResolved):
+            refusal = answer
         else:
-            settled = [(str(c["order_id"]), str(c["action"]), c["id"]) for c in commands]
+            settled = answer
     if not settled:
+        if words := refusal.message():
+            say(f"reconciler: error: {words}")
+            return EX_DATAERR
         elsewhere = [a for a in await _uncertain_accounts(config, order_id) if a != account]
         hint = f" of account {account!r}" if elsewhere else ""
         if elsewhere:
@@ -259,6 +262,31 @@ async def resolve_command(config: Config, account: str, raw_id: str, *, sent: bo
         say(f"reconciler: error: {order_id} has no uncertain action{hint}")
         return EX_DATAERR
     return _resolved(settled, sent=sent)
+
+
+async def _resolve_through_api(
+    config: Config, api: ApiConfig, account: str, order_id: str, sent: bool, action: str | None
+) -> int | NotResolved | list[tuple[str, str, object]]:
+    """Have the running daemon settle the commands: those it settled, its refusal (404, 409)
+    as the command words it, or the exit code of a failure."""
+    document: dict[str, object] = {"account": account, "order_id": order_id, "sent": sent}
+    if action is not None:
+        document["action"] = action
+    answer = await post_to_api(config.file, api, "/api/v1/ccnow/actions/resolve", document)
+    if isinstance(answer, int):
+        return answer
+    status, body = answer
+    commands = body.get("commands")
+    if status in (404, 409):
+        uncertain = body.get("uncertain")
+        left = [(int(c["id"]), str(c["action"])) for c in uncertain or []]
+        return NotResolved(order_id, None if action is None else RESOLVE_ACTIONS[action], left)
+    if status != 200 or not isinstance(commands, list):
+        say(
+            f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
+        )
+        return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
+    return [(str(c["order_id"]), str(c["action"]), c["id"]) for c in commands]
 
 
 async def _uncertain_accounts(config: Config, order_id: str) -> list[str]:

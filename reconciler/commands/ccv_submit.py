@@ -21,6 +21,7 @@ from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields, say
 from ..redact import config_secrets, redact
 from ..store.submissions import State
+from ..writes.ccv_http import masked_answer
 from ..writes.daemon_api import (
     authorization,
     held_elsewhere,
@@ -132,7 +133,8 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
     else:
         # CCV's error answer may echo what it was sent (the key, the signed URL) and may be a
         # page of any size: one masked, printable, bounded line.
-        text = _one_line(answer.body.decode("utf-8", errors="replace"), secrets)
+        # A JSON answer may echo one in an escape (`\\u002B`): masked as the API passes it back.
+        text = _one_line(masked_answer(answer.body, secrets)[0].decode("utf-8", "replace"), secrets)
         say(f"reconciler: submit answered HTTP {status}{where}: {text or '(no body)'}", level)
     if answer.state == "uncertain":
         # A 3xx, a 5xx, a lost answer or a 2xx whose body was not read: CCV may have made the

@@ -41,11 +41,13 @@ NO_STATUS = "(no status yet)"  # the orders no answer gave a status yet
 
 def status_word(word: str | None, placeholder: str = NO_STATUS) -> str:
     """A provider's status word as a table prints it (`status`'s ORDERS, `orders`, `events`),
-    `placeholder` for none: one that could read as the placeholder, or as a word so quoted, in
-    double quotes (CCV may answer `(no status yet)`, or `-`)."""
+    `placeholder` for none: one that could read as the placeholder, as a word so quoted, or as
+    a change (`A -> B`, in `events`' CHANGE column), in double quotes (CCV may answer
+    `(no status yet)`, `-`, or any text)."""
     if word is None:
         return placeholder
-    return f'"{word}"' if word == placeholder or word.startswith(("(", '"')) else word
+    quoted = word == placeholder or word.startswith(("(", '"')) or "->" in word
+    return f'"{word}"' if quoted else word
 
 
 class _Stream(Protocol):
@@ -194,7 +196,8 @@ def _to_do(a: AccountStatus) -> str:
         else:
             todo.append(
                 f"look each order up in CCNow's backroom ({named}), then "
-                f"`reconciler ccnow resolve ID --sent|--not-sent{account}`"
+                f"`reconciler ccnow resolve ID --sent|--not-sent{account}` (with `--action "
+                "ACTION` for an order with uncertain actions of several kinds)"
             )
     if a.sending_of:
         provider = "CCV" if a.source == "ccv" else "CCNow"

@@ -34,6 +34,9 @@ log = logging.getLogger("reconciler.api")
 MAX_FEED_LIMIT = 1000
 DEFAULT_FEED_LIMIT = 100
 CURSOR = re.compile(r"[0-9]{1,18}", re.ASCII)
+DIGITS = re.compile(r"[0-9]+", re.ASCII)
+# A cursor past every seq a feed will hold, and within SQLite's integers.
+BEYOND_EVERY_SEQ = 10**18
 EVENT_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
 EVENT_TYPES = tuple(t.value for t in EventType)
 _TRACK_FIELDS = frozenset({"source", "order_id", "external_reference", "account", "relink"})
@@ -187,8 +190,11 @@ class Orders:
     async def events(self, request: web.Request) -> web.Response:
         """GET /api/v1/events?after=CURSOR|EVENT_ID&limit=N&type=T: the feed in commit order."""
         after_text = request.query.get("after", "0")
-        if CURSOR.fullmatch(after_text):
-            after = int(after_text)
+        if DIGITS.fullmatch(after_text):
+            # Of more digits than any seq: beyond the feed (409), as a smaller one past its
+            # newest is. Clamped, no integer past SQLite's (or int()'s digit limit) is read.
+            digits = after_text.lstrip("0") or "0"
+            after = int(digits) if len(digits) <= 18 else BEYOND_EVERY_SEQ
         elif EVENT_ID.fullmatch(after_text):
             # An event's own id works as a cursor too: the events after it.
             found = await self.deps.reader.events.seq_of(after_text.lower())

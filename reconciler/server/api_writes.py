@@ -13,10 +13,11 @@ from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import InvalidOrderId, Source, normalize_ccnow_id
-from ..redact import redact, redact_body
+from ..redact import mask, redact, text_forms
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
-from ..writes.ccv_http import NotSent, Uncertain, send_once
+from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
+from ..writes.ccv_http import NotSent, Uncertain, masked_answer, send_once, sendable
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
 from ..writes.submit import not_settled
@@ -143,13 +144,14 @@ class Writes:
         return web.json_response(answer, status=202)
 
     async def ccnow_resolve(self, request: web.Request) -> web.Response:
-        """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?}`: settle an
-        order's uncertain action by a person's word (`ccnow resolve` while the daemon runs)."""
+        """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?, "action"?}`:
+        settle an order's uncertain action by a person's word (`ccnow resolve` while the daemon
+        runs)."""
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
         for name in doc:
-            if name not in ("order_id", "sent", "account"):
+            if name not in ("order_id", "sent", "account", "action"):
                 raise unknown_field(name)
         # An account the config no longer names may still hold uncertain actions.
         sender = self.deps.actions
@@ -167,9 +169,15 @@ class Writes:
             raise BadRequest(422, f"order_id: {exc}", "order_id") from None
         if not isinstance(sent, bool):
             raise BadRequest(422, "sent: required, true (CCNow has it) or false", "sent")
-        found = await sender.resolve(account, order_id, sent=sent)
-        if not found:
-            raise BadRequest(404, f"{order_id} has no uncertain action", "order_id")
+        action = doc.get("action")
+        if action is not None and (not isinstance(action, str) or action not in RESOLVE_ACTIONS):
+            words = ", ".join(RESOLVE_ACTIONS)
+            raise BadRequest(422, f"action: one of {words}, or none", "action")
+        stored = None if action is None else RESOLVE_ACTIONS[action]
+        try:
+            found = await sender.resolve(account, order_id, sent=sent, action=stored)
+        except NotResolved as exc:
+            raise _not_resolved(exc) from None
         resolved = await sender.commands([c.id for c in found])
         return web.json_response({"commands": [command_json(c) for c in resolved]})
 
@@ -233,15 +241,37 @@ class Writes:
     def _passed_back(
         self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
     ) -> web.Response:
-        """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4)."""
-        masked = redact_body(body, self.deps.secrets)
-        headers = dict(headers)
-        if "Location" in headers:
-            # CCV's own URL, which may carry what it echoed (the key in a query).
-            headers["Location"] = redact(headers["Location"], self.deps.secrets)
-        response = web.Response(status=status, body=masked, headers=headers)
-        response.headers["Content-Type"] = content_type or "application/octet-stream"
+        """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4) and
+        a header of its that cannot be passed on (left out: aiohttp would fail the whole
+        answer, after the submit was recorded)."""
+        if not 200 <= status <= 599:
+            return _not_passed_on(status, headers)
+        forms = text_forms(self.deps.secrets)
+        kept: dict[str, str] = {}
+        for name, value in headers.items():
+            # CCV's own (Location, Retry-After) may carry what it echoed (the key in a query).
+            value = mask(value, forms)
+            if sendable(value):
+                kept[name] = value
+        masked, again = masked_answer(body, self.deps.secrets)
+        if again:  # written again as UTF-8 JSON, whatever CCV's charset said
+            content_type = "application/json; charset=utf-8"
+        response = web.Response(status=status, body=masked, headers=kept)
+        content_type = mask(content_type, forms)
+        sent = content_type if content_type and sendable(content_type) else None
+        response.headers["Content-Type"] = sent or "application/octet-stream"
         return response
+
+
+def _not_passed_on(status: int, headers: Mapping[str, str]) -> web.Response:
+    """reconciler's 502 for CCV's status no client takes passed on (a 1xx, a 101 Switching
+    Protocols one would wait on for ever, a status past 599), with its own headers (where the
+    submission stands) and none of CCV's."""
+    own = f"CCV answered HTTP {status}, which cannot be passed on"
+    kept = {name: value for name, value in headers.items() if name.startswith("Reconciler-")}
+    if STATE_HEADER in kept:
+        kept[OWN_HEADER] = own_header(own)
+    return web.json_response({"error": own}, status=502, headers=kept)
 
 
 def _submission_json(found: subs.Submission) -> dict[str, object]:
@@ -257,3 +287,15 @@ def _submission_json(found: subs.Submission) -> dict[str, object]:
         "created_at": iso_time(found.created_at),
         "closed_at": None if found.closed_at is None else iso_time(found.closed_at),
     }
+
+
+def _not_resolved(exc: NotResolved) -> BadRequest:
+    """404 when nothing of the action asked (or nothing at all) is uncertain, 409 when the
+    order's uncertain commands are of several actions and none was named; `uncertain` lists
+    them (`id`, `action` as `"action"` takes it) for the caller to choose."""
+    uncertain = [{"id": i, "action": action_word(a)} for i, a in exc.uncertain]
+    words = exc.message(lambda w: f'"action": "{w}"')
+    if exc.several:
+        return BadRequest(409, words, "action", uncertain=uncertain)
+    message = words or f"{exc.order_id} has no uncertain action"
+    return BadRequest(404, message, "action" if words else "order_id", uncertain=uncertain)

@@ -71,7 +71,7 @@ class _Handler:
         receiver: ReceiverConfig,
         hub: NotificationHub,
         ccv_accounts: Sequence[str],
-        ccnow_tokens: Mapping[str, Secret],
+        ccnow_tokens: Mapping[str, Secret | None],
         metrics: Metrics,
         clock: Callable[[], float],
     ) -> None:
@@ -279,7 +279,7 @@ def build_app(
     hub: NotificationHub,
     *,
     ccv_accounts: Sequence[str],
-    ccnow_tokens: Mapping[str, Secret],
+    ccnow_tokens: Mapping[str, Secret | None],
     metrics: Metrics,
     clock: Callable[[], float] = time.time,
     checks_stop_timeout_s: float = 0.0,
@@ -288,7 +288,14 @@ def build_app(
     which lets them end within `checks_stop_timeout_s` and then cancels the rest."""
     handler = _Handler(receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock)
     metrics.expect_notifications(
-        [s for s, on in (("ccv", ccv_accounts), ("ccnow", ccnow_tokens)) if on]
+        [
+            s
+            for s, on in (
+                ("ccv", bool(ccv_accounts)),
+                ("ccnow", any(t is not None for t in ccnow_tokens.values())),
+            )
+            if on
+        ]
     )
     app = web.Application(client_max_size=receiver.max_body_bytes)
     app[DEBOUNCER] = handler.debouncer

@@ -90,7 +90,7 @@ class Screen:
         self,
         receiver: ReceiverConfig,
         ccv_accounts: Sequence[str],
-        ccnow_tokens: Mapping[str, Secret],
+        ccnow_tokens: Mapping[str, Secret | None],
     ) -> None:
         self.receiver = receiver
         self.ccv_accounts = frozenset(ccv_accounts)
@@ -167,6 +167,7 @@ class Screen:
             [
                 hmac.compare_digest(given, t.reveal().encode("utf-8"))
                 for t in self.ccnow_tokens.values()
+                if t is not None
             ]
         )
 
@@ -174,6 +175,10 @@ class Screen:
         """Take a CCNow path of an account with a notification token, carrying that token."""
         account, token = decode_segment(target.account), decode_segment(target.token)
         expected = self.ccnow_tokens.get(account) if account is not None else None
+        if account is not None and expected is None and account in self.ccnow_tokens:
+            # Configured, but CCNow was never meant to call it: a token given to CCNow and not
+            # to this config (or taken out of it).
+            raise Rejected(404, "no_notification_token", source="ccnow", account=account)
         if account is None or expected is None:
             if account is not None and token is not None and self._a_token(token):
                 # A configured token under an account's old name: CCNow still calls the URL

@@ -94,8 +94,8 @@ def is_ccv_answer(reply: Reply) -> bool:
 
 def _status_of(value: str) -> str | None:
     """Return the orderStatus word as kept (verbatim, but for blanks around it), or None when
-    it is not something a log line and a database can hold."""
-    word = value.strip()
+    a log line and a database cannot hold it (`"Completed\\n"`: no end state CCV meant)."""
+    word = value.strip(_BLANKS)
     return word if 0 < len(word) <= MAX_STATUS_LENGTH and word.isprintable() else None
 
 

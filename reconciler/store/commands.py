@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..events import Event, action_event, action_resolved_event
+from ..events import Event, action_event
 from .db import Store
 from .sql import CHUNK, marks, values
 
@@ -351,34 +351,6 @@ async def close(
     async with store.transaction():
         await close_within(store, closes, now)
         await store.events.add(events)
-
-
-async def resolve(
-    store: Store, account: str, order_id: str, state: State, answer: str, now: float
-) -> list[Command]:
-    """Close an order's uncertain commands as `state` (`sent` or `not_sent`, a person's word),
-    each with its `order.action_resolved`, in one transaction; return them as they were. Read
-    in the transaction that closes them: two resolves of one order settle it once."""
-    async with store.transaction():
-        found = await of_order(store, account, order_id, ["uncertain"])
-        await close_within(store, [(c.id, state, answer) for c in found], now)
-        await store.events.add(
-            [
-                action_resolved_event(
-                    store.store_id,
-                    c.id,
-                    account=c.account,
-                    order_id=c.order_id,
-                    action=c.action,
-                    resolved=state,
-                    answer=answer,
-                    uncertain_at=c.closed_at,
-                    time=now,
-                )
-                for c in found
-            ]
-        )
-    return found
 
 
 async def by_key_heads(store: Store, account: str, heads: Sequence[str]) -> list[Command]:

@@ -63,13 +63,13 @@ from reconciler.writes.ccnow_outcome import (
     make_uncertain,
     outcome,
     refuse_second,
-    resolve_by_hand,
     retry_delay,
     says_down_for,
     settle,
     sort_out,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, post_batch, read_status
+from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -387,10 +387,12 @@ class ActionSender:
         await make_uncertain(self.store, commands, why, now=self.clock())
         self.on_commit()
 
-    async def resolve(self, account: str, order_id: str, *, sent: bool) -> list[cmds.Command]:
-        """Settle an order's uncertain commands by a person's word, each with its
-        `order.action_resolved`; return them."""
-        found = await resolve_by_hand(self.store, account, order_id, sent, now=self.clock())
-        if found:
-            self.on_commit()
+    async def resolve(
+        self, account: str, order_id: str, *, sent: bool, action: cmds.Action | None = None
+    ) -> list[cmds.Command]:
+        """Settle an order's uncertain commands (of `action`) by a person's word, each with its
+        `order.action_resolved`; return them (`NotResolved` when none is)."""
+        now = self.clock()
+        found = await resolve_by_hand(self.store, account, order_id, sent, now=now, action=action)
+        self.on_commit()
         return found

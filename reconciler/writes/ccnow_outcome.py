@@ -72,14 +72,20 @@ async def _open_adjust(store: Store, c: cmds.NewCommand, accounts: Sequence[str]
     would settle them as one)."""
     earlier = await cmds.of_order(store, c.account, c.order_id, ["queued", "sending", "uncertain"])
     adjust = next((e for e in earlier if e.action == "adjust"), None)
-    return None if adjust is None else second_discount(adjust, accounts)
+    # A resolve without `--action` refuses an order whose uncertain ones are of several actions.
+    several = len({e.action for e in earlier if e.state == "uncertain"}) > 1
+    return None if adjust is None else second_discount(adjust, accounts, several=several)
 
 
-def second_discount(earlier: cmds.Command, accounts: Sequence[str]) -> str:
+def second_discount(
+    earlier: cmds.Command, accounts: Sequence[str], *, several: bool = False
+) -> str:
     """Why a discount is refused while an earlier one of its order is open (`accounts`: the
-    configured CCNow accounts)."""
+    configured CCNow accounts; `several`: the order's uncertain commands are of several
+    actions, so the resolve advised names the adjust's)."""
     if earlier.state == "uncertain":
         option = account_option(accounts, earlier.account)
+        option += " --action adjust" if several else ""
         return (
             f"an earlier discount of this order (#{earlier.id}) is uncertain: settle it with "
             f"`reconciler ccnow resolve {earlier.order_id} --sent|--not-sent{option}` first"
@@ -372,21 +378,3 @@ def event_of(store: Store, c: cmds.Command, state: str, answer: str | None, now:
         answer=answer,
         time=now,
     )
-
-
-async def resolve_by_hand(
-    store: Store, account: str, order_id: str, sent: bool, *, now: float
-) -> list[cmds.Command]:
-    """Settle an order's uncertain commands by a person's word, each with its
-    `order.action_resolved`, and log it; return them."""
-    state: cmds.State = "sent" if sent else "not_sent"
-    words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
-    found = await cmds.resolve(store, account, order_id, state, words, now)
-    if found:
-        log.info(
-            "ccnow.action_resolved",
-            extra=fields(
-                account=account, order_id=order_id, commands=[c.id for c in found], state=state
-            ),
-        )
-    return found

@@ -399,3 +399,9 @@ async def test_orders_and_events_quote_a_status_word_that_reads_as_their_placeho
     events = (await call_cli("--config", cfg, "events")).stdout.splitlines()
     changes = [" ".join(line.split()[4:-2]) for line in events if "status_changed" in line]
     assert changes == ['"-" -> New', 'New -> "-"'], events
+    # A word holding the arrow would read as two changes.
+    fake_ccv.orders[CCV_IDS[1]] = "A -> B"
+    assert (await call_cli("--config", cfg, "catch-up")).code == 75
+    events = (await call_cli("--config", cfg, "events")).stdout.splitlines()
+    changes = [" ".join(line.split()[4:-2]) for line in events if "status_changed" in line]
+    assert changes[-1] == 'New -> "A -> B"', events

@@ -145,3 +145,20 @@ async def test_a_ccnow_url_with_a_configured_token_under_an_old_account_name_is_
         "account_not_configured",
     )
     assert CCNOW_TOKEN not in caplog.text
+
+
+async def test_a_ccnow_url_of_a_configured_account_without_a_token_says_so(
+    hub: FakeHub, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not "no longer configured": the account is there, CCNow was given a token it was not.
+    caplog.set_level(logging.INFO, logger="reconciler.server")
+    tokens: dict[str, Secret | None] = {"default": Secret(CCNOW_TOKEN), "plain": None}
+    app = build_app(RECEIVER, hub, ccv_accounts=["default"], ccnow_tokens=tokens, metrics=metrics)
+    async with TestClient(served(app)) as client:
+        assert (await send(client, "POST", f"/notify/ccnow/plain/{CCNOW_TOKEN}"))[0] == 404
+        assert (await send(client, "POST", "/notify/ccnow/plain/other-token"))[0] == 404
+    assert hub.calls == []
+    (line,) = lines(caplog, "notification.rejected")
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["account"], fields["reason"]) == ("plain", "no_notification_token")
+    assert "notification_token" in fields["hint"] and CCNOW_TOKEN not in caplog.text

@@ -518,6 +518,11 @@ async def test_not_the_protocol_fails_the_check(
         '{"orderStatus": ""}',
         '{"orderStatus": "   "}',
         '{"orderStatus": "New\\nline"}',
+        # A control character or a line separator at an end is no blank: not dropped.
+        '{"orderStatus": "Completed\\n"}',
+        '{"orderStatus": "\\u001fCompleted"}',
+        '{"orderStatus": "Completed\\u0085"}',
+        '{"orderStatus": "\\u2028x"}',
         '{"orderStatus": "%s"}' % ("x" * 65),
     ],
     ids=lambda body: body[:24],

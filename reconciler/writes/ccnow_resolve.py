@@ -1,0 +1,144 @@
+"""A person's word on an order's uncertain CCNow actions (`ccnow resolve`, the API's
+`POST /ccnow/actions/resolve`).
+
+One word settles one action: an order may hold a ship and an adjust both uncertain, and CCNow's
+backroom may show the one taken and not the other. So when the order's uncertain commands are
+of several actions and none is named, nothing is settled: `--sent` would mark a discount never
+taken sent, `--not-sent` a discount taken not sent (and a second one could then be taken).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from reconciler.events import action_resolved_event
+from reconciler.logs import fields
+from reconciler.store import Store
+from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_form import ACTIONS
+
+# The sender's logger: its lines name the module that sends.
+log = logging.getLogger("reconciler.writes.ccnow_actions")
+
+# The words `--action` (and the API's `"action"`) take: the command line's own, and `track`,
+# the stored name events and `status` show for `add-tracking`.
+RESOLVE_ACTIONS: dict[str, cmds.Action] = {**ACTIONS, "track": "track"}
+_WORD: dict[str, str] = {stored: word for word, stored in ACTIONS.items()}
+
+
+def action_word(action: str) -> str:
+    """The command line's word for a stored action (`track` -> `add-tracking`)."""
+    return _WORD.get(action, action)
+
+
+def cli_option(word: str) -> str:
+    return f"--action {word}"
+
+
+class NotResolved(Exception):
+    """Nothing was settled. `action`: the one asked for (a stored name), None for any;
+    `uncertain`: the order's uncertain commands, (id, stored action), oldest first."""
+
+    def __init__(
+        self, order_id: str, action: str | None, uncertain: Sequence[tuple[int, str]]
+    ) -> None:
+        super().__init__(order_id)
+        self.order_id = order_id
+        self.action = action
+        self.uncertain = list(uncertain)
+
+    @property
+    def several(self) -> bool:
+        """Refused: the order's uncertain commands are of several actions, and none was named."""
+        return self.action is None and len({a for _, a in self.uncertain}) > 1
+
+    def listed(self) -> str:
+        """`ship (#1) and adjust (#2, #3)`: each action's uncertain commands."""
+        of: dict[str, list[str]] = {}
+        for i, a in self.uncertain:
+            of.setdefault(action_word(a), []).append(f"#{i}")
+        parts = [f"{word} ({', '.join(ids)})" for word, ids in of.items()]
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+    def message(self, option: Callable[[str], str] = cli_option) -> str:
+        """The refusal, `option` naming how to choose an action (the command line's or the
+        API's words); empty when the order has nothing uncertain (the caller words that)."""
+        if self.several:
+            words = list(dict.fromkeys(action_word(a) for _, a in self.uncertain))
+            choices = " or ".join(f"`{option(w)}`" for w in words)
+            return (
+                f"{self.order_id} has uncertain actions of several kinds, {self.listed()}: "
+                f"nothing settled; look in CCNow's backroom for each and settle one at a time "
+                f"with {choices}"
+            )
+        if self.action is not None and self.uncertain:
+            return (
+                f"{self.order_id} has no uncertain {action_word(self.action)} action; "
+                f"uncertain: {self.listed()} (nothing settled)"
+            )
+        return ""
+
+
+async def resolve_by_hand(
+    store: Store,
+    account: str,
+    order_id: str,
+    sent: bool,
+    *,
+    now: float,
+    action: cmds.Action | None = None,
+) -> list[cmds.Command]:
+    """Settle an order's uncertain commands of `action` (of its one action when None) by a
+    person's word, each with its `order.action_resolved`, and log it; return them. Raise
+    `NotResolved` when none is settled."""
+    state: cmds.State = "sent" if sent else "not_sent"
+    words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
+    found = await _resolve(store, account, order_id, state, words, now, action)
+    log.info(
+        "ccnow.action_resolved",
+        extra=fields(
+            account=account, order_id=order_id, commands=[c.id for c in found], state=state
+        ),
+    )
+    return found
+
+
+async def _resolve(
+    store: Store,
+    account: str,
+    order_id: str,
+    state: cmds.State,
+    answer: str,
+    now: float,
+    action: cmds.Action | None,
+) -> list[cmds.Command]:
+    """Close the chosen uncertain commands as `state` (`sent` or `not_sent`), each with its
+    `order.action_resolved`, in one transaction; return them as they were. Read in the
+    transaction that closes them: two resolves of one order settle it once."""
+    async with store.transaction():
+        uncertain = await cmds.of_order(store, account, order_id, ["uncertain"])
+        found = [c for c in uncertain if action is None or c.action == action]
+        refusal = NotResolved(order_id, action, [(c.id, c.action) for c in uncertain])
+        if not found or refusal.several:
+            found = []
+        await cmds.close_within(store, [(c.id, state, answer) for c in found], now)
+        await store.events.add(
+            [
+                action_resolved_event(
+                    store.store_id,
+                    c.id,
+                    account=c.account,
+                    order_id=c.order_id,
+                    action=c.action,
+                    resolved=state,
+                    answer=answer,
+                    uncertain_at=c.closed_at,
+                    time=now,
+                )
+                for c in found
+            ]
+        )
+    if not found:
+        raise refusal
+    return found

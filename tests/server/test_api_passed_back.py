@@ -1,0 +1,233 @@
+"""What the integration API passes back of CCV's answers (probe 41), over real HTTP against a
+fake CCV that answers raw bytes where aiohttp's server would refuse to: a header of CCV's that
+cannot be sent (a control character, no latin-1 letter) or that is no valid value is left out
+instead of failing the whole answer after the submit was recorded; a secret CCV echoed in a
+JSON escape, or in a header, is masked; a status no client can take is reconciler's 502."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from reconciler.writes.ccv_http import masked_answer
+from tests.conftest import call_cli, free_port, write_config
+from tests.fake_ccv_writes import FakeCCVWrites, submit_body
+from tests.fake_providers import CCV_KEY, Raw, Reply
+from tests.server.test_api import GOOD_PRICES, Api, api_toml
+
+
+def raw(status_line: str, headers: bytes, body: bytes = b'{"orderId": "CCV-1"}') -> Raw:
+    """CCV's answer as these bytes exactly: a status line, header lines (each ending in CRLF),
+    and `body` with its length."""
+    head = f"HTTP/1.1 {status_line}\r\n".encode() + headers
+    return Raw(raw=head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+# Header lines aiohttp's server refuses to send on: a control character (kept by aiohttp's
+# client), a byte that is no UTF-8 (read as a surrogate), a letter beyond latin-1.
+UNSENDABLE_CONTENT_TYPES = [
+    b"Content-Type: application/json;\x01\r\n",
+    b"Content-Type: application/json;\x7f\r\n",
+    b"Content-Type: application/json\xff\r\n",
+]
+
+
+@pytest.mark.parametrize("line", UNSENDABLE_CONTENT_TYPES)
+async def test_a_content_type_that_cannot_be_sent_is_replaced_not_a_dropped_answer(
+    api: Api, fake: FakeCCVWrites, line: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.submit_replies = [raw("201 Created", line)]
+    fake.pricing_replies = [raw("200 OK", line, b'{"message": "set"}')]
+    status, document, headers = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="ct-1")
+    )
+    assert (status, document) == (201, {"orderId": "CCV-1"})
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Reconciler-Submission-State"] == "succeeded"
+    assert api.submission("ct-1") == ("succeeded", "CCV-1")
+    status, document, headers = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert (status, document) == (200, {"message": "set"})
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_a_location_that_cannot_be_sent_is_left_out_and_kept_with_the_submission(
+    api: Api, fake: FakeCCVWrites, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # A port yarl refuses: passed on as it came (less any user), a control character in it.
+    location = b"Location: http://h:99999/order/a\x01b\r\nContent-Type: application/json\r\n"
+    fake.submit_replies = [raw("303 See Other", location, b"{}")]
+    status, document, headers = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="loc-1")
+    )
+    assert (status, document) == (303, {})
+    assert "Location" not in headers
+    assert headers["Reconciler-Submission-State"] == "uncertain"
+    # The submission still says where CCV pointed, as `GET /ccv/submissions/{ref}` shows it.
+    status, stored, _ = await api.call("GET", "/api/v1/ccv/submissions/loc-1")
+    assert (status, stored["state"], stored["location"]) == (
+        200,
+        "uncertain",
+        "http://h:99999/order/a\x01b",
+    )
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+RETRY_AFTERS = [
+    b"\x01Wed, 02 Dec 2026 07:00:00 GMT",
+    # Python's date reader takes these; no HTTP date is any of them.
+    b"Wed, 02 Dec 2026 07:00:00 GMT junk",
+    b"2 Dec 2026 07:00:00 -0000",
+    b"5 seconds",
+]
+
+
+@pytest.mark.parametrize("value", RETRY_AFTERS)
+async def test_a_retry_after_that_is_no_http_date_nor_seconds_is_left_out(
+    api: Api, fake: FakeCCVWrites, value: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    line = b"Content-Type: application/json\r\nRetry-After: " + value + b"\r\n"
+    slow = b'{"error": "slow down"}'
+    fake.submit_replies = [raw("429 Too Many Requests", line, slow)]
+    fake.pricing_replies = [raw("429 Too Many Requests", line, slow)]
+    for method, path, body in (
+        ("POST", "/api/v1/ccv/orders", submit_body(externalReference="ra-1")),
+        ("PATCH", "/api/v1/ccv/pricing", GOOD_PRICES),
+    ):
+        status, document, headers = await api.call(method, path, body=body)
+        assert (status, document) == (429, {"error": "slow down"})
+        assert "Retry-After" not in headers
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_a_retry_after_of_seconds_or_an_http_date_is_passed_back(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    for value in ("120", "Wed, 02 Dec 2026 07:00:00 GMT"):
+        line = f"Content-Type: application/json\r\nRetry-After: {value}\r\n".encode()
+        fake.pricing_replies = [raw("429 Too Many Requests", line, b"{}")]
+        status, _, headers = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+        assert (status, headers["Retry-After"]) == (429, value)
+
+
+async def test_a_secret_in_ccvs_content_type_or_retry_after_is_not_passed_back(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    fake.submit_replies = [
+        raw("201 Created", f"Content-Type: application/json; {CCV_KEY}\r\n".encode())
+    ]
+    status, _, headers = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="hk-1")
+    )
+    assert status == 201
+    assert CCV_KEY not in headers["Content-Type"]
+    assert headers["Content-Type"] == "application/json; ***"
+    line = f"Retry-After: Wed, 02 Dec 2026 07:00:00 {CCV_KEY}\r\n".encode()
+    fake.pricing_replies = [raw("429 Too Many Requests", line, b"{}")]
+    status, _, headers = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert status == 429
+    assert CCV_KEY not in json.dumps(dict(headers))
+    assert "Retry-After" not in headers
+
+
+# CCV's JSON answers echoing the key in escapes json.dumps never writes: a .NET serializer's
+# `\u002B`, PHP's `\/`, every letter escaped, or the whole answer in UTF-16.
+PLUS_KEY = "t_Ab+Cd/Ef=Gh12"
+ESCAPED_ECHOES = [
+    b'{"message": "key t_Ab\\u002BCd/Ef=Gh12 is not allowed"}',
+    b'{"message": "key t_Ab+Cd\\/Ef=Gh12"}',
+    b'{"t_Ab\\u002bCd\\/Ef=Gh12": ["\\u0074\\u005f\\u0041b+Cd/Ef=Gh12"], "n": 1.50}',
+    '{"message": "key t_Ab+Cd/Ef=Gh12"}'.encode("utf-16"),
+    '{"message": "key t_Ab+Cd/Ef=Gh12"}'.encode("utf-32-le"),
+]
+
+
+@pytest.mark.parametrize("echo", ESCAPED_ECHOES)
+def test_a_key_echoed_in_a_json_escape_is_masked_and_the_answer_written_again(
+    echo: bytes,
+) -> None:
+    masked, again = masked_answer(echo, [PLUS_KEY])
+    assert again
+    document = json.loads(masked.decode("utf-8"))
+    assert PLUS_KEY not in json.dumps(document, ensure_ascii=False)
+    assert "***" in json.dumps(document)
+    # The rest as it came: a number keeps its spelling.
+    if b"1.50" in echo:
+        assert masked.endswith(b'"n": 1.50}')
+
+
+def test_an_answer_without_a_key_in_an_escape_is_passed_on_byte_for_byte() -> None:
+    for body in (
+        b'{"message": "caf\\u00e9 \\/ ok", "n": 1.50}',
+        '{"message": "ok"}'.encode("utf-16"),
+        b"<p>t_Ab\\u002BCd</p> not json",
+    ):
+        assert masked_answer(body, [PLUS_KEY]) == (body, False)
+
+
+ESCAPED_KEY = CCV_KEY.replace("_", "\\u005f").replace("-", "\\u002D")
+
+
+async def test_a_key_ccv_echoes_in_a_json_escape_is_masked_in_the_answer_passed_back(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    echo = json.dumps({"message": "invalid key KEY"}).replace("KEY", ESCAPED_KEY)
+    fake.submit_replies = [Reply(400, echo, "application/json")]
+    utf16 = b"Content-Type: application/json; charset=utf-16\r\n"
+    fake.pricing_replies = [raw("400 Bad Request", utf16, echo.encode("utf-16"))]
+    for method, path, body in (
+        ("POST", "/api/v1/ccv/orders", submit_body(externalReference="esc-1")),
+        ("PATCH", "/api/v1/ccv/pricing", GOOD_PRICES),
+    ):
+        status, document, headers = await api.call(method, path, body=body)
+        assert (status, document) == (400, {"message": "invalid key ***"})
+        assert headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+async def test_ccv_submit_prints_a_key_echoed_in_a_json_escape_masked(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    echo = json.dumps({"message": "invalid key KEY"}).replace("KEY", ESCAPED_KEY)
+    fake.submit_replies = [Reply(400, echo, "application/json")]
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    stdin = json.dumps(submit_body(externalReference="esc-2")).encode()
+    result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
+    assert result.code == 65, result.stderr
+    assert "invalid key ***" in result.stderr, result.stderr
+    assert "fake" not in result.stderr.replace("fake-ccv", ""), result.stderr
+
+
+# A status no client takes passed on: a 101 switches the connection to another protocol (the
+# client waits on it for ever), and one past 599 is no HTTP status.
+ODD_STATUSES = [
+    ("101 Switching Protocols", b"Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+    ("600 Weird", b"Content-Type: application/json\r\nLocation: /order/o-600\r\n"),
+]
+
+
+@pytest.mark.parametrize(("status_line", "headers"), ODD_STATUSES)
+async def test_a_status_outside_200_to_599_is_reconcilers_502_with_where_it_stands(
+    api: Api, fake: FakeCCVWrites, status_line: str, headers: bytes
+) -> None:
+    status = status_line.split()[0]
+    fake.submit_replies = [raw(status_line, headers, b"{}")]
+    fake.pricing_replies = [raw(status_line, headers, b"{}")]
+    answered, document, got = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="odd-1")
+    )
+    own = f"CCV answered HTTP {status}, which cannot be passed on"
+    assert (answered, document) == (502, {"error": own})
+    assert got["Reconciler-Submission-State"] == "uncertain"
+    assert got["Reconciler-External-Reference"] == "odd-1"
+    assert got["Reconciler-Submission-Own-Answer"] == own
+    assert "Location" not in got and "Upgrade" not in got
+    assert api.rows("SELECT state, reason FROM submissions") == [("uncertain", f"http_{status}")]
+    answered, document, got = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert (answered, document) == (502, {"error": own})
+    assert got["Reconciler-Pricing-Warnings"] == "0"
