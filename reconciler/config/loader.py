@@ -42,7 +42,7 @@ from .secret import (
     secret_names,
     token_problem,
 )
-from .sinks import SinkReader
+from .sinks import SinkReader, secret_key
 from .table import Table, control_problem, file_path
 from .values import may_be_one_address, parse_duration, parse_listen, type_name
 
@@ -139,6 +139,10 @@ class Loader:
             store_path=store_path,
             config_path=None if names_a_descriptor(self.file) else Path(self.file),
         ).sinks(top)
+        if (key := secret_key(self.secrets, store_path)) is not None:
+            # Every command then refused it as no database (74), leaving a `.lock` beside it.
+            problem = f"{store_path} is the file {key} names; the store needs a file of its own"
+            raise ConfigError(self.file, "store.path", problem)
         alerts = self.alerts(top.table("alerts", ("stuck_after",)))
         return Config(
             file=self.file,

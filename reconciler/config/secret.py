@@ -222,7 +222,8 @@ class SecretReader:
         self.base_dir = base_dir
         self.env = env
         self.secrets_optional = optional
-        self.secret_files: dict[Path, None] = {}
+        # Each file a secret was read from, and the key that named it first.
+        self.secret_files: dict[Path, str] = {}
         # Values a `*_file` that names no file must not be echoed as (the loader adds those
         # given inline): the environment's, and each secret read so far.
         self.known = {
@@ -293,13 +294,13 @@ class SecretReader:
         """(value, key to blame, where from) of the first source that has the secret."""
         value = table.get(key, str, "a string")
         if value is not None:
-            self.secret_files[Path(self.file)] = None
+            self.secret_files.setdefault(Path(self.file), table.path(key))
             return value, key, ""
         file_key = f"{key}_file"
         if file_key in table.data:
             given = table.string(file_key)
             path = self.base_dir / given
-            self.secret_files[path] = None
+            self.secret_files.setdefault(path, table.path(file_key))
             try:
                 return self.read(path, table, file_key), file_key, ""
             except _Unreadable as error:
