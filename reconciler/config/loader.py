@@ -37,6 +37,7 @@ from .schema import (
 from .secret import (
     SecretReader,
     api_token_problem,
+    header_key_problem,
     inline_secrets,
     min_length,
     secret_names,
@@ -204,7 +205,10 @@ class Loader:
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
         env, credentials = secret_names("ccv", name, single, "api_key")
         base_url = table.url("base_url", base=True).rstrip("/")
-        api_key = self.secrets.required(table, "api_key", env, credentials)
+        auth = table.choice("auth", AUTH_SCHEMES, "basic")
+        api_key = self.secrets.required(
+            table, "api_key", env, credentials, None if auth == "basic" else header_key_problem
+        )
         auth_header = table.string("auth_header", "Authorization")
         if not _HEADER_NAME.fullmatch(auth_header):
             raise table.error("auth_header", "not a valid HTTP header name")
@@ -228,7 +232,7 @@ class Loader:
                     "settled_interval", "1d", positive=True, at_least=_FLOOR
                 ),
             ),
-            auth=table.choice("auth", AUTH_SCHEMES, "basic"),
+            auth=auth,
             auth_header=auth_header,
         )
 

@@ -134,6 +134,14 @@ def api_token_problem(value: str) -> str | None:
     return None
 
 
+def header_key_problem(value: str) -> str | None:
+    # With auth = "bearer" or "header" the key goes into the header as it is: aiohttp sent a
+    # key beyond ASCII as UTF-8 bytes, which servers read as latin-1 or refuse.
+    if not value.isascii():
+        return "must be ASCII with auth 'bearer' or 'header' (an HTTP header carries it as it is)"
+    return None
+
+
 def webhook_key(secret: str) -> bytes:
     """Return the HMAC key of a Standard Webhooks secret (`whsec_` + base64, prefix optional);
     raise ValueError, never naming the value (it is the secret)."""
