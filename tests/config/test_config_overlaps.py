@@ -3,12 +3,15 @@ read from, two accounts that are one provider account."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import call_cli, cli_env
+from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
 
 KEY = "t_key_0123456789"
 CCV_KEY_FILE = "[ccv]\nbase_url = 'https://ccv.example/api/'\napi_key_file = 'keyS'\n"
@@ -102,3 +105,61 @@ async def test_a_command_sink_running_a_secret_file_is_a_config_error(
         f"config error: {cfg}: sinks[0].command[0]: {tmp_path / 'keyS'} is the file "
         "ccv.api_key_file names; a secret's file is no program",
     )
+
+
+def same_account_warnings(stderr: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line.lstrip("<0123456789>")) for line in stderr.splitlines()]
+    return [line for line in lines if line["message"] == "config.same_provider_account"]
+
+
+def ccnow_table(url: str, name: str, client_id: str = CCNOW_CLIENT_ID) -> str:
+    return (
+        f"[[ccnow]]\nname = '{name}'\nurl = '{url}'\nclient_id = '{client_id}'\n"
+        f"password = '{CCNOW_PASSWORD}'\ntimeout = '2s'\nretries = 0\n"
+    )
+
+
+async def test_two_accounts_that_are_one_provider_account_are_taken_with_a_warning(
+    tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow
+) -> None:
+    # Accepted in silence: every order was followed twice, two events per change. Not
+    # refused: tests and users run several accounts against one sandbox.
+    ccv = "".join(
+        f"[[ccv]]\nname = '{name}'\nbase_url = '{url}'\napi_key = '{CCV_KEY}'\ntimeout = '2s'\n"
+        for name, url in (("x", fake_ccv.base_url), ("y", fake_ccv.base_url + "/"))
+    )
+    ccnow = ccnow_table(fake_ccnow.url, "a") + ccnow_table(fake_ccnow.url, "b")
+    cfg = tmp_path / "reconciler.toml"
+    store = f"[store]\npath = '{tmp_path / 'reconciler.db'}'\n"
+    cfg.write_text(store + ccv + ccnow, encoding="utf-8")
+    cfg.chmod(0o600)
+    for command in ("check", "catch-up"):
+        result = await call_cli("--config", cfg, command, env=cli_env())
+        assert result.code == 0, result.stderr
+        warnings = same_account_warnings(result.stderr)
+        assert [(w["level"], w["source"], w["account"], w["same_as"]) for w in warnings] == [
+            ("warning", "ccv", "y", "x"),
+            ("warning", "ccnow", "b", "a"),
+        ]
+        assert warnings[1]["hint"] == (
+            "ccnow accounts a and b are one provider account: every order of it is followed "
+            "twice, with two events per change"
+        )
+        assert CCNOW_PASSWORD not in result.stderr and CCV_KEY not in result.stderr
+
+
+async def test_accounts_of_other_logins_or_stores_are_not_warned_of(tmp_path: Path) -> None:
+    url = "https://ccnow.example/oapi"
+    ccnow = (
+        ccnow_table(url, "a")
+        + "store_id = '1'\n"
+        + ccnow_table(url, "b")
+        + "store_id = '2'\n"
+        + ccnow_table(url, "c", client_id="another-login")
+        + "store_id = '1'\n"
+    )
+    cfg = tmp_path / "reconciler.toml"
+    cfg.write_text(f"[store]\npath = '{tmp_path / 'r.db'}'\n" + ccnow, encoding="utf-8")
+    cfg.chmod(0o600)
+    result = await call_cli("--config", cfg, "check", env=cli_env())
+    assert (result.code, same_account_warnings(result.stderr)) == (0, [])
