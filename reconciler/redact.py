@@ -56,6 +56,9 @@ def encodings(secret: str) -> frozenset[str]:
             continue
         forms.add(raw.decode("utf-8", "surrogateescape"))
         forms.add(raw.decode("utf-8", "replace"))
+        # ... and percent-escaped so: `P%E4ssw%F6rd`, as a latin-1 form posted it.
+        alnum = "".join(chr(b) if chr(b).isalnum() and b < 0x80 else f"%{b:02X}" for b in raw)
+        forms |= {quote(raw), quote(raw, safe=""), quote_plus(raw, safe=""), alnum}
     return frozenset(form for form in forms if form)
 
 

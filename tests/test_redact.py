@@ -158,6 +158,17 @@ def test_a_password_echoed_in_latin1_is_masked_in_the_error_text() -> None:
     assert redact("pw=geheim\ufffd123", [password]) == "pw=***"
 
 
+@pytest.mark.parametrize(
+    "echo", ["P%E4ssw%F6rd-123", "p%e4ssw%f6rd-123", "P%E4ssw%F6rd%2D123", "P%E4ssw%F6rd+123"]
+)
+def test_a_password_echoed_percent_escaped_in_latin1_is_masked(echo: str) -> None:
+    # A latin-1 form (an old CGI's) percent-escapes the password's latin-1 bytes.
+    password = "P\u00e4ssw\u00f6rd-123" if "+" not in echo else "P\u00e4ssw\u00f6rd 123"
+    assert redact(f"error_message bad password {echo}", [password]) == (
+        "error_message bad password ***"
+    )
+
+
 def test_a_key_echoed_in_its_basic_auth_header_is_masked() -> None:
     # CCV's scheme: the key is the user name, the password empty; a gateway may echo the header.
     key = "t_secretkey123456"

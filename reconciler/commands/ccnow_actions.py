@@ -96,8 +96,10 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
     """Print the posts the real run would send: without the orders it refuses without asking
     CCNow, as the snapshot (read beside any writer: a daemon may run) has them, nor those
     whose key made their command before (the real run reports that one: its exit counts);
-    a key given to another command is refused, as by the real run."""
+    a key given to another command is refused, as by the real run; nor those the real run
+    holds back behind an older command of their order (`_held`)."""
     posted, refused = list(new), []
+    held: list[tuple[cmds.NewCommand, cmds.Command]] = []
     known: dict[cmds.NewCommand, cmds.Command] = {}
     try:
         store = await Store.open(config.store_path, readonly=True)
@@ -117,6 +119,7 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
             posted, past_pending, waiting = await sort_out(
                 store, fresh, account_names(config, "ccnow")
             )
+            posted, held = await _held(store, posted, known)
         except BadAction as exc:
             say(f"reconciler: error: {exc}")
             return EX_DATAERR
@@ -124,6 +127,13 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
             await store.close()
         refused = past_pending + waiting
     tally = Tally()
+    for c, ahead in held:
+        say(
+            f"reconciler: {c.order_id} {c.action} left out: queued: waits for #{ahead.id} "
+            f"({ahead.action}) of its order",
+            logging.WARNING,
+        )
+        tally.count("queued")
     for c, before in known.items():
         if before.state == "queued":
             continue
@@ -142,6 +152,25 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
         # The password field is masked by name; a secret elsewhere (in the URL's query) too.
         sys.stdout.write(redact(dry_run_text(cfg, posted), config_secrets(config)))
     return exit_code(tally)
+
+
+async def _held(
+    store: Store, posted: list[cmds.NewCommand], known: dict[cmds.NewCommand, cmds.Command]
+) -> tuple[list[cmds.NewCommand], list[tuple[cmds.NewCommand, cmds.Command]]]:
+    """Split the commands the dry run would post from those the real run holds back, each by
+    the older command of its order queued or being sent, as the real run does (`cmds.ahead`):
+    it sends them once that one is settled."""
+    out: list[cmds.NewCommand] = []
+    held: list[tuple[cmds.NewCommand, cmds.Command]] = []
+    for c in posted:
+        mine = known[c].id if c in known else None  # one made before and still queued
+        older = await cmds.of_order(store, c.account, c.order_id, ["queued", "sending"])
+        ahead = next((o for o in older if mine is None or o.id < mine), None)
+        if ahead is None:
+            out.append(c)
+        else:
+            held.append((c, ahead))
+    return out, held
 
 
 def _answer_word(state: str, answer: str | None) -> str:

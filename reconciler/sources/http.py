@@ -82,6 +82,11 @@ class Reply(NamedTuple):
     location: str | None = None
     # A write's answer only: its Retry-After header, when it is one (seconds or an HTTP date).
     retry_after: str | None = None
+    # A write's 4xx answer whose body broke (writes/once.py): what of the answer came, as it
+    # came (its head, then its body's first bytes, as sent); None: its body came whole, or what
+    # came is not known (another connector than the runtime's). The status says the request was
+    # not run, but a body that began may have said otherwise (a CCNow order's line).
+    cut: bytes | None = None
 
     @property
     def content_type(self) -> str:

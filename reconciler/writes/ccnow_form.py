@@ -55,7 +55,7 @@ PAST_PENDING = frozenset(
 MAX_NOTES = 500
 MAX_TRACK_FIELD = 100
 MAX_KEY = 200
-PASSWORD_MASK = "********"
+PASSWORD_MASK = "***"
 _C = TypeVar("_C", cmds.NewCommand, cmds.Command)
 
 
@@ -165,7 +165,11 @@ def build(
     elif amount is not None:
         raise BadAction("--amount goes with adjust only")
     if key is not None:
-        key = _text("--key", key, MAX_KEY)
+        key = _checked("--key", key, len(key))  # printable, trimmed; its length below
+        for order_id in order_ids:
+            # `keys`' rule: what a key given for several orders becomes, `K/ORDER`, is checked
+            # as the API's `keys` checks it (the command line hands them so to a daemon).
+            _key_checked("--key", key if len(order_ids) == 1 else f"{key}/{order_id}", order_id)
     given = {"--notes": notes, "--carrier": trackname, "--number": tracknumber, "--key": key}
     for name, value in given.items():
         if value is not None and holds_secret(value, forms):
@@ -300,20 +304,28 @@ def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
     """Return one entry of `keys` as `build` takes `--key`; raise BadAction naming `keys`.
     The command line hands its `KEY/ORDER` here: the suffix is not counted in the limit, and
     is kept as order ids are (`K/396101142` is `K/396-10-1142`: one command)."""
-    stripped = key.strip()
-    # Two at most, what the command line makes of a `--key` ending in its order (K/ORDER given
-    # for several orders is K/ORDER/ORDER): excusing every one left a key without a bound.
-    head, _own = peeled(stripped, order_id, at_most=2)
-    limit = MAX_KEY + len(stripped) - len(head)
     try:
-        # The limit the user knows, not it plus the parts excused here ("at most 220").
-        says = f"{MAX_KEY} characters besides up to two /ORDER parts of its own order"
-        checked = _checked("keys", key, limit, says=says)
+        checked = _key_checked("keys", key, order_id)
     except BadAction as exc:
         raise BadAction(str(exc), "keys") from None
     if holds_secret(checked, forms):
         raise BadAction(f"keys: {GIVEN_SECRET}", "keys")
     return own_suffix(checked, order_id)
+
+
+def _key_checked(name: str, key: str, order_id: str) -> str:
+    """Return one order's key (`K`, `K/ORDER` of a key given for several) as `_checked` does,
+    within MAX_KEY characters besides up to two `/ORDER` parts of its own order at its end: one
+    rule for `--key`, `idempotency_key` and `keys`, so that a key one of them made is taken by
+    the others."""
+    stripped = key.strip()
+    # Two at most, what the command line makes of a `--key` ending in its order (K/ORDER given
+    # for several orders is K/ORDER/ORDER): excusing every one left a key without a bound.
+    head, _own = peeled(stripped, order_id, at_most=2)
+    limit = MAX_KEY + len(stripped) - len(head)
+    # The limit the user knows, not it plus the parts excused here ("at most 220").
+    says = f"{MAX_KEY} characters besides up to two /ORDER parts of its own order"
+    return _checked(name, key, limit, says=says)
 
 
 def peeled(key: str, order_id: str, *, at_most: int | None = None) -> tuple[str, int]:
@@ -372,8 +384,8 @@ def dry_run_text(cfg: CCNowConfig, commands: Sequence[cmds.NewCommand]) -> str:
     for batch in batches(commands, cfg.batch_size):
         lines = [f"POST {cfg.url}"]
         for name, value in form(cfg, batch):
-            shown = PASSWORD_MASK if name == "x_password" else value
-            lines.append(f"{name}={quote_plus(shown)}")
+            # The mask as every other secret's (`redact`), not encoded (`%2A%2A%2A`).
+            lines.append(f"{name}={PASSWORD_MASK if name == 'x_password' else quote_plus(value)}")
         posts.append("\n".join(lines))
     return "\n\n".join(posts) + "\n"
 

@@ -285,10 +285,13 @@ async def settle(
             return Settled(
                 "succeeded", f"{status} ({taken_how(c, unsettled)})", status, asked, None
             )
-        if found is None and status is None and state == "refused" and reached:
-            # The read said nothing (it failed, no line for the order), nor did the answer:
-            # the refusal, in the order's line, may be of a post that took. Sent again, as
-            # after a lost answer, its day counting on.
+        # A word CCNow does not document (`on hold`, `mark_shipped extra`) is never guessed:
+        # it may say the post took, or not; it says no more than a read that failed.
+        guessed = found is not None and status not in DOCUMENTED
+        if (status is None or guessed) and state == "refused" and reached:
+            # The read said nothing (it failed, no line for the order, a word to guess), nor
+            # did the answer: the refusal, in the order's line, may be of a post that took.
+            # Sent again, as after a lost answer, its day counting on.
             state, words, unsettled = "queued", f"{words} ({UNREAD})", True
             span = _ends(c, now, down)
     if span is not None:

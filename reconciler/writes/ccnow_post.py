@@ -25,6 +25,7 @@ from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
 from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     Answer,
+    EmptyAnswer,
     field_names,
     field_of,
     parse_answer,
@@ -63,6 +64,9 @@ NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429,
 # fields (`x_clientid`, `x_password`) are not here.
 _NAMES = "orderid|action|notes|amount|trackname|tracknumber"
 _FIELD = field_names(_NAMES)
+# The actions whose order's status, read after an answer without its order's line, shows they
+# took (`mark_shipped`, `mark_canceled`).
+_READ = frozenset({"ship", "cancel"})
 _ATTRIBUTE = {"orderid": "order_id"}
 
 
@@ -179,6 +183,11 @@ async def post_batch(
             raise SourceError(str(exc)) from None  # nothing ran
         raise NotSent(exc.word) from None
     if reply.status != 200:
+        if reply.cut is not None and _body_began(reply.cut):
+            # A status that says the post was not run, whose body broke after it began: the
+            # rest may have been the orders' lines (CCNow ran it). An adjust is never sent
+            # twice on a word that was not heard whole.
+            raise Lost(f"http_{reply.status}_cut_short")
         if turned_away(reply.status, reply.body) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
             raise SourceError(f"http {reply.status}")
@@ -193,8 +202,14 @@ async def post_batch(
         # (`unreadable`: an adjust is uncertain, the others sent again). The other orders'
         # lines still say what CCNow did with them.
         # A chunked answer's last line without its line end may be a longer one cut short
-        # (`canceled` of `canceled_tmp`): no line for its order (it ran: its line came).
-        answer, _ = drop_line(parse_answer(body, secrets=secrets), undecided_line(reply))
+        # (`canceled` of `canceled_tmp`), or whole (a CGI's answer may end so: its chunks ended
+        # and the line reads as a whole one, `is_complete`). A ship's or cancel's is taken for
+        # none: its order's status, read then, decides, as a poll asks such an order again.
+        # An adjust's or a tracking upload's counts: no status read shows they took, and taken
+        # for none every time, the adjust would wait for a person, the upload be sent again.
+        answer = _parsed(body, secrets, batch)
+        if (cut := undecided_line(reply)) in {c.order_id for c in batch if c.action in _READ}:
+            answer, _ = drop_line(answer, cut)
         return Posted(answer, reply.sent_at, reply.reached_before)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
@@ -244,6 +259,21 @@ async def read_status(
             raise Stopping from None
         return None
     return next((o for o in seen if o.outcome is Outcome.OK), None)
+
+
+def _parsed(body: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command]) -> Answer:
+    """An action's answer, read strictly first; a line off the protocol that starts with a
+    posted order's id (`397-10-1159: pending`, a no-break space, a latin-1 one) is then that
+    order's alone, with no status to read, as on a poll (`asked`): the other orders' lines still
+    say what CCNow did with them. Read with `asked` only when the strict read found a line off
+    the protocol: it finds no `error_message` line naming no order then, whose owner `asked`
+    would also pick (an answer of such lines alone is a refusal, `_refused`)."""
+    try:
+        return parse_answer(body, secrets=secrets)
+    except EmptyAnswer:
+        raise
+    except ProtocolError:
+        return parse_answer(body, secrets=secrets, asked=[c.order_id for c in batch])
 
 
 def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:
@@ -319,3 +349,22 @@ async def _post_once(
     if not is_complete(reply):
         raise Lost("truncated_answer")
     return reply
+
+
+def _body_began(heard: bytes) -> bool:
+    """Whether any byte of a body came after the final head of what an answer brought (an
+    interim `100 Continue` has none), as sent: a chunk's size line is a byte of it."""
+    rest = heard
+    while True:
+        rest = rest.lstrip(b"\r\n")  # aiohttp passes over blank lines before a status line
+        end = _HEAD_END.search(rest)
+        if end is None:
+            return True  # none ended within what was kept: more came than a head
+        status = rest[: end.start()].split(None, 2)[1:2]
+        rest = rest[end.end() :]
+        if not (status and status[0].startswith(b"1")):
+            return bool(rest)
+
+
+# The blank line that ends a head, as aiohttp reads one (a bare `\n` ends a line too).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")

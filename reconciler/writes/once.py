@@ -136,6 +136,7 @@ async def _send(
             # (a 303's Location says CCV made the order).
             location = resp.headers.get(hdrs.LOCATION, "").strip() or None
             joined = None if location is None else _joined(url, location)
+            cut = None
             try:
                 body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
             except AnswerTooLarge as exc:
@@ -152,9 +153,11 @@ async def _send(
                     word = "timeout" if isinstance(exc, asyncio.TimeoutError) else "connection"
                     raise BodyBroke(word, resp.status, joined) from None
                 # A refusal whose body never came: its status line says it all (nothing was
-                # made), and it is no lost answer.
+                # made), and it is no lost answer. What did come is kept (`Reply.cut`).
                 body = b""
-            reply = reply_of(resp, body, sent_at)
+                if connecting.heard is not None:
+                    cut = bytes(connecting.heard)
+            reply = reply_of(resp, body, sent_at)._replace(cut=cut)
             # Passed on with the answer (a 429's when to try again), when it is a Retry-After.
             wait = resp.headers.get(hdrs.RETRY_AFTER)
             if parse_retry_after(wait, datetime.now(timezone.utc)) is not None:
@@ -193,7 +196,8 @@ def _heard(
     in any of them (a broken chunk, a header line too long, a `br` body) loses the status and
     `Location` that came. Read again from what the connection brought (`answer_head`), they
     are kept as when the body broke later (BodyBroke; a 4xx, whose status says it all, is
-    returned with no body); a write whose answer began is never taken for a lost one."""
+    returned with no body, what came as its `cut`); a write whose answer began is never taken
+    for a lost one."""
     heard = connecting.heard
     if not heard:  # no byte of an answer came (None: not known, with another connector)
         if unread is not None:
@@ -213,7 +217,9 @@ def _heard(
         raise HeadUnread(word)
     joined = None if head.location is None else _joined(url, head.location)
     if 400 <= head.status < 500:
-        reply = Reply(head.status, b"", head.content_type, sent_at, location=joined)
+        reply = Reply(
+            head.status, b"", head.content_type, sent_at, location=joined, cut=bytes(heard)
+        )
         if parse_retry_after(head.retry_after, datetime.now(timezone.utc)) is not None:
             reply = reply._replace(retry_after=head.retry_after)
         return reply

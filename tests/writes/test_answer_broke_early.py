@@ -20,9 +20,8 @@ from reconciler.sources.connection import Head, answer_head
 from reconciler.writes.submit_outcome import NOT_SENT_REFUSED_HEADER, own_from_header
 from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import DROP, SUBMIT_PATH, FakeCCVWrites, submit_body
-from tests.fake_providers import FakeCCNow, Raw, Reply
+from tests.fake_providers import Raw, Reply
 from tests.server.test_api import GOOD_PRICES, TOKEN, api_toml, serve_api
-from tests.writes.test_ccnow_actions import A, ccnow, commands
 from tests.writes.test_submit_crash import query
 
 ORDER = f"{SUBMIT_PATH}/abc-140"
@@ -167,21 +166,8 @@ async def test_the_daemon_passes_on_the_status_and_location_of_such_an_answer(
     assert len(fake.submits) == 2 and len(fake.pricing_calls) == 1
 
 
-@pytest.mark.parametrize("status", [b"401 Unauthorized", b"429 Too Many Requests"])
-async def test_a_discount_turned_away_with_a_broken_body_stays_queued(
-    tmp_path: Path, fake_ccnow: FakeCCNow, status: bytes
-) -> None:
-    # A 401 or 429 says the post was not run; its body broken in the same read made the
-    # discount uncertain, waiting for a person, though CCNow never took it.
-    fake_ccnow.orders = {A: "pending"}
-    fake_ccnow.script = [Raw(raw=b"HTTP/1.1 " + status + b"\r\n" + BROKEN_CHUNK)]
-    cfg = write_config(tmp_path, ccnow=fake_ccnow)
-    first = await ccnow(cfg, "adjust", A, "--amount", "1.00")
-    assert first.code == 75, first.stdout + first.stderr
-    assert commands(tmp_path) == [(A, "queued", f"http {status[:3].decode()}")]
-    again = await ccnow(cfg, "adjust", A, "--amount", "1.00")
-    assert again.code == 0, again.stdout + again.stderr
-    assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust")]
+# A 401 or 429 whose body broke in the same read as its head: tests/writes/test_ccnow_probe40.py
+# (queued when no byte of its body came, else uncertain: the rest may have been orders' lines).
 
 
 async def test_an_undecodable_answer_an_earlier_release_kept_without_its_status_is_refused(
