@@ -37,3 +37,29 @@ async def test_a_429_whose_body_is_an_order_s_odd_line_never_sends_a_discount_tw
     again = await ccnow(cfg, "adjust", A, "--amount", "1.00")
     assert again.code == 75, again.stdout + again.stderr
     assert len(fake_ccnow.actions) == 1 and len(fake_ccnow.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "args", "blank", "state"),
+    [
+        ("adjust", ("--amount", "1.00"), " ", "uncertain"),
+        ("adjust", ("--amount", "1.00"), "\t", "uncertain"),
+        ("add-tracking", ("--carrier", "DHL", "--number", "JD0146"), " ", "queued"),
+    ],
+)
+async def test_a_chunked_last_line_cut_after_a_blank_settles_no_command(
+    tmp_path: Path,
+    fake_ccnow: FakeCCNow,
+    action: str,
+    args: tuple[str, ...],
+    blank: str,
+    state: str,
+) -> None:
+    # `pending review` cut to `pending `, its chunks ended cleanly: taken for `pending`, the
+    # discount was reported taken (succeeded), which the whole `pending review` does not say.
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.after_applying = [Reply(200, f"{A} pending{blank}", chunked=True)]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(cfg, action, A, *args)
+    assert result.code == 75, result.stdout + result.stderr
+    assert commands(tmp_path) == [(A, state, "no single answer line for this order")]
