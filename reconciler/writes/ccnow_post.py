@@ -44,6 +44,7 @@ from reconciler.sources.errors import (
 from reconciler.sources.http import Gates, Reply, RequestFailed, request
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
+from reconciler.writes.ccnow_outcome import TAKEN
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent, Uncertain, send_once
 
@@ -65,9 +66,6 @@ NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429,
 # fields (`x_clientid`, `x_password`) are not here.
 _NAMES = "orderid|action|notes|amount|trackname|tracknumber"
 _FIELD = field_names(_NAMES)
-# The actions whose order's status, read after an answer without its order's line, shows they
-# took (`mark_shipped`, `mark_canceled`).
-_READ = frozenset({"ship", "cancel"})
 _ATTRIBUTE = {"orderid": "order_id"}
 # The blanks a line is trimmed of (ccnow_answer.SPACE), as bytes.
 _BLANK_ENDS = tuple(c.encode() for c in SPACE)
@@ -214,7 +212,7 @@ async def post_batch(
         # after a word (`pending review` cut to `pending `).
         answer = _parsed(body, secrets, batch)
         cut = undecided_line(reply)
-        if cut in {c.order_id for c in batch if c.action in _READ} or (
+        if cut in {c.order_id for c in batch if c.action in TAKEN} or (
             cut is not None and body.endswith(_BLANK_ENDS)
         ):
             answer, _ = drop_line(answer, cut)
