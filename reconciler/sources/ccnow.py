@@ -135,28 +135,28 @@ class CCNowClient:
     ) -> None:
         """Query orders in batches and await `emit` for each.
 
-        A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page,
-        a cut answer) fails its own orders, and the other batches go on; one whose answer
-        holds a line no asked order's can be read from, or that got a 5xx (but a 503: a CGI
-        dying at a bad id), is asked again in halves, down to the order alone, so that only
-        that order fails (within a bound of posts a batch, a share more for each order found
-        alone up to FOUND_ORDERS shares, `Split`: past it, the parts not asked fail; one
-        warning a pass counts them; both halves of a 5xx failing while no part answered stop
-        it: an outage). The orders an answer that was read left out, when it held a line of
-        another asked order (the order's error line, a cut last line after a line read), are
-        asked again from the same posts, in a post of their own; an answer holding none of
-        them fails the first `missing` (CCNow stopped at it) when the answer that left them
-        out came in the order asked, else asks them again in halves; one left out alone or
-        past the posts fails `missing`. A batch's own post reading none of several (nothing,
-        or no line of theirs) asks the others once more, so: none again, every order fails as
-        before (`protocol`, `missing`). The account fails (this raises) when no batch answers
-        (but a post of one order alone whose failure `probe` finds the account answering
-        through: that order's failure alone), when BREAKER_BATCHES batches fail in a row (one
-        asked in parts counts once: when none of its parts answered, or some were not asked
-        unless it found its odd order alone and read a part of several, or when it earned
-        more posts without reading a part of several: `Split.suspect`; one whose left-out
-        orders were asked again answered), or at an answer about the whole account (a refused
-        login, maintenance, a `message`)."""
+        A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page, a
+        cut answer) fails its own orders, and the other batches go on; one whose answer holds a
+        line no asked order's can be read from, or that got a 5xx (but a 503 or a 504: a CGI
+        dying at a bad id), is asked again in halves, down to the order alone, so that only that
+        order fails (within a bound of posts a batch, a share more for each order found alone up
+        to FOUND_ORDERS shares, `Split`: past it, the parts not asked fail; one warning a pass
+        counts them; both halves of a 5xx failing while no part answered stop it: an outage,
+        whose later batches fail whole until one answers). The orders an answer that was read
+        left out, when it held a line of another asked order (the order's error line, a cut last
+        line after a line read), are asked again from the same posts, in a post of their own; an
+        answer holding none of them fails the first `missing` (CCNow stopped at it) when the
+        answer that left them out came in the order asked, else asks them again in halves; one
+        left out alone or past the posts fails `missing`. A batch's own post reading none of
+        several (nothing, or no line of theirs) asks the others once more, so: none again, every
+        order fails as before (`protocol`, `missing`). The account fails (this raises) when no
+        batch answers (but posts of one order alone each, whose failures `probe` finds the
+        account answering through: those orders' failures alone), when BREAKER_BATCHES batches
+        fail in a row (one asked in parts counts once: when none of its parts answered, or some
+        were not asked unless it found its odd order alone and read a part of several, or when
+        it earned more posts without reading a part of several: `Split.suspect`; one whose
+        left-out orders were asked again answered), or at an answer about the whole account (a
+        refused login, maintenance, a `message`)."""
         await BatchQuery(
             self._config,
             self._post,

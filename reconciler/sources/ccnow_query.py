@@ -91,7 +91,7 @@ class BatchQuery:
             if one_orders(exc) and deferred is not None:
                 deferred.append(exc)
                 return False
-            if one_orders(exc) and len(batch) > 1:
+            if one_orders(exc) and len(batch) > 1 and not (split is None and failures.outage):
                 return await self.server_halves(batch, exc, split, again)
             await failures.failed(batch, exc, exc.word, exc.sent_at, counted=split is None)
             return False  # the next batch goes alone until one answers (drain)
@@ -247,13 +247,13 @@ class BatchQuery:
     async def server_halves(
         self, batch: list[str], exc: RequestFailed, split: Split | None, again: bool
     ) -> bool:
-        """A 5xx (but a 503's) to a batch of several may follow one order (a CGI dying at a
-        bad id: the whole batch failed every pass, its healthy orders never read, and the
-        account with it when it was the only batch): both halves are asked again, and one
-        that fails while some part answered is halved in turn, within the batch's posts, so
-        that the order alone fails; both failing while no part answered is an outage (three
-        posts a batch, not a share): the batch fails, and counts once in the breaker's run,
-        as `halves`'s."""
+        """A 5xx (but a 503's or a 504's) to a batch of several may follow one order (a CGI
+        dying at a bad id: the whole batch failed every pass, its healthy orders never read, and
+        the account with it when it was the only batch): both halves are asked again, and one
+        that fails while some part answered is halved in turn, within the batch's posts, so that
+        the order alone fails; both failing while no part answered is an outage (three posts,
+        not a share; the run's later batches fail whole, `BatchFailures.outage`): the batch
+        fails, and counts once in the breaker's run, as `halves`'s."""
         self._log_split(len(batch))
         split, whole = self._splits.start(len(batch), split)
         self._splits.halved = True
@@ -274,6 +274,8 @@ class BatchQuery:
             if split.read:
                 split.found += 1  # the order a 5xx follows, found alone
             await self._failures.failed(half, failed, failed.word, failed.sent_at, counted=False)
+        if whole and not split.read:
+            self._failures.outage = True
         self._counted(whole, answered, split, exc, exc.word, len(batch))
         return answered
 
