@@ -185,7 +185,11 @@ class CCNowClient:
             # written: `123456789 PENDING` and `123-45-6789 pending` are one answer. A status
             # that is a documented word's start is no status however often it comes (`pendi`
             # of a script dying at the same byte: `pending -> pendi` and back).
-            if again != first or (again.status is not None and word_start(again.status)):
+            if (
+                again != first
+                or again.unreadable  # no word read (cut after its id): no error of CCNow's
+                or (again.status is not None and word_start(again.status))
+            ):
                 reason = "another when asked again" if again != first else "again when asked again"
                 log.warning(
                     "ccnow.answer_cut",
@@ -230,7 +234,7 @@ class CCNowClient:
         body = reply.body if cut_at_id is None else cut_at_id[0]
         try:
             if cut_at_id is not None and not body.strip():
-                answer = Answer((), ())  # cut in or after its first line's id
+                answer = Answer((), ())  # cut just after its first line's id
             else:
                 answer = parse_answer(body, secrets=self._secrets, asked=order_ids)
         except SourceError as exc:

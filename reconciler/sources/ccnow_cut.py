@@ -175,6 +175,11 @@ def read_cut_id(reply: Reply, *, query: bool) -> tuple[bytes, str | None] | None
     if rest or (order_id is None and not (query and _ID_START.fullmatch(first))):
         return None
     start = max(reply.body.rfind(b"\n"), reply.body.rfind(b"\r")) + 1
+    if order_id is None and not reply.body[:start].strip():
+        # Cut mid-id with no line before it: nothing was read, and no order can be named. A
+        # truncated answer (retried, `ccnow.answer_cut`, counted in the breaker's run), not an
+        # empty one: that failed every order `missing` and counted as answered.
+        return None
     return reply.body[:start], order_id
 
 
