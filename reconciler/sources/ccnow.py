@@ -35,8 +35,7 @@ from reconciler.sources.ccnow_batches import Emit, Probe, UnreadableAnswer, matc
 from reconciler.sources.ccnow_cut import (
     drop_line,
     read_complete,
-    read_cut_id,
-    read_undecided,
+    read_last_line,
     word_start,
 )
 from reconciler.sources.ccnow_query import BatchQuery
@@ -230,7 +229,7 @@ class CCNowClient:
             raise AuthenticationFailed(f"http {reply.status}")
         if reply.status != 200:
             raise ProtocolError(f"http {reply.status}")
-        cut_at_id = read_cut_id(reply, query=bool(order_ids))
+        cut_at_id, undecided = read_last_line(reply, query=bool(order_ids))
         body = reply.body if cut_at_id is None else cut_at_id[0]
         try:
             if cut_at_id is not None and not body.strip():
@@ -246,7 +245,7 @@ class CCNowClient:
                 kind = UnreadableAnswer
             raise (exc if masked == text and kind is type(exc) else kind(masked)) from None
         if cut_at_id is None:
-            answer, last = drop_line(answer, read_undecided(reply))
+            answer, last = drop_line(answer, undecided)
         elif (cut_id := cut_at_id[1]) is not None:
             last = OrderLine(cut_id, None, UNREADABLE, unreadable=True)
         else:
