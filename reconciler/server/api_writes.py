@@ -250,10 +250,12 @@ class Writes:
         kept: dict[str, str] = {}
         for name, value in headers.items():
             # CCV's own (Location, Retry-After) may carry what it echoed (the key in a query);
-            # reconciler's own say what its database keeps, masked already where they quote CCV.
-            if not name.startswith("Reconciler-"):
-                value = mask(value, forms)
-            if sendable(value):
+            # reconciler's own say what its database keeps, masked already where they quote CCV,
+            # and are kept short (`store/not_sent`): one left out would say where the
+            # submission stands wrongly.
+            if name.startswith("Reconciler-"):
+                kept[name] = value
+            elif sendable(value := mask(value, forms)):
                 kept[name] = value
         masked, again = masked_answer(body, self.deps.secrets)
         if again:  # written again as UTF-8 JSON, whatever CCV's charset said

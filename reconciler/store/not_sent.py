@@ -72,12 +72,26 @@ def answer_made_it(status: int | None, reason: str | None, location: str | None)
                 f"({reason}): it has the order"
             )
         if location is not None:
-            return f"HTTP {status} and Location {location}: it has the order"
+            return f"HTTP {status} and Location {_quoted(location)}: it has the order"
         if status == 201:
             return "HTTP 201 Created: it made the order"
     if status == 303 and location is not None:
-        return f"HTTP 303 See Other and Location {location}: it made the order"
+        return f"HTTP 303 See Other and Location {_quoted(location)}: it made the order"
     return None
+
+
+# The most of a Location a refusal quotes: the API passes the refusal back in a header
+# (`Reconciler-Submission-Not-Sent-Refused`), which a client takes only up to 8 KiB, and a
+# refusal left out would advise `--not-sent` for an order CCV made. The whole Location is kept
+# with the submission.
+QUOTED_LOCATION_CHARS = 512
+
+
+def _quoted(location: str) -> str:
+    """`location` as a refusal quotes it: its first QUOTED_LOCATION_CHARS, then `…`."""
+    if len(location) <= QUOTED_LOCATION_CHARS:
+        return location
+    return location[:QUOTED_LOCATION_CHARS] + "\u2026"
 
 
 async def not_sent(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.writes.ccv_http import masked_answer
+from reconciler.writes.submit_outcome import own_from_header
 from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
 from tests.fake_providers import CCV_KEY, Raw, Reply
@@ -69,6 +70,10 @@ async def test_a_location_too_long_to_send_is_left_out_and_kept_with_the_submiss
     assert (status, document) == (303, {})
     assert "Location" not in headers
     assert headers["Reconciler-Submission-State"] == "uncertain"
+    # Reconciler's refusal of `--not-sent` quotes the Location's start: left out with CCV's
+    # header, `ccv submit` advised `--not-sent` (then submit again) for an order CCV made.
+    refused = own_from_header(headers["Reconciler-Submission-Not-Sent-Refused"])
+    assert f"HTTP 303 See Other and Location {where[:512]}\u2026: it made the order" in refused
     # The submission still says where CCV pointed, as `GET /ccv/submissions/{ref}` shows it.
     status, stored, _ = await api.call("GET", "/api/v1/ccv/submissions/loc-1")
     assert (status, stored["state"], stored["location"]) == (200, "uncertain", where)
