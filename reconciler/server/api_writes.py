@@ -3,6 +3,7 @@ stands, and CCNow order actions as durable commands."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -41,6 +42,9 @@ from .api_requests import (
 
 log = logging.getLogger("reconciler.api")
 
+# The size past which CCV's answer is masked (`masked_answer`) in a worker thread.
+THREADED_ANSWER_BYTES = 64 * 1024
+
 PRICING_PATH = "/api/ordercompletion/reseller/orderconfigurator/SetShoppingCardPricingDetails"
 
 
@@ -74,7 +78,7 @@ class Writes:
             headers[NOT_SENT_REFUSED_HEADER] = own_header(refused)
         if result.relink:
             headers[RELINK_HEADER] = "true"
-        return self._passed_back(result.status, result.body, result.content_type, headers)
+        return await self._passed_back(result.status, result.body, result.content_type, headers)
 
     async def submission(self, request: web.Request) -> web.Response:
         """GET /api/v1/ccv/submissions/{reference}?account=A: where a submit stands."""
@@ -236,9 +240,9 @@ class Writes:
             status = 504 if str(exc) == "timeout" else 502
             raise BadRequest(status, "CCV's answer was lost; the call is safe to repeat") from None
         headers = {"Reconciler-Pricing-Warnings": str(len(problems)), **answer.passed_headers()}
-        return self._passed_back(answer.status, answer.body, answer.content_type, headers)
+        return await self._passed_back(answer.status, answer.body, answer.content_type, headers)
 
-    def _passed_back(
+    async def _passed_back(
         self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]
     ) -> web.Response:
         """Return CCV's answer as it came, but for a secret it echoed (masked: invariant 4) and
@@ -257,7 +261,12 @@ class Writes:
                 kept[name] = value
             elif sendable(value := mask(value, forms)):
                 kept[name] = value
-        masked, again = masked_answer(body, self.deps.secrets)
+        if len(body) > THREADED_ANSWER_BYTES:
+            # Its views cost up to some 100 ms a MiB: off the event loop, which other requests
+            # and the polls share.
+            masked, again = await asyncio.to_thread(masked_answer, body, self.deps.secrets)
+        else:
+            masked, again = masked_answer(body, self.deps.secrets)
         if again:  # written again as UTF-8 JSON, whatever CCV's charset said
             content_type = "application/json; charset=utf-8"
         response = web.Response(status=status, body=masked, headers=kept)

@@ -139,14 +139,16 @@ def _held_still(body: bytes, forms: SecretForms) -> bool:
     decoded as its BOM or first bytes say (UTF-16 or -32, which `ccv submit` would print with
     its NULs as spaces), its HTML character references read (`&#x74;`), its JSON or JavaScript
     escapes read where it is no JSON text (JSONP, a `<script>`); or these together."""
-    texts = {body.decode("utf-8", "replace")}
+    utf8 = body.decode("utf-8", "replace")
+    texts = {utf8}
     encodings = {json.detect_encoding(body)}
     if b"\x00" in body:  # UTF-16 with no BOM that begins with no ASCII letter
         encodings |= {"utf-16-le", "utf-16-be"}
     texts |= {body.decode(e, "replace") for e in encodings - {"utf-8", "utf-8-sig"}}
     texts |= {html.unescape(text) for text in texts if "&" in text}
     texts |= {_unescaped(text) for text in texts if "\\" in text}
-    return any(_masked_text(text, forms) != text for text in texts)
+    # The UTF-8 view is the one `body` was masked in: masking it again finds nothing.
+    return any(_masked_text(text, forms) != text for text in texts - {utf8})
 
 
 # A JSON or JavaScript escape: `\\u0074`, `\\x74`, `\\/`, `\\n`.

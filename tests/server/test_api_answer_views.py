@@ -14,7 +14,7 @@ import pytest
 from reconciler.writes.ccv_http import HELD_SECRET, masked_answer
 from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
-from tests.fake_providers import CCV_KEY
+from tests.fake_providers import CCV_KEY, Reply
 from tests.server.test_api import GOOD_PRICES, Api, api_toml
 from tests.server.test_api_passed_back import raw
 
@@ -116,3 +116,19 @@ async def test_ccv_submit_prints_reconcilers_word_for_a_utf16_answer_holding_the
     assert HELD_SECRET in result.stderr
     spaced = " ".join(CCV_KEY)
     assert spaced[:9] not in result.stderr and CCV_KEY not in result.stderr
+
+
+async def test_a_large_answer_masked_off_the_event_loop_is_masked_as_a_small_one(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    # 200 KB: masked in a worker thread (`THREADED_ANSWER_BYTES`), not on the event loop.
+    escaped = CCV_KEY.replace("_", "\\u005f")
+    echo = '{"message": "invalid key ' + escaped + '", "pad": "' + "x" * 200_000 + '"}'
+    fake.pricing_replies = [Reply(400, echo, "application/json")]
+    status, document, headers = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert (status, document["message"]) == (400, "invalid key ***")
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    page = f"<p>invalid key {CCV_KEY}</p>{'x' * 100_000}".encode("utf-16")
+    fake.pricing_replies = [raw("400 Bad Request", b"Content-Type: text/html\r\n", page)]
+    status, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert (status, document) == (400, {"error": HELD_SECRET})
