@@ -257,9 +257,7 @@ class Writes:
             # reconciler's own say what its database keeps, masked already where they quote CCV,
             # and are kept short (`store/not_sent`): one left out would say where the
             # submission stands wrongly.
-            if name.startswith("Reconciler-"):
-                kept[name] = value
-            elif sendable(value := mask(value, forms)):
+            if name.startswith("Reconciler-") or sendable(value := mask(value, forms)):
                 kept[name] = value
         if len(body) > THREADED_ANSWER_BYTES:
             # Its views cost up to some 100 ms a MiB: off the event loop, which other requests
