@@ -138,7 +138,7 @@ def _held_still(body: bytes, forms: SecretForms) -> bool:
     """Whether `body`, masked in place, holds a secret in a view a client may read of it:
     decoded as its BOM or first bytes say (UTF-16 or -32, which `ccv submit` would print with
     its NULs as spaces), its HTML character references read (`&#x74;`), its JSON or JavaScript
-    escapes read where it is no JSON text (JSONP, a `<script>`); or these together."""
+    escapes read where it is no JSON text (JSONP, a `<script>`), twice; or these together."""
     utf8 = body.decode("utf-8", "replace")
     texts = {utf8}
     encodings = {json.detect_encoding(body)}
@@ -146,7 +146,10 @@ def _held_still(body: bytes, forms: SecretForms) -> bool:
         encodings |= {"utf-16-le", "utf-16-be"}
     texts |= {body.decode(e, "replace") for e in encodings - {"utf-8", "utf-8-sig"}}
     texts |= {html.unescape(text) for text in texts if "&" in text}
-    texts |= {_unescaped(text) for text in texts if "\\" in text}
+    read = {_unescaped(text) for text in texts if "\\" in text}
+    # Once more over what that read: JSON quoted in a JSON string (a gateway quoting CCV's
+    # error, `\"key t\\u002B...`) escapes each escape again. Two passes bound the work.
+    texts |= read | {_unescaped(text) for text in read if "\\" in text}
     # The UTF-8 view is the one `body` was masked in: masking it again finds nothing.
     return any(_masked_text(text, forms) != text for text in texts - {utf8})
 

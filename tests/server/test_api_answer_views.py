@@ -52,6 +52,12 @@ HELD = {
     "script": b'<script>var k = "' + KEY.replace("_", "\\x5f").encode() + b'";</script>',
     "utf-16 jsonp": ('cb({"m": "' + KEY.replace("_", "\\u005f") + '"})').encode("utf-16"),
     "references of escapes": f"<p>{_entities(KEY.replace('_', chr(92) + 'u005f'))}</p>".encode(),
+    # A gateway quoting CCV's .NET error as a JSON string: the escape is escaped once more.
+    "json in a json string": json.dumps(
+        {"error": json.dumps({"message": "invalid key KEY"}).replace("KEY", KEY)}
+    )
+    .replace("_", "\\\\u005f")
+    .encode(),
 }
 
 
