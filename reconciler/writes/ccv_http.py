@@ -127,7 +127,9 @@ def _json_masked(body: bytes, forms: SecretForms) -> bytes | None:
         if encoding == "utf-8" and "\\" not in found[0]:
             return found[0]  # as it came: the textual masking after sees it
         decoded = json.loads(found[0])
-        shown = _masked_text(decoded, forms)
+        # A string's end is no cut (a JSON string ending in a secret's first word is no start
+        # of it): only one before an ellipsis is.
+        shown = _masked_text(decoded + "\n", forms)[:-1]
         return found[0] if shown == decoded else json.dumps(shown)
 
     again = _JSON_STRING.sub(masked, text)

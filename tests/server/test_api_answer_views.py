@@ -138,3 +138,22 @@ async def test_a_large_answer_masked_off_the_event_loop_is_masked_as_a_small_one
     fake.pricing_replies = [raw("400 Bad Request", b"Content-Type: text/html\r\n", page)]
     status, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
     assert (status, document) == (400, {"error": HELD_SECRET})
+
+
+# A secret starting with a word: a JSON string's end is no cut, so a string ending in that
+# word is no start of the secret (was: `wrong ***`, an answer with no secret changed).
+WORD_KEY = "passwordXYZ1"
+ENDING_IN_THE_WORD = [
+    b'{"error":"Caf\\u00e9: wrong password"}',
+    '{"error":"wrong password"}'.encode("utf-16"),
+]
+
+
+@pytest.mark.parametrize("body", ENDING_IN_THE_WORD)
+def test_a_json_string_ending_in_a_secrets_first_word_is_passed_on_as_it_came(
+    body: bytes,
+) -> None:
+    assert masked_answer(body, [WORD_KEY]) == (body, False)
+    # A start of it cut before an ellipsis is still masked.
+    cut = b'{"error":"Caf\\u00e9: key passwordXY... refused"}'
+    assert masked_answer(cut, [WORD_KEY]) == (b'{"error":"Caf\\u00e9: key ***... refused"}', True)
