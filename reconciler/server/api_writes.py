@@ -14,7 +14,7 @@ from ..config import ApiConfig
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import InvalidOrderId, Source, normalize_ccnow_id
-from ..redact import mask, redact, text_forms
+from ..redact import MIN_BODY_FRAGMENT, mask, redact, text_forms
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
@@ -253,12 +253,15 @@ class Writes:
         forms = text_forms(self.deps.secrets)
         kept: dict[str, str] = {}
         for name, value in headers.items():
-            # CCV's own (Location, Retry-After) may carry what it echoed (the key in a query);
-            # reconciler's own say what its database keeps, masked already where they quote CCV,
-            # and are kept short (`store/not_sent`): one left out would say where the
-            # submission stands wrongly.
-            if name.startswith("Reconciler-") or sendable(value := mask(value, forms)):
-                kept[name] = value
+            # CCV's own (Location, Retry-After) may carry what it echoed (the key in a query):
+            # masked as its body is. Reconciler's own say what its database keeps, masked
+            # already where they quote CCV, and are kept short (`store/not_sent`): one left out
+            # would say where the submission stands wrongly.
+            if not name.startswith("Reconciler-"):
+                value = mask(value, forms, at_end=MIN_BODY_FRAGMENT)
+                if not sendable(value):
+                    continue
+            kept[name] = value
         if len(body) > THREADED_ANSWER_BYTES:
             # Its views cost up to some 100 ms a MiB: off the event loop, which other requests
             # and the polls share.
@@ -268,7 +271,7 @@ class Writes:
         if again:  # written again as UTF-8 JSON, whatever CCV's charset said
             content_type = "application/json; charset=utf-8"
         response = web.Response(status=status, body=masked, headers=kept)
-        content_type = mask(content_type, forms)
+        content_type = mask(content_type, forms, at_end=MIN_BODY_FRAGMENT)
         sent = content_type if content_type and sendable(content_type) else None
         response.headers["Content-Type"] = sent or "application/octet-stream"
         return response

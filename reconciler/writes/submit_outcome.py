@@ -22,7 +22,15 @@ from urllib.parse import quote, unquote
 
 from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
-from reconciler.redact import MASK, SecretForms, holds_secret, redact
+from reconciler.redact import (
+    MASK,
+    MIN_BODY_FRAGMENT,
+    SecretForms,
+    holds_secret,
+    mask,
+    redact,
+    text_forms,
+)
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.writes.ccv_http import Answer
@@ -138,7 +146,9 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
     status, headers = answer.status, {REFERENCE_HEADER: own_header(ref)}
     headers.update(answer.passed_headers())
     # Kept (the submission, its event, the log line) masked, as the header is passed on.
-    location = None if answer.location is None else redact(answer.location, c.secrets)
+    location = None
+    if answer.location is not None:
+        location = mask(answer.location, text_forms(c.secrets), at_end=MIN_BODY_FRAGMENT)
     passed = Result(
         status, answer.body, answer.content_type, ref, "uncertain", None, headers, answer.own
     )

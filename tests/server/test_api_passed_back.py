@@ -329,3 +329,26 @@ async def test_a_status_outside_200_to_599_is_reconcilers_502_with_where_it_stan
     answered, document, got = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
     assert (answered, document) == (502, {"error": own})
     assert got["Reconciler-Pricing-Warnings"] == "0"
+
+
+async def test_a_location_ending_in_a_secrets_first_letters_is_passed_back_as_it_came(
+    api: Api, fake: FakeCCVWrites, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `CCV-t_f` ends with the key's first three characters: CCV's headers are masked as its
+    # body is, from the 8th character on (was: `CCV-***` passed back and kept, and
+    # `ccv.submit_location_differs` logged though the body names the same order).
+    caplog.set_level(logging.DEBUG)
+    line = b"Location: /order/CCV-t_f\r\nContent-Type: application/json\r\n"
+    fake.submit_replies = [raw("201 Created", line, b'{"orderId": "CCV-t_f"}')]
+    fake.pricing_replies = [raw("201 Created", line, b"{}")]
+    status, _, headers = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="loc-5")
+    )
+    where = f"{fake.base_url}/order/CCV-t_f"
+    assert (status, headers["Location"]) == (201, where)
+    assert api.rows("SELECT state, order_id, location FROM submissions") == [
+        ("succeeded", "CCV-t_f", where)
+    ]
+    assert "ccv.submit_location_differs" not in [r.msg for r in caplog.records]
+    status, _, headers = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
+    assert (status, headers["Location"]) == (201, where)
