@@ -16,7 +16,7 @@ from yarl import URL
 
 from reconciler import strict_json
 from reconciler.config import CCVConfig
-from reconciler.redact import MIN_BODY_FRAGMENT, SecretForms, mask, text_forms
+from reconciler.redact import MIN_BODY_FRAGMENT, SecretForms, mask, redact_body, text_forms
 from reconciler.sources.ccv import auth_headers
 from reconciler.store.not_sent import ANSWER_HEAD_UNREAD, UNDECODABLE_ANSWER
 from reconciler.writes import once
@@ -87,27 +87,21 @@ def masked_answer(body: bytes, secrets: Iterable[str]) -> tuple[bytes, bool]:
     (keys too) that, decoded, holds one is masked as a body is and written again, the rest as it
     came. An answer that still holds one when read as a client may (`_held_still`) is
     reconciler's word instead, `{"error": HELD_SECRET}`."""
+    secrets = tuple(secrets)
     forms = text_forms(secrets)
     if forms is None:
         return body, False
     again = _json_masked(body, forms)
-    masked = _masked_body(body if again is None else again, forms)
+    masked = redact_body(body if again is None else again, secrets)
     if _held_still(masked, forms):
         return json.dumps({"error": HELD_SECRET}).encode(), True
     return masked, again is not None
 
 
-def _masked_body(body: bytes, forms: SecretForms) -> bytes:
-    """`redact_body` with the secrets' forms made already."""
-    # surrogateescape: bytes that are not UTF-8 go back out as they came.
-    text = body.decode("utf-8", "surrogateescape")
-    masked = _masked_text(text, forms)
-    return body if masked == text else masked.encode("utf-8", "surrogateescape")
-
-
 def _masked_text(text: str, forms: SecretForms) -> str:
-    """`text`, an answer or one of its strings, masked as `redact_body` masks a body: a start
-    of a secret it ends with, or cut before an ellipsis, from its 8th character on."""
+    """`text`, a view of an answer or one of its strings, masked as `redact_body` masks a
+    body: a start of a secret it ends with, or cut before an ellipsis, from its 8th character
+    on."""
     return mask(text, forms, at_end=MIN_BODY_FRAGMENT)
 
 
