@@ -255,7 +255,7 @@ def _joined(url: URL, location: str) -> str | None:
     location = _UNSAFE.sub(lambda c: "%%%02X" % (ord(c[0]) & 0xFF), location)
     try:
         joined = url.join(URL(location)).with_user(None)
-    except ValueError:
+    except (ValueError, IndexError):  # IndexError: yarl on `http://[::1]@/x`
         # As yarl writes a URL's: a letter beyond ASCII as its UTF-8 bytes' escapes.
         location = re.sub("[^\x00-\x7f]+", lambda c: quote(c[0]), location)
         return _USERINFO.sub(r"\1//", location)

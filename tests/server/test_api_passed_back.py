@@ -91,6 +91,8 @@ ODD_LOCATIONS = [
     ("201 Created", b"http://h:99999/order/a\x01b", "http://h:99999/order/a%01b"),
     ("201 Created", "http://h:99999/order/a\u20acb".encode(), "http://h:99999/order/a%E2%82%ACb"),
     ("500 Oops", b"http://h:99999/order/a\xffb", "http://h:99999/order/a%FFb"),
+    # One yarl fails on with an IndexError, not a ValueError (was: a traceback out of _send).
+    ("201 Created", b"http://[::1]@/order/CCV-1", "http:///order/CCV-1"),
 ]
 
 
