@@ -170,13 +170,21 @@ async def fail(
     now: float,
     location: str | None = None,
     unless_notified: bool = False,
-) -> bool:
+) -> Literal["failed", "notified", "closed"]:
     """Close a submission as definitely not made (a refusal, or nothing reached CCV); return
-    whether it did. `unless_notified`: not one a notification for its reference named while it
-    waited (`notified`: CCV has an order of it, which a refusal contradicts)."""
+    `failed`, else why not: `notified` (with `unless_notified`) where a notification for its
+    reference named it while it waited (CCV has an order of it, which a refusal contradicts),
+    `closed` where it is no longer `sending` (closed elsewhere)."""
     sql, params = _close(sub_id, "failed", http_status, reason, now, None, location)
     sql += " AND notified_at IS NULL" if unless_notified else ""
-    return (await commit_at_once(store, [(sql, params)])).changes > 0
+    if (await commit_at_once(store, [(sql, params)])).changes:
+        return "failed"
+    # Nothing changed: still `sending` only where a notification came (`notified_at` set).
+    rows = await store.conn.execute_fetchall(
+        "SELECT 1 FROM submissions WHERE id = ? AND state = 'sending' AND notified_at IS NOT NULL",
+        (sub_id,),
+    )
+    return "notified" if rows else "closed"
 
 
 async def withdraw(store: Store, sub_id: int) -> None:

@@ -220,7 +220,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         # as with a lost answer, never sent again; a person settles it.
         return await passed_uncertain(f"http_{status}")
     reason = f"http_{status}"
-    if not await subs.fail(
+    failed = await subs.fail(
         c.store,
         sub_id,
         http_status=status,
@@ -228,8 +228,13 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         now=c.now,
         location=location,
         unless_notified=True,
-    ):
+    )
+    if failed == "notified":
         return await _contradicted(passed_uncertain, account, ref, reason, status)
+    if failed == "closed":
+        # Closed elsewhere meanwhile (a writer's recovery made it uncertain): as it stands,
+        # with no word of a notification that did not come.
+        return await passed_uncertain(reason)
     log.warning(
         "ccv.submit_refused", extra=fields(account=account, external_reference=ref, status=status)
     )
