@@ -322,9 +322,9 @@ async def resolve_command(
 
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            submitter = rt.submitter()
-            word = submitter.made if made else submitter.not_sent
-            settled, found = await word(account, reference)
+            settled, found = await rt.submitter().settle(
+                account, reference, "made" if made else "not_sent"
+            )
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
             if not settled:
                 say(f"reconciler: error: {not_settled(reference, found)}")

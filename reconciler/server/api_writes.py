@@ -109,9 +109,9 @@ class Writes:
             # or, where its id cannot be tracked, by `made`.
             word = "made" if "made" in doc else "sent"
             raise BadRequest(422, 'one of "sent": false or "made": true is taken here', word)
-        submitter = self.deps.submitter
-        said = submitter.made if made else submitter.not_sent
-        settled, found = await said(account, ref)
+        settled, found = await self.deps.submitter.settle(
+            account, ref, "made" if made else "not_sent"
+        )
         if not settled:
             status = 404 if found is None or found.state != "uncertain" else 409
             raise BadRequest(status, not_settled(ref, found), "external_reference")

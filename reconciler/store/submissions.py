@@ -298,8 +298,9 @@ async def notified(
 ) -> Notified:
     """A CCV notification for a reference, in one transaction: settle its uncertain submission,
     or its latest failed one with none live, whatever failed it (a 4xx, nothing sent, a
-    person's word: CCV has an order of it, and a new submit of it is refused from then on); remember the reference when `remember` says so or
-    while one of it waits for CCV's answer (`make_uncertain` then settles that one)."""
+    person's word: CCV has an order of it, and a new submit of it is refused from then on);
+    remember the reference when `remember` says so or while one of it waits for CCV's answer
+    (`make_uncertain` then settles that one)."""
     async with store.transaction():
         # The live row read once (uncertain: settled; `sending`: remembered), else the latest
         # failed one (settled: freed, the reference would be submitted again, a second order).
