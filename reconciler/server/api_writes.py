@@ -26,6 +26,7 @@ from ..writes.submit_outcome import (
     OWN_HEADER,
     RELINK_HEADER,
     STATE_HEADER,
+    UNTRACKABLE_HEADER,
     own_header,
 )
 from .api_orders import CURSOR
@@ -74,6 +75,8 @@ class Writes:
             headers[NOT_SENT_REFUSED_HEADER] = own_header(refused)
         if result.relink:
             headers[RELINK_HEADER] = "true"
+        if result.untrackable:
+            headers[UNTRACKABLE_HEADER] = "true"
         return self._passed_back(result.status, result.body, result.content_type, headers)
 
     async def submission(self, request: web.Request) -> web.Response:

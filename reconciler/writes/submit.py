@@ -139,7 +139,14 @@ class Submitter:
             # Its advice from the same row as the refusal, so that the body never advises the
             # word that the header says is refused.
             result = lost_answer(result.status, result.lost, ref, state, made=refused is not None)
-        return dataclasses.replace(result, state=state, not_sent_refused=refused, relink=relink)
+        untrackable = (
+            refused is not None
+            and found is not None
+            and (found.state, found.reason) == ("uncertain", subs.UNUSABLE_ORDER_ID)
+        )
+        return dataclasses.replace(
+            result, state=state, not_sent_refused=refused, relink=relink, untrackable=untrackable
+        )
 
     async def _submit(self, account: str, body: dict[str, object]) -> Result:
         cfg = self.accounts.get(account)
