@@ -5,12 +5,14 @@ a refused second discount advises. Each answer is sent by a fake on 127.0.0.1.""
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from pathlib import Path
 
-from tests.conftest import write_config
+from tests.conftest import call_cli, write_config
 from tests.fake_providers import FakeCCNow, Reply
 from tests.writes.test_ccnow_actions import A, ccnow, commands
+from tests.writes.test_ccnow_resolve_action import ship_and_adjust_uncertain
 
 
 def execute(tmp_path: Path, *statements: str) -> None:
@@ -93,3 +95,26 @@ async def test_a_dry_run_refuses_an_adjust_made_before_behind_an_uncertain_one(
     real = await ccnow(cfg, *args)
     assert real.code == 65, real.stdout + real.stderr
     assert len(fake_ccnow.requests) == 1
+
+
+async def test_a_second_discount_refused_behind_an_uncertain_one_advises_a_resolve_that_works(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # The order also holds an uncertain ship: the resolve advised without `--action adjust` was
+    # refused (65: uncertain actions of several kinds).
+    cfg = await ship_and_adjust_uncertain(tmp_path, fake_ccnow)
+    execute(
+        tmp_path,
+        "INSERT INTO commands (account, order_id, action, idempotency_key, amount, state, "
+        "created_at) SELECT account, order_id, action, 'k3', '2.00', 'queued', created_at "
+        "FROM commands WHERE id = 2",
+    )
+    second = await ccnow(cfg, "adjust", A, "--amount", "2.00", "--key", "k3")
+    assert second.code == 65, second.stdout + second.stderr
+    advised = re.search(r"`reconciler ccnow resolve ([^`]*)` first", second.stdout)
+    assert advised is not None, second.stdout
+    words = advised.group(1).replace("--sent|--not-sent", "--sent").split()
+    assert words == [A, "--sent", "--action", "adjust"]
+    settled = await call_cli("--config", cfg, "ccnow", "resolve", *words)
+    assert settled.code == 0, settled.stdout + settled.stderr
+    assert settled.stdout == f"{A} adjust sent (command 2)\n"
