@@ -190,7 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     said.add_argument("--sent", action="store_true", help="CCNow has it (seen in the backroom)")
     said.add_argument("--not-sent", action="store_true", help="CCNow does not have it")
     rs.add_argument("--account", help="CCNow account name when there are several")
-    words = ("ship", "cancel", "add-tracking", "adjust", "track")  # track: add-tracking's
+    # The twin of writes/ccnow_resolve.py's RESOLVE_ACTIONS (change both), spelt out so that
+    # parsing the command line imports no writes module. track: add-tracking's stored name.
+    words = ("ship", "cancel", "add-tracking", "adjust", "track")
     rs.add_argument("--action", choices=words, help="settle only this action's commands")
 
     s = command("sandbox", help="the built-in simulator of both providers")

@@ -121,7 +121,7 @@ async def _resolve(
         found = [c for c in uncertain if action is None or c.action == action]
         refusal = NotResolved(order_id, action, [(c.id, c.action) for c in uncertain])
         if not found or refusal.several:
-            found = []
+            raise refusal  # before any write: the transaction ends with nothing to undo
         await cmds.close_within(store, [(c.id, state, answer) for c in found], now)
         await store.events.add(
             [
@@ -139,6 +139,4 @@ async def _resolve(
                 for c in found
             ]
         )
-    if not found:
-        raise refusal
     return found
