@@ -288,7 +288,8 @@ async def settle(
             # The read said nothing (it failed, no line for the order, a word to guess), nor
             # did the answer: the refusal, in the order's line, may be of a post that took.
             # Sent again, as after a lost answer, its day counting on.
-            state, words, unsettled = "queued", f"{words} ({UNREAD})", True
+            why = f"its order's status, {status!r}, is not documented" if guessed else UNREAD
+            state, words, unsettled = "queued", f"{words} ({why})", True
             span = _ends(c, now, down)
     if span is not None:
         # Not sent for ever, nor called refused when CCNow may have run it: a person decides.
