@@ -154,15 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     cr = vs.add_parser(
         "resolve",
         parents=[common],
-        help="close an uncertain submit that CCV never got (--not-sent)",
+        help="close an uncertain submit that CCV never got (--not-sent), or made (--made)",
     )
     cr.add_argument("--ref", required=True, metavar="REF", help="its external reference")
-    cr.add_argument(
+    word = cr.add_mutually_exclusive_group(required=True)
+    word.add_argument(
         "--not-sent",
         action="store_true",
-        required=True,
         help="CCV has no order of the reference (it may then be submitted again)",
     )
+    word.add_argument("--made", action="store_true", help="CCV made its order (not followed)")
     cr.add_argument("--account", help="CCV account name when there are several")
 
     w = command("ccnow", help="CCNow order actions: ship, cancel, add-tracking, adjust, resolve")

@@ -241,7 +241,8 @@ def submit_resolved_event(
 ) -> Event:
     """Return the `order.submit_resolved` event of an uncertain CCV submission that CCV turned
     out to hold: `how` is `notification` (CCV named its reference) or `track` (a person tracked
-    its order with the reference); or that a person said CCV never got, `how` `not_sent`. The
+    its order with the reference) or `made` (a person said CCV made an order of it that
+    reconciler does not follow); or that a person said CCV never got, `how` `not_sent`. The
     data is the `order.submit_uncertain` event's, with the order id when known, so that a
     consumer matches the two by reference."""
     data = {

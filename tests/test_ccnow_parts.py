@@ -235,15 +235,17 @@ class Collector:
 
 
 @pytest.mark.parametrize(
-    ("reply", "reason"),
+    ("reply", "reason", "failing"),
     [
-        (Reply(500, "oops"), "http_500"),
-        (Reply(429, "slow down", headers={"Retry-After": "0"}), "http_429"),
-        (Reply(200, "<html><body>Gateway</body></html>\n", "text/html"), "protocol"),
+        # A 500 to any post naming the order: halved, it fails alone (brief n72).
+        (Reply(500, "oops"), "http_500", 1),
+        (Reply(503, "down"), "http_503", 2),
+        (Reply(429, "slow down", headers={"Retry-After": "0"}), "http_429", 2),
+        (Reply(200, "<html><body>Gateway</body></html>\n", "text/html"), "protocol", 2),
     ],
 )
 async def test_one_failing_batch_fails_its_own_orders_and_the_pass_goes_on(
-    fake_ccnow: FakeCCNow, reply: Reply, reason: str
+    fake_ccnow: FakeCCNow, reply: Reply, reason: str, failing: int
 ) -> None:
     orders = ids(8)
     fake_ccnow.orders = dict.fromkeys(orders, "processing")
@@ -252,8 +254,8 @@ async def test_one_failing_batch_fails_its_own_orders_and_the_pass_goes_on(
     async with aiohttp.ClientSession() as session:
         client = CCNowClient(ccnow_config(fake_ccnow.url, batch_size=2), session)
         await client.query(orders, emit)
-    failed = {i: (Outcome.FAILED, reason) for i in orders[4:6]}
-    answered = {i: (Outcome.OK, "processing") for i in orders[:4] + orders[6:]}
+    failed = {i: (Outcome.FAILED, reason) for i in orders[4 : 4 + failing]}
+    answered = {i: (Outcome.OK, "processing") for i in orders if i not in failed}
     assert emit.seen == {**answered, **failed}
 
 
@@ -307,7 +309,7 @@ async def test_a_catch_up_with_one_failing_batch_counts_its_orders_and_fails_no_
 ) -> None:
     orders = ids(8)
     fake_ccnow.orders = dict.fromkeys(orders, "processing")
-    fake_ccnow.replies_for = {orders[2]: Reply(500, "oops")}
+    fake_ccnow.replies_for = {orders[2]: Reply(503, "down")}  # no 500: it would fail alone
     cfg = write_config(tmp_path, ccnow=fake_ccnow, ccnow_extra="concurrency = 1")
     cfg.write_text(cfg.read_text().replace("batch_size = 25", "batch_size = 2"))
     assert (await call_cli("--config", cfg, "track", "ccnow", *orders)).code == 0

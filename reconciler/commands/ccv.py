@@ -34,7 +34,7 @@ async def ccv_command(config: Config, args: argparse.Namespace) -> int:
         # As CCV may hold it: a reference stored before outer white space was refused settles.
         reference_given("--ref", args.ref, given_secrets(config_secrets(config)), given=False)
         account = await settling_account(config, "ccv", args.account, reference=args.ref)
-        return await resolve_command(config, account, args.ref)
+        return await resolve_command(config, account, args.ref, made=args.made)
     return await submit_command(config, args)
 
 

@@ -32,6 +32,7 @@ from ..writes.daemon_api import (
 )
 from ..writes.submit_body import BadSubmission, new_reference
 from ..writes.submit_outcome import (
+    MADE_ADVICE,
     NOT_SENT_REFUSED_HEADER,
     ORDER_ID_HEADER,
     OWN_HEADER,
@@ -41,6 +42,7 @@ from ..writes.submit_outcome import (
     Result,
     own_from_header,
     ref_option,
+    untrackable,
 )
 from .accounts import account_option
 
@@ -98,6 +100,15 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # CCV's notifications name no order: only a person who found it can settle it; a
         # `201 Created`'s Location may be where to look. A 2xx naming no order (an HTML page)
         # proves nothing: CCV may have none, and a person's word settles that too.
+        if untrackable(answer.not_sent_refused):
+            # Nothing `track` takes: a person's word that CCV made it is what closes it.
+            say(
+                f"reconciler: submitted (HTTP {status}{where}): CCV's answer names its order "
+                f"under an id reconciler cannot use; external reference {reference} is "
+                f"uncertain: {MADE_ADVICE.format(ref + account)}",
+                logging.WARNING,
+            )
+            return EX_TEMPFAIL
         not_sent = (
             ""
             if made
@@ -124,7 +135,7 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # page of any size: one masked, printable, bounded line.
         # A JSON answer may echo one in an escape (`\\u002B`): masked as the API passes it back.
         text = _one_line(masked_answer(answer.body, secrets)[0].decode("utf-8", "replace"), secrets)
-        say(f"reconciler: submit answered HTTP {status}{where}: {text}", level)
+        say(f"reconciler: submit answered HTTP {status}{where}: {text or '(no body)'}", level)
     if answer.state == "uncertain":
         # A 3xx, a 5xx, a lost answer or a 2xx whose body was not read: CCV may have made the
         # order, and the same reference is refused from now on (409); a new one would make a
@@ -300,15 +311,20 @@ def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: list[str]) -
     return exit_code(status)
 
 
-async def resolve_command(config: Config, account: str, reference: str) -> int:
+async def resolve_command(
+    config: Config, account: str, reference: str, *, made: bool = False
+) -> int:
     """`ccv resolve --ref REF --not-sent`: close an uncertain submit by a person's word that
-    CCV never got it (no order of the reference at CCV), locally or through the daemon."""
+    CCV never got it (no order of the reference at CCV), locally or through the daemon;
+    `--made` (`made`): that CCV made an order of it, one reconciler will not follow."""
     from ..runtime import writer_unless_held
     from ..writes.submit import not_settled
 
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            settled, found = await rt.submitter().not_sent(account, reference)
+            submitter = rt.submitter()
+            word = submitter.made if made else submitter.not_sent
+            settled, found = await word(account, reference)
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
             if not settled:
                 say(f"reconciler: error: {not_settled(reference, found)}")
@@ -316,18 +332,35 @@ async def resolve_command(config: Config, account: str, reference: str) -> int:
     if rt is None:
         if config.api is None:
             raise held_elsewhere("nothing was settled")
-        document = {"account": account, "external_reference": reference, "sent": False}
+        said: dict[str, object] = {"made": True} if made else {"sent": False}
+        document = {"account": account, "external_reference": reference, **said}
         answer = await post_to_api(
             config.file, config.api, "/api/v1/ccv/submissions/resolve", document
         )
         if isinstance(answer, int):
             return answer
         status, body = answer
-        if status != 200:
-            say(f"reconciler: error: {body.get('error')}")
+        error = body.get("error")
+        if status != 200 and isinstance(error, str):
+            say(f"reconciler: error: {_one_line(error, config_secrets(config))}")
             return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
-    print(
-        f"{reference} not sent: its submit is closed as failed; the reference may be "
-        "submitted again"
-    )
+        if status != 200 or body.get("state") != ("resolved" if made else "failed"):
+            # Not the daemon's answer as it gives it (another service on its port, say):
+            # nothing says the word was taken.
+            say(
+                f"reconciler: error: the daemon's answer was not understood (HTTP {status}); "
+                f"whether the submit of external reference {reference} is settled is not "
+                "known: `reconciler status` or `GET /api/v1/ccv/submissions/REF` says"
+            )
+            return EX_TEMPFAIL
+    if made:
+        print(
+            f"{reference} made: its submit is closed as resolved (CCV has an order of it, not "
+            "followed by reconciler); the reference stays taken"
+        )
+    else:
+        print(
+            f"{reference} not sent: its submit is closed as failed; the reference may be "
+            "submitted again"
+        )
     return EX_OK

@@ -24,7 +24,7 @@ from ..poller.unconfigured import (
     unsettled_writes,
 )
 from ..sinks import sink_names
-from ..store import Store, commands, submissions
+from ..store import Store, commands, submissions, unsettled
 from ..store.files import Unanswered, writer_running
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
@@ -224,7 +224,7 @@ async def _uncertain_of(
     `cut_adjusts`) counts: the next writer's start makes it uncertain."""
     found: dict[tuple[Source, str], set[str]] = {}
     if any(uncertain for (source, _), (uncertain, _) in writes.items() if source == "ccv"):
-        for account, refs in (await submissions.uncertain_references(store)).items():
+        for account, refs in (await unsettled.uncertain_references(store)).items():
             found.setdefault(("ccv", account), set()).update(refs)
         for key, left in _by_account(cut_off).items():
             found.setdefault(key, set()).update(left)

@@ -189,7 +189,9 @@ def _to_do(a: AccountStatus) -> str:
                 f"find each order at CCV by its reference ({named}), then "
                 f"`reconciler track ccv ID --ref REF{account}`; one CCV does not have: "
                 f"`reconciler ccv resolve --ref REF --not-sent{account}` (refused, saying why, "
-                "where CCV's answer or a notification said it made the order)"
+                "where CCV's answer or a notification said it made the order); one CCV named "
+                "under an id reconciler cannot use (`unusable_order_id`): "
+                f"`reconciler ccv resolve --ref REF --made{account}`"
             )
         else:
             todo.append(

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCNowConfig
-from ..model import Observation, OrderKey, Outcome, Via
+from ..model import ORDER_ERROR, UNKEPT_ANSWERS, Observation, OrderKey, Outcome, Via
 from ..passes.report import PassReport
+from ..sources.ccnow_batches import Probe
+from ..sources.errors import SourceError
 from ..store.passes import remember_pass
 from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
@@ -26,8 +28,12 @@ class CCNowSource(Protocol):
         """Return the orders CCNow lists as pending; raise SourceError for the account."""
         ...
 
-    async def query(self, order_ids: Sequence[str], emit: Emit) -> None:
-        """Query orders, awaiting `emit` for each; raise SourceError for the account."""
+    async def query(
+        self, order_ids: Sequence[str], emit: Emit, *, probe: Probe | None = None
+    ) -> None:
+        """Query orders, awaiting `emit` for each; raise SourceError for the account, unless
+        its one failure is a post of one order alone and `probe` finds the account answering:
+        that order's failure alone."""
         ...
 
 
@@ -88,7 +94,36 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         self.listed = ListMemory()
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
-        await self.client.query(order_ids, emit)
+        await self.client.query(order_ids, emit, probe=self._answers)
+
+    async def _answers(self, asked: Sequence[str]) -> bool:
+        """The probe: whether the account answers a query of another order (one whose last
+        check answered a status; none: the pending list), asked when the one failure of a
+        query is a post of `asked` alone (an order CCNow stops at, or answers 500 for, due
+        alone at its failure's backoff: it failed the account, and the next check of another
+        recovered it, pass after pass). Not while the account fails: that check was its probe
+        (`tick_due`)."""
+        if (await self.store.sources.state(self.source, self.account)).failing:
+            return False
+        limit, since = len(asked) + 1, self.settled_since()
+        answered = await self.store.orders.answered(self.source, self.account, limit, since)
+        other = next((s.key.order_id for s in answered if s.key.order_id not in asked), None)
+        said: list[Observation] = []
+
+        async def keep(observation: Observation) -> None:
+            said.append(observation)
+
+        try:
+            if other is None:
+                await self.client.pending_list()
+                return True
+            await self.client.query([other], keep)
+        except SourceError:
+            return False
+        return any(
+            o.outcome is not Outcome.FAILED or o.reason in (ORDER_ERROR, *UNKEPT_ANSWERS)
+            for o in said
+        )
 
     async def full_pass(self, *, via: Via) -> PassReport:
         """Fetch the pending list, then query every other open order."""
@@ -119,6 +154,11 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         from_list = 0  # the checks the list's own lines answered
         to_query: list[str] = []
         answered: set[str] = set()
+        probed: list[bool] = []  # what the probe said, when a query asked it
+
+        async def probe(asked: Sequence[str]) -> bool:
+            probed.append(await self._answers(asked))
+            return probed[-1]
 
         async def emit(obs: Observation) -> None:
             answered.add(obs.key.order_id)
@@ -156,7 +196,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             from_list = report.checked - report.failed
             asked = len(listed) + len(to_query)
             if to_query:
-                await self.client.query(to_query, emit)
+                await self.client.query(to_query, emit, probe=probe)
 
         try:
             error = await self._asking(ask, listing, batcher)
@@ -177,6 +217,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             checks = verdict(answers)
             if checks is not None and checks.ok and answers.answered <= from_list:
                 checks = None
+            if checks is not None and not checks.ok and error is None and any(probed):
+                checks = None  # one order's post failed alone, and another's answered
             verdicts = [("pending_list", Verdict(True)), ("checks", checks)]
         await self.settle(verdicts, via=via, report=report)
         return report

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..logs import fields
 from ..model import SOURCES, Source
-from ..store import Store, commands, submissions
+from ..store import Store, commands, unsettled
 
 log = logging.getLogger("reconciler.poller")
 
@@ -87,8 +87,7 @@ async def unsettled_writes(store: Store) -> dict[tuple[Source, str], tuple[int, 
     """(uncertain, queued) writes per (source, account): CCV submits and CCNow actions that
     nothing has settled yet (a CCNow action being sent counts as queued)."""
     found: dict[tuple[Source, str], tuple[int, int]] = {
-        ("ccv", account): (n, 0)
-        for account, n in (await submissions.unsettled_counts(store)).items()
+        ("ccv", account): (n, 0) for account, n in (await unsettled.unsettled_counts(store)).items()
     }
     for (account, state), n in (await commands.unsettled_counts(store)).items():
         uncertain, queued = found.get(("ccnow", account), (0, 0))

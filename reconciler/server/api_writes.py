@@ -87,12 +87,13 @@ class Writes:
 
     async def ccv_resolve(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccv/submissions/resolve `{"external_reference", "sent": false,
-        "account"?}`: close an uncertain submit CCV never got (`ccv resolve --not-sent`)."""
+        "account"?}`: close an uncertain submit CCV never got (`ccv resolve --not-sent`); with
+        `"made": true` instead of `sent`, one CCV made an order of (`ccv resolve --made`)."""
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
         for name in doc:
-            if name not in ("external_reference", "sent", "account"):
+            if name not in ("external_reference", "sent", "made", "account"):
                 raise unknown_field(name)
         # An account the config no longer names may still hold uncertain submits.
         account = await unconfigured_with_writes(self.deps, "ccv", doc.get("account"))
@@ -102,10 +103,15 @@ class Writes:
             raise BadRequest(422, "required, an external reference", "external_reference")
         # As stored, as `ccv resolve --ref`.
         ref = reference_named(self.deps, doc["external_reference"], "external_reference")
-        if doc.get("sent") is not False:
-            # That CCV has it is said by tracking its order with the reference (POST /orders).
-            raise BadRequest(422, "sent: false is the one word taken here", "sent")
-        settled, found = await self.deps.submitter.not_sent(account, ref)
+        made = doc.get("made") is True and "sent" not in doc
+        if not made and (doc.get("sent") is not False or "made" in doc):
+            # That CCV has it is said by tracking its order with the reference (POST /orders),
+            # or, where its id cannot be tracked, by `made`.
+            word = "made" if "made" in doc else "sent"
+            raise BadRequest(422, 'one of "sent": false or "made": true is taken here', word)
+        submitter = self.deps.submitter
+        said = submitter.made if made else submitter.not_sent
+        settled, found = await said(account, ref)
         if not settled:
             status = 404 if found is None or found.state != "uncertain" else 409
             raise BadRequest(status, not_settled(ref, found), "external_reference")

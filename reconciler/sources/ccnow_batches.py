@@ -18,14 +18,40 @@ from reconciler.model import (
     normalize_ccnow_id,
 )
 from reconciler.sources.ccnow_answer import Answer, by_id
-from reconciler.sources.errors import SourceError, SourceUnavailable
+from reconciler.sources.errors import ProtocolError, SourceError, SourceUnavailable
+from reconciler.sources.http import RequestFailed
 
 log = logging.getLogger("reconciler.sources.ccnow")
 
 Emit = Callable[[Observation], Awaitable[None]]
+# Whether the account answers, asked when a query's one failure is a post of one order alone (the
+# orders it asked, for the probe to ask another): that order's trouble, or CCNow's?
+Probe = Callable[[Sequence[str]], Awaitable[bool]]
 
 # The check of an order an answer held no line for.
 MISSING = "missing"
+
+
+class UnreadableAnswer(ProtocolError):
+    """CCNow answered a query in its protocol, with a line no asked order's could be read
+    from: one of its orders may be the cause, each asked alone is not."""
+
+
+def one_orders(exc: RequestFailed) -> bool:
+    """Whether a post's failure may follow one of its orders: a 5xx but a 503 (a CGI dying at
+    a bad id answers 500, or its gateway 502); a 503, a 429, a timeout or no connection say
+    CCNow is down or busy, whatever it was asked."""
+    status = exc.http_status
+    return status is not None and 500 <= status < 600 and status != 503
+
+
+def in_order(batch: Sequence[str], answer: Answer) -> bool:
+    """Whether an answer's lines of asked orders are those of the first ones asked, in the
+    order asked, two at least: then CCNow answers in the order asked, and the first it left out
+    is the one it stopped at. NOTES lets it answer in another order."""
+    asked = set(batch)
+    read = list(dict.fromkeys(o.order_id for o in answer.orders if o.order_id in asked))
+    return len(read) >= 2 and read == list(batch[: len(read)])
 
 
 # Odd orders (a line that cannot be read, in the answers asking that order) a batch asked
@@ -170,10 +196,19 @@ class BatchFailures:
         for batch, word, asked in held:
             await self._fail(batch, word, asked)
 
-    def finish(self) -> None:
-        """Raise the first batch's failure when no batch answered."""
-        if self._first is not None and not self._answered:
-            raise self._first
+    async def finish(self, probe: Probe | None) -> None:
+        """Raise the first batch's failure when no batch answered, unless it was a post of one
+        order alone and `probe` finds the account answering: then it is that order's failure
+        alone (DESIGN invariant 7; else an order CCNow cannot answer, due alone at its
+        failure's backoff, failed the account, and the next check of another recovered it:
+        `source.failed` / `source.recovered` for ever)."""
+        if self._first is None or self._answered:
+            return
+        orders = [order_id for batch, _, _ in self._held for order_id in batch]
+        if probe is not None and len(orders) == 1 and await probe(orders):
+            await self.answered(reset=False)
+            return
+        raise self._first
 
     async def _fail(self, batch: list[str], word: str, asked: float | None) -> None:
         for order_id in batch:

@@ -3,6 +3,7 @@ undecided (read without its last line, whose order is asked again alone)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from reconciler.model import ccnow_id
@@ -22,6 +23,9 @@ from reconciler.sources.ccnow_answer import (
 )
 from reconciler.sources.errors import ProtocolError
 from reconciler.sources.http import Reply
+
+# What an order id starts with, cut short (`100-00-`, `1000000`): no whole id.
+_ID_START = re.compile(r"[0-9]{1,3}(?:-?(?:[0-9]{1,2}(?:-?[0-9]{0,3})?)?)?", re.ASCII)
 
 
 def is_complete(reply: Reply) -> bool:
@@ -156,7 +160,30 @@ def drop_line(answer: Answer, cut: str | None) -> tuple[Answer, OrderLine | None
     return replace(answer, orders=answer.orders[:-1]), answer.orders[-1]
 
 
-def read_complete(reply: Reply) -> bool:
-    """`is_complete` for reads: an answer whose last line alone is undecided is read too."""
+def read_cut_id(reply: Reply, *, query: bool) -> tuple[bytes, str | None] | None:
+    """For reads: a chunked answer whose last line, without its line end, is an order id
+    alone, cut just after it (`100-00-0005 `) or, a query's, in it (`100-00-`): the body
+    without that line, and its order, undecided (asked again alone, as for a cut word; None:
+    cut mid-id, the lines before it read, and the orders it left out asked again). None for
+    any other answer. Such a cut failed the whole batch after its retries (a truncated
+    answer), throwing away the lines read, and the account when it was the only batch."""
+    line = _open_line(reply) if reply.chunked else None
+    if not line:
+        return None
+    first, rest = _first_word(line)
+    order_id = None if rest else ccnow_id(first)
+    if rest or (order_id is None and not (query and _ID_START.fullmatch(first))):
+        return None
+    start = max(reply.body.rfind(b"\n"), reply.body.rfind(b"\r")) + 1
+    return reply.body[:start], order_id
+
+
+def read_complete(reply: Reply, *, query: bool = False) -> bool:
+    """`is_complete` for reads: an answer whose last line alone is undecided is read too, and
+    one cut at an order id (`read_cut_id`; `query`: a query's, not the pending list's)."""
     line = _open_line(reply)  # once for both
-    return _undecided(reply, line, reads=True) is not None or _complete(reply, line)
+    return (
+        _undecided(reply, line, reads=True) is not None
+        or read_cut_id(reply, query=query) is not None
+        or _complete(reply, line)
+    )

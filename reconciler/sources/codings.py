@@ -20,6 +20,8 @@ ACCEPT_ENCODING = "gzip, deflate"
 MAX_CODINGS = 4
 # gzip members (or deflate streams) one body may join: each costs a decompressor.
 MAX_MEMBERS = 64
+# How a gzip member begins (RFC 1952 2.3.1): bytes after a whole member that do not are no member.
+_GZIP_MAGIC = b"\x1f\x8b"
 # The registered codings an error may name (RFC 9110 8.4.1, IANA's registry); any other word
 # is `unknown`: the header is the sender's text, and may hold anything, a key among it.
 _NAMED = frozenset({*_CODINGS, "compress", "x-compress", "br", "zstd"})
@@ -59,7 +61,7 @@ def answer_decoded(body: bytes, headers: Sequence[str], limit: int) -> bytes:
     if not body:
         return body  # a 204's, or a HEAD's: nothing was coded
     try:
-        return decoded(body, codings_of(headers), limit)
+        return decoded(body, codings_of(headers), limit, trailing=True)
     except BodyUnreadable:
         raise BodyUnreadable(f"Can not decode content-encoding: {named(headers)}") from None
 
@@ -72,20 +74,24 @@ def named(headers: Iterable[str]) -> str:
     return clipped(shown or "unknown", _SHOWN, quoted=False)
 
 
-def decoded(body: bytes, codings: Sequence[str] | None, limit: int) -> bytes:
+def decoded(
+    body: bytes, codings: Sequence[str] | None, limit: int, *, trailing: bool = False
+) -> bytes:
     """Return a body as sent in `codings`, decoded; BodyUnreadable for a coding not decoded
     here (None), unless every gzip member or deflate stream in it ends where the body does, or
-    for a coded body that is empty; BodyTooLarge past `limit` bytes decoded."""
+    for a coded body that is empty; BodyTooLarge past `limit` bytes decoded. `trailing`: bytes
+    after whole gzip members that begin no member are left out, as browsers and curl leave
+    them (a provider's answer: `gzip(json) + b"junk"` was unread, its order id with it)."""
     if codings is None:
         raise BodyUnreadable
     for coding in reversed(codings):
         if not body:
             raise BodyUnreadable  # not even a stream's header
-        body = _decoded_once(body, coding, limit)
+        body = _decoded_once(body, coding, limit, trailing=trailing)
     return body
 
 
-def _decoded_once(body: bytes, coding: str, limit: int) -> bytes:
+def _decoded_once(body: bytes, coding: str, limit: int, *, trailing: bool) -> bytes:
     """Return a body decoded from one coding, gzip or deflate.
 
     aiohttp's own decoder ends a gzip body wherever its bytes stop: a body of `x`, or of the
@@ -112,6 +118,6 @@ def _decoded_once(body: bytes, coding: str, limit: int) -> bytes:
             raise BodyUnreadable  # cut short: the stream's end (gzip: its trailer) never came
         parts.append(part)
         rest = stream.unused_data
-        if not rest:
+        if not rest or (trailing and coding == "gzip" and not _GZIP_MAGIC.startswith(rest[:2])):
             return b"".join(parts)
     raise BodyUnreadable

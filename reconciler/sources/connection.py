@@ -111,10 +111,11 @@ def _hear(conn: Connection, heard: bytearray | None) -> bytearray | None:
 
 class Head(NamedTuple):
     """An answer's final status line and the headers a write reads of it (the first of each,
-    as aiohttp's `headers.get`; None where it has none)."""
+    as aiohttp's `headers.get`; None where it has none), and every `Location` line that is not
+    empty (the first may point nowhere, the next at the order: writes/once.py `_location`)."""
 
     status: int
-    location: str | None
+    locations: tuple[str, ...]
     retry_after: str | None
     content_type: str
 
@@ -157,7 +158,7 @@ def answer_head(
             headers = message.headers
             return Head(
                 message.code,
-                headers.get(hdrs.LOCATION, "").strip() or None,
+                tuple(v for line in headers.getall(hdrs.LOCATION, ()) if (v := line.strip())),
                 headers.get(hdrs.RETRY_AFTER, "").strip() or None,
                 headers.get(hdrs.CONTENT_TYPE, "").strip(),
             )

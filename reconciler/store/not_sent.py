@@ -1,4 +1,5 @@
-"""A person's word that CCV never got an uncertain submit (`ccv resolve --not-sent`).
+"""A person's word on an uncertain submit: CCV never got it (`ccv resolve --not-sent`), or
+CCV made its order (`ccv resolve --made`).
 
 Taken for an uncertain submission whose answer said nothing of an order: a lost one, a 5xx, a
 redirect other than a `303 See Other` with a `Location` (a gateway's login page), a 200 naming
@@ -12,7 +13,14 @@ from dataclasses import replace
 
 from ..events import Event, submit_resolved_event
 from .db import Store
-from .submissions import FOLLOWED_ELSEWHERE, UNUSABLE_ORDER_ID, Submission, find, uncertain
+from .submissions import (
+    FOLLOWED_ELSEWHERE,
+    UNUSABLE_ORDER_ID,
+    Submission,
+    find,
+    resolve,
+    uncertain,
+)
 
 # The `reason` of an answer that began but whose status line and headers could not be read
 # (writes/once.py HeadUnread), and of one aiohttp refused with its headers for an encoding it
@@ -104,3 +112,15 @@ async def not_sent(
             await store.events.add([event])
             return replace(sub, state="failed", reason="not_sent", closed_at=now), [event]
     return (sub if sub is not None else await find(store, account, reference)), []
+
+
+async def made(
+    store: Store, account: str, reference: str, now: float
+) -> tuple[Submission | None, list[Event]]:
+    """A person's word that CCV made an order of the uncertain submission of a reference, one
+    reconciler does not follow (`ccv resolve --made`: its id cannot be tracked, as an
+    `unusable_order_id`'s): close it as `resolved` with its `order.submit_resolved` (`how`
+    `made`); the reference stays taken (a new submit of it would make a second order). Return
+    the submission as it is then and the event; with none, nothing was uncertain."""
+    events = await resolve(store, account, reference, None, "made", now)
+    return await find(store, account, reference), events

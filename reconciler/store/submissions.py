@@ -5,8 +5,9 @@ order is tracked in the same transaction), `failed` (a definite refusal or nothi
 `uncertain` (the answer was lost: never re-sent). An uncertain one becomes `resolved`, with its
 `order.submit_resolved` in the same transaction, when a notification for its reference arrives
 (not for one CCV answered with a 2xx: `answered`) or someone tracks its order with the
-reference; `failed` (`not_sent`) when a person says CCV never got it (`not_sent`), and from
-there `resolved` when a notification says CCV has it after all.
+reference, or a person says CCV made it (`made`); `failed` (`not_sent`) when a person says CCV
+never got it (`not_sent`), and from there `resolved` when a notification says CCV has it after
+all. A refusal is not `failed` where a notification named the reference while it waited.
 One live submission per (account, reference): a second submit of the same reference is refused
 unless the earlier one definitely failed.
 """
@@ -26,9 +27,9 @@ from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
-# What settled an uncertain submission: CCV's notification for its reference, a person
-# tracking its order with the reference, or a person's word that CCV never got it.
-How = Literal["notification", "track", "not_sent"]
+# What settled an uncertain submission: CCV's notification for its reference, a person tracking
+# its order with the reference, or a person's word that CCV never got it, or made it.
+How = Literal["notification", "track", "not_sent", "made"]
 # The `reason` of a submit CCV answered with a 2xx naming an order followed under another
 # reference (writes/submit_outcome.py).
 FOLLOWED_ELSEWHERE = "order_followed_elsewhere"
@@ -41,10 +42,10 @@ _COLUMNS = (
 )
 # SQLite reads a partial index only for a query whose WHERE repeats the index's own term: told
 # `state = 'uncertain'` alone, it reads every row of the table (every submit of the retention
-# window). `_OPEN` names the submissions_open index's rows (those of a state), `_LIVE` the
+# window). `OPEN` names the submissions_open index's rows (those of a state), `_LIVE` the
 # submissions_live index's (those of an account's references), `_FAILED` the
 # submissions_failed index's.
-_OPEN = "state IN ('sending', 'uncertain')"
+OPEN = "state IN ('sending', 'uncertain')"  # store/unsettled.py's too
 _LIVE = "state != 'failed'"
 _FAILED = "state = 'failed'"
 
@@ -167,10 +168,14 @@ async def fail(
     reason: str,
     now: float,
     location: str | None = None,
-) -> None:
-    """Close a submission as definitely not made (a refusal, or nothing reached CCV)."""
-    close = _close(sub_id, "failed", http_status, reason, now, None, location)
-    await commit_at_once(store, [close])
+    unless_notified: bool = False,
+) -> bool:
+    """Close a submission as definitely not made (a refusal, or nothing reached CCV); return
+    whether it did. `unless_notified`: not one a notification for its reference named while it
+    waited (`notified`: CCV has an order of it, which a refusal contradicts)."""
+    sql, params = _close(sub_id, "failed", http_status, reason, now, None, location)
+    sql += " AND notified_at IS NULL" if unless_notified else ""
+    return (await commit_at_once(store, [(sql, params)])).changes > 0
 
 
 async def withdraw(store: Store, sub_id: int) -> None:
@@ -218,20 +223,9 @@ async def interrupted(store: Store) -> list[Submission]:
     """Return the submissions left `sending`: a writer at its start finds those a stopped
     process left (no other process sends them); files.writer_running says whose they are."""
     rows = await store.conn.execute_fetchall(
-        f"SELECT {_COLUMNS} FROM submissions WHERE {_OPEN} AND state = 'sending' ORDER BY id"
+        f"SELECT {_COLUMNS} FROM submissions WHERE {OPEN} AND state = 'sending' ORDER BY id"
     )
     return [_row(r) for r in rows]
-
-
-async def uncertain_references(store: Store) -> dict[str, set[str]]:
-    """Return the references of the uncertain submissions, per account (a read, no writer)."""
-    rows = await store.conn.execute_fetchall(
-        f"SELECT account, external_reference FROM submissions WHERE {_OPEN} AND state = 'uncertain'"
-    )
-    found: dict[str, set[str]] = {}
-    for account, ref in rows:
-        found.setdefault(str(account), set()).add(str(ref))
-    return found
 
 
 async def uncertain(store: Store, account: str, references: Sequence[str]) -> dict[str, Submission]:
@@ -241,7 +235,7 @@ async def uncertain(store: Store, account: str, references: Sequence[str]) -> di
     if len(unique) > CHUNK:
         # A long list (`track --from-file`): the account's uncertain submits are few, so they
         # are read once, through the index of open submissions, and matched here.
-        sql = f"SELECT {_COLUMNS} FROM submissions WHERE {_OPEN} AND state = 'uncertain' "
+        sql = f"SELECT {_COLUMNS} FROM submissions WHERE {OPEN} AND state = 'uncertain' "
         rows = await store.conn.execute_fetchall(sql + "AND account = ?", (account,))
         wanted = set(unique)
         return {s.external_reference: s for s in map(_row, rows) if s.external_reference in wanted}
@@ -251,15 +245,6 @@ async def uncertain(store: Store, account: str, references: Sequence[str]) -> di
         (account, *unique),
     )
     return {sub.external_reference: sub for sub in map(_row, rows)}
-
-
-async def unsettled_counts(store: Store) -> dict[str, int]:
-    """Per account, the submissions whose answer is not known: uncertain, or left sending (a
-    writer's start makes those uncertain)."""
-    rows = await store.conn.execute_fetchall(
-        f"SELECT account, count(*) FROM submissions WHERE {_OPEN} GROUP BY account"
-    )
-    return {str(a): int(n) for a, n in rows}
 
 
 async def resolve(
@@ -279,7 +264,7 @@ async def resolve_many(
     """Settle the uncertain submissions of (order id or None, reference) pairs in one
     transaction, each with its `order.submit_resolved`; return those events."""
     rows = await store.conn.execute_fetchall(
-        f"SELECT count(*) FROM submissions WHERE {_OPEN} AND state = 'uncertain'"
+        f"SELECT count(*) FROM submissions WHERE {OPEN} AND state = 'uncertain'"
     )
     if not orders or not next(iter(rows))[0]:
         return []  # the common case, a `track --from-file` of many orders, costs one read

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 import aiohttp
@@ -129,13 +130,9 @@ async def _send(
             max_line_size=LINE_MAX,
             max_field_size=LINE_MAX,
         ) as resp:
-            # An empty one points nowhere: joined, it would read as the URL asked, taken for
-            # where the order is (`store/not_sent.refusal`). Where a redirect or a `201
-            # Created` points, made absolute: relative to the provider's URL, not to whoever
-            # the answer is passed on to. Read before the body, whose failure must not lose it
-            # (a 303's Location says CCV made the order).
-            location = resp.headers.get(hdrs.LOCATION, "").strip() or None
-            joined = None if location is None else _joined(url, location)
+            # Read before the body, whose failure must not lose it (a 303's Location says CCV
+            # made the order).
+            joined = _location(url, resp.headers.getall(hdrs.LOCATION, ()))
             cut = None
             try:
                 body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
@@ -199,14 +196,17 @@ def _heard(
     returned with no body, what came as its `cut`); a write whose answer began is never taken
     for a lost one."""
     heard = connecting.heard
-    if not heard:  # no byte of an answer came (None: not known, with another connector)
+    # Blank lines only are no answer begun, as no byte is (`b"HTTP/".startswith(b"")` would
+    # take them for a head cut short: refused for ever, with no order at CCV to track).
+    began = b"" if heard is None else bytes(heard.lstrip(b"\r\n")[:5])
+    if heard is None or not began:  # no byte came (None: not known, with another connector)
         if unread is not None:
             raise unread
         if heard is None and word == MALFORMED:
             # aiohttp refused bytes that came: an answer began, unkept.
             raise HeadUnread(word)
         raise Uncertain(word)
-    if not b"HTTP/".startswith(bytes(heard.lstrip(b"\r\n")[:5])):
+    if not b"HTTP/".startswith(began):
         # No HTTP answer began (a TLS alert from an https port set as http://, a proxy's
         # junk): nothing says CCV got the request, and a person who looked may say it did not.
         if unread is not None:
@@ -215,7 +215,7 @@ def _heard(
     head = answer_head(bytes(heard))
     if head is None:
         raise HeadUnread(word)
-    joined = None if head.location is None else _joined(url, head.location)
+    joined = _location(url, head.locations)
     if 400 <= head.status < 500:
         reply = Reply(
             head.status, b"", head.content_type, sent_at, location=joined, cut=bytes(heard)
@@ -227,6 +227,20 @@ def _heard(
         unread.status, unread.location = head.status, joined
         raise unread
     raise BodyBroke(word, head.status, joined)
+
+
+def _location(url: URL, lines: Iterable[str]) -> str | None:
+    """Where the answer points, made absolute (`_joined`): relative to the provider's URL, not
+    to whoever the answer is passed on to. Its first `Location` line that points somewhere: an
+    empty one points nowhere, and one pointing back at the URL asked would read as where the
+    order is; a second line after such a one (`Location:` then `Location: /order/ord-3`) is
+    where the order is, lost with `headers.get`, which reads the first line only (a 303 kept
+    with none: `--not-sent` taken, and the reference submitted again, a second order). Of two
+    pointing elsewhere the first is kept: either says CCV made the order."""
+    for line in lines:
+        if (line := line.strip()) and (joined := _joined(url, line)) is not None:
+            return joined
+    return None
 
 
 def _joined(url: URL, location: str) -> str | None:

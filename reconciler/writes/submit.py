@@ -32,12 +32,13 @@ from reconciler.redact import (
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
-from reconciler.store.not_sent import not_sent, refusal
+from reconciler.store.not_sent import made, not_sent, refusal
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.submit_body import BadSubmission, prepare
 from reconciler.writes.submit_outcome import (
+    MADE_ADVICE,
     Closing,
     Result,
     close,
@@ -109,6 +110,20 @@ class Submitter:
         log.info(
             "ccv.submit_resolved",
             extra=fields(account=account, external_reference=reference, how="not_sent"),
+        )
+        self.on_commit()
+        return True, sub
+
+    async def made(self, account: str, reference: str) -> tuple[bool, subs.Submission | None]:
+        """Settle the uncertain submission of a reference by a person's word that CCV made an
+        order of it, one reconciler will not follow (`ccv resolve --made`); return whether it
+        was settled, and the submission of the reference as it is then."""
+        sub, events = await made(self.store, account, reference, self.clock())
+        if not events:
+            return False, sub
+        log.info(
+            "ccv.submit_resolved",
+            extra=fields(account=account, external_reference=reference, how="made"),
         )
         self.on_commit()
         return True, sub
@@ -307,6 +322,9 @@ def not_settled(reference: str, found: subs.Submission | None) -> str:
     if found is None:
         return f"nothing was submitted with external reference {reference}"
     why = refusal(found) if found.state == "uncertain" else None
+    if why is not None and found.reason == subs.UNUSABLE_ORDER_ID:
+        # Its id cannot be tracked: nothing but a person's word closes it.
+        return f"{why}; its id cannot be tracked: {MADE_ADVICE.format(ref_option(reference))}"
     if why is not None:
         # CCV said it has the order; which one this submit made is for a person to find.
         return f"{why}; find it at CCV and run `reconciler track ccv ID {track_options(found)}`"

@@ -87,14 +87,20 @@ def field_value(document: Mapping[str, object], name: str) -> object:
     """The value of the field `name` in a JSON object of CCV's, its case ignored (a .NET
     serializer writes `OrderId`, and CCV may read JSON ignoring case): fields naming it in any
     cases, the exact one too, with different values are as one named twice (which one CCV
-    meant is not known, as a request naming both is refused: `submit_body`); a null is none."""
+    meant is not known, as a request naming both is refused: `submit_body`); a null is none, and
+    so is a string empty after its white space (`""`, `"  "`: it names no order, as null does;
+    taken for one, `--not-sent` would be refused for an answer that proves nothing)."""
     folded = name.casefold()
-    values = [v for k, v in document.items() if k.casefold() == folded and v is not None]
+    values = [v for k, v in document.items() if k.casefold() == folded and not _blank(v)]
     if not values:
         return None
     first = values[0]
     same = all(v is not _REPEATED and type(v) is type(first) and v == first for v in values)
     return first if same else _REPEATED
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def location_order_id(location: str, names: Sequence[str]) -> str | None:

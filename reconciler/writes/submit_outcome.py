@@ -16,7 +16,7 @@ import json
 import logging
 import shlex
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote
 
@@ -50,6 +50,15 @@ NOT_SENT_REFUSED_HEADER = "Reconciler-Submission-Not-Sent-Refused"
 ANSWER_UNREAD = "answer_unread"
 # `true` where `track ccv ID --ref REF` needs `--relink` to settle it (`Result.relink`).
 RELINK_HEADER = "Reconciler-Submission-Track-Relink"
+# What closes a submission CCV made an order of that `track` cannot take (`unusable_order_id`).
+MADE_ADVICE = "once you found the order at CCV, `reconciler ccv resolve {} --made` closes it"
+
+
+def untrackable(refused: str | None) -> bool:
+    """Whether a refusal of `--not-sent` (`not_sent_refused`, as the API's header carries it)
+    is for an order CCV named under an id `track` cannot take: `--made` closes it, not
+    `track ccv ID`."""
+    return refused is not None and MADE_ADVICE.partition("{}")[2] in refused
 
 
 def own_header(own: str) -> str:
@@ -211,15 +220,47 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         # as with a lost answer, never sent again; a person settles it.
         return await passed_uncertain(f"http_{status}")
     reason = f"http_{status}"
-    await subs.fail(
-        c.store, sub_id, http_status=status, reason=reason, now=c.now, location=location
-    )
+    if not await subs.fail(
+        c.store,
+        sub_id,
+        http_status=status,
+        reason=reason,
+        now=c.now,
+        location=location,
+        unless_notified=True,
+    ):
+        return await _contradicted(passed_uncertain, account, ref, reason, status)
     log.warning(
         "ccv.submit_refused", extra=fields(account=account, external_reference=ref, status=status)
     )
     return Result(
         status, answer.body, answer.content_type, ref, "failed", None, headers, answer.own
     )
+
+
+async def _contradicted(
+    passed_uncertain: Callable[[str], Awaitable[Result]],
+    account: str,
+    ref: str,
+    reason: str,
+    status: int,
+) -> Result:
+    """CCV refused the submit, but a notification for its reference came while its answer was
+    on the way: CCV has an order of it (another submit of it, say), which the refusal
+    contradicts. Freed, the reference would be submitted again, a second order: kept taken,
+    settled by that notification as a lost answer is (`make_uncertain`), with one warning."""
+    log.warning(
+        "ccv.submit_refused_contradicted",
+        extra=fields(account=account, external_reference=ref, status=status),
+    )
+    result = await passed_uncertain(reason)
+    own = (
+        f"CCV refused the submit (HTTP {status}), but a CCV notification for external reference "
+        f"{ref} came while it waited: CCV has an order of it, and the submit is {result.state} "
+        "(the reference is not sent again); find the order at CCV and run "
+        f"`reconciler track ccv ID {ref_option(ref)}`"
+    )
+    return replace(result, own=own)
 
 
 def _location_differs(c: Closing, account: str, ref: str, order_id: str, location: str) -> None:

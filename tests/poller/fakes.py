@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.poller.coordinator import Emit
+from reconciler.sources.ccnow_batches import Probe
 from reconciler.sources.errors import SourceError
 
 
@@ -66,7 +67,9 @@ class FakeCCNowClient:
             for i in sorted(self.pending)
         ]
 
-    async def query(self, order_ids: Sequence[str], emit: Emit) -> None:
+    async def query(
+        self, order_ids: Sequence[str], emit: Emit, *, probe: Probe | None = None
+    ) -> None:
         for order_id in order_ids:
             self.queried.append(order_id)
             if self.query_error is not None:

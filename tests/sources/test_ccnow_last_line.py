@@ -16,6 +16,7 @@ from reconciler.sources.ccnow import CCNowClient
 from tests.conftest import call_cli
 from tests.fake_providers import STAMPED, FakeCCNow, Reply, ccnow_config
 from tests.sources.test_ccnow import Collector, RawServer, chunked, failed, ok, with_length
+from tests.sources.test_ccnow_batch_lines import query, said
 from tests.writes.test_ccnow_actions import tracked
 from tests.writes.test_ccnow_answers import changes
 
@@ -176,3 +177,45 @@ async def test_an_answer_whose_one_line_is_undecided_asks_it_again(
         client = CCNowClient(ccnow_config(server.url), session)
         assert await client.pending_list() == [ok(X, "pending")]
         assert server.requests == 2
+
+
+# --- brief n72 (probe 39) -----------------------------------------------------------------
+
+
+class CutAtAnId(FakeCCNow):
+    """A CCNow whose CGI dies in its answer to a post of every order, at the same byte each
+    time: the answer ends after `kept` lines and `tail` (the start of the next one)."""
+
+    def __init__(self, every: int, kept: int, tail: str) -> None:
+        super().__init__()
+        self.every, self.kept, self.tail = every, kept, tail
+
+    def _text(self, lines: list[str]) -> Reply:
+        if len(lines) < self.every:
+            return super()._text(lines)
+        return Reply(200, "".join(f"{x}\n" for x in lines[: self.kept]) + self.tail, chunked=True)
+
+
+@pytest.mark.parametrize(
+    ("tail", "posts"),
+    [
+        # Cut just after a whole id: that order asked alone, the orders after it asked again.
+        ("100-00-0005 ", [8, 1, 3]),
+        ("100-00-0005", [8, 1, 3]),
+        # Cut mid-id: the lines before it read, the orders left out asked again.
+        ("100-00-", [8, 4]),
+        ("1000000", [8, 4]),
+    ],
+)
+async def test_an_answer_cut_at_an_id_reads_the_lines_before_it(
+    tail: str, posts: list[int]
+) -> None:
+    ids = [f"100-00-{n:04d}" for n in range(1, 9)]
+    async with CutAtAnId(len(ids), 4, tail) as fake:
+        fake.orders = dict.fromkeys(ids, "processing")
+        seen = said(await query(fake, ids, batch_size=8))
+        asked = fake.batch_sizes
+    # Was: a truncated answer, retried, the same again: the whole batch failed (and the
+    # account with it, the only batch), the 4 lines read thrown away.
+    assert seen == dict.fromkeys(ids, (Outcome.OK, "processing"))
+    assert asked == posts

@@ -126,3 +126,28 @@ async def test_healthy_orders_beside_two_odd_ones_have_their_status_changes_foun
         [i for i in ids if i not in bad], "completed"
     )
     assert all(stored[i].status is None and stored[i].failure_streak == 2 for i in bad)
+
+
+# --- brief n72 (probe 39) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("odd", [(1, 9), (0, 15), (6, 7), (2, 11, 13)])
+@pytest.mark.parametrize("line", ["??? garbage", "{short} pending"])
+async def test_odd_orders_whose_answer_alone_is_no_ccnow_line_fail_only_themselves(
+    odd: tuple[int, ...], line: str
+) -> None:
+    async with AloneFake() as fake:
+        ids = [f"100-00-{i:04d}" for i in range(1, 17)]
+        fake.orders = dict.fromkeys(ids, "processing")
+        bad = [ids[k] for k in odd]
+        # Asked alone, the answer holds no line in CCNow's words (`00-0002 pending` for
+        # 100-00-0002): a plain protocol error, not an unreadable line of an asked order's.
+        fake.line_for = {i: line.format(short=i[4:]) for i in bad}
+        seen = said(await query(fake, ids, batch_size=16, concurrency=1))
+        posts = len(fake.batch_sizes)
+    # Was: the first odd order found alone earned no share; 7-11 healthy orders of the parts
+    # not asked failed `protocol`, every pass.
+    assert seen == {
+        i: (Outcome.FAILED, "protocol") if i in bad else (Outcome.OK, "processing") for i in ids
+    }
+    assert posts <= 1 + FOUND_ORDERS * 2 * math.ceil(math.log2(16))

@@ -18,7 +18,7 @@ import pytest
 
 from reconciler.commands.status_report import gather_status
 from reconciler.config import load_config
-from reconciler.store import Store, WriterLock
+from reconciler.store import Store, WriterLock, unsettled
 from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
 from reconciler.store.files import writer_running
@@ -94,7 +94,7 @@ async def test_a_notification_reads_the_uncertain_submit_of_its_reference_alone(
     plans = reads(Path(store.path), statements)
     read = [plan for plan in plans.values() if "submissions" in plan]
     assert read and all("(account=? AND external_reference=?)" in plan for plan in read), plans
-    left = await subs.uncertain_references(store)
+    left = await unsettled.uncertain_references(store)
     assert left == {"default": {"default-U1", "default-U2"}, "north": {"north-U1"}} | {
         "south": {"south-U1", "south-U2"}
     }
@@ -170,7 +170,7 @@ async def test_a_writer_settling_what_a_stopped_process_left_or_a_live_lookup_re
     statements: list[str] = []
     await store.conn.set_trace_callback(statements.append)
     left = await subs.interrupted(store)
-    counts = await subs.unsettled_counts(store)
+    counts = await unsettled.unsettled_counts(store)
     found = await subs.find(store, "north", "north-C7")
     resolved = await subs.resolve_many(
         store, "south", [("A-1", "south-U1"), ("A-2", "south-C1")], "track", time.time()
@@ -274,7 +274,7 @@ async def test_a_long_list_of_references_settles_its_uncertain_submits_in_one_re
     plans = reads(Path(store.path), statements)
     assert len([s for s in plans if "FROM submissions" in s]) == 2, plans  # count, then read
     assert not whole_table(plans), whole_table(plans)
-    assert await subs.uncertain_references(store) == {
+    assert await unsettled.uncertain_references(store) == {
         "default": {"default-U1", "default-U2"},
         "north": {"north-U1", "north-U2"},
         "south": {"south-U1"},

@@ -71,8 +71,10 @@ async def test_a_submit_ccv_never_answered_says_so_and_its_advice_runs(
 
     status = await call_cli("--config", cfg, "status")
     (table,) = [t for t in status.stdout.split("\n\n") if t.startswith("WRITES")]
+    made = f"reconciler ccv resolve --ref REF --made{option}"  # for an unusable_order_id
     assert advised(" ".join(table.split())) == [
-        c.replace("INV-77", "REF") for c in (track, resolve)
+        *(c.replace("INV-77", "REF") for c in (track, resolve)),
+        made,
     ]
 
     # As printed: the person is sure CCV has none.

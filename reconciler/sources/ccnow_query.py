@@ -1,0 +1,303 @@
+"""One `CCNowClient.query`: its batches posted, the answers that may be one order's trouble
+asked again in parts, and what fails whose orders (sources/ccnow.py; the counts and the
+breaker's run: ccnow_batches.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from reconciler.config import CCNowConfig
+from reconciler.model import Observation
+from reconciler.sources.ccnow_answer import Answer, EmptyAnswer, OrderLine
+from reconciler.sources.ccnow_batches import (
+    MISSING,
+    BatchFailures,
+    Emit,
+    Probe,
+    Split,
+    Splits,
+    UnreadableAnswer,
+    in_batches,
+    in_order,
+    match,
+    missing_lines,
+    one_orders,
+)
+from reconciler.sources.errors import ProtocolError, SourceError
+from reconciler.sources.http import RequestFailed, drain
+
+log = logging.getLogger("reconciler.sources.ccnow")
+
+Post = Callable[[list[str]], Awaitable[tuple[Answer, float, OrderLine | None]]]
+Decide = Callable[[OrderLine], Awaitable[Observation]]
+
+
+class BatchQuery:
+    """The posts of one query of orders (`CCNowClient.query` tells the rules): `post` asks
+    CCNow, `decide` an answer's undecided last line alone."""
+
+    def __init__(
+        self,
+        config: CCNowConfig,
+        post: Post,
+        decide: Decide,
+        emit: Emit,
+        *,
+        breaker_limit: int,
+        probe: Probe | None,
+    ) -> None:
+        self._config = config
+        self._post = post
+        self._decide = decide
+        self._emit = emit
+        self._probe = probe
+        self._failures = BatchFailures(emit, config.name, breaker_limit)
+        self._splits = Splits(config.name)  # this pass's, for its one log line
+
+    async def run(self, order_ids: Sequence[str]) -> None:
+        """Ask about the orders, a batch at a time; raise for the account."""
+        batches = await in_batches(self._config, order_ids, self._emit)
+        try:
+            await drain(batches, self.handle, self._config.concurrency)
+            await self._failures.finish(self._probe)
+        finally:
+            self._splits.log()
+
+    async def handle(
+        self,
+        batch: list[str],
+        split: Split | None = None,
+        again: bool = False,
+        tentative: bool = False,
+        *,
+        ordered: bool = False,
+        deferred: list[RequestFailed] | None = None,
+    ) -> bool:
+        """Post a batch, or a part of one; return whether it answered (for `drain`).
+
+        `again`: orders an answer left out, asked again (`ask_again`), or a part of them, and
+        `ordered`: that answer's lines came in the order asked (`stopped`). `tentative`: a
+        batch's others (`others`): False, emitting nothing, when none is read. `deferred`: a
+        half of a batch a 5xx followed (`server_halves`), whose own 5xx is put there, its
+        orders not failed yet."""
+        failures, name = self._failures, self._config.name
+        try:
+            answer, asked, last = await self._post(batch)
+        except RequestFailed as exc:
+            if tentative:
+                return False
+            if one_orders(exc) and deferred is not None:
+                deferred.append(exc)
+                return False
+            if one_orders(exc) and len(batch) > 1:
+                return await self.server_halves(batch, exc, split, again)
+            await failures.failed(batch, exc, exc.word, exc.sent_at, counted=split is None)
+            return False  # the next batch goes alone until one answers (drain)
+        except UnreadableAnswer as exc:
+            if len(batch) > 1:
+                return await self.halves(batch, exc, split, again) or tentative
+            if split is not None:
+                split.found += 1
+            await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
+            return tentative
+        except ProtocolError as exc:
+            if tentative:
+                return False
+            if isinstance(exc, EmptyAnswer):  # none of them, as below
+                now = time.time()
+                if again:
+                    await self.stopped(batch, missing_lines(name, batch, now), split, ordered)
+                    return True
+                if split is None and len(batch) > 1 and await self.others(batch, now):
+                    return True
+            if split is not None and len(batch) == 1:
+                # Asked alone, an odd order's answer may hold no line in CCNow's words at all
+                # (`??? garbage`): found alone all the same, its share earned (else two odd
+                # orders in a batch failed the healthy orders of the parts not asked).
+                split.found += 1
+            await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
+            return False
+        cut = None if last is None or last.order_id not in batch else last.order_id
+        asked_ids = batch if cut is None else [i for i in batch if i != cut]
+        observations = match(name, asked_ids, answer, asked)
+        missing = [o for o in observations if o.reason == MISSING]
+        # None of them: a line of no asked order's. Not a cut line alone (`asked_ids`): the
+        # line of the first, cut; taken as a stop, a CGI dying at the same byte every post
+        # would ask the others again one cut line a post.
+        none = len(missing) == len(batch)
+        if tentative and none:
+            return False
+        await failures.answered(reset=split is None)
+        if split is not None:
+            split.read = True
+            split.several = split.several or len(batch) > 1
+        if again and none:
+            await self.stopped(batch, missing, split, ordered)
+            return True
+        if split is None and len(batch) > 1 and none and await self.others(batch, asked):
+            return True
+        # Asked again: orders an answer left out when it held a line of another asked order
+        # (CCNow stopping at a bad id, or answering so many lines a post), besides a cut
+        # last line (a CGI dying at the same byte every post would ask each order again).
+        # An answer of no asked order's line is no answer about them (asked again, it
+        # would be the same).
+        read = len(asked_ids) > 1 and len(missing) < len(asked_ids)
+        for observation in observations:
+            if not (read and observation.reason == MISSING):
+                await self._emit(observation)
+        if last is not None and cut is not None:
+            await self._emit(await self._decide(last))
+        if read and missing:
+            ordered = in_order(batch, answer)
+            await self.ask_again(batch, missing, split, first=not again, ordered=ordered)
+        return True
+
+    async def others(self, batch: list[str], asked: float) -> bool:
+        """A batch's own post of several read none of them (nothing, or no line of theirs):
+        CCNow may have stopped silently at the first (a bad id first: a healthy account's
+        batch failed every pass, or opened the breaker). The others are asked once more:
+        read, the first fails `missing`; none again (nothing pending, CCNow down), False:
+        every order fails as before."""
+        splits = self._splits
+        split, _ = splits.start(len(batch), None)
+        splits.asked_again(len(batch) - 1)
+        if not splits.post(split) or not await self.handle(batch[1:], split, True, True):
+            return False
+        await self._failures.answered()
+        await self._emit(missing_lines(self._config.name, batch[:1], asked)[0])
+        return True
+
+    async def stopped(
+        self, batch: list[str], missing: list[Observation], split: Split | None, ordered: bool
+    ) -> None:
+        """Orders left out, asked again, answered none of them (nothing, or no line of
+        theirs): CCNow stopped silently at one of them (a bad id: lines before it, none for
+        it or after), and the others are asked again (else each failed `missing`, pass after
+        pass). When the answer that left them out came in the order asked (`in_order`), the
+        first is that one and fails `missing`; else (CCNow answering in its own order, as
+        NOTES allows) they are asked again in halves, so that only the bad order, alone,
+        fails (blaming the first failed healthy orders every pass, their changes never
+        seen). Each post still reads, drops or halves."""
+        if len(missing) == 1 and split is not None:
+            split.found += 1  # asked alone: found, as an odd order is, with a share more
+        if ordered or len(missing) == 1:
+            await self._emit(missing[0])
+            if missing[1:]:
+                await self.ask_again(batch, missing[1:], split, first=False, ordered=ordered)
+            return
+        middle = len(missing) // 2
+        for half in (missing[:middle], missing[middle:]):
+            await self.ask_again(batch, half, split, first=False, ordered=False)
+
+    async def ask_again(
+        self,
+        batch: list[str],
+        missing: list[Observation],
+        split: Split | None,
+        *,
+        first: bool,
+        ordered: bool,
+    ) -> None:
+        """Ask again about orders an answer left out, in one post of only those orders, within
+        the batch's posts (`Split`); the answer must hold a line of one of them, or they are
+        taken for a stop (`stopped`), so each post reads at least one order, drops one or
+        halves them: an order left out when asked alone, or past the posts, fails `missing`.
+        Its post answered: what these posts meet never counts in the breaker. Counted once an
+        order, when `first` asked again."""
+        split, _ = self._splits.start(len(batch), split)
+        if first:
+            self._splits.asked_again(len(missing))
+        if not self._splits.post(split):
+            for observation in missing:
+                await self._emit(observation)
+            return
+        ids = [o.key.order_id for o in missing]
+        await self.handle(ids, split, again=True, ordered=ordered)
+
+    async def halves(
+        self, batch: list[str], exc: UnreadableAnswer, split: Split | None, again: bool
+    ) -> bool:
+        """Ask each half again in this pass: the order whose line cannot be read fails alone,
+        the others are decided (else it fails its batch, poll after poll, and the account with
+        it while its one-order probe answers). Past the batch's posts (a share more for each
+        order found alone, up to FOUND_ORDERS: a second odd order failed 6-9 healthy ones,
+        batch after batch, pass after pass), its parts not asked fail (`protocol`). A part's
+        answer does not end the breaker's run (else a line in every answer of several orders
+        never opens it, its parts answering: a few orders a batch read, the others never
+        asked, pass after pass): the batch ends it when all its parts were asked and some
+        answered, and counts once in it when none answered, or some were not asked unless it
+        found an order alone unreadable and read a part of several orders (two odd orders in
+        a batch: a healthy account), or when it earned more posts and read no part of several
+        (`Split.suspect`). A part's own failure never counts alone. The halves of orders
+        asked again are asked again too (`again`: an empty answer leaves them out)."""
+        self._log_split(len(batch))
+        split, whole = self._splits.start(len(batch), split)
+        self._splits.halved = True
+        middle, answered = len(batch) // 2, False
+        for half in (batch[:middle], batch[middle:]):
+            if not self._splits.post(split):
+                await self._unasked(half, split, exc, "protocol", time.time())
+                continue
+            answered = await self.handle(half, split, again) or answered
+        self._counted(whole, answered, split, exc, "protocol", len(batch))
+        return answered
+
+    async def server_halves(
+        self, batch: list[str], exc: RequestFailed, split: Split | None, again: bool
+    ) -> bool:
+        """A 5xx (but a 503's) to a batch of several may follow one order (a CGI dying at a
+        bad id: the whole batch failed every pass, its healthy orders never read, and the
+        account with it when it was the only batch): both halves are asked again, and one
+        that fails while some part answered is halved in turn, within the batch's posts, so
+        that the order alone fails; both failing while no part answered is an outage (three
+        posts a batch, not a share): the batch fails, and counts once in the breaker's run,
+        as `halves`'s."""
+        self._log_split(len(batch))
+        split, whole = self._splits.start(len(batch), split)
+        self._splits.halved = True
+        answered = False
+        failing: list[tuple[list[str], RequestFailed]] = []
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            if not self._splits.post(split):
+                await self._unasked(half, split, exc, exc.word, exc.sent_at)
+                continue
+            deferred: list[RequestFailed] = []
+            answered = await self.handle(half, split, again, deferred=deferred) or answered
+            failing += [(half, failed) for failed in deferred]
+        for half, failed in failing:
+            if split.read and len(half) > 1:
+                answered = await self.server_halves(half, failed, split, again) or answered
+                continue
+            if split.read:
+                split.found += 1  # the order a 5xx follows, found alone
+            await self._failures.failed(half, failed, failed.word, failed.sent_at, counted=False)
+        self._counted(whole, answered, split, exc, exc.word, len(batch))
+        return answered
+
+    def _log_split(self, orders: int) -> None:
+        fields = {"account": self._config.name, "orders": orders}
+        log.debug("ccnow.batch_split", extra={"fields": fields})
+
+    async def _unasked(
+        self, half: list[str], split: Split, exc: SourceError, word: str, at: float
+    ) -> None:
+        split.unasked = True
+        self._splits.unasked(len(half))
+        await self._failures.failed(half, exc, word, at, counted=False)
+
+    def _counted(
+        self,
+        whole: bool,
+        answered: bool,
+        split: Split,
+        exc: SourceError,
+        word: str,
+        orders: int,
+    ) -> None:
+        if whole and (not answered or split.suspect):
+            self._failures.count(exc, word, orders)
+        elif whole and not split.unasked:
+            self._failures.reset()
