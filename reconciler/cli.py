@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from . import __version__, eventloop
 from .commands import WITHOUT_SECRETS, argtypes
 from .config import Config, ConfigError, load_config
+from .config.where import config_path
 from .eventloop import EventLoopError
 from .exits import (
     EX_CONFIG,
@@ -236,11 +237,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_path(arg: str | None) -> Path:
-    """Return the config file to use: --config, $RECONCILER_CONFIG, ./reconciler.toml."""
-    return Path(arg or os.environ.get("RECONCILER_CONFIG") or "reconciler.toml")
-
-
 def undecodable_argument(argv: Sequence[str]) -> str | None:
     """Return the first argument that is not valid UTF-8, shown with escapes, or None."""
     for arg in argv:
@@ -307,7 +303,12 @@ def run_command(args: argparse.Namespace) -> int:
         command = without_config(args)
         if command is not None:
             return command(args)
+        config_path(args.config)  # an empty one: refused before the loop is chosen
         return eventloop.run(config_command(args), sigterm_cancels=True)
+    except EventLoopError as exc:
+        # README's one line: the file the command reads (`-`: none), the variable, the problem.
+        file = "-" if without_config(args) else str(config_path(args.config))
+        return exit_code(ConfigError(file, eventloop.ENV, exc.problem))
     except KeyboardInterrupt:
         return EX_INTERRUPTED
     except (BrokenPipeError, OutputError):
@@ -350,7 +351,7 @@ async def config_command(
 
 # Expected failures: one line on stderr (the prefix, then the error) and their exit code.
 _FAILURES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, int], ...] = (
-    ((ConfigError, EventLoopError), "", EX_CONFIG),
+    (ConfigError, "", EX_CONFIG),
     (UsageError, "reconciler: error: ", EX_USAGE),
     (DataError, "reconciler: error: ", EX_DATAERR),
     ((StoreLocked, StoreFull, TempFailure), "reconciler: ", EX_TEMPFAIL),  # space may be freed

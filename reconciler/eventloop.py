@@ -28,7 +28,12 @@ CHOICES = ("auto", "uvloop", "asyncio")
 
 
 class EventLoopError(Exception):
-    """RECONCILER_EVENT_LOOP names a loop that cannot be used."""
+    """RECONCILER_EVENT_LOOP names a loop that cannot be used; `problem` says why (the command
+    line makes it README's one config error line)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{ENV}: {problem}")
+        self.problem = problem
 
 
 def loop_name() -> str:
@@ -38,12 +43,10 @@ def loop_name() -> str:
     given = os.environ.get(ENV, "")
     wanted = given.strip().lower() or "auto"
     if wanted not in CHOICES:
-        raise EventLoopError(
-            f"config error: {ENV}: must be one of {', '.join(CHOICES)}, not {given!r}"
-        )
+        raise EventLoopError(f"must be one of {', '.join(CHOICES)}, not {given!r}")
     installed = importlib.util.find_spec("uvloop") is not None
     if wanted == "uvloop" and not installed:
-        raise EventLoopError(f"config error: {ENV}: uvloop is not installed")
+        raise EventLoopError("uvloop is not installed")
     return "uvloop" if wanted != "asyncio" and installed else "asyncio"
 
 

@@ -56,9 +56,8 @@ def encodings(secret: str) -> frozenset[str]:
             continue
         forms.add(raw.decode("utf-8", "surrogateescape"))
         forms.add(raw.decode("utf-8", "replace"))
-        # ... and percent-escaped so: `P%E4ssw%F6rd`, as a latin-1 form posted it.
-        alnum = "".join(chr(b) if chr(b).isalnum() and b < 0x80 else f"%{b:02X}" for b in raw)
-        forms |= {quote(raw), quote(raw, safe=""), quote_plus(raw, safe=""), alnum}
+        # Percent-escaped so (`P%E4ssw%F6rd`, as a latin-1 form posts it), whole or mixed:
+        # `_atom` knows each character's 8-bit escapes.
     return frozenset(form for form in forms if form)
 
 
@@ -274,11 +273,27 @@ def _atom(c: str) -> str:
     """`c` in a lower-cased text: itself, or its UTF-8 bytes percent-encoded (escapes first:
     the longest is taken); a space a `+` too. Escapes of its other case too: a provider that
     quotes a secret in capitals may encode it after."""
-    escapes = {_percent(variant) for variant in (c, c.lower(), c.upper()) if len(variant) == 1}
+    variants = [v for v in (c, c.lower(), c.upper()) if len(v) == 1]
+    escapes = {_percent(v) for v in variants}
+    # A legacy form (latin-1, cp1252) escapes a non-ASCII letter's one byte: `%e4` for `ä`.
+    escapes |= {
+        f"%{v.encode(legacy)[0]:02x}"
+        for v in variants
+        for legacy in ("latin-1", "cp1252")
+        if not v.isascii() and _encodable(v, legacy)
+    }
     plain = [re.escape(_lower(c))] + (["\\+"] if c == " " else [])
     if c == "%":  # not the start of an escape of itself cut at the end (`%2`): `cut` takes it
         plain = [r"%(?![0-9a-f](?:\Z|\.\.\.|\u2026))"]
     return "(?:" + "|".join(sorted(escapes) + plain) + ")"
+
+
+def _encodable(c: str, encoding: str) -> bool:
+    try:
+        c.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # What an order id or reference given to reconciler that holds a secret is told (not the value:

@@ -159,7 +159,15 @@ def test_a_password_echoed_in_latin1_is_masked_in_the_error_text() -> None:
 
 
 @pytest.mark.parametrize(
-    "echo", ["P%E4ssw%F6rd-123", "p%e4ssw%f6rd-123", "P%E4ssw%F6rd%2D123", "P%E4ssw%F6rd+123"]
+    "echo",
+    [
+        "P%E4ssw%F6rd-123",
+        "p%e4ssw%f6rd-123",
+        "P%E4ssw%F6rd%2D123",
+        "P%E4ssw%F6rd+123",
+        "%50%E4%73%73%77%F6%72%64%2D%31%32%33",  # every byte
+        "P\u00e4ssw%F6rd-123",  # one letter escaped, one not
+    ],
 )
 def test_a_password_echoed_percent_escaped_in_latin1_is_masked(echo: str) -> None:
     # A latin-1 form (an old CGI's) percent-escapes the password's latin-1 bytes.

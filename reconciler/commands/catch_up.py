@@ -13,6 +13,7 @@ from ..exits import EX_OK, EX_TEMPFAIL, UsageError
 from ..logs import fields
 from ..poller.unconfigured import unconfigured_accounts, warn_unconfigured
 from .accounts import account_names
+from .permissions import warn_same_accounts
 from .progress import progress
 
 log = logging.getLogger("reconciler.cli")
@@ -27,6 +28,7 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
     if args.source is not None and not account_names(config, args.source):
         # Asking nothing and exiting 0 would tell a script that the source was caught up.
         raise UsageError(f"no [{args.source}] account is configured")
+    warn_same_accounts(config)
     async with Runtime(config) as rt:
         started = time.monotonic()
         warn_unconfigured(await unconfigured_accounts(config, rt.store), args.source)

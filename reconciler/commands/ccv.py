@@ -15,9 +15,19 @@ from .input import order_ids, read_json, reference_given
 
 def check_pricing_command(args: argparse.Namespace) -> int:
     """Check CCV prices: every problem on its own line (stdout), exit 65 if any blocks."""
-    problems = check_pricing(read_json(args.file))
+    try:
+        document = read_json(args.file)
+    except DataError as exc:
+        if args.json:  # a script reads one object on stdout, whatever went wrong
+            print(json.dumps({"ok": False, "problems": [], "error": str(exc)}))
+        raise
+    problems = check_pricing(document)
     if args.json:
-        report = {"ok": not blocking(problems), "problems": [p.to_json() for p in problems]}
+        report = {
+            "ok": not blocking(problems),
+            "problems": [p.to_json() for p in problems],
+            "error": None,
+        }
         print(json.dumps(report))
     else:
         for problem in problems:

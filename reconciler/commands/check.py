@@ -21,7 +21,7 @@ from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from ..logs import say
 from ..store import StoreError
 from ..terminal import shown
-from .permissions import warn_readable_secrets
+from .permissions import warn_readable_secrets, warn_same_accounts
 
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:
@@ -31,6 +31,7 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
     print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
     warn_readable_secrets(config.secret_files)
+    warn_same_accounts(config)
     await _warn_unconfigured(config)
     if not args.online:
         return EX_OK

@@ -1,4 +1,5 @@
-"""Warn when a file that holds a secret can be read by other users, as ssh does for keys."""
+"""Warnings about a config that loads: a file that holds a secret other users can read (as ssh
+warns of keys), two accounts that are one provider account."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..config import Config
 from ..logs import fields
 
 log = logging.getLogger("reconciler.config")
@@ -36,5 +38,21 @@ def warn_readable_secrets(paths: Iterable[Path]) -> None:
                 file=str(path),
                 mode=f"{mode:04o}",
                 hint=f"holds a secret and is readable by others: chmod go-rwx {path}",
+            ),
+        )
+
+
+def warn_same_accounts(config: Config) -> None:
+    """Log one warning per account that is an earlier account's provider account again; never
+    the secret that makes them one."""
+    for source, account, earlier in config.same_provider_accounts():
+        log.warning(
+            "config.same_provider_account",
+            extra=fields(
+                source=source,
+                account=account,
+                same_as=earlier,
+                hint=f"{source} accounts {earlier} and {account} are one provider account: "
+                "every order of it is followed twice, with two events per change",
             ),
         )

@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..config import Config
-from .permissions import warn_readable_secrets
+from .permissions import warn_readable_secrets, warn_same_accounts
 
 if TYPE_CHECKING:
     from ..daemon import Ticks
@@ -25,4 +25,5 @@ async def daemon_command(
     from ..daemon import TICKS, run_daemon
 
     warn_readable_secrets(config.secret_files)
+    warn_same_accounts(config)
     return await run_daemon(config, stop=stop, ticks=ticks or TICKS)

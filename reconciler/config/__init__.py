@@ -3,8 +3,9 @@
 The package: `schema` (the dataclasses), `table` (reading one TOML table), `values` (pure rules
 for single values), `secret` (Secret and where secrets are read from), `files` (reading the
 config and secret files, bounded), `keys` (the keys each table may hold), `names` (account and
-sink names), `statuses` (status words as keys), `sinks` (the `[[sinks]]` tables) and `loader`
-(`load_config`: the file, its accounts, receiver, API and alerts). Everything is importable
+sink names), `statuses` (status words as keys), `sinks` (the `[[sinks]]` tables), `where`
+(which file a command reads) and `loader` (`load_config`: the file, its accounts, receiver,
+API and alerts). Everything is importable
 from here.
 """
 

@@ -37,12 +37,13 @@ from .schema import (
 from .secret import (
     SecretReader,
     api_token_problem,
+    header_key_problem,
     inline_secrets,
     min_length,
     secret_names,
     token_problem,
 )
-from .sinks import SinkReader
+from .sinks import SinkReader, secret_key
 from .table import Table, control_problem, file_path
 from .values import may_be_one_address, parse_duration, parse_listen, type_name
 
@@ -139,6 +140,10 @@ class Loader:
             store_path=store_path,
             config_path=None if names_a_descriptor(self.file) else Path(self.file),
         ).sinks(top)
+        if (key := secret_key(self.secrets, store_path)) is not None:
+            # Every command then refused it as no database (74), leaving a `.lock` beside it.
+            problem = f"{store_path} is the file {key} names; the store needs a file of its own"
+            raise ConfigError(self.file, "store.path", problem)
         alerts = self.alerts(top.table("alerts", ("stuck_after",)))
         return Config(
             file=self.file,
@@ -200,7 +205,10 @@ class Loader:
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
         env, credentials = secret_names("ccv", name, single, "api_key")
         base_url = table.url("base_url", base=True).rstrip("/")
-        api_key = self.secrets.required(table, "api_key", env, credentials)
+        auth = table.choice("auth", AUTH_SCHEMES, "basic")
+        api_key = self.secrets.required(
+            table, "api_key", env, credentials, None if auth == "basic" else header_key_problem
+        )
         auth_header = table.string("auth_header", "Authorization")
         if not _HEADER_NAME.fullmatch(auth_header):
             raise table.error("auth_header", "not a valid HTTP header name")
@@ -224,7 +232,7 @@ class Loader:
                     "settled_interval", "1d", positive=True, at_least=_FLOOR
                 ),
             ),
-            auth=table.choice("auth", AUTH_SCHEMES, "basic"),
+            auth=auth,
             auth_header=auth_header,
         )
 

@@ -197,6 +197,25 @@ class Config:
             **{("ccnow", a.name): a.schedule for a in self.ccnow},
         }
 
+    def same_provider_accounts(self) -> list[tuple[str, str, str]]:
+        """Return (source, account, the earlier account it is) for each account that is one
+        provider account with an earlier one: CCV's base URL and key, CCNow's URL, login,
+        password and store. Not refused (tests run several accounts against one sandbox),
+        but each such account follows every order again, with its own events."""
+        logins: list[tuple[str, str, object]] = [
+            ("ccv", a.name, (a.base_url.rstrip("/"), a.api_key)) for a in self.ccv
+        ]
+        logins += [
+            ("ccnow", a.name, (a.url.rstrip("/"), a.client_id, a.password, a.store_id))
+            for a in self.ccnow
+        ]
+        first: dict[tuple[str, object], str] = {}
+        same = []
+        for source, name, login in logins:
+            if (earlier := first.setdefault((source, login), name)) != name:
+                same.append((source, name, earlier))
+        return same
+
     def watch_settled(self) -> dict[tuple[str, str], float]:
         """Return each configured account's `watch_settled`, by (source, account)."""
         return {key: s.watch_settled_s for key, s in self.schedules().items()}

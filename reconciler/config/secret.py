@@ -134,6 +134,14 @@ def api_token_problem(value: str) -> str | None:
     return None
 
 
+def header_key_problem(value: str) -> str | None:
+    # With auth = "bearer" or "header" the key goes into the header as it is: aiohttp sent a
+    # key beyond ASCII as UTF-8 bytes, which servers read as latin-1 or refuse.
+    if not value.isascii():
+        return "must be ASCII with auth 'bearer' or 'header' (an HTTP header carries it as it is)"
+    return None
+
+
 def webhook_key(secret: str) -> bytes:
     """Return the HMAC key of a Standard Webhooks secret (`whsec_` + base64, prefix optional);
     raise ValueError, never naming the value (it is the secret)."""
@@ -222,7 +230,8 @@ class SecretReader:
         self.base_dir = base_dir
         self.env = env
         self.secrets_optional = optional
-        self.secret_files: dict[Path, None] = {}
+        # Each file a secret was read from, and the key that named it first.
+        self.secret_files: dict[Path, str] = {}
         # Values a `*_file` that names no file must not be echoed as (the loader adds those
         # given inline): the environment's, and each secret read so far.
         self.known = {
@@ -293,13 +302,13 @@ class SecretReader:
         """(value, key to blame, where from) of the first source that has the secret."""
         value = table.get(key, str, "a string")
         if value is not None:
-            self.secret_files[Path(self.file)] = None
+            self.secret_files.setdefault(Path(self.file), table.path(key))
             return value, key, ""
         file_key = f"{key}_file"
         if file_key in table.data:
             given = table.string(file_key)
             path = self.base_dir / given
-            self.secret_files[path] = None
+            self.secret_files.setdefault(path, table.path(file_key))
             try:
                 return self.read(path, table, file_key), file_key, ""
             except _Unreadable as error:

@@ -96,6 +96,8 @@ class SinkReader:
                         )
                 files.append((sink.path, table))
             sinks.append(sink)
+        for index, sink in enumerate(sinks):  # now that every secret is read, the sinks' too
+            self.secret_sink(index, sink)
         if not any(kind == "log" for _, kind in typed):
             # The log sink is always there; without one configured it is the built-in `log`.
             for table, _ in typed:
@@ -159,6 +161,25 @@ class SinkReader:
                 return what
         return None
 
+    def secret_sink(self, index: int, sink: SinkConfig) -> None:
+        """Refuse a jsonl sink writing into, or a command sink running, a file a secret was
+        read from: events appended to a key's file made it no key (a line break), and the next
+        start failed (78) until someone mended it by hand."""
+        if isinstance(sink, JsonlSinkConfig) and (key := secret_key(self.secrets, sink.path)):
+            raise ConfigError(
+                self.file,
+                f"sinks[{index}].path",
+                f"{sink.path} is the file {key} names; the sink needs a file of its own",
+            )
+        program = sink.command[0] if isinstance(sink, CommandSinkConfig) else ""
+        # A bare name is looked up on PATH when run, never a file beside the config.
+        if "/" in program and (key := secret_key(self.secrets, Path(program))):
+            raise ConfigError(
+                self.file,
+                f"sinks[{index}].command[0]",
+                f"{program} is the file {key} names; a secret's file is no program",
+            )
+
     def command(self, table: Table) -> tuple[str, ...]:
         """Read a command sink's argv: a non-empty list of strings without NUL, the program not
         empty; a program path with a `/` that is relative is beside the file (the daemon's
@@ -190,6 +211,15 @@ def nul_word(command: Sequence[str]) -> int | None:
     program's argument ends at its first NUL: uvloop ran it with what came before, asyncio
     refused every attempt; the config refuses such a word, a sink made in code never runs it."""
     return next((i for i, word in enumerate(command) if "\0" in word), None)
+
+
+def secret_key(secrets: SecretReader, path: Path) -> str | None:
+    """The key (`ccv.api_key_file`) that named the file a secret was read from which `path`
+    is, after links or by inode, or None. The config file, holding a secret given inline, is
+    left out: it is refused as "this config file"."""
+    files = secrets.secret_files.items()
+    config = Path(secrets.file)
+    return next((key for file, key in files if file != config and same_file(path, file)), None)
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -66,11 +66,14 @@ def url_problem(url: str, *, base: bool = False) -> str | None:
     try:
         parts = urlsplit(url)
         host = parts.hostname
-        _ = parts.port  # raises on a port that is not a number in range
+        port = parts.port  # raises on a port that is not a number in range
     except ValueError:
         return "invalid URL"
     if parts.scheme not in ("http", "https") or not host:
         return "expected an http(s) URL with a host"
+    if port == 0:
+        # No request reaches port 0: `check --online` said "unavailable" (75), as if later.
+        return "port 0 cannot be connected to (port 1 to 65535)"
     if problem := _host_problem(url, host):
         return problem
     if parts.username is not None or parts.password is not None:

@@ -15,8 +15,8 @@ HINTS = {
     "bad_signature": "signed with another [receiver] secret or public_url, or altered on the way; "
     "previous_secret keeps older URLs valid while they are replaced",
     "bad_token": "not this account's notification_token",
-    "no_notification_token": "a CCNow notification URL of an account the config gives no "
-    "notification_token: give it the token CCNow calls with",
+    "no_notification_token": "a CCNow notification URL, with another account's token, of an "
+    "account the config gives no notification_token: give it the token CCNow calls with",
     "account_not_configured": "a notification URL of an account the config no longer names "
     "(renamed or removed), signed or with a configured token: the provider keeps calling it; "
     "name the account again while its orders are open, or give CCNow the new URL",

@@ -95,6 +95,7 @@ class Screen:
         self.receiver = receiver
         self.ccv_accounts = frozenset(ccv_accounts)
         self.ccnow_tokens = dict(ccnow_tokens)
+        self._tokens = [t for t in ccnow_tokens.values() if t is not None]
 
     def __call__(self, request: web.BaseRequest) -> Local | CCVCall | CCNowCall:
         """Return what a request asks for; raise Rejected when it is refused."""
@@ -163,27 +164,23 @@ class Screen:
     def _a_token(self, token: str) -> bool:
         """Whether `token` is one of the configured notification tokens (constant time each)."""
         given = token.encode("utf-8")
-        return any(
-            [
-                hmac.compare_digest(given, t.reveal().encode("utf-8"))
-                for t in self.ccnow_tokens.values()
-                if t is not None
-            ]
-        )
+        return any([hmac.compare_digest(given, t.reveal().encode("utf-8")) for t in self._tokens])
 
     def ccnow(self, target: CCNowPath) -> CCNowCall:
         """Take a CCNow path of an account with a notification token, carrying that token."""
         account, token = decode_segment(target.account), decode_segment(target.token)
         expected = self.ccnow_tokens.get(account) if account is not None else None
-        if account is not None and expected is None and account in self.ccnow_tokens:
-            # Configured, but CCNow was never meant to call it: a token given to CCNow and not
-            # to this config (or taken out of it).
-            raise Rejected(404, "no_notification_token", source="ccnow", account=account)
         if account is None or expected is None:
             if account is not None and token is not None and self._a_token(token):
-                # A configured token under an account's old name: CCNow still calls the URL
-                # of an account since renamed or removed.
-                raise Rejected(404, "account_not_configured", source="ccnow", account=account)
+                # A configured token, under an account's old name (CCNow still calls the URL of
+                # an account since renamed or removed) or under one given none (the token went
+                # to CCNow for it, not into this config). Any other token: a scanner's guess.
+                reason = (
+                    "no_notification_token"
+                    if account in self.ccnow_tokens
+                    else "account_not_configured"
+                )
+                raise Rejected(404, reason, source="ccnow", account=account)
             raise Rejected(404, "unknown_account", source="ccnow")
         if token is None or not hmac.compare_digest(
             token.encode("utf-8"), expected.reveal().encode("utf-8")

@@ -385,6 +385,15 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "case-sensitive; 'Completed' is an end state: an order in an end state is never stuck"),
     ("stuck-end-state-ccnow", CCNOW + "[alerts.stuck_after.ccnow]\nchargeback = 0\n",
      "alerts.stuck_after.ccnow.chargeback", "an order in an end state is never stuck"),
+    # Settled orders are done for now: every completed order was "stuck" after a day (probe 42).
+    ("stuck-settled", CCNOW + "[alerts.stuck_after.ccnow]\ncompleted = '1d'\n",
+     "alerts.stuck_after.ccnow.completed", "'completed' is settled: a settled order is done "
+     "for now, never stuck"),
+    ("stuck-settled-ccv", CCV + "[alerts.stuck_after.ccv]\nFailed = '2d'\n",
+     "alerts.stuck_after.ccv.Failed", "'Failed' is settled: a settled order is done"),
+    ("stuck-case-settled", CCNOW + "[alerts.stuck_after.ccnow]\nRefunded = '1d'\n",
+     "alerts.stuck_after.ccnow.Refunded", "did you mean 'refunded'? status words are "
+     "case-sensitive; 'refunded' is settled: a settled order is done for now, never stuck"),
     # It also dropped the default AwaitingPayment = "2m", as a given table replaces the default.
     ("interval-case", CCV + "status_intervals = { awaitingpayment = '1m' }\n",
      "ccv.status_intervals.awaitingpayment", "did you mean 'AwaitingPayment'?"),
@@ -406,6 +415,20 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "ccnow.status_intervals.paypal_hld", "did you mean 'paypal_hold'?"),
     ("interval-other-source", CCNOW + "status_intervals = { Pending = '30m' }\n",
      "ccnow.status_intervals.Pending", "did you mean 'pending'?"),
+    # No request reaches port 0: `check` passed it, `check --online` said "unavailable" (75).
+    ("url-port-0", CCV.replace("https://ccv.example/api/", "http://127.0.0.1:0"),
+     "ccv.base_url", "port 0 cannot be connected to (port 1 to 65535)"),
+    ("url-port-00", CCNOW.replace("ccnow.example/oapi", "ccnow.example:00/oapi"),
+     "ccnow.url", "port 0 cannot be connected to"),
+    ("url-port-0-webhook", CCV + "[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example:0/'\n"
+     f"secret = '{WEBHOOK_SECRET}'\n", "sinks[0].url", "port 0 cannot be connected to"),
+    ("url-port-0-public", CCV + RECEIVER.replace("integrator.example/", "integrator.example:0/"),
+     "receiver.public_url", "port 0 cannot be connected to"),
+    # The key went into the header as UTF-8 bytes, which the [api] token refuses for that reason.
+    ("key-not-ascii-bearer", CCV.replace("t_0123", "t_\u20acuro") + "auth = 'bearer'\n",
+     "ccv.api_key", "must be ASCII with auth 'bearer' or 'header'"),
+    ("key-not-ascii-header", CCV.replace("t_0123", "t_\u00e9t\u00e9") + "auth = 'header'\n"
+     "auth_header = 'X-Api-Key'\n", "ccv.api_key", "must be ASCII"),
 ]
 # fmt: on
 
@@ -885,7 +908,7 @@ def test_status_words_the_provider_does_not_document_are_kept_verbatim(tmp_path:
         + "status_intervals = { AwaitingPayment = '3m', PartnerReview = '1h' }\n"
         + CCNOW
         + "status_intervals = { fraud_review = '30m', Pending_Review = '1h' }\n"
-        + "[alerts.stuck_after.ccv]\nFailed = '2d'\nPartnerReview = '3d'\n"
+        + "[alerts.stuck_after.ccv]\nNew = '2d'\nPartnerReview = '3d'\n"
         + "[alerts.stuck_after.ccnow]\nfraud_review = '1d'\nmark_shipped = 0\n",
     )
     assert config.ccv[0].schedule.status_intervals_s == {
@@ -897,7 +920,7 @@ def test_status_words_the_provider_does_not_document_are_kept_verbatim(tmp_path:
         "Pending_Review": 3600.0,
     }
     stuck = config.alerts.stuck_after_s
-    assert stuck[("ccv", "Failed")] == 2 * 86400.0
+    assert stuck[("ccv", "New")] == 2 * 86400.0
     assert stuck[("ccv", "PartnerReview")] == 3 * 86400.0
     assert stuck[("ccnow", "fraud_review")] == 86400.0
     assert ("ccnow", "mark_shipped") not in stuck
@@ -1117,3 +1140,13 @@ def test_a_status_word_near_but_not_one_slip_from_a_documented_one_is_a_new_one(
     source, text = ("ccnow", CCNOW) if word == "refund" else ("ccv", CCV)
     config = load_config(write(tmp_path, text + f"[alerts.stuck_after.{source}]\n{word} = '1d'\n"))
     assert (source, word) in config.alerts.stuck_after_s
+
+
+def test_a_ccv_key_beyond_ascii_is_refused_only_where_a_header_carries_it_as_it_is(
+    tmp_path: Path,
+) -> None:
+    key = "t_\u20acuro-0123"
+    error = load_error(tmp_path, CCV.replace("t_0123", key) + "auth = 'bearer'\n")
+    assert (error.key, key in str(error)) == ("ccv.api_key", False)
+    # Basic auth encodes it (base64 of its bytes): taken as before.
+    assert load(tmp_path, CCV.replace("t_0123", key)).ccv[0].api_key.reveal() == key

@@ -103,3 +103,34 @@ async def test_a_body_file_that_is_no_file_to_read_is_one_line_and_exit_65(
 async def test_a_body_from_a_pipe_is_read() -> None:
     result = await run_cli("ccv", "check-pricing", "/dev/stdin", stdin=EXAMPLE.read_bytes())
     assert (result.code, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b'{"a": NaN}', "-: not JSON: "),
+        (b'{"a": 1, "a": 2}', "-: "),
+        (b'{"a": 1e999}', "-: "),
+        (b'{"a": ' + b"9" * 5000 + b"}", "-: "),
+        (b"[" * 100_000 + b"]" * 100_000, "-: not JSON: it nests too deep"),
+    ],
+    ids=["nan", "repeated-key", "1e999", "5000-digits", "too-deep"],
+)
+async def test_json_output_is_one_object_also_for_input_that_is_no_json(
+    raw: bytes, error: str
+) -> None:
+    # `--json` printed nothing at all for these: a script parsing stdout got no object.
+    result = await call_cli("ccv", "check-pricing", "--json", "-", stdin=raw)
+    assert result.code == 65, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["problems"]) == (False, [])
+    assert report["error"].startswith(error)
+    assert result.stderr == f"reconciler: error: {report['error']}\n"
+
+
+async def test_json_output_of_a_body_read_has_no_error() -> None:
+    result = await call_cli("ccv", "check-pricing", "--json", str(EXAMPLE))
+    assert (result.code, json.loads(result.stdout)) == (
+        0,
+        {"ok": True, "problems": [], "error": None},
+    )

@@ -68,6 +68,8 @@ NAMING_NO_ORDER = [
     Reply(200, "<html><body>Please log in</body></html>", "text/html"),
     json_reply(200, {"error": "invalid order"}),
     json_reply(200, {"result": "ok"}),
+    # ids nested in an error object or an item name no order CCV made
+    json_reply(200, {"errors": [{"id": "E42", "orderId": "x-1"}], "meta": {"id": 7}}),
     # an empty `Location` points nowhere (joined to the URL asked, it read as the order's)
     Reply(200, "<html><body>Please log in</body></html>", "text/html", headers={"Location": ""}),
     # nor one that joined points back at the URL asked
@@ -79,7 +81,15 @@ NAMING_NO_ORDER = [
 @pytest.mark.parametrize(
     "answer",
     NAMING_NO_ORDER,
-    ids=["html", "error", "no-id", "empty-location", "query-location", "fragment-location"],
+    ids=[
+        "html",
+        "error",
+        "no-id",
+        "nested-error-ids",
+        "empty-location",
+        "query-location",
+        "fragment-location",
+    ],
 )
 async def test_a_2xx_naming_no_order_is_closed_by_a_persons_word(
     tmp_path: Path, fake: FakeCCVWrites, answer: Reply
