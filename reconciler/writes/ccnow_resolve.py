@@ -22,7 +22,8 @@ from reconciler.writes.ccnow_form import ACTIONS
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
 # The words `--action` (and the API's `"action"`) take: the command line's own, and `track`,
-# the stored name events and `status` show for `add-tracking`.
+# the stored name events and `status` show for `add-tracking`. cli.py spells them out as the
+# `--action` choices of `ccnow resolve` (parsing imports no writes module): change both.
 RESOLVE_ACTIONS: dict[str, cmds.Action] = {**ACTIONS, "track": "track"}
 _WORD: dict[str, str] = {stored: word for word, stored in ACTIONS.items()}
 
