@@ -118,7 +118,9 @@ _LEADING_NAME = re.compile(
     re.I | re.ASCII,
 )
 _ID_IN_TEXT = re.compile(r"(?<![0-9])" + CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
-_LEADING_ID = re.compile(CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
+# An order's id a line starts with, whatever follows it (`500-00-0002: mark_shipped`, a no-break
+# space): that order's line, if no status can be read from it.
+LEADING_ID = re.compile(CCNOW_ID_PATTERN + r"(?![0-9])", re.ASCII)
 # What an error line naming one order says of the account or of our post, not of that order
 # (`x_orderid_1 account suspended`, `x_action_1 unknown action`: every order's post would get
 # it), besides CCNow down and our credentials: the account's, unless it says that order is
@@ -335,7 +337,7 @@ def parse_answer(
             orders.append(order)
             if cut:
                 extra_columns.append(order_id)
-        elif asked and (m := _LEADING_ID.match(line)) and hyphenated_match(m) in asked:
+        elif asked and (m := LEADING_ID.match(line)) and hyphenated_match(m) in asked:
             # `500-00-0002: mark_shipped`: no status of the order it names (one asked).
             orders.append(OrderLine(hyphenated_match(m), None, UNREADABLE, unreadable=True))
         else:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.redact import SecretForms, mask, text_forms
 from reconciler.sources.ccnow_answer import (
     BLANKS,
     ERROR_MESSAGE,
+    LEADING_ID,
     LINE_END,
     MAX_TEXT_LENGTH,
     SPACE,
@@ -82,12 +82,8 @@ def _lines(
 
 def answered_orders(body: bytes) -> bool:
     """Return whether an answer has a line for an order, whatever else it holds (an action's
-    post whose answer is an error may still have been applied to those orders)."""
-    for line in LINE_END.split(body.decode("utf-8", "replace")):
-        words = line.split(None, 1)
-        try:
-            normalize_ccnow_id(words[0] if words else "")
-        except InvalidOrderId:
-            continue
-        return True
-    return False
+    post whose answer is an error may still have been applied to those orders): a line that
+    starts with an order's id, as the reader of an action's answer takes one for that order's
+    (`396-10-1142: pending`, a no-break space after the id, in UTF-8 or latin-1)."""
+    # str.strip: every blank a first word was split off at before (a no-break space) too.
+    return any(LEADING_ID.match(line.strip()) for line in LINE_END.split(answer_text(body)))

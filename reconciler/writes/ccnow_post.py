@@ -24,6 +24,7 @@ from reconciler.redact import answer_secrets
 from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
 from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
+    SPACE,
     Answer,
     EmptyAnswer,
     field_names,
@@ -43,6 +44,7 @@ from reconciler.sources.errors import (
 from reconciler.sources.http import Gates, Reply, RequestFailed, request
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
+from reconciler.writes.ccnow_outcome import TAKEN
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent, Uncertain, send_once
 
@@ -64,10 +66,9 @@ NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429,
 # fields (`x_clientid`, `x_password`) are not here.
 _NAMES = "orderid|action|notes|amount|trackname|tracknumber"
 _FIELD = field_names(_NAMES)
-# The actions whose order's status, read after an answer without its order's line, shows they
-# took (`mark_shipped`, `mark_canceled`).
-_READ = frozenset({"ship", "cancel"})
 _ATTRIBUTE = {"orderid": "order_id"}
+# The blanks a line is trimmed of (ccnow_answer.SPACE), as bytes.
+_BLANK_ENDS = tuple(c.encode() for c in SPACE)
 
 
 def turned_away(status: int, body: bytes) -> bool:
@@ -207,8 +208,13 @@ async def post_batch(
         # none: its order's status, read then, decides, as a poll asks such an order again.
         # An adjust's or a tracking upload's counts: no status read shows they took, and taken
         # for none every time, the adjust would wait for a person, the upload be sent again.
+        # But one that ends in a blank (as it came) is taken for none: the cut may have come right
+        # after a word (`pending review` cut to `pending `).
         answer = _parsed(body, secrets, batch)
-        if (cut := undecided_line(reply)) in {c.order_id for c in batch if c.action in _READ}:
+        cut = undecided_line(reply)
+        if cut in {c.order_id for c in batch if c.action in TAKEN} or (
+            cut is not None and body.endswith(_BLANK_ENDS)
+        ):
             answer, _ = drop_line(answer, cut)
         return Posted(answer, reply.sent_at, reply.reached_before)
     except ProtocolError:
