@@ -360,10 +360,13 @@ def redact(text: str, secrets: Iterable[str], *, limit: int | None = None) -> st
     return mask(text, text_forms(secrets), limit=limit)
 
 
-def mask(text: str, forms: SecretForms | None, *, limit: int | None = None) -> str:
-    """`redact` with the secrets' forms made already (`text_forms`)."""
+def mask(
+    text: str, forms: SecretForms | None, *, limit: int | None = None, at_end: int = MIN_FRAGMENT
+) -> str:
+    """`redact` with the secrets' forms made already (`text_forms`); a start of a secret that
+    ends the text is masked from `at_end` characters on (a body's: MIN_BODY_FRAGMENT)."""
     if forms is not None:
-        text = _masked(text, forms, MIN_FRAGMENT)
+        text = _masked(text, forms, at_end)
     if limit is not None and len(text) > limit:
         text = text[:limit]
     return text
@@ -372,12 +375,9 @@ def mask(text: str, forms: SecretForms | None, *, limit: int | None = None) -> s
 def redact_body(body: bytes, secrets: Iterable[str]) -> bytes:
     """Return a provider's answer with every encoding of every secret masked, for passing it on
     whole: the rest byte for byte as it came (a text that is not UTF-8, escapes in lower case)."""
-    forms = text_forms(secrets)
-    if forms is None:
-        return body
     # surrogateescape: bytes that are not UTF-8 go back out as they came.
     text = body.decode("utf-8", "surrogateescape")
-    masked = _masked(text, forms, MIN_BODY_FRAGMENT)
+    masked = mask(text, text_forms(secrets), at_end=MIN_BODY_FRAGMENT)
     return body if masked == text else masked.encode("utf-8", "surrogateescape")
 
 

@@ -4,10 +4,10 @@ idempotent. The caller learns whether CCV answered, surely got nothing, or may h
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import NamedTuple
 
 import aiohttp
@@ -16,14 +16,14 @@ from yarl import URL
 
 from reconciler import strict_json
 from reconciler.config import CCVConfig
-from reconciler.redact import MASK, holds_secret, mask, redact_body, text_forms
+from reconciler.redact import MIN_BODY_FRAGMENT, SecretForms, mask, text_forms
 from reconciler.sources.ccv import auth_headers
-from reconciler.sources.http import parse_retry_after
 from reconciler.store.not_sent import ANSWER_HEAD_UNREAD, UNDECODABLE_ANSWER
 from reconciler.writes import once
 from reconciler.writes.once import NotSent, Uncertain
 
 __all__ = [
+    "HELD_SECRET",
     "MAX_ANSWER_BYTES",
     "Answer",
     "NotSent",
@@ -43,38 +43,17 @@ class Answer(NamedTuple):
     body: bytes
     content_type: str
     location: str | None = None  # absolute: a redirect's, or a `201 Created`'s
-    retry_after: str | None = None  # a 429's or 503's Retry-After, passed on as it came
+    retry_after: str | None = None  # a 429's or 503's Retry-After, as it is passed on
     # reconciler's word where the body is its own, not CCV's (CCV's was too large, broke, or
     # could not be decoded):
     # said in place of CCV's body (`Result.own`)
     own: str | None = None
 
     def passed_headers(self) -> dict[str, str]:
-        """Return CCV's headers passed on with its answer: Location, and Retry-After when it is
-        seconds or an HTTP date exactly (Python's date reader takes trailing junk, and a
-        client's may not)."""
-        named = {"Location": self.location}
-        if self.retry_after is not None and retry_after_valid(self.retry_after):
-            named["Retry-After"] = self.retry_after.strip()
+        """Return CCV's headers passed on with its answer: Location, and Retry-After (seconds,
+        or an HTTP date as IMF-fixdate: `retry_after.passed_retry_after`)."""
+        named = {"Location": self.location, "Retry-After": self.retry_after}
         return {name: value for name, value in named.items() if value is not None}
-
-
-# RFC 9110's Retry-After: delta-seconds, or an HTTP date as a sender writes it (IMF-fixdate).
-_RETRY_AFTER = re.compile(
-    r"[0-9]+|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
-    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
-    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT",
-    re.ASCII,
-)
-
-
-def retry_after_valid(value: str) -> bool:
-    """Whether `value` is a Retry-After a client reads: seconds, or an IMF-fixdate that is a
-    date (not 31 Feb)."""
-    value = value.strip(" \t")
-    return _RETRY_AFTER.fullmatch(value) is not None and (
-        parse_retry_after(value, datetime.now(timezone.utc)) is not None
-    )
 
 
 # What no header of an answer may hold (RFC 9110 5.5: a control character but the tab; aiohttp
@@ -82,46 +61,103 @@ def retry_after_valid(value: str) -> bool:
 # which aiohttp's client reads as a surrogate, cannot be written at all).
 _UNSENDABLE = re.compile(r"[^\t\x20-\x7e\xa0-\xff]")
 
+# The longest header value passed on: aiohttp's client refuses a header line over 8190 bytes
+# (CCV's are read up to 64 KiB), and the whole answer with it, a submit that succeeded taken
+# for one CCV never answered.
+MAX_HEADER_CHARS = 4096
+
 
 def sendable(value: str) -> bool:
     """Whether a header value of CCV's can be passed on as it is."""
-    return _UNSENDABLE.search(value) is None
+    return len(value) <= MAX_HEADER_CHARS and _UNSENDABLE.search(value) is None
 
 
 # A JSON string in a JSON text: outside strings, no other token holds a `"`.
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
+# Said in place of an answer whose secret a client would read in a view that the masking in
+# place does not see (`_held_still`).
+HELD_SECRET = "CCV's answer held a secret of this config; it is not passed on"
+
 
 def masked_answer(body: bytes, secrets: Iterable[str]) -> tuple[bytes, bool]:
-    """Return CCV's answer with every secret it echoed masked (`redact_body`), and whether it
-    was written again as UTF-8 JSON: a JSON answer (in UTF-8, -16 or -32) may echo one in an
-    escape no list of forms covers (`t_Ab\\u002BCd`, `\\/`, `\\u0074\\u005f...`); each of its
-    strings (keys too) holding one, decoded, is masked and written again, the rest as it came."""
+    """Return CCV's answer with every secret it echoed masked (`redact_body`), and whether it is
+    UTF-8 JSON written again. A JSON answer (in UTF-8, -16 or -32) may echo one in an escape no
+    list of forms covers (`t_Ab\\u002BCd`, `\\/`, `\\u0074\\u005f...`): each of its strings
+    (keys too) that, decoded, holds one is masked as a body is and written again, the rest as it
+    came. An answer that still holds one when read as a client may (`_held_still`) is
+    reconciler's word instead, `{"error": HELD_SECRET}`."""
     forms = text_forms(secrets)
     if forms is None:
         return body, False
+    again = _json_masked(body, forms)
+    masked = _masked_body(body if again is None else again, forms)
+    if _held_still(masked, forms):
+        return json.dumps({"error": HELD_SECRET}).encode(), True
+    return masked, again is not None
+
+
+def _masked_body(body: bytes, forms: SecretForms) -> bytes:
+    """`redact_body` with the secrets' forms made already."""
+    # surrogateescape: bytes that are not UTF-8 go back out as they came.
+    text = body.decode("utf-8", "surrogateescape")
+    masked = _masked_text(text, forms)
+    return body if masked == text else masked.encode("utf-8", "surrogateescape")
+
+
+def _masked_text(text: str, forms: SecretForms) -> str:
+    """`text`, an answer or one of its strings, masked as `redact_body` masks a body: a start
+    of a secret it ends with, or cut before an ellipsis, from its 8th character on."""
+    return mask(text, forms, at_end=MIN_BODY_FRAGMENT)
+
+
+def _json_masked(body: bytes, forms: SecretForms) -> bytes | None:
+    """`body`, a JSON text, written again as UTF-8 with each string that holds a secret once
+    its escapes are read masked; None when it is no JSON, or nothing was masked."""
     encoding = json.detect_encoding(body)
     if encoding == "utf-8" and b"\\" not in body:
-        return redact_body(body, secrets), False  # the textual forms see every string as is
+        return None  # the textual forms see every string as is
     try:
-        text = body.decode(encoding, "surrogatepass")
         strict_json.loads_answer(body)
+        text = body.decode(encoding, "surrogatepass")
     except (ValueError, RecursionError):
-        return redact_body(body, secrets), False  # no JSON: masked as a text
+        return None
 
     def masked(found: re.Match[str]) -> str:
         if encoding == "utf-8" and "\\" not in found[0]:
             return found[0]  # as it came: the textual masking after sees it
         decoded = json.loads(found[0])
-        if not isinstance(decoded, str) or not holds_secret(decoded, forms):
-            return found[0]
-        shown = mask(decoded, forms)
-        return json.dumps(shown if shown != decoded else MASK)
+        shown = _masked_text(decoded, forms)
+        return found[0] if shown == decoded else json.dumps(shown)
 
     again = _JSON_STRING.sub(masked, text)
-    if again == text:
-        return redact_body(body, secrets), False
-    return redact_body(again.encode("utf-8", "surrogatepass"), secrets), True
+    return None if again == text else again.encode("utf-8", "surrogatepass")
+
+
+def _held_still(body: bytes, forms: SecretForms) -> bool:
+    """Whether `body`, masked in place, holds a secret in a view a client may read of it:
+    decoded as its BOM or first bytes say (UTF-16 or -32, which `ccv submit` would print with
+    its NULs as spaces), its HTML character references read (`&#x74;`), its JSON or JavaScript
+    escapes read where it is no JSON text (JSONP, a `<script>`); or these together."""
+    texts = {body.decode("utf-8", "replace")}
+    encodings = {json.detect_encoding(body)}
+    if b"\x00" in body:  # UTF-16 with no BOM that begins with no ASCII letter
+        encodings |= {"utf-16-le", "utf-16-be"}
+    texts |= {body.decode(e, "replace") for e in encodings - {"utf-8", "utf-8-sig"}}
+    texts |= {html.unescape(text) for text in texts if "&" in text}
+    texts |= {_unescaped(text) for text in texts if "\\" in text}
+    return any(_masked_text(text, forms) != text for text in texts)
+
+
+# A JSON or JavaScript escape: `\\u0074`, `\\x74`, `\\/`, `\\n`.
+_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|(["\\/bfnrt]))')
+_SHORT = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _unescaped(text: str) -> str:
+    """`text` with its JSON and JavaScript escapes read, a surrogate pair one character."""
+    read = _ESCAPE.sub(lambda m: chr(int(m[1] or m[2], 16)) if m[3] is None else _SHORT[m[3]], text)
+    return read.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 async def send_once(

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import hdrs
@@ -25,11 +26,11 @@ from reconciler.sources.errors import AnswerTooLarge, UndecodableAnswer
 from reconciler.sources.http import (
     Reply,
     Stopping,
-    parse_retry_after,
     read_body,
     reply_of,
     undecodable,
 )
+from reconciler.writes.retry_after import passed_retry_after
 
 __all__ = [
     "AnswerTooLarge",
@@ -156,9 +157,10 @@ async def _send(
                     cut = bytes(connecting.heard)
             reply = reply_of(resp, body, sent_at)._replace(cut=cut)
             # Passed on with the answer (a 429's when to try again), when it is a Retry-After.
-            wait = resp.headers.get(hdrs.RETRY_AFTER)
-            if parse_retry_after(wait, datetime.now(timezone.utc)) is not None:
-                reply = reply._replace(retry_after=wait)
+            wait = passed_retry_after(
+                resp.headers.get(hdrs.RETRY_AFTER), datetime.now(timezone.utc)
+            )
+            reply = reply._replace(retry_after=wait)
             return reply if joined is None else reply._replace(location=joined)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
         # ConnectionTimeoutError: a `connect`/`sock_connect` timeout, should one be set.
@@ -220,9 +222,8 @@ def _heard(
         reply = Reply(
             head.status, b"", head.content_type, sent_at, location=joined, cut=bytes(heard)
         )
-        if parse_retry_after(head.retry_after, datetime.now(timezone.utc)) is not None:
-            reply = reply._replace(retry_after=head.retry_after)
-        return reply
+        wait = passed_retry_after(head.retry_after, datetime.now(timezone.utc))
+        return reply._replace(retry_after=wait)
     if unread is not None:
         unread.status, unread.location = head.status, joined
         raise unread
@@ -249,9 +250,14 @@ def _joined(url: URL, location: str) -> str | None:
     URL. None when it points back at the URL asked itself (`?`, `#x`): taken for where the
     order is, it would prove an order made (`store/not_sent.refusal`). Another query on that
     path (`?orderId=...`) points at an order."""
+    # A byte that is no UTF-8 (aiohttp reads it as a surrogate) cannot be stored, and yarl drops
+    # it; a control character no header can carry: each kept as its percent escape.
+    location = _UNSAFE.sub(lambda c: "%%%02X" % (ord(c[0]) & 0xFF), location)
     try:
         joined = url.join(URL(location)).with_user(None)
     except ValueError:
+        # As yarl writes a URL's: a letter beyond ASCII as its UTF-8 bytes' escapes.
+        location = re.sub("[^\x00-\x7f]+", lambda c: quote(c[0]), location)
         return _USERINFO.sub(r"\1//", location)
     if joined.with_fragment(None) == url.with_fragment(None):
         return None
@@ -260,3 +266,7 @@ def _joined(url: URL, location: str) -> str | None:
 
 # `scheme://user:password@` of a Location yarl cannot read (a port out of range, say).
 _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:)?//[^/?#]*@")
+
+# What a Location kept as text must not hold: control characters, and the surrogates that stand
+# for bytes that are no UTF-8 (U+DC80 to U+DCFF: byte 0x80 to 0xFF).
+_UNSAFE = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
