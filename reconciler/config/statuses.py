@@ -13,15 +13,14 @@ _SLIPS_FROM_LENGTH = ((10, 2), (5, 1))
 _NEVER_STUCK = "an order in an end state is never stuck"
 _NEVER_CHECKED = "an order in an end state is not checked again"
 _SETTLED = "settled orders are checked every `settled_interval` for `watch_settled`"
-# A settled order is done for now: under a limit every one of them would be "stuck".
-_SETTLED_NOT_STUCK = "a settled order is done for now, never stuck"
 
 
 def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str | None:
     """Why `word` cannot be a status key of `source` (under `stuck_after` when `stuck`, else
     under `status_intervals`), or None. An end state is neither stuck nor checked again; a
-    settled status is not stuck either, and follows `settled_interval` and `watch_settled`,
-    never `status_intervals`."""
+    settled status follows `settled_interval` and `watch_settled`, never `status_intervals`,
+    and may be stuck (CCV `Failed` waits for a CCV employee: an alert after days says none
+    acted)."""
     if not word or not word.isprintable() or word != word.strip():
         # A provider's status word is never empty nor padded: such a key would match no order.
         return "not a status word (empty, blanks around it, or a control character)"
@@ -30,8 +29,8 @@ def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str
     if word in known:
         if status_info(source, word).end_state:
             return f"'{word}' is an end state: {never}"
-        if status_info(source, word).settled:
-            return f"'{word}' is settled: {_SETTLED_NOT_STUCK if stuck else _SETTLED}"
+        if not stuck and status_info(source, word).settled:
+            return f"'{word}' is settled: {_SETTLED}"
         return None
     # Compared without case, so that "awaitingpaymnt" still finds AwaitingPayment.
     folded = word.casefold()
@@ -47,8 +46,8 @@ def status_key_problem(source: Source, word: str, *, stuck: bool = False) -> str
     )
     if status_info(source, meant).end_state:
         problem += f"; '{meant}' is an end state: {never}"
-    elif status_info(source, meant).settled:
-        problem += f"; '{meant}' is settled: {_SETTLED_NOT_STUCK if stuck else _SETTLED}"
+    elif not stuck and status_info(source, meant).settled:
+        problem += f"; '{meant}' is settled: {_SETTLED}"
     return problem
 
 

@@ -96,13 +96,13 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         await self.client.query(order_ids, emit, probe=self._answers)
 
-    async def _answers(self, asked: Sequence[str]) -> bool:
+    async def _answers(self, asked: Sequence[str], *, listed: bool = False) -> bool:
         """The probe: whether the account answers a query of another order (one whose last
-        check answered a status; none: the pending list), asked when the one failure of a
-        query is a post of `asked` alone (an order CCNow stops at, or answers 500 for, due
-        alone at its failure's backoff: it failed the account, and the next check of another
-        recovered it, pass after pass). Not while the account fails: that check was its probe
-        (`tick_due`)."""
+        check answered a status; none: the pending list, unless the pass read it already,
+        `listed`), asked when the failures of a query are posts of one order of `asked` alone
+        each (an order CCNow stops at, or answers 500 for, due alone at its failure's backoff:
+        it failed the account, and the next check of another recovered it, pass after pass).
+        Not while the account fails: that check was its probe (`tick_due`)."""
         if (await self.store.sources.state(self.source, self.account)).failing:
             return False
         limit, since = len(asked) + 1, self.settled_since()
@@ -115,7 +115,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
 
         try:
             if other is None:
-                await self.client.pending_list()
+                if not listed:
+                    await self.client.pending_list()
                 return True
             await self.client.query([other], keep)
         except SourceError:
@@ -157,7 +158,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         probed: list[bool] = []  # what the probe said, when a query asked it
 
         async def probe(asked: Sequence[str]) -> bool:
-            probed.append(await self._answers(asked))
+            probed.append(await self._answers(asked, listed=answered_list))
             return probed[-1]
 
         async def emit(obs: Observation) -> None:

@@ -35,8 +35,7 @@ from reconciler.sources.ccnow_batches import Emit, Probe, UnreadableAnswer, matc
 from reconciler.sources.ccnow_cut import (
     drop_line,
     read_complete,
-    read_cut_id,
-    read_undecided,
+    read_last_line,
     word_start,
 )
 from reconciler.sources.ccnow_query import BatchQuery
@@ -135,28 +134,28 @@ class CCNowClient:
     ) -> None:
         """Query orders in batches and await `emit` for each.
 
-        A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page,
-        a cut answer) fails its own orders, and the other batches go on; one whose answer
-        holds a line no asked order's can be read from, or that got a 5xx (but a 503: a CGI
-        dying at a bad id), is asked again in halves, down to the order alone, so that only
-        that order fails (within a bound of posts a batch, a share more for each order found
-        alone up to FOUND_ORDERS shares, `Split`: past it, the parts not asked fail; one
-        warning a pass counts them; both halves of a 5xx failing while no part answered stop
-        it: an outage). The orders an answer that was read left out, when it held a line of
-        another asked order (the order's error line, a cut last line after a line read), are
-        asked again from the same posts, in a post of their own; an answer holding none of
-        them fails the first `missing` (CCNow stopped at it) when the answer that left them
-        out came in the order asked, else asks them again in halves; one left out alone or
-        past the posts fails `missing`. A batch's own post reading none of several (nothing,
-        or no line of theirs) asks the others once more, so: none again, every order fails as
-        before (`protocol`, `missing`). The account fails (this raises) when no batch answers
-        (but a post of one order alone whose failure `probe` finds the account answering
-        through: that order's failure alone), when BREAKER_BATCHES batches fail in a row (one
-        asked in parts counts once: when none of its parts answered, or some were not asked
-        unless it found its odd order alone and read a part of several, or when it earned
-        more posts without reading a part of several: `Split.suspect`; one whose left-out
-        orders were asked again answered), or at an answer about the whole account (a refused
-        login, maintenance, a `message`)."""
+        A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page, a
+        cut answer) fails its own orders, and the other batches go on; one whose answer holds a
+        line no asked order's can be read from, or that got a 5xx (but a 503 or a 504: a CGI
+        dying at a bad id), is asked again in halves, down to the order alone, so that only that
+        order fails (within a bound of posts a batch, a share more for each order found alone up
+        to FOUND_ORDERS shares, `Split`: past it, the parts not asked fail; one warning a pass
+        counts them; both halves of a 5xx failing while no part answered stop it: an outage,
+        whose later batches fail whole until one answers). The orders an answer that was read
+        left out, when it held a line of another asked order (the order's error line, a cut last
+        line after a line read), are asked again from the same posts, in a post of their own; an
+        answer holding none of them fails the first `missing` (CCNow stopped at it) when the
+        answer that left them out came in the order asked, else asks them again in halves; one
+        left out alone or past the posts fails `missing`. A batch's own post reading none of
+        several (nothing, or no line of theirs) asks the others once more, so: none again, every
+        order fails as before (`protocol`, `missing`). The account fails (this raises) when no
+        batch answers (but posts of one order alone each, whose failures `probe` finds the
+        account answering through: those orders' failures alone), when BREAKER_BATCHES batches
+        fail in a row (one asked in parts counts once: when none of its parts answered, or some
+        were not asked unless it found its odd order alone and read a part of several, or when
+        it earned more posts without reading a part of several: `Split.suspect`; one whose
+        left-out orders were asked again answered), or at an answer about the whole account (a
+        refused login, maintenance, a `message`)."""
         await BatchQuery(
             self._config,
             self._post,
@@ -185,7 +184,11 @@ class CCNowClient:
             # written: `123456789 PENDING` and `123-45-6789 pending` are one answer. A status
             # that is a documented word's start is no status however often it comes (`pendi`
             # of a script dying at the same byte: `pending -> pendi` and back).
-            if again != first or (again.status is not None and word_start(again.status)):
+            if (
+                again != first
+                or again.unreadable  # no word read (cut after its id): no error of CCNow's
+                or (again.status is not None and word_start(again.status))
+            ):
                 reason = "another when asked again" if again != first else "again when asked again"
                 log.warning(
                     "ccnow.answer_cut",
@@ -226,11 +229,11 @@ class CCNowClient:
             raise AuthenticationFailed(f"http {reply.status}")
         if reply.status != 200:
             raise ProtocolError(f"http {reply.status}")
-        cut_at_id = read_cut_id(reply, query=bool(order_ids))
+        cut_at_id, undecided = read_last_line(reply, query=bool(order_ids))
         body = reply.body if cut_at_id is None else cut_at_id[0]
         try:
             if cut_at_id is not None and not body.strip():
-                answer = Answer((), ())  # cut in or after its first line's id
+                answer = Answer((), ())  # cut just after its first line's id
             else:
                 answer = parse_answer(body, secrets=self._secrets, asked=order_ids)
         except SourceError as exc:
@@ -242,7 +245,7 @@ class CCNowClient:
                 kind = UnreadableAnswer
             raise (exc if masked == text and kind is type(exc) else kind(masked)) from None
         if cut_at_id is None:
-            answer, last = drop_line(answer, read_undecided(reply))
+            answer, last = drop_line(answer, undecided)
         elif (cut_id := cut_at_id[1]) is not None:
             last = OrderLine(cut_id, None, UNREADABLE, unreadable=True)
         else:

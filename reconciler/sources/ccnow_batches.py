@@ -24,8 +24,8 @@ from reconciler.sources.http import RequestFailed
 log = logging.getLogger("reconciler.sources.ccnow")
 
 Emit = Callable[[Observation], Awaitable[None]]
-# Whether the account answers, asked when a query's one failure is a post of one order alone (the
-# orders it asked, for the probe to ask another): that order's trouble, or CCNow's?
+# Whether the account answers, asked when a query's failures are posts of one order alone each
+# (the orders they asked, for the probe to ask another): those orders' trouble, or CCNow's?
 Probe = Callable[[Sequence[str]], Awaitable[bool]]
 
 # The check of an order an answer held no line for.
@@ -38,11 +38,12 @@ class UnreadableAnswer(ProtocolError):
 
 
 def one_orders(exc: RequestFailed) -> bool:
-    """Whether a post's failure may follow one of its orders: a 5xx but a 503 (a CGI dying at
-    a bad id answers 500, or its gateway 502); a 503, a 429, a timeout or no connection say
-    CCNow is down or busy, whatever it was asked."""
+    """Whether a post's failure may follow one of its orders: a 5xx but a 503 or a 504 (a CGI
+    dying at a bad id answers 500, or its gateway 502); a 503, a 504 (its gateway's timeout,
+    as a timeout of ours), a 429, a timeout or no connection say CCNow is down or busy,
+    whatever it was asked."""
     status = exc.http_status
-    return status is not None and 500 <= status < 600 and status != 503
+    return status is not None and 500 <= status < 600 and status not in (503, 504)
 
 
 def in_order(batch: Sequence[str], answer: Answer) -> bool:
@@ -141,6 +142,10 @@ class BatchFailures:
         self._held: list[tuple[list[str], str, float | None]] = []
         self._in_a_row = 0
         self._first: SourceError | None = None
+        # A batch halved for a 5xx whose parts all failed, none answering, in this run: an
+        # outage, whose later batches fail whole (halving each cost two posts more, each with
+        # its retries: the breaker opened three times later).
+        self.outage = False
 
     async def failed(
         self,
@@ -185,6 +190,7 @@ class BatchFailures:
     def reset(self) -> None:
         """End the breaker's run: a batch asked in parts whose parts were all asked answered."""
         self._in_a_row = 0
+        self.outage = False
 
     async def answered(self, *, reset: bool = True) -> None:
         """Note a batch that answered (`reset`: a whole batch, not a part of one, which ends
@@ -197,15 +203,17 @@ class BatchFailures:
             await self._fail(batch, word, asked)
 
     async def finish(self, probe: Probe | None) -> None:
-        """Raise the first batch's failure when no batch answered, unless it was a post of one
-        order alone and `probe` finds the account answering: then it is that order's failure
-        alone (DESIGN invariant 7; else an order CCNow cannot answer, due alone at its
+        """Raise the first batch's failure when no batch answered, unless each was a post of
+        one order alone and `probe` finds the account answering: then they are those orders'
+        failures alone (DESIGN invariant 7; else an order CCNow cannot answer, due alone at its
         failure's backoff, failed the account, and the next check of another recovered it:
-        `source.failed` / `source.recovered` for ever)."""
+        `source.failed` / `source.recovered` for ever; two such orders fail in the same pass,
+        and come due together, their post halved)."""
         if self._first is None or self._answered:
             return
         orders = [order_id for batch, _, _ in self._held for order_id in batch]
-        if probe is not None and len(orders) == 1 and await probe(orders):
+        alone = all(len(batch) == 1 for batch, _, _ in self._held)
+        if probe is not None and orders and alone and await probe(orders):
             await self.answered(reset=False)
             return
         raise self._first

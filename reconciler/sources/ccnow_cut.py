@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from reconciler.model import ccnow_id
+from reconciler.model import CCNOW_ID_PATTERN, ccnow_id
 from reconciler.sources.ccnow_answer import (
     BLANKS,
     DOCUMENTED,
@@ -24,8 +24,19 @@ from reconciler.sources.ccnow_answer import (
 from reconciler.sources.errors import ProtocolError
 from reconciler.sources.http import Reply
 
-# What an order id starts with, cut short (`100-00-`, `1000000`): no whole id.
-_ID_START = re.compile(r"[0-9]{1,3}(?:-?(?:[0-9]{1,2}(?:-?[0-9]{0,3})?)?)?", re.ASCII)
+
+def _id_start(pattern: str) -> re.Pattern[str]:
+    """What an order id of `pattern` (its digit groups, each `{n}` digits, hyphens between
+    optional) starts with, cut short (`100-00-`, `1000000`): no whole id. Made from the id's
+    own pattern (model.py), so that the two never disagree."""
+    *head, last = (int(n) for n in re.findall(r"\{([0-9]+)\}", pattern))
+    start = f"[0-9]{{0,{last - 1}}}"
+    for size in reversed(head):
+        start = f"[0-9]{{1,{size}}}(?:-?(?:{start})?)?"
+    return re.compile(start, re.ASCII)
+
+
+_ID_START = _id_start(CCNOW_ID_PATTERN)
 
 
 def is_complete(reply: Reply) -> bool:
@@ -160,30 +171,48 @@ def drop_line(answer: Answer, cut: str | None) -> tuple[Answer, OrderLine | None
     return replace(answer, orders=answer.orders[:-1]), answer.orders[-1]
 
 
-def read_cut_id(reply: Reply, *, query: bool) -> tuple[bytes, str | None] | None:
-    """For reads: a chunked answer whose last line, without its line end, is an order id
-    alone, cut just after it (`100-00-0005 `) or, a query's, in it (`100-00-`): the body
-    without that line, and its order, undecided (asked again alone, as for a cut word; None:
-    cut mid-id, the lines before it read, and the orders it left out asked again). None for
-    any other answer. Such a cut failed the whole batch after its retries (a truncated
-    answer), throwing away the lines read, and the account when it was the only batch."""
-    line = _open_line(reply) if reply.chunked else None
-    if not line:
+def _cut_id(reply: Reply, line: str | None, *, query: bool) -> tuple[bytes, str | None] | None:
+    """For reads, of an answer whose open last line (`_open_line`) is `line`: a chunked answer
+    whose last line, without its line end, is an order id alone, cut just after it
+    (`100-00-0005 `) or, a query's, in it after a line (`100-00-`): the body without that
+    line, and its order, undecided (asked again alone, as for a cut word; None: cut mid-id,
+    the lines before it read, and the orders it left out asked again). None for any other
+    answer. Such a cut failed the whole batch after its retries (a truncated answer),
+    throwing away the lines read, and the account when it was the only batch."""
+    if not reply.chunked or not line:
         return None
     first, rest = _first_word(line)
     order_id = None if rest else ccnow_id(first)
     if rest or (order_id is None and not (query and _ID_START.fullmatch(first))):
         return None
     start = max(reply.body.rfind(b"\n"), reply.body.rfind(b"\r")) + 1
+    if order_id is None and not reply.body[:start].strip():
+        # Cut mid-id with no line before it: nothing was read, and no order can be named. A
+        # truncated answer (retried, `ccnow.answer_cut`, counted in the breaker's run), not an
+        # empty one: that failed every order `missing` and counted as answered.
+        return None
     return reply.body[:start], order_id
 
 
 def read_complete(reply: Reply, *, query: bool = False) -> bool:
     """`is_complete` for reads: an answer whose last line alone is undecided is read too, and
-    one cut at an order id (`read_cut_id`; `query`: a query's, not the pending list's)."""
-    line = _open_line(reply)  # once for both
+    one cut at an order id (`_cut_id`; `query`: a query's, not the pending list's)."""
+    line = _open_line(reply)  # once for all three
     return (
         _undecided(reply, line, reads=True) is not None
-        or read_cut_id(reply, query=query) is not None
+        or _cut_id(reply, line, query=query) is not None
         or _complete(reply, line)
     )
+
+
+def read_last_line(
+    reply: Reply, *, query: bool
+) -> tuple[tuple[bytes, str | None] | None, str | None]:
+    """`_cut_id` and, when that is None, `read_undecided` of a read's answer: its open
+    last line decoded once (a pending list may hold megabytes)."""
+    line = _open_line(reply)
+    cut_at_id = _cut_id(reply, line, query=query)
+    if cut_at_id is not None:
+        return cut_at_id, None
+    framing = reply.chunked or reply.framed
+    return None, _undecided(reply, line if framing else None, reads=True)

@@ -80,7 +80,7 @@ class BatchQuery:
         `again`: orders an answer left out, asked again (`ask_again`), or a part of them, and
         `ordered`: that answer's lines came in the order asked (`stopped`). `tentative`: a
         batch's others (`others`): False, emitting nothing, when none is read. `deferred`: a
-        half of a batch a 5xx followed (`server_halves`), whose own 5xx is put there, its
+        half of a batch a 5xx followed (`halves`), whose own 5xx is put there, its
         orders not failed yet."""
         failures, name = self._failures, self._config.name
         try:
@@ -91,8 +91,8 @@ class BatchQuery:
             if one_orders(exc) and deferred is not None:
                 deferred.append(exc)
                 return False
-            if one_orders(exc) and len(batch) > 1:
-                return await self.server_halves(batch, exc, split, again)
+            if one_orders(exc) and len(batch) > 1 and not (split is None and failures.outage):
+                return await self.halves(batch, exc, split, again)
             await failures.failed(batch, exc, exc.word, exc.sent_at, counted=split is None)
             return False  # the next batch goes alone until one answers (drain)
         except UnreadableAnswer as exc:
@@ -217,64 +217,53 @@ class BatchQuery:
         await self.handle(ids, split, again=True, ordered=ordered)
 
     async def halves(
-        self, batch: list[str], exc: UnreadableAnswer, split: Split | None, again: bool
+        self, batch: list[str], exc: SourceError, split: Split | None, again: bool
     ) -> bool:
-        """Ask each half again in this pass: the order whose line cannot be read fails alone,
-        the others are decided (else it fails its batch, poll after poll, and the account with
-        it while its one-order probe answers). Past the batch's posts (a share more for each
-        order found alone, up to FOUND_ORDERS: a second odd order failed 6-9 healthy ones,
-        batch after batch, pass after pass), its parts not asked fail (`protocol`). A part's
-        answer does not end the breaker's run (else a line in every answer of several orders
-        never opens it, its parts answering: a few orders a batch read, the others never
-        asked, pass after pass): the batch ends it when all its parts were asked and some
-        answered, and counts once in it when none answered, or some were not asked unless it
-        found an order alone unreadable and read a part of several orders (two odd orders in
-        a batch: a healthy account), or when it earned more posts and read no part of several
-        (`Split.suspect`). A part's own failure never counts alone. The halves of orders
-        asked again are asked again too (`again`: an empty answer leaves them out)."""
-        self._log_split(len(batch))
-        split, whole = self._splits.start(len(batch), split)
-        self._splits.halved = True
-        middle, answered = len(batch) // 2, False
-        for half in (batch[:middle], batch[middle:]):
-            if not self._splits.post(split):
-                await self._unasked(half, split, exc, "protocol", time.time())
-                continue
-            answered = await self.handle(half, split, again) or answered
-        self._counted(whole, answered, split, exc, "protocol", len(batch))
-        return answered
+        """Ask each half again in this pass, so that the order whose line cannot be read
+        (`UnreadableAnswer`), or that a 5xx follows (`RequestFailed`, `one_orders`: a CGI dying
+        at a bad id), fails alone and the others are decided (else it fails its batch, poll
+        after poll, its healthy orders never read, and the account with it while its one-order
+        probe answers). Past the batch's posts (a share more for each order found alone, up to
+        FOUND_ORDERS: a second odd order failed 6-9 healthy ones, batch after batch, pass after
+        pass), its parts not asked fail. A part's answer does not end the breaker's run (else
+        a line in every answer of several orders never opens it, its parts answering: a few
+        orders a batch read, the others never asked, pass after pass): the batch ends it when
+        all its parts were asked and some answered, and counts once in it when none answered,
+        or some were not asked unless it found an order alone unreadable and read a part of
+        several (two odd orders in a batch: a healthy account), or when it earned more posts
+        and read no part of several (`Split.suspect`). A part's own failure never counts alone.
+        The halves of orders asked again are asked again too (`again`: an empty answer leaves
+        them out).
 
-    async def server_halves(
-        self, batch: list[str], exc: RequestFailed, split: Split | None, again: bool
-    ) -> bool:
-        """A 5xx (but a 503's) to a batch of several may follow one order (a CGI dying at a
-        bad id: the whole batch failed every pass, its healthy orders never read, and the
-        account with it when it was the only batch): both halves are asked again, and one
-        that fails while some part answered is halved in turn, within the batch's posts, so
-        that the order alone fails; both failing while no part answered is an outage (three
-        posts a batch, not a share): the batch fails, and counts once in the breaker's run,
-        as `halves`'s."""
+        A 5xx: a half's own 5xx waits for both halves; one failing while some part answered is
+        halved in turn, down to the order alone. Both failing while no part answered is an
+        outage (three posts, not a share): the batch fails, and the run's later batches fail
+        whole (`BatchFailures.outage`)."""
         self._log_split(len(batch))
         split, whole = self._splits.start(len(batch), split)
         self._splits.halved = True
+        server = isinstance(exc, RequestFailed)
+        word, at = (exc.word, exc.sent_at) if isinstance(exc, RequestFailed) else ("protocol", None)
         answered = False
         failing: list[tuple[list[str], RequestFailed]] = []
         middle = len(batch) // 2
         for half in (batch[:middle], batch[middle:]):
             if not self._splits.post(split):
-                await self._unasked(half, split, exc, exc.word, exc.sent_at)
+                await self._unasked(half, split, exc, word, time.time() if at is None else at)
                 continue
-            deferred: list[RequestFailed] = []
+            deferred: list[RequestFailed] | None = [] if server else None
             answered = await self.handle(half, split, again, deferred=deferred) or answered
-            failing += [(half, failed) for failed in deferred]
+            failing += [(half, failed) for failed in deferred or ()]
         for half, failed in failing:
             if split.read and len(half) > 1:
-                answered = await self.server_halves(half, failed, split, again) or answered
+                answered = await self.halves(half, failed, split, again) or answered
                 continue
             if split.read:
                 split.found += 1  # the order a 5xx follows, found alone
             await self._failures.failed(half, failed, failed.word, failed.sent_at, counted=False)
-        self._counted(whole, answered, split, exc, exc.word, len(batch))
+        if server and whole and not split.read:
+            self._failures.outage = True
+        self._counted(whole, answered, split, exc, word, len(batch))
         return answered
 
     def _log_split(self, orders: int) -> None:

@@ -385,15 +385,9 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "case-sensitive; 'Completed' is an end state: an order in an end state is never stuck"),
     ("stuck-end-state-ccnow", CCNOW + "[alerts.stuck_after.ccnow]\nchargeback = 0\n",
      "alerts.stuck_after.ccnow.chargeback", "an order in an end state is never stuck"),
-    # Settled orders are done for now: every completed order was "stuck" after a day (probe 42).
-    ("stuck-settled", CCNOW + "[alerts.stuck_after.ccnow]\ncompleted = '1d'\n",
-     "alerts.stuck_after.ccnow.completed", "'completed' is settled: a settled order is done "
-     "for now, never stuck"),
-    ("stuck-settled-ccv", CCV + "[alerts.stuck_after.ccv]\nFailed = '2d'\n",
-     "alerts.stuck_after.ccv.Failed", "'Failed' is settled: a settled order is done"),
     ("stuck-case-settled", CCNOW + "[alerts.stuck_after.ccnow]\nRefunded = '1d'\n",
      "alerts.stuck_after.ccnow.Refunded", "did you mean 'refunded'? status words are "
-     "case-sensitive; 'refunded' is settled: a settled order is done for now, never stuck"),
+     "case-sensitive"),
     # It also dropped the default AwaitingPayment = "2m", as a given table replaces the default.
     ("interval-case", CCV + "status_intervals = { awaitingpayment = '1m' }\n",
      "ccv.status_intervals.awaitingpayment", "did you mean 'AwaitingPayment'?"),
@@ -908,7 +902,7 @@ def test_status_words_the_provider_does_not_document_are_kept_verbatim(tmp_path:
         + "status_intervals = { AwaitingPayment = '3m', PartnerReview = '1h' }\n"
         + CCNOW
         + "status_intervals = { fraud_review = '30m', Pending_Review = '1h' }\n"
-        + "[alerts.stuck_after.ccv]\nNew = '2d'\nPartnerReview = '3d'\n"
+        + "[alerts.stuck_after.ccv]\nFailed = '2d'\nPartnerReview = '3d'\n"
         + "[alerts.stuck_after.ccnow]\nfraud_review = '1d'\nmark_shipped = 0\n",
     )
     assert config.ccv[0].schedule.status_intervals_s == {
@@ -920,7 +914,8 @@ def test_status_words_the_provider_does_not_document_are_kept_verbatim(tmp_path:
         "Pending_Review": 3600.0,
     }
     stuck = config.alerts.stuck_after_s
-    assert stuck[("ccv", "New")] == 2 * 86400.0
+    # A settled status may be stuck: a failed order waits for a CCV employee.
+    assert stuck[("ccv", "Failed")] == 2 * 86400.0
     assert stuck[("ccv", "PartnerReview")] == 3 * 86400.0
     assert stuck[("ccnow", "fraud_review")] == 86400.0
     assert ("ccnow", "mark_shipped") not in stuck

@@ -219,3 +219,57 @@ async def test_an_answer_cut_at_an_id_reads_the_lines_before_it(
     # account with it, the only batch), the 4 lines read thrown away.
     assert seen == dict.fromkeys(ids, (Outcome.OK, "processing"))
     assert asked == posts
+
+
+# --- review 30e (brief n79) -------------------------------------------------------------
+
+
+CUT = (Outcome.FAILED, "truncated_answer")
+
+
+class CutAtOrder(FakeCCNow):
+    """A CCNow whose CGI dies just after `order`'s id, whatever the post: the lines before it,
+    then its id and a blank, chunked."""
+
+    def __init__(self, order: str) -> None:
+        super().__init__()
+        self.order = order
+
+    def _text(self, lines: list[str]) -> Reply:
+        at = next((n for n, x in enumerate(lines) if x.startswith(self.order)), None)
+        if at is None:
+            return super()._text(lines)
+        return Reply(200, "".join(f"{x}\n" for x in lines[:at]) + f"{self.order} ", chunked=True)
+
+
+async def test_a_line_cut_after_its_id_twice_is_a_truncated_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ids = [f"100-00-{n:04d}" for n in range(1, 9)]
+    async with CutAtOrder(ids[4]) as fake:
+        fake.orders = dict.fromkeys(ids, "processing")
+        seen = said(await query(fake, ids, batch_size=8))
+    # Was: `order_error`, CCNow's own word (which also counts as the account answering), and
+    # no warning.
+    assert seen == {**dict.fromkeys(ids, (Outcome.OK, "processing")), ids[4]: CUT}
+    cuts = [getattr(r, "fields", {}) for r in caplog.records if r.msg == "ccnow.answer_cut"]
+    assert [f.get("reason") for f in cuts] == [
+        "last line without its line end, again when asked again"
+    ]
+
+
+async def test_an_answer_cut_in_its_first_id_is_a_truncated_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ids = [f"100-00-{n:04d}" for n in range(1, 13)]
+    async with CutAtAnId(5, 0, "100-00-") as fake:
+        fake.orders = dict.fromkeys(ids, "processing")
+        seen = said(await query(fake, ids, batch_size=8))
+    # Nothing read and no order named: the batch's answer did not come. Was: an empty answer,
+    # every order failed `missing`, counted as answered (never in the breaker's run), no
+    # warning.
+    assert seen == {
+        **dict.fromkeys(ids[:8], CUT),
+        **dict.fromkeys(ids[8:], (Outcome.OK, "processing")),
+    }
+    assert any(r.msg == "ccnow.answer_cut" for r in caplog.records)
