@@ -192,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     said.add_argument("--sent", action="store_true", help="CCNow has it (seen in the backroom)")
     said.add_argument("--not-sent", action="store_true", help="CCNow does not have it")
     rs.add_argument("--account", help="CCNow account name when there are several")
-    words = ("ship", "cancel", "add-tracking", "adjust", "track")  # track: add-tracking's
+    words = ("ship", "cancel", "add-tracking", "adjust", "track")  # twin: RESOLVE_ACTIONS (writes)
     rs.add_argument("--action", choices=words, help="settle only this action's commands")
 
     s = command("sandbox", help="the built-in simulator of both providers")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from reconciler.writes.ccnow_actions import (
     sort_out,
 )
 from reconciler.writes.ccnow_keys import made_before
+from reconciler.writes.ccnow_outcome import second_discount
 from reconciler.writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 
@@ -95,10 +97,13 @@ async def action_command(
 async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewCommand]) -> int:
     """Print the posts the real run would send: without the orders it refuses without asking
     CCNow, as the snapshot (read beside any writer: a daemon may run) has them, nor those
-    whose key made their command before (the real run reports that one: its exit counts);
-    a key given to another command is refused, as by the real run; nor those the real run
-    holds back behind an older command of their order (`_held`)."""
-    posted, refused = list(new), []
+    whose key made their command before (the real run reports that one: its exit counts;
+    one still queued it sends as asked); a key given to another command is refused, as by the
+    real run; nor those the real run holds back behind an older command of their order
+    (`cmds.in_line`), but with an older one it sends first (queued and due) before them."""
+    rounds: list[list[cmds.NewCommand]] = [list(new)]
+    refused: list[tuple[cmds.NewCommand, str]] = []
+    second: list[tuple[cmds.NewCommand, str]] = []
     held: list[tuple[cmds.NewCommand, cmds.Command]] = []
     known: dict[cmds.NewCommand, cmds.Command] = {}
     try:
@@ -114,12 +119,13 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
     else:
         try:
             known = await made_before(store, new)
-            # One still queued is sent by the real run, as it was asked.
-            fresh = [c for c in new if c not in known or known[c].state == "queued"]
-            posted, past_pending, waiting = await sort_out(
-                store, fresh, account_names(config, "ccnow")
-            )
-            posted, held = await _held(store, posted, known)
+            # As `take`: only those not made before are sorted out (one still queued would
+            # find itself as the earlier discount); those still queued are sent as asked.
+            accounts = account_names(config, "ccnow")
+            fresh = [c for c in new if c not in known]
+            posted, past_pending, waiting = await sort_out(store, fresh, accounts)
+            again = [known[c] for c in new if c in known and known[c].state == "queued"]
+            rounds, held, second = await _lined_up(store, [*again, *posted], accounts)
         except BadAction as exc:
             say(f"reconciler: error: {exc}")
             return EX_DATAERR
@@ -143,34 +149,59 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
             logging.WARNING,
         )
         tally.count(before.state)
-    for c, why in refused:
+    for c, why in refused + second:
         say(
             f"reconciler: {c.order_id} {c.action} left out: refused without asking CCNow: {why}",
             logging.WARNING,
         )
-    if posted:
+    tally.refused += len(second)  # made before: the real run refuses them (`refuse_second`)
+    if any(rounds):
         # The password field is masked by name; a secret elsewhere (in the URL's query) too.
-        sys.stdout.write(redact(dry_run_text(cfg, posted), config_secrets(config)))
+        text = "\n".join(dry_run_text(cfg, posts) for posts in rounds if posts)
+        sys.stdout.write(redact(text, config_secrets(config)))
     return exit_code(tally)
 
 
-async def _held(
-    store: Store, posted: list[cmds.NewCommand], known: dict[cmds.NewCommand, cmds.Command]
-) -> tuple[list[cmds.NewCommand], list[tuple[cmds.NewCommand, cmds.Command]]]:
-    """Split the commands the dry run would post from those the real run holds back, each by
-    the older command of its order queued or being sent, as the real run does (`cmds.ahead`):
-    it sends them once that one is settled."""
-    out: list[cmds.NewCommand] = []
+def _new(c: cmds.NewCommand | cmds.Command) -> cmds.NewCommand:
+    if isinstance(c, cmds.NewCommand):
+        return c
+    return cmds.NewCommand(
+        c.account, c.order_id, c.action, c.key, c.notes, c.amount, c.trackname, c.tracknumber
+    )
+
+
+async def _lined_up(
+    store: Store, going: list[cmds.Command | cmds.NewCommand], accounts: Sequence[str]
+) -> tuple[
+    list[list[cmds.NewCommand]],
+    list[tuple[cmds.NewCommand, cmds.Command]],
+    list[tuple[cmds.NewCommand, str]],
+]:
+    """The posts of the commands the dry run would send, in rounds (an order's commands in the
+    order they were made, the older ones queued and due that the real run sends first among
+    them); those it holds back, each by the older command of its order queued or being sent;
+    and the adjusts made before it refuses, behind an uncertain one."""
+    lines = await cmds.in_line(store, going, due_by=time.time())
     held: list[tuple[cmds.NewCommand, cmds.Command]] = []
-    for c in posted:
-        mine = known[c].id if c in known else None  # one made before and still queued
-        older = await cmds.of_order(store, c.account, c.order_id, ["queued", "sending"])
-        ahead = next((o for o in older if mine is None or o.id < mine), None)
-        if ahead is None:
-            out.append(c)
+    second: list[tuple[cmds.NewCommand, str]] = []
+    per_order: dict[tuple[str, str], dict[object, cmds.NewCommand]] = {}
+    for c, line in zip(going, lines, strict=True):
+        mine = per_order.setdefault((c.account, c.order_id), {})
+        for o in line.first:
+            mine.setdefault(o.id, _new(o))
+        if line.held is None:
+            mine.setdefault(c.id if isinstance(c, cmds.Command) else c, _new(c))
+        elif line.held.state == "uncertain":
+            second.append((_new(c), second_discount(line.held, accounts)))
         else:
-            held.append((c, ahead))
-    return out, held
+            held.append((_new(c), line.held))
+    rounds: list[list[cmds.NewCommand]] = []
+    for posts in per_order.values():
+        for n, c in enumerate(posts.values()):
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(c)
+    return rounds, held, second
 
 
 def _answer_word(state: str, answer: str | None) -> str:

@@ -39,10 +39,10 @@ from ..writes.submit_outcome import (
     REFERENCE_HEADER,
     RELINK_HEADER,
     STATE_HEADER,
+    UNTRACKABLE_HEADER,
     Result,
     own_from_header,
     ref_option,
-    untrackable,
 )
 from .accounts import account_option
 
@@ -100,7 +100,7 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # CCV's notifications name no order: only a person who found it can settle it; a
         # `201 Created`'s Location may be where to look. A 2xx naming no order (an HTML page)
         # proves nothing: CCV may have none, and a person's word settles that too.
-        if untrackable(answer.not_sent_refused):
+        if answer.untrackable:
             # Nothing `track` takes: a person's word that CCV made it is what closes it.
             say(
                 f"reconciler: submitted (HTTP {status}{where}): CCV's answer names its order "
@@ -257,6 +257,7 @@ async def _through_api(
         None if own is None else own_from_header(own),
         None if not_sent_refused is None else own_from_header(not_sent_refused),
         headers.get(RELINK_HEADER) == "true",
+        untrackable=headers.get(UNTRACKABLE_HEADER) == "true",
     )
     return _report(answer, secrets, option)
 
@@ -322,9 +323,9 @@ async def resolve_command(
 
     async with writer_unless_held(config) as rt:
         if rt is not None:
-            submitter = rt.submitter()
-            word = submitter.made if made else submitter.not_sent
-            settled, found = await word(account, reference)
+            settled, found = await rt.submitter().settle(
+                account, reference, "made" if made else "not_sent"
+            )
             await rt.delivery.drain(DELIVER_TIMEOUT_S)
             if not settled:
                 say(f"reconciler: error: {not_settled(reference, found)}")

@@ -231,11 +231,16 @@ class CCVCoordinator(Coordinator[CCVSource]):
                 extra=fields(account=self.account, external_reference=reference, order_id=order_id),
             )
         if done.contradicted:
-            # CCV tells of an order a person said it never got: the submission is settled (a
-            # new submit of the reference is refused), and the person's word was wrong.
+            # CCV tells of an order of a reference whose latest submit failed (a person said
+            # CCV never got it, CCV refused it, it was not sent): the submission is settled (a
+            # new submit of the reference is refused), and that word was wrong.
             log.warning(
-                "ccv.not_sent_contradicted",
-                extra=fields(account=self.account, external_reference=reference),
+                "ccv.not_sent_contradicted"
+                if done.reason == "not_sent"
+                else "ccv.submit_refused_contradicted",
+                extra=fields(
+                    account=self.account, external_reference=reference, reason=done.reason
+                ),
             )
         if done.remembered:
             log.info(

@@ -56,7 +56,8 @@ class Unconfigured:
                 f"`reconciler track ccv ID --ref REF --account {a}` (or `reconciler ccv "
                 f"resolve --ref REF --not-sent --account {a}` when CCV has no such order)"
                 if s == "ccv"
-                else f"`reconciler ccnow resolve ID --sent|--not-sent --account {a}`"
+                else f"`reconciler ccnow resolve ID --sent|--not-sent --account {a}` (with "
+                "`--action ACTION` for an order with uncertain actions of several kinds)"
             )
             hints.append(f"its uncertain writes wait for a person's word: {settle}")
         if self.queued_writes:

@@ -27,6 +27,7 @@ from ..writes.submit_outcome import (
     OWN_HEADER,
     RELINK_HEADER,
     STATE_HEADER,
+    UNTRACKABLE_HEADER,
     own_header,
 )
 from .api_orders import CURSOR
@@ -78,6 +79,8 @@ class Writes:
             headers[NOT_SENT_REFUSED_HEADER] = own_header(refused)
         if result.relink:
             headers[RELINK_HEADER] = "true"
+        if result.untrackable:
+            headers[UNTRACKABLE_HEADER] = "true"
         return await self._passed_back(result.status, result.body, result.content_type, headers)
 
     async def submission(self, request: web.Request) -> web.Response:
@@ -113,9 +116,9 @@ class Writes:
             # or, where its id cannot be tracked, by `made`.
             word = "made" if "made" in doc else "sent"
             raise BadRequest(422, 'one of "sent": false or "made": true is taken here', word)
-        submitter = self.deps.submitter
-        said = submitter.made if made else submitter.not_sent
-        settled, found = await said(account, ref)
+        settled, found = await self.deps.submitter.settle(
+            account, ref, "made" if made else "not_sent"
+        )
         if not settled:
             status = 404 if found is None or found.state != "uncertain" else 409
             raise BadRequest(status, not_settled(ref, found), "external_reference")

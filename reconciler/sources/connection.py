@@ -111,8 +111,9 @@ def _hear(conn: Connection, heard: bytearray | None) -> bytearray | None:
 
 class Head(NamedTuple):
     """An answer's final status line and the headers a write reads of it (the first of each,
-    as aiohttp's `headers.get`; None where it has none), and every `Location` line that is not
-    empty (the first may point nowhere, the next at the order: writes/once.py `_location`)."""
+    as aiohttp's `headers.get`; None where it has none), and every `Location` line as it came
+    (the first may point nowhere, the next at the order: writes/once.py `_location` reads
+    them)."""
 
     status: int
     locations: tuple[str, ...]
@@ -158,7 +159,7 @@ def answer_head(
             headers = message.headers
             return Head(
                 message.code,
-                tuple(v for line in headers.getall(hdrs.LOCATION, ()) if (v := line.strip())),
+                tuple(headers.getall(hdrs.LOCATION, ())),
                 headers.get(hdrs.RETRY_AFTER, "").strip() or None,
                 headers.get(hdrs.CONTENT_TYPE, "").strip(),
             )

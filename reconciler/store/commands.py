@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..events import Event, action_event
 from .db import Store
@@ -206,6 +206,24 @@ async def ahead(store: Store, commands: Sequence[Command]) -> dict[int, Command]
     made: an adjust queued before a ship, sent after it, would be refused as not pending), else
     for an adjust an uncertain adjust (CCNow may have applied that one: a second would
     discount twice). A command not in it goes now."""
+    lines = await in_line(store, commands)
+    return {c.id: line.held for c, line in zip(commands, lines, strict=True) if line.held}
+
+
+class InLine(NamedTuple):
+    """What comes before one command in its order: `held`, the older command it waits for
+    (None: it goes); `first`, the older ones a run sends before it."""
+
+    held: Command | None
+    first: list[Command]
+
+
+async def in_line(
+    store: Store, commands: Sequence[Command | NewCommand], *, due_by: float | None = None
+) -> list[InLine]:
+    """Per command (a new one comes after every recorded one), what comes before it, by
+    `ahead`'s rule, one query per CHUNK orders; with `due_by`, as a run that sends these and
+    the queued commands due then (`take`): such an older one goes first, not holding it back."""
     orders = sorted({c.order_id for c in commands})
     open_: dict[tuple[str, str], list[Command]] = {}
     for i in range(0, len(orders), CHUNK):
@@ -218,14 +236,22 @@ async def ahead(store: Store, commands: Sequence[Command]) -> dict[int, Command]
         for r in rows:
             o = _row(r)
             open_.setdefault((o.account, o.order_id), []).append(o)
-    out: dict[int, Command] = {}
+    sent = {c.id for c in commands if isinstance(c, Command)}
+    out: list[InLine] = []
     for c in commands:
-        older = [o for o in open_.get((c.account, c.order_id), []) if o.id < c.id]
-        held = [o for o in older if o.state != "uncertain"]
-        if c.action == "adjust" and not held:
-            held = [o for o in older if o.action == "adjust"]
-        if held:
-            out[c.id] = held[0]
+        mine = c.id if isinstance(c, Command) else None
+        older = [o for o in open_.get((c.account, c.order_id), []) if mine is None or o.id < mine]
+        first: list[Command] = []
+        held = None
+        for o in (o for o in older if o.state != "uncertain"):
+            goes = due_by is not None and (o.id in sent or o.next_attempt_at <= due_by)
+            if o.state != "queued" or not goes:
+                held = o
+                break
+            first.append(o)
+        if held is None and c.action == "adjust":
+            held = next((o for o in older if o.action == "adjust" and o.state == "uncertain"), None)
+        out.append(InLine(held, first))
     return out
 
 

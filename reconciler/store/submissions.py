@@ -6,8 +6,9 @@ order is tracked in the same transaction), `failed` (a definite refusal or nothi
 `order.submit_resolved` in the same transaction, when a notification for its reference arrives
 (not for one CCV answered with a 2xx: `answered`) or someone tracks its order with the
 reference, or a person says CCV made it (`made`); `failed` (`not_sent`) when a person says CCV
-never got it (`not_sent`), and from there `resolved` when a notification says CCV has it after
-all. A refusal is not `failed` where a notification named the reference while it waited.
+never got it (`not_sent`). A failed one (refused, not sent, a person's word) becomes `resolved`
+when a notification says CCV has an order of its reference after all; a refusal is not `failed`
+where a notification named the reference while it waited.
 One live submission per (account, reference): a second submit of the same reference is refused
 unless the earlier one definitely failed.
 """
@@ -169,13 +170,21 @@ async def fail(
     now: float,
     location: str | None = None,
     unless_notified: bool = False,
-) -> bool:
+) -> Literal["failed", "notified", "closed"]:
     """Close a submission as definitely not made (a refusal, or nothing reached CCV); return
-    whether it did. `unless_notified`: not one a notification for its reference named while it
-    waited (`notified`: CCV has an order of it, which a refusal contradicts)."""
+    `failed`, else why not: `notified` (with `unless_notified`) where a notification for its
+    reference named it while it waited (CCV has an order of it, which a refusal contradicts),
+    `closed` where it is no longer `sending` (closed elsewhere)."""
     sql, params = _close(sub_id, "failed", http_status, reason, now, None, location)
     sql += " AND notified_at IS NULL" if unless_notified else ""
-    return (await commit_at_once(store, [(sql, params)])).changes > 0
+    if (await commit_at_once(store, [(sql, params)])).changes:
+        return "failed"
+    # Nothing changed: still `sending` only where a notification came (`notified_at` set).
+    rows = await store.conn.execute_fetchall(
+        "SELECT 1 FROM submissions WHERE id = ? AND state = 'sending' AND notified_at IS NOT NULL",
+        (sub_id,),
+    )
+    return "notified" if rows else "closed"
 
 
 async def withdraw(store: Store, sub_id: int) -> None:
@@ -275,26 +284,29 @@ async def resolve_many(
 @dataclass(frozen=True, slots=True)
 class Notified:
     """A notification's `order.submit_resolved` events, whether it remembered the reference,
-    and whether it settled one a person had closed as never sent (that word was wrong)."""
+    and whether it settled a failed one (that refusal, or a person's word, was wrong): its
+    `reason` then."""
 
     events: list[Event]
     remembered: bool
     contradicted: bool
+    reason: str | None = None
 
 
 async def notified(
     store: Store, account: str, reference: str, order_id: str | None, now: float, *, remember: bool
 ) -> Notified:
     """A CCV notification for a reference, in one transaction: settle its uncertain submission,
-    or its latest one closed as never sent with none live (CCV has an order of it: a new
-    submit of it is refused from then on); remember the reference when `remember` says so or
-    while one of it waits for CCV's answer (`make_uncertain` then settles that one)."""
+    or its latest failed one with none live, whatever failed it (a 4xx, nothing sent, a
+    person's word: CCV has an order of it, and a new submit of it is refused from then on);
+    remember the reference when `remember` says so or while one of it waits for CCV's answer
+    (`make_uncertain` then settles that one)."""
     async with store.transaction():
         # The live row read once (uncertain: settled; `sending`: remembered), else the latest
-        # failed one (closed as not sent: settled).
+        # failed one (settled: freed, the reference would be submitted again, a second order).
         sub = await find(store, account, reference)
         live = sub if sub is not None and sub.state != "failed" else None
-        contradicted = live is None and sub is not None and sub.reason == "not_sent"
+        contradicted = live is None and sub is not None
         events: list[Event] = []
         if sub is not None and (contradicted or (sub.state == "uncertain" and not answered(sub))):
             events = [await _resolve(store, sub, order_id, "notification", now)]
@@ -312,7 +324,8 @@ async def notified(
         remember = remember or (live is not None and live.state == "sending")
         if remember:
             await store.sources.remember_within(account, reference, now)
-    return Notified(events, remember, contradicted)
+    reason = sub.reason if contradicted and sub is not None else None
+    return Notified(events, remember, contradicted, reason)
 
 
 async def _settle(

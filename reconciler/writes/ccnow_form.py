@@ -165,26 +165,19 @@ def build(
     elif amount is not None:
         raise BadAction("--amount goes with adjust only")
     if key is not None:
-        key = _checked("--key", key, len(key))  # printable, trimmed; its length below
-        for order_id in order_ids:
-            # `keys`' rule: what a key given for several orders becomes, `K/ORDER`, is checked
-            # as the API's `keys` checks it (the command line hands them so to a daemon).
-            _key_checked("--key", key if len(order_ids) == 1 else f"{key}/{order_id}", order_id)
-    given = {"--notes": notes, "--carrier": trackname, "--number": tracknumber, "--key": key}
+        key = _checked("--key", key, len(key))  # printable, trimmed; its length per order
+    given = {"--notes": notes, "--carrier": trackname, "--number": tracknumber}
     for name, value in given.items():
         if value is not None and holds_secret(value, forms):
             raise BadAction(f"{name}: {GIVEN_SECRET}")
     out = []
     for order_id in order_ids:
         c = cmds.NewCommand(cfg.name, order_id, word, "", notes, usd, trackname, tracknumber)
-        # One key for a batch of orders: each order's command has its own part of it.
-        if key is None:
-            own = derived_key(c)
-        else:
-            own = own_suffix(key if len(order_ids) == 1 else f"{key}/{order_id}", order_id)
-        out.append(
-            cmds.NewCommand(cfg.name, order_id, word, own, notes, usd, trackname, tracknumber)
-        )
+        # One key for a batch of orders: each order's command has its own part of it, `K/ORDER`,
+        # checked as the API's `keys` checks it (the command line hands them so to a daemon).
+        mine = key if key is None or len(order_ids) == 1 else f"{key}/{order_id}"
+        own = derived_key(c) if mine is None else _key("--key", mine, order_id, forms)
+        out.append(replace(c, key=own))
     return out
 
 
@@ -293,23 +286,23 @@ def from_document(
         raise BadAction("keys: one printable key per order id", "keys")
     # The checks of `--key`: a key kept untrimmed would be another command than the same key
     # given as `key` (a second discount), and a key is kept in the database, events and log.
-    own = [_key(k, c.order_id, forms) for c, k in zip(new, keys, strict=True)]
+    try:
+        own = [_key("keys", k, c.order_id, forms) for c, k in zip(new, keys, strict=True)]
+    except BadAction as exc:
+        raise BadAction(str(exc), "keys") from None
     if len(set(own)) != len(own):
         # A key names one command: the second order's would be taken for the first's.
         raise BadAction("keys: each order id needs a key of its own", "keys")
     return [replace(c, key=k) for c, k in zip(new, own, strict=True)]
 
 
-def _key(key: str, order_id: str, forms: SecretForms | None) -> str:
-    """Return one entry of `keys` as `build` takes `--key`; raise BadAction naming `keys`.
-    The command line hands its `KEY/ORDER` here: the suffix is not counted in the limit, and
-    is kept as order ids are (`K/396101142` is `K/396-10-1142`: one command)."""
-    try:
-        checked = _key_checked("keys", key, order_id)
-    except BadAction as exc:
-        raise BadAction(str(exc), "keys") from None
+def _key(name: str, key: str, order_id: str, forms: SecretForms | None) -> str:
+    """Return one order's key (`--key`, an entry of `keys`) as kept; raise BadAction naming
+    `name`. The command line hands its `KEY/ORDER` to `keys`: the suffix is not counted in the
+    limit, and is kept as order ids are (`K/396101142` is `K/396-10-1142`: one command)."""
+    checked = _key_checked(name, key, order_id)
     if holds_secret(checked, forms):
-        raise BadAction(f"keys: {GIVEN_SECRET}", "keys")
+        raise BadAction(f"{name}: {GIVEN_SECRET}")
     return own_suffix(checked, order_id)
 
 

@@ -72,20 +72,16 @@ async def _open_adjust(store: Store, c: cmds.NewCommand, accounts: Sequence[str]
     would settle them as one)."""
     earlier = await cmds.of_order(store, c.account, c.order_id, ["queued", "sending", "uncertain"])
     adjust = next((e for e in earlier if e.action == "adjust"), None)
-    # A resolve without `--action` refuses an order whose uncertain ones are of several actions.
-    several = len({e.action for e in earlier if e.state == "uncertain"}) > 1
-    return None if adjust is None else second_discount(adjust, accounts, several=several)
+    return None if adjust is None else second_discount(adjust, accounts)
 
 
-def second_discount(
-    earlier: cmds.Command, accounts: Sequence[str], *, several: bool = False
-) -> str:
+def second_discount(earlier: cmds.Command, accounts: Sequence[str]) -> str:
     """Why a discount is refused while an earlier one of its order is open (`accounts`: the
-    configured CCNow accounts; `several`: the order's uncertain commands are of several
-    actions, so the resolve advised names the adjust's)."""
+    configured CCNow accounts, for the resolve advised)."""
     if earlier.state == "uncertain":
-        option = account_option(accounts, earlier.account)
-        option += " --action adjust" if several else ""
+        # `--action adjust` always: without it a resolve refuses an order whose uncertain
+        # commands are of several actions (a ship may become uncertain after this advice).
+        option = account_option(accounts, earlier.account) + " --action adjust"
         return (
             f"an earlier discount of this order (#{earlier.id}) is uncertain: settle it with "
             f"`reconciler ccnow resolve {earlier.order_id} --sent|--not-sent{option}` first"
@@ -292,7 +288,8 @@ async def settle(
             # The read said nothing (it failed, no line for the order, a word to guess), nor
             # did the answer: the refusal, in the order's line, may be of a post that took.
             # Sent again, as after a lost answer, its day counting on.
-            state, words, unsettled = "queued", f"{words} ({UNREAD})", True
+            why = f"its order's status, {status!r}, is not documented" if guessed else UNREAD
+            state, words, unsettled = "queued", f"{words} ({why})", True
             span = _ends(c, now, down)
     if span is not None:
         # Not sent for ever, nor called refused when CCNow may have run it: a person decides.

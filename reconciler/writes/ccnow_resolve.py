@@ -22,7 +22,8 @@ from reconciler.writes.ccnow_form import ACTIONS
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
 # The words `--action` (and the API's `"action"`) take: the command line's own, and `track`,
-# the stored name events and `status` show for `add-tracking`.
+# the stored name events and `status` show for `add-tracking`. cli.py spells them out as the
+# `--action` choices of `ccnow resolve` (parsing imports no writes module): change both.
 RESOLVE_ACTIONS: dict[str, cmds.Action] = {**ACTIONS, "track": "track"}
 _WORD: dict[str, str] = {stored: word for word, stored in ACTIONS.items()}
 
@@ -121,7 +122,7 @@ async def _resolve(
         found = [c for c in uncertain if action is None or c.action == action]
         refusal = NotResolved(order_id, action, [(c.id, c.action) for c in uncertain])
         if not found or refusal.several:
-            found = []
+            raise refusal  # before any write: the transaction ends with nothing to undo
         await cmds.close_within(store, [(c.id, state, answer) for c in found], now)
         await store.events.add(
             [
@@ -139,6 +140,4 @@ async def _resolve(
                 for c in found
             ]
         )
-    if not found:
-        raise refusal
     return found

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import aiohttp
 
@@ -100,30 +101,20 @@ class Submitter:
         # before it to end (a stop may withdraw it, its connection may fail: then it may go).
         self._unsent: dict[tuple[str, str], asyncio.Future[None]] = {}
 
-    async def not_sent(self, account: str, reference: str) -> tuple[bool, subs.Submission | None]:
-        """Settle the uncertain submission of a reference by a person's word that CCV never
-        got it (`ccv resolve --not-sent`); return whether it was settled, and the submission
-        of the reference as it was (None: nothing was submitted with it)."""
-        sub, events = await not_sent(self.store, account, reference, self.clock())
+    async def settle(
+        self, account: str, reference: str, how: Literal["not_sent", "made"]
+    ) -> tuple[bool, subs.Submission | None]:
+        """Settle the uncertain submission of a reference by a person's word: CCV never got it
+        (`not_sent`: `ccv resolve --not-sent`), or made an order of it that reconciler will not
+        follow (`made`: `ccv resolve --made`); return whether it was settled, and the
+        submission of the reference as it is then (None: nothing was submitted with it)."""
+        word = made if how == "made" else not_sent
+        sub, events = await word(self.store, account, reference, self.clock())
         if not events:
             return False, sub
         log.info(
             "ccv.submit_resolved",
-            extra=fields(account=account, external_reference=reference, how="not_sent"),
-        )
-        self.on_commit()
-        return True, sub
-
-    async def made(self, account: str, reference: str) -> tuple[bool, subs.Submission | None]:
-        """Settle the uncertain submission of a reference by a person's word that CCV made an
-        order of it, one reconciler will not follow (`ccv resolve --made`); return whether it
-        was settled, and the submission of the reference as it is then."""
-        sub, events = await made(self.store, account, reference, self.clock())
-        if not events:
-            return False, sub
-        log.info(
-            "ccv.submit_resolved",
-            extra=fields(account=account, external_reference=reference, how="made"),
+            extra=fields(account=account, external_reference=reference, how=how),
         )
         self.on_commit()
         return True, sub
@@ -148,7 +139,14 @@ class Submitter:
             # Its advice from the same row as the refusal, so that the body never advises the
             # word that the header says is refused.
             result = lost_answer(result.status, result.lost, ref, state, made=refused is not None)
-        return dataclasses.replace(result, state=state, not_sent_refused=refused, relink=relink)
+        untrackable = (
+            refused is not None
+            and found is not None
+            and (found.state, found.reason) == ("uncertain", subs.UNUSABLE_ORDER_ID)
+        )
+        return dataclasses.replace(
+            result, state=state, not_sent_refused=refused, relink=relink, untrackable=untrackable
+        )
 
     async def _submit(self, account: str, body: dict[str, object]) -> Result:
         cfg = self.accounts.get(account)

@@ -64,22 +64,20 @@ def names_an_order(answer: bytes, names: Sequence[str]) -> bool:
     """Whether CCV's answer holds an order id field (`names`) with a value, usable or not
     (`"ORD 7/2"`, named twice, holding a secret): CCV then said it made an order, though not
     one reconciler can follow, and no person's word that it got no submit may close it. At its
-    top, or nested (`[{"orderId": ...}]`, `{"data": {"orderId": ...}}`: a shape not
-    documented) under a name that says order (not a bare `id`, which an error object, a
-    request id or an item has, and never inside `error`/`errors`: those name no order made)."""
+    top, or nested at any depth (`[{"id": ...}]`, `{"order": {"id": ...}}`: a shape not
+    documented), but never inside `error`/`errors` (those name no order made). A nested id
+    that is not the order's (an item's, a request's) costs at most the reference: `ccv
+    resolve --made` closes it; one taken for none, a second order."""
     try:
         document = loads_answer(answer, _once)
     except (ValueError, RecursionError):
         return False
-    if isinstance(document, dict) and any(field_value(document, n) is not None for n in names):
-        return True
-    nested = [n for n in names if n.casefold() != "id"]
     # Walked without recursion: the answer's nesting is bounded by its size alone.
     left: list[object] = [document]
     while left:
         value = left.pop()
         if isinstance(value, dict):
-            if value is not document and any(field_value(value, n) is not None for n in nested):
+            if any(field_value(value, n) is not None for n in names):
                 return True
             left.extend(v for k, v in value.items() if k.casefold() not in _ERRORS)
         elif isinstance(value, list):

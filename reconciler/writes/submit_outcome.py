@@ -58,15 +58,10 @@ NOT_SENT_REFUSED_HEADER = "Reconciler-Submission-Not-Sent-Refused"
 ANSWER_UNREAD = "answer_unread"
 # `true` where `track ccv ID --ref REF` needs `--relink` to settle it (`Result.relink`).
 RELINK_HEADER = "Reconciler-Submission-Track-Relink"
+# `true` where only `ccv resolve --made` settles it (`Result.untrackable`).
+UNTRACKABLE_HEADER = "Reconciler-Submission-Untrackable"
 # What closes a submission CCV made an order of that `track` cannot take (`unusable_order_id`).
 MADE_ADVICE = "once you found the order at CCV, `reconciler ccv resolve {} --made` closes it"
-
-
-def untrackable(refused: str | None) -> bool:
-    """Whether a refusal of `--not-sent` (`not_sent_refused`, as the API's header carries it)
-    is for an order CCV named under an id `track` cannot take: `--made` closes it, not
-    `track ccv ID`."""
-    return refused is not None and MADE_ADVICE.partition("{}")[2] in refused
 
 
 def own_header(own: str) -> str:
@@ -102,6 +97,9 @@ class Result:
     # How CCV's answer was lost, where this is reconciler's answer in its place (its body
     # says where the submission stands: `submit.lost_answer`)
     lost: str | None = None
+    # Whether CCV named its order under an id `track` cannot take (uncertain,
+    # `unusable_order_id`): only `ccv resolve --made` settles it, not `track ccv ID`
+    untrackable: bool = False
 
 
 def ref_option(reference: str) -> str:
@@ -230,7 +228,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         # as with a lost answer, never sent again; a person settles it.
         return await passed_uncertain(f"http_{status}")
     reason = f"http_{status}"
-    if not await subs.fail(
+    failed = await subs.fail(
         c.store,
         sub_id,
         http_status=status,
@@ -238,8 +236,13 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         now=c.now,
         location=location,
         unless_notified=True,
-    ):
+    )
+    if failed == "notified":
         return await _contradicted(passed_uncertain, account, ref, reason, status)
+    if failed == "closed":
+        # Closed elsewhere meanwhile (a writer's recovery made it uncertain): as it stands,
+        # with no word of a notification that did not come.
+        return await passed_uncertain(reason)
     log.warning(
         "ccv.submit_refused", extra=fields(account=account, external_reference=ref, status=status)
     )

@@ -138,19 +138,33 @@ async def test_a_notification_for_a_reference_a_person_said_was_not_sent_settles
     assert len([r for r in caplog.records if r.getMessage() == "ccv.not_sent_contradicted"]) == 1
 
 
-async def test_a_notification_settles_nothing_a_later_submit_of_the_reference_failed_since(
-    ccv: CCVCoordinator,
+@pytest.mark.parametrize("earlier", [False, True], ids=["refused", "not-sent-then-refused"])
+async def test_a_notification_after_ccv_refused_the_submit_takes_the_reference(
+    ccv: CCVCoordinator, caplog: pytest.LogCaptureFixture, earlier: bool
 ) -> None:
-    # Closed as not sent, then submitted again and refused by CCV (a 4xx): the reference's
-    # latest word is that refusal, and a new submit stays free.
+    # CCV answered 400, and its notification for the reference came half a second later (not
+    # while the submit waited): CCV has an order of it. Before, the refusal kept the reference
+    # free, and a second `ccv submit` of it went to CCV (a second order).
     now = time.time()
-    first = await subs.record(ccv.store, "default", "gone-twice", now)
-    await subs.make_uncertain(ccv.store, "default", [first], [], reason="timeout", now=now)
-    await not_sent(ccv.store, "default", "gone-twice", now)
+    if earlier:  # closed as not sent, then submitted again and refused
+        first = await subs.record(ccv.store, "default", "gone-twice", now)
+        await subs.make_uncertain(ccv.store, "default", [first], [], reason="timeout", now=now)
+        await not_sent(ccv.store, "default", "gone-twice", now)
     second = await subs.record(ccv.store, "default", "gone-twice", now)
-    await subs.fail(ccv.store, second, http_status=422, reason="http_422", now=now)
+    await subs.fail(ccv.store, second, http_status=400, reason="http_400", now=now)
+    caplog.set_level(logging.INFO, logger="reconciler")
 
     assert await ccv.check_reference("gone-twice") is None
     latest = await subs.find(ccv.store, "default", "gone-twice")
-    assert latest is not None and (latest.id, latest.state) == (second, "failed")
-    assert await subs.record(ccv.store, "default", "gone-twice", time.time()) > second
+    assert latest is not None and (latest.id, latest.state) == (second, "resolved")
+    with pytest.raises(subs.SubmissionExists):  # the API's 409: not sent again
+        await subs.record(ccv.store, "default", "gone-twice", time.time())
+    warned = [r for r in caplog.records if r.getMessage() == "ccv.submit_refused_contradicted"]
+    assert [r.levelno for r in warned] == [logging.WARNING]
+    assert getattr(warned[0], "fields", {})["reason"] == "http_400"
+    resolved = [
+        json.loads(e.body)["data"]
+        for e in await ccv.store.events.history()
+        if e.type == "order.submit_resolved" and json.loads(e.body)["data"]["how"] == "notification"
+    ]
+    assert [(d["submission_id"], d["reason"]) for d in resolved] == [(second, "http_400")]

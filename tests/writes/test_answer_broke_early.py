@@ -203,6 +203,12 @@ HEADS: list[tuple[bytes, Head | None, Head | None]] = [
         Head(429, (), "7", "text/plain"),
         Head(429, (), "7", "text/plain"),
     ),
+    # Every Location line as it came, an empty one too: `_location` passes over it.
+    (
+        b"HTTP/1.1 303 See Other\r\nLocation:\r\nLocation: /o/2\r\n\r\n",
+        Head(303, ("", "/o/2"), None, ""),
+        Head(303, ("", "/o/2"), None, ""),
+    ),
     # A Location folded onto the next line (a space or a tab before it).
     (
         b"HTTP/1.1 303 See Other\r\nLocation:\r\n /o/3\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",

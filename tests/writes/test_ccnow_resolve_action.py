@@ -94,9 +94,8 @@ async def test_resolve_settles_one_action_and_refuses_an_order_of_several_withou
     assert again.code == 65, again.stdout + again.stderr
     said = again.stdout + again.stderr
     assert f"(#2) is uncertain: settle it with `reconciler ccnow resolve {A} " in said
-    # Until the ship was settled the order's uncertain actions were of two kinds: that resolve
-    # would be refused without the action named.
-    assert "--sent|--not-sent` first" in said, said
+    # Always named: the order's uncertain actions may be of two kinds again.
+    assert "--sent|--not-sent --action adjust` first" in said, said
     assert len(fake_ccnow.actions) == posts
 
     # One action left: a resolve without --action settles it, as before.

@@ -82,7 +82,7 @@ async def test_a_discount_recorded_beside_a_queued_one_is_refused_once_that_one_
             A,
             "refused",
             "an earlier discount of this order (#1) is uncertain: settle it with "
-            f"`reconciler ccnow resolve {A} --sent|--not-sent` first",
+            f"`reconciler ccnow resolve {A} --sent|--not-sent --action adjust` first",
         ),
         (A, "succeeded", "mark_shipped"),
     ]
@@ -233,7 +233,7 @@ async def test_the_refusal_behind_an_uncertain_discount_advises_a_command_that_r
     second = await ccnow(cfg, "adjust", A, "--amount", "2.00", "--account", "eu")
     assert second.code == 65, second.stdout + second.stderr
     [advice] = re.findall(r"`reconciler ([^`]*)`", second.stdout)
-    assert advice == f"ccnow resolve {A} --sent|--not-sent --account eu"
+    assert advice == f"ccnow resolve {A} --sent|--not-sent --account eu --action adjust"
     done = await ccnow(cfg, *advice.replace("--sent|", "").split()[1:])
     assert done.code == 0, done.stdout + done.stderr
     assert fake_ccnow.actions == []

@@ -68,8 +68,8 @@ NAMING_NO_ORDER = [
     Reply(200, "<html><body>Please log in</body></html>", "text/html"),
     json_reply(200, {"error": "invalid order"}),
     json_reply(200, {"result": "ok"}),
-    # ids nested in an error object or an item name no order CCV made
-    json_reply(200, {"errors": [{"id": "E42", "orderId": "x-1"}], "meta": {"id": 7}}),
+    # ids inside an error object name no order CCV made
+    json_reply(200, {"errors": [{"id": "E42", "orderId": "x-1"}], "error": {"id": 7}}),
     # an empty `Location` points nowhere (joined to the URL asked, it read as the order's)
     Reply(200, "<html><body>Please log in</body></html>", "text/html", headers={"Location": ""}),
     # nor one that joined points back at the URL asked
@@ -154,7 +154,16 @@ async def test_a_2xx_naming_an_order_followed_elsewhere_is_not_closed(
 
 
 @pytest.mark.parametrize(
-    "answer", [[{"orderId": ORDER}], {"data": {"order": {"OrderId": ORDER}}}], ids=["list", "deep"]
+    "answer",
+    [
+        [{"orderId": ORDER}],
+        {"data": {"order": {"OrderId": ORDER}}},
+        # a bare `id` nested names an order too: taken for none, the reference would be sent
+        # again (a second order); an item's id taken for the order's costs the reference alone
+        {"order": {"id": ORDER}},
+        [{"id": ORDER}],
+    ],
+    ids=["list", "deep", "order-id", "list-id"],
 )
 async def test_a_200_naming_its_order_nested_is_not_closed(
     tmp_path: Path, fake: FakeCCVWrites, answer: object

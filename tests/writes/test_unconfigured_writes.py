@@ -67,7 +67,10 @@ async def test_an_uncertain_action_of_a_removed_account_is_said_and_resolved_by_
     caught = await call_cli("--config", cfg, "catch-up")
     warned = warning_about(caught, "ca")
     assert (warned["uncertain_writes"], warned["queued_writes"]) == (1, 0)
-    assert "ccnow resolve ID --sent|--not-sent --account ca" in warned["hint"]
+    assert (
+        "ccnow resolve ID --sent|--not-sent --account ca` (with `--action ACTION` for an "
+        "order with uncertain actions of several kinds)" in warned["hint"]
+    ), warned["hint"]
     ca = await status_of(cfg, "ca")
     assert ca is not None
     assert (ca["health"], ca["uncertain_writes"], ca["queued_writes"]) == ("not_configured", 1, 0)
