@@ -78,6 +78,7 @@ def leaks(text: str, secret: str, window: int = WINDOW) -> list[str]:
     cut=None,
     limit=MAX_TEXT_LENGTH,
 )
+@example(secret="0000000&", before="", after="a", encoder="json", cut=None, limit=None)
 def test_no_piece_of_a_secret_survives(
     secret: str, before: str, after: str, encoder: str, cut: int | None, limit: int | None
 ) -> None:
@@ -94,7 +95,15 @@ def test_no_piece_of_a_secret_survives(
     body = redact_body(echoed.encode(), [secret]).decode()
     assert leaks(body, secret, MIN_BODY_FRAGMENT) == []
     assert body.startswith(before[:cut])
-    assert cut is not None or body == before + MASK + after
+    if cut is None:
+        # An answer ending where another form of the secret could go on (`0000000&a`: the
+        # start of `0000000&amp;`) is cut inside it, by the end-cut rule: masked to its end.
+        whole = ENCODERS[encoder](secret) + after
+        goes_on = any(
+            len(whole) < len(form := encode(secret)) and form.startswith(whole)
+            for encode in ENCODERS.values()
+        )
+        assert body == before + MASK + ("" if goes_on else after)
 
 
 @given(secret=secrets, before=filler, encoder=st.sampled_from(sorted(ENCODERS)))
