@@ -238,14 +238,18 @@ def submit_resolved_event(
     how: str,
     time: float,
     location: str | None = None,
+    contradicted: bool = False,
 ) -> Event:
     """Return the `order.submit_resolved` event of an uncertain CCV submission that CCV turned
     out to hold: `how` is `notification` (CCV named its reference) or `track` (a person tracked
     its order with the reference) or `made` (a person said CCV made an order of it that
     reconciler does not follow); or that a person said CCV never got, `how` `not_sent`. The
     data is the `order.submit_uncertain` event's, with the order id when known, so that a
-    consumer matches the two by reference."""
-    data = {
+    consumer matches the two by reference. `contradicted`: a notification settled one that had
+    failed (CCV refused it, it was not sent, a person said CCV never got it), so no
+    `order.submit_uncertain` came before it: a warning, the only sign CCV holds an order of it."""
+    severity: Severity = "warning" if contradicted else "info"
+    data: dict[str, object] = {
         "source": "ccv",
         "account": account,
         "order_id": order_id,
@@ -253,13 +257,15 @@ def submit_resolved_event(
         "previous_status": None,
         "status": None,
         "end_state": False,
-        "severity": "info",
+        "severity": severity,
         "via": "action",
         "submission_id": submission_id,
         "reason": reason,
         "location": location,
         "how": how,
     }
+    if contradicted:
+        data["contradicted"] = True
     return Event(
         # `uncertain_at` is in the uncertain event's id too: the settlement of that case, and
         # of no other submission numbered alike after a restore.
@@ -277,7 +283,7 @@ def submit_resolved_event(
         "ccv",
         account,
         order_id,
-        "info",
+        severity,
         data,
     )
 

@@ -18,7 +18,7 @@ from ..model import OrderState, Via
 from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
 from ..sources.errors import SourceError
-from ..store import submissions as subs
+from ..store.notified import notified
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import Part, Verdict, needs_probe, probe_verdict, verdict
 
@@ -221,7 +221,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
         # after it (settled by `make_uncertain`, which finds the reference remembered).
         # Remembered also beside orders it is an alias of: the order submitted with it, tracked
         # later, counts this notification at its first check.
-        done = await subs.notified(
+        done = await notified(
             store, self.account, reference, order_id, self.now(), remember=not carrying
         )
         if done.events:
@@ -230,18 +230,29 @@ class CCVCoordinator(Coordinator[CCVSource]):
                 "ccv.submit_resolved",
                 extra=fields(account=self.account, external_reference=reference, order_id=order_id),
             )
-        if done.contradicted:
+        if done.reason is not None:
             # CCV tells of an order of a reference whose latest submit failed (a person said
-            # CCV never got it, CCV refused it, it was not sent): the submission is settled (a
-            # new submit of the reference is refused), and that word was wrong.
-            log.warning(
-                "ccv.not_sent_contradicted"
-                if done.reason == "not_sent"
-                else "ccv.submit_refused_contradicted",
-                extra=fields(
-                    account=self.account, external_reference=reference, reason=done.reason
-                ),
-            )
+            # CCV never got it, CCV refused it, CCV was never reached): the submission is
+            # settled (a new submit of the reference is refused), and what failed it was wrong.
+            # A person's `--not-sent` on any failed submit of it is named: it freed the
+            # reference for the later submit, and is the likely culprit.
+            if done.not_sent:
+                log.warning(
+                    "ccv.not_sent_contradicted",
+                    extra=fields(
+                        account=self.account, external_reference=reference, reason="not_sent"
+                    ),
+                )
+            if done.reason != "not_sent":
+                log.warning(
+                    "ccv.submit_failed_contradicted",
+                    extra=fields(
+                        account=self.account,
+                        external_reference=reference,
+                        status=done.status,
+                        reason=done.reason,
+                    ),
+                )
         if done.remembered:
             log.info(
                 "notification.remembered",
@@ -258,5 +269,5 @@ class CCVCoordinator(Coordinator[CCVSource]):
         if not refs or self.remember_ref_s is None:
             return set()
         not_before = self.now() - self.remember_ref_s
-        notified = await self.store.sources.take_references(self.account, refs, not_before)
-        return {s.key.order_id for s in due if s.external_reference in notified}
+        named = await self.store.sources.take_references(self.account, refs, not_before)
+        return {s.key.order_id for s in due if s.external_reference in named}

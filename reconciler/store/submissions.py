@@ -281,53 +281,6 @@ async def resolve_many(
         return await _settle(store, account, orders, how, now)
 
 
-@dataclass(frozen=True, slots=True)
-class Notified:
-    """A notification's `order.submit_resolved` events, whether it remembered the reference,
-    and whether it settled a failed one (that refusal, or a person's word, was wrong): its
-    `reason` then."""
-
-    events: list[Event]
-    remembered: bool
-    contradicted: bool
-    reason: str | None = None
-
-
-async def notified(
-    store: Store, account: str, reference: str, order_id: str | None, now: float, *, remember: bool
-) -> Notified:
-    """A CCV notification for a reference, in one transaction: settle its uncertain submission,
-    or its latest failed one with none live, whatever failed it (a 4xx, nothing sent, a
-    person's word: CCV has an order of it, and a new submit of it is refused from then on);
-    remember the reference when `remember` says so or while one of it waits for CCV's answer
-    (`make_uncertain` then settles that one)."""
-    async with store.transaction():
-        # The live row read once (uncertain: settled; `sending`: remembered), else the latest
-        # failed one (settled: freed, the reference would be submitted again, a second order).
-        sub = await find(store, account, reference)
-        live = sub if sub is not None and sub.state != "failed" else None
-        contradicted = live is None and sub is not None
-        events: list[Event] = []
-        if sub is not None and (contradicted or (sub.state == "uncertain" and not answered(sub))):
-            events = [await _resolve(store, sub, order_id, "notification", now)]
-            await store.events.add(events)
-        elif (
-            live is not None and live.state in ("sending", "uncertain") and live.notified_at is None
-        ):
-            # Kept on the row, not only among the remembered references (which expire): once
-            # CCV told of the reference, a person's word that it never got the submit is wrong.
-            # The first notification's time only: CCV's retries write nothing more.
-            await store.conn.execute(
-                "UPDATE submissions SET notified_at = ? WHERE id = ?",
-                (now, live.id),
-            )
-        remember = remember or (live is not None and live.state == "sending")
-        if remember:
-            await store.sources.remember_within(account, reference, now)
-    reason = sub.reason if contradicted and sub is not None else None
-    return Notified(events, remember, contradicted, reason)
-
-
 async def _settle(
     store: Store,
     account: str,
@@ -343,15 +296,16 @@ async def _settle(
         sub = found.pop(ref, None)
         if sub is None or (how == "notification" and answered(sub)):
             continue
-        events.append(await _resolve(store, sub, order_id, how, now))
+        events.append(await resolve_row(store, sub, order_id, how, now))
     await store.events.add(events)
     return events
 
 
-async def _resolve(
+async def resolve_row(
     store: Store, sub: Submission, order_id: str | None, how: How, now: float
 ) -> Event:
-    """Mark an uncertain submission, or one closed as not sent, `resolved`; return its event."""
+    """Mark an uncertain submission, or a failed one (a notification's: store/notified.py),
+    `resolved`, in the caller's transaction; return its event."""
     known = order_id if order_id is not None else sub.order_id
     await store.conn.execute(
         "UPDATE submissions SET state = 'resolved', order_id = ?, closed_at = ? "
@@ -369,6 +323,9 @@ async def _resolve(
         how=how,
         time=now,
         location=sub.location,
+        # No `order.submit_uncertain` came before a failed one's: CCV holds an order nothing
+        # was told of.
+        contradicted=sub.state == "failed",
     )
 
 

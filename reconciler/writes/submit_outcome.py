@@ -263,8 +263,8 @@ async def _contradicted(
     contradicts. Freed, the reference would be submitted again, a second order: kept taken,
     settled by that notification as a lost answer is (`make_uncertain`), with one warning."""
     log.warning(
-        "ccv.submit_refused_contradicted",
-        extra=fields(account=account, external_reference=ref, status=status),
+        "ccv.submit_failed_contradicted",
+        extra=fields(account=account, external_reference=ref, status=status, reason=reason),
     )
     result = await passed_uncertain(reason)
     own = (

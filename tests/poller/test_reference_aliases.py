@@ -138,20 +138,29 @@ async def test_a_notification_for_a_reference_a_person_said_was_not_sent_settles
     assert len([r for r in caplog.records if r.getMessage() == "ccv.not_sent_contradicted"]) == 1
 
 
-@pytest.mark.parametrize("earlier", [False, True], ids=["refused", "not-sent-then-refused"])
+@pytest.mark.parametrize(
+    ("earlier", "status", "reason"),
+    [(False, 400, "http_400"), (True, 400, "http_400"), (False, None, "connection")],
+    ids=["refused", "not-sent-then-refused", "not-reached"],
+)
 async def test_a_notification_after_ccv_refused_the_submit_takes_the_reference(
-    ccv: CCVCoordinator, caplog: pytest.LogCaptureFixture, earlier: bool
+    ccv: CCVCoordinator,
+    caplog: pytest.LogCaptureFixture,
+    earlier: bool,
+    status: int | None,
+    reason: str,
 ) -> None:
-    # CCV answered 400, and its notification for the reference came half a second later (not
-    # while the submit waited): CCV has an order of it. Before, the refusal kept the reference
-    # free, and a second `ccv submit` of it went to CCV (a second order).
+    # CCV answered 400 (or was never reached), and its notification for the reference came
+    # half a second later (not while the submit waited): CCV has an order of it. Before, the
+    # refusal kept the reference free, and a second `ccv submit` of it went to CCV (a second
+    # order).
     now = time.time()
     if earlier:  # closed as not sent, then submitted again and refused
         first = await subs.record(ccv.store, "default", "gone-twice", now)
         await subs.make_uncertain(ccv.store, "default", [first], [], reason="timeout", now=now)
         await not_sent(ccv.store, "default", "gone-twice", now)
     second = await subs.record(ccv.store, "default", "gone-twice", now)
-    await subs.fail(ccv.store, second, http_status=400, reason="http_400", now=now)
+    await subs.fail(ccv.store, second, http_status=status, reason=reason, now=now)
     caplog.set_level(logging.INFO, logger="reconciler")
 
     assert await ccv.check_reference("gone-twice") is None
@@ -159,12 +168,23 @@ async def test_a_notification_after_ccv_refused_the_submit_takes_the_reference(
     assert latest is not None and (latest.id, latest.state) == (second, "resolved")
     with pytest.raises(subs.SubmissionExists):  # the API's 409: not sent again
         await subs.record(ccv.store, "default", "gone-twice", time.time())
-    warned = [r for r in caplog.records if r.getMessage() == "ccv.submit_refused_contradicted"]
+    # One neutral name, whether CCV refused it or was never reached (it refused nothing).
+    warned = [r for r in caplog.records if r.getMessage() == "ccv.submit_failed_contradicted"]
     assert [r.levelno for r in warned] == [logging.WARNING]
-    assert getattr(warned[0], "fields", {})["reason"] == "http_400"
+    said = getattr(warned[0], "fields", {})
+    assert (said["reason"], said["status"]) == (reason, status)
+    assert not [r for r in caplog.records if "refused_contradicted" in r.getMessage()]
+    # The person's `--not-sent` that freed the reference for the refused submit is named too:
+    # it was wrong, and is the likely culprit.
+    blamed = [r for r in caplog.records if r.getMessage() == "ccv.not_sent_contradicted"]
+    assert [r.levelno for r in blamed] == ([logging.WARNING] if earlier else [])
     resolved = [
-        json.loads(e.body)["data"]
+        (json.loads(e.body)["data"], e.severity)
         for e in await ccv.store.events.history()
         if e.type == "order.submit_resolved" and json.loads(e.body)["data"]["how"] == "notification"
     ]
-    assert [(d["submission_id"], d["reason"]) for d in resolved] == [(second, "http_400")]
+    # No `order.submit_uncertain` came before it: a warning, marked contradicted.
+    assert [
+        (d["submission_id"], d["reason"], d.get("contradicted"), d["severity"], sev)
+        for d, sev in resolved
+    ] == [(second, reason, True, "warning", "warning")]

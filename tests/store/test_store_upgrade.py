@@ -25,6 +25,7 @@ from reconciler.store.counts import COUNT_SQL, FULL_COUNT_SQL
 from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated, statements
 from reconciler.store.not_sent import not_sent
+from reconciler.store.notified import notified
 from tests.conftest import assert_one_line, call_cli, read_events, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
 
@@ -660,8 +661,8 @@ async def test_a_submit_closed_as_not_sent_before_the_upgrade_is_settled_by_ccvs
         )
     store = await Store.open(db)
     try:
-        done = await subs.notified(store, "default", "INV-1", None, time.time(), remember=True)
-        assert done.contradicted and [e.data["how"] for e in done.events] == ["notification"]
+        done = await notified(store, "default", "INV-1", None, time.time(), remember=True)
+        assert done.reason is not None and [e.data["how"] for e in done.events] == ["notification"]
         with pytest.raises(subs.SubmissionExists):
             await subs.record(store, "default", "INV-1", time.time())
     finally:

@@ -23,6 +23,7 @@ from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
 from reconciler.store.files import writer_running
 from reconciler.store.not_sent import not_sent
+from reconciler.store.notified import notified
 from tests.conftest import cli_env, environ, write_config
 from tests.fake_providers import FakeCCV
 
@@ -85,12 +86,12 @@ async def test_a_notification_reads_the_uncertain_submit_of_its_reference_alone(
 ) -> None:
     statements: list[str] = []
     await store.conn.set_trace_callback(statements.append)
-    done = await subs.notified(store, "north", "north-U2", None, time.time(), remember=False)
+    done = await notified(store, "north", "north-U2", None, time.time(), remember=False)
     # One of a reference with no uncertain submit reads its failed ones (closed as not sent?).
-    other = await subs.notified(store, "north", "north-F", None, time.time(), remember=True)
+    other = await notified(store, "north", "north-F", None, time.time(), remember=True)
     await store.conn.set_trace_callback(lambda _: None)
     assert [e.data["external_reference"] for e in done.events] == ["north-U2"]
-    assert (other.events, other.remembered, other.contradicted) == ([], True, False)
+    assert (other.events, other.remembered, other.reason) == ([], True, None)
     plans = reads(Path(store.path), statements)
     read = [plan for plan in plans.values() if "submissions" in plan]
     assert read and all("(account=? AND external_reference=?)" in plan for plan in read), plans
@@ -198,10 +199,10 @@ async def test_a_notification_reads_its_references_live_submit_once(
     # Before, the live row was read up to three times: as uncertain, as found, as `sending`.
     statements: list[str] = []
     await store.conn.set_trace_callback(statements.append)
-    done = await subs.notified(store, "north", reference, None, time.time(), remember=False)
+    done = await notified(store, "north", reference, None, time.time(), remember=False)
     await store.conn.set_trace_callback(lambda _: None)
     assert [e.data["external_reference"] for e in done.events] == settled
-    assert (done.remembered, done.contradicted) == (remembered, False)
+    assert (done.remembered, done.reason) == (remembered, None)
     read = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "submissions" in s]
     assert len(read) == looks, read
 

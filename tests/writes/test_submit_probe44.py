@@ -253,8 +253,10 @@ async def test_a_refusal_after_a_notification_for_the_reference_keeps_it_taken(
         assert (await api.call("POST", "/api/v1/ccv/submissions/resolve", body=word))[0] == 404
         types = api.rows("SELECT type FROM events ORDER BY seq")
     assert types == [("order.submit_uncertain",), ("order.submit_resolved",)]
-    warned = [r for r in caplog.records if r.getMessage() == "ccv.submit_refused_contradicted"]
+    warned = [r for r in caplog.records if r.getMessage() == "ccv.submit_failed_contradicted"]
     assert len(warned) == 1
+    said = getattr(warned[0], "fields", {})
+    assert (said["status"], said["reason"]) == (status, f"http_{status}")
     assert len(fake.submits) == 1
 
 

@@ -30,7 +30,7 @@ async def test_a_refusal_of_a_submission_closed_elsewhere_claims_no_notification
         answer = Answer(400, b'{"error": "orderLines: required"}', "application/json")
         result = await close(closing, sub_id, "default", "elsewhere-1", answer)
         said = [r.getMessage() for r in caplog.records]
-        assert "ccv.submit_refused_contradicted" not in said, said
+        assert "ccv.submit_failed_contradicted" not in said, said
         assert "notification" not in (result.own or ""), result.own
         assert (result.status, result.state) == (400, "uncertain")
         found = await subs.find(store, "default", "elsewhere-1")

@@ -20,7 +20,7 @@ import pytest
 from reconciler.config.secret import Secret
 from reconciler.sources.http import Gates
 from reconciler.store import Store
-from reconciler.store import submissions as subs
+from reconciler.store.notified import notified
 from reconciler.writes.submit import Submitter
 from reconciler.writes.submit_outcome import Result
 from tests.fake_ccv_writes import DROP, FakeCCVWrites, json_reply, submit_body
@@ -93,7 +93,7 @@ def notified_now(db: Path, reference: str) -> Callable[[], None]:
         store = await Store.open(db)
         try:
             done.append(
-                await subs.notified(store, "default", reference, None, time.time(), remember=False)
+                await notified(store, "default", reference, None, time.time(), remember=False)
             )
         finally:
             await store.close()
