@@ -103,8 +103,8 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         if answer.untrackable:
             # Nothing `track` takes: a person's word that CCV made it is what closes it.
             say(
-                f"reconciler: submitted (HTTP {status}{where}): CCV's answer names its order "
-                f"under an id reconciler cannot use; external reference {reference} is "
+                f"reconciler: submitted (HTTP {status}{where}): CCV's answer names an order id "
+                f"field reconciler cannot use; external reference {reference} is "
                 f"uncertain: {MADE_ADVICE.format(ref + account)}",
                 logging.WARNING,
             )
@@ -136,7 +136,16 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
         # A JSON answer may echo one in an escape (`\\u002B`): masked as the API passes it back.
         text = _one_line(masked_answer(answer.body, secrets)[0].decode("utf-8", "replace"), secrets)
         say(f"reconciler: submit answered HTTP {status}{where}: {text or '(no body)'}", level)
-    if answer.state == "uncertain":
+    if answer.state == "uncertain" and answer.untrackable:
+        # CCV's 2xx named an id `track` cannot take (said again by a `409` of a second submit
+        # of the reference): only a person's word closes it.
+        say(
+            f"reconciler: CCV's answer to the submit of external reference {reference} named "
+            "an order id field reconciler cannot use: it is uncertain and is not sent again; "
+            f"{MADE_ADVICE.format(ref + account)}",
+            logging.WARNING,
+        )
+    elif answer.state == "uncertain":
         # A 3xx, a 5xx, a lost answer or a 2xx whose body was not read: CCV may have made the
         # order, and the same reference is refused from now on (409); a new one would make a
         # second order if CCV has it.

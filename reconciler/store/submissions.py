@@ -337,6 +337,12 @@ def answered(sub: Submission) -> bool:
     return sub.http_status is not None and 200 <= sub.http_status < 300
 
 
+def untrackable(sub: Submission | None) -> bool:
+    """Whether only a person's word that CCV made it (`ccv resolve --made`) settles the
+    submission: uncertain, CCV's 2xx named its order under an id `track` cannot take."""
+    return sub is not None and (sub.state, sub.reason) == ("uncertain", UNUSABLE_ORDER_ID)
+
+
 def _close(
     sub_id: int,
     state: State,

@@ -139,13 +139,12 @@ class Submitter:
             # Its advice from the same row as the refusal, so that the body never advises the
             # word that the header says is refused.
             result = lost_answer(result.status, result.lost, ref, state, made=refused is not None)
-        untrackable = (
-            refused is not None
-            and found is not None
-            and (found.state, found.reason) == ("uncertain", subs.UNUSABLE_ORDER_ID)
-        )
         return dataclasses.replace(
-            result, state=state, not_sent_refused=refused, relink=relink, untrackable=untrackable
+            result,
+            state=state,
+            not_sent_refused=refused,
+            relink=relink,
+            untrackable=subs.untrackable(found),
         )
 
     async def _submit(self, account: str, body: dict[str, object]) -> Result:
@@ -201,6 +200,16 @@ class Submitter:
                     # The order it made, when known: a run a signal ended after CCV's answer
                     # was recorded printed no id, and this one is how to learn it.
                     made = f": order {old.order_id}" if old.order_id else ""
+                    if old.state == "resolved" and not old.order_id:
+                        # Settled with no order known (a notification after its answer was
+                        # lost or CCV refused it): CCV has one, which nothing follows yet.
+                        made = (
+                            ": CCV has an order of it, under an id reconciler cannot use "
+                            "(not followed: follow it at CCV)"
+                            if old.reason == subs.UNUSABLE_ORDER_ID
+                            else ": CCV has an order of it; find it and run `reconciler track "
+                            f"ccv ID {ref_option(ref)}`"
+                        )
                     return json_result(
                         409,
                         {
@@ -242,7 +251,12 @@ class Submitter:
             await subs.withdraw(self.store, sub_id)
             raise
         except NotSent as exc:
-            await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=self.clock())
+            now = self.clock()
+            closed = await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=now)
+            # Closed elsewhere meanwhile (nothing in this release does: a `sending` row is this
+            # process's alone): its state as stored, not the `failed` it did not get.
+            stored = await subs.find(self.store, account, ref) if closed != "failed" else None
+            state: subs.State = "failed" if stored is None else stored.state
             log.warning(
                 "ccv.submit_not_sent", extra=fields(account=account, external_reference=ref)
             )
@@ -254,7 +268,7 @@ class Submitter:
                     "external_reference": ref,
                 },
                 ref,
-                "failed",
+                state,
             )
         except Uncertain as exc:
             state = await uncertain(self._closing(account), account, sub_id, ref, str(exc))
@@ -320,7 +334,7 @@ def not_settled(reference: str, found: subs.Submission | None) -> str:
     if found is None:
         return f"nothing was submitted with external reference {reference}"
     why = refusal(found) if found.state == "uncertain" else None
-    if why is not None and found.reason == subs.UNUSABLE_ORDER_ID:
+    if why is not None and subs.untrackable(found):
         # Its id cannot be tracked: nothing but a person's word closes it.
         return f"{why}; its id cannot be tracked: {MADE_ADVICE.format(ref_option(reference))}"
     if why is not None:

@@ -61,7 +61,12 @@ RELINK_HEADER = "Reconciler-Submission-Track-Relink"
 # `true` where only `ccv resolve --made` settles it (`Result.untrackable`).
 UNTRACKABLE_HEADER = "Reconciler-Submission-Untrackable"
 # What closes a submission CCV made an order of that `track` cannot take (`unusable_order_id`).
-MADE_ADVICE = "once you found the order at CCV, `reconciler ccv resolve {} --made` closes it"
+# A 2xx naming an id field proves nothing where that field is no order's (`{"items": [{"id":
+# ...}]}`): with no order at CCV, the word closes it too, and the order goes under a new reference.
+MADE_ADVICE = (
+    "once you found the order at CCV, `reconciler ccv resolve {} --made` closes it (if CCV has "
+    "no order of it, close it so too and submit the order again under a new reference)"
+)
 
 
 def own_header(own: str) -> str:
