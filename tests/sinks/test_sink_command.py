@@ -99,7 +99,9 @@ def reaped(pid: int) -> bool:
     return False
 
 
-async def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+# Generous: a SIGKILLed process still starting (reading its modules from a busy disk) is
+# gone only once it leaves the kernel's wait; polled, so a quick end costs nothing.
+async def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
