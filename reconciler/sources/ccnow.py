@@ -142,7 +142,8 @@ class CCNowClient:
         dying at a bad id), is asked again in halves, down to the order alone, so that only that
         order fails (within a bound of posts a batch, a share more for each order found alone up
         to FOUND_ORDERS shares, `Split`: past it, the parts not asked fail; one warning a pass
-        counts them; both halves of a 5xx failing while no part answered stop it: an outage,
+        counts them; both halves of a 5xx failing while no part answered, and a query of another
+        order failing too, stop it: an outage,
         whose later batches fail whole until one answers). The orders an answer that was read
         left out, when it held a line of another asked order (the order's error line, a cut last
         line after a line read), are asked again from the same posts, in a post of their own; an
