@@ -52,10 +52,12 @@ async def test_an_outage_answering_5xx_halves_only_its_first_batch(
     report = await coordinator.full_pass(via="catch-up")
     assert await source_events(coordinator) == ["source.failed"]
     assert report.failed == len(IDS)
-    # The list, the first batch and its two halves, then three batches whole, each post tried
-    # twice: 1 + 3 x 2 + 3 x 2. Was 25: every batch halved, three posts a batch.
+    # The list, the first batch and its two halves, a post of one order alone (does the
+    # account answer? both halves failing may be two odd orders, one in each), counted in the
+    # breaker's run as a batch, then two batches whole, each post tried twice: 1 + 4 x 2 +
+    # 2 x 2. Was 25: every batch halved, three posts a batch.
     assert len(fake.requests) == 13
-    assert fake.batch_sizes[1:] == [25, 25, 12, 12, 13, 13, 25, 25, 25, 25, 25, 25]
+    assert fake.batch_sizes[1:] == [25, 25, 12, 12, 13, 13, 1, 1, 25, 25, 25, 25]
 
 
 async def test_a_gateway_timeout_is_not_one_orders_trouble(
@@ -109,3 +111,26 @@ async def test_a_catch_up_of_one_order_answering_500_reads_the_list_once(
     # The pass read the list: the probe's answer, no post of its own. Was: the list read
     # again, four posts.
     assert fake.batch_sizes == [0, 1, 1]
+
+
+# --- review 30i (brief n82) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("orders", "bad"), [(16, (3, 12)), (150, (3, 20, 30))])
+async def test_two_orders_answering_500_one_in_each_half_fail_alone(
+    ccnow: tuple[CCNowCoordinator, Clock], fake: FakeCCNow, orders: int, bad: tuple[int, ...]
+) -> None:
+    coordinator, clock = ccnow
+    ids = IDS[:orders]
+    await track(coordinator, ids)
+    fake.replies_for = {ids[b]: Reply(500, "Internal Server Error") for b in bad}
+    # Both halves of their batch fail, nothing read: a post of one order alone answers, so
+    # the halves are halved in turn. Was: an outage; (16) the account failed, every pass,
+    # the daemon flapping and 14 orders never read; (150) the batch failed whole, and so did
+    # the next, one odd order in it: 50 orders failed.
+    report = await coordinator.full_pass(via="catch-up")
+    assert (report.failed, await source_events(coordinator)) == (len(bad), [])
+    await run(coordinator, clock, 600.0)
+    assert await source_events(coordinator) == []
+    states = await coordinator.store.orders.load([OrderKey("ccnow", "default", i) for i in ids])
+    assert {k.order_id for k, s in states.items() if s.status is None} == {ids[b] for b in bad}

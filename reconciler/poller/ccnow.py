@@ -96,7 +96,9 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         await self.client.query(order_ids, emit, probe=self._answers)
 
-    async def _answers(self, asked: Sequence[str], *, listed: bool = False) -> bool:
+    async def _answers(
+        self, asked: Sequence[str], *, listed: bool = False, lists: bool = True
+    ) -> bool | None:
         """The probe: whether the account answers a query of another order (one whose last
         check answered a status; none: the pending list, unless the pass read it already,
         `listed`), asked when the failures of a query are posts of one order of `asked` alone
@@ -115,6 +117,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
 
         try:
             if other is None:
+                if not lists:
+                    return None  # no other order to ask, and the list may not answer
                 if not listed:
                     await self.client.pending_list()
                 return True
@@ -157,9 +161,10 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         answered: set[str] = set()
         probed: list[bool] = []  # what the probe said, when a query asked it
 
-        async def probe(asked: Sequence[str]) -> bool:
-            probed.append(await self._answers(asked, listed=answered_list))
-            return probed[-1]
+        async def probe(asked: Sequence[str], *, lists: bool = True) -> bool | None:
+            said = await self._answers(asked, listed=answered_list, lists=lists)
+            probed.append(bool(said))
+            return said
 
         async def emit(obs: Observation) -> None:
             answered.add(obs.key.order_id)

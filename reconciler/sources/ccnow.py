@@ -24,7 +24,6 @@ from reconciler.model import (
 from reconciler.redact import answer_secrets, redact
 from reconciler.sources.ccnow_answer import (
     LOGGED_IDS,
-    UNREADABLE,
     Answer,
     OrderLine,
     by_id,
@@ -50,6 +49,9 @@ log = logging.getLogger("reconciler.sources.ccnow")
 
 # A pending list of tens of thousands of orders is well below this.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# The error of an answer's last line cut just after its order id: no word of CCNow's (an
+# unreadable status, `pending (awaiting)`, is), so the same again when asked alone is a cut.
+CUT_AT_ID = "cut after its order id"
 # Query batches failing in a row (at least; twice the concurrency with more workers) that say
 # CCNow is down: asking the remaining batches, each with its retries, would only prolong it.
 BREAKER_BATCHES = 3
@@ -140,7 +142,8 @@ class CCNowClient:
         dying at a bad id), is asked again in halves, down to the order alone, so that only that
         order fails (within a bound of posts a batch, a share more for each order found alone up
         to FOUND_ORDERS shares, `Split`: past it, the parts not asked fail; one warning a pass
-        counts them; both halves of a 5xx failing while no part answered stop it: an outage,
+        counts them; both halves of a 5xx failing while no part answered, and a query of another
+        order failing too, stop it: an outage,
         whose later batches fail whole until one answers). The orders an answer that was read
         left out, when it held a line of another asked order (the order's error line, a cut last
         line after a line read), are asked again from the same posts, in a post of their own; an
@@ -186,7 +189,7 @@ class CCNowClient:
             # of a script dying at the same byte: `pending -> pendi` and back).
             if (
                 again != first
-                or again.unreadable  # no word read (cut after its id): no error of CCNow's
+                or again.error == CUT_AT_ID
                 or (again.status is not None and word_start(again.status))
             ):
                 reason = "another when asked again" if again != first else "again when asked again"
@@ -247,7 +250,7 @@ class CCNowClient:
         if cut_at_id is None:
             answer, last = drop_line(answer, undecided)
         elif (cut_id := cut_at_id[1]) is not None:
-            last = OrderLine(cut_id, None, UNREADABLE, unreadable=True)
+            last = OrderLine(cut_id, None, CUT_AT_ID, unreadable=True)
         else:
             last = None
         if last is not None:

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Protocol
 
 from reconciler.config import CCNowConfig
 from reconciler.model import (
@@ -24,9 +25,14 @@ from reconciler.sources.http import RequestFailed
 log = logging.getLogger("reconciler.sources.ccnow")
 
 Emit = Callable[[Observation], Awaitable[None]]
+
+
 # Whether the account answers, asked when a query's failures are posts of one order alone each
 # (the orders they asked, for the probe to ask another): those orders' trouble, or CCNow's?
-Probe = Callable[[Sequence[str]], Awaitable[bool]]
+# `lists`: the pending list may answer for it (else None: no other order to ask).
+class Probe(Protocol):
+    def __call__(self, asked: Sequence[str], *, lists: bool = True) -> Awaitable[bool | None]: ...
+
 
 # The check of an order an answer held no line for.
 MISSING = "missing"
@@ -93,6 +99,9 @@ class Split:
         self.found = 0  # orders alone whose line cannot be read
         self.several = False  # a part of several orders answered
         self.read = False  # a part answered, of one order or several
+        # Both halves failed, none read, and a post of one order alone answered: not an
+        # outage, the halves are halved in turn (`BatchQuery.halves`).
+        self.answers = False
 
     @property
     def isolates(self) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from reconciler.model import CCNOW_ID_PATTERN, ccnow_id
+from reconciler.model import ccnow_id
 from reconciler.sources.ccnow_answer import (
     BLANKS,
     DOCUMENTED,
@@ -24,19 +24,10 @@ from reconciler.sources.ccnow_answer import (
 from reconciler.sources.errors import ProtocolError
 from reconciler.sources.http import Reply
 
-
-def _id_start(pattern: str) -> re.Pattern[str]:
-    """What an order id of `pattern` (its digit groups, each `{n}` digits, hyphens between
-    optional) starts with, cut short (`100-00-`, `1000000`): no whole id. Made from the id's
-    own pattern (model.py), so that the two never disagree."""
-    *head, last = (int(n) for n in re.findall(r"\{([0-9]+)\}", pattern))
-    start = f"[0-9]{{0,{last - 1}}}"
-    for size in reversed(head):
-        start = f"[0-9]{{1,{size}}}(?:-?(?:{start})?)?"
-    return re.compile(start, re.ASCII)
-
-
-_ID_START = _id_start(CCNOW_ID_PATTERN)
+# What an order id (model.CCNOW_ID_PATTERN: 3, 2 and 4 digits, hyphens between optional)
+# starts with, cut short (`100-00-`, `1000000`): no whole id. A test holds it to the model's
+# pattern, prefix by prefix.
+ID_START = re.compile(r"[0-9]{1,3}(?:-?(?:[0-9]{1,2}(?:-?[0-9]{0,3})?)?)?", re.ASCII)
 
 
 def is_complete(reply: Reply) -> bool:
@@ -143,15 +134,6 @@ def undecided_line(reply: Reply) -> str | None:
     return _undecided(reply, _open_line(reply) if reply.chunked else None, reads=False)
 
 
-def read_undecided(reply: Reply) -> str | None:
-    """`undecided_line` for reads, which also leave undecided a framed answer's last line
-    whose status word is the start of a documented one (`_cut_word`: `complete` may be
-    `completed` cut, or a word of CCNow's own, and asking the whole batch again would get it
-    again). An action's post is a lost answer then (`is_complete`)."""
-    framing = reply.chunked or reply.framed
-    return _undecided(reply, _open_line(reply) if framing else None, reads=True)
-
-
 def _undecided(reply: Reply, line: str | None, *, reads: bool) -> str | None:
     if line is None or not (reply.chunked or (reads and reply.framed and _cut_word(line))):
         return None
@@ -161,7 +143,7 @@ def _undecided(reply: Reply, line: str | None, *, reads: bool) -> str | None:
 
 def drop_line(answer: Answer, cut: str | None) -> tuple[Answer, OrderLine | None]:
     """Return an answer without its last line when that alone is undecided (`cut`: its order,
-    from `undecided_line` or `read_undecided`), and that line (None: none); ProtocolError: the
+    from `undecided_line` or `read_last_line`), and that line (None: none); ProtocolError: the
     parser did not read it last."""
     if cut is None:
         return answer, None
@@ -174,23 +156,22 @@ def drop_line(answer: Answer, cut: str | None) -> tuple[Answer, OrderLine | None
 def _cut_id(reply: Reply, line: str | None, *, query: bool) -> tuple[bytes, str | None] | None:
     """For reads, of an answer whose open last line (`_open_line`) is `line`: a chunked answer
     whose last line, without its line end, is an order id alone, cut just after it
-    (`100-00-0005 `) or, a query's, in it after a line (`100-00-`): the body without that
+    (`100-00-0005 `) or, a query's, in it (`100-00-`): the body without that
     line, and its order, undecided (asked again alone, as for a cut word; None: cut mid-id,
-    the lines before it read, and the orders it left out asked again). None for any other
+    the lines before it read, if any, and the orders it left out asked again). None for any other
     answer. Such a cut failed the whole batch after its retries (a truncated answer),
     throwing away the lines read, and the account when it was the only batch."""
     if not reply.chunked or not line:
         return None
     first, rest = _first_word(line)
     order_id = None if rest else ccnow_id(first)
-    if rest or (order_id is None and not (query and _ID_START.fullmatch(first))):
+    if rest or (order_id is None and not (query and ID_START.fullmatch(first))):
         return None
     start = max(reply.body.rfind(b"\n"), reply.body.rfind(b"\r")) + 1
-    if order_id is None and not reply.body[:start].strip():
-        # Cut mid-id with no line before it: nothing was read, and no order can be named. A
-        # truncated answer (retried, `ccnow.answer_cut`, counted in the breaker's run), not an
-        # empty one: that failed every order `missing` and counted as answered.
-        return None
+    # Cut mid-id with no line before it reads nothing, as an empty answer: the batch's orders
+    # are asked again as any that answered none, so a CGI that always dies at one order's id
+    # fails that order alone (`missing`); a truncated answer failed its whole batch after
+    # its retries every pass, the account with it when it was the only batch.
     return reply.body[:start], order_id
 
 
@@ -208,8 +189,12 @@ def read_complete(reply: Reply, *, query: bool = False) -> bool:
 def read_last_line(
     reply: Reply, *, query: bool
 ) -> tuple[tuple[bytes, str | None] | None, str | None]:
-    """`_cut_id` and, when that is None, `read_undecided` of a read's answer: its open
-    last line decoded once (a pending list may hold megabytes)."""
+    """`_cut_id` of a read's answer and, when that is None, the order of its last line when
+    that alone is undecided: `undecided_line`'s, and a framed answer's last line whose status
+    word is the start of a documented one (`_cut_word`: `complete` may be `completed` cut, or
+    a word of CCNow's own, and asking the whole batch again would get it again; an action's
+    post is a lost answer then, `is_complete`). Its open last line is decoded once here (a
+    pending list may hold megabytes)."""
     line = _open_line(reply)
     cut_at_id = _cut_id(reply, line, query=query)
     if cut_at_id is not None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from reconciler.config import CCNowConfig
-from reconciler.model import Observation
+from reconciler.model import Observation, Outcome
 from reconciler.sources.ccnow_answer import Answer, EmptyAnswer, OrderLine
 from reconciler.sources.ccnow_batches import (
     MISSING,
@@ -55,6 +55,7 @@ class BatchQuery:
         self._probe = probe
         self._failures = BatchFailures(emit, config.name, breaker_limit)
         self._splits = Splits(config.name)  # this pass's, for its one log line
+        self._read: list[str] = []  # orders read, the last few (`_answers`)
 
     async def run(self, order_ids: Sequence[str]) -> None:
         """Ask about the orders, a batch at a time; raise for the account."""
@@ -145,6 +146,8 @@ class BatchQuery:
         # would be the same).
         read = len(asked_ids) > 1 and len(missing) < len(asked_ids)
         for observation in observations:
+            if observation.outcome is not Outcome.FAILED:
+                self._read[:] = [*self._read[-4:], observation.key.order_id]
             if not (read and observation.reason == MISSING):
                 await self._emit(observation)
         if last is not None and cut is not None:
@@ -236,9 +239,10 @@ class BatchQuery:
         them out).
 
         A 5xx: a half's own 5xx waits for both halves; one failing while some part answered is
-        halved in turn, down to the order alone. Both failing while no part answered is an
-        outage (three posts, not a share): the batch fails, and the run's later batches fail
-        whole (`BatchFailures.outage`)."""
+        halved in turn, down to the order alone. Both failing while no part answered ask
+        whether the account answers a query of another order (`_answers`): it does, and they
+        are halved in turn; else an outage (four posts, not a share): the batch fails, and
+        the run's later batches fail whole (`BatchFailures.outage`)."""
         self._log_split(len(batch))
         split, whole = self._splits.start(len(batch), split)
         self._splits.halved = True
@@ -254,17 +258,44 @@ class BatchQuery:
             deferred: list[RequestFailed] | None = [] if server else None
             answered = await self.handle(half, split, again, deferred=deferred) or answered
             failing += [(half, failed) for failed in deferred or ()]
+        if server and whole and len(failing) == 2 and any(len(h) > 1 for h, _ in failing):
+            # Both halves failing, none read: an outage, or two odd orders, one in each half
+            # (halving stopped there: every pass failed the batch, the account with it when
+            # it was the only batch, and the run's later batches with one odd order whole).
+            if await self._answers(batch, exc, word):
+                split.answers = True
+            else:
+                self._failures.outage = True
         for half, failed in failing:
-            if split.read and len(half) > 1:
+            if (split.read or split.answers) and len(half) > 1:
                 answered = await self.halves(half, failed, split, again) or answered
                 continue
-            if split.read:
+            if split.read or split.answers:
                 split.found += 1  # the order a 5xx follows, found alone
             await self._failures.failed(half, failed, failed.word, failed.sent_at, counted=False)
         if server and whole and not split.read:
             self._failures.outage = True
         self._counted(whole, answered, split, exc, word, len(batch))
         return answered
+
+    async def _answers(self, batch: list[str], exc: SourceError, word: str) -> bool:
+        """Whether the account answers a query of another order: one this run read, else
+        the probe's (one whose last check answered a status), else the batch's first alone.
+        Its failure counts in the breaker's run as a batch's (an outage costs no more posts
+        than before this probe)."""
+        order = next((i for i in reversed(self._read) if i not in batch), None)
+        if order is None and self._probe is not None:
+            said = await self._probe(batch, lists=False)
+            if said is not None:
+                if not said:
+                    self._failures.count(exc, word, 1)
+                return said
+        try:
+            answer, _, _ = await self._post([batch[0] if order is None else order])
+        except SourceError:
+            self._failures.count(exc, word, 1)
+            return False
+        return bool(answer.orders)
 
     def _log_split(self, orders: int) -> None:
         fields = {"account": self._config.name, "orders": orders}

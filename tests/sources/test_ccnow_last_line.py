@@ -256,20 +256,3 @@ async def test_a_line_cut_after_its_id_twice_is_a_truncated_answer(
     assert [f.get("reason") for f in cuts] == [
         "last line without its line end, again when asked again"
     ]
-
-
-async def test_an_answer_cut_in_its_first_id_is_a_truncated_answer(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    ids = [f"100-00-{n:04d}" for n in range(1, 13)]
-    async with CutAtAnId(5, 0, "100-00-") as fake:
-        fake.orders = dict.fromkeys(ids, "processing")
-        seen = said(await query(fake, ids, batch_size=8))
-    # Nothing read and no order named: the batch's answer did not come. Was: an empty answer,
-    # every order failed `missing`, counted as answered (never in the breaker's run), no
-    # warning.
-    assert seen == {
-        **dict.fromkeys(ids[:8], CUT),
-        **dict.fromkeys(ids[8:], (Outcome.OK, "processing")),
-    }
-    assert any(r.msg == "ccnow.answer_cut" for r in caplog.records)

@@ -21,7 +21,7 @@ from reconciler.sources.ccnow_answer import says_down
 from reconciler.sources.ccnow_cut import (
     is_complete,
     read_complete,
-    read_undecided,
+    read_last_line,
     undecided_line,
 )
 from reconciler.sources.http import Gates
@@ -297,7 +297,7 @@ def test_a_framed_cut_word_is_undecided_for_reads_alone(last: str) -> None:
     # promise that is_complete had turned it away).
     reply = HTTPReply(200, f"{B} pending\n{A} {last}".encode(), "text/plain", 0.0, framed=True)
     assert undecided_line(reply) is None and not is_complete(reply)
-    assert read_undecided(reply) == A and read_complete(reply)
+    assert read_last_line(reply, query=True) == (None, A) and read_complete(reply)
 
 
 async def test_a_chunked_error_line_without_its_line_end_refuses_nothing(
