@@ -252,7 +252,11 @@ class Submitter:
             raise
         except NotSent as exc:
             now = self.clock()
-            closed = await subs.fail(self.store, sub_id, http_status=None, reason=str(exc), now=now)
+            closed = await subs.fail(
+                self.store, sub_id, http_status=None, reason=str(exc), now=now, unless_notified=True
+            )
+            if closed == "notified":
+                return await self._not_sent_notified(account, sub_id, ref, str(exc))
             # Closed elsewhere meanwhile (nothing in this release does: a `sending` row is this
             # process's alone): its state as stored, not the `failed` it did not get.
             stored = await subs.find(self.store, account, ref) if closed != "failed" else None
@@ -279,6 +283,21 @@ class Submitter:
             }.get(str(exc), f"CCV's answer could not be read ({exc})")
             return lost_answer(504 if str(exc) == "timeout" else 502, lost, ref, state)
         return await close(self._closing(account), sub_id, account, ref, answer)
+
+    async def _not_sent_notified(self, account: str, sub_id: int, ref: str, why: str) -> Result:
+        """CCV was not reached, but a notification for the reference came while it tried: CCV
+        has an order of it (an earlier submit's). Freed, the reference would be sent again, a
+        second order: kept taken, settled by that notification as a lost answer is."""
+        log.warning(
+            "ccv.submit_failed_contradicted",
+            extra=fields(account=account, external_reference=ref, status=None, reason=why),
+        )
+        state = await uncertain(self._closing(account), account, sub_id, ref, why)
+        error = (
+            f"CCV could not be reached ({why}), but a CCV notification for external reference "
+            f"{ref} came meanwhile: CCV has an order of it; the reference is not sent again"
+        )
+        return json_result(502, {"error": error, "external_reference": ref}, ref, state)
 
     def _closing(self, account: str) -> Closing:
         return Closing(
