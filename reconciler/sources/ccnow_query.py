@@ -262,7 +262,13 @@ class BatchQuery:
             # Both halves failing, none read: an outage, or two odd orders, one in each half
             # (halving stopped there: every pass failed the batch, the account with it when
             # it was the only batch, and the run's later batches with one odd order whole).
-            if await self._answers(batch, exc, word):
+            said = await self._answers(batch, exc, word)
+            if said is None:
+                # No other order to ask (a first pass): the batch's own orders must tell, and
+                # its first may be one of the odd ones. Halved on within its budget: an outage
+                # reads no part of it (the flag below), two odd orders leave parts read.
+                split.answers = True
+            elif said:
                 split.answers = True
             else:
                 self._failures.outage = True
@@ -278,20 +284,19 @@ class BatchQuery:
         self._counted(whole, answered, split, exc, word, len(batch))
         return answered
 
-    async def _answers(self, batch: list[str], exc: SourceError, word: str) -> bool:
+    async def _answers(self, batch: list[str], exc: SourceError, word: str) -> bool | None:
         """Whether the account answers a query of another order: one this run read, else
-        the probe's (one whose last check answered a status), else the batch's first alone.
+        the probe's (one whose last check answered a status); None: no other order to ask.
         Its failure counts in the breaker's run as a batch's (an outage costs no more posts
         than before this probe)."""
         order = next((i for i in reversed(self._read) if i not in batch), None)
-        if order is None and self._probe is not None:
-            said = await self._probe(batch, lists=False)
-            if said is not None:
-                if not said:
-                    self._failures.count(exc, word, 1)
-                return said
+        if order is None:
+            said = None if self._probe is None else await self._probe(batch, lists=False)
+            if said is False:
+                self._failures.count(exc, word, 1)
+            return said
         try:
-            answer, _, _ = await self._post([batch[0] if order is None else order])
+            answer, _, _ = await self._post([order])
         except SourceError:
             self._failures.count(exc, word, 1)
             return False
