@@ -184,7 +184,8 @@ def guard(token: Callable[[], str], secrets: SecretForms | None = None) -> Middl
         except web.HTTPException as exc:
             return routing_error(exc)
         except StoreError:
-            # Logged once by the store's health when it started failing (a full disk).
+            # Logged once by the store's health when it started failing (a full disk); the
+            # API's reads share the writer's health (Daemon.start_api).
             return json_error(
                 503,
                 "the database cannot be used; try again later",
