@@ -1,6 +1,7 @@
-"""A store damaged while the daemon runs, found first by the API's reads (its own read-only
-connection): the store is failing as when the daemon's own statements find it (README "When the
-database fails"): one `store.failing` line, then the daemon stops with 74."""
+"""A damaged store as the daemon finds it: at start, one line naming the file; while it runs,
+found first by the API's reads (its own read-only connection), the store is failing as when the
+daemon's own statements find it (README "When the database fails"): one `store.failing` line,
+then the daemon stops with 74."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from reconciler.store import Store
 from tests.conftest import (
     call_cli,
     cli_env,
     daemon,
+    daemon_here,
     free_port,
     poll_until,
     read_events,
@@ -25,19 +28,20 @@ from tests.conftest import (
 )
 from tests.fake_providers import FakeCCV
 from tests.server.test_api import RECEIVER_SECRET, TOKEN
+from tests.store.test_store_faults import make_store
 
 ORDER = "d4e5f6a7-0000-4000-8000-00000000000a"
 
 
-def damage_the_orders_pages(db: Path) -> None:
+def damage_pages(db: Path, where: str = "name = 'orders'") -> None:
     """Move what the write-ahead log holds into the file, then write over the first bytes of
-    every page of the orders table as the probe did (`0d ff ff ...`, a leaf page header that
-    points past the page)."""
+    the pages `where` picks from dbstat (the orders table's) as the probe did (`0d ff ff ...`,
+    a leaf page header that points past the page)."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         assert busy == 0
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = [r[0] for r in conn.execute("SELECT pageno FROM dbstat WHERE name = 'orders'")]
+        pages = [r[0] for r in conn.execute(f"SELECT pageno FROM dbstat WHERE {where}")]
     assert pages
     with db.open("r+b") as f:
         for page in pages:
@@ -45,6 +49,32 @@ def damage_the_orders_pages(db: Path) -> None:
             f.write(b"\x0d" + b"\xff" * 7)
         f.flush()
         os.fsync(f.fileno())
+
+
+@pytest.mark.parametrize(
+    ("pages", "problem"),
+    [
+        # quick_check's report began `*** in database main ***` and a line break: the error
+        # spanned lines, the advice on a line of its own, which journald splits apart.
+        ("sqlite_autoindex_orders_1", "*** in database main ***\\x0aPage "),
+        # A table's page the check itself could not read: no advice was given.
+        ("orders", "database disk image is malformed"),
+    ],
+)
+async def test_a_damaged_store_at_start_is_one_line_with_the_advice(
+    tmp_path: Path, fake_ccv: FakeCCV, pages: str, problem: str
+) -> None:
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    await make_store(db, 300)
+    # A leaf page: the store opens, and quick_check finds it.
+    damage_pages(db, f"name = '{pages}' AND pagetype = 'leaf' LIMIT 1 OFFSET 1")
+    async with daemon_here(cfg) as run:
+        assert await asyncio.wait_for(run.wait(), 30) == 74
+    lines = (tmp_path / "daemon.log").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"reconciler: database {db} is damaged ({problem}"), lines[0]
+    assert lines[0].endswith(f"recover what is readable with `sqlite3 {db} .recover`")
 
 
 async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
@@ -73,7 +103,7 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
     async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
         await poll_until(lambda: log.exists() and "daemon.ready" in log.read_text(), 20, "ready")
         await poll_until(lambda: read_events(tmp_path), 10, "the start-up check")
-        damage_the_orders_pages(db)
+        damage_pages(db)
         async with http.get(
             f"http://127.0.0.1:{api_port}/api/v1/orders/ccv/{ORDER}",
             headers={"Authorization": f"Bearer {TOKEN}"},
