@@ -77,8 +77,17 @@ async def test_a_damaged_store_at_start_is_one_line_with_the_advice(
     assert lines[0].endswith(f"recover what is readable with `sqlite3 {db} .recover`")
 
 
+@pytest.mark.parametrize(
+    ("pages", "path"),
+    [
+        ("name = 'orders'", f"/api/v1/orders/ccv/{ORDER}"),
+        # Read by a statement of its own on the connection: a 500 and a traceback.
+        ("name LIKE 'submissions%'", "/api/v1/ccv/submissions/INV-7?account=default"),
+    ],
+    ids=["order", "submission"],
+)
 async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
-    tmp_path: Path, fake_ccv: FakeCCV
+    tmp_path: Path, fake_ccv: FakeCCV, pages: str, path: str
 ) -> None:
     # The API's 503 said "the database cannot be used" each time, but nothing was logged,
     # /healthz said ok and the daemon ran on (its reads went through a store whose health no
@@ -103,9 +112,9 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
     async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
         await poll_until(lambda: log.exists() and "daemon.ready" in log.read_text(), 20, "ready")
         await poll_until(lambda: read_events(tmp_path), 10, "the start-up check")
-        damage_pages(db)
+        damage_pages(db, pages)
         async with http.get(
-            f"http://127.0.0.1:{api_port}/api/v1/orders/ccv/{ORDER}",
+            f"http://127.0.0.1:{api_port}{path}",
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as resp:
             assert resp.status == 503
