@@ -250,8 +250,11 @@ def _joined(url: URL, location: str) -> str | None:
     URL. None when it points back at the URL asked itself (`?`, `#x`): taken for where the
     order is, it would prove an order made (`store/not_sent.refusal`). Another query on that
     path (`?orderId=...`) points at an order."""
+    # A tab or line end is no part of the URL (the URL standard drops each, as a client does):
+    # kept, it would name another order than the one the client follows.
+    location = location.translate(_DROPPED)
     # A byte that is no UTF-8 (aiohttp reads it as a surrogate) cannot be stored, and yarl drops
-    # it; a control character no header can carry: each kept as its percent escape.
+    # it; another control character no header can carry: each kept as its percent escape.
     location = _UNSAFE.sub(lambda c: "%%%02X" % (ord(c[0]) & 0xFF), location)
     try:
         joined = url.join(URL(location)).with_user(None)
@@ -266,6 +269,9 @@ def _joined(url: URL, location: str) -> str | None:
 
 # `scheme://user:password@` of a Location yarl cannot read (a port out of range, say).
 _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:)?//[^/?#]*@")
+
+# What the URL standard removes from a URL before it reads it: ASCII tabs and newlines.
+_DROPPED = str.maketrans("", "", "\t\n\r")
 
 # What a Location kept as text must not hold: control characters, and the surrogates that stand
 # for bytes that are no UTF-8 (U+DC80 to U+DCFF: byte 0x80 to 0xFF).
