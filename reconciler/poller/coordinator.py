@@ -194,8 +194,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if len(self._probed) >= PROBE_ROTATION:
             self._probed.clear()
         limit = len(self._probed) + 1  # each read in a stable order: one at least not probed
-        since = self.settled_since()  # then unwatched: never asked
-        answered = await self.store.orders.answered(self.source, self.account, limit, since)
+        answered = await self._answered(limit)
         fresh = [s for s in answered if s.key.order_id not in self._probed]
         until = math.inf if self.probe_any_open else self.now()
         # Only then the due orders: by next_check_at, they may walk every account's open ones.
@@ -206,6 +205,12 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             fresh = answered or due
         self._probed.update(s.key.order_id for s in fresh[:1])
         return fresh[:1]
+
+    async def _answered(self, limit: int) -> list[OrderState]:
+        """The watched orders whose last check answered a status, `limit` at most, in a stable
+        order: those a probe asks first (`_probe_due`, CCNow's query probe)."""
+        since = self.settled_since()  # then unwatched: never asked
+        return await self.store.orders.answered(self.source, self.account, limit, since)
 
     def _batcher(
         self, via: Via, report: PassReport, *, discover: bool = False, timed: bool = True

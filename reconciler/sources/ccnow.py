@@ -25,6 +25,7 @@ from reconciler.redact import answer_secrets, redact
 from reconciler.sources.ccnow_answer import (
     LOGGED_IDS,
     Answer,
+    EmptyAnswer,
     OrderLine,
     by_id,
     parse_answer,
@@ -236,6 +237,11 @@ class CCNowClient:
         body = reply.body if cut_at_id is None else cut_at_id[0]
         try:
             if cut_at_id is not None and not body.strip():
+                if cut_at_id[1] is None:
+                    # Cut in its first line's id: no line of CCNow's at all, a malformed answer
+                    # as an empty one is (a source error, the breaker's when it is every post's;
+                    # no word about the orders, which failed each `missing` for ever).
+                    raise EmptyAnswer("answer cut in its first order id")
                 answer = Answer((), ())  # cut just after its first line's id
             else:
                 answer = parse_answer(body, secrets=self._secrets, asked=order_ids)
