@@ -7,12 +7,12 @@ the account."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from reconciler.model import OrderKey
+from reconciler.model import OrderKey, normalize_ccnow_id
 from reconciler.poller.ccnow import CCNowCoordinator
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
@@ -139,3 +139,45 @@ async def test_an_answer_cut_in_its_first_id_every_post_fails_the_account_once(
     assert await source_events(coordinator) == ["source.failed", "source.recovered"]
     states = await coordinator.store.orders.load([OrderKey("ccnow", "default", ids[3])])
     assert [s.status for s in states.values()] == ["completed"]
+
+
+class BadFirst(FakeCCNow):
+    """A CCNow that answers a post's orders in its own order, where a `bad` id comes first,
+    and stops silently at it: no line at all for a post naming it; the pending list as
+    usual."""
+
+    def __init__(self, bad: set[str]) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
+        if not ids:
+            return super()._lines(ids, form)
+        named = [normalize_ccnow_id(i) for i in ids]
+        own = sorted(named, key=lambda i: i not in self.bad)
+        stop = next((n for n, i in enumerate(own) if i in self.bad), len(own))
+        return super()._lines(own[:stop], form)
+
+
+@pytest.mark.parametrize("at", [0, 5, 15])
+async def test_a_bad_id_first_in_ccnow_s_own_order_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    ids = IDS[:16]
+    async with BadFirst({ids[at]}) as fake:
+        fake.orders = dict.fromkeys(ids, "processing")
+        async with ccnow_coordinator(tmp_path, fake, POLL_S) as (coordinator, clock):
+            await track(coordinator, ids)
+            report = await coordinator.full_pass(via="catch-up")
+            fake.orders[ids[10]] = "completed"
+            await run(coordinator, clock, 600.0)
+            events = await source_events(coordinator)
+            keys = [OrderKey("ccnow", "default", i) for i in ids]
+            states = await coordinator.store.orders.load(keys)
+    # No part holding the bad id answers a line. Was (but the first asked): the others asked
+    # once more read none either, and the batch failed whole, the account with it (the only
+    # batch), then recovered by a probe of one order, pass after pass.
+    assert (report.failed, events) == (1, [])
+    assert {k.order_id for k, s in states.items() if s.status is None} == {ids[at]}
+    assert states[keys[10]].status == "completed"

@@ -151,8 +151,9 @@ class CCNowClient:
         answer holding none of them fails the first `missing` (CCNow stopped at it) when the
         answer that left them out came in the order asked, else asks them again in halves; one
         left out alone or past the posts fails `missing`. A batch's own post reading none of
-        several (nothing, or no line of theirs) asks the others once more, so: none again, every
-        order fails as before (`protocol`, `missing`). The account fails (this raises) when no
+        several (nothing, or no line of theirs) asks the others once more, then its halves (a bad
+        id first in CCNow's own order): none again, every order fails as before (`protocol`,
+        `missing`). The account fails (this raises) when no
         batch answers (but posts of one order alone each, whose failures `probe` finds the
         account answering through: those orders' failures alone), when BREAKER_BATCHES batches
         fail in a row (one asked in parts counts once: when none of its parts answered, or some

@@ -58,6 +58,7 @@ class BatchQuery:
         self._failures = BatchFailures(emit, config.name, breaker_limit)
         self._splits = Splits(config.name)  # this pass's, for its one log line
         self._read: deque[str] = deque(maxlen=5)  # orders read, the last few (`_answers`)
+        self._silent = False  # a batch's halves read none, and no batch read since (`others`)
 
     async def run(self, order_ids: Sequence[str]) -> None:
         """Ask about the orders, a batch at a time; raise for the account."""
@@ -132,6 +133,7 @@ class BatchQuery:
         none = len(missing) == len(batch)
         if tentative and none:
             return False
+        self._silent = self._silent and none
         await failures.answered(reset=split is None)
         if split is not None:
             split.read = True
@@ -163,15 +165,44 @@ class BatchQuery:
         """A batch's own post of several read none of them (nothing, or no line of theirs):
         CCNow may have stopped silently at the first (a bad id first: a healthy account's
         batch failed every pass, or opened the breaker). The others are asked once more:
-        read, the first fails `missing`; none again (nothing pending, CCNow down), False:
-        every order fails as before."""
+        read, the first fails `missing`; none again, its halves (`own_order`)."""
         splits = self._splits
         split, _ = splits.start(len(batch), None)
         splits.asked_again(len(batch) - 1)
-        if not splits.post(split) or not await self.handle(batch[1:], split, True, True):
+        if not splits.post(split):
             return False
+        if not await self.handle(batch[1:], split, True, True):
+            # Not after such a batch of this run read none since a batch read: CCNow answers
+            # nothing (nothing pending, or down), two posts a batch as before.
+            return not self._silent and await self.own_order(batch, split, asked)
         await self._failures.answered()
         await self._emit(missing_lines(self._config.name, batch[:1], asked)[0])
+        return True
+
+    async def own_order(self, batch: list[str], split: Split, asked: float) -> bool:
+        """A batch none of whose posts read any order, its first's or its others': CCNow may
+        answer in its own order (NOTES) and stop silently at a bad id first in it, in every
+        post naming it (the batch failed whole every pass, the account with it when it was
+        the only batch, recovered by a probe of one order). Its halves are asked: a half
+        read says the account answers, and a half that read none is asked again in halves as
+        orders left out are (`stopped`), down to the order alone (`missing`). Neither read
+        (nothing pending, CCNow down), False: every order fails as before, and the run's later
+        batches are not halved so until a batch reads (`_silent`)."""
+        read = False
+        silent: list[list[str]] = []
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            if self._splits.post(split) and await self.handle(half, split, True, True):
+                read = True
+            else:
+                silent.append(half)
+        if not read:
+            self._silent = True
+            return False
+        await self._failures.answered()
+        for half in silent:
+            missing = missing_lines(self._config.name, half, asked)
+            await self.stopped(batch, missing, split, ordered=False)
         return True
 
     async def stopped(
