@@ -206,12 +206,6 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         self._probed.update(s.key.order_id for s in fresh[:1])
         return fresh[:1]
 
-    async def _answered(self, limit: int) -> list[OrderState]:
-        """The watched orders whose last check answered a status, `limit` at most, in a stable
-        order: those a probe asks first (`_probe_due`, CCNow's query probe)."""
-        since = self.settled_since()  # then unwatched: never asked
-        return await self.store.orders.answered(self.source, self.account, limit, since)
-
     def _batcher(
         self, via: Via, report: PassReport, *, discover: bool = False, timed: bool = True
     ) -> Batcher:
@@ -266,6 +260,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     async def _due(self, until: float, limit: int) -> list[OrderState]:
         since = self.settled_since()  # then unwatched: never due
         return await self.store.orders.due(self.source, self.account, until, limit, since)
+
+    async def _answered(self, limit: int) -> list[OrderState]:
+        """Orders whose last check answered, a probe's first choice (CCNow's query probe's)."""
+        since = self.settled_since()  # then unwatched: never asked
+        return await self.store.orders.answered(self.source, self.account, limit, since)
 
     def reason(self, exc: SourceError) -> str:
         """Return a failure's reason as events, the database and logs may show it."""
@@ -322,14 +321,10 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if more:
             # Thousands of orders refused at once (a key's rights cut) are one line more, not
             # thousands: the metrics count each.
+            counts = {"more": sum(more.values()), "reasons": dict(sorted(more.items()))}
             log.warning(
                 "orders.check_failed",
-                extra=fields(
-                    source=self.source,
-                    account=self.account,
-                    more=sum(more.values()),
-                    reasons=dict(sorted(more.items())),
-                ),
+                extra=fields(source=self.source, account=self.account, **counts),
             )
 
     async def _settle_health(
