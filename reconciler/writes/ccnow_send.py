@@ -119,13 +119,12 @@ async def post_retrying(
     retry: RetryConfig,
 ) -> Reply:
     """Post, and again after a lost answer, a 429 or 5xx, or an answer cut off (a refusal's
-    too, once its body began), up to
-    `retry.attempts` more times with backoff (a Retry-After's wait first); return the first
-    other answer, its `reached_before` saying whether an attempt before it may have reached
-    CCNow. Raise RequestFailed after the last (`reached`: an attempt may have reached CCNow;
-    else nothing ran, the last attempt turned away or never sent), AnswerTooLarge or
-    UndecodableAnswer at once (CCNow got the post), Stopping when the stop kept the first
-    attempt back; once `halt` is set, no attempt is made again."""
+    too, once its body began), up to `retry.attempts` more times with backoff (a Retry-After's
+    wait first); return the first other answer, its `reached_before` saying whether an attempt
+    before it may have reached CCNow. Raise RequestFailed after the last (`reached`: an attempt
+    may have reached CCNow; else nothing ran, the last attempt turned away or never sent),
+    AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping when the stop
+    kept the first attempt back; once `halt` is set, no attempt is made again."""
     n, reached = 0, False
     word, sent_at, answered = "", 0.0, None
     while True:
