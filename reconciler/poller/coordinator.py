@@ -194,8 +194,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if len(self._probed) >= PROBE_ROTATION:
             self._probed.clear()
         limit = len(self._probed) + 1  # each read in a stable order: one at least not probed
-        since = self.settled_since()  # then unwatched: never asked
-        answered = await self.store.orders.answered(self.source, self.account, limit, since)
+        answered = await self._answered(limit)
         fresh = [s for s in answered if s.key.order_id not in self._probed]
         until = math.inf if self.probe_any_open else self.now()
         # Only then the due orders: by next_check_at, they may walk every account's open ones.
@@ -262,6 +261,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         since = self.settled_since()  # then unwatched: never due
         return await self.store.orders.due(self.source, self.account, until, limit, since)
 
+    async def _answered(self, limit: int) -> list[OrderState]:
+        """Orders whose last check answered, a probe's first choice (CCNow's query probe's)."""
+        since = self.settled_since()  # then unwatched: never asked
+        return await self.store.orders.answered(self.source, self.account, limit, since)
+
     def reason(self, exc: SourceError) -> str:
         """Return a failure's reason as events, the database and logs may show it."""
         # Whatever a client let through, no secret reaches the event, the database or the log.
@@ -317,14 +321,10 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if more:
             # Thousands of orders refused at once (a key's rights cut) are one line more, not
             # thousands: the metrics count each.
+            counts = {"more": sum(more.values()), "reasons": dict(sorted(more.items()))}
             log.warning(
                 "orders.check_failed",
-                extra=fields(
-                    source=self.source,
-                    account=self.account,
-                    more=sum(more.values()),
-                    reasons=dict(sorted(more.items())),
-                ),
+                extra=fields(source=self.source, account=self.account, **counts),
             )
 
     async def _settle_health(

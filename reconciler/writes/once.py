@@ -1,6 +1,8 @@
 """A provider write call sent once, never retried: neither provider documents its write calls as
 idempotent, so a request whose answer was lost must not go out again. The caller learns whether
-the provider answered, surely got nothing, or may have got it (or that the stop kept it back)."""
+the provider answered, surely got nothing, or may have got it (or that the stop kept it back).
+The CCNow actions that may go out again (ship, cancel, track) are each attempt of theirs sent so
+(ccnow_send.py), read as every write's answer is."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from reconciler.sources.connection import (
     Connecting,
     WriteAwareConnector,
     answer_head,
+    body_began,
 )
 from reconciler.sources.errors import AnswerTooLarge, UndecodableAnswer
 from reconciler.sources.http import (
@@ -174,7 +177,7 @@ async def _send(
             # Read before the body, whose failure must not lose it (a 303's Location says CCV
             # made the order).
             joined = _location(url, resp.headers.getall(hdrs.LOCATION, ()))
-            cut = None
+            began = False
             try:
                 body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
             except AnswerTooLarge as exc:
@@ -190,12 +193,13 @@ async def _send(
                     # never got it would be taken (`store/not_sent.refusal`).
                     word = "timeout" if isinstance(exc, asyncio.TimeoutError) else "connection"
                     raise BodyBroke(word, resp.status, joined) from None
-                # A refusal whose body never came: its status line says it all (nothing was
-                # made), and it is no lost answer. What did come is kept (`Reply.cut`).
+                # A refusal whose body never came whole: its status line says it all (nothing
+                # was made), and it is no lost answer; whether its body began is kept
+                # (`Reply.body_began`), not what came of it.
                 body = b""
-                if connecting.heard is not None:
-                    cut = bytes(connecting.heard)
-            reply = reply_of(resp, body, sent_at)._replace(cut=cut)
+                heard = connecting.heard
+                began = heard is None or body_began(bytes(heard))
+            reply = reply_of(resp, body, sent_at)._replace(body_began=began)
             # Passed on with the answer (a 429's when to try again), when it is a Retry-After.
             wait = passed_retry_after(
                 resp.headers.get(hdrs.RETRY_AFTER), datetime.now(timezone.utc)
@@ -235,8 +239,8 @@ def _heard(
     in any of them (a broken chunk, a header line too long, a `br` body) loses the status and
     `Location` that came. Read again from what the connection brought (`answer_head`), they
     are kept as when the body broke later (BodyBroke; a 4xx, whose status says it all, is
-    returned with no body, what came as its `cut`); a write whose answer began is never taken
-    for a lost one."""
+    returned with no body, and whether its body began); a write whose answer began is never
+    taken for a lost one."""
     heard = connecting.heard
     # Blank lines only are no answer begun, as no byte is (`b"HTTP/".startswith(b"")` would
     # take them for a head cut short: refused for ever, with no order at CCV to track).
@@ -259,8 +263,9 @@ def _heard(
         raise HeadUnread(word)
     joined = _location(url, head.locations)
     if 400 <= head.status < 500:
+        more = len(heard) > head.end  # its body began: it may have said otherwise
         reply = Reply(
-            head.status, b"", head.content_type, sent_at, location=joined, cut=bytes(heard)
+            head.status, b"", head.content_type, sent_at, location=joined, body_began=more
         )
         wait = passed_retry_after(head.retry_after, datetime.now(timezone.utc))
         return reply._replace(retry_after=wait)
