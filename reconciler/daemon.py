@@ -303,6 +303,9 @@ class Daemon:
         if api is None:
             return
         self.api_reader = await Store.open(self.config.store_path, readonly=True)
+        # One store, one health: a damaged page the API's reads find first is logged once and
+        # stops the daemon (74) as the writer's would; a busy read is a wait (StoreHealth).
+        self.api_reader.health = self.rt.store.health
         deps = ApiDeps(
             store=self.rt.store,
             reader=self.api_reader,
