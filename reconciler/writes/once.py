@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -102,11 +103,50 @@ async def send_once(
     follow a redirect (it would carry the credential). It holds `gate`, the account's bound
     (sources/http.py Gates), taken before its timeout starts; once `halt` is set (the daemon
     stops) while it waits for that, it is not sent (Stopping: not a failure to reach the
-    provider)."""
-    async with gate:
-        if halt is not None and halt.is_set():
-            raise Stopping
+    provider), at once: the turn may come only after the stop's bound, which cuts off what is
+    still out (a submit surely never sent would be left `sending`, uncertain at the next
+    start)."""
+    await _take_turn(gate, halt)
+    try:
         return await _send(session, method, url, headers, data, timeout, max_body)
+    finally:
+        gate.release()
+
+
+async def _take_turn(gate: asyncio.Semaphore, halt: asyncio.Event | None) -> None:
+    """Take a turn of `gate`; raise Stopping, holding none, once `halt` is set before it came
+    (or as it came: not sent either way)."""
+    if halt is not None and halt.is_set():
+        raise Stopping
+    if halt is None or not gate.locked():
+        await gate.acquire()  # a turn free is taken at once
+        return
+    turn = asyncio.ensure_future(gate.acquire())
+    halted = asyncio.ensure_future(halt.wait())
+    try:
+        await asyncio.wait({turn, halted}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled while it waited
+        _give_back(gate, turn)
+        raise
+    finally:
+        halted.cancel()
+    if not halt.is_set():
+        turn.result()  # done: the turn is taken
+        return
+    _give_back(gate, turn)
+    raise Stopping
+
+
+def _give_back(gate: asyncio.Semaphore, turn: asyncio.Future[Any]) -> None:
+    """Give up a wait for a turn: cancelled before it came, or given back once it came (it may
+    have come in the same step), so that the account keeps every turn of its bound."""
+
+    def given(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            gate.release()
+
+    turn.cancel()
+    turn.add_done_callback(given)
 
 
 async def _send(
