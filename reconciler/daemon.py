@@ -346,8 +346,10 @@ async def run_daemon(
     stopping = asyncio.Event() if stop is None else stop
     echo = eventloop.SigtermEcho()
     served: Daemon | None = None
+    signalled = False  # the stop a damaged store begins is no signal's: a signal then is a first
 
     def on_signal(signum: int, _frame: object = None) -> None:
+        nonlocal signalled
         if echo(signum):
             return
         if served is not None and served.stopped:
@@ -355,11 +357,12 @@ async def run_daemon(
             # for its threads, may hang: ended cleanly (ignored, only SIGKILL ended it).
             bad = served.rt.store.health.current  # a damaged store's 74 (logged) stays
             eventloop.exit_now(EX_IOERR if bad is not None and bad.kind == "corrupt" else 0)
-        if stopping.is_set():
+        if signalled:
             log.warning("daemon.force_exit", extra=fields(signal=signal.Signals(signum).name))
             # At once, as a kill would (the store is safe: WAL, synchronous=FULL): unwinding
             # waited for what the stop waits for, a slow sink, and a SystemExit until a third.
             eventloop.exit_now(1)
+        signalled = True
         log.info("daemon.signal", extra=fields(signal=signal.Signals(signum).name))
         stopping.set()
 

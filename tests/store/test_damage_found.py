@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sqlite3
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -126,6 +128,48 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
     assert failing[0]["kind"] == "corrupt" and failing[0]["store"] == str(db)
     assert "Traceback" not in log.read_text()
     assert lines[-1].startswith(f"reconciler: cannot use database {db}: "), lines[-1]
+
+
+async def test_a_signal_during_the_stop_a_damaged_page_began_is_no_second_one(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The stop a damaged page starts was taken for a signal's: systemd's SIGTERM (a `systemctl
+    # stop` or a logrotate's HUP meanwhile) was a second signal, daemon.force_exit and exit 1,
+    # which systemd restarts, where 74 keeps the unit failed. A command sink's program under
+    # way holds the stop for 2.5 s (its exit is awaited that long).
+    api_port = free_port()
+    fake_ccv.orders = {ORDER: "AwaitingPayment"}
+    started = tmp_path / "command.started"
+    slow = [sys.executable, "-c", "import pathlib, sys, time; pathlib.Path(sys.argv[1]).touch();"
+            " time.sleep(30)", str(started)]  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        ccv=fake_ccv,
+        ccv_extra='poll_interval = "1h"\nmin_interval = "1h"\nmax_interval = "1h"\n'
+        "status_intervals = {}",
+        extra=(
+            f'[api]\nlisten = "127.0.0.1:{api_port}"\ntoken = "{TOKEN}"\n\n'
+            f'[[sinks]]\ntype = "command"\nname = "slow"\ncommand = {json.dumps(slow)}\n'
+        ),
+    )
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+    log = tmp_path / "daemon.log"
+    db = tmp_path / "reconciler.db"
+    async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
+        await poll_until(started.exists, 20, "the command sink's program under way")
+        damage_pages(db)
+        async with http.get(
+            f"http://127.0.0.1:{api_port}/api/v1/orders/ccv/{ORDER}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as resp:
+            assert resp.status == 503
+        await poll_until(lambda: "daemon.stopping" in log.read_text(), 10, "the stop")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 74, log.read_text()
+    text = log.read_text()
+    assert "daemon.force_exit" not in text
+    assert text.index("daemon.signal") < text.index("daemon.stopped"), text
+    assert text.splitlines()[-1].startswith(f"reconciler: cannot use database {db}: ")
 
 
 async def test_a_busy_read_of_the_api_is_no_failure_of_the_store(tmp_path: Path) -> None:
