@@ -5,6 +5,8 @@ answer is sent by a fake on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.json_text import iso_time
+from tests.commands.test_status_writes import writes_of
 from tests.conftest import write_config
 from tests.fake_ccv_writes import FakeCCVWrites
 from tests.fake_providers import FakeCCNow, Reply
@@ -124,3 +127,31 @@ async def test_an_action_not_queued_has_no_next_attempt(
         )
         assert status == 202 and acted["state"] == "done", acted
         assert acted["next_attempt_at"] is None
+
+
+async def test_status_shows_when_queued_actions_are_posted_next(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # `status` counted it queued, "the daemon sends them": not that it would be 10 minutes.
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.script = [Reply(429, "slow down", headers={"Retry-After": "600"})]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await ccnow(cfg, "ship", A, *ARGS["ship"])).code == 75
+    [(at,)] = query(tmp_path, "SELECT next_attempt_at FROM commands")
+    entry, row = await writes_of(cfg, "ccnow/default")
+    assert (entry["queued_writes"], entry["queued_next_at"]) == (1, iso_time(at))
+    assert row[3] == "1" and row[4].endswith(f", none before {iso_time(at)}"), row
+
+
+async def test_status_shows_no_next_time_when_a_queued_action_is_due(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.script = [Reply(429, "slow down", headers={"Retry-After": "600"})]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    assert (await ccnow(cfg, "ship", A, *ARGS["ship"])).code == 75
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+        conn.execute("UPDATE commands SET next_attempt_at = ?", (time.time() - 1,))
+    entry, row = await writes_of(cfg, "ccnow/default")
+    assert (entry["queued_writes"], entry["queued_next_at"]) == (1, None)
+    assert "none before" not in row[4], row
