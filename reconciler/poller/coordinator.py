@@ -13,12 +13,13 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
 from ..logs import fields
 from ..model import EventType, Observation, OrderState, Source, Via
 from ..passes.batcher import Batcher
+from ..passes.report import NamedReport as NamedReport  # its users import it from here
 from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
 from ..schedule import resting
@@ -33,15 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
-
-
-class NamedReport(NamedTuple):
-    """What a tick checked, named for logs and systemd STATUS=."""
-
-    name: str
-    report: PassReport
-    # A pass (`status`'s last pass): the checks of due orders a notification named are not.
-    is_pass: bool
 
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
@@ -127,6 +119,13 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         at `began` (time.monotonic())."""
         return []
 
+    async def _checks_verdict(
+        self, answers: PassAnswers, asked: list[str], via: Via, report: PassReport
+    ) -> Verdict | None:
+        """Return what a check of `asked` that answered so says of the account's checks (CCV's
+        may ask one order more into `report` first: `needs_witness`)."""
+        return verdict(answers)
+
     async def _notified_early(self, due: Sequence[OrderState]) -> set[str]:
         """Return the due orders a notification named before they were tracked."""
         return set()
@@ -152,7 +151,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
         self._count_unanswered(len(ids), report, error)
         answers = report.answers(error=error, outages=self.outage_reasons)
-        checks = verdict(answers)
+        checks = await self._checks_verdict(answers, ids, via, report)
         if probe and checks is None:
             state = await self.store.sources.state(self.source, self.account)
             checks = probe_verdict(answers, state)
