@@ -385,6 +385,25 @@ BAD_INPUT = [
     ("GET", "/api/v1/ccv/submissions/" + "r" * 257, None, 422, "reference"),
     ("PATCH", "/api/v1/ccv/pricing", b"{", 400, "$"),
     ("PATCH", "/api/v1/ccv/pricing?account=other", b"{}", 422, "account"),
+    # No CCNow account: every CCNow request is the same 422 naming `source` (the actions' was a
+    # 404 naming no field).
+    ("POST", "/api/v1/orders", b'{"source": "ccnow", "order_id": "396-10-1142"}', 422, "source"),
+    ("GET", "/api/v1/orders/ccnow/396-10-1142", None, 422, "source"),
+    (
+        "POST",
+        "/api/v1/ccnow/actions",
+        b'{"order_id": "396-10-1142", "action": "ship"}',
+        422,
+        "source",
+    ),
+    ("GET", "/api/v1/ccnow/actions/7", None, 422, "source"),
+    (
+        "POST",
+        "/api/v1/ccnow/actions/resolve",
+        b'{"order_id": "396-10-1142", "sent": true}',
+        422,
+        "source",
+    ),
 ]
 
 
