@@ -152,7 +152,7 @@ class Scheduler:
     def _ran(self, job_id: str) -> None:
         """End a job's overrun when no tick found this run still going."""
         overrun = self._overrun.get(job_id)
-        if overrun is None:
+        if overrun is None or self._stopping:  # a run the stop cut off caught up nothing
             return
         if overrun.in_run:
             overrun.in_run = False  # the next run tells whether it goes on

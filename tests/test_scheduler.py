@@ -156,9 +156,9 @@ async def test_a_job_always_behind_warns_once(caplog: pytest.LogCaptureFixture) 
     try:
         await asyncio.wait_for(behind.wait(), 10)
         await asyncio.wait_for(later.wait(), 10)  # runs (and skipped ticks) after it
-        said = [(r.getMessage(), r.levelno) for r in caplog.records if r.name == handler_of]
     finally:
         await scheduler.shutdown(1.0)
         logging.getLogger("reconciler.scheduler").removeHandler(handler)
-    # Before the stop, which cuts the run going (its end is no catching up).
+    # The stop cut the run going: no job.caught_up either (its end caught up nothing).
+    said = [(r.getMessage(), r.levelno) for r in caplog.records if r.name == handler_of]
     assert said == [("job.skipped", logging.INFO), ("job.behind", logging.WARNING)]
