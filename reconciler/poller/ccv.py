@@ -8,7 +8,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -17,7 +17,7 @@ from ..logs import fields
 from ..model import UNKEPT_ANSWERS, Observation, OrderState, Outcome, Via
 from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
-from ..sources.errors import SourceError
+from ..sources.errors import CircuitOpen, SourceError
 from ..store.notified import notified
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import Part, Verdict, needs_probe, needs_witness, probe_verdict, verdict
@@ -86,8 +86,42 @@ class CCVCoordinator(Coordinator[CCVSource]):
         self._last_probe: _Probe | None = None
         self.witnesses = Witnesses(self._answered)
 
-    async def _ask(self, order_ids: list[str], emit: Emit) -> None:
-        await self.client.check_orders(order_ids, emit)
+    async def _ask(self, order_ids: list[str], emit: Emit) -> Collection[str] | None:
+        # A breaker opening in a partial pass (due orders, a notification's) is judged as its
+        # outage failures are, witnesses first (`_checks_verdict`): orders answering 500 for
+        # ever, 16 of 20, came due together, opened it and failed the account before any
+        # witness was asked, the next probe recovering it (49 flips in 900 s). A catch-up
+        # (`full_pass`) asks the client itself: there the breaker fails the account as before.
+        # Orders that failed so lately go last: those that answer reset the breaker's run.
+        ids = self.witnesses.suspects_last(order_ids)
+        emitted: set[str] = set()
+
+        async def keep(observation: Observation) -> None:
+            emitted.add(observation.key.order_id)
+            self.witnesses.saw(observation.key.order_id, observation.reason in OUTAGE_REASONS)
+            await emit(observation)
+
+        try:
+            await self.client.check_orders(ids, keep)
+        except CircuitOpen as exc:
+            self.witnesses.suspect(exc.asked)
+            unasked = [i for i in ids if i not in emitted and i not in exc.asked]
+            await self._postpone([i for i in ids if i not in emitted])
+            return set(unasked)
+        return None
+
+    async def _postpone(self, unasked: Sequence[str]) -> None:
+        """Give the orders a breaker left unasked a backoff of their own, a poll interval spread
+        over 10 % of it: no answer, so no failed check nor `order.check_failed`, but else they
+        were due again at once and asked on every tick."""
+        now, interval_s = self.now(), self.config.poll_interval_s
+        count = len(unasked)
+        planned = [
+            (order_id, now + interval_s * (1 + 0.1 * n / count))
+            for n, order_id in enumerate(unasked)
+        ]
+        if planned:
+            await self.store.orders.postpone(self.source, self.account, planned)
 
     async def _after_checks(
         self, answers: PassAnswers, began: float

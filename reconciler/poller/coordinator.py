@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
@@ -109,8 +109,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     # --- what a provider's coordinator supplies ----------------------------------------------
 
     @abc.abstractmethod
-    async def _ask(self, order_ids: list[str], emit: Emit) -> None:
-        """Ask the provider about these orders, awaiting `emit` for each answer."""
+    async def _ask(self, order_ids: list[str], emit: Emit) -> Collection[str] | None:
+        """Ask the provider about these orders, awaiting `emit` for each answer; return those
+        a circuit breaker left unasked (CCV's), if any: no check of theirs was made."""
 
     async def _after_checks(
         self, answers: PassAnswers, began: float
@@ -148,10 +149,17 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             return report
         began = time.monotonic()
         batcher = self._batcher(via, report, discover=discover)
-        error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
-        self._count_unanswered(len(ids), report, error)
+        unasked: Collection[str] = ()
+
+        async def ask() -> None:
+            nonlocal unasked
+            unasked = await self._ask(ids, batcher.add) or ()
+
+        error = await self._asking(ask, batcher)
+        asked = [i for i in ids if i not in unasked] if unasked else ids
+        self._count_unanswered(len(asked), report, error)
         answers = report.answers(error=error, outages=self.outage_reasons)
-        checks = await self._checks_verdict(answers, ids, via, report)
+        checks = await self._checks_verdict(answers, asked, via, report)
         if probe and checks is None:
             state = await self.store.sources.state(self.source, self.account)
             checks = probe_verdict(answers, state)
@@ -212,7 +220,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             self.writer, via, report, self.source, self.account, discover=discover, timed=timed
         )
 
-    async def _asking(self, ask: Callable[[], Awaitable[None]], *batchers: Batcher) -> str | None:
+    async def _asking(self, ask: Callable[[], Awaitable[object]], *batchers: Batcher) -> str | None:
         """Run `ask`, which feeds `batchers`, and commit what they hold; return why the provider
         stopped answering for the whole account (401, breaker, error line), or None."""
         error = None

@@ -15,12 +15,13 @@ that broke) per pass whose every check failed, spread over up to ROTATION orders
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
 from ..model import OrderState
 
 WITNESSES = 2  # asked in turn until one answers
 ROTATION = 20  # different orders asked as witnesses before they start over
+MAX_SUSPECTS = 100_000  # orders remembered as failing of an outage's reason
 
 
 class Witnesses:
@@ -31,6 +32,11 @@ class Witnesses:
         # (`Coordinator._answered`).
         self._answered = answered
         self._asked: set[str] = set()  # asked since the rotation last started over
+        # Orders whose last check, as this process saw it, failed of an outage's reason (CCV's):
+        # no witnesses until one answers. Their failure streaks are forgotten when the account
+        # recovers (`forget_failures`): from storage alone, orders answering 500 for ever (16
+        # of 20) looked answered again, were asked two by two, and failed the account again.
+        self._suspects: set[str] = set()
 
     async def choose(self, passed: Collection[str]) -> list[str]:
         """Return up to WITNESSES orders not in `passed` (the pass's own) whose last check
@@ -38,8 +44,9 @@ class Witnesses:
         if len(self._asked) >= ROTATION:
             self._asked.clear()
         # Of this many, WITNESSES at least are neither the pass's nor asked, if so many exist.
-        states = await self._answered(len(passed) + len(self._asked) + WITNESSES)
-        ids = [s.key.order_id for s in states if s.key.order_id not in passed]
+        suspects = self._suspects
+        states = await self._answered(len(passed) + len(self._asked) + len(suspects) + WITNESSES)
+        ids = [i for s in states if (i := s.key.order_id) not in passed and i not in suspects]
         fresh = [i for i in ids if i not in self._asked]
         if len(fresh) < WITNESSES:  # each was asked: the turn starts over
             self._asked.clear()
@@ -49,3 +56,23 @@ class Witnesses:
     def asked(self, order_id: str) -> None:
         """Note a witness asked: the others go first next time."""
         self._asked.add(order_id)
+
+    def saw(self, order_id: str, outage: bool) -> None:
+        """Note a check of an order: failed of an outage's reason (a suspect) or not."""
+        if outage:
+            self.suspect((order_id,))
+        else:
+            self._suspects.discard(order_id)
+
+    def suspect(self, order_ids: Iterable[str]) -> None:
+        """Note orders whose checks failed of an outage's reason."""
+        if len(self._suspects) >= MAX_SUSPECTS:  # bounded: orders end, and are never seen again
+            self._suspects.clear()
+        self._suspects.update(order_ids)
+
+    def suspects_last(self, order_ids: Sequence[str]) -> list[str]:
+        """Return the orders, suspects last, else in the order given."""
+        suspects = self._suspects
+        if not suspects:
+            return list(order_ids)
+        return sorted(order_ids, key=suspects.__contains__)

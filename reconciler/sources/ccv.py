@@ -29,7 +29,12 @@ from reconciler.model import (
     validate_ccv_id,
 )
 from reconciler.redact import answer_forms, holds_secret
-from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
+from reconciler.sources.errors import (
+    AuthenticationFailed,
+    CircuitOpen,
+    ProtocolError,
+    SourceUnavailable,
+)
 from reconciler.sources.http import Reply, RequestFailed, drain, request
 from reconciler.strict_json import json_type, loads_answer
 
@@ -238,11 +243,13 @@ class CCVClient:
         order_ids: Iterable[str],
         emit: Callable[[Observation], Awaitable[None]],
     ) -> None:
-        """Check every order, awaiting `emit` for each; stop at a 401 or an outage."""
+        """Check every order, awaiting `emit` for each; stop at a 401 (AuthenticationFailed) or
+        at a run of outage failures (CircuitOpen), the orders not emitted left unasked."""
         # Circuit breaker: that many checks failing in a row means the provider is down, and
         # asking the remaining orders (each with its retries) would only prolong the outage.
         consecutive = 0
         opened = False
+        tripped: list[str] = []
 
         async def handle(order_id: str) -> bool:
             nonlocal consecutive, opened
@@ -263,7 +270,10 @@ class CCVClient:
                                 }
                             },
                         )
-                    raise SourceUnavailable(f"{consecutive} consecutive failures, last: {reason}")
+                    tripped.append(order_id)  # asked, its failure not emitted
+                    raise CircuitOpen(
+                        f"{consecutive} consecutive failures, last: {reason}", tripped
+                    )
             elif observation.outcome is not Outcome.FAILED:
                 consecutive = 0
             await emit(observation)

@@ -13,6 +13,17 @@ class SourceUnavailable(SourceError):
     """Maintenance, server errors or timeouts after retries, connection failures."""
 
 
+class CircuitOpen(SourceUnavailable):
+    """A client's circuit breaker opened: a run of outage failures in a row stopped its pass,
+    the orders after them left unasked (whether the account is down is its caller's to say).
+    `asked`: the orders whose failures opened it and were not handed on (held by reference:
+    checks in flight may add theirs)."""
+
+    def __init__(self, message: str, asked: list[str]) -> None:
+        super().__init__(message)
+        self.asked = asked
+
+
 class AuthenticationFailed(SourceError):
     """The provider refused our credentials (401/403); retrying only makes it worse."""
 

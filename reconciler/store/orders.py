@@ -365,6 +365,20 @@ class Orders:
         # A pass holding a page of these rows would write their old streaks back.
         self.drop_pages()
 
+    async def postpone(
+        self, source: Source, account: str, planned: Sequence[tuple[str, float]]
+    ) -> None:
+        """Move orders' next checks to the times given (order id, time), never earlier: checks
+        not made (a circuit breaker's pass left them unasked), so no answer and no failure."""
+        async with self._store.transaction():
+            await self._conn.executemany(
+                "UPDATE orders SET next_check_at = max(next_check_at, ?) "
+                "WHERE source = ? AND account = ? AND order_id = ? AND end_state = 0",
+                [(at, source, account, order_id) for order_id, at in planned],
+            )
+            # A pass holding a page of these rows would write their old next checks back.
+            self.drop_pages()
+
     async def due_counts(
         self, due_by: float, *, now: float, watched: Mapping[tuple[str, str], float]
     ) -> dict[tuple[str, str], int]:

@@ -1,0 +1,115 @@
+"""A CCV account most of whose orders answer 500 for ever (16 of 20): they come due together,
+and the client's circuit breaker (5 outage failures in a row, concurrency 2) opened in their
+pass and failed the account before any witness was asked; the next probe recovered it
+(49 source.failed / source.recovered in 900 s). The breaker's opening in a partial pass now goes
+through the witness rule as other outage failures do, and the orders it left unasked wait a
+backoff of their own, neither re-asked every tick nor counted as failed checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.config import load_config
+from reconciler.poller.ccv import CCVCoordinator
+from reconciler.poller.coordinators import Coordinators
+from reconciler.reconcile import Reconciler
+from reconciler.sources.http import Gates
+from reconciler.store import Store
+from tests.conftest import Clock
+from tests.fake_providers import CCV_KEY, FakeCCV, Reply
+
+IDS = [f"b4ea0000-0000-4000-8000-{n:012d}" for n in range(1, 21)]
+# 16 of 20, a healthy order after every four: in storage order, no run of them opens the breaker
+# (5 in a row); they open it once they come due together at their failures' backoff.
+BROKEN = [order_id for n, order_id in enumerate(IDS) if n % 5 != 4]
+HTTP_500 = Reply(500, '{"error": "server"}', "application/json")
+STEP_S = 3
+
+
+@pytest.fixture
+async def ccv(
+    tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[CCVCoordinator, Clock]]:
+    """20 open orders that answered New; the breaker opens at 5 outage failures in a row."""
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    path = tmp_path / "reconciler.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path / "reconciler.db"}"\n'
+        f'[ccv]\nbase_url = "{fake_ccv.base_url}"\nconcurrency = 2\ntimeout = "2s"\n'
+        'retries = 1\nretry_backoff = "10ms"\npoll_interval = "5s"\nmin_interval = "1s"\n'
+        'max_interval = "30s"\n'
+    )
+    config = load_config(path)
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    try:
+        async with aiohttp.ClientSession() as session:
+            writer = Reconciler(config, store, clock=clock)
+            coordinator = Coordinators.build(config, writer, session, Gates()).ccv["default"]
+            await store.orders.track("ccv", "default", [(i, None) for i in IDS], clock.now)
+            fake_ccv.orders.update(dict.fromkeys(IDS, "New"))
+            await coordinator.full_pass(via="catch-up")
+            yield coordinator, clock
+    finally:
+        await store.close()
+
+
+async def run_daemon(coordinator: CCVCoordinator, clock: Clock, seconds: int) -> None:
+    """The scheduler's due ticks and heartbeat, one every STEP_S."""
+    for _ in range(seconds // STEP_S):
+        clock.now += STEP_S
+        await coordinator.tick_due()
+        await coordinator.heartbeat()
+
+
+async def account_events(coordinator: CCVCoordinator) -> list[str]:
+    history = await coordinator.store.events.history()
+    return [str(e.type) for e in history if e.order_id is None]
+
+
+async def test_most_orders_answering_500_open_the_breaker_without_failing_the_account(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    coordinator, clock = ccv
+    await run_daemon(coordinator, clock, 120)  # the orders' intervals grow to max_interval
+    for order_id in BROKEN:
+        fake_ccv.replies[order_id] = HTTP_500
+    # At first every order looks answered, and all come due together: the two witnesses may
+    # be broken too (16 in 20), and fail the account once; it recovers once.
+    await run_daemon(coordinator, clock, 120)
+    onset = await account_events(coordinator)
+    assert onset in ([], ["source.failed", "source.recovered"])
+    before = len(fake_ccv.requests)
+    await run_daemon(coordinator, clock, 900)
+    assert await account_events(coordinator) == onset
+    assert not (await coordinator.store.sources.state("ccv", "default")).failing
+    # Every broken order is still asked, but not on every tick: 300 ticks of 16 orders, two
+    # requests each (a retry), would be 9600; each backs off to max_interval (30 s).
+    asked = [len(fake_ccv.requests_for(i)) for i in BROKEN]
+    assert min(asked) >= 40
+    assert len(fake_ccv.requests) - before < 2000
+
+
+async def test_an_outage_opening_the_breaker_fails_the_account_once_and_recovers_once(
+    ccv: tuple[CCVCoordinator, Clock], fake_ccv: FakeCCV
+) -> None:
+    coordinator, clock = ccv
+    for order_id in BROKEN:
+        fake_ccv.replies[order_id] = HTTP_500
+    await run_daemon(coordinator, clock, 240)  # its onset over (see above)
+    onset = await account_events(coordinator)
+    assert onset in ([], ["source.failed", "source.recovered"])
+    fake_ccv.replies.update(dict.fromkeys(IDS, HTTP_500))
+    began = clock.now
+    while await account_events(coordinator) == onset:
+        await run_daemon(coordinator, clock, STEP_S)
+    assert clock.now - began <= 30
+    await run_daemon(coordinator, clock, 150)
+    assert await account_events(coordinator) == [*onset, "source.failed"]
+    fake_ccv.replies = {order_id: HTTP_500 for order_id in BROKEN}
+    await run_daemon(coordinator, clock, 900)  # the probe's backoff doubled through the outage
+    assert await account_events(coordinator) == [*onset, "source.failed", "source.recovered"]
