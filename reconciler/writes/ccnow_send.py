@@ -141,12 +141,13 @@ async def post_retrying(
 ) -> Reply:
     """Post, and again after a lost answer, a 429 or 5xx, or an answer cut off (a refusal's
     too, once its body began), up to `retry.attempts` more times with backoff (a Retry-After's
-    wait first); return the first other answer, its `reached_before` saying whether an attempt
-    before it may have reached CCNow. Raise GaveUp after the last (`reached`: an attempt may
-    have reached CCNow; else nothing ran, the last attempt turned away or never sent; `wait`:
-    its Retry-After),
-    AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping when the stop
-    kept the first attempt back; once `halt` is set, no attempt is made again."""
+    wait first; none when it asks longer than `retry.max_backoff_s` of a post nothing of which
+    ran: GaveUp at once, to be queued as long as it asks); return the first other answer, its
+    `reached_before` saying whether an attempt before it may have reached CCNow. Raise GaveUp
+    after the last (`reached`: an attempt may have reached CCNow; else nothing ran, the last
+    attempt turned away or never sent; `wait`: its Retry-After), AnswerTooLarge or
+    UndecodableAnswer at once (CCNow got the post), Stopping when the stop kept the first
+    attempt back; once `halt` is set, no attempt is made again."""
     n, reached = 0, False
     word, sent_at, answered, wait = "", 0.0, None, None
     while True:
@@ -184,7 +185,11 @@ async def post_retrying(
                 return reply._replace(reached_before=True) if reached_before else reply
             else:
                 reached, word, answered, wait = True, "truncated_answer", None, None
-        if n >= retry.attempts or (halt is not None and halt.is_set()):
+        if (
+            n >= retry.attempts
+            or (halt is not None and halt.is_set())
+            or _queued(retry, wait, reached)
+        ):
             raise _gave_up(word, reached, sent_at, answered, wait)
         delay = retry_delay(retry, n, wait)
         log.debug(
@@ -199,6 +204,13 @@ async def post_retrying(
             if halt.is_set():
                 raise _gave_up(word, reached, sent_at, answered, wait)
         n += 1
+
+
+def _queued(retry: RetryConfig, wait: float | None, reached: bool) -> bool:
+    """Whether a post turned away asks (Retry-After) to wait longer than a retry within it may:
+    it ends, queued as long as asked (a retry sooner would meet the rate limit it asks to spare,
+    once a retry until the last). One that may have reached CCNow is retried (a lost answer)."""
+    return not reached and wait is not None and wait > retry.max_backoff_s
 
 
 def _gave_up(
