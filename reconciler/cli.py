@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__, eventloop
-from .commands import WITHOUT_SECRETS, argtypes
+from .commands import OWN_SIGNALS, WITHOUT_SECRETS, argtypes
 from .config import Config, ConfigError, load_config
 from .config.where import config_path
 from .eventloop import EventLoopError
@@ -303,7 +303,7 @@ def run_command(args: argparse.Namespace) -> int:
         if command is not None:
             return command(args)
         config_path(args.config)  # an empty one: refused before the loop is chosen
-        return eventloop.run(config_command(args), sigterm_cancels=True)
+        return eventloop.run(config_command(args), sigterm_cancels=args.command not in OWN_SIGNALS)
     except EventLoopError as exc:
         # README's one line: the file the command reads (`-`: none), the variable, the problem.
         file = "-" if without_config(args) else str(config_path(args.config))

@@ -303,6 +303,9 @@ class Daemon:
         if api is None:
             return
         self.api_reader = await Store.open(self.config.store_path, readonly=True)
+        # One store, one health: a damaged page the API's reads find first is logged once and
+        # stops the daemon (74) as the writer's would; a busy read is a wait (StoreHealth).
+        self.api_reader.health = self.rt.store.health
         deps = ApiDeps(
             store=self.rt.store,
             reader=self.api_reader,
@@ -343,8 +346,10 @@ async def run_daemon(
     stopping = asyncio.Event() if stop is None else stop
     echo = eventloop.SigtermEcho()
     served: Daemon | None = None
+    signalled = False  # the stop a damaged store begins is no signal's: a signal then is a first
 
     def on_signal(signum: int, _frame: object = None) -> None:
+        nonlocal signalled
         if echo(signum):
             return
         if served is not None and served.stopped:
@@ -352,11 +357,12 @@ async def run_daemon(
             # for its threads, may hang: ended cleanly (ignored, only SIGKILL ended it).
             bad = served.rt.store.health.current  # a damaged store's 74 (logged) stays
             eventloop.exit_now(EX_IOERR if bad is not None and bad.kind == "corrupt" else 0)
-        if stopping.is_set():
+        if signalled:
             log.warning("daemon.force_exit", extra=fields(signal=signal.Signals(signum).name))
             # At once, as a kill would (the store is safe: WAL, synchronous=FULL): unwinding
             # waited for what the stop waits for, a slow sink, and a SystemExit until a third.
             eventloop.exit_now(1)
+        signalled = True
         log.info("daemon.signal", extra=fields(signal=signal.Signals(signum).name))
         stopping.set()
 

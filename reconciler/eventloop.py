@@ -3,7 +3,7 @@
 A catch-up keeps one core busy in the event loop and aiohttp; uvloop's loop (libuv, as uvicorn
 uses it) takes 3-8 % off it in the benchmarks. RECONCILER_EVENT_LOOP=asyncio keeps the standard
 loop. A command that needs the config ends on SIGTERM as on Ctrl-C: what it has under way ends
-first (ended_by_sigterm).
+first (ended_by_sigterm); not `run`, which sets its own handlers (daemon.py).
 """
 
 from __future__ import annotations

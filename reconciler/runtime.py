@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from .config import Config
+from .config.errors import escaped
 from .delivery import TICK_S, Delivery
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
@@ -224,13 +225,22 @@ INTEGRITY_CHECK_MAX_BYTES = 64 << 20
 
 
 async def check_store(store: Store, *, max_bytes: int = INTEGRITY_CHECK_MAX_BYTES) -> None:
-    """Refuse a damaged store at start (StoreError), when the check is cheap: a store of up
-    to `max_bytes`."""
+    """Refuse a damaged store at start (StoreError, one line with what to do), when the check
+    is cheap: a store of up to `max_bytes`."""
     if file_size(store.path) > max_bytes:
         return
-    problems = await store.quick_check()
+    try:
+        problems = await store.quick_check()
+    except StoreError:
+        # A page the check could not read at all (a table's): as damaged as what it reports.
+        episode = store.health.current
+        if episode is None or episode.kind != "corrupt":
+            raise
+        problems = [episode.error]
     if problems:
+        # SQLite's report spans lines (`*** in database main ***` and a line a page): escaped,
+        # as a config error's text is, it stays the one line journald keeps together.
         raise StoreError(
-            f"database {store.path} is damaged ({problems[0]}): restore it from a backup, or "
-            f"recover what is readable with `sqlite3 {store.path} .recover`"
+            f"database {store.path} is damaged ({escaped(problems[0])}): restore it from a "
+            f"backup, or recover what is readable with `sqlite3 {store.path} .recover`"
         )

@@ -1,12 +1,15 @@
 """APScheduler wiring for the daemon: it only ticks the accounts' coordinators (the CCNow pending
 list, CCV's heartbeat, a short tick per account for the orders that are due) and logs every job
-failure or skip. What a tick does is the coordinator's (poller/)."""
+failure, and each overrun of a job's interval once. What a tick does is the coordinator's
+(poller/)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from apscheduler.events import (
@@ -28,6 +31,17 @@ log = logging.getLogger("reconciler.scheduler")
 
 JOB_TIMEOUT_S = 300.0  # no job may run longer than this
 PRUNE_INTERVAL_S = 86400.0  # retention runs daily (and once after the start-up catch-up)
+
+
+@dataclass
+class _Overrun:
+    """A job's overrun: from the first tick that found it still running to the end of the
+    first run no tick found running (a due pass longer than its tick is no fault: the next
+    run takes what came due meanwhile)."""
+
+    began: float  # time.monotonic()
+    skipped: int = 1  # ticks that found it running
+    in_run: bool = True  # a tick found the current run still going
 
 
 class Scheduler:
@@ -56,8 +70,9 @@ class Scheduler:
             self._job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
         self._running: set[asyncio.Task[Any]] = set()
-        # Jobs skipped since their last run ended: a busy job is reported once, not every tick.
-        self._skipped: set[str] = set()
+        # Jobs overrunning their interval: one line when that starts, one when it ends, not
+        # one a run (a due pass over its 0.5 s tick skips a tick each run).
+        self._overrun: dict[str, _Overrun] = {}
         self._stopping = False
 
     def start(self) -> None:
@@ -118,7 +133,7 @@ class Scheduler:
             log.error("job.failed", exc_info=True, extra=fields(job=job_id))
         finally:
             self._running.discard(task)
-            self._skipped.discard(job_id)
+            self._ran(job_id)
 
     async def _actions_job(self) -> None:
         assert self.send_actions is not None
@@ -128,11 +143,29 @@ class Scheduler:
         for named in await tick():
             self.on_pass(named)
 
+    def _ran(self, job_id: str) -> None:
+        """End a job's overrun when no tick found this run still going."""
+        overrun = self._overrun.get(job_id)
+        if overrun is None:
+            return
+        if overrun.in_run:
+            overrun.in_run = False  # the next run tells whether it goes on
+            return
+        del self._overrun[job_id]
+        seconds = round(time.monotonic() - overrun.began, 3)
+        log.info(
+            "job.caught_up", extra=fields(job=job_id, skipped=overrun.skipped, seconds=seconds)
+        )
+
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            if event.job_id not in self._skipped:
-                self._skipped.add(event.job_id)
-                log.warning(
+            overrun = self._overrun.get(event.job_id)
+            if overrun is not None:
+                overrun.skipped += 1
+                overrun.in_run = True
+            else:
+                self._overrun[event.job_id] = _Overrun(time.monotonic())
+                log.info(
                     "job.skipped", extra=fields(job=event.job_id, reason="previous run still going")
                 )
         elif event.code == EVENT_JOB_MISSED:

@@ -39,6 +39,48 @@ async def test_busy_job_is_reported_once_per_busy_period(
         await scheduler.shutdown(1.0)
 
 
+async def test_a_job_over_its_interval_run_after_run_is_reported_once_until_it_keeps_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A due pass longer than its 0.5 s tick, run after run (a trickling answer, 500s with
+    # their retries): each run's end reset the report, so each run warned `job.skipped` again
+    # (23 in 3 min, probe p2). Now one info line when the overrun starts, one when it ends.
+    caplog.set_level(logging.INFO, logger="reconciler")
+    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}))
+    runs = 0
+    slow_runs, caught_up = asyncio.Event(), asyncio.Event()
+
+    async def overrunning() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 5:
+            await asyncio.sleep(0.15)  # the job's own work: three of its ticks
+            if runs == 5:
+                slow_runs.set()
+
+    class CaughtUp(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "job.caught_up":
+                caught_up.set()
+
+    handler = CaughtUp()
+    logging.getLogger("reconciler.scheduler").addHandler(handler)
+    scheduler._add("overrunning", 0.05, overrunning)
+    scheduler.scheduler.start()
+    try:
+        await asyncio.wait_for(slow_runs.wait(), 10)
+        await asyncio.wait_for(caught_up.wait(), 10)  # the quick runs that follow
+    finally:
+        await scheduler.shutdown(1.0)
+        logging.getLogger("reconciler.scheduler").removeHandler(handler)
+    lines = [r for r in caplog.records if r.getMessage().startswith("job.")]
+    assert [(r.getMessage(), r.levelno) for r in lines] == [
+        ("job.skipped", logging.INFO),
+        ("job.caught_up", logging.INFO),
+    ]
+    assert cast(dict[str, int], lines[1].__dict__["fields"])["skipped"] >= 2  # counted across runs
+
+
 async def test_failing_job_is_logged_and_keeps_running(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

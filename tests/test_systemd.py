@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import daemon
 from reconciler.systemd import Notifier
+from reconciler.writes.in_flight import WRITES_STOP_MAX_S
 from tests.notify_socket import NotifySocket
 
 UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
@@ -375,15 +377,35 @@ def test_main_unit_is_a_watched_notify_service() -> None:
     assert service["Type"] == ["notify"]
     assert service["NotifyAccess"] == ["main"]
     assert service["WatchdogSec"] == ["30s"]
-    assert service["Restart"] == ["on-failure"]
-    assert "78" in service["RestartPreventExitStatus"][0].split()
-    # The program bounds its shutdown to 41 s (daemon.py); systemd must wait longer than that.
+    # Not on-failure: a SIGHUP (logrotate's habit, `systemctl kill -s HUP`) stops the daemon
+    # with 0, and the unit stayed inactive for good. A stop systemd made is not restarted.
+    assert service["Restart"] == ["always"]
+    assert service["RestartPreventExitStatus"][0].split() == ["78", "74"]
     assert service["TimeoutStopSec"] == ["60s"]
     # A first start after an upgrade migrates the store before READY=1: not killed for it.
     assert service["TimeoutStartSec"] == ["15min"]
     exec_start = service["ExecStart"][0].split()
     assert exec_start[0].startswith("/")
     assert exec_start[-1] == "run"
+
+
+def test_the_shutdown_bound_is_told_as_the_code_makes_it() -> None:
+    # The unit said 41 s, README and daemon.py 42 s. In turn: the writes out (30 s at most, then
+    # 1 s for those cut off), the API's answers (the receiver's second meanwhile), the
+    # scheduler's jobs, the other tasks, the outbox.
+    worst = (
+        WRITES_STOP_MAX_S
+        + 1
+        + daemon.RECEIVER_STOP_TIMEOUT_S
+        + 2 * daemon.JOBS_STOP_TIMEOUT_S
+        + daemon.OUTBOX_FLUSH_TIMEOUT_S
+    )
+    told = f"{worst:g} s at the worst"
+    assert told in (UNIT_DIR / "reconciler.service").read_text()
+    assert told in (UNIT_DIR.parent / "README.md").read_text()
+    assert f"outbox 4 s: {worst:g} s, under" in Path(daemon.__file__).read_text()
+    service = parse_unit(UNIT_DIR / "reconciler.service")["Service"]
+    assert float(service["TimeoutStopSec"][0].removesuffix("s")) > worst + 10
 
 
 @pytest.mark.parametrize("name", ["reconciler.service", "reconciler-catchup.service"])

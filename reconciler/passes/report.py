@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import NamedTuple
 
 from ..model import ORDER_ERROR, UNKEPT_ANSWERS, Observation
 
@@ -122,3 +123,12 @@ class PassReport:
             reason=commonest[0][0] if commonest else None,
             outages=sum(self.reasons[reason] for reason in outages),
         )
+
+
+class NamedReport(NamedTuple):
+    """What a tick checked, named for logs and systemd STATUS=."""
+
+    name: str
+    report: PassReport
+    # A pass (`status`'s last pass): the checks of due orders a notification named are not.
+    is_pass: bool

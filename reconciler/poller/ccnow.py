@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Protocol
 from ..config import CCNowConfig
 from ..model import ORDER_ERROR, UNKEPT_ANSWERS, Observation, OrderKey, Outcome, Via
 from ..passes.report import PassReport
-from ..sources.ccnow_batches import Probe
-from ..sources.errors import SourceError
+from ..sources.ccnow_batches import Probe, Said
+from ..sources.errors import ProtocolError, SourceError
+from ..sources.http import RequestFailed
 from ..store.passes import remember_pass
 from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
@@ -97,38 +98,53 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         await self.client.query(order_ids, emit, probe=self._answers)
 
     async def _answers(
-        self, asked: Sequence[str], *, listed: bool = False, lists: bool = True
-    ) -> bool | None:
-        """The probe: whether the account answers a query of another order (one whose last
-        check answered a status; none: the pending list, unless the pass read it already,
-        `listed`), asked when the failures of a query are posts of one order of `asked` alone
-        each (an order CCNow stops at, or answers 500 for, due alone at its failure's backoff:
-        it failed the account, and the next check of another recovered it, pass after pass).
-        Not while the account fails: that check was its probe (`tick_due`)."""
-        if (await self.store.sources.state(self.source, self.account)).failing:
-            return False
-        limit, since = len(asked) + 1, self.settled_since()
-        answered = await self.store.orders.answered(self.source, self.account, limit, since)
-        other = next((s.key.order_id for s in answered if s.key.order_id not in asked), None)
+        self,
+        asked: Sequence[str],
+        *,
+        listed: bool = False,
+        lists: bool = True,
+        read: Sequence[str] = (),
+    ) -> Said:
+        """The probe (the one place choosing its order and judging its answer): whether the
+        account answers a query of another order than `asked`, asked when a query's failures
+        may be its orders' own (posts of one order alone each: an order CCNow stops at, or
+        answers 500 for, due alone at its failure's backoff, failed the account, and the next
+        check of another recovered it, pass after pass; both halves of a 5xx batch). The order:
+        the last the query read (`read`), else one whose last check answered a status, else
+        the pending list when `lists` (not read again when the pass read it, `listed`). Not
+        while the account fails, unless the query read one: that check was its probe
+        (`tick_due`). An answer about the whole account (a refused login, maintenance) raises."""
+        other = next((i for i in reversed(read) if i not in asked), None)
+        if other is None:
+            if (await self.store.sources.state(self.source, self.account)).failing:
+                return Said.FAILING
+            answered = await self._answered(len(asked) + 1)  # as `_probe_due` chooses
+            other = next((s.key.order_id for s in answered if s.key.order_id not in asked), None)
+        if other is None:
+            if not lists:
+                return Said.NO_OTHER  # and the list may answer while every query fails
+            try:
+                if not listed:
+                    await self.client.pending_list()
+            except SourceError:
+                return Said.FAILS
+            return Said.ANSWERS
         said: list[Observation] = []
 
         async def keep(observation: Observation) -> None:
             said.append(observation)
 
         try:
-            if other is None:
-                if not lists:
-                    return None  # no other order to ask, and the list may not answer
-                if not listed:
-                    await self.client.pending_list()
-                return True
             await self.client.query([other], keep)
-        except SourceError:
-            return False
-        return any(
+        except (RequestFailed, ProtocolError):
+            # No answer, or one that says nothing of the order (empty, a line that cannot be
+            # read, a page): a malformed answer is a source error, as in any check.
+            return Said.FAILS
+        answers = any(
             o.outcome is not Outcome.FAILED or o.reason in (ORDER_ERROR, *UNKEPT_ANSWERS)
             for o in said
         )
+        return Said.ANSWERS if answers else Said.FAILS
 
     async def full_pass(self, *, via: Via) -> PassReport:
         """Fetch the pending list, then query every other open order."""
@@ -159,11 +175,14 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         from_list = 0  # the checks the list's own lines answered
         to_query: list[str] = []
         answered: set[str] = set()
-        probed: list[bool] = []  # what the probe said, when a query asked it
+        probe_answered = False  # a query's probe found the account answering
 
-        async def probe(asked: Sequence[str], *, lists: bool = True) -> bool | None:
-            said = await self._answers(asked, listed=answered_list, lists=lists)
-            probed.append(bool(said))
+        async def probe(
+            asked: Sequence[str], *, lists: bool = True, read: Sequence[str] = ()
+        ) -> Said:
+            nonlocal probe_answered
+            said = await self._answers(asked, listed=answered_list, lists=lists, read=read)
+            probe_answered = probe_answered or said is Said.ANSWERS
             return said
 
         async def emit(obs: Observation) -> None:
@@ -223,7 +242,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             checks = verdict(answers)
             if checks is not None and checks.ok and answers.answered <= from_list:
                 checks = None
-            if checks is not None and not checks.ok and error is None and any(probed):
+            if checks is not None and not checks.ok and error is None and probe_answered:
                 checks = None  # one order's post failed alone, and another's answered
             verdicts = [("pending_list", Verdict(True)), ("checks", checks)]
         await self.settle(verdicts, via=via, report=report)

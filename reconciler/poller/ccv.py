@@ -14,18 +14,21 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCVConfig
 from ..logs import fields
-from ..model import OrderState, Via
+from ..model import UNKEPT_ANSWERS, Observation, OrderState, Outcome, Via
 from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
 from ..sources.errors import SourceError
 from ..store.notified import notified
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
-from .health import Part, Verdict, needs_probe, probe_verdict, verdict
+from .health import Part, Verdict, needs_probe, needs_witness, probe_verdict, verdict
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
 
 log = logging.getLogger("reconciler.poller")
+
+# Orders a due pass whose every check failed of an outage's reason asks beside it (`_witness`).
+WITNESSES = 2
 
 
 class CCVSource(Protocol):
@@ -95,6 +98,43 @@ class CCVCoordinator(Coordinator[CCVSource]):
         if needs_probe(answers) and await self.resting(*self.checks_parts) is not None:
             return [("probe", await self._probe(since=began))]
         return []
+
+    async def _checks_verdict(
+        self, answers: PassAnswers, asked: list[str], via: Via, report: PassReport
+    ) -> Verdict | None:
+        checks = verdict(answers)
+        if needs_witness(answers):
+            return await self._witness(asked, via, report) or checks
+        return checks
+
+    async def _witness(self, asked: Sequence[str], via: Via, report: PassReport) -> Verdict | None:
+        """Check WITNESSES orders not in `asked` whose last check answered a status (the probe's
+        first choice, `_probe_due`), into `report`: one answering (a status, CCV's own word
+        about it) proves the account answers; all failing leave it to the pass's failures
+        (None), as do none to ask (every open order failing: an outage, however few they are)
+        or an account failing already (that pass was its probe, `tick_due`, or a notification's
+        check within its backoff). Two: the first of the orders that answered may itself have
+        broken since (its check not due yet), and would fail the account with those due."""
+        if (await self.store.sources.state(self.source, self.account)).failing:
+            return None
+        answered = await self._answered(len(asked) + WITNESSES)
+        others = [s.key.order_id for s in answered if s.key.order_id not in asked][:WITNESSES]
+        if not others:
+            return None
+        said: list[Observation] = []
+        batcher = self._batcher(via, report)
+
+        async def keep(observation: Observation) -> None:
+            said.append(observation)
+            await batcher.add(observation)
+
+        error = await self._asking(lambda: self._ask(others, keep), batcher)
+        self._count_unanswered(len(asked) + len(others), report, error)
+        if error is not None:  # a 401, say: the account's own failure
+            return Verdict(False, error)
+        if any(o.outcome is not Outcome.FAILED or o.reason in UNKEPT_ANSWERS for o in said):
+            return Verdict(True)
+        return None
 
     async def full_pass(self, *, via: Via) -> PassReport:
         """Check every open order of the account, a page of ids at a time."""

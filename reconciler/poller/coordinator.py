@@ -13,12 +13,13 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
 from ..logs import fields
 from ..model import EventType, Observation, OrderState, Source, Via
 from ..passes.batcher import Batcher
+from ..passes.report import NamedReport as NamedReport  # its users import it from here
 from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
 from ..schedule import resting
@@ -33,15 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
-
-
-class NamedReport(NamedTuple):
-    """What a tick checked, named for logs and systemd STATUS=."""
-
-    name: str
-    report: PassReport
-    # A pass (`status`'s last pass): the checks of due orders a notification named are not.
-    is_pass: bool
 
 
 MAX_TICK_S = 5.0  # how often due orders are looked for, at most
@@ -127,6 +119,13 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         at `began` (time.monotonic())."""
         return []
 
+    async def _checks_verdict(
+        self, answers: PassAnswers, asked: list[str], via: Via, report: PassReport
+    ) -> Verdict | None:
+        """Return what a check of `asked` that answered so says of the account's checks (CCV's
+        may ask one order more into `report` first: `needs_witness`)."""
+        return verdict(answers)
+
     async def _notified_early(self, due: Sequence[OrderState]) -> set[str]:
         """Return the due orders a notification named before they were tracked."""
         return set()
@@ -152,7 +151,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         error = await self._asking(lambda: self._ask(ids, batcher.add), batcher)
         self._count_unanswered(len(ids), report, error)
         answers = report.answers(error=error, outages=self.outage_reasons)
-        checks = verdict(answers)
+        checks = await self._checks_verdict(answers, ids, via, report)
         if probe and checks is None:
             state = await self.store.sources.state(self.source, self.account)
             checks = probe_verdict(answers, state)
@@ -194,8 +193,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if len(self._probed) >= PROBE_ROTATION:
             self._probed.clear()
         limit = len(self._probed) + 1  # each read in a stable order: one at least not probed
-        since = self.settled_since()  # then unwatched: never asked
-        answered = await self.store.orders.answered(self.source, self.account, limit, since)
+        answered = await self._answered(limit)
         fresh = [s for s in answered if s.key.order_id not in self._probed]
         until = math.inf if self.probe_any_open else self.now()
         # Only then the due orders: by next_check_at, they may walk every account's open ones.
@@ -262,6 +260,11 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         since = self.settled_since()  # then unwatched: never due
         return await self.store.orders.due(self.source, self.account, until, limit, since)
 
+    async def _answered(self, limit: int) -> list[OrderState]:
+        """Orders whose last check answered, a probe's first choice (CCNow's query probe's)."""
+        since = self.settled_since()  # then unwatched: never asked
+        return await self.store.orders.answered(self.source, self.account, limit, since)
+
     def reason(self, exc: SourceError) -> str:
         """Return a failure's reason as events, the database and logs may show it."""
         # Whatever a client let through, no secret reaches the event, the database or the log.
@@ -317,14 +320,10 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         if more:
             # Thousands of orders refused at once (a key's rights cut) are one line more, not
             # thousands: the metrics count each.
+            counts = {"more": sum(more.values()), "reasons": dict(sorted(more.items()))}
             log.warning(
                 "orders.check_failed",
-                extra=fields(
-                    source=self.source,
-                    account=self.account,
-                    more=sum(more.values()),
-                    reasons=dict(sorted(more.items())),
-                ),
+                extra=fields(source=self.source, account=self.account, **counts),
             )
 
     async def _settle_health(

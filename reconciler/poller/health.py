@@ -77,7 +77,8 @@ def verdict(answers: PassAnswers) -> Verdict | None:
     # A partial pass's failures alone cannot tell a few troubled orders from the account's
     # trouble, unless most are an outage's: a probe may answer through a 5xx, a timeout or a
     # gateway's 404 of every check, and an account of a few open orders, fewer than the
-    # breaker's run, would never fail however long they all failed so.
+    # breaker's run, would never fail however long they all failed so. Even then, orders that
+    # answered before are asked first where any are (`needs_witness`).
     if answers.failed > answers.not_found and (answers.complete or is_outage(answers)):
         # The cause, not only the count: a redirect, a timeout and a login page need different
         # hands. The reason is in no event id (`health_event`).
@@ -114,12 +115,29 @@ def needs_probe(answers: PassAnswers) -> bool:
     )
 
 
+def needs_witness(answers: PassAnswers) -> bool:
+    """Whether a partial pass (due checks, a notification's) that fails its account on outage
+    failures alone (`is_outage`) should first ask other orders, ones whose last check answered
+    a status (CCV's `_witness`): orders that each answer 500 for ever come due together at
+    their failure's backoff, and a pass of them alone failed the account, the next check of
+    the others recovering it (`source.failed` / `source.recovered` every few seconds, 4 such
+    orders of 20). The probe cannot say: it may answer through an outage of every check."""
+    return (
+        answers.error is None
+        and not answers.complete
+        and not answers.answered
+        and is_outage(answers)
+        and not is_lost_wave(answers.lost, answers.answered + answers.failed - answers.fresh)
+    )
+
+
 def is_outage(answers: PassAnswers) -> bool:
     """Whether most of a pass's failed checks (half or more: a tie must not go whichever way
     the answers arrived) failed of an outage's reason, two at least: then they are the
-    account's. One check cannot tell one order's 500 from CCV's (an order due alone at its
-    failure's backoff failed the account, the others' next check recovered it: pages, pass
-    after pass): the probe says."""
+    account's, unless orders that answered before answer now (`needs_witness`: orders that
+    fail so come due together). One check cannot tell one order's 500 from CCV's (an order
+    due alone at its failure's backoff failed the account, the others' next check recovered
+    it: pages, pass after pass): the probe says."""
     return answers.outages >= OUTAGE_CHECKS and 2 * answers.outages >= answers.failed
 
 

@@ -49,7 +49,7 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     # The body limit is enforced by `json_body` itself (413 in JSON); aiohttp's own limit is
     # only a backstop.
     app = web.Application(
-        middlewares=[guard(config.token.reveal, deps.secrets_search)],
+        middlewares=[guard(config.token.reveal, deps.secrets_search, deps.store.unusable)],
         client_max_size=config.max_body_bytes + 1,
     )
     app.router.add_post("/api/v1/orders", orders.track)

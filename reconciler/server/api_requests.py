@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from ..poller.unconfigured import unsettled_writes
 from ..redact import GIVEN_SECRET, SecretForms, given_secrets, holds_secret
 from ..sources.codings import BodyTooLarge, BodyUnreadable
 from ..store import Store, StoreError
+from ..store.health import is_unusable
 from ..writes.ccnow_actions import ActionSender
 from ..writes.daemon_api import CHALLENGE
 from ..writes.submit import Submitter
@@ -160,9 +162,15 @@ def expect_screen(token: Callable[[], str], limit: int, router: web.UrlDispatche
     return screen
 
 
-def guard(token: Callable[[], str], secrets: SecretForms | None = None) -> Middleware:
+def guard(
+    token: Callable[[], str],
+    secrets: SecretForms | None = None,
+    unusable: Callable[[sqlite3.Error], StoreError] | None = None,
+) -> Middleware:
     """Return the middleware that refuses a request without the token before anything else
-    and turns errors into JSON; a refusal that would echo one of `secrets` echoes nothing."""
+    and turns errors into JSON; a refusal that would echo one of `secrets` echoes nothing.
+    `unusable` records an SQLite error that says the database cannot be used (Store.unusable)
+    where a statement of its own met it, outside the store's guarded methods."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -184,17 +192,24 @@ def guard(token: Callable[[], str], secrets: SecretForms | None = None) -> Middl
         except web.HTTPException as exc:
             return routing_error(exc)
         except StoreError:
-            # Logged once by the store's health when it started failing (a full disk).
-            return json_error(
-                503,
-                "the database cannot be used; try again later",
-                headers={"Retry-After": "5"},
-            )
-        except Exception:
+            # Logged once by the store's health when it started failing (a full disk); the
+            # API's reads share the writer's health (Daemon.start_api).
+            return database_unusable()
+        except Exception as exc:
+            if unusable is not None and isinstance(exc, sqlite3.Error) and is_unusable(exc):
+                unusable(exc)  # its store.failing line, and a damaged file's stop (74)
+                return database_unusable()
             log.error("api.failed", exc_info=True, extra=fields(method=request.method))
             return json_error(500, "internal error")
 
     return middleware
+
+
+def database_unusable() -> web.Response:
+    """Return the 503 of a database that cannot be used (a full disk, a damaged page)."""
+    return json_error(
+        503, "the database cannot be used; try again later", headers={"Retry-After": "5"}
+    )
 
 
 def repeated(request: web.Request) -> None:

@@ -25,6 +25,7 @@ from reconciler.redact import answer_secrets, redact
 from reconciler.sources.ccnow_answer import (
     LOGGED_IDS,
     Answer,
+    EmptyAnswer,
     OrderLine,
     by_id,
     parse_answer,
@@ -150,8 +151,9 @@ class CCNowClient:
         answer holding none of them fails the first `missing` (CCNow stopped at it) when the
         answer that left them out came in the order asked, else asks them again in halves; one
         left out alone or past the posts fails `missing`. A batch's own post reading none of
-        several (nothing, or no line of theirs) asks the others once more, so: none again, every
-        order fails as before (`protocol`, `missing`). The account fails (this raises) when no
+        several (nothing, or no line of theirs) asks the others once more, then its halves (a bad
+        id first in CCNow's own order): none again, every order fails as before (`protocol`,
+        `missing`). The account fails (this raises) when no
         batch answers (but posts of one order alone each, whose failures `probe` finds the
         account answering through: those orders' failures alone), when BREAKER_BATCHES batches
         fail in a row (one asked in parts counts once: when none of its parts answered, or some
@@ -236,6 +238,11 @@ class CCNowClient:
         body = reply.body if cut_at_id is None else cut_at_id[0]
         try:
             if cut_at_id is not None and not body.strip():
+                if cut_at_id[1] is None:
+                    # Cut in its first line's id: no line of CCNow's at all, a malformed answer
+                    # as an empty one is (a source error, the breaker's when it is every post's;
+                    # no word about the orders, which failed each `missing` for ever).
+                    raise EmptyAnswer("answer cut in its first order id")
                 answer = Answer((), ())  # cut just after its first line's id
             else:
                 answer = parse_answer(body, secrets=self._secrets, asked=order_ids)

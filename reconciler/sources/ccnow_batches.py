@@ -3,6 +3,7 @@ fails whose orders, and what counts in the circuit breaker's run (sources/ccnow.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import time
@@ -27,11 +28,23 @@ log = logging.getLogger("reconciler.sources.ccnow")
 Emit = Callable[[Observation], Awaitable[None]]
 
 
-# Whether the account answers, asked when a query's failures are posts of one order alone each
-# (the orders they asked, for the probe to ask another): those orders' trouble, or CCNow's?
-# `lists`: the pending list may answer for it (else None: no other order to ask).
+class Said(enum.Enum):
+    """What the probe found: whether the account answers a query of another order."""
+
+    ANSWERS = "answers"  # CCNow's word about that order (or, `lists`, the pending list read)
+    FAILS = "fails"  # its post got no such word: counted in the breaker's run as a batch's
+    FAILING = "failing"  # nothing posted: the account fails already (`tick_due` probes it)
+    NO_OTHER = "no_other"  # nothing posted: no other order to ask, and `lists` was False
+
+
+# Whether the account answers, asked when a query's failures may be its orders' own (posts of
+# one order alone each; both halves of a 5xx batch): those orders' trouble, or CCNow's? `asked`:
+# the orders not to ask; `read`: orders this query read, the freshest to ask (the probe chooses,
+# poller/ccnow.py); `lists`: the pending list may answer when no other order can be asked.
 class Probe(Protocol):
-    def __call__(self, asked: Sequence[str], *, lists: bool = True) -> Awaitable[bool | None]: ...
+    def __call__(
+        self, asked: Sequence[str], *, lists: bool = True, read: Sequence[str] = ()
+    ) -> Awaitable[Said]: ...
 
 
 # The check of an order an answer held no line for.
@@ -155,6 +168,10 @@ class BatchFailures:
         # outage, whose later batches fail whole (halving each cost two posts more, each with
         # its retries: the breaker opened three times later).
         self.outage = False
+        # Such a batch with no other order to ask (a first pass), halved down to orders alone:
+        # its own parts told the outage, which the pending list answering does not undo
+        # (`finish`: a first-pass outage of 3-5 orders failed them alone, the account never).
+        self.told = False
 
     async def failed(
         self,
@@ -217,12 +234,13 @@ class BatchFailures:
         failures alone (DESIGN invariant 7; else an order CCNow cannot answer, due alone at its
         failure's backoff, failed the account, and the next check of another recovered it:
         `source.failed` / `source.recovered` for ever; two such orders fail in the same pass,
-        and come due together, their post halved)."""
+        and come due together, their post halved); not when a batch's parts told an outage
+        (`told`)."""
         if self._first is None or self._answered:
             return
         orders = [order_id for batch, _, _ in self._held for order_id in batch]
-        alone = all(len(batch) == 1 for batch, _, _ in self._held)
-        if probe is not None and orders and alone and await probe(orders):
+        alone = all(len(batch) == 1 for batch, _, _ in self._held) and not self.told
+        if probe is not None and orders and alone and await probe(orders) is Said.ANSWERS:
             await self.answered(reset=False)
             return
         raise self._first

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from reconciler.config import CCNowConfig
@@ -16,6 +17,7 @@ from reconciler.sources.ccnow_batches import (
     BatchFailures,
     Emit,
     Probe,
+    Said,
     Split,
     Splits,
     UnreadableAnswer,
@@ -55,7 +57,8 @@ class BatchQuery:
         self._probe = probe
         self._failures = BatchFailures(emit, config.name, breaker_limit)
         self._splits = Splits(config.name)  # this pass's, for its one log line
-        self._read: list[str] = []  # orders read, the last few (`_answers`)
+        self._read: deque[str] = deque(maxlen=5)  # orders read, the last few (`_answers`)
+        self._silent = False  # a batch's halves read none, and no batch read since (`others`)
 
     async def run(self, order_ids: Sequence[str]) -> None:
         """Ask about the orders, a batch at a time; raise for the account."""
@@ -130,6 +133,7 @@ class BatchQuery:
         none = len(missing) == len(batch)
         if tentative and none:
             return False
+        self._silent = self._silent and none
         await failures.answered(reset=split is None)
         if split is not None:
             split.read = True
@@ -147,7 +151,7 @@ class BatchQuery:
         read = len(asked_ids) > 1 and len(missing) < len(asked_ids)
         for observation in observations:
             if observation.outcome is not Outcome.FAILED:
-                self._read[:] = [*self._read[-4:], observation.key.order_id]
+                self._read.append(observation.key.order_id)
             if not (read and observation.reason == MISSING):
                 await self._emit(observation)
         if last is not None and cut is not None:
@@ -161,15 +165,44 @@ class BatchQuery:
         """A batch's own post of several read none of them (nothing, or no line of theirs):
         CCNow may have stopped silently at the first (a bad id first: a healthy account's
         batch failed every pass, or opened the breaker). The others are asked once more:
-        read, the first fails `missing`; none again (nothing pending, CCNow down), False:
-        every order fails as before."""
+        read, the first fails `missing`; none again, its halves (`own_order`)."""
         splits = self._splits
         split, _ = splits.start(len(batch), None)
         splits.asked_again(len(batch) - 1)
-        if not splits.post(split) or not await self.handle(batch[1:], split, True, True):
+        if not splits.post(split):
             return False
+        if not await self.handle(batch[1:], split, True, True):
+            # Not after such a batch of this run read none since a batch read: CCNow answers
+            # nothing (nothing pending, or down), two posts a batch as before.
+            return not self._silent and await self.own_order(batch, split, asked)
         await self._failures.answered()
         await self._emit(missing_lines(self._config.name, batch[:1], asked)[0])
+        return True
+
+    async def own_order(self, batch: list[str], split: Split, asked: float) -> bool:
+        """A batch none of whose posts read any order, its first's or its others': CCNow may
+        answer in its own order (NOTES) and stop silently at a bad id first in it, in every
+        post naming it (the batch failed whole every pass, the account with it when it was
+        the only batch, recovered by a probe of one order). Its halves are asked: a half
+        read says the account answers, and a half that read none is asked again in halves as
+        orders left out are (`stopped`), down to the order alone (`missing`). Neither read
+        (nothing pending, CCNow down), False: every order fails as before, and the run's later
+        batches are not halved so until a batch reads (`_silent`)."""
+        read = False
+        silent: list[list[str]] = []
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            if self._splits.post(split) and await self.handle(half, split, True, True):
+                read = True
+            else:
+                silent.append(half)
+        if not read:
+            self._silent = True
+            return False
+        await self._failures.answered()
+        for half in silent:
+            missing = missing_lines(self._config.name, half, asked)
+            await self.stopped(batch, missing, split, ordered=False)
         return True
 
     async def stopped(
@@ -241,8 +274,10 @@ class BatchQuery:
         A 5xx: a half's own 5xx waits for both halves; one failing while some part answered is
         halved in turn, down to the order alone. Both failing while no part answered ask
         whether the account answers a query of another order (`_answers`): it does, and they
-        are halved in turn; else an outage (four posts, not a share): the batch fails, and
-        the run's later batches fail whole (`BatchFailures.outage`)."""
+        are halved in turn; it fails, or the account fails already, an outage (four posts or
+        three, not a share): the batch fails, and the run's later batches fail whole
+        (`BatchFailures.outage`). No other order to ask (a first pass): halved in turn, and an
+        outage when no part is read (`BatchFailures.told`)."""
         self._log_split(len(batch))
         split, whole = self._splits.start(len(batch), split)
         self._splits.halved = True
@@ -258,19 +293,18 @@ class BatchQuery:
             deferred: list[RequestFailed] | None = [] if server else None
             answered = await self.handle(half, split, again, deferred=deferred) or answered
             failing += [(half, failed) for failed in deferred or ()]
+        told = False  # an outage its parts tell, no other order to ask
         if server and whole and len(failing) == 2 and any(len(h) > 1 for h, _ in failing):
             # Both halves failing, none read: an outage, or two odd orders, one in each half
             # (halving stopped there: every pass failed the batch, the account with it when
             # it was the only batch, and the run's later batches with one odd order whole).
             said = await self._answers(batch, exc, word)
-            if said is None:
-                # No other order to ask (a first pass): the batch's own orders must tell, and
-                # its first may be one of the odd ones. Halved on within its budget: an outage
-                # reads no part of it (the flag below), two odd orders leave parts read.
-                split.answers = True
-            elif said:
-                split.answers = True
-            else:
+            # NO_OTHER (a first pass): the batch's own orders must tell, and its first may be
+            # one of the odd ones. Halved on within its posts: an outage reads no part of it
+            # (below), two odd orders leave parts read.
+            split.answers = said in (Said.ANSWERS, Said.NO_OTHER)
+            told = said is Said.NO_OTHER
+            if not split.answers:  # FAILS, or FAILING: the account fails already
                 self._failures.outage = True
         for half, failed in failing:
             if (split.read or split.answers) and len(half) > 1:
@@ -281,26 +315,22 @@ class BatchQuery:
             await self._failures.failed(half, failed, failed.word, failed.sent_at, counted=False)
         if server and whole and not split.read:
             self._failures.outage = True
+            # Its parts told, alone each maybe (3-5 orders): no probe of the list undoes it.
+            self._failures.told = self._failures.told or told
         self._counted(whole, answered, split, exc, word, len(batch))
         return answered
 
-    async def _answers(self, batch: list[str], exc: SourceError, word: str) -> bool | None:
-        """Whether the account answers a query of another order: one this run read, else
-        the probe's (one whose last check answered a status); None: no other order to ask.
-        Its failure counts in the breaker's run as a batch's (an outage costs no more posts
-        than before this probe)."""
-        order = next((i for i in reversed(self._read) if i not in batch), None)
-        if order is None:
-            said = None if self._probe is None else await self._probe(batch, lists=False)
-            if said is False:
-                self._failures.count(exc, word, 1)
-            return said
-        try:
-            answer, _, _ = await self._post([order])
-        except SourceError:
+    async def _answers(self, batch: list[str], exc: SourceError, word: str) -> Said:
+        """Whether the account answers a query of another order, the probe's choice (one this
+        run read first, `read`; never the pending list, which may answer while every query
+        fails). A post of it that failed counts in the breaker's run as a batch's (an outage
+        costs no more posts than before this probe); nothing posted counts nothing."""
+        if self._probe is None:
+            return Said.NO_OTHER
+        said = await self._probe(batch, lists=False, read=tuple(self._read))
+        if said is Said.FAILS:
             self._failures.count(exc, word, 1)
-            return False
-        return bool(answer.orders)
+        return said
 
     def _log_split(self, orders: int) -> None:
         fields = {"account": self._config.name, "orders": orders}

@@ -113,12 +113,14 @@ class Head(NamedTuple):
     """An answer's final status line and the headers a write reads of it (the first of each,
     as aiohttp's `headers.get`; None where it has none), and every `Location` line as it came
     (the first may point nowhere, the next at the order: writes/once.py `_location` reads
-    them)."""
+    them); `end`: where in the bytes read the final head ended (its body's first byte, as
+    sent)."""
 
     status: int
     locations: tuple[str, ...]
     retry_after: str | None
     content_type: str
+    end: int
 
 
 def answer_head(
@@ -162,5 +164,14 @@ def answer_head(
                 tuple(headers.getall(hdrs.LOCATION, ())),
                 headers.get(hdrs.RETRY_AFTER, "").strip() or None,
                 headers.get(hdrs.CONTENT_TYPE, "").strip(),
+                start,
             )
     return None
+
+
+def body_began(heard: bytes) -> bool:
+    """Whether any byte of a body came after the final head of what an answer brought (an
+    interim `100 Continue` has none), as sent (a chunk's size line is a byte of it); also when
+    no head ended within what was kept (more came than a head) or it cannot be read."""
+    head = answer_head(heard)
+    return head is None or len(heard) > head.end

@@ -82,11 +82,11 @@ class Reply(NamedTuple):
     location: str | None = None
     # A write's answer only: its Retry-After header, when it is one (seconds or an HTTP date).
     retry_after: str | None = None
-    # A write's 4xx answer whose body broke (writes/once.py): what of the answer came, as it
-    # came (its head, then its body's first bytes, as sent); None: its body came whole, or what
-    # came is not known (another connector than the runtime's). The status says the request was
-    # not run, but a body that began may have said otherwise (a CCNow order's line).
-    cut: bytes | None = None
+    # A write's 4xx answer whose body broke (writes/once.py) after any byte of it came (as
+    # sent: a chunk's size line is one), or at a point not known (another connector than the
+    # runtime's): the status says the request was not run, but a body that began may have said
+    # otherwise (a CCNow order's line). Only that is kept, not the bytes.
+    body_began: bool = False
 
     @property
     def content_type(self) -> str:
@@ -227,18 +227,17 @@ async def request(
     data: bytes | None = None,
     complete: Callable[[Reply], bool] | None = None,
     halt: asyncio.Event | None = None,
-    turned_away: Callable[[int, bytes], bool] | None = None,
 ) -> Reply:
     """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after.
 
     `complete` tells whether a reply arrived whole (None: every reply does); one that did not is
-    retried like a dropped connection (word `truncated_answer`). `turned_away` tells by a 429's
-    or 5xx's status and body whether the provider surely did not run the request (by default: a
-    429 or 503), so that `reached` and the reply's `reached_before` say whether any attempt may
-    have. Once `halt` is set (the daemon stops), no attempt is made again: the failure so far is
-    raised at once, during the backoff too, and Stopping when no attempt was made yet. Each
-    attempt holds `gate`, the account's bound (Gates). An answer in a Content-Encoding aiohttp
-    cannot decode is UndecodableAnswer, not retried: the provider (or a proxy) answered.
+    retried like a dropped connection (word `truncated_answer`). A 429 or 503 says the provider
+    surely did not run the request, so that `reached` and the reply's `reached_before` say
+    whether any attempt may have. Once `halt` is set (the daemon stops), no attempt is made
+    again: the failure so far is raised at once, during the backoff too, and Stopping when no
+    attempt was made yet. Each attempt holds `gate`, the account's bound (Gates). An answer in a
+    Content-Encoding aiohttp cannot decode is UndecodableAnswer, not retried: the provider (or a
+    proxy) answered.
     """
     n = 0
     reached = False
@@ -279,7 +278,7 @@ async def request(
                     word, answered = "truncated_answer", None
                 else:
                     # A 429 or 503 turns the request away before it runs: it reached nothing.
-                    reached = reached or not await _turned_away(resp, max_body, turned_away)
+                    reached = reached or status not in (429, 503)
                     retry_after = resp.headers.get("Retry-After")
                     word, answered = f"http_{status}", status
         except asyncio.TimeoutError:
@@ -308,24 +307,6 @@ async def request(
             if halt.is_set():
                 raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
         n += 1
-
-
-async def _turned_away(
-    resp: aiohttp.ClientResponse, max_body: int, rule: Callable[[int, bytes], bool] | None
-) -> bool:
-    """Whether a 429 or 5xx answer says the request was not run: by `rule`, which reads its
-    body (one too large to read may follow a run), else a 429 or 503."""
-    if rule is None:
-        return resp.status in (429, 503)
-    try:
-        body = await read_body(resp, max_body)
-    except AnswerTooLarge:
-        return False
-    except aiohttp.ClientError as exc:
-        if undecodable(exc, resp.status) is None:
-            raise
-        return False  # answered, in words that cannot be read: it may have run
-    return rule(resp.status, body)
 
 
 async def drain(

@@ -187,12 +187,14 @@ async def fail(
     return "notified" if rows else "closed"
 
 
-async def withdraw(store: Store, sub_id: int) -> None:
+async def withdraw(store: Store, sub_id: int) -> bool:
     """Delete a submission still `sending` that was never sent (the stop began while it waited
-    for its turn): the reference is free again, as if it had never been submitted."""
-    await commit_at_once(
-        store, [("DELETE FROM submissions WHERE id = ? AND state = 'sending'", (sub_id,))]
-    )
+    for its turn): the reference is free again, as if it had never been submitted. Not one a
+    notification for its reference named meanwhile (`notified_at`): CCV has an order of it,
+    and freed, the reference would be sent again (the caller settles it); return whether it
+    was deleted."""
+    sql = "DELETE FROM submissions WHERE id = ? AND state = 'sending' AND notified_at IS NULL"
+    return bool((await commit_at_once(store, [(sql, (sub_id,))])).changes)
 
 
 async def make_uncertain(
@@ -216,12 +218,14 @@ async def make_uncertain(
             await store.conn.execute(*close)
         await store.events.add(events)
         # The notification came while the submit waited for CCV's answer: it found nothing
-        # uncertain to settle and remembered the reference (`notified`).
+        # uncertain to settle, and remembered the reference (`notified`) and marked the row
+        # (`notified_at`, which outlasts the remembered reference: `remember_ref` may end, or
+        # an order's first check take it, before a stopped writer's successor settles it).
         rows = await store.conn.execute_fetchall(
-            "SELECT s.external_reference FROM submissions s JOIN pending_references p "
+            "SELECT s.external_reference FROM submissions s LEFT JOIN pending_references p "
             "ON p.account = s.account AND p.external_reference = s.external_reference "
             f"WHERE s.id IN ({marks(len(sub_ids))}) AND s.state = 'uncertain' "
-            "AND p.received_at >= s.created_at",
+            "AND (s.notified_at IS NOT NULL OR p.received_at >= s.created_at)",
             tuple(sub_ids),
         )
         notified = [(None, str(r[0])) for r in rows]

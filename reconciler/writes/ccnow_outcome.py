@@ -216,6 +216,11 @@ def outcome(
     if taken is not None and not took(c.action, line.status):
         return "refused", f"answered {line.status}, not {taken[0]}"
     if taken is None and line.status != "pending":
+        if c.action == "adjust" and line.status == "mark_shipped":
+            # The document's own example answers a discount applied beside a ship with this
+            # one line: whether CCNow applies one to an order marked shipped is not said.
+            # Called refused, it might be given again another way: a person looks.
+            return "uncertain", f"answered mark_shipped, not pending ({SHIPPED_DISCOUNT})"
         # CCNow takes actions on pending orders only: a discount or tracking upload answered
         # with another status (`completed`, `refunded`) was not applied to a pending order.
         return "refused", f"answered {line.status}, not pending"
@@ -298,6 +303,7 @@ async def settle(
 
 
 MAYBE_TAKEN = "an earlier attempt may have reached CCNow with it"
+SHIPPED_DISCOUNT = "CCNow may apply a discount to an order marked shipped"
 UNREAD = "its order's status could not be read"
 
 

@@ -8,7 +8,6 @@ naming a command's field refuses that command, the others are decided by no word
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -21,7 +20,7 @@ from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
 from reconciler.model import Observation, Outcome
 from reconciler.redact import answer_secrets
-from reconciler.sources.ccnow import MAX_BODY_BYTES, CCNowClient
+from reconciler.sources.ccnow import CCNowClient
 from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     SPACE,
@@ -31,9 +30,8 @@ from reconciler.sources.ccnow_answer import (
     field_of,
     parse_answer,
     says_down,
-    speaks_ccnow,
 )
-from reconciler.sources.ccnow_cut import drop_line, is_complete, undecided_line
+from reconciler.sources.ccnow_cut import drop_line, undecided_line
 from reconciler.sources.ccnow_refusal import answered_orders, message_lines, refusal_lines
 from reconciler.sources.errors import (
     AnswerTooLarge,
@@ -41,24 +39,16 @@ from reconciler.sources.errors import (
     SourceError,
     UndecodableAnswer,
 )
-from reconciler.sources.http import Gates, Reply, RequestFailed, request
+from reconciler.sources.http import Gates, RequestFailed
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
 from reconciler.writes.ccnow_outcome import TAKEN
+from reconciler.writes.ccnow_send import Lost, post_once, post_retrying, turned_away
 from reconciler.writes.in_flight import InFlight, Stopping
-from reconciler.writes.once import NotSent, Uncertain, send_once
+from reconciler.writes.once import NotSent
 
-# The actions' logger: a post's retries are logged under the name operators filter on.
-log = logging.getLogger("reconciler.writes.ccnow_actions")
+__all__ = ["Lost", "Posted", "Refused", "post_batch", "read_status"]
 
-# Statuses that say the post was not run, unless the answer carries an order's line: a
-# redirect that moves the url (301, 307, 308; never followed), a login wall (a proxy's too), a
-# wrong url or method, a request the server did not read whole or would not take (408, 413,
-# 414, 431), a rate limit. A 503 says so only without CCNow's words in it, or with CCNow's
-# error lines alone, each saying it is down. Any other status than 200 may come after CCNow ran
-# it (a 302 or 303, "done, see there"; a 500, a gateway's 502 or 504, Cloudflare's 520 or 524,
-# a 201): the actions in it may have been applied.
-NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429, 431})
 # The fields of the document's table that carry a command's own values, as CCNow writes them
 # in an `error_message`, in any case: with their `x_` (`x_amount`: the commands that carry
 # one), numbered (`x_amount_1`, `amount_1`: the command at that place in the post), or both. A
@@ -69,22 +59,6 @@ _FIELD = field_names(_NAMES)
 _ATTRIBUTE = {"orderid": "order_id"}
 # The blanks a line is trimmed of (ccnow_answer.SPACE), as bytes.
 _BLANK_ENDS = tuple(c.encode() for c in SPACE)
-
-
-def turned_away(status: int, body: bytes) -> bool:
-    """Whether an answer other than a 200 says the post was not run (NOT_RUN)."""
-    if answered_orders(body):
-        return False  # CCNow's line for an order: it ran, whatever the status
-    if status in NOT_RUN:
-        return True
-    if status == 503:
-        # A balancer's "down", or CCNow's own in its error lines alone; not a `message` that
-        # says what it did beside them.
-        lines = refusal_lines(body)
-        return not speaks_ccnow(body) or (
-            lines is not None and all(says_down(line) for line in lines)
-        )
-    return False
 
 
 class Posted(NamedTuple):
@@ -120,14 +94,6 @@ class Refused(Exception):
         self.held = held
 
 
-class Lost(Exception):
-    """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
-    an answer cut off, or what came back may follow CCNow running it: a status other than 200
-    that does not say it was not run, an HTML page, an unreadable body, an error line beside
-    the orders' lines; or an attempt before it may have reached CCNow and this one's answer
-    settles nothing). `str()` is a short word."""
-
-
 async def post_batch(
     session: aiohttp.ClientSession,
     cfg: CCNowConfig,
@@ -153,24 +119,8 @@ async def post_batch(
     }
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
     try:
-        if once:
-            reply = await _post_once(session, URL(cfg.url), headers, data, timeout, gate, halt)
-        else:
-            reply = await request(
-                session,
-                "POST",
-                URL(cfg.url),
-                headers=headers,
-                data=data,
-                timeout=timeout,
-                gate=gate,
-                retry=cfg.retry,
-                max_body=MAX_BODY_BYTES,
-                log=log,
-                complete=is_complete,
-                halt=halt,
-                turned_away=turned_away,
-            )
+        sent = (session, URL(cfg.url), headers, data, timeout, gate, halt)
+        reply = await (post_once(*sent) if once else post_retrying(*sent, cfg.retry))
     except AnswerTooLarge:
         # An answer too large to read came after CCNow got the post: it may have run it.
         raise Lost("answer_too_large") from None
@@ -182,9 +132,9 @@ async def post_batch(
             raise Lost(exc.word) from None
         if exc.turned_away:
             raise SourceError(str(exc)) from None  # nothing ran
-        raise NotSent(exc.word) from None
+        raise NotSent(str(exc)) from None
     if reply.status != 200:
-        if reply.cut is not None and _body_began(reply.cut):
+        if reply.body_began:
             # A status that says the post was not run, whose body broke after it began: the
             # rest may have been the orders' lines (CCNow ran it). An adjust is never sent
             # twice on a word that was not heard whole.
@@ -323,54 +273,3 @@ def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.
         return [c] if getattr(c, attribute) is not None else []
     carrying = [c for c in batch if getattr(c, attribute) is not None]
     return carrying or list(batch)
-
-
-async def _post_once(
-    session: aiohttp.ClientSession,
-    url: URL,
-    headers: dict[str, str],
-    data: bytes,
-    timeout: aiohttp.ClientTimeout,
-    gate: asyncio.Semaphore,
-    halt: asyncio.Event | None,
-) -> Reply:
-    """Post once, never again: raise NotSent when no connection was made (Stopping: not
-    posted for the stop, the stop began while it waited for its turn), Lost when the answer may
-    have been lost after CCNow got the post, AnswerTooLarge when it was too large to read,
-    UndecodableAnswer when its encoding cannot be decoded."""
-    try:
-        reply = await send_once(
-            session,
-            "POST",
-            url,
-            headers=headers,
-            data=data,
-            timeout=timeout,
-            gate=gate,
-            max_body=MAX_BODY_BYTES,
-            halt=halt,
-        )
-    except Uncertain as exc:
-        raise Lost(str(exc)) from None
-    if not is_complete(reply):
-        raise Lost("truncated_answer")
-    return reply
-
-
-def _body_began(heard: bytes) -> bool:
-    """Whether any byte of a body came after the final head of what an answer brought (an
-    interim `100 Continue` has none), as sent: a chunk's size line is a byte of it."""
-    rest = heard
-    while True:
-        rest = rest.lstrip(b"\r\n")  # aiohttp passes over blank lines before a status line
-        end = _HEAD_END.search(rest)
-        if end is None:
-            return True  # none ended within what was kept: more came than a head
-        status = rest[: end.start()].split(None, 2)[1:2]
-        rest = rest[end.end() :]
-        if not (status and status[0].startswith(b"1")):
-            return bool(rest)
-
-
-# The blank line that ends a head, as aiohttp reads one (a bare `\n` ends a line too).
-_HEAD_END = re.compile(rb"\r?\n\r?\n")

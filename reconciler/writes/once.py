@@ -1,6 +1,8 @@
 """A provider write call sent once, never retried: neither provider documents its write calls as
 idempotent, so a request whose answer was lost must not go out again. The caller learns whether
-the provider answered, surely got nothing, or may have got it (or that the stop kept it back)."""
+the provider answered, surely got nothing, or may have got it (or that the stop kept it back).
+The CCNow actions that may go out again (ship, cancel, track) are each attempt of theirs sent so
+(ccnow_send.py), read as every write's answer is."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import re
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -21,6 +24,7 @@ from reconciler.sources.connection import (
     Connecting,
     WriteAwareConnector,
     answer_head,
+    body_began,
 )
 from reconciler.sources.errors import AnswerTooLarge, UndecodableAnswer
 from reconciler.sources.http import (
@@ -99,11 +103,50 @@ async def send_once(
     follow a redirect (it would carry the credential). It holds `gate`, the account's bound
     (sources/http.py Gates), taken before its timeout starts; once `halt` is set (the daemon
     stops) while it waits for that, it is not sent (Stopping: not a failure to reach the
-    provider)."""
-    async with gate:
-        if halt is not None and halt.is_set():
-            raise Stopping
+    provider), at once: the turn may come only after the stop's bound, which cuts off what is
+    still out (a submit surely never sent would be left `sending`, uncertain at the next
+    start)."""
+    await _take_turn(gate, halt)
+    try:
         return await _send(session, method, url, headers, data, timeout, max_body)
+    finally:
+        gate.release()
+
+
+async def _take_turn(gate: asyncio.Semaphore, halt: asyncio.Event | None) -> None:
+    """Take a turn of `gate`; raise Stopping, holding none, once `halt` is set before it came
+    (or as it came: not sent either way)."""
+    if halt is not None and halt.is_set():
+        raise Stopping
+    if halt is None or not gate.locked():
+        await gate.acquire()  # a turn free is taken at once
+        return
+    turn = asyncio.ensure_future(gate.acquire())
+    halted = asyncio.ensure_future(halt.wait())
+    try:
+        await asyncio.wait({turn, halted}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled while it waited
+        _give_back(gate, turn)
+        raise
+    finally:
+        halted.cancel()
+    if not halt.is_set():
+        turn.result()  # done: the turn is taken
+        return
+    _give_back(gate, turn)
+    raise Stopping
+
+
+def _give_back(gate: asyncio.Semaphore, turn: asyncio.Future[Any]) -> None:
+    """Give up a wait for a turn: cancelled before it came, or given back once it came (it may
+    have come in the same step), so that the account keeps every turn of its bound."""
+
+    def given(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            gate.release()
+
+    turn.cancel()
+    turn.add_done_callback(given)
 
 
 async def _send(
@@ -134,7 +177,7 @@ async def _send(
             # Read before the body, whose failure must not lose it (a 303's Location says CCV
             # made the order).
             joined = _location(url, resp.headers.getall(hdrs.LOCATION, ()))
-            cut = None
+            began = False
             try:
                 body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
             except AnswerTooLarge as exc:
@@ -150,12 +193,13 @@ async def _send(
                     # never got it would be taken (`store/not_sent.refusal`).
                     word = "timeout" if isinstance(exc, asyncio.TimeoutError) else "connection"
                     raise BodyBroke(word, resp.status, joined) from None
-                # A refusal whose body never came: its status line says it all (nothing was
-                # made), and it is no lost answer. What did come is kept (`Reply.cut`).
+                # A refusal whose body never came whole: its status line says it all (nothing
+                # was made), and it is no lost answer; whether its body began is kept
+                # (`Reply.body_began`), not what came of it.
                 body = b""
-                if connecting.heard is not None:
-                    cut = bytes(connecting.heard)
-            reply = reply_of(resp, body, sent_at)._replace(cut=cut)
+                heard = connecting.heard
+                began = heard is None or body_began(bytes(heard))
+            reply = reply_of(resp, body, sent_at)._replace(body_began=began)
             # Passed on with the answer (a 429's when to try again), when it is a Retry-After.
             wait = passed_retry_after(
                 resp.headers.get(hdrs.RETRY_AFTER), datetime.now(timezone.utc)
@@ -195,8 +239,8 @@ def _heard(
     in any of them (a broken chunk, a header line too long, a `br` body) loses the status and
     `Location` that came. Read again from what the connection brought (`answer_head`), they
     are kept as when the body broke later (BodyBroke; a 4xx, whose status says it all, is
-    returned with no body, what came as its `cut`); a write whose answer began is never taken
-    for a lost one."""
+    returned with no body, and whether its body began); a write whose answer began is never
+    taken for a lost one."""
     heard = connecting.heard
     # Blank lines only are no answer begun, as no byte is (`b"HTTP/".startswith(b"")` would
     # take them for a head cut short: refused for ever, with no order at CCV to track).
@@ -219,8 +263,9 @@ def _heard(
         raise HeadUnread(word)
     joined = _location(url, head.locations)
     if 400 <= head.status < 500:
+        more = len(heard) > head.end  # its body began: it may have said otherwise
         reply = Reply(
-            head.status, b"", head.content_type, sent_at, location=joined, cut=bytes(heard)
+            head.status, b"", head.content_type, sent_at, location=joined, body_began=more
         )
         wait = passed_retry_after(head.retry_after, datetime.now(timezone.utc))
         return reply._replace(retry_after=wait)
@@ -250,8 +295,11 @@ def _joined(url: URL, location: str) -> str | None:
     URL. None when it points back at the URL asked itself (`?`, `#x`): taken for where the
     order is, it would prove an order made (`store/not_sent.refusal`). Another query on that
     path (`?orderId=...`) points at an order."""
+    # A tab or line end is no part of the URL (the URL standard drops each, as a client does):
+    # kept, it would name another order than the one the client follows.
+    location = location.translate(_DROPPED)
     # A byte that is no UTF-8 (aiohttp reads it as a surrogate) cannot be stored, and yarl drops
-    # it; a control character no header can carry: each kept as its percent escape.
+    # it; another control character no header can carry: each kept as its percent escape.
     location = _UNSAFE.sub(lambda c: "%%%02X" % (ord(c[0]) & 0xFF), location)
     try:
         joined = url.join(URL(location)).with_user(None)
@@ -266,6 +314,9 @@ def _joined(url: URL, location: str) -> str | None:
 
 # `scheme://user:password@` of a Location yarl cannot read (a port out of range, say).
 _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:)?//[^/?#]*@")
+
+# What the URL standard removes from a URL before it reads it: ASCII tabs and newlines.
+_DROPPED = str.maketrans("", "", "\t\n\r")
 
 # What a Location kept as text must not hold: control characters, and the surrogates that stand
 # for bytes that are no UTF-8 (U+DC80 to U+DCFF: byte 0x80 to 0xFF).

@@ -247,16 +247,20 @@ class Submitter:
         except Stopping:
             # The stop began while it waited for its account's turn: it never left, so it is
             # not kept either; the caller is told to submit it again (503), as before `record`,
-            # and so is a duplicate that came meanwhile.
-            await subs.withdraw(self.store, sub_id)
-            raise
+            # and so is a duplicate that came meanwhile. Not where its reference's notification
+            # came meanwhile: kept taken, as when CCV could not be reached.
+            if await subs.withdraw(self.store, sub_id):
+                raise
+            lead = "reconciler stopped before the submit went out (nothing was sent)"
+            return await self._not_sent_notified(account, sub_id, ref, "stopping", lead, 503)
         except NotSent as exc:
             now = self.clock()
             closed = await subs.fail(
                 self.store, sub_id, http_status=None, reason=str(exc), now=now, unless_notified=True
             )
             if closed == "notified":
-                return await self._not_sent_notified(account, sub_id, ref, str(exc))
+                lead = f"CCV could not be reached ({exc}; nothing was sent)"
+                return await self._not_sent_notified(account, sub_id, ref, str(exc), lead, 502)
             # Closed elsewhere meanwhile (nothing in this release does: a `sending` row is this
             # process's alone): its state as stored, not the `failed` it did not get.
             stored = await subs.find(self.store, account, ref) if closed != "failed" else None
@@ -269,6 +273,7 @@ class Submitter:
                 {
                     "error": f"CCV could not be reached ({exc}); nothing was sent: submit it "
                     "again, with the same reference",
+                    "state": state,
                     "external_reference": ref,
                 },
                 ref,
@@ -284,20 +289,26 @@ class Submitter:
             return lost_answer(504 if str(exc) == "timeout" else 502, lost, ref, state)
         return await close(self._closing(account), sub_id, account, ref, answer)
 
-    async def _not_sent_notified(self, account: str, sub_id: int, ref: str, why: str) -> Result:
-        """CCV was not reached, but a notification for the reference came while it tried: CCV
-        has an order of it (an earlier submit's). Freed, the reference would be sent again, a
-        second order: kept taken, settled by that notification as a lost answer is."""
+    async def _not_sent_notified(
+        self, account: str, sub_id: int, ref: str, reason: str, lead: str, status: int
+    ) -> Result:
+        """The submit never left (`lead` says why: CCV not reached, the stop), but a
+        notification for its reference came while it waited: CCV has an order of it (an
+        earlier submit's). Freed, the reference would be sent again, a second order: kept
+        taken, settled by that notification as a lost answer is (`reason` kept), one warning."""
         log.warning(
             "ccv.submit_failed_contradicted",
-            extra=fields(account=account, external_reference=ref, status=None, reason=why),
+            extra=fields(account=account, external_reference=ref, status=None, reason=reason),
         )
-        state = await uncertain(self._closing(account), account, sub_id, ref, why)
+        state = await uncertain(self._closing(account), account, sub_id, ref, reason)
         error = (
-            f"CCV could not be reached ({why}), but a CCV notification for external reference "
-            f"{ref} came meanwhile: CCV has an order of it; the reference is not sent again"
+            f"{lead}, but a CCV notification for external reference {ref} came meanwhile: CCV "
+            f"has an order of it, and the submit is {state} (the reference is not sent again); "
+            f"find the order at CCV and run `reconciler track ccv ID {ref_option(ref)}`"
         )
-        return json_result(502, {"error": error, "external_reference": ref}, ref, state)
+        document = {"error": error, "state": state, "external_reference": ref}
+        # Its own words what happened, as a lost answer's: `ccv submit` adds where it stands.
+        return json_result(status, document, ref, state, own=lead)
 
     def _closing(self, account: str) -> Closing:
         return Closing(

@@ -354,3 +354,32 @@ async def test_a_location_ending_in_a_secrets_first_letters_is_passed_back_as_it
     assert "ccv.submit_location_differs" not in [r.msg for r in caplog.records]
     status, _, headers = await api.call("PATCH", "/api/v1/ccv/pricing", body=GOOD_PRICES)
     assert (status, headers["Location"]) == (201, where)
+
+
+# A tab (or a line end, folded) inside a Location is no part of the URL a client reads of it
+# (the URL standard drops every ASCII tab and newline, as yarl did before 30c): kept as `%09`,
+# it named order `CCV-\t1`, another than the body's `CCV-1` (`ccv.submit_location_differs`),
+# and a Location that no client would follow there.
+TABBED_LOCATIONS = [
+    (b"/order/CCV-\t1", "/order/CCV-1"),
+    (b"/order/CCV-1?\tx=1", "/order/CCV-1?x=1"),
+    (b"ht\ttp://h:99999/order/CCV-1", "http://h:99999/order/CCV-1"),  # no URL yarl reads
+]
+
+
+@pytest.mark.parametrize(("location", "kept"), TABBED_LOCATIONS)
+async def test_a_tab_inside_a_location_is_dropped_not_kept_escaped(
+    api: Api, fake: FakeCCVWrites, location: bytes, kept: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    line = b"Location: " + location + b"\r\nContent-Type: application/json\r\n"
+    fake.submit_replies = [raw("201 Created", line)]
+    status, _, headers = await api.call(
+        "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="tab-1")
+    )
+    where = kept if kept.startswith("http:") else f"{fake.base_url}{kept}"
+    assert (status, headers["Location"]) == (201, where)
+    assert api.rows("SELECT state, order_id, location FROM submissions") == [
+        ("succeeded", "CCV-1", where)
+    ]
+    assert "ccv.submit_location_differs" not in [r.msg for r in caplog.records]

@@ -147,8 +147,9 @@ async def test_zero_order_lines_to_every_post_fail_every_order_missing_as_before
         fake.queries = Reply(200, "message no_pending_orders\n")
         seen = said(await query(fake, ids, batch_size=14, concurrency=1))
         posts = fake.batch_sizes
-    # The others asked once more (a bad id first? brief n67), none again: nothing more asked.
-    assert posts == [14, 13, 14, 13]
+    # The others asked once more (a bad id first? brief n67), none again; the halves (a bad
+    # id first in CCNow's own order? brief n1), none either: the next batch is not halved.
+    assert posts == [14, 13, 7, 7, 14, 13]
     assert seen == dict.fromkeys(ids, (Outcome.FAILED, "missing"))
 
 
@@ -344,8 +345,9 @@ async def test_empty_answers_to_every_post_still_open_the_breaker() -> None:
         with pytest.raises(SourceUnavailable, match="3 batches failed in a row"):
             await query(fake, ids, batch_size=25, concurrency=1)
         posts = fake.batch_sizes
-    # The others asked once more, empty again: each batch fails as before, one post more.
-    assert posts == [25, 24] * 3
+    # The others asked once more, empty again: each batch fails as before, one post more,
+    # and the first two more, its halves (brief n1).
+    assert posts == [25, 24, 12, 13, 25, 24, 25, 24]
 
 
 # --- brief n72 (probe 39) -----------------------------------------------------------------
@@ -371,9 +373,11 @@ class StopsInItsOwnOrder(LinesFake):
 
 @pytest.mark.parametrize(
     ("at", "descending"),
-    # Not first in CCNow's own order (ids[15] descending, ids[0] ascending): then the batch's
-    # post reads none, and its others are asked once more (`others`), as before.
-    [(at, d) for at in (2, 5, 10) for d in (False, True)] + [(0, True), (15, False)],
+    # First in CCNow's own order too (ids[15] descending, ids[0] ascending): the batch's
+    # post reads none, nor its others asked once more (`others`), and its halves are asked
+    # (brief n1; was: the batch failed whole).
+    [(at, d) for at in (2, 5, 10) for d in (False, True)]
+    + [(0, True), (15, False), (15, True), (0, False)],
 )
 async def test_the_bad_id_ccnow_stops_at_in_its_own_order_fails_alone(
     at: int, descending: bool

@@ -195,48 +195,48 @@ HEADS: list[tuple[bytes, Head | None, Head | None]] = [
     (
         b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 303 See Other\r\n"
         b"location:  /o/1 \r\nLocation: /o/2\r\n\r\nZZ",
-        Head(303, ("/o/1", "/o/2"), None, ""),
-        Head(303, ("/o/1", "/o/2"), None, ""),
+        Head(303, ("/o/1", "/o/2"), None, "", 100),
+        Head(303, ("/o/1", "/o/2"), None, "", 100),
     ),
     (
         b"HTTP/1.0 429\nRetry-After: 7\nContent-Type: text/plain\n\n",
-        Head(429, (), "7", "text/plain"),
-        Head(429, (), "7", "text/plain"),
+        Head(429, (), "7", "text/plain", 54),
+        Head(429, (), "7", "text/plain", 54),
     ),
     # Every Location line as it came, an empty one too: `_location` passes over it.
     (
         b"HTTP/1.1 303 See Other\r\nLocation:\r\nLocation: /o/2\r\n\r\n",
-        Head(303, ("", "/o/2"), None, ""),
-        Head(303, ("", "/o/2"), None, ""),
+        Head(303, ("", "/o/2"), None, "", 53),
+        Head(303, ("", "/o/2"), None, "", 53),
     ),
     # A Location folded onto the next line (a space or a tab before it).
     (
         b"HTTP/1.1 303 See Other\r\nLocation:\r\n /o/3\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
-        Head(303, ("/o/3",), None, ""),
-        Head(303, ("/o/3",), None, ""),
+        Head(303, ("/o/3",), None, "", 72),
+        Head(303, ("/o/3",), None, "", 72),
     ),
     (
         b"HTTP/1.1 303 See Other\r\nLocation:\r\n\t/o/3\r\n\r\n",
-        Head(303, ("/o/3",), None, ""),
-        Head(303, ("/o/3",), None, ""),
+        Head(303, ("/o/3",), None, "", 44),
+        Head(303, ("/o/3",), None, "", 44),
     ),
     # A blank line before the status line: the C parser passes over it.
     (
         b"\r\nHTTP/1.1 201 Created\r\nLocation: /o/5\r\n\r\n",
-        Head(201, ("/o/5",), None, ""),
+        Head(201, ("/o/5",), None, "", 42),
         None,
     ),
     # A UTF-8 Location, as aiohttp decodes it (was read as latin-1: `/o/Ã©`).
     (
         "HTTP/1.1 201 Created\r\nLocation: /o/é\r\n\r\n".encode(),
-        Head(201, ("/o/é",), None, ""),
-        Head(201, ("/o/é",), None, ""),
+        Head(201, ("/o/é",), None, "", 41),
+        Head(201, ("/o/é",), None, "", 41),
     ),
     # A header line past aiohttp's bound for the writes (64 KiB), within what is kept.
     (
         b"HTTP/1.1 201 Created\r\nX: " + b"t" * 70_000 + b"\r\nLocation: /o/6\r\n\r\n",
-        Head(201, ("/o/6",), None, ""),
-        Head(201, ("/o/6",), None, ""),
+        Head(201, ("/o/6",), None, "", 70045),
+        Head(201, ("/o/6",), None, "", 70045),
     ),
     (b"HTTP/1.1 201 Created\r\nLocation: /o/4\r\n", None, None),  # cut before its end
     (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\nHTTP/1.1 201 x\r\n\r\n", None, None),
@@ -247,7 +247,7 @@ HEADS: list[tuple[bytes, Head | None, Head | None]] = [
 
 @pytest.mark.parametrize("parser", list(PARSERS))
 @pytest.mark.parametrize(("heard", "c_head", "python_head"), HEADS)
-async def test_the_head_read_again_is_the_final_status_and_the_first_of_each_header(
+async def test_the_head_read_again_is_the_final_status_the_first_of_each_header_and_its_end(
     parser: str,
     heard: bytes,
     c_head: Head | None,

@@ -159,3 +159,36 @@ async def test_an_action_waiting_for_its_turn_when_the_stop_begins_stays_queued(
         rows = served.rows("SELECT action, state, attempts FROM commands")
         assert rows == [(action, "queued", 0)]
     assert not [r for r in fake_ccnow.requests if "x_action_1" in r.form]
+
+
+async def test_a_submit_waiting_for_a_turn_the_stop_outlasts_is_answered_at_once(
+    tmp_path: Path,
+) -> None:
+    # Every turn is held past the stop's bound (writes out with a `timeout` over it): the
+    # submit waiting for one was not sent, and is answered so when the stop begins. Waiting on
+    # for a turn, it was cut off at the bound and left `sending`: uncertain at the next start,
+    # for a person to say CCV never got it, its caller's connection dropped.
+    gates = CountedGates()
+    async with FakeCCVWrites() as ccv, serve_api(tmp_path, ccv, gates=gates) as served:
+        account = served.daemon.config.ccv[0]
+        gate = gates.of(account)
+        for _ in range(account.concurrency):
+            await gate.acquire()
+        submitting = asyncio.ensure_future(
+            served.call("POST", "/api/v1/ccv/orders", body=submit_body(externalReference="shop-4"))
+        )
+        await gate.until_waiting(1)
+        served.daemon.writes.stop(5.0)
+        await served.daemon.writes.wait()  # the stop's wait: at once once every write ended
+        rows = served.rows("SELECT external_reference, state FROM submissions")
+        assert rows == [], "cut off while waiting for its turn"
+        status, submitted, _ = await submitting
+        assert status == 503 and "nothing was recorded or sent" in submitted["error"]
+        # Every turn of the account is there again once the held ones are given back.
+        for _ in range(account.concurrency):
+            gate.release()
+        for _ in range(account.concurrency):
+            assert not gate.locked()
+            await gate.acquire()
+        assert gate.locked()
+    assert ccv.submits == []

@@ -115,3 +115,31 @@ async def test_a_duplicate_of_a_submit_whose_connection_failed_is_not_told_submi
     # Both found CCV unreachable in turn; neither caller holds a 409 for a submit never sent.
     assert (status, again) == (502, 502), told
     assert ccv.submits == []
+
+
+async def test_a_duplicate_of_a_submit_a_stop_keeps_for_its_notification_is_refused(
+    tmp_path: Path,
+) -> None:
+    # The first waits for its turn, its duplicate for it; a CCV notification for the reference
+    # comes (CCV has an order of it), then the stop: the first is kept `resolved`, and the
+    # duplicate, told "submit it again" with the first withdrawn, would make a second order
+    # once the daemon runs again.
+    gates = CountedGates()
+    with watching("ccv.submit_waits_for_earlier") as seen:
+        async with FakeCCVWrites() as ccv, serve_api(tmp_path, ccv, gates=gates) as served:
+            account = served.daemon.config.ccv[0]
+            gate = gates.of(account)
+            for _ in range(account.concurrency):
+                await gate.acquire()
+            first, duplicate = await first_and_duplicate(served, gate, seen, "shop-8")
+            assert not duplicate.done()
+            await served.daemon.hub.check_ccv_reference("default", "shop-8", 0.0)
+            served.daemon.writes.stop(5.0)
+            for _ in range(account.concurrency):
+                gate.release()
+            (status, answered, _), (again, told, _) = await asyncio.gather(first, duplicate)
+            rows = served.rows("SELECT external_reference, state FROM submissions")
+    assert rows == [("shop-8", "resolved")] and ccv.submits == []
+    assert (status, answered.get("state")) == (503, "resolved"), answered
+    assert (again, told.get("state")) == (409, "resolved"), told
+    assert "submitted already" in str(told["error"])

@@ -1,0 +1,181 @@
+"""Sending one post of CCNow actions: once (an `adjust`: never sent twice), or again after a
+failure that is no answer (a ship, cancel or tracking upload), every attempt read as a write's
+answer is (`once.send_once`: whether it left, whether an answer began, what came of a refusal
+whose body broke), so that both ways tell alike whether a post may have reached CCNow."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime, timezone
+
+import aiohttp
+from yarl import URL
+
+from reconciler.config import RetryConfig
+from reconciler.sources.ccnow import MAX_BODY_BYTES
+from reconciler.sources.ccnow_answer import says_down, speaks_ccnow
+from reconciler.sources.ccnow_cut import is_complete
+from reconciler.sources.ccnow_refusal import answered_orders, refusal_lines
+from reconciler.sources.http import (
+    Reply,
+    RequestFailed,
+    Stopping,
+    is_retryable,
+    parse_retry_after,
+    retry_delay,
+)
+from reconciler.writes.once import NotSent, Uncertain, send_once
+
+__all__ = ["NOT_RUN", "Lost", "post_once", "post_retrying", "turned_away"]
+
+# The actions' logger: a post's retries are logged under the name operators filter on.
+log = logging.getLogger("reconciler.writes.ccnow_actions")
+
+# Statuses that say the post was not run, unless the answer carries an order's line: a
+# redirect that moves the url (301, 307, 308; never followed), a login wall (a proxy's too), a
+# wrong url or method, a request the server did not read whole or would not take (408, 413,
+# 414, 431), a rate limit. CCNow documents no status (its answers, errors too, are lines of a
+# 200): these come from what stands before its program, which they stop, and a body that never
+# came says nothing more. A 503 says so only without CCNow's words in it, or with CCNow's error
+# lines alone, each saying it is down. Any other status than 200 may come after CCNow ran it
+# (a 302 or 303, "done, see there"; a 500, a gateway's 502 or 504, Cloudflare's 520 or 524, a
+# 201): the actions in it may have been applied.
+NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429, 431})
+
+
+class Lost(Exception):
+    """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
+    an answer cut off, or what came back may follow CCNow running it: a status other than 200
+    that does not say it was not run, an HTML page, an unreadable body, an error line beside
+    the orders' lines; or an attempt before it may have reached CCNow and this one's answer
+    settles nothing). `str()` is a short word."""
+
+
+def turned_away(status: int, body: bytes) -> bool:
+    """Whether an answer other than a 200 says the post was not run (NOT_RUN)."""
+    if answered_orders(body):
+        return False  # CCNow's line for an order: it ran, whatever the status
+    if status in NOT_RUN:
+        return True
+    if status == 503:
+        # A balancer's "down", or CCNow's own in its error lines alone; not a `message` that
+        # says what it did beside them.
+        lines = refusal_lines(body)
+        return not speaks_ccnow(body) or (
+            lines is not None and all(says_down(line) for line in lines)
+        )
+    return False
+
+
+def not_run(reply: Reply) -> bool:
+    """Whether an answer says its attempt was not run: a status that says so (`turned_away`)
+    whose body, when it broke, had not begun (the rest may have been the orders' lines)."""
+    return not reply.body_began and turned_away(reply.status, reply.body)
+
+
+async def post_once(
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: dict[str, str],
+    data: bytes,
+    timeout: aiohttp.ClientTimeout,
+    gate: asyncio.Semaphore,
+    halt: asyncio.Event | None,
+) -> Reply:
+    """Post once, never again: raise NotSent when no connection was made (Stopping: not
+    posted for the stop, the stop began while it waited for its turn), Lost when the answer may
+    have been lost after CCNow got the post, AnswerTooLarge when it was too large to read,
+    UndecodableAnswer when its encoding cannot be decoded."""
+    try:
+        reply = await send_once(
+            session,
+            "POST",
+            url,
+            headers=headers,
+            data=data,
+            timeout=timeout,
+            gate=gate,
+            max_body=MAX_BODY_BYTES,
+            halt=halt,
+        )
+    except Uncertain as exc:
+        raise Lost(str(exc)) from None
+    if not is_complete(reply):
+        raise Lost("truncated_answer")
+    return reply
+
+
+async def post_retrying(
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: dict[str, str],
+    data: bytes,
+    timeout: aiohttp.ClientTimeout,
+    gate: asyncio.Semaphore,
+    halt: asyncio.Event | None,
+    retry: RetryConfig,
+) -> Reply:
+    """Post, and again after a lost answer, a 429 or 5xx, or an answer cut off (a refusal's
+    too, once its body began), up to `retry.attempts` more times with backoff (a Retry-After's
+    wait first); return the first other answer, its `reached_before` saying whether an attempt
+    before it may have reached CCNow. Raise RequestFailed after the last (`reached`: an attempt
+    may have reached CCNow; else nothing ran, the last attempt turned away or never sent),
+    AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping when the stop
+    kept the first attempt back; once `halt` is set, no attempt is made again."""
+    n, reached = 0, False
+    word, sent_at, answered = "", 0.0, None
+    while True:
+        reached_before, wait = reached, None
+        sent_at = time.time()
+        try:
+            reply = await send_once(
+                session,
+                "POST",
+                url,
+                headers=headers,
+                data=data,
+                timeout=timeout,
+                gate=gate,
+                max_body=MAX_BODY_BYTES,
+                halt=halt,
+            )
+        except Stopping:
+            if n == 0:
+                raise  # nothing was sent: not a failure the caller reports
+            failed = RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
+            raise failed from None
+        except NotSent as exc:
+            word, answered = str(exc).replace(" ", "_"), None  # nothing left: none reached
+        except Uncertain as exc:
+            reached, word, answered = True, str(exc), None
+        else:
+            if reply.body_began or is_retryable(reply.status):
+                # A 429 or 503 turns the post away before it runs, unless its words say
+                # otherwise; a refusal whose body broke after it began is a lost answer (the
+                # rest may have been the orders' lines), tried again as one.
+                reached = reached or not not_run(reply)
+                cut = "_cut_short" if reply.body_began else ""
+                word, answered = f"http_{reply.status}{cut}", reply.status
+                wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
+            elif is_complete(reply):
+                return reply._replace(reached_before=True) if reached_before else reply
+            else:
+                reached, word, answered = True, "truncated_answer", None
+        if n >= retry.attempts or (halt is not None and halt.is_set()):
+            raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
+        delay = retry_delay(retry, n, wait)
+        log.debug(
+            "request.retry",
+            extra={"fields": {"url": str(url), "reason": word, "attempt": n + 1, "delay_s": delay}},
+        )
+        if halt is None:
+            await asyncio.sleep(delay)
+        else:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(halt.wait(), delay)
+            if halt.is_set():
+                raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
+        n += 1
