@@ -33,8 +33,8 @@ class CCNowSource(Protocol):
         self, order_ids: Sequence[str], emit: Emit, *, probe: Probe | None = None
     ) -> None:
         """Query orders, awaiting `emit` for each; raise SourceError for the account, unless
-        its one failure is a post of one order alone and `probe` finds the account answering:
-        that order's failure alone."""
+        its failures are posts of one order alone (or of several none of whose posts read a
+        line) and `probe` finds the account answering: those orders' failures alone."""
         ...
 
 

@@ -52,6 +52,8 @@ class HeardHandler(ResponseHandler):
     is set (a write's: set for each request that takes the connection)."""
 
     heard: bytearray | None = None
+    # Whether a request took this connection before (it sat in the pool since).
+    served = False
 
     def data_received(self, data: bytes) -> None:
         """Keep what a write's answer brought, then parse it as aiohttp does."""
@@ -66,8 +68,9 @@ class WriteAwareConnector(aiohttp.TCPConnector):
     a host that never answers the SYN) from one whose request may have left, so that the first
     is `NotSent` (safe to send again) and not `Uncertain` for ever; and keeps what a write's
     answer brought, whose status line and `Location` aiohttp loses when it refuses the rest of
-    the answer in the same read (a broken chunk, a header line too long, a `br` body). Requests
-    that are no writes pass straight through."""
+    the answer in the same read (a broken chunk, a header line too long, a `br` body); and
+    gives a write a connection no request took before (`_unused`). Requests that are no writes
+    pass straight through."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -91,10 +94,42 @@ class WriteAwareConnector(aiohttp.TCPConnector):
             _hear(conn, None)  # a pooled connection a write used before: no longer kept
             return conn
         connecting.now = True
-        conn = await super().connect(req, traces, timeout)
+        conn = await self._unused(req, traces, timeout)
         connecting.now = False
         connecting.heard = _hear(conn, bytearray())
         return conn
+
+    async def _unused(
+        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        """A connection no request took before, for a write: one that sat idle in the pool
+        may be closed by the server as the write goes out (its keep-alive ended), which reads
+        as an answer lost after the provider got it (an adjust `uncertain`, a CCV submit for a
+        person) though the server never read it. The idle ones are set aside meanwhile, kept
+        for the requests after it; one handed back while it waited for a free slot is closed."""
+        key = req.connection_key
+        # aiohttp's pool (`_conns`: key -> its idle connections); without it, each idle one is
+        # closed instead.
+        pool = getattr(self, "_conns", None)
+        aside = pool.pop(key, None) if isinstance(pool, dict) else None
+        try:
+            while True:
+                conn = await super().connect(req, traces, timeout)
+                if not isinstance(conn.protocol, HeardHandler) or not conn.protocol.served:
+                    return conn
+                conn.close()
+        finally:
+            if aside:
+                self._give_back(key, aside)
+
+    def _give_back(self, key: Any, aside: Any) -> None:
+        """Put idle connections set aside back in the pool, before any released meanwhile."""
+        if self._closed:  # closed meanwhile: nobody closed these
+            for protocol, _ in aside:
+                protocol.close()
+            return
+        released = self._conns.pop(key, None) or ()
+        self._conns[key] = type(aside)([*aside, *released])
 
 
 def _heard_handler(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
@@ -106,6 +141,7 @@ def _hear(conn: Connection, heard: bytearray | None) -> bytearray | None:
     if not isinstance(protocol, HeardHandler):
         return None
     protocol.heard = heard
+    protocol.served = True
     return heard
 
 

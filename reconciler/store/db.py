@@ -300,7 +300,8 @@ def check_parameter_limit(conn: sqlite3.Connection) -> None:
     statement the store prepares (a chunk of whole `orders` rows) needs."""
     needed = order_rows.WIDEST_STATEMENT
     try:
-        conn.execute(f"SELECT ?{needed}", (None,) * needed)
+        # Zeros: sqlite3 binds a None through its adapter lookup (60 M instructions for these).
+        conn.execute(f"SELECT ?{needed}", (0,) * needed)
     except sqlite3.Error:
         raise StoreError(
             f"SQLite {sqlite3.sqlite_version} binds fewer than {needed} parameters to a "

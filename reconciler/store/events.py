@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..events import Event
 from ..model import Source
-from . import replays
+from . import event_rows, replays
 from .due import OUTBOX_COLUMNS, read_pending
 from .errors import StoreError, guarded
 from .history import LAST_SEQ, RAISE_FLOOR, highest_seq
@@ -72,13 +72,6 @@ DEAD_LETTERS_SQL = "SELECT sink, count(*) FROM deliveries WHERE state = 'dead' G
 _URGENT = OUTBOX_COLUMNS + "AND d.next_attempt_at = 0 "
 
 
-def _event_insert(rows: int) -> str:
-    return (
-        "INSERT INTO events (seq, id, type, time, source, account, order_id, severity, body) "
-        f"VALUES {values(rows, 9)} ON CONFLICT (id) DO NOTHING"
-    )
-
-
 @guarded
 class Events:
     """The history: store events (queued for every sink), read them back."""
@@ -100,13 +93,10 @@ class Events:
         if not events:
             return 0
         last = await self.last_seq()
-        rows = [
-            (seq, e.id, e.type.value, e.time, e.source, e.account, e.order_id, e.severity, e.body())
-            for seq, e in enumerate(events, last + 1)
-        ]
+        rows = event_rows.rows(events, last + 1)
         self._store.on_rollback(self._forget_last_seq)
         sinks = self.sinks
-        statements: list[Statement] = [(_event_insert(n), params) for n, params in chunks(rows)]
+        statements: list[Statement] = [(event_rows.statement(n), p) for n, p in chunks(rows)]
         statements.append(
             (
                 "INSERT INTO deliveries (sink, event_seq) SELECT sinks.column1, events.seq "

@@ -64,11 +64,22 @@ UPDATED = [c for c in _NAMES[3:] if c not in ("external_reference", "tracked_at"
 # end_state), CHECKED (end_state and those three as they were: none of them set).
 ENDS, CHANGED, CHECKED = 0, 1, 2
 _MARKS = ("last_changed", "version", "stuck_version")
-_SET = (
+_SHAPES = (
     UPDATED,
     [c for c in UPDATED if c != "end_state"],
     [c for c in UPDATED if c != "end_state" and c not in _MARKS],
 )
+# sqlite3 (CPython 3.11) binds None through its adapter lookup, which raises and clears an
+# AttributeError for each: about 3 k instructions a value, on the database thread and holding
+# the GIL, so that the event loop waits. An order reported neither stuck nor missing, nearly
+# every one, has both of these NULL: its row goes in the statement of its shape that writes
+# them as NULL in its text (shape + CLEAR) instead of binding two Nones.
+CLEAR = len(_SHAPES)
+_CLEARED = ("stuck_version", "missing_since")
+# By shape (ENDS ... CHECKED + CLEAR): the columns bound, and those written as NULL.
+_SET = (*_SHAPES, *([c for c in cols if c not in _CLEARED] for cols in _SHAPES))
+_NULL = (*([] for _ in _SHAPES), *([c for c in _CLEARED if c in cols] for cols in _SHAPES))
+SHAPES = len(_SET)
 _PICK = tuple(operator.itemgetter(*(_NAMES.index(c) for c in cols)) for cols in _SET)
 
 
@@ -77,29 +88,35 @@ Plan = tuple[float | None, float]  # (interval, next check time) replacing a sta
 Row = Sequence[Any]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=128)
 def order_update(rows: int, shape: int) -> str:
-    """Return the statement writing back `rows` rows of a shape (ENDS, CHANGED, CHECKED)."""
+    """Return the statement writing back `rows` rows of a shape (ENDS, CHANGED, CHECKED, each
+    + CLEAR or not)."""
     columns = _SET[shape]
     n = len(columns)
     return (
         "UPDATE orders SET "
-        + ", ".join(f"{c} = v.column{i}" for i, c in enumerate(columns, 1))
+        + ", ".join(
+            [f"{c} = v.column{i}" for i, c in enumerate(columns, 1)]
+            + [f"{c} = NULL" for c in _NULL[shape]]
+        )
         + f" FROM (VALUES {values(rows, n + 1)}) AS v WHERE orders.id = v.column{n + 1}"
     )
 
 
 def shape(before: OrderState, after: OrderState) -> int:
-    """Return what writing `after` over `before` may change: ENDS, CHANGED or CHECKED."""
+    """Return what writing `after` over `before` may change: ENDS, CHANGED or CHECKED, + CLEAR
+    when `after` is neither stuck nor missing (`_CLEARED`)."""
+    clear = CLEAR if after.stuck_version is None and after.missing_since is None else 0
     if before.end_state != after.end_state:
-        return ENDS
+        return ENDS + clear
     if (
         before.version != after.version
         or before.last_changed != after.last_changed
         or before.stuck_version != after.stuck_version
     ):
-        return CHANGED
-    return CHECKED
+        return CHANGED + clear
+    return CHECKED + clear
 
 
 def reference_update(rows: int) -> str:
@@ -181,6 +198,6 @@ def known_row(
     s: OrderState, plan: Plan | None, rowid: int, shape: int
 ) -> tuple[Row, tuple[Any, ...]]:
     """Return the row of a state written back by rowid, and its parameters of `order_update`
-    of its shape."""
+    of its shape (`shape`)."""
     r = row(s, plan)
     return r, (*_PICK[shape](r), rowid)

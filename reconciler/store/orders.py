@@ -139,7 +139,7 @@ class Orders:
     async def save(self, loaded: Loaded, states: Sequence[tuple[OrderState, Plan | None]]) -> None:
         """Write snapshot states (inside a transaction), each with its plan or None: the ones
         `loaded` found by rowid, the others by upsert. The pages holding them follow."""
-        known: tuple[list[tuple[Any, ...]], ...] = ([], [], [])  # by shape (order_rows)
+        known: list[list[tuple[Any, ...]]] = [[] for _ in range(order_rows.SHAPES)]  # by shape
         references: list[tuple[int, str]] = []
         new = []
         moved: list[counts.Move] = []  # status changes, counted once per batch

@@ -68,7 +68,7 @@ from reconciler.writes.ccnow_outcome import (
     settle,
     sort_out,
 )
-from reconciler.writes.ccnow_post import Lost, Refused, post_batch, read_status
+from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch, read_status
 from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
 from reconciler.writes.failpoint import failpoint
@@ -269,9 +269,11 @@ class ActionSender:
                 await self._requeue(cfg, others, why, tally, lost=before, delay=0.0)
             return
         except SourceError as exc:
-            # Turned away before it ran (a rate limit, a login wall, a wrong url).
+            # Turned away before it ran (a rate limit, a login wall, a wrong url): not posted
+            # again before its Retry-After asks.
             tally.post(batch)
-            await self._requeue(cfg, batch, str(exc), tally)
+            delay = retry_delay(batch, exc.wait if isinstance(exc, TurnedAway) else None)
+            await self._requeue(cfg, batch, str(exc), tally, delay=delay)
             return
         tally.post(batch)
         failpoint("ccnow.answered")

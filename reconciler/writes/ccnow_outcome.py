@@ -125,9 +125,11 @@ RETRY_FIRST_S = 30.0
 RETRY_MAX_S = 3600.0
 
 
-def retry_delay(batch: Sequence[cmds.Command]) -> float:
-    """How long a batch that did not end waits for its next post: doubling per attempt."""
-    return min(RETRY_FIRST_S * 2.0 ** max(c.attempts for c in batch), RETRY_MAX_S)
+def retry_delay(batch: Sequence[cmds.Command], wait: float | None = None) -> float:
+    """How long a batch that did not end waits for its next post: doubling per attempt, or
+    what the answer's Retry-After asks (`wait`, seconds) when longer; at most an hour."""
+    doubling = RETRY_FIRST_S * 2.0 ** max(c.attempts for c in batch)
+    return min(max(doubling, wait or 0.0), RETRY_MAX_S)
 
 
 def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:

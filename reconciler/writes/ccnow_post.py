@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import NamedTuple
 from urllib.parse import urlencode
 
@@ -39,15 +40,15 @@ from reconciler.sources.errors import (
     SourceError,
     UndecodableAnswer,
 )
-from reconciler.sources.http import Gates, RequestFailed
+from reconciler.sources.http import Gates, parse_retry_after
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
 from reconciler.writes.ccnow_outcome import TAKEN
-from reconciler.writes.ccnow_send import Lost, post_once, post_retrying, turned_away
+from reconciler.writes.ccnow_send import GaveUp, Lost, post_once, post_retrying, turned_away
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
 
-__all__ = ["Lost", "Posted", "Refused", "post_batch", "read_status"]
+__all__ = ["Lost", "Posted", "Refused", "TurnedAway", "post_batch", "read_status"]
 
 # The fields of the document's table that carry a command's own values, as CCNow writes them
 # in an `error_message`, in any case: with their `x_` (`x_amount`: the commands that carry
@@ -72,6 +73,16 @@ class Posted(NamedTuple):
     # CCNow's words about the post that name no order and are no documented answer
     # (`message discount recorded`): kept as the answer of the commands they leave unsettled.
     said: str | None = None
+
+
+class TurnedAway(SourceError):
+    """The post was turned away before anything ran (a rate limit, a login wall, a wrong url,
+    a 503 saying CCNow is down); `wait`: what its Retry-After asked, in seconds (None: none),
+    so that it is not posted again before."""
+
+    def __init__(self, word: str, wait: float | None) -> None:
+        super().__init__(word)
+        self.wait = wait
 
 
 class Refused(Exception):
@@ -105,7 +116,7 @@ async def post_batch(
     secrets: Sequence[str] = (),
 ) -> Posted:
     """Post one batch; return the answer. Raise Stopping, NotSent, Lost, Refused or
-    SourceError. Once
+    TurnedAway. Once
     `halt` is set (the daemon stops), nothing is posted (Stopping), and a failed attempt is not
     retried. Each attempt waits for its turn within the account's bound `gate`. `secrets`: the
     config's besides the password, masked in CCNow's words and never taken for a status."""
@@ -127,11 +138,11 @@ async def post_batch(
     except UndecodableAnswer:
         # So did one in an encoding that cannot be decoded (`br`): never posted again.
         raise Lost("undecodable_answer") from None
-    except RequestFailed as exc:
+    except GaveUp as exc:
         if exc.reached:
             raise Lost(exc.word) from None
         if exc.turned_away:
-            raise SourceError(str(exc)) from None  # nothing ran
+            raise TurnedAway(str(exc), exc.wait) from None  # nothing ran
         raise NotSent(str(exc)) from None
     if reply.status != 200:
         if reply.body_began:
@@ -141,7 +152,8 @@ async def post_batch(
             raise Lost(f"http_{reply.status}_cut_short")
         if turned_away(reply.status, reply.body) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
-            raise SourceError(f"http {reply.status}")
+            wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
+            raise TurnedAway(f"http {reply.status}", wait)
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
         raise Lost(f"http_{reply.status}")
     secrets = answer_secrets(cfg.password.reveal(), secrets)

@@ -29,7 +29,7 @@ from reconciler.sources.http import (
 )
 from reconciler.writes.once import NotSent, Uncertain, send_once
 
-__all__ = ["NOT_RUN", "Lost", "post_once", "post_retrying", "turned_away"]
+__all__ = ["NOT_RUN", "GaveUp", "Lost", "post_once", "post_retrying", "turned_away"]
 
 # The actions' logger: a post's retries are logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
@@ -52,6 +52,23 @@ class Lost(Exception):
     that does not say it was not run, an HTML page, an unreadable body, an error line beside
     the orders' lines; or an attempt before it may have reached CCNow and this one's answer
     settles nothing). `str()` is a short word."""
+
+
+class GaveUp(RequestFailed):
+    """A post still failed after every retry; `wait`: what its last answer's Retry-After
+    asked, in seconds (None: it had none, or no answer came)."""
+
+    def __init__(
+        self,
+        word: str,
+        *,
+        sent_at: float,
+        reached: bool,
+        http_status: int | None,
+        wait: float | None,
+    ) -> None:
+        super().__init__(word, sent_at=sent_at, reached=reached, http_status=http_status)
+        self.wait = wait
 
 
 def turned_away(status: int, body: bytes) -> bool:
@@ -121,15 +138,15 @@ async def post_retrying(
     """Post, and again after a lost answer, a 429 or 5xx, or an answer cut off (a refusal's
     too, once its body began), up to `retry.attempts` more times with backoff (a Retry-After's
     wait first); return the first other answer, its `reached_before` saying whether an attempt
-    before it may have reached CCNow. Raise RequestFailed after the last (`reached`: an attempt
-    may have reached CCNow; else nothing ran, the last attempt turned away or never sent),
+    before it may have reached CCNow. Raise GaveUp after the last (`reached`: an attempt may
+    have reached CCNow; else nothing ran, the last attempt turned away or never sent; `wait`:
+    its Retry-After),
     AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping when the stop
     kept the first attempt back; once `halt` is set, no attempt is made again."""
     n, reached = 0, False
-    word, sent_at, answered = "", 0.0, None
+    word, sent_at, answered, wait = "", 0.0, None, None
     while True:
-        reached_before, wait = reached, None
-        sent_at = time.time()
+        reached_before, sent_at = reached, time.time()
         try:
             reply = await send_once(
                 session,
@@ -145,12 +162,11 @@ async def post_retrying(
         except Stopping:
             if n == 0:
                 raise  # nothing was sent: not a failure the caller reports
-            failed = RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
-            raise failed from None
+            raise _gave_up(word, reached, sent_at, answered, wait) from None
         except NotSent as exc:
-            word, answered = str(exc).replace(" ", "_"), None  # nothing left: none reached
+            word, answered, wait = str(exc).replace(" ", "_"), None, None  # none reached
         except Uncertain as exc:
-            reached, word, answered = True, str(exc), None
+            reached, word, answered, wait = True, str(exc), None, None
         else:
             if reply.body_began or is_retryable(reply.status):
                 # A 429 or 503 turns the post away before it runs, unless its words say
@@ -163,9 +179,9 @@ async def post_retrying(
             elif is_complete(reply):
                 return reply._replace(reached_before=True) if reached_before else reply
             else:
-                reached, word, answered = True, "truncated_answer", None
+                reached, word, answered, wait = True, "truncated_answer", None, None
         if n >= retry.attempts or (halt is not None and halt.is_set()):
-            raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
+            raise _gave_up(word, reached, sent_at, answered, wait)
         delay = retry_delay(retry, n, wait)
         log.debug(
             "request.retry",
@@ -177,5 +193,11 @@ async def post_retrying(
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(halt.wait(), delay)
             if halt.is_set():
-                raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
+                raise _gave_up(word, reached, sent_at, answered, wait)
         n += 1
+
+
+def _gave_up(
+    word: str, reached: bool, sent_at: float, answered: int | None, wait: float | None
+) -> GaveUp:
+    return GaveUp(word, reached=reached, sent_at=sent_at, http_status=answered, wait=wait)

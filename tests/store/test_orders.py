@@ -8,6 +8,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,3 +195,38 @@ async def test_a_batch_sets_the_indexed_columns_only_of_the_orders_they_change_f
         ).fetchall()
     assert rows == [("A-1", "New", 1, 0, 1), ("A-2", "Completed", 2, 1, 1)]
     assert (await store.orders.page("ccv", "a")).ids == ["A-1"]
+
+
+async def test_the_stuck_and_missing_marks_are_written_as_null_in_the_text_when_clear(
+    store: Store, tmp_path: Path
+) -> None:
+    # sqlite3 binds a None through its adapter lookup (a raised and cleared AttributeError,
+    # the GIL held): an order neither stuck nor missing, nearly every one, has its two marks
+    # written as NULL by the statement's text. Set, cleared by a change, set and cleared by a
+    # check: each write leaves what it was given.
+    key = OrderKey("ccv", "a", "A-1")
+    statements: list[str] = []
+    await store.conn.set_trace_callback(statements.append)
+
+    async def write(**changes: Any) -> tuple[object, ...]:
+        loaded = await store.orders.load([key])
+        async with store.transaction():
+            await store.orders.save(loaded, [(loaded[key]._replace(**changes), None)])
+        with sqlite3.connect(tmp_path / "reconciler.db") as conn:
+            return tuple(
+                conn.execute(
+                    "SELECT status, version, stuck_version, missing_since FROM orders "
+                    "WHERE order_id = 'A-1'"
+                ).fetchone()
+            )
+
+    marked = await write(status="New", version=1, stuck_version=1, missing_since=5.0)
+    assert marked == ("New", 1, 1, 5.0)
+    assert "= NULL" not in order_writes(statements)[-1]
+    cleared = await write(status="Completed", version=2, stuck_version=None, missing_since=None)
+    assert cleared == ("Completed", 2, None, None)
+    assert "stuck_version = NULL, missing_since = NULL" in order_writes(statements)[-1]
+    assert await write(missing_since=7.0) == ("Completed", 2, None, 7.0)
+    assert await write(missing_since=None) == ("Completed", 2, None, None)
+    checked = order_writes(statements)[-1]
+    assert "missing_since = NULL" in checked and "stuck_version" not in checked
