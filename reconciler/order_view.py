@@ -13,6 +13,15 @@ def _ts(value: float | None) -> str | None:
     return None if value is None or value == NEVER else iso_time(value)
 
 
+def _due_at(s: OrderState, now: float) -> float:
+    """When the order's next check is due. The store plans a new order's first check as 0, "at
+    once": it has been due since it was tracked (`now` for a row that does not say when), not
+    since 1970."""
+    if s.next_check_at > 0:
+        return s.next_check_at
+    return s.tracked_at if s.tracked_at is not None else now
+
+
 def watch_over(s: OrderState, watched: Mapping[tuple[str, str], float], now: float) -> bool:
     """Whether a settled order's watch has ended under the config running now (`watched`:
     Config.watch_settled): a check stored under a longer one is never made."""
@@ -40,6 +49,6 @@ def order_json(
         "first_seen": _ts(s.first_seen),
         "last_changed": _ts(s.last_changed),
         "last_checked": _ts(s.last_checked),
-        "next_check_at": None if ended else _ts(s.next_check_at),
+        "next_check_at": None if ended else _ts(_due_at(s, now)),
         "failure_streak": s.failure_streak,
     }

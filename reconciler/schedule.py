@@ -136,8 +136,10 @@ def stuck_event(
         end_state=False,
         via=via,
         unknown_status=not status_info(key.source, state.status).known,
-        stuck_for_s=round(now - deadline + limit),
-        stuck_after_s=limit,
+        # Both seconds as floats (to the ms), as every duration `_s` field: the limit may be
+        # "500ms", and a whole number next to a float read as two kinds of value.
+        stuck_for_s=round(now - deadline + limit, 3),
+        stuck_after_s=float(limit),
     )
     return state._replace(stuck_version=state.version), ev
 

@@ -30,6 +30,9 @@ __all__ = ["Scheduler"]
 log = logging.getLogger("reconciler.scheduler")
 
 JOB_TIMEOUT_S = 300.0  # no job may run longer than this
+# An overrun this long (run after run over its interval: always behind) is worth a person's
+# look: one warning `job.behind` per overrun.
+JOB_BEHIND_S = 300.0
 PRUNE_INTERVAL_S = 86400.0  # retention runs daily (and once after the start-up catch-up)
 
 
@@ -42,6 +45,7 @@ class _Overrun:
     began: float  # time.monotonic()
     skipped: int = 1  # ticks that found it running
     in_run: bool = True  # a tick found the current run still going
+    behind: bool = False  # `job.behind` said
 
 
 class Scheduler:
@@ -55,11 +59,13 @@ class Scheduler:
         prune: Callable[[], Awaitable[None]] | None = None,
         send_actions: Callable[[], Awaitable[object]] | None = None,
         actions_every_s: float = MAX_TICK_S,
+        behind_s: float = JOB_BEHIND_S,
     ) -> None:
         self.coordinators = coordinators
         self.send_actions = send_actions
         self.actions_every_s = actions_every_s
         self.on_pass = on_pass
+        self.behind_s = behind_s
         self.prune = prune
         # Created here, inside the running loop, so APScheduler binds to it.
         self.scheduler = AsyncIOScheduler(
@@ -146,7 +152,7 @@ class Scheduler:
     def _ran(self, job_id: str) -> None:
         """End a job's overrun when no tick found this run still going."""
         overrun = self._overrun.get(job_id)
-        if overrun is None:
+        if overrun is None or self._stopping:  # a run the stop cut off caught up nothing
             return
         if overrun.in_run:
             overrun.in_run = False  # the next run tells whether it goes on
@@ -157,12 +163,25 @@ class Scheduler:
             "job.caught_up", extra=fields(job=job_id, skipped=overrun.skipped, seconds=seconds)
         )
 
+    def _behind(self, job_id: str, overrun: _Overrun) -> None:
+        """Warn once when an overrun has lasted `behind_s`: a job always behind (its due
+        orders checked later than their schedule, pass after pass) says so once, not never."""
+        seconds = time.monotonic() - overrun.began
+        if overrun.behind or seconds < self.behind_s:
+            return
+        overrun.behind = True
+        log.warning(
+            "job.behind",
+            extra=fields(job=job_id, skipped=overrun.skipped, seconds=round(seconds, 3)),
+        )
+
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
             overrun = self._overrun.get(event.job_id)
             if overrun is not None:
                 overrun.skipped += 1
                 overrun.in_run = True
+                self._behind(event.job_id, overrun)
             else:
                 self._overrun[event.job_id] = _Overrun(time.monotonic())
                 log.info(

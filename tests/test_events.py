@@ -220,7 +220,8 @@ _WRITTEN_BEFORE = [
         '"order_id":"8f1b6a9e-0000-4000-8000-000000000001","external_reference":"ref-1",'
         '"previous_status":"Bogus","status":"Bogus","end_state":false,'
         '"severity":"warning","via":"poll","unknown_status":true,'
-        '"stuck_for_s":90,"stuck_after_s":60.0}}',
+        # Since 2026-12: "stuck_for_s" is a float as "stuck_after_s" is (it was the int 90).
+        '"stuck_for_s":90.0,"stuck_after_s":60.0}}',
     ),
 ]
 

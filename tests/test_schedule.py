@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -157,6 +158,17 @@ def test_stuck_is_raised_once_per_stuck_period() -> None:
     # Not found (a transition too, with the status kept): `order.not_found` said it, not stuck.
     gone = marked._replace(version=3, not_found=True)
     assert stuck_event(gone, alerts=ALERTS, now=T0 + 3 * 86400, store_id="x") is None
+
+
+def test_stuck_for_and_stuck_after_are_both_seconds_as_floats() -> None:
+    # stuck_for_s was rounded to a whole number (3) beside the limit's float (3.0).
+    s = OrderState(key=CCV, status="AwaitingPayment", version=2, last_changed=T0, tracked_at=T0)
+    alerts = AlertsConfig(stuck_after_s={("ccv", "AwaitingPayment"): 3})
+    raised = stuck_event(s, alerts=alerts, now=T0 + 3.25, store_id="x")
+    assert raised is not None
+    data = json.loads(raised[1].body())["data"]
+    assert (data["stuck_for_s"], data["stuck_after_s"]) == (3.25, 3.0)
+    assert type(data["stuck_for_s"]) is type(data["stuck_after_s"]) is float
 
 
 STUCK_LIMITS = {("ccv", "Processing"): 20 * HOUR, ("ccv", "Incomplete"): 7 * 24 * HOUR}

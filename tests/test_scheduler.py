@@ -126,3 +126,39 @@ async def test_shutdown_cancels_running_jobs_within_its_bound() -> None:
     t0 = loop.time()
     assert await scheduler.shutdown(1.0) == 1
     assert cancelled.is_set() and loop.time() - t0 < 1.0
+
+
+async def test_a_job_always_behind_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    # Its overrun never ends (every run over its interval): one info line job.skipped was all
+    # an operator saw. Once the overrun lasts `behind_s`, one warning job.behind, not more.
+    caplog.set_level(logging.INFO, logger="reconciler")
+    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}), behind_s=0.3)
+    behind, later = asyncio.Event(), asyncio.Event()
+    runs_after = 0
+
+    async def always_behind() -> None:
+        nonlocal runs_after
+        if behind.is_set():
+            runs_after += 1
+            if runs_after == 4:
+                later.set()
+        await asyncio.sleep(0.15)  # the job's own work: three of its ticks, every run
+
+    class Behind(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "job.behind":
+                behind.set()
+
+    handler, handler_of = Behind(), "reconciler.scheduler"
+    logging.getLogger("reconciler.scheduler").addHandler(handler)
+    scheduler._add("always_behind", 0.05, always_behind)
+    scheduler.scheduler.start()
+    try:
+        await asyncio.wait_for(behind.wait(), 10)
+        await asyncio.wait_for(later.wait(), 10)  # runs (and skipped ticks) after it
+    finally:
+        await scheduler.shutdown(1.0)
+        logging.getLogger("reconciler.scheduler").removeHandler(handler)
+    # The stop cut the run going: no job.caught_up either (its end caught up nothing).
+    said = [(r.getMessage(), r.levelno) for r in caplog.records if r.name == handler_of]
+    assert said == [("job.skipped", logging.INFO), ("job.behind", logging.WARNING)]

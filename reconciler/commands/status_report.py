@@ -61,6 +61,9 @@ class AccountStatus:
     # ` --account NAME` for the commands that settle its writes (accounts.account_option): ""
     # for the config's only account of its source
     account_option: str = ""
+    # When its queued CCNow actions are posted next, none being due now (a Retry-After may put
+    # it an hour off); None: one is due, or none is queued
+    queued_next_at: float | None = None
 
     @property
     def followed(self) -> int:
@@ -158,6 +161,7 @@ async def _gather(
         posted.setdefault(("ccnow", c.account), set()).add(c.order_id)
     sending.update((key, tuple(sorted(ids))) for key, ids in posted.items())
     waiting = await _uncertain_of(store, writes, left.cut_off, cut_adjusts)
+    queued_next = await unsettled.queued_next(store, now)
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
@@ -192,6 +196,7 @@ async def _gather(
                 waiting.get((source, account), ()),
                 sending.get((source, account), ()),
                 account_option=account_option(config, source, account),
+                queued_next_at=queued_next.get(account) if source == "ccnow" else None,
             )
         )
     deliveries = await store.outbox.counts()
@@ -276,6 +281,7 @@ def to_json(status: Status) -> dict[str, Any]:
                 "sending_writes": len(a.sending_of),
                 "sending_of": list(a.sending_of),
                 "queued_writes": a.queued_writes,
+                "queued_next_at": ts(a.queued_next_at),
                 "orders": [{"status": s, "count": n} for s, n in a.orders],
             }
             for a in status.accounts

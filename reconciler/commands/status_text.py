@@ -207,6 +207,8 @@ def _to_do(a: AccountStatus) -> str:
         )
     if a.queued_writes and a.configured:
         todo.append("queued: the daemon sends them (or the next `reconciler ccnow` command)")
+        if a.queued_next_at is not None:  # none due yet: a rate limit's Retry-After, say
+            todo[-1] += f", none before {ts(a.queued_next_at)}"
     elif a.queued_writes:
         # ActionSender sends only the accounts of its config: nothing else ever will.
         todo.append(

@@ -74,6 +74,15 @@ class SinkReader:
         explicit = {
             id(table): unique_name(table, seen) for table, _ in typed if "name" in table.data
         }
+        # One log sink at most: the log gets every event once (a second wrote each line twice,
+        # and an alert keyed on the log fired twice).
+        logs = [table for table, kind in typed if kind == "log"]
+        if len(logs) > 1:
+            raise logs[1].error(
+                "type",
+                f"a second log sink ({logs[0].key} is one): the log gets every event once; "
+                "remove one",
+            )
         sinks = []
         files: list[tuple[Path, Table]] = []
         for table, kind in typed:

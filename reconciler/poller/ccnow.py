@@ -17,6 +17,7 @@ from ..sources.http import RequestFailed
 from ..store.passes import remember_pass
 from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
+from .witnesses import Witnesses
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
@@ -93,6 +94,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
     ) -> None:
         super().__init__(config, client, writer, secrets=secrets, page_orders=page_orders)
         self.listed = ListMemory()
+        self.witnesses = Witnesses(self._answered)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         await self.client.query(order_ids, emit, probe=self._answers)
@@ -110,32 +112,42 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         may be its orders' own (posts of one order alone each: an order CCNow stops at, or
         answers 500 for, due alone at its failure's backoff, failed the account, and the next
         check of another recovered it, pass after pass; both halves of a 5xx batch). The order:
-        the last the query read (`read`), else one whose last check answered a status, else
-        the pending list when `lists` (not read again when the pass read it, `listed`). Not
-        while the account fails, unless the query read one: that check was its probe
-        (`tick_due`). An answer about the whole account (a refused login, maintenance) raises."""
+        the last the query read (`read`), else the account's witnesses (poller/witnesses.py:
+        orders whose last check answered a status, in turn, a second asked when the first
+        fails: it may have broken since its last check), else the pending list when `lists`
+        (not read again when the pass read it, `listed`). Not while the account fails, unless
+        the query read one: that check was its probe (`tick_due`). An answer about the whole
+        account (a refused login, maintenance) raises."""
         other = next((i for i in reversed(read) if i not in asked), None)
-        if other is None:
-            if (await self.store.sources.state(self.source, self.account)).failing:
-                return Said.FAILING
-            answered = await self._answered(len(asked) + 1)  # as `_probe_due` chooses
-            other = next((s.key.order_id for s in answered if s.key.order_id not in asked), None)
-        if other is None:
-            if not lists:
-                return Said.NO_OTHER  # and the list may answer while every query fails
-            try:
-                if not listed:
-                    await self.client.pending_list()
-            except SourceError:
-                return Said.FAILS
-            return Said.ANSWERS
+        if other is not None:  # it answered in this very query
+            return await self._query_says(other)
+        if (await self.store.sources.state(self.source, self.account)).failing:
+            return Said.FAILING
+        witnesses = await self.witnesses.choose(asked)  # one at a time, in turn, as CCV's
+        for other in witnesses:
+            self.witnesses.asked(other)
+            if await self._query_says(other) is Said.ANSWERS:
+                return Said.ANSWERS
+        if witnesses:
+            return Said.FAILS
+        if not lists:
+            return Said.NO_OTHER  # and the list may answer while every query fails
+        try:
+            if not listed:
+                await self.client.pending_list()
+        except SourceError:
+            return Said.FAILS
+        return Said.ANSWERS
+
+    async def _query_says(self, order_id: str) -> Said:
+        """Whether a query of one order gets CCNow's word about it."""
         said: list[Observation] = []
 
         async def keep(observation: Observation) -> None:
             said.append(observation)
 
         try:
-            await self.client.query([other], keep)
+            await self.client.query([order_id], keep)
         except (RequestFailed, ProtocolError):
             # No answer, or one that says nothing of the order (empty, a line that cannot be
             # read, a page): a malformed answer is a source error, as in any check.

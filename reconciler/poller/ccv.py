@@ -21,14 +21,12 @@ from ..sources.errors import SourceError
 from ..store.notified import notified
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import Part, Verdict, needs_probe, needs_witness, probe_verdict, verdict
+from .witnesses import Witnesses
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
 
 log = logging.getLogger("reconciler.poller")
-
-# Orders a due pass whose every check failed of an outage's reason asks beside it (`_witness`).
-WITNESSES = 2
 
 
 class CCVSource(Protocol):
@@ -86,6 +84,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
         # receiver, so no notification comes).
         self.remember_ref_s = remember_ref_s
         self._last_probe: _Probe | None = None
+        self.witnesses = Witnesses(self._answered)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
         await self.client.check_orders(order_ids, emit)
@@ -108,19 +107,28 @@ class CCVCoordinator(Coordinator[CCVSource]):
         return checks
 
     async def _witness(self, asked: Sequence[str], via: Via, report: PassReport) -> Verdict | None:
-        """Check WITNESSES orders not in `asked` whose last check answered a status (the probe's
-        first choice, `_probe_due`), into `report`: one answering (a status, CCV's own word
-        about it) proves the account answers; all failing leave it to the pass's failures
-        (None), as do none to ask (every open order failing: an outage, however few they are)
-        or an account failing already (that pass was its probe, `tick_due`, or a notification's
-        check within its backoff). Two: the first of the orders that answered may itself have
-        broken since (its check not due yet), and would fail the account with those due."""
+        """Check the account's witnesses (poller/witnesses.py: orders not in `asked` whose last
+        check answered a status, in turn), one at a time until one answers, into `report`: one
+        answering (a status, CCV's own word about it) proves the account answers; all failing
+        leave it to the pass's failures (None), as do none to ask (every open order failing: an
+        outage, however few they are) or an account failing already (that pass was its probe,
+        `tick_due`, or a notification's check within its backoff)."""
         if (await self.store.sources.state(self.source, self.account)).failing:
             return None
-        answered = await self._answered(len(asked) + WITNESSES)
-        others = [s.key.order_id for s in answered if s.key.order_id not in asked][:WITNESSES]
-        if not others:
-            return None
+        checked = len(asked)
+        for order_id in await self.witnesses.choose(asked):
+            self.witnesses.asked(order_id)
+            checked += 1
+            said = await self._witness_says(order_id, checked, via, report)
+            if said is not None:
+                return said
+        return None
+
+    async def _witness_says(
+        self, order_id: str, checked: int, via: Via, report: PassReport
+    ) -> Verdict | None:
+        """Check one witness into `report` (the `checked`-th check of its pass): whether it
+        proves the account answers (or fails it, a 401), None when it failed alone."""
         said: list[Observation] = []
         batcher = self._batcher(via, report)
 
@@ -128,8 +136,8 @@ class CCVCoordinator(Coordinator[CCVSource]):
             said.append(observation)
             await batcher.add(observation)
 
-        error = await self._asking(lambda: self._ask(others, keep), batcher)
-        self._count_unanswered(len(asked) + len(others), report, error)
+        error = await self._asking(lambda: self._ask([order_id], keep), batcher)
+        self._count_unanswered(checked, report, error)
         if error is not None:  # a 401, say: the account's own failure
             return Verdict(False, error)
         if any(o.outcome is not Outcome.FAILED or o.reason in UNKEPT_ANSWERS for o in said):

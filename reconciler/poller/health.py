@@ -118,7 +118,7 @@ def needs_probe(answers: PassAnswers) -> bool:
 def needs_witness(answers: PassAnswers) -> bool:
     """Whether a partial pass (due checks, a notification's) that fails its account on outage
     failures alone (`is_outage`) should first ask other orders, ones whose last check answered
-    a status (CCV's `_witness`): orders that each answer 500 for ever come due together at
+    a status (poller/witnesses.py): orders that each answer 500 for ever come due together at
     their failure's backoff, and a pass of them alone failed the account, the next check of
     the others recovering it (`source.failed` / `source.recovered` every few seconds, 4 such
     orders of 20). The probe cannot say: it may answer through an outage of every check."""

@@ -126,9 +126,10 @@ class Writes:
         return web.json_response(_submission_json(found))
 
     def sender(self) -> ActionSender:
-        """Return the CCNow action sender; 404 when no CCNow account is configured."""
+        """Return the CCNow action sender; 422 naming `source` when no CCNow account is
+        configured, as every endpoint answers a source without accounts (`account_named`)."""
         if self.deps.actions is None or not self.deps.accounts.get("ccnow"):
-            raise BadRequest(404, "no CCNow account is configured")
+            raise BadRequest(422, "no ccnow account is configured", "source")
         return self.deps.actions
 
     async def ccnow_actions(self, request: web.Request) -> web.Response:

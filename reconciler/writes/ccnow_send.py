@@ -39,10 +39,10 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # wrong url or method, a request the server did not read whole or would not take (408, 413,
 # 414, 431), a rate limit. CCNow documents no status (its answers, errors too, are lines of a
 # 200): these come from what stands before its program, which they stop, and a body that never
-# came says nothing more. A 503 says so only without CCNow's words in it, or with CCNow's error
-# lines alone, each saying it is down. Any other status than 200 may come after CCNow ran it
-# (a 302 or 303, "done, see there"; a 500, a gateway's 502 or 504, Cloudflare's 520 or 524, a
-# 201): the actions in it may have been applied.
+# came says nothing more. A 503 says so only without CCNow's words in it (not for an adjust:
+# `turned_away`), or with CCNow's error lines alone, each saying it is down. Any other status
+# than 200 may come after CCNow ran it (a 302 or 303, "done, see there"; a 500, a gateway's 502
+# or 504, Cloudflare's 520 or 524, a 201): the actions in it may have been applied.
 NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429, 431})
 
 
@@ -71,19 +71,23 @@ class GaveUp(RequestFailed):
         self.wait = wait
 
 
-def turned_away(status: int, body: bytes) -> bool:
-    """Whether an answer other than a 200 says the post was not run (NOT_RUN)."""
+def turned_away(status: int, body: bytes, *, once: bool = False) -> bool:
+    """Whether an answer other than a 200 says the post was not run (NOT_RUN). `once`: the
+    post is never sent twice (an `adjust`), and a 503 says so only in CCNow's own words."""
     if answered_orders(body):
         return False  # CCNow's line for an order: it ran, whatever the status
     if status in NOT_RUN:
         return True
     if status == 503:
-        # A balancer's "down", or CCNow's own in its error lines alone; not a `message` that
-        # says what it did beside them.
+        # CCNow's own "down" in its error lines alone; not a `message` that says what it did
+        # beside them.
         lines = refusal_lines(body)
-        return not speaks_ccnow(body) or (
-            lines is not None and all(says_down(line) for line in lines)
-        )
+        down = lines is not None and all(says_down(line) for line in lines)
+        # A 503 without CCNow's words may be a balancer's "down" before it, or a proxy's
+        # after CCNow got the post and was slow (Varnish's `Backend fetch failed`), with or
+        # without a Retry-After: one more post of a discount may give it twice, so an adjust
+        # is uncertain for a person; a ship, tracking or cancel sent twice costs nothing.
+        return down if once else not speaks_ccnow(body) or down
     return False
 
 
@@ -137,12 +141,13 @@ async def post_retrying(
 ) -> Reply:
     """Post, and again after a lost answer, a 429 or 5xx, or an answer cut off (a refusal's
     too, once its body began), up to `retry.attempts` more times with backoff (a Retry-After's
-    wait first); return the first other answer, its `reached_before` saying whether an attempt
-    before it may have reached CCNow. Raise GaveUp after the last (`reached`: an attempt may
-    have reached CCNow; else nothing ran, the last attempt turned away or never sent; `wait`:
-    its Retry-After),
-    AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping when the stop
-    kept the first attempt back; once `halt` is set, no attempt is made again."""
+    wait first; none when it asks longer than `retry.max_backoff_s` of a post nothing of which
+    ran: GaveUp at once, to be queued as long as it asks); return the first other answer, its
+    `reached_before` saying whether an attempt before it may have reached CCNow. Raise GaveUp
+    after the last (`reached`: an attempt may have reached CCNow; else nothing ran, the last
+    attempt turned away or never sent; `wait`: its Retry-After), AnswerTooLarge or
+    UndecodableAnswer at once (CCNow got the post), Stopping when the stop kept the first
+    attempt back; once `halt` is set, no attempt is made again."""
     n, reached = 0, False
     word, sent_at, answered, wait = "", 0.0, None, None
     while True:
@@ -180,7 +185,11 @@ async def post_retrying(
                 return reply._replace(reached_before=True) if reached_before else reply
             else:
                 reached, word, answered, wait = True, "truncated_answer", None, None
-        if n >= retry.attempts or (halt is not None and halt.is_set()):
+        if (
+            n >= retry.attempts
+            or (halt is not None and halt.is_set())
+            or _queued(retry, wait, reached)
+        ):
             raise _gave_up(word, reached, sent_at, answered, wait)
         delay = retry_delay(retry, n, wait)
         log.debug(
@@ -195,6 +204,13 @@ async def post_retrying(
             if halt.is_set():
                 raise _gave_up(word, reached, sent_at, answered, wait)
         n += 1
+
+
+def _queued(retry: RetryConfig, wait: float | None, reached: bool) -> bool:
+    """Whether a post turned away asks (Retry-After) to wait longer than a retry within it may:
+    it ends, queued as long as asked (a retry sooner would meet the rate limit it asks to spare,
+    once a retry until the last). One that may have reached CCNow is retried (a lost answer)."""
+    return not reached and wait is not None and wait > retry.max_backoff_s
 
 
 def _gave_up(

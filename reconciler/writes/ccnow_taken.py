@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from reconciler.json_text import iso_time
 from reconciler.store import commands as cmds
 
 
@@ -113,6 +114,11 @@ def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]
         "outcome": c.state,
         "answer": c.answer,
         "attempts": c.attempts,
+        # When a queued command is posted next (a turned-away post's Retry-After may put it an
+        # hour off); None: due at once, or not queued.
+        "next_attempt_at": iso_time(c.next_attempt_at)
+        if c.state == "queued" and c.next_attempt_at > 0
+        else None,
         "notes": c.notes,
         "amount": c.amount,
         "trackname": c.trackname,

@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +177,20 @@ async def test_track_from_file_untrack_and_filters(
     rows = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
     assert ORDER not in {r["order_id"] for r in rows}
     assert len(read_events(tmp_path)) == 3  # history stays
+
+
+async def test_orders_not_checked_yet_are_shown_due_since_they_were_tracked(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # Their stored first check is 0, "at once": `orders --json` showed 1970-01-01T00:00:00.000Z.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    before = time.time()
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+    after = time.time()
+    (row,) = json.loads((await call_cli("--config", cfg, "orders", "--json")).stdout)
+    assert row["last_checked"] is None
+    due = datetime.fromisoformat(row["next_check_at"].replace("Z", "+00:00")).timestamp()
+    assert before - 0.001 <= due <= after
 
 
 async def test_check_online(tmp_path: Path, fake_ccv: FakeCCV, fake_ccnow: FakeCCNow) -> None:

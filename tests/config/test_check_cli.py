@@ -323,6 +323,20 @@ async def test_every_file_a_running_store_keeps_is_refused_as_a_jsonl_path(
         assert "the sink needs a file of its own" in result.stderr
 
 
+async def test_a_second_log_sink_is_a_config_error(tmp_path: Path) -> None:
+    # Each log sink wrote every event to the log: every line twice, and log alerting fired twice.
+    cfg = tmp_path / "reconciler.toml"
+    sinks = '[[sinks]]\ntype = "log"\n[[sinks]]\ntype = "log"\n'
+    cfg.write_text(config_text(tmp_path, CCV) + sinks, encoding="utf-8")
+    for command in ("check", "catch-up", "status"):
+        result = await call_cli("--config", cfg, command)
+        assert result.code == 78, result.stderr
+        assert result.stderr.strip() == (
+            f"config error: {cfg}: sinks[1].type: a second log sink (sinks[0] is one): "
+            "the log gets every event once; remove one"
+        )
+
+
 @pytest.mark.parametrize("second", ["events.jsonl", "./events.jsonl", "link.jsonl"])
 async def test_two_jsonl_sinks_on_one_file_are_a_config_error(tmp_path: Path, second: str) -> None:
     # Their batches interleaved (on a FIFO, past PIPE_BUF: within a line), and one's taking

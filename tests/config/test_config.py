@@ -357,6 +357,10 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
 
     ("sink-name-duplicate", CCV + "[[sinks]]\ntype = 'log'\nname = 'x'\n"
      "[[sinks]]\ntype = 'log'\nname = 'x'\n", "sinks[1].name", "duplicate name 'x'"),
+    # The log got every event once per log sink: twice, and an alert on it fired twice.
+    ("sink-second-log", CCV + "[[sinks]]\ntype = 'log'\n[[sinks]]\ntype = 'jsonl'\npath = 'e'\n"
+     "[[sinks]]\ntype = 'log'\nname = 'journal-2'\n", "sinks[2].type",
+     "a second log sink (sinks[0] is one): the log gets every event once; remove one"),
     ("sink-name-builtin-log", CCV + "[[sinks]]\ntype = 'jsonl'\nname = 'log'\npath = 'e.jsonl'\n",
      "sinks[0].name", "'log' is the name of the built-in log sink"),
     ("sink-retry", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '2h'\nretry_max = '1h'\n",

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -385,6 +386,25 @@ BAD_INPUT = [
     ("GET", "/api/v1/ccv/submissions/" + "r" * 257, None, 422, "reference"),
     ("PATCH", "/api/v1/ccv/pricing", b"{", 400, "$"),
     ("PATCH", "/api/v1/ccv/pricing?account=other", b"{}", 422, "account"),
+    # No CCNow account: every CCNow request is the same 422 naming `source` (the actions' was a
+    # 404 naming no field).
+    ("POST", "/api/v1/orders", b'{"source": "ccnow", "order_id": "396-10-1142"}', 422, "source"),
+    ("GET", "/api/v1/orders/ccnow/396-10-1142", None, 422, "source"),
+    (
+        "POST",
+        "/api/v1/ccnow/actions",
+        b'{"order_id": "396-10-1142", "action": "ship"}',
+        422,
+        "source",
+    ),
+    ("GET", "/api/v1/ccnow/actions/7", None, 422, "source"),
+    (
+        "POST",
+        "/api/v1/ccnow/actions/resolve",
+        b'{"order_id": "396-10-1142", "sent": true}',
+        422,
+        "source",
+    ),
 ]
 
 
@@ -1031,3 +1051,17 @@ async def test_an_order_past_its_watch_shows_no_next_check_as_orders_json(api: A
         "POST", "/api/v1/orders", body={"source": "ccv", "order_id": ORDER}
     )
     assert (status, order["next_check_at"]) == (200, None)
+
+
+async def test_an_order_not_checked_yet_is_due_since_it_was_tracked(api: Api) -> None:
+    # Its stored first check is 0, "at once": the answer showed 1970-01-01T00:00:00.000Z.
+    before = time.time()
+    body = {"source": "ccv", "order_id": ORDER}
+    status, tracked, _ = await api.call("POST", "/api/v1/orders", body=body)
+    after = time.time()
+    assert status == 201 and tracked["last_checked"] is None
+    due = datetime.fromisoformat(tracked["next_check_at"].replace("Z", "+00:00")).timestamp()
+    assert before - 0.001 <= due <= after
+    for method, path in (("POST", "/api/v1/orders"), ("GET", f"/api/v1/orders/ccv/{ORDER}")):
+        status, again, _ = await api.call(method, path, body=body if method == "POST" else None)
+        assert (status, again["next_check_at"]) == (200, tracked["next_check_at"])
