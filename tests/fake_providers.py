@@ -359,6 +359,9 @@ class FakeCCNow(_FakeServer):
         self.line_end = "\n"
         self.blank_lines = False
         self.batch_sizes: list[int] = []
+        # A bound on a post's body in bytes, as a proxy before CCNow keeps (None: none): a
+        # larger post is answered 413 and reaches nothing (its batch size is still counted).
+        self.max_post_bytes: int | None = None
         # (order id, action, {field name without _N: value}) of every action applied
         self.actions: list[tuple[str, str, dict[str, str]]] = []
 
@@ -388,6 +391,8 @@ class FakeCCNow(_FakeServer):
         while f"x_orderid_{len(ids) + 1}" in form:
             ids.append(form[f"x_orderid_{len(ids) + 1}"])
         self.batch_sizes.append(len(ids))
+        if self.max_post_bytes is not None and len(await request.read()) > self.max_post_bytes:
+            return await self._answer(request, seen, lambda: Reply(413, "Payload Too Large"))
         if form.get("x_clientid") != self.client_id or form.get("x_password") != self.password:
             return await self._answer(
                 request, seen, lambda: Reply(200, "error_message invalid login\n")

@@ -48,12 +48,10 @@ CONNECTING: ContextVar[Connecting | None] = ContextVar("reconciler_connecting", 
 
 
 class HeardHandler(ResponseHandler):
-    """aiohttp's protocol of a connection, keeping the first bytes it receives while `heard`
-    is set (a write's: set for each request that takes the connection)."""
+    """aiohttp's protocol of a write's connection, keeping the first bytes it receives while
+    `heard` is set (set when the write takes the connection)."""
 
     heard: bytearray | None = None
-    # Whether a request took this connection before (it sat in the pool since).
-    served = False
 
     def data_received(self, data: bytes) -> None:
         """Keep what a write's answer brought, then parse it as aiohttp does."""
@@ -64,16 +62,46 @@ class HeardHandler(ResponseHandler):
 
 
 class WriteAwareConnector(aiohttp.TCPConnector):
-    """The providers' connector: tells a write still connecting (a handshake that never ends,
-    a host that never answers the SYN) from one whose request may have left, so that the first
-    is `NotSent` (safe to send again) and not `Uncertain` for ever; and keeps what a write's
-    answer brought, whose status line and `Location` aiohttp loses when it refuses the rest of
-    the answer in the same read (a broken chunk, a header line too long, a `br` body); and
-    gives a write a connection no request took before (`_unused`). Requests that are no writes
-    pass straight through."""
+    """The providers' connector: the reads' pool of keep-alive connections, and, for the
+    writes, a connector of their own (`_WriteConnector`): each write goes out on a connection
+    opened for it and closed after its answer, never one an earlier request left idle (a
+    server closes an idle one when it likes, and one closed just as the write went out reads
+    as an answer lost after the provider got it: an adjust `uncertain`, a CCV submit for a
+    person, though the server never read it). The reads' pool is never touched by a write.
+    Arguments are the TCPConnector's, given to both (`force_close` is the writes' alone)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.pop("force_close", None)
         super().__init__(*args, **kwargs)
+        self._writes = _WriteConnector(*args, **kwargs)
+
+    async def connect(
+        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        """A read's connection from the pool; a write's (one under way in this task) from the
+        writes' connector: its Connection goes back there, which closes it."""
+        if CONNECTING.get() is None:
+            return await super().connect(req, traces, timeout)
+        return await self._writes.connect(req, traces, timeout)
+
+    async def close(self, *args: Any, **kwargs: Any) -> None:
+        """Close the writes' connector and the reads' pool."""
+        try:
+            await self._writes.close(*args, **kwargs)
+        finally:
+            await super().close(*args, **kwargs)
+
+
+class _WriteConnector(aiohttp.TCPConnector):
+    """The writes' connector (`force_close`: a connection of its own for each, closed after its
+    answer): tells a write still connecting (a handshake that never ends, a host that never
+    answers the SYN) from one whose request may have left, so that the first is `NotSent`
+    (safe to send again) and not `Uncertain` for ever; and keeps what a write's answer brought,
+    whose status line and `Location` aiohttp loses when it refuses the rest of the answer in
+    the same read (a broken chunk, a header line too long, a `br` body)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, force_close=True, **kwargs)
         # aiohttp has no public hook for the protocol its connections get. Without this one
         # (an aiohttp that renamed it) no answer would be kept, and a write whose answer aiohttp
         # refused would be taken for a lost one, closable as never sent: refused here instead.
@@ -87,49 +115,15 @@ class WriteAwareConnector(aiohttp.TCPConnector):
     async def connect(
         self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
     ) -> Connection:
-        """Get the connection, marking the write in this task as connecting meanwhile."""
+        """Get the write's connection, marking it as connecting meanwhile."""
         connecting = CONNECTING.get()
-        if connecting is None:
-            conn = await super().connect(req, traces, timeout)
-            _hear(conn, None)  # a pooled connection a write used before: no longer kept
-            return conn
+        if connecting is None:  # not through WriteAwareConnector: none is a write's
+            return await super().connect(req, traces, timeout)
         connecting.now = True
-        conn = await self._unused(req, traces, timeout)
+        conn = await super().connect(req, traces, timeout)
         connecting.now = False
         connecting.heard = _hear(conn, bytearray())
         return conn
-
-    async def _unused(
-        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
-    ) -> Connection:
-        """A connection no request took before, for a write: one that sat idle in the pool
-        may be closed by the server as the write goes out (its keep-alive ended), which reads
-        as an answer lost after the provider got it (an adjust `uncertain`, a CCV submit for a
-        person) though the server never read it. The idle ones are set aside meanwhile, kept
-        for the requests after it; one handed back while it waited for a free slot is closed."""
-        key = req.connection_key
-        # aiohttp's pool (`_conns`: key -> its idle connections); without it, each idle one is
-        # closed instead.
-        pool = getattr(self, "_conns", None)
-        aside = pool.pop(key, None) if isinstance(pool, dict) else None
-        try:
-            while True:
-                conn = await super().connect(req, traces, timeout)
-                if not isinstance(conn.protocol, HeardHandler) or not conn.protocol.served:
-                    return conn
-                conn.close()
-        finally:
-            if aside:
-                self._give_back(key, aside)
-
-    def _give_back(self, key: Any, aside: Any) -> None:
-        """Put idle connections set aside back in the pool, before any released meanwhile."""
-        if self._closed:  # closed meanwhile: nobody closed these
-            for protocol, _ in aside:
-                protocol.close()
-            return
-        released = self._conns.pop(key, None) or ()
-        self._conns[key] = type(aside)([*aside, *released])
 
 
 def _heard_handler(loop: asyncio.AbstractEventLoop) -> ResponseHandler:
@@ -141,7 +135,6 @@ def _hear(conn: Connection, heard: bytearray | None) -> bytearray | None:
     if not isinstance(protocol, HeardHandler):
         return None
     protocol.heard = heard
-    protocol.served = True
     return heard
 
 

@@ -28,7 +28,6 @@ import aiohttp
 
 from reconciler.config import CCNowConfig
 from reconciler.events import Event
-from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import OrderLine
@@ -69,6 +68,7 @@ from reconciler.writes.ccnow_outcome import (
     sort_out,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch, read_status
+from reconciler.writes.ccnow_requeue import requeue
 from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
 from reconciler.writes.failpoint import failpoint
@@ -230,7 +230,7 @@ class ActionSender:
             raise
         except NotSent as exc:
             # The connection was never made: queued again, and not counted as sent.
-            await self._requeue(cfg, batch, str(exc), tally)
+            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally)
             return
         except Lost as exc:
             tally.post(batch)
@@ -238,7 +238,7 @@ class ActionSender:
                 await self._make_uncertain(batch, str(exc))
                 tally.uncertain += len(batch)
                 return
-            await self._requeue(cfg, batch, str(exc), tally, lost=True)
+            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally, lost=True)
             return
         except Refused as exc:
             # Nothing of the post was applied (by this attempt: an earlier one's answer may
@@ -266,14 +266,19 @@ class ActionSender:
                     await self._close(cfg, held, {}, tally, None, line, True, reached_before=before)
             if others := [c for c in rest if c.id not in exc.held]:
                 why = f"the post was refused for another command: {exc}"
-                await self._requeue(cfg, others, why, tally, lost=before, delay=0.0)
+                await requeue(
+                    self.store, self.clock(), cfg, others, why, tally, lost=before, delay=0.0
+                )
             return
         except SourceError as exc:
+            if isinstance(exc, TurnedAway) and exc.too_large is not None:
+                await self._split(cfg, batch, exc.too_large, tally)
+                return
             # Turned away before it ran (a rate limit, a login wall, a wrong url): not posted
             # again before its Retry-After asks.
             tally.post(batch)
             delay = retry_delay(batch, exc.wait if isinstance(exc, TurnedAway) else None)
-            await self._requeue(cfg, batch, str(exc), tally, delay=delay)
+            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally, delay=delay)
             return
         tally.post(batch)
         failpoint("ccnow.answered")
@@ -282,27 +287,20 @@ class ActionSender:
         no_line = NO_LINE if posted.said is None else f"{NO_LINE}: {posted.said}"
         await self._close(cfg, batch, lines, tally, posted.asked, no_line=no_line)
 
-    async def _requeue(
-        self,
-        cfg: CCNowConfig,
-        batch: list[cmds.Command],
-        why: str,
-        tally: Tally,
-        lost: bool = False,
-        delay: float | None = None,
+    async def _split(
+        self, cfg: CCNowConfig, batch: list[cmds.Command], why: str, tally: Tally
     ) -> None:
-        """Queue a batch again after a failure that is no answer about its commands (their
-        day and its three-day bound start again), due after `delay` (by default: doubling per
-        attempt); `lost`: its answer was lost, so the post may have reached CCNow."""
-        now, ids = self.clock(), [c.id for c in batch]
-        delay = retry_delay(batch) if delay is None else delay
-        at = now if lost else None
-        await cmds.requeue(self.store, ids, next_attempt_at=now + delay, why=why, reached_at=at)
-        tally.queued += len(batch)
-        log.warning(
-            "ccnow.action_retry_later",
-            extra=fields(account=cfg.name, commands=len(batch), reason=why, retry_in_s=delay),
-        )
+        """A post turned away by a bound on its size (413, 414: a proxy's, a web server's),
+        which would turn it away for ever: sent again in halves, down to one order; one
+        order's alone is refused, with why (not counted sent: its halves are)."""
+        if len(batch) > 1:
+            await cmds.unclaim(self.store, [c.id for c in batch])  # not run: no attempt
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                await self._send_batch(cfg, part, tally)
+            return
+        tally.post(batch)
+        await self._close(cfg, batch, {}, tally, None, refused={batch[0].id: why})
 
     async def _close(
         self,

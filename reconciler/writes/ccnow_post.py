@@ -1,9 +1,10 @@
 """Posting one batch of CCNow actions and reading its answer, and telling the ways it can fail
 apart: never sent (NotSent, or Stopping: the stop began before it left), turned away before it
-ran (SourceError: a status that says so, such as a 429, a login wall or a 503 saying CCNow is
-down), refused by CCNow in `error_message` lines alone (Refused: nothing was applied; a line
-naming a command's field refuses that command, the others are decided by no words), or lost
-(Lost: CCNow may have applied it, so an `adjust` must not be sent again)."""
+ran (TurnedAway: a status that says so, such as a 429, a login wall, a post too large or a 503
+saying CCNow is down, for an `adjust` in CCNow's own words only), refused by CCNow in
+`error_message` lines alone (Refused: nothing was applied; a line naming a command's field
+refuses that command, the others are decided by no words), or lost (Lost: CCNow may have
+applied it, so an `adjust` must not be sent again)."""
 
 from __future__ import annotations
 
@@ -77,12 +78,21 @@ class Posted(NamedTuple):
 
 class TurnedAway(SourceError):
     """The post was turned away before anything ran (a rate limit, a login wall, a wrong url,
-    a 503 saying CCNow is down); `wait`: what its Retry-After asked, in seconds (None: none),
-    so that it is not posted again before."""
+    a 503 saying CCNow is down, a post too large); `wait`: what its Retry-After asked, in
+    seconds (None: none), so that it is not posted again before; `too_large`: turned away by
+    a bound on a request's size (413, 414: a web server's, a proxy's), which turns the same
+    post away each time, why (None: another status)."""
 
-    def __init__(self, word: str, wait: float | None) -> None:
+    def __init__(self, word: str, wait: float | None, status: int | None = None) -> None:
         super().__init__(word)
         self.wait = wait
+        self.too_large: str | None = None
+        if status in (413, 414):
+            what = "body" if status == 413 else "url"
+            self.too_large = (
+                f"http {status}: the post of this order alone was turned away as too large "
+                f"(its {what}: a bound of CCNow's web server or a proxy before it); nothing ran"
+            )
 
 
 class Refused(Exception):
@@ -142,7 +152,7 @@ async def post_batch(
         if exc.reached:
             raise Lost(exc.word) from None
         if exc.turned_away:
-            raise TurnedAway(str(exc), exc.wait) from None  # nothing ran
+            raise TurnedAway(str(exc), exc.wait, exc.http_status) from None  # not run
         raise NotSent(str(exc)) from None
     if reply.status != 200:
         if reply.body_began:
@@ -150,10 +160,10 @@ async def post_batch(
             # rest may have been the orders' lines (CCNow ran it). An adjust is never sent
             # twice on a word that was not heard whole.
             raise Lost(f"http_{reply.status}_cut_short")
-        if turned_away(reply.status, reply.body) and not reply.reached_before:
+        if turned_away(reply.status, reply.body, once=once) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
             wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
-            raise TurnedAway(f"http {reply.status}", wait)
+            raise TurnedAway(f"http {reply.status}", wait, reply.status)
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
         raise Lost(f"http_{reply.status}")
     secrets = answer_secrets(cfg.password.reveal(), secrets)

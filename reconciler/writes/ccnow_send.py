@@ -39,10 +39,10 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # wrong url or method, a request the server did not read whole or would not take (408, 413,
 # 414, 431), a rate limit. CCNow documents no status (its answers, errors too, are lines of a
 # 200): these come from what stands before its program, which they stop, and a body that never
-# came says nothing more. A 503 says so only without CCNow's words in it, or with CCNow's error
-# lines alone, each saying it is down. Any other status than 200 may come after CCNow ran it
-# (a 302 or 303, "done, see there"; a 500, a gateway's 502 or 504, Cloudflare's 520 or 524, a
-# 201): the actions in it may have been applied.
+# came says nothing more. A 503 says so only without CCNow's words in it (not for an adjust:
+# `turned_away`), or with CCNow's error lines alone, each saying it is down. Any other status
+# than 200 may come after CCNow ran it (a 302 or 303, "done, see there"; a 500, a gateway's 502
+# or 504, Cloudflare's 520 or 524, a 201): the actions in it may have been applied.
 NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429, 431})
 
 
@@ -71,19 +71,26 @@ class GaveUp(RequestFailed):
         self.wait = wait
 
 
-def turned_away(status: int, body: bytes) -> bool:
-    """Whether an answer other than a 200 says the post was not run (NOT_RUN)."""
+def turned_away(status: int, body: bytes, *, once: bool = False) -> bool:
+    """Whether an answer other than a 200 says the post was not run (NOT_RUN). `once`: the
+    post is never sent twice (an `adjust`), and a 503 says so only in CCNow's own words."""
     if answered_orders(body):
         return False  # CCNow's line for an order: it ran, whatever the status
     if status in NOT_RUN:
-        return True
+        # Unless CCNow's own words say more than that it refused the whole post (a `message`
+        # saying what it did): its program ran it, whatever stood before it (a 413 so is no
+        # size bound's: halved and posted again, each discount could be given twice).
+        return not speaks_ccnow(body) or refusal_lines(body) is not None
     if status == 503:
-        # A balancer's "down", or CCNow's own in its error lines alone; not a `message` that
-        # says what it did beside them.
+        # CCNow's own "down" in its error lines alone; not a `message` that says what it did
+        # beside them.
         lines = refusal_lines(body)
-        return not speaks_ccnow(body) or (
-            lines is not None and all(says_down(line) for line in lines)
-        )
+        down = lines is not None and all(says_down(line) for line in lines)
+        # A 503 without CCNow's words may be a balancer's "down" before it, or a proxy's
+        # after CCNow got the post and was slow (Varnish's `Backend fetch failed`), with or
+        # without a Retry-After: one more post of a discount may give it twice, so an adjust
+        # is uncertain for a person; a ship, tracking or cancel sent twice costs nothing.
+        return down if once else not speaks_ccnow(body) or down
     return False
 
 

@@ -225,8 +225,8 @@ async def _send(
         return _heard(url, connecting, word, unread, sent_at)
     finally:
         CONNECTING.reset(token)
-        # Its connection goes back to the pool with what the answer brought (up to 256 KiB)
-        # until its next request: read by now, or never to be.
+        # What the answer brought (up to 256 KiB) is read by now, or never to be: not kept
+        # while its connection (closed after the answer, its own) waits to be collected.
         if connecting.heard is not None:
             connecting.heard.clear()
 

@@ -147,15 +147,16 @@ async def test_a_batch_is_one_post_and_each_order_ends_by_its_own_line(
     [
         Reply(200, "error_message system down for maintenance\n"),
         Reply(200, "error_message invalid login\n"),
-        # Refused before anything ran: a rate limit, an overloaded balancer, a login wall, a
+        # Refused before anything ran: a rate limit, CCNow down, a login wall, a
         # wrong url. Made uncertain, every adjust would wait for a person. (A `message` CCNow
         # does not document may follow its running the post: test_ccnow_maybe_taken.py.)
+        # (A 503 without CCNow's words makes an adjust uncertain: test_ccnow_maybe_taken.py.)
         Reply(429, "slow down"),
-        html_page(503),
+        Reply(503, "error_message system down for maintenance\n"),
         Reply(401, "no"),
         html_page(404),
     ],
-    ids=["maintenance", "bad-login", "429", "503", "401", "404"],
+    ids=["maintenance", "bad-login", "429", "503-ccnow-down", "401", "404"],
 )
 async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_later_run_sends_it(
     tmp_path: Path, fake_ccnow: FakeCCNow, reply: Reply

@@ -119,7 +119,20 @@ MAYBE_RUN = {
     "503-message-beside-down": Reply(
         503, "message discount recorded\nerror_message mail server is down\n"
     ),
+    # A 503 without CCNow's words: a balancer's before CCNow, or a proxy's after CCNow got the
+    # post and was slow (Varnish), a Retry-After or not. Posted again, the discount may be
+    # given twice: a person decides (a ship's or tracking's is sent again,
+    # test_ccnow_retry_after_queued.py).
+    "503-plain": Reply(503, "Service Unavailable"),
+    "503-varnish": Reply(
+        503, "<html><h1>Error 503 Backend fetch failed</h1></html>", headers={"Retry-After": "5"}
+    ),
+    "503-empty-retry-after": Reply(503, "", headers={"Retry-After": "120"}),
     "404-with-its-line": Reply(404, f"{A} pending\n"),
+    # A size bound's status with CCNow's words saying what it did: CCNow's program ran it,
+    # no bound before it turned it away (test_ccnow_too_large.py).
+    "413-ccnow-message": Reply(413, "message discount recorded\n"),
+    "414-ccnow-message": Reply(414, "message adjustments applied\n"),
     "400": Reply(400, "Bad Request"),
     # "Done, see there" (RFC 9110 15.4.4), or a login wall's: not known which.
     "302": Reply(302, "", headers={"Location": "https://www.ccnow.com/login"}),
@@ -151,10 +164,10 @@ NOT_RUN = {
     "403": Reply(403, "Forbidden"),
     "405": Reply(405, "Method Not Allowed"),
     "408": Reply(408, "Request Timeout"),
-    "413": Reply(413, "Payload Too Large"),
+    # (A 413 or 414 turns the same post away each time: test_ccnow_too_large.py.)
     "431": Reply(431, "Request Header Fields Too Large"),
+    # CCNow's own words saying it is down: it ran nothing.
     "503-down": Reply(503, "error_message system down for maintenance\n"),
-    "503-plain": Reply(503, "Service Unavailable"),
 }
 
 

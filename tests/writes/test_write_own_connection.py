@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from reconciler.sources.http import Reply
 from reconciler.writes.once import WriteAwareConnector, send_once
 
 BODY = b"396-10-1142 mark_shipped\n"
@@ -27,6 +28,9 @@ class KeepAlive:
     def __init__(self) -> None:
         self.seen: list[tuple[int, bytes]] = []  # (connection number, body), as they came
         self.connections = 0
+        # A body `hold` is answered once `release` is set; `holding`: one came.
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -44,6 +48,9 @@ class KeepAlive:
                 if body == b"write" and served:
                     return  # closed, unanswered
                 served += 1
+                if body == b"hold":
+                    self.holding.set()
+                    await self.release.wait()
                 writer.write(OK)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -78,16 +85,42 @@ async def test_a_write_takes_a_connection_of_its_own_and_the_idle_one_is_kept(
                 assert (resp.status, await resp.read()) == (200, BODY)
 
         await poll()
-        reply = await send_once(
-            session,
-            "POST",
-            url,
-            headers={},
-            data=b"write",
-            timeout=timeout,
-            gate=asyncio.Semaphore(1),
-            max_body=1_000,
-        )
+        reply = await write(session, url, b"write", asyncio.Semaphore(1))
         assert (reply.status, reply.body) == (200, BODY)
         await poll()  # the idle connection was kept for it, not closed
     assert server.seen == [(1, b"poll"), (2, b"write"), (1, b"poll")]
+
+
+async def test_a_write_waiting_for_a_free_slot_takes_a_connection_of_its_own(
+    keep_alive: tuple[KeepAlive, URL],
+) -> None:
+    # The pool is full (limit 1) with a write whose answer is held: the next write waits for
+    # its slot, and takes a new connection when the first ends, never the first's.
+    server, url = keep_alive
+    gate = asyncio.Semaphore(2)  # the account's bound lets both go: the pool's limit holds one
+    async with aiohttp.ClientSession(connector=WriteAwareConnector(limit=1)) as session:
+        first = asyncio.ensure_future(write(session, url, b"hold", gate))
+        await server.holding.wait()  # the first is out
+        second = asyncio.ensure_future(write(session, url, b"write", gate))
+        for _ in range(20):  # it got as far as it can: waiting for the slot
+            await asyncio.sleep(0)
+        assert not second.done() and server.seen == [(1, b"hold")]
+        server.release.set()
+        replies = await asyncio.gather(first, second)
+    assert [(r.status, r.body) for r in replies] == [(200, BODY)] * 2
+    assert server.seen == [(1, b"hold"), (2, b"write")]
+
+
+async def write(
+    session: aiohttp.ClientSession, url: URL, data: bytes, gate: asyncio.Semaphore
+) -> Reply:
+    return await send_once(
+        session,
+        "POST",
+        url,
+        headers={},
+        data=data,
+        timeout=aiohttp.ClientTimeout(total=5),
+        gate=gate,
+        max_body=1_000,
+    )
