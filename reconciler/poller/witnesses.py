@@ -9,6 +9,10 @@ second is asked when the first fails. The witnesses take turns, up to ROTATION o
 orders that answered, so that no order is asked on every such pass (the first two in storage
 order were, 137 times in 5 minutes).
 
+Orders this process saw fail of an outage's reason (CCV's checks, a circuit breaker's run) are
+no witnesses until one answers: their failure streaks are forgotten when the account recovers,
+so storage alone names them answered again.
+
 Extra load, bounded: one request (two when the first witness fails: a real outage, or a witness
 that broke) per pass whose every check failed, spread over up to ROTATION orders.
 """
