@@ -64,6 +64,18 @@ class PassReport:
     # fails leaves its account failing, and drops them.
     outage_failures: list[Observation] = field(default_factory=list)
 
+    def count_unanswered(self, asked: int, error: str | None) -> int:
+        """Count the orders asked of the provider that a failure of the whole account (`error`)
+        left without an answer, and return how many: each is a failed check of the pass
+        (`catch-up.done`, the last pass in `status`), though none is written to its order (the
+        account's failure it was)."""
+        if error is None or asked <= self.checked:
+            return 0
+        unanswered = asked - self.checked
+        self.checked += unanswered
+        self.failed += unanswered
+        return unanswered
+
     def note_outage(self, observations: Iterable[Observation], limit: int) -> None:
         """Hold failed checks written while their account fails, `limit` at most."""
         room = limit - len(self.outage_failures)

@@ -239,16 +239,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         return error
 
     def _count_unanswered(self, asked: int, report: PassReport, error: str | None) -> None:
-        """Count the orders asked of the provider that a failure of the whole account left
-        without an answer: each is a failed check of the pass (`catch-up.done`, the last pass
-        in `status`), though none is written to its order (the account's failure it was)."""
-        if error is None or asked <= report.checked:
-            return
-        unanswered = asked - report.checked
-        report.checked += unanswered
-        report.failed += unanswered
-        metrics = self.writer.metrics
-        if metrics is not None:
+        """`PassReport.count_unanswered`, and the metrics' count of them."""
+        unanswered = report.count_unanswered(asked, error)
+        if unanswered and (metrics := self.writer.metrics) is not None:
             metrics.observe_unanswered(self.source, self.account, unanswered)
 
     async def _open_ids(self) -> list[str]:

@@ -236,13 +236,12 @@ class CCVClient:
         order_ids: Iterable[str],
         emit: Callable[[Observation], Awaitable[None]],
     ) -> None:
-        """Check every order, awaiting `emit` for each; stop at a 401 (AuthenticationFailed) or
-        at a run of outage failures (CircuitOpen), the orders not emitted left unasked."""
+        """Check every order, awaiting `emit` for each; stop at a 401 or an outage (CircuitOpen)."""
         # Circuit breaker: that many checks failing in a row means the provider is down, and
         # asking the remaining orders (each with its retries) would only prolong the outage.
         consecutive = 0
         opened = False
-        tripped: list[str] = []
+        asked: list[str] = []  # the orders whose failures the breaker did not emit
 
         async def handle(order_id: str) -> bool:
             nonlocal consecutive, opened
@@ -263,10 +262,8 @@ class CCVClient:
                                 }
                             },
                         )
-                    tripped.append(order_id)  # asked, its failure not emitted
-                    raise CircuitOpen(
-                        f"{consecutive} consecutive failures, last: {reason}", tripped
-                    )
+                    asked.append(order_id)  # its failure not emitted
+                    raise CircuitOpen(f"{consecutive} consecutive failures, last: {reason}", asked)
             elif observation.outcome is not Outcome.FAILED:
                 consecutive = 0
             await emit(observation)
