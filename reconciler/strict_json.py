@@ -126,15 +126,16 @@ def _refuse_lone_surrogate(raw: bytes, document: object) -> None:
 
 
 def loads_answer(
-    body: bytes,
+    body: bytes | str,
     hook: Callable[[list[tuple[str, object]]], object] | None = None,
     *,
     constants: bool = True,
 ) -> object:
-    """json.loads (ValueError, RecursionError), except that an integer too long for Python's
-    int (over 4,300 digits) does not fail the answer: only then is the body parsed again, its
-    integers kept as written (Digits), so the usual answer costs nothing more. `constants`:
-    whether `NaN` and `Infinity`, which are not JSON, are taken (else NotJSON)."""
+    """json.loads (ValueError, RecursionError) of an answer's bytes or its text, except that an
+    integer too long for Python's int (over 4,300 digits) does not fail the answer: only then
+    is the body parsed again, its integers kept as written (Digits), so the usual answer costs
+    nothing more. `constants`: whether `NaN` and `Infinity`, which are not JSON, are taken
+    (else NotJSON)."""
     try:
         return _loads(body, hook, constants, None)
     except (json.JSONDecodeError, NotJSON):
@@ -149,7 +150,7 @@ _NO_CONSTANTS = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _loads(
-    body: bytes,
+    body: bytes | str,
     hook: Callable[[list[tuple[str, object]]], object] | None,
     constants: bool,
     parse_int: Callable[[str], object] | None,
@@ -157,6 +158,8 @@ def _loads(
     if constants:
         return json.loads(body, object_pairs_hook=hook, parse_int=parse_int)
     if hook is None and parse_int is None:
+        if isinstance(body, str):
+            return _NO_CONSTANTS.decode(body)
         # As json.loads reads bytes: in UTF-8, -16 or -32, told by the first bytes.
         return _NO_CONSTANTS.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     return json.loads(

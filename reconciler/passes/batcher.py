@@ -90,8 +90,9 @@ class Batcher:
         self.row_s: float | None = None  # the writer's time per observation, as last measured
 
     async def add(self, obs: Observation) -> None:
-        if self.via != "notification":
-            # Before the worker's next request: a hint's check goes first (hint_gate.py).
+        if self.via != "notification" and self.reconciler.hints.in_flight:
+            # Before the worker's next request: a hint's check goes first (hint_gate.py). Asked
+            # only while one runs: awaiting give_way costs a coroutine per check.
             await self.reconciler.hints.give_way()
         self.buffer.append(obs)
         if len(self.buffer) >= self.reconciler.batch_rows:

@@ -265,10 +265,12 @@ def _after(
     event: OutboxEvent, result: DeliveryResult, refused: str | None
 ) -> tuple[bool, str | None]:
     """`looks_down`'s step: (down, refused) after one more event's result."""
-    if result in (NOT_ATTEMPTED, ABANDONED):
-        return False, refused  # said nothing of the receiver
+    # Delivered first: nearly every result is, and it is neither of the two below, which are
+    # compared by value (a dataclass's __eq__, a Python call each).
     if isinstance(result, Delivered):
         return False, None
+    if result in (NOT_ATTEMPTED, ABANDONED):
+        return False, refused  # said nothing of the receiver
     order = event.order_id if event.order_id is not None else f"#{event.seq}"
     gone = not isinstance(result, RetryLater) or result.retry_after_s is not None
     # A retry refused again tells nothing new: payloads the receiver rejects for good lead

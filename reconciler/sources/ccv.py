@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from urllib.parse import quote
 
 import aiohttp
@@ -108,12 +109,15 @@ def _status_document(body: bytes) -> tuple[str | None, object] | None:
     would guess an end state that is never asked again). Any other key named twice, nested or
     not, is CCV's business: the last one holds, as Python reads JSON, escapes or not."""
     try:
+        # Decoded as json.loads decodes bytes (UTF-8, -16 or -32, told by the first bytes),
+        # once: the keys are then looked for in the text, whatever the encoding.
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
         # The usual answer is decoded by the C decoder alone; one that may name a key twice
         # (one of ours written twice, or any spelled with escapes) once, with a hook that
         # finds out.
-        pairs = _Pairs() if _may_repeat_a_key(body) else None
+        pairs = _Pairs() if _may_repeat_a_key(text) else None
         # `NaN` and `Infinity` are not JSON: no answer CCV means holds them.
-        document = loads_answer(body, pairs, constants=False)
+        document = loads_answer(text, pairs, constants=False)
     except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict) or (pairs is not None and pairs.repeated):
@@ -124,22 +128,11 @@ def _status_document(body: bytes) -> tuple[str | None, object] | None:
     return _status_of(value), document.get("externalReference")
 
 
-def _may_repeat_a_key(body: bytes) -> bool:
-    """Whether a status answer may name one of its two keys twice: written twice, or a key
-    written with escapes (`"order\\u0053tatus"`). The bytes say so of UTF-8 alone: in UTF-16
-    or UTF-32 (a NUL among the first four bytes, or their BOM) no key is spelled as searched,
-    so such an answer is always decoded with the hook."""
-    return (
-        body.count(b'"orderStatus"') > 1
-        or body.count(b'"externalReference"') > 1
-        or b"\\u" in body
-        or body.find(b"\x00", 0, 4) != -1  # no slice: one is made per status answer
-        or body.startswith(_UTF16_BOMS)
-    )
-
-
-# What UTF-16 begins with when it has a BOM; UTF-32's begins so too, or holds a NUL.
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+def _may_repeat_a_key(text: str) -> bool:
+    """Whether a status answer's text may name one of its two keys twice: written twice, or
+    a key written with escapes (`"order\\u0053tatus"`). The decoded text spells them as
+    written, whatever the encoding of the bytes."""
+    return text.count('"orderStatus"') > 1 or text.count('"externalReference"') > 1 or "\\u" in text
 
 
 # Blanks: tab and Unicode's spaces (Zs), those str.strip() drops that are no control character.
@@ -371,10 +364,11 @@ class CCVClient:
         snapshot, the events and the log. Not an answer then, but that order's failure."""
         return holds_secret(text, self._key_forms)
 
-    async def _get(self, segment: str) -> Reply:
-        """Ask for the status of the order whose id is the (quoted) path segment `segment`."""
+    def _get(self, segment: str) -> Coroutine[None, None, Reply]:
+        """Ask for the status of the order whose id is the (quoted) path segment `segment`:
+        the request itself to await, not a coroutine around it (one more per check)."""
         url = self._base.with_path(f"{self._prefix}{segment}/status", encoded=True)
-        return await request(
+        return request(
             self._session,
             "GET",
             url,

@@ -225,18 +225,19 @@ async def request(
     max_body: int,
     log: logging.Logger,
     data: bytes | None = None,
-    complete: Callable[[Reply], bool] = lambda reply: True,
+    complete: Callable[[Reply], bool] | None = None,
     halt: asyncio.Event | None = None,
 ) -> Reply:
     """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after.
 
-    `complete` tells whether a reply arrived whole; one that did not is retried like a dropped
-    connection (word `truncated_answer`). A 429 or 503 says the provider surely did not run
-    the request, so that `reached` and the reply's `reached_before` say whether any attempt
-    may have. Once `halt` is set (the daemon stops), no attempt is made again: the failure so
-    far is raised at once, during the backoff too, and Stopping when no attempt was made yet.
-    Each attempt holds `gate`, the account's bound (Gates). An answer in a Content-Encoding
-    aiohttp cannot decode is UndecodableAnswer, not retried: the provider (or a proxy) answered.
+    `complete` tells whether a reply arrived whole (None: every reply does); one that did not is
+    retried like a dropped connection (word `truncated_answer`). A 429 or 503 says the provider
+    surely did not run the request, so that `reached` and the reply's `reached_before` say
+    whether any attempt may have. Once `halt` is set (the daemon stops), no attempt is made
+    again: the failure so far is raised at once, during the backoff too, and Stopping when no
+    attempt was made yet. Each attempt holds `gate`, the account's bound (Gates). An answer in a
+    Content-Encoding aiohttp cannot decode is UndecodableAnswer, not retried: the provider (or a
+    proxy) answered.
     """
     n = 0
     reached = False
@@ -271,7 +272,7 @@ async def request(
                 if not is_retryable(status):
                     reached = True
                     reply = reply_of(resp, await read_body(resp, max_body), sent_at)
-                    if complete(reply):
+                    if complete is None or complete(reply):
                         # _replace only when needed: it runs on every poll's answer otherwise.
                         return reply._replace(reached_before=True) if reached_before else reply
                     word, answered = "truncated_answer", None

@@ -77,7 +77,10 @@ def turned_away(status: int, body: bytes, *, once: bool = False) -> bool:
     if answered_orders(body):
         return False  # CCNow's line for an order: it ran, whatever the status
     if status in NOT_RUN:
-        return True
+        # Unless CCNow's own words say more than that it refused the whole post (a `message`
+        # saying what it did): its program ran it, whatever stood before it (a 413 so is no
+        # size bound's: halved and posted again, each discount could be given twice).
+        return not speaks_ccnow(body) or refusal_lines(body) is not None
     if status == 503:
         # CCNow's own "down" in its error lines alone; not a `message` that says what it did
         # beside them.

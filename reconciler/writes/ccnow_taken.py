@@ -3,6 +3,7 @@ the API and the command line show them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -102,8 +103,12 @@ API_STATE: dict[str, str] = {
 }
 
 
-def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]:
-    """Return a command as the API shows it."""
+def command_json(
+    c: cmds.Command, *, earlier: bool = False, now: float | None = None
+) -> dict[str, object]:
+    """Return a command as the API shows it; `now` (default: the clock's) decides whether a
+    queued command is due, its `next_attempt_at` then null, as status's `queued_next_at`."""
+    now = time.time() if now is None else now
     return {
         "id": c.id,
         "account": c.account,
@@ -115,9 +120,9 @@ def command_json(c: cmds.Command, *, earlier: bool = False) -> dict[str, object]
         "answer": c.answer,
         "attempts": c.attempts,
         # When a queued command is posted next (a turned-away post's Retry-After may put it an
-        # hour off); None: due at once, or not queued.
+        # hour off); None: due at once (its time come, however long ago), or not queued.
         "next_attempt_at": iso_time(c.next_attempt_at)
-        if c.state == "queued" and c.next_attempt_at > 0
+        if c.state == "queued" and c.next_attempt_at > now
         else None,
         "notes": c.notes,
         "amount": c.amount,

@@ -129,6 +129,10 @@ MAYBE_RUN = {
     ),
     "503-empty-retry-after": Reply(503, "", headers={"Retry-After": "120"}),
     "404-with-its-line": Reply(404, f"{A} pending\n"),
+    # A size bound's status with CCNow's words saying what it did: CCNow's program ran it,
+    # no bound before it turned it away (test_ccnow_too_large.py).
+    "413-ccnow-message": Reply(413, "message discount recorded\n"),
+    "414-ccnow-message": Reply(414, "message adjustments applied\n"),
     "400": Reply(400, "Bad Request"),
     # "Done, see there" (RFC 9110 15.4.4), or a login wall's: not known which.
     "302": Reply(302, "", headers={"Location": "https://www.ccnow.com/login"}),

@@ -155,3 +155,21 @@ async def test_status_shows_no_next_time_when_a_queued_action_is_due(
     entry, row = await writes_of(cfg, "ccnow/default")
     assert (entry["queued_writes"], entry["queued_next_at"]) == (1, None)
     assert "none before" not in row[4], row
+
+
+async def test_the_api_shows_no_next_attempt_for_a_queued_action_already_due(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # A queued command whose time had come showed that past time: README says null when due at
+    # once, as status's queued_next_at does.
+    fake_ccnow.orders = {A: "pending"}
+    fake_ccnow.script = [Reply(429, "slow down", headers={"Retry-After": "600"})]
+    async with FakeCCVWrites() as ccv, serve_api(tmp_path, ccv, ccnow=fake_ccnow) as served:
+        status, acted, _ = await served.call(
+            "POST", "/api/v1/ccnow/actions", body={"order_id": A, "action": "ship"}
+        )
+        assert status == 202 and acted["state"] == "queued", acted
+        served.rows("UPDATE commands SET next_attempt_at = ?", time.time() - 1)
+        status, found, _ = await served.call("GET", f"/api/v1/ccnow/actions/{acted['id']}")
+        assert status == 200 and found["state"] == "queued", found
+        assert found["next_attempt_at"] is None

@@ -65,3 +65,17 @@ async def test_a_ship_answered_414_alone_is_refused_not_queued(
     [(_, state, answer)] = commands(tmp_path)
     assert state == "refused"
     assert answer is not None and answer.startswith("http 414: ") and "(its url: " in answer
+
+
+async def test_an_adjust_post_answered_413_in_ccnows_words_is_never_halved(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # CCNow's `message` in a 413: its program ran the post (a status no bound before it gave),
+    # and may have applied each discount: halved and posted again, each would be given twice.
+    fake_ccnow.orders = dict.fromkeys(ORDERS, "pending")
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    fake_ccnow.after_applying = [Reply(413, "message discounts recorded\n")]
+    result = await ccnow(cfg, "adjust", *ORDERS, *ARGS["adjust"])
+    assert result.code == 75, result.stdout + result.stderr
+    assert fake_ccnow.batch_sizes == [4]
+    assert [state for _, state, _ in commands(tmp_path)] == ["uncertain"] * 4
