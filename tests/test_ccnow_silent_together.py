@@ -121,3 +121,39 @@ async def test_a_5xx_batch_whose_other_half_answers_nothing_fails_only_its_odd_o
     # Was: SourceUnavailable... rather the batch's `empty answer` raised for the account.
     assert {i for i, s in seen.items() if s[0] is Outcome.FAILED} == {IDS[error], IDS[bad]}
     assert seen[IDS[error]] == (Outcome.FAILED, "http_500")
+
+
+# More odd orders in one batch than its shares find alone (4 answering 500, one CCNow stops
+# at, two it leaves out: 7 of 16, due together): the parts past its posts failed whole, as
+# several orders, so no probe was asked, the account failed ("http 500"), the next tick's probe
+# recovered it and forgot their failures: source.failed / source.recovered every few seconds.
+
+
+class Mixed(StopsAtBad):
+    """CCNow answering 500 to posts naming IDS 1, 3, 5 or 7, stopping silently at IDS 9 and
+    leaving IDS 11 and 13 out."""
+
+    def __init__(self) -> None:
+        super().__init__({IDS[9]})
+        self.replies_for = {IDS[i]: Reply(500, "Internal Server Error") for i in (1, 3, 5, 7)}
+        self.omit = {IDS[11], IDS[13]}
+
+
+async def test_more_odd_orders_than_a_batch_finds_alone_fail_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    async with Mixed() as fake:
+        fake.orders = dict.fromkeys(IDS, "processing")
+        async with ccnow_coordinator(tmp_path, fake, POLL_S) as (coordinator, clock):
+            coordinator.writer.rng = Lockstep()
+            await coordinator.store.orders.track("ccnow", "default", [(i, None) for i in IDS], 0)
+            await coordinator.full_pass(via="catch-up")
+            await run(coordinator, clock, 600.0)
+            assert await source_events(coordinator) == []  # was 2 every few seconds from 240 s
+            fake.queries = Reply(500, "Internal Server Error")  # an outage: every query
+            await run(coordinator, clock, 300.0)
+            assert await source_events(coordinator) == ["source.failed"]
+            fake.queries = None
+            await run(coordinator, clock, 600.0)
+            assert await source_events(coordinator) == ["source.failed", "source.recovered"]

@@ -34,8 +34,8 @@ class CCNowSource(Protocol):
         self, order_ids: Sequence[str], emit: Emit, *, probe: Probe | None = None
     ) -> None:
         """Query orders, awaiting `emit` for each; raise SourceError for the account, unless
-        its failures are posts of one order alone (or of several none of whose posts read a
-        line) and `probe` finds the account answering: those orders' failures alone."""
+        `probe` finds the account answering through its failures: those orders' failures
+        alone."""
         ...
 
 

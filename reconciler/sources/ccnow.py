@@ -154,9 +154,8 @@ class CCNowClient:
         several (nothing, or no line of theirs) asks the others once more, then its halves (a bad
         id first in CCNow's own order): none again, every order fails as before (`protocol`,
         `missing`). The account fails (this raises) when no
-        batch answers (but posts of one order alone each, or of several none of whose posts
-        read a line, whose failures `probe` finds the account answering through: those
-        orders' failures alone), when BREAKER_BATCHES batches
+        batch answers (but failures `probe` finds the account answering through, a query of
+        another order: those orders' failures alone), when BREAKER_BATCHES batches
         fail in a row (one asked in parts counts once: when none of its parts answered, or some
         were not asked unless it found its odd order alone and read a part of several, or when
         it earned more posts without reading a part of several: `Split.suspect`; one whose

@@ -99,8 +99,9 @@ class Split:
     out alike, in at most FOUND_ORDERS x 2*ceil(log2 n) posts (30 for 25), past one share
     (10 for 25) only once it found an order alone; a pass of b batches posts at most
     b x (1 + FOUND_ORDERS x 2*ceil(log2 n)) queries, besides asking again about an answer's
-    undecided last line and the probe's posts (one a batch halved for a 5xx at most, one a
-    query none of whose batches answered: `BatchQuery._answers`, `BatchFailures.finish`).
+    undecided last line and the probe's posts (a batch halved for a 5xx, and a query none of
+    whose batches answered, each ask one order, two when the first fails: `BatchQuery._answers`,
+    `BatchFailures.finish`, poller/witnesses.py).
     Finding k odd orders by halving asks each one's way down and
     the other half at every step, within k shares; a share is earned when the posts ran out
     (`more`, checked before each part), so the parts still to come use it, whichever half the
@@ -163,9 +164,8 @@ class BatchFailures:
         self._account = account
         self._limit = limit
         self._answered = False
-        # Held until some batch answers: (orders, word, asked, its orders' own maybe: asked
-        # alone, or several none of whose posts read a line, `failed`'s `silent`).
-        self._held: list[tuple[list[str], str, float | None, bool]] = []
+        # Held until some batch answers: (orders, word, asked).
+        self._held: list[tuple[list[str], str, float | None]] = []
         self._in_a_row = 0
         self._first: SourceError | None = None
         # A batch halved for a 5xx whose parts all failed, none answering, in this run: an
@@ -185,20 +185,17 @@ class BatchFailures:
         asked: float | None,
         *,
         counted: bool = True,
-        silent: bool = False,
     ) -> None:
         """Note a batch without an answer (asked at `asked`), `counted` in the run that opens
         the breaker (raise when it does); not counted: a part of a batch asked again in parts
-        (its batch counts once, `Split`). `silent`: several orders none of whose posts read a
-        line (its own, its others', its halves': `BatchQuery.others`), which may be their own
-        silence, as one order's alone (`finish`)."""
+        (its batch counts once, `Split`)."""
         self._first = self._first or exc
         if counted:
             self.count(exc, word, len(batch))
         if self._answered:
             await self._fail(batch, word, asked)
         else:
-            self._held.append((batch, word, asked, silent or len(batch) == 1))
+            self._held.append((batch, word, asked))
 
     def count(self, exc: SourceError, word: str, orders: int) -> None:
         """Count a batch without an answer in the run; raise when the run opens the breaker."""
@@ -232,29 +229,28 @@ class BatchFailures:
             self.reset()
         self._answered = True
         held, self._held = self._held, []
-        for batch, word, asked, _ in held:
+        for batch, word, asked in held:
             await self._fail(batch, word, asked)
 
     async def finish(self, probe: Probe | None) -> None:
-        """Raise the first batch's failure when no batch answered, unless each was a post of
-        one order alone, or of several none of whose posts read a line (`silent`), and `probe`
-        finds the account answering: then they are those orders' failures alone (DESIGN
-        invariant 7; else an order CCNow cannot answer, due alone at its failure's backoff,
-        failed the account, and the next check of another recovered it: `source.failed` /
-        `source.recovered` for ever; two such orders fail in the same pass, and come due
-        together: a 5xx's post halved, a silent one's `silent`, the recovery forgetting their
-        failures made them due at once, a flap every poll); not when a batch's parts told an
-        outage (`told`). The pending list answers for the account only for orders alone (an
-        outage answering nothing to every query may leave it answering)."""
+        """Raise the first batch's failure when no batch answered, unless `probe` finds the
+        account answering: then they are those orders' failures alone (DESIGN invariant 7;
+        else orders CCNow cannot answer, due together at their failures' backoff, failed the
+        account, and the next check of another recovered it, forgetting their failures, so
+        they came due at once again: `source.failed` / `source.recovered` every few seconds,
+        whether asked alone, as several none of whose posts read a line (two silent ones), or
+        as parts past a 5xx batch's posts (more odd orders than its shares find alone: 4 of
+        500 among 7 odd ones)); not when a batch's parts told an outage (`told`). The pending
+        list answers for the account only for orders alone (an outage answering nothing to
+        every query may leave it answering)."""
         if self._first is None or self._answered:
             return
-        orders = [order_id for batch, _, _, _ in self._held for order_id in batch]
-        own = all(own for _, _, _, own in self._held) and not self.told
-        lists = all(len(batch) == 1 for batch, _, _, _ in self._held)
+        orders = [order_id for batch, _, _ in self._held for order_id in batch]
+        lists = all(len(batch) == 1 for batch, _, _ in self._held)
         if (
             probe is not None
             and orders
-            and own
+            and not self.told
             and await probe(orders, lists=lists) is Said.ANSWERS
         ):
             await self.answered(reset=False)

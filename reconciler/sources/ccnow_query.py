@@ -109,7 +109,6 @@ class BatchQuery:
         except ProtocolError as exc:
             if tentative:
                 return False
-            silent = False  # several, none of whose posts read a line (`others`)
             if isinstance(exc, EmptyAnswer):  # none of them, as below
                 now = time.time()
                 if again or (split is not None and len(batch) > 1):
@@ -118,17 +117,14 @@ class BatchQuery:
                     # account failed for two odd orders, a 5xx one and that one).
                     await self.stopped(batch, missing_lines(name, batch, now), split, ordered)
                     return True
-                silent = split is None and len(batch) > 1
-                if silent and await self.others(batch, now):
+                if split is None and len(batch) > 1 and await self.others(batch, now):
                     return True
             if split is not None and len(batch) == 1:
                 # Asked alone, an odd order's answer may hold no line in CCNow's words at all
                 # (`??? garbage`): found alone all the same, its share earned (else two odd
                 # orders in a batch failed the healthy orders of the parts not asked).
                 split.found += 1
-            await failures.failed(
-                batch, exc, "protocol", time.time(), counted=split is None, silent=silent
-            )
+            await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
             return False
         cut = None if last is None or last.order_id not in batch else last.order_id
         asked_ids = batch if cut is None else [i for i in batch if i != cut]
