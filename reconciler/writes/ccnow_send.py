@@ -100,6 +100,29 @@ def not_run(reply: Reply) -> bool:
     return not reply.body_began and turned_away(reply.status, reply.body)
 
 
+async def _send(
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: dict[str, str],
+    data: bytes,
+    timeout: aiohttp.ClientTimeout,
+    gate: asyncio.Semaphore,
+    halt: asyncio.Event | None,
+) -> Reply:
+    """One attempt of a post, read as a write's answer is (`send_once`)."""
+    return await send_once(
+        session,
+        "POST",
+        url,
+        headers=headers,
+        data=data,
+        timeout=timeout,
+        gate=gate,
+        max_body=MAX_BODY_BYTES,
+        halt=halt,
+    )
+
+
 async def post_once(
     session: aiohttp.ClientSession,
     url: URL,
@@ -114,17 +137,7 @@ async def post_once(
     have been lost after CCNow got the post, AnswerTooLarge when it was too large to read,
     UndecodableAnswer when its encoding cannot be decoded."""
     try:
-        reply = await send_once(
-            session,
-            "POST",
-            url,
-            headers=headers,
-            data=data,
-            timeout=timeout,
-            gate=gate,
-            max_body=MAX_BODY_BYTES,
-            halt=halt,
-        )
+        reply = await _send(session, url, headers, data, timeout, gate, halt)
     except Uncertain as exc:
         raise Lost(str(exc)) from None
     if not is_complete(reply):
@@ -156,17 +169,7 @@ async def post_retrying(
     while True:
         reached_before, sent_at = reached, time.time()
         try:
-            reply = await send_once(
-                session,
-                "POST",
-                url,
-                headers=headers,
-                data=data,
-                timeout=timeout,
-                gate=gate,
-                max_body=MAX_BODY_BYTES,
-                halt=halt,
-            )
+            reply = await _send(session, url, headers, data, timeout, gate, halt)
         except Stopping:
             if n == 0:
                 raise  # nothing was sent: not a failure the caller reports
