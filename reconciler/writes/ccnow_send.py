@@ -6,7 +6,6 @@ whose body broke), so that both ways tell alike whether a post may have reached 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ from reconciler.sources.http import (
     Stopping,
     is_retryable,
     parse_retry_after,
-    retry_delay,
+    waited_to_retry,
 )
 from reconciler.writes.once import NotSent, Uncertain, send_once
 
@@ -197,20 +196,12 @@ async def post_retrying(
                 return reply._replace(reached_before=True) if reached_before else reply
             else:
                 reached, word, answered, wait = True, "truncated_answer", None, None
-        if n >= retry.attempts or (halt is not None and halt.is_set()) or _queued(retry, wait):
+        if (
+            n >= retry.attempts
+            or _queued(retry, wait)
+            or not await waited_to_retry(retry, n, wait, halt, log, url, word)
+        ):
             raise _gave_up(word, reached, sent_at, answered, wait)
-        delay = retry_delay(retry, n, wait)
-        log.debug(
-            "request.retry",
-            extra={"fields": {"url": str(url), "reason": word, "attempt": n + 1, "delay_s": delay}},
-        )
-        if halt is None:
-            await asyncio.sleep(delay)
-        else:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(halt.wait(), delay)
-            if halt.is_set():
-                raise _gave_up(word, reached, sent_at, answered, wait)
         n += 1
 
 
