@@ -116,7 +116,10 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
     log = tmp_path / "daemon.log"
     db = tmp_path / "reconciler.db"
     async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
-        await poll_until(lambda: log.exists() and "daemon.ready" in log.read_text(), 60, "ready")
+        await poll_until(
+            lambda: proc.returncode is not None or "daemon.ready" in log.read_text(), 60, "ready"
+        )
+        assert proc.returncode is None, log.read_text()
         await poll_until(lambda: read_events(tmp_path), 60, "the start-up check")
         damage_pages(db, pages)
         async with http.get(
