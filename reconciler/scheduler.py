@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .logs import fields
 from .poller.coordinator import MAX_TICK_S, NamedReport
 from .poller.coordinators import Coordinators
 from .store import StoreError
+from .store.health import is_unusable
 
 __all__ = ["Overruns", "Scheduler"]
 
@@ -142,8 +144,12 @@ class Scheduler:
         behind_s: float = JOB_BEHIND_S,
         quiet_runs: int = QUIET_RUNS,
         quiet_s: float = QUIET_S,
+        store_failed: Callable[[sqlite3.Error], object] | None = None,
     ) -> None:
         self.coordinators = coordinators
+        # The store's record of a statement that found it unusable (Store.unusable): for a
+        # job's read outside the store's guards (a module's own, as the CCNow actions' queue)
+        self.store_failed = store_failed
         self.send_actions = send_actions
         self.actions_every_s = actions_every_s
         self.on_pass = on_pass
@@ -216,6 +222,13 @@ class Scheduler:
             log.error("job.timeout", extra=fields(job=job_id, timeout_s=JOB_TIMEOUT_S))
         except StoreError:
             pass  # logged once when the store started failing; the next run tries again
+        except sqlite3.Error as exc:
+            if self.store_failed is None or not is_unusable(exc):
+                log.error("job.failed", exc_info=True, extra=fields(job=job_id))
+            else:
+                # The store failing all the same: one store.failing, and a damaged file stops
+                # the daemon (74), not a traceback every run for ever
+                self.store_failed(exc)
         except Exception:
             log.error("job.failed", exc_info=True, extra=fields(job=job_id))
         finally:
