@@ -1,7 +1,7 @@
 """APScheduler wiring for the daemon: it only ticks the accounts' coordinators (the CCNow pending
 list, CCV's heartbeat, a short tick per account for the orders that are due) and logs every job
-failure, and each overrun of a job's interval once. What a tick does is the coordinator's
-(poller/)."""
+failure, and each busy period of a job (ticks finding its previous run still going) once, at its
+start and at its end. What a tick does is the coordinator's (poller/)."""
 
 from __future__ import annotations
 
@@ -25,27 +25,101 @@ from .poller.coordinator import MAX_TICK_S, NamedReport
 from .poller.coordinators import Coordinators
 from .store import StoreError
 
-__all__ = ["Scheduler"]
+__all__ = ["Overruns", "Scheduler"]
 
 log = logging.getLogger("reconciler.scheduler")
 
 JOB_TIMEOUT_S = 300.0  # no job may run longer than this
-# An overrun this long (run after run over its interval: always behind) is worth a person's
-# look: one warning `job.behind` per overrun.
+# Run after run over its interval for this long, a job is always behind: worth a person's look,
+# one warning `job.behind` per busy period.
 JOB_BEHIND_S = 300.0
+# A busy period ends only once the job has kept up for a while: QUIET_RUNS runs in a row that no
+# tick found running, and QUIET_S since the last one a tick did. A job whose runs straddle its
+# interval (one over it, the next under) would otherwise log a skipped/caught_up pair every
+# other run. Both bounds, because intervals range from a 0.5 s due tick (seconds count) to
+# minutes (runs count).
+QUIET_RUNS = 3
+QUIET_S = 60.0
 PRUNE_INTERVAL_S = 86400.0  # retention runs daily (and once after the start-up catch-up)
+
+Line = tuple[int, str, dict[str, Any]]  # level, message, fields of a log line to say
 
 
 @dataclass
-class _Overrun:
-    """A job's overrun: from the first tick that found it still running to the end of the
-    first run no tick found running (a due pass longer than its tick is no fault: the next
-    run takes what came due meanwhile)."""
+class _Busy:
+    """A job's busy period: from the first tick that found it still running until it has kept
+    up for a quiet period (a due pass longer than its tick is no fault: the next run takes what
+    came due meanwhile)."""
 
-    began: float  # time.monotonic()
+    began: float  # the first skipped tick
+    streak_began: float | None  # first skipped tick of the runs over their interval in a row
+    late_ended: float  # end of the last run a tick found running
     skipped: int = 1  # ticks that found it running
     in_run: bool = True  # a tick found the current run still going
+    on_time: int = 0  # runs in a row since `late_ended` that no tick found running
     behind: bool = False  # `job.behind` said
+
+
+class Overruns:
+    """The jobs' busy periods and the lines that say so: `job.skipped` when one starts,
+    `job.caught_up` when it is over, `job.behind` when the job stays behind. Pure: the caller
+    passes the time (time.monotonic()), so the rules are testable without waiting."""
+
+    def __init__(
+        self,
+        *,
+        behind_s: float = JOB_BEHIND_S,
+        quiet_runs: int = QUIET_RUNS,
+        quiet_s: float = QUIET_S,
+    ) -> None:
+        self.behind_s = behind_s
+        self.quiet_runs = quiet_runs
+        self.quiet_s = quiet_s
+        self._busy: dict[str, _Busy] = {}
+
+    def skipped(self, job_id: str, now: float) -> Line | None:
+        """Count a tick that found the job's previous run still going."""
+        busy = self._busy.get(job_id)
+        if busy is None:
+            self._busy[job_id] = _Busy(began=now, streak_began=now, late_ended=now)
+            return (
+                logging.INFO,
+                "job.skipped",
+                {"job": job_id, "reason": "previous run still going"},
+            )
+        busy.skipped += 1
+        busy.in_run = True
+        if busy.streak_began is None:
+            busy.streak_began = now
+        # Behind run after run, not merely busy: a job late every other run keeps up on average.
+        seconds = now - busy.streak_began
+        if busy.behind or seconds < self.behind_s:
+            return None
+        busy.behind = True
+        values = {"job": job_id, "skipped": busy.skipped, "seconds": round(seconds, 3)}
+        return logging.WARNING, "job.behind", values
+
+    def ran(self, job_id: str, now: float) -> Line | None:
+        """Count the end of a run; end the busy period once the job has kept up long enough."""
+        busy = self._busy.get(job_id)
+        if busy is None:
+            return None
+        if busy.in_run:
+            busy.in_run = False  # the next tick tells whether the next run is over time too
+            busy.late_ended, busy.on_time = now, 0
+            return None
+        busy.streak_began = None
+        busy.on_time += 1
+        if busy.on_time < self.quiet_runs or now - busy.late_ended < self.quiet_s:
+            return None
+        del self._busy[job_id]
+        # The busy period itself, not the quiet period that told it was over
+        seconds = round(busy.late_ended - busy.began, 3)
+        return (
+            logging.INFO,
+            "job.caught_up",
+            {"job": job_id, "skipped": busy.skipped, "seconds": seconds},
+        )
 
 
 class Scheduler:
@@ -60,12 +134,13 @@ class Scheduler:
         send_actions: Callable[[], Awaitable[object]] | None = None,
         actions_every_s: float = MAX_TICK_S,
         behind_s: float = JOB_BEHIND_S,
+        quiet_runs: int = QUIET_RUNS,
+        quiet_s: float = QUIET_S,
     ) -> None:
         self.coordinators = coordinators
         self.send_actions = send_actions
         self.actions_every_s = actions_every_s
         self.on_pass = on_pass
-        self.behind_s = behind_s
         self.prune = prune
         # Created here, inside the running loop, so APScheduler binds to it.
         self.scheduler = AsyncIOScheduler(
@@ -76,9 +151,9 @@ class Scheduler:
             self._job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
         self._running: set[asyncio.Task[Any]] = set()
-        # Jobs overrunning their interval: one line when that starts, one when it ends, not
-        # one a run (a due pass over its 0.5 s tick skips a tick each run).
-        self._overrun: dict[str, _Overrun] = {}
+        # Jobs overrunning their interval: one line when that starts, one when it is over,
+        # not one a run (a due pass over its 0.5 s tick skips a tick each run).
+        self.overruns = Overruns(behind_s=behind_s, quiet_runs=quiet_runs, quiet_s=quiet_s)
         self._stopping = False
 
     def start(self) -> None:
@@ -150,43 +225,18 @@ class Scheduler:
             self.on_pass(named)
 
     def _ran(self, job_id: str) -> None:
-        """End a job's overrun when no tick found this run still going."""
-        overrun = self._overrun.get(job_id)
-        if overrun is None or self._stopping:  # a run the stop cut off caught up nothing
-            return
-        if overrun.in_run:
-            overrun.in_run = False  # the next run tells whether it goes on
-            return
-        del self._overrun[job_id]
-        seconds = round(time.monotonic() - overrun.began, 3)
-        log.info(
-            "job.caught_up", extra=fields(job=job_id, skipped=overrun.skipped, seconds=seconds)
-        )
+        if not self._stopping:  # a run the stop cut off kept up with nothing
+            self._say(self.overruns.ran(job_id, time.monotonic()))
 
-    def _behind(self, job_id: str, overrun: _Overrun) -> None:
-        """Warn once when an overrun has lasted `behind_s`: a job always behind (its due
-        orders checked later than their schedule, pass after pass) says so once, not never."""
-        seconds = time.monotonic() - overrun.began
-        if overrun.behind or seconds < self.behind_s:
-            return
-        overrun.behind = True
-        log.warning(
-            "job.behind",
-            extra=fields(job=job_id, skipped=overrun.skipped, seconds=round(seconds, 3)),
-        )
+    @staticmethod
+    def _say(line: Line | None) -> None:
+        if line is not None:
+            level, message, values = line
+            log.log(level, message, extra=fields(**values))
 
     def _job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
-            overrun = self._overrun.get(event.job_id)
-            if overrun is not None:
-                overrun.skipped += 1
-                overrun.in_run = True
-                self._behind(event.job_id, overrun)
-            else:
-                self._overrun[event.job_id] = _Overrun(time.monotonic())
-                log.info(
-                    "job.skipped", extra=fields(job=event.job_id, reason="previous run still going")
-                )
+            self._say(self.overruns.skipped(event.job_id, time.monotonic()))
         elif event.code == EVENT_JOB_MISSED:
             log.warning("job.missed", extra=fields(job=event.job_id))
         elif event.exception is not None and not isinstance(

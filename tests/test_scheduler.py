@@ -8,6 +8,7 @@ import logging
 from typing import cast
 
 import pytest
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
 
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
@@ -21,16 +22,25 @@ async def test_busy_job_is_reported_once_per_busy_period(
     scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}))
     release = asyncio.Event()
     first, second = asyncio.Event(), asyncio.Event()
+    skips, sixth_skip = 0, asyncio.Event()
+
+    def on_skip(event: JobEvent) -> None:
+        nonlocal skips
+        skips += 1
+        if skips == 6:
+            sixth_skip.set()
 
     async def slow() -> None:
         (second if first.is_set() else first).set()
         await release.wait()
 
+    # Listeners run in the order added: the scheduler's own has counted each skip before this.
+    scheduler.scheduler.add_listener(on_skip, EVENT_JOB_MAX_INSTANCES)
     scheduler._add("slow", 0.05, slow)
     scheduler.scheduler.start()
     try:
         await asyncio.wait_for(first.wait(), 5)
-        await asyncio.sleep(0.3)  # a span of time in which six ticks find the job running
+        await asyncio.wait_for(sixth_skip.wait(), 5)  # six ticks found the job running
         skipped = [r for r in caplog.records if r.getMessage() == "job.skipped"]
         assert len(skipped) == 1
         release.set()
@@ -46,7 +56,8 @@ async def test_a_job_over_its_interval_run_after_run_is_reported_once_until_it_k
     # their retries): each run's end reset the report, so each run warned `job.skipped` again
     # (23 in 3 min, probe p2). Now one info line when the overrun starts, one when it ends.
     caplog.set_level(logging.INFO, logger="reconciler")
-    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}))
+    # Quiet for three quick runs and 0.2 s ends the overrun (the daemon waits a minute)
+    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}), quiet_s=0.2)
     runs = 0
     slow_runs, caught_up = asyncio.Event(), asyncio.Event()
 
@@ -79,6 +90,52 @@ async def test_a_job_over_its_interval_run_after_run_is_reported_once_until_it_k
         ("job.caught_up", logging.INFO),
     ]
     assert cast(dict[str, int], lines[1].__dict__["fields"])["skipped"] >= 2  # counted across runs
+
+
+async def test_a_job_straddling_its_interval_logs_one_busy_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One run over its interval, the next under it: a job.skipped / job.caught_up pair every
+    # two runs it logged, for ever. Now one busy period, from the first skip until the job has
+    # kept up for a quiet period.
+    caplog.set_level(logging.INFO, logger="reconciler")
+    scheduler = Scheduler(Coordinators(cast(Reconciler, None), {}, {}), quiet_s=0.2)
+    runs, skipped_ticks = 0, asyncio.Event()
+    straddled, caught_up = asyncio.Event(), asyncio.Event()
+
+    async def straddling() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 20 and runs % 2:  # over its interval: until a tick has found it running
+            skipped_ticks.clear()
+            await skipped_ticks.wait()
+        if runs == 20:  # then under it, run after run
+            straddled.set()
+
+    class CaughtUp(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "job.caught_up":
+                caught_up.set()
+
+    handler = CaughtUp()
+    logging.getLogger("reconciler.scheduler").addHandler(handler)
+    scheduler.scheduler.add_listener(lambda event: skipped_ticks.set(), EVENT_JOB_MAX_INSTANCES)
+    scheduler._add("straddling", 0.05, straddling)
+    scheduler.scheduler.start()
+    try:
+        await asyncio.wait_for(straddled.wait(), 10)
+        said = [r.getMessage() for r in caplog.records if r.name == "reconciler.scheduler"]
+        assert said == ["job.skipped"]
+        await asyncio.wait_for(caught_up.wait(), 10)
+    finally:
+        await scheduler.shutdown(1.0)
+        logging.getLogger("reconciler.scheduler").removeHandler(handler)
+    lines = [r for r in caplog.records if r.name == "reconciler.scheduler"]
+    assert [(r.getMessage(), r.levelno) for r in lines] == [
+        ("job.skipped", logging.INFO),
+        ("job.caught_up", logging.INFO),
+    ]
+    assert cast(dict[str, int], lines[1].__dict__["fields"])["skipped"] >= 10  # every slow run's
 
 
 async def test_failing_job_is_logged_and_keeps_running(

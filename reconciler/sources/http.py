@@ -292,21 +292,39 @@ async def request(
             reached, word, answered = True, "connection", None
         finally:
             gate.release()
-        if n >= retry.attempts or (halt is not None and halt.is_set()):
+        wait = parse_retry_after(retry_after, datetime.now(timezone.utc))
+        if n >= retry.attempts or not await waited_to_retry(retry, n, wait, halt, log, url, word):
             raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
-        delay = retry_delay(retry, n, parse_retry_after(retry_after, datetime.now(timezone.utc)))
-        log.debug(
-            "request.retry",
-            extra={"fields": {"url": str(url), "reason": word, "attempt": n + 1, "delay_s": delay}},
-        )
-        if halt is None:
-            await asyncio.sleep(delay)
-        else:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(halt.wait(), delay)
-            if halt.is_set():
-                raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
         n += 1
+
+
+async def waited_to_retry(
+    retry: RetryConfig,
+    n: int,
+    wait: float | None,
+    halt: asyncio.Event | None,
+    log: logging.Logger,
+    url: URL,
+    word: str,
+) -> bool:
+    """Wait before retry `n` (`retry_delay`: `wait`, a Retry-After's seconds, first), logged
+    as `request.retry` (`word`: why); False, at once, when `halt` (the stop) is set before
+    or while it waits: no attempt is to be made again. The one wait between attempts of
+    `request` and of a CCNow post sent again (writes/ccnow_send.post_retrying), whose loops
+    differ in what an attempt is and how its answer is read."""
+    if halt is not None and halt.is_set():
+        return False
+    delay = retry_delay(retry, n, wait)
+    log.debug(
+        "request.retry",
+        extra={"fields": {"url": str(url), "reason": word, "attempt": n + 1, "delay_s": delay}},
+    )
+    if halt is None:
+        await asyncio.sleep(delay)
+        return True
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(halt.wait(), delay)
+    return not halt.is_set()
 
 
 async def drain(

@@ -238,7 +238,9 @@ class ActionSender:
                 await self._make_uncertain(batch, str(exc))
                 tally.uncertain += len(batch)
                 return
-            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally, lost=True)
+            await requeue(
+                self.store, self.clock(), cfg, batch, str(exc), tally, lost=True, wait=exc.wait
+            )
             return
         except Refused as exc:
             # Nothing of the post was applied (by this attempt: an earlier one's answer may
@@ -277,8 +279,8 @@ class ActionSender:
             # Turned away before it ran (a rate limit, a login wall, a wrong url): not posted
             # again before its Retry-After asks.
             tally.post(batch)
-            delay = retry_delay(batch, exc.wait if isinstance(exc, TurnedAway) else None)
-            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally, delay=delay)
+            wait = exc.wait if isinstance(exc, TurnedAway) else None
+            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally, wait=wait)
             return
         tally.post(batch)
         failpoint("ccnow.answered")

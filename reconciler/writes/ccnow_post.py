@@ -3,8 +3,9 @@ apart: never sent (NotSent, or Stopping: the stop began before it left), turned 
 ran (TurnedAway: a status that says so, such as a 429, a login wall, a post too large or a 503
 saying CCNow is down, for an `adjust` in CCNow's own words only), refused by CCNow in
 `error_message` lines alone (Refused: nothing was applied; a line naming a command's field
-refuses that command, the others are decided by no words), or lost (Lost: CCNow may have
-applied it, so an `adjust` must not be sent again)."""
+refuses that command, the others are decided by no words; in a 200, or in a 413 or 414, which
+no size bound before CCNow gave then), or lost (Lost: CCNow may have applied it, so an `adjust`
+must not be sent again; with the Retry-After its last answer asked)."""
 
 from __future__ import annotations
 
@@ -150,23 +151,31 @@ async def post_batch(
         raise Lost("undecodable_answer") from None
     except GaveUp as exc:
         if exc.reached:
-            raise Lost(exc.word) from None
+            # Its last answer's Retry-After (a proxy's 503 after an earlier attempt was lost)
+            # holds the post queued, as one turned away is.
+            raise Lost(exc.word, exc.wait) from None
         if exc.turned_away:
             raise TurnedAway(str(exc), exc.wait, exc.http_status) from None  # not run
         raise NotSent(str(exc)) from None
+    secrets = answer_secrets(cfg.password.reveal(), secrets)
     if reply.status != 200:
+        wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
         if reply.body_began:
             # A status that says the post was not run, whose body broke after it began: the
             # rest may have been the orders' lines (CCNow ran it). An adjust is never sent
             # twice on a word that was not heard whole.
-            raise Lost(f"http_{reply.status}_cut_short")
+            raise Lost(f"http_{reply.status}_cut_short", wait)
+        if reply.status in (413, 414) and (lines := refusal_lines(reply.body, secrets)):
+            # CCNow's own error lines alone: its program read the post and refused it, as in
+            # a 200 (nothing applied; a line naming a field refuses that command). No size
+            # bound before it turned the post away: not halved, nor its one order refused as
+            # too large (`system down for maintenance` would have ended it for good).
+            raise _refused(lines, batch, reply.reached_before)
         if turned_away(reply.status, reply.body, once=once) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
-            wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
             raise TurnedAway(f"http {reply.status}", wait, reply.status)
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
-        raise Lost(f"http_{reply.status}")
-    secrets = answer_secrets(cfg.password.reveal(), secrets)
+        raise Lost(f"http_{reply.status}", wait)
     body = reply.body
     try:
         # A byte that is not UTF-8 is read as the polls read it (`answer_text`): the line
@@ -199,9 +208,7 @@ async def post_batch(
             # An error line beside lines for the posted orders: some of it was applied.
             raise Lost("error_with_order_lines") from None
         if lines := refusal_lines(body, secrets):
-            refused = _refused(lines, batch)
-            refused.reached_before = reply.reached_before
-            raise refused from None
+            raise _refused(lines, batch, reply.reached_before) from None
         if words := message_lines(body, secrets):
             # CCNow's words naming no order (`message discount recorded`): nothing says it did
             # not run the post, as when its answer has no line for an order.
@@ -254,12 +261,13 @@ def _parsed(body: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command]) 
         return parse_answer(body, secrets=secrets, asked=[c.order_id for c in batch])
 
 
-def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:
+def _refused(lines: list[str], batch: Sequence[cmds.Command], reached_before: bool) -> Refused:
     """Sort an answer's `error_message` lines: a line saying CCNow is down decides nothing,
     whatever field it names (checked first: `system down for maintenance: x_action unavailable
     until 10:00` is no refusal of every command for good), and one naming a field says so of
     the commands it names only; any other line naming a field refuses the commands it names;
-    the lines naming none decide nothing."""
+    the lines naming none decide nothing. `reached_before`: an earlier attempt of the post may
+    have reached CCNow (Refused.reached_before)."""
     words: dict[int, str] = {}
     held: dict[int, str] = {}
     unnamed: list[str] = []
@@ -279,7 +287,9 @@ def _refused(lines: list[str], batch: Sequence[cmds.Command]) -> Refused:
     # A line that decides (a refusal naming no field) is the answer kept; the post is taken
     # for an outage only when every line naming no field says CCNow is down.
     whole = next(iter(unnamed + down), None)
-    return Refused(words, whole, bool(down) and not unnamed, held)
+    refused = Refused(words, whole, bool(down) and not unnamed, held)
+    refused.reached_before = reached_before
+    return refused
 
 
 def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.Command]:

@@ -29,12 +29,14 @@ async def requeue(
     *,
     lost: bool = False,
     delay: float | None = None,
+    wait: float | None = None,
 ) -> None:
     """Queue a batch again after a failure that is no answer about its commands (their day and
-    its three-day bound start again), due after `delay` (by default: doubling per attempt);
+    its three-day bound start again), due after `delay` (by default: doubling per attempt, or
+    what its answer's Retry-After asked, `wait` seconds, when longer; an hour at most);
     `lost`: its answer was lost, so the post may have reached CCNow."""
     ids = [c.id for c in batch]
-    delay = retry_delay(batch) if delay is None else delay
+    delay = retry_delay(batch, wait) if delay is None else delay
     at = now if lost else None
     await cmds.requeue(store, ids, next_attempt_at=now + delay, why=why, reached_at=at)
     tally.queued += len(batch)

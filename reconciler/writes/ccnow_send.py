@@ -6,7 +6,6 @@ whose body broke), so that both ways tell alike whether a post may have reached 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ from reconciler.sources.http import (
     Stopping,
     is_retryable,
     parse_retry_after,
-    retry_delay,
+    waited_to_retry,
 )
 from reconciler.writes.once import NotSent, Uncertain, send_once
 
@@ -51,7 +50,12 @@ class Lost(Exception):
     an answer cut off, or what came back may follow CCNow running it: a status other than 200
     that does not say it was not run, an HTML page, an unreadable body, an error line beside
     the orders' lines; or an attempt before it may have reached CCNow and this one's answer
-    settles nothing). `str()` is a short word."""
+    settles nothing). `str()` is a short word; `wait`: what the last answer's Retry-After
+    asked, in seconds (None: none came), so that a post sent again waits for it."""
+
+    def __init__(self, word: str, wait: float | None = None) -> None:
+        super().__init__(word)
+        self.wait = wait
 
 
 class GaveUp(RequestFailed):
@@ -79,7 +83,8 @@ def turned_away(status: int, body: bytes, *, once: bool = False) -> bool:
     if status in NOT_RUN:
         # Unless CCNow's own words say more than that it refused the whole post (a `message`
         # saying what it did): its program ran it, whatever stood before it (a 413 so is no
-        # size bound's: halved and posted again, each discount could be given twice).
+        # size bound's: halved and posted again, each discount could be given twice). A
+        # 413's or 414's error lines alone are read as a 200's are (ccnow_post.post_batch).
         return not speaks_ccnow(body) or refusal_lines(body) is not None
     if status == 503:
         # CCNow's own "down" in its error lines alone; not a `message` that says what it did
@@ -157,13 +162,13 @@ async def post_retrying(
 ) -> Reply:
     """Post, and again after a lost answer, a 429 or 5xx, or an answer cut off (a refusal's
     too, once its body began), up to `retry.attempts` more times with backoff (a Retry-After's
-    wait first; none when it asks longer than `retry.max_backoff_s` of a post nothing of which
-    ran: GaveUp at once, to be queued as long as it asks); return the first other answer, its
-    `reached_before` saying whether an attempt before it may have reached CCNow. Raise GaveUp
-    after the last (`reached`: an attempt may have reached CCNow; else nothing ran, the last
-    attempt turned away or never sent; `wait`: its Retry-After), AnswerTooLarge or
-    UndecodableAnswer at once (CCNow got the post), Stopping when the stop kept the first
-    attempt back; once `halt` is set, no attempt is made again."""
+    wait first; none when it asks longer than `retry.max_backoff_s`: GaveUp at once, to be
+    queued as long as it asks, whether an attempt may have reached CCNow or not); return the
+    first other answer, its `reached_before` saying whether an attempt before it may have
+    reached CCNow. Raise GaveUp after the last (`reached`: an attempt may have reached CCNow;
+    else nothing ran, the last attempt turned away or never sent; `wait`: its Retry-After),
+    AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping when the stop
+    kept the first attempt back; once `halt` is set, no attempt is made again."""
     n, reached = 0, False
     word, sent_at, answered, wait = "", 0.0, None, None
     while True:
@@ -193,30 +198,20 @@ async def post_retrying(
                 reached, word, answered, wait = True, "truncated_answer", None, None
         if (
             n >= retry.attempts
-            or (halt is not None and halt.is_set())
-            or _queued(retry, wait, reached)
+            or _queued(retry, wait)
+            or not await waited_to_retry(retry, n, wait, halt, log, url, word)
         ):
             raise _gave_up(word, reached, sent_at, answered, wait)
-        delay = retry_delay(retry, n, wait)
-        log.debug(
-            "request.retry",
-            extra={"fields": {"url": str(url), "reason": word, "attempt": n + 1, "delay_s": delay}},
-        )
-        if halt is None:
-            await asyncio.sleep(delay)
-        else:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(halt.wait(), delay)
-            if halt.is_set():
-                raise _gave_up(word, reached, sent_at, answered, wait)
         n += 1
 
 
-def _queued(retry: RetryConfig, wait: float | None, reached: bool) -> bool:
-    """Whether a post turned away asks (Retry-After) to wait longer than a retry within it may:
-    it ends, queued as long as asked (a retry sooner would meet the rate limit it asks to spare,
-    once a retry until the last). One that may have reached CCNow is retried (a lost answer)."""
-    return not reached and wait is not None and wait > retry.max_backoff_s
+def _queued(retry: RetryConfig, wait: float | None) -> bool:
+    """Whether a post's last answer asks (Retry-After) to wait longer than a retry within it
+    may: it ends, queued as long as asked (a retry sooner would meet the rate limit it asks to
+    spare, once a retry until the last). So does one an earlier attempt of which may have
+    reached CCNow (a lost answer, then a proxy's 503 asking an hour): its `wait` goes with
+    the lost answer (`Lost.wait`), and the post is queued as long, as one turned away is."""
+    return wait is not None and wait > retry.max_backoff_s
 
 
 def _gave_up(

@@ -79,3 +79,37 @@ async def test_an_adjust_post_answered_413_in_ccnows_words_is_never_halved(
     assert result.code == 75, result.stdout + result.stderr
     assert fake_ccnow.batch_sizes == [4]
     assert [state for _, state, _ in commands(tmp_path)] == ["uncertain"] * 4
+
+
+async def test_a_413_in_ccnows_error_lines_is_its_refusal_not_a_size_bound(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # CCNow's own `error_message` lines alone: its program read the post and refused it, as
+    # in a 200 (nothing applied). It was halved as a proxy's bound, the halves posted and all
+    # four discounts given, the one CCNow refused among them.
+    fake_ccnow.orders = dict.fromkeys(ORDERS, "pending")
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    line = "error_message x_amount_3 exceeds order total"
+    fake_ccnow.script = [Reply(413, f"{line}\n")]
+    result = await ccnow(cfg, "adjust", *ORDERS, *ARGS["adjust"])
+    assert result.code == 65, result.stdout + result.stderr
+    # Not halved: the others, refused with it and for it alone, are sent again at once
+    # without it, as after such a 200, each discount given once.
+    assert fake_ccnow.batch_sizes == [4, 3]
+    assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(o, "adjust") for o in (A, B, D)]
+    states = {o: (state, answer) for o, state, answer in commands(tmp_path)}
+    assert states[C] == ("refused", line)
+    assert {states[o][0] for o in (A, B, D)} == {"succeeded"}
+
+
+async def test_one_orders_post_answered_413_saying_ccnow_is_down_stays_queued(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Read as a size bound's, one order's post was refused for good as too large.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    fake_ccnow.script = [Reply(413, "error_message system down for maintenance\n")]
+    result = await ccnow(cfg, "ship", A, *ARGS["ship"])
+    assert result.code == 75, result.stdout + result.stderr
+    assert commands(tmp_path) == [(A, "queued", "error_message system down for maintenance")]
+    assert not [e for e in read_events(tmp_path) if e["type"] == "order.action_refused"]
