@@ -35,7 +35,7 @@ from .exits import (
 from .logs import LEVELS, logging_set_up, say
 from .model import SOURCES, EventType
 from .stdio import open_closed_standard_streams, output_written, report_failed_output
-from .store import StoreError, StoreFull, StoreLocked
+from .store import StoreError, StoreFull, StoreLocked, named_unusable
 
 if TYPE_CHECKING:
     from .daemon import Ticks
@@ -337,15 +337,15 @@ def without_config(args: argparse.Namespace) -> Callable[[argparse.Namespace], i
 async def config_command(
     args: argparse.Namespace, *, stop: asyncio.Event | None = None, ticks: Ticks | None = None
 ) -> int:
-    """Load the config and run a command that needs it, in the running loop. `stop` ends
-    `run` in place of its signal handlers (a daemon embedded in another program's loop);
-    `ticks` replaces the daemon's (a test's daemon)."""
+    """Load the config and run a command needing it, in the running loop. `stop` ends `run` in
+    place of its signals (a daemon in another program's loop); `ticks`: a test daemon's."""
     config = load_config(config_path(args.config), secrets_optional=args.command in WITHOUT_SECRETS)
-    if args.command == "run":
-        from .commands.run import daemon_command
+    with named_unusable(config.store_path):  # a store error outside the store's guards: one line
+        if args.command == "run":
+            from .commands.run import daemon_command
 
-        return await daemon_command(config, args, stop=stop, ticks=ticks)
-    return await _command(args.command)(config, args)
+            return await daemon_command(config, args, stop=stop, ticks=ticks)
+        return await _command(args.command)(config, args)
 
 
 # Expected failures: one line on stderr (the prefix, then the error) and their exit code.

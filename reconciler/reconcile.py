@@ -45,6 +45,7 @@ class Reconciler:
         pending_batches: int = PENDING_BATCHES,
         hint_rows: int = HINT_ROWS,
         part_s: float = PART_S,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         # Observations per transaction; also the outage failures a pass holds to write again
@@ -59,7 +60,8 @@ class Reconciler:
         self.clock = clock
         self.on_commit = on_commit
         self.on_events = on_events
-        self.rng = random.Random()
+        # The schedule's jitter (`plan`); a test passes a seeded one to replay a schedule.
+        self.rng = rng if rng is not None else random.Random()
         self.hints = HintGate()  # notification checks in flight: passes give way to them
         # Notifications' observations waiting for the writer, to be committed together.
         self._hint_group: Group | None = None

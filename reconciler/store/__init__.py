@@ -8,7 +8,15 @@ group of tables.
 from __future__ import annotations
 
 from .db import Store
-from .errors import StoreError, StoreFull, StoreLocked, WriterLockHeld
+from .errors import StoreError, StoreFull, StoreLocked, WriterLockHeld, named_unusable
 from .files import WriterLock
 
-__all__ = ["Store", "StoreError", "StoreFull", "StoreLocked", "WriterLock", "WriterLockHeld"]
+__all__ = [
+    "Store",
+    "StoreError",
+    "StoreFull",
+    "StoreLocked",
+    "WriterLock",
+    "WriterLockHeld",
+    "named_unusable",
+]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -42,6 +43,20 @@ def unusable_error(path: Path, exc: sqlite3.Error) -> StoreError:
     if kind_of(exc, path) == "full":
         return StoreFull(f"cannot use database {path}: the disk is full ({exc})")
     return StoreError(f"cannot use database {path}: {exc}")
+
+
+@contextlib.contextmanager
+def named_unusable(path: Path) -> Iterator[None]:
+    """Raise an SQLite error of the database at `path` that says it cannot be used as the
+    one-line StoreError its guards make, for a command's statements outside them (a module's
+    own read: the writes a stopped process left, read at every writer's start). An error of a
+    statement itself (a constraint, a syntax error) is a bug, and stays what it is."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if not is_unusable(exc):
+            raise
+        raise unusable_error(path, exc) from None
 
 
 def file_error(what: str, db_path: Path, exc: OSError) -> StoreError:

@@ -127,12 +127,13 @@ MIGRATIONS: list[str] = [
         WHERE state != 'failed';
     CREATE INDEX submissions_open ON submissions (state) WHERE state IN ('sending', 'uncertain')
     """,
-    # 4: when an order found before first answered "not found"; it is reported only when a
-    # later check confirms it. CCV `Failed` is no end state any more (a CCV employee may still
-    # complete or cancel the order): such orders are watched like settled ones
+    # 4: when an order found before first answered "not found"; it is reported only when a later
+    # check confirms it. CCV `Failed` is no end state any more: watched like settled ones, due
+    # from the upgrade (a next check of 0 is an order never checked, due since tracked)
     """
     ALTER TABLE orders ADD COLUMN missing_since REAL;
-    UPDATE orders SET end_state = 0, next_check_at = 0 WHERE source = 'ccv' AND status = 'Failed'
+    UPDATE orders SET end_state = 0, next_check_at = (julianday('now') - 2440587.5) * 86400.0
+    WHERE source = 'ccv' AND status = 'Failed'
     """,
     # 5: /metrics counts these on every scrape; partial indexes hold only the few rows counted,
     # so neither count reads the whole table (millions of rows after a year)
@@ -352,9 +353,8 @@ async def outdated(conn: aiosqlite.Connection, version: int) -> str | None:
     if version < SCHEMA_VERSION:
         return f"database schema version {version} is older than this program's {SCHEMA_VERSION}"
     rowid = "SELECT 1 FROM pragma_table_info('orders') WHERE name = 'id'"
-    if await conn.execute_fetchall(rowid):
-        return None
-    return f"database schema version {version} has the orders table of an older release"
+    old = f"database schema version {version} has the orders table of an older release"
+    return None if await conn.execute_fetchall(rowid) else old
 
 
 async def migrate(conn: aiosqlite.Connection) -> None:
