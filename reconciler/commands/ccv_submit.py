@@ -3,12 +3,14 @@
 With no daemon running the command holds the store itself. A running daemon owns the store
 (one writer), so the command then goes through the daemon's integration API, which must be
 configured. Exit 0 submitted, 65 refused (bad body, CCV's 4xx, reference submitted already),
-75 try later or settle by hand (CCV's 5xx or 429, not reached, answer lost, a 2xx whose body
-was not read, a 2xx naming no usable order id or one followed under another reference).
+75 try later or settle by hand (CCV's 5xx, 408, 429 or 409, not reached, answer lost, a 2xx
+whose body was not read, a 2xx naming no usable order id or one followed under another
+reference).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import cast
@@ -85,6 +87,10 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
     ref = ref_option(reference)
     track = f"`reconciler track ccv ID {ref}{' --relink' if answer.relink else ''}{account}`"
     where = f" (Location: {redact(location, secrets)})" if location else ""
+    if code == EX_DATAERR and answer.state == "uncertain" and answer.own is None:
+        # CCV's own 4xx that left the submit uncertain (its 409 "already submitted": CCV may
+        # hold an order of the reference), not a refusal: settled by a person, as a 5xx is.
+        code = EX_TEMPFAIL
     if code == EX_OK and answer.own is not None and not answer.order_id:
         # Its body broke or was too large: unread, it may have named the order. Said as a lost
         # answer is (look at CCV first), not as one naming no order.
@@ -234,7 +240,7 @@ async def _through_api(
                 status, body, headers = resp.status, await resp.read(), resp.headers
         except aiohttp.ClientConnectorError:
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # 3.10: not TimeoutError
             return _no_answer(exc, wait_s, sent_ref, option, given=given)
     header = headers.get(REFERENCE_HEADER)
     # The reference it sent, where it has one: an older daemon's header is not percent-encoded
@@ -276,7 +282,7 @@ def _no_answer(
 ) -> int:
     """Say that the daemon's answer did not come: whether CCV got the order is not known, and
     the daemon, which records CCV's answer, never sends it again. Return the exit code."""
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, asyncio.TimeoutError):
         why = f"within {wait_s:.0f} s"
     elif isinstance(exc, aiohttp.ClientError):
         why = f"({type(exc).__name__})"
