@@ -138,6 +138,7 @@ class Daemon:
                 prune=rt.prune,
                 send_actions=self.actions.send_due if self.actions and self.config.ccnow else None,
                 actions_every_s=self.ticks.actions_s,
+                store_failed=rt.store.unusable,
             )
             await self._send_status()  # READY=1 names the failing accounts before a pass ends
             startup = self._spawn(self._startup_pass())

@@ -26,7 +26,8 @@ from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound
 from .store import commands as cmds
 from .store import submissions as subs
 from .store.health import file_size
-from .store.retention import make_space_returnable, prune
+from .store.retention import prune
+from .store.space import make_space_returnable
 
 if TYPE_CHECKING:
     from .writes.ccnow_actions import ActionSender

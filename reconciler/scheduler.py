@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .logs import fields
 from .poller.coordinator import MAX_TICK_S, NamedReport
 from .poller.coordinators import Coordinators
 from .store import StoreError
+from .store.health import is_unusable
 
 __all__ = ["Overruns", "Scheduler"]
 
@@ -31,7 +33,9 @@ log = logging.getLogger("reconciler.scheduler")
 
 JOB_TIMEOUT_S = 300.0  # no job may run longer than this
 # Run after run over its interval for this long, a job is always behind: worth a person's look,
-# one warning `job.behind` per busy period.
+# one warning `job.behind` per such streak of late runs. Not one per busy period: that may last
+# days (a job straddling its interval is never quiet for long), and an outage in it would go
+# unsaid but for the first.
 JOB_BEHIND_S = 300.0
 # A busy period ends only once the job has kept up for a while: QUIET_RUNS runs in a row that no
 # tick found running, and QUIET_S since the last one a tick did. A job whose runs straddle its
@@ -53,11 +57,12 @@ class _Busy:
 
     began: float  # the first skipped tick
     streak_began: float | None  # first skipped tick of the runs over their interval in a row
+    streak_skipped: int  # ticks that found those runs running
     late_ended: float  # end of the last run a tick found running
     skipped: int = 1  # ticks that found it running
     in_run: bool = True  # a tick found the current run still going
     on_time: int = 0  # runs in a row since `late_ended` that no tick found running
-    behind: bool = False  # `job.behind` said
+    behind: bool = False  # `job.behind` said of the current streak
 
 
 class Overruns:
@@ -81,7 +86,9 @@ class Overruns:
         """Count a tick that found the job's previous run still going."""
         busy = self._busy.get(job_id)
         if busy is None:
-            self._busy[job_id] = _Busy(began=now, streak_began=now, late_ended=now)
+            self._busy[job_id] = _Busy(
+                began=now, streak_began=now, streak_skipped=1, late_ended=now
+            )
             return (
                 logging.INFO,
                 "job.skipped",
@@ -90,13 +97,14 @@ class Overruns:
         busy.skipped += 1
         busy.in_run = True
         if busy.streak_began is None:
-            busy.streak_began = now
+            busy.streak_began, busy.streak_skipped = now, 0
+        busy.streak_skipped += 1
         # Behind run after run, not merely busy: a job late every other run keeps up on average.
         seconds = now - busy.streak_began
         if busy.behind or seconds < self.behind_s:
             return None
         busy.behind = True
-        values = {"job": job_id, "skipped": busy.skipped, "seconds": round(seconds, 3)}
+        values = {"job": job_id, "skipped": busy.streak_skipped, "seconds": round(seconds, 3)}
         return logging.WARNING, "job.behind", values
 
     def ran(self, job_id: str, now: float) -> Line | None:
@@ -108,7 +116,7 @@ class Overruns:
             busy.in_run = False  # the next tick tells whether the next run is over time too
             busy.late_ended, busy.on_time = now, 0
             return None
-        busy.streak_began = None
+        busy.streak_began, busy.behind = None, False  # a run on time ends a streak of late ones
         busy.on_time += 1
         if busy.on_time < self.quiet_runs or now - busy.late_ended < self.quiet_s:
             return None
@@ -136,8 +144,12 @@ class Scheduler:
         behind_s: float = JOB_BEHIND_S,
         quiet_runs: int = QUIET_RUNS,
         quiet_s: float = QUIET_S,
+        store_failed: Callable[[sqlite3.Error], object] | None = None,
     ) -> None:
         self.coordinators = coordinators
+        # The store's record of a statement that found it unusable (Store.unusable): for a
+        # job's read outside the store's guards (a module's own, as the CCNow actions' queue)
+        self.store_failed = store_failed
         self.send_actions = send_actions
         self.actions_every_s = actions_every_s
         self.on_pass = on_pass
@@ -210,6 +222,13 @@ class Scheduler:
             log.error("job.timeout", extra=fields(job=job_id, timeout_s=JOB_TIMEOUT_S))
         except StoreError:
             pass  # logged once when the store started failing; the next run tries again
+        except sqlite3.Error as exc:
+            if self.store_failed is None or not is_unusable(exc):
+                log.error("job.failed", exc_info=True, extra=fields(job=job_id))
+            else:
+                # The store failing all the same: one store.failing, and a damaged file stops
+                # the daemon (74), not a traceback every run for ever
+                self.store_failed(exc)
         except Exception:
             log.error("job.failed", exc_info=True, extra=fields(job=job_id))
         finally:

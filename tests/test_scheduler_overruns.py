@@ -105,8 +105,26 @@ def test_behind_warns_once_when_runs_are_over_their_interval_in_a_row_for_behind
     assert level == logging.WARNING
     assert values["seconds"] == pytest.approx(when - streak_began)
     assert 300.0 <= values["seconds"] < 300.0 + 2 * TICK_S
-    schedule.run([1.1 * TICK_S, 0.9 * TICK_S] * 100 + [3.9 * TICK_S] * 200)  # behind again
-    assert schedule.said() == ["job.skipped", "job.behind"]  # once a busy period
+    schedule.run([3.9 * TICK_S] * 200)  # behind on: said once
+    assert schedule.said() == ["job.skipped", "job.behind"]
+
+
+def test_each_streak_of_late_runs_in_a_busy_period_that_never_ends_warns_once() -> None:
+    # A job straddling its interval all day is one busy period that never ends: it warned
+    # `job.behind` for its first outage (runs over their interval one after the other for
+    # 300 s) and never again, whatever came later. Each such streak warns once.
+    schedule = Schedule(Overruns())
+    straddling = [1.1 * TICK_S, 0.9 * TICK_S] * 2400  # an hour
+    outage = [3.9 * TICK_S] * 400  # 10 min of runs over their interval, one after the other
+    schedule.run(straddling + outage + straddling)
+    assert schedule.said() == ["job.skipped", "job.behind"]
+    streak_began = schedule.now + TICK_S  # the first tick the next (long) run skips
+    schedule.run(outage + straddling)
+    assert schedule.said() == ["job.skipped", "job.behind", "job.behind"]
+    when, (_, _, values) = schedule.lines[-1]
+    assert 300.0 <= values["seconds"] == pytest.approx(when - streak_began)
+    # The ticks the streak skipped (three of a run's four for 300 s), not the busy period's
+    assert values == {"job": "due", "skipped": 451, "seconds": 300.0}
 
 
 def test_each_job_has_its_own_busy_period() -> None:

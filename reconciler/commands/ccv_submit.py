@@ -3,8 +3,9 @@
 With no daemon running the command holds the store itself. A running daemon owns the store
 (one writer), so the command then goes through the daemon's integration API, which must be
 configured. Exit 0 submitted, 65 refused (bad body, CCV's 4xx, reference submitted already),
-75 try later or settle by hand (CCV's 5xx or 429, not reached, answer lost, a 2xx whose body
-was not read, a 2xx naming no usable order id or one followed under another reference).
+75 try later or settle by hand (CCV's 5xx, 408, 429 or 409, not reached, answer lost, a 2xx
+whose body was not read, a 2xx naming no usable order id or one followed under another
+reference).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
     ref = ref_option(reference)
     track = f"`reconciler track ccv ID {ref}{' --relink' if answer.relink else ''}{account}`"
     where = f" (Location: {redact(location, secrets)})" if location else ""
+    if code == EX_DATAERR and answer.state == "uncertain" and answer.own is None:
+        # CCV's own 4xx that left the submit uncertain (its 409 "already submitted": CCV may
+        # hold an order of the reference), not a refusal: settled by a person, as a 5xx is.
+        code = EX_TEMPFAIL
     if code == EX_OK and answer.own is not None and not answer.order_id:
         # Its body broke or was too large: unread, it may have named the order. Said as a lost
         # answer is (look at CCV first), not as one naming no order.

@@ -21,7 +21,7 @@ from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from ..logs import say
 from ..store import StoreError
 from ..terminal import shown
-from .permissions import warn_readable_secrets, warn_same_accounts
+from .permissions import warn_readable_secrets, warn_same_accounts, warn_short_retention
 
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:
@@ -32,6 +32,7 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
     print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
     warn_readable_secrets(config.secret_files)
     warn_same_accounts(config)
+    warn_short_retention(config)
     await _warn_unconfigured(config)
     if not args.online:
         return EX_OK

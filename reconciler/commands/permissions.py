@@ -1,5 +1,5 @@
 """Warnings about a config that loads: a file that holds a secret other users can read (as ssh
-warns of keys), two accounts that are one provider account."""
+warns of keys), two accounts that are one provider account, a retention window of hours."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ from ..logs import fields
 log = logging.getLogger("reconciler.config")
 
 _READABLE_BY_OTHERS = stat.S_IRGRP | stat.S_IROTH
+
+# `[store] keep_events` is meant in days (README "Retention"): below one, what depends on the
+# window (the feed's readers, references and idempotency keys refused as repeats) is cut short.
+# Not refused: tests keep an hour, to see pruning.
+SHORT_KEEP_S = 86400.0
 
 
 def readable_by_others(paths: Iterable[Path]) -> list[tuple[Path, int]]:
@@ -54,5 +59,20 @@ def warn_same_accounts(config: Config) -> None:
                 same_as=earlier,
                 hint=f"{source} accounts {earlier} and {account} are one provider account: "
                 "every order of it is followed twice, with two events per change",
+            ),
+        )
+
+
+def warn_short_retention(config: Config) -> None:
+    """Log one warning when `[store] keep_events` is under a day."""
+    if config.keep_events_s < SHORT_KEEP_S:
+        log.warning(
+            "config.keep_events_short",
+            extra=fields(
+                keep_events_s=config.keep_events_s,
+                hint="[store] keep_events is under a day: delivered events, closed CCV submits "
+                "and CCNow actions older than it are deleted, so a feed reader behind by more "
+                "misses events, and a reference or idempotency key used before it is taken "
+                'again as new; keep days ("400d", the default)',
             ),
         )

@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..config import Config
-from .permissions import warn_readable_secrets, warn_same_accounts
+from .permissions import warn_readable_secrets, warn_same_accounts, warn_short_retention
 
 if TYPE_CHECKING:
     from ..daemon import Ticks
@@ -26,4 +26,5 @@ async def daemon_command(
 
     warn_readable_secrets(config.secret_files)
     warn_same_accounts(config)
+    warn_short_retention(config)
     return await run_daemon(config, stop=stop, ticks=ticks or TICKS)

@@ -1,7 +1,6 @@
 """What every account's coordinator does, whatever its provider: ask the client, hand what it
 answers to the reconciler a batch at a time, and turn the answers as a whole into the account's
 health (one `source.failed` when it starts failing, one `source.recovered` when it answers again).
-
 The provider's own rhythm (CCV's probe, CCNow's pending list) lives in ccv.py and ccnow.py.
 """
 
@@ -25,6 +24,7 @@ from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError
 from ..store.passes import remember_pass
+from .first_checks import FirstChecks
 from .health import Part, Verdict, health_event, next_health, probe_verdict, verdict
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         # When the account's good health was last written or claimed (see `settle`).
         self._healthy_at: float | None = None
         self._probed: set[str] = set()  # asked by `_probe_due` since the account failed
+        self._first_checks = FirstChecks(self.store, self.source, self.account)
 
     @property
     def name(self) -> str:
@@ -171,9 +172,9 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     async def tick_due(self) -> list[NamedReport]:
         """Check the orders that are due (one only, as a probe, while the account fails)."""
         failing = await self.resting(*self.checks_parts)
-        if failing is None:
-            return []
-        if failing:
+        if failing is None:  # resting: only a just-submitted order's first check, as the probe
+            failing, due = True, await self._first_checks.due(self.settled_since())
+        elif failing:
             # A failing source gets one probe per backoff period, not a storm of checks.
             due = await self._probe_due()
         else:
@@ -274,9 +275,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     # --- health ------------------------------------------------------------------------------
 
     async def resting(self, *parts: Part) -> bool | None:
-        """Return None while a failing one of `parts` is left alone (its backoff has not run
-        out), else whether one of them is failing (the account's other parts are asked as
-        usual)."""
+        """Return None while a failing one of `parts` is left alone (its backoff has not run out),
+        else whether one of them is failing (the account's other parts are asked as usual)."""
         state = await self.store.sources.state(self.source, self.account)
         now, interval_s = self.now(), self.config.poll_interval_s
         said = [resting(state, part, interval_s=interval_s, now=now) for part in parts]

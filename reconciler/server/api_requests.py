@@ -46,12 +46,19 @@ class BadRequest(Exception):
     """Input we answer with a JSON 4xx that names the field."""
 
     def __init__(
-        self, status: int, message: str, field: str | None = None, **extra: object
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: object,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.headers = headers  # the answer's own (`Reconciler-Pricing-Warnings`), if any
         self.extra = extra
 
     @property
@@ -65,13 +72,16 @@ class BadRequest(Exception):
         (a body's key, a query parameter's name) holds one of the config's secrets."""
         if not (holds_secret(self.field or "", secrets) or holds_secret(self.message, secrets)):
             return self
-        return BadRequest(self.status, f"a name given (a field, a parameter) {GIVEN_SECRET}")
+        said = f"a name given (a field, a parameter) {GIVEN_SECRET}"
+        return BadRequest(self.status, said, headers=self.headers)
 
     def response(self) -> web.Response:
         """Return the JSON error answer."""
         field = self.shown_field
         named: dict[str, object] = {} if field is None else {"field": field}
-        return json_error(self.status, self.message, extra={**named, **self.extra})
+        return json_error(
+            self.status, self.message, headers=self.headers, extra={**named, **self.extra}
+        )
 
 
 @dataclass(frozen=True)

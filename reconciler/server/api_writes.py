@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
@@ -21,6 +21,7 @@ from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
 from ..writes.ccv_http import NotSent, Uncertain, masked_answer, send_once, sendable
 from ..writes.in_flight import Stopping
 from ..writes.pricing import blocking, check_pricing
+from ..writes.pricing_values import Problem
 from ..writes.submit import not_settled
 from ..writes.submit_outcome import (
     NOT_SENT_REFUSED_HEADER,
@@ -47,6 +48,8 @@ log = logging.getLogger("reconciler.api")
 THREADED_ANSWER_BYTES = 64 * 1024
 
 PRICING_PATH = "/api/ordercompletion/reseller/orderconfigurator/SetShoppingCardPricingDetails"
+# How many warnings the check of the prices gave: on every answer to a body it let through.
+WARNINGS_HEADER = "Reconciler-Pricing-Warnings"
 
 
 class Writes:
@@ -219,6 +222,7 @@ class Writes:
                 status=422,
             )
         cfg = self.deps.submitter.accounts[account]
+        warned = {WARNINGS_HEADER: str(len(problems))}
         # strict_json decoded every number as the float it was written as: the numbers checked
         # are the numbers sent, and none is NaN or infinite.
         payload = json.dumps(doc, ensure_ascii=False, allow_nan=False).encode()
@@ -236,15 +240,35 @@ class Writes:
                 )
             )
         except Stopping:
-            raise BadRequest(503, "reconciler is stopping; nothing was sent to CCV") from None
-        except NotSent:
-            raise BadRequest(502, "CCV could not be reached; nothing was sent") from None
+            said = "reconciler is stopping; nothing was sent to CCV"
+            raise BadRequest(503, said, headers=warned) from None
+        except NotSent as exc:
+            self._pricing_forwarded(account, None, f"not_sent: {exc}", problems)
+            said = "CCV could not be reached; nothing was sent"
+            raise BadRequest(502, said, headers=warned) from None
         except Uncertain as exc:
+            self._pricing_forwarded(account, None, f"answer_lost: {exc}", problems)
             # Setting prices again is harmless, so the caller may simply repeat it.
             status = 504 if str(exc) == "timeout" else 502
-            raise BadRequest(status, "CCV's answer was lost; the call is safe to repeat") from None
-        headers = {"Reconciler-Pricing-Warnings": str(len(problems)), **answer.passed_headers()}
+            said = "CCV's answer was lost; the call is safe to repeat"
+            raise BadRequest(status, said, headers=warned) from None
+        self._pricing_forwarded(account, answer.status, answer.own, problems)
+        headers = {**warned, **answer.passed_headers()}
         return await self._passed_back(answer.status, answer.body, answer.content_type, headers)
+
+    def _pricing_forwarded(
+        self, account: str, status: int | None, reason: str | None, problems: Sequence[Problem]
+    ) -> None:
+        """Log what became of prices forwarded to CCV: its status, or why none came or could
+        not be passed on (`reason`). Never the body: CCV invoices by it, and it may hold what a
+        log must not (masked all the same, as CCV's words may echo it)."""
+        ok = status is not None and 200 <= status < 300 and reason is None
+        said = None if reason is None else redact(reason, self.deps.secrets)
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "ccv.pricing_forwarded",
+            extra=fields(account=account, status=status, reason=said, warnings=len(problems)),
+        )
 
     async def _passed_back(
         self, status: int, body: bytes, content_type: str, headers: Mapping[str, str]

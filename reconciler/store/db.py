@@ -20,7 +20,7 @@ from pathlib import Path
 import aiosqlite
 
 from ..events import Event
-from . import order_rows
+from .build import check_sqlite
 from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
 from .files import WriterLock, check_file, create_private, make_parents, store_exists
@@ -110,10 +110,10 @@ class Store:
                 )
             if not readonly:
                 os.chmod(path, 0o600)
-                _check_sqlite()
+                check_sqlite()
                 # Takes effect only before the first table: a new store then gives the space
-                # that pruning frees back to the file system (retention.py converts
-                # older stores once).
+                # that pruning frees back to the file system (space.py converts older
+                # stores once).
                 await conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
@@ -160,11 +160,15 @@ class Store:
             self.history.close()
 
     @contextlib.asynccontextmanager
-    async def transaction(self, *, urgent: bool = False) -> AsyncIterator[Store]:
+    async def transaction(
+        self, *, urgent: bool = False, foreign_keys: bool = True
+    ) -> AsyncIterator[Store]:
         """Run a block as one write transaction: all of it is committed, or none of it. An
         `urgent` one (a notification's, a sink's record) goes before the others waiting for
-        the writer (priority.py)."""
-        async with self._write_lock.hold(urgent=urgent):
+        the writer (priority.py). Without `foreign_keys`, SQLite does not look for the
+        `deliveries` rows of a deleted event (a scan of them all, each: no index leads with
+        `event_seq`): for retention's, which deletes them itself by their key."""
+        async with self._write_lock.hold(urgent=urgent), self._foreign_keys(on=foreign_keys):
             try:
                 version = await begin(self.conn)
             except sqlite3.Error as exc:
@@ -208,6 +212,21 @@ class Store:
             if self._added:
                 added, self._added = self._added, []
                 self.events_committed(added)
+
+    @contextlib.asynccontextmanager
+    async def _foreign_keys(self, *, on: bool) -> AsyncIterator[None]:
+        """Turn SQLite's foreign key checks off for a block unless `on`, holding the writer: the
+        pragma does nothing inside a transaction, and no other write of this store may run
+        unchecked. Back on after it, whatever happens: shielded, queued before the next
+        holder's statements on the connection's thread even if this task is cancelled."""
+        if on:
+            yield
+            return
+        try:
+            await self.conn.execute("PRAGMA foreign_keys = OFF")
+            yield
+        finally:
+            await asyncio.shield(self.conn.execute("PRAGMA foreign_keys = ON"))
 
     def stored(self, events: Sequence[Event]) -> None:
         """Note events the open transaction stored: `events_committed` hears of them after its
@@ -283,30 +302,6 @@ class Store:
         """Return SQLite's data_version: it changes when another connection commits."""
         rows = await self.conn.execute_fetchall("PRAGMA data_version")
         return int(next(iter(rows))[0])
-
-
-def _check_sqlite() -> None:
-    # Batches are written with UPDATE ... FROM, new in SQLite 3.33.
-    if sqlite3.sqlite_version_info < (3, 33, 0):
-        raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: 3.33 or newer is needed")
-    # A build may bind fewer parameters than the default (32766 since 3.32): found here, not
-    # half-way through a first catch-up's write.
-    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
-        check_parameter_limit(probe)
-
-
-def check_parameter_limit(conn: sqlite3.Connection) -> None:
-    """Raise StoreError unless `conn` binds as many parameters to one statement as the widest
-    statement the store prepares (a chunk of whole `orders` rows) needs."""
-    needed = order_rows.WIDEST_STATEMENT
-    try:
-        # Zeros: sqlite3 binds a None through its adapter lookup (60 M instructions for these).
-        conn.execute(f"SELECT ?{needed}", (0,) * needed)
-    except sqlite3.Error:
-        raise StoreError(
-            f"SQLite {sqlite3.sqlite_version} binds fewer than {needed} parameters to a "
-            "statement (its SQLITE_MAX_VARIABLE_NUMBER): use a build with the default, 32766"
-        ) from None
 
 
 async def _refuse_foreign(conn: aiosqlite.Connection) -> int:

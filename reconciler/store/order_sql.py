@@ -54,16 +54,25 @@ def unwatched(source: Source, settled_since: float | None) -> tuple[str, tuple[A
     return sql, (*words, float("-inf") if settled_since is None else settled_since)
 
 
-def due_sql(source: Source, settled_since: float) -> tuple[str, tuple[Any, ...]]:
-    """Return the SELECT of an account's due orders (`Orders.due`), and its parameters after
-    (now, source, account), before the limit."""
+# An order a submit tracked (its answer its first sight, `order_rows.SUBMITTED`) that no check
+# answered or failed yet: its first check goes out while its account rests (`Orders.due`).
+SUBMITTED_UNCHECKED_SQL = "first_seen IS NOT NULL AND last_checked IS NULL AND failure_streak = 0"
+
+
+def due_sql(
+    source: Source, settled_since: float, *, submitted: bool = False
+) -> tuple[str, tuple[Any, ...]]:
+    """Return the SELECT of an account's due orders (`Orders.due`; `submitted`: only those of
+    SUBMITTED_UNCHECKED_SQL), and its parameters after (now, source, account), before the
+    limit."""
     # Every tick runs this. Without INDEXED BY, SQLite reads every order of the account
     # through the (source, account, order_id) key and sorts them: a million rows a tick.
     unwatched_sql, unwatched_params = unwatched(source, settled_since)
     sql = (
         f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due "
         "WHERE end_state = 0 AND next_check_at <= ? "
-        f"AND source = ? AND account = ? AND NOT {unwatched_sql} ORDER BY next_check_at LIMIT ?"
+        f"AND source = ? AND account = ? AND NOT {unwatched_sql} "
+        f"{f'AND {SUBMITTED_UNCHECKED_SQL} ' if submitted else ''}ORDER BY next_check_at LIMIT ?"
     )
     return sql, unwatched_params
 

@@ -18,7 +18,7 @@ Statement = tuple[str, Sequence[Any]]
 # and one step with the GIL released, per chunk of rows. An executemany steps once per row, and
 # the database thread needs the GIL back after each step; while the event loop is busy with HTTP
 # it waits for it every time (a batch of 500 rows took a hundred times longer that way).
-# Under SQLite's default bound of 32766 parameters a statement (db.py checks the build's).
+# Under SQLite's default bound of 32766 parameters a statement (build.py checks the build's).
 ROWS_PER_STATEMENT = 1000
 CHUNK = 500  # bound on bound parameters per IN (...) query
 

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..events import Event, submit_resolved_event
+from ..model import OrderState
+from . import order_rows
 from .db import Store
 from .history import claim
 from .oneshot import commit_at_once, run_at_once
+from .order_sql import due_sql
 from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
 
@@ -119,6 +122,17 @@ async def record(store: Store, account: str, reference: str, now: float) -> int:
         raise SubmissionExists(existing) from None
     assert sub_id is not None
     return sub_id
+
+
+async def unchecked(
+    store: Store, account: str, limit: int, settled_since: float
+) -> list[OrderState]:
+    """Return up to `limit` of the account's orders that a submit tracked and no check has asked
+    yet (`order_sql.SUBMITTED_UNCHECKED_SQL`), but those no longer watched, as `Orders.due`."""
+    sql, params = due_sql("ccv", settled_since, submitted=True)
+    # A submitted order's first check is due at once (next_check_at 0, `order_rows.SUBMITTED`).
+    rows = await store.conn.execute_fetchall(sql, (0.0, "ccv", account, *params, limit))
+    return [order_rows.state(r) for r in rows]
 
 
 async def succeed(

@@ -6,14 +6,15 @@ number), so "to the cent" means exactly equal once each amount is known to be in
 
 Rules the document states or implies are *blocking*. What it leaves open is only *warnings*:
 how `totalRevenueForFullYear` is made, whether a sales package's prices are the sum of its
-products' (and the cart's the sum of its packages'), and the tax of a period given without its
-optional `taxAmountsPerTaxRate`.
+products' (and the cart's the sum of its packages'), the tax of a period given without its
+optional `taxAmountsPerTaxRate`, a period's one tax line whose amount is not its base x rate, and
+a tax rate listed twice in a period.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from .pricing_values import (
     Problem,
@@ -39,6 +40,7 @@ TOP_AMOUNTS = (
     "totalRevenueForFullYear",
 )
 _ZERO = Decimal(0)
+_CENT = Decimal("0.01")
 
 
 def blocking(problems: Sequence[Problem]) -> bool:
@@ -183,6 +185,7 @@ def _one_period(
         problems.append(problem)
     taxes = item.get("taxAmountsPerTaxRate")
     tax_sum: Decimal | None = _ZERO
+    lines: list[tuple[str, Decimal, Decimal]] = []  # each sound line's (path, rate, amount)
     if taxes is None:
         pass
     elif not isinstance(taxes, list):
@@ -208,6 +211,10 @@ def _one_period(
                 tax_sum = None
             elif tax_sum is not None and amount is not None:
                 tax_sum += amount
+            rate = exact_number(tax.get("taxRate"))
+            if rate_problem is None and rate is not None and amount is not None:
+                lines.append((tat, rate, amount))
+    problems.extend(_tax_lines(lines, excluding, excluding_name))
     if excluding is None or including is None:
         return problems, None
     if taxes is None and excluding != including:
@@ -233,6 +240,39 @@ def _one_period(
             )
         )
     return problems, (excluding, including)
+
+
+def _tax_lines(
+    lines: Sequence[tuple[str, Decimal, Decimal]], excluding: Decimal | None, excluding_name: str
+) -> Iterator[Problem]:
+    """Warn of a period's tax rate listed twice, and of a period's one tax line whose taxAmount
+    is not its excludingTax x taxRate % to the cent (any rounding of it to the cent is
+    accepted); with several rates, the part of the amount each one taxes is not given. Warnings
+    only: the document says what the fields are ("The tax rate, e.g. 6 or 21"; "The amount of
+    tax"), not that CCV checks them."""
+    first: dict[Decimal, str] = {}
+    for path, rate, _ in lines:
+        if rate in first:
+            yield Problem(
+                f"{path}.taxRate",
+                f"the tax rate is listed twice in one period (also at {first[rate]})",
+                "each rate once",
+                str(rate),
+                blocking=False,
+            )
+        first.setdefault(rate, path)
+    if excluding is None or len(lines) != 1:
+        return
+    path, rate, amount = lines[0]
+    exact = excluding * rate / 100
+    if abs(amount - exact) >= _CENT:
+        yield Problem(
+            f"{path}.taxAmount",
+            f"is not {excluding_name} x taxRate % to the cent",
+            money(exact.quantize(_CENT, ROUND_HALF_UP)),
+            money(amount),
+            blocking=False,
+        )
 
 
 def _revenue(revenue: Decimal, periods: Mapping[str, tuple[Decimal, Decimal]]) -> Iterator[Problem]:

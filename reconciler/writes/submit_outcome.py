@@ -1,13 +1,13 @@
 """CCV's answer to a submit, and the submission closed with it.
 
 A 2xx naming an order reconciler can follow: `succeeded`, the order tracked in the same
-transaction. A 4xx: `failed`, nothing made. Anything that leaves open whether CCV made the
-order, or which one it made (a 3xx or 5xx, a lost answer, a 2xx whose body was not read, naming
-no usable order id or an order followed under another reference): `uncertain`, never sent again, one
-`order.submit_uncertain`; a person settles it by tracking the order with the reference (a lost
-answer, a 3xx or a 5xx also CCV's first notification for the reference), or, sure that CCV
-has none, with `ccv resolve --not-sent` (not where CCV said it has the order:
-`store/not_sent.refusal`).
+transaction. A 4xx but 409: `failed`, nothing made. Anything that leaves open whether CCV made
+the order, or which one it made (a 3xx or 5xx, a 409 "already submitted", a lost answer, a 2xx
+whose body was not read, naming no usable order id or an order followed under another
+reference): `uncertain`, never sent again, one `order.submit_uncertain`; a person settles it by
+tracking the order with the reference (a lost answer, a 3xx, a 409 or a 5xx also CCV's first
+notification for the reference), or, sure that CCV has none, with `ccv resolve --not-sent` (not
+where CCV said it has the order: `store/not_sent.refusal`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from reconciler.writes.ccv_http import Answer
 from reconciler.writes.submit_ids import location_order_id, names_an_order, order_id_from
 
 log = logging.getLogger("reconciler.writes.submit")
+
+CONFLICT = 409  # CCV's "already submitted": uncertain, not refused (`close`)
 
 # The reference, percent-encoded as OWN_HEADER (`own_header`): a header carries no letter
 # beyond ASCII but as raw bytes a client may read as latin-1.
@@ -227,10 +229,12 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         )
         headers[ORDER_ID_HEADER] = order_id
         return Result(status, answer.body, answer.content_type, ref, "succeeded", order_id, headers)
-    if not 400 <= status < 500:
+    if not 400 <= status < 500 or status == CONFLICT:
         # CCV's "Server error" may come after the order was made (or from a gateway after
         # CCV got it), and a 3xx to a POST is the usual "made, see there" (303 See Other):
-        # as with a lost answer, never sent again; a person settles it.
+        # as with a lost answer, never sent again; a person settles it. A 409 ("already
+        # submitted", undocumented) says CCV may hold an order of the reference that nothing
+        # follows (an earlier submit's): freed, the reference would be sent again.
         return await passed_uncertain(f"http_{status}")
     reason = f"http_{status}"
     failed = await subs.fail(

@@ -387,3 +387,22 @@ async def test_references_remembered_past_remember_ref_are_pruned(tmp_path: Path
         assert again.references == 1
     finally:
         await store.close()
+
+
+async def test_a_keep_events_under_a_day_is_taken_with_a_warning(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # README: "a `keep_events` of days, not seconds" (the feed, repeats of a reference or an
+    # idempotency key); "1s" was taken in silence. Not refused: tests keep an hour.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    text = cfg.read_text()
+    for keep, warned in (('"1s"', [1.0]), ("3600", [3600.0]), ('"1d"', [])):
+        cfg.write_text(text.replace("[store]\n", f"[store]\nkeep_events = {keep}\n", 1))
+        for command in ("check", "catch-up"):
+            result = await call_cli("--config", cfg, command, env=cli_env())
+            assert result.code == 0, result.stderr
+            lines = [x for x in result.log_lines() if x["message"] == "config.keep_events_short"]
+            assert [(x["level"], x["keep_events_s"]) for x in lines] == [
+                ("warning", s) for s in warned
+            ]
+            assert all("keep days" in x["hint"] for x in lines)

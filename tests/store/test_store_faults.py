@@ -23,7 +23,7 @@ from reconciler.config import load_config
 from reconciler.daemon import Daemon
 from reconciler.runtime import Runtime
 from reconciler.store import Store, StoreError, order_rows
-from reconciler.store.db import check_parameter_limit
+from reconciler.store.build import check_parameter_limit
 from reconciler.store.health import kind_of
 from reconciler.store.sql import ROWS_PER_STATEMENT
 from reconciler.systemd import Notifier

@@ -81,14 +81,14 @@ def test_amounts_are_compared_to_the_cent_not_as_floats() -> None:
         shippingCost=0,
         oneOffPriceDiscount=0,
         oneOffPriceCouponCode="",
-        totalRevenueForFullYear=0.1,
+        totalRevenueForFullYear=0.2,
         periodPricingDetails=[
             {
                 "period": "OneOff",
-                "excludingTax": 0.1,
-                "singleExcludingTax": 0.1,
+                "excludingTax": 0.2,
+                "singleExcludingTax": 0.2,
                 "includingTax": 0.3,
-                "taxAmountsPerTaxRate": [{"taxRate": 21, "taxAmount": 0.2}],
+                "taxAmountsPerTaxRate": [{"taxRate": 50, "taxAmount": 0.1}],
             }
         ],
     )
@@ -211,8 +211,24 @@ def test_a_package_that_is_not_the_sum_of_its_products_is_a_warning_only() -> No
 # --- random consistent carts ------------------------------------------------------------------
 
 cents = st.integers(min_value=0, max_value=10**8)
-tax_line = st.tuples(st.sampled_from([0, 6, 9, 21, 5.5]), cents)
-period_line = st.tuples(cents, st.lists(tax_line, max_size=3))
+
+
+def _taxed(rate: float) -> st.SearchStrategy[tuple[float, int]]:
+    """A rate and the part of a period's excludingTax it taxes (cents): any at 0 %, else
+    multiples of 2 EUR, whose tax at each rate is whole cents (summed, still exact)."""
+    base = (
+        cents if rate == 0 else st.integers(min_value=0, max_value=5 * 10**5).map(lambda n: n * 200)
+    )
+    return st.tuples(st.just(rate), base)
+
+
+def _period_line(taxed: tuple[tuple[float, int], ...]) -> tuple[int, list[tuple[float, int]]]:
+    """(excludingTax, [(taxRate, taxAmount)]) in cents: each rate's amount its base x rate %."""
+    return sum(b for _, b in taxed), [(r, int(b * r) // 100) for r, b in taxed]
+
+
+tax_rates = st.lists(st.sampled_from([0, 6, 9, 21, 5.5]), min_size=1, max_size=3, unique=True)
+period_line = tax_rates.flatmap(lambda rs: st.tuples(*map(_taxed, rs))).map(_period_line)
 product = st.dictionaries(st.sampled_from(["OneOff", "Monthly", "Yearly"]), period_line, min_size=1)
 
 
@@ -238,7 +254,10 @@ def _summed(
     for part in parts:
         for period, (excluding, taxes) in part.items():
             had, had_taxes = total.get(period, (0, []))
-            total[period] = (had + excluding, had_taxes + taxes)
+            merged = dict(had_taxes)  # one line per rate, as in a cart (a rate twice warns)
+            for rate, tax in taxes:
+                merged[rate] = merged.get(rate, 0) + tax
+            total[period] = (had + excluding, list(merged.items()))
     return total
 
 

@@ -1,0 +1,129 @@
+"""An order a submit tracked while its CCV account fails gets its first check within seconds
+(DESIGN, "CCV submit"), not once the account's backoff runs out (minutes, up to an hour): the
+due tick of a resting account asks it all the same, as the account's probe, so that its answer
+recovers the account when CCV answers again; each such order once, one a tick, so that submits
+during an outage do not hammer the account."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from reconciler.config import ReceiverConfig, load_config
+from reconciler.config.secret import Secret
+from reconciler.poller.ccv import CCVCoordinator
+from reconciler.poller.coordinators import Coordinators
+from reconciler.reconcile import Reconciler
+from reconciler.sources.ccv import PROBE_ORDER_ID
+from reconciler.sources.http import Gates
+from reconciler.store import Store
+from reconciler.writes.submit import Submitter
+from tests.conftest import Clock, write_config
+from tests.fake_ccv_writes import FakeCCVWrites, submit_body
+from tests.fake_providers import CCV_KEY, Reply
+
+RECEIVER = ReceiverConfig(
+    "127.0.0.1", 8080, "https://integrator.example/reconciler", Secret("s" * 32)
+)
+STEP_S = 2.5  # the due tick's period (min_interval / 2)
+KNOWN = "11111111-2222-3333-4444-555555555555"  # an order followed before the outage
+
+
+@dataclass
+class Account:
+    coordinator: CCVCoordinator
+    submitter: Submitter
+    store: Store
+    clock: Clock
+
+    async def kinds(self) -> list[str]:
+        return [e.type for e in await self.store.events.history() if e.order_id is None]
+
+    async def tick(self) -> None:
+        self.clock.now += STEP_S
+        await self.coordinator.tick_due()
+
+    async def submit(self) -> str:
+        result = await self.submitter.submit("default", submit_body())
+        assert result.status == 201 and result.order_id is not None
+        return result.order_id
+
+
+@pytest.fixture
+async def account(
+    tmp_path: Path, fake: FakeCCVWrites, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Account]:
+    """A CCV account (poll_interval 5 minutes: the backoff) that CCV's 503s failed."""
+    monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
+    extra = 'poll_interval = "5m"\nmin_interval = "5s"'
+    config = load_config(write_config(tmp_path, ccv=fake, ccv_extra=extra))
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    fake.orders[KNOWN] = "Processing"
+    try:
+        async with aiohttp.ClientSession() as session:
+            writer = Reconciler(config, store, clock=clock)
+            gates = Gates()
+            coordinator = Coordinators.build(config, writer, session, gates).ccv["default"]
+            submitter = Submitter(
+                store,
+                session,
+                accounts=config.ccv,
+                receiver=RECEIVER,
+                gates=gates,
+                clock=clock,
+            )
+            await store.orders.track("ccv", "default", [(KNOWN, None)], clock.now)
+            await coordinator.full_pass(via="catch-up")
+            fake.always = Reply(503, '{"message": "Service Unavailable"}', "application/json")
+            clock.now += 60
+            await coordinator.full_pass(via="catch-up")
+            it = Account(coordinator, submitter, store, clock)
+            assert await it.kinds() == ["source.failed"]
+            yield it
+    finally:
+        await store.close()
+
+
+def asked(fake: FakeCCVWrites) -> list[str]:
+    return [r.order_id or "" for r in fake.requests if r.order_id != PROBE_ORDER_ID]
+
+
+async def test_an_order_submitted_once_ccv_answers_again_is_checked_within_seconds(
+    account: Account, fake: FakeCCVWrites
+) -> None:
+    account.clock.now += 10  # well within the account's backoff (5 minutes)
+    fake.always = None  # CCV answers again; nothing asked it since
+    order_id = await account.submit()
+    await account.tick()
+    # Its first check went out, and its answer recovered the account.
+    assert fake.requests_for(order_id) != []
+    assert await account.kinds() == ["source.failed", "source.recovered"]
+    [state] = [s for s in await account.store.orders.snapshot() if s.key.order_id == order_id]
+    assert state.status == "Processing"
+
+
+async def test_orders_submitted_while_ccv_fails_are_each_asked_once_one_a_tick(
+    account: Account, fake: FakeCCVWrites
+) -> None:
+    account.clock.now += 10
+    submitted = [await account.submit() for _ in range(3)]
+    firsts: list[str] = []
+    for _ in range(3):
+        before = len(asked(fake))
+        await account.tick()
+        # One first check a tick (its request tried again once: `retries`; a check that fails
+        # for the account may ask a witness too, an answered order, not another submitted one).
+        firsts += dict.fromkeys(i for i in asked(fake)[before:] if i in submitted)
+        assert len(firsts) == len(set(firsts))
+    assert sorted(firsts) == sorted(submitted)
+    after = len(fake.requests)
+    for _ in range(20):  # nearly a minute more, still within the backoff
+        await account.tick()
+    # None of them again, nor any other order: the account rests.
+    assert fake.requests[after:] == []
+    assert await account.kinds() == ["source.failed"]
