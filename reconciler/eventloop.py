@@ -3,7 +3,8 @@
 A catch-up keeps one core busy in the event loop and aiohttp; uvloop's loop (libuv, as uvicorn
 uses it) takes 3-8 % off it in the benchmarks. RECONCILER_EVENT_LOOP=asyncio keeps the standard
 loop. A command that needs the config ends on SIGTERM as on Ctrl-C: what it has under way ends
-first (ended_by_sigterm); not `run`, which sets its own handlers (daemon.py).
+first (ended_by_sigterm); not `run`, which sets its own handlers (daemon.py). Ctrl-C cancels
+a command on Python 3.10 as asyncio.run does from 3.11 on (cancelled_by_sigint).
 """
 
 from __future__ import annotations
@@ -60,11 +61,57 @@ def run(main: Coroutine[Any, Any, T], *, sigterm_cancels: bool = False) -> T:
         raise
     if sigterm_cancels:
         main = ended_by_sigterm(main)
-    if name == "uvloop":
-        import uvloop
+    if sys.version_info < (3, 11):
+        main = cancelled_by_sigint(main)
+    try:
+        if name == "uvloop":
+            import uvloop
 
-        return uvloop.run(main)
-    return asyncio.run(main)
+            return uvloop.run(main)
+        return asyncio.run(main)
+    except _Interrupted:
+        raise KeyboardInterrupt from None
+
+
+class _Interrupted(Exception):
+    """Ctrl-C cancelled the command (cancelled_by_sigint): a KeyboardInterrupt once the loop
+    is closed, where 3.11's asyncio.run raises it. Not raised as one in the task: asyncio
+    re-raises a KeyboardInterrupt through the loop, around its own clean-up."""
+
+
+async def cancelled_by_sigint(main: Coroutine[Any, Any, T]) -> T:
+    """Await `main`; Ctrl-C cancels it, as asyncio.run (its Runner) does from Python 3.11 on,
+    and a second one raises KeyboardInterrupt at once, as there. For Python 3.10, whose
+    asyncio.run let the KeyboardInterrupt out of wherever the loop was: a write already sent
+    was cut off and stayed `sending`, where a cancel lets it end and records its answer. Only
+    where Ctrl-C has Python's default handler, in the main thread, as the Runner's."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    interrupted = False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        if interrupted or task is None or task.done():
+            raise KeyboardInterrupt
+        interrupted = True
+        # From the loop, not here: a handler runs between any two bytecodes of the loop's.
+        loop.call_soon_threadsafe(task.cancel)
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return await main
+    try:
+        signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        return await main
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if interrupted:
+            raise _Interrupted from None
+        raise
+    finally:
+        if signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 async def ended_by_sigterm(main: Coroutine[Any, Any, T]) -> T:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from datetime import datetime, timezone
+import re
+import sys
+from datetime import datetime, timedelta, timezone
 
 from ..config import parse_duration
 
@@ -59,9 +61,38 @@ def duration(text: str) -> float:
 def iso(text: str) -> float:
     try:
         # RFC 3339 allows a lowercase "t" and "z".
-        value = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+        value = _from_iso(text.strip().upper().replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.timestamp()
+
+
+# Python 3.10's datetime.fromisoformat reads only what isoformat writes: RFC 3339's other
+# fractions (`.79`, nanoseconds), a decimal comma, an offset without its colon and ISO 8601's
+# basic form (`20261201T093227`) it refused, where 3.11 reads them. This reads them as 3.11 does.
+_ISO = re.compile(
+    r"(\d{4})-?(\d\d)-?(\d\d)"
+    r"(?:[T ](\d\d)(?::?(\d\d)(?::?(\d\d)(?:[.,](\d+))?)?)?)?"
+    r"(?:([+-])(\d\d)(?::?(\d\d))?)?"
+)
+
+
+def _from_iso(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        if sys.version_info >= (3, 11):
+            raise
+    match = _ISO.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not an ISO 8601 time: {text!r}")
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    zone = None
+    if sign is not None:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m or 0))
+        zone = timezone(-offset if sign == "-" else offset)
+    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0  # past microseconds: cut, as 3.11
+    h, m, s = (int(n or 0) for n in (hour, minute, second))  # a time left out is midnight
+    return datetime(int(year), int(month), int(day), h, m, s, micro, zone)

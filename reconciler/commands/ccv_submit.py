@@ -10,6 +10,7 @@ reference).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import cast
@@ -239,7 +240,7 @@ async def _through_api(
                 status, body, headers = resp.status, await resp.read(), resp.headers
         except aiohttp.ClientConnectorError:
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # 3.10: not TimeoutError
             return _no_answer(exc, wait_s, sent_ref, option, given=given)
     header = headers.get(REFERENCE_HEADER)
     # The reference it sent, where it has one: an older daemon's header is not percent-encoded
@@ -281,7 +282,7 @@ def _no_answer(
 ) -> int:
     """Say that the daemon's answer did not come: whether CCV got the order is not known, and
     the daemon, which records CCV's answer, never sends it again. Return the exit code."""
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, asyncio.TimeoutError):
         why = f"within {wait_s:.0f} s"
     elif isinstance(exc, aiohttp.ClientError):
         why = f"({type(exc).__name__})"

@@ -89,6 +89,26 @@ def _no_space_left(path: Path) -> bool:
         return False  # the directory cannot be asked: nothing known about its space
 
 
+# SQLite's words for the result codes, but SQLITE_ERROR, that Python raises as OperationalError
+# (a lock may name its table after them). Without a result code name (Python 3.10), any other
+# OperationalError is SQLITE_ERROR, whose words are many: a statement's own fault.
+_NOT_THE_STATEMENTS = (
+    "access permission denied",  # SQLITE_PERM
+    "query aborted",  # SQLITE_ABORT
+    "abort due to ROLLBACK",
+    "database is locked",  # SQLITE_BUSY
+    "database table is locked",  # SQLITE_LOCKED
+    "database schema is locked",
+    "attempt to write a readonly database",  # SQLITE_READONLY
+    "interrupted",  # SQLITE_INTERRUPT
+    "disk I/O error",  # SQLITE_IOERR
+    "database or disk is full",  # SQLITE_FULL
+    "unable to open database file",  # SQLITE_CANTOPEN
+    "locking protocol",  # SQLITE_PROTOCOL
+    "database schema has changed",  # SQLITE_SCHEMA
+)
+
+
 def is_unusable(exc: BaseException) -> bool:
     """Whether an exception says the database cannot be used, rather than that a statement is
     wrong (SQLITE_ERROR: no such table, a syntax error; a constraint; a misuse)."""
@@ -96,7 +116,10 @@ def is_unusable(exc: BaseException) -> bool:
         exc, (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.InterfaceError)
     ):
         return False
-    return getattr(exc, "sqlite_errorname", None) != "SQLITE_ERROR"
+    name = getattr(exc, "sqlite_errorname", None)  # Python 3.11 on
+    if isinstance(name, str) or not isinstance(exc, sqlite3.OperationalError):
+        return name != "SQLITE_ERROR"  # other classes: corrupt, not a database, too big, ...
+    return str(exc).startswith(_NOT_THE_STATEMENTS)
 
 
 def file_size(path: Path) -> int:

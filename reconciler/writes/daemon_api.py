@@ -3,6 +3,7 @@ its authorization, and what it means when the daemon refuses it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -66,10 +67,16 @@ def held_elsewhere(outcome: str) -> StoreLocked:
 
 
 async def post_to_api(
-    config_file: str, api: ApiConfig, path: str, document: dict[str, Any]
+    config_file: str,
+    api: ApiConfig,
+    path: str,
+    document: dict[str, Any],
+    *,
+    timeout_s: float = API_TIMEOUT_S,
 ) -> tuple[int, dict[str, Any]] | int:
-    """POST to the running daemon's API; return (status, JSON object) or an exit code."""
-    timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_S)
+    """POST to the running daemon's API; return (status, JSON object) or an exit code (75 when
+    it does not answer within `timeout_s`)."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as s:
         try:
             async with s.post(
@@ -81,7 +88,9 @@ async def post_to_api(
                 body = await resp.json(content_type=None)
         except aiohttp.ClientConnectorError:
             return nobody_listens(api)  # another command (a catch-up, say) holds the store
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        # asyncio's TimeoutError, aiohttp's whole-request timeout: on Python 3.10 it is not the
+        # built-in one (which it is from 3.11 on).
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             # Recorded or not, the same run later finds the same commands by their keys.
             say(
                 f"reconciler: the daemon's API did not answer ({type(exc).__name__}); "

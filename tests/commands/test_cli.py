@@ -548,3 +548,29 @@ def test_a_negative_sandbox_speed_is_a_usage_error(speed: str) -> None:
     # A negative speed froze the simulator without a word.
     for command in ("sandbox", "demo"):
         assert cli.run([command, "--speed", speed]) == 2
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "2026-12-01T09:32:27.79Z",
+        "2026-12-01T09:32:27.790000999Z",  # nanoseconds: past microseconds cut
+        "2026-12-01T10:32:27,79+0100",
+        "2026-12-01T07:02:27.79-02:30",
+        "20261201T093227.79Z",
+        "2026-12-01 09:32:27.79",  # UTC unless it names an offset
+    ],
+)
+def test_since_takes_any_fraction_and_offset_on_every_python(given: str) -> None:
+    # Python 3.10's fromisoformat refused all of these ("not an ISO 8601 time", exit 2); 3.11
+    # reads them.
+    assert cli.parse_args(["events", "--since", given]).since == pytest.approx(
+        cli.parse_args(["events", "--since", "2026-12-01T09:32:27.790Z"]).since, abs=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "given", ["2026-13-01", "2026-12-01T25:00", "2026-12-01T09:32:27+24:00", "2026-12-01T9:32"]
+)
+def test_since_refuses_a_time_that_is_none(given: str) -> None:
+    assert cli.run(["events", "--since", given]) == 2

@@ -6,6 +6,7 @@ does not depend on the machine's load."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -35,12 +36,12 @@ def _event(n: int, at: float) -> Event:
     return Event(f"e-{n}", EventType.STATUS_CHANGED, at, "ccnow", "default", order, "info", data)
 
 
-async def _history(store: Store) -> None:
-    """A year-old history: EVENTS events older than the window, delivered to both sinks but
+async def _history(store: Store, events: int = EVENTS) -> None:
+    """A year-old history: `events` events older than the window, delivered to both sinks but
     every 500th, still pending for `jsonl`; and one event within it."""
-    old = [_event(n, NOW - KEEP_S - DAY + n) for n in range(EVENTS)]
+    old = [_event(n, NOW - KEEP_S - DAY + n) for n in range(events)]
     async with store.transaction():
-        await store.events.add([*old, _event(EVENTS, NOW - DAY)])
+        await store.events.add([*old, _event(events, NOW - DAY)])
         await store.conn.execute("UPDATE deliveries SET state = 'delivered'")
         await store.conn.execute(
             "UPDATE deliveries SET state = 'pending' WHERE sink = 'jsonl' AND event_seq % 500 = 0"
@@ -96,5 +97,52 @@ async def test_foreign_keys_are_on_again_after_a_failed_unchecked_transaction(
                 await store.conn.execute(
                     "INSERT INTO deliveries (sink, event_seq) VALUES ('log', 12345)"
                 )
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("at", [1, 4, 30, 300, 1000])
+async def test_a_prune_cancelled_anywhere_leaves_the_checks_on_and_no_orphan(
+    tmp_path: Path, at: int
+) -> None:
+    # A stop (SIGTERM) cancels a prune wherever it is: taking the writer, turning the checks
+    # off, inside a chunk's statements, at its COMMIT, turning them on again. The cancel is
+    # asked from SQLite's progress handler, at the `at`-th call (every 100 VM steps), so it
+    # lands while the prune awaits one of its statements; 2,000 events take about 2,200 calls.
+    events = 2000
+    store = await Store.open(tmp_path / "r.db", sinks=SINKS)
+    try:
+        await _history(store, events)
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(
+            prune(store, sinks=SINKS, keep_s=KEEP_S, now=NOW, watched={}, chunk=100)
+        )
+        calls = 0
+
+        def cancel_at() -> int:
+            nonlocal calls
+            calls += 1
+            if calls == at:
+                loop.call_soon_threadsafe(task.cancel)
+            return 0
+
+        await store.conn.set_progress_handler(cancel_at, 100)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not store.conn.in_transaction
+        assert list(await store.conn.execute_fetchall("PRAGMA foreign_keys")) == [(1,)]
+        assert list(await store.conn.execute_fetchall("PRAGMA foreign_key_check")) == []
+        with pytest.raises(sqlite3.IntegrityError):  # and the checks hold
+            async with store.transaction():
+                await store.conn.execute(
+                    "INSERT INTO deliveries (sink, event_seq) VALUES ('log', 123456)"
+                )
+        # The next run ends the work: nothing a sink has not confirmed was lost meanwhile.
+        await prune(store, sinks=SINKS, keep_s=KEEP_S, now=NOW, watched={})
+        left = await store.conn.execute_fetchall(
+            "SELECT count(*), count(DISTINCT d.event_seq) FROM events AS e "
+            "JOIN deliveries AS d ON d.event_seq = e.seq"
+        )
+        assert list(left) == [(2 * (events // 500 + 1), events // 500 + 1)]
     finally:
         await store.close()
