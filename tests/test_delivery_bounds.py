@@ -199,7 +199,7 @@ async def test_catch_up_abandons_an_attempt_that_outlasts_its_deliver_timeout(
     webhook.delay_s = 0.0
 
     async def slow_after_first() -> None:
-        await poll_until(lambda: webhook.answered, 10, "the 503")
+        await poll_until(lambda: webhook.answered, 60, "the 503")
         webhook.delay_s = 6.0
 
     slowing = asyncio.ensure_future(slow_after_first())
@@ -310,7 +310,7 @@ async def _stopped_by_two_sigterms(
         sent = time.monotonic()
         # Sent once the first is taken (the kernel merges two that are both pending), as soon
         # as the daemon says so.
-        await poll_until(lambda: "daemon.signal" in log.read_text(), 10, "the first taken")
+        await poll_until(lambda: "daemon.signal" in log.read_text(), 60, "the first taken")
         proc.send_signal(signal.SIGTERM)
         gap_s = time.monotonic() - sent
         code = await asyncio.wait_for(proc.wait(), 30)
