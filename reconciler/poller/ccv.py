@@ -94,7 +94,6 @@ class CCVCoordinator(Coordinator[CCVSource]):
         self.remember_ref_s = remember_ref_s
         self._last_probe: _Probe | None = None
         self.witnesses = Witnesses(self._answered)
-        self._probe_turns = 0  # a failing account's probes (`_probe_due`)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> Collection[str] | None:
         # A breaker opening in a partial pass (due orders, a notification's) is judged as its
@@ -125,29 +124,31 @@ class CCVCoordinator(Coordinator[CCVSource]):
         return None
 
     async def _probe_due(self) -> list[OrderState]:
-        """Return the order a failing account's probe asks: every other time, one of those this
-        process saw answering when the account failed, in turn (`Witnesses.answering`); else,
-        and in between, one of `Coordinator._probe_due`'s rotation, so that orders that answered
-        then and broke alone since hold the account failing no longer than it would. That
-        rotation alone (orders whose last check answered, then due ones), once the outage's
-        probes had asked the orders answering before it, went on to orders failing on their
-        own (16 of 20 answering 500 for ever), each failing, the backoff doubling: the account
-        stayed failed 15 minutes and more after the outage ended."""
-        self._probe_turns += 1
-        if self._probe_turns % 2:
-            within_s = self.config.schedule.max_interval_s * 1.1  # the schedule's jitter
-            since = self.settled_since()
-            for order_id in self.witnesses.answering(within_s):
-                key = OrderKey(self.source, self.account, order_id)
-                state = (await self.store.orders.load([key])).get(key)
-                if state is None or state.end_state:
-                    continue
-                changed = settled_at(state.last_changed, state.tracked_at)
-                if not unwatched(self.source, state.status, changed, settled_since=since):
-                    self.witnesses.probed(order_id)
-                    self._probed.add(order_id)  # not asked again by the rotation's turn
-                    return [state]
-        return await super()._probe_due()
+        """Return the orders a failing account's probe asks, two at most: the one of
+        `Coordinator._probe_due`'s rotation and, beside it, the next of those this process saw
+        answering when the account failed (`Witnesses.answering`), in turn. Either answering a
+        status recovers the account. The rotation alone (orders whose last check answered, then
+        due ones), once the outage's probes had asked those answering before it, went on to
+        orders failing on their own (16 of 20 answering 500 for ever), each failing, the
+        backoff doubling: the account stayed failed 15 minutes and more after the outage ended.
+        Those answering at its onset alone, or taking turns with the rotation, may be orders
+        that broke on their own with it: the rotation, asked every time, finds the account
+        answering no later than it did alone (the backoff's periods are the same)."""
+        due = await super()._probe_due()
+        rotation = {s.key.order_id for s in due}
+        since = self.settled_since()
+        for order_id in self.witnesses.answering(self.config.schedule.max_interval_s * 1.1):
+            if order_id in rotation:
+                continue
+            key = OrderKey(self.source, self.account, order_id)
+            state = (await self.store.orders.load([key])).get(key)
+            if state is None or state.end_state:
+                continue
+            changed = settled_at(state.last_changed, state.tracked_at)
+            if not unwatched(self.source, state.status, changed, settled_since=since):
+                self.witnesses.probed(order_id)
+                return [state, *due]
+        return due
 
     async def _postpone(self, unasked: Sequence[str]) -> None:
         """Give the orders a breaker left unasked a backoff of their own, a poll interval spread

@@ -13,9 +13,9 @@ Orders this process saw fail of an outage's reason (CCV's checks, a circuit brea
 no witnesses until one answers: their failure streaks are forgotten when the account recovers,
 so storage alone names them answered again.
 
-A failing CCV account's probe asks, every other time, the orders this process saw answering
-when the account failed (`answering`), in turn: they, not orders failing on their own, say
-when the outage is over.
+A failing CCV account's probe asks, beside its rotation's order, one of the orders this process
+saw answering when the account failed (`answering`), in turn: they, not orders failing on their
+own, say when the outage is over. Kept in memory only: after a restart, the rotation alone.
 
 Extra load, bounded: one request (two when the first witness fails: a real outage, or a witness
 that broke) per pass whose every check failed, spread over up to ROTATION orders.
