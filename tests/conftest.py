@@ -9,7 +9,6 @@ import contextvars
 import io
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -20,11 +19,13 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import settings
 
 from reconciler import cli
 from reconciler.daemon import Ticks
 from reconciler.logs import logging_set_up
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, CCV_KEY, FakeCCNow, FakeCCV
+from tests.ports import free_port as free_port
 
 if TYPE_CHECKING:
     from reconciler.poller.ccnow import CCNowCoordinator
@@ -32,6 +33,12 @@ if TYPE_CHECKING:
     from tests.server.test_api import Api
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Hypothesis' per-example deadline (200 ms) is wall-clock: on a loaded machine an example that
+# takes 2 ms of CPU can take a second, and the test fails for the machine, not the code. The
+# cost tests that matter measure CPU time or counts of their own.
+settings.register_profile("reconciler", deadline=None)
+settings.load_profile("reconciler")
 
 
 @pytest.fixture
@@ -337,22 +344,6 @@ def read_events(tmp_path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def free_port() -> int:
-    """Return a loopback port that was free a moment ago, and not one this process was given
-    before: two calls for one config (a receiver and an API) got the same port now and then,
-    which the config refuses (`api.listen: ... is [receiver] listen's port too`)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _PORTS_GIVEN:
-            _PORTS_GIVEN.add(port)
-            return port
-
-
-_PORTS_GIVEN: set[int] = set()
 
 
 def count_handoffs(monkeypatch: pytest.MonkeyPatch, store: Any) -> list[Callable[..., Any]]:

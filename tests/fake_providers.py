@@ -203,8 +203,10 @@ class _FakeServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-        """Wait until `predicate()` holds after some request arrived or finished."""
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        """Wait until `predicate()` holds after some request arrived or finished. The default
+        bound is for a loaded machine, where a client's start and its first requests take many
+        times their time alone; it costs a test nothing when the requests come."""
         async with self._changed:
             await asyncio.wait_for(self._changed.wait_for(predicate), timeout_s)
 

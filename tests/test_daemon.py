@@ -66,7 +66,7 @@ async def test_ready_watchdog_lock_and_clean_stop_while_a_check_waits(
             await sock.wait_for_async("READY", "1", timeout_s=20)
             assert time.monotonic() - started < 20
             # The start-up pass discovered both sources.
-            await poll_until(lambda: len(read_events(tmp_path)) >= 3, 10, "start-up discovery")
+            await poll_until(lambda: len(read_events(tmp_path)) >= 3, 60, "start-up discovery")
             subjects = {e["subject"] for e in read_events(tmp_path)}
             assert subjects >= {*CCV_IDS, "396-10-1142"}
 
@@ -270,7 +270,7 @@ async def test_the_stop_takes_no_notification_while_the_api_finishes_a_request(
     log = tmp_path / "daemon.log"
     async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
         await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
-        await poll_until(lambda: read_events(tmp_path), 10, "the start-up check")
+        await poll_until(lambda: read_events(tmp_path), 60, "the start-up check")
         fake_ccv.hold = asyncio.Event()  # CCV answers nothing from now on
         refresh = asyncio.ensure_future(
             http.get(
@@ -280,7 +280,7 @@ async def test_the_stop_takes_no_notification_while_the_api_finishes_a_request(
         )
         await fake_ccv.wait_until(lambda: fake_ccv.in_flight > 0, 10)
         proc.send_signal(signal.SIGTERM)
-        await poll_until(lambda: "daemon.stopping" in log.read_text(), 10, "the stop")
+        await poll_until(lambda: "daemon.stopping" in log.read_text(), 60, "the stop")
         with contextlib.suppress(aiohttp.ClientError):
             async with http.post(url.strip(), data=b"") as resp:
                 assert resp.status != 202, "a notification taken during the stop"
@@ -339,7 +339,7 @@ async def test_a_refresh_waiting_at_the_stop_gets_the_stored_state(
     log = tmp_path / "daemon.log"
     async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
         await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
-        await poll_until(lambda: read_events(tmp_path), 10, "the start-up check")
+        await poll_until(lambda: read_events(tmp_path), 60, "the start-up check")
         fake_ccv.hold = asyncio.Event()  # CCV answers nothing from now on
         asked = len(fake_ccv.requests_for(ORDER))
         refresh = asyncio.ensure_future(

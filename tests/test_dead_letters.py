@@ -241,7 +241,7 @@ async def test_replay_beside_the_daemon_delivers_within_a_tick_though_the_sink_w
     # The outbox reads the store every 0.2 s, not 5 s: within a tick is the test's, whatever
     # the tick; the sink's pause (an hour) is what the replay must not wait for.
     async with daemon_here(cfg, env(), ticks=Ticks(outbox_s=0.2)):
-        await poll_until(lambda: len(receiver.attempts) == 2, 10, "two refusals: down")
+        await poll_until(lambda: len(receiver.attempts) == 2, 60, "two refusals: down")
         receiver.refused = set()  # mended
         replay = await call_cli(
             "--config", cfg, "replay", "--sink", "webhook", "--undelivered", env=env()

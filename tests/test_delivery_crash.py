@@ -162,7 +162,7 @@ async def test_a_program_whose_reconciler_is_killed_at_its_start_gets_the_whole_
         before = kept()
         result = await run_cli("--config", cfg, "catch-up")
         assert result.code == -signal.SIGKILL, result.stderr
-        await poll_until(lambda: kept() > before, 10, "the program's input kept")
+        await poll_until(lambda: kept() > before, 60, "the program's input kept")
 
     for _ in range(ROUNDS):  # the same event each time: a delivery the kill cut is not recorded
         await killed_by_its_program()

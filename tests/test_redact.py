@@ -246,6 +246,9 @@ def test_a_start_of_a_secret_cut_short_is_held_and_masked() -> None:
     assert redact("order not PENDI", ["Pending#2024"]) == "order not PENDI"
 
 
+# CPU time of this thread, not wall time: on a loaded machine (the suite runs in parallel,
+# other jobs beside it) the wall time of a 0.6 s scan was 13 s. A search per position costs
+# the CPU far more than this bound whatever the load.
 SCAN_BOUND_S = 6.0
 
 
@@ -253,12 +256,12 @@ def test_ellipses_cost_no_more_than_a_scan() -> None:
     # One search over the text, whatever it holds: a 1 MB answer of ellipses took seconds on
     # the event loop (longer than the watchdog's 30 s for CCNow's largest answers).
     body = b"Zq9+pw&x..." * 100_000
-    started = time.perf_counter()
+    started = time.thread_time()
     redact_body(body, ["Zq9+pw&x=7%Secret"])
     redact(body.decode(), ["Zq9+pw&x=7%Secret"], limit=200)
-    # Under 1 s on a quiet machine; the bound leaves room for a loaded one (the suite runs in
-    # parallel), and a search per position would still be far past it.
-    assert time.perf_counter() - started < SCAN_BOUND_S
+    # Under 1 s on a quiet machine; the bound leaves room for a slower one, and a search per
+    # position would still be far past it.
+    assert time.thread_time() - started < SCAN_BOUND_S
 
 
 @pytest.mark.parametrize(
@@ -271,13 +274,13 @@ def test_ellipses_cost_no_more_than_a_scan() -> None:
 def test_starts_of_a_secret_through_a_large_answer_cost_no_more_than_a_scan(
     body: bytes,
 ) -> None:
-    started = time.perf_counter()
+    started = time.thread_time()
     # Each start is masked now wherever it stands: 1 MB of them is still one pass.
     masked = redact_body(body, ["Zq9+pw&x=7%Secret"])
     redact(body.decode(), ["Zq9+pw&x=7%Secret"], limit=200)
-    # Under 1 s on a quiet machine; the bound leaves room for a loaded one (the suite runs in
-    # parallel), and a search per position would still be far past it.
-    assert time.perf_counter() - started < SCAN_BOUND_S
+    # Under 1 s on a quiet machine; the bound leaves room for a slower one, and a search per
+    # position would still be far past it.
+    assert time.thread_time() - started < SCAN_BOUND_S
     assert b"Zq9+pw&x" not in masked
 
 

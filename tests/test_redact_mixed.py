@@ -192,10 +192,11 @@ def test_an_answer_of_escapes_repeated_is_masked_in_linear_time(masked: str) -> 
     escaped = "".join(f"%{b:02x}" for b in secret.encode())
     echo = escaped if masked == "whole" else escaped[:9]  # `Zk=` escaped: a start, cut
     text = echo * (100_000 // len(echo)) + " end"
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a loaded machine's wall time was 20 times it
     kept, body = redact(text, [secret]), redact_body(text.encode(), [secret])
-    took = time.perf_counter() - started
+    took = time.thread_time() - started
     # Was: 40 s for `redact` (35 s more for `redact_body`), the event loop blocked: the cut
     # escape at a mix's end was looked for to the end of every run of escapes, at every match.
+    # Now under 0.1 s.
     assert took < 1.0
     assert kept == body.decode() and kept.endswith(" end") and set(kept[: -len(" end")]) == {"*"}

@@ -133,7 +133,7 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
                 query = "SELECT last_success FROM sources WHERE source = 'ccv'"
                 return any(row[0] is not None for row in db.execute(query))
 
-        await poll_until(proved, 10, "the CCV probe recorded")
+        await poll_until(proved, 60, "the CCV probe recorded")
         async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
             document = await response.json()
         ccv = [s for s in document["sources"] if s["source"] == "ccv"]

@@ -133,6 +133,32 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(proc.wait(), _GRACE_S)
 
 
+async def _start(
+    argv: Sequence[str], stdin: int, env: Mapping[str, str]
+) -> asyncio.subprocess.Process:
+    # A cancellation while the loop still connects the new program's pipes (a loaded machine:
+    # the program has run and started its own children by then) ended in asyncio's and
+    # uvloop's own clean-up, which kills the program alone: its children lived on, and on
+    # asyncio the cancelled delivery waited for them to close stderr. So the start runs to
+    # its end, and a cancelled one is stopped as any cancelled delivery is, group and all.
+    starting = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            stdin=stdin,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    )
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # a start that failed left nothing to stop
+            await _stop(await starting)
+        raise
+
+
 def program_problem(command: Sequence[str]) -> str | None:
     """Say why `command` cannot be run here (a word holds a NUL, its program is not found), or
     None."""
@@ -182,13 +208,8 @@ class CommandSink:
         filled: int | None = None
         try:
             filled = filled_stdin(data)
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv,
-                stdin=asyncio.subprocess.PIPE if filled is None else filled,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                start_new_session=True,
+            proc = await _start(
+                self._argv, asyncio.subprocess.PIPE if filled is None else filled, env
             )
         except OSError as exc:
             # Out of descriptors, the pipe for stdin fails first and says why ("Too many open

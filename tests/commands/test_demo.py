@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -16,24 +17,62 @@ import pytest
 
 from reconciler import cli
 from reconciler.commands.demo import feed_only_logging, run_demo
+from reconciler.commands.demo_submit import SUBMITS
 from reconciler.logs import logging_set_up
-from tests.conftest import REPO, Result, call_cli, cli_env, run_cli
+from tests.conftest import REPO, Result, call_cli, cli_env, poll_until, run_cli
 
 
-async def demo_here(tmp_path: Path, *argv: str) -> Result:
+async def demo_here(
+    tmp_path: Path, *argv: str, until: Callable[[str], bool] | None = None
+) -> Result:
     """Run `reconciler demo ARGV` in this loop as its command line does, but with no signal
-    handlers: only --seconds ends it. Its store in `tmp_path` unless ARGV names one."""
+    handlers: --seconds ends it, or `until` (given what it printed so far) as Ctrl-C would.
+    Its store in `tmp_path` unless ARGV names one."""
     store = [] if "--store" in argv else ["--store", str(tmp_path / "demo.db")]
     args = cli.parse_args(["demo", *argv, *store])
-    out, err = io.StringIO(), io.StringIO()
-    with logging_set_up(args.log_level, err):
-        feed_only_logging()
-        code = await run_demo(args, out, asyncio.Event())
+    out, err, stop = io.StringIO(), io.StringIO(), asyncio.Event()
+
+    async def stop_once_shown(shown: Callable[[str], bool]) -> None:
+        await poll_until(lambda: shown(out.getvalue()), 3600, "all shown")  # or --seconds
+        stop.set()
+
+    watching = asyncio.ensure_future(stop_once_shown(until or (lambda _: False)))
+    try:
+        with logging_set_up(args.log_level, err):
+            feed_only_logging()
+            code = await run_demo(args, out, stop)
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
     return Result(code, out.getvalue(), err.getvalue())
 
 
+def shows_it_all(stdout: str) -> bool:
+    """Whether the feed shows what the demo is for: changes, CCNow's alerts, shipments, and
+    each of the submits checked."""
+    lines = stdout.splitlines()
+    submits = [line.split() for line in lines if line.split()[1:2] == ["ccv.submit"]]
+    return (
+        len(submits) == SUBMITS
+        and all(
+            len(words) > 3
+            and any("order.discovered" in line and words[3] in line for line in lines)
+            for words in submits
+        )
+        and "order.status_changed" in stdout
+        and "order.action_succeeded" in stdout
+        and "pending -> mark_shipped  (via action)" in stdout
+        and any(
+            line.split()[2:3] == ["ccnow"] and line.endswith("(via notification)") for line in lines
+        )
+    )
+
+
 async def test_demo_shows_discovery_and_changes_and_exits_0(tmp_path: Path) -> None:
-    result = await demo_here(tmp_path, "--seconds", "8", "--speed", "3")
+    # Stopped once it has shown it all, as a person would: a run of a fixed 8 s ended before
+    # the shipments on a loaded machine. --seconds bounds it.
+    result = await demo_here(tmp_path, "--seconds", "120", "--speed", "3", until=shows_it_all)
     assert result.code == 0, result.stderr
     assert "order.discovered" in result.stdout
     assert "order.status_changed" in result.stdout
@@ -83,7 +122,9 @@ async def demo_under_way(tmp_path: Path, *argv: str) -> asyncio.subprocess.Proce
         cwd=tmp_path,
     )
     assert proc.stdout is not None
-    while b"order.discovered" not in (line := await asyncio.wait_for(proc.stdout.readline(), 30)):
+    # Bounds for a loaded machine: there the start took 10 s and the stop 5 s, a few
+    # seconds alone.
+    while b"order.discovered" not in (line := await asyncio.wait_for(proc.stdout.readline(), 60)):
         if not line:
             _, err = await proc.communicate()
             raise AssertionError(f"the demo ended, {proc.returncode}: {err.decode()}")
@@ -99,7 +140,7 @@ async def test_demo_ends_cleanly_on_ctrl_c_sigterm_and_sighup(
 ) -> None:
     proc = await demo_under_way(tmp_path)
     proc.send_signal(sig)
-    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert b"summary" in out
     assert (tmp_path / "reconciler.db").is_file()
@@ -116,7 +157,7 @@ async def sandbox_under_way(tmp_path: Path) -> asyncio.subprocess.Process:
         cwd=tmp_path,
     )
     assert proc.stdout is not None
-    while b"sandbox listening" not in (line := await asyncio.wait_for(proc.stdout.readline(), 30)):
+    while b"sandbox listening" not in (line := await asyncio.wait_for(proc.stdout.readline(), 60)):
         if not line:
             _, err = await proc.communicate()
             raise AssertionError(f"the sandbox ended, {proc.returncode}: {err.decode()}")
@@ -142,7 +183,7 @@ async def test_a_signal_repeated_while_it_stops_leaves_the_exit_clean(
             os.kill(proc.pid, again)
             repeats += 1
         await asyncio.wait({reaped}, timeout=0.005)
-    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert repeats > 1
     assert b"Traceback" not in err
@@ -167,7 +208,7 @@ async def test_a_killed_demos_store_is_a_demos_for_the_next_demo(
         env=cli_env(PYTHONPATH=str(REPO)),
         cwd=tmp_path,
     )
-    out, err = await asyncio.wait_for(again.communicate(), 30)
+    out, err = await asyncio.wait_for(again.communicate(), 60)
     assert again.returncode == 0, err.decode()
     assert b"summary" in out
     assert b"no demo made" not in err

@@ -91,7 +91,7 @@ async def _submit_stopped_by_two_sigterms(directory: Path) -> tuple[float, int, 
             env=cli_env(),
         )
         assert proc.stderr is not None
-        await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
+        await poll_until(lambda: len(fake.submits) == 1, 60, "the submit at CCV")
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         err = b""

@@ -103,7 +103,7 @@ async def test_the_daemon_says_so_when_it_starts(
     cfg = await eu_then_renamed(tmp_path, us, fake_ccnow)
     log = tmp_path / "daemon.log"
     async with daemon_here(cfg):
-        await poll_until(lambda: "daemon.ready" in log.read_text(), 10, "the daemon is ready")
+        await poll_until(lambda: "daemon.ready" in log.read_text(), 60, "the daemon is ready")
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     (line,) = [x for x in lines if x["message"] == WARNING]
     assert (line["account"], line["open_orders"], line["followed"]) == ("eu", 2, 2)

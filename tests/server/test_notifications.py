@@ -51,7 +51,7 @@ async def test_notification_turns_into_an_event_fast_and_forgeries_cost_nothing(
     with NotifySocket.abstract() as sock:
         async with daemon_here(cfg, {**env, **sock.env()}):
             await sock.wait_for_async("READY", "1", timeout_s=20)
-            await poll_until(lambda: read_events(tmp_path), 10, "start-up discovery")
+            await poll_until(lambda: read_events(tmp_path), 60, "start-up discovery")
             assert [e["type"] for e in read_events(tmp_path)] == ["order.discovered"]
             requests_before = len(fake_ccv.requests)
 
@@ -170,7 +170,7 @@ async def test_a_reference_ccv_answered_differently_keeps_finding_its_order(
     with NotifySocket.abstract() as sock:
         async with daemon_here(cfg, {**env, **sock.env()}), aiohttp.ClientSession() as http:
             await sock.wait_for_async("READY", "1", timeout_s=20)
-            await poll_until(lambda: read_events(tmp_path), 10, "start-up discovery")
+            await poll_until(lambda: read_events(tmp_path), 60, "start-up discovery")
             [found] = read_events(tmp_path)
             assert found["data"]["external_reference"] == "ABC"
             for n, status in enumerate(("Screening", "Processing"), start=1):

@@ -58,7 +58,7 @@ async def test_idle_connection_flood_leaves_descriptors_for_sinks_and_healthz(
     idle: list[asyncio.StreamWriter] = []
     try:
         await poll_until(lambda: "daemon.ready" in log.read_text(), 20, "daemon.ready")
-        await poll_until(lambda: read_events(tmp_path), 10, "start-up discovery")
+        await poll_until(lambda: read_events(tmp_path), 60, "start-up discovery")
         # More idle connections than the daemon has descriptors.
         for _ in range(2 * NOFILE):
             _, writer = await asyncio.open_connection("127.0.0.1", port)

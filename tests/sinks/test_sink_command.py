@@ -354,7 +354,8 @@ async def test_escaped_leftover_does_not_hold_the_delivery(tmp_path: Path) -> No
     started = time.monotonic()
     try:
         assert await sink.deliver([event(1)]) == [Delivered()]
-        assert time.monotonic() - started < 4
+        # Not the leftover's 600 s; a bound for two interpreters' start on a loaded machine.
+        assert time.monotonic() - started < 30
         leftover = int(pid_file.read_text())
         stderr_pipe = os.readlink(f"/proc/{leftover}/fd/2")
         assert alive(leftover)  # not ours to kill: it left the program's session

@@ -134,7 +134,7 @@ async def test_ids_in_a_ccnow_notification_are_queried_and_followed(
                 http.post(url, data={"order_id": "501000001", "status": "processing"}) as resp,
             ):
                 assert resp.status == 202
-            await poll_until(lambda: read_events(tmp_path), 10, "the notified order's event")
+            await poll_until(lambda: read_events(tmp_path), 60, "the notified order's event")
             [event] = read_events(tmp_path)
             assert (event["type"], event["subject"]) == ("order.discovered", "501-00-0001")
             assert event["data"]["via"] == "notification"

@@ -39,7 +39,9 @@ def damage_pages(db: Path, where: str = "name = 'orders'") -> None:
     """Move what the write-ahead log holds into the file, then write over the first bytes of
     the pages `where` picks from dbstat (the orders table's) as the probe did (`0d ff ff ...`,
     a leaf page header that points past the page)."""
-    with contextlib.closing(sqlite3.connect(db)) as conn:
+    # The daemon may be writing (an outbox row marked delivered): the checkpoint waits for it,
+    # as long as a loaded machine may need.
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         assert busy == 0
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -72,7 +74,7 @@ async def test_a_damaged_store_at_start_is_one_line_with_the_advice(
     # A leaf page: the store opens, and quick_check finds it.
     damage_pages(db, f"name = '{pages}' AND pagetype = 'leaf' LIMIT 1 OFFSET 1")
     async with daemon_here(cfg) as run:
-        assert await asyncio.wait_for(run.wait(), 30) == 74
+        assert await asyncio.wait_for(run.wait(), 60) == 74
     lines = (tmp_path / "daemon.log").read_text().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"reconciler: database {db} is damaged ({problem}"), lines[0]
@@ -88,6 +90,8 @@ async def test_a_damaged_store_at_start_is_one_line_with_the_advice(
     ],
     ids=["order", "submission"],
 )
+# Bounds in this file are for a loaded machine (the suite in parallel, other jobs beside it),
+# where a daemon's start takes many times its seconds alone; only the ends are asserted.
 async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
     tmp_path: Path, fake_ccv: FakeCCV, pages: str, path: str
 ) -> None:
@@ -112,8 +116,11 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
     log = tmp_path / "daemon.log"
     db = tmp_path / "reconciler.db"
     async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
-        await poll_until(lambda: log.exists() and "daemon.ready" in log.read_text(), 20, "ready")
-        await poll_until(lambda: read_events(tmp_path), 10, "the start-up check")
+        await poll_until(
+            lambda: proc.returncode is not None or "daemon.ready" in log.read_text(), 60, "ready"
+        )
+        assert proc.returncode is None, log.read_text()
+        await poll_until(lambda: read_events(tmp_path), 60, "the start-up check")
         damage_pages(db, pages)
         async with http.get(
             f"http://127.0.0.1:{api_port}{path}",
@@ -121,7 +128,7 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
         ) as resp:
             assert resp.status == 503
             assert "the database cannot be used" in (await resp.json())["error"]
-        assert await asyncio.wait_for(proc.wait(), 20) == 74
+        assert await asyncio.wait_for(proc.wait(), 60) == 74
     lines = log.read_text().splitlines()
     failing = [json.loads(line) for line in lines if '"store.failing"' in line]
     assert len(failing) == 1, lines
@@ -156,16 +163,16 @@ async def test_a_signal_during_the_stop_a_damaged_page_began_is_no_second_one(
     log = tmp_path / "daemon.log"
     db = tmp_path / "reconciler.db"
     async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
-        await poll_until(started.exists, 20, "the command sink's program under way")
+        await poll_until(started.exists, 60, "the command sink's program under way")
         damage_pages(db)
         async with http.get(
             f"http://127.0.0.1:{api_port}/api/v1/orders/ccv/{ORDER}",
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as resp:
             assert resp.status == 503
-        await poll_until(lambda: "daemon.stopping" in log.read_text(), 10, "the stop")
+        await poll_until(lambda: "daemon.stopping" in log.read_text(), 60, "the stop")
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 74, log.read_text()
+        assert await asyncio.wait_for(proc.wait(), 60) == 74, log.read_text()
     text = log.read_text()
     assert "daemon.force_exit" not in text
     assert text.index("daemon.signal") < text.index("daemon.stopped"), text

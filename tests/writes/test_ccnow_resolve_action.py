@@ -134,7 +134,7 @@ async def test_the_api_and_resolve_through_the_daemon_settle_one_action(
             body = await r.json()
             assert r.status == 200, body
         assert [(c["id"], c["action"]) for c in body["commands"]] == [(1, "ship")]
-        await poll_until(lambda: of_type(tmp_path, ACTION_RESOLVED), 10, "the event delivered")
+        await poll_until(lambda: of_type(tmp_path, ACTION_RESOLVED), 60, "the event delivered")
         done = await resolve(cfg, "--not-sent", "--action", "adjust")
         assert done.code == 0, done.stderr
     assert states(tmp_path) == [(1, "ship", "sent"), (2, "adjust", "not_sent")]

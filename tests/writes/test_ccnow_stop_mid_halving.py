@@ -71,7 +71,7 @@ async def test_a_daemon_stopped_mid_halving_answers_the_halves_not_posted_queued
         await fake_ccnow.wait_until(lambda: _held(fake_ccnow), 30)
         proc.send_signal(signal.SIGTERM)
         log = tmp_path / "daemon.log"
-        await poll_until(lambda: b"daemon.stopping" in log.read_bytes(), 10, "the stop")
+        await poll_until(lambda: b"daemon.stopping" in log.read_bytes(), 60, "the stop")
         fake_ccnow.release.set()
         assert await asyncio.wait_for(proc.wait(), 30) == 0
         result = await track

@@ -88,7 +88,7 @@ async def test_the_api_resolve_raises_one_action_resolved_for_every_sink_and_the
             f"{base}/ccnow/actions/resolve", json={"order_id": A, "sent": False}
         ) as r:
             assert r.status == 200
-        await poll_until(lambda: of_type(tmp_path, ACTION_RESOLVED), 10, "the event delivered")
+        await poll_until(lambda: of_type(tmp_path, ACTION_RESOLVED), 60, "the event delivered")
         async with http.post(
             f"{base}/ccnow/actions/resolve", json={"order_id": A, "sent": True}
         ) as r:

@@ -142,7 +142,7 @@ async def test_a_crash_while_ccv_holds_the_submit_is_settled_by_its_notification
         await listening(receiver_port)
         async with aiohttp.ClientSession() as http, http.post(local) as resp:
             assert resp.status == 202
-        await poll_until(lambda: submission_state(tmp_path, "shop-2") == "resolved", 10, "resolved")
+        await poll_until(lambda: submission_state(tmp_path, "shop-2") == "resolved", 60, "resolved")
     assert len(fake.submits) == 1
     assert query(tmp_path, "SELECT count(*) FROM events WHERE type = ?", UNCERTAIN) == [(1,)]
     assert query(tmp_path, "SELECT count(*) FROM orders") == [(0,)]
@@ -315,7 +315,7 @@ async def test_a_submit_killed_while_ccv_answers_has_named_the_reference_it_made
         while "ccv.submit_sending" not in named:
             named = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
             assert named, "no ccv.submit_sending line"
-        await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
+        await poll_until(lambda: len(fake.submits) == 1, 60, "the submit at CCV")
         proc.kill()
         await proc.wait()
         fake.submit_hold.set()
@@ -348,7 +348,7 @@ async def test_ctrl_c_while_ccv_answers_lets_the_submit_end_and_records_its_answ
             env=cli_env(),
         )
         assert proc.stderr is not None
-        await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
+        await poll_until(lambda: len(fake.submits) == 1, 60, "the submit at CCV")
         proc.send_signal(stop)
         err = b""
         while b"daemon.writes_in_flight" not in err:
