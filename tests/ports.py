@@ -22,13 +22,22 @@ def _ephemeral_start() -> int:
         return 32_768  # Linux's default
 
 
-def _share() -> range:
-    """This xdist worker's share of the ports below the ephemeral range (the workers of one
-    run never hand out the same port); empty when there is no room below it."""
+def _this_worker() -> tuple[int, int]:
+    """This xdist worker's number and the run's count of workers ((0, 1) without xdist)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    size = max(_ephemeral_start() - _LOWEST, 0) // max(workers, 1)
-    return range(_LOWEST + worker * size, _LOWEST + (worker + 1) * size)
+    return worker, workers
+
+
+def _share(worker: int, workers: int, ephemeral_start: int) -> range:
+    """Worker `worker`'s share of the ports below the ephemeral range (the workers of one
+    run never hand out the same port); empty when there is no room below it. A worker that
+    replaces a crashed one is numbered on (gw4 of 4 workers): it takes the share of the one it
+    replaces, not ports in the ephemeral range."""
+    workers = max(workers, 1)
+    size = max(ephemeral_start - _LOWEST, 0) // workers
+    first = _LOWEST + (worker % workers) * size
+    return range(first, first + size)
 
 
 def _bindable(port: int) -> bool:
@@ -65,7 +74,7 @@ class _Ports:
                 return port
 
 
-_PORTS = _Ports(_share())
+_PORTS = _Ports(_share(*_this_worker(), _ephemeral_start()))
 
 
 def free_port() -> int:

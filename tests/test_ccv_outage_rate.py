@@ -97,7 +97,9 @@ async def test_an_outage_order_by_order_gets_one_probe_per_backoff_period(
         assert len(sent[t]) == (1 + probes) * tries
         assert sent[t].count(PROBE_ORDER_ID) == probes * tries
     asked_orders = {i for t in sorted(sent)[1:] for i in sent[t]} - {PROBE_ORDER_ID}
-    assert len(asked_orders) == 4  # another order each time
+    # Another order each time, but every other probe asks, in turn, those answering when the
+    # outage began (poller/ccv.py `_probe_due`): one of them twice at most in four.
+    assert len(asked_orders) >= 3
     # A pass the breaker stopped is judged by the witness rule too: two witnesses more.
     assert len(sent[first]) <= (len(ORDERS) + 1 + WITNESSES) * tries
 

@@ -146,6 +146,7 @@ async def test_the_recovery_check_reads_the_accounts_answered_orders_not_every_d
     read = [p for sql, p in plans.items() if "status IS NOT NULL" in sql]
     assert read == ["SEARCH orders USING INDEX orders_open (source=? AND account=?)"]
     # The resting ticks read the orders a submit just tracked (poller/first_checks.py) through
-    # the due index, but only those never planned (next_check_at 0), not every due order.
+    # the due index, but only the range of those (next_check_at -1, `FIRST_CHECK_AT`), not
+    # every due order nor every one tracked and never checked (next_check_at 0).
     walks = {sql: p for sql, p in plans.items() if "orders_due" in p}
-    assert all("next_check_at <= 0.0 " in sql and "first_seen IS NOT NULL" in sql for sql in walks)
+    assert all("next_check_at <= -1.0 " in sql and "first_seen IS NOT NULL" in sql for sql in walks)

@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCVConfig
 from ..logs import fields
-from ..model import UNKEPT_ANSWERS, Observation, OrderState, Outcome, Via
+from ..model import (
+    UNKEPT_ANSWERS,
+    Observation,
+    OrderKey,
+    OrderState,
+    Outcome,
+    Via,
+    settled_at,
+    unwatched,
+)
 from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
 from ..sources.errors import CircuitOpen, SourceError
@@ -85,6 +94,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
         self.remember_ref_s = remember_ref_s
         self._last_probe: _Probe | None = None
         self.witnesses = Witnesses(self._answered)
+        self._probe_turns = 0  # a failing account's probes (`_probe_due`)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> Collection[str] | None:
         # A breaker opening in a partial pass (due orders, a notification's) is judged as its
@@ -98,7 +108,11 @@ class CCVCoordinator(Coordinator[CCVSource]):
 
         async def keep(observation: Observation) -> None:
             emitted.add(observation.key.order_id)
-            self.witnesses.saw(observation.key.order_id, observation.reason in OUTAGE_REASONS)
+            self.witnesses.saw(
+                observation.key.order_id,
+                outage=observation.reason in OUTAGE_REASONS,
+                answered_at=self.now() if observation.outcome is Outcome.OK else None,
+            )
             await emit(observation)
 
         try:
@@ -109,6 +123,31 @@ class CCVCoordinator(Coordinator[CCVSource]):
             await self._postpone([i for i in ids if i not in emitted])
             return set(unasked)
         return None
+
+    async def _probe_due(self) -> list[OrderState]:
+        """Return the order a failing account's probe asks: every other time, one of those this
+        process saw answering when the account failed, in turn (`Witnesses.answering`); else,
+        and in between, one of `Coordinator._probe_due`'s rotation, so that orders that answered
+        then and broke alone since hold the account failing no longer than it would. That
+        rotation alone (orders whose last check answered, then due ones), once the outage's
+        probes had asked the orders answering before it, went on to orders failing on their
+        own (16 of 20 answering 500 for ever), each failing, the backoff doubling: the account
+        stayed failed 15 minutes and more after the outage ended."""
+        self._probe_turns += 1
+        if self._probe_turns % 2:
+            within_s = self.config.schedule.max_interval_s * 1.1  # the schedule's jitter
+            since = self.settled_since()
+            for order_id in self.witnesses.answering(within_s):
+                key = OrderKey(self.source, self.account, order_id)
+                state = (await self.store.orders.load([key])).get(key)
+                if state is None or state.end_state:
+                    continue
+                changed = settled_at(state.last_changed, state.tracked_at)
+                if not unwatched(self.source, state.status, changed, settled_since=since):
+                    self.witnesses.probed(order_id)
+                    self._probed.add(order_id)  # not asked again by the rotation's turn
+                    return [state]
+        return await super()._probe_due()
 
     async def _postpone(self, unasked: Sequence[str]) -> None:
         """Give the orders a breaker left unasked a backoff of their own, a poll interval spread

@@ -13,6 +13,10 @@ Orders this process saw fail of an outage's reason (CCV's checks, a circuit brea
 no witnesses until one answers: their failure streaks are forgotten when the account recovers,
 so storage alone names them answered again.
 
+A failing CCV account's probe asks, every other time, the orders this process saw answering
+when the account failed (`answering`), in turn: they, not orders failing on their own, say
+when the outage is over.
+
 Extra load, bounded: one request (two when the first witness fails: a real outage, or a witness
 that broke) per pass whose every check failed, spread over up to ROTATION orders.
 """
@@ -41,6 +45,10 @@ class Witnesses:
         # recovers (`forget_failures`): from storage alone, orders answering 500 for ever (16
         # of 20) looked answered again, were asked two by two, and failed the account again.
         self._suspects: set[str] = set()
+        # When this process last saw orders answer a status, oldest first, the last ROTATION:
+        # a failing account's probe asks these in turn (`answering`).
+        self._answered_at: dict[str, float] = {}
+        self._probed: set[str] = set()  # of those, asked by `probe` since the turn began
 
     async def choose(self, passed: Collection[str]) -> list[str]:
         """Return up to WITNESSES orders not in `passed` (the pass's own) whose last check
@@ -61,8 +69,15 @@ class Witnesses:
         """Note a witness asked: the others go first next time."""
         self._asked.add(order_id)
 
-    def saw(self, order_id: str, outage: bool) -> None:
-        """Note a check of an order: failed of an outage's reason (a suspect) or not."""
+    def saw(self, order_id: str, *, outage: bool, answered_at: float | None = None) -> None:
+        """Note a check of an order: failed of an outage's reason (a suspect) or not, and
+        when it answered a status (None: it did not)."""
+        if answered_at is not None:
+            answered = self._answered_at
+            answered.pop(order_id, None)
+            answered[order_id] = answered_at
+            if len(answered) > ROTATION:
+                del answered[next(iter(answered))]
         if outage:
             self.suspect((order_id,))
         else:
@@ -80,3 +95,24 @@ class Witnesses:
         if not suspects:
             return list(order_ids)
         return sorted(order_ids, key=suspects.__contains__)
+
+    def answering(self, within_s: float) -> list[str]:
+        """Return the orders a failing account's probe asks first, in turn: those this process
+        saw answer a status within `within_s` of the last answer it saw (orders answering
+        when the account failed; one failing on its own answered long before): those not
+        asked since the turn began, suspects last, else in the order of their answers, the
+        last first."""
+        answered = self._answered_at
+        if not answered:
+            return []
+        latest = answered[next(reversed(answered))]  # kept in the order they answered
+        ids = [i for i in reversed(answered) if answered[i] >= latest - within_s]
+        fresh = [i for i in ids if i not in self._probed]
+        if not fresh:  # each was asked: the turn starts over
+            self._probed.clear()
+            fresh = ids
+        return self.suspects_last(fresh)
+
+    def probed(self, order_id: str) -> None:
+        """Note an order of `answering` asked by a failing account's probe."""
+        self._probed.add(order_id)

@@ -154,8 +154,14 @@ async def _start(
     try:
         return await asyncio.shield(starting)
     except asyncio.CancelledError:
-        with contextlib.suppress(Exception):  # a start that failed left nothing to stop
-            await _stop(await starting)
+        # Waited for, not awaited: a second cancellation meanwhile (the cutoff abandons the
+        # attempt, then its batch is cancelled) would cancel the start itself, as above. Its
+        # end takes a few steps of the loop (the pipes connected), not the program's time.
+        while not starting.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait((starting,))  # never cancels `starting`
+        if starting.exception() is None:  # a start that failed left nothing to stop
+            await _stop(starting.result())
         raise
 
 

@@ -41,14 +41,21 @@ TRACK = (
     "excluded.external_reference WHERE excluded.external_reference IS NOT NULL "
     "AND excluded.external_reference IS NOT orders.external_reference"
 )
+# When a submitted order's first check is planned: due at once, as a tracked order's (0), but
+# apart from those, so that a resting account's tick finds it (`submissions.unchecked`) through
+# the due index without walking every order tracked and never checked (a bulk import's).
+FIRST_CHECK_AT = -1.0
 # A submit's: the order CCV's answer named, with that answer as its first sight (`first_seen`:
-# a "not found" soon after waits to be confirmed, diff.py), also for one tracked before.
+# a "not found" soon after waits to be confirmed, diff.py), also for one tracked before (its
+# first check then planned as a submitted order's, while no check was made of it).
 SUBMITTED = (
     "INSERT INTO orders (source, account, order_id, external_reference, tracked_at, "
-    "first_seen, next_check_at) VALUES (?, ?, ?, ?, ?, ?, 0) "
+    f"first_seen, next_check_at) VALUES (?, ?, ?, ?, ?, ?, {FIRST_CHECK_AT}) "
     "ON CONFLICT (source, account, order_id) DO UPDATE SET external_reference = "
     "coalesce(excluded.external_reference, orders.external_reference), "
-    "first_seen = coalesce(orders.first_seen, excluded.first_seen)"
+    "first_seen = coalesce(orders.first_seen, excluded.first_seen), "
+    "next_check_at = CASE WHEN orders.last_checked IS NULL AND orders.failure_streak = 0 "
+    "THEN min(orders.next_check_at, excluded.next_check_at) ELSE orders.next_check_at END"
 )
 
 # Known orders are written back by rowid. Columns an update never changes (the key, tracked_at)

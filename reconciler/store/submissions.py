@@ -130,8 +130,10 @@ async def unchecked(
     """Return up to `limit` of the account's orders that a submit tracked and no check has asked
     yet (`order_sql.SUBMITTED_UNCHECKED_SQL`), but those no longer watched, as `Orders.due`."""
     sql, params = due_sql("ccv", settled_since, submitted=True)
-    # A submitted order's first check is due at once (next_check_at 0, `order_rows.SUBMITTED`).
-    rows = await store.conn.execute_fetchall(sql, (0.0, "ccv", account, *params, limit))
+    # Planned apart from the orders tracked and never checked (`order_rows.FIRST_CHECK_AT`):
+    # the due index's range holds the submitted ones only.
+    due = (order_rows.FIRST_CHECK_AT, "ccv", account)
+    rows = await store.conn.execute_fetchall(sql, (*due, *params, limit))
     return [order_rows.state(r) for r in rows]
 
 

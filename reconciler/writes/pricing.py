@@ -24,6 +24,7 @@ from .pricing_values import (
     kind,
     money,
     read_amount,
+    rounded_parts,
     shown,
     tax_rate_problem,
 )
@@ -86,7 +87,8 @@ def _check(body: object) -> Iterator[Problem]:
             found_kind(body, "periodPricingDetails"),
         )
     else:
-        for problem in _periods(details, "$.periodPricingDetails", periods):
+        parts = rounded_parts(body)
+        for problem in _periods(details, "$.periodPricingDetails", periods, parts):
             periods_ok = periods_ok and not problem.blocking
             yield problem
 
@@ -131,9 +133,13 @@ def _coupon(body: Mapping[str, object], discount: Decimal | None) -> Iterator[Pr
 
 
 def _periods(
-    details: list[object], path: str, out: dict[str, tuple[Decimal, Decimal]]
+    details: list[object],
+    path: str,
+    out: dict[str, tuple[Decimal, Decimal]],
+    parts: Mapping[str, int],
 ) -> Iterator[Problem]:
-    """Check one periodPricingDetails list; fill `out` with period -> (excluding, including)."""
+    """Check one periodPricingDetails list; fill `out` with period -> (excluding, including).
+    `parts`: period -> how many amounts rounded on their own its tax may sum (`rounded_parts`)."""
     seen: set[str] = set()
     for i, item in enumerate(details):
         at = f"{path}[{i}]"
@@ -148,7 +154,7 @@ def _periods(
             yield Problem(f"{at}.period", f"period {period} is given twice", "once", "twice")
             continue
         seen.add(period)
-        problems, values = _one_period(item, at)
+        problems, values = _one_period(item, at, parts.get(period, 1))
         yield from problems
         if values is not None:
             out[period] = values
@@ -167,7 +173,7 @@ def _spelled(item: Mapping[str, object], names: tuple[str, ...], at: str) -> Ite
 
 
 def _one_period(
-    item: Mapping[str, object], at: str
+    item: Mapping[str, object], at: str, parts: int
 ) -> tuple[list[Problem], tuple[Decimal, Decimal] | None]:
     problems: list[Problem] = []
     problems.extend(_spelled(item, EXCLUDING, at))
@@ -214,7 +220,7 @@ def _one_period(
             rate = exact_number(tax.get("taxRate"))
             if rate_problem is None and rate is not None and amount is not None:
                 lines.append((tat, rate, amount))
-    problems.extend(_tax_lines(lines, excluding, excluding_name))
+    problems.extend(_tax_lines(lines, excluding, excluding_name, parts))
     if excluding is None or including is None:
         return problems, None
     if taxes is None and excluding != including:
@@ -243,13 +249,17 @@ def _one_period(
 
 
 def _tax_lines(
-    lines: Sequence[tuple[str, Decimal, Decimal]], excluding: Decimal | None, excluding_name: str
+    lines: Sequence[tuple[str, Decimal, Decimal]],
+    excluding: Decimal | None,
+    excluding_name: str,
+    parts: int,
 ) -> Iterator[Problem]:
     """Warn of a period's tax rate listed twice, and of a period's one tax line whose taxAmount
     is not its excludingTax x taxRate % to the cent (any rounding of it to the cent is
-    accepted); with several rates, the part of the amount each one taxes is not given. Warnings
-    only: the document says what the fields are ("The tax rate, e.g. 6 or 21"; "The amount of
-    tax"), not that CCV checks them."""
+    accepted, a cent for each of the `parts` it may be the sum of: the products' taxes, each
+    rounded on its own); with several rates, the part of the amount each one taxes is not
+    given. Warnings only: the document says what the fields are ("The tax rate, e.g. 6 or
+    21"; "The amount of tax"), not that CCV checks them."""
     first: dict[Decimal, str] = {}
     for path, rate, _ in lines:
         if rate in first:
@@ -265,7 +275,7 @@ def _tax_lines(
         return
     path, rate, amount = lines[0]
     exact = excluding * rate / 100
-    if abs(amount - exact) >= _CENT:
+    if abs(amount - exact) >= _CENT * max(parts, 1):
         yield Problem(
             f"{path}.taxAmount",
             f"is not {excluding_name} x taxRate % to the cent",

@@ -93,3 +93,46 @@ def test_the_tax_lines_warn_beside_a_blocking_problem() -> None:
         ("$.currency", True),
         (f"{AT}.taxAmountsPerTaxRate[0].taxAmount", False),
     ]
+
+
+def products_cart(prices: list[float], taxes: list[float], total_tax: float) -> dict[str, Any]:
+    """A cart of one package of products, each one's OneOff tax at 21 % rounded on its own,
+    the package and the cart the sums of them (as the document says a cart's periods are)."""
+
+    def period(excluding: float, tax: float) -> list[dict[str, Any]]:
+        including = round(excluding + tax, 2)
+        return [
+            {
+                "period": "OneOff",
+                "excludingTax": excluding,
+                "singleExcludingTax": excluding,
+                "includingTax": including,
+                "taxAmountsPerTaxRate": [{"taxRate": 21, "taxAmount": tax}],
+            }
+        ]
+
+    excluding = round(sum(prices), 2)
+    products = [
+        {"sku": f"P{n}", "quantity": 1, "periodPricingDetails": period(p, t)}
+        for n, (p, t) in enumerate(zip(prices, taxes, strict=True))
+    ]
+    including = round(excluding + total_tax, 2)
+    body = one_off(excluding, [(21, total_tax)])
+    body["periodPricingDetails"] = period(excluding, total_tax)
+    package = {"periodPricingDetails": period(excluding, total_tax), "products": products}
+    body["order"] = {"shoppingCart": {"salesPackages": [package]}}
+    assert body["totalAmountToBePaidImmediately"] == including
+    return body
+
+
+def test_a_carts_tax_summed_from_its_products_taxes_rounded_each_passes() -> None:
+    # Ten products of 0.10: 0.021 tax each, 0.02 to the cent; the cart's 0.20 is their sum, a
+    # cent from its 1.00 x 21 % (0.21). Each product rounded on its own is a valid invoice.
+    body = products_cart([0.10] * 10, [0.02] * 10, 0.20)
+    assert check_pricing(body) == []
+    # Further off than the products' roundings can make it, it still warns.
+    body = products_cart([0.10] * 10, [0.02] * 10, 0.10)
+    problems = check_pricing(body)
+    assert [(p.path, p.expected) for p in problems if "taxAmount" in p.path] == [
+        (f"{AT}.taxAmountsPerTaxRate[0].taxAmount", "0.21")
+    ]

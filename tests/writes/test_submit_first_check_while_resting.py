@@ -21,6 +21,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.sources.http import Gates
 from reconciler.store import Store
+from reconciler.store import submissions as subs
 from reconciler.writes.submit import Submitter
 from tests.conftest import Clock, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
@@ -127,3 +128,51 @@ async def test_orders_submitted_while_ccv_fails_are_each_asked_once_one_a_tick(
     # None of them again, nor any other order: the account rests.
     assert fake.requests[after:] == []
     assert await account.kinds() == ["source.failed"]
+
+
+async def test_the_resting_tick_finds_a_submitted_order_without_walking_the_never_checked_ones(
+    account: Account, fake: FakeCCVWrites
+) -> None:
+    # Orders tracked (`reconciler track`) and not checked yet are due at once too, as many as a
+    # bulk import: while the account rests none is asked, and each resting tick (every few
+    # seconds, for up to an hour) looked for a submitted order among all of them, through the
+    # due index and a table row each: half a second at a million, holding the store's one
+    # connection. The submitted orders' first check is planned apart from them.
+    ids = [f"00000000-0000-0000-0000-{n:012d}" for n in range(20_000)]
+    await account.store.orders.track("ccv", "default", [(i, None) for i in ids], account.clock.now)
+    account.clock.now += 10
+    fake.always = None  # CCV answers again
+    order_id = await account.submit()
+    steps = 0
+
+    def step() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # go on
+
+    await account.store.conn.set_progress_handler(step, 100)
+    try:
+        await account.tick()
+    finally:
+        await account.store.conn.set_progress_handler(None, 100)  # type: ignore[arg-type]  # clears it
+    assert fake.requests_for(order_id) != []
+    assert await account.kinds() == ["source.failed", "source.recovered"]
+    # Some thousands of SQLite's steps for the tick's own reads and writes, not one a row or
+    # more of every order tracked and never checked (the walk took 20 times as many).
+    assert steps * 100 < 100_000, steps
+
+
+async def test_a_submit_naming_an_order_tracked_and_never_checked_plans_its_first_check_so(
+    account: Account,
+) -> None:
+    # `reconciler track` first (the id known from elsewhere), then the submit's answer names it:
+    # its first check is a submitted order's, also while the account rests.
+    order_id = "99999999-0000-0000-0000-000000000000"
+    await account.store.orders.track("ccv", "default", [(order_id, None)], account.clock.now)
+    async with account.store.transaction():
+        sql, params = account.store.orders.submitted_statement(
+            "ccv", "default", order_id, "REF-1", account.clock.now
+        )
+        await account.store.conn.execute(sql, params)
+    [found] = await subs.unchecked(account.store, "default", 5, account.coordinator.settled_since())
+    assert found.key.order_id == order_id
