@@ -71,11 +71,15 @@ def iso(text: str) -> float:
 
 # Python 3.10's datetime.fromisoformat reads only what isoformat writes: RFC 3339's other
 # fractions (`.79`, nanoseconds), a decimal comma, an offset without its colon and ISO 8601's
-# basic form (`20261201T093227`) it refused, where 3.11 reads them. This reads them as 3.11 does.
+# basic form (`20261201T093227`) it refused, where 3.11 reads them. from_iso_basic reads them as
+# 3.11 does (tests/commands/test_iso_since.py checks it against 3.11): ASCII digits only; the
+# date's dashes all or none, and so the time's colons and the offset's; any one character
+# between date and time; an offset only after a time, to the microsecond. Not ISO week dates.
 _ISO = re.compile(
-    r"(\d{4})-?(\d\d)-?(\d\d)"
-    r"(?:[T ](\d\d)(?::?(\d\d)(?::?(\d\d)(?:[.,](\d+))?)?)?)?"
-    r"(?:([+-])(\d\d)(?::?(\d\d))?)?"
+    r"([0-9]{4})(-?)([0-9]{2})\2([0-9]{2})"  # the date
+    r"(?:.([0-9]{2})(?:(:?)([0-9]{2})(?:\6([0-9]{2})(?:[.,]([0-9]+))?)?)?"  # the time
+    r"(?:([+-])([0-9]{2})(?:(:?)([0-9]{2})(?:\12([0-9]{2})(?:[.,]([0-9]+))?)?)?)?)?",  # offset
+    re.ASCII | re.DOTALL,
 )
 
 
@@ -85,14 +89,29 @@ def _from_iso(text: str) -> datetime:
     except ValueError:
         if sys.version_info >= (3, 11):
             raise
+    return from_iso_basic(text)
+
+
+def _micro(fraction: str | None) -> int:
+    return int(fraction[:6].ljust(6, "0")) if fraction else 0  # past microseconds: cut, as 3.11
+
+
+def from_iso_basic(text: str) -> datetime:
+    """Read `text` as Python 3.11's datetime.fromisoformat does (for Python 3.10, whose own
+    reads less); raise ValueError where it does not."""
     match = _ISO.fullmatch(text)
     if match is None:
         raise ValueError(f"not an ISO 8601 time: {text!r}")
-    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    year, _, month, day, hour, _, minute, second, fraction = match.groups()[:9]
+    sign, off_h, _, off_m, off_s, off_f = match.groups()[9:]
     zone = None
     if sign is not None:
-        offset = timedelta(hours=int(off_h), minutes=int(off_m or 0))
+        offset = timedelta(
+            hours=int(off_h),
+            minutes=int(off_m or 0),
+            seconds=int(off_s or 0),
+            microseconds=_micro(off_f),
+        )
         zone = timezone(-offset if sign == "-" else offset)
-    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0  # past microseconds: cut, as 3.11
     h, m, s = (int(n or 0) for n in (hour, minute, second))  # a time left out is midnight
-    return datetime(int(year), int(month), int(day), h, m, s, micro, zone)
+    return datetime(int(year), int(month), int(day), h, m, s, _micro(fraction), zone)

@@ -90,8 +90,10 @@ def _no_space_left(path: Path) -> bool:
 
 
 # SQLite's words for the result codes, but SQLITE_ERROR, that Python raises as OperationalError
-# (a lock may name its table after them). Without a result code name (Python 3.10), any other
-# OperationalError is SQLITE_ERROR, whose words are many: a statement's own fault.
+# (a lock may name its table after them), and Python's own for a text that is not UTF-8 (damage:
+# the store writes Python strings; no result code name on 3.11 either). Without a result code
+# name (Python 3.10), any other OperationalError is SQLITE_ERROR, whose words are many: a
+# statement's own fault.
 _NOT_THE_STATEMENTS = (
     "access permission denied",  # SQLITE_PERM
     "query aborted",  # SQLITE_ABORT
@@ -103,9 +105,10 @@ _NOT_THE_STATEMENTS = (
     "interrupted",  # SQLITE_INTERRUPT
     "disk I/O error",  # SQLITE_IOERR
     "database or disk is full",  # SQLITE_FULL
-    "unable to open database file",  # SQLITE_CANTOPEN
+    "unable to open database",  # SQLITE_CANTOPEN ("... file"; ATTACH's: "...: PATH")
     "locking protocol",  # SQLITE_PROTOCOL
     "database schema has changed",  # SQLITE_SCHEMA
+    "Could not decode to UTF-8 column",  # Python's (3.10-3.12), raised as OperationalError
 )
 
 

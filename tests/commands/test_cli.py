@@ -558,6 +558,7 @@ def test_a_negative_sandbox_speed_is_a_usage_error(speed: str) -> None:
         "2026-12-01T10:32:27,79+0100",
         "2026-12-01T07:02:27.79-02:30",
         "20261201T093227.79Z",
+        "20261201T113227.79+020000",  # an offset to the second
         "2026-12-01 09:32:27.79",  # UTC unless it names an offset
     ],
 )
@@ -570,7 +571,16 @@ def test_since_takes_any_fraction_and_offset_on_every_python(given: str) -> None
 
 
 @pytest.mark.parametrize(
-    "given", ["2026-13-01", "2026-12-01T25:00", "2026-12-01T09:32:27+24:00", "2026-12-01T9:32"]
+    "given",
+    [
+        "2026-13-01",
+        "2026-12-01T25:00",
+        "2026-12-01T09:32:27+24:00",
+        "2026-12-01T9:32",
+        "2026-1201T09:32",  # a dash left out in one place (3.11 refuses it)
+        "2026-12-01T09:3227",
+        "\u0662\u0660\u0662\u0666-12-01T09:32",  # digits of another script
+    ],
 )
 def test_since_refuses_a_time_that_is_none(given: str) -> None:
     assert cli.run(["events", "--since", given]) == 2

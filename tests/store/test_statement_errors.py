@@ -69,3 +69,19 @@ async def test_a_wrong_statement_in_a_write_is_raised_and_the_store_stays_health
         assert not store.health.failing
     finally:
         await store.close()
+
+
+def test_a_damaged_text_and_a_file_that_cannot_be_opened_are_unusable(tmp_path: Path) -> None:
+    # Text that is not UTF-8 is no statement's fault (the store writes Python strings): damage,
+    # which Python itself raises, with no result code name on 3.11 either (it counted as
+    # unusable there until 3.10's words were matched). A file ATTACH or VACUUM INTO cannot open
+    # is SQLITE_CANTOPEN, told in other words than the main file's.
+    with closing(sqlite3.connect(tmp_path / "x.db", isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE t (a TEXT)")
+        conn.execute("INSERT INTO t VALUES (CAST(x'ff41' AS TEXT))")
+        damaged = _raised(lambda: conn.execute("SELECT a FROM t").fetchall())
+        elsewhere = tmp_path / "no-such-dir" / "y.db"
+        cannot_attach = _raised(lambda: conn.execute("ATTACH ? AS other", (str(elsewhere),)))
+        cannot_vacuum = _raised(lambda: conn.execute("VACUUM INTO ?", (str(elsewhere),)))
+    unusable = [damaged, cannot_attach, cannot_vacuum]
+    assert [is_unusable(e) for e in unusable] == [True] * len(unusable), unusable

@@ -362,3 +362,45 @@ async def test_ctrl_c_while_ccv_answers_lets_the_submit_end_and_records_its_answ
     assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
     assert query(tmp_path, "SELECT state FROM submissions") == [("succeeded",)]
     assert query(tmp_path, "SELECT count(*) FROM orders") == [(1,)]
+
+
+async def test_a_second_ctrl_c_while_the_submit_ends_stops_it_at_once(
+    tmp_path: Path,
+) -> None:
+    # README: a second Ctrl-C interrupts the stop, asyncio's own rule. On Python 3.10 the
+    # command's task then ended, in asyncio.run's last clean-up, with the first Ctrl-C's own
+    # exception: "unhandled exception during asyncio.run() shutdown" and a traceback.
+    async with FakeCCVWrites() as fake:
+        fake.submit_hold = asyncio.Event()
+        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+        cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "30s"', 1))
+        body = tmp_path / "order.json"
+        body.write_text(json.dumps(submit_body(externalReference="ctrl-c-2")))
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "reconciler", "--config", str(cfg)),
+            *("ccv", "submit", str(body)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(),
+        )
+        assert proc.stderr is not None
+        try:
+            await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
+            proc.send_signal(signal.SIGINT)
+            err = b""
+            while b"daemon.writes_in_flight" not in err:  # the first one is being taken
+                line = await asyncio.wait_for(proc.stderr.readline(), 10)
+                assert line, err.decode()
+                err += line
+            proc.send_signal(signal.SIGINT)  # CCV still holds its answer
+            rest = await asyncio.wait_for(proc.stderr.read(), 15)
+            assert await proc.wait() == 130
+        finally:
+            fake.submit_hold.set()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    stderr = (err + rest).decode()
+    # Not asserted: no traceback at all. The write cut off may still end after the store
+    # closed, "Task exception was never retrieved" (on 3.11 too, 1 run in 3): a known defect.
+    assert "unhandled exception" not in stderr and "_Interrupted" not in stderr, stderr

@@ -1,0 +1,61 @@
+"""Ctrl-C of a command run by eventloop.run, in this process: as asyncio.run from Python 3.11
+on, on 3.10 too (eventloop.cancelled_by_sigint)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+
+import pytest
+
+from reconciler import eventloop
+
+pytestmark = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="Ctrl-C's handler is set in the main thread only",
+)
+
+
+def test_a_second_ctrl_c_while_the_command_ends_leaves_no_unhandled_error() -> None:
+    # On 3.10 the command, cancelled again by asyncio.run's last clean-up after the second
+    # Ctrl-C's KeyboardInterrupt, ended with the first one's exception: logged "unhandled
+    # exception during asyncio.run() shutdown", with a traceback.
+    seen: list[str] = []
+
+    async def command() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: seen.append(context["message"]))
+        never = asyncio.Event()
+        try:
+            loop.call_soon(os.kill, os.getpid(), signal.SIGINT)
+            await never.wait()
+        except asyncio.CancelledError:
+            loop.call_soon(os.kill, os.getpid(), signal.SIGINT)  # while it ends
+            await never.wait()
+
+    for _ in range(2):  # in-process, again: Ctrl-C's handler was put back
+        with pytest.raises(KeyboardInterrupt):
+            eventloop.run(command())
+        assert seen == []
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_one_ctrl_c_lets_the_command_end_then_raises_keyboard_interrupt() -> None:
+    ended: list[str] = []
+
+    async def command() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.call_soon(os.kill, os.getpid(), signal.SIGINT)
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0)  # its end may await
+            ended.append("ended")
+            raise
+
+    with pytest.raises(KeyboardInterrupt):
+        eventloop.run(command())
+    assert ended == ["ended"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
