@@ -25,6 +25,7 @@ from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
 from reconciler.sources.http import Gates
 from reconciler.store import Store
+from tests.account_ticks import STEP_S, account_events, run_daemon
 from tests.conftest import Clock
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 
@@ -33,7 +34,6 @@ IDS = [f"b4ea0000-0000-4000-8000-{n:012d}" for n in range(1, 21)]
 # (5 in a row); they open it once they come due together at their failures' backoff.
 BROKEN = [order_id for n, order_id in enumerate(IDS) if n % 5 != 4]
 HTTP_500 = Reply(500, '{"error": "server"}', "application/json")
-STEP_S = 3
 SEEDS = range(10)  # both tests, every seed (none left out)
 
 
@@ -72,19 +72,6 @@ async def ccv(
             yield coordinator, clock
     finally:
         await store.close()
-
-
-async def run_daemon(coordinator: CCVCoordinator, clock: Clock, seconds: int) -> None:
-    """The scheduler's due ticks and heartbeat, one every STEP_S."""
-    for _ in range(seconds // STEP_S):
-        clock.now += STEP_S
-        await coordinator.tick_due()
-        await coordinator.heartbeat()
-
-
-async def account_events(coordinator: CCVCoordinator) -> list[str]:
-    history = await coordinator.store.events.history()
-    return [str(e.type) for e in history if e.order_id is None]
 
 
 @pytest.mark.parametrize("ccv", seeds(len(SEEDS)), indirect=True)

@@ -21,6 +21,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.sources.http import Gates
 from reconciler.store import Store
+from tests.account_ticks import STEP_S, account_events, run_daemon
 from tests.conftest import Clock, write_config
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 
@@ -28,7 +29,6 @@ IDS = [f"5a1e0000-0000-4000-8000-{n:012d}" for n in range(1, 21)]
 BROKEN = IDS[0:20:5]  # 4 of 20: their own 500 for ever
 HTTP_500 = Reply(500, '{"error": "server"}', "application/json")
 GATEWAY_502 = Reply(502, "<html>Bad Gateway</html>", "text/html")
-STEP_S = 3  # the daemon ticks every 0.5 s: a failing order waits out its backoff the same
 
 
 @pytest.fixture
@@ -51,19 +51,6 @@ async def ccv(
             yield coordinator, clock
     finally:
         await store.close()
-
-
-async def run_daemon(coordinator: CCVCoordinator, clock: Clock, seconds: int) -> None:
-    """The scheduler's due ticks and heartbeat, one every STEP_S."""
-    for _ in range(seconds // STEP_S):
-        clock.now += STEP_S
-        await coordinator.tick_due()
-        await coordinator.heartbeat()
-
-
-async def account_events(coordinator: CCVCoordinator) -> list[str]:
-    history = await coordinator.store.events.history()
-    return [str(e.type) for e in history if e.order_id is None]
 
 
 async def test_orders_answering_500_due_together_fail_alone(

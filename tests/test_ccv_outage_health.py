@@ -19,6 +19,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from reconciler.sources.http import Gates
 from reconciler.store import Store
+from tests.account_ticks import account_events
 from tests.conftest import Clock, write_config
 from tests.fake_providers import CCV_KEY, FakeCCV, Reply
 
@@ -53,11 +54,6 @@ async def run_daemon(coordinator: CCVCoordinator, clock: Clock, hours: int = 20)
         clock.now += 3600
         await coordinator.tick_due()
         await coordinator.heartbeat()
-
-
-async def account_events(coordinator: CCVCoordinator) -> list[str]:
-    history = await coordinator.store.events.history()
-    return [str(e.type) for e in history if e.order_id is None]
 
 
 async def reach(coordinator: CCVCoordinator, clock: Clock, path: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.poller.ccv import CCVCoordinator
 from reconciler.poller.witnesses import ROTATION
+from tests.account_ticks import account_events
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, FakeCCV, Reply
 from tests.test_ccv_orders_500_together import HTTP_500, IDS, ccv  # noqa: F401
@@ -35,11 +36,6 @@ async def ccnow(
             )
             await coordinator.full_pass(via="catch-up")
             yield coordinator, clock, fake
-
-
-async def account_events(coordinator: CCNowCoordinator | CCVCoordinator) -> list[str]:
-    history = await coordinator.store.events.history()
-    return [str(e.type) for e in history if e.order_id is None]
 
 
 def posts_naming(fake: FakeCCNow, order_id: str) -> int:
