@@ -97,7 +97,14 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         self.witnesses = Witnesses(self._answered)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
-        await self.client.query(order_ids, emit, probe=self._answers)
+        witnesses = self.witnesses
+
+        async def answered(obs: Observation) -> None:
+            if obs.outcome is not Outcome.FAILED:
+                witnesses.query_answered(obs.key.order_id)
+            await emit(obs)
+
+        await self.client.query(order_ids, answered, probe=self._answers)
 
     async def _answers(
         self,
@@ -114,7 +121,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         check of another recovered it, pass after pass; both halves of a 5xx batch). The order:
         the last the query read (`read`), else the account's witnesses (poller/witnesses.py:
         orders whose last check answered a status, in turn, a second asked when the first
-        fails: it may have broken since its last check), else the pending list when `lists`
+        fails: it may have broken since its last check; one that failed as a witness only when
+        every other did, until a query of its own answers), else the pending list when `lists`
         (not read again when the pass read it, `listed`). Not while the account fails, unless
         the query read one: that check was its probe (`tick_due`). An answer about the whole
         account (a refused login, maintenance) raises."""
@@ -127,8 +135,9 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         for other in witnesses:
             self.witnesses.asked(other)
             if await self._query_says(other) is Said.ANSWERS:
+                self.witnesses.query_answered(other)
                 return Said.ANSWERS
-            self.witnesses.failed(other, self.now())
+            self.witnesses.failed(other)
         if witnesses:
             return Said.FAILS
         if not lists:
@@ -189,6 +198,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         to_query: list[str] = []
         answered: set[str] = set()
         probe_answered = False  # a query's probe found the account answering
+        witnesses = self.witnesses
 
         async def probe(
             asked: Sequence[str], *, lists: bool = True, read: Sequence[str] = ()
@@ -202,6 +212,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             answered.add(obs.key.order_id)
             if obs.outcome is not Outcome.FAILED:
                 seen.add(obs.key.order_id)
+                # A query's answer, not the list's line: that would forget it at every poll.
+                witnesses.query_answered(obs.key.order_id)
             await batcher.add(obs)
 
         async def ask() -> None:

@@ -12,7 +12,11 @@ order were, 137 times in 5 minutes).
 Orders this process saw fail of an outage's reason (CCV's checks, a circuit breaker's run) are
 no witnesses until one answers: their failure streaks are forgotten when the account recovers,
 so storage alone names them answered again. A CCNow witness that failed, its query written
-nowhere, is none until a check of its own answers later (`failed`).
+nowhere, is none until a query of its own answers (`failed`, `query_answered`), not a line of the
+pending list: each poll writes those as checks, so storage's last check forgot it at once and it
+was asked at each turn of the rotation. When every witness failed so, they are asked again
+rather than none: with none, a query of one order alone reads the pending list, which may answer
+while every query fails.
 
 A failing CCV account's probe asks, beside its rotation's order, one of the orders this process
 saw answering when the account failed (`answering`), in turn: they, not orders failing on their
@@ -39,6 +43,9 @@ from ..model import OrderState, settled_at, unwatched
 WITNESSES = 2  # asked in turn until one answers
 ROTATION = 20  # different orders asked as witnesses before they start over
 MAX_SUSPECTS = 100_000  # orders remembered as failing of an outage's reason
+# Witnesses remembered as failed, the oldest forgotten first: one still broken is asked once more.
+# Each is read once more from storage when witnesses are chosen (`choose`'s limit).
+MAX_FAILED = 1_000
 
 
 class Witnesses:
@@ -59,30 +66,28 @@ class Witnesses:
         # witnesses the last first (`latest`).
         self._answered_at: dict[str, float] = {}
         self._probed: set[str] = set()  # of those, asked by `probe` since the turn began
-        # When witnesses whose answers are written nowhere (CCNow's, `failed`) failed: no
-        # witnesses until a check of their own answers later (storage's last_checked). Else
-        # one that broke, its own check not due, looked answered and was asked again at each
-        # turn of the rotation, and two such asked together failed the account.
-        self._failed_at: dict[str, float] = {}
+        # Witnesses whose failures are written nowhere (CCNow's, `failed`), oldest first: no
+        # witnesses until a query of their own answers (`query_answered`). Else one that broke,
+        # its own check not due (or put off by the pending list's lines), looked answered and
+        # was asked again at each turn of the rotation, and two such asked together failed the
+        # account.
+        self._failed: dict[str, None] = {}
 
     async def choose(self, passed: Collection[str]) -> list[str]:
         """Return up to WITNESSES orders not in `passed` (the pass's own) whose last check
-        answered, those not asked as witnesses lately first, in storage order."""
+        answered, those not asked as witnesses lately first, in storage order; those that
+        failed as witnesses (`failed`) only when every other did."""
         if len(self._asked) >= ROTATION:
             self._asked.clear()
         # Of this many, WITNESSES at least are neither the pass's nor asked, if so many exist.
-        suspects, failed = self._suspects, self._failed_at
+        suspects, failed = self._suspects, self._failed
         limit = len(passed) + len(self._asked) + len(suspects) + len(failed) + WITNESSES
         states = await self._answered(limit)
-        for state in states:  # its own check answered since it failed as a witness
-            at = failed.get(state.key.order_id)
-            if at is not None and (state.last_checked or 0.0) > at:
-                del failed[state.key.order_id]
-        ids = [
-            i
-            for s in states
-            if (i := s.key.order_id) not in passed and i not in suspects and i not in failed
-        ]
+        ids = [i for s in states if (i := s.key.order_id) not in passed and i not in suspects]
+        if failed:
+            # Asked again rather than none: else the pending list, which may answer while every
+            # query fails, would say the account answers.
+            ids = [i for i in ids if i not in failed] or ids
         fresh = [i for i in ids if i not in self._asked]
         if len(fresh) < WITNESSES:  # each was asked: the turn starts over
             self._asked.clear()
@@ -93,12 +98,20 @@ class Witnesses:
         """Note a witness asked: the others go first next time."""
         self._asked.add(order_id)
 
-    def failed(self, order_id: str, at: float) -> None:
-        """Note a witness that failed at `at` (the store's clock), its failure written nowhere:
-        no witness until a check of its own answers after `at`."""
-        if len(self._failed_at) >= MAX_SUSPECTS:  # bounded, as the suspects
-            self._failed_at.clear()
-        self._failed_at[order_id] = at
+    def failed(self, order_id: str) -> None:
+        """Note a witness that failed, its failure written nowhere: no witness until a query of
+        its own answers."""
+        failed = self._failed
+        failed.pop(order_id, None)
+        failed[order_id] = None
+        if len(failed) > MAX_FAILED:  # orders end, most never queried again: the oldest go
+            del failed[next(iter(failed))]
+
+    def query_answered(self, order_id: str) -> None:
+        """Note a query of an order that answered (CCNow's): a witness again if it failed as
+        one. Called for each answer of a catch-up: nothing to do while none failed."""
+        if self._failed:
+            self._failed.pop(order_id, None)
 
     def saw(self, order_id: str, *, outage: bool, answered_at: float | None = None) -> None:
         """Note a check of an order: failed of an outage's reason (a suspect) or not, and
