@@ -30,7 +30,7 @@ from ..sources.errors import CircuitOpen, SourceError
 from ..store.notified import notified
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import Part, Verdict, needs_probe, needs_witness, probe_verdict, verdict
-from .witnesses import Witnesses
+from .witnesses import WITNESSES, Witnesses, still_answered
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
@@ -186,23 +186,28 @@ class CCVCoordinator(Coordinator[CCVSource]):
         answering (a status, CCV's own word about it) proves the account answers; all failing
         leave it to the pass's failures (None), as do none to ask (every open order failing: an
         outage, however few they are) or an account failing already (that pass was its probe,
-        `tick_due`, or a notification's check within its backoff)."""
+        `tick_due`, or a notification's check within its backoff); both failing, two more."""
         if (await self.store.sources.state(self.source, self.account)).failing:
             return None
-        checked = len(asked)
+        tried = list(asked)
         for order_id in await self.witnesses.choose(asked):
-            self.witnesses.asked(order_id)
-            checked += 1
-            said = await self._witness_says(order_id, checked, via, report)
-            if said is not None:
+            if (said := await self._witness_says(order_id, tried, via, report)) is not None:
+                return said
+        latest = [OrderKey(self.source, self.account, i) for i in self.witnesses.latest(tried)]
+        states, since = await self.store.orders.load(latest), self.settled_since()
+        more = [k for k in latest if still_answered(states.get(k), settled_since=since)]
+        for key in more[:WITNESSES]:
+            if (said := await self._witness_says(key.order_id, tried, via, report)) is not None:
                 return said
         return None
 
     async def _witness_says(
-        self, order_id: str, checked: int, via: Via, report: PassReport
+        self, order_id: str, tried: list[str], via: Via, report: PassReport
     ) -> Verdict | None:
-        """Check one witness into `report` (the `checked`-th check of its pass): whether it
+        """Check one witness into `report`, the pass's checks so far in `tried`: whether it
         proves the account answers (or fails it, a 401), None when it failed alone."""
+        self.witnesses.asked(order_id)
+        tried.append(order_id)
         said: list[Observation] = []
         batcher = self._batcher(via, report)
 
@@ -211,7 +216,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
             await batcher.add(observation)
 
         error = await self._asking(lambda: self._ask([order_id], keep), batcher)
-        self._count_unanswered(checked, report, error)
+        self._count_unanswered(len(tried), report, error)
         if error is not None:  # a 401, say: the account's own failure
             return Verdict(False, error)
         if any(o.outcome is not Outcome.FAILED or o.reason in UNKEPT_ANSWERS for o in said):

@@ -17,15 +17,23 @@ A failing CCV account's probe asks, beside its rotation's order, one of the orde
 saw answering when the account failed (`answering`), in turn: they, not orders failing on their
 own, say when the outage is over. Kept in memory only: after a restart, the rotation alone.
 
+When both witnesses fail while the account answers, up to two more are asked before it fails:
+the orders this process saw answer last (`latest`). When most orders break at once (16 of 20),
+each still looks answered in storage, and both witnesses were often broken too: the account
+failed at that pass and recovered at its next probe, a false pair. An order that answered after
+they broke is among those that answered last; when none did yet, the two more may be broken too,
+and the pair still comes (less often: 4 of the 20 seeded onsets of the breaker tests, from 9).
+
 Extra load, bounded: one request (two when the first witness fails: a real outage, or a witness
-that broke) per pass whose every check failed, spread over up to ROTATION orders.
+that broke; four at most when both fail while the account answers: once per outage, as then it
+fails and asks no witness) per pass whose every check failed, spread over up to ROTATION orders.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 
-from ..model import OrderState
+from ..model import OrderState, settled_at, unwatched
 
 WITNESSES = 2  # asked in turn until one answers
 ROTATION = 20  # different orders asked as witnesses before they start over
@@ -46,7 +54,8 @@ class Witnesses:
         # of 20) looked answered again, were asked two by two, and failed the account again.
         self._suspects: set[str] = set()
         # When this process last saw orders answer a status, oldest first, the last ROTATION:
-        # a failing account's probe asks these in turn (`answering`).
+        # a failing account's probe asks these in turn (`answering`), a pass's two more
+        # witnesses the last first (`latest`).
         self._answered_at: dict[str, float] = {}
         self._probed: set[str] = set()  # of those, asked by `probe` since the turn began
 
@@ -113,6 +122,23 @@ class Witnesses:
             fresh = ids
         return self.suspects_last(fresh)
 
+    def latest(self, tried: Collection[str]) -> list[str]:
+        """Return the orders this process saw answer a status, the last first, but suspects and
+        those in `tried` (the pass's own and the witnesses it asked)."""
+        suspects, tried = self._suspects, frozenset(tried)
+        return [i for i in reversed(self._answered_at) if i not in tried and i not in suspects]
+
     def probed(self, order_id: str) -> None:
         """Note an order of `answering` asked by a failing account's probe."""
         self._probed.add(order_id)
+
+
+def still_answered(state: OrderState | None, *, settled_since: float) -> bool:
+    """Whether an order is open and watched, and its last check answered a status, as
+    `Orders.answered` reads storage (store/order_sql.py's ANSWERED_SQL)."""
+    if state is None or state.end_state or state.status is None:
+        return False
+    if state.failure_streak or state.not_found or state.missing_since is not None:
+        return False
+    changed = settled_at(state.last_changed, state.tracked_at)
+    return not unwatched(state.key.source, state.status, changed, settled_since=settled_since)
