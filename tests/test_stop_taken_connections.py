@@ -68,7 +68,9 @@ async def test_a_notification_on_a_connection_taken_before_the_stop_is_told_503(
             extra=(
                 f'[receiver]\nlisten = "127.0.0.1:{receiver_port}"\n'
                 f'public_url = "http://127.0.0.1:{receiver_port}"\n'
-                f'secret = "{RECEIVER_SECRET}"\n\n'
+                f'secret = "{RECEIVER_SECRET}"\n'
+                # The idle and half-sent connections must outlive the stop on a slow machine.
+                'header_timeout = "60s"\n\n'
                 f'[api]\nlisten = "127.0.0.1:{api_port}"\ntoken = "{TOKEN}"\n'
             ),
         )
