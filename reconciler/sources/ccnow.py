@@ -28,6 +28,7 @@ from reconciler.sources.ccnow_answer import (
     EmptyAnswer,
     OrderLine,
     by_id,
+    names_asked,
     parse_answer,
     speaks_ccnow,
 )
@@ -263,7 +264,7 @@ class CCNowClient:
             masked = redact(text, self._secrets)
             kind = type(exc)
             if kind is ProtocolError and order_ids and speaks_ccnow(body):
-                kind = UnreadableAnswer
+                raise UnreadableAnswer(masked, names=names_asked(body, order_ids)) from None
             raise (exc if masked == text and kind is type(exc) else kind(masked)) from None
         if cut_at_id is None:
             answer, last = drop_line(answer, undecided)

@@ -253,6 +253,17 @@ def speaks_ccnow(body: bytes) -> bool:
     return False
 
 
+def names_asked(body: bytes, asked: Sequence[str]) -> bool:
+    """Whether an answer holds a line of an asked order's in CCNow's words (its id, then more):
+    CCNow's program ran the post and answered about that order."""
+    ids = set(asked)
+    for raw in LINE_END.split(answer_text(body)):
+        first, *more = BLANKS.split(raw.strip(SPACE), maxsplit=1)
+        if more and ccnow_id(first) in ids:
+            return True
+    return False
+
+
 def answer_text(body: bytes | str) -> str:
     """Return an answer's body as text, each byte that is not UTF-8 a lone surrogate."""
     # utf-8-sig: a byte order mark is not worth failing the source for. A byte that is not

@@ -53,7 +53,12 @@ MISSING = "missing"
 
 class UnreadableAnswer(ProtocolError):
     """CCNow answered a query in its protocol, with a line no asked order's could be read
-    from: one of its orders may be the cause, each asked alone is not."""
+    from: one of its orders may be the cause, each asked alone is not. `names`: it held a
+    line of an asked order's too, CCNow's program answering about it (`Split.spoke`)."""
+
+    def __init__(self, message: str, *, names: bool = False) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 def one_orders(exc: RequestFailed) -> bool:
@@ -115,6 +120,10 @@ class Split:
         self.found = 0  # orders alone whose line cannot be read
         self.several = False  # a part of several orders answered
         self.read = False  # a part answered, of one order or several
+        # An answer, unreadable, held a line of an asked order's (`UnreadableAnswer.names`):
+        # CCNow answers, and the parts to come may read (many odd orders first in a batch
+        # used its one share up before any part read, the account failing with them).
+        self.spoke = False
         # Both halves failed, none read, and a post of one order alone answered: not an
         # outage, the halves are halved in turn (`BatchQuery.halves`).
         self.answers = False
@@ -136,10 +145,13 @@ class Split:
     def more(self) -> bool:
         """Whether a part may be posted: the posts left, or a share more for an order found
         alone since the last share while some part answered (two odd orders: the other
-        orders answer, alone or together). None for a line in every answer of several orders
-        (found never set) nor for every answer unreadable (none read): those get the posts of
-        one share and open the breaker."""
-        earned = self.read and self.shares <= self.found and self.shares < FOUND_ORDERS
+        orders answer, alone or together) or some answer named an asked order (`spoke`:
+        many odd orders first). None for a line in every answer of several orders (found
+        never set) nor for every answer unreadable naming none: those get the posts of one
+        share and open the breaker (a line in every answer naming orders gets its shares,
+        within the bound, and opens it all the same)."""
+        answers = self.read or self.spoke
+        earned = answers and self.shares <= self.found and self.shares < FOUND_ORDERS
         if self.left <= 0 and earned:
             self.shares += 1
             self.left += self.share

@@ -100,6 +100,8 @@ class BatchQuery:
             await failures.failed(batch, exc, exc.word, exc.sent_at, counted=split is None)
             return False  # the next batch goes alone until one answers (drain)
         except UnreadableAnswer as exc:
+            if split is not None:
+                split.spoke = split.spoke or exc.names
             if len(batch) > 1:
                 return await self.halves(batch, exc, split, again) or tentative
             if split is not None:
@@ -283,6 +285,7 @@ class BatchQuery:
         outage when no part is read (`BatchFailures.told`)."""
         self._log_split(len(batch))
         split, whole = self._splits.start(len(batch), split)
+        split.spoke = split.spoke or (isinstance(exc, UnreadableAnswer) and exc.names)
         self._splits.halved = True
         server = isinstance(exc, RequestFailed)
         word, at = (exc.word, exc.sent_at) if isinstance(exc, RequestFailed) else ("protocol", None)

@@ -62,7 +62,7 @@ from reconciler.writes.ccnow_outcome import (
     sort_out,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch
-from reconciler.writes.ccnow_requeue import requeue
+from reconciler.writes.ccnow_requeue import not_before, requeue
 from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
 from reconciler.writes.failpoint import failpoint
@@ -266,10 +266,9 @@ class ActionSender(Closing):
             if others := [c for c in rest if c.id not in exc.held]:
                 why = f"the post was refused for another command: {exc}"
                 # Not before the answer's Retry-After, when it asks one (a 429's).
-                at_once = 0.0 if wait is None else None
-                now = self.clock()
+                at = not_before(wait)
                 await requeue(
-                    self.store, now, cfg, others, why, tally, lost=before, delay=at_once, wait=wait
+                    self.store, self.clock(), cfg, others, why, tally, lost=before, delay=at
                 )
             return
         except SourceError as exc:

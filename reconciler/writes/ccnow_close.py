@@ -30,7 +30,7 @@ from reconciler.writes.ccnow_outcome import (
     settle,
 )
 from reconciler.writes.ccnow_post import StatusReads
-from reconciler.writes.ccnow_requeue import requeue
+from reconciler.writes.ccnow_requeue import not_before, requeue
 from reconciler.writes.ccnow_send import Lost
 from reconciler.writes.ccnow_taken import Tally
 from reconciler.writes.in_flight import InFlight
@@ -65,12 +65,10 @@ class Closing:
         said = [c for c in batch if lines.get(c.order_id) is not None]
         if said:
             said = as_reached(said, self.clock()) if before else said
-            await self._close(cfg, said, lines, tally, asked)
+            await self._close(cfg, said, lines, tally, asked, wait=exc.wait)
         if rest := [c for c in batch if lines.get(c.order_id) is None]:
-            at_once, why, now = 0.0 if exc.wait is None else None, str(exc), self.clock()
-            await requeue(
-                self.store, now, cfg, rest, why, tally, lost=True, delay=at_once, wait=exc.wait
-            )
+            at, why, now = not_before(exc.wait), str(exc), self.clock()
+            await requeue(self.store, now, cfg, rest, why, tally, lost=True, delay=at)
 
     async def _close(
         self,

@@ -241,8 +241,9 @@ async def post_batch(
 
 class StatusReads:
     """The status reads an answer's commands ask (a ship or cancel whose answer does not say
-    it took), and the longest Retry-After they were asked (`wait`, seconds; None: none): a
-    read turned away with one is not asked again within it, and its commands wait as long."""
+    it took), and the longest Retry-After they were asked (`wait`, seconds; None: none): once
+    one asks longer than a retry may wait, no read is asked within it (the account's rate
+    limit, not the order's), and their commands wait as long."""
 
     def __init__(
         self,
@@ -265,6 +266,8 @@ class StatusReads:
 
         if self.in_flight.stopping:
             raise Stopping  # no new request during a stop
+        if self.wait is not None and self.wait > self.cfg.retry.max_backoff_s:
+            return None  # an earlier read was asked to wait: not read (the account's limit)
         gate, halt = self.gates.of(self.cfg), self.in_flight.halt
         client = CCNowClient(
             self.cfg, self.session, halt=halt, gate=gate, secrets=self.secrets, long_wait_ends=True
@@ -303,11 +306,13 @@ def _in_part(
     orders: those lines, read alone, say what CCNow did with their orders (Lost.in_part); the
     others' is unknown. A plain Lost when they cannot be read."""
     lines = [x for x in re.split(rb"\r\n|\r|\n", whole) if answered_orders(x)]
+    # Its Retry-After is kept: none of its commands is posted again before it asks.
+    wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
     try:
         answer = _parsed(b"\n".join(lines) + b"\n", secrets, batch)
     except SourceError:
-        return Lost(word)
-    return Lost(word, in_part=(answer, reply.sent_at, reply.reached_before))
+        return Lost(word, wait)
+    return Lost(word, wait, in_part=(answer, reply.sent_at, reply.reached_before))
 
 
 def _refused(

@@ -10,13 +10,19 @@ from reconciler.config import CCNowConfig
 from reconciler.logs import fields
 from reconciler.store import Store
 from reconciler.store import commands as cmds
-from reconciler.writes.ccnow_outcome import retry_delay
+from reconciler.writes.ccnow_outcome import RETRY_MAX_S, retry_delay
 from reconciler.writes.ccnow_taken import Tally
 
-__all__ = ["requeue"]
+__all__ = ["not_before", "requeue"]
 
 # The actions' logger: the line is logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
+
+
+def not_before(wait: float | None) -> float:
+    """The delay of commands due again at once, but not before an answer's Retry-After asks
+    (`wait`, seconds; an hour at most): not its doubling, which would make a short one long."""
+    return min(wait or 0.0, RETRY_MAX_S)
 
 
 async def requeue(

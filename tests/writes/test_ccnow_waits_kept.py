@@ -133,3 +133,55 @@ async def test_a_ship_whose_status_read_asks_to_wait_waits(
     assert after - before < 10
     [(state, at)] = query(tmp_path, "SELECT state, next_attempt_at FROM commands")
     assert state == "queued" and before + 600 <= at <= after + 600
+
+
+async def test_lines_in_part_keep_their_retry_after(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
+    # A's line came whole beside CCNow's word that it is down, ten minutes: B, whose fate is
+    # unknown, was posted again at once, into the outage the answer asked it to spare.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    words = f"{A} mark_shipped\n{DOWN}\n"
+    fake_ccnow.after_applying = [Reply(200, words, headers={"Retry-After": "600"})]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    before = time.time()
+    result = await ccnow(cfg, "ship", A, B, *ARGS["ship"])
+    after = time.time()
+    assert result.code == 75, result.stdout + result.stderr
+    assert action_posts(fake_ccnow) == [[A, B]]
+    sql = "SELECT order_id, state, next_attempt_at FROM commands ORDER BY id"
+    [(a, a_state, _), (b, b_state, at)] = query(tmp_path, sql)
+    assert (a, a_state, b, b_state) == (A, "succeeded", B, "queued")
+    assert before + 600 <= at <= after + 600
+
+
+async def test_a_retry_after_shorter_than_the_doubling_is_not_made_longer(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Every line names a field: the others go again at once, or when the Retry-After asks,
+    # which asks for no wait here (it was read as the 30 s doubling).
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    words = "error_message x_notes_1 too long"
+    fake_ccnow.script = [Reply(200, words + "\n", headers={"Retry-After": "0"})]
+    result = await ccnow(cfg, "ship", A, B, "--notes", "Thanks")
+    assert result.code == 65, result.stdout + result.stderr
+    assert commands(tmp_path) == [(A, "refused", words), (B, "succeeded", "mark_shipped")]
+    assert action_posts(fake_ccnow) == [[A, B], [B]]
+
+
+async def test_status_reads_end_at_a_long_retry_after(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # The first read was answered 429, ten minutes: the second order's read was asked at once
+    # all the same, a rate limit met by more requests than it allows.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    slow_down = Reply(429, "", headers={"Retry-After": "600"})
+    fake_ccnow.script = [Reply(200, "message no_pending_orders\n"), slow_down]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    before = time.time()
+    result = await ccnow(cfg, "ship", A, B, *ARGS["ship"])
+    after = time.time()
+    assert result.code == 75, result.stdout + result.stderr
+    assert len(fake_ccnow.requests) == 2  # the post, one read
+    rows = query(tmp_path, "SELECT state, next_attempt_at FROM commands")
+    assert [s for s, _at in rows] == ["queued", "queued"]
+    assert all(before + 600 <= at <= after + 600 for _s, at in rows)
