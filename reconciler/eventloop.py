@@ -100,6 +100,7 @@ class CtrlC:
         self._task: asyncio.Task[Any] | None = None
         self._signals = 0
         self._taken = 0  # of `_signals`, those the loop took
+        self._raised = False  # a KeyboardInterrupt of ours is on its way out of the loop
 
     @contextlib.contextmanager
     def handling(self) -> Iterator[None]:
@@ -128,8 +129,10 @@ class CtrlC:
         except asyncio.CancelledError:
             # After a second Ctrl-C, the cancel is asyncio.run's last clean-up, its
             # KeyboardInterrupt on the way out already: the task ends cancelled, as 3.11's, not
-            # with an exception that clean-up logs as "unhandled" with a traceback.
-            if self._taken == 1:
+            # with an exception that clean-up logs as "unhandled" with a traceback. So too when
+            # the first is taken only by that clean-up (raised at once, the second ended
+            # another task's step, where the loop was held).
+            if self._taken and not self._raised:
                 raise _Interrupted from None
             raise
 
@@ -137,6 +140,7 @@ class CtrlC:
         self._signals += 1
         loop, task = self._loop, self._task
         if loop is None or task is None or task.done() or self._signals > self._taken + 1:
+            self._raised = True
             raise KeyboardInterrupt
         # From the loop, not here: a handler runs between any two bytecodes of the loop's.
         loop.call_soon_threadsafe(self._take)
@@ -148,6 +152,7 @@ class CtrlC:
         if self._taken == 1:
             self._task.cancel()
             return
+        self._raised = True
         raise KeyboardInterrupt
 
 

@@ -98,3 +98,29 @@ def test_a_ctrl_c_the_loop_has_not_taken_is_followed_by_one_at_once() -> None:
         eventloop.run(command())
     assert steps == ["the first one waits for the loop"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("loop_name", ["uvloop", "asyncio"])
+def test_a_ctrl_c_not_taken_then_raised_in_another_task_leaves_no_unhandled_error(
+    loop_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop's thread held in a step of a task the command started (its log line to a full
+    # stderr): the second Ctrl-C's KeyboardInterrupt ended that task, not the command's; the
+    # first one, taken by asyncio.run's clean-up, then cancelled the command, which ended with
+    # its exception: "unhandled exception during asyncio.run() shutdown", with a traceback.
+    monkeypatch.setenv(eventloop.ENV, loop_name)
+    seen: list[str] = []
+
+    async def held() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    async def command() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: seen.append(context["message"]))
+        await asyncio.create_task(held())
+
+    with pytest.raises(KeyboardInterrupt):
+        eventloop.run(command())
+    assert seen == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
