@@ -108,7 +108,6 @@ class Store:
                     f"{why_upgrade}; starting the daemon or `reconciler catch-up` upgrades it"
                 )
             if not readonly:
-                warn_readable(path)  # the file's mode is the operator's (create_private)
                 check_sqlite()
                 # Takes effect only before the first table: a new store then gives the space
                 # that pruning frees back to the file system (space.py converts older
@@ -119,6 +118,7 @@ class Store:
                 await conn.execute("PRAGMA foreign_keys = ON")
                 if why_upgrade:
                     await _upgrade(conn, path, version, why_upgrade, locked=locked)
+                warn_readable(path)  # the file's mode is the operator's (create_private)
             store_id = await _store_id(conn, create=not readonly)
             history, epoch = (None, None) if readonly else await open_history(conn, path, store_id)
         except sqlite3.Error as exc:
