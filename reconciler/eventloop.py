@@ -4,7 +4,7 @@ A catch-up keeps one core busy in the event loop and aiohttp; uvloop's loop (lib
 uses it) takes 3-8 % off it in the benchmarks. RECONCILER_EVENT_LOOP=asyncio keeps the standard
 loop. A command that needs the config ends on SIGTERM as on Ctrl-C: what it has under way ends
 first (ended_by_sigterm); not `run`, which sets its own handlers (daemon.py). Ctrl-C cancels
-a command on Python 3.10 as asyncio.run does from 3.11 on (cancelled_by_sigint).
+a command, on Python 3.10 too, and a second one interrupts its end from the loop (CtrlC).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, NoReturn, TypeVar
 
 from .exits import Terminated
@@ -52,8 +52,8 @@ def loop_name() -> str:
 
 
 def run(main: Coroutine[Any, Any, T], *, sigterm_cancels: bool = False) -> T:
-    """asyncio.run on the chosen loop (see loop_name); with `sigterm_cancels`, SIGTERM ends
-    `main` as Ctrl-C does (ended_by_sigterm)."""
+    """asyncio.run on the chosen loop (see loop_name); Ctrl-C as CtrlC says; with
+    `sigterm_cancels`, SIGTERM ends `main` as Ctrl-C does (ended_by_sigterm)."""
     try:
         name = loop_name()
     except EventLoopError:
@@ -61,60 +61,94 @@ def run(main: Coroutine[Any, Any, T], *, sigterm_cancels: bool = False) -> T:
         raise
     if sigterm_cancels:
         main = ended_by_sigterm(main)
-    if sys.version_info < (3, 11):
-        main = cancelled_by_sigint(main)
+    ctrl_c = CtrlC()
     try:
-        if name == "uvloop":
-            import uvloop
+        # Set before the loop runs: asyncio.run (its Runner, from 3.11 on) then sets none of
+        # its own, which would raise the second Ctrl-C's KeyboardInterrupt where it lands.
+        with ctrl_c.handling():
+            if name == "uvloop":
+                import uvloop
 
-            return uvloop.run(main)
-        return asyncio.run(main)
+                return uvloop.run(ctrl_c.cancels(main))
+            return asyncio.run(ctrl_c.cancels(main))
     except _Interrupted:
         raise KeyboardInterrupt from None
 
 
 class _Interrupted(Exception):
-    """Ctrl-C cancelled the command (cancelled_by_sigint): a KeyboardInterrupt once the loop
-    is closed, where 3.11's asyncio.run raises it. Not raised as one in the task: asyncio
-    re-raises a KeyboardInterrupt through the loop, around its own clean-up."""
+    """Ctrl-C cancelled the command (CtrlC): a KeyboardInterrupt once the loop is closed,
+    where 3.11's asyncio.run raises it. Not raised as one in the task: asyncio re-raises a
+    KeyboardInterrupt through the loop, around its own clean-up."""
 
 
-async def cancelled_by_sigint(main: Coroutine[Any, Any, T]) -> T:
-    """Await `main`; Ctrl-C cancels it, as asyncio.run (its Runner) does from Python 3.11 on,
-    and a second one raises KeyboardInterrupt at once, as there. For Python 3.10, whose
-    asyncio.run let the KeyboardInterrupt out of wherever the loop was: a write already sent
-    was cut off and stayed `sending`, where a cancel lets it end and records its answer. Only
-    where Ctrl-C has Python's default handler, in the main thread, as the Runner's."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    interrupts = 0
+class CtrlC:
+    """Ctrl-C while a command runs: the first cancels it, as asyncio.run does from Python 3.11
+    on (on 3.10 too, whose asyncio.run let the KeyboardInterrupt out of wherever the loop was:
+    a write already sent was cut off and stayed `sending`, where a cancel lets it end and
+    records its answer); a second interrupts its end with a KeyboardInterrupt, as there, but
+    raised by the loop between two steps of its tasks. Raised where the signal came, in the
+    middle of a step (the stop's own log line), it unwound the command's end, closing the
+    store and the session under a write still out, which then failed to record its lost
+    answer ("Task exception was never retrieved"); from the loop, asyncio.run cancels every
+    task together, the write's too, before they close. One the loop has not taken yet (its
+    thread held, a blocking read) is followed by a KeyboardInterrupt at once, as Python's
+    own handler raises it before the command runs and after it ended. Only where Ctrl-C has
+    Python's default handler, in the main thread, as the Runner's."""
 
-    def on_sigint(signum: int, frame: object) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1 or task is None or task.done():
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._signals = 0
+        self._taken = 0  # of `_signals`, those the loop took
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """Handle Ctrl-C for the block, where it has Python's default handler."""
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+        try:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread
+            yield
+            return
+        try:
+            yield
+        finally:
+            # Only our own: a command may set its own (the daemon's stop).
+            if signal.getsignal(signal.SIGINT) == self._on_sigint:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    async def cancels(self, main: Coroutine[Any, Any, T]) -> T:
+        """Await `main`, the command, which Ctrl-C cancels from now on."""
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        try:
+            return await main
+        except asyncio.CancelledError:
+            # After a second Ctrl-C, the cancel is asyncio.run's last clean-up, its
+            # KeyboardInterrupt on the way out already: the task ends cancelled, as 3.11's, not
+            # with an exception that clean-up logs as "unhandled" with a traceback.
+            if self._taken == 1:
+                raise _Interrupted from None
+            raise
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        self._signals += 1
+        loop, task = self._loop, self._task
+        if loop is None or task is None or task.done() or self._signals > self._taken + 1:
             raise KeyboardInterrupt
         # From the loop, not here: a handler runs between any two bytecodes of the loop's.
-        loop.call_soon_threadsafe(task.cancel)
+        loop.call_soon_threadsafe(self._take)
 
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return await main
-    try:
-        signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # not the main thread
-        return await main
-    try:
-        return await main
-    except asyncio.CancelledError:
-        # After a second Ctrl-C, the cancel is asyncio.run's last clean-up, its KeyboardInterrupt
-        # on the way out already: the task ends cancelled, as 3.11's, not with an exception that
-        # clean-up logs as "unhandled" with a traceback.
-        if interrupts == 1:
-            raise _Interrupted from None
-        raise
-    finally:
-        if signal.getsignal(signal.SIGINT) is on_sigint:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    def _take(self) -> None:
+        self._taken += 1
+        if self._task is None or self._task.done():
+            return  # its end is under way: nothing is left to interrupt
+        if self._taken == 1:
+            self._task.cancel()
+            return
+        raise KeyboardInterrupt
 
 
 async def ended_by_sigterm(main: Coroutine[Any, Any, T]) -> T:

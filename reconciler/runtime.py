@@ -22,9 +22,7 @@ from .sinks import build_sinks, sink_names
 from .sources.codings import ACCEPT_ENCODING
 from .sources.connection import WriteAwareConnector
 from .sources.http import Gates
-from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound
-from .store import commands as cmds
-from .store import submissions as subs
+from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound, unsettled
 from .store.health import file_size
 from .store.retention import prune
 from .store.space import make_space_returnable
@@ -163,10 +161,8 @@ class Runtime:
         """Whether a stopped process left writes `sending`, or a database that went back left
         CCNow actions open (writes/interrupted.py settles them; asked first, so that a
         catch-up with none does not load the writes)."""
-        return bool(
-            await subs.interrupted(self.store)
-            or await cmds.in_state(self.store, "sending")
-            or await rewound.noted(self.store) is not None
+        return (
+            await unsettled.left_sending(self.store) or await rewound.noted(self.store) is not None
         )
 
     async def prune(self) -> None:

@@ -69,19 +69,22 @@ def write_config(
     extra: str = "",
     ccv_extra: str = "",
     ccnow_extra: str = "",
+    retry_backoff: str = "10ms",
 ) -> Path:
     """Write a config for the fakes with a jsonl sink at tmp_path/events.jsonl; secrets come
-    from the environment (see `cli_env`), as they would under systemd."""
+    from the environment (see `cli_env`), as they would under systemd. A test that drives an
+    account on its own clock through thousands of failed requests takes `retry_backoff="0s"`:
+    the backoff between a request's attempts is wall-clock sleep, none of the schedule."""
     parts = [f'[store]\npath = "{tmp_path / "reconciler.db"}"\n']
     if ccv is not None:
         parts.append(
             f'[ccv]\nbase_url = "{ccv.base_url}"\nconcurrency = 8\ntimeout = "2s"\n'
-            f'retries = 1\nretry_backoff = "10ms"\n{ccv_extra}\n'
+            f'retries = 1\nretry_backoff = "{retry_backoff}"\n{ccv_extra}\n'
         )
     if ccnow is not None:
         parts.append(
             f'[ccnow]\nurl = "{ccnow.url}"\nclient_id = "{CCNOW_CLIENT_ID}"\nbatch_size = 25\n'
-            f'timeout = "2s"\nretries = 1\nretry_backoff = "10ms"\n{ccnow_extra}\n'
+            f'timeout = "2s"\nretries = 1\nretry_backoff = "{retry_backoff}"\n{ccnow_extra}\n'
         )
     parts.append(f'[[sinks]]\ntype = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n')
     parts.append(extra)
@@ -450,7 +453,9 @@ async def ccnow_coordinator(
     from reconciler.sources.http import Gates
     from reconciler.store import Store
 
-    path = write_config(tmp_path, ccnow=fake, ccnow_extra=f'poll_interval = "{poll_s:.0f}s"')
+    path = write_config(
+        tmp_path, ccnow=fake, ccnow_extra=f'poll_interval = "{poll_s:.0f}s"', retry_backoff="0s"
+    )
     store = await Store.open(tmp_path / "reconciler.db")
     clock = Clock()
     try:

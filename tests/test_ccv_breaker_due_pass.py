@@ -56,7 +56,7 @@ async def ccv(
     path.write_text(
         f'[store]\npath = "{tmp_path / "reconciler.db"}"\n'
         f'[ccv]\nbase_url = "{fake_ccv.base_url}"\nconcurrency = 1\ntimeout = "2s"\n'
-        'retries = 1\nretry_backoff = "1ms"\npoll_interval = "5s"\nmin_interval = "1s"\n'
+        'retries = 1\nretry_backoff = "0s"\npoll_interval = "5s"\nmin_interval = "1s"\n'
         'max_interval = "30s"\n'
     )
     config = load_config(path)

@@ -38,7 +38,7 @@ async def ccv(
     """A CCV account of 20 open orders that answered New, over the real client and the fake."""
     monkeypatch.setenv("RECONCILER_CCV_API_KEY", CCV_KEY)
     extra = 'poll_interval = "30s"\nmin_interval = "1s"\nmax_interval = "30s"\n'
-    config = load_config(write_config(tmp_path, ccv=fake_ccv, ccv_extra=extra))
+    config = load_config(write_config(tmp_path, ccv=fake_ccv, ccv_extra=extra, retry_backoff="0s"))
     store = await Store.open(tmp_path / "reconciler.db")
     clock = Clock()
     try:

@@ -1,5 +1,5 @@
 """Ctrl-C of a command run by eventloop.run, in this process: as asyncio.run from Python 3.11
-on, on 3.10 too (eventloop.cancelled_by_sigint)."""
+on, on 3.10 too, but a second one raised by the loop, between two steps (eventloop.CtrlC)."""
 
 from __future__ import annotations
 
@@ -58,4 +58,43 @@ def test_one_ctrl_c_lets_the_command_end_then_raises_keyboard_interrupt() -> Non
     with pytest.raises(KeyboardInterrupt):
         eventloop.run(command())
     assert ended == ["ended"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_in_the_middle_of_a_step_is_raised_by_the_loop_after_it() -> None:
+    # Raised where it came, in the middle of the stop's step, it unwound the command's end
+    # while its other tasks (a write still out) went on, and closed the store under them.
+    steps: list[str] = []
+
+    async def command() -> None:
+        loop = asyncio.get_running_loop()
+        never = asyncio.Event()
+        try:
+            loop.call_soon(os.kill, os.getpid(), signal.SIGINT)
+            await never.wait()
+        except asyncio.CancelledError:
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("the step went on")
+            await never.wait()
+
+    with pytest.raises(KeyboardInterrupt):
+        eventloop.run(command())
+    assert steps == ["the step went on"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_the_loop_has_not_taken_is_followed_by_one_at_once() -> None:
+    # The loop's thread held (a blocking read): the first is never taken, and a second must
+    # still interrupt the command, as Python's own handler does.
+    steps: list[str] = []
+
+    async def command() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("the first one waits for the loop")
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("the second one waited too")
+
+    with pytest.raises(KeyboardInterrupt):
+        eventloop.run(command())
+    assert steps == ["the first one waits for the loop"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

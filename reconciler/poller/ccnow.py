@@ -128,6 +128,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             self.witnesses.asked(other)
             if await self._query_says(other) is Said.ANSWERS:
                 return Said.ANSWERS
+            self.witnesses.failed(other, self.now())
         if witnesses:
             return Said.FAILS
         if not lists:

@@ -16,17 +16,15 @@ from ..logs import fields
 from ..model import Source
 from ..passes.report import PassReport
 from ..redact import config_secrets
-from ..sources.ccnow import CCNowClient
-from ..sources.ccv import CCVClient
 from ..sources.http import Gates
 from ..store.errors import StoreError
 from ..store.passes import remember_pass
-from .ccnow import CCNowCoordinator
-from .ccv import CCVCoordinator
 from .coordinator import Coordinator
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
+    from .ccnow import CCNowCoordinator
+    from .ccv import CCVCoordinator
 
 log = logging.getLogger("reconciler.poller")
 T = TypeVar("T")
@@ -71,9 +69,16 @@ class Coordinators:
         the account's bound from `gates` (the process's, shared with its writes)."""
         secrets = tuple(config_secrets(config))
         remember = None if config.receiver is None else config.receiver.remember_ref_s
-        return cls(
-            writer,
-            ccv={
+        ccv: dict[str, CCVCoordinator] = {}
+        ccnow: dict[str, CCNowCoordinator] = {}
+        # A source's client and coordinator are imported only when an account of it is
+        # configured: a process asks nothing of the other (CCNow's answer reader alone builds
+        # a few dozen patterns).
+        if config.ccv:
+            from ..sources.ccv import CCVClient
+            from .ccv import CCVCoordinator
+
+            ccv = {
                 c.name: CCVCoordinator(
                     c,
                     CCVClient(c, session, gate=gates.of(c), secrets=secrets),
@@ -82,8 +87,12 @@ class Coordinators:
                     secrets=secrets,
                 )
                 for c in config.ccv
-            },
-            ccnow={
+            }
+        if config.ccnow:
+            from ..sources.ccnow import CCNowClient
+            from .ccnow import CCNowCoordinator
+
+            ccnow = {
                 c.name: CCNowCoordinator(
                     c,
                     CCNowClient(c, session, gate=gates.of(c), secrets=secrets),
@@ -91,8 +100,8 @@ class Coordinators:
                     secrets=secrets,
                 )
                 for c in config.ccnow
-            },
-        )
+            }
+        return cls(writer, ccv=ccv, ccnow=ccnow)
 
     def __iter__(self) -> Iterator[Coordinator[Any]]:
         """Iterate over the CCV accounts, then the CCNow accounts."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..logs import fields
 from ..model import SOURCES, Source
-from ..store import Store, commands, unsettled
+from ..store import Store, unsettled
 
 log = logging.getLogger("reconciler.poller")
 
@@ -89,7 +89,7 @@ async def unsettled_writes(store: Store) -> dict[tuple[Source, str], tuple[int, 
     found: dict[tuple[Source, str], tuple[int, int]] = {
         ("ccv", account): (n, 0) for account, n in (await unsettled.unsettled_counts(store)).items()
     }
-    for (account, state), n in (await commands.unsettled_counts(store)).items():
+    for (account, state), n in (await unsettled.action_counts(store)).items():
         uncertain, queued = found.get(("ccnow", account), (0, 0))
         if state == "uncertain":
             uncertain += n

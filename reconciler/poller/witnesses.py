@@ -11,7 +11,8 @@ order were, 137 times in 5 minutes).
 
 Orders this process saw fail of an outage's reason (CCV's checks, a circuit breaker's run) are
 no witnesses until one answers: their failure streaks are forgotten when the account recovers,
-so storage alone names them answered again.
+so storage alone names them answered again. A CCNow witness that failed, its query written
+nowhere, is none until a check of its own answers later (`failed`).
 
 A failing CCV account's probe asks, beside its rotation's order, one of the orders this process
 saw answering when the account failed (`answering`), in turn: they, not orders failing on their
@@ -58,6 +59,11 @@ class Witnesses:
         # witnesses the last first (`latest`).
         self._answered_at: dict[str, float] = {}
         self._probed: set[str] = set()  # of those, asked by `probe` since the turn began
+        # When witnesses whose answers are written nowhere (CCNow's, `failed`) failed: no
+        # witnesses until a check of their own answers later (storage's last_checked). Else
+        # one that broke, its own check not due, looked answered and was asked again at each
+        # turn of the rotation, and two such asked together failed the account.
+        self._failed_at: dict[str, float] = {}
 
     async def choose(self, passed: Collection[str]) -> list[str]:
         """Return up to WITNESSES orders not in `passed` (the pass's own) whose last check
@@ -65,9 +71,18 @@ class Witnesses:
         if len(self._asked) >= ROTATION:
             self._asked.clear()
         # Of this many, WITNESSES at least are neither the pass's nor asked, if so many exist.
-        suspects = self._suspects
-        states = await self._answered(len(passed) + len(self._asked) + len(suspects) + WITNESSES)
-        ids = [i for s in states if (i := s.key.order_id) not in passed and i not in suspects]
+        suspects, failed = self._suspects, self._failed_at
+        limit = len(passed) + len(self._asked) + len(suspects) + len(failed) + WITNESSES
+        states = await self._answered(limit)
+        for state in states:  # its own check answered since it failed as a witness
+            at = failed.get(state.key.order_id)
+            if at is not None and (state.last_checked or 0.0) > at:
+                del failed[state.key.order_id]
+        ids = [
+            i
+            for s in states
+            if (i := s.key.order_id) not in passed and i not in suspects and i not in failed
+        ]
         fresh = [i for i in ids if i not in self._asked]
         if len(fresh) < WITNESSES:  # each was asked: the turn starts over
             self._asked.clear()
@@ -77,6 +92,13 @@ class Witnesses:
     def asked(self, order_id: str) -> None:
         """Note a witness asked: the others go first next time."""
         self._asked.add(order_id)
+
+    def failed(self, order_id: str, at: float) -> None:
+        """Note a witness that failed at `at` (the store's clock), its failure written nowhere:
+        no witness until a check of its own answers after `at`."""
+        if len(self._failed_at) >= MAX_SUSPECTS:  # bounded, as the suspects
+            self._failed_at.clear()
+        self._failed_at[order_id] = at
 
     def saw(self, order_id: str, *, outage: bool, answered_at: float | None = None) -> None:
         """Note a check of an order: failed of an outage's reason (a suspect) or not, and

@@ -34,22 +34,26 @@ def sink_names(config: Config) -> list[str]:
 
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
     """Create the sinks events go to."""
-    # Here, not at the top: a sink's module imports this package first.
-    from .command import CommandSink
-    from .jsonl import JsonlSink
-    from .log import LogSink
-    from .webhook import WebhookSink
-
+    # Here, not at the top: a sink's module imports this package first. Each kind only when
+    # the config has one: a catch-up to the log alone loads no webhook, file or program sink.
     out: list[tuple[Sink, SinkConfig]] = []
     for sc in sink_configs(config):
         sink: Sink
         if isinstance(sc, JsonlSinkConfig):
+            from .jsonl import JsonlSink
+
             sink = JsonlSink(sc)
         elif isinstance(sc, WebhookSinkConfig):
+            from .webhook import WebhookSink
+
             sink = WebhookSink(sc, session)
         elif isinstance(sc, CommandSinkConfig):
+            from .command import CommandSink
+
             sink = CommandSink(sc)
         else:
+            from .log import LogSink
+
             sink = LogSink(sc.name)
         out.append((sink, sc))
     return out

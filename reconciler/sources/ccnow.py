@@ -72,8 +72,13 @@ class CCNowClient:
         halt: asyncio.Event | None = None,
         gate: asyncio.Semaphore | None = None,
         secrets: Sequence[str] = (),
+        long_wait_ends: bool = False,
     ) -> None:
         self._config = config
+        # A write's read: a Retry-After longer than a retry may wait ends the request, and the
+        # longest one asked is kept (`asked_wait`) for the write to wait as long.
+        self._long_wait_ends = long_wait_ends
+        self.asked_wait: float | None = None
         self._gate = asyncio.Semaphore(config.concurrency) if gate is None else gate
         self._halt = halt  # set: no request is tried again (the daemon stops)
         self._session = session
@@ -216,20 +221,26 @@ class CCNowClient:
         fields = list(self._fields)
         for n, order_id in enumerate(order_ids, 1):
             fields += [(f"x_orderid_{n}", order_id), (f"x_action_{n}", "query")]
-        reply = await request(
-            self._session,
-            "POST",
-            self._url,
-            headers=self._headers,
-            data=urlencode(fields).encode("ascii"),
-            timeout=self._timeout,
-            gate=self._gate,
-            retry=self._config.retry,
-            max_body=MAX_BODY_BYTES,
-            log=log,
-            complete=partial(read_complete, query=bool(order_ids)),
-            halt=self._halt,
-        )
+        try:
+            reply = await request(
+                self._session,
+                "POST",
+                self._url,
+                headers=self._headers,
+                data=urlencode(fields).encode("ascii"),
+                timeout=self._timeout,
+                gate=self._gate,
+                retry=self._config.retry,
+                max_body=MAX_BODY_BYTES,
+                log=log,
+                complete=partial(read_complete, query=bool(order_ids)),
+                halt=self._halt,
+                long_wait_ends=self._long_wait_ends,
+            )
+        except RequestFailed as exc:
+            if exc.wait is not None:
+                self.asked_wait = max(self.asked_wait or 0.0, exc.wait)
+            raise
         if reply.status in (401, 403):
             raise AuthenticationFailed(f"http {reply.status}")
         if reply.status != 200:

@@ -29,7 +29,13 @@ class RequestFailed(SourceUnavailable):
     """A request still failed after every retry (429, 5xx, timeout or connection error)."""
 
     def __init__(
-        self, word: str, *, sent_at: float, reached: bool = True, http_status: int | None = None
+        self,
+        word: str,
+        *,
+        sent_at: float,
+        reached: bool = True,
+        http_status: int | None = None,
+        wait: float | None = None,
     ) -> None:
         # str() is "http 503" / "timeout" / "connection"; `word` is the Observation reason.
         super().__init__(word.replace("_", " "))
@@ -41,6 +47,8 @@ class RequestFailed(SourceUnavailable):
         # The last attempt's answer (429, 5xx); None: it got none (a timeout, a connection
         # error, a cut answer).
         self.http_status = http_status
+        # What the last answer's Retry-After asked, in seconds (None: none came).
+        self.wait = wait
 
     @property
     def turned_away(self) -> bool:
@@ -227,6 +235,7 @@ async def request(
     data: bytes | None = None,
     complete: Callable[[Reply], bool] | None = None,
     halt: asyncio.Event | None = None,
+    long_wait_ends: bool = False,
 ) -> Reply:
     """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after.
 
@@ -237,7 +246,9 @@ async def request(
     again: the failure so far is raised at once, during the backoff too, and Stopping when no
     attempt was made yet. Each attempt holds `gate`, the account's bound (Gates). An answer in a
     Content-Encoding aiohttp cannot decode is UndecodableAnswer, not retried: the provider (or a
-    proxy) answered.
+    proxy) answered. `long_wait_ends`: a Retry-After asking longer than a retry may wait
+    (`retry.max_backoff_s`) ends it at once (a write's read: the write waits in its queue as
+    long as asked, RequestFailed.wait, instead of asking again sooner).
     """
     n = 0
     reached = False
@@ -293,8 +304,14 @@ async def request(
         finally:
             gate.release()
         wait = parse_retry_after(retry_after, datetime.now(timezone.utc))
-        if n >= retry.attempts or not await waited_to_retry(retry, n, wait, halt, log, url, word):
-            raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
+        if (
+            n >= retry.attempts
+            or (long_wait_ends and wait is not None and wait > retry.max_backoff_s)
+            or not await waited_to_retry(retry, n, wait, halt, log, url, word)
+        ):
+            raise RequestFailed(
+                word, reached=reached, sent_at=sent_at, http_status=answered, wait=wait
+            )
         n += 1
 
 

@@ -18,6 +18,7 @@ from typing import Literal, NamedTuple
 from ..events import Event, action_event
 from .db import Store
 from .sql import CHUNK, marks, values
+from .unsettled import COMMANDS_OPEN as _OPEN
 
 State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent", "not_sent"]
 Unsettled = Literal["queued", "sending", "uncertain"]  # the states of commands_open's rows
@@ -29,9 +30,6 @@ _COLUMNS = (
     "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since, "
     "maybe_reached_at, held_since"
 )
-# SQLite reads the partial index commands_open only for a query whose WHERE repeats its term:
-# told `state = 'queued'` alone, it reads every command of the retention window.
-_OPEN = "state IN ('queued', 'sending', 'uncertain')"
 _UNSENT = f"{_OPEN} AND state IN ('queued', 'sending')"  # no answer has settled them yet
 
 
@@ -253,14 +251,6 @@ async def in_line(
             held = next((o for o in older if o.action == "adjust" and o.state == "uncertain"), None)
         out.append(InLine(held, first))
     return out
-
-
-async def unsettled_counts(store: Store) -> dict[tuple[str, State], int]:
-    """Per (account, state), the commands nothing has settled yet: queued, sending, uncertain."""
-    rows = await store.conn.execute_fetchall(
-        f"SELECT account, state, count(*) FROM commands WHERE {_OPEN} GROUP BY account, state"
-    )
-    return {(str(a), s): int(n) for a, s, n in rows}
 
 
 async def uncertain_accounts(store: Store, order_id: str) -> list[str]:

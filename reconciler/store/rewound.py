@@ -9,10 +9,13 @@ transaction that marks the last of them.
 
 from __future__ import annotations
 
-from . import commands as cmds
-from .commands import Command
+from typing import TYPE_CHECKING
+
 from .db import Store
 from .history import REWOUND_KEY
+
+if TYPE_CHECKING:
+    from .commands import Command
 
 # The answer kept by a discount made uncertain for it.
 WHY = "the store went back (restored from a backup, or its WAL lost): it may have been sent since"
@@ -27,6 +30,10 @@ async def noted(store: Store) -> int | None:
 async def left_open(store: Store) -> tuple[int, list[Command]] | None:
     """Return the highest command id of a rewind no writer has settled yet, with the commands
     up to it still queued or sending; None: there is none."""
+    # Here, not at the top: every writer's start asks `noted`, and finds nothing but after a
+    # rewind; the commands' records load when there is one.
+    from . import commands as cmds
+
     through = await noted(store)
     if through is None:
         return None
@@ -37,6 +44,8 @@ async def settled(store: Store, through: int, reached_at: float) -> None:
     """Delete the note of a rewind whose discounts are uncertain now; the other commands up to
     `through` still open may have reached CCNow at `reached_at` (CCNow then refusing one as not
     pending is no word that it did not take it: ccnow_outcome.settle)."""
+    from . import commands as cmds
+
     async with store.transaction():
         await cmds.note_maybe_reached(store, through, reached_at)
         await store.conn.execute("DELETE FROM meta WHERE key = ?", (REWOUND_KEY,))

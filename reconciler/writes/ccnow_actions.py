@@ -13,7 +13,8 @@ or that may have come after CCNow ran the post sends `ship`, `cancel` and `track
 `order.action_uncertain`, for `reconciler ccnow resolve`.
 
 `ccnow_form.py` checks a request and builds the post (pure), `ccnow_post.py` posts one batch
-and tells how it failed, `ccnow_outcome.py` says how a command ends; re-exported here.
+and tells how it failed, `ccnow_outcome.py` says how a command ends, `ccnow_close.py` closes a
+post's commands by its answer; re-exported here.
 """
 
 from __future__ import annotations
@@ -22,19 +23,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import aiohttp
 
 from reconciler.config import CCNowConfig
-from reconciler.events import Event
-from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.reconcile import Reconciler
-from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.errors import SourceError
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_close import Closing
 from reconciler.writes.ccnow_form import (
     ACTIONS,
     MAX_NOTES,
@@ -56,18 +55,13 @@ from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     UNSETTLED_FOR_S,
     as_reached,
-    event_of,
     lines_by_id,
-    log_closed,
     make_uncertain,
     outcome,
     refuse_second,
-    retry_delay,
-    says_down_for,
-    settle,
     sort_out,
 )
-from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch, read_status
+from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch
 from reconciler.writes.ccnow_requeue import requeue
 from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
@@ -106,7 +100,7 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # --- sending ----------------------------------------------------------------------------------
 
 
-class ActionSender:
+class ActionSender(Closing):
     """Sends queued CCNow commands and closes them with CCNow's answers; one per writer."""
 
     def __init__(
@@ -238,6 +232,9 @@ class ActionSender:
                 await self._make_uncertain(batch, str(exc))
                 tally.uncertain += len(batch)
                 return
+            if exc.in_part is not None:  # whole lines for some orders came before it was lost
+                await self._close_in_part(cfg, batch, exc, tally)
+                return
             await requeue(
                 self.store, self.clock(), cfg, batch, str(exc), tally, lost=True, wait=exc.wait
             )
@@ -253,23 +250,26 @@ class ActionSender:
                 refused = {c.id: exc.words[c.id] for c in named}
                 await self._close(cfg, named, {}, tally, None, refused=refused)
             rest = [c for c in batch if c.id not in exc.words]
-            before = exc.reached_before
+            before, wait = exc.reached_before, exc.wait  # none posted before its Retry-After
             if rest and exc.whole is not None:
                 # Words naming none of their fields decide nothing: sent again (alone, unless
                 # they say CCNow is down: no day then, but a bound all the same).
                 refusal, down = exc.whole, exc.down
-                await self._close(cfg, rest, {}, tally, None, refusal, down, reached_before=before)
+                await self._close(cfg, rest, {}, tally, None, refusal, down, before, wait)
                 return
             # Every line names a field. One saying CCNow is down decides nothing for the
             # commands it names; the others, turned away with them, go again at once (without
             # them, not due yet): one command CCNow cannot take now holds no other back.
             for line in dict.fromkeys(exc.held.values()):
                 if held := [c for c in rest if exc.held.get(c.id) == line]:
-                    await self._close(cfg, held, {}, tally, None, line, True, reached_before=before)
+                    await self._close(cfg, held, {}, tally, None, line, True, before, wait)
             if others := [c for c in rest if c.id not in exc.held]:
                 why = f"the post was refused for another command: {exc}"
+                # Not before the answer's Retry-After, when it asks one (a 429's).
+                at_once = 0.0 if wait is None else None
+                now = self.clock()
                 await requeue(
-                    self.store, self.clock(), cfg, others, why, tally, lost=before, delay=0.0
+                    self.store, now, cfg, others, why, tally, lost=before, delay=at_once, wait=wait
                 )
             return
         except SourceError as exc:
@@ -303,87 +303,6 @@ class ActionSender:
             return
         tally.post(batch)
         await self._close(cfg, batch, {}, tally, None, refused={batch[0].id: why})
-
-    async def _close(
-        self,
-        cfg: CCNowConfig,
-        batch: list[cmds.Command],
-        lines: dict[str, OrderLine | None],
-        tally: Tally,
-        asked: float | None,
-        refusal: str | None = None,
-        down: bool = False,
-        refused: Mapping[int, str] | None = None,
-        no_line: str = NO_LINE,
-        reached_before: bool = False,
-    ) -> None:
-        """Close a batch by CCNow's answer lines, or by a `refusal` of the whole post in words
-        naming no field of its commands (which settles none of them; `down`: saying CCNow is
-        down), or by `refused`'s words (command id -> a line naming its field); `no_line`: the
-        words kept for a command whose order has no line; `reached_before`: an earlier attempt
-        of the post may have reached CCNow."""
-        closes: list[tuple[int, cmds.State, str]] = []
-        again: list[tuple[int, str, float | None, float | None]] = []
-        observations: list[Observation] = []
-        for c in batch:
-            line = lines.get(c.order_id)
-            said: tuple[cmds.State, str] = (
-                ("queued", refusal) if refusal else outcome(c, line, no_line)
-            )
-            if refused is not None:
-                said = ("refused", refused[c.id])
-            status = line.status if line is not None else None
-
-            async def read(order_id: str = c.order_id) -> Observation | None:
-                return await read_status(
-                    self.session, cfg, order_id, self.gates, self.in_flight, self.secrets
-                )
-
-            # Its own line saying CCNow is down decides nothing, as a whole post's does.
-            own = refusal is None and says_down_for(line)
-            whole, named = refusal is not None or own, refused is not None
-            state, words, status, when, since, held = await settle(
-                *(c, *said, status, asked),
-                whole=whole,
-                now=self.clock(),
-                read=read,
-                down=down or own,
-                named=named,
-            )
-            if state == "queued":
-                again.append((c.id, words, since, held))
-            else:
-                closes.append((c.id, state, words))
-            if status is not None:
-                key = OrderKey("ccnow", cfg.name, c.order_id)
-                observations.append(Observation(key, Outcome.OK, status=status, asked=when))
-        delay = retry_delay(batch)  # for those the answer did not settle
-        # An answer without the order's line came from CCNow: the post may have run it; so
-        # may an earlier attempt whose answer was lost.
-        reached = self.clock() if refusal is None or reached_before else None
-        await self._commit(batch, closes, again, observations, self.clock() + delay, reached)
-        log_closed(cfg.name, batch, closes, again, delay, tally)
-
-    async def _commit(
-        self,
-        batch: list[cmds.Command],
-        closes: list[tuple[int, cmds.State, str]],
-        again: list[tuple[int, str, float | None, float | None]],
-        observations: list[Observation],
-        retry_at: float,
-        reached_at: float | None,
-    ) -> None:
-        now = self.clock()
-        by_id = {c.id: c for c in batch}
-
-        async def within() -> list[Event]:
-            await cmds.close_within(self.store, closes, now)
-            await cmds.requeue_within(
-                self.store, again, next_attempt_at=retry_at, reached_at=reached_at
-            )
-            return [event_of(self.store, by_id[i], state, words, now) for i, state, words in closes]
-
-        await self.reconciler.apply(observations, via="action", discover=True, within=within)
 
     async def _make_uncertain(self, commands: Sequence[cmds.Command], why: str) -> None:
         await make_uncertain(self.store, commands, why, now=self.clock())

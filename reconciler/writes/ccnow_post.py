@@ -29,7 +29,6 @@ from reconciler.sources.ccnow_answer import (
     SPACE,
     Answer,
     EmptyAnswer,
-    field_names,
     field_of,
     parse_answer,
     says_down,
@@ -42,23 +41,25 @@ from reconciler.sources.errors import (
     SourceError,
     UndecodableAnswer,
 )
-from reconciler.sources.http import Gates, parse_retry_after
+from reconciler.sources.http import Gates, Reply, parse_retry_after
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import form
 from reconciler.writes.ccnow_outcome import TAKEN
-from reconciler.writes.ccnow_send import GaveUp, Lost, post_once, post_retrying, turned_away
+from reconciler.writes.ccnow_send import (
+    FIELD,
+    GaveUp,
+    Lost,
+    post_once,
+    post_retrying,
+    refuses_a_field,
+    turned_away,
+    whole_lines,
+)
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
 
-__all__ = ["Lost", "Posted", "Refused", "TurnedAway", "post_batch", "read_status"]
+__all__ = ["Lost", "Posted", "Refused", "StatusReads", "TurnedAway", "post_batch"]
 
-# The fields of the document's table that carry a command's own values, as CCNow writes them
-# in an `error_message`, in any case: with their `x_` (`x_amount`: the commands that carry
-# one), numbered (`x_amount_1`, `amount_1`: the command at that place in the post), or both. A
-# bare word (`Database error, action not performed`) is English, not a field. The account's
-# fields (`x_clientid`, `x_password`) are not here.
-_NAMES = "orderid|action|notes|amount|trackname|tracknumber"
-_FIELD = field_names(_NAMES)
 _ATTRIBUTE = {"orderid": "order_id"}
 # The blanks a line is trimmed of (ccnow_answer.SPACE), as bytes.
 _BLANK_ENDS = tuple(c.encode() for c in SPACE)
@@ -102,10 +103,17 @@ class Refused(Exception):
     be refused again); `held`: command id -> a line saying CCNow is down that names one of its
     fields (no refusal: no day, three days at most, ccnow_outcome); `whole`: the first line
     naming no field, which decides the other commands by no words of it (None: every line
-    names a field); `down`: that line says CCNow is down (maintenance)."""
+    names a field); `down`: that line says CCNow is down (maintenance); `wait`: what the
+    answer's Retry-After asked, in seconds (None: none), which the commands it leaves queued
+    wait."""
 
     def __init__(
-        self, words: dict[int, str], whole: str | None, down: bool, held: dict[int, str]
+        self,
+        words: dict[int, str],
+        whole: str | None,
+        down: bool,
+        held: dict[int, str],
+        wait: float | None = None,
     ) -> None:
         super().__init__(whole or next(iter({**held, **words}.values())))
         self.words = words
@@ -114,6 +122,7 @@ class Refused(Exception):
         # An earlier attempt of the post may have reached CCNow and applied it (Posted).
         self.reached_before = False
         self.held = held
+        self.wait = wait
 
 
 async def post_batch(
@@ -143,6 +152,12 @@ async def post_batch(
     try:
         sent = (session, URL(cfg.url), headers, data, timeout, gate, halt)
         reply = await (post_once(*sent) if once else post_retrying(*sent, cfg.retry))
+    except Lost as exc:
+        if exc.cut is None:
+            raise
+        reply = exc.cut
+        secrets = answer_secrets(cfg.password.reveal(), secrets)
+        raise _in_part(str(exc), whole_lines(reply.body), secrets, batch, reply) from None
     except AnswerTooLarge:
         # An answer too large to read came after CCNow got the post: it may have run it.
         raise Lost("answer_too_large") from None
@@ -158,19 +173,21 @@ async def post_batch(
             raise TurnedAway(str(exc), exc.wait, exc.http_status) from None  # not run
         raise NotSent(str(exc)) from None
     secrets = answer_secrets(cfg.password.reveal(), secrets)
+    wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
     if reply.status != 200:
-        wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
         if reply.body_began:
             # A status that says the post was not run, whose body broke after it began: the
             # rest may have been the orders' lines (CCNow ran it). An adjust is never sent
             # twice on a word that was not heard whole.
             raise Lost(f"http_{reply.status}_cut_short", wait)
-        if reply.status in (413, 414) and (lines := refusal_lines(reply.body, secrets)):
+        read = reply.status in (413, 414) or refuses_a_field(reply.status, reply.body)
+        if read and (lines := refusal_lines(reply.body, secrets)):
             # CCNow's own error lines alone: its program read the post and refused it, as in
-            # a 200 (nothing applied; a line naming a field refuses that command). No size
-            # bound before it turned the post away: not halved, nor its one order refused as
-            # too large (`system down for maintenance` would have ended it for good).
-            raise _refused(lines, batch, reply.reached_before)
+            # a 200 (nothing applied; a line naming a field refuses that command; its
+            # Retry-After kept). No size bound before it turned the post away: not halved, nor
+            # its one order refused as too large (`system down for maintenance` would have
+            # ended it for good); a 429 refusing a field is no rate limit's.
+            raise _refused(lines, batch, reply.reached_before, wait)
         if turned_away(reply.status, reply.body, once=once) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
             raise TurnedAway(f"http {reply.status}", wait, reply.status)
@@ -206,9 +223,12 @@ async def post_batch(
         # The whole body, an undecided last line too: a line for an order says the post ran.
         if answered_orders(body):
             # An error line beside lines for the posted orders: some of it was applied.
-            raise Lost("error_with_order_lines") from None
+            # Those lines say what CCNow did with their orders (a last line without its line
+            # end only when a Content-Length framed it: else it may be a longer one, cut).
+            whole = body if reply.framed else whole_lines(body)
+            raise _in_part("error_with_order_lines", whole, secrets, batch, reply) from None
         if lines := refusal_lines(body, secrets):
-            raise _refused(lines, batch, reply.reached_before) from None
+            raise _refused(lines, batch, reply.reached_before, wait) from None
         if words := message_lines(body, secrets):
             # CCNow's words naming no order (`message discount recorded`): nothing says it did
             # not run the post, as when its answer has no line for an order.
@@ -219,31 +239,46 @@ async def post_batch(
         raise Lost("unreadable_answer") from None
 
 
-async def read_status(
-    session: aiohttp.ClientSession,
-    cfg: CCNowConfig,
-    order_id: str,
-    gates: Gates,
-    in_flight: InFlight,
-    secrets: Sequence[str] = (),
-) -> Observation | None:
-    """Read an order's status (None: not read); Stopping: not read for the stop."""
-    seen: list[Observation] = []
+class StatusReads:
+    """The status reads an answer's commands ask (a ship or cancel whose answer does not say
+    it took), and the longest Retry-After they were asked (`wait`, seconds; None: none): a
+    read turned away with one is not asked again within it, and its commands wait as long."""
 
-    async def emit(o: Observation) -> None:
-        seen.append(o)
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        cfg: CCNowConfig,
+        gates: Gates,
+        in_flight: InFlight,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        self.session, self.cfg, self.gates = session, cfg, gates
+        self.in_flight, self.secrets = in_flight, secrets
+        self.wait: float | None = None
 
-    if in_flight.stopping:
-        raise Stopping  # no new request during a stop
-    try:
-        gate, halt = gates.of(cfg), in_flight.halt
-        client = CCNowClient(cfg, session, halt=halt, gate=gate, secrets=secrets)
-        await client.query([order_id], emit)
-    except SourceError:
-        if in_flight.stopping:
-            raise Stopping from None
-        return None
-    return next((o for o in seen if o.outcome is Outcome.OK), None)
+    async def read(self, order_id: str) -> Observation | None:
+        """Read an order's status (None: not read); Stopping: not read for the stop."""
+        seen: list[Observation] = []
+
+        async def emit(o: Observation) -> None:
+            seen.append(o)
+
+        if self.in_flight.stopping:
+            raise Stopping  # no new request during a stop
+        gate, halt = self.gates.of(self.cfg), self.in_flight.halt
+        client = CCNowClient(
+            self.cfg, self.session, halt=halt, gate=gate, secrets=self.secrets, long_wait_ends=True
+        )
+        try:
+            await client.query([order_id], emit)
+        except SourceError:
+            if self.in_flight.stopping:
+                raise Stopping from None
+            return None
+        finally:
+            if client.asked_wait is not None:
+                self.wait = max(self.wait or 0.0, client.asked_wait)
+        return next((o for o in seen if o.outcome is Outcome.OK), None)
 
 
 def _parsed(body: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command]) -> Answer:
@@ -261,19 +296,35 @@ def _parsed(body: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command]) 
         return parse_answer(body, secrets=secrets, asked=[c.order_id for c in batch])
 
 
-def _refused(lines: list[str], batch: Sequence[cmds.Command], reached_before: bool) -> Refused:
+def _in_part(
+    word: str, whole: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command], reply: Reply
+) -> Lost:
+    """A lost answer (`word`) whose whole lines (`whole`) hold lines for some of the post's
+    orders: those lines, read alone, say what CCNow did with their orders (Lost.in_part); the
+    others' is unknown. A plain Lost when they cannot be read."""
+    lines = [x for x in re.split(rb"\r\n|\r|\n", whole) if answered_orders(x)]
+    try:
+        answer = _parsed(b"\n".join(lines) + b"\n", secrets, batch)
+    except SourceError:
+        return Lost(word)
+    return Lost(word, in_part=(answer, reply.sent_at, reply.reached_before))
+
+
+def _refused(
+    lines: list[str], batch: Sequence[cmds.Command], reached_before: bool, wait: float | None
+) -> Refused:
     """Sort an answer's `error_message` lines: a line saying CCNow is down decides nothing,
     whatever field it names (checked first: `system down for maintenance: x_action unavailable
     until 10:00` is no refusal of every command for good), and one naming a field says so of
     the commands it names only; any other line naming a field refuses the commands it names;
     the lines naming none decide nothing. `reached_before`: an earlier attempt of the post may
-    have reached CCNow (Refused.reached_before)."""
+    have reached CCNow (Refused.reached_before); `wait`: its Retry-After (Refused.wait)."""
     words: dict[int, str] = {}
     held: dict[int, str] = {}
     unnamed: list[str] = []
     down: list[str] = []
     for line in lines:
-        named = [c for m in _FIELD.finditer(line) for c in _named_by(m, batch)]
+        named = [c for m in FIELD.finditer(line) for c in _named_by(m, batch)]
         if says_down(line):
             for c in named:
                 held.setdefault(c.id, line)
@@ -287,7 +338,7 @@ def _refused(lines: list[str], batch: Sequence[cmds.Command], reached_before: bo
     # A line that decides (a refusal naming no field) is the answer kept; the post is taken
     # for an outage only when every line naming no field says CCNow is down.
     whole = next(iter(unnamed + down), None)
-    refused = Refused(words, whole, bool(down) and not unnamed, held)
+    refused = Refused(words, whole, bool(down) and not unnamed, held, wait)
     refused.reached_before = reached_before
     return refused
 

@@ -15,7 +15,7 @@ from yarl import URL
 
 from reconciler.config import RetryConfig
 from reconciler.sources.ccnow import MAX_BODY_BYTES
-from reconciler.sources.ccnow_answer import says_down, speaks_ccnow
+from reconciler.sources.ccnow_answer import Answer, field_names, says_down, speaks_ccnow
 from reconciler.sources.ccnow_cut import is_complete
 from reconciler.sources.ccnow_refusal import answered_orders, refusal_lines
 from reconciler.sources.http import (
@@ -28,7 +28,16 @@ from reconciler.sources.http import (
 )
 from reconciler.writes.once import NotSent, Uncertain, send_once
 
-__all__ = ["NOT_RUN", "GaveUp", "Lost", "post_once", "post_retrying", "turned_away"]
+__all__ = [
+    "FIELD",
+    "NOT_RUN",
+    "GaveUp",
+    "Lost",
+    "post_once",
+    "post_retrying",
+    "refuses_a_field",
+    "turned_away",
+]
 
 # The actions' logger: a post's retries are logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
@@ -44,6 +53,13 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 # or 504, Cloudflare's 520 or 524, a 201): the actions in it may have been applied.
 NOT_RUN = frozenset({301, 307, 308, 401, 403, 404, 405, 407, 408, 413, 414, 429, 431})
 
+# The fields of the document's table that carry a command's own values, as CCNow writes them
+# in an `error_message`, in any case: with their `x_` (`x_amount`: the commands that carry
+# one), numbered (`x_amount_1`, `amount_1`: the command at that place in the post), or both. A
+# bare word (`Database error, action not performed`) is English, not a field. The account's
+# fields (`x_clientid`, `x_password`) are not here.
+FIELD = field_names("orderid|action|notes|amount|trackname|tracknumber")
+
 
 class Lost(Exception):
     """The post may have reached CCNow but its answer was lost (timeout, dropped connection,
@@ -53,9 +69,22 @@ class Lost(Exception):
     settles nothing). `str()` is a short word; `wait`: what the last answer's Retry-After
     asked, in seconds (None: none came), so that a post sent again waits for it."""
 
-    def __init__(self, word: str, wait: float | None = None) -> None:
+    def __init__(
+        self,
+        word: str,
+        wait: float | None = None,
+        *,
+        cut: Reply | None = None,
+        in_part: tuple[Answer, float, bool] | None = None,
+    ) -> None:
         super().__init__(word)
         self.wait = wait
+        # An answer cut short after whole lines for some of the post's orders (post_retrying:
+        # not retried, those orders' commands would be applied again), read by the caller.
+        self.cut = cut
+        # Those lines, read (ccnow_post): the answer, when its attempt was sent, whether an
+        # earlier attempt may have reached CCNow. They close their orders' commands.
+        self.in_part = in_part
 
 
 class GaveUp(RequestFailed):
@@ -71,8 +100,19 @@ class GaveUp(RequestFailed):
         http_status: int | None,
         wait: float | None,
     ) -> None:
-        super().__init__(word, sent_at=sent_at, reached=reached, http_status=http_status)
-        self.wait = wait
+        super().__init__(word, sent_at=sent_at, reached=reached, http_status=http_status, wait=wait)
+
+
+def refuses_a_field(status: int, body: bytes) -> bool:
+    """Whether a 429 is CCNow's refusal of what the post says: its body CCNow's error lines
+    alone, one naming a command's field without saying CCNow is down (`x_tracknumber_1 is not
+    a tracking number`). Read as those lines in a 200 (ccnow_post): after any wait the same
+    post would be refused the same way. Any other 429 is a rate limit's, or CCNow's word that
+    it cannot take posts now: turned away, retried after its Retry-After."""
+    if status != 429:
+        return False
+    lines = refusal_lines(body)
+    return lines is not None and any(FIELD.search(x) and not says_down(x) for x in lines)
 
 
 def turned_away(status: int, body: bytes, *, once: bool = False) -> bool:
@@ -97,6 +137,11 @@ def turned_away(status: int, body: bytes, *, once: bool = False) -> bool:
         # is uncertain for a person; a ship, tracking or cancel sent twice costs nothing.
         return down if once else not speaks_ccnow(body) or down
     return False
+
+
+def whole_lines(body: bytes) -> bytes:
+    """An answer's lines that a line end closes (what came before a cut)."""
+    return body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
 
 
 def not_run(reply: Reply) -> bool:
@@ -184,6 +229,9 @@ async def post_retrying(
         except Uncertain as exc:
             reached, word, answered, wait = True, str(exc), None, None
         else:
+            if not reply.body_began and refuses_a_field(reply.status, reply.body):
+                # Read, not retried: its words refuse a command, as in a 200.
+                return reply._replace(reached_before=True) if reached_before else reply
             if reply.body_began or is_retryable(reply.status):
                 # A 429 or 503 turns the post away before it runs, unless its words say
                 # otherwise; a refusal whose body broke after it began is a lost answer (the
@@ -194,6 +242,11 @@ async def post_retrying(
                 wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
             elif is_complete(reply):
                 return reply._replace(reached_before=True) if reached_before else reply
+            elif answered_orders(whole_lines(reply.body)):
+                # Lines for some of its orders came whole before the cut: they say what CCNow
+                # did with those, which a post sent again whole would apply again.
+                part = reply._replace(reached_before=True) if reached_before else reply
+                raise Lost("truncated_answer", cut=part)
             else:
                 reached, word, answered, wait = True, "truncated_answer", None, None
         if (

@@ -39,6 +39,10 @@ NOT_FOR_A_CATCH_UP = (
     "reconciler.order_view",
 )
 
+# A source's client and coordinator, loaded only when an account of it is configured
+# (poller/coordinators.py): a catch-up of CCV accounts alone asks nothing of CCNow.
+CCNOW_CLIENT = ("reconciler.sources.ccnow", "reconciler.poller.ccnow")
+
 
 async def _modules_after(*args: str) -> tuple[int, list[str]]:
     proc = await asyncio.create_subprocess_exec(
@@ -74,3 +78,4 @@ async def test_a_catch_up_does_not_import_the_other_commands(
     assert "reconciler.commands.catch_up" in modules
     loaded = [m for m in modules if m.startswith(NOT_FOR_A_CATCH_UP)]
     assert loaded == []
+    assert [m for m in modules if m.startswith(CCNOW_CLIENT)] == []

@@ -226,7 +226,7 @@ async def test_the_action_queue_a_writers_start_and_status_read_no_whole_command
     uncertain = await cmds.of_order(store, "default", "396-10-0001", ["uncertain"])
     ahead = await cmds.ahead(store, due)
     accounts = await cmds.uncertain_accounts(store, "396-10-0001")
-    counts = await cmds.unsettled_counts(store)
+    counts = await unsettled.action_counts(store)
     await store.conn.set_trace_callback(lambda _: None)
     assert ([c.order_id for c in due], sending) == (["396-10-0000"], [])
     assert ([c.key for c in uncertain], accounts) == (["k1"], ["default"])

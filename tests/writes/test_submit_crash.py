@@ -401,6 +401,7 @@ async def test_a_second_ctrl_c_while_the_submit_ends_stops_it_at_once(
                 proc.kill()
                 await proc.wait()
     stderr = (err + rest).decode()
-    # Not asserted: no traceback at all. The write cut off may still end after the store
-    # closed, "Task exception was never retrieved" (on 3.11 too, 1 run in 3): a known defect.
     assert "unhandled exception" not in stderr and "_Interrupted" not in stderr, stderr
+    # The write cut off ended after the store closed, "Task exception was never retrieved" (1
+    # run in 3 on both Pythons; test_submit_second_ctrl_c.py holds it every run).
+    assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr

@@ -1,0 +1,152 @@
+"""Closing a post's CCNow commands by its answer: each by its order's line (applied to the
+snapshot in the transaction that closes it), by CCNow's refusal of the whole post, or, of an
+answer lost after whole lines for some orders, those by their lines and the rest queued again.
+A mixin of `ccnow_actions.ActionSender`, which sends the posts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+
+import aiohttp
+
+from reconciler.config import CCNowConfig
+from reconciler.events import Event
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.reconcile import Reconciler
+from reconciler.sources.ccnow_answer import OrderLine
+from reconciler.sources.http import Gates
+from reconciler.store import Store
+from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_outcome import (
+    NO_LINE,
+    as_reached,
+    event_of,
+    lines_by_id,
+    log_closed,
+    outcome,
+    retry_delay,
+    says_down_for,
+    settle,
+)
+from reconciler.writes.ccnow_post import StatusReads
+from reconciler.writes.ccnow_requeue import requeue
+from reconciler.writes.ccnow_send import Lost
+from reconciler.writes.ccnow_taken import Tally
+from reconciler.writes.in_flight import InFlight
+
+__all__ = ["Closing"]
+
+
+class Closing:
+    """Closes commands by CCNow's answers; the sender's parts it uses are set by it."""
+
+    store: Store
+    session: aiohttp.ClientSession
+    gates: Gates
+    reconciler: Reconciler
+    in_flight: InFlight
+    secrets: Sequence[str]
+    clock: Callable[[], float]
+
+    async def _close_in_part(
+        self, cfg: CCNowConfig, batch: list[cmds.Command], exc: Lost, tally: Tally
+    ) -> None:
+        """Close a post whose answer was lost after whole lines for some of its orders (cut
+        short, an error line beside them): those lines close their commands as in a whole
+        answer; the others are posted again at once (not before its Retry-After), as the retry
+        within the post would have, without the commands CCNow said it took. Whether CCNow
+        took them cannot be known: a ship or cancel sent again is found taken by its order's
+        status; a tracking upload may be added twice (CCNow may show it twice: it costs
+        nothing, unlike a discount, which is never posted again: `uncertain`)."""
+        assert exc.in_part is not None
+        answer, asked, before = exc.in_part
+        lines = lines_by_id(answer)
+        said = [c for c in batch if lines.get(c.order_id) is not None]
+        if said:
+            said = as_reached(said, self.clock()) if before else said
+            await self._close(cfg, said, lines, tally, asked)
+        if rest := [c for c in batch if lines.get(c.order_id) is None]:
+            at_once, why, now = 0.0 if exc.wait is None else None, str(exc), self.clock()
+            await requeue(
+                self.store, now, cfg, rest, why, tally, lost=True, delay=at_once, wait=exc.wait
+            )
+
+    async def _close(
+        self,
+        cfg: CCNowConfig,
+        batch: list[cmds.Command],
+        lines: dict[str, OrderLine | None],
+        tally: Tally,
+        asked: float | None,
+        refusal: str | None = None,
+        down: bool = False,
+        reached_before: bool = False,
+        wait: float | None = None,
+        refused: Mapping[int, str] | None = None,
+        no_line: str = NO_LINE,
+    ) -> None:
+        """Close a batch by CCNow's answer lines, or by a `refusal` of the whole post in words
+        naming no field of its commands (which settles none of them; `down`: saying CCNow is
+        down), or by `refused`'s words (command id -> a line naming its field); `no_line`: the
+        words kept for a command whose order has no line; `reached_before`: an earlier attempt
+        of the post may have reached CCNow; `wait`: its answer's Retry-After (seconds), which
+        those left queued wait, as they wait one their status reads were asked."""
+        closes: list[tuple[int, cmds.State, str]] = []
+        again: list[tuple[int, str, float | None, float | None]] = []
+        observations: list[Observation] = []
+        reads = StatusReads(self.session, cfg, self.gates, self.in_flight, self.secrets)
+        for c in batch:
+            line = lines.get(c.order_id)
+            said: tuple[cmds.State, str] = (
+                ("queued", refusal) if refusal else outcome(c, line, no_line)
+            )
+            if refused is not None:
+                said = ("refused", refused[c.id])
+            status = line.status if line is not None else None
+            # Its own line saying CCNow is down decides nothing, as a whole post's does.
+            own = refusal is None and says_down_for(line)
+            whole, named = refusal is not None or own, refused is not None
+            state, words, status, when, since, held = await settle(
+                *(c, *said, status, asked),
+                whole=whole,
+                now=self.clock(),
+                read=partial(reads.read, c.order_id),
+                down=down or own,
+                named=named,
+            )
+            if state == "queued":
+                again.append((c.id, words, since, held))
+            else:
+                closes.append((c.id, state, words))
+            if status is not None:
+                key = OrderKey("ccnow", cfg.name, c.order_id)
+                observations.append(Observation(key, Outcome.OK, status=status, asked=when))
+        # For those the answer did not settle: not before a Retry-After asks.
+        delay = retry_delay(batch, max(wait or 0.0, reads.wait or 0.0))
+        # An answer without the order's line came from CCNow: the post may have run it; so
+        # may an earlier attempt whose answer was lost.
+        reached = self.clock() if refusal is None or reached_before else None
+        await self._commit(batch, closes, again, observations, self.clock() + delay, reached)
+        log_closed(cfg.name, batch, closes, again, delay, tally)
+
+    async def _commit(
+        self,
+        batch: list[cmds.Command],
+        closes: list[tuple[int, cmds.State, str]],
+        again: list[tuple[int, str, float | None, float | None]],
+        observations: list[Observation],
+        retry_at: float,
+        reached_at: float | None,
+    ) -> None:
+        now = self.clock()
+        by_id = {c.id: c for c in batch}
+
+        async def within() -> list[Event]:
+            await cmds.close_within(self.store, closes, now)
+            await cmds.requeue_within(
+                self.store, again, next_attempt_at=retry_at, reached_at=reached_at
+            )
+            return [event_of(self.store, by_id[i], state, words, now) for i, state, words in closes]
+
+        await self.reconciler.apply(observations, via="action", discover=True, within=within)
