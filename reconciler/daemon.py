@@ -12,8 +12,8 @@ what an operator is shown (the unit does not restart on 74).
 Stop (SIGTERM/SIGINT/SIGHUP): STOPPING=1, stop new work (no job starts, no write is sent, both
 listeners stop accepting at once; notification checks under way get a second to end, writes
 sent to a provider their timeout: writes/in_flight.py), cancel running jobs (a batch is
-committed or rolled back, never half), flush the outbox within a bound, close everything in
-reverse order, exit 0.
+committed or rolled back, never half), flush the outbox within a bound, close the receiver's
+connections (answering 503 until then) and everything else in reverse order, exit 0.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ TICKS = Ticks()
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
 # Shutdown bounds. At the worst, all in turn: the writes sent to a provider their longest
-# timeout + 2 s, at most 30 s, and 1 s for those cut then to end (in_flight.py), then the API's
-# answers 1 s (the receiver's 1 s and its checks' 1 s meanwhile), the scheduler's jobs and the
-# other tasks 3 s each, the outbox 4 s: 42 s, under the unit's TimeoutStopSec=60s.
+# timeout + 2 s, at most 30 s, and 1 s for those cut then to end (in_flight.py), the API's 1 s
+# (the receiver's checks' 1 s meanwhile), jobs and tasks 3 s each, the outbox 4 s, the
+# receiver's last answers 1 s: 43 s, under the unit's TimeoutStopSec=60s.
 RECEIVER_STOP_TIMEOUT_S = 1.0
 NOTIFICATION_CHECKS_STOP_TIMEOUT_S = 1.0  # checks under way may end; CCV does not call again
 JOBS_STOP_TIMEOUT_S = 3.0
@@ -169,24 +169,17 @@ class Daemon:
             await asyncio.gather(watchdog, return_exceptions=True)
 
     async def _shutdown(self, delivering: asyncio.Future[None]) -> None:
-        cancelled = 0
         # No new work from here: no job starts, and both listeners stop accepting at once (the
         # receiver took notifications while the API waited for a request in flight).
         if self.scheduler is not None:
             self.scheduler.stop_starting()
         self.writes.stop(writes_stop_s(self.config))
-        await asyncio.gather(
-            *(listener.close() for listener in (self.api, self.receiver) if listener is not None)
-        )
-        if self.scheduler is not None:
-            cancelled += await self.scheduler.shutdown(JOBS_STOP_TIMEOUT_S)
-        await self.writes.wait()  # a job's, cancelled above; the API's closing waited for its own
-        for task in list(self._tasks):
-            task.cancel()
-            cancelled += 1
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=JOBS_STOP_TIMEOUT_S)
-        await self._flush_outbox(delivering)
+        try:
+            cancelled = await self._stop_work(delivering)
+        finally:
+            # Last: connections taken before the stop answer 503 until now, not cut off unanswered.
+            if self.receiver is not None:
+                await self.receiver.close()
         if self.api_reader is not None:
             await self.api_reader.close()
         try:
@@ -199,6 +192,23 @@ class Daemon:
                 cancelled_jobs=cancelled, undelivered={k: v for k, v in backlog.items() if v}
             ),
         )
+
+    async def _stop_work(self, delivering: asyncio.Future[None]) -> int:
+        cancelled = 0  # jobs and tasks
+        stopping = [self.api.close()] if self.api is not None else []
+        if self.receiver is not None:
+            stopping.append(self.receiver.stop_accepting())
+        await asyncio.gather(*stopping)
+        if self.scheduler is not None:
+            cancelled += await self.scheduler.shutdown(JOBS_STOP_TIMEOUT_S)
+        await self.writes.wait()  # a job's, cancelled above; the API's closing waited for its own
+        for task in list(self._tasks):
+            task.cancel()
+            cancelled += 1
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=JOBS_STOP_TIMEOUT_S)
+        await self._flush_outbox(delivering)
+        return cancelled
 
     async def _flush_outbox(self, delivering: asyncio.Future[None]) -> None:
         """Stop delivery within OUTBOX_FLUSH_TIMEOUT_S whatever the sinks do: a lane waiting to

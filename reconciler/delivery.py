@@ -42,7 +42,8 @@ log = logging.getLogger("reconciler.outbox")
 
 BATCH = 500
 # A lane's batch while a notification is checked: the hint's event, committed meanwhile, goes
-# first in the lane's next read, and a short batch in hand makes that read come soon.
+# first in the lane's next read, and a short batch in hand makes that read come soon (a sink
+# writing its batch at once, which `committed` does not interrupt; a short record after it).
 HINT_BATCH = 50
 # How often an idle lane reads the store anyway: another process may have queued events
 # (`replay` beside a daemon). Commits of this process wake the lanes at once.
@@ -123,6 +124,10 @@ class Delivery:
             for lane in self.lanes:
                 if not lane.disabled and priority.waiting(lane.config.name):
                     lane.urgent_commits += 1
+                    # The batch in hand was read before the event: a slow receiver would take
+                    # all of it first (500 events at 0.2 s each: over a minute). It ends after
+                    # the attempt under way, and the lane's next read hands the event first.
+                    self._cutoffs[lane.config.name].interrupt()
                     if not lane.holding:
                         lane.holding = True
                         self.hints.enter()
@@ -278,6 +283,7 @@ class Delivery:
         hinted = self.hints is not None and self.hints.recent()
         probing = lane.refused is not None or lane.down_streak > 0
         limit = 1 if probing else self.hint_batch if hinted else BATCH
+        cutoff.resume()  # a notification's event committed from here on is after this read
         due = await self.store.outbox.due(name, now, limit)
         rows = due.rows
         if probing and rows:
@@ -297,10 +303,11 @@ class Delivery:
         now = self.clock()
         if lane.paused_until > now:
             return lane.paused_until - now
-        if due.full or dead or refused or len(rows) < len(due.rows):
+        if due.full or dead or refused or len(rows) < len(due.rows) or cutoff.interrupted:
             # A dead letter holds nothing back: what it held, and the rest of the batch the sink
             # did not try after it, may be deliverable now. An event the receiver refused
-            # alone has a retry time `due` did not know: read again.
+            # alone has a retry time `due` did not know: read again. So does a notification's
+            # event queued since the read.
             return 0
         return None if due.next_at is None else max(due.next_at - now, 0.001)
 

@@ -391,19 +391,20 @@ def test_main_unit_is_a_watched_notify_service() -> None:
 
 def test_the_shutdown_bound_is_told_as_the_code_makes_it() -> None:
     # The unit said 41 s, README and daemon.py 42 s. In turn: the writes out (30 s at most, then
-    # 1 s for those cut off), the API's answers (the receiver's second meanwhile), the
-    # scheduler's jobs, the other tasks, the outbox.
+    # 1 s for those cut off), the API's answers (the receiver's checks' second meanwhile), the
+    # scheduler's jobs, the other tasks, the outbox, the receiver's last answers.
     worst = (
         WRITES_STOP_MAX_S
         + 1
         + daemon.RECEIVER_STOP_TIMEOUT_S
         + 2 * daemon.JOBS_STOP_TIMEOUT_S
         + daemon.OUTBOX_FLUSH_TIMEOUT_S
+        + daemon.RECEIVER_STOP_TIMEOUT_S
     )
     told = f"{worst:g} s at the worst"
     assert told in (UNIT_DIR / "reconciler.service").read_text()
     assert told in (UNIT_DIR.parent / "README.md").read_text()
-    assert f"outbox 4 s: {worst:g} s, under" in Path(daemon.__file__).read_text()
+    assert f"last answers 1 s: {worst:g} s, under" in Path(daemon.__file__).read_text()
     service = parse_unit(UNIT_DIR / "reconciler.service")["Service"]
     assert float(service["TimeoutStopSec"][0].removesuffix("s")) > worst + 10
 

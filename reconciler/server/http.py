@@ -146,9 +146,15 @@ class Listener:
                 f"{key.partition('.')[0]} cannot listen on {host}:{port}: {why}"
             ) from None
 
+    async def stop_accepting(self) -> None:
+        """Close the listening socket: no connection is taken from now on, while those taken
+        stay open and answered until close()."""
+        for site in list(self._runner.sites):
+            await site.stop()
+
     async def close(self) -> None:
-        """Stop listening; requests in flight get the shutdown timeout to finish, then the
-        app's cleanup runs."""
+        """Stop listening and close every connection: idle ones at once, requests in flight
+        get the shutdown timeout to finish; then the app's cleanup runs."""
         if self._started:
             self._started = False
             await self._runner.cleanup()

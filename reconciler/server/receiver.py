@@ -93,7 +93,11 @@ class _Handler:
             if rejected.status not in (400, 408, 413) and await self.body_is_broken(request):
                 # A body that does not decode is the first thing wrong with the request.
                 rejected = Rejected(400, "bad_body", source=rejected.source)
-            return self.refuse(request, rejected)
+            response = self.refuse(request, rejected)
+            if self.debouncer.refusing:
+                # The daemon is stopping: nothing more will be taken on this connection.
+                response.force_close()
+            return response
         except Exception:
             # A bug, not bad input; the hypothesis test makes sure no input gets here.
             log.error("request.failed", exc_info=True, extra=fields(method=request.method))
@@ -272,6 +276,9 @@ class _Handler:
 
 
 DEBOUNCER = web.AppKey("debouncer", Debouncer)
+# Ends the background checks (they get the app's `checks_stop_timeout_s`, then are cancelled):
+# the stop's first step, while the connections taken stay open; the app's cleanup again.
+CLOSE_CHECKS: web.AppKey[Callable[[], Awaitable[None]]] = web.AppKey("close_checks")
 
 
 def build_app(
@@ -301,11 +308,12 @@ def build_app(
     app[DEBOUNCER] = handler.debouncer
     app.router.add_route("*", "/{tail:.*}", handler.handle, expect_handler=handler.expect)
 
-    async def close_debouncer(_: web.Application) -> None:
+    async def close_checks() -> None:
         cancelled = await handler.debouncer.close(checks_stop_timeout_s)
-        log_cancelled(log, cancelled, handler.hints)
+        log_cancelled(log, cancelled, handler.hints)  # none the second time
 
-    app.on_cleanup.append(close_debouncer)
+    app[CLOSE_CHECKS] = close_checks
+    app.on_cleanup.append(lambda _: close_checks())
     return app
 
 
@@ -329,10 +337,18 @@ class Receiver(Listener):
             pathless_404=True,
         )
 
+    async def stop_accepting(self) -> None:
+        """The stop's first step: refuse notifications (503 `stopping`), take no connection,
+        end the checks under way; the connections taken stay open until close(), so that a
+        notification on one (a kept-alive one, one that had sent half its head) is told 503
+        rather than cut off, which CCV would not tell from a lost answer."""
+        # Refused from the first moment: one answered 202 would have its check cut off, and
+        # CCV does not call again either way; a 503 does not claim it.
+        self._runner.app[DEBOUNCER].refuse()
+        await super().stop_accepting()
+        await self._runner.app[CLOSE_CHECKS]()
+
     async def close(self) -> None:
-        # Refused (503) from the stop's first step: a request the listening socket took just
-        # before it closed was answered 202 while the stop waited for the API, and its check
-        # was then cut off (CCV does not call again either way; a 503 does not claim it).
         self._runner.app[DEBOUNCER].refuse()
         await super().close()
 

@@ -49,8 +49,9 @@ class Sink(Protocol):
         self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
     ) -> list[DeliveryResult]:
         """Deliver events in order; return one result per event, in the same order. A sink
-        that takes time per event starts none once `cutoff` is closed and hands each attempt to
-        `cutoff.attempt`; a sink that writes its batch at once may ignore it."""
+        that takes time per event starts none once `cutoff` is closed (or, after the first,
+        interrupted) and hands each attempt to `cutoff.attempt`; a sink that writes its batch
+        at once may ignore it."""
         ...
 
     async def close(self) -> None:
@@ -80,13 +81,15 @@ class Cutoff:
     its grace ends is cancelled (`ABANDONED`). Cancelling a whole batch instead would lose the
     confirmations it holds, and those events would be sent again. With `record`, it also
     records what a sink sending one event at a time confirmed as the answers come (`confirmed`),
-    so that a crash in mid-batch does not lose them either; `sink` names the sink in its log."""
+    so that a crash in mid-batch does not lose them either; `sink` names the sink in its log.
+    `interrupt` ends only the batch in hand, the same way: an event came that must go first."""
 
     def __init__(
         self, record: Callable[[list[int]], Awaitable[None]] | None = None, *, sink: str
     ) -> None:
         self.sink = sink
         self.closed = False
+        self.interrupted = False  # the batch in hand starts no more events; `resume` for the next
         self._abandoning = False
         self._running: set[asyncio.Future[DeliveryResult]] = set()
         self._timers: list[asyncio.TimerHandle] = []
@@ -103,6 +106,17 @@ class Cutoff:
         self.closed = True
         if grace_s is not None:
             self._later(grace_s, self._abandon)
+
+    def interrupt(self) -> None:
+        """End the batch in hand after the attempt under way (its first, at least), leaving
+        the rest pending, untouched: a notification's event was queued after the batch was read,
+        and the lane's next read hands it first."""
+        self.interrupted = True
+
+    def resume(self) -> None:
+        """Let the next batch run whole (called before its read: an interruption after the
+        read began is for the batch it reads)."""
+        self.interrupted = False
 
     def close_in(self, delay_s: float, grace_s: float | None) -> None:
         """`close(grace_s)` after `delay_s`."""
@@ -219,12 +233,18 @@ async def deliver_in_order(
     waits (its later events are not attempted: a sink gets an order's events in order), and
     the next event of another order tells whether the receiver is down (`looks_down`): refused
     too, the rest are not attempted; taken, the refusal was that event's own (a payload the
-    receiver rejects) and the others go on. Nothing is attempted once `cutoff` is closed."""
+    receiver rejects) and the others go on. Nothing is attempted once `cutoff` is closed, nor
+    once it is interrupted but the first event: each batch delivers something, so that a stream
+    of notifications, each interrupting the batch read before it, cannot stop a lane."""
     results: list[DeliveryResult] = []
     held: set[str] = set()  # orders with a refused event in this batch
     down, refused = False, None
     for event in events:
-        if down or event.order_id in held or (cutoff is not None and cutoff.closed):
+        if (
+            down
+            or event.order_id in held
+            or (cutoff is not None and (cutoff.closed or (cutoff.interrupted and bool(results))))
+        ):
             results.append(NOT_ATTEMPTED)
             continue
         try:

@@ -1,5 +1,5 @@
 """What a failed delivery becomes: a retry at its time (`retry_min`, doubling with jitter, at
-least a Retry-After), or a dead letter once the event reached `max_age`.
+most `retry_max`, at least a Retry-After), or a dead letter once the event reached `max_age`.
 
 `max_age` counts from the event's creation, or from its replay when `replay` queued it again,
 so that a replayed event gets its retries like a new one.
@@ -46,8 +46,10 @@ def plan(
     dead = 0
     resume_at = 0.0
     for row, res in failed:
-        delay = cfg.retry_min_s * 2 ** min(row.attempts, 30)
-        delay = min(delay, cfg.retry_max_s) * (1 + 0.25 * rng.random())
+        delay = cfg.retry_min_s * 2 ** min(row.attempts, 30) * (1 + 0.25 * rng.random())
+        # Capped after the jitter: `retry_max` is the longest wait the config promises (the
+        # jitter after the cap made an 8 s one up to 10 s). Only a Retry-After waits longer.
+        delay = min(delay, cfg.retry_max_s)
         if res.retry_after_s is not None:
             delay = max(delay, res.retry_after_s)
         delay = max(delay, cfg.retry_min_s)

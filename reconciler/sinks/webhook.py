@@ -146,4 +146,8 @@ class WebhookSink:
         if status == 410:
             return SinkGone("http 410")
         delay = parse_retry_after(retry_after, datetime.now(timezone.utc))
+        if 300 <= status < 400:
+            # Never followed: the signed event and its secret's signature must not go wherever a
+            # Location points. Said in the reason, as a 302 alone reads like the receiver's fault.
+            return RetryLater(f"http {status} (redirect not followed)", delay)
         return RetryLater(f"http {status}", delay)
