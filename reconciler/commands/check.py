@@ -29,14 +29,23 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
     _check_store(config)
     _check_sinks(config)
     accounts = [f"ccv/{c.name}" for c in config.ccv] + [f"ccnow/{c.name}" for c in config.ccnow]
-    print(f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})")
+    summary = (
+        f"config ok: {config.file} (accounts: {', '.join(accounts)}; store: {config.store_path})"
+    )
+    if not args.online:
+        print(summary)
     warn_readable_secrets(config.secret_files)
     warn_same_accounts(config)
     warn_short_retention(config)
     await _warn_unconfigured(config)
     if not args.online:
         return EX_OK
-    return await check_online(config)
+    worst = await check_online(config)
+    # After the accounts' answers, and only when none refused the credentials: a config
+    # whose credentials are refused is not ok (78), whatever stdout said before.
+    if worst != EX_CONFIG:
+        print(summary)
+    return worst
 
 
 def _check_store(config: Config) -> None:

@@ -23,7 +23,7 @@ from ..events import Event
 from .build import check_sqlite
 from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
-from .files import WriterLock, check_file, create_private, make_parents, store_exists
+from .files import WriterLock, check_file, create_private, store_exists, warn_readable
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, begin, follow, open_history
 from .migrations import give_orders_a_rowid, migrate, outdated
@@ -92,7 +92,6 @@ class Store:
             conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         else:
             try:
-                make_parents(path)
                 create_private(path)
                 check_file(path, os.R_OK | os.W_OK)
             except OSError as exc:
@@ -109,7 +108,6 @@ class Store:
                     f"{why_upgrade}; starting the daemon or `reconciler catch-up` upgrades it"
                 )
             if not readonly:
-                os.chmod(path, 0o600)
                 check_sqlite()
                 # Takes effect only before the first table: a new store then gives the space
                 # that pruning frees back to the file system (space.py converts older
@@ -120,6 +118,7 @@ class Store:
                 await conn.execute("PRAGMA foreign_keys = ON")
                 if why_upgrade:
                     await _upgrade(conn, path, version, why_upgrade, locked=locked)
+                warn_readable(path)  # the file's mode is the operator's (create_private)
             store_id = await _store_id(conn, create=not readonly)
             history, epoch = (None, None) if readonly else await open_history(conn, path, store_id)
         except sqlite3.Error as exc:

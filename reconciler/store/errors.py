@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,12 @@ def unusable_error(path: Path, exc: sqlite3.Error) -> StoreError:
         return StoreLocked(f"database {path} is busy: another process is writing it")
     if kind_of(exc, path) == "full":
         return StoreFull(f"cannot use database {path}: the disk is full ({exc})")
+    if "readonly" in str(exc) and not os.access(path.parent, os.W_OK | os.X_OK):
+        # SQLite's words alone point at the file, which may well be writable.
+        return StoreError(
+            f"cannot use database {path}: {exc} (this user may not write its directory "
+            f"{path.parent}, where SQLite makes {path.name}-wal and {path.name}-shm)"
+        )
     return StoreError(f"cannot use database {path}: {exc}")
 
 

@@ -6,18 +6,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import sqlite3
+import stat
 import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from ..logs import fields
 from ..paths import DATABASE, HISTORY, LOCK, SHM, WAL, beside
 from .errors import WriterLockHeld, file_error
 
 T = TypeVar("T")
+
+log = logging.getLogger("reconciler.store")
 
 
 def made_by_a_demo(path: Path) -> bool:
@@ -79,7 +84,7 @@ class WriterLock:
         """Take the lock or raise WriterLockHeld at once; never waits."""
         try:
             make_parents(self.path)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_beside(self.path, self.db_path)
         except OSError as exc:
             raise file_error(f"cannot create lock file {self.path}", self.db_path, exc) from None
         try:
@@ -191,7 +196,43 @@ def make_parents(path: Path, *, mode: int = 0o700) -> None:
 
 
 def create_private(path: Path) -> None:
-    """Create the database file unless it exists, never world-readable, not even for a moment
-    (an existing one is not opened: see `check_file`)."""
+    """Create the database file and its directories unless they exist, for this user alone,
+    not readable by others even for a moment. An existing file keeps the mode its operator gave
+    it (a group shared with the service's user, a backup group's read): it is not opened (see
+    `check_file`) nor changed (`warn_readable`)."""
+    make_parents(path)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def warn_readable(path: Path) -> None:
+    """Say so when any user may read the database file (orders, references, the provider's
+    answers), once per writer's open: its mode is the operator's to change."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & stat.S_IROTH:
+        log.warning("store.world_readable", extra=fields(path=str(path), mode=f"{mode:04o}"))
+
+
+def open_beside(path: Path, db_path: Path) -> int:
+    """Open a file of the store beside its database for reading and writing, creating it as
+    SQLite creates the -wal and -shm files: of the database file's mode whatever the umask and,
+    made by root, of its owner and group (a root's run must leave no file the service's user
+    cannot write), or for this user alone before the database exists."""
+    try:
+        db = os.stat(db_path)
+    except FileNotFoundError:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    mode = stat.S_IMODE(db.st_mode) & 0o666
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode & 0o600)
+    except FileExistsError:
+        return os.open(path, os.O_RDWR)
+    try:
+        # The mode first: root without CAP_FOWNER may change it only while the file is its own.
+        os.fchmod(fd, mode)
+        if os.geteuid() == 0:
+            os.fchown(fd, db.st_uid, db.st_gid)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

@@ -45,6 +45,7 @@ import aiosqlite
 
 from ..logs import fields
 from ..paths import HISTORY, beside
+from .files import open_beside
 from .oneshot import run_at_once
 from .sql import Statement, on_thread
 
@@ -63,8 +64,9 @@ class HistoryMark:
     """The mark beside one store: its id, the epoch its ids are made in and the highest event
     seq it committed."""
 
-    def __init__(self, fd: int, store_id: str, epoch: str | None, seq: int) -> None:
+    def __init__(self, fd: int, path: Path, store_id: str, epoch: str | None, seq: int) -> None:
         self._fd: int | None = fd
+        self._path = path
         self._store_id = store_id
         self._epoch = epoch
         self.seq = seq
@@ -93,7 +95,7 @@ class HistoryMark:
         try:
             os.pwrite(self._fd, line.encode(), 0)
         except OSError as exc:
-            log.warning("store.history_mark_failed", extra=fields(error=exc.strerror))
+            _mark_failed(self._path, exc)
             self.close()
 
     def close(self) -> None:
@@ -131,6 +133,25 @@ def _mark_parts(raw: bytes) -> list[str]:
     return parts if readable else []
 
 
+def _why_unread(raw: bytes) -> str:
+    """Say why a mark holds nothing for this store."""
+    if not raw.strip(b"\0 \n"):
+        return "missing"
+    return "another store's" if _mark_parts(raw) else "unreadable"
+
+
+def _mark_failed(path: Path, exc: OSError) -> None:
+    log.warning(
+        "store.history_mark_failed",
+        extra=fields(
+            path=str(path),
+            error=exc.strerror,
+            hint="not kept by this process: a restore of the database goes unseen; let its "
+            "user create and write this file",
+        ),
+    )
+
+
 def _marked_seq(raw: bytes) -> int:
     """Return the highest seq a mark says was committed at this path, whatever store's."""
     parts = _mark_parts(raw)
@@ -153,10 +174,10 @@ async def open_history(
     a new one when the database holds fewer events than the mark says it committed, or its
     epoch is not the mark's."""
     try:
-        fd = os.open(beside(path, HISTORY), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_beside(beside(path, HISTORY), path)
     except OSError as exc:
         # Ids are then as they were before marks: a rewind goes unseen, nothing else changes.
-        log.warning("store.history_mark_failed", extra=fields(error=exc.strerror))
+        _mark_failed(beside(path, HISTORY), exc)
         return None, await _epoch(conn)
     # The mark first, the database after: a mark is written after its commit, so another
     # process committing meanwhile can never make the mark look ahead of the database (a new
@@ -176,7 +197,7 @@ async def open_history(
         if again is not None and again.epoch_known and again.epoch == epoch:
             marked, why = again, None
     if marked is not None and why is not None:
-        mark = HistoryMark(fd, store_id, None, 0)
+        mark = HistoryMark(fd, beside(path, HISTORY), store_id, None, 0)
         epoch = await _new_epoch(conn, epoch, _marked_seq(raw), mark)
         log.warning(
             "store.history_rewound",
@@ -195,12 +216,23 @@ async def open_history(
     last = stored
     if _marked_seq(raw) > stored:
         last = await _raise_floor(conn, _marked_seq(raw))
+    if marked is None and stored:
+        # What the mark was for, a restore since, goes unseen: the operator should know.
+        log.warning(
+            "store.history_rebuilt",
+            extra=fields(
+                path=str(beside(path, HISTORY)),
+                events=stored,
+                reason=_why_unread(raw),
+                hint="a restore of the database before now goes unseen",
+            ),
+        )
     if marked is None or not marked.epoch_known:
         # The database's own count and epoch from now on.
-        mark = HistoryMark(fd, store_id, epoch, last)
+        mark = HistoryMark(fd, beside(path, HISTORY), store_id, epoch, last)
         mark._write(last)
     else:
-        mark = HistoryMark(fd, store_id, epoch, min(marked.seq, last))
+        mark = HistoryMark(fd, beside(path, HISTORY), store_id, epoch, min(marked.seq, last))
     return mark, epoch
 
 
