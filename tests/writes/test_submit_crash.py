@@ -322,6 +322,39 @@ async def test_a_submit_killed_while_ccv_answers_has_named_the_reference_it_made
     assert json.loads(named)["external_reference"] == fake.submits[0]["externalReference"]
 
 
+async def _held_submit(
+    tmp_path: Path, fake: FakeCCVWrites, reference: str
+) -> tuple[asyncio.subprocess.Process, asyncio.Event]:
+    """Start `reconciler ccv submit` against `fake`, which holds its answer until the test sets
+    the event returned."""
+    fake.submit_hold = hold = asyncio.Event()
+    cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
+    # CCV holds its answer until the command says it is stopping: on a loaded machine that
+    # took longer than the usual 2 s timeout, which then ended the submit first.
+    cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "30s"', 1))
+    body = tmp_path / "order.json"
+    body.write_text(json.dumps(submit_body(externalReference=reference)))
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "reconciler", "--config", str(cfg)),
+        *("ccv", "submit", str(body)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(),
+    )
+    return proc, hold
+
+
+async def _stderr_until(proc: asyncio.subprocess.Process, marker: bytes) -> bytes:
+    """Read a command's stderr up to the line holding `marker`; return what was read."""
+    assert proc.stderr is not None
+    err = b""
+    while marker not in err:
+        line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert line, err.decode()
+        err += line
+    return err
+
+
 # Ctrl-C (exit 130), and SIGTERM (a script's `timeout`, a supervisor's stop), after which the
 # process ends as SIGTERM ends it.
 @pytest.mark.parametrize(("stop", "returncode"), [(signal.SIGINT, 130), (signal.SIGTERM, -15)])
@@ -333,30 +366,13 @@ async def test_ctrl_c_while_ccv_answers_lets_the_submit_end_and_records_its_answ
     # retrieved" with a traceback. SIGTERM killed the command at once: `sending`, then
     # uncertain at the next writer's start.
     async with FakeCCVWrites() as fake:
-        fake.submit_hold = asyncio.Event()
-        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
-        # CCV holds its answer until the command says it is stopping: on a loaded machine that
-        # took longer than the usual 2 s timeout, which then ended the submit first.
-        cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "30s"', 1))
-        body = tmp_path / "order.json"
-        body.write_text(json.dumps(submit_body(externalReference="ctrl-c-1")))
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "reconciler", "--config", str(cfg)),
-            *("ccv", "submit", str(body)),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=cli_env(),
-        )
+        proc, hold = await _held_submit(tmp_path, fake, "ctrl-c-1")
         assert proc.stderr is not None
         await poll_until(lambda: len(fake.submits) == 1, 60, "the submit at CCV")
         proc.send_signal(stop)
-        err = b""
-        while b"daemon.writes_in_flight" not in err:
-            line = await asyncio.wait_for(proc.stderr.readline(), 10)
-            assert line, err.decode()
-            err += line
-        fake.submit_hold.set()  # CCV answers once the command is stopping
-        rest = await asyncio.wait_for(proc.stderr.read(), 15)
+        err = await _stderr_until(proc, b"daemon.writes_in_flight")
+        hold.set()  # CCV answers once the command is stopping
+        rest = await asyncio.wait_for(proc.stderr.read(), 60)
         assert await proc.wait() == returncode
     stderr = (err + rest).decode()
     assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
@@ -371,32 +387,18 @@ async def test_a_second_ctrl_c_while_the_submit_ends_stops_it_at_once(
     # command's task then ended, in asyncio.run's last clean-up, with the first Ctrl-C's own
     # exception: "unhandled exception during asyncio.run() shutdown" and a traceback.
     async with FakeCCVWrites() as fake:
-        fake.submit_hold = asyncio.Event()
-        cfg = write_config(tmp_path, ccv=fake, extra=api_toml(free_port()))
-        cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "30s"', 1))
-        body = tmp_path / "order.json"
-        body.write_text(json.dumps(submit_body(externalReference="ctrl-c-2")))
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "reconciler", "--config", str(cfg)),
-            *("ccv", "submit", str(body)),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=cli_env(),
-        )
+        proc, hold = await _held_submit(tmp_path, fake, "ctrl-c-2")
         assert proc.stderr is not None
         try:
-            await poll_until(lambda: len(fake.submits) == 1, 10, "the submit at CCV")
+            await poll_until(lambda: len(fake.submits) == 1, 60, "the submit at CCV")
             proc.send_signal(signal.SIGINT)
-            err = b""
-            while b"daemon.writes_in_flight" not in err:  # the first one is being taken
-                line = await asyncio.wait_for(proc.stderr.readline(), 10)
-                assert line, err.decode()
-                err += line
+            # the first one is being taken
+            err = await _stderr_until(proc, b"daemon.writes_in_flight")
             proc.send_signal(signal.SIGINT)  # CCV still holds its answer
-            rest = await asyncio.wait_for(proc.stderr.read(), 15)
+            rest = await asyncio.wait_for(proc.stderr.read(), 60)
             assert await proc.wait() == 130
         finally:
-            fake.submit_hold.set()
+            hold.set()
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
