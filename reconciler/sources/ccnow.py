@@ -34,6 +34,7 @@ from reconciler.sources.ccnow_answer import (
 )
 from reconciler.sources.ccnow_batches import Probe, UnreadableAnswer
 from reconciler.sources.ccnow_cut import (
+    ListCuts,
     drop_line,
     read_complete,
     read_last_line,
@@ -236,7 +237,7 @@ class CCNowClient:
                 retry=self._config.retry,
                 max_body=MAX_BODY_BYTES,
                 log=log,
-                complete=partial(read_complete, query=bool(order_ids)),
+                complete=partial(read_complete, query=True) if order_ids else ListCuts(),
                 halt=self._halt,
                 long_wait_ends=self._long_wait_ends,
             )
