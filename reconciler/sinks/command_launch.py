@@ -14,6 +14,7 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
@@ -190,9 +191,10 @@ class Launcher:
                 os.close(fd)
             raise
         try:
-            await asyncio.wait_for(asyncio.shield(ended), deadline - loop.time())
-        except asyncio.TimeoutError:
-            pass
+            # `wait`, not `wait_for`: on Python 3.10 and 3.11 wait_for returns the result of a
+            # future that ends in the step it is cancelled, and the cancellation (the stop's
+            # cutoff) was lost: the delivery went on with its program for all its `timeout`.
+            await asyncio.wait((ended,), timeout=max(deadline - loop.time(), 0.0))
         except asyncio.CancelledError:
             if isinstance(outcome := start.take(), subprocess.Popen):
                 await stop(outcome)
@@ -205,6 +207,13 @@ class Launcher:
         return outcome
 
 
+# Python before 3.11.6 (3.10 among them) starts a program with vfork() and holds the GIL until
+# the child's exec ends (CPython gh-104372): an exec that hangs froze every thread, the event
+# loop's with it, start thread or not. Giving the child a group id (our own: nothing changes)
+# makes it fork() instead, whose parent waits for the exec without the GIL.
+_VFORK_HOLDS_GIL = sys.version_info < (3, 11, 6)
+
+
 def _popen(
     argv: Sequence[str], env: Mapping[str, str], stdin: int, stderr: int
 ) -> subprocess.Popen[bytes]:
@@ -215,6 +224,7 @@ def _popen(
         stderr=stderr,
         env=env,
         start_new_session=True,
+        group=os.getegid() if _VFORK_HOLDS_GIL else None,
     )
 
 
