@@ -125,7 +125,7 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
     fake_ccnow.hold = asyncio.Event()
     async with daemon_here(cfg, _ENV) as run, aiohttp.ClientSession() as http:
         await poll_until(
-            lambda: len(fake_ccv.requests) == 1 and fake_ccnow.requests, 10, "the CCV probe"
+            lambda: len(fake_ccv.requests) == 1 and fake_ccnow.requests, 60, "the CCV probe"
         )
 
         def proved() -> bool:  # the probe's answer recorded, beside the pass
