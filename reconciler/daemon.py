@@ -12,8 +12,8 @@ what an operator is shown (the unit does not restart on 74).
 Stop (SIGTERM/SIGINT/SIGHUP): STOPPING=1, stop new work (no job starts, no write is sent, both
 listeners stop accepting at once; notification checks under way get a second to end, writes
 sent to a provider their timeout: writes/in_flight.py), cancel running jobs (a batch is
-committed or rolled back, never half), flush the outbox within a bound, close the receiver's
-connections (answering 503 until then) and everything else in reverse order, exit 0.
+committed or rolled back, never half), flush the outbox within a bound, close both listeners'
+connections (answering 503 `stopping` until then) and everything else in reverse order, exit 0.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ TICKS = Ticks()
 
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
-# Shutdown bounds. At the worst, all in turn: the writes sent to a provider their longest
-# timeout + 2 s, at most 30 s, and 1 s for those cut then to end (in_flight.py), the API's 1 s
-# (the receiver's checks' 1 s meanwhile), jobs and tasks 3 s each, the outbox 4 s, the
-# receiver's last answers 1 s: 43 s, under the unit's TimeoutStopSec=60s.
+# Shutdown bounds. At the worst: the writes sent to a provider their longest timeout + 2 s, at
+# most 30 s, and 1 s for those cut then to end (in_flight.py), counted from the stop's start
+# (the receiver's checks' 1 s and the jobs' 3 s meanwhile), tasks 3 s, the outbox 4 s, both
+# listeners' last answers 1 s: 39 s, under the unit's TimeoutStopSec=60s.
 RECEIVER_STOP_TIMEOUT_S = 1.0
 NOTIFICATION_CHECKS_STOP_TIMEOUT_S = 1.0  # checks under way may end; CCV does not call again
 JOBS_STOP_TIMEOUT_S = 3.0
@@ -178,8 +178,8 @@ class Daemon:
             cancelled = await self._stop_work(delivering)
         finally:
             # Last: connections taken before the stop answer 503 until now, not cut off unanswered.
-            if self.receiver is not None:
-                await self.receiver.close()
+            listeners = [x for x in (self.api, self.receiver) if x is not None]
+            await asyncio.gather(*(x.close() for x in listeners))
         if self.api_reader is not None:
             await self.api_reader.close()
         try:
@@ -195,13 +195,11 @@ class Daemon:
 
     async def _stop_work(self, delivering: asyncio.Future[None]) -> int:
         cancelled = 0  # jobs and tasks
-        stopping = [self.api.close()] if self.api is not None else []
-        if self.receiver is not None:
-            stopping.append(self.receiver.stop_accepting())
-        await asyncio.gather(*stopping)
+        listeners = [x for x in (self.api, self.receiver) if x is not None]
+        await asyncio.gather(*(x.stop_accepting() for x in listeners))
         if self.scheduler is not None:
             cancelled += await self.scheduler.shutdown(JOBS_STOP_TIMEOUT_S)
-        await self.writes.wait()  # a job's, cancelled above; the API's closing waited for its own
+        await self.writes.wait()  # a job's (cancelled above), the API's (its caller then answered)
         for task in list(self._tasks):
             task.cancel()
             cancelled += 1
@@ -332,8 +330,9 @@ class Daemon:
             body_timeout_s=self.api_limits.header_timeout_s,
         )
         app = build_api(api, deps)
-        # Run once the API stopped accepting, before its requests' 1 s to answer: a caller whose
-        # write was sent gets the provider's answer.
+        # Run as the API closes, before its requests' 1 s to answer: a caller whose write was
+        # sent gets the provider's answer (the stop waited for the writes already, unless one of
+        # its steps before that wait failed).
         app.on_shutdown.append(lambda _: self.writes.wait())
         self.api = ApiListener(app, self.api_limits, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S)
         await self.api.start_as(

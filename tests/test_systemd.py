@@ -391,13 +391,14 @@ def test_main_unit_is_a_watched_notify_service() -> None:
 
 def test_the_shutdown_bound_is_told_as_the_code_makes_it() -> None:
     # The unit said 41 s, README and daemon.py 42 s. In turn: the writes out (30 s at most, then
-    # 1 s for those cut off), the API's answers (the receiver's checks' second meanwhile), the
-    # scheduler's jobs, the other tasks, the outbox, the receiver's last answers.
+    # 1 s for those cut off, from the stop's start: the receiver's checks' second and the
+    # scheduler's jobs meanwhile), the other tasks, the outbox, both listeners' last answers.
     worst = (
-        WRITES_STOP_MAX_S
-        + 1
-        + daemon.RECEIVER_STOP_TIMEOUT_S
-        + 2 * daemon.JOBS_STOP_TIMEOUT_S
+        max(
+            WRITES_STOP_MAX_S + 1,
+            daemon.NOTIFICATION_CHECKS_STOP_TIMEOUT_S + daemon.JOBS_STOP_TIMEOUT_S,
+        )
+        + daemon.JOBS_STOP_TIMEOUT_S
         + daemon.OUTBOX_FLUSH_TIMEOUT_S
         + daemon.RECEIVER_STOP_TIMEOUT_S
     )

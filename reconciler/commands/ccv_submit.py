@@ -26,10 +26,12 @@ from ..store.submissions import State
 from ..writes.ccv_http import masked_answer
 from ..writes.daemon_api import (
     authorization,
+    daemon_stopping,
     held_elsewhere,
     nobody_listens,
     post_to_api,
     refused,
+    stopping_said,
     token_refused,
 )
 from ..writes.submit_body import BadSubmission, new_reference
@@ -257,6 +259,8 @@ async def _through_api(
         # other answer without one (a 5xx of the daemon's) says nothing of what CCV got.
         if 400 <= status < 500:
             return _api_refused(status, body, api, secrets)
+        if daemon_stopping(status, _json_or_none(body)):
+            return stopping_said()
         why = RuntimeError(f"its HTTP {status}")
         return _no_answer(why, wait_s, sent_ref, option, given=given)
     own = headers.get(OWN_HEADER)
@@ -305,6 +309,14 @@ def _no_answer(
         logging.WARNING,
     )
     return EX_TEMPFAIL
+
+
+def _json_or_none(body: bytes) -> object:
+    """Return the JSON a body holds, or None."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def _api_refused(status: int, body: bytes, api: ApiConfig, secrets: list[str]) -> int:

@@ -22,6 +22,7 @@ from .api_requests import ApiDeps, BadRequest, Refresh, expect_screen, guard
 from .api_writes import PRICING_PATH, Writes
 from .connections import ConnectionLimits
 from .http import EXPECT_SCREEN, Listener
+from .stopping import STOPPING, Stopping
 
 __all__ = [
     "API_LIMITS",
@@ -46,10 +47,15 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     """Return the integration API app."""
     orders = Orders(config, deps)
     writes = Writes(config, deps)
+    stopping = Stopping()
+    # The stop's first moment: a refresh under way answers the stored state at once.
+    stopping.on_begin(orders.stop)
     # The body limit is enforced by `json_body` itself (413 in JSON); aiohttp's own limit is
     # only a backstop.
     app = web.Application(
-        middlewares=[guard(config.token.reveal, deps.secrets_search, deps.store.unusable)],
+        middlewares=[
+            guard(config.token.reveal, deps.secrets_search, deps.store.unusable, stopping)
+        ],
         client_max_size=config.max_body_bytes + 1,
     )
     app.router.add_post("/api/v1/orders", orders.track)
@@ -68,24 +74,23 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     app.router.add_get(
         "/api/v1/ccnow/actions/{id:(?!resolve$)[^/]+}", writes.ccnow_action, allow_head=False
     )
-    app[EXPECT_SCREEN] = expect_screen(config.token.reveal, config.max_body_bytes, app.router)
+    app[EXPECT_SCREEN] = expect_screen(
+        config.token.reveal, config.max_body_bytes, app.router, stopping
+    )
+    app[STOPPING] = stopping
 
     async def close(_: web.Application) -> None:
         await orders.close()
 
-    async def stop(_: web.Application) -> None:
-        orders.stop()
-
-    # First of the shutdown's steps: the refreshes answer within the stop's grace second.
-    app.on_shutdown.append(stop)
     app.on_cleanup.append(close)
     return app
 
 
 class ApiListener(Listener):
     """Serve the API app on one address until close(); requests in flight get the shutdown
-    timeout to finish. Bounded like the receiver: fixed error pages, quiet junk, a header
-    timeout, a cap."""
+    timeout to finish. Bounded and stopped like the receiver: fixed error pages, quiet junk, a
+    header timeout, a cap; from stop_accepting() on, a request on a connection taken before
+    is answered 503 `stopping` (after its token is checked) until close()."""
 
     def __init__(
         self,

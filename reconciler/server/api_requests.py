@@ -35,6 +35,7 @@ from ..writes.submit import Submitter
 from ..writes.submit_body import BadSubmission
 from .connections import HEADER_TIMEOUT_S, ExpectScreen
 from .http import BodyTooSlow, json_error, read_body
+from .stopping import Stopping, stopping_answer
 
 log = logging.getLogger("reconciler.api")
 
@@ -152,14 +153,19 @@ def body_too_large(limit: int) -> web.Response:
     return BadRequest(413, f"body larger than {limit} bytes", "$").response()
 
 
-def expect_screen(token: Callable[[], str], limit: int, router: web.UrlDispatcher) -> ExpectScreen:
+def expect_screen(
+    token: Callable[[], str], limit: int, router: web.UrlDispatcher, stopping: Stopping
+) -> ExpectScreen:
     """Return the screen that answers `Expect: 100-continue` with the refusal the request
-    would get (401, 417, 413, 404, 405) instead of inviting a body that would not be read."""
+    would get (401, 503 once the stop began, 417, 413, 404, 405) instead of inviting a body
+    that would not be read."""
 
     async def screen(request: web.Request) -> web.StreamResponse | None:
         if request.version < HttpVersion11:
             return None  # HTTP/1.0 has no 100 Continue: the expectation is ignored (RFC 9110)
         refusal = unauthorized(request, token)
+        if refusal is None:
+            refusal = refused_by_stop(request, stopping)
         if refusal is not None:
             return refusal
         if request.headers.get("Expect", "").lower() != "100-continue":
@@ -172,19 +178,33 @@ def expect_screen(token: Callable[[], str], limit: int, router: web.UrlDispatche
     return screen
 
 
+def refused_by_stop(request: web.Request, stopping: Stopping | None) -> web.Response | None:
+    """Return the 503 of a request that came once the stop began (nothing is done for it, on a
+    connection taken before the stop: stopping.py), or None before."""
+    if stopping is None or not stopping.began:
+        return None
+    log.info("api.refused", extra=fields(reason="stopping", method=request.method))
+    return stopping_answer()
+
+
 def guard(
     token: Callable[[], str],
     secrets: SecretForms | None = None,
     unusable: Callable[[sqlite3.Error], StoreError] | None = None,
+    stopping: Stopping | None = None,
 ) -> Middleware:
-    """Return the middleware that refuses a request without the token before anything else
-    and turns errors into JSON; a refusal that would echo one of `secrets` echoes nothing.
-    `unusable` records an SQLite error that says the database cannot be used (Store.unusable)
-    where a statement of its own met it, outside the store's guarded methods."""
+    """Return the middleware that refuses a request without the token before anything else,
+    then every request once `stopping` began, and turns errors into JSON; a refusal that would
+    echo one of `secrets` echoes nothing. `unusable` records an SQLite error that says the
+    database cannot be used (Store.unusable) where a statement of its own met it, outside the
+    store's guarded methods."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The token first, as ever: a caller without it is told nothing, the stop included.
         refusal = unauthorized(request, token)
+        if refusal is None:
+            refusal = refused_by_stop(request, stopping)
         if refusal is not None:
             return refusal
         try:

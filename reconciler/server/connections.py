@@ -27,6 +27,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ..config import ReceiverConfig
 from ..logs import fields
+from .stopping import Stopping
 
 log = logging.getLogger("reconciler.server.http")
 
@@ -190,6 +191,9 @@ class _Protocol(RequestHandler):
         if not resp.prepared:
             # Every answer, the app's, a refusal before its router and a fixed page alike.
             resp.headers[hdrs.SERVER] = SERVER_NAME
+        if self.owner.stopping.began:
+            # Nothing more is taken on it (stopping.py); closed, its client sees the stop at once.
+            resp.force_close()
         unread = not request.content.is_eof()
         if unread:
             resp.force_close()  # says `Connection: close`
@@ -230,6 +234,7 @@ class _BoundedServer(web.Server):
         self.max_connections = int(kwargs.pop("max_connections"))
         self.pathless_404 = bool(kwargs.pop("pathless_404"))
         self.expect_screen: ExpectScreen | None = kwargs.pop("expect_screen")
+        self.stopping: Stopping = kwargs.pop("stopping")
         super().__init__(self._tracked(handler), **kwargs)
         self._open: weakref.WeakSet[_Protocol] = weakref.WeakSet()
         self._full = RateLimit(CAPACITY_LOG_INTERVAL_S)
@@ -307,6 +312,7 @@ class BoundedRunner(web.AppRunner):
         limits: ConnectionLimits,
         *,
         name: str,
+        stopping: Stopping,
         pathless_404: bool = False,
         expect_screen: ExpectScreen | None = None,
         **kwargs: Any,
@@ -328,6 +334,7 @@ class BoundedRunner(web.AppRunner):
         self.pathless_404 = pathless_404
         self.name = name  # of the listener, in its `at_capacity` warning
         self.expect_screen = expect_screen
+        self.stopping = stopping  # the listener's stop: every answer after it closes
 
     async def _make_server(self) -> web.Server:
         # aiohttp has no public hook for the protocol factory: take the server the app makes
@@ -342,5 +349,6 @@ class BoundedRunner(web.AppRunner):
             max_connections=self.max_connections,
             pathless_404=self.pathless_404,
             expect_screen=self.expect_screen,
+            stopping=self.stopping,
             **self._kwargs,
         )

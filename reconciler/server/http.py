@@ -18,6 +18,7 @@ from ..exits import TempFailure
 from ..logs import fields
 from ..sources.codings import BodyTooLarge, BodyUnreadable, codings_of, decoded
 from .connections import BoundedRunner, ConnectionLimits, ExpectScreen
+from .stopping import STOPPING, Stopping
 
 # An app's screen of `Expect: 100-continue` requests, run before its routes (see ExpectScreen):
 # aiohttp answers `100 Continue` for a path no route takes before any middleware runs.
@@ -78,7 +79,7 @@ async def read_body(request: web.Request, limit: int, *, timeout_s: float | None
 class Listener:
     """Serve one app on one address within `limits` until close(), logging `<name>.listening`;
     no access log, since one line per junk request (receiver) or per call (API) would flood the
-    journal."""
+    journal. Stopped in two steps (stopping.py): stop_accepting(), then close()."""
 
     def __init__(
         self,
@@ -90,10 +91,14 @@ class Listener:
         shutdown_timeout_s: float = 5.0,
         pathless_404: bool = False,
     ) -> None:
+        if STOPPING not in app:
+            app[STOPPING] = Stopping()  # an app that does not read it: its answers close alone
+        self.stopping = app[STOPPING]
         self._runner = BoundedRunner(
             app,
             limits,
             name=name,
+            stopping=self.stopping,
             pathless_404=pathless_404,
             expect_screen=app.get(EXPECT_SCREEN),
             access_log=None,
@@ -147,14 +152,17 @@ class Listener:
             ) from None
 
     async def stop_accepting(self) -> None:
-        """Close the listening socket: no connection is taken from now on, while those taken
-        stay open and answered until close()."""
+        """The stop's first step: begin the app's stop (a request from now on is answered as
+        the app says, `stopping`, and closes its connection) and close the listening socket:
+        no connection is taken from now on, while those taken stay open until close()."""
+        self.stopping.begin()
         for site in list(self._runner.sites):
             await site.stop()
 
     async def close(self) -> None:
         """Stop listening and close every connection: idle ones at once, requests in flight
         get the shutdown timeout to finish; then the app's cleanup runs."""
+        self.stopping.begin()
         if self._started:
             self._started = False
             await self._runner.cleanup()

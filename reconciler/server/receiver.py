@@ -30,6 +30,7 @@ from .http import BodyTooSlow, Listener, json_error, read_at_most, read_body
 from .notification_request import extract_ccnow_ids
 from .refusals import RefusalLog
 from .screen import CCNowCall, CCVCall, Rejected, Screen
+from .stopping import STOPPING, Stopping, stopping_answer
 
 log = logging.getLogger("reconciler.server")
 
@@ -74,6 +75,7 @@ class _Handler:
         ccnow_tokens: Mapping[str, Secret | None],
         metrics: Metrics,
         clock: Callable[[], float],
+        stopping: Stopping,
     ) -> None:
         self.receiver = receiver
         self.hub = hub
@@ -83,6 +85,7 @@ class _Handler:
         self.debouncer = Debouncer(receiver.debounce_s)
         self.hints: dict[str, dict[str, None]] = {}  # CCNow account -> ids for the next poll
         self.refusals = RefusalLog(log)
+        self.stopping = stopping
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Answer one request; bad input becomes a small JSON 4xx."""
@@ -93,11 +96,7 @@ class _Handler:
             if rejected.status not in (400, 408, 413) and await self.body_is_broken(request):
                 # A body that does not decode is the first thing wrong with the request.
                 rejected = Rejected(400, "bad_body", source=rejected.source)
-            response = self.refuse(request, rejected)
-            if self.debouncer.refusing:
-                # The daemon is stopping: nothing more will be taken on this connection.
-                response.force_close()
-            return response
+            return self.refuse(request, rejected)
         except Exception:
             # A bug, not bad input; the hypothesis test makes sure no input gets here.
             log.error("request.failed", exc_info=True, extra=fields(method=request.method))
@@ -253,6 +252,9 @@ class _Handler:
         return False
 
     async def healthz(self) -> web.Response:
+        if self.stopping.began:
+            # Whatever the sources' health: a monitor (a load balancer) takes it out now.
+            return stopping_answer(status="stopping")
         try:
             health = await self.hub.health()
         except Exception:
@@ -293,7 +295,11 @@ def build_app(
 ) -> web.Application:
     """Return the receiver app; `app[DEBOUNCER]` holds the background checks until cleanup,
     which lets them end within `checks_stop_timeout_s` and then cancels the rest."""
-    handler = _Handler(receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock)
+    stopping = Stopping()
+    handler = _Handler(receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock, stopping)
+    # Refused from the stop's first moment: one answered 202 would have its check cut off, and
+    # CCV does not call again either way; a 503 does not claim it.
+    stopping.on_begin(handler.debouncer.refuse)
     metrics.expect_notifications(
         [
             s
@@ -306,6 +312,7 @@ def build_app(
     )
     app = web.Application(client_max_size=receiver.max_body_bytes)
     app[DEBOUNCER] = handler.debouncer
+    app[STOPPING] = stopping
     app.router.add_route("*", "/{tail:.*}", handler.handle, expect_handler=handler.expect)
 
     async def close_checks() -> None:
@@ -338,19 +345,12 @@ class Receiver(Listener):
         )
 
     async def stop_accepting(self) -> None:
-        """The stop's first step: refuse notifications (503 `stopping`), take no connection,
-        end the checks under way; the connections taken stay open until close(), so that a
-        notification on one (a kept-alive one, one that had sent half its head) is told 503
-        rather than cut off, which CCV would not tell from a lost answer."""
-        # Refused from the first moment: one answered 202 would have its check cut off, and
-        # CCV does not call again either way; a 503 does not claim it.
-        self._runner.app[DEBOUNCER].refuse()
+        """The stop's first step: refuse notifications and /healthz (503 `stopping`), take no
+        connection, end the checks under way; the connections taken stay open until close(),
+        so that a notification on one (a kept-alive one, one that had sent half its head) is
+        told 503 rather than cut off, which CCV would not tell from a lost answer."""
         await super().stop_accepting()
         await self._runner.app[CLOSE_CHECKS]()
-
-    async def close(self) -> None:
-        self._runner.app[DEBOUNCER].refuse()
-        await super().close()
 
     def listening_fields(self) -> dict[str, Any]:
         """Name the connection cap in the `receiver.listening` line."""

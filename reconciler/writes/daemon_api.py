@@ -32,6 +32,22 @@ def token_refused(status: int, headers: Mapping[str, str]) -> bool:
     return status == 401 and headers.get("WWW-Authenticate") == CHALLENGE
 
 
+def daemon_stopping(status: int, document: object) -> bool:
+    """Whether the daemon's API refused a request because its stop began (server/stopping.py,
+    on a connection it had taken): nothing was done for it."""
+    return status == 503 and document == {"error": "stopping"}
+
+
+def stopping_said() -> int:
+    """Say that the daemon refused the command as it stops; return the exit code (try again)."""
+    say(
+        "reconciler: the running daemon is stopping: nothing was sent or recorded; run the same "
+        "command again once it has stopped or started again",
+        logging.WARNING,
+    )
+    return EX_TEMPFAIL
+
+
 def refused(config_file: str) -> int:
     """Say that the daemon refused this config's token; return the exit code (a config error:
     the command's config and the daemon's disagree, and trying again changes nothing)."""
@@ -101,4 +117,6 @@ async def post_to_api(
     if not isinstance(body, dict):
         say(f"reconciler: error: the daemon answered HTTP {status}")
         return EX_TEMPFAIL
+    if daemon_stopping(status, body):
+        return stopping_said()
     return status, body
