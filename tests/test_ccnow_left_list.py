@@ -4,7 +4,8 @@ on its own rhythm asks about it, whatever its answer (README, "The schedule").""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.store import StoreError
 from tests.conftest import Clock, ccnow_coordinator
-from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow
+from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
 
 POLL_S = 5.0
 
@@ -141,3 +142,49 @@ async def test_orders_that_left_the_list_wait_out_a_store_that_cannot_say_which_
     await coordinator.tick_pending_list()
     assert queried(fake_ccnow) == [LEAVER]
     assert await statuses(coordinator, LEAVER) == {LEAVER: "completed"}
+
+
+class ListCutInId(FakeCCNow):
+    """A CCNow whose CGI dies in the pending list's last order's id on every read of the list:
+    the lines before it, then the id's first 7 characters (`100-00-`), chunked. Its queries
+    answer whole."""
+
+    listing = False
+
+    def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
+        self.listing = not ids
+        return super()._lines(ids, form)
+
+    def _text(self, lines: list[str]) -> Reply:
+        if not self.listing or len(lines) < 2:
+            return super()._text(lines)
+        *before, last = lines
+        return Reply(200, "".join(f"{x}\n" for x in before) + last[:7], chunked=True)
+
+
+async def test_a_list_cut_in_an_id_at_every_read_fails_no_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    listed = ["100-00-0001", "100-00-0002", "100-00-0003"]
+    async with ListCutInId() as fake, ccnow_coordinator(tmp_path, fake, POLL_S) as made:
+        coordinator, clock = made
+        fake.orders = dict.fromkeys(listed, "pending")
+        await coordinator.store.orders.track("ccnow", "default", [(i, None) for i in listed], 0)
+        with caplog.at_level(logging.WARNING):
+            for _ in range(12):  # a minute of polls and due ticks
+                clock.now += POLL_S
+                await coordinator.tick_pending_list()
+                await coordinator.tick_due()
+        events = [e.type for e in await coordinator.store.events.history() if e.order_id is None]
+        state = await coordinator.store.sources.state("ccnow", "default")
+        found = await statuses(coordinator, *listed)
+        list_posts = [r for r in fake.requests if "x_orderid_1" not in r.form]
+    # Was: the list failed `truncated_answer` after its retries at every poll, the account
+    # failed for good (source.failed, never recovered). The lines before the cut are read,
+    # the order cut in its id is asked by a status query.
+    assert (events, state.failing) == ([], False)
+    assert found == dict.fromkeys(listed, "pending")
+    assert any(r.msg == "ccnow.pending_lines_unreadable" for r in caplog.records)
+    # Read at its second cut at the same byte: each read of the list is two posts.
+    assert len(list_posts) == 2 * 12

@@ -113,6 +113,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         listed: bool = False,
         lists: bool = True,
         read: Sequence[str] = (),
+        spoke: bool = False,
     ) -> Said:
         """The probe (the one place choosing its order and judging its answer): whether the
         account answers a query of another order than `asked`, asked when a query's failures
@@ -125,7 +126,10 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         every other did, until a query of its own answers), else the pending list when `lists`
         (not read again when the pass read it, `listed`). Not while the account fails, unless
         the query read one: that check was its probe (`tick_due`). An answer about the whole
-        account (a refused login, maintenance) raises."""
+        account (a refused login, maintenance) raises. `spoke`: the query's own answers named
+        the orders asked in CCNow's words (odd orders): it answers, nothing is asked."""
+        if spoke:
+            return Said.ANSWERS
         other = next((i for i in reversed(read) if i not in asked), None)
         if other is not None:  # it answered in this very query
             return await self._query_says(other)
@@ -201,10 +205,16 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         witnesses = self.witnesses
 
         async def probe(
-            asked: Sequence[str], *, lists: bool = True, read: Sequence[str] = ()
+            asked: Sequence[str],
+            *,
+            lists: bool = True,
+            read: Sequence[str] = (),
+            spoke: bool = False,
         ) -> Said:
             nonlocal probe_answered
-            said = await self._answers(asked, listed=answered_list, lists=lists, read=read)
+            said = await self._answers(
+                asked, listed=answered_list, lists=lists, read=read, spoke=spoke
+            )
             probe_answered = probe_answered or said is Said.ANSWERS
             return said
 

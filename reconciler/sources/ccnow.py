@@ -32,13 +32,15 @@ from reconciler.sources.ccnow_answer import (
     parse_answer,
     speaks_ccnow,
 )
-from reconciler.sources.ccnow_batches import Emit, Probe, UnreadableAnswer, match
+from reconciler.sources.ccnow_batches import Probe, UnreadableAnswer
 from reconciler.sources.ccnow_cut import (
+    ListCuts,
     drop_line,
     read_complete,
     read_last_line,
     word_start,
 )
+from reconciler.sources.ccnow_match import Emit, match
 from reconciler.sources.ccnow_query import BatchQuery
 from reconciler.sources.errors import (
     AuthenticationFailed,
@@ -145,12 +147,12 @@ class CCNowClient:
 
         A batch whose answer does not come (a 5xx or 429 after its retries, a timeout, a page, a
         cut answer) fails its own orders, and the other batches go on; one whose answer holds a
-        line no asked order's can be read from, or that got a 5xx (but a 503 or a 504: a CGI
-        dying at a bad id), is asked again in halves, down to the order alone, so that only that
-        order fails (within a bound of posts a batch, a share more for each order found alone up
-        to FOUND_ORDERS shares, `Split`: past it, the parts not asked fail; one warning a pass
-        counts them; both halves of a 5xx failing while no part answered, and a query of another
-        order failing too, stop it: an outage,
+        line no asked order's can be read from is asked again level by level (`by_levels`), one
+        that got a 5xx (but a 503 or a 504: a CGI dying at a bad id) in halves, down to the
+        order alone, so that only that order fails (within a bound of posts a batch, up to
+        FOUND_ORDERS shares, `Split`: past it, the parts not asked are asked at the next poll,
+        or fail for a 5xx; one warning a pass counts them; both halves of a 5xx failing while
+        no part answered, and a query of another order failing too, stop it: an outage,
         whose later batches fail whole until one answers). The orders an answer that was read
         left out, when it held a line of another asked order (the order's error line, a cut last
         line after a line read), are asked again from the same posts, in a post of their own; an
@@ -161,7 +163,8 @@ class CCNowClient:
         id first in CCNow's own order): none again, every order fails as before (`protocol`,
         `missing`). The account fails (this raises) when no
         batch answers (but failures `probe` finds the account answering through, a query of
-        another order: those orders' failures alone), when BREAKER_BATCHES batches
+        another order, or answers naming the orders asked in CCNow's words, unreadable: those
+        orders' failures alone), when BREAKER_BATCHES batches
         fail in a row (one asked in parts counts once: when none of its parts answered, or some
         were not asked unless it found its odd order alone and read a part of several, or when
         it earned more posts without reading a part of several: `Split.suspect`; one whose
@@ -234,7 +237,7 @@ class CCNowClient:
                 retry=self._config.retry,
                 max_body=MAX_BODY_BYTES,
                 log=log,
-                complete=partial(read_complete, query=bool(order_ids)),
+                complete=partial(read_complete, query=True) if order_ids else ListCuts(),
                 halt=self._halt,
                 long_wait_ends=self._long_wait_ends,
             )

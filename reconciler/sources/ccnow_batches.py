@@ -6,26 +6,16 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from reconciler.config import CCNowConfig
-from reconciler.model import (
-    ORDER_ERROR,
-    InvalidOrderId,
-    Observation,
-    OrderKey,
-    Outcome,
-    normalize_ccnow_id,
-)
-from reconciler.sources.ccnow_answer import Answer, by_id
+from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.sources.ccnow_answer import Answer
+from reconciler.sources.ccnow_match import Emit
 from reconciler.sources.errors import ProtocolError, SourceError, SourceUnavailable
 from reconciler.sources.http import RequestFailed
 
 log = logging.getLogger("reconciler.sources.ccnow")
-
-Emit = Callable[[Observation], Awaitable[None]]
 
 
 class Said(enum.Enum):
@@ -41,14 +31,17 @@ class Said(enum.Enum):
 # one order alone each; both halves of a 5xx batch): those orders' trouble, or CCNow's? `asked`:
 # the orders not to ask; `read`: orders this query read, the freshest to ask (the probe chooses,
 # poller/ccnow.py); `lists`: the pending list may answer when no other order can be asked.
+# `spoke`: the query's own answers named orders asked in CCNow's words, unreadable (odd
+# orders, `UnreadableAnswer.names`): the account answers, and the probe asks nothing.
 class Probe(Protocol):
     def __call__(
-        self, asked: Sequence[str], *, lists: bool = True, read: Sequence[str] = ()
+        self,
+        asked: Sequence[str],
+        *,
+        lists: bool = True,
+        read: Sequence[str] = (),
+        spoke: bool = False,
     ) -> Awaitable[Said]: ...
-
-
-# The check of an order an answer held no line for.
-MISSING = "missing"
 
 
 class UnreadableAnswer(ProtocolError):
@@ -85,7 +78,7 @@ def in_order(batch: Sequence[str], answer: Answer) -> bool:
 # order in a batch of 25 failed 6-9 healthy orders, every pass (their changes never found).
 # With three, any two or three odd orders in a batch fail only themselves (each of the 2,300
 # ways three sit in 25); past them a batch of n costs at most three shares, not one post an
-# order, and its parts not asked fail.
+# order, and its parts not asked wait for the next poll (`by_levels`; for a 5xx they fail).
 FOUND_ORDERS = 3
 
 
@@ -93,8 +86,9 @@ class Split:
     """A batch asked again in parts: the posts it has left, a share enough to find one order
     whose line cannot be read (two a halving: else a line in every answer of several orders
     asks each order alone, a pass of thousands of posts competing with the account's action
-    posts for its gate), a share more for each order found alone while some part answered
-    (up to FOUND_ORDERS shares), whether some part went unasked, and what the parts found.
+    posts for its gate), a share more for each order found alone while some part answered,
+    or, asked level by level, while CCNow answers (up to FOUND_ORDERS shares), whether some
+    part went unasked, and what the parts found.
     The orders an answer that was read left out (CCNow stopping at a bad id, or answering so
     many lines a post) are asked again from the same posts, in a post of their own, each post
     reading at least one of them or failing one (sources/ccnow.py `query`): they earn no
@@ -102,13 +96,14 @@ class Split:
 
     Bound: a batch of n orders is asked again, in parts and for the orders its answers left
     out alike, in at most FOUND_ORDERS x 2*ceil(log2 n) posts (30 for 25), past one share
-    (10 for 25) only once it found an order alone; a pass of b batches posts at most
+    (10 for 25) only once it found an order alone (level by level: once CCNow answered); a
+    pass of b batches posts at most
     b x (1 + FOUND_ORDERS x 2*ceil(log2 n)) queries, besides asking again about an answer's
     undecided last line and the probe's posts (a batch halved for a 5xx, and a query none of
     whose batches answered, each ask one order, two when the first fails: `BatchQuery._answers`,
     `BatchFailures.finish`, poller/witnesses.py).
-    Finding k odd orders by halving asks each one's way down and
-    the other half at every step, within k shares; a share is earned when the posts ran out
+    Finding k odd orders level by level asks at most 2k parts a level, ceil(log2 n) levels;
+    a share is earned when the posts ran out
     (`more`, checked before each part), so the parts still to come use it, whichever half the
     next odd order is in."""
 
@@ -127,6 +122,9 @@ class Split:
         # Both halves failed, none read, and a post of one order alone answered: not an
         # outage, the halves are halved in turn (`BatchQuery.halves`).
         self.answers = False
+        # Asked again level by level (`by_levels`), for an answer a line of which cannot be
+        # read: its shares are earned by CCNow answering, not by orders found alone.
+        self.levels = False
 
     @property
     def isolates(self) -> bool:
@@ -146,12 +144,17 @@ class Split:
         """Whether a part may be posted: the posts left, or a share more for an order found
         alone since the last share while some part answered (two odd orders: the other
         orders answer, alone or together) or some answer named an asked order (`spoke`:
-        many odd orders first). None for a line in every answer of several orders (found
-        never set) nor for every answer unreadable naming none: those get the posts of one
-        share and open the breaker (a line in every answer naming orders gets its shares,
-        within the bound, and opens it all the same)."""
+        many odd orders first); asked level by level (`levels`), a share more while some part
+        answered or some answer named an asked order, found or not. None for every answer
+        unreadable naming none, nor, halved for a 5xx, for a line in every answer of several
+        orders (found never set): those get the posts of one share and open the breaker (a
+        line in every answer naming orders gets its shares, within the bound, and opens it
+        all the same when no part of several orders read: `suspect`)."""
         answers = self.read or self.spoke
-        earned = answers and self.shares <= self.found and self.shares < FOUND_ORDERS
+        # Asked level by level, orders are found alone only at the last levels: the shares
+        # are the answers' (each level posts at most two parts an odd part of the last).
+        found = self.levels or self.shares <= self.found
+        earned = answers and found and self.shares < FOUND_ORDERS
         if self.left <= 0 and earned:
             self.shares += 1
             self.left += self.share
@@ -188,6 +191,10 @@ class BatchFailures:
         # its own parts told the outage, which the pending list answering does not undo
         # (`finish`: a first-pass outage of 3-5 orders failed them alone, the account never).
         self.told = False
+        # An answer, unreadable, named an asked order in CCNow's words (odd orders): CCNow's
+        # program answered, so the failures held are those orders' own (`finish`: 20 odd
+        # orders of an account's only batch of 25, none read, failed the account).
+        self.spoke = False
 
     async def failed(
         self,
@@ -259,6 +266,13 @@ class BatchFailures:
             return
         orders = [order_id for batch, _, _ in self._held for order_id in batch]
         lists = all(len(batch) == 1 for batch, _, _ in self._held)
+        if self.spoke and not self.told:
+            # CCNow answered about them: the probe is told (its pass's checks, failing, then
+            # say nothing of the account), and asks nothing.
+            if probe is not None:
+                await probe(orders, lists=lists, spoke=True)
+            await self.answered(reset=False)
+            return
         if (
             probe is not None
             and orders
@@ -318,49 +332,33 @@ class Splits:
         log.log(level, "ccnow.batches_split", extra={"fields": fields})
 
 
-async def in_batches(
-    config: CCNowConfig, order_ids: Sequence[str], emit: Emit
-) -> Iterator[list[str]]:
-    """The orders to query, once each, in batches of the config's size; an id that is not
-    CCNow's fails `invalid_id` (never asked)."""
-    valid: dict[str, None] = {}
-    for raw in order_ids:
-        try:
-            valid[normalize_ccnow_id(raw)] = None
-        except InvalidOrderId:
-            key = OrderKey("ccnow", config.name, raw)
-            await emit(Observation(key, Outcome.FAILED, reason="invalid_id", asked=time.time()))
-    ids, size = list(valid), max(1, config.batch_size)
-    return (ids[start : start + size] for start in range(0, len(ids), size))
+# Ask one part (`BatchQuery.handle`); a part of several orders whose answer has a line that
+# cannot be read is put in the list given, to be halved at the next level.
+AskPart = Callable[[list[str], list[list[str]]], Awaitable[bool]]
 
 
-def match(account: str, batch: list[str], answer: Answer, asked: float) -> list[Observation]:
-    """Turn an answer into one observation per asked order, matched by id; `asked`: when the
-    attempt that brought it was sent."""
-    lines, disagreeing = by_id(answer)
-    unasked = lines.keys() - set(batch)
-    if unasked:
-        log.debug("ccnow.unasked_ids", extra={"fields": {"order_ids": sorted(unasked)}})
-    observations = []
-    for order_id in batch:
-        key = OrderKey("ccnow", account, order_id)
-        line = lines.get(order_id)
-        if order_id in disagreeing:
-            observations.append(Observation(key, Outcome.FAILED, reason="protocol", asked=asked))
-        elif line is None:
-            observations.append(Observation(key, Outcome.FAILED, reason=MISSING, asked=asked))
-        elif line.not_found:
-            observations.append(Observation(key, Outcome.NOT_FOUND, asked=asked))
-        elif line.status is None:
-            observations.append(Observation(key, Outcome.FAILED, reason=ORDER_ERROR, asked=asked))
-        else:
-            observations.append(Observation(key, Outcome.OK, status=line.status, asked=asked))
-    return observations
-
-
-def missing_lines(account: str, batch: list[str], asked: float) -> list[Observation]:
-    """The observations of orders an answer held no line for (`MISSING`)."""
-    return [
-        Observation(OrderKey("ccnow", account, i), Outcome.FAILED, reason=MISSING, asked=asked)
-        for i in batch
-    ]
+async def by_levels(batch: list[str], split: Split, splits: Splits, ask: AskPart) -> bool:
+    """Ask a batch again level by level: its halves, then the halves of each half still odd
+    (its answer holding a line that cannot be read), and so on down to the order alone, each
+    part that reads applied at once; return whether some part answered. k odd orders cost at
+    most 2k posts a level, ceil(log2 n) levels (depth first, 20 odd orders first of 25 used
+    every post in the first half, the healthy orders after them never asked). Past the
+    batch's posts (`Split`), the parts not asked are not failed: nothing was said of them,
+    and they are asked at the next poll (their checks still due; a catch-up's, due as
+    before it), each poll finding more odd orders alone, which then wait for their failure's
+    backoff."""
+    split.levels = True
+    answered = False
+    level = [batch]
+    while level:
+        odd: list[list[str]] = []
+        for part in level:
+            middle = len(part) // 2
+            for half in (part[:middle], part[middle:]):
+                if splits.post(split):
+                    answered = await ask(half, odd) or answered
+                else:
+                    split.unasked = True
+                    splits.unasked(len(half))
+        level = odd
+    return answered

@@ -186,6 +186,28 @@ def read_complete(reply: Reply, *, query: bool = False) -> bool:
     )
 
 
+class ListCuts:
+    """`read_complete` for one read of the pending list, which also takes an answer cut in an
+    order's id (`100-00-`, chunked) the second time it comes cut at the same byte: a CGI dying
+    there at every read, not a connection lost (that is asked again, as before). Its lines
+    before the cut are read, the cut one skipped as a line no order can be read from
+    (`Answer.skipped`): an order past it is queried when it left the list, as any other (was:
+    the list failed after its retries at every poll, the account failed for good)."""
+
+    def __init__(self) -> None:
+        self._cut: bytes | None = None
+
+    def __call__(self, reply: Reply) -> bool:
+        if read_complete(reply):
+            return True
+        line = _open_line(reply)
+        first, rest = _first_word(line or "")
+        if not (reply.chunked and line) or rest or not ID_START.fullmatch(first):
+            return False
+        again, self._cut = reply.body == self._cut, reply.body
+        return again
+
+
 def read_last_line(
     reply: Reply, *, query: bool
 ) -> tuple[tuple[bytes, str | None] | None, str | None]:

@@ -13,20 +13,17 @@ from reconciler.config import CCNowConfig
 from reconciler.model import Observation, Outcome
 from reconciler.sources.ccnow_answer import Answer, EmptyAnswer, OrderLine
 from reconciler.sources.ccnow_batches import (
-    MISSING,
     BatchFailures,
-    Emit,
     Probe,
     Said,
     Split,
     Splits,
     UnreadableAnswer,
-    in_batches,
+    by_levels,
     in_order,
-    match,
-    missing_lines,
     one_orders,
 )
+from reconciler.sources.ccnow_match import MISSING, Emit, in_batches, match, missing_lines
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import RequestFailed, drain
 
@@ -78,6 +75,7 @@ class BatchQuery:
         *,
         ordered: bool = False,
         deferred: list[RequestFailed] | None = None,
+        odd: list[list[str]] | None = None,
     ) -> bool:
         """Post a batch, or a part of one; return whether it answered (for `drain`).
 
@@ -85,7 +83,8 @@ class BatchQuery:
         `ordered`: that answer's lines came in the order asked (`stopped`). `tentative`: a
         batch's others (`others`): False, emitting nothing, when none is read. `deferred`: a
         half of a batch a 5xx followed (`halves`), whose own 5xx is put there, its
-        orders not failed yet."""
+        orders not failed yet. `odd`: a part of a batch asked level by level (`levels`), put
+        there when its answer has a line that cannot be read, to be halved at the next."""
         failures, name = self._failures, self._config.name
         try:
             answer, asked, last = await self._post(batch)
@@ -100,10 +99,14 @@ class BatchQuery:
             await failures.failed(batch, exc, exc.word, exc.sent_at, counted=split is None)
             return False  # the next batch goes alone until one answers (drain)
         except UnreadableAnswer as exc:
+            failures.spoke = failures.spoke or exc.names
             if split is not None:
                 split.spoke = split.spoke or exc.names
+            if len(batch) > 1 and odd is not None:
+                odd.append(batch)
+                return False
             if len(batch) > 1:
-                return await self.halves(batch, exc, split, again) or tentative
+                return await self.levels(batch, exc, split, again) or tentative
             if split is not None:
                 split.found += 1
             await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
@@ -258,13 +261,13 @@ class BatchQuery:
         await self.handle(ids, split, again=True, ordered=ordered)
 
     async def halves(
-        self, batch: list[str], exc: SourceError, split: Split | None, again: bool
+        self, batch: list[str], exc: RequestFailed, split: Split | None, again: bool
     ) -> bool:
-        """Ask each half again in this pass, so that the order whose line cannot be read
-        (`UnreadableAnswer`), or that a 5xx follows (`RequestFailed`, `one_orders`: a CGI dying
-        at a bad id), fails alone and the others are decided (else it fails its batch, poll
-        after poll, its healthy orders never read, and the account with it while its one-order
-        probe answers). Past the batch's posts (a share more for each order found alone, up to
+        """Ask each half again in this pass, so that the order a 5xx follows (`one_orders`: a
+        CGI dying at a bad id) fails alone and the others are decided (else it fails its
+        batch, poll after poll, its healthy orders never read, and the account with it while
+        its one-order probe answers; a line that cannot be read: `levels`). Past the batch's
+        posts (a share more for each order found alone, up to
         FOUND_ORDERS: a second odd order failed 6-9 healthy ones, batch after batch, pass after
         pass), its parts not asked fail. A part's answer does not end the breaker's run (else
         a line in every answer of several orders never opens it, its parts answering: a few
@@ -276,7 +279,7 @@ class BatchQuery:
         The halves of orders asked again are asked again too (`again`: an empty answer leaves
         them out).
 
-        A 5xx: a half's own 5xx waits for both halves; one failing while some part answered is
+        A half's own 5xx waits for both halves; one failing while some part answered is
         halved in turn, down to the order alone. Both failing while no part answered ask
         whether the account answers a query of another order (`_answers`): it does, and they
         are halved in turn; it fails, or the account fails already, an outage (four posts or
@@ -285,22 +288,20 @@ class BatchQuery:
         outage when no part is read (`BatchFailures.told`)."""
         self._log_split(len(batch))
         split, whole = self._splits.start(len(batch), split)
-        split.spoke = split.spoke or (isinstance(exc, UnreadableAnswer) and exc.names)
         self._splits.halved = True
-        server = isinstance(exc, RequestFailed)
-        word, at = (exc.word, exc.sent_at) if isinstance(exc, RequestFailed) else ("protocol", None)
+        word = exc.word
         answered = False
         failing: list[tuple[list[str], RequestFailed]] = []
         middle = len(batch) // 2
         for half in (batch[:middle], batch[middle:]):
             if not self._splits.post(split):
-                await self._unasked(half, split, exc, word, time.time() if at is None else at)
+                await self._unasked(half, split, exc, word, exc.sent_at)
                 continue
-            deferred: list[RequestFailed] | None = [] if server else None
+            deferred: list[RequestFailed] = []
             answered = await self.handle(half, split, again, deferred=deferred) or answered
-            failing += [(half, failed) for failed in deferred or ()]
+            failing += [(half, failed) for failed in deferred]
         told = False  # an outage its parts tell, no other order to ask
-        if server and whole and len(failing) == 2 and any(len(h) > 1 for h, _ in failing):
+        if whole and len(failing) == 2 and any(len(h) > 1 for h, _ in failing):
             # Both halves failing, none read: an outage, or two odd orders, one in each half
             # (halving stopped there: every pass failed the batch, the account with it when
             # it was the only batch, and the run's later batches with one odd order whole).
@@ -319,11 +320,30 @@ class BatchQuery:
             if split.read or split.answers:
                 split.found += 1  # the order a 5xx follows, found alone
             await self._failures.failed(half, failed, failed.word, failed.sent_at, counted=False)
-        if server and whole and not split.read:
+        if whole and not split.read:
             self._failures.outage = True
             # Its parts told, alone each maybe (3-5 orders): no probe of the list undoes it.
             self._failures.told = self._failures.told or told
         self._counted(whole, answered, split, exc, word, len(batch))
+        return answered
+
+    async def levels(
+        self, batch: list[str], exc: UnreadableAnswer, split: Split | None, again: bool
+    ) -> bool:
+        """Ask a batch whose answer has a line no asked order's can be read from again level
+        by level (`by_levels`), so that only its odd orders fail, each alone, and the parts
+        past its posts wait for the next poll. It counts in the breaker's run as a batch
+        halved for a 5xx does (`halves`, `Split.suspect`)."""
+        self._log_split(len(batch))
+        split, whole = self._splits.start(len(batch), split)
+        split.spoke = split.spoke or exc.names
+        self._splits.halved = True
+
+        async def ask(part: list[str], odd: list[list[str]]) -> bool:
+            return await self.handle(part, split, again, odd=odd)
+
+        answered = await by_levels(batch, split, self._splits, ask)
+        self._counted(whole, answered, split, exc, "protocol", len(batch))
         return answered
 
     async def _answers(self, batch: list[str], exc: SourceError, word: str) -> Said:

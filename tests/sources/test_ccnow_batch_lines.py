@@ -13,6 +13,7 @@ import pytest
 
 from reconciler.model import Observation, OrderKey, Outcome, normalize_ccnow_id
 from reconciler.sources.ccnow import CCNowClient
+from reconciler.sources.ccnow_batches import FOUND_ORDERS, Split
 from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
 from tests.conftest import ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config
@@ -178,8 +179,9 @@ async def test_an_answer_with_a_line_no_order_owns_is_asked_again_in_halves(
         C: (Outcome.OK, "completed"),
         D: (Outcome.OK, "pending"),
     }
-    # The batch, its halves, and the half with B in two: each order decided in this pass.
-    assert fake.batch_sizes == [4, 2, 1, 1, 2]
+    # The batch, its halves (level by level), and the half with B in two: each order decided
+    # in this pass.
+    assert fake.batch_sizes == [4, 2, 2, 1, 1]
 
 
 async def test_when_no_part_of_a_batch_reads_the_account_fails_after_a_bounded_run(
@@ -190,10 +192,10 @@ async def test_when_no_part_of_a_batch_reads_the_account_fails_after_a_bounded_r
     with pytest.raises(SourceUnavailable, match="3 batches failed in a row"):
         await query(fake, ids, batch_size=4, concurrency=1)
     # The breaker counts a batch asked in parts once, and stops the pass at the third of six;
-    # each asked in parts within its bound (2 posts a halving): its halves, the first in two,
-    # then, an order found alone while CCNow's answers name the orders asked, a share more
-    # (the second half in two; a batch of many odd orders first reads the rest so).
-    assert fake.batch_sizes == [4, 2, 1, 1, 2, 1, 1] * 3
+    # each asked in parts within its bound, level by level: its halves, then each half in two,
+    # a share more while CCNow's answers name the orders asked (a batch of many odd orders
+    # first reads the rest so).
+    assert fake.batch_sizes == [4, 2, 2, 1, 1, 1, 1] * 3
 
 
 async def test_a_line_in_every_answer_of_several_orders_asks_a_bounded_number_of_parts(
@@ -201,20 +203,20 @@ async def test_a_line_in_every_answer_of_several_orders_asks_a_bounded_number_of
 ) -> None:
     # Was: each batch asked down to every order alone, 196 posts a pass for 100 orders (3,980
     # for 2,000), all in the account's gate with its action posts, and no breaker opening.
-    ids = [f"600-00-{1000 + i}" for i in range(16)]
+    ids = [f"600-00-{1000 + i}" for i in range(32)]
     fake.orders = {i: "pending" for i in ids}
     fake.stray_in_several = "total 8"
     with caplog.at_level(logging.WARNING, "reconciler.sources.ccnow"):
-        seen = await query(fake, ids, batch_size=8, concurrency=1)
-    # Each batch, then 6 parts (2 a halving of 8): 3 orders read alone, the 5 not asked fail.
-    assert fake.batch_sizes == [8, 4, 2, 1, 1, 2, 1] * 2
-    read = [*ids[0:3], *ids[8:11]]
-    assert said(seen) == {
-        i: (Outcome.OK, "pending") if i in read else (Outcome.FAILED, "protocol") for i in ids
-    }
+        seen = await query(fake, ids, batch_size=16, concurrency=1)
+    # Each batch, then its parts level by level within its bound (FOUND_ORDERS shares of 8
+    # posts, 24): 10 orders read alone; the 6 not asked are not failed, nothing was said of
+    # them (asked at the next poll).
+    assert fake.batch_sizes == [16, 8, 8, *[4] * 4, *[2] * 8, *[1] * 10] * 2
+    read = [*ids[0:10], *ids[16:26]]
+    assert said(seen) == dict.fromkeys(read, (Outcome.OK, "pending"))
     warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
     assert [(r.levelname, r.fields) for r in warned] == [  # type: ignore[attr-defined]
-        ("WARNING", {"account": "default", "batches": 2, "posts": 12, "unasked": 10, "missing": 0})
+        ("WARNING", {"account": "default", "batches": 2, "posts": 48, "unasked": 12, "missing": 0})
     ]
 
 
@@ -239,15 +241,14 @@ async def test_a_line_in_every_answer_of_several_orders_opens_the_breaker(
         async with aiohttp.ClientSession() as session:
             client = CCNowClient(ccnow_config(fake.url, batch_size=4, concurrency=1), session)
             await client.query(ids, emit)
-    # Three batches to their bound (4 posts each), each with parts not asked: the breaker opens.
-    assert fake.batch_sizes == [4, 2, 1, 1, 2] * 3
-    read = [i for b in range(3) for i in ids[4 * b : 4 * b + 2]]
-    assert said(seen) == {
-        i: (Outcome.OK, "pending") if i in read else (Outcome.FAILED, "protocol") for i in ids[:12]
-    }
+    # Three batches asked level by level (6 posts each, a share more as CCNow's answers name
+    # the orders asked), each order read alone only, no part of several orders: the breaker
+    # opens all the same.
+    assert fake.batch_sizes == [4, 2, 2, 1, 1, 1, 1] * 3
+    assert said(seen) == dict.fromkeys(ids[:12], (Outcome.OK, "pending"))
     warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
     assert [r.fields for r in warned] == [  # type: ignore[attr-defined]
-        {"account": "default", "batches": 3, "posts": 12, "unasked": 6, "missing": 0}
+        {"account": "default", "batches": 3, "posts": 18, "unasked": 0, "missing": 0}
     ]
 
 
@@ -286,10 +287,13 @@ async def test_a_line_in_every_answer_of_several_orders_is_one_source_failed(
     failed = [e for e in events if e.order_id is None]
     assert [e.type for e in failed] == ["source.failed"]
     assert b"4 batches failed in a row" in failed[0].body  # concurrency 2: 4 at least
-    # Each catch-up: the list, four batches of 25 each with its 10 parts, and a batch the
-    # other worker asked as the breaker opened; was 89 posts, every pass.
+    # Each catch-up: the list, four batches of 25 each with its parts (level by level, its
+    # FOUND_ORDERS shares of 10 posts, as CCNow's answers name the orders asked: 20 odd orders
+    # first read no part before the last levels either), and a batch the other worker asked
+    # as the breaker opened; was 89 posts, every pass, before the bound of a batch's parts.
     passes = "".join("|" if n == 0 else "." for n in fake.batch_sizes).split("|")[1:]
-    assert len(passes) == 3 and all(len(p) <= 5 * 11 + 1 for p in passes), fake.batch_sizes
+    bound = 5 * (1 + FOUND_ORDERS * Split.posts(25))
+    assert len(passes) == 3 and all(len(p) <= bound for p in passes), fake.batch_sizes
     assert state.failing
 
 
