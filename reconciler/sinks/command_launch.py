@@ -197,7 +197,12 @@ class Launcher:
             await asyncio.wait((ended,), timeout=max(deadline - loop.time(), 0.0))
         except asyncio.CancelledError:
             if isinstance(outcome := start.take(), subprocess.Popen):
-                await stop(outcome)
+                # Waited for to its end (1 s at most): a second cancellation (the cutoff's,
+                # then its batch's) must not leave the program killed but never reaped.
+                stopping = asyncio.ensure_future(stop(outcome))
+                while not stopping.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait((stopping,))
             raise
         outcome = start.take()
         if outcome is None:
