@@ -186,13 +186,35 @@ def check_file(path: Path, mode: int) -> None:
 
 
 def make_parents(path: Path, *, mode: int = 0o700) -> None:
-    """Make the directories `path` goes in, for this user alone unless `mode` says otherwise.
-    A file in their way is "Not a directory", as opening a path under a file says, not mkdir's
-    "File exists"."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=mode)
-    except FileExistsError:
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+    """Make the directories `path` goes in that are not there, each with `mode` whatever the
+    umask (which only takes bits away: a umask of 000 left them world-writable, 077 kept a
+    group's out), for this user alone unless `mode` says otherwise. A directory that was there
+    keeps its mode; a new one keeps the setgid bit its parent gave it (a group's shared
+    directory). A file in their way is "Not a directory", as opening a path under a file
+    says, not mkdir's "File exists"."""
+    missing: list[Path] = []
+    parent = path.parent
+    while True:
+        try:
+            found = parent.stat()
+        except FileNotFoundError:
+            if parent.parent == parent:
+                raise
+            missing.append(parent)
+            parent = parent.parent
+            continue
+        if not stat.S_ISDIR(found.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        break
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+            continue  # made meanwhile by another process: its mode is its maker's
+        inherited = stat.S_IMODE(directory.stat().st_mode) & stat.S_ISGID
+        os.chmod(directory, mode | inherited)
 
 
 def create_private(path: Path) -> None:
