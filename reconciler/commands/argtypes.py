@@ -8,7 +8,6 @@ import math
 import re
 import sys
 from datetime import datetime, timedelta, timezone
-
 from typing import NoReturn
 
 from ..config import parse_duration

@@ -38,7 +38,10 @@ async def _usage_error(tmp_path: Path, journal: bool, *args: str) -> tuple[int, 
         ),
         (("events", "--type", "bogus"), "reconciler events: error: argument --type: invalid"),
         (("ccv", "resolve", "--made"), "reconciler ccv resolve: error: the following arguments"),
-        (("untrack", "ccv", "x", "--nosuch"), "reconciler: error: unrecognized arguments: --nosuch"),
+        (
+            ("untrack", "ccv", "x", "--nosuch"),
+            "reconciler: error: unrecognized arguments: --nosuch",
+        ),
     ],
 )
 async def test_usage_error_is_an_error_line_under_journald(
