@@ -84,6 +84,9 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     from ..sinks import sink_names
 
     # Every sink the config names: settling an uncertain submit stores an event.
+    # Made before the store, closed after it: its descriptor of the database, if it takes the
+    # lock to settle a submit, must outlive the store's connection (store/files.py).
+    lock = WriterLock(config.store_path, connected=True)
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
         with progress("track", len(orders)) as advance:
@@ -108,9 +111,12 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         if source != "ccv":
             return EX_OK
         if settles := [(oid, ref) for oid, ref in orders if ref is not None]:
-            return await _resolve_submissions(config, store, account, settles)
+            return await _resolve_submissions(config, store, lock, account, settles)
     finally:
-        await store.close()
+        try:
+            await store.close()
+        finally:
+            lock.close()
     return EX_OK
 
 
@@ -142,7 +148,11 @@ async def _track_ccv(
 
 
 async def _resolve_submissions(
-    config: Config, store: Store, account: str, settles: Sequence[tuple[str, str]]
+    config: Config,
+    store: Store,
+    lock: WriterLock,
+    account: str,
+    settles: Sequence[tuple[str, str]],
 ) -> int:
     """An order tracked with its reference settles an uncertain CCV submit of that reference,
     with an `order.submit_resolved`. Only the writer stores events (the daemon numbers them
@@ -150,7 +160,6 @@ async def _resolve_submissions(
     `[api]`, as `POST /api/v1/orders` with the reference does."""
     from ..writes.interrupted import settle_interrupted
 
-    lock = WriterLock(config.store_path)
     try:
         lock.acquire()
     except StoreLocked:
