@@ -381,7 +381,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("orders", "track_command"),
     "untrack": ("orders", "untrack_command"),
     "orders": ("orders", "orders_command"),
-    "events": ("orders", "events_command"),
+    "events": ("events", "events_command"),
     "replay": ("replay", "replay_command"),
     "status": ("status", "status_command"),
     "check": ("check", "check_command"),
