@@ -46,10 +46,11 @@ def test_no_module_is_longer_than_400_lines() -> None:
 def test_the_dispatcher_is_delivery_and_sinks_only_deliver() -> None:
     assert (PACKAGE / "delivery.py").is_file()
     sinks = {p.name for p in (PACKAGE / "sinks").glob("*.py")}
-    # retries.py: what a sink's failed attempt becomes (retry or dead letter), for delivery.py.
+    # retries.py: what a sink's failed attempt becomes (retry or dead letter), for delivery.py;
+    # command_launch.py: the command sink's program run without blocking the event loop.
     assert sinks == {
         *("__init__.py", "base.py", "log.py", "jsonl.py", "webhook.py", "command.py"),
-        "retries.py",
+        *("retries.py", "command_launch.py"),
     }
 
 
