@@ -15,7 +15,6 @@ from reconciler.sources.ccv import PROBE_ORDER_ID
 from tests.conftest import (
     call_cli,
     cli_env,
-    daemon,
     daemon_here,
     free_port,
     poll_until,
@@ -35,23 +34,24 @@ def _receiver(port: int) -> str:
 
 
 async def _healthz_at_ready(cfg: Path, port: int) -> tuple[int, dict[str, Any]]:
-    """Start the daemon, wait for `daemon.ready`, and return /healthz's first answer then."""
+    """Start the daemon (in this process: what is asked of it is its health at its start, not
+    how a process starts or stops), wait for `daemon.ready`, and return /healthz's first answer
+    then."""
     log = cfg.parent / "daemon.log"
-    async with daemon(cfg, _ENV) as proc:
+    async with daemon_here(cfg, _ENV) as run:
         await poll_until(
-            lambda: "daemon.ready" in log.read_text() or proc.returncode is not None,
+            lambda: "daemon.ready" in log.read_text() or run.task.done(),
             20,
             "daemon.ready",
         )
-        assert proc.returncode is None, log.read_text()[-2000:]
+        assert not run.task.done(), log.read_text()[-2000:]
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"http://127.0.0.1:{port}/healthz") as response,
         ):
             document = await response.json()
             status = response.status
-        proc.terminate()
-        assert await proc.wait() == 0, log.read_text()[-2000:]
+        assert await run.stop() == 0, log.read_text()[-2000:]
     return status, document
 
 
@@ -123,9 +123,9 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
     # The pass waits for CCNow, which answers nothing while the test runs: /healthz is asked
     # while the pass is under way, before daemon.ready (which waits for it 10 s at most).
     fake_ccnow.hold = asyncio.Event()
-    async with daemon(cfg, _ENV) as proc, aiohttp.ClientSession() as http:
+    async with daemon_here(cfg, _ENV) as run, aiohttp.ClientSession() as http:
         await poll_until(
-            lambda: len(fake_ccv.requests) == 1 and fake_ccnow.requests, 10, "the CCV probe"
+            lambda: len(fake_ccv.requests) == 1 and fake_ccnow.requests, 60, "the CCV probe"
         )
 
         def proved() -> bool:  # the probe's answer recorded, beside the pass
@@ -139,8 +139,8 @@ async def test_an_idle_ccv_account_is_proved_before_a_long_pass_over_the_others(
         ccv = [s for s in document["sources"] if s["source"] == "ccv"]
         assert [s["healthy"] for s in ccv] == [True], document
         assert fake_ccnow.in_flight == 1  # the pass is still waiting for CCNow
-        proc.terminate()
-        await proc.wait()
+        fake_ccnow.hold.set()
+        await run.stop()
 
 
 async def test_the_systemd_status_line_names_a_failing_account_after_other_passes(
@@ -158,14 +158,13 @@ async def test_the_systemd_status_line_names_a_failing_account_after_other_passe
         ccnow_extra='poll_interval = "1s"',
     )
     with NotifySocket.abstract() as sock:
-        async with daemon(cfg, {**_ENV, **sock.env()}) as proc:
+        async with daemon_here(cfg, {**_ENV, **sock.env()}) as run:
             await sock.wait_for_async("READY", "1", timeout_s=20)
             statuses: list[str] = []
             while not any("ccnow/default pending list" in s for s in statuses):
                 got = await sock.wait_for_async("STATUS", timeout_s=10)
                 statuses += [d.fields["STATUS"] for d in got if "STATUS" in d.fields]
-            proc.terminate()
-            assert await proc.wait() == 0
+            assert await run.stop() == 0
     later = [s for s in statuses if "ccnow/default pending list" in s]
     assert later[-1].startswith("failing ccv/default; last pass ccnow/default pending list"), later
 
@@ -177,7 +176,7 @@ async def test_the_systemd_status_line_follows_what_the_heartbeat_probe_finds(
     # recovery change the `Status:` line at once, though no pass of the scheduler's ran.
     cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='poll_interval = "0.5s"')
     with NotifySocket.abstract() as sock:
-        async with daemon(cfg, {**_ENV, **sock.env()}) as proc:
+        async with daemon_here(cfg, {**_ENV, **sock.env()}) as run:
             ready = await sock.wait_for_async("READY", "1", timeout_s=20)
             assert not ready[-1].fields["STATUS"].startswith("failing"), ready[-1].fields
             fake_ccv.replies[PROBE_ORDER_ID] = Reply(200, "<html>Maintenance</html>", "text/html")
@@ -186,8 +185,7 @@ async def test_the_systemd_status_line_follows_what_the_heartbeat_probe_finds(
             del fake_ccv.replies[PROBE_ORDER_ID]
             got = await sock.wait_for_async("STATUS", timeout_s=10)
             recovered = got[-1].fields["STATUS"]
-            proc.terminate()
-            assert await proc.wait() == 0
+            assert await run.stop() == 0
     assert failing.startswith("failing ccv/default; last pass start-up catch-up"), failing
     assert recovered.startswith("last pass start-up catch-up"), recovered
     assert [e["type"] for e in read_events(tmp_path)] == ["source.failed", "source.recovered"]
@@ -207,7 +205,7 @@ async def test_the_systemd_status_line_names_the_last_pass_not_a_notifications_c
     url = await call_cli("--config", cfg, "notification-url", "ccv", "--order", order, env=_ENV)
     assert url.code == 0, url.stderr
     with NotifySocket.abstract() as sock:
-        async with daemon(cfg, {**_ENV, **sock.env()}) as proc:
+        async with daemon_here(cfg, {**_ENV, **sock.env()}) as run:
             await sock.wait_for_async("READY", "1", timeout_s=20)
             fake_ccv.replies[order] = Reply(401, "Unauthorized")
             async with aiohttp.ClientSession() as http, http.post(url.stdout.strip()) as resp:
@@ -216,8 +214,7 @@ async def test_the_systemd_status_line_names_the_last_pass_not_a_notifications_c
             while not any(s.startswith("failing") for s in statuses):
                 got = await sock.wait_for_async("STATUS", timeout_s=10)
                 statuses += [d.fields["STATUS"] for d in got if "STATUS" in d.fields]
-            proc.terminate()
-            assert await proc.wait() == 0
+            assert await run.stop() == 0
     failing = [s for s in statuses if s.startswith("failing")]
     assert failing[0].startswith("failing ccv/default; last pass start-up catch-up"), failing
 

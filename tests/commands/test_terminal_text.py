@@ -52,10 +52,12 @@ async def test_status_events_and_orders_print_provider_text_escaped(
         conn.execute("UPDATE orders SET status = ?", (f"shipped{HOSTILE}",))
     conn.close()
 
-    stored = json.loads((await run_cli("--config", cfg, "events", "--json")).stdout)
+    # In this process: what is asked is the text each command prints; that a process prints
+    # it through its own stdout is asked of `ccnow ship` below.
+    stored = json.loads((await call_cli("--config", cfg, "events", "--json")).stdout)
     assert HOSTILE in stored[-1]["data"]["reason"]  # kept as it came
     for command in ("events", "status", "orders"):
-        result = await run_cli("--config", cfg, command)
+        result = await call_cli("--config", cfg, command)
         assert result.code == 0, result.stderr
         assert ESCAPED in result.stdout, command
         assert "\x1b" not in result.stdout and "\u202e" not in result.stdout, command

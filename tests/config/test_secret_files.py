@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import ConfigError, load_config
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import REPO, call_cli, cli_env, run_cli
 
 CCNOW = "[ccnow]\nurl = 'https://ccnow.example/oapi'\nclient_id = 'c'\n"
 CCV = "[ccv]\nbase_url = 'https://ccv.example'\n"
@@ -131,7 +131,7 @@ def test_an_unreadable_secret_file_is_named_by_the_path_tried(
 async def test_check_names_the_path_of_a_missing_secret_file(tmp_path: Path) -> None:
     cfg = config_file(tmp_path, CCNOW + "password_file = '../secrets/pw'\n")
     (tmp_path / "secrets").mkdir()
-    result = await run_cli("--config", cfg, "check", env=cli_env())
+    result = await call_cli("--config", cfg, "check", env=cli_env())
     assert result.code == 78, result.stderr
     assert result.stderr.strip() == (
         f"config error: {cfg}: ccnow.password_file: cannot read "
@@ -190,7 +190,7 @@ async def test_a_secret_given_as_its_file_path_is_not_echoed(
     # and `cannot read /Zq9+x=7SePw0rd: ...` a base64 key that starts with `/`.
     cfg = config_file(tmp_path, text.replace("{given}", given))
     env = {**cli_env(), "HOME": str(tmp_path), **env}
-    result = await run_cli("--config", cfg, "check", env=env)
+    result = await call_cli("--config", cfg, "check", env=env)
     assert result.code == 78, result.stderr
     key = "ccv.api_key_file" if "api_key_file" in text else "ccnow.password_file"
     assert result.stderr.strip() == (
