@@ -249,12 +249,12 @@ class ActionSender(Closing):
             return
         except Lost as exc:
             tally.post(batch)
+            if exc.in_part is not None:  # whole lines for some orders came before it was lost
+                await self._close_in_part(cfg, batch, exc, tally, once=once)
+                return
             if once:
                 await self._make_uncertain(batch, str(exc))
                 tally.uncertain += len(batch)
-                return
-            if exc.in_part is not None:  # whole lines for some orders came before it was lost
-                await self._close_in_part(cfg, batch, exc, tally)
                 return
             await requeue(
                 self.store, self.clock(), cfg, batch, str(exc), tally, lost=True, wait=exc.wait
