@@ -46,7 +46,7 @@ SPEED_HELP = "lifecycle speed; 0 keeps every order where it is"  # the sandbox's
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = argtypes.Parser(
         prog="reconciler",
         description="Keep the state of CCV and CCNow orders true: poll, diff, emit events.",
     )
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=LEVELS, default="info", help="default: info")
     # The same options after the command too (`reconciler catch-up --config x.toml`); there they
     # default to "not given", so they never override a value given before the command.
-    common = argparse.ArgumentParser(add_help=False)
+    common = argtypes.Parser(add_help=False)
     common.add_argument(
         "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
@@ -381,7 +381,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("orders", "track_command"),
     "untrack": ("orders", "untrack_command"),
     "orders": ("orders", "orders_command"),
-    "events": ("orders", "events_command"),
+    "events": ("events", "events_command"),
     "replay": ("replay", "replay_command"),
     "status": ("status", "status_command"),
     "check": ("check", "check_command"),

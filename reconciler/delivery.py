@@ -247,13 +247,18 @@ class Delivery:
             if wait > 0:
                 await asyncio.sleep(wait)
 
+    def _stopped(self) -> bool:
+        return self._stopping
+
     def _recording_cutoff(self, lane: _Lane) -> Cutoff:
         name = lane.config.name
         return Cutoff(lambda seqs: self._mark_delivered(name, seqs), sink=name)
 
     async def _mark_delivered(self, sink: str, seqs: list[int]) -> None:
         """Record that `sink` confirmed events, and say so to `on_delivered`."""
-        await self.store.outbox.delivered(sink, seqs, self.clock())
+        await retries.record_waiting(
+            lambda: self.store.outbox.delivered(sink, seqs, self.clock()), self._stopped
+        )
         self.on_delivered(sink, len(seqs))
 
     async def _lane_once(self, lane: _Lane, cutoff: Cutoff) -> float | None:
@@ -362,7 +367,10 @@ class Delivery:
                     cfg, lane.down_streak, newly_down, failed, plan.resume_at, now
                 )
                 lane.paused_until, lane.paused_at = max(lane.paused_until, until), now
-            await self.store.outbox.failed(cfg.name, plan.updates)
+            await retries.record_waiting(
+                lambda: self.store.outbox.failed(cfg.name, plan.updates), self._stopped
+            )
+            plan.log()
             dead = plan.dead
             if dead:
                 self.dead_letters[cfg.name] = self.dead_letters.get(cfg.name, 0) + dead

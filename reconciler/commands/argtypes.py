@@ -8,8 +8,22 @@ import math
 import re
 import sys
 from datetime import datetime, timedelta, timezone
+from typing import NoReturn
 
 from ..config import parse_duration
+from ..exits import EX_USAGE
+from ..logs import say
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, its usage errors said as `say` says the line why a command stopped:
+    under journald every line (the usage, then `PROG: error: MESSAGE`) is an error line, found
+    by `journalctl -p err` with the rest of the command's failure."""
+
+    def error(self, message: str) -> NoReturn:
+        for line in f"{self.format_usage()}{self.prog}: error: {message}".splitlines():
+            say(line)
+        self.exit(EX_USAGE)
 
 
 def _number(text: str) -> float:

@@ -1,4 +1,4 @@
-"""`track`, `untrack`, `orders`, `events`: following orders and reading the snapshot."""
+"""`track`, `untrack`, `orders`: following orders and reading the snapshot."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
-from ..json_text import iso_time
 from ..logs import fields, say
 from ..model import Source
 from ..order_view import order_json
@@ -85,6 +84,9 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
     from ..sinks import sink_names
 
     # Every sink the config names: settling an uncertain submit stores an event.
+    # Made before the store, closed after it: its descriptor of the database, if it takes the
+    # lock to settle a submit, must outlive the store's connection (store/files.py).
+    lock = WriterLock(config.store_path, connected=True)
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
         with progress("track", len(orders)) as advance:
@@ -109,9 +111,12 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         if source != "ccv":
             return EX_OK
         if settles := [(oid, ref) for oid, ref in orders if ref is not None]:
-            return await _resolve_submissions(config, store, account, settles)
+            return await _resolve_submissions(config, store, lock, account, settles)
     finally:
-        await store.close()
+        try:
+            await store.close()
+        finally:
+            lock.close()
     return EX_OK
 
 
@@ -143,7 +148,11 @@ async def _track_ccv(
 
 
 async def _resolve_submissions(
-    config: Config, store: Store, account: str, settles: Sequence[tuple[str, str]]
+    config: Config,
+    store: Store,
+    lock: WriterLock,
+    account: str,
+    settles: Sequence[tuple[str, str]],
 ) -> int:
     """An order tracked with its reference settles an uncertain CCV submit of that reference,
     with an `order.submit_resolved`. Only the writer stores events (the daemon numbers them
@@ -151,7 +160,6 @@ async def _resolve_submissions(
     `[api]`, as `POST /api/v1/orders` with the reference does."""
     from ..writes.interrupted import settle_interrupted
 
-    lock = WriterLock(config.store_path)
     try:
         lock.acquire()
     except StoreLocked:
@@ -325,50 +333,3 @@ def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
     widths = columns(table)  # terminal cells
     for row in table:
         print("  ".join(padded(v, w) for v, w in zip(row, widths, strict=False)).rstrip())
-
-
-async def events_command(config: Config, args: argparse.Namespace) -> int:
-    """Print the event history."""
-    from ..sinks import sink_names
-
-    store = await open_store(config, readonly=True)
-    events = []
-    if store is not None:
-        try:
-            events = await store.events.history(
-                since=args.since,
-                type=args.type,
-                undelivered=args.undelivered,
-                sinks=frozenset(sink_names(config)),
-            )
-        finally:
-            await store.close()
-    if args.json:
-        out = []
-        for e in events:
-            obj = json.loads(e.body)
-            if args.undelivered:
-                obj["undelivered"] = list(e.undelivered)
-            out.append(obj)
-        print(json.dumps(out, indent=1, ensure_ascii=False))
-        return EX_OK
-    rows = []
-    for e in events:
-        data = json.loads(e.body).get("data", {})
-        change = status_word(data.get("status"), "-")
-        if data.get("previous_status"):
-            change = f"{status_word(data['previous_status'], '-')} -> {change}"
-        rows.append(
-            {
-                "time": iso_time(e.time),
-                "type": e.type,
-                # With several accounts of a source, which one failed or recovered matters.
-                "account": f"{data.get('source')}/{data.get('account')}",
-                "order": e.order_id,
-                "change": change if e.order_id else (data.get("reason") or "-"),
-                "severity": e.severity,
-                "undelivered": ",".join(e.undelivered) or None,
-            }
-        )
-    _print_table(rows, ("time", "type", "account", "order", "change", "severity", "undelivered"))
-    return EX_OK

@@ -223,7 +223,7 @@ class Loader:
             api_key=api_key,
             poll_interval_s=table.duration("poll_interval", "5m", positive=True, at_least=_FLOOR),
             concurrency=table.integer("concurrency", 8, 1, 256),
-            timeout_s=table.duration("timeout", "10s", positive=True),
+            timeout_s=table.timeout("timeout", "10s"),
             retry=self.retry(table),
             schedule=replace(
                 self.schedule(table, "ccv", "1m", CCV_STATUS_INTERVALS),
@@ -262,18 +262,18 @@ class Loader:
         env, credentials = secret_names("ccnow", name, single, "password")
         token_env, token_credentials = secret_names("ccnow", name, single, "notification_token")
         url = table.url("url")
-        client_id = table.string("client_id")
+        client_id = table.string("client_id", trimmed=True)
         password = self.secrets.required(table, "password", env, credentials)
         return CCNowConfig(
             name=name,
             url=url,
             client_id=client_id,
             password=password,
-            store_id=table.string("store_id", "", allow_empty=True),
+            store_id=table.string("store_id", "", allow_empty=True, trimmed=True),
             poll_interval_s=table.duration("poll_interval", "2m", positive=True, at_least=_FLOOR),
             batch_size=table.integer("batch_size", 25, 1, 100),
             concurrency=table.integer("concurrency", 2, 1, 16),
-            timeout_s=table.duration("timeout", "15s", positive=True),
+            timeout_s=table.timeout("timeout", "15s"),
             retry=self.retry(table),
             schedule=replace(
                 self.schedule(table, "ccnow", "2m", {}),
@@ -326,7 +326,7 @@ class Loader:
                 if "max_connections" in table.data
                 else None
             ),
-            header_timeout_s=table.duration("header_timeout", "10s", positive=True, at_most="10m"),
+            header_timeout_s=table.timeout("header_timeout", "10s"),
         )
 
     def api(self, table: Table | None) -> ApiConfig | None:
@@ -347,7 +347,7 @@ class Loader:
                 table, "token", ["RECONCILER_API_TOKEN"], ["api-token"], api_token_problem
             ),
             max_body_bytes=table.integer("max_body", 1024 * 1024, 1024, 16 * 1024 * 1024),
-            refresh_timeout_s=table.duration("refresh_timeout", "10s", positive=True),
+            refresh_timeout_s=table.timeout("refresh_timeout", "10s"),
             ccv_order_id_fields=tuple(fields) if fields else ("orderId", "id"),
         )
 

@@ -143,7 +143,7 @@ class SinkReader:
             specific = CommandSinkConfig(name=name, command=self.command(table))
         else:
             specific = LogSinkConfig(name=name)
-        timeout = table.duration("timeout", "15s", positive=True)
+        timeout = table.timeout("timeout", "15s")
         retry_min, retry_max = table.duration_range("retry_min", "5s", "retry_max", "1h")
         return replace(
             specific,

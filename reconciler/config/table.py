@@ -14,6 +14,12 @@ from .statuses import status_key_problem
 from .values import parse_duration, type_name, url_problem
 
 _V = TypeVar("_V")
+
+# Every `*timeout` key's bounds: a request, a sink's delivery or a wait for a provider that can
+# be met (the intervals' floor: "1ms" timed every request out) and that ends ("36500d" held a
+# stop, a drain or a caller for ever; `header_timeout` had this ceiling already).
+TIMEOUT_AT_LEAST = "100ms"
+TIMEOUT_AT_MOST = "10m"
 _C = TypeVar("_C", bound=str)
 
 
@@ -63,8 +69,16 @@ class Table:
             return value
         raise self.error(name, f"expected {what}, got {type_name(value)}")
 
-    def string(self, name: str, default: str | None = None, *, allow_empty: bool = False) -> str:
-        """A string; required when `default` is None."""
+    def string(
+        self,
+        name: str,
+        default: str | None = None,
+        *,
+        allow_empty: bool = False,
+        trimmed: bool = False,
+    ) -> str:
+        """A string; required when `default` is None. `trimmed`: a value a provider matches as
+        it is sent (a login), so white space alone or at an end is refused, never sent."""
         value = self.get(name, str, "a string")
         if value is None:
             if default is None:
@@ -74,6 +88,10 @@ class Table:
             raise self.error(name, "must not be empty")
         if (problem := control_problem(value)) is not None:
             raise self.error(name, problem)
+        if trimmed and value and not value.strip():
+            raise self.error(name, "must not be only white space")
+        if trimmed and value != value.strip():
+            raise self.error(name, f"must not begin or end with white space ({value!r})")
         return value
 
     def choice(self, name: str, choices: tuple[_C, ...], default: _C | None = None) -> _C:
@@ -120,6 +138,12 @@ class Table:
         if at_most is not None and seconds > parse_duration(at_most):
             raise self.error(name, f'must be at most "{at_most}"')
         return seconds
+
+    def timeout(self, name: str, default: str) -> float:
+        """Seconds from a timeout key, within the bounds every timeout key has."""
+        return self.duration(
+            name, default, positive=True, at_least=TIMEOUT_AT_LEAST, at_most=TIMEOUT_AT_MOST
+        )
 
     def duration_range(
         self,

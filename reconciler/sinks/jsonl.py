@@ -86,8 +86,8 @@ class JsonlSink:
         await asyncio.shield(self._writing)
 
     def _append(self, data: bytes) -> None:
-        # Readable by those the umask lets read the file (its group: a log shipper).
-        make_parents(self.path, mode=0o777)
+        # Its group (a log shipper) may go in and read the file; only its user writes there.
+        make_parents(self.path, mode=JSONL_DIRECTORIES)
         fd = _open(self.path)
         try:
             info = os.fstat(fd)
@@ -112,6 +112,11 @@ class JsonlSink:
 
     async def close(self) -> None:
         """Nothing held open between batches (a write still blocked keeps its thread)."""
+
+
+# The mode of the directories the sink makes on the way to its file (README, "The store's
+# files").
+JSONL_DIRECTORIES = 0o750
 
 
 def _open(path: Path) -> int:

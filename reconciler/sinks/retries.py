@@ -7,16 +7,29 @@ so that a replayed event gets its retries like a new one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from ..config import SinkConfig
 from ..logs import fields
+from ..store.errors import StoreLocked
 from .base import OutboxEvent, RetryLater
 
 log = logging.getLogger("reconciler.outbox")
+
+T = TypeVar("T")
+
+# How long a sink's record waits for another process's write (a lock held past SQLite's busy
+# timeout) before it fails as a store error: the lane then reads the store again a tick later,
+# and the events not recorded are delivered again (at least once).
+RECORD_WAIT_S = 300.0
+# The pause between two tries of a record, on top of SQLite's own busy timeout.
+RECORD_AGAIN_S = 0.1
 
 
 def disabled_hint(sink: str) -> str:
@@ -31,6 +44,29 @@ class Failures:
     updates: list[tuple[int, str, float | None]]  # (seq, reason, next attempt; None: dead)
     dead: int  # events dead-lettered
     resume_at: float  # when the sink may be tried again (0: at once)
+    # The outcome lines (level, message, fields), said once their record committed: a record
+    # that fails says nothing, and one made again must not say it twice.
+    lines: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+
+    def log(self) -> None:
+        """Log each outcome line: after `updates` were recorded."""
+        for level, message, values in self.lines:
+            log.log(level, message, extra=fields(**values))
+
+
+async def record_waiting(write: Callable[[], Awaitable[T]], stopping: Callable[[], bool]) -> T:
+    """Run a store write recording what a sink said, and run it again while another process
+    holds the database's write lock: that is a wait, not a failure, and the events it records
+    must not be delivered again because their record had to wait. A stop (`stopping`), or a
+    lock held for RECORD_WAIT_S, ends the wait with the StoreLocked error."""
+    deadline = time.monotonic() + RECORD_WAIT_S
+    while True:
+        try:
+            return await write()
+        except StoreLocked:
+            if stopping() or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(RECORD_AGAIN_S)
 
 
 def plan(
@@ -40,9 +76,10 @@ def plan(
     now: float,
     rng: random.Random,
 ) -> Failures:
-    """Decide each failed event's next attempt, or its dead letter, logging one line each.
-    `started`: by seq, when the event's `max_age` began."""
+    """Decide each failed event's next attempt, or its dead letter, with one line each to log
+    once recorded. `started`: by seq, when the event's `max_age` began."""
     updates: list[tuple[int, str, float | None]] = []
+    lines: list[tuple[int, str, dict[str, Any]]] = []
     dead = 0
     resume_at = 0.0
     for row, res in failed:
@@ -60,30 +97,26 @@ def plan(
         if now >= deadline:
             dead += 1
             updates.append((row.seq, res.reason, None))
-            log.error(
-                "sink.dead_letter",
-                extra=fields(
-                    sink=cfg.name,
-                    event_id=row.id,
-                    event_type=row.type,
-                    attempts=row.attempts + 1,
-                    reason=res.reason,
-                ),
-            )
+            dead_letter = {
+                "sink": cfg.name,
+                "event_id": row.id,
+                "event_type": row.type,
+                "attempts": row.attempts + 1,
+                "reason": res.reason,
+            }
+            lines.append((logging.ERROR, "sink.dead_letter", dead_letter))
             continue
-        log.warning(
-            "sink.retry",
-            extra=fields(
-                sink=cfg.name,
-                event_id=row.id,
-                attempts=row.attempts + 1,
-                reason=res.reason,
-                retry_in_s=round(due - now, 3),
-            ),
-        )
+        retry = {
+            "sink": cfg.name,
+            "event_id": row.id,
+            "attempts": row.attempts + 1,
+            "reason": res.reason,
+            "retry_in_s": round(due - now, 3),
+        }
+        lines.append((logging.WARNING, "sink.retry", retry))
         resume_at = max(resume_at, due)
         updates.append((row.seq, res.reason, due))
-    return Failures(updates, dead, resume_at)
+    return Failures(updates, dead, resume_at, lines)
 
 
 def down_pause(

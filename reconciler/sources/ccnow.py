@@ -151,8 +151,9 @@ class CCNowClient:
         that got a 5xx (but a 503 or a 504: a CGI dying at a bad id) in halves, down to the
         order alone, so that only that order fails (within a bound of posts a batch, up to
         FOUND_ORDERS shares, `Split`: past it, the parts not asked are asked at the next poll,
-        or fail for a 5xx; one warning a pass counts them; both halves of a 5xx failing while
-        no part answered, and a query of another order failing too, stop it: an outage,
+        or fail for a 5xx or when its posts decided no order; one warning a pass counts them;
+        both halves of a 5xx failing while no part answered, and a query of another order
+        failing too, stop it: an outage,
         whose later batches fail whole until one answers). The orders an answer that was read
         left out, when it held a line of another asked order (the order's error line, a cut last
         line after a line read), are asked again from the same posts, in a post of their own; an

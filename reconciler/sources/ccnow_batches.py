@@ -195,6 +195,9 @@ class BatchFailures:
         # program answered, so the failures held are those orders' own (`finish`: 20 odd
         # orders of an account's only batch of 25, none read, failed the account).
         self.spoke = False
+        # A batch or part got no answer in CCNow's words (a 5xx, a timeout, a page): `spoke`
+        # says nothing of it.
+        self._unspoken = False
 
     async def failed(
         self,
@@ -209,6 +212,7 @@ class BatchFailures:
         the breaker (raise when it does); not counted: a part of a batch asked again in parts
         (its batch counts once, `Split`)."""
         self._first = self._first or exc
+        self._unspoken = self._unspoken or not isinstance(exc, UnreadableAnswer)
         if counted:
             self.count(exc, word, len(batch))
         if self._answered:
@@ -266,9 +270,11 @@ class BatchFailures:
             return
         orders = [order_id for batch, _, _ in self._held for order_id in batch]
         lists = all(len(batch) == 1 for batch, _, _ in self._held)
-        if self.spoke and not self.told:
+        if self.spoke and not self.told and not self._unspoken:
             # CCNow answered about them: the probe is told (its pass's checks, failing, then
-            # say nothing of the account), and asks nothing.
+            # say nothing of the account), and asks nothing. Not when other batches got no
+            # answer (a 5xx, a timeout): the odd orders' answers say nothing of those, an
+            # outage beginning in the pass would be written as those orders' own failures.
             if probe is not None:
                 await probe(orders, lists=lists, spoke=True)
             await self.answered(reset=False)
@@ -337,18 +343,23 @@ class Splits:
 AskPart = Callable[[list[str], list[list[str]]], Awaitable[bool]]
 
 
-async def by_levels(batch: list[str], split: Split, splits: Splits, ask: AskPart) -> bool:
+async def by_levels(
+    batch: list[str], split: Split, splits: Splits, ask: AskPart
+) -> tuple[bool, list[list[str]]]:
     """Ask a batch again level by level: its halves, then the halves of each half still odd
     (its answer holding a line that cannot be read), and so on down to the order alone, each
-    part that reads applied at once; return whether some part answered. k odd orders cost at
-    most 2k posts a level, ceil(log2 n) levels (depth first, 20 odd orders first of 25 used
-    every post in the first half, the healthy orders after them never asked). Past the
-    batch's posts (`Split`), the parts not asked are not failed: nothing was said of them,
-    and they are asked at the next poll (their checks still due; a catch-up's, due as
+    part that reads applied at once; return whether some part answered, and the parts not
+    asked. k odd orders cost at most 2k posts a level, ceil(log2 n) levels (depth first, 20
+    odd orders first of 25 used every post in the first half, the healthy orders after them
+    never asked). Past the batch's posts (`Split`), the parts not asked are not failed when
+    its posts decided some order (a part read, or an order found alone): nothing was said of
+    them, and they are asked at the next poll (their checks still due; a catch-up's, due as
     before it), each poll finding more odd orders alone, which then wait for their failure's
-    backoff."""
+    backoff (`BatchQuery.levels` fails them when none was decided: the next poll would ask
+    the same parts again)."""
     split.levels = True
     answered = False
+    unasked: list[list[str]] = []
     level = [batch]
     while level:
         odd: list[list[str]] = []
@@ -360,5 +371,6 @@ async def by_levels(batch: list[str], split: Split, splits: Splits, ask: AskPart
                 else:
                     split.unasked = True
                     splits.unasked(len(half))
+                    unasked.append(half)
         level = odd
-    return answered
+    return answered, unasked

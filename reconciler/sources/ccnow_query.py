@@ -342,7 +342,14 @@ class BatchQuery:
         async def ask(part: list[str], odd: list[list[str]]) -> bool:
             return await self.handle(part, split, again, odd=odd)
 
-        answered = await by_levels(batch, split, self._splits, ask)
+        answered, unasked = await by_levels(batch, split, self._splits, ask)
+        if not (split.read or split.found):
+            # Its posts decided no order (a line in every answer of several orders, batches
+            # of 32 or more: every post a part of several): carried, the parts not asked would
+            # be the same at every poll, never checked, no check failing. They fail, as a
+            # batch halved for a 5xx's do: the next poll asks others.
+            for part in unasked:
+                await self._failures.failed(part, exc, "protocol", time.time(), counted=False)
         self._counted(whole, answered, split, exc, "protocol", len(batch))
         return answered
 

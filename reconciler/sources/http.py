@@ -171,9 +171,13 @@ def reply_of(resp: aiohttp.ClientResponse, body: bytes, sent_at: float) -> Reply
     return Reply(resp.status, body, content_type, sent_at, framed, chunked)
 
 
-async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_body(
+    resp: aiohttp.ClientResponse, limit: int, came: list[bytes] | None = None
+) -> bytes:
     """Read a response body of at most `limit` bytes; a larger one is not the protocol
-    (AnswerTooLarge, a ProtocolError: the request reached the provider).
+    (AnswerTooLarge, a ProtocolError: the request reached the provider). `came`: each part
+    of the body (as sent) is added to it as it comes, so that a caller keeps what came before
+    the body broke (a write's answer cut short may hold whole lines that say what was done).
 
     The limit holds for the body as decoded: a compressed answer's Content-Length says nothing
     of its size once inflated (a few kB of gzip can hold gigabytes). The session leaves every
@@ -182,19 +186,17 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     headers are undone here, each stream to its end, within the limit.
     """
     length = resp.content_length
-    if length is not None:
-        if length > limit:
+    if length is not None and length > limit:
+        raise AnswerTooLarge(resp.status, limit)
+    # Read part by part whatever its framing: aiohttp keeps no part of a body that broke.
+    chunks: list[bytes] = [] if came is None else came
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
             raise AnswerTooLarge(resp.status, limit)
-        body = await resp.read()  # as sent: no more than its Content-Length
-    else:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise AnswerTooLarge(resp.status, limit)
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if hdrs.CONTENT_ENCODING not in resp.headers:
         return body  # nearly every answer: nothing more to look at
     try:

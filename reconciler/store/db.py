@@ -349,7 +349,10 @@ async def _upgrade(
     deadline = time.monotonic() + (CREATING_WAIT_S if version == 0 else 0.0)
     while lock is not None:
         try:
-            lock.acquire()
+            # Its lock file's alone, which is what an earlier release takes: this process has
+            # the database open, and the lock's own descriptor of it, closed with the lock,
+            # would drop SQLite's locks (files.check_file).
+            lock.acquire(lock_file_only=True)
             break
         except StoreLocked as exc:
             if await outdated(conn, await _user_version(conn)) is None:

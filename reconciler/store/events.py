@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,6 +19,8 @@ from ..model import Source
 from . import event_rows, replays
 from .due import OUTBOX_COLUMNS, read_pending
 from .errors import StoreError, guarded
+from .event_pages import StoredEvent, history_pages
+from .health import is_unusable
 from .history import LAST_SEQ, RAISE_FLOOR, highest_seq
 from .oneshot import commit_at_once
 from .priority import urgent_first
@@ -48,20 +50,6 @@ class Due:
     rows: list[OutboxEvent]  # deliverable now, in seq (commit) order
     next_at: float | None  # when the first event waiting for its retry is due (None: none)
     full: bool  # `rows` reached the limit: more may be deliverable at once
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event row as the `events` command shows it."""
-
-    seq: int
-    id: str
-    type: str
-    time: float
-    order_id: str | None
-    severity: str
-    body: bytes
-    undelivered: tuple[str, ...]  # sinks that do not have it (pending or dead)
 
 
 # Counted for /metrics; matches the WHERE of its partial index (migration 5) word for word,
@@ -182,35 +170,31 @@ class Events:
         undelivered: bool = False,
         sinks: Collection[str] | None = None,
     ) -> list[StoredEvent]:
-        """Return the event history in order, optionally only what some sink does not have.
-        With `sinks` (the configured ones), a sink removed from the config is waiting for
-        nothing, as `status` counts it."""
-        sql = (
-            "SELECT e.seq, e.id, e.type, e.time, e.order_id, e.severity, e.body, "
-            "(SELECT group_concat(d.sink) FROM deliveries d WHERE d.event_seq = e.seq "
-            " AND d.state != 'delivered') FROM events e "
-            "WHERE e.time >= ? AND (? IS NULL OR e.type = ?) ORDER BY e.seq"
-        )
-        async with self._conn.execute(sql, (since or 0.0, type, type)) as cur:
-            rows = await cur.fetchall()
-        out = [
-            StoredEvent(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                bytes(r[6]),
-                tuple(
-                    sorted(s for s in r[7].split(",") if sinks is None or s in sinks)
-                    if r[7]
-                    else ()
-                ),
-            )
-            for r in rows
-        ]
-        return [e for e in out if e.undelivered] if undelivered else out
+        """Return the event history in order (see `pages`), all of it at once."""
+        pages = self.pages(since=since, type=type, undelivered=undelivered, sinks=sinks)
+        return [e async for page in pages for e in page]
+
+    async def pages(
+        self,
+        *,
+        since: float | None = None,
+        type: str | None = None,
+        undelivered: bool = False,
+        sinks: Collection[str] | None = None,
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Yield the event history in order by pages, optionally only what some sink does not
+        have. With `sinks` (the configured ones), a sink removed from the config is waiting
+        for nothing, as `status` counts it."""
+        # Guarded here: `guarded` wraps coroutines, and this is a generator.
+        try:
+            async for page in history_pages(
+                self._conn, since=since, type=type, undelivered=undelivered, sinks=sinks
+            ):
+                yield page
+        except sqlite3.Error as exc:
+            if not is_unusable(exc):
+                raise
+            raise self.unusable(exc) from None
 
     async def feed(self, after: int, type: str | None, limit: int) -> tuple[list[bytes], int]:
         """Return the bodies of up to `limit` events after seq `after` (of one type, or all),

@@ -70,52 +70,126 @@ def writer_running(path: Path, *left: tuple[object, ...]) -> bool:
 
 
 class WriterLock:
-    """An exclusive advisory lock beside the database: one writer per store."""
+    """An exclusive advisory lock on the database file and beside it: one writer per store.
 
-    def __init__(self, db_path: Path) -> None:
+    `connected`: this process has a connection to the database open while it asks for the lock
+    (`track` settling a submit): the descriptor of the database the lock opens is closed by
+    `close` alone, once that connection closed. Closing any descriptor of a file drops every
+    POSIX lock the process holds on it, SQLite's own included (see `check_file`)."""
+
+    def __init__(self, db_path: Path, *, connected: bool = False) -> None:
         # Beside the file itself, not beside a symbolic link to it: two configs naming one
         # database by two paths still get one writer.
         real = Path(os.path.realpath(db_path))
         self.db_path = real
         self.path = beside(real, LOCK)
+        self.connected = connected
         self._fd: int | None = None
+        self._db_fd: int | None = None
 
-    def acquire(self) -> None:
-        """Take the lock or raise WriterLockHeld at once; never waits."""
+    def acquire(self, *, lock_file_only: bool = False) -> None:
+        """Take the lock or raise WriterLockHeld at once; never waits. Two `flock` locks: the
+        lock file's, which earlier releases take alone, and the database file's own, which
+        follows the file, not its name: a lock file deleted under a running writer (taken for
+        a stale one) or a hard link to the database under another name lets no second writer
+        in. A database not there yet is made first, under the lock file's lock.
+        `lock_file_only`: the first alone (a store's upgrade, against an earlier release)."""
         try:
             make_parents(self.path)
-            fd = open_beside(self.path, self.db_path)
+            fd = self._take_lock_file()
         except OSError as exc:
             raise file_error(f"cannot create lock file {self.path}", self.db_path, exc) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise WriterLockHeld(
-                f"store {self.path.with_suffix('')} is in use by another reconciler process"
-                + (f" (pid {holder})" if holder else ""),
-                int(holder) if holder.isdigit() else None,
-            ) from None
-        try:
+            if not lock_file_only:
+                self._take_database()
             # What `held` asks: flock's lock cannot be asked about without taking it.
             _fcntl_lock(fd, _SETLK, fcntl.F_WRLCK)
         except OSError as exc:
             os.close(fd)
+            self._let_go_database()
             raise file_error(f"cannot lock file {self.path}", self.db_path, exc) from None
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as exc:
+            self._let_go_database()
             os.close(fd)  # and the lock with it
             raise file_error(f"cannot write lock file {self.path}", self.db_path, exc) from None
         self._fd = fd
 
+    def _take_lock_file(self) -> int:
+        """Open and lock the lock file; return its descriptor. The file locked must still be
+        the one at its path: deleted and made anew meanwhile, another writer may hold the new
+        one, so it is opened again."""
+        for _ in range(_LOCK_FILE_TRIES):
+            fd = open_beside(self.path, self.db_path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise self._held(int(holder) if holder.isdigit() else None) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if _same_file(fd, self.path):
+                return fd
+            os.close(fd)
+        raise BlockingIOError(errno.EAGAIN, "deleted again at every try")
+
+    def _take_database(self) -> None:
+        """Lock the database file itself (`flock`'s lock and SQLite's POSIX ones are apart),
+        through a descriptor kept open until `release` (or `close`, when `connected`)."""
+        if self._db_fd is None:
+            try:
+                create_private(self.db_path)
+                # Read-only and non-blocking: nothing written, and a FIFO there (refused by
+                # the store's open) does not hang the start.
+                self._db_fd = os.open(self.db_path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            except OSError as exc:
+                raise file_error(f"cannot use database {self.db_path}", self.db_path, exc) from None
+        try:
+            fcntl.flock(self._db_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._let_go_database()
+            # The holder's process id is in its own lock file, which may be gone or another.
+            raise self._held(None) from None
+
+    def _let_go_database(self) -> None:
+        """Drop the database file's lock; its descriptor too, unless `connected`."""
+        if self._db_fd is None:
+            return
+        if self.connected:
+            fcntl.flock(self._db_fd, fcntl.LOCK_UN)
+        else:
+            os.close(self._db_fd)
+            self._db_fd = None
+
+    def _held(self, pid: int | None) -> WriterLockHeld:
+        return WriterLockHeld(
+            f"store {self.db_path} is in use by another reconciler process"
+            + (f" (pid {pid})" if pid is not None else ""),
+            pid,
+        )
+
     def release(self) -> None:
-        """Release the lock (also released by the kernel when the process dies)."""
+        """Release the lock (also released by the kernel when the process dies). The database
+        file's first: a writer taking the lock file from then on finds the database free."""
+        self._let_go_database()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def close(self) -> None:
+        """Release the lock and close the database's descriptor (`connected`: once every
+        connection of this process to the database closed)."""
+        self.release()
+        if self._db_fd is not None:
+            os.close(self._db_fd)
+            self._db_fd = None
 
     def held(self) -> bool:
         """Whether some process holds the lock (a writer is running), told without taking it:
@@ -136,6 +210,20 @@ class WriterLock:
             return True  # cannot be asked (ENOLCK on NFS): taken as held, as an unreadable file
         finally:
             os.close(fd)
+
+
+# Opening the lock file again when it was deleted and made anew between its open and its lock.
+_LOCK_FILE_TRIES = 3
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open at `fd`."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 # Open file description locks (Linux): owned by the open file, as flock's lock is, and seen by
@@ -186,13 +274,35 @@ def check_file(path: Path, mode: int) -> None:
 
 
 def make_parents(path: Path, *, mode: int = 0o700) -> None:
-    """Make the directories `path` goes in, for this user alone unless `mode` says otherwise.
-    A file in their way is "Not a directory", as opening a path under a file says, not mkdir's
-    "File exists"."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=mode)
-    except FileExistsError:
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+    """Make the directories `path` goes in that are not there, each with `mode` whatever the
+    umask (which only takes bits away: a umask of 000 left them world-writable, 077 kept a
+    group's out), for this user alone unless `mode` says otherwise. A directory that was there
+    keeps its mode; a new one keeps the setgid bit its parent gave it (a group's shared
+    directory). A file in their way is "Not a directory", as opening a path under a file
+    says, not mkdir's "File exists"."""
+    missing: list[Path] = []
+    parent = path.parent
+    while True:
+        try:
+            found = parent.stat()
+        except FileNotFoundError:
+            if parent.parent == parent:
+                raise
+            missing.append(parent)
+            parent = parent.parent
+            continue
+        if not stat.S_ISDIR(found.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        break
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+            continue  # made meanwhile by another process: its mode is its maker's
+        inherited = stat.S_IMODE(directory.stat().st_mode) & stat.S_ISGID
+        os.chmod(directory, mode | inherited)
 
 
 def create_private(path: Path) -> None:

@@ -23,11 +23,14 @@ _EVERY = (
     "next_attempt_at = 0, attempts = 0, requeued_at = excluded.requeued_at"
 )
 # What the sink does not have: its pending and its dead-lettered rows, each found through its
-# partial index (the state is written out, not bound, so that SQLite can use it), never the
-# delivered rows of a year. The event's time is read by its key, for those rows only.
+# partial index (the state is written out, not bound, so that SQLite may use it), never the
+# delivered rows of a year. Named: left to choose, SQLite took the outbox's key (sink,
+# event_seq) and read every row the sink ever had. The event's time is read by its key, for
+# those rows only.
+_PARTIAL_INDEXES = (("pending", "deliveries_due"), ("dead", "deliveries_dead"))
 _NOT_DELIVERED = (
-    f"UPDATE deliveries SET {_AFRESH} WHERE sink = ? AND state = '{{state}}' "
-    "AND (SELECT time FROM events WHERE seq = deliveries.event_seq) >= ?"
+    f"UPDATE deliveries INDEXED BY {{index}} SET {_AFRESH} WHERE sink = ? "
+    "AND state = '{state}' AND (SELECT time FROM events WHERE seq = deliveries.event_seq) >= ?"
 )
 
 
@@ -40,8 +43,9 @@ async def requeue(
     before = conn.total_changes
     if undelivered:
         # Pending first: the dead rows it then makes pending are not counted twice.
-        for state in ("pending", "dead"):
-            await conn.execute(_NOT_DELIVERED.format(state=state), (now, sink, since or 0.0))
+        for state, index in _PARTIAL_INDEXES:
+            sql = _NOT_DELIVERED.format(index=index, state=state)
+            await conn.execute(sql, (now, sink, since or 0.0))
     else:
         await conn.execute(_EVERY, (sink, now, since or 0.0))
     queued = conn.total_changes - before

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ..logs import fields
 from ..model import NEVER_SQL, unwatched, watch_from
 from .db import Store
+from .event_pages import delivery_sinks
 from .order_sql import unwatched_any
 from .space import give_back_space
 from .sql import marks
@@ -102,23 +103,8 @@ async def prune(
     return report
 
 
-async def _delivery_sinks(store: Store) -> list[str]:
-    """Return the sinks that have delivery rows: one index seek per sink, not a scan."""
-    found: list[str] = []
-    while True:
-        rows = list(
-            await store.conn.execute_fetchall(
-                "SELECT sink FROM deliveries WHERE sink > ? ORDER BY sink LIMIT 1",
-                (found[-1] if found else "",),
-            )
-        )
-        if not rows:
-            return found
-        found.append(str(rows[0][0]))
-
-
 async def _release_removed_sinks(store: Store, sinks: set[str], chunk: int) -> int:
-    removed = [s for s in await _delivery_sinks(store) if s not in sinks]
+    removed = [s for s in await delivery_sinks(store.conn) if s not in sinks]
     total = 0
     for sink in removed:
         while True:
@@ -171,7 +157,7 @@ async def _prune_events(
             newest = next(iter(await conn.execute_fetchall("SELECT max(seq) FROM events")))[0]
             seqs = [int(r[1]) for r in rows if r[1] != newest and int(r[1]) not in current]
             held: set[int] = set()
-            sinks = await _delivery_sinks(store)
+            sinks = await delivery_sinks(store.conn)
             in_seqs = marks(len(seqs))
             for sink in sinks:
                 found = await conn.execute_fetchall(

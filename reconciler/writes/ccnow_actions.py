@@ -126,6 +126,11 @@ class ActionSender(Closing):
         self.clock = clock
         self.in_flight = in_flight or InFlight()
         self._recording = asyncio.Lock()
+        # The commands a request (`take`) recorded, each with that request's mark, until it
+        # ends: it sends them itself. Claimed by another sender meanwhile (the daemon's tick,
+        # another request), one would be answered `sending` for that one's post, not with its
+        # outcome, which the request's caller waits for.
+        self._taken: dict[int, object] = {}
 
     async def take(self, new: Sequence[cmds.NewCommand]) -> Taken:
         """Record new commands (those past pending closed `refused` at once, keys given before
@@ -144,17 +149,30 @@ class ActionSender(Closing):
             if any(made_now for _c, made_now in closed):
                 self.on_commit()
             recorded = await cmds.record(self.store, wanted, self.clock())
-        failpoint("ccnow.recorded")
-        earlier = {c.id for c in known.values()}
-        # A key another request made meanwhile (the daemon takes requests concurrently).
-        earlier |= {c.id for c, made_now in [*closed, *recorded] if not made_now}
-        ids = [c.id for c in known.values()] + [c.id for c, _new in [*closed, *recorded]]
-        tally = Tally()
-        await self.send(await cmds.get(self.store, ids), tally)
-        await self.send_due(tally)  # it may post one of these, held until an older one ended
-        rows = await cmds.get(self.store, ids)
-        held = await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
+            # Under the lock that `send_due` reads the due commands under: none sees these
+            # before they are the request's.
+            mine, own = object(), [c.id for c, made_now in recorded if made_now]
+            self._taken.update(dict.fromkeys(own, mine))
+        try:
+            failpoint("ccnow.recorded")
+            earlier = {c.id for c in known.values()}
+            # A key another request made meanwhile (the daemon takes requests concurrently).
+            earlier |= {c.id for c, made_now in [*closed, *recorded] if not made_now}
+            ids = [c.id for c in known.values()] + [c.id for c, _new in [*closed, *recorded]]
+            tally = Tally()
+            await self.send(self._sendable(await cmds.get(self.store, ids), mine), tally)
+            # It may post one of these, held until an older one ended.
+            await self.send_due(tally, mine=mine)
+            rows = await cmds.get(self.store, ids)
+            held = await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
+        finally:
+            for i in own:
+                del self._taken[i]
         return Taken(rows, earlier, waiting, len(tally.posted & set(ids)), held)
+
+    def _sendable(self, commands: Sequence[cmds.Command], mine: object) -> list[cmds.Command]:
+        """The commands no other request than `mine` (None: any) recorded and sends itself."""
+        return [c for c in commands if self._taken.get(c.id, mine) is mine]
 
     async def command(self, command_id: int) -> cmds.Command | None:
         """Return one command by id."""
@@ -164,10 +182,13 @@ class ActionSender(Closing):
         """Return commands by id, as they stand now."""
         return await cmds.get(self.store, ids)
 
-    async def send_due(self, tally: Tally | None = None) -> Tally:
-        """Send every queued command whose attempt is due."""
+    async def send_due(self, tally: Tally | None = None, *, mine: object = None) -> Tally:
+        """Send every queued command whose attempt is due, but those a request under way
+        recorded (but `mine`'s own): it sends them and answers their outcome."""
         tally = tally or Tally()
-        await self.send(await cmds.due(self.store, self.clock()), tally)
+        async with self._recording:
+            due = self._sendable(await cmds.due(self.store, self.clock()), mine)
+        await self.send(due, tally)
         return tally
 
     async def send(self, commands: Sequence[cmds.Command], tally: Tally) -> None:
@@ -228,12 +249,12 @@ class ActionSender(Closing):
             return
         except Lost as exc:
             tally.post(batch)
+            if exc.in_part is not None:  # whole lines for some orders came before it was lost
+                await self._close_in_part(cfg, batch, exc, tally, once=once)
+                return
             if once:
                 await self._make_uncertain(batch, str(exc))
                 tally.uncertain += len(batch)
-                return
-            if exc.in_part is not None:  # whole lines for some orders came before it was lost
-                await self._close_in_part(cfg, batch, exc, tally)
                 return
             await requeue(
                 self.store, self.clock(), cfg, batch, str(exc), tally, lost=True, wait=exc.wait

@@ -24,6 +24,7 @@ from reconciler.writes.ccnow_outcome import (
     event_of,
     lines_by_id,
     log_closed,
+    make_uncertain,
     outcome,
     retry_delay,
     says_down_for,
@@ -48,9 +49,10 @@ class Closing:
     in_flight: InFlight
     secrets: Sequence[str]
     clock: Callable[[], float]
+    on_commit: Callable[[], None]
 
     async def _close_in_part(
-        self, cfg: CCNowConfig, batch: list[cmds.Command], exc: Lost, tally: Tally
+        self, cfg: CCNowConfig, batch: list[cmds.Command], exc: Lost, tally: Tally, *, once: bool
     ) -> None:
         """Close a post whose answer was lost after whole lines for some of its orders (cut
         short, an error line beside them): those lines close their commands as in a whole
@@ -58,7 +60,7 @@ class Closing:
         within the post would have, without the commands CCNow said it took. Whether CCNow
         took them cannot be known: a ship or cancel sent again is found taken by its order's
         status; a tracking upload may be added twice (CCNow may show it twice: it costs
-        nothing, unlike a discount, which is never posted again: `uncertain`)."""
+        nothing, unlike a discount, which is never posted again: `uncertain`, `once`)."""
         assert exc.in_part is not None
         answer, asked, before = exc.in_part
         lines = lines_by_id(answer)
@@ -66,7 +68,12 @@ class Closing:
         if said:
             said = as_reached(said, self.clock()) if before else said
             await self._close(cfg, said, lines, tally, asked, wait=exc.wait)
-        if rest := [c for c in batch if lines.get(c.order_id) is None]:
+        rest = [c for c in batch if lines.get(c.order_id) is None]
+        if rest and once:
+            await make_uncertain(self.store, rest, str(exc), now=self.clock())
+            self.on_commit()
+            tally.uncertain += len(rest)
+        elif rest:
             at, why, now = not_before(exc.wait), str(exc), self.clock()
             await requeue(self.store, now, cfg, rest, why, tally, lost=True, delay=at)
 

@@ -157,7 +157,7 @@ async def post_batch(
             raise
         reply = exc.cut
         secrets = answer_secrets(cfg.password.reveal(), secrets)
-        raise _in_part(str(exc), whole_lines(reply.body), secrets, batch, reply) from None
+        raise _in_part(str(exc), whole_lines(reply.body), secrets, batch, reply, once) from None
     except AnswerTooLarge:
         # An answer too large to read came after CCNow got the post: it may have run it.
         raise Lost("answer_too_large") from None
@@ -226,7 +226,8 @@ async def post_batch(
             # Those lines say what CCNow did with their orders (a last line without its line
             # end only when a Content-Length framed it: else it may be a longer one, cut).
             whole = body if reply.framed else whole_lines(body)
-            raise _in_part("error_with_order_lines", whole, secrets, batch, reply) from None
+            word = "error_with_order_lines"
+            raise _in_part(word, whole, secrets, batch, reply, once) from None
         if lines := refusal_lines(body, secrets):
             raise _refused(lines, batch, reply.reached_before, wait) from None
         if words := message_lines(body, secrets):
@@ -300,14 +301,24 @@ def _parsed(body: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command]) 
 
 
 def _in_part(
-    word: str, whole: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command], reply: Reply
+    word: str,
+    whole: bytes,
+    secrets: Sequence[str],
+    batch: Sequence[cmds.Command],
+    reply: Reply,
+    once: bool,
 ) -> Lost:
     """A lost answer (`word`) whose whole lines (`whole`) hold lines for some of the post's
     orders: those lines, read alone, say what CCNow did with their orders (Lost.in_part); the
-    others' is unknown. A plain Lost when they cannot be read."""
-    lines = [x for x in re.split(rb"\r\n|\r|\n", whole) if answered_orders(x)]
+    others' is unknown. A plain Lost when they cannot be read, and for a post never sent twice
+    (`once`, an adjust) when another line is among them (an error line beside them may be
+    about any of its discounts, as in a whole answer)."""
+    given = [x for x in re.split(rb"\r\n|\r|\n", whole) if x.strip()]
+    lines = [x for x in given if answered_orders(x)]
     # Its Retry-After is kept: none of its commands is posted again before it asks.
     wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
+    if once and len(lines) < len(given):
+        return Lost(word, wait)
     try:
         answer = _parsed(b"\n".join(lines) + b"\n", secrets, batch)
     except SourceError:

@@ -26,7 +26,7 @@ from reconciler.sources.http import (
     parse_retry_after,
     waited_to_retry,
 )
-from reconciler.writes.once import NotSent, Uncertain, send_once
+from reconciler.writes.once import BodyBroke, NotSent, Uncertain, send_once
 
 __all__ = [
     "FIELD",
@@ -79,8 +79,8 @@ class Lost(Exception):
     ) -> None:
         super().__init__(word)
         self.wait = wait
-        # An answer cut short after whole lines for some of the post's orders (post_retrying:
-        # not retried, those orders' commands would be applied again), read by the caller.
+        # An answer cut short after whole lines for some of the post's orders (not retried:
+        # those orders' commands would be applied again), read by the caller.
         self.cut = cut
         # Those lines, read (ccnow_post): the answer, when its attempt was sent, whether an
         # earlier attempt may have reached CCNow. They close their orders' commands.
@@ -144,6 +144,19 @@ def whole_lines(body: bytes) -> bytes:
     return body[: max(body.rfind(b"\n"), body.rfind(b"\r")) + 1]
 
 
+def in_part(reply: Reply) -> bool:
+    """Whether an answer cut short brought whole lines for some of the post's orders: they say
+    what CCNow did with those (a line cut mid-word is no whole line)."""
+    return reply.status == 200 and answered_orders(whole_lines(reply.body))
+
+
+def _came_in_part(exc: Uncertain) -> Reply | None:
+    """An answer whose body broke (BodyBroke) as far as it came, when that holds whole lines
+    for some of the post's orders; None else."""
+    came = exc.came if isinstance(exc, BodyBroke) else None
+    return came if came is not None and in_part(came) else None
+
+
 def not_run(reply: Reply) -> bool:
     """Whether an answer says its attempt was not run: a status that says so (`turned_away`)
     whose body, when it broke, had not begun (the rest may have been the orders' lines)."""
@@ -184,14 +197,17 @@ async def post_once(
 ) -> Reply:
     """Post once, never again: raise NotSent when no connection was made (Stopping: not
     posted for the stop, the stop began while it waited for its turn), Lost when the answer may
-    have been lost after CCNow got the post, AnswerTooLarge when it was too large to read,
+    have been lost after CCNow got the post (`cut`: as far as it came, when that holds whole
+    lines for some of its orders), AnswerTooLarge when it was too large to read,
     UndecodableAnswer when its encoding cannot be decoded."""
     try:
         reply = await _send(session, url, headers, data, timeout, gate, halt)
     except Uncertain as exc:
-        raise Lost(str(exc)) from None
+        # Lines for some orders that came whole before the body broke say what CCNow did with
+        # those: the caller closes their commands by them (Lost.cut).
+        raise Lost(str(exc), cut=_came_in_part(exc)) from None
     if not is_complete(reply):
-        raise Lost("truncated_answer")
+        raise Lost("truncated_answer", cut=reply if in_part(reply) else None)
     return reply
 
 
@@ -227,6 +243,12 @@ async def post_retrying(
         except NotSent as exc:
             word, answered, wait = str(exc).replace(" ", "_"), None, None  # none reached
         except Uncertain as exc:
+            if (came := _came_in_part(exc)) is not None:
+                # Its body broke after lines for some of its orders (a Content-Length or
+                # chunks not all come, the rest not within the timeout): sent again whole, it
+                # would apply those again.
+                part = came._replace(reached_before=True) if reached_before else came
+                raise Lost(str(exc), cut=part) from None
             reached, word, answered, wait = True, str(exc), None, None
         else:
             if not reply.body_began and refuses_a_field(reply.status, reply.body):
@@ -242,7 +264,7 @@ async def post_retrying(
                 wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
             elif is_complete(reply):
                 return reply._replace(reached_before=True) if reached_before else reply
-            elif answered_orders(whole_lines(reply.body)):
+            elif in_part(reply):
                 # Lines for some of its orders came whole before the cut: they say what CCNow
                 # did with those, which a post sent again whole would apply again.
                 part = reply._replace(reached_before=True) if reached_before else reply

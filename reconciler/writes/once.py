@@ -64,12 +64,18 @@ class BodyBroke(Uncertain):
     the timeout) or aiohttp refused the rest of it (a broken chunk, a header line too long):
     the provider answered, with `status`, and `location` (absolute) where it pointed. `str()`
     is a word as Uncertain's, `timeout` or `connection`, or MALFORMED. A write it answered may
-    have been run; a `303 See Other` or a `201 Created` says it was."""
+    have been run; a `303 See Other` or a `201 Created` says it was. `came`: the answer as far
+    as it came (its body's bytes before the break; none when a Content-Encoding makes them
+    unreadable), neither `framed` nor `chunked` (its end is not its own), or None when not
+    known: its whole lines may say what the provider did (CCNow's orders' lines)."""
 
-    def __init__(self, word: str, status: int, location: str | None) -> None:
+    def __init__(
+        self, word: str, status: int, location: str | None, came: Reply | None = None
+    ) -> None:
         super().__init__(word)
         self.status = status
         self.location = location
+        self.came = came
 
 
 class HeadUnread(Uncertain):
@@ -178,8 +184,10 @@ async def _send(
             # made the order).
             joined = _location(url, resp.headers.getall(hdrs.LOCATION, ()))
             began = False
+            came: list[bytes] = []  # what came before a break: whole lines may say what ran
             try:
-                body = await read_body(resp, max_body)  # AnswerTooLarge: it got the request
+                # AnswerTooLarge: it got the request.
+                body = await read_body(resp, max_body, came)
             except AnswerTooLarge as exc:
                 exc.location = joined
                 raise
@@ -192,7 +200,8 @@ async def _send(
                     # there" would read as a lost answer, and a person's word that the provider
                     # never got it would be taken (`store/not_sent.refusal`).
                     word = "timeout" if isinstance(exc, asyncio.TimeoutError) else "connection"
-                    raise BodyBroke(word, resp.status, joined) from None
+                    cut = _cut(resp, came, sent_at)._replace(location=joined)
+                    raise BodyBroke(word, resp.status, joined, cut) from None
                 # A refusal whose body never came whole: its status line says it all (nothing
                 # was made), and it is no lost answer; whether its body began is kept
                 # (`Reply.body_began`), not what came of it.
@@ -229,6 +238,15 @@ async def _send(
         # while its connection (closed after the answer, its own) waits to be collected.
         if connecting.heard is not None:
             connecting.heard.clear()
+
+
+def _cut(resp: aiohttp.ClientResponse, came: list[bytes], sent_at: float) -> Reply:
+    """An answer whose body broke, as far as it came (BodyBroke.came); its Retry-After kept."""
+    # Encoded, its bytes cut short cannot be read (a gzip stream stops anywhere).
+    body = b"" if hdrs.CONTENT_ENCODING in resp.headers else b"".join(came)
+    wait = passed_retry_after(resp.headers.get(hdrs.RETRY_AFTER), datetime.now(timezone.utc))
+    reply = reply_of(resp, body, sent_at)
+    return reply._replace(framed=False, chunked=False, retry_after=wait)
 
 
 def _heard(

@@ -27,6 +27,7 @@ NOT_FOR_A_CATCH_UP = (
     "reconciler.commands.status_report",
     "reconciler.commands.status_text",
     "reconciler.commands.orders",
+    "reconciler.commands.events",
     "reconciler.commands.replay",
     "reconciler.commands.check",
     "reconciler.commands.ccv",

@@ -128,7 +128,8 @@ async def test_a_start_whose_exec_hangs_fails_at_the_timeout_and_its_program_die
 async def test_the_daemon_answers_polls_and_stops_while_a_command_start_hangs(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:
-    # The sink's timeout is an hour: only the stop's cutoff ends the hung delivery.
+    # The sink's timeout is the longest allowed, ten minutes: only the stop's cutoff ends the
+    # hung delivery.
     port = free_port()
     fake_ccnow.orders = {"396-10-1142": "pending"}
     command = json.dumps([sys.executable, "-c", "pass"])
@@ -137,7 +138,7 @@ async def test_the_daemon_answers_polls_and_stops_while_a_command_start_hangs(
         ccnow=fake_ccnow,
         ccnow_extra='poll_interval = "0.5s"',
         extra=f'[[sinks]]\ntype = "command"\nname = "hook"\ncommand = {command}\n'
-        f'timeout = "1h"\n\n[receiver]\nlisten = "127.0.0.1:{port}"\n'
+        f'timeout = "10m"\n\n[receiver]\nlisten = "127.0.0.1:{port}"\n'
         f'public_url = "http://127.0.0.1:{port}"\n',
     )
     env = cli_env(RECONCILER_RECEIVER_SECRET="s" * 32)

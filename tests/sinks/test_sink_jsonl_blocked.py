@@ -103,7 +103,7 @@ async def test_catch_up_ends_at_its_deliver_timeout_while_a_write_blocks(
 ) -> None:
     # The sink's own timeout is far beyond the run's: `--deliver-timeout` is what ends it (a
     # systemd oneshot that runs it must not hang).
-    cfg = ccnow_config(tmp_path, fake_ccnow, 'timeout = "1h"\n')
+    cfg = ccnow_config(tmp_path, fake_ccnow, 'timeout = "10m"\n')
     with fifo_at(tmp_path / "events.jsonl", full=True):
         result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", timeout_s=30)
     assert result.code == 75, result.stderr
@@ -113,7 +113,7 @@ async def test_catch_up_ends_at_its_deliver_timeout_while_a_write_blocks(
 
 
 async def test_the_daemon_stops_while_a_write_blocks(tmp_path: Path, fake_ccnow: FakeCCNow) -> None:
-    cfg = ccnow_config(tmp_path, fake_ccnow, 'timeout = "1h"\n')
+    cfg = ccnow_config(tmp_path, fake_ccnow, 'timeout = "10m"\n')
     log = tmp_path / "daemon.log"
     with fifo_at(tmp_path / "events.jsonl", full=True):
         async with daemon(cfg, cli_env()) as proc:

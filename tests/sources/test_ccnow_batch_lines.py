@@ -13,8 +13,13 @@ import pytest
 
 from reconciler.model import Observation, OrderKey, Outcome, normalize_ccnow_id
 from reconciler.sources.ccnow import CCNowClient
-from reconciler.sources.ccnow_batches import FOUND_ORDERS, Split
-from reconciler.sources.errors import AuthenticationFailed, ProtocolError, SourceUnavailable
+from reconciler.sources.ccnow_batches import FOUND_ORDERS, Said, Split
+from reconciler.sources.errors import (
+    AuthenticationFailed,
+    ProtocolError,
+    SourceError,
+    SourceUnavailable,
+)
 from tests.conftest import ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config
 
@@ -399,3 +404,58 @@ async def test_one_orders_bad_line_neither_fails_the_account_nor_flaps_it(
     assert not state.failing
     assert orders[A].status == "mark_shipped"
     assert orders[B].status is None and orders[B].failure_streak > 0
+
+
+@pytest.mark.parametrize("batch_size", [32, 100])
+async def test_a_batch_whose_posts_decide_none_of_its_orders_fails_those_not_asked(
+    fake: LinesFake, batch_size: int
+) -> None:
+    # A line in every answer of several orders, batches of 32 to 100: the parts of several
+    # orders fill every post of a batch asked level by level (30 for 32: its halves, then 4, 8
+    # and 16 parts of two; 42 for 100), none reads. Was: nothing said of any order, the parts
+    # not asked carried to the next poll, which asked the same parts again: the orders never
+    # checked, pass after pass, no check failing and no account either, 31 or 43 posts a
+    # batch every poll. Such a batch's orders not asked now fail their checks (`protocol`),
+    # as a batch halved for a 5xx does: the next poll asks others, at their backoff they are
+    # asked again.
+    ids = [f"600-00-{1000 + i}" for i in range(batch_size)]
+    fake.orders = dict.fromkeys(ids, "pending")
+    fake.stray_in_several = "total 8"
+    seen = await query(fake, ids, batch_size=batch_size, concurrency=1)
+    assert len(fake.batch_sizes) == 1 + FOUND_ORDERS * Split.posts(batch_size)
+    assert all(size > 1 for size in fake.batch_sizes)  # no order asked alone
+    assert said(seen) == dict.fromkeys(ids, (Outcome.FAILED, "protocol"))
+
+
+async def test_odd_orders_answering_do_not_hide_an_outage_of_the_other_batches(
+    fake: LinesFake,
+) -> None:
+    # The first batch's orders each answer with a line that cannot be read (CCNow's program
+    # answering about them, found alone, `protocol`); the second batch gets 503s (CCNow busy
+    # or going down), and no batch read. Was: the odd orders' answers told the probe the
+    # account answers, asking nothing, and the second batch's 503s were written as those
+    # orders' own failures, the account healthy. The probe now asks another order for them;
+    # that failing too, the account fails, as it did before odd orders were told apart.
+    ids = [f"600-00-{1000 + i}" for i in range(8)]
+    fake.orders = dict.fromkeys(ids, "pending")
+    fake.stray = dict.fromkeys(ids[:4], "total 4")
+    fake.replies_for = dict.fromkeys(ids[4:], Reply(503, "busy"))
+    probed: list[bool] = []
+
+    async def probe(
+        asked: object, *, lists: bool = True, read: object = (), spoke: bool = False
+    ) -> Said:
+        probed.append(spoke)
+        return Said.ANSWERS if spoke else Said.FAILS  # the coordinator's answer (`_answers`)
+
+    seen: dict[str, Observation] = {}
+
+    async def emit(observation: Observation) -> None:
+        seen[observation.key.order_id] = observation
+
+    async with aiohttp.ClientSession() as session:
+        client = CCNowClient(ccnow_config(fake.url, batch_size=4, concurrency=1), session)
+        with pytest.raises(SourceError):
+            await client.query(ids, emit, probe=probe)
+    assert probed == [False]
+    assert seen == {}

@@ -65,3 +65,29 @@ async def test_undelivered_requeues_pending_and_dead_since_a_time_with_a_fresh_m
         assert await store.outbox.max_age_from("hooks", [1]) == {1: 300.0}
     finally:
         await store.close()
+
+
+async def test_undelivered_reads_the_pending_and_dead_rows_never_the_delivered(
+    tmp_path: Path,
+) -> None:
+    # Through the sink's key SQLite read every row the sink ever had (a year of delivered
+    # ones) to requeue its few pending and dead ones.
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("hooks",))
+    statements: list[str] = []
+    try:
+        async with store.transaction():
+            await store.events.add([event(n) for n in range(1, 5)])
+        await store.outbox.failed("hooks", [(2, "http 500", None), (3, "http 500", 50.0)])
+        await store.conn.set_trace_callback(statements.append)
+        assert await store.outbox.requeue("hooks", None, undelivered=True, now=60.0) == 4
+        updates = [s for s in statements if s.startswith("UPDATE deliveries")]
+        plans = [
+            [r[3] for r in await store.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {s}")]
+            for s in updates
+        ]
+    finally:
+        await store.close()
+    assert [p[0] for p in plans] == [
+        "SEARCH deliveries USING INDEX deliveries_due (sink=?)",
+        "SEARCH deliveries USING INDEX deliveries_dead (sink=?)",
+    ]

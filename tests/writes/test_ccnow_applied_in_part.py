@@ -3,7 +3,8 @@ short, or an error line beside them): those lines say what CCNow did with their 
 only the other commands are posted again. Every command of the post was posted again, each
 tracking upload its line said CCNow took added a second time. The others' fate cannot be known:
 a ship, cancel or tracking upload is posted again (a repeated upload costs nothing; an adjust,
-which costs money, is `uncertain`). Each answer is sent by a fake CCNow on 127.0.0.1."""
+which costs money, is `uncertain`, and so are all of a post's when an error line came beside
+the lines). Each answer is sent by a fake CCNow on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -50,12 +51,34 @@ async def test_a_ship_answered_in_part_posts_only_the_rest(
     assert [s for _o, s, _a in commands(tmp_path)] == ["succeeded", "succeeded"]
 
 
-async def test_an_adjust_answered_in_part_is_still_uncertain(
+async def test_an_adjust_answered_in_part_is_closed_by_its_whole_line_the_other_uncertain(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:
-    # Never posted twice: a cut answer is a lost one, whatever lines came before the cut.
+    # Never posted twice. A's line came whole: it says what CCNow did with A's discount, as in
+    # a whole answer (both were `uncertain`); B's was cut: lost, a person looks.
     fake_ccnow.orders = {A: "pending", B: "pending"}
     fake_ccnow.after_applying = [cut_off(f"{A} pending\n{B} pen")]
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    result = await ccnow(cfg, "adjust", A, B, *ARGS["adjust"])
+    assert result.code == 75, result.stdout + result.stderr
+    assert action_posts(fake_ccnow) == [[A, B]]
+    assert commands(tmp_path) == [(A, "succeeded", "pending"), (B, "uncertain", "truncated_answer")]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        cut_off(f"{A} pending\nerror_message daily limit reached\n{B} pen"),
+        Reply(200, f"{A} pending\nerror_message daily limit reached\n"),
+    ],
+    ids=["cut", "whole"],
+)
+async def test_an_adjust_s_line_beside_an_error_line_is_still_uncertain(
+    tmp_path: Path, fake_ccnow: FakeCCNow, answer: Reply
+) -> None:
+    # The error line may be about any discount of the post, A's too: as in a whole answer.
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    fake_ccnow.after_applying = [answer]
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     result = await ccnow(cfg, "adjust", A, B, *ARGS["adjust"])
     assert result.code == 75, result.stdout + result.stderr

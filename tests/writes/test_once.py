@@ -16,6 +16,7 @@ from yarl import URL
 from reconciler.sources.http import Stopping
 from reconciler.writes.once import (
     AnswerTooLarge,
+    BodyBroke,
     NotSent,
     Uncertain,
     UndecodableAnswer,
@@ -215,3 +216,48 @@ async def test_a_write_still_waiting_for_its_turn_when_the_stop_begins_is_not_se
         with pytest.raises(Stopping):
             await write
     assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "kept"),
+    [
+        (b"Content-Length: 40\r\nRetry-After: 7\r\n", b"line one\nline tw"),
+        (b"Transfer-Encoding: chunked\r\nRetry-After: 7\r\n", b"line one\nline tw"),
+        # Encoded, what came cannot be read: none of it is kept.
+        (b"Content-Length: 40\r\nContent-Encoding: gzip\r\nRetry-After: 7\r\n", b""),
+    ],
+    ids=["length", "chunked", "gzip"],
+)
+async def test_a_body_that_broke_keeps_what_came_before_it(headers: bytes, kept: bytes) -> None:
+    # Nothing of it was kept: the whole lines CCNow's answer brought before the break were lost.
+    body = b"line one\nline tw"
+    if b"chunked" in headers:
+        body = b"%x\r\n%s\r\n" % (len(body), body)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n" + headers + b"\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = URL(f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/w")
+    try:
+        connector = WriteAwareConnector()
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+            with pytest.raises(BodyBroke) as broke:
+                await send_once(
+                    *(session, "GET", url),
+                    headers={},
+                    data=b"",
+                    timeout=TIMEOUT,
+                    gate=asyncio.Semaphore(1),
+                    max_body=1024,
+                )
+    finally:
+        listening.close()
+        await listening.wait_closed()
+    assert (str(broke.value), broke.value.status) == ("connection", 200)
+    came = broke.value.came
+    assert came is not None
+    assert (came.body, came.framed, came.chunked, came.retry_after) == (kept, False, False, "7")

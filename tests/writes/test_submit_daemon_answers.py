@@ -213,4 +213,6 @@ async def test_a_body_that_is_no_json_object_is_refused_before_anything_is_sent(
     assert (result.code, result.stdout) == (65, ""), result.stderr
     assert result.stderr == "reconciler: error: $: the body must be a JSON object\n"
     assert posts == [] and fake.submits == []
-    assert not (tmp_path / "reconciler.db").exists()  # nor the store opened, nor made
+    # Nor the store opened, nor made (held, the holder made it, as a daemon would have).
+    assert (tmp_path / "reconciler.db").exists() == held
+    assert not (tmp_path / "reconciler.db-wal").exists()
