@@ -39,8 +39,15 @@ from reconciler.sinks.base import OutboxEvent
 from reconciler.sinks.command import CommandSink
 
 def children():
-    tasks = Path(f"/proc/{os.getpid()}/task")
-    return {pid for f in tasks.glob("*/children") for pid in f.read_text().split()}
+    # A thread may end between the listing and the read: its file is then gone, and so is
+    # anything it could have started.
+    found = set()
+    for f in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        try:
+            found.update(f.read_text().split())
+        except FileNotFoundError:
+            pass
+    return found
 
 def event(n):
     return OutboxEvent(seq=n, id=f"ev-{n}", type="t", order_id="o", body=b"{}")
