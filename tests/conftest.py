@@ -9,7 +9,9 @@ import contextvars
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +41,26 @@ REPO = Path(__file__).resolve().parents[1]
 # cost tests that matter measure CPU time or counts of their own.
 settings.register_profile("reconciler", deadline=None)
 settings.load_profile("reconciler")
+
+_BYTECODE = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where the environment asks for no bytecode (PYTHONDONTWRITEBYTECODE), give the run's
+    interpreters (test workers and the programs they start) one cache of their own, removed at
+    the end: otherwise each of several hundred of them compiles the package from source, about
+    half of a command's start. The environment's own wish for the working tree is kept."""
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not hasattr(config, "workerinput"):
+        cache = tempfile.mkdtemp(prefix="reconciler-tests-pycache-")
+        config.stash[_BYTECODE] = cache
+        os.environ["PYTHONPYCACHEPREFIX"] = cache
+        del os.environ["PYTHONDONTWRITEBYTECODE"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = config.stash.get(_BYTECODE, None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture
