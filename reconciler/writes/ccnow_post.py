@@ -317,13 +317,21 @@ def _in_part(
     lines = [x for x in given if answered_orders(x)]
     # Its Retry-After is kept: none of its commands is posted again before it asks.
     wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
-    if once and len(lines) < len(given):
+    if once and (len(lines) < len(given) or not _order_line_start(reply.body[len(whole) :])):
         return Lost(word, wait)
     try:
         answer = _parsed(b"\n".join(lines) + b"\n", secrets, batch)
     except SourceError:
         return Lost(word, wait)
     return Lost(word, wait, in_part=(answer, reply.sent_at, reply.reached_before))
+
+
+def _order_line_start(tail: bytes) -> bool:
+    """Whether what came after an answer's whole lines (a last line without its line end) may
+    be an order's line cut short: nothing, or a first word of an order id's characters. An
+    error line there (`error_message daily li`) is as much an error line as a whole one."""
+    words = tail.split(maxsplit=1)
+    return not words or re.fullmatch(rb"[0-9-]+", words[0]) is not None
 
 
 def _refused(

@@ -70,8 +70,13 @@ async def test_an_adjust_answered_in_part_is_closed_by_its_whole_line_the_other_
     [
         cut_off(f"{A} pending\nerror_message daily limit reached\n{B} pen"),
         Reply(200, f"{A} pending\nerror_message daily limit reached\n"),
+        # The error line last, without its line end: not a whole line, still an error line.
+        cut_off(f"{A} pending\nerror_message daily limit reached"),
+        cut_off(f"{A} pending\nerror_message daily li"),
+        Reply(200, f"{A} pending\nerror_message daily limit reached", framed=False, chunked=True),
+        Reply(200, f"{A} pending\nerror_message daily limit reached"),
     ],
-    ids=["cut", "whole"],
+    ids=["cut", "whole", "cut-open", "cut-mid-word", "chunked-open", "framed-open"],
 )
 async def test_an_adjust_s_line_beside_an_error_line_is_still_uncertain(
     tmp_path: Path, fake_ccnow: FakeCCNow, answer: Reply
