@@ -180,8 +180,9 @@ class Daemon:
             # Last: connections taken before the stop answer 503 until now, not cut off unanswered.
             listeners = [x for x in (self.api, self.receiver) if x is not None]
             await asyncio.gather(*(x.close() for x in listeners))
-        if self.api_reader is not None:
-            await self.api_reader.close()
+            # Before the runtime closes its lock's descriptor of the database (SQLite's locks).
+            if self.api_reader is not None:
+                await self.api_reader.close()
         try:
             backlog = await self.rt.store.outbox.pending_counts()
         except StoreError:
