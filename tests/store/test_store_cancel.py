@@ -32,3 +32,24 @@ async def test_a_transaction_cancelled_during_begin_leaves_none_open(tmp_path: P
         assert not store.conn.in_transaction
     finally:
         await store.close()
+
+
+async def test_a_close_cancelled_on_its_way_has_ended_when_the_cancellation_comes_out(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C during a command's last step: what runs after the store's close (the writer lock's
+    # release, the close of its descriptor of the database, which drops this process's SQLite
+    # locks) must find SQLite done, its write-ahead log checkpointed and removed.
+    db = tmp_path / "r.db"
+    store = await Store.open(db)
+    await store.conn.execute("PRAGMA wal_autocheckpoint = 0")  # a log for the close to write back
+    async with store.transaction():
+        await store.conn.execute("CREATE TABLE filler (x BLOB)")
+        await store.conn.executemany("INSERT INTO filler VALUES (randomblob(4096))", [()] * 4000)
+    assert db.with_name("r.db-wal").stat().st_size > 10_000_000
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0)  # the close is on its way to the connection's thread
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert not db.with_name("r.db-wal").exists()
