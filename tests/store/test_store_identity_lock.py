@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
 from reconciler.store import Store, StoreLocked, WriterLock
-from tests.conftest import REPO, call_cli, cli_env, daemon, free_port, write_config
+from tests.conftest import call_cli, cli_env, daemon, free_port, write_config
 from tests.fake_providers import FakeCCV
 from tests.server.test_api import api_toml
-from tests.store.test_store_locks import _HOLDER, another_process_reads_and_closes
+from tests.store.test_store_locks import another_process_reads_and_closes, holder
 from tests.writes.test_submit_crash import listening
 
 IN_USE = "is in use by another reconciler process"
@@ -69,23 +68,14 @@ async def test_a_lock_taken_beside_an_open_store_leaves_sqlites_locks_alone(
         lock.acquire()
         lock.release()
         # Refused: another process holds it.
-        holder = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _HOLDER,
-            str(db),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=REPO,
-        )
-        assert holder.stdin is not None and holder.stdout is not None
-        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
+        holding = await holder(db)
+        assert holding.stdin is not None
         try:
             with pytest.raises(StoreLocked, match=IN_USE):
                 lock.acquire()
         finally:
-            holder.stdin.close()
-            assert await holder.wait() == 0
+            holding.stdin.close()
+            assert await holding.wait() == 0
         await another_process_reads_and_closes(db)
         assert wal.exists(), "the write-ahead log was deleted under an open store"
     finally:

@@ -144,6 +144,23 @@ sys.stdin.read()
 """
 
 
+async def holder(db: Path) -> asyncio.subprocess.Process:
+    """Start another process holding `db`'s writer lock until its stdin closes; return it
+    once it holds the lock."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOLDER,
+        str(db),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"held\n"
+    return proc
+
+
 def range_lock(lock_file: Path) -> int:
     """The type of the byte-range lock that would stop this process reading `lock_file`
     (F_UNLCK: none), as any program on the host can ask it, with POSIX's F_GETLK."""
@@ -159,17 +176,8 @@ async def test_whether_a_writer_runs_is_told_without_taking_its_lock(tmp_path: P
     # byte-range lock, which F_GETLK reports without taking anything, on every file system.
     db = tmp_path / "reconciler.db"
     assert not WriterLock(db).held()  # no writer ever ran: no lock file
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _HOLDER,
-        str(db),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"held\n"
+    proc = await holder(db)
+    assert proc.stdin is not None
     lock_file = tmp_path / "reconciler.db.lock"
     assert range_lock(lock_file) == fcntl.F_WRLCK
     assert WriterLock(db).held()
