@@ -46,8 +46,8 @@ def path_problem(path: Path, *, regular: bool = False) -> str | None:
 class JsonlSink:
     """Appends events to a file; a batch counts as delivered only once it is on disk (on a
     device: written; on a pipe: in it, a reader attached), within the sink's `timeout`: the
-    file's data, and its entry and those of the directories made for it. `fsync`: os.fsync,
-    or what a test hears of it through."""
+    file's data, and its entry and those of the directories made for it. `fsync`: os.fsync
+    (a test passes one that notes what each call was for)."""
 
     def __init__(self, config: JsonlSinkConfig, *, fsync: Callable[[int], None] = os.fsync) -> None:
         self.name = config.name
