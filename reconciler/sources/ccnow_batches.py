@@ -353,10 +353,10 @@ async def by_levels(
     odd orders first of 25 used every post in the first half, the healthy orders after them
     never asked). Past the batch's posts (`Split`), the parts not asked are not failed when
     its posts decided some order (a part read, or an order found alone): nothing was said of
-    them, and they are asked at the next poll (their checks still due; a catch-up's, due as
-    before it), each poll finding more odd orders alone, which then wait for their failure's
-    backoff (`BatchQuery.levels` fails them when none was decided: the next poll would ask
-    the same parts again)."""
+    them, and they are asked at the next poll (their checks still due; a catch-up's, within
+    it: ccnow_carry.py, CARRY_POLLS in a row at most), each poll finding more odd orders alone,
+    which then wait for their failure's backoff (`BatchQuery.levels` fails them when none was
+    decided: the next poll would ask the same parts again)."""
     split.levels = True
     answered = False
     unasked: list[list[str]] = []

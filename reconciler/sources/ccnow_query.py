@@ -23,6 +23,7 @@ from reconciler.sources.ccnow_batches import (
     in_order,
     one_orders,
 )
+from reconciler.sources.ccnow_carry import Carried, Carries
 from reconciler.sources.ccnow_match import MISSING, Emit, in_batches, match, missing_lines
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import RequestFailed, drain
@@ -46,6 +47,7 @@ class BatchQuery:
         *,
         breaker_limit: int,
         probe: Probe | None,
+        carries: Carries,
     ) -> None:
         self._config = config
         self._post = post
@@ -54,16 +56,21 @@ class BatchQuery:
         self._probe = probe
         self._failures = BatchFailures(emit, config.name, breaker_limit)
         self._splits = Splits(config.name)  # this pass's, for its one log line
+        self._carried = Carried(carries, config.name)
         self._read: deque[str] = deque(maxlen=5)  # orders read, the last few (`_answers`)
         self._silent = False  # a batch's halves read none, and no batch read since (`others`)
 
-    async def run(self, order_ids: Sequence[str]) -> None:
-        """Ask about the orders, a batch at a time; raise for the account."""
-        batches = await in_batches(self._config, order_ids, self._emit)
+    async def run(self, order_ids: Sequence[str], *, catch_up: bool = False) -> None:
+        """Ask about the orders, a batch at a time; raise for the account. `catch_up`: the
+        orders carried are asked again within it, a round a poll (`Carried.take`)."""
+        config, emit, again = self._config, self._emit, order_ids
         try:
-            await drain(batches, self.handle, self._config.concurrency)
+            while again:  # a one-shot catch-up has no next poll (it counted them nowhere)
+                await drain(await in_batches(config, again, emit), self.handle, config.concurrency)
+                again = self._carried.take() if catch_up else ()
             await self._failures.finish(self._probe)
         finally:
+            self._carried.end(order_ids)
             self._splits.log()
 
     async def handle(
@@ -343,13 +350,15 @@ class BatchQuery:
             return await self.handle(part, split, again, odd=odd)
 
         answered, unasked = await by_levels(batch, split, self._splits, ask)
-        if not (split.read or split.found):
+        decided = split.read or split.found
+        for part in unasked:
             # Its posts decided no order (a line in every answer of several orders, batches
             # of 32 or more: every post a part of several): carried, the parts not asked would
             # be the same at every poll, never checked, no check failing. They fail, as a
-            # batch halved for a 5xx's do: the next poll asks others.
-            for part in unasked:
-                await self._failures.failed(part, exc, "protocol", time.time(), counted=False)
+            # batch halved for a 5xx's do. Else carried, up to CARRY_POLLS polls in a row.
+            failing = self._carried.carry(part) if decided else part
+            if failing:
+                await self._failures.failed(failing, exc, "protocol", time.time(), counted=False)
         self._counted(whole, answered, split, exc, "protocol", len(batch))
         return answered
 
