@@ -26,6 +26,7 @@ from reconciler.sources.ccnow_answer import (
     LOGGED_IDS,
     Answer,
     EmptyAnswer,
+    OddLines,
     OrderLine,
     by_id,
     names_asked,
@@ -273,8 +274,12 @@ class CCNowClient:
             text = str(exc)
             masked = redact(text, self._secrets)
             kind = type(exc)
-            if kind is ProtocolError and order_ids and speaks_ccnow(body):
-                raise UnreadableAnswer(masked, names=names_asked(body, order_ids)) from None
+            if kind in (ProtocolError, OddLines) and order_ids and speaks_ccnow(body):
+                names = names_asked(body, order_ids)
+                odd, read = (exc.odd, exc.answer) if isinstance(exc, OddLines) else (1, None)
+                raise UnreadableAnswer(
+                    masked, names=names, odd=odd, answer=read, asked=reply.sent_at
+                ) from None
             raise (exc if masked == text and kind is type(exc) else kind(masked)) from None
         if cut_at_id is None:
             answer, last = drop_line(answer, undecided)

@@ -9,7 +9,7 @@ due to ask (its `catch-up.done` counted fewer, silently)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -27,13 +27,28 @@ from tests.sources.test_ccnow_batch_lines import LinesFake
 IDS = [f"100-00-{n:04d}" for n in range(1, 26)]  # one batch of 25
 
 
+class OddLines(LinesFake):
+    """A CCNow answering, after the line of each of the `odd` orders, a line `total 4`; with
+    `noisy`, a line `total 25` first in every query's answer, whatever it asked."""
+
+    odd: frozenset[str] = frozenset()
+    noisy = False
+
+    def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
+        lines = super()._lines(ids, form)
+        if not ids:
+            return lines
+        odd = [x for line in lines for x in [line, "total 4"][: 1 + (line[:11] in self.odd)]]
+        return ["total 25", *odd] if self.noisy else odd
+
+
 @pytest.fixture
-async def fake() -> AsyncIterator[LinesFake]:
-    async with LinesFake() as made:
+async def fake() -> AsyncIterator[OddLines]:
+    async with OddLines() as made:
         made.orders = dict.fromkeys(IDS, "processing")
-        # A line in every answer of several orders: the parts of one order alone read, and
-        # the batch's posts end before its last level (its parts of two orders carried).
-        made.stray_in_several = "total 4"
+        # Every order odd: the parts of one order alone fail, each its own, and the batch's
+        # posts end before its last level (its parts of two orders carried).
+        made.odd = frozenset(IDS)
         yield made
 
 
@@ -46,7 +61,7 @@ def carried_failed(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
 
 
 async def test_an_order_carried_at_every_poll_fails_at_the_bound(
-    fake: LinesFake, caplog: pytest.LogCaptureFixture
+    fake: OddLines, caplog: pytest.LogCaptureFixture
 ) -> None:
     polls: list[dict[str, Observation]] = []
     async with aiohttp.ClientSession() as session:
@@ -65,19 +80,18 @@ async def test_an_order_carried_at_every_poll_fails_at_the_bound(
                 # Within the bound of a batch asked in parts, at every poll.
                 assert len(fake.requests) - first <= 1 + FOUND_ORDERS * Split.posts(len(IDS))
                 polls.append(seen)
-    read = {i for i, o in polls[0].items() if o.outcome is Outcome.OK}
-    carried = set(IDS) - set(polls[0])
-    assert read and carried and not set(polls[0]) - read
+    found = set(polls[0])  # asked alone, each failing its own check
+    carried = set(IDS) - found
+    assert found and carried
     # The same orders carried at each poll before the bound, no check of theirs made.
     for seen in polls[1 : CARRY_POLLS - 1]:
-        assert set(seen) == read
+        assert set(seen) == found
     # At the bound's poll each fails its check, its own (was: carried again, for ever).
     last = polls[CARRY_POLLS - 1]
     assert set(last) == set(IDS)
-    assert {i: (last[i].outcome, last[i].reason) for i in carried} == dict.fromkeys(
-        carried, (Outcome.FAILED, "protocol")
+    assert {i: (o.outcome, o.reason) for i, o in last.items()} == dict.fromkeys(
+        IDS, (Outcome.FAILED, "protocol")
     )
-    assert all(last[i].outcome is Outcome.OK for i in read)
     # One warning, that poll's, naming them.
     lines = carried_failed(caplog)
     assert len(lines) == 1
@@ -87,12 +101,12 @@ async def test_an_order_carried_at_every_poll_fails_at_the_bound(
     named = lines[0]["order_ids"]
     assert isinstance(named, list) and set(named) <= carried
     # Failed, they start over: carried again at the next poll, not failed at once.
-    assert set(polls[CARRY_POLLS]) == read
+    assert set(polls[CARRY_POLLS]) == found
 
 
 @pytest.fixture
 async def ccnow(
-    tmp_path: Path, fake: LinesFake, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake: OddLines, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[CCNowCoordinator]:
     monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
     async with ccnow_coordinator(tmp_path, fake, 3.0) as (coordinator, _):
@@ -101,17 +115,19 @@ async def ccnow(
 
 
 async def test_a_catch_up_asks_the_orders_it_carried_again(
-    ccnow: CCNowCoordinator, fake: LinesFake, caplog: pytest.LogCaptureFixture
+    ccnow: CCNowCoordinator, fake: OddLines, caplog: pytest.LogCaptureFixture
 ) -> None:
+    fake.odd = frozenset(IDS[:20])  # 20 odd orders first, 5 that read
     first = len(fake.requests)
     with caplog.at_level(logging.WARNING, logger="reconciler.sources.ccnow"):
         report = await ccnow.full_pass(via="catch-up")
-    # Every order it was due to ask is a check of it (was: 7 of 25, the 18 carried uncounted,
-    # and a one-shot catch-up carries them to no poll at all).
-    assert (report.checked, report.failed) == (len(IDS), 0)
+    # Every order it was due to ask is a check of it (was: 13 of 25, the 12 carried
+    # uncounted, and a one-shot catch-up carries them to no poll at all).
+    assert (report.checked, report.failed) == (len(IDS), len(fake.odd))
     keys = [OrderKey("ccnow", "default", i) for i in IDS]
-    states = await ccnow.store.orders.load(keys)
-    assert {k.order_id: s.status for k, s in states.items()} == dict.fromkeys(IDS, "processing")
+    states = {k.order_id: s for k, s in (await ccnow.store.orders.load(keys)).items()}
+    assert {i for i, s in states.items() if s.failure_streak} == fake.odd
+    assert {i: states[i].status for i in IDS[20:]} == dict.fromkeys(IDS[20:], "processing")
     assert carried_failed(caplog) == []
     # The list, then at most CARRY_POLLS rounds, each within the bound of a batch in parts.
     posts = len(fake.requests) - first
@@ -119,14 +135,15 @@ async def test_a_catch_up_asks_the_orders_it_carried_again(
 
 
 async def test_a_catch_up_decides_every_order_it_asks(
-    fake: LinesFake, caplog: pytest.LogCaptureFixture
+    fake: OddLines, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Two batches of 25: their orders carried are asked again in the catch-up's rounds, in
-    # batches of their own, and those still carried at its last round fail their checks there
-    # (each batch counts in the breaker's run, a line in every answer of several orders: its
-    # run is 8 batches with a concurrency of 4).
+    # Two batches of 25 odd orders: those carried are asked again in the catch-up's rounds,
+    # in batches of their own, and those still carried at its last round fail there (each
+    # batch counts in the breaker's run, reading no part of several: its run is 8 batches
+    # with a concurrency of 4).
     ids = [f"200-00-{n:04d}" for n in range(1, 51)]
     fake.orders.update(dict.fromkeys(ids, "processing"))
+    fake.odd = frozenset(ids)
     seen: dict[str, Observation] = {}
 
     async def emit(observation: Observation) -> None:
@@ -137,10 +154,42 @@ async def test_a_catch_up_decides_every_order_it_asks(
         client = CCNowClient(ccnow_config(fake.url, concurrency=4), session)
         with caplog.at_level(logging.WARNING, logger="reconciler.sources.ccnow"):
             await client.query(ids, emit, catch_up=True)
-    assert set(seen) == set(ids)
-    failed = {i for i, o in seen.items() if o.outcome is Outcome.FAILED}
-    assert failed and all(seen[i].reason == "protocol" for i in failed)
-    assert sum(line["count"] for line in carried_failed(caplog)) == len(failed)  # type: ignore[misc]
+    assert {i: (o.outcome, o.reason) for i, o in seen.items()} == dict.fromkeys(
+        ids, (Outcome.FAILED, "protocol")
+    )
+    lines = carried_failed(caplog)
+    assert lines and sum(line["count"] for line in lines) <= len(ids)  # type: ignore[misc]
     # The posts: at most CARRY_POLLS rounds, each batch of one within its bound.
     bound = 1 + FOUND_ORDERS * Split.posts(25)
     assert len(fake.requests) <= CARRY_POLLS * len(ids) // 25 * bound
+
+
+@pytest.mark.parametrize("odd", [0, 1])
+async def test_a_stray_line_in_every_answer_is_noise_not_an_order_s(
+    caplog: pytest.LogCaptureFixture, odd: int
+) -> None:
+    ids = [f"300-00-{n:04d}" for n in range(1, 51)]  # two batches of 25
+    seen: dict[str, Observation] = {}
+
+    async def emit(observation: Observation) -> None:
+        seen[observation.key.order_id] = observation
+
+    async with OddLines() as fake, aiohttp.ClientSession() as session:
+        fake.orders = dict.fromkeys(ids, "processing")
+        fake.odd = frozenset(ids[3:4] if odd else ())
+        fake.noisy = True
+        client = CCNowClient(ccnow_config(fake.url), session)
+        with caplog.at_level(logging.WARNING, logger="reconciler.sources.ccnow"):
+            await client.query(ids, emit)
+        posts = len(fake.requests)
+    # Every order decided by its own line; an odd order of its own besides still fails alone.
+    assert set(seen) == set(ids)
+    failed = {i for i, o in seen.items() if o.outcome is Outcome.FAILED}
+    assert failed == fake.odd and all(seen[i].reason == "protocol" for i in failed)
+    assert all(seen[i].status == "processing" for i in set(ids) - failed)
+    # One warning says so; the first batch's post, its halves and its first order alone find
+    # it, the second batch's post is read at once (was: 30 posts a batch, each order asked
+    # alone failing `protocol`, then the breaker).
+    noise = [r.fields for r in caplog.records if r.msg == "ccnow.answer_noise"]  # type: ignore[attr-defined]
+    assert len(noise) == 1 and noise[0]["lines"] == 1
+    assert posts <= (1 + 2 + 1) + 1 + (2 * Split.posts(25) if odd else 0)
