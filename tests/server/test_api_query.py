@@ -64,6 +64,11 @@ async def test_the_account_in_the_url_is_the_one_used(both: Api) -> None:
     again = {**body, "account": "default"}
     status, document, _ = await both.call("POST", "/api/v1/orders?account=default", body=again)
     assert (status, document["account"]) == (200, "default"), document
+    # `"account": null` names none: the URL's decides.
+    status, document, _ = await both.call(
+        "POST", "/api/v1/orders?account=zzz", body={**body, "account": None}
+    )
+    assert (status, document["field"]) == (422, "account"), document
 
 
 UNKNOWN = [
