@@ -21,6 +21,7 @@ from .passes.report import PassReport
 from .schedule import plan, stuck_event
 from .store import Store
 from .store.orders import Page
+from .store.references import carried_also
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["BATCH_ROWS", "PENDING_BATCHES", "PassReport", "Reconciler"]
 
 log = logging.getLogger("reconciler.reconcile")
+
+# (an order, the reference it carried, the one its provider answered, the other orders of its
+# account that carry the answered one)
+Differs = tuple[OrderKey, str, str, list[str]]
 
 
 class Reconciler:
@@ -174,7 +179,7 @@ class Reconciler:
         within: Callable[[], Awaitable[Sequence[Event]]] | None,
         page: Page | None,
         reports: Sequence[tuple[frozenset[OrderKey] | None, PassReport]] | None,
-    ) -> tuple[list[Event], list[tuple[OrderKey, str, str]], Callable[[], None]]:
+    ) -> tuple[list[Event], list[Differs], Callable[[], None]]:
         """Write observations in the caller's transaction; return the events queued, the
         references that differ, and what tells the reports once it commits: each counts the
         lost orders among its keys (None: all) and is given the failed checks of those that
@@ -249,25 +254,30 @@ class Reconciler:
                 )
             rows.append((state, when))
         await store.orders.save(snapshot, rows)
+        differs: list[Differs] = []
         if result.references:
             # With the rows that now carry the provider's reference: never one without the other.
             await store.orders.add_aliases(result.references)
+            # A reference meant to name one order: said when CCV's answer makes it name several.
+            answered = [(key, ref) for key, _, ref in result.references]
+            also = await carried_also(store, answered)
+            differs = [(*r, others) for r, others in zip(result.references, also, strict=True)]
         if within is not None:
             events += await within()
         # A notification's event passes the backlog of other orders' (a catch-up's).
         await store.events.add(events, urgent=urgent)
-        return events, result.references, tally
+        return events, differs, tally
 
     def _written(
         self,
         events: Sequence[Event],
-        references: Sequence[tuple[OrderKey, str, str]],
+        references: Sequence[Differs],
         tally: Callable[[], None],
     ) -> None:
         """After a commit: tell the reports, log what a provider answered that differs, tell
         the listeners."""
         tally()
-        for key, tracked, answered in references:
+        for key, tracked, answered, also in references:
             log.warning(
                 "order.external_reference_differs",
                 extra=fields(
@@ -276,6 +286,7 @@ class Reconciler:
                     order_id=key.order_id,
                     tracked=tracked,
                     answered=answered,
+                    also_carried_by=also,
                 ),
             )
         self.committed(events)

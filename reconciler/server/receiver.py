@@ -113,8 +113,9 @@ class _Handler:
 
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """Answer `Expect: 100-continue` only for a request that will be taken: a refused one
-        (a forged path, a body over the limit) gets its answer at once and the connection is
-        closed, instead of inviting a body that would be thrown away."""
+        (a forged path, a body over the limit, a notification or /healthz once the stop began)
+        gets its answer at once and the connection is closed, instead of inviting a body that
+        would be thrown away."""
         if request.version < HttpVersion11:
             return None  # HTTP/1.0 has no 100 Continue: the expectation is ignored (RFC 9110)
         try:
@@ -125,6 +126,11 @@ class _Handler:
             if request.content_length is not None and request.content_length > limit:
                 source = None if isinstance(target, str) else target.source
                 raise Rejected(413, "too_large", source=source)
+            if self.stopping.began and target == "/healthz":
+                return stopping_answer(status="stopping")
+            if self.stopping.began and not isinstance(target, str):
+                # As `accept` refuses it once its body is read, with the same line.
+                raise self.refused(target.source, "stopping", account=target.account)
         except Rejected as rejected:
             # The body is not read: the connection closes after the answer (connections.py).
             return self.refuse(request, rejected)
@@ -199,16 +205,21 @@ class _Handler:
         if outcome == "refused":
             # Refused by the stop, or every check slot busy: each says which to the caller too.
             reason = "stopping" if self.debouncer.refusing else "busy"
-            log.warning(
-                "notification.refused", extra=fields(source=source, reason=reason, **log_fields)
-            )
-            headers = {"Retry-After": "60"}
-            raise Rejected(503, reason, source=source, headers=headers, message=reason)
+            raise self.refused(source, reason, **log_fields)
         # A burst of repeats logs one line per check, not one per request.
         level = logging.INFO if outcome == "scheduled" else logging.DEBUG
         log.log(level, "notification.accepted", extra=fields(source=source, **log_fields))
         self.metrics.observe_notification(source, "accepted")
         return web.json_response({"accepted": True}, status=202)
+
+    def refused(self, source: str, reason: str, **log_fields: Any) -> Rejected:
+        """Log a notification the stop (`stopping`) or full check slots (`busy`) refuse;
+        return its 503, which says which."""
+        log.warning(
+            "notification.refused", extra=fields(source=source, reason=reason, **log_fields)
+        )
+        headers = {"Retry-After": "60"}
+        return Rejected(503, reason, source=source, headers=headers, message=reason)
 
     async def read_body(self, request: web.Request, source: str) -> bytes:
         """Read at most `max_body_bytes`; 413 above, 400 when the body is broken, 408 slow."""

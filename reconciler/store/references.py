@@ -99,6 +99,29 @@ async def keep_within(
     return moved, list(orders)
 
 
+async def carried_also(store: Store, answered: Sequence[tuple[OrderKey, str]]) -> list[list[str]]:
+    """For each (order, reference CCV answered for it): the other orders of its account that
+    carry that reference now, by id. In the caller's transaction, after the answers were
+    written: an order CCV renamed in the same pass no longer carries it."""
+    return await on_thread(store.conn, _carried_also, answered)
+
+
+def _carried_also(
+    conn: sqlite3.Connection, answered: Sequence[tuple[OrderKey, str]]
+) -> list[list[str]]:
+    return [
+        [
+            oid
+            for (oid,) in conn.execute(
+                "SELECT order_id FROM orders WHERE external_reference = ? AND source = ? "
+                "AND account = ? AND order_id != ? ORDER BY order_id",
+                (ref, key.source, key.account, key.order_id),
+            )
+        ]
+        for key, ref in answered
+    ]
+
+
 def log_relinked(log: logging.Logger, account: str, moved: Sequence[Moved]) -> None:
     """Warn once per CCV order `relink` moved to the reference given (`track --relink`,
     `POST /orders` with `"relink": true`), naming both references."""

@@ -32,6 +32,8 @@ WRITE_RECORD_S = 2.0
 # The wait has this ceiling whatever timeouts the config sets: systemd's TimeoutStopSec= (60 s)
 # must stay above the whole stop. A write still out then is left `sending` (see `wait`).
 WRITES_STOP_MAX_S = 30.0
+# What a write cut at the bound gets to end, from its cut (the daemon's stop counts it).
+CUT_END_S = 1.0
 
 
 def stop_bound(timeouts_s: Iterable[float]) -> float:
@@ -52,6 +54,9 @@ class InFlight:
     def __init__(self) -> None:
         self._writes: set[asyncio.Task[Any]] = set()
         self._deadline: float | None = None
+        # Those cancelled at the bound (`wait`), each once, and when their time to end ends.
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._cut_end = 0.0
         # Set when the stop begins: a write under way makes no new attempt or request (a retry,
         # a status read), which would be a write sent during the stop.
         self.halt = asyncio.Event()
@@ -86,14 +91,23 @@ class InFlight:
 
     async def wait(self) -> None:
         """Wait for the writes out until the stop's bound (none before `stop`); cancel those
-        still out then: they stay `sending`, and the next start settles them as interrupted."""
+        still out then (once) and wait for them up to CUT_END_S past their cut: they stay
+        `sending`, and the next start settles them as interrupted."""
         if not self._writes or self._deadline is None:
             return
         left = self._deadline - time.monotonic()
         _, late = await asyncio.wait(set(self._writes), timeout=max(left, 0.0))
         if not late:
             return
-        log.warning("daemon.writes_cut", extra=fields(writes=len(late)))
-        for task in late:
-            task.cancel()
-        await asyncio.wait(late, timeout=1.0)
+        # The daemon waits twice (its stop's work, then the API's shutdown): a write cut by the
+        # first is not cut again, and its second to end runs from its cut, not from each wait.
+        uncut = late - self._cut
+        if uncut:
+            log.warning("daemon.writes_cut", extra=fields(writes=len(uncut)))
+            self._cut |= uncut
+            self._cut_end = time.monotonic() + CUT_END_S
+            for task in uncut:
+                task.cancel()
+        left = self._cut_end - time.monotonic()
+        if left > 0:
+            await asyncio.wait(late, timeout=left)

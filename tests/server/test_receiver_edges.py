@@ -200,3 +200,46 @@ async def test_a_notification_when_every_check_slot_is_busy_is_refused_as_busy(
     assert (status, headers["retry-after"], page) == (503, "60", b'{"error": "busy"}')
     said = [r.__dict__["fields"] for r in caplog.records if r.message == "notification.refused"]
     assert [f["reason"] for f in said] == ["busy"]
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "page", "said"),
+    [
+        ("POST", ccv_path(order_id="O-1"), b'{"error": "stopping"}', ["ccv"]),
+        ("POST", CCNOW_PATH, b'{"error": "stopping"}', ["ccnow"]),
+        ("GET", "/healthz", b'{"error": "stopping", "status": "stopping"}', []),
+    ],
+    ids=["ccv", "ccnow", "healthz"],
+)
+async def test_a_request_expecting_100_continue_during_the_stop_is_told_503_unread(
+    hub: FakeHub,
+    metrics: Metrics,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    target: str,
+    page: bytes,
+    said: list[str],
+) -> None:
+    # Invited to send its body (100 Continue), the request would have sent it to a daemon that
+    # does not read it: it is told the stop's 503 at once, as without the expectation, and its
+    # connection closed (one taken before the stop: it answered a request then).
+    async with serving(hub, metrics) as (receiver, bound):
+        reader, writer = await asyncio.open_connection("127.0.0.1", bound)
+        try:
+            writer.write(head("GET", "/healthz"))
+            first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(parse(first)[1]["content-length"])
+            await asyncio.wait_for(reader.readexactly(length), 5)
+            with caplog.at_level(logging.WARNING, logger="reconciler.server"):
+                await receiver.stop_accepting()
+                writer.write(head(method, target, "Expect: 100-continue", "Content-Length: 10"))
+                answer = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+    assert b"100 Continue" not in answer
+    status, headers, body = parse(answer)
+    assert (status, headers["retry-after"], headers["connection"]) == (503, "60", "close")
+    assert body == page
+    assert hub.calls == []
+    refused = [r.__dict__["fields"] for r in caplog.records if r.message == "notification.refused"]
+    assert [(f["source"], f["reason"]) for f in refused] == [(s, "stopping") for s in said]
