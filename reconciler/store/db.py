@@ -23,7 +23,7 @@ from ..events import Event
 from .build import check_sqlite
 from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
-from .files import WriterLock, check_file, create_private, store_exists, warn_readable
+from .files import WriterLock, check_file, create_private, one_name, store_exists, warn_readable
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, begin, follow, open_history
 from .migrations import give_orders_a_rowid, migrate, outdated
@@ -94,6 +94,7 @@ class Store:
             try:
                 create_private(path)
                 check_file(path, os.R_OK | os.W_OK)
+                one_name(path, locked=locked)
             except OSError as exc:
                 raise file_error(f"cannot use database {path}", path, exc) from None
             conn = await aiosqlite.connect(path, isolation_level=None)
