@@ -277,6 +277,9 @@ class CCNowClient:
             if kind in (ProtocolError, OddLines) and order_ids and speaks_ccnow(body):
                 names = names_asked(body, order_ids)
                 odd, read = (exc.odd, exc.answer) if isinstance(exc, OddLines) else (1, None)
+                # Its last line undecided (a word cut short, `proc`): the lines that read do
+                # not decide it as the noise alone (`proc` taken for a status), it is halved.
+                read = None if undecided is not None else read
                 raise UnreadableAnswer(
                     masked, names=names, odd=odd, answer=read, asked=reply.sent_at
                 ) from None

@@ -21,7 +21,7 @@ from reconciler.sources.ccnow import CCNowClient
 from reconciler.sources.ccnow_batches import FOUND_ORDERS, Split
 from reconciler.sources.ccnow_carry import CARRY_POLLS
 from tests.conftest import ccnow_coordinator
-from tests.fake_providers import CCNOW_PASSWORD, ccnow_config
+from tests.fake_providers import CCNOW_PASSWORD, Reply, ccnow_config
 from tests.sources.test_ccnow_batch_lines import LinesFake
 
 IDS = [f"100-00-{n:04d}" for n in range(1, 26)]  # one batch of 25
@@ -193,3 +193,41 @@ async def test_a_stray_line_in_every_answer_is_noise_not_an_order_s(
     noise = [r.fields for r in caplog.records if r.msg == "ccnow.answer_noise"]  # type: ignore[attr-defined]
     assert len(noise) == 1 and noise[0]["lines"] == 1
     assert posts <= (1 + 2 + 1) + 1 + (2 * Split.posts(25) if odd else 0)
+
+
+class CutOnce(OddLines):
+    """OddLines whose answer to the first post of several orders naming `cut_in` ends in a
+    word cut short: its last line `<id> proc`, without its line end (`processing` cut)."""
+
+    cut_in = ""
+
+    def _text(self, lines: list[str]) -> Reply:
+        reply = super()._text(lines)
+        body = str(reply.body)
+        whole = body.rstrip("\n")
+        if self.cut_in and len(lines) > 2 and whole.endswith(f"{self.cut_in} processing"):
+            self.cut_in = ""
+            return Reply(200, whole[: -len("essing")])
+        return reply
+
+
+async def test_a_word_cut_short_in_an_answer_of_the_noise_is_no_status() -> None:
+    # The noise heard (the first batch), the second batch's answer ends in `<id> proc`, cut
+    # short: that order's status is not `proc` (a change invented, `processing -> proc` and
+    # back); it is asked again and read whole.
+    ids = [f"300-00-{n:04d}" for n in range(1, 51)]
+    seen: dict[str, Observation] = {}
+
+    async def emit(observation: Observation) -> None:
+        seen[observation.key.order_id] = observation
+
+    async with CutOnce() as fake, aiohttp.ClientSession() as session:
+        fake.orders = dict.fromkeys(ids, "processing")
+        fake.noisy = True
+        fake.cut_in = ids[-1]
+        client = CCNowClient(ccnow_config(fake.url, concurrency=1), session)
+        await client.query(ids, emit)
+        assert not fake.cut_in  # the cut answer was sent
+    assert set(seen) == set(ids)
+    assert seen[ids[-1]].status != "proc"
+    assert all(o.outcome is Outcome.OK and o.status == "processing" for o in seen.values())
