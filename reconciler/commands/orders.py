@@ -19,7 +19,7 @@ from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, StoreLocked, WriterLock, references
 from ..store import submissions as store_submissions
-from ..store.files import store_exists, writer_running
+from ..store.files import DatabaseFile, store_exists, writer_running
 from ..terminal import columns, padded, shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
@@ -259,20 +259,30 @@ async def settling_account(
     still wait in the store. The word asks no provider: it needs no credentials, only the name.
     """
     if name is not None and name not in account_names(config, source):
-        async with peek_store(config) as store:
-            try:
-                settles = store is not None and await _settles(store, source, name, reference)
-            except (StoreError, sqlite3.Error):
-                settles = False
+        # Opened before the store and closed after it (files.DatabaseFile): a writer whose
+        # lock file was deleted is still seen running, by its lock on the database file.
+        database = DatabaseFile(config.store_path)
+        try:
+            async with peek_store(config) as store:
+                try:
+                    settles = store is not None and await _settles(
+                        store, source, name, reference, database.fd
+                    )
+                except (StoreError, sqlite3.Error):
+                    settles = False
+        finally:
+            database.close()
         if settles:
             return name
     return choose_account(config, source, name)
 
 
-async def _settles(store: Store, source: Source, name: str, reference: str | None) -> bool:
+async def _settles(
+    store: Store, source: Source, name: str, reference: str | None, database: int | None
+) -> bool:
     """Whether a word under the unconfigured account `name` settles one of its writes. For CCV
     the word is an order tracked with the reference of one of its uncertain submits: any other
-    order would be followed under a name nothing polls."""
+    order would be followed under a name nothing polls. `database`: see `writer_running`."""
     from ..poller.unconfigured import unsettled_writes
 
     if source == "ccv":
@@ -288,7 +298,7 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
             for s in await store_submissions.interrupted(store)
             if s.account == name and s.external_reference == reference
         )
-        return bool(left) and not writer_running(store.path, left)
+        return bool(left) and not writer_running(store.path, left, database=database)
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 
 
