@@ -23,7 +23,15 @@ from ..events import Event
 from .build import check_sqlite
 from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
-from .files import WriterLock, check_file, create_private, store_exists, warn_readable
+from .files import (
+    WriterLock,
+    check_file,
+    create_private,
+    not_upgraded,
+    store_exists,
+    upgrade_held,
+    warn_readable,
+)
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, begin, follow, open_history
 from .migrations import give_orders_a_rowid, migrate, outdated
@@ -104,9 +112,7 @@ class Store:
             version = await _refuse_foreign(conn)
             why_upgrade = await outdated(conn, version)
             if readonly and why_upgrade:
-                raise StoreError(
-                    f"{why_upgrade}; starting the daemon or `reconciler catch-up` upgrades it"
-                )
+                raise not_upgraded(path, why_upgrade)
             if not readonly:
                 check_sqlite()
                 # Takes effect only before the first table: a new store then gives the space
@@ -358,11 +364,7 @@ async def _upgrade(
             if await outdated(conn, await _user_version(conn)) is None:
                 return  # the holder upgraded (or created) the store meanwhile
             if time.monotonic() >= deadline:
-                raise StoreLocked(
-                    f"{exc}; this release must upgrade the store ({why}): if that process runs "
-                    "an older release, restart it, which upgrades the store; else try again in "
-                    "a moment"
-                ) from None
+                raise upgrade_held(exc, why) from None
             await asyncio.sleep(0.05)
     try:
         # Each migration reads the version again in its own transaction: another writer may

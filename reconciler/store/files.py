@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from ..logs import fields
 from ..paths import DATABASE, HISTORY, LOCK, SHM, WAL, beside
-from .errors import WriterLockHeld, file_error
+from .errors import StoreError, StoreLocked, WriterLockHeld, file_error
 
 T = TypeVar("T")
 
@@ -67,6 +67,26 @@ def writer_running(path: Path, *left: tuple[object, ...]) -> bool:
     shows together: twice, a writer starting between would show one write its and another
     cut off."""
     return any(left) and WriterLock(path).held()
+
+
+def upgrade_held(held: StoreLocked, why: str) -> StoreLocked:
+    """The refusal to upgrade a store another process holds, a writer's and a reader's alike:
+    the holder may be an older release, which only its restart makes give the store up (a
+    `catch-up` would be refused as well), or this release's, upgrading it meanwhile."""
+    return StoreLocked(
+        f"{held}; this release must upgrade the store ({why}): if that process runs an older "
+        "release, restart it, which upgrades the store; else try again in a moment"
+    )
+
+
+def not_upgraded(path: Path, why: str) -> StoreError:
+    """The refusal of a reader (`status`, `orders`, `events`) to read a store this release has
+    not upgraded yet: who upgrades it depends on whether another process holds it. The lock
+    is asked, not taken (`writer_running`)."""
+    lock = WriterLock(path)
+    if lock.held():
+        return upgrade_held(lock.holder(), why)
+    return StoreError(f"{why}; starting the daemon or `reconciler catch-up` upgrades it")
 
 
 class WriterLock:
@@ -167,6 +187,16 @@ class WriterLock:
         else:
             os.close(self._db_fd)
             self._db_fd = None
+
+    def holder(self) -> WriterLockHeld:
+        """The words of a refusal naming the process that holds the lock, as its lock file
+        says (read, not locked)."""
+        try:
+            with open(self.path, "rb") as f:
+                said = f.read(32).decode(errors="replace").strip()
+        except OSError:
+            said = ""
+        return self._held(int(said) if said.isdigit() else None)
 
     def _held(self, pid: int | None) -> WriterLockHeld:
         return WriterLockHeld(
