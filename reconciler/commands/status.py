@@ -12,21 +12,28 @@ from ..config import Config
 from ..exits import EX_OK
 from ..poller.unconfigured import warn_unconfigured
 from ..store import Store
+from ..store.files import DatabaseFile
 from .status_report import gather_status, to_json
 from .status_text import render_text, use_colour
 
 
 async def status_command(config: Config, args: argparse.Namespace) -> int:
     """Print the status; the store is opened read-only (a running daemon keeps writing)."""
+    # Opened before the store and closed after it: a writer whose lock file was deleted is
+    # still seen, by its lock on the database file.
+    database = DatabaseFile(config.store_path)
     try:
-        store: Store | None = await Store.open(config.store_path, readonly=True)
-    except FileNotFoundError:
-        store = None
-    try:
-        status = await gather_status(config, store, time.time())
+        try:
+            store: Store | None = await Store.open(config.store_path, readonly=True)
+        except FileNotFoundError:
+            store = None
+        try:
+            status = await gather_status(config, store, time.time(), database=database.fd)
+        finally:
+            if store is not None:
+                await store.close()
     finally:
-        if store is not None:
-            await store.close()
+        database.close()
     warn_unconfigured(status.unconfigured)
     if args.json:
         print(json.dumps(to_json(status), indent=1, ensure_ascii=False))

@@ -104,8 +104,11 @@ class Status:
     unconfigured: tuple[Unconfigured, ...] = ()  # accounts of the store the config does not name
 
 
-async def gather_status(config: Config, store: Store | None, now: float) -> Status:
-    """Read the status from the store (None: it does not exist yet)."""
+async def gather_status(
+    config: Config, store: Store | None, now: float, *, database: int | None = None
+) -> Status:
+    """Read the status from the store (None: it does not exist yet); `database`: a descriptor
+    of its file for asking whether a writer holds it (files.DatabaseFile)."""
     path = config.store_path
     accounts: list[tuple[Source, str]] = [
         *(("ccv", c.name) for c in config.ccv),
@@ -125,11 +128,15 @@ async def gather_status(config: Config, store: Store | None, now: float) -> Stat
     # reads would be counted by one and not the other (a count without its references, or
     # an uncertain one hidden behind it).
     async with store.read_transaction():
-        return await _gather(config, store, now, accounts)
+        return await _gather(config, store, now, accounts, database)
 
 
 async def _gather(
-    config: Config, store: Store, now: float, accounts: list[tuple[Source, str]]
+    config: Config,
+    store: Store,
+    now: float,
+    accounts: list[tuple[Source, str]],
+    database: int | None,
 ) -> Status:
     path = config.store_path
     unconfigured = tuple(await unconfigured_accounts(config, store))
@@ -143,7 +150,7 @@ async def _gather(
     writes = await unsettled_writes(store)
     left_submits = tuple(await submissions.interrupted(store))
     left_posts = tuple(await commands.in_state(store, "sending"))
-    writing = writer_running(path, left_submits, left_posts)
+    writing = writer_running(path, left_submits, left_posts, database=database)
     left = Unanswered.split(left_submits, writing)
     sending = _by_account(left.in_flight)
     for key, refs in sending.items():

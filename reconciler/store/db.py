@@ -23,21 +23,14 @@ from ..events import Event
 from .build import check_sqlite
 from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
-from .files import (
-    WriterLock,
-    check_file,
-    create_private,
-    not_upgraded,
-    store_exists,
-    upgrade_held,
-    warn_readable,
-)
+from .files import WriterLock, check_file, create_private, one_name, store_exists, warn_readable
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, begin, follow, open_history
 from .migrations import give_orders_a_rowid, migrate, outdated
 from .orders import Orders
 from .priority import Urgent, WriteLock
 from .sources import Sources
+from .upgrade_held import not_upgraded, upgrade_held
 
 
 @guarded
@@ -102,6 +95,7 @@ class Store:
             try:
                 create_private(path)
                 check_file(path, os.R_OK | os.W_OK)
+                one_name(path, locked=locked)
             except OSError as exc:
                 raise file_error(f"cannot use database {path}", path, exc) from None
             conn = await aiosqlite.connect(path, isolation_level=None)

@@ -32,6 +32,12 @@ class WriterLockHeld(StoreLocked):
         self.pid = pid
 
 
+class HardLinked(StoreLocked):
+    """The database file has another name (a hard link), and this command would write it
+    without the writer lock: a process using the other name keeps a write-ahead log of its own
+    (nothing was done). 75, as a store held elsewhere: that process may be running."""
+
+
 class StoreFull(StoreError):
     """The file system holding the store has no space left: a temporary failure (exit 75),
     since space can be freed, not a damaged store (exit 74, which systemd does not restart)."""

@@ -10,15 +10,14 @@ import logging
 import os
 import sqlite3
 import stat
-import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from ..logs import fields
 from ..paths import DATABASE, HISTORY, LOCK, SHM, WAL, beside
-from .errors import StoreError, StoreLocked, WriterLockHeld, file_error
+from .errors import HardLinked, WriterLockHeld, file_error
+from .ranges import GETLK, SETLK, holder, holder_pid, lock_pid, lock_range, unlock_pid
 
 T = TypeVar("T")
 
@@ -58,35 +57,15 @@ class Unanswered(Generic[T]):
         return cls(left, ()) if writing else cls((), left)
 
 
-def writer_running(path: Path, *left: tuple[object, ...]) -> bool:
+def writer_running(path: Path, *left: tuple[object, ...], database: int | None = None) -> bool:
     """Whether the writes of the store at `path` left `sending` (none: not asked) are a running
     writer's, not a stopped process's: every writer settles at its start those a stopped
     process left, so one still `sending` while a process holds the writer lock is that
     process's; with none holding it, it was cut off. The lock is asked, not taken: taking it,
     even for a moment, could make a writer's start fail. Asked once for all the lists a reader
     shows together: twice, a writer starting between would show one write its and another
-    cut off."""
-    return any(left) and WriterLock(path).held()
-
-
-def upgrade_held(held: StoreLocked, why: str) -> StoreLocked:
-    """The refusal to upgrade a store another process holds, a writer's and a reader's alike:
-    the holder may be an older release, which only its restart makes give the store up (a
-    `catch-up` would be refused as well), or this release's, upgrading it meanwhile."""
-    return StoreLocked(
-        f"{held}; this release must upgrade the store ({why}): if that process runs an older "
-        "release, restart it, which upgrades the store; else try again in a moment"
-    )
-
-
-def not_upgraded(path: Path, why: str) -> StoreError:
-    """The refusal of a reader (`status`, `orders`, `events`) to read a store this release has
-    not upgraded yet: who upgrades it depends on whether another process holds it. The lock
-    is asked, not taken (`writer_running`)."""
-    lock = WriterLock(path)
-    if lock.held():
-        return upgrade_held(lock.holder(), why)
-    return StoreError(f"{why}; starting the daemon or `reconciler catch-up` upgrades it")
+    cut off. `database`: see `WriterLock.held`."""
+    return any(left) and WriterLock(path).held(database)
 
 
 class WriterLock:
@@ -123,7 +102,7 @@ class WriterLock:
             if not lock_file_only:
                 self._take_database()
             # What `held` asks: flock's lock cannot be asked about without taking it.
-            _fcntl_lock(fd, _SETLK, fcntl.F_WRLCK)
+            lock_range(fd, SETLK, fcntl.F_WRLCK)
         except OSError as exc:
             os.close(fd)
             self._let_go_database()
@@ -174,21 +153,29 @@ class WriterLock:
         try:
             fcntl.flock(self._db_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            # Its own lock file, which says the holder's process id, may be gone or another:
+            # the database file's byte says it (none: an earlier release's holder).
+            pid = holder_pid(self._db_fd)
             self._let_go_database()
-            # The holder's process id is in its own lock file, which may be gone or another.
-            raise self._held(None) from None
+            raise self._held(pid) from None
+        try:
+            lock_pid(self._db_fd)  # what `held` and a refusal ask when the lock file cannot say
+        except BaseException:
+            self._let_go_database()
+            raise
 
     def _let_go_database(self) -> None:
         """Drop the database file's lock; its descriptor too, unless `connected`."""
         if self._db_fd is None:
             return
         if self.connected:
+            unlock_pid(self._db_fd)
             fcntl.flock(self._db_fd, fcntl.LOCK_UN)
         else:
             os.close(self._db_fd)
             self._db_fd = None
 
-    def holder(self) -> WriterLockHeld:
+    def refusal(self) -> WriterLockHeld:
         """The words of a refusal naming the process that holds the lock, as its lock file
         says (read, not locked)."""
         try:
@@ -221,25 +208,75 @@ class WriterLock:
             os.close(self._db_fd)
             self._db_fd = None
 
-    def held(self) -> bool:
+    def held(self, database: int | None = None) -> bool:
         """Whether some process holds the lock (a writer is running), told without taking it:
         a reader that took it, even for a moment, could make a writer's start fail. Asked of
         the byte-range lock every writer holds beside it (`fcntl`'s GETLK takes nothing, and
         names the file by its descriptor, so it answers on every file system: the device
-        /proc/locks names is not the one stat() gives on btrfs)."""
+        /proc/locks names is not the one stat() gives on btrfs). `database`: a descriptor of
+        the database file (see `DatabaseFile`), whose byte is asked too: a writer whose lock
+        file was deleted (taken for a stale one) holds it still."""
+        if self._lock_file_held():
+            return True
+        if database is None:
+            return False
+        try:
+            return holder(database)[0]
+        except OSError:
+            return True  # cannot be asked: taken as held, as the lock file's
+
+    def _lock_file_held(self) -> bool:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            return False  # no writer ever ran
+            return False  # no writer ever ran, or its lock file was deleted
         except OSError:
             return True  # not ours to read: taken as held, as the daemon's user holds it
         try:
             # A read lock conflicts with the writer's write lock, and needs only read access.
-            return _fcntl_lock(fd, _GETLK, fcntl.F_RDLCK) != fcntl.F_UNLCK
+            return lock_range(fd, GETLK, fcntl.F_RDLCK) != fcntl.F_UNLCK
         except OSError:
             return True  # cannot be asked (ENOLCK on NFS): taken as held, as an unreadable file
         finally:
             os.close(fd)
+
+
+class DatabaseFile:
+    """A descriptor of the database file for asking its writer's lock (`WriterLock.held`),
+    opened before this process's connections to the file and closed after them: closing any
+    descriptor of a file drops every POSIX lock the process holds on it, SQLite's own included
+    (see `check_file`). `fd` is None when the file cannot be opened (the lock file is asked
+    alone)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd: int | None = None
+        # A regular file alone (no device opened by a mistyped path), read-only and
+        # non-blocking, as the writer lock opens it.
+        if path.is_file():
+            with contextlib.suppress(OSError):
+                self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+
+    def close(self) -> None:
+        """Close the descriptor, once every connection of this process to the file closed."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def one_name(path: Path, *, locked: bool) -> None:
+    """Unless this process holds the writer lock (`locked`), refuse to write the database file
+    at `path` when the file has another name (a hard link): SQLite keeps the write-ahead log
+    beside the name it is given, so a process using the other name (a daemon, or one killed
+    with its log left) does not see this one's, and the two can lose writes or corrupt the
+    file. Either name may be the one in use: both are refused. A symbolic link is resolved (by
+    SQLite too), and safe. The writers holding the lock are kept apart by its database file's
+    `flock`, which follows the file."""
+    if not locked and os.stat(path).st_nlink > 1:
+        raise HardLinked(
+            f"database {path} has another name (a hard link): a process using that name keeps "
+            "a write-ahead log of its own, so nothing is written through this one: name the "
+            "store by one path and remove its other names (`find` with `-samefile` lists them)"
+        )
 
 
 # Opening the lock file again when it was deleted and made anew between its open and its lock.
@@ -254,27 +291,6 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
     opened = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)
-
-
-# Open file description locks (Linux): owned by the open file, as flock's lock is, and seen by
-# a GETLK from any other open file, this process's included. Elsewhere POSIX record locks:
-# owned by the process, which a GETLK of its own does not see, and dropped when it closes any
-# descriptor of the file; no writer opens its own lock file twice.
-_SETLK: int = getattr(fcntl, "F_OFD_SETLK", fcntl.F_SETLK)
-_GETLK: int = getattr(fcntl, "F_OFD_GETLK", fcntl.F_GETLK)
-# struct flock, the whole file (start 0, length 0): Linux's field order, else the BSDs' (macOS)
-_FLOCK, _TYPE_AT = ("hhqqi", 0) if sys.platform.startswith("linux") else ("qqihh", 3)
-
-
-def _fcntl_lock(fd: int, command: int, lock_type: int) -> int:
-    """Run one fcntl lock command on the whole file; return the lock type it answers with
-    (GETLK: F_UNLCK when nothing would stand in the way)."""
-    fields = [0, 0, 0, 0, 0]  # OFD locks want l_pid 0
-    fields[_TYPE_AT] = lock_type
-    # Room to spare: the kernel's struct may be padded beyond the fields packed here.
-    packed = struct.pack(_FLOCK, *fields).ljust(64, b"\0")
-    answer = fcntl.fcntl(fd, command, packed)
-    return int(struct.unpack_from(_FLOCK, answer)[_TYPE_AT])
 
 
 def store_exists(path: Path) -> bool:

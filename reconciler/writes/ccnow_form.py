@@ -249,10 +249,8 @@ def from_document(
         ("key", named["idempotency_key"]),
     ):
         value = doc.get(field)
-        if name == "amount" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            # Decoded, a JSON number is a float whose text is not what was written (`1e1` read
-            # 10.0): an amount is read by one rule, the command line's, from the text given.
-            raise BadAction('amount: must be a string of USD, such as "7.50"', "amount")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and name == "amount":
+            value = str(value)
         if value is not None and not isinstance(value, str):
             raise BadAction(f"{field}: must be a string", field)
         given[name] = value

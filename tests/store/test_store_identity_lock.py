@@ -107,14 +107,19 @@ async def test_a_second_writer_beside_a_running_daemon_is_refused(
         caught_up = await call_cli("--config", other_cfg, "catch-up")
         assert caught_up.code == 75, caught_up.stderr
         assert IN_USE in caught_up.stderr
+        # A track takes no writer lock: by the daemon's own name it writes beside it; through
+        # the hard link it would write a log of its own, which the daemon does not see.
+        tracked = await call_cli("--config", other_cfg, "track", "ccv", "O-2")
+        assert tracked.code == (75 if second == "hard link" else 0), tracked.stderr
         assert not (tmp_path / "hard.db-wal").exists(), "a second WAL on the database"
         # The read-only commands take no lock: they still work beside the daemon.
         for command in ("status", "orders", "events"):
             result = await call_cli("--config", other_cfg, command)
             assert result.code == 0, (command, result.stderr)
-        assert "O-1" in (await call_cli("--config", other_cfg, "orders")).stdout
+        listed = (await call_cli("--config", other_cfg, "orders")).stdout
+        assert "O-1" in listed and ("O-2" in listed) is (second != "hard link")
         await _stop(proc)
-    # The daemon stopped cleanly, and a writer may start again, by either name.
+    # The daemon stopped cleanly, and a writer holding the lock may start again, by either name.
     for config in {cfg, other_cfg}:
         caught_up = await call_cli("--config", config, "catch-up")
         assert caught_up.code == 0, caught_up.stderr
