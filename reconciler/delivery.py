@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from .config import SinkConfig
 from .logs import fields
 from .passes.hint_gate import HintGate
+from .redact import text_forms
 from .sinks import retries
 from .sinks.base import (
     ABANDONED,
@@ -73,7 +74,8 @@ class _Lane:
 
 
 class Delivery:
-    """Delivers the outbox to every sink; `committed()` after each commit."""
+    """Delivers the outbox to every sink; `committed()` after each commit. `secrets` (the
+    config's) are masked in every reason a sink gives before it is logged or recorded."""
 
     def __init__(
         self,
@@ -83,8 +85,10 @@ class Delivery:
         clock: Callable[[], float] = time.time,
         tick_s: float = TICK_S,
         hint_batch: int = HINT_BATCH,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.store = store
+        self._secrets = text_forms(secrets)
         self.clock = clock
         self.tick_s = tick_s
         self.hint_batch = hint_batch  # events per batch while notifications are recent
@@ -346,9 +350,9 @@ class Delivery:
                 log.warning("sink.abandoned", extra=fields(sink=cfg.name, event_id=row.id))
             elif isinstance(res, RetryLater):
                 if res != NOT_ATTEMPTED:
-                    failed.append((row, res))
+                    failed.append((row, retries.masked(res, self._secrets)))
             elif gone is None:
-                gone = res
+                gone = retries.masked(res, self._secrets)
         if delivered:
             await self._mark_delivered(cfg.name, delivered)
         dead = 0

@@ -97,7 +97,10 @@ class Runtime:
             sinks_http = sinks_session()
             opened.push_async_callback(sinks_http.close)
             self.delivery = Delivery(
-                self.store, build_sinks(self.config, sinks_http), tick_s=self.outbox_tick_s
+                self.store,
+                build_sinks(self.config, sinks_http),
+                tick_s=self.outbox_tick_s,
+                secrets=config_secrets(self.config),
             )
             opened.push_async_callback(self.delivery.close)
             self.reconciler = Reconciler(self.config, self.store, on_commit=self.delivery.committed)

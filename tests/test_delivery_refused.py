@@ -4,6 +4,7 @@ store and dispatcher, a sink that refuses one order, and a clock the test moves.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -226,3 +227,44 @@ async def test_a_long_retry_after_never_pauses_past_max_age(tmp_path: Path) -> N
     finally:
         await store.close()
     assert 0 < lane.paused_until - clock[0] <= LogSinkConfig(name="hooks").max_age_s + 1
+
+
+async def test_a_receiver_down_gets_one_request_per_pause_whatever_the_events_own_retries(
+    tmp_path: Path,
+) -> None:
+    # The events refused before the receiver was taken as down keep their own retry times (at
+    # most retry_max, 4 s here), and the lane tries one of them per pause: 2 s here (two new
+    # events refused in a row; a retry refused keeps it). The events take turns, each at its
+    # own 4 s, and the receiver hears one request per pause, not one per event's retry.
+    clock = [1_000_000.0]
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("hooks",))
+    sink = RefusingSink({"A", "B", "C"}, clock)
+    config = LogSinkConfig(name="hooks", retry_min_s=1.0, retry_max_s=4.0)
+    delivery = Delivery(store, [(sink, config)], clock=lambda: clock[0])
+    lane = delivery.lanes[0]
+    start = clock[0]
+    pauses: set[float] = set()
+    try:
+        async with store.transaction():
+            await store.events.add([order_event(0, "A", start), order_event(1, "B", start)])
+        added = False
+        while clock[0] < start + 120:
+            wait = await delivery._lane_once(lane, delivery._cutoffs[lane.config.name])
+            if not added and clock[0] >= start + 0.5:
+                async with store.transaction():
+                    await store.events.add([order_event(2, "C", clock[0])])
+                added = True
+            if lane.paused_until > clock[0]:
+                pauses.add(round(lane.paused_until - lane.paused_at, 3))
+            clock[0] += 0.5 if wait in (None, 0) else wait
+    finally:
+        await store.close()
+    times = [at - start for at, _, _ in sink.attempts]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    first_c = [order for _, order, _ in sink.attempts].index("C")
+    assert lane.down_streak == 2 and pauses == {1.0, 2.0}
+    # A and B in one batch (B's refusal takes the receiver as down); one after the first pause
+    # (1 s), C's refusal doubles it; then one every pause (2 s) for the rest, no sooner.
+    assert all(gap >= 1.0 for gap in gaps[1:first_c]), gaps
+    assert all(gap >= 2.0 for gap in gaps[first_c:]), gaps
+    assert 60 <= len(times) <= 64, times  # 120 s: about 60 pauses of 2 s

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
-from ..config import Config, ConfigError, ReceiverConfig
+from ..config import Config, ConfigError, ReceiverConfig, load_config
+from ..config.where import config_path
 from ..exits import EX_DATAERR, EX_OK, DataError
-from ..redact import config_secrets, given_secrets
+from ..logs import say
+from ..redact import SecretForms, config_secrets, given_secrets, text_forms
 from ..writes.pricing import blocking, check_pricing
+from ..writes.submit_prices import REFUSED, cart_problems
 from .accounts import choose_account
 from .input import order_ids, read_json, reference_given
 
@@ -17,11 +21,12 @@ def check_pricing_command(args: argparse.Namespace) -> int:
     """Check CCV prices: every problem on its own line (stdout), exit 65 if any blocks."""
     try:
         document = read_json(args.file)
-    except DataError as exc:
+        forms = _known_secrets(args)
+    except (DataError, ConfigError) as exc:
         if args.json:  # a script reads one object on stdout, whatever went wrong
             print(json.dumps({"ok": False, "problems": [], "error": str(exc)}))
         raise
-    problems = check_pricing(document)
+    problems = [p.masked(forms) for p in check_pricing(document)]
     if args.json:
         report = {
             "ok": not blocking(problems),
@@ -33,6 +38,17 @@ def check_pricing_command(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem.line())
     return EX_DATAERR if blocking(problems) else EX_OK
+
+
+def _known_secrets(args: argparse.Namespace) -> SecretForms | None:
+    """The secrets of the config the command would read (`--config`, $RECONCILER_CONFIG, else
+    ./reconciler.toml), when there is one: a problem quoting one of them (the API key pasted as
+    `currency`) shows it masked. Without a config file it knows none (none is needed)."""
+    path = config_path(getattr(args, "config", None))
+    if not path.is_file():
+        return None
+    # Secrets it cannot read (the service's own file) are not known: none is asked for.
+    return text_forms(config_secrets(load_config(path, secrets_optional=True)))
 
 
 async def ccv_command(config: Config, args: argparse.Namespace) -> int:
@@ -58,6 +74,18 @@ async def submit_command(config: Config, args: argparse.Namespace) -> int:
         # Before the store or the daemon is asked: through the daemon it cost a POST and read
         # as the daemon's refusal. The words are the API's 400's.
         raise DataError("$: the body must be a JSON object")
+    # Before the store or the daemon is asked, as the daemon's API checks them (submit_prices).
+    problems = cart_problems(document)
+    if blocking(problems):
+        forms = text_forms(config_secrets(config))
+        say(f"reconciler: error: {REFUSED}")
+        for problem in problems:
+            line = problem.masked(forms).line()
+            if problem.blocking:
+                say(f"reconciler: error: {line}")
+            else:
+                say(f"reconciler: {line}", logging.WARNING)
+        return EX_DATAERR
     return await submit(config, choose_account(config, "ccv", args.account), document)
 
 

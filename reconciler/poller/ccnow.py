@@ -31,11 +31,16 @@ class CCNowSource(Protocol):
         ...
 
     async def query(
-        self, order_ids: Sequence[str], emit: Emit, *, probe: Probe | None = None
+        self,
+        order_ids: Sequence[str],
+        emit: Emit,
+        *,
+        probe: Probe | None = None,
+        catch_up: bool = False,
     ) -> None:
         """Query orders, awaiting `emit` for each; raise SourceError for the account, unless
         `probe` finds the account answering through its failures: those orders' failures
-        alone."""
+        alone. `catch_up`: the orders its posts did not reach are asked again within it."""
         ...
 
 
@@ -256,7 +261,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             from_list = report.checked - report.failed
             asked = len(listed) + len(to_query)
             if to_query:
-                await self.client.query(to_query, emit, probe=probe)
+                # A catch-up decides every order it asks: none carried to a next poll.
+                await self.client.query(to_query, emit, probe=probe, catch_up=ask_all)
 
         try:
             error = await self._asking(ask, listing, batcher)

@@ -338,24 +338,24 @@ class CCVCoordinator(Coordinator[CCVSource]):
             for s in await store.orders.by_reference(reference)
             if s.key.source == "ccv" and s.key.account == self.account
         ]
-        # Orders that carry it now, not only as an alias of what CCV renamed: an uncertain
-        # submit of the same reference is another order, which CCV tells of here.
-        carrying = [s for s in orders if s.external_reference == reference]
-        # CCV knows the reference: an uncertain submit of it did reach CCV.
-        order_id = carrying[0].key.order_id if carrying else None
-        # One transaction settles an uncertain submit and remembers the reference: a submit
-        # still waiting for CCV's answer is made uncertain either before it (settled here) or
+        # CCV knows the reference: an uncertain submit of it reached CCV. The notification names
+        # no order; the one order carrying it now (not as an alias of what CCV renamed: that
+        # is another order) is taken for the submitted one, of several none (a guess).
+        carrying = sorted(s.key.order_id for s in orders if s.external_reference == reference)
+        order_id = carrying[0] if len(carrying) == 1 else None
+        # One transaction settles an uncertain submit and remembers the reference (where no
+        # order is taken: the submitted one, tracked later, counts it at its first check): a
+        # submit still waiting for CCV's answer is made uncertain before it (settled here) or
         # after it (settled by `make_uncertain`, which finds the reference remembered).
-        # Remembered also beside orders it is an alias of: the order submitted with it, tracked
-        # later, counts this notification at its first check.
         done = await notified(
-            store, self.account, reference, order_id, self.now(), remember=not carrying
+            store, self.account, reference, order_id, self.now(), remember=order_id is None
         )
         if done.events:
             self.writer.committed(done.events)
+            said = {"order_id": order_id, "carried_by": carrying}
             log.info(
                 "ccv.submit_resolved",
-                extra=fields(account=self.account, external_reference=reference, order_id=order_id),
+                extra=fields(account=self.account, external_reference=reference, **said),
             )
         if done.reason is not None:
             # CCV tells of an order of a reference whose latest submit failed (a person said

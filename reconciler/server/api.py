@@ -13,6 +13,8 @@ The edges (guard, input checks) are in `api_requests`, the orders and the feed i
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from aiohttp import web
 
@@ -42,6 +44,26 @@ log = logging.getLogger("reconciler.api")
 # this one still leave descriptors for the database, the sinks and the providers.
 API_LIMITS = ConnectionLimits(max_connections=128, header_timeout_s=10.0)
 
+# The query parameters each route (by its name) takes; any other is refused (400): a typo read
+# as nothing (`?afer=` for `?after=`) would answer as if it were not given. `account` wherever
+# a request names an account, also where its body may (`"account"`; both given must agree).
+_ACCOUNT = frozenset({"account"})
+QUERY_PARAMETERS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "track": _ACCOUNT,
+        "read": frozenset({"account", "refresh"}),
+        "untrack": _ACCOUNT,
+        "events": frozenset({"after", "limit", "type"}),
+        "submit": _ACCOUNT,
+        "ccv_resolve": _ACCOUNT,
+        "submission": _ACCOUNT,
+        "pricing": _ACCOUNT,
+        "ccnow_actions": _ACCOUNT,
+        "ccnow_resolve": _ACCOUNT,
+        "ccnow_action": frozenset(),
+    }
+)
+
 
 def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     """Return the integration API app."""
@@ -54,28 +76,47 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     # only a backstop.
     app = web.Application(
         middlewares=[
-            guard(config.token.reveal, deps.secrets_search, deps.store.unusable, stopping)
+            guard(
+                config.token.reveal,
+                deps.secrets_search,
+                deps.store.unusable,
+                stopping,
+                QUERY_PARAMETERS,
+            )
         ],
         client_max_size=config.max_body_bytes + 1,
     )
-    app.router.add_post("/api/v1/orders", orders.track)
-    app.router.add_get("/api/v1/orders/{source}/{order_id:.+}", orders.read, allow_head=False)
-    app.router.add_delete("/api/v1/orders/{source}/{order_id:.+}", orders.untrack)
-    app.router.add_get("/api/v1/events", orders.events, allow_head=False)
-    app.router.add_post("/api/v1/ccv/orders", writes.submit)
-    app.router.add_post("/api/v1/ccv/submissions/resolve", writes.ccv_resolve)
+    app.router.add_post("/api/v1/orders", orders.track, name="track")
     app.router.add_get(
-        "/api/v1/ccv/submissions/{reference:.+}", writes.submission, allow_head=False
+        "/api/v1/orders/{source}/{order_id:.+}", orders.read, allow_head=False, name="read"
     )
-    app.router.add_patch("/api/v1/ccv/pricing", writes.pricing)
-    app.router.add_post("/api/v1/ccnow/actions", writes.ccnow_actions)
-    app.router.add_post("/api/v1/ccnow/actions/resolve", writes.ccnow_resolve)
+    app.router.add_delete("/api/v1/orders/{source}/{order_id:.+}", orders.untrack, name="untrack")
+    app.router.add_get("/api/v1/events", orders.events, allow_head=False, name="events")
+    app.router.add_post("/api/v1/ccv/orders", writes.submit, name="submit")
+    app.router.add_post("/api/v1/ccv/submissions/resolve", writes.ccv_resolve, name="ccv_resolve")
+    app.router.add_get(
+        "/api/v1/ccv/submissions/{reference:.+}",
+        writes.submission,
+        allow_head=False,
+        name="submission",
+    )
+    app.router.add_patch("/api/v1/ccv/pricing", writes.pricing, name="pricing")
+    app.router.add_post("/api/v1/ccnow/actions", writes.ccnow_actions, name="ccnow_actions")
+    app.router.add_post("/api/v1/ccnow/actions/resolve", writes.ccnow_resolve, name="ccnow_resolve")
     # Not `resolve`: a GET of it is the 405 of POST /ccnow/actions/resolve, not a bad id's 422.
     app.router.add_get(
-        "/api/v1/ccnow/actions/{id:(?!resolve$)[^/]+}", writes.ccnow_action, allow_head=False
+        "/api/v1/ccnow/actions/{id:(?!resolve$)[^/]+}",
+        writes.ccnow_action,
+        allow_head=False,
+        name="ccnow_action",
     )
     app[EXPECT_SCREEN] = expect_screen(
-        config.token.reveal, config.max_body_bytes, app.router, stopping
+        config.token.reveal,
+        config.max_body_bytes,
+        app.router,
+        stopping,
+        QUERY_PARAMETERS,
+        deps.secrets_search,
     )
     app[STOPPING] = stopping
 

@@ -21,6 +21,7 @@ from ..store.events import CursorAhead
 from .api_requests import (
     ApiDeps,
     BadRequest,
+    account_given,
     account_named,
     json_body,
     order_id_named,
@@ -87,9 +88,10 @@ class Orders:
         relink = doc.get("relink", False)
         if not isinstance(relink, bool):
             raise BadRequest(422, "must be true or false", "relink")
-        account = (
-            await self.settling(doc.get("account"), ref) if source == "ccv" else None
-        ) or self.account(source, doc.get("account"))
+        named = account_given(request, doc)
+        account = (await self.settling(named, ref) if source == "ccv" else None) or self.account(
+            source, named
+        )
         key = OrderKey(source, account, order_id)
         now = time.time()
         store = self.deps.store

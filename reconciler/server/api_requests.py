@@ -41,6 +41,8 @@ log = logging.getLogger("reconciler.api")
 
 Refresh = Callable[[OrderKey], Awaitable[bool]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Route name -> the query parameters it takes (api.QUERY_PARAMETERS).
+QueryNames = Mapping[str, frozenset[str]]
 
 
 class BadRequest(Exception):
@@ -154,11 +156,16 @@ def body_too_large(limit: int) -> web.Response:
 
 
 def expect_screen(
-    token: Callable[[], str], limit: int, router: web.UrlDispatcher, stopping: Stopping
+    token: Callable[[], str],
+    limit: int,
+    router: web.UrlDispatcher,
+    stopping: Stopping,
+    known: QueryNames | None = None,
+    secrets: SecretForms | None = None,
 ) -> ExpectScreen:
     """Return the screen that answers `Expect: 100-continue` with the refusal the request
-    would get (401, 503 once the stop began, 417, 413, 404, 405) instead of inviting a body
-    that would not be read."""
+    would get (401, 503 once the stop began, 417, 413, 404, 405, 400 for a query parameter the
+    route does not take) instead of inviting a body that would not be read."""
 
     async def screen(request: web.Request) -> web.StreamResponse | None:
         if request.version < HttpVersion11:
@@ -172,8 +179,15 @@ def expect_screen(
             return json_error(417, "expectation failed")
         if request.content_length is not None and request.content_length > limit:
             return body_too_large(limit)
-        routed = (await router.resolve(request)).http_exception
-        return None if routed is None else routing_error(routed)
+        match = await router.resolve(request)
+        if match.http_exception is not None:
+            return routing_error(match.http_exception)
+        try:
+            if known is not None:
+                unknown_query(match.route.name, request.query, known)
+        except BadRequest as exc:
+            return exc.unechoed(secrets).response()
+        return None
 
     return screen
 
@@ -192,12 +206,13 @@ def guard(
     secrets: SecretForms | None = None,
     unusable: Callable[[sqlite3.Error], StoreError] | None = None,
     stopping: Stopping | None = None,
+    known: QueryNames | None = None,
 ) -> Middleware:
     """Return the middleware that refuses a request without the token before anything else,
     then every request once `stopping` began, and turns errors into JSON; a refusal that would
     echo one of `secrets` echoes nothing. `unusable` records an SQLite error that says the
     database cannot be used (Store.unusable) where a statement of its own met it, outside the
-    store's guarded methods."""
+    store's guarded methods. `known`: the query parameters each route takes (others: 400)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -208,6 +223,8 @@ def guard(
         if refusal is not None:
             return refusal
         try:
+            if known is not None:
+                unknown_query(request.match_info.route.name, request.query, known)
             repeated(request)
             return await handler(request)
         except BadRequest as exc:
@@ -240,6 +257,41 @@ def database_unusable() -> web.Response:
     return json_error(
         503, "the database cannot be used; try again later", headers={"Retry-After": "5"}
     )
+
+
+def unknown_query(route: str | None, query: Mapping[str, str], known: QueryNames) -> None:
+    """Refuse (400) a query parameter the route `route` (its name) does not take: a typo
+    (`?afer=5`) read as nothing answered from the feed's start, and a consumer got every
+    event again. A route without a name (the router's 404 / 405) takes none to refuse."""
+    if route is None:
+        return
+    taken = known.get(route, frozenset())
+    for name in query:
+        if name not in taken:
+            raise BadRequest(400, f"unknown query parameter: {clipped(name, quoted=False)}")
+
+
+def account_given(request: web.Request, doc: Mapping[str, object]) -> object:
+    """Return what a request names as its account: `"account"` in its body, or `?account=` in
+    its URL; 422 naming both when both are given and differ (either may be the one meant)."""
+    query = request.query.get("account")
+    body = doc.get("account")
+    if body is None:  # `"account": null` names none, as its absence does
+        return query
+    if query is not None and body != query:
+        said = clipped(body) if isinstance(body, str) else kind_of(body)
+        raise BadRequest(
+            422,
+            f'the body\'s "account" ({said}) and ?account= ({clipped(query)}) differ: '
+            "name the account once",
+            "account",
+        )
+    return body
+
+
+def kind_of(value: object) -> str:
+    """What a JSON value that is no string is, as an error names it (not echoed)."""
+    return "null" if value is None else type(value).__name__
 
 
 def repeated(request: web.Request) -> None:

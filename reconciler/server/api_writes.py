@@ -31,10 +31,12 @@ from ..writes.submit_outcome import (
     UNTRACKABLE_HEADER,
     own_header,
 )
+from ..writes.submit_prices import BadPrices
 from .api_orders import CURSOR
 from .api_requests import (
     ApiDeps,
     BadRequest,
+    account_given,
     account_named,
     json_body,
     reference_named,
@@ -69,7 +71,14 @@ class Writes:
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
-        result = await self.deps.submitter.submit(account, doc)
+        try:
+            result = await self.deps.submitter.submit(account, doc)
+        except BadPrices as exc:
+            log.info(
+                "api.submit_prices_refused",
+                extra=fields(account=account, problems=sum(p.blocking for p in exc.problems)),
+            )
+            return self._problems(exc.message, exc.problems)
         headers = dict(result.headers)
         if result.state is not None:
             headers[STATE_HEADER] = result.state
@@ -105,10 +114,11 @@ class Writes:
         for name in doc:
             if name not in ("external_reference", "sent", "made", "account"):
                 raise unknown_field(name)
+        named = account_given(request, doc)
         # An account the config no longer names may still hold uncertain submits.
-        account = await unconfigured_with_writes(self.deps, "ccv", doc.get("account"))
+        account = await unconfigured_with_writes(self.deps, "ccv", named)
         if account is None:
-            account = self.account("ccv", doc.get("account"))
+            account = self.account("ccv", named)
         if "external_reference" not in doc:
             raise BadRequest(422, "required, an external reference", "external_reference")
         # As stored, as `ccv resolve --ref`.
@@ -141,7 +151,7 @@ class Writes:
         doc = await json_body(
             request, self.config.max_body_bytes, timeout_s=self.deps.body_timeout_s
         )
-        account = self.account("ccnow", doc.get("account"))
+        account = self.account("ccnow", account_given(request, doc))
         try:
             new = from_document(sender.accounts[account], doc, self.deps.secrets_search)
             taken = await sender.take(new)
@@ -164,12 +174,13 @@ class Writes:
         for name in doc:
             if name not in ("order_id", "sent", "account", "action"):
                 raise unknown_field(name)
+        named = account_given(request, doc)
         # An account the config no longer names may still hold uncertain actions.
         sender = self.deps.actions
-        account = await unconfigured_with_writes(self.deps, "ccnow", doc.get("account"))
+        account = await unconfigured_with_writes(self.deps, "ccnow", named)
         if account is None or sender is None:
             sender = self.sender()
-            account = self.account("ccnow", doc.get("account"))
+            account = self.account("ccnow", named)
         raw, sent = doc.get("order_id"), doc.get("sent")
         if not isinstance(raw, str):
             raise BadRequest(422, "order_id: required, a CCNow order id", "order_id")
@@ -214,13 +225,7 @@ class Writes:
                 "api.pricing_refused",
                 extra=fields(account=account, problems=sum(p.blocking for p in problems)),
             )
-            return web.json_response(
-                {
-                    "error": "the prices are inconsistent; nothing was sent to CCV",
-                    "problems": [p.to_json() for p in problems],
-                },
-                status=422,
-            )
+            return self._problems("the prices are inconsistent; nothing was sent to CCV", problems)
         cfg = self.deps.submitter.accounts[account]
         warned = {WARNINGS_HEADER: str(len(problems))}
         # strict_json decoded every number as the float it was written as: the numbers checked
@@ -255,6 +260,13 @@ class Writes:
         self._pricing_forwarded(account, answer.status, answer.own, problems)
         headers = {**warned, **answer.passed_headers()}
         return await self._passed_back(answer.status, answer.body, answer.content_type, headers)
+
+    def _problems(self, error: str, problems: Sequence[Problem]) -> web.Response:
+        """Return the 422 of prices that break a blocking rule, listing every problem with the
+        config's secrets masked where it quotes what was given (as CCV's answers are)."""
+        forms = text_forms(self.deps.secrets)
+        shown = [p.masked(forms).to_json() for p in problems]
+        return web.json_response({"error": error, "problems": shown}, status=422)
 
     def _pricing_forwarded(
         self, account: str, status: int | None, reason: str | None, problems: Sequence[Problem]

@@ -129,8 +129,14 @@ class _Handler:
             if self.stopping.began and target == "/healthz":
                 return stopping_answer(status="stopping")
             if self.stopping.began and not isinstance(target, str):
-                # As `accept` refuses it once its body is read, with the same line.
-                raise self.refused(target.source, "stopping", account=target.account)
+                # As `accept` refuses it once its body is read, with its line (a CCV one names
+                # its order: CCV does not call again), but a CCNow body's hints, not read.
+                said = (
+                    ccv_fields(target)
+                    if isinstance(target, CCVCall)
+                    else {"account": target.account}
+                )
+                raise self.refused(target.source, "stopping", **said)
         except Rejected as rejected:
             # The body is not read: the connection closes after the answer (connections.py).
             return self.refuse(request, rejected)
@@ -157,10 +163,7 @@ class _Handler:
         else:
             key = ("ccv-ref", account, value)
             call = partial(self.hub.check_ccv_reference, account, value)
-        what: dict[str, str] = {"order_id": value} if kind == "order" else {"reference": value}
-        if named.signed_with != "secret":
-            what["signed_with"] = named.signed_with
-        return self.accept(key, call, received_at, source="ccv", account=account, kind=kind, **what)
+        return self.accept(key, call, received_at, source="ccv", **ccv_fields(named))
 
     async def ccnow(
         self, request: web.Request, named: CCNowCall, received_at: float
@@ -286,6 +289,15 @@ class _Handler:
             log.warning("metrics.refresh_failed", exc_info=True)
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def ccv_fields(named: CCVCall) -> dict[str, str]:
+    """What a CCV notification's lines name: its account, and the order or reference."""
+    what = {"account": named.account, "kind": named.kind}
+    what["order_id" if named.kind == "order" else "reference"] = named.value
+    if named.signed_with != "secret":
+        what["signed_with"] = named.signed_with
+    return what
 
 
 DEBOUNCER = web.AppKey("debouncer", Debouncer)

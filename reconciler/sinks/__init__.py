@@ -36,6 +36,8 @@ def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Si
     """Create the sinks events go to."""
     # Here, not at the top: a sink's module imports this package first. Each kind only when
     # the config has one: a catch-up to the log alone loads no webhook, file or program sink.
+    from ..redact import config_secrets
+
     out: list[tuple[Sink, SinkConfig]] = []
     for sc in sink_configs(config):
         sink: Sink
@@ -50,7 +52,7 @@ def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Si
         elif isinstance(sc, CommandSinkConfig):
             from .command import CommandSink
 
-            sink = CommandSink(sc)
+            sink = CommandSink(sc, config_secrets(config))
         else:
             from .log import LogSink
 

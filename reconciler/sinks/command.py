@@ -13,6 +13,7 @@ from reconciler.config import CommandSinkConfig
 from reconciler.config.secret import SECRET_ENV_ENDS
 from reconciler.config.sinks import nul_word
 from reconciler.logs import fields
+from reconciler.redact import SecretForms, mask, text_forms
 from reconciler.sinks.base import (
     Cutoff,
     Delivered,
@@ -46,12 +47,14 @@ def child_environment(environ: Mapping[str, str], event: OutboxEvent) -> dict[st
     return env
 
 
-def _last_line(stderr: bytes) -> str:
+def _last_line(stderr: bytes, secrets: SecretForms | None) -> str:
     lines = stderr.decode("utf-8", errors="replace").strip().splitlines()
-    return lines[-1].strip()[:_MAX_REASON_LINE] if lines else ""
+    # A hook may print what it was given or read (a login that failed, with its password):
+    # every secret of the config is masked before the line is cut, so no cut leaves a piece.
+    return mask(lines[-1].strip(), secrets, limit=_MAX_REASON_LINE) if lines else ""
 
 
-def _exit_reason(returncode: int, stderr: bytes) -> str:
+def _exit_reason(returncode: int, stderr: bytes, secrets: SecretForms | None = None) -> str:
     if returncode < 0:
         try:
             reason = f"killed by {signal.Signals(-returncode).name}"
@@ -59,7 +62,7 @@ def _exit_reason(returncode: int, stderr: bytes) -> str:
             reason = f"killed by signal {-returncode}"
     else:
         reason = f"exit {returncode}"
-    line = _last_line(stderr)
+    line = _last_line(stderr, secrets)
     return f"{reason}: {line}" if line else reason
 
 
@@ -98,10 +101,12 @@ def program_problem(command: Sequence[str]) -> str | None:
 
 
 class CommandSink:
-    """Runs `config.command` (never through a shell) once per event, event body on stdin."""
+    """Runs `config.command` (never through a shell) once per event, event body on stdin;
+    `secrets` (the config's) are masked in what its stderr says."""
 
-    def __init__(self, config: CommandSinkConfig) -> None:
+    def __init__(self, config: CommandSinkConfig, secrets: Sequence[str] = ()) -> None:
         self.name = config.name
+        self._secrets = text_forms(secrets)
         self._argv = config.command
         self._timeout_s = config.timeout_s
         self._launcher = Launcher(f"sink-{config.name}")
@@ -173,4 +178,4 @@ class CommandSink:
             return RetryLater("timeout")
         if returncode == 0:
             return Delivered()
-        return RetryLater(_exit_reason(returncode, stderr))
+        return RetryLater(_exit_reason(returncode, stderr, self._secrets))

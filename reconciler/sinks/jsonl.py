@@ -45,12 +45,20 @@ def path_problem(path: Path, *, regular: bool = False) -> str | None:
 
 class JsonlSink:
     """Appends events to a file; a batch counts as delivered only once it is on disk (on a
-    device: written; on a pipe: in it, a reader attached), within the sink's `timeout`."""
+    device: written; on a pipe: in it, a reader attached), within the sink's `timeout`: the
+    file's data, and its entry and those of the directories made for it. `fsync`: os.fsync
+    (a test passes one that notes what each call was for)."""
 
-    def __init__(self, config: JsonlSinkConfig) -> None:
+    def __init__(self, config: JsonlSinkConfig, *, fsync: Callable[[int], None] = os.fsync) -> None:
         self.name = config.name
         self.path = config.path
         self._timeout_s = config.timeout_s
+        self._fsync = fsync
+        # The directories whose entries (the file, a directory made for it) may not be on disk
+        # yet: fsynced after the file, before a batch counts. The file's own at the first batch
+        # of this process: one stopped between the file's fsync and its directory's may have
+        # left its entry in memory only.
+        self._unsynced = {self.path.parent: None}
         # The write under way, or the last one: a write that blocks (a full FIFO, a hung NFS
         # mount) cannot be stopped, and the next must not write beside it.
         self._writing: asyncio.Future[None] | None = None
@@ -87,8 +95,13 @@ class JsonlSink:
 
     def _append(self, data: bytes) -> None:
         # Its group (a log shipper) may go in and read the file; only its user writes there.
-        make_parents(self.path, mode=JSONL_DIRECTORIES)
-        fd = _open(self.path)
+        made = make_parents(self.path, mode=JSONL_DIRECTORIES)
+        # An entry made is on disk once its directory is fsynced: each directory's made on the
+        # way, and the file's (made again after a rotation moved it away, or a deletion).
+        self._unsynced.update(dict.fromkeys(d.parent for d in made))
+        fd, created = _open(self.path)
+        if created:
+            self._unsynced[self.path.parent] = None
         try:
             info = os.fstat(fd)
             regular, size = stat.S_ISREG(info.st_mode), info.st_size
@@ -99,7 +112,9 @@ class JsonlSink:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                _sync(fd, regular=regular)
+                _sync(fd, self._fsync, regular=regular)
+                if regular:
+                    self._sync_entries()
             except OSError:
                 if regular:
                     # The batch is retried whole: what of it was written (a full disk stops a
@@ -110,6 +125,12 @@ class JsonlSink:
         finally:
             os.close(fd)
 
+    def _sync_entries(self) -> None:
+        # Each one once synced, so that a failure after some leaves the rest for the retry.
+        for directory in list(self._unsynced):
+            _sync_directory(directory, self._fsync)
+            del self._unsynced[directory]
+
     async def close(self) -> None:
         """Nothing held open between batches (a write still blocked keeps its thread)."""
 
@@ -119,19 +140,20 @@ class JsonlSink:
 JSONL_DIRECTORIES = 0o750
 
 
-def _open(path: Path) -> int:
-    """Open `path` to append to, made if not there. A FIFO is opened for writing only: opened
-    read-write the sink is a reader of its own, a batch in the pipe's buffer counted delivered
-    with no shipper attached, and the kernel dropped it when the sink closed the pipe."""
+def _open(path: Path) -> tuple[int, bool]:
+    """Open `path` to append to, made if not there; say whether it may have been made (it was
+    not there just before). A FIFO is opened for writing only: opened read-write the sink is a
+    reader of its own, a batch in the pipe's buffer counted delivered with no shipper attached,
+    and the kernel dropped it when the sink closed the pipe."""
     try:
-        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+        fifo, missing = stat.S_ISFIFO(os.stat(path).st_mode), False
     except FileNotFoundError:
-        fifo = False
+        fifo, missing = False, True
     if not fifo:
         # Read-write: the torn-line check reads a regular file's last byte.
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return fd
+            return fd, missing
         os.close(fd)  # a FIFO made between the stat and the open (a shipper starting)
     try:
         # Without O_NONBLOCK the open waits for a reader, beyond the sink's timeout.
@@ -142,18 +164,35 @@ def _open(path: Path) -> int:
         raise
     # A write waits for the reader to make room (within the timeout), as on a file's disk.
     os.set_blocking(fd, True)
-    return fd
+    return fd, False
 
 
-def _sync(fd: int, *, regular: bool) -> None:
+# What an fsync says where there is nothing to flush.
+_NOTHING_TO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def _sync(fd: int, fsync: Callable[[int], None], *, regular: bool) -> None:
     """fsync; on a pipe or a character device (a FIFO a log shipper reads, /dev/stdout in a
     container) the batch is delivered once written: there is nothing to flush (EINVAL), and
     nothing to take back, so failing it made each retry write every event again."""
     try:
-        os.fsync(fd)
+        fsync(fd)
     except OSError as exc:
-        if regular or exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        if regular or exc.errno not in _NOTHING_TO_SYNC:
             raise
+
+
+def _sync_directory(directory: Path, fsync: Callable[[int], None]) -> None:
+    """fsync a directory, so that the entries made in it are on disk. A file system that cannot
+    fsync a directory (EINVAL: some network and FUSE ones) keeps them as it keeps them."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NOTHING_TO_SYNC:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _in_thread(name: str, work: Callable[[], None]) -> asyncio.Future[None]:

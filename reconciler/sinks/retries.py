@@ -12,17 +12,19 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ..config import SinkConfig
 from ..logs import fields
+from ..redact import SecretForms, mask
 from ..store.errors import StoreLocked
-from .base import OutboxEvent, RetryLater
+from .base import OutboxEvent, RetryLater, SinkGone
 
 log = logging.getLogger("reconciler.outbox")
 
 T = TypeVar("T")
+Said = TypeVar("Said", RetryLater, SinkGone)
 
 # How long a sink's record waits for another process's write (a lock held past SQLite's busy
 # timeout) before it fails as a store error: the lane then reads the store again a tick later,
@@ -30,6 +32,16 @@ T = TypeVar("T")
 RECORD_WAIT_S = 300.0
 # The pause between two tries of a record, on top of SQLite's own busy timeout.
 RECORD_AGAIN_S = 0.1
+
+
+def masked(result: Said, secrets: SecretForms | None) -> Said:
+    """`result` with every secret of the config masked in its reason, before it is logged or
+    recorded: a sink's reason may quote what it heard from outside (a program's stderr, a
+    receiver's answer), and that may echo a password or a key."""
+    if secrets is None:
+        return result
+    reason = mask(result.reason, secrets)
+    return result if reason == result.reason else replace(result, reason=reason)
 
 
 def disabled_hint(sink: str) -> str:

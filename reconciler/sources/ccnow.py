@@ -26,6 +26,7 @@ from reconciler.sources.ccnow_answer import (
     LOGGED_IDS,
     Answer,
     EmptyAnswer,
+    OddLines,
     OrderLine,
     by_id,
     names_asked,
@@ -33,6 +34,7 @@ from reconciler.sources.ccnow_answer import (
     speaks_ccnow,
 )
 from reconciler.sources.ccnow_batches import Probe, UnreadableAnswer
+from reconciler.sources.ccnow_carry import Carries
 from reconciler.sources.ccnow_cut import (
     ListCuts,
     drop_line,
@@ -97,6 +99,7 @@ class CCNowClient:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
         self._secrets = answer_secrets(config.password.reveal(), secrets)
         self._breaker_limit = max(BREAKER_BATCHES, 2 * config.concurrency)
+        self._carries = Carries()  # the orders its queries carried to the next (ccnow_carry.py)
 
     async def pending_list(self) -> list[Observation]:
         """Return the orders CCNow lists as pending, as OK observations with their status.
@@ -142,6 +145,7 @@ class CCNowClient:
         emit: Emit,
         *,
         probe: Probe | None = None,
+        catch_up: bool = False,
     ) -> None:
         """Query orders in batches and await `emit` for each.
 
@@ -151,7 +155,9 @@ class CCNowClient:
         that got a 5xx (but a 503 or a 504: a CGI dying at a bad id) in halves, down to the
         order alone, so that only that order fails (within a bound of posts a batch, up to
         FOUND_ORDERS shares, `Split`: past it, the parts not asked are asked at the next poll,
-        or fail for a 5xx or when its posts decided no order; one warning a pass counts them;
+        at CARRY_POLLS polls in a row at most, the last failing them, and within a `catch_up`
+        again in it, a round a poll; or fail for a 5xx or when its posts decided no order; one
+        warning a pass counts them;
         both halves of a 5xx failing while no part answered, and a query of another order
         failing too, stop it: an outage,
         whose later batches fail whole until one answers). The orders an answer that was read
@@ -178,7 +184,8 @@ class CCNowClient:
             emit,
             breaker_limit=self._breaker_limit,
             probe=probe,
-        ).run(order_ids)
+            carries=self._carries,
+        ).run(order_ids, catch_up=catch_up)
 
     async def _decide(self, first: OrderLine) -> Observation:
         """Ask again, alone, about the order of an answer's undecided last line. The second
@@ -267,8 +274,12 @@ class CCNowClient:
             text = str(exc)
             masked = redact(text, self._secrets)
             kind = type(exc)
-            if kind is ProtocolError and order_ids and speaks_ccnow(body):
-                raise UnreadableAnswer(masked, names=names_asked(body, order_ids)) from None
+            if kind in (ProtocolError, OddLines) and order_ids and speaks_ccnow(body):
+                names = names_asked(body, order_ids)
+                odd, read = (exc.odd, exc.answer) if isinstance(exc, OddLines) else (1, None)
+                raise UnreadableAnswer(
+                    masked, names=names, odd=odd, answer=read, asked=reply.sent_at
+                ) from None
             raise (exc if masked == text and kind is type(exc) else kind(masked)) from None
         if cut_at_id is None:
             answer, last = drop_line(answer, undecided)

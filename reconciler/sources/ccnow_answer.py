@@ -151,6 +151,15 @@ class EmptyAnswer(ProtocolError):
     """An answer of no line at all (blank lines only)."""
 
 
+class OddLines(ProtocolError):
+    """A query's answer holding `odd` lines no order or word can be read from, besides the
+    lines that read (`answer`; None with a `message` that would fail the account)."""
+
+    def __init__(self, message: str, answer: Answer | None = None, odd: int = 1) -> None:
+        super().__init__(message)
+        self.answer, self.odd = answer, odd
+
+
 @dataclass(frozen=True, slots=True)
 class OrderLine:
     """One `<id> <status...>` line: a status, or a per-order error (status None)."""
@@ -354,13 +363,16 @@ def parse_answer(
         else:
             shown = _quote(raw, forms, limit=40)
             unread = unread or f"line {number}: not an answer line: {shown!r}"
-            if asked is None or asked:
+            if asked is None:
                 raise ProtocolError(unread)
             # A pending list line no order can be read from (`5000000050 pending`) hides no
             # order's change: one missing from the list is queried, never taken as changed.
             skipped += 1
     if unread is not None and not orders and not messages:
         raise ProtocolError(unread)
+    if unread is not None and asked:  # the lines that read kept: a stray line (ccnow_levels.py)
+        readable = None if unknown is not None else Answer(tuple(orders), tuple(messages))
+        raise OddLines(unread, readable, skipped)
     if unknown is not None:
         raise _error_answer("message", unknown, forms)
     if extra_columns:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
 from reconciler.model import Observation, OrderKey, Outcome
@@ -47,11 +47,20 @@ class Probe(Protocol):
 class UnreadableAnswer(ProtocolError):
     """CCNow answered a query in its protocol, with a line no asked order's could be read
     from: one of its orders may be the cause, each asked alone is not. `names`: it held a
-    line of an asked order's too, CCNow's program answering about it (`Split.spoke`)."""
+    line of an asked order's too, CCNow's program answering about it (`Split.spoke`). `odd`:
+    such lines, besides the lines that read (`answer`, asked at `asked`; ccnow_levels.py)."""
 
-    def __init__(self, message: str, *, names: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        names: bool = False,
+        odd: int = 1,
+        answer: Answer | None = None,
+        asked: float = 0.0,
+    ) -> None:
         super().__init__(message)
-        self.names = names
+        self.names, self.odd, self.answer, self.asked = names, odd, answer, asked
 
 
 def one_orders(exc: RequestFailed) -> bool:
@@ -101,7 +110,7 @@ class Split:
     b x (1 + FOUND_ORDERS x 2*ceil(log2 n)) queries, besides asking again about an answer's
     undecided last line and the probe's posts (a batch halved for a 5xx, and a query none of
     whose batches answered, each ask one order, two when the first fails: `BatchQuery._answers`,
-    `BatchFailures.finish`, poller/witnesses.py).
+    `BatchFailures.finish`, poller/witnesses.py; and one order alone a query, `Noise`).
     Finding k odd orders level by level asks at most 2k parts a level, ceil(log2 n) levels;
     a share is earned when the posts ran out
     (`more`, checked before each part), so the parts still to come use it, whichever half the
@@ -240,6 +249,16 @@ class BatchFailures:
             )
             raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
 
+    def counted(
+        self, whole: bool, answered: bool, split: Split, exc: SourceError, word: str, orders: int
+    ) -> None:
+        """Count a batch asked in parts (`whole`: its own, not a part's) in the breaker's run,
+        or end the run (`BatchQuery.halves`, `Split.suspect`)."""
+        if whole and (not answered or split.suspect):
+            self.count(exc, word, orders)
+        elif whole and not split.unasked:
+            self.reset()
+
     def reset(self) -> None:
         """End the breaker's run: a batch asked in parts whose parts were all asked answered."""
         self._in_a_row = 0
@@ -312,12 +331,21 @@ class Splits:
         self.counts["batches"] += 1
         return Split(orders), True
 
+    def halve(self, orders: int, split: Split | None) -> tuple[Split, bool]:
+        """`start`, for a batch or part asked again in halves (`BatchQuery.halves`, `levels`)."""
+        log.debug(
+            "ccnow.batch_split", extra={"fields": {"account": self._account, "orders": orders}}
+        )
+        self.halved = True
+        return self.start(orders, split)
+
     def asked_again(self, orders: int) -> None:
         """Count orders an answer left out, asked again (once an order)."""
         self.counts["missing"] += orders
 
-    def unasked(self, orders: int) -> None:
-        """Count orders of parts not asked, past a batch's posts."""
+    def unasked(self, orders: int, split: Split) -> None:
+        """Count orders of parts not asked, past a batch's posts (`split`'s)."""
+        split.unasked = True
         self.counts["unasked"] += orders
 
     def post(self, split: Split) -> bool:
@@ -336,41 +364,3 @@ class Splits:
         level = logging.WARNING if self.halved or self.counts["unasked"] else logging.INFO
         fields = {"account": self._account, **self.counts}
         log.log(level, "ccnow.batches_split", extra={"fields": fields})
-
-
-# Ask one part (`BatchQuery.handle`); a part of several orders whose answer has a line that
-# cannot be read is put in the list given, to be halved at the next level.
-AskPart = Callable[[list[str], list[list[str]]], Awaitable[bool]]
-
-
-async def by_levels(
-    batch: list[str], split: Split, splits: Splits, ask: AskPart
-) -> tuple[bool, list[list[str]]]:
-    """Ask a batch again level by level: its halves, then the halves of each half still odd
-    (its answer holding a line that cannot be read), and so on down to the order alone, each
-    part that reads applied at once; return whether some part answered, and the parts not
-    asked. k odd orders cost at most 2k posts a level, ceil(log2 n) levels (depth first, 20
-    odd orders first of 25 used every post in the first half, the healthy orders after them
-    never asked). Past the batch's posts (`Split`), the parts not asked are not failed when
-    its posts decided some order (a part read, or an order found alone): nothing was said of
-    them, and they are asked at the next poll (their checks still due; a catch-up's, due as
-    before it), each poll finding more odd orders alone, which then wait for their failure's
-    backoff (`BatchQuery.levels` fails them when none was decided: the next poll would ask
-    the same parts again)."""
-    split.levels = True
-    answered = False
-    unasked: list[list[str]] = []
-    level = [batch]
-    while level:
-        odd: list[list[str]] = []
-        for part in level:
-            middle = len(part) // 2
-            for half in (part[:middle], part[middle:]):
-                if splits.post(split):
-                    answered = await ask(half, odd) or answered
-                else:
-                    split.unasked = True
-                    splits.unasked(len(half))
-                    unasked.append(half)
-        level = odd
-    return answered, unasked

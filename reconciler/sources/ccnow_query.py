@@ -8,6 +8,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 from reconciler.config import CCNowConfig
 from reconciler.model import Observation, Outcome
@@ -19,10 +20,11 @@ from reconciler.sources.ccnow_batches import (
     Split,
     Splits,
     UnreadableAnswer,
-    by_levels,
     in_order,
     one_orders,
 )
+from reconciler.sources.ccnow_carry import Carried, Carries
+from reconciler.sources.ccnow_levels import Noise, OddPart, alone, by_levels
 from reconciler.sources.ccnow_match import MISSING, Emit, in_batches, match, missing_lines
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import RequestFailed, drain
@@ -46,6 +48,7 @@ class BatchQuery:
         *,
         breaker_limit: int,
         probe: Probe | None,
+        carries: Carries,
     ) -> None:
         self._config = config
         self._post = post
@@ -54,16 +57,22 @@ class BatchQuery:
         self._probe = probe
         self._failures = BatchFailures(emit, config.name, breaker_limit)
         self._splits = Splits(config.name)  # this pass's, for its one log line
+        self._carried = Carried(carries, config.name)
+        self._noise = Noise(config.name)  # a stray line of every answer, once heard
         self._read: deque[str] = deque(maxlen=5)  # orders read, the last few (`_answers`)
         self._silent = False  # a batch's halves read none, and no batch read since (`others`)
 
-    async def run(self, order_ids: Sequence[str]) -> None:
-        """Ask about the orders, a batch at a time; raise for the account."""
-        batches = await in_batches(self._config, order_ids, self._emit)
+    async def run(self, order_ids: Sequence[str], *, catch_up: bool = False) -> None:
+        """Ask about the orders, a batch at a time; raise for the account. `catch_up`: the
+        orders carried are asked again within it, a round a poll (`Carried.take`)."""
+        config, emit, again = self._config, self._emit, order_ids
         try:
-            await drain(batches, self.handle, self._config.concurrency)
+            while again:  # a one-shot catch-up has no next poll (it counted them nowhere)
+                await drain(await in_batches(config, again, emit), self.handle, config.concurrency)
+                again = self._carried.take() if catch_up else ()
             await self._failures.finish(self._probe)
         finally:
+            self._carried.end(order_ids)
             self._splits.log()
 
     async def handle(
@@ -75,7 +84,8 @@ class BatchQuery:
         *,
         ordered: bool = False,
         deferred: list[RequestFailed] | None = None,
-        odd: list[list[str]] | None = None,
+        odd: list[OddPart] | None = None,
+        given: UnreadableAnswer | None = None,
     ) -> bool:
         """Post a batch, or a part of one; return whether it answered (for `drain`).
 
@@ -84,9 +94,12 @@ class BatchQuery:
         batch's others (`others`): False, emitting nothing, when none is read. `deferred`: a
         half of a batch a 5xx followed (`halves`), whose own 5xx is put there, its
         orders not failed yet. `odd`: a part of a batch asked level by level (`levels`), put
-        there when its answer has a line that cannot be read, to be halved at the next."""
+        there when its answer has a line that cannot be read, to be halved at the next;
+        `given`: its answer then, its odd lines found the noise alone (`Noise`)."""
         failures, name = self._failures, self._config.name
         try:
+            if given is not None:
+                raise given  # as posted: decided by its lines that read, below
             answer, asked, last = await self._post(batch)
         except RequestFailed as exc:
             if tentative:
@@ -99,18 +112,9 @@ class BatchQuery:
             await failures.failed(batch, exc, exc.word, exc.sent_at, counted=split is None)
             return False  # the next batch goes alone until one answers (drain)
         except UnreadableAnswer as exc:
-            failures.spoke = failures.spoke or exc.names
-            if split is not None:
-                split.spoke = split.spoke or exc.names
-            if len(batch) > 1 and odd is not None:
-                odd.append(batch)
-                return False
-            if len(batch) > 1:
-                return await self.levels(batch, exc, split, again) or tentative
-            if split is not None:
-                split.found += 1
-            await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
-            return tentative
+            if not self._noise.only(exc) or exc.answer is None:
+                return await self.unreadable(batch, exc, split, again, tentative, odd)
+            answer, asked, last = exc.answer, exc.asked, None  # the noise alone: no order's
         except ProtocolError as exc:
             if tentative:
                 return False
@@ -168,6 +172,30 @@ class BatchQuery:
             ordered = in_order(batch, answer)
             await self.ask_again(batch, missing, split, first=not again, ordered=ordered)
         return True
+
+    async def unreadable(
+        self,
+        batch: list[str],
+        exc: UnreadableAnswer,
+        split: Split | None,
+        again: bool,
+        tentative: bool,
+        odd: list[OddPart] | None,
+    ) -> bool:
+        """A post whose answer has a line no asked order's can be read from (`handle`)."""
+        failures = self._failures
+        failures.spoke = failures.spoke or exc.names
+        if split is not None:
+            split.spoke = split.spoke or exc.names
+        if len(batch) > 1 and odd is not None:
+            odd.append((batch, exc))
+            return False
+        if len(batch) > 1:
+            return await self.levels(batch, exc, split, again) or tentative
+        if split is not None:
+            split.found += 1
+        await failures.failed(batch, exc, "protocol", time.time(), counted=split is None)
+        return tentative
 
     async def others(self, batch: list[str], asked: float) -> bool:
         """A batch's own post of several read none of them (nothing, or no line of theirs):
@@ -286,16 +314,15 @@ class BatchQuery:
         three, not a share): the batch fails, and the run's later batches fail whole
         (`BatchFailures.outage`). No other order to ask (a first pass): halved in turn, and an
         outage when no part is read (`BatchFailures.told`)."""
-        self._log_split(len(batch))
-        split, whole = self._splits.start(len(batch), split)
-        self._splits.halved = True
+        split, whole = self._splits.halve(len(batch), split)
         word = exc.word
         answered = False
         failing: list[tuple[list[str], RequestFailed]] = []
         middle = len(batch) // 2
         for half in (batch[:middle], batch[middle:]):
             if not self._splits.post(split):
-                await self._unasked(half, split, exc, word, exc.sent_at)
+                self._splits.unasked(len(half), split)
+                await self._failures.failed(half, exc, word, exc.sent_at, counted=False)
                 continue
             deferred: list[RequestFailed] = []
             answered = await self.handle(half, split, again, deferred=deferred) or answered
@@ -324,7 +351,7 @@ class BatchQuery:
             self._failures.outage = True
             # Its parts told, alone each maybe (3-5 orders): no probe of the list undoes it.
             self._failures.told = self._failures.told or told
-        self._counted(whole, answered, split, exc, word, len(batch))
+        self._failures.counted(whole, answered, split, exc, word, len(batch))
         return answered
 
     async def levels(
@@ -334,23 +361,27 @@ class BatchQuery:
         by level (`by_levels`), so that only its odd orders fail, each alone, and the parts
         past its posts wait for the next poll. It counts in the breaker's run as a batch
         halved for a 5xx does (`halves`, `Split.suspect`)."""
-        self._log_split(len(batch))
-        split, whole = self._splits.start(len(batch), split)
+        split, whole = self._splits.halve(len(batch), split)
         split.spoke = split.spoke or exc.names
-        self._splits.halved = True
 
-        async def ask(part: list[str], odd: list[list[str]]) -> bool:
+        async def ask(part: list[str], odd: list[OddPart]) -> bool:
             return await self.handle(part, split, again, odd=odd)
 
-        answered, unasked = await by_levels(batch, split, self._splits, ask)
-        if not (split.read or split.found):
+        async def decide(part: list[str], said: UnreadableAnswer) -> bool:
+            return await self.handle(part, split, again, given=said)
+
+        splits, noise, hear = self._splits, self._noise, partial(alone, self._post)
+        answered, unasked = await by_levels(batch, exc, split, splits, ask, noise, decide, hear)
+        decided = split.read or split.found
+        for part in unasked:
             # Its posts decided no order (a line in every answer of several orders, batches
             # of 32 or more: every post a part of several): carried, the parts not asked would
             # be the same at every poll, never checked, no check failing. They fail, as a
-            # batch halved for a 5xx's do: the next poll asks others.
-            for part in unasked:
-                await self._failures.failed(part, exc, "protocol", time.time(), counted=False)
-        self._counted(whole, answered, split, exc, "protocol", len(batch))
+            # batch halved for a 5xx's do. Else carried, up to CARRY_POLLS polls in a row.
+            failing = self._carried.carry(part) if decided else part
+            if failing:
+                await self._failures.failed(failing, exc, "protocol", time.time(), counted=False)
+        self._failures.counted(whole, answered, split, exc, "protocol", len(batch))
         return answered
 
     async def _answers(self, batch: list[str], exc: SourceError, word: str) -> Said:
@@ -364,28 +395,3 @@ class BatchQuery:
         if said is Said.FAILS:
             self._failures.count(exc, word, 1)
         return said
-
-    def _log_split(self, orders: int) -> None:
-        fields = {"account": self._config.name, "orders": orders}
-        log.debug("ccnow.batch_split", extra={"fields": fields})
-
-    async def _unasked(
-        self, half: list[str], split: Split, exc: SourceError, word: str, at: float
-    ) -> None:
-        split.unasked = True
-        self._splits.unasked(len(half))
-        await self._failures.failed(half, exc, word, at, counted=False)
-
-    def _counted(
-        self,
-        whole: bool,
-        answered: bool,
-        split: Split,
-        exc: SourceError,
-        word: str,
-        orders: int,
-    ) -> None:
-        if whole and (not answered or split.suspect):
-            self._failures.count(exc, word, orders)
-        elif whole and not split.unasked:
-            self._failures.reset()

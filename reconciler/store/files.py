@@ -319,14 +319,15 @@ def check_file(path: Path, mode: int) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
 
-def make_parents(path: Path, *, mode: int = 0o700) -> None:
+def make_parents(path: Path, *, mode: int = 0o700) -> list[Path]:
     """Make the directories `path` goes in that are not there, each with `mode` whatever the
     umask (which only takes bits away: a umask of 000 left them world-writable, 077 kept a
     group's out), for this user alone unless `mode` says otherwise. A directory that was there
     keeps its mode; a new one keeps the setgid bit its parent gave it (a group's shared
     directory). A file in their way is "Not a directory", as opening a path under a file
-    says, not mkdir's "File exists"."""
+    says, not mkdir's "File exists". Return the directories made, outermost first."""
     missing: list[Path] = []
+    made: list[Path] = []
     parent = path.parent
     while True:
         try:
@@ -347,8 +348,10 @@ def make_parents(path: Path, *, mode: int = 0o700) -> None:
             if not directory.is_dir():
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
             continue  # made meanwhile by another process: its mode is its maker's
+        made.append(directory)
         inherited = stat.S_IMODE(directory.stat().st_mode) & stat.S_ISGID
         os.chmod(directory, mode | inherited)
+    return made
 
 
 def create_private(path: Path) -> None:

@@ -101,8 +101,9 @@ async def keep_within(
 
 async def carried_also(store: Store, answered: Sequence[tuple[OrderKey, str]]) -> list[list[str]]:
     """For each (order, reference CCV answered for it): the other orders of its account that
-    carry that reference now, by id. In the caller's transaction, after the answers were
-    written: an order CCV renamed in the same pass no longer carries it."""
+    carry that reference now, by id. In the caller's transaction, after its answers were
+    written: an order CCV renamed in the same transaction no longer carries it (one renamed in
+    a later transaction of the same pass still does, here)."""
     return await on_thread(store.conn, _carried_also, answered)
 
 

@@ -3,11 +3,14 @@ decimal it was written as, amounts in whole cents, tax rates as percentages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+
+from ..redact import SecretForms, mask
 
 _CENT = Decimal("0.01")
 # No cart costs this much; below it every amount and sum stays exact in Decimal's 28 digits.
@@ -32,6 +35,20 @@ class Problem:
         if said:
             text += f" ({', '.join(said)})"
         return text if self.blocking else f"warning: {text}"
+
+    def masked(self, forms: SecretForms | None) -> Problem:
+        """Return the problem with every secret of `forms` (`redact.text_forms`) masked where
+        it quotes what was given: a body may hold a secret of the config as a value (the API
+        key pasted as `currency`), and the problem would show it to whoever reads the answer."""
+        if forms is None:
+            return self
+        return dataclasses.replace(
+            self,
+            path=mask(self.path, forms),
+            message=mask(self.message, forms),
+            expected=None if self.expected is None else mask(self.expected, forms),
+            found=None if self.found is None else mask(self.found, forms),
+        )
 
     def to_json(self) -> dict[str, object]:
         """Return the problem as a JSON object (the API's 422 body lists these)."""

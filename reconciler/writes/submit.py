@@ -47,6 +47,7 @@ from reconciler.writes.submit_outcome import (
     ref_option,
     uncertain,
 )
+from reconciler.writes.submit_prices import check_cart
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -163,6 +164,7 @@ class Submitter:
         ):
             raise BadSubmission("externalReference", GIVEN_SECRET)
         prepared = prepare(body, receiver=self.receiver, account=account)
+        check_cart(body)  # DESIGN.md: a submit goes out with its prices checked
         ref = prepared.reference
         # Encoded before it is recorded: a body that cannot be sent must leave no submission.
         payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()

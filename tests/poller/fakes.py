@@ -68,7 +68,12 @@ class FakeCCNowClient:
         ]
 
     async def query(
-        self, order_ids: Sequence[str], emit: Emit, *, probe: Probe | None = None
+        self,
+        order_ids: Sequence[str],
+        emit: Emit,
+        *,
+        probe: Probe | None = None,
+        catch_up: bool = False,
     ) -> None:
         for order_id in order_ids:
             self.queried.append(order_id)

@@ -188,3 +188,52 @@ async def test_a_notification_after_ccv_refused_the_submit_takes_the_reference(
         (d["submission_id"], d["reason"], d.get("contradicted"), d["severity"], sev)
         for d, sev in resolved
     ] == [(second, reason, True, "warning", "warning")]
+
+
+async def test_a_reference_two_orders_carry_settles_an_uncertain_submit_naming_neither(
+    ccv: CCVCoordinator, fake_ccv: FakeCCV, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ORDER and OTHER both carry "abc" (CCV answered it for both, or both were tracked with
+    # it), and a submit of "abc" was left uncertain. CCV's notification names the reference
+    # alone: which order it tells of is not known, so the submit is settled naming neither
+    # (not whichever the store lists first), the reference waits for the order submitted with
+    # it, and the line names both that carry it.
+    now = time.time()
+    await ccv.store.orders.track("ccv", "default", [(ORDER, "abc"), (OTHER, "abc")], now)
+    fake_ccv.orders, fake_ccv.refs = {ORDER: "New", OTHER: "New"}, {ORDER: "abc", OTHER: "abc"}
+    sub_id = await subs.record(ccv.store, "default", "abc", now)
+    await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
+
+    with caplog.at_level(logging.INFO, logger="reconciler"):
+        report = await ccv.check_reference("abc")
+    assert report is not None and report.checked == 2  # both are still checked
+    submission = await subs.find(ccv.store, "default", "abc")
+    assert submission is not None and submission.state == "resolved"
+    assert submission.order_id is None
+    [event] = [e for e in await ccv.store.events.history() if e.type == "order.submit_resolved"]
+    assert json.loads(event.body)["data"]["order_id"] is None
+    [line] = [r.__dict__["fields"] for r in caplog.records if r.message == "ccv.submit_resolved"]
+    assert (line["order_id"], line["carried_by"]) == (None, sorted([ORDER, OTHER]))
+    assert await ccv.store.sources.take_references("default", ["abc"], now - 60) == {"abc"}
+
+
+async def test_a_reference_one_order_carries_settles_an_uncertain_submit_naming_it(
+    ccv: CCVCoordinator, fake_ccv: FakeCCV, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = time.time()
+    await ccv.store.orders.track("ccv", "default", [(ORDER, "abc")], now)
+    fake_ccv.orders, fake_ccv.refs = {ORDER: "New"}, {ORDER: "abc"}
+    sub_id = await subs.record(ccv.store, "default", "abc", now)
+    await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
+
+    with caplog.at_level(logging.INFO, logger="reconciler"):
+        report = await ccv.check_reference("abc")
+    assert report is not None and report.checked == 1
+    submission = await subs.find(ccv.store, "default", "abc")
+    assert submission is not None and (submission.state, submission.order_id) == (
+        "resolved",
+        ORDER,
+    )
+    [line] = [r.__dict__["fields"] for r in caplog.records if r.message == "ccv.submit_resolved"]
+    assert (line["order_id"], line["carried_by"]) == (ORDER, [ORDER])
+    assert await ccv.store.sources.take_references("default", ["abc"], now - 60) == set()

@@ -189,18 +189,19 @@ async def test_an_answer_with_a_line_no_order_owns_is_asked_again_in_halves(
     assert fake.batch_sizes == [4, 2, 2, 1, 1]
 
 
-async def test_when_no_part_of_a_batch_reads_the_account_fails_after_a_bounded_run(
+async def test_a_line_in_every_answer_is_the_account_s_noise_and_every_order_reads(
     fake: LinesFake,
 ) -> None:
-    fake.extra_lines = ["<<<"]  # on every answer: no order's answer can be read
+    fake.extra_lines = ["<<<"]  # on every answer, one order's too
     ids = [f"600-00-{1000 + i}" for i in range(24)]
-    with pytest.raises(SourceUnavailable, match="3 batches failed in a row"):
-        await query(fake, ids, batch_size=4, concurrency=1)
-    # The breaker counts a batch asked in parts once, and stops the pass at the third of six;
-    # each asked in parts within its bound, level by level: its halves, then each half in two,
-    # a share more while CCNow's answers name the orders asked (a batch of many odd orders
-    # first reads the rest so).
-    assert fake.batch_sizes == [4, 2, 2, 1, 1, 1, 1] * 3
+    fake.orders = dict.fromkeys(ids, "pending")
+    seen = await query(fake, ids, batch_size=4, concurrency=1)
+    assert said(seen) == dict.fromkeys(ids, (Outcome.OK, "pending"))
+    # The first batch, its halves (each holding the line, as the batch did) and the first
+    # order of one alone (its line and that line): the account's noise, each answer holding
+    # it alone then read; the other batches one post each. Was: each batch asked down to every
+    # order alone (each failing `protocol`), the breaker open at the third of six batches.
+    assert fake.batch_sizes == [4, 2, 2, 1, *[4] * 5]
 
 
 async def test_a_line_in_every_answer_of_several_orders_asks_a_bounded_number_of_parts(
@@ -216,7 +217,10 @@ async def test_a_line_in_every_answer_of_several_orders_asks_a_bounded_number_of
     # Each batch, then its parts level by level within its bound (FOUND_ORDERS shares of 8
     # posts, 24): 10 orders read alone; the 6 not asked are not failed, nothing was said of
     # them (asked at the next poll).
-    assert fake.batch_sizes == [16, 8, 8, *[4] * 4, *[2] * 8, *[1] * 10] * 2
+    # The first pair of halves, each holding the line as the batch did: its first order asked
+    # alone, once, answering no such line (no noise, `ccnow.answer_noise`).
+    parts = [*[4] * 4, *[2] * 8, *[1] * 10]
+    assert fake.batch_sizes == [16, 8, 8, 1, *parts, 16, 8, 8, *parts]
     read = [*ids[0:10], *ids[16:26]]
     assert said(seen) == dict.fromkeys(read, (Outcome.OK, "pending"))
     warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
@@ -249,7 +253,8 @@ async def test_a_line_in_every_answer_of_several_orders_opens_the_breaker(
     # Three batches asked level by level (6 posts each, a share more as CCNow's answers name
     # the orders asked), each order read alone only, no part of several orders: the breaker
     # opens all the same.
-    assert fake.batch_sizes == [4, 2, 2, 1, 1, 1, 1] * 3
+    # (and the first batch's first order alone, once: its answer holds no such line, no noise)
+    assert fake.batch_sizes == [4, 2, 2, 1, 1, 1, 1, 1] + [4, 2, 2, 1, 1, 1, 1] * 2
     assert said(seen) == dict.fromkeys(ids[:12], (Outcome.OK, "pending"))
     warned = [r for r in caplog.records if r.msg == "ccnow.batches_split"]
     assert [r.fields for r in warned] == [  # type: ignore[attr-defined]
@@ -297,7 +302,7 @@ async def test_a_line_in_every_answer_of_several_orders_is_one_source_failed(
     # first read no part before the last levels either), and a batch the other worker asked
     # as the breaker opened; was 89 posts, every pass, before the bound of a batch's parts.
     passes = "".join("|" if n == 0 else "." for n in fake.batch_sizes).split("|")[1:]
-    bound = 5 * (1 + FOUND_ORDERS * Split.posts(25))
+    bound = 5 * (1 + FOUND_ORDERS * Split.posts(25)) + 1  # one order alone: noise?
     assert len(passes) == 3 and all(len(p) <= bound for p in passes), fake.batch_sizes
     assert state.failing
 
@@ -422,8 +427,9 @@ async def test_a_batch_whose_posts_decide_none_of_its_orders_fails_those_not_ask
     fake.orders = dict.fromkeys(ids, "pending")
     fake.stray_in_several = "total 8"
     seen = await query(fake, ids, batch_size=batch_size, concurrency=1)
-    assert len(fake.batch_sizes) == 1 + FOUND_ORDERS * Split.posts(batch_size)
-    assert all(size > 1 for size in fake.batch_sizes)  # no order asked alone
+    # and the first order alone, whether the line is noise (it is not: none in its answer)
+    assert len(fake.batch_sizes) == 2 + FOUND_ORDERS * Split.posts(batch_size)
+    assert fake.batch_sizes[3] == 1 and all(size > 1 for size in fake.batch_sizes[4:])
     assert said(seen) == dict.fromkeys(ids, (Outcome.FAILED, "protocol"))
 
 

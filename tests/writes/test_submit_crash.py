@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,10 @@ async def submit(port: int, body: object) -> tuple[int, Any]:
 
 
 async def listening(port: int) -> None:
-    """Wait until the daemon's API accepts connections."""
-    for _ in range(400):
+    """Wait until the daemon's API accepts connections: a daemon's start (its imports, its
+    catch-up) takes seconds alone and far longer on a loaded machine, so the deadline is long."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()

@@ -1,0 +1,73 @@
+"""A CCV submit's prices checked before it is recorded or sent: the submit's
+`order.shoppingCart` carries the fields of a SetShoppingCardPricingDetails body (`currency`,
+`periodPricingDetails`, ...), all null until the prices are set; a cart that carries any of
+them passes the pricing check's blocking rules first (pricing.py), as a PATCH of them would."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from .pricing import blocking, check_pricing
+from .pricing_values import Problem
+from .submit_body import BadSubmission
+
+# The fields a cart shares with a pricing body (ccv-set-shopping-cart-pricing.txt's example).
+PRICING_FIELDS = (
+    "currency",
+    "shippingCost",
+    "oneOffPriceCouponCode",
+    "oneOffPriceDiscount",
+    "totalAmountToBePaidImmediately",
+    "totalRevenueForFullYear",
+    "periodPricingDetails",
+)
+_FOLDED = frozenset(name.casefold() for name in PRICING_FIELDS)
+CART = "$.order.shoppingCart"
+REFUSED = "the prices in order.shoppingCart are inconsistent; nothing was recorded or sent to CCV"
+
+
+class BadPrices(BadSubmission):
+    """A submit whose cart's prices break a blocking rule; `problems` lists them all (warnings
+    too), at paths under `$.order.shoppingCart`."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("order.shoppingCart", REFUSED)
+        self.problems = problems
+
+
+def cart_problems(body: Mapping[str, object]) -> list[Problem]:
+    """Return the problems of a submit body's cart prices, blocking ones first; none when the
+    cart carries no prices (every pricing field null or absent: they are set later)."""
+    order = body.get("order")
+    cart = order.get("shoppingCart") if isinstance(order, Mapping) else None
+    if not isinstance(cart, Mapping):
+        return []
+    # A field in another case counts: CCV's JSON reader may take it (the check refuses it).
+    if all(value is None for key, value in cart.items() if str(key).casefold() in _FOLDED):
+        return []
+    document: dict[str, object] = {name: cart[name] for name in PRICING_FIELDS if name in cart}
+    document["order"] = order
+    found: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for problem in check_pricing(document):
+        moved = dataclasses.replace(problem, path=_in_cart(problem.path))
+        # A key in the wrong case inside a price is found twice: from the top and in the order.
+        if (moved.path, moved.message) not in seen:
+            seen.add((moved.path, moved.message))
+            found.append(moved)
+    return found
+
+
+def check_cart(body: Mapping[str, object]) -> None:
+    """Raise BadPrices when the cart's prices break a blocking rule."""
+    problems = cart_problems(body)
+    if blocking(problems):
+        raise BadPrices(problems)
+
+
+def _in_cart(path: str) -> str:
+    """A pricing body's path as the submit body's: its top-level fields are the cart's."""
+    if path.startswith("$.order"):
+        return path
+    return CART + path[1:]
