@@ -38,6 +38,8 @@ def encodings(secret: str) -> frozenset[str]:
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret)[1:-1],
+        # As a pricing problem quotes a value (`p\xe4ssw\xf6rd`: pricing_values.shown).
+        secret.encode("unicode_escape").decode("ascii"),
         # Encoders that escape more than they must: `_`, `-`, `.`, `~` too (t%5FKEY...), or
         # every byte. Letters of either case match (`find` searches a lower-cased copy).
         _escaped(secret, keep=str.isalnum),

@@ -24,9 +24,11 @@ from reconciler.redact import (
     redact,
     redact_body,
     secret_forms,
+    text_forms,
 )
 from reconciler.sources.ccnow_answer import MAX_TEXT_LENGTH, parse_answer
 from reconciler.sources.errors import AuthenticationFailed, SourceError
+from reconciler.writes.pricing import check_pricing
 
 # The secret's alphabet and the filler's share no character, so any piece of an encoded
 # secret that is four characters long and shows up in the result is a leak, not a coincidence.
@@ -391,3 +393,11 @@ def test_a_start_of_a_secret_joined_by_hyphens_is_words_not_the_secret() -> None
     # Up to its digits, it is the token's start: masked wherever it stands.
     assert redact("bad token reconciler-api-token-20 here", [token]) == "bad token *** here"
     assert holds_secret("ref reconciler-api-token-2", forms)
+
+
+def test_a_secret_quoted_as_a_pricing_problem_quotes_it_is_masked() -> None:
+    # A value a pricing problem quotes has its letters beyond ASCII escaped (`\xe4`).
+    secret = "p\u00e4ssw\u00f6rd12345"
+    problem = next(p for p in check_pricing({"currency": secret}) if p.path == "$.currency")
+    masked = problem.masked(text_forms([secret]))
+    assert leaks(masked.line(), secret) == [], masked.line()

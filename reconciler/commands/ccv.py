@@ -22,7 +22,7 @@ def check_pricing_command(args: argparse.Namespace) -> int:
     try:
         document = read_json(args.file)
         forms = _known_secrets(args)
-    except (DataError, ConfigError) as exc:
+    except DataError as exc:
         if args.json:  # a script reads one object on stdout, whatever went wrong
             print(json.dumps({"ok": False, "problems": [], "error": str(exc)}))
         raise
@@ -47,8 +47,13 @@ def _known_secrets(args: argparse.Namespace) -> SecretForms | None:
     path = config_path(getattr(args, "config", None))
     if not path.is_file():
         return None
-    # Secrets it cannot read (the service's own file) are not known: none is asked for.
-    return text_forms(config_secrets(load_config(path, secrets_optional=True)))
+    # Secrets it cannot read (the service's own file) are not known: none is asked for. A
+    # config that does not load (a daemon's being edited, a key of a newer release) does not
+    # stop a check that needs none: its secrets are not known either.
+    try:
+        return text_forms(config_secrets(load_config(path, secrets_optional=True)))
+    except ConfigError:
+        return None
 
 
 async def ccv_command(config: Config, args: argparse.Namespace) -> int:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sqlite3
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
@@ -17,12 +16,13 @@ from ..logs import fields, say
 from ..model import Source
 from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
-from ..store import Store, StoreError, StoreLocked, WriterLock, references
+from ..store import Store, StoreError, StoreLocked, WriterLock, order_pages, references
 from ..store import submissions as store_submissions
-from ..store.files import store_exists, writer_running
-from ..terminal import columns, padded, shown
+from ..store.files import DatabaseFile, store_exists, writer_running
+from ..terminal import shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
+from .paged import JsonList, Table
 from .progress import progress
 from .status_text import status_word
 
@@ -259,20 +259,30 @@ async def settling_account(
     still wait in the store. The word asks no provider: it needs no credentials, only the name.
     """
     if name is not None and name not in account_names(config, source):
-        async with peek_store(config) as store:
-            try:
-                settles = store is not None and await _settles(store, source, name, reference)
-            except (StoreError, sqlite3.Error):
-                settles = False
+        # Opened before the store and closed after it (files.DatabaseFile): a writer whose
+        # lock file was deleted is still seen running, by its lock on the database file.
+        database = DatabaseFile(config.store_path)
+        try:
+            async with peek_store(config) as store:
+                try:
+                    settles = store is not None and await _settles(
+                        store, source, name, reference, database.fd
+                    )
+                except (StoreError, sqlite3.Error):
+                    settles = False
+        finally:
+            database.close()
         if settles:
             return name
     return choose_account(config, source, name)
 
 
-async def _settles(store: Store, source: Source, name: str, reference: str | None) -> bool:
+async def _settles(
+    store: Store, source: Source, name: str, reference: str | None, database: int | None
+) -> bool:
     """Whether a word under the unconfigured account `name` settles one of its writes. For CCV
     the word is an order tracked with the reference of one of its uncertain submits: any other
-    order would be followed under a name nothing polls."""
+    order would be followed under a name nothing polls. `database`: see `writer_running`."""
     from ..poller.unconfigured import unsettled_writes
 
     if source == "ccv":
@@ -288,7 +298,7 @@ async def _settles(store: Store, source: Source, name: str, reference: str | Non
             for s in await store_submissions.interrupted(store)
             if s.account == name and s.external_reference == reference
         )
-        return bool(left) and not writer_running(store.path, left)
+        return bool(left) and not writer_running(store.path, left, database=database)
     return (await unsettled_writes(store)).get((source, name), (0, 0))[0] > 0
 
 
@@ -306,30 +316,44 @@ async def _followed_accounts(config: Config, source: Source) -> list[str]:
     return sorted(a for s, a in followed if s == source)
 
 
+_COLUMNS = ("source", "account", "order_id", "status", "external_reference", "last_changed")
+
+
 async def orders_command(config: Config, args: argparse.Namespace) -> int:
-    """Print the snapshot."""
+    """Print the snapshot as it is read, a page at a time: the first lines come at once
+    (`orders | head`), and memory holds one page of any number of orders."""
     store = await open_store(config, readonly=True)
-    states = []
-    if store is not None:
-        try:
-            states = await store.orders.snapshot(args.source, args.status)
-        finally:
-            await store.close()
     watched, now = config.watch_settled(), time.time()
-    rows = [order_json(s, watched=watched, now=now) for s in states]
-    if args.json:
-        print(json.dumps(rows, indent=1, ensure_ascii=False))
+    if store is None:
+        (JsonList() if args.json else Table(_COLUMNS)).end()
         return EX_OK
-    cols = ("source", "account", "order_id", "status", "external_reference", "last_changed")
-    _print_table([{**r, "status": status_word(r["status"], "-")} for r in rows], cols)
+    try:
+        await print_orders(
+            store, args.source, args.status, json_out=args.json, watched=watched, now=now
+        )
+    finally:
+        await store.close()
     return EX_OK
 
 
-def _print_table(rows: list[dict[str, Any]], cols: Sequence[str]) -> None:
-    # Statuses, reasons and answers are the providers' text, kept as it came.
-    table = [[str(c).upper() for c in cols]] + [
-        ["-" if r[c] is None else shown(str(r[c])) for c in cols] for r in rows
-    ]
-    widths = columns(table)  # terminal cells
-    for row in table:
-        print("  ".join(padded(v, w) for v, w in zip(row, widths, strict=False)).rstrip())
+async def print_orders(
+    store: Store,
+    source: str | None,
+    status: str | None,
+    *,
+    json_out: bool,
+    watched: Mapping[tuple[str, str], float],
+    now: float,
+    page: int = order_pages.PAGE,
+) -> None:
+    """Print the snapshot (`json_out`: the JSON array `orders --json` always wrote) a page
+    of `page` orders at a time, each page flushed before the next is read."""
+    out = JsonList() if json_out else Table(_COLUMNS)
+    async for states in order_pages.pages(store, source, status, page=page):
+        rows = [order_json(s, watched=watched, now=now) for s in states]
+        if isinstance(out, Table):
+            out.add([{**r, "status": status_word(r["status"], "-")} for r in rows])
+        else:
+            out.add(rows)
+        sys.stdout.flush()  # the page, now: a pipe's buffer would hold it back
+    out.end()

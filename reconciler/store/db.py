@@ -30,6 +30,7 @@ from .migrations import give_orders_a_rowid, migrate, outdated
 from .orders import Orders
 from .priority import Urgent, WriteLock
 from .sources import Sources
+from .upgrade_held import not_upgraded, upgrade_held
 
 
 @guarded
@@ -105,9 +106,7 @@ class Store:
             version = await _refuse_foreign(conn)
             why_upgrade = await outdated(conn, version)
             if readonly and why_upgrade:
-                raise StoreError(
-                    f"{why_upgrade}; starting the daemon or `reconciler catch-up` upgrades it"
-                )
+                raise not_upgraded(path, why_upgrade)
             if not readonly:
                 check_sqlite()
                 # Takes effect only before the first table: a new store then gives the space
@@ -359,11 +358,7 @@ async def _upgrade(
             if await outdated(conn, await _user_version(conn)) is None:
                 return  # the holder upgraded (or created) the store meanwhile
             if time.monotonic() >= deadline:
-                raise StoreLocked(
-                    f"{exc}; this release must upgrade the store ({why}): if that process runs "
-                    "an older release, restart it, which upgrades the store; else try again in "
-                    "a moment"
-                ) from None
+                raise upgrade_held(exc, why) from None
             await asyncio.sleep(0.05)
     try:
         # Each migration reads the version again in its own transaction: another writer may

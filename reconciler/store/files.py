@@ -175,6 +175,16 @@ class WriterLock:
             os.close(self._db_fd)
             self._db_fd = None
 
+    def refusal(self) -> WriterLockHeld:
+        """The words of a refusal naming the process that holds the lock, as its lock file
+        says (read, not locked)."""
+        try:
+            with open(self.path, "rb") as f:
+                said = f.read(32).decode(errors="replace").strip()
+        except OSError:
+            said = ""
+        return self._held(int(said) if said.isdigit() else None)
+
     def _held(self, pid: int | None) -> WriterLockHeld:
         return WriterLockHeld(
             f"store {self.db_path} is in use by another reconciler process"

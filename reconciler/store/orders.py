@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..model import OrderKey, OrderState, Source
-from . import counts, order_rows
+from . import counts, order_pages, order_rows
 from .errors import StoreError, guarded
 from .order_rows import COLUMNS, SUBMITTED, TRACK, Plan, Row
 from .order_sql import FAILING_SQL, answered_sql, due_sql, stuck_sql, unwatched, unwatched_any
@@ -308,12 +308,8 @@ class Orders:
     async def snapshot(
         self, source: str | None = None, status: str | None = None
     ) -> list[OrderState]:
-        """Return the snapshot, optionally filtered."""
-        sql = (
-            f"SELECT {COLUMNS} FROM orders WHERE (? IS NULL OR source = ?) "
-            "AND (? IS NULL OR status = ?) ORDER BY source, account, order_id"
-        )
-        return await self._states(sql, (source, source, status, status))
+        """Return the snapshot, optionally filtered (read by `order_pages.pages`)."""
+        return [s async for p in order_pages.pages(self._store, source, status) for s in p]
 
     async def _states(self, sql: str, params: Sequence[Any]) -> list[OrderState]:
         # One call into the database thread (execute, fetch and close would be three).

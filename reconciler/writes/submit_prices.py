@@ -1,7 +1,8 @@
 """A CCV submit's prices checked before it is recorded or sent: the submit's
 `order.shoppingCart` carries the fields of a SetShoppingCardPricingDetails body (`currency`,
-`periodPricingDetails`, ...), all null until the prices are set; a cart that carries any of
-them passes the pricing check's blocking rules first (pricing.py), as a PATCH of them would."""
+`periodPricingDetails`, ...), all null until the prices are set; a cart that carries prices
+(its periods' prices or the total to pay) passes the pricing check's blocking rules first
+(pricing.py), as a PATCH of them would."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ PRICING_FIELDS = (
     "totalRevenueForFullYear",
     "periodPricingDetails",
 )
-_FOLDED = frozenset(name.casefold() for name in PRICING_FIELDS)
+_PERIODS = "periodPricingDetails".casefold()
+_TOTAL = "totalAmountToBePaidImmediately".casefold()
 CART = "$.order.shoppingCart"
 REFUSED = "the prices in order.shoppingCart are inconsistent; nothing was recorded or sent to CCV"
 
@@ -38,13 +40,12 @@ class BadPrices(BadSubmission):
 
 def cart_problems(body: Mapping[str, object]) -> list[Problem]:
     """Return the problems of a submit body's cart prices, blocking ones first; none when the
-    cart carries no prices (every pricing field null or absent: they are set later)."""
+    cart carries no prices (`_priced`: they are set later)."""
     order = body.get("order")
     cart = order.get("shoppingCart") if isinstance(order, Mapping) else None
     if not isinstance(cart, Mapping):
         return []
-    # A field in another case counts: CCV's JSON reader may take it (the check refuses it).
-    if all(value is None for key, value in cart.items() if str(key).casefold() in _FOLDED):
+    if not _priced(cart):
         return []
     document: dict[str, object] = {name: cart[name] for name in PRICING_FIELDS if name in cart}
     document["order"] = order
@@ -57,6 +58,20 @@ def cart_problems(body: Mapping[str, object]) -> list[Problem]:
             seen.add((moved.path, moved.message))
             found.append(moved)
     return found
+
+
+def _priced(cart: Mapping[object, object]) -> bool:
+    """Whether a cart carries prices: its periods' prices (a non-empty `periodPricingDetails`)
+    or the total to pay. A configurator may fill the other fields with defaults (`"EUR"`, `""`,
+    `0`, `[]`) before any price is set: those alone are no prices to check. A field in another
+    case counts: CCV's JSON reader may take it (the check refuses it)."""
+    for key, value in cart.items():
+        name = str(key).casefold()
+        if name == _PERIODS and isinstance(value, list) and value:
+            return True
+        if name == _TOTAL and value is not None:
+            return True
+    return False
 
 
 def check_cart(body: Mapping[str, object]) -> None:

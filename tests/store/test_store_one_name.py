@@ -35,7 +35,7 @@ def hard_linked(tmp_path: Path, cfg: Path) -> Path:
     return other
 
 
-async def tracked(cfg: Path) -> set[str]:
+async def tracked_ids(cfg: Path) -> set[str]:
     found = await call_cli("--config", cfg, "orders", "--json")
     assert found.code == 0, found.stderr
     return {o["order_id"] for o in json.loads(found.stdout)}
@@ -68,10 +68,10 @@ async def test_track_and_untrack_refuse_a_database_with_another_name(
             assert result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "hard.db-wal").exists(), "a write-ahead log of the second name"
     # Nothing was written; the read-only commands still read it by either name.
-    assert await tracked(cfg) == await tracked(other) == {"O-1"}
+    assert await tracked_ids(cfg) == await tracked_ids(other) == {"O-1"}
     (tmp_path / "hard.db").unlink()
     assert (await call_cli("--config", cfg, "track", "ccv", "O-2")).code == 0
-    assert await tracked(cfg) == {"O-1", "O-2"}
+    assert await tracked_ids(cfg) == {"O-1", "O-2"}
 
 
 async def test_replay_hands_nothing_over_through_another_name(
@@ -144,3 +144,29 @@ def test_a_lock_let_go_with_its_descriptor_kept_is_not_seen_held(tmp_path: Path)
     finally:
         lock.close()
         database.close()
+
+
+async def test_track_names_no_account_of_a_writer_whose_lock_file_was_deleted(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # `track --account eu --ref S-1` may name an account the config no longer names only to
+    # settle a submit a stopped process left `sending`: a running writer's (its `ccv submit`
+    # waiting for CCV) would be settled by nothing, and the order followed under a name nothing
+    # checks. Whether the writer runs is asked of the database file's byte too, as `status` asks.
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra='name = "eu"')
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    renamed = tmp_path / "renamed.toml"
+    renamed.write_text(cfg.read_text().replace('name = "eu"', 'name = "asia"'))
+    db = tmp_path / "reconciler.db"
+    async with held(db):
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute(
+                "INSERT INTO submissions (account, external_reference, state, created_at) "
+                "VALUES ('eu', 'S-1', 'sending', 1.0)"
+            )
+        (tmp_path / "reconciler.db.lock").unlink()  # taken for a stale lock
+        track = ("track", "ccv", "O-1", "--ref", "S-1", "--account", "eu")
+        tracked = await call_cli("--config", renamed, *track)
+        assert tracked.code == 2, tracked.stderr
+        assert "no ccv account named 'eu'" in tracked.stderr
+        assert await tracked_ids(renamed) == set()

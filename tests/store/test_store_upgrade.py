@@ -28,6 +28,7 @@ from reconciler.store.not_sent import not_sent
 from reconciler.store.notified import notified
 from tests.conftest import assert_one_line, call_cli, read_events, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV
+from tests.store.test_store_locks import holder
 
 # Migration 1 as releases before commit a8f2eda shipped it (`git show
 # 6801e09:reconciler/store.py`): orders WITHOUT ROWID, keyed by (source, account, order_id).
@@ -234,6 +235,37 @@ async def test_readers_of_a_store_this_release_cannot_read_yet_say_so_in_one_lin
         result = await call_cli("--config", cfg, *command)
         assert_one_line(result, 74, str(db), *words)
     assert db.read_bytes() == before
+
+
+async def test_readers_of_a_store_an_older_reconciler_holds_say_to_restart_it(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # "catch-up upgrades it" would be wrong here: catch-up cannot take the store from the
+    # older daemon (75). The readers say what a writer says, naming the holder.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    make_old_store(db, version=3)
+    before = db.read_bytes()
+    proc = await holder(db)
+    try:
+        for command in (["status"], ["orders"], ["events"]):
+            result = await call_cli("--config", cfg, *command)
+            assert_one_line(
+                result,
+                75,
+                str(db),
+                f"in use by another reconciler process (pid {proc.pid})",
+                "schema version 3 is older than this program's",
+                "if that process runs an older release, restart it",
+            )
+            assert "catch-up" not in result.stderr
+        assert db.read_bytes() == before
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert await proc.wait() == 0
+    result = await call_cli("--config", cfg, "status")
+    assert_one_line(result, 74, str(db), "catch-up` upgrades it")
 
 
 async def test_a_writer_does_not_upgrade_a_store_an_older_reconciler_holds(

@@ -89,15 +89,32 @@ async def test_a_cart_without_prices_or_with_consistent_ones_is_sent(
     assert [s["order"]["shoppingCart"] for s in fake.submits] == [cart]
 
 
-async def test_a_cart_with_a_single_price_set_is_checked_whole(
+async def test_a_cart_with_prices_is_checked_whole_and_defaults_alone_are_no_prices(
     api: Api, fake: FakeCCVWrites
 ) -> None:
-    cart = {**NULL_CART, "currency": "EUR"}
-    status, document, _ = await api.call("POST", "/api/v1/ccv/orders", body=cart_body(cart, "p1"))
-    assert status == 422, document
-    paths = {p["path"] for p in document["problems"]}
-    assert "$.order.shoppingCart.periodPricingDetails" in paths
-    assert fake.submits == []
+    # A configurator's defaults before any price is set: no prices to check; sent as given.
+    defaults = {
+        **NULL_CART,
+        "currency": "EUR",
+        "oneOffPriceCouponCode": "",
+        "shippingCost": 0,
+        "periodPricingDetails": [],
+    }
+    status, document, _ = await api.call(
+        "POST", "/api/v1/ccv/orders", body=cart_body(defaults, "p0")
+    )
+    assert status == 201, document
+    # Its periods' prices set, or its total: the cart is checked whole, its nulls included.
+    periods = {**NULL_CART, "periodPricingDetails": GOOD_CART["periodPricingDetails"]}
+    total = {**NULL_CART, "totalAmountToBePaidImmediately": 0}
+    for n, cart in enumerate((periods, total)):
+        status, document, _ = await api.call(
+            "POST", "/api/v1/ccv/orders", body=cart_body(cart, f"p{n + 1}")
+        )
+        assert status == 422, document
+        paths = {p["path"] for p in document["problems"] if p["blocking"]}
+        assert "$.order.shoppingCart.currency" in paths, document
+    assert [s["order"]["shoppingCart"] for s in fake.submits] == [defaults]
 
 
 async def test_ccv_submit_refuses_such_a_cart_one_line_per_problem(
@@ -183,7 +200,11 @@ async def test_check_pricing_given_a_config_masks_its_secrets(
     assert result.code == 65, result.stderr
     assert leaked(result.stdout + result.stderr) == [], result.stdout
     assert "$.currency" in result.stdout and "***" in result.stdout
-    # Without a config it knows no secret: the values are quoted as given.
+    # Without a config it knows no secret: the values are quoted as given. So with one it
+    # cannot load (the check needs none): no 78, the check's own answer.
     missing = tmp_path / "none.toml"
-    result = await call_cli("--config", missing, "ccv", "check-pricing", "-", stdin=stdin)
-    assert result.code == 65 and CCV_KEY in result.stdout
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[ccv\n")
+    for other in (missing, broken):
+        result = await call_cli("--config", other, "ccv", "check-pricing", "-", stdin=stdin)
+        assert result.code == 65 and CCV_KEY in result.stdout, (other, result.stderr)
