@@ -42,6 +42,7 @@ from reconciler.sources.ccnow_cut import (
     read_last_line,
     word_start,
 )
+from reconciler.sources.ccnow_levels import Heard
 from reconciler.sources.ccnow_match import Emit, match
 from reconciler.sources.ccnow_query import BatchQuery
 from reconciler.sources.errors import (
@@ -100,6 +101,7 @@ class CCNowClient:
         self._secrets = answer_secrets(config.password.reveal(), secrets)
         self._breaker_limit = max(BREAKER_BATCHES, 2 * config.concurrency)
         self._carries = Carries()  # the orders its queries carried to the next (ccnow_carry.py)
+        self._heard = Heard()  # the noise its queries heard (ccnow_levels.py)
 
     async def pending_list(self) -> list[Observation]:
         """Return the orders CCNow lists as pending, as OK observations with their status.
@@ -185,6 +187,7 @@ class CCNowClient:
             breaker_limit=self._breaker_limit,
             probe=probe,
             carries=self._carries,
+            heard=self._heard,
         ).run(order_ids, catch_up=catch_up)
 
     async def _decide(self, first: OrderLine) -> Observation:

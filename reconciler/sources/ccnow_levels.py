@@ -25,6 +25,17 @@ DecidePart = Callable[[list[str], UnreadableAnswer], Awaitable[bool]]
 Hear = Callable[[str], Awaitable[UnreadableAnswer | None]]
 
 
+class Heard:
+    """An account's noise heard (`Noise.lines`, 0: none), kept by its client across queries:
+    a query of one order or a few hears none (its halves are orders alone, each failing
+    `protocol`), and a poll after the catch-up asks the orders due, often so few: each
+    failed, poll after poll, their changes never seen. Forgotten at an answer holding no
+    such line (the noise gone, an order's own odd line fails it alone again)."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+
 class Noise:
     """Lines no order's can be read from in every answer of an account's query, whatever it
     asked (a stray line of CCNow's program): the halves of a part hold more of them together
@@ -32,20 +43,30 @@ class Noise:
     of a half holding just those, alone, holds as many beside that order's own line. Such a
     line belongs to no order: halving on found each order alone and failed it, ~30 posts a
     batch of 25, until the breaker opened.
-    Once heard, an answer holding just so many is decided by its lines that read, with no
-    more posts (one warning a query). Not heard when the order alone answers without them (a
-    line in every answer of several orders: halved on, as before, `Split.suspect`)."""
+    Once heard (the account's, `Heard`), an answer holding just so many is decided by its
+    lines that read, with no more posts (one warning a query hearing it). Not heard when the
+    order alone answers without them (a line in every answer of several orders: halved on, as
+    before, `Split.suspect`)."""
 
-    def __init__(self, account: str) -> None:
+    def __init__(self, account: str, heard: Heard) -> None:
         self._account = account
-        self.lines = 0  # such lines in every answer; 0: none heard
+        self._heard = heard  # such lines in every answer, the account's; 0: none heard
         self._asked = False  # an order alone was posted to hear it (once a query)
+
+    @property
+    def lines(self) -> int:
+        return self._heard.lines
+
+    def gone(self) -> None:
+        """An answer held no line that cannot be read: no noise (any more)."""
+        self._heard.lines = 0
 
     def more(self, part: UnreadableAnswer, halves: list[UnreadableAnswer]) -> int:
         """The lines a part's two halves hold more than the part (a half that read: none),
         when an order alone is yet to be asked whether they are noise."""
         extra = sum(h.odd for h in halves) - part.odd
-        return 0 if extra <= 0 or self.lines or self._asked else extra
+        # Heard before (another query's): asked again only when they are more or fewer now.
+        return 0 if extra <= 0 or self._asked or extra == self.lines else extra
 
     def heard(self, extra: int, order_id: str, alone: UnreadableAnswer | None) -> None:
         """An order asked alone, after halves holding `extra` lines more than their part:
@@ -54,7 +75,7 @@ class Noise:
         read = () if alone is None or alone.answer is None else alone.answer.orders
         if alone is None or alone.odd != extra or order_id not in {o.order_id for o in read}:
             return
-        self.lines = extra
+        self._heard.lines = extra
         fields = {"account": self._account, "lines": extra, "reason": str(alone)}
         log.warning("ccnow.answer_noise", extra={"fields": fields})
 

@@ -24,7 +24,7 @@ from reconciler.sources.ccnow_batches import (
     one_orders,
 )
 from reconciler.sources.ccnow_carry import Carried, Carries
-from reconciler.sources.ccnow_levels import Noise, OddPart, alone, by_levels
+from reconciler.sources.ccnow_levels import Heard, Noise, OddPart, alone, by_levels
 from reconciler.sources.ccnow_match import MISSING, Emit, in_batches, match, missing_lines
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import RequestFailed, drain
@@ -49,6 +49,7 @@ class BatchQuery:
         breaker_limit: int,
         probe: Probe | None,
         carries: Carries,
+        heard: Heard,
     ) -> None:
         self._config = config
         self._post = post
@@ -58,7 +59,7 @@ class BatchQuery:
         self._failures = BatchFailures(emit, config.name, breaker_limit)
         self._splits = Splits(config.name)  # this pass's, for its one log line
         self._carried = Carried(carries, config.name)
-        self._noise = Noise(config.name)  # a stray line of every answer, once heard
+        self._noise = Noise(config.name, heard)  # a stray line of every answer, once heard
         self._read: deque[str] = deque(maxlen=5)  # orders read, the last few (`_answers`)
         self._silent = False  # a batch's halves read none, and no batch read since (`others`)
 
@@ -101,6 +102,7 @@ class BatchQuery:
             if given is not None:
                 raise given  # as posted: decided by its lines that read, below
             answer, asked, last = await self._post(batch)
+            self._noise.gone()  # an answer without it: no noise
         except RequestFailed as exc:
             if tentative:
                 return False

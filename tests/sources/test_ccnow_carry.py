@@ -33,13 +33,14 @@ class OddLines(LinesFake):
 
     odd: frozenset[str] = frozenset()
     noisy = False
+    noise_lines = 1
 
     def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
         lines = super()._lines(ids, form)
         if not ids:
             return lines
         odd = [x for line in lines for x in [line, "total 4"][: 1 + (line[:11] in self.odd)]]
-        return ["total 25", *odd] if self.noisy else odd
+        return ["total 25"] * self.noise_lines + odd if self.noisy else odd
 
 
 @pytest.fixture
@@ -231,3 +232,42 @@ async def test_a_word_cut_short_in_an_answer_of_the_noise_is_no_status() -> None
     assert set(seen) == set(ids)
     assert seen[ids[-1]].status != "proc"
     assert all(o.outcome is Outcome.OK and o.status == "processing" for o in seen.values())
+
+
+async def test_the_noise_heard_decides_the_account_s_later_queries_of_few_orders() -> None:
+    # A poll after the catch-up asks the orders due, one or a few: they were each asked alone
+    # and failed `protocol`, poll after poll (a query of one order hears no noise), their
+    # changes never seen. The noise heard is the account's until an answer holds none.
+    ids = [f"300-00-{n:04d}" for n in range(1, 26)]
+    seen: dict[str, Observation] = {}
+
+    async def emit(observation: Observation) -> None:
+        seen[observation.key.order_id] = observation
+
+    async with OddLines() as fake, aiohttp.ClientSession() as session:
+        fake.orders = dict.fromkeys(ids, "processing")
+        fake.noisy = True
+        client = CCNowClient(ccnow_config(fake.url), session)
+        await client.query(ids, emit)
+        for few in (ids[:1], ids[:3]):
+            seen.clear()
+            first = len(fake.requests)
+            await client.query(few, emit)
+            assert set(seen) == set(few)
+            assert all(o.outcome is Outcome.OK and o.status == "processing" for o in seen.values())
+            assert len(fake.requests) == first + 1  # its own post only
+        # Two such lines now: heard again (they were each order's, failing alone for ever).
+        fake.noise_lines = 2
+        seen.clear()
+        await client.query(ids, emit)
+        assert all(o.outcome is Outcome.OK and o.status == "processing" for o in seen.values())
+        assert len(seen) == len(ids)
+        # The noise gone (an answer holds no such line): orders' own odd lines, as many
+        # together as the noise was, fail them.
+        fake.noisy = False
+        fake.odd = frozenset(ids[:2])
+        await client.query(ids[2:3], emit)
+        seen.clear()
+        await client.query(ids[:2], emit)
+    assert all(o.outcome is Outcome.FAILED and o.reason == "protocol" for o in seen.values())
+    assert len(seen) == 2
