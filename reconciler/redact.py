@@ -38,8 +38,7 @@ def encodings(secret: str) -> frozenset[str]:
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
         repr(secret)[1:-1],
-        # As a pricing problem quotes a value (`p\xe4ssw\xf6rd`: pricing_values.shown).
-        secret.encode("unicode_escape").decode("ascii"),
+        secret.encode("unicode_escape").decode("ascii"),  # as pricing_values.shown quotes
         # Encoders that escape more than they must: `_`, `-`, `.`, `~` too (t%5FKEY...), or
         # every byte. Letters of either case match (`find` searches a lower-cased copy).
         _escaped(secret, keep=str.isalnum),
@@ -393,10 +392,7 @@ def config_secrets(value: object) -> list[str]:
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for item in dataclasses.fields(value):
             found += config_secrets(getattr(value, item.name))
-    elif isinstance(value, (list, tuple, frozenset, set)):
-        for item in value:
-            found += config_secrets(item)
-    elif isinstance(value, dict):
-        for item in value.values():
+    elif isinstance(value, (list, tuple, frozenset, set, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
             found += config_secrets(item)
     return found
