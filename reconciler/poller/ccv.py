@@ -28,6 +28,7 @@ from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
 from ..sources.errors import CircuitOpen, SourceError
 from ..store.notified import notified
+from . import ccv_refused as refused
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import Part, Verdict, needs_probe, needs_witness, probe_verdict, verdict
 from .witnesses import WITNESSES, Witnesses, still_answered
@@ -41,13 +42,11 @@ log = logging.getLogger("reconciler.poller")
 class CCVSource(Protocol):
     """What the coordinator needs of a CCV client (sources/ccv.py)."""
 
-    async def check_orders(self, order_ids: Iterable[str], emit: Emit) -> None:
+    async def check_orders(self, ids: Iterable[str], emit: Emit, *, key_taken: bool = ...) -> None:
         """Check every order, awaiting `emit` for each; raise SourceError for the account."""
-        ...
 
     async def probe(self) -> None:
         """Return when CCV answers and accepts the key; raise SourceError when not."""
-        ...
 
 
 @dataclass
@@ -115,7 +114,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
             await emit(observation)
 
         try:
-            await self.client.check_orders(ids, keep)
+            await refused.check_orders(self, ids, keep)
         except CircuitOpen as exc:
             self.witnesses.suspect(exc.asked)
             unasked = [i for i in ids if i not in emitted and i not in exc.asked]
@@ -245,7 +244,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
                 )
                 if page.ids:
                     asked += len(page.ids)
-                    await self.client.check_orders(page.ids, batcher.add)
+                    await refused.check_orders(self, page.ids, batcher.add)
                 if len(page.ids) < self.page_orders:
                     break  # the last page: no need to ask for the next one
                 after = page.after

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import re
 import time
@@ -19,6 +18,7 @@ from reconciler import USER_AGENT
 from reconciler.config import CCVConfig
 from reconciler.model import (
     CCV_ID_MAX_LENGTH,
+    UNKEPT_ANSWERS,
     UNUSABLE_REFERENCE,
     UNUSABLE_STATUS,
     InvalidOrderId,
@@ -30,9 +30,11 @@ from reconciler.model import (
     validate_ccv_id,
 )
 from reconciler.redact import answer_forms, holds_secret
+from reconciler.sources.ccv_document import BLANKS, status_document
 from reconciler.sources.errors import (
     AuthenticationFailed,
     CircuitOpen,
+    OrderRefused,
     ProtocolError,
     SourceUnavailable,
 )
@@ -45,7 +47,6 @@ log = logging.getLogger("reconciler.sources.ccv")
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # A status answer is a few dozen bytes; anything near this is not one.
 MAX_BODY_BYTES = 1024 * 1024
-MAX_STATUS_LENGTH = 64
 # A documented status word holds no secret: only another word is searched for one.
 _DOCUMENTED = frozenset(known_statuses("ccv"))
 
@@ -59,6 +60,9 @@ OUTAGE_REASONS = frozenset(
 DROPPED_NAMED = 5
 # An order id no order has: the probe (`check --online`, the heartbeat) asks CCV about it.
 PROBE_ORDER_ID = "reconciler-probe"
+# A 401 about one order: its failure's reason, and the account's when it fails of it.
+REFUSED = "http_401"
+_REFUSED_TEXT = "http 401"
 
 
 def auth_headers(config: CCVConfig) -> dict[str, str]:
@@ -98,74 +102,6 @@ def is_ccv_answer(reply: Reply) -> bool:
     return True
 
 
-def _status_of(value: str) -> str | None:
-    """Return the orderStatus word as kept (verbatim, but for blanks around it), or None when
-    a log line and a database cannot hold it (`"Completed\\n"`: no end state CCV meant)."""
-    word = value.strip(_BLANKS)
-    return word if 0 < len(word) <= MAX_STATUS_LENGTH and word.isprintable() else None
-
-
-def _status_document(body: bytes) -> tuple[str | None, object] | None:
-    """Return the orderStatus word (None: text a log and a database cannot hold) and the
-    externalReference value of a status answer, or None when the body is not one (not JSON,
-    not an object whose orderStatus is text: a `null` or a number is what a gateway may send
-    on every path; or one of those two keys named twice at its top level:
-    `{"orderStatus": "New", "orderStatus": "Completed"}` is two answers, and taking the last
-    would guess an end state that is never asked again). Any other key named twice, nested or
-    not, is CCV's business: the last one holds, as Python reads JSON, escapes or not."""
-    try:
-        # Decoded as json.loads decodes bytes (UTF-8, -16 or -32, told by the first bytes),
-        # once: the keys are then looked for in the text, whatever the encoding.
-        text = body.decode(json.detect_encoding(body), "surrogatepass")
-        # The usual answer is decoded by the C decoder alone; one that may name a key twice
-        # (one of ours written twice, or any spelled with escapes) once, with a hook that
-        # finds out.
-        pairs = _Pairs() if _may_repeat_a_key(text) else None
-        # `NaN` and `Infinity` are not JSON: no answer CCV means holds them.
-        document = loads_answer(text, pairs, constants=False)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(document, dict) or (pairs is not None and pairs.repeated):
-        return None
-    value = document.get("orderStatus")
-    if not isinstance(value, str):
-        return None
-    return _status_of(value), document.get("externalReference")
-
-
-def _may_repeat_a_key(text: str) -> bool:
-    """Whether a status answer's text may name one of its two keys twice: written twice, or
-    a key written with escapes (`"order\\u0053tatus"`). The decoded text spells them as
-    written, whatever the encoding of the bytes."""
-    return text.count('"orderStatus"') > 1 or text.count('"externalReference"') > 1 or "\\u" in text
-
-
-# Blanks: tab and Unicode's spaces (Zs), those str.strip() drops that are no control character.
-_BLANKS = "\t \xa0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))
-
-_ANSWER_KEYS = frozenset({"orderStatus", "externalReference"})
-
-
-class _Pairs:
-    """An object_pairs_hook that notes whether the object it made last names orderStatus or
-    externalReference twice: the decoder makes the top level's last, once what it holds is
-    made, so a repeat in a nested object is no repeat of the answer's."""
-
-    __slots__ = ("repeated",)
-
-    def __init__(self) -> None:
-        self.repeated = False
-
-    def __call__(self, items: list[tuple[str, object]]) -> dict[str, object]:
-        document = dict(items)
-        if len(document) < len(items):
-            named = [key for key, _ in items if key in _ANSWER_KEYS]
-            self.repeated = len(named) > len(set(named))
-        else:
-            self.repeated = False
-        return document
-
-
 class CCVClient:
     """Ask CCV for the status of orders of one account; the session belongs to the caller, and
     so may `gate`, the account's bound on its requests in flight (Gates: shared with its
@@ -197,10 +133,12 @@ class CCVClient:
         self._key_forms = answer_forms(config.api_key.reveal(), secrets)
 
     async def fetch(self, order_id: str) -> Observation:
-        """Return what CCV says about one order; raise AuthenticationFailed on 401."""
+        """Return what CCV says about one order; raise OrderRefused on 401."""
         dropped: list[tuple[str, str]] = []
         observation, _ = await self._check(order_id, dropped)
         self._said_dropped(dropped)
+        if observation.reason == REFUSED:
+            raise OrderRefused(_REFUSED_TEXT, order_id, observation.asked)
         return observation
 
     async def probe(self) -> None:
@@ -219,7 +157,7 @@ class CCVClient:
             raise AuthenticationFailed(f"http {status}")
         if status in (400, 404) and is_ccv_answer(reply):
             return
-        if 200 <= status < 300 and _status_document(reply.body) is not None:
+        if 200 <= status < 300 and status_document(reply.body) is not None:
             return
         if 200 <= status < 300 or status == 400:
             if _is_page(reply.body):
@@ -235,17 +173,31 @@ class CCVClient:
         self,
         order_ids: Iterable[str],
         emit: Callable[[Observation], Awaitable[None]],
+        *,
+        key_taken: bool = False,
     ) -> None:
-        """Check every order, awaiting `emit` for each; stop at a 401 or an outage (CircuitOpen)."""
+        """Check every order, awaiting `emit` for each; stop at an outage (CircuitOpen), and at a
+        401 before any answer took the key (OrderRefused: the slow start's first request, for a
+        bad key) or in a run as long as the breaker's (AuthenticationFailed: the key revoked).
+        A 401 after an answer that took the key (`key_taken`: the caller saw one) is that
+        order's failure, `REFUSED`: CCV refusing one order must not fail the account."""
         # Circuit breaker: that many checks failing in a row means the provider is down, and
         # asking the remaining orders (each with its retries) would only prolong the outage.
-        consecutive = 0
+        consecutive = refused = 0
         opened = False
         asked: list[str] = []  # the orders whose failures the breaker did not emit
 
         async def handle(order_id: str) -> bool:
-            nonlocal consecutive, opened
+            nonlocal consecutive, opened, refused, key_taken
             observation, requested = await self._check(order_id, dropped)
+            if observation.reason == REFUSED:
+                refused += 1
+                if not key_taken:
+                    raise OrderRefused(_REFUSED_TEXT, order_id, observation.asked)
+                if refused >= self._breaker_limit:
+                    raise AuthenticationFailed(_REFUSED_TEXT)
+            elif observation.outcome is not Outcome.FAILED or observation.reason in UNKEPT_ANSWERS:
+                refused, key_taken = 0, True  # CCV answered about an order: the key was taken
             if observation.reason in OUTAGE_REASONS:
                 consecutive += 1
                 if consecutive >= self._breaker_limit:
@@ -323,10 +275,10 @@ class CCVClient:
         self, order_id: str, reply: Reply, dropped: list[tuple[str, str]]
     ) -> tuple[Outcome, str | None, str | None, str | None]:
         """Return what an answer says of an order: outcome, status, reference, failure reason.
-        Raise AuthenticationFailed on 401."""
+        A 401 is `REFUSED`."""
         status = reply.status
         if 200 <= status < 300:  # a 2xx carrying an orderStatus, as the probe takes it
-            document = _status_document(reply.body)
+            document = status_document(reply.body)
             if document is not None:
                 word, answered = document
                 if word is None or (word not in _DOCUMENTED and self._holds_key(word)):
@@ -338,7 +290,7 @@ class CCVClient:
                     # nor notification URL takes a reference with them, nor one of blanks alone.
                     # Blanks only: str.strip() drops controls too (\x1c-\x1f, \x85, \n),
                     # and a reference holding one is unusable, not another reference.
-                    answered = answered.strip(_BLANKS)
+                    answered = answered.strip(BLANKS)
                 if answered is None or answered == "":
                     # No reference (else it would differ from the tracked one on every check).
                     return Outcome.OK, word, None, None
@@ -360,10 +312,9 @@ class CCVClient:
             return Outcome.FAILED, None, None, "protocol"
         if status == 404 and is_ccv_answer(reply):
             return Outcome.NOT_FOUND, None, None, None
-        if status == 401:
-            raise AuthenticationFailed(f"http {status}")
         # A 403 is that order's failure: whether it means "not your order" or "this key may not
-        # do this" is not documented, and one order must not stop the account.
+        # do this" is not documented, and one order must not stop the account. So is a 401
+        # where other answers took the key (`check_orders`).
         return Outcome.FAILED, None, None, _failure_reason(reply)
 
     def _holds_key(self, text: str) -> bool:

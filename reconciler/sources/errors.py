@@ -30,6 +30,17 @@ class AuthenticationFailed(SourceError):
     reason = "authentication"
 
 
+class OrderRefused(AuthenticationFailed):
+    """CCV answered 401 about one order (`order_id`, asked at `asked`, epoch seconds) before any
+    answer of the pass showed the key accepted: a bad key, or that order's own refusal (whether
+    the account's other orders answer says which; the caller's to ask)."""
+
+    def __init__(self, message: str, order_id: str, asked: float | None) -> None:
+        super().__init__(message)
+        self.order_id = order_id
+        self.asked = asked
+
+
 class ProtocolError(SourceError):
     """The answer is not the provider's protocol (an HTML page, garbage, a wrong shape)."""
 

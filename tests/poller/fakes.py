@@ -25,7 +25,9 @@ class FakeCCVClient:
         self.asked: list[str] = []
         self.probes = 0
 
-    async def check_orders(self, order_ids: Iterable[str], emit: Emit) -> None:
+    async def check_orders(
+        self, order_ids: Iterable[str], emit: Emit, *, key_taken: bool = False
+    ) -> None:
         for order_id in order_ids:
             if self.hold is not None:
                 self.waiting.set()

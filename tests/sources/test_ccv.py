@@ -20,7 +20,7 @@ from yarl import URL
 from reconciler.config import RetryConfig, Secret
 from reconciler.model import InvalidOrderId, Observation, OrderKey, Outcome, validate_ccv_id
 from reconciler.sources.ccv import MAX_BODY_BYTES, PROBE_ORDER_ID, CCVClient, _plain_id
-from reconciler.sources.errors import AuthenticationFailed, SourceUnavailable
+from reconciler.sources.errors import AuthenticationFailed, OrderRefused, SourceUnavailable
 from reconciler.sources.http import Stopping, parse_retry_after, request, retry_delay
 from tests.fake_providers import CCV_KEY, STAMPED, FakeCCV, Reply, ccv_config, html_page
 
@@ -419,9 +419,35 @@ async def test_auth_failure_mid_pass_stops_every_worker(
     with pytest.raises(AuthenticationFailed):
         await client.check_orders(ids, emit)
 
-    # The first request, then at most one per worker: no worker asks again after a 401.
-    assert 2 <= len(fake.requests) <= 1 + 8
+    # After the first answer a 401 is one order's own (it may be), until a run of them as long
+    # as the breaker's (2 x concurrency) says the key is refused: then at most one per worker.
+    assert 1 + 16 <= len(fake.requests) <= 1 + 16 + 8
     assert worker_tasks() == set()
+
+
+async def test_a_401_after_an_answer_fails_that_order_alone(
+    fake: FakeCCV, session: aiohttp.ClientSession
+) -> None:
+    ids = [f"O{i}" for i in range(6)]
+    fake.orders.update(dict.fromkeys(ids, "New"))
+    fake.replies["O3"] = Reply(401, '{"error":"Unauthorized"}', "application/json")
+    emit = Collector()
+    client = CCVClient(ccv_config(fake.base_url, concurrency=2), session, secrets=())
+    await client.check_orders(ids, emit)
+    failed = [o for o in emit.seen if o.outcome is Outcome.FAILED]
+    assert [(o.key.order_id, o.reason) for o in failed] == [("O3", "http_401")]
+    assert failed[0].asked is not None
+    assert sorted(o.key.order_id for o in emit.seen) == ids
+    # The same order first, before any answer took the key: the pass stops (OrderRefused).
+    fake.requests.clear()
+    with pytest.raises(OrderRefused) as caught:
+        await client.check_orders(["O3", *ids], Collector())
+    assert (caught.value.order_id, str(caught.value)) == ("O3", "http 401")
+    assert len(fake.requests) == 1
+    # Told that an answer took it, the caller's: the order's failure again.
+    emit = Collector()
+    await client.check_orders(["O3", "O4"], emit, key_taken=True)
+    assert [o.reason for o in emit.seen] == ["http_401", None]
 
 
 async def test_500_then_200_is_retried(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
