@@ -5,18 +5,42 @@ failure: two such witnesses failed the account with an order failing on its own.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 
 from reconciler.poller.ccnow import CCNowCoordinator
 from tests.account_ticks import account_events
-from tests.conftest import Clock
-from tests.fake_providers import FakeCCNow, Reply
-from tests.test_witnesses_take_turns import CCNOW_IDS, ccnow, posts_naming  # noqa: F401
+from tests.conftest import Clock, ccnow_coordinator
+from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
+
+CCNOW_IDS = [f"100-00-{n:04d}" for n in range(1, 21)]
+
+
+@pytest.fixture
+async def ccnow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[CCNowCoordinator, Clock, FakeCCNow]]:
+    """A CCNow account of 20 open orders that answered `processing` at a catch-up."""
+    monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
+    async with FakeCCNow() as fake:
+        fake.orders = dict.fromkeys(CCNOW_IDS, "processing")
+        async with ccnow_coordinator(tmp_path, fake, 30.0) as (coordinator, clock):
+            await coordinator.store.orders.track(
+                "ccnow", "default", [(i, None) for i in CCNOW_IDS], clock.now
+            )
+            await coordinator.full_pass(via="catch-up")
+            yield coordinator, clock, fake
+
+
+def posts_naming(fake: FakeCCNow, order_id: str) -> int:
+    return sum(order_id in r.form.values() for r in fake.requests)
 
 
 @pytest.mark.parametrize("answers", [True, False])
 async def test_an_odd_witness_is_that_order_s_failure_not_the_account_s(
-    ccnow: tuple[CCNowCoordinator, Clock, FakeCCNow],  # noqa: F811
+    ccnow: tuple[CCNowCoordinator, Clock, FakeCCNow],
     answers: bool,
 ) -> None:
     coordinator, clock, fake = ccnow
