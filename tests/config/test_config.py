@@ -654,14 +654,14 @@ def test_other_secrets_come_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_an_unpadded_webhook_secret_is_taken_as_the_sink_takes_it(tmp_path: Path) -> None:
     # Receivers' libraries print secrets without base64 padding; the sink signs with them, so
     # `check` must not refuse them (exit 78).
-    unpadded = "whsec_" + base64.b64encode(b"0123456789abcdefg").decode().rstrip("=")
+    unpadded = "whsec_" + base64.b64encode(b"0123456789abcdef012345678").decode().rstrip("=")
     assert len(unpadded.removeprefix("whsec_")) % 4
     config = load(
         tmp_path,
         CCNOW + f"[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\nsecret = '{unpadded}'\n",
     )
     (sink,) = [s for s in config.sinks if isinstance(s, WebhookSinkConfig)]
-    assert webhook_key(sink.secret.reveal()) == b"0123456789abcdefg"
+    assert webhook_key(sink.secret.reveal()) == b"0123456789abcdef012345678"
 
 
 def test_sink_secret_from_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
