@@ -182,6 +182,7 @@ async def test_a_maintenance_or_a_stop_of_more_than_a_day_does_not_end_a_command
     assert (await ccnow(cfg, "adjust", A, "--amount", "9.00")).code == 75
     if gap == "maintenance":
         fake_ccnow.script = [MAINTENANCE]
+        make_due(tmp_path)
         assert (await ccnow(cfg, "adjust", A, "--amount", "9.00")).code == 75
     else:
         days_ago(tmp_path, "next_attempt_at")  # due a day ago: nothing sent it since
