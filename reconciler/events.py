@@ -93,7 +93,7 @@ class Event(NamedTuple):
         This is the text of compact json.dumps(self.cloudevent()) with its line ends escaped
         (json_text.line_safe), the envelope written out around the data's JSON rather than
         built as a dict and encoded: a few microseconds less per event stored
-        (bench/README.md; tests/test_events.py holds the two equal).
+        (bench/README.md; tests/sinks/test_events.py holds the two equal).
         """
         subject = "" if self.order_id is None else f',"subject":{string_json(self.order_id)}'
         return line_safe(

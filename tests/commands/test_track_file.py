@@ -1,6 +1,7 @@
 """`track SOURCE --from-file`: a regular file or a pipe of at most 64 MiB, or stdin ('-'); a
 device, a directory, a FIFO no writer opens within 5 s or a bigger input is a data error (65)
-naming it, never a hang or a read without end (tests/test_stdio.py checks the FIFO waits)."""
+naming it, never a hang or a read without end (tests/commands/test_stdio.py checks the FIFO
+waits)."""
 
 from __future__ import annotations
 

@@ -365,6 +365,9 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "sinks[0].name", "'log' is the name of the built-in log sink"),
     ("sink-retry", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '2h'\nretry_max = '1h'\n",
      "sinks[0].retry_max", "must not be less than retry_min"),
+    # The first retry came an hour after the failure: max_age = "5s" dead-lettered at 1 h.
+    ("sink-retry-past-max-age", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '1h'\n"
+     "retry_max = '1h'\nmax_age = '5s'\n", "sinks[0].retry_min", "must not be more than max_age"),
     ("alerts-unknown", CCV + "[alerts]\nstuck_afte = {}\n", "alerts.stuck_afte", "unknown key"),
     ("alerts-source", CCV + "[alerts.stuck_after.paypal]\npending = '1d'\n",
      "alerts.stuck_after.paypal", "unknown source (use ccv or ccnow)"),

@@ -16,9 +16,9 @@ from reconciler.sources.ccnow import CCNowClient
 from reconciler.sources.ccnow_cut import ID_START
 from tests.conftest import ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply, ccnow_config
+from tests.poller.test_ccnow_lone_order import POLL_S, run, source_events
 from tests.sources.test_ccnow import Collector, RawServer, chunked, failed
 from tests.sources.test_ccnow_batch_lines import query, said
-from tests.test_ccnow_lone_order import POLL_S, run, source_events
 
 X, Y = "123-45-6789", "111-11-1111"
 MISSING = (Outcome.FAILED, "missing")

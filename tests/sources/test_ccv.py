@@ -531,7 +531,7 @@ async def test_an_order_status_no_check_keeps_fails_that_order_as_unusable_statu
     fake: FakeCCV, session: aiohttp.ClientSession, body: str
 ) -> None:
     # CCV took the key and answered about the order: not `protocol` (something in between),
-    # and to the account's health an answer (tests/test_ccv_unkept_answers.py).
+    # and to the account's health an answer (tests/poller/test_ccv_unkept_answers.py).
     fake.replies["A1"] = Reply(200, body, "application/json")
     client = CCVClient(ccv_config(fake.base_url), session, secrets=())
     assert await client.fetch("A1") == failed("A1", "unusable_status")

@@ -22,10 +22,10 @@ from reconciler.store import Store, history
 from reconciler.store import commands as cmds
 from reconciler.store.rewound import WHY
 from reconciler.writes.interrupted import settle_interrupted
+from tests.commands.test_crash import backup_store, restore_store
 from tests.conftest import read_events
 from tests.fake_providers import FakeCCNow, Reply
 from tests.store.test_history import add_events
-from tests.test_crash import backup_store, restore_store
 from tests.writes.test_ccnow_actions import A, ccnow, commands, make_due, tracked
 
 MAINTENANCE = Reply(200, "error_message system down for maintenance\n")

@@ -16,7 +16,7 @@ from reconciler.model import OrderKey, normalize_ccnow_id
 from reconciler.poller.ccnow import CCNowCoordinator
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
-from tests.test_ccnow_lone_order import POLL_S, run, source_events
+from tests.poller.test_ccnow_lone_order import POLL_S, run, source_events
 
 IDS = [f"100-00-{n:04d}" for n in range(1, 151)]
 ERROR = Reply(500, "Internal Server Error")

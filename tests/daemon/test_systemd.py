@@ -21,7 +21,7 @@ from reconciler.systemd import Notifier
 from reconciler.writes.in_flight import WRITES_STOP_MAX_S
 from tests.notify_socket import NotifySocket
 
-UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
+UNIT_DIR = Path(__file__).resolve().parents[2] / "systemd"
 SERVICES = sorted(UNIT_DIR.glob("*.service"))
 
 MakeNotifier = Callable[[Mapping[str, str]], Notifier]

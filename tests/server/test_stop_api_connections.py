@@ -24,7 +24,7 @@ from reconciler.systemd import Notifier
 from tests.conftest import cli_env, environ, free_port, poll_until, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, submit_body
 from tests.server.test_api import TOKEN, api_toml
-from tests.test_stop_taken_connections import read_answer
+from tests.server.test_stop_taken_connections import read_answer
 from tests.writes.test_submit_crash import submission_state
 
 ANSWER_S = 20.0  # for an answer the daemon gives at once; bounds a loaded machine only

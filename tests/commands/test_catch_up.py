@@ -170,7 +170,7 @@ async def test_catch_up_works_where_io_uring_is_refused(tmp_path: Path, fake_ccv
     assert (await call_cli("--config", cfg, "track", "ccv", *CCV_IDS)).code == 0
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(Path(__file__).with_name("no_io_uring.py")),
+        str(Path(__file__).parents[1] / "no_io_uring.py"),
         "--config",
         str(cfg),
         "catch-up",

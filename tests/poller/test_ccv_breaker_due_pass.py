@@ -84,7 +84,7 @@ async def test_most_orders_answering_500_open_the_breaker_without_failing_the_ac
         fake_ccv.replies[order_id] = HTTP_500
     # At first every order looks answered, and all come due together: the two witnesses and
     # the two orders that answered last may be broken too (16 in 20) when none answered since
-    # they broke (tests/test_ccv_onset_witnesses.py), and fail the account once; it recovers
+    # they broke (tests/poller/test_ccv_onset_witnesses.py), and fail the account once; it recovers
     # once.
     await run_daemon(coordinator, clock, 120)
     onset = await account_events(coordinator)

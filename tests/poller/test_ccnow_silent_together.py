@@ -18,9 +18,9 @@ from reconciler.model import OrderKey, Outcome
 from reconciler.poller.ccnow import CCNowCoordinator
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
+from tests.poller.test_ccnow_lone_order import POLL_S, StopsAtBad, run, source_events
 from tests.sources.test_ccnow_batch_lines import query, said
 from tests.sources.test_ccnow_missing_lines import StopsSilently
-from tests.test_ccnow_lone_order import POLL_S, StopsAtBad, run, source_events
 
 IDS = [f"100-00-{n:04d}" for n in range(1, 17)]  # one batch of 16
 

@@ -24,7 +24,7 @@ from reconciler.sinks.base import (
     deliver_in_order,
 )
 from reconciler.store import Store, StoreError
-from tests.test_delivery_refused import order_event
+from tests.sinks.test_delivery_refused import order_event
 
 DAY_S = 86400.0
 

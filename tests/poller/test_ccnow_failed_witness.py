@@ -15,7 +15,7 @@ from reconciler.poller.witnesses import MAX_FAILED, ROTATION, Witnesses
 from tests.account_ticks import account_events
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
-from tests.test_witnesses_take_turns import CCNOW_IDS, ccnow, posts_naming  # noqa: F401
+from tests.poller.test_witnesses_take_turns import CCNOW_IDS, ccnow, posts_naming  # noqa: F401
 
 HTTP_500 = Reply(500, "Internal Server Error")
 

@@ -18,7 +18,7 @@ from reconciler.events import Event
 from reconciler.metrics import Metrics
 from reconciler.model import EventType, Observation, OrderKey, Outcome
 
-CONTRIB = Path(__file__).resolve().parents[1] / "contrib"
+CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 DASHBOARD = CONTRIB / "grafana-dashboard.json"
 RULES = CONTRIB / "prometheus-rules.yml"
 

@@ -38,7 +38,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.fake_providers import FakeCCV
-from tests.test_delivery_refused import order_event
+from tests.sinks.test_delivery_refused import order_event
 
 ORDERS = [f"6c7d8e9f-0000-4000-8000-{n:012d}" for n in range(1, 13)]
 ANSWERED = 5  # the receiver answers this many events, then hangs on the next

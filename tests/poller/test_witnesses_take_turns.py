@@ -17,7 +17,7 @@ from reconciler.poller.witnesses import ROTATION
 from tests.account_ticks import account_events
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, FakeCCV, Reply
-from tests.test_ccv_orders_500_together import HTTP_500, IDS, ccv  # noqa: F401
+from tests.poller.test_ccv_orders_500_together import HTTP_500, IDS, ccv  # noqa: F401
 
 CCNOW_IDS = [f"100-00-{n:04d}" for n in range(1, 21)]
 

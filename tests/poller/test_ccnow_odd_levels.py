@@ -20,8 +20,8 @@ from reconciler.sources.ccnow_batches import FOUND_ORDERS, Split
 from reconciler.sources.ccnow_carry import CARRY_POLLS
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD
-from tests.test_ccnow_lone_order import POLL_S, run, source_events
-from tests.test_ccnow_many_odd import OddLines
+from tests.poller.test_ccnow_lone_order import POLL_S, run, source_events
+from tests.poller.test_ccnow_many_odd import OddLines
 
 IDS = [f"100-00-{n:04d}" for n in range(1, 26)]  # one batch of 25
 # The positions of the odd orders in the batch.

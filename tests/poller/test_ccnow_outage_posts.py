@@ -15,7 +15,7 @@ from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
-from tests.test_ccnow_lone_order import POLL_S, run, source_events
+from tests.poller.test_ccnow_lone_order import POLL_S, run, source_events
 
 # Six batches of 25 (`batch_size`); the breaker opens at the fourth failing in a row
 # (`2 x concurrency`, CCNow's default concurrency 2); each post is tried twice (`retries = 1`).

@@ -15,7 +15,7 @@ from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from tests.conftest import Clock, ccnow_coordinator
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow
-from tests.test_ccnow_lone_order import POLL_S, source_events
+from tests.poller.test_ccnow_lone_order import POLL_S, source_events
 
 IDS = [f"100-00-{n:04d}" for n in range(1, 31)]
 
