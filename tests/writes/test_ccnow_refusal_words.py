@@ -212,7 +212,7 @@ async def test_a_chunked_answer_whose_last_line_ends_with_a_status_word_is_read(
     assert result.code == 0, result.stdout + result.stderr
     assert action_posts(fake_ccnow) == [[A]]  # posted once: no retry
     # Its order's line, the last without its line end, may be a longer one cut short: the
-    # order's status read decides (test_ccnow_second_probe.py).
+    # order's status read decides (test_ccnow_commands_one_at_a_time.py).
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (the order's status)")]
     assert "ccnow.answer_cut" not in result.stderr
 

@@ -14,7 +14,7 @@ from reconciler.writes.ccnow_form import BadAction, from_document
 from tests.conftest import write_config
 from tests.fake_providers import FakeCCNow, Raw, Reply, ccnow_config
 from tests.writes.test_ccnow_actions import A, B, ccnow, commands, make_due
-from tests.writes.test_ccnow_second_probe import action_events, lost_twice
+from tests.writes.test_ccnow_commands_one_at_a_time import action_events, lost_twice
 
 LINES = f"{A} pending\n{B} pending\n".encode()
 

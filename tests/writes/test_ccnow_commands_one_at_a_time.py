@@ -224,7 +224,8 @@ async def test_a_200_too_large_to_read_may_have_been_run(
     [
         # `canceled` cut from a longer word: an end state, never asked again.
         (("cancel", A), f"{A} canceled", 75, "queued", "no single answer line for this order"),
-        # An adjust's or a tracking upload's counts: tests/writes/test_ccnow_probe40.py.
+        # An adjust's or a tracking upload's counts:
+        # tests/writes/test_ccnow_broken_action_answers.py.
     ],
 )
 async def test_a_chunked_answer_s_last_line_without_its_end_is_no_line_for_its_order(

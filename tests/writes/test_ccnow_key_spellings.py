@@ -31,7 +31,7 @@ from tests.writes.test_ccnow_actions import (
     tracked,
 )
 from tests.writes.test_ccnow_answers import action_posts
-from tests.writes.test_ccnow_second_probe import action_events
+from tests.writes.test_ccnow_commands_one_at_a_time import action_events
 
 
 def _discounts(fake: FakeCCNow) -> list[str]:
