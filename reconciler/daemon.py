@@ -13,8 +13,7 @@ Stop (SIGTERM/SIGINT/SIGHUP): STOPPING=1, stop new work (no job starts, no write
 listeners stop accepting at once; notification checks under way get a second to end, writes
 sent to a provider their timeout: writes/in_flight.py), cancel running jobs (a batch is
 committed or rolled back, never half), flush the outbox within a bound, close both listeners'
-connections (answering 503 `stopping` until then) and everything else in reverse order, exit 0.
-"""
+connections (answering 503 `stopping` until then) and everything else in reverse order, exit 0."""
 
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ from .delivery import TICK_S
 from .exits import EX_IOERR
 from .logs import fields
 from .metrics import Metrics
+from .passes.hint_gate import MAX_WAIT_S
 from .poller.coordinator import MAX_TICK_S, NamedReport
 from .poller.unconfigured import unconfigured_accounts, warn_unconfigured
 from .redact import config_secrets
@@ -52,16 +52,16 @@ log = logging.getLogger("reconciler.daemon")
 
 @dataclass(frozen=True)
 class Ticks:
-    """How often the daemon reads its store for work another process left there: events a
-    `replay` queued (the outbox's lanes), CCNow commands a command line queued. Not config: a
-    test's daemon takes shorter ones, where waiting them out proves nothing."""
+    """How often the daemon reads its store for work another process left there (events a
+    `replay` queued, CCNow commands a command line queued), and how long a pass gives way to a
+    hint. Not config: a test's daemon takes other ones, where the usual ones prove nothing."""
 
     outbox_s: float = TICK_S
     actions_s: float = MAX_TICK_S
+    hint_s: float = MAX_WAIT_S  # the longest a pass gives way at a time (passes/hint_gate.py)
 
 
 TICKS = Ticks()
-
 
 STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
 # Shutdown bounds. At the worst: the writes sent to a provider their longest timeout + 2 s, at
@@ -380,7 +380,7 @@ async def run_daemon(
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        async with Runtime(config, outbox_tick_s=ticks.outbox_s) as rt:
+        async with Runtime(config, outbox_tick_s=ticks.outbox_s, hint_wait_s=ticks.hint_s) as rt:
             await check_store(rt.store, max_bytes=integrity_check_max_bytes)
             warn_unconfigured(await unconfigured_accounts(config, rt.store))
             rt.store.health.watch(on_corrupt=stopping.set)

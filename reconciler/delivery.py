@@ -35,6 +35,7 @@ from .sinks.base import (
     RetryLater,
     Sink,
     SinkGone,
+    crashed,
     looks_down,
 )
 from .store import Store, StoreError
@@ -146,19 +147,13 @@ class Delivery:
             self.hints.leave()
 
     async def load_disabled(self) -> None:
-        """Skip sinks whose receiver said it is gone in an earlier run."""
-        disabled = await self.store.outbox.disabled_sinks()
+        """Skip sinks whose receiver said it is gone in an earlier run (`sink.still_disabled`:
+        `sink.disabled` was said once, when it happened)."""
+        disabled = await self.store.outbox.disabled_since()
         for lane in self.lanes:
-            if lane.config.name in disabled and not lane.disabled:  # said once, when it happened
+            if lane.config.name in disabled and not lane.disabled:
                 lane.disabled = True
-                log.error(
-                    "sink.disabled",
-                    extra=fields(
-                        sink=lane.config.name,
-                        reason=disabled[lane.config.name],
-                        hint=retries.disabled_hint(lane.config.name),
-                    ),
-                )
+                retries.log_disabled(lane.config.name, *disabled[lane.config.name])
 
     async def _enabled_again(self, lane: _Lane, now: float) -> bool:
         """Whether `replay --sink` enabled a disabled sink again meanwhile (from another
@@ -256,7 +251,9 @@ class Delivery:
 
     def _recording_cutoff(self, lane: _Lane) -> Cutoff:
         name = lane.config.name
-        return Cutoff(lambda seqs: self._mark_delivered(name, seqs), sink=name)
+        return Cutoff(
+            lambda seqs: self._mark_delivered(name, seqs), sink=name, secrets=self._secrets
+        )
 
     async def _mark_delivered(self, sink: str, seqs: list[int]) -> None:
         """Record that `sink` confirmed events, and say so to `on_delivered`."""
@@ -304,7 +301,7 @@ class Delivery:
         try:
             results = await lane.sink.deliver(rows, cutoff)
         except Exception as exc:  # a sink bug must not stop the others
-            log.error("sink.crashed", exc_info=True, extra=fields(sink=name))
+            crashed(exc, self._secrets, sink=name)
             results = [RetryLater(f"sink raised {type(exc).__name__}")] * len(rows)
         # The notification's event is with the sink: recording that is no reason to hold passes.
         self._let_go(lane, urgent_commits)
@@ -381,14 +378,7 @@ class Delivery:
         if gone is not None:
             lane.disabled = True
             await self.store.outbox.disable_sink(cfg.name, gone.reason, now)
-            log.error(
-                "sink.disabled",
-                extra=fields(
-                    sink=cfg.name,
-                    reason=gone.reason,
-                    hint=retries.disabled_hint(cfg.name),
-                ),
-            )
+            retries.log_disabled(cfg.name, gone.reason)
         return dead, bool(failed)
 
     async def close(self) -> None:

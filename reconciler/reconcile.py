@@ -15,7 +15,7 @@ from .events import Event
 from .logs import fields
 from .model import Observation, OrderKey, Outcome, Via
 from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
-from .passes.hint_gate import HintGate
+from .passes.hint_gate import MAX_WAIT_S, HintGate
 from .passes.hint_group import Group, Member
 from .passes.report import PassReport
 from .schedule import plan, stuck_event
@@ -51,6 +51,7 @@ class Reconciler:
         hint_rows: int = HINT_ROWS,
         part_s: float = PART_S,
         rng: random.Random | None = None,
+        hint_wait_s: float = MAX_WAIT_S,
     ) -> None:
         self.config = config
         # Observations per transaction; also the outage failures a pass holds to write again
@@ -67,7 +68,8 @@ class Reconciler:
         self.on_events = on_events
         # The schedule's jitter (`plan`); a test passes a seeded one to replay a schedule.
         self.rng = rng if rng is not None else random.Random()
-        self.hints = HintGate()  # notification checks in flight: passes give way to them
+        # Notification checks in flight: passes give way to them, at most `hint_wait_s` at a time.
+        self.hints = HintGate(max_wait_s=hint_wait_s)
         # Notifications' observations waiting for the writer, to be committed together.
         self._hint_group: Group | None = None
         self.metrics: Metrics | None = None

@@ -15,6 +15,7 @@ import aiohttp
 from .config import Config
 from .config.errors import escaped
 from .delivery import TICK_S, Delivery
+from .passes.hint_gate import MAX_WAIT_S
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
 from .redact import config_secrets
@@ -71,9 +72,12 @@ class Runtime:
     reconciler: Reconciler
     coordinators: Coordinators
 
-    def __init__(self, config: Config, *, outbox_tick_s: float = TICK_S) -> None:
+    def __init__(
+        self, config: Config, *, outbox_tick_s: float = TICK_S, hint_wait_s: float = MAX_WAIT_S
+    ) -> None:
         self.config = config
         self.outbox_tick_s = outbox_tick_s
+        self.hint_wait_s = hint_wait_s  # the longest a pass gives way to a hint at a time
         self.lock = WriterLock(config.store_path)
         self.gates = Gates()
         # The writes of a command line (ccv submit, ccnow), made with its first sender: let end
@@ -103,7 +107,12 @@ class Runtime:
                 secrets=config_secrets(self.config),
             )
             opened.push_async_callback(self.delivery.close)
-            self.reconciler = Reconciler(self.config, self.store, on_commit=self.delivery.committed)
+            self.reconciler = Reconciler(
+                self.config,
+                self.store,
+                on_commit=self.delivery.committed,
+                hint_wait_s=self.hint_wait_s,
+            )
             self.delivery.hints = self.reconciler.hints
             self.coordinators = Coordinators.build(
                 self.config, self.reconciler, self.session, self.gates

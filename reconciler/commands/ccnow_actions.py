@@ -98,8 +98,8 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
     """Print the posts the real run would send: without the orders it refuses without asking
     CCNow, as the snapshot (read beside any writer: a daemon may run) has them, nor those
     whose key made their command before (the real run reports that one: its exit counts;
-    one still queued it sends as asked); a key given to another command is refused, as by the
-    real run; nor those the real run holds back behind an older command of their order
+    one still queued and due it sends as asked); a key given to another command is refused,
+    as by the real run; nor those the real run holds back behind an older command of their order
     (`cmds.in_line`), but with an older one it sends first (queued and due) before them."""
     rounds: list[list[cmds.NewCommand]] = [list(new)]
     refused: list[tuple[cmds.NewCommand, str]] = []
@@ -120,11 +120,11 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
         try:
             known = await made_before(store, new)
             # As `take`: only those not made before are sorted out (one still queued would
-            # find itself as the earlier discount); those still queued are sent as asked.
+            # find itself as the earlier discount); those still queued and due are sent.
             accounts = account_names(config, "ccnow")
             fresh = [c for c in new if c not in known]
             posted, past_pending, waiting = await sort_out(store, fresh, accounts)
-            again = [known[c] for c in new if c in known and known[c].state == "queued"]
+            again = [known[c] for c in new if c in known and _due(known[c])]
             rounds, held, second = await _lined_up(store, [*again, *posted], accounts)
         except BadAction as exc:
             say(f"reconciler: error: {exc}")
@@ -141,7 +141,7 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
         )
         tally.count("queued")
     for c, before in known.items():
-        if before.state == "queued":
+        if _due(before):
             continue
         say(
             f"reconciler: {c.order_id} {c.action} left out: made before with this key "
@@ -204,6 +204,12 @@ async def _lined_up(
     return rounds, held, second
 
 
+def _due(c: cmds.Command) -> bool:
+    """Whether the real run sends a command made before: queued and due (one whose next
+    attempt is ahead, a Retry-After's, waits for it)."""
+    return c.state == "queued" and c.next_attempt_at <= time.time()
+
+
 def _answer_word(state: str, answer: str | None) -> str:
     """CCNow's answer to a command, as it came (`shown`); `-` for none, but a command being
     sent, which a post under way carries (the dry run says it as the real run does)."""
@@ -218,6 +224,8 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
     for r in results:
         again = " (made before with this key)" if r.get("made_before") else ""
         where = "not sent" if r["id"] is None else f"command {r['id']}"
+        if r.get("next_attempt_at"):  # queued, waiting for its time (a Retry-After's)
+            where += f", not posted before {r['next_attempt_at']}"
         outcome = str(r["outcome"])  # the command's own word: `succeeded`, `not_sent`, ...
         answer = _answer_word(outcome, str(r["answer"]) if r["answer"] else None)
         print(f"{r['order_id']} {r['action']} {outcome}: {answer} ({where}){again}")

@@ -91,7 +91,13 @@ async def submit_command(config: Config, args: argparse.Namespace) -> int:
             else:
                 say(f"reconciler: {line}", logging.WARNING)
         return EX_DATAERR
-    return await submit(config, choose_account(config, "ccv", args.account), document)
+    account = choose_account(config, "ccv", args.account)
+    # Its warnings as a refusal's (they never refuse it), before it goes: through the daemon
+    # as without one.
+    forms = text_forms(config_secrets(config)) if problems else None
+    for problem in problems:
+        say(f"reconciler: {problem.masked(forms).line()}", logging.WARNING)
+    return await submit(config, account, document)
 
 
 async def notification_url_command(config: Config, args: argparse.Namespace) -> int:

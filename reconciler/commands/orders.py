@@ -130,7 +130,8 @@ async def _track_ccv(
 ) -> int:
     """Track CCV orders, refusing to move one followed under one reference to another (its
     notifications and events would follow the other), unless `relink` says so: then its old
-    reference stays its alias, as when CCV renames one, and a warning names both."""
+    reference stays its alias, as when CCV renames one, and a warning names both; and refusing
+    to give one a reference another followed order carries (a reference names one order)."""
     try:
         added, moved = await references.track(
             store, account, orders, time.time(), relink=relink, progress=advance
@@ -142,6 +143,14 @@ async def _track_ccv(
             f"order {shown(key.order_id)} is followed under reference {shown(current)}, not "
             f"{shown(ref)}{more}: nothing tracked (--relink moves it, its old reference kept as "
             "an alias)"
+        ) from None
+    except references.ReferenceCarried as exc:
+        oid, ref, others = exc.carried[0]
+        more = f" (and {len(exc.carried) - 1} more)" if len(exc.carried) > 1 else ""
+        raise DataError(
+            f"reference {shown(ref)} is carried by order {shown(others[0])}, which reconciler "
+            f"follows: order {shown(oid)} is not tracked with it{more}: nothing tracked (a "
+            "reference names one order; track it without --ref, or untrack the other first)"
         ) from None
     references.log_relinked(log, account, moved)
     return added

@@ -79,6 +79,7 @@ class SinkStatus:
     backlog: int  # pending: will be delivered
     dead: int  # dead-lettered: wait for `replay`
     disabled: str | None  # why its receiver is gone, if it is
+    disabled_since: float | None = None  # since when (the 410), if it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,9 +208,9 @@ async def _gather(
             )
         )
     deliveries = await store.outbox.counts()
-    disabled = await store.outbox.disabled_sinks()
+    disabled = await store.outbox.disabled_since()
     sinks = tuple(
-        SinkStatus(name, *deliveries.get(name, (0, 0)), disabled.get(name))
+        SinkStatus(name, *deliveries.get(name, (0, 0)), *disabled.get(name, (None, None)))
         for name in sink_names(config)
     )
     recorded = await store.recorded_failure()
@@ -294,7 +295,13 @@ def to_json(status: Status) -> dict[str, Any]:
             for a in status.accounts
         ],
         "sinks": [
-            {"name": s.name, "backlog": s.backlog, "dead": s.dead, "disabled": s.disabled}
+            {
+                "name": s.name,
+                "backlog": s.backlog,
+                "dead": s.dead,
+                "disabled": s.disabled,
+                "disabled_since": ts(s.disabled_since),
+            }
             for s in status.sinks
         ],
         "store": {

@@ -72,6 +72,11 @@ def _when(n: int, colour: Colour) -> Cell:
     return Cell(str(n), colour if n else "")
 
 
+def _disabled(reason: str, since: float | None) -> str:
+    """A disabled sink's cell: why, and since when (it stays so until `replay --sink`)."""
+    return reason if since is None else f"{reason} since {ts(since)}"
+
+
 def render_text(status: Status, *, colour: bool = False) -> str:
     """Return the status as aligned text; with `colour`, ANSI colours mark what needs a look."""
     accounts = [
@@ -109,7 +114,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
             s.name,
             _when(s.backlog, "yellow"),
             _when(s.dead, "red"),
-            Cell(s.disabled, "red") if s.disabled else "-",
+            Cell(_disabled(s.disabled, s.disabled_since), "red") if s.disabled else "-",
         ]
         for s in status.sinks
     ]

@@ -145,12 +145,17 @@ class SinkReader:
             specific = LogSinkConfig(name=name)
         timeout = table.timeout("timeout", "15s")
         retry_min, retry_max = table.duration_range("retry_min", "5s", "retry_max", "1h")
+        max_age = table.duration("max_age", "3d", positive=True)
+        if "retry_min" in table.data and retry_min > max_age:
+            # The first retry would come after the event's max_age: it dead-letters an event
+            # retry_min after its first failure, not max_age after its creation.
+            raise table.error("retry_min", "must not be more than max_age")
         return replace(
             specific,
             timeout_s=timeout,
             retry_min_s=retry_min,
             retry_max_s=retry_max,
-            max_age_s=table.duration("max_age", "3d", positive=True),
+            max_age_s=max_age,
         )
 
     def own_file(self, path: Path) -> str | None:

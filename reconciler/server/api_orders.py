@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..config import ApiConfig
 from ..logs import fields
-from ..model import EventType, OrderKey, OrderState, Source
+from ..model import EventType, OrderKey, OrderState, Source, clipped
 from ..order_view import order_json
 from ..store import references
 from ..store import submissions as subs
@@ -112,6 +112,15 @@ class Orders:
                     f"the order is followed under reference {followed}; not moved to {ref} "
                     '(`"relink": true` moves it, its old reference kept as an alias)',
                     "external_reference",
+                ) from None
+            except references.ReferenceCarried as exc:
+                ((_, given, others),) = exc.carried
+                raise BadRequest(
+                    409,
+                    f"reference {clipped(given)} is carried by order {others[0]}, which reconciler "
+                    "follows; not given to this order too (a reference names one order)",
+                    "external_reference",
+                    carried_by=others,
                 ) from None
             added = found is None
             await store.orders.track_within(source, account, kept, now)

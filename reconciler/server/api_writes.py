@@ -31,7 +31,7 @@ from ..writes.submit_outcome import (
     UNTRACKABLE_HEADER,
     own_header,
 )
-from ..writes.submit_prices import BadPrices
+from ..writes.submit_prices import WARNINGS_HEADER, BadPrices, warning_headers
 from .api_orders import CURSOR
 from .api_requests import (
     ApiDeps,
@@ -50,8 +50,6 @@ log = logging.getLogger("reconciler.api")
 THREADED_ANSWER_BYTES = 64 * 1024
 
 PRICING_PATH = "/api/ordercompletion/reseller/orderconfigurator/SetShoppingCardPricingDetails"
-# How many warnings the check of the prices gave: on every answer to a body it let through.
-WARNINGS_HEADER = "Reconciler-Pricing-Warnings"
 
 
 class Writes:
@@ -80,6 +78,9 @@ class Writes:
             )
             return self._problems(exc.message, exc.problems)
         headers = dict(result.headers)
+        if result.pricing is not None:
+            # Its cart's warnings, as a refusal gives its problems.
+            headers.update(warning_headers(result.pricing, text_forms(self.deps.secrets)))
         if result.state is not None:
             headers[STATE_HEADER] = result.state
         if result.own is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..logs import fields
+from ..redact import SecretForms, mask
 from ..store.errors import StoreError
 from ..store.events import OutboxEvent
 
@@ -81,13 +83,19 @@ class Cutoff:
     its grace ends is cancelled (`ABANDONED`). Cancelling a whole batch instead would lose the
     confirmations it holds, and those events would be sent again. With `record`, it also
     records what a sink sending one event at a time confirmed as the answers come (`confirmed`),
-    so that a crash in mid-batch does not lose them either; `sink` names the sink in its log.
+    so that a crash in mid-batch does not lose them either; `sink` names the sink in its log,
+    whose texts have `secrets` (the config's) masked.
     `interrupt` ends only the batch in hand, the same way: an event came that must go first."""
 
     def __init__(
-        self, record: Callable[[list[int]], Awaitable[None]] | None = None, *, sink: str
+        self,
+        record: Callable[[list[int]], Awaitable[None]] | None = None,
+        *,
+        sink: str,
+        secrets: SecretForms | None = None,
     ) -> None:
         self.sink = sink
+        self.secrets = secrets
         self.closed = False
         self.interrupted = False  # the batch in hand starts no more events; `resume` for the next
         self._abandoning = False
@@ -185,7 +193,7 @@ class Cutoff:
         except Exception as exc:
             log.warning(
                 "sink.record_failed",
-                extra=fields(sink=self.sink, error=repr(exc), events=len(seqs)),
+                extra=fields(sink=self.sink, error=mask(repr(exc), self.secrets), events=len(seqs)),
             )
             return
         self._recorded.extend(seqs)
@@ -255,7 +263,10 @@ async def deliver_in_order(
         except Exception as exc:
             # A bug in one attempt fails that event, not the batch: the events the receiver
             # already confirmed stay confirmed (else they would be sent again).
-            log.error("sink.crashed", exc_info=True, extra=fields(event_id=event.id))
+            if cutoff is None:
+                crashed(exc, None, event_id=event.id)
+            else:
+                crashed(exc, cutoff.secrets, sink=cutoff.sink, event_id=event.id)
             result = RetryLater(f"sink raised {type(exc).__name__}")
         results.append(result)
         if cutoff is not None and isinstance(result, Delivered):
@@ -264,6 +275,14 @@ async def deliver_in_order(
         if not isinstance(result, Delivered) and event.order_id is not None:
             held.add(event.order_id)
     return results
+
+
+def crashed(exc: BaseException, secrets: SecretForms | None, **values: object) -> None:
+    """Log a sink's unexpected exception (a bug) as `sink.crashed` with its traceback, every
+    secret of the config masked in it: its text may quote one (a header, a form, a URL a
+    library echoed), and logged with `exc_info` it reached the log as it was."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log.error("sink.crashed", extra=fields(**values, traceback=mask(text.rstrip("\n"), secrets)))
 
 
 def looks_down(

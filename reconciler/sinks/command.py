@@ -22,7 +22,7 @@ from reconciler.sinks.base import (
     RetryLater,
     deliver_in_order,
 )
-from reconciler.sinks.command_launch import Launcher, StartHangs, stop
+from reconciler.sinks.command_launch import Launcher, StartHangs, end_left, stop
 
 log = logging.getLogger("reconciler.sinks.command")
 
@@ -172,6 +172,8 @@ class CommandSink:
             try:
                 if not finished:  # timeout or cancellation: nothing outlives its delivery
                     await stop(proc)
+                else:  # what it started and left running, in its group, is ended too
+                    await end_left(proc.pid)
             finally:
                 program.close()
         if returncode is None:

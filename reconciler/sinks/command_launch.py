@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 
@@ -296,6 +297,55 @@ def _kill_group(pid: int) -> None:
     # even when the program itself already exited: the group lives while any member does.
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
+
+
+# How long what a program left behind in its group has, after SIGTERM, to end before SIGKILL.
+LEFT_GRACE_S = 1.0
+
+
+async def end_left(pgid: int, grace_s: float = LEFT_GRACE_S) -> None:
+    """End what an exited program left running in its process group (a child it started in the
+    background): SIGTERM, then SIGKILL to those still running after `grace_s`, or at once when
+    cancelled (a stop). A delivery's program leaves nothing behind to run on unwatched."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except OSError:
+        return  # nothing left (ESRCH), the common case: one call
+    try:
+        # No event says a group has ended (its members are not our children): polled, briefly.
+        deadline, pause = time.monotonic() + grace_s, 0.005
+        while _group_lives(pgid) and time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+    finally:
+        if _group_lives(pgid):
+            _kill_group(pgid)
+
+
+def _group_lives(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs: one that ended but that its new parent has
+    not reaped yet (a zombie; an init that never reaps keeps it for ever) does not."""
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        return False  # none left, not even a zombie
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no way to tell a zombie: taken for running
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except OSError:
+            continue  # ended meanwhile
+        # After the name, which may hold anything, in parentheses: state, parent, group.
+        state, _, group = stat[stat.rfind(b")") + 2 :].split()[:3]
+        if int(group) == pgid and state != b"Z":
+            return True
+    return False
 
 
 async def stop(proc: subprocess.Popen[bytes], grace_s: float = 1.0) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ..config import SinkConfig
+from ..json_text import iso_time
 from ..logs import fields
 from ..redact import SecretForms, mask
 from ..store.errors import StoreLocked
@@ -47,6 +48,18 @@ def masked(result: Said, secrets: SecretForms | None) -> Said:
 def disabled_hint(sink: str) -> str:
     """The `sink.disabled` line's way back: what the sink does not have, not the history."""
     return f"reconciler replay --sink {sink} --undelivered enables it again"
+
+
+def log_disabled(sink: str, reason: str, since: float | None = None) -> None:
+    """Say that a sink is disabled: `sink.disabled` (error) once, when its receiver said it is
+    gone (`since` None); `sink.still_disabled` (warning) at each later start that finds it so.
+    An alert on `sink.disabled` fires once per disabling, not at every start or catch-up."""
+    hint = disabled_hint(sink)
+    if since is None:
+        log.error("sink.disabled", extra=fields(sink=sink, reason=reason, hint=hint))
+        return
+    values = fields(sink=sink, reason=reason, disabled_at=iso_time(since), hint=hint)
+    log.warning("sink.still_disabled", extra=values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,9 @@ class Reply(NamedTuple):
     # a status it may have run before): a write's answer then may follow that attempt's effect
     # (`not pending`: the earlier one took).
     reached_before: bool = False
+    # A write's answer only: an attempt of the same request was made before it (turned away or
+    # not): a ship CCNow applied behind a proxy's 503 is `not pending` to the retry.
+    tried_before: bool = False
     # A write's answer only (writes/once.py): its Location header, made absolute.
     location: str | None = None
     # A write's answer only: its Retry-After header, when it is one (seconds or an HTTP date).

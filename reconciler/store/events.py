@@ -349,10 +349,14 @@ class OutboxRows:
 
     async def disabled_sinks(self) -> dict[str, str]:
         """Return disabled sinks and why."""
+        return {name: reason for name, (reason, _) in (await self.disabled_since()).items()}
+
+    async def disabled_since(self) -> dict[str, tuple[str, float]]:
+        """Return disabled sinks, why, and since when (epoch seconds)."""
         async with self._conn.execute(
-            "SELECT name, reason FROM sinks WHERE disabled_at IS NOT NULL"
+            "SELECT name, reason, disabled_at FROM sinks WHERE disabled_at IS NOT NULL"
         ) as cur:
-            return {r[0]: r[1] for r in await cur.fetchall()}
+            return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
 
     async def requeue(
         self,

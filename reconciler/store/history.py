@@ -258,12 +258,22 @@ RAISE_FLOOR = (
 )
 
 
-async def claim(store: Store, statement: Statement) -> int | None:
+class ClaimRefused(Exception):
+    """A claim's `unless` query found rows (`rows`): nothing was committed."""
+
+    def __init__(self, rows: list[tuple[object, ...]]) -> None:
+        super().__init__("the claim is refused")
+        self.rows = rows
+
+
+async def claim(store: Store, statement: Statement, unless: Statement | None = None) -> int | None:
     """Commit `statement` (the INSERT of a write's claim: a CCV submit's) in one hand-off with
     a seq it hands out, and return the rowid it inserted: the mark counts the claim, as it
-    counts a CCNow post's (`Events.skip_seq`), so a database that lost it has gone back."""
+    counts a CCNow post's (`Events.skip_seq`), so a database that lost it has gone back. Raise
+    ClaimRefused, committing nothing, when `unless` (a query, read in the same transaction
+    after the INSERT) finds rows."""
     try:
-        rowid, seq, version, epoch = await run_at_once(store, _claim, statement)
+        rowid, seq, version, epoch = await run_at_once(store, _claim, statement, unless)
     except BaseException:
         store.events.seq_moved(None)  # cancelled, the thread commits it all the same
         raise
@@ -276,9 +286,11 @@ async def claim(store: Store, statement: Statement) -> int | None:
 
 
 def _claim(
-    conn: sqlite3.Connection, statement: Statement
+    conn: sqlite3.Connection, statement: Statement, unless: Statement | None
 ) -> tuple[int | None, int, int, str | None]:
     rowid = conn.execute(*statement).lastrowid
+    if unless is not None and (rows := conn.execute(*unless).fetchall()):
+        raise ClaimRefused([tuple(r) for r in rows])  # rolled back whole (run_at_once)
     [(last, epoch)] = conn.execute(_FOLLOW).fetchall()
     conn.execute(RAISE_FLOOR, (int(last) + 1,))
     version = int(conn.execute("PRAGMA data_version").fetchall()[0][0])

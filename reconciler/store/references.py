@@ -34,6 +34,48 @@ class FollowedElsewhere(Exception):
         self.moved = list(moved)
 
 
+class ReferenceCarried(Exception):
+    """Orders given with a reference that other followed orders carry (`carried`: the order,
+    the reference, those orders' ids); nothing was tracked."""
+
+    def __init__(self, carried: Sequence[tuple[str, str, list[str]]]) -> None:
+        order_id, ref, others = carried[0]
+        super().__init__(f"reference {ref!r} is carried by {others[0]}, not given to {order_id}")
+        self.carried = list(carried)
+
+
+def carried_elsewhere(
+    conn: sqlite3.Connection, account: str, orders: Sequence[tuple[str, str | None]]
+) -> list[tuple[str, str, list[str]]]:
+    """The orders of `orders` (id, reference or None) that would become a second carrier of
+    the reference given: one that other followed CCV orders of the account carry, or that an
+    earlier order of `orders` takes; each with those orders' ids. An order that carries the
+    reference already (CCV's read-back may give one to several) is none. Runs on the database
+    thread, in the caller's transaction."""
+    refs = list(dict.fromkeys(ref for _, ref in orders if ref is not None))
+    carriers: dict[str, list[str]] = {}
+    for i in range(0, len(refs), CHUNK):
+        chunk = refs[i : i + CHUNK]
+        for ref, oid in conn.execute(
+            "SELECT external_reference, order_id FROM orders WHERE source = 'ccv' "
+            f"AND account = ? AND external_reference IN ({marks(len(chunk))}) ORDER BY order_id",
+            (account, *chunk),
+        ):
+            carriers.setdefault(ref, []).append(oid)
+    carried: list[tuple[str, str, list[str]]] = []
+    taken: dict[str, str] = {}  # a reference's new carrier among `orders`
+    for oid, ref in orders:
+        if ref is None:
+            continue
+        held = carriers.get(ref, [])
+        if oid in held:
+            continue
+        first = taken.setdefault(ref, oid)
+        if others := held or ([first] if first != oid else []):
+            carried.append((oid, ref, others))
+    return carried
+
+
 def followed_elsewhere(
     conn: sqlite3.Connection, account: str, orders: Sequence[tuple[str, str | None]]
 ) -> list[Moved]:
@@ -81,22 +123,28 @@ async def keep_within(
 ) -> tuple[list[Moved], list[tuple[str, str | None]]]:
     """Inside the caller's transaction: raise FollowedElsewhere when an order given with a
     reference is followed under another one, unless `relink` says to move it: then its old
-    reference stays its alias (as when CCV renames one). Return the moved orders and the
+    reference stays its alias (as when CCV renames one); raise ReferenceCarried when one would
+    become a second carrier of its reference (`carried_elsewhere`). Return the moved orders and the
     orders to track: one given with a reference it keeps as an alias is tracked without it
     (the same reference again changes nothing: a nightly import of the reference it was
     submitted with, which CCV answered another to, goes on)."""
     if not any(ref is not None for _, ref in orders):
         return [], list(orders)
     moved = await on_thread(store.conn, followed_elsewhere, account, orders)
+    kept = list(orders)
     if moved and not relink:
         aliased = await on_thread(store.conn, aliases_given, account, moved)
         moved = [m for m in moved if m[0].order_id not in aliased]
         if moved:
             raise FollowedElsewhere(moved)
-        return [], [(oid, None if oid in aliased else ref) for oid, ref in orders]
+        kept = [(oid, None if oid in aliased else ref) for oid, ref in orders]
+    # A reference names one order: another's would take its notifications and its submit's
+    # refusal, in silence (`relink` moves an order's own reference, never onto another's).
+    if carried := await on_thread(store.conn, carried_elsewhere, account, kept):
+        raise ReferenceCarried(carried)
     if moved:
         await store.orders.add_aliases(moved)
-    return moved, list(orders)
+    return moved, kept
 
 
 async def carried_also(store: Store, answered: Sequence[tuple[OrderKey, str]]) -> list[list[str]]:

@@ -10,7 +10,7 @@ never got it (`not_sent`). A failed one (refused, not sent, a person's word) bec
 when a notification says CCV has an order of its reference after all; a refusal is not `failed`
 where a notification named the reference while it waited.
 One live submission per (account, reference): a second submit of the same reference is refused
-unless the earlier one definitely failed.
+unless the earlier one definitely failed, and so is one of a reference a followed order carries.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..events import Event, submit_resolved_event
 from ..model import OrderState
 from . import order_rows
 from .db import Store
-from .history import claim
+from .history import ClaimRefused, claim
 from .oneshot import commit_at_once, run_at_once
 from .order_sql import due_sql
 from .references import followed_elsewhere
@@ -103,9 +103,24 @@ async def _one(store: Store, account: str, reference: str, state: str) -> Submis
     return next(map(_row, rows), None)
 
 
+class ReferenceFollowed(Exception):
+    """The reference is carried by orders of the account that reconciler follows (tracked with
+    it, no submit of this store's): a submit of it would make a second order."""
+
+    def __init__(self, reference: str, carried_by: list[str]) -> None:
+        super().__init__(f"external reference {reference!r} is carried by a followed order")
+        self.carried_by = carried_by
+
+
 async def record(store: Store, account: str, reference: str, now: float) -> int:
     """Commit a new `sending` submission (the submit's claim: a database that lost it has gone
-    back, history.claim) and return its id; raise SubmissionExists."""
+    back, history.claim) and return its id; raise SubmissionExists, else ReferenceFollowed
+    (read in the claim's transaction: a `track --ref` beside it comes before or after)."""
+    carriers = (
+        "SELECT order_id FROM orders WHERE external_reference = ? AND source = 'ccv' "
+        "AND account = ? ORDER BY order_id",
+        (reference, account),
+    )
     try:
         sub_id = await claim(
             store,
@@ -114,7 +129,10 @@ async def record(store: Store, account: str, reference: str, now: float) -> int:
                 "VALUES (?, ?, 'sending', ?)",
                 (account, reference, now),
             ),
+            unless=carriers,
         )
+    except ClaimRefused as exc:
+        raise ReferenceFollowed(reference, [str(r[0]) for r in exc.rows]) from None
     except sqlite3.IntegrityError:
         existing = await find(store, account, reference)
         if existing is None:  # pragma: no cover - the index says it exists

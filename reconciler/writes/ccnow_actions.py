@@ -65,6 +65,7 @@ from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch
 from reconciler.writes.ccnow_requeue import not_before, requeue
 from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
+from reconciler.writes.ccnow_turn import refuse_past_pending
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
@@ -160,7 +161,11 @@ class ActionSender(Closing):
             earlier |= {c.id for c, made_now in [*closed, *recorded] if not made_now}
             ids = [c.id for c in known.values()] + [c.id for c, _new in [*closed, *recorded]]
             tally = Tally()
-            await self.send(self._sendable(await cmds.get(self.store, ids), mine), tally)
+            # One made before is sent only when due: a repeat of a request turned away with a
+            # Retry-After (a maintenance, a refusal in words naming no field) posted it at once.
+            rows, now = await cmds.get(self.store, ids), self.clock()
+            due = [c for c in rows if c.id in own or c.next_attempt_at <= now]
+            await self.send(self._sendable(due, mine), tally)
             # It may post one of these, held until an older one ended.
             await self.send_due(tally, mine=mine)
             rows = await cmds.get(self.store, ids)
@@ -198,12 +203,17 @@ class ActionSender(Closing):
         waiting = [c for c in commands if c.state == "queued" and c.account in self.accounts]
         while waiting:
             ahead = await cmds.ahead(self.store, waiting)
-            now = [c for c in waiting if c.id not in ahead]
+            first = [c for c in waiting if c.id not in ahead]
+            # Checked again at its turn: an older command's answer may have put its order past
+            # pending since it was recorded.
+            now = await refuse_past_pending(self.store, first, tally, now=self.clock())
+            if len(now) < len(first):
+                self.on_commit()
             if await refuse_second(
                 self.store, waiting, ahead, tally, accounts=list(self.accounts), now=self.clock()
             ):
                 self.on_commit()
-            elif not now:
+            elif not first:
                 return
             await self._send_first(tally, now)
             later = [c.id for c in waiting if c.id in ahead]
@@ -268,8 +278,8 @@ class ActionSender(Closing):
             tally.post(batch)
             batch = as_reached(batch, self.clock()) if exc.reached_before else batch
             if named := [c for c in batch if c.id in exc.words]:
-                refused = {c.id: exc.words[c.id] for c in named}
-                await self._close(cfg, named, {}, tally, None, refused=refused)
+                refused, tried = {c.id: exc.words[c.id] for c in named}, exc.tried_before
+                await self._close(cfg, named, {}, tally, None, refused=refused, tried=tried)
             rest = [c for c in batch if c.id not in exc.words]
             before, wait = exc.reached_before, exc.wait  # none posted before its Retry-After
             if rest and exc.whole is not None:
@@ -307,7 +317,8 @@ class ActionSender(Closing):
         batch = as_reached(batch, self.clock()) if posted.reached_before else batch
         lines = lines_by_id(posted.answer)
         no_line = NO_LINE if posted.said is None else f"{NO_LINE}: {posted.said}"
-        await self._close(cfg, batch, lines, tally, posted.asked, no_line=no_line)
+        tried = posted.tried_before
+        await self._close(cfg, batch, lines, tally, posted.asked, no_line=no_line, tried=tried)
 
     async def _split(
         self, cfg: CCNowConfig, batch: list[cmds.Command], why: str, tally: Tally

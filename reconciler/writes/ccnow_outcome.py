@@ -254,13 +254,15 @@ async def settle(
     read: Callable[[], Awaitable[Observation | None]],
     down: bool = False,
     named: bool = False,
+    tried: bool = False,
 ) -> Settled:
     """How an answer leaves a command, given what it says of it (`queued`: it did not settle
     it; `whole`: a post refused in words naming no field of it; `down`: in words saying CCNow
-    is down; `named`: refused by a line naming its field) and its order's status as asked
-    then. A ship or cancel whose order's status (`read` once; Stopping: not read) shows it
-    took is done; one left queued after a day of answers that did not settle it, or three days
-    of those and lines saying CCNow is down, is `uncertain`, never `refused`."""
+    is down; `named`: refused by a line naming its field; `tried`: an earlier attempt of this
+    post was made) and its order's status as asked then. A ship or cancel whose order's
+    status (`read` once; Stopping: not read) shows it took is done; one left queued after a
+    day of answers that did not settle it, or three days of those and lines saying CCNow is
+    down, is `uncertain`, never `refused`."""
     # A line naming the command's field refuses it, whatever else it says: the post an earlier
     # attempt may have reached CCNow with carried the same fields, refused the same way.
     reached = c.maybe_reached_at is not None and not named
@@ -270,8 +272,9 @@ async def settle(
         return Settled("uncertain", f"{words} ({MAYBE_TAKEN})", status, asked, None)
     unsettled = state == "queued"
     # A refusal (`not pending`) after a post that may have reached CCNow with it, in this post
-    # (an attempt whose answer was lost) or an earlier one, may say that post took.
-    tried = c.attempts > 0 or c.maybe_reached_at is not None
+    # (an attempt before this answer, a proxy's 503 after CCNow ran it too) or an earlier one,
+    # may say that post took.
+    tried = tried or c.attempts > 0 or c.maybe_reached_at is not None
     span = _ends(c, now, down) if unsettled else None
     # An answer without the order's line may follow CCNow running it: the status is read at
     # once. A post refused as a whole ran nothing: the status is read before the command ends.

@@ -76,6 +76,9 @@ class Posted(NamedTuple):
     # CCNow's words about the post that name no order and are no documented answer
     # (`message discount recorded`): kept as the answer of the commands they leave unsettled.
     said: str | None = None
+    # An earlier attempt of the post was made, turned away or not (a proxy's 503 after CCNow
+    # applied it): a ship or cancel refused as not pending is read first, as in a later post.
+    tried_before: bool = False
 
 
 class TurnedAway(SourceError):
@@ -119,8 +122,10 @@ class Refused(Exception):
         self.words = words
         self.whole = whole
         self.down = down
-        # An earlier attempt of the post may have reached CCNow and applied it (Posted).
+        # An earlier attempt of the post may have reached CCNow and applied it, or was made
+        # at all (Posted).
         self.reached_before = False
+        self.tried_before = False
         self.held = held
         self.wait = wait
 
@@ -187,7 +192,7 @@ async def post_batch(
             # Retry-After kept). No size bound before it turned the post away: not halved, nor
             # its one order refused as too large (`system down for maintenance` would have
             # ended it for good); a 429 refusing a field is no rate limit's.
-            raise _refused(lines, batch, reply.reached_before, wait)
+            raise _refused(lines, batch, reply, wait)
         if turned_away(reply.status, reply.body, once=once) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
             raise TurnedAway(f"http {reply.status}", wait, reply.status)
@@ -214,7 +219,7 @@ async def post_batch(
             cut is not None and body.endswith(_BLANK_ENDS)
         ):
             answer, _ = drop_line(answer, cut)
-        return Posted(answer, reply.sent_at, reply.reached_before)
+        return Posted(answer, reply.sent_at, reply.reached_before, None, reply.tried_before)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
         # post was applied is unknown.
@@ -229,14 +234,15 @@ async def post_batch(
             word = "error_with_order_lines"
             raise _in_part(word, whole, secrets, batch, reply, once) from None
         if lines := refusal_lines(body, secrets):
-            raise _refused(lines, batch, reply.reached_before, wait) from None
+            raise _refused(lines, batch, reply, wait) from None
         if words := message_lines(body, secrets):
             # CCNow's words naming no order (`message discount recorded`): nothing says it did
             # not run the post, as when its answer has no line for an order.
             said = "; ".join(words)
             if len(said) > MAX_TEXT_LENGTH:  # as each line is: an event and a log line carry it
                 said = said[: MAX_TEXT_LENGTH - 1] + "\u2026"
-            return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said)
+            tried = reply.tried_before
+            return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said, tried)
         raise Lost("unreadable_answer") from None
 
 
@@ -323,7 +329,8 @@ def _in_part(
         answer = _parsed(b"\n".join(lines) + b"\n", secrets, batch)
     except SourceError:
         return Lost(word, wait)
-    return Lost(word, wait, in_part=(answer, reply.sent_at, reply.reached_before))
+    part = (answer, reply.sent_at, reply.reached_before, reply.tried_before)
+    return Lost(word, wait, in_part=part)
 
 
 def _order_line_start(tail: bytes) -> bool:
@@ -335,14 +342,15 @@ def _order_line_start(tail: bytes) -> bool:
 
 
 def _refused(
-    lines: list[str], batch: Sequence[cmds.Command], reached_before: bool, wait: float | None
+    lines: list[str], batch: Sequence[cmds.Command], reply: Reply, wait: float | None
 ) -> Refused:
     """Sort an answer's `error_message` lines: a line saying CCNow is down decides nothing,
     whatever field it names (checked first: `system down for maintenance: x_action unavailable
     until 10:00` is no refusal of every command for good), and one naming a field says so of
     the commands it names only; any other line naming a field refuses the commands it names;
-    the lines naming none decide nothing. `reached_before`: an earlier attempt of the post may
-    have reached CCNow (Refused.reached_before); `wait`: its Retry-After (Refused.wait)."""
+    the lines naming none decide nothing. `reply`: its answer, which says whether an earlier
+    attempt of the post was made or may have reached CCNow (Refused.reached_before);
+    `wait`: its Retry-After (Refused.wait)."""
     words: dict[int, str] = {}
     held: dict[int, str] = {}
     unnamed: list[str] = []
@@ -363,7 +371,7 @@ def _refused(
     # for an outage only when every line naming no field says CCNow is down.
     whole = next(iter(unnamed + down), None)
     refused = Refused(words, whole, bool(down) and not unnamed, held, wait)
-    refused.reached_before = reached_before
+    refused.reached_before, refused.tried_before = reply.reached_before, reply.tried_before
     return refused
 
 

@@ -75,7 +75,7 @@ class Lost(Exception):
         wait: float | None = None,
         *,
         cut: Reply | None = None,
-        in_part: tuple[Answer, float, bool] | None = None,
+        in_part: tuple[Answer, float, bool, bool] | None = None,
     ) -> None:
         super().__init__(word)
         self.wait = wait
@@ -83,7 +83,8 @@ class Lost(Exception):
         # those orders' commands would be applied again), read by the caller.
         self.cut = cut
         # Those lines, read (ccnow_post): the answer, when its attempt was sent, whether an
-        # earlier attempt may have reached CCNow. They close their orders' commands.
+        # earlier attempt may have reached CCNow, whether one was made (Posted.tried_before).
+        # They close their orders' commands.
         self.in_part = in_part
 
 
@@ -226,10 +227,11 @@ async def post_retrying(
     wait first; none when it asks longer than `retry.max_backoff_s`: GaveUp at once, to be
     queued as long as it asks, whether an attempt may have reached CCNow or not); return the
     first other answer, its `reached_before` saying whether an attempt before it may have
-    reached CCNow. Raise GaveUp after the last (`reached`: an attempt may have reached CCNow;
-    else nothing ran, the last attempt turned away or never sent; `wait`: its Retry-After),
-    AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping when the stop
-    kept the first attempt back; once `halt` is set, no attempt is made again."""
+    reached CCNow, its `tried_before` whether one was made. Raise GaveUp after the last
+    (`reached`: an attempt may have reached CCNow; else nothing ran, the last attempt turned
+    away or never sent; `wait`: its Retry-After), AnswerTooLarge or UndecodableAnswer at once
+    (CCNow got the post), Stopping when the stop kept the first attempt back; once `halt` is
+    set, no attempt is made again."""
     n, reached = 0, False
     word, sent_at, answered, wait = "", 0.0, None, None
     while True:
@@ -247,13 +249,14 @@ async def post_retrying(
                 # Its body broke after lines for some of its orders (a Content-Length or
                 # chunks not all come, the rest not within the timeout): sent again whole, it
                 # would apply those again.
-                part = came._replace(reached_before=True) if reached_before else came
+                part = came._replace(reached_before=reached_before, tried_before=n > 0)
                 raise Lost(str(exc), cut=part) from None
             reached, word, answered, wait = True, str(exc), None, None
         else:
+            reply = reply._replace(reached_before=reached_before, tried_before=n > 0)
             if not reply.body_began and refuses_a_field(reply.status, reply.body):
                 # Read, not retried: its words refuse a command, as in a 200.
-                return reply._replace(reached_before=True) if reached_before else reply
+                return reply
             if reply.body_began or is_retryable(reply.status):
                 # A 429 or 503 turns the post away before it runs, unless its words say
                 # otherwise; a refusal whose body broke after it began is a lost answer (the
@@ -263,12 +266,11 @@ async def post_retrying(
                 word, answered = f"http_{reply.status}{cut}", reply.status
                 wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
             elif is_complete(reply):
-                return reply._replace(reached_before=True) if reached_before else reply
+                return reply
             elif in_part(reply):
                 # Lines for some of its orders came whole before the cut: they say what CCNow
                 # did with those, which a post sent again whole would apply again.
-                part = reply._replace(reached_before=True) if reached_before else reply
-                raise Lost("truncated_answer", cut=part)
+                raise Lost("truncated_answer", cut=reply)
             else:
                 reached, word, answered, wait = True, "truncated_answer", None, None
         if (

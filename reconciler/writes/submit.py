@@ -48,6 +48,7 @@ from reconciler.writes.submit_outcome import (
     uncertain,
 )
 from reconciler.writes.submit_prices import check_cart
+from reconciler.writes.submit_refused import followed_already
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -164,7 +165,7 @@ class Submitter:
         ):
             raise BadSubmission("externalReference", GIVEN_SECRET)
         prepared = prepare(body, receiver=self.receiver, account=account)
-        check_cart(body)  # DESIGN.md: a submit goes out with its prices checked
+        warnings = check_cart(body)  # DESIGN.md: a submit goes out with its prices checked
         ref = prepared.reference
         # Encoded before it is recorded: a body that cannot be sent must leave no submission.
         payload = json.dumps(prepared.body, ensure_ascii=False, allow_nan=False).encode()
@@ -173,12 +174,13 @@ class Submitter:
             # answers leaves it known to its caller (one line a submit costs 0.3 ms: only then).
             log.info("ccv.submit_sending", extra=fields(account=account, external_reference=ref))
         try:
-            return await self.in_flight.run(self._record_and_send(cfg, account, ref, payload))
+            result = await self.in_flight.run(self._record_and_send(cfg, account, ref, payload))
         except Stopping:
             stopping = "reconciler is stopping; nothing was recorded or sent: submit it again"
             document = {"error": stopping, "external_reference": ref}
             own = "stopping before the submit went out; nothing was recorded or sent: submit again"
-            return json_result(503, document, ref, None, own=own)
+            result = json_result(503, document, ref, None, own=own)
+        return dataclasses.replace(result, pricing=warnings)
 
     async def _record_and_send(self, cfg: CCVConfig, account: str, ref: str, data: bytes) -> Result:
         key = (account, ref)
@@ -188,6 +190,8 @@ class Submitter:
                 self._unsent.setdefault(key, mine)  # the first to come, until it ends
                 try:
                     sub_id = await subs.record(self.store, account, ref, self.clock())
+                except subs.ReferenceFollowed as exc:
+                    return followed_already(account, ref, exc.carried_by)
                 except subs.SubmissionExists as exc:
                     old, earlier = exc.existing, self._unsent.get(key)
                     if old.state == "sending" and earlier is not None and earlier is not mine:

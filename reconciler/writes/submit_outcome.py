@@ -34,6 +34,7 @@ from reconciler.redact import (
 from reconciler.store import Store
 from reconciler.store import submissions as subs
 from reconciler.writes.ccv_http import Answer
+from reconciler.writes.pricing_values import Problem
 from reconciler.writes.submit_ids import location_order_id, names_an_order, order_id_from
 
 log = logging.getLogger("reconciler.writes.submit")
@@ -107,6 +108,8 @@ class Result:
     # Whether CCV named its order under an id `track` cannot take (uncertain,
     # `unusable_order_id`): only `ccv resolve --made` settles it, not `track ccv ID`
     untrackable: bool = False
+    # The warnings of the check of its cart's prices; None: the cart carries none to check
+    pricing: Sequence[Problem] | None = None
 
 
 def ref_option(reference: str) -> str:

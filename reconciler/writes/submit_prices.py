@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 
+from ..redact import SecretForms
 from .pricing import blocking, check_pricing
 from .pricing_values import Problem
 from .submit_body import BadSubmission
+from .submit_outcome import own_header
 
 # The fields a cart shares with a pricing body (ccv-set-shopping-cart-pricing.txt's example).
 PRICING_FIELDS = (
@@ -27,6 +30,11 @@ _PERIODS = "periodPricingDetails".casefold()
 _TOTAL = "totalAmountToBePaidImmediately".casefold()
 CART = "$.order.shoppingCart"
 REFUSED = "the prices in order.shoppingCart are inconsistent; nothing was recorded or sent to CCV"
+# How many warnings the check of the prices gave: on every answer to a body it let through.
+WARNINGS_HEADER = "Reconciler-Pricing-Warnings"
+# The warnings themselves, on an answer to a submit whose cart was checked (`warning_headers`).
+PROBLEMS_HEADER = "Reconciler-Pricing-Problems"
+PROBLEMS_HEADER_MAX = 4096
 
 
 class BadPrices(BadSubmission):
@@ -74,11 +82,29 @@ def _priced(cart: Mapping[object, object]) -> bool:
     return False
 
 
-def check_cart(body: Mapping[str, object]) -> None:
-    """Raise BadPrices when the cart's prices break a blocking rule."""
+def check_cart(body: Mapping[str, object]) -> list[Problem] | None:
+    """Raise BadPrices when the cart's prices break a blocking rule; return its warnings, or
+    None when the cart carries no prices (nothing was checked)."""
     problems = cart_problems(body)
     if blocking(problems):
         raise BadPrices(problems)
+    order = body.get("order")
+    cart = order.get("shoppingCart") if isinstance(order, Mapping) else None
+    return problems if isinstance(cart, Mapping) and _priced(cart) else None
+
+
+def warning_headers(warnings: Sequence[Problem], forms: SecretForms | None) -> dict[str, str]:
+    """The headers of an answer to a submit whose cart was checked: WARNINGS_HEADER counts its
+    warnings, as a pricing PATCH's answer does; PROBLEMS_HEADER lists them as a refusal's 422
+    lists its problems (a JSON array, masked, percent-encoded as the other `Reconciler-`
+    headers), as many whole ones as PROBLEMS_HEADER_MAX characters hold (a client refuses a
+    longer header; `ccv check-pricing` lists them all)."""
+    shown = [p.masked(forms).to_json() for p in warnings]
+    value = own_header(json.dumps(shown))
+    while len(value) > PROBLEMS_HEADER_MAX:
+        shown.pop()
+        value = own_header(json.dumps(shown))
+    return {WARNINGS_HEADER: str(len(warnings)), PROBLEMS_HEADER: value}
 
 
 def _in_cart(path: str) -> str:

@@ -59,8 +59,8 @@ async def test_status_shows_accounts_orders_sinks_and_the_store(
     assert ccnow["failing_since"] == failed_at
     assert ccnow["last_error"]
     assert status["sinks"] == [
-        {"name": "log", "backlog": 0, "dead": 0, "disabled": None},
-        {"name": "jsonl", "backlog": 1, "dead": 1, "disabled": None},
+        {"name": "log", "backlog": 0, "dead": 0, "disabled": None, "disabled_since": None},
+        {"name": "jsonl", "backlog": 1, "dead": 1, "disabled": None, "disabled_since": None},
     ]
     store = status["store"]
     assert store["path"] == str(tmp_path / "reconciler.db") and store["exists"] is True
@@ -158,6 +158,7 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
         "backlog": 0,
         "dead": 0,
         "disabled": "HTTP 410 Gone",
+        "disabled_since": "1970-01-01T00:00:01.000Z",
     }
     last = status["last_pass"]
     assert (last["name"], last["outcome"], last["checked"], last["failed"]) == (
@@ -184,7 +185,11 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
     assert row[head.index("STUCK") :].split()[0] == "1"
     assert any(line.split() == ["outcome", "failed"] for line in lines)
     # The source.failed event waits for the disabled sink.
-    assert any(line.split() == ["jsonl", "1", "0", "HTTP", "410", "Gone"] for line in lines)
+    assert any(
+        line.split()
+        == ["jsonl", "1", "0", "HTTP", "410", "Gone", "since", "1970-01-01T00:00:01.000Z"]
+        for line in lines
+    )
 
 
 def _steady(text: str) -> str:

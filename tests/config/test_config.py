@@ -365,6 +365,9 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
      "sinks[0].name", "'log' is the name of the built-in log sink"),
     ("sink-retry", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '2h'\nretry_max = '1h'\n",
      "sinks[0].retry_max", "must not be less than retry_min"),
+    # The first retry came an hour after the failure: max_age = "5s" dead-lettered at 1 h.
+    ("sink-retry-past-max-age", CCV + "[[sinks]]\ntype = 'log'\nretry_min = '1h'\n"
+     "retry_max = '1h'\nmax_age = '5s'\n", "sinks[0].retry_min", "must not be more than max_age"),
     ("alerts-unknown", CCV + "[alerts]\nstuck_afte = {}\n", "alerts.stuck_afte", "unknown key"),
     ("alerts-source", CCV + "[alerts.stuck_after.paypal]\npending = '1d'\n",
      "alerts.stuck_after.paypal", "unknown source (use ccv or ccnow)"),
@@ -654,14 +657,14 @@ def test_other_secrets_come_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_an_unpadded_webhook_secret_is_taken_as_the_sink_takes_it(tmp_path: Path) -> None:
     # Receivers' libraries print secrets without base64 padding; the sink signs with them, so
     # `check` must not refuse them (exit 78).
-    unpadded = "whsec_" + base64.b64encode(b"0123456789abcdefg").decode().rstrip("=")
+    unpadded = "whsec_" + base64.b64encode(b"0123456789abcdef012345678").decode().rstrip("=")
     assert len(unpadded.removeprefix("whsec_")) % 4
     config = load(
         tmp_path,
         CCNOW + f"[[sinks]]\ntype = 'webhook'\nurl = 'https://h.example'\nsecret = '{unpadded}'\n",
     )
     (sink,) = [s for s in config.sinks if isinstance(s, WebhookSinkConfig)]
-    assert webhook_key(sink.secret.reveal()) == b"0123456789abcdefg"
+    assert webhook_key(sink.secret.reveal()) == b"0123456789abcdef012345678"
 
 
 def test_sink_secret_from_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

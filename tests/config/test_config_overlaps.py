@@ -52,7 +52,9 @@ async def test_a_jsonl_sink_on_a_later_sinks_secret_file_is_a_config_error(
     tmp_path: Path,
 ) -> None:
     # The webhook's secret is read after the jsonl sink's table: refused all the same.
-    (tmp_path / "hook.secret").write_text("whsec_MDEyMzQ1Njc4OWFiY2RlZg\n", encoding="utf-8")
+    (tmp_path / "hook.secret").write_text(
+        "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3\n", encoding="utf-8"
+    )
     cfg = tmp_path / "reconciler.toml"
     sinks = (
         "[[sinks]]\ntype = 'jsonl'\npath = 'hook.secret'\n"

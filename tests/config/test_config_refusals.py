@@ -21,7 +21,7 @@ CCNOW = "[ccnow]\nurl = 'https://ccnow.example/oapi'\nclient_id = 'c'\npassword 
 RECEIVER = "[receiver]\npublic_url = 'https://i.example'\nsecret = '0123456789abcdef'\n"
 WEBHOOK = (
     "[[sinks]]\ntype = 'webhook'\nurl = 'https://hooks.example/in'\n"
-    "secret = 'whsec_MDEyMzQ1Njc4OWFiY2RlZg'\n"
+    "secret = 'whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3'\n"
 )
 
 

@@ -199,10 +199,12 @@ async def test_a_reference_two_orders_carry_settles_an_uncertain_submit_naming_n
     # (not whichever the store lists first), the reference waits for the order submitted with
     # it, and the line names both that carry it.
     now = time.time()
-    await ccv.store.orders.track("ccv", "default", [(ORDER, "abc"), (OTHER, "abc")], now)
-    fake_ccv.orders, fake_ccv.refs = {ORDER: "New", OTHER: "New"}, {ORDER: "abc", OTHER: "abc"}
+    # Recorded before the orders carry it (a submit of a reference a followed order carries
+    # is refused): CCV's answers gave it to them while the submit was uncertain.
     sub_id = await subs.record(ccv.store, "default", "abc", now)
     await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
+    await ccv.store.orders.track("ccv", "default", [(ORDER, "abc"), (OTHER, "abc")], now)
+    fake_ccv.orders, fake_ccv.refs = {ORDER: "New", OTHER: "New"}, {ORDER: "abc", OTHER: "abc"}
 
     with caplog.at_level(logging.INFO, logger="reconciler"):
         report = await ccv.check_reference("abc")
@@ -221,10 +223,10 @@ async def test_a_reference_one_order_carries_settles_an_uncertain_submit_naming_
     ccv: CCVCoordinator, fake_ccv: FakeCCV, caplog: pytest.LogCaptureFixture
 ) -> None:
     now = time.time()
+    sub_id = await subs.record(ccv.store, "default", "abc", now)  # before the order carries it
+    await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
     await ccv.store.orders.track("ccv", "default", [(ORDER, "abc")], now)
     fake_ccv.orders, fake_ccv.refs = {ORDER: "New"}, {ORDER: "abc"}
-    sub_id = await subs.record(ccv.store, "default", "abc", now)
-    await subs.make_uncertain(ccv.store, "default", [sub_id], [], reason="timeout", now=now)
 
     with caplog.at_level(logging.INFO, logger="reconciler"):
         report = await ccv.check_reference("abc")

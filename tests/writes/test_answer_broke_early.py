@@ -166,8 +166,9 @@ async def test_the_daemon_passes_on_the_status_and_location_of_such_an_answer(
     assert len(fake.submits) == 2 and len(fake.pricing_calls) == 1
 
 
-# A 401 or 429 whose body broke in the same read as its head: tests/writes/test_ccnow_probe40.py
-# (queued when no byte of its body came, else uncertain: the rest may have been orders' lines).
+# A 401 or 429 whose body broke in the same read as its head:
+# tests/writes/test_ccnow_broken_action_answers.py (queued when no byte of its body came, else
+# uncertain: the rest may have been orders' lines).
 
 
 async def test_an_undecodable_answer_an_earlier_release_kept_without_its_status_is_refused(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,20 @@ WORD = {"ship": "ship", "cancel": "cancel", "add-tracking": "track", "adjust": "
 def query(tmp_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def make_due(tmp_path: Path) -> None:
+    """Make the queued commands due now, as the time their next attempt waits for (30 s, a
+    Retry-After) having passed: the same line again sends only those due."""
+    now, db = time.time() - 1, tmp_path / "reconciler.db"
+    if not db.exists():
+        return  # nothing recorded yet
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE commands SET next_attempt_at = ? WHERE state = 'queued' "
+            "AND next_attempt_at > ?",
+            (now, now),
+        )
 
 
 def commands(tmp_path: Path) -> list[tuple[str, str, str | None]]:
@@ -169,6 +184,7 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
     assert [s for _, s, _ in commands(tmp_path)] == ["queued"]
     assert not [e for e in read_events(tmp_path) if e["type"].startswith("order.action")]
     fake_ccnow.always = None
+    make_due(tmp_path)
     again = await ccnow(cfg, "adjust", A, "--amount", "5")
     assert again.code == 0, again.stderr
     assert "(made before with this key)" in again.stdout
@@ -542,6 +558,7 @@ async def test_against_the_sandbox_a_dropped_answer_makes_an_adjust_uncertain(
         # Re-sent after the lost answer; the order's status shows the first post took.
         assert shipped.code == 75  # every post of it is dropped: still queued for later
         sandbox.set_faults("")
+        make_due(tmp_path)
         again = await ccnow(cfg, "ship", b, **env)
         assert again.code == 0, again.stdout
         assert "taken by an earlier attempt" in again.stdout

@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.writes.ccnow_actions import build
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
-from tests.writes.test_ccnow_actions import ARGS, WORD, A, B, ccnow, commands, tracked
+from tests.writes.test_ccnow_actions import ARGS, WORD, A, B, ccnow, commands, make_due, tracked
 from tests.writes.test_ccnow_down_words import (
     DAY,
     HOUR,
@@ -51,6 +51,7 @@ async def test_an_orders_own_line_saying_ccnow_is_down_refuses_nothing(
     assert first.code == 75, first.stdout + first.stderr
     assert commands(tmp_path) == [(A, "queued", words)]
     assert action_events(tmp_path) == []
+    make_due(tmp_path)
     again = await ccnow(cfg, action, A, *args)
     assert again.code == 0, again.stdout + again.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded"]

@@ -32,7 +32,17 @@ from reconciler.store.migrations import MIGRATIONS, statements
 from reconciler.writes.ccnow_actions import ActionSender, build
 from tests.conftest import write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
-from tests.writes.test_ccnow_actions import ARGS, WORD, A, B, ccnow, commands, query, tracked
+from tests.writes.test_ccnow_actions import (
+    ARGS,
+    WORD,
+    A,
+    B,
+    ccnow,
+    commands,
+    make_due,
+    query,
+    tracked,
+)
 from tests.writes.test_ccnow_answers import action_posts
 
 DAY = 86400.0
@@ -227,6 +237,7 @@ async def test_a_line_saying_ccnow_is_down_refuses_nothing_whatever_field_it_nam
         (o, "queued", words) for o in held
     ]
     assert [s for o, s, _ in commands(tmp_path) if o not in held] == ["succeeded"] * (2 - len(held))
+    make_due(tmp_path)
     again = await ccnow(cfg, action, A, B, *ARGS[action])
     assert again.code == 0, again.stdout + again.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded", "succeeded"]

@@ -26,7 +26,17 @@ from reconciler.writes.ccnow_actions import ActionSender, Tally, build
 from reconciler.writes.in_flight import InFlight
 from tests.conftest import call_cli, write_config
 from tests.fake_providers import CCNOW_PASSWORD, FakeCCNow, Reply
-from tests.writes.test_ccnow_actions import ARGS, WORD, A, B, ccnow, commands, query, tracked
+from tests.writes.test_ccnow_actions import (
+    ARGS,
+    WORD,
+    A,
+    B,
+    ccnow,
+    commands,
+    make_due,
+    query,
+    tracked,
+)
 from tests.writes.test_ccnow_answers import action_posts, of_type
 from tests.writes.test_ccnow_unsettled import action_events, days_ago
 
@@ -89,6 +99,7 @@ async def test_one_bad_command_neither_stalls_nor_ends_the_others_of_its_post(
     first = await ccnow(cfg, "ship", A, B)
     assert first.code == 75, first.stdout + first.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["queued", "queued"]
+    make_due(tmp_path)
     again = await ccnow(cfg, "ship", A, B)
     assert action_posts(fake_ccnow) == [[A, B], [A], [B]]  # each alone from then on
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded", "queued"], again.stderr
@@ -121,6 +132,7 @@ async def test_a_day_of_answers_naming_no_field_makes_a_command_uncertain_never_
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     fake_ccnow.always = Reply(200, words + "\n")
     for _ in range(2):
+        make_due(tmp_path)
         first = await ccnow(cfg, "adjust", A, "--amount", "9.00")
         assert first.code == 75, first.stdout + first.stderr
         assert commands(tmp_path) == [(A, "queued", words)]
@@ -151,6 +163,7 @@ async def test_a_ship_whose_order_took_is_done_when_its_day_ends(
     assert (await ccnow(cfg, "ship", A)).code == 75
     asked = len(fake_ccnow.requests)
     days_ago(tmp_path, "unsettled_since")
+    make_due(tmp_path)
     result = await ccnow(cfg, "ship", A)
     assert result.code == 0, result.stdout + result.stderr
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (the order's status)")]
@@ -169,6 +182,7 @@ async def test_a_maintenance_or_a_stop_of_more_than_a_day_does_not_end_a_command
     assert (await ccnow(cfg, "adjust", A, "--amount", "9.00")).code == 75
     if gap == "maintenance":
         fake_ccnow.script = [MAINTENANCE]
+        make_due(tmp_path)
         assert (await ccnow(cfg, "adjust", A, "--amount", "9.00")).code == 75
     else:
         days_ago(tmp_path, "next_attempt_at")  # due a day ago: nothing sent it since
@@ -198,7 +212,7 @@ async def test_a_chunked_answer_whose_last_line_ends_with_a_status_word_is_read(
     assert result.code == 0, result.stdout + result.stderr
     assert action_posts(fake_ccnow) == [[A]]  # posted once: no retry
     # Its order's line, the last without its line end, may be a longer one cut short: the
-    # order's status read decides (test_ccnow_second_probe.py).
+    # order's status read decides (test_ccnow_commands_one_at_a_time.py).
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (the order's status)")]
     assert "ccnow.answer_cut" not in result.stderr
 
@@ -307,5 +321,6 @@ async def test_a_refusal_cut_inside_a_field_name_refuses_no_other_command(
     assert of_type(tmp_path, "order.action_refused") == []
     assert fake_ccnow.orders == {i: "pending" for i in ids}
     # The next run sends them: CCNow takes each.
+    make_due(tmp_path)
     assert (await ccnow(cfg, "ship", *ids)).code == 0
     assert {state for _, state, _ in commands(tmp_path)} == {"succeeded"}

@@ -2,7 +2,8 @@
 answers a discount applied beside a ship with that one line, so the discount may have been
 applied; called refused, it might be given again another way. A person looks (`uncertain`).
 A tracking upload so answered, and an adjust answered another status past pending, stay
-refused (tests/writes/test_ccnow_probe21.py). Each answer comes from a fake on 127.0.0.1."""
+refused (tests/writes/test_ccnow_keys_and_echoed_secrets.py). Each answer comes from a fake on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from tests.fake_providers import FakeCCNow
 from tests.writes.test_ccnow_actions import A, ccnow, commands, tracked
-from tests.writes.test_ccnow_second_probe import action_events
+from tests.writes.test_ccnow_commands_one_at_a_time import action_events
 
 WORDS = "answered mark_shipped, not pending (CCNow may apply a discount to an order marked shipped)"
 

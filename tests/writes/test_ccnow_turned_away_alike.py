@@ -20,8 +20,8 @@ from reconciler.sources.connection import WriteAwareConnector
 from reconciler.writes.once import send_once
 from tests.conftest import write_config
 from tests.fake_providers import FakeCCNow, Raw, Reply
-from tests.writes.test_ccnow_actions import A, ccnow, commands
-from tests.writes.test_ccnow_second_probe import action_events
+from tests.writes.test_ccnow_actions import A, ccnow, commands, make_due
+from tests.writes.test_ccnow_commands_one_at_a_time import action_events
 
 TRACK = ("add-tracking", A, "--carrier", "DHL", "--number", "JD0146")
 NOT_PENDING = Reply(200, f"{A} error_message order not pending\n")
@@ -47,6 +47,7 @@ async def test_a_not_run_status_whose_body_never_began_is_no_earlier_attempt_of_
     fake_ccnow.script = [Raw(raw=raw), NOT_PENDING]
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     for _ in range(2):  # a 401 or 404 leaves it queued for the next run, which posts it
+        make_due(tmp_path)
         result = await ccnow(cfg, *TRACK)
         if commands(tmp_path)[0][1] != "queued":
             break
@@ -62,7 +63,8 @@ async def test_a_not_run_status_whose_body_never_began_is_no_earlier_attempt_of_
 async def test_a_not_run_status_whose_body_began_and_broke_is_a_lost_answer_for_a_ship(
     tmp_path: Path, fake_ccnow: FakeCCNow
 ) -> None:
-    # As for an adjust (tests/writes/test_ccnow_probe40.py): the rest may have been its line.
+    # As for an adjust (tests/writes/test_ccnow_broken_action_answers.py): the rest may have
+    # been its line.
     # Posted again at once, as after any lost answer, CCNow's `not pending` is read as an
     # earlier attempt's doing. (So it was before: this one guards the retry's reading.)
     fake_ccnow.orders = {A: "mark_shipped"}
@@ -98,6 +100,7 @@ async def test_an_upload_whose_tls_handshake_never_ended_was_not_sent(
     assert result.code == 75, result.stdout + result.stderr
     assert commands(tmp_path) == [(A, "queued", "connect timeout")]
     cfg.write_text(text)
+    make_due(tmp_path)
     again = await ccnow(cfg, *TRACK)
     assert again.code == 65, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "refused", "error_message order not pending")]

@@ -16,7 +16,7 @@ import pytest
 from reconciler.writes.ccnow_actions import UNSETTLED_FOR_S
 from tests.conftest import read_events
 from tests.fake_providers import FakeCCNow, Reply
-from tests.writes.test_ccnow_actions import ARGS, WORD, A, ccnow, commands, tracked
+from tests.writes.test_ccnow_actions import ARGS, WORD, A, ccnow, commands, make_due, tracked
 
 UNSETTLING = {
     "no-pending-orders": ["message no_pending_orders"],
@@ -97,7 +97,8 @@ async def test_a_tracking_upload_the_answer_does_not_settle_is_queued_and_sent_a
     assert commands(tmp_path) == [(A, "queued", "no single answer line for this order")]
     assert action_events(tmp_path) == []  # not refused: CCNow took it
     fake_ccnow.omit, fake_ccnow.extra_lines = set(), []
-    # The same line again sends the queued command at once.
+    # The same line again sends the queued command once it is due.
+    make_due(tmp_path)
     again = await ccnow(cfg, "add-tracking", A, *ARGS["add-tracking"])
     assert again.code == 0, again.stdout + again.stderr
     [(_, state, _)] = commands(tmp_path)
@@ -111,6 +112,7 @@ def days_ago(tmp_path: Path, column: str) -> None:
     """Move a command's time back a day (what the daemon would see a day later)."""
     with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
         conn.execute(f"UPDATE commands SET {column} = {column} - ?", (UNSETTLED_FOR_S,))
+    make_due(tmp_path)  # a day later, its next attempt is due
 
 
 @pytest.mark.parametrize("action", ["ship", "add-tracking"])
@@ -127,6 +129,7 @@ async def test_an_action_never_settled_is_uncertain_a_day_after_the_first_such_a
     days_ago(tmp_path, "created_at")
     fake_ccnow.replies_for[A] = Reply(200, "message no_pending_orders\n", "text/plain")
     for _ in range(3):
+        make_due(tmp_path)
         assert (await ccnow(cfg, action, A, *ARGS[action])).code == 75
         assert commands(tmp_path)[0][1] == "queued"  # the day counts from the first answer
     days_ago(tmp_path, "unsettled_since")

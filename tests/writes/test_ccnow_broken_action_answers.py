@@ -13,8 +13,8 @@ import pytest
 from reconciler.writes.ccnow_form import BadAction, from_document
 from tests.conftest import write_config
 from tests.fake_providers import FakeCCNow, Raw, Reply, ccnow_config
-from tests.writes.test_ccnow_actions import A, B, ccnow, commands
-from tests.writes.test_ccnow_second_probe import action_events, lost_twice
+from tests.writes.test_ccnow_actions import A, B, ccnow, commands, make_due
+from tests.writes.test_ccnow_commands_one_at_a_time import action_events, lost_twice
 
 LINES = f"{A} pending\n{B} pending\n".encode()
 
@@ -69,6 +69,7 @@ async def test_a_not_run_status_whose_body_never_began_leaves_the_discount_queue
     first = await ccnow(cfg, "adjust", A, "--amount", "1.00")
     assert first.code == 75, first.stdout + first.stderr
     assert commands(tmp_path) == [(A, "queued", f"http {raw[9:12].decode()}")]
+    make_due(tmp_path)
     again = await ccnow(cfg, "adjust", A, "--amount", "1.00")
     assert again.code == 0, again.stdout + again.stderr
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(A, "adjust")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import call_cli, write_config
 from tests.fake_providers import FakeCCNow, Reply
-from tests.writes.test_ccnow_actions import A, ccnow, commands
+from tests.writes.test_ccnow_actions import A, ccnow, commands, make_due
 from tests.writes.test_ccnow_resolve_action import ship_and_adjust_uncertain
 
 
@@ -62,6 +62,7 @@ async def test_a_dry_run_of_an_adjust_still_queued_shows_its_post_as_the_real_ru
     # The dry run found the command itself as the earlier discount: "refused without asking
     # CCNow: an earlier discount (#1) is queued", no post; the real run posted #1.
     cfg = await queued_adjust(tmp_path, fake_ccnow)
+    make_due(tmp_path)
     dry = await ccnow(cfg, "adjust", A, "--amount", "1.00", "--dry-run")
     assert dry.code == 0, dry.stdout + dry.stderr
     assert "left out" not in dry.stderr

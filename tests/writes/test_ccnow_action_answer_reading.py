@@ -15,7 +15,16 @@ import pytest
 from reconciler.daemon import Ticks
 from tests.conftest import call_cli, cli_env, daemon_here, poll_until, write_config
 from tests.fake_providers import FakeCCNow, Reply, Seen
-from tests.writes.test_ccnow_actions import ARGS, WORD, A, ccnow, commands, recorded_unsent, tracked
+from tests.writes.test_ccnow_actions import (
+    ARGS,
+    WORD,
+    A,
+    ccnow,
+    commands,
+    make_due,
+    recorded_unsent,
+    tracked,
+)
 from tests.writes.test_ccnow_answers import action_posts, changes
 from tests.writes.test_ccnow_unsettled import action_events
 
@@ -42,6 +51,7 @@ async def test_an_outage_s_words_naming_no_field_leave_the_command_queued(
     assert [state for _, state, _ in commands(tmp_path)] == ["queued"]
     assert action_events(tmp_path) == []
     # CCNow back: the same line sends it, and it takes.
+    make_due(tmp_path)
     again = await ccnow(cfg, action, A, *ARGS[action])
     assert again.code == 0, again.stdout + again.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["succeeded"]

@@ -15,7 +15,7 @@ from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import CCNOW_PASSWORD, CCV_KEY, FakeCCNow, Reply
 from tests.server.test_api import GOOD_PRICES, RECEIVER_SECRET, TOKEN, Api, api_toml
 from tests.writes.test_ccnow_actions import A, B, ccnow, commands, daemon_with_api, tracked
-from tests.writes.test_ccnow_second_probe import action_events
+from tests.writes.test_ccnow_commands_one_at_a_time import action_events
 from tests.writes.test_submit_crash import listening, query
 
 

@@ -19,7 +19,7 @@ from tests.conftest import call_cli, cli_env, free_port, write_config
 from tests.fake_providers import CCNOW_CLIENT_ID, CCNOW_PASSWORD, FakeCCNow, Reply, html_page
 from tests.server.test_api import api_toml
 from tests.writes.test_ccnow_actions import A, ccnow, commands, daemon_with_api, tracked
-from tests.writes.test_ccnow_second_probe import action_events, lost_twice
+from tests.writes.test_ccnow_commands_one_at_a_time import action_events, lost_twice
 
 
 def _sql(tmp_path: Path, statement: str, *params: object) -> None:

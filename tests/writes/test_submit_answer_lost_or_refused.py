@@ -26,7 +26,7 @@ from tests.fake_ccv_writes import DROP, SUBMIT_PATH, FakeCCVWrites, submit_body
 from tests.fake_providers import Raw, Reply
 from tests.server.test_api import api_toml
 from tests.writes.test_submit_crash import query
-from tests.writes.test_submit_review29b import submitter
+from tests.writes.test_submit_escaped_key_and_settled_answer import submitter
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 # A TLS `handshake_failure` alert: what an https port answers a plain HTTP request with.

@@ -18,7 +18,7 @@ from reconciler.sources.ccnow import MAX_BODY_BYTES
 from tests.conftest import free_port, read_events, write_config
 from tests.fake_providers import FakeCCNow, Reply, Seen, html_page
 from tests.server.test_api import api_toml
-from tests.writes.test_ccnow_actions import A, ccnow, commands, daemon_with_api, tracked
+from tests.writes.test_ccnow_actions import A, ccnow, commands, daemon_with_api, make_due, tracked
 from tests.writes.test_ccnow_maybe_taken import actions, snapshot
 
 
@@ -34,6 +34,7 @@ async def lost_twice(tmp_path: Path, fake: FakeCCNow, *args: str) -> Path:
     first = await ccnow(cfg, *args)
     assert first.code == 75, first.stdout + first.stderr
     assert [state for _, state, _ in commands(tmp_path)] == ["queued"]
+    make_due(tmp_path)  # its next attempt's time come
     return cfg
 
 
@@ -99,6 +100,7 @@ async def test_a_ship_refused_after_a_lost_answer_stays_queued_when_its_status_i
     assert action_events(tmp_path) == []
     # The status answers again: the re-sent ship is refused as not pending, and found taken.
     fake_ccnow.always = None
+    make_due(tmp_path)
     last = await ccnow(cfg, "ship", A)
     assert last.code == 0, last.stdout + last.stderr
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (taken by an earlier attempt)")]
@@ -207,7 +209,8 @@ async def test_a_200_too_large_to_read_may_have_been_run(
     first = await ccnow(cfg, "ship", A)
     assert first.code == 75, first.stdout + first.stderr
     assert commands(tmp_path) == [(A, "queued", "answer_too_large")]
-    # The re-send is refused as not pending: the post CCNow answered took.
+    # The re-send, once due, is refused as not pending: the post CCNow answered took.
+    make_due(tmp_path)
     again = await ccnow(cfg, "ship", A)
     assert again.code == 0, again.stdout + again.stderr
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped (taken by an earlier attempt)")]
@@ -221,7 +224,8 @@ async def test_a_200_too_large_to_read_may_have_been_run(
     [
         # `canceled` cut from a longer word: an end state, never asked again.
         (("cancel", A), f"{A} canceled", 75, "queued", "no single answer line for this order"),
-        # An adjust's or a tracking upload's counts: tests/writes/test_ccnow_probe40.py.
+        # An adjust's or a tracking upload's counts:
+        # tests/writes/test_ccnow_broken_action_answers.py.
     ],
 )
 async def test_a_chunked_answer_s_last_line_without_its_end_is_no_line_for_its_order(
