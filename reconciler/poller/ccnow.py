@@ -9,7 +9,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCNowConfig
-from ..model import ORDER_ERROR, UNKEPT_ANSWERS, Observation, OrderKey, Outcome, Via
+from ..model import (
+    ORDER_ERROR,
+    UNKEPT_ANSWERS,
+    Observation,
+    OrderKey,
+    OrderState,
+    Outcome,
+    Via,
+    settled_at,
+    unwatched,
+)
 from ..passes.report import PassReport
 from ..sources.ccnow_batches import Probe, Said
 from ..sources.errors import ProtocolError, SourceError
@@ -41,6 +51,14 @@ class CCNowSource(Protocol):
         """Query orders, awaiting `emit` for each; raise SourceError for the account, unless
         `probe` finds the account answering through its failures: those orders' failures
         alone. `catch_up`: the orders its posts did not reach are asked again within it."""
+        ...
+
+    def carried(self) -> Collection[str]:
+        """The orders its queries carried to their next poll, not checked yet."""
+        ...
+
+    def forget_carried(self, order_ids: Iterable[str]) -> None:
+        """Forget carried orders no longer followed."""
         ...
 
 
@@ -79,6 +97,15 @@ class ListMemory:
         self.left.update(i for i in taken if i not in answered and i not in named)
 
 
+def followed(state: OrderState | None, settled_since: float) -> bool:
+    """Whether an order is still followed and may be asked again: tracked, not ended, and
+    not settled past its watch (`model.unwatched`)."""
+    if state is None or state.end_state:
+        return False
+    changed = settled_at(state.last_changed, state.tracked_at)
+    return not unwatched("ccnow", state.status, changed, settled_since=settled_since)
+
+
 class CCNowCoordinator(Coordinator[CCNowSource]):
     """One CCNow account."""
 
@@ -110,6 +137,22 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             await emit(obs)
 
         await self.client.query(order_ids, answered, probe=self._answers)
+        await self._forget_carried(order_ids)
+
+    async def _forget_carried(self, asked: Collection[str]) -> None:
+        """Have the client forget the orders it carried that are no longer followed (untracked,
+        ended, settled and no longer watched): never asked again, each was kept for the
+        process's life. Those not in this query (`asked`) are read from the store: few, the
+        parts past some batch's posts."""
+        others = [i for i in self.client.carried() if i not in asked]
+        if not others:
+            return
+        keys = [OrderKey("ccnow", self.account, i) for i in sorted(others)]
+        states = await self.store.orders.load(keys)
+        since = self.settled_since()
+        gone = [k.order_id for k in keys if not followed(states.get(k), since)]
+        if gone:
+            self.client.forget_carried(gone)
 
     async def _answers(
         self,
@@ -159,18 +202,36 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         return Said.ANSWERS
 
     async def _query_says(self, order_id: str) -> Said:
-        """Whether a query of one order gets CCNow's word about it."""
+        """Whether a query of one order gets CCNow's word about it: also an answer holding a
+        line no order's can be read from beside the order's own (an odd order's, its check
+        failing `protocol`): CCNow's program answered about it, and that is the order's own
+        trouble, as in a pass's queries (`BatchFailures.finish`); it counted as the
+        account's failure, and two such witnesses failed the account."""
         said: list[Observation] = []
+        spoken: list[bool] = []
 
         async def keep(observation: Observation) -> None:
             said.append(observation)
 
+        async def named(
+            asked: Sequence[str],
+            *,
+            lists: bool = True,
+            read: Sequence[str] = (),
+            spoke: bool = False,
+        ) -> Said:
+            # A witness's query asks no other order: only what its own answer said counts.
+            spoken.append(spoke)
+            return Said.ANSWERS if spoke else Said.FAILS
+
         try:
-            await self.client.query([order_id], keep)
+            await self.client.query([order_id], keep, probe=named)
         except (RequestFailed, ProtocolError):
             # No answer, or one that says nothing of the order (empty, a line that cannot be
-            # read, a page): a malformed answer is a source error, as in any check.
+            # read alone, a page): a malformed answer is a source error, as in any check.
             return Said.FAILS
+        if any(spoken):
+            return Said.ANSWERS
         answers = any(
             o.outcome is not Outcome.FAILED or o.reason in (ORDER_ERROR, *UNKEPT_ANSWERS)
             for o in said
@@ -263,6 +324,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             if to_query:
                 # A catch-up decides every order it asks: none carried to a next poll.
                 await self.client.query(to_query, emit, probe=probe, catch_up=ask_all)
+                await self._forget_carried(to_query)
 
         try:
             error = await self._asking(ask, listing, batcher)

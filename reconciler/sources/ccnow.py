@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from functools import partial
 from urllib.parse import urlencode
@@ -189,6 +189,14 @@ class CCNowClient:
             carries=self._carries,
             heard=self._heard,
         ).run(order_ids, catch_up=catch_up)
+
+    def carried(self) -> frozenset[str]:
+        """The orders its queries carried to their next poll (`ccnow_carry.Carries`)."""
+        return frozenset(self._carries.counts)
+
+    def forget_carried(self, order_ids: Iterable[str]) -> None:
+        """Forget carried orders no longer followed: never asked again, they were kept."""
+        self._carries.forget(order_ids)
 
     async def _decide(self, first: OrderLine) -> Observation:
         """Ask again, alone, about the order of an answer's undecided last line. The second

@@ -22,12 +22,23 @@ CARRY_POLLS = 3
 
 
 class Carries:
-    """An account's orders carried, each with the polls in a row it was (this process's: a
-    new one starts with a catch-up, which decides every order it asks, `Carried.take`)."""
+    """An account's orders carried, each with the polls that asked it and carried it, in a
+    row (a poll of other orders between counts nothing of it; one that asked it and did not
+    carry it ends the row). This process's only, not the store's: a new one starts with a
+    catch-up, which decides every order it asks (`Carried.take`), so no order is carried past
+    a restart either; a count kept across one would end rows that the catch-up ended already.
+    An order no longer followed (untracked, ended, settled and no longer watched) is never
+    asked again: the coordinator has it forgotten (`forget`), else it stayed for the
+    process's life."""
 
     def __init__(self, polls: int = CARRY_POLLS) -> None:
         self.polls = polls
         self.counts: dict[str, int] = {}
+
+    def forget(self, order_ids: Iterable[str]) -> None:
+        """Forget orders no longer followed."""
+        for order_id in order_ids:
+            self.counts.pop(order_id, None)
 
 
 class Carried:

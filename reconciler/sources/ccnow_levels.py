@@ -98,6 +98,16 @@ async def alone(
     return None
 
 
+def speaker(part: list[str], said: UnreadableAnswer) -> str | None:
+    """The first order of a part whose status its answer read, to be asked alone whether the
+    answer's odd lines are noise. Not the part's first order as such: one CCNow answers no
+    line of its own for (or one that cannot be read) answers none alone either, and the
+    query's one post hearing the noise was spent on it (the noise not heard, healthy orders
+    halved down to each alone, and the account failed when it was its batch's first)."""
+    read = {o.order_id for o in said.answer.orders if o.status is not None} if said.answer else ()
+    return next((i for i in part if i in read), None)
+
+
 async def by_levels(
     batch: list[str],
     said: UnreadableAnswer,
@@ -119,9 +129,10 @@ async def by_levels(
     it: ccnow_carry.py, CARRY_POLLS in a row at most), each poll finding more odd orders alone,
     which then wait for their failure's backoff (`BatchQuery.levels` fails them when none was
     decided: the next poll would ask the same parts again). Halves holding more such lines
-    together than their part, and the first order of a half holding just those lines, alone,
-    as many beside its own line (`Noise`, one post a query besides the batch's): the parts
-    holding the noise alone are decided by their lines that read, the others halved on."""
+    together than their part, and an order of a half holding just those lines whose status
+    that half's answer read (`speaker`), alone, as many beside its own line (`Noise`, one post
+    a query besides the batch's): the parts holding the noise alone are decided by their
+    lines that read, the others halved on."""
     split.levels = True
     answered = False
     unasked: list[list[str]] = []
@@ -141,10 +152,10 @@ async def by_levels(
             halves = odd[first:]
             extra = noise.more(part_said, [h for _, h in halves]) if both else 0
             # A half holding the extra lines alone (no order's of its own, were they noise):
-            # its first order alone answers them beside its line, or they are no noise.
-            pure = next((h for h, h_said in halves if h_said.odd == extra), None)
-            if extra and pure is not None:
-                noise.heard(extra, pure[0], await hear(pure[0]))
+            # an order of it alone answers them beside its line, or they are no noise.
+            asked = next((i for h in halves if h[1].odd == extra and (i := speaker(*h))), None)
+            if extra and asked is not None:
+                noise.heard(extra, asked, await hear(asked))
             noisy = [o for o in odd if noise.only(o[1])]
             odd[:] = [o for o in odd if not noise.only(o[1])]
             for half, half_said in noisy:

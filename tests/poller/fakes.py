@@ -86,3 +86,9 @@ class FakeCCNowClient:
                 await emit(Observation(key, Outcome.FAILED, reason="order_error"))
             else:
                 await emit(Observation(key, Outcome.OK, self.statuses[order_id]))
+
+    def carried(self) -> frozenset[str]:
+        return frozenset()  # its queries reach every order
+
+    def forget_carried(self, order_ids: Iterable[str]) -> None:
+        pass
