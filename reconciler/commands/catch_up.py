@@ -13,7 +13,7 @@ from ..exits import EX_OK, EX_TEMPFAIL, UsageError
 from ..logs import fields
 from ..poller.unconfigured import unconfigured_accounts, warn_unconfigured
 from .accounts import account_names
-from .permissions import warn_same_accounts, warn_short_retention
+from .permissions import warn_same_accounts, warn_short_retention, warn_short_webhook_secrets
 from .progress import progress
 
 log = logging.getLogger("reconciler.cli")
@@ -30,6 +30,7 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(f"no [{args.source}] account is configured")
     warn_same_accounts(config)
     warn_short_retention(config)
+    warn_short_webhook_secrets(config)
     async with Runtime(config) as rt:
         started = time.monotonic()
         warn_unconfigured(await unconfigured_accounts(config, rt.store), args.source)

@@ -21,7 +21,12 @@ from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
 from ..logs import say
 from ..store import StoreError
 from ..terminal import shown
-from .permissions import warn_readable_secrets, warn_same_accounts, warn_short_retention
+from .permissions import (
+    warn_readable_secrets,
+    warn_same_accounts,
+    warn_short_retention,
+    warn_short_webhook_secrets,
+)
 
 
 async def check_command(config: Config, args: argparse.Namespace) -> int:
@@ -37,6 +42,7 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
     warn_readable_secrets(config.secret_files)
     warn_same_accounts(config)
     warn_short_retention(config)
+    warn_short_webhook_secrets(config)
     await _warn_unconfigured(config)
     if not args.online:
         return EX_OK

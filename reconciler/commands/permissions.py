@@ -1,5 +1,6 @@
 """Warnings about a config that loads: a file that holds a secret other users can read (as ssh
-warns of keys), two accounts that are one provider account, a retention window of hours."""
+warns of keys), two accounts that are one provider account, a retention window of hours, a
+webhook secret shorter than Standard Webhooks asks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, WebhookSinkConfig
+from ..config.secret import WEBHOOK_KEY_MIN_BYTES, webhook_key
 from ..logs import fields
 
 log = logging.getLogger("reconciler.config")
@@ -76,3 +78,25 @@ def warn_short_retention(config: Config) -> None:
                 'again as new; keep days ("400d", the default)',
             ),
         )
+
+
+def warn_short_webhook_secrets(config: Config) -> None:
+    """Log one warning per webhook sink whose key is under Standard Webhooks' 24 bytes: taken
+    (receivers' libraries take it, and refusing it would stop a daemon that ran with it), but a
+    key of a byte or a word signs events anyone can forge. Never the key, only its length."""
+    for index, sink in enumerate(config.sinks):
+        if not isinstance(sink, WebhookSinkConfig):
+            continue
+        size = len(webhook_key(sink.secret.reveal()))
+        if size < WEBHOOK_KEY_MIN_BYTES:
+            log.warning(
+                "config.webhook_secret_short",
+                extra=fields(
+                    key=f"sinks[{index}].secret",
+                    sink=sink.name,
+                    bytes=size,
+                    hint=f"Standard Webhooks asks for {WEBHOOK_KEY_MIN_BYTES} to 64 random bytes: "
+                    "give the sink and its receiver a new secret, "
+                    "printf 'whsec_%s' \"$(openssl rand -base64 32)\"",
+                ),
+            )

@@ -7,7 +7,12 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..config import Config
-from .permissions import warn_readable_secrets, warn_same_accounts, warn_short_retention
+from .permissions import (
+    warn_readable_secrets,
+    warn_same_accounts,
+    warn_short_retention,
+    warn_short_webhook_secrets,
+)
 
 if TYPE_CHECKING:
     from ..daemon import Ticks
@@ -27,4 +32,5 @@ async def daemon_command(
     warn_readable_secrets(config.secret_files)
     warn_same_accounts(config)
     warn_short_retention(config)
+    warn_short_webhook_secrets(config)
     return await run_daemon(config, stop=stop, ticks=ticks or TICKS)
