@@ -35,6 +35,7 @@ from reconciler.writes.ccnow_actions import (
 from reconciler.writes.ccnow_keys import made_before
 from reconciler.writes.ccnow_outcome import second_discount
 from reconciler.writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved
+from reconciler.writes.ccnow_turn import past_pending
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 
 from .accounts import account_names
@@ -154,7 +155,8 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
             f"reconciler: {c.order_id} {c.action} left out: refused without asking CCNow: {why}",
             logging.WARNING,
         )
-    tally.refused += len(second)  # made before: the real run refuses them (`refuse_second`)
+    # Made before: the real run refuses them (`refuse_second`, `refuse_past_pending`).
+    tally.refused += len(second)
     if any(rounds):
         # The password field is masked by name; a secret elsewhere (in the URL's query) too.
         text = "\n".join(dry_run_text(cfg, posts) for posts in rounds if posts)
@@ -180,16 +182,22 @@ async def _lined_up(
     """The posts of the commands the dry run would send, in rounds (an order's commands in the
     order they were made, the older ones queued and due that the real run sends first among
     them); those it holds back, each by the older command of its order queued or being sent;
-    and the adjusts made before it refuses, behind an uncertain one."""
+    and those made before it refuses: an adjust behind an uncertain one, one whose order is
+    past pending in the snapshot (at its turn, `refuse_past_pending`)."""
     lines = await cmds.in_line(store, going, due_by=time.time())
+    made = [c for c in going if isinstance(c, cmds.Command)] + [o for x in lines for o in x.first]
+    turned = {c.id: why for c, why in await past_pending(store, made)}
     held: list[tuple[cmds.NewCommand, cmds.Command]] = []
     second: list[tuple[cmds.NewCommand, str]] = []
     per_order: dict[tuple[str, str], dict[object, cmds.NewCommand]] = {}
     for c, line in zip(going, lines, strict=True):
         mine = per_order.setdefault((c.account, c.order_id), {})
         for o in line.first:
-            mine.setdefault(o.id, _new(o))
-        if line.held is None:
+            if o.id not in turned:  # refused at its turn, not posted
+                mine.setdefault(o.id, _new(o))
+        if line.held is None and isinstance(c, cmds.Command) and c.id in turned:
+            second.append((_new(c), turned[c.id]))
+        elif line.held is None:
             mine.setdefault(c.id if isinstance(c, cmds.Command) else c, _new(c))
         elif line.held.state == "uncertain":
             second.append((_new(c), second_discount(line.held, accounts)))

@@ -271,9 +271,11 @@ async def settle(
         # the order shipped meanwhile): CCNow may have it, a person looks.
         return Settled("uncertain", f"{words} ({MAYBE_TAKEN})", status, asked, None)
     unsettled = state == "queued"
+    # An attempt of this post before this answer (a proxy's 503 after CCNow ran it too) may
+    # have reached CCNow as an earlier post may: a read that says nothing leaves it queued.
+    maybe = reached or (tried and not named)
     # A refusal (`not pending`) after a post that may have reached CCNow with it, in this post
-    # (an attempt before this answer, a proxy's 503 after CCNow ran it too) or an earlier one,
-    # may say that post took.
+    # or an earlier one, may say that post took.
     tried = tried or c.attempts > 0 or c.maybe_reached_at is not None
     span = _ends(c, now, down) if unsettled else None
     # An answer without the order's line may follow CCNow running it: the status is read at
@@ -294,9 +296,10 @@ async def settle(
         # A word CCNow does not document (`on hold`, `mark_shipped extra`) is never guessed:
         # it may say the post took, or not; it says no more than a read that failed.
         guessed = found is not None and status not in DOCUMENTED
-        if (status is None or guessed) and state == "refused" and reached:
+        if (status is None or guessed) and state == "refused" and maybe:
             # The read said nothing (it failed, no line for the order, a word to guess), nor
-            # did the answer: the refusal, in the order's line, may be of a post that took.
+            # did the answer: the refusal, in the order's line, may be of a post (or an
+            # attempt of this one) that took.
             # Sent again, as after a lost answer, its day counting on.
             why = f"its order's status, {status!r}, is not documented" if guessed else UNREAD
             state, words, unsettled = "queued", f"{words} ({why})", True

@@ -1,46 +1,72 @@
 """CCNow order actions checked again when a queued command's turn comes: its order past pending
-in the snapshot (an older command of the order, a ship, answered meanwhile) refuses it without
-asking CCNow, as it would have been when recorded ("Checked first"), so that its outcome does
-not hang on whether it was recorded a second before or after that answer."""
+in the snapshot (an older command of the order, a ship, answered meanwhile; a ship made in
+CCNow's backroom, seen by a poll) refuses it without asking CCNow, as it would have been when
+recorded ("Checked first"), so that its outcome does not hang on whether it was recorded a
+second before or after that answer."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reconciler.logs import fields
 from reconciler.model import OrderKey
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.turn_refusals import close_unposted
 from reconciler.writes.ccnow_form import local_refusal
-from reconciler.writes.ccnow_outcome import close_as
+from reconciler.writes.ccnow_outcome import TAKEN, event_of, log
 from reconciler.writes.ccnow_taken import Tally
+
+
+def checked_at_turn(c: cmds.Command) -> bool:
+    """Whether a queued command is checked against the snapshot at its turn: all but a ship or
+    cancel posted before, and one an earlier post may have reached CCNow with. Such a post may
+    have put the order where it is (a ship behind a proxy's 503): sent again, its order's
+    status, read after CCNow's `not pending`, tells (a tracking upload such a post may have
+    added is a person's to settle: `uncertain`). A discount or tracking upload an earlier post
+    was turned away with (a 429: nothing ran) is refused as one never posted is."""
+    if c.maybe_reached_at is not None:
+        return False
+    return c.attempts == 0 or c.action not in TAKEN
+
+
+async def past_pending(
+    store: Store, commands: Sequence[cmds.Command]
+) -> list[tuple[cmds.Command, str]]:
+    """The commands checked at their turn (`checked_at_turn`) whose order is past pending in
+    the snapshot, each with why it is refused (a refusal's words at record time)."""
+    checked = [c for c in commands if checked_at_turn(c)]
+    if not checked:
+        return []
+    states = await store.orders.load(OrderKey("ccnow", c.account, c.order_id) for c in checked)
+    past: list[tuple[cmds.Command, str]] = []
+    for c in checked:
+        why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
+        if why is not None:
+            past.append((c, why))
+    return past
 
 
 async def refuse_past_pending(
     store: Store, commands: Sequence[cmds.Command], tally: Tally, *, now: float
 ) -> list[cmds.Command]:
-    """Close `refused` (its `order.action_refused`, the words of a refusal at record time) each
-    command never posted whose order is past pending in the snapshot; return the others. One
-    posted before is sent again whatever the snapshot says: that post may have put the order
-    where it is (a ship behind a proxy's 503), which its order's status, read after CCNow's
-    `not pending`, tells."""
-    never = [c for c in commands if c.attempts == 0 and c.maybe_reached_at is None]
-    if not never:
-        return list(commands)
-    states = await store.orders.load(OrderKey("ccnow", c.account, c.order_id) for c in never)
-    past: list[tuple[cmds.Command, str]] = []
-    for c in never:
-        why = local_refusal(states.get(OrderKey("ccnow", c.account, c.order_id)))
-        if why is not None:
-            past.append((c, why))
+    """Close `refused` (its `order.action_refused`) each command `past_pending` finds; return
+    the others."""
+    past = await past_pending(store, commands)
     if not past:
         return list(commands)
-    # Claimed first, as a post claims its commands: another sender of this process that found
-    # them too neither refuses them again (one event each) nor posts one.
-    claimed = set(await cmds.mark_sending(store, [c.id for c, _ in past]))
     refused: cmds.State = "refused"
-    mine = [(c, refused, why) for c, why in past if c.id in claimed]
-    if mine:
-        await close_as(store, mine, now=now)
-        tally.refused += len(mine)
+    events = {c.id: event_of(store, c, refused, why, now) for c, why in past}
+    # Claimed and closed in one commit, only while queued as loaded: another sender of this
+    # process that found them too neither refuses them again (one event each) nor posts one,
+    # and a process that dies meanwhile leaves none `sending` (the next start would take it
+    # for one a post may have carried).
+    closed = set(await close_unposted(store, [(c, refused, why) for c, why in past], events, now))
+    for c, why in past:
+        if c.id in closed:
+            about = {"account": c.account, "order_id": c.order_id, "action": c.action}
+            extra = fields(**about, command_id=c.id, reason=why)
+            log.warning("ccnow.action_refused", extra=extra)
+    tally.refused += len(closed)
     gone = {c.id for c, _ in past}
     return [c for c in commands if c.id not in gone]
