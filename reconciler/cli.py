@@ -32,8 +32,9 @@ from .exits import (
     Terminated,
     UsageError,
 )
-from .logs import LEVELS, logging_set_up, say
+from .logs import LEVELS, logging_set_up, mask_secrets, say
 from .model import SOURCES, EventType
+from .redact import config_secrets
 from .stdio import open_closed_standard_streams, output_written, report_failed_output
 from .store import StoreError, StoreFull, StoreLocked, named_unusable
 
@@ -57,8 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: $RECONCILER_CONFIG, else ./reconciler.toml)",
     )
     p.add_argument("--log-level", choices=LEVELS, default="info", help="default: info")
-    # The same options after the command too (`reconciler catch-up --config x.toml`); there they
-    # default to "not given", so they never override a value given before the command.
+    # Also after the command (`catch-up --config x.toml`); not given there, they override nothing.
     common = argtypes.Parser(add_help=False)
     common.add_argument(
         "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -243,8 +243,7 @@ def undecodable_argument(argv: Sequence[str]) -> str | None:
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError:
-            raw = os.fsencode(arg)
-            return raw.decode("utf-8", errors="backslashreplace")
+            return os.fsencode(arg).decode("utf-8", errors="backslashreplace")
     return None
 
 
@@ -340,6 +339,7 @@ async def config_command(
     """Load the config and run a command needing it, in the running loop. `stop` ends `run` in
     place of its signals (a daemon in another program's loop); `ticks`: a test daemon's."""
     config = load_config(config_path(args.config), secrets_optional=args.command in WITHOUT_SECRETS)
+    mask_secrets(config_secrets(config))  # in every traceback logged from here on
     with named_unusable(config.store_path):  # a store error outside the store's guards: one line
         if args.command == "run":
             from .commands.run import daemon_command

@@ -7,10 +7,11 @@ import io
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 from .json_text import iso_time, lenient_json
+from .redact import SecretForms, mask, text_forms
 
 # sd-daemon(3) priority prefixes; journald strips them and sets PRIORITY, so
 # `journalctl -p warning` filters our lines.
@@ -42,18 +43,22 @@ def render(
 
 
 class JsonFormatter(logging.Formatter):
-    """Render a record as one JSON line; structured fields come from `extra={"fields": {...}}`."""
+    """Render a record as one JSON line; structured fields come from `extra={"fields": {...}}`.
+    `secrets` (the config's, once it is loaded: `mask_secrets`) are masked in a traceback."""
 
-    def __init__(self, *, journal: bool) -> None:
+    def __init__(self, *, journal: bool, secrets: SecretForms | None = None) -> None:
         super().__init__()
         self.journal = journal
+        self.secrets = secrets
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
         extra = dict(fields) if isinstance(fields, dict) else {}
         if record.exc_info and record.levelno >= logging.ERROR:
             # Unexpected failures only: expected ones are logged without exc_info.
-            extra["traceback"] = self.formatException(record.exc_info)
+            # An exception's text may quote a secret (a header, a URL a library echoed),
+            # whoever logged it. Only here: the event lines, by the thousand, pay nothing.
+            extra["traceback"] = mask(self.formatException(record.exc_info), self.secrets)
         return render(
             record.created,
             record.levelno,
@@ -62,6 +67,15 @@ class JsonFormatter(logging.Formatter):
             extra,
             journal=self.journal,
         )
+
+
+def mask_secrets(secrets: Iterable[str]) -> None:
+    """Mask `secrets` (the config's, once loaded) in every traceback the handler `setup_logging`
+    gave the `reconciler` logger writes, the libraries' records' too (they share it)."""
+    forms = text_forms(secrets)
+    for handler in logging.getLogger("reconciler").handlers:
+        if isinstance(handler.formatter, JsonFormatter):
+            handler.formatter.secrets = forms
 
 
 def log_handler() -> logging.StreamHandler[TextIO]:

@@ -130,10 +130,10 @@ async def _track_ccv(
 ) -> int:
     """Track CCV orders, refusing to move one followed under one reference to another (its
     notifications and events would follow the other), unless `relink` says so: then its old
-    reference stays its alias, as when CCV renames one, and a warning names both; and refusing
-    to give one a reference another followed order carries (a reference names one order)."""
+    reference stays its alias, as when CCV renames one, and a warning names both. One given a
+    reference another followed order carries is tracked with it, and a warning says so."""
     try:
-        added, moved = await references.track(
+        added, moved, carried = await references.track(
             store, account, orders, time.time(), relink=relink, progress=advance
         )
     except references.FollowedElsewhere as exc:
@@ -144,15 +144,17 @@ async def _track_ccv(
             f"{shown(ref)}{more}: nothing tracked (--relink moves it, its old reference kept as "
             "an alias)"
         ) from None
-    except references.ReferenceCarried as exc:
-        oid, ref, others = exc.carried[0]
-        more = f" (and {len(exc.carried) - 1} more)" if len(exc.carried) > 1 else ""
-        raise DataError(
-            f"reference {shown(ref)} is carried by order {shown(others[0])}, which reconciler "
-            f"follows: order {shown(oid)} is not tracked with it{more}: nothing tracked (a "
-            "reference names one order; track it without --ref, or untrack the other first)"
-        ) from None
     references.log_relinked(log, account, moved)
+    references.log_carried(log, account, carried)
+    if carried:
+        oid, ref, others = carried[0]
+        more = f" (and {len(carried) - 1} more)" if len(carried) > 1 else ""
+        say(
+            f"reconciler: warning: reference {shown(ref)} is carried by order "
+            f"{shown(others[0])} too, which reconciler follows: order {shown(oid)} is tracked "
+            f"with it{more} (a submit of it is refused while they carry it)",
+            logging.WARNING,
+        )
     return added
 
 

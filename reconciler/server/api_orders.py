@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..config import ApiConfig
 from ..logs import fields
-from ..model import EventType, OrderKey, OrderState, Source, clipped
+from ..model import EventType, OrderKey, OrderState, Source
 from ..order_view import order_json
 from ..store import references
 from ..store import submissions as subs
@@ -102,7 +102,7 @@ class Orders:
             try:
                 # As `track --ref`: its notifications and events would follow the new one;
                 # moved only when asked (`--relink`), its old reference kept as an alias.
-                moved, kept = await references.keep_within(
+                moved, kept, carried = await references.keep_within(
                     store, account, [(order_id, ref)], relink=relink
                 )
             except references.FollowedElsewhere as exc:
@@ -113,24 +113,21 @@ class Orders:
                     '(`"relink": true` moves it, its old reference kept as an alias)',
                     "external_reference",
                 ) from None
-            except references.ReferenceCarried as exc:
-                ((_, given, others),) = exc.carried
-                raise BadRequest(
-                    409,
-                    f"reference {clipped(given)} is carried by order {others[0]}, which reconciler "
-                    "follows; not given to this order too (a reference names one order)",
-                    "external_reference",
-                    carried_by=others,
-                ) from None
             added = found is None
             await store.orders.track_within(source, account, kept, now)
+            # The other followed orders carrying its reference now, as a read-back names them.
+            also = await references.also_carried(store, key) if source == "ccv" else None
         references.log_relinked(log, account, moved)
+        references.log_carried(log, account, carried)
         if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):
             self.deps.submitter.on_commit()  # its order.submit_resolved goes out now
         state = await self.find(key)
         log.info("api.tracked", extra=fields(source=source, account=account, order_id=order_id))
         assert state is not None
-        return web.json_response(self.view(state), status=201 if added else 200)
+        document = self.view(state)
+        if also:  # only then: otherwise the answer is the object a read gives
+            document["also_carried_by"] = also
+        return web.json_response(document, status=201 if added else 200)
 
     def view(self, state: OrderState) -> dict[str, Any]:
         """Return an order as `orders --json` shows it, by the config running now."""

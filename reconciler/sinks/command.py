@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from reconciler.config import CommandSinkConfig
 from reconciler.config.secret import SECRET_ENV_ENDS
@@ -22,7 +23,7 @@ from reconciler.sinks.base import (
     RetryLater,
     deliver_in_order,
 )
-from reconciler.sinks.command_launch import Launcher, StartHangs, end_left, stop
+from reconciler.sinks.command_launch import LEFT_GRACE_S, Launcher, StartHangs, end_left, stop
 
 log = logging.getLogger("reconciler.sinks.command")
 
@@ -102,10 +103,18 @@ def program_problem(command: Sequence[str]) -> str | None:
 
 class CommandSink:
     """Runs `config.command` (never through a shell) once per event, event body on stdin;
-    `secrets` (the config's) are masked in what its stderr says."""
+    `secrets` (the config's) are masked in what its stderr says; what a program leaves running
+    has `left_grace_s` after SIGTERM before SIGKILL."""
 
-    def __init__(self, config: CommandSinkConfig, secrets: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: CommandSinkConfig,
+        secrets: Sequence[str] = (),
+        *,
+        left_grace_s: float = LEFT_GRACE_S,
+    ) -> None:
         self.name = config.name
+        self._left_grace_s = left_grace_s
         self._secrets = text_forms(secrets)
         self._argv = config.command
         self._timeout_s = config.timeout_s
@@ -126,13 +135,18 @@ class CommandSink:
         self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None
     ) -> list[DeliveryResult]:
         """Run the command once per event, in order (the dispatcher logs failures)."""
-        return await deliver_in_order(events, self._run, cutoff)
+        # Through a cutoff, each attempt runs in a task of its own, and a cancellation of it is
+        # the cutoff giving up: one that comes while the program's leftovers end keeps the
+        # program's verdict. Without, the attempt runs in the caller's task, whose
+        # cancellation must reach it.
+        run = functools.partial(self._run, verdict_stands=cutoff is not None)
+        return await deliver_in_order(events, run, cutoff)
 
     async def close(self) -> None:
         """Nothing is held between deliveries (a start whose exec hangs keeps its thread, which
         kills the program once the start ends)."""
 
-    async def _run(self, event: OutboxEvent) -> DeliveryResult:
+    async def _run(self, event: OutboxEvent, *, verdict_stands: bool) -> DeliveryResult:
         if self._nul:
             return RetryLater(f"cannot run: {self._argv[0]}: embedded null byte")
         env = child_environment(os.environ, event)
@@ -157,27 +171,44 @@ class CommandSink:
         except ValueError as exc:
             return RetryLater(f"cannot run: {self._argv[0]}: {exc}")
         proc = program.proc
-        finished = False
-        returncode: int | None
         try:
-            returncode, stderr = await asyncio.wait_for(
-                program.converse(data, _MAX_STDERR_BYTES), deadline - loop.time()
-            )
-            finished = True
-        except asyncio.TimeoutError:
-            # The program may have exited and left something holding stderr: its exit code,
-            # when it has one, is still its verdict.
-            returncode, stderr = proc.returncode, b""
-        finally:
             try:
-                if not finished:  # timeout or cancellation: nothing outlives its delivery
-                    await stop(proc)
-                else:  # what it started and left running, in its group, is ended too
-                    await end_left(proc.pid)
-            finally:
-                program.close()
-        if returncode is None:
-            return RetryLater("timeout")
+                returncode, stderr = await asyncio.wait_for(
+                    program.converse(data, _MAX_STDERR_BYTES), deadline - loop.time()
+                )
+            except asyncio.TimeoutError:
+                # The program may have exited and left something holding stderr: its exit
+                # code, when it has one, is still its verdict.
+                if (returncode := proc.returncode) is None:
+                    await stop(proc)  # nothing outlives its delivery
+                    return RetryLater("timeout")
+                result = self._verdict(returncode, b"")
+                await self._end(stop(proc), verdict_stands)  # kills the group, waits no more
+                return result
+            except BaseException:  # cancelled (a stop) before its exit: killed, not judged
+                await stop(proc)
+                raise
+        finally:
+            program.close()
+        # Its exit code decides, whatever comes after (README): judged before its leftovers
+        # are ended, so that a stop during their grace cannot turn a 0 into a retry.
+        result = self._verdict(returncode, stderr)
+        # What it started and left running, in its group, is ended too.
+        await self._end(end_left(proc.pid, self._left_grace_s), verdict_stands)
+        return result
+
+    @staticmethod
+    async def _end(ending: Awaitable[None], verdict_stands: bool) -> None:
+        """Await the end of what a judged program left; cancelled (`end_left` and `stop` kill
+        the group at once), return when the verdict stands: raised, the cutoff took the event
+        for unconfirmed, and it was delivered again."""
+        try:
+            await ending
+        except asyncio.CancelledError:
+            if not verdict_stands:
+                raise
+
+    def _verdict(self, returncode: int, stderr: bytes) -> DeliveryResult:
         if returncode == 0:
             return Delivered()
         return RetryLater(_exit_reason(returncode, stderr, self._secrets))

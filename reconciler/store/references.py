@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # (the order, the reference it is followed under, the reference given)
 Moved = tuple[OrderKey, str, str]
+# (an order given a reference, that reference, the other followed orders carrying it)
+Carried = tuple[str, str, list[str]]
 
 
 class FollowedElsewhere(Exception):
@@ -34,21 +36,11 @@ class FollowedElsewhere(Exception):
         self.moved = list(moved)
 
 
-class ReferenceCarried(Exception):
-    """Orders given with a reference that other followed orders carry (`carried`: the order,
-    the reference, those orders' ids); nothing was tracked."""
-
-    def __init__(self, carried: Sequence[tuple[str, str, list[str]]]) -> None:
-        order_id, ref, others = carried[0]
-        super().__init__(f"reference {ref!r} is carried by {others[0]}, not given to {order_id}")
-        self.carried = list(carried)
-
-
 def carried_elsewhere(
     conn: sqlite3.Connection, account: str, orders: Sequence[tuple[str, str | None]]
-) -> list[tuple[str, str, list[str]]]:
-    """The orders of `orders` (id, reference or None) that would become a second carrier of
-    the reference given: one that other followed CCV orders of the account carry, or that an
+) -> list[Carried]:
+    """The orders of `orders` (id, reference or None) that become a second carrier of the
+    reference given: one that other followed CCV orders of the account carry, or that an
     earlier order of `orders` takes; each with those orders' ids. An order that carries the
     reference already (CCV's read-back may give one to several) is none. Runs on the database
     thread, in the caller's transaction."""
@@ -62,7 +54,7 @@ def carried_elsewhere(
             (account, *chunk),
         ):
             carriers.setdefault(ref, []).append(oid)
-    carried: list[tuple[str, str, list[str]]] = []
+    carried: list[Carried] = []
     taken: dict[str, str] = {}  # a reference's new carrier among `orders`
     for oid, ref in orders:
         if ref is None:
@@ -120,16 +112,16 @@ def aliases_given(conn: sqlite3.Connection, account: str, moved: Sequence[Moved]
 
 async def keep_within(
     store: Store, account: str, orders: Sequence[tuple[str, str | None]], *, relink: bool
-) -> tuple[list[Moved], list[tuple[str, str | None]]]:
+) -> tuple[list[Moved], list[tuple[str, str | None]], list[Carried]]:
     """Inside the caller's transaction: raise FollowedElsewhere when an order given with a
     reference is followed under another one, unless `relink` says to move it: then its old
-    reference stays its alias (as when CCV renames one); raise ReferenceCarried when one would
-    become a second carrier of its reference (`carried_elsewhere`). Return the moved orders and the
-    orders to track: one given with a reference it keeps as an alias is tracked without it
-    (the same reference again changes nothing: a nightly import of the reference it was
-    submitted with, which CCV answered another to, goes on)."""
+    reference stays its alias (as when CCV renames one). Return the moved orders, the orders
+    to track and those that become a second carrier of their reference (`carried_elsewhere`:
+    tracked all the same, for the caller to say). One given with a reference it keeps as an
+    alias is tracked without it (the same reference again changes nothing: a nightly import of
+    the reference it was submitted with, which CCV answered another to, goes on)."""
     if not any(ref is not None for _, ref in orders):
-        return [], list(orders)
+        return [], list(orders), []
     moved = await on_thread(store.conn, followed_elsewhere, account, orders)
     kept = list(orders)
     if moved and not relink:
@@ -138,13 +130,13 @@ async def keep_within(
         if moved:
             raise FollowedElsewhere(moved)
         kept = [(oid, None if oid in aliased else ref) for oid, ref in orders]
-    # A reference names one order: another's would take its notifications and its submit's
-    # refusal, in silence (`relink` moves an order's own reference, never onto another's).
-    if carried := await on_thread(store.conn, carried_elsewhere, account, kept):
-        raise ReferenceCarried(carried)
+    # A reference is meant to name one order, but DESIGN.md's track takes any well-formed one
+    # (an outside system may reuse one): a second carrier is tracked and said, not refused.
+    # A submit of it is refused (submissions.record): that one would cost a second order.
+    carried = await on_thread(store.conn, carried_elsewhere, account, kept)
     if moved:
         await store.orders.add_aliases(moved)
-    return moved, kept
+    return moved, kept, carried
 
 
 async def carried_also(store: Store, answered: Sequence[tuple[OrderKey, str]]) -> list[list[str]]:
@@ -153,6 +145,25 @@ async def carried_also(store: Store, answered: Sequence[tuple[OrderKey, str]]) -
     written: an order CCV renamed in the same transaction no longer carries it (one renamed in
     a later transaction of the same pass still does, here)."""
     return await on_thread(store.conn, _carried_also, answered)
+
+
+async def also_carried(store: Store, key: OrderKey) -> list[str]:
+    """The other orders of `key`'s account that carry the reference `key` carries now, by id
+    (none when it carries none). In the caller's transaction."""
+    return await on_thread(store.conn, _also_carried, key)
+
+
+def _also_carried(conn: sqlite3.Connection, key: OrderKey) -> list[str]:
+    return [
+        oid
+        for (oid,) in conn.execute(
+            "SELECT o.order_id FROM orders o JOIN orders mine ON mine.source = o.source "
+            "AND mine.account = o.account AND mine.external_reference = o.external_reference "
+            "WHERE mine.source = ? AND mine.account = ? AND mine.order_id = ? "
+            "AND o.order_id != mine.order_id ORDER BY o.order_id",
+            key,
+        )
+    ]
 
 
 def _carried_also(
@@ -169,6 +180,25 @@ def _carried_also(
         ]
         for key, ref in answered
     ]
+
+
+def log_carried(log: logging.Logger, account: str, carried: Sequence[Carried]) -> None:
+    """Warn once per track that gave orders a reference other followed orders carry
+    (`keep_within`): the first such order, the others carrying its reference, and how many."""
+    if not carried:
+        return
+    order_id, ref, others = carried[0]
+    log.warning(
+        "order.reference_carried",
+        extra=fields(
+            source="ccv",
+            account=account,
+            order_id=order_id,
+            external_reference=ref,
+            also_carried_by=others,
+            orders=len(carried),
+        ),
+    )
 
 
 def log_relinked(log: logging.Logger, account: str, moved: Sequence[Moved]) -> None:
@@ -195,10 +225,11 @@ async def track(
     *,
     relink: bool = False,
     progress: Callable[[int], None] = lambda n: None,
-) -> tuple[int, list[Moved]]:
+) -> tuple[int, list[Moved], list[Carried]]:
     """Track CCV orders (id, reference or None) in one transaction, keeping their references
-    (`keep_within`); return how many were new or changed, and the orders moved."""
+    (`keep_within`); return how many were new or changed, the orders moved and those that
+    became a second carrier of their reference."""
     async with store.transaction():
-        moved, kept = await keep_within(store, account, orders, relink=relink)
+        moved, kept, carried = await keep_within(store, account, orders, relink=relink)
         added = await store.orders.track_within("ccv", account, kept, now, progress)
-    return added, moved
+    return added, moved, carried

@@ -1,9 +1,9 @@
 """A CCV submit refused because its reference names an order reconciler follows already.
 
-A reference names one followed order (README, "CCV submit"): a submit of one that an order
-tracked with it carries (`track --ref`, `POST /orders`, no submit of this store's) would make a
-second order at CCV, which costs as the first did. It is answered as a reference submitted
-already is (409, `ccv submit` 65): nothing recorded, nothing sent.
+A reference is meant to name one followed order (README, "CCV submit"): a submit of one that
+an order tracked with it carries (`track --ref`, `POST /orders`, no submit of this store's)
+would make a second order at CCV, which costs as the first did. It is answered as a reference
+submitted already is (409, `ccv submit` 65): nothing recorded, nothing sent.
 """
 
 from __future__ import annotations

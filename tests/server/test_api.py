@@ -606,9 +606,7 @@ async def test_a_full_disk_is_a_503_without_a_traceback(
     await api.rt.store.conn.execute(f"PRAGMA max_page_count = {pages}")
     answers = []
     for n in range(500):
-        # Each its own reference: one reference names one order (a second carrier is a 409).
-        ref = f"{n:04d}".rjust(120, "r")
-        order = {"source": "ccv", "order_id": f"O-{n:04d}", "external_reference": ref}
+        order = {"source": "ccv", "order_id": f"O-{n:04d}", "external_reference": "r" * 120}
         status, document, headers = await api.call("POST", "/api/v1/orders", body=order)
         answers.append(status)
         if status != 201:

@@ -5,6 +5,7 @@ programs, real children, the catch-up as a process of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from reconciler.config import CommandSinkConfig
-from reconciler.sinks.base import Delivered, OutboxEvent
+from reconciler.sinks.base import Cutoff, Delivered, OutboxEvent
 from reconciler.sinks.command import CommandSink
 from tests.conftest import call_cli, cli_env, poll_until, run_cli, write_config
 from tests.fake_providers import FakeCCV
@@ -122,3 +123,60 @@ async def test_a_catch_up_leaves_no_child_of_a_program_running(
         (polite,) = pids(tmp_path, "polite")
         assert (tmp_path / "polite.term").exists()
         await poll_until(lambda: not running(polite), 30, "the child's end")
+
+
+async def test_a_stop_while_its_leftovers_end_keeps_the_programs_verdict(tmp_path: Path) -> None:
+    # The program exited 0, then a stop (the cutoff's grace over) came while its stubborn child
+    # had its grace: the event is delivered (its exit code decides), not given again later, and
+    # the child is killed at once instead of after the grace.
+    config = CommandSinkConfig(
+        type="command",
+        name="hook",
+        command=tuple(command(tmp_path, "stubborn")),
+        timeout_s=30.0,
+    )
+    sink = CommandSink(config, left_grace_s=60.0)
+    event = OutboxEvent(seq=1, id="e-1", type="order.discovered", order_id="o", body=b"{}")
+    cutoff = Cutoff(sink="hook")
+
+    async def stop_in_the_grace() -> None:
+        await poll_until((tmp_path / "stubborn.term").exists, 30, "the child's SIGTERM")
+        cutoff.close(0.0)
+
+    with killed_after(tmp_path):
+        stopping = asyncio.ensure_future(stop_in_the_grace())
+        results = await asyncio.wait_for(sink.deliver([event], cutoff), 30)
+        await stopping
+        assert results == [Delivered()]
+        (stubborn,) = pids(tmp_path, "stubborn")
+        await poll_until(lambda: not running(stubborn), 30, "the child's end")
+
+
+async def test_the_wait_for_leftovers_reads_no_process_list(tmp_path: Path) -> None:
+    # Each step of the wait probes the group (one call); reading every process's stat on the
+    # event loop stalled the daemon for a third of a second a step on a host of 5,000 processes.
+    reads: list[str] = []
+    watching = [False]
+
+    def hook(name: str, args: tuple[object, ...]) -> None:
+        proc = name in ("open", "os.listdir", "os.scandir") and str(args[0]).startswith("/proc")
+        if watching[0] and proc:
+            reads.append(str(args[0]))
+
+    sys.addaudithook(hook)  # cannot be removed: it records only while `watching`
+    config = CommandSinkConfig(
+        type="command",
+        name="hook",
+        command=tuple(command(tmp_path, "polite")),
+        timeout_s=30.0,
+    )
+    sink = CommandSink(config)
+    event = OutboxEvent(seq=1, id="e-1", type="order.discovered", order_id="o", body=b"{}")
+    with killed_after(tmp_path):
+        watching[0] = True
+        try:
+            assert await sink.deliver([event]) == [Delivered()]
+        finally:
+            watching[0] = False
+        assert (tmp_path / "polite.term").exists()
+        assert reads == []

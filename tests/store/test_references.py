@@ -38,7 +38,7 @@ async def test_an_order_followed_elsewhere_among_many_refuses_them_all(store: St
 
 async def test_the_same_reference_again_or_none_moves_nothing(store: Store) -> None:
     await references.track(store, "default", [(IDS[0], "R-1"), (IDS[1], None)], 1.0)
-    _, moved = await references.track(
+    _, moved, _ = await references.track(
         store, "default", [(IDS[0], "R-1"), (IDS[0], None), (IDS[1], "R-2")], 2.0
     )
     assert moved == []
@@ -47,7 +47,7 @@ async def test_the_same_reference_again_or_none_moves_nothing(store: Store) -> N
 
 async def test_relinked_the_old_reference_stays_an_alias(store: Store) -> None:
     await references.track(store, "default", [(IDS[0], "R-1")], 1.0)
-    _, moved = await references.track(store, "default", [(IDS[0], "R-2")], 2.0, relink=True)
+    _, moved, _ = await references.track(store, "default", [(IDS[0], "R-2")], 2.0, relink=True)
     assert moved == [(OrderKey("ccv", "default", IDS[0]), "R-1", "R-2")]
     assert await followed(store) == {IDS[0]: "R-2"}
     assert [s.key.order_id for s in await store.orders.by_reference("R-1")] == [IDS[0]]

@@ -8,6 +8,7 @@ CCV on 127.0.0.1; the CLI in this process."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ from urllib.parse import unquote
 
 import pytest
 
+from reconciler.writes.pricing_values import Problem
+from reconciler.writes.submit_outcome import own_header
+from reconciler.writes.submit_prices import PROBLEMS_HEADER, PROBLEMS_HEADER_MAX, warning_headers
 from tests.conftest import call_cli, free_port, write_config
 from tests.fake_ccv_writes import FakeCCVWrites, json_reply, submit_body
-from tests.server.test_api import GOOD_PRICES, Api, api_toml
+from tests.server.test_api import GOOD_PRICES, Api, api_toml, serve_api
 
 GOOD_CART = {k: v for k, v in GOOD_PRICES.items() if k != "order"}
 WARNED_CART = {**GOOD_CART, "totalRevenueForFullYear": 999}
@@ -94,3 +98,53 @@ async def test_ccv_submit_says_the_warnings_and_submits(
         "121.00, found 999.00)"
     ], result.stderr
     assert len(fake.submits) == 1
+
+
+async def test_a_cart_with_thousands_of_warnings_answers_at_once(
+    tmp_path: Path, fake: FakeCCVWrites
+) -> None:
+    # A 100 KB cart listing one tax rate 3000 times gives 3000 warnings: the header was cut
+    # one warning at a time, each cut encoding the whole list again (3000: half a minute, on
+    # the daemon's loop, after CCV made the order).
+    cart = json.loads(json.dumps(GOOD_CART))
+    cart["periodPricingDetails"][0]["taxAmountsPerTaxRate"] += [
+        {"taxRate": 21, "taxAmount": 0}
+    ] * 3000
+    async with serve_api(tmp_path, fake, api_extra="max_body = 1048576") as api:
+        started = time.monotonic()
+        status, document, headers = await api.call(
+            "POST", "/api/v1/ccv/orders", body=cart_body(cart, "pw-many")
+        )
+    elapsed = time.monotonic() - started
+    assert status == 201, document
+    count = int(headers["Reconciler-Pricing-Warnings"])
+    assert count >= 3000
+    value = headers["Reconciler-Pricing-Problems"]
+    assert len(value) <= PROBLEMS_HEADER_MAX
+    shown = problems(headers)  # whole problems: it parses, each has all its fields
+    assert 0 < len(shown) < count
+    assert all(set(p) == {"path", "message", "expected", "found", "blocking"} for p in shown)
+    # One more would not have fitted.
+    assert len(own_header(json.dumps([*shown, shown[-1]]))) > PROBLEMS_HEADER_MAX
+    assert elapsed < 10, elapsed  # was about 30 s on a quiet machine
+
+
+def test_the_header_of_a_huge_list_costs_what_its_first_problems_cost() -> None:
+    warned = [
+        Problem(f"$.order.shoppingCart.x[{i}]", "not the sum", "1.00", "2.00", blocking=False)
+        for i in range(100_000)
+    ]
+    started = time.monotonic()
+    headers = warning_headers(warned, None)
+    elapsed = time.monotonic() - started
+    assert headers["Reconciler-Pricing-Warnings"] == "100000"
+    shown = json.loads(unquote(headers["Reconciler-Pricing-Problems"]))
+    assert shown == [p.to_json() for p in warned[: len(shown)]]
+    assert len(own_header(json.dumps([*shown, warned[len(shown)].to_json()]))) > 4096
+    assert len(headers["Reconciler-Pricing-Problems"]) <= 4096
+    assert elapsed < 2, elapsed  # one problem at a time, none past the bound
+    # A list that fits is given whole; an empty one is "[]".
+    assert json.loads(unquote(warning_headers(warned[:3], None)[PROBLEMS_HEADER])) == [
+        p.to_json() for p in warned[:3]
+    ]
+    assert warning_headers([], None)[PROBLEMS_HEADER] == "[]"
