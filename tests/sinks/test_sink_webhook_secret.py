@@ -63,7 +63,11 @@ async def test_a_webhook_secret_under_24_bytes_is_taken_and_warned_of(
     assert [(w["key"], w["bytes"]) for w in warnings] == [("sinks[0].secret", size)]
     assert "24 to 64" in warnings[0]["hint"]
     assert value not in result.stdout + result.stderr
-    assert value.removeprefix("whsec_").rstrip("=") not in result.stdout + result.stderr
+    key_text = value.removeprefix("whsec_").rstrip("=")
+    # A one-byte key is two base64 characters, found by chance in the output's words; the
+    # longer ones (22 and 31 characters) are not.
+    if len(key_text) > 2:
+        assert key_text not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("size", [24, 32, 64])
