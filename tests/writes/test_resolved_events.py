@@ -45,6 +45,11 @@ def action_resolved_data(resolved: str, words: str) -> dict[str, Any]:
         "source": "ccnow",
         "account": "default",
         "order_id": A,
+        # The order's fields: A is not followed (its adjust's answer was lost, no status came).
+        "external_reference": None,
+        "previous_status": None,
+        "status": None,
+        "end_state": False,
         "severity": "info",
         "via": "action",
         "action": "adjust",
