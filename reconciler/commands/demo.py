@@ -164,6 +164,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -
     )
     url = await sandbox.start("127.0.0.1", 0)
     try:
+        hold_for_shipment(sandbox)
         config = demo_config(url, store, _free_port(), _free_port())
         assert config.receiver is not None and config.api is not None
         # Like CCV's, CCNow's alerts make the daemon poll at once; polling still catches all.
@@ -240,6 +241,32 @@ def demo_store(given: Path | None) -> Path:
             )
         remove_store_files(path)
     return path
+
+
+# Where a CCNow order is before it is shipped: a merchant's shipment can still come.
+_BEFORE_SHIPMENT = frozenset(
+    {
+        "received",
+        "paypal_hold",
+        "processing",
+        "getman_hold",
+        "vacation_hold",
+        "preorder_hold",
+        "pending",
+    }
+)
+
+
+def hold_for_shipment(sandbox: Sandbox) -> list[str]:
+    """Keep a few CCNow orders pending until the demo ships them (return them): the lifecycle
+    moved every one past pending before the daemon's first look on a loaded machine, and the
+    demo shipped none."""
+    held = [
+        oid for oid in sandbox.ccnow_order_ids() if sandbox.status("ccnow", oid) in _BEFORE_SHIPMENT
+    ][:DEMO_SHIPMENTS]
+    for oid in held:
+        sandbox.hold("ccnow", oid, "pending")
+    return held
 
 
 async def ship_some(

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from reconciler.commands.demo import DEMO_SHIPMENTS, demo_config, ship_some
+from reconciler.commands.demo import DEMO_SHIPMENTS, demo_config, hold_for_shipment, ship_some
 from reconciler.runtime import Runtime
 from reconciler.sandbox import Sandbox, SandboxOptions
 from reconciler.store.commands import get as get_commands
-from tests.conftest import free_port
+from tests.conftest import Clock, free_port
 
 
 class MovesOnOnceSeen(Sandbox):
@@ -53,3 +53,26 @@ async def test_an_order_moved_on_before_its_shipment_is_replaced_by_another(
     shipped = [c.order_id for c in commands if c.state == "succeeded"]
     assert len(shipped) == DEMO_SHIPMENTS, commands
     assert all(sandbox.status("ccnow", order_id) == "mark_shipped" for order_id in shipped)
+
+
+async def test_the_orders_the_demo_ships_wait_pending_for_it_however_late_it_comes() -> None:
+    # The lifecycle runs from the sandbox's start; on a loaded machine the daemon's first look
+    # came after every CCNow order had gone past pending, and the demo shipped none.
+    clock = Clock(0.0)
+    sandbox = Sandbox(SandboxOptions(orders=12, seed=1, speed=3.0), now=clock)
+    try:
+        held = hold_for_shipment(sandbox)
+        others = [oid for oid in sandbox.ccnow_order_ids() if oid not in held]
+        before = {oid: sandbox.status("ccnow", oid) for oid in others}
+        clock.now += 3600
+        sandbox.advance()
+        assert len(held) == DEMO_SHIPMENTS
+        assert {sandbox.status("ccnow", oid) for oid in held} == {"pending"}
+        assert any(sandbox.status("ccnow", oid) != before[oid] for oid in others)  # it ran
+        # Shipped, an order goes on with the lifecycle.
+        sandbox.set_status("ccnow", held[0], "mark_shipped")
+        clock.now += 3600
+        sandbox.advance()
+        assert sandbox.status("ccnow", held[0]) != "mark_shipped"
+    finally:
+        await sandbox.stop()
