@@ -58,14 +58,13 @@ from reconciler.writes.ccnow_outcome import (
     lines_by_id,
     make_uncertain,
     outcome,
-    refuse_second,
     sort_out,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch
 from reconciler.writes.ccnow_requeue import not_before, requeue
 from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
-from reconciler.writes.ccnow_turn import refuse_past_pending
+from reconciler.writes.ccnow_turn import refuse_past_pending, refuse_second
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent

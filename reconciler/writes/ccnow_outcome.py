@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from reconciler.config.names import account_option
@@ -91,33 +91,6 @@ def second_discount(earlier: cmds.Command, accounts: Sequence[str]) -> str:
         f"an earlier discount of this order (#{earlier.id}) {doing}: CCNow's answer to it "
         "comes first"
     )
-
-
-async def refuse_second(
-    store: Store,
-    waiting: Sequence[cmds.Command],
-    ahead: Mapping[int, cmds.Command],
-    tally: Tally,
-    *,
-    accounts: Sequence[str],
-    now: float,
-) -> bool:
-    """Close `refused` the discounts held behind an uncertain one of their order (recorded
-    beside an open one: by two requests at once, or an older release): sent, one would
-    discount twice. Return whether there were any."""
-    second = [(c, o) for c in waiting if (o := ahead.get(c.id)) and o.state == "uncertain"]
-    if not second:
-        return False
-    # Claimed first, as a post claims its commands: another sender of this process (the
-    # daemon's tick, a request) that found them too neither refuses them again (one event
-    # each) nor posts one.
-    claimed = set(await cmds.mark_sending(store, [c.id for c, _ in second]))
-    refused: cmds.State = "refused"
-    mine = [(c, refused, second_discount(o, accounts)) for c, o in second if c.id in claimed]
-    if mine:
-        await close_as(store, mine, now=now)
-        tally.refused += len(mine)
-    return True
 
 
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
@@ -374,6 +347,11 @@ async def close_as(
     error, `refused` a warning)."""
     events = [event_of(store, c, state, why, now) for c, state, why in closes]
     await cmds.close(store, [(c.id, state, why) for c, state, why in closes], events, now)
+    log_each(closes)
+
+
+def log_each(closes: Sequence[tuple[cmds.Command, cmds.State, str]]) -> None:
+    """Log each command closed without a post (`uncertain` an error, `refused` a warning)."""
     for c, state, why in closes:
         about = {"account": c.account, "order_id": c.order_id, "action": c.action}
         level = logging.ERROR if state == "uncertain" else logging.WARNING
