@@ -316,8 +316,10 @@ class ActionSender(Closing):
         batch = as_reached(batch, self.clock()) if posted.reached_before else batch
         lines = lines_by_id(posted.answer)
         no_line = NO_LINE if posted.said is None else f"{NO_LINE}: {posted.said}"
-        tried = posted.tried_before
-        await self._close(cfg, batch, lines, tally, posted.asked, no_line=no_line, tried=tried)
+        tried, hidden = posted.tried_before, posted.hidden_before
+        await self._close(
+            cfg, batch, lines, tally, posted.asked, no_line=no_line, tried=tried, hidden=hidden
+        )
 
     async def _split(
         self, cfg: CCNowConfig, batch: list[cmds.Command], why: str, tally: Tally

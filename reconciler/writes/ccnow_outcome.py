@@ -228,20 +228,25 @@ async def settle(
     down: bool = False,
     named: bool = False,
     tried: bool = False,
+    hidden: bool = False,
 ) -> Settled:
     """How an answer leaves a command, given what it says of it (`queued`: it did not settle
     it; `whole`: a post refused in words naming no field of it; `down`: in words saying CCNow
     is down; `named`: refused by a line naming its field; `tried`: an earlier attempt of this
-    post was made) and its order's status as asked then. A ship or cancel whose order's
-    status (`read` once; Stopping: not read) shows it took is done; one left queued after a
-    day of answers that did not settle it, or three days of those and lines saying CCNow is
-    down, is `uncertain`, never `refused`."""
+    post was made; `hidden`: one's answer may hide that CCNow ran it) and its order's status as
+    asked then. A ship or cancel whose order's status (`read` once; Stopping: not read) shows
+    it took is done; a tracking upload refused after a post or attempt that may have added it
+    is `uncertain`; one left queued after a day of answers that did not settle it, or three
+    days of those and lines saying CCNow is down, is `uncertain`, never `refused`."""
     # A line naming the command's field refuses it, whatever else it says: the post an earlier
     # attempt may have reached CCNow with carried the same fields, refused the same way.
     reached = c.maybe_reached_at is not None and not named
-    if state == "refused" and reached and c.action == "track":
-        # An earlier post may have added it (CCNow refuses the next one: `order not pending`,
-        # the order shipped meanwhile): CCNow may have it, a person looks.
+    if state == "refused" and (reached or (hidden and not named)) and c.action == "track":
+        # An earlier post, or an attempt of this one a proxy's 503 answered, may have added it
+        # (CCNow refuses the next one: `order not pending`, the order shipped meanwhile), and
+        # no read can tell: a status query answers the order's status word alone, which an
+        # upload leaves as it was. CCNow may have it: a person looks; it is never sent again.
+        # (An attempt turned away in words that say nothing ran, a 429, added nothing.)
         return Settled("uncertain", f"{words} ({MAYBE_TAKEN})", status, asked, None)
     unsettled = state == "queued"
     # An attempt of this post before this answer (a proxy's 503 after CCNow ran it too) may
