@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from reconciler.events import Event
 from reconciler.model import OrderKey
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.turn_refusals import close_unposted
+from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_form import local_refusal
-from reconciler.writes.ccnow_outcome import TAKEN, event_of, log_each, second_discount
+from reconciler.writes.ccnow_outcome import TAKEN, log_each, second_discount
 from reconciler.writes.ccnow_taken import Tally
 
 
@@ -90,7 +92,16 @@ async def _refuse(
     now: float,
 ) -> None:
     """Close commands no post carries, each with its event, and log and count those closed."""
-    events = {c.id: event_of(store, c, state, why, now) for c, state, why in closes}
+    words = {c.id: (state, why) for c, state, why in closes}
+
+    async def events(closing: Sequence[cmds.Command]) -> list[Event]:
+        # Read in the transaction that closes them; refused unposted, their orders stay as are.
+        orders = await store.orders.load(order_of(c) for c in closing)
+        return [
+            event_of(store, c, *words[c.id], now, order := orders.get(order_of(c)), order)
+            for c in closing
+        ]
+
     # Claimed and closed in one commit, only while queued as loaded: another sender of this
     # process that found them too neither refuses them again (one event each) nor posts one,
     # and a process that dies meanwhile leaves none `sending` (the next start would take it

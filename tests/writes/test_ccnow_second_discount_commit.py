@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.events import Event
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_taken import Tally
@@ -34,7 +35,11 @@ async def behind_an_uncertain_discount(db: Path) -> tuple[Store, cmds.Command, c
     first = cmds.NewCommand("default", A, "adjust", "k1", amount="5.00")
     second = cmds.NewCommand("default", A, "adjust", "k2", amount="5.00")
     [(one, _), (two, _)] = await cmds.record(store, [first, second], time.time())
-    await cmds.close(store, [(one.id, "uncertain", "http_524")], [], time.time())
+
+    async def no_events() -> list[Event]:
+        return []
+
+    await cmds.close(store, [(one.id, "uncertain", "http_524")], no_events, time.time())
     return store, one, two
 
 
