@@ -1,5 +1,5 @@
-"""Commands closed at their turn without a post (their order past pending in the snapshot):
-claimed and closed, with their events, in one commit."""
+"""Commands closed at their turn without a post (their order past pending in the snapshot, a
+discount held behind an uncertain one): claimed and closed, with their events, in one commit."""
 
 from __future__ import annotations
 
