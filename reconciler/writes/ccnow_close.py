@@ -12,16 +12,16 @@ import aiohttp
 
 from reconciler.config import CCNowConfig
 from reconciler.events import Event
-from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.model import Observation, OrderKey, OrderState, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     as_reached,
-    event_of,
     lines_by_id,
     log_closed,
     make_uncertain,
@@ -150,11 +150,20 @@ class Closing:
         now = self.clock()
         by_id = {c.id: c for c in batch}
 
-        async def within() -> list[Event]:
+        async def within(rows: Mapping[OrderKey, OrderState]) -> list[Event]:
             await cmds.close_within(self.store, closes, now)
             await cmds.requeue_within(
                 self.store, again, next_attempt_at=retry_at, reached_at=reached_at
             )
-            return [event_of(self.store, by_id[i], state, words, now) for i, state, words in closes]
+            # The rows now (the answer's statuses applied); before: as `apply` found those it
+            # applied an answer to (an order not followed then had none), others as they are.
+            after = await self.store.orders.load(order_of(by_id[i]) for i, _, _ in closes)
+            answered = {o.key for o in observations}
+            events = []
+            for i, state, words in closes:
+                key = order_of(c := by_id[i])
+                before = rows.get(key) if key in answered else after.get(key)
+                events.append(event_of(self.store, c, state, words, now, before, after.get(key)))
+            return events
 
         await self.reconciler.apply(observations, via="action", discover=True, within=within)

@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from reconciler.config.names import account_option
-from reconciler.events import Event, action_event
+from reconciler.events import Event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey
 from reconciler.sources.ccnow_answer import DOCUMENTED, Answer, OrderLine, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_form import local_refusal
 from reconciler.writes.ccnow_taken import Tally
 from reconciler.writes.in_flight import Stopping
@@ -372,23 +373,17 @@ async def close_as(
 ) -> None:
     """Close commands without a post, each with its event, and log each (`uncertain` an
     error, `refused` a warning)."""
-    events = [event_of(store, c, state, why, now) for c, state, why in closes]
+
+    async def events() -> list[Event]:
+        # Read in the transaction that closes them: nothing changes their orders meanwhile.
+        orders = await store.orders.load(order_of(c) for c, _, _ in closes)
+        return [
+            event_of(store, c, s, why, now, order := orders.get(order_of(c)), order)
+            for c, s, why in closes
+        ]
+
     await cmds.close(store, [(c.id, state, why) for c, state, why in closes], events, now)
     for c, state, why in closes:
         about = {"account": c.account, "order_id": c.order_id, "action": c.action}
         level = logging.ERROR if state == "uncertain" else logging.WARNING
         log.log(level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, reason=why))
-
-
-def event_of(store: Store, c: cmds.Command, state: str, answer: str | None, now: float) -> Event:
-    """Return the `order.action_*` event of a command closed `state`."""
-    return action_event(
-        store.store_id,
-        c.id,
-        state,
-        account=c.account,
-        order_id=c.order_id,
-        action=c.action,
-        answer=answer,
-        time=now,
-    )

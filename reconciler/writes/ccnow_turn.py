@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from reconciler.events import Event
 from reconciler.logs import fields
 from reconciler.model import OrderKey
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.turn_refusals import close_unposted
+from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_form import local_refusal
-from reconciler.writes.ccnow_outcome import TAKEN, event_of, log
+from reconciler.writes.ccnow_outcome import TAKEN, log
 from reconciler.writes.ccnow_taken import Tally
 
 
@@ -56,7 +58,16 @@ async def refuse_past_pending(
     if not past:
         return list(commands)
     refused: cmds.State = "refused"
-    events = {c.id: event_of(store, c, refused, why, now) for c, why in past}
+    words = {c.id: why for c, why in past}
+
+    async def events(closing: Sequence[cmds.Command]) -> list[Event]:
+        # Read in the transaction that closes them; refused unposted, their orders stay as are.
+        orders = await store.orders.load(order_of(c) for c in closing)
+        return [
+            event_of(store, c, refused, words[c.id], now, order := orders.get(order_of(c)), order)
+            for c in closing
+        ]
+
     # Claimed and closed in one commit, only while queued as loaded: another sender of this
     # process that found them too neither refuses them again (one event each) nor posts one,
     # and a process that dies meanwhile leaves none `sending` (the next start would take it
