@@ -48,6 +48,7 @@ from ..writes.submit_outcome import (
     own_from_header,
     ref_option,
 )
+from ..writes.submit_refused import also_carried_from, say_also_carried
 from .accounts import account_option
 
 log = logging.getLogger("reconciler.writes.submit")
@@ -100,6 +101,7 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
     if code == EX_OK:
         if answer.order_id:
             print(answer.order_id)
+            say_also_carried(reference, answer.order_id, answer.also_carried_by)
             return code
         # The order may exist but cannot be followed yet: the submission is uncertain, as when
         # the answer is lost, and a script must not take an empty id for success.
@@ -277,6 +279,7 @@ async def _through_api(
         None if not_sent_refused is None else own_from_header(not_sent_refused),
         headers.get(RELINK_HEADER) == "true",
         untrackable=headers.get(UNTRACKABLE_HEADER) == "true",
+        also_carried_by=also_carried_from(headers),
     )
     return _report(answer, secrets, option)
 

@@ -11,12 +11,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from ..config import Config
-from ..exits import EX_OK, EX_TEMPFAIL, DataError, UsageError
+from ..exits import EX_OK, DataError, UsageError
 from ..logs import fields, say
 from ..model import Source
 from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
-from ..store import Store, StoreError, StoreLocked, WriterLock, order_pages, references
+from ..store import Store, StoreError, WriterLock, order_pages, references
 from ..store import submissions as store_submissions
 from ..store.files import DatabaseFile, store_exists, writer_running
 from ..terminal import shown
@@ -25,6 +25,7 @@ from .input import order_ids, read_track_file, reference_given
 from .paged import JsonList, Table
 from .progress import progress
 from .status_text import status_word
+from .track_submits import and_more, resolve_submissions
 
 log = logging.getLogger("reconciler.cli")
 
@@ -111,7 +112,7 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         if source != "ccv":
             return EX_OK
         if settles := [(oid, ref) for oid, ref in orders if ref is not None]:
-            return await _resolve_submissions(config, store, lock, account, settles)
+            return await resolve_submissions(config, store, lock, account, settles)
     finally:
         try:
             await store.close()
@@ -138,7 +139,7 @@ async def _track_ccv(
         )
     except references.FollowedElsewhere as exc:
         key, current, ref = exc.moved[0]
-        more = f" (and {len(exc.moved) - 1} more)" if len(exc.moved) > 1 else ""
+        more = and_more(exc.moved)
         raise DataError(
             f"order {shown(key.order_id)} is followed under reference {shown(current)}, not "
             f"{shown(ref)}{more}: nothing tracked (--relink moves it, its old reference kept as "
@@ -148,7 +149,7 @@ async def _track_ccv(
     references.log_carried(log, account, carried)
     if carried:
         oid, ref, others = carried[0]
-        more = f" (and {len(carried) - 1} more)" if len(carried) > 1 else ""
+        more = and_more(carried)
         say(
             f"reconciler: warning: reference {shown(ref)} is carried by order "
             f"{shown(others[0])} too, which reconciler follows: order {shown(oid)} is tracked "
@@ -156,69 +157,6 @@ async def _track_ccv(
             logging.WARNING,
         )
     return added
-
-
-async def _resolve_submissions(
-    config: Config,
-    store: Store,
-    lock: WriterLock,
-    account: str,
-    settles: Sequence[tuple[str, str]],
-) -> int:
-    """An order tracked with its reference settles an uncertain CCV submit of that reference,
-    with an `order.submit_resolved`. Only the writer stores events (the daemon numbers them
-    from what it stored last): without the writer lock the daemon settles it, through its
-    `[api]`, as `POST /api/v1/orders` with the reference does."""
-    from ..writes.interrupted import settle_interrupted
-
-    try:
-        lock.acquire()
-    except StoreLocked:
-        # The daemon settled what a stopped process left `sending` at its start.
-        uncertain = await store_submissions.uncertain(store, account, [r for _, r in settles])
-        if held := [(oid, ref) for oid, ref in settles if ref in uncertain]:
-            return await _resolve_through_daemon(config, account, held)
-        return EX_OK
-    try:
-        # As every writer does at its start: a submit a killed `ccv submit` left `sending`
-        # becomes uncertain (with its event), so that its reference settles it now.
-        await settle_interrupted(store)
-        # Only the uncertain ones settle; delivered by the next writer (`catch-up`, or the
-        # daemon's start).
-        pairs: list[tuple[str | None, str]] = list(settles)
-        if events := await store_submissions.resolve_many(
-            store, account, pairs, "track", time.time()
-        ):
-            log.info("ccv.submit_resolved", extra=fields(account=account, given=len(events)))
-    finally:
-        lock.release()
-    return EX_OK
-
-
-async def _resolve_through_daemon(
-    config: Config, account: str, settles: Sequence[tuple[str, str]]
-) -> int:
-    from ..writes.daemon_api import held_elsewhere, post_to_api
-
-    if config.api is None:
-        raise held_elsewhere(f"the uncertain submit of {shown(settles[0][1])} stays uncertain")
-    for order_id, ref in settles:
-        document = {
-            "source": "ccv",
-            "account": account,
-            "order_id": order_id,
-            "external_reference": ref,
-        }
-        answer = await post_to_api(config.file, config.api, "/api/v1/orders", document)
-        if isinstance(answer, int):
-            return answer
-        status, body = answer
-        if status not in (200, 201):
-            say(
-                f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
-            )
-            return EX_TEMPFAIL
-    return EX_OK
 
 
 async def untrack_command(config: Config, args: argparse.Namespace) -> int:

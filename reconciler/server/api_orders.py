@@ -117,8 +117,13 @@ class Orders:
             await store.orders.track_within(source, account, kept, now)
             # The other followed orders carrying its reference now, as a read-back names them.
             also = await references.also_carried(store, key) if source == "ccv" else None
+            # A submit of the reference on its way (CCV may answer another order: a second
+            # carrier), or uncertain (this track settles it), read as the order is tracked.
+            submitting = (await subs.open_of(store, account, [ref])).get(ref) if ref else None
         references.log_relinked(log, account, moved)
         references.log_carried(log, account, carried)
+        if ref is not None and submitting == "sending":
+            references.log_submit_sending(log, account, order_id, ref)
         if ref is not None and await subs.resolve(store, account, ref, order_id, "track", now):
             self.deps.submitter.on_commit()  # its order.submit_resolved goes out now
         state = await self.find(key)
@@ -127,6 +132,10 @@ class Orders:
         document = self.view(state)
         if also:  # only then: otherwise the answer is the object a read gives
             document["also_carried_by"] = also
+        if ref is not None and submitting is not None:
+            # Where it stands after this track: `sending`, or `resolved` once settled by it.
+            sub = await subs.find(store, account, ref)
+            document["submission_state"] = submitting if sub is None else sub.state
         return web.json_response(document, status=201 if added else 200)
 
     def view(self, state: OrderState) -> dict[str, Any]:

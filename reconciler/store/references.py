@@ -201,6 +201,15 @@ def log_carried(log: logging.Logger, account: str, carried: Sequence[Carried]) -
     )
 
 
+def log_submit_sending(log: logging.Logger, account: str, order_id: str, ref: str) -> None:
+    """Warn that an order was tracked with a reference whose submit is being sent: should CCV
+    answer another order, both carry it (said then, by the submit's `order.reference_carried`)."""
+    log.warning(
+        "order.reference_submit_sending",
+        extra=fields(source="ccv", account=account, order_id=order_id, external_reference=ref),
+    )
+
+
 def log_relinked(log: logging.Logger, account: str, moved: Sequence[Moved]) -> None:
     """Warn once per CCV order `relink` moved to the reference given (`track --relink`,
     `POST /orders` with `"relink": true`), naming both references."""

@@ -10,7 +10,9 @@ never got it (`not_sent`). A failed one (refused, not sent, a person's word) bec
 when a notification says CCV has an order of its reference after all; a refusal is not `failed`
 where a notification named the reference while it waited.
 One live submission per (account, reference): a second submit of the same reference is refused
-unless the earlier one definitely failed, and so is one of a reference a followed order carries.
+unless the earlier one definitely failed, and so is one of a reference a followed order carries,
+but one CCV ended as `Canceled` or `Failed` (NOTES.md: nothing was paid, and a submit again under
+the same reference is the integrator's way); its answer names them (store/submitted.py).
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from ..model import OrderState
 from . import order_rows
 from .db import Store
 from .history import ClaimRefused, claim
-from .oneshot import commit_at_once, run_at_once
+from .oneshot import commit_at_once
 from .order_sql import due_sql
-from .references import followed_elsewhere
 from .sql import CHUNK, Statement, marks
 
 State = Literal["sending", "succeeded", "failed", "uncertain", "resolved"]
@@ -103,11 +104,16 @@ async def _one(store: Store, account: str, reference: str, state: str) -> Submis
     return next(map(_row, rows), None)
 
 
+# The CCV end states an order carrying a reference may be in and not refuse a submit of it.
+ENDED_UNPAID = ("Canceled", "Failed")
+
+
 class ReferenceFollowed(Exception):
     """The reference is carried by orders of the account that reconciler follows (tracked with
-    it, no submit of this store's): a submit of it would make a second order."""
+    it, no submit of this store's), not all ended unpaid (ENDED_UNPAID): a submit of it would
+    make a second order. `carried_by`: those orders, each with its status (None: unchecked)."""
 
-    def __init__(self, reference: str, carried_by: list[str]) -> None:
+    def __init__(self, reference: str, carried_by: list[tuple[str, str | None]]) -> None:
         super().__init__(f"external reference {reference!r} is carried by a followed order")
         self.carried_by = carried_by
 
@@ -117,9 +123,10 @@ async def record(store: Store, account: str, reference: str, now: float) -> int:
     back, history.claim) and return its id; raise SubmissionExists, else ReferenceFollowed
     (read in the claim's transaction: a `track --ref` beside it comes before or after)."""
     carriers = (
-        "SELECT order_id FROM orders WHERE external_reference = ? AND source = 'ccv' "
-        "AND account = ? ORDER BY order_id",
-        (reference, account),
+        "SELECT order_id, status FROM orders WHERE external_reference = ? AND source = 'ccv' "
+        f"AND account = ? AND (status IS NULL OR status NOT IN ({marks(len(ENDED_UNPAID))})) "
+        "ORDER BY order_id",
+        (reference, account, *ENDED_UNPAID),
     )
     try:
         sub_id = await claim(
@@ -132,7 +139,8 @@ async def record(store: Store, account: str, reference: str, now: float) -> int:
             unless=carriers,
         )
     except ClaimRefused as exc:
-        raise ReferenceFollowed(reference, [str(r[0]) for r in exc.rows]) from None
+        carried_by = [(str(oid), None if st is None else str(st)) for oid, st in exc.rows]
+        raise ReferenceFollowed(reference, carried_by) from None
     except sqlite3.IntegrityError:
         existing = await find(store, account, reference)
         if existing is None:  # pragma: no cover - the index says it exists
@@ -155,46 +163,6 @@ async def unchecked(
     return [order_rows.state(r) for r in rows]
 
 
-async def succeed(
-    store: Store,
-    sub_id: int,
-    *,
-    account: str,
-    reference: str,
-    order_id: str,
-    http_status: int,
-    now: float,
-    location: str | None = None,
-) -> str | None:
-    """Close a submission as succeeded and track its order in the same transaction; return
-    None, or, writing nothing, the reference its order is followed under when that is another
-    (taken for this submit, the other's notifications and events would become this one's)."""
-    # Durable (synchronous=FULL) before the caller's answer, though that costs an fsync on the
-    # submit's path: lost to a power cut, the submission would come back `sending`, hence
-    # `uncertain`, and nothing could track the order by itself (CCV's notifications carry no
-    # order id), while the caller holds a 201 that says it is followed.
-    track = store.orders.submitted_statement("ccv", account, order_id, reference, now)
-    close = _close(sub_id, "succeeded", http_status, None, now, order_id, location)
-    return await run_at_once(store, _succeed, account, order_id, reference, track, close)
-
-
-def _succeed(
-    conn: sqlite3.Connection,
-    account: str,
-    order_id: str,
-    reference: str,
-    track: Statement,
-    close: Statement,
-) -> str | None:
-    # One hand-off: the reference is read in the transaction that tracks the order.
-    moved = followed_elsewhere(conn, account, [(order_id, reference)])
-    if moved:
-        return moved[0][1]
-    conn.execute(*track)
-    conn.execute(*close)
-    return None
-
-
 async def fail(
     store: Store,
     sub_id: int,
@@ -209,7 +177,7 @@ async def fail(
     `failed`, else why not: `notified` (with `unless_notified`) where a notification for its
     reference named it while it waited (CCV has an order of it, which a refusal contradicts),
     `closed` where it is no longer `sending` (closed elsewhere)."""
-    sql, params = _close(sub_id, "failed", http_status, reason, now, None, location)
+    sql, params = close_statement(sub_id, "failed", http_status, reason, now, None, location)
     sql += " AND notified_at IS NULL" if unless_notified else ""
     if (await commit_at_once(store, [(sql, params)])).changes:
         return "failed"
@@ -248,7 +216,7 @@ async def make_uncertain(
     `order.submit_resolved` events."""
     async with store.transaction():
         for sub_id in sub_ids:
-            close = _close(sub_id, "uncertain", http_status, reason, now, None, location)
+            close = close_statement(sub_id, "uncertain", http_status, reason, now, None, location)
             await store.conn.execute(*close)
         await store.events.add(events)
         # The notification came while the submit waited for CCV's answer: it found nothing
@@ -273,6 +241,15 @@ async def interrupted(store: Store) -> list[Submission]:
         f"SELECT {_COLUMNS} FROM submissions WHERE {OPEN} AND state = 'sending' ORDER BY id"
     )
     return [_row(r) for r in rows]
+
+
+async def open_of(store: Store, account: str, references: Sequence[str]) -> dict[str, State]:
+    """The states of the `sending` or `uncertain` submissions of an account's `references`, by
+    reference: the account's open submits are few, read once through their index."""
+    sql = f"SELECT external_reference, state FROM submissions WHERE {OPEN} AND account = ?"
+    wanted = set(references)
+    rows = await store.conn.execute_fetchall(sql, (account,))
+    return {str(ref): state for ref, state in rows if ref in wanted}
 
 
 async def uncertain(store: Store, account: str, references: Sequence[str]) -> dict[str, Submission]:
@@ -381,7 +358,7 @@ def untrackable(sub: Submission | None) -> bool:
     return sub is not None and (sub.state, sub.reason) == ("uncertain", UNUSABLE_ORDER_ID)
 
 
-def _close(
+def close_statement(
     sub_id: int,
     state: State,
     http_status: int | None,

@@ -33,6 +33,8 @@ from reconciler.redact import (
 )
 from reconciler.store import Store
 from reconciler.store import submissions as subs
+from reconciler.store.references import log_carried
+from reconciler.store.submitted import succeed
 from reconciler.writes.ccv_http import Answer
 from reconciler.writes.pricing_values import Problem
 from reconciler.writes.submit_ids import location_order_id, names_an_order, order_id_from
@@ -110,6 +112,8 @@ class Result:
     untrackable: bool = False
     # The warnings of the check of its cart's prices; None: the cart carries none to check
     pricing: Sequence[Problem] | None = None
+    # The other followed orders that carry the reference of the order it made (`also_carried_by`)
+    also_carried_by: Sequence[str] = ()
 
 
 def ref_option(reference: str) -> str:
@@ -198,7 +202,7 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
             return await passed_uncertain(reason)
         if location is not None:
             _location_differs(c, account, ref, order_id, location)
-        followed = await subs.succeed(
+        followed, others = await succeed(
             c.store,
             sub_id,
             account=account,
@@ -230,8 +234,11 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
             "ccv.submitted",
             extra=fields(account=account, external_reference=ref, order_id=order_id, status=status),
         )
+        # Said as a track of a second carrier says it (references.log_carried).
+        log_carried(log, account, [(order_id, ref, others)] if others else [])
         headers[ORDER_ID_HEADER] = order_id
-        return Result(status, answer.body, answer.content_type, ref, "succeeded", order_id, headers)
+        made = Result(status, answer.body, answer.content_type, ref, "succeeded", order_id, headers)
+        return replace(made, also_carried_by=others)
     if not 400 <= status < 500 or status == CONFLICT:
         # CCV's "Server error" may come after the order was made (or from a gateway after
         # CCV got it), and a 3xx to a POST is the usual "made, see there" (303 See Other):

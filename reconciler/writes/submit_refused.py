@@ -1,29 +1,72 @@
-"""A CCV submit refused because its reference names an order reconciler follows already.
+"""A CCV submit and the other followed orders that carry its reference.
 
 A reference is meant to name one followed order (README, "CCV submit"): a submit of one that
 an order tracked with it carries (`track --ref`, `POST /orders`, no submit of this store's)
 would make a second order at CCV, which costs as the first did. It is answered as a reference
-submitted already is (409, `ccv submit` 65): nothing recorded, nothing sent.
+submitted already is (409, `ccv submit` 65): nothing recorded, nothing sent. Not where CCV
+ended every carrier as `Canceled` or `Failed` (store/submissions.py: nothing was paid, and a
+submit again is the integrator's way); then, and where a track of the reference came while
+the submit was sent, its answer names the others (ALSO_CARRIED_HEADER), as a track's does.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from reconciler.logs import fields
-from reconciler.writes.submit_outcome import Result, json_result
+from reconciler.logs import fields, say
+from reconciler.terminal import shown
+from reconciler.writes.submit_outcome import Result, json_result, own_from_header, own_header
 
 log = logging.getLogger("reconciler.writes.submit")
 
+# The other followed orders carrying the reference of the order a submit made (a track's
+# `also_carried_by`): a JSON array of their ids, percent-encoded as the other `Reconciler-`
+# headers (an id may hold a comma); absent when none does.
+ALSO_CARRIED_HEADER = "Reconciler-Also-Carried-By"
 
-def followed_already(account: str, ref: str, carried_by: Sequence[str]) -> Result:
-    """reconciler's 409 for a submit of `ref`, which the followed orders `carried_by` carry."""
-    first = carried_by[0]
+
+def also_carried_header(others: Sequence[str]) -> str:
+    """ALSO_CARRIED_HEADER's value for the orders `others` (`also_carried_from` reads it)."""
+    return own_header(json.dumps(list(others)))
+
+
+def also_carried_from(headers: Mapping[str, str]) -> list[str]:
+    """The ids ALSO_CARRIED_HEADER names among `headers`; none when it is absent or not a list
+    of ids (an older daemon's answer, another service's)."""
+    value = headers.get(ALSO_CARRIED_HEADER)
+    try:
+        ids = json.loads(own_from_header(value)) if value is not None else []
+    except ValueError:
+        return []
+    return ids if isinstance(ids, list) and all(isinstance(i, str) for i in ids) else []
+
+
+def say_also_carried(ref: str, order_id: str | None, others: Sequence[str]) -> None:
+    """Warn on stderr, as `track --ref` does, that the order a submit made (`order_id`) carries
+    a reference other followed orders carry too."""
+    if not others or not order_id:
+        return
+    more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+    say(
+        f"reconciler: warning: reference {shown(ref)} is carried by order {shown(others[0])}"
+        f"{more} too, which reconciler follows: order {shown(order_id)} is tracked with it",
+        logging.WARNING,
+    )
+
+
+def followed_already(
+    account: str, ref: str, carried_by: Sequence[tuple[str, str | None]]
+) -> Result:
+    """reconciler's 409 for a submit of `ref`, which the followed orders `carried_by` carry
+    (each with its status: None, not checked yet), not all ended unpaid."""
+    first, status = carried_by[0]
+    ids = [oid for oid, _ in carried_by]
     more = f" and {len(carried_by) - 1} more" if len(carried_by) > 1 else ""
     log.warning(
         "ccv.submit_reference_followed",
-        extra=fields(account=account, external_reference=ref, carried_by=list(carried_by)),
+        extra=fields(account=account, external_reference=ref, carried_by=ids, status=status),
     )
     return json_result(
         409,
@@ -33,11 +76,12 @@ def followed_already(account: str, ref: str, carried_by: Sequence[str]) -> Resul
             "field": "externalReference",
             "state": None,
             "order_id": first,
-            "carried_by": list(carried_by),
+            "order_status": status,
+            "carried_by": ids,
             "external_reference": ref,
         },
         ref,
         None,
-        own=f"external reference {ref} is followed already (order {first}{more} carries it); "
-        "not sent",
+        own=f"external reference {ref} is followed already (order {first}, "
+        f"{status or 'not checked yet'}{more}, carries it); not sent",
     )

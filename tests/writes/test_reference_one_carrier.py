@@ -67,8 +67,8 @@ async def test_ccv_submit_of_a_reference_tracked_already_exits_65_and_sends_noth
     result = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert (result.code, result.stdout) == (65, ""), result.stderr
     assert (
-        f"reconciler: error: external reference shop-9 is followed already (order {O1} "
-        "carries it); not sent"
+        f"reconciler: error: external reference shop-9 is followed already (order {O1}, "
+        "not checked yet, carries it); not sent"
     ) in result.stderr
     assert fake.submits == []
 
