@@ -336,7 +336,7 @@ def build_app(
     app = web.Application(client_max_size=receiver.max_body_bytes)
     app[DEBOUNCER] = handler.debouncer
     app[STOPPING] = stopping
-    app.router.add_route("*", "/{tail:.*}", handler.handle, expect_handler=handler.expect)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handler.handle, expect_handler=handler.expect)
 
     async def close_checks() -> None:
         cancelled = await handler.debouncer.close(checks_stop_timeout_s)

@@ -138,6 +138,26 @@ async def test_a_target_that_is_no_path_gets_the_fixed_json_page(
     assert b"100 Continue" not in answer
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/healthz%0A",
+        "/a%0Ab",
+        "/notify/ccv/default/ref/a%0Ab/x",
+        "/notify/ccnow/default/x%0D%0A",
+    ],
+)
+async def test_a_path_with_an_encoded_line_break_gets_the_json_page(port: int, target: str) -> None:
+    # Decoded, the path holds a line break, which a route pattern's `.` does not take: such a
+    # path got aiohttp's own text page, naming the software behind the receiver.
+    answer = await answer_until_closed(
+        port, head("POST", target, "Content-Length: 0", "Connection: close")
+    )
+    status, headers, page = parse(answer)
+    assert (status, page) == (404, b'{"error": "not found"}')
+    assert headers["content-type"].startswith("application/json")
+
+
 # --- no version banner -------------------------------------------------------------------------
 
 
