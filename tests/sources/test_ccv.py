@@ -490,7 +490,9 @@ async def test_retry_after_is_capped(fake: FakeCCV, session: aiohttp.ClientSessi
 
     assert (await client.fetch("A1")).status == "New"
     first, second = fake.requests
-    assert second.at - first.at < 1.0
+    # The cap (0.05 s), far below the hour asked and below the default cap (30 s): a loaded
+    # machine's margin, still telling the configured cap from a fixed one.
+    assert second.at - first.at < 5
 
 
 async def test_timeout_fails_the_check(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
@@ -501,7 +503,8 @@ async def test_timeout_fails_the_check(fake: FakeCCV, session: aiohttp.ClientSes
 
     started = asyncio.get_running_loop().time()
     assert await client.fetch("A1") == failed("A1", "timeout")
-    assert asyncio.get_running_loop().time() - started < 2.0
+    # Below one answer's 5 s: neither attempt was waited out (0.2 s each).
+    assert asyncio.get_running_loop().time() - started < 5.0
     assert len(fake.requests) == 2
 
 
