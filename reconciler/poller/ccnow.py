@@ -5,7 +5,6 @@ happen now."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCNowConfig
@@ -25,6 +24,7 @@ from ..sources.ccnow_batches import Probe, Said
 from ..sources.errors import ProtocolError, SourceError
 from ..sources.http import RequestFailed
 from ..store.passes import remember_pass
+from .ccnow_list import ListMemory
 from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
 from .witnesses import Witnesses
@@ -62,41 +62,6 @@ class CCNowSource(Protocol):
         ...
 
 
-@dataclass
-class ListMemory:
-    """What this process's reads of an account's pending list said: the orders the last read
-    named, and those that left it since (a read named them, a later one did not) whose query
-    has not answered yet. A new process knows none: its start-up catch-up asks every order."""
-
-    named: frozenset[str] | None = None  # None: the list was not read yet
-    left: set[str] = field(default_factory=set)
-    # A catch-up got no answer to the list or to its queries: the first pass whose queries
-    # answer asks every open order the list does not name, as the catch-up meant to.
-    ask_all: bool = False
-
-    def read(self, named: Collection[str]) -> None:
-        """Note a read of the list: what the read before named and this one does not left it,
-        whatever the status word it was listed with."""
-        now = frozenset(named)
-        if self.named is not None:
-            self.left |= self.named - now
-        self.left -= now
-        self.named = now
-
-    def take(self) -> set[str]:
-        """Return the orders that left the list, to be queried now, and forget them."""
-        taken, self.left = self.left, set()
-        return taken
-
-    def queried(self, taken: Iterable[str], answered: Collection[str]) -> None:
-        """Note a pass's queries: an order that answered, even with its own failure, has its
-        own rhythm from now on; one `taken` that got no answer (the account failed) waits for
-        the next pass that queries."""
-        self.left -= set(answered)
-        named = self.named or frozenset()
-        self.left.update(i for i in taken if i not in answered and i not in named)
-
-
 def followed(state: OrderState | None, settled_since: float) -> bool:
     """Whether an order is still followed and may be asked again: tracked, not ended, and
     not settled past its watch (`model.unwatched`)."""
@@ -126,7 +91,6 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
     ) -> None:
         super().__init__(config, client, writer, secrets=secrets, page_orders=page_orders)
         self.listed = ListMemory()
-        self._queried = False  # the last pending-list pass asked queries (`full_pass`)
         self.witnesses = Witnesses(self._answered)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
@@ -243,30 +207,36 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         """Fetch the pending list, then query every other open order. Every open order on the
         list, no query is asked, and no list line says the queries answer: an account whose
         checks fail is asked the daemon's probe, one order's query (else it never recovered
-        at a catch-up, each exiting 0 while `status` said failing). Still failing, it is in
-        the report's failing sources: the catch-up's exit and `status` agree."""
-        report = await self.pending_list_pass(via=via, everything=True)
+        at a catch-up, each exiting 0 while `status` said failing); no open order to ask, the
+        list answering is the account answering (else every catch-up exited 75 for good).
+        Still failing, it is in the report's failing sources: its exit and `status` agree."""
+        queried: list[str] = []
+        report = await self.pending_list_pass(via=via, everything=True, queried=queried)
         state = await self.store.sources.state(self.source, self.account)
-        if (
-            "checks" in state.failing_parts
-            and not (report.failed_sources or self._queried)
-            and (probed := [s.key.order_id for s in await self._probe_due()])
-        ):
-            report.add(await self.check(probed, via=via, probe=True))
+        if "checks" in state.failing_parts and not (report.failed_sources or queried):
+            if probed := [s.key.order_id for s in await self._probe_due()]:  # any open one
+                report.add(await self.check(probed, via=via, probe=True))
+            else:
+                await self.settle([("checks", Verdict(True))], via=via, report=report)
             state = await self.store.sources.state(self.source, self.account)
         if state.failing and self.name not in report.failed_sources:
             report.failed_sources[self.name] = state.last_error or "failed"
         return report
 
     async def pending_list_pass(
-        self, *, via: Via, everything: bool = False, seen: set[str] | None = None
+        self,
+        *,
+        via: Via,
+        everything: bool = False,
+        seen: set[str] | None = None,
+        queried: list[str] | None = None,
     ) -> PassReport:
         """Fetch the pending list, then query the orders whose state it cannot tell.
 
         With `everything`, every open order is queried (catch-up); otherwise only the orders
         that left the pending list since the last poll, and none while the queries fail.
-        `seen` gets the orders the pass had an answer about (the list's lines, the queries').
-        """
+        `seen` gets the orders the pass had an answer about (the list's lines, the queries'),
+        `queried` those it queried (the pass's own: not another pass's meanwhile)."""
         seen = set() if seen is None else seen
         report = PassReport()
         # Failing queries are asked by the probe alone (`tick_due`), once per backoff period:
@@ -337,7 +307,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             answered_list = True
             from_list = report.checked - report.failed
             asked = len(listed) + len(to_query)
-            self._queried = bool(to_query)
+            if queried is not None:
+                queried.extend(to_query)
             if to_query:
                 # A catch-up decides every order it asks: none carried to a next poll.
                 await self.client.query(to_query, emit, probe=probe, catch_up=ask_all)

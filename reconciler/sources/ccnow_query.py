@@ -26,6 +26,7 @@ from reconciler.sources.ccnow_batches import (
 from reconciler.sources.ccnow_carry import Carried, Carries
 from reconciler.sources.ccnow_levels import Heard, Noise, OddPart, alone, by_levels
 from reconciler.sources.ccnow_match import MISSING, Emit, in_batches, match, missing_lines
+from reconciler.sources.ccnow_silence import Silence
 from reconciler.sources.errors import ProtocolError, SourceError
 from reconciler.sources.http import RequestFailed, drain
 
@@ -57,6 +58,7 @@ class BatchQuery:
         self._emit = emit
         self._probe = probe
         self._failures = BatchFailures(emit, config.name, breaker_limit)
+        self._silence = Silence(config.name, breaker_limit, probe)
         self._splits = Splits(config.name)  # this pass's, for its one log line
         self._carried = Carried(carries, config.name)
         self._noise = Noise(config.name, heard)  # a stray line of every answer, once heard
@@ -141,9 +143,8 @@ class BatchQuery:
         asked_ids = batch if cut is None else [i for i in batch if i != cut]
         observations = match(name, asked_ids, answer, asked)
         missing = [o for o in observations if o.reason == MISSING]
-        # None of them: a line of no asked order's. Not a cut line alone (`asked_ids`): the
-        # line of the first, cut; taken as a stop, a CGI dying at the same byte every post
-        # would ask the others again one cut line a post.
+        # None of them: a line of no asked order's; not a cut line alone (`asked_ids`): a stop,
+        # a CGI dying at the same byte every post would ask the others again a post each.
         none = len(missing) == len(batch)
         if tentative and none:
             return False
@@ -156,13 +157,12 @@ class BatchQuery:
             await self.stopped(batch, missing, split, ordered)
             return True
         if split is None and len(batch) > 1 and none and await self.others(batch, asked):
-            return failures.read_none(False, len(batch))  # its others read: the run ends
-        if split is None:
-            failures.read_none(none, len(batch))  # raises when the breaker opens
-        # Asked again: orders an answer left out when it held a line of another asked order (CCNow
-        # stopping at a bad id, or answering so many lines a post), besides a cut last line (a
-        # CGI dying at the same byte every post would ask each order again). An answer of no
-        # asked order's line is no answer about them (asked again, it would be the same).
+            return True  # its others read: the run ended (`Silence`)
+        if split is None or not none:
+            await self._silence.count(batch, none)  # raises when the breaker opens
+        # Asked again: orders an answer holding another asked order's line left out (CCNow
+        # stopping at a bad id, or answering so many lines a post), not a cut last line (a CGI
+        # dying at the same byte every post would ask each order again), nor none read.
         read = len(asked_ids) > 1 and len(missing) < len(asked_ids)
         for observation in observations:
             if observation.outcome is not Outcome.FAILED:

@@ -39,10 +39,10 @@ class CaughtUp:
 
 @contextlib.asynccontextmanager
 async def account(
-    tmp_path: Path, fake: FakeCCNow, ccnow_extra: str = ""
+    tmp_path: Path, fake: FakeCCNow, ccnow_extra: str = "", batch_size: int = 25
 ) -> AsyncIterator[CCNowCoordinator]:
     """A fresh coordinator over the same store, as each `reconciler catch-up` process has."""
-    path = write_config(tmp_path, ccnow=fake, ccnow_extra=ccnow_extra, retry_backoff="0s")
+    path = config(tmp_path, fake, ccnow_extra, batch_size)
     store = await Store.open(tmp_path / "reconciler.db")
     try:
         async with aiohttp.ClientSession() as session:
@@ -52,8 +52,16 @@ async def account(
         await store.close()
 
 
-async def catch_up(tmp_path: Path, fake: FakeCCNow, ccnow_extra: str = "") -> CaughtUp:
-    async with account(tmp_path, fake, ccnow_extra) as coordinator:
+def config(tmp_path: Path, fake: FakeCCNow, ccnow_extra: str = "", batch_size: int = 25) -> Path:
+    path = write_config(tmp_path, ccnow=fake, ccnow_extra=ccnow_extra, retry_backoff="0s")
+    path.write_text(path.read_text().replace("batch_size = 25", f"batch_size = {batch_size}"))
+    return path
+
+
+async def catch_up(
+    tmp_path: Path, fake: FakeCCNow, ccnow_extra: str = "", batch_size: int = 25
+) -> CaughtUp:
+    async with account(tmp_path, fake, ccnow_extra, batch_size) as coordinator:
         report = await coordinator.full_pass(via="catch-up")
         state = await coordinator.store.sources.state("ccnow", "default")
         history = list(await coordinator.store.events.history())
@@ -167,11 +175,85 @@ async def test_batches_answering_no_line_of_their_orders_open_the_breaker(
     posts = query_posts(fake_ccnow)
     whole = [post for post in posts if len(post) == 25]
     # Three batches, each with the posts asking its orders again (its others, the first
-    # batch's halves too); the other nine wait for the next pass.
+    # batch's halves too), and the probe (an order alone, a second when the first fails);
+    # the other nine wait for the next pass.
     assert len(whole) == 3, [len(post) for post in posts]
-    assert len(posts) <= 3 * 2 + 2
+    assert len(posts) <= 3 * 2 + 2 + 2
+    assert [len(post) for post in posts[-2:]] == [1, 1]
     assert done.state.failing_parts == {"checks"}
     reason = done.report.failed_sources["ccnow/default"]
     assert "3 batches failed in a row" in reason and "missing" in reason, reason
     assert done.report.checked == 300 and done.report.failed == 300
     assert kinds(done.history).count("source.failed") == 1
+
+
+async def test_a_catch_up_of_a_failing_account_with_no_open_order_recovers(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Its checks failing, its orders untracked: no order to ask, the pending list answering
+    # is the account answering (was: every catch-up exiting 75 for good, a stale reason).
+    await fail_the_queries(tmp_path, fake_ccnow)
+    async with account(tmp_path, fake_ccnow) as coordinator:
+        await coordinator.store.orders.untrack("ccnow", "default", [ONE, TWO])
+    fake_ccnow.queries = None
+    for _ in range(2):
+        fake_ccnow.requests.clear()
+        done = await catch_up(tmp_path, fake_ccnow)
+        assert query_posts(fake_ccnow) == []
+        assert not done.state.failing and not done.report.failed_sources
+        assert kinds(done.history).count("source.recovered") == 1
+
+
+IDS = [f"913-00-{n:04d}" for n in range(1, 11)]
+
+
+@pytest.mark.parametrize("silent", [IDS[3:6], IDS[:3]], ids=["after_reads", "first"])
+async def test_orders_missing_together_fail_alone(
+    tmp_path: Path, fake_ccnow: FakeCCNow, silent: list[str]
+) -> None:
+    # Batches of one, one at a time (the breaker's run: 3): three adjacent orders answered
+    # `message no_pending_orders` fail `missing` alone, the account answering (DESIGN
+    # invariant 7): after batches that read, no run counts; first, the probe (another order)
+    # answers. Was: `source.failed` and the orders after them never asked.
+    one = "concurrency = 1\n"
+    fake_ccnow.orders = dict.fromkeys(IDS, "pending")
+    assert not (await catch_up(tmp_path, fake_ccnow, one, 1)).report.failed_sources
+    fake_ccnow.orders = dict.fromkeys(IDS, "processing")  # left the list: each queried
+    assert not (await catch_up(tmp_path, fake_ccnow, one, 1)).report.failed_sources
+    for order_id in silent:
+        fake_ccnow.replies_for[order_id] = Reply(200, f"{NOTHING_PENDING}\n")
+    fake_ccnow.requests.clear()
+    done = await catch_up(tmp_path, fake_ccnow, one, 1)
+    asked = [i for post in query_posts(fake_ccnow) for i in post]
+    assert set(IDS) <= set(asked)
+    assert not done.state.failing and not done.report.failed_sources
+    assert "source.failed" not in kinds(done.history)
+    assert done.report.failed == 3
+
+
+async def test_orders_missing_together_do_not_flap_the_daemon(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    ids = IDS[:6]
+    fake_ccnow.orders = dict.fromkeys(ids, "processing")
+    path = config(tmp_path, fake_ccnow, "concurrency = 1\n", batch_size=1)
+    store = await Store.open(tmp_path / "reconciler.db")
+    clock = Clock()
+    try:
+        async with aiohttp.ClientSession() as session:
+            writer = Reconciler(load_config(path), store, clock=clock)
+            built = Coordinators.build(load_config(path), writer, session, Gates())
+            coordinator = built.ccnow["default"]
+            await store.orders.track("ccnow", "default", [(i, None) for i in ids], clock.now)
+            clock.now += 3600
+            await coordinator.tick_due()
+            for order_id in ids[1:4]:
+                fake_ccnow.replies_for[order_id] = Reply(200, f"{NOTHING_PENDING}\n")
+            for _ in range(12):  # the three come due together at their failures' backoff
+                clock.now += 3 * 3600
+                await coordinator.tick_due()
+                assert not (await store.sources.state("ccnow", "default")).failing
+            history = [str(e.type) for e in await store.events.history()]
+    finally:
+        await store.close()
+    assert [t for t in history if t.startswith("source.")] == []
