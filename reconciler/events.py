@@ -7,7 +7,7 @@ import uuid
 from typing import Any, NamedTuple
 
 from .json_text import compact_json, iso_time, line_safe, optional_string_json, string_json
-from .model import EventType, OrderKey, Severity, Source
+from .model import EventType, OrderKey, OrderState, Severity, Source, status_info
 
 # Ids are uuid5 over the store's own id and what happened, so a transition that is found again
 # after a crash gets the id it would have had the first time.
@@ -181,6 +181,28 @@ def submit_uncertain_event(
     )
 
 
+def _status(state: OrderState | None) -> str | None:
+    """An order's status as its events last said it: none for an order not followed, nor for
+    one reported not found (`order.not_found` said status null)."""
+    return None if state is None or state.not_found else state.status
+
+
+def _order_fields(before: OrderState | None, after: OrderState | None) -> dict[str, Any]:
+    """The fields every order event carries (DESIGN.md, "Events"), for an event that is not a
+    transition of the snapshot's own (a CCNow action's): its order's row before and after."""
+    status = _status(after)
+    return {
+        "external_reference": (after or before or _NO_ORDER).external_reference,
+        "previous_status": _status(before),
+        "status": status,
+        # diff.py's rule: the status word's meaning (an unknown word is never an end state).
+        "end_state": status is not None and status_info("ccnow", status).end_state,
+    }
+
+
+_NO_ORDER = OrderState(OrderKey("ccnow", "", ""))
+
+
 _ACTION_EVENTS: dict[str, tuple[EventType, Severity]] = {
     "succeeded": (EventType.ACTION_SUCCEEDED, "info"),
     "refused": (EventType.ACTION_REFUSED, "warning"),
@@ -198,14 +220,18 @@ def action_event(
     action: str,
     answer: str | None,
     time: float,
+    before: OrderState | None,
+    after: OrderState | None,
 ) -> Event:
     """Return the event that closes a CCNow order action: `outcome` is succeeded, refused or
-    uncertain; `answer` is CCNow's own words (or why there are none)."""
+    uncertain; `answer` is CCNow's own words (or why there are none); `before` and `after`:
+    its order's snapshot row before and after the command closed (None: not followed)."""
     type, severity = _ACTION_EVENTS[outcome]
     data = {
         "source": "ccnow",
         "account": account,
         "order_id": order_id,
+        **_order_fields(before, after),
         "severity": severity,
         "via": "action",
         "action": action,
@@ -299,13 +325,16 @@ def action_resolved_event(
     answer: str,
     uncertain_at: float | None,
     time: float,
+    order: OrderState | None,
 ) -> Event:
     """Return the `order.action_resolved` event of an uncertain CCNow command a person settled:
-    `resolved` is `sent` (CCNow has it) or `not_sent`."""
+    `resolved` is `sent` (CCNow has it) or `not_sent`; `order`: its order's snapshot row (None:
+    not followed), which a person's word does not change."""
     data = {
         "source": "ccnow",
         "account": account,
         "order_id": order_id,
+        **_order_fields(order, order),
         "severity": "info",
         "via": "action",
         "action": action,

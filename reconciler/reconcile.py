@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .config import Config, ScheduleConfig
 from .diff import diff
 from .events import Event
 from .logs import fields
-from .model import Observation, OrderKey, Outcome, Via
+from .model import Observation, OrderKey, OrderState, Outcome, Via
 from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
 from .passes.hint_gate import MAX_WAIT_S, HintGate
 from .passes.hint_group import Group, Member
@@ -33,6 +33,8 @@ log = logging.getLogger("reconciler.reconcile")
 # (an order, the reference it carried, the one its provider answered, the other orders of its
 # account that carry the answered one)
 Differs = tuple[OrderKey, str, str, list[str]]
+# What runs in an `apply`'s transaction after its rows: given the rows before, its own events.
+Within = Callable[[Mapping[OrderKey, OrderState]], Awaitable[Sequence[Event]]]
 
 
 class Reconciler:
@@ -89,7 +91,7 @@ class Reconciler:
         via: Via,
         report: PassReport | None = None,
         discover: bool = False,
-        within: Callable[[], Awaitable[Sequence[Event]]] | None = None,
+        within: Within | None = None,
         page: Page | None = None,
     ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
@@ -98,7 +100,8 @@ class Reconciler:
         followed. Otherwise its row was deleted by `untrack` after its check began: the untrack
         wins, and what the check saw is dropped. Returns the number of events queued; `report`
         counts the orders that went missing. `within` runs in the same transaction, after the
-        rows are written, and returns events of its own (a CCNow action closes its command).
+        rows are written, given the rows as they were before (those of the observations' orders
+        that were followed), and returns events of its own (a CCNow action closes its command).
         `page`: the pass's page of orders, read instead of the database where it holds them.
 
         Notifications' observations that wait for the writer together are committed in one
@@ -178,7 +181,7 @@ class Reconciler:
         via: Via,
         now: float,
         discover: bool,
-        within: Callable[[], Awaitable[Sequence[Event]]] | None,
+        within: Within | None,
         page: Page | None,
         reports: Sequence[tuple[frozenset[OrderKey] | None, PassReport]] | None,
     ) -> tuple[list[Event], list[Differs], Callable[[], None]]:
@@ -265,7 +268,7 @@ class Reconciler:
             also = await carried_also(store, answered)
             differs = [(*r, others) for r, others in zip(result.references, also, strict=True)]
         if within is not None:
-            events += await within()
+            events += await within(snapshot)
         # A notification's event passes the backlog of other orders' (a catch-up's).
         await store.events.add(events, urgent=urgent)
         return events, differs, tally

@@ -113,6 +113,11 @@ class Sandbox:
         """
         self._world.set_status(source, order_id, status)
 
+    def hold(self, source: str, order_id: str, status: str) -> None:
+        """Move one order to `status` now, where the lifecycle leaves it until a change from
+        outside (an action, set_status); KeyError / ValueError as set_status."""
+        self._world.hold(source, order_id, status)
+
     def create_ccv_order(
         self,
         external_reference: str | None = None,

@@ -202,6 +202,12 @@ class World:
                 raise KeyError(order_id) from None
         raise KeyError(source)
 
+    def hold(self, source: str, order_id: str, status: str) -> None:
+        """Move one order to `status` now and leave it there until a change from outside (a
+        CCNow action, set_status): a merchant's order waiting for its shipment."""
+        self.set_status(source, order_id, status)
+        self.order(source, order_id).next_at = None  # its step drawn, if any, is stale now
+
     def set_status(self, source: str, order_id: str, status: str) -> None:
         """Move one order to `status` now (any status word); KeyError / ValueError when bad."""
         order = self.order(source, order_id)

@@ -89,6 +89,10 @@ class Reply(NamedTuple):
     # A write's answer only: an attempt of the same request was made before it (turned away or
     # not): a ship CCNow applied behind a proxy's 503 is `not pending` to the retry.
     tried_before: bool = False
+    # A write's answer only: an attempt before it was answered in a way that, for a write never
+    # sent twice, would not say it was not run (a 503 without the provider's words: a proxy's
+    # after the provider got it and was slow), though it was tried again as turned away.
+    hidden_before: bool = False
     # A write's answer only (writes/once.py): its Location header, made absolute.
     location: str | None = None
     # A write's answer only: its Retry-After header, when it is one (seconds or an HTTP date).

@@ -11,11 +11,12 @@ One command per (account, idempotency key), whatever its state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from ..events import Event, action_event
+from ..model import OrderKey
 from .db import Store
 from .sql import CHUNK, marks, values
 from .unsettled import COMMANDS_OPEN as _OPEN
@@ -130,6 +131,7 @@ async def record_refused(
                 (c.tracknumber, why, now, now),
             )
             out.append((row, created))
+        orders = await store.orders.load(OrderKey("ccnow", r.account, r.order_id) for r, _ in out)
         await store.events.add(
             [
                 action_event(
@@ -141,6 +143,9 @@ async def record_refused(
                     action=row.action,
                     answer=row.answer,
                     time=now,
+                    # Refused without asking CCNow: its order is as it was.
+                    before=(order := orders.get(OrderKey("ccnow", row.account, row.order_id))),
+                    after=order,
                 )
                 for row, created in out
                 if created
@@ -360,13 +365,14 @@ async def close_within(
 async def close(
     store: Store,
     closes: Sequence[tuple[int, State, str | None]],
-    events: Sequence[Event],
+    events: Callable[[], Awaitable[Sequence[Event]]],
     now: float,
 ) -> None:
-    """Close commands and store their events in one transaction."""
+    """Close commands and store their events (built in the transaction: they carry their
+    orders' rows as it reads them) in one transaction."""
     async with store.transaction():
         await close_within(store, closes, now)
-        await store.events.add(events)
+        await store.events.add(await events())
 
 
 async def by_key_heads(store: Store, account: str, heads: Sequence[str]) -> list[Command]:

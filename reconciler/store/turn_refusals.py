@@ -1,9 +1,9 @@
-"""Commands closed at their turn without a post (their order past pending in the snapshot):
-claimed and closed, with their events, in one commit."""
+"""Commands closed at their turn without a post (their order past pending in the snapshot, a
+discount held behind an uncertain one): claimed and closed, with their events, in one commit."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ..events import Event
 from .commands import Command, State
@@ -13,14 +13,15 @@ from .db import Store
 async def close_unposted(
     store: Store,
     closes: Sequence[tuple[Command, State, str]],
-    events: Mapping[int, Event],
+    events: Callable[[Sequence[Command]], Awaitable[Sequence[Event]]],
     now: float,
 ) -> list[int]:
     """Close queued commands (command, state, answer) that no post carries, each with its
-    event (`events`, by command id), in one transaction; return the ids closed. Only one still
-    queued with the attempts it was loaded with closes: a command another sender of this
-    process claimed, or posted and queued again, since it was loaded is left to that one. One
-    commit: a process that dies at any point leaves each either queued as it was, or closed."""
+    event (`events` of those closed, built in the transaction), in one transaction; return
+    the ids closed. Only one still queued with the attempts it was loaded with closes: a
+    command another sender of this process claimed, or posted and queued again, since it was
+    loaded is left to that one. One commit: a process that dies at any point leaves each
+    either queued as it was, or closed."""
     closed: list[int] = []
     async with store.transaction():
         for c, state, answer in closes:
@@ -32,5 +33,5 @@ async def close_unposted(
             )
             if store.conn.total_changes > before:
                 closed.append(c.id)
-        await store.events.add([events[i] for i in closed])
+        await store.events.add(await events([c for c, _, _ in closes if c.id in closed]))
     return closed

@@ -58,14 +58,13 @@ from reconciler.writes.ccnow_outcome import (
     lines_by_id,
     make_uncertain,
     outcome,
-    refuse_second,
     sort_out,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch
 from reconciler.writes.ccnow_requeue import not_before, requeue
 from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
-from reconciler.writes.ccnow_turn import refuse_past_pending
+from reconciler.writes.ccnow_turn import refuse_past_pending, refuse_second
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import InFlight, Stopping
 from reconciler.writes.once import NotSent
@@ -317,8 +316,10 @@ class ActionSender(Closing):
         batch = as_reached(batch, self.clock()) if posted.reached_before else batch
         lines = lines_by_id(posted.answer)
         no_line = NO_LINE if posted.said is None else f"{NO_LINE}: {posted.said}"
-        tried = posted.tried_before
-        await self._close(cfg, batch, lines, tally, posted.asked, no_line=no_line, tried=tried)
+        tried, hidden = posted.tried_before, posted.hidden_before
+        await self._close(
+            cfg, batch, lines, tally, posted.asked, no_line=no_line, tried=tried, hidden=hidden
+        )
 
     async def _split(
         self, cfg: CCNowConfig, batch: list[cmds.Command], why: str, tally: Tally

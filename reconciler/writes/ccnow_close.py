@@ -12,16 +12,16 @@ import aiohttp
 
 from reconciler.config import CCNowConfig
 from reconciler.events import Event
-from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.model import Observation, OrderKey, OrderState, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     as_reached,
-    event_of,
     lines_by_id,
     log_closed,
     make_uncertain,
@@ -62,12 +62,14 @@ class Closing:
         status; a tracking upload may be added twice (CCNow may show it twice: it costs
         nothing, unlike a discount, which is never posted again: `uncertain`, `once`)."""
         assert exc.in_part is not None
-        answer, asked, before, tried = exc.in_part
+        answer, asked, before, tried, hidden = exc.in_part
         lines = lines_by_id(answer)
         said = [c for c in batch if lines.get(c.order_id) is not None]
         if said:
             said = as_reached(said, self.clock()) if before else said
-            await self._close(cfg, said, lines, tally, asked, wait=exc.wait, tried=tried)
+            await self._close(
+                cfg, said, lines, tally, asked, wait=exc.wait, tried=tried, hidden=hidden
+            )
         rest = [c for c in batch if lines.get(c.order_id) is None]
         if rest and once:
             await make_uncertain(self.store, rest, str(exc), now=self.clock())
@@ -91,14 +93,17 @@ class Closing:
         refused: Mapping[int, str] | None = None,
         no_line: str = NO_LINE,
         tried: bool = False,
+        hidden: bool = False,
     ) -> None:
         """Close a batch by CCNow's answer lines, or by a `refusal` of the whole post in words
         naming no field of its commands (which settles none of them; `down`: saying CCNow is
         down), or by `refused`'s words (command id -> a line naming its field); `no_line`: the
         words kept for a command whose order has no line; `reached_before`: an earlier attempt
         of the post may have reached CCNow; `tried`: one was made (a ship or cancel refused
-        as not pending is then read first); `wait`: its answer's Retry-After (seconds), which
-        those left queued wait, as they wait one their status reads were asked."""
+        as not pending is then read first); `hidden`: one's answer may hide that CCNow ran it
+        (a tracking upload refused in its line is then `uncertain`); `wait`: its answer's
+        Retry-After (seconds), which those left queued wait, as they wait one their status
+        reads were asked."""
         closes: list[tuple[int, cmds.State, str]] = []
         again: list[tuple[int, str, float | None, float | None]] = []
         observations: list[Observation] = []
@@ -122,6 +127,7 @@ class Closing:
                 down=down or own,
                 named=named,
                 tried=tried,
+                hidden=hidden,
             )
             if state == "queued":
                 again.append((c.id, words, since, held))
@@ -150,11 +156,20 @@ class Closing:
         now = self.clock()
         by_id = {c.id: c for c in batch}
 
-        async def within() -> list[Event]:
+        async def within(rows: Mapping[OrderKey, OrderState]) -> list[Event]:
             await cmds.close_within(self.store, closes, now)
             await cmds.requeue_within(
                 self.store, again, next_attempt_at=retry_at, reached_at=reached_at
             )
-            return [event_of(self.store, by_id[i], state, words, now) for i, state, words in closes]
+            # The rows now (the answer's statuses applied); before: as `apply` found those it
+            # applied an answer to (an order not followed then had none), others as they are.
+            after = await self.store.orders.load(order_of(by_id[i]) for i, _, _ in closes)
+            answered = {o.key for o in observations}
+            events = []
+            for i, state, words in closes:
+                key = order_of(c := by_id[i])
+                before = rows.get(key) if key in answered else after.get(key)
+                events.append(event_of(self.store, c, state, words, now, before, after.get(key)))
+            return events
 
         await self.reconciler.apply(observations, via="action", discover=True, within=within)

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from reconciler.config.names import account_option
-from reconciler.events import Event, action_event
+from reconciler.events import Event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey
 from reconciler.sources.ccnow_answer import DOCUMENTED, Answer, OrderLine, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_form import local_refusal
 from reconciler.writes.ccnow_taken import Tally
 from reconciler.writes.in_flight import Stopping
@@ -91,33 +92,6 @@ def second_discount(earlier: cmds.Command, accounts: Sequence[str]) -> str:
         f"an earlier discount of this order (#{earlier.id}) {doing}: CCNow's answer to it "
         "comes first"
     )
-
-
-async def refuse_second(
-    store: Store,
-    waiting: Sequence[cmds.Command],
-    ahead: Mapping[int, cmds.Command],
-    tally: Tally,
-    *,
-    accounts: Sequence[str],
-    now: float,
-) -> bool:
-    """Close `refused` the discounts held behind an uncertain one of their order (recorded
-    beside an open one: by two requests at once, or an older release): sent, one would
-    discount twice. Return whether there were any."""
-    second = [(c, o) for c in waiting if (o := ahead.get(c.id)) and o.state == "uncertain"]
-    if not second:
-        return False
-    # Claimed first, as a post claims its commands: another sender of this process (the
-    # daemon's tick, a request) that found them too neither refuses them again (one event
-    # each) nor posts one.
-    claimed = set(await cmds.mark_sending(store, [c.id for c, _ in second]))
-    refused: cmds.State = "refused"
-    mine = [(c, refused, second_discount(o, accounts)) for c, o in second if c.id in claimed]
-    if mine:
-        await close_as(store, mine, now=now)
-        tally.refused += len(mine)
-    return True
 
 
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
@@ -255,20 +229,25 @@ async def settle(
     down: bool = False,
     named: bool = False,
     tried: bool = False,
+    hidden: bool = False,
 ) -> Settled:
     """How an answer leaves a command, given what it says of it (`queued`: it did not settle
     it; `whole`: a post refused in words naming no field of it; `down`: in words saying CCNow
     is down; `named`: refused by a line naming its field; `tried`: an earlier attempt of this
-    post was made) and its order's status as asked then. A ship or cancel whose order's
-    status (`read` once; Stopping: not read) shows it took is done; one left queued after a
-    day of answers that did not settle it, or three days of those and lines saying CCNow is
-    down, is `uncertain`, never `refused`."""
+    post was made; `hidden`: one's answer may hide that CCNow ran it) and its order's status as
+    asked then. A ship or cancel whose order's status (`read` once; Stopping: not read) shows
+    it took is done; a tracking upload refused after a post or attempt that may have added it
+    is `uncertain`; one left queued after a day of answers that did not settle it, or three
+    days of those and lines saying CCNow is down, is `uncertain`, never `refused`."""
     # A line naming the command's field refuses it, whatever else it says: the post an earlier
     # attempt may have reached CCNow with carried the same fields, refused the same way.
     reached = c.maybe_reached_at is not None and not named
-    if state == "refused" and reached and c.action == "track":
-        # An earlier post may have added it (CCNow refuses the next one: `order not pending`,
-        # the order shipped meanwhile): CCNow may have it, a person looks.
+    if state == "refused" and (reached or (hidden and not named)) and c.action == "track":
+        # An earlier post, or an attempt of this one a proxy's 503 answered, may have added it
+        # (CCNow refuses the next one: `order not pending`, the order shipped meanwhile), and
+        # no read can tell: a status query answers the order's status word alone, which an
+        # upload leaves as it was. CCNow may have it: a person looks; it is never sent again.
+        # (An attempt turned away in words that say nothing ran, a 429, added nothing.)
         return Settled("uncertain", f"{words} ({MAYBE_TAKEN})", status, asked, None)
     unsettled = state == "queued"
     # An attempt of this post before this answer (a proxy's 503 after CCNow ran it too) may
@@ -372,23 +351,22 @@ async def close_as(
 ) -> None:
     """Close commands without a post, each with its event, and log each (`uncertain` an
     error, `refused` a warning)."""
-    events = [event_of(store, c, state, why, now) for c, state, why in closes]
+
+    async def events() -> list[Event]:
+        # Read in the transaction that closes them: nothing changes their orders meanwhile.
+        orders = await store.orders.load(order_of(c) for c, _, _ in closes)
+        return [
+            event_of(store, c, s, why, now, order := orders.get(order_of(c)), order)
+            for c, s, why in closes
+        ]
+
     await cmds.close(store, [(c.id, state, why) for c, state, why in closes], events, now)
+    log_each(closes)
+
+
+def log_each(closes: Sequence[tuple[cmds.Command, cmds.State, str]]) -> None:
+    """Log each command closed without a post (`uncertain` an error, `refused` a warning)."""
     for c, state, why in closes:
         about = {"account": c.account, "order_id": c.order_id, "action": c.action}
         level = logging.ERROR if state == "uncertain" else logging.WARNING
         log.log(level, f"ccnow.action_{state}", extra=fields(**about, command_id=c.id, reason=why))
-
-
-def event_of(store: Store, c: cmds.Command, state: str, answer: str | None, now: float) -> Event:
-    """Return the `order.action_*` event of a command closed `state`."""
-    return action_event(
-        store.store_id,
-        c.id,
-        state,
-        account=c.account,
-        order_id=c.order_id,
-        action=c.action,
-        answer=answer,
-        time=now,
-    )

@@ -79,6 +79,9 @@ class Posted(NamedTuple):
     # An earlier attempt of the post was made, turned away or not (a proxy's 503 after CCNow
     # applied it): a ship or cancel refused as not pending is read first, as in a later post.
     tried_before: bool = False
+    # An earlier attempt's answer may hide that CCNow ran it (a 503 without CCNow's words),
+    # though it was tried again: a tracking upload refused in its order's line is `uncertain`.
+    hidden_before: bool = False
 
 
 class TurnedAway(SourceError):
@@ -219,7 +222,8 @@ async def post_batch(
             cut is not None and body.endswith(_BLANK_ENDS)
         ):
             answer, _ = drop_line(answer, cut)
-        return Posted(answer, reply.sent_at, reply.reached_before, None, reply.tried_before)
+        tried, hidden = reply.tried_before, reply.hidden_before
+        return Posted(answer, reply.sent_at, reply.reached_before, None, tried, hidden)
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
         # post was applied is unknown.
@@ -241,8 +245,8 @@ async def post_batch(
             said = "; ".join(words)
             if len(said) > MAX_TEXT_LENGTH:  # as each line is: an event and a log line carry it
                 said = said[: MAX_TEXT_LENGTH - 1] + "\u2026"
-            tried = reply.tried_before
-            return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said, tried)
+            tried, hidden = reply.tried_before, reply.hidden_before
+            return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said, tried, hidden)
         raise Lost("unreadable_answer") from None
 
 
@@ -329,7 +333,7 @@ def _in_part(
         answer = _parsed(b"\n".join(lines) + b"\n", secrets, batch)
     except SourceError:
         return Lost(word, wait)
-    part = (answer, reply.sent_at, reply.reached_before, reply.tried_before)
+    part = (answer, reply.sent_at, reply.reached_before, reply.tried_before, reply.hidden_before)
     return Lost(word, wait, in_part=part)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from reconciler.events import action_resolved_event
 from reconciler.logs import fields
+from reconciler.model import OrderKey
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_form import ACTIONS
@@ -124,6 +125,9 @@ async def _resolve(
         if not found or refusal.several:
             raise refusal  # before any write: the transaction ends with nothing to undo
         await cmds.close_within(store, [(c.id, state, answer) for c in found], now)
+        order = (await store.orders.load([OrderKey("ccnow", account, order_id)])).get(
+            OrderKey("ccnow", account, order_id)
+        )
         await store.events.add(
             [
                 action_resolved_event(
@@ -136,6 +140,7 @@ async def _resolve(
                     answer=answer,
                     uncertain_at=c.closed_at,
                     time=now,
+                    order=order,
                 )
                 for c in found
             ]

@@ -75,7 +75,7 @@ class Lost(Exception):
         wait: float | None = None,
         *,
         cut: Reply | None = None,
-        in_part: tuple[Answer, float, bool, bool] | None = None,
+        in_part: tuple[Answer, float, bool, bool, bool] | None = None,
     ) -> None:
         super().__init__(word)
         self.wait = wait
@@ -83,7 +83,8 @@ class Lost(Exception):
         # those orders' commands would be applied again), read by the caller.
         self.cut = cut
         # Those lines, read (ccnow_post): the answer, when its attempt was sent, whether an
-        # earlier attempt may have reached CCNow, whether one was made (Posted.tried_before).
+        # earlier attempt may have reached CCNow, whether one was made (Posted.tried_before),
+        # whether one's answer may hide that CCNow ran it (Posted.hidden_before).
         # They close their orders' commands.
         self.in_part = in_part
 
@@ -232,10 +233,13 @@ async def post_retrying(
     away or never sent; `wait`: its Retry-After), AnswerTooLarge or UndecodableAnswer at once
     (CCNow got the post), Stopping when the stop kept the first attempt back; once `halt` is
     set, no attempt is made again."""
-    n, reached = 0, False
+    # `hidden`: an attempt was answered what a post never sent twice would not take for
+    # turned away (a 503 without CCNow's words, `Backend fetch failed`): it is tried again,
+    # but CCNow may have run it (a tracking upload its retry then finds refused may be there).
+    n, reached, hidden = 0, False, False
     word, sent_at, answered, wait = "", 0.0, None, None
     while True:
-        reached_before, sent_at = reached, time.time()
+        reached_before, hidden_before, sent_at = reached, hidden, time.time()
         try:
             reply = await _send(session, url, headers, data, timeout, gate, halt)
         except Stopping:
@@ -249,11 +253,15 @@ async def post_retrying(
                 # Its body broke after lines for some of its orders (a Content-Length or
                 # chunks not all come, the rest not within the timeout): sent again whole, it
                 # would apply those again.
-                part = came._replace(reached_before=reached_before, tried_before=n > 0)
+                part = came._replace(
+                    reached_before=reached_before, tried_before=n > 0, hidden_before=hidden_before
+                )
                 raise Lost(str(exc), cut=part) from None
             reached, word, answered, wait = True, str(exc), None, None
         else:
-            reply = reply._replace(reached_before=reached_before, tried_before=n > 0)
+            reply = reply._replace(
+                reached_before=reached_before, tried_before=n > 0, hidden_before=hidden_before
+            )
             if not reply.body_began and refuses_a_field(reply.status, reply.body):
                 # Read, not retried: its words refuse a command, as in a 200.
                 return reply
@@ -262,6 +270,8 @@ async def post_retrying(
                 # otherwise; a refusal whose body broke after it began is a lost answer (the
                 # rest may have been the orders' lines), tried again as one.
                 reached = reached or not not_run(reply)
+                unheard = not turned_away(reply.status, reply.body, once=True)
+                hidden = hidden or reply.body_began or unheard
                 cut = "_cut_short" if reply.body_began else ""
                 word, answered = f"http_{reply.status}{cut}", reply.status
                 wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))

@@ -2,19 +2,21 @@
 in the snapshot (an older command of the order, a ship, answered meanwhile; a ship made in
 CCNow's backroom, seen by a poll) refuses it without asking CCNow, as it would have been when
 recorded ("Checked first"), so that its outcome does not hang on whether it was recorded a
-second before or after that answer."""
+second before or after that answer. And a discount held behind an uncertain one of its order,
+refused without a post (sent, one would discount twice)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from reconciler.logs import fields
+from reconciler.events import Event
 from reconciler.model import OrderKey
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.turn_refusals import close_unposted
+from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_form import local_refusal
-from reconciler.writes.ccnow_outcome import TAKEN, event_of, log
+from reconciler.writes.ccnow_outcome import TAKEN, log_each, second_discount
 from reconciler.writes.ccnow_taken import Tally
 
 
@@ -56,17 +58,54 @@ async def refuse_past_pending(
     if not past:
         return list(commands)
     refused: cmds.State = "refused"
-    events = {c.id: event_of(store, c, refused, why, now) for c, why in past}
+    await _refuse(store, [(c, refused, why) for c, why in past], tally, now=now)
+    gone = {c.id for c, _ in past}
+    return [c for c in commands if c.id not in gone]
+
+
+async def refuse_second(
+    store: Store,
+    waiting: Sequence[cmds.Command],
+    ahead: Mapping[int, cmds.Command],
+    tally: Tally,
+    *,
+    accounts: Sequence[str],
+    now: float,
+) -> bool:
+    """Close `refused` the discounts held behind an uncertain one of their order (recorded
+    beside an open one: by two requests at once, or an older release): sent, one would
+    discount twice. Return whether there were any."""
+    second = [(c, o) for c in waiting if (o := ahead.get(c.id)) and o.state == "uncertain"]
+    if not second:
+        return False
+    refused: cmds.State = "refused"
+    closes = [(c, refused, second_discount(o, accounts)) for c, o in second]
+    await _refuse(store, closes, tally, now=now)
+    return True
+
+
+async def _refuse(
+    store: Store,
+    closes: Sequence[tuple[cmds.Command, cmds.State, str]],
+    tally: Tally,
+    *,
+    now: float,
+) -> None:
+    """Close commands no post carries, each with its event, and log and count those closed."""
+    words = {c.id: (state, why) for c, state, why in closes}
+
+    async def events(closing: Sequence[cmds.Command]) -> list[Event]:
+        # Read in the transaction that closes them; refused unposted, their orders stay as are.
+        orders = await store.orders.load(order_of(c) for c in closing)
+        return [
+            event_of(store, c, *words[c.id], now, order := orders.get(order_of(c)), order)
+            for c in closing
+        ]
+
     # Claimed and closed in one commit, only while queued as loaded: another sender of this
     # process that found them too neither refuses them again (one event each) nor posts one,
     # and a process that dies meanwhile leaves none `sending` (the next start would take it
-    # for one a post may have carried).
-    closed = set(await close_unposted(store, [(c, refused, why) for c, why in past], events, now))
-    for c, why in past:
-        if c.id in closed:
-            about = {"account": c.account, "order_id": c.order_id, "action": c.action}
-            extra = fields(**about, command_id=c.id, reason=why)
-            log.warning("ccnow.action_refused", extra=extra)
+    # for one a post may have carried: a ship `succeeded`, a discount `uncertain`).
+    closed = set(await close_unposted(store, closes, events, now))
+    log_each([x for x in closes if x[0].id in closed])
     tally.refused += len(closed)
-    gone = {c.id for c, _ in past}
-    return [c for c in commands if c.id not in gone]

@@ -244,7 +244,11 @@ async def test_a_bad_simulator_option_is_one_usage_line(
 
 async def test_demo_at_speed_0_keeps_orders_where_they_are(tmp_path: Path) -> None:
     # As `sandbox --speed 0`; the demo passed 0 on to the simulator, which refused it (exit 70).
-    result = await demo_here(tmp_path, "--seconds", "4", "--speed", "0")
+    # Stopped once a shipment shows, as a person would (a fixed 4 s could end before the
+    # first on a loaded machine); --seconds bounds it.
+    result = await demo_here(
+        tmp_path, "--seconds", "120", "--speed", "0", until=lambda out: "(via action)" in out
+    )
     assert result.code == 0, result.stderr
     assert "summary" in result.stdout
     # only the demo's own shipments move an order

@@ -181,8 +181,9 @@ async def test_shutdown_cancels_running_jobs_within_its_bound() -> None:
     await asyncio.wait_for(started.wait(), 5)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    assert await scheduler.shutdown(1.0) == 1
-    assert cancelled.is_set() and loop.time() - t0 < 1.0
+    # A bound far above a cancelled job's end: the job was cancelled, not waited out.
+    assert await scheduler.shutdown(30.0) == 1
+    assert cancelled.is_set() and loop.time() - t0 < 15.0
 
 
 async def test_a_job_always_behind_warns_once(caplog: pytest.LogCaptureFixture) -> None:

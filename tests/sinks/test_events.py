@@ -135,6 +135,8 @@ def test_events_without_an_order_have_no_subject_and_the_rest_encode_the_same() 
         action="ship",
         answer="x_status_1=error\nnot pending",
         time=2.25,
+        before=None,
+        after=None,
     )
     assert "subject" not in json.loads(uncertain.body())
     for event in (uncertain, action):

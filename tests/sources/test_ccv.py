@@ -490,7 +490,7 @@ async def test_retry_after_is_capped(fake: FakeCCV, session: aiohttp.ClientSessi
 
     assert (await client.fetch("A1")).status == "New"
     first, second = fake.requests
-    assert second.at - first.at < 1.0
+    assert second.at - first.at < 30  # the cap (0.05 s), far below the hour asked
 
 
 async def test_timeout_fails_the_check(fake: FakeCCV, session: aiohttp.ClientSession) -> None:
@@ -501,7 +501,8 @@ async def test_timeout_fails_the_check(fake: FakeCCV, session: aiohttp.ClientSes
 
     started = asyncio.get_running_loop().time()
     assert await client.fetch("A1") == failed("A1", "timeout")
-    assert asyncio.get_running_loop().time() - started < 2.0
+    # Below one answer's 5 s: neither attempt was waited out (0.2 s each).
+    assert asyncio.get_running_loop().time() - started < 5.0
     assert len(fake.requests) == 2
 
 

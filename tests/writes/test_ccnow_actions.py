@@ -610,7 +610,7 @@ def test_an_action_event_id_names_its_outcome_not_only_the_command_number() -> N
     def event_id(order_id: str, action: str, at: float) -> str:
         return action_event(
             "store", 5, "succeeded", account="a", order_id=order_id, action=action,
-            answer="mark_shipped", time=at,
+            answer="mark_shipped", time=at, before=None, after=None,
         ).id  # fmt: skip
 
     first = event_id("396-10-1142", "ship", 1000.0)

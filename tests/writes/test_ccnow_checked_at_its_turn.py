@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.conftest import call_cli, write_config
+from tests.conftest import call_cli, read_events, write_config
 from tests.fake_providers import FakeCCNow, Reply
 from tests.writes.test_ccnow_actions import A, ccnow, commands, query
 
@@ -47,6 +47,14 @@ async def test_a_discount_queued_behind_a_ship_is_refused_at_its_turn_as_when_re
     assert not [r for r in fake_ccnow.requests if r.form.get("x_action_1") == "adjust"]
     assert commands(tmp_path) == [(A, "succeeded", "mark_shipped"), (A, "refused", PAST)]
     assert "order.action_refused" in turn.stderr
+    # Each event carries its order's status before and after it closed: the ship's answer made
+    # the order followed; the refusal changed nothing.
+    ended = [
+        (e["data"]["action"], e["data"]["previous_status"], e["data"]["status"])
+        for e in read_events(tmp_path)
+        if e["type"] in ("order.action_succeeded", "order.action_refused")
+    ]
+    assert ended == [("ship", None, "mark_shipped"), ("adjust", "mark_shipped", "mark_shipped")]
     # The same discount recorded now is refused in the same words.
     later = await ccnow(cfg, "adjust", A, "--amount", "9.00", "--key", "another")
     assert later.code == 65, later.stdout + later.stderr

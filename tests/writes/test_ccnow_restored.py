@@ -17,7 +17,7 @@ import aiosqlite
 import pytest
 from aiosqlite import Row
 
-from reconciler.events import action_event
+from reconciler.events import Event, action_event
 from reconciler.store import Store, history
 from reconciler.store import commands as cmds
 from reconciler.store.rewound import WHY
@@ -118,9 +118,15 @@ async def test_a_lost_wal_is_a_rewind_too(
             action=action,
             answer="pending",
             time=now,
+            before=None,
+            after=None,
         )
+
+        async def events() -> list[Event]:
+            return [done]
+
         if closed:
-            await cmds.close(store, [(command.id, "succeeded", "pending")], [done], now)
+            await cmds.close(store, [(command.id, "succeeded", "pending")], events, now)
         shutil.copyfile(db, tmp_path / "without-wal.db")
     finally:
         await store.close()
@@ -136,8 +142,8 @@ async def test_a_lost_wal_is_a_rewind_too(
         assert (after.state, after.answer) == ("uncertain", WHY)
     else:
         assert after.state == "queued" and after.maybe_reached_at is not None
-    with sqlite3.connect(db) as conn:
-        assert not conn.execute("SELECT 1 FROM meta WHERE key = 'rewound_commands'").fetchall()
+    with sqlite3.connect(db) as plain:
+        assert not plain.execute("SELECT 1 FROM meta WHERE key = 'rewound_commands'").fetchall()
 
 
 class DaemonOpensFirst:

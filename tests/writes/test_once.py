@@ -24,7 +24,14 @@ from reconciler.writes.once import (
     send_once,
 )
 
-TIMEOUT = aiohttp.ClientTimeout(total=0.5)
+# Generous: an answer on a loaded machine took more than the 0.5 s these tests once gave it,
+# and read as a timeout.
+TIMEOUT = aiohttp.ClientTimeout(total=30)
+# A timeout after the connection was made: the read's, which starts once the request is sent,
+# so that a slow connect on a loaded machine cannot make it the connect's.
+READ_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_read=0.5)
+# For a peer that never answers (a TLS handshake left hanging): how soon it is given up.
+SHORT = aiohttp.ClientTimeout(total=0.5)
 
 
 @pytest.fixture
@@ -69,7 +76,9 @@ async def server() -> AsyncIterator[tuple[TestServer, list[str]]]:
         await srv.close()
 
 
-async def send(url: URL, *, aware: bool = False) -> object:
+async def send(
+    url: URL, *, aware: bool = False, timeout: aiohttp.ClientTimeout = TIMEOUT
+) -> object:
     connector = WriteAwareConnector() if aware else None
     # As the runtime's session: answers are decoded by read_body alone.
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
@@ -79,7 +88,7 @@ async def send(url: URL, *, aware: bool = False) -> object:
             url,
             headers={},
             data=b"{}",
-            timeout=TIMEOUT,
+            timeout=timeout,
             gate=asyncio.Semaphore(1),
             max_body=1024,
         )
@@ -95,7 +104,7 @@ async def test_each_ending_is_told_apart_and_nothing_is_sent_twice(
         await send(srv.make_url("/big"))
     assert big.value.status == 201
     with pytest.raises(Uncertain, match="timeout"):
-        await send(srv.make_url("/slow"))
+        await send(srv.make_url("/slow"), timeout=READ_TIMEOUT)
     with pytest.raises(Uncertain, match="connection"):
         await send(srv.make_url("/drop"))
     with pytest.raises(AnswerTooLarge):
@@ -130,7 +139,7 @@ async def test_a_timeout_after_the_connection_was_made_stays_uncertain(
 ) -> None:
     srv, seen = server
     with pytest.raises(Uncertain, match="timeout"):
-        await send(srv.make_url("/slow"), aware=aware)
+        await send(srv.make_url("/slow"), aware=aware, timeout=READ_TIMEOUT)
     assert seen == ["/slow"]
 
 
@@ -142,10 +151,10 @@ async def test_a_tls_handshake_that_never_ends_is_not_sent() -> None:
         sock.listen()
         url = URL(f"https://127.0.0.1:{sock.getsockname()[1]}/x")
         with pytest.raises(NotSent, match="connect timeout"):
-            await send(url, aware=True)
+            await send(url, aware=True, timeout=SHORT)
         # Without the connector's word the phase is unknown: a timeout may have sent it.
         with pytest.raises(Uncertain, match="timeout"):
-            await send(url)
+            await send(url, timeout=SHORT)
 
 
 async def test_a_location_is_passed_on_made_absolute(
@@ -167,10 +176,11 @@ async def test_a_refused_connection_is_not_sent() -> None:
 async def test_a_write_waits_for_its_accounts_turn_outside_its_timeout(
     server: tuple[TestServer, list[str]],
 ) -> None:
-    # The account's one request in flight holds the gate past the write's whole timeout (0.5 s):
-    # the write is sent when its turn comes, and answered, not failed as a timeout.
+    # The account's one request in flight holds the gate past the write's whole timeout (2 s):
+    # the write is sent when its turn comes, and answered, not failed as a timeout. (2 s, not
+    # less: once its turn comes the write has that long to be answered, on a loaded machine.)
     srv, seen = server
-    gate = asyncio.Semaphore(1)
+    gate, timeout = asyncio.Semaphore(1), aiohttp.ClientTimeout(total=2.0)
     async with aiohttp.ClientSession() as session:
         async with gate:
             write = asyncio.ensure_future(
@@ -180,12 +190,12 @@ async def test_a_write_waits_for_its_accounts_turn_outside_its_timeout(
                     srv.make_url("/busy"),
                     headers={},
                     data=b"{}",
-                    timeout=TIMEOUT,
+                    timeout=timeout,
                     gate=gate,
                     max_body=1024,
                 )
             )
-            done, _ = await asyncio.wait({write}, timeout=0.8)
+            done, _ = await asyncio.wait({write}, timeout=2.5)
             assert not done and seen == []
         assert (await write).status == 500
     assert seen == ["/busy"]

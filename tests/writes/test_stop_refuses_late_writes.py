@@ -76,10 +76,11 @@ class CountedGate(asyncio.Semaphore):
         return await super().acquire()
 
     async def until_waiting(self, n: int) -> None:
-        """Return once `n` requests waited for their turn."""
+        """Return once `n` requests waited for their turn (within a minute: a request through
+        the API took more than the 5 s this once allowed on a loaded machine)."""
         while self.waiting < n:
             self._queued.clear()
-            await asyncio.wait_for(self._queued.wait(), 5)
+            await asyncio.wait_for(self._queued.wait(), 60)
 
 
 class CountedGates(Gates):

@@ -98,7 +98,7 @@ async def test_a_crash_after_recording_leaves_an_uncertain_submit_never_sent(
         await listening(port)
         with pytest.raises(aiohttp.ClientError):
             await submit(port, body)
-        assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGKILL
+        assert await asyncio.wait_for(proc.wait(), 60) == -signal.SIGKILL
     assert submission_state(tmp_path, "shop-1") == "sending"
 
     async with daemon_here(cfg):
@@ -111,7 +111,7 @@ async def test_a_crash_after_recording_leaves_an_uncertain_submit_never_sent(
         assert result.code == 0, result.stderr
         assert submission_state(tmp_path, "shop-1") == "resolved"
         await poll_until(
-            lambda: any(e["type"] == UNCERTAIN for e in read_events(tmp_path)), 10, "event"
+            lambda: any(e["type"] == UNCERTAIN for e in read_events(tmp_path)), 60, "event"
         )
     assert fake.submits == []
     assert [
