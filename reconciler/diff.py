@@ -20,6 +20,7 @@ from .model import (
     OrderState,
     Outcome,
     Via,
+    same_status,
     status_info,
 )
 from .schedule import NOT_FOUND_CONFIRM_S
@@ -130,6 +131,13 @@ def _observed(
         return
     info = status_info(key.source, status)
     base = prev or OrderState(key=key, tracked_at=now)
+    if key.source == "ccnow" and not info.known and same_status(base.status, status):
+        # A word CCNow does not document, in another case (`Pending_Review`, `pending_review`),
+        # is the same word: no change, and it stays as first seen (an endpoint that flips case
+        # would raise a change every poll). A documented word comes in the document's case: one
+        # an older release stored in capitals (`CANCELED`) changes to it. CCV's words stay as
+        # CCV writes them.
+        status = base.status or status
     reference = obs.external_reference or base.external_reference
     tracked, answered = base.external_reference, obs.external_reference
     if tracked is not None and answered is not None and answered != tracked:

@@ -110,6 +110,14 @@ def known_statuses(source: Source) -> list[str]:
     return [status for (src, status) in STATUSES if src == source]
 
 
+def same_status(one: str | None, other: str | None) -> bool:
+    """Whether two CCNow statuses are one: a word CCNow does not document, written in another
+    case, is the same word (an endpoint that flips case would raise a change every poll)."""
+    if one is None or other is None:
+        return one is other
+    return one.lower() == other.lower()
+
+
 # The settled words of each provider, read from the table above: the one list of them (the SQL
 # that names them, store/retention.py, is checked against it by a test).
 SETTLED: dict[Source, tuple[str, ...]] = {
@@ -371,6 +379,9 @@ class SourceState:
     # within the period moves `last_failure`, not this (else a notification's poll every 30 s
     # held a 60 s backoff shut for ever).
     backoff_from: float | None = None
+    # The checks failed last of the key refused (a CCV 401 for the account): the probe, which
+    # asks with that key, ends that failure when CCV takes it (`poller.health.next_health`).
+    failed_on_key: bool = False
 
     @property
     def failing(self) -> bool:

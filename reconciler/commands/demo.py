@@ -164,7 +164,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -
     )
     url = await sandbox.start("127.0.0.1", 0)
     try:
-        hold_for_shipment(sandbox)
+        held = hold_for_shipment(sandbox)
         config = demo_config(url, store, _free_port(), _free_port())
         assert config.receiver is not None and config.api is not None
         # Like CCV's, CCNow's alerts make the daemon poll at once; polling still catches all.
@@ -198,7 +198,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -
             # answers a submit under way, and the summary counts every order submitted.
             halt, stopping = asyncio.Event(), asyncio.Event()
             serving = asyncio.ensure_future(daemon.serve(halt))
-            shipping = asyncio.ensure_future(ship_some(sandbox, rt, config))
+            shipping = asyncio.ensure_future(ship_some(sandbox, rt, config, first=held))
             integrator = DemoIntegrator(
                 f"http://127.0.0.1:{config.api.listen_port}", config.api.token.reveal(), out
             )
@@ -270,18 +270,24 @@ def hold_for_shipment(sandbox: Sandbox) -> list[str]:
 
 
 async def ship_some(
-    sandbox: Sandbox, rt: Runtime, config: Config, every_s: float = DEMO_SHIP_EVERY_S
+    sandbox: Sandbox,
+    rt: Runtime,
+    config: Config,
+    every_s: float = DEMO_SHIP_EVERY_S,
+    first: Sequence[str] = (),
 ) -> None:
     """Ship a few pending CCNow orders as `reconciler ccnow ship` does, once a pass has seen
-    them pending: their `pending -> mark_shipped` comes `via action`."""
+    them pending: their `pending -> mark_shipped` comes `via action`. The orders held for the
+    shipment (`first`) go first: one left out would stay pending for the whole demo."""
     sender = rt.action_sender()
     shipped = 0
     while shipped < DEMO_SHIPMENTS:
         await asyncio.sleep(every_s)
         known = await rt.store.orders.with_status("ccnow", "default", ["pending"])
-        pending = [
-            s.key.order_id for s in known if sandbox.status("ccnow", s.key.order_id) == "pending"
-        ][: DEMO_SHIPMENTS - shipped]
+        pending = sorted(
+            (s.key.order_id for s in known if sandbox.status("ccnow", s.key.order_id) == "pending"),
+            key=lambda order_id: order_id not in first,
+        )[: DEMO_SHIPMENTS - shipped]
         if pending:
             taken = await sender.take(
                 build(config.ccnow[0], "ship", pending, notes="Shipped in the demo")

@@ -126,6 +126,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
     ) -> None:
         super().__init__(config, client, writer, secrets=secrets, page_orders=page_orders)
         self.listed = ListMemory()
+        self._queried = False  # the last pending-list pass asked queries (`full_pass`)
         self.witnesses = Witnesses(self._answered)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
@@ -239,8 +240,23 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         return Said.ANSWERS if answers else Said.FAILS
 
     async def full_pass(self, *, via: Via) -> PassReport:
-        """Fetch the pending list, then query every other open order."""
-        return await self.pending_list_pass(via=via, everything=True)
+        """Fetch the pending list, then query every other open order. Every open order on the
+        list, no query is asked, and no list line says the queries answer: an account whose
+        checks fail is asked the daemon's probe, one order's query (else it never recovered
+        at a catch-up, each exiting 0 while `status` said failing). Still failing, it is in
+        the report's failing sources: the catch-up's exit and `status` agree."""
+        report = await self.pending_list_pass(via=via, everything=True)
+        state = await self.store.sources.state(self.source, self.account)
+        if (
+            "checks" in state.failing_parts
+            and not (report.failed_sources or self._queried)
+            and (probed := [s.key.order_id for s in await self._probe_due()])
+        ):
+            report.add(await self.check(probed, via=via, probe=True))
+            state = await self.store.sources.state(self.source, self.account)
+        if state.failing and self.name not in report.failed_sources:
+            report.failed_sources[self.name] = state.last_error or "failed"
+        return report
 
     async def pending_list_pass(
         self, *, via: Via, everything: bool = False, seen: set[str] | None = None
@@ -321,6 +337,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             answered_list = True
             from_list = report.checked - report.failed
             asked = len(listed) + len(to_query)
+            self._queried = bool(to_query)
             if to_query:
                 # A catch-up decides every order it asks: none carried to a next poll.
                 await self.client.query(to_query, emit, probe=probe, catch_up=ask_all)

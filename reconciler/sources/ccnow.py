@@ -111,8 +111,16 @@ class CCNowClient:
         naming them. A followed order on it is not on the list as read: a catch-up queries it
         on its own, as a poll does one the read before named (it left the list), and a due
         tick any other; that answer is its check. One nobody follows is no check of the
-        account's at all."""
+        account's at all. Order lines beside `message no_pending_orders` (either first) are a
+        malformed answer: ProtocolError, the account's pending list failing."""
         answer, asked, last = await self._post([])  # as of the attempt that brought it
+        if answer.messages and (answer.orders or last is not None):
+            # NOTES: one line per order, or the single line `message no_pending_orders`. Both
+            # contradict each other: which orders are pending cannot be told, and neither
+            # reading may move a snapshot (the lines' orders kept, or the others queried).
+            raise ProtocolError(
+                "pending list says message no_pending_orders and lists orders: malformed"
+            )
         lines, disagreeing = by_id(answer)
         observations = []
         if last is not None:

@@ -12,9 +12,12 @@ from reconciler.model import (
     CCNOW_ID_PATTERN,
     ccnow_id,
     hyphenated_match,
-    known_statuses,
+    same_status,
 )
 from reconciler.redact import SecretForms, holds_secret, mask, text_forms
+from reconciler.sources.ccnow_words import DOCUMENTED as DOCUMENTED
+from reconciler.sources.ccnow_words import DOCUMENTED_BY_LOWER as DOCUMENTED_BY_LOWER
+from reconciler.sources.ccnow_words import is_data
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -37,17 +40,6 @@ SPACE = " \t\f\v"
 # Lines may end in CR LF, LF, or a bare CR (old Mac style); each is a line end.
 LINE_END = re.compile(r"\r\n|\r|\n")
 _ERROR_WORDS = frozenset({"error", "error_message", "invalid", "not_found", "unknown"})
-# CCNow's documented status words. One in any case (`MARK_SHIPPED`) is that word: stored as written,
-# a later answer in the document's case would raise a change that is none, and a word in capitals
-# would never count as settled. Followed by columns of data (`pending\tUSD`, `MARK_SHIPPED
-# 2026-11-30`, `pending 2026-11-30 12.50`) it names the status: else each new column would read as
-# another status. Followed by words (`pending review`), it may be a new status: kept whole, as
-# written, as every word the document does not list is.
-DOCUMENTED = frozenset(known_statuses("ccnow"))
-# A documented word by its lower case: CCNow answers them in any case.
-DOCUMENTED_BY_LOWER = {word.lower(): word for word in DOCUMENTED}
-_DIGIT = re.compile(r"[0-9]")
-_CODE = re.compile(r"[A-Z]{2,5}", re.ASCII)  # `USD`, `UPS`
 # What says CCNow does not know the order (its test server and sandbox answer `ID
 # error_message unknown order`): the order is not found, not failing. The words must say so of
 # the order itself: `order lookup failed: unknown error, try again later` or `database busy`
@@ -221,7 +213,7 @@ def order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Ord
         after = _LEADING_NAME.sub("", more[0] if more else "")
         not_found = word == _NOT_FOUND_WORD or (word == ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
-    if word in DOCUMENTED_BY_LOWER and (not more or "\t" in rest or _is_data(more[0])):
+    if word in DOCUMENTED_BY_LOWER and (not more or is_data(more[0])):
         return OrderLine(order_id, DOCUMENTED_BY_LOWER[word]), bool(more)
     # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
     status = " ".join(BLANKS.split(rest))
@@ -235,14 +227,6 @@ def order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Ord
         # batch's (its id is one the account knows).
         return OrderLine(order_id, None, UNREADABLE, unreadable=True), False
     return OrderLine(order_id, status), False
-
-
-def _is_data(columns: str) -> bool:
-    """Whether what follows a status word is data (a date, an amount, a tracking number, codes
-    in capitals), not words that may make a new status (`pending review`)."""
-    return _DIGIT.search(columns) is not None or all(
-        _CODE.fullmatch(c) for c in BLANKS.split(columns)
-    )
 
 
 def says_down(line: str) -> bool:
@@ -385,12 +369,13 @@ def parse_answer(
 
 
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:
-    """Return the last line per order id, and the ids whose lines disagree."""
+    """Return the last line per order id, and the ids whose lines disagree. Lines whose
+    statuses differ only by case (`Pending_Review`, `pending_review`) agree: one answer."""
     lines: dict[str, OrderLine] = {}
     disagreeing: set[str] = set()
     for line in answer.orders:
         previous = lines.get(line.order_id)
-        if previous is not None and previous.status != line.status:
+        if previous is not None and not same_status(previous.status, line.status):
             disagreeing.add(line.order_id)
         lines[line.order_id] = line
     return lines, disagreeing

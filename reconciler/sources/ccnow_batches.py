@@ -11,7 +11,7 @@ from typing import Protocol
 
 from reconciler.model import Observation, OrderKey, Outcome
 from reconciler.sources.ccnow_answer import Answer
-from reconciler.sources.ccnow_match import Emit
+from reconciler.sources.ccnow_match import MISSING, Emit
 from reconciler.sources.errors import ProtocolError, SourceError, SourceUnavailable
 from reconciler.sources.http import RequestFailed
 
@@ -191,6 +191,9 @@ class BatchFailures:
         # Held until some batch answers: (orders, word, asked).
         self._held: list[tuple[list[str], str, float | None]] = []
         self._in_a_row = 0
+        # Batches in a row whose posts read none of their orders (`read_none`): answers, so
+        # not in the run above, but CCNow saying nothing of any order asked.
+        self._none_in_a_row = 0
         self._first: SourceError | None = None
         # A batch halved for a 5xx whose parts all failed, none answering, in this run: an
         # outage, whose later batches fail whole (halving each cost two posts more, each with
@@ -248,6 +251,37 @@ class BatchFailures:
                 },
             )
             raise SourceUnavailable(f"{self._in_a_row} batches failed in a row, last: {exc}")
+
+    def read_none(self, none: bool, orders: int) -> bool:
+        """Count a batch's own posts (the batch, its others, its halves) that read `none` of
+        its orders (`missing`, each) in a run of their own, or end it; raise when the run is
+        as long as the breaker's. Each such batch costs two posts or more, and an account
+        answering so for every order (30,000 open: some 2,400 posts a catch-up) is failing:
+        the pass's later batches wait for the next pass or probe. True: it answered."""
+        if not none:
+            self._none_in_a_row = 0
+            return True
+        self._none_in_a_row += 1
+        log.debug(
+            "ccnow.batch_failed",
+            extra={"fields": {"account": self._account, "orders": orders, "reason": MISSING}},
+        )
+        if self._none_in_a_row < self._limit:
+            return True
+        log.warning(
+            "ccnow.circuit_open",
+            extra={
+                "fields": {
+                    "account": self._account,
+                    "consecutive_failures": self._none_in_a_row,
+                    "reason": MISSING,
+                }
+            },
+        )
+        raise SourceUnavailable(
+            f"{self._none_in_a_row} batches failed in a row, last: no line of any order asked"
+            f" ({MISSING})"
+        )
 
     def counted(
         self, whole: bool, answered: bool, split: Split, exc: SourceError, word: str, orders: int

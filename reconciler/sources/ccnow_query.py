@@ -156,12 +156,13 @@ class BatchQuery:
             await self.stopped(batch, missing, split, ordered)
             return True
         if split is None and len(batch) > 1 and none and await self.others(batch, asked):
-            return True
-        # Asked again: orders an answer left out when it held a line of another asked order
-        # (CCNow stopping at a bad id, or answering so many lines a post), besides a cut
-        # last line (a CGI dying at the same byte every post would ask each order again).
-        # An answer of no asked order's line is no answer about them (asked again, it
-        # would be the same).
+            return failures.read_none(False, len(batch))  # its others read: the run ends
+        if split is None:
+            failures.read_none(none, len(batch))  # raises when the breaker opens
+        # Asked again: orders an answer left out when it held a line of another asked order (CCNow
+        # stopping at a bad id, or answering so many lines a post), besides a cut last line (a
+        # CGI dying at the same byte every post would ask each order again). An answer of no
+        # asked order's line is no answer about them (asked again, it would be the same).
         read = len(asked_ids) > 1 and len(missing) < len(asked_ids)
         for observation in observations:
             if observation.outcome is not Outcome.FAILED:

@@ -1,5 +1,6 @@
 """The schema: forward-only migrations and how they run (`migrate`, `outdated`); the one
-rebuild of a table that a migration rewritten in place left behind is store/rowid.py's."""
+rebuild of a table that a migration rewritten in place left behind in older stores is
+store/rowid.py's."""
 
 from __future__ import annotations
 
@@ -291,7 +292,21 @@ MIGRATIONS: list[str] = [
         WHERE (p.account, p.external_reference) = (s.account, s.external_reference)
         AND p.received_at >= s.created_at) WHERE state IN ('sending', 'uncertain')
     """,
-    # 26: a succeeded or resolved submission whose order CCV then ended as `Canceled` gives its
+    # 26: CCV orders a notification named whose check has not answered yet (notified_orders.py):
+    # CCV calls once, so the notification stands until a check of the order answers; and
+    # whether an account's checks failed of the key refused (a 401), which the probe ends
+    """
+    CREATE TABLE notified_orders (
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        notified_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        PRIMARY KEY (source, account, order_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE sources ADD COLUMN failed_on_key INTEGER NOT NULL DEFAULT 0
+    """,
+    # 27: a succeeded or resolved submission whose order CCV then ended as `Canceled` gives its
     # reference up to the next submit of it (submissions.record): superseded, it leaves the
     # index that keeps one live submission per reference
     """

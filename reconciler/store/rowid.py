@@ -1,5 +1,5 @@
-"""The one rebuild of a table that a migration rewritten in place left behind in older stores
-(store/migrations.py runs the migrations)."""
+"""The one rebuild of a table that a migration rewritten in place left behind in older stores:
+`orders` WITHOUT ROWID, made before migration 1 gave it a rowid."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ _COLUMNS = (
 # `state = 'uncertain'` alone, it reads every row of the table (every submit of the retention
 # window). `OPEN` names the submissions_open index's rows (those of a state), `_LIVE` the
 # submissions_live index's (those of an account's references: not one a later submit took the
-# reference from, migration 26), `_FAILED` the submissions_failed index's.
+# reference from, migration 27), `_FAILED` the submissions_failed index's.
 OPEN = "state IN ('sending', 'uncertain')"  # store/unsettled.py's too
 _LIVE = "state != 'failed' AND superseded_at IS NULL"
 _FAILED = "state = 'failed'"

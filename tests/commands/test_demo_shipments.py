@@ -76,3 +76,24 @@ async def test_the_orders_the_demo_ships_wait_pending_for_it_however_late_it_com
         assert sandbox.status("ccnow", held[0]) != "mark_shipped"
     finally:
         await sandbox.stop()
+
+
+async def test_the_demo_ships_the_orders_it_held_before_any_other(tmp_path: Path) -> None:
+    # The held orders were left to the store's order: one not picked stayed pending for the
+    # whole demo (its summary showed `ccnow pending: 1`, the sandbox the order stuck).
+    sandbox = Sandbox(SandboxOptions(orders=DEMO_SHIPMENTS + 4, advance=False))
+    url = await sandbox.start("127.0.0.1", 0)
+    try:
+        ids = sandbox.ccnow_order_ids()
+        for order_id in ids:
+            sandbox.set_status("ccnow", order_id, "pending")
+        held = ids[-DEMO_SHIPMENTS:]  # the last the store lists
+        config = demo_config(url, tmp_path / "demo.db", free_port(), free_port())
+        async with Runtime(config) as rt:
+            await rt.store.orders.track("ccnow", "default", [(oid, None) for oid in ids], 0.0)
+            await rt.coordinators.startup_pass()
+            await asyncio.wait_for(ship_some(sandbox, rt, config, every_s=0.0, first=held), 60)
+            commands = await get_commands(rt.store, list(range(1, 100)))
+    finally:
+        await sandbox.stop()
+    assert sorted(c.order_id for c in commands if c.state == "succeeded") == sorted(held)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.config import ConfigError, load_config
-from tests.conftest import run_cli
+from tests.conftest import call_cli
 
 CCV = '[ccv]\nbase_url = "https://ccv.example"\napi_key = "t_0123"\n'
 CCNOW = '[ccnow]\nurl = "https://ccnow.example/oapi"\nclient_id = "c"\npassword = "pw-0123"\n'
@@ -64,6 +64,6 @@ async def test_check_says_a_key_with_control_characters_in_one_line(tmp_path: Pa
         f'[store]\npath = "{tmp_path / "r.db"}"\n' + CCV + '"a\\nb\\u001b[31mRED" = 1\n',
         encoding="utf-8",
     )
-    result = await run_cli("--config", cfg, "check")
+    result = await call_cli("--config", cfg, "check")
     assert result.code == 78, result.stderr
     assert result.stderr == f"config error: {cfg}: ccv.a\\x0ab\\x1b[31mRED: unknown key\n"

@@ -1,13 +1,12 @@
 """A sink its receiver disabled (410 Gone) is said `sink.disabled` (error) once, when it happens,
 not again at each catch-up or start (an alert on it fired every run): a later run finds it
-`sink.still_disabled` (warning), and `status` says since when. Real processes, a real
-receiver on 127.0.0.1 and the real database file."""
+`sink.still_disabled` (warning), and `status` says since when. The commands and the daemon
+as the console script runs them (in this process: what is tested is what each start says, not
+the process), a real receiver on 127.0.0.1 and the real database file."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,8 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     WebhookEndpoint,
     call_cli,
-    daemon,
+    daemon_here,
     poll_until,
-    run_cli,
     serving,
     webhook_env,
     webhook_sink,
@@ -68,7 +66,7 @@ async def test_a_disabled_sink_is_said_once_and_found_so_at_each_later_start(
     env = webhook_env()
     assert (await call_cli("--config", cfg, "track", "ccv", ORDER, env=env)).code == 0
 
-    first = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "5s", env=env)
+    first = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "5s", env=env)
     assert first.code == 75, first.stderr  # the event stays undelivered to the sink
     assert len(gone.attempts) == 1
     (disabled,) = said(first.log_lines(), "sink.disabled")
@@ -79,7 +77,7 @@ async def test_a_disabled_sink_is_said_once_and_found_so_at_each_later_start(
     )
     assert not said(first.log_lines(), "sink.still_disabled")
 
-    second = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "5s", env=env)
+    second = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "5s", env=env)
     assert second.code == 75, second.stderr
     assert len(gone.attempts) == 1  # nothing sent to it again
     assert not said(second.log_lines(), "sink.disabled"), second.stderr
@@ -88,22 +86,21 @@ async def test_a_disabled_sink_is_said_once_and_found_so_at_each_later_start(
     assert still["disabled_at"] <= second.log_lines()[-1]["time"]
     assert still["hint"] == disabled["hint"]
 
-    status = await run_cli("--config", cfg, "status", "--json", env=env)
+    status = await call_cli("--config", cfg, "status", "--json", env=env)
     assert status.code == 0, status.stderr
     (sink,) = [s for s in json.loads(status.stdout)["sinks"] if s["name"] == "webhook"]
     assert (sink["disabled"], sink["disabled_since"]) == ("http 410", still["disabled_at"])
-    text = await run_cli("--config", cfg, "status", env=env)
+    text = await call_cli("--config", cfg, "status", env=env)
     (row,) = [line for line in text.stdout.splitlines() if line.startswith("webhook ")]
     assert row.split()[-3:] == ["410", "since", still["disabled_at"]]
 
     # The daemon's start: the same, once.
     log = tmp_path / "daemon.log"
-    async with daemon(cfg, env) as proc:
+    async with daemon_here(cfg, env) as running:
         await poll_until(
             lambda: said(log_lines(log), "sink.still_disabled"), 60, "sink.still_disabled"
         )
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        assert await running.stop() == 0
     lines = log_lines(log)
     assert not said(lines, "sink.disabled")
     assert len(said(lines, "sink.still_disabled")) == 1

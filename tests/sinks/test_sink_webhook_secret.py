@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import cli_env, run_cli, webhook_sink
+from tests.conftest import call_cli, cli_env, run_cli, webhook_sink
 
 CONFIG = """[store]
 path = "{db}"
@@ -57,7 +57,11 @@ async def test_a_webhook_secret_under_24_bytes_is_taken_and_warned_of(
         cfg = config(tmp_path)
         env["RECONCILER_SINK_WEBHOOK_SECRET"] = value
     os.chmod(cfg, 0o600)
-    result = await run_cli("--config", cfg, "check", env=env)
+    # One size per source in a process of its own, whose stderr is the whole file descriptor
+    # (nothing could print the value around the log): the others in this process, the same
+    # command, the same output.
+    run = run_cli if size == 16 else call_cli
+    result = await run("--config", cfg, "check", env=env)
     assert result.code == 0, result.stderr
     warnings = short_warnings(result.stderr)
     assert [(w["key"], w["bytes"]) for w in warnings] == [("sinks[0].secret", size)]
@@ -74,6 +78,6 @@ async def test_a_webhook_secret_under_24_bytes_is_taken_and_warned_of(
 async def test_a_webhook_secret_of_24_to_64_bytes_is_taken(tmp_path: Path, size: int) -> None:
     cfg = config(tmp_path, f'secret = "{secret(size, padded=False)}"\n')
     os.chmod(cfg, 0o600)
-    result = await run_cli("--config", cfg, "check", env=cli_env())
+    result = await call_cli("--config", cfg, "check", env=cli_env())
     assert result.code == 0, result.stderr
     assert short_warnings(result.stderr) == []

@@ -490,7 +490,9 @@ async def test_retry_after_is_capped(fake: FakeCCV, session: aiohttp.ClientSessi
 
     assert (await client.fetch("A1")).status == "New"
     first, second = fake.requests
-    assert second.at - first.at < 30  # the cap (0.05 s), far below the hour asked
+    # The cap (0.05 s), far below the hour asked and below the default cap (30 s): a loaded
+    # machine's margin, still telling the configured cap from a fixed one.
+    assert second.at - first.at < 5
 
 
 async def test_timeout_fails_the_check(fake: FakeCCV, session: aiohttp.ClientSession) -> None:

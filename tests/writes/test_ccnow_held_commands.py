@@ -203,7 +203,9 @@ async def test_a_character_cut_in_an_undecided_last_line_leaves_the_others_reada
     # queued as an unreadable answer instead of settled by its order's status.
     fake_ccnow.orders = {A: "pending"}
     cfg = await tracked(tmp_path, fake_ccnow, A)
-    cut = f"{A} mark_shipped 2026-12-01 M".encode() + b"\xc3"
+    # A column of data cut (a tracking number's `1Z`): a cut word (`M`) would be no column of
+    # data, and the line no status of a documented word (tests/sources/test_ccnow_status_words.py).
+    cut = f"{A} mark_shipped 2026-12-01 1Z".encode() + b"\xc3"
     fake_ccnow.after_applying = [Reply(200, cut, chunked=True)]
     result = await ccnow(cfg, "ship", A)
     assert result.code == 0, result.stdout + result.stderr
