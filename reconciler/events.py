@@ -164,6 +164,7 @@ def submit_uncertain_event(
         "end_state": False,
         "severity": "warning",
         "via": "action",
+        "unknown_status": False,
         "submission_id": submission_id,
         "reason": reason,
         # CCV's `Location` (a 303's, a 201's), masked: where a person may find the order.
@@ -203,6 +204,12 @@ def _order_fields(before: OrderState | None, after: OrderState | None) -> dict[s
 _NO_ORDER = OrderState(OrderKey("ccnow", "", ""))
 
 
+def _unknown(after: OrderState | None) -> bool:
+    """Whether the order's status is a word outside the documented list, as order events say."""
+    status = _status(after)
+    return status is not None and not status_info("ccnow", status).known
+
+
 _ACTION_EVENTS: dict[str, tuple[EventType, Severity]] = {
     "succeeded": (EventType.ACTION_SUCCEEDED, "info"),
     "refused": (EventType.ACTION_REFUSED, "warning"),
@@ -234,6 +241,7 @@ def action_event(
         **_order_fields(before, after),
         "severity": severity,
         "via": "action",
+        "unknown_status": _unknown(after),
         "action": action,
         "command_id": command_id,
         "answer": answer,
@@ -285,6 +293,7 @@ def submit_resolved_event(
         "end_state": False,
         "severity": severity,
         "via": "action",
+        "unknown_status": False,
         "submission_id": submission_id,
         "reason": reason,
         "location": location,
@@ -337,6 +346,7 @@ def action_resolved_event(
         **_order_fields(order, order),
         "severity": "info",
         "via": "action",
+        "unknown_status": _unknown(order),
         "action": action,
         "command_id": command_id,
         "answer": answer,

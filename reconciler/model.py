@@ -379,6 +379,9 @@ class SourceState:
     # within the period moves `last_failure`, not this (else a notification's poll every 30 s
     # held a 60 s backoff shut for ever).
     backoff_from: float | None = None
+    # The checks failed last of the key refused (a CCV 401 for the account): the probe, which
+    # asks with that key, ends that failure when CCV takes it (`poller.health.next_health`).
+    failed_on_key: bool = False
 
     @property
     def failing(self) -> bool:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCVConfig
-from ..logs import fields
 from ..model import (
     UNKEPT_ANSWERS,
     Observation,
@@ -27,10 +26,18 @@ from ..model import (
 from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
 from ..sources.errors import CircuitOpen, SourceError
-from ..store.notified import notified
+from . import ccv_notified as notified
 from . import ccv_refused as refused
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
-from .health import Part, Verdict, needs_probe, needs_witness, probe_verdict, verdict
+from .health import (
+    Part,
+    Verdict,
+    is_key_refused,
+    needs_probe,
+    needs_witness,
+    probe_verdict,
+    verdict,
+)
 from .witnesses import WITNESSES, Witnesses, still_answered
 
 if TYPE_CHECKING:
@@ -92,6 +99,10 @@ class CCVCoordinator(Coordinator[CCVSource]):
         # receiver, so no notification comes).
         self.remember_ref_s = remember_ref_s
         self._last_probe: _Probe | None = None
+        # The notified orders not answered yet (ccv_notified.py), read once, and the checks of
+        # them made since the last were settled (after their batches were written).
+        self.notified_ids: set[str] | None = None
+        self.notified_seen: list[Observation] = []
         self.witnesses = Witnesses(self._answered)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> Collection[str] | None:
@@ -106,6 +117,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
 
         async def keep(observation: Observation) -> None:
             emitted.add(observation.key.order_id)
+            notified.seen(self, observation)
             self.witnesses.saw(
                 observation.key.order_id,
                 outage=observation.reason in OUTAGE_REASONS,
@@ -149,6 +161,13 @@ class CCVCoordinator(Coordinator[CCVSource]):
                 return [state, *due]
         return due
 
+    async def _due(self, until: float, limit: int) -> list[OrderState]:
+        # Notified orders whose check has not answered yet go first (ccv_notified.py).
+        first = await notified.due(self)
+        due = await super()._due(until, limit)
+        ids = {s.key.order_id for s in first}
+        return [*first, *(s for s in due if s.key.order_id not in ids)][: max(limit, len(first))]
+
     async def _postpone(self, unasked: Sequence[str]) -> None:
         """Give the orders a breaker left unasked a backoff of their own, a poll interval spread
         over 10 % of it: no answer, so no failed check nor `order.check_failed`, but else they
@@ -165,6 +184,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
     async def _after_checks(
         self, answers: PassAnswers, began: float
     ) -> list[tuple[Part, Verdict | None]]:
+        await notified.settle(self)  # the pass's batches are written: its answers stand
         # While the account rests (a notification's check in its backoff), the probe waits for
         # the backoff too: a check's failure then adds nothing to what the account's says.
         if needs_probe(answers) and await self.resting(*self.checks_parts) is not None:
@@ -217,7 +237,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
         error = await self._asking(lambda: self._ask([order_id], keep), batcher)
         self._count_unanswered(len(tried), report, error)
         if error is not None:  # a 401, say: the account's own failure
-            return Verdict(False, error)
+            return Verdict(False, error, key_refused=is_key_refused(error))
         if any(o.outcome is not Outcome.FAILED or o.reason in UNKEPT_ANSWERS for o in said):
             return Verdict(True)
         return None
@@ -228,9 +248,19 @@ class CCVCoordinator(Coordinator[CCVSource]):
         batcher = self._batcher(via, report)
         store = self.store
         asked = 0
+        # Notified orders not answered yet first, end states too: a stop may have cut their
+        # notification's check, and CCV does not call again.
+        first = [s.key.order_id for s in await notified.due(self, every=True)]
+
+        async def add(observation: Observation) -> None:
+            notified.seen(self, observation)
+            await batcher.add(observation)
 
         async def ask() -> None:
             nonlocal asked
+            if first:
+                asked += len(first)
+                await refused.check_orders(self, first, add)
             # The pass holds each page it reads and hands it back with its batches (`load`
             # reads the page's rows instead of the database while the page is current).
             after = 0
@@ -242,15 +272,16 @@ class CCVCoordinator(Coordinator[CCVSource]):
                     limit=self.page_orders,
                     settled_since=self.settled_since(),
                 )
-                if page.ids:
-                    asked += len(page.ids)
-                    await refused.check_orders(self, page.ids, batcher.add)
+                if ids := [i for i in page.ids if i not in first] if first else page.ids:
+                    asked += len(ids)
+                    await refused.check_orders(self, ids, add)
                 if len(page.ids) < self.page_orders:
                     break  # the last page: no need to ask for the next one
                 after = page.after
 
         began = time.monotonic()
         error = await self._asking(ask, batcher)
+        await notified.settle(self)
         self._count_unanswered(asked, report, error)
         answers = report.answers(error=error, complete=True, outages=self.outage_reasons)
         checks = verdict(answers)
@@ -328,65 +359,14 @@ class CCVCoordinator(Coordinator[CCVSource]):
             return PassReport()
         return await self.probe(via="poll")
 
+    async def note_notified(self, order_id: str) -> None:
+        """Keep a notification of a followed order until a check of it answers."""
+        await notified.note(self, order_id)
+
     async def check_reference(self, reference: str) -> PassReport | None:
         """A notification by external reference: check its orders now, or remember the
         reference until one is tracked (None)."""
-        store = self.store
-        orders = [
-            s
-            for s in await store.orders.by_reference(reference)
-            if s.key.source == "ccv" and s.key.account == self.account
-        ]
-        # CCV knows the reference: an uncertain submit of it reached CCV. The notification names
-        # no order; the one order carrying it now (not as an alias of what CCV renamed: that
-        # is another order) is taken for the submitted one, of several none (a guess).
-        carrying = sorted(s.key.order_id for s in orders if s.external_reference == reference)
-        order_id = carrying[0] if len(carrying) == 1 else None
-        # One transaction settles an uncertain submit and remembers the reference (where no
-        # order is taken: the submitted one, tracked later, counts it at its first check): a
-        # submit still waiting for CCV's answer is made uncertain before it (settled here) or
-        # after it (settled by `make_uncertain`, which finds the reference remembered).
-        done = await notified(
-            store, self.account, reference, order_id, self.now(), remember=order_id is None
-        )
-        if done.events:
-            self.writer.committed(done.events)
-            said = {"order_id": order_id, "carried_by": carrying}
-            log.info(
-                "ccv.submit_resolved",
-                extra=fields(account=self.account, external_reference=reference, **said),
-            )
-        if done.reason is not None:
-            # CCV tells of an order of a reference whose latest submit failed (a person said
-            # CCV never got it, CCV refused it, CCV was never reached): the submission is
-            # settled (a new submit of the reference is refused), and what failed it was wrong.
-            # A person's `--not-sent` on any failed submit of it is named: it freed the
-            # reference for the later submit, and is the likely culprit.
-            if done.not_sent:
-                log.warning(
-                    "ccv.not_sent_contradicted",
-                    extra=fields(
-                        account=self.account, external_reference=reference, reason="not_sent"
-                    ),
-                )
-            if done.reason != "not_sent":
-                log.warning(
-                    "ccv.submit_failed_contradicted",
-                    extra=fields(
-                        account=self.account,
-                        external_reference=reference,
-                        status=done.status,
-                        reason=done.reason,
-                    ),
-                )
-        if done.remembered:
-            log.info(
-                "notification.remembered",
-                extra=fields(account=self.account, external_reference=reference),
-            )
-        if not orders:
-            return None
-        return await self.check([s.key.order_id for s in orders], via="notification")
+        return await notified.check_reference(self, reference)
 
     async def _notified_early(self, due: Sequence[OrderState]) -> set[str]:
         # A notification that named an external reference before its order was tracked is

@@ -24,6 +24,7 @@ from ..model import (
 )
 from ..passes.report import PassAnswers
 from ..schedule import backoff_ends
+from ..sources.errors import KEY_REFUSED
 
 Part = HealthPart
 PARTS = HEALTH_PARTS
@@ -55,6 +56,8 @@ class Verdict:
     # The failure is made, in part, of the provider's own word about orders (an error line of
     # the order's own, a "not found"): the same word at a probe then proves nothing.
     own_word: bool = False
+    # The failure is the key refused (a 401 for the account): a probe that CCV answers ends it.
+    key_refused: bool = False
 
 
 # The outage failures of a pass that fail its account without a probe (`is_outage`).
@@ -65,7 +68,7 @@ def verdict(answers: PassAnswers) -> Verdict | None:
     """Return what a pass's answers as a whole say about the account, or None when they say
     nothing (no check made, or a few orders of a partial pass failed on their own)."""
     if answers.error is not None:
-        return Verdict(False, answers.error)
+        return Verdict(False, answers.error, key_refused=is_key_refused(answers.error))
     checked = answers.answered + answers.failed
     # Orders just submitted are not known yet (a lag, not a loss): counted among the checks,
     # ten of them would hide a wave of the orders found before behind them.
@@ -86,6 +89,12 @@ def verdict(answers: PassAnswers) -> Verdict | None:
         own_word = bool(answers.own_errors or answers.not_found)
         return Verdict(False, f"{_EVERY_FAILED}{cause}", own_word=own_word)
     return None
+
+
+def is_key_refused(reason: str) -> bool:
+    """Whether an account's failure is the key refused: a 401 for the account (CCV's, which a
+    probe asking with the same key tests), not an outage nor an order's own answer."""
+    return reason == KEY_REFUSED
 
 
 def probe_verdict(answers: PassAnswers, state: SourceState) -> Verdict:
@@ -164,11 +173,26 @@ def next_health(
     new = state
     for part, result in verdicts:
         if result.ok:
-            parts -= _CLEARS[part]
+            cleared = _CLEARS[part]
+            if part == "probe" and new.failed_on_key and not new.failed_on_own_word:
+                # The probe asks with the key the checks use: its answer (CCV's own JSON 404)
+                # proves the key is taken again, which ends the checks' failure of a 401. Else
+                # the account stayed failing, its last success moving on at each heartbeat
+                # probe, until an order's check answered, up to max_interval later.
+                cleared = cleared | {"checks"}
+            elif part == "probe" and "checks" in parts:
+                # Checks failing of an outage or of CCV's word about orders: the probe may
+                # answer through those, and proves nothing of them; no success either while
+                # the account fails on them (`status`, /healthz and metrics agree).
+                parts -= cleared
+                continue
+            parts -= cleared
             new = replace(new, last_success=now)
         else:
             parts.add(part)
             new = replace(new, last_failure=now, last_error=result.reason)
+            if part == "checks":  # the checks' last failure says what ends it
+                new = replace(new, failed_on_key=result.key_refused)
             if result.own_word:  # kept until the account recovers, whatever fails after
                 new = replace(new, failed_on_own_word=True)
     if any(not result.ok for _, result in verdicts) and (
@@ -182,7 +206,12 @@ def next_health(
     new = replace(new, failing_parts=frozenset(parts))
     if not parts:
         new = replace(
-            new, failure_streak=0, backoff_from=None, last_error=None, failed_on_own_word=False
+            new,
+            failure_streak=0,
+            backoff_from=None,
+            last_error=None,
+            failed_on_own_word=False,
+            failed_on_key=False,
         )
     if new.failing and not state.failing:
         return replace(new, episode=state.episode + 1), EventType.SOURCE_FAILED

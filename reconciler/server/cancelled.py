@@ -11,7 +11,8 @@ from ..logs import fields
 
 MAX_NAMED = 20  # checks named in the line; `more` counts the rest
 HINT = (
-    "CCV does not call again: the next start's catch-up checks every followed order; "
+    "CCV does not call again: the next start's catch-up checks every followed order, "
+    "a notified one first; "
     "`reconciler catch-up` does it while the daemon is stopped"
 )
 

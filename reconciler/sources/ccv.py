@@ -32,6 +32,7 @@ from reconciler.model import (
 from reconciler.redact import answer_forms, holds_secret
 from reconciler.sources.ccv_document import BLANKS, status_document
 from reconciler.sources.errors import (
+    KEY_REFUSED,
     AuthenticationFailed,
     CircuitOpen,
     OrderRefused,
@@ -62,7 +63,7 @@ DROPPED_NAMED = 5
 PROBE_ORDER_ID = "reconciler-probe"
 # A 401 about one order: its failure's reason, and the account's when it fails of it.
 REFUSED = "http_401"
-_REFUSED_TEXT = "http 401"
+_REFUSED_TEXT = KEY_REFUSED
 
 
 def auth_headers(config: CCVConfig) -> dict[str, str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The reason of an account's failure of its key refused (CCV's 401 for the account).
+KEY_REFUSED = "http 401"
+
 
 class SourceError(Exception):
     """A source could not be asked; the pass for that account stops and nothing changes."""

@@ -26,9 +26,10 @@ from .events import Events, OutboxRows
 from .files import WriterLock, check_file, create_private, one_name, store_exists, warn_readable
 from .health import Episode, StoreHealth, is_unusable
 from .history import HistoryMark, begin, follow, open_history
-from .migrations import give_orders_a_rowid, migrate, outdated
+from .migrations import migrate, outdated
 from .orders import Orders
 from .priority import Urgent, WriteLock
+from .rowid import give_orders_a_rowid
 from .sources import Sources
 from .upgrade_held import not_upgraded, upgrade_held
 

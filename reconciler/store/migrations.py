@@ -1,4 +1,4 @@
-"""The schema: forward-only migrations, how they run (`migrate`, `outdated`), and the one
+"""The schema: forward-only migrations and how they run (`migrate`, `outdated`); the one
 rebuild of a table that a migration rewritten in place left behind in older stores."""
 
 from __future__ import annotations
@@ -291,54 +291,22 @@ MIGRATIONS: list[str] = [
         WHERE (p.account, p.external_reference) = (s.account, s.external_reference)
         AND p.received_at >= s.created_at) WHERE state IN ('sending', 'uncertain')
     """,
+    # 26: CCV orders a notification named whose check has not answered yet (notified_orders.py):
+    # CCV calls once, so the notification stands until a check of the order answers; and
+    # whether an account's checks failed of the key refused (a 401), which the probe ends
+    """
+    CREATE TABLE notified_orders (
+        source TEXT NOT NULL,
+        account TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        notified_at REAL NOT NULL,
+        next_at REAL NOT NULL,
+        PRIMARY KEY (source, account, order_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE sources ADD COLUMN failed_on_key INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-async def give_orders_a_rowid(conn: aiosqlite.Connection) -> None:
-    """Rebuild `orders` as the rowid table migration 1 makes, in one transaction, if it is not.
-
-    Migration 1 was rewritten in place at a8f2eda: stores made before have `orders` WITHOUT
-    ROWID, keyed by (source, account, order_id), at every later version. SQLite's generalized
-    ALTER TABLE: a new table (`id INTEGER PRIMARY KEY`, the key UNIQUE) takes the rows, the
-    old one's name, indexes and triggers; no trigger fires: order_counts stay as they are."""
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
-        columns = list(await conn.execute_fetchall("PRAGMA table_info(orders)"))
-        if not any(c[1] == "id" for c in columns):
-            await _rebuild_orders(conn, columns)
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
-
-
-async def _rebuild_orders(conn: aiosqlite.Connection, columns: list[aiosqlite.Row]) -> None:
-    kept = await conn.execute_fetchall(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = 'orders' "
-        "AND type IN ('index', 'trigger') AND sql IS NOT NULL"
-    )
-    # table_info: (cid, name, type, notnull, dflt_value, pk)
-    names = ", ".join(_quoted(c[1]) for c in columns)
-    definitions = [
-        f"{_quoted(c[1])} {c[2]}"
-        + (" NOT NULL" if c[3] else "")
-        + (f" DEFAULT {c[4]}" if c[4] is not None else "")
-        for c in columns
-    ]
-    await conn.execute(
-        f"CREATE TABLE orders_rowid (id INTEGER PRIMARY KEY, {', '.join(definitions)}, "
-        "UNIQUE (source, account, order_id))"
-    )
-    await conn.execute(f"INSERT INTO orders_rowid ({names}) SELECT {names} FROM orders")
-    await conn.execute("DROP TABLE orders")
-    await conn.execute("ALTER TABLE orders_rowid RENAME TO orders")
-    for (sql,) in kept:
-        await conn.execute(sql)
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 async def outdated(conn: aiosqlite.Connection, version: int) -> str | None:

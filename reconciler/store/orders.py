@@ -357,7 +357,9 @@ class Orders:
             "UPDATE orders INDEXED BY orders_failing SET failure_streak = 0 "
             "WHERE source = ? AND account = ? AND failure_streak > 0",
             (source, account),
-        )
+        )  # and the notified orders it left unanswered are asked first (notified_orders.py)
+        sql = "UPDATE notified_orders SET next_at = 0 WHERE source = ? AND account = ?"
+        await self._conn.execute(sql, (source, account))
         # A pass holding a page of these rows would write their old streaks back.
         self.drop_pages()
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 _STATE_COLUMNS = (
     "failing, failure_streak, episode, last_success, last_failure, last_error, "
-    "failed_on_own_word, backoff_from"
+    "failed_on_own_word, backoff_from, failed_on_key"
 )
 
 
@@ -45,7 +45,7 @@ class Sources:
         """Upsert the health record (inside a transaction)."""
         await self._conn.execute(
             f"INSERT OR REPLACE INTO sources (source, account, {_STATE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 s.source,
                 s.account,
@@ -57,6 +57,7 @@ class Sources:
                 s.last_error,
                 int(s.failed_on_own_word),
                 s.backoff_from,
+                int(s.failed_on_key),
             ),
         )
 
@@ -103,7 +104,7 @@ class Sources:
 
 
 def _state(source: Source, account: str, row: Sequence[Any]) -> SourceState:
-    mask, streak, episode, success, failure, error, own_word, backoff_from = row
+    mask, streak, episode, success, failure, error, own_word, backoff_from, on_key = row
     return SourceState(
         source,
         account,
@@ -115,6 +116,7 @@ def _state(source: Source, account: str, row: Sequence[Any]) -> SourceState:
         error,
         bool(own_word),
         backoff_from,
+        bool(on_key),
     )
 
 

@@ -44,7 +44,7 @@ FAILED, RECOVERED = EventType.SOURCE_FAILED, EventType.SOURCE_RECOVERED
         (PassAnswers(), None),
         (PassAnswers(complete=True), None),
         # the account itself refused, or the breaker opened
-        (PassAnswers(answered=5, error="http 401"), Verdict(False, "http 401")),
+        (PassAnswers(answered=5, error="http 401"), Verdict(False, "http 401", key_refused=True)),
         (
             PassAnswers(failed=8, error="8 consecutive failures"),
             Verdict(False, "8 consecutive failures"),

@@ -26,6 +26,7 @@ KEYS = [
     "end_state",
     "severity",
     "via",
+    "unknown_status",
     "action",
     "command_id",
     "answer",
@@ -60,6 +61,7 @@ async def test_a_ship_that_took_carries_the_status_before_and_after(
         "end_state": False,
         "severity": "info",
         "via": "action",
+        "unknown_status": False,
         "action": "ship",
         "command_id": 1,
         "answer": "mark_shipped",
@@ -120,6 +122,30 @@ async def test_an_uncertain_discount_and_its_resolve_carry_the_order_status(
     assert list(resolved) == [*KEYS, "resolved"]
     assert common(resolved) == (None, "pending", "pending", False)
     assert (resolved["via"], resolved["resolved"]) == ("action", "sent")
+
+
+async def test_a_refusal_in_the_order_line_without_a_status_keeps_the_status_before(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Closed without a status from CCNow: the row after is the row before, not "not followed".
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    fake_ccnow.script = [Reply(200, f"{A} error_message invalid amount\n")]
+    await ccnow(cfg, "adjust", A, "--amount", "7.25")
+    data = only(tmp_path, "order.action_refused")
+    assert common(data) == (None, "pending", "pending", False)
+
+
+async def test_an_action_answered_with_an_undocumented_status_says_it_is_unknown(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # As every order event does: a consumer keys on `unknown_status` for the words to look at.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A)
+    fake_ccnow.script = [Reply(200, f"{A} pending review\n")]
+    await ccnow(cfg, "ship", A)
+    (data,) = [e["data"] for e in read_events(tmp_path) if e["type"].startswith("order.action")]
+    assert (data["status"], data["unknown_status"]) == ("pending review", True)
 
 
 def test_the_order_fields_leave_the_ids_as_earlier_versions_gave_them() -> None:

@@ -77,6 +77,8 @@ async def test_a_command_posted_before_the_upgrade_may_have_reached_ccnow(tmp_pa
         conn.execute("DROP INDEX submissions_failed")  # migration 23
         conn.execute("ALTER TABLE submissions DROP COLUMN location")  # migration 24
         conn.execute("ALTER TABLE submissions DROP COLUMN notified_at")  # migration 25
+        conn.execute("DROP TABLE notified_orders")  # migration 26
+        conn.execute("ALTER TABLE sources DROP COLUMN failed_on_key")  # migration 26
         conn.execute("PRAGMA user_version = 15")
         conn.executemany(
             "INSERT INTO commands (account, order_id, action, idempotency_key, state, attempts, "

@@ -52,6 +52,7 @@ def action_resolved_data(resolved: str, words: str) -> dict[str, Any]:
         "end_state": False,
         "severity": "info",
         "via": "action",
+        "unknown_status": False,
         "action": "adjust",
         "command_id": 1,
         "answer": f"resolved by hand: {words}",
@@ -132,6 +133,7 @@ def submit_resolved_data(
         "end_state": False,
         "severity": "info",
         "via": "action",
+        "unknown_status": False,
         "submission_id": submission_id,
         "reason": "connection",
         "location": None,  # a lost answer gave none

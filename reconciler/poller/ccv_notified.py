@@ -1,0 +1,173 @@
+"""A CCV notification stands until a check of its order answers: CCV calls a notification URL
+once and never again (NOTES.md), so one whose check failed (a 5xx after retries, a timeout, the
+account's outage) or that a stop cut short is kept in the store (store/notified_orders.py) and
+asked again, a poll interval after its failure, first when the account answers again, and at the
+next start's catch-up, end states too. A notification by external reference settles or is
+remembered against the reference's submissions (store/notified.py), which outlive a stop."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..logs import fields
+from ..model import (
+    NOT_FOUND_UNCONFIRMED,
+    UNKEPT_ANSWERS,
+    Observation,
+    OrderKey,
+    OrderState,
+    Outcome,
+)
+from ..passes.report import PassReport
+from ..store import notified_orders
+from ..store.notified import notified
+
+if TYPE_CHECKING:
+    from .ccv import CCVCoordinator
+
+log = logging.getLogger("reconciler.poller")
+
+
+def answered(observation: Observation) -> bool:
+    """Whether a check answered about its order: a status, CCV's own "not found", or CCV's
+    answer in words no check keeps; a failure (5xx, timeout, 401) leaves the notification."""
+    return (
+        observation.outcome is not Outcome.FAILED
+        or observation.reason in UNKEPT_ANSWERS
+        or observation.reason == NOT_FOUND_UNCONFIRMED
+    )
+
+
+async def known(coordinator: CCVCoordinator) -> set[str]:
+    """Return the account's notified orders not answered yet, read once per process: only this
+    process writes them while it runs (the store's writer lock)."""
+    if coordinator.notified_ids is None:
+        coordinator.notified_ids = set(
+            await notified_orders.pending(coordinator.store, "ccv", coordinator.account)
+        )
+    return coordinator.notified_ids
+
+
+async def note(coordinator: CCVCoordinator, order_id: str) -> None:
+    """Keep a notification of a followed order before its check: it stands until one answers."""
+    ids = await known(coordinator)
+    await notified_orders.note(
+        coordinator.store, "ccv", coordinator.account, order_id, coordinator.now()
+    )
+    ids.add(order_id)
+
+
+def seen(coordinator: CCVCoordinator, observation: Observation) -> None:
+    """Hold a check of a notified order until its batch is written (`settle`)."""
+    if coordinator.notified_ids and observation.key.order_id in coordinator.notified_ids:
+        coordinator.notified_seen.append(observation)
+
+
+async def settle(coordinator: CCVCoordinator) -> None:
+    """After the checks held by `seen` were written: forget the notifications of the orders
+    that answered, ask those that failed again a poll interval later (not at their own
+    backoff, up to max_interval away)."""
+    seen, coordinator.notified_seen = coordinator.notified_seen, []
+    ids = await known(coordinator)
+    if not ids or not seen:
+        return
+    done = {o.key.order_id for o in seen if o.key.order_id in ids and answered(o)}
+    failed = {o.key.order_id for o in seen if o.key.order_id in ids} - done
+    if not done and not failed:
+        return
+    now = coordinator.now()
+    await notified_orders.settle(
+        coordinator.store,
+        "ccv",
+        coordinator.account,
+        answered=sorted(done),
+        failed=sorted(failed),
+        next_at=now + coordinator.config.poll_interval_s,
+    )
+    ids -= done
+    if done:
+        log.info(
+            "notification.confirmed",
+            extra=fields(source="ccv", account=coordinator.account, orders=len(done)),
+        )
+
+
+async def due(coordinator: CCVCoordinator, *, every: bool = False) -> list[OrderState]:
+    """Return the notified orders to ask now (with `every`, all of them: a catch-up), end
+    states too, those no longer followed left out (a check's answer would be dropped)."""
+    if not await known(coordinator):
+        return []
+    store, account = coordinator.store, coordinator.account
+    ids = await notified_orders.pending(
+        store, "ccv", account, due_by=None if every else coordinator.now()
+    )
+    keys = [OrderKey("ccv", account, order_id) for order_id in ids]
+    states = await store.orders.load(keys)
+    return [states[k] for k in keys if k in states]
+
+
+async def check_reference(coordinator: CCVCoordinator, reference: str) -> PassReport | None:
+    """A notification by external reference: check its orders now, or remember the reference
+    until one is tracked (None)."""
+    store = coordinator.store
+    orders = [
+        s
+        for s in await store.orders.by_reference(reference)
+        if s.key.source == "ccv" and s.key.account == coordinator.account
+    ]
+    # CCV knows the reference: an uncertain submit of it reached CCV. The notification names
+    # no order; the one order carrying it now (not as an alias of what CCV renamed: that
+    # is another order) is taken for the submitted one, of several none (a guess).
+    carrying = sorted(s.key.order_id for s in orders if s.external_reference == reference)
+    order_id = carrying[0] if len(carrying) == 1 else None
+    # One transaction settles an uncertain submit and remembers the reference (where no
+    # order is taken: the submitted one, tracked later, counts it at its first check): a
+    # submit still waiting for CCV's answer is made uncertain before it (settled here) or
+    # after it (settled by `make_uncertain`, which finds the reference remembered).
+    done = await notified(
+        store,
+        coordinator.account,
+        reference,
+        order_id,
+        coordinator.now(),
+        remember=order_id is None,
+    )
+    if done.events:
+        coordinator.writer.committed(done.events)
+        said = {"order_id": order_id, "carried_by": carrying}
+        log.info(
+            "ccv.submit_resolved",
+            extra=fields(account=coordinator.account, external_reference=reference, **said),
+        )
+    if done.reason is not None:
+        # CCV tells of an order of a reference whose latest submit failed (a person said
+        # CCV never got it, CCV refused it, CCV was never reached): the submission is
+        # settled (a new submit of the reference is refused), and what failed it was wrong.
+        # A person's `--not-sent` on any failed submit of it is named: it freed the
+        # reference for the later submit, and is the likely culprit.
+        if done.not_sent:
+            log.warning(
+                "ccv.not_sent_contradicted",
+                extra=fields(
+                    account=coordinator.account, external_reference=reference, reason="not_sent"
+                ),
+            )
+        if done.reason != "not_sent":
+            log.warning(
+                "ccv.submit_failed_contradicted",
+                extra=fields(
+                    account=coordinator.account,
+                    external_reference=reference,
+                    status=done.status,
+                    reason=done.reason,
+                ),
+            )
+    if done.remembered:
+        log.info(
+            "notification.remembered",
+            extra=fields(account=coordinator.account, external_reference=reference),
+        )
+    if not orders:
+        return None
+    return await coordinator.check([s.key.order_id for s in orders], via="notification")

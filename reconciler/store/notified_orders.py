@@ -1,0 +1,61 @@
+"""Orders a notification named whose check has not answered yet: CCV calls a notification URL
+once and never again, so an acknowledged notification stands here until a check of its order
+answers (a status, CCV's own "not found"), whatever failed meanwhile (a 5xx after retries, a
+timeout, the account's outage, a stop). Such orders are asked again at `next_at`, the next
+start's catch-up asks them all, end states too, and the account's recovery makes them due."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from ..model import Source
+from .db import Store
+
+
+async def note(store: Store, source: Source, account: str, order_id: str, now: float) -> None:
+    """Remember a notification of an order, due at once (a repeat keeps the first's time)."""
+    async with store.transaction(urgent=True):
+        await store.conn.execute(
+            "INSERT INTO notified_orders (source, account, order_id, notified_at, next_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, account, order_id) "
+            "DO UPDATE SET next_at = excluded.next_at",
+            (source, account, order_id, now, now),
+        )
+
+
+async def pending(
+    store: Store, source: Source, account: str, *, due_by: float | None = None
+) -> list[str]:
+    """Return the notified orders not answered yet, first noted first; with `due_by`, only those
+    due to be asked again by then."""
+    sql = "SELECT order_id FROM notified_orders WHERE source = ? AND account = ?"
+    args: tuple[object, ...] = (source, account)
+    if due_by is not None:
+        sql, args = sql + " AND next_at <= ?", (*args, due_by)
+    rows = await store.conn.execute_fetchall(sql + " ORDER BY notified_at, order_id", args)
+    return [str(r[0]) for r in rows]
+
+
+async def settle(
+    store: Store,
+    source: Source,
+    account: str,
+    *,
+    answered: Collection[str],
+    failed: Collection[str],
+    next_at: float,
+) -> None:
+    """Forget the notifications of orders whose check answered; ask the failed ones again at
+    `next_at` (not their own backoff, which may be max_interval away)."""
+    if not answered and not failed:
+        return
+    async with store.transaction():
+        await store.conn.executemany(
+            "DELETE FROM notified_orders WHERE source = ? AND account = ? AND order_id = ?",
+            [(source, account, order_id) for order_id in answered],
+        )
+        await store.conn.executemany(
+            "UPDATE notified_orders SET next_at = ? "
+            "WHERE source = ? AND account = ? AND order_id = ?",
+            [(next_at, source, account, order_id) for order_id in failed],
+        )
