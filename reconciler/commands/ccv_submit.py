@@ -48,7 +48,7 @@ from ..writes.submit_outcome import (
     own_from_header,
     ref_option,
 )
-from ..writes.submit_refused import also_carried_from, say_also_carried
+from ..writes.submit_refused import also_carried_count, also_carried_from, say_also_carried
 from .accounts import account_option
 
 log = logging.getLogger("reconciler.writes.submit")
@@ -101,7 +101,8 @@ def _report(answer: Result, secrets: list[str], account: str) -> int:
     if code == EX_OK:
         if answer.order_id:
             print(answer.order_id)
-            say_also_carried(reference, answer.order_id, answer.also_carried_by)
+            carried = answer.also_carried_by
+            say_also_carried(reference, answer.order_id, carried, answer.also_carried_count)
             return code
         # The order may exist but cannot be followed yet: the submission is uncertain, as when
         # the answer is lost, and a script must not take an empty id for success.
@@ -280,6 +281,7 @@ async def _through_api(
         headers.get(RELINK_HEADER) == "true",
         untrackable=headers.get(UNTRACKABLE_HEADER) == "true",
         also_carried_by=also_carried_from(headers),
+        also_carried_count=also_carried_count(headers),
     )
     return _report(answer, secrets, option)
 

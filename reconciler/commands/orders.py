@@ -153,7 +153,7 @@ async def _track_ccv(
         say(
             f"reconciler: warning: reference {shown(ref)} is carried by order "
             f"{shown(others[0])} too, which reconciler follows: order {shown(oid)} is tracked "
-            f"with it{more} (a submit of it is refused while they carry it)",
+            f"with it{more} (a submit of it is refused until CCV cancels them)",
             logging.WARNING,
         )
     return added

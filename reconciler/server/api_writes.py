@@ -32,7 +32,7 @@ from ..writes.submit_outcome import (
     own_header,
 )
 from ..writes.submit_prices import WARNINGS_HEADER, BadPrices, warning_headers
-from ..writes.submit_refused import ALSO_CARRIED_HEADER, also_carried_header
+from ..writes.submit_refused import also_carried_headers
 from .api_orders import CURSOR
 from .api_requests import (
     ApiDeps,
@@ -96,7 +96,7 @@ class Writes:
         if result.untrackable:
             headers[UNTRACKABLE_HEADER] = "true"
         if result.also_carried_by:
-            headers[ALSO_CARRIED_HEADER] = also_carried_header(result.also_carried_by)
+            headers.update(also_carried_headers(result.also_carried_by))
         return await self._passed_back(result.status, result.body, result.content_type, headers)
 
     async def submission(self, request: web.Request) -> web.Response:

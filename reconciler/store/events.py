@@ -127,7 +127,7 @@ class Events:
 
     def seq_moved(self, last: int | None) -> None:
         """Take `last` for the highest seq (None: ask the database): read from it, or handed
-        out by a commit not made through `add` (a CCV submit's claim, history.claim)."""
+        out by a commit not made through `add` (a CCV submit's claim, claims.claim)."""
         self._last_seq = last
 
     def _forget_last_seq(self) -> None:

@@ -46,8 +46,7 @@ import aiosqlite
 from ..logs import fields
 from ..paths import HISTORY, beside
 from .files import open_beside
-from .oneshot import run_at_once
-from .sql import Statement, on_thread
+from .sql import on_thread
 
 if TYPE_CHECKING:
     from .db import Store
@@ -258,45 +257,6 @@ RAISE_FLOOR = (
 )
 
 
-class ClaimRefused(Exception):
-    """A claim's `unless` query found rows (`rows`): nothing was committed."""
-
-    def __init__(self, rows: list[tuple[object, ...]]) -> None:
-        super().__init__("the claim is refused")
-        self.rows = rows
-
-
-async def claim(store: Store, statement: Statement, unless: Statement | None = None) -> int | None:
-    """Commit `statement` (the INSERT of a write's claim: a CCV submit's) in one hand-off with
-    a seq it hands out, and return the rowid it inserted: the mark counts the claim, as it
-    counts a CCNow post's (`Events.skip_seq`), so a database that lost it has gone back. Raise
-    ClaimRefused, committing nothing, when `unless` (a query, read in the same transaction
-    after the INSERT) finds rows."""
-    try:
-        rowid, seq, version, epoch = await run_at_once(store, _claim, statement, unless)
-    except BaseException:
-        store.events.seq_moved(None)  # cancelled, the thread commits it all the same
-        raise
-    # Not through `transaction`: what another process moved is taken up here (its seq is the
-    # claim's, after the floor), before the mark is written with the epoch it holds.
-    took_up(store, version, seq, epoch)
-    if store.history is not None:
-        store.history.note(seq)
-    return rowid
-
-
-def _claim(
-    conn: sqlite3.Connection, statement: Statement, unless: Statement | None
-) -> tuple[int | None, int, int, str | None]:
-    rowid = conn.execute(*statement).lastrowid
-    if unless is not None and (rows := conn.execute(*unless).fetchall()):
-        raise ClaimRefused([tuple(r) for r in rows])  # rolled back whole (run_at_once)
-    [(last, epoch)] = conn.execute(_FOLLOW).fetchall()
-    conn.execute(RAISE_FLOOR, (int(last) + 1,))
-    version = int(conn.execute("PRAGMA data_version").fetchall()[0][0])
-    return rowid, int(last) + 1, version, epoch
-
-
 async def begin(conn: aiosqlite.Connection) -> int:
     """Begin a write transaction and return SQLite's data_version in it, in one hand-off to
     the database thread: the number moves when another connection commits (`follow`)."""
@@ -313,7 +273,7 @@ def _begin(conn: sqlite3.Connection) -> int:
 
 
 # The highest seq stored or handed out, and the epoch: what `follow` takes up.
-_FOLLOW = f"SELECT ({LAST_SEQ}), (SELECT value FROM meta WHERE key = 'id_epoch')"
+FOLLOW = f"SELECT ({LAST_SEQ}), (SELECT value FROM meta WHERE key = 'id_epoch')"
 
 
 async def follow(store: Store, version: int) -> None:
@@ -324,7 +284,7 @@ async def follow(store: Store, version: int) -> None:
     follow that floor (a feed cursor handed out before the rewind would skip them), with ids
     of that epoch, and its mark must not put its old epoch back (the next open would take that
     for another rewind)."""
-    last, epoch = next(iter(await store.conn.execute_fetchall(_FOLLOW)))
+    last, epoch = next(iter(await store.conn.execute_fetchall(FOLLOW)))
     took_up(store, version, int(last), epoch)
 
 

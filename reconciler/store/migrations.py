@@ -1,5 +1,6 @@
 """The schema: forward-only migrations and how they run (`migrate`, `outdated`); the one
-rebuild of a table that a migration rewritten in place left behind in older stores."""
+rebuild of a table that a migration rewritten in place left behind in older stores is
+store/rowid.py's."""
 
 from __future__ import annotations
 
@@ -304,6 +305,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (source, account, order_id)
     ) WITHOUT ROWID;
     ALTER TABLE sources ADD COLUMN failed_on_key INTEGER NOT NULL DEFAULT 0
+    """,
+    # 27: a succeeded or resolved submission whose order CCV then ended as `Canceled` gives its
+    # reference up to the next submit of it (submissions.record): superseded, it leaves the
+    # index that keeps one live submission per reference
+    """
+    ALTER TABLE submissions ADD COLUMN superseded_at REAL;
+    DROP INDEX submissions_live;
+    CREATE UNIQUE INDEX submissions_live ON submissions (account, external_reference)
+        WHERE state != 'failed' AND superseded_at IS NULL
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,9 +10,11 @@ never got it (`not_sent`). A failed one (refused, not sent, a person's word) bec
 when a notification says CCV has an order of its reference after all; a refusal is not `failed`
 where a notification named the reference while it waited.
 One live submission per (account, reference): a second submit of the same reference is refused
-unless the earlier one definitely failed, and so is one of a reference a followed order carries,
-but one CCV ended as `Canceled` or `Failed` (NOTES.md: nothing was paid, and a submit again under
-the same reference is the integrator's way); its answer names them (store/submitted.py).
+unless the earlier one definitely failed, or succeeded (or was resolved) with an order CCV has
+since ended as `Canceled`, and so is one of a reference a followed order carries, but one CCV
+ended as `Canceled` (NOTES.md: nothing was paid, and a submit again under the same reference is
+the integrator's way); its answer names them (store/submitted.py). Not `Failed`: a CCV employee
+may still complete such an order (model.py). CCV's word is compared without its case.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from typing import Literal
 from ..events import Event, submit_resolved_event
 from ..model import OrderState
 from . import order_rows
+from .claims import ClaimRefused, claim
 from .db import Store
-from .history import ClaimRefused, claim
 from .oneshot import commit_at_once
 from .order_sql import due_sql
 from .sql import CHUNK, Statement, marks
@@ -48,10 +50,10 @@ _COLUMNS = (
 # SQLite reads a partial index only for a query whose WHERE repeats the index's own term: told
 # `state = 'uncertain'` alone, it reads every row of the table (every submit of the retention
 # window). `OPEN` names the submissions_open index's rows (those of a state), `_LIVE` the
-# submissions_live index's (those of an account's references), `_FAILED` the
-# submissions_failed index's.
+# submissions_live index's (those of an account's references: not one a later submit took the
+# reference from, migration 27), `_FAILED` the submissions_failed index's.
 OPEN = "state IN ('sending', 'uncertain')"  # store/unsettled.py's too
-_LIVE = "state != 'failed'"
+_LIVE = "state != 'failed' AND superseded_at IS NULL"
 _FAILED = "state = 'failed'"
 
 
@@ -104,8 +106,9 @@ async def _one(store: Store, account: str, reference: str, state: str) -> Submis
     return next(map(_row, rows), None)
 
 
-# The CCV end states an order carrying a reference may be in and not refuse a submit of it.
-ENDED_UNPAID = ("Canceled", "Failed")
+# The CCV end state, lower case, an order carrying a reference may be in and not refuse a submit
+# of it: nothing was paid. Not `Failed`: "action is required by a CCV employee" (model.py).
+ENDED_UNPAID = "canceled"
 
 
 class ReferenceFollowed(Exception):
@@ -120,13 +123,22 @@ class ReferenceFollowed(Exception):
 
 async def record(store: Store, account: str, reference: str, now: float) -> int:
     """Commit a new `sending` submission (the submit's claim: a database that lost it has gone
-    back, history.claim) and return its id; raise SubmissionExists, else ReferenceFollowed
-    (read in the claim's transaction: a `track --ref` beside it comes before or after)."""
+    back, claims.claim) and return its id; raise SubmissionExists, else ReferenceFollowed
+    (read in the claim's transaction: a `track --ref` beside it comes before or after).
+    A succeeded or resolved submission whose order CCV ended `Canceled` gives the reference up
+    in that transaction: of two submits of it at once, one claims it."""
     carriers = (
         "SELECT order_id, status FROM orders WHERE external_reference = ? AND source = 'ccv' "
-        f"AND account = ? AND (status IS NULL OR status NOT IN ({marks(len(ENDED_UNPAID))})) "
-        "ORDER BY order_id",
-        (reference, account, *ENDED_UNPAID),
+        "AND account = ? AND (status IS NULL OR lower(status) != ?) ORDER BY order_id",
+        (reference, account, ENDED_UNPAID),
+    )
+    # Its order through the orders' key; no other row of the reference may be live.
+    supersede = (
+        f"UPDATE submissions SET superseded_at = ? WHERE account = ? AND external_reference = ? "
+        f"AND {_LIVE} AND state IN ('succeeded', 'resolved') AND EXISTS (SELECT 1 FROM orders o "
+        "WHERE o.source = 'ccv' AND o.account = submissions.account "
+        "AND o.order_id = submissions.order_id AND lower(o.status) = ?)",
+        (now, account, reference, ENDED_UNPAID),
     )
     try:
         sub_id = await claim(
@@ -137,6 +149,7 @@ async def record(store: Store, account: str, reference: str, now: float) -> int:
                 (account, reference, now),
             ),
             unless=carriers,
+            before=supersede,
         )
     except ClaimRefused as exc:
         carried_by = [(str(oid), None if st is None else str(st)) for oid, st in exc.rows]
@@ -245,11 +258,20 @@ async def interrupted(store: Store) -> list[Submission]:
 
 async def open_of(store: Store, account: str, references: Sequence[str]) -> dict[str, State]:
     """The states of the `sending` or `uncertain` submissions of an account's `references`, by
-    reference: the account's open submits are few, read once through their index."""
-    sql = f"SELECT external_reference, state FROM submissions WHERE {OPEN} AND account = ?"
-    wanted = set(references)
-    rows = await store.conn.execute_fetchall(sql, (account,))
-    return {str(ref): state for ref, state in rows if ref in wanted}
+    reference: only those rows are read (each `POST /orders` with one), through the live
+    submissions' index; a long list (`track --from-file`) reads the account's few open ones."""
+    unique = list(dict.fromkeys(references))
+    if len(unique) > CHUNK:
+        sql = f"SELECT external_reference, state FROM submissions WHERE {OPEN} AND account = ?"
+        wanted = set(unique)
+        rows = await store.conn.execute_fetchall(sql, (account,))
+        return {str(ref): state for ref, state in rows if ref in wanted}
+    rows = await store.conn.execute_fetchall(
+        "SELECT external_reference, state FROM submissions WHERE account = ? "
+        f"AND external_reference IN ({marks(len(unique))}) AND {_LIVE} AND {OPEN}",
+        (account, *unique),
+    )
+    return {str(ref): state for ref, state in rows}
 
 
 async def uncertain(store: Store, account: str, references: Sequence[str]) -> dict[str, Submission]:

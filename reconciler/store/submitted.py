@@ -3,9 +3,10 @@ and the order tracked with the reference, in one transaction (store/submissions.
 
 A reference is meant to name one followed order, but other followed orders may carry it as
 this one is tracked: a `track --ref` committed while the submit was on its way (the submit's
-claim found none), or orders CCV ended as `Canceled` or `Failed`, which do not refuse a submit
-(`submissions.ENDED_UNPAID`). They are read in the same transaction, for the caller to say as a
-track says a second carrier (`order.reference_carried`, `also_carried_by`).
+claim found none), or orders CCV ended as `Canceled`, which do not refuse a submit
+(`submissions.ENDED_UNPAID`), among them the order of an earlier submit of it. They are read
+in the same transaction, for the caller to say as a track says a second carrier
+(`order.reference_carried`, `also_carried_by`).
 """
 
 from __future__ import annotations

@@ -114,6 +114,8 @@ class Result:
     pricing: Sequence[Problem] | None = None
     # The other followed orders that carry the reference of the order it made (`also_carried_by`)
     also_carried_by: Sequence[str] = ()
+    # How many there are, where `also_carried_by` is cut (read from the daemon's answer); 0: all
+    also_carried_count: int = 0
 
 
 def ref_option(reference: str) -> str:

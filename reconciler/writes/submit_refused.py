@@ -4,9 +4,10 @@ A reference is meant to name one followed order (README, "CCV submit"): a submit
 an order tracked with it carries (`track --ref`, `POST /orders`, no submit of this store's)
 would make a second order at CCV, which costs as the first did. It is answered as a reference
 submitted already is (409, `ccv submit` 65): nothing recorded, nothing sent. Not where CCV
-ended every carrier as `Canceled` or `Failed` (store/submissions.py: nothing was paid, and a
-submit again is the integrator's way); then, and where a track of the reference came while
-the submit was sent, its answer names the others (ALSO_CARRIED_HEADER), as a track's does.
+ended every carrier as `Canceled` (store/submissions.py: nothing was paid, and a submit again
+is the integrator's way; an earlier submit's order among them); then, and where a track of the
+reference came while the submit was sent, its answer names the others (ALSO_CARRIED_HEADER,
+the first of them only where many do), as a track's does.
 """
 
 from __future__ import annotations
@@ -23,13 +24,25 @@ log = logging.getLogger("reconciler.writes.submit")
 
 # The other followed orders carrying the reference of the order a submit made (a track's
 # `also_carried_by`): a JSON array of their ids, percent-encoded as the other `Reconciler-`
-# headers (an id may hold a comma); absent when none does.
+# headers (an id may hold a comma); absent when none does. Only the first ids fitting in
+# ALSO_CARRIED_MAX characters (at least one: a CCV id is at most 128), so that a client's
+# bound on a header line (aiohttp's: 8190 bytes) does not lose the answer of a made order;
+# ALSO_CARRIED_COUNT_HEADER says how many there are.
 ALSO_CARRIED_HEADER = "Reconciler-Also-Carried-By"
+ALSO_CARRIED_COUNT_HEADER = "Reconciler-Also-Carried-Count"
+ALSO_CARRIED_MAX = 2048
 
 
-def also_carried_header(others: Sequence[str]) -> str:
-    """ALSO_CARRIED_HEADER's value for the orders `others` (`also_carried_from` reads it)."""
-    return own_header(json.dumps(list(others)))
+def also_carried_headers(others: Sequence[str]) -> dict[str, str]:
+    """The headers naming the orders `others` (`also_carried_from`, `also_carried_count` read
+    them): the first ids that fit, and how many there are."""
+    named = own_header(json.dumps(list(others[:1])))
+    for n in range(2, len(others) + 1):
+        value = own_header(json.dumps(list(others[:n])))
+        if len(value) > ALSO_CARRIED_MAX:
+            break
+        named = value
+    return {ALSO_CARRIED_HEADER: named, ALSO_CARRIED_COUNT_HEADER: str(len(others))}
 
 
 def also_carried_from(headers: Mapping[str, str]) -> list[str]:
@@ -43,12 +56,20 @@ def also_carried_from(headers: Mapping[str, str]) -> list[str]:
     return ids if isinstance(ids, list) and all(isinstance(i, str) for i in ids) else []
 
 
-def say_also_carried(ref: str, order_id: str | None, others: Sequence[str]) -> None:
+def also_carried_count(headers: Mapping[str, str]) -> int:
+    """How many orders ALSO_CARRIED_COUNT_HEADER says carry the reference (0: absent or not a
+    count, an older daemon's answer: ALSO_CARRIED_HEADER names them all)."""
+    value = headers.get(ALSO_CARRIED_COUNT_HEADER, "")
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
+def say_also_carried(ref: str, order_id: str | None, others: Sequence[str], count: int = 0) -> None:
     """Warn on stderr, as `track --ref` does, that the order a submit made (`order_id`) carries
-    a reference other followed orders carry too."""
+    a reference other followed orders carry too (`count` of them, where `others` is cut)."""
     if not others or not order_id:
         return
-    more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+    count = max(count, len(others))
+    more = f" (and {count - 1} more)" if count > 1 else ""
     say(
         f"reconciler: warning: reference {shown(ref)} is carried by order {shown(others[0])}"
         f"{more} too, which reconciler follows: order {shown(order_id)} is tracked with it",

@@ -77,6 +77,12 @@ async def test_a_command_posted_before_the_upgrade_may_have_reached_ccnow(tmp_pa
         conn.execute("DROP INDEX submissions_failed")  # migration 23
         conn.execute("ALTER TABLE submissions DROP COLUMN location")  # migration 24
         conn.execute("ALTER TABLE submissions DROP COLUMN notified_at")  # migration 25
+        conn.execute("DROP INDEX submissions_live")  # migration 27, and migration 3's index back
+        conn.execute("ALTER TABLE submissions DROP COLUMN superseded_at")
+        conn.execute(
+            "CREATE UNIQUE INDEX submissions_live ON submissions (account, external_reference) "
+            "WHERE state != 'failed'"
+        )
         conn.execute("DROP TABLE notified_orders")  # migration 26
         conn.execute("ALTER TABLE sources DROP COLUMN failed_on_key")  # migration 26
         conn.execute("PRAGMA user_version = 15")

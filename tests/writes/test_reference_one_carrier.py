@@ -140,7 +140,8 @@ async def test_track_ref_and_a_track_file_take_a_second_carrier_and_say_so(
     warned = [line for line in result.stderr.splitlines() if line.startswith("reconciler: ")]
     assert warned == [
         f"reconciler: warning: reference inv-1 is carried by order {O1} too, which reconciler "
-        f"follows: order {O2} is tracked with it (a submit of it is refused while they carry it)"
+        f"follows: order {O2} is tracked with it (a submit of it is refused until CCV cancels "
+        "them)"
     ], result.stderr
     logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     (line,) = [d for d in logged if d.get("message") == "order.reference_carried"]
