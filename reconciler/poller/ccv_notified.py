@@ -1,9 +1,10 @@
 """A CCV notification stands until a check of its order answers: CCV calls a notification URL
 once and never again (NOTES.md), so one whose check failed (a 5xx after retries, a timeout, the
 account's outage) or that a stop cut short is kept in the store (store/notified_orders.py) and
-asked again, a poll interval after its failure, first when the account answers again, and at the
-next start's catch-up, end states too. A notification by external reference settles or is
-remembered against the reference's submissions (store/notified.py), which outlive a stop."""
+asked again, a poll interval after its failure and then less often as it ages, first when the
+account answers again, and at the next start's catch-up, end states too. A notification by
+external reference settles or is remembered against the reference's submissions
+(store/notified.py), which outlive a stop."""
 
 from __future__ import annotations
 
@@ -66,26 +67,31 @@ def seen(coordinator: CCVCoordinator, observation: Observation) -> None:
 
 async def settle(coordinator: CCVCoordinator) -> None:
     """After the checks held by `seen` were written: forget the notifications of the orders
-    that answered, ask those that failed again a poll interval later (not at their own
-    backoff, up to max_interval away)."""
+    that answered, ask those that failed again a poll interval later, then less often as the
+    notification ages (not at their own backoff, up to max_interval away, nor every poll
+    interval for ever: an order CCV answers 403 or 500 for ever)."""
     seen, coordinator.notified_seen = coordinator.notified_seen, []
     ids = await known(coordinator)
     if not ids or not seen:
         return
-    done = {o.key.order_id for o in seen if o.key.order_id in ids and answered(o)}
+    asked = {o.key.order_id: o.asked for o in seen if o.key.order_id in ids and answered(o)}
+    done = set(asked)
     failed = {o.key.order_id for o in seen if o.key.order_id in ids} - done
     if not done and not failed:
         return
-    now = coordinator.now()
+    config = coordinator.config
     await notified_orders.settle(
         coordinator.store,
         "ccv",
         coordinator.account,
-        answered=sorted(done),
+        answered=sorted(asked.items()),
         failed=sorted(failed),
-        next_at=now + coordinator.config.poll_interval_s,
+        now=coordinator.now(),
+        gap_s=(config.poll_interval_s, config.schedule.max_interval_s),
     )
+    # A call that came after its question still stands (the store kept it): asked again.
     ids -= done
+    ids |= set(await notified_orders.pending(coordinator.store, "ccv", coordinator.account))
     if done:
         log.info(
             "notification.confirmed",

@@ -75,7 +75,9 @@ class Hub:
                 )
                 return
             # Kept until a check of the order answers: CCV calls once (poller/ccv_notified.py).
-            await coordinator.note_notified(order_id)
+            # A store that cannot keep it (locked, full) does not cost the check itself.
+            with contextlib.suppress(StoreError):
+                await coordinator.note_notified(order_id)
             report = await coordinator.check([order_id], via="notification")
             self._notified(coordinator, report, received_at)
 

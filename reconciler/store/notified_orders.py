@@ -13,12 +13,13 @@ from .db import Store
 
 
 async def note(store: Store, source: Source, account: str, order_id: str, now: float) -> None:
-    """Remember a notification of an order, due at once (a repeat keeps the first's time)."""
+    """Remember a notification of an order, due at once (a repeat: from its own time)."""
     async with store.transaction(urgent=True):
         await store.conn.execute(
             "INSERT INTO notified_orders (source, account, order_id, notified_at, next_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, account, order_id) "
-            "DO UPDATE SET next_at = excluded.next_at",
+            # A repeat is a new call: its time is what a check must answer after.
+            "DO UPDATE SET notified_at = excluded.notified_at, next_at = excluded.next_at",
             (source, account, order_id, now, now),
         )
 
@@ -41,21 +42,29 @@ async def settle(
     source: Source,
     account: str,
     *,
-    answered: Collection[str],
+    answered: Collection[tuple[str, float | None]],
     failed: Collection[str],
-    next_at: float,
+    now: float,
+    gap_s: tuple[float, float],
 ) -> None:
-    """Forget the notifications of orders whose check answered; ask the failed ones again at
-    `next_at` (not their own backoff, which may be max_interval away)."""
+    """Forget the notifications of orders whose check answered (order id, when it was asked:
+    a notification that came after the question still stands); ask the failed ones again, the
+    gap growing with the notification's age within `gap_s` (least, most): an order CCV keeps
+    failing is not asked every poll interval for ever, nor left to its own backoff."""
     if not answered and not failed:
         return
+    least, most = gap_s
     async with store.transaction():
         await store.conn.executemany(
-            "DELETE FROM notified_orders WHERE source = ? AND account = ? AND order_id = ?",
-            [(source, account, order_id) for order_id in answered],
+            "DELETE FROM notified_orders WHERE source = ? AND account = ? AND order_id = ? "
+            "AND notified_at <= ?",
+            [
+                (source, account, order_id, float("inf") if asked is None else asked)
+                for order_id, asked in answered
+            ],
         )
         await store.conn.executemany(
-            "UPDATE notified_orders SET next_at = ? "
+            "UPDATE notified_orders SET next_at = ? + MIN(?, MAX(?, ? - notified_at)) "
             "WHERE source = ? AND account = ? AND order_id = ?",
-            [(next_at, source, account, order_id) for order_id in failed],
+            [(now, most, least, now, source, account, order_id) for order_id in failed],
         )

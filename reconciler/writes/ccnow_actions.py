@@ -281,24 +281,32 @@ class ActionSender(Closing):
                 await self._close(cfg, named, {}, tally, None, refused=refused, tried=tried)
             rest = [c for c in batch if c.id not in exc.words]
             before, wait = exc.reached_before, exc.wait  # none posted before its Retry-After
+            hidden = exc.hidden_before  # a tracking upload left queued keeps it (requeue)
             if rest and exc.whole is not None:
                 # Words naming none of their fields decide nothing: sent again (alone, unless
                 # they say CCNow is down: no day then, but a bound all the same).
                 refusal, down = exc.whole, exc.down
-                await self._close(cfg, rest, {}, tally, None, refusal, down, before, wait)
+                await self._close(
+                    cfg, rest, {}, tally, None, refusal, down, before, wait, hidden=hidden
+                )
                 return
             # Every line names a field. One saying CCNow is down decides nothing for the
             # commands it names; the others, turned away with them, go again at once (without
             # them, not due yet): one command CCNow cannot take now holds no other back.
             for line in dict.fromkeys(exc.held.values()):
                 if held := [c for c in rest if exc.held.get(c.id) == line]:
-                    await self._close(cfg, held, {}, tally, None, line, True, before, wait)
+                    await self._close(
+                        cfg, held, {}, tally, None, line, True, before, wait, hidden=hidden
+                    )
             if others := [c for c in rest if c.id not in exc.held]:
                 why = f"the post was refused for another command: {exc}"
                 # Not before the answer's Retry-After, when it asks one (a 429's).
                 at = not_before(wait)
                 await requeue(
-                    self.store, self.clock(), cfg, others, why, tally, lost=before, delay=at
+                    *(self.store, self.clock(), cfg, others, why, tally),
+                    lost=before,
+                    delay=at,
+                    hidden=hidden,
                 )
             return
         except SourceError as exc:
@@ -309,7 +317,11 @@ class ActionSender(Closing):
             # again before its Retry-After asks.
             tally.post(batch)
             wait = exc.wait if isinstance(exc, TurnedAway) else None
-            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally, wait=wait)
+            # A tracking upload an attempt's answer may hide CCNow ran keeps that it may have.
+            hidden = isinstance(exc, TurnedAway) and exc.hidden
+            await requeue(
+                self.store, self.clock(), cfg, batch, str(exc), tally, wait=wait, hidden=hidden
+            )
             return
         tally.post(batch)
         failpoint("ccnow.answered")

@@ -19,6 +19,7 @@ from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_events import event_of, order_of
+from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     as_reached,
@@ -31,7 +32,7 @@ from reconciler.writes.ccnow_outcome import (
     settle,
 )
 from reconciler.writes.ccnow_post import StatusReads
-from reconciler.writes.ccnow_requeue import not_before, requeue
+from reconciler.writes.ccnow_requeue import hidden_reached, not_before, requeue
 from reconciler.writes.ccnow_send import Lost
 from reconciler.writes.ccnow_taken import Tally
 from reconciler.writes.in_flight import InFlight
@@ -119,6 +120,10 @@ class Closing:
             # Its own line saying CCNow is down decides nothing, as a whole post's does.
             own = refusal is None and says_down_for(line)
             whole, named = refusal is not None or own, refused is not None
+            # A tracking upload's line naming its own field refuses it as a whole post's line
+            # does (the attempt before carried the same field); a ship's or cancel's status is
+            # read as before.
+            named = named or (c.action == "track" and names_own_field(c, said[1]))
             state, words, status, when, since, held = await settle(
                 *(c, *said, status, asked),
                 whole=whole,
@@ -140,8 +145,11 @@ class Closing:
         delay = retry_delay(batch, max(wait or 0.0, reads.wait or 0.0))
         # An answer without the order's line came from CCNow: the post may have run it; so
         # may an earlier attempt whose answer was lost.
-        reached = self.clock() if refusal is None or reached_before else None
-        await self._commit(batch, closes, again, observations, self.clock() + delay, reached)
+        # So may one whose answer may hide that it ran (a proxy's 503): a tracking upload
+        # keeps it (`hidden_reached`), though CCNow's words turned this one away.
+        every = refusal is None or reached_before
+        marked = {c.id for c in batch} if every else hidden_reached(batch) if hidden else set()
+        await self._commit(batch, closes, again, observations, self.clock() + delay, marked)
         log_closed(cfg.name, batch, closes, again, delay, tally)
 
     async def _commit(
@@ -151,16 +159,18 @@ class Closing:
         again: list[tuple[int, str, float | None, float | None]],
         observations: list[Observation],
         retry_at: float,
-        reached_at: float | None,
+        reached: set[int],
     ) -> None:
         now = self.clock()
         by_id = {c.id: c for c in batch}
 
         async def within(rows: Mapping[OrderKey, OrderState]) -> list[Event]:
             await cmds.close_within(self.store, closes, now)
-            await cmds.requeue_within(
-                self.store, again, next_attempt_at=retry_at, reached_at=reached_at
-            )
+            # Those the post may have reached CCNow with keep it (the first such post's time).
+            kept = [row for row in again if row[0] not in reached]
+            await cmds.requeue_within(self.store, kept, next_attempt_at=retry_at)
+            marked = [row for row in again if row[0] in reached]
+            await cmds.requeue_within(self.store, marked, next_attempt_at=retry_at, reached_at=now)
             # The rows now (the answer's statuses applied); before: as `apply` found those it
             # applied an answer to (an order not followed then had none), others as they are.
             after = await self.store.orders.load(order_of(by_id[i]) for i, _, _ in closes)

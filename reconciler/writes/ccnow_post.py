@@ -43,6 +43,7 @@ from reconciler.sources.errors import (
 )
 from reconciler.sources.http import Gates, Reply, parse_retry_after
 from reconciler.store import commands as cmds
+from reconciler.writes.ccnow_fields import carries
 from reconciler.writes.ccnow_form import form
 from reconciler.writes.ccnow_outcome import TAKEN
 from reconciler.writes.ccnow_send import (
@@ -60,7 +61,6 @@ from reconciler.writes.once import NotSent
 
 __all__ = ["Lost", "Posted", "Refused", "StatusReads", "TurnedAway", "post_batch"]
 
-_ATTRIBUTE = {"orderid": "order_id"}
 # The blanks a line is trimmed of (ccnow_answer.SPACE), as bytes.
 _BLANK_ENDS = tuple(c.encode() for c in SPACE)
 
@@ -89,11 +89,16 @@ class TurnedAway(SourceError):
     a 503 saying CCNow is down, a post too large); `wait`: what its Retry-After asked, in
     seconds (None: none), so that it is not posted again before; `too_large`: turned away by
     a bound on a request's size (413, 414: a web server's, a proxy's), which turns the same
-    post away each time, why (None: another status)."""
+    post away each time, why (None: another status); `hidden`: an attempt's answer may hide
+    that CCNow ran it all the same (a 503 without CCNow's words: a proxy's, after CCNow got it
+    and was slow), which a tracking upload queued so keeps (Command.maybe_reached_at)."""
 
-    def __init__(self, word: str, wait: float | None, status: int | None = None) -> None:
+    def __init__(
+        self, word: str, wait: float | None, status: int | None = None, *, hidden: bool = False
+    ) -> None:
         super().__init__(word)
         self.wait = wait
+        self.hidden = hidden
         self.too_large: str | None = None
         if status in (413, 414):
             what = "body" if status == 413 else "url"
@@ -129,6 +134,7 @@ class Refused(Exception):
         # at all (Posted).
         self.reached_before = False
         self.tried_before = False
+        self.hidden_before = False  # one's answer may hide that it ran (Posted.hidden_before)
         self.held = held
         self.wait = wait
 
@@ -177,8 +183,9 @@ async def post_batch(
             # Its last answer's Retry-After (a proxy's 503 after an earlier attempt was lost)
             # holds the post queued, as one turned away is.
             raise Lost(exc.word, exc.wait) from None
-        if exc.turned_away:
-            raise TurnedAway(str(exc), exc.wait, exc.http_status) from None  # not run
+        if exc.turned_away or exc.hidden:
+            # Not run as they say, but one may hide that it was (a proxy's 503).
+            raise TurnedAway(str(exc), exc.wait, exc.http_status, hidden=exc.hidden) from None
         raise NotSent(str(exc)) from None
     secrets = answer_secrets(cfg.password.reveal(), secrets)
     wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
@@ -198,7 +205,7 @@ async def post_batch(
             raise _refused(lines, batch, reply, wait)
         if turned_away(reply.status, reply.body, once=once) and not reply.reached_before:
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
-            raise TurnedAway(f"http {reply.status}", wait, reply.status)
+            raise TurnedAway(f"http {reply.status}", wait, reply.status, hidden=reply.hidden_before)
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
         raise Lost(f"http_{reply.status}", wait)
     body = reply.body
@@ -376,6 +383,7 @@ def _refused(
     whole = next(iter(unnamed + down), None)
     refused = Refused(words, whole, bool(down) and not unnamed, held, wait)
     refused.reached_before, refused.tried_before = reply.reached_before, reply.tried_before
+    refused.hidden_before = reply.hidden_before
     return refused
 
 
@@ -384,11 +392,9 @@ def _named_by(field: re.Match[str], batch: Sequence[cmds.Command]) -> list[cmds.
     that field (none else: `amount_1` of a tracking upload is no field of it), else those
     carrying the field (every command, if none does: the post was refused for it all the
     same)."""
-    # CCNow's case is no part of the name (`X_AMOUNT`, `x_OrderId`); the attributes are ours.
-    name, number = field_of(field)
-    attribute = _ATTRIBUTE.get(name, name)
+    _, number = field_of(field)
     if number is not None and 1 <= number <= len(batch):
         c = batch[number - 1]
-        return [c] if getattr(c, attribute) is not None else []
-    carrying = [c for c in batch if getattr(c, attribute) is not None]
+        return [c] if carries(c, field) else []
+    carrying = [c for c in batch if carries(c, field)]
     return carrying or list(batch)

@@ -13,10 +13,19 @@ from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_outcome import RETRY_MAX_S, retry_delay
 from reconciler.writes.ccnow_taken import Tally
 
-__all__ = ["not_before", "requeue"]
+__all__ = ["hidden_reached", "not_before", "requeue"]
 
 # The actions' logger: the line is logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
+
+
+def hidden_reached(batch: Sequence[cmds.Command]) -> set[int]:
+    """Those of a batch queued again after an attempt whose answer may hide that CCNow ran it
+    (a 503 without CCNow's words: a proxy's, after CCNow got it and was slow) that keep that
+    it may have reached CCNow with them: the tracking uploads. CCNow refusing the next post
+    (`order not pending`) then leaves one `uncertain`, as after a lost answer: no status read
+    can tell whether it was added. A ship or cancel keeps nothing: its order's status tells."""
+    return {c.id for c in batch if c.action == "track"}
 
 
 def not_before(wait: float | None) -> float:
@@ -36,15 +45,24 @@ async def requeue(
     lost: bool = False,
     delay: float | None = None,
     wait: float | None = None,
+    hidden: bool = False,
 ) -> None:
     """Queue a batch again after a failure that is no answer about its commands (their day and
     its three-day bound start again), due after `delay` (by default: doubling per attempt, or
     what its answer's Retry-After asked, `wait` seconds, when longer; an hour at most);
-    `lost`: its answer was lost, so the post may have reached CCNow."""
-    ids = [c.id for c in batch]
+    `lost`: its answer was lost, so the post may have reached CCNow; `hidden`: an attempt's
+    answer may hide that it ran (`hidden_reached`)."""
     delay = retry_delay(batch, wait) if delay is None else delay
-    at = now if lost else None
-    await cmds.requeue(store, ids, next_attempt_at=now + delay, why=why, reached_at=at)
+    reached = {c.id for c in batch} if lost else hidden_reached(batch) if hidden else set()
+    rows: list[tuple[int, str, float | None, float | None]] = [
+        (c.id, why, None, None) for c in batch
+    ]
+    at = now + delay
+    async with store.transaction():
+        kept = [r for r in rows if r[0] not in reached]
+        await cmds.requeue_within(store, kept, next_attempt_at=at)
+        marked = [r for r in rows if r[0] in reached]
+        await cmds.requeue_within(store, marked, next_attempt_at=at, reached_at=now)
     tally.queued += len(batch)
     log.warning(
         "ccnow.action_retry_later",

@@ -101,8 +101,12 @@ class GaveUp(RequestFailed):
         reached: bool,
         http_status: int | None,
         wait: float | None,
+        hidden: bool = False,
     ) -> None:
         super().__init__(word, sent_at=sent_at, reached=reached, http_status=http_status, wait=wait)
+        # An attempt's answer may hide that CCNow ran it (Reply.hidden_before, the last one's
+        # included): a tracking upload queued so may be in CCNow already.
+        self.hidden = hidden
 
 
 def refuses_a_field(status: int, body: bytes) -> bool:
@@ -230,9 +234,9 @@ async def post_retrying(
     first other answer, its `reached_before` saying whether an attempt before it may have
     reached CCNow, its `tried_before` whether one was made. Raise GaveUp after the last
     (`reached`: an attempt may have reached CCNow; else nothing ran, the last attempt turned
-    away or never sent; `wait`: its Retry-After), AnswerTooLarge or UndecodableAnswer at once
-    (CCNow got the post), Stopping when the stop kept the first attempt back; once `halt` is
-    set, no attempt is made again."""
+    away or never sent; `hidden`: an answer may hide that it ran all the same; `wait`: its
+    Retry-After), AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping
+    when the stop kept the first attempt back; once `halt` is set, no attempt is made again."""
     # `hidden`: an attempt was answered what a post never sent twice would not take for
     # turned away (a 503 without CCNow's words, `Backend fetch failed`): it is tried again,
     # but CCNow may have run it (a tracking upload its retry then finds refused may be there).
@@ -245,7 +249,7 @@ async def post_retrying(
         except Stopping:
             if n == 0:
                 raise  # nothing was sent: not a failure the caller reports
-            raise _gave_up(word, reached, sent_at, answered, wait) from None
+            raise _gave_up(word, reached, sent_at, answered, wait, hidden) from None
         except NotSent as exc:
             word, answered, wait = str(exc).replace(" ", "_"), None, None  # none reached
         except Uncertain as exc:
@@ -288,7 +292,7 @@ async def post_retrying(
             or _queued(retry, wait)
             or not await waited_to_retry(retry, n, wait, halt, log, url, word)
         ):
-            raise _gave_up(word, reached, sent_at, answered, wait)
+            raise _gave_up(word, reached, sent_at, answered, wait, hidden)
         n += 1
 
 
@@ -302,6 +306,13 @@ def _queued(retry: RetryConfig, wait: float | None) -> bool:
 
 
 def _gave_up(
-    word: str, reached: bool, sent_at: float, answered: int | None, wait: float | None
+    word: str,
+    reached: bool,
+    sent_at: float,
+    answered: int | None,
+    wait: float | None,
+    hidden: bool,
 ) -> GaveUp:
-    return GaveUp(word, reached=reached, sent_at=sent_at, http_status=answered, wait=wait)
+    return GaveUp(
+        word, reached=reached, sent_at=sent_at, http_status=answered, wait=wait, hidden=hidden
+    )

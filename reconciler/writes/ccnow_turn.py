@@ -22,7 +22,8 @@ from reconciler.writes.ccnow_taken import Tally
 
 def checked_at_turn(c: cmds.Command) -> bool:
     """Whether a queued command is checked against the snapshot at its turn: all but a ship or
-    cancel posted before, and one an earlier post may have reached CCNow with. Such a post may
+    cancel posted before, and one an earlier post may have reached CCNow with (a tracking
+    upload queued after a proxy's 503 too: ccnow_requeue.hidden_reached). Such a post may
     have put the order where it is (a ship behind a proxy's 503): sent again, its order's
     status, read after CCNow's `not pending`, tells (a tracking upload such a post may have
     added is a person's to settle: `uncertain`). A discount or tracking upload an earlier post

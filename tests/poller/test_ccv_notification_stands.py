@@ -99,3 +99,33 @@ async def test_a_stop_cutting_the_check_of_an_ended_order_leaves_it_to_the_next_
         restarted = account(config, store, session, lambda: now[0])  # the next start
         await restarted.full_pass(via="catch-up")
     assert await status(store) == "Canceled"
+
+
+@pytest.mark.parametrize("reply", [Reply(403, "Forbidden"), Reply(500, "boom")])
+async def test_a_notified_order_ccv_keeps_failing_is_asked_less_often_as_it_ages(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV, reply: Reply
+) -> None:
+    # Asked again every poll interval for ever, it cost 182 requests an hour for one order
+    # (an ordinary order: 2), its own answers never changing.
+    fake_ccv.orders = {"N-1": "New", "N-2": "New", "N-3": "New"}
+    await store.orders.track("ccv", "default", [(i, None) for i in fake_ccv.orders], 1.0)
+    now = [1000.0]
+    async with aiohttp.ClientSession() as session:
+        config = slow_config(tmp_path, fake_ccv.base_url)  # poll 20 s, min 1 h, max 6 h
+        ccv = account(config, store, session, lambda: now[0])
+        await ccv.check(list(fake_ccv.orders), via="poll")
+        fake_ccv.replies["N-1"] = reply
+        await ccv.note_notified("N-1")
+        await ccv.check(["N-1"], via="notification")
+        for _ in range(180):  # an hour, a tick a poll interval (and a second)
+            now[0] += 21.0
+            await ccv.tick_due()
+        asked = len(fake_ccv.requests_for("N-1"))
+        # Still standing (CCV never answered about it), asked at growing gaps: 21, 42, 84 s...
+        assert await ccv_pending(store) == ["N-1"]
+    assert 3 <= asked <= 12, asked
+
+
+async def ccv_pending(store: Store) -> list[str]:
+    rows = await store.conn.execute_fetchall("SELECT order_id FROM notified_orders")
+    return [str(r[0]) for r in rows]

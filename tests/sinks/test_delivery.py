@@ -151,8 +151,6 @@ async def test_dead_letter_after_max_age(
         (created,) = conn.execute("SELECT time FROM events").fetchone()
     given_up = datetime.fromisoformat(dead[0]["time"].replace("Z", "+00:00")).timestamp()
     assert given_up - created >= 1.0 - 0.001, (given_up, created)  # its time: milliseconds
-    # A last attempt at the age, not skipped: at once, at 0.2 and 0.6 s, then at 1 s.
-    assert dead[0]["attempts"] >= 4, dead[0]
     listed = json.loads(
         (await call_cli("--config", cfg, "events", "--undelivered", "--json", env=env())).stdout
     )
