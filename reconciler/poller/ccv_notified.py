@@ -125,7 +125,14 @@ async def check_reference(coordinator: CCVCoordinator, reference: str) -> PassRe
     # CCV knows the reference: an uncertain submit of it reached CCV. The notification names
     # no order; the one order carrying it now (not as an alias of what CCV renamed: that
     # is another order) is taken for the submitted one, of several none (a guess).
-    carrying = sorted(s.key.order_id for s in orders if s.external_reference == reference)
+    # An order CCV canceled is not taken: its reference is free to submit again, and the
+    # notification is of the new order far likelier (taken, the uncertain resubmit would
+    # settle onto the canceled order, the new one never followed, and a third submit sent).
+    carrying = sorted(
+        s.key.order_id
+        for s in orders
+        if s.external_reference == reference and (s.status or "").casefold() != "canceled"
+    )
     order_id = carrying[0] if len(carrying) == 1 else None
     # One transaction settles an uncertain submit and remembers the reference (where no
     # order is taken: the submitted one, tracked later, counts it at its first check): a

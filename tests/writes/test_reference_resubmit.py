@@ -231,3 +231,25 @@ async def test_a_succeeded_submit_of_the_previous_schema_is_freed_after_the_upgr
             await subs.record(store, "default", "R-2", time.time())
     finally:
         await store.close()
+
+
+async def test_a_notification_of_an_uncertain_resubmit_is_not_taken_for_the_canceled_order(
+    api: Api, fake: FakeCCVWrites
+) -> None:
+    # The notification names the reference only: its one carrier, the canceled order, was taken
+    # for the resubmit's, the new order never followed and the resubmit freed again.
+    first = await submitted(api, "again-9")
+    await ended_as(api, fake, first, "Canceled")
+    fake.submit_replies = [Reply(DROP)]
+    code, _, _ = await api.call("POST", SUBMIT, body=submit_body(externalReference="again-9"))
+    assert code >= 500 or code == 202, code
+    assert api.rows("SELECT state FROM submissions WHERE superseded_at IS NULL") == [("uncertain",)]
+    await api.daemon.hub.check_ccv_reference("default", "again-9", 0.0)
+    live = api.rows("SELECT state, order_id FROM submissions WHERE superseded_at IS NULL")
+    assert live == [("resolved", None)], live
+    # Still held: the uncertain resubmit was settled as CCV holding an order of it.
+    code, document, _ = await api.call(
+        "POST", SUBMIT, body=submit_body(externalReference="again-9")
+    )
+    assert code == 409, document
+    assert len(fake.submits) == 2
