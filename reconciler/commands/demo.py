@@ -41,7 +41,7 @@ from ..notify import notification_url
 from ..runtime import Runtime
 from ..sandbox import Sandbox, SandboxOptions
 from ..store import WriterLock
-from ..store.files import made_by_a_demo, remove_store_files
+from ..store.files import made_by_a_demo, remove_store_files, store_exists
 from ..systemd import Notifier
 from ..writes.ccnow_actions import build
 from .demo_submit import SUBMITS, DemoIntegrator, submit_delays
@@ -229,7 +229,9 @@ def demo_store(given: Path | None) -> Path:
     path` has it). A demo starts it afresh; a file there that no demo made is no demo's to
     empty (a usage error, nothing touched), nor one another process has open."""
     path = given if given is not None else default_store_path(os.environ)
-    if path.exists():
+    # store_exists, not Path.exists(): that raised for a directory this user may not search or
+    # a name too long (a traceback); it is the store's file error (74).
+    if store_exists(path):
         if WriterLock(path).held():
             raise TempFailure(f"{path}: another reconciler process holds this store")
         if path.is_dir():
