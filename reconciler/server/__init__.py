@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from .debounce import CALL_TIMEOUT_S, MAX_KEYS, Debouncer, Trigger
 from .health import Health, SourceHealth, health_document
+from .notification_hub import NotificationHub
 from .notification_request import MAX_HINTS, extract_ccnow_ids, parse_notify_path
-from .receiver import DEBOUNCER, MAX_PENDING_HINTS, NotificationHub, Receiver, build_app
+from .receiver import DEBOUNCER, MAX_PENDING_HINTS, Receiver, build_app
 
 __all__ = [
     "CALL_TIMEOUT_S",
