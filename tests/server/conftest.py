@@ -46,6 +46,7 @@ class FakeHub:
         self.gate: asyncio.Event | None = None
         self.fail_with: Exception | None = None
         self.record_fails_with: Exception | None = None  # raised by the records before a 202
+        self.record_gate: asyncio.Event | None = None  # when set, holds the records until opened
         self.health_value = Health(sources=())
         self.refreshed = 0
         self.refresh_fails_with: Exception | None = None
@@ -69,6 +70,8 @@ class FakeHub:
 
     async def record_ccv_order(self, account: str, order_id: str) -> bool:
         self.recorded.append(("order", account, order_id))
+        if self.record_gate is not None:
+            await self.record_gate.wait()
         if self.record_fails_with is not None:
             raise self.record_fails_with
         return True
