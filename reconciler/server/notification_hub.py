@@ -24,6 +24,10 @@ log = logging.getLogger("reconciler.server")
 # How long a CCV notification's record may keep its caller waiting: CCV's own timeout is not
 # documented, and the store's busy wait is 5 s.
 RECORD_TIMEOUT_S = 2.0
+# Records still under way past their caller's bound, at most: a store another process holds
+# makes each wait up to its busy timeout, and calls keep coming. Past it a call is recorded by
+# its check alone (as one whose record failed), so the waiting writes stay bounded.
+MAX_RECORDS_UNDER_WAY = 64
 
 
 class NotificationHub(Protocol):
@@ -77,8 +81,12 @@ async def record_ccv(
     still under way then is left to end, not cancelled: its COMMIT may be under way (a slow
     fsync), and what follows it (the order known to its checks, a settled submit's events and
     lines) must happen once it lands; the caller answers in time, and a write failing later is
-    told then. `writes` holds the writes under way."""
+    told then. `writes` holds the writes under way; with MAX_RECORDS_UNDER_WAY there, none is
+    begun (the check records it)."""
     what = {("order_id" if named.kind == "order" else "reference"): named.value}
+    if len(writes) >= MAX_RECORDS_UNDER_WAY:
+        not_recorded(named.account, "receipt", f"{len(writes)} records under way", **what)
+        return False
     if named.kind == "order":
         write = hub.record_ccv_order(named.account, named.value)
     else:

@@ -18,8 +18,10 @@ async def commit(conn: aiosqlite.Connection) -> asyncio.CancelledError | None:
         try:
             await asyncio.shield(sent)
         except asyncio.CancelledError as exc:
-            if sent.done():  # the COMMIT's own task was cancelled (the loop closing)
+            if sent.cancelled():  # the COMMIT's own task was cancelled (the loop closing)
                 raise
+            # Cancelled while the COMMIT ran, or in the turns after it ended: its outcome is
+            # read on the next round all the same.
             cancelled = exc
             continue
         except BaseException as error:

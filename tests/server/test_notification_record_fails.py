@@ -12,7 +12,9 @@ from aiohttp.test_utils import TestClient
 
 from reconciler.metrics import Metrics
 from reconciler.server import build_app
+from reconciler.server.notification_hub import MAX_RECORDS_UNDER_WAY, record_ccv
 from reconciler.server.receiver import CLOSE_CHECKS
+from reconciler.server.screen import CCVCall
 from tests.server.conftest import RECEIVER, Client, FakeHub, ccv_path, send, served
 
 
@@ -60,3 +62,28 @@ async def test_a_record_still_under_way_at_the_stop_is_ended_with_one_line(
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.getMessage() == "notification.not_recorded"]
+
+
+async def test_records_under_way_are_bounded(
+    hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A store another process holds: every record waits past its caller's bound, and calls
+    # keep coming. Past MAX_RECORDS_UNDER_WAY none is begun (its check records it), one line.
+    caplog.set_level(logging.INFO, logger="reconciler.server")
+    hub.record_gate = asyncio.Event()
+    writes: set[asyncio.Task[bool]] = set()
+    calls = [CCVCall("default", "order", f"N-{i}", "secret") for i in range(MAX_RECORDS_UNDER_WAY)]
+    kept = await asyncio.gather(*(record_ccv(hub, call, 0.01, writes) for call in calls))
+    assert kept == [False] * MAX_RECORDS_UNDER_WAY and len(writes) == MAX_RECORDS_UNDER_WAY
+    late = CCVCall("default", "order", "N-late", "secret")
+    assert await record_ccv(hub, late, 0.01, writes) is False
+    assert ("order", "default", "N-late") not in hub.recorded
+    (line,) = [
+        r
+        for r in caplog.records
+        if r.getMessage() == "notification.not_recorded" and "N-late" in str(r.__dict__)
+    ]
+    assert line.__dict__["fields"]["order_id"] == "N-late"
+    hub.record_gate.set()
+    await asyncio.wait(set(writes))
+    assert not writes

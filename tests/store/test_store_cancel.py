@@ -109,3 +109,47 @@ async def test_a_transaction_cancelled_during_its_commit_is_what_the_commit_made
         assert not store.conn.in_transaction
     finally:
         await store.close()
+
+
+async def test_a_transaction_cancelled_as_its_commit_ends_is_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cancellation comes in the turns after the COMMIT returned, before the transaction
+    # has read its outcome (a caller's timer firing then): committed all the same.
+    db = tmp_path / "r.db"
+    store = await Store.open(db)
+    try:
+        told: list[Sequence[object]] = []
+        store.events_committed = told.append
+        real = store.conn.execute
+        writer: list[asyncio.Task[None]] = []
+
+        def execute(sql: str, *args: Any, **kwargs: Any) -> Any:
+            if sql != "COMMIT":
+                return real(sql, *args, **kwargs)
+
+            async def landing() -> Any:
+                result = await real(sql, *args, **kwargs)
+                writer[0].cancel()
+                return result
+
+            return landing()
+
+        monkeypatch.setattr(store.conn, "execute", execute)
+        undone: list[str] = []
+
+        async def write() -> None:
+            async with store.transaction():
+                await store.conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+                store.on_rollback(lambda: undone.append("undone"))
+                store.stored(["event"])  # type: ignore[list-item]
+
+        writer.append(asyncio.ensure_future(write()))
+        with pytest.raises(asyncio.CancelledError):
+            await writer[0]
+        monkeypatch.setattr(store.conn, "execute", real)
+        assert (undone, told) == ([], [["event"]])
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as other:
+            assert other.execute("SELECT value FROM meta WHERE key = 'k'").fetchall() == [("v",)]
+    finally:
+        await store.close()
