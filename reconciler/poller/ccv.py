@@ -5,6 +5,7 @@ order id or by external reference) makes a check happen now."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -100,10 +101,17 @@ class CCVCoordinator(Coordinator[CCVSource]):
         self.remember_ref_s = remember_ref_s
         self._last_probe: _Probe | None = None
         # The notified orders not answered yet (ccv_notified.py), read once, and the checks of
-        # them made since the last were settled (after their batches were written).
+        # them the running check made (its own: `notified.holding`) until they are settled.
         self.notified_ids: set[str] | None = None
-        self.notified_seen: list[Observation] = []
+        self.notified_seen: contextvars.ContextVar[list[Observation] | None]
+        self.notified_seen = contextvars.ContextVar(f"notified_seen {self.name}", default=None)
         self.witnesses = Witnesses(self._answered)
+
+    async def check(
+        self, order_ids: Iterable[str], *, via: Via, discover: bool = False, probe: bool = False
+    ) -> PassReport:
+        with notified.holding(self):
+            return await super().check(order_ids, via=via, discover=discover, probe=probe)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> Collection[str] | None:
         # A breaker opening in a partial pass (due orders, a notification's) is judged as its
@@ -244,6 +252,10 @@ class CCVCoordinator(Coordinator[CCVSource]):
 
     async def full_pass(self, *, via: Via) -> PassReport:
         """Check every open order of the account, a page of ids at a time."""
+        with notified.holding(self):
+            return await self._full_pass(via=via)
+
+    async def _full_pass(self, *, via: Via) -> PassReport:
         report = PassReport()
         batcher = self._batcher(via, report)
         store = self.store
@@ -359,14 +371,19 @@ class CCVCoordinator(Coordinator[CCVSource]):
             return PassReport()
         return await self.probe(via="poll")
 
-    async def note_notified(self, order_id: str) -> None:
-        """Keep a notification of a followed order until a check of it answers."""
-        await notified.note(self, order_id)
+    async def note_notified(self, order_id: str, *, followed_only: bool = False) -> bool:
+        """Keep a notification of an order (with `followed_only`: if followed) until a check of
+        it answers; return whether it was kept."""
+        return await notified.note(self, order_id, followed_only=followed_only)
 
-    async def check_reference(self, reference: str) -> PassReport | None:
+    async def record_reference(self, reference: str) -> None:
+        """Record a notification by external reference before its check (ccv_notified.py)."""
+        await notified.record_reference(self, reference)
+
+    async def check_reference(self, reference: str, *, recorded: bool = False) -> PassReport | None:
         """A notification by external reference: check its orders now, or remember the
-        reference until one is tracked (None)."""
-        return await notified.check_reference(self, reference)
+        reference until one is tracked (None); `recorded`: `record_reference` ran already."""
+        return await notified.check_reference(self, reference, recorded=recorded)
 
     async def _notified_early(self, due: Sequence[OrderState]) -> set[str]:
         # A notification that named an external reference before its order was tracked is

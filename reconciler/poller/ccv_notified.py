@@ -4,11 +4,18 @@ account's outage) or that a stop cut short is kept in the store (store/notified_
 asked again, a poll interval after its failure and then less often as it ages, first when the
 account answers again, and at the next start's catch-up, end states too. A notification by
 external reference settles or is remembered against the reference's submissions
-(store/notified.py), which outlive a stop."""
+(store/notified.py), which outlive a stop. Both are recorded when the receiver takes the call,
+before it answers 202 (`note`, `record_reference`), and the check comes later.
+
+Each check holds the checks of notified orders it made (`holding`) until its own batches are
+written: a check whose write failed leaves its notifications standing, another check settling
+only what it wrote itself."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..logs import fields
@@ -50,19 +57,44 @@ async def known(coordinator: CCVCoordinator) -> set[str]:
     return coordinator.notified_ids
 
 
-async def note(coordinator: CCVCoordinator, order_id: str) -> None:
-    """Keep a notification of a followed order before its check: it stands until one answers."""
+async def note(coordinator: CCVCoordinator, order_id: str, *, followed_only: bool = False) -> bool:
+    """Keep a notification of an order (with `followed_only`, of a followed one only) before
+    its check: it stands until one answers. Return whether it was kept."""
     ids = await known(coordinator)
-    await notified_orders.note(
-        coordinator.store, "ccv", coordinator.account, order_id, coordinator.now()
-    )
+    # Before the write: one cancelled (the receiver's bound) may have committed all the same,
+    # and a notified order this process does not know of would never be settled by its checks.
     ids.add(order_id)
+    kept = await notified_orders.note(
+        coordinator.store,
+        "ccv",
+        coordinator.account,
+        order_id,
+        coordinator.now(),
+        followed_only=followed_only,
+    )
+    if not kept:
+        ids.discard(order_id)
+    return kept
+
+
+@contextlib.contextmanager
+def holding(coordinator: CCVCoordinator) -> Iterator[None]:
+    """Give the check run in this block its own list of checks of notified orders (`seen`),
+    which its `settle` alone takes: another check, concurrent or later, never settles a
+    notification on an answer whose batch was not written (its write failed, or is to come)."""
+    token = coordinator.notified_seen.set([])
+    try:
+        yield
+    finally:
+        coordinator.notified_seen.reset(token)
 
 
 def seen(coordinator: CCVCoordinator, observation: Observation) -> None:
     """Hold a check of a notified order until its batch is written (`settle`)."""
-    if coordinator.notified_ids and observation.key.order_id in coordinator.notified_ids:
-        coordinator.notified_seen.append(observation)
+    held = coordinator.notified_seen.get()
+    ids = coordinator.notified_ids
+    if held is not None and ids and observation.key.order_id in ids:
+        held.append(observation)
 
 
 async def settle(coordinator: CCVCoordinator) -> None:
@@ -70,7 +102,11 @@ async def settle(coordinator: CCVCoordinator) -> None:
     that answered, ask those that failed again a poll interval later, then less often as the
     notification ages (not at their own backoff, up to max_interval away, nor every poll
     interval for ever: an order CCV answers 403 or 500 for ever)."""
-    seen, coordinator.notified_seen = coordinator.notified_seen, []
+    held = coordinator.notified_seen.get()
+    if held is None:
+        return
+    seen = held[:]
+    held.clear()
     ids = await known(coordinator)
     if not ids or not seen:
         return
@@ -113,15 +149,33 @@ async def due(coordinator: CCVCoordinator, *, every: bool = False) -> list[Order
     return [states[k] for k in keys if k in states]
 
 
-async def check_reference(coordinator: CCVCoordinator, reference: str) -> PassReport | None:
+async def check_reference(
+    coordinator: CCVCoordinator, reference: str, *, recorded: bool = False
+) -> PassReport | None:
     """A notification by external reference: check its orders now, or remember the reference
-    until one is tracked (None)."""
-    store = coordinator.store
-    orders = [
+    until one is tracked (None). `recorded`: `record_reference` ran when the call came."""
+    if not recorded:
+        await record_reference(coordinator, reference)
+    orders = await _orders_of(coordinator, reference)
+    if not orders:
+        return None
+    return await coordinator.check([s.key.order_id for s in orders], via="notification")
+
+
+async def _orders_of(coordinator: CCVCoordinator, reference: str) -> list[OrderState]:
+    return [
         s
-        for s in await store.orders.by_reference(reference)
+        for s in await coordinator.store.orders.by_reference(reference)
         if s.key.source == "ccv" and s.key.account == coordinator.account
     ]
+
+
+async def record_reference(coordinator: CCVCoordinator, reference: str) -> None:
+    """Record a notification by external reference: settle an uncertain submit of it, or
+    remember it until its order is tracked, and keep it as a notification of each followed
+    order carrying it until a check of that order answers (as `note`)."""
+    store = coordinator.store
+    orders = await _orders_of(coordinator, reference)
     # CCV knows the reference: an uncertain submit of it reached CCV. The notification names
     # no order; the one order carrying it now (not as an alias of what CCV renamed: that
     # is another order) is taken for the submitted one, of several none (a guess).
@@ -138,6 +192,7 @@ async def check_reference(coordinator: CCVCoordinator, reference: str) -> PassRe
     # order is taken: the submitted one, tracked later, counts it at its first check): a
     # submit still waiting for CCV's answer is made uncertain before it (settled here) or
     # after it (settled by `make_uncertain`, which finds the reference remembered).
+    (await known(coordinator)).update(s.key.order_id for s in orders)  # before: as in `note`
     done = await notified(
         store,
         coordinator.account,
@@ -145,6 +200,7 @@ async def check_reference(coordinator: CCVCoordinator, reference: str) -> PassRe
         order_id,
         coordinator.now(),
         remember=order_id is None,
+        orders=[s.key.order_id for s in orders],
     )
     if done.events:
         coordinator.writer.committed(done.events)
@@ -181,6 +237,3 @@ async def check_reference(coordinator: CCVCoordinator, reference: str) -> PassRe
             "notification.remembered",
             extra=fields(account=coordinator.account, external_reference=reference),
         )
-    if not orders:
-        return None
-    return await coordinator.check([s.key.order_id for s in orders], via="notification")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .debounce import CALL_TIMEOUT_S, MAX_KEYS, Debouncer, Trigger
 from .health import Health, SourceHealth, health_document
+from .notification_hub import NotificationHub
 from .notification_request import (
     MAX_HINTS,
     MAX_PENDING_HINTS,
@@ -17,7 +18,7 @@ from .notification_request import (
     parse_notify_path,
     read_ccnow_hints,
 )
-from .receiver import DEBOUNCER, NotificationHub, Receiver, build_app
+from .receiver import DEBOUNCER, Receiver, build_app
 
 __all__ = [
     "CALL_TIMEOUT_S",

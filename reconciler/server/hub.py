@@ -23,6 +23,7 @@ from ..poller.coordinator import Coordinator, NamedReport
 from ..poller.coordinators import Coordinators
 from ..store import Store, StoreError
 from .health import Health, SourceHealth
+from .notification_hub import not_recorded
 
 log = logging.getLogger("reconciler.server")
 
@@ -56,9 +57,35 @@ class Hub:
         self.on_pass(NamedReport(f"{key.source}/{key.account} refresh", report, is_pass=False))
         return report.checked > report.failed
 
-    async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
+    async def record_ccv_order(self, account: str, order_id: str) -> bool:
+        """Keep a CCV notification for a followed order in the store before it is answered 202
+        (poller/ccv_notified.py): CCV calls once, and it stands until a check of the order
+        answers, through a stop or a crash before its check. Return whether it was kept (not:
+        no such account, or an order nobody follows). One tracked a moment later loses nothing:
+        its check, coming after the track, keeps it then, and whatever stops meanwhile, a newly
+        tracked order's first check is due at once and asks after the call. Raises StoreError."""
+        coordinator = self.coordinators.ccv.get(account)
+        if coordinator is None:
+            return False
+        return await coordinator.note_notified(order_id, followed_only=True)
+
+    async def record_ccv_reference(self, account: str, reference: str) -> bool:
+        """Record a CCV notification by external reference before it is answered 202: an
+        uncertain submit of it settled, the reference remembered, the notification kept for
+        each followed order carrying it. Return whether it was (a configured account).
+        Raises StoreError."""
+        coordinator = self.coordinators.ccv.get(account)
+        if coordinator is None:
+            return False
+        await coordinator.record_reference(reference)
+        return True
+
+    async def check_ccv_order(
+        self, account: str, order_id: str, received_at: float, *, recorded: bool = False
+    ) -> None:
         """A CCV notification for a followed order: check it now. One nobody follows (never
-        tracked, or untracked since) is not asked about: its answer would be dropped."""
+        tracked, or untracked since) is not asked about: its answer would be dropped.
+        `recorded`: `record_ccv_order` kept it when it came; else it is kept now."""
         coordinator = self.coordinators.ccv.get(account)
         if coordinator is None:
             return
@@ -74,20 +101,32 @@ class Hub:
                     ),
                 )
                 return
-            # Kept until a check of the order answers: CCV calls once (poller/ccv_notified.py).
-            # A store that cannot keep it (locked, full) does not cost the check itself.
-            with contextlib.suppress(StoreError):
-                await coordinator.note_notified(order_id)
+            if not recorded:
+                # Not kept when it came (the store failed then, or the order was tracked since):
+                # kept now. A store that cannot keep it does not cost the check itself.
+                try:
+                    await coordinator.note_notified(order_id)
+                except StoreError as exc:
+                    not_recorded(account, "check", str(exc), order_id=order_id)
             report = await coordinator.check([order_id], via="notification")
             self._notified(coordinator, report, received_at)
 
-    async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
-        """A CCV notification by external reference: check its orders, or remember it."""
+    async def check_ccv_reference(
+        self, account: str, reference: str, received_at: float, *, recorded: bool = False
+    ) -> None:
+        """A CCV notification by external reference: check its orders, or remember it.
+        `recorded`: `record_ccv_reference` recorded it when it came; else it is recorded now."""
         coordinator = self.coordinators.ccv.get(account)
         if coordinator is None:
             return
         with contextlib.suppress(StoreError), self._hint():
-            report = await coordinator.check_reference(reference)
+            if not recorded:
+                # As for an order: a store that cannot record it does not cost the check.
+                try:
+                    await coordinator.record_reference(reference)
+                except StoreError as exc:
+                    not_recorded(account, "check", str(exc), reference=reference)
+            report = await coordinator.check_reference(reference, recorded=True)
             if report is not None:
                 self._notified(coordinator, report, received_at)
 

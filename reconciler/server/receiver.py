@@ -1,8 +1,9 @@
 """The daemon's HTTP side: signed notification receivers for CCV and CCNow, /healthz, /metrics.
 
 A notification is only a hint that makes a check happen sooner; the check decides what is true.
-Bad input gets a small 4xx and costs no provider call; valid input gets 202 at once and the
-check runs in a background task, debounced per order so that a burst costs one or two requests.
+Bad input gets a small 4xx and costs no provider call; valid input gets 202 at once (a CCV one
+once it is kept in the store, within a bound: notification_hub.py) and the check runs in a
+background task, debounced per order so that a burst costs one or two requests.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -25,45 +26,15 @@ from ..store import StoreError
 from .cancelled import log_cancelled
 from .connections import ConnectionLimits
 from .debounce import Debouncer
-from .health import Health, health_document
+from .health import health_document
 from .http import BodyTooSlow, Listener, json_error, read_at_most, read_body
+from .notification_hub import RECORD_TIMEOUT_S, NotificationHub, record_ccv
 from .notification_request import add_hints, read_ccnow_hints
 from .refusals import RefusalLog
 from .screen import CCNowCall, CCVCall, Rejected, Screen
 from .stopping import STOPPING, Stopping, stopping_answer
 
 log = logging.getLogger("reconciler.server")
-
-
-class NotificationHub(Protocol):
-    """What the receiver asks of the daemon. `received_at` is time.monotonic() at arrival."""
-
-    async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
-        """Check one CCV order now; its events carry `via: notification`."""
-        ...
-
-    async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
-        """Check the orders with this external reference, or remember it until one is tracked."""
-        ...
-
-    async def poll_ccnow(
-        self,
-        account: str,
-        order_ids: Sequence[str],
-        received_at: float,
-        mentioned: Sequence[str] = (),
-    ) -> None:
-        """Poll the CCNow pending list and query the hinted order ids: `order_ids` even if
-        not followed yet (they then are), `mentioned` only if followed already."""
-        ...
-
-    async def health(self) -> Health:
-        """Return the health of every source and the outbox backlog."""
-        ...
-
-    async def refresh_metrics(self) -> None:
-        """Update the gauges that are read from the store (followed orders, backlog)."""
-        ...
 
 
 # --- the application ------------------------------------------------------------------------
@@ -81,8 +52,11 @@ class _Handler:
         metrics: Metrics,
         clock: Callable[[], float],
         stopping: Stopping,
+        record_timeout_s: float,
     ) -> None:
         self.receiver = receiver
+        self.record_timeout_s = record_timeout_s
+        self.writes: set[asyncio.Task[bool]] = set()  # CCV notifications' records under way
         self.hub = hub
         self.screen = Screen(receiver, ccv_accounts, ccnow_tokens)
         self.metrics = metrics
@@ -163,12 +137,16 @@ class _Handler:
     async def ccv(self, request: web.Request, named: CCVCall, received_at: float) -> web.Response:
         account, kind, value = named.account, named.kind, named.value
         await self.read_body(request, "ccv")  # CCV sends none; read only to enforce the limit
+        # Kept before the 202 (notification_hub.py); not once the stop began (refused below).
+        recorded = not self.debouncer.refusing and await record_ccv(
+            self.hub, named, self.record_timeout_s, self.writes
+        )
         if kind == "order":
             key: tuple[str, ...] = ("ccv", account, value)
-            call = partial(self.hub.check_ccv_order, account, value)
+            call = partial(self.hub.check_ccv_order, account, value, recorded=recorded)
         else:
             key = ("ccv-ref", account, value)
-            call = partial(self.hub.check_ccv_reference, account, value)
+            call = partial(self.hub.check_ccv_reference, account, value, recorded=recorded)
         return self.accept(key, call, received_at, source="ccv", **ccv_fields(named))
 
     async def ccnow(
@@ -323,11 +301,15 @@ def build_app(
     metrics: Metrics,
     clock: Callable[[], float] = time.time,
     checks_stop_timeout_s: float = 0.0,
+    record_timeout_s: float = RECORD_TIMEOUT_S,
 ) -> web.Application:
     """Return the receiver app; `app[DEBOUNCER]` holds the background checks until cleanup,
-    which lets them end within `checks_stop_timeout_s` and then cancels the rest."""
+    which lets them end within `checks_stop_timeout_s` and then cancels the rest. A CCV
+    notification waits `record_timeout_s` at most for its record before its 202."""
     stopping = Stopping()
-    handler = _Handler(receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock, stopping)
+    handler = _Handler(
+        receiver, hub, ccv_accounts, ccnow_tokens, metrics, clock, stopping, record_timeout_s
+    )
     # Refused from the stop's first moment: one answered 202 would have its check cut off, and
     # CCV does not call again either way; a 503 does not claim it.
     stopping.on_begin(handler.debouncer.refuse)

@@ -4,10 +4,12 @@ all), or is remembered on a live one still open."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..events import Event
 from .db import Store
+from .notified_orders import upsert
 from .submissions import answered, find, resolve_row
 
 
@@ -27,14 +29,23 @@ class Notified:
 
 
 async def notified(
-    store: Store, account: str, reference: str, order_id: str | None, now: float, *, remember: bool
+    store: Store,
+    account: str,
+    reference: str,
+    order_id: str | None,
+    now: float,
+    *,
+    remember: bool,
+    orders: Collection[str] = (),
 ) -> Notified:
     """A CCV notification for a reference, in one transaction: settle its uncertain submission,
     or its latest failed one with none live, whatever failed it (a 4xx, nothing sent, a
     person's word: CCV has an order of it, and a new submit of it is refused from then on);
     remember the reference when `remember` says so or while one of it waits for CCV's answer
-    (`make_uncertain` then settles that one)."""
-    async with store.transaction():
+    (`make_uncertain` then settles that one); and keep it as a notification of each of `orders`
+    (notified_orders.py) still followed, until a check of it answers."""
+    async with store.transaction(urgent=True):
+        await upsert(store, "ccv", account, orders, now, followed_only=True)
         # The live row read once (uncertain: settled; `sending`: remembered), else the latest
         # failed one (settled: freed, the reference would be submitted again, a second order).
         sub = await find(store, account, reference)

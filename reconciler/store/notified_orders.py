@@ -11,17 +11,54 @@ from collections.abc import Collection
 from ..model import Source
 from .db import Store
 
+# A repeat is a new call: its time is what a check must answer after.
+_UPSERT = (
+    "INSERT INTO notified_orders (source, account, order_id, notified_at, next_at) "
+    "SELECT ?, ?, ?, ?, ? WHERE {followed} ON CONFLICT (source, account, order_id) "
+    "DO UPDATE SET notified_at = excluded.notified_at, next_at = excluded.next_at"
+)
+_FOLLOWED = "EXISTS (SELECT 1 FROM orders WHERE source = ? AND account = ? AND order_id = ?)"
 
-async def note(store: Store, source: Source, account: str, order_id: str, now: float) -> None:
-    """Remember a notification of an order, due at once (a repeat: from its own time)."""
+
+async def note(
+    store: Store,
+    source: Source,
+    account: str,
+    order_id: str,
+    now: float,
+    *,
+    followed_only: bool = False,
+) -> bool:
+    """Remember a notification of an order, due at once (a repeat: from its own time); with
+    `followed_only`, only of an order followed (read in the same transaction, so an untrack
+    cannot come between). Return whether it was remembered."""
     async with store.transaction(urgent=True):
-        await store.conn.execute(
-            "INSERT INTO notified_orders (source, account, order_id, notified_at, next_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, account, order_id) "
-            # A repeat is a new call: its time is what a check must answer after.
-            "DO UPDATE SET notified_at = excluded.notified_at, next_at = excluded.next_at",
-            (source, account, order_id, now, now),
-        )
+        return await upsert(store, source, account, [order_id], now, followed_only=followed_only)
+
+
+async def upsert(
+    store: Store,
+    source: Source,
+    account: str,
+    order_ids: Collection[str],
+    now: float,
+    *,
+    followed_only: bool = False,
+) -> bool:
+    """`note`'s statement for each order, inside the caller's transaction; return whether any
+    was remembered."""
+    kept = False
+    for order_id in order_ids:
+        key = (source, account, order_id)
+        args: tuple[object, ...]
+        if followed_only:
+            sql, args = _UPSERT.format(followed=_FOLLOWED), (*key, now, now, *key)
+        else:
+            # `WHERE true`: SQLite reads an upsert's SELECT only with a WHERE clause.
+            sql, args = _UPSERT.format(followed="true"), (*key, now, now)
+        cursor = await store.conn.execute(sql, args)
+        kept = kept or cursor.rowcount > 0
+    return kept
 
 
 async def pending(

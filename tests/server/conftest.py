@@ -42,6 +42,7 @@ class FakeHub:
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.recorded: list[tuple[str, ...]] = []  # CCV notifications kept before their 202
         self.gate: asyncio.Event | None = None
         self.fail_with: Exception | None = None
         self.health_value = Health(sources=())
@@ -65,10 +66,22 @@ class FakeHub:
         if self.fail_with is not None:
             raise self.fail_with
 
-    async def check_ccv_order(self, account: str, order_id: str, received_at: float) -> None:
+    async def record_ccv_order(self, account: str, order_id: str) -> bool:
+        self.recorded.append(("order", account, order_id))
+        return True
+
+    async def record_ccv_reference(self, account: str, reference: str) -> bool:
+        self.recorded.append(("ref", account, reference))
+        return True
+
+    async def check_ccv_order(
+        self, account: str, order_id: str, received_at: float, *, recorded: bool = False
+    ) -> None:
         await self._record("order", account, order_id, received_at)
 
-    async def check_ccv_reference(self, account: str, reference: str, received_at: float) -> None:
+    async def check_ccv_reference(
+        self, account: str, reference: str, received_at: float, *, recorded: bool = False
+    ) -> None:
         await self._record("ref", account, reference, received_at)
 
     async def poll_ccnow(

@@ -1,7 +1,8 @@
 """What follows a documented CCNow status word in an answer line: columns of data (a date, an
-amount, a tracking number, a currency code or a carrier's name) leave the status; any other word,
-in capitals or not (`pending ERROR`, `completed FRAUD`, `pending HOLD`), may say the order failed
-or stands somewhere new, so the line is kept whole and flagged, never read as the bare status.
+amount, a tracking number, a currency code or a carrier's name) leave the status; a word that
+says an error or may be a status, in capitals or not (`pending ERROR`, `completed FRAUD`, `pending
+HOLD`), may say the order failed or stands somewhere new, so the line is kept whole and flagged,
+never read as the bare status (free text, test_ccnow_status_rest.py).
 And an undocumented status that differs only by case in one answer is one answer."""
 
 from __future__ import annotations

@@ -1,0 +1,121 @@
+"""What the receiver asks of the daemon, and the record of a CCV notification before its 202.
+
+CCV calls a notification URL once, with no body, and never again (NOTES.md): the call is kept
+in the store before it is answered, so that a stop or a crash between the answer and its check
+(the debounce wait, a busy writer) leaves it to the next start's catch-up. A store that cannot
+keep it in time (locked, full, slow) costs the record, never the answer nor the check: CCV would
+not call again after a 5xx either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..logs import fields
+from ..store import StoreError
+from .health import Health
+from .screen import CCVCall
+
+log = logging.getLogger("reconciler.server")
+
+# How long a CCV notification's record may keep its caller waiting: CCV's own timeout is not
+# documented, and the store's busy wait is 5 s.
+RECORD_TIMEOUT_S = 2.0
+
+
+class NotificationHub(Protocol):
+    """What the receiver asks of the daemon. `received_at` is time.monotonic() at arrival."""
+
+    async def record_ccv_order(self, account: str, order_id: str) -> bool:
+        """Keep a notification of a followed CCV order until a check of it answers; return
+        whether it was kept (False: an order nobody follows). Raises StoreError."""
+        ...
+
+    async def record_ccv_reference(self, account: str, reference: str) -> bool:
+        """Record a CCV notification by external reference; return whether it was. Raises
+        StoreError."""
+        ...
+
+    async def check_ccv_order(
+        self, account: str, order_id: str, received_at: float, *, recorded: bool = False
+    ) -> None:
+        """Check one CCV order now; its events carry `via: notification`. `recorded`: the
+        notification was kept when it came (`record_ccv_order`)."""
+        ...
+
+    async def check_ccv_reference(
+        self, account: str, reference: str, received_at: float, *, recorded: bool = False
+    ) -> None:
+        """Check the orders with this external reference, or remember it until one is tracked.
+        `recorded`: `record_ccv_reference` ran when it came."""
+        ...
+
+    async def poll_ccnow(
+        self,
+        account: str,
+        order_ids: Sequence[str],
+        received_at: float,
+        mentioned: Sequence[str] = (),
+    ) -> None:
+        """Poll the CCNow pending list and query the hinted order ids: `order_ids` even if
+        not followed yet (they then are), `mentioned` only if followed already."""
+        ...
+
+    async def health(self) -> Health:
+        """Return the health of every source and the outbox backlog."""
+        ...
+
+    async def refresh_metrics(self) -> None:
+        """Update the gauges that are read from the store (followed orders, backlog)."""
+        ...
+
+
+async def record_ccv(
+    hub: NotificationHub,
+    named: CCVCall,
+    timeout_s: float,
+    writes: set[asyncio.Task[bool]],
+) -> bool:
+    """Record a signed CCV notification within `timeout_s`; return whether it was recorded.
+    A write still under way then is cancelled without waiting for its rollback (which waits
+    for the store's lock): the caller answers in time. `writes` holds the writes under way."""
+    if named.kind == "order":
+        write = hub.record_ccv_order(named.account, named.value)
+    else:
+        write = hub.record_ccv_reference(named.account, named.value)
+    task = asyncio.ensure_future(write)
+    writes.add(task)
+    task.add_done_callback(_ended(writes))
+    # Waited for, not awaited: a caller cancelled meanwhile leaves the write to end.
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    what = {("order_id" if named.kind == "order" else "reference"): named.value}
+    if not done:
+        task.cancel()
+        not_recorded(named.account, "receipt", f"not written within {timeout_s:g} s", **what)
+        return False
+    try:
+        return task.result()
+    except StoreError as exc:
+        not_recorded(named.account, "receipt", str(exc), **what)
+        return False
+
+
+def _ended(writes: set[asyncio.Task[bool]]) -> Callable[[asyncio.Task[bool]], None]:
+    def ended(task: asyncio.Task[bool]) -> None:
+        writes.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: told by `record_ccv`, or by nobody once timed out
+
+    return ended
+
+
+def not_recorded(account: str, at: str, error: str, **named: str) -> None:
+    """Log a CCV notification the store could not keep (`at` its receipt, or its check): it is
+    checked all the same, but a stop or a crash before a check answered loses it."""
+    log.warning(
+        "notification.not_recorded",
+        extra=fields(source="ccv", account=account, at=at, error=error, **named),
+    )
