@@ -31,7 +31,6 @@ from reconciler.sources.ccnow_answer import (
     by_id,
     names_asked,
     parse_answer,
-    same_answer,
     speaks_ccnow,
 )
 from reconciler.sources.ccnow_batches import Probe, UnreadableAnswer
@@ -222,19 +221,16 @@ class CCNowClient:
         except ProtocolError:
             return Observation(key, Outcome.FAILED, reason="protocol", asked=time.time())
         if again is not None and again.order_id == order_id:
-            # The same line as read (`same_answer`: status, error), not as written:
-            # `123456789 PENDING` and `123-45-6789 pending 2026-11-30` are one answer; but data
-            # cut at another byte (`pending Refund f`, `pending Refund fai` of `... failed`) is
-            # another line. A status that is a documented word's start is no status however
-            # often it comes (`pendi` of a script dying at the same byte: `pending -> pendi`).
-            data = (again.data, first.data)
-            same = same_answer(again, first) and (None in data or data[0] == data[1])
+            # The same line as read (status, error, what the parser took of it), not as
+            # written: `123456789 PENDING` and `123-45-6789 pending` are one answer. A status
+            # that is a documented word's start is no status however often it comes (`pendi`
+            # of a script dying at the same byte: `pending -> pendi` and back).
             if (
-                not same
+                again != first
                 or again.error == CUT_AT_ID
                 or (again.status is not None and word_start(again.status))
             ):
-                reason = "again when asked again" if same else "another when asked again"
+                reason = "another when asked again" if again != first else "again when asked again"
                 log.warning(
                     "ccnow.answer_cut",
                     extra={

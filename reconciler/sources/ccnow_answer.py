@@ -17,7 +17,7 @@ from reconciler.model import (
 from reconciler.redact import SecretForms, holds_secret, mask, text_forms
 from reconciler.sources.ccnow_words import DOCUMENTED as DOCUMENTED
 from reconciler.sources.ccnow_words import DOCUMENTED_BY_LOWER as DOCUMENTED_BY_LOWER
-from reconciler.sources.ccnow_words import documented_status
+from reconciler.sources.ccnow_words import is_data
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -163,9 +163,6 @@ class OrderLine:
     # A status no word can be read from (`pending (awaiting)`, `mark_shipped.`): no error of
     # CCNow's, and no word of what CCNow did with the order.
     unreadable: bool = False
-    # What followed a documented status word as data (`UPS Ground` of `mark_shipped UPS
-    # Ground`), masked: no part of the status.
-    data: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,10 +213,8 @@ def order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Ord
         after = _LEADING_NAME.sub("", more[0] if more else "")
         not_found = word == _NOT_FOUND_WORD or (word == ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
-    if (read := documented_status(rest)) is not None:
-        status, data = read
-        kept = None if data is None else readable(mask(data, forms, limit=MAX_TEXT_LENGTH))
-        return OrderLine(order_id, status, data=kept), data is not None
+    if word in DOCUMENTED_BY_LOWER and (not more or is_data(more[0])):
+        return OrderLine(order_id, DOCUMENTED_BY_LOWER[word]), bool(more)
     # A status of several words (`on hold`) is one status, kept verbatim (NOTES), not cut: its
     # inner blanks as CCNow wrote them (`On  Hold`); only the line's ends were trimmed.
     if len(rest) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest) or holds_secret(rest, forms):
@@ -369,27 +364,14 @@ def parse_answer(
     return Answer(tuple(orders), tuple(messages), skipped)
 
 
-def same_answer(one: OrderLine, other: OrderLine) -> bool:
-    """Whether two lines for one order are one answer: the same status (a word CCNow does not
-    document in another case too, `Pending_Review` and `pending_review`), or the same error
-    words but for case and blanks; the data after a status word is none of it. The one rule
-    by which the polls and the actions' answers both read an order's several lines."""
-    if not same_status(one.status, other.status):
-        return False
-    return one.status is not None or _said(one.error) == _said(other.error)
-
-
-def _said(words: str | None) -> str | None:
-    return None if words is None else " ".join(BLANKS.split(words.strip(SPACE))).lower()
-
-
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:
-    """Return the last line per order id, and the ids whose lines disagree (`same_answer`)."""
+    """Return the last line per order id, and the ids whose lines disagree. Lines whose
+    statuses differ only by case (`Pending_Review`, `pending_review`) agree: one answer."""
     lines: dict[str, OrderLine] = {}
     disagreeing: set[str] = set()
     for line in answer.orders:
         previous = lines.get(line.order_id)
-        if previous is not None and not same_answer(previous, line):
+        if previous is not None and not same_status(previous.status, line.status):
             disagreeing.add(line.order_id)
         lines[line.order_id] = line
     return lines, disagreeing

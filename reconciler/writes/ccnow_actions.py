@@ -34,7 +34,6 @@ from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_close import Closing
-from reconciler.writes.ccnow_fields import lines_of
 from reconciler.writes.ccnow_form import (
     ACTIONS,
     MAX_NOTES,
@@ -56,6 +55,7 @@ from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     UNSETTLED_FOR_S,
     as_reached,
+    lines_by_id,
     make_uncertain,
     outcome,
     sort_out,
@@ -326,7 +326,7 @@ class ActionSender(Closing):
         tally.post(batch)
         failpoint("ccnow.answered")
         batch = as_reached(batch, self.clock()) if posted.reached_before else batch
-        lines = lines_of(posted.answer, batch)
+        lines = lines_by_id(posted.answer)
         no_line = NO_LINE if posted.said is None else f"{NO_LINE}: {posted.said}"
         tried, hidden = posted.tried_before, posted.hidden_before
         await self._close(

@@ -19,10 +19,11 @@ from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_events import event_of, order_of
-from reconciler.writes.ccnow_fields import lines_of, names_own_field
+from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
     NO_LINE,
     as_reached,
+    lines_by_id,
     log_closed,
     make_uncertain,
     outcome,
@@ -63,14 +64,14 @@ class Closing:
         nothing, unlike a discount, which is never posted again: `uncertain`, `once`)."""
         assert exc.in_part is not None
         answer, asked, before, tried, hidden = exc.in_part
-        lines = lines_of(answer, batch)
-        said = [c for c in batch if lines.get(c.id) is not None]
+        lines = lines_by_id(answer)
+        said = [c for c in batch if lines.get(c.order_id) is not None]
         if said:
             said = as_reached(said, self.clock()) if before else said
             await self._close(
                 cfg, said, lines, tally, asked, wait=exc.wait, tried=tried, hidden=hidden
             )
-        rest = [c for c in batch if lines.get(c.id) is None]
+        rest = [c for c in batch if lines.get(c.order_id) is None]
         if rest and once:
             await make_uncertain(self.store, rest, str(exc), now=self.clock())
             self.on_commit()
@@ -83,7 +84,7 @@ class Closing:
         self,
         cfg: CCNowConfig,
         batch: list[cmds.Command],
-        lines: Mapping[int, OrderLine | None],
+        lines: dict[str, OrderLine | None],
         tally: Tally,
         asked: float | None,
         refusal: str | None = None,
@@ -95,21 +96,21 @@ class Closing:
         tried: bool = False,
         hidden: bool = False,
     ) -> None:
-        """Close a batch by CCNow's answer lines (command id -> its line, `lines_of`), or by a
-        `refusal` of the whole post in words naming no field of its commands (which settles
-        none of them; `down`: saying CCNow is down), or by `refused`'s words (command id -> a
-        line naming its field); `no_line`: the words kept for a command that has no line;
-        `reached_before`: an earlier attempt of the post may have reached CCNow; `tried`: one
-        was made (a ship or cancel refused as not pending is then read first); `hidden`: one's
-        answer may hide that CCNow ran it (a tracking upload refused in its line is then
-        `uncertain`); `wait`: its answer's Retry-After (seconds), which those left queued
-        wait, as they wait one their status reads were asked."""
+        """Close a batch by CCNow's answer lines, or by a `refusal` of the whole post in words
+        naming no field of its commands (which settles none of them; `down`: saying CCNow is
+        down), or by `refused`'s words (command id -> a line naming its field); `no_line`: the
+        words kept for a command whose order has no line; `reached_before`: an earlier attempt
+        of the post may have reached CCNow; `tried`: one was made (a ship or cancel refused
+        as not pending is then read first); `hidden`: one's answer may hide that CCNow ran it
+        (a tracking upload refused in its line is then `uncertain`); `wait`: its answer's
+        Retry-After (seconds), which those left queued wait, as they wait one their status
+        reads were asked."""
         closes: list[tuple[int, cmds.State, str]] = []
         again: list[tuple[int, str, float | None, float | None]] = []
         observations: list[Observation] = []
         reads = StatusReads(self.session, cfg, self.gates, self.in_flight, self.secrets)
         for c in batch:
-            line = lines.get(c.id)
+            line = lines.get(c.order_id)
             said: tuple[cmds.State, str] = (
                 ("queued", refusal) if refusal else outcome(c, line, no_line)
             )

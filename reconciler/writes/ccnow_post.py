@@ -221,12 +221,12 @@ async def post_batch(
         # none: its order's status, read then, decides, as a poll asks such an order again.
         # An adjust's or a tracking upload's counts: no status read shows they took, and taken
         # for none every time, the adjust would wait for a person, the upload be sent again.
-        # But one that ends in a blank (`pending review` cut to `pending `), or with data after
-        # its word (`pending Refund f` of `... failed`), is taken for none: cut before a word.
+        # But one that ends in a blank (as it came) is taken for none: the cut may have come right
+        # after a word (`pending review` cut to `pending `).
         answer = _parsed(body, secrets, batch)
         cut = undecided_line(reply)
         if cut in {c.order_id for c in batch if c.action in TAKEN} or (
-            cut is not None and (body.endswith(_BLANK_ENDS) or answer.orders[-1].data is not None)
+            cut is not None and body.endswith(_BLANK_ENDS)
         ):
             answer, _ = drop_line(answer, cut)
         tried, hidden = reply.tried_before, reply.hidden_before
