@@ -28,7 +28,7 @@ from .connections import ConnectionLimits
 from .debounce import Debouncer
 from .health import health_document
 from .http import BodyTooSlow, Listener, json_error, read_at_most, read_body
-from .notification_hub import RECORD_TIMEOUT_S, NotificationHub, record_ccv
+from .notification_hub import RECORD_TIMEOUT_S, NotificationHub, end_writes, record_ccv
 from .notification_request import add_hints, read_ccnow_hints
 from .refusals import RefusalLog
 from .screen import CCNowCall, CCVCall, Rejected, Screen
@@ -329,6 +329,7 @@ def build_app(
     app.router.add_route("*", r"/{tail:[\s\S]*}", handler.handle, expect_handler=handler.expect)
 
     async def close_checks() -> None:
+        await end_writes(handler.writes, record_timeout_s)
         cancelled = await handler.debouncer.close(checks_stop_timeout_s)
         log_cancelled(log, cancelled, handler.hints)  # none the second time
 
