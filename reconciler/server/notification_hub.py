@@ -53,8 +53,15 @@ class NotificationHub(Protocol):
         `recorded`: `record_ccv_reference` ran when it came."""
         ...
 
-    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
-        """Poll the CCNow pending list and query the hinted order ids."""
+    async def poll_ccnow(
+        self,
+        account: str,
+        order_ids: Sequence[str],
+        received_at: float,
+        mentioned: Sequence[str] = (),
+    ) -> None:
+        """Poll the CCNow pending list and query the hinted order ids: `order_ids` even if
+        not followed yet (they then are), `mentioned` only if followed already."""
         ...
 
     async def health(self) -> Health:

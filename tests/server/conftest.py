@@ -92,8 +92,14 @@ class FakeHub:
     ) -> None:
         await self._record("ref", account, reference, received_at)
 
-    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
-        await self._record("ccnow", account, list(order_ids), received_at)
+    async def poll_ccnow(
+        self,
+        account: str,
+        order_ids: Sequence[str],
+        received_at: float,
+        mentioned: Sequence[str] = (),
+    ) -> None:
+        await self._record("ccnow", account, list(order_ids), received_at, list(mentioned))
 
     async def health(self) -> Health:
         return self.health_value
