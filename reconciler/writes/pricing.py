@@ -4,7 +4,9 @@ CCV invoices the partner for wrong prices, so a SetShoppingCardPricingDetails bo
 before it is sent. Every amount is compared as an exact decimal (the shortest text of the JSON
 number), so "to the cent" means exactly equal once each amount is known to be in cents.
 
-Rules the document states or implies are *blocking*. What it leaves open is only *warnings*:
+Rules the document states or implies for the body's top are *blocking* (and for the order's
+cart); a sales package's or product's price blocks only where CCV could not read it at all
+(pricing_periods.py says which). What it leaves open is only *warnings*:
 how `totalRevenueForFullYear` is made, whether a sales package's prices are the sum of its
 products' (and the cart's the sum of its packages'), the tax of a period given without its
 optional `taxAmountsPerTaxRate`, a period's one tax line whose amount is not its base x rate, and
@@ -24,6 +26,7 @@ from .pricing_cart import (
     coupon_problems,
     currency_problem,
     order_problems,
+    price_twins,
     rounded_parts,
 )
 from .pricing_periods import period_list
@@ -47,8 +50,11 @@ def check_order(order: object, at: str) -> list[Problem]:
     """Return every problem of the prices an order (at path `at`) holds when no prices are
     given above it (a submit's cart without prices of its own to check whole), blocking first:
     each pricing field of its cart that is not null, every period of its cart, packages and
-    products, and any key differing only in case from one the check reads."""
-    problems = [*case_twins(order, at), *order_problems(order, at, None)]
+    products, and any key of a price (`price_twins`) differing only in case from one the
+    check reads: the rest of an order is no price, and is not read here."""
+    cart = order.get("shoppingCart") if isinstance(order, Mapping) else None
+    twins = price_twins(cart, f"{at}.shoppingCart") if isinstance(cart, Mapping) else ()
+    problems = [*twins, *order_problems(order, at, None)]
     return sorted(problems, key=lambda p: not p.blocking)
 
 

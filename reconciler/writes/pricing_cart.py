@@ -5,8 +5,12 @@ The fields a cart shares with a pricing body (`currency`, `shippingCost`, ...) a
 by one when not null: a configurator leaves them null, or at its defaults (`"EUR"`, `""`, `0`,
 `[]`), until the prices are set, and a field given alone (`"USD"`, a negative shipping cost)
 would reach CCV as it is. Every `periodPricingDetails` list gets the per-period rules
-(pricing_periods.py), blocking at its full JSON path; whether a package is the sum of its
-products (and the cart the sum of its packages) the document does not say: warnings only."""
+(pricing_periods.py) at its full JSON path: the cart's blocking, as its fields'; a sales
+package's and a product's (and a product's own amounts) blocking only where CCV could not read
+them at all, else warnings: the document's rules are the top's, and a real cart holds discount
+lines (negative amounts), sub-cent unit prices and per-product rounding of a gross price.
+Whether a package is the sum of its products (and the cart the sum of its packages) the
+document does not say: warnings only."""
 
 from __future__ import annotations
 
@@ -14,7 +18,15 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 
 from .pricing_periods import PERIODS, period_list
-from .pricing_values import Problem, exact_number, found_kind, money, read_amount, shown
+from .pricing_values import (
+    Problem,
+    exact_number,
+    found_kind,
+    key_twins,
+    money,
+    read_amount,
+    shown,
+)
 
 CURRENCIES = ("EUR",)
 # The amounts of a cart (and of a pricing body's top), and those of a product.
@@ -25,6 +37,8 @@ CART_AMOUNTS = (
     "totalRevenueForFullYear",
 )
 PRODUCT_AMOUNTS = ("toBePaidImmediately", "totalRevenueForFullYear")
+# A cart's own keys that are prices (ccv-set-shopping-cart-pricing.txt's top-level fields).
+_CART_KEYS = frozenset({"currency", "oneOffPriceCouponCode", "periodPricingDetails", *CART_AMOUNTS})
 _ZERO = Decimal(0)
 
 
@@ -89,7 +103,7 @@ def order_problems(order: object, at: str, top: Mapping[str, Decimal] | None) ->
         return
     at = f"{at}.shoppingCart"
     yield from given_fields(cart, at)
-    yield from _nested_periods(cart, at)
+    yield from _nested_periods(cart, at, lenient=False)
     packages = cart.get("salesPackages")
     if not isinstance(packages, list):
         return
@@ -99,28 +113,54 @@ def order_problems(order: object, at: str, top: Mapping[str, Decimal] | None) ->
     yield from _package_sums(packages, at, top)
 
 
-def _nested_periods(item: Mapping[str, object], at: str) -> Iterator[Problem]:
-    """The blocking per-period rules of a cart's, package's or product's periods. Their
-    warnings (a tax line off its base x rate, a rate twice, no tax lines) are said of the
-    body's own periods alone: one tax a cent off would else be said for the cart, the package
-    and the product, and a product may leave its optional tax lines out."""
-    problems, _ = period_list(item, at, {}, {}, required=False)
-    yield from (p for p in problems if p.blocking)
+def _nested_periods(item: Mapping[str, object], at: str, *, lenient: bool) -> Iterator[Problem]:
+    """The per-period rules of a cart's (`lenient` False), package's or product's (True)
+    periods. The tax lines' warnings (a tax line off its base x rate, a rate twice, no tax
+    lines) are said of the body's own periods alone: one tax a cent off would else be said for
+    the cart, the package and the product, and a product may leave its optional tax lines out."""
+    problems, _ = period_list(item, at, {}, {}, required=False, lenient=lenient, tax_warnings=False)
+    yield from problems
 
 
 def _package(package: Mapping[str, object], at: str) -> Iterator[Problem]:
-    yield from _nested_periods(package, at)
+    yield from _nested_periods(package, at, lenient=True)
     products = package.get("products")
     for j, product in enumerate(products if isinstance(products, list) else ()):
         if not isinstance(product, Mapping):
             continue
         pat = f"{at}.products[{j}]"
-        yield from _nested_periods(product, pat)
+        yield from _nested_periods(product, pat, lenient=True)
         for name in PRODUCT_AMOUNTS:
             if product.get(name) is not None:
-                problem, _ = read_amount(product, name, f"{pat}.{name}")
+                problem, _ = read_amount(product, name, f"{pat}.{name}", lenient=True)
                 if problem is not None:
                     yield problem
+
+
+def price_twins(cart: Mapping[str, object], at: str) -> Iterator[Problem]:
+    """The keys differing only in case from one the check reads, in the price-bearing objects
+    of a cart (at `at`) alone: among its own keys, those of its pricing fields; every key of
+    each period (the cart's, a package's, a product's) and of its tax lines. A key elsewhere
+    in an order (`storeInformation.Currency`, a product option's `Period`) is no price."""
+    yield from key_twins(cart, at, _CART_KEYS)
+    holders: list[tuple[object, str]] = [(cart, at)]
+    packages = cart.get("salesPackages")
+    for i, package in enumerate(packages if isinstance(packages, list) else ()):
+        holders.append((package, f"{at}.salesPackages[{i}]"))
+        products = package.get("products") if isinstance(package, Mapping) else None
+        for j, product in enumerate(products if isinstance(products, list) else ()):
+            holders.append((product, f"{at}.salesPackages[{i}].products[{j}]"))
+    for holder, where in holders:
+        details = holder.get("periodPricingDetails") if isinstance(holder, Mapping) else None
+        for k, period in enumerate(details if isinstance(details, list) else ()):
+            if not isinstance(period, Mapping):
+                continue
+            pat = f"{where}.periodPricingDetails[{k}]"
+            yield from key_twins(period, pat)
+            taxes = period.get("taxAmountsPerTaxRate")
+            for n, tax in enumerate(taxes if isinstance(taxes, list) else ()):
+                if isinstance(tax, Mapping):
+                    yield from key_twins(tax, f"{pat}.taxAmountsPerTaxRate[{n}]")
 
 
 def rounded_parts(cart: object) -> dict[str, int]:

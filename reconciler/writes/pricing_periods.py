@@ -2,12 +2,16 @@
 body (the body's own, its cart's, each sales package's and each product's): periods from the
 enum, each at most once; per period `includingTax = excludingTax + sum of taxAmount` to the
 cent; amounts finite, >= 0, in whole cents. A tax line that does not match its base and rate,
-a rate listed twice, and a period without its optional tax lines are warnings only (said of a
-pricing body's own periods: pricing_cart.py keeps the blocking problems of the nested ones)."""
+a rate listed twice, and a period without its optional tax lines are warnings only, said of a
+pricing body's own periods alone (`tax_warnings`). A sales package's or product's periods are
+read `lenient`ly: only what CCV could not read at all blocks (a period outside the enum, one
+given twice, a list, period or tax line of the wrong kind, an amount or rate that is no finite
+JSON number); the rest of the rules are warnings there (the document's rules are the top's)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from .pricing_values import (
@@ -28,6 +32,14 @@ _ZERO = Decimal(0)
 _CENT = Decimal("0.01")
 
 
+@dataclass(frozen=True, slots=True)
+class _Mode:
+    """How a periodPricingDetails list is read (`period_list`'s keywords)."""
+
+    lenient: bool
+    tax_warnings: bool
+
+
 def period_list(
     item: Mapping[str, object],
     at: str,
@@ -35,11 +47,14 @@ def period_list(
     parts: Mapping[str, int],
     *,
     required: bool,
+    lenient: bool = False,
+    tax_warnings: bool = True,
 ) -> tuple[list[Problem], bool]:
     """Check `item`'s periodPricingDetails (at `at`, the path of `item`); fill `out` with
     period -> (excluding, including). Return its problems and whether the list is sound (no
     blocking problem). Null or absent is a problem only when `required` (a pricing body's own
-    list); a nested cart, package or product may leave it out."""
+    list); a nested cart, package or product may leave it out. `lenient` and `tax_warnings`:
+    see the module's doc."""
     path = f"{at}.periodPricingDetails"
     details = item.get("periodPricingDetails")
     if details is None and not required:
@@ -47,7 +62,7 @@ def period_list(
     if not isinstance(details, list):
         found = kind(details) if "periodPricingDetails" in item else "nothing"
         return [Problem(path, "a list of periods is required", "a list", found)], False
-    problems = list(_check_periods(details, path, out, parts))
+    problems = list(_check_periods(details, path, out, parts, _Mode(lenient, tax_warnings)))
     return problems, not any(p.blocking for p in problems)
 
 
@@ -56,6 +71,7 @@ def _check_periods(
     path: str,
     out: dict[str, tuple[Decimal, Decimal]],
     parts: Mapping[str, int],
+    mode: _Mode,
 ) -> Iterator[Problem]:
     """Check one periodPricingDetails list; fill `out` with period -> (excluding, including).
     `parts`: period -> how many amounts rounded on their own its tax may sum (`rounded_parts`)."""
@@ -73,13 +89,15 @@ def _check_periods(
             yield Problem(f"{at}.period", f"period {period} is given twice", "once", "twice")
             continue
         seen.add(period)
-        problems, values = _one_period(item, at, parts.get(period, 1))
+        problems, values = _one_period(item, at, parts.get(period, 1), mode)
         yield from problems
         if values is not None:
             out[period] = values
 
 
-def _spelled(item: Mapping[str, object], names: tuple[str, ...], at: str) -> Iterator[Problem]:
+def _spelled(
+    item: Mapping[str, object], names: tuple[str, ...], at: str, lenient: bool
+) -> Iterator[Problem]:
     """Problems with a field that has two accepted spellings (both given and different)."""
     present = [n for n in names if n in item]
     if len(present) == 2 and exact_number(item[names[0]]) != exact_number(item[names[1]]):
@@ -88,24 +106,27 @@ def _spelled(item: Mapping[str, object], names: tuple[str, ...], at: str) -> Ite
             f"{names[0]} and {names[1]} are both given and differ",
             shown(item[names[0]]),
             shown(item[names[1]]),
+            blocking=not lenient,
         )
 
 
 def _one_period(
-    item: Mapping[str, object], at: str, parts: int
+    item: Mapping[str, object], at: str, parts: int, mode: _Mode
 ) -> tuple[list[Problem], tuple[Decimal, Decimal] | None]:
+    lenient = mode.lenient
     problems: list[Problem] = []
-    problems.extend(_spelled(item, EXCLUDING, at))
-    problems.extend(_spelled(item, SINGLE_EXCLUDING, at))
+    problems.extend(_spelled(item, EXCLUDING, at, lenient))
+    problems.extend(_spelled(item, SINGLE_EXCLUDING, at, lenient))
     excluding_name = next((n for n in EXCLUDING if n in item), EXCLUDING[0])
-    problem, excluding = read_amount(item, excluding_name, f"{at}.{excluding_name}")
+    excluding_at = f"{at}.{excluding_name}"
+    problem, excluding = read_amount(item, excluding_name, excluding_at, lenient=lenient)
     if problem is not None:
         problems.append(problem)
     single_name = next((n for n in SINGLE_EXCLUDING if n in item), SINGLE_EXCLUDING[0])
-    problem, _ = read_amount(item, single_name, f"{at}.{single_name}")
+    problem, _ = read_amount(item, single_name, f"{at}.{single_name}", lenient=lenient)
     if problem is not None:
         problems.append(problem)
-    problem, including = read_amount(item, "includingTax", f"{at}.includingTax")
+    problem, including = read_amount(item, "includingTax", f"{at}.includingTax", lenient=lenient)
     if problem is not None:
         problems.append(problem)
     taxes = item.get("taxAmountsPerTaxRate")
@@ -127,22 +148,24 @@ def _one_period(
                 )
                 tax_sum = None
                 continue
-            rate_problem = tax_rate_problem(tax.get("taxRate"), f"{tat}.taxRate")
+            rate_problem = tax_rate_problem(tax.get("taxRate"), f"{tat}.taxRate", lenient=lenient)
             if rate_problem is not None:
                 problems.append(rate_problem)
-            problem, amount = read_amount(tax, "taxAmount", f"{tat}.taxAmount")
+            problem, amount = read_amount(tax, "taxAmount", f"{tat}.taxAmount", lenient=lenient)
             if problem is not None:
                 problems.append(problem)
+            if amount is None:
                 tax_sum = None
-            elif tax_sum is not None and amount is not None:
+            elif tax_sum is not None:
                 tax_sum += amount
             rate = exact_number(tax.get("taxRate"))
             if rate_problem is None and rate is not None and amount is not None:
                 lines.append((tat, rate, amount))
-    problems.extend(_tax_lines(lines, excluding, excluding_name, parts))
+    if mode.tax_warnings:
+        problems.extend(_tax_lines(lines, excluding, excluding_name, parts))
     if excluding is None or including is None:
         return problems, None
-    if taxes is None and excluding != including:
+    if taxes is None and excluding != including and mode.tax_warnings:
         # The tax lines are optional in the document: without them the tax is not known.
         problems.append(
             Problem(
@@ -155,13 +178,15 @@ def _one_period(
                 blocking=False,
             )
         )
-    elif tax_sum is not None and excluding + tax_sum != including:
+    elif taxes is not None and tax_sum is not None and excluding + tax_sum != including:
+        # Lenient: a gross-price catalogue rounds each product's includingTax on its own.
         problems.append(
             Problem(
                 f"{at}.includingTax",
                 f"must be {excluding_name} + the sum of taxAmount",
                 money(excluding + tax_sum),
                 money(including),
+                blocking=not lenient,
             )
         )
     return problems, (excluding, including)

@@ -62,34 +62,62 @@ class Problem:
 
 
 def read_amount(
-    item: Mapping[str, object], name: str, path: str
+    item: Mapping[str, object], name: str, path: str, *, lenient: bool = False
 ) -> tuple[Problem | None, Decimal | None]:
-    """Check that `item[name]` is a finite amount >= 0 in whole cents; return it as a Decimal."""
+    """Check that `item[name]` is a finite amount >= 0 in whole cents; return it as a Decimal.
+    `lenient` (a sales package's or product's price): only what CCV could not read at all, a
+    value that is no JSON number or no finite one, is blocking; a missing, null, too large,
+    negative or sub-cent amount is a warning, and a negative or sub-cent one is still returned
+    (for the sums): a discount line or a catalogue's unit price may be such, and the document
+    sets rules for the body's top only."""
     if name not in item:
-        return Problem(path, "an amount is required", "a number", "nothing"), None
+        return Problem(
+            path, "an amount is required", "a number", "nothing", blocking=not lenient
+        ), None
     raw = item[name]
     value = exact_number(raw)
     if value is None:
         if isinstance(raw, float):
             return Problem(path, "the amount must be finite", "a finite number", shown(raw)), None
-        return Problem(path, "the amount must be a number", "a number", kind(raw)), None
-    if abs(value) >= MAX_AMOUNT:
-        return Problem(path, "the amount is too large", f"< {MAX_AMOUNT:f}", str(value)), None
-    if value < 0:
-        return Problem(path, "the amount must not be negative", ">= 0", money(value)), None
-    if value != value.quantize(_CENT):
+        unread = raw is not None or not lenient
         return Problem(
-            path, "the amount must be in whole cents", money(value.quantize(_CENT)), str(value)
+            path, "the amount must be a number", "a number", kind(raw), blocking=unread
         ), None
+    if abs(value) >= MAX_AMOUNT:
+        too_large = Problem(
+            path, "the amount is too large", f"< {MAX_AMOUNT:f}", str(value), blocking=not lenient
+        )
+        return too_large, None
+    if value < 0:
+        negative = Problem(
+            path, "the amount must not be negative", ">= 0", money(value), blocking=not lenient
+        )
+        return negative, (value if lenient else None)
+    if value != value.quantize(_CENT):
+        cents = Problem(
+            path,
+            "the amount must be in whole cents",
+            money(value.quantize(_CENT)),
+            str(value),
+            blocking=not lenient,
+        )
+        return cents, (value if lenient else None)
     return None, value
 
 
-def tax_rate_problem(raw: object, path: str) -> Problem | None:
+def tax_rate_problem(raw: object, path: str, *, lenient: bool = False) -> Problem | None:
+    """The problem of a tax rate, if any; `lenient` as for read_amount (null or out of 0..100 a
+    warning, a value that is no finite JSON number blocking)."""
     value = exact_number(raw)
     if value is None:
-        return Problem(path, "the tax rate must be a finite number", "a number", shown(raw))
+        unread = raw is not None or not lenient
+        return Problem(
+            path, "the tax rate must be a finite number", "a number", shown(raw), blocking=unread
+        )
     if value < 0 or value > 100:
-        return Problem(path, "the tax rate must be a percentage", "0 to 100", str(value))
+        return Problem(
+            path, "the tax rate must be a percentage", "0 to 100", str(value), blocking=not lenient
+        )
     return None
 
 
@@ -174,16 +202,23 @@ def case_twins(body: object, at: str = "$") -> Iterator[Problem]:
     while stack:
         node, where = stack.pop()
         if isinstance(node, Mapping):
-            for key, value in node.items():
-                path = f"{where}.{key}"
-                checked = _CHECKED_FOLDED.get(str(key).casefold())
-                if checked is not None and checked != key:
-                    yield Problem(
-                        path,
-                        f"differs from {checked} only in case: CCV may read it, the check does not",
-                        json.dumps(checked),
-                        json.dumps(key),
-                    )
-                stack.append((value, path))
+            yield from key_twins(node, where)
+            stack.extend((value, f"{where}.{key}") for key, value in node.items())
         elif isinstance(node, list):
             stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node))
+
+
+def key_twins(
+    node: Mapping[str, object], where: str, among: frozenset[str] = CHECKED_KEYS
+) -> Iterator[Problem]:
+    """A problem for each key of `node` itself (at path `where`) that differs only in case from
+    one of `among`, keys the check reads."""
+    for key in node:
+        checked = _CHECKED_FOLDED.get(str(key).casefold())
+        if checked is not None and checked != key and checked in among:
+            yield Problem(
+                f"{where}.{key}",
+                f"differs from {checked} only in case: CCV may read it, the check does not",
+                json.dumps(checked),
+                json.dumps(key),
+            )

@@ -1,10 +1,11 @@
 """The pricing check reaches every price of a body: each `periodPricingDetails` of the cart, its
-sales packages and their products gets the per-period rules (blocking, at its full JSON path),
-a product's `toBePaidImmediately` / `totalRevenueForFullYear` the amount rules, and a submit's
+sales packages and their products gets the per-period rules (at its full JSON path), a
+product's `toBePaidImmediately` / `totalRevenueForFullYear` the amount rules, and a submit's
 `order.shoppingCart` each pricing field that is not null its own field rules, whatever else the
-cart holds. Before, nested periods were never checked (a product's `-100`, `"x"` and `"Daily"`
-passed) and a submit's cart without periods or a total went to CCV unchecked (`"USD"`, a
-negative shipping cost). A discount larger than what it discounts is said as such."""
+cart holds. Below the cart only what CCV could not read at all blocks (a period outside the
+enum or given twice, an amount that is no finite JSON number); the rest is a warning there (a
+discount line's negative amount, a sub-cent unit price, a product's includingTax rounded on its
+own, a null). A discount larger than what it discounts is said as such."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from reconciler.writes.submit_prices import cart_problems, check_cart
 EXAMPLE = json.loads((Path(__file__).parent / "pricing_example.json").read_text())
 PACKAGE = "$.order.shoppingCart.salesPackages[0]"
 PRODUCT = f"{PACKAGE}.products[0]"
+DROP = object()  # a field left out of a period
 # The outside probe's product periods: a negative amount, text, an unknown period, a tenth of
 # a cent.
 BAD_PERIODS = [
@@ -32,6 +34,10 @@ BAD_PERIODS = [
 
 def blocking_paths(problems: list[Problem]) -> list[str]:
     return [p.path for p in problems if p.blocking]
+
+
+def warning_paths(problems: list[Problem]) -> list[str]:
+    return [p.path for p in problems if not p.blocking]
 
 
 def example(**changes: Any) -> dict[str, Any]:
@@ -46,17 +52,16 @@ def test_the_documents_example_still_gives_no_problem() -> None:
     assert cart_problems(EXAMPLE) == []
 
 
-def test_the_probes_product_periods_are_each_refused_at_their_path() -> None:
+def test_the_probes_product_periods_are_refused_where_ccv_could_not_read_them() -> None:
     problems = check_pricing(example(periodPricingDetails=BAD_PERIODS))
     assert blocking_paths(problems) == [f"{PRODUCT}.periodPricingDetails[0].period"]
-    # Its period known, each amount is refused on its own.
+    # Its period known, the text is refused; -100 and 121.001 are numbers: warnings.
     periods = [{**BAD_PERIODS[0], "period": "Monthly"}]
     problems = check_pricing(example(periodPricingDetails=periods))
-    assert blocking_paths(problems) == [
-        f"{PRODUCT}.periodPricingDetails[0].excludingTax",
-        f"{PRODUCT}.periodPricingDetails[0].singleExcludingTax",
-        f"{PRODUCT}.periodPricingDetails[0].includingTax",
-    ]
+    assert blocking_paths(problems) == [f"{PRODUCT}.periodPricingDetails[0].singleExcludingTax"]
+    said = {p.path: (p.expected, p.found) for p in problems if not p.blocking}
+    assert said[f"{PRODUCT}.periodPricingDetails[0].excludingTax"] == (">= 0", "-100.00")
+    assert said[f"{PRODUCT}.periodPricingDetails[0].includingTax"] == ("121.00", "121.001")
 
 
 def _period(**changes: Any) -> dict[str, Any]:
@@ -71,56 +76,120 @@ def _period(**changes: Any) -> dict[str, Any]:
     return line
 
 
-# Each per-period rule broken alone in a product's and in a package's periods: (id, the periods,
-# the blocking path under the list).
-NESTED_RULES: list[tuple[str, object, str]] = [
+# What CCV could not read at all, alone in a product's and in a package's periods: (id, the
+# periods, the blocking path under the list).
+UNREADABLE: list[tuple[str, object, str]] = [
     ("unknown period", [_period(period="Daily")], "[0].period"),
     ("period twice", [_period(), _period()], "[1].period"),
-    ("including != excluding + tax", [_period(includingTax=12.2)], "[0].includingTax"),
-    ("negative", [_period(singleExcludingTax=-1)], "[0].singleExcludingTax"),
-    ("not in cents", [_period(singleExcludingTax=10.001)], "[0].singleExcludingTax"),
-    ("text", [_period(excludingTax="10", exludingTax=None)], "[0].excludingTax"),
-    ("too large", [_period(singleExcludingTax=1e16)], "[0].singleExcludingTax"),
+    ("text", [_period(excludingTax="10", exludingTax=DROP)], "[0].excludingTax"),
+    ("boolean", [_period(includingTax=True)], "[0].includingTax"),
+    ("object", [_period(singleExcludingTax={"value": 10})], "[0].singleExcludingTax"),
     (
-        "tax amount negative",
-        [_period(taxAmountsPerTaxRate=[{"taxRate": 21, "taxAmount": -2.1}])],
-        "[0].taxAmountsPerTaxRate[0].taxAmount",
+        "tax rate text",
+        [_period(taxAmountsPerTaxRate=[{"taxRate": "21", "taxAmount": 2.1}])],
+        "[0].taxAmountsPerTaxRate[0].taxRate",
     ),
     ("a period not an object", [12], "[0]"),
     ("not a list", {"period": "OneOff"}, ""),
 ]
+# The rest of the per-period rules, broken alone there: warnings, with the same path, expected
+# and found as at the body's top (id, the periods, the path, expected, found).
+READABLE: list[tuple[str, object, str, str, str]] = [
+    ("including != excl + tax", [_period(includingTax=12.2)], "[0].includingTax", "12.10", "12.20"),
+    ("negative", [_period(singleExcludingTax=-1)], "[0].singleExcludingTax", ">= 0", "-1.00"),
+    ("sub-cent", [_period(singleExcludingTax=0.145)], "[0].singleExcludingTax", "0.14", "0.145"),
+    (
+        "too large",
+        [_period(singleExcludingTax=1e16)],
+        "[0].singleExcludingTax",
+        "< 1000000000000000",
+        "1E+16",
+    ),
+    ("null amount", [_period(excludingTax=None)], "[0].excludingTax", "a number", "null"),
+    (
+        "tax amount negative",
+        [_period(includingTax=7.9, taxAmountsPerTaxRate=[{"taxRate": 21, "taxAmount": -2.1}])],
+        "[0].taxAmountsPerTaxRate[0].taxAmount",
+        ">= 0",
+        "-2.10",
+    ),
+    (
+        "null tax rate",
+        [_period(taxAmountsPerTaxRate=[{"taxRate": None, "taxAmount": 2.1}])],
+        "[0].taxAmountsPerTaxRate[0].taxRate",
+        "a number",
+        "null",
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("periods", "at"), [c[1:] for c in NESTED_RULES], ids=[c[0] for c in NESTED_RULES]
-)
-@pytest.mark.parametrize("level", ["product", "package"])
-def test_every_per_period_rule_blocks_in_products_and_packages(
-    periods: object, at: str, level: str
-) -> None:
+def _nested(periods: object, level: str) -> tuple[dict[str, Any], str]:
+    """The example with `periods` as its second product's (or its package's); their path."""
     if isinstance(periods, list) and periods and isinstance(periods[0], dict):
-        periods = [{k: v for k, v in p.items() if v is not None} for p in periods]
+        periods = [{k: v for k, v in p.items() if v is not DROP} for p in periods]
     body = copy.deepcopy(EXAMPLE)
     package = body["order"]["shoppingCart"]["salesPackages"][0]
     target = package["products"][1] if level == "product" else package
     target["periodPricingDetails"] = periods
     where = f"{PACKAGE}.products[1]" if level == "product" else PACKAGE
+    return body, f"{where}.periodPricingDetails"
+
+
+@pytest.mark.parametrize(
+    ("periods", "at"), [c[1:] for c in UNREADABLE], ids=[c[0] for c in UNREADABLE]
+)
+@pytest.mark.parametrize("level", ["product", "package"])
+def test_what_ccv_could_not_read_blocks_in_products_and_packages(
+    periods: object, at: str, level: str
+) -> None:
+    body, where = _nested(periods, level)
     problems = check_pricing(body)
-    assert blocking_paths(problems) == [f"{where}.periodPricingDetails{at}"], [
-        p.line() for p in problems
+    assert blocking_paths(problems) == [f"{where}{at}"], [p.line() for p in problems]
+
+
+@pytest.mark.parametrize(
+    ("periods", "at", "expected", "found"),
+    [c[1:] for c in READABLE],
+    ids=[c[0] for c in READABLE],
+)
+@pytest.mark.parametrize("level", ["product", "package"])
+def test_the_other_per_period_rules_warn_in_products_and_packages(
+    periods: object, at: str, expected: str, found: str, level: str
+) -> None:
+    body, where = _nested(periods, level)
+    problems = check_pricing(body)
+    assert blocking_paths(problems) == [], [p.line() for p in problems]
+    # (A package's periods changed are also not the sum of its products': its own warning.)
+    said = [(p.path, p.expected, p.found) for p in problems if p.path.startswith(f"{where}[")]
+    assert said == [(f"{where}{at}", expected, found)], [p.line() for p in problems]
+    # At the body's top the same rule blocks, as it did.
+    top = copy.deepcopy(EXAMPLE)
+    top["periodPricingDetails"] = body["order"]["shoppingCart"]["salesPackages"][0][
+        "periodPricingDetails"
     ]
+    if level == "package":
+        assert f"$.periodPricingDetails{at}" in blocking_paths(check_pricing(top))
 
 
 @pytest.mark.parametrize("name", ["toBePaidImmediately", "totalRevenueForFullYear"])
 @pytest.mark.parametrize(
-    ("value", "fine"),
-    [(None, True), (0, True), (12.5, True), (-1, False), (0.001, False), ("5", False)],
+    ("value", "said"),
+    [
+        (None, None),
+        (0, None),
+        (12.5, None),
+        (-1, "warning"),
+        (0.001, "warning"),
+        ("5", "blocking"),
+        (True, "blocking"),
+    ],
 )
-def test_a_products_amounts_when_given_follow_the_amount_rules(
-    name: str, value: object, fine: bool
+def test_a_products_amounts_block_only_when_no_number(
+    name: str, value: object, said: str | None
 ) -> None:
     problems = check_pricing(example(**{name: value}))
-    assert blocking_paths(problems) == ([] if fine else [f"{PRODUCT}.{name}"])
+    assert blocking_paths(problems) == ([f"{PRODUCT}.{name}"] if said == "blocking" else [])
+    assert (f"{PRODUCT}.{name}" in warning_paths(problems)) == (said == "warning")
 
 
 def test_a_consistent_priced_product_in_the_example_passes() -> None:
