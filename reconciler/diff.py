@@ -105,14 +105,46 @@ def stale(prev: OrderState, obs: Observation, *, now: float) -> bool:
     otherwise undo what that one recorded (`mark_shipped -> pending`), and the next check would
     raise the change again. Only an answer whose request was sent strictly earlier is stale:
     one request's answers (a line twice) are not. A held time in the future means the clock was
-    put back: nothing can be judged against it, and the answer counts as before."""
+    put back: nothing can be judged against it, and the answer counts as before. A CCNow
+    action's answer is not older than a read sent while its post waited for it that says the
+    order as it was before CCNow ran the action (`_before_action`)."""
     asked, held = obs.asked, prev.asked_at
-    return asked is not None and held is not None and asked < held <= now
+    if asked is None or held is None or not asked < held <= now:
+        return False
+    return not _before_action(prev, obs)
+
+
+# The status CCNow takes its actions in: it marks a pending order shipped or canceled, and
+# takes tracking and discounts for orders in "pending" state (its Order Update API).
+ACTED_ON = "pending"
+
+
+def _before_action(prev: OrderState, obs: Observation) -> bool:
+    """Whether the answer the snapshot holds came from a read sent while a CCNow action's post
+    (`obs`, its answer line) waited for its answer, and says the order before CCNow ran it.
+
+    Sent after the post, that read may have been answered before CCNow ran the action or
+    after: `pending` can only be before (the action's answer was the newer news, and skipped,
+    the action's `via: action` change was lost to the next poll); any other status (`completed`
+    after a ship's `mark_shipped`) may be after, and holds. A read sent after the answer came is
+    newer, whatever it says."""
+    answered, held = obs.answered, prev.asked_at
+    return (
+        answered is not None
+        and held is not None
+        and held <= answered
+        and prev.status == ACTED_ON
+        and not prev.not_found
+    )
 
 
 def _dated(held: float | None, obs: Observation) -> float | None:
     """The time an order's row holds once an answer is applied: when the answer's request was
-    sent, or (its age not known) the time held before."""
+    sent, or (its age not known) the time held before. A CCNow action's answer line is dated
+    by when it came: a read sent while its post waited and answered after it was applied says
+    nothing newer (`pending` from before CCNow ran it would undo the action)."""
+    if obs.answered is not None:
+        return obs.answered
     asked = obs.asked
     return held if asked is None else asked
 

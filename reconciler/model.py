@@ -308,6 +308,9 @@ class Observation(NamedTuple):
     # retry's own time, not the first attempt's: what came back is as of the retry): an answer
     # asked before the one the snapshot holds is stale (diff.py). None: not known, never stale.
     asked: float | None = None
+    # A CCNow action's answer line: when the post's answer came (its post sent at `asked`). A
+    # read sent in between is no newer than it for that (diff.stale). None: a check's answer.
+    answered: float | None = None
 
 
 # The reason of a check the provider answered with an error of that order's own (a CCNow

@@ -73,14 +73,39 @@ def duration(text: str) -> float:
 
 
 def iso(text: str) -> float:
+    # RFC 3339 allows a lowercase "t" and "z".
+    given = text.strip().upper().replace("Z", "+00:00")
+    if _fraction_not_of_seconds(given):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a decimal fraction of the hour or minute is not read; "
+            "give the seconds (17:22:30, not 17:22.5)"
+        )
     try:
-        # RFC 3339 allows a lowercase "t" and "z".
-        value = _from_iso(text.strip().upper().replace("Z", "+00:00"))
+        value = _from_iso(given)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.timestamp()
+
+
+# ISO 8601 lets the last field of a time (or offset) have a decimal fraction: `17:22.5` is
+# 17:22:30. Python's fromisoformat reads every fraction as the second's (17:22:00.5), and `--since`
+# would start half a minute (`17.5`: half an hour) early without a word: only a fraction right
+# after the seconds (`17:22:30.5`, `172230.5`) is taken.
+_DATE = re.compile(r"[0-9]{4}(-?)[0-9]{2}\1[0-9]{2}", re.ASCII)
+_FIELDS_BEFORE = re.compile(r"[0-9:]*\Z", re.ASCII)
+_SECONDS = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{6}", re.ASCII)
+
+
+def _fraction_not_of_seconds(text: str) -> bool:
+    date = _DATE.match(text)
+    rest = text[date.end() + 1 :] if date else text  # the time and its offset
+    for mark in re.finditer("[.,]", rest):
+        before = _FIELDS_BEFORE.search(rest, 0, mark.start())
+        if before is None or not _SECONDS.fullmatch(before.group()):
+            return True
+    return False
 
 
 # Python 3.10's datetime.fromisoformat reads only what isoformat writes: RFC 3339's other

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import stat
 
 from ..config import Config, ConfigError, ReceiverConfig, load_config
 from ..config.where import config_path
@@ -45,7 +47,12 @@ def _known_secrets(args: argparse.Namespace) -> SecretForms | None:
     ./reconciler.toml), when there is one: a problem quoting one of them (the API key pasted as
     `currency`) shows it masked. Without a config file it knows none (none is needed)."""
     path = config_path(getattr(args, "config", None))
-    if not path.is_file():
+    try:
+        # os.stat, not Path.is_file(): a config this user cannot even look at (a directory it
+        # may not search, a name too long) raised there; its secrets are not known either.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+    except OSError:
         return None
     # Secrets it cannot read (the service's own file) are not known: none is asked for. A
     # config that does not load (a daemon's being edited, a key of a newer release) does not

@@ -41,6 +41,7 @@ from ..notify import notification_url
 from ..runtime import Runtime
 from ..sandbox import Sandbox, SandboxOptions
 from ..store import WriterLock
+from ..store.errors import file_error
 from ..store.files import made_by_a_demo, remove_store_files
 from ..systemd import Notifier
 from ..writes.ccnow_actions import build
@@ -229,7 +230,7 @@ def demo_store(given: Path | None) -> Path:
     path` has it). A demo starts it afresh; a file there that no demo made is no demo's to
     empty (a usage error, nothing touched), nor one another process has open."""
     path = given if given is not None else default_store_path(os.environ)
-    if path.exists():
+    if _there(path):
         if WriterLock(path).held():
             raise TempFailure(f"{path}: another reconciler process holds this store")
         if path.is_dir():
@@ -241,6 +242,19 @@ def demo_store(given: Path | None) -> Path:
             )
         remove_store_files(path)
     return path
+
+
+def _there(path: Path) -> bool:
+    """Whether a file is at the demo's store path. Under a file is not there: the writer lock
+    says so when it makes the store. os.stat, not Path.exists(): that raised for a directory
+    this user may not search or a name too long (a traceback); it is the store's file error."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise file_error(f"cannot use database {path}", path, exc) from None
+    return True
 
 
 # Where a CCNow order is before it is shipped: a merchant's shipment can still come.

@@ -7,7 +7,9 @@ import base64
 import binascii
 import contextlib
 import errno
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -217,10 +219,12 @@ def _in_a_directory(given: str, base_dir: Path) -> bool:
     directory other than the filesystem root, where no one keeps a secret."""
     try:
         directory = (base_dir / Path(given).expanduser()).parent.resolve()
+        # os.stat, not Path.is_dir(): that raises for a directory this user may not search.
+        is_dir = stat.S_ISDIR(os.stat(directory).st_mode)
     except (RuntimeError, OSError):
-        # No home directory to expand `~` or `~user` to.
+        # No home directory to expand `~` or `~user` to, or none to be looked at here.
         return False
-    return directory.is_dir() and directory != Path(directory.anchor)
+    return is_dir and directory != Path(directory.anchor)
 
 
 class SecretReader:
@@ -333,19 +337,32 @@ class SecretReader:
         if directory:
             for name in credentials:
                 path = Path(directory) / name
-                if path.exists():
-                    origin = f" (from credential {name})"
-                    return self.read(path, table, key, origin), key, origin
+                origin = f" (from credential {name})"
+                # os.stat, not Path.exists(): that raises for a directory this user may not
+                # search or a name too long, a traceback in every command. Not there is not
+                # given; not to be looked at is unreadable (optional: as not given).
+                try:
+                    os.stat(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except OSError as exc:
+                    raise self.unreadable(path, table, key, exc, origin) from None
+                return self.read(path, table, key, origin), key, origin
         return None
+
+    def unreadable(
+        self, path: Path, table: Table, key: str, exc: OSError, origin: str
+    ) -> _Unreadable:
+        problem = f"cannot read {path}: {exc.strerror or type(exc).__name__}{origin}"
+        missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)
+        return _Unreadable(self.file, table.path(key), problem, missing=missing)
 
     def read(self, path: Path, table: Table, key: str, origin: str = "") -> str:
         # Errors name the path tried: `~` is not expanded, so "~/key" is beside the config file.
         try:
             data = read_bounded(path, MAX_SECRET_FILE_BYTES)
         except OSError as exc:
-            problem = f"cannot read {path}: {exc.strerror or type(exc).__name__}{origin}"
-            missing = exc.errno in (errno.ENOENT, errno.ENOTDIR)
-            raise _Unreadable(self.file, table.path(key), problem, missing=missing) from None
+            raise self.unreadable(path, table, key, exc, origin) from None
         except NotReadHere as exc:
             raise table.error(key, f"{path} is {exc}{origin}") from None
         try:

@@ -251,9 +251,11 @@ class DatabaseFile:
     def __init__(self, path: Path) -> None:
         self.fd: int | None = None
         # A regular file alone (no device opened by a mistyped path), read-only and
-        # non-blocking, as the writer lock opens it.
-        if path.is_file():
-            with contextlib.suppress(OSError):
+        # non-blocking, as the writer lock opens it. A path this user cannot even look at (a
+        # directory it may not search, a name too long) is the store's open to report (74),
+        # not Path.is_file's OSError here (a traceback, 70).
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.stat(path).st_mode):
                 self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
 
     def close(self) -> None:
@@ -313,7 +315,8 @@ def check_file(path: Path, mode: int) -> None:
     process holds on it, SQLite's own included (a daemon's second, read-only store did, and
     the next `reconciler track` took the daemon for gone and deleted its write-ahead log).
     """
-    if not path.is_file():
+    # os.stat, not Path.is_file(): that raises some errors (EACCES) and hides others (ELOOP).
+    if not stat.S_ISREG(os.stat(path).st_mode):
         raise IsADirectoryError(errno.EISDIR, "not a regular file")
     if not os.access(path, mode):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))

@@ -155,15 +155,18 @@ async def _prune_events(
                 break
             # The newest event stays: the next seq is counted from it (`Events.last_seq`).
             newest = next(iter(await conn.execute_fetchall("SELECT max(seq) FROM events")))[0]
-            seqs = [int(r[1]) for r in rows if r[1] != newest and int(r[1]) not in current]
+            old = [int(r[1]) for r in rows]
+            seqs = [seq for seq in old if seq != newest and seq not in current]
+            # Asked of every old event, the newest and a current failure's too: they stay in
+            # any case, but are undelivered all the same (`kept_undelivered` left them out).
             held: set[int] = set()
             sinks = await delivery_sinks(store.conn)
-            in_seqs = marks(len(seqs))
+            in_old = marks(len(old))
             for sink in sinks:
                 found = await conn.execute_fetchall(
                     "SELECT event_seq FROM deliveries WHERE sink = ? AND state != 'delivered' "
-                    f"AND event_seq IN ({in_seqs})",
-                    (sink, *seqs),
+                    f"AND event_seq IN ({in_old})",
+                    (sink, *old),
                 )
                 held.update(int(r[0]) for r in found)
             gone = [seq for seq in seqs if seq not in held]

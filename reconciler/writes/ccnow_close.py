@@ -5,6 +5,7 @@ A mixin of `ccnow_actions.ActionSender`, which sends the posts."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
@@ -105,6 +106,9 @@ class Closing:
         (a tracking upload refused in its line is then `uncertain`); `wait`: its answer's
         Retry-After (seconds), which those left queued wait, as they wait one their status
         reads were asked."""
+        # When the answer came (the wall clock, as the post's `asked`): its lines are dated by
+        # it, and a read sent before it says nothing newer unless past them (diff.stale).
+        answered = time.time()
         closes: list[tuple[int, cmds.State, str]] = []
         again: list[tuple[int, str, float | None, float | None]] = []
         observations: list[Observation] = []
@@ -140,7 +144,11 @@ class Closing:
                 closes.append((c.id, state, words))
             if status is not None:
                 key = OrderKey("ccnow", cfg.name, c.order_id)
-                observations.append(Observation(key, Outcome.OK, status=status, asked=when))
+                # A status read after the answer is a check as any other, dated by its query.
+                came = answered if asked is not None and when == asked else None
+                observations.append(
+                    Observation(key, Outcome.OK, status=status, asked=when, answered=came)
+                )
         # For those the answer did not settle: not before a Retry-After asks.
         delay = retry_delay(batch, max(wait or 0.0, reads.wait or 0.0))
         # An answer without the order's line came from CCNow: the post may have run it; so

@@ -161,15 +161,16 @@ CHECKED_KEYS = frozenset(
         "taxAmount",
         "taxAmountsPerTaxRate",
         "taxRate",
+        "toBePaidImmediately",
     }
 )
 _CHECKED_FOLDED = {key.casefold(): key for key in CHECKED_KEYS}
 
 
-def case_twins(body: object) -> Iterator[Problem]:
-    """A problem for each key, at any depth, that differs only in case from one the check
-    reads: the prices checked would not be the prices CCV reads."""
-    stack: list[tuple[object, str]] = [(body, "$")]
+def case_twins(body: object, at: str = "$") -> Iterator[Problem]:
+    """A problem for each key, at any depth of `body` (at path `at`), that differs only in case
+    from one the check reads: the prices checked would not be the prices CCV reads."""
+    stack: list[tuple[object, str]] = [(body, at)]
     while stack:
         node, where = stack.pop()
         if isinstance(node, Mapping):
@@ -186,21 +187,3 @@ def case_twins(body: object) -> Iterator[Problem]:
                 stack.append((value, path))
         elif isinstance(node, list):
             stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node))
-
-
-def rounded_parts(body: Mapping[str, object]) -> dict[str, int]:
-    """Return period -> how many products' periods the cart's may be the sum of (the document:
-    "the sum of your pricing details that are in your order"), each product's tax rounded to
-    the cent on its own. Read leniently: what is malformed counts nothing here."""
-    order = body.get("order")
-    cart = order.get("shoppingCart") if isinstance(order, Mapping) else None
-    packages = cart.get("salesPackages") if isinstance(cart, Mapping) else None
-    parts: dict[str, int] = {}
-    for package in packages if isinstance(packages, list) else ():
-        products = package.get("products") if isinstance(package, Mapping) else None
-        for product in products if isinstance(products, list) else ():
-            details = product.get("periodPricingDetails") if isinstance(product, Mapping) else None
-            for item in details if isinstance(details, list) else ():
-                if isinstance(item, Mapping) and isinstance(item.get("period"), str):
-                    parts[str(item["period"])] = parts.get(str(item["period"]), 0) + 1
-    return parts

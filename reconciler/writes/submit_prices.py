@@ -2,7 +2,8 @@
 `order.shoppingCart` carries the fields of a SetShoppingCardPricingDetails body (`currency`,
 `periodPricingDetails`, ...), all null until the prices are set; a cart that carries prices
 (its periods' prices or the total to pay) passes the pricing check's blocking rules first
-(pricing.py), as a PATCH of them would."""
+(pricing.py), as a PATCH of them would. Any other cart has each of those fields that is not
+null checked on its own, and every period of its packages and products, before it goes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from ..redact import SecretForms
-from .pricing import blocking, check_pricing
+from .pricing import blocking, check_order, check_pricing
 from .pricing_values import Problem
 from .submit_body import BadSubmission
 from .submit_outcome import own_header
@@ -47,21 +48,25 @@ class BadPrices(BadSubmission):
 
 
 def cart_problems(body: Mapping[str, object]) -> list[Problem]:
-    """Return the problems of a submit body's cart prices, blocking ones first; none when the
-    cart carries no prices (`_priced`: they are set later)."""
+    """Return the problems of a submit body's cart prices, blocking ones first. A cart that
+    carries prices (`_priced`) is checked whole, as a pricing body; any other has each pricing
+    field that is not null checked by its own rules (a configurator's defaults pass them), and
+    every period of its packages and products."""
     order = body.get("order")
     cart = order.get("shoppingCart") if isinstance(order, Mapping) else None
-    if not isinstance(cart, Mapping):
+    if not isinstance(order, Mapping) or not isinstance(cart, Mapping):
         return []
     if not _priced(cart):
-        return []
+        return check_order(order, "$.order")
     document: dict[str, object] = {name: cart[name] for name in PRICING_FIELDS if name in cart}
-    document["order"] = order
+    # The cart's prices are the document's own; the order keeps the rest of the cart (its
+    # packages), so that each price is checked once.
+    rest = {key: value for key, value in cart.items() if key not in PRICING_FIELDS}
+    document["order"] = {**order, "shoppingCart": rest}
     found: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     for problem in check_pricing(document):
         moved = dataclasses.replace(problem, path=_in_cart(problem.path))
-        # A key in the wrong case inside a price is found twice: from the top and in the order.
         if (moved.path, moved.message) not in seen:
             seen.add((moved.path, moved.message))
             found.append(moved)
@@ -69,10 +74,11 @@ def cart_problems(body: Mapping[str, object]) -> list[Problem]:
 
 
 def _priced(cart: Mapping[object, object]) -> bool:
-    """Whether a cart carries prices: its periods' prices (a non-empty `periodPricingDetails`)
-    or the total to pay. A configurator may fill the other fields with defaults (`"EUR"`, `""`,
-    `0`, `[]`) before any price is set: those alone are no prices to check. A field in another
-    case counts: CCV's JSON reader may take it (the check refuses it)."""
+    """Whether a cart carries prices to check whole: its periods' prices (a non-empty
+    `periodPricingDetails`) or the total to pay. A configurator may fill the other fields with
+    defaults (`"EUR"`, `""`, `0`, `[]`) before any price is set: those alone are no prices to
+    add up (each is still checked on its own). A field in another case counts: CCV's JSON
+    reader may take it (the check refuses it)."""
     for key, value in cart.items():
         name = str(key).casefold()
         if name == _PERIODS and isinstance(value, list) and value:
@@ -84,13 +90,14 @@ def _priced(cart: Mapping[object, object]) -> bool:
 
 def check_cart(body: Mapping[str, object]) -> list[Problem] | None:
     """Raise BadPrices when the cart's prices break a blocking rule; return its warnings, or
-    None when the cart carries no prices (nothing was checked)."""
+    None when the cart carries no prices to check whole and its fields gave no warning."""
     problems = cart_problems(body)
     if blocking(problems):
         raise BadPrices(problems)
     order = body.get("order")
     cart = order.get("shoppingCart") if isinstance(order, Mapping) else None
-    return problems if isinstance(cart, Mapping) and _priced(cart) else None
+    priced = isinstance(cart, Mapping) and _priced(cart)
+    return problems if priced or problems else None
 
 
 def warning_headers(warnings: Sequence[Problem], forms: SecretForms | None) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from reconciler.diff import DiffResult, diff
@@ -442,3 +444,63 @@ def test_submitted_orders_ccv_does_not_know_yet_are_no_lost_wave() -> None:
     assert result.events == []
     assert result.fresh == set(keys) and result.lost == {found}
     assert len(result.started_failing) == 4
+
+
+# --- a CCNow action's answer and the reads sent while its post waited ---------------------------
+
+POSTED, CAME = NOW - 20, NOW - 18  # the ship's post sent, its answer come
+
+
+def ship_answer(status: str = "mark_shipped") -> Observation:
+    return Observation(CCNOW, Outcome.OK, status=status, asked=POSTED, answered=CAME)
+
+
+def read(status: str, asked: float) -> OrderState:
+    """The order as a read sent at `asked` left it."""
+    return tracked(CCNOW, status=status, version=1, asked_at=asked)
+
+
+def test_a_read_saying_pending_while_the_post_waited_is_before_the_action() -> None:
+    # Sent after the post, answered `pending` before its answer came: CCNow had not run the
+    # ship yet. The ship's answer is the newer news, with its `via: action` change.
+    result = diff({CCNOW: read("pending", POSTED + 0.3)}, [ship_answer()], **ACTION)
+    assert [
+        (e.data["previous_status"], e.data["status"], e.data["via"]) for e in result.events
+    ] == [("pending", "mark_shipped", "action")]
+    assert result.states[CCNOW].asked_at == CAME
+
+
+@pytest.mark.parametrize("status", ["completed", "refunded", "canceled", "mark_shipped"])
+def test_a_read_saying_what_the_action_cannot_precede_still_wins(status: str) -> None:
+    # Answered after CCNow ran the ship: `mark_shipped` now would be a false regression.
+    held = read(status, POSTED + 0.3)
+    result = diff({CCNOW: held}, [ship_answer()], **ACTION)
+    assert (result.events, result.states) == ([], {})
+
+
+@pytest.mark.parametrize(
+    "prev",
+    [
+        read("pending", CAME + 0.1),  # a read sent after the answer came is newer
+        tracked(CCNOW, status="pending", version=1, asked_at=POSTED + 0.3, not_found=True),
+    ],
+    ids=["sent-after-the-answer", "not-found"],
+)
+def test_only_a_pending_read_sent_while_the_post_waited_gives_way(prev: OrderState) -> None:
+    result = diff({CCNOW: prev}, [ship_answer()], **ACTION)
+    assert (result.events, result.states) == ([], {})
+
+
+def test_a_read_sent_while_the_post_waited_and_answered_after_the_action_is_older() -> None:
+    # The action's answer holds the order from when it came: a read sent before then and
+    # answered after it was applied (`pending`, from before CCNow ran the ship) changes nothing.
+    applied = diff({CCNOW: read("pending", POSTED - 5)}, [ship_answer()], **ACTION).states
+    late = Observation(CCNOW, Outcome.OK, status="pending", asked=POSTED + 0.3)
+    result = diff(applied, [late], now=NOW, via="poll", store_id=STORE)
+    assert (result.events, result.states) == ([], {})
+    after = Observation(CCNOW, Outcome.OK, status="completed", asked=CAME + 1)
+    result = diff(applied, [after], now=NOW, via="poll", store_id=STORE)
+    assert [e.data["status"] for e in result.events] == ["completed"]
+
+
+ACTION: dict[str, Any] = {"now": NOW, "via": "action", "store_id": STORE}
