@@ -117,6 +117,10 @@ def stale(prev: OrderState, obs: Observation, *, now: float) -> bool:
 # The status CCNow takes its actions in: it marks a pending order shipped or canceled, and
 # takes tracking and discounts for orders in "pending" state (its Order Update API).
 ACTED_ON = "pending"
+# What a ship or cancel CCNow ran leaves the order in: only such a line can be newer than a
+# `pending` read. A line saying a hold (a refused ship of an order on hold that became pending
+# meanwhile) may be older than that read.
+ACTION_RESULTS = frozenset({"mark_shipped", "mark_canceled", "completed", "canceled"})
 
 
 def _before_action(prev: OrderState, obs: Observation) -> bool:
@@ -124,16 +128,19 @@ def _before_action(prev: OrderState, obs: Observation) -> bool:
     (`obs`, its answer line) waited for its answer, and says the order before CCNow ran it.
 
     Sent after the post, that read may have been answered before CCNow ran the action or
-    after: `pending` can only be before (the action's answer was the newer news, and skipped,
-    the action's `via: action` change was lost to the next poll); any other status (`completed`
-    after a ship's `mark_shipped`) may be after, and holds. A read sent after the answer came is
-    newer, whatever it says."""
+    after: `pending` can only be before a line saying what the action made of it
+    (`ACTION_RESULTS`: the action's answer was the newer news, and skipped, the action's `via:
+    action` change was lost to the next poll); any other status (`completed` after a ship's
+    `mark_shipped`) may be after, and holds, and so does `pending` against a line saying a hold
+    (the hold may have ended after CCNow answered). A read sent after the answer came is newer,
+    whatever it says."""
     answered, held = obs.answered, prev.asked_at
     return (
         answered is not None
         and held is not None
         and held <= answered
         and prev.status == ACTED_ON
+        and obs.status in ACTION_RESULTS
         and not prev.not_found
     )
 

@@ -110,12 +110,16 @@ def known_statuses(source: Source) -> list[str]:
     return [status for (src, status) in STATUSES if src == source]
 
 
+_BLANKS = re.compile(r"[ \t]+")  # what separates a CCNow status's words (ccnow_answer.BLANKS)
+
+
 def same_status(one: str | None, other: str | None) -> bool:
-    """Whether two CCNow statuses are one: a word CCNow does not document, written in another
-    case, is the same word (an endpoint that flips case would raise a change every poll)."""
+    """Whether two CCNow statuses are one: words CCNow does not document, written in another
+    case or with other blanks between them (`On  Hold`, `on<TAB>hold`), are the same words (an
+    endpoint that flips either would raise a change every poll; each is kept as first seen)."""
     if one is None or other is None:
         return one is other
-    return one.lower() == other.lower()
+    return _BLANKS.split(one.lower()) == _BLANKS.split(other.lower())
 
 
 # The settled words of each provider, read from the table above: the one list of them (the SQL

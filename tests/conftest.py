@@ -51,6 +51,10 @@ _IN_MEMORY = pytest.StashKey[Path]()
 # No test asks the disk to keep anything past a power loss, which is all an fsync adds.
 _MEMORY_FS = Path("/dev/shm")
 _MEMORY_FS_ROOM = 1 << 30
+# A failed run's files are kept for reading, marked so; memory is no place to pile them up, so
+# a run's start removes all but the newest few (never a running suite's: it has no mark).
+_KEPT_MARK = "kept"
+_KEPT_RUNS = 2
 
 
 def _memory_fs() -> Path | None:
@@ -65,12 +69,24 @@ def _memory_fs() -> Path | None:
     return _MEMORY_FS if fs.f_bavail * fs.f_frsize >= _MEMORY_FS_ROOM else None
 
 
+def _prune_kept(memory: Path) -> None:
+    """Remove the files of earlier failed runs in `memory` but the newest _KEPT_RUNS."""
+    marks = []
+    for mark in memory.glob(f"rt-*/{_KEPT_MARK}"):
+        try:
+            marks.append((mark.stat().st_mtime, mark.parent))
+        except OSError:
+            continue  # removed meanwhile by another run's start
+    for _, root in sorted(marks, reverse=True)[_KEPT_RUNS:]:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.hookimpl(tryfirst=True)  # before the tmp_path plugin reads --basetemp
 def pytest_configure(config: pytest.Config) -> None:
     """Put the run's temporary files (tmp_path, tempfile's) in memory where it can (see
     _MEMORY_FS), unless --basetemp names a place; xdist's workers and the programs they start
-    inherit it. Removed at the end of a run that passed; a failed run's stay for reading, and
-    the summary says where.
+    inherit it. Removed at the end of a run that passed; a failed run's stay for reading (the
+    summary says where) until a later run's start finds more than _KEPT_RUNS such.
 
     Where the environment asks for no bytecode (PYTHONDONTWRITEBYTECODE), give the run's
     interpreters (test workers and the programs they start) one cache of their own, removed at
@@ -80,6 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     memory = _memory_fs()
     if config.option.basetemp is None and memory is not None:
+        _prune_kept(memory)
         root = Path(tempfile.mkdtemp(prefix="rt-", dir=memory))
         config.stash[_IN_MEMORY] = root
         config.option.basetemp = str(root / "p")  # short: a socket's path has 107 bytes
@@ -112,6 +129,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     root = session.config.stash.get(_IN_MEMORY, None)
     if root is not None and exitstatus == 0:
         shutil.rmtree(root, ignore_errors=True)
+    elif root is not None:
+        (root / _KEPT_MARK).touch()
 
 
 @pytest.fixture

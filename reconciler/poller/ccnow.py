@@ -356,16 +356,30 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         await remember_pass(self.store, name, report, started, self.now())
         return [NamedReport(name, report, is_pass=True)]
 
-    async def notified(self, order_ids: Sequence[str]) -> PassReport:
-        """A server notification: poll the pending list and query the ids it named."""
+    async def notified(
+        self, order_ids: Sequence[str], *, mentioned: Sequence[str] = ()
+    ) -> PassReport:
+        """A server notification: poll the pending list and query the ids it named, and
+        those it only mentioned (an amount, a note) whose orders are followed already."""
         seen: set[str] = set()
         report = await self.pending_list_pass(via="notification", seen=seen)
         # An order the poll answered is not asked again: a second, unchanged look would count
         # as a check that found nothing new and double the interval its change had just reset.
         order_ids = [i for i in order_ids if i not in seen]
         if order_ids:
-            # The notification came with the account's token, so its ids are the account's own
-            # orders: each is queried, followed or not, and one CCNow knows is followed from now
-            # on. The receiver bounds the ids per notification and per account.
+            # The notification came with the account's token, and named these in a field for
+            # an order (or as its whole body): each is queried, followed or not, and one CCNow
+            # knows is followed from now on. The receiver bounds the ids per notification and
+            # per account.
             report.add(await self.check(order_ids, via="notification", discover=True))
+        others = [i for i in mentioned if i not in seen and i not in order_ids]
+        if others:
+            # CCNow documents no layout for its post: nine digits elsewhere may be an amount,
+            # so they only hurry the check of an order followed already, never follow one.
+            keys = [OrderKey("ccnow", self.account, i) for i in others]
+            states = await self.store.orders.load(keys)
+            since = self.settled_since()
+            asked = [k.order_id for k in keys if followed(states.get(k), since)]
+            if asked:
+                report.add(await self.check(asked, via="notification"))
         return report

@@ -61,8 +61,9 @@ async def note(coordinator: CCVCoordinator, order_id: str, *, followed_only: boo
     """Keep a notification of an order (with `followed_only`, of a followed one only) before
     its check: it stands until one answers. Return whether it was kept."""
     ids = await known(coordinator)
-    # Before the write: one cancelled (the receiver's bound) may have committed all the same,
-    # and a notified order this process does not know of would never be settled by its checks.
+    known_before = order_id in ids
+    # Before the write: one cancelled (a stop) may have committed all the same, and a notified
+    # order this process does not know of would never be settled by its checks.
     ids.add(order_id)
     kept = await notified_orders.note(
         coordinator.store,
@@ -72,7 +73,13 @@ async def note(coordinator: CCVCoordinator, order_id: str, *, followed_only: boo
         coordinator.now(),
         followed_only=followed_only,
     )
-    if not kept:
+    if kept:
+        # Again once committed: a check's `settle` meanwhile (this write waited for the writer)
+        # may have taken it out, and read what stands before this write was there.
+        ids.add(order_id)
+    elif not known_before:
+        # Not kept (followed no longer), but one kept earlier stands (untracked by another
+        # process, which leaves it): known still, or tracked again it would never be settled.
         ids.discard(order_id)
     return kept
 
@@ -192,7 +199,8 @@ async def record_reference(coordinator: CCVCoordinator, reference: str) -> None:
     # order is taken: the submitted one, tracked later, counts it at its first check): a
     # submit still waiting for CCV's answer is made uncertain before it (settled here) or
     # after it (settled by `make_uncertain`, which finds the reference remembered).
-    (await known(coordinator)).update(s.key.order_id for s in orders)  # before: as in `note`
+    ids = await known(coordinator)
+    ids.update(s.key.order_id for s in orders)  # before and after the write: as in `note`
     done = await notified(
         store,
         coordinator.account,
@@ -202,6 +210,7 @@ async def record_reference(coordinator: CCVCoordinator, reference: str) -> None:
         remember=order_id is None,
         orders=[s.key.order_id for s in orders],
     )
+    ids.update(s.key.order_id for s in orders)
     if done.events:
         coordinator.writer.committed(done.events)
         said = {"order_id": order_id, "carried_by": carrying}

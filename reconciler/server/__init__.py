@@ -10,8 +10,15 @@ from __future__ import annotations
 from .debounce import CALL_TIMEOUT_S, MAX_KEYS, Debouncer, Trigger
 from .health import Health, SourceHealth, health_document
 from .notification_hub import NotificationHub
-from .notification_request import MAX_HINTS, extract_ccnow_ids, parse_notify_path
-from .receiver import DEBOUNCER, MAX_PENDING_HINTS, Receiver, build_app
+from .notification_request import (
+    MAX_HINTS,
+    MAX_PENDING_HINTS,
+    CCNowHints,
+    extract_ccnow_ids,
+    parse_notify_path,
+    read_ccnow_hints,
+)
+from .receiver import DEBOUNCER, Receiver, build_app
 
 __all__ = [
     "CALL_TIMEOUT_S",
@@ -19,6 +26,7 @@ __all__ = [
     "MAX_HINTS",
     "MAX_KEYS",
     "MAX_PENDING_HINTS",
+    "CCNowHints",
     "Debouncer",
     "Health",
     "NotificationHub",
@@ -29,4 +37,5 @@ __all__ = [
     "extract_ccnow_ids",
     "health_document",
     "parse_notify_path",
+    "read_ccnow_hints",
 ]

@@ -18,7 +18,7 @@ HINT = (
 
 
 def named_checks(
-    keys: Sequence[Hashable], ccnow_hints: Mapping[str, Mapping[str, None]]
+    keys: Sequence[Hashable], ccnow_hints: Mapping[str, Mapping[str, bool]]
 ) -> list[dict[str, str]]:
     """Return what each debounce key (see the receiver) was to check: a CCV order or external
     reference, each CCNow order id hinted for the account, or the account alone (a CCNow poll
@@ -44,7 +44,7 @@ def named_checks(
 def log_cancelled(
     logger: logging.Logger,
     keys: Sequence[Hashable],
-    ccnow_hints: Mapping[str, Mapping[str, None]],
+    ccnow_hints: Mapping[str, Mapping[str, bool]],
 ) -> None:
     """Log `notification.checks_cancelled` with the checks the stop cut short, if any."""
     if not keys:

@@ -130,13 +130,20 @@ class Hub:
             if report is not None:
                 self._notified(coordinator, report, received_at)
 
-    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
-        """A CCNow server notification: poll the pending list and query the hinted ids."""
+    async def poll_ccnow(
+        self,
+        account: str,
+        order_ids: Sequence[str],
+        received_at: float,
+        mentioned: Sequence[str] = (),
+    ) -> None:
+        """A CCNow server notification: poll the pending list and query the hinted ids (the
+        `mentioned` ones only if followed already)."""
         coordinator = self.coordinators.ccnow.get(account)
         if coordinator is None:
             return
         with contextlib.suppress(StoreError), self._hint():
-            report = await coordinator.notified(order_ids)
+            report = await coordinator.notified(order_ids, mentioned=mentioned)
             self._notified(coordinator, report, received_at)
 
     def _hint(self) -> contextlib.AbstractContextManager[None]:

@@ -53,8 +53,15 @@ class NotificationHub(Protocol):
         `recorded`: `record_ccv_reference` ran when it came."""
         ...
 
-    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
-        """Poll the CCNow pending list and query the hinted order ids."""
+    async def poll_ccnow(
+        self,
+        account: str,
+        order_ids: Sequence[str],
+        received_at: float,
+        mentioned: Sequence[str] = (),
+    ) -> None:
+        """Poll the CCNow pending list and query the hinted order ids: `order_ids` even if
+        not followed yet (they then are), `mentioned` only if followed already."""
         ...
 
     async def health(self) -> Health:
@@ -72,37 +79,74 @@ async def record_ccv(
     timeout_s: float,
     writes: set[asyncio.Task[bool]],
 ) -> bool:
-    """Record a signed CCV notification within `timeout_s`; return whether it was recorded.
-    A write still under way then is cancelled without waiting for its rollback (which waits
-    for the store's lock): the caller answers in time. `writes` holds the writes under way."""
+    """Record a signed CCV notification; return whether it was recorded within `timeout_s`.
+    Never raises for a failed record: CCV would not call again after a 5xx either. A write
+    still under way then is left to end, not cancelled: its COMMIT may be under way (a slow
+    fsync), and what follows it (the order known to its checks, a settled submit's events and
+    lines) must happen once it lands; the caller answers in time, and a write failing later is
+    told then. `writes` holds the writes under way."""
+    what = {("order_id" if named.kind == "order" else "reference"): named.value}
     if named.kind == "order":
         write = hub.record_ccv_order(named.account, named.value)
     else:
         write = hub.record_ccv_reference(named.account, named.value)
     task = asyncio.ensure_future(write)
     writes.add(task)
-    task.add_done_callback(_ended(writes))
-    # Waited for, not awaited: a caller cancelled meanwhile leaves the write to end.
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    what = {("order_id" if named.kind == "order" else "reference"): named.value}
-    if not done:
-        task.cancel()
-        not_recorded(named.account, "receipt", f"not written within {timeout_s:g} s", **what)
-        return False
+    left: list[bool] = []  # whether the caller stopped waiting: the write's end tells then
+    task.add_done_callback(_ended(writes, left, named.account, what))
     try:
-        return task.result()
-    except StoreError as exc:
-        not_recorded(named.account, "receipt", str(exc), **what)
-        return False
+        # Waited for, not awaited: a caller cancelled meanwhile leaves the write to end.
+        await asyncio.wait({task}, timeout=timeout_s)
+    finally:
+        if not task.done():
+            left.append(True)
+    if not task.done():
+        return False  # the check runs all the same, and records it again
+    return _outcome(task, named.account, what)
 
 
-def _ended(writes: set[asyncio.Task[bool]]) -> Callable[[asyncio.Task[bool]], None]:
+async def end_writes(writes: set[asyncio.Task[bool]], timeout_s: float) -> None:
+    """At the stop: let the records still under way end within `timeout_s`, then cancel the
+    rest and wait for their rollback (the store closes after them). A COMMIT under way decides
+    its record all the same (store/commit.py)."""
+    if not writes:
+        return
+    _, late = await asyncio.wait(set(writes), timeout=timeout_s)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late)
+
+
+def _ended(
+    writes: set[asyncio.Task[bool]], left: list[bool], account: str, what: dict[str, str]
+) -> Callable[[asyncio.Task[bool]], None]:
     def ended(task: asyncio.Task[bool]) -> None:
         writes.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: told by `record_ccv`, or by nobody once timed out
+        if left:
+            _outcome(task, account, what)
 
     return ended
+
+
+def _outcome(task: asyncio.Task[bool], account: str, what: dict[str, str]) -> bool:
+    """Return whether the ended write recorded the notification; log one line if it failed."""
+    if task.cancelled():
+        not_recorded(account, "receipt", "stopped before it was written", **what)
+        return False
+    exc = task.exception()
+    if exc is None:
+        return task.result()
+    if isinstance(exc, StoreError):
+        not_recorded(account, "receipt", str(exc), **what)
+    else:
+        # Not a failure the store names: a bug, told with its traceback.
+        log.error(
+            "notification.not_recorded",
+            exc_info=exc,
+            extra=fields(source="ccv", account=account, at="receipt", error=f"{exc!r}", **what),
+        )
+    return False
 
 
 def not_recorded(account: str, at: str, error: str, **named: str) -> None:

@@ -4,16 +4,33 @@ by their last segments), and the CCNow order ids a body mentions."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import parse_qsl, unquote
 
-from ..model import CCNOW_ID_PATTERN, normalize_ccnow_id
+from ..model import CCNOW_ID_PATTERN
 
 MAX_HINTS = 100  # CCNow order ids taken from one notification
+MAX_PENDING_HINTS = 1_000  # CCNow order ids per account waiting for the next poll
 
-# A whole word: `1234567890` holds no id.
-_CCNOW_ID_HINT = re.compile(rf"\b{CCNOW_ID_PATTERN}\b", re.ASCII)
+# An id stands alone: no digit, hyphen, ASCII letter or underscore next to it (`x710000002`,
+# `7100000021` and `710-00-0003-9` hold none).
+_CCNOW_ID_HINT = re.compile(rf"(?<![0-9A-Za-z_-]){CCNOW_ID_PATTERN}(?![0-9A-Za-z_-])", re.ASCII)
+_CCNOW_ID_LINE = re.compile(CCNOW_ID_PATTERN, re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class CCNowHints:
+    """The CCNow order ids a notification's body holds, hyphenated, each once."""
+
+    named: list[str]  # in a field named for an order, or the whole body: may start following
+    mentioned: list[str]  # elsewhere (an amount, a note): asked only of orders followed already
+
+    @property
+    def ids(self) -> list[str]:
+        return [*self.named, *self.mentioned]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +72,96 @@ def decode_segment(segment: str) -> str | None:
     return text or None
 
 
+def add_hints(pending: dict[str, bool], hints: Sequence[tuple[str, bool]]) -> None:
+    """Add CCNow ids to an account's pending hints; named once is named (may start following).
+    Past MAX_PENDING_HINTS a new id is dropped; the pending-list poll still runs."""
+    for order_id, is_named in hints:
+        if order_id in pending:
+            pending[order_id] = pending[order_id] or is_named
+        elif len(pending) < MAX_PENDING_HINTS:
+            pending[order_id] = is_named
+
+
 def extract_ccnow_ids(body: bytes) -> list[str]:
-    """Return the CCNow order ids that appear in a notification body (form, JSON or text)."""
-    text = body.decode("utf-8", errors="replace")
-    texts = [text]
-    if "%" in text or "+" in text:
-        texts.append(unquote_plus(text, errors="replace"))
-    found: dict[str, None] = {}
-    for chunk in texts:
-        for match in _CCNOW_ID_HINT.finditer(chunk):
-            found[normalize_ccnow_id(match[0])] = None
-            if len(found) >= MAX_HINTS:
-                return list(found)
-    return list(found)
+    """Return every CCNow order id a notification body holds, named ones first."""
+    return read_ccnow_hints(body).ids
+
+
+def read_ccnow_hints(body: bytes) -> CCNowHints:
+    """Read the CCNow order ids of a notification body, a form, JSON or text: CCNow documents
+    no layout, so only an id in a field whose name holds `order`, or a body of id lines alone,
+    may make an order followed (an amount's nine digits once did); at most MAX_HINTS ids."""
+    named: dict[str, None] = {}
+    mentioned: dict[str, None] = {}
+    for is_named, text in _pieces(body.decode("utf-8-sig", errors="replace")):
+        for match in _CCNOW_ID_HINT.finditer(text):
+            order_id = "-".join(match.groups())
+            if is_named:
+                named[order_id] = None
+            else:
+                mentioned[order_id] = None
+    kept = list(named)[:MAX_HINTS]
+    rest = [i for i in mentioned if i not in named][: MAX_HINTS - len(kept)]
+    return CCNowHints(kept, rest)
+
+
+def _pieces(text: str) -> Iterator[tuple[bool, str]]:
+    """Yield the body's texts, each with whether it names orders: a JSON object or array's
+    keys and values, a form's names and values, or the text whole."""
+    document = _json(text)
+    if document is not None:
+        yield from _json_pieces(document)
+    elif "=" in text:
+        for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+            yield False, name
+            yield _names_orders(name), value
+    else:
+        lines = [line.strip() for line in text.splitlines()]
+        lines = [line for line in lines if line]
+        whole = bool(lines) and all(_CCNOW_ID_LINE.fullmatch(line) for line in lines)
+        yield whole, text
+
+
+class _Object(list[tuple[str, object]]):
+    """A JSON object's pairs, all of them: a key given twice keeps both values."""
+
+
+def _json(text: str) -> _Object | list[object] | None:
+    """Return the body's JSON object or array; None when it holds neither. Numbers stay the
+    text they were written as (an id sent as a number is read as its digits)."""
+    if not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        document = json.loads(
+            text,
+            object_pairs_hook=_Object,
+            parse_int=str,
+            parse_float=str,
+            parse_constant=lambda _: None,
+        )
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return None
+    return document if isinstance(document, list) else None  # _Object is a list too
+
+
+def _json_pieces(document: _Object | list[object]) -> Iterator[tuple[bool, str]]:
+    """Yield a JSON document's keys and scalar values, at any depth. A value names orders
+    when the key that holds it does, itself or as the list it stands in: `{"order": {"id":
+    ...}}` names none (its key is `id`), `{"order_ids": [...]}` does. A top-level array's
+    values have no key."""
+    stack: list[tuple[bool, object]] = [(False, document)]
+    while stack:
+        is_named, value = stack.pop()
+        if isinstance(value, _Object):
+            for key, item in reversed(value):
+                stack.append((_names_orders(key), item))
+                stack.append((False, key))
+        elif isinstance(value, list):
+            stack.extend((is_named, item) for item in reversed(value))
+        elif isinstance(value, str):
+            yield is_named, value
+
+
+def _names_orders(name: str) -> bool:
+    """Whether a form field or JSON key is named for an order (`order_number`, `x_orderid`)."""
+    return "order" in name.casefold()

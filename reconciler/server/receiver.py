@@ -28,15 +28,13 @@ from .connections import ConnectionLimits
 from .debounce import Debouncer
 from .health import health_document
 from .http import BodyTooSlow, Listener, json_error, read_at_most, read_body
-from .notification_hub import RECORD_TIMEOUT_S, NotificationHub, record_ccv
-from .notification_request import extract_ccnow_ids
+from .notification_hub import RECORD_TIMEOUT_S, NotificationHub, end_writes, record_ccv
+from .notification_request import add_hints, read_ccnow_hints
 from .refusals import RefusalLog
 from .screen import CCNowCall, CCVCall, Rejected, Screen
 from .stopping import STOPPING, Stopping, stopping_answer
 
 log = logging.getLogger("reconciler.server")
-
-MAX_PENDING_HINTS = 1_000  # CCNow order ids per account waiting for the next poll
 
 
 # --- the application ------------------------------------------------------------------------
@@ -64,7 +62,8 @@ class _Handler:
         self.metrics = metrics
         self.clock = clock
         self.debouncer = Debouncer(receiver.debounce_s)
-        self.hints: dict[str, dict[str, None]] = {}  # CCNow account -> ids for the next poll
+        # CCNow account -> ids for the next poll -> whether named (may start following)
+        self.hints: dict[str, dict[str, bool]] = {}
         self.refusals = RefusalLog(log)
         self.stopping = stopping
 
@@ -155,29 +154,31 @@ class _Handler:
     ) -> web.Response:
         account = named.account
         body = await self.read_body(request, "ccnow")
-        ids = extract_ccnow_ids(body)
+        hints = read_ccnow_hints(body)
         pending = self.hints.setdefault(account, {})
-        for order_id in ids:
-            # Past the bound the hint is dropped; the pending-list poll still runs.
-            if len(pending) < MAX_PENDING_HINTS:
-                pending[order_id] = None
+        add_hints(pending, [(i, True) for i in hints.named])
+        add_hints(pending, [(i, False) for i in hints.mentioned])
         call = partial(self.poll_ccnow, account)
         return self.accept(
-            ("ccnow", account), call, received_at, source="ccnow", account=account, hints=len(ids)
+            ("ccnow", account),
+            call,
+            received_at,
+            source="ccnow",
+            account=account,
+            hints=len(hints.named) + len(hints.mentioned),
         )
 
     async def poll_ccnow(self, account: str, received_at: float) -> None:
         """Poll one CCNow account with every hint collected since its last poll."""
-        order_ids = list(self.hints.pop(account, {}))
+        taken = self.hints.pop(account, {})
+        named = [i for i, is_named in taken.items() if is_named]
+        mentioned = [i for i, is_named in taken.items() if not is_named]
         try:
-            await self.hub.poll_ccnow(account, order_ids, received_at)
+            await self.hub.poll_ccnow(account, named, received_at, mentioned)
         except asyncio.CancelledError:
             # Not checked (a stop, or the call's time limit): back with the hints, so the stop's
             # `notification.checks_cancelled` names them, or the next notification's poll asks.
-            pending = self.hints.setdefault(account, {})
-            for order_id in order_ids:
-                if len(pending) < MAX_PENDING_HINTS:
-                    pending[order_id] = None
+            add_hints(self.hints.setdefault(account, {}), list(taken.items()))
             raise
 
     def accept(
@@ -328,6 +329,7 @@ def build_app(
     app.router.add_route("*", r"/{tail:[\s\S]*}", handler.handle, expect_handler=handler.expect)
 
     async def close_checks() -> None:
+        await end_writes(handler.writes, record_timeout_s)
         cancelled = await handler.debouncer.close(checks_stop_timeout_s)
         log_cancelled(log, cancelled, handler.hints)  # none the second time
 

@@ -23,6 +23,7 @@ from reconciler.model import (
 )
 from reconciler.redact import answer_secrets, redact
 from reconciler.sources.ccnow_answer import (
+    BLANKS,
     LOGGED_IDS,
     Answer,
     EmptyAnswer,
@@ -225,12 +226,13 @@ class CCNowClient:
             # written: `123456789 PENDING` and `123-45-6789 pending` are one answer. A status
             # that is a documented word's start is no status however often it comes (`pendi`
             # of a script dying at the same byte: `pending -> pendi` and back).
+            same = _as_read(again) == _as_read(first)
             if (
-                again != first
+                not same
                 or again.error == CUT_AT_ID
                 or (again.status is not None and word_start(again.status))
             ):
-                reason = "another when asked again" if again != first else "again when asked again"
+                reason = "again when asked again" if same else "another when asked again"
                 log.warning(
                     "ccnow.answer_cut",
                     extra={
@@ -319,3 +321,11 @@ class CCNowClient:
             extra={"fields": {"asked": len(order_ids), "lines": len(answer.orders)}},
         )
         return answer, reply.sent_at, last
+
+
+def _as_read(line: OrderLine) -> OrderLine:
+    """A line as read, for comparing: an undocumented status's inner blanks are kept verbatim,
+    but `on  hold` and `on<TAB>hold` are one answer, as the same words (model.same_status)."""
+    if line.status is None:
+        return line
+    return replace(line, status=" ".join(BLANKS.split(line.status)))

@@ -215,18 +215,14 @@ def order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Ord
         return OrderLine(order_id, None, error, not_found=not_found), False
     if word in DOCUMENTED_BY_LOWER and (not more or is_data(more[0])):
         return OrderLine(order_id, DOCUMENTED_BY_LOWER[word]), bool(more)
-    # A status of several words (`on hold`) is one status: unknown words are kept, not cut.
-    status = " ".join(BLANKS.split(rest))
-    if (
-        len(status) > MAX_STATUS_LENGTH
-        or not _STATUS.fullmatch(rest)
-        or holds_secret(status, forms)
-    ):
+    # A status of several words (`on hold`) is one status, kept verbatim (NOTES), not cut: its
+    # inner blanks as CCNow wrote them (`On  Hold`); only the line's ends were trimmed.
+    if len(rest) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest) or holds_secret(rest, forms):
         # Not a word a log line and a database can keep as it is (nor one that echoes our
         # password, which would be kept verbatim): this order's failure alone, never its
         # batch's (its id is one the account knows).
         return OrderLine(order_id, None, UNREADABLE, unreadable=True), False
-    return OrderLine(order_id, status), False
+    return OrderLine(order_id, rest), False
 
 
 def says_down(line: str) -> bool:

@@ -21,6 +21,7 @@ import aiosqlite
 
 from ..events import Event
 from .build import check_sqlite
+from .commit import commit
 from .errors import StoreError, StoreLocked, file_error, guarded, unusable_error
 from .events import Events, OutboxRows
 from .files import WriterLock, check_file, create_private, one_name, store_exists, warn_readable
@@ -190,8 +191,9 @@ class Store:
                 yield self
                 if self.health.failing:
                     await self._record_recovery()
-                # Shielded: a cancelled pass must still leave no half batch behind.
-                await asyncio.shield(self.conn.execute("COMMIT"))
+                # Shielded: a cancelled pass leaves no half batch behind, and once sent the
+                # COMMIT decides (commit.py): cancelled meanwhile, a committed one is one.
+                cancelled = await commit(self.conn)
             except BaseException as exc:
                 for undo in self._undo:
                     undo()
@@ -212,6 +214,8 @@ class Store:
             if self._added:
                 added, self._added = self._added, []
                 self.events_committed(added)
+            if cancelled is not None:
+                raise cancelled
 
     @contextlib.asynccontextmanager
     async def _foreign_keys(self, *, on: bool) -> AsyncIterator[None]:

@@ -491,6 +491,18 @@ def test_only_a_pending_read_sent_while_the_post_waited_gives_way(prev: OrderSta
     assert (result.events, result.states) == ([], {})
 
 
+@pytest.mark.parametrize(
+    "line", ["processing", "vacation_hold", "getman_hold", "preorder_hold", "on hold", "pending"]
+)
+def test_an_action_line_saying_no_status_past_pending_gives_no_way(line: str) -> None:
+    # A ship posted for an order on hold, answered with the order's line as it was (refused):
+    # a read sent while the post waited says `pending` (the hold ended meanwhile). That read
+    # holds: `pending -> processing` via action would be a false regression, raised back by
+    # the next poll.
+    result = diff({CCNOW: read("pending", POSTED + 0.3)}, [ship_answer(line)], **ACTION)
+    assert (result.events, result.states) == ([], {})
+
+
 def test_a_read_sent_while_the_post_waited_and_answered_after_the_action_is_older() -> None:
     # The action's answer holds the order from when it came: a read sent before then and
     # answered after it was applied (`pending`, from before CCNow ran the ship) changes nothing.

@@ -90,3 +90,22 @@ async def test_an_undocumented_word_in_another_case_is_no_change(
     fake_ccnow.orders = {X: "pending"}
     await poll(ccnow, clock)
     assert [d["status"] for d in await events(ccnow)] == ["Pending_Review", "pending"]
+
+
+async def test_an_undocumented_status_is_kept_with_its_inner_blanks(
+    coordinator: tuple[CCNowCoordinator, Clock], fake_ccnow: FakeCCNow
+) -> None:
+    ccnow, clock = coordinator
+    fake_ccnow.orders = {X: "On  Hold"}
+    await poll(ccnow, clock)
+    key = OrderKey("ccnow", "default", X)
+    assert (await ccnow.store.orders.load([key]))[key].status == "On  Hold"
+    # The same words with other blanks (or case) later: no change, kept as first seen.
+    fake_ccnow.orders = {X: "on\thold"}
+    await poll(ccnow, clock)
+    data = await events(ccnow)
+    assert [(d["status"], d["unknown_status"]) for d in data] == [("On  Hold", True)]
+    assert (await ccnow.store.orders.load([key]))[key].status == "On  Hold"
+    fake_ccnow.orders = {X: "on hold\tnow"}  # another word: a change, kept as written
+    await poll(ccnow, clock)
+    assert [d["status"] for d in await events(ccnow)] == ["On  Hold", "on hold\tnow"]

@@ -45,6 +45,8 @@ class FakeHub:
         self.recorded: list[tuple[str, ...]] = []  # CCV notifications kept before their 202
         self.gate: asyncio.Event | None = None
         self.fail_with: Exception | None = None
+        self.record_fails_with: Exception | None = None  # raised by the records before a 202
+        self.record_gate: asyncio.Event | None = None  # when set, holds the records until opened
         self.health_value = Health(sources=())
         self.refreshed = 0
         self.refresh_fails_with: Exception | None = None
@@ -68,10 +70,16 @@ class FakeHub:
 
     async def record_ccv_order(self, account: str, order_id: str) -> bool:
         self.recorded.append(("order", account, order_id))
+        if self.record_gate is not None:
+            await self.record_gate.wait()
+        if self.record_fails_with is not None:
+            raise self.record_fails_with
         return True
 
     async def record_ccv_reference(self, account: str, reference: str) -> bool:
         self.recorded.append(("ref", account, reference))
+        if self.record_fails_with is not None:
+            raise self.record_fails_with
         return True
 
     async def check_ccv_order(
@@ -84,8 +92,14 @@ class FakeHub:
     ) -> None:
         await self._record("ref", account, reference, received_at)
 
-    async def poll_ccnow(self, account: str, order_ids: Sequence[str], received_at: float) -> None:
-        await self._record("ccnow", account, list(order_ids), received_at)
+    async def poll_ccnow(
+        self,
+        account: str,
+        order_ids: Sequence[str],
+        received_at: float,
+        mentioned: Sequence[str] = (),
+    ) -> None:
+        await self._record("ccnow", account, list(order_ids), received_at, list(mentioned))
 
     async def health(self) -> Health:
         return self.health_value

@@ -35,8 +35,8 @@ X = "333-33-3333"
 def test_a_word_after_a_status_word_keeps_the_line_whole(rest: str) -> None:
     (order,) = parse_answer(f"{X} {rest}\n").orders
     assert order.status != rest.split()[0]
-    whole = " ".join(rest.split())
-    assert order.status == whole or (order.status is None and order.unreadable)
+    # kept verbatim, its blanks as CCNow wrote them (a tab stays a tab)
+    assert order.status == rest or (order.status is None and order.unreadable)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +57,42 @@ def test_a_word_after_a_status_word_keeps_the_line_whole(rest: str) -> None:
 def test_columns_of_data_leave_the_status(rest: str, status: str) -> None:
     (order,) = parse_answer(f"{X} {rest}\n").orders
     assert order.status == status
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (f"{X} On  Hold", "On  Hold"),
+        (f"{X} on\thold", "on\thold"),
+        (f" \t{X} \t on \t hold \t\r", "on \t hold"),  # only the line's ends are trimmed
+        (f"{X}\tpending  review", "pending  review"),  # a documented word that is not alone
+    ],
+)
+def test_an_undocumented_status_keeps_its_inner_blanks(line: str, status: str) -> None:
+    (order,) = parse_answer(f"{line}\n").orders
+    assert order.status == status
+
+
+@pytest.mark.parametrize(
+    ("rest", "status"),
+    [
+        ("pending  USD", "pending"),
+        ("mark_shipped\t UPS  1Z999AA10123456784", "mark_shipped"),
+        ("pending  review", "pending  review"),  # a word, not data: kept whole, as written
+    ],
+)
+def test_a_documented_word_followed_by_data_still_reads_as_that_word(
+    rest: str, status: str
+) -> None:
+    (order,) = parse_answer(f"{X} {rest}\n").orders
+    assert order.status == status
+
+
+def test_blank_variants_of_one_undocumented_word_in_one_answer_agree() -> None:
+    answer = parse_answer(f"{X} On  Hold\n{X} on hold\n{X} ON\tHOLD\n", asked=[X])
+    lines, disagreeing = by_id(answer)
+    assert not disagreeing
+    assert lines[X].status == "ON\tHOLD"  # the last line, as written
 
 
 def test_case_variants_of_one_undocumented_word_in_one_answer_agree() -> None:
