@@ -364,14 +364,31 @@ def parse_answer(
     return Answer(tuple(orders), tuple(messages), skipped)
 
 
+def same_answer(one: OrderLine, other: OrderLine) -> bool:
+    """Whether two lines for one order (its id read with or without hyphens) are one answer:
+    the same status, a word CCNow does not document in another case too (`Pending_Review`,
+    `pending_review`), or the same error words but for case and blanks. The one rule by which
+    the polls and the actions' answers both read an order's several lines."""
+    if not same_status(one.status, other.status):
+        return False
+    return one.status is not None or (
+        _said(one.error) == _said(other.error)
+        and (one.not_found, one.unreadable) == (other.not_found, other.unreadable)
+    )
+
+
+def _said(words: str | None) -> str | None:
+    return None if words is None else " ".join(BLANKS.split(words.strip(SPACE))).lower()
+
+
 def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:
-    """Return the last line per order id, and the ids whose lines disagree. Lines whose
-    statuses differ only by case (`Pending_Review`, `pending_review`) agree: one answer."""
+    """Return the last line per order id, and the ids whose lines disagree (`same_answer`):
+    two different error lines for one order do, statuses differing only by case do not."""
     lines: dict[str, OrderLine] = {}
     disagreeing: set[str] = set()
     for line in answer.orders:
         previous = lines.get(line.order_id)
-        if previous is not None and not same_status(previous.status, line.status):
+        if previous is not None and not same_answer(previous, line):
             disagreeing.add(line.order_id)
         lines[line.order_id] = line
     return lines, disagreeing

@@ -12,7 +12,7 @@ from reconciler.config.names import account_option
 from reconciler.events import Event
 from reconciler.logs import fields
 from reconciler.model import Observation, OrderKey
-from reconciler.sources.ccnow_answer import DOCUMENTED, Answer, OrderLine, says_down
+from reconciler.sources.ccnow_answer import DOCUMENTED, Answer, OrderLine, by_id, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.writes.ccnow_events import event_of, order_of
@@ -107,12 +107,11 @@ def retry_delay(batch: Sequence[cmds.Command], wait: float | None = None) -> flo
 
 
 def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
-    """Return the answer line per order id; None for an id whose lines disagree."""
-    lines: dict[str, OrderLine | None] = {}
-    for line in answer.orders:
-        previous = lines.get(line.order_id, line)
-        lines[line.order_id] = line if previous == line else None
-    return lines
+    """Return the answer line per order id; None for an id whose lines disagree, by the polls'
+    rule (`by_id`): lines that differ only in the case of a status word, the case and blanks
+    of an error line's words or the id's hyphens are one answer, any other two are not."""
+    lines, disagreeing = by_id(answer)
+    return {i: None if i in disagreeing else line for i, line in lines.items()}
 
 
 def as_reached(batch: Sequence[cmds.Command], at: float) -> list[cmds.Command]:
