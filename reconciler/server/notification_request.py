@@ -19,6 +19,17 @@ MAX_PENDING_HINTS = 1_000  # CCNow order ids per account waiting for the next po
 # `7100000021` and `710-00-0003-9` hold none).
 _CCNOW_ID_HINT = re.compile(rf"(?<![0-9A-Za-z_-]){CCNOW_ID_PATTERN}(?![0-9A-Za-z_-])", re.ASCII)
 _CCNOW_ID_LINE = re.compile(CCNOW_ID_PATTERN, re.ASCII)
+# A form's fields are split by `&`; a body that puts them on lines of their own, or after a
+# blank (`order=710000002 amount=100000000`), would otherwise read the rest as the first one's
+# value (and an amount as an order's id).
+_FIELD_BREAK = re.compile(r"[\r\n]+|[ \t]+(?=[A-Za-z_][\w.\-\[\]]*=)")
+# An order's id by name: `order`, `orders`, `orderid`, `order_no`, `x_orderid_1`, `ordernum`.
+_ORDER_ID_NAME = re.compile(
+    r"(?:x_)?ord(?:er)?s?(?:[_ .\-]?(?:id|ids|num|number|numbers|no|nr|#))?(?:_?[0-9]+)?",
+    re.ASCII,
+)
+# The keys of an order's object that hold its id: `{"order": {"id": ...}}`.
+_ID_KEYS = frozenset({"id", "number", "num", "no", "nr"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +123,10 @@ def _pieces(text: str) -> Iterator[tuple[bool, str]]:
     if document is not None:
         yield from _json_pieces(document)
     elif "=" in text:
-        for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
-            yield False, name
-            yield _names_orders(name), value
+        for field in _FIELD_BREAK.split(text):
+            for name, value in parse_qsl(field, keep_blank_values=True, errors="replace"):
+                yield False, name
+                yield _names_orders(name), value
     else:
         lines = [line.strip() for line in text.splitlines()]
         lines = [line for line in lines if line]
@@ -146,15 +158,17 @@ def _json(text: str) -> _Object | list[object] | None:
 
 def _json_pieces(document: _Object | list[object]) -> Iterator[tuple[bool, str]]:
     """Yield a JSON document's keys and scalar values, at any depth. A value names orders
-    when the key that holds it does, itself or as the list it stands in: `{"order": {"id":
-    ...}}` names none (its key is `id`), `{"order_ids": [...]}` does. A top-level array's
-    values have no key."""
+    when the key that holds it does, itself or as the list it stands in (`{"order_ids":
+    [...]}`), or is an id key of an object an order's key holds (`{"order": {"id": ...}}`,
+    `{"orders": [{"id": ...}]}`; not its `amount`). A top-level array's values have no key."""
     stack: list[tuple[bool, object]] = [(False, document)]
     while stack:
         is_named, value = stack.pop()
         if isinstance(value, _Object):
+            # An object an order's key holds (`{"orders": [{"id": ...}]}`) names by its id keys.
             for key, item in reversed(value):
-                stack.append((_names_orders(key), item))
+                named = _names_orders(key) or (is_named and key.strip().casefold() in _ID_KEYS)
+                stack.append((named, item))
                 stack.append((False, key))
         elif isinstance(value, list):
             stack.extend((is_named, item) for item in reversed(value))
@@ -163,5 +177,6 @@ def _json_pieces(document: _Object | list[object]) -> Iterator[tuple[bool, str]]
 
 
 def _names_orders(name: str) -> bool:
-    """Whether a form field or JSON key is named for an order (`order_number`, `x_orderid`)."""
-    return "order" in name.casefold()
+    """Whether a form field or JSON key is named for an order's id (`order_number`,
+    `x_orderid_1`, `OrderNo`), not for another of its figures (`order_total`, `order_date`)."""
+    return _ORDER_ID_NAME.fullmatch(name.strip().casefold()) is not None

@@ -81,6 +81,18 @@ TEXT = {"Content-Type": "text/plain"}
             ["710-00-0002", "710-00-0003", "710-00-0004"],
             [],
         ),
+        # Fields on lines of their own, or after a blank: each its own field (the rest was
+        # read as the first field's value, an amount as an order's id).
+        (b"x_orderid=710000002\nx_amount=100000000", FORM, ["710-00-0002"], ["100-00-0000"]),
+        (b"x_amount=100000000\r\nx_orderid=710000002", FORM, ["710-00-0002"], ["100-00-0000"]),
+        (b"order=710000002 amount=100000000", FORM, ["710-00-0002"], ["100-00-0000"]),
+        # Named for another figure of the order, or not for an order at all.
+        (
+            b"x_order_total=100000000&order_date=710000002&border=710000003&reorder=710000004",
+            FORM,
+            [],
+            ["100-00-0000", "710-00-0002", "710-00-0003", "710-00-0004"],
+        ),
         # An id named and mentioned is named once.
         (b"note=710000002&order_id=710000002", FORM, ["710-00-0002"], []),
         # A plain body of an id, or of id lines, is the whole value: named.
@@ -99,6 +111,10 @@ TEXT = {"Content-Type": "text/plain"}
         "form-encoded",
         "not-alone",
         "several-in-one-field",
+        "fields-on-lines",
+        "fields-on-crlf-lines",
+        "fields-after-a-blank",
+        "other-figures",
         "named-wins",
         "bare-id",
         "id-lines",
@@ -145,12 +161,23 @@ async def test_an_id_a_burst_names_once_is_named_in_the_trailing_poll(
         ({"OrderNumber": 710000002}, ["710-00-0002"], []),
         # A list takes the name of the key that holds it.
         ({"order_ids": ["710000002", 710000003]}, ["710-00-0002", "710-00-0003"], []),
-        # Nested: only the key that holds the value itself names it. `id` under `order`
-        # names no order, and an amount under `order` stays an amount.
+        # Nested: the key that holds the value names it, or an id key of an object an
+        # order's key holds; an amount under `order` stays an amount.
         (
             {"order": {"id": "710000002", "amount": "100000000"}},
+            ["710-00-0002"],
+            ["100-00-0000"],
+        ),
+        (
+            {"orders": [{"id": 710000002, "total": 100000000}], "id": "710000003"},
+            ["710-00-0002"],
+            ["100-00-0000", "710-00-0003"],
+        ),
+        # Named for another of the order's figures: no id.
+        (
+            {"order_total": "100000000", "orderDate": "710000002"},
             [],
-            ["710-00-0002", "100-00-0000"],
+            ["100-00-0000", "710-00-0002"],
         ),
         (
             {"data": {"order": {"order_no": "710000002"}}, "x": [{"orders": ["710000003"]}]},
@@ -168,6 +195,8 @@ async def test_an_id_a_burst_names_once_is_named_in_the_trailing_poll(
         "number",
         "list",
         "nested-id",
+        "orders-list-of-objects",
+        "other-order-figures",
         "nested-order-key",
         "array",
         "id-as-key",
