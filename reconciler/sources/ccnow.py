@@ -122,7 +122,7 @@ class CCNowClient:
             raise ProtocolError(
                 "pending list says message no_pending_orders and lists orders: malformed"
             )
-        lines, disagreeing = by_id(answer)
+        lines, disagreeing = by_id(answer, words=False)
         observations = []
         if last is not None:
             # Its line may be cut: the order is queried alone, and counts as listed (it left

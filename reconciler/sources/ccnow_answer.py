@@ -364,15 +364,18 @@ def parse_answer(
     return Answer(tuple(orders), tuple(messages), skipped)
 
 
-def same_answer(one: OrderLine, other: OrderLine) -> bool:
+def same_answer(one: OrderLine, other: OrderLine, *, words: bool = True) -> bool:
     """Whether two lines for one order (its id read with or without hyphens) are one answer:
     the same status, a word CCNow does not document in another case too (`Pending_Review`,
     `pending_review`), or the same error words but for case and blanks. The one rule by which
-    the polls and the actions' answers both read an order's several lines."""
+    the polls and the actions' answers both read an order's several lines. Without `words`
+    (a poll, whose outcome an error line decides only by what it means: not found, unreadable
+    or the order's failure), two error lines meaning the same in other words agree (`unknown
+    order`, `x_orderid_1 order not found`): an action's field-naming lines differ by them."""
     if not same_status(one.status, other.status):
         return False
     return one.status is not None or (
-        _said(one.error) == _said(other.error)
+        (not words or _said(one.error) == _said(other.error))
         and (one.not_found, one.unreadable) == (other.not_found, other.unreadable)
     )
 
@@ -381,14 +384,14 @@ def _said(words: str | None) -> str | None:
     return None if words is None else " ".join(BLANKS.split(words.strip(SPACE))).lower()
 
 
-def by_id(answer: Answer) -> tuple[dict[str, OrderLine], set[str]]:
+def by_id(answer: Answer, *, words: bool = True) -> tuple[dict[str, OrderLine], set[str]]:
     """Return the last line per order id, and the ids whose lines disagree (`same_answer`):
     two different error lines for one order do, statuses differing only by case do not."""
     lines: dict[str, OrderLine] = {}
     disagreeing: set[str] = set()
     for line in answer.orders:
         previous = lines.get(line.order_id)
-        if previous is not None and not same_answer(previous, line):
+        if previous is not None and not same_answer(previous, line, words=words):
             disagreeing.add(line.order_id)
         lines[line.order_id] = line
     return lines, disagreeing

@@ -45,7 +45,7 @@ async def in_batches(
 def match(account: str, batch: list[str], answer: Answer, asked: float) -> list[Observation]:
     """Turn an answer into one observation per asked order, matched by id; `asked`: when the
     attempt that brought it was sent."""
-    lines, disagreeing = by_id(answer)
+    lines, disagreeing = by_id(answer, words=False)
     unasked = lines.keys() - set(batch)
     if unasked:
         log.debug("ccnow.unasked_ids", extra={"fields": {"order_ids": sorted(unasked)}})

@@ -65,3 +65,18 @@ def test_a_poll_fails_an_order_whose_error_lines_differ_alone() -> None:
         (X, Outcome.FAILED, "protocol"),
         (z, Outcome.OK, None),
     ]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["error_message x_orderid_1 unknown order", f"{X} error_message unknown order"],
+        [f"{X} error_message unknown order", f"{X} error_message order not found"],
+    ],
+)
+def test_a_poll_reads_error_lines_meaning_the_same_in_other_words_as_one(lines: list[str]) -> None:
+    # Both say the order is not found: a poll reads that (the order goes on to be confirmed
+    # lost), not a disagreement failing its check every pass.
+    body = "".join(f"{x}\n" for x in lines)
+    seen = match("default", [X], parse_answer(body, asked=[X]), 1.0)
+    assert [(o.key.order_id, o.outcome) for o in seen] == [(X, Outcome.NOT_FOUND)]
