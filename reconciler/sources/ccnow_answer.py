@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reconciler.logs import fields
 from reconciler.model import (
@@ -163,6 +163,9 @@ class OrderLine:
     # A status no word can be read from (`pending (awaiting)`, `mark_shipped.`): no error of
     # CCNow's, and no word of what CCNow did with the order.
     unreadable: bool = False
+    # Columns after its documented status were left out (`pending E42`): no part of what a poll
+    # compares (`pending 2026-11-30` and `pending` are one answer); an action's answer reads it.
+    cut: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +217,7 @@ def order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[Ord
         not_found = word == _NOT_FOUND_WORD or (word == ERROR_MESSAGE and says_not_found(after))
         return OrderLine(order_id, None, error, not_found=not_found), False
     if word in DOCUMENTED_BY_LOWER and (not more or is_data(more[0])):
-        return OrderLine(order_id, DOCUMENTED_BY_LOWER[word]), bool(more)
+        return OrderLine(order_id, DOCUMENTED_BY_LOWER[word], cut=bool(more)), bool(more)
     # A status of several words (`on hold`) is one status, kept verbatim (NOTES), not cut: its
     # inner blanks as CCNow wrote them (`On  Hold`); only the line's ends were trimmed.
     if len(rest) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest) or holds_secret(rest, forms):

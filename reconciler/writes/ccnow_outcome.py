@@ -111,7 +111,12 @@ def lines_by_id(answer: Answer) -> dict[str, OrderLine | None]:
     rule (`by_id`): lines that differ only in the case of a status word, the case and blanks
     of an error line's words or the id's hyphens are one answer, any other two are not."""
     lines, disagreeing = by_id(answer)
-    return {i: None if i in disagreeing else line for i, line in lines.items()}
+    # A line with columns after its status, beside one without, is still one with them.
+    cut = {line.order_id for line in answer.orders if line.cut}
+    return {
+        i: None if i in disagreeing else dataclasses.replace(line, cut=i in cut)
+        for i, line in lines.items()
+    }
 
 
 def as_reached(batch: Sequence[cmds.Command], at: float) -> list[cmds.Command]:
@@ -199,7 +204,15 @@ def outcome(
         # CCNow takes actions on pending orders only: a discount or tracking upload answered
         # with another status (`completed`, `refunded`) was not applied to a pending order.
         return "refused", f"answered {line.status}, not pending"
+    if line.cut and taken is None:
+        # `pending E42`: an adjust is answered `pending` whether CCNow applied it or not, and
+        # the column may be a refusal's code. Neither is sent again (a discount would be
+        # doubled, a tracking number uploaded twice): a person looks in CCNow's backroom.
+        return "uncertain", f"answered {line.status} with more columns ({MORE_COLUMNS})"
     return "succeeded", line.status
+
+
+MORE_COLUMNS = "they may say CCNow did not apply it"
 
 
 class Settled(NamedTuple):
