@@ -27,6 +27,7 @@ from ..model import (
 from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
 from ..sources.errors import CircuitOpen, SourceError
+from ..store.notified_orders import Notes
 from . import ccv_notified as notified
 from . import ccv_refused as refused
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
@@ -105,6 +106,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
         self.notified_ids: set[str] | None = None
         self.notified_seen: contextvars.ContextVar[list[Observation] | None]
         self.notified_seen = contextvars.ContextVar(f"notified_seen {self.name}", default=None)
+        self.notes = Notes(self.store, self.source, self.account)  # records, written together
         self.witnesses = Witnesses(self._answered)
 
     async def check(
