@@ -8,12 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reconciler.logs import fields
-from reconciler.model import (
-    CCNOW_ID_PATTERN,
-    ccnow_id,
-    hyphenated_match,
-    same_status,
-)
+from reconciler.model import CCNOW_ID_PATTERN, ccnow_id, hyphenated_match, same_status
 from reconciler.redact import SecretForms, holds_secret, mask, text_forms
 from reconciler.sources.ccnow_words import DOCUMENTED as DOCUMENTED
 from reconciler.sources.ccnow_words import DOCUMENTED_BY_LOWER as DOCUMENTED_BY_LOWER
@@ -205,27 +200,27 @@ def says_not_found(text: str) -> bool:
     return _UNKNOWN_ORDER.search(text) is not None and _TEMPORARY.search(text) is None
 
 
-def order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[OrderLine, bool]:
+def order_line(order_id: str, rest: str, forms: SecretForms | None) -> OrderLine:
     """Read what follows an order id: a status (a documented word in the document's case,
-    any other verbatim), or a per-order error; and whether columns after a documented status
-    word were left out."""
+    any other verbatim), or a per-order error. Columns left out after a documented status
+    word: its `cut`."""
     first, *more = BLANKS.split(rest, maxsplit=1)
     word = first.lower()
     if word in _ERROR_WORDS:
         error = readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
         after = _LEADING_NAME.sub("", more[0] if more else "")
         not_found = word == _NOT_FOUND_WORD or (word == ERROR_MESSAGE and says_not_found(after))
-        return OrderLine(order_id, None, error, not_found=not_found), False
+        return OrderLine(order_id, None, error, not_found=not_found)
     if word in DOCUMENTED_BY_LOWER and (not more or is_data(more[0])):
-        return OrderLine(order_id, DOCUMENTED_BY_LOWER[word], cut=bool(more)), bool(more)
+        return OrderLine(order_id, DOCUMENTED_BY_LOWER[word], cut=bool(more))
     # A status of several words (`on hold`) is one status, kept verbatim (NOTES), not cut: its
     # inner blanks as CCNow wrote them (`On  Hold`); only the line's ends were trimmed.
     if len(rest) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest) or holds_secret(rest, forms):
         # Not a word a log line and a database can keep as it is (nor one that echoes our
         # password, which would be kept verbatim): this order's failure alone, never its
         # batch's (its id is one the account knows).
-        return OrderLine(order_id, None, UNREADABLE, unreadable=True), False
-    return OrderLine(order_id, rest), False
+        return OrderLine(order_id, None, UNREADABLE, unreadable=True)
+    return OrderLine(order_id, rest)
 
 
 def says_down(line: str) -> bool:
@@ -241,17 +236,6 @@ def speaks_ccnow(body: bytes) -> bool:
     for raw in LINE_END.split(answer_text(body)):
         first = BLANKS.split(raw.strip(SPACE), maxsplit=1)[0]
         if first.lower() in ("message", ERROR_MESSAGE) or ccnow_id(first) is not None:
-            return True
-    return False
-
-
-def names_asked(body: bytes, asked: Sequence[str]) -> bool:
-    """Whether an answer holds a line of an asked order's in CCNow's words (its id, then more):
-    CCNow's program ran the post and answered about that order."""
-    ids = set(asked)
-    for raw in LINE_END.split(answer_text(body)):
-        first, *more = BLANKS.split(raw.strip(SPACE), maxsplit=1)
-        if more and ccnow_id(first) in ids:
             return True
     return False
 
@@ -289,7 +273,10 @@ def _owner(line: str, asked: Sequence[str]) -> str | None:
 
 
 def parse_answer(
-    body: bytes | str, *, secrets: Sequence[str] = (), asked: Sequence[str] | None = None
+    body: bytes | str,
+    *,
+    secrets: Sequence[str] = (),
+    asked: Sequence[str] | None = None,
 ) -> Answer:
     """Parse an answer strictly: an `error_message` or anything off the protocol raises.
 
@@ -328,7 +315,7 @@ def parse_answer(
         first, *more = BLANKS.split(line, maxsplit=1)
         rest = more[0] if more else ""
         if number in owners:
-            orders.append(order_line(owners[number], line, forms)[0])
+            orders.append(order_line(owners[number], line, forms))
         elif first.lower() == "message":
             messages.append(rest)
             # `no_pending_orders` is the one documented message; any other may say the account
@@ -336,9 +323,9 @@ def parse_answer(
             if rest.lower() != NO_PENDING_ORDERS and unknown is None:
                 unknown = raw
         elif rest and (order_id := ccnow_id(first)) is not None:
-            order, cut = order_line(order_id, rest, forms)
+            order = order_line(order_id, rest, forms)
             orders.append(order)
-            if cut:
+            if order.cut:
                 extra_columns.append(order_id)
         elif asked and (m := LEADING_ID.match(line)) and hyphenated_match(m) in asked:
             # `500-00-0002: mark_shipped`: no status of the order it names (one asked).
@@ -354,8 +341,8 @@ def parse_answer(
     if unread is not None and not orders and not messages:
         raise ProtocolError(unread)
     if unread is not None and asked:  # the lines that read kept: a stray line (ccnow_levels.py)
-        readable = None if unknown is not None else Answer(tuple(orders), tuple(messages))
-        raise OddLines(unread, readable, skipped)
+        kept = None if unknown is not None else Answer(tuple(orders), tuple(messages))
+        raise OddLines(unread, kept, skipped)
     if unknown is not None:
         raise _error_answer("message", unknown, forms)
     if extra_columns:
