@@ -103,6 +103,7 @@ def test_since_on_310_reads_what_311_reads(case: tuple[str, bool]) -> None:
     ("text", "expected"),
     [
         ("20261201T093227.5+0100", datetime(2026, 12, 1, 9, 32, 27, 500000, timezone(HOUR))),
+        ("20261201T093227+020000", datetime(2026, 12, 1, 9, 32, 27, 0, timezone(2 * HOUR))),
         (
             "2026-12-01T09:32:27+01:00:30.5",
             datetime(2026, 12, 1, 9, 32, 27, 0, timezone(HOUR + timedelta(seconds=30.5))),
