@@ -360,9 +360,9 @@ class CCVCoordinator(Coordinator[CCVSource]):
             return await self._nothing_asked(PassReport(), via="poll")
         return await self.probe(via="poll")
 
-    async def note_notified(self, order_id: str, *, followed_only: bool = False) -> bool:
-        """Keep a notification of an order (with `followed_only`: if followed) until a check of
-        it answers; return whether it was kept."""
+    async def note_notified(self, order_id: str, *, followed_only: bool = True) -> bool:
+        """Keep a notification of an order (with `followed_only`, the default: if followed)
+        until a check of it answers; return whether it was kept."""
         return await notified.note(self, order_id, followed_only=followed_only)
 
     async def record_reference(self, reference: str) -> None:
