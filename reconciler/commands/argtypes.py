@@ -42,11 +42,22 @@ def with_ids(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.N
         args.ids += [a for a in extra if not a.startswith("-")] + argv[cut + 1 :]
         unknown = [a for a in extra if a.startswith("-")]
         if unknown:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            _command(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     # The ids are `*` (`?` for one) so that argparse takes none before `--`; required here.
     if args.command != "track" and getattr(args, "ids", getattr(args, "id", "")) in ([], None):
-        parser.error("the following arguments are required: ID")
+        _command(parser, args).error("the following arguments are required: ID")
     return args
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command's own parser, for its usage and `reconciler untrack:` prefix in an
+    error argparse did not raise itself (argparse has no public way to reach it)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _command(chosen, args)
+    return parser
 
 
 def _number(text: str) -> float:

@@ -213,7 +213,7 @@ async def _gather(
         )
     deliveries = await store.outbox.counts()
     disabled = await store.outbox.disabled_since()
-    gone = await unconfigured_sinks(config, store)
+    gone = await unconfigured_sinks(config, store, {k: n for k, (n, _) in deliveries.items()})
     sinks = tuple(
         SinkStatus(name, *deliveries.get(name, (0, 0)), *disabled.get(name, (None, None)))
         for name in sink_names(config)

@@ -1,5 +1,5 @@
 """The key a TOML parser's error is about, read from the line it points at: tomllib's message
-for a key given twice names no key (`Cannot overwrite a value (at line 4, column 20)`)."""
+for a value set again (`Cannot overwrite a value (at line 4, column 20)`) names no key."""
 
 from __future__ import annotations
 
@@ -10,23 +10,60 @@ _DOTTED = rf"{_PART}(?:\s*\.\s*{_PART})*"
 _ASSIGNMENT = re.compile(rf"\s*({_DOTTED})\s*=")
 _HEADER = re.compile(rf"\s*\[\[?\s*({_DOTTED})\s*\]")
 _WHERE = re.compile(r"\(at (?:line (\d+), column \d+|end of document)\)$")
+# What opens or closes where a line's text may be inside a value: strings (a multi-line one
+# first), comments, arrays and inline tables.
+_TOKEN = re.compile(r'"""|\'\'\'|"(?:[^"\\]|\\.)*"|\'[^\'\n]*\'|#.*|[\[\]{}]')
+_CLOSE = {
+    '"""': re.compile(r'(?:[^"\\]|\\.|"(?!""))*"""'),
+    "'''": re.compile(r"[^']*(?:'(?!'')[^']*)*'''"),
+}
 
 
 def toml_error(text: str, message: str) -> tuple[str, str]:
     """Return the config error's key and problem for tomllib's `message` about `text`: a value
-    given twice names its key (`ccv.api_key`, never its value, which may be a secret)."""
+    set again names its key (`ccv.api_key`, never its value, which may be a secret), and its
+    table only when read from a header outside any string."""
     where = _WHERE.search(message)
     if not message.startswith("Cannot overwrite a value") or where is None:
         return "-", f"invalid TOML: {message}"
     lines = text.removeprefix("\ufeff").splitlines()
     number = int(where.group(1)) if where.group(1) else len(lines)
-    before = lines[: max(number - 1, 0)]
     assignment = _ASSIGNMENT.match(lines[number - 1]) if 0 < number <= len(lines) else None
     if assignment is None:
         return "-", f"invalid TOML: {message}"
-    table = next((h.group(1) for line in reversed(before) if (h := _HEADER.match(line))), None)
+    table = _table(lines[: max(number - 1, 0)])
     key = ".".join(_parts(table or "") + _parts(assignment.group(1)))
-    return key, f"invalid TOML: {message}: the key is given twice"
+    # Said as tomllib says it: `a = 1` then `a.b = 2` overwrites `a`, no key given twice.
+    return key, f"invalid TOML: {message}: a value set before would be overwritten"
+
+
+def _table(lines: list[str]) -> str | None:
+    """The last table header of `lines`, read only from a line that starts outside every
+    string, array and inline table (a multi-line string's text may look like a header)."""
+    table, depth, inside = None, 0, ""
+    for line in lines:
+        if not inside and depth == 0 and (header := _HEADER.match(line)):
+            table = header.group(1)
+            continue
+        rest = line + "\n"
+        while rest:
+            if inside:
+                closed = _CLOSE[inside].match(rest)
+                if closed is None:
+                    break  # the string goes on past this line
+                rest, inside = rest[closed.end() :], ""
+                continue
+            token = _TOKEN.search(rest)
+            if token is None:
+                break
+            rest, word = rest[token.end() :], token.group()
+            if word in _CLOSE:
+                inside = word
+            elif word in "[{":
+                depth += 1
+            elif word in "]}":
+                depth -= 1
+    return table
 
 
 def _parts(dotted: str) -> list[str]:

@@ -147,14 +147,21 @@ def warn_unconfigured(found: Iterable[Unconfigured], source: Source | None = Non
             )
 
 
-async def unconfigured_sinks(config: Config, store: Store) -> dict[str, tuple[int, float]]:
+async def unconfigured_sinks(
+    config: Config, store: Store, pending: Mapping[str, int] | None = None
+) -> dict[str, tuple[int, float]]:
     """Undelivered events, by the sink name the store holds them under that the config does
-    not name: how many, and the time of the oldest."""
+    not name: how many, and the time of the oldest. `pending`: the pending deliveries per sink
+    when the caller has counted them already."""
     from ..sinks import sink_names
 
+    if pending is None:
+        pending = await store.outbox.pending_counts()
     names = set(sink_names(config))
-    pending = await store.outbox.pending_since()
-    return {sink: pending[sink] for sink in sorted(pending) if sink not in names}
+    # The oldest event of those names alone: a configured sink's backlog is not read again.
+    gone = sorted(sink for sink, n in pending.items() if n and sink not in names)
+    since = await store.outbox.pending_since(gone)
+    return {sink: since[sink] for sink in gone if sink in since}
 
 
 def warn_unconfigured_sinks(found: Mapping[str, tuple[int, float]]) -> None:
@@ -181,22 +188,29 @@ async def warn_not_configured(
     """Say the accounts and sink names of the store the config no longer names, and a sink
     name now sending elsewhere than its backlog was made for (at start); return the
     undelivered events per sink name no longer configured."""
-    from ..sinks import sink_configs, sink_target
+    from ..sinks import sink_configs, sink_target, target_change
 
     warn_unconfigured(await unconfigured_accounts(config, store), source)
-    sinks = await unconfigured_sinks(config, store)
+    pending = await store.outbox.pending_counts()  # once: a large backlog costs its count
+    sinks = await unconfigured_sinks(config, store, pending)
     warn_unconfigured_sinks(sinks)
-    targets = {sc.name: sink_target(sc) for sc in sink_configs(config)}
-    before = await store.outbox.swap_targets(targets)  # said once: recorded from now on
-    pending = await store.outbox.pending_counts()
+    targets: dict[str, str] = {}
+
+    def now(salt: bytes) -> dict[str, str]:
+        targets.update({sc.name: sink_target(sc, salt) for sc in sink_configs(config)})
+        return targets
+
+    before = await store.outbox.swap_targets(now)  # said once: recorded from now on
     for sink, target in targets.items():
         if pending.get(sink) and before.get(sink, target) != target:
+            was, is_now, change = target_change(before[sink], target)
             log.warning(
                 "sinks.sink_target_changed",
                 extra=fields(
                     sink=sink,
-                    was=before[sink],
-                    now=target,
+                    was=was,
+                    now=is_now,
+                    change=change,
                     undelivered=pending[sink],
                     hint="its undelivered events, made for the sink it was, go to the one it "
                     "is now (an unnamed sink is named by its type and position: adding or "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from ..config import (
     CommandSinkConfig,
@@ -34,23 +34,38 @@ def sink_names(config: Config) -> list[str]:
     return [s.name for s in sink_configs(config)]
 
 
-def sink_target(sc: SinkConfig) -> str:
+def sink_target(sc: SinkConfig, salt: bytes) -> str:
     """Where a sink sends, for telling whether a sink name now sends elsewhere: its type and
-    file, URL origin or program, never a secret (a webhook URL's path or query, a command's
-    arguments may hold one: only a short fingerprint of them is kept)."""
+    file or program, never a secret. A webhook's URL is all fingerprint (a host may be the
+    capability: `https://<id>.lambda-url...`), as a command's arguments are; the fingerprint is
+    keyed with the store's random `salt`, so that no guess of the secret can be checked
+    against it."""
     if isinstance(sc, JsonlSinkConfig):
         return f"jsonl {sc.path}"
     if isinstance(sc, WebhookSinkConfig):
-        url = urlsplit(sc.url)
-        origin = f"{url.scheme}://{url.hostname}{'' if url.port is None else f':{url.port}'}"
-        return f"webhook {origin} #{_fingerprint(sc.url)}"
+        return f"webhook #{_fingerprint(salt, sc.url)}"
     if isinstance(sc, CommandSinkConfig):
-        return f"command {sc.command[0]} #{_fingerprint(chr(0).join(sc.command))}"
+        return f"command {sc.command[0]} #{_fingerprint(salt, chr(0).join(sc.command))}"
     return sc.type
 
 
-def _fingerprint(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def target_change(was: str, now: str) -> tuple[str, str, str]:
+    """What a log line may say of a sink name's target before and now, and how it changed:
+    its type, file or program, never a fingerprint (nor any part of a webhook's URL)."""
+    said = [
+        t.rpartition(" #")[0] if t.startswith(("webhook ", "command ")) else t for t in (was, now)
+    ]
+    if said[0] != said[1]:
+        change = "it sends elsewhere"
+    elif said[0] == "webhook":
+        change = "the webhook's URL changed"
+    else:
+        change = "the command's arguments changed"
+    return said[0], said[1], change
+
+
+def _fingerprint(salt: bytes, text: str) -> str:
+    return hmac.new(salt, text.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:

@@ -155,9 +155,16 @@ class StoreHealth:
     until the next committed write. Silent until `watch`ed (a command reports its failure as
     its exit status instead)."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        stat: Callable[[Path], os.stat_result] = os.stat,
+    ) -> None:
         self.path = path
         self.clock = clock
+        self._stat = stat
         self.current: Episode | None = None
         self.last: Episode | None = None  # the latest episode that ended
         # The file the store opened (made just after opening): its path must go on naming it.
@@ -195,17 +202,29 @@ class StoreHealth:
         """Start a `gone` episode when the store's path no longer names the open file (its
         directory deleted, the file moved or replaced): every write would go into a file that
         nothing reads, and the next `catch-up` would make a fresh store beside it. It ends
-        when the path names the file again."""
-        gone = self._file is not None and _identity(self.path) != self._file
-        if gone and (self.current is None or self.current.kind != "gone"):
+        when the path names the file again. Another kind's episode under way (a full disk)
+        stays as it is: neither replaced nor ended by the file's coming back."""
+        gone = None if self._file is None else self._gone(self._file)
+        if gone and self.current is None:
             error = f"database file {self.path} is gone (removed or replaced while in use)"
             self.current = Episode(self.clock(), error, "gone")
             if self._watching:
                 log.error(
                     "store.failing", extra=fields(store=str(self.path), kind="gone", error=error)
                 )
-        elif not gone and self.current is not None and self.current.kind == "gone":
+        elif gone is False and self.current is not None and self.current.kind == "gone":
             self._ended(self.current)
+
+    def _gone(self, file: tuple[int, int]) -> bool | None:
+        """True when the path names nothing (ENOENT, ENOTDIR) or another file; None when a
+        stat fails otherwise (ESTALE, EIO on a network mount): that tells neither way."""
+        try:
+            st = self._stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        except (OSError, ValueError):
+            return None
+        return (st.st_dev, st.st_ino) != file
 
     def committed(self) -> None:
         """Record a committed write: a failure episode ends, but that of a store gone."""

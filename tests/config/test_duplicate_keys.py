@@ -21,6 +21,10 @@ CCV = '[ccv]\nbase_url = "https://x.example"\n'
         ('[[ccnow]]\nname = "a"\nname = "b"\n', "ccnow.name"),
         ('[ store ]\nkeep_events = "1d"\nkeep_events = "2d"\n' + CCV, "store.keep_events"),
         ("x = 1\nx = 2\n" + CCV, "x"),
+        # A header's text inside a multi-line string (a password?) is no table of the key.
+        ('[ccnow]\nnote = """\n[SECRET-pw]"""\npassword = "a"\npassword = "b"\n', "ccnow.password"),
+        ("[ccnow]\nnote = '''\n[SECRET-pw]\n'''\npassword = 1\npassword = 2\n", "ccnow.password"),
+        ("[ccnow]\nnote = [\n  [1],\n]\npassword = 1\npassword = 2\n", "ccnow.password"),
     ],
 )
 def test_a_key_given_twice_is_named(tmp_path: Path, text: str, key: str) -> None:
@@ -29,5 +33,15 @@ def test_a_key_given_twice_is_named(tmp_path: Path, text: str, key: str) -> None
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.key == key
-    assert info.value.problem.startswith("invalid TOML: ") and "twice" in info.value.problem
+    assert info.value.problem.startswith("invalid TOML: ") and "overwritten" in info.value.problem
     assert "SECRET" not in str(info.value)
+
+
+def test_a_value_under_a_key_set_before_is_not_a_key_given_twice(tmp_path: Path) -> None:
+    # tomllib says the same of `a.b` under a value `a`: a value overwritten, no key twice.
+    path = tmp_path / "reconciler.toml"
+    path.write_text("a = 1\na.b = 2\n" + CCV)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "a.b"
+    assert "twice" not in info.value.problem and "overwritten" in info.value.problem

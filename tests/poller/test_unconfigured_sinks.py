@@ -6,10 +6,23 @@ second, whose backlog then waited under a name nothing delivers to, and went uns
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
-from tests.conftest import call_cli, write_config
+from reconciler.config import load_config
+from reconciler.poller.unconfigured import unconfigured_sinks
+from reconciler.store import Store
+from tests.conftest import (
+    WEBHOOK_SECRET,
+    call_cli,
+    cli_env,
+    environ,
+    webhook_sink,
+    write_config,
+)
 from tests.fake_providers import FakeCCNow
 
 
@@ -85,14 +98,76 @@ def test_targets_name_no_secret() -> None:
     from reconciler.config.secret import Secret
     from reconciler.sinks import sink_target
 
-    hook = WebhookSinkConfig(
-        name="w", url="https://u:pw@hooks.example:8443/T0/B0/XSECRETX?k=QSECRET", secret=Secret("s")
-    )
+    url = "https://u:pw@hooks.example:8443/T0/B0/XSECRETX?k=QSECRET"
+    hook = WebhookSinkConfig(name="w", url=url, secret=Secret("s"))
     command = CommandSinkConfig(name="c", command=("/usr/bin/notify", "--token", "ASECRET"))
+    salt = bytes(16)
     for sc in (hook, command):
-        assert "SECRET" not in sink_target(sc) and "pw" not in sink_target(sc)
-    assert sink_target(hook).startswith("webhook https://hooks.example:8443")
+        assert "SECRET" not in sink_target(sc, salt) and "pw" not in sink_target(sc, salt)
+    # No part of a webhook's URL (its host may be the capability), and no fingerprint a guess
+    # could be checked against offline: keyed with the store's salt.
+    assert "hooks.example" not in sink_target(hook, salt) and "https" not in sink_target(hook, salt)
+    assert hashlib.sha256(url.encode()).hexdigest()[:12] not in sink_target(hook, salt)
+    assert sink_target(hook, salt) != sink_target(hook, bytes([1]) * 16)
     other = WebhookSinkConfig(
         name="w", url="https://hooks.example:8443/T0/B0/Y", secret=Secret("s")
     )
-    assert sink_target(other) != sink_target(hook)
+    assert sink_target(other, salt) != sink_target(hook, salt)
+
+
+async def test_a_webhook_whose_url_changed_is_said_without_its_url(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    fake_ccnow.orders = {"396101142": "pending"}
+    env = cli_env(RECONCILER_SINK_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    # Nothing listens on the first URL: the event waits under `webhook`.
+    first_url = "http://127.0.0.1:25740/capability-XSECRETX"
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=webhook_sink(first_url))
+    first = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", env=env)
+    assert first.code == 75, first.stderr
+    cfg.write_text(cfg.read_text().replace(first_url, "http://127.0.0.1:25741/other"))
+    second = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", env=env)
+    changed = [
+        line for line in second.log_lines() if line["message"] == "sinks.sink_target_changed"
+    ]
+    assert [(c["sink"], c["was"], c["now"]) for c in changed] == [("webhook",) * 3]
+    assert changed[0]["change"] == "the webhook's URL changed"
+    for text in (json.dumps(changed), (tmp_path / "reconciler.db").read_bytes().decode("latin-1")):
+        assert "127.0.0.1:2574" not in text and "XSECRETX" not in text
+
+
+async def test_a_configured_sinks_backlog_is_not_read_for_the_names_gone(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # A configured sink's backlog may be half a million events: finding the names no longer
+    # configured joined each of its rows to its event, to drop them after. Only the rows of
+    # the names gone are read now.
+    with environ(cli_env()):
+        config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
+    path = tmp_path / "reconciler.db"
+    await (await Store.open(path)).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO events (seq, id, type, time, source, account, order_id, severity, body)"
+            " VALUES (?, ?, 'order.status_changed', ?, 'ccnow', 'default', 'o', 'info', x'00')",
+            [(seq, f"evt-{seq}", 1.7e9 + seq) for seq in (1, 2, 3)],
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (sink, event_seq, state) VALUES (?, ?, 'pending')",
+            [("jsonl", 1), ("jsonl", 2), ("jsonl-2", 3)],
+        )
+    store = await Store.open(path)
+    try:
+        statements: list[str] = []
+        await store.conn.set_trace_callback(statements.append)
+        assert await unconfigured_sinks(config, store) == {"jsonl-2": (1, 1.7e9 + 3)}
+        joins = [s for s in statements if "JOIN events" in s]
+        # The join names the sinks it reads: the gone one, not the configured one.
+        assert joins and all("'jsonl-2'" in s and "'jsonl'" not in s for s in joins), joins
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("DELETE FROM deliveries WHERE sink = 'jsonl-2'")
+        statements.clear()
+        assert await unconfigured_sinks(config, store) == {}
+        assert [s for s in statements if "JOIN events" in s] == []  # none gone: no join
+    finally:
+        await store.close()

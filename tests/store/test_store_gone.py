@@ -4,14 +4,18 @@ It is the store failing, kind `gone`: one `store.failing` line, /healthz 503."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from reconciler.store import Store
+from reconciler.store.health import StoreHealth
 from tests.conftest import cli_env, daemon_here, free_port, poll_until, write_config
 from tests.fake_providers import FakeCCV
 from tests.store.test_store_faults import healthz_until
@@ -65,3 +69,36 @@ async def test_the_daemon_says_its_store_is_gone_in_healthz(
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     failing = [line for line in lines if line.get("message") == "store.failing"]
     assert [(line["kind"], line["level"]) for line in failing] == [("gone", "error")]
+
+
+def test_a_file_moved_and_back_does_not_end_a_full_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A `gone` episode replaced the disk's being full, and its end said `store.recovered`
+    # while the disk was still full.
+    path = tmp_path / "reconciler.db"
+    path.write_bytes(b"")
+    health = StoreHealth(path)
+    health.watch(on_corrupt=lambda: None)
+    with caplog.at_level(logging.INFO, logger="reconciler.store"):
+        assert health.failed(sqlite3.OperationalError("database or disk is full")) == "full"
+        path.rename(tmp_path / "moved.db")
+        health.check_file()
+        (tmp_path / "moved.db").rename(path)
+        health.check_file()
+    assert health.current is not None and health.current.kind == "full"
+    lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.store"]
+    assert lines == ["store.failing"]
+
+
+@pytest.mark.parametrize("code", [errno.ESTALE, errno.EIO, errno.EACCES])
+def test_a_stat_that_fails_otherwise_is_not_the_file_gone(tmp_path: Path, code: int) -> None:
+    path = tmp_path / "reconciler.db"
+    path.write_bytes(b"")
+
+    def failing(_: Path) -> os.stat_result:
+        raise OSError(code, os.strerror(code))
+
+    health = StoreHealth(path, stat=failing)
+    health.check_file()
+    assert health.current is None
