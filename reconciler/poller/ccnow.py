@@ -4,10 +4,12 @@ happen now."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCNowConfig
+from ..logs import fields
 from ..model import (
     ORDER_ERROR,
     UNKEPT_ANSWERS,
@@ -31,6 +33,8 @@ from .witnesses import Witnesses
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
+
+log = logging.getLogger("reconciler.poller")
 
 
 class CCNowSource(Protocol):
@@ -380,6 +384,11 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             states = await self.store.orders.load(keys)
             since = self.settled_since()
             asked = [k.order_id for k in keys if followed(states.get(k), since)]
+            if dropped := len(others) - len(asked):
+                # Counted, not named: an amount's or a note's digits name no order of anyone's.
+                hint = "reconciler track ccnow ID follows an order"
+                said = fields(source="ccnow", account=self.account, mentioned=dropped, hint=hint)
+                log.info("notification.not_followed", extra=said)
             if asked:
                 report.add(await self.check(asked, via="notification"))
         return report

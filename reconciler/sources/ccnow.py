@@ -20,18 +20,22 @@ from reconciler.model import (
     Observation,
     OrderKey,
     Outcome,
+    ccnow_id,
 )
 from reconciler.redact import answer_secrets, redact
 from reconciler.sources.ccnow_answer import (
     BLANKS,
+    LINE_END,
     LOGGED_IDS,
+    SPACE,
     Answer,
     EmptyAnswer,
     OddLines,
     OrderLine,
+    answer_text,
     by_id,
-    names_asked,
     parse_answer,
+    same_answer,
     speaks_ccnow,
 )
 from reconciler.sources.ccnow_batches import Probe, UnreadableAnswer
@@ -107,8 +111,9 @@ class CCNowClient:
     async def pending_list(self) -> list[Observation]:
         """Return the orders CCNow lists as pending, as OK observations with their status.
 
-        A line that says no status (one that is not a status word, an error, two lines that
-        disagree, one no order id can be read from) is left out, with one warning per answer
+        A line that says no status (one that is not a status word, an error, a status word and
+        a code, `pending E42`, two lines that disagree, one no order id can be read from) is
+        left out, with one warning per answer
         naming them. A followed order on it is not on the list as read: a catch-up queries it
         on its own, as a poll does one the read before named (it left the list), and a due
         tick any other; that answer is its check. One nobody follows is no check of the
@@ -209,8 +214,8 @@ class CCNowClient:
 
     async def _decide(self, first: OrderLine) -> Observation:
         """Ask again, alone, about the order of an answer's undecided last line. The second
-        answer decides when it is whole, or when its line is the first's as read (the same
-        OrderLine: a cut does not land twice at the same byte); else that order alone fails
+        answer decides when it is whole, or when its line is the first's as read (one answer,
+        `same_answer`: a cut does not land twice at the same byte); else that order alone fails
         this pass. An answer about the whole account (a refused login, maintenance) raises, as
         a batch's."""
         order_id = first.order_id
@@ -222,11 +227,13 @@ class CCNowClient:
         except ProtocolError:
             return Observation(key, Outcome.FAILED, reason="protocol", asked=time.time())
         if again is not None and again.order_id == order_id:
-            # The same line as read (status, error, what the parser took of it), not as
-            # written: `123456789 PENDING` and `123-45-6789 pending` are one answer. A status
-            # that is a documented word's start is no status however often it comes (`pendi`
-            # of a script dying at the same byte: `pending -> pendi` and back).
-            same = _as_read(again) == _as_read(first)
+            # The same line as read, by the rule every other comparison of an order's lines
+            # follows (`same_answer`): `123456789 PENDING` and `123-45-6789 pending` are one
+            # answer, and so are `On_Hold` and `on_hold` (a cut line asked again compared them
+            # as written: its order failed this pass). A status that is a documented word's
+            # start is no status however often it comes (`pendi` of a script dying at the
+            # same byte: `pending -> pendi` and back).
+            same = same_answer(again, first)
             if (
                 not same
                 or again.error == CUT_AT_ID
@@ -289,7 +296,7 @@ class CCNowClient:
                     raise EmptyAnswer("answer cut in its first order id")
                 answer = Answer((), ())  # cut just after its first line's id
             else:
-                answer = parse_answer(body, secrets=self._secrets, asked=order_ids)
+                answer = parse_answer(body, secrets=self._secrets, asked=order_ids, poll=True)
         except SourceError as exc:
             # parse_answer masked what it quoted; this catches anything it did not foresee.
             text = str(exc)
@@ -323,9 +330,12 @@ class CCNowClient:
         return answer, reply.sent_at, last
 
 
-def _as_read(line: OrderLine) -> OrderLine:
-    """A line as read, for comparing: an undocumented status's inner blanks are kept verbatim,
-    but `on  hold` and `on<TAB>hold` are one answer, as the same words (model.same_status)."""
-    if line.status is None:
-        return line
-    return replace(line, status=" ".join(BLANKS.split(line.status)))
+def names_asked(body: bytes, asked: Sequence[str]) -> bool:
+    """Whether an answer holds a line of an asked order's in CCNow's words (its id, then more):
+    CCNow's program ran the post and answered about that order."""
+    ids = set(asked)
+    for raw in LINE_END.split(answer_text(body)):
+        first, *more = BLANKS.split(raw.strip(SPACE), maxsplit=1)
+        if more and ccnow_id(first) in ids:
+            return True
+    return False

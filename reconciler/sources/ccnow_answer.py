@@ -8,16 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reconciler.logs import fields
-from reconciler.model import (
-    CCNOW_ID_PATTERN,
-    ccnow_id,
-    hyphenated_match,
-    same_status,
-)
+from reconciler.model import CCNOW_ID_PATTERN, ccnow_id, hyphenated_match, same_status
 from reconciler.redact import SecretForms, holds_secret, mask, text_forms
 from reconciler.sources.ccnow_words import DOCUMENTED as DOCUMENTED
 from reconciler.sources.ccnow_words import DOCUMENTED_BY_LOWER as DOCUMENTED_BY_LOWER
-from reconciler.sources.ccnow_words import is_data
+from reconciler.sources.ccnow_words import is_data, may_refuse
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -163,8 +158,9 @@ class OrderLine:
     # A status no word can be read from (`pending (awaiting)`, `mark_shipped.`): no error of
     # CCNow's, and no word of what CCNow did with the order.
     unreadable: bool = False
-    # Columns after its documented status were left out (`pending E42`): no part of what a poll
-    # compares (`pending 2026-11-30` and `pending` are one answer); an action's answer reads it.
+    # Columns after its documented status were left out (`pending E42`; a poll reads no status
+    # from that one, `may_refuse`): no part of what a poll compares (`pending 2026-11-30` and
+    # `pending` are one answer); an action's answer reads it.
     cut: bool = field(default=False, compare=False)
 
 
@@ -205,27 +201,27 @@ def says_not_found(text: str) -> bool:
     return _UNKNOWN_ORDER.search(text) is not None and _TEMPORARY.search(text) is None
 
 
-def order_line(order_id: str, rest: str, forms: SecretForms | None) -> tuple[OrderLine, bool]:
+def order_line(order_id: str, rest: str, forms: SecretForms | None) -> OrderLine:
     """Read what follows an order id: a status (a documented word in the document's case,
-    any other verbatim), or a per-order error; and whether columns after a documented status
-    word were left out."""
+    any other verbatim), or a per-order error. Columns left out after a documented status
+    word: its `cut`."""
     first, *more = BLANKS.split(rest, maxsplit=1)
     word = first.lower()
     if word in _ERROR_WORDS:
         error = readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
         after = _LEADING_NAME.sub("", more[0] if more else "")
         not_found = word == _NOT_FOUND_WORD or (word == ERROR_MESSAGE and says_not_found(after))
-        return OrderLine(order_id, None, error, not_found=not_found), False
+        return OrderLine(order_id, None, error, not_found=not_found)
     if word in DOCUMENTED_BY_LOWER and (not more or is_data(more[0])):
-        return OrderLine(order_id, DOCUMENTED_BY_LOWER[word], cut=bool(more)), bool(more)
+        return OrderLine(order_id, DOCUMENTED_BY_LOWER[word], cut=bool(more))
     # A status of several words (`on hold`) is one status, kept verbatim (NOTES), not cut: its
     # inner blanks as CCNow wrote them (`On  Hold`); only the line's ends were trimmed.
     if len(rest) > MAX_STATUS_LENGTH or not _STATUS.fullmatch(rest) or holds_secret(rest, forms):
         # Not a word a log line and a database can keep as it is (nor one that echoes our
         # password, which would be kept verbatim): this order's failure alone, never its
         # batch's (its id is one the account knows).
-        return OrderLine(order_id, None, UNREADABLE, unreadable=True), False
-    return OrderLine(order_id, rest), False
+        return OrderLine(order_id, None, UNREADABLE, unreadable=True)
+    return OrderLine(order_id, rest)
 
 
 def says_down(line: str) -> bool:
@@ -241,17 +237,6 @@ def speaks_ccnow(body: bytes) -> bool:
     for raw in LINE_END.split(answer_text(body)):
         first = BLANKS.split(raw.strip(SPACE), maxsplit=1)[0]
         if first.lower() in ("message", ERROR_MESSAGE) or ccnow_id(first) is not None:
-            return True
-    return False
-
-
-def names_asked(body: bytes, asked: Sequence[str]) -> bool:
-    """Whether an answer holds a line of an asked order's in CCNow's words (its id, then more):
-    CCNow's program ran the post and answered about that order."""
-    ids = set(asked)
-    for raw in LINE_END.split(answer_text(body)):
-        first, *more = BLANKS.split(raw.strip(SPACE), maxsplit=1)
-        if more and ccnow_id(first) in ids:
             return True
     return False
 
@@ -289,7 +274,11 @@ def _owner(line: str, asked: Sequence[str]) -> str | None:
 
 
 def parse_answer(
-    body: bytes | str, *, secrets: Sequence[str] = (), asked: Sequence[str] | None = None
+    body: bytes | str,
+    *,
+    secrets: Sequence[str] = (),
+    asked: Sequence[str] | None = None,
+    poll: bool = False,
 ) -> Answer:
     """Parse an answer strictly: an `error_message` or anything off the protocol raises.
 
@@ -297,7 +286,8 @@ def parse_answer(
     list). An error line naming one of them, and a line that starts with one's id but reads
     no further, are that order's line (NOTES: per-order error lines inside a batch answer);
     the pending list's unreadable lines are skipped (`skipped`) when others read. None (an
-    action's post, whose answer says what was applied): nothing is tolerated.
+    action's post, whose answer says what was applied): nothing is tolerated. `poll`: a line
+    `may_refuse` takes is no status, its words (masked) kept as its unreadable line's error.
 
     Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
     """
@@ -322,13 +312,14 @@ def parse_answer(
     messages: list[str] = []
     unknown: str | None = None
     extra_columns: list[str] = []
+    coded: list[OrderLine] = []  # a poll's lines of a status and a code (`may_refuse`)
     unread: str | None = None  # the pending list's first line skipped
     skipped = 0
     for number, (raw, line) in enumerate(lines, 1):
         first, *more = BLANKS.split(line, maxsplit=1)
         rest = more[0] if more else ""
         if number in owners:
-            orders.append(order_line(owners[number], line, forms)[0])
+            orders.append(order_line(owners[number], line, forms))
         elif first.lower() == "message":
             messages.append(rest)
             # `no_pending_orders` is the one documented message; any other may say the account
@@ -336,9 +327,12 @@ def parse_answer(
             if rest.lower() != NO_PENDING_ORDERS and unknown is None:
                 unknown = raw
         elif rest and (order_id := ccnow_id(first)) is not None:
-            order, cut = order_line(order_id, rest, forms)
+            order = order_line(order_id, rest, forms)
+            if poll and may_refuse(rest):  # `pending E42`: neither `pending` nor a new status
+                words = readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
+                coded.append(order := OrderLine(order_id, None, words, unreadable=True))
             orders.append(order)
-            if cut:
+            if order.cut:
                 extra_columns.append(order_id)
         elif asked and (m := LEADING_ID.match(line)) and hyphenated_match(m) in asked:
             # `500-00-0002: mark_shipped`: no status of the order it names (one asked).
@@ -354,10 +348,13 @@ def parse_answer(
     if unread is not None and not orders and not messages:
         raise ProtocolError(unread)
     if unread is not None and asked:  # the lines that read kept: a stray line (ccnow_levels.py)
-        readable = None if unknown is not None else Answer(tuple(orders), tuple(messages))
-        raise OddLines(unread, readable, skipped)
+        kept = None if unknown is not None else Answer(tuple(orders), tuple(messages))
+        raise OddLines(unread, kept, skipped)
     if unknown is not None:
         raise _error_answer("message", unknown, forms)
+    if coded:  # once per answer, with the first one's words as written (masked)
+        said = {"count": len(coded), "order_ids": [o.order_id for o in coded][:LOGGED_IDS]}
+        log.warning("ccnow.status_with_code", extra=fields(**said, words=coded[0].error))
     if extra_columns:
         # Once per answer: a layout CCNow changed shows on every line of every poll.
         log.debug(

@@ -99,7 +99,7 @@ def _reads_whole(line: str) -> bool:
         return False
     if _first_word(rest)[0].lower() == ERROR_MESSAGE:
         return False
-    order, _ = order_line(order_id, rest, None)
+    order = order_line(order_id, rest, None)
     return order.status is not None and order.status in DOCUMENTED
 
 

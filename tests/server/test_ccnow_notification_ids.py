@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -309,3 +310,28 @@ async def test_an_amount_or_an_id_with_a_suffix_starts_following_no_order(
         "720-00-0001": "mark_shipped",
         "720-00-0002": "canceled",
     }
+
+
+async def test_the_mentioned_ids_not_followed_are_counted_in_a_log_line(
+    daemon_client: tuple[Client, Hub], fake_ccnow: FakeCCNow, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, hub = daemon_client
+    fake_ccnow.orders = {"720-00-0001": "processing", "720-00-0002": "canceled"}
+    followed = [("720-00-0001", None), ("720-00-0002", None)]
+    await hub.store.orders.track("ccnow", "default", followed, 1.0)
+    await hub.coordinators.ccnow["default"].check(["720-00-0001", "720-00-0002"], via="poll")
+    # 720-00-0001 followed: asked. 720-00-0002 ended, 720-00-0003 and the amount's digits
+    # nobody follows: dropped, and (was) counted nowhere.
+    body = b"amount=100000000&note=see+720000001+720000002+720-00-0003"
+    with caplog.at_level(logging.INFO, logger="reconciler.poller"):
+        status, _, _ = await send(client, "POST", PATH, data=body, headers=FORM)
+        assert status == 202
+        await settled(client)
+    (record,) = [r for r in caplog.records if r.msg == "notification.not_followed"]
+    said = vars(record)["fields"]
+    assert {k: said[k] for k in ("source", "account", "mentioned")} == {
+        "source": "ccnow",
+        "account": "default",
+        "mentioned": 3,
+    }
+    assert not any("720" in str(value) for value in said.values())  # counted, not named
