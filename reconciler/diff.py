@@ -44,6 +44,12 @@ class DiffResult:
     references: list[tuple[OrderKey, str, str]] = field(default_factory=list)
     # failed checks of orders whose checks answered until now (failure streak 0 -> 1)
     started_failing: list[Observation] = field(default_factory=list)
+    # orders a CCNow pending list's line said to be before the status the snapshot holds
+    # (`lags`): nothing applied; their query decides, due at once (reconcile.py)
+    doubted: set[OrderKey] = field(default_factory=set)
+    # CCNow orders an answer moved back from what a ship or cancel leads to (`mark_shipped`) to
+    # pending or before, (row before, row after): such an action may not have taken
+    moved_back: list[tuple[OrderState, OrderState]] = field(default_factory=list)
 
 
 def diff(
@@ -62,13 +68,17 @@ def diff(
     An order found before that answers "not found" is reported only when a check at least
     NOT_FOUND_CONFIRM_S later says so again, and not while its account (source, account) is in
     `failing_accounts`: a wave of such answers is the account's failure, not the orders'.
-    An observation asked before the answer the snapshot holds is skipped (`stale`).
+    An observation asked before the answer the snapshot holds is skipped (`stale`), and so is
+    a CCNow pending list's line that may lag behind it (`lags`, in `doubted`).
     """
     result = DiffResult()
     for obs in observations:
         prev = result.states.get(obs.key) or snapshot.get(obs.key)
         # The held time first: a first catch-up's rows hold none, and skip the call.
         if prev is not None and prev.asked_at is not None and stale(prev, obs, now=now):
+            continue
+        if obs.listed and prev is not None and lags(prev, obs):
+            result.doubted.add(obs.key)
             continue
         if obs.outcome is Outcome.OK:
             _observed(result, prev, obs, now=now, via=via, store_id=store_id)
@@ -121,6 +131,22 @@ ACTED_ON = "pending"
 # `pending` read. A line saying a hold (a refused ship of an order on hold that became pending
 # meanwhile) may be older than that read.
 ACTION_RESULTS = frozenset({"mark_shipped", "mark_canceled", "completed", "canceled"})
+# Where an order's lifecycle goes after pending (NOTES.md): no pending list names it again.
+PAST_PENDING = ACTION_RESULTS | {"refunded", "chargeback"}
+# The statuses an order has until CCNow runs a ship or cancel: pending and those before it.
+BEFORE_ACTION = frozenset(
+    {"received", "paypal_hold", "processing", "vacation_hold", "preorder_hold", "getman_hold"}
+    | {ACTED_ON}
+)
+
+
+def lags(prev: OrderState, obs: Observation) -> bool:
+    """Whether a pending list's line (`obs.listed`) says an order as it was before the status
+    the snapshot holds, which only a query or an action's answer can have said (`pending`
+    against `mark_shipped`). CCNow does not document when an order in a queue state leaves the
+    list: the line may lag behind them, and taken for newer news it flipped the order back, and
+    the next query forward, for ever. It is no news by itself: the order's query decides."""
+    return prev.status in PAST_PENDING and obs.status in BEFORE_ACTION and not prev.not_found
 
 
 def _before_action(prev: OrderState, obs: Observation) -> bool:
@@ -227,6 +253,8 @@ def _observed(
     )
     result.events.append(ev)
     result.changed.add(key)
+    if key.source == "ccnow" and previous in ACTION_RESULTS and status in BEFORE_ACTION:
+        result.moved_back.append((base, state))
 
 
 def _confirmed_missing(

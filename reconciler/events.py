@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .json_text import compact_json, iso_time, line_safe, optional_string_json, string_json
-from .model import EventType, OrderKey, OrderState, Severity, Source, status_info
+from .model import EventType, OrderKey, OrderState, Severity, Source, Via, status_info
 
 # Ids are uuid5 over the store's own id and what happened, so a transition that is found again
 # after a crash gets the id it would have had the first time.
@@ -219,6 +219,7 @@ _ACTION_EVENTS: dict[str, tuple[EventType, Severity]] = {
     "succeeded": (EventType.ACTION_SUCCEEDED, "info"),
     "refused": (EventType.ACTION_REFUSED, "warning"),
     "uncertain": (EventType.ACTION_UNCERTAIN, "error"),
+    "unconfirmed": (EventType.ACTION_UNCONFIRMED, "warning"),
 }
 
 
@@ -234,12 +235,15 @@ def action_event(
     time: float,
     before: OrderState | None,
     after: OrderState | None,
+    via: Via = "action",
     command: Mapping[str, object] | None = None,
 ) -> Event:
     """Return the event that closes a CCNow order action: `outcome` is succeeded, refused or
     uncertain; `answer` is CCNow's own words (or why there are none); `before` and `after`:
-    its order's snapshot row before and after the command closed (None: not followed);
-    `command`: the command's own fields that follow `answer` (an uncertain one's)."""
+    its order's snapshot row before and after the command closed (None: not followed). Or,
+    `outcome` unconfirmed, that a read (`via`) moved its order back from where it had taken it:
+    `before` and `after` that read's. `command`: the command's own fields that follow `answer`
+    (an uncertain one's)."""
     type, severity = _ACTION_EVENTS[outcome]
     data = {
         "source": "ccnow",
@@ -247,7 +251,7 @@ def action_event(
         "order_id": order_id,
         **_order_fields(before, after),
         "severity": severity,
-        "via": "action",
+        "via": via,
         "unknown_status": _unknown(after),
         "action": action,
         "command_id": command_id,

@@ -41,6 +41,7 @@ class EventType(str, enum.Enum):
     ACTION_SUCCEEDED = "order.action_succeeded"
     ACTION_REFUSED = "order.action_refused"
     ACTION_UNCERTAIN = "order.action_uncertain"
+    ACTION_UNCONFIRMED = "order.action_unconfirmed"  # a read says a ship or cancel did not take
     # The close of an uncertain case, for an alert on the uncertain event to be closed by:
     # a CCNow action a person settled (`ccnow resolve`), a CCV submit a notification or a
     # `track --ref` settled.
@@ -315,6 +316,8 @@ class Observation(NamedTuple):
     # A CCNow action's answer line: when the post's answer came (its post sent at `asked`). A
     # read sent in between is no newer than it for that (diff.stale). None: a check's answer.
     answered: float | None = None
+    # From a CCNow pending list read (poller/ccnow.py): it may lag behind queries (diff.lags).
+    listed: bool = False
 
 
 # The reason of a check the provider answered with an error of that order's own (a CCNow

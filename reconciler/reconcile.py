@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .config import Config, ScheduleConfig
 from .diff import diff
-from .events import Event
+from .events import Event, action_event, event_id
 from .logs import fields
 from .model import Observation, OrderKey, OrderState, Outcome, Via
 from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
@@ -22,6 +22,7 @@ from .schedule import plan, stuck_event
 from .store import CancelledAfterCommit, Store
 from .store.orders import Page
 from .store.references import carried_also
+from .store.taken import last_taken
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -223,7 +224,7 @@ class Reconciler:
             for o in result.started_failing
             if not (failing and o.outcome is Outcome.FAILED and o.key[:2] in failing)
         ]
-        lost_keys, fresh_keys = result.lost, result.fresh
+        lost_keys, fresh_keys, doubted = result.lost, result.fresh, result.doubted
 
         def tally() -> None:
             # After the commit only: a group's transaction that failed counted nothing, and each
@@ -240,6 +241,7 @@ class Reconciler:
                     (o for o in outage if keys is None or o.key in keys), self.batch_rows
                 )
                 report.note_started_failing(o for o in started if keys is None or o.key in keys)
+                report.doubted.update(k.order_id for k in doubted if keys is None or k in keys)
 
         rows = []
         events = list(result.events)
@@ -264,6 +266,11 @@ class Reconciler:
                     stuck_after_s=limit,
                 )
             rows.append((state, when))
+        # A pending list's line that may lag (diff.lags): the order's query decides, in the
+        # pass's query step if it takes it (poller/ccnow.py), else at the next due check.
+        rows += [
+            (snapshot[k], (snapshot[k].interval_s, now)) for k in doubted - result.states.keys()
+        ]
         await store.orders.save(snapshot, rows)
         differs: list[Differs] = []
         if result.references:
@@ -273,11 +280,49 @@ class Reconciler:
             answered = [(key, ref) for key, _, ref in result.references]
             also = await carried_also(store, answered)
             differs = [(*r, others) for r, others in zip(result.references, also, strict=True)]
+        if result.moved_back:
+            events += await self._unconfirmed(result.moved_back, now=now, via=via)
         if within is not None:
             events += await within(snapshot)
         # A notification's event passes the backlog of other orders' (a catch-up's).
         await store.events.add(events, urgent=urgent)
         return events, differs, tally
+
+    async def _unconfirmed(
+        self, moved: Sequence[tuple[OrderState, OrderState]], *, now: float, via: Via
+    ) -> list[Event]:
+        """Return an `order.action_unconfirmed` for each order an answer moved back from where
+        a ship or cancel CCNow answered as taken left it (`mark_shipped -> pending`): reading
+        the provider back contradicts the action's answer (DESIGN: writes are confirmed by the
+        same reading as everything else). Once per action: its id names the action alone."""
+        taken = await last_taken(self.store, (after.key for _, after in moved))
+        store_id = self.store.store_id
+        events: list[Event] = []
+        for before, after in moved:
+            c = taken.get(after.key)
+            if c is None:
+                continue  # moved there by CCNow's backroom, or an action not through reconciler
+            # As `action_event`'s, what happened makes it name this command's outcome only.
+            once = event_id(store_id, "ccnow-action-unconfirmed", c.id, c.order_id, c.closed_at)
+            if any(e.id == once for e in events):
+                continue
+            if await self.store.events.seq_of(once) is not None:
+                continue
+            event = action_event(
+                store_id,
+                c.id,
+                "unconfirmed",
+                account=c.account,
+                order_id=c.order_id,
+                action=c.action,
+                answer=c.answer,
+                time=now,
+                before=before,
+                after=after,
+                via=via,
+            )
+            events.append(event._replace(id=once))
+        return events
 
     def _written(
         self,

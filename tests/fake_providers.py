@@ -345,6 +345,9 @@ class FakeCCNow(_FakeServer):
         self.password = password
         self.orders: dict[str, str] = {}
         self.pending_statuses = {"pending"}
+        # Orders the pending list names with this word whatever their status: CCNow's list
+        # lagging behind its queries and actions' answers.
+        self.list_lags: dict[str, str] = {}
         self.order_errors: set[str] = set()
         self.replies_for: dict[str, Reply] = {}  # a post naming that (hyphenated) id
         self.queries: Reply | None = None  # every post naming orders (the list as usual)
@@ -443,8 +446,9 @@ class FakeCCNow(_FakeServer):
 
     def _lines(self, ids: list[str], form: Mapping[str, str] | None = None) -> list[str]:
         if not ids:
-            pending = [f"{i} {s}" for i, s in self.orders.items() if s in self.pending_statuses]
-            return pending or ["message no_pending_orders"]
+            listed = {i: s for i, s in self.orders.items() if s in self.pending_statuses}
+            listed.update(self.list_lags)
+            return [f"{i} {s}" for i, s in listed.items()] or ["message no_pending_orders"]
         lines = []
         for n, raw in enumerate(ids, 1):
             order_id = normalize_ccnow_id(raw)

@@ -306,10 +306,15 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
                     raise
             seen.update(o.key.order_id for o in listed if o.outcome is not Outcome.FAILED)
             for obs in listed:
-                await listing.add(obs)
+                # Marked as the list's: a line may lag behind a query's answer (diff.lags).
+                await listing.add(obs._replace(listed=True))
             await listing.flush()
             answered_list = True
             from_list = report.checked - report.failed
+            if ask_all or queries_answer:
+                # Lines that may lag behind a query's or an action's answer (diff.lags): the
+                # order's query decides, in this pass (else it is due at once).
+                to_query += [i for i in sorted(report.doubted) if i not in to_query]
             asked = len(listed) + len(to_query)
             if queried is not None:
                 queried.extend(to_query)

@@ -1,0 +1,70 @@
+"""A CCNow pending list's line that may lag behind the status the snapshot holds (diff.lags),
+and the answers that move an order back from where a ship or cancel leads (`moved_back`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.diff import diff
+from reconciler.model import Observation, OrderKey, OrderState, Outcome
+from tests.passes.test_diff import CCNOW, CCV, NOW, STORE, tracked
+
+
+def line(status: str = "pending", *, listed: bool = True) -> Observation:
+    """The list's line (or, not `listed`, a query's answer), asked after the snapshot's."""
+    return Observation(CCNOW, Outcome.OK, status=status, asked=NOW - 1, listed=listed)
+
+
+def held(status: str, **kw: object) -> dict[OrderKey, OrderState]:
+    return {CCNOW: tracked(CCNOW, status=status, version=2, asked_at=NOW - 10, **kw)}
+
+
+@pytest.mark.parametrize(
+    "status", ["mark_shipped", "mark_canceled", "completed", "canceled", "refunded", "chargeback"]
+)
+def test_a_list_line_before_the_snapshots_status_is_no_news(status: str) -> None:
+    result = diff(held(status), [line()], now=NOW, via="poll", store_id=STORE)
+    assert (result.events, result.states, result.doubted) == ([], {}, {CCNOW})
+
+
+@pytest.mark.parametrize(
+    ("before", "obs"),
+    [
+        ("processing", line()),  # an order that became pending: the list says so
+        ("pending", line()),  # the list and the snapshot agree
+        ("mark_shipped", line(listed=False)),  # a query's answer decides
+        ("mark_shipped", line("completed")),  # a line saying a later status is news
+    ],
+    ids=["became-pending", "agrees", "query", "later-word"],
+)
+def test_other_lines_are_applied_as_before(before: str, obs: Observation) -> None:
+    result = diff(held(before), [obs], now=NOW, via="poll", store_id=STORE)
+    assert result.doubted == set()
+    assert result.states[CCNOW].status == obs.status
+
+
+def test_a_line_for_an_order_reported_not_found_is_applied() -> None:
+    result = diff(
+        held("mark_shipped", not_found=True), [line()], now=NOW, via="poll", store_id=STORE
+    )
+    assert result.doubted == set()
+    assert [e.data["previous_status"] for e in result.events] == [None]
+
+
+def test_a_query_moving_an_order_back_from_an_actions_result_is_noted() -> None:
+    result = diff(held("mark_shipped"), [line(listed=False)], now=NOW, via="poll", store_id=STORE)
+    [(before, after)] = result.moved_back
+    assert (before.status, after.status) == ("mark_shipped", "pending")
+    # Forward, or between statuses no action leads to: nothing noted.
+    for status, answer in [("pending", "mark_shipped"), ("processing", "pending")]:
+        moved = diff(
+            held(status), [line(answer, listed=False)], now=NOW, via="poll", store_id=STORE
+        )
+        assert moved.moved_back == []
+
+
+def test_ccv_orders_are_never_doubted_nor_moved_back() -> None:
+    snapshot = {CCV: tracked(CCV, status="Completed", version=1, asked_at=NOW - 10)}
+    obs = Observation(CCV, Outcome.OK, status="New", asked=NOW - 1, listed=True)
+    result = diff(snapshot, [obs], now=NOW, via="poll", store_id=STORE)
+    assert (result.doubted, result.moved_back) == (set(), [])
