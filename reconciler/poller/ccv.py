@@ -4,13 +4,11 @@ order id or by external reference) makes a check happen now."""
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
-import math
 import time
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCVConfig
@@ -26,9 +24,11 @@ from ..model import (
 )
 from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
-from ..sources.errors import CircuitOpen, SourceError
+from ..sources.errors import CircuitOpen
+from ..store.notified_orders import Notes
 from . import ccv_notified as notified
 from . import ccv_refused as refused
+from .ccv_probe import SharedProbe
 from .coordinator import HEALTHY_RECORDED_S, PAGE_ORDERS, Coordinator, Emit
 from .health import (
     Part,
@@ -55,15 +55,6 @@ class CCVSource(Protocol):
 
     async def probe(self) -> None:
         """Return when CCV answers and accepts the key; raise SourceError when not."""
-
-
-@dataclass
-class _Probe:
-    """One probe of the account: its verdict once it is in, and when it came in
-    (time.monotonic(); infinite while the probe is in flight)."""
-
-    verdict: asyncio.Future[Verdict]
-    answered_at: float = math.inf
 
 
 class CCVCoordinator(Coordinator[CCVSource]):
@@ -99,12 +90,13 @@ class CCVCoordinator(Coordinator[CCVSource]):
         # How long a notification's reference waits for its order to be tracked (None: no
         # receiver, so no notification comes).
         self.remember_ref_s = remember_ref_s
-        self._last_probe: _Probe | None = None
+        self._probes = SharedProbe(self.client.probe, self.reason)
         # The notified orders not answered yet (ccv_notified.py), read once, and the checks of
         # them the running check made (its own: `notified.holding`) until they are settled.
         self.notified_ids: set[str] | None = None
         self.notified_seen: contextvars.ContextVar[list[Observation] | None]
         self.notified_seen = contextvars.ContextVar(f"notified_seen {self.name}", default=None)
+        self.notes = Notes(self.store, self.source, self.account)  # records, written together
         self.witnesses = Witnesses(self._answered)
 
     async def check(
@@ -196,7 +188,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
         # While the account rests (a notification's check in its backoff), the probe waits for
         # the backoff too: a check's failure then adds nothing to what the account's says.
         if needs_probe(answers) and await self.resting(*self.checks_parts) is not None:
-            return [("probe", await self._probe(since=began))]
+            return [("probe", await self._probes.verdict(since=began))]
         return []
 
     async def _checks_verdict(
@@ -295,6 +287,8 @@ class CCVCoordinator(Coordinator[CCVSource]):
         error = await self._asking(ask, batcher)
         await notified.settle(self)
         self._count_unanswered(asked, report, error)
+        if not asked and error is None:
+            return await self._nothing_asked(report, via=via)
         answers = report.answers(error=error, complete=True, outages=self.outage_reasons)
         checks = verdict(answers)
         verdicts: list[tuple[Part, Verdict | None]] = [("checks", checks)]
@@ -313,6 +307,16 @@ class CCVCoordinator(Coordinator[CCVSource]):
         await self.settle(verdicts, via=via, report=report)
         return report
 
+    async def _nothing_asked(self, report: PassReport, *, via: Via) -> PassReport:
+        """A pass with no open order to ask: an account failing on its checks is asked the
+        probe, whose answer alone can end that failure (its orders untracked, say, after CCV
+        answered its own 404 for each); else it stayed failing for good, each catch-up exiting
+        0 while `status` said failing. Still failing, it is in the report's failing sources."""
+        state = await self.store.sources.state(self.source, self.account)
+        if "checks" in state.failing_parts:
+            await self.settle([("checks", await self._probes.verdict())], via=via, report=report)
+        return report
+
     async def _held(self, answers: PassAnswers) -> bool:
         """Whether checks that answered so keep an account failing on its checks though the
         probe answers, as they keep it at the daemon's probe tick (`probe_verdict`: only a
@@ -324,39 +328,8 @@ class CCVCoordinator(Coordinator[CCVSource]):
         """Ask CCV about an order id that does not exist: any answer that shows the key was
         accepted proves the account answers."""
         report = PassReport()
-        await self.settle([("probe", await self._probe())], via=via, report=report)
+        await self.settle([("probe", await self._probes.verdict())], via=via, report=report)
         return report
-
-    async def _probe(self, *, since: float | None = None) -> Verdict:
-        """Return whether the account answers: the verdict of a probe in flight or answered
-        after `since` (time.monotonic(); now when None), else of a new one. Notifications for
-        orders that fail alone (a 403 each) come in bursts, and each check then asks whether
-        the account answers: a probe answered after the check began tells as much as a new
-        one, so the burst costs one probe, not one per order."""
-        if since is None:
-            since = time.monotonic()
-        while (shared := self._last_probe) is not None and shared.answered_at >= since:
-            # Waited for, not awaited: a caller that is cancelled leaves the probe to the
-            # others, and one whose probe's sender was cancelled (a stop, a time limit) asks
-            # afresh, or shares the probe another waiter sent meanwhile.
-            await asyncio.wait({shared.verdict})
-            if not shared.verdict.cancelled():
-                return shared.verdict.result()
-        probe = self._last_probe = _Probe(asyncio.get_running_loop().create_future())
-        try:
-            try:
-                await self.client.probe()
-                verdict = Verdict(True)
-            except SourceError as exc:
-                verdict = Verdict(False, self.reason(exc))
-        except BaseException:
-            probe.verdict.cancel()
-            if self._last_probe is probe:
-                self._last_probe = None
-            raise
-        probe.answered_at = time.monotonic()
-        probe.verdict.set_result(verdict)
-        return verdict
 
     async def heartbeat(self) -> PassReport:
         """When no status request succeeded for a poll interval, probe once, so that /healthz
@@ -369,6 +342,10 @@ class CCVCoordinator(Coordinator[CCVSource]):
             return PassReport()
         if await self.resting(*self.checks_parts) is None:
             return PassReport()
+        if "checks" in state.failing_parts and not await self.store.orders.open_count(
+            self.source, self.account, settled_since=self.settled_since()
+        ):
+            return await self._nothing_asked(PassReport(), via="poll")
         return await self.probe(via="poll")
 
     async def note_notified(self, order_id: str, *, followed_only: bool = False) -> bool:

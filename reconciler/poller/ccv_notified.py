@@ -65,14 +65,8 @@ async def note(coordinator: CCVCoordinator, order_id: str, *, followed_only: boo
     # Before the write: one cancelled (a stop) may have committed all the same, and a notified
     # order this process does not know of would never be settled by its checks.
     ids.add(order_id)
-    kept = await notified_orders.note(
-        coordinator.store,
-        "ccv",
-        coordinator.account,
-        order_id,
-        coordinator.now(),
-        followed_only=followed_only,
-    )
+    # With the other records waiting for the writer meanwhile, in one transaction.
+    kept = await coordinator.notes.note(order_id, coordinator.now(), followed_only=followed_only)
     if kept:
         # Again once committed: a check's `settle` meanwhile (this write waited for the writer)
         # may have taken it out, and read what stands before this write was there.

@@ -111,9 +111,8 @@ class CCNowClient:
     async def pending_list(self) -> list[Observation]:
         """Return the orders CCNow lists as pending, as OK observations with their status.
 
-        A line that says no status (one that is not a status word, an error, a status word and
-        a code, `pending E42`, two lines that disagree, one no order id can be read from) is
-        left out, with one warning per answer
+        A line that says no status (one that is not a status word, an error, two lines that
+        disagree, one no order id can be read from) is left out, with one warning per answer
         naming them. A followed order on it is not on the list as read: a catch-up queries it
         on its own, as a poll does one the read before named (it left the list), and a due
         tick any other; that answer is its check. One nobody follows is no check of the
@@ -296,7 +295,7 @@ class CCNowClient:
                     raise EmptyAnswer("answer cut in its first order id")
                 answer = Answer((), ())  # cut just after its first line's id
             else:
-                answer = parse_answer(body, secrets=self._secrets, asked=order_ids, poll=True)
+                answer = parse_answer(body, secrets=self._secrets, asked=order_ids)
         except SourceError as exc:
             # parse_answer masked what it quoted; this catches anything it did not foresee.
             text = str(exc)

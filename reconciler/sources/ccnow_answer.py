@@ -12,7 +12,7 @@ from reconciler.model import CCNOW_ID_PATTERN, ccnow_id, hyphenated_match, same_
 from reconciler.redact import SecretForms, holds_secret, mask, text_forms
 from reconciler.sources.ccnow_words import DOCUMENTED as DOCUMENTED
 from reconciler.sources.ccnow_words import DOCUMENTED_BY_LOWER as DOCUMENTED_BY_LOWER
-from reconciler.sources.ccnow_words import is_data, may_refuse
+from reconciler.sources.ccnow_words import is_data
 from reconciler.sources.errors import (
     AuthenticationFailed,
     ProtocolError,
@@ -158,9 +158,8 @@ class OrderLine:
     # A status no word can be read from (`pending (awaiting)`, `mark_shipped.`): no error of
     # CCNow's, and no word of what CCNow did with the order.
     unreadable: bool = False
-    # Columns after its documented status were left out (`pending E42`; a poll reads no status
-    # from that one, `may_refuse`): no part of what a poll compares (`pending 2026-11-30` and
-    # `pending` are one answer); an action's answer reads it.
+    # Columns after its documented status were left out (`pending E42`): no part of what a poll
+    # compares (`pending 2026-11-30` and `pending` are one answer); an action's answer reads it.
     cut: bool = field(default=False, compare=False)
 
 
@@ -278,7 +277,6 @@ def parse_answer(
     *,
     secrets: Sequence[str] = (),
     asked: Sequence[str] | None = None,
-    poll: bool = False,
 ) -> Answer:
     """Parse an answer strictly: an `error_message` or anything off the protocol raises.
 
@@ -286,8 +284,7 @@ def parse_answer(
     list). An error line naming one of them, and a line that starts with one's id but reads
     no further, are that order's line (NOTES: per-order error lines inside a batch answer);
     the pending list's unreadable lines are skipped (`skipped`) when others read. None (an
-    action's post, whose answer says what was applied): nothing is tolerated. `poll`: a line
-    `may_refuse` takes is no status, its words (masked) kept as its unreadable line's error.
+    action's post, whose answer says what was applied): nothing is tolerated.
 
     Provider text quoted in an error is masked for `secrets` (in any encoding) before it is cut.
     """
@@ -312,7 +309,6 @@ def parse_answer(
     messages: list[str] = []
     unknown: str | None = None
     extra_columns: list[str] = []
-    coded: list[OrderLine] = []  # a poll's lines of a status and a code (`may_refuse`)
     unread: str | None = None  # the pending list's first line skipped
     skipped = 0
     for number, (raw, line) in enumerate(lines, 1):
@@ -328,9 +324,6 @@ def parse_answer(
                 unknown = raw
         elif rest and (order_id := ccnow_id(first)) is not None:
             order = order_line(order_id, rest, forms)
-            if poll and may_refuse(rest):  # `pending E42`: neither `pending` nor a new status
-                words = readable(mask(rest, forms, limit=MAX_TEXT_LENGTH))
-                coded.append(order := OrderLine(order_id, None, words, unreadable=True))
             orders.append(order)
             if order.cut:
                 extra_columns.append(order_id)
@@ -352,9 +345,6 @@ def parse_answer(
         raise OddLines(unread, kept, skipped)
     if unknown is not None:
         raise _error_answer("message", unknown, forms)
-    if coded:  # once per answer, with the first one's words as written (masked)
-        said = {"count": len(coded), "order_ids": [o.order_id for o in coded][:LOGGED_IDS]}
-        log.warning("ccnow.status_with_code", extra=fields(**said, words=coded[0].error))
     if extra_columns:
         # Once per answer: a layout CCNow changed shows on every line of every poll.
         log.debug(

@@ -23,10 +23,9 @@ _DIGIT = re.compile(r"[0-9]")
 # the carriers a shipment goes by (the document names `Fedex, DHL`). A listed code, not any
 # short word in capitals: `ERROR`, `FAIL`, `NO`, `VOID`, `HOLD` look the same and say how the
 # order stands. `NOK` (Norway's krone) is left out on purpose: it reads `not OK` as well.
-CARRIERS = frozenset({"ups", "usps", "fedex", "dhl", "tnt"})
-DATA_CODES = (
-    frozenset({"usd", "eur", "gbp", "cad", "aud", "nzd", "jpy", "chf", "sek", "dkk", "mxn"})
-    | CARRIERS
+DATA_CODES = frozenset(
+    {"usd", "eur", "gbp", "cad", "aud", "nzd", "jpy", "chf", "sek", "dkk", "mxn"}
+    | {"ups", "usps", "fedex", "dhl", "tnt"}
 )
 _COLUMNS = re.compile(r"[ \t]+")  # as an answer line's blanks (ccnow_answer.BLANKS)
 # A word that starts as an error or a refusal does (`ERR42`, `Failed-2`, `DECLINED05`), in any
@@ -36,8 +35,6 @@ _SAYS_ERROR = re.compile(
     r"(?<![A-Za-z0-9])(?:err|fail|invalid|unknown|deni|deny|declin|reject|refus)",
     re.I | re.ASCII,
 )
-# A code: letters, then a digit (`E42`, `NOK1`, `x_amount_1`), as a refusal's code is written.
-_CODE = re.compile(r"[A-Za-z][A-Za-z_-]*[0-9]", re.ASCII)
 
 
 def is_data(columns: str) -> bool:
@@ -48,21 +45,4 @@ def is_data(columns: str) -> bool:
     return all(
         _SAYS_ERROR.search(c) is None and (_DIGIT.search(c) is not None or c.lower() in DATA_CODES)
         for c in _COLUMNS.split(columns)
-    )
-
-
-def may_refuse(rest: str) -> bool:
-    """Whether a documented status word is followed by a column that may be a refusal's code
-    (`pending E42`, `pending NOK1`) or says a failure (`pending ERR42`, `pending USD FAIL`):
-    a poll takes neither for the status, nor for a new one (ccnow_answer.parse_answer). A code
-    after a carrier's is its tracking number (`DHL JD014600006281230704`); a date, an amount or
-    a code that starts with a digit (`1Z999AA10123456784`) is data, as before."""
-    first, *columns = _COLUMNS.split(rest)
-    if first.lower() not in DOCUMENTED_BY_LOWER:
-        return False
-    before = [first, *columns]
-    return any(
-        _SAYS_ERROR.search(c) is not None
-        or (_CODE.match(c) is not None and before[n].lower() not in CARRIERS)
-        for n, c in enumerate(columns)
     )

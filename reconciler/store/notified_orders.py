@@ -6,10 +6,15 @@ start's catch-up asks them all, end states too, and the account's recovery makes
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
+from dataclasses import dataclass, field
 
 from ..model import Source
 from .db import Store
+
+# Notes written in one transaction, at most (`Notes`).
+MAX_NOTES = 64
 
 # A repeat is a new call: its time is what a check must answer after.
 _UPSERT = (
@@ -34,6 +39,96 @@ async def note(
     cannot come between). Return whether it was remembered."""
     async with store.transaction(urgent=True):
         return await upsert(store, source, account, [order_id], now, followed_only=followed_only)
+
+
+@dataclass(slots=True)
+class _Note:
+    order_id: str
+    now: float
+    followed_only: bool
+    # Whether it was kept once its batch committed; None: the batch did not, it writes its own.
+    kept: asyncio.Future[bool | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Notes:
+    """`note` for one account, the notes that wait for the writer together written in one
+    transaction. Each notification's record waits for the writer before its 202; one
+    transaction each, a burst of them (a catch-up keeping the writer busy) queued one behind
+    the other, each holding the writer for its own statements and commit in turn, the last
+    one answered only after all of them. The first to wait leads a batch; those that come
+    while it waits join it, and are answered when its commit is on disk, as each alone."""
+
+    def __init__(
+        self, store: Store, source: Source, account: str, *, most: int = MAX_NOTES
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.account = account
+        self.most = most
+        self._open: list[_Note] | None = None  # the batch waiting for the writer
+
+    async def note(self, order_id: str, now: float, *, followed_only: bool = False) -> bool:
+        """`note` of one order, in the batch waiting for the writer if there is one. Raises
+        StoreError, the batch's: each note of it would have met the same."""
+        mine = _Note(order_id, now, followed_only)
+        batch = self._open
+        if batch is not None and len(batch) < self.most:
+            batch.append(mine)
+            kept = await mine.kept
+            if kept is not None:
+                return kept
+            # Its leader was cancelled before the batch committed (a stop): written alone.
+            return await note(
+                self.store, self.source, self.account, order_id, now, followed_only=followed_only
+            )
+        return await self._write([mine])
+
+    async def _write(self, batch: list[_Note]) -> bool:
+        """Lead `batch`: write it once the writer is ours; return the leader's outcome."""
+        self._open = batch
+        kept: list[bool] = []
+        rolled_back = False
+
+        def undo() -> None:
+            nonlocal rolled_back
+            rolled_back = True
+
+        try:
+            async with self.store.transaction(urgent=True):
+                if self._open is batch:
+                    self._open = None  # later ones wait for the next transaction
+                self.store.on_rollback(undo)
+                for n in batch:
+                    one = [n.order_id]
+                    only = n.followed_only
+                    kept.append(
+                        await upsert(
+                            self.store, self.source, self.account, one, n.now, followed_only=only
+                        )
+                    )
+        except BaseException as exc:
+            if self._open is batch:
+                self._open = None
+            if len(kept) == len(batch) and not rolled_back:
+                # Committed, the leader cancelled as it ended (commit.py): kept all the same.
+                _tell(batch, kept)
+            elif isinstance(exc, Exception):
+                for n in batch[1:]:
+                    if not n.kept.done():
+                        n.kept.set_exception(exc)
+            else:
+                _tell(batch, [None] * len(batch))  # not written: each writes its own
+            raise
+        _tell(batch, kept)
+        return kept[0]
+
+
+def _tell(batch: list[_Note], kept: list[bool] | list[None]) -> None:
+    for n, k in zip(batch[1:], kept[1:], strict=True):
+        if not n.kept.done():
+            n.kept.set_result(k)
 
 
 async def upsert(

@@ -1,14 +1,12 @@
-"""A poll's CCNow lines read by the rules an action's answer follows: a documented status word
-followed by a column that may be a refusal's code (`pending E42`, `pending NOK1`) or says a
-failure (`pending ERR42`) is no status of the order's, neither the word (`pending`, as if the
-line were clean) nor a new one (`pending ERR42`, moving the snapshot to it): that order's check
-fails, its snapshot unchanged, and the words are logged (masked) once per answer. Columns of
-data (a date, an amount, a carrier and its tracking number) still leave the status. A cut last
+"""A poll's CCNow lines: a documented status word followed by columns of data reads as that
+status, whatever the data looks like (a tracking number alone or before its carrier, a date, two
+parcels, a currency run into its amount): a rule that took letters-then-a-digit for a refusal's
+code failed such orders' checks on every pass and left a new order on the pending list
+unfollowed. (An action's answer is read by its own rule: writes/ccnow_outcome.py.) A cut last
 line asked again is compared as every other pair of an order's lines is (`same_answer`)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -18,21 +16,28 @@ from reconciler.model import OrderKey
 from reconciler.poller.ccnow import CCNowCoordinator
 from reconciler.sources.ccnow import CCNowClient
 from reconciler.sources.ccnow_answer import OrderLine, order_line, parse_answer
-from reconciler.sources.ccnow_words import may_refuse
 from tests.conftest import Clock
 from tests.fake_providers import FakeCCNow, ccnow_config
 from tests.poller.test_ccnow_parts import ccnow, order_kinds, track  # noqa: F401
 from tests.sources.test_ccnow import Collector, RawServer, chunked, failed, ok
 
 X, Y = "396-10-1142", "397-10-1159"
-CODED = ["pending E42", "pending ERR42", "pending NOK1", "PENDING e42", "mark_shipped USD R7"]
 DATA = [
     "pending 2026-11-30 12.50",
     "pending\tUSD",
     "mark_shipped UPS 1Z999AA10123456784",
-    "mark_shipped DHL JD014600006281230704",  # a code after its carrier: a tracking number
+    "mark_shipped DHL JD014600006281230704",
     "completed 2026-11-30T12:00:00Z",
     "pending $12.50",
+    "pending E42",  # a code or data: nothing says which, and the order is pending either way
+    "completed JD014600006281230704",  # a tracking number alone
+    "completed JD014600006281230704 DHL",  # before its carrier
+    "completed UPS 1Z 999 AA1 01 2345 6784",  # written with spaces
+    "completed 2026-11-30 LZ123456789US",  # after a date
+    "completed DHL JD0146000062 JD0146000063",  # two parcels
+    "pending USD12.50",
+    "pending EUR-10.00",
+    "pending Nov-30-2026",
 ]
 
 
@@ -40,34 +45,6 @@ DATA = [
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as opened:
         yield opened
-
-
-@pytest.mark.parametrize("rest", CODED)
-def test_a_code_after_a_status_word_may_be_a_refusal(rest: str) -> None:
-    assert may_refuse(rest)
-
-
-@pytest.mark.parametrize("rest", [*DATA, "pending", "pending review", "on hold 2"])
-def test_data_and_other_words_are_no_refusal(rest: str) -> None:
-    assert not may_refuse(rest)
-
-
-@pytest.mark.parametrize("rest", CODED)
-async def test_a_query_s_line_with_a_code_fails_that_order_alone(
-    fake_ccnow: FakeCCNow,
-    session: aiohttp.ClientSession,
-    rest: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    fake_ccnow.orders.update({X: rest, Y: "pending"})
-    emit = Collector()
-    with caplog.at_level(logging.WARNING, logger="reconciler.sources.ccnow"):
-        await CCNowClient(ccnow_config(fake_ccnow.url), session).query([X, Y], emit)
-    # Was `ok(X, "pending")` (its code a column of data) or `ok(X, "pending ERR42")`.
-    assert emit.seen == [failed(X, "order_error"), ok(Y, "pending")]
-    (record,) = [r for r in caplog.records if r.msg == "ccnow.status_with_code"]
-    said = vars(record)["fields"]
-    assert said == {"count": 1, "order_ids": [X], "words": rest}
 
 
 @pytest.mark.parametrize("rest", DATA)
@@ -80,16 +57,14 @@ async def test_a_query_s_columns_of_data_still_leave_the_status(
     assert emit.seen == [ok(X, rest.split()[0].lower())]
 
 
-async def test_the_pending_list_leaves_out_a_line_with_a_code(
-    fake_ccnow: FakeCCNow, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+async def test_the_pending_list_reads_a_status_before_columns_of_data(
+    fake_ccnow: FakeCCNow, session: aiohttp.ClientSession
 ) -> None:
-    fake_ccnow.orders.update({X: "pending NOK1", Y: "pending"})
-    fake_ccnow.pending_statuses = {"pending NOK1", "pending"}
-    with caplog.at_level(logging.WARNING, logger="reconciler.sources.ccnow"):
-        listed = await CCNowClient(ccnow_config(fake_ccnow.url), session).pending_list()
-    assert listed == [ok(Y, "pending")]  # was ok(X, "pending") too
-    unread = [r for r in caplog.records if r.msg == "ccnow.pending_lines_unreadable"]
-    assert [vars(r)["fields"]["order_ids"] for r in unread] == [[X]]
+    fake_ccnow.orders.update({X: "pending USD12.50", Y: "pending"})
+    fake_ccnow.pending_statuses = {"pending USD12.50", "pending"}
+    listed = await CCNowClient(ccnow_config(fake_ccnow.url), session).pending_list()
+    assert sorted(o.key.order_id for o in listed) == [X, Y]
+    assert {o.status for o in listed} == {"pending"}
 
 
 def test_an_action_s_answer_still_reads_the_status_and_its_columns() -> None:
@@ -98,22 +73,20 @@ def test_an_action_s_answer_still_reads_the_status_and_its_columns() -> None:
     assert (line.status, line.cut) == ("pending", True)
 
 
-async def test_a_poll_s_code_leaves_the_snapshot_as_it_was(
+async def test_a_followed_order_s_status_before_a_tracking_number_is_its_status(
     ccnow: tuple[CCNowCoordinator, Clock],  # noqa: F811
     fake_ccnow: FakeCCNow,
 ) -> None:
     coordinator, clock = ccnow
     await track(coordinator, clock, X)
-    fake_ccnow.orders = {X: "processing"}
+    fake_ccnow.orders = {X: "mark_shipped"}
     await coordinator.full_pass(via="catch-up")
-    for rest in ("pending E42", "pending ERR42"):
-        fake_ccnow.orders = {X: rest}
-        clock.now += 3600
-        await coordinator.full_pass(via="catch-up")
+    fake_ccnow.orders = {X: "completed JD014600006281230704 DHL"}
+    clock.now += 3600
+    await coordinator.full_pass(via="catch-up")
     key = OrderKey("ccnow", "default", X)
     state = (await coordinator.store.orders.load([key]))[key]
-    assert (state.status, state.failure_streak) == ("processing", 2)
-    assert await order_kinds(coordinator) == [("order.discovered", X)]
+    assert (state.status, state.failure_streak) == ("completed", 0)
 
 
 # --- order_line: the dropped columns said once, by the line --------------------------------------
