@@ -16,11 +16,16 @@ from .db import Store
 # A planned check past its bound by less than this is no step (rounding, the 10 % jitter).
 _SLACK_S = 1.0
 
-_PULL = (
-    "UPDATE orders INDEXED BY orders_due SET next_check_at = :now + {bound} "
+_AHEAD = (
     f"WHERE end_state = 0 AND next_check_at > :now AND next_check_at < {NEVER_SQL} "
     "AND source = :source AND account = :account AND next_check_at > :now + {bound} * 1.1 + :slack"
 ).format(bound="coalesce(interval_s, :longest)")
+# Read first: a due read must not wait for another process's write lock when nothing moves.
+_ANY = "SELECT 1 FROM orders INDEXED BY orders_due " + _AHEAD + " LIMIT 1"
+_PULL = (
+    "UPDATE orders INDEXED BY orders_due SET next_check_at = :now + coalesce(interval_s, :longest) "
+    + _AHEAD
+)
 
 
 async def pull_ahead(
@@ -32,6 +37,8 @@ async def pull_ahead(
     after a step back."""
     params = {"now": now, "source": source, "account": account}
     params |= {"longest": longest_s, "slack": _SLACK_S}
+    if not list(await store.conn.execute_fetchall(_ANY, params)):
+        return 0
     async with store.transaction():
         cursor = await store.conn.execute(_PULL, params)
         pulled = cursor.rowcount
