@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
     u = command("untrack", help="stop following orders")
     u.add_argument("source", choices=SOURCES)
-    u.add_argument("ids", nargs="+", metavar="ID")
+    u.add_argument("ids", nargs="*", metavar="ID")  # at least one: argtypes.with_ids
     u.add_argument("--account")
 
     o = command("orders", help="show the snapshot")
@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         ("adjust", "give pending orders a discount (--amount USD; refunded once completed)"),
     ):
         a = ws.add_parser(name, parents=[common], help=what)
-        a.add_argument("ids", nargs="+", metavar="ID")
+        a.add_argument("ids", nargs="*", metavar="ID")
         a.add_argument("--notes", metavar="T", help="shown to the consumer (x_notes_N)")
         a.add_argument("--carrier", metavar="C", help="tracking service (x_trackname_N)")
         a.add_argument("--number", metavar="N", help="tracking number (x_tracknumber_N)")
@@ -187,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
         )
         a.add_argument("--account", help="CCNow account name when there are several")
     rs = ws.add_parser("resolve", parents=[common], help="settle an uncertain action by hand")
-    rs.add_argument("id", metavar="ID")
+    rs.add_argument("id", nargs="?", metavar="ID")
     said = rs.add_mutually_exclusive_group(required=True)
     said.add_argument("--sent", action="store_true", help="CCNow has it (seen in the backroom)")
     said.add_argument("--not-sent", action="store_true", help="CCNow does not have it")
@@ -279,20 +279,7 @@ def _run(argv: Sequence[str], log_stream: TextIO | None) -> int:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse a command line; argparse exits 2 on a usage error."""
-    parser = _parser()
-    argv = list(argv)
-    cut = argv.index("--") if "--" in argv else len(argv)
-    args, extra = parser.parse_known_args(argv[:cut])
-    if not isinstance(getattr(args, "ids", None), list):
-        return parser.parse_args(argv)  # no ids to take: argparse's own reading, `--` and all
-    # `track ccv --ref REF ID`: argparse gives a `*` positional nothing when an option comes
-    # before its values, and leaves the ids over; they are the command's ids, and so is
-    # everything after `--` (an id may begin with "-").
-    args.ids += [a for a in extra if not a.startswith("-")] + argv[cut + 1 :]
-    unknown = [a for a in extra if a.startswith("-")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args
+    return argtypes.with_ids(_parser(), argv)
 
 
 def run_command(args: argparse.Namespace) -> int:

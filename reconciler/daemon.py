@@ -33,7 +33,7 @@ from .logs import fields
 from .metrics import Metrics
 from .passes.hint_gate import MAX_WAIT_S
 from .poller.coordinator import MAX_TICK_S, NamedReport
-from .poller.unconfigured import unconfigured_accounts, warn_unconfigured
+from .poller.unconfigured import warn_not_configured
 from .redact import config_secrets
 from .runtime import INTEGRITY_CHECK_MAX_BYTES, Runtime, check_store
 from .scheduler import Scheduler
@@ -382,7 +382,7 @@ async def run_daemon(
     try:
         async with Runtime(config, outbox_tick_s=ticks.outbox_s, hint_wait_s=ticks.hint_s) as rt:
             await check_store(rt.store, max_bytes=integrity_check_max_bytes)
-            warn_unconfigured(await unconfigured_accounts(config, rt.store))
+            await warn_not_configured(config, rt.store)
             rt.store.health.watch(on_corrupt=stopping.set)
             served = Daemon(config, rt, notifier, ticks=ticks)
             await served.serve(stopping)

@@ -7,6 +7,7 @@ import argparse
 import math
 import re
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import NoReturn
 
@@ -24,6 +25,28 @@ class Parser(argparse.ArgumentParser):
         for line in f"{self.format_usage()}{self.prog}: error: {message}".splitlines():
             say(line)
         self.exit(EX_USAGE)
+
+
+def with_ids(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse a command line whose order ids may follow its options and `--` (an id may begin
+    with "-"); a command taking ids (but `track`, which may read them from a file) needs one."""
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, extra = parser.parse_known_args(argv[:cut])
+    if not isinstance(getattr(args, "ids", None), list):
+        args = parser.parse_args(argv)  # no ids to take: argparse's own reading, `--` and all
+    else:
+        # `track ccv --ref REF ID`: argparse gives a `*` positional nothing when an option comes
+        # before its values, and leaves the ids over; they are the command's ids, and so is
+        # everything after `--`.
+        args.ids += [a for a in extra if not a.startswith("-")] + argv[cut + 1 :]
+        unknown = [a for a in extra if a.startswith("-")]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    # The ids are `*` (`?` for one) so that argparse takes none before `--`; required here.
+    if args.command != "track" and getattr(args, "ids", getattr(args, "id", "")) in ([], None):
+        parser.error("the following arguments are required: ID")
+    return args
 
 
 def _number(text: str) -> float:

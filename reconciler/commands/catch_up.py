@@ -11,7 +11,7 @@ import time
 from ..config import Config
 from ..exits import EX_OK, EX_TEMPFAIL, UsageError
 from ..logs import fields
-from ..poller.unconfigured import unconfigured_accounts, warn_unconfigured
+from ..poller.unconfigured import warn_not_configured
 from .accounts import account_names
 from .permissions import warn_same_accounts, warn_short_retention, warn_short_webhook_secrets
 from .progress import progress
@@ -33,7 +33,9 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
     warn_short_webhook_secrets(config)
     async with Runtime(config) as rt:
         started = time.monotonic()
-        warn_unconfigured(await unconfigured_accounts(config, rt.store), args.source)
+        # Before retention lets go of the backlogs of sinks no longer configured: said, and
+        # counted undelivered (75).
+        unconfigured = await warn_not_configured(config, rt.store, args.source)
         # Every open order still watched: what a catch-up asks.
         due = await rt.store.orders.due_counts(
             math.inf, now=time.time(), watched=config.watch_settled()
@@ -51,7 +53,7 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
                 await delivering
         await rt.delivery.drain(max(end - time.monotonic(), 0.0))
         await rt.prune()  # also lets go of the rows of sinks no longer configured
-        undelivered = await rt.store.outbox.pending_counts()
+        undelivered = unconfigured | await rt.store.outbox.pending_counts()
         # A dead letter is an event its sink does not have, as much as a pending one.
         dead = {k: v for k, v in rt.delivery.dead_letters.items() if v}
         delivered = not any(undelivered.values()) and not dead

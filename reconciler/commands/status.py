@@ -10,7 +10,7 @@ import time
 
 from ..config import Config
 from ..exits import EX_OK
-from ..poller.unconfigured import warn_unconfigured
+from ..poller.unconfigured import warn_unconfigured, warn_unconfigured_sinks
 from ..store import Store
 from ..store.files import DatabaseFile
 from .status_report import gather_status, to_json
@@ -35,6 +35,7 @@ async def status_command(config: Config, args: argparse.Namespace) -> int:
     finally:
         database.close()
     warn_unconfigured(status.unconfigured)
+    warn_unconfigured_sinks({name: (n, oldest) for name, n, oldest in status.unconfigured_sinks})
     if args.json:
         print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
     else:

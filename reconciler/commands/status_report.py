@@ -21,6 +21,7 @@ from ..poller.unconfigured import (
     Unconfigured,
     configured,
     unconfigured_accounts,
+    unconfigured_sinks,
     unsettled_writes,
 )
 from ..sinks import sink_names
@@ -80,6 +81,7 @@ class SinkStatus:
     dead: int  # dead-lettered: wait for `replay`
     disabled: str | None  # why its receiver is gone, if it is
     disabled_since: float | None = None  # since when (the 410), if it is
+    configured: bool = True  # False: a name the config no longer names, holding events
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ class Status:
     store: StoreStatus
     last_pass: LastPass | None  # None: no pass has finished yet
     unconfigured: tuple[Unconfigured, ...] = ()  # accounts of the store the config does not name
+    # Sink names the config does not name that hold undelivered events: (name, count, oldest).
+    unconfigured_sinks: tuple[tuple[str, int, float], ...] = ()
 
 
 async def gather_status(
@@ -209,13 +213,18 @@ async def _gather(
         )
     deliveries = await store.outbox.counts()
     disabled = await store.outbox.disabled_since()
+    gone = await unconfigured_sinks(config, store)
     sinks = tuple(
         SinkStatus(name, *deliveries.get(name, (0, 0)), *disabled.get(name, (None, None)))
         for name in sink_names(config)
+    ) + tuple(
+        SinkStatus(name, n, deliveries[name][1], None, configured=False)
+        for name, (n, _) in gone.items()
     )
     recorded = await store.recorded_failure()
     found = StoreStatus(path, True, file_size(path), _free_bytes(path), recorded)
-    return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured)
+    kept = tuple((name, n, oldest) for name, (n, oldest) in gone.items())
+    return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured, kept)
 
 
 def _by_account(subs: Sequence[Submission]) -> dict[tuple[Source, str], tuple[str, ...]]:
@@ -301,6 +310,7 @@ def to_json(status: Status) -> dict[str, Any]:
                 "dead": s.dead,
                 "disabled": s.disabled,
                 "disabled_since": ts(s.disabled_since),
+                "configured": s.configured,
             }
             for s in status.sinks
         ],

@@ -111,7 +111,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
     ]
     sinks = [
         [
-            s.name,
+            s.name if s.configured else Cell(f"{s.name} (not configured)", "yellow"),
             _when(s.backlog, "yellow"),
             _when(s.dead, "red"),
             Cell(_disabled(s.disabled, s.disabled_since), "red") if s.disabled else "-",

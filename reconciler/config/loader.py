@@ -41,10 +41,12 @@ from .secret import (
     inline_secrets,
     min_length,
     secret_names,
+    sent_problem,
     token_problem,
 )
 from .sinks import SinkReader, secret_key
 from .table import Table, control_problem, file_path
+from .toml_errors import toml_error
 from .values import may_be_one_address, parse_duration, parse_listen, type_name
 
 if sys.version_info >= (3, 11):
@@ -91,7 +93,7 @@ def load_config(path: str | Path, *, secrets_optional: bool = False) -> Config:
         # Windows editors (Notepad) begin a UTF-8 file with a BOM, which TOML does not allow.
         data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "-", f"invalid TOML: {exc}") from None
+        raise ConfigError(file, *toml_error(text, str(exc))) from None
     except RecursionError:
         # tomllib recurses per level of nesting: `x = [[[[...]]]]` was a traceback (exit 70).
         raise ConfigError(file, "-", "invalid TOML: it nests too deep") from None
@@ -206,9 +208,8 @@ class Loader:
         env, credentials = secret_names("ccv", name, single, "api_key")
         base_url = table.url("base_url", base=True).rstrip("/")
         auth = table.choice("auth", AUTH_SCHEMES, "basic")
-        api_key = self.secrets.required(
-            table, "api_key", env, credentials, None if auth == "basic" else header_key_problem
-        )
+        check = sent_problem if auth == "basic" else header_key_problem
+        api_key = self.secrets.required(table, "api_key", env, credentials, check)
         auth_header = table.string("auth_header", "Authorization")
         if not _HEADER_NAME.fullmatch(auth_header):
             raise table.error("auth_header", "not a valid HTTP header name")
@@ -263,7 +264,7 @@ class Loader:
         token_env, token_credentials = secret_names("ccnow", name, single, "notification_token")
         url = table.url("url")
         client_id = table.string("client_id", trimmed=True)
-        password = self.secrets.required(table, "password", env, credentials)
+        password = self.secrets.required(table, "password", env, credentials, sent_problem)
         return CCNowConfig(
             name=name,
             url=url,

@@ -136,9 +136,19 @@ def api_token_problem(value: str) -> str | None:
     return None
 
 
+def sent_problem(value: str) -> str | None:
+    # An API key or password is sent as written: blanks at an end (a paste) passed `check` and
+    # surfaced only later, as the provider's 401.
+    if value != value.strip():
+        return "must not begin or end with white space (it would be sent so and refused)"
+    return None
+
+
 def header_key_problem(value: str) -> str | None:
     # With auth = "bearer" or "header" the key goes into the header as it is: aiohttp sent a
     # key beyond ASCII as UTF-8 bytes, which servers read as latin-1 or refuse.
+    if problem := sent_problem(value):
+        return problem
     if not value.isascii():
         return "must be ASCII with auth 'bearer' or 'header' (an HTTP header carries it as it is)"
     return None

@@ -308,13 +308,21 @@ class CCVCoordinator(Coordinator[CCVSource]):
         return report
 
     async def _nothing_asked(self, report: PassReport, *, via: Via) -> PassReport:
-        """A pass with no open order to ask: an account failing on its checks is asked the
-        probe, whose answer alone can end that failure (its orders untracked, say, after CCV
-        answered its own 404 for each); else it stayed failing for good, each catch-up exiting
-        0 while `status` said failing. Still failing, it is in the report's failing sources."""
+        """A pass with no order to ask: an account failing on its checks or its probe is asked
+        the probe (once its backoff is over), whose answer alone can end that failure (its
+        orders untracked, say, after CCV answered its own 404 for each); else it stayed failing
+        for good, each catch-up exiting 0 while `status` said failing. Still failing, it is in
+        the report's failing sources."""
         state = await self.store.sources.state(self.source, self.account)
-        if "checks" in state.failing_parts:
-            await self.settle([("checks", await self._probes.verdict())], via=via, report=report)
+        parts = [p for p in self.checks_parts if p in state.failing_parts]
+        if parts and await self.resting(*self.checks_parts) is not None:
+            probed = await self._probes.verdict()
+            if not probed.ok:  # a 401 keeps its mark: the probe that answers ends that failure
+                probed = replace(probed, key_refused=is_key_refused(probed.reason or ""))
+            await self.settle([(p, probed) for p in parts], via=via, report=report)
+            state = await self.store.sources.state(self.source, self.account)
+        if state.failing and self.name not in report.failed_sources:
+            report.failed_sources[self.name] = state.last_error or "failed"
         return report
 
     async def _held(self, answers: PassAnswers) -> bool:
@@ -342,15 +350,19 @@ class CCVCoordinator(Coordinator[CCVSource]):
             return PassReport()
         if await self.resting(*self.checks_parts) is None:
             return PassReport()
-        if "checks" in state.failing_parts and not await self.store.orders.open_count(
-            self.source, self.account, settled_since=self.settled_since()
+        if (
+            "checks" in state.failing_parts
+            and not await self.store.orders.open_count(
+                self.source, self.account, settled_since=self.settled_since()
+            )
+            and not await notified.due(self, every=True)  # asked by the due checks, end states too
         ):
             return await self._nothing_asked(PassReport(), via="poll")
         return await self.probe(via="poll")
 
-    async def note_notified(self, order_id: str, *, followed_only: bool = False) -> bool:
-        """Keep a notification of an order (with `followed_only`: if followed) until a check of
-        it answers; return whether it was kept."""
+    async def note_notified(self, order_id: str, *, followed_only: bool = True) -> bool:
+        """Keep a notification of an order (with `followed_only`, the default: if followed)
+        until a check of it answers; return whether it was kept."""
         return await notified.note(self, order_id, followed_only=followed_only)
 
     async def record_reference(self, reference: str) -> None:

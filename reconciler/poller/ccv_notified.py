@@ -57,9 +57,10 @@ async def known(coordinator: CCVCoordinator) -> set[str]:
     return coordinator.notified_ids
 
 
-async def note(coordinator: CCVCoordinator, order_id: str, *, followed_only: bool = False) -> bool:
-    """Keep a notification of an order (with `followed_only`, of a followed one only) before
-    its check: it stands until one answers. Return whether it was kept."""
+async def note(coordinator: CCVCoordinator, order_id: str, *, followed_only: bool = True) -> bool:
+    """Keep a notification of an order (with `followed_only`, the default, of a followed one
+    only: one untracked since the caller found it followed would stand for ever) before its
+    check: it stands until one answers. Return whether it was kept."""
     ids = await known(coordinator)
     known_before = order_id in ids
     # Before the write: one cancelled (a stop) may have committed all the same, and a notified
@@ -72,8 +73,8 @@ async def note(coordinator: CCVCoordinator, order_id: str, *, followed_only: boo
         # may have taken it out, and read what stands before this write was there.
         ids.add(order_id)
     elif not known_before:
-        # Not kept (followed no longer), but one kept earlier stands (untracked by another
-        # process, which leaves it): known still, or tracked again it would never be settled.
+        # Not kept (followed no longer); one kept earlier went with the untrack (the store's
+        # trigger), and one this process knew stays known: settling it takes nothing.
         ids.discard(order_id)
     return kept
 

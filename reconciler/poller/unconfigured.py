@@ -6,6 +6,11 @@ a CCNow action left uncertain, a CCNow action queued), so `check`, `run`, `catch
 say so, one warning line per such account with open orders or such writes, rather than leave
 them silently unchecked. It is a warning, not a failure: the accounts that are configured were
 all asked, and trying again changes nothing.
+
+So too the undelivered events of a sink name the config no longer names: an unnamed sink is
+named by its type and position (`jsonl`, `jsonl-2`), so removing or adding one renames those
+after it, and their backlogs would wait under names nothing delivers to, until retention lets go
+of them. `run`, `catch-up` and `status` say so; `catch-up` counts them undelivered (75).
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..config import Config
+from ..json_text import iso_time
 from ..logs import fields
 from ..model import SOURCES, Source
 from ..store import Store, unsettled
@@ -139,3 +145,62 @@ def warn_unconfigured(found: Iterable[Unconfigured], source: Source | None = Non
                     hint=u.hint,
                 ),
             )
+
+
+async def unconfigured_sinks(config: Config, store: Store) -> dict[str, tuple[int, float]]:
+    """Undelivered events, by the sink name the store holds them under that the config does
+    not name: how many, and the time of the oldest."""
+    from ..sinks import sink_names
+
+    names = set(sink_names(config))
+    pending = await store.outbox.pending_since()
+    return {sink: pending[sink] for sink in sorted(pending) if sink not in names}
+
+
+def warn_unconfigured_sinks(found: Mapping[str, tuple[int, float]]) -> None:
+    """One warning line per sink name no longer configured that holds undelivered events."""
+    for sink, (count, oldest) in found.items():
+        since = iso_time(oldest)
+        log.warning(
+            "sinks.sink_not_configured",
+            extra=fields(
+                sink=sink,
+                undelivered=count,
+                oldest=since,
+                hint=f"the config names no sink {sink!r} (an unnamed sink is named by its type "
+                "and position: removing or adding one renames those after it); name the sink "
+                f"that should have them name = {sink!r}, or send them with `reconciler replay "
+                f"--sink NAME --since {since}`: retention lets go of them",
+            ),
+        )
+
+
+async def warn_not_configured(
+    config: Config, store: Store, source: Source | None = None
+) -> dict[str, int]:
+    """Say the accounts and sink names of the store the config no longer names, and a sink
+    name now sending elsewhere than its backlog was made for (at start); return the
+    undelivered events per sink name no longer configured."""
+    from ..sinks import sink_configs, sink_target
+
+    warn_unconfigured(await unconfigured_accounts(config, store), source)
+    sinks = await unconfigured_sinks(config, store)
+    warn_unconfigured_sinks(sinks)
+    targets = {sc.name: sink_target(sc) for sc in sink_configs(config)}
+    before = await store.outbox.swap_targets(targets)  # said once: recorded from now on
+    pending = await store.outbox.pending_counts()
+    for sink, target in targets.items():
+        if pending.get(sink) and before.get(sink, target) != target:
+            log.warning(
+                "sinks.sink_target_changed",
+                extra=fields(
+                    sink=sink,
+                    was=before[sink],
+                    now=target,
+                    undelivered=pending[sink],
+                    hint="its undelivered events, made for the sink it was, go to the one it "
+                    "is now (an unnamed sink is named by its type and position: adding or "
+                    "removing one renames those after it); give each sink a `name`",
+                ),
+            )
+    return {sink: count for sink, (count, _) in sinks.items()}

@@ -162,6 +162,7 @@ class Hub:
     async def health(self) -> Health:
         """Return per-source health, the store's and the outbox backlog for /healthz."""
         store = self.store
+        store.health.check_file()  # a store gone commits on as if nothing happened
         try:
             states = {(s.source, s.account): s for s in await store.sources.states()}
             backlog = await store.outbox.pending_counts()

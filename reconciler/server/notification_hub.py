@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from ..logs import fields
-from ..store import StoreError
+from ..store import CancelledAfterCommit, StoreError
 from .health import Health
 from .screen import CCVCall
 
@@ -98,10 +98,11 @@ async def record_ccv(
         write = hub.record_ccv_order(named.account, named.value)
     else:
         write = hub.record_ccv_reference(named.account, named.value)
-    task = asyncio.ensure_future(write)
+    committed: list[bool] = []  # whether the stop cancelled it as its COMMIT landed
+    task = asyncio.ensure_future(_writing(write, committed))
     writes.add(task)
     left: list[bool] = []  # whether the caller stopped waiting: the write's end tells then
-    task.add_done_callback(_ended(writes, left, named.account, what))
+    task.add_done_callback(_ended(writes, left, named.account, what, committed))
     try:
         # Waited for, not awaited: a caller cancelled meanwhile leaves the write to end.
         await asyncio.wait({task}, timeout=timeout_s)
@@ -110,7 +111,17 @@ async def record_ccv(
             left.append(True)
     if not task.done():
         return False  # the check runs all the same, and records it again
-    return _outcome(task, named.account, what)
+    return _outcome(task, named.account, what, committed)
+
+
+async def _writing(write: Awaitable[bool], committed: list[bool]) -> bool:
+    """Run a record's write, noting a cancellation that came as its COMMIT landed: the task
+    then ends cancelled all the same, though the record is in the store."""
+    try:
+        return await write
+    except CancelledAfterCommit:
+        committed.append(True)
+        raise
 
 
 async def end_writes(writes: set[asyncio.Task[bool]], timeout_s: float) -> None:
@@ -127,19 +138,33 @@ async def end_writes(writes: set[asyncio.Task[bool]], timeout_s: float) -> None:
 
 
 def _ended(
-    writes: set[asyncio.Task[bool]], left: list[bool], account: str, what: dict[str, str]
+    writes: set[asyncio.Task[bool]],
+    left: list[bool],
+    account: str,
+    what: dict[str, str],
+    committed: list[bool],
 ) -> Callable[[asyncio.Task[bool]], None]:
     def ended(task: asyncio.Task[bool]) -> None:
         writes.discard(task)
         if left:
-            _outcome(task, account, what)
+            _outcome(task, account, what, committed)
 
     return ended
 
 
-def _outcome(task: asyncio.Task[bool], account: str, what: dict[str, str]) -> bool:
-    """Return whether the ended write recorded the notification; log one line if it failed."""
+def _outcome(
+    task: asyncio.Task[bool], account: str, what: dict[str, str], committed: list[bool]
+) -> bool:
+    """Return whether the ended write recorded the notification; log one line if it failed,
+    or if the stop cancelled it as it was written."""
     if task.cancelled():
+        if committed:
+            # Kept: the next start's catch-up asks it first, though the stop cut its check.
+            log.info(
+                "notification.recorded",
+                extra=fields(source="ccv", account=account, at="stop", **what),
+            )
+            return True
         not_recorded(account, "receipt", "stopped before it was written", **what)
         return False
     exc = task.exception()

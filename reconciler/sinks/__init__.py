@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from ..config import (
     CommandSinkConfig,
@@ -30,6 +32,25 @@ def sink_configs(config: Config) -> list[SinkConfig]:
 def sink_names(config: Config) -> list[str]:
     """Return the names of the sinks events go to, in delivery order."""
     return [s.name for s in sink_configs(config)]
+
+
+def sink_target(sc: SinkConfig) -> str:
+    """Where a sink sends, for telling whether a sink name now sends elsewhere: its type and
+    file, URL origin or program, never a secret (a webhook URL's path or query, a command's
+    arguments may hold one: only a short fingerprint of them is kept)."""
+    if isinstance(sc, JsonlSinkConfig):
+        return f"jsonl {sc.path}"
+    if isinstance(sc, WebhookSinkConfig):
+        url = urlsplit(sc.url)
+        origin = f"{url.scheme}://{url.hostname}{'' if url.port is None else f':{url.port}'}"
+        return f"webhook {origin} #{_fingerprint(sc.url)}"
+    if isinstance(sc, CommandSinkConfig):
+        return f"command {sc.command[0]} #{_fingerprint(chr(0).join(sc.command))}"
+    return sc.type
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:

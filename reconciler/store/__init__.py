@@ -7,11 +7,13 @@ group of tables.
 
 from __future__ import annotations
 
+from .commit import CancelledAfterCommit
 from .db import Store
 from .errors import StoreError, StoreFull, StoreLocked, WriterLockHeld, named_unusable
 from .files import WriterLock
 
 __all__ = [
+    "CancelledAfterCommit",
     "Store",
     "StoreError",
     "StoreFull",

@@ -11,7 +11,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -329,6 +329,27 @@ class OutboxRows:
         )
         async with self._conn.execute(sql, (sink, sink)) as cur:
             return {r[0]: r[1] for r in await cur.fetchall()}
+
+    async def pending_since(self) -> dict[str, tuple[int, float]]:
+        """Return pending deliveries per sink: how many, and the time of the oldest event."""
+        sql = (
+            "SELECT d.sink, count(*), min(e.time) FROM deliveries d "
+            "JOIN events e ON e.seq = d.event_seq WHERE d.state = 'pending' GROUP BY d.sink"
+        )
+        return {r[0]: (r[1], r[2]) for r in await self._conn.execute_fetchall(sql)}
+
+    async def swap_targets(self, targets: Mapping[str, str]) -> dict[str, str]:
+        """Record where each sink name sends now (sinks.sink_target); return the targets
+        recorded before (none for a store that recorded none)."""
+        async with self._store.transaction():
+            sql = "SELECT value FROM meta WHERE key = 'sink_targets'"
+            rows = list(await self._conn.execute_fetchall(sql))
+            before: dict[str, str] = json.loads(rows[0][0]) if rows else {}
+            await self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('sink_targets', ?)",
+                (json.dumps(before | dict(targets)),),
+            )
+        return before
 
     async def dead_counts(self) -> dict[str, int]:
         """Return dead-lettered deliveries per sink."""

@@ -24,7 +24,7 @@ from ..paths import WAL, beside
 
 log = logging.getLogger("reconciler.store")
 
-Kind = Literal["corrupt", "full", "busy", "io"]
+Kind = Literal["corrupt", "full", "busy", "io", "gone"]
 
 # Result code names (sqlite3 errors carry them from Python 3.11 on) and, for older Pythons,
 # the words of SQLite's messages for the same codes.
@@ -125,6 +125,15 @@ def is_unusable(exc: BaseException) -> bool:
     return str(exc).startswith(_NOT_THE_STATEMENTS)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode a path names, None when it names nothing."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
 def file_size(path: Path) -> int:
     """Return the bytes of a database file and its write-ahead log."""
     wal = beside(path, WAL)
@@ -151,6 +160,8 @@ class StoreHealth:
         self.clock = clock
         self.current: Episode | None = None
         self.last: Episode | None = None  # the latest episode that ended
+        # The file the store opened (made just after opening): its path must go on naming it.
+        self._file = _identity(path)
         self._watching = False
         self._on_corrupt: Callable[[], None] = lambda: None
 
@@ -180,11 +191,31 @@ class StoreHealth:
             self._on_corrupt()
         return kind
 
+    def check_file(self) -> None:
+        """Start a `gone` episode when the store's path no longer names the open file (its
+        directory deleted, the file moved or replaced): every write would go into a file that
+        nothing reads, and the next `catch-up` would make a fresh store beside it. It ends
+        when the path names the file again."""
+        gone = self._file is not None and _identity(self.path) != self._file
+        if gone and (self.current is None or self.current.kind != "gone"):
+            error = f"database file {self.path} is gone (removed or replaced while in use)"
+            self.current = Episode(self.clock(), error, "gone")
+            if self._watching:
+                log.error(
+                    "store.failing", extra=fields(store=str(self.path), kind="gone", error=error)
+                )
+        elif not gone and self.current is not None and self.current.kind == "gone":
+            self._ended(self.current)
+
     def committed(self) -> None:
-        """Record a committed write: a failure episode ends."""
+        """Record a committed write: a failure episode ends, but that of a store gone."""
+        self.check_file()
         episode = self.current
-        if episode is None:
+        if episode is None or episode.kind == "gone":
             return
+        self._ended(episode)
+
+    def _ended(self, episode: Episode) -> None:
         now = self.clock()
         self.current, self.last = None, Episode(episode.since, episode.error, episode.kind, now)
         if self._watching:

@@ -315,6 +315,17 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX submissions_live ON submissions (account, external_reference)
         WHERE state != 'failed' AND superseded_at IS NULL
     """,
+    # 28: a notification kept for an order goes with the order (untracked, pruned): it stood
+    # for ever, and a track of the order again made that old call due as a new one
+    """
+    DELETE FROM notified_orders WHERE NOT EXISTS (SELECT 1 FROM orders AS o
+        WHERE (o.source, o.account, o.order_id)
+            = (notified_orders.source, notified_orders.account, notified_orders.order_id));
+    CREATE TRIGGER notified_orders_delete AFTER DELETE ON orders BEGIN
+        DELETE FROM notified_orders
+            WHERE source = old.source AND account = old.account AND order_id = old.order_id;
+    END
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

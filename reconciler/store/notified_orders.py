@@ -2,7 +2,9 @@
 once and never again, so an acknowledged notification stands here until a check of its order
 answers (a status, CCV's own "not found"), whatever failed meanwhile (a 5xx after retries, a
 timeout, the account's outage, a stop). Such orders are asked again at `next_at`, the next
-start's catch-up asks them all, end states too, and the account's recovery makes them due."""
+start's catch-up asks them all, end states too, and the account's recovery makes them due. One
+goes with its order (untracked, pruned: a trigger, migration 28): tracked again, the order has
+no old call standing to be asked as a new one."""
 
 from __future__ import annotations
 

@@ -69,21 +69,22 @@ async def test_a_full_disk_at_start_is_a_temporary_failure_naming_the_file(
         assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
         fillers = [fill(mounted)]
         # The lock file is there from the track: SQLite finds no space (for its -shm index).
-        for command in ("catch-up", "run"):
-            result = await run_cli("--config", cfg, command)
+        # `catch-up` through the console script's entry in this process, `run` as a process.
+        for command, runs in (("catch-up", call_cli), ("run", run_cli)):
+            result = await runs("--config", cfg, command)
             # 75, not 74: the unit's RestartPreventExitStatus=74 kept it failed after space was
             # freed.
             assert_one_line(result, 75, str(db), "the disk is full")
         # A new lock file cannot take the process id.
         (mounted / "reconciler.db.lock").unlink()
         fillers.append(fill(mounted))
-        for command in ("catch-up", "run"):
-            result = await run_cli("--config", cfg, command)
+        for command, runs in (("catch-up", call_cli), ("run", run_cli)):
+            result = await runs("--config", cfg, command)
             assert_one_line(result, 75, f"{db}.lock", "the disk is full")
         # Space comes back: the same command goes through.
         for filler in fillers:
             filler.unlink()
-        result = await run_cli("--config", cfg, "catch-up")
+        result = await call_cli("--config", cfg, "catch-up")
         assert result.code == 0, result.stderr
 
 

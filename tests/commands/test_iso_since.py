@@ -82,7 +82,10 @@ def _read(parse: object, text: str) -> datetime | str:
 
 
 @needs_311
-@settings(max_examples=3000, deadline=None)
+# 1,500 examples: each kind of near miss the reader once took (a dash or colon left out in
+# one place, an offset to the second, digits of another script) still comes up in most runs,
+# and each is pinned below as an example of its own; 3,000 made this the suite's costliest test.
+@settings(max_examples=1500, deadline=None)
 @given(_iso_texts())
 def test_since_on_310_reads_what_311_reads(case: tuple[str, bool]) -> None:
     # On 3.10 a `--since` that its own fromisoformat refuses is read by from_iso_basic: it
@@ -100,6 +103,7 @@ def test_since_on_310_reads_what_311_reads(case: tuple[str, bool]) -> None:
     ("text", "expected"),
     [
         ("20261201T093227.5+0100", datetime(2026, 12, 1, 9, 32, 27, 500000, timezone(HOUR))),
+        ("20261201T093227+020000", datetime(2026, 12, 1, 9, 32, 27, 0, timezone(2 * HOUR))),
         (
             "2026-12-01T09:32:27+01:00:30.5",
             datetime(2026, 12, 1, 9, 32, 27, 0, timezone(HOUR + timedelta(seconds=30.5))),

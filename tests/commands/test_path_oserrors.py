@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Result, assert_one_line, cli_env, run_cli, write_config
+from tests.conftest import (
+    REPO,
+    Result,
+    assert_one_line,
+    call_cli,
+    cli_env,
+    run_cli,
+    write_config,
+)
 from tests.fake_providers import FakeCCNow, FakeCCV
 
 # One component over NAME_MAX (255 bytes): every stat of a path through it is ENAMETOOLONG.
@@ -72,7 +80,7 @@ async def test_a_store_path_with_a_name_too_long_is_the_store_error_74(
     cfg = write_config(tmp_path, ccv=fake_ccv)
     store = tmp_path / TOO_LONG / "reconciler.db"
     _store_at(cfg, tmp_path, store)
-    result = await run_cli("--config", cfg, *command)
+    result = await call_cli("--config", cfg, *command)
     assert_one_line(result, 74, f"reconciler: cannot use database {store}: File name too long")
     assert result.stdout == ""
 
@@ -103,7 +111,7 @@ async def test_a_credentials_directory_with_a_name_too_long_is_a_config_error_78
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
     creds = tmp_path / TOO_LONG
-    result = await run_cli(
+    result = await call_cli(
         "--config", cfg, *command, env=_bare_env(CREDENTIALS_DIRECTORY=str(creds))
     )
     assert_one_line(
@@ -121,7 +129,7 @@ async def test_a_credentials_directory_with_a_name_too_long_counts_as_not_given_
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
     env = _bare_env(CREDENTIALS_DIRECTORY=str(tmp_path / TOO_LONG))
     for command in (("status", "--json"), ("orders",), ("events",), ("track", "ccv", "X1")):
-        result = await run_cli("--config", cfg, *command, env=env)
+        result = await call_cli("--config", cfg, *command, env=env)
         assert result.code == 0, result.stderr
         assert "Traceback" not in result.stderr
 
@@ -153,7 +161,7 @@ async def test_check_pricing_with_a_config_path_too_long_needs_no_config(
     order = tmp_path / "order.json"
     order.write_text("{}", encoding="utf-8")
     config = tmp_path / TOO_LONG / "reconciler.toml"
-    result = await run_cli("--config", config, "ccv", "check-pricing", order)
+    result = await call_cli("--config", config, "ccv", "check-pricing", order)
     assert "Traceback" not in result.stderr
     assert result.code == 65, result.stderr  # the order's problems, checked without the config
     assert "currency" in result.stdout + result.stderr

@@ -59,8 +59,22 @@ async def test_status_shows_accounts_orders_sinks_and_the_store(
     assert ccnow["failing_since"] == failed_at
     assert ccnow["last_error"]
     assert status["sinks"] == [
-        {"name": "log", "backlog": 0, "dead": 0, "disabled": None, "disabled_since": None},
-        {"name": "jsonl", "backlog": 1, "dead": 1, "disabled": None, "disabled_since": None},
+        {
+            "name": "log",
+            "backlog": 0,
+            "dead": 0,
+            "disabled": None,
+            "disabled_since": None,
+            "configured": True,
+        },
+        {
+            "name": "jsonl",
+            "backlog": 1,
+            "dead": 1,
+            "disabled": None,
+            "disabled_since": None,
+            "configured": True,
+        },
     ]
     store = status["store"]
     assert store["path"] == str(tmp_path / "reconciler.db") and store["exists"] is True
@@ -159,6 +173,7 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
         "dead": 0,
         "disabled": "HTTP 410 Gone",
         "disabled_since": "1970-01-01T00:00:01.000Z",
+        "configured": True,
     }
     last = status["last_pass"]
     assert (last["name"], last["outcome"], last["checked"], last["failed"]) == (

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,51 @@ async def test_a_notification_whose_group_failed_counts_its_orders_once(
     assert refused  # the group's transaction was the one refused
     assert (report.lost, report.failed) == (1, 1)
     assert report.outage_failures == [failed]
+
+
+async def test_a_group_cancelled_while_its_commit_runs_is_not_written_again(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader is cancelled (a stop) while its group's COMMIT runs, and the COMMIT lands:
+    the group is written, its members are told so; written again, a failed check's streak
+    counted twice (its backoff doubled for one failure)."""
+    await store.orders.track("ccv", "default", [("N-1", None), ("N-2", None)], 1.0)
+    reconciler = Reconciler(config_for(tmp_path), store)
+    await reconciler.apply([seen("N-1", "New"), seen("N-2", "New")], via="poll")
+    committing, release = asyncio.Event(), asyncio.Event()
+    real = store.conn.execute
+    tasks: list[asyncio.Future[int]] = []
+
+    def execute(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql != "COMMIT" or asyncio.current_task() is not tasks[0]:
+            return real(sql, *args, **kwargs)
+
+        async def slow() -> Any:  # a slow fsync
+            committing.set()
+            await release.wait()
+            return await real(sql, *args, **kwargs)
+
+        return slow()
+
+    failed = Observation(OrderKey("ccv", "default", "N-2"), Outcome.FAILED, None, "timeout")
+    report = PassReport()
+    async with store.transaction():
+        tasks.append(
+            asyncio.ensure_future(reconciler.apply([seen("N-1", "Processing")], via="notification"))
+        )
+        tasks.append(
+            asyncio.ensure_future(reconciler.apply([failed], via="notification", report=report))
+        )
+        await asyncio.sleep(0)
+        monkeypatch.setattr(store.conn, "execute", execute)
+    leader, member = tasks
+    await committing.wait()
+    leader.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert await member == 0
+    monkeypatch.setattr(store.conn, "execute", real)
+    key = OrderKey("ccv", "default", "N-2")
+    assert (await store.orders.load([key]))[key].failure_streak == 1
+    assert [o.key for o in report.started_failing] == [key]

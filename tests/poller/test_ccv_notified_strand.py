@@ -65,9 +65,9 @@ async def test_a_call_recorded_while_a_check_settles_is_settled_by_a_later_check
 async def test_a_call_for_an_order_untracked_elsewhere_leaves_its_earlier_call_standing(
     tmp_path: Path, store: Store, fake_ccv: FakeCCV
 ) -> None:
-    # Another process untracked the order (its notification stays in the store); a call for it
-    # now is not kept, and must not drop the earlier one from the set: tracked again, its
-    # check would never settle it.
+    # Another process untracked the order, which took its notification; a call for it now is
+    # not kept, and tracked again the order has no call standing (the old one is not asked as
+    # a new one), its check settling nothing.
     fake_ccv.orders = {"N-1": "New"}
     await store.orders.track("ccv", "default", [("N-1", None)], 1.0)
     now = [1000.0]
@@ -77,6 +77,21 @@ async def test_a_call_for_an_order_untracked_elsewhere_leaves_its_earlier_call_s
         await store.orders.untrack("ccv", "default", ["N-1"])
         assert not await ccv.note_notified("N-1", followed_only=True)
         await store.orders.track("ccv", "default", [("N-1", None)], 2.0)
+        assert await pending(store) == []
         now[0] += 100.0
         await ccv.check(["N-1"], via="notification")
+    assert await pending(store) == []
+
+
+async def test_a_call_kept_at_its_check_is_not_kept_for_an_order_untracked_meanwhile(
+    tmp_path: Path, store: Store, fake_ccv: FakeCCV
+) -> None:
+    # The check found the order followed, then an untrack came before it kept the call (not
+    # kept when it came): kept all the same, it stood for ever, and a track of the order again
+    # made it due as a new call.
+    await store.orders.track("ccv", "default", [("N-1", None)], 1.0)
+    async with aiohttp.ClientSession() as session:
+        ccv = account(config_for(tmp_path, fake_ccv.base_url), store, session, lambda: 1000.0)
+        await store.orders.untrack("ccv", "default", ["N-1"])
+        assert not await ccv.note_notified("N-1")
     assert await pending(store) == []
