@@ -245,8 +245,7 @@ class OutboxRows:
 
         An event waits while an earlier event of its order waits for its retry, so that a sink
         never gets an order's later event before an earlier one; a dead-lettered event no
-        longer holds anything back. A retry time more than `bound_s` ahead is due now
-        (`read_pending`: the wall clock was put back).
+        longer holds anything back. A retry more than `bound_s` ahead is due (`read_pending`).
         """
         # Out of any transaction: this connection would see the rows of one still open, and a
         # sink must never get an event that may yet be rolled back. Before the batches waiting
