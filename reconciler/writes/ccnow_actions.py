@@ -163,7 +163,7 @@ class ActionSender(Closing):
             # One made before is sent only when due: a repeat of a request turned away with a
             # Retry-After (a maintenance, a refusal in words naming no field) posted it at once.
             rows, now = await cmds.get(self.store, ids), self.clock()
-            due = [c for c in rows if c.id in own or c.next_attempt_at <= now]
+            due = [c for c in rows if c.id in own or cmds.is_due(c, now)]
             await self.send(self._sendable(due, mine), tally)
             # It may post one of these, held until an older one ended.
             await self.send_due(tally, mine=mine)
