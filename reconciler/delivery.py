@@ -276,6 +276,8 @@ class Delivery:
         if lane.disabled and not await self._enabled_again(lane, now):
             return None
         name = lane.config.name
+        if lane.paused_until > now + lane.config.retry_max_s:
+            lane.paused_until = now  # set before the wall clock was put back: it is over
         if lane.paused_until > now:
             # A sink that looked down waits for its retry time, unless `replay` (another
             # process) queued events again since: the receiver is back, a person says.
@@ -290,7 +292,7 @@ class Delivery:
         probing = lane.refused is not None or lane.down_streak > 0
         limit = 1 if probing else self.hint_batch if hinted else BATCH
         cutoff.resume()  # a notification's event committed from here on is after this read
-        due = await self.store.outbox.due(name, now, limit)
+        due = await self.store.outbox.due(name, now, limit, lane.config.retry_max_s)
         rows = due.rows
         if probing and rows:
             # After a refusal, or a pause for a receiver that looked down: one event, so that

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .json_text import compact_json, iso_time, line_safe, optional_string_json, string_json
@@ -146,8 +147,11 @@ def submit_uncertain_event(
     time: float,
     reason: str,
     location: str | None = None,
+    order_id: str | None = None,
 ) -> Event:
-    """Return the `order.submit_uncertain` event of a CCV submission whose answer was lost.
+    """Return the `order.submit_uncertain` event of a CCV submission whose answer was lost, or
+    could not be followed; `order_id`: the order an answer that is no success named (a 409's,
+    a 5xx's), where one did (then also its subject).
 
     Its id names the submission by its reference and the time too: a store restored from a
     backup numbers its submissions again, and a different submission must not get the id.
@@ -155,10 +159,11 @@ def submit_uncertain_event(
     data = {
         "source": "ccv",
         "account": account,
-        "order_id": None,
+        "order_id": order_id,
         "external_reference": reference,
-        # The keys every order event carries (DESIGN.md); the order and its status are what
-        # is not known. `via` is DESIGN.md's word for what a write through reconciler found.
+        # The keys every order event carries (DESIGN.md); the order's status is what is not
+        # known (and the order, unless an answer named it). `via` is DESIGN.md's word for what
+        # a write through reconciler found.
         "previous_status": None,
         "status": None,
         "end_state": False,
@@ -176,7 +181,7 @@ def submit_uncertain_event(
         time,
         "ccv",
         account,
-        None,
+        order_id,
         "warning",
         data,
     )
@@ -231,12 +236,14 @@ def action_event(
     before: OrderState | None,
     after: OrderState | None,
     via: Via = "action",
+    command: Mapping[str, object] | None = None,
 ) -> Event:
     """Return the event that closes a CCNow order action: `outcome` is succeeded, refused or
     uncertain; `answer` is CCNow's own words (or why there are none); `before` and `after`:
     its order's snapshot row before and after the command closed (None: not followed). Or,
     `outcome` unconfirmed, that a read (`via`) moved its order back from where it had taken it:
-    `before` and `after` that read's."""
+    `before` and `after` that read's. `command`: the command's own fields that follow `answer`
+    (an uncertain one's)."""
     type, severity = _ACTION_EVENTS[outcome]
     data = {
         "source": "ccnow",
@@ -249,6 +256,7 @@ def action_event(
         "action": action,
         "command_id": command_id,
         "answer": answer,
+        **(command or {}),
     }
     return Event(
         # The command's number alone would come again after a restore from backup: what

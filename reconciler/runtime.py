@@ -25,7 +25,7 @@ from .sources.connection import WriteAwareConnector
 from .sources.http import Gates
 from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound, unsettled
 from .store.health import file_size
-from .store.retention import prune
+from .store.retention import newest_event_at, prune
 from .store.space import make_space_returnable
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ class Runtime:
         # when it ends, Ctrl-C included (its task cancelled), before the store and session
         # close; the daemon passes its own and waits on them itself.
         self._in_flight: InFlight | None = None
+        # The newest event stored when the store was opened (None: none), and when (monotonic).
+        self._history: tuple[float | None, float] = (None, time.monotonic())
 
     async def __aenter__(self) -> Runtime:
         # Whatever fails on the way in, what was opened so far is closed again, in reverse.
@@ -95,6 +97,8 @@ class Runtime:
                 self.config.store_path, sinks=sink_names(self.config), locked=True
             )
             opened.push_async_callback(self.store.close)
+            # What the history vouches for before this process writes any (see `prune`).
+            self._history = (await newest_event_at(self.store), time.monotonic())
             await make_space_returnable(self.store)
             self.session = http_session(self.config)
             opened.push_async_callback(self.session.close)
@@ -178,7 +182,10 @@ class Runtime:
         )
 
     async def prune(self) -> None:
-        """Delete what the retention window lets go (store/retention.py)."""
+        """Delete what the retention window lets go (store/retention.py), but nothing when the
+        clock is past the history this process found, and the time it has run since, by more
+        than the window: a clock far ahead would prune it all."""
+        newest, opened_at = self._history
         await prune(
             self.store,
             sinks=self.store.events.sinks,
@@ -186,6 +193,7 @@ class Runtime:
             now=time.time(),
             watched=self.config.watch_settled(),
             remember_ref_s=receiver.remember_ref_s if (receiver := self.config.receiver) else None,
+            newest_s=None if newest is None else newest + time.monotonic() - opened_at,
         )
 
     async def __aexit__(

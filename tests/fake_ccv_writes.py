@@ -22,7 +22,8 @@ DROP = -1  # a Reply status that makes the fake drop the connection instead of a
 class BodyBreaks(Reply):
     """An answer whose status line and headers come, with a Content-Length past `body`, and
     whose body stops after `body`: the connection closed, or (`stall`) held open until the
-    fake closes (the client's timeout runs out first)."""
+    fake closes (the client's timeout runs out first). `chunked`: sent as one chunk with no
+    last chunk after it (no Content-Length), the body whole but its framing broken."""
 
     stall: bool = False
 
@@ -97,12 +98,12 @@ class FakeCCVWrites(FakeCCV):
     async def _broken(
         self, request: web.Request, reply: BodyBreaks, body: bytes
     ) -> web.StreamResponse:
-        headers = {
-            "Content-Type": reply.content_type,
-            "Content-Length": str(len(body) + 86),
-            **reply.headers,
-        }
+        headers = {"Content-Type": reply.content_type, **reply.headers}
+        if not reply.chunked:
+            headers["Content-Length"] = str(len(body) + 86)
         response = web.StreamResponse(status=reply.status, headers=headers)
+        if reply.chunked:
+            response.enable_chunked_encoding()
         await response.prepare(request)
         await response.write(body)
         if reply.stall:

@@ -215,7 +215,7 @@ async def _lined_up(
 def _due(c: cmds.Command) -> bool:
     """Whether the real run sends a command made before: queued and due (one whose next
     attempt is ahead, a Retry-After's, waits for it)."""
-    return c.state == "queued" and c.next_attempt_at <= time.time()
+    return c.state == "queued" and cmds.is_due(c, time.time())
 
 
 def _answer_word(state: str, answer: str | None) -> str:

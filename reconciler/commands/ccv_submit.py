@@ -351,7 +351,7 @@ async def resolve_command(
     CCV never got it (no order of the reference at CCV), locally or through the daemon;
     `--made` (`made`): that CCV made an order of it, one reconciler will not follow."""
     from ..runtime import writer_unless_held
-    from ..writes.submit import not_settled
+    from ..writes.submit_advice import not_settled
 
     async with writer_unless_held(config) as rt:
         if rt is not None:

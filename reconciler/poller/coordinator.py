@@ -24,6 +24,7 @@ from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError
 from ..store.passes import remember_pass
+from .clock_step import ClockSteps
 from .first_checks import FirstChecks
 from .health import Part, Verdict, health_event, next_health, probe_verdict, verdict
 
@@ -40,12 +41,10 @@ MAX_TICK_S = 5.0  # how often due orders are looked for, at most
 PROBE_ROTATION = 20  # different orders a failing account's probes ask, before they start over
 DUE_LIMIT_PER_CONCURRENCY = 200  # orders per tick per unit of concurrency
 PAGE_ORDERS = 10000  # order ids read from the store at a time during a catch-up
-# A source.failed reason is a short text kept in the database, events and logs.
-MAX_REASON_LENGTH = 200
+MAX_REASON_LENGTH = 200  # a source.failed reason: a short text kept in the database, events, logs
 # A healthy account's last success is written at most this often (a hint's check would write it
 # in a transaction of its own, each one queueing behind the others and a pass's batches).
 HEALTHY_RECORDED_S = 1.0
-
 
 ClientT = TypeVar("ClientT")
 
@@ -58,8 +57,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     # soonest): else an account whose other answers keep every open order's next check away
     # (CCNow's pending list) would never ask what failed, nor recover.
     probe_any_open = False
-    # The parts whose failure rests the due checks: while one fails, a due tick is one probe
-    # per backoff period (`tick_due`).
+    # The parts whose failure rests the due checks: one probe per backoff period (`tick_due`).
     checks_parts: tuple[Part, ...] = ("checks",)
     outage_reasons: frozenset[str] = frozenset()  # PassAnswers.outages: those fail unprobed
 
@@ -87,6 +85,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         self._healthy_at: float | None = None
         self._probed: set[str] = set()  # asked by `_probe_due` since the account failed
         self._first_checks = FirstChecks(self.store, self.source, self.account)
+        self._steps = ClockSteps(self.store, self.source, config)  # a step back: see _due
 
     @property
     def name(self) -> str:
@@ -259,6 +258,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             ids.extend(page)
 
     async def _due(self, until: float, limit: int) -> list[OrderState]:
+        await self._steps.check(self.now())  # checks planned before the clock was put back
         since = self.settled_since()  # then unwatched: never due
         return await self.store.orders.due(self.source, self.account, until, limit, since)
 

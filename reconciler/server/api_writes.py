@@ -19,10 +19,10 @@ from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
 from ..writes.ccv_http import NotSent, Uncertain, masked_answer, send_once, sendable
-from ..writes.in_flight import Stopping
+from ..writes.in_flight import Cut, Stopping
 from ..writes.pricing import blocking, check_pricing
 from ..writes.pricing_values import Problem
-from ..writes.submit import not_settled
+from ..writes.submit_advice import not_settled
 from ..writes.submit_outcome import (
     NOT_SENT_REFUSED_HEADER,
     OWN_HEADER,
@@ -163,10 +163,14 @@ class Writes:
             raise BadRequest(422, str(exc), exc.field) from None
         commands = taken.to_json()
         answer: dict[str, object] = {"commands": commands, "sent": taken.sent}
+        if taken.cut:
+            # The stop cut a post off before CCNow answered: the commands as they stand (each
+            # id, `sending`), no Retry-After (the next start settles them, none is re-sent).
+            answer["error"] = "stopping"
         if "order_id" in doc:
             # DESIGN.md's one-order request: the command's state is the answer itself.
             answer = {**commands[0], **answer}
-        return web.json_response(answer, status=202)
+        return web.json_response(answer, status=503 if taken.cut else 202)
 
     async def ccnow_resolve(self, request: web.Request) -> web.Response:
         """POST /api/v1/ccnow/actions/resolve `{"order_id", "sent", "account"?, "action"?}`:
@@ -250,6 +254,9 @@ class Writes:
             )
         except Stopping:
             said = "reconciler is stopping; nothing was sent to CCV"
+            raise BadRequest(503, said, headers=warned) from None
+        except Cut:
+            said = "reconciler stopped before CCV answered; setting prices again is safe"
             raise BadRequest(503, said, headers=warned) from None
         except NotSent as exc:
             self._pricing_forwarded(account, None, f"not_sent: {exc}", problems)

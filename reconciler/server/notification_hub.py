@@ -126,8 +126,11 @@ async def _writing(write: Awaitable[bool], committed: list[bool]) -> bool:
 
 async def end_writes(writes: set[asyncio.Task[bool]], timeout_s: float) -> None:
     """At the stop: let the records still under way end within `timeout_s`, then cancel the
-    rest and wait for their rollback (the store closes after them). A COMMIT under way decides
-    its record all the same (store/commit.py)."""
+    rest and wait for them to end (the store closes after them): a record not begun is not
+    written, one whose COMMIT is under way is what the COMMIT makes it (store/commit.py),
+    as is one in another's batch (a check's record, `Notes`) once that batch holds the
+    writer; one whose batch waits for the writer leaves it. Each ends as it went, and its
+    line says so."""
     if not writes:
         return
     _, late = await asyncio.wait(set(writes), timeout=timeout_s)

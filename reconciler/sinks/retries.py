@@ -1,5 +1,5 @@
 """What a failed delivery becomes: a retry at its time (`retry_min`, doubling with jitter, at
-most `retry_max`, at least a Retry-After), or a dead letter once the event reached `max_age`.
+least a Retry-After, at most `retry_max`), or a dead letter once the event reached `max_age`.
 
 `max_age` counts from the event's creation, or from its replay when `replay` queued it again,
 so that a replayed event gets its retries like a new one.
@@ -94,6 +94,12 @@ async def record_waiting(write: Callable[[], Awaitable[T]], stopping: Callable[[
         await asyncio.sleep(RECORD_AGAIN_S)
 
 
+def asked_s(cfg: SinkConfig, result: RetryLater) -> float:
+    """What a refusal's Retry-After asks to wait (0: none), as it is taken: at most the sink's
+    `retry_max`, as CCNow's is at most an hour."""
+    return min(result.retry_after_s or 0.0, cfg.retry_max_s)
+
+
 def plan(
     cfg: SinkConfig,
     failed: Sequence[tuple[OutboxEvent, RetryLater]],
@@ -110,11 +116,10 @@ def plan(
     for row, res in failed:
         delay = cfg.retry_min_s * 2 ** min(row.attempts, 30) * (1 + 0.25 * rng.random())
         # Capped after the jitter: `retry_max` is the longest wait the config promises (the
-        # jitter after the cap made an 8 s one up to 10 s). Only a Retry-After waits longer.
+        # jitter after the cap made an 8 s one up to 10 s), a Retry-After's too: one of
+        # 99999999999 s held the event and its order's later ones for all of `max_age`.
+        delay = max(delay, asked_s(cfg, res), cfg.retry_min_s)
         delay = min(delay, cfg.retry_max_s)
-        if res.retry_after_s is not None:
-            delay = max(delay, res.retry_after_s)
-        delay = max(delay, cfg.retry_min_s)
         # The last attempt is made when the event reaches max_age (or retry_min after this one,
         # if later), not one retry period before it: only a failure at that age dead-letters it.
         deadline = started.get(row.seq, now) + cfg.max_age_s
@@ -155,11 +160,11 @@ def down_pause(
     """Return the down streak and until when a sink whose receiver looks down waits: longer
     each time in a row (retry_min doubling, at most retry_max), then it tries one event. Only
     a new event's refusal lengthens it (`newly_down`): a retry refused again may be a payload
-    the receiver rejects for good. A Retry-After is waited for, but never past the events'
-    max_age (`resume_at`, the plan's)."""
+    the receiver rejects for good. A Retry-After is waited for, up to retry_max, and never
+    past the events' max_age (`resume_at`, the plan's)."""
     if newly_down:
         streak = min(streak + 1, 30)
     wait = min(cfg.retry_min_s * 2 ** (max(streak, 1) - 1), cfg.retry_max_s)
-    asked = max((r.retry_after_s or 0.0 for _, r in failed), default=0.0)
+    asked = max((asked_s(cfg, r) for _, r in failed), default=0.0)
     asked = min(asked, max(resume_at - now, 0.0))
     return streak, now + max(wait, asked)

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -35,12 +36,12 @@ log = logging.getLogger("reconciler.sinks.webhook")
 # Enough of a response body to keep the connection reusable; the rest is not ours to read.
 _MAX_RESPONSE_BYTES = 64 * 1024
 
-# Transport failures, checked in order (the first match wins); anything else is a
-# "connection error". Reasons are fixed words so that no URL or payload ends up in them.
+# Transport failures, checked in order (the first match wins) after a TLS failure's; anything
+# else is a "connection error". Reasons are fixed words so that no URL or payload ends up in
+# them.
 _ERROR_REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (asyncio.TimeoutError, "timeout"),
     (aiohttp.InvalidURL, "invalid url"),
-    (aiohttp.ClientSSLError, "tls error"),
     (socket.gaierror, "name resolution failed"),
     (aiohttp.ServerDisconnectedError, "server disconnected"),
     (aiohttp.ClientResponseError, "bad response"),
@@ -65,7 +66,21 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
         remaining -= len(chunk)
 
 
+def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
+    """`tls error` and what the handshake found wrong: the certificate check's words
+    (`certificate has expired`, `self-signed certificate`, a host name mismatch naming the
+    URL's host) or OpenSSL's reason (`wrong version number`: plain HTTP behind https). Both
+    are OpenSSL's fixed words, the host aside: no payload, nor the URL's path or query."""
+    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None)
+    detail = getattr(cause, "verify_message", None)
+    if not detail and isinstance(cause, ssl.SSLError) and cause.reason:
+        detail = cause.reason.lower().replace("_", " ")
+    return f"tls error: {str(detail)[:200]}" if detail else "tls error"
+
+
 def _error_reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return _tls_reason(exc)
     for cls, reason in _ERROR_REASONS:
         if isinstance(exc, cls):
             return reason

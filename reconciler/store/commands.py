@@ -25,6 +25,7 @@ State = Literal["queued", "sending", "succeeded", "refused", "uncertain", "sent"
 Unsettled = Literal["queued", "sending", "uncertain"]  # the states of commands_open's rows
 # CCNow's own words for the actions (`x_action_N`)
 Action = Literal["ship", "cancel", "track", "adjust"]
+RETRY_MAX_S = 3600.0  # the longest a queued command waits (a doubling, a Retry-After)
 
 _COLUMNS = (
     "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "
@@ -165,12 +166,18 @@ async def get(store: Store, ids: Sequence[int]) -> list[Command]:
     return [_row(r) for r in rows]
 
 
+def is_due(c: Command, now: float) -> bool:
+    """Whether a command's next attempt is due: also one more than RETRY_MAX_S ahead, set
+    before the wall clock was put back (waiting for it would add the step)."""
+    return not now < c.next_attempt_at <= now + RETRY_MAX_S
+
+
 async def due(store: Store, now: float, limit: int = 1000) -> list[Command]:
-    """Return queued commands whose next attempt is due, oldest first."""
+    """Return queued commands whose next attempt is due (`is_due`), oldest first."""
     rows = await store.conn.execute_fetchall(
         f"SELECT {_COLUMNS} FROM commands WHERE {_OPEN} AND state = 'queued' "
-        "AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-        (now, limit),
+        "AND (next_attempt_at <= ? OR next_attempt_at > ?) ORDER BY id LIMIT ?",
+        (now, now + RETRY_MAX_S, limit),
     )
     return [_row(r) for r in rows]
 

@@ -10,6 +10,7 @@ decoded on the database thread, and the whole read runs there as one function.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -79,11 +80,18 @@ class Pending:
         return first is None or first > row[0]
 
 
-def read_pending(conn: sqlite3.Connection, sink: str, now: float, limit: int) -> Pending:
+def read_pending(
+    conn: sqlite3.Connection, sink: str, now: float, limit: int, bound_s: float = math.inf
+) -> Pending:
     """Return the sink's deliverable rows (at most `limit` never attempted ones): run on the
-    database thread, out of any transaction."""
+    database thread, out of any transaction. A retry time more than `bound_s` (the sink's
+    longest wait, `retry_max`) ahead of `now` is read as due now: it was set before the wall
+    clock was put back, and waiting for it would add the size of that step to the retry."""
     out = Pending()
-    retried = conn.execute(_RETRIED, (sink,)).fetchall()
+    retried = [
+        r if r[7] <= now + bound_s else (*r[:7], now, *r[8:])
+        for r in conn.execute(_RETRIED, (sink,)).fetchall()
+    ]
     for r in retried:
         if r[7] > now:
             at = float(r[7])

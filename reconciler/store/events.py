@@ -8,6 +8,7 @@ sink confirmed it.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -240,18 +241,18 @@ class OutboxRows:
         """Record a failed statement in the store's health; return the error to raise."""
         return self._store.unusable(exc)
 
-    async def due(self, sink: str, now: float, limit: int) -> Due:
+    async def due(self, sink: str, now: float, limit: int, bound_s: float = math.inf) -> Due:
         """Return the sink's pending events that may be delivered now, in seq order.
 
         An event waits while an earlier event of its order waits for its retry, so that a sink
         never gets an order's later event before an earlier one; a dead-lettered event no
-        longer holds anything back.
+        longer holds anything back. A retry more than `bound_s` ahead is due (`read_pending`).
         """
         # Out of any transaction: this connection would see the rows of one still open, and a
         # sink must never get an event that may yet be rolled back. Before the batches waiting
         # for the writer: a sink's read is short, and a pass's backlog waits for it.
         async with self._store.exclusive(urgent=True) as conn:
-            pending = await on_thread(conn, read_pending, sink, now, limit)
+            pending = await on_thread(conn, read_pending, sink, now, limit, bound_s)
             chains = await self._urgent_chains(sink, pending.oldest)
         head = [r for r in chains if pending.free(r)]
         rows = urgent_first(head, pending.rows)[:limit]

@@ -4,7 +4,10 @@ CCV made its order (`ccv resolve --made`).
 Taken for an uncertain submission whose answer said nothing of an order: a lost one, a 5xx, a
 redirect other than a `303 See Other` with a `Location` (a gateway's login page), a 200 naming
 none and no `Location` (an HTML page a gateway answered with 200, `{"error": ...}`: not CCV's
-answer, it proves nothing). Refused where CCV said it has the order (`refusal`).
+answer, it proves nothing). Refused where CCV said it has the order (`refusal`), among them an
+answer of any status naming an order (a 409 `{"orderId": ...}`, "already submitted"; a 5xx with
+an order id or a `Location` pointing at one; a 2xx whose body came whole before its framing
+broke): its id is kept with the submission.
 """
 
 from __future__ import annotations
@@ -41,6 +44,15 @@ def refusal(sub: Submission) -> str | None:
             "its submit: it has an order of it"
         )
     made = answer_made_it(sub.http_status, sub.reason, sub.location)
+    if sub.order_id is not None:
+        # An answer naming its order, whatever its status (a 409 "already submitted", a 500
+        # after CCV made it): that order exists at CCV.
+        named = f"naming order {sub.order_id}"
+        made = (
+            f"HTTP {sub.http_status} {named}: it has the order"
+            if made is None
+            else f"{made} ({named})"
+        )
     if made is None:
         return None
     return f"CCV answered the submit of external reference {sub.external_reference} with {made}"

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..model import Source
+from .commit import CancelledAfterCommit
 from .db import Store
 
 # Notes written in one transaction, at most (`Notes`).
@@ -54,6 +55,12 @@ class _Note:
     )
 
 
+@dataclass(slots=True)
+class _Batch:
+    notes: list[_Note]
+    begun: bool = False  # its transaction holds the writer: its notes are being written
+
+
 class Notes:
     """`note` for one account, the notes that wait for the writer together written in one
     transaction. Each notification's record waits for the writer before its 202; one
@@ -69,27 +76,40 @@ class Notes:
         self.source = source
         self.account = account
         self.most = most
-        self._open: list[_Note] | None = None  # the batch waiting for the writer
+        self._open: _Batch | None = None  # the batch waiting for the writer
 
     async def note(self, order_id: str, now: float, *, followed_only: bool = False) -> bool:
         """`note` of one order, in the batch waiting for the writer if there is one. Raises
-        StoreError, the batch's: each note of it would have met the same."""
+        StoreError, the batch's: each note of it would have met the same. Cancelled (a stop)
+        before its batch began, a note leaves it; once begun, the batch's outcome is its own,
+        waited for: it raises CancelledAfterCommit if the batch committed, as a note alone
+        whose COMMIT was under way (commit.py)."""
         mine = _Note(order_id, now, followed_only)
         batch = self._open
-        if batch is not None and len(batch) < self.most:
-            batch.append(mine)
-            kept = await mine.kept
-            if kept is not None:
-                return kept
-            # Its leader was cancelled before the batch committed (a stop): written alone.
-            return await note(
-                self.store, self.source, self.account, order_id, now, followed_only=followed_only
-            )
-        return await self._write([mine])
+        if batch is None or len(batch.notes) >= self.most:
+            return await self._write(_Batch([mine]))
+        batch.notes.append(mine)
+        try:
+            # Shielded: a cancelled caller must not take the note's outcome from its batch.
+            kept = await asyncio.shield(mine.kept)
+        except asyncio.CancelledError as exc:
+            if not batch.begun:
+                batch.notes.remove(mine)  # stopped before it was written, nor will be
+                raise
+            if await _decided(mine.kept) is None:
+                raise  # the batch did not commit
+            raise CancelledAfterCommit(*exc.args) from None
+        if kept is not None:
+            return kept
+        # Its leader was cancelled before the batch committed (a stop): written alone.
+        return await note(
+            self.store, self.source, self.account, order_id, now, followed_only=followed_only
+        )
 
-    async def _write(self, batch: list[_Note]) -> bool:
+    async def _write(self, batch: _Batch) -> bool:
         """Lead `batch`: write it once the writer is ours; return the leader's outcome."""
         self._open = batch
+        notes = batch.notes
         kept: list[bool] = []
         rolled_back = False
 
@@ -99,10 +119,11 @@ class Notes:
 
         try:
             async with self.store.transaction(urgent=True):
+                batch.begun = True
                 if self._open is batch:
                     self._open = None  # later ones wait for the next transaction
                 self.store.on_rollback(undo)
-                for n in batch:
+                for n in notes:
                     one = [n.order_id]
                     only = n.followed_only
                     kept.append(
@@ -113,18 +134,31 @@ class Notes:
         except BaseException as exc:
             if self._open is batch:
                 self._open = None
-            if len(kept) == len(batch) and not rolled_back:
+            if len(kept) == len(notes) and not rolled_back:
                 # Committed, the leader cancelled as it ended (commit.py): kept all the same.
-                _tell(batch, kept)
+                _tell(notes, kept)
             elif isinstance(exc, Exception):
-                for n in batch[1:]:
+                for n in notes[1:]:
                     if not n.kept.done():
                         n.kept.set_exception(exc)
             else:
-                _tell(batch, [None] * len(batch))  # not written: each writes its own
+                _tell(notes, [None] * len(notes))  # not written: each writes its own
             raise
-        _tell(batch, kept)
+        _tell(notes, kept)
         return kept[0]
+
+
+async def _decided(kept: asyncio.Future[bool | None]) -> bool | None:
+    """A note's outcome from its batch under way, waited for through cancellations: once its
+    batch holds the writer, its COMMIT decides (commit.py). None: not written."""
+    while True:
+        try:
+            return await asyncio.shield(kept)
+        except asyncio.CancelledError:
+            if kept.cancelled():
+                raise
+        except Exception:
+            return None  # the batch failed
 
 
 def _tell(batch: list[_Note], kept: list[bool] | list[None]) -> None:

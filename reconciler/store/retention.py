@@ -22,6 +22,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..json_text import iso_time
 from ..logs import fields
 from ..model import NEVER_SQL, unwatched, watch_from
 from .db import Store
@@ -40,6 +41,16 @@ SETTLED_ORDERS = (
 )
 
 CHUNK = 1000  # rows per transaction
+_SKIPPED_HINT = (
+    "the clock is past the newest event by more than keep_events: check the clock "
+    "(a store left unused that long is pruned once a start finds newer events)"
+)
+
+
+async def newest_event_at(store: Store) -> float | None:
+    """Return the time of the newest event stored (by time, through its index), or None."""
+    [(newest,)] = await store.conn.execute_fetchall("SELECT max(time) FROM events")
+    return None if newest is None else float(newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +75,25 @@ async def prune(
     watched: Mapping[tuple[str, str], float],
     remember_ref_s: float | None = None,
     chunk: int = CHUNK,
+    newest_s: float | None = None,
 ) -> PruneReport:
     """Delete what the retention window lets go, in small transactions; log one line.
     `watched`: each configured account's `watch_settled` by (source, account); a settled order
     of another account is watched by nobody. References a CCV notification named go after
-    `remember_ref_s` (all: no receiver)."""
+    `remember_ref_s` (all: no receiver). `newest_s`: the newest time the history vouches for
+    (`newest_event_at` when the process began, plus the time it has run since; None: no
+    bound); a window that ends after it deletes nothing (`store.prune_skipped`)."""
     if not sinks:
         raise ValueError("prune needs the configured sinks")  # else every sink would be "gone"
     started = time.monotonic()
     cutoff = now - keep_s
+    if newest_s is not None and cutoff > newest_s:
+        # A clock far ahead: taken at its word, it would delete the whole history and every
+        # settled order (then no longer watched); one so long stopped waits for its next start.
+        until, days = iso_time(newest_s), round(keep_s / 86400, 3)
+        said = fields(now=iso_time(now), history_until=until, keep_days=days, hint=_SKIPPED_HINT)
+        log.warning("store.prune_skipped", extra=said)
+        return PruneReport(0, 0, 0, 0, 0)
     released = await _release_removed_sinks(store, set(sinks), chunk)
     events, kept = await _prune_events(store, cutoff, chunk, configured=watched.keys())
     orders = await _prune_orders(store, cutoff, chunk)

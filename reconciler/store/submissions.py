@@ -222,15 +222,16 @@ async def make_uncertain(
     now: float,
     http_status: int | None = None,
     location: str | None = None,
+    order_id: str | None = None,
 ) -> list[Event]:
-    """Mark submissions uncertain and store their events in one transaction; those whose
-    reference a notification named since they were recorded are settled in it too (CCV has
-    the order, and calls once), but those CCV answered (`answered`): return the
-    `order.submit_resolved` events."""
+    """Mark submissions uncertain (`order_id`: the order an answer named) and store their
+    events in one transaction; those whose reference a notification named since they were
+    recorded are settled in it too (CCV has the order, and calls once), but those CCV answered
+    (`answered`): return the `order.submit_resolved` events."""
+    args = (http_status, reason, now, order_id, location)
     async with store.transaction():
         for sub_id in sub_ids:
-            close = close_statement(sub_id, "uncertain", http_status, reason, now, None, location)
-            await store.conn.execute(*close)
+            await store.conn.execute(*close_statement(sub_id, "uncertain", *args))
         await store.events.add(events)
         # The notification came while the submit waited for CCV's answer: it found nothing
         # uncertain to settle, and remembered the reference (`notified`) and marked the row

@@ -66,7 +66,7 @@ from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
 from reconciler.writes.ccnow_turn import refuse_past_pending, refuse_second
 from reconciler.writes.failpoint import failpoint
-from reconciler.writes.in_flight import InFlight, Stopping
+from reconciler.writes.in_flight import Cut, InFlight, Stopping
 from reconciler.writes.once import NotSent
 
 __all__ = [
@@ -163,16 +163,21 @@ class ActionSender(Closing):
             # One made before is sent only when due: a repeat of a request turned away with a
             # Retry-After (a maintenance, a refusal in words naming no field) posted it at once.
             rows, now = await cmds.get(self.store, ids), self.clock()
-            due = [c for c in rows if c.id in own or c.next_attempt_at <= now]
+            due = [c for c in rows if c.id in own or cmds.is_due(c, now)]
             await self.send(self._sendable(due, mine), tally)
             # It may post one of these, held until an older one ended.
             await self.send_due(tally, mine=mine)
-            rows = await cmds.get(self.store, ids)
-            held = await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
+            cut = False
+        except Cut:
+            # Cut off at the stop's bound: its caller is told where the commands stand, not
+            # left with a connection closed unanswered (a retry would post them again).
+            cut = True
         finally:
             for i in own:
                 del self._taken[i]
-        return Taken(rows, earlier, waiting, len(tally.posted & set(ids)), held)
+        rows = await cmds.get(self.store, ids)
+        held = {} if cut else await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
+        return Taken(rows, earlier, waiting, len(tally.posted & set(ids)), held, cut)
 
     def _sendable(self, commands: Sequence[cmds.Command], mine: object) -> list[cmds.Command]:
         """The commands no other request than `mine` (None: any) recorded and sends itself."""

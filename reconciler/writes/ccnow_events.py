@@ -25,7 +25,8 @@ def event_of(
 ) -> Event:
     """Return the `order.action_*` event of a command closed `state`; `before` and `after`:
     its order's snapshot row before and after it closed (None: not followed), the same row
-    when the close changed nothing of it."""
+    when the close changed nothing of it. An uncertain one's carries the command's own fields
+    (`command_fields`): a person looks for it in CCNow's backroom by them."""
     return action_event(
         store.store_id,
         c.id,
@@ -37,4 +38,18 @@ def event_of(
         time=now,
         before=before,
         after=after,
+        command=command_fields(c) if state == "uncertain" else None,
     )
+
+
+def command_fields(c: cmds.Command) -> dict[str, object]:
+    """A command's own fields, named as the API shows a command (`command_json`): its key, and
+    what it asked of CCNow (a discount's amount, its notes, a tracking upload's carrier and
+    number; null where the action takes none)."""
+    return {
+        "key": c.key,
+        "amount": c.amount,
+        "notes": c.notes,
+        "trackname": c.trackname,
+        "tracknumber": c.tracknumber,
+    }

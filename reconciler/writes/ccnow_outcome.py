@@ -96,7 +96,7 @@ def second_discount(earlier: cmds.Command, accounts: Sequence[str]) -> str:
 
 # A whole post failed: try again after this, doubling per attempt, at most an hour.
 RETRY_FIRST_S = 30.0
-RETRY_MAX_S = 3600.0
+RETRY_MAX_S = cmds.RETRY_MAX_S
 
 
 def retry_delay(batch: Sequence[cmds.Command], wait: float | None = None) -> float:

@@ -64,6 +64,9 @@ class Taken:
     sent: int  # how many of the request's commands were posted
     # Queued ones held back, each by the older command of its order ahead of it.
     held: dict[int, cmds.Command]
+    # Whether the daemon's stop cut a post of them off before CCNow answered (in_flight.Cut):
+    # `rows` are where they stand then (that post's `sending`), and the caller is told so.
+    cut: bool = False
 
     def to_json(self) -> list[dict[str, object]]:
         """One object per order; a refused discount (not recorded) has `id` null; a command

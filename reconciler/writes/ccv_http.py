@@ -48,6 +48,9 @@ class Answer(NamedTuple):
     # could not be decoded):
     # said in place of CCV's body (`Result.own`)
     own: str | None = None
+    # What came of a body whose framing then broke: whole, it may name the order CCV made
+    # (`submit_outcome.close`); never passed on.
+    came: bytes = b""
 
     def passed_headers(self) -> dict[str, str]:
         """Return CCV's headers passed on with its answer: Location, and Retry-After (seconds,
@@ -204,7 +207,8 @@ async def send_once(
             once.MALFORMED: "the rest of its answer could not be read (malformed HTTP)",
         }.get(str(exc), "the body of its answer was cut short (the connection broke)")
         own = f"CCV answered HTTP {exc.status}, but {broke}"
-        return _own_answer(exc.status, exc.location, own)
+        came = b"" if exc.came is None else exc.came.body
+        return _own_answer(exc.status, exc.location, own)._replace(came=came)
     except once.HeadUnread:
         # CCV (or a proxy) answered: whether it said it made the order is not known.
         raise Uncertain(ANSWER_HEAD_UNREAD) from None

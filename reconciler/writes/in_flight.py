@@ -4,7 +4,9 @@ A write already sent (a CCV submit, a batch of CCNow actions) is let end within 
 its answer is recorded, its event raised and its caller answered. Cut off, it would be left
 `sending`, and the next start could only call it uncertain for a person to settle, though the
 provider had answered. A write not sent yet is not sent once the stop began: a submit is refused
-with nothing recorded, an action stays queued for the next start.
+with nothing recorded, an action stays queued for the next start. One still out at the stop's
+bound is cut off (left `sending`); its caller gets `Cut`, to be answered where it stands (the
+API's `503`, naming the command), not a connection closed with no answer.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from reconciler.sources.http import Stopping
 if TYPE_CHECKING:
     from reconciler.config import Config
 
-__all__ = ["WRITES_STOP_MAX_S", "InFlight", "Stopping", "stop_bound", "writes_stop_s"]
+__all__ = ["WRITES_STOP_MAX_S", "Cut", "InFlight", "Stopping", "stop_bound", "writes_stop_s"]
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -48,6 +50,13 @@ def writes_stop_s(config: Config) -> float:
     return stop_bound([*(c.timeout_s for c in config.ccv), *(c.timeout_s for c in config.ccnow)])
 
 
+class Cut(Exception):
+    """The write was cut off at the stop's bound, its provider's answer not come: what it
+    recorded stands (a submit `sending`, an action's post `sending`), and the next start
+    settles it as interrupted. Its caller is answered with where it stands: cut off with no
+    answer, a caller whose reference reconciler made would never learn it."""
+
+
 class InFlight:
     """The writes under way in one process; one shared by its submitter and action sender."""
 
@@ -68,14 +77,22 @@ class InFlight:
 
     async def run(self, write: Coroutine[Any, Any, T]) -> T:
         """Run one write (from its recording to its answer recorded) to its end, even when
-        its caller is cancelled (a stopping scheduler's job); Stopping once the stop began."""
+        its caller is cancelled (a stopping scheduler's job); Stopping once the stop began, Cut
+        when the stop cut it off (`wait`)."""
         if self._deadline is not None:
             write.close()
             raise Stopping
         task = asyncio.ensure_future(write)
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The write's own cancellation is its cut (shielded, nothing else cancels it); the
+            # caller's (a stopping scheduler's job) leaves the write running.
+            if task.cancelled() and task in self._cut:
+                raise Cut from None
+            raise
 
     def stop(self, within_s: float) -> None:
         """Start no write from now on; those out get `within_s` from now to end."""

@@ -23,13 +23,13 @@ async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = la
     made = await _settle_rewound(store, now)
     left = await subs.interrupted(store)
     sending = await cmds.in_state(store, "sending")
-    from reconciler.writes import ccnow_outcome, submit_outcome
+    from reconciler.writes import ccnow_outcome, submit_uncertain
 
     by_account: dict[str, list[tuple[int, str]]] = {}
     for s in left:
         by_account.setdefault(s.account, []).append((s.id, s.external_reference))
     for account, items in by_account.items():
-        await submit_outcome.make_uncertain(store, account, items, "interrupted", now=now)
+        await submit_uncertain.make_uncertain(store, account, items, "interrupted", now=now)
     if again := [c.id for c in sending if c.action != "adjust"]:
         # Stopped while its post was out: the post may have reached CCNow.
         await cmds.requeue(store, again, next_attempt_at=0.0, why="interrupted", reached_at=now)

@@ -33,13 +33,13 @@ from reconciler.redact import (
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import submissions as subs
-from reconciler.store.not_sent import made, not_sent, refusal
+from reconciler.store.not_sent import made, not_sent
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
-from reconciler.writes.in_flight import InFlight, Stopping
+from reconciler.writes.in_flight import Cut, InFlight, Stopping
+from reconciler.writes.submit_advice import cut_off, followed_elsewhere, not_sent_refused
 from reconciler.writes.submit_body import BadSubmission, prepare
 from reconciler.writes.submit_outcome import (
-    MADE_ADVICE,
     Closing,
     Result,
     close,
@@ -132,7 +132,7 @@ class Submitter:
         # reason, are known only there.
         ref = result.reference
         found = await subs.find(self.store, account, ref)
-        relink = found is not None and _followed_elsewhere(found)
+        relink = found is not None and followed_elsewhere(found)
         refused = not_sent_refused(ref, found)
         # Its state too, read once with the rest: a notification may have settled it since it
         # was closed (`uncertain` beside a refusal saying it is resolved, else).
@@ -180,6 +180,10 @@ class Submitter:
             document = {"error": stopping, "external_reference": ref}
             own = "stopping before the submit went out; nothing was recorded or sent: submit again"
             result = json_result(503, document, ref, None, own=own)
+        except Cut:
+            # Cut off at the stop's bound, CCV silent: the caller learns the reference (one
+            # made here among them) and where it stands, not a connection closed unanswered.
+            result = cut_off(ref, await subs.find(self.store, account, ref))
         return dataclasses.replace(result, pricing=warnings)
 
     async def _record_and_send(self, cfg: CCVConfig, account: str, ref: str, data: bytes) -> Result:
@@ -356,35 +360,3 @@ def lost_answer(
         )
     document = {"error": error, "state": state, "external_reference": ref}
     return dataclasses.replace(json_result(status, document, ref, state, own=lost), lost=lost)
-
-
-def not_sent_refused(reference: str, found: subs.Submission | None) -> str | None:
-    """Why `ccv resolve --not-sent` would settle nothing for a reference now; None: it would."""
-    if found is not None and found.state == "uncertain" and refusal(found) is None:
-        return None
-    return not_settled(reference, found)
-
-
-def not_settled(reference: str, found: subs.Submission | None) -> str:
-    """Why `ccv resolve --not-sent` settled nothing for a reference."""
-    if found is None:
-        return f"nothing was submitted with external reference {reference}"
-    why = refusal(found) if found.state == "uncertain" else None
-    if why is not None and subs.untrackable(found):
-        # Its id cannot be tracked: nothing but a person's word closes it.
-        return f"{why}; its id cannot be tracked: {MADE_ADVICE.format(ref_option(reference))}"
-    if why is not None:
-        # CCV said it has the order; which one this submit made is for a person to find.
-        return f"{why}; find it at CCV and run `reconciler track ccv ID {track_options(found)}`"
-    return f"the submit of external reference {reference} is {found.state}, not uncertain"
-
-
-def track_options(found: subs.Submission) -> str:
-    """`--ref REF` for `track ccv ID` to settle an uncertain submission, with `--relink` where
-    CCV named an order followed under another reference (else `track` refuses to move it)."""
-    relink = " --relink" if _followed_elsewhere(found) else ""
-    return ref_option(found.external_reference) + relink
-
-
-def _followed_elsewhere(found: subs.Submission) -> bool:
-    return found.state == "uncertain" and (found.reason or "").startswith(subs.FOLLOWED_ELSEWHERE)

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 from yarl import URL
 
 from reconciler.model import InvalidOrderId, validate_ccv_id
-from reconciler.redact import SecretForms, holds_secret
+from reconciler.redact import MASK, SecretForms, holds_secret
 from reconciler.strict_json import loads_answer
 
 
@@ -128,3 +128,23 @@ def location_order_id(location: str, names: Sequence[str]) -> str | None:
         key, _, value = pair.partition("=")
         query[unquote(key).casefold()] = unquote(value)
     return next((query[n.casefold()] for n in names if query.get(n.casefold())), None)
+
+
+def named_order(
+    body: bytes, location: str | None, names: Sequence[str], key_forms: SecretForms | None
+) -> str | None:
+    """The order an answer of CCV's that is no success names, where it names a usable one: its
+    body's order id field (`order_id_from`), else its `Location`'s (checked as a body's is).
+    A 409 or a 5xx naming one says CCV has an order of the reference (an earlier submit's, or
+    this one's made before the error), and the id is kept: `store/not_sent.refusal` refuses
+    the word that would send the reference again."""
+    found = order_id_from(body, names, key_forms)
+    if found is not None or location is None:
+        return found
+    pointed = location_order_id(location, names)
+    if pointed is None or MASK in pointed or holds_secret(pointed, key_forms):
+        return None
+    try:
+        return validate_ccv_id(pointed)
+    except InvalidOrderId:
+        return None

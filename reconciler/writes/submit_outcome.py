@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote, unquote
 
-from reconciler.events import submit_uncertain_event
 from reconciler.logs import fields
 from reconciler.redact import (
     MASK,
@@ -37,7 +36,13 @@ from reconciler.store.references import log_carried
 from reconciler.store.submitted import succeed
 from reconciler.writes.ccv_http import Answer
 from reconciler.writes.pricing_values import Problem
-from reconciler.writes.submit_ids import location_order_id, names_an_order, order_id_from
+from reconciler.writes.submit_ids import (
+    location_order_id,
+    named_order,
+    names_an_order,
+    order_id_from,
+)
+from reconciler.writes.submit_uncertain import make_uncertain
 
 log = logging.getLogger("reconciler.writes.submit")
 
@@ -167,21 +172,27 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         status, answer.body, answer.content_type, ref, "uncertain", None, headers, answer.own
     )
 
-    async def passed_uncertain(reason: str) -> Result:
-        """CCV's answer passed on, the submission made uncertain (or found settled)."""
-        state = await uncertain(c, account, sub_id, ref, reason, status, location)
+    async def passed_uncertain(reason: str, named: str | None = None) -> Result:
+        """CCV's answer passed on, the submission made uncertain (or found settled); `named`:
+        the order the answer named, kept with it."""
+        state = await uncertain(c, account, sub_id, ref, reason, status, location, named)
         return replace(passed, state=state)
+
+    def order_named() -> str | None:
+        body = answer.came if answer.own is not None else answer.body
+        return named_order(body, location, c.order_id_fields, c.key_forms)
 
     if 200 <= status < 300 and answer.own is not None:
         # Its body broke or was too large: it may have named the order, so it is an answer
-        # not read, not one naming none; a person looks at CCV first, as for a lost answer.
+        # not read, not one naming none; a person looks at CCV first, as for a lost answer. One
+        # that came whole before its framing broke may name the order: kept (`order_named`).
         log.warning(
             "ccv.submit_answer_unread",
             extra=fields(
                 account=account, external_reference=ref, why=answer.own, location=location
             ),
         )
-        return await passed_uncertain(ANSWER_UNREAD)
+        return await passed_uncertain(ANSWER_UNREAD, order_named())
     if 200 <= status < 300:
         order_id = order_id_from(answer.body, c.order_id_fields, c.key_forms)
         if order_id is None:
@@ -201,7 +212,8 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
                     location=location,
                 ),
             )
-            return await passed_uncertain(reason)
+            # A `Location` naming the order keeps its id (one naming none: none kept).
+            return await passed_uncertain(reason, None if named else order_named())
         if location is not None:
             _location_differs(c, account, ref, order_id, location)
         followed, others = await succeed(
@@ -246,8 +258,9 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
         # CCV got it), and a 3xx to a POST is the usual "made, see there" (303 See Other):
         # as with a lost answer, never sent again; a person settles it. A 409 ("already
         # submitted", undocumented) says CCV may hold an order of the reference that nothing
-        # follows (an earlier submit's): freed, the reference would be sent again.
-        return await passed_uncertain(f"http_{status}")
+        # follows (an earlier submit's): freed, the reference would be sent again. The order
+        # it names (`{"orderId": ...}`, a Location) is kept: CCV has that one.
+        return await passed_uncertain(f"http_{status}", order_named())
     reason = f"http_{status}"
     failed = await subs.fail(
         c.store,
@@ -329,9 +342,11 @@ async def uncertain(
     reason: str,
     status: int | None = None,
     location: str | None = None,
+    order_id: str | None = None,
 ) -> subs.State:
     """Make a submission uncertain (`make_uncertain`) and tell the caller's `on_commit`: CCV's
-    answer was lost, or one it gave cannot be followed (`location`: its masked `Location`).
+    answer was lost, or one it gave cannot be followed (`location`: its masked `Location`;
+    `order_id`: the order it named, where it is no success's).
     Return where it stands then: `resolved` when a notification for the reference came while
     it waited for CCV's answer (the caller is told that, not `uncertain`)."""
     settled = await make_uncertain(
@@ -342,55 +357,7 @@ async def uncertain(
         now=c.now,
         http_status=status,
         location=location,
+        order_id=order_id,
     )
     c.on_commit()
     return "resolved" if ref in settled else "uncertain"
-
-
-async def make_uncertain(
-    store: Store,
-    account: str,
-    submissions: Sequence[tuple[int, str]],
-    reason: str,
-    *,
-    now: float,
-    http_status: int | None = None,
-    location: str | None = None,
-) -> set[str]:
-    """Mark submissions (id, reference) uncertain with one `order.submit_uncertain` each; one
-    whose reference a notification named while it waited for CCV's answer is settled at once,
-    with its `order.submit_resolved` (not one CCV answered with a 2xx: `subs.answered`).
-    Return the references so settled."""
-    events = [
-        submit_uncertain_event(
-            store.store_id,
-            sub_id,
-            account=account,
-            reference=ref,
-            time=now,
-            reason=reason,
-            location=location,
-        )
-        for sub_id, ref in submissions
-    ]
-    ids = [s for s, _ in submissions]
-    resolved = await subs.make_uncertain(
-        store,
-        account,
-        ids,
-        events,
-        reason=reason,
-        now=now,
-        http_status=http_status,
-        location=location,
-    )
-    for event in resolved:
-        log.info(
-            "ccv.submit_resolved",
-            extra=fields(
-                account=account,
-                external_reference=event.data["external_reference"],
-                how="notification",
-            ),
-        )
-    return {str(event.data["external_reference"]) for event in resolved}

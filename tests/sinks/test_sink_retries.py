@@ -1,5 +1,5 @@
 """A failed delivery's retry time: `retry_min` doubling with jitter, never past `retry_max`
-unless the receiver's Retry-After asks for longer."""
+even when the receiver's Retry-After asks for longer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.config import JsonlSinkConfig
 from reconciler.sinks.base import OutboxEvent, RetryLater
-from reconciler.sinks.retries import plan
+from reconciler.sinks.retries import down_pause, plan
 
 NOW = 1_000_000.0
 FAILED = RetryLater("http 500")
@@ -41,5 +41,18 @@ def test_below_the_cap_the_jitter_spreads_the_retries() -> None:
     assert len(set(delays)) > 100
 
 
-def test_a_retry_after_longer_than_retry_max_is_still_waited_for() -> None:
-    assert retry_in(10, 0, RetryLater("http 503", 60.0)) == 60.0
+def test_a_retry_after_is_waited_for_up_to_retry_max() -> None:
+    # `Retry-After: 99999999999` held the event, and every later one of its order, for the
+    # events' max_age (3 days), across restarts: the receiver's word is taken up to retry_max.
+    assert retry_in(0, 0, RetryLater("http 429", 6.0)) == 6.0
+    assert retry_in(10, 0, RetryLater("http 503", 60.0)) == CFG.retry_max_s
+    assert retry_in(0, 0, RetryLater("http 429", 99999999999.0)) == CFG.retry_max_s
+
+
+def test_a_retry_after_pauses_the_sink_up_to_retry_max() -> None:
+    row = OutboxEvent(seq=1, id="ev-1", type="t", order_id="o", body=b"{}", attempts=0)
+    asked = [(row, RetryLater("http 429", 99999999999.0))]
+
+    _, until = down_pause(CFG, 0, True, asked, NOW + 3 * 86400, NOW)
+
+    assert until == NOW + CFG.retry_max_s

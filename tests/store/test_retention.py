@@ -102,8 +102,14 @@ async def _prune_example(
         await store.close()
 
 
-def _age(db: Path, days: float, *, where: str = "1") -> None:
-    """Move history back in time, as if it had happened `days` earlier."""
+# The newest event of a store in use: left as it is when the history is aged, as a store's
+# newest event is recent (one whose whole history is older than the window is not pruned).
+_NOT_NEWEST = "seq < (SELECT max(seq) FROM events)"
+
+
+def _age(db: Path, days: float, *, where: str = _NOT_NEWEST) -> None:
+    """Move history back in time, as if it had happened `days` earlier (the newest event
+    aside, unless `where` names it)."""
     shift = days * DAY
     with sqlite3.connect(db) as conn:
         conn.execute(f"UPDATE events SET time = time - ? WHERE {where}", (shift,))

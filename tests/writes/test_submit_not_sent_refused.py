@@ -54,9 +54,12 @@ async def test_a_2xx_saying_ccv_made_the_order_is_not_closed_as_not_sent(
     assert "--not-sent" not in submitted.stderr, submitted.stderr
     result = await call_cli("--config", cfg, "ccv", "resolve", "--ref", "made-1", "--not-sent")
     assert result.code == 65 and said in result.stderr, result.stderr
-    assert "track ccv ID --ref made-1" in result.stderr
     if "Location" in answer.headers:
         assert f"Location {fake.base_url}/order/{MADE}" in result.stderr, result.stderr
+        # The order it points at is kept, and named in what settles it.
+        assert f"track ccv {MADE} --ref made-1" in result.stderr, result.stderr
+    else:
+        assert "track ccv ID --ref made-1" in result.stderr
     assert query(tmp_path, "SELECT state FROM submissions") == [("uncertain",)]
     again = await call_cli("--config", cfg, "ccv", "submit", "-", stdin=stdin)
     assert again.code == 65 and "submitted already" in again.stderr, again.stderr

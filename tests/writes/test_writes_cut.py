@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from reconciler.writes.in_flight import InFlight
+from reconciler.writes.in_flight import Cut, InFlight
 
 BOUND_S = 0.05
 CUT_END_S = 1.0  # what a cut write gets to end (in_flight.py)
@@ -49,7 +49,8 @@ async def test_a_write_that_outlives_its_cut_is_cut_once_and_waited_for_once(
             both_s = time.monotonic() - began
     finally:
         released.set()
-        with contextlib.suppress(asyncio.CancelledError):
+        # Its caller is told it was cut (answered where it stands), not cancelled itself.
+        with pytest.raises(Cut):
             await caller
     assert caller.done()
     cut = [r for r in caplog.records if r.getMessage() == "daemon.writes_cut"]

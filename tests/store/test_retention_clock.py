@@ -1,0 +1,122 @@
+"""A clock far ahead (a VM's clock, a date set wrong) does not prune the history: retention is
+skipped, with one warning line, when its cutoff is later than the newest event the store held
+before this process began (and the time it has run since). One `catch-up` under +800 days
+pruned every event and every settled order."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from reconciler.events import Event
+from reconciler.model import EventType
+from reconciler.store import Store
+from reconciler.store.retention import newest_event_at, prune
+from tests.conftest import call_cli, write_config
+from tests.fake_providers import FakeCCV
+from tests.store.test_retention import IDS, _age, _count
+
+DAY = 86400.0
+NOW = 1_800_000_000.0
+KEEP_S = 400 * DAY
+WATCHED = {("ccv", "default"): 180 * DAY}
+
+
+def _event(n: int, at: float) -> Event:
+    data = {"source": "ccv", "account": "default", "order_id": f"o{n}", "status": "New"}
+    return Event(f"e-{n}", EventType.STATUS_CHANGED, at, "ccv", "default", f"o{n}", "info", data)
+
+
+async def _stored(tmp_path: Path) -> Store:
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("log",))
+    async with store.transaction():
+        await store.events.add([_event(n, NOW - 10 * DAY + n * DAY) for n in range(5)])
+        await store.conn.execute("UPDATE deliveries SET state = 'delivered'")
+    return store
+
+
+async def _events(store: Store) -> int:
+    [(count,)] = await store.conn.execute_fetchall("SELECT count(*) FROM events")
+    return int(count)
+
+
+async def test_a_clock_past_the_history_by_more_than_the_window_prunes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await _stored(tmp_path)
+    try:
+        newest = await newest_event_at(store)
+        assert newest == NOW - 6 * DAY
+        # The run's own events, dated by the clock far ahead, vouch for nothing.
+        async with store.transaction():
+            await store.events.add([_event(9, NOW + 800 * DAY)])
+        with caplog.at_level(logging.INFO, logger="reconciler.retention"):
+            report = await prune(
+                store,
+                sinks=("log",),
+                keep_s=KEEP_S,
+                now=NOW + 800 * DAY,
+                watched=WATCHED,
+                newest_s=newest,
+            )
+        assert await _events(store) == 6
+    finally:
+        await store.close()
+    assert report.events == 0
+    [line] = caplog.records
+    assert line.getMessage() == "store.prune_skipped"
+    assert line.levelno == logging.WARNING
+
+
+async def test_a_history_within_the_window_of_the_cutoff_is_pruned(tmp_path: Path) -> None:
+    store = await _stored(tmp_path)
+    try:
+        newest = await newest_event_at(store)
+        assert newest is not None
+        # The newest event 400 days and half an hour old, but the process has run for an
+        # hour since it was the newest: all but the newest go, as before.
+        report = await prune(
+            store,
+            sinks=("log",),
+            keep_s=KEEP_S,
+            now=newest + KEEP_S + 1800,
+            watched=WATCHED,
+            newest_s=newest + 3600,
+        )
+        assert await _events(store) == 1
+    finally:
+        await store.close()
+    assert report.events == 4
+
+
+async def test_an_empty_store_has_no_newest_event(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("log",))
+    try:
+        assert await newest_event_at(store) is None
+    finally:
+        await store.close()
+
+
+async def test_a_catch_up_past_the_whole_history_prunes_nothing(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # The history 401 days behind the clock, as under a clock 401 days ahead: the catch-up
+    # writes its own events at that clock, which vouch for nothing.
+    fake_ccv.orders = {IDS[0]: "Completed", IDS[1]: "New"}
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    db = tmp_path / "reconciler.db"
+    assert (await call_cli("--config", cfg, "track", "ccv", *IDS[:2])).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    _age(db, 401, where="1")
+    fake_ccv.orders[IDS[1]] = "AwaitingPayment"
+
+    result = await call_cli("--config", cfg, "catch-up")
+
+    assert result.code == 0, result.stderr
+    said = [x for x in result.log_lines() if x.get("message", "").startswith("store.prune")]
+    assert [x["message"] for x in said] == ["store.prune_skipped"]
+    assert said[0]["level"] == "warning"
+    assert _count(db, "SELECT count(*) FROM events") == 3
+    assert _count(db, "SELECT count(*) FROM orders") == 2
