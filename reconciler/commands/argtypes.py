@@ -41,8 +41,8 @@ def with_ids(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.N
         # everything after `--`.
         args.ids += [a for a in extra if not a.startswith("-")] + argv[cut + 1 :]
         unknown = [a for a in extra if a.startswith("-")]
-        if unknown:
-            _command(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+        if unknown:  # from the top, as argparse's own refusal of an unknown option is
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # The ids are `*` (`?` for one) so that argparse takes none before `--`; required here.
     if args.command != "track" and getattr(args, "ids", getattr(args, "id", "")) in ([], None):
         _command(parser, args).error("the following arguments are required: ID")
