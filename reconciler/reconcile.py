@@ -19,7 +19,7 @@ from .passes.hint_gate import MAX_WAIT_S, HintGate
 from .passes.hint_group import Group, Member
 from .passes.report import PassReport
 from .schedule import plan, stuck_event
-from .store import CancelledAfterCommit, Store
+from .store import Store, after_commit
 from .store.orders import Page
 from .store.references import carried_also
 from .store.taken import last_taken
@@ -166,13 +166,13 @@ class Reconciler:
                     page=None,
                     reports=[(m.keys, m.report) for m in group.members if m.report is not None],
                 )
-        except CancelledAfterCommit:
-            # Committed, then cancelled (a stop): written, its members not to write it again (a
-            # failed check's streak counted twice).
-            group.done(events)
-            self._written(events, references, tally)
-            raise
-        except BaseException:
+        except BaseException as exc:
+            if after_commit(exc):
+                # Committed, then cancelled (a stop): written, its members not to write it
+                # again (a failed check's streak counted twice).
+                group.done(events)
+                self._written(events, references, tally)
+                raise
             if self._hint_group is group:
                 self._hint_group = None
             group.failed()

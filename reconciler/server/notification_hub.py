@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from ..logs import fields
-from ..store import CancelledAfterCommit, StoreError
+from ..store import StoreError, after_commit
 from .health import Health
 from .screen import CCVCall
 
@@ -119,8 +119,9 @@ async def _writing(write: Awaitable[bool], committed: list[bool]) -> bool:
     then ends cancelled all the same, though the record is in the store."""
     try:
         return await write
-    except CancelledAfterCommit:
-        committed.append(True)
+    except asyncio.CancelledError as exc:
+        if after_commit(exc):
+            committed.append(True)
         raise
 
 

@@ -7,18 +7,18 @@ group of tables.
 
 from __future__ import annotations
 
-from .commit import CancelledAfterCommit
+from .commit import after_commit
 from .db import Store
 from .errors import StoreError, StoreFull, StoreLocked, WriterLockHeld, named_unusable
 from .files import WriterLock
 
 __all__ = [
-    "CancelledAfterCommit",
     "Store",
     "StoreError",
     "StoreFull",
     "StoreLocked",
     "WriterLock",
     "WriterLockHeld",
+    "after_commit",
     "named_unusable",
 ]

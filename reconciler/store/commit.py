@@ -6,19 +6,32 @@ import asyncio
 
 import aiosqlite
 
+# Marks a cancellation that came while a transaction's COMMIT ran, which committed it. A mark
+# on the cancellation itself, not a subclass of it: asyncio's time limits (`asyncio.timeout`,
+# and `wait_for` from Python 3.12) turn into TimeoutError only a CancelledError of exactly that
+# type, so a subclass would let a caller's time limit out as a cancellation.
+_COMMITTED = "reconciler_after_commit"
 
-class CancelledAfterCommit(asyncio.CancelledError):
-    """A cancellation that came while the transaction's COMMIT ran, which committed it: what
-    the transaction wrote is in the store (a caller must not write it again), and the caller
-    stops all the same. Raised by `Store.transaction` once its commit is told."""
+
+def after_commit(exc: BaseException) -> bool:
+    """Whether `exc` is a cancellation that came while its transaction's COMMIT ran, which
+    committed it: what the transaction wrote is in the store (a caller must not write it
+    again), and the caller stops all the same."""
+    return isinstance(exc, asyncio.CancelledError) and getattr(exc, _COMMITTED, False) is True
 
 
-async def commit(conn: aiosqlite.Connection) -> CancelledAfterCommit | None:
+def mark_after_commit(cancelled: asyncio.CancelledError) -> asyncio.CancelledError:
+    """Return `cancelled`, marked as one that came while its COMMIT ran and committed it."""
+    setattr(cancelled, _COMMITTED, True)
+    return cancelled
+
+
+async def commit(conn: aiosqlite.Connection) -> asyncio.CancelledError | None:
     """COMMIT the open transaction; return the cancellation that came meanwhile, if any. Once
     sent, the COMMIT decides the transaction's outcome, whatever cancels the caller (a slow
     fsync outlasting a caller's bound): it is waited for, and a committed transaction is one
-    (its events told, nothing undone); the caller raises the cancellation after that, as a
-    CancelledAfterCommit, which says it committed."""
+    (its events told, nothing undone); the caller raises the cancellation after that, marked
+    (`after_commit`) to say it committed."""
     sent = asyncio.ensure_future(conn.execute("COMMIT"))
     cancelled: asyncio.CancelledError | None = None
     while True:
@@ -37,4 +50,4 @@ async def commit(conn: aiosqlite.Connection) -> CancelledAfterCommit | None:
             raise
         if cancelled is None:
             return None
-        return CancelledAfterCommit(*cancelled.args)
+        return mark_after_commit(cancelled)

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..model import Source
-from .commit import CancelledAfterCommit
+from .commit import mark_after_commit
 from .db import Store
 
 # Notes written in one transaction, at most (`Notes`).
@@ -82,8 +82,8 @@ class Notes:
         """`note` of one order, in the batch waiting for the writer if there is one. Raises
         StoreError, the batch's: each note of it would have met the same. Cancelled (a stop)
         before its batch began, a note leaves it; once begun, the batch's outcome is its own,
-        waited for: it raises CancelledAfterCommit if the batch committed, as a note alone
-        whose COMMIT was under way (commit.py)."""
+        waited for: its cancellation is raised marked `after_commit` if the batch committed,
+        as a note alone whose COMMIT was under way (commit.py)."""
         mine = _Note(order_id, now, followed_only)
         batch = self._open
         if batch is None or len(batch.notes) >= self.most:
@@ -98,7 +98,7 @@ class Notes:
                 raise
             if await _decided(mine.kept) is None:
                 raise  # the batch did not commit
-            raise CancelledAfterCommit(*exc.args) from None
+            raise mark_after_commit(exc) from None
         if kept is not None:
             return kept
         # Its leader was cancelled before the batch committed (a stop): written alone.

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.store import CancelledAfterCommit, Store, StoreError
+from reconciler.store import Store, StoreError, after_commit
 from reconciler.store.notified_orders import Notes, pending
 from reconciler.store.sql import on_thread
 from tests.conftest import poll_until
@@ -145,8 +145,8 @@ async def batch_of_three(
     async def told(order_id: str) -> tuple[object, list[str]]:
         try:
             kept: object = await notes.note(order_id, 5.0)
-        except asyncio.CancelledError as exc:  # a stop: which one it was is the outcome
-            kept = type(exc)
+        except asyncio.CancelledError as exc:  # a stop: whether it committed is the outcome
+            kept = "cancelled after commit" if after_commit(exc) else "cancelled"
         return kept, on_disk(db)
 
     leader = asyncio.ensure_future(told("N-0"))
@@ -228,7 +228,7 @@ async def test_a_note_stopped_while_its_batch_commits_is_told_written(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Stopped once its batch holds the writer: its batch decides, and its caller is told so
-    # (CancelledAfterCommit: "recorded" at the stop, not "stopped before it was written").
+    # (marked `after_commit`: "recorded" at the stop, not "stopped before it was written").
     notes = Notes(store, "ccv", "a")
     release, began = asyncio.Event(), asyncio.Event()
     holder = asyncio.ensure_future(held(store, release, began))
@@ -241,7 +241,7 @@ async def test_a_note_stopped_while_its_batch_commits_is_told_written(
     member.cancel()
     landed.set()
     everything = ["N-0", "N-1", "N-2"]
-    assert await member == (CancelledAfterCommit, everything)
+    assert await member == ("cancelled after commit", everything)
     assert [await leader, await other] == [(True, everything)] * 2
     await holder
 
@@ -249,7 +249,7 @@ async def test_a_note_stopped_while_its_batch_commits_is_told_written(
 async def test_a_leader_cancelled_as_its_commit_lands_tells_the_others_kept(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The leader's caller stops as the batch's COMMIT lands (CancelledAfterCommit): the others
+    # The leader's caller stops as the batch's COMMIT lands (marked `after_commit`): the others
     # are kept by it, not written again.
     notes = Notes(store, "ccv", "a")
     release, began = asyncio.Event(), asyncio.Event()
@@ -264,7 +264,7 @@ async def test_a_leader_cancelled_as_its_commit_lands_tells_the_others_kept(
     leader.cancel()
     landed.set()
     everything = ["N-0", "N-1", "N-2"]
-    assert await leader == (CancelledAfterCommit, everything)
+    assert await leader == ("cancelled after commit", everything)
     assert await asyncio.gather(*others) == [(True, everything)] * 2
     assert [s for s in begins if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
     await holder
