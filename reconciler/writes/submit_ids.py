@@ -130,18 +130,42 @@ def location_order_id(location: str, names: Sequence[str]) -> str | None:
     return next((query[n.casefold()] for n in names if query.get(n.casefold())), None)
 
 
+def _reseller_order(location: str) -> str | None:
+    """The order a `Location` names on CCV's own order path (`.../reseller/order/ID`) alone: a
+    redirect elsewhere (a login page's `?id=SESSION`, `/order/login`) names no order."""
+    try:
+        parts = [p for p in URL(location).path.split("/") if p]
+    except (ValueError, TypeError):
+        return None
+    for i in range(1, len(parts) - 1):
+        if parts[i].casefold() == "order" and parts[i - 1].casefold() == "reseller":
+            return parts[i + 1]
+    return None
+
+
 def named_order(
-    body: bytes, location: str | None, names: Sequence[str], key_forms: SecretForms | None
+    body: bytes,
+    location: str | None,
+    names: Sequence[str],
+    key_forms: SecretForms | None,
+    *,
+    success: bool = False,
 ) -> str | None:
     """The order an answer of CCV's that is no success names, where it names a usable one: its
     body's order id field (`order_id_from`), else its `Location`'s (checked as a body's is).
     A 409 or a 5xx naming one says CCV has an order of the reference (an earlier submit's, or
     this one's made before the error), and the id is kept: `store/not_sent.refusal` refuses
     the word that would send the reference again."""
-    found = order_id_from(body, names, key_forms)
+    # An error's bare `id` is not its order's: an error's own (`{"id": "conflict"}`, a
+    # gateway's trace id) would be taken for one, and a person's word that CCV never got the
+    # submit refused for it. A 2xx's or a 303's (`success`: CCV made the order) is its order's,
+    # as the submit's parser reads it, and so is its Location's.
+    found = order_id_from(
+        body, names if success else [n for n in names if n.casefold() != "id"], key_forms
+    )
     if found is not None or location is None:
         return found
-    pointed = location_order_id(location, names)
+    pointed = location_order_id(location, names) if success else _reseller_order(location)
     if pointed is None or MASK in pointed or holds_secret(pointed, key_forms):
         return None
     try:

@@ -180,7 +180,8 @@ async def close(c: Closing, sub_id: int, account: str, ref: str, answer: Answer)
 
     def order_named() -> str | None:
         body = answer.came if answer.own is not None else answer.body
-        return named_order(body, location, c.order_id_fields, c.key_forms)
+        success = 200 <= status < 300 or status == 303  # "made, see there"
+        return named_order(body, location, c.order_id_fields, c.key_forms, success=success)
 
     if 200 <= status < 300 and answer.own is not None:
         # Its body broke or was too large: it may have named the order, so it is an answer

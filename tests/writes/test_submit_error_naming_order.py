@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import call_cli, free_port, read_events, write_config
 from tests.fake_ccv_writes import BodyBreaks, FakeCCVWrites, json_reply, submit_body
 from tests.fake_providers import Reply
-from tests.server.test_api import Api, api_toml
+from tests.server.test_api import TOKEN, Api, api_toml
 from tests.writes.test_submit_crash import UNCERTAIN, query
 
 ANSWERS = {
@@ -97,5 +97,35 @@ async def test_an_error_naming_no_order_is_still_closed_by_a_persons_word(
     assert (await api.call("POST", "/api/v1/ccv/orders", body=body))[0] == 500
     assert api.submission("named-3") == ("uncertain", None)
     word = {"external_reference": "named-3", "sent": False}
+    status, document, _ = await api.call("POST", "/api/v1/ccv/submissions/resolve", body=word)
+    assert (status, document["state"]) == (200, "failed"), document
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json_reply(409, {"id": "conflict", "message": "externalReference already used"}),
+        json_reply(503, {"id": "maintenance", "message": "down for maintenance"}),
+        Reply(302, "", headers={"Location": "https://sso.example/login?id=sess-81f2&return=%2F"}),
+        Reply(307, "", headers={"Location": "https://portal.example/order/login"}),
+    ],
+    ids=["409-error-id", "503-gateway-id", "302-login-query", "307-order-login"],
+)
+async def test_an_error_s_own_id_or_a_login_redirect_names_no_order(
+    api: Api, fake: FakeCCVWrites, answer: Reply
+) -> None:
+    # An error's own `id` or a redirect to a login page is no order of CCV's: the person's word
+    # still closes it (else the advice was to track an order named `conflict`).
+    fake.submit_replies = [answer]
+    body = submit_body(externalReference="named-4")
+    async with api.http.post(  # not followed: the daemon passes CCV's redirect on
+        f"{api.url}/api/v1/ccv/orders",
+        json=body,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == answer.status
+    assert api.submission("named-4") == ("uncertain", None)
+    word = {"external_reference": "named-4", "sent": False}
     status, document, _ = await api.call("POST", "/api/v1/ccv/submissions/resolve", body=word)
     assert (status, document["state"]) == (200, "failed"), document
