@@ -22,7 +22,7 @@ from .schedule import plan, stuck_event
 from .store import Store, after_commit
 from .store.orders import Page
 from .store.references import carried_also
-from .store.taken import last_taken
+from .store.taken import contradicted, last_taken
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -294,14 +294,17 @@ class Reconciler:
         """Return an `order.action_unconfirmed` for each order an answer moved back from where
         a ship or cancel CCNow answered as taken left it (`mark_shipped -> pending`): reading
         the provider back contradicts the action's answer (DESIGN: writes are confirmed by the
-        same reading as everything else). Once per action: its id names the action alone."""
+        same reading as everything else). Only the order's latest such action, and only where
+        the read contradicts it (`taken.contradicted`). Once per action: its id names it."""
         taken = await last_taken(self.store, (after.key for _, after in moved))
         store_id = self.store.store_id
         events: list[Event] = []
         for before, after in moved:
             c = taken.get(after.key)
-            if c is None:
-                continue  # moved there by CCNow's backroom, or an action not through reconciler
+            if c is None or not contradicted(c, before, after):
+                # Moved there by CCNow's backroom (after an action that took, or none through
+                # reconciler), or read before the action's answer: no action to name.
+                continue
             # As `action_event`'s, what happened makes it name this command's outcome only.
             once = event_id(store_id, "ccnow-action-unconfirmed", c.id, c.order_id, c.closed_at)
             if any(e.id == once for e in events):
