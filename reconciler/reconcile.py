@@ -241,7 +241,11 @@ class Reconciler:
                     (o for o in outage if keys is None or o.key in keys), self.batch_rows
                 )
                 report.note_started_failing(o for o in started if keys is None or o.key in keys)
-                report.doubted.update(k.order_id for k in doubted if keys is None or k in keys)
+                report.doubted.update(
+                    (k.order_id, snapshot[k].next_check_at)
+                    for k in doubted
+                    if keys is None or k in keys
+                )
 
         rows = []
         events = list(result.events)
@@ -266,11 +270,10 @@ class Reconciler:
                     stuck_after_s=limit,
                 )
             rows.append((state, when))
-        # A pending list's line that may lag (diff.lags): the order's query decides, in the
-        # pass's query step if it takes it (poller/ccnow.py), else at the next due check.
-        rows += [
-            (snapshot[k], (snapshot[k].interval_s, now)) for k in doubted - result.states.keys()
-        ]
+        # A pending list's line that may lag (diff.lags) writes nothing: the order's query
+        # decides, in the pass's query step where it takes it (poller/ccnow.py), else at its
+        # check as planned. Not due at once: a list lagging for hours would have it asked at
+        # every poll.
         await store.orders.save(snapshot, rows)
         differs: list[Differs] = []
         if result.references:
