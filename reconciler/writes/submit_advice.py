@@ -46,9 +46,11 @@ def recorded_when_cut(ref: str, found: subs.Submission) -> Result:
     had not answered. Still reconciler's `stopping` answer: CCV's own was not passed on."""
     state, order_id = found.state, found.order_id
     made = f", order {order_id}" if order_id else ""
+    # A refused one's reference is free again (`failed`): any other is never sent again.
+    again = "" if state == "failed" else " (not sent again)"
     own = (
         f"reconciler stopped as it recorded the outcome of the submit of external reference "
-        f"{ref}: it is {state}{made} (not sent again)"
+        f"{ref}: it is {state}{made}{again}"
     )
     document = {
         "error": "stopping",
