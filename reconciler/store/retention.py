@@ -43,7 +43,7 @@ SETTLED_ORDERS = (
 CHUNK = 1000  # rows per transaction
 _SKIPPED_HINT = (
     "the clock is past the newest event by more than keep_events: check the clock "
-    "(a store left unused that long is pruned once a start finds newer events)"
+    "(a store left unused that long is pruned once a later prune or start finds newer events)"
 )
 
 
@@ -81,8 +81,8 @@ async def prune(
     `watched`: each configured account's `watch_settled` by (source, account); a settled order
     of another account is watched by nobody. References a CCV notification named go after
     `remember_ref_s` (all: no receiver). `newest_s`: the newest time the history vouches for
-    (`newest_event_at` when the process began, plus the time it has run since; None: no
-    bound); a window that ends after it deletes nothing (`store.prune_skipped`)."""
+    (prune_clock.History; None: no bound); a window that ends after it deletes nothing
+    (`store.prune_skipped`)."""
     if not sinks:
         raise ValueError("prune needs the configured sinks")  # else every sink would be "gone"
     started = time.monotonic()

@@ -13,7 +13,8 @@ import pytest
 from reconciler.events import Event
 from reconciler.model import EventType
 from reconciler.store import Store
-from reconciler.store.retention import newest_event_at, prune
+from reconciler.store.prune_clock import History
+from reconciler.store.retention import PruneReport, newest_event_at, prune
 from tests.conftest import call_cli, write_config
 from tests.fake_providers import FakeCCV
 from tests.store.test_retention import IDS, _age, _count
@@ -120,3 +121,47 @@ async def test_a_catch_up_past_the_whole_history_prunes_nothing(
     assert said[0]["level"] == "warning"
     assert _count(db, "SELECT count(*) FROM events") == 3
     assert _count(db, "SELECT count(*) FROM orders") == 2
+
+
+async def _daily(history: History, store: Store, now: float) -> PruneReport:
+    """The daemon's prune (Runtime.prune), at `now`."""
+    return await history.prune(store, sinks=("log",), keep_s=KEEP_S, now=now, watched=WATCHED)
+
+
+class Monotonic:
+    """The clock that is never stepped (time.monotonic), as a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_store_left_unused_is_pruned_by_a_later_daily_prune_of_the_same_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The history ends 500 days before the daemon's start, the clock right: the start's prune
+    # cannot tell it from a clock far ahead and deletes nothing. The events the daemon wrote
+    # before it (its start's catch-up) vouch for its clock at the next day's prune, as they
+    # would for a later start's.
+    store = await _stored(tmp_path)
+    monotonic = Monotonic()
+    started = NOW + 500 * DAY
+    try:
+        history = History(monotonic=monotonic)
+        await history.read(store)  # the store opened
+        async with store.transaction():
+            await store.events.add([_event(9, started + 60.0)])  # an order moved
+            await store.conn.execute("UPDATE deliveries SET state = 'delivered'")
+        monotonic.now = 120.0
+        with caplog.at_level(logging.INFO, logger="reconciler.retention"):
+            skipped = await _daily(history, store, started + 120.0)
+            monotonic.now += DAY
+            pruned = await _daily(history, store, started + 120.0 + DAY)
+        assert await _events(store) == 1
+    finally:
+        await store.close()
+    assert (skipped.events, pruned.events) == (0, 5)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["store.prune_skipped", "store.pruned"]
