@@ -100,8 +100,8 @@ async def test_a_full_disk_shows_in_metrics_and_the_status_line_until_it_recover
             pages = next(iter(await rt.store.conn.execute_fetchall("PRAGMA page_count")))[0]
             await rt.store.conn.execute(f"PRAGMA max_page_count = {pages}")
             rt.store.health.watch(on_corrupt=stop.set)
-            daemon = Daemon(config, rt, Notifier(sock.address))
-            serving = asyncio.ensure_future(daemon.serve(stop))
+            notifier = Notifier(sock.address)  # closed below, as run_daemon closes its own
+            serving = asyncio.ensure_future(Daemon(config, rt, notifier).serve(stop))
             try:
                 bad = await scrape_until(port, lambda s: s.get(OK) == 0.0)
                 assert bad[failing("full")] == 1.0
@@ -117,3 +117,4 @@ async def test_a_full_disk_shows_in_metrics_and_the_status_line_until_it_recover
             finally:
                 stop.set()
                 await serving
+                notifier.close()
