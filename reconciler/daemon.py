@@ -294,11 +294,8 @@ class Daemon:
             metrics=self.metrics,
             checks_stop_timeout_s=NOTIFICATION_CHECKS_STOP_TIMEOUT_S,
         )
-        self.receiver = Receiver(
-            app,
-            shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S,
-            limits=ConnectionLimits.from_config(receiver),
-        )
+        limits = ConnectionLimits.from_config(receiver)
+        self.receiver = Receiver(app, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S, limits=limits)
         where = (receiver.listen_host, receiver.listen_port)
         await self.receiver.start_as(*where, file=self.config.file, key="receiver.listen")
 
@@ -329,6 +326,7 @@ class Daemon:
             watched=self.config.watch_settled(),
             secrets=tuple(config_secrets(self.config)),
             body_timeout_s=self.api_limits.header_timeout_s,
+            metrics=self.metrics,
         )
         app = build_api(api, deps)
         # Run as the API closes, before its requests' 1 s to answer: a caller whose write was

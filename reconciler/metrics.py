@@ -62,6 +62,12 @@ class Metrics:
             ["source", "outcome"],
             registry=self.registry,
         )
+        self.api_unauthorized = Counter(
+            "reconciler_api_unauthorized",
+            "API requests refused for their bearer token: missing, or invalid (not the daemon's).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.notification_latency = Histogram(
             "reconciler_notification_latency_seconds",
             "Time from a notification's arrival to the end of the check it caused.",
@@ -201,6 +207,9 @@ class Metrics:
         """Count one notification request: `accepted`, or why it was refused (`bad_signature`,
         `bad_token`, `too_large`, `method`, ...)."""
         self.notifications.labels(source, outcome).inc()
+
+    def observe_unauthorized(self, reason: str) -> None:
+        self.api_unauthorized.labels(reason=reason).inc()
 
     def observe_notification_latency(self, source: str, seconds: float) -> None:
         """Record how long a notification took to become a finished check."""

@@ -51,6 +51,7 @@ def fed_metrics() -> Metrics:
     metrics.observe_events([Event("id", EventType.STUCK, 0.0, "ccv", "default", "O-1", "info", {})])
     metrics.observe_notification("ccv", "accepted")
     metrics.observe_notification_latency("ccv", 0.1)
+    metrics.observe_unauthorized("invalid")
     metrics.set_followed({("ccv", "default", "Processing"): 1}, accounts={("ccv", "default")})
     metrics.set_last_success("ccv", "default", 1.0)
     metrics.set_outbox_backlog({"log": 1})
