@@ -32,6 +32,7 @@ ALERTS = {
     "ReconcilerDeadLetters",
     "ReconcilerSinkDisabled",
     "ReconcilerStuckOrders",
+    "ReconcilerStoreFailing",
 }
 
 
@@ -59,6 +60,7 @@ def fed_metrics() -> Metrics:
     metrics.observe_pass("ccv", "default", "poll", 0.1)
     metrics.set_source("ccv", "default", failing=False, poll_interval_s=300)
     metrics.set_stuck({("ccv", "default"): 1})
+    metrics.set_store("full")
     return metrics
 
 
