@@ -25,7 +25,7 @@ from .sources.connection import WriteAwareConnector
 from .sources.http import Gates
 from .store import Store, StoreError, WriterLock, WriterLockHeld, rewound, unsettled
 from .store.health import file_size
-from .store.retention import newest_event_at, prune
+from .store.prune_clock import History
 from .store.space import make_space_returnable
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ class Runtime:
         # when it ends, Ctrl-C included (its task cancelled), before the store and session
         # close; the daemon passes its own and waits on them itself.
         self._in_flight: InFlight | None = None
-        # The newest event stored when the store was opened (None: none), and when (monotonic).
-        self._history: tuple[float | None, float] = (None, time.monotonic())
+        # What the history vouches for of the clock (store/prune_clock.py).
+        self._history = History()
 
     async def __aenter__(self) -> Runtime:
         # Whatever fails on the way in, what was opened so far is closed again, in reverse.
@@ -98,7 +98,7 @@ class Runtime:
             )
             opened.push_async_callback(self.store.close)
             # What the history vouches for before this process writes any (see `prune`).
-            self._history = (await newest_event_at(self.store), time.monotonic())
+            await self._history.read(self.store)
             await make_space_returnable(self.store)
             self.session = http_session(self.config)
             opened.push_async_callback(self.session.close)
@@ -183,17 +183,16 @@ class Runtime:
 
     async def prune(self) -> None:
         """Delete what the retention window lets go (store/retention.py), but nothing when the
-        clock is past the history this process found, and the time it has run since, by more
-        than the window: a clock far ahead would prune it all."""
-        newest, opened_at = self._history
-        await prune(
+        clock is past what the history vouches for by more than the window: a clock far ahead
+        would prune it all (store/prune_clock.py)."""
+        receiver = self.config.receiver
+        await self._history.prune(
             self.store,
             sinks=self.store.events.sinks,
             keep_s=self.config.keep_events_s,
             now=time.time(),
             watched=self.config.watch_settled(),
-            remember_ref_s=receiver.remember_ref_s if (receiver := self.config.receiver) else None,
-            newest_s=None if newest is None else newest + time.monotonic() - opened_at,
+            remember_ref_s=receiver.remember_ref_s if receiver is not None else None,
         )
 
     async def __aexit__(

@@ -85,7 +85,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         self._healthy_at: float | None = None
         self._probed: set[str] = set()  # asked by `_probe_due` since the account failed
         self._first_checks = FirstChecks(self.store, self.source, self.account)
-        self._steps = ClockSteps(self.store, self.source, config)  # a step back: see _due
+        self._steps = ClockSteps(self.store, self.source, config, rng=writer.rng)  # see _due
 
     @property
     def name(self) -> str:
