@@ -304,9 +304,9 @@ class Reconciler:
         events: list[Event] = []
         for before, after in moved:
             c = taken.get(after.key)
-            if c is None or not contradicted(c, before, after):
-                # Moved there by CCNow's backroom (after an action that took, or none through
-                # reconciler), or read before the action's answer: no action to name.
+            if c is None or not contradicted(c, before):
+                # Moved there by CCNow's backroom (after an action a read confirmed, or none
+                # through reconciler): no action to name.
                 continue
             # As `action_event`'s, what happened makes it name this command's outcome only.
             once = event_id(store_id, "ccnow-action-unconfirmed", c.id, c.order_id, c.closed_at)

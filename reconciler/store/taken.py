@@ -9,6 +9,10 @@ from ..model import OrderKey, OrderState
 from .commands import Command, get
 from .db import Store
 
+# What CCNow answers when a ship or cancel took: the queue state it put the order in, or (for
+# an order the lifecycle moved on quickly) where that queue leads.
+TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
+
 
 async def last_taken(store: Store, keys: Iterable[OrderKey]) -> dict[OrderKey, Command]:
     """Return, per CCNow order, its latest ship or cancel closed `succeeded` (none: absent).
@@ -26,13 +30,27 @@ async def last_taken(store: Store, keys: Iterable[OrderKey]) -> dict[OrderKey, C
     return {ids[c.id]: c for c in await get(store, list(ids))}
 
 
-def contradicted(taken: Command, before: OrderState, after: OrderState) -> bool:
-    """Whether a read that moved an order back (`before` -> `after`, its row before and after
-    it) contradicts `taken`, its latest ship or cancel answered as taken: nothing read since
-    that answer confirmed it (else it took, and CCNow's backroom moved the order back later),
-    and the read was sent after the answer (one sent earlier may be from before CCNow ran it).
-    The answer's time is its close's (`closed_at`), when it was recorded: no later than that."""
-    answered, held, read = taken.closed_at, before.asked_at, after.asked_at
-    if answered is None or read is None or read <= answered:
-        return False
-    return held is None or held <= answered
+def contradicted(taken: Command, before: OrderState) -> bool:
+    """Whether a read that moved an order back (`before`: its row before that read) contradicts
+    `taken`, its latest ship or cancel answered as taken: unless a read since that answer said
+    what the action leads to (it took, and CCNow's backroom moved the order back later).
+
+    The read itself is newer than the answer: one sent before the answer came is skipped as
+    older news than the answer the row holds (diff.stale), and one sent after it came, even
+    before the command closed, is after CCNow ran the action. Its time is not compared again
+    (a wall clock put back after the close would hide a contradiction).
+
+    A read confirmed the action only when it said a status (no "not found" pending since:
+    one not confirmed yet dates the row, but keeps the action's status) that the action leads
+    to, and was sent after the command closed: a confirming read sent before the close, or
+    dated before it by a clock put back, is not seen, and the action is named (a warning too
+    many, never a ship that did not take going unseen)."""
+    answered, held = taken.closed_at, before.asked_at
+    confirmed = (
+        answered is not None
+        and held is not None
+        and held > answered
+        and before.missing_since is None
+        and before.status in TAKEN.get(taken.action, ())
+    )
+    return not confirmed

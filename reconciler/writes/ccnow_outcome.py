@@ -15,6 +15,7 @@ from reconciler.model import Observation, OrderKey
 from reconciler.sources.ccnow_answer import DOCUMENTED, Answer, OrderLine, by_id, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.taken import TAKEN
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_form import local_refusal
 from reconciler.writes.ccnow_taken import Tally
@@ -31,10 +32,6 @@ UNSETTLED_FOR_S = 86400.0
 HELD_FOR_S = 3 * 86400.0
 # A command sent this long after it was due: nothing ran to send it (the daemon was stopped).
 LATE_S = 3600.0
-
-# What CCNow answers when the action took: the queue state it put the order in, or (for an
-# order the lifecycle moved on quickly) where that queue leads.
-TAKEN = {"ship": ("mark_shipped", "completed"), "cancel": ("mark_canceled", "canceled")}
 
 
 def took(action: str, status: str) -> bool:

@@ -43,9 +43,9 @@ from reconciler.sources.errors import (
 )
 from reconciler.sources.http import Gates, Reply, parse_retry_after
 from reconciler.store import commands as cmds
+from reconciler.store.taken import TAKEN
 from reconciler.writes.ccnow_fields import carries
 from reconciler.writes.ccnow_form import form
-from reconciler.writes.ccnow_outcome import TAKEN
 from reconciler.writes.ccnow_send import (
     FIELD,
     GaveUp,

@@ -19,6 +19,7 @@ from tests.writes.test_ccnow_overlapping_reads import ORDER, history, parts, sna
 
 KEY = OrderKey("ccnow", "default", ORDER)
 UNSHIPPED = ("order.status_changed", "mark_shipped", "pending", "poll")
+UNCONFIRMED = ("order.action_unconfirmed", "mark_shipped", "pending", "poll")
 
 
 async def test_a_ship_a_query_confirmed_is_not_blamed_for_a_later_unship(
@@ -61,21 +62,57 @@ async def test_only_the_latest_ship_is_named(
             UNSHIPPED,
             *SHIPPED,
             UNSHIPPED,
-            ("order.action_unconfirmed", "mark_shipped", "pending", "poll"),
+            UNCONFIRMED,
         ]
         [event] = [e for e in await rt.store.events.history() if "unconfirmed" in e.type]
         assert json.loads(event.body)["data"]["command_id"] == second.id
 
 
-async def test_a_read_no_newer_than_the_ships_answer_names_no_ship(
+async def test_a_read_sent_before_the_ships_answer_came_names_no_ship(
     tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A read sent no later than the ship's answer was recorded (as it closed) says `pending`:
-    # it may be from before CCNow ran the ship, and says nothing of whether it took.
+    # A read sent before the ship's answer came says `pending`: it may be from before CCNow
+    # ran the ship, and is older news than the answer the order's row holds (skipped).
     fake_ccnow.orders = {ORDER: "pending"}
     async with parts(tmp_path, fake_ccnow, monkeypatch) as (rt, sender):
         [row] = (await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))).rows
-        assert row.state == "succeeded" and row.closed_at is not None
-        line = Observation(KEY, Outcome.OK, status="pending", asked=row.closed_at)
-        assert await rt.reconciler.apply([line], via="poll", discover=True) == 1
-        assert await history(rt) == [*SHIPPED, UNSHIPPED]
+        held = (await rt.store.orders.load([KEY]))[KEY].asked_at
+        assert row.state == "succeeded" and held is not None
+        line = Observation(KEY, Outcome.OK, status="pending", asked=held - 1)
+        assert await rt.reconciler.apply([line], via="poll", discover=True) == 0
+        assert await history(rt) == SHIPPED
+
+
+async def test_a_read_sent_after_the_answer_came_but_before_the_close_names_the_ship(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ship's answer came (the order's row dated by it), then its command closed: a query
+    # sent between the two came after CCNow ran the ship, and its `pending` contradicts it. So
+    # does one a wall clock put back after the close dates before it.
+    fake_ccnow.orders = {ORDER: "pending"}
+    async with parts(tmp_path, fake_ccnow, monkeypatch) as (rt, sender):
+        [row] = (await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))).rows
+        held = (await rt.store.orders.load([KEY]))[KEY].asked_at
+        assert row.closed_at is not None and held is not None and held < row.closed_at
+        line = Observation(KEY, Outcome.OK, status="pending", asked=(held + row.closed_at) / 2)
+        await rt.reconciler.apply([line], via="poll", discover=True)
+        assert await history(rt) == [*SHIPPED, UNSHIPPED, UNCONFIRMED]
+
+
+async def test_a_not_found_since_the_answer_does_not_confirm_the_ship(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A "not found" not confirmed yet keeps the order `mark_shipped` and dates its row later
+    # than the answer: it says nothing of whether the ship took, and a `pending` read after it
+    # contradicts the ship.
+    fake_ccnow.orders = {ORDER: "pending"}
+    async with parts(tmp_path, fake_ccnow, monkeypatch) as (rt, sender):
+        [row] = (await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))).rows
+        assert row.closed_at is not None
+        missing = Observation(KEY, Outcome.NOT_FOUND, asked=row.closed_at + 1)
+        await rt.reconciler.apply([missing], via="poll", discover=True)
+        state = (await rt.store.orders.load([KEY]))[KEY]
+        assert state.status == "mark_shipped" and state.missing_since is not None
+        line = Observation(KEY, Outcome.OK, status="pending", asked=row.closed_at + 2)
+        await rt.reconciler.apply([line], via="poll", discover=True)
+        assert await history(rt) == [*SHIPPED, UNSHIPPED, UNCONFIRMED]
