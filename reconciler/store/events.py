@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..events import Event
 from ..model import Source
+from ..ordering import stored_keys
 from . import event_rows, replays
 from . import targets as sink_targets
 from .due import OUTBOX_COLUMNS, read_pending
@@ -107,9 +108,7 @@ class Events:
             self._store.stored(list({e.id: e for e in events if e.id in ids}.values()))
         priority = self._store.priority
         if added == len(events):
-            priority.stage(
-                ((r[0], (r[4], r[5], r[6])) for r in rows if r[6] is not None), urgent=urgent
-            )
+            priority.stage(stored_keys(rows), urgent=urgent)
         else:  # a seq may not be its event's
             priority.forget_window()
         return added
