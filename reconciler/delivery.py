@@ -6,7 +6,7 @@ dead-lettered (kept, logged at error). A sink whose receiver is gone (410) is di
 
 One path: each lane reads what its sink may have from the store, in seq (commit) order, woken
 when this process commits and every `tick_s` for other processes' writes. Per order (per
-ordering key: ordering.py, which gives the events naming no order theirs), a sink never gets a
+ordering key: store/ordering.py, which gives the events naming no order theirs), a sink never gets a
 later event before an earlier one: an event waits while an earlier event of its key waits for a
 retry (a dead-lettered one no longer holds it back).
 """

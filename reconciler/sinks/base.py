@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..logs import fields
-from ..ordering import Key, held_key
 from ..redact import SecretForms, mask
 from ..store.errors import StoreError
 from ..store.events import OutboxEvent
+from ..store.ordering import Key, held_key
 
 log = logging.getLogger("reconciler.outbox")
 
@@ -248,7 +248,7 @@ async def deliver_in_order(
     of notifications, each interrupting the batch read before it, cannot stop a lane."""
     results: list[DeliveryResult] = []
     # Ordering keys with a refused event in this batch: an order's, or an account's health, a
-    # submission's reference (ordering.py) for the events that name no order.
+    # submission's reference (store/ordering.py) for the events that name no order.
     held: set[str | Key] = set()
     down, refused = False, None
     for event in events:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from ..ordering import Key, row_key
+from .ordering import Key, row_key
 
 # A row: (seq, id, type, order_id, body, attempts, severity, next_attempt_at, source, account).
 Row = tuple[Any, ...]

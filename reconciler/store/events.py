@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..events import Event
 from ..model import Source
-from ..ordering import stored_keys
 from . import event_rows, replays
 from . import targets as sink_targets
 from .due import OUTBOX_COLUMNS, read_pending
@@ -26,6 +25,7 @@ from .event_pages import StoredEvent, history_pages
 from .health import is_unusable
 from .history import LAST_SEQ, RAISE_FLOOR, highest_seq
 from .oneshot import commit_at_once
+from .ordering import stored_keys
 from .priority import urgent_first
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements, runs, values
 

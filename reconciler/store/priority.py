@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from ..ordering import Key, row_key
+from .ordering import Key, row_key
 
 # Bound per sink: a stalled sink must not make this grow; what falls off is delivered in
 # commit order, as if it had never been urgent.

@@ -1,6 +1,6 @@
 """The outbox's read hands a notification's events first (store/priority.py), and never one
 before an earlier pending event of its ordering key: an `order.submit_resolved` a notification
-settled goes after the `order.submit_uncertain` of its reference (reconciler/ordering.py)."""
+settled goes after the `order.submit_uncertain` of its reference (store/ordering.py)."""
 
 from __future__ import annotations
 
