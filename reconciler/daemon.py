@@ -106,6 +106,7 @@ class Daemon:
         self.metrics = Metrics()
         runtime.reconciler.metrics = self.metrics
         runtime.reconciler.on_health = lambda: self._spawn(self._send_status())
+        runtime.store.health.on_change = runtime.reconciler.on_health  # failing or recovered
         runtime.store.events_committed = self.metrics.observe_events
         self.hub = Hub(
             config,
@@ -154,7 +155,7 @@ class Daemon:
                     "daemon.ready",
                     extra=fields(
                         store=str(self.config.store_path),
-                        receiver=self._listen_text(),
+                        receiver=(r := self.config.receiver) and f"{r.listen_host}:{r.listen_port}",
                         event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
                     ),
                 )
@@ -273,12 +274,11 @@ class Daemon:
         self.notifier.status(self._status_line())
 
     def _status_line(self) -> str:
-        last = f"last pass {self.last_pass}"
-        return f"failing {','.join(self.failing)}; {last}" if self.failing else last
-
-    def _listen_text(self) -> str | None:
-        r = self.config.receiver
-        return None if r is None else f"{r.listen_host}:{r.listen_port}"
+        # A failing store first: no pass records anything meanwhile, whatever the line says.
+        episode = self.rt.store.health.current
+        store = [f"store failing ({episode.kind})"] if episode else []
+        accounts = [f"failing {','.join(self.failing)}"] if self.failing else []
+        return "; ".join([*store, *accounts, f"last pass {self.last_pass}"])
 
     # --- receiver and API ------------------------------------------------------------
 
@@ -294,11 +294,8 @@ class Daemon:
             metrics=self.metrics,
             checks_stop_timeout_s=NOTIFICATION_CHECKS_STOP_TIMEOUT_S,
         )
-        self.receiver = Receiver(
-            app,
-            shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S,
-            limits=ConnectionLimits.from_config(receiver),
-        )
+        limits = ConnectionLimits.from_config(receiver)
+        self.receiver = Receiver(app, shutdown_timeout_s=RECEIVER_STOP_TIMEOUT_S, limits=limits)
         where = (receiver.listen_host, receiver.listen_port)
         await self.receiver.start_as(*where, file=self.config.file, key="receiver.listen")
 
@@ -329,6 +326,7 @@ class Daemon:
             watched=self.config.watch_settled(),
             secrets=tuple(config_secrets(self.config)),
             body_timeout_s=self.api_limits.header_timeout_s,
+            metrics=self.metrics,
         )
         app = build_api(api, deps)
         # Run as the API closes, before its requests' 1 s to answer: a caller whose write was

@@ -45,7 +45,7 @@ class DiffResult:
     # failed checks of orders whose checks answered until now (failure streak 0 -> 1)
     started_failing: list[Observation] = field(default_factory=list)
     # orders a CCNow pending list's line said to be before the status the snapshot holds
-    # (`lags`): nothing applied; their query decides, due at once (reconcile.py)
+    # (`lags`): nothing applied; their query decides (poller/ccnow.py)
     doubted: set[OrderKey] = field(default_factory=set)
     # CCNow orders an answer moved back from what a ship or cancel leads to (`mark_shipped`) to
     # pending or before, (row before, row after): such an action may not have taken

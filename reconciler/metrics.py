@@ -23,6 +23,10 @@ from .model import NOT_FOUND_UNCONFIRMED, Observation, OrderKey, Outcome, status
 NO_STATUS = "unknown"
 OTHER_STATUS = "other"
 
+# What a store failure can be while the daemon runs (store/health.py's kinds but `busy`, a wait;
+# `corrupt` stops the daemon): each exported, at 0 unless it is the failure now.
+STORE_FAILURES = ("full", "io", "gone", "corrupt")
+
 # From "within the poll" to "long after": a notification should become an event in seconds.
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # From a due tick of a few orders to a catch-up of a million.
@@ -56,6 +60,12 @@ class Metrics:
             "reconciler_notifications",
             "Notification requests: accepted, or the reason they were refused.",
             ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.api_unauthorized = Counter(
+            "reconciler_api_unauthorized",
+            "API requests refused for their bearer token: missing, or invalid (not the daemon's).",
+            ["reason"],
             registry=self.registry,
         )
         self.notification_latency = Histogram(
@@ -116,6 +126,18 @@ class Metrics:
             "STUCK); one whose latest check failed or answered not found is left out until a "
             "good answer.",
             ["source", "account"],
+            registry=self.registry,
+        )
+        self.store_ok = Gauge(
+            "reconciler_store_ok",
+            "1 while the database can be written, 0 from a failed write (a full disk, an I/O "
+            "error, its file gone) until the next committed one.",
+            registry=self.registry,
+        )
+        self.store_failing = Gauge(
+            "reconciler_store_failing",
+            "1 for the kind of the database's failure now (full, io, gone, corrupt), else 0.",
+            ["kind"],
             registry=self.registry,
         )
         self.poll_interval = Gauge(
@@ -186,6 +208,9 @@ class Metrics:
         `bad_token`, `too_large`, `method`, ...)."""
         self.notifications.labels(source, outcome).inc()
 
+    def observe_unauthorized(self, reason: str) -> None:
+        self.api_unauthorized.labels(reason=reason).inc()
+
     def observe_notification_latency(self, source: str, seconds: float) -> None:
         """Record how long a notification took to become a finished check."""
         self.notification_latency.labels(source).observe(seconds)
@@ -239,6 +264,12 @@ class Metrics:
         """Set an account's health and its poll interval (for "no success for N intervals")."""
         self.source_ok.labels(source, account).set(0 if failing else 1)
         self.poll_interval.labels(source, account).set(poll_interval_s)
+
+    def set_store(self, failing: str | None) -> None:
+        """Set the store's health: None while it can be written, else its failure's kind."""
+        self.store_ok.set(0 if failing else 1)
+        for kind in STORE_FAILURES:
+            self.store_failing.labels(kind).set(1 if kind == failing else 0)
 
     def set_stuck(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Replace the stuck-order counts, keyed by (source, account)."""

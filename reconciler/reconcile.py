@@ -22,7 +22,7 @@ from .schedule import plan, stuck_event
 from .store import Store, after_commit
 from .store.orders import Page
 from .store.references import carried_also
-from .store.taken import last_taken
+from .store.taken import contradicted, last_taken
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -241,7 +241,11 @@ class Reconciler:
                     (o for o in outage if keys is None or o.key in keys), self.batch_rows
                 )
                 report.note_started_failing(o for o in started if keys is None or o.key in keys)
-                report.doubted.update(k.order_id for k in doubted if keys is None or k in keys)
+                report.doubted.update(
+                    (k.order_id, snapshot[k].next_check_at)
+                    for k in doubted
+                    if keys is None or k in keys
+                )
 
         rows = []
         events = list(result.events)
@@ -266,11 +270,10 @@ class Reconciler:
                     stuck_after_s=limit,
                 )
             rows.append((state, when))
-        # A pending list's line that may lag (diff.lags): the order's query decides, in the
-        # pass's query step if it takes it (poller/ccnow.py), else at the next due check.
-        rows += [
-            (snapshot[k], (snapshot[k].interval_s, now)) for k in doubted - result.states.keys()
-        ]
+        # A pending list's line that may lag (diff.lags) writes nothing: the order's query
+        # decides, in the pass's query step where it takes it (poller/ccnow.py), else at its
+        # check as planned. Not due at once: a list lagging for hours would have it asked at
+        # every poll.
         await store.orders.save(snapshot, rows)
         differs: list[Differs] = []
         if result.references:
@@ -294,14 +297,17 @@ class Reconciler:
         """Return an `order.action_unconfirmed` for each order an answer moved back from where
         a ship or cancel CCNow answered as taken left it (`mark_shipped -> pending`): reading
         the provider back contradicts the action's answer (DESIGN: writes are confirmed by the
-        same reading as everything else). Once per action: its id names the action alone."""
+        same reading as everything else). Only the order's latest such action, and only where
+        the read contradicts it (`taken.contradicted`). Once per action: its id names it."""
         taken = await last_taken(self.store, (after.key for _, after in moved))
         store_id = self.store.store_id
         events: list[Event] = []
         for before, after in moved:
             c = taken.get(after.key)
-            if c is None:
-                continue  # moved there by CCNow's backroom, or an action not through reconciler
+            if c is None or not contradicted(c, before, after):
+                # Moved there by CCNow's backroom (after an action that took, or none through
+                # reconciler), or read before the action's answer: no action to name.
+                continue
             # As `action_event`'s, what happened makes it name this command's outcome only.
             once = event_id(store_id, "ccnow-action-unconfirmed", c.id, c.order_id, c.closed_at)
             if any(e.id == once for e in events):

@@ -24,6 +24,7 @@ from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret, redact
 from reconciler.store import Store, StoreError
 from reconciler.store import commands as cmds
+from reconciler.store.withdraw import WITHDRAWN
 from reconciler.terminal import shown
 from reconciler.writes.ccnow_actions import (
     BadAction,
@@ -43,6 +44,7 @@ from .accounts import account_names
 log = logging.getLogger("reconciler.writes.ccnow_actions")
 
 DELIVER_TIMEOUT_S = 10.0
+Settled = tuple[str, str, object, str | None]  # a command's order id, action, id, answer
 ON_ITS_WAY = "on its way, no answer yet"  # a command another request's post carries
 
 
@@ -304,7 +306,7 @@ async def resolve_command(
         say(f"reconciler: error: {exc}")
         return EX_DATAERR
     stored = None if action is None else RESOLVE_ACTIONS[action]
-    settled: list[tuple[str, str, object]] = []  # (order id, action, command id)
+    settled: list[Settled] = []
     refusal = NotResolved(order_id, stored, [])
     async with writer_unless_held(config) as rt:
         if rt is not None:
@@ -314,7 +316,7 @@ async def resolve_command(
             except NotResolved as exc:
                 refusal = exc
             else:
-                settled = [(c.order_id, c.action, c.id) for c in found]
+                settled = [(c.order_id, c.action, c.id, c.answer) for c in found]
                 await rt.delivery.drain(DELIVER_TIMEOUT_S)
     if rt is None:
         # Under systemd the daemon always holds the store: it settles the command itself.
@@ -335,14 +337,15 @@ async def resolve_command(
         hint = f" of account {account!r}" if elsewhere else ""
         if elsewhere:
             hint += f"; account {elsewhere[0]!r} has one: give --account {elsewhere[0]}"
-        say(f"reconciler: error: {order_id} has no uncertain action{hint}")
+        queued = "" if sent else " (nor a queued one to withdraw)"
+        say(f"reconciler: error: {order_id} has no uncertain action{hint}{queued}")
         return EX_DATAERR
     return _resolved(settled, sent=sent)
 
 
 async def _resolve_through_api(
     config: Config, api: ApiConfig, account: str, order_id: str, sent: bool, action: str | None
-) -> int | NotResolved | list[tuple[str, str, object]]:
+) -> int | NotResolved | list[Settled]:
     """Have the running daemon settle the commands: those it settled, its refusal (404, 409)
     as the command words it, or the exit code of a failure."""
     document: dict[str, object] = {"account": account, "order_id": order_id, "sent": sent}
@@ -354,15 +357,18 @@ async def _resolve_through_api(
     status, body = answer
     commands = body.get("commands")
     if status in (404, 409):
-        uncertain = body.get("uncertain")
-        left = [(int(c["id"]), str(c["action"])) for c in uncertain or []]
-        return NotResolved(order_id, None if action is None else RESOLVE_ACTIONS[action], left)
+        left, queued, sending = (
+            [(int(c["id"]), str(c["action"])) for c in body.get(name) or []]
+            for name in ("uncertain", "queued", "sending")
+        )
+        stored = None if action is None else RESOLVE_ACTIONS[action]
+        return NotResolved(order_id, stored, left, queued=queued, sending=sending)
     if status != 200 or not isinstance(commands, list):
         say(
             f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
         )
         return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
-    return [(str(c["order_id"]), str(c["action"]), c["id"]) for c in commands]
+    return [(str(c["order_id"]), str(c["action"]), c["id"], c["answer"]) for c in commands]
 
 
 async def _uncertain_accounts(config: Config, order_id: str) -> list[str]:
@@ -378,10 +384,12 @@ async def _uncertain_accounts(config: Config, order_id: str) -> list[str]:
         await store.close()
 
 
-def _resolved(found: Sequence[tuple[str, str, object]], *, sent: bool) -> int:
+def _resolved(found: Sequence[Settled], *, sent: bool) -> int:
     """Print one line per settled command."""
-    for order_id, action, command_id in found:
-        if sent:
+    for order_id, action, command_id, answer in found:
+        if (answer or "").startswith(WITHDRAWN):
+            print(f"{order_id} {action} (command {command_id}): {answer}")
+        elif sent:
             print(f"{order_id} {action} sent (command {command_id})")
         else:
             print(

@@ -90,16 +90,21 @@ def _check_sinks(config: Config) -> None:
 
 
 async def _warn_unconfigured(config: Config) -> None:
-    """Say which accounts of the store the config no longer names (poller/unconfigured.py)."""
-    from ..poller.unconfigured import unconfigured_accounts, warn_unconfigured
+    """Say which accounts of the store, and which sink names holding undelivered events, the
+    config no longer names (poller/unconfigured.py): a sink's typo is seen before a start."""
+    from ..poller import unconfigured as gone
     from .orders import peek_store
 
     # `check` judges the config, not the database: a store it cannot read says nothing here.
+    # Opened read-only, without the writer's lock: beside a running daemon too.
     async with peek_store(config) as store:
         if store is None:
             return
         with contextlib.suppress(StoreError):
-            warn_unconfigured(await unconfigured_accounts(config, store))
+            gone.warn_unconfigured(await gone.unconfigured_accounts(config, store))
+            # Found by the outbox's key: no configured sink's backlog is counted.
+            sinks = await gone.unconfigured_sinks(config, store)
+            gone.warn_unconfigured_sinks(sinks, config.keep_events_s)
 
 
 async def check_online(config: Config) -> int:

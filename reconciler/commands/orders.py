@@ -16,7 +16,7 @@ from ..logs import fields, say
 from ..model import Source
 from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
-from ..store import Store, StoreError, WriterLock, order_pages, references
+from ..store import Store, StoreError, WriterLock, order_pages, references, withdraw
 from ..store import submissions as store_submissions
 from ..store.files import DatabaseFile, store_exists, writer_running
 from ..terminal import shown
@@ -30,14 +30,16 @@ from .track_submits import and_more, resolve_submissions
 log = logging.getLogger("reconciler.cli")
 
 
-async def open_store(config: Config, *, readonly: bool = False) -> Store | None:
+async def open_store(
+    config: Config, *, readonly: bool = False, sinks: Sequence[str] = ("log",)
+) -> Store | None:
     """Open the store, or None when it does not exist yet (nothing tracked): a command that
     reads or removes orders creates none (a mistyped path made its directory and an empty
     database)."""
     if not store_exists(config.store_path):
         return None
     try:
-        return await Store.open(config.store_path, readonly=readonly)
+        return await Store.open(config.store_path, readonly=readonly, sinks=sinks)
     except FileNotFoundError:
         return None
 
@@ -164,15 +166,35 @@ async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     source: Source = args.source
     account = await _untrack_account(config, source, args.account)
     ids = order_ids(source, args.ids, given_secrets(config_secrets(config)))
-    store = await open_store(config)
+    from ..sinks import sink_names
+
+    # Every sink the config names: withdrawing a CCNow order's queued commands stores events.
+    store = await open_store(config, sinks=sink_names(config))
     if store is None:
         log.info("orders.untracked", extra=fields(source=source, removed=0))
         return EX_OK
+    out = withdraw.Withdrawn([], [])
     try:
-        removed = await store.orders.untrack(source, account, ids)
+        if source == "ccnow":
+            # Its queued commands go with it: one sent later would follow the order again.
+            by, now = withdraw.BY_UNTRACK, time.time()
+            removed, out = await withdraw.untrack(store, account, ids, by=by, now=now)
+        else:
+            removed = await store.orders.untrack(source, account, ids)
     finally:
         await store.close()
-    log.info("orders.untracked", extra=fields(source=source, removed=removed))
+    for c in out.withdrawn:
+        print(f"{c.order_id} {c.action} (command {c.id}): {c.answer}")
+    for c in out.sending:
+        print(
+            f"{c.order_id} {c.action} (command {c.id}): being sent to CCNow now, not withdrawn; "
+            "its answer ends it (and may follow the order again)"
+        )
+    withdrawn = {"withdrawn": [c.id for c in out.withdrawn]} if out.withdrawn else {}
+    sending = {"sending": [c.id for c in out.sending]} if out.sending else {}
+    log.info(
+        "orders.untracked", extra=fields(source=source, removed=removed, **withdrawn, **sending)
+    )
     return EX_OK
 
 

@@ -35,7 +35,8 @@ async def status_command(config: Config, args: argparse.Namespace) -> int:
     finally:
         database.close()
     warn_unconfigured(status.unconfigured)
-    warn_unconfigured_sinks({name: (n, oldest) for name, n, oldest in status.unconfigured_sinks})
+    gone = {name: (n, oldest) for name, n, oldest in status.unconfigured_sinks}
+    warn_unconfigured_sinks(gone, config.keep_events_s)
     if args.json:
         print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
     else:

@@ -380,5 +380,6 @@ class SecretReader:
         except UnicodeDecodeError:
             # The codec's message quotes bytes of the file: never show it.
             raise table.error(key, f"not UTF-8 text{origin}") from None
-        # One line end, as `echo` writes it; anything more is refused as part of the secret.
-        return text.removesuffix("\n").removesuffix("\r")
+        # The line ends after it, as `echo` writes one and an editor or `echo >>` more (a blank
+        # last line): no secret ends in one. Any other is refused as part of the secret.
+        return text.rstrip("\r\n")

@@ -306,15 +306,16 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
                     raise
             seen.update(o.key.order_id for o in listed if o.outcome is not Outcome.FAILED)
             for obs in listed:
-                # Marked as the list's: a line may lag behind a query's answer (diff.lags).
-                await listing.add(obs._replace(listed=True))
+                await listing.add(obs._replace(listed=True))  # it may lag: diff.lags
             await listing.flush()
             answered_list = True
             from_list = report.checked - report.failed
+            # Lines that may lag behind a query's or an action's answer (diff.lags) said nothing
+            # (not `seen`): the order's query decides, a catch-up's, or a poll's once it is due.
+            seen.difference_update(report.doubted)
             if ask_all or queries_answer:
-                # Lines that may lag behind a query's or an action's answer (diff.lags): the
-                # order's query decides, in this pass (else it is due at once).
-                to_query += [i for i in sorted(report.doubted) if i not in to_query]
+                now, doubted = self.now(), sorted(report.doubted.items())
+                to_query += [i for i, at in doubted if i not in to_query and (ask_all or at <= now)]
             asked = len(listed) + len(to_query)
             if queried is not None:
                 queried.extend(to_query)

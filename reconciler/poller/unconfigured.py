@@ -9,8 +9,10 @@ all asked, and trying again changes nothing.
 
 So too the undelivered events of a sink name the config no longer names: an unnamed sink is
 named by its type and position (`jsonl`, `jsonl-2`), so removing or adding one renames those
-after it, and their backlogs would wait under names nothing delivers to, until retention lets go
-of them. `run`, `catch-up` and `status` say so; `catch-up` counts them undelivered (75).
+after it, and a typo renames one. Their backlogs wait under names nothing delivers to, each
+event until it is older than `keep_events` (retention then lets go of it, as of any event), so
+that naming the sink again delivers them. `check`, `run`, `catch-up` and `status` say so;
+`catch-up` counts them undelivered (75).
 """
 
 from __future__ import annotations
@@ -152,20 +154,25 @@ async def unconfigured_sinks(
 ) -> dict[str, tuple[int, float]]:
     """Undelivered events, by the sink name the store holds them under that the config does
     not name: how many, and the time of the oldest. `pending`: the pending deliveries per sink
-    when the caller has counted them already."""
+    when the caller has counted them already (else the names are found by the outbox's key,
+    and no configured sink's backlog is counted)."""
     from ..sinks import sink_names
+    from ..store.event_pages import delivery_sinks
 
-    if pending is None:
-        pending = await store.outbox.pending_counts()
     names = set(sink_names(config))
+    if pending is None:
+        held = await delivery_sinks(store.conn)
+    else:
+        held = [sink for sink, n in pending.items() if n]
     # The oldest event of those names alone: a configured sink's backlog is not read again.
-    gone = sorted(sink for sink, n in pending.items() if n and sink not in names)
+    gone = sorted(sink for sink in held if sink not in names)
     since = await store.outbox.pending_since(gone)
     return {sink: since[sink] for sink in gone if sink in since}
 
 
-def warn_unconfigured_sinks(found: Mapping[str, tuple[int, float]]) -> None:
-    """One warning line per sink name no longer configured that holds undelivered events."""
+def warn_unconfigured_sinks(found: Mapping[str, tuple[int, float]], keep_s: float) -> None:
+    """One warning line per sink name no longer configured that holds undelivered events;
+    `keep_s`: `[store] keep_events`, after which retention lets go of each."""
     for sink, (count, oldest) in found.items():
         since = iso_time(oldest)
         log.warning(
@@ -177,7 +184,8 @@ def warn_unconfigured_sinks(found: Mapping[str, tuple[int, float]]) -> None:
                 hint=f"the config names no sink {sink!r} (an unnamed sink is named by its type "
                 "and position: removing or adding one renames those after it); name the sink "
                 f"that should have them name = {sink!r}, or send them with `reconciler replay "
-                f"--sink NAME --since {since}`: retention lets go of them",
+                f"--sink NAME --since {since}`: retention lets go of each once it is older than "
+                f"keep_events (the oldest at {iso_time(oldest + keep_s)})",
             ),
         )
 
@@ -193,7 +201,7 @@ async def warn_not_configured(
     warn_unconfigured(await unconfigured_accounts(config, store), source)
     pending = await store.outbox.pending_counts()  # once: a large backlog costs its count
     sinks = await unconfigured_sinks(config, store, pending)
-    warn_unconfigured_sinks(sinks)
+    warn_unconfigured_sinks(sinks, config.keep_events_s)
     targets: dict[str, str] = {}
 
     def now(salt: bytes) -> dict[str, str]:

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from aiohttp import web
 
 from ..config import ApiConfig
+from .api_auth import TokenRefusals
 from .api_orders import DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT, Orders
 from .api_requests import ApiDeps, BadRequest, Refresh, expect_screen, guard
 from .api_writes import PRICING_PATH, Writes
@@ -74,10 +75,14 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
     stopping.on_begin(orders.stop)
     # The body limit is enforced by `json_body` itself (413 in JSON); aiohttp's own limit is
     # only a backstop.
+    metrics = deps.metrics
+    refusals = TokenRefusals(
+        config.token.reveal, counted=metrics.observe_unauthorized if metrics else lambda r: None
+    )
     app = web.Application(
         middlewares=[
             guard(
-                config.token.reveal,
+                refusals,
                 deps.secrets_search,
                 deps.store.unusable,
                 stopping,
@@ -111,7 +116,7 @@ def build_api(config: ApiConfig, deps: ApiDeps) -> web.Application:
         name="ccnow_action",
     )
     app[EXPECT_SCREEN] = expect_screen(
-        config.token.reveal,
+        refusals,
         config.max_body_bytes,
         app.router,
         stopping,

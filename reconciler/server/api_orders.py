@@ -15,9 +15,11 @@ from ..config import ApiConfig
 from ..logs import fields
 from ..model import EventType, OrderKey, OrderState, Source
 from ..order_view import order_json
-from ..store import references
+from ..store import references, withdraw
 from ..store import submissions as subs
 from ..store.events import CursorAhead
+from ..store.withdraw import BY_UNTRACK
+from ..writes.ccnow_taken import command_json
 from .api_requests import (
     ApiDeps,
     BadRequest,
@@ -198,11 +200,32 @@ class Orders:
         return web.json_response({**self.view(state), "refreshed": fresh})
 
     async def untrack(self, request: web.Request) -> web.Response:
-        """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204."""
+        """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204. A CCNow order's
+        queued commands are withdrawn with it: 200 then, naming them (`withdrawn`), and those
+        being sent, which CCNow's answer ends (`sending`)."""
         key, _ = await self.key(request)
-        await self.deps.store.orders.untrack(key.source, key.account, [key.order_id])
-        log.info("api.untracked", extra=fields(source=key.source, order_id=key.order_id))
-        return web.Response(status=204)
+        if key.source != "ccnow":
+            await self.deps.store.orders.untrack(key.source, key.account, [key.order_id])
+            log.info("api.untracked", extra=fields(source=key.source, order_id=key.order_id))
+            return web.Response(status=204)
+        store, now = self.deps.store, time.time()
+        _, out = await withdraw.untrack(store, key.account, [key.order_id], by=BY_UNTRACK, now=now)
+        log.info(
+            "api.untracked",
+            extra=fields(
+                source=key.source,
+                order_id=key.order_id,
+                withdrawn=[c.id for c in out.withdrawn],
+                sending=[c.id for c in out.sending],
+            ),
+        )
+        if out.withdrawn:
+            self.deps.submitter.on_commit()  # their order.action_refused go out now
+        if not out.withdrawn and not out.sending:
+            return web.Response(status=204)
+        shown = {"withdrawn": out.withdrawn, "sending": out.sending}
+        body = {name: [command_json(c, now=now) for c in cs] for name, cs in shown.items()}
+        return web.json_response(body)
 
     async def events(self, request: web.Request) -> web.Response:
         """GET /api/v1/events?after=CURSOR|EVENT_ID&limit=N&type=T: the feed in commit order."""

@@ -4,7 +4,6 @@ a request names (its JSON body, a source, an account, an order id)."""
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -15,6 +14,7 @@ from aiohttp.typedefs import Middleware
 
 from .. import strict_json
 from ..logs import fields
+from ..metrics import Metrics
 from ..model import (
     SOURCES,
     InvalidOrderId,
@@ -30,9 +30,9 @@ from ..sources.codings import BodyTooLarge, BodyUnreadable
 from ..store import Store, StoreError
 from ..store.health import is_unusable
 from ..writes.ccnow_actions import ActionSender
-from ..writes.daemon_api import CHALLENGE
 from ..writes.submit import Submitter
 from ..writes.submit_body import BadSubmission
+from .api_auth import TokenRefusals
 from .connections import HEADER_TIMEOUT_S, ExpectScreen
 from .http import BodyTooSlow, json_error, read_body
 from .stopping import Stopping, stopping_answer
@@ -104,6 +104,7 @@ class ApiDeps:
     # How long a body may take to arrive: the listener's header timeout (ConnectionLimits). A
     # stalled body would keep its connection busy, and the cap sheds new ones while all are.
     body_timeout_s: float = HEADER_TIMEOUT_S
+    metrics: Metrics | None = None  # the daemon's: counts the requests refused for the token
 
     @functools.cached_property
     def secrets_search(self) -> SecretForms | None:
@@ -114,34 +115,6 @@ class ApiDeps:
         """Refuse (422) an order id or reference given that holds one of the config's secrets."""
         if holds_secret(value, self.secrets_search):
             raise BadRequest(422, GIVEN_SECRET, field)
-
-
-def token_ok(header: str | None, token: str) -> bool:
-    """Return whether an Authorization header carries the bearer token (constant time)."""
-    if header is None:
-        return False
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    try:
-        raw = given.strip().encode("utf-8", "surrogateescape")
-    except UnicodeError:
-        return False
-    return hmac.compare_digest(raw, token.encode("utf-8"))
-
-
-def unauthorized(request: web.Request, token: Callable[[], str]) -> web.Response | None:
-    """Return the 401 of a request without the token (400 with two), or None when it carries
-    it."""
-    if len(request.headers.getall("Authorization", ())) > 1:
-        # aiohttp reads the first; a proxy or another server may read the last.
-        return json_error(
-            400, "Authorization given more than once", extra={"field": "Authorization"}
-        )
-    if token_ok(request.headers.get("Authorization"), token()):
-        return None
-    log.debug("api.unauthorized", extra=fields(method=request.method))
-    return json_error(401, "a bearer token is required", headers={"WWW-Authenticate": CHALLENGE})
 
 
 def routing_error(exc: web.HTTPException) -> web.Response:
@@ -156,7 +129,7 @@ def body_too_large(limit: int) -> web.Response:
 
 
 def expect_screen(
-    token: Callable[[], str],
+    refusals: TokenRefusals,
     limit: int,
     router: web.UrlDispatcher,
     stopping: Stopping,
@@ -170,7 +143,7 @@ def expect_screen(
     async def screen(request: web.Request) -> web.StreamResponse | None:
         if request.version < HttpVersion11:
             return None  # HTTP/1.0 has no 100 Continue: the expectation is ignored (RFC 9110)
-        refusal = unauthorized(request, token)
+        refusal = refusals.refusal(request)
         if refusal is None:
             refusal = refused_by_stop(request, stopping)
         if refusal is not None:
@@ -202,7 +175,7 @@ def refused_by_stop(request: web.Request, stopping: Stopping | None) -> web.Resp
 
 
 def guard(
-    token: Callable[[], str],
+    refusals: TokenRefusals,
     secrets: SecretForms | None = None,
     unusable: Callable[[sqlite3.Error], StoreError] | None = None,
     stopping: Stopping | None = None,
@@ -217,7 +190,7 @@ def guard(
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         # The token first, as ever: a caller without it is told nothing, the stop included.
-        refusal = unauthorized(request, token)
+        refusal = refusals.refusal(request)
         if refusal is None:
             refusal = refused_by_stop(request, stopping)
         if refusal is not None:

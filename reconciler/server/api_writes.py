@@ -355,12 +355,20 @@ def _submission_json(found: subs.Submission) -> dict[str, object]:
 
 
 def _not_resolved(exc: NotResolved) -> BadRequest:
-    """404 when nothing of the action asked (or nothing at all) is uncertain, 409 when the
-    order's uncertain commands are of several actions and none was named; `uncertain` lists
-    them (`id`, `action` as `"action"` takes it) for the caller to choose."""
-    uncertain = [{"id": i, "action": action_word(a)} for i, a in exc.uncertain]
+    """404 when nothing of the action asked (or nothing at all) is uncertain or, with `"sent":
+    false`, queued; 409 when the order's uncertain (or unsent) commands are of several actions
+    and none was named, or when the one to withdraw is being sent; `uncertain` lists them
+    (`id`, `action` as `"action"` takes it) for the caller to choose, and `queued` and
+    `sending` those of a withdrawal."""
+    uncertain, queued, sending = (
+        [{"id": i, "action": action_word(a)} for i, a in commands]
+        for commands in (exc.uncertain, exc.queued, exc.sending)
+    )
+    listed = {"uncertain": uncertain, "queued": queued, "sending": sending}
     words = exc.message(lambda w: f'"action": "{w}"')
     if exc.several:
-        return BadRequest(409, words, "action", uncertain=uncertain)
+        return BadRequest(409, words, "action", headers=None, **listed)
+    if exc.sending:
+        return BadRequest(409, words, "order_id", headers=None, **listed)
     message = words or f"{exc.order_id} has no uncertain action"
-    return BadRequest(404, message, "action" if words else "order_id", uncertain=uncertain)
+    return BadRequest(404, message, "action" if words else "order_id", headers=None, **listed)

@@ -198,6 +198,9 @@ class Hub:
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store."""
         store = self.store
+        # First: a failing store may fail the reads below, and its gauge is what says why.
+        store.health.check_file()
+        self.metrics.set_store(store.health.current.kind if store.health.current else None)
         # Every configured account, recorded or not: an account that never answered exports
         # last success 0, and one no longer configured does not linger.
         accounts: list[tuple[Source, CCVConfig | CCNowConfig]] = [

@@ -66,13 +66,23 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
         remaining -= len(chunk)
 
 
+# OpenSSL's verify codes whose message Python words with the URL's host or address
+# (`Hostname mismatch, certificate is not valid for 'HOST'.`): said without it, as a webhook's
+# URL is kept out of logs and the database (only salted HMACs of targets are).
+_MISMATCHES = {62: "hostname mismatch", 63: "email address mismatch", 64: "ip address mismatch"}
+
+
 def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
     """`tls error` and what the handshake found wrong: the certificate check's words
-    (`certificate has expired`, `self-signed certificate`, a host name mismatch naming the
-    URL's host) or OpenSSL's reason (`wrong version number`: plain HTTP behind https). Both
-    are OpenSSL's fixed words, the host aside: no payload, nor the URL's path or query."""
+    (`certificate has expired`, `self-signed certificate`, `hostname mismatch` without the
+    host) or OpenSSL's reason (`wrong version number`: plain HTTP behind https). Both are
+    OpenSSL's fixed words: no host, payload, nor the URL's path or query."""
     cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None)
     detail = getattr(cause, "verify_message", None)
+    mismatch = _MISMATCHES.get(getattr(cause, "verify_code", None) or 0)
+    if mismatch is not None or (detail and " is not valid for " in str(detail)):
+        # Its words up to the comma where the name begins, should a release word another so.
+        detail = mismatch or str(detail).split(",")[0].lower()
     if not detail and isinstance(cause, ssl.SSLError) and cause.reason:
         detail = cause.reason.lower().replace("_", " ")
     return f"tls error: {str(detail)[:200]}" if detail else "tls error"

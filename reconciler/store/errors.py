@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import os
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from ..paths import SHM, beside
 from .health import is_unusable, kind_of
 
 
@@ -55,7 +57,27 @@ def unusable_error(path: Path, exc: sqlite3.Error) -> StoreError:
             f"cannot use database {path}: {exc} (this user may not write its directory "
             f"{path.parent}, where SQLite makes {path.name}-wal and {path.name}-shm)"
         )
+    if "unable to open" in str(exc) and (why := _no_shm(path)):
+        # A reader's (`status`): SQLite reads a store in WAL mode through its -shm file, and
+        # says only that it cannot open the database when it cannot make that file.
+        return StoreError(f"cannot use database {path}: {exc} ({why})")
     return StoreError(f"cannot use database {path}: {exc}")
+
+
+def _no_shm(path: Path) -> str | None:
+    """Why this user cannot make the database's -shm file (the system's words), None when
+    it is there or nothing says it cannot."""
+    shm = beside(path, SHM)
+    if os.path.lexists(shm):
+        return None
+    try:
+        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return None
+    if not read_only and os.access(path.parent, os.W_OK | os.X_OK):
+        return None
+    reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
+    return f"{reason}: SQLite cannot make {shm.name} in {path.parent}, which it needs to read it"
 
 
 @contextlib.contextmanager

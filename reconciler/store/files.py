@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 from ..logs import fields
 from ..paths import DATABASE, HISTORY, LOCK, SHM, WAL, beside
 from .errors import HardLinked, WriterLockHeld, file_error
+from .flocks import flocked
 from .ranges import GETLK, SETLK, holder, holder_pid, lock_pid, lock_range, unlock_pid
 
 T = TypeVar("T")
@@ -211,11 +212,10 @@ class WriterLock:
     def held(self, database: int | None = None) -> bool:
         """Whether some process holds the lock (a writer is running), told without taking it:
         a reader that took it, even for a moment, could make a writer's start fail. Asked of
-        the byte-range lock every writer holds beside it (`fcntl`'s GETLK takes nothing, and
-        names the file by its descriptor, so it answers on every file system: the device
-        /proc/locks names is not the one stat() gives on btrfs). `database`: a descriptor of
-        the database file (see `DatabaseFile`), whose byte is asked too: a writer whose lock
-        file was deleted (taken for a stale one) holds it still."""
+        the byte-range lock this release's writers hold beside it (GETLK takes nothing and
+        answers on every file system), and of the flock an older release's holds alone.
+        `database`: a descriptor of the database file (see `DatabaseFile`), whose byte is asked
+        too: a writer whose lock file was deleted (taken for a stale one) holds it still."""
         if self._lock_file_held():
             return True
         if database is None:
@@ -234,7 +234,7 @@ class WriterLock:
             return True  # not ours to read: taken as held, as the daemon's user holds it
         try:
             # A read lock conflicts with the writer's write lock, and needs only read access.
-            return lock_range(fd, GETLK, fcntl.F_RDLCK) != fcntl.F_UNLCK
+            return lock_range(fd, GETLK, fcntl.F_RDLCK) != fcntl.F_UNLCK or flocked(fd)
         except OSError:
             return True  # cannot be asked (ENOLCK on NFS): taken as held, as an unreadable file
         finally:

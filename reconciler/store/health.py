@@ -171,6 +171,8 @@ class StoreHealth:
         self._file = _identity(path)
         self._watching = False
         self._on_corrupt: Callable[[], None] = lambda: None
+        # Called when an episode starts or ends (the daemon's systemd Status: line).
+        self.on_change: Callable[[], object] = lambda: None
 
     @property
     def failing(self) -> bool:
@@ -194,6 +196,7 @@ class StoreHealth:
                     "store.failing",
                     extra=fields(store=str(self.path), kind=kind, error=str(exc)),
                 )
+            self.on_change()
         if kind == "corrupt":
             self._on_corrupt()
         return kind
@@ -212,6 +215,7 @@ class StoreHealth:
                 log.error(
                     "store.failing", extra=fields(store=str(self.path), kind="gone", error=error)
                 )
+            self.on_change()
         elif gone is False and self.current is not None and self.current.kind == "gone":
             self._ended(self.current)
 
@@ -246,3 +250,4 @@ class StoreHealth:
                     failing_for_s=round(now - episode.since, 3),
                 ),
             )
+        self.on_change()

@@ -2,12 +2,15 @@
 host back, a VM whose clock ran ahead): their check times are as far ahead as the step, and
 they would wait that long on top of their interval (a 120 s order 3672 s after a 1 h step).
 
-No check is planned further ahead than its bound and 10 % of jitter: the order's interval
-(`interval_s`, the account's `max_interval` where none is kept), or `floor_s` where that is
-more (`poller.clock_step`: the longest the planner sets whatever the order's interval, a failed
-check's `min_interval`, a circuit breaker's postponement). One further ahead is planned again
-at its interval from now, jittered as `schedule.plan` does, so that a step back costs at most
-one interval.
+A step a running daemon sees has a size (`poller.clock_step`: against the clock never stepped):
+`shift_back` moves every check planned before it back by that much, no earlier than now, each
+keeping its jitter. A start cannot know the size of a step before it, nor when each check was
+planned: `pull_ahead` plans again those further ahead than their bound and 10 % of jitter, the
+order's interval (`interval_s`, the account's `max_interval` where none is kept), or `floor_s`
+where that is more (the longest the planner sets whatever the order's interval, a failed
+check's `min_interval`, a circuit breaker's postponement), at their interval from now (a failed
+one's at least `retry_s`, as `schedule.plan` retries it), jittered as `plan` does: so a step
+back before a start costs at most one interval.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ _AHEAD = (
 )
 # Read first: a due read must not wait for another process's write lock when nothing moves.
 _ANY = "SELECT 1 FROM orders INDEXED BY orders_due " + _AHEAD + " LIMIT 1"
-_ROWS = "SELECT id, coalesce(interval_s, :longest) FROM orders INDEXED BY orders_due " + _AHEAD
+_ROWS = (
+    "SELECT id, CASE WHEN failure_streak > 0 THEN max(coalesce(interval_s, :longest), :retry) "
+    "ELSE coalesce(interval_s, :longest) END FROM orders INDEXED BY orders_due " + _AHEAD
+)
 _PLAN = "UPDATE orders SET next_check_at = ? WHERE id = ?"
 
 
@@ -39,15 +45,16 @@ async def pull_ahead(
     *,
     longest_s: float,
     floor_s: float,
+    retry_s: float,
     jitter: Callable[[], float],
 ) -> int:
-    """Plan again, at their interval from `now` (`interval_s`, `longest_s` where none is kept)
-    stretched by up to 10 % (`jitter()` in [0, 1), as `schedule.plan`'s), the account's open
-    orders whose next check is further ahead than their bound (module docstring); return how
-    many there were. Every open order not due is looked at: once at a start, and after a step
-    back."""
+    """Plan again, at their interval from `now` (`interval_s`, `longest_s` where none is kept;
+    a failing order's at least `retry_s`) stretched by up to 10 % (`jitter()` in [0, 1), as
+    `schedule.plan`'s), the account's open orders whose next check is further ahead than their
+    bound (module docstring); return how many there were. Every open order not due is looked
+    at, once at a start."""
     params = {"now": now, "source": source, "account": account}
-    params |= {"longest": longest_s, "floor": floor_s, "slack": _SLACK_S}
+    params |= {"longest": longest_s, "floor": floor_s, "retry": retry_s, "slack": _SLACK_S}
     if not list(await store.conn.execute_fetchall(_ANY, params)):
         return 0
     async with store.transaction():
@@ -60,3 +67,32 @@ async def pull_ahead(
         # A pass holding a page of these rows would write their old check times back.
         store.orders.drop_pages()
     return len(planned)
+
+
+_PLANNED = (
+    f"WHERE end_state = 0 AND next_check_at > :now AND next_check_at < {NEVER_SQL} "
+    "AND source = :source AND account = :account"
+)
+_ANY_PLANNED = "SELECT 1 FROM orders INDEXED BY orders_due " + _PLANNED + " LIMIT 1"
+_SHIFT = (
+    "UPDATE orders INDEXED BY orders_due SET next_check_at = max(:now, next_check_at - :step) "
+    + _PLANNED
+)
+
+
+async def shift_back(store: Store, source: Source, account: str, now: float, step_s: float) -> int:
+    """Move the account's planned checks (open orders not due at `now`) `step_s` earlier, no
+    earlier than `now`; return how many moved. One due before the step is due now, as it
+    would have been; the others keep their jitter. (One planned after the step and before the
+    read that saw it is asked up to `step_s` early.)"""
+    params = {"now": now, "source": source, "account": account, "step": step_s}
+    if not list(await store.conn.execute_fetchall(_ANY_PLANNED, params)):
+        return 0
+    async with store.transaction():
+        cursor = await store.conn.execute(_SHIFT, params)
+        shifted = max(cursor.rowcount, 0)
+        await cursor.close()
+    if shifted:
+        # A pass holding a page of these rows would write their old check times back.
+        store.orders.drop_pages()
+    return shifted

@@ -29,7 +29,6 @@ _TRACK_CHUNK = 5000  # orders per statement of `track`, so that a long file show
 Given = Sequence[tuple[str, str | None]]  # orders to track: (id, external reference or None)
 Progress = Callable[[int], None]  # hears of each chunk tracked
 _quiet: Progress = lambda n: None  # noqa: E731
-
 _Key = tuple[str, str, str]  # an OrderKey is this tuple
 
 
@@ -216,12 +215,15 @@ class Orders:
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
         """Stop following orders (their history stays); return how many were followed."""
         async with self._store.transaction():
-            cur = await self._conn.executemany(
-                "DELETE FROM orders WHERE source = ? AND order_id = ? "
-                "AND (? IS NULL OR account = ?)",
-                [(source, oid, account, account) for oid in order_ids],
-            )
-            self.drop_pages()
+            return await self.untrack_within(source, account, order_ids)
+
+    async def untrack_within(self, source: Source, account: str | None, ids: Sequence[str]) -> int:
+        """`untrack` inside the caller's transaction."""
+        cur = await self._conn.executemany(
+            "DELETE FROM orders WHERE source = ? AND order_id = ? AND (? IS NULL OR account = ?)",
+            [(source, oid, account, account) for oid in ids],
+        )
+        self.drop_pages()
         return cur.rowcount
 
     def drop_pages(self) -> None:

@@ -9,28 +9,55 @@ from collections.abc import Callable, Mapping, Sequence
 from .db import Store
 from .retention import PruneReport, newest_event_at, prune
 
+# The wall clock gone ahead of the steady one by more than this since the last read was put
+# forward: NTP's slewing moves it a few seconds a day at most, and a step this small lets a
+# prune delete no more than this much history too early.
+JUMP_S = 60.0
+
+
+def steady_clock() -> float:
+    """A clock never stepped that, like the wall clock, counts a suspend (Linux's
+    CLOCK_BOOTTIME; the monotonic clock elsewhere): a host resumed after a night is no jump."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if boottime is None else time.clock_gettime(boottime)
+
 
 class History:
     """The newest time the history vouches for (`prune`'s `newest_s`): the newest event stored
-    when it was last read, plus the time run since (`monotonic`, never stepped). Read when the
-    store is opened, before the process writes, and again after each prune: the events a daemon
-    wrote before one prune vouch for its clock at the next, a day later, as they would for a
-    later start's (read at the opening alone, a store left unused longer than `keep_events` was
-    pruned by no daily prune of the process that opened it). A clock put far ahead while a
-    daemon runs skips one daily prune so, as a restart's catch-up."""
+    when it was last read, plus the time run since (`steady`, never stepped). Read when the
+    store is opened, before the process writes, and again after each prune, where the larger of
+    the two bounds is kept: the events a daemon wrote before one prune vouch for its clock at
+    the next, a day later, as they would for a later start's (read at the opening alone, a
+    store left unused longer than `keep_events` was pruned by no daily prune of the process
+    that opened it), while a quiet store's bound still grows with the time run.
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._monotonic = monotonic
+    Not once the wall clock has gone ahead of `steady` by more than JUMP_S since a read: the
+    events written under a clock put far ahead would vouch for it, and the next prune would
+    delete the whole history. The bound read before stays for the process's life then (its
+    prunes skipped, `store.prune_skipped`), as a restart's catch-up would take those events for
+    its word: the clock must be set right before it."""
+
+    def __init__(
+        self,
+        *,
+        wall: Callable[[], float] = time.time,
+        steady: Callable[[], float] = steady_clock,
+    ) -> None:
+        self._wall = wall
+        self._steady = steady
         self._newest: float | None = None
-        self._read_at = monotonic()
+        self._read_at = steady()
+        self._offset = wall() - self._read_at  # the wall clock less the steady one, at a read
+        self._jumped = False
 
     async def read(self, store: Store) -> None:
         """Take the newest event stored now (the store opened: before this process writes)."""
-        self._newest, self._read_at = await newest_event_at(store), self._monotonic()
+        self._newest, self._read_at = await newest_event_at(store), self._steady()
+        self._offset = self._wall() - self._read_at
 
     def newest_s(self) -> float | None:
         """Return the newest time vouched for now, or None: an empty history bounds nothing."""
-        return None if self._newest is None else self._newest + self._monotonic() - self._read_at
+        return None if self._newest is None else self._newest + self._steady() - self._read_at
 
     async def prune(
         self,
@@ -52,5 +79,23 @@ class History:
             remember_ref_s=remember_ref_s,
             newest_s=self.newest_s(),
         )
-        await self.read(store)
+        await self._read_again(store)
         return report
+
+    async def _read_again(self, store: Store) -> None:
+        if self._jumped:
+            return
+        # The events first, the clocks after: an event read was written before the clocks are,
+        # so a jump it was dated by is seen.
+        newest = await newest_event_at(store)
+        steady = self._steady()
+        offset = self._wall() - steady
+        if offset > self._offset + JUMP_S:
+            self._jumped = True
+            return
+        kept = self.newest_s()
+        if newest is None or (kept is not None and kept > newest):
+            # A quiet store: its last event is older than the bound grown since the last read
+            # (newest at that read plus the time run since), which stays.
+            newest = kept
+        self._newest, self._read_at, self._offset = newest, steady, offset

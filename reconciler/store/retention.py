@@ -7,8 +7,9 @@ space goes back to the file system.
 Every step is a small transaction (CHUNK rows) and yields between them, so a pass or a
 notification that needs the writer waits for one chunk at most. An event that some sink has not
 confirmed (pending or dead-lettered) is never deleted, whatever its age, nor the `source.failed`
-that began a configured account's failure still going on; the delivery rows of a sink no longer
-configured are deleted first, so that such a sink holds nothing back.
+that began a configured account's failure still going on. A sink no longer configured holds
+nothing back: its undelivered rows of events older than the window are deleted first; those of
+younger events stay, so that a sink renamed by mistake and named back delivers its backlog.
 
 A pruned order that is found again starts a new history: its row is new, with a new
 `tracked_at`, and event ids include it (events.transition_id), so no id comes back.
@@ -59,7 +60,7 @@ class PruneReport:
 
     events: int
     orders: int
-    released: int  # delivery rows of sinks no longer configured
+    released: int  # undelivered rows, of events older than the window, of sinks gone
     kept: int  # events older than the window kept because a sink has not confirmed them
     freed_bytes: int
     writes: int = 0  # CCV submissions and CCNow commands closed before the window
@@ -94,8 +95,9 @@ async def prune(
         said = fields(now=iso_time(now), history_until=until, keep_days=days, hint=_SKIPPED_HINT)
         log.warning("store.prune_skipped", extra=said)
         return PruneReport(0, 0, 0, 0, 0)
-    released = await _release_removed_sinks(store, set(sinks), chunk)
+    removed, released = await _release_removed_sinks(store, set(sinks), cutoff, chunk)
     events, kept = await _prune_events(store, cutoff, chunk, configured=watched.keys())
+    await _forget_removed_sinks(store, removed)
     orders = await _prune_orders(store, cutoff, chunk)
     orders += await _prune_settled_orders(store, cutoff, now, watched, chunk)
     unplanned = await _unplan_unwatched(store, now, watched, chunk)
@@ -124,26 +126,51 @@ async def prune(
     return report
 
 
-async def _release_removed_sinks(store: Store, sinks: set[str], chunk: int) -> int:
+async def _release_removed_sinks(
+    store: Store, sinks: set[str], cutoff: float, chunk: int
+) -> tuple[list[str], int]:
+    """Delete the undelivered rows (pending, dead) of the sinks no longer configured whose
+    events are older than `cutoff`, which such a sink so holds back no longer; return those
+    sinks and how many rows. A younger event's row stays: a sink renamed by mistake, named back,
+    still delivers its backlog. Read along the key (sink, event_seq) from where the last chunk
+    ended, so the rows that stay are read once a run."""
     removed = [s for s in await delivery_sinks(store.conn) if s not in sinks]
     total = 0
     for sink in removed:
+        after = 0
         while True:
             async with store.transaction():
-                before = store.conn.total_changes
-                await store.conn.execute(
-                    "DELETE FROM deliveries WHERE sink = ? AND event_seq IN "
-                    "(SELECT event_seq FROM deliveries WHERE sink = ? LIMIT ?)",
-                    (sink, sink, chunk),
+                rows = await store.conn.execute_fetchall(
+                    "SELECT d.event_seq FROM deliveries AS d JOIN events AS e "
+                    "ON e.seq = d.event_seq WHERE d.sink = ? AND d.event_seq > ? "
+                    "AND d.state != 'delivered' AND e.time < ? ORDER BY d.event_seq LIMIT ?",
+                    (sink, after, cutoff, chunk),
                 )
-                deleted = store.conn.total_changes - before
-                if deleted < chunk:
-                    await store.conn.execute("DELETE FROM sinks WHERE name = ?", (sink,))
-            total += deleted
+                old = [int(r[0]) for r in rows]
+                if old:
+                    in_old = marks(len(old))
+                    await store.conn.execute(
+                        f"DELETE FROM deliveries WHERE sink = ? AND event_seq IN ({in_old})",
+                        (sink, *old),
+                    )
+            total += len(old)
             await asyncio.sleep(0)
-            if deleted < chunk:
+            if len(old) < chunk:
                 break
-    return total
+            after = old[-1]
+    return removed, total
+
+
+async def _forget_removed_sinks(store: Store, removed: Sequence[str]) -> None:
+    """Delete what is remembered of a sink no longer configured (a 410's disabling) once it
+    has no delivery row left: until then, named again, it goes on as it was."""
+    async with store.transaction():
+        for sink in removed:
+            left = await store.conn.execute_fetchall(
+                "SELECT 1 FROM deliveries WHERE sink = ? LIMIT 1", (sink,)
+            )
+            if not left:
+                await store.conn.execute("DELETE FROM sinks WHERE name = ?", (sink,))
 
 
 async def _prune_events(

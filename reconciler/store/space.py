@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from ..logs import fields
 from .db import Store
+from .health import file_size
 
 log = logging.getLogger("reconciler.retention")
 
 VACUUM_PAGES = 2000  # pages given back per step of the incremental vacuum
 
 _INCREMENTAL = 2  # PRAGMA auto_vacuum value
+
+# Room the conversion's VACUUM needs beside the database, past a copy of it (in WAL mode the
+# rewritten file goes through the -wal first): a tenth of it, and at least this.
+VACUUM_MARGIN_BYTES = 16 << 20
+
+
+def free_space(directory: Path) -> int:
+    """Return the bytes this user may still write in the file system holding `directory`."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
 
 
 async def give_back_space(store: Store) -> int:
@@ -35,13 +49,37 @@ async def give_back_space(store: Store) -> int:
         await asyncio.sleep(0)
 
 
-async def make_space_returnable(store: Store) -> None:
+async def make_space_returnable(
+    store: Store, *, free_bytes: Callable[[Path], int] = free_space
+) -> None:
     """Convert a store made before retention existed, once, so that pruning can give space
     back: auto_vacuum only changes through a VACUUM, which rewrites the file (it holds the
-    writer meanwhile: this runs when a writer opens the store, before its work starts)."""
+    writer meanwhile: this runs when a writer opens the store, before its work starts). Not
+    with less free space beside the database (`free_bytes` of its directory) than a copy of it
+    needs: the rewrite would fill the disk. One warning then; the next writer's start tries
+    again, and the store works without it (pruning frees pages for reuse, not the disk)."""
     conn = store.conn
     mode = int(next(iter(await conn.execute_fetchall("PRAGMA auto_vacuum")))[0])
     if mode == _INCREMENTAL:
+        return
+    size = file_size(store.path)
+    needed = size + max(size // 10, VACUUM_MARGIN_BYTES)
+    directory = Path(os.path.realpath(store.path)).parent  # SQLite follows a symbolic link
+    try:
+        free = free_bytes(directory)
+    except OSError:
+        free = None  # not known: SQLite's own error tells if the rewrite finds no room
+    if free is not None and free < needed:
+        log.warning(
+            "store.vacuum_skipped",
+            extra=fields(
+                path=str(store.path),
+                reason="auto_vacuum = INCREMENTAL, once",
+                needed_bytes=needed,
+                free_bytes=free,
+                hint=f"free {needed - free} bytes in {directory}; the next start tries again",
+            ),
+        )
         return
     started = time.monotonic()
     size = store.path.stat().st_size

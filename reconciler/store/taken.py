@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..model import OrderKey
+from ..model import OrderKey, OrderState
 from .commands import Command, get
 from .db import Store
 
@@ -24,3 +24,15 @@ async def last_taken(store: Store, keys: Iterable[OrderKey]) -> dict[OrderKey, C
         if found is not None:
             ids[int(found)] = key
     return {ids[c.id]: c for c in await get(store, list(ids))}
+
+
+def contradicted(taken: Command, before: OrderState, after: OrderState) -> bool:
+    """Whether a read that moved an order back (`before` -> `after`, its row before and after
+    it) contradicts `taken`, its latest ship or cancel answered as taken: nothing read since
+    that answer confirmed it (else it took, and CCNow's backroom moved the order back later),
+    and the read was sent after the answer (one sent earlier may be from before CCNow ran it).
+    The answer's time is its close's (`closed_at`), when it was recorded: no later than that."""
+    answered, held, read = taken.closed_at, before.asked_at, after.asked_at
+    if answered is None or read is None or read <= answered:
+        return False
+    return held is None or held <= answered

@@ -252,7 +252,10 @@ def from_document(
         if isinstance(value, (int, float)) and not isinstance(value, bool) and name == "amount":
             value = str(value)
         if value is not None and not isinstance(value, str):
-            raise BadAction(f"{field}: must be a string", field)
+            kind = (
+                "a number or a string (USD, at most 2 decimals)" if name == "amount" else "a string"
+            )
+            raise BadAction(f"{field}: must be {kind}", field)
         given[name] = value
     for name, field in (("carrier", "carrier"), ("number", named["tracking_number"])):
         if action == "add-tracking" and given[name] is None:

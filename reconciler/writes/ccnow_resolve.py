@@ -5,6 +5,10 @@ One word settles one action: an order may hold a ship and an adjust both uncerta
 backroom may show the one taken and not the other. So when the order's uncertain commands are
 of several actions and none is named, nothing is settled: `--sent` would mark a discount never
 taken sent, `--not-sent` a discount taken not sent (and a second one could then be taken).
+
+`--not-sent` for an order with nothing uncertain (of the action named) withdraws its queued
+commands instead (store/withdraw.py), by the same rule: one action at a time. One whose post is
+out is not withdrawn: CCNow's answer ends it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from reconciler.logs import fields
 from reconciler.model import OrderKey
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.withdraw import BY_HAND, withdraw_within
 from reconciler.writes.ccnow_form import ACTIONS
 
 # The sender's logger: its lines name the module that sends.
@@ -38,27 +43,42 @@ def cli_option(word: str) -> str:
     return f"--action {word}"
 
 
+Listed = Sequence[tuple[int, str]]  # commands as (id, stored action), oldest first
+
+
 class NotResolved(Exception):
     """Nothing was settled. `action`: the one asked for (a stored name), None for any;
-    `uncertain`: the order's uncertain commands, (id, stored action), oldest first."""
+    `uncertain`: the order's uncertain commands; `queued`: its queued ones, where only they
+    could be withdrawn (`--not-sent`) and they (with those being sent) are of several actions;
+    `sending`: those of `action` whose post is out now, where nothing else could be withdrawn."""
 
     def __init__(
-        self, order_id: str, action: str | None, uncertain: Sequence[tuple[int, str]]
+        self,
+        order_id: str,
+        action: str | None,
+        uncertain: Listed,
+        *,
+        queued: Listed = (),
+        sending: Listed = (),
     ) -> None:
         super().__init__(order_id)
         self.order_id = order_id
         self.action = action
         self.uncertain = list(uncertain)
+        self.queued = list(queued)
+        self.sending = list(sending)
 
     @property
     def several(self) -> bool:
-        """Refused: the order's uncertain commands are of several actions, and none was named."""
-        return self.action is None and len({a for _, a in self.uncertain}) > 1
+        """Refused: the order's uncertain (else queued) commands are of several actions, and
+        none was named."""
+        chosen = self.uncertain or self.queued
+        return self.action is None and len({a for _, a in chosen}) > 1
 
-    def listed(self) -> str:
-        """`ship (#1) and adjust (#2, #3)`: each action's uncertain commands."""
+    def listed(self, commands: Listed | None = None) -> str:
+        """`ship (#1) and adjust (#2, #3)`: each action's commands (uncertain by default)."""
         of: dict[str, list[str]] = {}
-        for i, a in self.uncertain:
+        for i, a in self.uncertain if commands is None else commands:
             of.setdefault(action_word(a), []).append(f"#{i}")
         parts = [f"{word} ({', '.join(ids)})" for word, ids in of.items()]
         return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -67,12 +87,25 @@ class NotResolved(Exception):
         """The refusal, `option` naming how to choose an action (the command line's or the
         API's words); empty when the order has nothing uncertain (the caller words that)."""
         if self.several:
-            words = list(dict.fromkeys(action_word(a) for _, a in self.uncertain))
+            chosen = self.uncertain or self.queued
+            words = list(dict.fromkeys(action_word(a) for _, a in chosen))
             choices = " or ".join(f"`{option(w)}`" for w in words)
+            if not self.uncertain:
+                return (
+                    f"{self.order_id} has actions not yet sent of several kinds, "
+                    f"{self.listed(chosen)}: nothing withdrawn; withdraw one at a time with "
+                    f"{choices}"
+                )
             return (
                 f"{self.order_id} has uncertain actions of several kinds, {self.listed()}: "
                 f"nothing settled; look in CCNow's backroom for each and settle one at a time "
                 f"with {choices}"
+            )
+        if self.sending:
+            return (
+                f"{self.order_id}'s {self.listed(self.sending)} is being sent to CCNow now and "
+                "cannot be withdrawn (nothing settled); once CCNow answers it ends done or "
+                "refused, or uncertain, which this settles then"
             )
         if self.action is not None and self.uncertain:
             return (
@@ -92,15 +125,20 @@ async def resolve_by_hand(
     action: cmds.Action | None = None,
 ) -> list[cmds.Command]:
     """Settle an order's uncertain commands of `action` (of its one action when None) by a
-    person's word, each with its `order.action_resolved`, and log it; return them. Raise
-    `NotResolved` when none is settled."""
+    person's word, each with its `order.action_resolved`, and log it; return them. Not sent,
+    with none uncertain: withdraw its queued ones so (closed `refused`, with their
+    `order.action_refused`). Raise `NotResolved` when none is settled."""
     state: cmds.State = "sent" if sent else "not_sent"
     words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
     found = await _resolve(store, account, order_id, state, words, now, action)
+    withdrawn = [c.id for c in found if c.state == "refused"]
     log.info(
-        "ccnow.action_resolved",
+        "ccnow.action_withdrawn" if withdrawn else "ccnow.action_resolved",
         extra=fields(
-            account=account, order_id=order_id, commands=[c.id for c in found], state=state
+            account=account,
+            order_id=order_id,
+            commands=[c.id for c in found],
+            state="refused" if withdrawn else state,
         ),
     )
     return found
@@ -116,12 +154,15 @@ async def _resolve(
     action: cmds.Action | None,
 ) -> list[cmds.Command]:
     """Close the chosen uncertain commands as `state` (`sent` or `not_sent`), each with its
-    `order.action_resolved`, in one transaction; return them as they were. Read in the
-    transaction that closes them: two resolves of one order settle it once."""
+    `order.action_resolved`, in one transaction; return them as they were (or, withdrawn, as
+    they are). Read in the transaction that closes them: two resolves of one order settle it
+    once, and a command claimed for a post meanwhile is not withdrawn."""
     async with store.transaction():
         uncertain = await cmds.of_order(store, account, order_id, ["uncertain"])
         found = [c for c in uncertain if action is None or c.action == action]
         refusal = NotResolved(order_id, action, [(c.id, c.action) for c in uncertain])
+        if not found and not refusal.several and state == "not_sent":
+            return await _withdraw(store, account, order_id, action, refusal, now)
         if not found or refusal.several:
             raise refusal  # before any write: the transaction ends with nothing to undo
         await cmds.close_within(store, [(c.id, state, answer) for c in found], now)
@@ -146,3 +187,27 @@ async def _resolve(
             ]
         )
     return found
+
+
+async def _withdraw(
+    store: Store,
+    account: str,
+    order_id: str,
+    action: cmds.Action | None,
+    refusal: NotResolved,
+    now: float,
+) -> list[cmds.Command]:
+    """Inside `_resolve`'s transaction, withdraw the order's queued commands of `action` (of
+    its one queued action when None); raise `refusal`, told of those queued or being sent,
+    when none is."""
+    unsent = await cmds.of_order(store, account, order_id, ["queued", "sending"])
+    chosen = [c for c in unsent if action is None or c.action == action]
+    if action is None and len({c.action for c in chosen}) > 1:
+        # One being sent counts: a word meant for it must not withdraw another action.
+        raise NotResolved(order_id, action, [], queued=[(c.id, c.action) for c in chosen])
+    ids = [c.id for c in chosen if c.state == "queued"]
+    if not ids:
+        sending = [(c.id, c.action) for c in chosen]
+        raise NotResolved(order_id, action, refusal.uncertain, sending=sending)
+    done = await withdraw_within(store, account, [order_id], by=BY_HAND, now=now, ids=ids)
+    return done.withdrawn

@@ -18,6 +18,8 @@ from ..store.errors import StoreLocked
 # What the API answers a request without its token with (server/api_requests.py). A status the
 # daemon passes back from a provider (CCV's own 401 to a submit) never carries it.
 CHALLENGE = 'Bearer realm="reconciler"'
+# ... and a request whose bearer token is not the daemon's (RFC 6750's `invalid_token`).
+INVALID_CHALLENGE = f'{CHALLENGE}, error="invalid_token"'
 # How long a command waits for the daemon, which may be sending a batch of writes meanwhile.
 API_TIMEOUT_S = 300.0
 
@@ -29,7 +31,7 @@ def authorization(api: ApiConfig) -> dict[str, str]:
 
 def token_refused(status: int, headers: Mapping[str, str]) -> bool:
     """Whether the daemon itself refused the token: nothing was read, written or sent."""
-    return status == 401 and headers.get("WWW-Authenticate") == CHALLENGE
+    return status == 401 and headers.get("WWW-Authenticate") in (CHALLENGE, INVALID_CHALLENGE)
 
 
 def daemon_stopping(status: int, document: object) -> bool:

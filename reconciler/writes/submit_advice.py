@@ -4,19 +4,29 @@ settles it instead, and the answer to a submit the daemon's stop cut off."""
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 from reconciler.store import submissions as subs
 from reconciler.store.not_sent import refusal
-from reconciler.writes.submit_outcome import MADE_ADVICE, Result, json_result, ref_option
+from reconciler.writes.submit_outcome import (
+    MADE_ADVICE,
+    ORDER_ID_HEADER,
+    Result,
+    json_result,
+    ref_option,
+)
 
 
 def cut_off(ref: str, found: subs.Submission | None) -> Result:
-    """The `503` of a submit the stop cut off while CCV had not answered (in_flight.Cut): the
-    reference and the submission's state as recorded (`sending`: the next start makes it
+    """The `503` of a submit the stop cut off (in_flight.Cut): the reference and the
+    submission's state as recorded. `sending`: CCV had not answered (the next start makes it
     uncertain). No Retry-After: CCV may have made the order, and the same request again is no
     retry to invite; the reference is held, and the first notification for it or `track ccv
-    ID --ref REF` settles it."""
+    ID --ref REF` settles it. Another state: the cut came as the transaction recording its
+    outcome ran, which landed (`recorded_when_cut`)."""
+    if found is not None and found.state != "sending":
+        return recorded_when_cut(ref, found)
     state = None if found is None else found.state
     own = (
         f"reconciler stopped before CCV answered the submit of external reference {ref} "
@@ -26,6 +36,35 @@ def cut_off(ref: str, found: subs.Submission | None) -> Result:
     )
     document = {"error": "stopping", "external_reference": ref, "state": state, "detail": own}
     return json_result(503, document, ref, state, own=own)
+
+
+def recorded_when_cut(ref: str, found: subs.Submission) -> Result:
+    """The `503` of a submit the stop cut off while the transaction recording its outcome (CCV's
+    answer, or its loss) ran: that one finished whole (a COMMIT once sent lands, marked
+    `store.after_commit`; a one-hand-off transaction runs whole on the database's thread), and
+    the caller learns the submission as stored (its state, the order it made), not that CCV
+    had not answered. Still reconciler's `stopping` answer: CCV's own was not passed on."""
+    state, order_id = found.state, found.order_id
+    made = f", order {order_id}" if order_id else ""
+    # A refused one's reference is free again (`failed`): any other is never sent again.
+    again = "" if state == "failed" else " (not sent again)"
+    own = (
+        f"reconciler stopped as it recorded the outcome of the submit of external reference "
+        f"{ref}: it is {state}{made}{again}"
+    )
+    document = {
+        "error": "stopping",
+        "external_reference": ref,
+        "state": state,
+        "order_id": order_id,
+        "detail": own,
+    }
+    result = json_result(503, document, ref, state, own=own)
+    if state != "succeeded" or order_id is None:
+        return result
+    # The order it made, in the header a 2xx passed on carries: the caller learns it there too.
+    headers = {**result.headers, ORDER_ID_HEADER: order_id}
+    return dataclasses.replace(result, order_id=order_id, headers=headers)
 
 
 def not_sent_refused(reference: str, found: subs.Submission | None) -> str | None:

@@ -35,6 +35,16 @@ async def passes(rt: Runtime, rounds: int = 3) -> None:
         assert (await coordinator.full_pass(via="catch-up")).ok
 
 
+async def due_now(rt: Runtime, key: OrderKey) -> None:
+    """Make the order's planned check due, as the time it was planned for coming would."""
+    async with rt.store.transaction():
+        await rt.store.conn.execute(
+            "UPDATE orders SET next_check_at = 0 WHERE source = ? AND account = ? AND order_id = ?",
+            key,
+        )
+    rt.store.orders.drop_pages()
+
+
 def queried(fake: FakeCCNow) -> int:
     """How many posts asked ORDER's status."""
     return sum(1 for s in fake.requests if queries(ORDER, s))
@@ -56,7 +66,40 @@ async def test_a_list_lagging_behind_a_ship_flips_nothing(
         await passes(rt)
         assert await snapshot_status(rt) == "mark_shipped"
         assert await history(rt) == SHIPPED
-        assert queried(fake_ccnow) - before == 6  # each pass asked it, and its answer decided
+        # Each catch-up asked it (they ask every open order), and its answer decided; the polls
+        # did not: its own check is not due yet.
+        assert queried(fake_ccnow) - before == 3
+
+
+async def test_a_list_lagging_for_many_polls_asks_the_order_only_when_it_is_due(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A list lagging for hours behind a ship: each poll (every few seconds) queried the order
+    # again. Now a poll asks it only once its own check is due, which its answer then plans
+    # further out, as any unchanged check's.
+    fake_ccnow.orders = {ORDER: "pending"}
+    async with parts(tmp_path, fake_ccnow, monkeypatch) as (rt, sender):
+        await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))
+        fake_ccnow.list_lags = {ORDER: "pending"}
+        coordinator = rt.coordinators.ccnow["default"]
+        key = OrderKey("ccnow", "default", ORDER)
+        planned = (await rt.store.orders.load([key]))[key].next_check_at
+        before = queried(fake_ccnow)
+        for _ in range(10):
+            [poll] = await coordinator.tick_pending_list()
+            assert poll.report.ok, poll.report.summary()
+        assert queried(fake_ccnow) == before
+        assert (await rt.store.orders.load([key]))[key].next_check_at == planned
+        # Its check comes due (the time it was planned for has come): the next poll asks it,
+        # once, and its answer plans the next check; the polls after it ask nothing.
+        await due_now(rt, key)
+        for _ in range(5):
+            [poll] = await coordinator.tick_pending_list()
+            assert poll.report.ok, poll.report.summary()
+        assert queried(fake_ccnow) - before == 1
+        state = (await rt.store.orders.load([key]))[key]
+        assert state.status == "mark_shipped" and state.next_check_at > time.time()
+        assert await history(rt) == SHIPPED
 
 
 async def test_a_list_lagging_behind_a_query_flips_nothing(
@@ -94,10 +137,11 @@ async def test_a_ship_that_did_not_take_is_followed_and_said_once(
         fake_ccnow.orders[ORDER] = "pending"
         await passes(rt)
         assert await snapshot_status(rt) == "pending"
+        # Read by the first catch-up's query (the polls ask it once its check is due).
         assert await history(rt) == [
             *SHIPPED,
-            ("order.status_changed", "mark_shipped", "pending", "poll"),
-            ("order.action_unconfirmed", "mark_shipped", "pending", "poll"),
+            ("order.status_changed", "mark_shipped", "pending", "catch-up"),
+            ("order.action_unconfirmed", "mark_shipped", "pending", "catch-up"),
         ]
         [event] = [e for e in await rt.store.events.history() if "unconfirmed" in e.type]
         assert event.severity == "warning" and event.order_id == ORDER
@@ -116,19 +160,42 @@ async def test_a_ship_that_did_not_take_is_followed_and_said_once(
         assert [h[0] for h in await history(rt)][4:] == [t for t, *_ in SHIPPED]
 
 
-async def test_a_lagging_line_the_pass_cannot_query_makes_the_order_due(
+async def test_a_lagging_line_leaves_the_orders_check_as_planned(
     tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A list line written with no query after it (a pass whose queries rest while they fail):
-    # the snapshot keeps `mark_shipped`, and the order's query is due at once.
+    # the snapshot keeps `mark_shipped`, and the order's query comes when it was planned (made
+    # due at once, every poll of a list lagging for hours asked it again).
     fake_ccnow.orders = {ORDER: "pending"}
     async with parts(tmp_path, fake_ccnow, monkeypatch) as (rt, sender):
         await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))
         key = OrderKey("ccnow", "default", ORDER)
+        planned = (await rt.store.orders.load([key]))[key].next_check_at
         now = time.time()
+        assert planned > now
         line = Observation(key, Outcome.OK, status="pending", asked=now, listed=True)
         assert await rt.reconciler.apply([line], via="poll", discover=True) == 0
         state = (await rt.store.orders.load([key]))[key]
         assert state.status == "mark_shipped"
-        assert state.next_check_at <= time.time()
+        assert state.next_check_at == planned
         assert await history(rt) == SHIPPED
+
+
+async def test_a_notification_for_an_order_whose_line_lags_asks_it(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CCNow's notification names the order while its list line lags: the line is no answer
+    # about it, so the order is queried for the notification, due or not.
+    fake_ccnow.orders = {ORDER: "pending"}
+    async with parts(tmp_path, fake_ccnow, monkeypatch) as (rt, sender):
+        await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))
+        fake_ccnow.list_lags = {ORDER: "pending"}
+        fake_ccnow.orders[ORDER] = "completed"
+        before = queried(fake_ccnow)
+        report = await rt.coordinators.ccnow["default"].notified([ORDER])
+        assert report.ok, report.summary()
+        assert queried(fake_ccnow) - before == 1
+        assert await snapshot_status(rt) == "completed"
+        assert (await history(rt))[2:] == [
+            ("order.status_changed", "mark_shipped", "completed", "notification")
+        ]

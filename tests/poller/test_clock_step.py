@@ -1,7 +1,8 @@
 """An account's orders whose next check was planned before the wall clock was stepped back are
-checked at their interval from the step, not the size of the step later (a CCV order of a
-120 s interval had its next check 3672 s ahead after a 1 h step). A real store; the clock
-readings are given, as the coordinator's clock gives them."""
+checked when they were planned to be (a step seen at runtime, its size known) or at their
+interval from the step (a start's), not the size of the step later (a CCV order of a 120 s
+interval had its next check 3672 s ahead after a 1 h step). A real store; the clock readings
+are given, as the coordinator's clock gives them."""
 
 from __future__ import annotations
 
@@ -96,8 +97,10 @@ async def test_a_step_back_costs_an_order_at_most_its_interval(
             "unknown": (None, NOW + 60.0),  # no interval kept: max_interval bounds it
         },
     )
-    steps = ClockSteps(store, "ccv", config)
+    monotonic = Monotonic()
+    steps = ClockSteps(store, "ccv", config, monotonic=monotonic)
     await steps.check(NOW)  # the first read: every check is within its interval
+    monotonic.now = 10.0
     await steps.check(NOW + 10.0)
     assert next_checks(tmp_path) == {
         "fast": NOW + 132.0,
@@ -107,15 +110,22 @@ async def test_a_step_back_costs_an_order_at_most_its_interval(
 
     stepped = NOW + 10.0 - STEP_S
     if restart:  # the start after the step (a VM's clock that ran ahead) looks too
-        steps = ClockSteps(store, "ccv", config)
+        steps = ClockSteps(store, "ccv", config, monotonic=monotonic)
     await steps.check(stepped)
 
     checks = next_checks(tmp_path)
-    assert stepped + 120.0 <= checks["fast"] < stepped + 132.0  # its interval, jittered
-    assert stepped + longest <= checks["slow"] < stepped + longest * 1.1
-    assert checks["unknown"] == NOW + 60.0
+    if restart:  # a step before the start has no size: its interval from now, jittered
+        assert stepped + 120.0 <= checks["fast"] < stepped + 132.0
+        assert stepped + longest <= checks["slow"] < stepped + longest * 1.1
+        assert checks["unknown"] == NOW + 60.0
+    else:  # seen at runtime: each when it was planned to be
+        assert checks == {
+            "fast": NOW + 132.0 - STEP_S,
+            "slow": NOW + longest * 1.1 - STEP_S,
+            "unknown": NOW + 60.0 - STEP_S,
+        }
     due = await store.orders.due("ccv", "a", stepped + 132.0, 10, settled_since=0.0)
-    assert [s.key.order_id for s in due] == ["fast"]
+    assert [s.key.order_id for s in due] == (["fast"] if restart else ["unknown", "fast"])
 
 
 async def test_a_step_of_less_than_a_second_looks_at_nothing(tmp_path: Path, store: Store) -> None:
@@ -133,36 +143,35 @@ async def test_a_step_back_while_the_due_reads_stop_is_seen_when_they_start_agai
     tmp_path: Path, store: Store
 ) -> None:
     # The account's last due read at NOW, then it fails for two hours (a probe now and then,
-    # no due read); a probe's answer plans its order at NOW + 5400 s, and the clock is put back
-    # by an hour after it. The read after the recovery finds the clock an hour later than at
-    # the last one: only the clock that is never stepped says it went back.
+    # no due read); a probe's answer plans its order an hour and a bit ahead, and the clock is
+    # put back by an hour after it. The read after the recovery finds the clock an hour later
+    # than at the last one: only the clock that is never stepped says it went back.
     config = account(tmp_path)
     monotonic = Monotonic()
     steps = ClockSteps(store, "ccv", config, monotonic=monotonic)
     await steps.check(NOW)  # the last due read
     monotonic.now = 5400.0  # the probe's answer, planned at its interval then
-    await planned(store, {"probed": (120.0, NOW + 5400.0 + 132.0)})
+    await planned(store, {"probed": (3600.0, NOW + 5400.0 + 3700.0)})
 
     monotonic.now = 7200.0  # then the recovery's first due read, the clock an hour back
     recovered = NOW + 7200.0 - STEP_S
     await steps.check(recovered)
 
-    [at] = next_checks(tmp_path).values()
-    assert recovered + 120.0 <= at < recovered + 132.0
+    assert next_checks(tmp_path) == {"probed": recovered + 1900.0}
 
 
-async def test_orders_planned_again_keep_the_jitter_of_a_plan(tmp_path: Path, store: Store) -> None:
+async def test_orders_planned_again_at_a_start_keep_the_jitter_of_a_plan(
+    tmp_path: Path, store: Store
+) -> None:
     # Planned together before a step back, they come due over a tenth of their interval after
-    # it, as `plan` spreads them: not all at one instant, a burst of requests to the provider.
+    # the start that sees it, as `plan` spreads them: not all at one instant, a burst of
+    # requests to the provider.
     config = account(tmp_path)
-    await planned(store, {f"o{n}": (120.0, NOW + 130.0) for n in range(20)})
-    steps = ClockSteps(store, "ccv", config, rng=random.Random(7))
-    await steps.check(NOW)
-    stepped = NOW - STEP_S
-    await steps.check(stepped)
+    await planned(store, {f"o{n}": (120.0, NOW + STEP_S + 130.0) for n in range(20)})
+    await ClockSteps(store, "ccv", config, rng=random.Random(7)).check(NOW)
 
     times = list(next_checks(tmp_path).values())
-    assert all(stepped + 120.0 <= at < stepped + 132.0 for at in times)
+    assert all(NOW + 120.0 <= at < NOW + 132.0 for at in times)
     assert len(set(times)) == 20
     assert max(times) - min(times) > 6.0
 
@@ -192,3 +201,67 @@ async def test_a_start_plans_nothing_again_that_the_planner_itself_may_set(
 
     assert next_checks(tmp_path) == {"failing": failing_at, "postponed": postponed_at}
     assert [r.getMessage() for r in caplog.records] == []
+
+
+@pytest.mark.parametrize(("poll", "step"), [("5m", 190.0), ("1h", STEP_S)])
+async def test_a_step_back_seen_at_runtime_moves_every_check_back_by_it(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture, poll: str, step: float
+) -> None:
+    # `AwaitingPayment` pinned at 2 min, the account polled every `poll`: a step back of
+    # `step` is seen against the monotonic clock and every check planned before it comes due
+    # when it was planned to, each with its own jitter, whatever the poll interval (the
+    # longest the planner sets, which bounded a start's look, left them `step` late).
+    config = account(tmp_path, f'poll_interval = "{poll}"\n')
+    await planned(store, {"a": (120.0, NOW + 125.0), "b": (120.0, NOW + 131.0)})
+    monotonic = Monotonic()
+    steps = ClockSteps(store, "ccv", config, monotonic=monotonic)
+    await steps.check(NOW)
+    monotonic.now = 5.0
+    stepped = NOW + 5.0 - step
+
+    with caplog.at_level(logging.WARNING, logger="reconciler.poller"):
+        await steps.check(stepped)
+
+    assert next_checks(tmp_path) == {"a": stepped + 120.0, "b": stepped + 126.0}
+    [line] = caplog.records
+    assert line.getMessage() == "orders.clock_stepped_back"
+    assert line.__dict__["fields"]["orders"] == 2
+
+
+async def test_a_step_back_the_store_could_not_follow_is_followed_at_the_next_read(
+    tmp_path: Path, store: Store
+) -> None:
+    # The store refuses the write (busy: another process holds it) when the step is seen:
+    # the next read sees the step still, and follows it.
+    config = account(tmp_path)
+    await planned(store, {"a": (120.0, NOW + 125.0)})
+    monotonic = Monotonic()
+    steps = ClockSteps(store, "ccv", config, monotonic=monotonic)
+    await steps.check(NOW)
+    with sqlite3.connect(tmp_path / "reconciler.db") as other:
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE ON orders BEGIN SELECT RAISE(ABORT, 'busy'); END"
+        )
+    monotonic.now = 5.0
+    with pytest.raises(sqlite3.DatabaseError, match="busy"):
+        await steps.check(NOW + 5.0 - STEP_S)
+    with sqlite3.connect(tmp_path / "reconciler.db") as other:
+        other.execute("DROP TRIGGER refuse")
+
+    monotonic.now = 6.0
+    await steps.check(NOW + 6.0 - STEP_S)
+
+    assert next_checks(tmp_path) == {"a": NOW + 125.0 - STEP_S}
+
+
+async def test_a_failing_order_planned_again_at_a_start_waits_at_least_min_interval(
+    tmp_path: Path, store: Store
+) -> None:
+    # `New` pinned at 30 s, under min_interval (60 s), its checks failing: `plan` retries it
+    # no sooner than min_interval, and neither does a start that plans it again after a step.
+    config = account(tmp_path, 'status_intervals = { New = "30s" }\n')
+    await planned(store, {"failing": (30.0, NOW + STEP_S)}, failures=2)
+    await ClockSteps(store, "ccv", config, rng=random.Random(7)).check(NOW)
+
+    [at] = next_checks(tmp_path).values()
+    assert NOW + 60.0 <= at < NOW + 66.0

@@ -32,6 +32,7 @@ ALERTS = {
     "ReconcilerDeadLetters",
     "ReconcilerSinkDisabled",
     "ReconcilerStuckOrders",
+    "ReconcilerStoreFailing",
 }
 
 
@@ -50,6 +51,7 @@ def fed_metrics() -> Metrics:
     metrics.observe_events([Event("id", EventType.STUCK, 0.0, "ccv", "default", "O-1", "info", {})])
     metrics.observe_notification("ccv", "accepted")
     metrics.observe_notification_latency("ccv", 0.1)
+    metrics.observe_unauthorized("invalid")
     metrics.set_followed({("ccv", "default", "Processing"): 1}, accounts={("ccv", "default")})
     metrics.set_last_success("ccv", "default", 1.0)
     metrics.set_outbox_backlog({"log": 1})
@@ -58,6 +60,7 @@ def fed_metrics() -> Metrics:
     metrics.observe_pass("ccv", "default", "poll", 0.1)
     metrics.set_source("ccv", "default", failing=False, poll_interval_s=300)
     metrics.set_stuck({("ccv", "default"): 1})
+    metrics.set_store("full")
     return metrics
 
 

@@ -1,7 +1,8 @@
 """A clock far ahead (a VM's clock, a date set wrong) does not prune the history: retention is
 skipped, with one warning line, when its cutoff is later than the newest event the store held
-before this process began (and the time it has run since). One `catch-up` under +800 days
-pruned every event and every settled order."""
+before this process began, or at its last prune unless the clock was put forward since (and
+the time it has run since). One `catch-up` under +800 days pruned every event and every
+settled order."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ async def test_a_clock_past_the_history_by_more_than_the_window_prunes_nothing(
     try:
         newest = await newest_event_at(store)
         assert newest == NOW - 6 * DAY
-        # The run's own events, dated by the clock far ahead, vouch for nothing.
+        # The run's own events, dated by the clock far ahead, vouch for nothing: a process
+        # whose clock was put ahead keeps the bound it read before (prune_clock.History).
         async with store.transaction():
             await store.events.add([_event(9, NOW + 800 * DAY)])
         with caplog.at_level(logging.INFO, logger="reconciler.retention"):
@@ -128,14 +130,23 @@ async def _daily(history: History, store: Store, now: float) -> PruneReport:
     return await history.prune(store, sinks=("log",), keep_s=KEEP_S, now=now, watched=WATCHED)
 
 
-class Monotonic:
-    """The clock that is never stepped (time.monotonic), as a test moves it."""
+class Clocks:
+    """The wall clock and the one never stepped (CLOCK_BOOTTIME), as a test moves them: the
+    wall clock reads `start` when the steady one reads 0, and `ahead` later once put forward."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: float) -> None:
+        self.start = start
         self.now = 0.0
+        self.ahead = 0.0
 
-    def __call__(self) -> float:
+    def steady(self) -> float:
         return self.now
+
+    def wall(self) -> float:
+        return self.start + self.now + self.ahead
+
+    def history(self) -> History:
+        return History(wall=self.wall, steady=self.steady)
 
 
 async def test_a_store_left_unused_is_pruned_by_a_later_daily_prune_of_the_same_process(
@@ -146,22 +157,97 @@ async def test_a_store_left_unused_is_pruned_by_a_later_daily_prune_of_the_same_
     # before it (its start's catch-up) vouch for its clock at the next day's prune, as they
     # would for a later start's.
     store = await _stored(tmp_path)
-    monotonic = Monotonic()
     started = NOW + 500 * DAY
+    clocks = Clocks(started)
     try:
-        history = History(monotonic=monotonic)
+        history = clocks.history()
         await history.read(store)  # the store opened
         async with store.transaction():
             await store.events.add([_event(9, started + 60.0)])  # an order moved
             await store.conn.execute("UPDATE deliveries SET state = 'delivered'")
-        monotonic.now = 120.0
+        clocks.now = 120.0
         with caplog.at_level(logging.INFO, logger="reconciler.retention"):
-            skipped = await _daily(history, store, started + 120.0)
-            monotonic.now += DAY
-            pruned = await _daily(history, store, started + 120.0 + DAY)
+            skipped = await _daily(history, store, clocks.wall())
+            clocks.now += DAY
+            pruned = await _daily(history, store, clocks.wall())
         assert await _events(store) == 1
     finally:
         await store.close()
     assert (skipped.events, pruned.events) == (0, 5)
     said = [r.getMessage() for r in caplog.records]
     assert said == ["store.prune_skipped", "store.pruned"]
+
+
+async def _moved(store: Store, n: int, at: float) -> None:
+    """An order moved at `at` (the event written, delivered)."""
+    async with store.transaction():
+        await store.events.add([_event(n, at)])
+        await store.conn.execute("UPDATE deliveries SET state = 'delivered'")
+
+
+async def test_a_clock_put_far_ahead_while_the_daemon_runs_skips_its_prunes_for_good(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Daily prunes under a right clock, then the clock is put 800 days ahead an hour before the
+    # second one, and orders go on moving: the events written under it would vouch for it at
+    # the next prune, which would delete the whole history. The process keeps the bound it had.
+    store = await _stored(tmp_path)  # five events, the newest six days old
+    clocks = Clocks(NOW)
+    keep_s = 30 * DAY
+    reports: list[PruneReport] = []
+    try:
+        history = clocks.history()
+        await history.read(store)
+        with caplog.at_level(logging.INFO, logger="reconciler.retention"):
+            for day in (1, 2, 3, 4):
+                clocks.now = day * DAY - 3600.0
+                if day == 2:
+                    clocks.ahead = 800 * DAY
+                await _moved(store, 10 + day, clocks.wall())
+                clocks.now = day * DAY
+                reports.append(
+                    await history.prune(
+                        store, sinks=("log",), keep_s=keep_s, now=clocks.wall(), watched=WATCHED
+                    )
+                )
+        [(real,)] = await store.conn.execute_fetchall(
+            "SELECT count(*) FROM events WHERE time < ?", (NOW + 100 * DAY,)
+        )
+    finally:
+        await store.close()
+    assert real == 6  # the five and day 1's
+    assert [r.events for r in reports] == [0, 0, 0, 0]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["store.pruned"] + ["store.prune_skipped"] * 3
+
+
+async def test_a_quiet_store_under_a_right_clock_is_pruned_every_day(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The last event half a day after the start, none since: what the history vouches for
+    # grows with the time run, not from the last event since the last prune (a day), which
+    # fell behind a week's window on the ninth day and skipped every prune after it.
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("log",))
+    clocks = Clocks(NOW)
+    keep_s = 7 * DAY
+    deleted: list[int] = []
+    try:
+        for n in range(5):
+            await _moved(store, n, NOW - 3 * DAY + n * 3600.0)
+        history = clocks.history()
+        await history.read(store)
+        clocks.now = DAY / 2
+        await _moved(store, 9, clocks.wall())
+        with caplog.at_level(logging.INFO, logger="reconciler.retention"):
+            for day in range(1, 12):
+                clocks.now = day * DAY
+                report = await history.prune(
+                    store, sinks=("log",), keep_s=keep_s, now=clocks.wall(), watched=WATCHED
+                )
+                deleted.append(report.events)
+        left = await _events(store)
+    finally:
+        await store.close()
+    assert [r.getMessage() for r in caplog.records] == ["store.pruned"] * 11
+    assert sum(deleted) == 5  # the five older than the window, on the fifth day
+    assert left == 1

@@ -16,7 +16,7 @@ from tests.writes.test_ccnow_actions import daemon_with_api
 
 A = "396-10-1142"
 BODY = '{"order_id": "%s", "action": "adjust", "idempotency_key": "%s", "amount": %s}'
-REFUSED = ["7.505", "-5", "0", '"1e1"', '"7.505"', '"-5"', '"10.0.0"', "true"]
+REFUSED = ["7.505", "-5", "0", '"1e1"', '"7.505"', '"-5"', '"10.0.0"', "true", "[7]", "{}"]
 TAKEN = {"7.5": "7.50", "1e1": "10.00", '"10.00"': "10.00"}
 
 
@@ -41,6 +41,9 @@ async def test_an_amount_is_taken_as_usd_text_or_its_number_and_refused_naming_i
     for amount, (status, body) in answers.items():
         assert (status, body.get("field")) == (422, "amount"), (amount, body)
         assert body["error"].startswith("amount: "), (amount, body)
+    # Neither a string nor a number: told that a number is taken too.
+    wanted = "amount: must be a number or a string (USD, at most 2 decimals)"
+    assert [answers[a][1]["error"] for a in ("true", "[7]", "{}")] == [wanted] * 3
     with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn:
         kept = conn.execute("SELECT idempotency_key, amount FROM commands ORDER BY id").fetchall()
     assert kept == [(f"T-{n}", usd) for n, usd in enumerate(TAKEN.values())]
