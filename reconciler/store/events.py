@@ -243,8 +243,9 @@ class OutboxRows:
     async def due(self, sink: str, now: float, limit: int, bound_s: float = math.inf) -> Due:
         """Return the sink's pending events that may be delivered now, in seq order.
 
-        An event waits while an earlier event of its order waits for its retry, so that a sink
-        never gets an order's later event before an earlier one; a dead-lettered event no
+        An event waits while an earlier event of its ordering key (its order, or for an event
+        naming none its account or reference: store/ordering.py) waits for its retry, so that a
+        sink never gets a key's later event before an earlier one; a dead-lettered event no
         longer holds anything back. A retry more than `bound_s` ahead is due (`read_pending`).
         """
         # Out of any transaction: this connection would see the rows of one still open, and a
