@@ -5,9 +5,10 @@ retried after `retry_min`, doubling with jitter, honouring Retry-After, until `m
 dead-lettered (kept, logged at error). A sink whose receiver is gone (410) is disabled.
 
 One path: each lane reads what its sink may have from the store, in seq (commit) order, woken
-when this process commits and every `tick_s` for other processes' writes. Per order, a sink
-never gets a later event before an earlier one: an event waits while an earlier event of its
-order waits for a retry (a dead-lettered one no longer holds it back).
+when this process commits and every `tick_s` for other processes' writes. Per order (per
+ordering key: store/ordering.py, which gives the events naming no order theirs), a sink never gets a
+later event before an earlier one: an event waits while an earlier event of its key waits for a
+retry (a dead-lettered one no longer holds it back).
 """
 
 from __future__ import annotations

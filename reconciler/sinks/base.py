@@ -13,6 +13,7 @@ from ..logs import fields
 from ..redact import SecretForms, mask
 from ..store.errors import StoreError
 from ..store.events import OutboxEvent
+from ..store.ordering import Key, held_key
 
 log = logging.getLogger("reconciler.outbox")
 
@@ -237,20 +238,23 @@ async def deliver_in_order(
     attempt: Callable[[OutboxEvent], Awaitable[DeliveryResult]],
     cutoff: Cutoff | None = None,
 ) -> list[DeliveryResult]:
-    """Attempt events one by one, in commit order. After a failure the failed event's order
-    waits (its later events are not attempted: a sink gets an order's events in order), and
+    """Attempt events one by one, in commit order. After a failure the failed event's ordering
+    key waits (its later events are not attempted: a sink gets an order's events in order, and
+    an account's `source.*` or a submission's `order.submit_*` likewise), and
     the next event of another order tells whether the receiver is down (`looks_down`): refused
     too, the rest are not attempted; taken, the refusal was that event's own (a payload the
     receiver rejects) and the others go on. Nothing is attempted once `cutoff` is closed, nor
     once it is interrupted but the first event: each batch delivers something, so that a stream
     of notifications, each interrupting the batch read before it, cannot stop a lane."""
     results: list[DeliveryResult] = []
-    held: set[str] = set()  # orders with a refused event in this batch
+    # Ordering keys with a refused event in this batch: an order's, or an account's health, a
+    # submission's reference (store/ordering.py) for the events that name no order.
+    held: set[str | Key] = set()
     down, refused = False, None
     for event in events:
         if (
             down
-            or event.order_id in held
+            or (held and held_key(event.type, event.order_id, event.body) in held)
             or (cutoff is not None and (cutoff.closed or (cutoff.interrupted and bool(results))))
         ):
             results.append(NOT_ATTEMPTED)
@@ -272,8 +276,8 @@ async def deliver_in_order(
         if cutoff is not None and isinstance(result, Delivered):
             cutoff.confirmed(event)
         down, refused = _after(event, result, refused)
-        if not isinstance(result, Delivered) and event.order_id is not None:
-            held.add(event.order_id)
+        if not isinstance(result, Delivered):
+            held.add(held_key(event.type, event.order_id, event.body))
     return results
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+from .ordering import Key, row_key
+
 # A row: (seq, id, type, order_id, body, attempts, severity, next_attempt_at, source, account).
 Row = tuple[Any, ...]
 
@@ -71,12 +73,13 @@ class Pending:
     rows: list[Row] = field(default_factory=list)  # deliverable now, retried ones first
     next_at: float | None = None  # when the first event waiting for its retry is due
     oldest: int | None = None  # the sink's oldest pending seq (None: nothing pending)
-    # Per order with an event waiting for its retry, that event's seq: later ones wait too.
-    blocked: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # Per ordering key (an order, an account's health, a submission's reference: ordering.py)
+    # with an event waiting for its retry, that event's seq: later ones wait too.
+    blocked: dict[Key, int] = field(default_factory=dict)
 
     def free(self, row: Row) -> bool:
-        """Return whether no earlier event of the row's order waits for its retry."""
-        first = self.blocked.get((row[8], row[9], row[3]))
+        """Return whether no earlier event of the row's ordering key waits for its retry."""
+        first = self.blocked.get(row_key(row))
         return first is None or first > row[0]
 
 
@@ -96,9 +99,9 @@ def read_pending(
         if r[7] > now:
             at = float(r[7])
             out.next_at = at if out.next_at is None else min(out.next_at, at)
-            if r[3] is not None:
-                key = (r[8], r[9], r[3])
-                out.blocked[key] = min(r[0], out.blocked.get(key, r[0]))
+            # Every event holds its key, also one naming no order (a `source.failed`).
+            key = row_key(r)
+            out.blocked[key] = min(r[0], out.blocked.get(key, r[0]))
     out.rows = [r for r in retried if r[7] <= now and out.free(r)]
     out.oldest = min((r[0] for r in retried), default=None)
     taken = 0

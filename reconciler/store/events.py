@@ -25,6 +25,7 @@ from .event_pages import StoredEvent, history_pages
 from .health import is_unusable
 from .history import LAST_SEQ, RAISE_FLOOR, highest_seq
 from .oneshot import commit_at_once
+from .ordering import stored_keys
 from .priority import urgent_first
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements, runs, values
 
@@ -107,9 +108,7 @@ class Events:
             self._store.stored(list({e.id: e for e in events if e.id in ids}.values()))
         priority = self._store.priority
         if added == len(events):
-            priority.stage(
-                ((r[0], (r[4], r[5], r[6])) for r in rows if r[6] is not None), urgent=urgent
-            )
+            priority.stage(stored_keys(rows), urgent=urgent)
         else:  # a seq may not be its event's
             priority.forget_window()
         return added

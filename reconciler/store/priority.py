@@ -1,11 +1,12 @@
 """What goes first for a notification: its transaction, and its event in every sink.
 
 A notification's event must not wait behind the thousands of events a catch-up queues: the
-guarantee is per order ("Per order, in order"), so it may pass other orders' events, never an
-earlier pending one of its own order. Which those are, the store cannot ask SQLite cheaply (no
+guarantee is per ordering key ("Per order, in order"; an order's, or for events naming no order
+their account's or reference's: ordering.py), so it may pass other keys' events, never an
+earlier pending one of its own key. Which those are, the store cannot ask SQLite cheaply (no
 index on an event's order; a scan of the backlog per hint costs more than the hint). So it keeps
 in memory, for the last WINDOW events this process committed, each one's predecessor of its
-order: an urgent event goes first together with its earlier events of the window still pending,
+key: an urgent event goes first together with its earlier events of the window still pending,
 and only while every pending event is in the window (else, after a restart or behind a backlog
 larger than the window, events go in commit order, as before: later, never out of order).
 """
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
-OrderOf = tuple[str, str, str]  # (source, account, order_id)
+from .ordering import Key, row_key
 
 # Bound per sink: a stalled sink must not make this grow; what falls off is delivered in
 # commit order, as if it had never been urgent.
@@ -37,18 +38,18 @@ class Urgent:
     def __init__(self, *, max_urgent: int = MAX_URGENT, window: int = WINDOW) -> None:
         self.max_urgent = max_urgent  # urgent events remembered per sink
         self.window = window  # events whose predecessor of their order is remembered
-        self._sinks: dict[str, dict[int, OrderOf]] = {}
-        self._staged: list[tuple[int, OrderOf, bool]] = []
+        self._sinks: dict[str, dict[int, Key]] = {}
+        self._staged: list[tuple[int, Key, bool]] = []
         # seq -> the seq of the previous event of its order (None: none in the window). Ordered:
         # the oldest goes first in O(1); a dict's first key, after deletions at its front, is
         # found by skipping every deleted slot (30 us an event once the window was full).
         self._previous: OrderedDict[int, int | None] = OrderedDict()
-        self._last: OrderedDict[OrderOf, int] = OrderedDict()
+        self._last: OrderedDict[Key, int] = OrderedDict()
         # Events up to this seq are outside the window (None: nothing committed yet).
         self.horizon: int | None = None
         self.urgent_commits = 0  # transactions that committed urgent events
 
-    def stage(self, events: Iterable[tuple[int, OrderOf]], *, urgent: bool) -> None:
+    def stage(self, events: Iterable[tuple[int, Key]], *, urgent: bool) -> None:
         """Remember events written by the open transaction (kept only if it commits)."""
         self._staged.extend((seq, order, urgent) for seq, order in events)
 
@@ -69,7 +70,7 @@ class Urgent:
             return
         if self.horizon is None:
             self.horizon = self._staged[0][0] - 1
-        urgent: dict[int, OrderOf] = {}
+        urgent: dict[int, Key] = {}
         for seq, order, is_urgent in self._staged:
             self._previous[seq] = self._last.get(order)
             self._last[order] = seq
@@ -89,7 +90,7 @@ class Urgent:
             while len(queue) > self.max_urgent:
                 del queue[next(iter(queue))]
 
-    def pending(self, sink: str) -> dict[int, OrderOf]:
+    def pending(self, sink: str) -> dict[int, Key]:
         """Return the sink's urgent seqs and their orders."""
         return dict(self._sinks.get(sink, {}))
 
@@ -114,19 +115,14 @@ class Urgent:
                 queue.pop(seq, None)
 
 
-def order_of(row: Sequence[Any]) -> OrderOf:
-    """Return the order of an outbox row (seq, id, type, order_id, ..., source, account)."""
-    return (row[8], row[9], row[3])
-
-
 def urgent_first(head: Sequence[Sequence[Any]], rows: Sequence[Sequence[Any]]) -> list[Any]:
-    """Return `head` and `rows` (deduplicated by seq) with every event of an order in `head`
-    before the others, each group in seq order: an order's events stay in order."""
+    """Return `head` and `rows` (deduplicated by seq) with every event of an ordering key in
+    `head` before the others, each group in seq order: a key's events stay in order."""
     if not head:  # nothing urgent (a catch-up's every batch): commit order, no per-row work
         return sorted(rows, key=itemgetter(0))
-    first = {order_of(r) for r in head}
+    first = {row_key(r) for r in head}
     merged = {r[0]: r for r in (*head, *rows)}
-    return sorted(merged.values(), key=lambda r: (order_of(r) not in first, r[0]))
+    return sorted(merged.values(), key=lambda r: (row_key(r) not in first, r[0]))
 
 
 class WriteLock:

@@ -211,13 +211,29 @@ async def test_an_event_refused_alone_holds_back_its_own_order_only(
     assert [a.headers["webhook-id"] for a in receiver.attempts] == ["ev-1", "ev-2", "ev-4"]
 
 
-async def test_events_without_an_order_are_not_held_together(
+def health(n: int, kind: str, account: str) -> OutboxEvent:
+    body = b'{"id": "ev-%d", "type": "%s", "source": "reconciler/ccv/%s"}' % (
+        n,
+        kind.encode(),
+        account.encode(),
+    )
+    return OutboxEvent(seq=n, id=f"ev-{n}", type=kind, order_id=None, body=body)
+
+
+async def test_events_without_an_order_are_held_by_their_account(
     receiver: Receiver, sink: WebhookSink
 ) -> None:
-    # Two account-level events (source.failed, source.recovered) are of no order in common.
+    # Account-level events (source.failed, source.recovered) name no order: one account's
+    # are held together (its recovery never before its failure), another account's are not.
     receiver.script += [web.Response(status=400), web.Response()]
-    results = await sink.deliver([of_order(1, None), of_order(2, None)])
-    assert results == [RetryLater("http 400"), Delivered()]
+    events = [
+        health(1, "source.failed", "default"),
+        health(2, "source.recovered", "default"),
+        health(3, "source.recovered", "shop2"),
+    ]
+    results = await sink.deliver(events)
+    not_attempted = RetryLater("not attempted: earlier event failed")
+    assert results == [RetryLater("http 400"), not_attempted, Delivered()]
 
 
 async def test_refusals_of_two_orders_in_a_row_stop_the_batch(
