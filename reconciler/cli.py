@@ -186,14 +186,24 @@ def _parser() -> argparse.ArgumentParser:
             "--dry-run", action="store_true", help="print the form (password masked), send nothing"
         )
         a.add_argument("--account", help="CCNow account name when there are several")
-    rs = ws.add_parser("resolve", parents=[common], help="settle an uncertain action by hand")
+    rs = ws.add_parser(
+        "resolve",
+        parents=[common],
+        help="settle an uncertain action by hand; withdraw a queued one (--not-sent --action A)",
+    )
     rs.add_argument("id", nargs="?", metavar="ID")
     said = rs.add_mutually_exclusive_group(required=True)
     said.add_argument("--sent", action="store_true", help="CCNow has it (seen in the backroom)")
-    said.add_argument("--not-sent", action="store_true", help="CCNow does not have it")
+    said.add_argument(
+        "--not-sent",
+        action="store_true",
+        help="CCNow does not have it; with --action and none of it uncertain: withdraw it queued",
+    )
     rs.add_argument("--account", help="CCNow account name when there are several")
     words = ("ship", "cancel", "add-tracking", "adjust", "track")  # twin: RESOLVE_ACTIONS (writes)
-    rs.add_argument("--action", choices=words, help="settle only this action's commands")
+    rs.add_argument(
+        "--action", choices=words, help="settle (or withdraw) only this action's commands"
+    )
 
     s = command("sandbox", help="the built-in simulator of both providers")
     s.add_argument("--listen", default="127.0.0.1:8900", metavar="HOST:PORT")

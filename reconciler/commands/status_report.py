@@ -218,7 +218,7 @@ async def _gather(
         SinkStatus(name, *deliveries.get(name, (0, 0)), *disabled.get(name, (None, None)))
         for name in sink_names(config)
     ) + tuple(
-        SinkStatus(name, n, deliveries[name][1], None, configured=False)
+        SinkStatus(name, *deliveries.get(name, (n, 0)), None, configured=False)
         for name, (n, _) in gone.items()
     )
     recorded = await store.recorded_failure()

@@ -28,6 +28,7 @@ from ..json_text import iso_time
 from ..logs import fields
 from ..model import SOURCES, Source
 from ..store import Store, unsettled
+from ..store.retention import release_after_s
 
 log = logging.getLogger("reconciler.poller")
 
@@ -152,10 +153,11 @@ def warn_unconfigured(found: Iterable[Unconfigured], source: Source | None = Non
 async def unconfigured_sinks(
     config: Config, store: Store, pending: Mapping[str, int] | None = None
 ) -> dict[str, tuple[int, float]]:
-    """Undelivered events, by the sink name the store holds them under that the config does
-    not name: how many, and the time of the oldest. `pending`: the pending deliveries per sink
-    when the caller has counted them already (else the names are found by the outbox's key,
-    and no configured sink's backlog is counted)."""
+    """Undelivered events (pending or dead-lettered), by the sink name the store holds them
+    under that the config does not name: how many, and the time of the oldest. `pending`: the
+    pending deliveries per sink when the caller has counted them already (else the names are
+    found by the outbox's key, and no configured sink's backlog is counted); the names holding
+    dead letters alone are added to them."""
     from ..sinks import sink_names
     from ..store.event_pages import delivery_sinks
 
@@ -163,18 +165,21 @@ async def unconfigured_sinks(
     if pending is None:
         held = await delivery_sinks(store.conn)
     else:
-        held = [sink for sink, n in pending.items() if n]
+        dead = await store.outbox.dead_counts()  # through its partial index: a few rows
+        held = sorted({sink for sink, n in pending.items() if n} | set(dead))
     # The oldest event of those names alone: a configured sink's backlog is not read again.
     gone = sorted(sink for sink in held if sink not in names)
-    since = await store.outbox.pending_since(gone)
+    since = await store.outbox.undelivered_since(gone)
     return {sink: since[sink] for sink in gone if sink in since}
 
 
 def warn_unconfigured_sinks(found: Mapping[str, tuple[int, float]], keep_s: float) -> None:
     """One warning line per sink name no longer configured that holds undelivered events;
-    `keep_s`: `[store] keep_events`, after which retention lets go of each."""
+    `keep_s`: `[store] keep_events`. Retention lets go of each a week after its event
+    (retention.release_after_s, keep_s when shorter): the hint says when, for the oldest."""
     for sink, (count, oldest) in found.items():
-        since = iso_time(oldest)
+        since, after = iso_time(oldest), release_after_s(keep_s)
+        let_go, days = iso_time(oldest + after), f"{round(after / 86400, 3):g}"
         log.warning(
             "sinks.sink_not_configured",
             extra=fields(
@@ -184,8 +189,8 @@ def warn_unconfigured_sinks(found: Mapping[str, tuple[int, float]], keep_s: floa
                 hint=f"the config names no sink {sink!r} (an unnamed sink is named by its type "
                 "and position: removing or adding one renames those after it); name the sink "
                 f"that should have them name = {sink!r}, or send them with `reconciler replay "
-                f"--sink NAME --since {since}`: retention lets go of each once it is older than "
-                f"keep_events (the oldest at {iso_time(oldest + keep_s)})",
+                f"--sink NAME --since {since}`: retention lets go of each once it is {days} "
+                f"days old (the oldest at {let_go})",
             ),
         )
 

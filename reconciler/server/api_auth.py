@@ -4,7 +4,8 @@ that does not.
 A request with no bearer token is told one is required; one whose token is not the daemon's
 (an old one after a rotation, another config's) is told so (RFC 6750's `invalid_token`): the
 two call for different fixes. Refusals are logged at warning, a client retrying in a loop at
-most once a minute, with how many were not logged since; the token given never is.
+most once a minute for each reason, with how many of that reason were not logged since (told at
+the next one logged); the token given never is.
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ class TokenRefusals:
         self.counted = counted  # a metric's
         self.clock = clock
         self.every_s = every_s
-        self._logged_at: float | None = None
-        self._unlogged = 0  # refusals since the last line, not logged
+        # Each reason's own window: a client looping without a token must not keep the first
+        # request with a wrong one (an old token after a rotation) out of the log.
+        self._logged_at: dict[Reason, float] = {}
+        self._unlogged: dict[Reason, int] = {}  # refusals since the reason's last line
 
     def refusal(self, request: web.Request) -> web.Response | None:
         """Return the 401 of a request without the token (400 with two), or None when it
@@ -87,10 +90,12 @@ class TokenRefusals:
 
     def _log(self, method: str, reason: Reason) -> None:
         now = self.clock()
-        if self._logged_at is not None and now - self._logged_at < self.every_s:
-            self._unlogged += 1
+        logged_at = self._logged_at.get(reason)
+        if logged_at is not None and now - logged_at < self.every_s:
+            self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
             return
-        unlogged, self._unlogged, self._logged_at = self._unlogged, 0, now
+        unlogged = self._unlogged.pop(reason, 0)
+        self._logged_at[reason] = now
         log.warning(
             "api.unauthorized",
             extra=fields(method=method, reason=reason, not_logged_before=unlogged),

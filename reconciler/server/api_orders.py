@@ -19,7 +19,6 @@ from ..store import references, withdraw
 from ..store import submissions as subs
 from ..store.events import CursorAhead
 from ..store.withdraw import BY_UNTRACK
-from ..writes.ccnow_taken import command_json
 from .api_requests import (
     ApiDeps,
     BadRequest,
@@ -40,6 +39,8 @@ CURSOR = re.compile(r"[0-9]{1,18}", re.ASCII)
 DIGITS = re.compile(r"[0-9]+", re.ASCII)
 # A cursor past every seq a feed will hold, and within SQLite's integers.
 BEYOND_EVERY_SEQ = 10**18
+# A CCNow untrack's commands (ids, `, `-separated): withdrawn with it, and being sent.
+WITHDRAWN_HEADER, SENDING_HEADER = "Reconciler-Withdrawn", "Reconciler-Sending"
 EVENT_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
 EVENT_TYPES = tuple(t.value for t in EventType)
 _TRACK_FIELDS = frozenset({"source", "order_id", "external_reference", "account", "relink"})
@@ -200,9 +201,10 @@ class Orders:
         return web.json_response({**self.view(state), "refreshed": fresh})
 
     async def untrack(self, request: web.Request) -> web.Response:
-        """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204. A CCNow order's
-        queued commands are withdrawn with it: 200 then, naming them (`withdrawn`), and those
-        being sent, which CCNow's answer ends (`sending`)."""
+        """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204, as the contract
+        says. A CCNow order's queued commands are withdrawn with it: headers name them
+        (`Reconciler-Withdrawn: 10, 11`), and those being sent, which CCNow's answer ends
+        (`Reconciler-Sending`); each is left out when it names none."""
         key, _ = await self.key(request)
         if key.source != "ccnow":
             await self.deps.store.orders.untrack(key.source, key.account, [key.order_id])
@@ -221,11 +223,9 @@ class Orders:
         )
         if out.withdrawn:
             self.deps.submitter.on_commit()  # their order.action_refused go out now
-        if not out.withdrawn and not out.sending:
-            return web.Response(status=204)
-        shown = {"withdrawn": out.withdrawn, "sending": out.sending}
-        body = {name: [command_json(c, now=now) for c in cs] for name, cs in shown.items()}
-        return web.json_response(body)
+        shown = {WITHDRAWN_HEADER: out.withdrawn, SENDING_HEADER: out.sending}
+        headers = {name: ", ".join(str(c.id) for c in cs) for name, cs in shown.items() if cs}
+        return web.Response(status=204, headers=headers)
 
     async def events(self, request: web.Request) -> web.Response:
         """GET /api/v1/events?after=CURSOR|EVENT_ID&limit=N&type=T: the feed in commit order."""

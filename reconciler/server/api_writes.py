@@ -356,10 +356,10 @@ def _submission_json(found: subs.Submission) -> dict[str, object]:
 
 def _not_resolved(exc: NotResolved) -> BadRequest:
     """404 when nothing of the action asked (or nothing at all) is uncertain or, with `"sent":
-    false`, queued; 409 when the order's uncertain (or unsent) commands are of several actions
-    and none was named, or when the one to withdraw is being sent; `uncertain` lists them
-    (`id`, `action` as `"action"` takes it) for the caller to choose, and `queued` and
-    `sending` those of a withdrawal."""
+    false` and the action named, queued (with none named, `queued` lists those a withdrawal
+    may name); 409 when the order's uncertain commands are of several actions and none was
+    named, or when the one to withdraw is being sent (`sending`); `uncertain` lists them (`id`,
+    `action` as `"action"` takes it) for the caller to choose."""
     uncertain, queued, sending = (
         [{"id": i, "action": action_word(a)} for i, a in commands]
         for commands in (exc.uncertain, exc.queued, exc.sending)

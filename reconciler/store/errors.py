@@ -67,17 +67,18 @@ def unusable_error(path: Path, exc: sqlite3.Error) -> StoreError:
 def _no_shm(path: Path) -> str | None:
     """Why this user cannot make the database's -shm file (the system's words), None when
     it is there or nothing says it cannot."""
-    shm = beside(path, SHM)
+    real = Path(os.path.realpath(path))  # SQLite makes it beside a symbolic link's target
+    shm = beside(real, SHM)
     if os.path.lexists(shm):
         return None
     try:
-        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+        read_only = bool(os.statvfs(real.parent).f_flag & os.ST_RDONLY)
     except OSError:
         return None
-    if not read_only and os.access(path.parent, os.W_OK | os.X_OK):
+    if not read_only and os.access(real.parent, os.W_OK | os.X_OK):
         return None
     reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
-    return f"{reason}: SQLite cannot make {shm.name} in {path.parent}, which it needs to read it"
+    return f"{reason}: SQLite cannot make {shm.name} in {real.parent}, which it needs to read it"
 
 
 @contextlib.contextmanager

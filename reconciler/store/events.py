@@ -243,8 +243,9 @@ class OutboxRows:
     async def due(self, sink: str, now: float, limit: int, bound_s: float = math.inf) -> Due:
         """Return the sink's pending events that may be delivered now, in seq order.
 
-        An event waits while an earlier event of its order waits for its retry, so that a sink
-        never gets an order's later event before an earlier one; a dead-lettered event no
+        An event waits while an earlier event of its ordering key (its order, or for an event
+        naming none its account or reference: store/ordering.py) waits for its retry, so that a
+        sink never gets a key's later event before an earlier one; a dead-lettered event no
         longer holds anything back. A retry more than `bound_s` ahead is due (`read_pending`).
         """
         # Out of any transaction: this connection would see the rows of one still open, and a
@@ -329,18 +330,18 @@ class OutboxRows:
         async with self._conn.execute(sql, (sink, sink)) as cur:
             return {r[0]: r[1] for r in await cur.fetchall()}
 
-    async def pending_since(self, sinks: Collection[str]) -> dict[str, tuple[int, float]]:
-        """Return pending deliveries of the given sinks: how many, and the time of the oldest
-        event. Only theirs: the join with events costs a second a million rows, and a
-        configured sink's backlog may be that large."""
+    async def undelivered_since(self, sinks: Collection[str]) -> dict[str, tuple[int, float]]:
+        """Return undelivered (pending, dead) deliveries of the given sinks: how many, and the
+        oldest event's time; theirs alone, by each state's partial index (no delivered row)."""
         if not sinks:
             return {}
-        sql = (
-            "SELECT d.sink, count(*), min(e.time) FROM deliveries d "
-            "JOIN events e ON e.seq = d.event_seq WHERE d.state = 'pending' "
-            f"AND d.sink IN ({marks(len(sinks))}) GROUP BY d.sink"
+        one = (
+            "SELECT d.sink, e.time FROM deliveries d INDEXED BY {} JOIN events e "
+            f"ON e.seq = d.event_seq WHERE d.state = '{{}}' AND d.sink IN ({marks(len(sinks))})"
         )
-        rows = await self._conn.execute_fetchall(sql, tuple(sinks))
+        due, dead = one.format("deliveries_due", "pending"), one.format("deliveries_dead", "dead")
+        sql = f"SELECT sink, count(*), min(time) FROM ({due} UNION ALL {dead}) GROUP BY sink"
+        rows = await self._conn.execute_fetchall(sql, (*sinks, *sinks))
         return {r[0]: (r[1], r[2]) for r in rows}
 
     async def swap_targets(self, targets: Callable[[bytes], Mapping[str, str]]) -> dict[str, str]:

@@ -3,9 +3,12 @@ for old (`retention.prune`'s `newest_s`)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from ..json_text import iso_time
+from ..logs import fields
 from .db import Store
 from .retention import PruneReport, newest_event_at, prune
 
@@ -13,6 +16,13 @@ from .retention import PruneReport, newest_event_at, prune
 # forward: NTP's slewing moves it a few seconds a day at most, and a step this small lets a
 # prune delete no more than this much history too early.
 JUMP_S = 60.0
+
+log = logging.getLogger("reconciler.retention")
+
+_AHEAD_HINT = (
+    "the wall clock went ahead since the store was read: prunes cut at the time the history "
+    "vouches for (history_until) until a restart; set the clock right before it"
+)
 
 
 def steady_clock() -> float:
@@ -33,9 +43,11 @@ class History:
 
     Not once the wall clock has gone ahead of `steady` by more than JUMP_S since a read: the
     events written under a clock put far ahead would vouch for it, and the next prune would
-    delete the whole history. The bound read before stays for the process's life then (its
-    prunes skipped, `store.prune_skipped`), as a restart's catch-up would take those events for
-    its word: the clock must be set right before it."""
+    delete the whole history. The bound read before stays for the process's life then, and
+    each prune takes it for its `now` when the clock is past it (`store.prune_clock_ahead`):
+    a clock ahead by less than the window, taken at its word, deleted that much delivered
+    history too early at every daily prune. A restart's catch-up would take the events written
+    under such a clock for its word: the clock must be set right before it."""
 
     def __init__(
         self,
@@ -70,6 +82,13 @@ class History:
         remember_ref_s: float | None = None,
     ) -> PruneReport:
         """`prune` within what the history vouches for, then read the history again."""
+        # Asked before the prune too: the first prune after a jump would cut at its word.
+        self._jumped = self._jumped or self._ahead(self._wall() - self._steady())
+        bound = self.newest_s()
+        if self._jumped and bound is not None and now > bound:
+            said = fields(now=iso_time(now), history_until=iso_time(bound), hint=_AHEAD_HINT)
+            log.warning("store.prune_clock_ahead", extra=said)
+            now = bound  # a clock ahead deletes nothing a right clock would keep
         report = await prune(
             store,
             sinks=sinks,
@@ -77,7 +96,7 @@ class History:
             now=now,
             watched=watched,
             remember_ref_s=remember_ref_s,
-            newest_s=self.newest_s(),
+            newest_s=bound,
         )
         await self._read_again(store)
         return report
@@ -90,7 +109,7 @@ class History:
         newest = await newest_event_at(store)
         steady = self._steady()
         offset = self._wall() - steady
-        if offset > self._offset + JUMP_S:
+        if self._ahead(offset):
             self._jumped = True
             return
         kept = self.newest_s()
@@ -99,3 +118,7 @@ class History:
             # (newest at that read plus the time run since), which stays.
             newest = kept
         self._newest, self._read_at, self._offset = newest, steady, offset
+
+    def _ahead(self, offset: float) -> bool:
+        """Whether the wall clock, `offset` ahead of the steady one, was put forward."""
+        return offset > self._offset + JUMP_S

@@ -8,8 +8,9 @@ Every step is a small transaction (CHUNK rows) and yields between them, so a pas
 notification that needs the writer waits for one chunk at most. An event that some sink has not
 confirmed (pending or dead-lettered) is never deleted, whatever its age, nor the `source.failed`
 that began a configured account's failure still going on. A sink no longer configured holds
-nothing back: its undelivered rows of events older than the window are deleted first; those of
-younger events stay, so that a sink renamed by mistake and named back delivers its backlog.
+nothing back: its undelivered rows of events older than RELEASE_GRACE_S (the window when
+shorter) are deleted first; those of younger events stay, so that a sink renamed by mistake and
+named back delivers its backlog, while a sink removed stops failing catch-ups within a week.
 
 A pruned order that is found again starts a new history: its row is new, with a new
 `tracked_at`, and event ids include it (events.transition_id), so no id comes back.
@@ -29,6 +30,7 @@ from ..model import NEVER_SQL, unwatched, watch_from
 from .db import Store
 from .event_pages import delivery_sinks
 from .order_sql import unwatched_any
+from .retention_writes import prune_closed_writes, prune_references
 from .space import give_back_space
 from .sql import marks
 
@@ -42,6 +44,16 @@ SETTLED_ORDERS = (
 )
 
 CHUNK = 1000  # rows per transaction
+# Long enough to see the warning (`sinks.sink_not_configured`) and name a renamed sink back,
+# short enough that a sink removed on purpose stops keeping every catch-up at 75.
+RELEASE_GRACE_S = 7 * 86400.0
+
+
+def release_after_s(keep_s: float) -> float:
+    """How old an event is when a sink no longer configured lets go of its row."""
+    return min(RELEASE_GRACE_S, keep_s)
+
+
 _SKIPPED_HINT = (
     "the clock is past the newest event by more than keep_events: check the clock "
     "(a store left unused that long is pruned once a later prune or start finds newer events)"
@@ -60,7 +72,7 @@ class PruneReport:
 
     events: int
     orders: int
-    released: int  # undelivered rows, of events older than the window, of sinks gone
+    released: int  # undelivered rows, of events older than release_after_s, of sinks gone
     kept: int  # events older than the window kept because a sink has not confirmed them
     freed_bytes: int
     writes: int = 0  # CCV submissions and CCNow commands closed before the window
@@ -95,15 +107,16 @@ async def prune(
         said = fields(now=iso_time(now), history_until=until, keep_days=days, hint=_SKIPPED_HINT)
         log.warning("store.prune_skipped", extra=said)
         return PruneReport(0, 0, 0, 0, 0)
-    removed, released = await _release_removed_sinks(store, set(sinks), cutoff, chunk)
+    let_go = now - release_after_s(keep_s)
+    removed, released = await _release_removed_sinks(store, set(sinks), let_go, chunk)
     events, kept = await _prune_events(store, cutoff, chunk, configured=watched.keys())
     await _forget_removed_sinks(store, removed)
     orders = await _prune_orders(store, cutoff, chunk)
     orders += await _prune_settled_orders(store, cutoff, now, watched, chunk)
     unplanned = await _unplan_unwatched(store, now, watched, chunk)
     await _prune_counts(store)
-    writes = await _prune_closed_writes(store, cutoff, chunk)
-    references = await _prune_references(
+    writes = await prune_closed_writes(store, cutoff, chunk)
+    references = await prune_references(
         store, now - remember_ref_s if remember_ref_s is not None else now
     )
     freed = await give_back_space(store)
@@ -131,9 +144,9 @@ async def _release_removed_sinks(
 ) -> tuple[list[str], int]:
     """Delete the undelivered rows (pending, dead) of the sinks no longer configured whose
     events are older than `cutoff`, which such a sink so holds back no longer; return those
-    sinks and how many rows. A younger event's row stays: a sink renamed by mistake, named back,
-    still delivers its backlog. Read along the key (sink, event_seq) from where the last chunk
-    ended, so the rows that stay are read once a run."""
+    sinks and how many rows. A younger event's row stays: a sink renamed by mistake, named back
+    within the grace, still delivers its backlog. Read along the key (sink, event_seq) from
+    where the last chunk ended, so the rows that stay are read once a run."""
     removed = [s for s in await delivery_sinks(store.conn) if s not in sinks]
     total = 0
     for sink in removed:
@@ -355,43 +368,3 @@ async def _prune_counts(store: Store) -> None:
     its status word (`Processing step 7`) would grow the table without end. A few rows."""
     async with store.transaction():
         await store.conn.execute("DELETE FROM order_counts WHERE n = 0")
-
-
-# The states in which a write is still someone's business: being sent, waiting to be sent, or
-# waiting for a person's word. Such rows are never pruned, whatever their age.
-_OPEN_WRITES = {
-    "submissions": ("sending", "uncertain"),
-    "commands": ("queued", "sending", "uncertain"),
-}
-
-
-async def _prune_closed_writes(store: Store, cutoff: float, chunk: int) -> int:
-    """Delete CCV submissions and CCNow commands closed before `cutoff`. Their references and
-    idempotency keys are refused as repeats only within the window, as their events are kept."""
-    deleted = 0
-    for table, open_states in _OPEN_WRITES.items():
-        in_open = marks(len(open_states))
-        while True:
-            async with store.transaction():
-                cur = await store.conn.execute(
-                    f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE closed_at < ? "
-                    f"AND state NOT IN ({in_open}) LIMIT ?)",
-                    (cutoff, *open_states, chunk),
-                )
-                count = cur.rowcount
-            deleted += count
-            await asyncio.sleep(0)
-            if count < chunk:
-                break
-    return deleted
-
-
-async def _prune_references(store: Store, cutoff: float) -> int:
-    """Delete the remembered references received before `cutoff`: their orders were never
-    tracked within `remember_ref`, and a notification no longer tells them anything. One
-    statement: a day's notifications are few rows."""
-    async with store.transaction():
-        cur = await store.conn.execute(
-            "DELETE FROM pending_references WHERE received_at < ?", (cutoff,)
-        )
-        return int(cur.rowcount)

@@ -19,8 +19,9 @@ VACUUM_PAGES = 2000  # pages given back per step of the incremental vacuum
 
 _INCREMENTAL = 2  # PRAGMA auto_vacuum value
 
-# Room the conversion's VACUUM needs beside the database, past a copy of it (in WAL mode the
-# rewritten file goes through the -wal first): a tenth of it, and at least this.
+# Room the conversion's VACUUM needs beside the database past two copies of it (with its -wal):
+# SQLite copies the database into a temporary file (SQLITE_TMPDIR, /var/tmp or /tmp, as a rule
+# the same file system), then writes it back through the -wal. A tenth of it, at least this.
 VACUUM_MARGIN_BYTES = 16 << 20
 
 
@@ -55,15 +56,16 @@ async def make_space_returnable(
     """Convert a store made before retention existed, once, so that pruning can give space
     back: auto_vacuum only changes through a VACUUM, which rewrites the file (it holds the
     writer meanwhile: this runs when a writer opens the store, before its work starts). Not
-    with less free space beside the database (`free_bytes` of its directory) than a copy of it
-    needs: the rewrite would fill the disk. One warning then; the next writer's start tries
-    again, and the store works without it (pruning frees pages for reuse, not the disk)."""
+    with less free space beside the database (`free_bytes` of its directory) than two copies of
+    it need (the temporary copy, the rewrite through the -wal): it would fill the disk. One
+    warning then; the next writer's start tries again, and the store works without it (pruning
+    frees pages for reuse, not the disk)."""
     conn = store.conn
     mode = int(next(iter(await conn.execute_fetchall("PRAGMA auto_vacuum")))[0])
     if mode == _INCREMENTAL:
         return
     size = file_size(store.path)
-    needed = size + max(size // 10, VACUUM_MARGIN_BYTES)
+    needed = 2 * size + max(size // 10, VACUUM_MARGIN_BYTES)
     directory = Path(os.path.realpath(store.path)).parent  # SQLite follows a symbolic link
     try:
         free = free_bytes(directory)

@@ -6,9 +6,11 @@ backroom may show the one taken and not the other. So when the order's uncertain
 of several actions and none is named, nothing is settled: `--sent` would mark a discount never
 taken sent, `--not-sent` a discount taken not sent (and a second one could then be taken).
 
-`--not-sent` for an order with nothing uncertain (of the action named) withdraws its queued
-commands instead (store/withdraw.py), by the same rule: one action at a time. One whose post is
-out is not withdrawn: CCNow's answer ends it.
+`--not-sent --action A` for an order with nothing of A uncertain withdraws its queued commands
+of A instead (store/withdraw.py). A withdrawal needs the action named: the same word repeated
+(a person unsure it ran, a client retrying after a lost answer) must not withdraw whatever is
+queued next once the uncertain command it meant is settled. One whose post is out is not
+withdrawn: CCNow's answer ends it.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ Listed = Sequence[tuple[int, str]]  # commands as (id, stored action), oldest fi
 
 class NotResolved(Exception):
     """Nothing was settled. `action`: the one asked for (a stored name), None for any;
-    `uncertain`: the order's uncertain commands; `queued`: its queued ones, where only they
-    could be withdrawn (`--not-sent`) and they (with those being sent) are of several actions;
-    `sending`: those of `action` whose post is out now, where nothing else could be withdrawn."""
+    `uncertain`: the order's uncertain commands; `queued`: its queued ones, where none is
+    uncertain and `--not-sent` named no action (a withdrawal names it); `sending`: those of
+    `action` whose post is out now, where nothing else could be withdrawn."""
 
     def __init__(
         self,
@@ -70,10 +72,9 @@ class NotResolved(Exception):
 
     @property
     def several(self) -> bool:
-        """Refused: the order's uncertain (else queued) commands are of several actions, and
-        none was named."""
-        chosen = self.uncertain or self.queued
-        return self.action is None and len({a for _, a in chosen}) > 1
+        """Refused: the order's uncertain commands are of several actions, and none was
+        named."""
+        return self.action is None and len({a for _, a in self.uncertain}) > 1
 
     def listed(self, commands: Listed | None = None) -> str:
         """`ship (#1) and adjust (#2, #3)`: each action's commands (uncertain by default)."""
@@ -86,15 +87,14 @@ class NotResolved(Exception):
     def message(self, option: Callable[[str], str] = cli_option) -> str:
         """The refusal, `option` naming how to choose an action (the command line's or the
         API's words); empty when the order has nothing uncertain (the caller words that)."""
-        if self.several:
+        if self.several or (self.queued and not self.uncertain):
             chosen = self.uncertain or self.queued
             words = list(dict.fromkeys(action_word(a) for _, a in chosen))
             choices = " or ".join(f"`{option(w)}`" for w in words)
             if not self.uncertain:
                 return (
-                    f"{self.order_id} has actions not yet sent of several kinds, "
-                    f"{self.listed(chosen)}: nothing withdrawn; withdraw one at a time with "
-                    f"{choices}"
+                    f"{self.order_id} has no uncertain action (nothing settled); not yet sent: "
+                    f"{self.listed(chosen)}; to withdraw one, name it: {choices}"
                 )
             return (
                 f"{self.order_id} has uncertain actions of several kinds, {self.listed()}: "
@@ -126,8 +126,9 @@ async def resolve_by_hand(
 ) -> list[cmds.Command]:
     """Settle an order's uncertain commands of `action` (of its one action when None) by a
     person's word, each with its `order.action_resolved`, and log it; return them. Not sent,
-    with none uncertain: withdraw its queued ones so (closed `refused`, with their
-    `order.action_refused`). Raise `NotResolved` when none is settled."""
+    with none of `action` uncertain (named: never of its one action): withdraw its queued ones
+    of `action` so (closed `refused`, with their `order.action_refused`). Raise `NotResolved`
+    when none is settled."""
     state: cmds.State = "sent" if sent else "not_sent"
     words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
     found = await _resolve(store, account, order_id, state, words, now, action)
@@ -161,8 +162,13 @@ async def _resolve(
         uncertain = await cmds.of_order(store, account, order_id, ["uncertain"])
         found = [c for c in uncertain if action is None or c.action == action]
         refusal = NotResolved(order_id, action, [(c.id, c.action) for c in uncertain])
-        if not found and not refusal.several and state == "not_sent":
+        if not found and state == "not_sent" and action is not None:
             return await _withdraw(store, account, order_id, action, refusal, now)
+        if not found and state == "not_sent":
+            # Named, or nothing: a retried word meant for a command settled since must not
+            # withdraw the one queued next. The refusal says how to name one.
+            queued = await cmds.of_order(store, account, order_id, ["queued"])
+            raise NotResolved(order_id, None, [], queued=[(c.id, c.action) for c in queued])
         if not found or refusal.several:
             raise refusal  # before any write: the transaction ends with nothing to undo
         await cmds.close_within(store, [(c.id, state, answer) for c in found], now)
@@ -193,18 +199,14 @@ async def _withdraw(
     store: Store,
     account: str,
     order_id: str,
-    action: cmds.Action | None,
+    action: cmds.Action,
     refusal: NotResolved,
     now: float,
 ) -> list[cmds.Command]:
-    """Inside `_resolve`'s transaction, withdraw the order's queued commands of `action` (of
-    its one queued action when None); raise `refusal`, told of those queued or being sent,
-    when none is."""
+    """Inside `_resolve`'s transaction, withdraw the order's queued commands of `action`;
+    raise `refusal`, told of those being sent, when none is."""
     unsent = await cmds.of_order(store, account, order_id, ["queued", "sending"])
-    chosen = [c for c in unsent if action is None or c.action == action]
-    if action is None and len({c.action for c in chosen}) > 1:
-        # One being sent counts: a word meant for it must not withdraw another action.
-        raise NotResolved(order_id, action, [], queued=[(c.id, c.action) for c in chosen])
+    chosen = [c for c in unsent if c.action == action]
     ids = [c.id for c in chosen if c.state == "queued"]
     if not ids:
         sending = [(c.id, c.action) for c in chosen]

@@ -171,3 +171,38 @@ async def test_a_configured_sinks_backlog_is_not_read_for_the_names_gone(
         assert [s for s in statements if "JOIN events" in s] == []  # none gone: no join
     finally:
         await store.close()
+
+
+async def test_a_name_holding_only_dead_letters_is_said(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Only pending rows were counted: a name no longer configured holding dead letters alone
+    # went unsaid by `check`, `status` and `catch-up`, though they are events it never got.
+    with environ(cli_env()):
+        config = load_config(write_config(tmp_path, ccnow=fake_ccnow))
+    path = tmp_path / "reconciler.db"
+    await (await Store.open(path)).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO events (seq, id, type, time, source, account, order_id, severity, body)"
+            " VALUES (?, ?, 'order.status_changed', ?, 'ccnow', 'default', 'o', 'info', x'00')",
+            [(seq, f"evt-{seq}", 1.7e9 + seq) for seq in (1, 2, 3)],
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (sink, event_seq, state) VALUES (?, ?, ?)",
+            [
+                ("old", 1, "dead"),
+                ("old", 2, "delivered"),
+                ("old", 3, "dead"),
+                ("mixed", 2, "dead"),
+                ("mixed", 3, "pending"),
+            ],
+        )
+    store = await Store.open(path)
+    try:
+        expected = {"mixed": (2, 1.7e9 + 2), "old": (2, 1.7e9 + 1)}
+        assert await unconfigured_sinks(config, store) == expected
+        pending = await store.outbox.pending_counts()  # as `catch-up` and `status` count
+        assert await unconfigured_sinks(config, store, pending) == expected
+    finally:
+        await store.close()

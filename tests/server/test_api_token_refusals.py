@@ -6,7 +6,8 @@ counted in a metric."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
@@ -42,27 +43,26 @@ async def test_a_wrong_token_is_told_invalid_logged_at_warning_and_counted(
     assert headers["WWW-Authenticate"] == 'Bearer realm="reconciler"'
     assert (await api.call("GET", "/api/v1/events"))[0] == 200
 
-    [line] = refusal_lines(caplog)  # once a minute at most
-    assert line.levelno == logging.WARNING
-    assert line.fields == {  # type: ignore[attr-defined]
+    invalid, missing = refusal_lines(caplog)  # once a minute at most, for each reason
+    assert invalid.levelno == missing.levelno == logging.WARNING
+    assert invalid.fields == {  # type: ignore[attr-defined]
         "method": "GET",
         "reason": "invalid",
         "not_logged_before": 0,
     }
+    assert missing.fields["reason"] == "missing"  # type: ignore[attr-defined]
     assert OLD not in caplog.text and TOKEN not in caplog.text
     text, _ = api.daemon.metrics.render()
     assert b'reconciler_api_unauthorized_total{reason="invalid"} 3.0' in text
     assert b'reconciler_api_unauthorized_total{reason="missing"} 1.0' in text
 
 
-async def test_refusals_are_logged_once_a_minute_with_those_not_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # Here: the module is new, and the test above is the one that says what was wrong.
+@asynccontextmanager
+async def guarded_server(now: list[float]) -> AsyncIterator[Callable[[str | None], Awaitable[int]]]:
+    """A server refusing requests without TOKEN, its clock `now[0]`; yields a call with a token
+    (None: none) returning the status."""
     from reconciler.server.api_auth import TokenRefusals
 
-    caplog.set_level(logging.INFO)
-    now = [1000.0]
     refusals = TokenRefusals(lambda: TOKEN, clock=lambda: now[0])
 
     async def guarded(request: web.Request) -> web.Response:
@@ -82,16 +82,45 @@ async def test_refusals_are_logged_once_a_minute_with_those_not_logged(
                 async with http.get(f"http://127.0.0.1:{port}/", headers=headers) as r:
                     return r.status
 
-            assert [await call(t) for t in (OLD, OLD, None, TOKEN)] == [401, 401, 401, 200]
-            now[0] += 59.9
-            assert await call(OLD) == 401
-            now[0] += 0.2
-            assert await call(None) == 401
+            yield call
     finally:
         await runner.cleanup()
+
+
+async def test_refusals_are_logged_once_a_minute_with_those_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    now = [1000.0]
+    async with guarded_server(now) as call:
+        assert [await call(t) for t in (OLD, OLD, None, None, TOKEN)] == [401] * 4 + [200]
+        now[0] += 59.9
+        assert await call(OLD) == 401
+        now[0] += 0.2
+        assert [await call(t) for t in (None, OLD)] == [401, 401]
     said = [r.fields for r in refusal_lines(caplog)]  # type: ignore[attr-defined]
     assert said == [
         {"method": "GET", "reason": "invalid", "not_logged_before": 0},
-        {"method": "GET", "reason": "missing", "not_logged_before": 3},
+        {"method": "GET", "reason": "missing", "not_logged_before": 0},
+        {"method": "GET", "reason": "missing", "not_logged_before": 1},
+        {"method": "GET", "reason": "invalid", "not_logged_before": 2},
     ]
     assert OLD not in caplog.text
+
+
+async def test_a_flood_of_missing_tokens_hides_no_invalid_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A client without a token in a loop once kept the first request with an old token after a
+    # rotation, another client's, out of the log for as long as the loop ran: one window for
+    # both reasons.
+    caplog.set_level(logging.INFO)
+    now = [1000.0]
+    async with guarded_server(now) as call:
+        for _ in range(5):
+            assert await call(None) == 401
+            now[0] += 30.0
+        assert await call(OLD) == 401
+    lines = refusal_lines(caplog)
+    said = [(r.fields["reason"], r.fields["not_logged_before"]) for r in lines]  # type: ignore[attr-defined]
+    assert said == [("missing", 0), ("missing", 1), ("missing", 1), ("invalid", 0)]

@@ -91,13 +91,22 @@ async def test_readers_of_a_store_an_older_release_holds_by_flock_say_to_restart
         await ended(proc)
 
 
-def test_a_flock_listed_under_another_device_counts_when_its_holder_wrote_the_lock_file(
+def fake_proc(root: Path, listing: str, holders: dict[int, Path]) -> Path:
+    """A /proc of `listing` as its locks, where the process of each pid holds that file open."""
+    root.mkdir()
+    (root / "locks").write_text(listing)
+    for pid, held in holders.items():
+        (root / str(pid) / "fd").mkdir(parents=True)
+        (root / str(pid) / "fd" / "3").symlink_to(held)
+    return root
+
+
+def test_a_flock_listed_under_another_device_counts_when_its_holder_holds_the_file(
     tmp_path: Path,
 ) -> None:
     # btrfs: /proc/locks names the file system's device, stat() the subvolume's.
     lock_file = tmp_path / "reconciler.db.lock"
     lock_file.write_text("4242\n")
-    listing = tmp_path / "locks"
     fd = os.open(lock_file, os.O_RDONLY)
     try:
         inode = os.fstat(fd).st_ino
@@ -108,10 +117,53 @@ def test_a_flock_listed_under_another_device_counts_when_its_holder_wrote_the_lo
             f"1: POSIX  ADVISORY  WRITE 4242 00:ff:{inode} 0 EOF\n": False,
             f"1: FLOCK  ADVISORY  WRITE 4242 00:ff:{inode + 1} 0 EOF\n": False,
         }
-        for line, held in lines.items():
-            listing.write_text(line)
-            assert flocked(fd, listing=listing) is held, line
-        listing.unlink()
-        assert not flocked(fd, listing=listing)  # no /proc: nothing said
+        for n, (line, held) in enumerate(lines.items()):
+            proc = fake_proc(tmp_path / f"proc{n}", line, {4242: lock_file, 4243: lock_file})
+            assert flocked(fd, proc=proc) is held, line
+        assert not flocked(fd, proc=tmp_path / "none")  # no /proc: nothing said
     finally:
         os.close(fd)
+
+
+def test_a_copy_keeping_inode_numbers_is_not_held_by_the_original_s_holder(
+    tmp_path: Path,
+) -> None:
+    # A snapshot (LVM, ZFS, btrfs) or block copy mounted elsewhere: its lock file has the
+    # original's inode number and pid, and the original's flock is listed under the original's
+    # device. The holder holds the original open, not this file.
+    original = tmp_path / "original.lock"
+    original.write_text("4242\n")
+    copy = tmp_path / "reconciler.db.lock"
+    copy.write_text("4242\n")
+    fd = os.open(copy, os.O_RDONLY)
+    try:
+        line = f"1: FLOCK  ADVISORY  WRITE 4242 00:ff:{os.fstat(fd).st_ino} 0 EOF\n"
+        assert not flocked(fd, proc=fake_proc(tmp_path / "proc", line, {4242: original}))
+        # Its process gone, or in another pid namespace: nothing confirms it.
+        assert not flocked(fd, proc=fake_proc(tmp_path / "gone", line, {}))
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a process's files are read in /proc")
+async def test_a_flock_under_another_device_is_confirmed_by_the_holder_s_open_files(
+    tmp_path: Path,
+) -> None:
+    lock_file = tmp_path / "reconciler.db.lock"
+    holder = await older_holder(lock_file)
+    try:
+        copy = tmp_path / "copy.lock"  # a snapshot's, as the test above
+        copy.write_text(f"{holder.pid}\n")
+        for path, held in ((lock_file, True), (copy, False)):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                line = f"1: FLOCK  ADVISORY  WRITE {holder.pid} 00:ff:{os.fstat(fd).st_ino} 0 EOF\n"
+                proc = tmp_path / f"proc-{path.name}"
+                proc.mkdir()
+                (proc / "locks").write_text(line)
+                (proc / str(holder.pid)).symlink_to(Path("/proc") / str(holder.pid))
+                assert flocked(fd, proc=proc) is held, path
+            finally:
+                os.close(fd)
+    finally:
+        await ended(holder)

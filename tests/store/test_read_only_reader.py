@@ -54,3 +54,20 @@ async def test_a_reader_of_a_store_on_a_read_only_mount_says_so(
             result = await _run("--config", cfg, *command)
             assert result.code == 74, result.stderr
             assert_says_why(result.stderr, "Read-only file system", db)
+
+
+async def test_a_reader_through_a_symbolic_link_says_why_of_the_target_s_directory(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # SQLite makes the -shm beside the link's target, not beside the link.
+    cfg, db = _state_directory(tmp_path, fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / db.name).symlink_to(db)
+    cfg.write_text(cfg.read_text().replace(str(db), str(links / db.name)))
+    with read_only_mount(db.parent):
+        for command in READERS:
+            result = await _run("--config", cfg, *command)
+            assert result.code == 74, result.stderr
+            assert_says_why(result.stderr, "Read-only file system", db)

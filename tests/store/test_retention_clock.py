@@ -185,7 +185,7 @@ async def _moved(store: Store, n: int, at: float) -> None:
         await store.conn.execute("UPDATE deliveries SET state = 'delivered'")
 
 
-async def test_a_clock_put_far_ahead_while_the_daemon_runs_skips_its_prunes_for_good(
+async def test_a_clock_put_far_ahead_while_the_daemon_runs_prunes_by_the_history(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Daily prunes under a right clock, then the clock is put 800 days ahead an hour before the
@@ -218,7 +218,7 @@ async def test_a_clock_put_far_ahead_while_the_daemon_runs_skips_its_prunes_for_
     assert real == 6  # the five and day 1's
     assert [r.events for r in reports] == [0, 0, 0, 0]
     said = [r.getMessage() for r in caplog.records]
-    assert said == ["store.pruned"] + ["store.prune_skipped"] * 3
+    assert said == ["store.pruned"] + ["store.prune_clock_ahead", "store.pruned"] * 3
 
 
 async def test_a_quiet_store_under_a_right_clock_is_pruned_every_day(
@@ -251,3 +251,35 @@ async def test_a_quiet_store_under_a_right_clock_is_pruned_every_day(
     assert [r.getMessage() for r in caplog.records] == ["store.pruned"] * 11
     assert sum(deleted) == 5  # the five older than the window, on the fifth day
     assert left == 1
+
+
+async def test_a_clock_put_ahead_by_less_than_the_window_deletes_what_a_right_clock_keeps(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A month's window, one event a day for 29 days, the clock put 20 days ahead: the jump was
+    # seen, but the prune still cut at the clock's word, 20 days of history deleted too early
+    # at each daily prune. It cuts where a right clock would while the jump is seen.
+    store = await Store.open(tmp_path / "reconciler.db", sinks=("log",))
+    clocks = Clocks(NOW)
+    keep_s = 30 * DAY
+    deleted: list[int] = []
+    try:
+        for n, days in enumerate(range(29, 0, -1)):
+            await _moved(store, n, NOW - days * DAY)
+        history = clocks.history()
+        await history.read(store)
+        with caplog.at_level(logging.INFO, logger="reconciler.retention"):
+            for day in (1, 2, 3, 4):
+                clocks.now = day * DAY - 60.0
+                clocks.ahead = 0.0 if day == 1 else 20 * DAY
+                await _moved(store, 100 + day, clocks.wall())
+                clocks.now = day * DAY
+                report = await history.prune(
+                    store, sinks=("log",), keep_s=keep_s, now=clocks.wall(), watched=WATCHED
+                )
+                deleted.append(report.events)
+    finally:
+        await store.close()
+    assert deleted == [0, 1, 1, 1]  # a right clock's: one day's event a day
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["store.pruned"] + ["store.prune_clock_ahead", "store.pruned"] * 3

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.store import Store
-from reconciler.store.space import make_space_returnable
+from reconciler.store.health import file_size
+from reconciler.store.space import VACUUM_MARGIN_BYTES, make_space_returnable
 
 
 def auto_vacuum(path: Path) -> int:
@@ -74,3 +75,25 @@ async def test_too_little_free_space_skips_the_conversion_with_one_warning(
         await store.close()
     assert auto_vacuum(db) == 2
     assert [r.getMessage() for r in caplog.records] == ["store.vacuumed"]
+
+
+async def test_the_conversion_asks_room_for_two_copies_of_the_database(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # VACUUM copies the database into a temporary file (SQLITE_TMPDIR, /var/tmp or /tmp,
+    # usually this file system), then writes it back through the -wal: a copy and a tenth
+    # passed, and the rewrite filled the disk (SQLITE_FULL, a -wal the database's size left).
+    db = tmp_path / "reconciler.db"
+    await old_store(db)
+    store = await Store.open(db)
+    try:
+        size = file_size(db)  # with its -wal
+        one_copy = size + max(size // 10, VACUUM_MARGIN_BYTES)
+        with caplog.at_level(logging.INFO, logger="reconciler"):
+            await make_space_returnable(store, free_bytes=lambda _: one_copy + size // 2)
+    finally:
+        await store.close()
+    assert auto_vacuum(db) == 0
+    [line] = [r for r in caplog.records if r.name.startswith("reconciler")]
+    assert line.getMessage() == "store.vacuum_skipped"
+    assert line.__dict__["fields"]["needed_bytes"] >= 2 * size + VACUUM_MARGIN_BYTES

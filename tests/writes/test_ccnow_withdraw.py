@@ -14,10 +14,13 @@ from tests.conftest import call_cli, free_port, poll_until, write_config
 from tests.fake_providers import FakeCCNow, Reply
 from tests.server.test_api import api_toml
 from tests.writes.test_ccnow_actions import A, B, daemon_with_api, make_due, query
+from tests.writes.test_ccnow_resolve_action import NO_LINE, resolve, ship
+from tests.writes.test_ccnow_unsettled import days_ago
 from tests.writes.test_resolved_events import of_type
 
 DOWN = Reply(200, "error_message system down for maintenance\n")
 REFUSED = "order.action_refused"
+WITHDRAWN_HEADER, SENDING_HEADER = "Reconciler-Withdrawn", "Reconciler-Sending"
 
 
 def states(tmp_path: Path) -> list[tuple[int, str, str, str | None]]:
@@ -51,11 +54,12 @@ async def test_queued_actions_are_withdrawn_by_hand_and_by_untrack(
         (3, "track", "queued"),
     ]
 
-    # One action at a time, as an uncertain one is settled.
-    several = await call_cli("--config", cfg, "ccnow", "resolve", A, "--not-sent")
-    assert several.code == 65, several.stdout + several.stderr
-    assert "ship (#1), cancel (#2) and add-tracking (#3)" in several.stderr, several.stderr
-    assert "nothing withdrawn" in several.stderr and "--action ship" in several.stderr
+    # A withdrawal names its action: `--not-sent` alone settles only an uncertain one.
+    unnamed = await call_cli("--config", cfg, "ccnow", "resolve", A, "--not-sent")
+    assert unnamed.code == 65, unnamed.stdout + unnamed.stderr
+    assert "no uncertain action" in unnamed.stderr, unnamed.stderr
+    assert "ship (#1), cancel (#2) and add-tracking (#3)" in unnamed.stderr, unnamed.stderr
+    assert "--action ship" in unnamed.stderr, unnamed.stderr
     assert all(s[2] == "queued" for s in states(tmp_path))
 
     done = await call_cli("--config", cfg, "ccnow", "resolve", A, "--not-sent", "--action", "ship")
@@ -114,20 +118,31 @@ async def test_the_api_withdraws_and_refuses_one_being_sent(
             status, body = await post(f"{api}/ccnow/actions", {"order_id": A, "action": action})
             assert (status, body["state"]) == (202, "queued"), body
 
+        # Without "action", nothing is withdrawn: a client retrying after a lost answer must
+        # not withdraw the action queued next.
         status, body = await post(resolve, {"order_id": A, "sent": False})
-        assert status == 409, body
+        assert status == 404, body
         assert body["queued"] == [{"id": 1, "action": "ship"}, {"id": 2, "action": "cancel"}]
+        assert '"action": "ship"' in body["error"], body
         status, body = await post(resolve, {"order_id": A, "sent": False, "action": "ship"})
         assert status == 200, body
         [ship] = body["commands"]
         assert (ship["id"], ship["state"], ship["outcome"]) == (1, "refused", "refused")
         assert ship["answer"] == "withdrawn by hand before it was sent"
+        for doc in (
+            {"order_id": A, "sent": False},
+            {"order_id": A, "sent": False, "action": "ship"},
+        ):
+            status, body = await post(resolve, doc)  # the retry
+            assert status == 404, body
+        assert [s[2] for s in states(tmp_path)] == ["refused", "queued"]
 
+        # The contract's 204; what was withdrawn or is being sent, in headers.
         async with http.delete(f"{api}/orders/ccnow/{A}") as r:
-            assert r.status == 200
-            body = await r.json()
-        assert [(c["id"], c["state"]) for c in body["withdrawn"]] == [(2, "refused")]
-        assert body["sending"] == []
+            assert r.status == 204
+            assert await r.read() == b""
+            assert r.headers[WITHDRAWN_HEADER] == "2"
+            assert SENDING_HEADER not in r.headers
         async with http.get(f"{api}/ccnow/actions/2") as r:
             assert (await r.json())["answer"] == "withdrawn by untrack before it was sent"
         await poll_until(lambda: len(withdrawn(tmp_path)) == 2, 30, "both events delivered")
@@ -143,20 +158,57 @@ async def test_the_api_withdraws_and_refuses_one_being_sent(
             30,
             "the ship of B claimed for its post",
         )
-        status, body = await post(resolve, {"order_id": B, "sent": False})
+        status, body = await post(resolve, {"order_id": B, "sent": False, "action": "ship"})
         assert status == 409, body
         assert body["sending"] == [{"id": 3, "action": "ship"}]
         assert "being sent to CCNow now and cannot be withdrawn" in body["error"], body
-        refused = await call_cli("--config", cfg, "ccnow", "resolve", B, "--not-sent")
+        refused = await call_cli(
+            "--config", cfg, "ccnow", "resolve", B, "--not-sent", "--action", "ship"
+        )
         assert refused.code == 65, refused.stdout + refused.stderr
         assert "ship (#3) is being sent to CCNow now" in refused.stderr, refused.stderr
         async with http.delete(f"{api}/orders/ccnow/{B}") as r:
-            assert r.status == 200
-            body = await r.json()
-        assert body["withdrawn"] == [] and [c["id"] for c in body["sending"]] == [3]
+            assert r.status == 204
+            assert WITHDRAWN_HEADER not in r.headers
+            assert r.headers[SENDING_HEADER] == "3"
         fake_ccnow.hold.set()
         status, body = await shipping
         assert (status, body["state"]) == (202, "done"), body
     assert [(o, a) for o, a, _ in fake_ccnow.actions] == [(B, "ship")]
     log = (tmp_path / "daemon.log").read_text()
     assert '"withdrawn":[2]' in log and '"sending":[3]' in log, log[-3000:]
+
+
+async def test_a_repeated_not_sent_withdraws_nothing_it_did_not_name(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # Order A: ship #1 uncertain, cancel #2 queued. The first word settles the ship; the same
+    # command again (a person unsure it ran) once withdrew the cancel with exit 0.
+    fake_ccnow.orders = {A: "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    fake_ccnow.script = [DOWN]
+    assert (await ship(cfg)).code == 75
+    days_ago(tmp_path, "created_at")
+    fake_ccnow.replies_for[A] = NO_LINE
+    assert (await ship(cfg)).code == 75
+    days_ago(tmp_path, "unsettled_since")
+    assert (await ship(cfg)).code == 75
+    fake_ccnow.script = [DOWN, DOWN, DOWN]
+    assert (await call_cli("--config", cfg, "ccnow", "cancel", A)).code == 75
+    assert [s[:3] for s in states(tmp_path)] == [(1, "ship", "uncertain"), (2, "cancel", "queued")]
+
+    first = await resolve(cfg, "--not-sent")
+    assert first.code == 0, first.stdout + first.stderr
+    assert f"{A} ship not sent (command 1)" in first.stdout, first.stdout
+    again = await resolve(cfg, "--not-sent")
+    assert again.code == 65, again.stdout + again.stderr
+    assert again.stdout == ""
+    assert "no uncertain action" in again.stderr, again.stderr
+    assert "cancel (#2)" in again.stderr and "--action cancel" in again.stderr, again.stderr
+    assert [s[2] for s in states(tmp_path)] == ["not_sent", "queued"]
+    assert withdrawn(tmp_path) == []
+
+    named = await resolve(cfg, "--not-sent", "--action", "cancel")
+    assert named.code == 0, named.stdout + named.stderr
+    assert named.stdout == f"{A} cancel (command 2): withdrawn by hand before it was sent\n"
+    assert (await resolve(cfg, "--not-sent", "--action", "cancel")).code == 65
