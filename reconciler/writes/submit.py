@@ -37,7 +37,14 @@ from reconciler.store.not_sent import made, not_sent
 from reconciler.writes.ccv_http import NotSent, Uncertain, send_once
 from reconciler.writes.failpoint import failpoint
 from reconciler.writes.in_flight import Cut, InFlight, Stopping
-from reconciler.writes.submit_advice import cut_off, followed_elsewhere, not_sent_refused
+from reconciler.writes.submit_advice import (
+    Progress,
+    cut_off,
+    followed_elsewhere,
+    not_sent_refused,
+    nothing_sent,
+    submitted_already,
+)
 from reconciler.writes.submit_body import BadSubmission, prepare
 from reconciler.writes.submit_outcome import (
     Closing,
@@ -173,20 +180,24 @@ class Submitter:
             # Made here: named before CCV may make the order, so that a process killed while it
             # answers leaves it known to its caller (one line a submit costs 0.3 ms: only then).
             log.info("ccv.submit_sending", extra=fields(account=account, external_reference=ref))
+        # Where this call stands, for the answer to a cut: the row of its reference found then
+        # may be another call's (one this call waited for), or settled by a notification.
+        progress = Progress()
         try:
-            result = await self.in_flight.run(self._record_and_send(cfg, account, ref, payload))
+            result = await self.in_flight.run(
+                self._record_and_send(cfg, account, ref, payload, progress)
+            )
         except Stopping:
-            stopping = "reconciler is stopping; nothing was recorded or sent: submit it again"
-            document = {"error": stopping, "external_reference": ref}
-            own = "stopping before the submit went out; nothing was recorded or sent: submit again"
-            result = json_result(503, document, ref, None, own=own)
+            result = nothing_sent(ref)
         except Cut:
             # Cut off at the stop's bound, CCV silent: the caller learns the reference (one
             # made here among them) and where it stands, not a connection closed unanswered.
-            result = cut_off(ref, await subs.find(self.store, account, ref))
+            result = cut_off(ref, await subs.find(self.store, account, ref), progress)
         return dataclasses.replace(result, pricing=warnings)
 
-    async def _record_and_send(self, cfg: CCVConfig, account: str, ref: str, data: bytes) -> Result:
+    async def _record_and_send(
+        self, cfg: CCVConfig, account: str, ref: str, data: bytes, progress: Progress
+    ) -> Result:
         key = (account, ref)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
@@ -205,43 +216,20 @@ class Submitter:
                             "ccv.submit_waits_for_earlier",
                             extra=fields(account=account, external_reference=ref),
                         )
+                        progress.waiting = True
                         await asyncio.shield(earlier)
+                        progress.waiting = False
                         continue
-                    # The order it made, when known: a run a signal ended after CCV's answer
-                    # was recorded printed no id, and this one is how to learn it.
-                    made = f": order {old.order_id}" if old.order_id else ""
-                    if old.state == "resolved" and not old.order_id:
-                        # Settled with no order known (a notification after its answer was
-                        # lost or CCV refused it): CCV has one, which nothing follows yet.
-                        made = (
-                            ": CCV has an order of it, under an id reconciler cannot use "
-                            "(not followed: follow it at CCV)"
-                            if old.reason == subs.UNUSABLE_ORDER_ID
-                            else ": CCV has an order of it; find it and run `reconciler track "
-                            f"ccv ID {ref_option(ref)}`"
-                        )
-                    return json_result(
-                        409,
-                        {
-                            "error": "this externalReference was submitted already; not sent again",
-                            "field": "externalReference",
-                            "state": old.state,
-                            "order_id": old.order_id,
-                            "external_reference": ref,
-                        },
-                        ref,
-                        old.state,
-                        own=f"external reference {ref} was submitted already (its submit is "
-                        f"{old.state}{made}); not sent again",
-                    )
-                return await self._send(cfg, account, ref, data, sub_id)
+                    return submitted_already(ref, old)
+                progress.sub_id = sub_id
+                return await self._send(cfg, account, ref, data, sub_id, progress)
         finally:
             if self._unsent.get(key) is mine:
                 del self._unsent[key]
             mine.set_result(None)
 
     async def _send(
-        self, cfg: CCVConfig, account: str, ref: str, data: bytes, sub_id: int
+        self, cfg: CCVConfig, account: str, ref: str, data: bytes, sub_id: int, progress: Progress
     ) -> Result:
         failpoint("submit.recorded")
         try:
@@ -261,14 +249,17 @@ class Submitter:
             # came meanwhile: kept taken, as when CCV could not be reached.
             if await subs.withdraw(self.store, sub_id):
                 raise
+            progress.stage = "not_sent"
             lead = "reconciler stopped before the submit went out (nothing was sent)"
             return await self._not_sent_notified(account, sub_id, ref, "stopping", lead, 503)
         except NotSent as exc:
+            progress.stage = "recording"  # that CCV was not reached: it failed
             now = self.clock()
             closed = await subs.fail(
                 self.store, sub_id, http_status=None, reason=str(exc), now=now, unless_notified=True
             )
             if closed == "notified":
+                progress.stage = "not_sent"
                 lead = f"CCV could not be reached ({exc}; nothing was sent)"
                 return await self._not_sent_notified(account, sub_id, ref, str(exc), lead, 502)
             # Closed elsewhere meanwhile (nothing in this release does: a `sending` row is this
@@ -290,6 +281,7 @@ class Submitter:
                 state,
             )
         except Uncertain as exc:
+            progress.stage = "recording"
             state = await uncertain(self._closing(account), account, sub_id, ref, str(exc))
             # What happened, in words: a timeout's 504 is reconciler's, not CCV's.
             lost = {
@@ -297,6 +289,7 @@ class Submitter:
                 "connection": "the connection to CCV broke before its answer came",
             }.get(str(exc), f"CCV's answer could not be read ({exc})")
             return lost_answer(504 if str(exc) == "timeout" else 502, lost, ref, state)
+        progress.stage = "recording"
         return await close(self._closing(account), sub_id, account, ref, answer)
 
     async def _not_sent_notified(

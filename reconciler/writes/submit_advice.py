@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+from typing import Literal
 
 from reconciler.store import submissions as subs
 from reconciler.store.not_sent import refusal
@@ -18,24 +19,118 @@ from reconciler.writes.submit_outcome import (
 )
 
 
-def cut_off(ref: str, found: subs.Submission | None) -> Result:
-    """The `503` of a submit the stop cut off (in_flight.Cut): the reference and the
-    submission's state as recorded. `sending`: CCV had not answered (the next start makes it
-    uncertain). No Retry-After: CCV may have made the order, and the same request again is no
-    retry to invite; the reference is held, and the first notification for it or `track ccv
-    ID --ref REF` settles it. Another state: the cut came as the transaction recording its
-    outcome ran, which landed (`recorded_when_cut`)."""
-    if found is not None and found.state != "sending":
+@dataclasses.dataclass(slots=True)
+class Progress:
+    """Where one submit call stands, for the answer to a cut (`cut_off`): the row of its
+    reference found then is this call's only where it recorded that one (`sub_id`)."""
+
+    sub_id: int | None = None  # the submission this call recorded
+    waiting: bool = False  # for an earlier submit of its reference to end
+    # `sending`: out to CCV (or waiting for its turn); `recording`: recording CCV's answer or
+    # its loss; `not_sent`: recording that it never went out, though a notification came.
+    stage: Literal["sending", "recording", "not_sent"] = "sending"
+
+
+def cut_off(ref: str, found: subs.Submission | None, progress: Progress) -> Result:
+    """The answer to a submit the stop cut off (in_flight.Cut): where it stands as recorded.
+    Its own submission `sending`: CCV had not answered (the next start makes it uncertain). No
+    Retry-After: CCV may have made the order, and the same request again is no retry to
+    invite; the reference is held, and the first notification for it or `track ccv ID --ref
+    REF` settles it. Its own in another state: the cut came as the transaction recording its
+    outcome ran, which landed (`recorded_when_cut`, `notified_unsent`). Another call's (it was
+    cut while it waited for that one, or as it recorded its own): what a submit of a
+    reference already taken is told, the `409`, or that nothing of it was recorded or sent."""
+    own = found is not None and found.id == progress.sub_id
+    if found is not None and not own and (found.state != "sending" or progress.waiting):
+        return taken_when_cut(ref, found)
+    if found is None or (not own and found.state == "failed"):
+        return nothing_sent(ref)
+    if found.state != "sending" and progress.stage == "not_sent":
+        return notified_unsent(ref, found)
+    if found.state != "sending":
         return recorded_when_cut(ref, found)
-    state = None if found is None else found.state
-    own = (
+    own_words = (
         f"reconciler stopped before CCV answered the submit of external reference {ref} "
-        f"(it is {state}, and is not sent again): CCV may have made the order; the first "
+        f"(it is {found.state}, and is not sent again): CCV may have made the order; the first "
         f"notification for the reference, or `reconciler track ccv ID {ref_option(ref)}`, "
         "settles it"
     )
-    document = {"error": "stopping", "external_reference": ref, "state": state, "detail": own}
-    return json_result(503, document, ref, state, own=own)
+    return stopping(ref, found, own_words)
+
+
+def stopping(ref: str, found: subs.Submission, own: str) -> Result:
+    """reconciler's `503` `stopping` for a cut submit, with its submission's state."""
+    document = {"error": "stopping", "external_reference": ref, "state": found.state}
+    return json_result(503, {**document, "detail": own}, ref, found.state, own=own)
+
+
+def nothing_sent(ref: str) -> Result:
+    """The `503` of a submit that recorded nothing and sent nothing (the stop came first, or
+    cut it as it waited for an earlier one whose reference is free again)."""
+    error = "reconciler is stopping; nothing was recorded or sent: submit it again"
+    own = "stopping before the submit went out; nothing was recorded or sent: submit again"
+    return json_result(503, {"error": error, "external_reference": ref}, ref, None, own=own)
+
+
+def taken_when_cut(ref: str, found: subs.Submission) -> Result:
+    """A cut submit that recorded nothing, whose reference another submission holds: settled
+    (or CCV has its order), the `409` it would have got without the stop; one still `sending`
+    (the earlier one this one waited for, cut as well): neither was answered by CCV, and this
+    one was not sent."""
+    if found.state != "sending":
+        return submitted_already(ref, found)
+    own = (
+        f"reconciler stopped while the submit waited for an earlier submit of external "
+        f"reference {ref}, which CCV had not answered (it is sending): this one was not sent, "
+        "and the reference is not sent again; the first notification for it, or "
+        f"`reconciler track ccv ID {ref_option(ref)}`, settles the earlier one"
+    )
+    return stopping(ref, found, own)
+
+
+def submitted_already(ref: str, old: subs.Submission) -> Result:
+    """The `409` of a submit whose reference another submission holds (not sent again)."""
+    # The order it made, when known: a run a signal ended after CCV's answer was recorded
+    # printed no id, and this one is how to learn it.
+    made = f": order {old.order_id}" if old.order_id else ""
+    if old.state == "resolved" and not old.order_id:
+        # Settled with no order known (a notification after its answer was lost or CCV
+        # refused it): CCV has one, which nothing follows yet.
+        made = (
+            ": CCV has an order of it, under an id reconciler cannot use "
+            "(not followed: follow it at CCV)"
+            if old.reason == subs.UNUSABLE_ORDER_ID
+            else f": CCV has an order of it; find it and run `reconciler track ccv ID "
+            f"{ref_option(ref)}`"
+        )
+    return json_result(
+        409,
+        {
+            "error": "this externalReference was submitted already; not sent again",
+            "field": "externalReference",
+            "state": old.state,
+            "order_id": old.order_id,
+            "external_reference": ref,
+        },
+        ref,
+        old.state,
+        own=f"external reference {ref} was submitted already (its submit is "
+        f"{old.state}{made}); not sent again",
+    )
+
+
+def notified_unsent(ref: str, found: subs.Submission) -> Result:
+    """The `503` of a submit that never went out (the stop, or CCV not reached) but whose
+    reference a notification named meanwhile, cut as that was recorded: kept taken, settled
+    by the notification (CCV has an order of it: an earlier submit's)."""
+    made = f", order {found.order_id}" if found.order_id else ""
+    own = (
+        f"reconciler stopped before the submit of external reference {ref} went out (nothing "
+        f"was sent), but a CCV notification for the reference came meanwhile: CCV has an order "
+        f"of it, and the submit is {found.state}{made} (not sent again); find the order at CCV "
+        f"and run `reconciler track ccv ID {ref_option(ref)}`"
+    )
+    return stopping(ref, found, own)
 
 
 def recorded_when_cut(ref: str, found: subs.Submission) -> Result:
