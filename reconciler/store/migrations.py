@@ -326,6 +326,10 @@ MIGRATIONS: list[str] = [
             WHERE source = old.source AND account = old.account AND order_id = old.order_id;
     END
     """,
+    # 29: how a CCNow command's withdrawal was asked while its post was out (`by hand`, `by
+    # untrack`; store/withdraw.py): a post that ends without CCNow's definite answer closes
+    # it withdrawn instead of queuing it again
+    "ALTER TABLE commands ADD COLUMN withdraw_asked TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
