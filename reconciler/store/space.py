@@ -20,8 +20,9 @@ VACUUM_PAGES = 2000  # pages given back per step of the incremental vacuum
 _INCREMENTAL = 2  # PRAGMA auto_vacuum value
 
 # Room the conversion's VACUUM needs beside the database past two copies of it (with its -wal):
-# SQLite copies the database into a temporary file (SQLITE_TMPDIR, /var/tmp or /tmp, as a rule
-# the same file system), then writes it back through the -wal. A tenth of it, at least this.
+# SQLite copies the database into a temporary file (SQLITE_TMPDIR, TMPDIR, /var/tmp or /tmp,
+# as a rule the same file system), then writes it back through the -wal. A tenth of it, at
+# least this.
 VACUUM_MARGIN_BYTES = 16 << 20
 
 
@@ -64,9 +65,10 @@ async def make_space_returnable(
     mode = int(next(iter(await conn.execute_fetchall("PRAGMA auto_vacuum")))[0])
     if mode == _INCREMENTAL:
         return
-    size = file_size(store.path)
+    real = Path(os.path.realpath(store.path))  # SQLite keeps its -wal beside a link's target
+    size = file_size(real)
     needed = 2 * size + max(size // 10, VACUUM_MARGIN_BYTES)
-    directory = Path(os.path.realpath(store.path)).parent  # SQLite follows a symbolic link
+    directory = real.parent
     try:
         free = free_bytes(directory)
     except OSError:
