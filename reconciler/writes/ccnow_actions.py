@@ -33,6 +33,7 @@ from reconciler.sources.errors import SourceError
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.requeue import unclaim
 from reconciler.writes.ccnow_close import Closing
 from reconciler.writes.ccnow_form import (
     ACTIONS,
@@ -254,8 +255,9 @@ class ActionSender(Closing):
             )
         except Stopping:
             # Not posted: as it was before this claim, due for the next start.
-            await cmds.unclaim(self.store, [c.id for c in batch])
-            tally.queued += len(batch)
+            closed = await unclaim(self.store, [c.id for c in batch], now=self.clock())
+            tally.queued += len(batch) - len(closed)
+            tally.refused += len(closed)
             raise
         except NotSent as exc:
             # The connection was never made: queued again, and not counted as sent.
@@ -345,7 +347,7 @@ class ActionSender(Closing):
         which would turn it away for ever: sent again in halves, down to one order; one
         order's alone is refused, with why (not counted sent: its halves are)."""
         if len(batch) > 1:
-            await cmds.unclaim(self.store, [c.id for c in batch])  # not run: no attempt
+            await unclaim(self.store, [c.id for c in batch], now=self.clock())  # not run
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
                 await self._send_batch(cfg, part, tally)
