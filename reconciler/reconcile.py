@@ -243,11 +243,11 @@ class Reconciler:
                     (o for o in outage if keys is None or o.key in keys), self.batch_rows
                 )
                 report.note_started_failing(o for o in started if keys is None or o.key in keys)
-                report.doubted.update(
-                    (k.order_id, self._doubt_due(snapshot[k]))
-                    for k in doubted
-                    if keys is None or k in keys
-                )
+                mine = [k for k in doubted if keys is None or k in keys]
+                report.doubted.update((k.order_id, self._doubt_due(snapshot[k])) for k in mine)
+                report.forward.update(k.order_id for k in mine if _forward(snapshot[k]))
+                # A line that said nothing is no check: its query, if asked, is the order's one.
+                report.checked -= len(mine)
 
         rows = []
         events = list(result.events)
@@ -348,8 +348,7 @@ class Reconciler:
         soon when the line may be its next step (the list naming `pending` an order before
         it), else at its planned check or after `max_interval` (schedule.doubt_due)."""
         schedule = self.schedules.get((state.key.source, state.key.account))
-        forward = state.status in BEFORE_ACTION and state.status != ACTED_ON
-        return doubt_due(state, schedule, forward=forward)
+        return doubt_due(state, schedule, forward=_forward(state))
 
     async def _failing_accounts(self, observations: Sequence[Observation]) -> set[tuple[str, str]]:
         """Return the failing accounts among those whose orders answered "not found" or
@@ -367,3 +366,9 @@ class Reconciler:
         if events:
             self.on_events(events)
             self.on_commit()
+
+
+def _forward(state: OrderState) -> bool:
+    """Whether a pending list naming the order `pending` says its likely next step (it is held
+    before pending, `processing`)."""
+    return state.status in BEFORE_ACTION and state.status != ACTED_ON

@@ -93,12 +93,17 @@ def doubt_due(state: OrderState, schedule: ScheduleConfig | None, *, forward: bo
     answered check (an end state, or a settled order past its watch, is never due: while the
     list went on naming it, a real change was never asked), or `min_interval` after it when
     the line is the order's likely next step (`forward`: the list names `pending` an order
-    held before it, `processing`), which would else wait for an interval grown to hours."""
+    held before it, `processing`), which would else wait for an interval grown to hours (and
+    whose line a failed query lets apply: poller/ccnow.py)."""
     if schedule is None:
         return state.next_check_at
     last = state.last_checked if state.last_checked is not None else 0.0
-    bound = schedule.min_interval_s if forward else schedule.max_interval_s
-    return min(state.next_check_at, last + bound)
+    if forward:
+        return min(state.next_check_at, last + schedule.min_interval_s)
+    # A failed check does not move `last_checked`: each failure waits one more `max_interval`
+    # (counted from the last answer, as the failed ones were), else a query that keeps failing
+    # would be asked at every poll, past the failure backoff.
+    return min(state.next_check_at, last + schedule.max_interval_s * (1 + state.failure_streak))
 
 
 def _within(at: float, watch_ends: float) -> float:

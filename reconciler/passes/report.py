@@ -67,6 +67,9 @@ class PassReport:
     # with the time a poll asks them (schedule.doubt_due): the pass's query step asks them, a
     # poll's only those due (poller/ccnow.py).
     doubted: dict[str, float] = field(default_factory=dict)
+    # Those of them held before `pending` that the list names `pending`, likely their next step:
+    # the line applies when their query cannot decide (poller/ccnow.py).
+    forward: set[str] = field(default_factory=set)
 
     def count_unanswered(self, asked: int, error: str | None) -> int:
         """Count the orders asked of the provider that a failure of the whole account (`error`)

@@ -26,7 +26,7 @@ from ..sources.ccnow_batches import Probe, Said
 from ..sources.errors import ProtocolError, SourceError
 from ..sources.http import RequestFailed
 from ..store.passes import remember_pass
-from .ccnow_list import ListMemory
+from .ccnow_list import ListMemory, still_open, undecided
 from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
 from .witnesses import Witnesses
@@ -298,7 +298,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             elif queries_answer:
                 left = self.listed.take()
                 try:
-                    to_query = await self._still_open(left)
+                    to_query = await still_open(self.store, self.account, left)
                 except BaseException:
                     # The store could not say which are open (or the job was cancelled): they
                     # wait for the next poll, not for their own schedule.
@@ -313,16 +313,22 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             # Lines that may lag behind a query's or an action's answer (diff.lags) said nothing
             # (not `seen`): the order's query decides, a catch-up's, or a poll's once it is due.
             seen.difference_update(report.doubted)
-            if ask_all or queries_answer:
+            if asking := ask_all or queries_answer:
                 now, doubted = self.now(), sorted(report.doubted.items())
                 to_query += [i for i, at in doubted if i not in to_query and (ask_all or at <= now)]
-            asked = len(listed) + len(to_query)
+            # A doubted line is no check (reconcile.py): its query, if asked, is the order's.
+            asked = len(listed) - len(report.doubted) + len(to_query)
             if queried is not None:
                 queried.extend(to_query)
-            if to_query:
-                # A catch-up decides every order it asks: none carried to a next poll.
-                await self.client.query(to_query, emit, probe=probe, catch_up=ask_all)
-                await self._forget_carried(to_query)
+            lines = {o.key.order_id: o for o in listed if o.key.order_id in report.forward}
+            try:  # A catch-up decides every order it asks: none carried to a next poll.
+                if to_query:
+                    await self.client.query(to_query, emit, probe=probe, catch_up=ask_all)
+                    await self._forget_carried(to_query)
+            except SourceError:  # what answered before it is kept (`_asking`), lines too
+                await undecided(lines, to_query, seen, listing)
+                raise
+            await undecided(lines, to_query if asking else lines, seen, listing)
 
         try:
             error = await self._asking(ask, listing, batcher)
@@ -348,13 +354,6 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             verdicts = [("pending_list", Verdict(True)), ("checks", checks)]
         await self.settle(verdicts, via=via, report=report)
         return report
-
-    async def _still_open(self, order_ids: Collection[str]) -> list[str]:
-        """Return those of the orders that are still followed and open (untracked, or ended
-        meanwhile, they are asked nothing)."""
-        keys = [OrderKey("ccnow", self.account, i) for i in sorted(order_ids)]
-        states = await self.store.orders.load(keys) if keys else {}
-        return [k.order_id for k in keys if k in states and not states[k].end_state]
 
     async def tick_pending_list(self) -> list[NamedReport]:
         """Poll the pending list, unless its failure is being left alone for a while."""

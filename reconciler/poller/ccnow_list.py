@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+
+from ..model import Observation, OrderKey
+from ..passes.batcher import Batcher
+from ..store import Store
 
 
 @dataclass
@@ -39,3 +43,25 @@ class ListMemory:
         self.left -= set(answered)
         named = self.named or frozenset()
         self.left.update(i for i in taken if i not in answered and i not in named)
+
+
+async def undecided(
+    lines: Mapping[str, Observation], asked: Collection[str], seen: set[str], into: Batcher
+) -> None:
+    """Apply the pending list's `lines` of doubted orders held before `pending` (diff.lags:
+    pending is their likely next step) whose query was `asked` without an answer (not `seen`),
+    as no longer doubted: their query cannot decide, and held back they never changed."""
+    taken = [o for i, o in sorted(lines.items()) if i in asked and i not in seen]
+    for obs in taken:
+        await into.add(obs._replace(listed=False))
+    if taken:
+        await into.flush()
+        seen.update(o.key.order_id for o in taken)
+
+
+async def still_open(store: Store, account: str, order_ids: Collection[str]) -> list[str]:
+    """Return those of the account's CCNow orders that are still followed and open (untracked,
+    or ended meanwhile, they are asked nothing)."""
+    keys = [OrderKey("ccnow", account, i) for i in sorted(order_ids)]
+    states = await store.orders.load(keys) if keys else {}
+    return [k.order_id for k in keys if k in states and not states[k].end_state]
