@@ -346,7 +346,8 @@ class Reconciler:
     def _doubt_due(self, state: OrderState) -> float:
         """When a poll queries an order whose pending list's line contradicts it (diff.lags):
         soon when the line may be its next step (the list naming `pending` an order before
-        it), else at its planned check or after `max_interval` (schedule.doubt_due)."""
+        it), else at its planned check or after `max_interval`, longer while its query fails
+        (schedule.doubt_due)."""
         schedule = self.schedules.get((state.key.source, state.key.account))
         return doubt_due(state, schedule, forward=_forward(state))
 
