@@ -22,7 +22,7 @@ from .schedule import doubt_due, plan, stuck_event
 from .store import Store, after_commit
 from .store.orders import Page
 from .store.references import carried_also
-from .store.taken import contradicted, last_taken, unconfirmed_event
+from .store.taken import acting, contradicted, last_taken, unconfirmed_event
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -213,6 +213,7 @@ class Reconciler:
             via=via,
             store_id=store.store_id,
             failing_accounts=failing,
+            acting=await acting(store, [o.key for o in observations if o.listed]),
         )
         # A check that failed while its account fails is the outage's failure until the pass
         # finds the account answering (`Coordinator.settle` writes it again then).

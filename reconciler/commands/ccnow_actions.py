@@ -46,6 +46,11 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 DELIVER_TIMEOUT_S = 10.0
 Settled = tuple[str, str, object, str | None]  # a command's order id, action, id, answer
 ON_ITS_WAY = "on its way, no answer yet"  # a command another request's post carries
+# A ship or cancel CCNow answered as taken that a query read since says it did not take.
+UNCONFIRMED = (
+    "a query since reads the order before it: it may not have taken (order.action_unconfirmed);"
+    " run it again with a new --key if it should"
+)
 
 
 def exit_code(tally: Tally) -> int:
@@ -239,6 +244,9 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
         outcome = str(r["outcome"])  # the command's own word: `succeeded`, `not_sent`, ...
         answer = _answer_word(outcome, str(r["answer"]) if r["answer"] else None)
         print(f"{r['order_id']} {r['action']} {outcome}: {answer} ({where}){again}")
+        if r.get("unconfirmed"):
+            # Its close raised `order.action_unconfirmed`: said here too, where it was asked.
+            print(f"{r['order_id']} {r['action']} unconfirmed: {UNCONFIRMED} ({where})")
         tally.count(outcome)
     code = exit_code(tally)
     # Under journald: an error line when one was refused, a warning when some wait, else info.

@@ -178,7 +178,8 @@ class ActionSender(Closing):
                 del self._taken[i]
         rows = await cmds.get(self.store, ids)
         held = {} if cut else await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
-        return Taken(rows, earlier, waiting, len(tally.posted & set(ids)), held, cut)
+        sent, unconfirmed = len(tally.posted & set(ids)), frozenset(tally.unconfirmed & set(ids))
+        return Taken(rows, earlier, waiting, sent, held, cut, unconfirmed)
 
     def _sendable(self, commands: Sequence[cmds.Command], mine: object) -> list[cmds.Command]:
         """The commands no other request than `mine` (None: any) recorded and sends itself."""

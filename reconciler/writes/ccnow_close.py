@@ -160,7 +160,7 @@ class Closing:
         every = refusal is None or reached_before
         marked = {c.id for c in batch} if every else hidden_reached(batch) if hidden else set()
         withdrawn = await self._commit(
-            batch, closes, again, observations, self.clock() + delay, marked
+            batch, closes, again, observations, self.clock() + delay, marked, tally
         )
         # Those withdrawn while their post was out are closed where they would be queued.
         closes += [(c.id, c.state, c.answer or "") for c in withdrawn]
@@ -175,6 +175,7 @@ class Closing:
         observations: list[Observation],
         retry_at: float,
         reached: set[int],
+        tally: Tally,
     ) -> list[cmds.Command]:
         """Commit a post's outcome; return those closed withdrawn (store/withdraw.py)."""
         now = self.clock()
@@ -209,7 +210,9 @@ class Closing:
                 events.append(event_of(self.store, c, state, words, closed, before, after.get(key)))
                 if state == "succeeded" and unheld(c, after.get(key)):
                     # A read sent after the answer came, committed first, said the order before
-                    # the action: named now, as a read moving it back later would be.
+                    # the action: named now, as a read moving it back later would be, and in
+                    # the reply to the request that sent it (Taken.unconfirmed).
+                    tally.unconfirmed.add(c.id)
                     store_id = self.store.store_id
                     events.append(
                         unconfirmed_event(
