@@ -9,6 +9,14 @@ from dataclasses import dataclass, field
 
 from reconciler.json_text import iso_time
 from reconciler.store import commands as cmds
+from reconciler.terminal import shown
+
+ON_ITS_WAY = "on its way, no answer yet"  # a command another request's post carries
+# A ship or cancel CCNow answered as taken that a query read since says it did not take.
+UNCONFIRMED = (
+    "a query since reads the order before it: it may not have taken (order.action_unconfirmed);"
+    " run it again with a new --key if it should"
+)
 
 
 @dataclass
@@ -146,3 +154,11 @@ def command_json(
         "tracknumber": c.tracknumber,
         "made_before": earlier,
     }
+
+
+def answer_word(state: str, answer: str | None) -> str:
+    """CCNow's answer to a command, as it came (`shown`); `-` for none, but a command being
+    sent, which a post under way carries (the dry run says it as the real run does)."""
+    if answer:
+        return shown(answer)
+    return ON_ITS_WAY if state == "sending" else "-"
