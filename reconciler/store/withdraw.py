@@ -10,8 +10,8 @@ definite answer to that post still ends it as the answer says (done, refused); a
 without one (a line saying CCNow is down, a lost answer, a refused connection, a 429 or 503, a
 stop) closes it withdrawn where it would have queued it again (store/requeue.py), and so does
 the next writer's start for one a stopped process left `sending`; a retry within that post is
-not made (`asked`). Nor does that post's answer follow its order again once untracked. An `adjust` whose answer was
-lost becomes `uncertain` as any other does: CCNow may have applied it.
+not made (`asked`). Nor does that post's answer follow its order again once untracked. An
+`adjust` whose answer was lost becomes `uncertain` as any other does: CCNow may have applied it.
 
 A withdrawn command ends `refused`, with words saying it was withdrawn and an
 `order.action_refused` carrying `withdrawn: true` and `maybe_reached`: whether a post of it
