@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import aiohttp
 
@@ -34,6 +35,7 @@ from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import unclaim
+from reconciler.store.withdraw import asked
 from reconciler.writes.ccnow_close import Closing
 from reconciler.writes.ccnow_form import (
     ACTIONS,
@@ -253,6 +255,7 @@ class ActionSender(Closing):
                 gate=gate,
                 halt=self.in_flight.halt,
                 secrets=self.secrets,
+                withdrawn=partial(asked, self.store, [c.id for c in batch]),
             )
         except Stopping:
             # Not posted: as it was before this claim, due for the next start.

@@ -21,6 +21,7 @@ from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import requeue_within
 from reconciler.store.taken import unconfirmed_event, unheld
+from reconciler.store.withdraw import BY_UNTRACK
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
@@ -226,5 +227,12 @@ class Closing:
                     )
             return events
 
-        await self.reconciler.apply(observations, via="action", discover=True, within=within)
+        async def untracked() -> set[OrderKey]:
+            # Untracked while the post was out: its answer does not follow the order again.
+            current = await cmds.get(self.store, list(by_id))
+            return {order_of(c) for c in current if c.withdraw_asked == BY_UNTRACK}
+
+        await self.reconciler.apply(
+            observations, via="action", discover=True, within=within, withheld=untracked
+        )
         return withdrawn
