@@ -54,6 +54,7 @@ from reconciler.writes.ccnow_send import (
     post_retrying,
     refuses_a_field,
     turned_away,
+    unreadable,
     whole_lines,
 )
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -150,10 +151,9 @@ async def post_batch(
     secrets: Sequence[str] = (),
 ) -> Posted:
     """Post one batch; return the answer. Raise Stopping, NotSent, Lost, Refused or
-    TurnedAway. Once
-    `halt` is set (the daemon stops), nothing is posted (Stopping), and a failed attempt is not
-    retried. Each attempt waits for its turn within the account's bound `gate`. `secrets`: the
-    config's besides the password, masked in CCNow's words and never taken for a status."""
+    TurnedAway. Once `halt` is set (the daemon stops), nothing is posted (Stopping), and a
+    failed attempt is not retried. Each attempt waits for a turn of `gate` (the account's bound).
+    `secrets`: the config's besides the password, masked in CCNow's words, never a status."""
     if halt is not None and halt.is_set():
         raise Stopping
     data = urlencode(form(cfg, batch)).encode("ascii")
@@ -234,7 +234,7 @@ async def post_batch(
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
         # post was applied is unknown.
-        raise Lost("unreadable_answer") from None
+        raise unreadable(reply, secrets) from None
     except SourceError:
         # The whole body, an undecided last line too: a line for an order says the post ran.
         if answered_orders(body):
@@ -254,7 +254,7 @@ async def post_batch(
                 said = said[: MAX_TEXT_LENGTH - 1] + "\u2026"
             tried, hidden = reply.tried_before, reply.hidden_before
             return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said, tried, hidden)
-        raise Lost("unreadable_answer") from None
+        raise unreadable(reply, secrets) from None
 
 
 class StatusReads:
