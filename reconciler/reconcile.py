@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .config import Config, ScheduleConfig
 from .diff import diff
-from .events import Event, action_event, event_id
+from .events import Event
 from .logs import fields
 from .model import Observation, OrderKey, OrderState, Outcome, Via
 from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
@@ -22,7 +22,7 @@ from .schedule import plan, stuck_event
 from .store import Store, after_commit
 from .store.orders import Page
 from .store.references import carried_also
-from .store.taken import contradicted, last_taken
+from .store.taken import contradicted, last_taken, unconfirmed_event
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -34,8 +34,9 @@ log = logging.getLogger("reconciler.reconcile")
 # (an order, the reference it carried, the one its provider answered, the other orders of its
 # account that carry the answered one)
 Differs = tuple[OrderKey, str, str, list[str]]
-# What runs in an `apply`'s transaction after its rows: given the rows before, its own events.
-Within = Callable[[Mapping[OrderKey, OrderState]], Awaitable[Sequence[Event]]]
+# What runs in an `apply`'s transaction after its rows: given the rows before and the write's
+# time (its rows' `last_checked`), its own events.
+Within = Callable[[Mapping[OrderKey, OrderState], float], Awaitable[Sequence[Event]]]
 
 
 class Reconciler:
@@ -102,7 +103,8 @@ class Reconciler:
         wins, and what the check saw is dropped. Returns the number of events queued; `report`
         counts the orders that went missing. `within` runs in the same transaction, after the
         rows are written, given the rows as they were before (those of the observations' orders
-        that were followed), and returns events of its own (a CCNow action closes its command).
+        that were followed) and the write's time, and returns events of its own (a CCNow action
+        closes its command).
         `page`: the pass's page of orders, read instead of the database where it holds them.
 
         Notifications' observations that wait for the writer together are committed in one
@@ -286,7 +288,7 @@ class Reconciler:
         if result.moved_back:
             events += await self._unconfirmed(result.moved_back, now=now, via=via)
         if within is not None:
-            events += await within(snapshot)
+            events += await within(snapshot, now)
         # A notification's event passes the backlog of other orders' (a catch-up's).
         await store.events.add(events, urgent=urgent)
         return events, differs, tally
@@ -308,26 +310,14 @@ class Reconciler:
                 # Moved there by CCNow's backroom (after an action a read confirmed, or none
                 # through reconciler): no action to name.
                 continue
-            # As `action_event`'s, what happened makes it name this command's outcome only.
-            once = event_id(store_id, "ccnow-action-unconfirmed", c.id, c.order_id, c.closed_at)
-            if any(e.id == once for e in events):
-                continue
-            if await self.store.events.seq_of(once) is not None:
-                continue
-            event = action_event(
-                store_id,
-                c.id,
-                "unconfirmed",
-                account=c.account,
-                order_id=c.order_id,
-                action=c.action,
-                answer=c.answer,
-                time=now,
-                before=before,
-                after=after,
-                via=via,
+            once = unconfirmed_event(
+                store_id, c, closed_at=c.closed_at, before=before, after=after, now=now, via=via
             )
-            events.append(event._replace(id=once))
+            if any(e.id == once.id for e in events):
+                continue
+            if await self.store.events.seq_of(once.id) is not None:
+                continue
+            events.append(once)
         return events
 
     def _written(

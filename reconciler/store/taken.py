@@ -1,11 +1,15 @@
 """The CCNow ships and cancels CCNow answered as taken, per order: a read that moves the order
-back to pending says the last of them may not have (reconcile.py, `order.action_unconfirmed`)."""
+back to pending says the last of them may not have (reconcile.py, `order.action_unconfirmed`),
+and so does one recorded before such an action closed that leaves its order there
+(writes/ccnow_close.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..model import OrderKey, OrderState
+from ..diff import BEFORE_ACTION
+from ..events import Event, action_event, event_id
+from ..model import OrderKey, OrderState, Via
 from .commands import Command, get
 from .db import Store
 
@@ -32,25 +36,70 @@ async def last_taken(store: Store, keys: Iterable[OrderKey]) -> dict[OrderKey, C
 
 def contradicted(taken: Command, before: OrderState) -> bool:
     """Whether a read that moved an order back (`before`: its row before that read) contradicts
-    `taken`, its latest ship or cancel answered as taken: unless a read since that answer said
-    what the action leads to (it took, and CCNow's backroom moved the order back later).
+    `taken`, its latest ship or cancel answered as taken: unless a read applied after the
+    command closed said what the action leads to (it took, and CCNow's backroom moved the order
+    back later).
 
     The read itself is newer than the answer: one sent before the answer came is skipped as
     older news than the answer the row holds (diff.stale), and one sent after it came, even
     before the command closed, is after CCNow ran the action. Its time is not compared again
     (a wall clock put back after the close would hide a contradiction).
 
-    A read confirmed the action only when it said a status (no "not found" pending since:
-    one not confirmed yet dates the row, but keeps the action's status) that the action leads
-    to, and was sent after the command closed: a confirming read sent before the close, or
-    dated before it by a clock put back, is not seen, and the action is named (a warning too
-    many, never a ship that did not take going unseen)."""
-    answered, held = taken.closed_at, before.asked_at
+    A read confirmed the action when the status the row holds, which only a status read sets,
+    is one the action leads to, and that read was applied after the close (`last_checked`, the
+    time of the write that applied it: a "not found" since, confirmed or not, leaves both as
+    they were). The command closed in the write that applied its own answer's line, and its
+    `closed_at` is that write's time (writes/ccnow_close.py): the line is never taken for a
+    read after it, whatever the wall clock did between the answer and the close. A confirming
+    read applied before the close, or after it under a clock put back since, is not seen, and
+    the action is named: a warning too many, never a ship that did not take going unseen."""
+    closed, checked = taken.closed_at, before.last_checked
     confirmed = (
-        answered is not None
-        and held is not None
-        and held > answered
-        and before.missing_since is None
+        closed is not None
+        and checked is not None
+        and checked > closed
         and before.status in TAKEN.get(taken.action, ())
     )
     return not confirmed
+
+
+def unheld(taken: Command, after: OrderState | None) -> bool:
+    """Whether a ship or cancel closing as taken left its order's row (`after`, as the close's
+    write made it) at a status before the action: a read applied before the close, sent after
+    the answer came, said so, and the answer's line was older news than it (diff.stale). No
+    later read moves that order back: the close itself contradicts the action."""
+    return (
+        taken.action in TAKEN
+        and after is not None
+        and not after.not_found
+        and after.status in BEFORE_ACTION
+    )
+
+
+def unconfirmed_event(
+    store_id: str,
+    c: Command,
+    *,
+    closed_at: float | None,
+    before: OrderState | None,
+    after: OrderState | None,
+    now: float,
+    via: Via,
+) -> Event:
+    """The `order.action_unconfirmed` of a ship or cancel (`c`, closed at `closed_at`): once
+    per command, its id names it (however many reads contradict it, by the close or later)."""
+    event = action_event(
+        store_id,
+        c.id,
+        "unconfirmed",
+        account=c.account,
+        order_id=c.order_id,
+        action=c.action,
+        answer=c.answer,
+        time=now,
+        before=before,
+        after=after,
+        via=via,
+    )
+    once = event_id(store_id, "ccnow-action-unconfirmed", c.id, c.order_id, closed_at)
+    return event._replace(id=once)

@@ -19,6 +19,7 @@ from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.taken import unconfirmed_event, unheld
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
@@ -172,8 +173,12 @@ class Closing:
         now = self.clock()
         by_id = {c.id: c for c in batch}
 
-        async def within(rows: Mapping[OrderKey, OrderState]) -> list[Event]:
-            await cmds.close_within(self.store, closes, now)
+        async def within(rows: Mapping[OrderKey, OrderState], written: float) -> list[Event]:
+            # Closed at the write's time (the `last_checked` of the rows its answers set), not
+            # before the sender's clock: a read applied later is after the close, whatever the
+            # wall clock did since the answer came (store/taken.contradicted).
+            closed = max(now, written)
+            await cmds.close_within(self.store, closes, closed)
             # Those the post may have reached CCNow with keep it (the first such post's time).
             kept = [row for row in again if row[0] not in reached]
             await cmds.requeue_within(self.store, kept, next_attempt_at=retry_at)
@@ -187,7 +192,21 @@ class Closing:
             for i, state, words in closes:
                 key = order_of(c := by_id[i])
                 before = rows.get(key) if key in answered else after.get(key)
-                events.append(event_of(self.store, c, state, words, now, before, after.get(key)))
+                events.append(event_of(self.store, c, state, words, closed, before, after.get(key)))
+                if state == "succeeded" and unheld(c, after.get(key)):
+                    # A read sent after the answer came, committed first, said the order before
+                    # the action: named now, as a read moving it back later would be.
+                    store_id = self.store.store_id
+                    events.append(
+                        unconfirmed_event(
+                            *(store_id, c),
+                            closed_at=closed,
+                            before=before,
+                            after=after.get(key),
+                            now=closed,
+                            via="action",
+                        )
+                    )
             return events
 
         await self.reconciler.apply(observations, via="action", discover=True, within=within)

@@ -37,14 +37,17 @@ def cut_off(ref: str, found: subs.Submission | None, progress: Progress) -> Resu
     Retry-After: CCV may have made the order, and the same request again is no retry to
     invite; the reference is held, and the first notification for it or `track ccv ID --ref
     REF` settles it. Its own in another state: the cut came as the transaction recording its
-    outcome ran, which landed (`recorded_when_cut`, `notified_unsent`). Another call's (it was
-    cut while it waited for that one, or as it recorded its own): what a submit of a
-    reference already taken is told, the `409`, or that nothing of it was recorded or sent."""
+    outcome ran, which landed (`recorded_when_cut`, `notified_unsent`). None, or another call's
+    `failed` (the one it waited for, refused; or an older one, where its own row was withdrawn
+    as never sent): the reference is free again, and nothing of this call was recorded or sent.
+    Another call's in another state (it was cut while it waited for that one, or as it
+    recorded its own): what a submit of a reference already taken is told, the `409`."""
     own = found is not None and found.id == progress.sub_id
-    if found is not None and not own and (found.state != "sending" or progress.waiting):
-        return taken_when_cut(ref, found)
+    # `failed` first: a refused submit's reference is not taken (the `409` would say it is).
     if found is None or (not own and found.state == "failed"):
         return nothing_sent(ref)
+    if not own and (found.state != "sending" or progress.waiting):
+        return taken_when_cut(ref, found)
     if found.state != "sending" and progress.stage == "not_sent":
         return notified_unsent(ref, found)
     if found.state != "sending":
@@ -66,7 +69,8 @@ def stopping(ref: str, found: subs.Submission, own: str) -> Result:
 
 def nothing_sent(ref: str) -> Result:
     """The `503` of a submit that recorded nothing and sent nothing (the stop came first, or
-    cut it as it waited for an earlier one whose reference is free again)."""
+    cut it as it waited for an earlier one whose reference is free again, or as its own row,
+    never sent, was withdrawn)."""
     error = "reconciler is stopping; nothing was recorded or sent: submit it again"
     own = "stopping before the submit went out; nothing was recorded or sent: submit again"
     return json_result(503, {"error": error, "external_reference": ref}, ref, None, own=own)

@@ -123,7 +123,7 @@ async def test_a_rolled_back_batch_leaves_no_trace_in_the_page(
 ) -> None:
     page = await store.orders.page("ccv", "a")
 
-    async def fail(rows: object) -> list[object]:
+    async def fail(rows: object, written: float) -> list[object]:
         raise sqlite3.OperationalError("disk I/O error")
 
     with pytest.raises(Exception, match="disk I/O error"):

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +99,22 @@ async def test_a_refresh_sent_during_a_ships_post_does_not_drop_the_ships_answer
 
 @contextlib.asynccontextmanager
 async def parts(
-    tmp_path: Path, fake: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    fake: FakeCCNow,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    sender_type: type[ActionSender] = ActionSender,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[tuple[Runtime, ActionSender]]:
     """The daemon's runtime over the fake (its store, coordinator, bounds) and an action
-    sender sharing them; ORDER followed and checked once (`pending`)."""
+    sender sharing them (`sender_type`, its commands' `clock`); ORDER followed and checked
+    once (`pending`)."""
     monkeypatch.setenv("RECONCILER_CCNOW_PASSWORD", CCNOW_PASSWORD)
     config = load_config(write_config(tmp_path, ccnow=fake))
     async with Runtime(config) as rt:
-        sender = ActionSender(rt.store, rt.session, rt.reconciler, config.ccnow, gates=rt.gates)
+        sender = sender_type(
+            rt.store, rt.session, rt.reconciler, config.ccnow, gates=rt.gates, clock=clock
+        )
         await rt.store.orders.track("ccnow", "default", [(ORDER, None)], time.time())
         assert (await rt.coordinators.ccnow["default"].full_pass(via="catch-up")).failed == 0
         yield rt, sender
