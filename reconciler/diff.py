@@ -44,8 +44,8 @@ class DiffResult:
     references: list[tuple[OrderKey, str, str]] = field(default_factory=list)
     # failed checks of orders whose checks answered until now (failure streak 0 -> 1)
     started_failing: list[Observation] = field(default_factory=list)
-    # orders a CCNow pending list's line said to be before the status the snapshot holds
-    # (`lags`): nothing applied; their query decides (poller/ccnow.py)
+    # orders a CCNow pending list's line contradicts the status the snapshot holds, other than
+    # `pending` (`lags`): nothing applied; their query decides (poller/ccnow.py)
     doubted: set[OrderKey] = field(default_factory=set)
     # CCNow orders an answer moved back from what a ship or cancel leads to (`mark_shipped`) to
     # pending or before, (row before, row after): such an action may not have taken
@@ -69,7 +69,7 @@ def diff(
     NOT_FOUND_CONFIRM_S later says so again, and not while its account (source, account) is in
     `failing_accounts`: a wave of such answers is the account's failure, not the orders'.
     An observation asked before the answer the snapshot holds is skipped (`stale`), and so is
-    a CCNow pending list's line that may lag behind it (`lags`, in `doubted`).
+    a CCNow pending list's line that may lag behind it or contradicts it (`lags`, in `doubted`).
     """
     result = DiffResult()
     for obs in observations:
@@ -131,8 +131,6 @@ ACTED_ON = "pending"
 # `pending` read. A line saying a hold (a refused ship of an order on hold that became pending
 # meanwhile) may be older than that read.
 ACTION_RESULTS = frozenset({"mark_shipped", "mark_canceled", "completed", "canceled"})
-# Where an order's lifecycle goes after pending (NOTES.md): no pending list names it again.
-PAST_PENDING = ACTION_RESULTS | {"refunded", "chargeback"}
 # The statuses an order has until CCNow runs a ship or cancel: pending and those before it.
 BEFORE_ACTION = frozenset(
     {"received", "paypal_hold", "processing", "vacation_hold", "preorder_hold", "getman_hold"}
@@ -141,12 +139,24 @@ BEFORE_ACTION = frozenset(
 
 
 def lags(prev: OrderState, obs: Observation) -> bool:
-    """Whether a pending list's line (`obs.listed`) says an order as it was before the status
-    the snapshot holds, which only a query or an action's answer can have said (`pending`
-    against `mark_shipped`). CCNow does not document when an order in a queue state leaves the
-    list: the line may lag behind them, and taken for newer news it flipped the order back, and
-    the next query forward, for ever. It is no news by itself: the order's query decides."""
-    return prev.status in PAST_PENDING and obs.status in BEFORE_ACTION and not prev.not_found
+    """Whether a pending list's line (`obs.listed`) contradicts the status the snapshot holds
+    when that is not `pending`, which only a query, an action's answer or an earlier line can
+    have said (`pending` against `mark_shipped`, `declined`, `test`, `processing` or a word
+    CCNow does not document). CCNow does not document when an order leaves the list, nor that
+    it lists only pending ones: the line may lag behind the query, and taken for newer news it
+    flipped the order back, and the next query forward, for ever (an end state seemed to reopen
+    at every poll). It is no news by itself: the order's query decides (`schedule.doubt_due`).
+    A line saying the held status (in any case) is no contradiction, and an order reported not
+    found that the list names is found again."""
+    held, said = prev.status, obs.status
+    return (
+        prev.key.source == "ccnow"
+        and held is not None
+        and said is not None
+        and held != ACTED_ON
+        and not prev.not_found
+        and not same_status(held, said)
+    )
 
 
 def _before_action(prev: OrderState, obs: Observation) -> bool:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .config import Config, ScheduleConfig
-from .diff import diff
+from .diff import ACTED_ON, BEFORE_ACTION, diff
 from .events import Event
 from .logs import fields
 from .model import Observation, OrderKey, OrderState, Outcome, Via
@@ -18,7 +18,7 @@ from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
 from .passes.hint_gate import MAX_WAIT_S, HintGate
 from .passes.hint_group import Group, Member
 from .passes.report import PassReport
-from .schedule import plan, stuck_event
+from .schedule import doubt_due, plan, stuck_event
 from .store import Store, after_commit
 from .store.orders import Page
 from .store.references import carried_also
@@ -37,6 +37,8 @@ Differs = tuple[OrderKey, str, str, list[str]]
 # What runs in an `apply`'s transaction after its rows: given the rows before and the write's
 # time (its rows' `last_checked`), its own events.
 Within = Callable[[Mapping[OrderKey, OrderState], float], Awaitable[Sequence[Event]]]
+# The orders a `discover` write does not follow again, read in its transaction.
+Withheld = Callable[[], Awaitable[Collection[OrderKey]]]
 
 
 class Reconciler:
@@ -95,16 +97,18 @@ class Reconciler:
         discover: bool = False,
         within: Within | None = None,
         page: Page | None = None,
+        withheld: Withheld | None = None,
     ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
         Only with `discover` (the CCNow pending list) does an order that is not followed become
         followed. Otherwise its row was deleted by `untrack` after its check began: the untrack
-        wins, and what the check saw is dropped. Returns the number of events queued; `report`
-        counts the orders that went missing. `within` runs in the same transaction, after the
-        rows are written, given the rows as they were before (those of the observations' orders
-        that were followed) and the write's time, and returns events of its own (a CCNow action
-        closes its command).
+        wins, and what the check saw is dropped; so it is, with `discover`, of the orders
+        `withheld()` names (untracked while a CCNow action of theirs was being sent). Returns
+        the number of events queued; `report` counts the orders that went missing. `within`
+        runs in the same transaction, after the rows are written, given the rows as they were
+        before (those of the observations' orders that were followed) and the write's time, and
+        returns events of its own (a CCNow action closes its command).
         `page`: the pass's page of orders, read instead of the database where it holds them.
 
         Notifications' observations that wait for the writer together are committed in one
@@ -130,6 +134,7 @@ class Reconciler:
                 within=within,
                 page=page,
                 reports=None if report is None else [(None, report)],
+                withheld=withheld,
             )
         self.last_write_s = time.monotonic() - began
         self._written(events, references, tally)
@@ -193,6 +198,7 @@ class Reconciler:
         within: Within | None,
         page: Page | None,
         reports: Sequence[tuple[frozenset[OrderKey] | None, PassReport]] | None,
+        withheld: Withheld | None = None,
     ) -> tuple[list[Event], list[Differs], Callable[[], None]]:
         """Write observations in the caller's transaction; return the events queued, the
         references that differ, and what tells the reports once it commits: each counts the
@@ -205,6 +211,9 @@ class Reconciler:
         snapshot = await store.orders.load((o.key for o in observations), page)
         if not discover and len(snapshot) < len(observations):
             observations = [o for o in observations if o.key in snapshot]
+        elif withheld is not None and len(snapshot) < len(observations):
+            out = await withheld()
+            observations = [o for o in observations if o.key in snapshot or o.key not in out]
         failing = await self._failing_accounts(observations)
         result = diff(
             snapshot,
@@ -244,7 +253,7 @@ class Reconciler:
                 )
                 report.note_started_failing(o for o in started if keys is None or o.key in keys)
                 report.doubted.update(
-                    (k.order_id, snapshot[k].next_check_at)
+                    (k.order_id, self._doubt_due(snapshot[k]))
                     for k in doubted
                     if keys is None or k in keys
                 )
@@ -274,8 +283,8 @@ class Reconciler:
             rows.append((state, when))
         # A pending list's line that may lag (diff.lags) writes nothing: the order's query
         # decides, in the pass's query step where it takes it (poller/ccnow.py), else at its
-        # check as planned. Not due at once: a list lagging for hours would have it asked at
-        # every poll.
+        # check as planned or the bound of `_doubt_due`. Not due at once: a list lagging for
+        # hours would have it asked at every poll.
         await store.orders.save(snapshot, rows)
         differs: list[Differs] = []
         if result.references:
@@ -342,6 +351,14 @@ class Reconciler:
                 ),
             )
         self.committed(events)
+
+    def _doubt_due(self, state: OrderState) -> float:
+        """When a poll queries an order whose pending list's line contradicts it (diff.lags):
+        soon when the line may be its next step (the list naming `pending` an order before
+        it), else at its planned check or after `max_interval` (schedule.doubt_due)."""
+        schedule = self.schedules.get((state.key.source, state.key.account))
+        forward = state.status in BEFORE_ACTION and state.status != ACTED_ON
+        return doubt_due(state, schedule, forward=forward)
 
     async def _failing_accounts(self, observations: Sequence[Observation]) -> set[tuple[str, str]]:
         """Return the failing accounts among those whose orders answered "not found" or

@@ -184,7 +184,8 @@ class Runtime:
     async def prune(self) -> None:
         """Delete what the retention window lets go (store/retention.py), but nothing when the
         clock is past what the history vouches for by more than the window: a clock far ahead
-        would prune it all (store/prune_clock.py)."""
+        would prune it all; after a jump seen while this process runs, cut at that bound, not
+        at the clock's word (`store.prune_clock_ahead`, store/prune_clock.py)."""
         receiver = self.config.receiver
         await self._history.prune(
             self.store,

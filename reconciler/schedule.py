@@ -87,6 +87,20 @@ def plan(
     return interval, _within(at, watch_ends)
 
 
+def doubt_due(state: OrderState, schedule: ScheduleConfig | None, *, forward: bool) -> float:
+    """Return when a poll queries an order whose pending list's line contradicts its snapshot
+    (`diff.lags`): at its planned check, and at the latest `max_interval` after its last
+    answered check (an end state, or a settled order past its watch, is never due: while the
+    list went on naming it, a real change was never asked), or `min_interval` after it when
+    the line is the order's likely next step (`forward`: the list names `pending` an order
+    held before it, `processing`), which would else wait for an interval grown to hours."""
+    if schedule is None:
+        return state.next_check_at
+    last = state.last_checked if state.last_checked is not None else 0.0
+    bound = schedule.min_interval_s if forward else schedule.max_interval_s
+    return min(state.next_check_at, last + bound)
+
+
 def _within(at: float, watch_ends: float) -> float:
     """Return the check time `at`, or NEVER when it falls at or after the end of the order's
     watch (model.unwatched: the end itself is past it)."""

@@ -54,7 +54,8 @@ async def catch_up_command(config: Config, args: argparse.Namespace) -> int:
         await rt.delivery.drain(max(end - time.monotonic(), 0.0))
         await rt.prune()  # also lets go of the rows of sinks no longer configured
         # A name no longer configured counts what it held at the start, as its warning said:
-        # the prune let go of its events older than the window, which it never gets now.
+        # the prune let go of what it never gets now (all of it a week after the name was
+        # first found unconfigured, the events older than the window at once).
         undelivered = await rt.store.outbox.pending_counts() | unconfigured
         # A dead letter is an event its sink does not have, as much as a pending one.
         dead = {k: v for k, v in rt.delivery.dead_letters.items() if v}

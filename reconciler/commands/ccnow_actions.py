@@ -24,7 +24,7 @@ from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret, redact
 from reconciler.store import Store, StoreError
 from reconciler.store import commands as cmds
-from reconciler.store.withdraw import WITHDRAWN
+from reconciler.store.withdraw import ASKED, WITHDRAWN
 from reconciler.terminal import shown
 from reconciler.writes.ccnow_actions import (
     BadAction,
@@ -316,7 +316,8 @@ async def resolve_command(
             except NotResolved as exc:
                 refusal = exc
             else:
-                settled = [(c.order_id, c.action, c.id, c.answer) for c in found]
+                said = {c.id: ASKED if c.state == "sending" else c.answer for c in found}
+                settled = [(c.order_id, c.action, c.id, said[c.id]) for c in found]
                 await rt.delivery.drain(DELIVER_TIMEOUT_S)
     if rt is None:
         # Under systemd the daemon always holds the store: it settles the command itself.
@@ -357,18 +358,18 @@ async def _resolve_through_api(
     status, body = answer
     commands = body.get("commands")
     if status in (404, 409):
-        left, queued, sending = (
+        left, queued = (
             [(int(c["id"]), str(c["action"])) for c in body.get(name) or []]
-            for name in ("uncertain", "queued", "sending")
+            for name in ("uncertain", "queued")
         )
         stored = None if action is None else RESOLVE_ACTIONS[action]
-        return NotResolved(order_id, stored, left, queued=queued, sending=sending)
+        return NotResolved(order_id, stored, left, queued=queued)
     if status != 200 or not isinstance(commands, list):
-        say(
-            f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}",
-        )
+        say(f"reconciler: error: the daemon answered HTTP {status}: {body.get('error')}")
         return EX_DATAERR if 400 <= status < 500 else EX_TEMPFAIL
-    return [(str(c["order_id"]), str(c["action"]), c["id"], c["answer"]) for c in commands]
+    sending = [(order_id, str(c["action"]), c["id"], ASKED) for c in body.get("sending") or []]
+    said = [(str(c["order_id"]), str(c["action"]), c["id"], c["answer"]) for c in commands]
+    return said + sending
 
 
 async def _uncertain_accounts(config: Config, order_id: str) -> list[str]:
@@ -387,7 +388,7 @@ async def _uncertain_accounts(config: Config, order_id: str) -> list[str]:
 def _resolved(found: Sequence[Settled], *, sent: bool) -> int:
     """Print one line per settled command."""
     for order_id, action, command_id, answer in found:
-        if (answer or "").startswith(WITHDRAWN):
+        if (answer or "").startswith(WITHDRAWN) or answer == ASKED:
             print(f"{order_id} {action} (command {command_id}): {answer}")
         elif sent:
             print(f"{order_id} {action} sent (command {command_id})")

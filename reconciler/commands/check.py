@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -93,6 +94,7 @@ async def _warn_unconfigured(config: Config) -> None:
     """Say which accounts of the store, and which sink names holding undelivered events, the
     config no longer names (poller/unconfigured.py): a sink's typo is seen before a start."""
     from ..poller import unconfigured as gone
+    from ..store import gone_sinks
     from .orders import peek_store
 
     # `check` judges the config, not the database: a store it cannot read says nothing here.
@@ -104,7 +106,8 @@ async def _warn_unconfigured(config: Config) -> None:
             gone.warn_unconfigured(await gone.unconfigured_accounts(config, store))
             # Found by the outbox's key: no configured sink's backlog is counted.
             sinks = await gone.unconfigured_sinks(config, store)
-            gone.warn_unconfigured_sinks(sinks, config.keep_events_s)
+            since = await gone_sinks.read(store.conn)  # recorded by a start or prune alone
+            gone.warn_unconfigured_sinks(sinks, config.keep_events_s, since, time.time())
 
 
 async def check_online(config: Config) -> int:

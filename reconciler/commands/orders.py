@@ -169,33 +169,55 @@ async def untrack_command(config: Config, args: argparse.Namespace) -> int:
     from ..sinks import sink_names
 
     # Every sink the config names: withdrawing a CCNow order's queued commands stores events.
-    store = await open_store(config, sinks=sink_names(config))
-    if store is None:
-        log.info("orders.untracked", extra=fields(source=source, removed=0))
-        return EX_OK
-    out = withdraw.Withdrawn([], [])
+    # Made before the store, closed after it, as `track`'s (store/files.py).
+    lock = WriterLock(config.store_path, connected=True)
     try:
-        if source == "ccnow":
-            # Its queued commands go with it: one sent later would follow the order again.
-            by, now = withdraw.BY_UNTRACK, time.time()
-            removed, out = await withdraw.untrack(store, account, ids, by=by, now=now)
-        else:
-            removed = await store.orders.untrack(source, account, ids)
+        store = await open_store(config, sinks=sink_names(config))
+        if store is None:
+            log.info("orders.untracked", extra=fields(source=source, removed=0))
+            return EX_OK
+        out = withdraw.Withdrawn([], [])
+        try:
+            if source == "ccnow":
+                await _settle_left_sending(store, lock)
+                # Its queued commands go with it: one sent later would follow the order again.
+                by, now = withdraw.BY_UNTRACK, time.time()
+                removed, out = await withdraw.untrack(store, account, ids, by=by, now=now)
+            else:
+                removed = await store.orders.untrack(source, account, ids)
+        finally:
+            await store.close()
     finally:
-        await store.close()
+        lock.close()
     for c in out.withdrawn:
         print(f"{c.order_id} {c.action} (command {c.id}): {c.answer}")
     for c in out.sending:
-        print(
-            f"{c.order_id} {c.action} (command {c.id}): being sent to CCNow now, not withdrawn; "
-            "its answer ends it (and may follow the order again)"
-        )
+        print(f"{c.order_id} {c.action} (command {c.id}): {withdraw.ASKED}")
     withdrawn = {"withdrawn": [c.id for c in out.withdrawn]} if out.withdrawn else {}
     sending = {"sending": [c.id for c in out.sending]} if out.sending else {}
     log.info(
         "orders.untracked", extra=fields(source=source, removed=removed, **withdrawn, **sending)
     )
     return EX_OK
+
+
+async def _settle_left_sending(store: Store, lock: WriterLock) -> None:
+    """As every writer does at its start, settle what a stopped process left `sending` (a
+    CCNow action queued again, to be withdrawn now), when no process holds the store: one
+    still `sending` is then no post in flight. A holder settled those at its start: one
+    `sending` now is its own post, whose end the withdrawal waits for. The lock, taken, is
+    held until the withdrawal is committed (the caller closes it); asked only when something
+    is left `sending`, so that an untrack beside a daemon starting does not hold its start."""
+    from ..store import StoreLocked, unsettled
+    from ..writes.interrupted import settle_interrupted
+
+    if not await unsettled.left_sending(store):
+        return
+    try:
+        lock.acquire()
+    except StoreLocked:
+        return
+    await settle_interrupted(store)
 
 
 async def _untrack_account(config: Config, source: Source, name: str | None) -> str | None:

@@ -35,8 +35,9 @@ async def status_command(config: Config, args: argparse.Namespace) -> int:
     finally:
         database.close()
     warn_unconfigured(status.unconfigured)
-    gone = {name: (n, oldest) for name, n, oldest in status.unconfigured_sinks}
-    warn_unconfigured_sinks(gone, config.keep_events_s)
+    gone = {name: (n, oldest) for name, n, oldest, _ in status.unconfigured_sinks}
+    since = {name: at for name, _, _, at in status.unconfigured_sinks if at is not None}
+    warn_unconfigured_sinks(gone, config.keep_events_s, since, status.time)
     if args.json:
         print(json.dumps(to_json(status), indent=1, ensure_ascii=False))
     else:

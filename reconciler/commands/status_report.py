@@ -25,7 +25,7 @@ from ..poller.unconfigured import (
     unsettled_writes,
 )
 from ..sinks import sink_names
-from ..store import Store, commands, submissions, unsettled
+from ..store import Store, commands, gone_sinks, submissions, unsettled
 from ..store.files import Unanswered, writer_running
 from ..store.health import Episode, file_size
 from ..store.passes import LastPass, last_pass
@@ -105,8 +105,9 @@ class Status:
     store: StoreStatus
     last_pass: LastPass | None  # None: no pass has finished yet
     unconfigured: tuple[Unconfigured, ...] = ()  # accounts of the store the config does not name
-    # Sink names the config does not name that hold undelivered events: (name, count, oldest).
-    unconfigured_sinks: tuple[tuple[str, int, float], ...] = ()
+    # Sink names the config does not name that hold undelivered events: (name, count, oldest,
+    # when a start or prune first found it unconfigured, None: none has yet).
+    unconfigured_sinks: tuple[tuple[str, int, float, float | None], ...] = ()
 
 
 async def gather_status(
@@ -223,7 +224,8 @@ async def _gather(
     )
     recorded = await store.recorded_failure()
     found = StoreStatus(path, True, file_size(path), _free_bytes(path), recorded)
-    kept = tuple((name, n, oldest) for name, (n, oldest) in gone.items())
+    first = await gone_sinks.read(store.conn)
+    kept = tuple((name, n, oldest, first.get(name)) for name, (n, oldest) in gone.items())
     return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured, kept)
 
 

@@ -63,9 +63,9 @@ class PassReport:
     # a pass later (their failure forgotten with the outage's). A pass in which every order
     # fails leaves its account failing, and drops them.
     outage_failures: list[Observation] = field(default_factory=list)
-    # Orders whose pending list line may lag behind their snapshot (diff.lags), with the time
-    # their check is planned for: the pass's query step asks them, a poll's only those due
-    # (poller/ccnow.py).
+    # Orders whose pending list line may lag behind or contradict their snapshot (diff.lags),
+    # with the time a poll asks them (schedule.doubt_due): the pass's query step asks them, a
+    # poll's only those due (poller/ccnow.py).
     doubted: dict[str, float] = field(default_factory=dict)
 
     def count_unanswered(self, asked: int, error: str | None) -> int:

@@ -9,10 +9,10 @@ all asked, and trying again changes nothing.
 
 So too the undelivered events of a sink name the config no longer names: an unnamed sink is
 named by its type and position (`jsonl`, `jsonl-2`), so removing or adding one renames those
-after it, and a typo renames one. Their backlogs wait under names nothing delivers to, each
-event until it is older than `keep_events` (retention then lets go of it, as of any event), so
-that naming the sink again delivers them. `check`, `run`, `catch-up` and `status` say so;
-`catch-up` counts them undelivered (75).
+after it, and a typo renames one. Their backlogs wait under names nothing delivers to for a week
+from when a start or prune first found the name unconfigured (retention then lets go of them,
+store/gone_sinks.py), so that naming the sink again within it delivers them. `check`, `run`,
+`catch-up` and `status` say so; `catch-up` counts them undelivered (75).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from ..config import Config
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import SOURCES, Source
-from ..store import Store, unsettled
-from ..store.retention import release_after_s
+from ..store import Store, gone_sinks, unsettled
 
 log = logging.getLogger("reconciler.poller")
 
@@ -173,24 +172,35 @@ async def unconfigured_sinks(
     return {sink: since[sink] for sink in gone if sink in since}
 
 
-def warn_unconfigured_sinks(found: Mapping[str, tuple[int, float]], keep_s: float) -> None:
+def warn_unconfigured_sinks(
+    found: Mapping[str, tuple[int, float]],
+    keep_s: float,
+    gone_since: Mapping[str, float],
+    now: float,
+) -> None:
     """One warning line per sink name no longer configured that holds undelivered events;
-    `keep_s`: `[store] keep_events`. Retention lets go of each a week after its event
-    (retention.release_after_s, keep_s when shorter): the hint says when, for the oldest."""
+    `keep_s`: `[store] keep_events`; `gone_since`: when a start or prune first found each name
+    unconfigured (store/gone_sinks.py; none yet: the next one does). Retention lets go of them
+    a week after that, of an event older than keep_s sooner: the hint says when, for the
+    oldest, or that the next prune does when that time is past."""
     for sink, (count, oldest) in found.items():
-        since, after = iso_time(oldest), release_after_s(keep_s)
-        let_go, days = iso_time(oldest + after), f"{round(after / 86400, 3):g}"
+        since = gone_since.get(sink)
+        let_go = gone_sinks.let_go_at(since, oldest, keep_s, now)
+        first = iso_time(since) if since is not None else "not yet: by the next start or prune"
+        when = f"from {iso_time(let_go)}" if let_go > now else "at the next prune"
         log.warning(
             "sinks.sink_not_configured",
             extra=fields(
                 sink=sink,
                 undelivered=count,
-                oldest=since,
+                oldest=iso_time(oldest),
+                gone_since=iso_time(since) if since is not None else None,
                 hint=f"the config names no sink {sink!r} (an unnamed sink is named by its type "
                 "and position: removing or adding one renames those after it); name the sink "
                 f"that should have them name = {sink!r}, or send them with `reconciler replay "
-                f"--sink NAME --since {since}`: retention lets go of each once it is {days} "
-                f"days old (the oldest at {let_go})",
+                f"--sink NAME --since {iso_time(oldest)}`: retention lets go of them 7 days "
+                f"after the name was first found unconfigured ({first}), of an event older "
+                f"than keep_events sooner: the oldest {when}",
             ),
         )
 
@@ -206,7 +216,10 @@ async def warn_not_configured(
     warn_unconfigured(await unconfigured_accounts(config, store), source)
     pending = await store.outbox.pending_counts()  # once: a large backlog costs its count
     sinks = await unconfigured_sinks(config, store, pending)
-    warn_unconfigured_sinks(sinks, config.keep_events_s)
+    # Recorded here too, not at the prune alone: the hint dates the week from this start.
+    found_at = time.time()
+    since = await gone_sinks.note(store, sinks, found_at)
+    warn_unconfigured_sinks(sinks, config.keep_events_s, since, found_at)
     targets: dict[str, str] = {}
 
     def now(salt: bytes) -> dict[str, str]:

@@ -203,8 +203,8 @@ class Orders:
     async def untrack(self, request: web.Request) -> web.Response:
         """DELETE /api/v1/orders/{source}/{order_id}: stop following; 204, as the contract
         says. A CCNow order's queued commands are withdrawn with it: headers name them
-        (`Reconciler-Withdrawn: 10, 11`), and those being sent, which CCNow's answer ends
-        (`Reconciler-Sending`); each is left out when it names none."""
+        (`Reconciler-Withdrawn: 10, 11`), and those being sent, their withdrawal recorded
+        (`Reconciler-Sending`: store/withdraw.py); each is left out when it names none."""
         key, _ = await self.key(request)
         if key.source != "ccnow":
             await self.deps.store.orders.untrack(key.source, key.account, [key.order_id])

@@ -215,8 +215,14 @@ class Writes:
             found = await sender.resolve(account, order_id, sent=sent, action=stored)
         except NotResolved as exc:
             raise _not_resolved(exc) from None
-        resolved = await sender.commands([c.id for c in found])
-        return web.json_response({"commands": [command_json(c) for c in resolved]})
+        resolved = await sender.commands([c.id for c in found if c.state != "sending"])
+        # Being sent, their withdrawal recorded: withdrawn unless CCNow's answer settles them.
+        sending = [
+            {"id": c.id, "action": action_word(c.action)} for c in found if c.state == "sending"
+        ]
+        return web.json_response(
+            {"commands": [command_json(c) for c in resolved], "sending": sending}
+        )
 
     async def ccnow_action(self, request: web.Request) -> web.Response:
         """GET /api/v1/ccnow/actions/{id}: where one command stands."""
@@ -371,19 +377,17 @@ def _submission_json(found: subs.Submission) -> dict[str, object]:
 
 def _not_resolved(exc: NotResolved) -> BadRequest:
     """404 when nothing of the action asked (or nothing at all) is uncertain or, with `"sent":
-    false` and the action named, queued (with none named, `queued` lists those a withdrawal
-    may name); 409 when the order's uncertain commands are of several actions and none was
-    named, or when the one to withdraw is being sent (`sending`); `uncertain` lists them (`id`,
-    `action` as `"action"` takes it) for the caller to choose."""
-    uncertain, queued, sending = (
+    false` and the action named, queued or being sent (with none named, `queued` lists those a
+    withdrawal may name); 409 when the order's uncertain commands are of several actions and
+    none was named; `uncertain` lists them (`id`, `action` as `"action"` takes it) for the
+    caller to choose."""
+    uncertain, queued = (
         [{"id": i, "action": action_word(a)} for i, a in commands]
-        for commands in (exc.uncertain, exc.queued, exc.sending)
+        for commands in (exc.uncertain, exc.queued)
     )
-    listed = {"uncertain": uncertain, "queued": queued, "sending": sending}
+    listed = {"uncertain": uncertain, "queued": queued}
     words = exc.message(lambda w: f'"action": "{w}"')
     if exc.several:
         return BadRequest(409, words, "action", headers=None, **listed)
-    if exc.sending:
-        return BadRequest(409, words, "order_id", headers=None, **listed)
     message = words or f"{exc.order_id} has no uncertain action"
     return BadRequest(404, message, "action" if words else "order_id", headers=None, **listed)

@@ -5,7 +5,8 @@ then `succeeded` or `refused` by CCNow's answer line for its order, or `queued` 
 later `next_attempt_at`) when the answer as a whole failed or had no line that settles its
 order. An `adjust` whose answer was lost or did not settle it (or that a stopped process left
 `sending`) becomes `uncertain`, never re-sent, until a person says `sent` or `not_sent` (with
-an `order.action_resolved`).
+an `order.action_resolved`). One whose withdrawal was asked while it was `sending` is closed
+withdrawn where it would be queued again (store/requeue.py, store/withdraw.py).
 One command per (account, idempotency key), whatever its state.
 """
 
@@ -30,7 +31,7 @@ RETRY_MAX_S = 3600.0  # the longest a queued command waits (a doubling, a Retry-
 _COLUMNS = (
     "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "
     "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since, "
-    "maybe_reached_at, held_since"
+    "maybe_reached_at, held_since, withdraw_asked"
 )
 _UNSENT = f"{_OPEN} AND state IN ('queued', 'sending')"  # no answer has settled them yet
 
@@ -77,6 +78,9 @@ class Command:
     # The first of the answers in a row that settled nothing about it, as `unsettled_since`,
     # but a line saying CCNow is down does not start it again. None: not such an answer.
     held_since: float | None
+    # How its withdrawal was asked while its post was out (store/withdraw.py's `by hand`, `by
+    # untrack`); None: it was not.
+    withdraw_asked: str | None = None
 
 
 def _row(r: Sequence[object]) -> Command:
@@ -295,56 +299,6 @@ async def mark_sending(store: Store, ids: Sequence[int]) -> list[int]:
         if claimed:
             await store.events.skip_seq()
     return claimed
-
-
-async def unclaim(store: Store, ids: Sequence[int]) -> None:
-    """Give back commands claimed for a post that never left (the stop began first): queued as
-    they were, due when they were, the attempt not counted."""
-    async with store.transaction():
-        await store.conn.executemany(
-            "UPDATE commands SET state = 'queued', attempts = attempts - 1 "
-            "WHERE id = ? AND state = 'sending'",
-            [(i,) for i in ids],
-        )
-
-
-async def requeue(
-    store: Store,
-    ids: Sequence[int],
-    *,
-    next_attempt_at: float,
-    why: str,
-    reached_at: float | None = None,
-) -> None:
-    """Put commands whose post failed with no answer of CCNow's about them back in the queue
-    for a later attempt; `reached_at`: the post may have reached CCNow (None: it surely did
-    not). Such a failure (a lost answer, a post turned away, a stop) starts their day again."""
-    async with store.transaction():
-        await requeue_within(
-            store,
-            [(i, why, None, None) for i in ids],
-            next_attempt_at=next_attempt_at,
-            reached_at=reached_at,
-        )
-
-
-async def requeue_within(
-    store: Store,
-    rows: Sequence[tuple[int, str, float | None, float | None]],
-    *,
-    next_attempt_at: float,
-    reached_at: float | None = None,
-) -> None:
-    """Queue commands again inside the caller's transaction, each (id, answer kept, the start
-    of its day of answers that did not settle it, and of those with the lines saying CCNow is
-    down; None: none); `reached_at`: the post may have reached CCNow with them (the first such
-    post is kept)."""
-    await store.conn.executemany(
-        "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ?, "
-        "unsettled_since = ?, held_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?) "
-        "WHERE id = ? AND state IN ('queued', 'sending')",
-        [(next_attempt_at, why, since, held, reached_at, i) for i, why, since, held in rows],
-    )
 
 
 async def note_maybe_reached(store: Store, through: int, at: float) -> None:

@@ -326,6 +326,14 @@ MIGRATIONS: list[str] = [
             WHERE source = old.source AND account = old.account AND order_id = old.order_id;
     END
     """,
+    # 29: when a sink name holding delivery rows was first found unconfigured: retention lets
+    # go of its rows a week from then (store/gone_sinks.py). A name unconfigured at the upgrade
+    # is found by the first start or prune after it
+    "CREATE TABLE gone_sinks (name TEXT PRIMARY KEY, since REAL NOT NULL) WITHOUT ROWID",
+    # 30: how a CCNow command's withdrawal was asked while its post was out (`by hand`, `by
+    # untrack`; store/withdraw.py): a post that ends without CCNow's definite answer closes
+    # it withdrawn instead of queuing it again
+    "ALTER TABLE commands ADD COLUMN withdraw_asked TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

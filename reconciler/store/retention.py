@@ -8,9 +8,10 @@ Every step is a small transaction (CHUNK rows) and yields between them, so a pas
 notification that needs the writer waits for one chunk at most. An event that some sink has not
 confirmed (pending or dead-lettered) is never deleted, whatever its age, nor the `source.failed`
 that began a configured account's failure still going on. A sink no longer configured holds
-nothing back: its undelivered rows of events older than RELEASE_GRACE_S (the window when
-shorter) are deleted first; those of younger events stay, so that a sink renamed by mistake and
-named back delivers its backlog, while a sink removed stops failing catch-ups within a week.
+nothing back: its undelivered rows are deleted first once the name has been unconfigured for
+RELEASE_GRACE_S (store/gone_sinks.py), those of events older than the window at once; until
+then they stay, so that a sink renamed by mistake and named back delivers its backlog, while a
+sink removed stops failing catch-ups within a week.
 
 A pruned order that is found again starts a new history: its row is new, with a new
 `tracked_at`, and event ids include it (events.transition_id), so no id comes back.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from ..json_text import iso_time
 from ..logs import fields
 from ..model import NEVER_SQL, unwatched, watch_from
+from . import gone_sinks
 from .db import Store
 from .event_pages import delivery_sinks
 from .order_sql import unwatched_any
@@ -44,16 +46,6 @@ SETTLED_ORDERS = (
 )
 
 CHUNK = 1000  # rows per transaction
-# Long enough to see the warning (`sinks.sink_not_configured`) and name a renamed sink back,
-# short enough that a sink removed on purpose stops keeping every catch-up at 75.
-RELEASE_GRACE_S = 7 * 86400.0
-
-
-def release_after_s(keep_s: float) -> float:
-    """How old an event is when a sink no longer configured lets go of its row."""
-    return min(RELEASE_GRACE_S, keep_s)
-
-
 _SKIPPED_HINT = (
     "the clock is past the newest event by more than keep_events: check the clock "
     "(a store left unused that long is pruned once a later prune or start finds newer events)"
@@ -72,7 +64,7 @@ class PruneReport:
 
     events: int
     orders: int
-    released: int  # undelivered rows, of events older than release_after_s, of sinks gone
+    released: int  # undelivered rows of sinks gone, a week gone or of events past the window
     kept: int  # events older than the window kept because a sink has not confirmed them
     freed_bytes: int
     writes: int = 0  # CCV submissions and CCNow commands closed before the window
@@ -107,10 +99,9 @@ async def prune(
         said = fields(now=iso_time(now), history_until=until, keep_days=days, hint=_SKIPPED_HINT)
         log.warning("store.prune_skipped", extra=said)
         return PruneReport(0, 0, 0, 0, 0)
-    let_go = now - release_after_s(keep_s)
-    removed, released = await _release_removed_sinks(store, set(sinks), let_go, chunk)
+    removed, released = await gone_sinks.release(store, set(sinks), now, keep_s, chunk)
     events, kept = await _prune_events(store, cutoff, chunk, configured=watched.keys())
-    await _forget_removed_sinks(store, removed)
+    await gone_sinks.forget(store, removed)
     orders = await _prune_orders(store, cutoff, chunk)
     orders += await _prune_settled_orders(store, cutoff, now, watched, chunk)
     unplanned = await _unplan_unwatched(store, now, watched, chunk)
@@ -137,53 +128,6 @@ async def prune(
         ),
     )
     return report
-
-
-async def _release_removed_sinks(
-    store: Store, sinks: set[str], cutoff: float, chunk: int
-) -> tuple[list[str], int]:
-    """Delete the undelivered rows (pending, dead) of the sinks no longer configured whose
-    events are older than `cutoff`, which such a sink so holds back no longer; return those
-    sinks and how many rows. A younger event's row stays: a sink renamed by mistake, named back
-    within the grace, still delivers its backlog. Read along the key (sink, event_seq) from
-    where the last chunk ended, so the rows that stay are read once a run."""
-    removed = [s for s in await delivery_sinks(store.conn) if s not in sinks]
-    total = 0
-    for sink in removed:
-        after = 0
-        while True:
-            async with store.transaction():
-                rows = await store.conn.execute_fetchall(
-                    "SELECT d.event_seq FROM deliveries AS d JOIN events AS e "
-                    "ON e.seq = d.event_seq WHERE d.sink = ? AND d.event_seq > ? "
-                    "AND d.state != 'delivered' AND e.time < ? ORDER BY d.event_seq LIMIT ?",
-                    (sink, after, cutoff, chunk),
-                )
-                old = [int(r[0]) for r in rows]
-                if old:
-                    in_old = marks(len(old))
-                    await store.conn.execute(
-                        f"DELETE FROM deliveries WHERE sink = ? AND event_seq IN ({in_old})",
-                        (sink, *old),
-                    )
-            total += len(old)
-            await asyncio.sleep(0)
-            if len(old) < chunk:
-                break
-            after = old[-1]
-    return removed, total
-
-
-async def _forget_removed_sinks(store: Store, removed: Sequence[str]) -> None:
-    """Delete what is remembered of a sink no longer configured (a 410's disabling) once it
-    has no delivery row left: until then, named again, it goes on as it was."""
-    async with store.transaction():
-        for sink in removed:
-            left = await store.conn.execute_fetchall(
-                "SELECT 1 FROM deliveries WHERE sink = ? LIMIT 1", (sink,)
-            )
-            if not left:
-                await store.conn.execute("DELETE FROM sinks WHERE name = ?", (sink,))
 
 
 async def _prune_events(

@@ -1,14 +1,25 @@
-"""Withdrawing queued CCNow actions: a person's word that one not yet sent must not go
-(`ccnow resolve --not-sent`, the API's resolve with `"sent": false`), and `untrack`, which
-stops following its order.
+"""Withdrawing CCNow actions: a person's word that one not yet sent must not go (`ccnow
+resolve --not-sent`, the API's resolve with `"sent": false`), and `untrack`, which stops
+following its order.
 
-Only a `queued` command is withdrawn: none of its posts is out. Its claim for a post
+A `queued` command is withdrawn at once: none of its posts is out. Its claim for a post
 (`commands.mark_sending`) and its withdrawal each change it only from `queued`, in a
-transaction: whichever commits first wins, and a command being sent is never withdrawn (it
-ends by CCNow's answer). It ends `refused`, with words saying it was withdrawn and an
-`order.action_refused`: the contract's states name no other end, and a client already waits for
-`refused` to mean "CCNow does not get this one". A command requeued after a post whose answer
-was lost may have reached CCNow all the same: its words say so.
+transaction: whichever commits first wins. One `sending` cannot be taken back from the post in
+flight: its withdrawal is recorded on it (`withdraw_asked`, committed with the word). CCNow's
+definite answer to that post still ends it as the answer says (done, refused); a post that ends
+without one (a line saying CCNow is down, a lost answer, a refused connection, a 429 or 503, a
+stop) closes it withdrawn where it would have queued it again (store/requeue.py), and so does
+the next writer's start for one a stopped process left `sending`; a retry within that post is
+not made (`asked`). Nor does that post's answer follow its order again once untracked. An
+`adjust` whose answer was lost becomes `uncertain` as any other does: CCNow may have applied it.
+
+A withdrawn command ends `refused`, with words saying it was withdrawn and an
+`order.action_refused` carrying `withdrawn: true` and `maybe_reached`: whether a post of it
+may have reached CCNow (its answer lost, its process stopped while it was out). Not
+`uncertain`: that state waits for a person's word, and this one was given; it holds an order's
+later discounts back and asks for a `ccnow resolve` an untracked order would never get. A
+client already waits for `refused` to mean "reconciler does not send this one"; `maybe_reached`
+says when CCNow's backroom should be looked at.
 """
 
 from __future__ import annotations
@@ -18,12 +29,17 @@ from dataclasses import dataclass, replace
 
 from ..events import action_event
 from ..model import OrderKey
-from .commands import Command, State, of_order
+from .commands import Command, State, get, of_order
 from .db import Store
 from .unsettled import COMMANDS_OPEN
 
 WITHDRAWN = "withdrawn"  # the first word of a withdrawn command's answer
 BY_HAND, BY_UNTRACK = "by hand", "by untrack"  # how it was withdrawn, in its answer
+# What a withdrawal says of a command being sent (the command line, the API's words)
+ASKED = (
+    "being sent to CCNow now: withdrawn unless CCNow's answer to its post says it was taken "
+    "or refused"
+)
 _MAYBE_REACHED = (
     "; an earlier post of it may have reached CCNow (its answer was lost): "
     "look for it in CCNow's backroom"
@@ -33,15 +49,18 @@ _MAYBE_REACHED = (
 @dataclass(frozen=True, slots=True)
 class Withdrawn:
     """What a withdrawal did: `withdrawn`, the commands closed (as they are now); `sending`,
-    the order's commands it could not withdraw, their post out now."""
+    the order's commands being sent, their withdrawal recorded (`ASKED`)."""
 
     withdrawn: list[Command]
     sending: list[Command]
 
 
-def words(c: Command, by: str) -> str:
-    """The answer a withdrawn command keeps: `by` says how it was withdrawn (`by hand`)."""
+def words(c: Command, by: str, *, sent: bool | None = None) -> str:
+    """The answer a withdrawn command keeps: `by` says how it was withdrawn (`by hand`);
+    `sent`: whether its post was out then (None: whether it is `sending`)."""
     maybe = _MAYBE_REACHED if c.maybe_reached_at is not None else ""
+    if c.state == "sending" if sent is None else sent:
+        return f"{WITHDRAWN} {by} while it was being sent (CCNow's answer settled nothing){maybe}"
     return f"{WITHDRAWN} {by} before it was sent{maybe}"
 
 
@@ -56,7 +75,8 @@ async def withdraw_within(
 ) -> Withdrawn:
     """Inside the caller's transaction, close the queued commands of these orders (of
     `account`; None: of any) as `refused` with words saying so, each with its
-    `order.action_refused`; `ids`: only these of them."""
+    `order.action_refused`, and record the withdrawal on those being sent; `ids`: only these
+    of them."""
     found: list[Command] = []
     sending: list[Command] = []
     for order_id in dict.fromkeys(order_ids):
@@ -64,14 +84,50 @@ async def withdraw_within(
             if ids is not None and c.id not in ids:
                 continue
             (found if c.state == "queued" else sending).append(c)
-    if not found:
-        return Withdrawn([], sending)
+    # The first word asked is kept: it is the one the answer will name.
+    await store.conn.executemany(
+        "UPDATE commands SET withdraw_asked = coalesce(withdraw_asked, ?) WHERE id = ? "
+        "AND state = 'sending'",
+        [(by, c.id) for c in sending],
+    )
+    sending = [replace(c, withdraw_asked=c.withdraw_asked or by) for c in sending]
     closed = [replace(c, state="refused", answer=words(c, by), closed_at=now) for c in found]
+    await _close(store, closed, now, "AND state = 'queued'")
+    return Withdrawn(closed, sending)
+
+
+async def close_asked_within(
+    store: Store,
+    ids: Sequence[int],
+    *,
+    now: float,
+    reached_at: float | None = None,
+    sent: bool = True,
+) -> list[Command]:
+    """Inside the caller's transaction, close withdrawn those of `ids` being sent whose
+    withdrawal was asked, their post ended without CCNow's answer about them (`reached_at`: it
+    may have reached CCNow; not `sent`: it never left, the stop came first); return them,
+    closed."""
+    asked = [c for c in await get(store, ids) if c.state == "sending" and c.withdraw_asked]
+    closed = []
+    for c in asked:
+        c = replace(c, maybe_reached_at=c.maybe_reached_at or reached_at)
+        answer = words(c, c.withdraw_asked or BY_HAND, sent=sent)
+        closed.append(replace(c, state="refused", answer=answer, closed_at=now))
+    await _close(store, closed, now, "AND state = 'sending'")
+    return closed
+
+
+async def _close(store: Store, closed: Sequence[Command], now: float, only: str) -> None:
+    """Store withdrawn commands (`only`: the state each must still be in) and their
+    `order.action_refused`."""
+    if not closed:
+        return
     refused: State = "refused"
     await store.conn.executemany(
-        "UPDATE commands SET state = ?, answer = ?, closed_at = ? WHERE id = ? "
-        "AND state = 'queued'",
-        [(refused, c.answer, now, c.id) for c in closed],
+        "UPDATE commands SET state = ?, answer = ?, closed_at = ?, maybe_reached_at = ? "
+        f"WHERE id = ? {only}",
+        [(refused, c.answer, now, c.maybe_reached_at, c.id) for c in closed],
     )
     orders = await store.orders.load(OrderKey("ccnow", c.account, c.order_id) for c in closed)
     await store.events.add(
@@ -85,14 +141,21 @@ async def withdraw_within(
                 action=c.action,
                 answer=c.answer,
                 time=now,
-                # Never sent: its order is as it was.
+                # Not taken by CCNow (or not known to be): its order is as it was.
                 before=(order := orders.get(OrderKey("ccnow", c.account, c.order_id))),
                 after=order,
+                command={"withdrawn": True, "maybe_reached": c.maybe_reached_at is not None},
             )
             for c in closed
         ]
     )
-    return Withdrawn(closed, sending)
+
+
+async def asked(store: Store, ids: Sequence[int]) -> bool:
+    """Whether a withdrawal was asked of one of these commands while it is being sent: a retry
+    within its post must not post it again (writes/ccnow_send.py gives the post up, and the
+    failure closes it withdrawn)."""
+    return any(c.state == "sending" and c.withdraw_asked for c in await get(store, ids))
 
 
 async def _of_order(store: Store, account: str | None, order_id: str) -> list[Command]:
@@ -113,9 +176,10 @@ async def _of_order(store: Store, account: str | None, order_id: str) -> list[Co
 async def untrack(
     store: Store, account: str | None, order_ids: Sequence[str], *, by: str, now: float
 ) -> tuple[int, Withdrawn]:
-    """Stop following CCNow orders and withdraw their queued commands, in one transaction:
-    a command left queued would be sent later, and its answer would follow its order again.
-    Return how many orders were followed, and what was withdrawn."""
+    """Stop following CCNow orders and withdraw their queued commands (and those being sent,
+    once their post ends without CCNow's definite answer), in one transaction: a command left
+    queued would be sent later, and its answer would follow its order again. Return how many
+    orders were followed, and what was withdrawn."""
     async with store.transaction():
         withdrawn = await withdraw_within(store, account, order_ids, by=by, now=now)
         removed = await store.orders.untrack_within("ccnow", account, order_ids)

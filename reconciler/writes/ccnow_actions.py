@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import aiohttp
 
@@ -34,6 +35,8 @@ from reconciler.sources.errors import SourceError
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.requeue import unclaim
+from reconciler.store.withdraw import asked
 from reconciler.writes.ccnow_close import Closing
 from reconciler.writes.ccnow_form import (
     ACTIONS,
@@ -252,6 +255,7 @@ class ActionSender(Closing):
                 gate=gate,
                 halt=self.in_flight.halt,
                 secrets=self.secrets,
+                withdrawn=partial(asked, self.store, [c.id for c in batch]),
             )
         except asyncio.CancelledError:
             # Cut at the stop's bound (in_flight.Cut) with its post out: it left, and CCNow may
@@ -261,8 +265,9 @@ class ActionSender(Closing):
             raise
         except Stopping:
             # Not posted: as it was before this claim, due for the next start.
-            await cmds.unclaim(self.store, [c.id for c in batch])
-            tally.queued += len(batch)
+            closed = await unclaim(self.store, [c.id for c in batch], now=self.clock())
+            tally.queued += len(batch) - len(closed)
+            tally.refused += len(closed)
             raise
         except NotSent as exc:
             # The connection was never made: queued again, and not counted as sent.
@@ -356,7 +361,7 @@ class ActionSender(Closing):
         which would turn it away for ever: sent again in halves, down to one order; one
         order's alone is refused, with why (not counted sent: its halves are)."""
         if len(batch) > 1:
-            await cmds.unclaim(self.store, [c.id for c in batch])  # not run: no attempt
+            await unclaim(self.store, [c.id for c in batch], now=self.clock())  # not run
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
                 await self._send_batch(cfg, part, tally)

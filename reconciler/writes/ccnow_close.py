@@ -19,7 +19,9 @@ from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.requeue import requeue_within
 from reconciler.store.taken import unconfirmed_event, unheld
+from reconciler.store.withdraw import BY_UNTRACK
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
@@ -158,7 +160,12 @@ class Closing:
         # keeps it (`hidden_reached`), though CCNow's words turned this one away.
         every = refusal is None or reached_before
         marked = {c.id for c in batch} if every else hidden_reached(batch) if hidden else set()
-        await self._commit(batch, closes, again, observations, self.clock() + delay, marked)
+        withdrawn = await self._commit(
+            batch, closes, again, observations, self.clock() + delay, marked
+        )
+        # Those withdrawn while their post was out are closed where they would be queued.
+        closes += [(c.id, c.state, c.answer or "") for c in withdrawn]
+        again = [row for row in again if row[0] not in {c.id for c in withdrawn}]
         log_closed(cfg.name, batch, closes, again, delay, tally)
 
     async def _commit(
@@ -169,9 +176,11 @@ class Closing:
         observations: list[Observation],
         retry_at: float,
         reached: set[int],
-    ) -> None:
+    ) -> list[cmds.Command]:
+        """Commit a post's outcome; return those closed withdrawn (store/withdraw.py)."""
         now = self.clock()
         by_id = {c.id: c for c in batch}
+        withdrawn: list[cmds.Command] = []
 
         async def within(rows: Mapping[OrderKey, OrderState], written: float) -> list[Event]:
             # Closed at the write's time (the `last_checked` of the rows its answers set), not
@@ -181,9 +190,15 @@ class Closing:
             await cmds.close_within(self.store, closes, closed)
             # Those the post may have reached CCNow with keep it (the first such post's time).
             kept = [row for row in again if row[0] not in reached]
-            await cmds.requeue_within(self.store, kept, next_attempt_at=retry_at)
+            withdrawn[:] = await requeue_within(
+                self.store, kept, next_attempt_at=retry_at, now=closed
+            )
             marked = [row for row in again if row[0] in reached]
-            await cmds.requeue_within(self.store, marked, next_attempt_at=retry_at, reached_at=now)
+            withdrawn.extend(
+                await requeue_within(
+                    self.store, marked, next_attempt_at=retry_at, now=closed, reached_at=now
+                )
+            )
             # The rows now (the answer's statuses applied); before: as `apply` found those it
             # applied an answer to (an order not followed then had none), others as they are.
             after = await self.store.orders.load(order_of(by_id[i]) for i, _, _ in closes)
@@ -209,4 +224,12 @@ class Closing:
                     )
             return events
 
-        await self.reconciler.apply(observations, via="action", discover=True, within=within)
+        async def untracked() -> set[OrderKey]:
+            # Untracked while the post was out: its answer does not follow the order again.
+            current = await cmds.get(self.store, list(by_id))
+            return {order_of(c) for c in current if c.withdraw_asked == BY_UNTRACK}
+
+        await self.reconciler.apply(
+            observations, via="action", discover=True, within=within, withheld=untracked
+        )
+        return withdrawn

@@ -10,6 +10,7 @@ from reconciler.config import CCNowConfig
 from reconciler.logs import fields
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.requeue import requeue_within
 from reconciler.writes.ccnow_outcome import RETRY_MAX_S, retry_delay
 from reconciler.writes.ccnow_taken import Tally
 
@@ -72,11 +73,19 @@ async def requeue(
     at = now + delay
     async with store.transaction():
         kept = [r for r in rows if r[0] not in reached]
-        await cmds.requeue_within(store, kept, next_attempt_at=at)
+        closed = await requeue_within(store, kept, next_attempt_at=at, now=now)
         marked = [r for r in rows if r[0] in reached]
-        await cmds.requeue_within(store, marked, next_attempt_at=at, reached_at=now)
-    tally.queued += len(batch)
-    log.warning(
-        "ccnow.action_retry_later",
-        extra=fields(account=cfg.name, **naming(batch), reason=why, retry_in_s=delay),
-    )
+        closed += await requeue_within(store, marked, next_attempt_at=at, now=now, reached_at=now)
+    # Those withdrawn while their post was out are not queued: refused (store/withdraw.py).
+    tally.queued += len(batch) - len(closed)
+    tally.refused += len(closed)
+    if closed:
+        ids = [c.id for c in closed]
+        log.warning("ccnow.action_withdrawn", extra=fields(account=cfg.name, commands=ids))
+    if len(batch) > len(closed):
+        gone = {c.id for c in closed}
+        waits = naming([c for c in batch if c.id not in gone])
+        log.warning(
+            "ccnow.action_retry_later",
+            extra=fields(account=cfg.name, **waits, reason=why, retry_in_s=delay),
+        )

@@ -9,8 +9,9 @@ taken sent, `--not-sent` a discount taken not sent (and a second one could then 
 `--not-sent --action A` for an order with nothing of A uncertain withdraws its queued commands
 of A instead (store/withdraw.py). A withdrawal needs the action named: the same word repeated
 (a person unsure it ran, a client retrying after a lost answer) must not withdraw whatever is
-queued next once the uncertain command it meant is settled. One whose post is out is not
-withdrawn: CCNow's answer ends it.
+queued next once the uncertain command it meant is settled. One of A whose post is out has the
+withdrawal recorded, and is returned still `sending`: CCNow's definite answer to that post ends
+it as it says, a post ending without one closes it withdrawn.
 """
 
 from __future__ import annotations
@@ -51,24 +52,16 @@ Listed = Sequence[tuple[int, str]]  # commands as (id, stored action), oldest fi
 class NotResolved(Exception):
     """Nothing was settled. `action`: the one asked for (a stored name), None for any;
     `uncertain`: the order's uncertain commands; `queued`: its queued ones, where none is
-    uncertain and `--not-sent` named no action (a withdrawal names it); `sending`: those of
-    `action` whose post is out now, where nothing else could be withdrawn."""
+    uncertain and `--not-sent` named no action (a withdrawal names it)."""
 
     def __init__(
-        self,
-        order_id: str,
-        action: str | None,
-        uncertain: Listed,
-        *,
-        queued: Listed = (),
-        sending: Listed = (),
+        self, order_id: str, action: str | None, uncertain: Listed, *, queued: Listed = ()
     ) -> None:
         super().__init__(order_id)
         self.order_id = order_id
         self.action = action
         self.uncertain = list(uncertain)
         self.queued = list(queued)
-        self.sending = list(sending)
 
     @property
     def several(self) -> bool:
@@ -101,12 +94,6 @@ class NotResolved(Exception):
                 f"nothing settled; look in CCNow's backroom for each and settle one at a time "
                 f"with {choices}"
             )
-        if self.sending:
-            return (
-                f"{self.order_id}'s {self.listed(self.sending)} is being sent to CCNow now and "
-                "cannot be withdrawn (nothing settled); once CCNow answers it ends done or "
-                "refused, or uncertain, which this settles then"
-            )
         if self.action is not None and self.uncertain:
             return (
                 f"{self.order_id} has no uncertain {action_word(self.action)} action; "
@@ -128,18 +115,21 @@ async def resolve_by_hand(
     person's word, each with its `order.action_resolved`, and log it; return them. Not sent,
     with none of `action` uncertain (named: never of its one action): withdraw its queued ones
     of `action` so (closed `refused`, with their `order.action_refused`). Raise `NotResolved`
-    when none is settled."""
+    when none is settled. Those of `action` being sent are returned `sending`, their
+    withdrawal recorded (store/withdraw.py)."""
     state: cmds.State = "sent" if sent else "not_sent"
     words = "resolved by hand: " + ("CCNow has it" if sent else "CCNow does not have it")
     found = await _resolve(store, account, order_id, state, words, now, action)
-    withdrawn = [c.id for c in found if c.state == "refused"]
+    withdrawing = any(c.state in ("refused", "sending") for c in found)
+    sending = {"sending": [c.id for c in found if c.state == "sending"]} if withdrawing else {}
     log.info(
-        "ccnow.action_withdrawn" if withdrawn else "ccnow.action_resolved",
+        "ccnow.action_withdrawn" if withdrawing else "ccnow.action_resolved",
         extra=fields(
             account=account,
             order_id=order_id,
-            commands=[c.id for c in found],
-            state="refused" if withdrawn else state,
+            commands=[c.id for c in found if c.state != "sending"],
+            state="refused" if withdrawing else state,
+            **sending,
         ),
     )
     return found
@@ -157,7 +147,7 @@ async def _resolve(
     """Close the chosen uncertain commands as `state` (`sent` or `not_sent`), each with its
     `order.action_resolved`, in one transaction; return them as they were (or, withdrawn, as
     they are). Read in the transaction that closes them: two resolves of one order settle it
-    once, and a command claimed for a post meanwhile is not withdrawn."""
+    once, and a command claimed for a post meanwhile has its withdrawal recorded."""
     async with store.transaction():
         uncertain = await cmds.of_order(store, account, order_id, ["uncertain"])
         found = [c for c in uncertain if action is None or c.action == action]
@@ -203,13 +193,11 @@ async def _withdraw(
     refusal: NotResolved,
     now: float,
 ) -> list[cmds.Command]:
-    """Inside `_resolve`'s transaction, withdraw the order's queued commands of `action`;
-    raise `refusal`, told of those being sent, when none is."""
+    """Inside `_resolve`'s transaction, withdraw the order's queued commands of `action`, and
+    record the withdrawal on those being sent; raise `refusal` when it has none of either."""
     unsent = await cmds.of_order(store, account, order_id, ["queued", "sending"])
-    chosen = [c for c in unsent if c.action == action]
-    ids = [c.id for c in chosen if c.state == "queued"]
+    ids = [c.id for c in unsent if c.action == action]
     if not ids:
-        sending = [(c.id, c.action) for c in chosen]
-        raise NotResolved(order_id, action, refusal.uncertain, sending=sending)
+        raise refusal
     done = await withdraw_within(store, account, [order_id], by=BY_HAND, now=now, ids=ids)
-    return done.withdrawn
+    return done.withdrawn + done.sending

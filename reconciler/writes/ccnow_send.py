@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 
 import aiohttp
@@ -252,6 +252,7 @@ async def post_retrying(
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None,
     retry: RetryConfig,
+    withdrawn: Callable[[], Awaitable[bool]] | None = None,
 ) -> Reply:
     """Post, and again after a lost answer, a 429 or 5xx, or an answer cut off (a refusal's
     too, once its body began), up to `retry.attempts` more times with backoff (a Retry-After's
@@ -262,7 +263,9 @@ async def post_retrying(
     (`reached`: an attempt may have reached CCNow; else nothing ran, the last attempt turned
     away or never sent; `hidden`: an answer may hide that it ran all the same; `wait`: its
     Retry-After), AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping
-    when the stop kept the first attempt back; once `halt` is set, no attempt is made again."""
+    when the stop kept the first attempt back; once `halt` is set, no attempt is made again,
+    nor once `withdrawn()` says a withdrawal of one of its commands was asked (GaveUp: its
+    caller closes those withdrawn, store/withdraw.py)."""
     # `hidden`: an attempt was answered what a post never sent twice would not take for
     # turned away (a 503 without CCNow's words, `Backend fetch failed`): it is tried again,
     # but CCNow may have run it (a tracking upload its retry then finds refused may be there).
@@ -317,6 +320,8 @@ async def post_retrying(
             n >= retry.attempts
             or _queued(retry, wait)
             or not await waited_to_retry(retry, n, wait, halt, log, url, word)
+            # Asked after the wait, which a withdrawal may have come in.
+            or (withdrawn is not None and await withdrawn())
         ):
             raise _gave_up(word, reached, sent_at, answered, wait, hidden)
         n += 1

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from reconciler.store import Store, rewound
 from reconciler.store import commands as cmds
 from reconciler.store import submissions as subs
+from reconciler.store.requeue import requeue
 
 
 async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = lambda: None) -> None:
@@ -30,12 +31,17 @@ async def settle_interrupted(store: Store, *, on_commit: Callable[[], None] = la
         by_account.setdefault(s.account, []).append((s.id, s.external_reference))
     for account, items in by_account.items():
         await submit_uncertain.make_uncertain(store, account, items, "interrupted", now=now)
+    withdrawn = []
     if again := [c.id for c in sending if c.action != "adjust"]:
-        # Stopped while its post was out: the post may have reached CCNow.
-        await cmds.requeue(store, again, next_attempt_at=0.0, why="interrupted", reached_at=now)
+        # Stopped while its post was out: the post may have reached CCNow. One whose
+        # withdrawal was asked meanwhile is closed withdrawn instead (store/withdraw.py).
+        why, at = "interrupted", 0.0
+        withdrawn = await requeue(
+            store, again, next_attempt_at=at, why=why, now=now, reached_at=now
+        )
     if adjusts := [c for c in sending if c.action == "adjust"]:
         await ccnow_outcome.make_uncertain(store, adjusts, "interrupted", now=now)
-    if made or left or adjusts:
+    if made or left or adjusts or withdrawn:
         on_commit()
 
 

@@ -1,5 +1,6 @@
-"""A CCNow pending list's line that may lag behind the status the snapshot holds (diff.lags),
-and the answers that move an order back from where a ship or cancel leads (`moved_back`)."""
+"""A CCNow pending list's line that may lag behind the status the snapshot holds, or contradicts
+it whatever the words (diff.lags), and the answers that move an order back from where a ship or
+cancel leads (`moved_back`)."""
 
 from __future__ import annotations
 
@@ -20,27 +21,41 @@ def held(status: str, **kw: object) -> dict[OrderKey, OrderState]:
 
 
 @pytest.mark.parametrize(
-    "status", ["mark_shipped", "mark_canceled", "completed", "canceled", "refunded", "chargeback"]
+    "status",
+    [
+        *("mark_shipped", "mark_canceled", "completed", "canceled", "refunded", "chargeback"),
+        # End states, a word CCNow does not document, a status before pending: the query said
+        # it, and the list's line contradicting it is no news either.
+        *("declined", "rejected", "test", "shipped_ok", "processing", "received"),
+    ],
 )
-def test_a_list_line_before_the_snapshots_status_is_no_news(status: str) -> None:
+def test_a_list_line_contradicting_the_snapshots_status_is_no_news(status: str) -> None:
     result = diff(held(status), [line()], now=NOW, via="poll", store_id=STORE)
     assert (result.events, result.states, result.doubted) == ([], {}, {CCNOW})
 
 
+def test_a_list_line_with_another_word_contradicts_too() -> None:
+    for before, said in [("mark_shipped", "completed"), ("declined", "Pending Review")]:
+        result = diff(held(before), [line(said)], now=NOW, via="poll", store_id=STORE)
+        assert (result.events, result.states, result.doubted) == ([], {}, {CCNOW})
+
+
 @pytest.mark.parametrize(
-    ("before", "obs"),
+    ("before", "obs", "after"),
     [
-        ("processing", line()),  # an order that became pending: the list says so
-        ("pending", line()),  # the list and the snapshot agree
-        ("mark_shipped", line(listed=False)),  # a query's answer decides
-        ("mark_shipped", line("completed")),  # a line saying a later status is news
+        ("pending", line(), "pending"),  # the list and the snapshot agree
+        # The snapshot says pending: the list's other word is news.
+        ("pending", line("pending review"), "pending review"),
+        ("Shipped_OK", line("shipped_ok"), "Shipped_OK"),  # the same word in another case
+        ("mark_shipped", line(listed=False), "pending"),  # a query's answer decides
+        ("declined", line(listed=False), "pending"),
     ],
-    ids=["became-pending", "agrees", "query", "later-word"],
+    ids=["agrees", "pending-held", "same-word", "query", "query-end-state"],
 )
-def test_other_lines_are_applied_as_before(before: str, obs: Observation) -> None:
+def test_other_lines_are_applied_as_before(before: str, obs: Observation, after: str) -> None:
     result = diff(held(before), [obs], now=NOW, via="poll", store_id=STORE)
     assert result.doubted == set()
-    assert result.states[CCNOW].status == obs.status
+    assert result.states[CCNOW].status == after
 
 
 def test_a_line_for_an_order_reported_not_found_is_applied() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from reconciler.model import Observation, OrderKey, Outcome
+from reconciler.store.commands import Command
 from reconciler.writes.ccnow_actions import ActionSender, build
 from tests.fake_providers import FakeCCNow
 from tests.poller.test_ccnow_lagging_list import SHIPPED
@@ -31,10 +32,10 @@ class ReadFirst(ActionSender):
 
     read: Any = None  # the read, set by the test
 
-    async def _commit(self, *args: Any, **kwargs: Any) -> None:
+    async def _commit(self, *args: Any, **kwargs: Any) -> list[Command]:
         if self.read is not None:
             await self.read()
-        await super()._commit(*args, **kwargs)
+        return await super()._commit(*args, **kwargs)
 
 
 async def test_a_ship_a_query_confirmed_is_not_blamed_for_a_later_unship(

@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from reconciler.config import load_config
-from reconciler.poller.unconfigured import unconfigured_sinks
+from reconciler.json_text import iso_time
+from reconciler.poller.unconfigured import unconfigured_sinks, warn_unconfigured_sinks
 from reconciler.store import Store
 from tests.conftest import (
     WEBHOOK_SECRET,
@@ -206,3 +210,79 @@ async def test_a_name_holding_only_dead_letters_is_said(
         assert await unconfigured_sinks(config, store, pending) == expected
     finally:
         await store.close()
+
+
+async def test_a_name_holding_only_dead_letters_is_said_by_every_command(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # A sink renamed after its receiver dead-lettered two events ten days ago: `check` and
+    # `catch-up` say the name, `catch-up` exits 75 for it, and its own prune keeps the dead
+    # letters (the week counts from the name first found unconfigured, not from the events),
+    # so `status` still lists it and `replay --sink NAME` can still send them.
+    fake_ccnow.orders = {"396101142": "pending", "396101143": "pending"}
+    cfg = write_config(tmp_path, ccnow=fake_ccnow)
+    first = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "5s")
+    assert first.code == 0, first.stderr
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn, conn:
+        conn.execute("UPDATE events SET time = time - 10 * 86400")
+        conn.execute(
+            "INSERT INTO deliveries (sink, event_seq, state, attempts) "
+            "SELECT 'old', seq, 'dead', 3 FROM events"
+        )
+
+    checked = await call_cli("--config", cfg, "check")
+    assert checked.code == 0, checked.stderr
+    assert _warnings(checked.stderr) == [("old", 2)]
+    caught = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s")
+    assert caught.code == 75, caught.stderr
+    assert _warnings(caught.stderr) == [("old", 2)]
+    (done,) = [line for line in caught.log_lines() if line["message"] == "catch-up.done"]
+    assert done["undelivered"] == {"old": 2}
+
+    status = await call_cli("--config", cfg, "status", "--json")
+    assert status.code == 0, status.stderr
+    sinks = {s["name"]: s for s in json.loads(status.stdout)["sinks"]}
+    assert (sinks["old"]["backlog"], sinks["old"]["dead"]) == (0, 2)
+    assert sinks["old"]["configured"] is False
+    assert _warnings(status.stderr) == [("old", 2)]
+    text_status = await call_cli("--config", cfg, "status")
+    assert "old (not configured)" in text_status.stdout
+
+
+def test_the_hint_dates_the_let_go_a_week_from_the_name_first_found_never_in_the_past(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Dated from each event, a backlog ten days old at the rename was "let go of at" a date
+    # already past, as if a deadline ahead; a name no start or prune has found yet has its
+    # week still whole.
+    now, day = 1.8e9, 86400.0
+    oldest = {"old": (2, now - 30 * day)}
+    with caplog.at_level(logging.WARNING, logger="reconciler.poller"):
+        warn_unconfigured_sinks(oldest, 400 * day, {"old": now - 2 * day}, now)
+        warn_unconfigured_sinks(oldest, 400 * day, {}, now)
+        warn_unconfigured_sinks(oldest, 400 * day, {"old": now - 8 * day}, now)
+        warn_unconfigured_sinks(oldest, 31 * day, {"old": now - 2 * day}, now)
+    said = [r.fields for r in caplog.records]  # type: ignore[attr-defined]
+    two, eight = iso_time(now - 2 * day), iso_time(now - 8 * day)
+    assert [s["gone_since"] for s in said] == [two, None, eight, two]
+    hints = [str(s["hint"]) for s in said]
+    ahead = f"keep_events sooner: the oldest from {iso_time(now + 5 * day)}"
+    assert hints[0].endswith(f"first found unconfigured ({two}), of an event older than {ahead}")
+    assert "(not yet: by the next start or prune)" in hints[1]
+    assert hints[1].endswith(f"the oldest from {iso_time(now + 7 * day)}")
+    assert hints[2].endswith("the oldest at the next prune")
+    assert hints[3].endswith(f"the oldest from {iso_time(now + day)}")  # the window's end first
+
+
+def test_a_first_found_time_in_the_future_dates_the_let_go_from_now(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Recorded under a clock a year ahead, since set right: retention counts the week from now
+    # (the next prune takes the time back), the hint said a date a year on.
+    now, day = 1.8e9, 86400.0
+    with caplog.at_level(logging.WARNING, logger="reconciler.poller"):
+        warn_unconfigured_sinks(
+            {"old": (2, now - 30 * day)}, 400 * day, {"old": now + 365 * day}, now
+        )
+    [said] = [r.fields for r in caplog.records]  # type: ignore[attr-defined]
+    assert str(said["hint"]).endswith(f"the oldest from {iso_time(now + 7 * day)}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.requeue import requeue
 
 NOW = 1_000_000.0
 
@@ -15,7 +16,8 @@ NOW = 1_000_000.0
 async def _queued(store: Store, retry_in_s: float) -> int:
     new = cmds.NewCommand("default", "396-10-1142", "adjust", "k", amount="2.00")
     [(command, _)] = await cmds.record(store, [new], NOW)
-    await cmds.requeue(store, [command.id], next_attempt_at=NOW + retry_in_s, why="http 503")
+    at = NOW + retry_in_s
+    await requeue(store, [command.id], next_attempt_at=at, why="http 503", now=NOW)
     return command.id
 
 

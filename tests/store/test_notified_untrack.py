@@ -51,6 +51,8 @@ async def test_the_upgrade_drops_the_notifications_of_orders_no_longer_followed(
     # As the previous schema left it: untracked orders' notifications stood.
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TRIGGER IF EXISTS notified_orders_delete")
+        conn.execute("DROP TABLE gone_sinks")  # migration 29
+        conn.execute("ALTER TABLE commands DROP COLUMN withdraw_asked")  # migration 30
         conn.execute(f"PRAGMA user_version = {LAST_WITHOUT}")
         conn.executemany(
             "INSERT INTO notified_orders VALUES ('ccv', 'default', ?, 10.0, 10.0)",

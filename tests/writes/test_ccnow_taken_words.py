@@ -83,9 +83,11 @@ async def test_a_command_posted_before_the_upgrade_may_have_reached_ccnow(tmp_pa
             "CREATE UNIQUE INDEX submissions_live ON submissions (account, external_reference) "
             "WHERE state != 'failed'"
         )
+        conn.execute("DROP TABLE gone_sinks")  # migration 29
         conn.execute("DROP TRIGGER notified_orders_delete")  # migration 28
         conn.execute("DROP TABLE notified_orders")  # migration 26
         conn.execute("ALTER TABLE sources DROP COLUMN failed_on_key")  # migration 26
+        conn.execute("ALTER TABLE commands DROP COLUMN withdraw_asked")  # migration 30
         conn.execute("PRAGMA user_version = 15")
         conn.executemany(
             "INSERT INTO commands (account, order_id, action, idempotency_key, state, attempts, "

@@ -17,6 +17,7 @@ import pytest
 
 from reconciler.store import Store
 from reconciler.store import commands as cmds
+from reconciler.store.requeue import requeue
 from reconciler.writes.ccnow_taken import Tally
 from reconciler.writes.ccnow_turn import refuse_past_pending
 from tests.conftest import call_cli, write_config
@@ -85,7 +86,8 @@ async def test_a_command_posted_since_it_was_loaded_is_not_refused_at_its_turn(
         # Another sender of the process posted it meanwhile (a proxy's 503 hid the answer): it
         # is queued again, and its order's status, read after CCNow's answer, decides it.
         assert await cmds.mark_sending(store, [stale.id]) == [stale.id]
-        await cmds.requeue(store, [stale.id], next_attempt_at=time.time(), why="http 503")
+        now = time.time()
+        await requeue(store, [stale.id], next_attempt_at=now, why="http 503", now=now)
         tally = Tally()
         await refuse_past_pending(store, [stale], tally, now=time.time())
         assert tally.refused == 0
