@@ -54,6 +54,7 @@ from reconciler.writes.ccnow_send import (
     post_retrying,
     refuses_a_field,
     turned_away,
+    unreadable,
     whole_lines,
 )
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -232,9 +233,8 @@ async def post_batch(
         tried, hidden = reply.tried_before, reply.hidden_before
         return Posted(answer, reply.sent_at, reply.reached_before, None, tried, hidden)
     except ProtocolError:
-        # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
-        # post was applied is unknown.
-        raise Lost("unreadable_answer") from None
+        # Not CCNow's protocol (an HTML page, an empty or unreadable body): did it run?
+        raise unreadable(reply, secrets) from None
     except SourceError:
         # The whole body, an undecided last line too: a line for an order says the post ran.
         if answered_orders(body):
@@ -254,7 +254,7 @@ async def post_batch(
                 said = said[: MAX_TEXT_LENGTH - 1] + "\u2026"
             tried, hidden = reply.tried_before, reply.hidden_before
             return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said, tried, hidden)
-        raise Lost("unreadable_answer") from None
+        raise unreadable(reply, secrets) from None
 
 
 class StatusReads:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 
 import aiohttp
 from yarl import URL
 
 from reconciler.config import RetryConfig
+from reconciler.redact import MIN_BODY_FRAGMENT, mask, text_forms
 from reconciler.sources.ccnow import MAX_BODY_BYTES
 from reconciler.sources.ccnow_answer import Answer, field_names, says_down, speaks_ccnow
 from reconciler.sources.ccnow_cut import is_complete
@@ -32,6 +33,7 @@ from reconciler.writes.once import BodyBroke, NotSent, Uncertain, send_once
 __all__ = [
     "FIELD",
     "NOT_RUN",
+    "UNREADABLE_ANSWER",
     "GaveUp",
     "Lost",
     "post_once",
@@ -77,6 +79,7 @@ class Lost(Exception):
         *,
         cut: Reply | None = None,
         in_part: tuple[Answer, float, bool, bool, bool] | None = None,
+        seen: dict[str, object] | None = None,
     ) -> None:
         super().__init__(word)
         self.wait = wait
@@ -88,6 +91,28 @@ class Lost(Exception):
         # whether one's answer may hide that CCNow ran it (Posted.hidden_before).
         # They close their orders' commands.
         self.in_part = in_part
+        # What came, when it was no CCNow answer (`unreadable`), for its log line alone.
+        self.seen = seen
+
+
+# The word of an answer that is no CCNow answer (an HTML page, an empty or unreadable body).
+UNREADABLE_ANSWER = "unreadable_answer"
+# How much of such an answer its log line shows: enough to tell a gateway's page from a login
+# wall, too little to carry what a log must not (masked all the same).
+SNIPPET_CHARS = 80
+MEDIA_TYPE_CHARS = 80
+
+
+def unreadable(reply: Reply, secrets: Sequence[str]) -> Lost:
+    """A post's answer that is no CCNow answer: whether the post ran is unknown. `seen` says
+    what came (its HTTP status, media type, and its body's start, blanks run together), the
+    account's secrets masked (`secrets`: the password among them) before it is cut."""
+    forms = text_forms(secrets)
+    # Masked whole, then cut: a cut first could leave a secret's start unmasked.
+    text = mask(reply.body.decode("utf-8", "replace"), forms, at_end=MIN_BODY_FRAGMENT)
+    kind = mask(reply.content_type, forms)[:MEDIA_TYPE_CHARS] or None
+    seen = {"http_status": reply.status, "content_type": kind}
+    return Lost(UNREADABLE_ANSWER, seen={**seen, "snippet": " ".join(text.split())[:SNIPPET_CHARS]})
 
 
 class GaveUp(RequestFailed):
