@@ -60,6 +60,7 @@ def diff(
     via: Via,
     store_id: str,
     failing_accounts: Collection[tuple[str, str]] = (),
+    acting: Collection[OrderKey] = (),
 ) -> DiffResult:
     """Apply observations in order to the snapshot; return the touched rows and their events.
 
@@ -69,7 +70,9 @@ def diff(
     NOT_FOUND_CONFIRM_S later says so again, and not while its account (source, account) is in
     `failing_accounts`: a wave of such answers is the account's failure, not the orders'.
     An observation asked before the answer the snapshot holds is skipped (`stale`), and so is
-    a CCNow pending list's line that may lag behind it or contradicts it (`lags`, in `doubted`).
+    a CCNow pending list's line that may lag behind it or contradicts it (`lags`, in `doubted`),
+    or names an order in `acting` (a ship or cancel of it being sent: CCNow's answer to it may
+    have come, and the list lags for hours behind an action; in `doubted` too).
     """
     result = DiffResult()
     for obs in observations:
@@ -77,7 +80,7 @@ def diff(
         # The held time first: a first catch-up's rows hold none, and skip the call.
         if prev is not None and prev.asked_at is not None and stale(prev, obs, now=now):
             continue
-        if obs.listed and prev is not None and lags(prev, obs):
+        if obs.listed and prev is not None and (lags(prev, obs) or obs.key in acting):
             result.doubted.add(obs.key)
             continue
         if obs.outcome is Outcome.OK:

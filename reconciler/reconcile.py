@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .config import Config, ScheduleConfig
@@ -22,7 +22,7 @@ from .schedule import doubt_due, plan, stuck_event
 from .store import Store, after_commit
 from .store.orders import Page
 from .store.references import carried_also
-from .store.taken import contradicted, last_taken, unconfirmed_event
+from .store.taken import acting, contradicted, last_taken, unconfirmed_event
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -37,6 +37,8 @@ Differs = tuple[OrderKey, str, str, list[str]]
 # What runs in an `apply`'s transaction after its rows: given the rows before and the write's
 # time (its rows' `last_checked`), its own events.
 Within = Callable[[Mapping[OrderKey, OrderState], float], Awaitable[Sequence[Event]]]
+# The orders a `discover` write does not follow again, read in its transaction.
+Withheld = Callable[[], Awaitable[Collection[OrderKey]]]
 
 
 class Reconciler:
@@ -95,16 +97,18 @@ class Reconciler:
         discover: bool = False,
         within: Within | None = None,
         page: Page | None = None,
+        withheld: Withheld | None = None,
     ) -> int:
         """Diff observations against the snapshot and commit rows, history and events together.
 
         Only with `discover` (the CCNow pending list) does an order that is not followed become
         followed. Otherwise its row was deleted by `untrack` after its check began: the untrack
-        wins, and what the check saw is dropped. Returns the number of events queued; `report`
-        counts the orders that went missing. `within` runs in the same transaction, after the
-        rows are written, given the rows as they were before (those of the observations' orders
-        that were followed) and the write's time, and returns events of its own (a CCNow action
-        closes its command).
+        wins, and what the check saw is dropped; so it is, with `discover`, of the orders
+        `withheld()` names (untracked while a CCNow action of theirs was being sent). Returns
+        the number of events queued; `report` counts the orders that went missing. `within`
+        runs in the same transaction, after the rows are written, given the rows as they were
+        before (those of the observations' orders that were followed) and the write's time, and
+        returns events of its own (a CCNow action closes its command).
         `page`: the pass's page of orders, read instead of the database where it holds them.
 
         Notifications' observations that wait for the writer together are committed in one
@@ -130,6 +134,7 @@ class Reconciler:
                 within=within,
                 page=page,
                 reports=None if report is None else [(None, report)],
+                withheld=withheld,
             )
         self.last_write_s = time.monotonic() - began
         self._written(events, references, tally)
@@ -193,6 +198,7 @@ class Reconciler:
         within: Within | None,
         page: Page | None,
         reports: Sequence[tuple[frozenset[OrderKey] | None, PassReport]] | None,
+        withheld: Withheld | None = None,
     ) -> tuple[list[Event], list[Differs], Callable[[], None]]:
         """Write observations in the caller's transaction; return the events queued, the
         references that differ, and what tells the reports once it commits: each counts the
@@ -205,6 +211,9 @@ class Reconciler:
         snapshot = await store.orders.load((o.key for o in observations), page)
         if not discover and len(snapshot) < len(observations):
             observations = [o for o in observations if o.key in snapshot]
+        elif withheld is not None and len(snapshot) < len(observations):
+            out = await withheld()
+            observations = [o for o in observations if o.key in snapshot or o.key not in out]
         failing = await self._failing_accounts(observations)
         result = diff(
             snapshot,
@@ -213,6 +222,7 @@ class Reconciler:
             via=via,
             store_id=store.store_id,
             failing_accounts=failing,
+            acting=await acting(store, [o.key for o in observations if o.listed]),
         )
         # A check that failed while its account fails is the outage's failure until the pass
         # finds the account answering (`Coordinator.settle` writes it again then).

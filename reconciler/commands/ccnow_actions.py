@@ -25,7 +25,6 @@ from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds
 from reconciler.store import Store, StoreError
 from reconciler.store import commands as cmds
 from reconciler.store.withdraw import ASKED, WITHDRAWN
-from reconciler.terminal import shown
 from reconciler.writes.ccnow_actions import (
     BadAction,
     Tally,
@@ -36,6 +35,7 @@ from reconciler.writes.ccnow_actions import (
 from reconciler.writes.ccnow_keys import made_before
 from reconciler.writes.ccnow_outcome import second_discount
 from reconciler.writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved
+from reconciler.writes.ccnow_taken import UNCONFIRMED, answer_word
 from reconciler.writes.ccnow_turn import past_pending
 from reconciler.writes.daemon_api import held_elsewhere, post_to_api
 
@@ -45,7 +45,6 @@ log = logging.getLogger("reconciler.writes.ccnow_actions")
 
 DELIVER_TIMEOUT_S = 10.0
 Settled = tuple[str, str, object, str | None]  # a command's order id, action, id, answer
-ON_ITS_WAY = "on its way, no answer yet"  # a command another request's post carries
 
 
 def exit_code(tally: Tally) -> int:
@@ -148,7 +147,7 @@ async def _dry_run(config: Config, cfg: CCNowConfig, new: Sequence[cmds.NewComma
             continue
         say(
             f"reconciler: {c.order_id} {c.action} left out: made before with this key "
-            f"(command {before.id}, {before.state}: {_answer_word(before.state, before.answer)})",
+            f"(command {before.id}, {before.state}: {answer_word(before.state, before.answer)})",
             logging.WARNING,
         )
         tally.count(before.state)
@@ -220,14 +219,6 @@ def _due(c: cmds.Command) -> bool:
     return c.state == "queued" and cmds.is_due(c, time.time())
 
 
-def _answer_word(state: str, answer: str | None) -> str:
-    """CCNow's answer to a command, as it came (`shown`); `-` for none, but a command being
-    sent, which a post under way carries (the dry run says it as the real run does)."""
-    if answer:
-        return shown(answer)
-    return ON_ITS_WAY if state == "sending" else "-"
-
-
 def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: int) -> int:
     """Print one line per order and the summary line; return the exit code."""
     tally = Tally(sent=sent)
@@ -237,8 +228,11 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
         if r.get("next_attempt_at"):  # queued, waiting for its time (a Retry-After's)
             where += f", not posted before {r['next_attempt_at']}"
         outcome = str(r["outcome"])  # the command's own word: `succeeded`, `not_sent`, ...
-        answer = _answer_word(outcome, str(r["answer"]) if r["answer"] else None)
+        answer = answer_word(outcome, str(r["answer"]) if r["answer"] else None)
         print(f"{r['order_id']} {r['action']} {outcome}: {answer} ({where}){again}")
+        if r.get("unconfirmed"):
+            # Its close raised `order.action_unconfirmed`: said here too, where it was asked.
+            print(f"{r['order_id']} {r['action']} unconfirmed: {UNCONFIRMED} ({where})")
         tally.count(outcome)
     code = exit_code(tally)
     # Under journald: an error line when one was refused, a warning when some wait, else info.

@@ -11,10 +11,12 @@ event older than `keep_events` goes at once, as any event of that age would.
 The time is recorded by the first start (`run`, `catch-up`) or prune that finds the name, and
 dropped once the name is configured again or holds no row any more. A time in the future (a
 clock put ahead when it was recorded, set right since) is taken back to now: no first finding
-is later than a finding now. Retention's clock rules hold (prune_clock.History): while the
-clock is seen put ahead, a prune's `now` is the time the history vouches for, so such a step
-does not pass the week at once; a start under a clock stepped while no process ran takes it at
-its word, as it does for the history itself."""
+is later than a finding now. A clock behind (a box without a hardware clock, started before it
+is set) records or lowers no time below the newest the store holds (its newest event, an
+account's last poll): no finding is earlier than that. Retention's clock rules hold
+(prune_clock.History): while the clock is seen put ahead, a prune's `now` is the time the
+history vouches for, so such a step does not pass the week at once; a start under a clock
+stepped while no process ran takes it at its word, as it does for the history itself."""
 
 from __future__ import annotations
 
@@ -35,9 +37,22 @@ RELEASE_GRACE_S = 7 * 86400.0
 
 async def note(store: Store, gone: Collection[str], now: float) -> dict[str, float]:
     """Record `now` for each of `gone` (the unconfigured names holding rows) not recorded yet,
-    or recorded later than `now`; forget every other name; return each one's time."""
+    or recorded later than `now`; forget every other name; return each one's time. A `now`
+    before the newest time the store holds (an event's, an account's last poll) is taken for
+    that time."""
     async with store.transaction():
         conn = store.conn
+        # A clock behind (a box without a hardware clock, started before it is set) would
+        # record or lower the time by as much, and the next prune under a right clock would
+        # find the week long past and let go of every row at once. No finding is earlier than
+        # the newest time this store's clock wrote: its newest event (the time index answers)
+        # or an account's last poll, which a quiet store still writes (a few rows).
+        [(newest,)] = await conn.execute_fetchall(
+            "SELECT max(coalesce((SELECT max(time) FROM events), 0), "
+            "coalesce((SELECT max(max(coalesce(last_success, 0), coalesce(last_failure, 0))) "
+            "FROM sources), 0))"
+        )
+        now = max(now, float(newest))
         names = sorted(gone)
         await conn.execute(
             f"DELETE FROM gone_sinks WHERE name NOT IN ({marks(len(names))})", tuple(names)
@@ -58,8 +73,11 @@ async def read(conn: aiosqlite.Connection) -> dict[str, float]:
 
 def let_go_at(since: float | None, oldest: float, keep_s: float, now: float) -> float:
     """When retention lets go of the oldest undelivered event of a name first found
-    unconfigured at `since` (None: not yet, the next start or prune finds it at `now`)."""
-    return min((now if since is None else since) + RELEASE_GRACE_S, oldest + keep_s)
+    unconfigured at `since` (None: not yet, the next start or prune finds it at `now`). A
+    `since` in the future (recorded under a clock since set back) is taken for `now`, as the
+    next start or prune records it."""
+    found = now if since is None else min(since, now)
+    return min(found + RELEASE_GRACE_S, oldest + keep_s)
 
 
 async def release(

@@ -16,7 +16,7 @@ async def unclaim(store: Store, ids: Sequence[int], *, now: float) -> list[Comma
     """Give back commands claimed for a post that never left (the stop began first): queued as
     they were, due when they were, the attempt not counted; return those closed withdrawn."""
     async with store.transaction():
-        closed = await close_asked_within(store, ids, now=now)
+        closed = await close_asked_within(store, ids, now=now, sent=False)
         await store.conn.executemany(
             "UPDATE commands SET state = 'queued', attempts = attempts - 1 "
             "WHERE id = ? AND state = 'sending'",

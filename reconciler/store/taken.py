@@ -5,7 +5,7 @@ and so does one recorded before such an action closed that leaves its order ther
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ..diff import BEFORE_ACTION
 from ..events import Event, action_event, event_id
@@ -34,6 +34,22 @@ async def last_taken(store: Store, keys: Iterable[OrderKey]) -> dict[OrderKey, C
     return {ids[c.id]: c for c in await get(store, list(ids))}
 
 
+async def acting(store: Store, keys: Sequence[OrderKey]) -> set[OrderKey]:
+    """Return those of CCNow orders (`keys`, a pending list's) a ship or cancel of is being
+    sent (`sending`): its answer may have come, its close not committed yet. Their list lines
+    are no news (diff.lags): the list lags for hours behind an action, and a line saying
+    `pending` committed before the close would make the answer's line older news, and the
+    close warn the action did not take. One read per list, of the few posts out."""
+    if not keys:
+        return set()
+    rows = await store.conn.execute_fetchall(
+        "SELECT account, order_id FROM commands WHERE state = 'sending' "
+        "AND action IN ('ship', 'cancel')"
+    )
+    out = {OrderKey("ccnow", account, order_id) for account, order_id in rows}
+    return out.intersection(keys)
+
+
 def contradicted(taken: Command, before: OrderState) -> bool:
     """Whether a read that moved an order back (`before`: its row before that read) contradicts
     `taken`, its latest ship or cancel answered as taken: unless a read applied after the
@@ -45,8 +61,9 @@ def contradicted(taken: Command, before: OrderState) -> bool:
     before the command closed, is after CCNow ran the action. Its time is not compared again
     (a wall clock put back after the close would hide a contradiction).
 
-    A read confirmed the action when the status the row holds, which only a status read sets,
-    is one the action leads to, and that read was applied after the close (`last_checked`, the
+    A read confirmed the action when the status the row holds, which only a status line sets
+    (a query's, a pending list's, a `track`'s, the action's own), is one the action leads to,
+    and that line was applied after the close (`last_checked`, the
     time of the write that applied it: a "not found" since, confirmed or not, leaves both as
     they were). The command closed in the write that applied its own answer's line, and its
     `closed_at` is that write's time (writes/ccnow_close.py): the line is never taken for a
@@ -65,13 +82,20 @@ def contradicted(taken: Command, before: OrderState) -> bool:
 
 def unheld(taken: Command, after: OrderState | None) -> bool:
     """Whether a ship or cancel closing as taken left its order's row (`after`, as the close's
-    write made it) at a status before the action: a read applied before the close, sent after
-    the answer came, said so, and the answer's line was older news than it (diff.stale). No
-    later read moves that order back: the close itself contradicts the action."""
+    write made it) at a status before the action: a query applied before the close, sent after
+    the answer came (or while the post waited for it, saying a hold: it may be after CCNow ran
+    the action), said so, and the answer's line was older news than it (diff.stale). No later
+    read moves that order back: the close itself contradicts the action.
+
+    Only a query's status: a pending list's line is no news while the post is out (diff,
+    `acting`), and a "not found" since the last status (`missing_since`, unconfirmed: the row
+    keeps its status) confirms nothing, though it made the answer's line older news. Such an
+    order is checked again within minutes (schedule.plan) and reads where the action left it."""
     return (
         taken.action in TAKEN
         and after is not None
         and not after.not_found
+        and after.missing_since is None
         and after.status in BEFORE_ACTION
     )
 

@@ -9,8 +9,9 @@ flight: its withdrawal is recorded on it (`withdraw_asked`, committed with the w
 definite answer to that post still ends it as the answer says (done, refused); a post that ends
 without one (a line saying CCNow is down, a lost answer, a refused connection, a 429 or 503, a
 stop) closes it withdrawn where it would have queued it again (store/requeue.py), and so does
-the next writer's start for one a stopped process left `sending`. An `adjust` whose answer was
-lost becomes `uncertain` as any other does: CCNow may have applied it.
+the next writer's start for one a stopped process left `sending`; a retry within that post is
+not made (`asked`). Nor does that post's answer follow its order again once untracked. An
+`adjust` whose answer was lost becomes `uncertain` as any other does: CCNow may have applied it.
 
 A withdrawn command ends `refused`, with words saying it was withdrawn and an
 `order.action_refused` carrying `withdrawn: true` and `maybe_reached`: whether a post of it
@@ -54,10 +55,11 @@ class Withdrawn:
     sending: list[Command]
 
 
-def words(c: Command, by: str) -> str:
-    """The answer a withdrawn command keeps: `by` says how it was withdrawn (`by hand`)."""
+def words(c: Command, by: str, *, sent: bool | None = None) -> str:
+    """The answer a withdrawn command keeps: `by` says how it was withdrawn (`by hand`);
+    `sent`: whether its post was out then (None: whether it is `sending`)."""
     maybe = _MAYBE_REACHED if c.maybe_reached_at is not None else ""
-    if c.state == "sending":
+    if c.state == "sending" if sent is None else sent:
         return f"{WITHDRAWN} {by} while it was being sent (CCNow's answer settled nothing){maybe}"
     return f"{WITHDRAWN} {by} before it was sent{maybe}"
 
@@ -95,16 +97,22 @@ async def withdraw_within(
 
 
 async def close_asked_within(
-    store: Store, ids: Sequence[int], *, now: float, reached_at: float | None = None
+    store: Store,
+    ids: Sequence[int],
+    *,
+    now: float,
+    reached_at: float | None = None,
+    sent: bool = True,
 ) -> list[Command]:
     """Inside the caller's transaction, close withdrawn those of `ids` being sent whose
     withdrawal was asked, their post ended without CCNow's answer about them (`reached_at`: it
-    may have reached CCNow); return them, closed."""
+    may have reached CCNow; not `sent`: it never left, the stop came first); return them,
+    closed."""
     asked = [c for c in await get(store, ids) if c.state == "sending" and c.withdraw_asked]
     closed = []
     for c in asked:
         c = replace(c, maybe_reached_at=c.maybe_reached_at or reached_at)
-        answer = words(c, c.withdraw_asked or BY_HAND)
+        answer = words(c, c.withdraw_asked or BY_HAND, sent=sent)
         closed.append(replace(c, state="refused", answer=answer, closed_at=now))
     await _close(store, closed, now, "AND state = 'sending'")
     return closed
@@ -141,6 +149,13 @@ async def _close(store: Store, closed: Sequence[Command], now: float, only: str)
             for c in closed
         ]
     )
+
+
+async def asked(store: Store, ids: Sequence[int]) -> bool:
+    """Whether a withdrawal was asked of one of these commands while it is being sent: a retry
+    within its post must not post it again (writes/ccnow_send.py gives the post up, and the
+    failure closes it withdrawn)."""
+    return any(c.state == "sending" and c.withdraw_asked for c in await get(store, ids))
 
 
 async def _of_order(store: Store, account: str | None, order_id: str) -> list[Command]:

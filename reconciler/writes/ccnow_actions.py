@@ -24,16 +24,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import aiohttp
 
 from reconciler.config import CCNowConfig
+from reconciler.logs import fields
 from reconciler.reconcile import Reconciler
 from reconciler.sources.errors import SourceError
 from reconciler.sources.http import Gates
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import unclaim
+from reconciler.store.withdraw import asked
 from reconciler.writes.ccnow_close import Closing
 from reconciler.writes.ccnow_form import (
     ACTIONS,
@@ -62,7 +65,7 @@ from reconciler.writes.ccnow_outcome import (
     sort_out,
 )
 from reconciler.writes.ccnow_post import Lost, Refused, TurnedAway, post_batch
-from reconciler.writes.ccnow_requeue import not_before, requeue
+from reconciler.writes.ccnow_requeue import naming, not_before, requeue
 from reconciler.writes.ccnow_resolve import resolve_by_hand
 from reconciler.writes.ccnow_taken import Taken, Tally, command_json
 from reconciler.writes.ccnow_turn import refuse_past_pending, refuse_second
@@ -178,7 +181,8 @@ class ActionSender(Closing):
                 del self._taken[i]
         rows = await cmds.get(self.store, ids)
         held = {} if cut else await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
-        return Taken(rows, earlier, waiting, len(tally.posted & set(ids)), held, cut)
+        sent, unconfirmed = len(tally.posted & set(ids)), frozenset(tally.unconfirmed & set(ids))
+        return Taken(rows, earlier, waiting, sent, held, cut, unconfirmed)
 
     def _sendable(self, commands: Sequence[cmds.Command], mine: object) -> list[cmds.Command]:
         """The commands no other request than `mine` (None: any) recorded and sends itself."""
@@ -252,7 +256,14 @@ class ActionSender(Closing):
                 gate=gate,
                 halt=self.in_flight.halt,
                 secrets=self.secrets,
+                withdrawn=partial(asked, self.store, [c.id for c in batch]),
             )
+        except asyncio.CancelledError:
+            # Cut at the stop's bound (in_flight.Cut) with its post out: it left, and CCNow may
+            # have run it (it stays `sending`), so it counts as sent.
+            if self.in_flight.halt.went_out():
+                tally.post(batch)
+            raise
         except Stopping:
             # Not posted: as it was before this claim, due for the next start.
             closed = await unclaim(self.store, [c.id for c in batch], now=self.clock())
@@ -265,6 +276,9 @@ class ActionSender(Closing):
             return
         except Lost as exc:
             tally.post(batch)
+            if exc.seen is not None:  # no CCNow answer: what came, for whoever looks into it
+                seen = fields(account=cfg.name, **naming(batch), **exc.seen)
+                log.warning("ccnow.answer_unreadable", extra=seen)
             if exc.in_part is not None:  # whole lines for some orders came before it was lost
                 await self._close_in_part(cfg, batch, exc, tally, once=once)
                 return
@@ -322,10 +336,11 @@ class ActionSender(Closing):
                 return
             # Turned away before it ran (a rate limit, a login wall, a wrong url): not posted
             # again before its Retry-After asks.
-            tally.post(batch)
             wait = exc.wait if isinstance(exc, TurnedAway) else None
             # A tracking upload an attempt's answer may hide CCNow ran keeps that it may have.
             hidden = isinstance(exc, TurnedAway) and exc.hidden
+            if hidden or not isinstance(exc, TurnedAway):
+                tally.post(batch)  # not counted sent where surely no attempt reached CCNow
             await requeue(
                 self.store, self.clock(), cfg, batch, str(exc), tally, wait=wait, hidden=hidden
             )

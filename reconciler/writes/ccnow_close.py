@@ -21,6 +21,7 @@ from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import requeue_within
 from reconciler.store.taken import unconfirmed_event, unheld
+from reconciler.store.withdraw import BY_UNTRACK
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
@@ -160,7 +161,7 @@ class Closing:
         every = refusal is None or reached_before
         marked = {c.id for c in batch} if every else hidden_reached(batch) if hidden else set()
         withdrawn = await self._commit(
-            batch, closes, again, observations, self.clock() + delay, marked
+            batch, closes, again, observations, self.clock() + delay, marked, tally
         )
         # Those withdrawn while their post was out are closed where they would be queued.
         closes += [(c.id, c.state, c.answer or "") for c in withdrawn]
@@ -175,6 +176,7 @@ class Closing:
         observations: list[Observation],
         retry_at: float,
         reached: set[int],
+        tally: Tally,
     ) -> list[cmds.Command]:
         """Commit a post's outcome; return those closed withdrawn (store/withdraw.py)."""
         now = self.clock()
@@ -209,7 +211,9 @@ class Closing:
                 events.append(event_of(self.store, c, state, words, closed, before, after.get(key)))
                 if state == "succeeded" and unheld(c, after.get(key)):
                     # A read sent after the answer came, committed first, said the order before
-                    # the action: named now, as a read moving it back later would be.
+                    # the action: named now, as a read moving it back later would be, and in
+                    # the reply to the request that sent it (Taken.unconfirmed).
+                    tally.unconfirmed.add(c.id)
                     store_id = self.store.store_id
                     events.append(
                         unconfirmed_event(
@@ -223,5 +227,12 @@ class Closing:
                     )
             return events
 
-        await self.reconciler.apply(observations, via="action", discover=True, within=within)
+        async def untracked() -> set[OrderKey]:
+            # Untracked while the post was out: its answer does not follow the order again.
+            current = await cmds.get(self.store, list(by_id))
+            return {order_of(c) for c in current if c.withdraw_asked == BY_UNTRACK}
+
+        await self.reconciler.apply(
+            observations, via="action", discover=True, within=within, withheld=untracked
+        )
         return withdrawn

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 from urllib.parse import urlencode
@@ -54,6 +54,7 @@ from reconciler.writes.ccnow_send import (
     post_retrying,
     refuses_a_field,
     turned_away,
+    unreadable,
     whole_lines,
 )
 from reconciler.writes.in_flight import InFlight, Stopping
@@ -148,12 +149,12 @@ async def post_batch(
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None = None,
     secrets: Sequence[str] = (),
+    withdrawn: Callable[[], Awaitable[bool]] | None = None,
 ) -> Posted:
-    """Post one batch; return the answer. Raise Stopping, NotSent, Lost, Refused or
-    TurnedAway. Once
-    `halt` is set (the daemon stops), nothing is posted (Stopping), and a failed attempt is not
-    retried. Each attempt waits for its turn within the account's bound `gate`. `secrets`: the
-    config's besides the password, masked in CCNow's words and never taken for a status."""
+    """Post one batch; return the answer. Raise Stopping, NotSent, Lost, Refused or TurnedAway.
+    Once `halt` is set (the daemon stops) nothing is posted (Stopping) and no failed attempt is
+    retried, nor once `withdrawn()` says one of its commands was withdrawn. Each attempt waits
+    its turn in the account's `gate`. `secrets`: the config's, masked, never taken for a status."""
     if halt is not None and halt.is_set():
         raise Stopping
     data = urlencode(form(cfg, batch)).encode("ascii")
@@ -165,7 +166,7 @@ async def post_batch(
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
     try:
         sent = (session, URL(cfg.url), headers, data, timeout, gate, halt)
-        reply = await (post_once(*sent) if once else post_retrying(*sent, cfg.retry))
+        reply = await (post_once(*sent) if once else post_retrying(*sent, cfg.retry, withdrawn))
     except Lost as exc:
         if exc.cut is None:
             raise
@@ -232,9 +233,8 @@ async def post_batch(
         tried, hidden = reply.tried_before, reply.hidden_before
         return Posted(answer, reply.sent_at, reply.reached_before, None, tried, hidden)
     except ProtocolError:
-        # Not CCNow's protocol (an HTML page, an empty or unreadable body): whether the
-        # post was applied is unknown.
-        raise Lost("unreadable_answer") from None
+        # Not CCNow's protocol (an HTML page, an empty or unreadable body): did it run?
+        raise unreadable(reply, secrets) from None
     except SourceError:
         # The whole body, an undecided last line too: a line for an order says the post ran.
         if answered_orders(body):
@@ -254,7 +254,7 @@ async def post_batch(
                 said = said[: MAX_TEXT_LENGTH - 1] + "\u2026"
             tried, hidden = reply.tried_before, reply.hidden_before
             return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said, tried, hidden)
-        raise Lost("unreadable_answer") from None
+        raise unreadable(reply, secrets) from None
 
 
 class StatusReads:

@@ -14,10 +14,22 @@ from reconciler.store.requeue import requeue_within
 from reconciler.writes.ccnow_outcome import RETRY_MAX_S, retry_delay
 from reconciler.writes.ccnow_taken import Tally
 
-__all__ = ["hidden_reached", "not_before", "requeue"]
+__all__ = ["NAMED_AT_MOST", "hidden_reached", "naming", "not_before", "requeue"]
 
 # The actions' logger: the line is logged under the name operators filter on.
 log = logging.getLogger("reconciler.writes.ccnow_actions")
+
+
+# How many of a post's orders and commands its line names: which ones wait, without a line
+# as long as the post (a batch of 100).
+NAMED_AT_MOST = 5
+
+
+def naming(batch: Sequence[cmds.Command]) -> dict[str, object]:
+    """A post's commands as a log line names them: how many, and the first orders and ids."""
+    first = batch[:NAMED_AT_MOST]
+    ids = {"order_ids": [c.order_id for c in first], "command_ids": [c.id for c in first]}
+    return {"commands": len(batch), **ids}
 
 
 def hidden_reached(batch: Sequence[cmds.Command]) -> set[int]:
@@ -70,8 +82,10 @@ async def requeue(
     if closed:
         ids = [c.id for c in closed]
         log.warning("ccnow.action_withdrawn", extra=fields(account=cfg.name, commands=ids))
-    if queued := len(batch) - len(closed):
+    if len(batch) > len(closed):
+        gone = {c.id for c in closed}
+        waits = naming([c for c in batch if c.id not in gone])
         log.warning(
             "ccnow.action_retry_later",
-            extra=fields(account=cfg.name, commands=queued, reason=why, retry_in_s=delay),
+            extra=fields(account=cfg.name, **waits, reason=why, retry_in_s=delay),
         )

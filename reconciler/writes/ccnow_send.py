@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 
 import aiohttp
 from yarl import URL
 
 from reconciler.config import RetryConfig
+from reconciler.redact import MIN_BODY_FRAGMENT, mask, text_forms
 from reconciler.sources.ccnow import MAX_BODY_BYTES
 from reconciler.sources.ccnow_answer import Answer, field_names, says_down, speaks_ccnow
 from reconciler.sources.ccnow_cut import is_complete
@@ -31,6 +33,7 @@ from reconciler.writes.once import BodyBroke, NotSent, Uncertain, send_once
 __all__ = [
     "FIELD",
     "NOT_RUN",
+    "UNREADABLE_ANSWER",
     "GaveUp",
     "Lost",
     "post_once",
@@ -76,6 +79,7 @@ class Lost(Exception):
         *,
         cut: Reply | None = None,
         in_part: tuple[Answer, float, bool, bool, bool] | None = None,
+        seen: dict[str, object] | None = None,
     ) -> None:
         super().__init__(word)
         self.wait = wait
@@ -87,6 +91,28 @@ class Lost(Exception):
         # whether one's answer may hide that CCNow ran it (Posted.hidden_before).
         # They close their orders' commands.
         self.in_part = in_part
+        # What came, when it was no CCNow answer (`unreadable`), for its log line alone.
+        self.seen = seen
+
+
+# The word of an answer that is no CCNow answer (an HTML page, an empty or unreadable body).
+UNREADABLE_ANSWER = "unreadable_answer"
+# How much of such an answer its log line shows: enough to tell a gateway's page from a login
+# wall, too little to carry what a log must not (masked all the same).
+SNIPPET_CHARS = 80
+MEDIA_TYPE_CHARS = 80
+
+
+def unreadable(reply: Reply, secrets: Sequence[str]) -> Lost:
+    """A post's answer that is no CCNow answer: whether the post ran is unknown. `seen` says
+    what came (its HTTP status, media type, and its body's start, blanks run together), the
+    account's secrets masked (`secrets`: the password among them) before it is cut."""
+    forms = text_forms(secrets)
+    # Masked whole, then cut: a cut first could leave a secret's start unmasked.
+    text = mask(reply.body.decode("utf-8", "replace"), forms, at_end=MIN_BODY_FRAGMENT)
+    kind = mask(reply.content_type, forms)[:MEDIA_TYPE_CHARS] or None
+    seen = {"http_status": reply.status, "content_type": kind}
+    return Lost(UNREADABLE_ANSWER, seen={**seen, "snippet": " ".join(text.split())[:SNIPPET_CHARS]})
 
 
 class GaveUp(RequestFailed):
@@ -226,6 +252,7 @@ async def post_retrying(
     gate: asyncio.Semaphore,
     halt: asyncio.Event | None,
     retry: RetryConfig,
+    withdrawn: Callable[[], Awaitable[bool]] | None = None,
 ) -> Reply:
     """Post, and again after a lost answer, a 429 or 5xx, or an answer cut off (a refusal's
     too, once its body began), up to `retry.attempts` more times with backoff (a Retry-After's
@@ -236,7 +263,9 @@ async def post_retrying(
     (`reached`: an attempt may have reached CCNow; else nothing ran, the last attempt turned
     away or never sent; `hidden`: an answer may hide that it ran all the same; `wait`: its
     Retry-After), AnswerTooLarge or UndecodableAnswer at once (CCNow got the post), Stopping
-    when the stop kept the first attempt back; once `halt` is set, no attempt is made again."""
+    when the stop kept the first attempt back; once `halt` is set, no attempt is made again,
+    nor once `withdrawn()` says a withdrawal of one of its commands was asked (GaveUp: its
+    caller closes those withdrawn, store/withdraw.py)."""
     # `hidden`: an attempt was answered what a post never sent twice would not take for
     # turned away (a 503 without CCNow's words, `Backend fetch failed`): it is tried again,
     # but CCNow may have run it (a tracking upload its retry then finds refused may be there).
@@ -291,6 +320,8 @@ async def post_retrying(
             n >= retry.attempts
             or _queued(retry, wait)
             or not await waited_to_retry(retry, n, wait, halt, log, url, word)
+            # Asked after the wait, which a withdrawal may have come in.
+            or (withdrawn is not None and await withdrawn())
         ):
             raise _gave_up(word, reached, sent_at, answered, wait, hidden)
         n += 1

@@ -9,6 +9,14 @@ from dataclasses import dataclass, field
 
 from reconciler.json_text import iso_time
 from reconciler.store import commands as cmds
+from reconciler.terminal import shown
+
+ON_ITS_WAY = "on its way, no answer yet"  # a command another request's post carries
+# A ship or cancel CCNow answered as taken that a query read since says it did not take.
+UNCONFIRMED = (
+    "a query since reads the order before it: it may not have taken (order.action_unconfirmed);"
+    " run it again with a new --key if it should"
+)
 
 
 @dataclass
@@ -22,6 +30,9 @@ class Tally:
     queued: int = 0
     sending: int = 0  # on their way (another request's post): no answer yet
     posted: set[int] = field(default_factory=set)  # the ids of the commands `sent` counts
+    # The ids of ships and cancels their close answered as taken and, in the same write, said
+    # may not have (a query since said the order before them: `order.action_unconfirmed`).
+    unconfirmed: set[int] = field(default_factory=set)
 
     def post(self, batch: Iterable[cmds.Command]) -> None:
         """Count a batch's commands as sent: their post left."""
@@ -67,11 +78,20 @@ class Taken:
     # Whether the daemon's stop cut a post of them off before CCNow answered (in_flight.Cut):
     # `rows` are where they stand then (that post's `sending`), and the caller is told so.
     cut: bool = False
+    # Ids of those done whose close raised `order.action_unconfirmed` (Tally.unconfirmed).
+    unconfirmed: frozenset[int] = frozenset()
 
     def to_json(self) -> list[dict[str, object]]:
         """One object per order; a refused discount (not recorded) has `id` null; a command
-        held back names the one it waits for."""
-        out = [command_json(c, earlier=c.id in self.earlier) for c in self.rows]
+        held back names the one it waits for; `unconfirmed`: true for one done that a query
+        read since says may not have taken (its close raised `order.action_unconfirmed`)."""
+        out = [
+            {
+                **command_json(c, earlier=c.id in self.earlier),
+                "unconfirmed": c.id in self.unconfirmed,
+            }
+            for c in self.rows
+        ]
         for o in out:
             if (ahead := self.held.get(int(str(o["id"])))) is not None:
                 waits = f"waits for #{ahead.id} ({ahead.action}) of its order"
@@ -86,6 +106,7 @@ class Taken:
                 "outcome": "refused",
                 "answer": why,
                 "sent": False,
+                "unconfirmed": False,
             }
             for c, why in self.refused
         ]
@@ -133,3 +154,11 @@ def command_json(
         "tracknumber": c.tracknumber,
         "made_before": earlier,
     }
+
+
+def answer_word(state: str, answer: str | None) -> str:
+    """CCNow's answer to a command, as it came (`shown`); `-` for none, but a command being
+    sent, which a post under way carries (the dry run says it as the real run does)."""
+    if answer:
+        return shown(answer)
+    return ON_ITS_WAY if state == "sending" else "-"

@@ -228,3 +228,22 @@ def _own_answer(status: int, location: str | None, own: str) -> Answer:
     """CCV's status and Location with reconciler's word for the body it could not pass on."""
     body = json.dumps({"error": own}).encode()
     return Answer(status, body, "application/json", location, own=own)
+
+
+def not_ccv_json(answer: Answer) -> str | None:
+    """Why a 2xx is not CCV's own answer, its media type (`text/html`; `none` when it named
+    none), or None when it is: CCV answers JSON (NOTES.md), and a body that is no JSON, an
+    empty one too, came from something between reconciler and CCV (a gateway's or a login
+    page served with 200), which says nothing of what CCV did. A 204 says it has no body."""
+    if not 200 <= answer.status < 300 or answer.status == 204 or answer.own is not None:
+        return None
+    try:
+        strict_json.loads_answer(answer.body, constants=False)
+    except (ValueError, RecursionError):
+        kind = answer.content_type.split(";", 1)[0].strip().lower()
+        return kind[:MAX_MEDIA_TYPE_CHARS] or "none"
+    return None
+
+
+# Enough for any registered media type; what a gateway writes there is not passed on whole.
+MAX_MEDIA_TYPE_CHARS = 80

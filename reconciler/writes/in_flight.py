@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,7 +24,15 @@ from reconciler.sources.http import Stopping
 if TYPE_CHECKING:
     from reconciler.config import Config
 
-__all__ = ["WRITES_STOP_MAX_S", "Cut", "InFlight", "Stopping", "stop_bound", "writes_stop_s"]
+__all__ = [
+    "WRITES_STOP_MAX_S",
+    "Cut",
+    "Halt",
+    "InFlight",
+    "Stopping",
+    "stop_bound",
+    "writes_stop_s",
+]
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -57,6 +66,26 @@ class Cut(Exception):
     answer, a caller whose reference reconciler made would never learn it."""
 
 
+class Halt(asyncio.Event):
+    """Set when the stop begins. It also knows the writes that took a turn of their account's
+    bound (`once.send_once`): those went out, and the stop waits for them; one still waiting
+    for its turn then is not sent (Stopping), and is no write the stop waits for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Weak: a write ends and is forgotten whether or not a stop ever comes.
+        self.out: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+    def took_turn(self) -> None:
+        """Mark the write running now as sent (its turn taken: it goes out)."""
+        if (task := asyncio.current_task()) is not None:
+            self.out.add(task)
+
+    def went_out(self) -> bool:
+        """Whether the write running now took a turn (`took_turn`): its request left."""
+        return asyncio.current_task() in self.out
+
+
 class InFlight:
     """The writes under way in one process; one shared by its submitter and action sender."""
 
@@ -68,7 +97,7 @@ class InFlight:
         self._cut_end = 0.0
         # Set when the stop begins: a write under way makes no new attempt or request (a retry,
         # a status read), which would be a write sent during the stop.
-        self.halt = asyncio.Event()
+        self.halt = Halt()
 
     @property
     def stopping(self) -> bool:
@@ -92,6 +121,9 @@ class InFlight:
             # caller's (a stopping scheduler's job) leaves the write running.
             if task.cancelled() and task in self._cut:
                 raise Cut from None
+            # Nobody awaits its end now: taken here, else asyncio reports an exception of it
+            # ("never retrieved", level error) when it is collected.
+            task.add_done_callback(_left_ended)
             raise
 
     def stop(self, within_s: float) -> None:
@@ -100,11 +132,9 @@ class InFlight:
             return
         self._deadline = time.monotonic() + within_s
         self.halt.set()
-        if self._writes:
-            log.info(
-                "daemon.writes_in_flight",
-                extra=fields(writes=len(self._writes), within_s=within_s),
-            )
+        # Those sent: one still waiting for its turn ends now, not sent (queued, or refused).
+        if out := len(self._writes & set(self.halt.out)):
+            log.info("daemon.writes_in_flight", extra=fields(writes=out, within_s=within_s))
 
     async def wait(self) -> None:
         """Wait for the writes out until the stop's bound (none before `stop`); cancel those
@@ -128,3 +158,14 @@ class InFlight:
         left = self._cut_end - time.monotonic()
         if left > 0:
             await asyncio.wait(late, timeout=left)
+
+
+def _left_ended(task: asyncio.Task[Any]) -> None:
+    """The end of a write whose caller was cancelled (a stopping scheduler's job). Stopping is
+    the stop keeping it back (not sent: queued for the next start), which its caller would have
+    taken as such; any other failure is logged, once."""
+    if task.cancelled():
+        return  # cut at the stop's bound: `wait` said so
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, Stopping):
+        log.error("daemon.write_failed", exc_info=exc)

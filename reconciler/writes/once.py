@@ -34,6 +34,7 @@ from reconciler.sources.http import (
     reply_of,
     undecodable,
 )
+from reconciler.writes.in_flight import Halt
 from reconciler.writes.retry_after import passed_retry_after
 
 __all__ = [
@@ -113,6 +114,8 @@ async def send_once(
     still out (a submit surely never sent would be left `sending`, uncertain at the next
     start)."""
     await _take_turn(gate, halt)
+    if isinstance(halt, Halt):
+        halt.took_turn()  # out from now: the stop waits for it
     try:
         return await _send(session, method, url, headers, data, timeout, max_body)
     finally:

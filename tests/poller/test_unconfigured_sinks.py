@@ -272,3 +272,17 @@ def test_the_hint_dates_the_let_go_a_week_from_the_name_first_found_never_in_the
     assert hints[1].endswith(f"the oldest from {iso_time(now + 7 * day)}")
     assert hints[2].endswith("the oldest at the next prune")
     assert hints[3].endswith(f"the oldest from {iso_time(now + day)}")  # the window's end first
+
+
+def test_a_first_found_time_in_the_future_dates_the_let_go_from_now(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Recorded under a clock a year ahead, since set right: retention counts the week from now
+    # (the next prune takes the time back), the hint said a date a year on.
+    now, day = 1.8e9, 86400.0
+    with caplog.at_level(logging.WARNING, logger="reconciler.poller"):
+        warn_unconfigured_sinks(
+            {"old": (2, now - 30 * day)}, 400 * day, {"old": now + 365 * day}, now
+        )
+    [said] = [r.fields for r in caplog.records]  # type: ignore[attr-defined]
+    assert str(said["hint"]).endswith(f"the oldest from {iso_time(now + 7 * day)}")

@@ -81,3 +81,46 @@ async def test_prices_that_never_reached_ccv_are_logged_and_count_their_warnings
         "not_sent: connection",
         "WARNING",
     )
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # A gateway's or login page's "200": something between reconciler and CCV answered.
+        Reply(200, "<html>gateway ok</html>", "text/html"),
+        Reply(200, "", "text/plain"),
+        Reply(202, "OK", "application/json"),
+    ],
+)
+async def test_a_2xx_that_is_not_ccvs_json_is_no_prices_set(
+    api: Api, fake: FakeCCVWrites, caplog: pytest.LogCaptureFixture, reply: Reply
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.pricing_replies = [reply]
+    answered, document, headers = await api.call("PATCH", "/api/v1/ccv/pricing", body=PRICES)
+    assert answered == 502, document
+    assert document["error"] == (
+        f"CCV's answer (HTTP {reply.status}) was not CCV's JSON but something else's between "
+        "reconciler and CCV; the prices may not be set: setting them again is safe"
+    )
+    assert headers["Reconciler-Pricing-Warnings"] == "1"
+    kind = reply.content_type
+    assert trail(caplog) == [
+        {
+            "account": "default",
+            "warnings": 1,
+            "status": reply.status,
+            "reason": f"not_ccv_json: {kind}",
+            "level": "WARNING",
+        }
+    ]
+
+
+async def test_ccvs_json_is_passed_back_whatever_its_content_type_says(
+    api: Api, fake: FakeCCVWrites, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.pricing_replies = [Reply(200, '{"message": "set"}', "text/plain")]
+    answered, document, _ = await api.call("PATCH", "/api/v1/ccv/pricing", body=PRICES)
+    assert (answered, document) == (200, {"message": "set"})
+    assert [line["level"] for line in trail(caplog)] == ["INFO"]

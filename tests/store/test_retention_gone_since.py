@@ -16,7 +16,7 @@ import pytest
 from reconciler.events import Event
 from reconciler.json_text import iso_time
 from reconciler.model import EventType
-from reconciler.store import Store
+from reconciler.store import Store, gone_sinks
 from reconciler.store.gone_sinks import RELEASE_GRACE_S
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, statements
 from reconciler.store.retention import prune
@@ -124,6 +124,61 @@ async def test_a_time_first_found_under_a_clock_since_set_back_counts_from_now(
         after = NOW + RELEASE_GRACE_S + 60
         report = await prune(store, sinks=("archive",), keep_s=KEEP_S, now=after, watched=WATCHED)
         assert report.released == 4
+    finally:
+        await store.close()
+
+
+async def test_a_clock_behind_at_one_prune_does_not_shorten_the_week(tmp_path: Path) -> None:
+    # A box without a hardware clock, booted before its clock is set: one prune a day after
+    # the rename under a clock 30 days behind lowered the time to then, and the next prune, an
+    # hour later under a right clock, found the week long past and let go of all five rows.
+    store = await _outage(tmp_path / "r.db")
+    try:
+        renamed = ("archive",)
+        await prune(store, sinks=renamed, keep_s=KEEP_S, now=NOW, watched=WATCHED)
+        behind = NOW + DAY - 30 * DAY
+        report = await prune(store, sinks=renamed, keep_s=KEEP_S, now=behind, watched=WATCHED)
+        assert report.released == 0
+        assert await _gone_since(store) == {"file": NOW - 2 * DAY}  # the newest event's time
+        right = NOW + DAY + 3600
+        report = await prune(store, sinks=renamed, keep_s=KEEP_S, now=right, watched=WATCHED)
+        assert (report.released, await store.outbox.counts()) == (0, {"file": (3, 2)})
+    finally:
+        await store.close()
+
+
+async def test_a_name_first_found_under_a_clock_behind_counts_from_its_newest_event(
+    tmp_path: Path,
+) -> None:
+    # A start (`run`, a `catch-up` timer) before the clock is set, 30 days behind: recorded at
+    # its word, the week had passed at the first prune under a right clock. No finding is
+    # earlier than the newest event the store holds (2 days before NOW here).
+    store = await _outage(tmp_path / "r.db")
+    try:
+        assert await gone_sinks.note(store, ["file"], NOW - 30 * DAY) == {"file": NOW - 2 * DAY}
+        report = await prune(store, sinks=("archive",), keep_s=KEEP_S, now=NOW, watched=WATCHED)
+        assert (report.released, await store.outbox.counts()) == (0, {"file": (3, 2)})
+        # Recorded right, a start under a clock behind leaves it as it is.
+        assert await gone_sinks.note(store, ["file"], NOW - 30 * DAY) == {"file": NOW - 2 * DAY}
+    finally:
+        await store.close()
+
+
+async def test_a_quiet_store_is_bounded_by_its_last_poll_under_a_clock_behind(
+    tmp_path: Path,
+) -> None:
+    # No event for 2 days, but the account was polled at the rename: a start under a clock 30
+    # days behind lowers the time no earlier than that poll.
+    store = await _outage(tmp_path / "r.db")
+    try:
+        async with store.transaction():
+            await store.conn.execute(
+                "INSERT INTO sources (source, account, last_success, last_failure) "
+                "VALUES ('ccnow', 'default', ?, ?)",
+                (NOW - DAY, NOW),
+            )
+        assert await gone_sinks.note(store, ["file"], NOW) == {"file": NOW}
+        assert await gone_sinks.note(store, ["file"], NOW - 30 * DAY) == {"file": NOW}
     finally:
         await store.close()
 

@@ -76,9 +76,8 @@ async def test_a_post_given_back_at_a_stop_is_withdrawn_not_queued(tmp_path: Pat
         await unclaim(store, [command.id], now=NOW)
         [ended] = await cmds.get(store, [command.id])
         assert (ended.state, ended.maybe_reached_at) == ("refused", None)
-        assert ended.answer == (
-            "withdrawn by hand while it was being sent (CCNow's answer settled nothing)"
-        )
+        # Its post never left: said so, not "while it was being sent".
+        assert ended.answer == "withdrawn by hand before it was sent"
         [data] = await _refused(store)
         assert data["maybe_reached"] is False
     finally:

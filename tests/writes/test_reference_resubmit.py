@@ -21,7 +21,7 @@ import pytest
 
 from reconciler.store import Store
 from reconciler.store import submissions as subs
-from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, statements
+from reconciler.store.migrations import MIGRATIONS, statements
 from reconciler.writes.submit_refused import (
     ALSO_CARRIED_COUNT_HEADER,
     ALSO_CARRIED_HEADER,
@@ -202,15 +202,22 @@ async def test_the_also_carried_header_is_bounded_and_counts_them_all(
     assert headers[ALSO_CARRIED_COUNT_HEADER] == "400"
 
 
+SCHEMA_BEFORE_SUPERSEDED = 26  # the last schema before migration 27 (`superseded_at`)
+
+
 async def test_a_succeeded_submit_of_the_previous_schema_is_freed_after_the_upgrade(
     tmp_path: Path,
 ) -> None:
+    # Pinned to the schema before migration 27: "one before the current one" already held it
+    # once later migrations came, and tested no upgrade of it.
     db = tmp_path / "reconciler.db"
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        for script in MIGRATIONS[: SCHEMA_VERSION - 1]:
+        for script in MIGRATIONS[:SCHEMA_BEFORE_SUPERSEDED]:
             for sql in statements(script):
                 conn.execute(sql)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_BEFORE_SUPERSEDED}")
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(submissions)")]
+        assert "superseded_at" not in columns  # the upgrade adds it
         conn.execute("INSERT INTO meta VALUES ('store_id', 'old-store')")
         conn.executemany(
             "INSERT INTO orders (source, account, order_id, status, external_reference) "

@@ -80,4 +80,6 @@ async def test_an_action_cut_by_the_stop_is_answered_with_its_id(
     [command] = document["commands"]
     assert (command["id"], command["order_id"], command["outcome"]) == (1, A, "sending")
     assert (document["id"], document["outcome"]) == (1, "sending")
+    # Its post went out (CCNow may have run it): counted sent, as its state `sent` says.
+    assert document["sent"] == 1
     assert "Retry-After" not in headers
