@@ -215,6 +215,7 @@ class Reconciler:
             out = await withheld()
             observations = [o for o in observations if o.key in snapshot or o.key not in out]
         failing = await self._failing_accounts(observations)
+        sending = await acting(store, [o.key for o in observations if o.listed])
         result = diff(
             snapshot,
             observations,
@@ -222,7 +223,7 @@ class Reconciler:
             via=via,
             store_id=store.store_id,
             failing_accounts=failing,
-            acting=await acting(store, [o.key for o in observations if o.listed]),
+            acting=sending,
         )
         # A check that failed while its account fails is the outage's failure until the pass
         # finds the account answering (`Coordinator.settle` writes it again then).
@@ -255,7 +256,10 @@ class Reconciler:
                 report.note_started_failing(o for o in started if keys is None or o.key in keys)
                 mine = [k for k in doubted if keys is None or k in keys]
                 report.doubted.update((k.order_id, self._doubt_due(snapshot[k])) for k in mine)
-                report.forward.update(k.order_id for k in mine if _forward(snapshot[k]))
+                # Not one whose ship or cancel is being sent: its close's line decides.
+                report.forward.update(
+                    k.order_id for k in mine if k not in sending and _forward(snapshot[k])
+                )
                 # A line that said nothing is no check: its query, if asked, is the order's one.
                 report.checked -= len(mine)
 

@@ -90,11 +90,12 @@ def plan(
 def doubt_due(state: OrderState, schedule: ScheduleConfig | None, *, forward: bool) -> float:
     """Return when a poll queries an order whose pending list's line contradicts its snapshot
     (`diff.lags`): at its planned check, and at the latest `max_interval` after its last
-    answered check, one more per failed check since (an end state, or a settled order past its watch, is never due: while the
-    list went on naming it, a real change was never asked), or `min_interval` after it when
-    the line is the order's likely next step (`forward`: the list names `pending` an order
-    held before it, `processing`), which would else wait for an interval grown to hours (and
-    whose line a failed query lets apply: poller/ccnow.py)."""
+    answered check, one more per failed check since (an end state, or a settled order past
+    its watch, is never due: while the list went on naming it, a real change was never
+    asked), or `min_interval` after it when the line is the order's likely next step
+    (`forward`: the list names `pending` an order held before it, `processing`), which would
+    else wait for an interval grown to hours (and whose line a failed query lets apply:
+    poller/ccnow.py)."""
     if schedule is None:
         return state.next_check_at
     last = state.last_checked if state.last_checked is not None else 0.0
