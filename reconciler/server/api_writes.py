@@ -18,14 +18,7 @@ from ..redact import MIN_BODY_FRAGMENT, mask, redact, text_forms
 from ..store import submissions as subs
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
-from ..writes.ccv_http import (
-    NotSent,
-    Uncertain,
-    masked_answer,
-    not_ccv_json,
-    send_once,
-    sendable,
-)
+from ..writes.ccv_http import NotSent, Uncertain, html_page, masked_answer, send_once, sendable
 from ..writes.in_flight import Cut, Stopping
 from ..writes.pricing import blocking, check_pricing
 from ..writes.pricing_values import Problem
@@ -281,13 +274,19 @@ class Writes:
             status = 504 if str(exc) == "timeout" else 502
             said = "CCV's answer was lost; the call is safe to repeat"
             raise BadRequest(status, said, headers=warned) from None
-        if (kind := not_ccv_json(answer)) is not None:
+        if (kind := html_page(answer, self.deps.secrets)) is not None:
             # Passed back, a gateway's "200" would read as prices set, and CCV invoices by them.
-            self._pricing_forwarded(account, answer.status, f"not_ccv_json: {kind}", problems)
+            self._pricing_forwarded(account, answer.status, f"html_page: {kind}", problems)
             said = (
-                f"CCV's answer (HTTP {answer.status}) was not CCV's JSON but something else's "
-                "between reconciler and CCV; the prices may not be set: setting them again is safe"
+                f"CCV's answer (HTTP {answer.status}) was an HTML page, not CCV's answer but "
+                "something else's between reconciler and CCV; the prices may not be set: "
+                "setting them again is safe"
             )
+            raise BadRequest(502, said, headers=warned)
+        if answer.own is not None and 200 <= answer.status < 300:
+            # Its body, unread, may have said anything: no word that the prices are set.
+            self._pricing_forwarded(account, answer.status, answer.own, problems)
+            said = f"{answer.own}; the prices may or may not be set: setting them again is safe"
             raise BadRequest(502, said, headers=warned)
         self._pricing_forwarded(account, answer.status, answer.own, problems)
         headers = {**warned, **answer.passed_headers()}

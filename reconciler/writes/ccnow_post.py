@@ -35,12 +35,7 @@ from reconciler.sources.ccnow_answer import (
 )
 from reconciler.sources.ccnow_cut import drop_line, undecided_line
 from reconciler.sources.ccnow_refusal import answered_orders, message_lines, refusal_lines
-from reconciler.sources.errors import (
-    AnswerTooLarge,
-    ProtocolError,
-    SourceError,
-    UndecodableAnswer,
-)
+from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError, UndecodableAnswer
 from reconciler.sources.http import Gates, Reply, parse_retry_after
 from reconciler.store import commands as cmds
 from reconciler.store.taken import TAKEN
@@ -50,6 +45,7 @@ from reconciler.writes.ccnow_send import (
     FIELD,
     GaveUp,
     Lost,
+    not_ccnows,
     post_once,
     post_retrying,
     refuses_a_field,
@@ -182,8 +178,9 @@ async def post_batch(
     except GaveUp as exc:
         if exc.reached:
             # Its last answer's Retry-After (a proxy's 503 after an earlier attempt was lost)
-            # holds the post queued, as one turned away is.
-            raise Lost(exc.word, exc.wait) from None
+            # holds the post queued, as one turned away is. A gateway's page: its log line.
+            seen = not_ccnows(exc.last, answer_secrets(cfg.password.reveal(), secrets))
+            raise Lost(exc.word, exc.wait, seen=seen) from None
         if exc.turned_away or exc.hidden:
             # Not run as they say, but one may hide that it was (a proxy's 503).
             raise TurnedAway(str(exc), exc.wait, exc.http_status, hidden=exc.hidden) from None
@@ -208,7 +205,7 @@ async def post_batch(
             # Refused before anything ran (a rate limit, a login wall, a wrong url).
             raise TurnedAway(f"http {reply.status}", wait, reply.status, hidden=reply.hidden_before)
         # A gateway's 502 or 504 is the classic answer to a post that did reach CCNow.
-        raise Lost(f"http_{reply.status}", wait)
+        raise Lost(f"http_{reply.status}", wait, seen=not_ccnows(reply, secrets))
     body = reply.body
     try:
         # A byte that is not UTF-8 is read as the polls read it (`answer_text`): the line

@@ -15,7 +15,7 @@ import aiohttp
 from yarl import URL
 
 from reconciler.config import RetryConfig
-from reconciler.redact import MIN_BODY_FRAGMENT, mask, text_forms
+from reconciler.redact import mask, text_forms
 from reconciler.sources.ccnow import MAX_BODY_BYTES
 from reconciler.sources.ccnow_answer import Answer, field_names, says_down, speaks_ccnow
 from reconciler.sources.ccnow_cut import is_complete
@@ -28,6 +28,7 @@ from reconciler.sources.http import (
     parse_retry_after,
     waited_to_retry,
 )
+from reconciler.writes.answer_masking import answer_snippet
 from reconciler.writes.once import BodyBroke, NotSent, Uncertain, send_once
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "UNREADABLE_ANSWER",
     "GaveUp",
     "Lost",
+    "not_ccnows",
     "post_once",
     "post_retrying",
     "refuses_a_field",
@@ -91,7 +93,8 @@ class Lost(Exception):
         # whether one's answer may hide that CCNow ran it (Posted.hidden_before).
         # They close their orders' commands.
         self.in_part = in_part
-        # What came, when it was no CCNow answer (`unreadable`), for its log line alone.
+        # What came, when it was no CCNow answer (`unreadable`; a status other than 200 with
+        # no line of CCNow's, `not_ccnows`), for its log line alone.
         self.seen = seen
 
 
@@ -104,15 +107,26 @@ MEDIA_TYPE_CHARS = 80
 
 
 def unreadable(reply: Reply, secrets: Sequence[str]) -> Lost:
-    """A post's answer that is no CCNow answer: whether the post ran is unknown. `seen` says
-    what came (its HTTP status, media type, and its body's start, blanks run together), the
-    account's secrets masked (`secrets`: the password among them) before it is cut."""
-    forms = text_forms(secrets)
-    # Masked whole, then cut: a cut first could leave a secret's start unmasked.
-    text = mask(reply.body.decode("utf-8", "replace"), forms, at_end=MIN_BODY_FRAGMENT)
-    kind = mask(reply.content_type, forms)[:MEDIA_TYPE_CHARS] or None
-    seen = {"http_status": reply.status, "content_type": kind}
-    return Lost(UNREADABLE_ANSWER, seen={**seen, "snippet": " ".join(text.split())[:SNIPPET_CHARS]})
+    """A post's answer that is no CCNow answer: whether the post ran is unknown (`seen_of`)."""
+    return Lost(UNREADABLE_ANSWER, seen=seen_of(reply, secrets))
+
+
+def seen_of(reply: Reply, secrets: Sequence[str]) -> dict[str, object]:
+    """What came, for its log line: its HTTP status, media type, and its body's start
+    (`answer_snippet`: blanks run together, the account's secrets, the password among them,
+    masked in every view a reader may take of it, before it is cut)."""
+    kind = mask(reply.content_type, text_forms(secrets))[:MEDIA_TYPE_CHARS] or None
+    snippet = answer_snippet(reply.body, secrets, SNIPPET_CHARS)
+    return {"http_status": reply.status, "content_type": kind, "snippet": snippet}
+
+
+def not_ccnows(reply: Reply | None, secrets: Sequence[str]) -> dict[str, object] | None:
+    """What came (`seen_of`) when an answer with a status other than 200 is evidently not
+    CCNow's: no line of its protocol in it (a gateway's 502 page, an empty body); None when
+    CCNow's words are in it, or no answer came."""
+    if reply is None or speaks_ccnow(reply.body):
+        return None
+    return seen_of(reply, secrets)
 
 
 class GaveUp(RequestFailed):
@@ -128,11 +142,13 @@ class GaveUp(RequestFailed):
         http_status: int | None,
         wait: float | None,
         hidden: bool = False,
+        last: Reply | None = None,
     ) -> None:
         super().__init__(word, sent_at=sent_at, reached=reached, http_status=http_status, wait=wait)
         # An attempt's answer may hide that CCNow ran it (Reply.hidden_before, the last one's
         # included): a tracking upload queued so may be in CCNow already.
         self.hidden = hidden
+        self.last = last  # the last attempt's answer, when one came (its log line: `seen_of`)
 
 
 def refuses_a_field(status: int, body: bytes) -> bool:
@@ -270,7 +286,7 @@ async def post_retrying(
     # turned away (a 503 without CCNow's words, `Backend fetch failed`): it is tried again,
     # but CCNow may have run it (a tracking upload its retry then finds refused may be there).
     n, reached, hidden = 0, False, False
-    word, sent_at, answered, wait = "", 0.0, None, None
+    word, sent_at, last, wait = "", 0.0, None, None
     while True:
         reached_before, hidden_before, sent_at = reached, hidden, time.time()
         try:
@@ -278,9 +294,9 @@ async def post_retrying(
         except Stopping:
             if n == 0:
                 raise  # nothing was sent: not a failure the caller reports
-            raise _gave_up(word, reached, sent_at, answered, wait, hidden) from None
+            raise _gave_up(word, reached, sent_at, last, wait, hidden) from None
         except NotSent as exc:
-            word, answered, wait = str(exc).replace(" ", "_"), None, None  # none reached
+            word, last, wait = str(exc).replace(" ", "_"), None, None  # none reached
         except Uncertain as exc:
             if (came := _came_in_part(exc)) is not None:
                 # Its body broke after lines for some of its orders (a Content-Length or
@@ -290,7 +306,7 @@ async def post_retrying(
                     reached_before=reached_before, tried_before=n > 0, hidden_before=hidden_before
                 )
                 raise Lost(str(exc), cut=part) from None
-            reached, word, answered, wait = True, str(exc), None, None
+            reached, word, last, wait = True, str(exc), None, None
         else:
             reply = reply._replace(
                 reached_before=reached_before, tried_before=n > 0, hidden_before=hidden_before
@@ -306,7 +322,7 @@ async def post_retrying(
                 unheard = not turned_away(reply.status, reply.body, once=True)
                 hidden = hidden or reply.body_began or unheard
                 cut = "_cut_short" if reply.body_began else ""
-                word, answered = f"http_{reply.status}{cut}", reply.status
+                word, last = f"http_{reply.status}{cut}", reply
                 wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
             elif is_complete(reply):
                 return reply
@@ -315,7 +331,7 @@ async def post_retrying(
                 # did with those, which a post sent again whole would apply again.
                 raise Lost("truncated_answer", cut=reply)
             else:
-                reached, word, answered, wait = True, "truncated_answer", None, None
+                reached, word, last, wait = True, "truncated_answer", None, None
         if (
             n >= retry.attempts
             or _queued(retry, wait)
@@ -323,7 +339,7 @@ async def post_retrying(
             # Asked after the wait, which a withdrawal may have come in.
             or (withdrawn is not None and await withdrawn())
         ):
-            raise _gave_up(word, reached, sent_at, answered, wait, hidden)
+            raise _gave_up(word, reached, sent_at, last, wait, hidden)
         n += 1
 
 
@@ -340,10 +356,16 @@ def _gave_up(
     word: str,
     reached: bool,
     sent_at: float,
-    answered: int | None,
+    last: Reply | None,
     wait: float | None,
     hidden: bool,
 ) -> GaveUp:
     return GaveUp(
-        word, reached=reached, sent_at=sent_at, http_status=answered, wait=wait, hidden=hidden
+        word,
+        reached=reached,
+        sent_at=sent_at,
+        http_status=None if last is None else last.status,
+        wait=wait,
+        hidden=hidden,
+        last=last,
     )

@@ -4,7 +4,6 @@ idempotent. The caller learns whether CCV answered, surely got nothing, or may h
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import re
 from collections.abc import Iterable
@@ -14,12 +13,12 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from reconciler import strict_json
 from reconciler.config import CCVConfig
-from reconciler.redact import MIN_BODY_FRAGMENT, SecretForms, mask, redact_body, text_forms
+from reconciler.redact import mask, text_forms
 from reconciler.sources.ccv import auth_headers
 from reconciler.store.not_sent import ANSWER_HEAD_UNREAD, UNDECODABLE_ANSWER
 from reconciler.writes import once
+from reconciler.writes.answer_masking import HELD_SECRET, masked_answer
 from reconciler.writes.once import NotSent, Uncertain
 
 __all__ = [
@@ -28,6 +27,7 @@ __all__ = [
     "Answer",
     "NotSent",
     "Uncertain",
+    "html_page",
     "masked_answer",
     "send_once",
     "sendable",
@@ -73,95 +73,6 @@ MAX_HEADER_CHARS = 4096
 def sendable(value: str) -> bool:
     """Whether a header value of CCV's can be passed on as it is."""
     return len(value) <= MAX_HEADER_CHARS and _UNSENDABLE.search(value) is None
-
-
-# A JSON string in a JSON text: outside strings, no other token holds a `"`.
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-# Said in place of an answer whose secret a client would read in a view that the masking in
-# place does not see (`_held_still`).
-HELD_SECRET = "CCV's answer held a secret of this config; it is not passed on"
-
-
-def masked_answer(body: bytes, secrets: Iterable[str]) -> tuple[bytes, bool]:
-    """Return CCV's answer with every secret it echoed masked (`redact_body`), and whether it is
-    UTF-8 JSON written again. A JSON answer (in UTF-8, -16 or -32) may echo one in an escape no
-    list of forms covers (`t_Ab\\u002BCd`, `\\/`, `\\u0074\\u005f...`): each of its strings
-    (keys too) that, decoded, holds one is masked as a body is and written again, the rest as it
-    came. An answer that still holds one when read as a client may (`_held_still`) is
-    reconciler's word instead, `{"error": HELD_SECRET}`."""
-    secrets = tuple(secrets)
-    forms = text_forms(secrets)
-    if forms is None:
-        return body, False
-    again = _json_masked(body, forms)
-    masked = redact_body(body if again is None else again, secrets)
-    if _held_still(masked, forms):
-        return json.dumps({"error": HELD_SECRET}).encode(), True
-    return masked, again is not None
-
-
-def _masked_text(text: str, forms: SecretForms) -> str:
-    """`text`, a view of an answer or one of its strings, masked as `redact_body` masks a
-    body: a start of a secret it ends with, or cut before an ellipsis, from its 8th character
-    on."""
-    return mask(text, forms, at_end=MIN_BODY_FRAGMENT)
-
-
-def _json_masked(body: bytes, forms: SecretForms) -> bytes | None:
-    """`body`, a JSON text, written again as UTF-8 with each string that holds a secret once
-    its escapes are read masked; None when it is no JSON, or nothing was masked."""
-    encoding = json.detect_encoding(body)
-    if encoding == "utf-8" and b"\\" not in body:
-        return None  # the textual forms see every string as is
-    try:
-        strict_json.loads_answer(body)
-        text = body.decode(encoding, "surrogatepass")
-    except (ValueError, RecursionError):
-        return None
-
-    def masked(found: re.Match[str]) -> str:
-        if encoding == "utf-8" and "\\" not in found[0]:
-            return found[0]  # as it came: the textual masking after sees it
-        decoded = json.loads(found[0])
-        # A string's end is no cut (a JSON string ending in a secret's first word is no start
-        # of it): only one before an ellipsis is.
-        shown = _masked_text(decoded + "\n", forms)[:-1]
-        return found[0] if shown == decoded else json.dumps(shown)
-
-    again = _JSON_STRING.sub(masked, text)
-    return None if again == text else again.encode("utf-8", "surrogatepass")
-
-
-def _held_still(body: bytes, forms: SecretForms) -> bool:
-    """Whether `body`, masked in place, holds a secret in a view a client may read of it:
-    decoded as its BOM or first bytes say (UTF-16 or -32, which `ccv submit` would print with
-    its NULs as spaces), its HTML character references read (`&#x74;`), its JSON or JavaScript
-    escapes read where it is no JSON text (JSONP, a `<script>`), twice; or these together."""
-    utf8 = body.decode("utf-8", "replace")
-    texts = {utf8}
-    encodings = {json.detect_encoding(body)}
-    if b"\x00" in body:  # UTF-16 with no BOM that begins with no ASCII letter
-        encodings |= {"utf-16-le", "utf-16-be"}
-    texts |= {body.decode(e, "replace") for e in encodings - {"utf-8", "utf-8-sig"}}
-    texts |= {html.unescape(text) for text in texts if "&" in text}
-    read = {_unescaped(text) for text in texts if "\\" in text}
-    # Once more over what that read: JSON quoted in a JSON string (a gateway quoting CCV's
-    # error, `\"key t\\u002B...`) escapes each escape again. Two passes bound the work.
-    texts |= read | {_unescaped(text) for text in read if "\\" in text}
-    # The UTF-8 view is the one `body` was masked in: masking it again finds nothing.
-    return any(_masked_text(text, forms) != text for text in texts - {utf8})
-
-
-# A JSON or JavaScript escape: `\\u0074`, `\\x74`, `\\/`, `\\n`.
-_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|x([0-9a-fA-F]{2})|(["\\/bfnrt]))')
-_SHORT = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-
-
-def _unescaped(text: str) -> str:
-    """`text` with its JSON and JavaScript escapes read, a surrogate pair one character."""
-    read = _ESCAPE.sub(lambda m: chr(int(m[1] or m[2], 16)) if m[3] is None else _SHORT[m[3]], text)
-    return read.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 async def send_once(
@@ -230,19 +141,27 @@ def _own_answer(status: int, location: str | None, own: str) -> Answer:
     return Answer(status, body, "application/json", location, own=own)
 
 
-def not_ccv_json(answer: Answer) -> str | None:
-    """Why a 2xx is not CCV's own answer, its media type (`text/html`; `none` when it named
-    none), or None when it is: CCV answers JSON (NOTES.md), and a body that is no JSON, an
-    empty one too, came from something between reconciler and CCV (a gateway's or a login
-    page served with 200), which says nothing of what CCV did. A 204 says it has no body."""
-    if not 200 <= answer.status < 300 or answer.status == 204 or answer.own is not None:
+# What a 2xx to prices is when it is evidently not CCV's answer: a page for a browser.
+_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def html_page(answer: Answer, secrets: Iterable[str]) -> str | None:
+    """The media type of a 2xx that is evidently not CCV's answer but a page of something
+    between reconciler and CCV (a gateway's, a login wall served with 200): HTML by its
+    Content-Type, or a body whose first character but blanks is `<`. Shown lower-cased, cut to
+    MAX_MEDIA_TYPE_CHARS after every secret in it is masked (`none` when it named none). None
+    for any other 2xx, an empty body or a short text as much as JSON: the document says only
+    "200 Shopping cart pricing details set" (its example body is JSON)."""
+    if not 200 <= answer.status < 300 or answer.own is not None:
         return None
-    try:
-        strict_json.loads_answer(answer.body, constants=False)
-    except (ValueError, RecursionError):
-        kind = answer.content_type.split(";", 1)[0].strip().lower()
-        return kind[:MAX_MEDIA_TYPE_CHARS] or "none"
-    return None
+    kind = answer.content_type.split(";", 1)[0].strip().lower()
+    start = answer.body[:64]
+    text = start.decode(json.detect_encoding(start), "replace").lstrip("\ufeff \t\r\n\f\v")
+    if kind not in _PAGE_TYPES and not text.startswith("<"):
+        return None
+    # Masked whole first: a secret a cut (or a `;`) splits leaves none of its letters.
+    shown = mask(answer.content_type, text_forms(secrets)).split(";", 1)[0].strip().lower()
+    return shown[:MAX_MEDIA_TYPE_CHARS] or "none"
 
 
 # Enough for any registered media type; what a gateway writes there is not passed on whole.

@@ -114,16 +114,18 @@ async def serve_api(
     ccnow: FakeCCNow | None = None,
     gates: Gates | None = None,
     submitter: Submitter | None = None,
+    ccv_key: str = CCV_KEY,
 ) -> AsyncIterator[Api]:
     """Run the daemon's API (no scheduler) on a free port for the block, with the connection
     bounds `limits` (and a CCNow account when `ccnow` is given; the accounts' bounds `gates`
-    when given, for a test to hold and watch; the CCV submits' `submitter` when given)."""
+    when given, for a test to hold and watch; the CCV submits' `submitter` when given; the CCV
+    account's API key `ccv_key`)."""
     port = free_port()
     cfg = write_config(
         tmp_path,
         ccv=fake,
         ccnow=ccnow,
-        ccv_extra=f'api_key = "{CCV_KEY}"',
+        ccv_extra=f'api_key = "{ccv_key}"',
         ccnow_extra=f'password = "{CCNOW_PASSWORD}"',
         extra=api_toml(port, extra=api_extra),
     )

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tests.server.test_api as api_module
 from reconciler.redact import (
     MASK,
     answer_forms,
@@ -154,18 +153,16 @@ def holds_key(text: str) -> bool:
 
 
 async def test_a_201_location_with_the_key_in_a_mix_is_kept_and_passed_on_masked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    # The daemon's config takes its key from here.
-    monkeypatch.setattr(api_module, "CCV_KEY", KEY)
     # `%3D` stays as it came (yarl keeps it in a query); `!` is not escaped, as `quote` would.
     location = "/orders/view?orderId=Zk%3d7!pL9xQ-4mW2"
     async with FakeCCVWrites(api_key=KEY) as fake:
         fake.submit_replies = [
             Reply(201, json.dumps({"orderId": ORDER}), "application/json", {"Location": location})
         ]
-        async with serve_api(tmp_path, fake) as api:
+        async with serve_api(tmp_path, fake, ccv_key=KEY) as api:
             status, document, headers = await api.call(
                 "POST", "/api/v1/ccv/orders", body=submit_body(externalReference="MIX-1")
             )
