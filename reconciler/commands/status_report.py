@@ -82,6 +82,10 @@ class SinkStatus:
     disabled: str | None  # why its receiver is gone, if it is
     disabled_since: float | None = None  # since when (the 410), if it is
     configured: bool = True  # False: a name the config no longer names, holding events
+    # Of such a name: when a start or prune first found it so (None: none has yet), and when
+    # retention lets go of its oldest event (store/gone_sinks.py).
+    gone_since: float | None = None
+    let_go_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,16 +219,23 @@ async def _gather(
     deliveries = await store.outbox.counts()
     disabled = await store.outbox.disabled_since()
     gone = await unconfigured_sinks(config, store, {k: n for k, (n, _) in deliveries.items()})
+    first = await gone_sinks.read(store.conn)
     sinks = tuple(
         SinkStatus(name, *deliveries.get(name, (0, 0)), *disabled.get(name, (None, None)))
         for name in sink_names(config)
     ) + tuple(
-        SinkStatus(name, *deliveries.get(name, (n, 0)), None, configured=False)
-        for name, (n, _) in gone.items()
+        SinkStatus(
+            name,
+            *deliveries.get(name, (n, 0)),
+            None,
+            configured=False,
+            gone_since=first.get(name),
+            let_go_at=gone_sinks.let_go_at(first.get(name), oldest, config.keep_events_s, now),
+        )
+        for name, (n, oldest) in gone.items()
     )
     recorded = await store.recorded_failure()
     found = StoreStatus(path, True, file_size(path), _free_bytes(path), recorded)
-    first = await gone_sinks.read(store.conn)
     kept = tuple((name, n, oldest, first.get(name)) for name, (n, oldest) in gone.items())
     return Status(now, tuple(out), sinks, found, await last_pass(store), unconfigured, kept)
 
@@ -313,6 +324,8 @@ def to_json(status: Status) -> dict[str, Any]:
                 "disabled": s.disabled,
                 "disabled_since": ts(s.disabled_since),
                 "configured": s.configured,
+                "gone_since": ts(s.gone_since),
+                "let_go_at": ts(s.let_go_at),
             }
             for s in status.sinks
         ],

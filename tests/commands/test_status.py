@@ -66,6 +66,8 @@ async def test_status_shows_accounts_orders_sinks_and_the_store(
             "disabled": None,
             "disabled_since": None,
             "configured": True,
+            "gone_since": None,
+            "let_go_at": None,
         },
         {
             "name": "jsonl",
@@ -74,6 +76,8 @@ async def test_status_shows_accounts_orders_sinks_and_the_store(
             "disabled": None,
             "disabled_since": None,
             "configured": True,
+            "gone_since": None,
+            "let_go_at": None,
         },
     ]
     store = status["store"]
@@ -174,6 +178,8 @@ async def test_status_shows_due_stuck_the_last_pass_and_a_disabled_sink(
         "disabled": "HTTP 410 Gone",
         "disabled_since": "1970-01-01T00:00:01.000Z",
         "configured": True,
+        "gone_since": None,
+        "let_go_at": None,
     }
     last = status["last_pass"]
     assert (last["name"], last["outcome"], last["checked"], last["failed"]) == (

@@ -286,6 +286,11 @@ async def test_a_backlog_ten_days_old_at_the_rename_is_delivered_when_named_back
     assert f"the oldest from {iso_time(found + 7 * DAY)[:19]}" in str(warning["hint"])  # ahead
     (said,) = [x for x in status.log_lines() if x["message"] == "sinks.sink_not_configured"]
     assert said["gone_since"] == warning["gone_since"]
+    # status --json says both times too, for a script that watches the backlog.
+    assert sinks["file"]["gone_since"] == warning["gone_since"]
+    let_go = datetime.fromisoformat(str(sinks["file"]["let_go_at"])).timestamp()
+    assert abs(let_go - (found + 7 * DAY)) < 1
+    assert sinks["archive"]["gone_since"] is None and sinks["archive"]["let_go_at"] is None
 
     _named(cfg, tmp_path, "file")  # named back, as the hint says
     back = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "5s")
