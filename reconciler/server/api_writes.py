@@ -229,10 +229,12 @@ class Writes:
         raw = request.match_info["id"]
         if not CURSOR.fullmatch(raw):
             raise BadRequest(422, "not a command id", "id")
-        found = await self.sender().command(int(raw))
+        sender = self.sender()
+        found = await sender.command(int(raw))
         if found is None:
             raise BadRequest(404, "no command with this id", "id")
-        return web.json_response(command_json(found))
+        doubted = found.id in await sender.unconfirmed([found])
+        return web.json_response({**command_json(found), "unconfirmed": doubted})
 
     async def pricing(self, request: web.Request) -> web.Response:
         """PATCH /api/v1/ccv/pricing?account=A: check the prices, then forward them."""

@@ -12,6 +12,7 @@ from ..events import Event, action_event, event_id
 from ..model import OrderKey, OrderState, Via
 from .commands import Command, get
 from .db import Store
+from .sql import marks
 
 # What CCNow answers when a ship or cancel took: the queue state it put the order in, or (for
 # an order the lifecycle moved on quickly) where that queue leads.
@@ -125,5 +126,27 @@ def unconfirmed_event(
         after=after,
         via=via,
     )
-    once = event_id(store_id, "ccnow-action-unconfirmed", c.id, c.order_id, closed_at)
-    return event._replace(id=once)
+    return event._replace(id=_unconfirmed_id(store_id, c, closed_at))
+
+
+def _unconfirmed_id(store_id: str, c: Command, closed_at: float | None) -> str:
+    """The id of a command's `order.action_unconfirmed`: one per command and close."""
+    return event_id(store_id, "ccnow-action-unconfirmed", c.id, c.order_id, closed_at)
+
+
+async def unconfirmed(store: Store, commands: Iterable[Command]) -> set[int]:
+    """Return the ids of those of `commands` (ships and cancels done) an
+    `order.action_unconfirmed` names, by the close or a read since: looked up by its id, which
+    the command's id and close time make (the events' unique index answers). One retention let
+    go of (`keep_events`) is not found."""
+    ids = {
+        _unconfirmed_id(store.store_id, c, c.closed_at): c.id
+        for c in commands
+        if c.state == "succeeded" and c.action in TAKEN
+    }
+    if not ids:
+        return set()
+    rows = await store.conn.execute_fetchall(
+        f"SELECT id FROM events WHERE id IN ({marks(len(ids))})", tuple(ids)
+    )
+    return {ids[str(r[0])] for r in rows}

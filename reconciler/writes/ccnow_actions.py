@@ -33,7 +33,7 @@ from reconciler.logs import fields
 from reconciler.reconcile import Reconciler
 from reconciler.sources.errors import SourceError
 from reconciler.sources.http import Gates
-from reconciler.store import Store
+from reconciler.store import Store, taken
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import unclaim
 from reconciler.store.withdraw import asked
@@ -181,8 +181,10 @@ class ActionSender(Closing):
                 del self._taken[i]
         rows = await cmds.get(self.store, ids)
         held = {} if cut else await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
-        sent, unconfirmed = len(tally.posted & set(ids)), frozenset(tally.unconfirmed & set(ids))
-        return Taken(rows, earlier, waiting, sent, held, cut, unconfirmed)
+        # Also one an earlier request sent (the same key again), or whose later read said so.
+        doubted = tally.unconfirmed & set(ids) | await taken.unconfirmed(self.store, rows)
+        sent = len(tally.posted & set(ids))
+        return Taken(rows, earlier, waiting, sent, held, cut, frozenset(doubted))
 
     def _sendable(self, commands: Sequence[cmds.Command], mine: object) -> list[cmds.Command]:
         """The commands no other request than `mine` (None: any) recorded and sends itself."""
@@ -195,6 +197,10 @@ class ActionSender(Closing):
     async def commands(self, ids: Sequence[int]) -> list[cmds.Command]:
         """Return commands by id, as they stand now."""
         return await cmds.get(self.store, ids)
+
+    async def unconfirmed(self, commands: Sequence[cmds.Command]) -> set[int]:
+        """Return the ids of those of `commands` an `order.action_unconfirmed` names."""
+        return await taken.unconfirmed(self.store, commands)
 
     async def send_due(self, tally: Tally | None = None, *, mine: object = None) -> Tally:
         """Send every queued command whose attempt is due, but those a request under way

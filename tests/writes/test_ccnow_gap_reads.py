@@ -113,6 +113,28 @@ async def test_the_reply_to_a_ship_its_close_warns_of_says_so(
         lines = capsys.readouterr().out.splitlines()
         assert lines[0] == f"{ORDER} ship succeeded: mark_shipped (command {command['id']})"
         assert lines[1].startswith(f"{ORDER} ship unconfirmed: a query since reads the order")
+        # The same request again (its key: as a command line's 75 advises) says it too, and so
+        # does the command as the API's GET shows it: before, `false` once the reply was gone.
+        repeat = await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))
+        assert [(c["id"], c["unconfirmed"]) for c in repeat.to_json()] == [(command["id"], True)]
+        assert await sender.unconfirmed(repeat.rows) == {command["id"]}
         # A second ship, which takes, is not said unconfirmed.
         again = await sender.take(build(rt.config.ccnow[0], "ship", [ORDER], key="again"))
         assert [c["unconfirmed"] for c in again.to_json()] == [False]
+
+
+async def test_a_ship_a_later_read_moves_back_is_said_unconfirmed_when_asked_again(
+    tmp_path: Path, fake_ccnow: FakeCCNow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_ccnow.orders = {ORDER: "pending"}
+    async with parts(tmp_path, fake_ccnow, monkeypatch) as (rt, sender):
+        coordinator = rt.coordinators.ccnow["default"]
+        [done] = (await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))).rows
+        assert done.state == "succeeded"
+        assert await sender.unconfirmed([done]) == set()
+        # CCNow's backroom un-ships it: the next query reads it pending.
+        fake_ccnow.orders[ORDER] = "pending"
+        assert (await coordinator.check([ORDER], via="poll")).failed == 0
+        assert ("order.action_unconfirmed", "mark_shipped", "pending", "poll") in await history(rt)
+        repeat = await sender.take(build(rt.config.ccnow[0], "ship", [ORDER]))
+        assert [(c["id"], c["unconfirmed"]) for c in repeat.to_json()] == [(done.id, True)]
