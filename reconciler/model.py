@@ -392,6 +392,7 @@ class SourceState:
     # The checks failed last of the key refused (a CCV 401 for the account): the probe, which
     # asks with that key, ends that failure when CCV takes it (`poller.health.next_health`).
     failed_on_key: bool = False
+    rest_until: float | None = None  # no read sent before: a Retry-After (schedule.rests)
 
     @property
     def failing(self) -> bool:

@@ -25,6 +25,9 @@ from .model import (
 # An order found before that answers "not found" is reported when a check at least this much
 # later confirms it; until then it keeps its rhythm (never slower than this).
 NOT_FOUND_CONFIRM_S = 300.0
+# The longest an account rests at a provider's word (a Retry-After, `rest_until`): a day asked,
+# or a date years ahead, rests it this long, then its reads go on and ask again.
+MAX_REST_S = 3600.0
 
 
 def plan(
@@ -194,9 +197,30 @@ def backoff_ends(state: SourceState, *, interval_s: float) -> float:
     return (state.backoff_from or 0.0) + source_backoff_s(state.failure_streak, interval_s)
 
 
+def rest_until(
+    wait_s: float | None, *, cap_s: float, now: float, bound_s: float = MAX_REST_S
+) -> float | None:
+    """Return until when an account rests after a 429 or 503 whose Retry-After asked `wait_s`
+    seconds (`sources.http.parse_retry_after`), or None when none came or a request's own
+    retries wait that long (`cap_s`, `retry.max_backoff_s`): at most `bound_s` from `now`."""
+    if wait_s is None or wait_s <= cap_s:
+        return None
+    return now + min(wait_s, bound_s)
+
+
+def rests(until: float | None, *, now: float, bound_s: float = MAX_REST_S) -> bool:
+    """Return whether an account still rests at `now` for a rest asked `until` then: no read
+    of it is sent. One ending further than `bound_s` from now (the clock put back since it
+    began) is over, not longer than the bound."""
+    return until is not None and now < until <= now + bound_s
+
+
 def resting(state: SourceState, part: HealthPart, *, interval_s: float, now: float) -> bool | None:
     """Return None while the failing `part` of an account is left alone (its backoff has not
-    run out), else whether that part is failing; the account's other parts are asked as usual."""
+    run out), or any part while the account rests as its provider asked (`rests`), else
+    whether that part is failing; the account's other parts are asked as usual."""
+    if rests(state.rest_until, now=now):
+        return None
     if part not in state.failing_parts:
         return False
     return None if now < backoff_ends(state, interval_s=interval_s) else True

@@ -15,18 +15,16 @@ from ..model import (
     UNKEPT_ANSWERS,
     Observation,
     OrderKey,
-    OrderState,
     Outcome,
     Via,
-    settled_at,
-    unwatched,
 )
 from ..passes.report import PassReport
 from ..sources.ccnow_batches import Probe, Said
 from ..sources.errors import ProtocolError, SourceError
 from ..sources.http import RequestFailed
+from ..sources.rest import AccountRest
 from ..store.passes import remember_pass
-from .ccnow_list import ListMemory, still_open, undecided
+from .ccnow_list import ListMemory, followed, still_open, undecided
 from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
 from .witnesses import Witnesses
@@ -66,15 +64,6 @@ class CCNowSource(Protocol):
         ...
 
 
-def followed(state: OrderState | None, settled_since: float) -> bool:
-    """Whether an order is still followed and may be asked again: tracked, not ended, and
-    not settled past its watch (`model.unwatched`)."""
-    if state is None or state.end_state:
-        return False
-    changed = settled_at(state.last_changed, state.tracked_at)
-    return not unwatched("ccnow", state.status, changed, settled_since=settled_since)
-
-
 class CCNowCoordinator(Coordinator[CCNowSource]):
     """One CCNow account."""
 
@@ -92,8 +81,11 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         *,
         secrets: Sequence[str] = (),
         page_orders: int = PAGE_ORDERS,
+        rest: AccountRest | None = None,
     ) -> None:
-        super().__init__(config, client, writer, secrets=secrets, page_orders=page_orders)
+        super().__init__(
+            config, client, writer, secrets=secrets, page_orders=page_orders, rest=rest
+        )
         self.listed = ListMemory(config.schedule)
         self.witnesses = Witnesses(self._answered)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..config import ScheduleConfig
 from ..diff import pending_next
-from ..model import Observation, OrderKey, OrderState
+from ..model import Observation, OrderKey, OrderState, settled_at, unwatched
 from ..passes.batcher import Batcher
 from ..schedule import doubt_due
 from ..store import Store
@@ -93,3 +93,12 @@ async def still_open(store: Store, account: str, order_ids: Collection[str]) -> 
     keys = [OrderKey("ccnow", account, i) for i in sorted(order_ids)]
     states = await store.orders.load(keys) if keys else {}
     return [k.order_id for k in keys if k in states and not states[k].end_state]
+
+
+def followed(state: OrderState | None, settled_since: float) -> bool:
+    """Whether an order is still followed and may be asked again: tracked, not ended, and
+    not settled past its watch (`model.unwatched`)."""
+    if state is None or state.end_state:
+        return False
+    changed = settled_at(state.last_changed, state.tracked_at)
+    return not unwatched("ccnow", state.status, changed, settled_since=settled_since)

@@ -25,6 +25,7 @@ from ..model import (
 from ..passes.report import PassAnswers, PassReport
 from ..sources.ccv import OUTAGE_REASONS
 from ..sources.errors import CircuitOpen
+from ..sources.rest import AccountRest
 from ..store.notified_orders import Notes
 from . import ccv_notified as notified
 from . import ccv_refused as refused
@@ -78,6 +79,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
         secrets: Sequence[str] = (),
         page_orders: int = PAGE_ORDERS,
         healthy_recorded_s: float = HEALTHY_RECORDED_S,
+        rest: AccountRest | None = None,
     ) -> None:
         super().__init__(
             config,
@@ -86,6 +88,7 @@ class CCVCoordinator(Coordinator[CCVSource]):
             secrets=secrets,
             page_orders=page_orders,
             healthy_recorded_s=healthy_recorded_s,
+            rest=rest,
         )
         # How long a notification's reference waits for its order to be tracked (None: no
         # receiver, so no notification comes).

@@ -7,7 +7,6 @@ The provider's own rhythm (CCV's probe, CCNow's pending list) lives in ccv.py an
 from __future__ import annotations
 
 import abc
-import logging
 import math
 import time
 from collections import Counter
@@ -15,7 +14,6 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
-from ..logs import fields
 from ..model import EventType, Observation, OrderState, Source, Via
 from ..passes.batcher import Batcher
 from ..passes.report import NamedReport as NamedReport  # its users import it from here
@@ -23,16 +21,17 @@ from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
 from ..schedule import resting
 from ..sources.errors import SourceError
+from ..sources.rest import AccountRest
 from ..store.passes import remember_pass
+from .check_lines import log_started_failing
 from .clock_step import ClockSteps
 from .first_checks import FirstChecks
 from .health import Part, Verdict, health_event, next_health, probe_verdict, verdict
+from .rests import record_rest
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
     from ..store import Store
-
-log = logging.getLogger("reconciler.poller")
 
 Emit = Callable[[Observation], Awaitable[None]]
 
@@ -71,8 +70,10 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         due_per_concurrency: int = DUE_LIMIT_PER_CONCURRENCY,
         page_orders: int = PAGE_ORDERS,
         healthy_recorded_s: float = HEALTHY_RECORDED_S,
+        rest: AccountRest | None = None,
     ) -> None:
         self.config = config
+        self.rest = AccountRest(clock=writer.clock) if rest is None else rest  # its client's
         self.client = client
         self.healthy_recorded_s = healthy_recorded_s
         self.account = config.name
@@ -171,6 +172,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     async def tick_due(self) -> list[NamedReport]:
         """Check the orders that are due (one only, as a probe, while the account fails)."""
         failing = await self.resting(*self.checks_parts)
+        if failing is None and self.rest.failure() is not None:
+            return []  # the provider asked to wait: not even a first check
         if failing is None:  # resting: only a just-submitted order's first check, as the probe
             failing, due = True, await self._first_checks.due(self.settled_since())
         elif failing:
@@ -278,6 +281,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         """Return None while a failing one of `parts` is left alone (its backoff has not run out),
         else whether one of them is failing (the account's other parts are asked as usual)."""
         state = await self.store.sources.state(self.source, self.account)
+        self.rest.hold(state.rest_until)  # a rest another process or start was asked
         now, interval_s = self.now(), self.config.poll_interval_s
         said = [resting(state, part, interval_s=interval_s, now=now) for part in parts]
         return None if None in said else any(said)
@@ -287,6 +291,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     ) -> None:
         """Apply what a pass's answers say about the account to its health: one
         `source.failed` when it starts failing, one `source.recovered` when it answers again."""
+        await record_rest(self)
         said = [(part, v) for part, v in verdicts if v is not None]
         for _, v in said:
             if not v.ok:
@@ -300,32 +305,7 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             if failing is None:  # the pass said nothing of the account: as it was
                 failing = (await self.store.sources.state(self.source, self.account)).failing
             if not failing:  # else the orders' failures are the account's (source.failed)
-                self._log_started_failing(started_failing, more)
-
-    def _log_started_failing(
-        self, started_failing: Sequence[Observation], more: Counter[str]
-    ) -> None:
-        """Log one line per order whose checks start failing while its account answers (the
-        first STARTED_FAILING_LINES of a pass), then one line with how many more; the failures
-        that follow are counted in the metrics only."""
-        for obs in started_failing:
-            log.warning(
-                "order.check_failed",
-                extra=fields(
-                    source=obs.key.source,
-                    account=obs.key.account,
-                    order_id=obs.key.order_id,
-                    reason=obs.reason,
-                ),
-            )
-        if more:
-            # Thousands of orders refused at once (a key's rights cut) are one line more, not
-            # thousands: the metrics count each.
-            counts = {"more": sum(more.values()), "reasons": dict(sorted(more.items()))}
-            log.warning(
-                "orders.check_failed",
-                extra=fields(source=self.source, account=self.account, **counts),
-            )
+                log_started_failing(self.source, self.account, started_failing, more)
 
     async def _settle_health(
         self,

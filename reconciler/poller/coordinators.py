@@ -17,9 +17,11 @@ from ..model import Source
 from ..passes.report import PassReport
 from ..redact import config_secrets
 from ..sources.http import Gates
+from ..sources.rest import AccountRest
 from ..store.errors import StoreError
 from ..store.passes import remember_pass
 from .coordinator import Coordinator
+from .rests import catch_up_pass
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
@@ -78,29 +80,20 @@ class Coordinators:
             from ..sources.ccv import CCVClient
             from .ccv import CCVCoordinator
 
-            ccv = {
-                c.name: CCVCoordinator(
-                    c,
-                    CCVClient(c, session, gate=gates.of(c), secrets=secrets),
-                    writer,
-                    remember_ref_s=remember,
-                    secrets=secrets,
+            for v in config.ccv:
+                rest = AccountRest(clock=writer.clock)  # the account's client and coordinator's
+                asks = CCVClient(v, session, gate=gates.of(v), secrets=secrets, rest=rest)
+                ccv[v.name] = CCVCoordinator(
+                    v, asks, writer, remember_ref_s=remember, secrets=secrets, rest=rest
                 )
-                for c in config.ccv
-            }
         if config.ccnow:
             from ..sources.ccnow import CCNowClient
             from .ccnow import CCNowCoordinator
 
-            ccnow = {
-                c.name: CCNowCoordinator(
-                    c,
-                    CCNowClient(c, session, gate=gates.of(c), secrets=secrets),
-                    writer,
-                    secrets=secrets,
-                )
-                for c in config.ccnow
-            }
+            for n in config.ccnow:
+                rest = AccountRest(clock=writer.clock)
+                posts = CCNowClient(n, session, gate=gates.of(n), secrets=secrets, rest=rest)
+                ccnow[n.name] = CCNowCoordinator(n, posts, writer, secrets=secrets, rest=rest)
         return cls(writer, ccv=ccv, ccnow=ccnow)
 
     def __iter__(self) -> Iterator[Coordinator[Any]]:
@@ -125,7 +118,7 @@ class Coordinators:
         # found, then the first in this order (CCNow's, then CCV's) is raised, the others
         # logged. Cancelling the gather cancels every pass.
         results = await asyncio.gather(
-            *(c.full_pass(via="catch-up") for c in coordinators), return_exceptions=True
+            *(catch_up_pass(c) for c in coordinators), return_exceptions=True
         )
         for result in _first_raised(results, [c.name for c in coordinators]):
             report.add(result)

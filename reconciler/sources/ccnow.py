@@ -56,6 +56,7 @@ from reconciler.sources.errors import (
     SourceError,
 )
 from reconciler.sources.http import RequestFailed, request
+from reconciler.sources.rest import AccountRest
 
 log = logging.getLogger("reconciler.sources.ccnow")
 
@@ -84,8 +85,10 @@ class CCNowClient:
         gate: asyncio.Semaphore | None = None,
         secrets: Sequence[str] = (),
         long_wait_ends: bool = False,
+        rest: AccountRest | None = None,
     ) -> None:
         self._config = config
+        self._rest = rest  # the account's (a coordinator's client): each post holds it
         # A write's read: a Retry-After longer than a retry may wait ends the request, and the
         # longest one asked is kept (`asked_wait`) for the write to wait as long.
         self._long_wait_ends = long_wait_ends
@@ -275,6 +278,7 @@ class CCNowClient:
                 complete=partial(read_complete, query=True) if order_ids else ListCuts(),
                 halt=self._halt,
                 long_wait_ends=self._long_wait_ends,
+                rest=self._rest,
             )
         except RequestFailed as exc:
             if exc.wait is not None:

@@ -40,6 +40,7 @@ from reconciler.sources.errors import (
     SourceUnavailable,
 )
 from reconciler.sources.http import Reply, RequestFailed, drain, request
+from reconciler.sources.rest import AccountRest
 from reconciler.strict_json import json_type, loads_answer
 
 log = logging.getLogger("reconciler.sources.ccv")
@@ -118,8 +119,10 @@ class CCVClient:
         *,
         gate: asyncio.Semaphore | None = None,
         secrets: Sequence[str],
+        rest: AccountRest | None = None,
     ) -> None:
         self._config = config
+        self._rest = rest  # the account's (a coordinator's client): each check holds it
         self._gate = asyncio.Semaphore(config.concurrency) if gate is None else gate
         self._session = session
         # Each check replaces the path of the base URL: cheaper than parsing a whole URL.
@@ -337,6 +340,7 @@ class CCVClient:
             retry=self._config.retry,
             max_body=MAX_BODY_BYTES,
             log=log,
+            rest=self._rest,
         )
 
 

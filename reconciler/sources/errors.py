@@ -27,6 +27,17 @@ class CircuitOpen(SourceUnavailable):
         self.asked = asked
 
 
+class RestAsked(SourceUnavailable):
+    """The provider asked the account to wait (a 429 or 503 whose Retry-After is longer than a
+    request's retries wait), or it still rests for it (sources/rest.py): no request was sent
+    again, and no read of the account is until `until` (the account's clock). The account's
+    failure, not an order's: one order's check must not ask every other one meanwhile."""
+
+    def __init__(self, message: str, until: float) -> None:
+        super().__init__(message)
+        self.until = until
+
+
 class AuthenticationFailed(SourceError):
     """The provider refused our credentials (401/403); retrying only makes it worse."""
 

@@ -21,6 +21,7 @@ from yarl import URL
 from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
 from reconciler.sources.codings import BodyTooLarge, BodyUnreadable, answer_decoded
 from reconciler.sources.errors import AnswerTooLarge, SourceUnavailable, UndecodableAnswer
+from reconciler.sources.rest import AccountRest
 
 T = TypeVar("T")
 
@@ -245,6 +246,7 @@ async def request(
     complete: Callable[[Reply], bool] | None = None,
     halt: asyncio.Event | None = None,
     long_wait_ends: bool = False,
+    rest: AccountRest | None = None,
 ) -> Reply:
     """Send one request, retrying 429/5xx/timeouts/connection errors; raise RequestFailed after.
 
@@ -257,7 +259,9 @@ async def request(
     Content-Encoding aiohttp cannot decode is UndecodableAnswer, not retried: the provider (or a
     proxy) answered. `long_wait_ends`: a Retry-After asking longer than a retry may wait
     (`retry.max_backoff_s`) ends it at once (a write's read: the write waits in its queue as
-    long as asked, RequestFailed.wait, instead of asking again sooner).
+    long as asked, RequestFailed.wait, instead of asking again sooner). `rest`: the account's
+    (a read's): a 429 or 503 asking longer rests the account and raises RestAsked, as does
+    every attempt while it rests (none is sent).
     """
     n = 0
     reached = False
@@ -273,6 +277,9 @@ async def request(
             if n == 0:
                 raise Stopping  # nothing was sent: not a failure the caller reports
             raise RequestFailed(word, reached=reached, sent_at=sent_at, http_status=answered)
+        if rest is not None and (resting := rest.failure()) is not None:
+            gate.release()
+            raise resting
         sent_at = time.time()
         reached_before = reached
         status: int | None = None
@@ -313,6 +320,9 @@ async def request(
         finally:
             gate.release()
         wait = parse_retry_after(retry_after, datetime.now(timezone.utc))
+        asked = None if rest is None else rest.asked(wait, answered, cap_s=retry.max_backoff_s)
+        if asked is not None:
+            raise asked
         if (
             n >= retry.attempts
             or (long_wait_ends and wait is not None and wait > retry.max_backoff_s)

@@ -334,6 +334,9 @@ MIGRATIONS: list[str] = [
     # untrack`; store/withdraw.py): a post that ends without CCNow's definite answer closes
     # it withdrawn instead of queuing it again
     "ALTER TABLE commands ADD COLUMN withdraw_asked TEXT",
+    # 31: until when an account rests because its provider asked so (a 429's or 503's
+    # Retry-After longer than a request's retries wait): a restart or a catch-up honours it too
+    "ALTER TABLE sources ADD COLUMN rest_until REAL",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 _STATE_COLUMNS = (
     "failing, failure_streak, episode, last_success, last_failure, last_error, "
-    "failed_on_own_word, backoff_from, failed_on_key"
+    "failed_on_own_word, backoff_from, failed_on_key, rest_until"
 )
 
 
@@ -45,7 +45,7 @@ class Sources:
         """Upsert the health record (inside a transaction)."""
         await self._conn.execute(
             f"INSERT OR REPLACE INTO sources (source, account, {_STATE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 s.source,
                 s.account,
@@ -58,6 +58,7 @@ class Sources:
                 int(s.failed_on_own_word),
                 s.backoff_from,
                 int(s.failed_on_key),
+                s.rest_until,
             ),
         )
 
@@ -104,7 +105,7 @@ class Sources:
 
 
 def _state(source: Source, account: str, row: Sequence[Any]) -> SourceState:
-    mask, streak, episode, success, failure, error, own_word, backoff_from, on_key = row
+    mask, streak, episode, success, failure, error, own_word, backoff_from, on_key, rest = row
     return SourceState(
         source,
         account,
@@ -117,6 +118,7 @@ def _state(source: Source, account: str, row: Sequence[Any]) -> SourceState:
         bool(own_word),
         backoff_from,
         bool(on_key),
+        rest,
     )
 
 

@@ -277,8 +277,9 @@ class ActionSender(Closing):
             tally.refused += len(closed)
             raise
         except NotSent as exc:
-            # The connection was never made: queued again, and not counted as sent.
-            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally)
+            # The connection was never made: queued again (one withdrawn meanwhile closed as
+            # withdrawn before it was sent), and not counted as sent.
+            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally, sent=False)
             return
         except Lost as exc:
             tally.post(batch)

@@ -21,7 +21,7 @@ from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import requeue_within
 from reconciler.store.taken import unconfirmed_event, unheld
-from reconciler.store.withdraw import BY_UNTRACK
+from reconciler.store.withdraw import by_untrack
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
@@ -161,7 +161,7 @@ class Closing:
         every = refusal is None or reached_before
         marked = {c.id for c in batch} if every else hidden_reached(batch) if hidden else set()
         withdrawn = await self._commit(
-            batch, closes, again, observations, self.clock() + delay, marked, tally
+            batch, closes, again, observations, self.clock() + delay, marked, tally, hidden
         )
         # Those withdrawn while their post was out are closed where they would be queued.
         closes += [(c.id, c.state, c.answer or "") for c in withdrawn]
@@ -177,8 +177,11 @@ class Closing:
         retry_at: float,
         reached: set[int],
         tally: Tally,
+        hidden: bool,
     ) -> list[cmds.Command]:
-        """Commit a post's outcome; return those closed withdrawn (store/withdraw.py)."""
+        """Commit a post's outcome; return those closed withdrawn (store/withdraw.py), which
+        keep that it may have reached CCNow when `hidden` (an attempt's answer may hide that
+        CCNow ran it), whatever their action."""
         now = self.clock()
         by_id = {c.id: c for c in batch}
         withdrawn: list[cmds.Command] = []
@@ -191,8 +194,9 @@ class Closing:
             await cmds.close_within(self.store, closes, closed)
             # Those the post may have reached CCNow with keep it (the first such post's time).
             kept = [row for row in again if row[0] not in reached]
+            hidden_at = now if hidden else None
             withdrawn[:] = await requeue_within(
-                self.store, kept, next_attempt_at=retry_at, now=closed
+                self.store, kept, next_attempt_at=retry_at, now=closed, hidden_at=hidden_at
             )
             marked = [row for row in again if row[0] in reached]
             withdrawn.extend(
@@ -230,7 +234,7 @@ class Closing:
         async def untracked() -> set[OrderKey]:
             # Untracked while the post was out: its answer does not follow the order again.
             current = await cmds.get(self.store, list(by_id))
-            return {order_of(c) for c in current if c.withdraw_asked == BY_UNTRACK}
+            return {order_of(c) for c in current if by_untrack(c.withdraw_asked)}
 
         await self.reconciler.apply(
             observations, via="action", discover=True, within=within, withheld=untracked
