@@ -17,6 +17,7 @@ from reconciler.model import Observation, OrderKey, OrderState, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.http import Gates
+from reconciler.sources.rest import AccountRest
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import requeue_within
@@ -35,7 +36,7 @@ from reconciler.writes.ccnow_outcome import (
     says_down_for,
     settle,
 )
-from reconciler.writes.ccnow_post import StatusReads
+from reconciler.writes.ccnow_reads import StatusReads
 from reconciler.writes.ccnow_requeue import hidden_reached, not_before, requeue
 from reconciler.writes.ccnow_send import Lost
 from reconciler.writes.ccnow_taken import Tally
@@ -50,6 +51,7 @@ class Closing:
     store: Store
     session: aiohttp.ClientSession
     gates: Gates
+    rests: Mapping[str, AccountRest]  # the accounts' (their coordinators'): reads wait for it
     reconciler: Reconciler
     in_flight: InFlight
     secrets: Sequence[str]
@@ -115,7 +117,8 @@ class Closing:
         closes: list[tuple[int, cmds.State, str]] = []
         again: list[tuple[int, str, float | None, float | None]] = []
         observations: list[Observation] = []
-        reads = StatusReads(self.session, cfg, self.gates, self.in_flight, self.secrets)
+        rest = self.rests.get(cfg.name)
+        reads = StatusReads(self.session, cfg, self.gates, self.in_flight, self.secrets, rest)
         for c in batch:
             line = lines.get(c.order_id)
             said: tuple[cmds.State, str] = (
