@@ -162,6 +162,13 @@ def lags(prev: OrderState, obs: Observation) -> bool:
     )
 
 
+def pending_next(state: OrderState) -> bool:
+    """Whether a pending list naming the order `pending` says its likely next step (it is held
+    before pending, `processing`): its doubt is asked sooner (`schedule.doubt_due`), and its
+    line applies when its query cannot decide (poller/ccnow_list.py)."""
+    return state.status in BEFORE_ACTION and state.status != ACTED_ON
+
+
 def _before_action(prev: OrderState, obs: Observation) -> bool:
     """Whether the answer the snapshot holds came from a read sent while a CCNow action's post
     (`obs`, its answer line) waited for its answer, and says the order before CCNow ran it.

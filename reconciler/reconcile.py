@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .config import Config, ScheduleConfig
-from .diff import ACTED_ON, BEFORE_ACTION, diff
+from .diff import diff, pending_next
 from .events import Event
 from .logs import fields
 from .model import Observation, OrderKey, OrderState, Outcome, Via
@@ -18,7 +18,7 @@ from .passes.batcher import BATCH_ROWS, HINT_ROWS, PART_S, PENDING_BATCHES
 from .passes.hint_gate import MAX_WAIT_S, HintGate
 from .passes.hint_group import Group, Member
 from .passes.report import PassReport
-from .schedule import doubt_due, plan, stuck_event
+from .schedule import plan, stuck_event
 from .store import Store, after_commit
 from .store.orders import Page
 from .store.references import carried_also
@@ -255,10 +255,10 @@ class Reconciler:
                 )
                 report.note_started_failing(o for o in started if keys is None or o.key in keys)
                 mine = [k for k in doubted if keys is None or k in keys]
-                report.doubted.update((k.order_id, self._doubt_due(snapshot[k])) for k in mine)
+                report.doubted.update((k.order_id, snapshot[k]) for k in mine)
                 # Not one whose ship or cancel is being sent: its close's line decides.
                 report.forward.update(
-                    k.order_id for k in mine if k not in sending and _forward(snapshot[k])
+                    k.order_id for k in mine if k not in sending and pending_next(snapshot[k])
                 )
                 # A line that said nothing is no check: its query, if asked, is the order's one.
                 report.checked -= len(mine)
@@ -288,8 +288,8 @@ class Reconciler:
             rows.append((state, when))
         # A pending list's line that may lag (diff.lags) writes nothing: the order's query
         # decides, in the pass's query step where it takes it (poller/ccnow.py), else at its
-        # check as planned or the bound of `_doubt_due`. Not due at once: a list lagging for
-        # hours would have it asked at every poll.
+        # check as planned or the bound of `schedule.doubt_due`. Not due at once: a list lagging
+        # for hours would have it asked at every poll.
         await store.orders.save(snapshot, rows)
         differs: list[Differs] = []
         if result.references:
@@ -357,14 +357,6 @@ class Reconciler:
             )
         self.committed(events)
 
-    def _doubt_due(self, state: OrderState) -> float:
-        """When a poll queries an order whose pending list's line contradicts it (diff.lags):
-        soon when the line may be its next step (the list naming `pending` an order before
-        it), else at its planned check or after `max_interval`, longer while its query fails
-        (schedule.doubt_due)."""
-        schedule = self.schedules.get((state.key.source, state.key.account))
-        return doubt_due(state, schedule, forward=_forward(state))
-
     async def _failing_accounts(self, observations: Sequence[Observation]) -> set[tuple[str, str]]:
         """Return the failing accounts among those whose orders answered "not found" or
         failed."""
@@ -381,9 +373,3 @@ class Reconciler:
         if events:
             self.on_events(events)
             self.on_commit()
-
-
-def _forward(state: OrderState) -> bool:
-    """Whether a pending list naming the order `pending` says its likely next step (it is held
-    before pending, `processing`)."""
-    return state.status in BEFORE_ACTION and state.status != ACTED_ON

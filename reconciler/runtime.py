@@ -121,6 +121,7 @@ class Runtime:
             self.coordinators = Coordinators.build(
                 self.config, self.reconciler, self.session, self.gates
             )
+            await self.coordinators.hold_recorded_rests()
             # Every writer settles at its start the writes a stopped process left `sending`
             # (never re-sent unless safe to repeat), before it sends anything: so a submit
             # still `sending` while a process holds the lock is that process's to answer
@@ -150,6 +151,7 @@ class Runtime:
             on_commit=self.delivery.committed,
             in_flight=in_flight or self._writes(),
             gates=self.gates,
+            rests={name: c.rest for name, c in self.coordinators.ccnow.items()},
             secrets=config_secrets(self.config),
         )
 

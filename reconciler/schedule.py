@@ -90,24 +90,24 @@ def plan(
     return interval, _within(at, watch_ends)
 
 
-def doubt_due(state: OrderState, schedule: ScheduleConfig | None, *, forward: bool) -> float:
+def doubt_due(
+    state: OrderState, schedule: ScheduleConfig, *, forward: bool, queried: float | None = None
+) -> float:
     """Return when a poll queries an order whose pending list's line contradicts its snapshot
-    (`diff.lags`): at its planned check, and at the latest `max_interval` after its last
-    answered check, one more per failed check since (an end state, or a settled order past
-    its watch, is never due: while the list went on naming it, a real change was never
-    asked), or `min_interval` after it when the line is the order's likely next step
+    (`diff.lags`): at its planned check, and at the latest `max_interval` after its last check
+    (an end state, or a settled order past its watch, is never due: while the list went on
+    naming it, a real change was never asked), `failure_streak` times that while its query
+    fails, or `min_interval` after it when the line is the order's likely next step
     (`forward`: the list names `pending` an order held before it, `processing`), which would
     else wait for an interval grown to hours (and whose line a failed query lets apply:
-    poller/ccnow.py)."""
-    if schedule is None:
-        return state.next_check_at
-    last = state.last_checked if state.last_checked is not None else 0.0
+    poller/ccnow.py). Its last check is its last answer or `queried`, when its doubt's query
+    was last asked (answered or not), whichever is later: a failed check does not move
+    `last_checked`, and counted from an answer weeks old (an end state's) the bound is past,
+    its query asked at every poll while it fails."""
+    last = max(state.last_checked or 0.0, queried or 0.0)
     if forward:
         return min(state.next_check_at, last + schedule.min_interval_s)
-    # A failed check does not move `last_checked`: each failure waits one more `max_interval`
-    # (counted from the last answer, as the failed ones were), else a query that keeps failing
-    # would be asked at every poll, past the failure backoff.
-    return min(state.next_check_at, last + schedule.max_interval_s * (1 + state.failure_streak))
+    return min(state.next_check_at, last + schedule.max_interval_s * max(1, state.failure_streak))
 
 
 def _within(at: float, watch_ends: float) -> float:

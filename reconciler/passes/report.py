@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import NamedTuple
 
-from ..model import ORDER_ERROR, UNKEPT_ANSWERS, Observation
+from ..model import ORDER_ERROR, UNKEPT_ANSWERS, Observation, OrderState
 
 # `order.check_failed` lines a pass logs before it sums up the rest in one line.
 STARTED_FAILING_LINES = 20
@@ -64,9 +64,9 @@ class PassReport:
     # fails leaves its account failing, and drops them.
     outage_failures: list[Observation] = field(default_factory=list)
     # Orders whose pending list line may lag behind or contradict their snapshot (diff.lags),
-    # with the time a poll asks them (schedule.doubt_due): the pass's query step asks them, a
-    # poll's only those due (poller/ccnow.py).
-    doubted: dict[str, float] = field(default_factory=dict)
+    # with their row as the line found it: the pass's query step asks them, a poll's only those
+    # due (schedule.doubt_due, poller/ccnow_list.py).
+    doubted: dict[str, OrderState] = field(default_factory=dict)
     # Those of them held before `pending` that the list names `pending`, likely their next step:
     # the line applies when their query cannot decide (poller/ccnow.py).
     forward: set[str] = field(default_factory=set)

@@ -86,7 +86,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         super().__init__(
             config, client, writer, secrets=secrets, page_orders=page_orders, rest=rest
         )
-        self.listed = ListMemory()
+        self.listed = ListMemory(config.schedule)
         self.witnesses = Witnesses(self._answered)
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> None:
@@ -246,7 +246,7 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         listing = self._batcher(via, report, discover=True, timed=False)
         answered_list = False
         asked = 0
-        from_list = 0  # the checks the list's own lines answered
+        from_list = 0  # the checks the list's own lines answered, doubted ones taken too
         to_query: list[str] = []
         answered: set[str] = set()
         probe_answered = False  # a query's probe found the account answering
@@ -306,8 +306,8 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
             # (not `seen`): the order's query decides, a catch-up's, or a poll's once it is due.
             seen.difference_update(report.doubted)
             if asking := ask_all or queries_answer:
-                now, doubted = self.now(), sorted(report.doubted.items())
-                to_query += [i for i, at in doubted if i not in to_query and (ask_all or at <= now)]
+                due = self.listed.doubts_due(report.doubted, self.now(), everything=ask_all)
+                to_query += [i for i in due if i not in to_query]
             # A doubted line is no check (reconcile.py): its query, if asked, is the order's.
             asked = len(listed) - len(report.doubted) + len(to_query)
             if queried is not None:
@@ -318,9 +318,9 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
                     await self.client.query(to_query, emit, probe=probe, catch_up=ask_all)
                     await self._forget_carried(to_query)
             except SourceError:  # what answered before it is kept (`_asking`), lines too
-                await undecided(lines, to_query, seen, listing)
+                from_list += await undecided(lines, to_query, seen, listing)
                 raise
-            await undecided(lines, to_query if asking else lines, seen, listing)
+            from_list += await undecided(lines, to_query if asking else lines, seen, listing)
 
         try:
             error = await self._asking(ask, listing, batcher)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..config import ScheduleConfig
+from ..diff import pending_next
 from ..model import Observation, OrderKey, OrderState, settled_at, unwatched
 from ..passes.batcher import Batcher
+from ..schedule import doubt_due
 from ..store import Store
 
 
@@ -14,13 +17,35 @@ from ..store import Store
 class ListMemory:
     """What this process's reads of an account's pending list said: the orders the last read
     named, and those that left it since (a read named them, a later one did not) whose query
-    has not answered yet. A new process knows none: its start-up catch-up asks every order."""
+    has not answered yet; and when the doubted orders were last queried. A new process knows
+    none: its start-up catch-up asks every order, doubted ones included."""
 
+    schedule: ScheduleConfig  # the account's
     named: frozenset[str] | None = None  # None: the list was not read yet
     left: set[str] = field(default_factory=set)
     # A catch-up got no answer to the list or to its queries: the first pass whose queries
     # answer asks every open order the list does not name, as the catch-up meant to.
     ask_all: bool = False
+    # The orders whose list line is doubted (diff.lags), each with when a pass last queried it
+    # for that: a query that fails moves no `last_checked`, and its next is counted from then.
+    doubts: dict[str, float] = field(default_factory=dict)
+
+    def doubts_due(
+        self, doubted: Mapping[str, OrderState], now: float, *, everything: bool
+    ) -> list[str]:
+        """Return the doubted orders (a pass's, with their rows) to query now: a catch-up's
+        (`everything`) every one, a poll's those due (schedule.doubt_due); note them queried
+        now, and forget those no longer doubted."""
+        self.doubts = {i: at for i, at in self.doubts.items() if i in doubted}
+        due = [
+            i
+            for i, s in sorted(doubted.items())
+            if everything
+            or doubt_due(s, self.schedule, forward=pending_next(s), queried=self.doubts.get(i))
+            <= now
+        ]
+        self.doubts.update(dict.fromkeys(due, now))
+        return due
 
     def read(self, named: Collection[str]) -> None:
         """Note a read of the list: what the read before named and this one does not left it,
@@ -47,16 +72,19 @@ class ListMemory:
 
 async def undecided(
     lines: Mapping[str, Observation], asked: Collection[str], seen: set[str], into: Batcher
-) -> None:
+) -> int:
     """Apply the pending list's `lines` of doubted orders held before `pending` (diff.lags:
     pending is their likely next step) whose query was `asked` without an answer (not `seen`),
-    as no longer doubted: their query cannot decide, and held back they never changed."""
+    as no longer doubted: their query cannot decide, and held back they never changed. Return
+    how many: the list's checks, never a query's answer (while every query fails, one would
+    say the queries answer again: a false `source.recovered`)."""
     taken = [o for i, o in sorted(lines.items()) if i in asked and i not in seen]
     for obs in taken:
         await into.add(obs._replace(listed=False))
     if taken:
         await into.flush()
         seen.update(o.key.order_id for o in taken)
+    return len(taken)
 
 
 async def still_open(store: Store, account: str, order_ids: Collection[str]) -> list[str]:

@@ -101,6 +101,12 @@ class Coordinators:
         yield from self.ccv.values()
         yield from self.ccnow.values()
 
+    async def hold_recorded_rests(self) -> None:
+        """Hold each account's rest its health record keeps (a process before this one was
+        asked it): the reads a command line's writes ask wait for it too, not only ticks."""
+        for c in self:
+            c.rest.hold((await c.store.sources.state(c.source, c.account)).rest_until)
+
     def get(self, source: Source, account: str) -> Coordinator[Any] | None:
         """Return the coordinator of one account, or None when it is not configured."""
         return (self.ccv if source == "ccv" else self.ccnow).get(account)

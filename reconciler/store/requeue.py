@@ -55,13 +55,19 @@ async def requeue_within(
     next_attempt_at: float,
     now: float,
     reached_at: float | None = None,
+    hidden_at: float | None = None,
+    sent: bool = True,
 ) -> list[Command]:
     """Queue commands again inside the caller's transaction, each (id, answer kept, the start
     of its day of answers that did not settle it, and of those with the lines saying CCNow is
     down; None: none); `reached_at`: the post may have reached CCNow with them (the first such
     post is kept). One whose withdrawal was asked while it was out is closed withdrawn
-    instead (returned)."""
-    closed = await close_asked_within(store, [r[0] for r in rows], now=now, reached_at=reached_at)
+    instead (returned), keeping `reached_at` or `hidden_at`: an answer of the post may hide
+    that CCNow ran it (a proxy's 503), which a ship or cancel queued again keeps not (its
+    order's status tells), but one withdrawn does, whatever its action (nothing reads its
+    order again); not `sent`: no connection was made, the post never left."""
+    ids, reached = [r[0] for r in rows], reached_at or hidden_at
+    closed = await close_asked_within(store, ids, now=now, reached_at=reached, sent=sent)
     await store.conn.executemany(
         "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ?, "
         "unsettled_since = ?, held_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?) "

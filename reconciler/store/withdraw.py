@@ -10,13 +10,17 @@ definite answer to that post still ends it as the answer says (done, refused); a
 without one (a line saying CCNow is down, a lost answer, a refused connection, a 429 or 503, a
 stop) closes it withdrawn where it would have queued it again (store/requeue.py), and so does
 the next writer's start for one a stopped process left `sending`; a retry within that post is
-not made (`asked`). Nor does that post's answer follow its order again once untracked. An
+not made (`asked`). Nor does that post's answer follow its order again once untracked, whatever
+was asked first (`by_untrack`: an untrack after a word by hand is recorded beside it). An
 `adjust` whose answer was lost becomes `uncertain` as any other does: CCNow may have applied it.
 
 A withdrawn command ends `refused`, with words saying it was withdrawn and an
 `order.action_refused` carrying `withdrawn: true` and `maybe_reached`: whether a post of it
-may have reached CCNow (its answer lost, its process stopped while it was out). Not
-`uncertain`: that state waits for a person's word, and this one was given; it holds an order's
+may have reached CCNow (its answer lost, or one that may follow CCNow running it, a proxy's
+503; its process stopped while it was out), whatever its action: nothing reads its order's
+status again to tell. It says no only where no post of it may have run: no connection made, a
+stop before it, an answer saying nothing ran (a 429, CCNow's `down`). Not `uncertain`: that
+state waits for a person's word, and this one was given; it holds an order's
 later discounts back and asks for a `ccnow resolve` an untracked order would never get. A
 client already waits for `refused` to mean "reconciler does not send this one"; `maybe_reached`
 says when CCNow's backroom should be looked at.
@@ -44,6 +48,11 @@ _MAYBE_REACHED = (
     "; an earlier post of it may have reached CCNow (its answer was lost): "
     "look for it in CCNow's backroom"
 )
+# The same of one withdrawn while it was being sent: that post, or an earlier one.
+_SENT_MAYBE_REACHED = (
+    "; a post of it may have reached CCNow (no answer said it was not run): "
+    "look for it in CCNow's backroom"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +67,28 @@ class Withdrawn:
 def words(c: Command, by: str, *, sent: bool | None = None) -> str:
     """The answer a withdrawn command keeps: `by` says how it was withdrawn (`by hand`);
     `sent`: whether its post was out then (None: whether it is `sending`)."""
-    maybe = _MAYBE_REACHED if c.maybe_reached_at is not None else ""
+    reached = c.maybe_reached_at is not None
     if c.state == "sending" if sent is None else sent:
+        maybe = _SENT_MAYBE_REACHED if reached else ""
         return f"{WITHDRAWN} {by} while it was being sent (CCNow's answer settled nothing){maybe}"
-    return f"{WITHDRAWN} {by} before it was sent{maybe}"
+    return f"{WITHDRAWN} {by} before it was sent{_MAYBE_REACHED if reached else ''}"
+
+
+def by_untrack(asked: str | None) -> bool:
+    """Whether a withdrawal asked (`withdraw_asked`) holds an untrack: its post's answer does
+    not follow the order again."""
+    return asked is not None and asked.endswith(BY_UNTRACK)
+
+
+def _asked(first: str | None, by: str) -> str:
+    """The word recorded on a command being sent when `by` is asked after `first`: the first
+    (the answer names it), with an untrack after a word by hand beside it (`by hand, then by
+    untrack`): the untrack holds the order back all the same."""
+    if first is None:
+        return by
+    if by == BY_UNTRACK and not by_untrack(first):
+        return f"{first}, then {BY_UNTRACK}"
+    return first
 
 
 async def withdraw_within(
@@ -84,13 +111,12 @@ async def withdraw_within(
             if ids is not None and c.id not in ids:
                 continue
             (found if c.state == "queued" else sending).append(c)
-    # The first word asked is kept: it is the one the answer will name.
+    # Read in this transaction: the first word asked is kept, an untrack beside it.
+    sending = [replace(c, withdraw_asked=_asked(c.withdraw_asked, by)) for c in sending]
     await store.conn.executemany(
-        "UPDATE commands SET withdraw_asked = coalesce(withdraw_asked, ?) WHERE id = ? "
-        "AND state = 'sending'",
-        [(by, c.id) for c in sending],
+        "UPDATE commands SET withdraw_asked = ? WHERE id = ? AND state = 'sending'",
+        [(c.withdraw_asked, c.id) for c in sending],
     )
-    sending = [replace(c, withdraw_asked=c.withdraw_asked or by) for c in sending]
     closed = [replace(c, state="refused", answer=words(c, by), closed_at=now) for c in found]
     await _close(store, closed, now, "AND state = 'queued'")
     return Withdrawn(closed, sending)

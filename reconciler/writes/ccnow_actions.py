@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import aiohttp
@@ -33,6 +33,7 @@ from reconciler.logs import fields
 from reconciler.reconcile import Reconciler
 from reconciler.sources.errors import SourceError
 from reconciler.sources.http import Gates
+from reconciler.sources.rest import AccountRest
 from reconciler.store import Store, taken
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import unclaim
@@ -115,6 +116,7 @@ class ActionSender(Closing):
         accounts: Sequence[CCNowConfig],
         *,
         gates: Gates,
+        rests: Mapping[str, AccountRest] | None = None,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         in_flight: InFlight | None = None,
@@ -124,6 +126,7 @@ class ActionSender(Closing):
         self.secrets = secrets  # the config's: never taken from CCNow's answers for a status
         self.session = session
         self.gates = gates  # the accounts' bounds, shared with their queries
+        self.rests = rests or {}  # the accounts' rests at CCNow's word, as their queries'
         self.reconciler = reconciler
         self.accounts = {c.name: c for c in accounts}
         self.on_commit = on_commit
@@ -277,8 +280,9 @@ class ActionSender(Closing):
             tally.refused += len(closed)
             raise
         except NotSent as exc:
-            # The connection was never made: queued again, and not counted as sent.
-            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally)
+            # The connection was never made: queued again (one withdrawn meanwhile closed as
+            # withdrawn before it was sent), and not counted as sent.
+            await requeue(self.store, self.clock(), cfg, batch, str(exc), tally, sent=False)
             return
         except Lost as exc:
             tally.post(batch)

@@ -17,11 +17,12 @@ from reconciler.model import Observation, OrderKey, OrderState, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.http import Gates
+from reconciler.sources.rest import AccountRest
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import requeue_within
 from reconciler.store.taken import unconfirmed_event, unheld
-from reconciler.store.withdraw import BY_UNTRACK
+from reconciler.store.withdraw import by_untrack
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
@@ -35,7 +36,7 @@ from reconciler.writes.ccnow_outcome import (
     says_down_for,
     settle,
 )
-from reconciler.writes.ccnow_post import StatusReads
+from reconciler.writes.ccnow_reads import StatusReads
 from reconciler.writes.ccnow_requeue import hidden_reached, not_before, requeue
 from reconciler.writes.ccnow_send import Lost
 from reconciler.writes.ccnow_taken import Tally
@@ -50,6 +51,7 @@ class Closing:
     store: Store
     session: aiohttp.ClientSession
     gates: Gates
+    rests: Mapping[str, AccountRest]  # the accounts' (their coordinators'): reads wait for it
     reconciler: Reconciler
     in_flight: InFlight
     secrets: Sequence[str]
@@ -115,7 +117,8 @@ class Closing:
         closes: list[tuple[int, cmds.State, str]] = []
         again: list[tuple[int, str, float | None, float | None]] = []
         observations: list[Observation] = []
-        reads = StatusReads(self.session, cfg, self.gates, self.in_flight, self.secrets)
+        rest = self.rests.get(cfg.name)
+        reads = StatusReads(self.session, cfg, self.gates, self.in_flight, self.secrets, rest)
         for c in batch:
             line = lines.get(c.order_id)
             said: tuple[cmds.State, str] = (
@@ -161,7 +164,7 @@ class Closing:
         every = refusal is None or reached_before
         marked = {c.id for c in batch} if every else hidden_reached(batch) if hidden else set()
         withdrawn = await self._commit(
-            batch, closes, again, observations, self.clock() + delay, marked, tally
+            batch, closes, again, observations, self.clock() + delay, marked, tally, hidden
         )
         # Those withdrawn while their post was out are closed where they would be queued.
         closes += [(c.id, c.state, c.answer or "") for c in withdrawn]
@@ -177,8 +180,11 @@ class Closing:
         retry_at: float,
         reached: set[int],
         tally: Tally,
+        hidden: bool,
     ) -> list[cmds.Command]:
-        """Commit a post's outcome; return those closed withdrawn (store/withdraw.py)."""
+        """Commit a post's outcome; return those closed withdrawn (store/withdraw.py), which
+        keep that it may have reached CCNow when `hidden` (an attempt's answer may hide that
+        CCNow ran it), whatever their action."""
         now = self.clock()
         by_id = {c.id: c for c in batch}
         withdrawn: list[cmds.Command] = []
@@ -191,8 +197,9 @@ class Closing:
             await cmds.close_within(self.store, closes, closed)
             # Those the post may have reached CCNow with keep it (the first such post's time).
             kept = [row for row in again if row[0] not in reached]
+            hidden_at = now if hidden else None
             withdrawn[:] = await requeue_within(
-                self.store, kept, next_attempt_at=retry_at, now=closed
+                self.store, kept, next_attempt_at=retry_at, now=closed, hidden_at=hidden_at
             )
             marked = [row for row in again if row[0] in reached]
             withdrawn.extend(
@@ -230,7 +237,7 @@ class Closing:
         async def untracked() -> set[OrderKey]:
             # Untracked while the post was out: its answer does not follow the order again.
             current = await cmds.get(self.store, list(by_id))
-            return {order_of(c) for c in current if c.withdraw_asked == BY_UNTRACK}
+            return {order_of(c) for c in current if by_untrack(c.withdraw_asked)}
 
         await self.reconciler.apply(
             observations, via="action", discover=True, within=within, withheld=untracked

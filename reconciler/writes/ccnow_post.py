@@ -21,9 +21,7 @@ from yarl import URL
 
 from reconciler import USER_AGENT
 from reconciler.config import CCNowConfig
-from reconciler.model import Observation, Outcome
 from reconciler.redact import answer_secrets
-from reconciler.sources.ccnow import CCNowClient
 from reconciler.sources.ccnow_answer import (
     MAX_TEXT_LENGTH,
     SPACE,
@@ -36,7 +34,7 @@ from reconciler.sources.ccnow_answer import (
 from reconciler.sources.ccnow_cut import drop_line, undecided_line
 from reconciler.sources.ccnow_refusal import answered_orders, message_lines, refusal_lines
 from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError, UndecodableAnswer
-from reconciler.sources.http import Gates, Reply, parse_retry_after
+from reconciler.sources.http import Reply, parse_retry_after
 from reconciler.store import commands as cmds
 from reconciler.store.taken import TAKEN
 from reconciler.writes.ccnow_fields import carries
@@ -53,10 +51,10 @@ from reconciler.writes.ccnow_send import (
     unreadable,
     whole_lines,
 )
-from reconciler.writes.in_flight import InFlight, Stopping
+from reconciler.writes.in_flight import Stopping
 from reconciler.writes.once import NotSent
 
-__all__ = ["Lost", "Posted", "Refused", "StatusReads", "TurnedAway", "post_batch"]
+__all__ = ["Lost", "Posted", "Refused", "TurnedAway", "post_batch"]
 
 # The blanks a line is trimmed of (ccnow_answer.SPACE), as bytes.
 _BLANK_ENDS = tuple(c.encode() for c in SPACE)
@@ -252,51 +250,6 @@ async def post_batch(
             tried, hidden = reply.tried_before, reply.hidden_before
             return Posted(Answer((), ()), reply.sent_at, reply.reached_before, said, tried, hidden)
         raise unreadable(reply, secrets) from None
-
-
-class StatusReads:
-    """The status reads an answer's commands ask (a ship or cancel whose answer does not say
-    it took), and the longest Retry-After they were asked (`wait`, seconds; None: none): once
-    one asks longer than a retry may wait, no read is asked within it (the account's rate
-    limit, not the order's), and their commands wait as long."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        cfg: CCNowConfig,
-        gates: Gates,
-        in_flight: InFlight,
-        secrets: Sequence[str] = (),
-    ) -> None:
-        self.session, self.cfg, self.gates = session, cfg, gates
-        self.in_flight, self.secrets = in_flight, secrets
-        self.wait: float | None = None
-
-    async def read(self, order_id: str) -> Observation | None:
-        """Read an order's status (None: not read); Stopping: not read for the stop."""
-        seen: list[Observation] = []
-
-        async def emit(o: Observation) -> None:
-            seen.append(o)
-
-        if self.in_flight.stopping:
-            raise Stopping  # no new request during a stop
-        if self.wait is not None and self.wait > self.cfg.retry.max_backoff_s:
-            return None  # an earlier read was asked to wait: not read (the account's limit)
-        gate, halt = self.gates.of(self.cfg), self.in_flight.halt
-        client = CCNowClient(
-            self.cfg, self.session, halt=halt, gate=gate, secrets=self.secrets, long_wait_ends=True
-        )
-        try:
-            await client.query([order_id], emit)
-        except SourceError:
-            if self.in_flight.stopping:
-                raise Stopping from None
-            return None
-        finally:
-            if client.asked_wait is not None:
-                self.wait = max(self.wait or 0.0, client.asked_wait)
-        return next((o for o in seen if o.outcome is Outcome.OK), None)
 
 
 def _parsed(body: bytes, secrets: Sequence[str], batch: Sequence[cmds.Command]) -> Answer:

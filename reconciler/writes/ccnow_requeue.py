@@ -37,7 +37,8 @@ def hidden_reached(batch: Sequence[cmds.Command]) -> set[int]:
     (a 503 without CCNow's words: a proxy's, after CCNow got it and was slow) that keep that
     it may have reached CCNow with them: the tracking uploads. CCNow refusing the next post
     (`order not pending`) then leaves one `uncertain`, as after a lost answer: no status read
-    can tell whether it was added. A ship or cancel keeps nothing: its order's status tells."""
+    can tell whether it was added. A ship or cancel keeps nothing: its order's status tells
+    (but one closed withdrawn instead keeps it: store/requeue.requeue_within's `hidden_at`)."""
     return {c.id for c in batch if c.action == "track"}
 
 
@@ -59,12 +60,13 @@ async def requeue(
     delay: float | None = None,
     wait: float | None = None,
     hidden: bool = False,
+    sent: bool = True,
 ) -> None:
     """Queue a batch again after a failure that is no answer about its commands (their day and
     its three-day bound start again), due after `delay` (by default: doubling per attempt, or
     what its answer's Retry-After asked, `wait` seconds, when longer; an hour at most);
     `lost`: its answer was lost, so the post may have reached CCNow; `hidden`: an attempt's
-    answer may hide that it ran (`hidden_reached`)."""
+    answer may hide that it ran (`hidden_reached`); not `sent`: no connection was made."""
     delay = retry_delay(batch, wait) if delay is None else delay
     reached = {c.id for c in batch} if lost else hidden_reached(batch) if hidden else set()
     rows: list[tuple[int, str, float | None, float | None]] = [
@@ -73,7 +75,10 @@ async def requeue(
     at = now + delay
     async with store.transaction():
         kept = [r for r in rows if r[0] not in reached]
-        closed = await requeue_within(store, kept, next_attempt_at=at, now=now)
+        hidden_at = now if hidden else None
+        closed = await requeue_within(
+            store, kept, next_attempt_at=at, now=now, hidden_at=hidden_at, sent=sent
+        )
         marked = [r for r in rows if r[0] in reached]
         closed += await requeue_within(store, marked, next_attempt_at=at, now=now, reached_at=now)
     # Those withdrawn while their post was out are not queued: refused (store/withdraw.py).

@@ -141,7 +141,8 @@ def command_json(
         "key": c.key,
         "state": API_STATE[c.state],
         "outcome": c.state,
-        "answer": c.answer,
+        # Being sent: no answer yet (an earlier attempt's words are not this post's answer).
+        "answer": None if c.state == "sending" else c.answer,
         "attempts": c.attempts,
         # When a queued command is posted next (a turned-away post's Retry-After may put it an
         # hour off); None: due at once (its time come, however long ago), or not queued.

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.config import AlertsConfig, ScheduleConfig
 from reconciler.model import NEVER, EventType, OrderKey, OrderState, SourceState
-from reconciler.schedule import plan, resting, source_backoff_s, stuck_event
+from reconciler.schedule import doubt_due, plan, resting, source_backoff_s, stuck_event
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0
@@ -302,3 +302,28 @@ def test_a_check_that_would_fall_past_the_watch_is_never_planned(status: str) ->
     assert next_check(state, changed=False, schedule=sched, now=T0 + 23).next_check_at == NEVER
     failing = state._replace(failure_streak=1, interval_s=20.0)
     assert next_check(failing, changed=False, schedule=sched, now=T0 + 23).next_check_at == NEVER
+
+
+# --- a doubted pending list line's query (diff.lags) ------------------------------------------
+
+
+def test_a_failing_doubt_is_asked_again_from_its_last_query_not_its_last_answer() -> None:
+    # Declined a month ago (never checked since, an end state), its query failed just now.
+    ended = OrderState(
+        OrderKey("ccnow", "default", "600-00-0002"),
+        status="declined",
+        end_state=True,
+        last_checked=T0 - 30 * 24 * HOUR,
+        next_check_at=NEVER,
+    )
+    max_s = SCHED.max_interval_s
+    assert doubt_due(ended, SCHED, forward=False) == T0 - 30 * 24 * HOUR + max_s
+    once, twice = ended._replace(failure_streak=1), ended._replace(failure_streak=2)
+    assert doubt_due(once, SCHED, forward=False, queried=T0) == T0 + max_s
+    assert doubt_due(twice, SCHED, forward=False, queried=T0) == T0 + 2 * max_s
+    # Asked before its last answer: the answer counts.
+    assert doubt_due(ended, SCHED, forward=False, queried=T0 - 40 * 24 * HOUR) == (
+        T0 - 30 * 24 * HOUR + max_s
+    )
+    held = ended._replace(status="processing", end_state=False, next_check_at=T0 + HOUR)
+    assert doubt_due(held, SCHED, forward=True, queried=T0) == T0 + SCHED.min_interval_s

@@ -3,8 +3,8 @@ decides (tests/poller/test_ccnow_list_contradicts_query.py). When that query can
 per-order error line, no line for it, or queries failing whole while the list answers):
 - an order held before `pending` (`processing`) takes the list's `pending`, its likely next
   step, at once, as it did before lines were doubted: held `processing`, it stayed so for ever;
-- any other is asked again after a growing wait, not at every poll (the doubt's bound counted
-  from the last answered check, which a failed one does not move).
+- any other is asked again after a growing wait, not at every poll (a failed check does not
+  move its last answer: tests/poller/test_ccnow_doubted_line_no_answer.py).
 And a catch-up counts a doubted order as one check. Against a fake CCNow on 127.0.0.1, passes of
 the daemon's coordinator over a real store."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import requeue, unclaim
-from reconciler.store.withdraw import BY_HAND, BY_UNTRACK, untrack, withdraw_within
+from reconciler.store.withdraw import BY_HAND, BY_UNTRACK, by_untrack, untrack, withdraw_within
 
 NOW = 1_000_000.0
 ORDER = "396-10-1142"
@@ -97,5 +97,49 @@ async def test_a_definite_answer_ends_it_as_it_says(tmp_path: Path) -> None:
         assert (ended[command.id].state, ended[command.id].answer) == ("succeeded", "mark_shipped")
         assert (ended[other.id].state, ended[other.id].withdraw_asked) == ("queued", None)
         assert await _refused(store) == []
+    finally:
+        await store.close()
+
+
+async def test_an_untrack_after_a_word_by_hand_is_recorded_beside_it(tmp_path: Path) -> None:
+    # The word by hand is the first, and named first; the untrack after it holds the post's
+    # answer back from the order (store/withdraw.by_untrack), as an untrack alone does.
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        command = await _sending(store)
+        async with store.transaction():
+            await withdraw_within(store, "default", [ORDER], by=BY_HAND, now=NOW)
+        _, out = await untrack(store, "default", [ORDER], by=BY_UNTRACK, now=NOW)
+        both = "by hand, then by untrack"
+        assert [c.withdraw_asked for c in out.sending] == [both]
+        # Asked again, either way: recorded once.
+        async with store.transaction():
+            await withdraw_within(store, "default", [ORDER], by=BY_HAND, now=NOW)
+        await untrack(store, "default", [ORDER], by=BY_UNTRACK, now=NOW)
+        [asked] = await cmds.get(store, [command.id])
+        assert (asked.withdraw_asked, by_untrack(asked.withdraw_asked)) == (both, True)
+
+        await requeue(store, [command.id], next_attempt_at=NOW, why="x", now=NOW)
+        [ended] = await cmds.get(store, [command.id])
+        assert ended.state == "refused"
+        assert ended.answer == (
+            "withdrawn by hand, then by untrack while it was being sent "
+            "(CCNow's answer settled nothing)"
+        )
+    finally:
+        await store.close()
+
+
+async def test_a_word_by_hand_after_an_untrack_keeps_the_untrack(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        command = await _sending(store)
+        await untrack(store, "default", [ORDER], by=BY_UNTRACK, now=NOW)
+        async with store.transaction():
+            await withdraw_within(store, "default", [ORDER], by=BY_HAND, now=NOW)
+        [asked] = await cmds.get(store, [command.id])
+        assert (asked.withdraw_asked, by_untrack(asked.withdraw_asked)) == (BY_UNTRACK, True)
+        assert not by_untrack(BY_HAND)
+        assert not by_untrack(None)
     finally:
         await store.close()

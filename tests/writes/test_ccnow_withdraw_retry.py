@@ -38,8 +38,9 @@ async def test_resolve_during_a_429_wait_is_not_posted_again(
 
         assert (await post(f"{api}/orders", {"source": "ccnow", "order_id": B}))[0] in (200, 201)
         n0 = len(fake_ccnow.requests)
-        # Turned away, to be tried again within the post after 3 s.
-        fake_ccnow.script = [Reply(429, "Too Many Requests", headers={"Retry-After": "3"})]
+        # Turned away, to be tried again within the post after 3 s. Every post naming B is
+        # (not a scripted answer, which the daemon's query of B may take first).
+        fake_ccnow.replies_for[B] = Reply(429, "Too Many Requests", headers={"Retry-After": "3"})
         shipping = asyncio.ensure_future(
             post(f"{api}/ccnow/actions", {"order_id": B, "action": "ship"})
         )
@@ -78,7 +79,7 @@ async def test_untrack_during_a_503_is_not_posted_again(
         n0 = len(fake_ccnow.requests)
         fake_ccnow.hold = asyncio.Event()
         # A proxy's 503: CCNow may have run it, a ship is tried again within the post.
-        fake_ccnow.script = [Reply(503, "Service Unavailable")]
+        fake_ccnow.replies_for[B] = Reply(503, "Service Unavailable")
         shipping = asyncio.ensure_future(
             post(f"{api}/ccnow/actions", {"order_id": B, "action": "ship"})
         )
@@ -94,6 +95,48 @@ async def test_untrack_during_a_503_is_not_posted_again(
     [(_, state, answer)] = states(tmp_path)
     assert answer.startswith("withdrawn by untrack while it was being sent"), answer
     assert state == "refused"
+    # A proxy's 503 may come after CCNow ran the post: nothing reads the untracked order's
+    # status again to tell, so its refusal says where to look.
+    assert "may have reached CCNow" in answer, answer
+    assert (refused(tmp_path)[1]["withdrawn"], refused(tmp_path)[1]["maybe_reached"]) == (
+        True,
+        True,
+    )
+    assert query(tmp_path, "SELECT order_id FROM orders") == []
+
+
+async def test_an_untrack_after_a_resolve_by_hand_holds_the_answer_back(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    # The first word asked is the resolve's: the untrack after it holds the order back all
+    # the same.
+    fake_ccnow.orders = {B: "pending"}
+    port = free_port()
+    cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
+    api = f"http://127.0.0.1:{port}/api/v1"
+    async with daemon_with_api(cfg, port) as http:
+
+        async def post(url: str, doc: dict[str, Any]) -> tuple[int, Any]:
+            async with http.post(url, json=doc) as r:
+                return r.status, await r.json()
+
+        assert (await post(f"{api}/orders", {"source": "ccnow", "order_id": B}))[0] in (200, 201)
+        n0 = len(fake_ccnow.requests)
+        fake_ccnow.hold = asyncio.Event()
+        shipping = asyncio.ensure_future(
+            post(f"{api}/ccnow/actions", {"order_id": B, "action": "ship"})
+        )
+        await poll_until(lambda: ships(fake_ccnow, n0) == 1, 30, "the ship posted")
+        asked = {"order_id": B, "sent": False, "action": "ship"}
+        status, body = await post(f"{api}/ccnow/actions/resolve", asked)
+        assert (status, body["sending"]) == (200, [{"id": 1, "action": "ship"}]), body
+        async with http.delete(f"{api}/orders/ccnow/{B}") as r:
+            assert (r.status, r.headers[SENDING_HEADER]) == (204, "1")
+        fake_ccnow.hold.set()
+        fake_ccnow.hold = None
+        status, body = await shipping
+        # CCNow's definite answer ends it as it says; the order stays untracked.
+        assert (body["state"], body["answer"]) == ("done", "mark_shipped"), (status, body)
     assert query(tmp_path, "SELECT order_id FROM orders") == []
 
 
