@@ -215,6 +215,13 @@ def rests(until: float | None, *, now: float, bound_s: float = MAX_REST_S) -> bo
     return until is not None and now < until <= now + bound_s
 
 
+def held_rest(until: float | None, *, now: float, bound_s: float = MAX_REST_S) -> float | None:
+    """Return the end of a rest held or recorded, `until`, or None when it ends further than
+    `bound_s` from now: recorded while the clock was ahead, it is void, else it outlasted every
+    later rest (the later end wins) and those were never kept once the clock was put right."""
+    return None if until is None or until > now + bound_s else until
+
+
 def resting(state: SourceState, part: HealthPart, *, interval_s: float, now: float) -> bool | None:
     """Return None while the failing `part` of an account is left alone (its backoff has not
     run out), or any part while the account rests as its provider asked (`rests`), else

@@ -70,6 +70,9 @@ class PassReport:
     # Those of them held before `pending` that the list names `pending`, likely their next step:
     # the line applies when their query cannot decide (poller/ccnow.py).
     forward: set[str] = field(default_factory=set)
+    # The pass stopped at the account's rest, which kept its request back (none was sent):
+    # its failure is the rest's, counted once already (poller/health.py `Verdict.held`).
+    rest_held: bool = False
 
     def count_unanswered(self, asked: int, error: str | None) -> int:
         """Count the orders asked of the provider that a failure of the whole account (`error`)

@@ -11,6 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..config import CCNowConfig, CCVConfig
@@ -20,7 +21,7 @@ from ..passes.report import NamedReport as NamedReport  # its users import it fr
 from ..passes.report import PassAnswers, PassReport
 from ..redact import redact
 from ..schedule import resting
-from ..sources.errors import SourceError
+from ..sources.errors import RestAsked, SourceError
 from ..sources.rest import AccountRest
 from ..store.passes import remember_pass
 from .check_lines import log_started_failing
@@ -235,6 +236,8 @@ class Coordinator(abc.ABC, Generic[ClientT]):
             # What was answered before the account failed is true, and kept.
             for batcher in batchers:
                 await batcher.flush()
+                if isinstance(exc, RestAsked) and exc.held:
+                    batcher.report.rest_held = True
             error = self.reason(exc)
         finally:
             for batcher in batchers:
@@ -291,8 +294,14 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     ) -> None:
         """Apply what a pass's answers say about the account to its health: one
         `source.failed` when it starts failing, one `source.recovered` when it answers again."""
-        await record_rest(self)
-        said = [(part, v) for part, v in verdicts if v is not None]
+        # A pass that began or lengthened the rest failed for it, though a request of it was
+        # kept back (concurrent checks): only one kept back whole is the rest's alone.
+        held = not await record_rest(self) and report.rest_held
+        said = [
+            (part, replace(v, held=held) if held and not v.ok else v)
+            for part, v in verdicts
+            if v is not None
+        ]
         for _, v in said:
             if not v.ok:
                 report.failed_sources[self.name] = v.reason or "failed"

@@ -23,7 +23,7 @@ from ..model import (
     Via,
 )
 from ..passes.report import PassAnswers
-from ..schedule import backoff_ends
+from ..schedule import backoff_ends, rests
 from ..sources.errors import KEY_REFUSED
 
 Part = HealthPart
@@ -58,6 +58,9 @@ class Verdict:
     own_word: bool = False
     # The failure is the key refused (a 401 for the account): a probe that CCV answers ends it.
     key_refused: bool = False
+    # The failure is the account's rest keeping the pass back, nothing sent: no failed probe
+    # (the rest failed the account once; its backoff is not lengthened by hints meanwhile).
+    held: bool = False
 
 
 # The outage failures of a pass that fail its account without a probe (`is_outage`).
@@ -188,6 +191,10 @@ def next_health(
                 continue
             parts -= cleared
             new = replace(new, last_success=now)
+            if not rests(new.rest_until, now=now):
+                # The first success after a rest ends its record: a clock put back within it
+                # afterwards must not rest the account again.
+                new = replace(new, rest_until=None)
         else:
             parts.add(part)
             new = replace(new, last_failure=now, last_error=result.reason)
@@ -195,13 +202,13 @@ def next_health(
                 new = replace(new, failed_on_key=result.key_refused)
             if result.own_word:  # kept until the account recovers, whatever fails after
                 new = replace(new, failed_on_own_word=True)
-    if any(not result.ok for _, result in verdicts) and (
-        not state.failing or now >= backoff_ends(state, interval_s=interval_s)
-    ):
+    probed = any(not result.ok and not (result.held and state.failing) for _, result in verdicts)
+    if probed and (not state.failing or now >= backoff_ends(state, interval_s=interval_s)):
         # One failure per probe, however many of its parts failed (a CCV probe tick's check and
         # probe): the backoff doubles per failed probe, as the README promises. A failure
         # within the backoff period is no probe (the pending list and a query ms apart, a
-        # restart's catch-up and its first jobs, a notification's poll): it counts once.
+        # restart's catch-up and its first jobs, a notification's poll): it counts once. Nor
+        # is a pass the account's rest kept back, nothing sent (`Verdict.held`).
         new = replace(new, failure_streak=state.failure_streak + 1, backoff_from=now)
     new = replace(new, failing_parts=frozenset(parts))
     if not parts:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..json_text import iso_time
 from ..logs import fields
 from ..passes.report import PassReport
+from ..schedule import held_rest
 
 if TYPE_CHECKING:
     from .coordinator import Coordinator
@@ -19,17 +20,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.poller")
 
 
-async def record_rest(coordinator: Coordinator[Any]) -> None:
-    """Record and log the rest its clients' requests were asked since the last time, if any."""
+async def record_rest(coordinator: Coordinator[Any]) -> bool:
+    """Record and log the rest its clients' requests were asked since the last time, if any;
+    return whether there was one."""
     until = coordinator.rest.take()
     if until is None:
-        return
+        return False
     store, source, account = coordinator.store, coordinator.source, coordinator.account
     async with store.transaction():
         state = await store.sources.state(source, account)
-        if state.rest_until is None or state.rest_until < until:
+        # One ending beyond the bound (recorded while the clock was ahead) is none.
+        recorded = held_rest(state.rest_until, now=coordinator.now())
+        if recorded is None or recorded < until:
             await store.sources.save(replace(state, rest_until=until))
     _said(coordinator, until)
+    return True
 
 
 async def catch_up_pass(coordinator: Coordinator[Any]) -> PassReport:

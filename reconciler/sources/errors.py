@@ -31,11 +31,13 @@ class RestAsked(SourceUnavailable):
     """The provider asked the account to wait (a 429 or 503 whose Retry-After is longer than a
     request's retries wait), or it still rests for it (sources/rest.py): no request was sent
     again, and no read of the account is until `until` (the account's clock). The account's
-    failure, not an order's: one order's check must not ask every other one meanwhile."""
+    failure, not an order's: one order's check must not ask every other one meanwhile.
+    `held`: the rest kept the request back (none was sent), not a provider's answer."""
 
-    def __init__(self, message: str, until: float) -> None:
+    def __init__(self, message: str, until: float, *, held: bool = True) -> None:
         super().__init__(message)
         self.until = until
+        self.held = held
 
 
 class AuthenticationFailed(SourceError):

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from ..json_text import iso_time
-from ..schedule import rest_until, rests
+from ..schedule import held_rest, rest_until, rests
 from .errors import RestAsked
 
 
@@ -31,32 +31,37 @@ class AccountRest:
         now on, else None (a 500's Retry-After is waited for within the request, as before)."""
         if status not in (429, 503):
             return None
-        until = rest_until(wait_s, cap_s=cap_s, now=self._clock())
+        now = self._clock()
+        until = rest_until(wait_s, cap_s=cap_s, now=now)
         if until is None:
             return None
         self._word = f"http {status}"
-        self.until = max(until, self.until or until)
-        return self.failure()
+        self.until = max(until, held_rest(self.until, now=now) or until)
+        return self.failure(held=False)
 
     def hold(self, until: float | None) -> None:
         """Rest until `until` too (a rest recorded in the store: another process's, an earlier
         start's), when it is later than the one held."""
-        if until is not None and rests(until, now=self._clock()):
-            self.until = max(until, self.until or until)
-            self._taken = max(until, self._taken or until)  # recorded already
+        now = self._clock()
+        if until is not None and rests(until, now=now):
+            self.until = max(until, held_rest(self.until, now=now) or until)
+            # recorded already
+            self._taken = max(until, held_rest(self._taken, now=now) or until)
 
-    def failure(self) -> RestAsked | None:
-        """Return the failure of a request the account's rest keeps back, None when none."""
+    def failure(self, *, held: bool = True) -> RestAsked | None:
+        """Return the failure of a request the account's rest keeps back (`held`: none was
+        sent; else the provider's answer began or lengthened the rest), None when none."""
         if not rests(self.until, now=self._clock()):
             return None
         assert self.until is not None
-        return RestAsked(f"{self._word}: resting until {iso_time(self.until)}", self.until)
+        word = f"{self._word}: resting until {iso_time(self.until)}"
+        return RestAsked(word, self.until, held=held)
 
     def take(self) -> float | None:
         """Return until when the account rests, once per rest (or a later end of it), for its
         coordinator to record and log; None when there is nothing new."""
-        until = self.until
-        if until is None or (self._taken is not None and until <= self._taken):
+        until, taken = self.until, held_rest(self._taken, now=self._clock())
+        if until is None or (taken is not None and until <= taken):
             return None
         self._taken = until
         return until

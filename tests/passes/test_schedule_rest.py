@@ -1,12 +1,13 @@
-"""The pure rule of an account's rest at its provider's word (schedule.rest_until, rests): how
-long a Retry-After rests it, within the bound, and that a rest holds every part of it."""
+"""The pure rule of an account's rest at its provider's word (schedule.rest_until, rests,
+held_rest): how long a Retry-After rests it, within the bound, and that a rest holds every part
+of it."""
 
 from __future__ import annotations
 
 import pytest
 
 from reconciler.model import SourceState
-from reconciler.schedule import MAX_REST_S, rest_until, resting, rests
+from reconciler.schedule import MAX_REST_S, held_rest, rest_until, resting, rests
 
 T0 = 1_800_000_000.0
 
@@ -39,3 +40,11 @@ def test_a_rest_holds_every_part_even_one_not_failing() -> None:
     for part in ("checks", "pending_list", "probe"):
         assert resting(state, part, interval_s=60, now=T0) is None
     assert resting(state, "checks", interval_s=60, now=T0 + 60) is False
+
+
+def test_a_rest_ending_beyond_the_bound_is_none_held() -> None:
+    """One recorded while the clock was ahead is void, not the later end a new rest loses to."""
+    assert held_rest(None, now=T0) is None
+    assert held_rest(T0 - 10, now=T0) == T0 - 10  # ended: a new rest's end is later anyway
+    assert held_rest(T0 + MAX_REST_S, now=T0) == T0 + MAX_REST_S
+    assert held_rest(T0 + MAX_REST_S + 1, now=T0) is None

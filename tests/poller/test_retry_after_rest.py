@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -197,3 +198,87 @@ async def test_a_catch_up_within_the_rest_asks_nothing_and_exits_75(
 
 def clock_now() -> float:
     return datetime.now(timezone.utc).timestamp()
+
+
+async def test_checks_the_rest_holds_back_do_not_lengthen_the_backoff(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    """A 429 asking 600 s, then a notification every 50 s within the rest: none is sent, and
+    none counts as a failed probe (the rest failed the account once): each did, its backoff
+    doubling past the rest's end. The account is failing all along."""
+    for order_id in CCV_IDS:
+        fake_ccv.orders[order_id] = "Processing"
+    fake_ccv.always = too_many("600")
+    clock = Clock()
+    t0 = clock.now
+    async with accounts(config_path(tmp_path, ccv=fake_ccv), clock) as built:
+        ccv = built.ccv["default"]
+        await ccv.store.orders.track("ccv", "default", [(i, None) for i in CCV_IDS], t0)
+        await ccv.tick_due()
+        sent = len(fake_ccv.requests)
+        for step in range(50, 600, 50):
+            clock.now = t0 + step
+            report = await ccv.check([CCV_IDS[2]], via="notification")
+            assert report.failed_sources  # the notification's check was not made
+        assert len(fake_ccv.requests) == sent
+        state = await ccv.store.sources.state("ccv", "default")
+        assert state.failing
+        assert (state.failure_streak, state.backoff_from) == (1, t0)
+        fake_ccv.always = None
+        clock.now = t0 + 601
+        await ccv.tick_due()
+        assert len(fake_ccv.requests) > sent  # read as soon as the rest is over
+        assert not (await ccv.store.sources.state("ccv", "default")).failing
+
+
+async def test_a_rest_recorded_while_the_clock_was_ahead_does_not_void_new_ones(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    """A rest recorded while the clock was two hours ahead, then the clock put right: a new
+    429 asking 300 s rests the account for them (it was ignored: the old end was later)."""
+    fake_ccnow.always = too_many("300")
+    clock = Clock()
+    t0 = clock.now
+    async with accounts(config_path(tmp_path, ccnow=fake_ccnow), clock) as built:
+        ccnow = built.ccnow["default"]
+        clock.now = t0 + 7200
+        await ccnow.tick_pending_list()
+        state = await ccnow.store.sources.state("ccnow", "default")
+        assert state.rest_until == t0 + 7500
+        # The account's backoff, dated by the clock ahead too, is not what this is about.
+        healthy = replace(state, failing_parts=frozenset(), failure_streak=0, backoff_from=None)
+        await ccnow.store.sources.save(healthy)
+        clock.now = t0
+        await ccnow.tick_pending_list()
+        assert len(fake_ccnow.requests) == 2
+        state = await ccnow.store.sources.state("ccnow", "default")
+        assert state.rest_until == t0 + 300
+        clock.now = t0 + 200
+        await ccnow.tick_pending_list()
+        assert len(fake_ccnow.requests) == 2  # resting
+    # Another process (a restart) takes the rest from the store alike.
+    async with accounts(config_path(tmp_path, ccnow=fake_ccnow), clock) as built:
+        await built.ccnow["default"].tick_pending_list()
+        assert len(fake_ccnow.requests) == 2
+
+
+async def test_an_ended_rest_is_cleared_at_the_first_success(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    """The list answers after its rest: the rest's record is cleared, so that the clock put
+    back within it afterwards does not rest the account again."""
+    fake_ccnow.always = too_many("300")
+    clock = Clock()
+    t0 = clock.now
+    async with accounts(config_path(tmp_path, ccnow=fake_ccnow), clock) as built:
+        ccnow = built.ccnow["default"]
+        await ccnow.tick_pending_list()
+        fake_ccnow.always = None
+        clock.now = t0 + 301
+        await ccnow.tick_pending_list()
+        assert len(fake_ccnow.requests) == 2
+        assert (await ccnow.store.sources.state("ccnow", "default")).rest_until is None
+    clock.now = t0 + 100  # put back; a new process reads the store's record
+    async with accounts(config_path(tmp_path, ccnow=fake_ccnow), clock) as built:
+        await built.ccnow["default"].tick_pending_list()
+        assert len(fake_ccnow.requests) == 3
