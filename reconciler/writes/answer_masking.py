@@ -139,15 +139,21 @@ def answer_snippet(body: bytes, secrets: Iterable[str], chars: int) -> str:
     cut short before an ellipsis or at the end, in base64. One held in a view masking in place
     does not see is SNIPPET_HELD. Masked whole, then cut: no cut leaves a secret's start."""
     head = body[:SNIPPET_SOURCE_BYTES]
-    text = " ".join(head.decode(json.detect_encoding(head), "replace").split())
+    raw = head.decode(json.detect_encoding(head), "replace")
     secrets = tuple(secrets)
     forms = text_forms(secrets)
     if forms is None:
-        return text[:chars]
+        return " ".join(raw.split())[:chars]
+    # Masked as it came first: a secret with blanks inside (`Kx7  pQ2`) is no longer itself
+    # once they are run together; then again, a line end inside one being a blank now.
+    masked, _ = _masked_in_place(raw.encode("utf-8"), secrets, forms)
+    text = " ".join(masked.decode("utf-8", "replace").split())
     masked, _ = _masked_in_place(text.encode("utf-8"), secrets, forms)
     if _held_still(masked, forms):
         return SNIPPET_HELD
-    shown = _base64_masked(_across_blanks(masked.decode("utf-8", "replace"), forms), forms)
+    # Across a blank, a secret is looked for with its own blanks left out too.
+    squeezed = text_forms(["".join(secret.split()) for secret in secrets]) or forms
+    shown = _base64_masked(_across_blanks(masked.decode("utf-8", "replace"), squeezed), forms)
     # A provider's cut (`Zq9+pw!...`) or ours: a start of a secret before it is masked from
     # `mask`'s fewest characters on, as at the end of any text we cut.
     pieces = _CUTS.split(shown)

@@ -157,6 +157,8 @@ def html_page(answer: Answer, secrets: Iterable[str]) -> str | None:
     kind = answer.content_type.split(";", 1)[0].strip().lower()
     start = answer.body[:64]
     text = start.decode(json.detect_encoding(start), "replace").lstrip("\ufeff \t\r\n\f\v")
+    if not text and not answer.body[64:].strip():
+        return None  # empty, whatever its label: many a server calls any answer text/html
     if kind not in _PAGE_TYPES and not text.startswith("<"):
         return None
     # Masked whole first: a secret a cut (or a `;`) splits leaves none of its letters.

@@ -138,6 +138,10 @@ async def test_a_2xx_that_is_a_page_is_no_prices_set(
         Reply(200, "Shopping cart pricing details set", "text/plain"),
         Reply(202, "OK", "application/json"),
         Reply(200, "  OK <b>", "text/plain"),
+        # An empty body is no page whatever its label: many servers call any answer text/html.
+        Reply(200, "", "text/html"),
+        Reply(204, "", "text/html"),
+        Reply(200, " \r\n", "text/html"),
     ],
 )
 async def test_a_2xx_that_is_no_page_is_passed_back_as_prices_set(

@@ -34,6 +34,10 @@ ECHOES: dict[str, tuple[str, bytes]] = {
     "wrapped": (SIGNS, b"x_password=Zq9+pw\n!x7Kd"),
     "base64": (SIGNS, base64.b64encode(b"x_clientid=amy&x_password=Zq9%2Bpw%21x7Kd")),
     "whole": (SIGNS, b"x_password=Zq9%2Bpw%21x7Kd&x=1"),
+    # A password with blanks inside (allowed but at its ends): run together, it must still be
+    # found, whole or wrapped at a line end.
+    "inner_blanks": ("Kx7  pQ2!rT9#wz", b"<p>x_password=Kx7  pQ2!rT9#wz</p>"),
+    "inner_blank_wrapped": ("Zq9+pw!a b/c&d=%e", b"x_password=Zq9+pw\r\n!a b/c&d=%e"),
 }
 
 
