@@ -18,9 +18,7 @@ async def test_a_reference_with_a_ccnow_order_says_why_as_the_file_form_does(
     )
     ids = tmp_path / "ids.csv"
     ids.write_text("398101111,R2\n")
-    from_file = await run_cli(
-        "--config", cfg, "track", "ccnow", "--from-file", ids, env=cli_env()
-    )
+    from_file = await run_cli("--config", cfg, "track", "ccnow", "--from-file", ids, env=cli_env())
     assert from_file.code == 65, from_file.stderr
     assert (given.code, given.stdout) == (65, ""), given.stderr
     assert given.stderr.strip() == (
