@@ -32,7 +32,12 @@ from reconciler.sources.ccnow_answer import (
     says_down,
 )
 from reconciler.sources.ccnow_cut import drop_line, undecided_line
-from reconciler.sources.ccnow_refusal import answered_orders, message_lines, refusal_lines
+from reconciler.sources.ccnow_refusal import (
+    answered_orders,
+    error_line,
+    message_lines,
+    refusal_lines,
+)
 from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError, UndecodableAnswer
 from reconciler.sources.http import Reply, parse_retry_after
 from reconciler.store import commands as cmds
@@ -233,11 +238,12 @@ async def post_batch(
     except SourceError:
         # The whole body, an undecided last line too: a line for an order says the post ran.
         if answered_orders(body):
-            # An error line beside lines for the posted orders: some of it was applied.
-            # Those lines say what CCNow did with their orders (a last line without its line
-            # end only when a Content-Length framed it: else it may be a longer one, cut).
+            # An error line, or a `message` of CCNow's naming no order, beside lines for the
+            # posted orders: some of it was applied. Those lines say what CCNow did with their
+            # orders (a last line without its line end only when a Content-Length framed it:
+            # else it may be a longer one, cut). Its label says which of the two came.
             whole = body if reply.framed else whole_lines(body)
-            word = "error_with_order_lines"
+            word = "error_with_order_lines" if error_line(body) else "message_with_order_lines"
             raise _in_part(word, whole, secrets, batch, reply, once) from None
         if lines := refusal_lines(body, secrets):
             raise _refused(lines, batch, reply, wait) from None
