@@ -197,6 +197,12 @@ class _FakeServer:
         if self._server is not None:
             await self._server.close()
 
+    async def stop_listening(self) -> None:
+        """Stop taking connections (a new one is refused); those taken are still answered."""
+        assert self._server is not None and self._server.runner is not None, "fake not started"
+        for site in list(self._server.runner.sites):
+            await site.stop()
+
     async def __aenter__(self: _Fake) -> _Fake:
         return await self.start()
 

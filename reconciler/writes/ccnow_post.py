@@ -99,6 +99,8 @@ class TurnedAway(SourceError):
         super().__init__(word)
         self.wait = wait
         self.hidden = hidden
+        # What turned it away, as a withdrawn command's words name it (Command.turned_away).
+        self.turned = None if status is None else f"HTTP {status}"
         self.too_large: str | None = None
         if status in (413, 414):
             what = "body" if status == 413 else "url"
@@ -184,9 +186,11 @@ async def post_batch(
             # holds the post queued, as one turned away is. A gateway's page: its log line.
             seen = not_ccnows(exc.last, answer_secrets(cfg.password.reveal(), secrets))
             raise Lost(exc.word, exc.wait, seen=seen) from None
-        if exc.turned_away or exc.hidden:
-            # Not run as they say, but one may hide that it was (a proxy's 503).
-            raise TurnedAway(str(exc), exc.wait, exc.http_status, hidden=exc.hidden) from None
+        if exc.turned_away or exc.hidden or exc.turned is not None:
+            # Not run as they say, but one may hide that it was (a proxy's 503). One turned
+            # away (a 429) whose retry then never connected was sent all the same: not NotSent.
+            status = exc.turned if exc.http_status is None else exc.http_status
+            raise TurnedAway(str(exc), exc.wait, status, hidden=exc.hidden) from None
         raise NotSent(str(exc)) from None
     secrets = answer_secrets(cfg.password.reveal(), secrets)
     wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
