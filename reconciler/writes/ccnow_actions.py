@@ -10,7 +10,6 @@ is down between them) a ship or cancel whose order's status shows it took is don
 is `uncertain` for a person, never `refused`. An answer lost or that may have come after CCNow
 ran the post sends `ship`, `cancel` and `track` again; an `adjust` never is (it would discount
 twice): it becomes `uncertain`, with `order.action_uncertain`, for `reconciler ccnow resolve`.
-A post whose credentials CCNow refused leaves its commands queued (`ccnow_credentials.py`).
 
 `ccnow_form.py` checks a request and builds the post (pure), `ccnow_post.py` posts one batch
 and tells how it failed, `ccnow_outcome.py` says how a command ends, `ccnow_close.py` closes a
@@ -38,7 +37,7 @@ from reconciler.store import commands as cmds
 from reconciler.store.requeue import unclaim
 from reconciler.store.withdraw import asked
 from reconciler.writes.ccnow_close import Closing
-from reconciler.writes.ccnow_credentials import CredentialsRefused, hold, is_held, not_held_back
+from reconciler.writes.ccnow_credentials import CredentialsRefused, due_now, hold, is_held
 from reconciler.writes.ccnow_form import (
     ACTIONS,
     MAX_NOTES,
@@ -167,10 +166,9 @@ class ActionSender(Closing):
             earlier |= {c.id for c, made_now in [*closed, *recorded] if not made_now}
             ids = [c.id for c in known.values()] + [c.id for c, _new in [*closed, *recorded]]
             tally = Tally()
-            # One made before is sent only when due: a repeat of a request turned away with a
-            # Retry-After (a maintenance, a refusal in words naming no field) posted it at once.
+            # One made before is sent only when due or `is_held` (its credentials may be fixed): a
+            # repeat of one turned away with a Retry-After (a maintenance) posted it at once.
             rows, now = await cmds.get(self.store, ids), self.clock()
-            # But one held for the credentials (`is_held`) at once: they may be fixed since.
             due = [c for c in rows if c.id in own or cmds.is_due(c, now) or is_held(c)]
             await self.send(self._sendable(due, mine), tally)
             # It may post one of these, held until an older one ended.
@@ -208,11 +206,10 @@ class ActionSender(Closing):
 
     async def send_due(self, tally: Tally | None = None, *, mine: object = None) -> Tally:
         """Send every queued command that is due, but those a request under way recorded (but
-        `mine`'s own), which it sends and answers, and those `not_held_back` holds."""
+        `mine`'s own), which it sends and answers, and those held for credentials (`due_now`)."""
         tally = tally or Tally()
         async with self._recording:
-            due = self._sendable(await cmds.due(self.store, self.clock()), mine)
-            due = await not_held_back(self.store, due)
+            due = self._sendable(await due_now(self.store, self.clock()), mine)
         await self.send(due, tally)
         return tally
 
@@ -342,10 +339,9 @@ class ActionSender(Closing):
                     hidden=hidden,
                 )
             return
-        except CredentialsRefused as exc:
-            await hold(self.store, self.clock(), cfg, batch, exc, tally)
-            return
         except SourceError as exc:
+            if isinstance(exc, CredentialsRefused):  # nothing ran: queued, said once
+                return await hold(self.store, self.clock(), cfg, batch, exc, tally)
             if isinstance(exc, TurnedAway) and exc.too_large is not None:
                 await self._split(cfg, batch, exc.too_large, tally)
                 return
@@ -356,8 +352,12 @@ class ActionSender(Closing):
             hidden = isinstance(exc, TurnedAway) and exc.hidden
             if hidden or not isinstance(exc, TurnedAway):
                 tally.post(batch)  # not counted sent where surely no attempt reached CCNow
+            turned = exc.turned if isinstance(exc, TurnedAway) and not hidden else None
             await requeue(
-                self.store, self.clock(), cfg, batch, str(exc), tally, wait=wait, hidden=hidden
+                *(self.store, self.clock(), cfg, batch, str(exc), tally),
+                wait=wait,
+                hidden=hidden,
+                turned=turned,
             )
             return
         tally.post(batch)

@@ -25,9 +25,9 @@ __all__ = [
     "ADVICE",
     "CREDENTIALS_REFUSED",
     "CredentialsRefused",
+    "due_now",
     "hold",
     "is_held",
-    "not_held_back",
 ]
 
 # The actions' logger: the line is logged under the name operators filter on.
@@ -86,12 +86,13 @@ ADVICE = (
 )
 
 
-async def not_held_back(store: Store, commands: Sequence[cmds.Command]) -> list[cmds.Command]:
-    """Those of `commands` to post now: not one held for its account's credentials while the
-    account's health fails (its poll refused too: posted, it would be refused again)."""
+async def due_now(store: Store, now: float) -> list[cmds.Command]:
+    """The queued commands due at `now` (`cmds.due`) but those held for their account's
+    credentials while the account's health fails (its poll refused too: posted, they would be
+    refused again)."""
     failing: dict[str, bool] = {}
     kept = []
-    for c in commands:
+    for c in await cmds.due(store, now):
         if is_held(c) and c.account not in failing:
             failing[c.account] = (await store.sources.state("ccnow", c.account)).failing
         if not (is_held(c) and failing[c.account]):
