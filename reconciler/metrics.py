@@ -88,6 +88,14 @@ class Metrics:
             ["source", "account"],
             registry=self.registry,
         )
+        self.rest_until = Gauge(
+            "reconciler_source_rest_until_timestamp_seconds",
+            "When the account's rest at its provider's word (a 429 or 503 whose Retry-After "
+            "asks longer than a request's retries wait) ends, as epoch seconds; 0 while it "
+            "does not rest: no read of it is sent before then.",
+            ["source", "account"],
+            registry=self.registry,
+        )
         self.outbox_backlog = Gauge(
             "reconciler_outbox_backlog",
             "Events not yet delivered, per sink.",
@@ -235,6 +243,10 @@ class Metrics:
     def set_last_success(self, source: str, account: str, ts: float | None) -> None:
         """Set when a source last answered; None (never) exports 0 so that age alerts fire."""
         self.last_success.labels(source, account).set(ts or 0.0)
+
+    def set_rest_until(self, source: str, account: str, until: float | None) -> None:
+        """Set when an account's rest ends; None (no rest ahead) exports 0."""
+        self.rest_until.labels(source, account).set(until or 0.0)
 
     def set_outbox_backlog(self, counts: Mapping[str, int]) -> None:
         """Replace the undelivered-event counts per sink."""

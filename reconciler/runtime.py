@@ -212,6 +212,10 @@ class Runtime:
                 # bound, as at the daemon's stop: cut off, it would stay `sending`.
                 self._in_flight.stop(writes_stop_s(self.config))
                 await self._in_flight.wait()
+            # After the writes: their status reads may have been asked to wait. Leaving on an
+            # error, that error is what the caller is told (the store's own failure was logged).
+            with contextlib.suppress(StoreError) if exc is not None else contextlib.nullcontext():
+                await self.coordinators.record_rests()
         finally:
             await self._opened.aclose()
 

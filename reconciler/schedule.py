@@ -222,6 +222,15 @@ def held_rest(until: float | None, *, now: float, bound_s: float = MAX_REST_S) -
     return None if until is None or until > now + bound_s else until
 
 
+def rest_ahead(*ends: float | None, now: float, bound_s: float = MAX_REST_S) -> float | None:
+    """Return when an account's rest ends, the latest of `ends` (recorded in the store, held by
+    a process) still ahead at `now` (`rests`), or None: an ended rest, and one void under
+    `held_rest`, are no rest an operator is shown."""
+    return max(
+        (u for u in ends if u is not None and rests(u, now=now, bound_s=bound_s)), default=None
+    )
+
+
 def resting(state: SourceState, part: HealthPart, *, interval_s: float, now: float) -> bool | None:
     """Return None while the failing `part` of an account is left alone (its backoff has not
     run out), or any part while the account rests as its provider asked (`rests`), else

@@ -197,6 +197,12 @@ class _FakeServer:
         if self._server is not None:
             await self._server.close()
 
+    async def stop_listening(self) -> None:
+        """Stop taking connections (a new one is refused); those taken are still answered."""
+        assert self._server is not None and self._server.runner is not None, "fake not started"
+        for site in list(self._server.runner.sites):
+            await site.stop()
+
     async def __aenter__(self: _Fake) -> _Fake:
         return await self.start()
 
@@ -327,7 +333,8 @@ class FakeCCNow(_FakeServer):
 
     A wrong login gets `error_message invalid login` (with HTTP 200, as CCNow documents no
     status). Then `script`, `always`; then, for a post naming orders, `replies_for[id]` of the
-    first order it names that has one, else `queries`; else the pending list (orders whose
+    first order it names that has one, else `queries`; then, for a post carrying no action,
+    `reads` (used up); else the pending list (orders whose
     status is in `pending_statuses`) or one line per queried order. Answer shaping:
     `order_errors` ids get a
     per-order error line, `omit` ids no line, `extra_lines` are appended, `shuffle` reorders,
@@ -369,6 +376,9 @@ class FakeCCNow(_FakeServer):
         self.max_post_bytes: int | None = None
         # (order id, action, {field name without _N: value}) of every action applied
         self.actions: list[tuple[str, str, dict[str, str]]] = []
+        # A post carrying no action (the pending list, a status query) is answered the first of
+        # these (used up): a read turned away while the actions' posts go through.
+        self.reads: list[Reply] = []
 
     @property
     def url(self) -> str:
@@ -410,6 +420,9 @@ class FakeCCNow(_FakeServer):
             chosen = reply
             return await self._answer(request, seen, lambda: chosen)
         acting = any(form.get(f"x_action_{n}", "query") != "query" for n in range(1, len(ids) + 1))
+        if not acting and self.reads:
+            read = self.reads.pop(0)
+            return await self._answer(request, seen, lambda: read)
         if acting and self.after_applying:
             self._lines(ids, form)
             lost = self.after_applying.pop(0)

@@ -24,6 +24,7 @@ from ..poller.unconfigured import (
     unconfigured_sinks,
     unsettled_writes,
 )
+from ..schedule import rest_ahead
 from ..sinks import sink_names
 from ..store import Store, commands, gone_sinks, submissions, unsettled
 from ..store.files import Unanswered, writer_running
@@ -65,6 +66,9 @@ class AccountStatus:
     # When its queued CCNow actions are posted next, none being due now (a Retry-After may put
     # it an hour off); None: one is due, or none is queued
     queued_next_at: float | None = None
+    # Until when it rests at its provider's word (a Retry-After, schedule.rest_until): no read
+    # of it is sent before then; None: no rest still ahead
+    resting_until: float | None = None
 
     @property
     def followed(self) -> int:
@@ -214,6 +218,7 @@ async def _gather(
                 sending.get((source, account), ()),
                 account_option=account_option(config, source, account),
                 queued_next_at=queued_next.get(account) if source == "ccnow" else None,
+                resting_until=rest_ahead(st.rest_until if st else None, now=now),
             )
         )
     deliveries = await store.outbox.counts()
@@ -312,6 +317,7 @@ def to_json(status: Status) -> dict[str, Any]:
                 "sending_of": list(a.sending_of),
                 "queued_writes": a.queued_writes,
                 "queued_next_at": ts(a.queued_next_at),
+                "resting_until": ts(a.resting_until),
                 "orders": [{"status": s, "count": n} for s, n in a.orders],
             }
             for a in status.accounts

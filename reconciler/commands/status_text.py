@@ -93,6 +93,17 @@ def render_text(status: Status, *, colour: bool = False) -> str:
         ]
         for a in status.accounts
     ]
+    # A rest is no failure of the provider's (the account fails meanwhile, as for an outage):
+    # said apart, with when its reads go on.
+    resting: list[list[str | Cell]] = [
+        [
+            f"{a.source}/{a.account}",
+            Cell(ts(a.resting_until) or "", "yellow"),
+            "no read of it before then (its provider's Retry-After)",
+        ]
+        for a in status.accounts
+        if a.resting_until is not None
+    ]
     writes: list[list[str | Cell]] = [
         [
             f"{a.source}/{a.account}",
@@ -147,6 +158,7 @@ def render_text(status: Status, *, colour: bool = False) -> str:
             accounts,
             colour,
         ),
+        *([_table(["RESTING", "UNTIL", ""], resting, colour)] if resting else []),
         *(
             [_table(["WRITES", "UNCERTAIN", "SENDING", "QUEUED", "TO DO"], writes, colour)]
             if writes

@@ -21,7 +21,7 @@ from ..sources.rest import AccountRest
 from ..store.errors import StoreError
 from ..store.passes import remember_pass
 from .coordinator import Coordinator
-from .rests import catch_up_pass
+from .rests import catch_up_pass, record_rest
 
 if TYPE_CHECKING:
     from ..reconcile import Reconciler
@@ -106,6 +106,13 @@ class Coordinators:
         asked it): the reads a command line's writes ask wait for it too, not only ticks."""
         for c in self:
             c.rest.hold((await c.store.sources.state(c.source, c.account)).rest_until)
+
+    async def record_rests(self) -> None:
+        """Record each account's rest its reads were asked that no pass of it recorded yet (a
+        `ccnow` command line's status read: no pass follows in that process), as a pass does
+        (`record_rest`): the next process holds it too, a `catch-up` asking nothing within it."""
+        for c in self:
+            await record_rest(c)
 
     def get(self, source: Source, account: str) -> Coordinator[Any] | None:
         """Return the coordinator of one account, or None when it is not configured."""

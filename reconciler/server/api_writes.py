@@ -16,6 +16,7 @@ from ..logs import fields
 from ..model import InvalidOrderId, Source, normalize_ccnow_id
 from ..redact import MIN_BODY_FRAGMENT, mask, redact, text_forms
 from ..store import submissions as subs
+from ..writes import ccv_http
 from ..writes.ccnow_actions import ActionSender, BadAction, command_json, from_document
 from ..writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved, action_word
 from ..writes.ccv_http import NotSent, Uncertain, html_page, masked_answer, send_once, sendable
@@ -290,6 +291,10 @@ class Writes:
             self._pricing_forwarded(account, answer.status, answer.own, problems)
             said = f"{answer.own}; the prices may or may not be set: setting them again is safe"
             raise BadRequest(502, said, headers=warned)
+        if (no_key := ccv_http.key_refused(answer, account)) is not None:
+            # Not passed back: CCV's 401 would read as this API refusing the caller's token.
+            self._pricing_forwarded(account, answer.status, "api_key_refused", problems)
+            raise BadRequest(502, no_key, headers=warned, ccv_status=answer.status, account=account)
         self._pricing_forwarded(account, answer.status, answer.own, problems)
         headers = {**warned, **answer.passed_headers()}
         return await self._passed_back(answer.status, answer.body, answer.content_type, headers)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..json_text import iso_time
+from ..schedule import rest_ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,9 @@ class SourceHealth:
     failure_streak: int
     failing: bool
     interval_s: float
+    # Until when it rests at its provider's word (a Retry-After, schedule.rest_until): as the
+    # store records it or the daemon holds it, the later; None: no rest
+    rest_until: float | None = None
 
     def healthy(self, now: float) -> bool:
         """Return whether the source is not failing and answered within 3 poll intervals."""
@@ -45,17 +49,18 @@ def health_document(health: Health, now: float) -> tuple[dict[str, Any], bool]:
         {
             "source": s.source,
             "account": s.account,
-            "last_success": iso_time(s.last_success) if s.last_success is not None else None,
+            "last_success": _iso(s.last_success),
             "failure_streak": s.failure_streak,
             "failing": s.failing,
             "healthy": s.healthy(now),
+            "resting_until": _iso(rest_ahead(s.rest_until, now=now)),
         }
         for s in health.sources
     ]
     since = health.store_failing_since
     store = {
         "healthy": since is None,
-        "failing_since": None if since is None else iso_time(since),
+        "failing_since": _iso(since),
         "error": health.store_error,
     }
     ok = all(entry["healthy"] for entry in sources) and since is None
@@ -66,3 +71,7 @@ def health_document(health: Health, now: float) -> tuple[dict[str, Any], bool]:
         "outbox": health.outbox,
     }
     return document, ok
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else iso_time(value)

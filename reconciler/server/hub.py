@@ -17,10 +17,11 @@ from ..config import CCNowConfig, CCVConfig, Config
 from ..delivery import Delivery
 from ..logs import fields
 from ..metrics import Metrics
-from ..model import OrderKey, Source
+from ..model import OrderKey, Source, SourceState
 from ..passes.report import PassReport
 from ..poller.coordinator import Coordinator, NamedReport
 from ..poller.coordinators import Coordinators
+from ..schedule import rest_ahead
 from ..store import Store, StoreError
 from .health import Health, SourceHealth
 from .notification_hub import not_recorded
@@ -174,6 +175,7 @@ class Hub:
             *(("ccv", c) for c in self.config.ccv),
             *(("ccnow", c) for c in self.config.ccnow),
         ]
+        now = self.coordinators.writer.clock()
         for source, acc in accounts:
             st = states.get((source, acc.name))
             entries.append(
@@ -184,6 +186,7 @@ class Hub:
                     failure_streak=st.failure_streak if st else 0,
                     failing=st.failing if st else False,
                     interval_s=acc.poll_interval_s,
+                    rest_until=self._rest_until(source, acc.name, st, now),
                 )
             )
         return Health(
@@ -194,6 +197,16 @@ class Hub:
             store_failing_since=None if episode is None else episode.since,
             store_error=None if episode is None else episode.error,
         )
+
+    def _rest_until(
+        self, source: Source, account: str, state: SourceState | None, now: float
+    ) -> float | None:
+        """The account's rest still ahead at `now`: as the store records it, or as its
+        coordinator holds it (one an action's status read was asked, which the account's
+        next pass records), the later."""
+        coordinator = self.coordinators.get(source, account)
+        held = None if coordinator is None else coordinator.rest.until
+        return rest_ahead(None if state is None else state.rest_until, held, now=now)
 
     async def refresh_metrics(self) -> None:
         """Update the gauges that are read from the store."""
@@ -212,9 +225,13 @@ class Hub:
         )
         states = {(s.source, s.account): s for s in await store.sources.states()}
         stuck = await store.orders.stuck_counts(time.time(), self.config.alerts.stuck_after_s)
+        now = self.coordinators.writer.clock()
         for source, acc in accounts:
             st = states.get((source, acc.name))
             self.metrics.set_last_success(source, acc.name, st.last_success if st else None)
+            self.metrics.set_rest_until(
+                source, acc.name, self._rest_until(source, acc.name, st, now)
+            )
             self.metrics.set_source(
                 source,
                 acc.name,

@@ -87,3 +87,11 @@ def answered_orders(body: bytes) -> bool:
     (`396-10-1142: pending`, a no-break space after the id, in UTF-8 or latin-1)."""
     # str.strip: every blank a first word was split off at before (a no-break space) too.
     return any(LEADING_ID.match(line.strip()) for line in LINE_END.split(answer_text(body)))
+
+
+def error_line(body: bytes) -> bool:
+    """Return whether an answer holds an `error_message` line (read as the strict reader reads
+    one: its first word, in any case), as opposed to CCNow's `message` words alone beside the
+    orders' lines: an answer's label says which came."""
+    lines = (raw.strip(SPACE) for raw in LINE_END.split(answer_text(body)))
+    return any(line[: len(ERROR_MESSAGE)].lower() == ERROR_MESSAGE for line in lines)

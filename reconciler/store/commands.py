@@ -31,7 +31,7 @@ RETRY_MAX_S = 3600.0  # the longest a queued command waits (a doubling, a Retry-
 _COLUMNS = (
     "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "
     "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since, "
-    "maybe_reached_at, held_since, withdraw_asked"
+    "maybe_reached_at, held_since, withdraw_asked, turned_away"
 )
 _UNSENT = f"{_OPEN} AND state IN ('queued', 'sending')"  # no answer has settled them yet
 
@@ -81,6 +81,9 @@ class Command:
     # How its withdrawal was asked while its post was out (store/withdraw.py's `by hand`, `by
     # untrack`); None: it was not.
     withdraw_asked: str | None = None
+    # The status of the last answer that turned a post of it away before CCNow acted on it
+    # (`HTTP 429`); None: none did. A post that then never connected keeps it: it was sent.
+    turned_away: str | None = None
 
 
 def _row(r: Sequence[object]) -> Command:

@@ -1,6 +1,5 @@
-"""The schema: forward-only migrations and how they run (`migrate`, `outdated`); the one
-rebuild of a table that a migration rewritten in place left behind in older stores is
-store/rowid.py's."""
+"""The schema: forward-only migrations and how they run (`migrate`, `outdated`); the one rebuild
+of a table that a migration rewritten in place left behind in older stores is store/rowid.py's."""
 
 from __future__ import annotations
 
@@ -107,9 +106,7 @@ MIGRATIONS: list[str] = [
     """,
     # 2: the history is the events table (every transition has its event, in order); the
     # transitions table repeated it row for row
-    """
-    DROP TABLE transitions
-    """,
+    "DROP TABLE transitions",
     # 3: CCV submissions through the integration API, recorded before they are forwarded
     # (store/submissions.py owns this table)
     """
@@ -337,6 +334,8 @@ MIGRATIONS: list[str] = [
     # 31: until when an account rests because its provider asked so (a 429's or 503's
     # Retry-After longer than a request's retries wait): a restart or a catch-up honours it too
     "ALTER TABLE sources ADD COLUMN rest_until REAL",
+    # 32: the status that turned a CCNow command's post away, `HTTP 429` (store/withdraw.py)
+    "ALTER TABLE commands ADD COLUMN turned_away TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

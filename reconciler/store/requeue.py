@@ -57,6 +57,7 @@ async def requeue_within(
     reached_at: float | None = None,
     hidden_at: float | None = None,
     sent: bool = True,
+    turned: str | None = None,
 ) -> list[Command]:
     """Queue commands again inside the caller's transaction, each (id, answer kept, the start
     of its day of answers that did not settle it, and of those with the lines saying CCNow is
@@ -65,13 +66,19 @@ async def requeue_within(
     instead (returned), keeping `reached_at` or `hidden_at`: an answer of the post may hide
     that CCNow ran it (a proxy's 503), which a ship or cancel queued again keeps not (its
     order's status tells), but one withdrawn does, whatever its action (nothing reads its
-    order again); not `sent`: no connection was made, the post never left."""
+    order again); not `sent`: no connection was made, the post never left; `turned`: the status
+    that turned the post away (`Command.turned_away`, kept after a post that never left)."""
     ids, reached = [r[0] for r in rows], reached_at or hidden_at
-    closed = await close_asked_within(store, ids, now=now, reached_at=reached, sent=sent)
+    closed = await close_asked_within(
+        store, ids, now=now, reached_at=reached, sent=sent, turned=turned
+    )
     await store.conn.executemany(
         "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ?, "
-        "unsettled_since = ?, held_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?) "
-        "WHERE id = ? AND state IN ('queued', 'sending')",
-        [(next_attempt_at, why, since, held, reached_at, i) for i, why, since, held in rows],
+        "unsettled_since = ?, held_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?), "
+        "turned_away = coalesce(?, turned_away) WHERE id = ? AND state IN ('queued', 'sending')",
+        [
+            (next_attempt_at, why, since, held, reached_at, turned, i)
+            for i, why, since, held in rows
+        ],
     )
     return closed

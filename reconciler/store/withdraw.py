@@ -48,6 +48,7 @@ _MAYBE_REACHED = (
     "; an earlier post of it may have reached CCNow (its answer was lost): "
     "look for it in CCNow's backroom"
 )
+_NOT_ACTED = "not acted on by CCNow"  # of one whose post was turned away (a 429)
 # The same of one withdrawn while it was being sent: that post, or an earlier one.
 _SENT_MAYBE_REACHED = (
     "; a post of it may have reached CCNow (no answer said it was not run): "
@@ -68,9 +69,16 @@ def words(c: Command, by: str, *, sent: bool | None = None) -> str:
     """The answer a withdrawn command keeps: `by` says how it was withdrawn (`by hand`);
     `sent`: whether its post was out then (None: whether it is `sending`)."""
     reached = c.maybe_reached_at is not None
+    # A post turned away (a 429) was sent, and CCNow did not act on it: said so, not "before
+    # it was sent", where no post of it may have reached CCNow.
+    turned = None if reached or c.turned_away is None else f"turned away ({c.turned_away})"
     if c.state == "sending" if sent is None else sent:
+        if turned is not None:
+            return f"{WITHDRAWN} {by} while it was being sent: its post was {turned}, {_NOT_ACTED}"
         maybe = _SENT_MAYBE_REACHED if reached else ""
         return f"{WITHDRAWN} {by} while it was being sent (CCNow's answer settled nothing){maybe}"
+    if turned is not None:
+        return f"{WITHDRAWN} {by} before it was sent again: a post of it was {turned}, {_NOT_ACTED}"
     return f"{WITHDRAWN} {by} before it was sent{_MAYBE_REACHED if reached else ''}"
 
 
@@ -129,15 +137,17 @@ async def close_asked_within(
     now: float,
     reached_at: float | None = None,
     sent: bool = True,
+    turned: str | None = None,
 ) -> list[Command]:
     """Inside the caller's transaction, close withdrawn those of `ids` being sent whose
     withdrawal was asked, their post ended without CCNow's answer about them (`reached_at`: it
-    may have reached CCNow; not `sent`: it never left, the stop came first); return them,
-    closed."""
+    may have reached CCNow; not `sent`: it never left, the stop came first; `turned`: the
+    status that turned it away, `Command.turned_away`); return them, closed."""
     asked = [c for c in await get(store, ids) if c.state == "sending" and c.withdraw_asked]
     closed = []
     for c in asked:
         c = replace(c, maybe_reached_at=c.maybe_reached_at or reached_at)
+        c = replace(c, turned_away=turned or c.turned_away)
         answer = words(c, c.withdraw_asked or BY_HAND, sent=sent)
         closed.append(replace(c, state="refused", answer=answer, closed_at=now))
     await _close(store, closed, now, "AND state = 'sending'")

@@ -351,8 +351,12 @@ class ActionSender(Closing):
             hidden = isinstance(exc, TurnedAway) and exc.hidden
             if hidden or not isinstance(exc, TurnedAway):
                 tally.post(batch)  # not counted sent where surely no attempt reached CCNow
+            turned = exc.turned if isinstance(exc, TurnedAway) and not hidden else None
             await requeue(
-                self.store, self.clock(), cfg, batch, str(exc), tally, wait=wait, hidden=hidden
+                *(self.store, self.clock(), cfg, batch, str(exc), tally),
+                wait=wait,
+                hidden=hidden,
+                turned=turned,
             )
             return
         tally.post(batch)

@@ -32,7 +32,12 @@ from reconciler.sources.ccnow_answer import (
     says_down,
 )
 from reconciler.sources.ccnow_cut import drop_line, undecided_line
-from reconciler.sources.ccnow_refusal import answered_orders, message_lines, refusal_lines
+from reconciler.sources.ccnow_refusal import (
+    answered_orders,
+    error_line,
+    message_lines,
+    refusal_lines,
+)
 from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError, UndecodableAnswer
 from reconciler.sources.http import Reply, parse_retry_after
 from reconciler.store import commands as cmds
@@ -94,6 +99,8 @@ class TurnedAway(SourceError):
         super().__init__(word)
         self.wait = wait
         self.hidden = hidden
+        # What turned it away, as a withdrawn command's words name it (Command.turned_away).
+        self.turned = None if status is None else f"HTTP {status}"
         self.too_large: str | None = None
         if status in (413, 414):
             what = "body" if status == 413 else "url"
@@ -179,9 +186,11 @@ async def post_batch(
             # holds the post queued, as one turned away is. A gateway's page: its log line.
             seen = not_ccnows(exc.last, answer_secrets(cfg.password.reveal(), secrets))
             raise Lost(exc.word, exc.wait, seen=seen) from None
-        if exc.turned_away or exc.hidden:
-            # Not run as they say, but one may hide that it was (a proxy's 503).
-            raise TurnedAway(str(exc), exc.wait, exc.http_status, hidden=exc.hidden) from None
+        if exc.turned_away or exc.hidden or exc.turned is not None:
+            # Not run as they say, but one may hide that it was (a proxy's 503). One turned
+            # away (a 429) whose retry then never connected was sent all the same: not NotSent.
+            status = exc.turned if exc.http_status is None else exc.http_status
+            raise TurnedAway(str(exc), exc.wait, status, hidden=exc.hidden) from None
         raise NotSent(str(exc)) from None
     secrets = answer_secrets(cfg.password.reveal(), secrets)
     wait = parse_retry_after(reply.retry_after, datetime.now(timezone.utc))
@@ -233,11 +242,12 @@ async def post_batch(
     except SourceError:
         # The whole body, an undecided last line too: a line for an order says the post ran.
         if answered_orders(body):
-            # An error line beside lines for the posted orders: some of it was applied.
-            # Those lines say what CCNow did with their orders (a last line without its line
-            # end only when a Content-Length framed it: else it may be a longer one, cut).
+            # An error line, or a `message` of CCNow's naming no order, beside lines for the
+            # posted orders: some of it was applied. Those lines say what CCNow did with their
+            # orders (a last line without its line end only when a Content-Length framed it:
+            # else it may be a longer one, cut). Its label says which of the two came.
             whole = body if reply.framed else whole_lines(body)
-            word = "error_with_order_lines"
+            word = "error_with_order_lines" if error_line(body) else "message_with_order_lines"
             raise _in_part(word, whole, secrets, batch, reply, once) from None
         if lines := refusal_lines(body, secrets):
             raise _refused(lines, batch, reply, wait) from None

@@ -61,12 +61,14 @@ async def requeue(
     wait: float | None = None,
     hidden: bool = False,
     sent: bool = True,
+    turned: str | None = None,
 ) -> None:
     """Queue a batch again after a failure that is no answer about its commands (their day and
     its three-day bound start again), due after `delay` (by default: doubling per attempt, or
     what its answer's Retry-After asked, `wait` seconds, when longer; an hour at most);
     `lost`: its answer was lost, so the post may have reached CCNow; `hidden`: an attempt's
-    answer may hide that it ran (`hidden_reached`); not `sent`: no connection was made."""
+    answer may hide that it ran (`hidden_reached`); not `sent`: no connection was made;
+    `turned`: the status that turned it away before CCNow acted on it (a 429)."""
     delay = retry_delay(batch, wait) if delay is None else delay
     reached = {c.id for c in batch} if lost else hidden_reached(batch) if hidden else set()
     rows: list[tuple[int, str, float | None, float | None]] = [
@@ -77,7 +79,12 @@ async def requeue(
         kept = [r for r in rows if r[0] not in reached]
         hidden_at = now if hidden else None
         closed = await requeue_within(
-            store, kept, next_attempt_at=at, now=now, hidden_at=hidden_at, sent=sent
+            *(store, kept),
+            next_attempt_at=at,
+            now=now,
+            hidden_at=hidden_at,
+            sent=sent,
+            turned=turned,
         )
         marked = [r for r in rows if r[0] in reached]
         closed += await requeue_within(store, marked, next_attempt_at=at, now=now, reached_at=now)

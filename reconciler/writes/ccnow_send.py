@@ -143,12 +143,16 @@ class GaveUp(RequestFailed):
         wait: float | None,
         hidden: bool = False,
         last: Reply | None = None,
+        turned: int | None = None,
     ) -> None:
         super().__init__(word, sent_at=sent_at, reached=reached, http_status=http_status, wait=wait)
         # An attempt's answer may hide that CCNow ran it (Reply.hidden_before, the last one's
         # included): a tracking upload queued so may be in CCNow already.
         self.hidden = hidden
         self.last = last  # the last attempt's answer, when one came (its log line: `seen_of`)
+        # The status of the last attempt answered that it was not run (a 429), also when an
+        # attempt after it never connected: the post was sent, and turned away.
+        self.turned = turned
 
 
 def refuses_a_field(status: int, body: bytes) -> bool:
@@ -285,7 +289,7 @@ async def post_retrying(
     # `hidden`: an attempt was answered what a post never sent twice would not take for
     # turned away (a 503 without CCNow's words, `Backend fetch failed`): it is tried again,
     # but CCNow may have run it (a tracking upload its retry then finds refused may be there).
-    n, reached, hidden = 0, False, False
+    n, reached, hidden, turned = 0, False, False, None
     word, sent_at, last, wait = "", 0.0, None, None
     while True:
         reached_before, hidden_before, sent_at = reached, hidden, time.time()
@@ -294,7 +298,7 @@ async def post_retrying(
         except Stopping:
             if n == 0:
                 raise  # nothing was sent: not a failure the caller reports
-            raise _gave_up(word, reached, sent_at, last, wait, hidden) from None
+            raise _gave_up(word, reached, sent_at, last, wait, hidden, turned) from None
         except NotSent as exc:
             word, last, wait = str(exc).replace(" ", "_"), None, None  # none reached
         except Uncertain as exc:
@@ -319,6 +323,7 @@ async def post_retrying(
                 # otherwise; a refusal whose body broke after it began is a lost answer (the
                 # rest may have been the orders' lines), tried again as one.
                 reached = reached or not not_run(reply)
+                turned = reply.status if not_run(reply) else turned
                 unheard = not turned_away(reply.status, reply.body, once=True)
                 hidden = hidden or reply.body_began or unheard
                 cut = "_cut_short" if reply.body_began else ""
@@ -339,7 +344,7 @@ async def post_retrying(
             # Asked after the wait, which a withdrawal may have come in.
             or (withdrawn is not None and await withdrawn())
         ):
-            raise _gave_up(word, reached, sent_at, last, wait, hidden)
+            raise _gave_up(word, reached, sent_at, last, wait, hidden, turned)
         n += 1
 
 
@@ -359,6 +364,7 @@ def _gave_up(
     last: Reply | None,
     wait: float | None,
     hidden: bool,
+    turned: int | None,
 ) -> GaveUp:
     return GaveUp(
         word,
@@ -368,4 +374,5 @@ def _gave_up(
         wait=wait,
         hidden=hidden,
         last=last,
+        turned=turned,
     )

@@ -28,6 +28,7 @@ __all__ = [
     "NotSent",
     "Uncertain",
     "html_page",
+    "key_refused",
     "masked_answer",
     "send_once",
     "sendable",
@@ -168,3 +169,21 @@ def html_page(answer: Answer, secrets: Iterable[str]) -> str | None:
 
 # Enough for any registered media type; what a gateway writes there is not passed on whole.
 MAX_MEDIA_TYPE_CHARS = 80
+
+
+# CCV's statuses refusing the account's API key (as `ccv submit` reads them: exit 78).
+KEY_REFUSED = frozenset({401, 403})
+
+
+def key_refused(answer: Answer, account: str) -> str | None:
+    """What the API says of CCV refusing the account's API key (401, 403) to prices it
+    forwarded: reconciler's key was refused, not the caller's token, and the caller can fix
+    nothing; None for any other answer. CCV's body and challenge are not passed on: they may
+    quote the key, and a 401 with a challenge reads as the API's own refusal (DESIGN.md)."""
+    if answer.status not in KEY_REFUSED:
+        return None
+    return (
+        f'CCV refused the API key of CCV account "{account}" (CCV answered HTTP {answer.status}): '
+        "the prices were not set; the account's api_key in reconciler's config needs fixing "
+        "(this request's token was accepted)"
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.model import SourceState
-from reconciler.schedule import MAX_REST_S, held_rest, rest_until, resting, rests
+from reconciler.schedule import MAX_REST_S, held_rest, rest_ahead, rest_until, resting, rests
 
 T0 = 1_800_000_000.0
 
@@ -48,3 +48,15 @@ def test_a_rest_ending_beyond_the_bound_is_none_held() -> None:
     assert held_rest(T0 - 10, now=T0) == T0 - 10  # ended: a new rest's end is later anyway
     assert held_rest(T0 + MAX_REST_S, now=T0) == T0 + MAX_REST_S
     assert held_rest(T0 + MAX_REST_S + 1, now=T0) is None
+
+
+def test_the_rest_shown_is_the_latest_still_ahead() -> None:
+    """What /healthz, /metrics and `status` show: a rest still ahead, the later of the store's
+    record and a process's own; an ended one, or one beyond the bound (void), is none."""
+    assert rest_ahead(None, now=T0) is None
+    assert rest_ahead(T0 + 300, now=T0) == T0 + 300
+    assert rest_ahead(T0 + 300, T0 + 600, now=T0) == T0 + 600
+    assert rest_ahead(T0, now=T0) is None  # ended
+    assert rest_ahead(T0 - 5, None, now=T0) is None
+    assert rest_ahead(T0 + MAX_REST_S + 1, now=T0) is None  # void: recorded while ahead
+    assert rest_ahead(T0 + MAX_REST_S + 1, T0 + 60, now=T0) == T0 + 60  # the void one loses

@@ -54,6 +54,7 @@ def fed_metrics() -> Metrics:
     metrics.observe_unauthorized("invalid")
     metrics.set_followed({("ccv", "default", "Processing"): 1}, accounts={("ccv", "default")})
     metrics.set_last_success("ccv", "default", 1.0)
+    metrics.set_rest_until("ccv", "default", 2.0)
     metrics.set_outbox_backlog({"log": 1})
     metrics.set_dead_letters({"log": 1})
     metrics.set_sinks_disabled({"log": True})

@@ -503,6 +503,7 @@ async def test_healthz_is_200_while_every_source_answered_recently(
         "failure_streak": 0,
         "failing": False,
         "healthy": True,
+        "resting_until": None,
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from reconciler.store import Store
 from reconciler.store import commands as cmds
-from reconciler.store.requeue import requeue, unclaim
+from reconciler.store.requeue import requeue, requeue_within, unclaim
 from reconciler.store.withdraw import BY_HAND, BY_UNTRACK, by_untrack, untrack, withdraw_within
 
 NOW = 1_000_000.0
@@ -141,5 +141,30 @@ async def test_a_word_by_hand_after_an_untrack_keeps_the_untrack(tmp_path: Path)
         assert (asked.withdraw_asked, by_untrack(asked.withdraw_asked)) == (BY_UNTRACK, True)
         assert not by_untrack(BY_HAND)
         assert not by_untrack(None)
+    finally:
+        await store.close()
+
+
+async def test_a_post_turned_away_closes_it_withdrawn_saying_ccnow_did_not_act_on_it(
+    tmp_path: Path,
+) -> None:
+    # Turned away (a 429), the post was sent: its words say so, and that CCNow did not act on
+    # it, not "before it was sent" nor that CCNow's answer settled nothing.
+    store = await Store.open(tmp_path / "reconciler.db")
+    try:
+        command = await _sending(store)
+        async with store.transaction():
+            await withdraw_within(store, "default", [ORDER], by=BY_HAND, now=NOW)
+        async with store.transaction():
+            rows = [(command.id, "x", None, None)]
+            await requeue_within(store, rows, next_attempt_at=NOW, now=NOW, turned="HTTP 429")
+        [ended] = await cmds.get(store, [command.id])
+        assert (ended.state, ended.maybe_reached_at) == ("refused", None)
+        assert ended.answer == (
+            "withdrawn by hand while it was being sent: its post was turned away (HTTP 429), "
+            "not acted on by CCNow"
+        )
+        [data] = await _refused(store)
+        assert (data["answer"], data["maybe_reached"]) == (ended.answer, False)
     finally:
         await store.close()

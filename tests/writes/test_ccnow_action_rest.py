@@ -5,9 +5,10 @@ command line started after the process that was asked it (README "Retry-After of
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from tests.conftest import call_cli
+from tests.conftest import call_cli, cli_env, run_cli
 from tests.fake_providers import FakeCCNow, Reply
 from tests.writes.test_ccnow_actions import ccnow, query, tracked
 
@@ -35,3 +36,28 @@ async def test_a_ship_closed_within_a_rest_asks_no_status_read(
     assert result.code == 75, result.stderr
     [(state, next_attempt_at)] = query(tmp_path, "SELECT state, next_attempt_at FROM commands")
     assert state == "queued" and next_attempt_at >= until - 1
+
+
+async def test_a_rest_a_ship_command_lines_status_read_was_asked_holds_the_next_catch_up(
+    tmp_path: Path, fake_ccnow: FakeCCNow
+) -> None:
+    """With no daemon running, the ship's command line is the process whose read CCNow turned
+    away: it records the rest as a pass would (one `source.resting` line), so the `catch-up`
+    after it asks nothing within the rest and exits 75, rather than asking again at once."""
+    fake_ccnow.orders = {A: "pending", B: "pending"}
+    cfg = await tracked(tmp_path, fake_ccnow, A, B)
+    # The ship's answer says nothing of B: its close reads B back, and CCNow turns that away.
+    fake_ccnow.actions_answer = ["message no_pending_orders"]
+    fake_ccnow.reads = [Reply(429, "Too Many Requests", headers={"Retry-After": "600"})]
+    before = time.time()
+    shipped = await run_cli("--config", cfg, "ccnow", "ship", B, env=cli_env())
+    assert shipped.code == 75, shipped.stderr
+    forms = [seen.form for seen in fake_ccnow.requests]
+    assert [form.get("x_action_1", "query") for form in forms[-2:]] == ["ship", "query"]
+    [(until,)] = query(tmp_path, "SELECT rest_until FROM sources WHERE source = 'ccnow'")
+    assert until is not None and before + 600 <= until <= time.time() + 600
+    assert shipped.stderr.count('"source.resting"') == 1, shipped.stderr
+    asked = len(fake_ccnow.requests)
+    caught_up = await run_cli("--config", cfg, "catch-up", "--source", "ccnow", env=cli_env())
+    assert caught_up.code == 75, caught_up.stderr
+    assert len(fake_ccnow.requests) == asked  # not the pending list, not B's query

@@ -217,6 +217,8 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
         (Reply(200, f"{A} pend\xe9\n".encode("latin-1")), UNREADABLE_LINE),
         # A line for the order beside an error line: the discount may have been applied.
         (Reply(200, f"{A} pending\nerror_message daily limit reached\n"), "error_with_order_lines"),
+        # ... or beside a `message` line of CCNow's (no error line): labelled as what came.
+        (Reply(200, f"{A} pending\nmessage discount recorded\n"), "message_with_order_lines"),
     ],
     ids=[
         "cut",
@@ -231,6 +233,7 @@ async def test_a_post_ccnow_refuses_as_a_whole_leaves_the_command_queued_and_a_l
         "empty",
         "latin-1",
         "mixed",
+        "mixed-message",
     ],
 )
 async def test_an_adjust_whose_answer_is_lost_is_never_sent_again(
