@@ -106,11 +106,11 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["TMPDIR"] = str(root / "t")
         tempfile.tempdir = None  # read TMPDIR again
     if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        cache = _bytecode_cache()
-        if cache is None:
+        kept = _bytecode_cache()
+        if kept is None:
             cache = tempfile.mkdtemp(prefix="reconciler-tests-pycache-")
             config.stash[_BYTECODE] = cache  # this run's alone: removed at its end
-        os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
+        os.environ["PYTHONPYCACHEPREFIX"] = str(kept) if kept is not None else cache
         del os.environ["PYTHONDONTWRITEBYTECODE"]
 
 
