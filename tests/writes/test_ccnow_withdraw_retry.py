@@ -111,6 +111,9 @@ async def test_an_untrack_after_a_resolve_by_hand_holds_the_answer_back(
     # The first word asked is the resolve's: the untrack after it holds the order back all
     # the same.
     fake_ccnow.orders = {B: "pending"}
+    # A pending list naming B would follow it again after the untrack (as it should): keep
+    # the list empty, so that only the ship's answer could bring it back.
+    fake_ccnow.pending_statuses = set()
     port = free_port()
     cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
     api = f"http://127.0.0.1:{port}/api/v1"
