@@ -53,17 +53,17 @@ log = logging.getLogger("reconciler.daemon")
 @dataclass(frozen=True)
 class Ticks:
     """How often the daemon reads its store for work another process left there (events a
-    `replay` queued, CCNow commands a command line queued), and how long a pass gives way to a
-    hint. Not config: a test's daemon takes other ones, where the usual ones prove nothing."""
+    `replay` queued, CCNow commands a command line queued), how long a pass gives way to a hint.
+    Not config: a test's daemon takes other ones, where the usual ones prove nothing."""
 
     outbox_s: float = TICK_S
     actions_s: float = MAX_TICK_S
     hint_s: float = MAX_WAIT_S  # the longest a pass gives way at a time (passes/hint_gate.py)
+    ready_s: float = 10.0  # READY waits for the start-up pass at most this long
 
 
 TICKS = Ticks()
 
-STARTUP_READY_WAIT_S = 10.0  # READY waits for the start-up pass at most this long
 # Shutdown bounds. At the worst: the writes sent to a provider their longest timeout + 2 s, at
 # most 30 s, and 1 s for those cut then to end (in_flight.py), counted from the stop's start
 # (the receiver's checks' 1 s and the jobs' 3 s meanwhile), tasks 3 s, the outbox 4 s, both
@@ -146,7 +146,7 @@ class Daemon:
             self.scheduler.start()
             await asyncio.wait(
                 [startup, asyncio.ensure_future(stop.wait())],
-                timeout=STARTUP_READY_WAIT_S,
+                timeout=self.ticks.ready_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if not stop.is_set():  # else stopped (or the store found corrupt) before it was ready

@@ -45,7 +45,7 @@ from ..store.errors import file_error
 from ..store.files import made_by_a_demo, remove_store_files
 from ..systemd import Notifier
 from ..writes.ccnow_actions import build
-from .demo_submit import SUBMITS, DemoIntegrator, submit_delays
+from .demo_submit import SUBMIT_EVERY_S, SUBMITS, DemoIntegrator, submit_delays
 
 DEMO_SHIP_EVERY_S = 1.0
 DEMO_SHIPMENTS = 3
@@ -150,8 +150,16 @@ class Feed:
         return text
 
 
-async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -> int:
-    """Run sandbox + daemon until --seconds passed or `stop` is set; print the summary."""
+async def run_demo(
+    args: argparse.Namespace,
+    out: TextIO,
+    stop: asyncio.Event,
+    *,
+    submit_every_s: float = SUBMIT_EVERY_S,
+) -> int:
+    """Run sandbox + daemon until --seconds passed or `stop` is set; print the summary.
+    `submit_every_s`: how far apart the integrator's submits go at most (a test that waits for
+    all of them takes them closer)."""
     store = demo_store(args.store)
     sandbox = Sandbox(
         SandboxOptions(
@@ -204,7 +212,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -
                 f"http://127.0.0.1:{config.api.listen_port}", config.api.token.reveal(), out
             )
             submitting = asyncio.ensure_future(
-                integrator.run(submit_delays(args.seconds), stopping)
+                integrator.run(submit_delays(args.seconds, every_s=submit_every_s), stopping)
             )
             waiter = asyncio.ensure_future(stop.wait())
             await asyncio.wait(

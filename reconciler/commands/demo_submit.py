@@ -31,9 +31,12 @@ REQUEST_TIMEOUT_S = 10.0
 DEMO_ORDER: dict[str, object] = {"shoppingCart": {"salesPackages": []}}
 
 
-def submit_delays(seconds: float | None, count: int = SUBMITS) -> list[float]:
-    """Return when (seconds after the start) each submit goes, spread over the demo."""
-    every = SUBMIT_EVERY_S if seconds is None else min(SUBMIT_EVERY_S, seconds / (count + 1))
+def submit_delays(
+    seconds: float | None, count: int = SUBMITS, every_s: float = SUBMIT_EVERY_S
+) -> list[float]:
+    """Return when (seconds after the start) each submit goes, spread over the demo: `every_s`
+    apart, closer where --seconds leaves no room for that."""
+    every = every_s if seconds is None else min(every_s, seconds / (count + 1))
     return [FIRST_SUBMIT_S + i * every for i in range(count)]
 
 

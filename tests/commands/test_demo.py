@@ -17,17 +17,20 @@ import pytest
 
 from reconciler import cli
 from reconciler.commands.demo import feed_only_logging, run_demo
-from reconciler.commands.demo_submit import SUBMITS
+from reconciler.commands.demo_submit import SUBMIT_EVERY_S, SUBMITS
 from reconciler.logs import logging_set_up
 from tests.conftest import REPO, Result, call_cli, cli_env, poll_until, run_cli
 
 
 async def demo_here(
-    tmp_path: Path, *argv: str, until: Callable[[str], bool] | None = None
+    tmp_path: Path,
+    *argv: str,
+    until: Callable[[str], bool] | None = None,
+    submit_every_s: float = SUBMIT_EVERY_S,
 ) -> Result:
     """Run `reconciler demo ARGV` in this loop as its command line does, but with no signal
     handlers: --seconds ends it, or `until` (given what it printed so far) as Ctrl-C would.
-    Its store in `tmp_path` unless ARGV names one."""
+    Its store in `tmp_path` unless ARGV names one; its submits `submit_every_s` apart."""
     store = [] if "--store" in argv else ["--store", str(tmp_path / "demo.db")]
     args = cli.parse_args(["demo", *argv, *store])
     out, err, stop = io.StringIO(), io.StringIO(), asyncio.Event()
@@ -40,7 +43,7 @@ async def demo_here(
     try:
         with logging_set_up(args.log_level, err):
             feed_only_logging()
-            code = await run_demo(args, out, stop)
+            code = await run_demo(args, out, stop, submit_every_s=submit_every_s)
     finally:
         watching.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -71,8 +74,11 @@ def shows_it_all(stdout: str) -> bool:
 
 async def test_demo_shows_discovery_and_changes_and_exits_0(tmp_path: Path) -> None:
     # Stopped once it has shown it all, as a person would: a run of a fixed 8 s ended before
-    # the shipments on a loaded machine. --seconds bounds it.
-    result = await demo_here(tmp_path, "--seconds", "120", "--speed", "3", until=shows_it_all)
+    # the shipments on a loaded machine. --seconds bounds it. Its submits 1 s apart, not 5 s:
+    # the last one came 11 s after the start, the rest of the feed long shown by then.
+    result = await demo_here(
+        tmp_path, "--seconds", "120", "--speed", "3", until=shows_it_all, submit_every_s=1.0
+    )
     assert result.code == 0, result.stderr
     assert "order.discovered" in result.stdout
     assert "order.status_changed" in result.stdout

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from reconciler.daemon import Ticks
 from reconciler.sources.ccv import PROBE_ORDER_ID
 from tests.conftest import (
     call_cli,
@@ -232,11 +233,12 @@ async def test_ready_names_an_account_the_store_records_failing_before_the_first
     caught = await call_cli("--config", cfg, "catch-up", env=_ENV)
     assert caught.code == 75, caught.stderr
     # The start-up pass's first request is not answered while the test runs (nor given up
-    # on): READY=1 goes once its wait for the pass is over (10 s), with the line as it is then.
+    # on): READY=1 goes once its wait for the pass is over (10 s; 1 s here), with the line as
+    # it is then.
     fake_ccv.hold = asyncio.Event()
     cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "1m"'))
     with NotifySocket.abstract() as sock:
-        async with daemon_here(cfg, {**_ENV, **sock.env()}):
+        async with daemon_here(cfg, {**_ENV, **sock.env()}, ticks=Ticks(ready_s=1.0)):
             ready = await sock.wait_for_async("READY", "1", timeout_s=20)
     assert ready[-1].fields["STATUS"] == "failing ccv/default; last pass starting"
 
