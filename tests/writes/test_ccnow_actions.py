@@ -34,6 +34,7 @@ from tests.conftest import (
     daemon_here,
     environ,
     free_port,
+    poll_until,
     read_events,
     run_cli,
     write_config,
@@ -477,12 +478,33 @@ async def test_through_a_running_daemon_and_its_queue(
     assert [a for _, a, _ in fake_ccnow.actions] == ["cancel", "ship"]
 
 
+# How long a test that waits for the daemon's start-up pass gives it (READY waits a little
+# longer: its line then says the pass is over, not that its own bound ran out).
+START_UP_PASS_S = 90.0
+
+
 @contextlib.asynccontextmanager
-async def daemon_with_api(cfg: Path, port: int) -> AsyncIterator[aiohttp.ClientSession]:
-    """Run the daemon on `cfg` until its API listens on `port`; give a client with the token."""
+async def daemon_with_api(
+    cfg: Path, port: int, *, after_start_up: bool = False
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """Run the daemon on `cfg` until its API listens on `port`; give a client with the token.
+    With `after_start_up`, not before its start-up pass is over (`daemon.ready`): on a loaded
+    machine the pass's pending list can be read while the test's first action is in flight,
+    and a line that may lag behind it is then queried, a request the test did not make."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with daemon_here(cfg), aiohttp.ClientSession(headers=headers) as http:
+    ticks = Ticks(ready_s=START_UP_PASS_S + 30) if after_start_up else None
+    async with (
+        daemon_here(cfg, ticks=ticks) as run,
+        aiohttp.ClientSession(headers=headers) as http,
+    ):
         await listening(port)
+        if after_start_up:
+            log = cfg.parent / "daemon.log"
+            await poll_until(
+                lambda: "daemon.ready" in log.read_text() or run.task.done(),
+                START_UP_PASS_S,
+                "the daemon's start-up pass",
+            )
         yield http
 
 

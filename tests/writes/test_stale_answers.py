@@ -35,7 +35,7 @@ async def test_a_query_sent_before_a_ship_and_answered_after_it_does_not_undo_it
     assert (await call_cli("--config", cfg, "track", "ccnow", ORDER)).code == 0
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
     base = f"http://127.0.0.1:{port}/api/v1"
-    async with daemon_with_api(cfg, port) as http:
+    async with daemon_with_api(cfg, port, after_start_up=True) as http:
 
         async def get(path: str) -> Any:
             async with http.get(base + path) as r:
@@ -89,7 +89,7 @@ async def test_a_ship_answered_by_its_retry_is_dated_by_the_retry(
     assert (await call_cli("--config", cfg, "track", "ccnow", ORDER)).code == 0
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
     base = f"http://127.0.0.1:{port}/api/v1"
-    async with daemon_with_api(cfg, port) as http:
+    async with daemon_with_api(cfg, port, after_start_up=True) as http:
 
         async def get(path: str) -> Any:
             async with http.get(base + path) as r:
@@ -149,7 +149,7 @@ async def test_a_status_read_after_an_unsettled_answer_is_dated_by_its_own_query
     assert (await call_cli("--config", cfg, "track", "ccnow", ORDER)).code == 0
     assert (await call_cli("--config", cfg, "catch-up")).code == 0
     base = f"http://127.0.0.1:{port}/api/v1"
-    async with daemon_with_api(cfg, port) as http:
+    async with daemon_with_api(cfg, port, after_start_up=True) as http:
 
         async def get(path: str) -> Any:
             async with http.get(base + path) as r:
