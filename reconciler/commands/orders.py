@@ -67,7 +67,11 @@ async def track_command(config: Config, args: argparse.Namespace) -> int:
         account = await settling_account(config, source, args.account, reference=args.ref)
     else:
         account = choose_account(config, source, args.account)
-    if args.ref is not None and (source != "ccv" or len(args.ids) != 1 or args.from_file):
+    if args.ref is not None and source != "ccv":
+        # Bad input, as a file's `ID,REF` line for CCNow is (65), and said alike: the count
+        # of ids was never the trouble.
+        raise DataError("--ref: external references are for CCV orders")
+    if args.ref is not None and (len(args.ids) != 1 or args.from_file):
         raise UsageError("--ref takes exactly one CCV order id")
     if not args.ids and args.from_file is None:
         raise UsageError("give order ids or --from-file")
