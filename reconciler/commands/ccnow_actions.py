@@ -4,8 +4,8 @@ The command holds the store itself; when a running daemon owns it, the commands 
 resolve) go to the daemon through its `[api]`, and without one the command says to try again
 when it is stopped. Each order's command is recorded, then sent with any queued
 command that is due; one line per order on stdout, one summary line on stderr. Exit 0 when
-every command is done, 78 when CCNow refused the credentials (the commands queued), 65 when one
-is refused (bad input, or CCNow said no), 75 when one is still queued or uncertain.
+every command is done, 65 when one is refused (bad input, or CCNow said no), 75 when one is
+still queued or uncertain.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reconciler.config import ApiConfig, CCNowConfig, Config
-from reconciler.exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
+from reconciler.exits import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from reconciler.logs import fields, say
 from reconciler.model import InvalidOrderId, normalize_ccnow_id
 from reconciler.redact import GIVEN_SECRET, config_secrets, given_secrets, holds_secret, redact
@@ -32,7 +32,6 @@ from reconciler.writes.ccnow_actions import (
     dry_run_text,
     sort_out,
 )
-from reconciler.writes.ccnow_credentials import ADVICE, is_held
 from reconciler.writes.ccnow_keys import made_before
 from reconciler.writes.ccnow_outcome import second_discount
 from reconciler.writes.ccnow_resolve import RESOLVE_ACTIONS, NotResolved
@@ -49,9 +48,7 @@ Settled = tuple[str, str, object, str | None]  # a command's order id, action, i
 
 
 def exit_code(tally: Tally) -> int:
-    """Credentials refused, then refused (trying again will not help), then anything later."""
-    if tally.credentials:
-        return EX_CONFIG
+    """Refused wins (trying again will not help), then anything left to do later."""
     if tally.refused:
         return EX_DATAERR
     if tally.queued or tally.uncertain or tally.sending:
@@ -218,14 +215,13 @@ async def _lined_up(
 
 def _due(c: cmds.Command) -> bool:
     """Whether the real run sends a command made before: queued and due (one whose next
-    attempt is ahead, a Retry-After's, waits for it), or held for the credentials (`is_held`)."""
-    return c.state == "queued" and (cmds.is_due(c, time.time()) or is_held(c))
+    attempt is ahead, a Retry-After's, waits for it)."""
+    return c.state == "queued" and cmds.is_due(c, time.time())
 
 
 def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: int) -> int:
     """Print one line per order and the summary line; return the exit code."""
-    held = [str(r["answer"]) for r in results if r.get("credentials_refused")]
-    tally = Tally(sent=sent, credentials=len(held))
+    tally = Tally(sent=sent)
     for r in results:
         again = " (made before with this key)" if r.get("made_before") else ""
         where = "not sent" if r["id"] is None else f"command {r['id']}"
@@ -240,10 +236,8 @@ def _finish(account: str, action: str, results: Sequence[dict[str, Any]], sent: 
         tally.count(outcome)
     code = exit_code(tally)
     # Under journald: an error line when one was refused, a warning when some wait, else info.
-    level = {EX_OK: logging.INFO, EX_TEMPFAIL: logging.WARNING}.get(code, logging.ERROR)
+    level = {EX_DATAERR: logging.ERROR, EX_TEMPFAIL: logging.WARNING}.get(code, logging.INFO)
     say(f"reconciler: ccnow {action}: {tally.line()}", level)
-    if held:  # as `check --online` says it, and what to do
-        say(f"reconciler: error: ccnow/{account}: {answer_word('queued', held[0])}{ADVICE}")
     log.info(
         "ccnow.actions_run",
         extra=fields(

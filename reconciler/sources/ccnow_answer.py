@@ -190,15 +190,9 @@ def _quote(raw_line: str, forms: SecretForms | None, *, drop: str = "", limit: i
 def _error_answer(what: str, raw_line: str, forms: SecretForms | None) -> SourceError:
     text = _quote(raw_line, forms, drop=what, limit=MAX_TEXT_LENGTH)
     shown = f"{what}: {text}" if text else what
-    if refuses_credentials(raw_line):
+    if _AUTH_WORDS.search(raw_line) and not _OUTAGE_WORDS.search(raw_line):
         return AuthenticationFailed(shown)
     return SourceUnavailable(shown)
-
-
-def refuses_credentials(line: str) -> bool:
-    """Whether CCNow's error line refuses our credentials (`invalid password`, `login
-    failed`): the one reading of it, polls', `check --online`'s and the actions' alike."""
-    return _AUTH_WORDS.search(line) is not None and _OUTAGE_WORDS.search(line) is None
 
 
 def says_not_found(text: str) -> bool:

@@ -7,13 +7,15 @@ total`) refuses that command. Any other answer that does not settle a command (a
 in words naming no field of it, no line for its order) leaves it queued, sent alone from then
 on, whatever the words; after a day of only such answers (three days, with lines saying CCNow
 is down between them) a ship or cancel whose order's status shows it took is done, any other
-is `uncertain` for a person, never `refused`. An answer lost or that may have come after CCNow
-ran the post sends `ship`, `cancel` and `track` again; an `adjust` never is (it would discount
-twice): it becomes `uncertain`, with `order.action_uncertain`, for `reconciler ccnow resolve`.
+is `uncertain` for a person, never `refused`. An answer lost
+or that may have come after CCNow ran the post sends `ship`, `cancel` and `track` again; an
+`adjust` never is (it would discount twice): it becomes `uncertain`, with
+`order.action_uncertain`, for `reconciler ccnow resolve`.
 
 `ccnow_form.py` checks a request and builds the post (pure), `ccnow_post.py` posts one batch
 and tells how it failed, `ccnow_outcome.py` says how a command ends, `ccnow_close.py` closes a
-post's commands by its answer; re-exported here."""
+post's commands by its answer; re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +39,6 @@ from reconciler.store import commands as cmds
 from reconciler.store.requeue import unclaim
 from reconciler.store.withdraw import asked
 from reconciler.writes.ccnow_close import Closing
-from reconciler.writes.ccnow_credentials import CredentialsRefused, due_now, hold, is_held
 from reconciler.writes.ccnow_form import (
     ACTIONS,
     MAX_NOTES,
@@ -166,10 +167,10 @@ class ActionSender(Closing):
             earlier |= {c.id for c, made_now in [*closed, *recorded] if not made_now}
             ids = [c.id for c in known.values()] + [c.id for c, _new in [*closed, *recorded]]
             tally = Tally()
-            # One made before is sent only when due or `is_held` (its credentials may be fixed): a
-            # repeat of one turned away with a Retry-After (a maintenance) posted it at once.
+            # One made before is sent only when due: a repeat of a request turned away with a
+            # Retry-After (a maintenance, a refusal in words naming no field) posted it at once.
             rows, now = await cmds.get(self.store, ids), self.clock()
-            due = [c for c in rows if c.id in own or cmds.is_due(c, now) or is_held(c)]
+            due = [c for c in rows if c.id in own or cmds.is_due(c, now)]
             await self.send(self._sendable(due, mine), tally)
             # It may post one of these, held until an older one ended.
             await self.send_due(tally, mine=mine)
@@ -205,11 +206,11 @@ class ActionSender(Closing):
         return await taken.unconfirmed(self.store, commands)
 
     async def send_due(self, tally: Tally | None = None, *, mine: object = None) -> Tally:
-        """Send every queued command that is due, but those a request under way recorded (but
-        `mine`'s own), which it sends and answers, and those held for credentials (`due_now`)."""
+        """Send every queued command whose attempt is due, but those a request under way
+        recorded (but `mine`'s own): it sends them and answers their outcome."""
         tally = tally or Tally()
         async with self._recording:
-            due = self._sendable(await due_now(self.store, self.clock()), mine)
+            due = self._sendable(await cmds.due(self.store, self.clock()), mine)
         await self.send(due, tally)
         return tally
 
@@ -340,8 +341,6 @@ class ActionSender(Closing):
                 )
             return
         except SourceError as exc:
-            if isinstance(exc, CredentialsRefused):  # nothing ran: queued, said once
-                return await hold(self.store, self.clock(), cfg, batch, exc, tally)
             if isinstance(exc, TurnedAway) and exc.too_large is not None:
                 await self._split(cfg, batch, exc.too_large, tally)
                 return

@@ -4,9 +4,8 @@ ran (TurnedAway: a status that says so, such as a 429, a login wall, a post too 
 saying CCNow is down, for an `adjust` in CCNow's own words only), refused by CCNow in
 `error_message` lines alone (Refused: nothing was applied; a line naming a command's field
 refuses that command, the others are decided by no words; in a 200, or in a 413 or 414, which
-no size bound before CCNow gave then), its credentials refused (CredentialsRefused: nothing
-ran), or lost (Lost: CCNow may have applied it, so an `adjust` must not be sent again; with the
-Retry-After its last answer asked)."""
+no size bound before CCNow gave then), or lost (Lost: CCNow may have applied it, so an `adjust`
+must not be sent again; with the Retry-After its last answer asked)."""
 
 from __future__ import annotations
 
@@ -39,17 +38,10 @@ from reconciler.sources.ccnow_refusal import (
     message_lines,
     refusal_lines,
 )
-from reconciler.sources.errors import (
-    AnswerTooLarge,
-    AuthenticationFailed,
-    ProtocolError,
-    SourceError,
-    UndecodableAnswer,
-)
+from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError, UndecodableAnswer
 from reconciler.sources.http import Reply, parse_retry_after
 from reconciler.store import commands as cmds
 from reconciler.store.taken import TAKEN
-from reconciler.writes.ccnow_credentials import CredentialsRefused
 from reconciler.writes.ccnow_fields import carries
 from reconciler.writes.ccnow_form import form
 from reconciler.writes.ccnow_send import (
@@ -67,7 +59,7 @@ from reconciler.writes.ccnow_send import (
 from reconciler.writes.in_flight import Stopping
 from reconciler.writes.once import NotSent
 
-__all__ = ["CredentialsRefused", "Lost", "Posted", "Refused", "TurnedAway", "post_batch"]
+__all__ = ["Lost", "Posted", "Refused", "TurnedAway", "post_batch"]
 
 # The blanks a line is trimmed of (ccnow_answer.SPACE), as bytes.
 _BLANK_ENDS = tuple(c.encode() for c in SPACE)
@@ -160,8 +152,7 @@ async def post_batch(
     secrets: Sequence[str] = (),
     withdrawn: Callable[[], Awaitable[bool]] | None = None,
 ) -> Posted:
-    """Post one batch; return the answer. Raise Stopping, NotSent, Lost, Refused, TurnedAway or
-    CredentialsRefused.
+    """Post one batch; return the answer. Raise Stopping, NotSent, Lost, Refused or TurnedAway.
     Once `halt` is set (the daemon stops) nothing is posted (Stopping) and no failed attempt is
     retried, nor once `withdrawn()` says one of its commands was withdrawn. Each attempt waits
     its turn in the account's `gate`. `secrets`: the config's, masked, never taken for a status."""
@@ -248,7 +239,7 @@ async def post_batch(
     except ProtocolError:
         # Not CCNow's protocol (an HTML page, an empty or unreadable body): did it run?
         raise unreadable(reply, secrets) from None
-    except SourceError as exc:
+    except SourceError:
         # The whole body, an undecided last line too: a line for an order says the post ran.
         if answered_orders(body):
             # An error line, or a `message` of CCNow's naming no order, beside lines for the
@@ -258,12 +249,6 @@ async def post_batch(
             whole = body if reply.framed else whole_lines(body)
             word = "error_with_order_lines" if error_line(body) else "message_with_order_lines"
             raise _in_part(word, whole, secrets, batch, reply, once) from None
-        if isinstance(exc, AuthenticationFailed):
-            # The credentials refused, as `check --online` reads the same answer: nothing ran.
-            before, hidden = reply.reached_before, reply.hidden_before
-            raise CredentialsRefused(
-                str(exc), reached_before=before, hidden_before=hidden
-            ) from None
         if lines := refusal_lines(body, secrets):
             raise _refused(lines, batch, reply, wait) from None
         if words := message_lines(body, secrets):

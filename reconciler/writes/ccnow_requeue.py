@@ -62,15 +62,13 @@ async def requeue(
     hidden: bool = False,
     sent: bool = True,
     turned: str | None = None,
-    said: bool = True,
 ) -> None:
     """Queue a batch again after a failure that is no answer about its commands (their day and
     its three-day bound start again), due after `delay` (by default: doubling per attempt, or
     what its answer's Retry-After asked, `wait` seconds, when longer; an hour at most);
     `lost`: its answer was lost, so the post may have reached CCNow; `hidden`: an attempt's
     answer may hide that it ran (`hidden_reached`); not `sent`: no connection was made;
-    `turned`: the status that turned it away before CCNow acted on it (a 429); not `said`: no
-    retry-later line (the caller says why they wait, ccnow_credentials)."""
+    `turned`: the status that turned it away before CCNow acted on it (a 429)."""
     delay = retry_delay(batch, wait) if delay is None else delay
     reached = {c.id for c in batch} if lost else hidden_reached(batch) if hidden else set()
     rows: list[tuple[int, str, float | None, float | None]] = [
@@ -96,7 +94,7 @@ async def requeue(
     if closed:
         ids = [c.id for c in closed]
         log.warning("ccnow.action_withdrawn", extra=fields(account=cfg.name, commands=ids))
-    if said and len(batch) > len(closed):
+    if len(batch) > len(closed):
         gone = {c.id for c in closed}
         waits = naming([c for c in batch if c.id not in gone])
         log.warning(

@@ -12,19 +12,11 @@ from reconciler.store import commands as cmds
 from reconciler.terminal import shown
 
 ON_ITS_WAY = "on its way, no answer yet"  # a command another request's post carries
-# A command CCNow refused the account's credentials to: its answer begins so (`check --online`'s
-# word for the same answer), and it waits queued (ccnow_credentials.py).
-CREDENTIALS_REFUSED = "credentials refused"
 # A ship or cancel CCNow answered as taken that a query read since says it did not take.
 UNCONFIRMED = (
     "a query since reads the order before it: it may not have taken (order.action_unconfirmed);"
     " run it again with a new --key if it should"
 )
-
-
-def is_held(c: cmds.Command) -> bool:
-    """Whether a command waits in the queue for CCNow to take its account's credentials."""
-    return c.state == "queued" and (c.answer or "").startswith(f"{CREDENTIALS_REFUSED} (")
 
 
 @dataclass
@@ -37,7 +29,6 @@ class Tally:
     uncertain: int = 0
     queued: int = 0
     sending: int = 0  # on their way (another request's post): no answer yet
-    credentials: int = 0  # of those queued, held for their account's credentials (`is_held`)
     posted: set[int] = field(default_factory=set)  # the ids of the commands `sent` counts
     # The ids of ships and cancels their close answered as taken and, in the same write, said
     # may not have (a query since said the order before them: `order.action_unconfirmed`).
@@ -116,7 +107,6 @@ class Taken:
                 "answer": why,
                 "sent": False,
                 "unconfirmed": False,
-                "credentials_refused": False,
             }
             for c, why in self.refused
         ]
@@ -164,8 +154,6 @@ def command_json(
         "trackname": c.trackname,
         "tracknumber": c.tracknumber,
         "made_before": earlier,
-        # Queued because CCNow refused the account's credentials: 78 on the command line.
-        "credentials_refused": is_held(c),
     }
 
 
