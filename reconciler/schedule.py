@@ -231,16 +231,6 @@ def rest_ahead(*ends: float | None, now: float, bound_s: float = MAX_REST_S) -> 
     )
 
 
-def reads_failing(failing: bool, *ends: float | None, now: float) -> bool:
-    """Whether an operator is shown an account failing (`status`'s health, /healthz's `failing`
-    and `healthy`, `reconciler_source_ok`): its health record fails it (`failing`), or it rests
-    at its provider's word (`rest_ahead` of `ends`), as for an outage, also when no pass has
-    failed it: a rest recorded outside one (a `ccnow` command line's status read) or held by
-    the daemon for an action's read. Shown only: no `source.failed` is stored for it, the
-    events stay the health record's."""
-    return failing or rest_ahead(*ends, now=now) is not None
-
-
 def resting(state: SourceState, part: HealthPart, *, interval_s: float, now: float) -> bool | None:
     """Return None while the failing `part` of an account is left alone (its backoff has not
     run out), or any part while the account rests as its provider asked (`rests`), else

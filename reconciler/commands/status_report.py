@@ -24,7 +24,7 @@ from ..poller.unconfigured import (
     unconfigured_sinks,
     unsettled_writes,
 )
-from ..schedule import reads_failing, rest_ahead
+from ..schedule import rest_ahead
 from ..sinks import sink_names
 from ..store import Store, commands, gone_sinks, submissions, unsettled
 from ..store.files import Unanswered, writer_running
@@ -186,10 +186,7 @@ async def _gather(
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
-        # Failing by its record, or resting at its provider's word (a rest recorded outside
-        # a pass failed none: a `ccnow` command line's status read).
-        failing = st is not None and reads_failing(st.failing, st.rest_until, now=now)
-        health: AccountHealth = "unknown" if st is None else "failing" if failing else "ok"
+        health: AccountHealth = "unknown" if st is None else "failing" if st.failing else "ok"
         if (source, account) not in names:
             health = "not_configured"
         since = None

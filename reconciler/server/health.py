@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..json_text import iso_time
-from ..schedule import reads_failing, rest_ahead
+from ..schedule import rest_ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +23,10 @@ class SourceHealth:
     # store records it or the daemon holds it, the later; None: no rest
     rest_until: float | None = None
 
-    def failing_at(self, now: float) -> bool:
-        """Return whether it reads failing at `now`: its record fails it, or it rests."""
-        return reads_failing(self.failing, self.rest_until, now=now)
-
     def healthy(self, now: float) -> bool:
-        """Return whether the source does not read failing (`failing_at`) and answered within
-        3 poll intervals."""
+        """Return whether the source is not failing and answered within 3 poll intervals."""
         return (
-            not self.failing_at(now)
+            not self.failing
             and self.last_success is not None
             and now - self.last_success <= 3 * self.interval_s
         )
@@ -56,7 +51,7 @@ def health_document(health: Health, now: float) -> tuple[dict[str, Any], bool]:
             "account": s.account,
             "last_success": _iso(s.last_success),
             "failure_streak": s.failure_streak,
-            "failing": s.failing_at(now),
+            "failing": s.failing,
             "healthy": s.healthy(now),
             "resting_until": _iso(rest_ahead(s.rest_until, now=now)),
         }

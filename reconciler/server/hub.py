@@ -21,7 +21,7 @@ from ..model import OrderKey, Source, SourceState
 from ..passes.report import PassReport
 from ..poller.coordinator import Coordinator, NamedReport
 from ..poller.coordinators import Coordinators
-from ..schedule import reads_failing, rest_ahead
+from ..schedule import rest_ahead
 from ..store import Store, StoreError
 from .health import Health, SourceHealth
 from .notification_hub import not_recorded
@@ -229,12 +229,13 @@ class Hub:
         for source, acc in accounts:
             st = states.get((source, acc.name))
             self.metrics.set_last_success(source, acc.name, st.last_success if st else None)
-            rest = self._rest_until(source, acc.name, st, now)
-            self.metrics.set_rest_until(source, acc.name, rest)
+            self.metrics.set_rest_until(
+                source, acc.name, self._rest_until(source, acc.name, st, now)
+            )
             self.metrics.set_source(
                 source,
                 acc.name,
-                failing=reads_failing(st.failing if st else False, rest, now=now),
+                failing=st.failing if st else False,
                 poll_interval_s=acc.poll_interval_s,
             )
         self.metrics.set_stuck({(s, a.name): stuck.get((s, a.name), 0) for s, a in accounts})
