@@ -31,7 +31,7 @@ RETRY_MAX_S = 3600.0  # the longest a queued command waits (a doubling, a Retry-
 _COLUMNS = (
     "id, account, order_id, action, idempotency_key, notes, amount, trackname, tracknumber, "
     "state, attempts, next_attempt_at, answer, created_at, closed_at, unsettled_since, "
-    "maybe_reached_at, held_since, withdraw_asked, turned_away"
+    "maybe_reached_at, held_since, withdraw_asked, turned_away, hidden_at"
 )
 _UNSENT = f"{_OPEN} AND state IN ('queued', 'sending')"  # no answer has settled them yet
 
@@ -83,7 +83,13 @@ class Command:
     withdraw_asked: str | None = None
     # The status of the last answer that turned a post of it away before CCNow acted on it
     # (`HTTP 429`); None: none did. A post that then never connected keeps it: it was sent.
+    # A later post that may have reached CCNow lets go of it (`maybe_reached_at`, `hidden_at`).
     turned_away: str | None = None
+    # The first post whose answer may hide that CCNow ran it (a proxy's 503 without CCNow's
+    # words). A ship or cancel queued again keeps no `maybe_reached_at` for it (its order's
+    # status, read after CCNow's `not pending`, tells), but one withdrawn is never read again:
+    # its withdrawal says such a post may have reached CCNow (store/withdraw.py).
+    hidden_at: float | None = None
 
 
 def _row(r: Sequence[object]) -> Command:

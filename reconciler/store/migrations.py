@@ -336,6 +336,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE sources ADD COLUMN rest_until REAL",
     # 32: the status that turned a CCNow command's post away, `HTTP 429` (store/withdraw.py)
     "ALTER TABLE commands ADD COLUMN turned_away TEXT",
+    # 33: a CCNow command's first post a proxy's 503 may hide CCNow ran (store/withdraw.py)
+    "ALTER TABLE commands ADD COLUMN hidden_at REAL",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -367,8 +369,7 @@ async def migrate(conn: aiosqlite.Connection) -> None:
         try:
             rows = await conn.execute_fetchall("PRAGMA user_version")
             number = int(next(iter(rows))[0]) + 1
-            if first is None:
-                first = number - 1
+            first = number - 1 if first is None else first
             if number <= SCHEMA_VERSION:
                 for statement in statements(MIGRATIONS[number - 1]):
                     await conn.execute(statement)

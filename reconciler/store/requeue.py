@@ -66,18 +66,24 @@ async def requeue_within(
     instead (returned), keeping `reached_at` or `hidden_at`: an answer of the post may hide
     that CCNow ran it (a proxy's 503), which a ship or cancel queued again keeps not (its
     order's status tells), but one withdrawn does, whatever its action (nothing reads its
-    order again); not `sent`: no connection was made, the post never left; `turned`: the status
-    that turned the post away (`Command.turned_away`, kept after a post that never left)."""
+    order again), and one queued again keeps it apart (`Command.hidden_at`) for a later
+    withdrawal; not `sent`: no connection was made, the post never left; `turned`: the status
+    that turned the post away (`Command.turned_away`, kept after a post that never left, and
+    let go of after one that may have reached CCNow: an earlier 429 no longer says CCNow did
+    not act on it)."""
     ids, reached = [r[0] for r in rows], reached_at or hidden_at
+    clear = reached is not None  # the post may have reached CCNow: turned away no longer
     closed = await close_asked_within(
         store, ids, now=now, reached_at=reached, sent=sent, turned=turned
     )
     await store.conn.executemany(
         "UPDATE commands SET state = 'queued', next_attempt_at = ?, answer = ?, "
         "unsettled_since = ?, held_since = ?, maybe_reached_at = coalesce(maybe_reached_at, ?), "
-        "turned_away = coalesce(?, turned_away) WHERE id = ? AND state IN ('queued', 'sending')",
+        "hidden_at = coalesce(hidden_at, ?), "
+        "turned_away = CASE WHEN ? THEN NULL ELSE coalesce(?, turned_away) END "
+        "WHERE id = ? AND state IN ('queued', 'sending')",
         [
-            (next_attempt_at, why, since, held, reached_at, turned, i)
+            (next_attempt_at, why, since, held, reached_at, hidden_at, clear, turned, i)
             for i, why, since, held in rows
         ],
     )

@@ -45,7 +45,8 @@ ASKED = (
     "or refused"
 )
 _MAYBE_REACHED = (
-    "; an earlier post of it may have reached CCNow (its answer was lost): "
+    "; an earlier post of it may have reached CCNow (its answer was lost, or may hide that "
+    "CCNow ran it): "
     "look for it in CCNow's backroom"
 )
 _NOT_ACTED = "not acted on by CCNow"  # of one whose post was turned away (a 429)
@@ -80,6 +81,13 @@ def words(c: Command, by: str, *, sent: bool | None = None) -> str:
     if turned is not None:
         return f"{WITHDRAWN} {by} before it was sent again: a post of it was {turned}, {_NOT_ACTED}"
     return f"{WITHDRAWN} {by} before it was sent{_MAYBE_REACHED if reached else ''}"
+
+
+def _hidden_reached(c: Command) -> Command:
+    """A command as withdrawn: an earlier post whose answer may hide that CCNow ran it (a
+    proxy's 503, `Command.hidden_at`) may have reached CCNow, whatever its action: a ship or
+    cancel queued so is settled by its order's status, which nothing reads once withdrawn."""
+    return replace(c, maybe_reached_at=c.maybe_reached_at or c.hidden_at)
 
 
 def by_untrack(asked: str | None) -> bool:
@@ -125,6 +133,7 @@ async def withdraw_within(
         "UPDATE commands SET withdraw_asked = ? WHERE id = ? AND state = 'sending'",
         [(c.withdraw_asked, c.id) for c in sending],
     )
+    found = [_hidden_reached(c) for c in found]
     closed = [replace(c, state="refused", answer=words(c, by), closed_at=now) for c in found]
     await _close(store, closed, now, "AND state = 'queued'")
     return Withdrawn(closed, sending)
@@ -146,8 +155,11 @@ async def close_asked_within(
     asked = [c for c in await get(store, ids) if c.state == "sending" and c.withdraw_asked]
     closed = []
     for c in asked:
+        c = _hidden_reached(c)
         c = replace(c, maybe_reached_at=c.maybe_reached_at or reached_at)
-        c = replace(c, turned_away=turned or c.turned_away)
+        # The post that ended named as it ended: an earlier post's 429 is not this one's
+        # answer. One that never left names the last post that did.
+        c = replace(c, turned_away=turned if sent else turned or c.turned_away)
         answer = words(c, c.withdraw_asked or BY_HAND, sent=sent)
         closed.append(replace(c, state="refused", answer=answer, closed_at=now))
     await _close(store, closed, now, "AND state = 'sending'")

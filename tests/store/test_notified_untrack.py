@@ -55,6 +55,7 @@ async def test_the_upgrade_drops_the_notifications_of_orders_no_longer_followed(
         conn.execute("ALTER TABLE commands DROP COLUMN withdraw_asked")  # migration 30
         conn.execute("ALTER TABLE sources DROP COLUMN rest_until")  # migration 31
         conn.execute("ALTER TABLE commands DROP COLUMN turned_away")  # migration 32
+        conn.execute("ALTER TABLE commands DROP COLUMN hidden_at")  # migration 33
         conn.execute(f"PRAGMA user_version = {LAST_WITHOUT}")
         conn.executemany(
             "INSERT INTO notified_orders VALUES ('ccv', 'default', ?, 10.0, 10.0)",

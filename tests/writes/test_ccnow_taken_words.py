@@ -90,6 +90,7 @@ async def test_a_command_posted_before_the_upgrade_may_have_reached_ccnow(tmp_pa
         conn.execute("ALTER TABLE commands DROP COLUMN withdraw_asked")  # migration 30
         conn.execute("ALTER TABLE sources DROP COLUMN rest_until")  # migration 31
         conn.execute("ALTER TABLE commands DROP COLUMN turned_away")  # migration 32
+        conn.execute("ALTER TABLE commands DROP COLUMN hidden_at")  # migration 33
         conn.execute("PRAGMA user_version = 15")
         conn.executemany(
             "INSERT INTO commands (account, order_id, action, idempotency_key, state, attempts, "
