@@ -9,7 +9,6 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import CCNowConfig
-from ..logs import fields
 from ..model import (
     ORDER_ERROR,
     UNKEPT_ANSWERS,
@@ -24,6 +23,7 @@ from ..sources.errors import ProtocolError, SourceError
 from ..sources.http import RequestFailed
 from ..sources.rest import AccountRest
 from ..store.passes import remember_pass
+from . import ccnow_notified
 from .ccnow_list import ListMemory, followed, still_open, undecided
 from .coordinator import PAGE_ORDERS, Coordinator, Emit, NamedReport
 from .health import Part, Verdict, verdict
@@ -361,31 +361,5 @@ class CCNowCoordinator(Coordinator[CCNowSource]):
         self, order_ids: Sequence[str], *, mentioned: Sequence[str] = ()
     ) -> PassReport:
         """A server notification: poll the pending list and query the ids it named, and
-        those it only mentioned (an amount, a note) whose orders are followed already."""
-        seen: set[str] = set()
-        report = await self.pending_list_pass(via="notification", seen=seen)
-        # An order the poll answered is not asked again: a second, unchanged look would count
-        # as a check that found nothing new and double the interval its change had just reset.
-        order_ids = [i for i in order_ids if i not in seen]
-        if order_ids:
-            # The notification came with the account's token, and named these in a field for
-            # an order (or as its whole body): each is queried, followed or not, and one CCNow
-            # knows is followed from now on. The receiver bounds the ids per notification and
-            # per account.
-            report.add(await self.check(order_ids, via="notification", discover=True))
-        others = [i for i in mentioned if i not in seen and i not in order_ids]
-        if others:
-            # CCNow documents no layout for its post: nine digits elsewhere may be an amount,
-            # so they only hurry the check of an order followed already, never follow one.
-            keys = [OrderKey("ccnow", self.account, i) for i in others]
-            states = await self.store.orders.load(keys)
-            since = self.settled_since()
-            asked = [k.order_id for k in keys if followed(states.get(k), since)]
-            if dropped := len(others) - len(asked):
-                # Counted, not named: an amount's or a note's digits name no order of anyone's.
-                hint = "reconciler track ccnow ID follows an order"
-                said = fields(source="ccnow", account=self.account, mentioned=dropped, hint=hint)
-                log.info("notification.not_followed", extra=said)
-            if asked:
-                report.add(await self.check(asked, via="notification"))
-        return report
+        those it only mentioned whose orders are followed already (ccnow_notified.py)."""
+        return await ccnow_notified.notified(self, order_ids, mentioned)

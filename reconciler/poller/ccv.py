@@ -103,10 +103,18 @@ class CCVCoordinator(Coordinator[CCVSource]):
         self.witnesses = Witnesses(self._answered)
 
     async def check(
-        self, order_ids: Iterable[str], *, via: Via, discover: bool = False, probe: bool = False
+        self,
+        order_ids: Iterable[str],
+        *,
+        via: Via,
+        discover: bool = False,
+        probe: bool = False,
+        said: list[Observation] | None = None,
     ) -> PassReport:
         with notified.holding(self):
-            return await super().check(order_ids, via=via, discover=discover, probe=probe)
+            return await super().check(
+                order_ids, via=via, discover=discover, probe=probe, said=said
+            )
 
     async def _ask(self, order_ids: list[str], emit: Emit) -> Collection[str] | None:
         # A breaker opening in a partial pass (due orders, a notification's) is judged as its

@@ -140,11 +140,17 @@ class Coordinator(abc.ABC, Generic[ClientT]):
     # --- checks ------------------------------------------------------------------------------
 
     async def check(
-        self, order_ids: Iterable[str], *, via: Via, discover: bool = False, probe: bool = False
+        self,
+        order_ids: Iterable[str],
+        *,
+        via: Via,
+        discover: bool = False,
+        probe: bool = False,
+        said: list[Observation] | None = None,
     ) -> PassReport:
-        """Check given orders now (due ticks, notifications, the API's refresh). With `discover`
-        (ids an authenticated CCNow notification named), an order not followed yet is followed;
-        with `probe`, the check is a failing account's probe (`probe_verdict`)."""
+        """Check given orders now (due ticks, notifications, the API's refresh). `discover` (ids
+        an authenticated CCNow notification named): an order not followed yet is followed; `probe`:
+        a failing account's probe (`probe_verdict`); `said` gets the answers as they come."""
         report = PassReport()
         ids = list(order_ids)
         if not ids:
@@ -153,9 +159,14 @@ class Coordinator(abc.ABC, Generic[ClientT]):
         batcher = self._batcher(via, report, discover=discover)
         unasked: Collection[str] = ()
 
+        async def emit(observation: Observation) -> None:
+            if said is not None:
+                said.append(observation)
+            await batcher.add(observation)
+
         async def ask() -> None:
             nonlocal unasked
-            unasked = await self._ask(ids, batcher.add) or ()
+            unasked = await self._ask(ids, emit) or ()
 
         error = await self._asking(ask, batcher)
         asked = [i for i in ids if i not in unasked] if unasked else ids
