@@ -7,9 +7,8 @@ import argparse
 import contextlib
 import logging
 import os
-import sqlite3
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from pathlib import Path
 
 from ..config import (
@@ -161,8 +160,8 @@ async def check_online(config: Config) -> int:
                 worst = max(worst, EX_TEMPFAIL) if worst != EX_CONFIG else worst
             else:
                 print(f"{name}: ok")
-    asked = {key: end for key, rest in rests.items() if (end := rest.take()) is not None}
-    await _record_rests(config, asked)
+    # A rest a probe was asked is said above and not recorded: `check` never writes the store
+    # (run as root, it could leave files the daemon's user cannot open, or upgrade the store).
     return worst
 
 
@@ -178,31 +177,3 @@ async def _recorded_rests(config: Config) -> dict[tuple[Source, str], float]:
             states = await store.sources.states()
             return {(s.source, s.account): s.rest_until for s in states if s.rest_until}
     return {}
-
-
-async def _record_rests(config: Config, asked: Mapping[tuple[Source, str], float]) -> None:
-    """Record the rests the probes were asked, as a pass or a `ccnow` command line records
-    one (poller/rests.py), so that the daemon (at its next read of the account), a restart and
-    a `catch-up` honour it; beside a running daemon too, as `track` writes. Only in a store
-    that exists (none is made for it); one this user cannot write is said and left alone."""
-    if not asked:
-        return
-    from ..poller.rests import record_asked_rest
-    from ..sinks import sink_names
-    from .orders import open_store
-
-    names = ", ".join(f"{source}/{account}" for source, account in asked)
-    try:
-        store = await open_store(config, sinks=sink_names(config))
-    except (StoreError, sqlite3.Error, OSError) as exc:
-        say(f"{names}: the rest is not recorded ({shown(str(exc))})", logging.WARNING)
-        return
-    if store is None:
-        return
-    try:
-        for (source, account), until in asked.items():
-            await record_asked_rest(store, source, account, until, clock=time.time)
-    except StoreError as exc:
-        say(f"{names}: the rest is not recorded ({shown(str(exc))})", logging.WARNING)
-    finally:
-        await store.close()

@@ -1,25 +1,22 @@
 """An account resting at its provider's word (sources/rest.py: a 429 or 503 whose Retry-After
 asks longer than a request's retries wait): recorded in its health record after a pass, as a
-CCNow action's close is committed (Coordinators.record_rests: its status read), as a process
-ends (any other left), or after `check --online`'s probes (`record_asked_rest`), so that a
-restart and a `catch-up` honour it too, and said in one `source.resting` line; a catch-up
-within it asks nothing, the account in its report's failing sources (exit 75)."""
+CCNow action's close is committed (Coordinators.record_rests: its status read), or as a
+process ends (any other left), so that a restart and a `catch-up` honour it too, and said in
+one `source.resting` line; a catch-up within it asks nothing, the account in its report's
+failing sources (exit 75)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..json_text import iso_time
 from ..logs import fields
-from ..model import Source
 from ..passes.report import PassReport
 from ..schedule import held_rest
 
 if TYPE_CHECKING:
-    from ..store import Store
     from .coordinator import Coordinator
 
 log = logging.getLogger("reconciler.poller")
@@ -31,25 +28,15 @@ async def record_rest(coordinator: Coordinator[Any]) -> bool:
     until = coordinator.rest.take()
     if until is None:
         return False
-    await record_asked_rest(
-        coordinator.store, coordinator.source, coordinator.account, until, clock=coordinator.now
-    )
-    return True
-
-
-async def record_asked_rest(
-    store: Store, source: Source, account: str, until: float, *, clock: Callable[[], float]
-) -> None:
-    """Record that the account rests until `until` (a later end recorded stays), and say it in
-    one `source.resting` line: a coordinator's (`record_rest`), or `check --online`'s, whose
-    probes no coordinator asks."""
+    store, source, account = coordinator.store, coordinator.source, coordinator.account
     async with store.transaction():
         state = await store.sources.state(source, account)
         # One ending beyond the bound (recorded while the clock was ahead) is none.
-        recorded = held_rest(state.rest_until, now=clock())
+        recorded = held_rest(state.rest_until, now=coordinator.now())
         if recorded is None or recorded < until:
             await store.sources.save(replace(state, rest_until=until))
-    _said(source, account, until, clock())
+    _said(coordinator, until)
+    return True
 
 
 async def catch_up_pass(coordinator: Coordinator[Any]) -> PassReport:
@@ -68,14 +55,18 @@ async def rested_pass(coordinator: Coordinator[Any]) -> PassReport | None:
         return None
     report = PassReport()
     report.failed_sources[coordinator.name] = str(kept)
-    _said(coordinator.source, coordinator.account, kept.until, coordinator.now())  # its one line
+    _said(coordinator, kept.until)  # this process's one line about it
     return report
 
 
-def _said(source: Source, account: str, until: float, now: float) -> None:
+def _said(coordinator: Coordinator[Any], until: float) -> None:
+    seconds = round(until - coordinator.now(), 3)
     log.warning(
         "source.resting",
         extra=fields(
-            source=source, account=account, until=iso_time(until), seconds=round(until - now, 3)
+            source=coordinator.source,
+            account=coordinator.account,
+            until=iso_time(until),
+            seconds=seconds,
         ),
     )
