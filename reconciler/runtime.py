@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -153,7 +152,6 @@ class Runtime:
             in_flight=in_flight or self._writes(),
             gates=self.gates,
             rests={name: c.rest for name, c in self.coordinators.ccnow.items()},
-            record_rest=partial(self.coordinators.record_rests, "ccnow"),
             secrets=config_secrets(self.config),
         )
 

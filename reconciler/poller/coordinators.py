@@ -107,15 +107,12 @@ class Coordinators:
         for c in self:
             c.rest.hold((await c.store.sources.state(c.source, c.account)).rest_until)
 
-    async def record_rests(self, source: Source | None = None, account: str | None = None) -> None:
-        """Record each account's rest (`source`'s `account`'s alone, when named) its reads were
-        asked that no pass of it recorded yet, as a pass does (`record_rest`): a CCNow action's
-        status read as its answer is closed (the daemon's next pass of the account may be an
-        hour off; a `ccnow` command line runs none), and any left as a process ends. `status`
-        says it then, the next process holds it too, a `catch-up` asking nothing within it."""
+    async def record_rests(self) -> None:
+        """Record each account's rest its reads were asked that no pass of it recorded yet (a
+        `ccnow` command line's status read: no pass follows in that process), as a pass does
+        (`record_rest`): the next process holds it too, a `catch-up` asking nothing within it."""
         for c in self:
-            if source in (None, c.source) and account in (None, c.account):
-                await record_rest(c)
+            await record_rest(c)
 
     def get(self, source: Source, account: str) -> Coordinator[Any] | None:
         """Return the coordinator of one account, or None when it is not configured."""

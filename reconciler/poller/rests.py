@@ -1,9 +1,8 @@
 """An account resting at its provider's word (sources/rest.py: a 429 or 503 whose Retry-After
-asks longer than a request's retries wait): recorded in its health record after a pass, as a
-CCNow action's close is committed (Coordinators.record_rests: its status read), or as a
-process ends (any other left), so that a restart and a `catch-up` honour it too, and said in
-one `source.resting` line; a catch-up within it asks nothing, the account in its report's
-failing sources (exit 75)."""
+asks longer than a request's retries wait): recorded in its health record after a pass, or as
+a process ends (Coordinators.record_rests: a `ccnow` command line's status read), so that a
+restart and a `catch-up` honour it too, and said in one `source.resting` line; a catch-up
+within it asks nothing, the account in its report's failing sources (exit 75)."""
 
 from __future__ import annotations
 

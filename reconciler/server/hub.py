@@ -202,8 +202,8 @@ class Hub:
         self, source: Source, account: str, state: SourceState | None, now: float
     ) -> float | None:
         """The account's rest still ahead at `now`: as the store records it, or as its
-        coordinator holds it (one an action's status read was asked, until that action's
-        close records it), the later."""
+        coordinator holds it (one an action's status read was asked, which the account's
+        next pass records), the later."""
         coordinator = self.coordinators.get(source, account)
         held = None if coordinator is None else coordinator.rest.until
         return rest_ahead(None if state is None else state.rest_until, held, now=now)

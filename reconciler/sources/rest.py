@@ -1,9 +1,9 @@
 """An account's rest at its provider's word: a 429 or 503 whose Retry-After asks longer than a
 request's own retries wait (`retry.max_backoff_s`) rests every read of the account until then,
 an hour at most (schedule.rest_until). The account's clients hold it for each request
-(`sources.http.request`), its coordinator records it (poller/rests.py: after each pass, as a
-CCNow action's answer is closed for its status read's, and as the process ends for any other):
-one per account and process, as its gate (Gates)."""
+(`sources.http.request`), its coordinator records it (poller/rests.py: after each pass, and as
+the process ends, for a rest a read outside a pass was asked): one per account and process, as
+its gate (Gates)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import aiohttp
@@ -38,7 +38,7 @@ from reconciler.store import Store, taken
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import unclaim
 from reconciler.store.withdraw import asked
-from reconciler.writes.ccnow_close import Closing, no_record
+from reconciler.writes.ccnow_close import Closing
 from reconciler.writes.ccnow_form import (
     ACTIONS,
     MAX_NOTES,
@@ -117,7 +117,6 @@ class ActionSender(Closing):
         *,
         gates: Gates,
         rests: Mapping[str, AccountRest] | None = None,
-        record_rest: Callable[[str], Awaitable[None]] = no_record,
         on_commit: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
         in_flight: InFlight | None = None,
@@ -127,11 +126,11 @@ class ActionSender(Closing):
         self.secrets = secrets  # the config's: never taken from CCNow's answers for a status
         self.session = session
         self.gates = gates  # the accounts' bounds, shared with their queries
-        # The accounts' rests at CCNow's word, as their queries', and what records them.
-        self.rests, self.record_rest = rests or {}, record_rest
+        self.rests = rests or {}  # the accounts' rests at CCNow's word, as their queries'
         self.reconciler = reconciler
         self.accounts = {c.name: c for c in accounts}
-        self.on_commit, self.clock = on_commit, clock
+        self.on_commit = on_commit
+        self.clock = clock
         self.in_flight = in_flight or InFlight()
         self._recording = asyncio.Lock()
         # The commands a request (`take`) recorded, each with that request's mark, until it

@@ -5,9 +5,8 @@ A mixin of `ccnow_actions.ActionSender`, which sends the posts."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import aiohttp
@@ -19,7 +18,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.sources.ccnow_answer import OrderLine
 from reconciler.sources.http import Gates
 from reconciler.sources.rest import AccountRest
-from reconciler.store import Store, StoreError
+from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import requeue_within
 from reconciler.store.taken import unconfirmed_event, unheld
@@ -43,11 +42,7 @@ from reconciler.writes.ccnow_send import Lost
 from reconciler.writes.ccnow_taken import Tally
 from reconciler.writes.in_flight import InFlight
 
-__all__ = ["Closing", "no_record"]
-
-
-async def no_record(account: str) -> None:
-    """Record no rest (a sender without coordinators: its clients hold none)."""
+__all__ = ["Closing"]
 
 
 class Closing:
@@ -57,8 +52,6 @@ class Closing:
     session: aiohttp.ClientSession
     gates: Gates
     rests: Mapping[str, AccountRest]  # the accounts' (their coordinators'): reads wait for it
-    # Records the rest an account's (named) reads were asked (Coordinators.record_rests)
-    record_rest: Callable[[str], Awaitable[None]]
     reconciler: Reconciler
     in_flight: InFlight
     secrets: Sequence[str]
@@ -173,13 +166,6 @@ class Closing:
         withdrawn = await self._commit(
             batch, closes, again, observations, self.clock() + delay, marked, tally, hidden
         )
-        if reads.rested:
-            # Recorded now, not at the account's next pass (an hour off, maybe): `status` says
-            # it rests as /healthz does, and the next process holds it. Its health is left to
-            # the passes: no pass failed. A store failing now (logged by its health) does not
-            # undo the close committed above; this process holds the rest all the same.
-            with contextlib.suppress(StoreError):
-                await self.record_rest(cfg.name)
         # Those withdrawn while their post was out are closed where they would be queued.
         closes += [(c.id, c.state, c.answer or "") for c in withdrawn]
         again = [row for row in again if row[0] not in {c.id for c in withdrawn}]

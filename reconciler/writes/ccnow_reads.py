@@ -36,9 +36,6 @@ class StatusReads:
         self.session, self.cfg, self.gates, self.rest = session, cfg, gates, rest
         self.in_flight, self.secrets = in_flight, secrets
         self.wait: float | None = None
-        # A read of these was turned away for a rest (not kept back by one held already): its
-        # account's coordinator has a rest to record (Closing.record_rest)
-        self.rested = False
 
     async def read(self, order_id: str) -> Observation | None:
         """Read an order's status (None: not read); Stopping: not read for the stop."""
@@ -67,7 +64,6 @@ class StatusReads:
             # The account rests (now, or since an earlier process was asked): its commands
             # wait as long as its reads, not posted again within the rest.
             self.wait = max(self.wait or 0.0, exc.until - time.time())
-            self.rested = self.rested or not exc.held
             return None
         except SourceError:
             if self.in_flight.stopping:
