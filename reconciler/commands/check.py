@@ -63,7 +63,7 @@ def _check_store(config: Config) -> None:
     may not write is a warning: `check` may run as another user than the daemon."""
     from ..config.sinks import same_file
     from ..sinks.jsonl import path_problem
-    from .store_writable import this_user, unwritable, warn_unwritable
+    from .store_writable import store_refusal, this_user
 
     path = config.store_path
     problem = path_problem(path, regular=True)
@@ -71,12 +71,8 @@ def _check_store(config: Config) -> None:
         # Every other command then refused it as no database (74). (same_file leaves a config
         # read from a descriptor, `<(...)`, out.)
         problem = f"{path} is this config file; the store needs a file of its own"
-    if problem is None and (found := unwritable(path)) is not None:
-        uid = this_user()
-        if found.refused(uid):
-            problem = found.problem(path, uid)
-        else:
-            warn_unwritable(found, path, uid)
+    if problem is None:
+        problem = store_refusal(path, this_user())
     if problem is not None:
         if path == default_store_path(os.environ):
             problem += " (the default store path: [store] path is not set)"

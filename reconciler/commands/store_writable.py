@@ -1,7 +1,8 @@
 """Whether this user may write the store at a path, for `check`: every command that opens it
 makes files beside the database (the writer's `.lock`, SQLite's -wal and -shm, at every open,
-also a reader's), and a writer makes the database and the directories missing on its way. Asked
-with access(2) and stat alone: `check` makes none of them."""
+also a reader's), and a writer makes the database and the directories missing on its way; all
+of them beside the file a symbolic link leads to, not beside the link. Asked with access(2) and
+stat alone: `check` makes none of them."""
 
 from __future__ import annotations
 
@@ -31,15 +32,20 @@ class Unwritable:
 
     def refused(self, uid: int) -> bool:
         """Whether `check`, run as `uid`, refuses the store rather than warns: it is this user's
-        own, this user is root (who may write wherever another user may), or nobody may write
-        it. One of another user's passes: `check` may run as another user than the daemon."""
-        return self.read_only or uid in (0, self.owner)
+        own, or nobody may write it. One of another user's passes: `check` may run as another
+        user than the daemon. Root too: one it may not write (an NFS export squashing root, no
+        CAP_DAC_OVERRIDE) may be its owner's to write."""
+        return self.read_only or uid == self.owner
 
     def problem(self, db: Path, uid: int) -> str:
         """Say what cannot be done with the store at `db`, and why."""
         verb = "create" if self.created else "write"
         if self.read_only:
-            return f"cannot {verb} {db}: {self.path} is on a read-only file system"
+            # systemd's sandbox (the units', `rctl`'s) mounts all but ReadWritePaths= read-only.
+            return (
+                f"cannot {verb} {db}: {self.path} is on a read-only file system (under systemd: "
+                'one not in ReadWritePaths=, see README "Running commands by hand")'
+            )
         return f"cannot {verb} {db}: {self.path} is not writable by this user (uid {uid})"
 
 
@@ -47,18 +53,21 @@ def unwritable(db: Path) -> Unwritable | None:
     """Return what keeps this user from writing the store at `db`, or None: also when a path on
     the way may not be looked at (a directory this user may not search: the daemon's user may)
     or is no directory (`check` says that before asking this)."""
+    # Where the writer makes its lock file, and a database still to make (store/files.py
+    # WriterLock), and SQLite its -wal and -shm: a link's own directory is not written. Named
+    # as the config names it where that is the same directory (/var/lib/reconciler, a link).
+    real = Path(os.path.realpath(db)).parent
+    where = db.parent if Path(os.path.realpath(db.parent)) == real else real
     try:
         os.stat(db)
     except FileNotFoundError:
-        directory = _first_there(db.parent)
+        directory = _first_there(where)
         return (
             None if directory is None else _unwritable(directory, os.W_OK | os.X_OK, created=True)
         )
     except OSError:
         return None
-    # SQLite makes its -wal and -shm files beside the file a symbolic link leads to.
-    directories = dict.fromkeys((db.parent, Path(os.path.realpath(db)).parent))
-    for path, mode in [(db, os.R_OK | os.W_OK)] + [(d, os.W_OK | os.X_OK) for d in directories]:
+    for path, mode in [(db, os.R_OK | os.W_OK), (where, os.W_OK | os.X_OK)]:
         if (found := _unwritable(path, mode, created=False)) is not None:
             return found
     return None
@@ -89,6 +98,18 @@ def _unwritable(path: Path, mode: int, *, created: bool) -> Unwritable | None:
     return Unwritable(path, created=created, owner=owner, read_only=read_only)
 
 
+def store_refusal(db: Path, uid: int) -> str | None:
+    """What `check`, run as `uid`, says of the store at `db`: why it refuses it, or None, having
+    logged one warning for one of another user's that this user may not write."""
+    found = unwritable(db)
+    if found is None:
+        return None
+    if found.refused(uid):
+        return found.problem(db, uid)
+    warn_unwritable(found, db, uid)
+    return None
+
+
 def this_user() -> int:
     """The uid the access is asked for."""
     return os.geteuid() if _EFFECTIVE else os.getuid()
@@ -96,7 +117,8 @@ def this_user() -> int:
 
 def warn_unwritable(found: Unwritable, db: Path, uid: int) -> None:
     """Log one warning for a store this user may not write that is another user's: `check`
-    passes it, the daemon's user may write it."""
+    passes it, the daemon's user may write it. Or the daemon runs as this user (a directory
+    made by root and not given to it): the hint says what then."""
     log.warning(
         "config.store_not_writable",
         extra=fields(
@@ -105,7 +127,8 @@ def warn_unwritable(found: Unwritable, db: Path, uid: int) -> None:
             not_writable=str(found.path),
             owner=found.owner,
             uid=uid,
-            hint=f"{found.problem(db, uid)}: the daemon's user must be able to; run check "
-            'as that user (README "Running commands by hand")',
+            hint=f"{found.problem(db, uid)}, owned by uid {found.owner}: a daemon running as "
+            f"this user cannot use this store (give it {found.path}); if the daemon runs as "
+            'another user, run check as that user (README "Running commands by hand")',
         ),
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.commands.store_writable import Unwritable, warn_unwritable
+from reconciler.commands.store_writable import Unwritable, store_refusal, warn_unwritable
 from tests.conftest import REPO, cli_env
 
 CCV = '[ccv]\nbase_url = "https://ccv.example"\n'
@@ -152,15 +152,78 @@ def test_a_directory_of_another_user_passes_with_a_warning(tmp_path: Path) -> No
     assert not db.parent.exists()
 
 
+def test_a_link_to_the_store_is_judged_by_the_directory_it_leads_to(
+    tmp_path: Path, lock_out: Callable[[Path], None]
+) -> None:
+    # The writer's lock file and SQLite's -wal and -shm are made beside the file the link leads
+    # to (store/files.py WriterLock: realpath), so a link in a directory nobody may write in
+    # is a store every command uses: `check` refused it (78) while track and status worked.
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    assert (
+        check(config(tmp_path, state / "reconciler.db"), "track", "ccv", "ORDER-1").returncode == 0
+    )
+    link = etc / "reconciler.db"
+    link.symlink_to(state / "reconciler.db")
+    cfg = config(tmp_path, link)
+    lock_out(etc)
+    result = check(cfg, "check")
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert "config ok" in result.stdout
+    assert check(cfg, "track", "ccv", "ORDER-2").returncode == 0
+    assert check(cfg, "status").returncode == 0
+
+
+def test_a_link_to_a_store_still_to_make_is_judged_by_where_it_leads(
+    tmp_path: Path, lock_out: Callable[[Path], None]
+) -> None:
+    # The writer makes the lock file, then the database, beside the link's target.
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    link = etc / "reconciler.db"
+    link.symlink_to(state / "new" / "reconciler.db")
+    cfg = config(tmp_path, link)
+    lock_out(etc)
+    result = check(cfg, "check")
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert check(cfg, "catch-up").returncode == 0
+    assert (state / "new" / "reconciler.db").is_file()
+
+
+def test_a_link_to_a_store_in_a_directory_this_user_cannot_write_is_refused(
+    tmp_path: Path, lock_out: Callable[[Path], None]
+) -> None:
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    state.mkdir()
+    assert (
+        check(config(tmp_path, state / "reconciler.db"), "track", "ccv", "ORDER-1").returncode == 0
+    )
+    link = etc / "reconciler.db"
+    link.symlink_to(state / "reconciler.db")
+    cfg = config(tmp_path, link)
+    lock_out(state)
+    result = check(cfg, "check")
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.strip() == (
+        f"config error: {cfg}: store.path: cannot write {link}: " + why(state)
+    )
+    assert check(cfg, "track", "ccv", "ORDER-2").returncode == 74
+
+
 @pytest.mark.parametrize(
     ("owner", "uid", "read_only", "refused"),
     [
         (1000, 1000, False, True),  # this user's own: nobody else runs with it
-        (0, 0, False, True),  # root may write anywhere another user may
+        (0, 0, False, True),  # root's own, and root may not: nobody may
         (0, 1000, True, True),  # a read-only file system: nobody may
         (0, 1000, False, False),  # another user's: the daemon's user may
         (998, 1000, False, False),
-        (1000, 0, False, True),
+        # Root not let in (NFS root_squash, no CAP_DAC_OVERRIDE): the owner may be.
+        (1000, 0, False, False),
+        (1000, 0, True, True),
     ],
 )
 def test_who_may_write_what_this_user_may_not(
@@ -170,9 +233,18 @@ def test_who_may_write_what_this_user_may_not(
     assert found.refused(uid) is refused
     db = Path("/srv/state/r.db")
     assert found.problem(db, uid) == (
-        f"cannot create {db}: /srv/state is on a read-only file system"
+        f"cannot create {db}: /srv/state is on a read-only file system (under systemd: "
+        'one not in ReadWritePaths=, see README "Running commands by hand")'
         if read_only
         else f"cannot create {db}: /srv/state is not writable by this user (uid {uid})"
+    )
+
+
+def hint(problem: str, path: Path, owner: int) -> str:
+    return (
+        f"{problem}, owned by uid {owner}: a daemon running as this user cannot use this "
+        f"store (give it {path}); if the daemon runs as another user, run check as that user "
+        '(README "Running commands by hand")'
     )
 
 
@@ -192,7 +264,43 @@ def test_the_warning_names_the_key_the_path_and_who_may_write_it(
         "not_writable": "/srv/state",
         "owner": 998,
         "uid": 1000,
-        "hint": f"cannot create {db}: /srv/state is not writable by this user (uid 1000): "
-        "the daemon's user must be able to; run check as that user "
-        '(README "Running commands by hand")',
+        "hint": hint(
+            f"cannot create {db}: /srv/state is not writable by this user (uid 1000)",
+            Path("/srv/state"),
+            998,
+        ),
     }
+
+
+@pytest.mark.parametrize("whose", ["own", "another-user's"])
+def test_a_directory_this_user_cannot_write_is_refused_if_its_own_else_a_warning(
+    tmp_path: Path,
+    lock_out: Callable[[Path], None],
+    caplog: pytest.LogCaptureFixture,
+    whose: str,
+) -> None:
+    # The rule on a real directory, for any user (as root too: the uid `check` runs as is
+    # given, not asked): its owner refused, any other user warned.
+    caplog.set_level(logging.WARNING, logger="reconciler.config")
+    locked = tmp_path / "state"
+    locked.mkdir()
+    owner = locked.stat().st_uid
+    uid = owner if whose == "own" else owner + 4242
+    db = locked / "new" / "reconciler.db"
+    lock_out(locked)
+    problem = f"cannot create {db}: {locked} is not writable by this user (uid {uid})"
+    if whose == "own":
+        assert store_refusal(db, uid) == problem
+        assert caplog.records == []
+        return
+    assert store_refusal(db, uid) is None
+    [said] = [r.fields for r in caplog.records]  # type: ignore[attr-defined]
+    assert said == {
+        "key": "store.path",
+        "path": str(db),
+        "not_writable": str(locked),
+        "owner": owner,
+        "uid": uid,
+        "hint": hint(problem, locked, owner),
+    }
+    assert list(locked.iterdir()) == []
