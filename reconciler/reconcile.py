@@ -20,7 +20,7 @@ from .passes.hint_group import Group, Member
 from .passes.report import PassReport
 from .schedule import plan, stuck_event
 from .store import Store, after_commit
-from .store.orders import Page
+from .store.live_pages import Page
 from .store.references import carried_also
 from .store.taken import acting, contradicted, last_taken, unconfirmed_event
 

@@ -59,11 +59,13 @@ async def check_command(config: Config, args: argparse.Namespace) -> int:
 
 def _check_store(config: Config) -> None:
     """Refuse, as a config error, a store path no process can use: a directory (`.`), a device
-    (`/dev/null`), a path under a file or through a loop of links. `check` passed them and
-    every other command refused them (74). One this user may not read is not asked about:
-    `check` may run as another user than the daemon."""
+    (`/dev/null`), a path under a file or through a loop of links, and one this user may not
+    create or write that is its own. `check` passed them and every other command refused them
+    (74). One this user may not look at is not asked about, and one of another user's that it
+    may not write is a warning: `check` may run as another user than the daemon."""
     from ..config.sinks import same_file
     from ..sinks.jsonl import path_problem
+    from .store_writable import store_refusal, this_user
 
     path = config.store_path
     problem = path_problem(path, regular=True)
@@ -71,6 +73,8 @@ def _check_store(config: Config) -> None:
         # Every other command then refused it as no database (74). (same_file leaves a config
         # read from a descriptor, `<(...)`, out.)
         problem = f"{path} is this config file; the store needs a file of its own"
+    if problem is None:
+        problem = store_refusal(path, this_user())
     if problem is not None:
         if path == default_store_path(os.environ):
             problem += " (the default store path: [store] path is not set)"

@@ -228,6 +228,7 @@ class Loader:
             retry=self.retry(table),
             schedule=replace(
                 self.schedule(table, "ccv", "1m", CCV_STATUS_INTERVALS),
+                # 0 is meant: a settled status taken as final (README "The schedule").
                 watch_settled_s=table.duration("watch_settled", "180d"),
                 settled_interval_s=table.duration(
                     "settled_interval", "1d", positive=True, at_least=_FLOOR
@@ -278,6 +279,7 @@ class Loader:
             retry=self.retry(table),
             schedule=replace(
                 self.schedule(table, "ccnow", "2m", {}),
+                # 0 is meant: a settled status taken as final (README "The schedule").
                 watch_settled_s=table.duration("watch_settled", "180d"),
                 settled_interval_s=table.duration(
                     "settled_interval", "1d", positive=True, at_least=_FLOOR
@@ -320,7 +322,9 @@ class Loader:
                 min_length(16),
             ),
             debounce_s=table.duration("debounce", "2s", at_most="1h"),
-            remember_ref_s=table.duration("remember_ref", "7d"),
+            # Not 0: CCV calls a notification URL once, and a reference remembered for no
+            # time was recorded and dropped, its order's first check not counted notified.
+            remember_ref_s=table.duration("remember_ref", "7d", positive=True),
             max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
             max_connections=(
                 table.integer("max_connections", 0, 1, 100_000)

@@ -13,7 +13,7 @@ from .report import PassReport
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
-    from ..store.orders import Page
+    from ..store.live_pages import Page
 
 BATCH_ROWS = 2000  # observations per transaction
 PENDING_BATCHES = 4  # full batches waiting for the writer before workers wait too

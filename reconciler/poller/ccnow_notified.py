@@ -9,6 +9,7 @@ answer for."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ async def notified(
     """Poll the pending list and query the ids the notification named, and those it only
     mentioned (an amount, a note) whose orders are followed already; keep those no answer
     came for as due."""
+    came = time.time()  # on the clock of the answers' `asked`: one asked since is newer
     seen: set[str] = set()
     report = await coordinator.pending_list_pass(via="notification", seen=seen)
     # An order the poll answered is not asked again: a second, unchanged look would count
@@ -65,7 +67,7 @@ async def notified(
             log.info("notification.not_followed", extra=said_)
         if asked:
             report.add(await coordinator.check(asked, via="notification", said=said))
-    await _keep_unanswered(coordinator, [*named, *asked], said)
+    await _keep_unanswered(coordinator, [*named, *asked], said, came)
     return report
 
 
@@ -78,14 +80,21 @@ async def _followed(coordinator: CCNowCoordinator, ids: Sequence[str]) -> list[s
 
 
 async def _keep_unanswered(
-    coordinator: CCNowCoordinator, ids: Sequence[str], said: Sequence[Observation]
+    coordinator: CCNowCoordinator, ids: Sequence[str], said: Sequence[Observation], came: float
 ) -> None:
-    """Make the followed orders among `ids` that no answer came for due now (never later)."""
+    """Make the followed orders among `ids` that no answer came for due now (never later), but
+    those another check answered meanwhile, asked since the notification came (`came`)."""
     heard = {o.key.order_id for o in said if answered(o)}
     left = [i for i in ids if i not in heard]
     due = await _followed(coordinator, left) if left else []
     if not due:
         return
-    await make_due(coordinator.store, "ccnow", coordinator.account, due, coordinator.now())
-    said_ = fields(source="ccnow", account=coordinator.account, orders=len(due))
+    meanwhile = (came, time.time())
+    now = coordinator.now()
+    kept = await make_due(
+        coordinator.store, "ccnow", coordinator.account, due, now, unless_asked_within=meanwhile
+    )
+    if not kept:
+        return
+    said_ = fields(source="ccnow", account=coordinator.account, orders=kept)
     log.info("notification.kept_due", extra=said_)

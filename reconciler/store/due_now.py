@@ -11,16 +11,33 @@ from .db import Store
 
 
 async def make_due(
-    store: Store, source: Source, account: str, ids: Sequence[str], now: float
-) -> None:
-    """Bring the next check of these orders, open ones only, to `now` at the latest."""
+    store: Store,
+    source: Source,
+    account: str,
+    ids: Sequence[str],
+    now: float,
+    *,
+    unless_asked_within: tuple[float, float],
+) -> int:
+    """Bring the next check of these orders, open ones only, to `now` at the latest; but not
+    of one whose held answer was asked within `unless_asked_within` (from when the hint came
+    to now, on the clock of `Observation.asked`). Return how many were kept due."""
     if not ids:
-        return
+        return 0
+    # An answer asked after the hint came (another pass's, while the hint's check failed) is
+    # news of the change, and planned the next check: pulling it back would only ask again.
+    # Not `last_checked`: when an answer was applied, it may have been asked before the hint
+    # came, and older than the change. One asked "after now" is of a clock put back since:
+    # nothing can be judged against it (as diff.stale). Never answered (NULL): due.
+    since, until = unless_asked_within
     async with store.transaction(urgent=True):  # a hint's record: before a pass's batches
-        await store.conn.executemany(
+        cur = await store.conn.executemany(
             "UPDATE orders SET next_check_at = min(next_check_at, ?) "
-            "WHERE source = ? AND account = ? AND order_id = ? AND end_state = 0",
-            [(now, source, account, order_id) for order_id in ids],
+            "WHERE source = ? AND account = ? AND order_id = ? AND end_state = 0 "
+            "AND (asked_at IS NULL OR asked_at NOT BETWEEN ? AND ?)",
+            [(now, source, account, order_id, since, until) for order_id in ids],
         )
-        # A pass holding a page of these rows would write their old next checks back.
-        store.orders.drop_pages()
+        # A pass holding a page of these rows would write their old next checks back; pages
+        # hold one account's rows each: the others' stay current.
+        store.orders.drop_pages(of=(source, account))
+    return max(cur.rowcount, 0)

@@ -65,7 +65,7 @@ async def pull_ahead(
         await store.conn.executemany(_PLAN, planned)
     if planned:
         # A pass holding a page of these rows would write their old check times back.
-        store.orders.drop_pages()
+        store.orders.drop_pages(of=(source, account))
     return len(planned)
 
 
@@ -94,5 +94,5 @@ async def shift_back(store: Store, source: Source, account: str, now: float, ste
         await cursor.close()
     if shifted:
         # A pass holding a page of these rows would write their old check times back.
-        store.orders.drop_pages()
+        store.orders.drop_pages(of=(source, account))
     return shifted

@@ -4,20 +4,20 @@ A pass over an account reads its open orders a page at a time (`Orders.page`) an
 page back to `load` and `save`, so that each batch need not read its orders again: the page is
 a value the pass holds. The store keeps every live page current with its own writes, and a page
 goes stale (its rows are dropped, the next loads read the database) when another process writes
-the store, when orders are tracked or untracked, or when a write that touched it rolls back.
+the store, when orders are tracked or untracked, when a write outside the pass changed rows
+of its account (live_pages.py), or when a write that touched it rolls back.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..model import OrderKey, OrderState, Source
 from . import counts, order_pages, order_rows
 from .errors import StoreError, guarded
+from .live_pages import LivePages, Owner, Page, drop
 from .order_rows import COLUMNS, SUBMITTED, TRACK, Plan, Row
 from .order_sql import FAILING_SQL, answered_sql, due_sql, stuck_sql, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
@@ -30,17 +30,6 @@ Given = Sequence[tuple[str, str | None]]  # orders to track: (id, external refer
 Progress = Callable[[int], None]  # hears of each chunk tracked
 _quiet: Progress = lambda n: None  # noqa: E731
 _Key = tuple[str, str, str]  # an OrderKey is this tuple
-
-
-@dataclass(eq=False)  # no slots: the store keeps weak references to live pages
-class Page:
-    """A page of an account's open orders, as `Orders.page` read them: their ids, where the next
-    page starts, and their rows, which `load` reads instead of the database while current."""
-
-    ids: list[str]
-    after: int  # the position to continue from
-    version: int  # SQLite's data_version when the rows were read
-    rows: dict[_Key, tuple[int, Row]] = field(repr=False)  # key -> (rowid, row)
 
 
 class Loaded(dict[OrderKey, OrderState]):
@@ -60,10 +49,8 @@ class Orders:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._conn = store.conn
-        # Pages that passes hold, kept current by `save` and dropped by track/untrack; a page
-        # the pass lets go of leaves this set by itself.
-        self._pages: weakref.WeakSet[Page] = weakref.WeakSet()
-        self._drops = 0  # how often the pages were dropped: a page read meanwhile is stale
+        # Pages that passes hold, kept current by `save`, dropped by the other writes.
+        self._pages = LivePages()
 
     def unusable(self, exc: sqlite3.Error) -> StoreError:
         """Record a failed statement in the store's health; return the error to raise."""
@@ -85,7 +72,8 @@ class Orders:
         a few database pages instead of one page per order.
         """
         version = await self._store.data_version()  # before the rows: a later write is seen
-        drops = self._drops
+        owner = (source, account)
+        drops = self._pages.mark(owner)
         # Through the index of open orders (migration 9), which lists an account's in rowid
         # order: the rowid range alone would read every ended order on the way.
         unwatched_sql, unwatched_params = unwatched(source, settled_since)
@@ -98,9 +86,9 @@ class Orders:
         rows = list(await self._conn.execute_fetchall(sql, params))
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)
-        page = Page([key[2] for key in kept], last, version, kept)
-        if drops != self._drops:
-            page.rows.clear()  # orders were tracked or untracked while the rows were read
+        page = Page([key[2] for key in kept], last, version, owner, kept)
+        if drops != self._pages.mark(owner):
+            page.rows.clear()  # its rows were written outside the pass while they were read
         self._pages.add(page)
         return page
 
@@ -143,7 +131,7 @@ class Orders:
         new = []
         moved: list[counts.Move] = []  # status changes, counted once per batch
         rowids = loaded.rowids
-        pages = [p for p in self._pages if p.rows]
+        pages = self._pages.current()
         for state, plan in states:
             key = state.key
             rowid = rowids.get(key)
@@ -164,7 +152,7 @@ class Orders:
                     page.rows[key] = (rowid, row)
         if pages:
             # Rolled back, the pages would hold rows the database does not.
-            self._store.on_rollback(lambda: _drop(pages))
+            self._store.on_rollback(lambda: drop(pages))
         statements: list[Statement] = [
             (order_rows.order_update(n, shape), params)
             for shape, updates in enumerate(known)
@@ -226,12 +214,12 @@ class Orders:
         self.drop_pages()
         return cur.rowcount
 
-    def drop_pages(self) -> None:
-        """Make every page stale: orders were added or deleted (track, untrack, retention)."""
+    def drop_pages(self, of: Owner | None = None) -> None:
+        """Make every page stale (orders were added or deleted: track, untrack, retention), or
+        those of one account `of` (source, account), the only ones holding its rows."""
         # A page must hold only rows that exist: `save` counts a status change of a page's row
         # without reading it again. Simpler to read them all again than to follow.
-        self._drops += 1
-        _drop(self._pages)
+        self._pages.drop(of)
 
     async def open_ids(
         self,
@@ -363,7 +351,7 @@ class Orders:
         sql = "UPDATE notified_orders SET next_at = 0 WHERE source = ? AND account = ?"
         await self._conn.execute(sql, (source, account))
         # A pass holding a page of these rows would write their old streaks back.
-        self.drop_pages()
+        self.drop_pages(of=(source, account))
 
     async def postpone(
         self, source: Source, account: str, planned: Sequence[tuple[str, float]]
@@ -377,7 +365,7 @@ class Orders:
                 [(at, source, account, order_id) for order_id, at in planned],
             )
             # A pass holding a page of these rows would write their old next checks back.
-            self.drop_pages()
+            self.drop_pages(of=(source, account))
 
     async def due_counts(
         self, due_by: float, *, now: float, watched: Mapping[tuple[str, str], float]
@@ -392,9 +380,3 @@ class Orders:
         )
         rows = await self._conn.execute_fetchall(sql, (due_by, *unwatched_params))
         return {(r[0], r[1]): r[2] for r in rows}
-
-
-def _drop(pages: Iterable[Page]) -> None:
-    """Make pages stale: their next loads read the database."""
-    for page in list(pages):
-        page.rows.clear()

@@ -1,7 +1,8 @@
 """Values a config took and no account or sink could use: a CCNow login of white space alone or
 with white space at an end (CCNow matches it as sent: every request refused, or every order of
-another store), a timeout no request can meet ("1ms") or one that never ends ("36500d"). Each
-is a config error naming the key (exit 78), at load, not at the first request."""
+another store), a timeout no request can meet ("1ms") or one that never ends ("36500d"), a
+reference remembered for no time. Each is a config error naming the key (exit 78), at load, not
+at the first request. A 0 that means something (`watch_settled`) is taken."""
 
 from __future__ import annotations
 
@@ -95,3 +96,50 @@ async def test_check_exits_78_naming_the_key(tmp_path: Path) -> None:
     result = await call_cli("--config", path, "check")
     assert result.code == 78
     assert result.stderr.strip() == f'config error: {path}: ccv.timeout: must be at least "100ms"'
+
+
+@pytest.mark.parametrize("value", ["0", "'0s'", "'0ms'", "0.0"])
+def test_a_reference_remembered_for_no_time_is_refused(tmp_path: Path, value: str) -> None:
+    # Taken before: a CCV notification naming a reference not tracked yet (CCV calls once) was
+    # recorded and forgotten at once, the order's first check no longer counting as notified.
+    receiver = RECEIVER + f"secret = '{SECRET}'\nremember_ref = {value}\n"
+    error = load_error(tmp_path, CCV + receiver)
+    assert (error.key, error.problem) == ("receiver.remember_ref", "must be greater than 0")
+
+
+TWO_CCV = "".join(
+    f"[[ccv]]\nname = '{name}'\nbase_url = 'https://ccv.example/{name}/'\napi_key = 't_0123'\n"
+    for name in ("a", "b")
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "watched"),
+    [
+        (CCV + "watch_settled = 0\n", {("ccv", "default"): 0.0}),
+        (CCNOW + "client_id = 'c'\nwatch_settled = '0s'\n", {("ccnow", "default"): 0.0}),
+        (TWO_CCV + "watch_settled = '0s'\n", {("ccv", "a"): 180 * 86400.0, ("ccv", "b"): 0.0}),
+    ],
+    ids=["ccv", "ccnow", "one-of-two-accounts"],
+)
+def test_a_watch_settled_of_0_is_taken(
+    tmp_path: Path, text: str, watched: dict[tuple[str, str], float]
+) -> None:
+    # 0 means something (the example config says it): that account's settled orders are not
+    # watched at all, as if their status were an end state (its behaviour:
+    # tests/passes/test_watch_and_stuck.py). Not refused, unlike a 0 where none is meant.
+    path = tmp_path / "reconciler.toml"
+    path.write_text(text, encoding="utf-8")
+    assert load_config(path).watch_settled() == watched
+
+
+async def test_check_refuses_remember_ref_0_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "reconciler.toml"
+    path.write_text(
+        CCV + RECEIVER + f"secret = '{SECRET}'\nremember_ref = '0s'\n", encoding="utf-8"
+    )
+    result = await call_cli("--config", path, "check")
+    assert result.code == 78
+    assert result.stderr.strip() == (
+        f"config error: {path}: receiver.remember_ref: must be greater than 0"
+    )

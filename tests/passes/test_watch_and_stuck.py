@@ -74,6 +74,26 @@ async def test_a_shortened_watch_settled_leaves_no_check_due_shown_or_made(
     assert [seen.order_id for seen in fake_ccv.requests[asked:]] == [ORDERS[0]]
 
 
+async def test_a_watch_settled_of_0_checks_a_settled_order_no_more(
+    tmp_path: Path, fake_ccv: FakeCCV
+) -> None:
+    # `watch_settled = 0` (README "The schedule"): a settled status is taken as final, as an end
+    # state is. The check that finds an order `Failed` is its last; one still open is polled.
+    fake_ccv.orders = {ORDERS[0]: "Failed", ORDERS[1]: "AwaitingPayment"}
+    cfg = write_config(tmp_path, ccv=fake_ccv, ccv_extra="watch_settled = 0")
+    assert (await call_cli("--config", cfg, "track", "ccv", *ORDERS[:2])).code == 0
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    shown = {o["order_id"]: o for o in await _json(cfg, "orders")}
+    assert shown[ORDERS[0]]["status"] == "Failed"
+    assert shown[ORDERS[0]]["next_check_at"] is None  # never checked again
+    assert shown[ORDERS[1]]["next_check_at"] is not None
+    _db(tmp_path, f"UPDATE orders SET next_check_at = {time.time() - 60}")
+    assert (await _json(cfg, "status"))["accounts"][0]["due"] == 1
+    asked = len(fake_ccv.requests)
+    assert (await call_cli("--config", cfg, "catch-up")).code == 0
+    assert [seen.order_id for seen in fake_ccv.requests[asked:]] == [ORDERS[1]]
+
+
 async def test_the_stuck_gauge_and_status_follow_the_stuck_after_running_now(
     tmp_path: Path, fake_ccv: FakeCCV, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,9 @@ class FakeCCNowClient:
         self.list_error: SourceError | None = None
         self.query_error: SourceError | None = None  # every query fails for the account
         self.queried: list[str] = []
+        self.hold: asyncio.Event | None = None  # when given, the next query waits for it
+        self.waiting = asyncio.Event()  # a query is waiting for `hold`
+        self.asked_at: float | None = None  # the `asked` its answers carry (None: not known)
 
     async def pending_list(self) -> list[Observation]:
         if self.list_error is not None:
@@ -77,17 +80,22 @@ class FakeCCNowClient:
         probe: Probe | None = None,
         catch_up: bool = False,
     ) -> None:
+        hold, self.hold = self.hold, None  # that query's alone: others meanwhile go on
+        if hold is not None:
+            self.waiting.set()
+            await hold.wait()
+        asked = self.asked_at
         for order_id in order_ids:
             self.queried.append(order_id)
             if self.query_error is not None:
                 raise self.query_error
             key = OrderKey("ccnow", "default", order_id)
             if order_id in self.silent:
-                await emit(Observation(key, Outcome.FAILED, reason="missing"))
+                await emit(Observation(key, Outcome.FAILED, reason="missing", asked=asked))
             elif order_id in self.errors or order_id not in self.statuses:
-                await emit(Observation(key, Outcome.FAILED, reason="order_error"))
+                await emit(Observation(key, Outcome.FAILED, reason="order_error", asked=asked))
             else:
-                await emit(Observation(key, Outcome.OK, self.statuses[order_id]))
+                await emit(Observation(key, Outcome.OK, self.statuses[order_id], asked=asked))
 
     def carried(self) -> frozenset[str]:
         return frozenset()  # its queries reach every order

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from reconciler.config import Config, load_config
 from reconciler.model import Observation, OrderKey, OrderState, Outcome
 from reconciler.reconcile import Reconciler
 from reconciler.store import Store
-from reconciler.store.orders import Page
+from reconciler.store.live_pages import Page
+from reconciler.store.order_steps import pull_ahead, shift_back
 from tests.fake_providers import CCV_KEY
 
 
@@ -230,3 +231,32 @@ async def test_the_stuck_and_missing_marks_are_written_as_null_in_the_text_when_
     assert await write(missing_since=None) == ("Completed", 2, None, None)
     checked = order_writes(statements)[-1]
     assert "missing_since = NULL" in checked and "stuck_version" not in checked
+
+
+WRITES: dict[str, Callable[[Store], Awaitable[object]]] = {
+    "postpone": lambda s: s.orders.postpone("ccv", "b", [("B-1", 9000.0)]),
+    "forget_failures": lambda s: forget_failures(s),
+    "shift_back": lambda s: shift_back(s, "ccv", "b", 1000.0, 100.0),
+    "pull_ahead": lambda s: pull_ahead(
+        s, "ccv", "b", 1000.0, longest_s=60.0, floor_s=1.0, retry_s=1.0, jitter=lambda: 0.0
+    ),
+}
+
+
+async def forget_failures(store: Store) -> None:
+    async with store.transaction():
+        await store.orders.forget_failures("ccv", "b")
+
+
+@pytest.mark.parametrize("write", WRITES)
+async def test_a_write_of_one_accounts_schedule_leaves_the_other_accounts_pages(
+    store: Store, write: str
+) -> None:
+    # Each page holds the rows of its own account: the others stay current (read from memory).
+    async with store.transaction():
+        await store.conn.execute("UPDATE orders SET next_check_at = 5000.0, failure_streak = 1")
+    page_a = await store.orders.page("ccv", "a")
+    page_b = await store.orders.page("ccv", "b")
+    await WRITES[write](store)
+    assert not page_b.rows  # it held B-1's old row
+    assert page_a.rows
