@@ -19,7 +19,9 @@ from ..config import (
     default_store_path,
 )
 from ..exits import EX_CONFIG, EX_OK, EX_TEMPFAIL
+from ..json_text import iso_time
 from ..logs import say
+from ..model import Source
 from ..store import StoreError
 from ..terminal import shown
 from .permissions import (
@@ -115,21 +117,37 @@ async def _warn_unconfigured(config: Config) -> None:
 
 
 async def check_online(config: Config) -> int:
-    """Return 0 when every account answered, 78 when credentials were refused, else 75."""
+    """Return 0 when every account answered, 78 when credentials were refused, else 75 (one
+    unavailable, or resting at its provider's word: not asked)."""
     from ..redact import config_secrets
     from ..runtime import http_session
     from ..sources.ccnow import CCNowClient
     from ..sources.ccv import CCVClient
-    from ..sources.errors import AuthenticationFailed, SourceError
+    from ..sources.errors import AuthenticationFailed, RestAsked, SourceError
+    from ..sources.rest import AccountRest
 
     worst = EX_OK
     secrets = tuple(config_secrets(config))
+    # Each account's rest, as the store records it (the daemon's, a catch-up's): its probe is
+    # not sent within it, as no read of the account is (README "Retry-After of a read").
+    rests: dict[tuple[Source, str], AccountRest] = {
+        **{("ccv", c.name): AccountRest() for c in config.ccv},
+        **{("ccnow", c.name): AccountRest() for c in config.ccnow},
+    }
+    for key, until in (await _recorded_rests(config)).items():
+        if key in rests:
+            rests[key].hold(until)
     async with http_session(config) as session:
         checks: list[tuple[str, Awaitable[object]]] = [
-            (f"ccv/{c.name}", CCVClient(c, session, secrets=secrets).probe()) for c in config.ccv
+            (
+                f"ccv/{c.name}",
+                CCVClient(c, session, secrets=secrets, rest=rests["ccv", c.name]).probe(),
+            )
+            for c in config.ccv
         ]
         checks += [
-            (f"ccnow/{c.name}", CCNowClient(c, session).pending_list()) for c in config.ccnow
+            (f"ccnow/{c.name}", CCNowClient(c, session, rest=rests["ccnow", c.name]).pending_list())
+            for c in config.ccnow
         ]
         for name, probe in checks:
             try:
@@ -138,8 +156,28 @@ async def check_online(config: Config) -> int:
                 say(f"{name}: credentials refused ({shown(str(exc))})")
                 worst = EX_CONFIG
             except SourceError as exc:
-                say(f"{name}: unavailable ({shown(str(exc))})", logging.WARNING)
+                if isinstance(exc, RestAsked) and exc.held:  # nothing was sent
+                    why = f"resting until {iso_time(exc.until)} at its provider's word: not asked"
+                    say(f"{name}: {why}", logging.WARNING)
+                else:
+                    say(f"{name}: unavailable ({shown(str(exc))})", logging.WARNING)
                 worst = max(worst, EX_TEMPFAIL) if worst != EX_CONFIG else worst
             else:
                 print(f"{name}: ok")
+    # A rest a probe was asked is said above and not recorded: `check` never writes the store
+    # (run as root, it could leave files the daemon's user cannot open, or upgrade the store).
     return worst
+
+
+async def _recorded_rests(config: Config) -> dict[tuple[Source, str], float]:
+    """Return the accounts' rests the store records, read as the warnings are (none when it
+    cannot be read: `check` may run as another user than the daemon)."""
+    from .orders import peek_store
+
+    async with peek_store(config) as store:
+        if store is None:
+            return {}
+        with contextlib.suppress(StoreError):
+            states = await store.sources.states()
+            return {(s.source, s.account): s.rest_until for s in states if s.rest_until}
+    return {}

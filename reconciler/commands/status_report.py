@@ -12,11 +12,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from ..config import Config
 from ..json_text import iso_time
-from ..model import Source
+from ..model import Source, SourceState
 from ..poller.unconfigured import (
     Unconfigured,
     configured,
@@ -145,6 +145,15 @@ async def gather_status(
         return await _gather(config, store, now, accounts, database)
 
 
+def _polled(state: SourceState | None) -> TypeGuard[SourceState]:
+    """Whether a pass has answered or failed the account. A record its rest alone made (a
+    `ccnow` command line's status read turned away before any pass) says nothing of its health:
+    no event did, and /healthz has no success of it (not `healthy`)."""
+    return state is not None and (
+        state.failing or state.last_success is not None or state.last_failure is not None
+    )
+
+
 async def _gather(
     config: Config,
     store: Store,
@@ -186,7 +195,7 @@ async def _gather(
     out: list[AccountStatus] = []
     for source, account in accounts:
         st = states.get((source, account))
-        health: AccountHealth = "unknown" if st is None else "failing" if st.failing else "ok"
+        health: AccountHealth = "unknown" if not _polled(st) else "failing" if st.failing else "ok"
         if (source, account) not in names:
             health = "not_configured"
         since = None

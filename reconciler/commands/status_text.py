@@ -93,8 +93,8 @@ def render_text(status: Status, *, colour: bool = False) -> str:
         ]
         for a in status.accounts
     ]
-    # A rest is no failure of the provider's (the account fails meanwhile, as for an outage):
-    # said apart, with when its reads go on.
+    # A rest is no failure of the provider's: said apart, with when its reads go on. The
+    # account's health stays its events' (failing once a pass met the rest), as in --json.
     resting: list[list[str | Cell]] = [
         [
             f"{a.source}/{a.account}",

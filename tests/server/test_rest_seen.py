@@ -13,11 +13,13 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from reconciler.daemon import Ticks
 from reconciler.schedule import MAX_REST_S
 from reconciler.server import Health, SourceHealth, health_document
 from tests.conftest import call_cli, cli_env, daemon_here, free_port, poll_until, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV, Reply
 from tests.server.test_api import api_toml
+from tests.writes.test_ccnow_actions import START_UP_PASS_S
 from tests.writes.test_submit_crash import listening
 
 # Long intervals: only the start-up pass and what the test asks read the accounts.
@@ -102,8 +104,15 @@ async def test_a_rest_the_daemons_action_was_asked_shows_at_once(
         tmp_path, ccnow=fake_ccnow, ccnow_extra=SLOW, extra=api_toml(api_port, receiver_port=port)
     )
     assert (await call_cli("--config", cfg, "track", "ccnow", A, B, env=ENV)).code == 0
-    async with daemon_here(cfg, ENV):
+    log = tmp_path / "daemon.log"
+    async with daemon_here(cfg, ENV, ticks=Ticks(ready_s=START_UP_PASS_S + 30)) as run:
         await listening(api_port)
+        # Its start-up pass over: its query of A and B is not the one CCNow turns away.
+        await poll_until(
+            lambda: "daemon.ready" in log.read_text() or run.task.done(),
+            START_UP_PASS_S,
+            "the daemon's start-up pass",
+        )
         entries, gauges = await seen(port)
         assert entries[("ccnow", "default")]["resting_until"] is None
         assert gauges[("ccnow", "default")] == 0
