@@ -80,8 +80,8 @@ def mask_secrets(secrets: Iterable[str]) -> None:
 
 def log_handler() -> logging.StreamHandler[TextIO]:
     """Return the handler `setup_logging` gave the `reconciler` logger (a plain stderr one
-    before it ran): the log sink writes its event lines through it, so they go where every
-    log record goes, and a stream swapped on it (progress bars) takes them too."""
+    before it ran): a writer's Runtime gives it to the log sink, whose event lines so go where
+    every log record goes, and a stream swapped on it (progress bars) takes them too."""
     for handler in logging.getLogger("reconciler").handlers:
         if isinstance(handler, logging.StreamHandler):
             return handler

@@ -22,7 +22,8 @@ from .schedule import plan, stuck_event
 from .store import Store, after_commit
 from .store.live_pages import Page
 from .store.references import carried_also
-from .store.taken import acting, contradicted, last_taken, unconfirmed_event
+from .store.taken import acting, last_taken
+from .taken import contradicted, unconfirmed_event
 
 if TYPE_CHECKING:
     from .metrics import Metrics

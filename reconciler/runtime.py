@@ -5,16 +5,18 @@ check of a store a writer opens (`check_store`)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import aiohttp
 
 from .config import Config
 from .config.errors import escaped
 from .delivery import TICK_S, Delivery
+from .logs import log_handler
 from .passes.hint_gate import MAX_WAIT_S
 from .poller.coordinators import Coordinators
 from .reconcile import Reconciler
@@ -73,9 +75,17 @@ class Runtime:
     coordinators: Coordinators
 
     def __init__(
-        self, config: Config, *, outbox_tick_s: float = TICK_S, hint_wait_s: float = MAX_WAIT_S
+        self,
+        config: Config,
+        *,
+        outbox_tick_s: float = TICK_S,
+        hint_wait_s: float = MAX_WAIT_S,
+        log: logging.StreamHandler[TextIO] | None = None,
     ) -> None:
         self.config = config
+        # The handler the log sink writes events through: by default the one logging was set
+        # up with (logs.log_handler), looked up as the sinks are built.
+        self.log = log
         self.outbox_tick_s = outbox_tick_s
         self.hint_wait_s = hint_wait_s  # the longest a pass gives way to a hint at a time
         self.lock = WriterLock(config.store_path)
@@ -106,7 +116,7 @@ class Runtime:
             opened.push_async_callback(sinks_http.close)
             self.delivery = Delivery(
                 self.store,
-                build_sinks(self.config, sinks_http),
+                build_sinks(self.config, sinks_http, self.log or log_handler()),
                 tick_s=self.outbox_tick_s,
                 secrets=config_secrets(self.config),
             )

@@ -1,34 +1,11 @@
-"""Finding a configured provider account by its name (the one lookup every room needs)."""
+"""A command's account: the configured one it names, or the only one (config/names.py holds
+the lookup; a reason it chose none is a usage error here, exit 2)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-from typing import Protocol, TypeVar
 
 from ..config import Config, names
 from ..exits import UsageError
 from ..model import Source
-
-
-class _Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-A = TypeVar("A", bound=_Named)
-
-
-def find_account(accounts: Iterable[A], name: str) -> A | None:
-    """Return the account called `name`, or None when there is none."""
-    return next((a for a in accounts if a.name == name), None)
-
-
-def configured_account(accounts: Iterable[A], name: str) -> A:
-    """Return the account called `name`; it must be configured (names come from the config)."""
-    found = find_account(accounts, name)
-    if found is None:
-        raise LookupError(f"no account named {name!r}")
-    return found
 
 
 def account_names(config: Config, source: Source) -> list[str]:
@@ -45,12 +22,11 @@ def account_option(config: Config, source: Source, name: str) -> str:
 def choose_account(config: Config, source: Source, name: str | None) -> str:
     """The account a command acts on: `name` if configured, else the only one (UsageError)."""
     accounts = account_names(config, source)
-    if not accounts:
+    chosen = names.chosen_account(accounts, name)
+    if isinstance(chosen, str):
+        return chosen
+    if chosen is names.NoAccount.SEVERAL:
+        raise UsageError(f"several {source} accounts ({', '.join(accounts)}): give --account")
+    if not accounts:  # NONE, or a name while none is configured
         raise UsageError(f"no [{source}] account is configured")
-    if name is None:
-        if len(accounts) > 1:
-            raise UsageError(f"several {source} accounts ({', '.join(accounts)}): give --account")
-        return accounts[0]
-    if name not in accounts:
-        raise UsageError(f"no {source} account named {name!r} ({', '.join(accounts)})")
-    return name
+    raise UsageError(f"no {source} account named {name!r} ({', '.join(accounts)})")

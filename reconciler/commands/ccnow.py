@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..config import Config
-from .accounts import choose_account, configured_account
+from ..config.names import configured_account
+from .accounts import choose_account
 from .orders import settling_account
 
 

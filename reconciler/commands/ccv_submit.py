@@ -19,6 +19,7 @@ from urllib.parse import quote
 import aiohttp
 
 from ..config import ApiConfig, CCVConfig, Config
+from ..config.names import configured_account
 from ..exits import EX_CONFIG, EX_DATAERR, EX_OK, EX_TEMPFAIL
 from ..logs import fields, say
 from ..redact import config_secrets, redact
@@ -206,7 +207,7 @@ async def submit_command(config: Config, account: str, document: dict[str, objec
             return _report(result, secrets, account_option(config, "ccv", account))
     if config.api is None:
         raise held_elsewhere("nothing was sent")
-    wait_s = api_wait_s(next(c for c in config.ccv if c.name == account))
+    wait_s = api_wait_s(configured_account(config.ccv, account))
     return await _through_api(config, config.api, account, document, secrets, wait_s)
 
 

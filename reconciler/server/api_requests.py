@@ -13,6 +13,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Middleware
 
 from .. import strict_json
+from ..config.names import NoAccount, chosen_account
 from ..logs import fields
 from ..metrics import Metrics
 from ..model import (
@@ -308,18 +309,18 @@ def source_named(raw: object) -> Source:
 def account_named(
     accounts: Sequence[str], source: Source, raw: object, field: str = "account"
 ) -> str:
-    """Return the account `raw` names, or the only one when it names none; 422 otherwise."""
-    if raw is None:
-        if len(accounts) == 1:
-            return accounts[0]
-        if not accounts:
-            raise BadRequest(422, f"no {source} account is configured", "source")
-        raise BadRequest(422, f"several {source} accounts: name one", field)
-    if not isinstance(raw, str):
+    """Return the account `raw` names, or the only one when it names none (config/names.py);
+    422 otherwise."""
+    if raw is not None and not isinstance(raw, str):
         raise BadRequest(422, "must be a string", field)
-    if raw not in accounts:
+    chosen = chosen_account(accounts, raw)
+    if chosen is NoAccount.NONE:
+        raise BadRequest(422, f"no {source} account is configured", "source")
+    if chosen is NoAccount.SEVERAL:
+        raise BadRequest(422, f"several {source} accounts: name one", field)
+    if chosen is NoAccount.UNKNOWN:
         raise BadRequest(422, f"no {source} account of that name", field)
-    return raw
+    return chosen
 
 
 async def unconfigured_with_writes(deps: ApiDeps, source: Source, raw: object) -> str | None:

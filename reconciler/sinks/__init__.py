@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, TextIO
 
 from ..config import (
     CommandSinkConfig,
@@ -68,8 +69,11 @@ def _fingerprint(salt: bytes, text: str) -> str:
     return hmac.new(salt, text.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Sink, SinkConfig]]:
-    """Create the sinks events go to."""
+def build_sinks(
+    config: Config, session: aiohttp.ClientSession, log: logging.StreamHandler[TextIO]
+) -> list[tuple[Sink, SinkConfig]]:
+    """Create the sinks events go to; the log sink writes through `log`, the handler of every
+    other log line."""
     # Here, not at the top: a sink's module imports this package first. Each kind only when
     # the config has one: a catch-up to the log alone loads no webhook, file or program sink.
     from ..redact import config_secrets
@@ -92,6 +96,6 @@ def build_sinks(config: Config, session: aiohttp.ClientSession) -> list[tuple[Si
         else:
             from .log import LogSink
 
-            sink = LogSink(sc.name)
+            sink = LogSink(sc.name, handler=log)
         out.append((sink, sc))
     return out

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..json_text import iso_time, line_safe, string_json
-from ..logs import PRIORITY, is_journal, log_handler, render, write_lines
+from ..logs import PRIORITY, is_journal, render, write_lines
 from .base import Cutoff, Delivered, DeliveryResult, OutboxEvent
 
 log = logging.getLogger("reconciler.events")
@@ -117,15 +117,14 @@ class LogSink:
     """Writes each event as one line of the `reconciler.events` logger, a batch per write: the
     same lines a LogRecord would give, without building one per event.
 
-    The lines go through `handler` (by default the one `setup_logging` installed), so they
-    share its stream, its journald mode and its lock with every other log line.
+    The lines go through `handler`, given by whoever set logging up (the writer's Runtime passes
+    the one `setup_logging` installed), so they share its stream, its journald mode and its
+    lock with every other log line.
     """
 
-    def __init__(
-        self, name: str = "log", *, handler: logging.StreamHandler[TextIO] | None = None
-    ) -> None:
+    def __init__(self, name: str = "log", *, handler: logging.StreamHandler[TextIO]) -> None:
         self.name = name
-        self.handler = log_handler() if handler is None else handler
+        self.handler = handler
 
     async def deliver(
         self, events: Sequence[OutboxEvent], cutoff: Cutoff | None = None

@@ -38,6 +38,7 @@ from reconciler.store import Store, taken
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import unclaim
 from reconciler.store.withdraw import asked
+from reconciler.taken import unconfirmed_ids
 from reconciler.writes.ccnow_close import Closing
 from reconciler.writes.ccnow_form import (
     ACTIONS,
@@ -185,7 +186,7 @@ class ActionSender(Closing):
         rows = await cmds.get(self.store, ids)
         held = {} if cut else await cmds.ahead(self.store, [c for c in rows if c.state == "queued"])
         # Also one an earlier request sent (the same key again), or whose later read said so.
-        doubted = tally.unconfirmed & set(ids) | await taken.unconfirmed(self.store, rows)
+        doubted = tally.unconfirmed & set(ids) | await self.unconfirmed(rows)
         sent = len(tally.posted & set(ids))
         return Taken(rows, earlier, waiting, sent, held, cut, frozenset(doubted))
 
@@ -203,7 +204,7 @@ class ActionSender(Closing):
 
     async def unconfirmed(self, commands: Sequence[cmds.Command]) -> set[int]:
         """Return the ids of those of `commands` an `order.action_unconfirmed` names."""
-        return await taken.unconfirmed(self.store, commands)
+        return await taken.named(self.store, unconfirmed_ids(self.store.store_id, commands))
 
     async def send_due(self, tally: Tally | None = None, *, mine: object = None) -> Tally:
         """Send every queued command whose attempt is due, but those a request under way

@@ -21,8 +21,8 @@ from reconciler.sources.rest import AccountRest
 from reconciler.store import Store
 from reconciler.store import commands as cmds
 from reconciler.store.requeue import requeue_within
-from reconciler.store.taken import unconfirmed_event, unheld
 from reconciler.store.withdraw import by_untrack
+from reconciler.taken import unconfirmed_event, unheld
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_fields import names_own_field
 from reconciler.writes.ccnow_outcome import (
@@ -192,7 +192,7 @@ class Closing:
         async def within(rows: Mapping[OrderKey, OrderState], written: float) -> list[Event]:
             # Closed at the write's time (the `last_checked` of the rows its answers set), not
             # before the sender's clock: a read applied later is after the close, whatever the
-            # wall clock did since the answer came (store/taken.contradicted).
+            # wall clock did since the answer came (taken.contradicted).
             closed = max(now, written)
             await cmds.close_within(self.store, closes, closed)
             # Those the post may have reached CCNow with keep it (the first such post's time).

@@ -15,7 +15,7 @@ from reconciler.model import Observation, OrderKey
 from reconciler.sources.ccnow_answer import DOCUMENTED, Answer, OrderLine, by_id, says_down
 from reconciler.store import Store
 from reconciler.store import commands as cmds
-from reconciler.store.taken import TAKEN
+from reconciler.taken import TAKEN
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_form import local_refusal
 from reconciler.writes.ccnow_taken import Tally

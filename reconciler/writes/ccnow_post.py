@@ -41,7 +41,7 @@ from reconciler.sources.ccnow_refusal import (
 from reconciler.sources.errors import AnswerTooLarge, ProtocolError, SourceError, UndecodableAnswer
 from reconciler.sources.http import Reply, parse_retry_after
 from reconciler.store import commands as cmds
-from reconciler.store.taken import TAKEN
+from reconciler.taken import TAKEN
 from reconciler.writes.ccnow_fields import carries
 from reconciler.writes.ccnow_form import form
 from reconciler.writes.ccnow_send import (

@@ -13,8 +13,8 @@ from reconciler.events import Event
 from reconciler.model import OrderKey
 from reconciler.store import Store
 from reconciler.store import commands as cmds
-from reconciler.store.taken import TAKEN
 from reconciler.store.turn_refusals import close_unposted
+from reconciler.taken import TAKEN
 from reconciler.writes.ccnow_events import event_of, order_of
 from reconciler.writes.ccnow_form import local_refusal
 from reconciler.writes.ccnow_outcome import log_each, second_discount

@@ -9,12 +9,9 @@ from pathlib import Path
 import pytest
 
 from reconciler import exits
-from reconciler.commands.accounts import (
-    choose_account,
-    configured_account,
-    find_account,
-)
+from reconciler.commands.accounts import choose_account
 from reconciler.config import Config, load_config
+from reconciler.config.names import configured_account, find_account
 from reconciler.exits import UsageError
 from tests.conftest import call_cli
 

@@ -14,6 +14,7 @@ import pytest
 
 from reconciler.config import load_config
 from reconciler.delivery import Delivery
+from reconciler.logs import log_handler
 from reconciler.metrics import Metrics
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
@@ -34,7 +35,7 @@ async def hub(
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
         async with aiohttp.ClientSession() as session:
-            delivery = Delivery(store, build_sinks(config, session))
+            delivery = Delivery(store, build_sinks(config, session, log_handler()))
             coordinators = Coordinators.build(config, Reconciler(config, store), session, Gates())
             yield Hub(config, coordinators, store, delivery, Metrics())
             await delivery.close()

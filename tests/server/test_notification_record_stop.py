@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from reconciler.config import load_config
 from reconciler.delivery import Delivery
+from reconciler.logs import log_handler
 from reconciler.metrics import Metrics
 from reconciler.poller.coordinators import Coordinators
 from reconciler.reconcile import Reconciler
@@ -70,7 +71,7 @@ async def test_a_record_whose_commit_lands_as_the_stop_cancels_it_is_told_writte
 
     try:
         async with aiohttp.ClientSession() as session:
-            delivery = Delivery(store, build_sinks(config, session))
+            delivery = Delivery(store, build_sinks(config, session, log_handler()))
             coordinators = Coordinators.build(config, Reconciler(config, store), session, Gates())
             hub = Hub(config, coordinators, store, delivery, Metrics())
             app = build_app(

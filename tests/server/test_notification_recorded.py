@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from reconciler.config import load_config
 from reconciler.delivery import Delivery
+from reconciler.logs import log_handler
 from reconciler.metrics import Metrics
 from reconciler.model import OrderKey
 from reconciler.poller.coordinators import Coordinators
@@ -57,7 +58,7 @@ async def world(
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
         async with aiohttp.ClientSession() as session:
-            delivery = Delivery(store, build_sinks(config, session))
+            delivery = Delivery(store, build_sinks(config, session, log_handler()))
             coordinators = Coordinators.build(config, Reconciler(config, store), session, Gates())
             hub = Hub(config, coordinators, store, delivery, Metrics())
             app = build_app(

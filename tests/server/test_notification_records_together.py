@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from reconciler.config import load_config
 from reconciler.delivery import Delivery
+from reconciler.logs import log_handler
 from reconciler.metrics import Metrics
 from reconciler.poller.ccv_notified import known
 from reconciler.poller.coordinators import Coordinators
@@ -64,7 +65,7 @@ async def world(
     store = await Store.open(config.store_path, sinks=sink_names(config))
     try:
         async with aiohttp.ClientSession() as session:
-            delivery = Delivery(store, build_sinks(config, session))
+            delivery = Delivery(store, build_sinks(config, session, log_handler()))
             coordinators = Coordinators.build(config, Reconciler(config, store), session, Gates())
             hub = CountingHub(config, coordinators, store, delivery, Metrics())
             app = build_app(

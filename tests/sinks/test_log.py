@@ -5,15 +5,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+from pathlib import Path
 from typing import TextIO
 
+import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.config import load_config
 from reconciler.events import Event, order_event
 from reconciler.logs import JsonFormatter, render
 from reconciler.model import EventType, OrderKey, Severity
+from reconciler.runtime import Runtime
+from reconciler.sinks import build_sinks
 from reconciler.sinks.base import Delivered, OutboxEvent
 from reconciler.sinks.log import LogSink, event_fields, event_lines
 
@@ -141,3 +146,42 @@ def test_the_lines_cut_from_the_stored_text_are_the_decoded_lines(
         expected = render(1795632800.5, level, "reconciler.events", row.type, flat, journal=journal)
         assert line == expected
         assert level == logging.getLevelName(severity.upper())
+
+
+CONFIG = """
+[[ccv]]
+name = "shop"
+base_url = "https://ccv.example"
+api_key = "k1"
+"""
+
+
+async def test_the_log_sink_a_config_gets_writes_through_the_handler_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # build_sinks made the log sink look the `reconciler` logger's handler up itself: a writer
+    # whose log went elsewhere (a test's, an embedding program's) could not say where.
+    stream = io.StringIO()
+    (tmp_path / "r.toml").write_text(f'[store]\npath = "{tmp_path / "r.db"}"\n{CONFIG}')
+    config = load_config(tmp_path / "r.toml")
+    async with aiohttp.ClientSession() as session:
+        ((sink, sc),) = build_sinks(config, session, handler_on(stream, journal=False))
+    assert sc.type == "log"
+    await sink.deliver([stored(1, stuck("A-1"))])
+    assert [json.loads(line)["order_id"] for line in stream.getvalue().splitlines()] == ["A-1"]
+    assert capsys.readouterr().err == ""
+
+
+async def test_a_writers_events_go_to_the_log_handler_it_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = io.StringIO()
+    (tmp_path / "r.toml").write_text(f'[store]\npath = "{tmp_path / "r.db"}"\n{CONFIG}')
+    config = load_config(tmp_path / "r.toml")
+    async with Runtime(config, log=handler_on(stream, journal=False)) as rt:
+        async with rt.store.transaction():
+            await rt.store.events.add([stuck("A-1")])
+        await rt.delivery.drain(10)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [x["order_id"] for x in lines if x.get("event_type")] == ["A-1"]
+    assert capsys.readouterr().err == ""

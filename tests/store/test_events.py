@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from reconciler.config import LogSinkConfig
 from reconciler.delivery import Delivery
 from reconciler.events import Event
+from reconciler.logs import log_handler
 from reconciler.model import EventType
 from reconciler.sinks.log import LogSink
 from reconciler.store import Store
@@ -43,7 +44,7 @@ async def test_an_outbox_for_other_sinks_than_the_stores_is_refused(tmp_path: Pa
     store = await Store.open(tmp_path / "reconciler.db", sinks=("log", "hooks"))
     try:
         with pytest.raises(ValueError, match="sinks"):
-            Delivery(store, [(LogSink(), LogSinkConfig(name="log"))])
+            Delivery(store, [(LogSink(handler=log_handler()), LogSinkConfig(name="log"))])
     finally:
         await store.close()
 
