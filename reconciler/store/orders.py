@@ -5,7 +5,8 @@ page back to `load` and `save`, so that each batch need not read its orders agai
 a value the pass holds. The store keeps every live page current with its own writes, and a page
 goes stale (its rows are dropped, the next loads read the database) when another process writes
 the store, when orders are tracked or untracked, when a write outside the pass changed rows
-of its account (live_pages.py), or when a write that touched it rolls back.
+of its account (live_pages.py), when a `save` wrote one of its orders while it was read, or
+when a write of its account's rows rolls back.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..model import OrderKey, OrderState, Source
 from . import counts, order_pages, order_rows
 from .errors import StoreError, guarded
-from .live_pages import LivePages, Owner, Page, drop
+from .live_pages import LivePages, Owner, Page, Reading
 from .order_rows import COLUMNS, SUBMITTED, TRACK, Plan, Row
 from .order_sql import FAILING_SQL, answered_sql, due_sql, stuck_sql, unwatched, unwatched_any
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
@@ -71,9 +72,23 @@ class Orders:
         Storage (rowid) order rather than id order: a batch then rewrites neighbouring rows,
         a few database pages instead of one page per order.
         """
+        # Before the rows: a write landing while they are read makes the page stale.
+        read = self._pages.reading((source, account))
+        try:
+            return await self._page(read, source, account, after, limit, settled_since)
+        finally:
+            self._pages.done(read)
+
+    async def _page(
+        self,
+        read: Reading,
+        source: Source,
+        account: str,
+        after: int,
+        limit: int,
+        settled_since: float | None,
+    ) -> Page:
         version = await self._store.data_version()  # before the rows: a later write is seen
-        owner = (source, account)
-        drops = self._pages.mark(owner)
         # Through the index of open orders (migration 9), which lists an account's in rowid
         # order: the rowid range alone would read every ended order on the way.
         unwatched_sql, unwatched_params = unwatched(source, settled_since)
@@ -86,10 +101,8 @@ class Orders:
         rows = list(await self._conn.execute_fetchall(sql, params))
         kept = order_rows.kept(rows)
         last = max((rowid for rowid, _ in kept.values()), default=after)
-        page = Page([key[2] for key in kept], last, version, owner, kept)
-        if drops != self._pages.mark(owner):
-            page.rows.clear()  # its rows were written outside the pass while they were read
-        self._pages.add(page)
+        page = Page([key[2] for key in kept], last, version, (source, account), kept)
+        self._pages.hold(page, read)  # stale at once if its rows were written while read
         return page
 
     async def load(self, keys: Iterable[OrderKey], page: Page | None = None) -> Loaded:
@@ -150,9 +163,12 @@ class Orders:
             for page in pages:
                 if key in page.rows:
                     page.rows[key] = (rowid, row)
-        if pages:
-            # Rolled back, the pages would hold rows the database does not.
-            self._store.on_rollback(lambda: drop(pages))
+        if self._pages.in_flight:
+            # A page being read may have read these rows before this write.
+            self._pages.wrote([state.key for state, _ in states])
+        # Rolled back, the pages would hold rows the database does not: those this kept
+        # current, and those read since on this connection, which saw the open transaction.
+        self._store.on_rollback(lambda: self._pages.drop_each(state.key for state, _ in states))
         statements: list[Statement] = [
             (order_rows.order_update(n, shape), params)
             for shape, updates in enumerate(known)
