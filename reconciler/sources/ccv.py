@@ -271,9 +271,12 @@ class CCVClient:
         else:
             asked = reply.sent_at
             outcome, status, reference, reason = self._read(order_id, reply, dropped)
-        # Positional, in field order: one constructor call per check, dated in this one place.
+        # One constructor call per check, dated in this one place.
         key = OrderKey("ccv", self._config.name, order_id)
-        return Observation(key, outcome, status, reference, reason, asked), requested
+        observation = Observation(
+            key, outcome, status=status, external_reference=reference, reason=reason, asked=asked
+        )
+        return observation, requested
 
     def _read(
         self, order_id: str, reply: Reply, dropped: list[tuple[str, str]]
