@@ -233,27 +233,25 @@ def _observed(
     found_again = base.not_found
     previous = None if found_again else base.status
     changed = found_again or previous != status
-    # One constructor call per order, positional in field order (as order_rows.state): this
-    # runs for every check of every order, and keywords cost twice as much.
     state = OrderState(
-        key,
-        status,
-        reference,  # external_reference
+        key=key,
+        status=status,
+        external_reference=reference,
         # First sight sets it, though a submit's answer did before: schedule._active would take
         # the first sight for a change.
-        now if base.status is None else base.first_seen,
-        now if changed else base.last_changed,
-        now,  # last_checked
-        info.end_state,
-        False,  # not_found
-        0,  # failure_streak
-        base.version + 1 if changed else base.version,
-        base.next_check_at,
-        base.interval_s,
-        None if changed else base.stuck_version,
-        base.tracked_at,
-        None,  # missing_since
-        _dated(base.asked_at, obs),  # asked_at
+        first_seen=now if base.status is None else base.first_seen,
+        last_changed=now if changed else base.last_changed,
+        last_checked=now,
+        end_state=info.end_state,
+        not_found=False,
+        failure_streak=0,
+        version=base.version + 1 if changed else base.version,
+        next_check_at=base.next_check_at,
+        interval_s=base.interval_s,
+        stuck_version=None if changed else base.stuck_version,
+        tracked_at=base.tracked_at,
+        missing_since=None,
+        asked_at=_dated(base.asked_at, obs),
     )
     result.states[key] = state
     if not changed:

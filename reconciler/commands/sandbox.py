@@ -8,16 +8,24 @@ import signal
 import sys
 
 from .. import eventloop
+from ..config.values import parse_listen
 from ..exits import EX_OK, EX_TEMPFAIL, EX_USAGE
 from ..sandbox import SandboxOptions, run_sandbox
 
 
 def split_listen(text: str) -> tuple[str, int]:
-    """Split `HOST:PORT` (also `[::1]:PORT`) or raise ValueError."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--listen wants HOST:PORT, got {text!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    """Split `HOST:PORT` (also `[::1]:PORT`) as the config's `listen` is read, port 0 allowed
+    (the system picks a free one) and no host meaning 127.0.0.1; or raise ValueError."""
+    try:
+        listen = parse_listen(f"127.0.0.1{text}" if text[:1] == ":" else text, free_port=True)
+    except ValueError as exc:
+        raise ValueError(f"--listen: {exc}") from None
+    if listen is None:
+        raise ValueError(
+            "--listen wants HOST:PORT like 127.0.0.1:8900 or [::1]:8900 (port 0 to 65535), "
+            f"got {text!r}"
+        )
+    return listen
 
 
 def sandbox_command(args: argparse.Namespace) -> int:

@@ -131,11 +131,12 @@ def is_host_name(host: str) -> bool:
     )
 
 
-def parse_listen(value: str) -> tuple[str, int] | None:
-    """Split "host:port" / "[v6]:port"; None when it is neither. A host that is neither an IP
-    address nor a host name, or an IPv4-mapped IPv6 address, raises ValueError: it could never
-    be bound (names are not resolved here; that is left to the listener, as the name may only
-    resolve where it runs)."""
+def parse_listen(value: str, *, free_port: bool = False) -> tuple[str, int] | None:
+    """Split "host:port" / "[v6]:port"; None when it is neither (port 1 to 65535, or 0 too
+    with `free_port`: the system picks one, as the sandbox's `--listen 127.0.0.1:0`). A host
+    that is neither an IP address nor a host name, or an IPv4-mapped IPv6 address, raises
+    ValueError: it could never be bound (names are not resolved here; that is left to the
+    listener, as the name may only resolve where it runs)."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port):
         return None
@@ -157,7 +158,7 @@ def parse_listen(value: str) -> tuple[str, int] | None:
     elif not _is_ip(host) and not is_host_name(host):
         raise ValueError(f"'{host}' is neither an IP address nor a host name")
     number = int(port)
-    return (host, number) if 1 <= number <= 65535 else None
+    return (host, number) if (0 if free_port else 1) <= number <= 65535 else None
 
 
 def _is_ip(host: str) -> bool:

@@ -41,7 +41,7 @@ async def check_orders(coordinator: CCVCoordinator, order_ids: Sequence[str], em
             raise
         refused = exc
     key = OrderKey("ccv", coordinator.account, refused.order_id)
-    await keep(Observation(key, Outcome.FAILED, None, None, REFUSED, refused.asked))
+    await keep(Observation(key, Outcome.FAILED, reason=REFUSED, asked=refused.asked))
     rest = [order_id for order_id in order_ids if order_id not in done]
     if rest:
         await coordinator.client.check_orders(rest, keep, key_taken=True)

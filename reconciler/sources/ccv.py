@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from urllib.parse import quote
@@ -17,7 +16,6 @@ from yarl import URL
 from reconciler import USER_AGENT
 from reconciler.config import CCVConfig
 from reconciler.model import (
-    CCV_ID_MAX_LENGTH,
     UNKEPT_ANSWERS,
     UNUSABLE_REFERENCE,
     UNUSABLE_STATUS,
@@ -45,8 +43,6 @@ from reconciler.strict_json import json_type, loads_answer
 
 log = logging.getLogger("reconciler.sources.ccv")
 
-# Characters a URL path segment carries as they are (RFC 3986 "unreserved").
-_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 # A status answer is a few dozen bytes; anything near this is not one.
 MAX_BODY_BYTES = 1024 * 1024
 # A documented status word holds no secret: only another word is searched for one.
@@ -79,16 +75,6 @@ def auth_headers(config: CCVConfig) -> dict[str, str]:
     else:
         headers[config.auth_header] = key
     return headers
-
-
-def _plain_id(order_id: str) -> bool:
-    """Whether an id is valid and goes into a URL as it is (the common case, checked first)."""
-    return (
-        len(order_id) <= CCV_ID_MAX_LENGTH
-        and _UNRESERVED.fullmatch(order_id) is not None
-        and ".." not in order_id
-        and order_id != "."
-    )
 
 
 def is_ccv_answer(reply: Reply) -> bool:
@@ -260,7 +246,7 @@ class CCVClient:
         # as of its last attempt; one with no attempt's time (no request, an answer too large
         # to read) as of when it failed.
         try:
-            segment = order_id if _plain_id(order_id) else quote(validate_ccv_id(order_id), safe="")
+            segment = quote(validate_ccv_id(order_id), safe="")
             reply = await self._get(segment)
         except InvalidOrderId:
             outcome, reason, asked, requested = Outcome.FAILED, "invalid_id", time.time(), False
@@ -271,9 +257,12 @@ class CCVClient:
         else:
             asked = reply.sent_at
             outcome, status, reference, reason = self._read(order_id, reply, dropped)
-        # Positional, in field order: one constructor call per check, dated in this one place.
+        # One constructor call per check, dated in this one place.
         key = OrderKey("ccv", self._config.name, order_id)
-        return Observation(key, outcome, status, reference, reason, asked), requested
+        observation = Observation(
+            key, outcome, status=status, external_reference=reference, reason=reason, asked=asked
+        )
+        return observation, requested
 
     def _read(
         self, order_id: str, reply: Reply, dropped: list[tuple[str, str]]

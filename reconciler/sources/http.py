@@ -10,7 +10,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import NamedTuple, TypeVar
 
 import aiohttp
@@ -22,6 +21,7 @@ from reconciler.config import CCNowConfig, CCVConfig, RetryConfig
 from reconciler.sources.codings import BodyTooLarge, BodyUnreadable, answer_decoded
 from reconciler.sources.errors import AnswerTooLarge, SourceUnavailable, UndecodableAnswer
 from reconciler.sources.rest import AccountRest
+from reconciler.sources.retry_after import read_retry_after
 
 T = TypeVar("T")
 
@@ -133,22 +133,12 @@ def is_retryable(status: int) -> bool:
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Return the seconds a Retry-After header asks us to wait (delta seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    # HTTP headers are ASCII: str.isdigit() alone accepts "²", which float() refuses.
-    if not value.isascii():
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - now).total_seconds())
+    """Return the seconds a Retry-After header asks us to wait (delta seconds or HTTP date),
+    read leniently (`retry_after.read_retry_after`); a date gone by is now."""
+    found = read_retry_after(value, now, strict=False)
+    if found is None or isinstance(found, str):
+        return None if found is None else float(found)
+    return max(0.0, (found - now).total_seconds())
 
 
 def retry_delay(

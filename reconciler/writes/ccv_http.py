@@ -55,7 +55,7 @@ class Answer(NamedTuple):
 
     def passed_headers(self) -> dict[str, str]:
         """Return CCV's headers passed on with its answer: Location, and Retry-After (seconds,
-        or an HTTP date as IMF-fixdate: `retry_after.passed_retry_after`)."""
+        or an HTTP date as IMF-fixdate: `sources.retry_after.passed_retry_after`)."""
         named = {"Location": self.location, "Retry-After": self.retry_after}
         return {name: value for name, value in named.items() if value is not None}
 

@@ -34,8 +34,8 @@ from reconciler.sources.http import (
     reply_of,
     undecodable,
 )
+from reconciler.sources.retry_after import passed_retry_after
 from reconciler.writes.in_flight import Halt
-from reconciler.writes.retry_after import passed_retry_after
 
 __all__ = [
     "AnswerTooLarge",
