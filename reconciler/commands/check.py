@@ -101,7 +101,7 @@ async def _warn_unconfigured(config: Config) -> None:
     config no longer names (poller/unconfigured.py): a sink's typo is seen before a start."""
     from ..poller import unconfigured as gone
     from ..store import gone_sinks
-    from .orders import peek_store
+    from .store_open import peek_store
 
     # `check` judges the config, not the database: a store it cannot read says nothing here.
     # Opened read-only, without the writer's lock: beside a running daemon too.
