@@ -172,7 +172,7 @@ async def check_online(config: Config) -> int:
 async def _recorded_rests(config: Config) -> dict[tuple[Source, str], float]:
     """Return the accounts' rests the store records, read as the warnings are (none when it
     cannot be read: `check` may run as another user than the daemon)."""
-    from .orders import peek_store
+    from .store_open import peek_store
 
     async with peek_store(config) as store:
         if store is None:
