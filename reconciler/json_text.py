@@ -59,3 +59,8 @@ def iso_time(ts: float) -> str:
     """Render epoch seconds as RFC 3339 UTC with milliseconds."""
     second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1))
     return f"{second}.{int(ts % 1 * 1000):03d}Z"
+
+
+def optional_iso_time(ts: float | None) -> str | None:
+    """Return iso_time of epoch seconds, None for None (a time not known yet)."""
+    return None if ts is None else iso_time(ts)

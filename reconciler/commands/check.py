@@ -101,7 +101,7 @@ async def _warn_unconfigured(config: Config) -> None:
     config no longer names (poller/unconfigured.py): a sink's typo is seen before a start."""
     from ..poller import unconfigured as gone
     from ..store import gone_sinks
-    from .orders import peek_store
+    from .store_open import peek_store
 
     # `check` judges the config, not the database: a store it cannot read says nothing here.
     # Opened read-only, without the writer's lock: beside a running daemon too.
@@ -172,7 +172,7 @@ async def check_online(config: Config) -> int:
 async def _recorded_rests(config: Config) -> dict[tuple[Source, str], float]:
     """Return the accounts' rests the store records, read as the warnings are (none when it
     cannot be read: `check` may run as another user than the daemon)."""
-    from .orders import peek_store
+    from .store_open import peek_store
 
     async with peek_store(config) as store:
         if store is None:

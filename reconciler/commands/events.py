@@ -11,9 +11,9 @@ from ..config import Config
 from ..exits import EX_OK
 from ..json_text import iso_time
 from ..store.event_pages import StoredEvent
-from .orders import open_store
 from .paged import JsonList, Table
 from .status_text import status_word
+from .store_open import open_store
 
 _COLUMNS = ("time", "type", "account", "order", "change", "severity", "undelivered")
 

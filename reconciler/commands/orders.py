@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..config import Config
 from ..exits import EX_OK, DataError, UsageError
@@ -18,46 +17,17 @@ from ..order_view import order_json
 from ..redact import config_secrets, given_secrets
 from ..store import Store, StoreError, WriterLock, order_pages, references, withdraw
 from ..store import submissions as store_submissions
-from ..store.files import DatabaseFile, store_exists, writer_running
+from ..store.files import DatabaseFile, writer_running
 from ..terminal import shown
 from .accounts import account_names, choose_account
 from .input import order_ids, read_track_file, reference_given
 from .paged import JsonList, Table
 from .progress import progress
 from .status_text import status_word
+from .store_open import open_store, peek_store
 from .track_submits import and_more, resolve_submissions
 
 log = logging.getLogger("reconciler.cli")
-
-
-async def open_store(
-    config: Config, *, readonly: bool = False, sinks: Sequence[str] = ("log",)
-) -> Store | None:
-    """Open the store, or None when it does not exist yet (nothing tracked): a command that
-    reads or removes orders creates none (a mistyped path made its directory and an empty
-    database)."""
-    if not store_exists(config.store_path):
-        return None
-    try:
-        return await Store.open(config.store_path, readonly=readonly, sinks=sinks)
-    except FileNotFoundError:
-        return None
-
-
-@contextlib.asynccontextmanager
-async def peek_store(config: Config) -> AsyncIterator[Store | None]:
-    """The store opened read-only for a side remark (a warning, a hint), or None when it cannot
-    be read for any reason: missing, unreadable to this user, a directory, not upgraded yet.
-    The commands whose work is the store report those themselves."""
-    try:
-        store = await open_store(config, readonly=True)
-    except (StoreError, sqlite3.Error, OSError):
-        store = None
-    try:
-        yield store
-    finally:
-        if store is not None:
-            await store.close()
 
 
 async def track_command(config: Config, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeGuard
 
 from ..config import Config
 from ..json_text import iso_time
+from ..json_text import optional_iso_time as ts
 from ..model import Source, SourceState
 from ..poller.unconfigured import (
     Unconfigured,
@@ -289,11 +290,6 @@ def _free_bytes(path: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
-
-
-def ts(value: float | None) -> str | None:
-    """Return an epoch time as ISO 8601 UTC, None as None."""
-    return None if value is None else iso_time(value)
 
 
 def _episode(e: Episode | None) -> dict[str, Any] | None:

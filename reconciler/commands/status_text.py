@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
+from ..json_text import optional_iso_time as ts
 from ..model import status_info
 from ..terminal import columns, shown, width
-from .status_report import AccountHealth, AccountStatus, Status, ts
+
+if TYPE_CHECKING:
+    # Types alone: `orders` and `events` show statuses in these words without loading the
+    # report `status` gathers (the pollers', sinks' and writes' health it reads).
+    from .status_report import AccountHealth, AccountStatus, Status
 
 Colour = Literal["", "bold", "green", "yellow", "red"]
 _SGR: dict[Colour, str] = {"bold": "1", "green": "32", "yellow": "33", "red": "31"}

@@ -7,17 +7,19 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, call_cli, cli_env, read_events, write_config
 from tests.fake_providers import FakeCCV
 
 ORDER = "3c2b1a00-0000-4000-8000-000000000001"
 
-# Run one command line as the console script does, then print the reconciler modules loaded.
+# Run one command line as the console script does, then print the modules loaded.
 _MODULES_AFTER = """
 import json, sys
 from reconciler import cli
 code = cli.run(sys.argv[1:])
-modules = sorted(m for m in sys.modules if m.startswith("reconciler"))
+modules = sorted(sys.modules)
 print(json.dumps({"code": code, "modules": modules}))
 """
 
@@ -43,6 +45,12 @@ NOT_FOR_A_CATCH_UP = (
 # A source's client and coordinator, loaded only when an account of it is configured
 # (poller/coordinators.py): a catch-up of CCV accounts alone asks nothing of CCNow.
 CCNOW_CLIENT = ("reconciler.sources.ccnow", "reconciler.poller.ccnow")
+
+# `status`'s report (with the pollers' and sinks' health it reads), and the bodies of `track`,
+# `untrack` and `orders`; the HTTP client, the daemon's scheduler and its metrics.
+STATUS_REPORT = "reconciler.commands.status_report"
+TRACKING = "reconciler.commands.orders"
+NO_STORE_COMMAND_ASKS = ("aiohttp", "apscheduler", "prometheus_client")
 
 
 async def _modules_after(*args: str) -> tuple[int, list[str]]:
@@ -80,3 +88,26 @@ async def test_a_catch_up_does_not_import_the_other_commands(
     loaded = [m for m in modules if m.startswith(NOT_FOR_A_CATCH_UP)]
     assert loaded == []
     assert [m for m in modules if m.startswith(CCNOW_CLIENT)] == []
+
+
+@pytest.mark.parametrize(
+    ("command", "not_for_it"),
+    [
+        ("check", (STATUS_REPORT, TRACKING)),
+        ("events", (STATUS_REPORT, TRACKING)),
+        ("orders", (STATUS_REPORT,)),
+    ],
+)
+async def test_a_command_reading_the_store_loads_no_other_commands_report_or_http(
+    tmp_path: Path, fake_ccv: FakeCCV, command: str, not_for_it: tuple[str, ...]
+) -> None:
+    # An order's status is shown in words `status` uses too, and `check` peeks at the store as
+    # `orders` opens it: neither is a reason to load the other command.
+    cfg = write_config(tmp_path, ccv=fake_ccv)
+    assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
+
+    code, modules = await _modules_after("--config", str(cfg), command)
+
+    assert code == 0
+    assert f"reconciler.commands.{command}" in modules
+    assert [m for m in modules if m.startswith((*not_for_it, *NO_STORE_COMMAND_ASKS))] == []
