@@ -7,11 +7,14 @@ an action, once per command and close. The store only reads what they are applie
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .diff import BEFORE_ACTION
 from .events import Event, action_event, event_id
 from .model import OrderState, Via
-from .store.commands import Command
+
+if TYPE_CHECKING:  # its type alone: a pure module loads no store
+    from .store.commands import Command
 
 # What CCNow answers when a ship or cancel took: the queue state it put the order in, or (for
 # an order the lifecycle moved on quickly) where that queue leads.

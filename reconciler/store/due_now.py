@@ -29,15 +29,7 @@ async def make_due(
     # Not `last_checked`: when an answer was applied, it may have been asked before the hint
     # came, and older than the change. One asked "after now" is of a clock put back since:
     # nothing can be judged against it (as diff.stale). Never answered (NULL): due.
-    since, until = unless_asked_within
     async with store.transaction(urgent=True):  # a hint's record: before a pass's batches
-        cur = await store.conn.executemany(
-            "UPDATE orders SET next_check_at = min(next_check_at, ?) "
-            "WHERE source = ? AND account = ? AND order_id = ? AND end_state = 0 "
-            "AND (asked_at IS NULL OR asked_at NOT BETWEEN ? AND ?)",
-            [(now, source, account, order_id, since, until) for order_id in ids],
+        return await store.orders.bring_due(
+            source, account, ids, now, unless_asked_within=unless_asked_within
         )
-        # A pass holding a page of these rows would write their old next checks back; pages
-        # hold one account's rows each: the others' stay current.
-        store.orders.drop_pages(of=(source, account))
-    return max(cur.rowcount, 0)

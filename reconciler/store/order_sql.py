@@ -1,13 +1,13 @@
-"""SQL that the reads of the orders table share: which orders nobody watches any more (the twin
-of model.unwatched, for pages, due orders, their counts and catch-ups), and the counts of stuck
-and failing orders through their partial indexes."""
+"""SQL that the statements of the orders table share: which orders nobody watches any more (the
+twin of model.unwatched, for pages, due orders, their counts and catch-ups), the counts of stuck
+and failing orders through their partial indexes, and an account's planned checks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from ..model import SETTLED, Source
+from ..model import NEVER_SQL, SETTLED, Source
 from .order_rows import COLUMNS
 from .sql import marks
 
@@ -18,6 +18,13 @@ from .sql import marks
 STUCK_SQL = (
     "SELECT source, account, count(*) FROM orders INDEXED BY orders_stuck "
     "WHERE stuck_version = version AND end_state = 0"
+)
+
+# An account's open orders whose next check is planned after `:now` (not never): those a clock
+# stepped back moves (order_steps.shift_back), as `Orders.shift_checks_back` and its read.
+PLANNED_SQL = (
+    f"WHERE end_state = 0 AND next_check_at > :now AND next_check_at < {NEVER_SQL} "
+    "AND source = :source AND account = :account"
 )
 
 # Orders whose last check failed, through the partial index of those rows (migration 11).

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from ..model import NEVER_SQL, Source
 from .db import Store
+from .order_sql import PLANNED_SQL
 
 # A planned check past its bound by less than this is no step (rounding).
 _SLACK_S = 1.0
@@ -34,7 +35,6 @@ _ROWS = (
     "SELECT id, CASE WHEN failure_streak > 0 THEN max(coalesce(interval_s, :longest), :retry) "
     "ELSE coalesce(interval_s, :longest) END FROM orders INDEXED BY orders_due " + _AHEAD
 )
-_PLAN = "UPDATE orders SET next_check_at = ? WHERE id = ?"
 
 
 async def pull_ahead(
@@ -62,22 +62,11 @@ async def pull_ahead(
         # Each its own jitter: orders planned together come due over a tenth of their
         # interval, not at one instant (a burst of requests to the provider).
         planned = [(now + float(every) * (1 + 0.1 * jitter()), row_id) for row_id, every in rows]
-        await store.conn.executemany(_PLAN, planned)
-    if planned:
-        # A pass holding a page of these rows would write their old check times back.
-        store.orders.drop_pages(of=(source, account))
+        await store.orders.plan_checks(source, account, planned)
     return len(planned)
 
 
-_PLANNED = (
-    f"WHERE end_state = 0 AND next_check_at > :now AND next_check_at < {NEVER_SQL} "
-    "AND source = :source AND account = :account"
-)
-_ANY_PLANNED = "SELECT 1 FROM orders INDEXED BY orders_due " + _PLANNED + " LIMIT 1"
-_SHIFT = (
-    "UPDATE orders INDEXED BY orders_due SET next_check_at = max(:now, next_check_at - :step) "
-    + _PLANNED
-)
+_ANY_PLANNED = f"SELECT 1 FROM orders INDEXED BY orders_due {PLANNED_SQL} LIMIT 1"
 
 
 async def shift_back(store: Store, source: Source, account: str, now: float, step_s: float) -> int:
@@ -85,14 +74,8 @@ async def shift_back(store: Store, source: Source, account: str, now: float, ste
     earlier than `now`; return how many moved. One due before the step is due now, as it
     would have been; the others keep their jitter. (One planned after the step and before the
     read that saw it is asked up to `step_s` early.)"""
-    params = {"now": now, "source": source, "account": account, "step": step_s}
+    params = {"now": now, "source": source, "account": account}
     if not list(await store.conn.execute_fetchall(_ANY_PLANNED, params)):
         return 0
     async with store.transaction():
-        cursor = await store.conn.execute(_SHIFT, params)
-        shifted = max(cursor.rowcount, 0)
-        await cursor.close()
-    if shifted:
-        # A pass holding a page of these rows would write their old check times back.
-        store.orders.drop_pages(of=(source, account))
-    return shifted
+        return await store.orders.shift_checks_back(source, account, now, step_s)

@@ -11,16 +11,17 @@ when a write of its account's rows rolls back.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..model import OrderKey, OrderState, Source
-from . import counts, order_pages, order_rows
-from .errors import StoreError, guarded
+from ..model import NEVER_SQL, OrderKey, OrderState, Source
+from . import counts, order_rows
+from .errors import guarded
 from .live_pages import LivePages, Owner, Page, Reading
+from .order_reads import OrderReads
 from .order_rows import COLUMNS, SUBMITTED, TRACK, Plan, Row
-from .order_sql import FAILING_SQL, answered_sql, due_sql, stuck_sql, unwatched, unwatched_any
+from .order_sql import PLANNED_SQL, unwatched
 from .sql import CHUNK, Statement, chunks, marks, on_thread, run_statements
 
 if TYPE_CHECKING:
@@ -44,18 +45,15 @@ class Loaded(dict[OrderKey, OrderState]):
 
 
 @guarded
-class Orders:
-    """The snapshot: load, save, track, untrack, and the reads of status and scheduling."""
+class Orders(OrderReads):
+    """The snapshot: the pages passes hold, load, save, and every write of the orders' rows,
+    each making the pages it may have changed stale (`_drop_pages`); and the reads of status
+    and scheduling (`OrderReads`)."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
-        self._conn = store.conn
+        super().__init__(store)
         # Pages that passes hold, kept current by `save`, dropped by the other writes.
         self._pages = LivePages()
-
-    def unusable(self, exc: sqlite3.Error) -> StoreError:
-        """Record a failed statement in the store's health; return the error to raise."""
-        return self._store.unusable(exc)
 
     async def page(
         self,
@@ -205,16 +203,23 @@ class Orders:
             # The statement's own rows: total_changes would count the counts' triggers too.
             added += cur.rowcount
             progress(len(chunk))
-        self.drop_pages()
+        self._drop_pages()
         return added
 
-    def submitted_statement(
+    @contextlib.contextmanager
+    def tracking_submitted(
         self, source: Source, account: str, order_id: str, reference: str | None, now: float
-    ) -> tuple[str, tuple[object, ...]]:
-        """The statement tracking an order whose submit named its id (`order_rows.SUBMITTED`),
-        committed with the caller's in one hand-off; the pages are dropped, as by `track`."""
-        self.drop_pages()
-        return SUBMITTED, (source, account, order_id, reference, now, now)
+    ) -> Iterator[Statement]:
+        """Give the statement tracking an order whose submit named its id
+        (`order_rows.SUBMITTED`), for the block to commit with its own in one hand-off; the
+        pages are dropped, as by `track`, once the block is done."""
+        try:
+            yield SUBMITTED, (source, account, order_id, reference, now, now)
+        finally:
+            # Not before: a page read while the submit waits for the writer would read the
+            # rows as they were, and keep them. Once the block is done, the statement has run,
+            # or is queued on the connection before any read that begins after this drop.
+            self._drop_pages()
 
     async def untrack(self, source: Source, account: str | None, order_ids: Sequence[str]) -> int:
         """Stop following orders (their history stays); return how many were followed."""
@@ -227,79 +232,25 @@ class Orders:
             "DELETE FROM orders WHERE source = ? AND order_id = ? AND (? IS NULL OR account = ?)",
             [(source, oid, account, account) for oid in ids],
         )
-        self.drop_pages()
+        self._drop_pages()
         return cur.rowcount
 
-    def drop_pages(self, of: Owner | None = None) -> None:
+    def forget_pages(self) -> None:
+        """Make every page stale: for rows written by statements of the caller's own (a test's
+        setting of a schedule), which no write here knows of."""
+        self._drop_pages()
+
+    def _drop_pages(self, of: Owner | None = None) -> None:
         """Make every page stale (orders were added or deleted: track, untrack, retention), or
-        those of one account `of` (source, account), the only ones holding its rows."""
+        those of one account `of` (source, account), the only ones holding its rows; inside a
+        transaction, again if it rolls back."""
         # A page must hold only rows that exist: `save` counts a status change of a page's row
         # without reading it again. Simpler to read them all again than to follow.
         self._pages.drop(of)
-
-    async def open_ids(
-        self,
-        source: Source,
-        account: str,
-        *,
-        after: int = 0,
-        limit: int = 5000,
-        settled_since: float | None = None,
-    ) -> tuple[list[str], int]:
-        """Return ids of orders not in an end state but those no longer watched (`unwatched`,
-        `settled_since`), in storage order after the position `after`, and the position to
-        continue from (keyset pages)."""
-        # As `page`, through the index of open orders: the account's key would read its ended
-        # orders too.
-        unwatched_sql, unwatched_params = unwatched(source, settled_since)
-        sql = (
-            "SELECT order_id, id FROM orders INDEXED BY orders_open WHERE source = ? "
-            f"AND account = ? AND end_state = 0 AND id > ? AND NOT {unwatched_sql} "
-            "ORDER BY id LIMIT ?"
-        )
-        params = (source, account, after, *unwatched_params, limit)
-        rows = list(await self._conn.execute_fetchall(sql, params))
-        return [r[0] for r in rows], (int(rows[-1][1]) if rows else after)
-
-    async def due(
-        self, source: Source, account: str, now: float, limit: int, settled_since: float
-    ) -> list[OrderState]:
-        """Return orders whose next check is due, oldest first (uses the partial index), but
-        those no longer watched (`unwatched`, `settled_since`): a check planned while the
-        watch ran, or by a longer `watch_settled`, is not made once it has ended."""
-        sql, params = due_sql(source, settled_since)
-        return await self._states(sql, (now, source, account, *params, limit))
-
-    async def answered(
-        self, source: Source, account: str, limit: int, settled_since: float
-    ) -> list[OrderState]:
-        """Return up to `limit` open, watched orders whose last check answered a status
-        (`ANSWERED_SQL`), due or not, in storage order: the same ones each time while they stay
-        so."""
-        sql, params = answered_sql(source, settled_since)
-        return await self._states(sql, (source, account, *params, limit))
-
-    async def with_status(
-        self, source: Source, account: str, statuses: Sequence[str]
-    ) -> list[OrderState]:
-        """Return followed orders not in an end state whose last seen status is one of
-        `statuses`."""
-        # Through the index of open orders: the account's key would read its closed ones too.
-        sql = (
-            f"SELECT {COLUMNS} FROM orders INDEXED BY orders_due WHERE end_state = 0 "
-            f"AND source = ? AND account = ? AND status IN ({marks(len(statuses))})"
-        )
-        return await self._states(sql, (source, account, *statuses))
-
-    async def by_reference(self, reference: str) -> list[OrderState]:
-        """Return followed CCV orders carrying an external reference, now or before CCV
-        answered another (an alias, `add_aliases`)."""
-        sql = (
-            f"SELECT {COLUMNS} FROM orders WHERE external_reference = ? UNION "
-            f"SELECT {COLUMNS} FROM orders WHERE (source, account, order_id) IN "
-            "(SELECT source, account, order_id FROM order_aliases WHERE reference = ?)"
-        )
-        return await self._states(sql, (reference, reference))
+        if self._conn.in_transaction:
+            # A page read since, on this connection, read the rows as the transaction wrote
+            # them: rolled back, it would keep rows the database does not hold.
+            self._store.on_rollback(lambda: self._pages.drop(of))
 
     async def add_aliases(self, references: Sequence[tuple[OrderKey, str, str]]) -> None:
         """Keep each (order, reference it carried, reference answered)'s replaced reference as
@@ -310,51 +261,6 @@ class Orders:
             "VALUES (?, ?, ?, ?)",
             [(tracked, *key) for key, tracked, _ in references],
         )
-
-    async def snapshot(
-        self, source: str | None = None, status: str | None = None
-    ) -> list[OrderState]:
-        """Return the snapshot, optionally filtered (read by `order_pages.pages`)."""
-        return [s async for p in order_pages.pages(self._store, source, status) for s in p]
-
-    async def _states(self, sql: str, params: Sequence[Any]) -> list[OrderState]:
-        # One call into the database thread (execute, fetch and close would be three).
-        return [order_rows.state(r) for r in await self._conn.execute_fetchall(sql, params)]
-
-    async def counts(self) -> dict[tuple[str, str, str | None], int]:
-        """Return followed orders counted by (source, account, status)."""
-        async with self._conn.execute(counts.COUNT_SQL) as cur:
-            return {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}
-
-    async def open_count(self, source: Source, account: str, *, settled_since: float) -> int:
-        """Return how many of an account's orders are not in an end state and still watched
-        (`unwatched`): those a catch-up asks. One no longer watched is never checked again and
-        waits for retention as an ended one."""
-        unwatched_sql, unwatched_params = unwatched(source, settled_since)
-        sql = (
-            "SELECT count(*) FROM orders INDEXED BY orders_open "
-            f"WHERE source = ? AND account = ? AND end_state = 0 AND NOT {unwatched_sql}"
-        )
-        rows = await self._conn.execute_fetchall(sql, (source, account, *unwatched_params))
-        return int(next(iter(rows))[0])
-
-    async def stuck_counts(
-        self, now: float, limits: Mapping[tuple[str, str], float]
-    ) -> dict[tuple[str, str], int]:
-        """Return orders reported stuck and unchanged since, per (source, account), of those
-        stuck by `limits` ((source, status) -> `stuck_after`, the config running now): in a
-        status that has a limit, for at least that long. A limit removed (0) or raised since
-        the report leaves the order out."""
-        if not limits:
-            return {}
-        sql, params = stuck_sql(now, limits)
-        async with self._conn.execute(sql, params) as cur:
-            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
-
-    async def failing_counts(self) -> dict[tuple[str, str], int]:
-        """Return orders whose last check failed, per (source, account)."""
-        async with self._conn.execute(FAILING_SQL) as cur:
-            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
 
     async def forget_failures(self, source: Source, account: str) -> None:
         """Start every failure streak of an account from 0 (inside the caller's transaction):
@@ -367,7 +273,7 @@ class Orders:
         sql = "UPDATE notified_orders SET next_at = 0 WHERE source = ? AND account = ?"
         await self._conn.execute(sql, (source, account))
         # A pass holding a page of these rows would write their old streaks back.
-        self.drop_pages(of=(source, account))
+        self._drop_pages(of=(source, account))
 
     async def postpone(
         self, source: Source, account: str, planned: Sequence[tuple[str, float]]
@@ -381,18 +287,83 @@ class Orders:
                 [(at, source, account, order_id) for order_id, at in planned],
             )
             # A pass holding a page of these rows would write their old next checks back.
-            self.drop_pages(of=(source, account))
+            self._drop_pages(of=(source, account))
 
-    async def due_counts(
-        self, due_by: float, *, now: float, watched: Mapping[tuple[str, str], float]
-    ) -> dict[tuple[str, str], int]:
-        """Return orders whose check is due by `due_by`, by (source, account) (uses the
-        partial index), but those no longer watched at `now` (`unwatched_any`, `watched`):
-        they are never checked again."""
-        unwatched_sql, unwatched_params = unwatched_any(now, watched)
-        sql = (
-            "SELECT source, account, count(*) FROM orders INDEXED BY orders_due "
-            f"WHERE end_state = 0 AND next_check_at <= ? AND NOT {unwatched_sql} GROUP BY 1, 2"
+    async def bring_due(
+        self,
+        source: Source,
+        account: str,
+        ids: Sequence[str],
+        now: float,
+        *,
+        unless_asked_within: tuple[float, float],
+    ) -> int:
+        """Bring the next check of these orders, open ones only, to `now` at the latest, but not
+        of one whose answer was asked within `unless_asked_within` (store/due_now.py), inside
+        the caller's transaction; return how many."""
+        since, until = unless_asked_within
+        cur = await self._conn.executemany(
+            "UPDATE orders SET next_check_at = min(next_check_at, ?) "
+            "WHERE source = ? AND account = ? AND order_id = ? AND end_state = 0 "
+            "AND (asked_at IS NULL OR asked_at NOT BETWEEN ? AND ?)",
+            [(now, source, account, order_id, since, until) for order_id in ids],
         )
-        rows = await self._conn.execute_fetchall(sql, (due_by, *unwatched_params))
-        return {(r[0], r[1]): r[2] for r in rows}
+        # A pass holding a page of these rows would write their old next checks back; pages
+        # hold one account's rows each: the others' stay current.
+        self._drop_pages(of=(source, account))
+        return max(cur.rowcount, 0)
+
+    async def plan_checks(
+        self, source: Source, account: str, planned: Sequence[tuple[float, int]]
+    ) -> None:
+        """Set the next checks of an account's orders (time, rowid), inside the caller's
+        transaction (store/order_steps.py)."""
+        if not planned:
+            return
+        await self._conn.executemany("UPDATE orders SET next_check_at = ? WHERE id = ?", planned)
+        # A pass holding a page of these rows would write their old check times back.
+        self._drop_pages(of=(source, account))
+
+    async def shift_checks_back(self, source: Source, account: str, now: float, step: float) -> int:
+        """Move the account's planned checks (`order_sql.PLANNED_SQL`) `step` seconds earlier, no
+        earlier than `now`, inside the caller's transaction (store/order_steps.py); return how
+        many moved."""
+        cursor = await self._conn.execute(
+            "UPDATE orders INDEXED BY orders_due SET next_check_at = "
+            f"max(:now, next_check_at - :step) {PLANNED_SQL}",
+            {"now": now, "source": source, "account": account, "step": step},
+        )
+        shifted = max(cursor.rowcount, 0)
+        await cursor.close()
+        if shifted:
+            # A pass holding a page of these rows would write their old check times back.
+            self._drop_pages(of=(source, account))
+        return shifted
+
+    async def delete_ended(self, changed_before: float, limit: int) -> int:
+        """Delete up to `limit` orders in an end state whose last change is older than
+        `changed_before`, inside the caller's transaction (retention's); return how many."""
+        cur = await self._conn.execute(
+            "DELETE FROM orders WHERE id IN (SELECT id FROM orders INDEXED BY orders_ended "
+            "WHERE end_state = 1 AND coalesce(last_changed, tracked_at, 0) < ? LIMIT ?)",
+            (changed_before, limit),
+        )
+        # The statement's own rows: total_changes would count the counts' triggers too.
+        if cur.rowcount:
+            self._drop_pages()
+        return cur.rowcount
+
+    async def delete_rows(self, rowids: Sequence[int]) -> None:
+        """Delete orders by rowid, inside the caller's transaction (retention's)."""
+        if rowids:
+            sql = f"DELETE FROM orders WHERE id IN ({marks(len(rowids))})"
+            await self._conn.execute(sql, rowids)
+            self._drop_pages()
+
+    async def unplan(self, rowids: Sequence[int]) -> None:
+        """Set the next check of orders (by rowid) to never, inside the caller's transaction
+        (retention's, of orders no longer watched)."""
+        if rowids:
+            sql = f"UPDATE orders SET next_check_at = {NEVER_SQL} WHERE id IN "
+            await self._conn.execute(f"{sql}({marks(len(rowids))})", rowids)
+            self._drop_pages()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ..json_text import iso_time
 from ..logs import fields
-from ..model import NEVER_SQL, unwatched, watch_from
+from ..model import unwatched, watch_from
 from . import gone_sinks
 from .db import Store
 from .event_pages import delivery_sinks
@@ -213,15 +213,7 @@ async def _prune_orders(store: Store, cutoff: float, chunk: int) -> int:
     # its chunk at the start of the index, never the rows that stay.
     while True:
         async with store.transaction():
-            cur = await store.conn.execute(
-                "DELETE FROM orders WHERE id IN (SELECT id FROM orders INDEXED BY orders_ended "
-                "WHERE end_state = 1 AND coalesce(last_changed, tracked_at, 0) < ? LIMIT ?)",
-                (cutoff, chunk),
-            )
-            # The statement's own rows: total_changes would count the counts' triggers too.
-            count = cur.rowcount
-            if count:
-                store.orders.drop_pages()
+            count = await store.orders.delete_ended(cutoff, chunk)
         deleted += count
         await asyncio.sleep(0)
         if count < chunk:
@@ -261,11 +253,7 @@ async def _prune_settled_orders(
                 for r in rows
                 if unwatched(r[1], r[3], r[4], settled_since=watch_from(watched, r[1], r[2], now))
             ]
-            if gone:
-                await store.conn.execute(
-                    f"DELETE FROM orders WHERE id IN ({marks(len(gone))})", gone
-                )
-                store.orders.drop_pages()
+            await store.orders.delete_rows(gone)
         deleted += len(gone)
         after = (float(rows[-1][4]), int(rows[-1][0]))
         await asyncio.sleep(0)
@@ -295,10 +283,7 @@ async def _unplan_unwatched(
             if not rows:
                 break
             ended = [int(r[0]) for r in rows if r[2]]
-            if ended:
-                never = f"UPDATE orders SET next_check_at = {NEVER_SQL} WHERE id IN "
-                await store.conn.execute(f"{never}({marks(len(ended))})", ended)
-                store.orders.drop_pages()
+            await store.orders.unplan(ended)
         unplanned += len(ended)
         after = (float(rows[-1][1]), int(rows[-1][0]))
         await asyncio.sleep(0)

@@ -43,9 +43,9 @@ async def succeed(
     # submit's path: lost to a power cut, the submission would come back `sending`, hence
     # `uncertain`, and nothing could track the order by itself (CCV's notifications carry no
     # order id), while the caller holds a 201 that says it is followed.
-    track = store.orders.submitted_statement("ccv", account, order_id, reference, now)
     close = close_statement(sub_id, "succeeded", http_status, None, now, order_id, location)
-    return await run_at_once(store, _succeed, account, order_id, reference, track, close)
+    with store.orders.tracking_submitted("ccv", account, order_id, reference, now) as track:
+        return await run_at_once(store, _succeed, account, order_id, reference, track, close)
 
 
 def _succeed(

@@ -42,7 +42,7 @@ async def due_now(rt: Runtime, key: OrderKey) -> None:
             "UPDATE orders SET next_check_at = 0 WHERE source = ? AND account = ? AND order_id = ?",
             key,
         )
-    rt.store.orders.drop_pages()
+    rt.store.orders.forget_pages()
 
 
 def queried(fake: FakeCCNow) -> int:

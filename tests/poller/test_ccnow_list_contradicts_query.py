@@ -164,7 +164,7 @@ async def test_an_order_before_pending_the_list_names_pending_is_asked_within_mi
         await coordinator.store.conn.execute(
             "UPDATE orders SET next_check_at = ? WHERE order_id = ?", (clock.now + 6 * 3600, ORDER)
         )
-    coordinator.store.orders.drop_pages()
+    coordinator.store.orders.forget_pages()
     min_interval = coordinator.config.schedule.min_interval_s
     before = queries(fake_ccnow)
     clock.now += min_interval - POLL_S

@@ -427,8 +427,11 @@ async def test_a_wave_of_not_found_is_not_hidden_behind_fresh_submits(
     fresh = [f"5a1e0000-0000-4000-9000-{n:012d}" for n in range(10)]
     async with store.transaction():
         for n, order_id in enumerate(fresh):
-            track = store.orders.submitted_statement("ccv", "default", order_id, f"F{n}", clock.now)
-            await store.conn.execute(*track)
+            submitted = store.orders.tracking_submitted(
+                "ccv", "default", order_id, f"F{n}", clock.now
+            )
+            with submitted as track:
+                await store.conn.execute(*track)
     fake_ccv.orders = {}
     for _ in range(2):
         clock.now += NOT_FOUND_CONFIRM_S + 1
@@ -447,8 +450,11 @@ async def test_submitted_orders_ccv_does_not_know_yet_fail_no_account(
     await store.orders.untrack("ccv", "default", CCV_IDS)
     async with store.transaction():
         for n, order_id in enumerate(CCV_IDS[:3]):
-            track = store.orders.submitted_statement("ccv", "default", order_id, f"R{n}", clock.now)
-            await store.conn.execute(*track)
+            submitted = store.orders.tracking_submitted(
+                "ccv", "default", order_id, f"R{n}", clock.now
+            )
+            with submitted as track:
+                await store.conn.execute(*track)
     fake_ccv.orders = {}  # CCV's own JSON 404 for each
     clock.now += 5
     report = await ccv.full_pass(via="catch-up")

@@ -11,7 +11,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -115,11 +115,12 @@ async def serve_api(
     gates: Gates | None = None,
     submitter: Submitter | None = None,
     ccv_key: str = CCV_KEY,
+    edit_config: Callable[[str], str] = lambda text: text,
 ) -> AsyncIterator[Api]:
     """Run the daemon's API (no scheduler) on a free port for the block, with the connection
     bounds `limits` (and a CCNow account when `ccnow` is given; the accounts' bounds `gates`
     when given, for a test to hold and watch; the CCV submits' `submitter` when given; the CCV
-    account's API key `ccv_key`)."""
+    account's API key `ccv_key`; the config's text as `edit_config` makes it)."""
     port = free_port()
     cfg = write_config(
         tmp_path,
@@ -130,7 +131,9 @@ async def serve_api(
         extra=api_toml(port, extra=api_extra),
     )
     # The fakes' config has one timeout for every provider; the CCV one is changed here.
-    cfg.write_text(cfg.read_text().replace('timeout = "2s"', f'timeout = "{ccv_timeout}"', 1))
+    cfg.write_text(
+        edit_config(cfg.read_text().replace('timeout = "2s"', f'timeout = "{ccv_timeout}"', 1))
+    )
     config = load_config(cfg)
     runtime = Runtime(config)
     if gates is not None:

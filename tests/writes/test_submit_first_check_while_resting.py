@@ -169,10 +169,9 @@ async def test_a_submit_naming_an_order_tracked_and_never_checked_plans_its_firs
     # its first check is a submitted order's, also while the account rests.
     order_id = "99999999-0000-0000-0000-000000000000"
     await account.store.orders.track("ccv", "default", [(order_id, None)], account.clock.now)
+    orders = account.store.orders
     async with account.store.transaction():
-        sql, params = account.store.orders.submitted_statement(
-            "ccv", "default", order_id, "REF-1", account.clock.now
-        )
-        await account.store.conn.execute(sql, params)
+        with orders.tracking_submitted("ccv", "default", order_id, "REF-1", account.clock.now) as t:
+            await account.store.conn.execute(*t)
     [found] = await subs.unchecked(account.store, "default", 5, account.coordinator.settled_since())
     assert found.key.order_id == order_id
