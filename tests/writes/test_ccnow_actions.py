@@ -54,7 +54,7 @@ WORD = {"ship": "ship", "cancel": "cancel", "add-tracking": "track", "adjust": "
 
 
 def query(tmp_path: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn:
+    with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db", timeout=60)) as conn:
         return conn.execute(sql, params).fetchall()
 
 
@@ -64,7 +64,9 @@ def make_due(tmp_path: Path) -> None:
     now, db = time.time() - 1, tmp_path / "reconciler.db"
     if not db.exists():
         return  # nothing recorded yet
-    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+    # The daemon beside it may hold the writer's lock for seconds on a loaded machine: wait
+    # for it as the daemon's own writes do, rather than sqlite3's default 5 s.
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn, conn:
         conn.execute(
             "UPDATE commands SET next_attempt_at = ? WHERE state = 'queued' "
             "AND next_attempt_at > ?",
