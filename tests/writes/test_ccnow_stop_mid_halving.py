@@ -21,7 +21,6 @@ from tests.conftest import (
     daemon,
     free_port,
     poll_until,
-    run_cli,
     write_config,
 )
 from tests.fake_providers import FakeCCNow, Seen
@@ -66,7 +65,7 @@ async def test_a_daemon_stopped_mid_halving_answers_the_halves_not_posted_queued
     async with daemon(cfg, cli_env()) as proc:
         await listening(port)
         track = asyncio.ensure_future(
-            run_cli("--config", cfg, "ccnow", "add-tracking", *ORDERS, *ARGS["add-tracking"])
+            call_cli("--config", cfg, "ccnow", "add-tracking", *ORDERS, *ARGS["add-tracking"])
         )
         await fake_ccnow.wait_until(lambda: _held(fake_ccnow), 30)
         proc.send_signal(signal.SIGTERM)
@@ -122,6 +121,6 @@ async def test_a_command_line_stopped_mid_halving_leaves_the_halves_not_posted_q
     assert states == {A: "succeeded", B: "succeeded", C: "queued", D: "queued"}
     assert await _queued_writes(cfg) == 2
     # The next run posts them, and them alone.
-    again = await run_cli("--config", cfg, "ccnow", "add-tracking", *ORDERS, *ARGS["add-tracking"])
+    again = await call_cli("--config", cfg, "ccnow", "add-tracking", *ORDERS, *ARGS["add-tracking"])
     assert again.code == 0, again.stdout + again.stderr
     assert sorted(o for o, _, _ in fake_ccnow.actions) == ORDERS
