@@ -451,6 +451,17 @@ async def poll_until(predicate: Callable[[], object], timeout_s: float, what: st
         await asyncio.sleep(0.05)
 
 
+def awaiting(task: asyncio.Future[Any]) -> list[str]:
+    """The coroutines `task` is suspended in, outermost first, by qualified name: where a task
+    of this loop waits, for a test to poll that state instead of sleeping a while."""
+    names = []
+    step: Any = task.get_coro() if isinstance(task, asyncio.Task) else None
+    while step is not None and hasattr(step, "cr_code"):
+        names.append(getattr(step.cr_code, "co_qualname", step.cr_code.co_name))
+        step = step.cr_await
+    return names
+
+
 def read_events(tmp_path: Path) -> list[dict[str, Any]]:
     """Return the events the jsonl sink wrote."""
     path = tmp_path / "events.jsonl"
