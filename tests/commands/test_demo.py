@@ -19,7 +19,7 @@ from reconciler import cli
 from reconciler.commands.demo import feed_only_logging, run_demo
 from reconciler.commands.demo_submit import SUBMIT_EVERY_S, SUBMITS
 from reconciler.logs import logging_set_up
-from tests.conftest import REPO, Result, call_cli, cli_env, poll_until
+from tests.conftest import REPO, Result, call_cli, cli_env, poll_until, run_cli
 
 
 async def demo_here(
@@ -342,7 +342,9 @@ async def test_a_demo_store_under_a_file_is_not_a_directory(tmp_path: Path) -> N
     # STATE_DIRECTORY naming a file: the demo's store under it said "File exists".
     (tmp_path / "state").write_text("", encoding="utf-8")
     env = {**cli_env(), "STATE_DIRECTORY": str(tmp_path / "state")}
-    result = await call_cli("demo", "--seconds", "1", "--speed", "0", "--orders", "1", env=env)
+    # A process: the refusal comes after the demo's loop has started its signal thread, which
+    # would outlive the command in this one.
+    result = await run_cli("demo", "--seconds", "1", "--speed", "0", "--orders", "1", env=env)
     assert result.code == 74, result.stderr
     lock = tmp_path / "state" / "reconciler.db.lock"
     assert f"reconciler: cannot create lock file {lock}: Not a directory\n" in result.stderr

@@ -1,13 +1,14 @@
-"""A daemon (in this process) stopped as by SIGTERM while its stop lasts (a CCV submit sent
-waits for its answer): a notification on a connection the receiver took before the stop (one
-idle, one that had sent half its request head, one kept alive after an answer) is answered 503
-`stopping`, as README ("Start, stop, status") says, not closed unanswered; the connections
-close once the stop is done."""
+"""SIGTERM to a real daemon whose stop lasts (a CCV submit sent waits for its answer): a
+notification on a connection the receiver took before the stop (one idle, one that had sent
+half its request head, one kept alive after an answer) is answered 503 `stopping`, as README
+("Start, stop, status") says, not closed unanswered; the connections close once the stop is
+done."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +17,8 @@ import aiohttp
 
 from tests.conftest import (
     call_cli,
-    daemon_here,
+    cli_env,
+    daemon,
     free_port,
     poll_until,
     write_config,
@@ -80,7 +82,7 @@ async def test_a_notification_on_a_connection_taken_before_the_stop_is_told_503(
         path = f"{target.path}?{target.query}" if target.query else target.path
         request = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
         first_line, rest = request.split(b"\r\n", 1)
-        async with daemon_here(cfg) as here, aiohttp.ClientSession() as http:
+        async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
             await listening(api_port)
             await poll_until(lambda: logged(tmp_path, "daemon.ready"), 30, "daemon.ready")
             ccv.submit_hold = asyncio.Event()
@@ -103,7 +105,7 @@ async def test_a_notification_on_a_connection_taken_before_the_stop_is_told_503(
             head, _ = await read_answer(kept[0])
             assert head.startswith(b"HTTP/1.1 "), head
 
-            here.stopping.set()  # the stop SIGTERM starts
+            proc.send_signal(signal.SIGTERM)
             await poll_until(lambda: logged(tmp_path, "daemon.stopping"), 30, "the stop")
             idle[1].write(request)
             partial[1].write(rest)
@@ -112,7 +114,7 @@ async def test_a_notification_on_a_connection_taken_before_the_stop_is_told_503(
             still_stopping = not logged(tmp_path, "daemon.stopped")
 
             ccv.submit_hold.set()
-            assert await asyncio.wait_for(here.wait(), 60) == 0
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
             async with await submit as submitted:
                 assert submitted.status == 201
             for _, writer in (idle, partial, kept):

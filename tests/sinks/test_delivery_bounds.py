@@ -24,7 +24,6 @@ from reconciler.sinks.base import ABANDONED, NOT_ATTEMPTED, Cutoff, Delivered, O
 from reconciler.sinks.webhook import WebhookSink
 from tests.conftest import (
     WEBHOOK_SECRET,
-    DaemonHere,
     WebhookEndpoint,
     call_cli,
     daemon,
@@ -103,10 +102,11 @@ async def tracked(tmp_path: Path, fake: FakeCCV, hook: SlowWebhook, retry_min: s
     return cfg
 
 
-async def stopped(here: DaemonHere) -> float:
-    """Stop the daemon as SIGTERM does; return the seconds it took to exit (cleanly)."""
+async def sigterm(proc: asyncio.subprocess.Process) -> float:
+    """Stop the daemon as systemd does; return the seconds it took to exit (cleanly)."""
+    proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
-    assert await asyncio.wait_for(here.stop(), 120) == 0
+    assert await asyncio.wait_for(proc.wait(), 120) == 0
     return time.monotonic() - started
 
 
@@ -129,10 +129,10 @@ async def test_a_stop_while_the_webhook_lane_waits_to_retry_does_not_wait_for_it
     # machine (a 1.5 s one did: sent during the stop, the event was no longer pending).
     webhook.answers = [503]
     cfg = await tracked(tmp_path, fake_ccv, webhook, "1h")
-    async with daemon_here(cfg, env()) as here:
+    async with daemon(cfg, env()) as proc:
         await poll_until(lambda: webhook.answered, 60, "the 503")
         webhook.delay_s = 2.0
-        stopped_in = await stopped(here)
+        stopped_in = await sigterm(proc)
         stop_at = time.monotonic() - stopped_in
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
     # Far below the hour of the retry: the daemon's own bound (its sinks' 4 s) and a loaded
@@ -166,9 +166,9 @@ async def test_a_stop_during_a_slow_batch_is_bounded_and_keeps_its_confirmations
     # One answer a second: the stop comes after two, in the middle of a batch of six.
     webhook.delay_s = 1.0
     cfg = await tracked(tmp_path, fake_ccv, webhook, "1s")
-    async with daemon_here(cfg, env()) as here:
+    async with daemon(cfg, env()) as proc:
         await poll_until(lambda: len(webhook.answered) >= 2, 60, "two answers")
-        stopped_in = await stopped(here)
+        stopped_in = await sigterm(proc)
         stop_at = time.monotonic() - stopped_in
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
     assert stopped_in < 6.0
