@@ -451,6 +451,18 @@ async def poll_until(predicate: Callable[[], object], timeout_s: float, what: st
         await asyncio.sleep(0.05)
 
 
+def awaiting(task: asyncio.Future[Any]) -> list[object]:
+    """The code objects of the coroutines `task` is suspended in, outermost first: where a task
+    of this loop waits, for a test to poll that state instead of sleeping a while (compare with
+    a function's `__code__`; names would differ by Python version). Empty once it is done."""
+    codes: list[object] = []
+    step: Any = task.get_coro() if isinstance(task, asyncio.Task) and not task.done() else None
+    while step is not None and hasattr(step, "cr_code"):
+        codes.append(step.cr_code)
+        step = step.cr_await
+    return codes
+
+
 def read_events(tmp_path: Path) -> list[dict[str, Any]]:
     """Return the events the jsonl sink wrote."""
     path = tmp_path / "events.jsonl"

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from reconciler.json_text import iso_time
-from tests.conftest import call_cli, cli_env, run_cli, write_config
+from tests.conftest import call_cli, cli_env, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV, Reply
 from tests.writes.test_ccnow_actions import query
 
@@ -38,7 +38,7 @@ async def test_check_online_asks_nothing_of_an_account_that_rests(
     assert until is not None
     asked = len(fake_ccnow.requests)
 
-    checked = await run_cli("--config", cfg, "check", "--online", env=cli_env())
+    checked = await call_cli("--config", cfg, "check", "--online", env=cli_env())
     assert checked.code == 75, checked.stderr
     assert len(fake_ccnow.requests) == asked  # not asked within its rest
     assert f"ccnow/default: resting until {iso_time(until)}" in checked.stderr, checked.stderr
@@ -54,7 +54,7 @@ async def test_check_online_says_the_rest_a_probe_is_asked_and_writes_no_store(
     modified = (tmp_path / "reconciler.db").stat().st_mtime_ns
     fake_ccnow.script = [too_many(600)]  # the probe's pending list
     before = time.time()
-    checked = await run_cli("--config", cfg, "check", "--online", env=cli_env())
+    checked = await call_cli("--config", cfg, "check", "--online", env=cli_env())
     assert checked.code == 75, checked.stderr
     assert len(fake_ccnow.requests) == 1  # not tried again within the check
     said = "ccnow/default: unavailable (http 429: resting until "
@@ -76,7 +76,7 @@ async def test_check_online_makes_no_store_for_a_rest(
 ) -> None:
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     fake_ccnow.script = [too_many(600)]
-    checked = await run_cli("--config", cfg, "check", "--online", env=cli_env())
+    checked = await call_cli("--config", cfg, "check", "--online", env=cli_env())
     assert checked.code == 75, checked.stderr
     assert "unavailable (http 429: resting until" in checked.stderr
     assert not (tmp_path / "reconciler.db").exists()

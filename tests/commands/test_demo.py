@@ -342,6 +342,8 @@ async def test_a_demo_store_under_a_file_is_not_a_directory(tmp_path: Path) -> N
     # STATE_DIRECTORY naming a file: the demo's store under it said "File exists".
     (tmp_path / "state").write_text("", encoding="utf-8")
     env = {**cli_env(), "STATE_DIRECTORY": str(tmp_path / "state")}
+    # A process: the refusal comes after the demo's loop has started its signal thread, which
+    # would outlive the command in this one.
     result = await run_cli("demo", "--seconds", "1", "--speed", "0", "--orders", "1", env=env)
     assert result.code == 74, result.stderr
     lock = tmp_path / "state" / "reconciler.db.lock"

@@ -21,7 +21,6 @@ from tests.conftest import (
     assert_one_line,
     call_cli,
     cli_env,
-    run_cli,
     write_config,
 )
 from tests.fake_providers import FakeCCNow, FakeCCV
@@ -169,5 +168,5 @@ async def test_check_pricing_with_a_config_path_too_long_needs_no_config(
 
 async def test_a_demo_store_with_a_name_too_long_is_the_store_error_74(tmp_path: Path) -> None:
     store = tmp_path / TOO_LONG / "demo.db"
-    result = await run_cli("demo", "--store", store)
+    result = await call_cli("demo", "--store", store)
     assert_one_line(result, 74, f"cannot use database {store}: File name too long")

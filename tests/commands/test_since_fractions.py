@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.commands.argtypes import iso
-from tests.conftest import run_cli, write_config
+from tests.conftest import call_cli, write_config
 from tests.fake_providers import FakeCCV
 
 
@@ -51,7 +51,7 @@ async def test_events_since_a_fraction_of_the_minute_is_a_usage_error(
     tmp_path: Path, fake_ccv: FakeCCV
 ) -> None:
     cfg = write_config(tmp_path, ccv=fake_ccv)
-    result = await run_cli("--config", cfg, "events", "--since", "2026-12-03T17:22.5Z")
+    result = await call_cli("--config", cfg, "events", "--since", "2026-12-03T17:22.5Z")
     assert result.code == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "'2026-12-03T17:22.5Z'" in result.stderr

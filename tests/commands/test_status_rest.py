@@ -9,13 +9,12 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from reconciler.json_text import iso_time
 from reconciler.schedule import MAX_REST_S
-from tests.conftest import Result, call_cli, cli_env, run_cli, write_config
+from tests.conftest import call_cli, cli_env, write_config
 from tests.fake_providers import FakeCCNow, FakeCCV, Reply
 
 
@@ -24,13 +23,11 @@ def set_rest(tmp_path: Path, until: float) -> None:
         conn.execute("UPDATE sources SET rest_until = ? WHERE source = 'ccnow'", (until,))
 
 
-async def status(
-    cfg: Path, run: Callable[..., Awaitable[Result]] = run_cli
-) -> tuple[dict[tuple[str, str], dict[str, Any]], str]:
+async def status(cfg: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], str]:
     """Return `status --json`'s accounts by (source, account), and `status`'s text."""
-    as_json = await run("--config", cfg, "status", "--json", env=cli_env())
+    as_json = await call_cli("--config", cfg, "status", "--json", env=cli_env())
     assert as_json.code == 0, as_json.stderr
-    text = await run("--config", cfg, "status", env=cli_env())
+    text = await call_cli("--config", cfg, "status", env=cli_env())
     assert text.code == 0, text.stderr
     accounts = json.loads(as_json.stdout)["accounts"]
     return {(a["source"], a["account"]): a for a in accounts}, text.stdout
@@ -42,7 +39,7 @@ async def test_status_says_until_when_an_account_rests(
     cfg = write_config(tmp_path, ccv=fake_ccv, ccnow=fake_ccnow)
     # CCNow turns the catch-up's pending list away for ten minutes; CCV answers.
     fake_ccnow.script = [Reply(429, "Too Many Requests", headers={"Retry-After": "600"})]
-    caught = await run_cli("--config", cfg, "catch-up", env=cli_env())
+    caught = await call_cli("--config", cfg, "catch-up", env=cli_env())
     assert caught.code == 75, caught.stderr
     with contextlib.closing(sqlite3.connect(tmp_path / "reconciler.db")) as conn:
         [(until,)] = conn.execute("SELECT rest_until FROM sources WHERE source = 'ccnow'")
@@ -62,6 +59,6 @@ async def test_status_says_until_when_an_account_rests(
     # An ended rest, and one recorded further ahead than the bound (void): none shown.
     for ended in (time.time() - 1, time.time() + MAX_REST_S + 600):
         set_rest(tmp_path, ended)
-        accounts, text = await status(cfg, call_cli)  # in this process: the same entry
+        accounts, text = await status(cfg)
         assert accounts[("ccnow", "default")]["resting_until"] is None
         assert iso_time(ended) not in text and "RESTING" not in text

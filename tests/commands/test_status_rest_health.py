@@ -13,7 +13,7 @@ from typing import Any
 
 from reconciler.json_text import iso_time
 from tests.commands.test_status_rest import set_rest, status
-from tests.conftest import call_cli, cli_env, run_cli, write_config
+from tests.conftest import call_cli, cli_env, write_config
 from tests.fake_providers import FakeCCNow, Reply
 from tests.writes.test_ccnow_actions import query
 
@@ -42,7 +42,7 @@ async def test_a_rest_a_pass_met_reads_failing_since_its_source_failed(
 ) -> None:
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     fake_ccnow.script = [too_many(600)]  # the catch-up's pending list
-    assert (await run_cli("--config", cfg, "catch-up", env=cli_env())).code == 75
+    assert (await call_cli("--config", cfg, "catch-up", env=cli_env())).code == 75
     [(failed_at, until)] = query(
         tmp_path,
         "SELECT e.time, s.rest_until FROM events e, sources s WHERE e.type = 'source.failed'",
@@ -65,7 +65,7 @@ async def test_a_rest_recorded_outside_a_pass_leaves_an_unpolled_account_unknown
     # The ship's answer says nothing of B: its close reads B back, and CCNow turns that away.
     fake_ccnow.actions_answer = ["message no_pending_orders"]
     fake_ccnow.reads = [too_many(600)]
-    shipped = await run_cli("--config", cfg, "ccnow", "ship", B, env=cli_env())
+    shipped = await call_cli("--config", cfg, "ccnow", "ship", B, env=cli_env())
     assert shipped.code == 75, shipped.stderr
     [(until, last_success)] = query(tmp_path, "SELECT rest_until, last_success FROM sources")
     assert until is not None and last_success is None
@@ -79,7 +79,7 @@ async def test_a_rest_recorded_outside_a_pass_leaves_an_unpolled_account_unknown
 
     # A pass that answers (the rest over) makes it `ok`, and ends the rest's record.
     set_rest(tmp_path, time.time() - 1)
-    assert (await run_cli("--config", cfg, "catch-up", env=cli_env())).code == 0
+    assert (await call_cli("--config", cfg, "catch-up", env=cli_env())).code == 0
     accounts, text = await status(cfg)
     entry = accounts[("ccnow", "default")]
     assert (entry["health"], entry["resting_until"]) == ("ok", None), entry

@@ -236,6 +236,7 @@ async def test_a_ccnow_action_a_killed_process_left_sending_shows_what_becomes_o
     fake_ccnow.orders = {A: "pending"}
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     extra = ["--amount", "5"] if action == "adjust" else []
+    # A process: the failpoint kills it (SIGKILL) mid-write.
     killed = await run_cli(
         "--config",
         cfg,

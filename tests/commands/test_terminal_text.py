@@ -17,7 +17,7 @@ import pytest
 
 from reconciler import cli
 from reconciler.terminal import shown, width
-from tests.conftest import call_cli, run_cli, write_config
+from tests.conftest import call_cli, write_config
 from tests.fake_providers import CCV_KEY, FakeCCNow, FakeCCV, Reply
 
 HOSTILE = "down\x1b[2J\x1b]0;pwned\x07 \u202eevil\u202c end"
@@ -69,7 +69,7 @@ async def test_a_ccnow_actions_answer_is_printed_escaped(
     order = "396-10-1142"
     cfg = write_config(tmp_path, ccnow=fake_ccnow)
     fake_ccnow.script = [Reply(200, f"{order} error_message {HOSTILE}\n")]
-    result = await run_cli("--config", cfg, "ccnow", "ship", order, "--notes", "On its way")
+    result = await call_cli("--config", cfg, "ccnow", "ship", order, "--notes", "On its way")
     assert result.code == 65, result.stderr
     assert ESCAPED in result.stdout
     assert "\x1b" not in result.stdout and "\u202e" not in result.stdout

@@ -166,6 +166,7 @@ async def test_track_settling_through_the_daemon_is_the_one_step_that_needs_the_
     lock.acquire()  # what a running daemon holds
     try:
         args = ("--config", no_token, "track", "ccv", ORDER, "--ref", "shop-8")
+        # A process: the writer lock's POSIX lock is not seen by the process that holds it.
         result = await run_cli(*args, env=bare_env())
     finally:
         lock.release()

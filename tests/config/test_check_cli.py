@@ -388,5 +388,6 @@ async def test_jsonl_sinks_linked_to_stdout_are_not_taken_for_one_file(tmp_path:
         for n in ("a", "b")
     )
     cfg.write_text(config_text(tmp_path, CCV) + sinks, encoding="utf-8")
+    # A process: /dev/stdout must be its own stdout, a pipe.
     result = await run_cli("--config", cfg, "check")
     assert result.code == 0, result.stderr

@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.commands.store_writable import Unwritable, store_refusal, warn_unwritable
-from tests.conftest import REPO, cli_env
+from tests.conftest import Result, call_cli
 
 CCV = '[ccv]\nbase_url = "https://ccv.example"\n'
 ROOT = os.geteuid() == 0
@@ -53,17 +52,9 @@ def lock_out() -> Iterator[Callable[[Path], None]]:
         step()
 
 
-def check(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m reconciler --config CFG ARGS` as a process of its own."""
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", "--config", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+async def check(cfg: Path, *args: str) -> Result:
+    """`reconciler --config CFG ARGS`, in this process (the user and its rights are the same)."""
+    return await call_cli("--config", cfg, *args)
 
 
 def config(tmp_path: Path, store: Path) -> Path:
@@ -77,7 +68,7 @@ def why(path: Path) -> str:
 
 
 @pytest.mark.parametrize("under", ["", "new/sub/"], ids=["in-it", "directories-to-make-in-it"])
-def test_check_refuses_a_store_in_a_directory_this_user_cannot_write(
+async def test_check_refuses_a_store_in_a_directory_this_user_cannot_write(
     tmp_path: Path, lock_out: Callable[[Path], None], under: str
 ) -> None:
     locked = tmp_path / "state"
@@ -85,34 +76,34 @@ def test_check_refuses_a_store_in_a_directory_this_user_cannot_write(
     db = locked / f"{under}reconciler.db"
     cfg = config(tmp_path, db)
     lock_out(locked)
-    result = check(cfg, "check")
-    assert (result.returncode, result.stdout) == (78, ""), result.stderr
+    result = await check(cfg, "check")
+    assert (result.code, result.stdout) == (78, ""), result.stderr
     assert result.stderr.strip() == f"config error: {cfg}: store.path: cannot create {db}: " + why(
         locked
     )
     assert list(locked.iterdir()) == []  # nothing made: no database, lock file or directory
     # What the commands that open it said, and still say (74), `check` having said ok.
-    result = check(cfg, "catch-up")
-    assert result.returncode == 74, result.stderr
+    result = await check(cfg, "catch-up")
+    assert result.code == 74, result.stderr
     assert f"cannot create lock file {db}.lock" in result.stderr
 
 
-def test_check_refuses_a_database_file_this_user_cannot_write(
+async def test_check_refuses_a_database_file_this_user_cannot_write(
     tmp_path: Path, lock_out: Callable[[Path], None]
 ) -> None:
     db = tmp_path / "reconciler.db"
     cfg = config(tmp_path, db)
-    assert check(cfg, "track", "ccv", "ORDER-1").returncode == 0
+    assert (await check(cfg, "track", "ccv", "ORDER-1")).code == 0
     lock_out(db)
-    result = check(cfg, "check")
-    assert result.returncode == 78, result.stderr
+    result = await check(cfg, "check")
+    assert result.code == 78, result.stderr
     assert result.stderr.strip() == f"config error: {cfg}: store.path: cannot write {db}: " + why(
         db
     )
-    assert check(cfg, "catch-up").returncode == 74
+    assert (await check(cfg, "catch-up")).code == 74
 
 
-def test_check_refuses_a_store_whose_directory_this_user_cannot_write(
+async def test_check_refuses_a_store_whose_directory_this_user_cannot_write(
     tmp_path: Path, lock_out: Callable[[Path], None]
 ) -> None:
     # The database there, writable: SQLite makes its -wal and -shm files beside it at every
@@ -121,25 +112,25 @@ def test_check_refuses_a_store_whose_directory_this_user_cannot_write(
     locked.mkdir()
     db = locked / "reconciler.db"
     cfg = config(tmp_path, db)
-    assert check(cfg, "track", "ccv", "ORDER-1").returncode == 0
+    assert (await check(cfg, "track", "ccv", "ORDER-1")).code == 0
     made = sorted(locked.iterdir())
     lock_out(locked)
-    result = check(cfg, "check")
-    assert result.returncode == 78, result.stderr
+    result = await check(cfg, "check")
+    assert result.code == 78, result.stderr
     assert result.stderr.strip() == f"config error: {cfg}: store.path: cannot write {db}: " + why(
         locked
     )
     assert sorted(locked.iterdir()) == made
-    assert check(cfg, "status").returncode == 74
+    assert (await check(cfg, "status")).code == 74
 
 
 @pytest.mark.skipif(ROOT, reason="root may write in /")
-def test_a_directory_of_another_user_passes_with_a_warning(tmp_path: Path) -> None:
+async def test_a_directory_of_another_user_passes_with_a_warning(tmp_path: Path) -> None:
     # `/` is root's: the daemon's user (root, or one given the directory) may make it.
     db = Path("/") / f"reconciler-test-{uuid.uuid4().hex}" / "reconciler.db"
     cfg = config(tmp_path, db)
-    result = check(cfg, "check")
-    assert result.returncode == 0, result.stderr
+    result = await check(cfg, "check")
+    assert result.code == 0, result.stderr
     assert "config ok" in result.stdout
     (line,) = [json.loads(line) for line in result.stderr.splitlines()]
     assert line["level"] == "warning"
@@ -152,7 +143,7 @@ def test_a_directory_of_another_user_passes_with_a_warning(tmp_path: Path) -> No
     assert not db.parent.exists()
 
 
-def test_a_link_to_the_store_is_judged_by_the_directory_it_leads_to(
+async def test_a_link_to_the_store_is_judged_by_the_directory_it_leads_to(
     tmp_path: Path, lock_out: Callable[[Path], None]
 ) -> None:
     # The writer's lock file and SQLite's -wal and -shm are made beside the file the link leads
@@ -162,20 +153,20 @@ def test_a_link_to_the_store_is_judged_by_the_directory_it_leads_to(
     etc.mkdir()
     state.mkdir()
     assert (
-        check(config(tmp_path, state / "reconciler.db"), "track", "ccv", "ORDER-1").returncode == 0
-    )
+        await check(config(tmp_path, state / "reconciler.db"), "track", "ccv", "ORDER-1")
+    ).code == 0
     link = etc / "reconciler.db"
     link.symlink_to(state / "reconciler.db")
     cfg = config(tmp_path, link)
     lock_out(etc)
-    result = check(cfg, "check")
-    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    result = await check(cfg, "check")
+    assert (result.code, result.stderr) == (0, ""), result.stderr
     assert "config ok" in result.stdout
-    assert check(cfg, "track", "ccv", "ORDER-2").returncode == 0
-    assert check(cfg, "status").returncode == 0
+    assert (await check(cfg, "track", "ccv", "ORDER-2")).code == 0
+    assert (await check(cfg, "status")).code == 0
 
 
-def test_a_link_to_a_store_still_to_make_is_judged_by_where_it_leads(
+async def test_a_link_to_a_store_still_to_make_is_judged_by_where_it_leads(
     tmp_path: Path, lock_out: Callable[[Path], None]
 ) -> None:
     # The writer makes the lock file, then the database, beside the link's target.
@@ -186,31 +177,31 @@ def test_a_link_to_a_store_still_to_make_is_judged_by_where_it_leads(
     link.symlink_to(state / "new" / "reconciler.db")
     cfg = config(tmp_path, link)
     lock_out(etc)
-    result = check(cfg, "check")
-    assert (result.returncode, result.stderr) == (0, ""), result.stderr
-    assert check(cfg, "catch-up").returncode == 0
+    result = await check(cfg, "check")
+    assert (result.code, result.stderr) == (0, ""), result.stderr
+    assert (await check(cfg, "catch-up")).code == 0
     assert (state / "new" / "reconciler.db").is_file()
 
 
-def test_a_link_to_a_store_in_a_directory_this_user_cannot_write_is_refused(
+async def test_a_link_to_a_store_in_a_directory_this_user_cannot_write_is_refused(
     tmp_path: Path, lock_out: Callable[[Path], None]
 ) -> None:
     etc, state = tmp_path / "etc", tmp_path / "state"
     etc.mkdir()
     state.mkdir()
     assert (
-        check(config(tmp_path, state / "reconciler.db"), "track", "ccv", "ORDER-1").returncode == 0
-    )
+        await check(config(tmp_path, state / "reconciler.db"), "track", "ccv", "ORDER-1")
+    ).code == 0
     link = etc / "reconciler.db"
     link.symlink_to(state / "reconciler.db")
     cfg = config(tmp_path, link)
     lock_out(state)
-    result = check(cfg, "check")
-    assert result.returncode == 78, result.stderr
+    result = await check(cfg, "check")
+    assert result.code == 78, result.stderr
     assert result.stderr.strip() == (
         f"config error: {cfg}: store.path: cannot write {link}: " + why(state)
     )
-    assert check(cfg, "track", "ccv", "ORDER-2").returncode == 74
+    assert (await check(cfg, "track", "ccv", "ORDER-2")).code == 74
 
 
 @pytest.mark.parametrize(

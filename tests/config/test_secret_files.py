@@ -107,6 +107,7 @@ async def test_a_fifo_as_secret_file_is_a_config_error_not_a_hang(
     # `check` and `status` waited for a writer that never came.
     cfg = config_file(tmp_path, CCNOW + "password_file = 'password'\n")
     os.mkfifo(tmp_path / "etc" / "password")
+    # A process: were it to hang on the FIFO, it is killed; a thread here could not be.
     result = await run_cli("--config", cfg, command, timeout_s=30)
     assert result.code == 78, result.stderr
     assert result.stderr.strip() == (

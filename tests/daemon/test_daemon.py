@@ -268,7 +268,7 @@ async def test_the_stop_takes_no_notification_while_the_api_finishes_a_request(
     assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
     url = (await call_cli("--config", cfg, "notification-url", "ccv", "--order", ORDER)).stdout
     log = tmp_path / "daemon.log"
-    async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
+    async with daemon_here(cfg) as here, aiohttp.ClientSession() as http:
         await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
         await poll_until(lambda: read_events(tmp_path), 60, "the start-up check")
         fake_ccv.hold = asyncio.Event()  # CCV answers nothing from now on
@@ -279,13 +279,13 @@ async def test_the_stop_takes_no_notification_while_the_api_finishes_a_request(
             )
         )
         await fake_ccv.wait_until(lambda: fake_ccv.in_flight > 0, 10)
-        proc.send_signal(signal.SIGTERM)
+        here.stopping.set()  # the stop SIGTERM starts
         await poll_until(lambda: "daemon.stopping" in log.read_text(), 60, "the stop")
         with contextlib.suppress(aiohttp.ClientError):
             async with http.post(url.strip(), data=b"") as resp:
                 assert resp.status != 202, "a notification taken during the stop"
         fake_ccv.hold.set()
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert await asyncio.wait_for(here.wait(), 20) == 0
         answered = (await asyncio.gather(refresh, return_exceptions=True))[0]
         if isinstance(answered, aiohttp.ClientResponse):
             answered.close()
@@ -337,7 +337,7 @@ async def test_a_refresh_waiting_at_the_stop_gets_the_stored_state(
     )
     assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
     log = tmp_path / "daemon.log"
-    async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
+    async with daemon_here(cfg) as here, aiohttp.ClientSession() as http:
         await poll_until(lambda: log.exists() and _ready_line(log), 20, "daemon.ready")
         await poll_until(lambda: read_events(tmp_path), 60, "the start-up check")
         fake_ccv.hold = asyncio.Event()  # CCV answers nothing from now on
@@ -350,7 +350,7 @@ async def test_a_refresh_waiting_at_the_stop_gets_the_stored_state(
         )
         # The refresh's own question is at CCV: the request is in the daemon's hands.
         await fake_ccv.wait_until(lambda: len(fake_ccv.requests_for(ORDER)) > asked, 10)
-        proc.send_signal(signal.SIGTERM)
+        here.stopping.set()  # the stop SIGTERM starts
         try:
             async with await asyncio.wait_for(refresh, 10) as resp:
                 assert resp.status == 200
@@ -358,4 +358,4 @@ async def test_a_refresh_waiting_at_the_stop_gets_the_stored_state(
         finally:
             fake_ccv.hold.set()
         assert (body["status"], body["refreshed"]) == ("AwaitingPayment", False)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert await asyncio.wait_for(here.wait(), 20) == 0

@@ -106,10 +106,10 @@ async def test_a_pass_waits_until_the_notification_ends_then_runs_as_long_as_it_
             now[0] += 2.0  # the hint took two seconds
 
     task = asyncio.ensure_future(hint())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn: the hint has entered the gate
     assert gate.in_flight == 1
     waiter = asyncio.ensure_future(gate.give_way())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn: the worker has asked the gate
     assert not waiter.done()
     ended.set()
     await asyncio.wait_for(waiter, 1)
@@ -119,7 +119,7 @@ async def test_a_pass_waits_until_the_notification_ends_then_runs_as_long_as_it_
         await asyncio.wait_for(gate.give_way(), 1)
         now[0] += 2.5
         second = asyncio.ensure_future(gate.give_way())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: it has asked, and waits
         assert not second.done()  # past them, it gives way again
     await asyncio.wait_for(second, 1)
 
@@ -327,7 +327,7 @@ async def test_a_pass_s_queued_batch_waits_while_a_notification_is_checked(
         await batcher.add(ok(oid))
     with reconciler.hints.running():
         flushing = asyncio.ensure_future(batcher.flush())  # the pass's batch, ready first
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the pass's flush starts first, and waits for the hint
         await reconciler.apply([ok("N-1")], via="notification")
     await asyncio.wait_for(flushing, 10)
     rows = (await store.outbox.due("counting", 2.0e9, 100)).rows

@@ -62,7 +62,7 @@ async def test_notifications_waiting_for_the_writer_commit_in_one_transaction(
             )
             for i, report in zip(ids, reports, strict=True)
         ]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: each has started and waits for the writer
         assert not any(h.done() for h in hints)
     assert await asyncio.gather(*hints) == [1, 1, 1]  # each is told its own event
     assert len(commits) == 1  # one transaction for the three
@@ -80,7 +80,7 @@ async def test_an_order_named_twice_in_a_burst_keeps_its_events_in_order(
         second = asyncio.ensure_future(
             reconciler.apply([seen("N-1", "Processing")], via="notification")
         )
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: each has started and waits for the writer
     assert list(await asyncio.gather(first, other, second)) == [1, 1, 1]
     events = [(o, t) for o, t in await statuses(store) if o == "N-1"]
     assert events == [("N-1", "order.discovered"), ("N-1", "order.status_changed")]
@@ -101,7 +101,7 @@ async def test_a_lost_order_is_counted_in_its_own_notification_s_report(
             ),
             asyncio.ensure_future(reconciler.apply([gone], via="notification", report=lost)),
         ]
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: each has started and waits for the writer
     await asyncio.gather(*hints)
     assert (found.lost, lost.lost) == (0, 1)
 
@@ -137,7 +137,7 @@ async def test_a_notification_whose_group_failed_counts_its_orders_once(
         member = asyncio.ensure_future(
             reconciler.apply([gone, failed], via="notification", report=report)
         )
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: each has started and waits for the writer
     with pytest.raises(sqlite3.IntegrityError):
         await leader
     await member
@@ -179,7 +179,7 @@ async def test_a_group_cancelled_while_its_commit_runs_is_not_written_again(
         tasks.append(
             asyncio.ensure_future(reconciler.apply([failed], via="notification", report=report))
         )
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one turn: each has started and waits for the writer
         monkeypatch.setattr(store.conn, "execute", execute)
     leader, member = tasks
     await committing.wait()

@@ -23,7 +23,7 @@ from reconciler.reconcile import Reconciler
 from reconciler.schedule import MAX_REST_S
 from reconciler.sources.http import Gates
 from reconciler.store import Store
-from tests.conftest import Clock, cli_env, run_cli, write_config
+from tests.conftest import Clock, call_cli, cli_env, write_config
 from tests.fake_providers import (
     CCNOW_PASSWORD,
     CCV_KEY,
@@ -190,7 +190,7 @@ async def test_a_catch_up_within_the_rest_asks_nothing_and_exits_75(
         await ccnow.store.orders.track("ccnow", "default", [(CCNOW_ID, None)], clock_now())
         await ccnow.tick_pending_list()
     assert len(fake_ccnow.requests) == 1
-    result = await run_cli("--config", path, "catch-up", env=cli_env())
+    result = await call_cli("--config", path, "catch-up", env=cli_env())
     assert result.code == EX_TEMPFAIL, result.stderr
     assert len(fake_ccnow.requests) == 1
     assert "resting" in result.stderr

@@ -764,7 +764,7 @@ async def test_the_feed_gives_every_event_once_in_commit_order_under_writes(api:
             count = rng.randint(1, 40)
             written.extend(await add_events(api, n, count))
             n += count
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # one turn: the reader's, between two writes
         done.set()
 
     read: list[str] = []

@@ -35,7 +35,7 @@ from reconciler.server import (
 )
 from reconciler.server.connections import ConnectionLimits, connection_cap
 from reconciler.store import StoreError
-from tests.conftest import Clock
+from tests.conftest import Clock, awaiting, poll_until
 from tests.server.conftest import (
     CCNOW_TOKEN,
     RECEIVER,
@@ -689,8 +689,13 @@ async def test_receiver_close_lets_a_check_under_way_end(
             assert response.status == 202
     await hub.wait_calls(1)
     closing = asyncio.ensure_future(receiver.close())
-    await asyncio.sleep(0.05)
-    assert not closing.done()  # the check under way holds the close, within the bound
+    # The check under way holds the close, within the bound: it waits for the check.
+    await poll_until(
+        lambda: closing.done() or Debouncer.close.__code__ in awaiting(closing),
+        10,
+        "the close waits",
+    )
+    assert not closing.done()
     hub.gate.set()
     await asyncio.wait_for(closing, 5)
     # The check ended by itself: nothing was left to cancel.

@@ -160,6 +160,7 @@ async def test_a_program_whose_reconciler_is_killed_at_its_start_gets_the_whole_
 
     async def killed_by_its_program() -> None:
         before = kept()
+        # A process: the sink's program kills its parent, the command.
         result = await run_cli("--config", cfg, "catch-up")
         assert result.code == -signal.SIGKILL, result.stderr
         await poll_until(lambda: kept() > before, 60, "the program's input kept")

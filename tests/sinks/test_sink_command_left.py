@@ -1,7 +1,7 @@
 """A command sink's program that exits and leaves a child running (started in the background,
 its stderr elsewhere): the child is ended with the delivery, SIGTERM first, SIGKILL after a
-bounded grace, not left to run on after the program, the delivery or reconciler itself. Real
-programs, real children, the catch-up as a process of its own."""
+bounded grace, not left to run on after the program, the delivery or reconciler's command.
+Real programs, real children."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from reconciler.config import CommandSinkConfig
 from reconciler.sinks.base import Cutoff, Delivered, OutboxEvent
 from reconciler.sinks.command import CommandSink
-from tests.conftest import call_cli, cli_env, poll_until, run_cli, write_config
+from tests.conftest import call_cli, poll_until, write_config
 from tests.fake_providers import FakeCCV
 
 # A child that would run for a minute: it says when it has its SIGTERM handler, and when it is
@@ -116,9 +116,7 @@ async def test_a_catch_up_leaves_no_child_of_a_program_running(
     cfg = write_config(tmp_path, ccv=fake_ccv, extra=sink)
     with killed_after(tmp_path):
         assert (await call_cli("--config", cfg, "track", "ccv", order)).code == 0
-        result = await run_cli(
-            "--config", cfg, "catch-up", "--deliver-timeout", "30s", env=cli_env()
-        )
+        result = await call_cli("--config", cfg, "catch-up", "--deliver-timeout", "30s")
         assert result.code == 0, result.stderr
         (polite,) = pids(tmp_path, "polite")
         assert (tmp_path / "polite.term").exists()

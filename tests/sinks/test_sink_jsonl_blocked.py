@@ -105,6 +105,7 @@ async def test_catch_up_ends_at_its_deliver_timeout_while_a_write_blocks(
     # systemd oneshot that runs it must not hang).
     cfg = ccnow_config(tmp_path, fake_ccnow, 'timeout = "10m"\n')
     with fifo_at(tmp_path / "events.jsonl", full=True):
+        # A process: its exit is the point, with a thread still blocked in the write.
         result = await run_cli("--config", cfg, "catch-up", "--deliver-timeout", "1s", timeout_s=30)
     assert result.code == 75, result.stderr
     [done] = [x for x in result.log_lines() if x["message"] == "catch-up.done"]

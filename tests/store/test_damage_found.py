@@ -115,11 +115,9 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
     assert (await call_cli("--config", cfg, "track", "ccv", ORDER)).code == 0
     log = tmp_path / "daemon.log"
     db = tmp_path / "reconciler.db"
-    async with daemon(cfg, cli_env()) as proc, aiohttp.ClientSession() as http:
-        await poll_until(
-            lambda: proc.returncode is not None or "daemon.ready" in log.read_text(), 60, "ready"
-        )
-        assert proc.returncode is None, log.read_text()
+    async with daemon_here(cfg) as here, aiohttp.ClientSession() as http:
+        await poll_until(lambda: here.task.done() or "daemon.ready" in log.read_text(), 60, "ready")
+        assert not here.task.done(), log.read_text()
         await poll_until(lambda: read_events(tmp_path), 60, "the start-up check")
         damage_pages(db, pages)
         async with http.get(
@@ -128,7 +126,7 @@ async def test_a_damaged_page_the_api_reads_stops_the_daemon_with_74(
         ) as resp:
             assert resp.status == 503
             assert "the database cannot be used" in (await resp.json())["error"]
-        assert await asyncio.wait_for(proc.wait(), 60) == 74
+        assert await asyncio.wait_for(here.wait(), 60) == 74
     lines = log.read_text().splitlines()
     failing = [json.loads(line) for line in lines if '"store.failing"' in line]
     assert len(failing) == 1, lines

@@ -26,7 +26,14 @@ from reconciler.store.db import _refuse_foreign, _store_id, _upgrade
 from reconciler.store.migrations import MIGRATIONS, SCHEMA_VERSION, outdated, statements
 from reconciler.store.not_sent import not_sent
 from reconciler.store.notified import notified
-from tests.conftest import assert_one_line, call_cli, read_events, write_config
+from tests.conftest import (
+    assert_one_line,
+    awaiting,
+    call_cli,
+    poll_until,
+    read_events,
+    write_config,
+)
 from tests.fake_providers import FakeCCNow, FakeCCV
 from tests.store.test_store_locks import holder
 
@@ -413,7 +420,9 @@ async def test_a_first_open_waits_for_another_process_creating_the_store(tmp_pat
     creator = WriterLock(db)
     creator.acquire()  # flock: held against any other open file, also in this process
     opening = asyncio.ensure_future(Store.open(db))
-    await asyncio.sleep(0.3)
+    # Found the lock taken, it waits between tries: not exit 75.
+    waits = [_upgrade.__code__, asyncio.sleep.__code__]
+    await poll_until(lambda: opening.done() or awaiting(opening)[-2:] == waits, 10, "it waits")
     assert not opening.done()
     other = await Store.open(db, locked=True)  # the creator makes the store meanwhile
     creator.release()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.conftest import call_cli, cli_env, run_cli
+from tests.conftest import call_cli, cli_env
 from tests.fake_providers import FakeCCNow, Reply
 from tests.writes.test_ccnow_actions import ccnow, query, tracked
 
@@ -50,7 +50,7 @@ async def test_a_rest_a_ship_command_lines_status_read_was_asked_holds_the_next_
     fake_ccnow.actions_answer = ["message no_pending_orders"]
     fake_ccnow.reads = [Reply(429, "Too Many Requests", headers={"Retry-After": "600"})]
     before = time.time()
-    shipped = await run_cli("--config", cfg, "ccnow", "ship", B, env=cli_env())
+    shipped = await call_cli("--config", cfg, "ccnow", "ship", B, env=cli_env())
     assert shipped.code == 75, shipped.stderr
     forms = [seen.form for seen in fake_ccnow.requests]
     assert [form.get("x_action_1", "query") for form in forms[-2:]] == ["ship", "query"]
@@ -58,6 +58,6 @@ async def test_a_rest_a_ship_command_lines_status_read_was_asked_holds_the_next_
     assert until is not None and before + 600 <= until <= time.time() + 600
     assert shipped.stderr.count('"source.resting"') == 1, shipped.stderr
     asked = len(fake_ccnow.requests)
-    caught_up = await run_cli("--config", cfg, "catch-up", "--source", "ccnow", env=cli_env())
+    caught_up = await call_cli("--config", cfg, "catch-up", "--source", "ccnow", env=cli_env())
     assert caught_up.code == 75, caught_up.stderr
     assert len(fake_ccnow.requests) == asked  # not the pending list, not B's query

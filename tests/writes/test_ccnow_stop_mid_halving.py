@@ -18,10 +18,9 @@ from tests.conftest import (
     REPO,
     call_cli,
     cli_env,
-    daemon,
+    daemon_here,
     free_port,
     poll_until,
-    run_cli,
     write_config,
 )
 from tests.fake_providers import FakeCCNow, Seen
@@ -63,17 +62,17 @@ async def test_a_daemon_stopped_mid_halving_answers_the_halves_not_posted_queued
     fake_ccnow.answer_late = _first_half
     port = free_port()
     cfg = write_config(tmp_path, ccnow=fake_ccnow, extra=api_toml(port))
-    async with daemon(cfg, cli_env()) as proc:
+    async with daemon_here(cfg) as here:
         await listening(port)
         track = asyncio.ensure_future(
-            run_cli("--config", cfg, "ccnow", "add-tracking", *ORDERS, *ARGS["add-tracking"])
+            call_cli("--config", cfg, "ccnow", "add-tracking", *ORDERS, *ARGS["add-tracking"])
         )
         await fake_ccnow.wait_until(lambda: _held(fake_ccnow), 30)
-        proc.send_signal(signal.SIGTERM)
+        here.stopping.set()  # the stop SIGTERM starts
         log = tmp_path / "daemon.log"
         await poll_until(lambda: b"daemon.stopping" in log.read_bytes(), 60, "the stop")
         fake_ccnow.release.set()
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert await asyncio.wait_for(here.wait(), 30) == 0
         result = await track
     assert result.code == 75, result.stdout + result.stderr
     assert "sent 2, done 2, refused 0, uncertain 0, queued 2" in result.stderr, result.stderr
@@ -122,6 +121,6 @@ async def test_a_command_line_stopped_mid_halving_leaves_the_halves_not_posted_q
     assert states == {A: "succeeded", B: "succeeded", C: "queued", D: "queued"}
     assert await _queued_writes(cfg) == 2
     # The next run posts them, and them alone.
-    again = await run_cli("--config", cfg, "ccnow", "add-tracking", *ORDERS, *ARGS["add-tracking"])
+    again = await call_cli("--config", cfg, "ccnow", "add-tracking", *ORDERS, *ARGS["add-tracking"])
     assert again.code == 0, again.stdout + again.stderr
     assert sorted(o for o, _, _ in fake_ccnow.actions) == ORDERS

@@ -95,12 +95,13 @@ async def test_a_body_file_that_is_no_file_to_read_is_one_line_and_exit_65(
     tmp_path: Path, make: Callable[[Path], Path], problem: str
 ) -> None:
     path = make(tmp_path)
-    result = await run_cli("ccv", "check-pricing", path, timeout_s=30)
+    result = await call_cli("ccv", "check-pricing", path)
     assert (result.code, result.stdout) == (65, "")
     assert result.stderr.strip().splitlines()[-1].endswith(f"{path}: {problem}")
 
 
 async def test_a_body_from_a_pipe_is_read() -> None:
+    # A process: /dev/stdin must be a real pipe, which call_cli's stdin is not.
     result = await run_cli("ccv", "check-pricing", "/dev/stdin", stdin=EXAMPLE.read_bytes())
     assert (result.code, result.stdout, result.stderr) == (0, "", "")
 

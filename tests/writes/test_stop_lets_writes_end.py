@@ -1,12 +1,11 @@
-"""SIGTERM to a real daemon while a CCV submit and a CCNow adjust wait for the provider: the API
-stops taking requests, but both writes end within their timeout, their answers recorded and
-their callers answered (DESIGN.md invariant 8)."""
+"""A daemon stopped (as by SIGTERM, in this process) while a CCV submit and a CCNow adjust wait
+for the provider: the API stops taking requests, but both writes end within their timeout,
+their answers recorded and their callers answered (DESIGN.md invariant 8)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from reconciler.writes.ccnow_actions import build
 from tests.conftest import (
     call_cli,
     cli_env,
-    daemon,
     daemon_here,
     environ,
     free_port,
@@ -62,7 +60,7 @@ async def test_a_stop_lets_the_writes_sent_end_and_answers_their_callers(
     async with FakeCCVWrites() as ccv:
         cfg = write_config(tmp_path, ccv=ccv, ccnow=fake_ccnow, extra=api_toml(port))
         cfg.write_text(cfg.read_text().replace('timeout = "2s"', 'timeout = "5s"'))
-        async with daemon(cfg, cli_env()) as proc:
+        async with daemon_here(cfg) as here:
             await listening(port)
             await poll_until(lambda: A in {e["subject"] for e in read_events(tmp_path)}, 20, A)
             ccv.submit_replies = [json_reply(201, {"orderId": ORDER}, delay_s=PROVIDER_DELAY_S)]
@@ -75,7 +73,7 @@ async def test_a_stop_lets_the_writes_sent_end_and_answers_their_callers(
             )
             await ccv.wait_until(lambda: len(ccv.submits) == 1, 10)
             await fake_ccnow.wait_until(lambda: fake_ccnow.in_flight == 1, 10)
-            proc.send_signal(signal.SIGTERM)
+            here.stopping.set()  # the stop SIGTERM starts
             await poll_until(
                 lambda: any(x["message"] == "daemon.stopping" for x in log_lines(tmp_path)),
                 10,
@@ -86,7 +84,7 @@ async def test_a_stop_lets_the_writes_sent_end_and_answers_their_callers(
                 late = await post(f"{api}/ccv/orders", submit_body(externalReference="shop-10"))
             except aiohttp.ClientConnectionError:
                 late = None
-            assert await asyncio.wait_for(proc.wait(), 20) == 0
+            assert await asyncio.wait_for(here.wait(), 20) == 0
             (submit_status, submitted), (adjust_status, adjusted) = await asyncio.gather(
                 submit, adjust
             )
