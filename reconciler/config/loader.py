@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -13,16 +13,7 @@ from typing import TypeVar
 from ..model import SOURCES, Source
 from ..stdio import NotReadHere, names_a_descriptor, read_bounded
 from .errors import ConfigError
-from .keys import (
-    API_KEYS,
-    AUTH_SCHEMES,
-    CCNOW_KEYS,
-    CCV_KEYS,
-    CCV_STATUS_INTERVALS,
-    RECEIVER_KEYS,
-    STUCK_AFTER,
-    TOP_KEYS,
-)
+from .keys import AUTH_SCHEMES, CCV_STATUS_INTERVALS, STUCK_AFTER
 from .names import unique_name
 from .schema import (
     AlertsConfig,
@@ -117,16 +108,27 @@ class Loader:
 
     def config(self, data: Mapping[str, object]) -> Config:
         self.secrets.known |= inline_secrets(dict(data))
-        top = Table(self.file, data, "", TOP_KEYS)
-        store = top.table("store", ("path", "keep_events"))
+        return self.read(Table(self.file, data, ""))
+
+    def read(self, top: Table) -> Config:
+        """Read the file's top table; afterwards it and each table within it know the keys
+        that were asked for."""
+        store = top.table("store")
         store_path = self.store_path(store)
-        ccv = self.accounts(top, "ccv", CCV_KEYS, self.ccv)
-        ccnow = self.accounts(top, "ccnow", CCNOW_KEYS, self.ccnow)
+        keep_events_s = (
+            Config.keep_events_s
+            if store is None
+            else store.duration("keep_events", "400d", positive=True)
+        )
+        if store is not None:
+            store.done()
+        ccv = self.accounts(top, "ccv", self.ccv)
+        ccnow = self.accounts(top, "ccnow", self.ccnow)
         if not ccv and not ccnow:
             raise ConfigError(self.file, "ccv", "no [ccv] or [ccnow] account configured")
-        receiver_table = top.table("receiver", RECEIVER_KEYS)
+        receiver_table = top.table("receiver")
         receiver = None if receiver_table is None else self.receiver(receiver_table)
-        api = self.api(top.table("api", API_KEYS))
+        api = self.api(top.table("api"))
         if receiver is not None and api is not None and _same_port(receiver, api):
             # Caught here, not by the receiver failing to bind (exit 75, restarted forever).
             host = f"[{api.listen_host}]" if ":" in api.listen_host else api.listen_host
@@ -146,7 +148,8 @@ class Loader:
             # Every command then refused it as no database (74), leaving a `.lock` beside it.
             problem = f"{store_path} is the file {key} names; the store needs a file of its own"
             raise ConfigError(self.file, "store.path", problem)
-        alerts = self.alerts(top.table("alerts", ("stuck_after",)))
+        alerts = self.alerts(top.table("alerts"))
+        top.done()
         return Config(
             file=self.file,
             store_path=store_path,
@@ -157,13 +160,11 @@ class Loader:
             alerts=alerts,
             api=api,
             secret_files=tuple(self.secrets.secret_files),
-            keep_events_s=Config.keep_events_s
-            if store is None
-            else store.duration("keep_events", "400d", positive=True),
+            keep_events_s=keep_events_s,
         )
 
     def store_path(self, store: Table | None) -> Path:
-        if store is not None and "path" in store.data:
+        if store is not None and store.has("path"):
             return file_path(self.base_dir, store, "path")
         return default_store_path(self.env)
 
@@ -173,28 +174,27 @@ class Loader:
         self,
         top: Table,
         source: str,
-        allowed: Collection[str],
         parse: Callable[[Table, str, bool], _A],
     ) -> tuple[_A, ...]:
         """Read `[source]` or `[[source]]`: one table, or several with unique names."""
-        raw = top.data.get(source)
+        raw = top.value(source)
         if raw is None:
             return ()
         if isinstance(raw, dict):
-            tables = [Table(self.file, raw, source, allowed)]
+            tables = [top.child(source, raw)]
         elif isinstance(raw, list):
             tables = []
             for index, item in enumerate(raw):
                 key = f"{source}[{index}]"
                 if not isinstance(item, dict):
                     raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
-                tables.append(Table(self.file, item, key, allowed))
+                tables.append(top.child(key, item))
         else:
             raise top.error(source, f"expected a table or array of tables, got {type_name(raw)}")
         names: list[str] = []
         seen: dict[str, str] = {}
         for table in tables:
-            if "name" in table.data:
+            if table.has("name"):
                 name = unique_name(table, seen)
             elif len(tables) > 1:
                 raise table.error("name", f"required when there are several [[{source}]] tables")
@@ -202,7 +202,11 @@ class Loader:
                 name = "default"
             names.append(name)
         single = len(tables) == 1
-        return tuple(parse(table, name, single) for table, name in zip(tables, names, strict=True))
+        accounts = []
+        for table, name in zip(tables, names, strict=True):
+            accounts.append(parse(table, name, single))
+            table.done()
+        return tuple(accounts)
 
     def ccv(self, table: Table, name: str, single: bool) -> CCVConfig:
         env, credentials = secret_names("ccv", name, single, "api_key")
@@ -303,7 +307,7 @@ class Loader:
 
     def receiver(self, table: Table) -> ReceiverConfig:
         listen = _listen(table, "127.0.0.1:8080")
-        return ReceiverConfig(
+        config = ReceiverConfig(
             listen_host=listen[0],
             listen_port=listen[1],
             public_url=table.url("public_url", base=True).rstrip("/"),
@@ -328,11 +332,13 @@ class Loader:
             max_body_bytes=table.integer("max_body", 64 * 1024, 1024, 16 * 1024 * 1024),
             max_connections=(
                 table.integer("max_connections", 0, 1, 100_000)
-                if "max_connections" in table.data
+                if table.has("max_connections")
                 else None
             ),
             header_timeout_s=table.timeout("header_timeout", "10s"),
         )
+        table.done()
+        return config
 
     def api(self, table: Table | None) -> ApiConfig | None:
         if table is None:
@@ -345,7 +351,7 @@ class Loader:
             raise table.error(
                 "ccv_order_id_fields", "a field name must not contain a control character"
             )
-        return ApiConfig(
+        config = ApiConfig(
             listen_host=listen[0],
             listen_port=listen[1],
             token=self.secrets.required(
@@ -355,18 +361,19 @@ class Loader:
             refresh_timeout_s=table.timeout("refresh_timeout", "10s"),
             ccv_order_id_fields=tuple(fields) if fields else ("orderId", "id"),
         )
+        table.done()
+        return config
 
     def alerts(self, table: Table | None) -> AlertsConfig:
         stuck = {key: parse_duration(value) for key, value in STUCK_AFTER.items()}
-        stuck_after = (
-            None
-            if table is None
-            else table.table("stuck_after", ("ccv", "ccnow"), "unknown source (use ccv or ccnow)")
-        )
+        stuck_after = None if table is None else table.table("stuck_after")
         if stuck_after is not None:
             for source in SOURCES:
                 given = stuck_after.status_durations(source, source, {}, stuck=True)
                 stuck.update({(source, status): seconds for status, seconds in given.items()})
+            stuck_after.done("unknown source (use ccv or ccnow)")
+        if table is not None:
+            table.done()
         # 0 switches the alert off for that status.
         return AlertsConfig({key: seconds for key, seconds in stuck.items() if seconds > 0})
 

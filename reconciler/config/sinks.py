@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Literal
 
 from ..paths import STORE_FILES, beside
 from ..stdio import names_a_descriptor
 from .errors import ConfigError
-from .keys import SINK_COMMON_KEYS, SINK_KEYS, SINK_TYPES
+from .keys import SINK_TYPES
 from .names import unique_name
 from .schema import (
     CommandSinkConfig,
@@ -25,6 +25,19 @@ from .schema import (
 from .secret import SecretReader, env_word, webhook_secret_problem
 from .table import Table, file_path
 from .values import type_name
+
+
+def _own_keys(kind: type[SinkConfig]) -> set[str]:
+    """The keys one sink kind has and the others have not: its config type's own fields, and a
+    secret's `_file` twin."""
+    common = {f.name for f in fields(LogSinkConfig)}
+    own = [f for f in fields(kind) if f.name not in common]
+    return {f.name for f in own} | {f"{f.name}_file" for f in own if f.type == "Secret"}
+
+
+_KINDS_OWN_KEYS = frozenset().union(
+    *(_own_keys(kind) for kind in (JsonlSinkConfig, WebhookSinkConfig, CommandSinkConfig))
+)
 
 
 class SinkReader:
@@ -47,7 +60,7 @@ class SinkReader:
 
     def sinks(self, top: Table) -> tuple[SinkConfig, ...]:
         """Read every `[[sinks]]` table, in the file's order."""
-        raw = top.data.get("sinks")
+        raw = top.value("sinks")
         if raw is None:
             return ()
         if not isinstance(raw, list):
@@ -59,21 +72,11 @@ class SinkReader:
             key = f"sinks[{index}]"
             if not isinstance(item, dict):
                 raise ConfigError(self.file, key, f"expected a table, got {type_name(item)}")
-            table = Table(self.file, item, key, None)
-            kind = table.choice("type", SINK_TYPES)
-            own = SINK_COMMON_KEYS + SINK_KEYS[kind]
-            for name in item:
-                if name in own:
-                    continue
-                if any(name in keys for keys in SINK_KEYS.values()):
-                    raise table.error(name, f"not a key of a {kind} sink")
-                raise table.error(name, "unknown key")
-            typed.append((table, kind))
+            table = top.child(key, item)
+            typed.append((table, table.choice("type", SINK_TYPES)))
         # Explicit names first, so that a default name steps aside instead of clashing.
         seen: dict[str, str] = {}
-        explicit = {
-            id(table): unique_name(table, seen) for table, _ in typed if "name" in table.data
-        }
+        explicit = {id(table): unique_name(table, seen) for table, _ in typed if table.has("name")}
         # One log sink at most: the log gets every event once (a second wrote each line twice,
         # and an alert keyed on the log fired twice).
         logs = [table for table, kind in typed if kind == "log"]
@@ -93,6 +96,11 @@ class SinkReader:
                     name, number = f"{kind}-{number}", number + 1
                 seen[env_word(name)] = name
             sink = self.sink(table, kind, name)
+            for unread in table.unread():
+                # A key another kind reads (`url` in a jsonl sink) says which kind it is not.
+                foreign = unread in _KINDS_OWN_KEYS
+                problem = f"not a key of a {kind} sink" if foreign else "unknown key"
+                raise table.error(unread, problem)
             if isinstance(sink, JsonlSinkConfig):
                 # Two sinks' batches would interleave (on a FIFO, past PIPE_BUF: within a
                 # line), and one's taking back a failed batch would cut the other's lines.
@@ -146,7 +154,7 @@ class SinkReader:
         timeout = table.timeout("timeout", "15s")
         retry_min, retry_max = table.duration_range("retry_min", "5s", "retry_max", "1h")
         max_age = table.duration("max_age", "3d", positive=True)
-        if "retry_min" in table.data and retry_min > max_age:
+        if table.has("retry_min") and retry_min > max_age:
             # The first retry would come after the event's max_age: it dead-letters an event
             # retry_min after its first failure, not max_age after its creation.
             raise table.error("retry_min", "must not be more than max_age")
@@ -198,7 +206,7 @@ class SinkReader:
         """Read a command sink's argv: a non-empty list of strings without NUL, the program not
         empty; a program path with a `/` that is relative is beside the file (the daemon's
         current directory is systemd's `/`), a bare name is looked up on PATH when run."""
-        value = table.data.get("command")
+        value = table.value("command")
         if value is None:
             raise table.error("command", "required")
         if not isinstance(value, list):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
@@ -37,23 +37,48 @@ def control_problem(value: str, *, strict: bool = False) -> str | None:
 
 
 class Table:
-    """One TOML table being read; knows its dotted key so every error can name the key."""
+    """One TOML table being read; knows its dotted key so every error can name the key.
 
-    def __init__(
-        self,
-        file: str,
-        data: Mapping[str, object],
-        key: str,
-        allowed: Collection[str] | None,
-        unknown: str = "unknown key",
-    ) -> None:
+    It records each key its reader asks for, given or not: what was never asked for is no
+    key of the table (`done`). The reader is the one list of a table's keys."""
+
+    def __init__(self, file: str, data: Mapping[str, object], key: str) -> None:
         self.file = file
-        self.data = data
+        self._data = data
         self.key = key
-        if allowed is not None:
-            for name in data:
-                if name not in allowed:
-                    raise self.error(name, unknown)
+        self._asked: set[str] = set()
+        self.children: list[Table] = []  # the tables read within it, in the order read
+
+    @property
+    def asked(self) -> frozenset[str]:
+        """The keys its reader asked for so far, given or not."""
+        return frozenset(self._asked)
+
+    def child(self, name: str, data: Mapping[str, object]) -> Table:
+        """A table within this one (`name`: `sinks[0]`, `store`), to be read and then `done`."""
+        table = Table(self.file, data, self.path(name))
+        self.children.append(table)
+        return table
+
+    def has(self, name: str) -> bool:
+        """Whether the key is given (asking counts as reading it)."""
+        self._asked.add(name)
+        return name in self._data
+
+    def value(self, name: str, default: object = None) -> object:
+        """The key's raw value, unchecked, or `default`."""
+        self._asked.add(name)
+        return self._data.get(name, default)
+
+    def unread(self) -> list[str]:
+        """The keys given that no reader asked for, in the file's order."""
+        return [name for name in self._data if name not in self._asked]
+
+    def done(self, unknown: str = "unknown key") -> None:
+        """Refuse the first key given that was never read: a typo, or a key of another table,
+        would otherwise be ignored in silence."""
+        for name in self.unread():
+            raise self.error(name, unknown)
 
     def path(self, name: str) -> str:
         return f"{self.key}.{name}" if self.key else name
@@ -62,7 +87,7 @@ class Table:
         return ConfigError(self.file, self.path(name), problem)
 
     def get(self, name: str, kind: type[_V], what: str) -> _V | None:
-        value = self.data.get(name)
+        value = self.value(name)
         if value is None:
             return None
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
@@ -119,7 +144,7 @@ class Table:
         at_most: str | None = None,
     ) -> float:
         """Seconds from a duration key; required when `default` is None."""
-        value = self.data.get(name, default)
+        value = self.value(name, default)
         if value is None:
             raise self.error(name, "required")
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -159,11 +184,11 @@ class Table:
         high = self.duration(high_name, high_default, positive=True, at_least=at_least)
         if high < low:
             # Blame a key the user wrote: the one given, when the other is its default.
-            if high_name not in self.data:
+            if not self.has(high_name):
                 raise self.error(
                     low_name, f'must not be more than {high_name} (default "{high_default}")'
                 )
-            if low_name not in self.data:
+            if not self.has(low_name):
                 raise self.error(
                     high_name, f'must not be less than {low_name} (default "{low_default}")'
                 )
@@ -172,7 +197,7 @@ class Table:
 
     def usd(self, name: str, default: str) -> Decimal:
         """A positive amount in USD with at most two decimals (a string or a number)."""
-        value = self.data.get(name, default)
+        value = self.value(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise self.error(name, f"expected an amount in USD, got {type_name(value)}")
         amount = usd_amount(str(value))
@@ -187,11 +212,10 @@ class Table:
             raise self.error(name, problem)
         return value
 
-    def table(
-        self, name: str, allowed: Collection[str] | None, unknown: str = "unknown key"
-    ) -> Table | None:
+    def table(self, name: str) -> Table | None:
+        """The key's table, to be read and then `done`; None when not given."""
         value = self.get(name, dict, "a table")
-        return None if value is None else Table(self.file, value, self.path(name), allowed, unknown)
+        return None if value is None else self.child(name, value)
 
     def status_durations(
         self,
@@ -205,16 +229,18 @@ class Table:
         """A table of `source`'s status word -> duration (positive, except under `stuck_after`
         where 0 is "off"); a given table replaces `default`. A word in the wrong case or
         misspelt is an error: it would match no order, in silence."""
-        table = self.table(name, None)
+        table = self.table(name)
         if table is None:
             return {status: parse_duration(value) for status, value in default.items()}
-        for status in table.data:
+        # Its keys are status words, each checked here: none is left for `done`.
+        statuses = table.unread()
+        for status in statuses:
             problem = status_key_problem(source, status, stuck=stuck)
             if problem is not None:
                 raise table.error(status, problem)
         return {
             status: table.duration(status, None, positive=not stuck, at_least=at_least)
-            for status in table.data
+            for status in statuses
         }
 
 
